@@ -1,0 +1,1 @@
+"""The stateless HTTP gateway: REST to queue runs, SSE to tail session streams."""

@@ -1,0 +1,58 @@
+"""The gateway application: `create_app(settings)` opens Redis clients for its lifespan."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+
+from gateway.errors import error_response, install_error_handlers
+from gateway.routes import events, sessions
+from gateway.shutdown import StreamShutdown
+from gateway.tail import StreamTail
+from shared.keys import Keys
+from shared.settings import Settings, get_settings
+from shared.store import SessionStore
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = Redis.from_url(str(settings.redis_url), socket_timeout=10, socket_keepalive=True)
+        tail = StreamTail(str(settings.redis_url), Keys(settings.key_prefix), settings.sse_heartbeat_seconds)
+        app.state.store = SessionStore(redis, settings)
+        app.state.tail = tail
+        try:
+            yield
+        finally:
+            await tail.aclose()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="tokentail",
+        summary="Resumable streaming gateway for AI agents",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.shutdown = StreamShutdown()
+    install_error_handlers(app)
+    app.include_router(sessions.router)
+    app.include_router(events.router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], response_model=None)
+    async def readyz() -> JSONResponse:
+        try:
+            await app.state.store.redis.ping()
+        except Exception as exc:  # any failure to reach Redis means not ready
+            return error_response(503, "redis_unavailable", f"Redis is not reachable: {type(exc).__name__}")
+        return JSONResponse({"status": "ready"})
+
+    return app

@@ -1,0 +1,58 @@
+"""Every error leaves the gateway as JSON `{"error": {"type", "message"}}` with its status."""
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from shared.errors import (
+    InputTooLarge,
+    InvalidLastEventId,
+    RunConflict,
+    SessionExpired,
+    SessionNotFound,
+    TokentailError,
+)
+
+_STATUS: list[tuple[type[TokentailError], int, str]] = [
+    (SessionExpired, 410, "session_expired"),  # before its parent, SessionNotFound
+    (SessionNotFound, 404, "session_not_found"),
+    (RunConflict, 409, "run_conflict"),
+    (InvalidLastEventId, 400, "invalid_last_event_id"),
+    (InputTooLarge, 413, "input_too_large"),
+]
+
+_HTTP_TYPES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "input_too_large"}
+
+
+def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
+
+
+async def _tokentail_error(request: Request, exc: Exception) -> JSONResponse:
+    for cls, status, type_ in _STATUS:
+        if isinstance(exc, cls):
+            return error_response(status, type_, str(exc))
+    return error_response(500, "internal_error", "internal error")
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"] if part != "body") or "body"
+        problems.append(f"{where}: {error['msg']}")
+    return error_response(422, "validation_error", "; ".join(problems))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return error_response(
+        exc.status_code, _HTTP_TYPES.get(exc.status_code, "http_error"), str(exc.detail), dict(exc.headers or {})
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(TokentailError, _tokentail_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)

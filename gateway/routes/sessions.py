@@ -1,0 +1,106 @@
+"""REST: create sessions, queue runs, read and delete sessions."""
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from gateway.deps import SettingsDep, StoreDep
+from gateway.schemas import CreateRun, CreateSession, ErrorBody, RunAccepted, SessionCreated, SessionView
+from shared.errors import InputTooLarge, SessionNotFound
+from shared.ids import is_session_id, new_run_id, new_session_id
+from shared.records import RunRecord, SessionRecord, transcript
+from shared.settings import Settings
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (404, 409, 410, 413, 422)}
+
+
+def _session_id(session_id: str) -> str:
+    if not is_session_id(session_id):
+        raise SessionNotFound(session_id)
+    return session_id
+
+
+SessionIdDep = Annotated[str, Depends(_session_id)]
+
+
+def _check_size(text: str | None, settings: Settings) -> None:
+    if text is not None and len(text) > settings.max_input_chars:
+        raise InputTooLarge(settings.max_input_chars)
+
+
+def _events_url(request: Request, session_id: str) -> str:
+    return str(request.url_for("stream_events", session_id=session_id))
+
+
+@router.post("", status_code=201, responses=_ERRORS)
+async def create_session(
+    body: CreateSession, request: Request, store: StoreDep, settings: SettingsDep
+) -> SessionCreated:
+    _check_size(body.input, settings)
+    session = SessionRecord(
+        session_id=new_session_id(),
+        created_at=time.time(),
+        model=body.model or settings.default_model,
+        agent=body.agent,
+        params=body.params or {},
+        metadata=body.metadata,
+    )
+    run_id = None
+    if body.input is None:
+        await store.create_session(session)
+    else:
+        run = RunRecord(
+            run_id=new_run_id(), input=body.input, model=session.model, params=session.params, agent=session.agent
+        )
+        await store.queue_run(session.session_id, run, create=session)
+        run_id = run.run_id
+    return SessionCreated(
+        session_id=session.session_id, run_id=run_id, events_url=_events_url(request, session.session_id)
+    )
+
+
+@router.post("/{session_id}/runs", status_code=202, responses=_ERRORS)
+async def create_run(
+    session_id: SessionIdDep, body: CreateRun, request: Request, store: StoreDep, settings: SettingsDep
+) -> RunAccepted:
+    _check_size(body.input, settings)
+    session = await store.get_session(session_id)
+    run = RunRecord(
+        run_id=new_run_id(),
+        input=body.input,
+        model=body.model or session.model,
+        params={**session.params, **(body.params or {})},
+        agent=session.agent,
+    )
+    await store.queue_run(session_id, run)
+    return RunAccepted(run_id=run.run_id, events_url=_events_url(request, session_id))
+
+
+@router.get("/{session_id}", responses=_ERRORS)
+async def get_session(session_id: SessionIdDep, store: StoreDep) -> SessionView:
+    session = await store.get_session(session_id)
+    active = session.active_run
+    partial = await store.partial_text(session_id, active) if active is not None else ""
+    return SessionView(
+        session_id=session_id,
+        status=session.status,
+        created_at=session.created_at,
+        model=session.model,
+        agent=session.agent,
+        params=session.params,
+        metadata=session.metadata,
+        last_event_id=session.last_event_id,
+        active_run_id=session.active_run_id,
+        runs=session.runs,
+        transcript=transcript(session.runs, partial),
+    )
+
+
+@router.delete("/{session_id}", status_code=204, responses=_ERRORS)
+async def delete_session(session_id: SessionIdDep, store: StoreDep) -> Response:
+    await store.get_session(session_id)  # 404 or 410 if there is nothing to delete
+    await store.delete_session(session_id)
+    return Response(status_code=204)

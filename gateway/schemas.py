@@ -1,0 +1,72 @@
+"""Request and response bodies of the HTTP API."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.modelref import parse_model
+from shared.records import RunRecord, Turn
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _RunOptions(_Request):
+    model: str | None = Field(None, description="`scripted`, or `<provider>:<model>`; defaults to the session's")
+    params: dict[str, Any] | None = Field(None, description="provider options; for `scripted`: tokens, pace")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_model(value)
+        return value
+
+
+class CreateSession(_RunOptions):
+    input: str | None = Field(None, description="with an input, the first run is queued at once")
+    agent: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class CreateRun(_RunOptions):
+    input: str
+    multitask: Literal["reject"] = Field(
+        "reject", description="what to do while a run is active; only `reject` (409) so far"
+    )
+
+
+class SessionCreated(BaseModel):
+    session_id: str
+    run_id: str | None
+    events_url: str
+    stream_token: str | None = Field(None, description="null until stream authentication is configured")
+
+
+class RunAccepted(BaseModel):
+    run_id: str
+    events_url: str
+
+
+class SessionView(BaseModel):
+    session_id: str
+    status: Literal["idle", "queued", "running"]
+    created_at: float
+    model: str
+    agent: str | None
+    params: dict[str, Any]
+    metadata: dict[str, Any]
+    last_event_id: int
+    active_run_id: str | None
+    runs: list[RunRecord]
+    transcript: list[Turn]
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

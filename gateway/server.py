@@ -1,0 +1,39 @@
+"""Runs the gateway under uvicorn, ending open event streams cleanly on SIGINT/SIGTERM."""
+
+import asyncio
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from gateway.app import create_app
+from shared.settings import Settings
+
+
+class GatewayServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs in a signal handler: hand the work to the event loop instead of touching tasks here.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            loop.call_soon_threadsafe(self._app.state.shutdown.begin)
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: Settings, host: str, port: int, log_level: str = "info") -> None:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        proxy_headers=True,
+    )
+    GatewayServer(config, app).run()

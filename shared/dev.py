@@ -1,0 +1,135 @@
+"""`tokentail dev`: a private redis-server, one gateway and N workers, as child processes.
+
+Children run in their own process group, so Ctrl-C reaches only this supervisor, which stops
+them in order (gateway and workers first, then Redis, which they need until the end). On Linux
+each child also gets SIGTERM if the supervisor itself dies, so none is left behind.
+"""
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from types import FrameType
+
+import click
+
+from shared.redis_server import RedisServer
+from shared.settings import get_settings
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return preexec
+
+
+class Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise Stop
+
+
+def run_dev(host: str, port: int, workers: int) -> int:
+    preexec = _die_with_parent()
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    with tempfile.TemporaryDirectory(prefix="tokentail-dev-") as data_dir:
+        redis = RedisServer(data_dir, preexec_fn=preexec)
+        try:
+            redis.start()
+            env = {**os.environ, "TOKENTAIL_REDIS_URL": redis.url}
+            cli = [sys.executable, "-m", "shared.cli"]
+
+            def spawn(name: str, *args: str) -> None:
+                process = subprocess.Popen([*cli, *args], env=env, start_new_session=True, preexec_fn=preexec)
+                children.append((name, process))
+
+            spawn("gateway", "gateway", "--host", host, "--port", str(port))
+            for i in range(workers):
+                spawn(f"worker {i + 1}", "worker")
+            base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+            _wait_ready(base, children)
+            _banner(base, redis.url, workers)
+            while True:
+                for name, process in children:
+                    if process.poll() is not None:
+                        click.echo(f"tokentail dev: {name} exited with {process.returncode}; stopping", err=True)
+                        return 1
+                time.sleep(0.2)
+        except Stop:
+            click.echo("\ntokentail dev: stopping", err=True)
+            return 0
+        except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+            click.echo(f"tokentail dev: {exc}", err=True)
+            return 1
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+            _stop_all(children)
+            redis.stop()
+
+
+def _wait_ready(base: str, children: list[tuple[str, subprocess.Popen[bytes]]], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, process in children:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode} while starting")
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"the gateway did not become ready at {base} within {timeout:.0f} s")
+
+
+def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: float = 10.0) -> None:
+    for _, process in children:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + timeout
+    for name, process in children:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            click.echo(f"tokentail dev: {name} did not stop in {timeout:.0f} s; killing it", err=True)
+            process.kill()
+            process.wait()
+
+
+def _banner(base: str, redis_url: str, workers: int) -> None:
+    model = get_settings().default_model
+    click.echo(
+        f"""
+tokentail dev is running
+  gateway   {base}   (API docs: {base}/docs)
+  workers   {workers}
+  redis     {redis_url}   (temporary, deleted on exit)
+  model     {model} by default
+  auth      open: no API key is required
+
+Try it:
+  curl -s -X POST {base}/v1/sessions -H 'Content-Type: application/json' \\
+       -d '{{"input":"hello","model":"scripted","params":{{"tokens":400,"tokens_per_second":50}}}}'
+  curl -N <events_url from the answer>
+
+Press Ctrl-C to stop.
+"""
+    )

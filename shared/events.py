@@ -1,0 +1,126 @@
+"""The events of a session stream, as DESIGN.md pins them.
+
+Workers serialise these models compactly (one line of JSON, never a raw newline), store them in the
+stream as they are, and the gateway forwards the stored bytes without parsing them again.
+"""
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class EventType(StrEnum):
+    RUN_QUEUED = "run.queued"
+    RUN_STARTED = "run.started"
+    MESSAGE_DELTA = "message.delta"
+    STATUS = "status"
+    TOOL_STARTED = "tool.started"
+    TOOL_COMPLETED = "tool.completed"
+    TOOL_FAILED = "tool.failed"
+    RUN_RETRYING = "run.retrying"
+    RUN_COMPLETED = "run.completed"
+    RUN_FAILED = "run.failed"
+    RUN_CANCELLED = "run.cancelled"
+
+
+TERMINAL_EVENTS = frozenset({EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED})
+
+
+class EventData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run_id: str
+
+
+class RunQueued(EventData):
+    input: str
+
+
+class RunStarted(EventData):
+    attempt: int
+
+
+class MessageDelta(EventData):
+    text: str
+
+
+class Status(EventData):
+    text: str
+
+
+class ToolStarted(EventData):
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class ToolCompleted(EventData):
+    call_id: str
+    result: Any
+    duration_ms: int
+
+
+class ToolFailed(EventData):
+    call_id: str
+    error: str
+    duration_ms: int
+
+
+class RunRetrying(EventData):
+    attempt: int
+    reason: str
+
+
+class RunCompleted(EventData):
+    output: str
+    usage: dict[str, Any]
+
+
+class ErrorInfo(BaseModel):
+    type: str
+    message: str
+
+
+class RunFailed(EventData):
+    error: ErrorInfo
+
+
+class RunCancelled(EventData):
+    reason: str
+
+
+EVENT_DATA: dict[EventType, type[EventData]] = {
+    EventType.RUN_QUEUED: RunQueued,
+    EventType.RUN_STARTED: RunStarted,
+    EventType.MESSAGE_DELTA: MessageDelta,
+    EventType.STATUS: Status,
+    EventType.TOOL_STARTED: ToolStarted,
+    EventType.TOOL_COMPLETED: ToolCompleted,
+    EventType.TOOL_FAILED: ToolFailed,
+    EventType.RUN_RETRYING: RunRetrying,
+    EventType.RUN_COMPLETED: RunCompleted,
+    EventType.RUN_FAILED: RunFailed,
+    EventType.RUN_CANCELLED: RunCancelled,
+}
+
+
+def event_type_of(data: EventData) -> EventType:
+    for event_type, model in EVENT_DATA.items():
+        if type(data) is model:
+            return event_type
+    raise TypeError(f"{type(data).__name__} is not an event")
+
+
+class Gap(BaseModel):
+    """Made by the gateway, never stored: the asked position is not (or no longer) in the stream."""
+
+    reason: Literal["trimmed", "expired", "unknown_id"]
+    first_available: int
+
+
+class Event(BaseModel):
+    """One event as a client sees it: the SSE `id`, `event` and parsed `data`."""
+
+    id: int
+    event: str
+    data: dict[str, Any]

@@ -1,0 +1,46 @@
+"""Every Redis key tokentail uses, built in one place.
+
+A session's keys share the hash tag `{<sid>}` so they live in one Redis Cluster slot and one Lua
+script may touch them all.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    events: str  # stream of the session's events, entry id `<seq>-0`
+    meta: str  # hash: session fields, `seq` (last id given out) and `active_run`
+    runs: str  # hash: run id -> run record (JSON)
+    lease: str  # string: lease token of the worker running the active run, with a TTL
+    gone: str  # tombstone: outlives the session so an expired id answers 410, not 404
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    def session(self, session_id: str) -> SessionKeys:
+        base = f"{self.prefix}:{{{session_id}}}"
+        return SessionKeys(
+            events=f"{base}:events",
+            meta=f"{base}:meta",
+            runs=f"{base}:runs",
+            lease=f"{base}:lease",
+            gone=f"{base}:gone",
+        )
+
+    @property
+    def queue(self) -> str:
+        """arq queue (sorted set of job ids); also the stem of arq's health-check key."""
+        return f"{self.prefix}:queue"
+
+    @property
+    def wake_channel(self) -> str:
+        """Pub/sub channel that tells idle workers a job was queued, so none waits for its next poll."""
+        return f"{self.prefix}:wake"
+
+    @staticmethod
+    def arq_job(job_id: str) -> str:
+        # arq's own key layout (arq.constants.job_key_prefix); arq 0.28 does not namespace it.
+        return f"arq:job:{job_id}"

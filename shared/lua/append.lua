@@ -1,0 +1,44 @@
+-- The append path of a running run. Fenced: only the holder of the run's lease may write, so a
+-- worker that lost its lease (stalled, partitioned, replaced) cannot interleave its text. Each
+-- event takes the next per-session seq and is stored as stream entry `<seq>-0`. A terminal event
+-- also closes the run: records the outcome, frees the session and the lease, and starts the
+-- retention clock.
+--
+-- KEYS: meta, runs, events, lease, gone
+-- ARGV: run_id, lease_token, maxlen, ttl_seconds, tombstone_seconds, then event type, data pairs
+-- Returns the seq of the last event appended, or an error starting with FENCED.
+local meta, runs, events, lease, gone = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local run_id = ARGV[1]
+
+if redis.call('GET', lease) ~= ARGV[2] then
+  return redis.error_reply('FENCED run ' .. run_id .. ' no longer holds its lease')
+end
+
+local outcome = {['run.completed'] = 'completed', ['run.failed'] = 'failed', ['run.cancelled'] = 'cancelled'}
+local t = redis.call('TIME')
+local ts = t[1] .. string.format('%06d', t[2])
+local seq
+for i = 6, #ARGV, 2 do
+  seq = redis.call('HINCRBY', meta, 'seq', 1)
+  redis.call('XADD', events, 'MAXLEN', '~', ARGV[3], seq .. '-0', 'type', ARGV[i], 'data', ARGV[i + 1], 'ts', ts)
+  local status = outcome[ARGV[i]]
+  if status then
+    local run = cjson.decode(redis.call('HGET', runs, run_id))
+    local data = cjson.decode(ARGV[i + 1])
+    run.status = status
+    run.finished_seq = seq
+    run.finished_at = tonumber(t[1]) + tonumber(t[2]) / 1e6
+    run.output = data.output
+    run.usage = data.usage
+    run.error = data.error
+    run.reason = data.reason
+    redis.call('HSET', runs, run_id, cjson.encode(run))
+    redis.call('HSET', meta, 'active_run', '')
+    redis.call('DEL', lease)
+    redis.call('EXPIRE', meta, ARGV[4])
+    redis.call('EXPIRE', runs, ARGV[4])
+    redis.call('EXPIRE', events, ARGV[4])
+    redis.call('SET', gone, '1', 'EX', ARGV[4] + ARGV[5])
+  end
+end
+return seq

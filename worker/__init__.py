@@ -1,0 +1,1 @@
+"""The arq worker: runs agents and appends their events to session streams."""

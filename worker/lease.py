@@ -1,0 +1,50 @@
+"""Keeps a run's lease alive while the worker streams it."""
+
+import asyncio
+import logging
+from types import TracebackType
+
+from shared.store import SessionStore
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """Renews the lease every third of its lifetime; if it is lost, cancels the run's task.
+
+    Losing the lease means another worker may own the run now: stop generating at once rather
+    than find out at the next (fenced) append.
+    """
+
+    def __init__(self, store: SessionStore, session_id: str, lease_token: str, lease_ms: int) -> None:
+        self._store = store
+        self._session_id = session_id
+        self._lease_token = lease_token
+        self._interval = lease_ms / 3000
+        self._task: asyncio.Task[None] | None = None
+        self.lost = False
+
+    async def __aenter__(self) -> "LeaseKeeper":
+        self._task = asyncio.create_task(self._renew(asyncio.current_task()))
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    async def _renew(self, run_task: asyncio.Task[object] | None) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                renewed = await self._store.renew_lease(self._session_id, self._lease_token)
+            except Exception:  # Redis unreachable: keep trying while the lease may still be valid
+                logger.warning("lease renewal failed for session %s", self._session_id, exc_info=True)
+                continue
+            if not renewed:
+                logger.warning("run of session %s lost its lease; stopping it", self._session_id)
+                self.lost = True
+                if run_task is not None:
+                    run_task.cancel()
+                return
