@@ -63,6 +63,7 @@ class EventStream:
             return
         # Live tail: blocking XREAD on a connection of its own.
         while not self._shutdown.started:
+            batch = []  # stays empty if shutdown interrupts the read
             with self._shutdown.waiting():
                 batch = await self._tail.read(self._session_id, self._after, self._batch)
             if batch:

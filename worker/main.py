@@ -7,7 +7,9 @@ slot. The timed poll stays as a fallback for a missed wake-up (reconnects, a ful
 """
 
 import asyncio
+import contextlib
 import logging
+import signal
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -36,10 +38,11 @@ class WakeableWorker(Worker):
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen())
         if not self._wake.is_set():
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._idle_poll_seconds)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (arq's shutdown)
+            # that lands as the wake-up fires.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._idle_poll_seconds):
+                    await self._wake.wait()
         self._wake.clear()
         await super()._poll_iteration()
 
@@ -63,6 +66,13 @@ class WakeableWorker(Worker):
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        # arq's close() gathers its job tasks without return_exceptions, so a cancelled one raises there
+        # and the pool is never closed. Wait for them here instead.
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.tasks.clear()
         await super().close()
 
 

@@ -1,9 +1,11 @@
-"""The event writer of one run attempt: serialises its appends and coalesces token deltas.
+"""The event writer of one run attempt: coalesces token deltas and keeps appends in order.
 
 A token that arrives after a quiet spell is appended at once (the first token is never held);
-tokens that follow within `flush_interval` are joined into one `message.delta`, appended when the
-window closes. At 50 tokens/s and a 50 ms window that is about one append per 2.5 tokens. Any
-other event first flushes the pending text, so the stream keeps the order the agent produced.
+tokens that follow within `flush_interval` of the last append are joined into one `message.delta`
+when the window closes. Appends run in the background, one at a time, so the model's stream never
+waits on Redis: tokens that arrive while an append is in flight join the next one, which batches
+harder exactly when Redis or the network is slow. Any other event first flushes the pending text,
+so the stream keeps the order in which the agent produced it.
 """
 
 import asyncio
@@ -33,27 +35,19 @@ class EventWriter:
         self._pending: list[str] = []
         self._last_flush = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
-        self._background: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
-        # Appends go out one at a time, in the order they were taken: asyncio.Lock is FIFO.
-        self._lock = asyncio.Lock()
-        self.text_parts: list[str] = []  # everything this attempt streamed, flushed or not
+        self._closed = False
+        self.text_parts: list[str] = []  # everything this attempt streamed, appended or not
         self.events_appended = 0
 
     async def delta(self, text: str) -> None:
         if self._failure is not None:
             raise self._failure
-        if not text:
-            return
-        self._pending.append(text)
-        self.text_parts.append(text)
-        if self._timer is not None:
-            return
-        wait = self._last_flush + self._flush_interval - self._clock()
-        if wait <= 0:
-            await self.flush()
-        else:
-            self._timer = asyncio.get_running_loop().call_later(wait, self._flush_in_background)
+        if text:
+            self._pending.append(text)
+            self.text_parts.append(text)
+            self._schedule()
 
     async def emit(self, data: EventData) -> None:
         """Append any other event, after the text that came before it."""
@@ -61,39 +55,58 @@ class EventWriter:
         await self._write([(event_type_of(data), data.model_dump_json())])
 
     async def flush(self) -> None:
+        """Append the pending text now, after any append in flight."""
+        while self._flushing is not None:
+            await asyncio.wait([self._flushing])
+        self._cancel_timer()
         if self._failure is not None:
             raise self._failure
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._pending:
-            return
-        text = "".join(self._pending)
-        self._pending.clear()
-        self._last_flush = self._clock()
-        await self._write([("message.delta", MessageDelta(run_id=self._run_id, text=text).model_dump_json())])
+        if self._pending:
+            await self._write([self._take_pending()])
 
     def close(self) -> None:
-        """Drop a pending timer; pending text is not written (the run ended without it)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Stop flushing: the run ended, and text still pending is not written."""
+        self._closed = True
+        self._cancel_timer()
 
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
 
-    def _flush_in_background(self) -> None:
-        self._timer = None
-        self._background = asyncio.ensure_future(self._background_flush())
+    def _schedule(self) -> None:
+        if self._timer is not None or self._flushing is not None or self._closed:
+            return  # the timer or the append in flight will pick the text up
+        wait = self._last_flush + self._flush_interval - self._clock()
+        if wait <= 0:
+            self._start_flush()
+        else:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._start_flush)
 
-    async def _background_flush(self) -> None:
+    def _start_flush(self) -> None:
+        self._timer = None
+        self._flushing = asyncio.ensure_future(self._flush_in_background(self._take_pending()))
+
+    async def _flush_in_background(self, delta: tuple[str, str]) -> None:
         try:
-            await self.flush()
+            await self._write([delta])
         except Exception as exc:  # surfaces on the run's next call, which owns error handling
             self._failure = exc
+        finally:
+            self._flushing = None
+        if self._pending and self._failure is None:
+            self._schedule()
+
+    def _take_pending(self) -> tuple[str, str]:
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._last_flush = self._clock()
+        return "message.delta", MessageDelta(run_id=self._run_id, text=text).model_dump_json()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def _write(self, events: list[tuple[str, str]]) -> None:
-        async with self._lock:
-            await self._store.append(self._session_id, self._run_id, self._lease_token, events)
-            self.events_appended += len(events)
+        await self._store.append(self._session_id, self._run_id, self._lease_token, events)
+        self.events_appended += len(events)

@@ -63,8 +63,9 @@ class ScriptedProvider:
         for i, token in enumerate(scripted_tokens(request.input, params.tokens)):
             if params.fail_at_token is not None and i == params.fail_at_token:
                 raise ScriptedFailure(f"scripted failure at token {i}, as asked by params.fail_at_token")
-            if params.tokens_per_second:
-                # Pace against the start time, not the previous token, so timer drift does not add up.
-                await asyncio.sleep(max(0.0, start + i / params.tokens_per_second - loop.time()))
+            # Pace against the start time, not the previous token, so timer drift does not add up. Even
+            # unpaced, yield to the loop per token, as a network stream would, so other runs proceed.
+            delay = start + i / params.tokens_per_second - loop.time() if params.tokens_per_second else 0.0
+            await asyncio.sleep(max(0.0, delay))
             yield TextDelta(token)
         yield Usage(input_tokens=len(request.input.split()), output_tokens=params.tokens)

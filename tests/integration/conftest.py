@@ -1,0 +1,89 @@
+"""An in-process stack: real uvicorn on a loopback port and a real arq worker, on the test's loop."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx2
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.server import GatewayServer
+from shared.redis_server import free_port
+from shared.settings import Settings
+from worker.main import WakeableWorker, create_worker
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = GatewayServer(config, self.app)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> "Gateway":
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        return self
+
+    async def stop(self) -> None:
+        self.app.state.shutdown.begin()
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+
+@pytest.fixture
+async def start_gateway(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Gateway] = []
+
+    async def start(**overrides: Any) -> Gateway:
+        gateway = await Gateway(settings.model_copy(update=overrides)).start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        await gateway.stop()
+
+
+@pytest.fixture
+async def start_worker(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
+    started: list[tuple[WakeableWorker, asyncio.Task[None]]] = []
+
+    async def start(**overrides: Any) -> WakeableWorker:
+        worker = create_worker(settings.model_copy(update=overrides), handle_signals=False)
+        started.append((worker, asyncio.create_task(worker.async_run())))
+        return worker
+
+    yield start
+    for worker, task in started:
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def gateway(start_gateway: Callable[..., Any]) -> Gateway:
+    gateway: Gateway = await start_gateway()
+    return gateway
+
+
+@pytest.fixture
+async def worker(start_worker: Callable[..., Any]) -> WakeableWorker:
+    worker: WakeableWorker = await start_worker()
+    return worker
+
+
+@pytest.fixture
+async def client(gateway: Gateway) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(10.0)) as client:
+        yield client

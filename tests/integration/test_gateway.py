@@ -1,0 +1,203 @@
+"""The HTTP API and SSE end to end in one process: uvicorn on loopback, a real worker, real Redis."""
+
+import asyncio
+import json
+from typing import Any
+
+import httpx2
+from redis.asyncio import Redis
+
+from shared.settings import Settings
+from shared.store import SessionStore
+from tests.sse_client import Received, read_events
+from worker.main import WakeableWorker
+
+FAST = {"tokens": 60, "tokens_per_second": 0}
+
+
+async def _create(client: httpx2.AsyncClient, text: str = "hello", **params: Any) -> dict[str, Any]:
+    response = await client.post("/v1/sessions", json={"input": text, "model": "scripted", "params": params or FAST})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _assert_complete(received: Received, first_id: int = 1) -> None:
+    """Ids contiguous from `first_id`, ending with run.completed whose output is the joined deltas."""
+    assert received.ids == list(range(first_id, first_id + len(received.ids)))
+    assert received.events[-1][1] == "run.completed"
+    run_id = received.events[-1][2]["run_id"]
+    deltas = "".join(d["text"] for d in received.of("message.delta") if d["run_id"] == run_id)
+    assert deltas == received.events[-1][2]["output"]
+
+
+async def test_a_run_streams_from_queued_to_completed(client: httpx2.AsyncClient, worker: WakeableWorker) -> None:
+    created = await _create(client)
+    assert set(created) == {"session_id", "run_id", "events_url", "stream_token"}
+    assert created["events_url"].endswith(f"/v1/sessions/{created['session_id']}/events")
+    received = await read_events(client, created["events_url"])
+    assert received.status == 200 and received.retry == 1000
+    assert [kind for _, kind, _ in received.events[:2]] == ["run.queued", "run.started"]
+    assert received.events[1][2] == {"run_id": created["run_id"], "attempt": 1}
+    _assert_complete(received)
+    assert received.events[-1][2]["usage"] == {"input_tokens": 1, "output_tokens": 60}
+
+
+async def test_resume_from_header_or_query_continues_after_the_id_and_204_at_the_end(
+    client: httpx2.AsyncClient, worker: WakeableWorker
+) -> None:
+    created = await _create(client)
+    full = await read_events(client, created["events_url"])
+    last = full.ids[-1]
+    for via in ("header", "query"):
+        resumed = await read_events(client, created["events_url"], last_event_id=3, via=via)
+        assert resumed.ids == list(range(4, last + 1))
+        assert resumed.events == full.events[3:]
+    done = await read_events(client, created["events_url"], last_event_id=last)
+    assert done.status == 204
+
+
+async def test_the_query_parameter_wins_over_the_header(client: httpx2.AsyncClient, worker: WakeableWorker) -> None:
+    created = await _create(client)
+    await read_events(client, created["events_url"])
+    response = await client.get(
+        created["events_url"], params={"last_event_id": "2"}, headers={"Last-Event-ID": "not-a-number"}
+    )
+    assert response.status_code == 200
+    assert response.text.startswith("retry: 1000\n\nid: 3\n")
+
+
+async def test_a_follow_up_run_appends_to_the_same_stream(client: httpx2.AsyncClient, worker: WakeableWorker) -> None:
+    created = await _create(client)
+    first = await read_events(client, created["events_url"])
+    response = await client.post(f"/v1/sessions/{created['session_id']}/runs", json={"input": "and more"})
+    assert response.status_code == 202
+    run_id = response.json()["run_id"]
+    second = await read_events(client, created["events_url"], last_event_id=first.ids[-1])
+    assert second.events[0][1:] == ("run.queued", {"run_id": run_id, "input": "and more"})
+    _assert_complete(second, first_id=first.ids[-1] + 1)
+    state = (await client.get(f"/v1/sessions/{created['session_id']}")).json()
+    assert state["status"] == "idle" and state["last_event_id"] == second.ids[-1]
+    assert [(t["role"], t["content"]) for t in state["transcript"]] == [
+        ("user", "hello"),
+        ("assistant", first.events[-1][2]["output"]),
+        ("user", "and more"),
+        ("assistant", second.events[-1][2]["output"]),
+    ]
+
+
+async def test_a_follow_up_while_a_run_is_active_is_rejected(client: httpx2.AsyncClient) -> None:
+    created = await _create(client)  # no worker: the run stays queued
+    response = await client.post(f"/v1/sessions/{created['session_id']}/runs", json={"input": "again"})
+    assert response.status_code == 409
+    assert response.json()["error"]["type"] == "run_conflict"
+    state = (await client.get(f"/v1/sessions/{created['session_id']}")).json()
+    assert state["status"] == "queued" and state["active_run_id"] == created["run_id"]
+
+
+async def test_the_session_shows_partial_text_while_running(client: httpx2.AsyncClient, worker: WakeableWorker) -> None:
+    created = await _create(client, tokens=1000, tokens_per_second=200)
+    await read_events(client, created["events_url"], limit=6)
+    state = (await client.get(f"/v1/sessions/{created['session_id']}")).json()
+    assert state["status"] == "running"
+    partial = state["transcript"][-1]
+    assert partial["role"] == "assistant" and partial["status"] == "running" and partial["content"]
+
+
+async def test_a_session_without_input_has_nothing_to_stream(client: httpx2.AsyncClient) -> None:
+    response = await client.post("/v1/sessions", json={"metadata": {"user": "u1"}})
+    assert response.status_code == 201 and response.json()["run_id"] is None
+    received = await read_events(client, response.json()["events_url"])
+    assert received.status == 204
+    state = (await client.get(f"/v1/sessions/{response.json()['session_id']}")).json()
+    assert state["metadata"] == {"user": "u1"} and state["runs"] == [] and state["status"] == "idle"
+
+
+async def test_a_failing_run_ends_with_run_failed(client: httpx2.AsyncClient, worker: WakeableWorker) -> None:
+    created = await _create(client, tokens=50, tokens_per_second=0, fail_at_token=10)
+    received = await read_events(client, created["events_url"])
+    assert received.events[-1][1] == "run.failed"
+    error = received.events[-1][2]["error"]
+    assert error["type"] == "internal_error" and "fail_at_token" in error["message"]
+    assert received.ids == list(range(1, len(received.ids) + 1))
+
+
+async def test_invalid_params_end_the_run_with_a_clear_error(
+    client: httpx2.AsyncClient, worker: WakeableWorker
+) -> None:
+    created = await _create(client, tokens="many")
+    received = await read_events(client, created["events_url"])
+    assert received.events[-1][1] == "run.failed"
+    assert received.events[-1][2]["error"]["type"] == "invalid_request"
+    assert "tokens" in received.events[-1][2]["error"]["message"]
+
+
+async def test_trimmed_history_is_announced_with_a_gap_frame(
+    client: httpx2.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    store = SessionStore(redis, settings.model_copy(update={"stream_maxlen": 100}))
+    created = await _create(client)  # no worker: this test writes the run itself, 500 deltas
+    assert await store.start_run(created["session_id"], created["run_id"], "lease")
+    delta = json.dumps({"run_id": created["run_id"], "text": "x"})
+    for _ in range(10):
+        await store.append(created["session_id"], created["run_id"], "lease", [("message.delta", delta)] * 50)
+    done = json.dumps({"run_id": created["run_id"], "output": "x" * 500, "usage": {}})
+    last = await store.append(created["session_id"], created["run_id"], "lease", [("run.completed", done)])
+    received = await read_events(client, created["events_url"], last_event_id=1)
+    assert received.events[0][1] == "gap"
+    gap = received.events[0][2]
+    assert gap["reason"] == "trimmed" and gap["first_available"] > 2
+    assert received.ids == list(range(gap["first_available"], last + 1))
+
+
+async def test_an_id_ahead_of_the_stream_is_an_unknown_id_gap(
+    client: httpx2.AsyncClient, worker: WakeableWorker
+) -> None:
+    created = await _create(client)
+    full = await read_events(client, created["events_url"])
+    received = await read_events(client, created["events_url"], last_event_id=10_000)
+    assert received.events[0][1:] == ("gap", {"reason": "unknown_id", "first_available": 1})
+    assert received.events[1:] == full.events
+
+
+async def test_idle_streams_get_heartbeat_comments(client: httpx2.AsyncClient, worker: WakeableWorker) -> None:
+    # Two tokens 2 s apart; the heartbeat is 1 s in tests, so a ping must come between them.
+    created = await _create(client, tokens=2, tokens_per_second=0.5)
+    async with client.stream("GET", created["events_url"]) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"].startswith("no-cache")
+        body = b""
+        async for chunk in response.aiter_bytes():
+            body += chunk
+    assert b"\n: ping\n\n" in body or body.startswith(b": ping")
+    assert body.rstrip().split(b"\n\n")[-1].startswith(b"id:")  # the stream still ends with the last event
+
+
+async def test_deleting_a_session_stops_its_run_and_its_streams(
+    client: httpx2.AsyncClient, worker: WakeableWorker
+) -> None:
+    created = await _create(client, tokens=10_000, tokens_per_second=100)
+    url = created["events_url"]
+    reader = asyncio.create_task(read_events(client, url))
+    await read_events(client, url, limit=4)
+    assert (await client.delete(f"/v1/sessions/{created['session_id']}")).status_code == 204
+    received = await asyncio.wait_for(reader, 10)
+    assert received.events[-1][1] != "run.completed"
+    assert (await client.get(url)).status_code == 410
+    assert (await client.get(f"/v1/sessions/{created['session_id']}")).status_code == 410
+
+
+async def test_a_stopping_gateway_ends_streams_cleanly_and_another_resumes_them(
+    start_gateway: Any, worker: WakeableWorker
+) -> None:
+    first, second = await start_gateway(), await start_gateway()
+    async with httpx2.AsyncClient(base_url=first.url) as client_a, httpx2.AsyncClient(base_url=second.url) as client_b:
+        created = await _create(client_a, tokens=300, tokens_per_second=100)
+        path = f"/v1/sessions/{created['session_id']}/events"
+        reader = asyncio.create_task(read_events(client_a, path))
+        await read_events(client_a, path, limit=5)
+        await first.stop()
+        partial = await asyncio.wait_for(reader, 10)  # a clean end, not an error
+        assert partial.events and partial.events[-1][1] != "run.completed"
+        rest = await read_events(client_b, path, last_event_id=partial.ids[-1])
+        _assert_complete(Received(200, partial.events + rest.events))

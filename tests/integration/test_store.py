@@ -1,0 +1,147 @@
+"""The Lua-backed session store against a real redis-server."""
+
+import json
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from shared.errors import LeaseLost, RunConflict, SessionExpired, SessionNotFound
+from shared.ids import new_run_id, new_session_id
+from shared.jobs import RUN_JOB
+from shared.records import RunRecord, SessionRecord
+from shared.settings import Settings
+from shared.store import SessionStore
+
+
+def _session() -> SessionRecord:
+    return SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted")
+
+
+def _run(text: str = "hello") -> RunRecord:
+    return RunRecord(run_id=new_run_id(), input=text, model="scripted")
+
+
+async def _started(store: SessionStore) -> tuple[str, RunRecord]:
+    session = _session()
+    run = _run()
+    await store.queue_run(session.session_id, run, create=session)
+    started = await store.start_run(session.session_id, run.run_id, "lease-1")
+    assert started is not None
+    return session.session_id, started
+
+
+async def test_queue_run_creates_the_session_records_the_run_and_queues_its_job(
+    store: SessionStore, redis: Redis
+) -> None:
+    session = _session()
+    run = _run()
+    seq = await store.queue_run(session.session_id, run, create=session)
+    assert seq == 1
+    events = await store.read(session.session_id, 0, 10)
+    assert [(e.seq, e.type) for e in events] == [(1, b"run.queued")]
+    assert json.loads(events[0].data) == {"run_id": run.run_id, "input": "hello"}
+    # The arq job is written in the same script: JSON in arq's layout, and its id in the queue.
+    job = json.loads(await redis.get(store.keys.arq_job(run.run_id)))
+    assert job["f"] == RUN_JOB and job["a"] == [session.session_id, run.run_id]
+    assert await redis.zscore(store.keys.queue, run.run_id) is not None
+    state = await store.get_session(session.session_id)
+    assert state.active_run_id == run.run_id and state.runs[0].status == "queued" and state.status == "queued"
+
+
+async def test_a_second_run_while_one_is_active_is_a_conflict(store: SessionStore) -> None:
+    session_id, started = await _started(store)
+    with pytest.raises(RunConflict) as info:
+        await store.queue_run(session_id, _run("again"))
+    assert info.value.active_run_id == started.run_id
+
+
+async def test_unknown_and_deleted_sessions(store: SessionStore) -> None:
+    with pytest.raises(SessionNotFound) as info:
+        await store.get_session(new_session_id())
+    assert not isinstance(info.value, SessionExpired)
+    session_id, _ = await _started(store)
+    await store.delete_session(session_id)
+    with pytest.raises(SessionExpired):
+        await store.get_session(session_id)
+    with pytest.raises(SessionExpired):
+        await store.queue_run(session_id, _run())
+    with pytest.raises(SessionExpired):
+        await store.stream_position(session_id)
+
+
+async def test_start_appends_run_started_and_a_second_start_is_refused(store: SessionStore) -> None:
+    session_id, started = await _started(store)
+    assert started.status == "running" and started.attempt == 1 and started.started_seq == 2
+    # arq may deliver the same job twice: the duplicate must not start the run again.
+    assert await store.start_run(session_id, started.run_id, "lease-2") is None
+    events = await store.read(session_id, 0, 10)
+    assert [e.type for e in events] == [b"run.queued", b"run.started"]
+
+
+async def test_appends_take_contiguous_ids_and_are_fenced_by_the_lease(store: SessionStore, redis: Redis) -> None:
+    session_id, run = await _started(store)
+    delta = json.dumps({"run_id": run.run_id, "text": "x"})
+    assert await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)] * 3) == 5
+    with pytest.raises(LeaseLost):
+        await store.append(session_id, run.run_id, "someone-else", [("message.delta", delta)])
+    await redis.delete(store.keys.session(session_id).lease)  # the lease expired
+    with pytest.raises(LeaseLost):
+        await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)])
+    assert [e.seq for e in await store.read(session_id, 0, 100)] == [1, 2, 3, 4, 5]
+
+
+async def test_a_terminal_event_closes_the_run_frees_the_session_and_starts_retention(
+    store: SessionStore, redis: Redis, settings: Settings
+) -> None:
+    session_id, run = await _started(store)
+    delta = json.dumps({"run_id": run.run_id, "text": "hi"})
+    done = json.dumps({"run_id": run.run_id, "output": "hi", "usage": {"output_tokens": 1}})
+    await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta), ("run.completed", done)])
+    state = await store.get_session(session_id)
+    assert state.active_run_id is None and state.status == "idle" and state.last_event_id == 4
+    assert state.runs[0].status == "completed" and state.runs[0].output == "hi" and state.runs[0].finished_seq == 4
+    keys = store.keys.session(session_id)
+    assert not await redis.exists(keys.lease)
+    for key in (keys.meta, keys.runs, keys.events):
+        assert 0 < await redis.ttl(key) <= settings.session_ttl_seconds
+    # The tombstone outlives the session so an expired id answers 410.
+    assert await redis.ttl(keys.gone) > settings.session_ttl_seconds
+    # The session can take a follow-up run, which appends to the same stream and clears the TTL.
+    assert await store.queue_run(session_id, _run("more")) == 5
+    assert await redis.ttl(keys.events) == -1
+
+
+async def test_failure_is_recorded_with_its_error(store: SessionStore) -> None:
+    session_id, run = await _started(store)
+    failed = json.dumps({"run_id": run.run_id, "error": {"type": "internal_error", "message": "boom"}})
+    await store.append(session_id, run.run_id, "lease-1", [("run.failed", failed)])
+    record = (await store.get_session(session_id)).runs[0]
+    assert record.status == "failed" and record.error is not None and record.error.message == "boom"
+
+
+async def test_renew_lease_only_for_its_holder(store: SessionStore, redis: Redis) -> None:
+    session_id, _ = await _started(store)
+    assert await store.renew_lease(session_id, "lease-1")
+    assert not await store.renew_lease(session_id, "not-mine")
+
+
+async def test_streams_are_trimmed_to_about_maxlen(redis: Redis, settings: Settings) -> None:
+    store = SessionStore(redis, settings.model_copy(update={"stream_maxlen": 100}))
+    session_id, run = await _started(store)
+    delta = json.dumps({"run_id": run.run_id, "text": "x"})
+    for _ in range(10):
+        await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)] * 50)
+    first = await store.first_available(session_id)
+    assert first is not None and first > 1
+    position, active = await store.stream_position(session_id)
+    assert position == 502 and active
+    assert await redis.xlen(store.keys.session(session_id).events) < 300
+
+
+async def test_partial_text_is_the_active_attempts_deltas(store: SessionStore) -> None:
+    session_id, run = await _started(store)
+    for text in ["Hel", "lo"]:
+        data = json.dumps({"run_id": run.run_id, "text": text})
+        await store.append(session_id, run.run_id, "lease-1", [("message.delta", data)])
+    assert await store.partial_text(session_id, run) == "Hello"

@@ -1,0 +1,124 @@
+import asyncio
+import json
+from collections.abc import Sequence
+
+import pytest
+
+from shared.errors import LeaseLost
+from shared.events import RunCompleted
+from shared.store import SessionStore
+from worker.writer import EventWriter
+
+
+class RecordingStore:
+    """Stands in for SessionStore.append: records each append call, optionally slowly or failing."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: list[list[tuple[str, str]]] = []
+        self.delay = delay
+        self.fail = False
+
+    async def append(self, session_id: str, run_id: str, token: str, events: Sequence[tuple[str, str]]) -> int:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail:
+            raise LeaseLost("fenced")
+        self.calls.append(list(events))
+        return len(self.calls)
+
+    @property
+    def events(self) -> list[tuple[str, dict[str, object]]]:
+        return [(kind, json.loads(data)) for call in self.calls for kind, data in call]
+
+    def texts(self) -> list[str]:
+        return [str(data["text"]) for kind, data in self.events if kind == "message.delta"]
+
+
+async def _append_landed(store: RecordingStore, calls: int) -> None:
+    for _ in range(1000):
+        if len(store.calls) >= calls:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"expected {calls} appends, saw {len(store.calls)}")
+
+
+def _writer(store: RecordingStore, window: float) -> EventWriter:
+    fake: SessionStore = store  # type: ignore[assignment]
+    return EventWriter(fake, "s", "r", "token", window)
+
+
+async def test_without_a_window_every_token_is_its_own_delta() -> None:
+    store = RecordingStore()
+    writer = _writer(store, 0)
+    for token in ["a", "b", "c"]:
+        await writer.delta(token)
+        await writer.flush()  # let the append in flight land, as Redis does between paced tokens
+    assert store.texts() == ["a", "b", "c"]
+    assert writer.events_appended == 3
+
+
+async def test_tokens_arriving_during_an_append_join_the_next_one() -> None:
+    store = RecordingStore(delay=0.01)
+    writer = _writer(store, 0)
+    for token in ["a", "b", "c"]:
+        await writer.delta(token)
+    await writer.flush()
+    assert store.texts() == ["a", "bc"]
+
+
+async def test_first_token_goes_at_once_and_the_rest_wait_for_the_window() -> None:
+    store = RecordingStore()
+    writer = _writer(store, 60.0)
+    for token in ["Hello", ",", " world"]:
+        await writer.delta(token)
+    await _append_landed(store, 1)
+    assert store.texts() == ["Hello"]  # the rest is held by the window
+    await writer.emit(RunCompleted(run_id="r", output=writer.text, usage={}))
+    assert store.texts() == ["Hello", ", world"]
+    assert store.events[-1][0] == "run.completed"
+    assert store.events[-1][1]["output"] == "Hello, world"
+
+
+async def test_the_window_timer_flushes_when_no_more_tokens_come() -> None:
+    store = RecordingStore()
+    writer = _writer(store, 0.02)
+    await writer.delta("a")
+    await writer.delta("b")
+    await writer.delta("c")
+    await _append_landed(store, 2)  # no further call: the timer alone must flush
+    assert store.texts() == ["a", "bc"]
+
+
+async def test_order_is_kept_when_appends_are_slow_and_overlap() -> None:
+    store = RecordingStore(delay=0.005)
+    writer = _writer(store, 0.003)
+    tokens = [f"t{i} " for i in range(60)]
+    for token in tokens:
+        await writer.delta(token)
+        await asyncio.sleep(0.001)
+    await writer.emit(RunCompleted(run_id="r", output=writer.text, usage={}))
+    assert "".join(store.texts()) == "".join(tokens)
+    assert len(store.texts()) < len(tokens)  # some coalescing happened
+    assert store.events[-1][0] == "run.completed"
+
+
+async def test_a_failed_background_flush_surfaces_on_the_next_call() -> None:
+    store = RecordingStore()
+    writer = _writer(store, 0.01)
+    await writer.delta("a")
+    store.fail = True
+    await writer.delta("b")  # buffered; its timer flush will fail
+    with pytest.raises(LeaseLost):
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            await writer.delta("c")
+
+
+async def test_close_drops_a_pending_timer() -> None:
+    store = RecordingStore()
+    writer = _writer(store, 0.01)
+    await writer.delta("a")
+    await writer.delta("b")
+    writer.close()
+    await asyncio.sleep(0.05)
+    assert store.texts() == ["a"]
