@@ -1,0 +1,81 @@
+"""Real processes: a redis-server, `tokentail gateway` and `tokentail worker`, as users run them."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.redis_server import RedisServer, free_port
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready within {timeout} s")
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Stack:
+    """One redis-server, gateways and workers; each a child process of the test."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.redis = RedisServer(data_dir).start()
+        self.env = {
+            **os.environ,
+            "TOKENTAIL_REDIS_URL": self.redis.url,
+            "TOKENTAIL_KEY_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}",
+            "TOKENTAIL_LOG_LEVEL": "warning",
+            **env,
+        }
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([sys.executable, "-m", "shared.cli", *args], env={**self.env, **env})
+        self.processes.append(process)
+        return process
+
+    def gateway(self, **env: str) -> str:
+        port = free_port()
+        process = self._spawn("gateway", "--host", "127.0.0.1", "--port", str(port), **env)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(f"{url}/readyz", process)
+        return url
+
+    def worker(self, **env: str) -> subprocess.Popen[bytes]:
+        return self._spawn("worker", **env)
+
+    def close(self) -> None:
+        for process in self.processes:
+            stop(process)
+        self.redis.stop()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(tmp_path)
+    yield stack
+    stack.close()

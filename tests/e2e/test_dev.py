@@ -1,0 +1,93 @@
+"""`tokentail dev`: starts everything, serves a run, and leaves no process behind."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from shared.redis_server import free_port
+from tests.e2e.conftest import wait_until_ready
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _start_dev(port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTAIL_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "dev", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_for_children(pid: int, count: int, within: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        children = _children(pid)
+        if len(children) >= count:
+            return children
+        time.sleep(0.05)
+    raise TimeoutError(f"expected {count} children of {pid}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_dev_serves_a_run_and_ctrl_c_stops_every_process() -> None:
+    port = free_port()
+    dev = _start_dev(port)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", dev)
+        children = _wait_for_children(dev.pid, 4)  # redis-server, gateway, two workers
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            created = client.post("/v1/sessions", json={"input": "hello", "params": {"tokens": 20}}).json()
+            with client.stream("GET", created["events_url"]) as response:
+                body = response.read().decode()
+            assert "event: run.completed" in body
+        dev.send_signal(signal.SIGINT)
+        output = dev.communicate(timeout=30)[0].decode()
+        assert dev.returncode == 0, output
+        assert "tokentail dev is running" in output and "scripted" in output
+        assert [pid for pid in children if _alive(pid)] == []
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and uses PR_SET_PDEATHSIG")
+def test_children_do_not_outlive_a_killed_dev() -> None:
+    port = free_port()
+    dev = _start_dev(port)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", dev)
+        children = _wait_for_children(dev.pid, 4)
+    finally:
+        dev.kill()
+        dev.communicate()
+    deadline = time.monotonic() + 15
+    while [pid for pid in children if _alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [pid for pid in children if _alive(pid)] == []

@@ -1,0 +1,78 @@
+"""Resuming a live stream at many positions, through real gateway and worker processes."""
+
+import asyncio
+import random
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.e2e.conftest import Stack
+from tests.sse_client import Received, read_events
+
+
+async def _follow_with_drops(client: httpx2.AsyncClient, url: str, seed: int) -> tuple[Received, int]:
+    """Read the stream to its end, dropping the connection every few events at random and resuming."""
+    rng = random.Random(seed)
+    seen = Received(200, [])
+    reconnects = 0
+    while True:
+        last = seen.ids[-1] if seen.ids else None
+        part = await read_events(
+            client, url, last_event_id=last, via=rng.choice(["header", "query"]), limit=rng.randint(1, 6)
+        )
+        if part.status == 204:
+            return seen, reconnects
+        assert part.status == 200
+        seen.events.extend(part.events)
+        reconnects += 1
+
+
+def _assert_whole(received: Received) -> None:
+    assert received.ids == list(range(1, len(received.ids) + 1)), "ids must be contiguous with no duplicate"
+    final = received.events[-1]
+    assert final[1] == "run.completed"
+    assert "".join(d["text"] for d in received.of("message.delta")) == final[2]["output"]
+
+
+@pytest.mark.parametrize("flush_ms", ["0", "50"])
+async def test_clients_dropping_at_random_positions_see_every_event_once(stack: Stack, flush_ms: str) -> None:
+    url = stack.gateway()
+    stack.worker(TOKENTAIL_FLUSH_INTERVAL_MS=flush_ms)
+    async with httpx2.AsyncClient(base_url=url, timeout=10) as client:
+        params: dict[str, Any] = {"tokens": 400, "tokens_per_second": 200}
+        created = (await client.post("/v1/sessions", json={"input": "resume me", "params": params})).json()
+        results = await asyncio.gather(*(_follow_with_drops(client, created["events_url"], seed) for seed in range(4)))
+        for received, reconnects in results:
+            _assert_whole(received)
+            assert reconnects > 5
+            assert received.events == results[0][0].events  # every client saw the same stream
+        # After the end, resuming from every position gives exactly the rest.
+        full = results[0][0]
+        for position in range(len(full.events)):
+            rest = await read_events(client, created["events_url"], last_event_id=position)
+            assert rest.events == full.events[position:]
+        assert (await read_events(client, created["events_url"], last_event_id=full.ids[-1])).status == 204
+
+
+async def test_a_client_moves_between_gateway_replicas_mid_run(stack: Stack) -> None:
+    urls = [stack.gateway(), stack.gateway()]
+    stack.worker()
+    clients = [httpx2.AsyncClient(base_url=url, timeout=10) for url in urls]
+    try:
+        params = {"tokens": 300, "tokens_per_second": 150}
+        created = (await clients[0].post("/v1/sessions", json={"input": "hop", "params": params})).json()
+        path = f"/v1/sessions/{created['session_id']}/events"
+        seen = Received(200, [])
+        hop = 0
+        while True:
+            part = await read_events(clients[hop % 2], path, last_event_id=seen.ids[-1] if seen.ids else None, limit=3)
+            if part.status == 204:
+                break
+            seen.events.extend(part.events)
+            hop += 1
+        _assert_whole(seen)
+        assert hop > 4
+    finally:
+        for client in clients:
+            await client.aclose()

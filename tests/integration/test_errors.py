@@ -1,0 +1,98 @@
+"""Bad input gets a clear JSON error with the right status, and changes nothing."""
+
+from typing import Any
+
+import httpx2
+import pytest
+
+from shared.ids import new_session_id
+
+
+def _error(response: httpx2.Response, status: int, type_: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["type"] == type_
+    message: str = body["error"]["message"]
+    assert message and "Traceback" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"input": 5}, "input"),
+        ({"input": "hi", "model": "gpt-4o"}, "unknown model provider"),
+        ({"input": "hi", "surprise": True}, "surprise"),
+        ({"input": "hi", "params": [1, 2]}, "params"),
+    ],
+)
+async def test_invalid_session_bodies_are_422(client: httpx2.AsyncClient, body: dict[str, Any], needle: str) -> None:
+    assert needle in _error(await client.post("/v1/sessions", json=body), 422, "validation_error")
+
+
+async def test_malformed_json_is_422(client: httpx2.AsyncClient) -> None:
+    response = await client.post("/v1/sessions", content=b"{nope", headers={"Content-Type": "application/json"})
+    _error(response, 422, "validation_error")
+
+
+async def test_too_large_input_is_413(start_gateway: Any) -> None:
+    gateway = await start_gateway(max_input_chars=10)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        _error(await client.post("/v1/sessions", json={"input": "x" * 11}), 413, "input_too_large")
+        created = (await client.post("/v1/sessions", json={})).json()
+        response = await client.post(f"/v1/sessions/{created['session_id']}/runs", json={"input": "y" * 11})
+        _error(response, 413, "input_too_large")
+        assert (await client.get(f"/v1/sessions/{created['session_id']}")).json()["runs"] == []
+
+
+@pytest.mark.parametrize("session_id", [new_session_id(), "not-a-session-id", "s_" + "x" * 200])
+@pytest.mark.parametrize(("method", "suffix"), [("GET", ""), ("GET", "/events"), ("DELETE", ""), ("POST", "/runs")])
+async def test_unknown_sessions_are_404_everywhere(
+    client: httpx2.AsyncClient, session_id: str, method: str, suffix: str
+) -> None:
+    json_body = {"input": "hi"} if method == "POST" else None
+    response = await client.request(method, f"/v1/sessions/{session_id}{suffix}", json=json_body)
+    _error(response, 404, "session_not_found")
+
+
+async def test_deleted_sessions_are_410(client: httpx2.AsyncClient) -> None:
+    created = (await client.post("/v1/sessions", json={})).json()
+    assert (await client.delete(f"/v1/sessions/{created['session_id']}")).status_code == 204
+    for method, suffix in [("GET", ""), ("GET", "/events"), ("DELETE", "")]:
+        _error(await client.request(method, f"/v1/sessions/{created['session_id']}{suffix}"), 410, "session_expired")
+
+
+@pytest.mark.parametrize("value", ["abc", "-3", "1.5"])
+async def test_bad_last_event_ids_are_400(client: httpx2.AsyncClient, value: str) -> None:
+    created = (await client.post("/v1/sessions", json={"input": "hi"})).json()
+    message = _error(
+        await client.get(created["events_url"], headers={"Last-Event-ID": value}), 400, "invalid_last_event_id"
+    )
+    assert value in message
+    _error(await client.get(created["events_url"], params={"last_event_id": value}), 400, "invalid_last_event_id")
+
+
+async def test_run_bodies_are_validated(client: httpx2.AsyncClient) -> None:
+    created = (await client.post("/v1/sessions", json={})).json()
+    url = f"/v1/sessions/{created['session_id']}/runs"
+    _error(await client.post(url, json={}), 422, "validation_error")
+    message = _error(await client.post(url, json={"input": "x", "multitask": "interrupt"}), 422, "validation_error")
+    assert "multitask" in message
+
+
+async def test_unknown_routes_are_json_404(client: httpx2.AsyncClient) -> None:
+    _error(await client.get("/v2/nothing"), 404, "not_found")
+    _error(await client.put("/v1/sessions"), 405, "method_not_allowed")
+
+
+async def test_health_and_readiness(client: httpx2.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_readiness_fails_without_redis(start_gateway: Any) -> None:
+    gateway = await start_gateway(redis_url="redis://127.0.0.1:1/0")
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        _error(await client.get("/readyz"), 503, "redis_unavailable")
+        assert (await client.get("/healthz")).status_code == 200

@@ -1,0 +1,78 @@
+"""The worker against a real redis-server: pickup, duplicates, leases, coalescing."""
+
+import asyncio
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared.ids import new_run_id, new_session_id
+from shared.records import RunRecord, SessionRecord
+from shared.store import SessionStore
+from worker.run import run_agent
+
+
+async def _queue(store: SessionStore, **params: Any) -> tuple[str, str]:
+    session = SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted")
+    run = RunRecord(run_id=new_run_id(), input="hello", model="scripted", params=params)
+    await store.queue_run(session.session_id, run, create=session)
+    return session.session_id, run.run_id
+
+
+async def _wait_for_status(store: SessionStore, session_id: str, status: str, within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while (await store.get_session(session_id)).runs[-1].status != status:
+            await asyncio.sleep(0.01)
+
+
+async def test_a_wake_up_starts_the_job_without_waiting_for_the_poll(store: SessionStore, start_worker: Any) -> None:
+    # The timed poll is 60 s here: only the wake-up can start the run within the test's timeout.
+    await start_worker(poll_interval_seconds=60)
+    session_id, _ = await _queue(store, tokens=3, tokens_per_second=0)
+    await _wait_for_status(store, session_id, "completed", within=10)
+
+
+async def test_a_finished_run_frees_its_slot_for_the_next_job_at_once(store: SessionStore, start_worker: Any) -> None:
+    await start_worker(poll_interval_seconds=60, worker_concurrency=1)
+    first, _ = await _queue(store, tokens=20, tokens_per_second=100)
+    second, _ = await _queue(store, tokens=3, tokens_per_second=0)  # waits: the only slot is busy
+    await _wait_for_status(store, first, "completed")
+    await _wait_for_status(store, second, "completed", within=10)
+
+
+async def test_a_duplicate_delivery_of_a_job_changes_nothing(store: SessionStore, settings: Any) -> None:
+    session_id, run_id = await _queue(store, tokens=5, tokens_per_second=0)
+    ctx = {"store": store, "settings": settings}
+    await asyncio.gather(run_agent(ctx, session_id, run_id), run_agent(ctx, session_id, run_id))
+    await run_agent(ctx, session_id, run_id)
+    events = await store.read(session_id, 0, 100)
+    assert [e.type for e in events].count(b"run.started") == 1
+    assert [e.type for e in events].count(b"run.completed") == 1
+
+
+async def test_a_run_that_loses_its_lease_stops_writing(store: SessionStore, settings: Any, redis: Redis) -> None:
+    session_id, run_id = await _queue(store, tokens=10_000, tokens_per_second=200)
+    ctx = {"store": store, "settings": settings.model_copy(update={"lease_ms": 600})}
+    task = asyncio.create_task(run_agent(ctx, session_id, run_id))
+    await _wait_for_status(store, session_id, "running")
+    await redis.set(store.keys.session(session_id).lease, "another-worker")  # taken over elsewhere
+    await asyncio.wait_for(task, 5)  # stops by itself: renewal fails or the next append is fenced
+    seq_after, _ = await store.stream_position(session_id)
+    await asyncio.sleep(0.1)
+    assert (await store.stream_position(session_id))[0] == seq_after
+    types = [e.type for e in await store.read(session_id, 0, 100_000)]
+    assert b"run.completed" not in types and b"run.failed" not in types
+
+
+async def test_coalescing_appends_fewer_events_than_tokens(store: SessionStore, settings: Any) -> None:
+    counts = {}
+    for window_ms in (0, 50):
+        session_id, run_id = await _queue(store, tokens=100, tokens_per_second=200)
+        ctx = {"store": store, "settings": settings.model_copy(update={"flush_interval_ms": window_ms})}
+        await run_agent(ctx, session_id, run_id)
+        events = await store.read(session_id, 0, 1000)
+        deltas = [e for e in events if e.type == b"message.delta"]
+        counts[window_ms] = len(deltas)
+        assert events[-1].type == b"run.completed"
+    assert counts[0] > 50  # paced tokens land one by one without a window
+    assert counts[50] < counts[0] / 3  # 5 ms apart, a 50 ms window joins about ten
