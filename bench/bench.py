@@ -302,5 +302,5 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="fewer runs and levels")
     parser.add_argument("--json", dest="output", help="also write the figures to this file")
     args = parser.parse_args()
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # figures appear as measured
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures appear as measured
     uvloop.run(main(args.quick, args.output))

@@ -1,31 +1,38 @@
-"""FastAPI dependencies: the clients and settings the app's lifespan opened."""
+"""FastAPI dependencies: the clients and settings the app's lifespan opened.
 
-from typing import Annotated
+All are `async def`: FastAPI runs plain `def` dependencies in a thread pool, a cost paid on every
+request for what is only an attribute lookup.
+"""
+
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from gateway.schemas import ErrorBody
 from gateway.shutdown import StreamShutdown
 from gateway.tail import StreamTail
+from shared.errors import SessionNotFound
+from shared.ids import is_session_id
 from shared.settings import Settings
 from shared.store import SessionStore
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _store(request: Request) -> SessionStore:
+async def _store(request: Request) -> SessionStore:
     store: SessionStore = request.app.state.store
     return store
 
 
-def _tail(request: Request) -> StreamTail:
+async def _tail(request: Request) -> StreamTail:
     tail: StreamTail = request.app.state.tail
     return tail
 
 
-def _shutdown(request: Request) -> StreamShutdown:
+async def _shutdown(request: Request) -> StreamShutdown:
     shutdown: StreamShutdown = request.app.state.shutdown
     return shutdown
 
@@ -34,3 +41,18 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[SessionStore, Depends(_store)]
 TailDep = Annotated[StreamTail, Depends(_tail)]
 ShutdownDep = Annotated[StreamShutdown, Depends(_shutdown)]
+
+
+async def _session_id(session_id: str) -> str:
+    # A malformed id is as unknown as a well-formed one that does not exist: 404 either way.
+    if not is_session_id(session_id):
+        raise SessionNotFound(session_id)
+    return session_id
+
+
+SessionIdDep = Annotated[str, Depends(_session_id)]
+
+# For the OpenAPI schema: the error statuses of the session routes share one body.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (404, 409, 410, 413, 422)
+}

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(
         0.5, gt=0, description="fallback queue poll when no wake-up arrives (a wake-up starts a job at once)"
     )
+    worker_wakeups: bool = Field(True, description="listen for wake-ups; off leaves arq's plain timed poll")
 
 
 @lru_cache

@@ -31,8 +31,11 @@ class LeaseKeeper:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # Stop the renewals before the run writes its terminal event (which deletes the lease), so a
+        # renewal in flight cannot mistake a finished run for a lost one.
         assert self._task is not None
         self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
 
     async def _renew(self, run_task: asyncio.Task[object] | None) -> None:
         while True:

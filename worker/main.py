@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 class WakeableWorker(Worker):
-    def __init__(self, *, wake_channel: str, idle_poll_seconds: float, **kwargs: Any) -> None:
+    def __init__(self, *, wake_channel: str | None, idle_poll_seconds: float, **kwargs: Any) -> None:
         # poll_delay 0: the wait between polls happens in _poll_iteration, where a wake-up can cut it short.
         super().__init__(poll_delay=0, **kwargs)
         self._wake_channel = wake_channel
@@ -35,7 +35,7 @@ class WakeableWorker(Worker):
         self._listener: asyncio.Task[None] | None = None
 
     async def _poll_iteration(self) -> None:
-        if self._listener is None:
+        if self._listener is None and self._wake_channel is not None:
             self._listener = asyncio.create_task(self._listen())
         if not self._wake.is_set():
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (arq's shutdown)
@@ -48,13 +48,14 @@ class WakeableWorker(Worker):
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
-        self._wake.set()  # a slot is free: take the next queued job now
+        if self._wake_channel is not None:
+            self._wake.set()  # a slot is free: take the next queued job now
 
     async def _listen(self) -> None:
         while True:
             try:
                 async with self.pool.pubsub() as pubsub:
-                    await pubsub.subscribe(self._wake_channel)
+                    await pubsub.subscribe(str(self._wake_channel))
                     self._wake.set()  # anything queued while we were not listening
                     async for message in pubsub.listen():
                         if message["type"] == "message":
@@ -86,7 +87,7 @@ def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
         "functions": [func(run_agent, name=jobs.RUN_JOB, max_tries=1)],
         "redis_settings": RedisSettings.from_dsn(str(settings.redis_url)),
         "queue_name": keys.queue,
-        "wake_channel": keys.wake_channel,
+        "wake_channel": keys.wake_channel if settings.worker_wakeups else None,
         "idle_poll_seconds": settings.poll_interval_seconds,
         "max_jobs": settings.worker_concurrency,
         # The run enforces its own timeout and always writes a terminal event; arq's is a backstop.

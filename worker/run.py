@@ -32,7 +32,8 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     lease = LeaseKeeper(store, session_id, lease_token, settings.lease_ms)
     try:
         async with lease:
-            await _generate(store, session_id, run, writer, settings.run_timeout_seconds)
+            completed = await _generate(store, session_id, run, writer, settings.run_timeout_seconds)
+        await writer.emit(completed)
     except LeaseLost:
         logger.warning("run %s of session %s stopped: its append was fenced (lease lost)", run_id, session_id)
     except asyncio.CancelledError:
@@ -52,7 +53,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
 
 async def _generate(
     store: SessionStore, session_id: str, run: RunRecord, writer: EventWriter, time_limit: float
-) -> None:
+) -> RunCompleted:
     provider, model_name = resolve(run.model)
     session = await store.get_session(session_id)
     history = transcript([r for r in session.runs if r.status == "completed" and r.run_id != run.run_id])
@@ -64,7 +65,8 @@ async def _generate(
                 await writer.delta(chunk.text)
             elif isinstance(chunk, Usage):
                 usage = {"input_tokens": chunk.input_tokens, "output_tokens": chunk.output_tokens}
-    await writer.emit(RunCompleted(run_id=run.run_id, output=writer.text, usage=usage))
+    await writer.flush()
+    return RunCompleted(run_id=run.run_id, output=writer.text, usage=usage)
 
 
 def _uncancel() -> None:

@@ -5,8 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
-from gateway.deps import SettingsDep, ShutdownDep, StoreDep, TailDep
-from gateway.routes.sessions import _ERRORS, SessionIdDep
+from gateway.deps import ERROR_RESPONSES, SessionIdDep, SettingsDep, ShutdownDep, StoreDep, TailDep
 from gateway.sse import EventStream
 from shared.errors import InvalidLastEventId
 from shared.events import Gap
@@ -31,7 +30,7 @@ def parse_last_event_id(value: str | None) -> int:
     "/{session_id}/events",
     name="stream_events",
     response_class=StreamingResponse,
-    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}}, 204: {"description": "nothing left"}},
+    responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}, 204: {"description": "nothing left"}},
 )
 async def stream_events(
     session_id: SessionIdDep,

@@ -1,29 +1,17 @@
 """REST: create sessions, queue runs, read and delete sessions."""
 
 import time
-from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from gateway.deps import SettingsDep, StoreDep
-from gateway.schemas import CreateRun, CreateSession, ErrorBody, RunAccepted, SessionCreated, SessionView
-from shared.errors import InputTooLarge, SessionNotFound
-from shared.ids import is_session_id, new_run_id, new_session_id
+from gateway.deps import ERROR_RESPONSES, SessionIdDep, SettingsDep, StoreDep
+from gateway.schemas import CreateRun, CreateSession, RunAccepted, SessionCreated, SessionView
+from shared.errors import InputTooLarge
+from shared.ids import new_run_id, new_session_id
 from shared.records import RunRecord, SessionRecord, transcript
 from shared.settings import Settings
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
-
-_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (404, 409, 410, 413, 422)}
-
-
-def _session_id(session_id: str) -> str:
-    if not is_session_id(session_id):
-        raise SessionNotFound(session_id)
-    return session_id
-
-
-SessionIdDep = Annotated[str, Depends(_session_id)]
 
 
 def _check_size(text: str | None, settings: Settings) -> None:
@@ -35,7 +23,7 @@ def _events_url(request: Request, session_id: str) -> str:
     return str(request.url_for("stream_events", session_id=session_id))
 
 
-@router.post("", status_code=201, responses=_ERRORS)
+@router.post("", status_code=201, responses=ERROR_RESPONSES)
 async def create_session(
     body: CreateSession, request: Request, store: StoreDep, settings: SettingsDep
 ) -> SessionCreated:
@@ -62,7 +50,7 @@ async def create_session(
     )
 
 
-@router.post("/{session_id}/runs", status_code=202, responses=_ERRORS)
+@router.post("/{session_id}/runs", status_code=202, responses=ERROR_RESPONSES)
 async def create_run(
     session_id: SessionIdDep, body: CreateRun, request: Request, store: StoreDep, settings: SettingsDep
 ) -> RunAccepted:
@@ -79,7 +67,7 @@ async def create_run(
     return RunAccepted(run_id=run.run_id, events_url=_events_url(request, session_id))
 
 
-@router.get("/{session_id}", responses=_ERRORS)
+@router.get("/{session_id}", responses=ERROR_RESPONSES)
 async def get_session(session_id: SessionIdDep, store: StoreDep) -> SessionView:
     session = await store.get_session(session_id)
     active = session.active_run
@@ -99,7 +87,7 @@ async def get_session(session_id: SessionIdDep, store: StoreDep) -> SessionView:
     )
 
 
-@router.delete("/{session_id}", status_code=204, responses=_ERRORS)
+@router.delete("/{session_id}", status_code=204, responses=ERROR_RESPONSES)
 async def delete_session(session_id: SessionIdDep, store: StoreDep) -> Response:
     await store.get_session(session_id)  # 404 or 410 if there is nothing to delete
     await store.delete_session(session_id)
