@@ -3,10 +3,12 @@
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException
 
 from shared.errors import (
     InputTooLarge,
+    InvalidInput,
     InvalidLastEventId,
     RunConflict,
     SessionExpired,
@@ -20,6 +22,7 @@ _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (RunConflict, 409, "run_conflict"),
     (InvalidLastEventId, 400, "invalid_last_event_id"),
     (InputTooLarge, 413, "input_too_large"),
+    (InvalidInput, 422, "validation_error"),
 ]
 
 _HTTP_TYPES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "input_too_large"}
@@ -52,7 +55,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette logs the exception after this; the client gets JSON and no internals.
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
+        return error_response(503, "redis_unavailable", "Redis is not reachable; try again", {"Retry-After": "1"})
+    return error_response(500, "internal_error", "internal error")
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _unexpected)
     app.add_exception_handler(TokentailError, _tokentail_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -1,15 +1,44 @@
 """Request and response bodies of the HTTP API."""
 
-from typing import Any, Literal
+import json
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.modelref import parse_model
+from shared.catalog import parse_model
 from shared.records import RunRecord, Turn
+
+MAX_NESTING = 32
+
+
+def _nesting(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if depth > MAX_NESTING:
+            break
+    return depth
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _storable(self) -> Self:
+        values = self.model_dump()
+        if _nesting(values) > MAX_NESTING:
+            raise ValueError(f"params and metadata may nest at most {MAX_NESTING - 1} levels")
+        try:
+            json.dumps(values, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+        return self
 
 
 class _RunOptions(_Request):
@@ -53,7 +82,7 @@ class SessionView(BaseModel):
     session_id: str
     status: Literal["idle", "queued", "running"]
     created_at: float
-    model: str
+    model: str | None
     agent: str | None
     params: dict[str, Any]
     metadata: dict[str, Any]

@@ -78,8 +78,11 @@ class EventStream:
                 return
 
     def _deliver(self, batch: list[StoredEvent]) -> bytes:
+        # A reader slower than the stream's trimming finds its next id gone: say so, never skip silently.
+        skipped = batch[0].seq > self._after + 1
+        gap = encode_gap(Gap(reason="trimmed", first_available=batch[0].seq)) if skipped else b""
         self._after = batch[-1].seq
-        return encode_events(batch)
+        return gap + encode_events(batch)
 
     async def _finished(self) -> bool:
         """Nothing left to send and nothing that could add more."""

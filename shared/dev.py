@@ -115,7 +115,7 @@ def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: floa
 
 
 def _banner(base: str, redis_url: str, workers: int) -> None:
-    model = get_settings().default_model
+    model = get_settings().model
     click.echo(
         f"""
 tokentail dev is running

@@ -6,6 +6,7 @@ TokentailError
 ├── RunConflict          409: a run is already active and the follow-up asked `reject`
 ├── InvalidLastEventId   400: `Last-Event-ID` is not a non-negative integer
 ├── InputTooLarge        413: the input is longer than the configured bound
+├── InvalidInput         422: a value the schema allows but this deployment does not (an unknown agent)
 └── LeaseLost            a worker's append was fenced: another worker owns the run now
 """
 
@@ -40,6 +41,10 @@ class InvalidLastEventId(TokentailError):
 class InputTooLarge(TokentailError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"input exceeds {limit} characters")
+
+
+class InvalidInput(TokentailError):
+    pass
 
 
 class LeaseLost(TokentailError):

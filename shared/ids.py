@@ -3,7 +3,7 @@
 import re
 import secrets
 
-SESSION_ID_PATTERN = re.compile(r"^s_[A-Za-z0-9_-]{22}$")
+SESSION_ID_PATTERN = re.compile(r"s_[A-Za-z0-9_-]{22}")
 
 
 def new_session_id() -> str:
@@ -15,4 +15,4 @@ def new_run_id() -> str:
 
 
 def is_session_id(value: str) -> bool:
-    return SESSION_ID_PATTERN.match(value) is not None
+    return SESSION_ID_PATTERN.fullmatch(value) is not None

@@ -12,7 +12,7 @@ RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 class RunRecord(BaseModel):
     run_id: str
     input: str
-    model: str
+    model: str | None = None  # None: the agent's model, else the worker's default
     params: dict[str, Any] = Field(default_factory=dict)
     agent: str | None = None
     status: RunStatus = "queued"
@@ -36,7 +36,7 @@ class RunRecord(BaseModel):
 class SessionRecord(BaseModel):
     session_id: str
     created_at: float
-    model: str
+    model: str | None = None
     agent: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)

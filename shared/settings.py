@@ -1,8 +1,9 @@
 """All configuration, read from `TOKENTAIL_*` environment variables."""
 
+import os
 from functools import lru_cache
 
-from pydantic import Field, RedisDsn
+from pydantic import Field, RedisDsn, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,7 +17,13 @@ class Settings(BaseSettings):
     stream_maxlen: int = Field(10_000, ge=100, description="approximate bound of a session stream (XADD MAXLEN ~)")
     session_ttl_seconds: int = Field(86_400, ge=1, description="how long a finished session is kept")
     tombstone_ttl_seconds: int = Field(7 * 86_400, ge=0, description="how long an expired session answers 410")
-    default_model: str = "scripted"
+    default_model: str | None = Field(
+        None,
+        description="model of runs that name none (unset: OpenAI or Anthropic if its key is set, else scripted)",
+    )
+    agents: dict[str, str] = Field(
+        default_factory=dict, description='your own agents, JSON {"name": "package.module:attribute"}'
+    )
     max_input_chars: int = Field(100_000, ge=1)
 
     # Gateway
@@ -30,10 +37,30 @@ class Settings(BaseSettings):
     flush_interval_ms: int = Field(50, ge=0, description="token coalescing window; 0 appends every token")
     lease_ms: int = Field(10_000, ge=500, description="how long a run's lease lives without a heartbeat")
     run_timeout_seconds: int = Field(1800, ge=1)
+    # Providers
+    openai_compatible_base_url: str | None = Field(None, description="base URL of an OpenAI-compatible server")
+    openai_compatible_api_key: SecretStr | None = Field(None, description="its API key, if it wants one")
+    provider_max_retries: int = Field(4, ge=0, description="retries of 429, 5xx and connection errors before output")
+    provider_retry_base_seconds: float = Field(0.5, ge=0, description="first retry delay, doubled each time, jittered")
+    provider_retry_max_seconds: float = Field(20.0, ge=0, description="longest delay between retries")
+    first_token_timeout_seconds: float = Field(60.0, gt=0, description="fail if a model sends nothing for this long")
+    idle_timeout_seconds: float = Field(60.0, gt=0, description="fail if a streaming model goes silent this long")
+    tool_timeout_seconds: float = Field(30.0, gt=0, description="a tool call running longer fails")
     poll_interval_seconds: float = Field(
         0.5, gt=0, description="fallback queue poll when no wake-up arrives (a wake-up starts a job at once)"
     )
     worker_wakeups: bool = Field(True, description="listen for wake-ups; off leaves arq's plain timed poll")
+
+    @property
+    def model(self) -> str:
+        """The model of runs that name none: with no API key at all, the offline scripted model."""
+        if self.default_model:
+            return self.default_model
+        if os.environ.get("OPENAI_API_KEY"):
+            return "openai:gpt-5.4-mini"
+        if os.environ.get("ANTHROPIC_API_KEY"):
+            return "anthropic:claude-haiku-4-5"
+        return "scripted"
 
 
 @lru_cache

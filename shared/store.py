@@ -37,6 +37,21 @@ def parse_entries(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[S
     ]
 
 
+def encode_run(run: RunRecord) -> str:
+    # The Lua scripts decode and re-encode run records with cjson, which turns [] into {} and large
+    # integers into floats: params travel through them as an opaque string.
+    record = run.model_dump(mode="json")
+    record["params"] = _compact(record["params"])
+    return _compact(record)
+
+
+def decode_run(raw: bytes | str) -> RunRecord:
+    record = json.loads(raw)
+    if isinstance(record.get("params"), str):
+        record["params"] = json.loads(record["params"])
+    return RunRecord.model_validate(record)
+
+
 def _compact(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -75,7 +90,7 @@ class SessionStore:
             keys=[keys.meta, keys.runs, keys.events, keys.gone, self.keys.arq_job(run.run_id), self.keys.queue],
             args=[
                 run.run_id,
-                run.model_dump_json(),
+                encode_run(run),
                 "reject",
                 self.settings.stream_maxlen,
                 queued,
@@ -106,11 +121,11 @@ class SessionStore:
             meta, runs_json, gone = await pipe.execute()
         if not meta:
             raise SessionExpired(session_id) if gone else SessionNotFound(session_id)
-        runs = sorted((RunRecord.model_validate_json(raw) for raw in runs_json), key=lambda r: r.queued_seq or 0)
+        runs = sorted((decode_run(raw) for raw in runs_json), key=lambda r: r.queued_seq or 0)
         return SessionRecord(
             session_id=session_id,
             created_at=float(meta[b"created_at"]),
-            model=meta[b"model"].decode(),
+            model=meta[b"model"].decode() or None,
             agent=meta[b"agent"].decode() or None,
             params=json.loads(meta[b"params"]),
             metadata=json.loads(meta[b"metadata"]),
@@ -154,17 +169,16 @@ class SessionStore:
 
     async def delete_session(self, session_id: str) -> None:
         keys = self.keys.session(session_id)
-        ttl = self.settings.session_ttl_seconds + self.settings.tombstone_ttl_seconds
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.meta, keys.runs, keys.events, keys.lease)
-            pipe.set(keys.gone, 1, ex=ttl)
+            pipe.set(keys.gone, 1, ex=max(1, self.settings.tombstone_ttl_seconds))
             await pipe.execute()
 
     @staticmethod
     def _session_fields(session: SessionRecord) -> list[tuple[str, str]]:
         return [
             ("created_at", repr(session.created_at)),
-            ("model", session.model),
+            ("model", session.model or ""),
             ("agent", session.agent or ""),
             ("params", _compact(session.params)),
             ("metadata", _compact(session.metadata)),
@@ -181,7 +195,7 @@ class SessionStore:
         )
         if result[0] != b"ok":
             return None
-        return RunRecord.model_validate_json(result[2])
+        return decode_run(result[2])
 
     async def append(self, session_id: str, run_id: str, lease_token: str, events: Sequence[tuple[str, str]]) -> int:
         """Append `(type, data_json)` events under the run's lease; returns the last seq."""

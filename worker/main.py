@@ -20,6 +20,7 @@ from shared import jobs
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.store import SessionStore
+from worker.providers import Providers
 from worker.run import run_agent
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class WakeableWorker(Worker):
 
 async def _startup(ctx: dict[str, Any]) -> None:
     ctx["store"] = SessionStore(ctx["redis"], ctx["settings"])
+    ctx.setdefault("providers", Providers(ctx["settings"]))
 
 
 def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:

@@ -10,9 +10,13 @@ from shared.events import ErrorInfo, RunCompleted, RunFailed
 from shared.records import RunRecord, transcript
 from shared.settings import Settings
 from shared.store import SessionStore
+from worker.agent_loop import AgentError, run_model_agent
+from worker.agents import Agent, load_agent
+from worker.context import RunContext
 from worker.lease import LeaseKeeper
-from worker.providers import resolve
-from worker.providers.base import InvalidRequest, ModelRequest, TextDelta, Usage
+from worker.providers import Providers
+from worker.providers.base import InvalidRequest, ProviderError
+from worker.retry import RetryPolicy
 from worker.writer import EventWriter
 
 logger = logging.getLogger(__name__)
@@ -32,41 +36,51 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     lease = LeaseKeeper(store, session_id, lease_token, settings.lease_ms)
     try:
         async with lease:
-            completed = await _generate(store, session_id, run, writer, settings.run_timeout_seconds)
-        await writer.emit(completed)
+            completed = await _generate(ctx, session_id, run, writer)
+        await writer.finish(completed)
     except LeaseLost:
         logger.warning("run %s of session %s stopped: its append was fenced (lease lost)", run_id, session_id)
     except asyncio.CancelledError:
-        if not lease.lost:
-            raise  # arq is shutting down or aborting the job
-        _uncancel()
-        logger.warning("run %s of session %s stopped: lease lost", run_id, session_id)
+        if lease.lost:
+            _uncancel()
+            logger.warning("run %s of session %s stopped: lease lost", run_id, session_id)
+            return
+        # arq is stopping (SIGTERM) or aborting the job. Until runs are handed over to another worker,
+        # end the run plainly rather than leave its session waiting for ever.
+        stopped = ErrorInfo(type="worker_stopped", message="the worker stopped during the run; send it again")
+        await _finish_failed(writer, RunFailed(run_id=run_id, error=stopped), run_id, session_id)
+        raise
     except Exception as exc:  # the run boundary: every failure ends the run with run.failed
         logger.warning("run %s of session %s failed: %s", run_id, session_id, exc, exc_info=True)
-        try:
-            await writer.emit(RunFailed(run_id=run_id, error=_error_info(exc, settings)))
-        except LeaseLost:
-            logger.warning("run %s of session %s could not record its failure: lease lost", run_id, session_id)
+        await _finish_failed(writer, RunFailed(run_id=run_id, error=_error_info(exc, settings)), run_id, session_id)
     finally:
         writer.close()
 
 
-async def _generate(
-    store: SessionStore, session_id: str, run: RunRecord, writer: EventWriter, time_limit: float
-) -> RunCompleted:
-    provider, model_name = resolve(run.model)
+async def _finish_failed(writer: EventWriter, failed: RunFailed, run_id: str, session_id: str) -> None:
+    try:
+        await asyncio.shield(writer.finish(failed))
+    except Exception:  # Redis gone or lease lost: nothing more this worker can do for the run
+        logger.error("run %s of session %s could not record its end", run_id, session_id, exc_info=True)
+
+
+async def _generate(ctx: dict[str, Any], session_id: str, run: RunRecord, writer: EventWriter) -> RunCompleted:
+    store: SessionStore = ctx["store"]
+    settings: Settings = ctx["settings"]
+    providers: Providers = ctx["providers"]
     session = await store.get_session(session_id)
     history = transcript([r for r in session.runs if r.status == "completed" and r.run_id != run.run_id])
-    request = ModelRequest(model=model_name, input=run.input, history=history, params=run.params)
-    usage: dict[str, Any] = {}
-    async with asyncio.timeout(time_limit):
-        async for chunk in provider.stream(request):
-            if isinstance(chunk, TextDelta):
-                await writer.delta(chunk.text)
-            elif isinstance(chunk, Usage):
-                usage = {"input_tokens": chunk.input_tokens, "output_tokens": chunk.output_tokens}
+    context = RunContext(writer, session_id, run, history)
+    agent = load_agent(run.agent, settings)
+    async with asyncio.timeout(settings.run_timeout_seconds):
+        if isinstance(agent, Agent):
+            provider, model = providers.resolve(run.model or agent.model or settings.model)
+            policy = RetryPolicy.from_settings(settings)
+            await run_model_agent(agent, context, provider, model, policy, settings.tool_timeout_seconds)
+        else:
+            await agent(context)
     await writer.flush()
-    return RunCompleted(run_id=run.run_id, output=writer.text, usage=usage)
+    return RunCompleted(run_id=run.run_id, output=writer.text, usage=context.usage)
 
 
 def _uncancel() -> None:
@@ -78,6 +92,10 @@ def _uncancel() -> None:
 def _error_info(exc: Exception, settings: Settings) -> ErrorInfo:
     if isinstance(exc, InvalidRequest):
         return ErrorInfo(type="invalid_request", message=str(exc))
+    if isinstance(exc, ProviderError):
+        return ErrorInfo(type=exc.kind, message=str(exc))
+    if isinstance(exc, AgentError):
+        return ErrorInfo(type="agent_error", message=str(exc))
     if isinstance(exc, TimeoutError):
         return ErrorInfo(type="timeout", message=f"the run exceeded {settings.run_timeout_seconds} s")
     return ErrorInfo(type="internal_error", message=f"{type(exc).__name__}: {exc}")

@@ -12,6 +12,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from redis import exceptions as redis_errors
+
 from shared.events import EventData, MessageDelta, event_type_of
 from shared.store import SessionStore
 
@@ -63,6 +65,26 @@ class EventWriter:
             raise self._failure
         if self._pending:
             await self._write([self._take_pending()])
+
+    async def finish(self, data: EventData, attempts: int = 6) -> None:
+        """Write the run's terminal event, even after an append failed: a run must always end.
+
+        Text not yet appended is dropped (the terminal event says what became of the run); an
+        unreachable Redis is retried for a few seconds, well inside the lease. A lost lease is final.
+        """
+        self.close()
+        while self._flushing is not None:
+            await asyncio.wait([self._flushing])
+        self._pending.clear()
+        self._failure = None
+        for attempt in range(attempts):
+            try:
+                await self._write([(event_type_of(data), data.model_dump_json())])
+                return
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.1 * 2**attempt)
 
     def close(self) -> None:
         """Stop flushing: the run ended, and text still pending is not written."""

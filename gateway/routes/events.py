@@ -54,10 +54,12 @@ async def stream_events(
             gap = Gap(reason="expired", first_available=last_seq + 1)
         elif first > after + 1:
             gap = Gap(reason="trimmed", first_available=first)
-    elif not active:
-        return Response(status_code=204)
     if gap is not None:
         after = gap.first_available - 1
+    if not active and after >= last_seq:
+        # Nothing to send and nothing coming. (A gap frame alone would not move a browser's
+        # Last-Event-ID, so it would reconnect for ever.) 204 stops an EventSource.
+        return Response(status_code=204)
     stream = EventStream(
         store, tail, shutdown, session_id, after, gap, retry_ms=settings.sse_retry_ms, batch=settings.sse_batch
     )

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request, Response
 
 from gateway.deps import ERROR_RESPONSES, SessionIdDep, SettingsDep, StoreDep
 from gateway.schemas import CreateRun, CreateSession, RunAccepted, SessionCreated, SessionView
-from shared.errors import InputTooLarge
+from shared.catalog import check_agent
+from shared.errors import InputTooLarge, InvalidInput
 from shared.ids import new_run_id, new_session_id
 from shared.records import RunRecord, SessionRecord, transcript
 from shared.settings import Settings
@@ -19,6 +20,14 @@ def _check_size(text: str | None, settings: Settings) -> None:
         raise InputTooLarge(settings.max_input_chars)
 
 
+def _check_agent(agent: str | None, settings: Settings) -> None:
+    if agent is not None:
+        try:
+            check_agent(agent, frozenset(settings.agents))
+        except ValueError as exc:
+            raise InvalidInput(f"agent: {exc}") from None
+
+
 def _events_url(request: Request, session_id: str) -> str:
     return str(request.url_for("stream_events", session_id=session_id))
 
@@ -28,10 +37,11 @@ async def create_session(
     body: CreateSession, request: Request, store: StoreDep, settings: SettingsDep
 ) -> SessionCreated:
     _check_size(body.input, settings)
+    _check_agent(body.agent, settings)
     session = SessionRecord(
         session_id=new_session_id(),
         created_at=time.time(),
-        model=body.model or settings.default_model,
+        model=body.model,
         agent=body.agent,
         params=body.params or {},
         metadata=body.metadata,

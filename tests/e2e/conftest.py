@@ -52,6 +52,7 @@ class Stack:
             **env,
         }
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.gateways: dict[str, subprocess.Popen[bytes]] = {}  # by URL
 
     def _spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen([sys.executable, "-m", "shared.cli", *args], env={**self.env, **env})
@@ -63,6 +64,7 @@ class Stack:
         process = self._spawn("gateway", "--host", "127.0.0.1", "--port", str(port), **env)
         url = f"http://127.0.0.1:{port}"
         wait_until_ready(f"{url}/readyz", process)
+        self.gateways[url] = process
         return url
 
     def worker(self, **env: str) -> subprocess.Popen[bytes]:

@@ -2,6 +2,7 @@
 
 import asyncio
 import random
+import signal
 from typing import Any
 
 import httpx2
@@ -76,3 +77,20 @@ async def test_a_client_moves_between_gateway_replicas_mid_run(stack: Stack) -> 
     finally:
         for client in clients:
             await client.aclose()
+
+
+async def test_sigterm_on_a_gateway_ends_its_streams_cleanly_and_clients_resume_elsewhere(stack: Stack) -> None:
+    first, second = stack.gateway(), stack.gateway()
+    stack.worker()
+    async with httpx2.AsyncClient(base_url=first, timeout=10) as a, httpx2.AsyncClient(base_url=second) as b:
+        params = {"tokens": 300, "tokens_per_second": 100}
+        created = (await a.post("/v1/sessions", json={"input": "deploy", "params": params})).json()
+        path = f"/v1/sessions/{created['session_id']}/events"
+        reader = asyncio.create_task(read_events(a, path))
+        await read_events(a, path, limit=3)
+        stack.gateways[first].send_signal(signal.SIGTERM)
+        partial = await asyncio.wait_for(reader, 10)  # ends without a transport error
+        assert partial.events and partial.events[-1][1] != "run.completed"
+        assert stack.gateways[first].wait(10) is not None
+        rest = await read_events(b, path, last_event_id=partial.ids[-1])
+        _assert_whole(Received(200, partial.events + rest.events))

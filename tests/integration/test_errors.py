@@ -1,5 +1,6 @@
 """Bad input gets a clear JSON error with the right status, and changes nothing."""
 
+import json
 from typing import Any
 
 import httpx2
@@ -96,3 +97,37 @@ async def test_readiness_fails_without_redis(start_gateway: Any) -> None:
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
         _error(await client.get("/readyz"), 503, "redis_unavailable")
         assert (await client.get("/healthz")).status_code == 200
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = [1]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"input": "\ud800"},
+        {"input": "hi", "metadata": {"k": "\udfff"}},
+        {"input": "hi", "params": {"deep": _nested(40)}},
+    ],
+)
+async def test_unstorable_values_are_422_not_500(client: httpx2.AsyncClient, body: dict[str, Any]) -> None:
+    raw = json.dumps(body).encode()  # json.dumps escapes the lone surrogate as \\ud800, as a client would send it
+    response = await client.post("/v1/sessions", content=raw, headers={"Content-Type": "application/json"})
+    _error(response, 422, "validation_error")
+
+
+async def test_redis_down_is_503_json(start_gateway: Any) -> None:
+    gateway = await start_gateway(redis_url="redis://127.0.0.1:1/0")
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        response = await client.post("/v1/sessions", json={"input": "hi"})
+        _error(response, 503, "redis_unavailable")
+        assert response.headers["retry-after"] == "1"
+
+
+async def test_an_unknown_agent_is_422(client: httpx2.AsyncClient) -> None:
+    message = _error(await client.post("/v1/sessions", json={"input": "hi", "agent": "nope"}), 422, "validation_error")
+    assert "unknown agent 'nope'" in message and "assistant" in message

@@ -109,6 +109,8 @@ async def test_a_session_without_input_has_nothing_to_stream(client: httpx2.Asyn
     assert response.status_code == 201 and response.json()["run_id"] is None
     received = await read_events(client, response.json()["events_url"])
     assert received.status == 204
+    # An id ahead of an empty, idle stream: a lone gap frame would make EventSource retry for ever.
+    assert (await read_events(client, response.json()["events_url"], last_event_id=5)).status == 204
     state = (await client.get(f"/v1/sessions/{response.json()['session_id']}")).json()
     assert state["metadata"] == {"user": "u1"} and state["runs"] == [] and state["status"] == "idle"
 
@@ -181,8 +183,11 @@ async def test_deleting_a_session_stops_its_run_and_its_streams(
     reader = asyncio.create_task(read_events(client, url))
     await read_events(client, url, limit=4)
     assert (await client.delete(f"/v1/sessions/{created['session_id']}")).status_code == 204
-    received = await asyncio.wait_for(reader, 10)
+    received = await asyncio.wait_for(reader, 10)  # the open stream ends too
     assert received.events[-1][1] != "run.completed"
+    async with asyncio.timeout(5):  # the worker stops the run: its next append is fenced
+        while any(not task.done() for task in worker.tasks.values()):
+            await asyncio.sleep(0.05)
     assert (await client.get(url)).status_code == 410
     assert (await client.get(f"/v1/sessions/{created['session_id']}")).status_code == 410
 

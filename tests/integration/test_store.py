@@ -145,3 +145,13 @@ async def test_partial_text_is_the_active_attempts_deltas(store: SessionStore) -
         data = json.dumps({"run_id": run.run_id, "text": text})
         await store.append(session_id, run.run_id, "lease-1", [("message.delta", data)])
     assert await store.partial_text(session_id, run) == "Hello"
+
+
+async def test_params_survive_the_lua_scripts_exactly(store: SessionStore) -> None:
+    session = _session()
+    params = {"seed": 123456789012345678, "stop": [], "nested": {"list": [1, 2.5, "x"]}, "temperature": 0.7}
+    run = RunRecord(run_id=new_run_id(), input="hi", model="scripted", params=params)
+    await store.queue_run(session.session_id, run, create=session)
+    started = await store.start_run(session.session_id, run.run_id, "lease")
+    assert started is not None and started.params == params
+    assert (await store.get_session(session.session_id)).runs[0].params == params

@@ -8,7 +8,9 @@ from redis.asyncio import Redis
 
 from shared.ids import new_run_id, new_session_id
 from shared.records import RunRecord, SessionRecord
+from shared.settings import Settings
 from shared.store import SessionStore
+from worker.providers import Providers
 from worker.run import run_agent
 
 
@@ -17,6 +19,11 @@ async def _queue(store: SessionStore, **params: Any) -> tuple[str, str]:
     run = RunRecord(run_id=new_run_id(), input="hello", model="scripted", params=params)
     await store.queue_run(session.session_id, run, create=session)
     return session.session_id, run.run_id
+
+
+def _job_context(store: SessionStore, settings: Settings) -> dict[str, Any]:
+    """What the worker's startup puts in arq's job context."""
+    return {"store": store, "settings": settings, "providers": Providers(settings)}
 
 
 async def _wait_for_status(store: SessionStore, session_id: str, status: str, within: float = 10.0) -> None:
@@ -42,7 +49,7 @@ async def test_a_finished_run_frees_its_slot_for_the_next_job_at_once(store: Ses
 
 async def test_a_duplicate_delivery_of_a_job_changes_nothing(store: SessionStore, settings: Any) -> None:
     session_id, run_id = await _queue(store, tokens=5, tokens_per_second=0)
-    ctx = {"store": store, "settings": settings}
+    ctx = _job_context(store, settings)
     await asyncio.gather(run_agent(ctx, session_id, run_id), run_agent(ctx, session_id, run_id))
     await run_agent(ctx, session_id, run_id)
     events = await store.read(session_id, 0, 100)
@@ -52,7 +59,7 @@ async def test_a_duplicate_delivery_of_a_job_changes_nothing(store: SessionStore
 
 async def test_a_run_that_loses_its_lease_stops_writing(store: SessionStore, settings: Any, redis: Redis) -> None:
     session_id, run_id = await _queue(store, tokens=10_000, tokens_per_second=200)
-    ctx = {"store": store, "settings": settings.model_copy(update={"lease_ms": 600})}
+    ctx = _job_context(store, settings.model_copy(update={"lease_ms": 600}))
     task = asyncio.create_task(run_agent(ctx, session_id, run_id))
     await _wait_for_status(store, session_id, "running")
     await redis.set(store.keys.session(session_id).lease, "another-worker")  # taken over elsewhere
@@ -68,7 +75,7 @@ async def test_coalescing_appends_fewer_events_than_tokens(store: SessionStore, 
     counts = {}
     for window_ms in (0, 50):
         session_id, run_id = await _queue(store, tokens=100, tokens_per_second=200)
-        ctx = {"store": store, "settings": settings.model_copy(update={"flush_interval_ms": window_ms})}
+        ctx = _job_context(store, settings.model_copy(update={"flush_interval_ms": window_ms}))
         await run_agent(ctx, session_id, run_id)
         events = await store.read(session_id, 0, 1000)
         deltas = [e for e in events if e.type == b"message.delta"]

@@ -2,12 +2,17 @@ import asyncio
 
 import pytest
 
-from worker.providers.base import InvalidRequest, ModelRequest, TextDelta, Usage
-from worker.providers.scripted import ScriptedFailure, ScriptedProvider, scripted_tokens
+from worker.providers.base import InvalidRequest, Message, ModelRequest, TextDelta, ToolCall, ToolSpec, Usage
+from worker.providers.scripted import ScriptedFailure, ScriptedProvider, find_arithmetic, scripted_tokens
+
+CALCULATOR = ToolSpec("calculator", "arithmetic", {"type": "object"})
 
 
-async def _collect(**params: object) -> list[object]:
-    request = ModelRequest(model="", input="hello", params=dict(params))
+def _request(text: str = "hello", tools: list[ToolSpec] | None = None, **params: object) -> ModelRequest:
+    return ModelRequest(model="", messages=[Message("user", text)], tools=tools or [], params=dict(params))
+
+
+async def _collect(request: ModelRequest) -> list[object]:
     return [chunk async for chunk in ScriptedProvider().stream(request)]
 
 
@@ -20,16 +25,15 @@ def test_tokens_are_deterministic_per_input_and_sized_by_count() -> None:
 
 
 async def test_stream_yields_the_tokens_then_usage() -> None:
-    chunks = await _collect(tokens=30, tokens_per_second=0)
+    chunks = await _collect(_request(tokens=30, tokens_per_second=0))
     assert [c.text for c in chunks[:-1] if isinstance(c, TextDelta)] == scripted_tokens("hello", 30)
     assert chunks[-1] == Usage(input_tokens=1, output_tokens=30)
 
 
 async def test_fail_at_token_raises_after_that_many_tokens() -> None:
-    request = ModelRequest(model="", input="hello", params={"tokens": 10, "tokens_per_second": 0, "fail_at_token": 4})
     seen = []
     with pytest.raises(ScriptedFailure, match="token 4"):
-        async for chunk in ScriptedProvider().stream(request):
+        async for chunk in ScriptedProvider().stream(_request(tokens=10, tokens_per_second=0, fail_at_token=4)):
             seen.append(chunk)
     assert len(seen) == 4
 
@@ -37,12 +41,44 @@ async def test_fail_at_token_raises_after_that_many_tokens() -> None:
 @pytest.mark.parametrize("params", [{"tokens": -1}, {"tokens_per_second": "fast"}, {"tokens": 10**9}])
 async def test_bad_params_are_an_invalid_request(params: dict[str, object]) -> None:
     with pytest.raises(InvalidRequest, match="scripted"):
-        await _collect(**params)
+        await _collect(_request(**params))
 
 
 async def test_paced_stream_takes_about_tokens_over_rate() -> None:
     # Functional check of pacing (not a performance target): 10 tokens at 100/s cannot finish at once.
     loop = asyncio.get_running_loop()
     start = loop.time()
-    await _collect(tokens=10, tokens_per_second=100)
+    await _collect(_request(tokens=10, tokens_per_second=100))
     assert loop.time() - start >= 0.08
+
+
+@pytest.mark.parametrize(
+    ("text", "expression"),
+    [("what is 12 * (3 + 4)?", "12 * (3 + 4)"), ("calculate 2+2", "2+2"), ("hello", None), ("I have 3 cats", None)],
+)
+def test_arithmetic_is_found_in_questions(text: str, expression: str | None) -> None:
+    assert find_arithmetic(text) == expression
+
+
+async def test_offered_a_calculator_it_calls_it_then_answers_with_the_result() -> None:
+    chunks = await _collect(_request("what is 6 * 7?", tools=[CALCULATOR], tokens=12, tokens_per_second=0))
+    calls = [c for c in chunks if isinstance(c, ToolCall)]
+    assert len(calls) == 1 and calls[0].name == "calculator" and calls[0].arguments == {"expression": "6 * 7"}
+    follow_up = ModelRequest(
+        model="",
+        messages=[
+            Message("user", "what is 6 * 7?"),
+            Message("assistant", "Let me calculate that.", tool_calls=(calls[0],)),
+            Message("tool", "42", call_id=calls[0].call_id),
+        ],
+        tools=[CALCULATOR],
+        params={"tokens": 12, "tokens_per_second": 0},
+    )
+    text = "".join(c.text for c in await _collect(follow_up) if isinstance(c, TextDelta))
+    assert text.startswith("The calculator says 42.")
+    assert len(text.split()) == 12
+
+
+async def test_without_the_tool_offered_it_just_answers() -> None:
+    chunks = await _collect(_request("what is 6 * 7?", tokens=5, tokens_per_second=0))
+    assert not any(isinstance(c, ToolCall) for c in chunks)

@@ -122,3 +122,31 @@ async def test_close_drops_a_pending_timer() -> None:
     writer.close()
     await asyncio.sleep(0.05)
     assert store.texts() == ["a"]
+
+
+async def test_finish_writes_the_terminal_event_after_a_failed_append() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    class FlakyStore(RecordingStore):
+        failures = 2
+
+        async def append(self, session_id: str, run_id: str, token: str, events: Sequence[tuple[str, str]]) -> int:
+            if self.failures:
+                self.failures -= 1
+                raise RedisConnectionError("connection reset")
+            return await super().append(session_id, run_id, token, events)
+
+    store = FlakyStore()
+    writer = _writer(store, 0)
+    await writer.delta("lost")  # its background append fails
+    with pytest.raises(RedisConnectionError):
+        await writer.flush()
+    await writer.finish(RunCompleted(run_id="r", output="x", usage={}))  # one more failure, then it lands
+    assert [kind for kind, _ in store.events] == ["run.completed"]
+
+
+async def test_finish_gives_up_on_a_lost_lease_at_once() -> None:
+    store = RecordingStore()
+    store.fail = True
+    with pytest.raises(LeaseLost):
+        await _writer(store, 0).finish(RunCompleted(run_id="r", output="", usage={}))

@@ -1,16 +1,52 @@
-"""Model providers: each turns a request into a stream of text deltas and a usage report."""
+"""Model providers, built once per worker process and shared by its runs."""
 
-from shared.modelref import SCRIPTED, parse_model
-from worker.providers.base import InvalidRequest, Provider
+import os
+
+import anthropic
+import openai
+
+from shared.catalog import ANTHROPIC, OPENAI, OPENAI_COMPATIBLE, SCRIPTED, parse_model
+from shared.settings import Settings
+from worker.providers.anthropic_messages import AnthropicProvider
+from worker.providers.base import InvalidRequest, Provider, ProviderError
+from worker.providers.openai_chat import OpenAIProvider
 from worker.providers.scripted import ScriptedProvider
 
-_PROVIDERS: dict[str, Provider] = {SCRIPTED: ScriptedProvider()}
 
+class Providers:
+    def __init__(self, settings: Settings, overrides: dict[str, Provider] | None = None) -> None:
+        self._settings = settings
+        self._built: dict[str, Provider] = dict(overrides or {})
 
-def resolve(model: str) -> tuple[Provider, str]:
-    """The provider for a `model` string, and the model name to pass it."""
-    try:
-        ref = parse_model(model)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
-    return _PROVIDERS[ref.provider], ref.name
+    def resolve(self, model: str) -> tuple[Provider, str]:
+        """The provider for a `model` string, and the model name to pass it."""
+        try:
+            ref = parse_model(model)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        if ref.provider not in self._built:
+            self._built[ref.provider] = self._build(ref.provider)
+        return self._built[ref.provider], ref.name
+
+    def _build(self, provider: str) -> Provider:
+        # The SDKs' own retries are off: tokentail retries, and only before the first token.
+        if provider == SCRIPTED:
+            return ScriptedProvider()
+        if provider == OPENAI:
+            if not os.environ.get("OPENAI_API_KEY"):
+                raise ProviderError("OPENAI_API_KEY is not set on the worker", kind="authentication_error")
+            return OpenAIProvider(openai.AsyncOpenAI(max_retries=0))
+        if provider == ANTHROPIC:
+            if not os.environ.get("ANTHROPIC_API_KEY"):
+                raise ProviderError("ANTHROPIC_API_KEY is not set on the worker", kind="authentication_error")
+            return AnthropicProvider(anthropic.AsyncAnthropic(max_retries=0))
+        if provider == OPENAI_COMPATIBLE:
+            base_url = self._settings.openai_compatible_base_url
+            if not base_url:
+                raise InvalidRequest("set TOKENTAIL_OPENAI_COMPATIBLE_BASE_URL to use openai-compatible models")
+            key = self._settings.openai_compatible_api_key
+            client = openai.AsyncOpenAI(
+                base_url=base_url, api_key=key.get_secret_value() if key else "unused", max_retries=0
+            )
+            return OpenAIProvider(client, name=f"the OpenAI-compatible server at {base_url}")
+        raise InvalidRequest(f"unknown provider {provider!r}")

@@ -1,17 +1,43 @@
-"""What every model provider speaks: a request in, a stream of chunks out."""
+"""What every model provider speaks: a request in, a stream of chunks out.
+
+ProviderError        the provider failed; `retryable` if trying again may help
+InvalidRequest       the request cannot be served as asked: fail the run, never retry
+"""
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from shared.records import Turn
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema of the arguments object
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    invalid_arguments: str | None = None  # the raw text, when the model sent arguments that are not a JSON object
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant turns that called tools
+    call_id: str | None = None  # tool turns: the call this is the result of
+    is_error: bool = False  # tool turns: the tool failed
 
 
 @dataclass(frozen=True, slots=True)
 class ModelRequest:
     model: str  # the name after `<provider>:`; empty for `scripted`
-    input: str
-    history: list[Turn] = field(default_factory=list)
+    messages: list[Message]
+    tools: list[ToolSpec] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -26,12 +52,24 @@ class Usage:
     output_tokens: int
 
 
-Chunk = TextDelta | Usage
+Chunk = TextDelta | ToolCall | Usage
 
 
 class InvalidRequest(ValueError):
     """The request cannot be served as asked (bad params, unknown model): the run fails, nothing retries."""
 
 
+class ProviderError(Exception):
+    def __init__(
+        self, message: str, *, kind: str = "provider_error", retryable: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind  # the `error.type` of run.failed
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
 class Provider(Protocol):
-    def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]: ...
+    def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        """Text deltas as they come, then each tool call whole, and usage when the provider reports it."""
+        ...

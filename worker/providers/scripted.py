@@ -3,15 +3,19 @@
 Tests, demos and benchmarks shape the load with `params`: `tokens` (how many), `tokens_per_second`
 (0 streams as fast as possible) and `fail_at_token` (raise after that many tokens, to exercise
 failure paths). The same input and params always give the same text.
+
+It uses tools like a real model would: offered the `calculator` and asked something with arithmetic
+in it ("what is 12 * (3 + 4)?"), it calls the tool, then answers with the result.
 """
 
 import asyncio
 import hashlib
+import re
 from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from worker.providers.base import Chunk, InvalidRequest, ModelRequest, TextDelta, Usage
+from worker.providers.base import Chunk, InvalidRequest, Message, ModelRequest, TextDelta, ToolCall, Usage
 
 _SENTENCES = (
     "This answer comes from the offline scripted model, so it works without a network or an API key.",
@@ -52,15 +56,53 @@ def scripted_tokens(text: str, count: int) -> list[str]:
     return [word if i == 0 else " " + word for i, word in enumerate(words[:count])]
 
 
+_ARITHMETIC = re.compile(r"[\d(][\d\s.()]*(?:[-+*/%^]+[\d\s.()]+)+")
+
+
+def find_arithmetic(text: str) -> str | None:
+    """The first stretch of `text` that looks like arithmetic on numbers, e.g. `12 * (3 + 4)`."""
+    for match in _ARITHMETIC.finditer(text):
+        candidate = match.group().strip()
+        if re.search(r"[\d)]\s*[-+*/%^]+\s*[\d(]", candidate):
+            return candidate
+    return None
+
+
+def _answer_tokens(messages: list[Message], count: int) -> list[str]:
+    """After tool results: say what they were, then go on as usual."""
+    user = next(m.content for m in reversed(messages) if m.role == "user")
+    results = []
+    for message in reversed(messages):
+        if message.role != "tool":
+            break
+        results.append(("could not say: " if message.is_error else "says ") + message.content)
+    lead = f"The calculator {' and '.join(reversed(results))}."
+    lead_tokens = [word if i == 0 else " " + word for i, word in enumerate(lead.split())]
+    return lead_tokens + [" " + t.lstrip() for t in scripted_tokens(user, max(0, count - len(lead_tokens)))]
+
+
 class ScriptedProvider:
     async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
         try:
             params = ScriptedParams.model_validate(request.params)
         except ValidationError as exc:
             raise InvalidRequest(f"invalid params for the scripted model: {exc}") from None
+        last = request.messages[-1]
+        if last.role == "tool":
+            tokens = _answer_tokens(request.messages, params.tokens)
+        else:
+            offered = {tool.name for tool in request.tools}
+            expression = find_arithmetic(last.content) if "calculator" in offered else None
+            if expression is not None:
+                yield TextDelta("Let me calculate that.")
+                call_id = "call_" + hashlib.sha256(expression.encode()).hexdigest()[:10]
+                yield ToolCall(call_id, "calculator", {"expression": expression})
+                yield Usage(input_tokens=len(last.content.split()), output_tokens=4)
+                return
+            tokens = scripted_tokens(last.content, params.tokens)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        for i, token in enumerate(scripted_tokens(request.input, params.tokens)):
+        for i, token in enumerate(tokens):
             if params.fail_at_token is not None and i == params.fail_at_token:
                 raise ScriptedFailure(f"scripted failure at token {i}, as asked by params.fail_at_token")
             # Pace against the start time, not the previous token, so timer drift does not add up. Even
@@ -68,4 +110,4 @@ class ScriptedProvider:
             delay = start + i / params.tokens_per_second - loop.time() if params.tokens_per_second else 0.0
             await asyncio.sleep(max(0.0, delay))
             yield TextDelta(token)
-        yield Usage(input_tokens=len(request.input.split()), output_tokens=params.tokens)
+        yield Usage(input_tokens=len(last.content.split()), output_tokens=len(tokens))

@@ -1,0 +1,146 @@
+"""OpenAI and Anthropic streaming wire formats, served through httpx2.MockTransport to the official SDKs."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data)
+    return (f"event: {event}\n" if event else "").encode() + f"data: {payload}\n\n".encode()
+
+
+def openai_chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> bytes:
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    body = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": choices}
+    return sse(body | extra)
+
+
+def openai_stream(
+    text: list[str],
+    tool_calls: list[tuple[int, str, str, list[str]]] = (),
+    usage: tuple[int, int] = (10, 5),  # type: ignore[assignment]
+) -> list[bytes]:
+    """Text deltas, then tool calls (index, id, name, argument fragments) interleaved fragment by fragment."""
+    chunks = [openai_chunk({"role": "assistant", "content": ""})]
+    chunks += [openai_chunk({"content": part}) for part in text]
+    for index, call_id, name, _ in tool_calls:
+        head = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        chunks.append(openai_chunk({"tool_calls": [head]}))
+    longest = max((len(fragments) for *_, fragments in tool_calls), default=0)
+    for position in range(longest):  # parallel calls' fragments interleave
+        for index, _, _, fragments in tool_calls:
+            if position < len(fragments):
+                part = {"index": index, "function": {"arguments": fragments[position]}}
+                chunks.append(openai_chunk({"tool_calls": [part]}))
+    chunks.append(openai_chunk({}, finish="tool_calls" if tool_calls else "stop"))
+    usage_body = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
+    chunks.append(openai_chunk(None, usage=usage_body))
+    chunks.append(sse("[DONE]"))
+    return chunks
+
+
+def anthropic_stream(
+    text: list[str],
+    tool_uses: list[tuple[str, str, list[str]]] = (),
+    usage: tuple[int, int] = (12, 30),  # type: ignore[assignment]
+) -> list[bytes]:
+    """message_start, a text block, tool_use blocks built from input_json_delta fragments, pings, usage."""
+    message = {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": usage[0], "output_tokens": 1},
+    }  # fmt: skip
+    events = [sse({"type": "message_start", "message": message}, "message_start"), sse({"type": "ping"}, "ping")]
+    events.append(
+        sse(
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            "content_block_start",
+        )
+    )
+    for part in text:
+        delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": part}}
+        events.append(sse(delta, "content_block_delta"))
+    events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+    for offset, (call_id, name, fragments) in enumerate(tool_uses, start=1):
+        block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+        events.append(
+            sse({"type": "content_block_start", "index": offset, "content_block": block}, "content_block_start")
+        )
+        for fragment in fragments:
+            delta = {"type": "input_json_delta", "partial_json": fragment}
+            events.append(sse({"type": "content_block_delta", "index": offset, "delta": delta}, "content_block_delta"))
+        events.append(sse({"type": "ping"}, "ping"))
+        events.append(sse({"type": "content_block_stop", "index": offset}, "content_block_stop"))
+    stop = "tool_use" if tool_uses else "end_turn"
+    events.append(
+        sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": usage[1]},
+            },
+            "message_delta",
+        )
+    )
+    events.append(sse({"type": "message_stop"}, "message_stop"))
+    return events
+
+
+def anthropic_error(kind: str) -> bytes:
+    return sse({"type": "error", "error": {"type": kind, "message": kind.replace("_", " ")}}, "error")
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    chunks: list[bytes] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    stall_after: int | None = None  # send this many chunks, then go silent
+
+
+@dataclass
+class FakeLLM:
+    """Answers each request with the next Reply, and keeps the requests' JSON bodies."""
+
+    replies: list[Reply]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handler(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(json.loads(request.content or b"{}"))
+        reply = self.replies.pop(0)
+        if reply.status != 200:
+            body = {"error": {"type": "error", "message": f"status {reply.status}"}}
+            return httpx2.Response(reply.status, json=body, headers=reply.headers)
+
+        async def body() -> AsyncIterator[bytes]:
+            for i, chunk in enumerate(reply.chunks):
+                if reply.stall_after is not None and i >= reply.stall_after:
+                    await asyncio.sleep(3600)
+                yield chunk
+
+        headers = {"content-type": "text/event-stream"} | reply.headers
+        return httpx2.Response(200, headers=headers, content=body())
+
+    def openai(self) -> openai.AsyncOpenAI:
+        transport = httpx2.MockTransport(self.handler)
+        return openai.AsyncOpenAI(
+            api_key="test-key",
+            base_url="http://llm.test/v1",
+            max_retries=0,
+            http_client=httpx2.AsyncClient(transport=transport),
+        )
+
+    def anthropic(self) -> anthropic.AsyncAnthropic:
+        transport = httpx2.MockTransport(self.handler)
+        return anthropic.AsyncAnthropic(
+            api_key="test-key",
+            base_url="http://llm.test",
+            max_retries=0,
+            http_client=httpx2.AsyncClient(transport=transport),
+        )

@@ -1,0 +1,61 @@
+"""Tools and bring-your-own agents, end to end through the gateway and a worker."""
+
+from typing import Any
+
+import httpx2
+
+from tests.sse_client import read_events
+
+
+async def _run(client: httpx2.AsyncClient, **body: Any) -> list[tuple[int | None, str, dict[str, Any]]]:
+    response = await client.post("/v1/sessions", json=body)
+    assert response.status_code == 201, response.text
+    received = await read_events(client, response.json()["events_url"])
+    assert received.ids == list(range(1, len(received.ids) + 1))
+    return received.events
+
+
+def _text(events: list[tuple[int | None, str, dict[str, Any]]]) -> str:
+    return "".join(data["text"] for _, kind, data in events if kind == "message.delta")
+
+
+async def test_the_offline_model_shows_tool_progress_when_asked_to_calculate(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    gateway = await start_gateway()
+    await start_worker()
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        events = await _run(client, input="What is 12 * (3 + 4)?", params={"tokens": 20, "tokens_per_second": 0})
+    kinds = [kind for _, kind, _ in events]
+    assert kinds[:3] == ["run.queued", "run.started", "message.delta"]
+    assert kinds.index("tool.started") < kinds.index("tool.completed") < kinds.index("run.completed")
+    completed = next(data for _, kind, data in events if kind == "tool.completed")
+    assert completed["result"] == 84 and completed["duration_ms"] >= 0
+    assert "The calculator says 84." in _text(events)
+    assert events[-1][2]["output"] == _text(events)
+
+
+async def test_a_bring_your_own_agent_streams_status_tools_and_text(start_gateway: Any, start_worker: Any) -> None:
+    agents = {"support": "examples.support_agent:support"}
+    gateway = await start_gateway(agents=agents)
+    await start_worker(agents=agents)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        events = await _run(client, input="Where is my order A-1001?", agent="support")
+    kinds = [kind for _, kind, _ in events]
+    assert kinds == [
+        "run.queued", "run.started", "status", "tool.started", "tool.completed", "status",
+        *["message.delta"] * kinds.count("message.delta"), "run.completed",
+    ]  # fmt: skip
+    assert next(d for _, k, d in events if k == "tool.started")["arguments"] == {"order_id": "A-1001"}
+    assert _text(events).strip() == "Order A-1001 is shipped on 18 November."
+
+
+async def test_an_agent_that_cannot_be_imported_fails_the_run_clearly(start_gateway: Any, start_worker: Any) -> None:
+    agents = {"broken": "examples.no_such_module:agent"}
+    gateway = await start_gateway(agents=agents)
+    await start_worker(agents=agents)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        events = await _run(client, input="hi", agent="broken")
+    assert events[-1][1] == "run.failed"
+    assert events[-1][2]["error"]["type"] == "invalid_request"
+    assert "cannot import 'examples.no_such_module:agent'" in events[-1][2]["error"]["message"]

@@ -1,0 +1,65 @@
+import pytest
+
+from shared.catalog import PROVIDERS, ModelRef, check_agent, parse_model
+from shared.settings import Settings
+from worker.agents import BUILTIN
+from worker.providers import Providers
+from worker.providers.base import InvalidRequest, ProviderError
+
+
+def test_models_parse() -> None:
+    assert parse_model("scripted") == ModelRef("scripted", "")
+    assert parse_model("openai:gpt-5.4-mini") == ModelRef("openai", "gpt-5.4-mini")
+    assert parse_model("openai-compatible:llama3.2") == ModelRef("openai-compatible", "llama3.2")
+
+
+@pytest.mark.parametrize("value", ["gpt-4o", "nope:thing", ""])
+def test_unknown_providers_are_refused_with_the_list(value: str) -> None:
+    with pytest.raises(ValueError, match="available: anthropic, openai, openai-compatible, scripted"):
+        parse_model(value)
+
+
+def test_a_provider_needs_a_model_name() -> None:
+    with pytest.raises(ValueError, match="needs a name"):
+        parse_model("openai:")
+
+
+def test_agents_are_checked_against_builtins_and_configured_ones() -> None:
+    check_agent("assistant", frozenset())
+    check_agent("support", frozenset({"support"}))
+    with pytest.raises(ValueError, match="available: assistant, support"):
+        check_agent("nope", frozenset({"support"}))
+
+
+def test_the_worker_knows_every_builtin_agent_the_gateway_accepts() -> None:
+    from shared.catalog import BUILTIN_AGENTS
+
+    assert set(BUILTIN) == set(BUILTIN_AGENTS)
+
+
+def test_the_worker_builds_every_provider_the_gateway_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    providers = Providers(Settings(openai_compatible_base_url="http://127.0.0.1:9/v1"))
+    for provider in PROVIDERS:
+        assert providers.resolve(f"{provider}:m" if provider != "scripted" else provider)[0] is not None
+
+
+def test_missing_keys_and_base_urls_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    providers = Providers(Settings())
+    with pytest.raises(ProviderError, match="OPENAI_API_KEY is not set"):
+        providers.resolve("openai:gpt-5.4-mini")
+    with pytest.raises(InvalidRequest, match="TOKENTAIL_OPENAI_COMPATIBLE_BASE_URL"):
+        providers.resolve("openai-compatible:llama")
+
+
+def test_the_default_model_follows_the_keys_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    assert Settings().model == "scripted"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+    assert Settings().model.startswith("anthropic:")
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    assert Settings().model.startswith("openai:")
+    assert Settings(default_model="scripted").model == "scripted"

@@ -1,0 +1,133 @@
+"""The OpenAI and Anthropic providers through the official SDKs, on their exact streaming wire formats."""
+
+import pytest
+
+from tests.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_stream
+from worker.providers.anthropic_messages import AnthropicProvider
+from worker.providers.base import Message, ModelRequest, ProviderError, TextDelta, ToolCall, ToolSpec, Usage
+from worker.providers.openai_chat import OpenAIProvider
+
+TOOLS = [
+    ToolSpec("calculator", "arithmetic", {"type": "object", "properties": {"expression": {"type": "string"}}}),
+    ToolSpec("current_time", "the time", {"type": "object", "properties": {"timezone": {"type": "string"}}}),
+]
+REQUEST = ModelRequest("m", [Message("system", "be brief"), Message("user", "hi")], TOOLS, {"temperature": 0.2})
+
+
+async def _collect(provider: OpenAIProvider | AnthropicProvider, request: ModelRequest = REQUEST) -> list[object]:
+    return [chunk async for chunk in provider.stream(request)]
+
+
+async def test_openai_text_parallel_tool_calls_in_fragments_and_usage() -> None:
+    calls = [
+        (0, "call_a", "calculator", ['{"expre', 'ssion": "2', '+2"}']),
+        (1, "call_b", "current_time", ['{"timezone"', ': "UTC"}']),
+    ]
+    fake = FakeLLM([Reply(chunks=openai_stream(["Hel", "lo"], calls))])
+    chunks = await _collect(OpenAIProvider(fake.openai()))
+    assert chunks == [
+        TextDelta("Hel"),
+        TextDelta("lo"),
+        Usage(10, 5),
+        ToolCall("call_a", "calculator", {"expression": "2+2"}),
+        ToolCall("call_b", "current_time", {"timezone": "UTC"}),
+    ]
+    sent = fake.requests[0]
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert sent["temperature"] == 0.2
+    assert [t["function"]["name"] for t in sent["tools"]] == ["calculator", "current_time"]
+    assert sent["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+
+
+async def test_openai_tool_results_go_back_as_tool_messages() -> None:
+    fake = FakeLLM([Reply(chunks=openai_stream(["4"]))])
+    call = ToolCall("call_a", "calculator", {"expression": "2+2"})
+    request = ModelRequest(
+        "m",
+        [Message("user", "2+2?"), Message("assistant", "", tool_calls=(call,)), Message("tool", "4", call_id="call_a")],
+    )
+    await _collect(OpenAIProvider(fake.openai()), request)
+    assistant, tool = fake.requests[0]["messages"][1:]
+    assert assistant["tool_calls"][0]["function"] == {"name": "calculator", "arguments": '{"expression": "2+2"}'}
+    assert tool == {"role": "tool", "tool_call_id": "call_a", "content": "4"}
+
+
+async def test_openai_arguments_that_are_not_json_are_reported_not_raised() -> None:
+    fake = FakeLLM([Reply(chunks=openai_stream([], [(0, "call_x", "calculator", ['{"expression": 2+'])]))])
+    chunks = await _collect(OpenAIProvider(fake.openai()))
+    call = next(c for c in chunks if isinstance(c, ToolCall))
+    assert call.arguments == {} and call.invalid_arguments == '{"expression": 2+'
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "kind", "retryable", "retry_after"),
+    [
+        (429, {"retry-after": "2"}, "rate_limited", True, 2.0),
+        (429, {"retry-after-ms": "1500"}, "rate_limited", True, 1.5),
+        (503, {}, "provider_unavailable", True, None),
+        (401, {}, "authentication_error", False, None),
+        (404, {}, "model_not_found", False, None),
+        (400, {}, "invalid_request", False, None),
+    ],
+)
+async def test_openai_http_errors_map_to_what_they_mean(
+    status: int, headers: dict[str, str], kind: str, retryable: bool, retry_after: float | None
+) -> None:
+    fake = FakeLLM([Reply(status=status, headers=headers)])
+    with pytest.raises(ProviderError) as info:
+        await _collect(OpenAIProvider(fake.openai()))
+    assert (info.value.kind, info.value.retryable, info.value.retry_after) == (kind, retryable, retry_after)
+    assert "test-key" not in str(info.value)
+
+
+async def test_anthropic_text_tool_use_from_input_json_deltas_pings_and_usage() -> None:
+    tool_uses = [("toolu_1", "calculator", ["", '{"expression": "2', '+2"}']), ("toolu_2", "current_time", ["{}"])]
+    fake = FakeLLM([Reply(chunks=anthropic_stream(["Hel", "lo"], tool_uses))])
+    chunks = await _collect(AnthropicProvider(fake.anthropic()))
+    assert chunks == [
+        TextDelta("Hel"),
+        TextDelta("lo"),
+        ToolCall("toolu_1", "calculator", {"expression": "2+2"}),
+        ToolCall("toolu_2", "current_time", {}),
+        Usage(12, 30),
+    ]
+    sent = fake.requests[0]
+    assert sent["system"] == "be brief" and sent["messages"] == [{"role": "user", "content": "hi"}]
+    assert sent["stream"] is True and sent["max_tokens"] == 4096 and sent["temperature"] == 0.2
+    assert [t["name"] for t in sent["tools"]] == ["calculator", "current_time"]
+
+
+async def test_anthropic_parallel_tool_results_go_back_in_one_user_message() -> None:
+    fake = FakeLLM([Reply(chunks=anthropic_stream(["done"]))])
+    calls = (ToolCall("t1", "calculator", {"expression": "1"}), ToolCall("t2", "current_time", {}))
+    request = ModelRequest(
+        "m",
+        [
+            Message("user", "q"),
+            Message("assistant", "", tool_calls=calls),
+            Message("tool", "1", call_id="t1"),
+            Message("tool", "error: boom", call_id="t2", is_error=True),
+        ],
+    )
+    await _collect(AnthropicProvider(fake.anthropic()), request)
+    messages = fake.requests[0]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert [b["type"] for b in messages[1]["content"]] == ["tool_use", "tool_use"]
+    assert messages[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "t1", "content": "1"},
+        {"type": "tool_result", "tool_use_id": "t2", "content": "error: boom", "is_error": True},
+    ]
+
+
+async def test_anthropic_error_event_inside_the_stream() -> None:
+    fake = FakeLLM([Reply(chunks=anthropic_stream(["Hi"])[:2] + [anthropic_error("overloaded_error")])])
+    with pytest.raises(ProviderError) as info:
+        await _collect(AnthropicProvider(fake.anthropic()))
+    assert info.value.retryable and "overloaded_error" in str(info.value)
+
+
+async def test_anthropic_overloaded_status_is_retryable() -> None:
+    fake = FakeLLM([Reply(status=529)])
+    with pytest.raises(ProviderError) as info:
+        await _collect(AnthropicProvider(fake.anthropic()))
+    assert info.value.retryable and info.value.kind == "provider_unavailable"

@@ -1,0 +1,109 @@
+"""Anthropic messages streaming through the official SDK.
+
+Text comes as `text_delta`; a tool call as a `tool_use` content block whose input arrives in
+`input_json_delta` fragments, joined when the block stops. `message_start` and `message_delta` carry
+usage (the latter cumulative); `ping` is skipped by the SDK; an `error` event inside the stream (for
+example `overloaded_error`) is raised by the SDK as a status error with the stream's own status, 200,
+so its type is read from the body.
+"""
+
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import anthropic
+import httpx2
+from anthropic import types
+
+from worker.providers.base import Chunk, Message, ModelRequest, ProviderError, TextDelta, ToolSpec, Usage
+from worker.providers.errors import connection_error, status_error
+from worker.providers.openai_chat import parse_arguments
+
+DEFAULT_MAX_TOKENS = 4096
+_RETRYABLE_STREAM_ERRORS = {"overloaded_error", "api_error", "rate_limit_error", "timeout_error"}
+
+
+def _messages(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
+    system = "\n\n".join(m.content for m in messages if m.role == "system")
+    converted: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "tool":
+            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.call_id, "content": message.content}
+            if message.is_error:
+                block["is_error"] = True
+            # Results of one turn's parallel calls go back together, in one user message.
+            if converted and converted[-1]["role"] == "user" and isinstance(converted[-1]["content"], list):
+                converted[-1]["content"].append(block)
+            else:
+                converted.append({"role": "user", "content": [block]})
+        elif message.role == "assistant" and message.tool_calls:
+            content: list[dict[str, Any]] = [{"type": "text", "text": message.content}] if message.content else []
+            content += [
+                {"type": "tool_use", "id": call.call_id, "name": call.name, "input": call.arguments}
+                for call in message.tool_calls
+            ]
+            converted.append({"role": "assistant", "content": content})
+        elif message.role in ("user", "assistant"):
+            converted.append({"role": message.role, "content": message.content})
+    return system, converted
+
+
+def _tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
+    return [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools]
+
+
+def _stream_error_type(body: object) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        kind = body["error"].get("type")
+        return kind if isinstance(kind, str) else None
+    return None
+
+
+class AnthropicProvider:
+    def __init__(self, client: anthropic.AsyncAnthropic) -> None:
+        self._client = client
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        system, messages = _messages(request.messages)
+        params = dict(request.params)
+        max_tokens = int(params.pop("max_tokens", DEFAULT_MAX_TOKENS))  # required by the API
+        blocks: dict[int, tuple[str, str, list[str]]] = {}  # index -> (id, name, input fragments)
+        input_tokens = output_tokens = 0
+        try:
+            stream = await self._client.messages.create(
+                model=request.model,
+                messages=cast(Any, messages),
+                system=system or anthropic.omit,
+                tools=cast(Any, _tools(request.tools)) if request.tools else anthropic.omit,
+                max_tokens=max_tokens,
+                stream=True,
+                extra_body=params or None,  # provider options pass through; the API validates them
+            )
+            async for event in stream:
+                if isinstance(event, types.RawMessageStartEvent):
+                    input_tokens = event.message.usage.input_tokens
+                    output_tokens = event.message.usage.output_tokens
+                elif isinstance(event, types.RawContentBlockStartEvent):
+                    if isinstance(event.content_block, types.ToolUseBlock):
+                        blocks[event.index] = (event.content_block.id, event.content_block.name, [])
+                elif isinstance(event, types.RawContentBlockDeltaEvent):
+                    if isinstance(event.delta, types.TextDelta):
+                        yield TextDelta(event.delta.text)
+                    elif isinstance(event.delta, types.InputJSONDelta) and event.index in blocks:
+                        blocks[event.index][2].append(event.delta.partial_json)
+                elif isinstance(event, types.RawContentBlockStopEvent) and event.index in blocks:
+                    call_id, name, fragments = blocks.pop(event.index)
+                    yield parse_arguments(call_id, name, "".join(fragments))
+                elif isinstance(event, types.RawMessageDeltaEvent):
+                    output_tokens = event.usage.output_tokens
+        except anthropic.APIStatusError as exc:
+            if exc.status_code == 200:  # an `error` event inside the stream
+                kind = _stream_error_type(exc.body) or "api_error"
+                raise ProviderError(
+                    f"Anthropic stream error: {kind}",
+                    kind="provider_unavailable",
+                    retryable=kind in _RETRYABLE_STREAM_ERRORS,
+                ) from None
+            raise status_error("Anthropic", request.model, exc.status_code, exc.message, exc.response.headers) from None
+        except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
+            raise connection_error("Anthropic", exc) from None
+        yield Usage(input_tokens, output_tokens)

@@ -1,0 +1,108 @@
+"""OpenAI chat completions streaming, and any server that speaks the same API (Ollama, vLLM, LM Studio,
+Azure, GitHub Models), through the official SDK.
+
+Tool calls arrive as fragments in `delta.tool_calls`, keyed by `index`: the id and name in the first,
+the arguments split across many, several calls interleaved in one turn. They are assembled here and
+yielded whole once the stream ends. Usage comes in a last chunk with no choices
+(`stream_options={"include_usage": True}`).
+"""
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import httpx2
+import openai
+
+from worker.providers.base import Chunk, Message, ModelRequest, ProviderError, TextDelta, ToolCall, ToolSpec, Usage
+from worker.providers.errors import connection_error, status_error
+
+
+@dataclass
+class _PartialCall:
+    call_id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+def parse_arguments(call_id: str, name: str, raw: str) -> ToolCall:
+    try:
+        arguments = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError:
+        return ToolCall(call_id, name, {}, invalid_arguments=raw)
+    if not isinstance(arguments, dict):
+        return ToolCall(call_id, name, {}, invalid_arguments=raw)
+    return ToolCall(call_id, name, arguments)
+
+
+def _messages(messages: list[Message]) -> list[dict[str, Any]]:
+    converted: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "tool":
+            converted.append({"role": "tool", "tool_call_id": message.call_id, "content": message.content})
+        elif message.role == "assistant" and message.tool_calls:
+            converted.append(
+                {
+                    "role": "assistant",
+                    "content": message.content or None,
+                    "tool_calls": [
+                        {
+                            "id": call.call_id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                        }
+                        for call in message.tool_calls
+                    ],
+                }
+            )
+        else:
+            converted.append({"role": message.role, "content": message.content})
+    return converted
+
+
+def _tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+        for t in tools
+    ]
+
+
+class OpenAIProvider:
+    def __init__(self, client: openai.AsyncOpenAI, name: str = "OpenAI") -> None:
+        self._client = client
+        self._name = name
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        calls: dict[int, _PartialCall] = {}
+        try:
+            stream = await self._client.chat.completions.create(
+                model=request.model,
+                messages=cast(Any, _messages(request.messages)),
+                stream=True,
+                stream_options={"include_usage": True},
+                tools=cast(Any, _tools(request.tools)) if request.tools else openai.omit,
+                extra_body=request.params or None,  # provider options pass through; the server validates them
+            )
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    yield Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if delta.content:
+                        yield TextDelta(delta.content)
+                    for fragment in delta.tool_calls or ():
+                        call = calls.setdefault(fragment.index, _PartialCall())
+                        call.call_id = fragment.id or call.call_id
+                        if fragment.function is not None:
+                            call.name = fragment.function.name or call.name
+                            call.arguments.append(fragment.function.arguments or "")
+        except openai.APIStatusError as exc:
+            raise status_error(self._name, request.model, exc.status_code, exc.message, exc.response.headers) from None
+        except (openai.APIConnectionError, httpx2.TransportError) as exc:
+            raise connection_error(self._name, exc) from None
+        except openai.APIError as exc:  # an error event inside the stream
+            raise ProviderError(f"{self._name} stream error: {exc.message}", retryable=True) from None
+        for index in sorted(calls):
+            call = calls[index]
+            yield parse_arguments(call.call_id or f"call_{index}", call.name, "".join(call.arguments))
