@@ -78,6 +78,11 @@ class RunAccepted(BaseModel):
     events_url: str
 
 
+class CancelAccepted(BaseModel):
+    run_id: str | None = Field(description="the run being cancelled; null if none was active")
+    status: Literal["cancelling", "idle"]
+
+
 class SessionView(BaseModel):
     session_id: str
     status: Literal["idle", "queued", "running"]

@@ -36,6 +36,16 @@ class Keys:
         return f"{self.prefix}:queue"
 
     @property
+    def leases(self) -> str:
+        """Sorted set: session id -> when its running run's lease expires (ms). Reapers scan it."""
+        return f"{self.prefix}:leases"
+
+    @property
+    def cancel_channel(self) -> str:
+        """Pub/sub channel carrying the run ids to cancel, to whichever worker runs them."""
+        return f"{self.prefix}:cancel"
+
+    @property
     def wake_channel(self) -> str:
         """Pub/sub channel that tells idle workers a job was queued, so none waits for its next poll."""
         return f"{self.prefix}:wake"

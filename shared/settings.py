@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     # Worker
     worker_concurrency: int = Field(100, ge=1, description="runs one worker process streams at once")
     flush_interval_ms: int = Field(50, ge=0, description="token coalescing window; 0 appends every token")
-    lease_ms: int = Field(10_000, ge=500, description="how long a run's lease lives without a heartbeat")
+    lease_ms: int = Field(5_000, ge=500, description="how long a run's lease lives without a heartbeat")
+    max_attempts: int = Field(3, ge=1, description="attempts of a run whose workers died before it fails")
+    reap_interval_seconds: float = Field(1.0, gt=0, description="how often workers look for runs whose lease expired")
     run_timeout_seconds: int = Field(1800, ge=1)
     # Providers
     openai_compatible_base_url: str | None = Field(None, description="base URL of an OpenAI-compatible server")

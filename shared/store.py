@@ -4,6 +4,8 @@ Writes that must be atomic (queue a run, start it, append to it) are Lua scripts
 """
 
 import json
+import secrets
+import time
 from collections.abc import Awaitable, Sequence
 from importlib import resources
 from typing import NamedTuple, cast
@@ -65,6 +67,8 @@ class SessionStore:
         self._start_run = redis.register_script(_load_script("start_run"))
         self._append = redis.register_script(_load_script("append"))
         self._renew_lease = redis.register_script(_load_script("renew_lease"))
+        self._requeue_run = redis.register_script(_load_script("requeue_run"))
+        self._cancel_run = redis.register_script(_load_script("cancel_run"))
 
     # -- gateway side ---------------------------------------------------------------------------
 
@@ -144,6 +148,10 @@ class SessionStore:
             raise SessionNotFound(session_id)
         return int(seq or 0), bool(active)
 
+    async def active_run_id(self, session_id: str) -> str | None:
+        value = await cast(Awaitable[bytes | None], self.redis.hget(self.keys.session(session_id).meta, "active_run"))
+        return value.decode() if value else None
+
     async def first_available(self, session_id: str) -> int | None:
         """The oldest id still in the stream (older ones were trimmed), or None if it is empty."""
         entries = await self.redis.xrange(self.keys.session(session_id).events, count=1)
@@ -167,6 +175,17 @@ class SessionStore:
             after = batch[-1].seq
         return "".join(parts)
 
+    async def cancel_run(self, session_id: str) -> str | None:
+        """Ask for the active run to be cancelled; its id, or None if no run is active."""
+        keys = self.keys.session(session_id)
+        result = await self._cancel_run(keys=[keys.meta, keys.gone], args=[self.keys.cancel_channel])
+        outcome = result[0].decode()
+        if outcome == "signalled":
+            return str(result[1].decode())
+        if outcome == "idle":
+            return None
+        raise SessionExpired(session_id) if outcome == "gone" else SessionNotFound(session_id)
+
     async def delete_session(self, session_id: str) -> None:
         keys = self.keys.session(session_id)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -186,16 +205,25 @@ class SessionStore:
 
     # -- worker side ----------------------------------------------------------------------------
 
-    async def start_run(self, session_id: str, run_id: str, lease_token: str) -> RunRecord | None:
-        """Claim the run under `lease_token` and append `run.started`; None if it is not ours to run."""
+    async def start_run(self, session_id: str, run_id: str, lease_token: str) -> tuple[RunRecord, str] | None:
+        """Claim the run under `lease_token` (appending `run.retrying` if it is a takeover, then
+        `run.started`); None if it is not ours to run. The verdict is '' (run it), 'cancel' or
+        'exhausted' (end it at once, holding the lease)."""
         keys = self.keys.session(session_id)
         result = await self._start_run(
-            keys=[keys.meta, keys.runs, keys.events, keys.lease],
-            args=[run_id, lease_token, self.settings.lease_ms, self.settings.stream_maxlen],
+            keys=[keys.meta, keys.runs, keys.events, keys.lease, self.keys.leases],
+            args=[
+                session_id,
+                run_id,
+                lease_token,
+                self.settings.lease_ms,
+                self.settings.stream_maxlen,
+                self.settings.max_attempts,
+            ],
         )
         if result[0] != b"ok":
             return None
-        return decode_run(result[2])
+        return decode_run(result[2]), result[3].decode()
 
     async def append(self, session_id: str, run_id: str, lease_token: str, events: Sequence[tuple[str, str]]) -> int:
         """Append `(type, data_json)` events under the run's lease; returns the last seq."""
@@ -206,17 +234,50 @@ class SessionStore:
             self.settings.stream_maxlen,
             self.settings.session_ttl_seconds,
             self.settings.tombstone_ttl_seconds,
+            session_id,
         ]
         for event_type, data in events:
             args += [event_type, data]
+        keys_ = [keys.meta, keys.runs, keys.events, keys.lease, keys.gone, self.keys.leases]
         try:
-            seq = await self._append(keys=[keys.meta, keys.runs, keys.events, keys.lease, keys.gone], args=args)
+            seq = await self._append(keys=keys_, args=args)
         except ResponseError as exc:
             if str(exc).startswith("FENCED"):
                 raise LeaseLost(str(exc)) from None
             raise
         return int(seq)
 
-    async def renew_lease(self, session_id: str, lease_token: str) -> bool:
-        lease = self.keys.session(session_id).lease
-        return bool(await self._renew_lease(keys=[lease], args=[lease_token, self.settings.lease_ms]))
+    async def renew_lease(self, session_id: str, run_id: str, lease_token: str) -> int:
+        """0 if the lease is lost, 1 if renewed, 2 if renewed and a cancel of the run is pending."""
+        keys = self.keys.session(session_id)
+        return int(
+            await self._renew_lease(
+                keys=[keys.lease, self.keys.leases, keys.meta],
+                args=[lease_token, self.settings.lease_ms, session_id, run_id],
+            )
+        )
+
+    async def requeue_run(self, session_id: str, run_id: str, lease_token: str = "") -> bool:
+        """Queue the running run again for another worker: on hand-over (with our lease token) or
+        when its lease expired (without). True if this call requeued it."""
+        keys = self.keys.session(session_id)
+        job_id = f"{run_id}.{secrets.token_hex(4)}"  # arq refuses a job id it still remembers
+        return bool(
+            await self._requeue_run(
+                keys=[keys.meta, keys.lease, self.keys.leases, self.keys.arq_job(job_id), self.keys.queue],
+                args=[
+                    session_id,
+                    lease_token,
+                    run_job_payload(session_id, run_id),
+                    JOB_TTL_MS,
+                    job_id,
+                    self.keys.wake_channel,
+                ],
+            )
+        )
+
+    async def expired_leases(self, limit: int = 100) -> list[str]:
+        """Sessions whose running run's lease expired: their worker died or stalled."""
+        now_ms = int(time.time() * 1000)
+        members = await self.redis.zrangebyscore(self.keys.leases, "-inf", now_ms, start=0, num=limit)
+        return [member.decode() for member in members]

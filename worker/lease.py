@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import Callable
 from types import TracebackType
 
 from shared.store import SessionStore
@@ -10,17 +11,25 @@ logger = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
-    """Renews the lease every third of its lifetime; if it is lost, cancels the run's task.
+    """Renews the lease every third of its lifetime. If it is lost, cancels the run's task: another
+    worker may own the run now, so stop generating at once rather than at the next (fenced) append.
+    A renewal also learns of a pending cancel, in case its pub/sub message was missed."""
 
-    Losing the lease means another worker may own the run now: stop generating at once rather
-    than find out at the next (fenced) append.
-    """
-
-    def __init__(self, store: SessionStore, session_id: str, lease_token: str, lease_ms: int) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        session_id: str,
+        run_id: str,
+        lease_token: str,
+        lease_ms: int,
+        on_cancel: Callable[[], object],
+    ) -> None:
         self._store = store
         self._session_id = session_id
+        self._run_id = run_id
         self._lease_token = lease_token
         self._interval = lease_ms / 3000
+        self._on_cancel = on_cancel
         self._task: asyncio.Task[None] | None = None
         self.lost = False
 
@@ -41,11 +50,13 @@ class LeaseKeeper:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                renewed = await self._store.renew_lease(self._session_id, self._lease_token)
+                renewed = await self._store.renew_lease(self._session_id, self._run_id, self._lease_token)
             except Exception:  # Redis unreachable: keep trying while the lease may still be valid
                 logger.warning("lease renewal failed for session %s", self._session_id, exc_info=True)
                 continue
-            if not renewed:
+            if renewed == 2:
+                self._on_cancel()
+            elif not renewed:
                 logger.warning("run of session %s lost its lease; stopping it", self._session_id)
                 self.lost = True
                 if run_task is not None:

@@ -1,9 +1,14 @@
-"""The worker process: an arq Worker that starts jobs the moment they are queued.
+"""The worker process: an arq Worker that starts jobs the moment they are queued, cancels runs on
+request, and takes over the runs of workers that died.
 
-arq polls its queue every `poll_delay` (0.5 s by default), which a person waiting for a first token
-would feel. The gateway's queueing script publishes a wake-up on `Keys.wake_channel`; this worker
-listens for it and polls at once, and also as soon as one of its own runs finishes and frees a
-slot. The timed poll stays as a fallback for a missed wake-up (reconnects, a full worker).
+- **Wake-ups.** arq polls its queue every `poll_delay` (0.5 s by default), which a person waiting
+  for a first token would feel. Queueing publishes a wake-up on `Keys.wake_channel`; this worker
+  polls at once, and also as soon as one of its own runs finishes and frees a slot. The timed poll
+  stays as a fallback for a missed wake-up (reconnects, a full worker).
+- **Cancels** arrive on `Keys.cancel_channel` (and, as a fallback, with the next lease renewal).
+- **Reaper.** Every `reap_interval_seconds`, each worker looks for runs whose lease expired (their
+  worker was killed, or lost its host) and queues them again; the worker that picks one up takes
+  it over as the next attempt. arq alone would wait job_timeout + 10 s, and then only retry blindly.
 """
 
 import asyncio
@@ -22,22 +27,29 @@ from shared.settings import Settings
 from shared.store import SessionStore
 from worker.providers import Providers
 from worker.run import run_agent
+from worker.running import RunningRuns
 
 logger = logging.getLogger(__name__)
 
 
-class WakeableWorker(Worker):
-    def __init__(self, *, wake_channel: str | None, idle_poll_seconds: float, **kwargs: Any) -> None:
+class TokentailWorker(Worker):
+    def __init__(
+        self, *, settings: Settings, wake_channel: str | None, idle_poll_seconds: float, **kwargs: Any
+    ) -> None:
         # poll_delay 0: the wait between polls happens in _poll_iteration, where a wake-up can cut it short.
         super().__init__(poll_delay=0, **kwargs)
+        self._settings = settings
+        self._keys = Keys(settings.key_prefix)
         self._wake_channel = wake_channel
         self._idle_poll_seconds = idle_poll_seconds
         self._wake = asyncio.Event()
-        self._listener: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self.running = RunningRuns()
+        self.ctx["running"] = self.running
 
     async def _poll_iteration(self) -> None:
-        if self._listener is None and self._wake_channel is not None:
-            self._listener = asyncio.create_task(self._listen())
+        if not self._background:
+            self._background = [asyncio.create_task(self._listen()), asyncio.create_task(self._reap())]
         if not self._wake.is_set():
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (arq's shutdown)
             # that lands as the wake-up fires.
@@ -53,22 +65,39 @@ class WakeableWorker(Worker):
             self._wake.set()  # a slot is free: take the next queued job now
 
     async def _listen(self) -> None:
+        channels = [self._keys.cancel_channel] + ([self._wake_channel] if self._wake_channel else [])
         while True:
             try:
                 async with self.pool.pubsub() as pubsub:
-                    await pubsub.subscribe(str(self._wake_channel))
+                    await pubsub.subscribe(*channels)
                     self._wake.set()  # anything queued while we were not listening
                     async for message in pubsub.listen():
-                        if message["type"] == "message":
+                        if message["type"] != "message":
+                            continue
+                        if message["channel"].decode() == self._keys.cancel_channel:
+                            self.running.cancel(message["data"].decode())
+                        else:
                             self._wake.set()
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
-                logger.warning("wake-up listener lost Redis; retrying (the timed poll still runs)")
+                logger.warning("pub/sub listener lost Redis; retrying (the timed poll and lease renewals still run)")
                 await asyncio.sleep(1)
 
+    async def _reap(self) -> None:
+        store: SessionStore = self.ctx["store"]
+        while True:
+            await asyncio.sleep(self._settings.reap_interval_seconds)
+            try:
+                for session_id in await store.expired_leases():
+                    run_id = await store.active_run_id(session_id)
+                    if run_id and await store.requeue_run(session_id, run_id):
+                        logger.warning("run %s of session %s lost its worker; queued for takeover", run_id, session_id)
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+                logger.warning("reaper could not reach Redis; retrying")
+
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if not self._handle_signals:
             self.handle_sig(signal.SIGUSR1)
         # arq's close() gathers its job tasks without return_exceptions, so a cancelled one raises there
@@ -83,12 +112,13 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx.setdefault("providers", Providers(ctx["settings"]))
 
 
-def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
+def create_worker(settings: Settings, **overrides: Any) -> TokentailWorker:
     keys = Keys(settings.key_prefix)
     options: dict[str, Any] = {
         "functions": [func(run_agent, name=jobs.RUN_JOB, max_tries=1)],
         "redis_settings": RedisSettings.from_dsn(str(settings.redis_url)),
         "queue_name": keys.queue,
+        "settings": settings,
         "wake_channel": keys.wake_channel if settings.worker_wakeups else None,
         "idle_poll_seconds": settings.poll_interval_seconds,
         "max_jobs": settings.worker_concurrency,
@@ -102,4 +132,4 @@ def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
         "on_startup": _startup,
     }
     options.update(overrides)
-    return WakeableWorker(**options)
+    return TokentailWorker(**options)

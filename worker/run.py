@@ -6,7 +6,7 @@ import secrets
 from typing import Any
 
 from shared.errors import LeaseLost
-from shared.events import ErrorInfo, RunCompleted, RunFailed
+from shared.events import ErrorInfo, RunCancelled, RunCompleted, RunFailed
 from shared.records import RunRecord, transcript
 from shared.settings import Settings
 from shared.store import SessionStore
@@ -17,23 +17,37 @@ from worker.lease import LeaseKeeper
 from worker.providers import Providers
 from worker.providers.base import InvalidRequest, ProviderError
 from worker.retry import RetryPolicy
+from worker.running import RunningRuns
 from worker.writer import EventWriter
 
 logger = logging.getLogger(__name__)
+
+CANCELLED = "cancelled by request"
 
 
 async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     store: SessionStore = ctx["store"]
     settings: Settings = ctx["settings"]
+    running: RunningRuns = ctx["running"]
     lease_token = secrets.token_hex(16)
-    run = await store.start_run(session_id, run_id, lease_token)
-    if run is None:
+    started = await store.start_run(session_id, run_id, lease_token)
+    if started is None:
         # A duplicate delivery, a deleted session, or a run another worker holds: nothing to do.
         logger.info("run %s of session %s is not ours to start", run_id, session_id)
         return
-    logger.info("run %s of session %s started (attempt %d)", run_id, session_id, run.attempt)
+    run, verdict = started
     writer = EventWriter(store, session_id, run_id, lease_token, settings.flush_interval_ms / 1000)
-    lease = LeaseKeeper(store, session_id, lease_token, settings.lease_ms)
+    if verdict:
+        ending: RunCancelled | RunFailed = (
+            RunCancelled(run_id=run_id, reason=CANCELLED)
+            if verdict == "cancel"
+            else RunFailed(run_id=run_id, error=ErrorInfo(type="attempts_exhausted", message=_exhausted(run)))
+        )
+        await _finish(writer, ending, run_id, session_id)
+        return
+    logger.info("run %s of session %s started (attempt %d)", run_id, session_id, run.attempt)
+    running.add(run_id)
+    lease = LeaseKeeper(store, session_id, run_id, lease_token, settings.lease_ms, lambda: running.cancel(run_id))
     try:
         async with lease:
             completed = await _generate(ctx, session_id, run, writer)
@@ -41,27 +55,44 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     except LeaseLost:
         logger.warning("run %s of session %s stopped: its append was fenced (lease lost)", run_id, session_id)
     except asyncio.CancelledError:
+        if running.was_cancelled(run_id):
+            _uncancel()
+            logger.info("run %s of session %s cancelled", run_id, session_id)
+            await _finish(writer, RunCancelled(run_id=run_id, reason=CANCELLED), run_id, session_id)
+            return
         if lease.lost:
             _uncancel()
             logger.warning("run %s of session %s stopped: lease lost", run_id, session_id)
             return
-        # arq is stopping (SIGTERM) or aborting the job. Until runs are handed over to another worker,
-        # end the run plainly rather than leave its session waiting for ever.
-        stopped = ErrorInfo(type="worker_stopped", message="the worker stopped during the run; send it again")
-        await _finish_failed(writer, RunFailed(run_id=run_id, error=stopped), run_id, session_id)
+        # arq is stopping (SIGTERM): hand the run over now rather than let its lease run out.
+        await _hand_over(store, session_id, run_id, lease_token)
         raise
     except Exception as exc:  # the run boundary: every failure ends the run with run.failed
         logger.warning("run %s of session %s failed: %s", run_id, session_id, exc, exc_info=True)
-        await _finish_failed(writer, RunFailed(run_id=run_id, error=_error_info(exc, settings)), run_id, session_id)
+        await _finish(writer, RunFailed(run_id=run_id, error=_error_info(exc, settings)), run_id, session_id)
     finally:
         writer.close()
+        running.discard(run_id)
 
 
-async def _finish_failed(writer: EventWriter, failed: RunFailed, run_id: str, session_id: str) -> None:
+async def _finish(writer: EventWriter, ending: RunCancelled | RunFailed, run_id: str, session_id: str) -> None:
     try:
-        await asyncio.shield(writer.finish(failed))
+        await asyncio.shield(writer.finish(ending))
     except Exception:  # Redis gone or lease lost: nothing more this worker can do for the run
         logger.error("run %s of session %s could not record its end", run_id, session_id, exc_info=True)
+
+
+async def _hand_over(store: SessionStore, session_id: str, run_id: str, lease_token: str) -> None:
+    try:
+        requeued = await asyncio.shield(store.requeue_run(session_id, run_id, lease_token))
+    except Exception:  # the lease will expire instead, and a reaper requeue the run
+        logger.error("run %s of session %s could not be handed over", run_id, session_id, exc_info=True)
+        return
+    logger.info("run %s of session %s handed over: %s", run_id, session_id, requeued)
+
+
+def _exhausted(run: RunRecord) -> str:
+    return f"gave up after {run.attempt} attempts: the workers running them stopped"
 
 
 async def _generate(ctx: dict[str, Any], session_id: str, run: RunRecord, writer: EventWriter) -> RunCompleted:

@@ -5,7 +5,7 @@ import time
 from fastapi import APIRouter, Request, Response
 
 from gateway.deps import ERROR_RESPONSES, SessionIdDep, SettingsDep, StoreDep
-from gateway.schemas import CreateRun, CreateSession, RunAccepted, SessionCreated, SessionView
+from gateway.schemas import CancelAccepted, CreateRun, CreateSession, RunAccepted, SessionCreated, SessionView
 from shared.catalog import check_agent
 from shared.errors import InputTooLarge, InvalidInput
 from shared.ids import new_run_id, new_session_id
@@ -75,6 +75,14 @@ async def create_run(
     )
     await store.queue_run(session_id, run)
     return RunAccepted(run_id=run.run_id, events_url=_events_url(request, session_id))
+
+
+@router.post("/{session_id}/cancel", status_code=202, responses=ERROR_RESPONSES)
+async def cancel_run(session_id: SessionIdDep, store: StoreDep) -> CancelAccepted:
+    """Cancel the active run, from any replica. Idempotent: the worker running it stops the model
+    and writes `run.cancelled` as the run's last event. Closing a stream never cancels a run."""
+    run_id = await store.cancel_run(session_id)
+    return CancelAccepted(run_id=run_id, status="cancelling" if run_id else "idle")
 
 
 @router.get("/{session_id}", responses=ERROR_RESPONSES)

@@ -4,10 +4,11 @@
 -- also closes the run: records the outcome, frees the session and the lease, and starts the
 -- retention clock.
 --
--- KEYS: meta, runs, events, lease, gone
--- ARGV: run_id, lease_token, maxlen, ttl_seconds, tombstone_seconds, then event type, data pairs
+-- KEYS: meta, runs, events, lease, gone, leases (zset)
+-- ARGV: run_id, lease_token, maxlen, ttl_seconds, tombstone_seconds, session_id, then event type,
+--       data pairs
 -- Returns the seq of the last event appended, or an error starting with FENCED.
-local meta, runs, events, lease, gone = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, runs, events, lease, gone, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local run_id = ARGV[1]
 
 if redis.call('GET', lease) ~= ARGV[2] then
@@ -18,7 +19,7 @@ local outcome = {['run.completed'] = 'completed', ['run.failed'] = 'failed', ['r
 local t = redis.call('TIME')
 local ts = t[1] .. string.format('%06d', t[2])
 local seq
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   seq = redis.call('HINCRBY', meta, 'seq', 1)
   redis.call('XADD', events, 'MAXLEN', '~', ARGV[3], seq .. '-0', 'type', ARGV[i], 'data', ARGV[i + 1], 'ts', ts)
   local status = outcome[ARGV[i]]
@@ -34,7 +35,9 @@ for i = 6, #ARGV, 2 do
     run.reason = data.reason
     redis.call('HSET', runs, run_id, cjson.encode(run))
     redis.call('HSET', meta, 'active_run', '')
+    redis.call('HDEL', meta, 'cancel_run')
     redis.call('DEL', lease)
+    redis.call('ZREM', leases, ARGV[6])
     redis.call('EXPIRE', meta, ARGV[4])
     redis.call('EXPIRE', runs, ARGV[4])
     redis.call('EXPIRE', events, ARGV[4])

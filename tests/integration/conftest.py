@@ -13,7 +13,7 @@ from gateway.app import create_app
 from gateway.server import GatewayServer
 from shared.redis_server import free_port
 from shared.settings import Settings
-from worker.main import WakeableWorker, create_worker
+from worker.main import TokentailWorker, create_worker
 
 
 class Gateway:
@@ -56,9 +56,9 @@ async def start_gateway(settings: Settings) -> AsyncIterator[Callable[..., Any]]
 
 @pytest.fixture
 async def start_worker(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
-    started: list[tuple[WakeableWorker, asyncio.Task[None]]] = []
+    started: list[tuple[TokentailWorker, asyncio.Task[None]]] = []
 
-    async def start(**overrides: Any) -> WakeableWorker:
+    async def start(**overrides: Any) -> TokentailWorker:
         worker = create_worker(settings.model_copy(update=overrides), handle_signals=False)
         started.append((worker, asyncio.create_task(worker.async_run())))
         return worker
@@ -78,8 +78,8 @@ async def gateway(start_gateway: Callable[..., Any]) -> Gateway:
 
 
 @pytest.fixture
-async def worker(start_worker: Callable[..., Any]) -> WakeableWorker:
-    worker: WakeableWorker = await start_worker()
+async def worker(start_worker: Callable[..., Any]) -> TokentailWorker:
+    worker: TokentailWorker = await start_worker()
     return worker
 
 

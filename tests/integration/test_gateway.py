@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from shared.settings import Settings
 from shared.store import SessionStore
 from tests.sse_client import Received, read_events
-from worker.main import WakeableWorker
+from worker.main import TokentailWorker
 
 FAST = {"tokens": 60, "tokens_per_second": 0}
 
@@ -31,7 +31,7 @@ def _assert_complete(received: Received, first_id: int = 1) -> None:
     assert deltas == received.events[-1][2]["output"]
 
 
-async def test_a_run_streams_from_queued_to_completed(client: httpx2.AsyncClient, worker: WakeableWorker) -> None:
+async def test_a_run_streams_from_queued_to_completed(client: httpx2.AsyncClient, worker: TokentailWorker) -> None:
     created = await _create(client)
     assert set(created) == {"session_id", "run_id", "events_url", "stream_token"}
     assert created["events_url"].endswith(f"/v1/sessions/{created['session_id']}/events")
@@ -44,7 +44,7 @@ async def test_a_run_streams_from_queued_to_completed(client: httpx2.AsyncClient
 
 
 async def test_resume_from_header_or_query_continues_after_the_id_and_204_at_the_end(
-    client: httpx2.AsyncClient, worker: WakeableWorker
+    client: httpx2.AsyncClient, worker: TokentailWorker
 ) -> None:
     created = await _create(client)
     full = await read_events(client, created["events_url"])
@@ -57,7 +57,7 @@ async def test_resume_from_header_or_query_continues_after_the_id_and_204_at_the
     assert done.status == 204
 
 
-async def test_the_query_parameter_wins_over_the_header(client: httpx2.AsyncClient, worker: WakeableWorker) -> None:
+async def test_the_query_parameter_wins_over_the_header(client: httpx2.AsyncClient, worker: TokentailWorker) -> None:
     created = await _create(client)
     await read_events(client, created["events_url"])
     response = await client.get(
@@ -67,7 +67,7 @@ async def test_the_query_parameter_wins_over_the_header(client: httpx2.AsyncClie
     assert response.text.startswith("retry: 1000\n\nid: 3\n")
 
 
-async def test_a_follow_up_run_appends_to_the_same_stream(client: httpx2.AsyncClient, worker: WakeableWorker) -> None:
+async def test_a_follow_up_run_appends_to_the_same_stream(client: httpx2.AsyncClient, worker: TokentailWorker) -> None:
     created = await _create(client)
     first = await read_events(client, created["events_url"])
     response = await client.post(f"/v1/sessions/{created['session_id']}/runs", json={"input": "and more"})
@@ -95,7 +95,9 @@ async def test_a_follow_up_while_a_run_is_active_is_rejected(client: httpx2.Asyn
     assert state["status"] == "queued" and state["active_run_id"] == created["run_id"]
 
 
-async def test_the_session_shows_partial_text_while_running(client: httpx2.AsyncClient, worker: WakeableWorker) -> None:
+async def test_the_session_shows_partial_text_while_running(
+    client: httpx2.AsyncClient, worker: TokentailWorker
+) -> None:
     created = await _create(client, tokens=1000, tokens_per_second=200)
     await read_events(client, created["events_url"], limit=6)
     state = (await client.get(f"/v1/sessions/{created['session_id']}")).json()
@@ -115,7 +117,7 @@ async def test_a_session_without_input_has_nothing_to_stream(client: httpx2.Asyn
     assert state["metadata"] == {"user": "u1"} and state["runs"] == [] and state["status"] == "idle"
 
 
-async def test_a_failing_run_ends_with_run_failed(client: httpx2.AsyncClient, worker: WakeableWorker) -> None:
+async def test_a_failing_run_ends_with_run_failed(client: httpx2.AsyncClient, worker: TokentailWorker) -> None:
     created = await _create(client, tokens=50, tokens_per_second=0, fail_at_token=10)
     received = await read_events(client, created["events_url"])
     assert received.events[-1][1] == "run.failed"
@@ -125,7 +127,7 @@ async def test_a_failing_run_ends_with_run_failed(client: httpx2.AsyncClient, wo
 
 
 async def test_invalid_params_end_the_run_with_a_clear_error(
-    client: httpx2.AsyncClient, worker: WakeableWorker
+    client: httpx2.AsyncClient, worker: TokentailWorker
 ) -> None:
     created = await _create(client, tokens="many")
     received = await read_events(client, created["events_url"])
@@ -153,7 +155,7 @@ async def test_trimmed_history_is_announced_with_a_gap_frame(
 
 
 async def test_an_id_ahead_of_the_stream_is_an_unknown_id_gap(
-    client: httpx2.AsyncClient, worker: WakeableWorker
+    client: httpx2.AsyncClient, worker: TokentailWorker
 ) -> None:
     created = await _create(client)
     full = await read_events(client, created["events_url"])
@@ -162,7 +164,7 @@ async def test_an_id_ahead_of_the_stream_is_an_unknown_id_gap(
     assert received.events[1:] == full.events
 
 
-async def test_idle_streams_get_heartbeat_comments(client: httpx2.AsyncClient, worker: WakeableWorker) -> None:
+async def test_idle_streams_get_heartbeat_comments(client: httpx2.AsyncClient, worker: TokentailWorker) -> None:
     # Two tokens 2 s apart; the heartbeat is 1 s in tests, so a ping must come between them.
     created = await _create(client, tokens=2, tokens_per_second=0.5)
     async with client.stream("GET", created["events_url"]) as response:
@@ -176,7 +178,7 @@ async def test_idle_streams_get_heartbeat_comments(client: httpx2.AsyncClient, w
 
 
 async def test_deleting_a_session_stops_its_run_and_its_streams(
-    client: httpx2.AsyncClient, worker: WakeableWorker
+    client: httpx2.AsyncClient, worker: TokentailWorker
 ) -> None:
     created = await _create(client, tokens=10_000, tokens_per_second=100)
     url = created["events_url"]
@@ -193,7 +195,7 @@ async def test_deleting_a_session_stops_its_run_and_its_streams(
 
 
 async def test_a_stopping_gateway_ends_streams_cleanly_and_another_resumes_them(
-    start_gateway: Any, worker: WakeableWorker
+    start_gateway: Any, worker: TokentailWorker
 ) -> None:
     first, second = await start_gateway(), await start_gateway()
     async with httpx2.AsyncClient(base_url=first.url) as client_a, httpx2.AsyncClient(base_url=second.url) as client_b:

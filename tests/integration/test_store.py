@@ -27,8 +27,8 @@ async def _started(store: SessionStore) -> tuple[str, RunRecord]:
     run = _run()
     await store.queue_run(session.session_id, run, create=session)
     started = await store.start_run(session.session_id, run.run_id, "lease-1")
-    assert started is not None
-    return session.session_id, started
+    assert started is not None and started[1] == ""
+    return session.session_id, started[0]
 
 
 async def test_queue_run_creates_the_session_records_the_run_and_queues_its_job(
@@ -122,8 +122,8 @@ async def test_failure_is_recorded_with_its_error(store: SessionStore) -> None:
 
 async def test_renew_lease_only_for_its_holder(store: SessionStore, redis: Redis) -> None:
     session_id, _ = await _started(store)
-    assert await store.renew_lease(session_id, "lease-1")
-    assert not await store.renew_lease(session_id, "not-mine")
+    assert await store.renew_lease(session_id, "r", "lease-1") == 1
+    assert await store.renew_lease(session_id, "r", "not-mine") == 0
 
 
 async def test_streams_are_trimmed_to_about_maxlen(redis: Redis, settings: Settings) -> None:
@@ -153,5 +153,5 @@ async def test_params_survive_the_lua_scripts_exactly(store: SessionStore) -> No
     run = RunRecord(run_id=new_run_id(), input="hi", model="scripted", params=params)
     await store.queue_run(session.session_id, run, create=session)
     started = await store.start_run(session.session_id, run.run_id, "lease")
-    assert started is not None and started.params == params
+    assert started is not None and started[0].params == params
     assert (await store.get_session(session.session_id)).runs[0].params == params

@@ -12,6 +12,7 @@ from shared.settings import Settings
 from shared.store import SessionStore
 from worker.providers import Providers
 from worker.run import run_agent
+from worker.running import RunningRuns
 
 
 async def _queue(store: SessionStore, **params: Any) -> tuple[str, str]:
@@ -23,7 +24,7 @@ async def _queue(store: SessionStore, **params: Any) -> tuple[str, str]:
 
 def _job_context(store: SessionStore, settings: Settings) -> dict[str, Any]:
     """What the worker's startup puts in arq's job context."""
-    return {"store": store, "settings": settings, "providers": Providers(settings)}
+    return {"store": store, "settings": settings, "providers": Providers(settings), "running": RunningRuns()}
 
 
 async def _wait_for_status(store: SessionStore, session_id: str, status: str, within: float = 10.0) -> None:
