@@ -1,6 +1,7 @@
 """A small SSE reader for tests, on httpx2's built-in parser."""
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,10 @@ async def read_events(
     last_event_id: int | None = None,
     via: str = "header",
     limit: int | None = None,
+    on_event: Callable[[tuple[int | None, str, dict[str, Any]]], None] | None = None,
 ) -> Received:
-    """Read until the server closes the stream, or until `limit` events with ids, then drop the connection."""
+    """Read until the server closes the stream, or until `limit` events with ids, then drop the connection.
+    `on_event` sees each event as it arrives."""
     headers = {}
     params = {}
     if last_event_id is not None:
@@ -49,7 +52,10 @@ async def read_events(
             if not sse.data:
                 continue
             event_id = int(sse.id) if sse.id and sse.event != "gap" else None
-            received.events.append((event_id, sse.event, json.loads(sse.data)))
+            event = (event_id, sse.event, json.loads(sse.data))
+            received.events.append(event)
+            if on_event is not None:
+                on_event(event)
             if limit is not None and len(received.ids) >= limit:
                 break
     return received

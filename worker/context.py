@@ -8,6 +8,7 @@ Built-in agents and your own (`async def my_agent(ctx: RunContext) -> None`) use
         call.result = await search("x")                   # an exception here: tool.failed, then raised
 """
 
+import asyncio
 import secrets
 import time
 from types import TracebackType
@@ -44,8 +45,9 @@ class ToolScope:
         if exc is None:
             result = ToolCompleted(run_id=run_id, call_id=self.call_id, result=self.result, duration_ms=duration_ms)
             await self._context.writer.emit(result)
-        elif isinstance(exc, Exception):
-            error = str(exc) or type(exc).__name__
+        else:
+            # A cancelled run (or a stopping worker) ends its tool calls too: say so in the stream.
+            error = "cancelled" if isinstance(exc, asyncio.CancelledError) else str(exc) or type(exc).__name__
             await self._context.writer.emit(
                 ToolFailed(run_id=run_id, call_id=self.call_id, error=error, duration_ms=duration_ms)
             )

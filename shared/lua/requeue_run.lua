@@ -12,10 +12,10 @@ local session_id = ARGV[1]
 if ARGV[2] ~= '' then
   if redis.call('GET', lease) ~= ARGV[2] then return 0 end
   redis.call('DEL', lease)
-elseif redis.call('EXISTS', lease) == 1 then
-  return 0
+  redis.call('ZREM', leases, session_id)
+elseif redis.call('EXISTS', lease) == 1 or redis.call('ZREM', leases, session_id) == 0 then
+  return 0  -- alive after all, or another reaper got here first
 end
-redis.call('ZREM', leases, session_id)
 local run_id = redis.call('HGET', meta, 'active_run')
 if not run_id or run_id == '' then return 0 end
 

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
+from shared.keys import Keys
 from shared.redis_server import RedisServer, free_port
 
 
@@ -69,6 +71,16 @@ class Stack:
 
     def worker(self, **env: str) -> subprocess.Popen[bytes]:
         return self._spawn("worker", **env)
+
+    def wait_for_workers(self, count: int, timeout: float = 20.0) -> None:
+        """Until `count` workers listen for cancels, i.e. have started and can take jobs."""
+        channel = Keys(self.env["TOKENTAIL_KEY_PREFIX"]).cancel_channel
+        with Redis.from_url(self.redis.url) as client:
+            deadline = time.monotonic() + timeout
+            while client.pubsub_numsub(channel)[0][1] < count:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{count} workers did not start within {timeout} s")
+                time.sleep(0.05)
 
     def close(self) -> None:
         for process in self.processes:

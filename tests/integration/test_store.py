@@ -155,3 +155,71 @@ async def test_params_survive_the_lua_scripts_exactly(store: SessionStore) -> No
     started = await store.start_run(session.session_id, run.run_id, "lease")
     assert started is not None and started[0].params == params
     assert (await store.get_session(session.session_id)).runs[0].params == params
+
+
+async def _expire(store: SessionStore, redis: Redis, session_id: str) -> None:
+    """What a killed worker leaves behind: no lease, and its entry in the index out of date."""
+    await redis.delete(store.keys.session(session_id).lease)
+    await redis.zadd(store.keys.leases, {session_id: 0})
+
+
+async def test_a_run_whose_lease_expired_is_requeued_once_and_taken_over_as_the_next_attempt(
+    store: SessionStore, redis: Redis
+) -> None:
+    session_id, run = await _started(store)
+    assert await store.expired_leases() == []
+    await _expire(store, redis, session_id)
+    assert await store.expired_leases() == [session_id]
+    assert await store.requeue_run(session_id, run.run_id)
+    assert not await store.requeue_run(session_id, run.run_id)  # another reaper finds nothing to do
+    assert await redis.zcard(store.keys.queue) == 2  # the first job and the takeover's
+    taken = await store.start_run(session_id, run.run_id, "lease-2")
+    assert taken is not None and taken[1] == "" and taken[0].attempt == 2
+    events = await store.read(session_id, 0, 100)
+    assert [e.type for e in events] == [b"run.queued", b"run.started", b"run.retrying", b"run.started"]
+    assert json.loads(events[2].data)["attempt"] == 2 and taken[0].started_seq == 4
+    assert await store.start_run(session_id, run.run_id, "lease-3") is None  # the stale first job
+
+
+async def test_a_hand_over_needs_the_current_lease(store: SessionStore, redis: Redis) -> None:
+    session_id, run = await _started(store)
+    assert not await store.requeue_run(session_id, run.run_id, "not-mine")
+    assert await store.requeue_run(session_id, run.run_id, "lease-1")
+    assert not await redis.exists(store.keys.session(session_id).lease)
+    assert await store.start_run(session_id, run.run_id, "lease-2") is not None
+
+
+async def test_after_max_attempts_the_run_is_to_be_failed(redis: Redis, settings: Settings) -> None:
+    store = SessionStore(redis, settings.model_copy(update={"max_attempts": 1}))
+    session_id, run = await _started(store)
+    await _expire(store, redis, session_id)
+    taken = await store.start_run(session_id, run.run_id, "lease-2")
+    assert taken is not None and taken[1] == "exhausted"
+    assert [e.type for e in await store.read(session_id, 0, 100)] == [b"run.queued", b"run.started"]
+
+
+async def test_cancel_marks_the_active_run_and_is_idempotent(store: SessionStore, redis: Redis) -> None:
+    session = _session()
+    with pytest.raises(SessionNotFound):
+        await store.cancel_run(session.session_id)
+    run = _run()
+    await store.queue_run(session.session_id, run, create=session)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(store.keys.cancel_channel)
+    assert await store.cancel_run(session.session_id) == run.run_id
+    assert await store.cancel_run(session.session_id) == run.run_id
+    messages = []
+    for _ in range(3):  # the subscribe confirmation, then at most one cancel
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if message is not None:
+            messages.append(message["data"])
+    assert messages == [run.run_id.encode()]  # published once
+    await pubsub.aclose()
+    started = await store.start_run(session.session_id, run.run_id, "lease")
+    assert started is not None and started[1] == "cancel"  # a queued run is cancelled when picked up
+    assert await store.renew_lease(session.session_id, run.run_id, "lease") == 2
+    ended = json.dumps({"run_id": run.run_id, "reason": "cancelled by request"})
+    await store.append(session.session_id, run.run_id, "lease", [("run.cancelled", ended)])
+    assert await store.cancel_run(session.session_id) is None  # nothing active any more
+    record = (await store.get_session(session.session_id)).runs[0]
+    assert record.status == "cancelled" and record.reason == "cancelled by request"

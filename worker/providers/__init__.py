@@ -1,15 +1,14 @@
-"""Model providers, built once per worker process and shared by its runs."""
+"""Model providers, built once per worker process and shared by its runs.
+
+The SDKs are imported when a provider is first used: together they take seconds to import, which
+would otherwise delay every worker's start (and so every takeover by a freshly started worker).
+"""
 
 import os
 
-import anthropic
-import openai
-
 from shared.catalog import ANTHROPIC, OPENAI, OPENAI_COMPATIBLE, SCRIPTED, parse_model
 from shared.settings import Settings
-from worker.providers.anthropic_messages import AnthropicProvider
 from worker.providers.base import InvalidRequest, Provider, ProviderError
-from worker.providers.openai_chat import OpenAIProvider
 from worker.providers.scripted import ScriptedProvider
 
 
@@ -35,12 +34,24 @@ class Providers:
         if provider == OPENAI:
             if not os.environ.get("OPENAI_API_KEY"):
                 raise ProviderError("OPENAI_API_KEY is not set on the worker", kind="authentication_error")
+            import openai
+
+            from worker.providers.openai_chat import OpenAIProvider
+
             return OpenAIProvider(openai.AsyncOpenAI(max_retries=0))
         if provider == ANTHROPIC:
             if not os.environ.get("ANTHROPIC_API_KEY"):
                 raise ProviderError("ANTHROPIC_API_KEY is not set on the worker", kind="authentication_error")
+            import anthropic
+
+            from worker.providers.anthropic_messages import AnthropicProvider
+
             return AnthropicProvider(anthropic.AsyncAnthropic(max_retries=0))
         if provider == OPENAI_COMPATIBLE:
+            import openai
+
+            from worker.providers.openai_chat import OpenAIProvider
+
             base_url = self._settings.openai_compatible_base_url
             if not base_url:
                 raise InvalidRequest("set TOKENTAIL_OPENAI_COMPATIBLE_BASE_URL to use openai-compatible models")

@@ -1,0 +1,114 @@
+"""Worker crashes and deploys, with real processes: the answer survives, and the client's view of
+the stream stays whole. Takeover times are printed (`pytest -s`), not asserted: machines are noisy."""
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.e2e.conftest import Stack
+from tests.sse_client import Received, read_events
+from worker.providers.scripted import scripted_tokens
+
+TOKENS = 250
+PARAMS = {"tokens": TOKENS, "tokens_per_second": 50}
+
+
+class Watcher:
+    """Follows a session's stream like a chat UI: resumes on drops, drops a retried attempt's text."""
+
+    def __init__(self, client: httpx2.AsyncClient, url: str) -> None:
+        self.client, self.url = client, url
+        self.seen = Received(200, [])
+        self.arrival: dict[str, float] = {}
+
+    async def follow(self) -> None:
+        while True:
+            last = self.seen.ids[-1] if self.seen.ids else None
+            part = await read_events(self.client, self.url, last_event_id=last, on_event=self._arrived)
+            if part.status == 204:
+                return
+
+    def _arrived(self, event: tuple[int | None, str, dict[str, Any]]) -> None:
+        self.arrival.setdefault(event[1], time.monotonic())
+        self.seen.events.append(event)
+
+    def deltas(self) -> int:
+        return len(self.seen.of("message.delta"))
+
+    def answer(self) -> str:
+        """The text a UI shows: the deltas after the last `run.retrying`."""
+        text: list[str] = []
+        for _, kind, data in self.seen.events:
+            if kind == "run.retrying":
+                text.clear()
+            elif kind == "message.delta":
+                text.append(data["text"])
+        return "".join(text)
+
+
+async def _crash_mid_run(stack: Stack, how: signal.Signals) -> tuple[Watcher, float]:
+    url = stack.gateway()
+    first = stack.worker()
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        created = (await client.post("/v1/sessions", json={"input": "survive this", "params": PARAMS})).json()
+        watcher = Watcher(client, created["events_url"])
+        following = asyncio.create_task(watcher.follow())
+        while watcher.deltas() < 10:
+            await asyncio.sleep(0.02)
+        stack.worker()  # the one that will take over
+        await asyncio.to_thread(stack.wait_for_workers, 2)
+        first.send_signal(how)
+        struck = time.monotonic()
+        await asyncio.wait_for(following, 60)
+    return watcher, watcher.arrival["run.retrying"] - struck
+
+
+def _assert_whole(watcher: Watcher) -> None:
+    seen = watcher.seen
+    assert seen.ids == list(range(1, len(seen.ids) + 1)), "contiguous ids, no duplicate"
+    kinds = [kind for _, kind, _ in seen.events]
+    assert kinds.count("run.retrying") == 1 and kinds[-1] == "run.completed"
+    assert seen.of("run.retrying")[0]["attempt"] == 2 and seen.of("run.started")[-1]["attempt"] == 2
+    output = seen.events[-1][2]["output"]
+    assert watcher.answer() == output == "".join(scripted_tokens("survive this", TOKENS))
+
+
+@pytest.fixture
+def fast_leases(stack: Stack) -> Stack:
+    stack.env["TOKENTAIL_LEASE_MS"] = "2000"
+    return stack
+
+
+async def test_a_killed_worker_s_run_is_taken_over_and_completed(fast_leases: Stack) -> None:
+    watcher, takeover = await _crash_mid_run(fast_leases, signal.SIGKILL)
+    _assert_whole(watcher)
+    print(f"\ntakeover after SIGKILL (lease 2 s, reap every 1 s): {takeover:.2f} s")  # noqa: T201
+    assert takeover < 10
+
+
+async def test_a_stopping_worker_hands_its_run_over_at_once(stack: Stack) -> None:
+    watcher, takeover = await _crash_mid_run(stack, signal.SIGTERM)  # default 5 s lease: not waited for
+    _assert_whole(watcher)
+    print(f"\nhand-over after SIGTERM (lease 5 s): {takeover:.2f} s")  # noqa: T201
+    assert takeover < 5  # well inside the 5 s lease: nobody waited for it to expire
+
+
+async def test_a_run_whose_workers_keep_dying_fails_after_max_attempts(fast_leases: Stack) -> None:
+    fast_leases.env["TOKENTAIL_MAX_ATTEMPTS"] = "1"
+    url = fast_leases.gateway()
+    doomed = fast_leases.worker()
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        created = (await client.post("/v1/sessions", json={"input": "doomed", "params": PARAMS})).json()
+        watcher = Watcher(client, created["events_url"])
+        following = asyncio.create_task(watcher.follow())
+        while watcher.deltas() < 3:
+            await asyncio.sleep(0.02)
+        fast_leases.worker()
+        doomed.kill()
+        await asyncio.wait_for(following, 30)
+    failed: dict[str, Any] = watcher.seen.events[-1][2]
+    assert watcher.seen.events[-1][1] == "run.failed" and failed["error"]["type"] == "attempts_exhausted"

@@ -1,0 +1,63 @@
+"""Cancel, from any gateway: the worker stops the run and writes `run.cancelled` last."""
+
+import asyncio
+from typing import Any
+
+import httpx2
+
+from tests.sse_client import read_events
+
+
+async def _cancel_after(client: httpx2.AsyncClient, created: dict[str, Any], events: int) -> list[Any]:
+    reader = asyncio.create_task(read_events(client, created["events_url"]))
+    await read_events(client, created["events_url"], limit=events)
+    response = await client.post(f"/v1/sessions/{created['session_id']}/cancel")
+    assert response.status_code == 202
+    assert response.json() == {"run_id": created["run_id"], "status": "cancelling"}
+    received = await asyncio.wait_for(reader, 5)  # the stream ends soon after
+    assert received.ids == list(range(1, len(received.ids) + 1))
+    return received.events
+
+
+async def test_cancelling_a_streaming_run_ends_it_with_run_cancelled(start_gateway: Any, start_worker: Any) -> None:
+    gateway = await start_gateway()
+    worker = await start_worker()
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        params = {"tokens": 5000, "tokens_per_second": 100}
+        created = (await client.post("/v1/sessions", json={"input": "long", "params": params})).json()
+        events = await _cancel_after(client, created, 5)
+        assert events[-1][1:] == ("run.cancelled", {"run_id": created["run_id"], "reason": "cancelled by request"})
+        assert "run.completed" not in [kind for _, kind, _ in events]
+        assert len(worker.running) == 0
+        again = await client.post(f"/v1/sessions/{created['session_id']}/cancel")
+        assert again.json() == {"run_id": None, "status": "idle"}
+        state = (await client.get(f"/v1/sessions/{created['session_id']}")).json()
+        assert state["status"] == "idle" and state["runs"][0]["status"] == "cancelled"
+        # The session takes the next run.
+        follow_up = await client.post(f"/v1/sessions/{created['session_id']}/runs", json={"input": "short"})
+        assert follow_up.status_code == 202
+
+
+async def test_cancelling_during_a_tool_call_fails_the_call_then_the_run(start_gateway: Any, start_worker: Any) -> None:
+    agents = {"slow": "tests.slow_agent:slow_tool_agent"}
+    gateway = await start_gateway(agents=agents)
+    await start_worker(agents=agents)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        created = (await client.post("/v1/sessions", json={"input": "find it", "agent": "slow"})).json()
+        events = await _cancel_after(client, created, 4)  # queued, started, delta, tool.started
+    kinds = [kind for _, kind, _ in events]
+    assert kinds[-3:] == ["tool.started", "tool.failed", "run.cancelled"]
+    assert events[-2][2]["error"] == "cancelled"
+
+
+async def test_a_queued_run_cancelled_before_any_worker_ends_when_one_picks_it_up(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    gateway = await start_gateway()
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        created = (await client.post("/v1/sessions", json={"input": "hi"})).json()
+        cancel = await client.post(f"/v1/sessions/{created['session_id']}/cancel")
+        assert cancel.json()["status"] == "cancelling"
+        await start_worker()
+        received = await asyncio.wait_for(read_events(client, created["events_url"]), 5)
+    assert [kind for _, kind, _ in received.events] == ["run.queued", "run.cancelled"]
