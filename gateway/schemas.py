@@ -6,7 +6,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.catalog import parse_model
-from shared.records import RunRecord, Turn
+from shared.records import Multitask, RunRecord, Turn
 
 MAX_NESTING = 32
 
@@ -61,8 +61,9 @@ class CreateSession(_RunOptions):
 
 class CreateRun(_RunOptions):
     input: str
-    multitask: Literal["reject"] = Field(
-        "reject", description="what to do while a run is active; only `reject` (409) so far"
+    multitask: Multitask = Field(
+        "reject",
+        description="while a run is active: `reject` (409), `enqueue` (after it), `interrupt` (cancel it, then run)",
     )
 
 

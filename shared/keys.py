@@ -14,6 +14,7 @@ class SessionKeys:
     runs: str  # hash: run id -> run record (JSON)
     lease: str  # string: lease token of the worker running the active run, with a TTL
     gone: str  # tombstone: outlives the session so an expired id answers 410, not 404
+    pending: str  # list: runs queued behind the active one (multitask `enqueue`/`interrupt`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,7 @@ class Keys:
             runs=f"{base}:runs",
             lease=f"{base}:lease",
             gone=f"{base}:gone",
+            pending=f"{base}:pending",
         )
 
     @property

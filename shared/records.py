@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 from shared.events import ErrorInfo
 
 RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+Multitask = Literal["reject", "enqueue", "interrupt"]
 
 
 class RunRecord(BaseModel):

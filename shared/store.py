@@ -15,9 +15,9 @@ from redis.exceptions import ResponseError
 
 from shared.errors import LeaseLost, RunConflict, SessionExpired, SessionNotFound
 from shared.events import EventType
-from shared.jobs import JOB_TTL_MS, run_job_payload
+from shared.jobs import JOB_TTL_MS, RUN_JOB, run_job_payload
 from shared.keys import Keys
-from shared.records import RunRecord, SessionRecord
+from shared.records import Multitask, RunRecord, SessionRecord
 from shared.settings import Settings
 
 
@@ -82,32 +82,49 @@ class SessionStore:
             pipe.set(keys.gone, 1, ex=ttl + self.settings.tombstone_ttl_seconds)
             await pipe.execute()
 
-    async def queue_run(self, session_id: str, run: RunRecord, *, create: SessionRecord | None = None) -> int:
+    async def queue_run(
+        self,
+        session_id: str,
+        run: RunRecord,
+        *,
+        multitask: Multitask = "reject",
+        create: SessionRecord | None = None,
+    ) -> bool:
         """Record `run`, append `run.queued` and queue its job; with `create`, make the session first.
 
-        Returns the seq of `run.queued`.
+        With a run already active, `multitask` decides (see queue_run.lua). True if the run was
+        queued to start now, False if it waits in line behind the active one.
         """
         keys = self.keys.session(session_id)
         fields = [item for pair in self._session_fields(create) for item in pair] if create else []
         queued = _compact({"run_id": run.run_id, "input": run.input})
         result = await self._queue_run(
-            keys=[keys.meta, keys.runs, keys.events, keys.gone, self.keys.arq_job(run.run_id), self.keys.queue],
+            keys=[
+                keys.meta,
+                keys.runs,
+                keys.events,
+                keys.gone,
+                self.keys.arq_job(run.run_id),
+                self.keys.queue,
+                keys.pending,
+            ],
             args=[
                 run.run_id,
                 encode_run(run),
-                "reject",
+                multitask,
                 self.settings.stream_maxlen,
                 queued,
                 run_job_payload(session_id, run.run_id),
                 JOB_TTL_MS,
                 self.keys.wake_channel,
                 "1" if create else "0",
+                self.keys.cancel_channel,
                 *fields,
             ],
         )
         outcome = result[0].decode()
         if outcome == "ok":
-            return int(result[1])
+            return bool(result[2] == b"started")
         if outcome == "conflict":
             raise RunConflict(session_id, result[1].decode())
         if outcome == "gone":
@@ -189,7 +206,7 @@ class SessionStore:
     async def delete_session(self, session_id: str) -> None:
         keys = self.keys.session(session_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.meta, keys.runs, keys.events, keys.lease)
+            pipe.delete(keys.meta, keys.runs, keys.events, keys.lease, keys.pending)
             pipe.set(keys.gone, 1, ex=max(1, self.settings.tombstone_ttl_seconds))
             await pipe.execute()
 
@@ -235,10 +252,23 @@ class SessionStore:
             self.settings.session_ttl_seconds,
             self.settings.tombstone_ttl_seconds,
             session_id,
+            JOB_TTL_MS,
+            self.keys.wake_channel,
+            self.keys.arq_job(""),
+            RUN_JOB,
         ]
         for event_type, data in events:
             args += [event_type, data]
-        keys_ = [keys.meta, keys.runs, keys.events, keys.lease, keys.gone, self.keys.leases]
+        keys_ = [
+            keys.meta,
+            keys.runs,
+            keys.events,
+            keys.lease,
+            keys.gone,
+            self.keys.leases,
+            keys.pending,
+            self.keys.queue,
+        ]
         try:
             seq = await self._append(keys=keys_, args=args)
         except ResponseError as exc:

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
 from gateway.deps import ERROR_RESPONSES, SessionIdDep, SettingsDep, ShutdownDep, StoreDep, TailDep
-from gateway.sse import EventStream
+from gateway.feed import EventFeed, start_position
+from gateway.sse import sse_frames
 from shared.errors import InvalidLastEventId
-from shared.events import Gap
 
 router = APIRouter(prefix="/v1/sessions", tags=["events"])
 
@@ -42,25 +42,11 @@ async def stream_events(
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
     after = parse_last_event_id(last_event_id if last_event_id is not None else last_event_id_header)
-    last_seq, active = await store.stream_position(session_id)
-    gap = None
-    if after > last_seq:
-        # Ahead of the stream: not an id this session gave out. Say so, and replay what there is.
-        first = await store.first_available(session_id)
-        gap = Gap(reason="unknown_id", first_available=first or last_seq + 1)
-    elif after < last_seq:
-        first = await store.first_available(session_id)
-        if first is None:
-            gap = Gap(reason="expired", first_available=last_seq + 1)
-        elif first > after + 1:
-            gap = Gap(reason="trimmed", first_available=first)
-    if gap is not None:
-        after = gap.first_available - 1
-    if not active and after >= last_seq:
+    start = await start_position(store, session_id, after)
+    if start.idle:
         # Nothing to send and nothing coming. (A gap frame alone would not move a browser's
         # Last-Event-ID, so it would reconnect for ever.) 204 stops an EventSource.
         return Response(status_code=204)
-    stream = EventStream(
-        store, tail, shutdown, session_id, after, gap, retry_ms=settings.sse_retry_ms, batch=settings.sse_batch
-    )
-    return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+    feed = EventFeed(store, tail, shutdown, session_id, start.after, settings.sse_batch, until_idle=True)
+    frames = sse_frames(feed, start.gap, settings.sse_retry_ms)
+    return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)

@@ -73,7 +73,7 @@ async def create_run(
         params={**session.params, **(body.params or {})},
         agent=session.agent,
     )
-    await store.queue_run(session_id, run)
+    await store.queue_run(session_id, run, multitask=body.multitask)
     return RunAccepted(run_id=run.run_id, events_url=_events_url(request, session_id))
 
 

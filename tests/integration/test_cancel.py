@@ -61,3 +61,36 @@ async def test_a_queued_run_cancelled_before_any_worker_ends_when_one_picks_it_u
         await start_worker()
         received = await asyncio.wait_for(read_events(client, created["events_url"]), 5)
     assert [kind for _, kind, _ in received.events] == ["run.queued", "run.cancelled"]
+
+
+async def test_enqueue_runs_the_follow_up_after_the_active_run(start_gateway: Any, start_worker: Any) -> None:
+    gateway = await start_gateway()
+    await start_worker()
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        params = {"tokens": 40, "tokens_per_second": 200}
+        created = (await client.post("/v1/sessions", json={"input": "first", "params": params})).json()
+        body = {"input": "second", "multitask": "enqueue"}
+        follow_up = await client.post(f"/v1/sessions/{created['session_id']}/runs", json=body)
+        assert follow_up.status_code == 202
+        received = await asyncio.wait_for(read_events(client, created["events_url"]), 10)
+    assert received.ids == list(range(1, len(received.ids) + 1))
+    order = [(data["run_id"], kind) for _, kind, data in received.events if kind.startswith("run.")]
+    first, second = created["run_id"], follow_up.json()["run_id"]
+    assert order.index((first, "run.completed")) < order.index((second, "run.started"))
+    assert (second, "run.queued") in order and order[-1] == (second, "run.completed")
+    assert len(order) == 6
+
+
+async def test_interrupt_cancels_the_active_run_then_runs_the_new_one(start_gateway: Any, start_worker: Any) -> None:
+    gateway = await start_gateway()
+    await start_worker()
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        params = {"tokens": 5000, "tokens_per_second": 100}
+        created = (await client.post("/v1/sessions", json={"input": "long", "params": params})).json()
+        reader = asyncio.create_task(read_events(client, created["events_url"]))
+        await read_events(client, created["events_url"], limit=4)
+        body = {"input": "stop that", "multitask": "interrupt", "params": {"tokens": 5}}
+        interrupting = (await client.post(f"/v1/sessions/{created['session_id']}/runs", json=body)).json()
+        received = await asyncio.wait_for(reader, 10)
+    ends = [(data["run_id"], kind) for _, kind, data in received.events if kind in ("run.cancelled", "run.completed")]
+    assert ends == [(created["run_id"], "run.cancelled"), (interrupting["run_id"], "run.completed")]

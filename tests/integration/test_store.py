@@ -36,8 +36,7 @@ async def test_queue_run_creates_the_session_records_the_run_and_queues_its_job(
 ) -> None:
     session = _session()
     run = _run()
-    seq = await store.queue_run(session.session_id, run, create=session)
-    assert seq == 1
+    assert await store.queue_run(session.session_id, run, create=session)
     events = await store.read(session.session_id, 0, 10)
     assert [(e.seq, e.type) for e in events] == [(1, b"run.queued")]
     assert json.loads(events[0].data) == {"run_id": run.run_id, "input": "hello"}
@@ -108,7 +107,8 @@ async def test_a_terminal_event_closes_the_run_frees_the_session_and_starts_rete
     # The tombstone outlives the session so an expired id answers 410.
     assert await redis.ttl(keys.gone) > settings.session_ttl_seconds
     # The session can take a follow-up run, which appends to the same stream and clears the TTL.
-    assert await store.queue_run(session_id, _run("more")) == 5
+    assert await store.queue_run(session_id, _run("more"))
+    assert (await store.stream_position(session_id))[0] == 5
     assert await redis.ttl(keys.events) == -1
 
 
@@ -223,3 +223,31 @@ async def test_cancel_marks_the_active_run_and_is_idempotent(store: SessionStore
     assert await store.cancel_run(session.session_id) is None  # nothing active any more
     record = (await store.get_session(session.session_id)).runs[0]
     assert record.status == "cancelled" and record.reason == "cancelled by request"
+
+
+async def test_enqueue_waits_in_line_and_starts_when_the_active_run_ends(store: SessionStore, redis: Redis) -> None:
+    session_id, run = await _started(store)
+    second, third = _run("second"), _run("third")
+    assert not await store.queue_run(session_id, second, multitask="enqueue")
+    assert not await store.queue_run(session_id, third, multitask="enqueue")
+    assert not await redis.exists(store.keys.arq_job(second.run_id))  # no job until its turn
+    done = json.dumps({"run_id": run.run_id, "output": "", "usage": {}})
+    await store.append(session_id, run.run_id, "lease-1", [("run.completed", done)])
+    state = await store.get_session(session_id)
+    assert state.active_run_id == second.run_id and state.status == "queued"
+    job = json.loads(await redis.get(store.keys.arq_job(second.run_id)))
+    assert job == {"t": None, "f": "run_agent", "a": [session_id, second.run_id], "k": {}, "et": job["et"]}
+    assert await redis.ttl(store.keys.session(session_id).events) == -1  # still working: no expiry
+    started = await store.start_run(session_id, second.run_id, "lease-2")
+    assert started is not None and started[0].attempt == 1
+
+
+async def test_interrupt_asks_the_active_run_to_cancel_and_goes_first(store: SessionStore, redis: Redis) -> None:
+    session_id, run = await _started(store)
+    waiting, urgent = _run("waiting"), _run("urgent")
+    await store.queue_run(session_id, waiting, multitask="enqueue")
+    assert not await store.queue_run(session_id, urgent, multitask="interrupt")
+    assert await store.renew_lease(session_id, run.run_id, "lease-1") == 2  # the cancel reached it
+    cancelled = json.dumps({"run_id": run.run_id, "reason": "cancelled by request"})
+    await store.append(session_id, run.run_id, "lease-1", [("run.cancelled", cancelled)])
+    assert await store.active_run_id(session_id) == urgent.run_id

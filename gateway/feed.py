@@ -1,0 +1,105 @@
+"""One client's view of a session stream: where to start, then catch-up and live tail, with gaps.
+
+Both the SSE and the WebSocket endpoint read through this; only the framing differs.
+"""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from gateway.shutdown import StreamShutdown
+from gateway.tail import StreamTail
+from shared.errors import SessionNotFound
+from shared.events import TERMINAL_EVENTS, Gap
+from shared.store import SessionStore, StoredEvent
+
+_TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)
+
+
+@dataclass(frozen=True)
+class Start:
+    after: int  # the last id the client has (or is told to skip to, after a gap)
+    gap: Gap | None
+    idle: bool  # nothing to send and no run queued or running
+
+
+async def start_position(store: SessionStore, session_id: str, after: int) -> Start:
+    """Where a client asking to resume after `after` starts, and what it must be told first."""
+    last_seq, active = await store.stream_position(session_id)
+    gap = None
+    if after > last_seq:
+        # Ahead of the stream: not an id this session gave out. Say so, and replay what there is.
+        first = await store.first_available(session_id)
+        gap = Gap(reason="unknown_id", first_available=first or last_seq + 1)
+    elif after < last_seq:
+        first = await store.first_available(session_id)
+        if first is None:
+            gap = Gap(reason="expired", first_available=last_seq + 1)
+        elif first > after + 1:
+            gap = Gap(reason="trimmed", first_available=first)
+    if gap is not None:
+        after = gap.first_available - 1
+    return Start(after, gap, idle=not active and after >= last_seq)
+
+
+@dataclass
+class Batch:
+    events: list[StoredEvent] = field(default_factory=list)  # empty: an idle block passed
+    gap: Gap | None = None  # announced before the events
+
+
+class EventFeed:
+    def __init__(
+        self,
+        store: SessionStore,
+        tail: StreamTail,
+        shutdown: StreamShutdown,
+        session_id: str,
+        after: int,
+        batch: int,
+        until_idle: bool,
+    ) -> None:
+        self._store = store
+        self._tail = tail
+        self._shutdown = shutdown
+        self._session_id = session_id
+        self.after = after
+        self._batch = batch
+        self._until_idle = until_idle  # end once nothing is left and nothing is coming (SSE)
+
+    async def __aiter__(self) -> AsyncIterator[Batch]:
+        # Catch-up: plain XRANGE on the shared pool, in batches.
+        while events := await self._store.read(self._session_id, self.after, self._batch):
+            yield self._deliver(events)
+            if len(events) < self._batch:
+                break
+        if await self._finished():
+            return
+        # Live tail: blocking XREAD on a connection of its own.
+        while not self._shutdown.started:
+            events = []  # stays empty if shutdown interrupts the read
+            with self._shutdown.waiting():
+                events = await self._tail.read(self._session_id, self.after, self._batch)
+            if events:
+                yield self._deliver(events)
+                if events[-1].type not in _TERMINAL:
+                    continue
+            elif self._shutdown.started:
+                return
+            else:
+                yield Batch()
+            if await self._finished():
+                return
+
+    def _deliver(self, events: list[StoredEvent]) -> Batch:
+        # A reader slower than the stream's trimming finds its next id gone: say so, never skip silently.
+        gap = Gap(reason="trimmed", first_available=events[0].seq) if events[0].seq > self.after + 1 else None
+        self.after = events[-1].seq
+        return Batch(events, gap)
+
+    async def _finished(self) -> bool:
+        """The session is gone, or (for a feed that ends when idle) nothing is left or coming."""
+        try:
+            last_seq, active = await self._store.stream_position(self._session_id)
+        except SessionNotFound:  # deleted or expired while we streamed
+            return True
+        return self._until_idle and not active and last_seq <= self.after
