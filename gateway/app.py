@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from gateway.errors import error_response, install_error_handlers
-from gateway.routes import events, sessions
+from gateway.routes import events, sessions, socket
 from gateway.shutdown import StreamShutdown
 from gateway.tail import StreamTail
 from shared.keys import Keys
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(sessions.router)
     app.include_router(events.router)
+    app.include_router(socket.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

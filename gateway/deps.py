@@ -1,12 +1,14 @@
 """FastAPI dependencies: the clients and settings the app's lifespan opened.
 
 All are `async def`: FastAPI runs plain `def` dependencies in a thread pool, a cost paid on every
-request for what is only an attribute lookup.
+request for what is only an attribute lookup. They take an `HTTPConnection`, so WebSocket routes
+use them too.
 """
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from gateway.schemas import ErrorBody
 from gateway.shutdown import StreamShutdown
@@ -17,23 +19,23 @@ from shared.settings import Settings
 from shared.store import SessionStore
 
 
-async def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+async def _settings(connection: HTTPConnection) -> Settings:
+    settings: Settings = connection.app.state.settings
     return settings
 
 
-async def _store(request: Request) -> SessionStore:
-    store: SessionStore = request.app.state.store
+async def _store(connection: HTTPConnection) -> SessionStore:
+    store: SessionStore = connection.app.state.store
     return store
 
 
-async def _tail(request: Request) -> StreamTail:
-    tail: StreamTail = request.app.state.tail
+async def _tail(connection: HTTPConnection) -> StreamTail:
+    tail: StreamTail = connection.app.state.tail
     return tail
 
 
-async def _shutdown(request: Request) -> StreamShutdown:
-    shutdown: StreamShutdown = request.app.state.shutdown
+async def _shutdown(connection: HTTPConnection) -> StreamShutdown:
+    shutdown: StreamShutdown = connection.app.state.shutdown
     return shutdown
 
 

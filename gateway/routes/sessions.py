@@ -11,6 +11,7 @@ from shared.errors import InputTooLarge, InvalidInput
 from shared.ids import new_run_id, new_session_id
 from shared.records import RunRecord, SessionRecord, transcript
 from shared.settings import Settings
+from shared.store import SessionStore
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -64,6 +65,12 @@ async def create_session(
 async def create_run(
     session_id: SessionIdDep, body: CreateRun, request: Request, store: StoreDep, settings: SettingsDep
 ) -> RunAccepted:
+    run = await queue_follow_up(store, settings, session_id, body)
+    return RunAccepted(run_id=run.run_id, events_url=_events_url(request, session_id))
+
+
+async def queue_follow_up(store: SessionStore, settings: Settings, session_id: str, body: CreateRun) -> RunRecord:
+    """A follow-up turn, from REST or a WebSocket: the session's model and params unless overridden."""
     _check_size(body.input, settings)
     session = await store.get_session(session_id)
     run = RunRecord(
@@ -74,7 +81,7 @@ async def create_run(
         agent=session.agent,
     )
     await store.queue_run(session_id, run, multitask=body.multitask)
-    return RunAccepted(run_id=run.run_id, events_url=_events_url(request, session_id))
+    return run
 
 
 @router.post("/{session_id}/cancel", status_code=202, responses=ERROR_RESPONSES)

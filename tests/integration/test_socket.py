@@ -1,0 +1,107 @@
+"""The WebSocket endpoint with a real WebSocket client against uvicorn."""
+
+import asyncio
+import json
+from typing import Any
+
+import httpx2
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from shared.ids import new_session_id
+from tests.integration.conftest import Gateway
+
+
+def _ws_url(gateway: Gateway, session_id: str, query: str = "") -> str:
+    return f"ws://127.0.0.1:{gateway.port}/v1/sessions/{session_id}/ws{query}"
+
+
+async def _until(ws: ClientConnection, predicate: Any, within: float = 10) -> list[dict[str, Any]]:
+    """Messages up to and including the first that satisfies `predicate`."""
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(within):
+        while True:
+            seen.append(json.loads(await ws.recv()))
+            if predicate(seen[-1]):
+                return seen
+
+
+def _is(event: str) -> Any:
+    return lambda message: message.get("event") == event
+
+
+async def test_the_same_events_as_sse_then_a_follow_up_and_a_cancel_over_the_socket(
+    gateway: Gateway, client: httpx2.AsyncClient, start_worker: Any
+) -> None:
+    await start_worker()
+    created = (await client.post("/v1/sessions", json={"input": "hi", "params": {"tokens": 30}})).json()
+    async with websockets.connect(_ws_url(gateway, created["session_id"])) as ws:
+        first = await _until(ws, _is("run.completed"))
+        assert [m["id"] for m in first] == list(range(1, len(first) + 1))
+        assert first[0] == {"id": 1, "event": "run.queued", "data": {"run_id": created["run_id"], "input": "hi"}}
+        deltas = "".join(m["data"]["text"] for m in first if m["event"] == "message.delta")
+        assert deltas == first[-1]["data"]["output"]
+        # The socket stays open between runs: send the next turn over it, then stop it.
+        long_run = {"type": "run", "input": "more", "params": {"tokens": 10000, "tokens_per_second": 100}}
+        await ws.send(json.dumps(long_run))
+        ack = await _until(ws, lambda m: m.get("type") == "ack")
+        assert ack[-1]["request"] == "run"
+        await _until(ws, _is("message.delta"))
+        await ws.send(json.dumps({"type": "cancel"}))
+        rest = await _until(ws, _is("run.cancelled"))
+        assert {"type": "ack", "request": "cancel", "run_id": ack[-1]["run_id"]} in rest
+    sse = await client.get(created["events_url"])  # the SSE view of the same session agrees
+    assert sse.text.count("event: run.cancelled") == 1
+
+
+async def test_resume_from_a_last_event_id_in_the_query_or_a_message(
+    gateway: Gateway, client: httpx2.AsyncClient, start_worker: Any
+) -> None:
+    await start_worker()
+    created = (await client.post("/v1/sessions", json={"input": "hi", "params": {"tokens": 20}})).json()
+    async with websockets.connect(_ws_url(gateway, created["session_id"])) as ws:
+        everything = await _until(ws, _is("run.completed"))
+    async with websockets.connect(_ws_url(gateway, created["session_id"], "?last_event_id=3")) as ws:
+        assert await _until(ws, _is("run.completed")) == everything[3:]
+        await ws.send(json.dumps({"type": "resume", "last_event_id": 1}))
+        replay = await _until(ws, _is("run.completed"))
+        assert replay[0] == {"type": "ack", "request": "resume", "last_event_id": 1}
+        assert replay[1:] == everything[1:]
+
+
+async def test_bad_messages_get_errors_and_keep_the_socket(gateway: Gateway, client: httpx2.AsyncClient) -> None:
+    created = (await client.post("/v1/sessions", json={})).json()
+    async with websockets.connect(_ws_url(gateway, created["session_id"])) as ws:
+        await ws.send(json.dumps({"type": "dance"}))
+        assert json.loads(await ws.recv())["error"]["type"] == "validation_error"
+        await ws.send(json.dumps({"type": "run"}))  # no input
+        assert json.loads(await ws.recv())["error"]["type"] == "validation_error"
+        await ws.send(json.dumps({"type": "cancel"}))
+        assert json.loads(await ws.recv()) == {"type": "ack", "request": "cancel", "run_id": None}
+
+
+@pytest.mark.parametrize(
+    ("session", "query", "code"), [("unknown", "", 4404), ("malformed", "", 4404), ("known", "?last_event_id=x", 4400)]
+)
+async def test_refusals_close_with_a_clear_code(
+    gateway: Gateway, client: httpx2.AsyncClient, session: str, query: str, code: int
+) -> None:
+    session_id = {"unknown": new_session_id(), "malformed": "nope"}.get(session)
+    if session_id is None:
+        session_id = (await client.post("/v1/sessions", json={})).json()["session_id"]
+    async with websockets.connect(_ws_url(gateway, session_id, query)) as ws:
+        error = json.loads(await ws.recv())
+        assert error["type"] == "error"
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+
+
+async def test_a_deleted_session_closes_its_sockets(gateway: Gateway, client: httpx2.AsyncClient) -> None:
+    created = (await client.post("/v1/sessions", json={})).json()
+    async with websockets.connect(_ws_url(gateway, created["session_id"])) as ws:
+        await client.delete(f"/v1/sessions/{created['session_id']}")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4410
