@@ -3,8 +3,11 @@
 Both the SSE and the WebSocket endpoint read through this; only the framing differs.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+
+from redis import exceptions as redis_errors
 
 from gateway.shutdown import StreamShutdown
 from gateway.tail import StreamTail
@@ -13,6 +16,7 @@ from shared.events import TERMINAL_EVENTS, Gap
 from shared.store import SessionStore, StoredEvent
 
 _TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)
+REDIS_RETRY_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,20 @@ class EventFeed:
         self._until_idle = until_idle  # end once nothing is left and nothing is coming (SSE)
 
     async def __aiter__(self) -> AsyncIterator[Batch]:
+        while True:
+            try:
+                async for batch in self._events():
+                    yield batch
+                return
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+                if self._shutdown.started:
+                    return
+                # Redis is restarting or failing over: keep the client's connection (idle batches
+                # become heartbeats) and carry on from the last id sent once it answers again.
+                yield Batch()
+                await asyncio.sleep(REDIS_RETRY_SECONDS)
+
+    async def _events(self) -> AsyncIterator[Batch]:
         # Catch-up: plain XRANGE on the shared pool, in batches.
         while events := await self._store.read(self._session_id, self.after, self._batch):
             yield self._deliver(events)

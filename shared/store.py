@@ -242,8 +242,16 @@ class SessionStore:
             return None
         return decode_run(result[2]), result[3].decode()
 
-    async def append(self, session_id: str, run_id: str, lease_token: str, events: Sequence[tuple[str, str]]) -> int:
-        """Append `(type, data_json)` events under the run's lease; returns the last seq."""
+    async def append(
+        self,
+        session_id: str,
+        run_id: str,
+        lease_token: str,
+        events: Sequence[tuple[str, str]],
+        append_id: str | None = None,
+    ) -> int:
+        """Append `(type, data_json)` events under the run's lease; returns the last seq. Sending the
+        same `append_id` again (after a lost reply) appends nothing twice."""
         keys = self.keys.session(session_id)
         args: list[str | int] = [
             run_id,
@@ -256,6 +264,7 @@ class SessionStore:
             self.keys.wake_channel,
             self.keys.arq_job(""),
             RUN_JOB,
+            append_id or secrets.token_hex(8),
         ]
         for event_type, data in events:
             args += [event_type, data]

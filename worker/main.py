@@ -57,7 +57,12 @@ class TokentailWorker(Worker):
                 async with asyncio.timeout(self._idle_poll_seconds):
                     await self._wake.wait()
         self._wake.clear()
-        await super()._poll_iteration()
+        try:
+            await super()._poll_iteration()
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+            # arq's loop would end the worker on the first failed poll: wait for Redis instead.
+            logger.warning("cannot poll the queue: Redis unreachable; retrying")
+            await asyncio.sleep(1)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()

@@ -9,6 +9,8 @@ so the stream keeps the order in which the agent produced it.
 """
 
 import asyncio
+import logging
+import secrets
 import time
 from collections.abc import Callable
 
@@ -16,6 +18,11 @@ from redis import exceptions as redis_errors
 
 from shared.events import EventData, MessageDelta, event_type_of
 from shared.store import SessionStore
+
+logger = logging.getLogger(__name__)
+
+# How long an append keeps retrying while Redis cannot be reached, before the run gives up.
+UNREACHABLE_REDIS_SECONDS = 60.0
 
 
 class EventWriter:
@@ -66,25 +73,15 @@ class EventWriter:
         if self._pending:
             await self._write([self._take_pending()])
 
-    async def finish(self, data: EventData, attempts: int = 6) -> None:
+    async def finish(self, data: EventData) -> None:
         """Write the run's terminal event, even after an append failed: a run must always end.
-
-        Text not yet appended is dropped (the terminal event says what became of the run); an
-        unreachable Redis is retried for a few seconds, well inside the lease. A lost lease is final.
-        """
+        Text not yet appended is dropped; the terminal event says what became of the run."""
         self.close()
         while self._flushing is not None:
             await asyncio.wait([self._flushing])
         self._pending.clear()
         self._failure = None
-        for attempt in range(attempts):
-            try:
-                await self._write([(event_type_of(data), data.model_dump_json())])
-                return
-            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
-                if attempt == attempts - 1:
-                    raise
-                await asyncio.sleep(0.1 * 2**attempt)
+        await self._write([(event_type_of(data), data.model_dump_json())])
 
     def close(self) -> None:
         """Stop flushing: the run ended, and text still pending is not written."""
@@ -130,5 +127,20 @@ class EventWriter:
             self._timer = None
 
     async def _write(self, events: list[tuple[str, str]]) -> None:
-        await self._store.append(self._session_id, self._run_id, self._lease_token, events)
+        # Redis unreachable (restarting, failing over): keep trying with the same append id, so a try
+        # whose reply was lost is not appended twice. The lease bounds it: once it expires, the
+        # retry is fenced, and another worker takes the run over.
+        append_id = secrets.token_hex(8)
+        delay = 0.05
+        give_up = self._clock() + UNREACHABLE_REDIS_SECONDS
+        while True:
+            try:
+                await self._store.append(self._session_id, self._run_id, self._lease_token, events, append_id)
+                break
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+                if self._clock() > give_up:
+                    raise
+                logger.warning("append for run %s failed; retrying in %.2f s", self._run_id, delay)
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
         self.events_appended += len(events)

@@ -6,12 +6,18 @@
 --
 -- KEYS: meta, runs, events, lease, gone, leases (zset), pending, arq queue
 -- ARGV: run_id, lease_token, maxlen, ttl_seconds, tombstone_seconds, session_id, job_ttl_ms,
---       wake_channel, arq job key prefix, job function name, then event type, data pairs
+--       wake_channel, arq job key prefix, job function name, append_id, then event type, data pairs
 -- Returns the seq of the last event appended, or an error starting with FENCED.
+--
+-- Idempotent: a worker that lost the reply (Redis restarted, the connection dropped) sends the same
+-- append_id again, and gets the first answer instead of a second copy of its events.
 local meta, runs, events, lease, gone, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local pending, queue = KEYS[7], KEYS[8]
 local run_id = ARGV[1]
 
+if redis.call('HGET', meta, 'last_append') == ARGV[11] then
+  return tonumber(redis.call('HGET', meta, 'last_append_seq'))
+end
 if redis.call('GET', lease) ~= ARGV[2] then
   return redis.error_reply('FENCED run ' .. run_id .. ' no longer holds its lease')
 end
@@ -20,7 +26,7 @@ local outcome = {['run.completed'] = 'completed', ['run.failed'] = 'failed', ['r
 local t = redis.call('TIME')
 local ts = t[1] .. string.format('%06d', t[2])
 local seq
-for i = 11, #ARGV, 2 do
+for i = 12, #ARGV, 2 do
   seq = redis.call('HINCRBY', meta, 'seq', 1)
   redis.call('XADD', events, 'MAXLEN', '~', ARGV[3], seq .. '-0', 'type', ARGV[i], 'data', ARGV[i + 1], 'ts', ts)
   local status = outcome[ARGV[i]]
@@ -57,4 +63,5 @@ for i = 11, #ARGV, 2 do
     end
   end
 end
+redis.call('HSET', meta, 'last_append', ARGV[11], 'last_append_seq', seq)
 return seq

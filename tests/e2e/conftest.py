@@ -45,7 +45,7 @@ class Stack:
     """One redis-server, gateways and workers; each a child process of the test."""
 
     def __init__(self, data_dir: Path, **env: str) -> None:
-        self.redis = RedisServer(data_dir).start()
+        self.redis = RedisServer(data_dir, appendonly=True).start()  # AOF, as production should run
         self.env = {
             **os.environ,
             "TOKENTAIL_REDIS_URL": self.redis.url,

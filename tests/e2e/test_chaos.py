@@ -32,6 +32,11 @@ class Watcher:
             if part.status == 204:
                 return
 
+    async def follow_once(self) -> None:
+        """One connection, until it ends or breaks."""
+        last = self.seen.ids[-1] if self.seen.ids else None
+        await read_events(self.client, self.url, last_event_id=last, on_event=self._arrived)
+
     def _arrived(self, event: tuple[int | None, str, dict[str, Any]]) -> None:
         self.arrival.setdefault(event[1], time.monotonic())
         self.seen.events.append(event)
@@ -112,3 +117,42 @@ async def test_a_run_whose_workers_keep_dying_fails_after_max_attempts(fast_leas
         await asyncio.wait_for(following, 30)
     failed: dict[str, Any] = watcher.seen.events[-1][2]
     assert watcher.seen.events[-1][1] == "run.failed" and failed["error"]["type"] == "attempts_exhausted"
+
+
+async def test_a_redis_restart_mid_run_loses_nothing(stack: Stack) -> None:
+    url = stack.gateway()
+    stack.worker()
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        created = (await client.post("/v1/sessions", json={"input": "survive this", "params": PARAMS})).json()
+        watcher = Watcher(client, created["events_url"])
+        following = asyncio.create_task(watcher.follow())
+        while watcher.deltas() < 10:
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(stack.redis.stop)  # SIGTERM: Redis writes its AOF and exits
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(stack.redis.start)  # same port and data: the AOF is replayed
+        await asyncio.wait_for(following, 60)
+    seen = watcher.seen
+    assert seen.ids == list(range(1, len(seen.ids) + 1)), "contiguous ids, no duplicate"
+    assert seen.events[-1][1] == "run.completed"
+    assert watcher.answer() == seen.events[-1][2]["output"] == "".join(scripted_tokens("survive this", TOKENS))
+
+
+async def test_a_killed_gateway_s_clients_resume_on_another(stack: Stack) -> None:
+    urls = [stack.gateway(), stack.gateway()]
+    stack.worker()
+    async with httpx2.AsyncClient(timeout=30) as client:
+        created = (await client.post(f"{urls[0]}/v1/sessions", json={"input": "survive this", "params": PARAMS})).json()
+        path = f"/v1/sessions/{created['session_id']}/events"
+        watchers = [Watcher(client, f"{urls[0]}{path}") for _ in range(3)]
+        following = [asyncio.create_task(w.follow_once()) for w in watchers]
+        while min(w.deltas() for w in watchers) < 5:
+            await asyncio.sleep(0.02)
+        stack.gateways[urls[0]].kill()  # SIGKILL: connections drop mid-stream
+        await asyncio.gather(*following, return_exceptions=True)
+        for watcher in watchers:  # each client reconnects to the surviving replica with its last id
+            watcher.url = f"{urls[1]}{path}"
+            await asyncio.wait_for(watcher.follow(), 30)
+    for watcher in watchers:
+        assert watcher.seen.ids == list(range(1, len(watcher.seen.ids) + 1))
+        assert watcher.answer() == watcher.seen.events[-1][2]["output"]

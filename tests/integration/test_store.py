@@ -251,3 +251,16 @@ async def test_interrupt_asks_the_active_run_to_cancel_and_goes_first(store: Ses
     cancelled = json.dumps({"run_id": run.run_id, "reason": "cancelled by request"})
     await store.append(session_id, run.run_id, "lease-1", [("run.cancelled", cancelled)])
     assert await store.active_run_id(session_id) == urgent.run_id
+
+
+async def test_an_append_sent_twice_with_one_id_lands_once(store: SessionStore) -> None:
+    session_id, run = await _started(store)
+    delta = json.dumps({"run_id": run.run_id, "text": "once"})
+    first = await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)], append_id="a1")
+    again = await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)], append_id="a1")
+    assert first == again == 3
+    done = json.dumps({"run_id": run.run_id, "output": "once", "usage": {}})
+    last = await store.append(session_id, run.run_id, "lease-1", [("run.completed", done)], append_id="a2")
+    # The terminal append dropped the lease; its retry must still answer, not be fenced.
+    assert await store.append(session_id, run.run_id, "lease-1", [("run.completed", done)], append_id="a2") == last
+    assert [e.seq for e in await store.read(session_id, 0, 100)] == [1, 2, 3, 4]

@@ -18,7 +18,9 @@ class RecordingStore:
         self.delay = delay
         self.fail = False
 
-    async def append(self, session_id: str, run_id: str, token: str, events: Sequence[tuple[str, str]]) -> int:
+    async def append(
+        self, session_id: str, run_id: str, token: str, events: Sequence[tuple[str, str]], append_id: str | None = None
+    ) -> int:
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.fail:
@@ -124,13 +126,22 @@ async def test_close_drops_a_pending_timer() -> None:
     assert store.texts() == ["a"]
 
 
-async def test_finish_writes_the_terminal_event_after_a_failed_append() -> None:
+async def test_appends_retry_through_a_redis_outage_with_one_append_id() -> None:
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     class FlakyStore(RecordingStore):
         failures = 2
+        ids: list[str | None] = []
 
-        async def append(self, session_id: str, run_id: str, token: str, events: Sequence[tuple[str, str]]) -> int:
+        async def append(
+            self,
+            session_id: str,
+            run_id: str,
+            token: str,
+            events: Sequence[tuple[str, str]],
+            append_id: str | None = None,
+        ) -> int:
+            self.ids.append(append_id)
             if self.failures:
                 self.failures -= 1
                 raise RedisConnectionError("connection reset")
@@ -138,11 +149,10 @@ async def test_finish_writes_the_terminal_event_after_a_failed_append() -> None:
 
     store = FlakyStore()
     writer = _writer(store, 0)
-    await writer.delta("lost")  # its background append fails
-    with pytest.raises(RedisConnectionError):
-        await writer.flush()
-    await writer.finish(RunCompleted(run_id="r", output="x", usage={}))  # one more failure, then it lands
-    assert [kind for kind, _ in store.events] == ["run.completed"]
+    await writer.delta("kept")
+    await writer.finish(RunCompleted(run_id="r", output="kept", usage={}))
+    assert [kind for kind, _ in store.events] == ["message.delta", "run.completed"]
+    assert len(set(store.ids[:3])) == 1  # the delta's three tries share one append id
 
 
 async def test_finish_gives_up_on_a_lost_lease_at_once() -> None:
