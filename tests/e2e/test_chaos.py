@@ -156,3 +156,23 @@ async def test_a_killed_gateway_s_clients_resume_on_another(stack: Stack) -> Non
     for watcher in watchers:
         assert watcher.seen.ids == list(range(1, len(watcher.seen.ids) + 1))
         assert watcher.answer() == watcher.seen.events[-1][2]["output"]
+
+
+async def test_cancel_during_a_tool_call_from_another_gateway(stack: Stack) -> None:
+    stack.env["TOKENTAIL_AGENTS"] = '{"slow": "tests.slow_agent:slow_tool_agent"}'
+    urls = [stack.gateway(), stack.gateway()]
+    stack.worker()
+    async with httpx2.AsyncClient(timeout=30) as client:
+        created = (await client.post(f"{urls[0]}/v1/sessions", json={"input": "find", "agent": "slow"})).json()
+        watcher = Watcher(client, created["events_url"])
+        following = asyncio.create_task(watcher.follow())
+        while "tool.started" not in watcher.arrival:
+            await asyncio.sleep(0.02)
+        asked = time.monotonic()
+        response = await client.post(f"{urls[1]}/v1/sessions/{created['session_id']}/cancel")
+        assert response.status_code == 202
+        await asyncio.wait_for(following, 10)
+    kinds = [kind for _, kind, _ in watcher.seen.events]
+    assert kinds[-2:] == ["tool.failed", "run.cancelled"]
+    print(f"\ncancel to run.cancelled at the client: {watcher.arrival['run.cancelled'] - asked:.3f} s")  # noqa: T201
+    assert watcher.arrival["run.cancelled"] - asked < 1

@@ -208,3 +208,18 @@ async def test_a_stopping_gateway_ends_streams_cleanly_and_another_resumes_them(
         assert partial.events and partial.events[-1][1] != "run.completed"
         rest = await read_events(client_b, path, last_event_id=partial.ids[-1])
         _assert_complete(Received(200, partial.events + rest.events))
+
+
+async def test_a_finished_session_expires_after_its_ttl_and_answers_410(start_gateway: Any, start_worker: Any) -> None:
+    gateway = await start_gateway()
+    await start_worker(session_ttl_seconds=1)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        created = await _create(client, tokens=3, tokens_per_second=0)
+        await read_events(client, created["events_url"])
+        url = f"/v1/sessions/{created['session_id']}"
+        assert (await client.get(url)).status_code == 200
+        async with asyncio.timeout(5):
+            while (await client.get(url)).status_code == 200:
+                await asyncio.sleep(0.1)
+        assert (await client.get(url)).status_code == 410
+        assert (await client.get(created["events_url"])).status_code == 410
