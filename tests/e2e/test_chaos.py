@@ -55,21 +55,26 @@ class Watcher:
         return "".join(text)
 
 
-async def _crash_mid_run(stack: Stack, how: signal.Signals) -> tuple[Watcher, float]:
-    url = stack.gateway()
+async def _crash_mid_run(stack: Stack, how: signal.Signals) -> tuple[list[Watcher], float]:
+    """Two gateways, three workers: the first worker takes the run, then dies; four clients watch,
+    two through each gateway."""
+    urls = [stack.gateway(), stack.gateway()]
     first = stack.worker()
-    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
-        created = (await client.post("/v1/sessions", json={"input": "survive this", "params": PARAMS})).json()
-        watcher = Watcher(client, created["events_url"])
-        following = asyncio.create_task(watcher.follow())
-        while watcher.deltas() < 10:
+    async with httpx2.AsyncClient(timeout=30) as client:
+        body = {"input": "survive this", "params": PARAMS}
+        created = (await client.post(f"{urls[0]}/v1/sessions", json=body)).json()
+        path = f"/v1/sessions/{created['session_id']}/events"
+        watchers = [Watcher(client, f"{urls[i % 2]}{path}") for i in range(4)]
+        following = [asyncio.create_task(watcher.follow()) for watcher in watchers]
+        while min(watcher.deltas() for watcher in watchers) < 10:
             await asyncio.sleep(0.02)
-        stack.worker()  # the one that will take over
-        await asyncio.to_thread(stack.wait_for_workers, 2)
+        stack.worker()  # the two that may take over
+        stack.worker()
+        await asyncio.to_thread(stack.wait_for_workers, 3)
         first.send_signal(how)
         struck = time.monotonic()
-        await asyncio.wait_for(following, 60)
-    return watcher, watcher.arrival["run.retrying"] - struck
+        await asyncio.wait_for(asyncio.gather(*following), 60)
+    return watchers, min(watcher.arrival["run.retrying"] for watcher in watchers) - struck
 
 
 def _assert_whole(watcher: Watcher) -> None:
@@ -89,15 +94,17 @@ def fast_leases(stack: Stack) -> Stack:
 
 
 async def test_a_killed_worker_s_run_is_taken_over_and_completed(fast_leases: Stack) -> None:
-    watcher, takeover = await _crash_mid_run(fast_leases, signal.SIGKILL)
-    _assert_whole(watcher)
+    watchers, takeover = await _crash_mid_run(fast_leases, signal.SIGKILL)
+    for watcher in watchers:
+        _assert_whole(watcher)
     print(f"\ntakeover after SIGKILL (lease 2 s, reap every 1 s): {takeover:.2f} s")  # noqa: T201
     assert takeover < 10
 
 
 async def test_a_stopping_worker_hands_its_run_over_at_once(stack: Stack) -> None:
-    watcher, takeover = await _crash_mid_run(stack, signal.SIGTERM)  # default 5 s lease: not waited for
-    _assert_whole(watcher)
+    watchers, takeover = await _crash_mid_run(stack, signal.SIGTERM)  # default 5 s lease: not waited for
+    for watcher in watchers:
+        _assert_whole(watcher)
     print(f"\nhand-over after SIGTERM (lease 5 s): {takeover:.2f} s")  # noqa: T201
     assert takeover < 5  # well inside the 5 s lease: nobody waited for it to expire
 
