@@ -23,7 +23,8 @@ def run_job_payload(session_id: str, run_id: str) -> str:
 
 
 def serialize(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    # arq also serialises job results, which may hold an exception: write it as its repr.
+    return json.dumps(obj, separators=(",", ":"), default=repr).encode()
 
 
 def deserialize(raw: bytes) -> dict[str, Any]:
