@@ -41,7 +41,7 @@ async def test_the_scripted_model_calls_the_calculator_and_answers_with_its_resu
     assert started["name"] == "calculator" and started["arguments"] == {"expression": "6 * 7"}
     assert completed["call_id"] == started["call_id"] and completed["result"] == 42
     text = "".join(data["text"] for kind, data in events if kind == "message.delta")
-    assert text.startswith("Let me calculate that.The calculator says 42.")
+    assert text.startswith("Let me calculate that. The calculator says 42.")
     assert context.usage["output_tokens"] > 0
 
 

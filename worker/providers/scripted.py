@@ -94,7 +94,7 @@ class ScriptedProvider:
             offered = {tool.name for tool in request.tools}
             expression = find_arithmetic(last.content) if "calculator" in offered else None
             if expression is not None:
-                yield TextDelta("Let me calculate that.")
+                yield TextDelta("Let me calculate that. ")
                 call_id = "call_" + hashlib.sha256(expression.encode()).hexdigest()[:10]
                 yield ToolCall(call_id, "calculator", {"expression": expression})
                 yield Usage(input_tokens=len(last.content.split()), output_tokens=4)
