@@ -42,6 +42,44 @@ def gateway(host: str, port: int) -> None:
 
 
 @main.command()
+@click.argument("question", required=False)
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="TOKENTAIL_URL")
+@click.option("--session", "session_id", help="continue (or, without a question, replay and follow) this session")
+@click.option("--model", help="`scripted`, `openai:<name>`, `anthropic:<name>`, `openai-compatible:<name>`")
+@click.option("--agent", help="an agent name (default: assistant)")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="a provider param; JSON values allowed")
+def chat(
+    question: str | None,
+    url: str,
+    session_id: str | None,
+    model: str | None,
+    agent: str | None,
+    params: tuple[str, ...],
+) -> None:
+    """Ask a question and stream the answer to the terminal, resuming across dropped connections."""
+    from shared.chat import run_chat
+
+    if question is None and session_id is None:
+        raise click.UsageError("give a question, or --session to follow an existing session")
+    sys.exit(run_chat(url, question, session_id, model, agent, _parse_params(params)))
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, object]:
+    import json
+
+    parsed: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--param")
+        try:
+            parsed[key] = json.loads(value)
+        except ValueError:
+            parsed[key] = value
+    return parsed
+
+
+@main.command()
 def worker() -> None:
     """Run a worker that executes queued runs."""
     import uvloop

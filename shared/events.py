@@ -119,8 +119,18 @@ class Gap(BaseModel):
 
 
 class Event(BaseModel):
-    """One event as a client sees it: the SSE `id`, `event` and parsed `data`."""
+    """One event as a client sees it: the SSE `id`, `event` and parsed `data` (gap frames: no id)."""
 
-    id: int
+    id: int | None
     event: str
     data: dict[str, Any]
+
+    def typed(self) -> EventData | Gap:
+        """`data` as its model (`MessageDelta`, `RunCompleted`, ..., or `Gap`)."""
+        if self.event == "gap":
+            return Gap.model_validate(self.data)
+        return EVENT_DATA[EventType(self.event)].model_validate(self.data)
+
+    @property
+    def ends_run(self) -> bool:
+        return self.event in TERMINAL_EVENTS

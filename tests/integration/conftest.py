@@ -17,9 +17,10 @@ from worker.main import TokentailWorker, create_worker
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, port: int | None = None) -> None:
+        self.settings = settings
         self.app = create_app(settings)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = GatewayServer(config, self.app)

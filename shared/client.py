@@ -1,0 +1,225 @@
+"""A Python client for tokentail, async and sync, that streams with automatic resume.
+
+    async with AsyncTokentail("http://127.0.0.1:8000") as client:
+        session = await client.create_session("What is 12 * (3 + 4)?")
+        async for event in client.stream(session.session_id):
+            if event.event == "message.delta":
+                print(event.data["text"], end="")
+
+`stream` follows a session's events: when the connection drops it reconnects with the last id it
+saw (backing off), so no event is lost or repeated; it ends when the server answers 204 (nothing
+left and no run active). `Tokentail` is the same with blocking calls.
+"""
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+
+from shared.events import Event
+
+# Transient failures: the stream is resumed. Anything else (404, 410, 400, ...) is raised.
+_RESUMABLE_STATUS = frozenset({429, 502, 503, 504})
+
+
+class TokentailError(Exception):
+    def __init__(self, status: int, type_: str, message: str) -> None:
+        super().__init__(f"{status} {type_}: {message}")
+        self.status = status
+        self.type = type_
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SessionCreated:
+    session_id: str
+    run_id: str | None
+    events_url: str
+    stream_token: str | None
+
+
+class Resumption:
+    """The reconnect logic, without I/O: the position to resume from, and how long to wait."""
+
+    def __init__(self, last_event_id: int | None, max_delay: float = 10.0, max_failures: int = 20) -> None:
+        self.last_event_id = last_event_id
+        self.max_delay = max_delay
+        self.max_failures = max_failures
+        self.failures = 0
+        self.retry_ms: int | None = None
+
+    def params(self) -> dict[str, str]:
+        return {} if self.last_event_id is None else {"last_event_id": str(self.last_event_id)}
+
+    def seen(self, event: Event) -> None:
+        if event.id is not None:
+            self.last_event_id = event.id
+            self.failures = 0
+
+    def next_delay(self, error: Exception) -> float:
+        """After a failed or dropped connection: the wait before the next, or raise if it is hopeless."""
+        self.failures += 1
+        if self.failures > self.max_failures:
+            raise error
+        base = self.retry_ms / 1000 if self.retry_ms is not None else 0.5
+        backoff = min(self.max_delay, base * 2.0 ** (self.failures - 1))
+        return backoff / 2 + random.uniform(0, backoff / 2)
+
+
+def _check(response: httpx2.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json()["error"]
+        raise TokentailError(response.status_code, error["type"], error["message"])
+    except (ValueError, KeyError, TypeError):
+        raise TokentailError(response.status_code, "http_error", response.text[:200]) from None
+
+
+def _event(sse: httpx2.ServerSentEvent) -> Event:
+    event_id = int(sse.id) if sse.id and sse.event != "gap" else None
+    return Event(id=event_id, event=sse.event, data=json.loads(sse.data))
+
+
+def _session_body(input: str | None, **fields: Any) -> dict[str, Any]:
+    return {"input": input, **{key: value for key, value in fields.items() if value is not None}}
+
+
+def _run_body(input: str, multitask: str, options: dict[str, Any]) -> dict[str, Any]:
+    return {"input": input, "multitask": multitask, **{k: v for k, v in options.items() if v is not None}}
+
+
+def _json(response: httpx2.Response) -> Any:
+    _check(response)
+    return response.json()
+
+
+def _stream_status(response: httpx2.Response) -> bool:
+    """True if the stream is over (204); raises for errors, or TransportError for passing ones."""
+    if response.status_code == 204:
+        return True
+    if response.status_code in _RESUMABLE_STATUS:
+        raise httpx2.TransportError(f"status {response.status_code}")
+    _check(response)
+    return False
+
+
+def _events(resume: Resumption, sse: httpx2.ServerSentEvent) -> Event | None:
+    if sse.retry is not None:
+        resume.retry_ms = sse.retry
+    if not sse.data:
+        return None
+    event_id = int(sse.id) if sse.id and sse.event != "gap" else None
+    event = Event(id=event_id, event=sse.event, data=json.loads(sse.data))
+    resume.seen(event)
+    return event
+
+
+class AsyncTokentail:
+    def __init__(self, base_url: str, *, http: httpx2.AsyncClient | None = None) -> None:
+        timeout = httpx2.Timeout(10.0, read=None)  # streams may be silent between runs
+        self._http = http or httpx2.AsyncClient(base_url=base_url, timeout=timeout)
+
+    async def __aenter__(self) -> "AsyncTokentail":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    async def create_session(
+        self,
+        input: str | None = None,
+        *,
+        model: str | None = None,
+        params: dict[str, Any] | None = None,
+        agent: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SessionCreated:
+        body = _session_body(input, model=model, params=params, agent=agent, metadata=metadata)
+        return SessionCreated(**_json(await self._http.post("/v1/sessions", json=body)))
+
+    async def send(self, session_id: str, input: str, *, multitask: str = "reject", **options: Any) -> str:
+        """Queue a follow-up run; returns its id."""
+        body = _run_body(input, multitask, options)
+        return str(_json(await self._http.post(f"/v1/sessions/{session_id}/runs", json=body))["run_id"])
+
+    async def cancel(self, session_id: str) -> str | None:
+        run_id: str | None = _json(await self._http.post(f"/v1/sessions/{session_id}/cancel"))["run_id"]
+        return run_id
+
+    async def get_session(self, session_id: str) -> dict[str, Any]:
+        state: dict[str, Any] = _json(await self._http.get(f"/v1/sessions/{session_id}"))
+        return state
+
+    async def stream(self, session_id: str, *, last_event_id: int | None = None) -> AsyncIterator[Event]:
+        resume = Resumption(last_event_id)
+        while True:
+            try:
+                async with self._http.sse(f"/v1/sessions/{session_id}/events", params=resume.params()) as source:
+                    if source.response.status_code >= 300:
+                        await source.response.aread()
+                    if _stream_status(source.response):
+                        return
+                    async for sse in source:
+                        if (event := _events(resume, sse)) is not None:
+                            yield event
+            except httpx2.TransportError as exc:
+                await asyncio.sleep(resume.next_delay(exc))
+            # A clean end of the stream: reconnect at once; a 204 says the session is really idle.
+
+
+class Tokentail:
+    """The blocking twin of AsyncTokentail."""
+
+    def __init__(self, base_url: str, *, http: httpx2.Client | None = None) -> None:
+        self._http = http or httpx2.Client(base_url=base_url, timeout=httpx2.Timeout(10.0, read=None))
+
+    def __enter__(self) -> "Tokentail":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def create_session(
+        self,
+        input: str | None = None,
+        *,
+        model: str | None = None,
+        params: dict[str, Any] | None = None,
+        agent: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SessionCreated:
+        body = _session_body(input, model=model, params=params, agent=agent, metadata=metadata)
+        return SessionCreated(**_json(self._http.post("/v1/sessions", json=body)))
+
+    def send(self, session_id: str, input: str, *, multitask: str = "reject", **options: Any) -> str:
+        body = _run_body(input, multitask, options)
+        return str(_json(self._http.post(f"/v1/sessions/{session_id}/runs", json=body))["run_id"])
+
+    def cancel(self, session_id: str) -> str | None:
+        run_id: str | None = _json(self._http.post(f"/v1/sessions/{session_id}/cancel"))["run_id"]
+        return run_id
+
+    def get_session(self, session_id: str) -> dict[str, Any]:
+        state: dict[str, Any] = _json(self._http.get(f"/v1/sessions/{session_id}"))
+        return state
+
+    def stream(self, session_id: str, *, last_event_id: int | None = None) -> Iterator[Event]:
+        resume = Resumption(last_event_id)
+        while True:
+            try:
+                with self._http.sse(f"/v1/sessions/{session_id}/events", params=resume.params()) as source:
+                    if source.response.status_code >= 300:
+                        source.response.read()
+                    if _stream_status(source.response):
+                        return
+                    for sse in source:
+                        if (event := _events(resume, sse)) is not None:
+                            yield event
+            except httpx2.TransportError as exc:
+                time.sleep(resume.next_delay(exc))

@@ -1,0 +1,91 @@
+"""The Python client (async and sync) and `tokentail chat` against uvicorn and a real worker."""
+
+import asyncio
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from shared.cli import main
+from shared.client import AsyncTokentail, Resumption, Tokentail, TokentailError
+from shared.events import Event, MessageDelta, RunCompleted
+from tests.integration.conftest import Gateway
+
+
+async def test_async_client_streams_a_run_and_ends_at_204(gateway: Gateway, start_worker: Any) -> None:
+    await start_worker()
+    async with AsyncTokentail(gateway.url) as client:
+        session = await client.create_session("hello", params={"tokens": 20})
+        events = [event async for event in client.stream(session.session_id)]
+        assert [e.id for e in events] == list(range(1, len(events) + 1))
+        assert isinstance(events[-1].typed(), RunCompleted) and events[-1].ends_run
+        text = "".join(t.text for e in events if isinstance(t := e.typed(), MessageDelta))
+        assert text == events[-1].data["output"]
+        run_id = await client.send(session.session_id, "again", params={"tokens": 5})
+        rest = [event async for event in client.stream(session.session_id, last_event_id=events[-1].id)]
+        assert rest[0].data["run_id"] == run_id and rest[-1].event == "run.completed"
+        assert (await client.get_session(session.session_id))["last_event_id"] == rest[-1].id
+        assert await client.cancel(session.session_id) is None
+
+
+async def test_the_stream_resumes_after_the_gateway_goes_away(start_gateway: Any, start_worker: Any) -> None:
+    gateway: Gateway = await start_gateway()
+    await start_worker()
+    replacement: Gateway | None = None
+    async with AsyncTokentail(gateway.url) as client:
+        session = await client.create_session("hello", params={"tokens": 200, "tokens_per_second": 100})
+        seen: list[Event] = []
+        async for event in client.stream(session.session_id):
+            seen.append(event)
+            if len(seen) == 5:
+                await gateway.stop()  # the stream ends; the client retries until a gateway is back
+                replacement = await Gateway(gateway.settings, port=gateway.port).start()
+    assert replacement is not None
+    await replacement.stop()
+    assert [e.id for e in seen] == list(range(1, len(seen) + 1))
+    assert seen[-1].event == "run.completed"
+
+
+async def test_errors_carry_the_api_s_type_and_message(gateway: Gateway) -> None:
+    async with AsyncTokentail(gateway.url) as client:
+        with pytest.raises(TokentailError) as info:
+            await client.get_session("s_" + "x" * 22)
+        assert (info.value.status, info.value.type) == (404, "session_not_found")
+        with pytest.raises(TokentailError, match="unknown model provider"):
+            await client.create_session("hi", model="nope:x")
+
+
+def test_backoff_grows_and_resets_when_events_arrive() -> None:
+    resume = Resumption(None, max_failures=3)
+    delays = [resume.next_delay(OSError()) for _ in range(3)]
+    assert delays[0] <= 0.5 and delays[2] > delays[0] / 2
+    with pytest.raises(OSError):
+        resume.next_delay(OSError())
+    resume.seen(Event(id=9, event="message.delta", data={}))
+    assert resume.failures == 0 and resume.params() == {"last_event_id": "9"}
+
+
+async def test_sync_client_and_chat_command(gateway: Gateway, start_worker: Any) -> None:
+    await start_worker()
+
+    def sync_side() -> tuple[str, Any]:
+        with Tokentail(gateway.url) as client:
+            session = client.create_session("What is 6 * 7?", params={"tokens": 8, "tokens_per_second": 0})
+            events = list(client.stream(session.session_id))
+            assert events[-1].event == "run.completed" and "42" in events[-1].data["output"]
+        result = CliRunner().invoke(
+            main, ["chat", "--url", gateway.url, "--session", session.session_id, "and then?", "--param", "tokens=5"]
+        )
+        return session.session_id, result
+
+    session_id, result = await asyncio.to_thread(sync_side)
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.split()) == 5  # only the new run's answer
+    assert "[session " + session_id in result.stderr
+
+    def ask_fresh() -> Any:
+        return CliRunner().invoke(main, ["chat", "--url", gateway.url, "What is 2 + 2?"])
+
+    fresh = await asyncio.to_thread(ask_fresh)
+    assert fresh.exit_code == 0 and "The calculator says 4." in fresh.stdout
+    assert "[running calculator" in fresh.stderr
