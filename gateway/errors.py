@@ -32,11 +32,15 @@ def error_response(status: int, type_: str, message: str, headers: dict[str, str
     return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
 
 
+def describe(exc: TokentailError) -> tuple[int, str]:
+    """The HTTP status and error type of one of tokentail's errors."""
+    return next(((status, type_) for cls, status, type_ in _STATUS if isinstance(exc, cls)), (500, "internal_error"))
+
+
 async def _tokentail_error(request: Request, exc: Exception) -> JSONResponse:
-    for cls, status, type_ in _STATUS:
-        if isinstance(exc, cls):
-            return error_response(status, type_, str(exc))
-    return error_response(500, "internal_error", "internal error")
+    assert isinstance(exc, TokentailError)
+    status, type_ = describe(exc)
+    return error_response(status, type_, str(exc) if status < 500 else "internal error")
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

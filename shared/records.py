@@ -18,6 +18,7 @@ class RunRecord(BaseModel):
     agent: str | None = None
     status: RunStatus = "queued"
     attempt: int = 0
+    handovers: int = 0  # attempts ended by a stopping worker handing the run over (not counted as failures)
     queued_seq: int | None = None
     started_seq: int | None = None
     finished_seq: int | None = None

@@ -303,7 +303,7 @@ class SessionStore:
         job_id = f"{run_id}.{secrets.token_hex(4)}"  # arq refuses a job id it still remembers
         return bool(
             await self._requeue_run(
-                keys=[keys.meta, keys.lease, self.keys.leases, self.keys.arq_job(job_id), self.keys.queue],
+                keys=[keys.meta, keys.lease, self.keys.leases, self.keys.arq_job(job_id), self.keys.queue, keys.runs],
                 args=[
                     session_id,
                     lease_token,

@@ -19,7 +19,8 @@ class AgentError(Exception):
 
 def first_messages(agent: Agent, context: RunContext) -> list[Message]:
     messages = [Message("system", agent.system_prompt)] if agent.system_prompt else []
-    messages += [Message(turn.role, turn.content) for turn in context.history]
+    # Empty turns (a run that ended without text) are left out: some APIs refuse empty content.
+    messages += [Message(turn.role, turn.content) for turn in context.history if turn.content]
     messages.append(Message("user", context.input))
     return messages
 

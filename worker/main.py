@@ -120,7 +120,9 @@ async def _startup(ctx: dict[str, Any]) -> None:
 def create_worker(settings: Settings, **overrides: Any) -> TokentailWorker:
     keys = Keys(settings.key_prefix)
     options: dict[str, Any] = {
-        "functions": [func(run_agent, name=jobs.RUN_JOB, max_tries=1)],
+        # arq re-runs a job cancelled by a stopping worker: let it, start_run.lua makes that harmless
+        # (and it covers a stop between arq's pickup and start_run, before any lease exists).
+        "functions": [func(run_agent, name=jobs.RUN_JOB, max_tries=1000)],
         "redis_settings": RedisSettings.from_dsn(str(settings.redis_url)),
         "queue_name": keys.queue,
         "settings": settings,

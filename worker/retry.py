@@ -1,6 +1,7 @@
 """A provider stream with retries and timeouts around it.
 
-Before the first chunk, a retryable failure (429, 5xx, a connection error, a stream error such as
+Any chunk counts as activity, tool call fragments (`Progress`) included: a model writing a long tool
+call is not silent. Before the first chunk, a retryable failure (429, 5xx, a connection error, a stream error such as
 `overloaded_error`, or no first chunk within the first-token timeout) is retried with exponential
 backoff and jitter, honouring `Retry-After`. After the first chunk nothing is retried: the client has
 seen text, so the run fails instead, and a stream that goes silent for the idle timeout fails too.

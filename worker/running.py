@@ -14,8 +14,10 @@ class RunningRuns:
         self._tasks[run_id] = task
 
     def discard(self, run_id: str) -> None:
-        self._tasks.pop(run_id, None)
-        self._cancelled.discard(run_id)
+        # Only this task's own entry: a later attempt of the same run may run here now.
+        if self._tasks.get(run_id) is asyncio.current_task():
+            del self._tasks[run_id]
+            self._cancelled.discard(run_id)
 
     def cancel(self, run_id: str) -> bool:
         """Cancel the run's task if it runs here; it then ends the run with `run.cancelled`."""

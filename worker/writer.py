@@ -47,6 +47,9 @@ class EventWriter:
         self._flushing: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         self._closed = False
+        # One append in flight at a time, in the order asked (asyncio.Lock is FIFO): the order of the
+        # stream, and the idempotency of a retried append, both rely on it.
+        self._lock = asyncio.Lock()
         self.text_parts: list[str] = []  # everything this attempt streamed, appended or not
         self.events_appended = 0
 
@@ -130,17 +133,21 @@ class EventWriter:
         # Redis unreachable (restarting, failing over): keep trying with the same append id, so a try
         # whose reply was lost is not appended twice. The lease bounds it: once it expires, the
         # retry is fenced, and another worker takes the run over.
+        async with self._lock:
+            await self._append(events)
+        self.events_appended += len(events)
+
+    async def _append(self, events: list[tuple[str, str]]) -> None:
         append_id = secrets.token_hex(8)
         delay = 0.05
         give_up = self._clock() + UNREACHABLE_REDIS_SECONDS
         while True:
             try:
                 await self._store.append(self._session_id, self._run_id, self._lease_token, events, append_id)
-                break
+                return
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
                 if self._clock() > give_up:
                     raise
                 logger.warning("append for run %s failed; retrying in %.2f s", self._run_id, delay)
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)
-        self.events_appended += len(events)

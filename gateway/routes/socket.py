@@ -21,11 +21,20 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from gateway.deps import SettingsDep, ShutdownDep, StoreDep, TailDep
+from gateway.errors import describe
 from gateway.feed import EventFeed, start_position
 from gateway.routes.events import parse_last_event_id
 from gateway.routes.sessions import queue_follow_up
 from gateway.schemas import CreateRun
-from shared.errors import InvalidLastEventId, SessionExpired, SessionNotFound, TokentailError
+from shared.errors import (
+    InputTooLarge,
+    InvalidInput,
+    InvalidLastEventId,
+    RunConflict,
+    SessionExpired,
+    SessionNotFound,
+    TokentailError,
+)
 from shared.events import Gap
 from shared.ids import is_session_id
 from shared.store import StoredEvent
@@ -82,7 +91,7 @@ async def session_socket(
             raise SessionNotFound(session_id)
         feed_task = await _follow(socket, store, tail, shutdown, settings.sse_batch, session_id, last_event_id)
         while True:
-            receive = asyncio.ensure_future(websocket.receive_json())
+            receive = asyncio.ensure_future(websocket.receive_text())
             done, _ = await asyncio.wait({receive, feed_task}, return_when=asyncio.FIRST_COMPLETED)
             if feed_task in done:
                 receive.cancel()
@@ -90,7 +99,11 @@ async def session_socket(
                 code = 1012 if shutdown.started else 4410
                 await websocket.close(code=code)
                 return
-            message = receive.result()
+            try:
+                message = json.loads(receive.result())
+            except ValueError:
+                await socket.error(ValueError("messages must be JSON objects"), "validation_error")
+                continue
             kind = message.get("type") if isinstance(message, dict) else None
             if kind == "run":
                 try:
@@ -98,6 +111,9 @@ async def session_socket(
                     run = await queue_follow_up(store, settings, session_id, body)
                 except ValidationError as exc:
                     await socket.error(exc, "validation_error")
+                    continue
+                except (RunConflict, InputTooLarge, InvalidInput) as exc:  # refused, the socket stays
+                    await socket.error(exc, describe(exc)[1])
                     continue
                 await socket.send_json({"type": "ack", "request": "run", "run_id": run.run_id})
             elif kind == "cancel":

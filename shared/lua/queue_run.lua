@@ -2,8 +2,9 @@
 -- `run.queued` as the next seq, and hand the job to arq (its job key and queue entry), then wake
 -- idle workers. One script, so a run is never recorded without a job to run it, nor a job queued
 -- for a run that is not recorded. While another run is active, `multitask` decides: `reject`
--- refuses, `enqueue` puts the run in line behind it, `interrupt` asks the active run to cancel
--- and puts this one first in line; append.lua starts the next in line when a run ends.
+-- refuses, `enqueue` puts the run in line behind it, `interrupt` asks the active run to cancel and
+-- supersedes the runs in line (they end cancelled, never started); append.lua starts the next in
+-- line when a run ends.
 --
 -- KEYS: meta, runs, events, gone, arq job key, arq queue, pending
 -- ARGV: run_id, run_json, multitask, maxlen, queued_data_json, job_json, job_ttl_ms,
@@ -41,7 +42,18 @@ redis.call('PERSIST', events)
 
 if active then
   if ARGV[3] == 'interrupt' then
-    redis.call('LPUSH', pending, run_id)
+    for _, waiting in ipairs(redis.call('LRANGE', pending, 0, -1)) do
+      local record = cjson.decode(redis.call('HGET', runs, waiting))
+      local cancelled_seq = redis.call('HINCRBY', meta, 'seq', 1)
+      local data = cjson.encode({run_id = waiting, reason = 'superseded by run ' .. run_id})
+      redis.call('XADD', events, 'MAXLEN', '~', ARGV[4], cancelled_seq .. '-0', 'type', 'run.cancelled', 'data', data, 'ts', ts)
+      record.status = 'cancelled'
+      record.reason = 'superseded by run ' .. run_id
+      record.finished_seq = cancelled_seq
+      redis.call('HSET', runs, waiting, cjson.encode(record))
+    end
+    redis.call('DEL', pending)
+    redis.call('RPUSH', pending, run_id)
     if redis.call('HGET', meta, 'cancel_run') ~= active then
       redis.call('HSET', meta, 'cancel_run', active)
       redis.call('PUBLISH', ARGV[10], active)

@@ -23,7 +23,7 @@ local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
 local verdict = ''
 if redis.call('HGET', meta, 'cancel_run') == run_id then
   verdict = 'cancel'
-elseif run.attempt >= tonumber(ARGV[6]) then
+elseif run.attempt - (run.handovers or 0) >= tonumber(ARGV[6]) then
   verdict = 'exhausted'
 end
 

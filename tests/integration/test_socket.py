@@ -77,8 +77,18 @@ async def test_bad_messages_get_errors_and_keep_the_socket(gateway: Gateway, cli
         assert json.loads(await ws.recv())["error"]["type"] == "validation_error"
         await ws.send(json.dumps({"type": "run"}))  # no input
         assert json.loads(await ws.recv())["error"]["type"] == "validation_error"
+        await ws.send("not json")
+        assert json.loads(await ws.recv())["error"]["type"] == "validation_error"
+        await ws.send(json.dumps({"type": "run", "input": "x" * 200_000}))
+        assert json.loads(await ws.recv())["error"]["type"] == "input_too_large"
+        await ws.send(json.dumps({"type": "run", "input": "first"}))  # no worker: it stays queued
+        await _until(ws, lambda m: m.get("type") == "ack")
+        await ws.send(json.dumps({"type": "run", "input": "second"}))
+        refusal = await _until(ws, lambda m: m.get("type") == "error")
+        assert refusal[-1]["error"]["type"] == "run_conflict"
         await ws.send(json.dumps({"type": "cancel"}))
-        assert json.loads(await ws.recv()) == {"type": "ack", "request": "cancel", "run_id": None}
+        ack = await _until(ws, lambda m: m.get("type") == "ack")
+        assert ack[-1]["request"] == "cancel" and ack[-1]["run_id"] is not None
 
 
 @pytest.mark.parametrize(

@@ -242,15 +242,34 @@ async def test_enqueue_waits_in_line_and_starts_when_the_active_run_ends(store: 
     assert started is not None and started[0].attempt == 1
 
 
-async def test_interrupt_asks_the_active_run_to_cancel_and_goes_first(store: SessionStore, redis: Redis) -> None:
+async def test_interrupt_cancels_the_active_run_and_supersedes_the_line(store: SessionStore, redis: Redis) -> None:
     session_id, run = await _started(store)
-    waiting, urgent = _run("waiting"), _run("urgent")
+    waiting, urgent, latest = _run("waiting"), _run("urgent"), _run("latest")
     await store.queue_run(session_id, waiting, multitask="enqueue")
     assert not await store.queue_run(session_id, urgent, multitask="interrupt")
+    assert not await store.queue_run(session_id, latest, multitask="interrupt")  # supersedes `urgent` too
     assert await store.renew_lease(session_id, run.run_id, "lease-1") == 2  # the cancel reached it
     cancelled = json.dumps({"run_id": run.run_id, "reason": "cancelled by request"})
     await store.append(session_id, run.run_id, "lease-1", [("run.cancelled", cancelled)])
-    assert await store.active_run_id(session_id) == urgent.run_id
+    assert await store.active_run_id(session_id) == latest.run_id
+    statuses = {r.run_id: r.status for r in (await store.get_session(session_id)).runs}
+    assert statuses == {
+        run.run_id: "cancelled",
+        waiting.run_id: "cancelled",
+        urgent.run_id: "cancelled",
+        latest.run_id: "queued",
+    }
+    ended = [json.loads(e.data)["run_id"] for e in await store.read(session_id, 0, 100) if e.type == b"run.cancelled"]
+    assert ended == [waiting.run_id, urgent.run_id, run.run_id]
+
+
+async def test_hand_overs_do_not_count_as_failed_attempts(redis: Redis, settings: Settings) -> None:
+    store = SessionStore(redis, settings.model_copy(update={"max_attempts": 1}))
+    session_id, run = await _started(store)
+    for attempt in range(2, 5):  # three deploys in a row
+        assert await store.requeue_run(session_id, run.run_id, f"lease-{attempt - 1}")
+        taken = await store.start_run(session_id, run.run_id, f"lease-{attempt}")
+        assert taken is not None and taken[1] == "" and taken[0].attempt == attempt
 
 
 async def test_an_append_sent_twice_with_one_id_lands_once(store: SessionStore) -> None:

@@ -33,9 +33,15 @@ async def _wait_for_status(store: SessionStore, session_id: str, status: str, wi
             await asyncio.sleep(0.01)
 
 
-async def test_a_wake_up_starts_the_job_without_waiting_for_the_poll(store: SessionStore, start_worker: Any) -> None:
+async def test_a_wake_up_starts_the_job_without_waiting_for_the_poll(
+    store: SessionStore, redis: Redis, start_worker: Any
+) -> None:
     # The timed poll is 60 s here: only the wake-up can start the run within the test's timeout.
     await start_worker(poll_interval_seconds=60)
+    async with asyncio.timeout(10):  # wait until the worker listens; its first poll follows at once
+        while (await redis.pubsub_numsub(store.keys.wake_channel))[0][1] < 1:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)  # that first poll finds nothing: the worker is now idle for 60 s
     session_id, _ = await _queue(store, tokens=3, tokens_per_second=0)
     await _wait_for_status(store, session_id, "completed", within=10)
 

@@ -4,7 +4,7 @@ import pytest
 
 from tests.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_stream
 from worker.providers.anthropic_messages import AnthropicProvider
-from worker.providers.base import Message, ModelRequest, ProviderError, TextDelta, ToolCall, ToolSpec, Usage
+from worker.providers.base import Message, ModelRequest, Progress, ProviderError, TextDelta, ToolCall, ToolSpec, Usage
 from worker.providers.openai_chat import OpenAIProvider
 
 TOOLS = [
@@ -15,7 +15,8 @@ REQUEST = ModelRequest("m", [Message("system", "be brief"), Message("user", "hi"
 
 
 async def _collect(provider: OpenAIProvider | AnthropicProvider, request: ModelRequest = REQUEST) -> list[object]:
-    return [chunk async for chunk in provider.stream(request)]
+    """The chunks the agent loop acts on (without the Progress markers the timeouts count)."""
+    return [chunk async for chunk in provider.stream(request) if not isinstance(chunk, Progress)]
 
 
 async def test_openai_text_parallel_tool_calls_in_fragments_and_usage() -> None:
@@ -131,3 +132,20 @@ async def test_anthropic_overloaded_status_is_retryable() -> None:
     with pytest.raises(ProviderError) as info:
         await _collect(AnthropicProvider(fake.anthropic()))
     assert info.value.retryable and info.value.kind == "provider_unavailable"
+
+
+async def test_tool_call_fragments_count_as_activity_for_the_timeouts() -> None:
+    from worker.retry import RetryPolicy, stream_with_retries
+
+    fragments = ['{"expression": "', *["1+" for _ in range(8)], '1"}']
+    chunks = openai_stream([], [(0, "c1", "calculator", fragments)])
+    fake = FakeLLM([Reply(chunks=chunks)])
+    slow_provider = OpenAIProvider(fake.openai())
+    policy = RetryPolicy(max_retries=0, first_token_timeout=5, idle_timeout=5)
+
+    async def on_retry(error: ProviderError, delay: float) -> None:
+        raise AssertionError("no retry expected")
+
+    seen = [c async for c in stream_with_retries(slow_provider, REQUEST, policy, on_retry)]
+    assert sum(isinstance(c, Progress) for c in seen) == len(fragments) + 1
+    assert ToolCall("c1", "calculator", {"expression": "1+" * 8 + "1"}) in seen

@@ -5,6 +5,7 @@ would otherwise delay every worker's start (and so every takeover by a freshly s
 """
 
 import os
+from urllib.parse import urlsplit
 
 from shared.catalog import ANTHROPIC, OPENAI, OPENAI_COMPATIBLE, SCRIPTED, parse_model
 from shared.settings import Settings
@@ -59,5 +60,6 @@ class Providers:
             client = openai.AsyncOpenAI(
                 base_url=base_url, api_key=key.get_secret_value() if key else "unused", max_retries=0
             )
-            return OpenAIProvider(client, name=f"the OpenAI-compatible server at {base_url}")
+            # Only the host: a URL may carry credentials, and this name reaches clients in messages.
+            return OpenAIProvider(client, name=f"the OpenAI-compatible server at {urlsplit(base_url).hostname}")
         raise InvalidRequest(f"unknown provider {provider!r}")

@@ -14,7 +14,7 @@ import anthropic
 import httpx2
 from anthropic import types
 
-from worker.providers.base import Chunk, Message, ModelRequest, ProviderError, TextDelta, ToolSpec, Usage
+from worker.providers.base import Chunk, Message, ModelRequest, Progress, ProviderError, TextDelta, ToolSpec, Usage
 from worker.providers.errors import connection_error, status_error
 from worker.providers.openai_chat import parse_arguments
 
@@ -90,6 +90,7 @@ class AnthropicProvider:
                         yield TextDelta(event.delta.text)
                     elif isinstance(event.delta, types.InputJSONDelta) and event.index in blocks:
                         blocks[event.index][2].append(event.delta.partial_json)
+                        yield Progress()
                 elif isinstance(event, types.RawContentBlockStopEvent) and event.index in blocks:
                     call_id, name, fragments = blocks.pop(event.index)
                     yield parse_arguments(call_id, name, "".join(fragments))

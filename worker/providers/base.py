@@ -52,7 +52,12 @@ class Usage:
     output_tokens: int
 
 
-Chunk = TextDelta | ToolCall | Usage
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The model is producing something not shown yet (tool call fragments): it is not idle."""
+
+
+Chunk = TextDelta | ToolCall | Usage | Progress
 
 
 class InvalidRequest(ValueError):

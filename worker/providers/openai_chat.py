@@ -15,7 +15,17 @@ from typing import Any, cast
 import httpx2
 import openai
 
-from worker.providers.base import Chunk, Message, ModelRequest, ProviderError, TextDelta, ToolCall, ToolSpec, Usage
+from worker.providers.base import (
+    Chunk,
+    Message,
+    ModelRequest,
+    Progress,
+    ProviderError,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from worker.providers.errors import connection_error, status_error
 
 
@@ -91,6 +101,8 @@ class OpenAIProvider:
                     delta = choice.delta
                     if delta.content:
                         yield TextDelta(delta.content)
+                    if delta.tool_calls:
+                        yield Progress()
                     for fragment in delta.tool_calls or ():
                         call = calls.setdefault(fragment.index, _PartialCall())
                         call.call_id = fragment.id or call.call_id

@@ -1,0 +1,28 @@
+import asyncio
+
+from worker.running import RunningRuns
+
+
+async def test_an_ending_attempt_does_not_unregister_a_later_attempt_of_the_same_run() -> None:
+    running = RunningRuns()
+    first_registered, second_registered, release_first = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        running.add("r")
+        first_registered.set()
+        await release_first.wait()
+        running.discard("r")  # attempt 1 ends after attempt 2 took over, on the same worker
+
+    async def second() -> None:
+        await first_registered.wait()
+        running.add("r")
+        second_registered.set()
+        await asyncio.sleep(10)
+
+    tasks = [asyncio.create_task(first()), asyncio.create_task(second())]
+    await second_registered.wait()
+    release_first.set()
+    await tasks[0]
+    assert running.cancel("r")  # still reaches attempt 2
+    await asyncio.gather(tasks[1], return_exceptions=True)
+    assert tasks[1].cancelled()
