@@ -2,9 +2,11 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
 
 from gateway.errors import error_response, install_error_handlers
@@ -14,6 +16,8 @@ from gateway.tail import StreamTail
 from shared.keys import Keys
 from shared.settings import Settings, get_settings
 from shared.store import SessionStore
+
+STATIC = Path(__file__).parent / "static"  # the browser client and the demo chat page
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -43,6 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(events.router)
     app.include_router(socket.router)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def demo_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -119,6 +119,7 @@ def _banner(base: str, redis_url: str, workers: int) -> None:
     click.echo(
         f"""
 tokentail dev is running
+  chat      {base}/   (the demo chat page)
   gateway   {base}   (API docs: {base}/docs)
   workers   {workers}
   redis     {redis_url}   (temporary, deleted on exit)

@@ -1,0 +1,215 @@
+// tokentail browser client: a dependency-free ES module served by the gateway at /static/tokentail.js.
+//
+//   import { Tokentail } from "/static/tokentail.js";
+//   const client = new Tokentail();                       // same origin; or new Tokentail({ baseUrl })
+//   const { session_id } = await client.createSession("hello");
+//   client.follow(session_id, { onChange: (session) => render(session.turns), onState: (s) => badge(s) });
+//
+// `follow` rebuilds the session's transcript from its events (so a page reload shows the same text,
+// neither lost nor doubled), keeps following live, reconnects with the last event id after errors
+// (backing off), drops a run's partial text on `run.retrying`, and stops once the server has
+// nothing left (204). The last event id of each session is kept in sessionStorage.
+
+const TERMINAL = new Set(["run.completed", "run.failed", "run.cancelled"]);
+const EVENTS = [
+  "run.queued", "run.started", "message.delta", "status", "tool.started", "tool.completed",
+  "tool.failed", "run.retrying", "run.completed", "run.failed", "run.cancelled", "gap",
+];
+
+export class TokentailError extends Error {
+  constructor(status, type, message) {
+    super(`${status} ${type}: ${message}`);
+    this.status = status;
+    this.type = type;
+  }
+}
+
+export class Tokentail {
+  constructor({ baseUrl = "", storage = globalThis.sessionStorage } = {}) {
+    this.baseUrl = baseUrl;
+    this.storage = storage;
+  }
+
+  async #call(method, path, body) {
+    const response = await fetch(this.baseUrl + path, {
+      method,
+      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const payload = response.status === 204 ? null : await response.json();
+    if (!response.ok) {
+      const error = payload?.error ?? { type: "http_error", message: response.statusText };
+      throw new TokentailError(response.status, error.type, error.message);
+    }
+    return payload;
+  }
+
+  createSession(input, options = {}) {
+    return this.#call("POST", "/v1/sessions", { input, ...options });
+  }
+
+  send(sessionId, input, options = {}) {
+    return this.#call("POST", `/v1/sessions/${sessionId}/runs`, { input, ...options });
+  }
+
+  cancel(sessionId) {
+    return this.#call("POST", `/v1/sessions/${sessionId}/cancel`);
+  }
+
+  getSession(sessionId) {
+    return this.#call("GET", `/v1/sessions/${sessionId}`);
+  }
+
+  lastEventId(sessionId) {
+    return Number(this.storage?.getItem(`tokentail:last:${sessionId}`) ?? 0);
+  }
+
+  follow(sessionId, handlers = {}) {
+    return new SessionFollower(this, sessionId, handlers);
+  }
+}
+
+// One session followed live. `turns`: [{ runId, input, text, status, attempt, tools: [...], notes: [...] }].
+export class SessionFollower {
+  constructor(client, sessionId, { onChange = () => {}, onState = () => {}, onEvent = () => {}, token = null } = {}) {
+    this.client = client;
+    this.sessionId = sessionId;
+    this.handlers = { onChange, onState, onEvent };
+    this.token = token;
+    this.turns = [];
+    this.lastId = 0; // replay from the start: the transcript is rebuilt, not patched
+    this.seenBefore = client.lastEventId(sessionId); // events up to here were shown before a reload
+    this.active = new Set();
+    this.failures = 0;
+    this.closed = false;
+    this.source = null;
+    this.#open();
+  }
+
+  get state() {
+    return this._state;
+  }
+
+  // Open again after new work was queued on an idle session.
+  resume() {
+    if (this.closed || this.source === null) {
+      this.closed = false;
+      this.#open();
+    }
+  }
+
+  close() {
+    this.closed = true;
+    this.source?.close();
+    this.source = null;
+    this.#setState("closed");
+  }
+
+  #setState(state) {
+    if (this._state !== state) {
+      this._state = state;
+      this.handlers.onState(state);
+    }
+  }
+
+  #open() {
+    const params = new URLSearchParams({ last_event_id: String(this.lastId) });
+    if (this.token) params.set("token", this.token);
+    const source = new EventSource(`${this.client.baseUrl}/v1/sessions/${this.sessionId}/events?${params}`);
+    this.source = source;
+    this.#setState(this.failures ? "reconnecting" : "connecting");
+    source.onopen = () => {
+      this.failures = 0;
+      this.#setState("live");
+    };
+    for (const name of EVENTS) {
+      source.addEventListener(name, (message) => this.#receive(name, message));
+    }
+    source.onerror = () => {
+      if (source.readyState === EventSource.CONNECTING) {
+        this.#setState("reconnecting"); // the browser retries by itself, sending Last-Event-ID
+        return;
+      }
+      // Closed for good by the browser: a 204 (nothing left) or an error status.
+      source.close();
+      this.source = null;
+      if (this.closed) return;
+      if (this.active.size === 0) {
+        this.#setState("idle");
+        return;
+      }
+      this.failures += 1;
+      this.#setState("reconnecting");
+      const delay = Math.min(10000, 500 * 2 ** (this.failures - 1)) * (0.5 + Math.random() / 2);
+      setTimeout(() => this.closed || this.#open(), delay);
+    };
+  }
+
+  #receive(name, message) {
+    const data = JSON.parse(message.data);
+    if (message.lastEventId && name !== "gap") {
+      const id = Number(message.lastEventId);
+      if (id <= this.lastId) return; // never apply an event twice
+      this.lastId = id;
+      this.client.storage?.setItem(`tokentail:last:${this.sessionId}`, String(id));
+    }
+    this.#apply(name, data);
+    this.handlers.onEvent({ id: this.lastId, event: name, data, replayed: this.lastId <= this.seenBefore });
+    this.handlers.onChange(this);
+  }
+
+  #turn(runId) {
+    let turn = this.turns.find((t) => t.runId === runId);
+    if (!turn) {
+      turn = { runId, input: "", text: "", status: "queued", attempt: 0, tools: [], notes: [] };
+      this.turns.push(turn);
+    }
+    return turn;
+  }
+
+  #apply(name, data) {
+    if (name === "gap") {
+      this.turns.push({ runId: null, input: "", text: "", status: "gap", tools: [], notes: [`earlier events are gone (${data.reason})`] });
+      return;
+    }
+    const turn = this.#turn(data.run_id);
+    switch (name) {
+      case "run.queued":
+        turn.input = data.input;
+        this.active.add(data.run_id);
+        break;
+      case "run.started":
+        turn.status = "running";
+        turn.attempt = data.attempt;
+        this.active.add(data.run_id);
+        break;
+      case "message.delta":
+        turn.text += data.text;
+        break;
+      case "status":
+        turn.notes.push(data.text);
+        break;
+      case "tool.started":
+        turn.tools.push({ callId: data.call_id, name: data.name, arguments: data.arguments, state: "running" });
+        break;
+      case "tool.completed":
+      case "tool.failed": {
+        const call = turn.tools.find((t) => t.callId === data.call_id);
+        if (call) Object.assign(call, { state: name === "tool.completed" ? "done" : "failed", result: data.result, error: data.error });
+        break;
+      }
+      case "run.retrying":
+        turn.text = ""; // the attempt that died is replaced by the next one
+        turn.tools = [];
+        turn.notes.push(`retrying (attempt ${data.attempt})`);
+        break;
+      default:
+        if (TERMINAL.has(name)) {
+          turn.status = name.slice(4); // completed | failed | cancelled
+          if (name === "run.completed") turn.text = data.output;
+          if (name === "run.failed") turn.notes.push(data.error.message);
+          this.active.delete(data.run_id);
+        }
+    }
+  }
+}

@@ -1,0 +1,92 @@
+"""The demo chat page and its browser client, in a real browser."""
+
+import json
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import httpx2
+from playwright.async_api import Browser, Page
+
+from tests.integration.conftest import Gateway
+
+LONG = quote(json.dumps({"tokens": 150, "tokens_per_second": 50}))
+
+
+async def _ask(page: Page, gateway: Gateway, question: str) -> None:
+    await page.goto(f"{gateway.url}/?params={LONG}")
+    await page.fill("#input", question)
+    await page.click("#send")
+    await page.wait_for_function("() => new URL(location.href).searchParams.get('session')")
+
+
+def _session_of(page: Page) -> str:
+    return parse_qs(urlsplit(page.url).query)["session"][0]
+
+
+async def _answer(page: Page) -> str:
+    return await page.locator(".turn .assistant").first.text_content() or ""
+
+
+async def _final_output(client: httpx2.AsyncClient, page: Page) -> Any:
+    await page.wait_for_selector(".turn[data-status=completed]", timeout=30_000)
+    return (await client.get(f"/v1/sessions/{_session_of(page)}")).json()["runs"][0]["output"]
+
+
+async def test_text_streams_in_and_a_reload_mid_stream_neither_loses_nor_repeats_it(
+    browser: Browser, gateway: Gateway, worker: Any, client: httpx2.AsyncClient
+) -> None:
+    page = await browser.new_page()
+    await _ask(page, gateway, "hello")
+    lengths: set[int] = set()
+    while len(lengths) < 4:  # the answer grows while the run streams
+        lengths.add(len(await _answer(page)))
+        await page.wait_for_timeout(50)
+    assert await page.locator("#state").text_content() in ("live", "connecting")
+    await page.reload()
+    assert await _final_output(client, page) == await _answer(page)
+    assert await page.locator(".turn").count() == 1
+
+
+async def test_going_offline_mid_stream_and_back_resumes(
+    browser: Browser, gateway: Gateway, worker: Any, client: httpx2.AsyncClient
+) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    await _ask(page, gateway, "hello")
+    await page.wait_for_function("() => document.querySelector('.turn .assistant')?.textContent.length > 20")
+    await context.set_offline(True)
+    await page.wait_for_timeout(1500)
+    await context.set_offline(False)
+    assert await _final_output(client, page) == await _answer(page)
+    await context.close()
+
+
+async def test_stop_cancels_the_run(
+    browser: Browser, gateway: Gateway, worker: Any, client: httpx2.AsyncClient
+) -> None:
+    page = await browser.new_page()
+    await _ask(page, gateway, "hello")
+    await page.wait_for_function("() => document.querySelector('.turn .assistant')?.textContent.length > 5")
+    await page.click("#stop")
+    await page.wait_for_selector(".turn[data-status=cancelled]", timeout=10_000)
+    run = (await client.get(f"/v1/sessions/{_session_of(page)}")).json()["runs"][0]
+    assert run["status"] == "cancelled"
+    assert "cancelled" in (await page.locator(".turn .progress").first.text_content() or "")
+
+
+async def test_tool_progress_and_a_second_turn(
+    browser: Browser, gateway: Gateway, worker: Any, client: httpx2.AsyncClient
+) -> None:
+    page = await browser.new_page()
+    await page.goto(gateway.url)
+    await page.fill("#input", "What is 12 * (3 + 4)?")
+    await page.click("#send")
+    await page.wait_for_selector(".turn[data-status=completed]", timeout=15_000)
+    assert "Running calculator... done" in (await page.locator(".turn .progress").first.text_content() or "")
+    assert "The calculator says 84." in await _answer(page)
+    await page.fill("#input", "thanks")
+    await page.click("#send")
+    await page.wait_for_function("() => document.querySelectorAll('.turn[data-status=completed]').length === 2")
+    runs = (await client.get(f"/v1/sessions/{_session_of(page)}")).json()["runs"]
+    texts = await page.locator(".turn .assistant").all_text_contents()
+    assert texts == [run["output"] for run in runs]
