@@ -141,8 +141,23 @@ export class SessionFollower {
       this.failures += 1;
       this.#setState("reconnecting");
       const delay = Math.min(10000, 500 * 2 ** (this.failures - 1)) * (0.5 + Math.random() / 2);
-      setTimeout(() => this.closed || this.#open(), delay);
+      setTimeout(() => this.#retry(), delay);
     };
+  }
+
+  // EventSource does not say why it gave up: ask, and stop for good if the session is gone.
+  async #retry() {
+    if (this.closed) return;
+    try {
+      await this.client.getSession(this.sessionId);
+    } catch (error) {
+      if (error instanceof TokentailError && (error.status === 404 || error.status === 410)) {
+        this.closed = true;
+        this.#setState("gone");
+        return;
+      }
+    }
+    if (!this.closed) this.#open();
   }
 
   #receive(name, message) {

@@ -90,3 +90,13 @@ async def test_tool_progress_and_a_second_turn(
     runs = (await client.get(f"/v1/sessions/{_session_of(page)}")).json()["runs"]
     texts = await page.locator(".turn .assistant").all_text_contents()
     assert texts == [run["output"] for run in runs]
+
+
+async def test_a_deleted_session_stops_the_client_instead_of_retrying_for_ever(
+    browser: Browser, gateway: Gateway, client: httpx2.AsyncClient
+) -> None:
+    page = await browser.new_page()
+    await _ask(page, gateway, "hello")  # no worker: the run stays queued and the stream open
+    await page.wait_for_selector("#state[data-state=live]")
+    await client.delete(f"/v1/sessions/{_session_of(page)}")
+    await page.wait_for_selector("#state[data-state=gone]", timeout=20_000)
