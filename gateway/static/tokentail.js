@@ -126,11 +126,8 @@ export class SessionFollower {
       source.addEventListener(name, (message) => this.#receive(name, message));
     }
     source.onerror = () => {
-      if (source.readyState === EventSource.CONNECTING) {
-        this.#setState("reconnecting"); // the browser retries by itself, sending Last-Event-ID
-        return;
-      }
-      // Closed for good by the browser: a 204 (nothing left) or an error status.
+      // Reconnect ourselves rather than let the browser do it: its retry would reuse this URL, whose
+      // ?last_event_id (which wins over the Last-Event-ID header) is where this connection started.
       source.close();
       this.source = null;
       if (this.closed) return;
