@@ -2,7 +2,7 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +24,8 @@ def openai_chunk(delta: dict[str, Any] | None = None, finish: str | None = None,
 
 def openai_stream(
     text: list[str],
-    tool_calls: list[tuple[int, str, str, list[str]]] = (),
-    usage: tuple[int, int] = (10, 5),  # type: ignore[assignment]
+    tool_calls: Sequence[tuple[int, str, str, list[str]]] = (),
+    usage: tuple[int, int] = (10, 5),
 ) -> list[bytes]:
     """Text deltas, then tool calls (index, id, name, argument fragments) interleaved fragment by fragment."""
     chunks = [openai_chunk({"role": "assistant", "content": ""})]
@@ -48,11 +48,11 @@ def openai_stream(
 
 def anthropic_stream(
     text: list[str],
-    tool_uses: list[tuple[str, str, list[str]]] = (),
-    usage: tuple[int, int] = (12, 30),  # type: ignore[assignment]
+    tool_uses: Sequence[tuple[str, str, list[str]]] = (),
+    usage: tuple[int, int] = (12, 30),
 ) -> list[bytes]:
     """message_start, a text block, tool_use blocks built from input_json_delta fragments, pings, usage."""
-    message = {
+    message: dict[str, Any] = {
         "id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": usage[0], "output_tokens": 1},
     }  # fmt: skip
@@ -115,8 +115,8 @@ class FakeLLM:
         self.requests.append(json.loads(request.content or b"{}"))
         reply = self.replies.pop(0)
         if reply.status != 200:
-            body = {"error": {"type": "error", "message": f"status {reply.status}"}}
-            return httpx2.Response(reply.status, json=body, headers=reply.headers)
+            error = {"error": {"type": "error", "message": f"status {reply.status}"}}
+            return httpx2.Response(reply.status, json=error, headers=reply.headers)
 
         async def body() -> AsyncIterator[bytes]:
             for i, chunk in enumerate(reply.chunks):
