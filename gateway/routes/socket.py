@@ -26,26 +26,12 @@ from gateway.feed import EventFeed, start_position
 from gateway.routes.events import parse_last_event_id
 from gateway.routes.sessions import queue_follow_up
 from gateway.schemas import CreateRun
-from shared.errors import (
-    InputTooLarge,
-    InvalidInput,
-    InvalidLastEventId,
-    RunConflict,
-    SessionExpired,
-    SessionNotFound,
-    TokentailError,
-)
+from shared.errors import InputTooLarge, InvalidInput, RunConflict, SessionNotFound, TokentailError
 from shared.events import Gap
 from shared.ids import is_session_id
 from shared.store import StoredEvent
 
 router = APIRouter(prefix="/v1/sessions", tags=["events"])
-
-_CLOSE_CODES: list[tuple[type[TokentailError], int, str]] = [
-    (SessionExpired, 4410, "session_expired"),  # before its parent, SessionNotFound
-    (SessionNotFound, 4404, "session_not_found"),
-    (InvalidLastEventId, 4400, "invalid_last_event_id"),
-]
 
 
 def _event_message(event: StoredEvent) -> str:
@@ -131,10 +117,10 @@ async def session_socket(
     except WebSocketDisconnect:
         pass
     except TokentailError as exc:
-        matched = [(code, type_) for cls, code, type_ in _CLOSE_CODES if isinstance(exc, cls)]
-        code, type_ = matched[0] if matched else (1008, "error")
+        # The HTTP status of the same refusal, in the 4000s close codes (404 -> 4404, 410 -> 4410).
+        status, type_ = describe(exc)
         await socket.error(exc, type_)
-        await websocket.close(code=code)
+        await websocket.close(code=4000 + status if status < 500 else 1011)
     finally:
         if feed_task is not None:
             feed_task.cancel()
