@@ -1,15 +1,23 @@
 """The gateway application: `create_app(settings)` opens Redis clients for its lifespan."""
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+import prometheus_client
+from fastapi import FastAPI, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
 
+from gateway.auth import Authenticator
+from gateway.body_limit import BodySizeLimit
 from gateway.errors import error_response, install_error_handlers
+from gateway.limits import RunBudget, StreamSlots
 from gateway.routes import events, sessions, socket
 from gateway.shutdown import StreamShutdown
 from gateway.tail import StreamTail
@@ -19,6 +27,8 @@ from shared.store import SessionStore
 
 STATIC = Path(__file__).parent / "static"  # the browser client and the demo chat page
 
+logger = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
@@ -27,11 +37,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = Redis.from_url(str(settings.redis_url), socket_timeout=10, socket_keepalive=True)
         tail = StreamTail(str(settings.redis_url), Keys(settings.key_prefix), settings.sse_heartbeat_seconds)
+        keys = Keys(settings.key_prefix)
         app.state.store = SessionStore(redis, settings)
         app.state.tail = tail
+        app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute)
+        app.state.stream_slots = slots = StreamSlots(redis, keys, settings.max_streams_per_tenant)
+        renewing = asyncio.create_task(slots.renew_forever())
+        if not settings.auth_enabled:
+            logger.warning("auth is off: anyone who can reach this gateway may use it (set TOKENTAIL_API_KEYS)")
         try:
             yield
         finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
             await tail.aclose()
             await redis.aclose()
 
@@ -43,7 +62,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.shutdown = StreamShutdown()
+    app.state.auth = Authenticator(settings)
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
     app.include_router(sessions.router)
     app.include_router(events.router)
     app.include_router(socket.router)
@@ -65,5 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:  # any failure to reach Redis means not ready
             return error_response(503, "redis_unavailable", f"Redis is not reachable: {type(exc).__name__}")
         return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST)
 
     return app

@@ -7,13 +7,18 @@ from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException
 
 from shared.errors import (
+    Forbidden,
     InputTooLarge,
     InvalidInput,
     InvalidLastEventId,
+    RateLimited,
     RunConflict,
     SessionExpired,
     SessionNotFound,
+    TokenExpired,
     TokentailError,
+    TooManyStreams,
+    Unauthorized,
 )
 
 _STATUS: list[tuple[type[TokentailError], int, str]] = [
@@ -23,6 +28,11 @@ _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (InvalidLastEventId, 400, "invalid_last_event_id"),
     (InputTooLarge, 413, "input_too_large"),
     (InvalidInput, 422, "validation_error"),
+    (TokenExpired, 401, "token_expired"),  # before its parent, Unauthorized
+    (Unauthorized, 401, "unauthorized"),
+    (Forbidden, 403, "forbidden"),
+    (TooManyStreams, 429, "too_many_streams"),  # before its parent, RateLimited
+    (RateLimited, 429, "rate_limited"),
 ]
 
 _HTTP_TYPES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "input_too_large"}
@@ -40,7 +50,15 @@ def describe(exc: TokentailError) -> tuple[int, str]:
 async def _tokentail_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TokentailError)
     status, type_ = describe(exc)
-    return error_response(status, type_, str(exc) if status < 500 else "internal error")
+    return error_response(status, type_, str(exc) if status < 500 else "internal error", error_headers(exc))
+
+
+def error_headers(exc: TokentailError) -> dict[str, str] | None:
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": 'Bearer realm="tokentail"'}
+    return None
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from redis import exceptions as redis_errors
 
+from gateway import metrics
 from gateway.shutdown import StreamShutdown
 from gateway.tail import StreamTail
 from shared.errors import SessionNotFound
@@ -24,6 +25,7 @@ class Start:
     after: int  # the last id the client has (or is told to skip to, after a gap)
     gap: Gap | None
     idle: bool  # nothing to send and no run queued or running
+    replay_until: int = 0  # a resuming client: the stream's last id when it came back (else 0)
 
 
 async def start_position(store: SessionStore, session_id: str, after: int) -> Start:
@@ -41,8 +43,9 @@ async def start_position(store: SessionStore, session_id: str, after: int) -> St
         elif first > after + 1:
             gap = Gap(reason="trimmed", first_available=first)
     if gap is not None:
+        metrics.GAPS.labels(gap.reason).inc()
         after = gap.first_available - 1
-    return Start(after, gap, idle=not active and after >= last_seq)
+    return Start(after, gap, idle=not active and after >= last_seq, replay_until=last_seq if after > 0 else 0)
 
 
 @dataclass
@@ -58,19 +61,34 @@ class EventFeed:
         tail: StreamTail,
         shutdown: StreamShutdown,
         session_id: str,
-        after: int,
+        start: Start,
         batch: int,
         until_idle: bool,
+        transport: str,
     ) -> None:
         self._store = store
         self._tail = tail
         self._shutdown = shutdown
         self._session_id = session_id
-        self.after = after
+        self.after = start.after
+        self._replay_until = start.replay_until
         self._batch = batch
         self._until_idle = until_idle  # end once nothing is left and nothing is coming (SSE)
+        self._transport = transport
 
     async def __aiter__(self) -> AsyncIterator[Batch]:
+        metrics.CONNECTIONS_OPENED.labels(self._transport).inc()
+        if self._replay_until:
+            metrics.RESUMES.labels(self._transport).inc()
+        open_streams = metrics.CONNECTIONS.labels(self._transport)
+        open_streams.inc()
+        try:
+            async for batch in self._batches():
+                yield batch
+        finally:
+            open_streams.dec()
+
+    async def _batches(self) -> AsyncIterator[Batch]:
         while True:
             try:
                 async for batch in self._events():
@@ -110,8 +128,14 @@ class EventFeed:
 
     def _deliver(self, events: list[StoredEvent]) -> Batch:
         # A reader slower than the stream's trimming finds its next id gone: say so, never skip silently.
-        gap = Gap(reason="trimmed", first_available=events[0].seq) if events[0].seq > self.after + 1 else None
+        gap = None
+        if events[0].seq > self.after + 1:
+            gap = Gap(reason="trimmed", first_available=events[0].seq)
+            metrics.GAPS.labels(gap.reason).inc()
         self.after = events[-1].seq
+        metrics.EVENTS_SENT.labels(self._transport).inc(len(events))
+        if events[0].seq <= self._replay_until:
+            metrics.RESUMED_EVENTS.labels(self._transport).inc(sum(1 for e in events if e.seq <= self._replay_until))
         return Batch(events, gap)
 
     async def _finished(self) -> bool:

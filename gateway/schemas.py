@@ -71,7 +71,15 @@ class SessionCreated(BaseModel):
     session_id: str
     run_id: str | None
     events_url: str
-    stream_token: str | None = Field(None, description="null until stream authentication is configured")
+    stream_token: str | None = Field(
+        None, description="reads this session's events (`?token=` or bearer); null when auth is off"
+    )
+    stream_token_expires_at: int | None = Field(None, description="when the stream token expires (unix seconds)")
+
+
+class StreamToken(BaseModel):
+    stream_token: str | None = Field(description="a fresh stream token for the session; null when auth is off")
+    stream_token_expires_at: int | None
 
 
 class RunAccepted(BaseModel):

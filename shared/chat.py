@@ -13,9 +13,10 @@ def run_chat(
     model: str | None,
     agent: str | None,
     params: dict[str, object],
+    api_key: str | None = None,
 ) -> int:
     """Returns the exit status: 0 when the last run completed, 1 otherwise."""
-    with Tokentail(url) as client:
+    with Tokentail(url, api_key=api_key) as client:
         try:
             if session_id is None:
                 created = client.create_session(question, model=model, params=params or None, agent=agent)

@@ -48,6 +48,7 @@ def gateway(host: str, port: int) -> None:
 @click.option("--model", help="`scripted`, `openai:<name>`, `anthropic:<name>`, `openai-compatible:<name>`")
 @click.option("--agent", help="an agent name (default: assistant)")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="a provider param; JSON values allowed")
+@click.option("--api-key", envvar="TOKENTAIL_API_KEY", help="when the gateway requires one [env: TOKENTAIL_API_KEY]")
 def chat(
     question: str | None,
     url: str,
@@ -55,13 +56,14 @@ def chat(
     model: str | None,
     agent: str | None,
     params: tuple[str, ...],
+    api_key: str | None,
 ) -> None:
     """Ask a question and stream the answer to the terminal, resuming across dropped connections."""
     from shared.chat import run_chat
 
     if question is None and session_id is None:
         raise click.UsageError("give a question, or --session to follow an existing session")
-    sys.exit(run_chat(url, question, session_id, model, agent, _parse_params(params)))
+    sys.exit(run_chat(url, question, session_id, model, agent, _parse_params(params), api_key))
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, object]:

@@ -1,6 +1,6 @@
 """A Python client for tokentail, async and sync, that streams with automatic resume.
 
-    async with AsyncTokentail("http://127.0.0.1:8000") as client:
+    async with AsyncTokentail("http://127.0.0.1:8000", api_key=os.environ.get("TOKENTAIL_API_KEY")) as client:
         session = await client.create_session("What is 12 * (3 + 4)?")
         async for event in client.stream(session.session_id):
             if event.event == "message.delta":
@@ -8,10 +8,12 @@
 
 `stream` follows a session's events: when the connection drops it reconnects with the last id it
 saw (backing off), so no event is lost or repeated; it ends when the server answers 204 (nothing
-left and no run active). `Tokentail` is the same with blocking calls.
+left and no run active). `Tokentail` is the same with blocking calls. With an `api_key` every call
+sends it; without one, `stream` can read a session with its stream token (`token=`).
 """
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -41,6 +43,12 @@ class SessionCreated:
     run_id: str | None
     events_url: str
     stream_token: str | None
+    stream_token_expires_at: int | None = None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "SessionCreated":
+        # Fields a newer gateway adds are ignored rather than fatal.
+        return cls(**{field.name: body[field.name] for field in dataclasses.fields(cls) if field.name in body})
 
 
 class Resumption:
@@ -81,9 +89,8 @@ def _check(response: httpx2.Response) -> None:
         raise TokentailError(response.status_code, "http_error", response.text[:200]) from None
 
 
-def _event(sse: httpx2.ServerSentEvent) -> Event:
-    event_id = int(sse.id) if sse.id and sse.event != "gap" else None
-    return Event(id=event_id, event=sse.event, data=json.loads(sse.data))
+def _headers(credential: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"} if credential else {}
 
 
 def _session_body(input: str | None, **fields: Any) -> dict[str, Any]:
@@ -121,9 +128,9 @@ def _events(resume: Resumption, sse: httpx2.ServerSentEvent) -> Event | None:
 
 
 class AsyncTokentail:
-    def __init__(self, base_url: str, *, http: httpx2.AsyncClient | None = None) -> None:
+    def __init__(self, base_url: str, *, api_key: str | None = None, http: httpx2.AsyncClient | None = None) -> None:
         timeout = httpx2.Timeout(10.0, read=None)  # streams may be silent between runs
-        self._http = http or httpx2.AsyncClient(base_url=base_url, timeout=timeout)
+        self._http = http or httpx2.AsyncClient(base_url=base_url, timeout=timeout, headers=_headers(api_key))
 
     async def __aenter__(self) -> "AsyncTokentail":
         return self
@@ -141,7 +148,7 @@ class AsyncTokentail:
         metadata: dict[str, Any] | None = None,
     ) -> SessionCreated:
         body = _session_body(input, model=model, params=params, agent=agent, metadata=metadata)
-        return SessionCreated(**_json(await self._http.post("/v1/sessions", json=body)))
+        return SessionCreated.from_json(_json(await self._http.post("/v1/sessions", json=body)))
 
     async def send(self, session_id: str, input: str, *, multitask: str = "reject", **options: Any) -> str:
         """Queue a follow-up run; returns its id."""
@@ -156,11 +163,14 @@ class AsyncTokentail:
         state: dict[str, Any] = _json(await self._http.get(f"/v1/sessions/{session_id}"))
         return state
 
-    async def stream(self, session_id: str, *, last_event_id: int | None = None) -> AsyncIterator[Event]:
+    async def stream(
+        self, session_id: str, *, last_event_id: int | None = None, token: str | None = None
+    ) -> AsyncIterator[Event]:
         resume = Resumption(last_event_id)
+        url, headers = f"/v1/sessions/{session_id}/events", _headers(token)
         while True:
             try:
-                async with self._http.sse(f"/v1/sessions/{session_id}/events", params=resume.params()) as source:
+                async with self._http.sse(url, params=resume.params(), headers=headers) as source:
                     if source.response.status_code >= 300:
                         await source.response.aread()
                     if _stream_status(source.response):
@@ -176,8 +186,9 @@ class AsyncTokentail:
 class Tokentail:
     """The blocking twin of AsyncTokentail."""
 
-    def __init__(self, base_url: str, *, http: httpx2.Client | None = None) -> None:
-        self._http = http or httpx2.Client(base_url=base_url, timeout=httpx2.Timeout(10.0, read=None))
+    def __init__(self, base_url: str, *, api_key: str | None = None, http: httpx2.Client | None = None) -> None:
+        timeout = httpx2.Timeout(10.0, read=None)
+        self._http = http or httpx2.Client(base_url=base_url, timeout=timeout, headers=_headers(api_key))
 
     def __enter__(self) -> "Tokentail":
         return self
@@ -195,7 +206,7 @@ class Tokentail:
         metadata: dict[str, Any] | None = None,
     ) -> SessionCreated:
         body = _session_body(input, model=model, params=params, agent=agent, metadata=metadata)
-        return SessionCreated(**_json(self._http.post("/v1/sessions", json=body)))
+        return SessionCreated.from_json(_json(self._http.post("/v1/sessions", json=body)))
 
     def send(self, session_id: str, input: str, *, multitask: str = "reject", **options: Any) -> str:
         body = _run_body(input, multitask, options)
@@ -209,11 +220,12 @@ class Tokentail:
         state: dict[str, Any] = _json(self._http.get(f"/v1/sessions/{session_id}"))
         return state
 
-    def stream(self, session_id: str, *, last_event_id: int | None = None) -> Iterator[Event]:
+    def stream(self, session_id: str, *, last_event_id: int | None = None, token: str | None = None) -> Iterator[Event]:
         resume = Resumption(last_event_id)
+        url, headers = f"/v1/sessions/{session_id}/events", _headers(token)
         while True:
             try:
-                with self._http.sse(f"/v1/sessions/{session_id}/events", params=resume.params()) as source:
+                with self._http.sse(url, params=resume.params(), headers=headers) as source:
                     if source.response.status_code >= 300:
                         source.response.read()
                     if _stream_status(source.response):

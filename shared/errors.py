@@ -7,6 +7,11 @@ TokentailError
 ├── InvalidLastEventId   400: `Last-Event-ID` is not a non-negative integer
 ├── InputTooLarge        413: the input is longer than the configured bound
 ├── InvalidInput         422: a value the schema allows but this deployment does not (an unknown agent)
+├── Unauthorized         401: no credentials, or an API key or stream token that is not valid
+│   └── TokenExpired     401: a stream token past its expiry: refresh it
+├── Forbidden            403: valid credentials that do not allow this (a stream token used on another session)
+├── RateLimited          429: a tenant's runs per minute are used up (with `retry_after`)
+│   └── TooManyStreams   429: a tenant has as many streams open as it may
 └── LeaseLost            a worker's append was fenced: another worker owns the run now
 """
 
@@ -44,6 +49,29 @@ class InputTooLarge(TokentailError):
 
 
 class InvalidInput(TokentailError):
+    pass
+
+
+class Unauthorized(TokentailError):
+    pass
+
+
+class TokenExpired(Unauthorized):
+    def __init__(self) -> None:
+        super().__init__("the stream token has expired; refresh it with POST /v1/sessions/{session_id}/token")
+
+
+class Forbidden(TokentailError):
+    pass
+
+
+class RateLimited(TokentailError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TooManyStreams(RateLimited):
     pass
 
 

@@ -52,6 +52,14 @@ class Keys:
         """Pub/sub channel that tells idle workers a job was queued, so none waits for its next poll."""
         return f"{self.prefix}:wake"
 
+    def tenant_runs(self, tenant: str, window: int) -> str:
+        """Counter of the runs and sessions a tenant created in one minute-long window."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:runs:{window}"
+
+    def tenant_streams(self, tenant: str) -> str:
+        """Sorted set: the tenant's open streams (gateway-made ids) -> when each slot lapses (ms)."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:streams"
+
     @staticmethod
     def arq_job(job_id: str) -> str:
         # arq's own key layout (arq.constants.job_key_prefix); arq 0.28 does not namespace it.

@@ -38,6 +38,7 @@ class RunRecord(BaseModel):
 class SessionRecord(BaseModel):
     session_id: str
     created_at: float
+    tenant: str = "public"  # the owner: only its API keys (and tokens issued for it) see the session
     model: str | None = None
     agent: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)

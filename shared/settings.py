@@ -1,14 +1,21 @@
 """All configuration, read from `TOKENTAIL_*` environment variables."""
 
 import os
+import re
 from functools import lru_cache
+from typing import Annotated
 
-from pydantic import Field, RedisDsn, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, RedisDsn, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+MIN_API_KEY_CHARS = 16
+MIN_SECRET_CHARS = 32
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True)
+    # hide_input_in_errors: a bad TOKENTAIL_API_KEYS must not print its keys in the error.
+    model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True, hide_input_in_errors=True)
 
     redis_url: RedisDsn = RedisDsn("redis://127.0.0.1:6379/0")
     key_prefix: str = Field("tokentail", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
@@ -25,6 +32,23 @@ class Settings(BaseSettings):
         default_factory=dict, description='your own agents, JSON {"name": "package.module:attribute"}'
     )
     max_input_chars: int = Field(100_000, ge=1)
+
+    # Security and limits
+    api_keys: SecretStr | None = Field(
+        None, description="comma-separated `tenant:key` pairs; set, every API call needs a key or a stream token"
+    )
+    secret: SecretStr | None = Field(None, description="signs stream tokens (HMAC); required with `api_keys`")
+    stream_token_ttl_seconds: int = Field(900, ge=10, description="how long a stream token is valid")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed to call the API from a browser"
+    )
+    max_request_bytes: int = Field(1_048_576, ge=1024, description="largest request body accepted (413 beyond)")
+    runs_per_minute: int = Field(
+        600, ge=0, description="sessions and runs one tenant may create per minute (429 beyond); 0: no limit"
+    )
+    max_streams_per_tenant: int = Field(
+        1000, ge=0, description="open SSE/WebSocket streams per tenant across all gateways (429 beyond); 0: no limit"
+    )
 
     # Gateway
     sse_heartbeat_seconds: float = Field(15.0, gt=0, description="idle time before a `: ping` comment")
@@ -53,6 +77,36 @@ class Settings(BaseSettings):
     )
     worker_wakeups: bool = Field(True, description="listen for wake-ups; off leaves arq's plain timed poll")
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_api_keys(value.get_secret_value())  # fails early, with a message that shows no key
+        return value
+
+    @model_validator(mode="after")
+    def _check_secret(self) -> "Settings":
+        if self.secret is not None and len(self.secret.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"TOKENTAIL_SECRET must be at least {MIN_SECRET_CHARS} characters")
+        if self.api_keys is not None and self.secret is None:
+            raise ValueError("TOKENTAIL_SECRET is required when TOKENTAIL_API_KEYS is set: it signs stream tokens")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.api_keys is not None
+
+    @property
+    def tenants_by_key(self) -> dict[str, str]:
+        return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys else {}
+
     @property
     def model(self) -> str:
         """The model of runs that name none: with no API key at all, the offline scripted model."""
@@ -63,6 +117,23 @@ class Settings(BaseSettings):
         if os.environ.get("ANTHROPIC_API_KEY"):
             return "anthropic:claude-haiku-4-5"
         return "scripted"
+
+
+def parse_api_keys(value: str) -> dict[str, str]:
+    """`tenant:key,tenant:key` -> {key: tenant}. Errors name the pair's position, never the key."""
+    keys: dict[str, str] = {}
+    for position, pair in enumerate((p.strip() for p in value.split(",") if p.strip()), start=1):
+        tenant, sep, key = pair.partition(":")
+        if not sep or not TENANT_PATTERN.fullmatch(tenant):
+            raise ValueError(f"API key pair {position} must be `tenant:key`, the tenant made of A-Z a-z 0-9 _ . -")
+        if len(key) < MIN_API_KEY_CHARS:
+            raise ValueError(f"API key {position} (tenant {tenant!r}) is shorter than {MIN_API_KEY_CHARS} characters")
+        if key in keys:
+            raise ValueError(f"API key {position} (tenant {tenant!r}) is listed twice")
+        keys[key] = tenant
+    if not keys:
+        raise ValueError("TOKENTAIL_API_KEYS is set but lists no `tenant:key` pair")
+    return keys
 
 
 @lru_cache

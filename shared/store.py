@@ -28,7 +28,7 @@ class StoredEvent(NamedTuple):
     ts_us: int  # Redis time of the append, in microseconds
 
 
-def _load_script(name: str) -> str:
+def load_script(name: str) -> str:
     return resources.files("shared").joinpath("lua", f"{name}.lua").read_text()
 
 
@@ -63,12 +63,12 @@ class SessionStore:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
-        self._queue_run = redis.register_script(_load_script("queue_run"))
-        self._start_run = redis.register_script(_load_script("start_run"))
-        self._append = redis.register_script(_load_script("append"))
-        self._renew_lease = redis.register_script(_load_script("renew_lease"))
-        self._requeue_run = redis.register_script(_load_script("requeue_run"))
-        self._cancel_run = redis.register_script(_load_script("cancel_run"))
+        self._queue_run = redis.register_script(load_script("queue_run"))
+        self._start_run = redis.register_script(load_script("start_run"))
+        self._append = redis.register_script(load_script("append"))
+        self._renew_lease = redis.register_script(load_script("renew_lease"))
+        self._requeue_run = redis.register_script(load_script("requeue_run"))
+        self._cancel_run = redis.register_script(load_script("cancel_run"))
 
     # -- gateway side ---------------------------------------------------------------------------
 
@@ -146,6 +146,7 @@ class SessionStore:
         return SessionRecord(
             session_id=session_id,
             created_at=float(meta[b"created_at"]),
+            tenant=meta.get(b"tenant", b"public").decode(),
             model=meta[b"model"].decode() or None,
             agent=meta[b"agent"].decode() or None,
             params=json.loads(meta[b"params"]),
@@ -154,6 +155,14 @@ class SessionStore:
             active_run_id=meta.get(b"active_run", b"").decode() or None,
             runs=runs,
         )
+
+    async def session_tenant(self, session_id: str) -> str | None:
+        """The tenant owning the session; None if there is no such session (any more)."""
+        meta = self.keys.session(session_id).meta
+        tenant, created = await cast(Awaitable[list[bytes | None]], self.redis.hmget(meta, ["tenant", "created_at"]))
+        if created is None:
+            return None
+        return tenant.decode() if tenant else "public"  # sessions from before tenants existed
 
     async def stream_position(self, session_id: str) -> tuple[int, bool]:
         """The last event id given out, and whether a run is queued or running."""
@@ -214,6 +223,7 @@ class SessionStore:
     def _session_fields(session: SessionRecord) -> list[tuple[str, str]]:
         return [
             ("created_at", repr(session.created_at)),
+            ("tenant", session.tenant),
             ("model", session.model or ""),
             ("agent", session.agent or ""),
             ("params", _compact(session.params)),

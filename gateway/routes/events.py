@@ -1,12 +1,23 @@
 """SSE: a session's events, resumable from `Last-Event-ID` or `?last_event_id=`."""
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
-from gateway.deps import ERROR_RESPONSES, SessionIdDep, SettingsDep, ShutdownDep, StoreDep, TailDep
+from gateway.deps import (
+    ERROR_RESPONSES,
+    CallerDep,
+    ReadableSessionDep,
+    SettingsDep,
+    ShutdownDep,
+    StoreDep,
+    StreamSlotsDep,
+    TailDep,
+)
 from gateway.feed import EventFeed, start_position
+from gateway.limits import StreamSlots
 from gateway.sse import sse_frames
 from shared.errors import InvalidLastEventId
 
@@ -33,11 +44,13 @@ def parse_last_event_id(value: str | None) -> int:
     responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}, 204: {"description": "nothing left"}},
 )
 async def stream_events(
-    session_id: SessionIdDep,
+    session_id: ReadableSessionDep,
+    caller: CallerDep,
     store: StoreDep,
     tail: TailDep,
     shutdown: ShutdownDep,
     settings: SettingsDep,
+    slots: StreamSlotsDep,
     last_event_id: Annotated[str | None, Query(description="resume after this id; wins over the header")] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
@@ -47,6 +60,18 @@ async def stream_events(
         # Nothing to send and nothing coming. (A gap frame alone would not move a browser's
         # Last-Event-ID, so it would reconnect for ever.) 204 stops an EventSource.
         return Response(status_code=204)
-    feed = EventFeed(store, tail, shutdown, session_id, start.after, settings.sse_batch, until_idle=True)
-    frames = sse_frames(feed, start.gap, settings.sse_retry_ms)
-    return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+    slot = await slots.take(caller.tenant)
+    feed = EventFeed(store, tail, shutdown, session_id, start, settings.sse_batch, until_idle=True, transport="sse")
+    return StreamingResponse(
+        _release_after(sse_frames(feed, start.gap, settings.sse_retry_ms), slots, slot),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+async def _release_after(frames: AsyncIterator[bytes], slots: StreamSlots, slot: str | None) -> AsyncIterator[bytes]:
+    try:
+        async for frame in frames:
+            yield frame
+    finally:
+        await slots.release(slot)

@@ -4,8 +4,28 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
-from gateway.deps import ERROR_RESPONSES, SessionIdDep, SettingsDep, StoreDep
-from gateway.schemas import CancelAccepted, CreateRun, CreateSession, RunAccepted, SessionCreated, SessionView
+from gateway.auth import Caller
+from gateway.deps import (
+    ERROR_RESPONSES,
+    ApiKeyCallerDep,
+    AuthDep,
+    CallerDep,
+    OwnedSessionDep,
+    ReadableSessionDep,
+    RunBudgetDep,
+    SettingsDep,
+    StoreDep,
+)
+from gateway.limits import RunBudget
+from gateway.schemas import (
+    CancelAccepted,
+    CreateRun,
+    CreateSession,
+    RunAccepted,
+    SessionCreated,
+    SessionView,
+    StreamToken,
+)
 from shared.catalog import check_agent
 from shared.errors import InputTooLarge, InvalidInput
 from shared.ids import new_run_id, new_session_id
@@ -35,13 +55,21 @@ def _events_url(request: Request, session_id: str) -> str:
 
 @router.post("", status_code=201, responses=ERROR_RESPONSES)
 async def create_session(
-    body: CreateSession, request: Request, store: StoreDep, settings: SettingsDep
+    body: CreateSession,
+    request: Request,
+    caller: ApiKeyCallerDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    budget: RunBudgetDep,
+    auth: AuthDep,
 ) -> SessionCreated:
     _check_size(body.input, settings)
     _check_agent(body.agent, settings)
+    await budget.spend(caller.tenant)
     session = SessionRecord(
         session_id=new_session_id(),
         created_at=time.time(),
+        tenant=caller.tenant,
         model=body.model,
         agent=body.agent,
         params=body.params or {},
@@ -56,23 +84,37 @@ async def create_session(
         )
         await store.queue_run(session.session_id, run, create=session)
         run_id = run.run_id
+    token, expires_at = auth.issue_token(session.session_id, caller.tenant)
     return SessionCreated(
-        session_id=session.session_id, run_id=run_id, events_url=_events_url(request, session.session_id)
+        session_id=session.session_id,
+        run_id=run_id,
+        events_url=_events_url(request, session.session_id),
+        stream_token=token,
+        stream_token_expires_at=expires_at,
     )
 
 
 @router.post("/{session_id}/runs", status_code=202, responses=ERROR_RESPONSES)
 async def create_run(
-    session_id: SessionIdDep, body: CreateRun, request: Request, store: StoreDep, settings: SettingsDep
+    session_id: OwnedSessionDep,
+    body: CreateRun,
+    request: Request,
+    caller: CallerDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    budget: RunBudgetDep,
 ) -> RunAccepted:
-    run = await queue_follow_up(store, settings, session_id, body)
+    run = await queue_follow_up(store, settings, budget, caller, session_id, body)
     return RunAccepted(run_id=run.run_id, events_url=_events_url(request, session_id))
 
 
-async def queue_follow_up(store: SessionStore, settings: Settings, session_id: str, body: CreateRun) -> RunRecord:
+async def queue_follow_up(
+    store: SessionStore, settings: Settings, budget: RunBudget, caller: Caller, session_id: str, body: CreateRun
+) -> RunRecord:
     """A follow-up turn, from REST or a WebSocket: the session's model and params unless overridden."""
     _check_size(body.input, settings)
     session = await store.get_session(session_id)
+    await budget.spend(caller.tenant)
     run = RunRecord(
         run_id=new_run_id(),
         input=body.input,
@@ -85,7 +127,7 @@ async def queue_follow_up(store: SessionStore, settings: Settings, session_id: s
 
 
 @router.post("/{session_id}/cancel", status_code=202, responses=ERROR_RESPONSES)
-async def cancel_run(session_id: SessionIdDep, store: StoreDep) -> CancelAccepted:
+async def cancel_run(session_id: OwnedSessionDep, store: StoreDep) -> CancelAccepted:
     """Cancel the active run, from any replica. Idempotent: the worker running it stops the model
     and writes `run.cancelled` as the run's last event. Closing a stream never cancels a run."""
     run_id = await store.cancel_run(session_id)
@@ -93,7 +135,7 @@ async def cancel_run(session_id: SessionIdDep, store: StoreDep) -> CancelAccepte
 
 
 @router.get("/{session_id}", responses=ERROR_RESPONSES)
-async def get_session(session_id: SessionIdDep, store: StoreDep) -> SessionView:
+async def get_session(session_id: ReadableSessionDep, store: StoreDep) -> SessionView:
     session = await store.get_session(session_id)
     active = session.active_run
     partial = await store.partial_text(session_id, active) if active is not None else ""
@@ -113,7 +155,18 @@ async def get_session(session_id: SessionIdDep, store: StoreDep) -> SessionView:
 
 
 @router.delete("/{session_id}", status_code=204, responses=ERROR_RESPONSES)
-async def delete_session(session_id: SessionIdDep, store: StoreDep) -> Response:
+async def delete_session(session_id: OwnedSessionDep, store: StoreDep) -> Response:
     await store.get_session(session_id)  # 404 or 410 if there is nothing to delete
     await store.delete_session(session_id)
     return Response(status_code=204)
+
+
+@router.post("/{session_id}/token", responses=ERROR_RESPONSES)
+async def refresh_token(
+    session_id: ReadableSessionDep, caller: CallerDep, auth: AuthDep, store: StoreDep
+) -> StreamToken:
+    """A fresh stream token for the session, for an API key or a stream token that has not expired
+    yet (refresh before it does: an expired token is refused everywhere, here too)."""
+    await store.stream_position(session_id)  # 404 or 410 if the session is gone
+    token, expires_at = auth.issue_token(session_id, caller.tenant)
+    return StreamToken(stream_token=token, stream_token_expires_at=expires_at)

@@ -7,9 +7,12 @@
                       {"type": "cancel"}
                       {"type": "resume", "last_event_id": N}
 
-Unlike an SSE stream, the socket stays open between runs. It closes with 4404/4410 when the
-session is unknown or gone, 4400 for a bad `last_event_id`, and 1012 when the gateway stops (the
-client reconnects, to another replica, with its last id).
+Credentials are those of the REST API: an API key or a stream token as a bearer header, or a
+stream token as `?token=`; a stream token reads, and only an API key may send `run` and `cancel`.
+Unlike an SSE stream, the socket stays open between runs. It closes with 4000 + the HTTP status of
+a refusal (4401 bad credentials, 4403 another session's token, 4404/4410 unknown or gone session,
+4400 bad `last_event_id`, 4429 too many streams), and 1012 when the gateway stops (the client
+reconnects, to another replica, with its last id).
 """
 
 import asyncio
@@ -20,15 +23,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from gateway.deps import SettingsDep, ShutdownDep, StoreDep, TailDep
+from gateway.auth import bearer_credential
+from gateway.deps import AuthDep, RunBudgetDep, SettingsDep, ShutdownDep, StoreDep, StreamSlotsDep, TailDep
 from gateway.errors import describe
 from gateway.feed import EventFeed, start_position
 from gateway.routes.events import parse_last_event_id
 from gateway.routes.sessions import queue_follow_up
 from gateway.schemas import CreateRun
-from shared.errors import InputTooLarge, InvalidInput, RunConflict, SessionNotFound, TokentailError
+from shared.errors import Forbidden, InputTooLarge, InvalidInput, RateLimited, RunConflict, TokentailError
 from shared.events import Gap
-from shared.ids import is_session_id
 from shared.store import StoredEvent
 
 router = APIRouter(prefix="/v1/sessions", tags=["events"])
@@ -67,14 +70,21 @@ async def session_socket(
     tail: TailDep,
     shutdown: ShutdownDep,
     settings: SettingsDep,
+    auth: AuthDep,
+    slots: StreamSlotsDep,
+    budget: RunBudgetDep,
     last_event_id: Annotated[str | None, Query()] = None,
+    token: Annotated[str | None, Query()] = None,
 ) -> None:
+    # Accept first, so a refusal can say why (an error message, then a 4000 + status close code).
     await websocket.accept()
     socket = _Socket(websocket)
     feed_task: asyncio.Task[int] | None = None
+    slot = None
     try:
-        if not is_session_id(session_id):
-            raise SessionNotFound(session_id)
+        caller = auth.authenticate(bearer_credential(websocket.headers.get("authorization")), token)
+        await auth.check_access(caller, session_id, store)
+        slot = await slots.take(caller.tenant)
         feed_task = await _follow(socket, store, tail, shutdown, settings.sse_batch, session_id, last_event_id)
         while True:
             receive = asyncio.ensure_future(websocket.receive_text())
@@ -93,16 +103,22 @@ async def session_socket(
             kind = message.get("type") if isinstance(message, dict) else None
             if kind == "run":
                 try:
+                    caller.require_api_key()
                     body = CreateRun.model_validate({k: v for k, v in message.items() if k != "type"})
-                    run = await queue_follow_up(store, settings, session_id, body)
+                    run = await queue_follow_up(store, settings, budget, caller, session_id, body)
                 except ValidationError as exc:
                     await socket.error(exc, "validation_error")
                     continue
-                except (RunConflict, InputTooLarge, InvalidInput) as exc:  # refused, the socket stays
+                except REFUSALS as exc:  # refused, the socket stays
                     await socket.error(exc, describe(exc)[1])
                     continue
                 await socket.send_json({"type": "ack", "request": "run", "run_id": run.run_id})
             elif kind == "cancel":
+                try:
+                    caller.require_api_key()
+                except Forbidden as exc:
+                    await socket.error(exc, "forbidden")
+                    continue
                 run_id = await store.cancel_run(session_id)
                 await socket.send_json({"type": "ack", "request": "cancel", "run_id": run_id})
             elif kind == "resume":
@@ -126,6 +142,11 @@ async def session_socket(
             feed_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feed_task
+        await slots.release(slot)
+
+
+# Refusals of one client message: the error goes back on the socket, which stays open.
+REFUSALS = (RunConflict, InputTooLarge, InvalidInput, Forbidden, RateLimited)
 
 
 async def _follow(
@@ -139,7 +160,7 @@ async def _follow(
 ) -> asyncio.Task[int]:
     """Start sending the session's events after `last_event_id`, as a task of its own."""
     start = await start_position(store, session_id, parse_last_event_id(last_event_id))
-    feed = EventFeed(store, tail, shutdown, session_id, start.after, batch, until_idle=False)
+    feed = EventFeed(store, tail, shutdown, session_id, start, batch, until_idle=False, transport="ws")
 
     async def run() -> int:
         if start.gap is not None:

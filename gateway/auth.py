@@ -1,0 +1,120 @@
+"""Who is calling: a tenant's API key, or a stream token scoped to one session.
+
+With `TOKENTAIL_API_KEYS` unset, auth is off and every caller is the tenant `public`.
+
+    API key        Authorization: Bearer <key>        everything, on the tenant's own sessions
+    stream token   Authorization: Bearer <token>      read one session (events, WebSocket, state)
+                   ?token=<token>                     and refresh the token; a browser EventSource
+                                                      cannot send headers, hence the query form
+
+API keys are never accepted in the query string, where they would end up in access logs. Another
+tenant's session answers 404, exactly like a session that does not exist.
+"""
+
+import hmac
+from dataclasses import dataclass
+
+from gateway import metrics
+from gateway.tokens import StreamTokens
+from shared.errors import Forbidden, SessionNotFound, TokenExpired, Unauthorized
+from shared.ids import is_session_id
+from shared.settings import Settings
+from shared.store import SessionStore
+
+PUBLIC_TENANT = "public"
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant: str
+    session_id: str | None = None  # set for a stream token: the one session it may read
+
+    @property
+    def has_api_key(self) -> bool:
+        return self.session_id is None
+
+    def require_api_key(self) -> None:
+        if not self.has_api_key:
+            metrics.AUTH_FAILURES.labels("forbidden").inc()
+            raise Forbidden("this needs an API key: a stream token only reads its own session")
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.auth_enabled
+        self._keys = [(key.encode(), tenant) for key, tenant in settings.tenants_by_key.items()]
+        self.tokens = (
+            StreamTokens(settings.secret.get_secret_value(), settings.stream_token_ttl_seconds)
+            if settings.secret is not None
+            else None
+        )
+
+    def authenticate(self, bearer: str | None, query_token: str | None) -> Caller:
+        try:
+            return self._authenticate(bearer, query_token)
+        except Unauthorized as exc:
+            reason = (
+                "expired" if isinstance(exc, TokenExpired) else "missing" if not (bearer or query_token) else "invalid"
+            )
+            metrics.AUTH_FAILURES.labels(reason).inc()
+            raise
+
+    async def check_access(self, caller: Caller, session_id: str, store: SessionStore) -> None:
+        """Refuse a caller the session unless it is theirs: 404 for another tenant's (as for none at
+        all), 403 for a stream token of another session."""
+        if not is_session_id(session_id):
+            raise SessionNotFound(session_id)
+        if not self.enabled:
+            return
+        if caller.session_id is not None:
+            if caller.session_id != session_id:
+                metrics.AUTH_FAILURES.labels("forbidden").inc()
+                raise Forbidden("the stream token is for another session")
+            return
+        tenant = await store.session_tenant(session_id)
+        if tenant is not None and tenant != caller.tenant:
+            raise SessionNotFound(session_id)
+
+    def _authenticate(self, bearer: str | None, query_token: str | None) -> Caller:
+        if not self.enabled:
+            return Caller(PUBLIC_TENANT)
+        if bearer:
+            tenant = self._tenant_of(bearer)
+            if tenant is not None:
+                return Caller(tenant)
+            return self._token_caller(bearer)
+        if query_token:
+            return self._token_caller(query_token)
+        raise Unauthorized(
+            "send an API key as `Authorization: Bearer <key>`, or a stream token as a bearer or `?token=`"
+        )
+
+    def _tenant_of(self, presented: str) -> str | None:
+        # Every key is compared, each in constant time, so the time taken says nothing about which
+        # key (or how much of one) matched.
+        presented_bytes = presented.encode()
+        found = None
+        for key, tenant in self._keys:
+            if hmac.compare_digest(presented_bytes, key):
+                found = tenant
+        return found
+
+    def _token_caller(self, token: str) -> Caller:
+        assert self.tokens is not None  # settings require the secret whenever auth is on
+        grant = self.tokens.verify(token)
+        return Caller(grant.tenant, grant.session_id)
+
+    def issue_token(self, session_id: str, tenant: str) -> tuple[str, int] | tuple[None, None]:
+        """A stream token for the session and its expiry; none when auth is off (none is needed)."""
+        if not self.enabled or self.tokens is None:
+            return None, None
+        return self.tokens.issue(session_id, tenant)
+
+
+def bearer_credential(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Unauthorized("the Authorization header must be `Bearer <API key or stream token>`")
+    return credential.strip()

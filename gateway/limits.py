@@ -1,0 +1,97 @@
+"""Per-tenant limits shared by all gateway replicas through Redis: runs per minute, open streams.
+
+Runs use a fixed one-minute window (a counter per tenant and minute): cheap, and `Retry-After` is
+exact, at the price of allowing up to twice the rate across a window's edge. Streams hold slots in a
+sorted set that each gateway renews for its open streams, so a gateway that dies frees its slots
+within `SLOT_TTL_SECONDS`.
+"""
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import time
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from gateway import metrics
+from shared.errors import RateLimited, TooManyStreams
+from shared.keys import Keys
+from shared.store import load_script
+
+logger = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60
+SLOT_TTL_SECONDS = 60
+STREAM_RETRY_AFTER = 5  # an open stream ends any time; ask again soon
+
+
+class RunBudget:
+    def __init__(self, redis: Redis, keys: Keys, per_minute: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._per_minute = per_minute
+
+    async def spend(self, tenant: str) -> None:
+        """Count one new session or run against the tenant's minute; `RateLimited` once it is used up."""
+        if not self._per_minute:
+            return
+        now = time.time()
+        key = self._keys.tenant_runs(tenant, int(now // WINDOW_SECONDS))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 2 * WINDOW_SECONDS)
+            count, _ = await pipe.execute()
+        if count > self._per_minute:
+            metrics.RATE_LIMITED.labels("runs").inc()
+            retry_after = max(1, math.ceil(WINDOW_SECONDS - now % WINDOW_SECONDS))
+            raise RateLimited(f"this tenant may start {self._per_minute} runs per minute; try again later", retry_after)
+
+
+class StreamSlots:
+    def __init__(self, redis: Redis, keys: Keys, limit: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._limit = limit
+        self._take = redis.register_script(load_script("take_slot"))
+        self._held: dict[str, str] = {}  # slot id -> tenant
+
+    async def take(self, tenant: str) -> str | None:
+        """Take one of the tenant's stream slots, to `release` when the stream ends; `TooManyStreams`
+        if the tenant holds all it may. None when streams are not limited."""
+        if not self._limit:
+            return None
+        slot_id = secrets.token_hex(8)
+        now_ms = int(time.time() * 1000)
+        key = self._keys.tenant_streams(tenant)
+        if not await self._take(keys=[key], args=[slot_id, self._limit, now_ms, SLOT_TTL_SECONDS * 1000]):
+            metrics.RATE_LIMITED.labels("streams").inc()
+            raise TooManyStreams(f"this tenant has {self._limit} streams open already", STREAM_RETRY_AFTER)
+        self._held[slot_id] = tenant
+        return slot_id
+
+    async def release(self, slot_id: str | None) -> None:
+        if slot_id is None:
+            return
+        tenant = self._held.pop(slot_id, None)
+        if tenant is not None:
+            # If this fails the slot lapses on its own: nobody renews it any more.
+            with contextlib.suppress(redis_errors.RedisError, OSError):
+                await self._redis.zrem(self._keys.tenant_streams(tenant), slot_id)
+
+    async def renew_forever(self) -> None:
+        """Keep this gateway's slots alive; run as a background task for the app's lifetime."""
+        while True:
+            await asyncio.sleep(SLOT_TTL_SECONDS / 3)
+            expiry = int(time.time() * 1000) + SLOT_TTL_SECONDS * 1000
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for slot_id, tenant in list(self._held.items()):
+                        key = self._keys.tenant_streams(tenant)
+                        pipe.zadd(key, {slot_id: expiry}, xx=True)
+                        pipe.pexpire(key, SLOT_TTL_SECONDS * 1000)
+                    await pipe.execute()
+            except (redis_errors.RedisError, OSError):
+                logger.warning("could not renew stream slots; retrying")

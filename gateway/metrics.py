@@ -1,0 +1,18 @@
+"""The gateway's Prometheus metrics, served at `/metrics`.
+
+Labels take a few fixed values each (transport, gap reason, limit): never a session, run or tenant
+id, which would make a time series per session.
+"""
+
+from prometheus_client import Counter, Gauge
+
+CONNECTIONS = Gauge("tokentail_connections", "Open event streams", ["transport"])
+CONNECTIONS_OPENED = Counter("tokentail_connections_opened", "Event streams opened", ["transport"])
+RESUMES = Counter("tokentail_resumes", "Event streams opened to resume after an event id (reconnects)", ["transport"])
+EVENTS_SENT = Counter("tokentail_events_sent", "Events sent to clients", ["transport"])
+RESUMED_EVENTS = Counter(
+    "tokentail_resumed_events", "Events replayed from the stream to clients that resumed", ["transport"]
+)
+GAPS = Counter("tokentail_gaps", "Gap frames sent: the asked position was no longer in the stream", ["reason"])
+AUTH_FAILURES = Counter("tokentail_auth_failures", "Requests refused for their credentials", ["reason"])
+RATE_LIMITED = Counter("tokentail_rate_limited", "Requests refused by a tenant limit", ["limit"])
