@@ -16,6 +16,7 @@ from gateway.limits import RunBudget, StreamSlots
 from gateway.schemas import ErrorBody
 from gateway.shutdown import StreamShutdown
 from gateway.tail import StreamTail
+from shared.logs import bind
 from shared.settings import Settings
 from shared.store import SessionStore
 
@@ -91,11 +92,13 @@ ApiKeyCallerDep = Annotated[Caller, Depends(_api_key_caller)]
 
 async def _readable_session(session_id: str, caller: CallerDep, auth: AuthDep, store: StoreDep) -> str:
     await auth.check_access(caller, session_id, store)
+    bind(session_id=session_id)
     return session_id
 
 
 async def _owned_session(session_id: str, caller: ApiKeyCallerDep, auth: AuthDep, store: StoreDep) -> str:
     await auth.check_access(caller, session_id, store)
+    bind(session_id=session_id)
     return session_id
 
 

@@ -35,5 +35,6 @@ def serve(settings: Settings, host: str, port: int, log_level: str = "info") -> 
         log_level=log_level,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         proxy_headers=True,
+        log_config=None,  # uvicorn's records go to tokentail's handler: one format, credentials scrubbed
     )
     GatewayServer(config, app).run()

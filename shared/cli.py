@@ -6,18 +6,22 @@ import sys
 
 import click
 
+from shared.logs import configure_logging
 from shared.settings import get_settings
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @click.group()
 @click.option("--log-level", default="info", show_default=True, envvar="TOKENTAIL_LOG_LEVEL")
-def main(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="TOKENTAIL_LOG_FORMAT",
+)
+def main(log_level: str, log_format: str) -> None:
     """tokentail: resumable streaming gateway for AI agents."""
-    _configure_logging(log_level)
+    configure_logging(log_level, log_format)
 
 
 @main.command()
@@ -82,7 +86,9 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, object]:
 
 
 @main.command()
-def worker() -> None:
+@click.option("--host", default="0.0.0.0", show_default=True, help="where /healthz, /readyz and /metrics listen")
+@click.option("--port", default=9100, show_default=True, type=int, help="their port; 0 serves none")
+def worker(host: str, port: int) -> None:
     """Run a worker that executes queued runs."""
     import uvloop
 
@@ -90,7 +96,27 @@ def worker() -> None:
 
     # arq's Worker binds to the current event loop when it is built, so set one up first.
     asyncio.set_event_loop(uvloop.new_event_loop())
-    create_worker(get_settings()).run()
+    try:
+        worker = create_worker(get_settings(), probe_address=(host, port) if port else None)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve the probes on {host}:{port} ({exc}); pick --port, or 0") from None
+    worker.run()
+
+
+@main.command()
+@click.argument("url")
+@click.option("--timeout", default=2.0, show_default=True, help="seconds to wait for the answer")
+def healthcheck(url: str, timeout: float) -> None:
+    """Exit 0 if URL answers 200, else 1: a probe for images without curl (compose healthchecks)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            healthy = response.status == 200
+    except OSError as exc:
+        click.echo(f"unhealthy: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(0 if healthy else 1)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+from worker import metrics
 from worker.agents import Agent
 from worker.context import RunContext
 from worker.providers.base import Message, ModelRequest, Provider, ProviderError, TextDelta, ToolCall, Usage
@@ -32,6 +33,7 @@ async def run_model_agent(
     messages = first_messages(agent, context)
 
     async def on_retry(error: ProviderError, delay: float) -> None:
+        metrics.PROVIDER_ERRORS.labels(context.writer.provider, error.kind).inc()
         await context.status(f"{error} Retrying in {delay:.1f} s.")
 
     for _ in range(agent.max_steps):

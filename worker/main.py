@@ -9,12 +9,14 @@ request, and takes over the runs of workers that died.
 - **Reaper.** Every `reap_interval_seconds`, each worker looks for runs whose lease expired (their
   worker was killed, or lost its host) and queues them again; the worker that picks one up takes
   it over as the next attempt. arq alone would wait job_timeout + 10 s, and then only retry blindly.
+  Each pass that reaches Redis also tells the probe server (`worker/probe.py`) the worker is ready.
 """
 
 import asyncio
 import contextlib
 import logging
 import signal
+import time
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -25,6 +27,7 @@ from shared import jobs
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.store import SessionStore
+from worker.probe import ProbeServer, probe_app
 from worker.providers import Providers
 from worker.run import run_agent
 from worker.running import RunningRuns
@@ -34,7 +37,13 @@ logger = logging.getLogger(__name__)
 
 class TokentailWorker(Worker):
     def __init__(
-        self, *, settings: Settings, wake_channel: str | None, idle_poll_seconds: float, **kwargs: Any
+        self,
+        *,
+        settings: Settings,
+        wake_channel: str | None,
+        idle_poll_seconds: float,
+        probe_address: tuple[str, int] | None = None,
+        **kwargs: Any,
     ) -> None:
         # poll_delay 0: the wait between polls happens in _poll_iteration, where a wake-up can cut it short.
         super().__init__(poll_delay=0, **kwargs)
@@ -46,10 +55,18 @@ class TokentailWorker(Worker):
         self._background: list[asyncio.Task[None]] = []
         self.running = RunningRuns()
         self.ctx["running"] = self.running
+        self.redis_ok_at = time.monotonic()
+        self._probe: ProbeServer | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        if probe_address is not None:
+            ready_within = max(10.0, 3 * settings.reap_interval_seconds)
+            self._probe = ProbeServer(probe_app(lambda: self.redis_ok_at, ready_within), *probe_address)
 
     async def _poll_iteration(self) -> None:
         if not self._background:
             self._background = [asyncio.create_task(self._listen()), asyncio.create_task(self._reap())]
+            if self._probe is not None:
+                self._probe_task = asyncio.create_task(self._probe.serve())
         if not self._wake.is_set():
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (arq's shutdown)
             # that lands as the wake-up fires.
@@ -96,10 +113,14 @@ class TokentailWorker(Worker):
                     run_id = await store.active_run_id(session_id)
                     if run_id and await store.requeue_run(session_id, run_id):
                         logger.warning("run %s of session %s lost its worker; queued for takeover", run_id, session_id)
+                self.redis_ok_at = time.monotonic()
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
                 logger.warning("reaper could not reach Redis; retrying")
 
     async def close(self) -> None:
+        if self._probe is not None and self._probe_task is not None:
+            self._probe.should_exit = True  # it closes its sockets and returns within a tick
+            await asyncio.wait([self._probe_task], timeout=5)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -5,11 +5,14 @@ import logging
 import secrets
 from typing import Any
 
+from shared.catalog import parse_model
 from shared.errors import LeaseLost
 from shared.events import ErrorInfo, RunCancelled, RunCompleted, RunFailed
+from shared.logs import bind
 from shared.records import RunRecord, transcript
 from shared.settings import Settings
 from shared.store import SessionStore
+from worker import metrics
 from worker.agent_loop import AgentError, run_model_agent
 from worker.agents import Agent, load_agent
 from worker.context import RunContext
@@ -30,6 +33,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     settings: Settings = ctx["settings"]
     running: RunningRuns = ctx["running"]
     lease_token = secrets.token_hex(16)
+    bind(session_id=session_id, run_id=run_id)  # each arq job runs in a task of its own
     started = await store.start_run(session_id, run_id, lease_token)
     if started is None:
         # A duplicate delivery, a deleted session, or a run another worker holds: nothing to do.
@@ -43,36 +47,52 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
             if verdict == "cancel"
             else RunFailed(run_id=run_id, error=ErrorInfo(type="attempts_exhausted", message=_exhausted(run)))
         )
+        metrics.RUNS.labels("cancelled" if verdict == "cancel" else "failed").inc()
         await _finish(writer, ending, run_id, session_id)
         return
     logger.info("run %s of session %s started (attempt %d)", run_id, session_id, run.attempt)
+    if run.attempt == 1 and run.queued_at is not None and run.started_at is not None:
+        metrics.QUEUE_WAIT.observe(max(0.0, run.started_at - run.queued_at))  # both Redis times
+    elif run.attempt > 1:
+        metrics.TAKEOVERS.inc()
     running.add(run_id)
+    metrics.ACTIVE_RUNS.inc()
+    outcome = "failed"
     lease = LeaseKeeper(store, session_id, run_id, lease_token, settings.lease_ms, lambda: running.cancel(run_id))
     try:
         async with lease:
             completed = await _generate(ctx, session_id, run, writer)
         await writer.finish(completed)
+        outcome = "completed"
     except LeaseLost:
+        outcome = "lease_lost"
         logger.warning("run %s of session %s stopped: its append was fenced (lease lost)", run_id, session_id)
     except asyncio.CancelledError:
         if running.was_cancelled(run_id):
             _uncancel()
+            outcome = "cancelled"
             logger.info("run %s of session %s cancelled", run_id, session_id)
             await _finish(writer, RunCancelled(run_id=run_id, reason=CANCELLED), run_id, session_id)
             return
         if lease.lost:
             _uncancel()
+            outcome = "lease_lost"
             logger.warning("run %s of session %s stopped: lease lost", run_id, session_id)
             return
         # arq is stopping (SIGTERM): hand the run over now rather than let its lease run out.
+        outcome = "handed_over"
         await _hand_over(store, session_id, run_id, lease_token)
         raise
     except Exception as exc:  # the run boundary: every failure ends the run with run.failed
         logger.warning("run %s of session %s failed: %s", run_id, session_id, exc, exc_info=True)
+        if isinstance(exc, ProviderError):
+            metrics.PROVIDER_ERRORS.labels(writer.provider, exc.kind).inc()
         await _finish(writer, RunFailed(run_id=run_id, error=_error_info(exc, settings)), run_id, session_id)
     finally:
         writer.close()
         running.discard(run_id)
+        metrics.ACTIVE_RUNS.dec()
+        metrics.RUNS.labels(outcome).inc()
 
 
 async def _finish(writer: EventWriter, ending: RunCancelled | RunFailed, run_id: str, session_id: str) -> None:
@@ -105,7 +125,9 @@ async def _generate(ctx: dict[str, Any], session_id: str, run: RunRecord, writer
     agent = load_agent(run.agent, settings)
     async with asyncio.timeout(settings.run_timeout_seconds):
         if isinstance(agent, Agent):
-            provider, model = providers.resolve(run.model or agent.model or settings.model)
+            model_ref = run.model or agent.model or settings.model
+            provider, model = providers.resolve(model_ref)
+            writer.provider = parse_model(model_ref).provider
             policy = RetryPolicy.from_settings(settings)
             await run_model_agent(agent, context, provider, model, policy, settings.tool_timeout_seconds)
         else:
@@ -129,4 +151,6 @@ def _error_info(exc: Exception, settings: Settings) -> ErrorInfo:
         return ErrorInfo(type="agent_error", message=str(exc))
     if isinstance(exc, TimeoutError):
         return ErrorInfo(type="timeout", message=f"the run exceeded {settings.run_timeout_seconds} s")
-    return ErrorInfo(type="internal_error", message=f"{type(exc).__name__}: {exc}")
+    # Anything else is a bug, in tokentail or in an agent: its text may hold anything (a URL with a
+    # key, a query), so the client learns its class and the worker's log has the rest.
+    return ErrorInfo(type="internal_error", message=f"the run failed ({type(exc).__name__}); see the worker's log")

@@ -18,6 +18,7 @@ from redis import exceptions as redis_errors
 
 from shared.events import EventData, MessageDelta, event_type_of
 from shared.store import SessionStore
+from worker import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +53,16 @@ class EventWriter:
         self._lock = asyncio.Lock()
         self.text_parts: list[str] = []  # everything this attempt streamed, appended or not
         self.events_appended = 0
+        self.provider = "custom"  # the metrics label of what produces the text; set once it is known
+        self._started = clock()
 
     async def delta(self, text: str) -> None:
         if self._failure is not None:
             raise self._failure
         if text:
+            if not self.text_parts:
+                metrics.TIME_TO_FIRST_TOKEN.labels(self.provider).observe(self._clock() - self._started)
+            metrics.TOKENS.labels(self.provider).inc()
             self._pending.append(text)
             self.text_parts.append(text)
             self._schedule()
@@ -136,6 +142,8 @@ class EventWriter:
         async with self._lock:
             await self._append(events)
         self.events_appended += len(events)
+        for event_type, _ in events:
+            metrics.EVENTS_APPENDED.labels(event_type).inc()
 
     async def _append(self, events: list[tuple[str, str]]) -> None:
         append_id = secrets.token_hex(8)

@@ -1,0 +1,32 @@
+"""The worker's Prometheus metrics, served with its health check (`worker/probe.py`).
+
+Labels take a few fixed values each: provider (`openai`, `anthropic`, `openai-compatible`,
+`scripted`, or `custom` for your own agent code), event type, outcome, error kind.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# From 5 ms to 2 min: a wake-up pickup takes milliseconds; a backlog or a slow model, seconds.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+QUEUE_WAIT = Histogram(
+    "tokentail_queue_wait_seconds", "From a run's enqueue to its start on a worker", buckets=_LATENCY_BUCKETS
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "tokentail_time_to_first_token_seconds",
+    "From a run's start on a worker to its first text",
+    ["provider"],
+    buckets=_LATENCY_BUCKETS,
+)
+TOKENS = Counter("tokentail_tokens", "Text chunks streamed by models and agents (about one token each)", ["provider"])
+EVENTS_APPENDED = Counter("tokentail_events_appended", "Events appended to session streams", ["event"])
+ACTIVE_RUNS = Gauge("tokentail_active_runs", "Runs this worker is running")
+RUNS = Counter(
+    "tokentail_runs",
+    "Run attempts ended, by outcome (completed, failed, cancelled, handed_over, lease_lost)",
+    ["outcome"],
+)
+TAKEOVERS = Counter("tokentail_takeovers", "Runs started again as a later attempt, after a crash or a hand-over")
+PROVIDER_ERRORS = Counter(
+    "tokentail_provider_errors", "Errors from model providers, retried or not", ["provider", "kind"]
+)
