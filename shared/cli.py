@@ -108,11 +108,16 @@ def worker(host: str, port: int) -> None:
 @click.option("--timeout", default=2.0, show_default=True, help="seconds to wait for the answer")
 def healthcheck(url: str, timeout: float) -> None:
     """Exit 0 if URL answers 200, else 1: a probe for images without curl (compose healthchecks)."""
+    import urllib.error
     import urllib.request
 
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             healthy = response.status == 200
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        click.echo(f"unhealthy: {exc}", err=True)
+        sys.exit(1)
     except OSError as exc:
         click.echo(f"unhealthy: {exc}", err=True)
         sys.exit(1)

@@ -115,7 +115,13 @@ def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: floa
 
 
 def _banner(base: str, redis_url: str, workers: int) -> None:
-    model = get_settings().model
+    settings = get_settings()
+    model = settings.model
+    auth = (
+        f"API keys required ({len(settings.tenants_by_key)} configured)"
+        if settings.auth_enabled
+        else "OFF: open to anyone who can reach it (set TOKENTAIL_API_KEYS and TOKENTAIL_SECRET)"
+    )
     click.echo(
         f"""
 tokentail dev is running
@@ -124,7 +130,7 @@ tokentail dev is running
   workers   {workers}
   redis     {redis_url}   (temporary, deleted on exit)
   model     {model} by default
-  auth      open: no API key is required
+  auth      {auth}
 
 Try it:
   curl -s -X POST {base}/v1/sessions -H 'Content-Type: application/json' \\

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("tokentail_log_context", default=None)
 
-_SECRETS = re.compile(r"((?:[?&]token=)|(?:\bBearer\s+))[^\s&\"']+", re.IGNORECASE)
+_SECRETS = re.compile(r"((?:[?&]token=)|(?:\bBearer\s+))[^\s&\"'\\]+", re.IGNORECASE)
 
 
 def scrub(text: str) -> str:
@@ -50,12 +50,12 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": scrub(record.getMessage()),
             **current_context(),
         }
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return scrub(json.dumps(line, ensure_ascii=False, default=str))
+            line["exception"] = scrub(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False, default=str)
 
 
 class TextFormatter(logging.Formatter):

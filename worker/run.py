@@ -51,6 +51,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         await _finish(writer, ending, run_id, session_id)
         return
     logger.info("run %s of session %s started (attempt %d)", run_id, session_id, run.attempt)
+    metrics.EVENTS_APPENDED.labels("run.started").inc()  # by start_run.lua (with run.retrying, on a takeover)
     if run.attempt == 1 and run.queued_at is not None and run.started_at is not None:
         metrics.QUEUE_WAIT.observe(max(0.0, run.started_at - run.queued_at))  # both Redis times
     elif run.attempt > 1:

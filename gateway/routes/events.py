@@ -1,6 +1,6 @@
 """SSE: a session's events, resumable from `Last-Event-ID` or `?last_event_id=`."""
 
-from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
@@ -17,8 +17,7 @@ from gateway.deps import (
     TailDep,
 )
 from gateway.feed import EventFeed, start_position
-from gateway.limits import StreamSlots
-from gateway.sse import sse_frames
+from gateway.sse import EventStreamResponse, sse_frames
 from shared.errors import InvalidLastEventId
 
 router = APIRouter(prefix="/v1/sessions", tags=["events"])
@@ -62,16 +61,5 @@ async def stream_events(
         return Response(status_code=204)
     slot = await slots.take(caller.tenant)
     feed = EventFeed(store, tail, shutdown, session_id, start, settings.sse_batch, until_idle=True, transport="sse")
-    return StreamingResponse(
-        _release_after(sse_frames(feed, start.gap, settings.sse_retry_ms), slots, slot),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS,
-    )
-
-
-async def _release_after(frames: AsyncIterator[bytes], slots: StreamSlots, slot: str | None) -> AsyncIterator[bytes]:
-    try:
-        async for frame in frames:
-            yield frame
-    finally:
-        await slots.release(slot)
+    frames = sse_frames(feed, start.gap, settings.sse_retry_ms)
+    return EventStreamResponse(frames, SSE_HEADERS, on_close=partial(slots.release, slot))

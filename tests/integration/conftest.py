@@ -59,8 +59,8 @@ async def start_gateway(settings: Settings) -> AsyncIterator[Callable[..., Any]]
 async def start_worker(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
     started: list[tuple[TokentailWorker, asyncio.Task[None]]] = []
 
-    async def start(**overrides: Any) -> TokentailWorker:
-        worker = create_worker(settings.model_copy(update=overrides), handle_signals=False)
+    async def start(probe_address: tuple[str, int] | None = None, **overrides: Any) -> TokentailWorker:
+        worker = create_worker(settings.model_copy(update=overrides), handle_signals=False, probe_address=probe_address)
         started.append((worker, asyncio.create_task(worker.async_run())))
         return worker
 

@@ -21,7 +21,9 @@ async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip
     delta = json.dumps({"run_id": run.run_id, "text": "x"})
     await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)] * 20)
     tail = StreamTail(str(settings.redis_url), store.keys, 1.0)
-    feed = EventFeed(store, tail, StreamShutdown(), session_id, Start(0, None, False), batch=10, until_idle=True, transport="sse").__aiter__()
+    feed = EventFeed(
+        store, tail, StreamShutdown(), session_id, Start(0, None, False), batch=10, until_idle=True, transport="sse"
+    ).__aiter__()
     try:
         first = await anext(feed)
         assert [e.seq for e in first.events] == list(range(1, 11)) and first.gap is None

@@ -1,0 +1,96 @@
+"""Per-tenant limits (runs per minute, open streams), request size and CORS."""
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+import websockets
+from pydantic import SecretStr
+
+from tests.integration.test_auth import KEY_A, KEY_B, SECRET, SLOW, bearer, ws_exchange, ws_url
+
+AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET)}
+
+
+async def test_runs_per_minute_are_counted_per_tenant_with_retry_after(start_gateway: Callable[..., Any]) -> None:
+    gateway = await start_gateway(runs_per_minute=2, **AUTH)
+    async with httpx2.AsyncClient(base_url=gateway.url) as http:
+        created = await http.post("/v1/sessions", json=SLOW, headers=bearer(KEY_A))
+        session_id = created.json()["session_id"]
+        run = await http.post(
+            f"/v1/sessions/{session_id}/runs", json={"input": "x", "multitask": "enqueue"}, headers=bearer(KEY_A)
+        )
+        assert (created.status_code, run.status_code) == (201, 202)
+        for refused in (
+            await http.post("/v1/sessions", json=SLOW, headers=bearer(KEY_A)),
+            await http.post(
+                f"/v1/sessions/{session_id}/runs", json={"input": "x", "multitask": "enqueue"}, headers=bearer(KEY_A)
+            ),
+        ):
+            assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limited"
+            assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        # Another tenant has a budget of its own.
+        assert (await http.post("/v1/sessions", json=SLOW, headers=bearer(KEY_B))).status_code == 201
+
+
+async def test_open_streams_are_bounded_per_tenant_and_freed_when_closed(start_gateway: Callable[..., Any]) -> None:
+    gateway = await start_gateway(max_streams_per_tenant=1, **AUTH)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        session = (await http.post("/v1/sessions", json=SLOW, headers=bearer(KEY_A))).json()
+        params = {"token": session["stream_token"]}
+        async with http.stream("GET", session["events_url"], params=params) as first:
+            assert first.status_code == 200
+            second = await http.get(session["events_url"], params=params)
+            assert second.status_code == 429 and second.json()["error"]["type"] == "too_many_streams"
+            assert int(second.headers["Retry-After"]) > 0
+            error, code = await ws_exchange(ws_url(gateway, session["session_id"], token=session["stream_token"]))
+            assert (error["error"]["type"], code) == ("too_many_streams", 4429)
+            beta = (await http.post("/v1/sessions", json=SLOW, headers=bearer(KEY_B))).json()
+            async with http.stream("GET", beta["events_url"], headers=bearer(KEY_B)) as other_tenant:
+                assert other_tenant.status_code == 200
+        # Closed: the slot is freed once the gateway sees the disconnect.
+        for _ in range(100):
+            async with http.stream("GET", session["events_url"], params=params) as again:
+                if again.status_code == 200:
+                    break
+            await asyncio.sleep(0.05)
+        assert again.status_code == 200
+        for _ in range(100):
+            async with websockets.connect(ws_url(gateway, session["session_id"], token=session["stream_token"])) as ws:
+                first = await ws.recv()
+            if "too_many_streams" not in first:
+                break
+            await asyncio.sleep(0.05)
+        assert "run.queued" in first
+
+
+async def test_oversized_bodies_are_refused_with_413(start_gateway: Callable[..., Any]) -> None:
+    gateway = await start_gateway(max_request_bytes=2048)
+    async with httpx2.AsyncClient(base_url=gateway.url) as http:
+        big = {"input": "hi", "metadata": {"blob": "x" * 5000}}
+        response = await http.post("/v1/sessions", json=big)
+        assert response.status_code == 413 and response.json()["error"]["type"] == "input_too_large"
+
+        async def chunked() -> Any:  # no Content-Length: counted as it arrives
+            yield b'{"input": "hi", "metadata": {"blob": "'
+            for _ in range(10):
+                yield b"x" * 500
+            yield b'"}}'
+
+        response = await http.post("/v1/sessions", content=chunked(), headers={"Content-Type": "application/json"})
+        assert response.status_code == 413 and response.json()["error"]["type"] == "input_too_large"
+        assert (await http.post("/v1/sessions", json={"input": "hi"})).status_code == 201
+
+
+async def test_cors_allows_only_the_listed_origins(start_gateway: Callable[..., Any]) -> None:
+    gateway = await start_gateway(cors_origins=["https://app.example"])
+    async with httpx2.AsyncClient(base_url=gateway.url) as http:
+        preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+        allowed = await http.options("/v1/sessions", headers={"Origin": "https://app.example", **preflight})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        refused = await http.options("/v1/sessions", headers={"Origin": "https://evil.example", **preflight})
+        assert "access-control-allow-origin" not in refused.headers
+        simple = await http.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in simple.headers
