@@ -1,7 +1,7 @@
 // tokentail browser client: a dependency-free ES module served by the gateway at /static/tokentail.js.
 //
 //   import { Tokentail } from "/static/tokentail.js";
-//   const client = new Tokentail();                       // same origin; or new Tokentail({ baseUrl })
+//   const client = new Tokentail();                       // same origin; or new Tokentail({ baseUrl, apiKey })
 //   const { session_id } = await client.createSession("hello");
 //   client.follow(session_id, { onChange: (session) => render(session.turns), onState: (s) => badge(s) });
 //
@@ -9,7 +9,13 @@
 // neither lost nor doubled), keeps following live, reconnects with the last event id after errors
 // (backing off), drops a run's partial text on `run.retrying`, and stops once the server has
 // nothing left (204). The last event id of each session is kept in sessionStorage.
+//
+// Auth: a page that holds an API key passes `apiKey` (sent as a bearer header on REST calls). The
+// stream itself uses the session's stream token (an EventSource cannot send headers, so it goes in
+// `?token=`): the one `createSession` returned, kept in sessionStorage, or `follow(id, { token })`
+// for a token your own backend handed out. It is refreshed shortly before it expires.
 
+const REFRESH_BEFORE_S = 60; // refresh a stream token this long before it expires
 const TERMINAL = new Set(["run.completed", "run.failed", "run.cancelled"]);
 const EVENTS = [
   "run.queued", "run.started", "message.delta", "status", "tool.started", "tool.completed",
@@ -24,16 +30,29 @@ export class TokentailError extends Error {
   }
 }
 
+// A stream token's expiry (unix seconds), read from its payload; 0 if it cannot be read.
+function tokenExpiry(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload)).exp ?? 0;
+  } catch {
+    return 0;
+  }
+}
+
 export class Tokentail {
-  constructor({ baseUrl = "", storage = globalThis.sessionStorage } = {}) {
+  constructor({ baseUrl = "", apiKey = null, storage = globalThis.sessionStorage } = {}) {
     this.baseUrl = baseUrl;
+    this.apiKey = apiKey;
     this.storage = storage;
   }
 
-  async #call(method, path, body) {
+  async #call(method, path, body, credential = this.apiKey) {
+    const headers = body === undefined ? {} : { "Content-Type": "application/json" };
+    if (credential) headers.Authorization = `Bearer ${credential}`;
     const response = await fetch(this.baseUrl + path, {
       method,
-      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const payload = response.status === 204 ? null : await response.json();
@@ -44,8 +63,10 @@ export class Tokentail {
     return payload;
   }
 
-  createSession(input, options = {}) {
-    return this.#call("POST", "/v1/sessions", { input, ...options });
+  async createSession(input, options = {}) {
+    const created = await this.#call("POST", "/v1/sessions", { input, ...options });
+    if (created.stream_token) this.storage?.setItem(`tokentail:token:${created.session_id}`, created.stream_token);
+    return created;
   }
 
   send(sessionId, input, options = {}) {
@@ -56,8 +77,20 @@ export class Tokentail {
     return this.#call("POST", `/v1/sessions/${sessionId}/cancel`);
   }
 
-  getSession(sessionId) {
-    return this.#call("GET", `/v1/sessions/${sessionId}`);
+  getSession(sessionId, token = null) {
+    return this.#call("GET", `/v1/sessions/${sessionId}`, undefined, this.apiKey ?? token);
+  }
+
+  // A fresh stream token, asked with the API key or with the current token while it is still valid.
+  async refreshToken(sessionId, token = null) {
+    const path = `/v1/sessions/${sessionId}/token`;
+    const { stream_token } = await this.#call("POST", path, undefined, this.apiKey ?? token);
+    if (stream_token) this.storage?.setItem(`tokentail:token:${sessionId}`, stream_token);
+    return stream_token;
+  }
+
+  streamToken(sessionId) {
+    return this.storage?.getItem(`tokentail:token:${sessionId}`) ?? null;
   }
 
   lastEventId(sessionId) {
@@ -75,7 +108,7 @@ export class SessionFollower {
     this.client = client;
     this.sessionId = sessionId;
     this.handlers = { onChange, onState, onEvent };
-    this.token = token;
+    this.token = token ?? client.streamToken(sessionId);
     this.turns = [];
     this.lastId = 0; // replay from the start: the transcript is rebuilt, not patched
     this.seenBefore = client.lastEventId(sessionId); // events up to here were shown before a reload
@@ -112,7 +145,16 @@ export class SessionFollower {
     }
   }
 
-  #open() {
+  async #open() {
+    if (this.token && tokenExpiry(this.token) - Date.now() / 1000 < REFRESH_BEFORE_S) {
+      try {
+        this.token = await this.client.refreshToken(this.sessionId, this.token);
+      } catch (error) {
+        if (!this.#stopFor(error)) this.#scheduleRetry();
+        return;
+      }
+    }
+    if (this.closed) return;
     const params = new URLSearchParams({ last_event_id: String(this.lastId) });
     if (this.token) params.set("token", this.token);
     const source = new EventSource(`${this.client.baseUrl}/v1/sessions/${this.sessionId}/events?${params}`);
@@ -135,26 +177,40 @@ export class SessionFollower {
         this.#setState("idle");
         return;
       }
-      this.failures += 1;
-      this.#setState("reconnecting");
-      const delay = Math.min(10000, 500 * 2 ** (this.failures - 1)) * (0.5 + Math.random() / 2);
-      setTimeout(() => this.#retry(), delay);
+      this.#scheduleRetry();
     };
   }
 
-  // EventSource does not say why it gave up: ask, and stop for good if the session is gone.
+  #scheduleRetry() {
+    this.failures += 1;
+    this.#setState("reconnecting");
+    const delay = Math.min(10000, 500 * 2 ** (this.failures - 1)) * (0.5 + Math.random() / 2);
+    setTimeout(() => this.#retry(), delay);
+  }
+
+  // EventSource does not say why it gave up: ask, and stop for good if the session is gone or the
+  // credentials are refused (an expired token is refreshed first, on the way back in #open).
   async #retry() {
     if (this.closed) return;
     try {
-      await this.client.getSession(this.sessionId);
+      await this.client.getSession(this.sessionId, this.token);
     } catch (error) {
-      if (error instanceof TokentailError && (error.status === 404 || error.status === 410)) {
-        this.closed = true;
-        this.#setState("gone");
-        return;
-      }
+      if (this.#stopFor(error, false)) return;
     }
     if (!this.closed) this.#open();
+  }
+
+  // True (and stopped) for errors that no retry can mend. An expired token is mended by a refresh
+  // (with the API key) unless the refresh itself is what failed.
+  #stopFor(error, expiredIsFatal = true) {
+    if (!(error instanceof TokentailError)) return false;
+    const gone = error.status === 404 || error.status === 410;
+    const refused = error.status === 401 || error.status === 403;
+    if (!gone && !refused) return false;
+    if (error.type === "token_expired" && !expiredIsFatal) return false;
+    this.closed = true;
+    this.#setState(gone ? "gone" : "unauthorized");
+    return true;
   }
 
   #receive(name, message) {

@@ -1,13 +1,16 @@
 """The demo chat page and its browser client, in a real browser."""
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx2
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Dialog, Page
+from pydantic import SecretStr
 
 from tests.integration.conftest import Gateway
+from tests.integration.test_auth import KEY_A, SECRET
 
 LONG = quote(json.dumps({"tokens": 150, "tokens_per_second": 50}))
 
@@ -100,3 +103,31 @@ async def test_a_deleted_session_stops_the_client_instead_of_retrying_for_ever(
     await page.wait_for_selector("#state[data-state=live]")
     await client.delete(f"/v1/sessions/{_session_of(page)}")
     await page.wait_for_selector("#state[data-state=gone]", timeout=20_000)
+
+
+async def test_with_auth_on_the_page_asks_for_a_key_and_streams_with_its_token_across_a_reload(
+    browser: Browser, start_gateway: Callable[..., Any], worker: Any
+) -> None:
+    # A token lifetime under the client's refresh margin: every (re)connect refreshes it first.
+    gateway = await start_gateway(
+        api_keys=SecretStr(f"acme:{KEY_A}"), secret=SecretStr(SECRET), stream_token_ttl_seconds=30
+    )
+    page = await browser.new_page()
+    prompts: list[str] = []
+
+    async def give_key(dialog: Dialog) -> None:
+        prompts.append(dialog.message)
+        await dialog.accept(KEY_A)
+
+    page.on("dialog", give_key)
+    event_urls: list[str] = []
+    page.on("request", lambda request: event_urls.append(request.url) if "/events" in request.url else None)
+    await _ask(page, gateway, "hello")
+    assert prompts == ["This gateway needs an API key:"]
+    await page.wait_for_function("() => document.querySelector('.turn .assistant')?.textContent.length > 10")
+    await page.reload()
+    async with httpx2.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {KEY_A}"}) as client:
+        assert await _final_output(client, page) == await _answer(page)
+    assert prompts == ["This gateway needs an API key:"]  # the key was kept for the tab
+    assert event_urls and all("token=v1." in url for url in event_urls)  # EventSource used the stream token
+    assert all(KEY_A not in url for url in event_urls)  # and never the API key
