@@ -53,7 +53,14 @@ class Stack:
         self.redis = RedisServer(data_dir).start()
         self.prefix = f"bench-{uuid.uuid4().hex[:6]}"
         self.port = free_port()
-        self.env = {**os.environ, "TOKENTAIL_REDIS_URL": self.redis.url, "TOKENTAIL_LOG_LEVEL": "warning"}
+        self.env = {
+            **os.environ,
+            "TOKENTAIL_REDIS_URL": self.redis.url,
+            "TOKENTAIL_LOG_LEVEL": "warning",
+            # The benchmarks measure the gateway and workers, not the tenant limits they would hit.
+            "TOKENTAIL_RUNS_PER_MINUTE": "0",
+            "TOKENTAIL_MAX_STREAMS_PER_TENANT": "0",
+        }
         self.gateway: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
 
@@ -66,7 +73,7 @@ class Stack:
         self.stop()
         self.prefix = f"bench-{uuid.uuid4().hex[:6]}"
         self.gateway = self._spawn("gateway", "--host", "127.0.0.1", "--port", str(self.port))
-        self.worker = self._spawn("worker", **worker_env)
+        self.worker = self._spawn("worker", "--port", "0", **worker_env)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:

@@ -70,7 +70,8 @@ class Stack:
         return url
 
     def worker(self, **env: str) -> subprocess.Popen[bytes]:
-        return self._spawn("worker", **env)
+        # Each on a port of its own for its probes, as each container would have 9100 to itself.
+        return self._spawn("worker", "--host", "127.0.0.1", "--port", str(free_port()), **env)
 
     def wait_for_workers(self, count: int, timeout: float = 20.0) -> None:
         """Until `count` workers listen for cancels, i.e. have started and can take jobs."""
