@@ -108,5 +108,5 @@ OwnedSessionDep = Annotated[str, Depends(_owned_session)]
 
 # For the OpenAPI schema: the error statuses of the session routes share one body.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (401, 403, 404, 409, 410, 413, 422, 429)
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 410, 413, 422, 429)
 }

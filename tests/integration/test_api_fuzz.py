@@ -1,0 +1,313 @@
+"""Property-based fuzzing of the HTTP API, generated from the gateway's OpenAPI schema.
+
+schemathesis turns the document the gateway serves at `/openapi.json` into one test per operation
+and sends each operation's requests to a real gateway (uvicorn on loopback, real Redis): its
+examples and coverage phases (boundary values, missing and wrongly typed fields), then
+`MAX_EXAMPLES` generated ones, valid and invalid. Every response must pass schemathesis' checks (no
+5xx, a documented status, content type, headers and body, invalid data rejected) and ours: no stack
+trace or internal detail in any body, and every error as JSON `{"error": {"type": str, "message": str}}`.
+
+Each operation gets a gateway, a Redis key prefix and seeded sessions of its own: about half its
+cases on `/v1/sessions/{session_id}...` name one of them (finished with a completed and a failed
+run, running with partial text, queued, empty, deleted, or a well-formed id never created), so the
+fuzzer drives the real code paths and not only the 404 of a malformed id; event stream cases often
+resume from an id near the stream's. No worker runs: the fixture plays the worker through the store.
+
+The gateway runs on an event loop in a thread of its own while the (synchronous) fuzzer blocks
+this one. The event stream of a session with an active run never ends by itself: schemathesis reads
+an event stream until its request timeout has passed in total, so `EVENTS_TIMEOUT` bounds it.
+
+Auth is on, as in production, and every request carries an API key (`AUTH = False` fuzzes an open
+gateway instead). Refusals of missing, foreign and expired credentials are tested in test_auth.py.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx2
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from schemathesis import Case, Response
+from schemathesis.checks import CheckContext, not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from gateway.app import create_app
+from shared.events import MessageDelta, RunCompleted, RunFailed
+from shared.ids import new_session_id
+from shared.settings import Settings
+from shared.store import SessionStore
+from tests.integration.conftest import Gateway
+
+T = TypeVar("T")
+
+# Hypothesis caches what it learns from the source and the unicode tables under `.hypothesis/` in
+# the working directory, the repository, and schemathesis builds its coverage cases while pytest
+# collects this module: point it at a temporary directory before that. (The example database,
+# the other thing it would write there, is off: `database=None` below.)
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+    set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "tokentail-hypothesis")
+
+MAX_EXAMPLES = 60  # generated cases per operation, on top of the examples and coverage phases
+EVENTS_TIMEOUT = 1.0  # seconds an event stream that does not end by itself is read
+REQUEST_TIMEOUT = 10.0
+LEASE = "fuzz-lease"
+
+# -- credentials: the one place for them ---------------------------------------------------------
+
+AUTH = True  # as production runs: API keys on, every request carries one (False: auth off, tenant `public`)
+API_KEY = "fuzz-key-0123456789abcdef"
+
+
+@pytest.fixture
+def gateway_settings(settings: Settings) -> Settings:
+    """The test's settings (its own Redis key prefix), with an API key if `AUTH`."""
+    if not AUTH:
+        return settings
+    return settings.model_copy(update={"api_keys": SecretStr(f"fuzz:{API_KEY}"), "secret": SecretStr("s" * 32)})
+
+
+@pytest.fixture
+def api_headers() -> dict[str, str]:
+    """Headers every request of this test sends: the schema check, the seeding and every case."""
+    return {"Authorization": f"Bearer {API_KEY}"} if AUTH else {}
+
+
+# -- the gateway, on an event loop of its own ----------------------------------------------------
+
+
+class LoopThread:
+    """An asyncio loop on a thread, serving the gateway while the synchronous fuzzer blocks the test's."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), name="fuzz-gateway", daemon=True)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._ready.set()
+        await self._stop.wait()
+
+    def __enter__(self) -> "LoopThread":
+        self._thread.start()
+        assert self._ready.wait(10), "the gateway's event loop did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def run(self, coroutine: Awaitable[T], timeout: float = 30) -> T:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)  # type: ignore[arg-type]
+
+
+class FuzzTarget:
+    """A running gateway, and the sessions that seed its cases."""
+
+    def __init__(self, gateway: Gateway, loop: LoopThread, headers: dict[str, str]) -> None:
+        self.gateway = gateway
+        self.url = gateway.url
+        self.headers = headers
+        self._loop = loop
+        self._http = httpx2.Client(base_url=gateway.url, headers=headers, timeout=REQUEST_TIMEOUT)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _create(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = self._http.post("/v1/sessions", json=body)
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+    def seed(self) -> list[str]:
+        """Sessions in every state: made through the API, with the store playing the worker."""
+        request = {"model": "scripted", "params": {"tokens": 5}, "metadata": {"user": "fuzz"}}
+        empty = self._create({"metadata": {"user": "fuzz"}})["session_id"]
+        queued = self._create({"input": "hello", **request})["session_id"]
+        running = self._create({"input": "count to five", **request})
+        finished = self._create({"input": "what is 2 + 2?", **request})
+        deleted = self._create({"input": "forget me", **request})["session_id"]
+        self._loop.run(self._play_worker(running, finished))
+        follow_up = self._http.post(f"/v1/sessions/{finished['session_id']}/runs", json={"input": "and then?"})
+        assert follow_up.status_code == 202, follow_up.text
+        self._loop.run(self._fail(finished["session_id"], follow_up.json()["run_id"]))
+        assert self._http.delete(f"/v1/sessions/{deleted}").status_code == 204
+        unknown = new_session_id()
+        # Richest first: Hypothesis draws the first elements of a `sampled_from` more often.
+        return [finished["session_id"], running["session_id"], queued, empty, deleted, unknown]
+
+    async def _play_worker(self, running: dict[str, Any], finished: dict[str, Any]) -> None:
+        async with self._store() as store:
+            for session, end in ((running, False), (finished, True)):
+                sid, run_id = session["session_id"], session["run_id"]
+                assert await store.start_run(sid, run_id, LEASE) is not None
+                events = [
+                    ("message.delta", MessageDelta(run_id=run_id, text=text).model_dump_json()) for text in "1234"
+                ]
+                if end:
+                    done = RunCompleted(run_id=run_id, output="1234", usage={"input_tokens": 5, "output_tokens": 4})
+                    events.append(("run.completed", done.model_dump_json()))
+                await store.append(sid, run_id, LEASE, events)
+
+    async def _fail(self, session_id: str, run_id: str) -> None:
+        async with self._store() as store:
+            assert await store.start_run(session_id, run_id, LEASE) is not None
+            error = {"type": "provider_error", "message": "the model went away"}
+            failed = RunFailed.model_validate({"run_id": run_id, "error": error}).model_dump_json()
+            await store.append(session_id, run_id, LEASE, [("run.failed", failed)])
+
+    @contextlib.asynccontextmanager
+    async def _store(self) -> Any:
+        settings = self.gateway.settings
+        redis = Redis.from_url(str(settings.redis_url))
+        try:
+            yield SessionStore(redis, settings)
+        finally:
+            await redis.aclose()
+
+
+# The seeded sessions of the running test, read by the hook below each time a case is drawn.
+SEEDED_SESSIONS: list[str] = []
+
+
+@pytest.fixture
+def fuzz_target(gateway_settings: Settings, api_headers: dict[str, str]) -> Iterator[FuzzTarget]:
+    with LoopThread() as loop:
+        gateway = Gateway(gateway_settings)
+        loop.run(gateway.start())
+        target = FuzzTarget(gateway, loop, api_headers)
+        try:
+            served = httpx2.get(f"{target.url}/openapi.json", headers=api_headers, timeout=REQUEST_TIMEOUT)
+            assert served.json() == OPENAPI, "the gateway serves another schema than the one the cases come from"
+            SEEDED_SESSIONS[:] = target.seed()
+            yield target
+        finally:
+            SEEDED_SESSIONS.clear()
+            target.close()
+            loop.run(gateway.stop())
+
+
+# The document the gateway serves at /openapi.json, taken from the app when pytest collects this
+# module (`@schema.parametrize()` needs it then); the fixture checks the live gateway serves this
+# very document. (`schemathesis.pytest.from_fixture` would load it from the live server instead,
+# but schemathesis 4.32 sets `Function._nodeid` there, which pytest 9.2 no longer has.)
+OPENAPI: dict[str, Any] = create_app(Settings()).openapi()
+schema = schemathesis.openapi.from_dict(OPENAPI)
+
+
+@schema.hook
+def flatmap_path_parameters(ctx: Any, path_parameters: dict[str, Any] | None) -> st.SearchStrategy[Any]:
+    """Half the cases keep the generated session id, half name one of the running test's sessions."""
+    if not SEEDED_SESSIONS or not path_parameters or "session_id" not in path_parameters:
+        return st.just(path_parameters)
+    seeded = st.sampled_from(list(SEEDED_SESSIONS)).map(lambda sid: {**path_parameters, "session_id": sid})
+    return st.one_of(st.just(path_parameters), seeded)
+
+
+# Resume positions around the seeded streams' ids (1 to 7): a generated string is nearly always a 400.
+EVENTS = "GET /v1/sessions/{session_id}/events"
+EVENT_IDS = st.integers(min_value=0, max_value=12).map(str)
+
+
+@schema.hook
+def flatmap_query(ctx: Any, query: dict[str, Any] | None) -> st.SearchStrategy[Any]:
+    """Some event stream cases resume with `?last_event_id=<an id of the stream or near it>`."""
+    if ctx.operation is None or ctx.operation.label != EVENTS:
+        return st.just(query)
+    return st.one_of(st.just(query), EVENT_IDS.map(lambda id_: {**(query or {}), "last_event_id": id_}))
+
+
+@schema.hook
+def flatmap_headers(ctx: Any, headers: dict[str, Any] | None) -> st.SearchStrategy[Any]:
+    """Some event stream cases resume with `Last-Event-ID: <an id of the stream or near it>`."""
+    if ctx.operation is None or ctx.operation.label != EVENTS:
+        return st.just(headers)
+    return st.one_of(st.just(headers), EVENT_IDS.map(lambda id_: {**(headers or {}), "Last-Event-ID": id_}))
+
+
+# -- our checks, on top of schemathesis' own ------------------------------------------------------
+
+# What must never reach a client: a traceback, or the name of an exception from Python, redis-py or
+# pydantic (the gateway logs those; the client gets `internal_error`).
+INTERNALS = re.compile(
+    r"Traceback|File \"|\bline \d+, in\b|redis\.exceptions|pydantic_core|errors\.pydantic\.dev|"
+    r"\b(?:ValidationError|ResponseError|RedisError|ConnectionError|TimeoutError|DataError|"
+    r"ValueError|TypeError|KeyError|AttributeError|RuntimeError|AssertionError|RecursionError|"
+    r"UnicodeEncodeError|UnicodeDecodeError|JSONDecodeError|LeaseLost|TokentailError)\b"
+)
+
+
+def no_internal_details(ctx: CheckContext, response: Response, case: Case) -> None:
+    match = INTERNALS.search(response.text or "")
+    assert match is None, f"the response body gives away internals ({match and match.group()!r}): {response.text!r}"
+
+
+def errors_are_json_error_bodies(ctx: CheckContext, response: Response, case: Case) -> None:
+    if response.status_code < 400:
+        return
+    content_type = response.headers.get("content-type", [""])[0]
+    assert content_type.startswith("application/json"), f"error with content type {content_type!r}"
+    try:
+        body = json.loads(response.text)
+    except ValueError:
+        raise AssertionError(f"error body is not JSON: {response.text!r}") from None
+    assert isinstance(body, dict) and set(body) == {"error"}, f"not an error body: {body!r}"
+    error = body["error"]
+    assert isinstance(error, dict) and set(error) == {"type", "message"}, f"not an error body: {body!r}"
+    assert isinstance(error["type"], str) and error["type"], f"error type is not a non-empty string: {body!r}"
+    assert isinstance(error["message"], str), f"error message is not a string: {body!r}"
+
+
+CHECKS: list[Callable[..., Any]] = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    no_internal_details,
+    errors_are_json_error_bodies,
+]
+
+
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,  # the same cases on every run, here and in CI
+    database=None,  # and no .hypothesis/ directory in the repository
+    # One gateway and one set of seeded sessions serve all the cases of an operation.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@schema.parametrize()
+def test_api_fuzz(case: Case, fuzz_target: FuzzTarget) -> None:
+    streams = case.operation.path.endswith("/events")
+    case.call_and_validate(
+        base_url=fuzz_target.url,
+        headers=fuzz_target.headers,
+        checks=CHECKS,
+        timeout=EVENTS_TIMEOUT if streams else REQUEST_TIMEOUT,
+    )
