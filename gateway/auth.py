@@ -18,10 +18,9 @@ from gateway import metrics
 from gateway.tokens import StreamTokens
 from shared.errors import Forbidden, SessionNotFound, TokenExpired, Unauthorized
 from shared.ids import is_session_id
+from shared.records import PUBLIC_TENANT
 from shared.settings import Settings
 from shared.store import SessionStore
-
-PUBLIC_TENANT = "public"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from pydantic import BaseModel, Field
 
 from shared.events import ErrorInfo
 
+PUBLIC_TENANT = "public"  # the owner of sessions made while auth is off (every caller, then)
+
 RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 Multitask = Literal["reject", "enqueue", "interrupt"]
 
@@ -38,7 +40,7 @@ class RunRecord(BaseModel):
 class SessionRecord(BaseModel):
     session_id: str
     created_at: float
-    tenant: str = "public"  # the owner: only its API keys (and tokens issued for it) see the session
+    tenant: str = PUBLIC_TENANT  # the owner: only its API keys (and tokens issued for it) see the session
     model: str | None = None
     agent: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)

@@ -17,7 +17,7 @@ from shared.errors import LeaseLost, RunConflict, SessionExpired, SessionNotFoun
 from shared.events import EventType
 from shared.jobs import JOB_TTL_MS, RUN_JOB, run_job_payload
 from shared.keys import Keys
-from shared.records import Multitask, RunRecord, SessionRecord
+from shared.records import PUBLIC_TENANT, Multitask, RunRecord, SessionRecord
 from shared.settings import Settings
 
 
@@ -146,7 +146,7 @@ class SessionStore:
         return SessionRecord(
             session_id=session_id,
             created_at=float(meta[b"created_at"]),
-            tenant=meta.get(b"tenant", b"public").decode(),
+            tenant=meta[b"tenant"].decode() if b"tenant" in meta else PUBLIC_TENANT,
             model=meta[b"model"].decode() or None,
             agent=meta[b"agent"].decode() or None,
             params=json.loads(meta[b"params"]),
@@ -162,7 +162,7 @@ class SessionStore:
         tenant, created = await cast(Awaitable[list[bytes | None]], self.redis.hmget(meta, ["tenant", "created_at"]))
         if created is None:
             return None
-        return tenant.decode() if tenant else "public"  # sessions from before tenants existed
+        return tenant.decode() if tenant else PUBLIC_TENANT  # sessions from before tenants existed
 
     async def stream_position(self, session_id: str) -> tuple[int, bool]:
         """The last event id given out, and whether a run is queued or running."""
