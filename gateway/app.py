@@ -36,8 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = Redis.from_url(str(settings.redis_url), socket_timeout=10, socket_keepalive=True)
-        tail = StreamTail(str(settings.redis_url), Keys(settings.key_prefix), settings.sse_heartbeat_seconds)
         keys = Keys(settings.key_prefix)
+        tail = StreamTail(str(settings.redis_url), keys, settings.sse_heartbeat_seconds)
         app.state.store = SessionStore(redis, settings)
         app.state.tail = tail
         app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute)

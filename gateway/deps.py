@@ -5,6 +5,7 @@ request for what is only an attribute lookup. They take an `HTTPConnection`, so 
 use them too.
 """
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends
@@ -21,48 +22,22 @@ from shared.settings import Settings
 from shared.store import SessionStore
 
 
-async def _settings(connection: HTTPConnection) -> Settings:
-    settings: Settings = connection.app.state.settings
-    return settings
+def _app_state(name: str) -> Callable[[HTTPConnection], Awaitable[Any]]:
+    """A dependency giving `app.state.<name>`: set by `create_app`, or by its lifespan."""
+
+    async def dependency(connection: HTTPConnection) -> Any:
+        return getattr(connection.app.state, name)
+
+    return dependency
 
 
-async def _store(connection: HTTPConnection) -> SessionStore:
-    store: SessionStore = connection.app.state.store
-    return store
-
-
-async def _tail(connection: HTTPConnection) -> StreamTail:
-    tail: StreamTail = connection.app.state.tail
-    return tail
-
-
-async def _shutdown(connection: HTTPConnection) -> StreamShutdown:
-    shutdown: StreamShutdown = connection.app.state.shutdown
-    return shutdown
-
-
-async def _authenticator(connection: HTTPConnection) -> Authenticator:
-    auth: Authenticator = connection.app.state.auth
-    return auth
-
-
-async def _run_budget(connection: HTTPConnection) -> RunBudget:
-    budget: RunBudget = connection.app.state.run_budget
-    return budget
-
-
-async def _stream_slots(connection: HTTPConnection) -> StreamSlots:
-    slots: StreamSlots = connection.app.state.stream_slots
-    return slots
-
-
-SettingsDep = Annotated[Settings, Depends(_settings)]
-StoreDep = Annotated[SessionStore, Depends(_store)]
-TailDep = Annotated[StreamTail, Depends(_tail)]
-ShutdownDep = Annotated[StreamShutdown, Depends(_shutdown)]
-AuthDep = Annotated[Authenticator, Depends(_authenticator)]
-RunBudgetDep = Annotated[RunBudget, Depends(_run_budget)]
-StreamSlotsDep = Annotated[StreamSlots, Depends(_stream_slots)]
+SettingsDep = Annotated[Settings, Depends(_app_state("settings"))]
+StoreDep = Annotated[SessionStore, Depends(_app_state("store"))]
+TailDep = Annotated[StreamTail, Depends(_app_state("tail"))]
+ShutdownDep = Annotated[StreamShutdown, Depends(_app_state("shutdown"))]
+AuthDep = Annotated[Authenticator, Depends(_app_state("auth"))]
+RunBudgetDep = Annotated[RunBudget, Depends(_app_state("run_budget"))]
+StreamSlotsDep = Annotated[StreamSlots, Depends(_app_state("stream_slots"))]
 
 # These two also document the credentials in the OpenAPI schema.
 _bearer = HTTPBearer(auto_error=False, description="an API key, or a stream token (read-only, one session)")

@@ -116,8 +116,8 @@ async def session_socket(
             elif kind == "cancel":
                 try:
                     caller.require_api_key()
-                except Forbidden as exc:
-                    await socket.error(exc, "forbidden")
+                except REFUSALS as exc:
+                    await socket.error(exc, describe(exc)[1])
                     continue
                 run_id = await store.cancel_run(session_id)
                 await socket.send_json({"type": "ack", "request": "cancel", "run_id": run_id})
