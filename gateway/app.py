@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from gateway.auth import Authenticator
 from gateway.body_limit import BodySizeLimit
-from gateway.errors import error_response, install_error_handlers
+from gateway.errors import error_response, install_error_handlers, outage_response
 from gateway.limits import RunBudget, StreamSlots
 from gateway.routes import events, sessions, socket
 from gateway.shutdown import StreamShutdown
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = Redis.from_url(str(settings.redis_url), socket_timeout=10, socket_keepalive=True)
         keys = Keys(settings.key_prefix)
-        tail = StreamTail(str(settings.redis_url), keys, settings.sse_heartbeat_seconds)
+        tail = StreamTail(settings)
         app.state.store = SessionStore(redis, settings)
         app.state.tail = tail
         app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute)
@@ -90,10 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["health"], response_model=None)
     async def readyz() -> JSONResponse:
+        """Ready while Redis answers and accepts writes (a full or read-only Redis could not take runs)."""
         try:
-            await app.state.store.redis.ping()
-        except Exception as exc:  # any failure to reach Redis means not ready
-            return error_response(503, "redis_unavailable", f"Redis is not reachable: {type(exc).__name__}")
+            await app.state.store.writable()
+        except Exception as exc:  # any failure to write to Redis means not ready
+            failed = f"Redis failed: {type(exc).__name__}"
+            return outage_response(exc) or error_response(503, "redis_unavailable", failed)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)

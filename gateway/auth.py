@@ -60,7 +60,7 @@ class Authenticator:
 
     async def check_access(self, caller: Caller, session_id: str, store: SessionStore) -> None:
         """Refuse a caller the session unless it is theirs: 404 for another tenant's (as for none at
-        all), 403 for a stream token of another session."""
+        all, and whether it still exists or is gone), 403 for a stream token of another session."""
         if not is_session_id(session_id):
             raise SessionNotFound(session_id)
         if not self.enabled:
@@ -70,7 +70,7 @@ class Authenticator:
                 metrics.AUTH_FAILURES.labels("forbidden").inc()
                 raise Forbidden("the stream token is for another session")
             return
-        tenant = await store.session_tenant(session_id)
+        tenant = await store.session_owner(session_id)
         if tenant is not None and tenant != caller.tenant:
             raise SessionNotFound(session_id)
 

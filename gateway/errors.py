@@ -20,6 +20,7 @@ from shared.errors import (
     TooManyStreams,
     Unauthorized,
 )
+from shared.outage import is_outage
 
 _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (SessionExpired, 410, "session_expired"),  # before its parent, SessionNotFound
@@ -77,11 +78,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def outage_response(exc: Exception) -> JSONResponse | None:
+    """503 for a Redis outage (see shared/outage.py), with the kind that tells an operator what to fix."""
+    if isinstance(exc, redis_errors.OutOfMemoryError):
+        message = "Redis is out of memory and refuses writes; try again later"
+        return error_response(503, "redis_full", message, {"Retry-After": "10"})
+    if isinstance(exc, redis_errors.ReadOnlyError):
+        message = "Redis is read-only (a replica, or a failover in progress); try again"
+        return error_response(503, "redis_read_only", message, {"Retry-After": "2"})
+    if is_outage(exc):
+        return error_response(503, "redis_unavailable", "Redis is not reachable; try again", {"Retry-After": "1"})
+    return None
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Starlette logs the exception after this; the client gets JSON and no internals.
-    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
-        return error_response(503, "redis_unavailable", "Redis is not reachable; try again", {"Retry-After": "1"})
-    return error_response(500, "internal_error", "internal error")
+    return outage_response(exc) or error_response(500, "internal_error", "internal error")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,6 +1,9 @@
 """One client's view of a session stream: where to start, then catch-up and live tail, with gaps.
 
-Both the SSE and the WebSocket endpoint read through this; only the framing differs.
+Both the SSE and the WebSocket endpoint read through this; only the framing differs. Its reads go
+through `StreamTail`'s client, on which a cancellation is never lost (see gateway/tail.py). What
+one read may bring is bounded by bytes, not only by count: a feed replaying a long session holds
+about `READ_BUDGET_BYTES` of it at a time, however large its events are.
 """
 
 import asyncio
@@ -18,6 +21,7 @@ from shared.store import SessionStore, StoredEvent
 
 _TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)
 REDIS_RETRY_SECONDS = 0.5
+READ_BUDGET_BYTES = 1_048_576
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,6 @@ class Batch:
 class EventFeed:
     def __init__(
         self,
-        store: SessionStore,
         tail: StreamTail,
         shutdown: StreamShutdown,
         session_id: str,
@@ -66,13 +69,14 @@ class EventFeed:
         until_idle: bool,
         transport: str,
     ) -> None:
-        self._store = store
+        self._store = tail.store
         self._tail = tail
         self._shutdown = shutdown
         self._session_id = session_id
         self.after = start.after
         self._replay_until = start.replay_until
         self._batch = batch
+        self._count = batch  # events per read: fewer while events are large (READ_BUDGET_BYTES)
         self._until_idle = until_idle  # end once nothing is left and nothing is coming (SSE)
         self._transport = transport
 
@@ -103,18 +107,18 @@ class EventFeed:
                 await asyncio.sleep(REDIS_RETRY_SECONDS)
 
     async def _events(self) -> AsyncIterator[Batch]:
-        # Catch-up: plain XRANGE on the shared pool, in batches.
-        while events := await self._store.read(self._session_id, self.after, self._batch):
+        # Catch-up: XRANGE, in batches.
+        while events := await self._store.read(self._session_id, self.after, count := self._count):
             yield self._deliver(events)
-            if len(events) < self._batch:
+            if len(events) < count:
                 break
         if await self._finished():
             return
-        # Live tail: blocking XREAD on a connection of its own.
+        # Live tail: blocking XREAD, a connection held while it waits.
         while not self._shutdown.started:
             events = []  # stays empty if shutdown interrupts the read
             with self._shutdown.waiting():
-                events = await self._tail.read(self._session_id, self.after, self._batch)
+                events = await self._tail.read(self._session_id, self.after, self._count)
             if events:
                 yield self._deliver(events)
                 if events[-1].type not in _TERMINAL:
@@ -133,6 +137,11 @@ class EventFeed:
             gap = Gap(reason="trimmed", first_available=events[0].seq)
             metrics.GAPS.labels(gap.reason).inc()
         self.after = events[-1].seq
+        size = sum(len(event.data) for event in events)
+        if size > READ_BUDGET_BYTES:
+            self._count = max(1, len(events) * READ_BUDGET_BYTES // size)
+        elif len(events) == self._count:
+            self._count = min(self._batch, 2 * self._count)
         metrics.EVENTS_SENT.labels(self._transport).inc(len(events))
         if events[0].seq <= self._replay_until:
             metrics.RESUMED_EVENTS.labels(self._transport).inc(sum(1 for e in events if e.seq <= self._replay_until))

@@ -89,7 +89,10 @@ class RunAccepted(BaseModel):
 
 class CancelAccepted(BaseModel):
     run_id: str | None = Field(description="the run being cancelled; null if none was active")
-    status: Literal["cancelling", "idle"]
+    status: Literal["cancelling", "cancelled", "idle"] = Field(
+        description="`cancelling`: its worker stops it and writes `run.cancelled`; `cancelled`: no worker held it "
+        "(still queued), it ended at once; `idle`: no run was active"
+    )
 
 
 class SessionView(BaseModel):

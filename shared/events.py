@@ -24,6 +24,8 @@ class EventType(StrEnum):
     RUN_CANCELLED = "run.cancelled"
 
 
+CANCELLED_BY_REQUEST = "cancelled by request"  # the reason of a run cancelled through the API
+
 TERMINAL_EVENTS = frozenset({EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED})
 
 

@@ -12,7 +12,7 @@ class SessionKeys:
     events: str  # stream of the session's events, entry id `<seq>-0`
     meta: str  # hash: session fields, `seq` (last id given out) and `active_run`
     runs: str  # hash: run id -> run record (JSON)
-    lease: str  # string: lease token of the worker running the active run, with a TTL
+    lease: str  # string: token of the worker running the active run (the fence; its deadline is in `leases`)
     gone: str  # tombstone: outlives the session so an expired id answers 410, not 404
     pending: str  # list: runs queued behind the active one (multitask `enqueue`/`interrupt`)
 
@@ -39,8 +39,13 @@ class Keys:
 
     @property
     def leases(self) -> str:
-        """Sorted set: session id -> when its running run's lease expires (ms). Reapers scan it."""
+        """Sorted set: session id -> when its running run's lease runs out (ms). Reapers scan it."""
         return f"{self.prefix}:leases"
+
+    @property
+    def probe(self) -> str:
+        """A short-lived key written to find out whether Redis accepts writes (readiness, reapers)."""
+        return f"{self.prefix}:probe"
 
     @property
     def cancel_channel(self) -> str:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         default_factory=dict, description='your own agents, JSON {"name": "package.module:attribute"}'
     )
     max_input_chars: int = Field(100_000, ge=1)
+    max_output_chars: int = Field(
+        1_000_000, ge=1, description="longest answer one run may stream (it fails with `output_too_large` beyond)"
+    )
 
     # Security and limits
     api_keys: SecretStr | None = Field(

@@ -1,12 +1,14 @@
 """The session store: every read and write of session streams and records in Redis.
 
-Writes that must be atomic (queue a run, start it, append to it) are Lua scripts in `lua/`.
+Writes that must be atomic (queue a run, start it, append to it) are Lua scripts in `lua/`; each
+is loaded with `lua/lib.lua` in front, the vocabulary they share. Scripts that queue or end runs
+take the same leading keys and arguments (`_RunScriptArgs`).
 """
 
 import json
 import secrets
-import time
 from collections.abc import Awaitable, Sequence
+from enum import IntEnum, StrEnum
 from importlib import resources
 from typing import NamedTuple, cast
 
@@ -14,8 +16,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.errors import LeaseLost, RunConflict, SessionExpired, SessionNotFound
-from shared.events import EventType
-from shared.jobs import JOB_TTL_MS, RUN_JOB, run_job_payload
+from shared.events import CANCELLED_BY_REQUEST, EventType, RunCancelled, RunCompleted, RunFailed, event_type_of
+from shared.jobs import JOB_TTL_MS, RUN_JOB
 from shared.keys import Keys
 from shared.records import PUBLIC_TENANT, Multitask, RunRecord, SessionRecord
 from shared.settings import Settings
@@ -28,8 +30,36 @@ class StoredEvent(NamedTuple):
     ts_us: int  # Redis time of the append, in microseconds
 
 
+class StartVerdict(StrEnum):
+    """What a worker that claimed a run does with it (start_run.lua)."""
+
+    RUN = ""
+    CANCEL = "cancel"  # a cancel is pending: end it cancelled
+    EXHAUSTED = "exhausted"  # too many attempts: end it failed
+
+
+class Renewal(IntEnum):
+    LOST = 0  # another worker holds the run now, or it ended: stop
+    RENEWED = 1
+    CANCEL_PENDING = 2  # renewed, and a cancel of the run is pending
+
+
+class Requeue(StrEnum):
+    REQUEUED = "requeued"
+    RENEWED = "renewed"  # the holder renewed in time: nothing to take over
+    CLEARED = "cleared"  # no active run behind the entry (deleted session, ended run), or another reaper's
+    NOT_HOLDER = "not_holder"  # a hand-over by a worker that no longer holds the lease
+
+
+class Cancel(StrEnum):
+    SIGNALLED = "signalled"  # its worker was told, and writes `run.cancelled`
+    CANCELLED = "cancelled"  # no worker held it: it ended at once
+    IDLE = "idle"  # no run was active
+
+
 def load_script(name: str) -> str:
-    return resources.files("shared").joinpath("lua", f"{name}.lua").read_text()
+    lua = resources.files("shared").joinpath("lua")
+    return lua.joinpath("lib.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
 
 
 def parse_entries(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[StoredEvent]:
@@ -45,6 +75,23 @@ def encode_run(run: RunRecord) -> str:
     record = run.model_dump(mode="json")
     record["params"] = _compact(record["params"])
     return _compact(record)
+
+
+def stored_ending(ending: RunCompleted | RunFailed | RunCancelled) -> tuple[str, str]:
+    """A terminal event as the stream keeps it, and the fields its run record keeps (append.lua).
+    A completed run's output is stored once, in its record; `with_output` adds it back for readers."""
+    if isinstance(ending, RunCompleted):
+        return ending.model_dump_json(exclude={"output"}), _compact({"output": ending.output, "usage": ending.usage})
+    if isinstance(ending, RunFailed):
+        return ending.model_dump_json(), _compact({"error": ending.error.model_dump()})
+    return ending.model_dump_json(), _compact({"reason": ending.reason})
+
+
+def with_output(data: bytes, output: str) -> bytes:
+    """`run.completed` data as clients get it: the stored event leaves the output to the run record."""
+    if b'"output":' in data:  # stored by a version that kept it in the event too
+        return data
+    return data[:-1] + b',"output":' + _compact(output).encode() + b"}"
 
 
 def decode_run(raw: bytes | str) -> RunRecord:
@@ -69,6 +116,30 @@ class SessionStore:
         self._renew_lease = redis.register_script(load_script("renew_lease"))
         self._requeue_run = redis.register_script(load_script("requeue_run"))
         self._cancel_run = redis.register_script(load_script("cancel_run"))
+        self._expired_leases = redis.register_script(load_script("expired_leases"))
+
+    def _run_script_args(self, session_id: str) -> tuple[list[str], list[str | int]]:
+        """The keys and arguments every script that queues or ends runs starts with (lib.lua)."""
+        keys = self.keys.session(session_id)
+        return [
+            keys.meta,
+            keys.runs,
+            keys.events,
+            keys.lease,
+            keys.gone,
+            self.keys.leases,
+            keys.pending,
+            self.keys.queue,
+        ], [
+            session_id,
+            self.settings.stream_maxlen,
+            self.settings.session_ttl_seconds,
+            self.settings.tombstone_ttl_seconds,
+            JOB_TTL_MS,
+            self.keys.wake_channel,
+            self.keys.arq_job(""),
+            RUN_JOB,
+        ]
 
     # -- gateway side ---------------------------------------------------------------------------
 
@@ -79,7 +150,7 @@ class SessionStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.meta, mapping=dict(self._session_fields(session)))
             pipe.expire(keys.meta, ttl)
-            pipe.set(keys.gone, 1, ex=ttl + self.settings.tombstone_ttl_seconds)
+            pipe.set(keys.gone, session.tenant, ex=ttl + self.settings.tombstone_ttl_seconds)
             await pipe.execute()
 
     async def queue_run(
@@ -95,33 +166,11 @@ class SessionStore:
         With a run already active, `multitask` decides (see queue_run.lua). True if the run was
         queued to start now, False if it waits in line behind the active one.
         """
-        keys = self.keys.session(session_id)
+        keys, args = self._run_script_args(session_id)
         fields = [item for pair in self._session_fields(create) for item in pair] if create else []
         queued = _compact({"run_id": run.run_id, "input": run.input})
-        result = await self._queue_run(
-            keys=[
-                keys.meta,
-                keys.runs,
-                keys.events,
-                keys.gone,
-                self.keys.arq_job(run.run_id),
-                self.keys.queue,
-                keys.pending,
-            ],
-            args=[
-                run.run_id,
-                encode_run(run),
-                multitask,
-                self.settings.stream_maxlen,
-                queued,
-                run_job_payload(session_id, run.run_id),
-                JOB_TTL_MS,
-                self.keys.wake_channel,
-                "1" if create else "0",
-                self.keys.cancel_channel,
-                *fields,
-            ],
-        )
+        args += [run.run_id, encode_run(run), multitask, queued, "1" if create else "0", self.keys.cancel_channel]
+        result = await self._queue_run(keys=keys, args=[*args, *fields])
         outcome = result[0].decode()
         if outcome == "ok":
             return bool(result[2] == b"started")
@@ -156,13 +205,17 @@ class SessionStore:
             runs=runs,
         )
 
-    async def session_tenant(self, session_id: str) -> str | None:
-        """The tenant owning the session; None if there is no such session (any more)."""
-        meta = self.keys.session(session_id).meta
-        tenant, created = await cast(Awaitable[list[bytes | None]], self.redis.hmget(meta, ["tenant", "created_at"]))
-        if created is None:
-            return None
-        return tenant.decode() if tenant else PUBLIC_TENANT  # sessions from before tenants existed
+    async def session_owner(self, session_id: str) -> str | None:
+        """The tenant owning the session, or the gone session its tombstone remembers; None if
+        neither is known (no such session, or a tombstone from before tombstones named owners)."""
+        keys = self.keys.session(session_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.meta, ["tenant", "created_at"])
+            pipe.get(keys.gone)
+            (tenant, created), gone = await pipe.execute()
+        if created is not None:
+            return tenant.decode() if tenant else PUBLIC_TENANT  # sessions from before tenants existed
+        return gone.decode() if gone and gone != b"1" else None
 
     async def stream_position(self, session_id: str) -> tuple[int, bool]:
         """The last event id given out, and whether a run is queued or running."""
@@ -174,17 +227,31 @@ class SessionStore:
             raise SessionNotFound(session_id)
         return int(seq or 0), bool(active)
 
-    async def active_run_id(self, session_id: str) -> str | None:
-        value = await cast(Awaitable[bytes | None], self.redis.hget(self.keys.session(session_id).meta, "active_run"))
-        return value.decode() if value else None
-
     async def first_available(self, session_id: str) -> int | None:
         """The oldest id still in the stream (older ones were trimmed), or None if it is empty."""
         entries = await self.redis.xrange(self.keys.session(session_id).events, count=1)
         return parse_entries(entries)[0].seq if entries else None
 
     async def read(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
-        """Stored events with ids after `after`, oldest first, at most `count`."""
+        """Events with ids after `after`, oldest first, at most `count`, as clients get them."""
+        return await self.with_outputs(session_id, await self._range(session_id, after, count))
+
+    async def with_outputs(self, session_id: str, events: list[StoredEvent]) -> list[StoredEvent]:
+        """`events` with the output of each `run.completed` added back from its run's record."""
+        ends = [i for i, event in enumerate(events) if event.type == _RUN_COMPLETED]
+        if not ends:
+            return events
+        run_ids = [json.loads(events[i].data)["run_id"] for i in ends]
+        records = await cast(
+            Awaitable[list[bytes | None]], self.redis.hmget(self.keys.session(session_id).runs, run_ids)
+        )
+        completed = list(events)
+        for i, record in zip(ends, records, strict=True):
+            output = json.loads(record).get("output") if record else None
+            completed[i] = events[i]._replace(data=with_output(events[i].data, output or ""))
+        return completed
+
+    async def _range(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
         entries = await self.redis.xrange(self.keys.session(session_id).events, min=f"({after}-0", count=count)
         return parse_entries(entries)
 
@@ -194,30 +261,38 @@ class SessionStore:
             return ""
         parts: list[str] = []
         after = run.started_seq
-        while batch := await self.read(session_id, after, 1000):
+        while batch := await self._range(session_id, after, 1000):
             parts.extend(
                 json.loads(event.data)["text"] for event in batch if event.type == EventType.MESSAGE_DELTA.encode()
             )
             after = batch[-1].seq
         return "".join(parts)
 
-    async def cancel_run(self, session_id: str) -> str | None:
-        """Ask for the active run to be cancelled; its id, or None if no run is active."""
-        keys = self.keys.session(session_id)
-        result = await self._cancel_run(keys=[keys.meta, keys.gone], args=[self.keys.cancel_channel])
+    async def cancel_run(self, session_id: str) -> tuple[Cancel, str | None]:
+        """Cancel the active run (see cancel_run.lua); what became of it, and its id."""
+        keys, args = self._run_script_args(session_id)
+        result = await self._cancel_run(keys=keys, args=[*args, self.keys.cancel_channel, CANCELLED_BY_REQUEST])
         outcome = result[0].decode()
-        if outcome == "signalled":
-            return str(result[1].decode())
-        if outcome == "idle":
-            return None
-        raise SessionExpired(session_id) if outcome == "gone" else SessionNotFound(session_id)
+        if outcome == "gone":
+            raise SessionExpired(session_id)
+        if outcome == "missing":
+            raise SessionNotFound(session_id)
+        return Cancel(outcome), result[1].decode() if len(result) > 1 else None
 
     async def delete_session(self, session_id: str) -> None:
+        """Delete the session, and take away its run's lease: a worker still running it is fenced
+        at its next append, and no reaper looks for the run again."""
         keys = self.keys.session(session_id)
+        tenant = await self.session_owner(session_id) or PUBLIC_TENANT
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.meta, keys.runs, keys.events, keys.lease, keys.pending)
-            pipe.set(keys.gone, 1, ex=max(1, self.settings.tombstone_ttl_seconds))
+            pipe.zrem(self.keys.leases, session_id)
+            pipe.set(keys.gone, tenant, ex=max(1, self.settings.tombstone_ttl_seconds))
             await pipe.execute()
+
+    async def writable(self) -> None:
+        """Raise as Redis would if it refuses writes now (out of memory, a read-only replica)."""
+        await self.redis.set(self.keys.probe, 1, px=10_000)
 
     @staticmethod
     def _session_fields(session: SessionRecord) -> list[tuple[str, str]]:
@@ -232,25 +307,17 @@ class SessionStore:
 
     # -- worker side ----------------------------------------------------------------------------
 
-    async def start_run(self, session_id: str, run_id: str, lease_token: str) -> tuple[RunRecord, str] | None:
+    async def start_run(
+        self, session_id: str, run_id: str, lease_token: str, job_id: str
+    ) -> tuple[RunRecord, StartVerdict] | None:
         """Claim the run under `lease_token` (appending `run.retrying` if it is a takeover, then
-        `run.started`); None if it is not ours to run. The verdict is '' (run it), 'cancel' or
-        'exhausted' (end it at once, holding the lease)."""
-        keys = self.keys.session(session_id)
-        result = await self._start_run(
-            keys=[keys.meta, keys.runs, keys.events, keys.lease, self.keys.leases],
-            args=[
-                session_id,
-                run_id,
-                lease_token,
-                self.settings.lease_ms,
-                self.settings.stream_maxlen,
-                self.settings.max_attempts,
-            ],
-        )
+        `run.started`) and take job `job_id` out of arq's queue; None if it is not ours to run."""
+        keys, args = self._run_script_args(session_id)
+        args += [run_id, lease_token, self.settings.lease_ms, self.settings.max_attempts, job_id]
+        result = await self._start_run(keys=keys, args=args)
         if result[0] != b"ok":
             return None
-        return decode_run(result[2]), result[3].decode()
+        return decode_run(result[2]), StartVerdict(result[3].decode())
 
     async def append(
         self,
@@ -259,74 +326,48 @@ class SessionStore:
         lease_token: str,
         events: Sequence[tuple[str, str]],
         append_id: str | None = None,
+        ending: RunCompleted | RunFailed | RunCancelled | None = None,
     ) -> int:
-        """Append `(type, data_json)` events under the run's lease; returns the last seq. Sending the
-        same `append_id` again (after a lost reply) appends nothing twice."""
-        keys = self.keys.session(session_id)
-        args: list[str | int] = [
-            run_id,
-            lease_token,
-            self.settings.stream_maxlen,
-            self.settings.session_ttl_seconds,
-            self.settings.tombstone_ttl_seconds,
-            session_id,
-            JOB_TTL_MS,
-            self.keys.wake_channel,
-            self.keys.arq_job(""),
-            RUN_JOB,
-            append_id or secrets.token_hex(8),
-        ]
+        """Append `(type, data_json)` events under the run's lease, then the run's terminal event if
+        it `ending`; returns the last seq. Sending the same `append_id` again (after a lost reply)
+        appends nothing twice."""
+        outcome = ""
+        if ending is not None:
+            stored, outcome = stored_ending(ending)
+            events = [*events, (event_type_of(ending), stored)]
+        keys, args = self._run_script_args(session_id)
+        args += [run_id, lease_token, append_id or secrets.token_hex(8), outcome]
         for event_type, data in events:
             args += [event_type, data]
-        keys_ = [
-            keys.meta,
-            keys.runs,
-            keys.events,
-            keys.lease,
-            keys.gone,
-            self.keys.leases,
-            keys.pending,
-            self.keys.queue,
-        ]
         try:
-            seq = await self._append(keys=keys_, args=args)
+            seq = await self._append(keys=keys, args=args)
         except ResponseError as exc:
             if str(exc).startswith("FENCED"):
                 raise LeaseLost(str(exc)) from None
             raise
         return int(seq)
 
-    async def renew_lease(self, session_id: str, run_id: str, lease_token: str) -> int:
-        """0 if the lease is lost, 1 if renewed, 2 if renewed and a cancel of the run is pending."""
+    async def renew_lease(self, session_id: str, run_id: str, lease_token: str) -> Renewal:
         keys = self.keys.session(session_id)
-        return int(
+        return Renewal(
             await self._renew_lease(
                 keys=[keys.lease, self.keys.leases, keys.meta],
                 args=[lease_token, self.settings.lease_ms, session_id, run_id],
             )
         )
 
-    async def requeue_run(self, session_id: str, run_id: str, lease_token: str = "") -> bool:
-        """Queue the running run again for another worker: on hand-over (with our lease token) or
-        when its lease expired (without). True if this call requeued it."""
-        keys = self.keys.session(session_id)
-        job_id = f"{run_id}.{secrets.token_hex(4)}"  # arq refuses a job id it still remembers
-        return bool(
-            await self._requeue_run(
-                keys=[keys.meta, keys.lease, self.keys.leases, self.keys.arq_job(job_id), self.keys.queue, keys.runs],
-                args=[
-                    session_id,
-                    lease_token,
-                    run_job_payload(session_id, run_id),
-                    JOB_TTL_MS,
-                    job_id,
-                    self.keys.wake_channel,
-                ],
-            )
-        )
+    async def requeue_run(self, session_id: str, lease_token: str = "") -> Requeue:
+        """Queue the session's running run again for another worker: on hand-over (with our lease
+        token) or when its lease deadline passed (without; a reaper's call)."""
+        keys, args = self._run_script_args(session_id)
+        args += [lease_token, secrets.token_hex(4)]
+        return Requeue((await self._requeue_run(keys=keys, args=args)).decode())
 
-    async def expired_leases(self, limit: int = 100) -> list[str]:
-        """Sessions whose running run's lease expired: their worker died or stalled."""
-        now_ms = int(time.time() * 1000)
-        members = await self.redis.zrangebyscore(self.keys.leases, "-inf", now_ms, start=0, num=limit)
+    async def expired_leases(self, offset: int = 0, count: int = 100) -> list[str]:
+        """Sessions whose run's lease deadline passed (their worker died, stalled or lost Redis),
+        oldest first: one page of the leases index."""
+        members = await self._expired_leases(keys=[self.keys.leases], args=[offset, count])
         return [member.decode() for member in members]
+
+
+_RUN_COMPLETED = EventType.RUN_COMPLETED.encode()

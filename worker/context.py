@@ -9,6 +9,7 @@ Built-in agents and your own (`async def my_agent(ctx: RunContext) -> None`) use
 """
 
 import asyncio
+import json
 import secrets
 import time
 from types import TracebackType
@@ -16,7 +17,9 @@ from typing import Any
 
 from shared.events import Status, ToolCompleted, ToolFailed, ToolStarted
 from shared.records import RunRecord, Turn
-from worker.writer import EventWriter
+from worker.writer import MAX_EVENT_BYTES, EventWriter
+
+PREVIEW_CHARS = 4096  # of a tool result too large for the stream
 
 
 class ToolScope:
@@ -44,10 +47,15 @@ class ToolScope:
         run_id = self._context.run_id
         if exc is None:
             result = ToolCompleted(run_id=run_id, call_id=self.call_id, result=self.result, duration_ms=duration_ms)
+            if len(whole := result.model_dump_json().encode()) > MAX_EVENT_BYTES:
+                # The model gets the whole result; the stream shows its beginning.
+                preview = json.dumps(self.result, ensure_ascii=False, default=str)[:PREVIEW_CHARS]
+                result.result = f"{preview}… (truncated: {len(whole)} bytes)"
             await self._context.writer.emit(result)
         else:
             # A cancelled run (or a stopping worker) ends its tool calls too: say so in the stream.
-            error = "cancelled" if isinstance(exc, asyncio.CancelledError) else str(exc) or type(exc).__name__
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            error = "cancelled" if cancelled else str(exc)[:PREVIEW_CHARS] or type(exc).__name__
             await self._context.writer.emit(
                 ToolFailed(run_id=run_id, call_id=self.call_id, error=error, duration_ms=duration_ms)
             )

@@ -5,7 +5,7 @@ import logging
 from collections.abc import Callable
 from types import TracebackType
 
-from shared.store import SessionStore
+from shared.store import Renewal, SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -13,7 +13,9 @@ logger = logging.getLogger(__name__)
 class LeaseKeeper:
     """Renews the lease every third of its lifetime. If it is lost, cancels the run's task: another
     worker may own the run now, so stop generating at once rather than at the next (fenced) append.
-    A renewal also learns of a pending cancel, in case its pub/sub message was missed."""
+    A renewal that fails (Redis unreachable, full) is tried again at the next beat: the lease stays
+    this worker's until a reaper takes it, which no reaper does while Redis is unwell. A renewal
+    also learns of a pending cancel, in case its pub/sub message was missed."""
 
     def __init__(
         self,
@@ -51,12 +53,12 @@ class LeaseKeeper:
             await asyncio.sleep(self._interval)
             try:
                 renewed = await self._store.renew_lease(self._session_id, self._run_id, self._lease_token)
-            except Exception:  # Redis unreachable: keep trying while the lease may still be valid
-                logger.warning("lease renewal failed for session %s", self._session_id, exc_info=True)
+            except Exception as exc:  # Redis unreachable or refusing writes: try again at the next beat
+                logger.warning("lease renewal failed for session %s: %s", self._session_id, exc)
                 continue
-            if renewed == 2:
+            if renewed is Renewal.CANCEL_PENDING:
                 self._on_cancel()
-            elif not renewed:
+            elif renewed is Renewal.LOST:
                 logger.warning("run of session %s lost its lease; stopping it", self._session_id)
                 self.lost = True
                 if run_task is not None:

@@ -6,10 +6,18 @@ request, and takes over the runs of workers that died.
   polls at once, and also as soon as one of its own runs finishes and frees a slot. The timed poll
   stays as a fallback for a missed wake-up (reconnects, a full worker).
 - **Cancels** arrive on `Keys.cancel_channel` (and, as a fallback, with the next lease renewal).
-- **Reaper.** Every `reap_interval_seconds`, each worker looks for runs whose lease expired (their
-  worker was killed, or lost its host) and queues them again; the worker that picks one up takes
-  it over as the next attempt. arq alone would wait job_timeout + 10 s, and then only retry blindly.
-  Each pass that reaches Redis also tells the probe server (`worker/probe.py`) the worker is ready.
+- **Reaper** (`worker/reaper.py`). Every `reap_interval_seconds`, each worker looks for runs whose
+  lease ran out (their worker was killed, or lost its host) and queues them again; the worker that
+  picks one up takes it over as the next attempt. arq alone would wait job_timeout + 10 s, and then
+  only retry blindly. Each pass that reaches Redis also tells the probe server (`worker/probe.py`)
+  the worker is ready.
+- **Short in-progress marks.** arq marks a job it picks up as in progress for its whole timeout
+  (here 31 minutes), so a worker killed between picking a job and starting its run would strand the
+  run that long. Here the mark lasts one lease: `start_run.lua` takes a started run's job out of the
+  queue, so only a job whose worker died before starting it is picked again when the mark lapses.
+- **Redis errors never end the worker.** A poll that fails (Redis unreachable, out of memory,
+  read-only after a failover, busy, loading) is logged and retried with a growing pause; arq's own
+  loop would let the exception end the process.
 """
 
 import asyncio
@@ -29,10 +37,13 @@ from shared.settings import Settings
 from shared.store import SessionStore
 from worker.probe import ProbeServer, probe_app
 from worker.providers import Providers
+from worker.reaper import Reaper
 from worker.run import run_agent
 from worker.running import RunningRuns
 
 logger = logging.getLogger(__name__)
+
+MAX_POLL_BACKOFF_SECONDS = 5.0
 
 
 class TokentailWorker(Worker):
@@ -47,24 +58,31 @@ class TokentailWorker(Worker):
     ) -> None:
         # poll_delay 0: the wait between polls happens in _poll_iteration, where a wake-up can cut it short.
         super().__init__(poll_delay=0, **kwargs)
+        self.in_progress_timeout_s = settings.lease_ms / 1000  # see "Short in-progress marks" above
         self._settings = settings
         self._keys = Keys(settings.key_prefix)
         self._wake_channel = wake_channel
         self._idle_poll_seconds = idle_poll_seconds
         self._wake = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
+        self._poll_failures = 0
         self.running = RunningRuns()
         self.ctx["running"] = self.running
-        self.redis_ok_at = time.monotonic()
+        self.reaper: Reaper | None = None
         self._probe: ProbeServer | None = None
         self._probe_task: asyncio.Task[None] | None = None
         if probe_address is not None:
             ready_within = max(10.0, 3 * settings.reap_interval_seconds)
-            self._probe = ProbeServer(probe_app(lambda: self.redis_ok_at, ready_within), *probe_address)
+            self._probe = ProbeServer(probe_app(self._redis_ok_at, ready_within), *probe_address)
+
+    def _redis_ok_at(self) -> float:
+        return self.reaper.redis_ok_at if self.reaper is not None else time.monotonic()
 
     async def _poll_iteration(self) -> None:
         if not self._background:
-            self._background = [asyncio.create_task(self._listen()), asyncio.create_task(self._reap())]
+            settings = self._settings
+            self.reaper = Reaper(self.ctx["store"], settings.reap_interval_seconds, settings.lease_ms / 1000)
+            self._background = [asyncio.create_task(self._listen()), asyncio.create_task(self.reaper.run_forever())]
             if self._probe is not None:
                 self._probe_task = asyncio.create_task(self._probe.serve())
         if not self._wake.is_set():
@@ -76,10 +94,18 @@ class TokentailWorker(Worker):
         self._wake.clear()
         try:
             await super()._poll_iteration()
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
-            # arq's loop would end the worker on the first failed poll: wait for Redis instead.
-            logger.warning("cannot poll the queue: Redis unreachable; retrying")
-            await asyncio.sleep(1)
+        except (redis_errors.RedisError, OSError) as exc:
+            # Also what a job's task raised (arq re-raises it here): a job whose end could not be
+            # recorded is picked again once its short in-progress mark lapses.
+            self._poll_failures += 1
+            pause = min(MAX_POLL_BACKOFF_SECONDS, 0.25 * 2**self._poll_failures)
+            if self._poll_failures == 1:
+                logger.warning("queue poll failed (%s: %s); retrying", type(exc).__name__, exc)
+            await asyncio.sleep(pause)
+        else:
+            if self._poll_failures:
+                logger.warning("queue poll works again after %d failures", self._poll_failures)
+            self._poll_failures = 0
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -100,22 +126,9 @@ class TokentailWorker(Worker):
                             self.running.cancel(message["data"].decode())
                         else:
                             self._wake.set()
-            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+            except (redis_errors.RedisError, OSError):
                 logger.warning("pub/sub listener lost Redis; retrying (the timed poll and lease renewals still run)")
                 await asyncio.sleep(1)
-
-    async def _reap(self) -> None:
-        store: SessionStore = self.ctx["store"]
-        while True:
-            await asyncio.sleep(self._settings.reap_interval_seconds)
-            try:
-                for session_id in await store.expired_leases():
-                    run_id = await store.active_run_id(session_id)
-                    if run_id and await store.requeue_run(session_id, run_id):
-                        logger.warning("run %s of session %s lost its worker; queued for takeover", run_id, session_id)
-                self.redis_ok_at = time.monotonic()
-            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
-                logger.warning("reaper could not reach Redis; retrying")
 
     async def close(self) -> None:
         if self._probe is not None and self._probe_task is not None:
@@ -127,8 +140,9 @@ class TokentailWorker(Worker):
         if not self._handle_signals:
             self.handle_sig(signal.SIGUSR1)
         # arq's close() gathers its job tasks without return_exceptions, so a cancelled one raises there
-        # and the pool is never closed. Wait for them here instead.
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        # and the pool is never closed; and it closes the pool without waiting for its main task,
+        # which may still hold a pipeline of the pool. Wait for all of them here instead.
+        await asyncio.gather(*self.tasks.values(), *filter(None, [self.main_task]), return_exceptions=True)
         self.tasks.clear()
         await super().close()
 

@@ -7,11 +7,11 @@ from typing import Any
 
 from shared.catalog import parse_model
 from shared.errors import LeaseLost
-from shared.events import ErrorInfo, RunCancelled, RunCompleted, RunFailed
+from shared.events import CANCELLED_BY_REQUEST, ErrorInfo, RunCancelled, RunCompleted, RunFailed
 from shared.logs import bind
 from shared.records import RunRecord, transcript
 from shared.settings import Settings
-from shared.store import SessionStore
+from shared.store import SessionStore, StartVerdict
 from worker import metrics
 from worker.agent_loop import AgentError, run_model_agent
 from worker.agents import Agent, load_agent
@@ -21,11 +21,9 @@ from worker.providers import Providers
 from worker.providers.base import InvalidRequest, ProviderError
 from worker.retry import RetryPolicy
 from worker.running import RunningRuns
-from worker.writer import EventWriter
+from worker.writer import EventTooLarge, EventWriter, OutputTooLarge
 
 logger = logging.getLogger(__name__)
-
-CANCELLED = "cancelled by request"
 
 
 async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
@@ -34,20 +32,22 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     running: RunningRuns = ctx["running"]
     lease_token = secrets.token_hex(16)
     bind(session_id=session_id, run_id=run_id)  # each arq job runs in a task of its own
-    started = await store.start_run(session_id, run_id, lease_token)
+    started = await store.start_run(session_id, run_id, lease_token, ctx["job_id"])
     if started is None:
         # A duplicate delivery, a deleted session, or a run another worker holds: nothing to do.
         logger.info("run %s of session %s is not ours to start", run_id, session_id)
         return
     run, verdict = started
-    writer = EventWriter(store, session_id, run_id, lease_token, settings.flush_interval_ms / 1000)
-    if verdict:
+    writer = EventWriter(
+        store, session_id, run_id, lease_token, settings.flush_interval_ms / 1000, settings.max_output_chars
+    )
+    if verdict is not StartVerdict.RUN:
         ending: RunCancelled | RunFailed = (
-            RunCancelled(run_id=run_id, reason=CANCELLED)
-            if verdict == "cancel"
+            RunCancelled(run_id=run_id, reason=CANCELLED_BY_REQUEST)
+            if verdict is StartVerdict.CANCEL
             else RunFailed(run_id=run_id, error=ErrorInfo(type="attempts_exhausted", message=_exhausted(run)))
         )
-        metrics.RUNS.labels("cancelled" if verdict == "cancel" else "failed").inc()
+        metrics.RUNS.labels("cancelled" if verdict is StartVerdict.CANCEL else "failed").inc()
         await _finish(writer, ending, run_id, session_id)
         return
     logger.info("run %s of session %s started (attempt %d)", run_id, session_id, run.attempt)
@@ -73,7 +73,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
             _uncancel()
             outcome = "cancelled"
             logger.info("run %s of session %s cancelled", run_id, session_id)
-            await _finish(writer, RunCancelled(run_id=run_id, reason=CANCELLED), run_id, session_id)
+            await _finish(writer, RunCancelled(run_id=run_id, reason=CANCELLED_BY_REQUEST), run_id, session_id)
             return
         if lease.lost:
             _uncancel()
@@ -105,11 +105,11 @@ async def _finish(writer: EventWriter, ending: RunCancelled | RunFailed, run_id:
 
 async def _hand_over(store: SessionStore, session_id: str, run_id: str, lease_token: str) -> None:
     try:
-        requeued = await asyncio.shield(store.requeue_run(session_id, run_id, lease_token))
+        requeued = await asyncio.shield(store.requeue_run(session_id, lease_token))
     except Exception:  # the lease will expire instead, and a reaper requeue the run
         logger.error("run %s of session %s could not be handed over", run_id, session_id, exc_info=True)
         return
-    logger.info("run %s of session %s handed over: %s", run_id, session_id, requeued)
+    logger.info("run %s of session %s handed over: %s", run_id, session_id, requeued.value)
 
 
 def _exhausted(run: RunRecord) -> str:
@@ -150,6 +150,10 @@ def _error_info(exc: Exception, settings: Settings) -> ErrorInfo:
         return ErrorInfo(type=exc.kind, message=str(exc))
     if isinstance(exc, AgentError):
         return ErrorInfo(type="agent_error", message=str(exc))
+    if isinstance(exc, OutputTooLarge):
+        return ErrorInfo(type="output_too_large", message=f"{exc} (TOKENTAIL_MAX_OUTPUT_CHARS)")
+    if isinstance(exc, EventTooLarge):
+        return ErrorInfo(type="event_too_large", message=str(exc))
     if isinstance(exc, TimeoutError):
         return ErrorInfo(type="timeout", message=f"the run exceeded {settings.run_timeout_seconds} s")
     # Anything else is a bug, in tokentail or in an agent: its text may hold anything (a URL with a

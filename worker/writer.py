@@ -6,6 +6,11 @@ when the window closes. Appends run in the background, one at a time, so the mod
 waits on Redis: tokens that arrive while an append is in flight join the next one, which batches
 harder exactly when Redis or the network is slow. Any other event first flushes the pending text,
 so the stream keeps the order in which the agent produced it.
+
+What one run may store is bounded: a delta holds at most `MAX_DELTA_CHARS` (a longer text becomes
+several), any other event at most `MAX_EVENT_BYTES`, and an attempt's text `max_output_chars`; past
+the last two, the run fails with `output_too_large` or `event_too_large`. Readers can then hold a
+bounded amount of a session in memory, however long it is.
 """
 
 import asyncio
@@ -14,16 +19,34 @@ import secrets
 import time
 from collections.abc import Callable
 
-from redis import exceptions as redis_errors
-
-from shared.events import EventData, MessageDelta, event_type_of
+from shared.events import (
+    TERMINAL_EVENTS,
+    EventData,
+    MessageDelta,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    event_type_of,
+)
+from shared.outage import is_outage
 from shared.store import SessionStore
 from worker import metrics
 
 logger = logging.getLogger(__name__)
 
-# How long an append keeps retrying while Redis cannot be reached, before the run gives up.
-UNREACHABLE_REDIS_SECONDS = 60.0
+# How long an append keeps retrying through a Redis outage (unreachable, full, read-only) before
+# the run gives up; its lease stays, so the run is taken over once Redis is well again.
+OUTAGE_SECONDS = 60.0
+MAX_DELTA_CHARS = 16_384
+MAX_EVENT_BYTES = 262_144
+
+
+class OutputTooLarge(Exception):
+    pass
+
+
+class EventTooLarge(Exception):
+    pass
 
 
 class EventWriter:
@@ -34,6 +57,7 @@ class EventWriter:
         run_id: str,
         lease_token: str,
         flush_interval: float,
+        max_output_chars: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -41,6 +65,8 @@ class EventWriter:
         self._run_id = run_id
         self._lease_token = lease_token
         self._flush_interval = flush_interval
+        self._max_output_chars = max_output_chars
+        self._output_chars = 0
         self._clock = clock
         self._pending: list[str] = []
         self._last_flush = float("-inf")
@@ -60,6 +86,9 @@ class EventWriter:
         if self._failure is not None:
             raise self._failure
         if text:
+            self._output_chars += len(text)
+            if self._output_chars > self._max_output_chars:
+                raise OutputTooLarge(f"the answer exceeded {self._max_output_chars} characters")
             if not self.text_parts:
                 metrics.TIME_TO_FIRST_TOKEN.labels(self.provider).observe(self._clock() - self._started)
             metrics.TOKENS.labels(self.provider).inc()
@@ -68,9 +97,15 @@ class EventWriter:
             self._schedule()
 
     async def emit(self, data: EventData) -> None:
-        """Append any other event, after the text that came before it."""
+        """Append any other event, after the text that came before it (a terminal one: `finish`)."""
+        event_type = event_type_of(data)
+        if event_type in TERMINAL_EVENTS:
+            raise TypeError(f"{event_type} ends the run: use finish()")
+        stored = data.model_dump_json()
+        if (size := len(stored.encode())) > MAX_EVENT_BYTES:
+            raise EventTooLarge(f"a {event_type} event of {size} bytes exceeds {MAX_EVENT_BYTES}")
         await self.flush()
-        await self._write([(event_type_of(data), data.model_dump_json())])
+        await self._write([(event_type, stored)])
 
     async def flush(self) -> None:
         """Append the pending text now, after any append in flight."""
@@ -80,9 +115,9 @@ class EventWriter:
         if self._failure is not None:
             raise self._failure
         if self._pending:
-            await self._write([self._take_pending()])
+            await self._write(self._take_pending())
 
-    async def finish(self, data: EventData) -> None:
+    async def finish(self, ending: RunCompleted | RunFailed | RunCancelled) -> None:
         """Write the run's terminal event, even after an append failed: a run must always end.
         Text not yet appended is dropped; the terminal event says what became of the run."""
         self.close()
@@ -90,7 +125,7 @@ class EventWriter:
             await asyncio.wait([self._flushing])
         self._pending.clear()
         self._failure = None
-        await self._write([(event_type_of(data), data.model_dump_json())])
+        await self._write([], ending)
 
     def close(self) -> None:
         """Stop flushing: the run ended, and text still pending is not written."""
@@ -114,9 +149,9 @@ class EventWriter:
         self._timer = None
         self._flushing = asyncio.ensure_future(self._flush_in_background(self._take_pending()))
 
-    async def _flush_in_background(self, delta: tuple[str, str]) -> None:
+    async def _flush_in_background(self, deltas: list[tuple[str, str]]) -> None:
         try:
-            await self._write([delta])
+            await self._write(deltas)
         except Exception as exc:  # surfaces on the run's next call, which owns error handling
             self._failure = exc
         finally:
@@ -124,38 +159,48 @@ class EventWriter:
         if self._pending and self._failure is None:
             self._schedule()
 
-    def _take_pending(self) -> tuple[str, str]:
+    def _take_pending(self) -> list[tuple[str, str]]:
         text = "".join(self._pending)
         self._pending.clear()
         self._last_flush = self._clock()
-        return "message.delta", MessageDelta(run_id=self._run_id, text=text).model_dump_json()
+        return [
+            ("message.delta", MessageDelta(run_id=self._run_id, text=text[i : i + MAX_DELTA_CHARS]).model_dump_json())
+            for i in range(0, len(text), MAX_DELTA_CHARS)
+        ]
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    async def _write(self, events: list[tuple[str, str]]) -> None:
-        # Redis unreachable (restarting, failing over): keep trying with the same append id, so a try
-        # whose reply was lost is not appended twice. The lease bounds it: once it expires, the
-        # retry is fenced, and another worker takes the run over.
+    async def _write(
+        self, events: list[tuple[str, str]], ending: RunCompleted | RunFailed | RunCancelled | None = None
+    ) -> None:
         async with self._lock:
-            await self._append(events)
-        self.events_appended += len(events)
-        for event_type, _ in events:
+            await self._append(events, ending)
+        appended = [event_type for event_type, _ in events] + ([event_type_of(ending)] if ending else [])
+        self.events_appended += len(appended)
+        for event_type in appended:
             metrics.EVENTS_APPENDED.labels(event_type).inc()
 
-    async def _append(self, events: list[tuple[str, str]]) -> None:
+    async def _append(
+        self, events: list[tuple[str, str]], ending: RunCompleted | RunFailed | RunCancelled | None
+    ) -> None:
+        # Through an outage, keep trying with the same append id, so a try whose reply was lost is
+        # not appended twice. The lease bounds it: if a reaper gave the run to another worker
+        # meanwhile, the retry is fenced.
         append_id = secrets.token_hex(8)
         delay = 0.05
-        give_up = self._clock() + UNREACHABLE_REDIS_SECONDS
+        give_up = self._clock() + OUTAGE_SECONDS
         while True:
             try:
-                await self._store.append(self._session_id, self._run_id, self._lease_token, events, append_id)
+                await self._store.append(
+                    self._session_id, self._run_id, self._lease_token, events, append_id, ending=ending
+                )
                 return
-            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
-                if self._clock() > give_up:
+            except Exception as exc:
+                if not is_outage(exc) or self._clock() > give_up:
                     raise
-                logger.warning("append for run %s failed; retrying in %.2f s", self._run_id, delay)
+                logger.warning("append for run %s failed (%s); retrying in %.2f s", self._run_id, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)

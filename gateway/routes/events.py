@@ -60,6 +60,6 @@ async def stream_events(
         # Last-Event-ID, so it would reconnect for ever.) 204 stops an EventSource.
         return Response(status_code=204)
     slot = await slots.take(caller.tenant)
-    feed = EventFeed(store, tail, shutdown, session_id, start, settings.sse_batch, until_idle=True, transport="sse")
+    feed = EventFeed(tail, shutdown, session_id, start, settings.sse_batch, until_idle=True, transport="sse")
     frames = sse_frames(feed, start.gap, settings.sse_retry_ms)
     return EventStreamResponse(frames, SSE_HEADERS, on_close=partial(slots.release, slot))

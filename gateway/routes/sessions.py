@@ -1,6 +1,7 @@
 """REST: create sessions, queue runs, read and delete sessions."""
 
 import time
+from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 
@@ -31,9 +32,15 @@ from shared.errors import InputTooLarge, InvalidInput
 from shared.ids import new_run_id, new_session_id
 from shared.records import RunRecord, SessionRecord, transcript
 from shared.settings import Settings
-from shared.store import SessionStore
+from shared.store import Cancel, SessionStore
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+CANCEL_STATUS: dict[Cancel, Literal["cancelling", "cancelled", "idle"]] = {
+    Cancel.SIGNALLED: "cancelling",
+    Cancel.CANCELLED: "cancelled",
+    Cancel.IDLE: "idle",
+}
 
 
 def _check_size(text: str | None, settings: Settings) -> None:
@@ -129,9 +136,10 @@ async def queue_follow_up(
 @router.post("/{session_id}/cancel", status_code=202, responses=ERROR_RESPONSES)
 async def cancel_run(session_id: OwnedSessionDep, store: StoreDep) -> CancelAccepted:
     """Cancel the active run, from any replica. Idempotent: the worker running it stops the model
-    and writes `run.cancelled` as the run's last event. Closing a stream never cancels a run."""
-    run_id = await store.cancel_run(session_id)
-    return CancelAccepted(run_id=run_id, status="cancelling" if run_id else "idle")
+    and writes `run.cancelled` as the run's last event; a run no worker holds yet (still queued)
+    ends at once. Closing a stream never cancels a run."""
+    outcome, run_id = await store.cancel_run(session_id)
+    return CancelAccepted(run_id=run_id, status=CANCEL_STATUS[outcome])
 
 
 @router.get("/{session_id}", responses=ERROR_RESPONSES)

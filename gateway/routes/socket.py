@@ -119,7 +119,7 @@ async def session_socket(
                 except REFUSALS as exc:
                     await socket.error(exc, describe(exc)[1])
                     continue
-                run_id = await store.cancel_run(session_id)
+                _, run_id = await store.cancel_run(session_id)
                 await socket.send_json({"type": "ack", "request": "cancel", "run_id": run_id})
             elif kind == "resume":
                 feed_task.cancel()
@@ -160,7 +160,7 @@ async def _follow(
 ) -> asyncio.Task[int]:
     """Start sending the session's events after `last_event_id`, as a task of its own."""
     start = await start_position(store, session_id, parse_last_event_id(last_event_id))
-    feed = EventFeed(store, tail, shutdown, session_id, start, batch, until_idle=False, transport="ws")
+    feed = EventFeed(tail, shutdown, session_id, start, batch, until_idle=False, transport="ws")
 
     async def run() -> int:
         if start.gap is not None:

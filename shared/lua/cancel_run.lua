@@ -1,18 +1,23 @@
--- Ask for the active run to be cancelled: mark it, and tell the worker running it. The worker
--- writes `run.cancelled` (a queued run's worker does so as soon as it picks the job up, and a
--- taken-over run's new worker does so instead of starting it). Asking twice changes nothing.
+-- Cancel the active run. A run no worker holds (still queued, picked up by a worker that died
+-- before starting it, or waiting for a takeover) ends here and now with `run.cancelled`; a held
+-- run is marked and its worker told, which stops the model and writes `run.cancelled` itself (or
+-- learns of it at its next renewal, if the message is missed). Asking twice changes nothing.
 --
--- KEYS: meta, gone   ARGV: cancel_channel
--- Returns {'signalled', run_id} | {'idle'} | {'missing'} | {'gone'}
-local meta = KEYS[1]
-if redis.call('EXISTS', meta) == 0 then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return {'gone'} end
+-- KEYS, ARGV: as lib.lua's session_context, then ARGV[9] cancel_channel, ARGV[10] reason
+-- Returns {'signalled', run_id} | {'cancelled', run_id} | {'idle'} | {'missing'} | {'gone'}
+local k, s = session_context()
+if redis.call('EXISTS', k.meta) == 0 then
+  if redis.call('EXISTS', k.gone) == 1 then return {'gone'} end
   return {'missing'}
 end
-local run_id = redis.call('HGET', meta, 'active_run')
+local run_id = redis.call('HGET', k.meta, 'active_run')
 if not run_id or run_id == '' then return {'idle'} end
-if redis.call('HGET', meta, 'cancel_run') ~= run_id then
-  redis.call('HSET', meta, 'cancel_run', run_id)
-  redis.call('PUBLISH', ARGV[1], run_id)
+if redis.call('EXISTS', k.lease) == 0 then
+  cancel_unheld(k, s, run_id, ARGV[10])
+  return {'cancelled', run_id}
+end
+if redis.call('HGET', k.meta, 'cancel_run') ~= run_id then
+  redis.call('HSET', k.meta, 'cancel_run', run_id)
+  redis.call('PUBLISH', ARGV[9], run_id)
 end
 return {'signalled', run_id}

@@ -1,33 +1,32 @@
 -- Put a running run back in the queue for another worker to take over (see start_run.lua).
 -- Two callers: a worker handing its run over on shutdown (it passes its lease token, which must
--- still be the lease), and a reaper finding a lease that expired (it passes '' and the lease must
--- be gone). Either way the run leaves the leases index, so it is requeued once.
+-- still be the lease; a hand-over does not count against the run's attempts), and a reaper that
+-- found the run's lease deadline passed (it passes ''). Either way the lease is taken away and the
+-- run leaves the leases index, so it is requeued once. A reaper also clears entries with nothing
+-- to take over (the session was deleted, the run ended): however many there are, none can hide a
+-- run that needs a new worker.
 --
--- A hand-over does not count against the run's attempts (three deploys must not fail a long run).
---
--- KEYS: meta, lease, leases (zset), arq job key, arq queue, runs
--- ARGV: session_id, lease_token or '', job_json, job_ttl_ms, job_id, wake_channel
--- Returns 1 if requeued, 0 if there was nothing to do.
-local meta, lease, leases, job_key, queue, runs = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local session_id = ARGV[1]
-
-if ARGV[2] ~= '' then
-  if redis.call('GET', lease) ~= ARGV[2] then return 0 end
-  redis.call('DEL', lease)
-  redis.call('ZREM', leases, session_id)
-elseif redis.call('EXISTS', lease) == 1 or redis.call('ZREM', leases, session_id) == 0 then
-  return 0  -- alive after all, or another reaper got here first
+-- KEYS, ARGV: as lib.lua's session_context, then ARGV[9] lease_token or '', ARGV[10] a random job
+-- id suffix (arq refuses a job id it still remembers: each requeue is a job of its own)
+-- Returns 'requeued' | 'renewed' (the holder renewed in time) | 'cleared' | 'not_holder'
+local k, s = session_context()
+local token = ARGV[9]
+local _, now_ms = clock()
+if token ~= '' then
+  if redis.call('GET', k.lease) ~= token then return 'not_holder' end
+else
+  local deadline = redis.call('ZSCORE', k.leases, s.session_id)
+  if not deadline then return 'cleared' end  -- another reaper got here first
+  if tonumber(deadline) > now_ms then return 'renewed' end
 end
-local run_id = redis.call('HGET', meta, 'active_run')
-if not run_id or run_id == '' then return 0 end
-if ARGV[2] ~= '' then
-  local run = cjson.decode(redis.call('HGET', runs, run_id))
+local run_id = redis.call('HGET', k.meta, 'active_run')
+redis.call('ZREM', k.leases, s.session_id)
+if not run_id or run_id == '' then return 'cleared' end
+redis.call('DEL', k.lease)
+if token ~= '' then
+  local run = get_run(k.runs, run_id)
   run.handovers = (run.handovers or 0) + 1
-  redis.call('HSET', runs, run_id, cjson.encode(run))
+  redis.call('HSET', k.runs, run_id, cjson.encode(run))
 end
-
-local t = redis.call('TIME')
-redis.call('SET', job_key, ARGV[3], 'PX', ARGV[4])
-redis.call('ZADD', queue, t[1] * 1000 + math.floor(t[2] / 1000), ARGV[5])
-redis.call('PUBLISH', ARGV[6], run_id)
-return 1
+queue_job(s, s.session_id, run_id, run_id .. '.' .. ARGV[10], now_ms)
+return 'requeued'

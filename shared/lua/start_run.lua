@@ -3,49 +3,49 @@
 -- attempt goes up and `run.retrying` comes first, so clients drop that attempt's partial text. A
 -- duplicate delivery of a job finds the lease taken, or the run over, and does nothing.
 --
--- KEYS: meta, runs, events, lease, leases (zset)
--- ARGV: session_id, run_id, lease_token, lease_ms, maxlen, max_attempts
+-- The job leaves arq's queue here, atomically with the claim. arq marks a job it picks up as in
+-- progress for a short while only (worker/main.py), so that a worker killed between picking a job
+-- and this script leaves the job to be picked again within seconds; a job that got this far must
+-- not be picked again when that mark lapses.
+--
+-- KEYS, ARGV: as lib.lua's session_context, then ARGV[9] run_id, ARGV[10] lease_token,
+--             ARGV[11] lease_ms, ARGV[12] max_attempts, ARGV[13] job_id
 -- Returns {'ok', seq, run_json, verdict} with verdict '' (run it), 'cancel' (a cancel is pending:
 -- end it cancelled) or 'exhausted' (too many attempts: end it failed); or {'inactive'} | {'leased'}
 -- | {'not_running', status}
-local meta, runs, events, lease, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local session_id, run_id = ARGV[1], ARGV[2]
+local k, s = session_context()
+local run_id, token, lease_ms, max_attempts = ARGV[9], ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12])
 
-if redis.call('HGET', meta, 'active_run') ~= run_id then return {'inactive'} end
-if redis.call('EXISTS', lease) == 1 then return {'leased'} end
-local run = cjson.decode(redis.call('HGET', runs, run_id))
+if redis.call('HGET', k.meta, 'active_run') ~= run_id then return {'inactive'} end
+if redis.call('EXISTS', k.lease) == 1 then return {'leased'} end
+local run = get_run(k.runs, run_id)
 if run.status ~= 'queued' and run.status ~= 'running' then return {'not_running', run.status} end
 
-local t = redis.call('TIME')
-local ts = t[1] .. string.format('%06d', t[2])
-local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
-
+local ts, now_ms, now_s = clock()
 local verdict = ''
-if redis.call('HGET', meta, 'cancel_run') == run_id then
+if redis.call('HGET', k.meta, 'cancel_run') == run_id then
   verdict = 'cancel'
-elseif run.attempt - (run.handovers or 0) >= tonumber(ARGV[6]) then
+elseif run.attempt - (run.handovers or 0) >= max_attempts then
   verdict = 'exhausted'
 end
 
-redis.call('SET', lease, ARGV[3], 'PX', ARGV[4])
-redis.call('ZADD', leases, now_ms + tonumber(ARGV[4]), session_id)
+redis.call('SET', k.lease, token)
+redis.call('ZADD', k.leases, now_ms + lease_ms, s.session_id)
+redis.call('ZREM', k.queue, ARGV[13])
 if verdict ~= '' then
   -- The lease lets the worker write the terminal event through the usual fenced append.
-  return {'ok', redis.call('HGET', meta, 'seq'), redis.call('HGET', runs, run_id), verdict}
+  return {'ok', redis.call('HGET', k.meta, 'seq'), redis.call('HGET', k.runs, run_id), verdict}
 end
 
 if run.status == 'running' then
-  local seq = redis.call('HINCRBY', meta, 'seq', 1)
   local data = cjson.encode({run_id = run_id, attempt = run.attempt + 1, reason = 'the worker running attempt ' .. run.attempt .. ' stopped'})
-  redis.call('XADD', events, 'MAXLEN', '~', ARGV[5], seq .. '-0', 'type', 'run.retrying', 'data', data, 'ts', ts)
+  add_event(k.meta, k.events, s.maxlen, 'run.retrying', data, ts)
 end
-local seq = redis.call('HINCRBY', meta, 'seq', 1)
-run.status = 'running'
 run.attempt = run.attempt + 1
+local seq = add_event(k.meta, k.events, s.maxlen, 'run.started', cjson.encode({run_id = run_id, attempt = run.attempt}), ts)
+run.status = 'running'
 run.started_seq = seq
-run.started_at = tonumber(t[1]) + tonumber(t[2]) / 1e6
+run.started_at = now_s
 local run_json = cjson.encode(run)
-redis.call('HSET', runs, run_id, run_json)
-local data = cjson.encode({run_id = run_id, attempt = run.attempt})
-redis.call('XADD', events, 'MAXLEN', '~', ARGV[5], seq .. '-0', 'type', 'run.started', 'data', data, 'ts', ts)
+redis.call('HSET', k.runs, run_id, run_json)
 return {'ok', seq, run_json, verdict}

@@ -164,21 +164,20 @@ class FuzzTarget:
         async with self._store() as store:
             for session, end in ((running, False), (finished, True)):
                 sid, run_id = session["session_id"], session["run_id"]
-                assert await store.start_run(sid, run_id, LEASE) is not None
+                assert await store.start_run(sid, run_id, LEASE, run_id) is not None
                 events = [
                     ("message.delta", MessageDelta(run_id=run_id, text=text).model_dump_json()) for text in "1234"
                 ]
-                if end:
-                    done = RunCompleted(run_id=run_id, output="1234", usage={"input_tokens": 5, "output_tokens": 4})
-                    events.append(("run.completed", done.model_dump_json()))
-                await store.append(sid, run_id, LEASE, events)
+                usage = {"input_tokens": 5, "output_tokens": 4}
+                done = RunCompleted(run_id=run_id, output="1234", usage=usage) if end else None
+                await store.append(sid, run_id, LEASE, events, ending=done)
 
     async def _fail(self, session_id: str, run_id: str) -> None:
         async with self._store() as store:
-            assert await store.start_run(session_id, run_id, LEASE) is not None
+            assert await store.start_run(session_id, run_id, LEASE, run_id) is not None
             error = {"type": "provider_error", "message": "the model went away"}
-            failed = RunFailed.model_validate({"run_id": run_id, "error": error}).model_dump_json()
-            await store.append(session_id, run_id, LEASE, [("run.failed", failed)])
+            failed = RunFailed.model_validate({"run_id": run_id, "error": error})
+            await store.append(session_id, run_id, LEASE, [], ending=failed)
 
     @contextlib.asynccontextmanager
     async def _store(self) -> Any:

@@ -50,17 +50,41 @@ async def test_cancelling_during_a_tool_call_fails_the_call_then_the_run(start_g
     assert events[-2][2]["error"] == "cancelled"
 
 
-async def test_a_queued_run_cancelled_before_any_worker_ends_when_one_picks_it_up(
-    start_gateway: Any, start_worker: Any
-) -> None:
+async def test_a_queued_run_no_worker_holds_is_cancelled_at_once(start_gateway: Any, start_worker: Any) -> None:
     gateway = await start_gateway()
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
         created = (await client.post("/v1/sessions", json={"input": "hi"})).json()
         cancel = await client.post(f"/v1/sessions/{created['session_id']}/cancel")
-        assert cancel.json()["status"] == "cancelling"
+        assert cancel.json() == {"run_id": created["run_id"], "status": "cancelled"}
+        received = await asyncio.wait_for(read_events(client, created["events_url"]), 5)  # no worker needed
+        assert [kind for _, kind, _ in received.events] == ["run.queued", "run.cancelled"]
+        worker = await start_worker()  # its job, picked up now, finds the run over
+        async with asyncio.timeout(5):
+            while worker.jobs_complete < 1:
+                await asyncio.sleep(0.01)
+        again = await read_events(client, created["events_url"], last_event_id=received.ids[-1])
+        assert again.status == 204
+
+
+async def test_interrupting_a_queued_run_no_worker_holds_starts_the_new_one_at_once(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    gateway = await start_gateway()
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        created = (await client.post("/v1/sessions", json={"input": "first"})).json()
+        body = {"input": "second", "multitask": "interrupt", "params": {"tokens": 3}}
+        second = (await client.post(f"/v1/sessions/{created['session_id']}/runs", json=body)).json()
+        state = (await client.get(f"/v1/sessions/{created['session_id']}")).json()
+        assert state["active_run_id"] == second["run_id"] and state["runs"][0]["status"] == "cancelled"
         await start_worker()
         received = await asyncio.wait_for(read_events(client, created["events_url"]), 5)
-    assert [kind for _, kind, _ in received.events] == ["run.queued", "run.cancelled"]
+    order = [(data["run_id"], kind) for _, kind, data in received.events]
+    assert order[:3] == [
+        (created["run_id"], "run.queued"),
+        (second["run_id"], "run.queued"),
+        (created["run_id"], "run.cancelled"),
+    ]
+    assert (created["run_id"], "run.started") not in order and order[-1] == (second["run_id"], "run.completed")
 
 
 async def test_enqueue_runs_the_follow_up_after_the_active_run(start_gateway: Any, start_worker: Any) -> None:

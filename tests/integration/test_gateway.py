@@ -7,6 +7,7 @@ from typing import Any
 import httpx2
 from redis.asyncio import Redis
 
+from shared.events import RunCompleted
 from shared.settings import Settings
 from shared.store import SessionStore
 from tests.sse_client import Received, read_events
@@ -143,12 +144,12 @@ async def test_trimmed_history_is_announced_with_a_gap_frame(
 ) -> None:
     store = SessionStore(redis, settings.model_copy(update={"stream_maxlen": 100}))
     created = await _create(client)  # no worker: this test writes the run itself, 500 deltas
-    assert await store.start_run(created["session_id"], created["run_id"], "lease")
+    assert await store.start_run(created["session_id"], created["run_id"], "lease", created["run_id"])
     delta = json.dumps({"run_id": created["run_id"], "text": "x"})
     for _ in range(10):
         await store.append(created["session_id"], created["run_id"], "lease", [("message.delta", delta)] * 50)
-    done = json.dumps({"run_id": created["run_id"], "output": "x" * 500, "usage": {}})
-    last = await store.append(created["session_id"], created["run_id"], "lease", [("run.completed", done)])
+    done = RunCompleted(run_id=created["run_id"], output="x" * 500, usage={})
+    last = await store.append(created["session_id"], created["run_id"], "lease", [], ending=done)
     received = await read_events(client, created["events_url"], last_event_id=1)
     assert received.events[0][1] == "gap"
     gap = received.events[0][2]

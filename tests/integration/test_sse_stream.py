@@ -20,9 +20,9 @@ async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip
     session_id, run = await _started(store)
     delta = json.dumps({"run_id": run.run_id, "text": "x"})
     await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)] * 20)
-    tail = StreamTail(str(settings.redis_url), store.keys, 1.0)
+    tail = StreamTail(settings.model_copy(update={"stream_maxlen": 100, "sse_heartbeat_seconds": 1.0}))
     feed = EventFeed(
-        store, tail, StreamShutdown(), session_id, Start(0, None, False), batch=10, until_idle=True, transport="sse"
+        tail, StreamShutdown(), session_id, Start(0, None, False), batch=10, until_idle=True, transport="sse"
     ).__aiter__()
     try:
         first = await anext(feed)

@@ -2,32 +2,45 @@
 
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from shared.errors import LeaseLost, RunConflict, SessionExpired, SessionNotFound
+from shared.events import ErrorInfo, RunCancelled, RunCompleted, RunFailed
 from shared.ids import new_run_id, new_session_id
 from shared.jobs import RUN_JOB
 from shared.records import RunRecord, SessionRecord
+from shared.redis_server import RedisServer
 from shared.settings import Settings
-from shared.store import SessionStore
+from shared.store import Cancel, Renewal, Requeue, SessionStore, StartVerdict
 
 
-def _session() -> SessionRecord:
-    return SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted")
+def _session(tenant: str = "public") -> SessionRecord:
+    return SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted", tenant=tenant)
 
 
 def _run(text: str = "hello") -> RunRecord:
     return RunRecord(run_id=new_run_id(), input=text, model="scripted")
 
 
-async def _started(store: SessionStore) -> tuple[str, RunRecord]:
-    session = _session()
+def _delta(run_id: str, text: str = "x") -> tuple[str, str]:
+    return "message.delta", json.dumps({"run_id": run_id, "text": text})
+
+
+def _done(run_id: str, output: str = "") -> RunCompleted:
+    return RunCompleted(run_id=run_id, output=output, usage={"output_tokens": 1})
+
+
+async def _started(store: SessionStore, tenant: str = "public") -> tuple[str, RunRecord]:
+    session = _session(tenant)
     run = _run()
     await store.queue_run(session.session_id, run, create=session)
-    started = await store.start_run(session.session_id, run.run_id, "lease-1")
-    assert started is not None and started[1] == ""
+    started = await store.start_run(session.session_id, run.run_id, "lease-1", run.run_id)
+    assert started is not None and started[1] is StartVerdict.RUN
     return session.session_id, started[0]
 
 
@@ -73,20 +86,25 @@ async def test_start_appends_run_started_and_a_second_start_is_refused(store: Se
     session_id, started = await _started(store)
     assert started.status == "running" and started.attempt == 1 and started.started_seq == 2
     # arq may deliver the same job twice: the duplicate must not start the run again.
-    assert await store.start_run(session_id, started.run_id, "lease-2") is None
+    assert await store.start_run(session_id, started.run_id, "lease-2", started.run_id) is None
     events = await store.read(session_id, 0, 10)
     assert [e.type for e in events] == [b"run.queued", b"run.started"]
 
 
+async def test_starting_a_run_takes_its_job_out_of_arq_s_queue(store: SessionStore, redis: Redis) -> None:
+    # Picked again when its short in-progress mark lapses, the job would only meet the lease.
+    session_id, run = await _started(store)
+    assert await redis.zscore(store.keys.queue, run.run_id) is None
+
+
 async def test_appends_take_contiguous_ids_and_are_fenced_by_the_lease(store: SessionStore, redis: Redis) -> None:
     session_id, run = await _started(store)
-    delta = json.dumps({"run_id": run.run_id, "text": "x"})
-    assert await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)] * 3) == 5
+    assert await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id)] * 3) == 5
     with pytest.raises(LeaseLost):
-        await store.append(session_id, run.run_id, "someone-else", [("message.delta", delta)])
-    await redis.delete(store.keys.session(session_id).lease)  # the lease expired
+        await store.append(session_id, run.run_id, "someone-else", [_delta(run.run_id)])
+    await store.requeue_run(session_id, "lease-1")  # handed over: the lease is gone
     with pytest.raises(LeaseLost):
-        await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)])
+        await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id)])
     assert [e.seq for e in await store.read(session_id, 0, 100)] == [1, 2, 3, 4, 5]
 
 
@@ -94,14 +112,12 @@ async def test_a_terminal_event_closes_the_run_frees_the_session_and_starts_rete
     store: SessionStore, redis: Redis, settings: Settings
 ) -> None:
     session_id, run = await _started(store)
-    delta = json.dumps({"run_id": run.run_id, "text": "hi"})
-    done = json.dumps({"run_id": run.run_id, "output": "hi", "usage": {"output_tokens": 1}})
-    await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta), ("run.completed", done)])
+    await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "hi")], ending=_done(run.run_id, "hi"))
     state = await store.get_session(session_id)
     assert state.active_run_id is None and state.status == "idle" and state.last_event_id == 4
     assert state.runs[0].status == "completed" and state.runs[0].output == "hi" and state.runs[0].finished_seq == 4
     keys = store.keys.session(session_id)
-    assert not await redis.exists(keys.lease)
+    assert not await redis.exists(keys.lease) and await redis.zscore(store.keys.leases, session_id) is None
     for key in (keys.meta, keys.runs, keys.events):
         assert 0 < await redis.ttl(key) <= settings.session_ttl_seconds
     # The tombstone outlives the session so an expired id answers 410.
@@ -112,26 +128,40 @@ async def test_a_terminal_event_closes_the_run_frees_the_session_and_starts_rete
     assert await redis.ttl(keys.events) == -1
 
 
+async def test_a_completed_run_s_output_is_stored_once_and_read_back_with_its_event(
+    store: SessionStore, redis: Redis
+) -> None:
+    session_id, run = await _started(store)
+    answer = 'Say "hi" \\ ünïcode'
+    await store.append(
+        session_id, run.run_id, "lease-1", [_delta(run.run_id, answer)], ending=_done(run.run_id, answer)
+    )
+    stored = (await redis.xrange(store.keys.session(session_id).events, "4-0", "4-0"))[0][1]
+    assert stored[b"type"] == b"run.completed" and b'"output"' not in stored[b"data"]  # the record keeps it
+    [completed] = [e for e in await store.read(session_id, 0, 100) if e.type == b"run.completed"]
+    assert json.loads(completed.data) == {"run_id": run.run_id, "usage": {"output_tokens": 1}, "output": answer}
+    assert (await store.get_session(session_id)).runs[0].output == answer
+
+
 async def test_failure_is_recorded_with_its_error(store: SessionStore) -> None:
     session_id, run = await _started(store)
-    failed = json.dumps({"run_id": run.run_id, "error": {"type": "internal_error", "message": "boom"}})
-    await store.append(session_id, run.run_id, "lease-1", [("run.failed", failed)])
+    failed = RunFailed(run_id=run.run_id, error=ErrorInfo(type="internal_error", message="boom"))
+    await store.append(session_id, run.run_id, "lease-1", [], ending=failed)
     record = (await store.get_session(session_id)).runs[0]
     assert record.status == "failed" and record.error is not None and record.error.message == "boom"
 
 
 async def test_renew_lease_only_for_its_holder(store: SessionStore, redis: Redis) -> None:
     session_id, _ = await _started(store)
-    assert await store.renew_lease(session_id, "r", "lease-1") == 1
-    assert await store.renew_lease(session_id, "r", "not-mine") == 0
+    assert await store.renew_lease(session_id, "r", "lease-1") is Renewal.RENEWED
+    assert await store.renew_lease(session_id, "r", "not-mine") is Renewal.LOST
 
 
 async def test_streams_are_trimmed_to_about_maxlen(redis: Redis, settings: Settings) -> None:
     store = SessionStore(redis, settings.model_copy(update={"stream_maxlen": 100}))
     session_id, run = await _started(store)
-    delta = json.dumps({"run_id": run.run_id, "text": "x"})
     for _ in range(10):
-        await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)] * 50)
+        await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id)] * 50)
     first = await store.first_available(session_id)
     assert first is not None and first > 1
     position, active = await store.stream_position(session_id)
@@ -142,8 +172,7 @@ async def test_streams_are_trimmed_to_about_maxlen(redis: Redis, settings: Setti
 async def test_partial_text_is_the_active_attempts_deltas(store: SessionStore) -> None:
     session_id, run = await _started(store)
     for text in ["Hel", "lo"]:
-        data = json.dumps({"run_id": run.run_id, "text": text})
-        await store.append(session_id, run.run_id, "lease-1", [("message.delta", data)])
+        await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, text)])
     assert await store.partial_text(session_id, run) == "Hello"
 
 
@@ -152,14 +181,13 @@ async def test_params_survive_the_lua_scripts_exactly(store: SessionStore) -> No
     params = {"seed": 123456789012345678, "stop": [], "nested": {"list": [1, 2.5, "x"]}, "temperature": 0.7}
     run = RunRecord(run_id=new_run_id(), input="hi", model="scripted", params=params)
     await store.queue_run(session.session_id, run, create=session)
-    started = await store.start_run(session.session_id, run.run_id, "lease")
+    started = await store.start_run(session.session_id, run.run_id, "lease", run.run_id)
     assert started is not None and started[0].params == params
     assert (await store.get_session(session.session_id)).runs[0].params == params
 
 
 async def _expire(store: SessionStore, redis: Redis, session_id: str) -> None:
-    """What a killed worker leaves behind: no lease, and its entry in the index out of date."""
-    await redis.delete(store.keys.session(session_id).lease)
+    """What a killed worker leaves behind: its lease, with a deadline long past in the index."""
     await redis.zadd(store.keys.leases, {session_id: 0})
 
 
@@ -170,44 +198,86 @@ async def test_a_run_whose_lease_expired_is_requeued_once_and_taken_over_as_the_
     assert await store.expired_leases() == []
     await _expire(store, redis, session_id)
     assert await store.expired_leases() == [session_id]
-    assert await store.requeue_run(session_id, run.run_id)
-    assert not await store.requeue_run(session_id, run.run_id)  # another reaper finds nothing to do
-    assert await redis.zcard(store.keys.queue) == 2  # the first job and the takeover's
-    taken = await store.start_run(session_id, run.run_id, "lease-2")
-    assert taken is not None and taken[1] == "" and taken[0].attempt == 2
+    assert await store.requeue_run(session_id) is Requeue.REQUEUED
+    assert await store.requeue_run(session_id) is Requeue.CLEARED  # another reaper finds nothing to do
+    assert await store.expired_leases() == []
+    assert await redis.zcard(store.keys.queue) == 1  # the takeover's job (the first one left when it started)
+    with pytest.raises(LeaseLost):  # the dead worker, were it only stalled, is fenced out
+        await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id)])
+    [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
+    taken = await store.start_run(session_id, run.run_id, "lease-2", job_id)
+    assert taken is not None and taken[1] is StartVerdict.RUN and taken[0].attempt == 2
     events = await store.read(session_id, 0, 100)
     assert [e.type for e in events] == [b"run.queued", b"run.started", b"run.retrying", b"run.started"]
     assert json.loads(events[2].data)["attempt"] == 2 and taken[0].started_seq == 4
-    assert await store.start_run(session_id, run.run_id, "lease-3") is None  # the stale first job
+    assert await store.start_run(session_id, run.run_id, "lease-3", run.run_id) is None  # the stale first job
+
+
+async def test_a_holder_that_renews_after_its_deadline_keeps_its_run(store: SessionStore, redis: Redis) -> None:
+    # Redis was out of reach for longer than a lease; the worker came back before any reaper acted.
+    session_id, run = await _started(store)
+    await _expire(store, redis, session_id)
+    assert await store.renew_lease(session_id, run.run_id, "lease-1") is Renewal.RENEWED
+    assert await store.expired_leases() == []
+    assert await store.requeue_run(session_id) is Requeue.RENEWED  # a reaper with a stale page
+    await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id)])  # not fenced
+
+
+async def test_a_reaper_clears_index_entries_with_nothing_to_take_over(store: SessionStore, redis: Redis) -> None:
+    ended, run = await _started(store)
+    await store.append(ended, run.run_id, "lease-1", [], ending=_done(run.run_id))
+    for session_id in (ended, new_session_id()):  # a run that ended, a session that never existed
+        await _expire(store, redis, session_id)
+        assert await store.requeue_run(session_id) is Requeue.CLEARED
+    assert await store.expired_leases() == []
+
+
+async def test_deleting_a_session_takes_its_run_s_lease_away(store: SessionStore, redis: Redis) -> None:
+    session_id, run = await _started(store)
+    await store.delete_session(session_id)
+    assert await redis.zscore(store.keys.leases, session_id) is None
+    assert not await redis.exists(store.keys.session(session_id).lease)
+    assert await store.renew_lease(session_id, run.run_id, "lease-1") is Renewal.LOST  # its worker stops
 
 
 async def test_a_hand_over_needs_the_current_lease(store: SessionStore, redis: Redis) -> None:
     session_id, run = await _started(store)
-    assert not await store.requeue_run(session_id, run.run_id, "not-mine")
-    assert await store.requeue_run(session_id, run.run_id, "lease-1")
+    assert await store.requeue_run(session_id, "not-mine") is Requeue.NOT_HOLDER
+    assert await store.requeue_run(session_id, "lease-1") is Requeue.REQUEUED
     assert not await redis.exists(store.keys.session(session_id).lease)
-    assert await store.start_run(session_id, run.run_id, "lease-2") is not None
+    assert await store.start_run(session_id, run.run_id, "lease-2", "any") is not None
 
 
 async def test_after_max_attempts_the_run_is_to_be_failed(redis: Redis, settings: Settings) -> None:
     store = SessionStore(redis, settings.model_copy(update={"max_attempts": 1}))
     session_id, run = await _started(store)
     await _expire(store, redis, session_id)
-    taken = await store.start_run(session_id, run.run_id, "lease-2")
-    assert taken is not None and taken[1] == "exhausted"
+    assert await store.requeue_run(session_id) is Requeue.REQUEUED
+    taken = await store.start_run(session_id, run.run_id, "lease-2", "any")
+    assert taken is not None and taken[1] is StartVerdict.EXHAUSTED
     assert [e.type for e in await store.read(session_id, 0, 100)] == [b"run.queued", b"run.started"]
 
 
-async def test_cancel_marks_the_active_run_and_is_idempotent(store: SessionStore, redis: Redis) -> None:
+async def test_cancel_ends_a_run_no_worker_holds_at_once(store: SessionStore, redis: Redis) -> None:
     session = _session()
     with pytest.raises(SessionNotFound):
         await store.cancel_run(session.session_id)
     run = _run()
     await store.queue_run(session.session_id, run, create=session)
+    assert await store.cancel_run(session.session_id) == (Cancel.CANCELLED, run.run_id)
+    assert await store.cancel_run(session.session_id) == (Cancel.IDLE, None)
+    assert [e.type for e in await store.read(session.session_id, 0, 10)] == [b"run.queued", b"run.cancelled"]
+    assert await store.start_run(session.session_id, run.run_id, "lease", run.run_id) is None  # its job, late
+    record = (await store.get_session(session.session_id)).runs[0]
+    assert record.status == "cancelled" and record.reason == "cancelled by request"
+
+
+async def test_cancel_signals_the_worker_holding_the_run_once(store: SessionStore, redis: Redis) -> None:
+    session_id, run = await _started(store)
     pubsub = redis.pubsub()
     await pubsub.subscribe(store.keys.cancel_channel)
-    assert await store.cancel_run(session.session_id) == run.run_id
-    assert await store.cancel_run(session.session_id) == run.run_id
+    assert await store.cancel_run(session_id) == (Cancel.SIGNALLED, run.run_id)
+    assert await store.cancel_run(session_id) == (Cancel.SIGNALLED, run.run_id)
     messages = []
     for _ in range(3):  # the subscribe confirmation, then at most one cancel
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
@@ -215,14 +285,14 @@ async def test_cancel_marks_the_active_run_and_is_idempotent(store: SessionStore
             messages.append(message["data"])
     assert messages == [run.run_id.encode()]  # published once
     await pubsub.aclose()
-    started = await store.start_run(session.session_id, run.run_id, "lease")
-    assert started is not None and started[1] == "cancel"  # a queued run is cancelled when picked up
-    assert await store.renew_lease(session.session_id, run.run_id, "lease") == 2
-    ended = json.dumps({"run_id": run.run_id, "reason": "cancelled by request"})
-    await store.append(session.session_id, run.run_id, "lease", [("run.cancelled", ended)])
-    assert await store.cancel_run(session.session_id) is None  # nothing active any more
-    record = (await store.get_session(session.session_id)).runs[0]
-    assert record.status == "cancelled" and record.reason == "cancelled by request"
+    assert await store.renew_lease(session_id, run.run_id, "lease-1") is Renewal.CANCEL_PENDING
+    # Its worker died before ending it; the run's next worker ends it instead of running it.
+    await _expire(store, redis, session_id)
+    assert await store.requeue_run(session_id) is Requeue.REQUEUED
+    taken = await store.start_run(session_id, run.run_id, "lease-2", "any")
+    assert taken is not None and taken[1] is StartVerdict.CANCEL
+    await store.append(session_id, run.run_id, "lease-2", [], ending=RunCancelled(run_id=run.run_id, reason="asked"))
+    assert await store.cancel_run(session_id) == (Cancel.IDLE, None)
 
 
 async def test_enqueue_waits_in_line_and_starts_when_the_active_run_ends(store: SessionStore, redis: Redis) -> None:
@@ -231,14 +301,13 @@ async def test_enqueue_waits_in_line_and_starts_when_the_active_run_ends(store: 
     assert not await store.queue_run(session_id, second, multitask="enqueue")
     assert not await store.queue_run(session_id, third, multitask="enqueue")
     assert not await redis.exists(store.keys.arq_job(second.run_id))  # no job until its turn
-    done = json.dumps({"run_id": run.run_id, "output": "", "usage": {}})
-    await store.append(session_id, run.run_id, "lease-1", [("run.completed", done)])
+    await store.append(session_id, run.run_id, "lease-1", [], ending=_done(run.run_id))
     state = await store.get_session(session_id)
     assert state.active_run_id == second.run_id and state.status == "queued"
     job = json.loads(await redis.get(store.keys.arq_job(second.run_id)))
     assert job == {"t": None, "f": "run_agent", "a": [session_id, second.run_id], "k": {}, "et": job["et"]}
     assert await redis.ttl(store.keys.session(session_id).events) == -1  # still working: no expiry
-    started = await store.start_run(session_id, second.run_id, "lease-2")
+    started = await store.start_run(session_id, second.run_id, "lease-2", second.run_id)
     assert started is not None and started[0].attempt == 1
 
 
@@ -248,11 +317,12 @@ async def test_interrupt_cancels_the_active_run_and_supersedes_the_line(store: S
     await store.queue_run(session_id, waiting, multitask="enqueue")
     assert not await store.queue_run(session_id, urgent, multitask="interrupt")
     assert not await store.queue_run(session_id, latest, multitask="interrupt")  # supersedes `urgent` too
-    assert await store.renew_lease(session_id, run.run_id, "lease-1") == 2  # the cancel reached it
-    cancelled = json.dumps({"run_id": run.run_id, "reason": "cancelled by request"})
-    await store.append(session_id, run.run_id, "lease-1", [("run.cancelled", cancelled)])
-    assert await store.active_run_id(session_id) == latest.run_id
-    statuses = {r.run_id: r.status for r in (await store.get_session(session_id)).runs}
+    assert await store.renew_lease(session_id, run.run_id, "lease-1") is Renewal.CANCEL_PENDING
+    cancelled = RunCancelled(run_id=run.run_id, reason="cancelled by request")
+    await store.append(session_id, run.run_id, "lease-1", [], ending=cancelled)
+    state = await store.get_session(session_id)
+    assert state.active_run_id == latest.run_id
+    statuses = {r.run_id: r.status for r in state.runs}
     assert statuses == {
         run.run_id: "cancelled",
         waiting.run_id: "cancelled",
@@ -267,19 +337,78 @@ async def test_hand_overs_do_not_count_as_failed_attempts(redis: Redis, settings
     store = SessionStore(redis, settings.model_copy(update={"max_attempts": 1}))
     session_id, run = await _started(store)
     for attempt in range(2, 5):  # three deploys in a row
-        assert await store.requeue_run(session_id, run.run_id, f"lease-{attempt - 1}")
-        taken = await store.start_run(session_id, run.run_id, f"lease-{attempt}")
-        assert taken is not None and taken[1] == "" and taken[0].attempt == attempt
+        assert await store.requeue_run(session_id, f"lease-{attempt - 1}") is Requeue.REQUEUED
+        taken = await store.start_run(session_id, run.run_id, f"lease-{attempt}", "any")
+        assert taken is not None and taken[1] is StartVerdict.RUN and taken[0].attempt == attempt
 
 
 async def test_an_append_sent_twice_with_one_id_lands_once(store: SessionStore) -> None:
     session_id, run = await _started(store)
-    delta = json.dumps({"run_id": run.run_id, "text": "once"})
-    first = await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)], append_id="a1")
-    again = await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)], append_id="a1")
+    first = await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id)], append_id="a1")
+    again = await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id)], append_id="a1")
     assert first == again == 3
-    done = json.dumps({"run_id": run.run_id, "output": "once", "usage": {}})
-    last = await store.append(session_id, run.run_id, "lease-1", [("run.completed", done)], append_id="a2")
+    done = _done(run.run_id, "x")
+    last = await store.append(session_id, run.run_id, "lease-1", [], append_id="a2", ending=done)
     # The terminal append dropped the lease; its retry must still answer, not be fenced.
-    assert await store.append(session_id, run.run_id, "lease-1", [("run.completed", done)], append_id="a2") == last
+    assert await store.append(session_id, run.run_id, "lease-1", [], append_id="a2", ending=done) == last
     assert [e.seq for e in await store.read(session_id, 0, 100)] == [1, 2, 3, 4]
+
+
+async def test_the_tombstone_of_a_session_names_its_owner(store: SessionStore) -> None:
+    session_id, run = await _started(store, tenant="acme")
+    assert await store.session_owner(session_id) == "acme"
+    await store.delete_session(session_id)
+    assert await store.session_owner(session_id) == "acme"  # so another tenant is told 404, not 410
+    ended, run = await _started(store, tenant="acme")
+    await store.append(ended, run.run_id, "lease-1", [], ending=_done(run.run_id))
+    assert await store.session_owner(ended) == "acme"
+    assert await store.session_owner(new_session_id()) is None
+
+
+@pytest.fixture
+async def full_redis(tmp_path: Path, settings: Settings) -> AsyncIterator[SessionStore]:
+    """A store on a private redis-server filled up to its `maxmemory` (noeviction)."""
+    with RedisServer(tmp_path) as server:
+        redis = Redis.from_url(server.url)
+        yield SessionStore(redis, settings.model_copy(update={"redis_url": server.url}))
+        await redis.aclose()
+
+
+async def _fill(redis: Redis) -> None:
+    used = int((await redis.info("memory"))["used_memory"])
+    await redis.config_set("maxmemory", used + 1_000_000)
+    await redis.config_set("maxmemory-policy", "noeviction")
+    with pytest.raises(redis_errors.OutOfMemoryError):
+        for i in range(10_000):
+            await redis.set(f"ballast:{i}", "x" * 10_000)
+
+
+async def _snapshot(redis: Redis, prefix: str) -> dict[bytes, bytes | None]:
+    return {key: await redis.dump(key) async for key in redis.scan_iter(f"{prefix}:*")}
+
+
+async def test_scripts_refused_by_a_full_redis_change_nothing(full_redis: SessionStore) -> None:
+    store, redis = full_redis, full_redis.redis
+    running, run = await _started(store)
+    queued, waiting = _session(), _run()
+    await store.queue_run(queued.session_id, waiting, create=queued)
+    await _fill(redis)
+    before = await _snapshot(redis, store.keys.prefix)
+    refused: dict[str, Callable[[], Awaitable[object]]] = {
+        "queue_run": lambda: store.queue_run(running, _run("more"), multitask="enqueue"),
+        "create": lambda: store.queue_run(new_session_id(), _run(), create=_session()),
+        "start_run": lambda: store.start_run(queued.session_id, waiting.run_id, "lease", "job"),
+        "append": lambda: store.append(running, run.run_id, "lease-1", [_delta(run.run_id)]),
+        "end": lambda: store.append(running, run.run_id, "lease-1", [], ending=_done(run.run_id)),
+        "renew_lease": lambda: store.renew_lease(running, run.run_id, "lease-1"),
+        "cancel_run": lambda: store.cancel_run(queued.session_id),
+        "writable": store.writable,
+    }
+    for name, call in refused.items():
+        try:
+            await call()
+        except redis_errors.OutOfMemoryError:
+            pass
+        else:
+            pytest.fail(f"{name} was not refused")
+        assert await _snapshot(redis, store.keys.prefix) == before, name

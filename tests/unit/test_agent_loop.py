@@ -19,7 +19,7 @@ from worker.writer import EventWriter
 
 
 def _context(store: RecordingStore, text: str, **params: Any) -> RunContext:
-    writer = EventWriter(store, "s", "r", "lease", 0)  # type: ignore[arg-type]
+    writer = EventWriter(store, "s", "r", "lease", 0, max_output_chars=1_000_000)  # type: ignore[arg-type]
     run = RunRecord(run_id="r", input=text, params=params, attempt=1)
     return RunContext(writer, "s", run, history=[])
 

@@ -3,11 +3,12 @@ import json
 from collections.abc import Sequence
 
 import pytest
+from redis import exceptions as redis_errors
 
 from shared.errors import LeaseLost
-from shared.events import RunCompleted
+from shared.events import RunCancelled, RunCompleted, RunFailed, Status, event_type_of
 from shared.store import SessionStore
-from worker.writer import EventWriter
+from worker.writer import MAX_DELTA_CHARS, MAX_EVENT_BYTES, EventTooLarge, EventWriter, OutputTooLarge
 
 
 class RecordingStore:
@@ -19,13 +20,19 @@ class RecordingStore:
         self.fail = False
 
     async def append(
-        self, session_id: str, run_id: str, token: str, events: Sequence[tuple[str, str]], append_id: str | None = None
+        self,
+        session_id: str,
+        run_id: str,
+        token: str,
+        events: Sequence[tuple[str, str]],
+        append_id: str | None = None,
+        ending: RunCompleted | RunFailed | RunCancelled | None = None,
     ) -> int:
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.fail:
             raise LeaseLost("fenced")
-        self.calls.append(list(events))
+        self.calls.append(list(events) + ([(event_type_of(ending), ending.model_dump_json())] if ending else []))
         return len(self.calls)
 
     @property
@@ -46,7 +53,7 @@ async def _append_landed(store: RecordingStore, calls: int) -> None:
 
 def _writer(store: RecordingStore, window: float) -> EventWriter:
     fake: SessionStore = store  # type: ignore[assignment]
-    return EventWriter(fake, "s", "r", "token", window)
+    return EventWriter(fake, "s", "r", "token", window, max_output_chars=1_000_000)
 
 
 async def test_without_a_window_every_token_is_its_own_delta() -> None:
@@ -75,10 +82,9 @@ async def test_first_token_goes_at_once_and_the_rest_wait_for_the_window() -> No
         await writer.delta(token)
     await _append_landed(store, 1)
     assert store.texts() == ["Hello"]  # the rest is held by the window
-    await writer.emit(RunCompleted(run_id="r", output=writer.text, usage={}))
+    await writer.emit(Status(run_id="r", text="done"))  # any other event flushes the text before it
     assert store.texts() == ["Hello", ", world"]
-    assert store.events[-1][0] == "run.completed"
-    assert store.events[-1][1]["output"] == "Hello, world"
+    assert store.events[-1] == ("status", {"run_id": "r", "text": "done"})
 
 
 async def test_the_window_timer_flushes_when_no_more_tokens_come() -> None:
@@ -98,7 +104,7 @@ async def test_order_is_kept_when_appends_are_slow_and_overlap() -> None:
     for token in tokens:
         await writer.delta(token)
         await asyncio.sleep(0.001)
-    await writer.emit(RunCompleted(run_id="r", output=writer.text, usage={}))
+    await writer.finish(RunCompleted(run_id="r", output=writer.text, usage={}))
     assert "".join(store.texts()) == "".join(tokens)
     assert len(store.texts()) < len(tokens)  # some coalescing happened
     assert store.events[-1][0] == "run.completed"
@@ -126,28 +132,42 @@ async def test_close_drops_a_pending_timer() -> None:
     assert store.texts() == ["a"]
 
 
-async def test_appends_retry_through_a_redis_outage_with_one_append_id() -> None:
-    from redis.exceptions import ConnectionError as RedisConnectionError
+class FlakyStore(RecordingStore):
+    """Fails its first `failures` appends with `error`."""
 
-    class FlakyStore(RecordingStore):
-        failures = 2
-        ids: list[str | None] = []
+    def __init__(self, error: Exception, failures: int = 2) -> None:
+        super().__init__()
+        self.error, self.failures = error, failures
+        self.ids: list[str | None] = []
 
-        async def append(
-            self,
-            session_id: str,
-            run_id: str,
-            token: str,
-            events: Sequence[tuple[str, str]],
-            append_id: str | None = None,
-        ) -> int:
-            self.ids.append(append_id)
-            if self.failures:
-                self.failures -= 1
-                raise RedisConnectionError("connection reset")
-            return await super().append(session_id, run_id, token, events)
+    async def append(
+        self,
+        session_id: str,
+        run_id: str,
+        token: str,
+        events: Sequence[tuple[str, str]],
+        append_id: str | None = None,
+        ending: RunCompleted | RunFailed | RunCancelled | None = None,
+    ) -> int:
+        self.ids.append(append_id)
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        return await super().append(session_id, run_id, token, events, ending=ending)
 
-    store = FlakyStore()
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis_errors.ConnectionError("connection reset"),
+        redis_errors.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        redis_errors.ReadOnlyError("You can't write against a read only replica."),
+        redis_errors.ResponseError("BUSY Redis is busy running a script."),
+    ],
+    ids=["unreachable", "full", "read-only", "busy"],
+)
+async def test_appends_retry_through_a_redis_outage_with_one_append_id(error: Exception) -> None:
+    store = FlakyStore(error)
     writer = _writer(store, 0)
     await writer.delta("kept")
     await writer.finish(RunCompleted(run_id="r", output="kept", usage={}))
@@ -155,8 +175,40 @@ async def test_appends_retry_through_a_redis_outage_with_one_append_id() -> None
     assert len(set(store.ids[:3])) == 1  # the delta's three tries share one append id
 
 
+async def test_a_redis_error_that_is_no_outage_is_not_retried() -> None:
+    store = FlakyStore(redis_errors.ResponseError("ERR user_script:12: Script attempted to access nonexistent global"))
+    writer = _writer(store, 0)
+    with pytest.raises(redis_errors.ResponseError):
+        await writer.finish(RunCompleted(run_id="r", output="", usage={}))
+    assert len(store.ids) == 1
+
+
 async def test_finish_gives_up_on_a_lost_lease_at_once() -> None:
     store = RecordingStore()
     store.fail = True
     with pytest.raises(LeaseLost):
         await _writer(store, 0).finish(RunCompleted(run_id="r", output="", usage={}))
+
+
+async def test_a_long_text_is_stored_as_several_bounded_deltas() -> None:
+    store = RecordingStore(delay=0.01)
+    writer = _writer(store, 0)
+    await writer.delta("x")  # in flight while the rest piles up
+    await writer.delta("é" * (2 * MAX_DELTA_CHARS + 5))
+    await writer.flush()
+    assert [len(text) for text in store.texts()] == [1, MAX_DELTA_CHARS, MAX_DELTA_CHARS, 5]
+
+
+async def test_an_answer_past_the_output_bound_fails_the_run() -> None:
+    store = RecordingStore()
+    writer = EventWriter(store, "s", "r", "token", 0, max_output_chars=10)  # type: ignore[arg-type]
+    await writer.delta("0123456789")
+    with pytest.raises(OutputTooLarge):
+        await writer.delta("!")
+
+
+async def test_an_event_past_the_event_bound_is_refused() -> None:
+    store = RecordingStore()
+    with pytest.raises(EventTooLarge):
+        await _writer(store, 0).emit(Status(run_id="r", text="x" * MAX_EVENT_BYTES))
+    assert store.calls == []

@@ -1,0 +1,93 @@
+-- The vocabulary every tokentail script shares; shared/store.py prepends this file to each.
+--
+-- Leases. A run's `lease` key holds the token of the worker running it, with no expiry: it is the
+-- fence (appends and renewals must present it). When the lease runs out is the run's score in the
+-- `leases` sorted set (Redis time, ms), renewed by the holder; only a reaper, which requeues a run
+-- whose deadline passed while Redis was healthy, takes a lease away. So a worker cut off from
+-- Redis for longer than a lease carries on with its run if it comes back before a reaper acts.
+--
+-- OOM. Over `maxmemory`, Redis refuses a script's first command that may grow memory, unless the
+-- script has written already; so a script fails at its first write, changing nothing, or runs to
+-- its end. Scripts check everything before they write: an error reply after a write would leave
+-- half a change behind.
+
+-- Redis time as the entry timestamp (`<s><µs>`), milliseconds, and seconds (float).
+local function clock()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%06d', t[2]), t[1] * 1000 + math.floor(t[2] / 1000), tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+
+-- Append one event as the session's next seq (stream entry `<seq>-0`); returns the seq.
+local function add_event(meta, events, maxlen, event_type, data, ts)
+  local seq = redis.call('HINCRBY', meta, 'seq', 1)
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
+  return seq
+end
+
+-- Hand the run to arq: its job in arq 0.28's layout (JSON: try, function, args, kwargs, enqueue
+-- time; see shared/jobs.py), the queue entry, and a wake-up for idle workers. arq's keys carry no
+-- hash tag: scripts that queue jobs are single-node.
+local function queue_job(q, session_id, run_id, job_id, now_ms)
+  local job = cjson.encode({t = cjson.null, f = q.job_function, a = {session_id, run_id}, k = {}, et = now_ms})
+  redis.call('SET', q.job_prefix .. job_id, job, 'PX', q.job_ttl_ms)
+  redis.call('ZADD', q.queue, now_ms, job_id)
+  redis.call('PUBLISH', q.wake_channel, job_id)
+end
+
+local function get_run(runs, run_id)
+  return cjson.decode(redis.call('HGET', runs, run_id))
+end
+
+-- The tombstone names the owner, so another tenant is told 404 for a gone session, as for none.
+local function bury(k, ttl, tombstone)
+  local tenant = redis.call('HGET', k.meta, 'tenant') or 'public'
+  redis.call('SET', k.gone, tenant, 'EX', ttl + tombstone)
+end
+
+-- End the active run with its terminal event (`data` as stored; `outcome` the record's fields):
+-- record the outcome, free the session and the lease, then start the next run in line or, with
+-- none, start the retention clock. Returns the terminal event's seq.
+local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_ms, now_s)
+  local seq = add_event(k.meta, k.events, s.maxlen, event_type, data, ts)
+  local run = get_run(k.runs, run_id)
+  run.status = status
+  run.finished_seq = seq
+  run.finished_at = now_s
+  for field, value in pairs(outcome) do run[field] = value end
+  redis.call('HSET', k.runs, run_id, cjson.encode(run))
+  redis.call('HSET', k.meta, 'active_run', '')
+  redis.call('HDEL', k.meta, 'cancel_run')
+  redis.call('DEL', k.lease)
+  redis.call('ZREM', k.leases, s.session_id)
+  local next_run = redis.call('LPOP', k.pending)
+  if next_run then
+    redis.call('HSET', k.meta, 'active_run', next_run)
+    queue_job(s, s.session_id, next_run, next_run, now_ms)
+  else
+    redis.call('EXPIRE', k.meta, s.ttl)
+    redis.call('EXPIRE', k.runs, s.ttl)
+    redis.call('EXPIRE', k.events, s.ttl)
+    bury(k, s.ttl, s.tombstone)
+  end
+  return seq
+end
+
+-- End the active run as cancelled, without a worker: it is queued, or no worker holds it.
+local function cancel_unheld(k, s, run_id, reason)
+  local ts, now_ms, now_s = clock()
+  local data = cjson.encode({run_id = run_id, reason = reason})
+  return end_run(k, s, run_id, 'cancelled', 'run.cancelled', data, {reason = reason}, ts, now_ms, now_s)
+end
+
+-- The keys and settings of a script that may end or queue runs, from its KEYS and ARGV. Such
+-- scripts take KEYS meta, runs, events, lease, gone, leases, pending, queue, then their own; and
+-- ARGV session_id, maxlen, ttl_seconds, tombstone_seconds, job_ttl_ms, wake_channel,
+-- job key prefix, job function, then their own (from ARGV[9]).
+local function session_context()
+  local k = {meta = KEYS[1], runs = KEYS[2], events = KEYS[3], lease = KEYS[4], gone = KEYS[5],
+             leases = KEYS[6], pending = KEYS[7], queue = KEYS[8]}
+  local s = {session_id = ARGV[1], maxlen = ARGV[2], ttl = tonumber(ARGV[3]), tombstone = tonumber(ARGV[4]),
+             job_ttl_ms = ARGV[5], wake_channel = ARGV[6], job_prefix = ARGV[7], job_function = ARGV[8],
+             queue = KEYS[8]}
+  return k, s
+end

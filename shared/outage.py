@@ -1,0 +1,21 @@
+"""Which Redis failures are an outage to wait out, not a bug to report.
+
+    unreachable      ConnectionError (also LOADING: a restarted Redis reading its AOF), TimeoutError, OSError
+    refuses writes   OOM (at `maxmemory` with `noeviction`), READONLY (a replica, during a failover)
+    busy             BUSY (a script runs long), MASTERDOWN, TRYAGAIN and CLUSTERDOWN (a cluster moving slots)
+
+Workers retry what is an outage (an append keeps its id, so nothing is written twice) and stay up;
+the gateway answers 503 with `Retry-After`. Anything else (a script error, a wrong type) is a bug.
+"""
+
+from redis import exceptions as redis_errors
+
+_BUSY_REPLIES = ("BUSY ", "MASTERDOWN ", "TRYAGAIN ", "CLUSTERDOWN ")
+
+
+def is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
+        return True
+    if isinstance(exc, redis_errors.OutOfMemoryError | redis_errors.ReadOnlyError):
+        return True
+    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith(_BUSY_REPLIES)

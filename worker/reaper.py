@@ -1,0 +1,96 @@
+"""Finds runs whose worker died, and queues them for another worker to take over.
+
+A run's lease has a deadline in the leases index, which its worker pushes back every third of a
+lease. A deadline that passed means the worker stopped renewing: it died, stalled, or could not
+reach Redis. Only the first calls for a takeover. So a reaper acts only once Redis has been healthy
+for a whole lease, as it saw it: each sweep begins with a write (refused by a full or read-only
+Redis), and a sweep that fails, is slow, or comes late starts the count again. A worker cut off by
+a Redis restart, a pause or a full memory then renews within that lease and keeps its run: an
+outage costs a wait, not a restart of every answer. A dead worker's run is taken over a lease
+after its last renewal (plus one sweep interval).
+
+Each sweep pages through all the expired entries: `requeue_run.lua` acts on every one (requeues
+it, clears it when there is nothing to take over, or finds it renewed), so stale entries cannot
+starve the runs behind them.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from redis import exceptions as redis_errors
+
+from shared.store import Requeue, SessionStore
+
+logger = logging.getLogger(__name__)
+
+PAGE = 100
+
+
+class Reaper:
+    def __init__(
+        self,
+        store: SessionStore,
+        interval: float,
+        lease_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._interval = interval
+        self._lease = lease_seconds
+        # A sweep slower than this, or a gap this much longer than the interval, means Redis (or
+        # this process) stalled: holders may have missed renewals through no fault of their own.
+        self._stall = lease_seconds / 3
+        self._clock = clock
+        self._healthy_since: float | None = None
+        self._last_sweep: float | None = None
+        self.redis_ok_at = clock()  # for the readiness probe
+
+    async def run_forever(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.sweep()
+            except (redis_errors.RedisError, OSError) as exc:
+                self._healthy_since = self._last_sweep = None
+                if not failing:
+                    logger.warning("reaper paused: Redis failed or refused a write (%s: %s)", type(exc).__name__, exc)
+                failing = True
+            else:
+                if failing:
+                    logger.warning("reaper: Redis is back; takeovers resume after one lease")
+                failing = False
+
+    async def sweep(self) -> int:
+        """One pass; the number of runs queued for takeover."""
+        started = self._clock()
+        await self._store.writable()
+        now = self.redis_ok_at = self._clock()
+        late = self._last_sweep is not None and started - self._last_sweep > self._interval + self._stall
+        if self._healthy_since is None or late or now - started > self._stall:
+            self._healthy_since = now
+        try:
+            if now - self._healthy_since < self._lease:
+                return 0  # give every holder a whole lease to renew on a healthy Redis first
+            return await self._requeue_expired()
+        finally:
+            self._last_sweep = self._clock()
+
+    async def _requeue_expired(self) -> int:
+        requeued = skipped = 0
+        while page := await self._store.expired_leases(skipped, PAGE):
+            for session_id in page:
+                try:
+                    outcome = await self._store.requeue_run(session_id)
+                except redis_errors.ResponseError:  # a broken record: skip it, the others still need us
+                    logger.error("reaper: cannot requeue the run of session %s", session_id, exc_info=True)
+                    skipped += 1
+                    continue
+                if outcome is Requeue.REQUEUED:
+                    requeued += 1
+                    logger.warning("the run of session %s lost its worker; queued for takeover", session_id)
+            if len(page) < PAGE:
+                break
+        return requeued
