@@ -5,9 +5,12 @@ import logging
 import sys
 
 import click
+from click.core import ParameterSource
 
 from shared.logs import configure_logging
 from shared.settings import get_settings
+
+logger = logging.getLogger("tokentail")
 
 
 @click.group()
@@ -87,7 +90,13 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, object]:
 
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True, help="where /healthz, /readyz and /metrics listen")
-@click.option("--port", default=9100, show_default=True, type=int, help="their port; 0 serves none")
+@click.option(
+    "--port",
+    default=9100,
+    show_default=True,
+    type=int,
+    help="their port; 0 serves none. Left out and taken (another worker on this host), a free port is used",
+)
 def worker(host: str, port: int) -> None:
     """Run a worker that executes queued runs."""
     import uvloop
@@ -96,10 +105,17 @@ def worker(host: str, port: int) -> None:
 
     # arq's Worker binds to the current event loop when it is built, so set one up first.
     asyncio.set_event_loop(uvloop.new_event_loop())
+    settings = get_settings()
     try:
-        worker = create_worker(get_settings(), probe_address=(host, port) if port else None)
+        worker = create_worker(settings, probe_address=(host, port) if port else None)
     except OSError as exc:
-        raise click.ClickException(f"cannot serve the probes on {host}:{port} ({exc}); pick --port, or 0") from None
+        if click.get_current_context().get_parameter_source("port") is not ParameterSource.DEFAULT:
+            raise click.ClickException(f"cannot serve the probes on {host}:{port} ({exc}); pick --port, or 0") from None
+        # As the README runs them: several workers on one host, each started the same way.
+        worker = create_worker(settings, probe_address=(host, 0))
+        logger.warning("port %d is taken (another worker on this host?); probes on port %s", port, worker.probe_port)
+    if worker.probe_port is not None:
+        logger.info("worker probes: http://%s:%d/healthz, /readyz, /metrics", host, worker.probe_port)
     worker.run()
 
 

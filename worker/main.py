@@ -75,6 +75,10 @@ class TokentailWorker(Worker):
             ready_within = max(10.0, 3 * settings.reap_interval_seconds)
             self._probe = ProbeServer(probe_app(self._redis_ok_at, ready_within), *probe_address)
 
+    @property
+    def probe_port(self) -> int | None:
+        return self._probe.port if self._probe is not None else None
+
     def _redis_ok_at(self) -> float:
         return self.reaper.redis_ok_at if self.reaper is not None else time.monotonic()
 

@@ -52,9 +52,14 @@ class ProbeServer(uvicorn.Server):
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.socket.bind((host, port))
+            self.socket.listen(128)  # claims the port now: a second worker's bind fails here, not later
         except OSError:
             self.socket.close()
             raise
+
+    @property
+    def port(self) -> int:
+        return int(self.socket.getsockname()[1])
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
