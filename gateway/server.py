@@ -7,6 +7,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from gateway.app import create_app
+from gateway.protocol import GatewayHttpProtocol
 from shared.settings import Settings
 
 
@@ -26,15 +27,22 @@ class GatewayServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(settings: Settings, host: str, port: int, log_level: str = "info") -> None:
-    app = create_app(settings)
-    config = uvicorn.Config(
+def server_config(app: FastAPI, settings: Settings, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
+        http=GatewayHttpProtocol.bounded(settings.max_header_bytes, settings.stalled_client_seconds),
+        # A WebSocket message past this closes the socket (1009); up to it, the app refuses what is
+        # over max_request_bytes with an error message and keeps the socket.
+        ws_max_size=4 * settings.max_request_bytes,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         proxy_headers=True,
         log_config=None,  # uvicorn's records go to tokentail's handler: one format, credentials scrubbed
     )
-    GatewayServer(config, app).run()
+
+
+def serve(settings: Settings, host: str, port: int, log_level: str = "info") -> None:
+    app = create_app(settings)
+    GatewayServer(server_config(app, settings, host, port, log_level), app).run()

@@ -45,7 +45,12 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed to call the API from a browser"
     )
-    max_request_bytes: int = Field(1_048_576, ge=1024, description="largest request body accepted (413 beyond)")
+    max_request_bytes: int = Field(
+        1_048_576, ge=1024, description="largest request body or WebSocket message accepted (413 beyond)"
+    )
+    max_header_bytes: int = Field(
+        65_536, ge=4096, description="largest request line and headers accepted (431 beyond, and the connection closed)"
+    )
     runs_per_minute: int = Field(
         600, ge=0, description="sessions and runs one tenant may create per minute (429 beyond); 0: no limit"
     )
@@ -56,7 +61,10 @@ class Settings(BaseSettings):
     # Gateway
     sse_heartbeat_seconds: float = Field(15.0, gt=0, description="idle time before a `: ping` comment")
     sse_retry_ms: int = Field(1000, ge=0, description="the `retry:` hint sent to EventSource clients")
-    sse_batch: int = Field(500, ge=1, description="events read from Redis per call")
+    sse_batch: int = Field(500, ge=1, description="events read from Redis per call (fewer when they are large)")
+    stalled_client_seconds: float = Field(
+        30.0, gt=0, description="a client that reads nothing of its stream for this long is disconnected"
+    )
     shutdown_grace_seconds: int = Field(5, ge=0, description="how long uvicorn waits for open responses")
 
     # Worker

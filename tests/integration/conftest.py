@@ -7,10 +7,9 @@ from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 
 from gateway.app import create_app
-from gateway.server import GatewayServer
+from gateway.server import GatewayServer, server_config
 from shared.redis_server import free_port
 from shared.settings import Settings
 from worker.main import TokentailWorker, create_worker
@@ -22,7 +21,7 @@ class Gateway:
         self.app = create_app(settings)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = server_config(self.app, settings, "127.0.0.1", self.port, log_level="warning")
         self.server = GatewayServer(config, self.app)
         self._task: asyncio.Task[None] | None = None
 

@@ -1,13 +1,20 @@
 """Per-tenant limits (runs per minute, open streams), request size and CORS."""
 
 import asyncio
+import contextlib
+import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
 import httpx2
 import websockets
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
+from shared.events import MessageDelta
+from shared.records import PUBLIC_TENANT
+from shared.store import SessionStore
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, SLOW, bearer, ws_exchange, ws_url
 
 AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET)}
@@ -94,3 +101,53 @@ async def test_cors_allows_only_the_listed_origins(start_gateway: Callable[..., 
         assert "access-control-allow-origin" not in refused.headers
         simple = await http.get("/healthz", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in simple.headers
+
+
+async def test_a_request_head_past_the_bound_is_refused_with_431(start_gateway: Callable[..., Any]) -> None:
+    gateway = await start_gateway(max_header_bytes=4096)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+
+    async def send_endless_header() -> None:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: ")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(1000):  # 8 MB, never terminated, unless the gateway cuts it off
+                writer.write(b"a" * 8192)
+                await writer.drain()
+
+    sending = asyncio.create_task(send_endless_header())
+    answer = await asyncio.wait_for(reader.read(), 10)  # until the gateway closes the connection
+    await sending
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ") and json.loads(body)["error"]["type"] == "headers_too_large"
+    async with httpx2.AsyncClient(base_url=gateway.url) as http:  # a head within the bound is served
+        assert (await http.get("/healthz", headers={"X-Fine": "a" * 3000})).status_code == 200
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_frees_its_stream(
+    start_gateway: Callable[..., Any], store: SessionStore, redis: Redis
+) -> None:
+    gateway = await start_gateway(stalled_client_seconds=1)
+    async with httpx2.AsyncClient(base_url=gateway.url) as http:
+        created = (await http.post("/v1/sessions", json={"input": "long"})).json()  # no worker: written here
+    session_id, run_id = created["session_id"], created["run_id"]
+    await store.start_run(session_id, run_id, "lease", run_id)
+    delta = MessageDelta(run_id=run_id, text="x" * 16_000).model_dump_json()
+    for _ in range(20):  # 10 MB: more than the sockets' buffers hold
+        await store.append(session_id, run_id, "lease", [("message.delta", delta)] * 32)
+    slots = store.keys.tenant_streams(PUBLIC_TENANT)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gateway.port))
+    _, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET /v1/sessions/{session_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())  # then never reads
+    try:
+        async with asyncio.timeout(10):
+            while await redis.zcard(slots) == 0:
+                await asyncio.sleep(0.01)
+            while await redis.zcard(slots) == 1:  # held until the gateway gives up on the client
+                await asyncio.sleep(0.05)
+        assert sock.recv(65536, socket.MSG_PEEK)  # it did get the beginning of its stream
+    finally:
+        writer.close()

@@ -1,0 +1,105 @@
+"""The gateway's HTTP protocol: uvicorn's httptools protocol with two bounds it lacks.
+
+- **Request heads.** httptools buffers a request's line and headers without limit (ten connections
+  sending 30 MB of unterminated headers took a gateway from 66 to 425 MB). A head still incomplete
+  past `max_header_bytes` is answered 431 and the connection closed, so a connection holds at most
+  that much (plus one read) of a head. The README shows the gateway on 0.0.0.0 with no proxy in
+  front: it cannot count on one to bound this.
+- **Stalled readers.** A client that stops reading keeps its stream, and with it a tenant's stream
+  slot and a Redis connection, for as long as its TCP connection lives. When the transport's write
+  buffer stays full for `stalled_client_seconds`, the connection is dropped: the stream ends as if
+  the client had left, and the client resumes from its last id when it reads again. A timer runs
+  only while writing is paused, so streams that keep up cost nothing.
+
+(WebSockets are bounded by their protocol's own pings: a client that does not answer one within
+20 s is closed.)
+"""
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+logger = logging.getLogger(__name__)
+
+LINGER_SECONDS = 2.0
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    max_header_bytes = 65_536
+    stalled_client_seconds = 30.0
+
+    @classmethod
+    def bounded(cls, max_header_bytes: int, stalled_client_seconds: float) -> type["GatewayHttpProtocol"]:
+        """The protocol class to give uvicorn (`Config(http=...)`), with these bounds."""
+        bounds = {"max_header_bytes": max_header_bytes, "stalled_client_seconds": stalled_client_seconds}
+        return type(cls.__name__, (cls,), bounds)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes: int | None = 0  # of the request head being read; None while a body is
+        self._stalled: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # what the client still sends after its 431 is read and dropped
+        super().data_received(data)
+        if self._head_bytes is None or self.transport.is_closing():
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > self.max_header_bytes:
+            self._refuse_head()
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_bytes = 0  # a next request's head may follow on this connection
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self.stalled_client_seconds, self._drop_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_stalled()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_stalled()
+        super().connection_lost(exc)
+
+    def _drop_stalled(self) -> None:
+        self._stalled = None
+        logger.info("dropping %s: it read nothing for %.0f s", _client(self.client), self.stalled_client_seconds)
+        self.transport.abort()
+
+    def _cancel_stalled(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _refuse_head(self) -> None:
+        message = f"the request line and headers exceed {self.max_header_bytes} bytes"
+        body = json.dumps({"error": {"type": "headers_too_large", "message": message}}).encode()
+        head = (
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        )
+        logger.info("refused %s: %s", _client(self.client), message)
+        self.transport.write(head + body)
+        # Closing with the client's bytes still unread would reset the connection, and the client
+        # could lose the answer: end our side, drop what still comes in, close shortly after.
+        self._refused = True
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+def _client(address: tuple[str, int] | None) -> str:
+    return f"{address[0]}:{address[1]}" if address else "a client"
