@@ -78,17 +78,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def outage_response(exc: Exception) -> JSONResponse | None:
-    """503 for a Redis outage (see shared/outage.py), with the kind that tells an operator what to fix."""
+def describe_outage(exc: Exception) -> tuple[str, str, int] | None:
+    """The error type, message and Retry-After seconds of a Redis outage (see shared/outage.py),
+    with a type that tells an operator what to fix; None if `exc` is no outage."""
     if isinstance(exc, redis_errors.OutOfMemoryError):
-        message = "Redis is out of memory and refuses writes; try again later"
-        return error_response(503, "redis_full", message, {"Retry-After": "10"})
+        return "redis_full", "Redis is out of memory and refuses writes; try again later", 10
     if isinstance(exc, redis_errors.ReadOnlyError):
-        message = "Redis is read-only (a replica, or a failover in progress); try again"
-        return error_response(503, "redis_read_only", message, {"Retry-After": "2"})
+        return "redis_read_only", "Redis is read-only (a replica, or a failover in progress); try again", 2
     if is_outage(exc):
-        return error_response(503, "redis_unavailable", "Redis is not reachable; try again", {"Retry-After": "1"})
+        return "redis_unavailable", "Redis is not reachable; try again", 1
     return None
+
+
+def outage_response(exc: Exception) -> JSONResponse | None:
+    """503, with `Retry-After`, for a Redis outage; None for any other error."""
+    if (outage := describe_outage(exc)) is None:
+        return None
+    type_, message, retry_after = outage
+    return error_response(503, type_, message, {"Retry-After": str(retry_after)})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

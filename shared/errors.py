@@ -44,8 +44,8 @@ class InvalidLastEventId(TokentailError):
 
 
 class InputTooLarge(TokentailError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"input exceeds {limit} characters")
+    def __init__(self, limit: int, what: str = "input", unit: str = "characters") -> None:
+        super().__init__(f"{what} exceeds {limit} {unit}")
 
 
 class InvalidInput(TokentailError):

@@ -9,6 +9,8 @@
 
 Credentials are those of the REST API: an API key or a stream token as a bearer header, or a
 stream token as `?token=`; a stream token reads, and only an API key may send `run` and `cancel`.
+Messages have the REST API's limits (`max_request_bytes`, nesting, valid Unicode); a message that
+breaks one, or is not a JSON object in a text frame, gets an error and the socket stays open.
 Unlike an SSE stream, the socket stays open between runs. It closes with 4000 + the HTTP status of
 a refusal (4401 bad credentials, 4403 another session's token, 4404/4410 unknown or gone session,
 4400 bad `last_event_id`, 4429 too many streams), and 1012 when the gateway stops (the client
@@ -23,18 +25,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from gateway.auth import bearer_credential
+from gateway.auth import Caller, bearer_credential
 from gateway.deps import AuthDep, RunBudgetDep, SettingsDep, ShutdownDep, StoreDep, StreamSlotsDep, TailDep
-from gateway.errors import describe
+from gateway.errors import describe, describe_outage
 from gateway.feed import EventFeed, start_position
+from gateway.limits import RunBudget
 from gateway.routes.events import parse_last_event_id
 from gateway.routes.sessions import queue_follow_up
 from gateway.schemas import CreateRun
+from gateway.shutdown import StreamShutdown
+from gateway.tail import StreamTail
 from shared.errors import Forbidden, InputTooLarge, InvalidInput, RateLimited, RunConflict, TokentailError
 from shared.events import Gap
-from shared.store import StoredEvent
+from shared.settings import Settings
+from shared.store import SessionStore, StoredEvent
 
 router = APIRouter(prefix="/v1/sessions", tags=["events"])
+
+# Refusals of one client message: the error goes back on the socket, which stays open.
+REFUSALS = (RunConflict, InputTooLarge, InvalidInput, Forbidden, RateLimited)
 
 
 def _event_message(event: StoredEvent) -> str:
@@ -62,6 +71,120 @@ class _Socket:
         await self.send_json({"type": "error", "error": {"type": type_, "message": str(exc)}})
 
 
+class _Conversation:
+    """One socket's exchange: the feed it follows, and what each client message does."""
+
+    def __init__(
+        self,
+        socket: _Socket,
+        caller: Caller,
+        session_id: str,
+        store: SessionStore,
+        tail: StreamTail,
+        shutdown: StreamShutdown,
+        settings: Settings,
+        budget: RunBudget,
+    ) -> None:
+        self.socket = socket
+        self.caller = caller
+        self.session_id = session_id
+        self.store = store
+        self.tail = tail
+        self.shutdown = shutdown
+        self.settings = settings
+        self.budget = budget
+        self.feed: asyncio.Task[int] | None = None
+
+    async def follow(self, last_event_id: str | None) -> None:
+        """Send the session's events after `last_event_id`, from a task of their own."""
+        await self.stop_following()
+        start = await start_position(self.store, self.session_id, parse_last_event_id(last_event_id))
+        feed = EventFeed(
+            self.tail, self.shutdown, self.session_id, start, self.settings.sse_batch, until_idle=False, transport="ws"
+        )
+
+        async def run() -> int:
+            if start.gap is not None:
+                await self.socket.send(_gap_message(start.gap))
+            async for part in feed:
+                if part.gap is not None:
+                    await self.socket.send(_gap_message(part.gap))
+                for event in part.events:
+                    await self.socket.send(_event_message(event))
+            return feed.after
+
+        self.feed = asyncio.create_task(run())
+
+    async def stop_following(self) -> None:
+        if self.feed is not None:
+            self.feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.feed
+
+    async def next_message(self) -> dict[str, Any] | None:
+        """The client's next message as a JSON object; None once the feed ended (the session went
+        away, or the gateway is stopping). A message that is not one is answered with an error."""
+        assert self.feed is not None
+        while True:
+            receive = asyncio.ensure_future(self.socket.websocket.receive())
+            done, _ = await asyncio.wait({receive, self.feed}, return_when=asyncio.FIRST_COMPLETED)
+            if receive not in done:
+                receive.cancel()
+                return None
+            frame = receive.result()
+            if frame["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(frame.get("code", 1000))
+            try:
+                return self._parse(frame.get("text"))
+            except (ValueError, InputTooLarge) as exc:
+                await self.socket.error(
+                    exc, "input_too_large" if isinstance(exc, InputTooLarge) else "validation_error"
+                )
+
+    def _parse(self, text: str | None) -> dict[str, Any]:
+        if text is None:
+            raise ValueError("messages must be text frames holding a JSON object")
+        if len(text) > self.settings.max_request_bytes or len(text.encode()) > self.settings.max_request_bytes:
+            raise InputTooLarge(self.settings.max_request_bytes, "the message", "bytes")
+        try:
+            message = json.loads(text)
+        except RecursionError:
+            raise ValueError("the message nests too deeply") from None
+        if not isinstance(message, dict):
+            raise ValueError("messages must be JSON objects")
+        return message
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        try:
+            if kind == "run":
+                await self._run(message)
+            elif kind == "cancel":
+                self.caller.require_api_key()
+                _, run_id = await self.store.cancel_run(self.session_id)
+                await self.socket.send_json({"type": "ack", "request": "cancel", "run_id": run_id})
+            elif kind == "resume":
+                position = str(message.get("last_event_id", ""))
+                await self.follow(position)
+                await self.socket.send_json({"type": "ack", "request": "resume", "last_event_id": int(position or 0)})
+            else:
+                await self.socket.error(ValueError("type must be run, cancel or resume"), "validation_error")
+        except ValidationError as exc:
+            await self.socket.error(exc, "validation_error")
+        except REFUSALS as exc:
+            await self.socket.error(exc, describe(exc)[1])
+        except Exception as exc:
+            if (outage := describe_outage(exc)) is None:
+                raise
+            await self.socket.error(RuntimeError(outage[1]), outage[0])  # Redis is unwell: try again later
+
+    async def _run(self, message: dict[str, Any]) -> None:
+        self.caller.require_api_key()
+        body = CreateRun.model_validate({k: v for k, v in message.items() if k != "type"})
+        run = await queue_follow_up(self.store, self.settings, self.budget, self.caller, self.session_id, body)
+        await self.socket.send_json({"type": "ack", "request": "run", "run_id": run.run_id})
+
+
 @router.websocket("/{session_id}/ws")
 async def session_socket(
     websocket: WebSocket,
@@ -79,57 +202,18 @@ async def session_socket(
     # Accept first, so a refusal can say why (an error message, then a 4000 + status close code).
     await websocket.accept()
     socket = _Socket(websocket)
-    feed_task: asyncio.Task[int] | None = None
+    conversation: _Conversation | None = None
     slot = None
     try:
         caller = auth.authenticate(bearer_credential(websocket.headers.get("authorization")), token)
         await auth.check_access(caller, session_id, store)
         slot = await slots.take(caller.tenant)
-        feed_task = await _follow(socket, store, tail, shutdown, settings.sse_batch, session_id, last_event_id)
-        while True:
-            receive = asyncio.ensure_future(websocket.receive_text())
-            done, _ = await asyncio.wait({receive, feed_task}, return_when=asyncio.FIRST_COMPLETED)
-            if feed_task in done:
-                receive.cancel()
-                # The session went away, or the gateway is stopping: either way, the client moves on.
-                code = 1012 if shutdown.started else 4410
-                await websocket.close(code=code)
-                return
-            try:
-                message = json.loads(receive.result())
-            except ValueError:
-                await socket.error(ValueError("messages must be JSON objects"), "validation_error")
-                continue
-            kind = message.get("type") if isinstance(message, dict) else None
-            if kind == "run":
-                try:
-                    caller.require_api_key()
-                    body = CreateRun.model_validate({k: v for k, v in message.items() if k != "type"})
-                    run = await queue_follow_up(store, settings, budget, caller, session_id, body)
-                except ValidationError as exc:
-                    await socket.error(exc, "validation_error")
-                    continue
-                except REFUSALS as exc:  # refused, the socket stays
-                    await socket.error(exc, describe(exc)[1])
-                    continue
-                await socket.send_json({"type": "ack", "request": "run", "run_id": run.run_id})
-            elif kind == "cancel":
-                try:
-                    caller.require_api_key()
-                except REFUSALS as exc:
-                    await socket.error(exc, describe(exc)[1])
-                    continue
-                _, run_id = await store.cancel_run(session_id)
-                await socket.send_json({"type": "ack", "request": "cancel", "run_id": run_id})
-            elif kind == "resume":
-                feed_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await feed_task
-                position = str(message.get("last_event_id", ""))
-                feed_task = await _follow(socket, store, tail, shutdown, settings.sse_batch, session_id, position)
-                await socket.send_json({"type": "ack", "request": "resume", "last_event_id": int(position or 0)})
-            else:
-                await socket.error(ValueError("type must be run, cancel or resume"), "validation_error")
+        conversation = _Conversation(socket, caller, session_id, store, tail, shutdown, settings, budget)
+        await conversation.follow(last_event_id)
+        while (message := await conversation.next_message()) is not None:
+            await conversation.handle(message)
+        # The session went away, or the gateway is stopping: either way, the client moves on.
+        await websocket.close(code=1012 if shutdown.started else 4410)
     except WebSocketDisconnect:
         pass
     except TokentailError as exc:
@@ -138,38 +222,6 @@ async def session_socket(
         await socket.error(exc, type_)
         await websocket.close(code=4000 + status if status < 500 else 1011)
     finally:
-        if feed_task is not None:
-            feed_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await feed_task
+        if conversation is not None:
+            await conversation.stop_following()
         await slots.release(slot)
-
-
-# Refusals of one client message: the error goes back on the socket, which stays open.
-REFUSALS = (RunConflict, InputTooLarge, InvalidInput, Forbidden, RateLimited)
-
-
-async def _follow(
-    socket: _Socket,
-    store: StoreDep,
-    tail: TailDep,
-    shutdown: ShutdownDep,
-    batch: int,
-    session_id: str,
-    last_event_id: str | None,
-) -> asyncio.Task[int]:
-    """Start sending the session's events after `last_event_id`, as a task of its own."""
-    start = await start_position(store, session_id, parse_last_event_id(last_event_id))
-    feed = EventFeed(tail, shutdown, session_id, start, batch, until_idle=False, transport="ws")
-
-    async def run() -> int:
-        if start.gap is not None:
-            await socket.send(_gap_message(start.gap))
-        async for part in feed:
-            if part.gap is not None:
-                await socket.send(_gap_message(part.gap))
-            for event in part.events:
-                await socket.send(_event_message(event))
-        return feed.after
-
-    return asyncio.create_task(run())

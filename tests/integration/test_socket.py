@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import httpx2
@@ -115,3 +116,41 @@ async def test_a_deleted_session_closes_its_sockets(gateway: Gateway, client: ht
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4410
+
+
+async def test_messages_have_the_rest_api_s_limits_and_bad_frames_keep_the_socket(
+    start_gateway: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_gateway(max_request_bytes=4096)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        created = (await client.post("/v1/sessions", json={})).json()
+    async with websockets.connect(_ws_url(gateway, created["session_id"])) as ws:
+        big = json.dumps({"type": "run", "input": "hi", "params": {"blob": "x" * 5000}})
+        deep = "[" * 2000 + "]" * 2000  # past Python's recursion limit, within the size limit
+        for frame, error in [
+            (big, "input_too_large"),  # the REST body limit, not the socket's 4x bound
+            (big.encode(), "validation_error"),  # binary
+            (deep, "validation_error"),
+            (json.dumps({"type": "run", "input": "hi", "metadata": _nested(40)}), "validation_error"),
+            (json.dumps({"type": "run", "input": "hi", "params": {"temperature": float("nan")}}), "validation_error"),
+        ]:
+            await ws.send(frame)
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert (reply["type"], reply["error"]["type"]) == ("error", error), reply
+        await ws.send(json.dumps({"type": "run", "input": "still here"}))
+        assert (await _until(ws, lambda m: m.get("type") == "ack"))[-1]["request"] == "run"
+        too_big = "x" * (4 * 4096 + 1)  # past the socket's own bound: closed, as the protocol says
+        await ws.send(too_big)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(5):
+                while True:  # the run's events may come first
+                    await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
