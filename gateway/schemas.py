@@ -6,6 +6,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.catalog import parse_model
+from shared.params import RunParams
 from shared.records import Multitask, RunRecord, Turn
 
 MAX_NESTING = 32
@@ -35,15 +36,20 @@ class _Request(BaseModel):
         if _nesting(values) > MAX_NESTING:
             raise ValueError(f"params and metadata may nest at most {MAX_NESTING - 1} levels")
         try:
-            json.dumps(values, ensure_ascii=False).encode()
+            json.dumps(values, ensure_ascii=False, allow_nan=False).encode()
         except UnicodeEncodeError:
             raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+        except ValueError:
+            raise ValueError("numbers must be finite: NaN and Infinity are not JSON") from None
         return self
 
 
 class _RunOptions(_Request):
     model: str | None = Field(None, description="`scripted`, or `<provider>:<model>`; defaults to the session's")
-    params: dict[str, Any] | None = Field(None, description="provider options; for `scripted`: tokens, pace")
+    params: RunParams | None = Field(
+        None,
+        description="sampling knobs (see docs/agents.md for which provider takes which); for `scripted`: length, pace",
+    )
 
     @field_validator("model")
     @classmethod

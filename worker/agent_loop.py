@@ -6,10 +6,22 @@ import asyncio
 import json
 from typing import Any
 
+from pydantic import ValidationError
+
+from shared.params import RunParams
 from worker import metrics
 from worker.agents import Agent
 from worker.context import RunContext
-from worker.providers.base import Message, ModelRequest, Provider, ProviderError, TextDelta, ToolCall, Usage
+from worker.providers.base import (
+    InvalidRequest,
+    Message,
+    ModelRequest,
+    Provider,
+    ProviderError,
+    TextDelta,
+    ToolCall,
+    Usage,
+)
 from worker.retry import RetryPolicy, stream_with_retries
 from worker.tools import Tool, ToolError
 
@@ -31,13 +43,17 @@ async def run_model_agent(
 ) -> None:
     tools = {t.name: t for t in agent.tools}
     messages = first_messages(agent, context)
+    try:
+        params = RunParams.model_validate(context.params)
+    except ValidationError as exc:  # a run recorded before params were checked at the gateway
+        raise InvalidRequest(f"invalid params: {exc}") from None
 
     async def on_retry(error: ProviderError, delay: float) -> None:
         metrics.PROVIDER_ERRORS.labels(context.writer.provider, error.kind).inc()
         await context.status(f"{error} Retrying in {delay:.1f} s.")
 
     for _ in range(agent.max_steps):
-        request = ModelRequest(model, messages, [t.spec for t in agent.tools], context.params)
+        request = ModelRequest(model, messages, [t.spec for t in agent.tools], params)
         text: list[str] = []
         calls: list[ToolCall] = []
         async for chunk in stream_with_retries(provider, request, policy, on_retry):

@@ -1,7 +1,7 @@
 """REST: create sessions, queue runs, read and delete sessions."""
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 
@@ -27,9 +27,10 @@ from gateway.schemas import (
     SessionView,
     StreamToken,
 )
-from shared.catalog import check_agent
+from shared.catalog import check_agent, parse_model
 from shared.errors import InputTooLarge, InvalidInput
 from shared.ids import new_run_id, new_session_id
+from shared.params import check_params_for
 from shared.records import RunRecord, SessionRecord, transcript
 from shared.settings import Settings
 from shared.store import Cancel, SessionStore
@@ -46,6 +47,15 @@ CANCEL_STATUS: dict[Cancel, Literal["cancelling", "cancelled", "idle"]] = {
 def _check_size(text: str | None, settings: Settings) -> None:
     if text is not None and len(text) > settings.max_input_chars:
         raise InputTooLarge(settings.max_input_chars)
+
+
+def _check_params(model: str | None, params: dict[str, Any]) -> None:
+    """Knobs the run's provider does not take are a 422 now, when the model is already known."""
+    if model is not None:
+        try:
+            check_params_for(parse_model(model).provider, params)
+        except ValueError as exc:
+            raise InvalidInput(f"params: {exc}") from None
 
 
 def _check_agent(agent: str | None, settings: Settings) -> None:
@@ -72,6 +82,8 @@ async def create_session(
 ) -> SessionCreated:
     _check_size(body.input, settings)
     _check_agent(body.agent, settings)
+    params = body.params.given() if body.params else {}
+    _check_params(body.model, params)
     await budget.spend(caller.tenant)
     session = SessionRecord(
         session_id=new_session_id(),
@@ -79,7 +91,7 @@ async def create_session(
         tenant=caller.tenant,
         model=body.model,
         agent=body.agent,
-        params=body.params or {},
+        params=params,
         metadata=body.metadata,
     )
     run_id = None
@@ -121,14 +133,11 @@ async def queue_follow_up(
     """A follow-up turn, from REST or a WebSocket: the session's model and params unless overridden."""
     _check_size(body.input, settings)
     session = await store.get_session(session_id)
+    model = body.model or session.model
+    params = {**session.params, **(body.params.given() if body.params else {})}
+    _check_params(model, params)
     await budget.spend(caller.tenant)
-    run = RunRecord(
-        run_id=new_run_id(),
-        input=body.input,
-        model=body.model or session.model,
-        params={**session.params, **(body.params or {})},
-        agent=session.agent,
-    )
+    run = RunRecord(run_id=new_run_id(), input=body.input, model=model, params=params, agent=session.agent)
     await store.queue_run(session_id, run, multitask=body.multitask)
     return run
 

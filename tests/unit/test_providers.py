@@ -2,16 +2,29 @@
 
 import pytest
 
+from shared.catalog import OPENAI_COMPATIBLE
+from shared.params import RunParams
 from tests.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_stream
 from worker.providers.anthropic_messages import AnthropicProvider
-from worker.providers.base import Message, ModelRequest, Progress, ProviderError, TextDelta, ToolCall, ToolSpec, Usage
+from worker.providers.base import (
+    InvalidRequest,
+    Message,
+    ModelRequest,
+    Progress,
+    ProviderError,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from worker.providers.openai_chat import OpenAIProvider
 
 TOOLS = [
     ToolSpec("calculator", "arithmetic", {"type": "object", "properties": {"expression": {"type": "string"}}}),
     ToolSpec("current_time", "the time", {"type": "object", "properties": {"timezone": {"type": "string"}}}),
 ]
-REQUEST = ModelRequest("m", [Message("system", "be brief"), Message("user", "hi")], TOOLS, {"temperature": 0.2})
+MESSAGES = [Message("system", "be brief"), Message("user", "hi")]
+REQUEST = ModelRequest("m", MESSAGES, TOOLS, RunParams(temperature=0.2))
 
 
 async def _collect(provider: OpenAIProvider | AnthropicProvider, request: ModelRequest = REQUEST) -> list[object]:
@@ -38,6 +51,28 @@ async def test_openai_text_parallel_tool_calls_in_fragments_and_usage() -> None:
     assert sent["temperature"] == 0.2
     assert [t["function"]["name"] for t in sent["tools"]] == ["calculator", "current_time"]
     assert sent["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize("provider", ["openai", OPENAI_COMPATIBLE])
+async def test_openai_params_go_as_the_sdk_s_own_arguments(provider: str) -> None:
+    knobs = {"temperature": 0.5, "top_p": 0.9, "max_tokens": 64, "stop": ["END"], "seed": 7}
+    knobs |= {"presence_penalty": 0.1, "frequency_penalty": -0.1}
+    extra = {"top_k": 40} if provider == OPENAI_COMPATIBLE else {}
+    fake = FakeLLM([Reply(chunks=openai_stream(["ok"]))])
+    request = ModelRequest("m", MESSAGES, [], RunParams.model_validate(knobs | extra))
+    await _collect(OpenAIProvider(fake.openai(), provider=provider), request)
+    sent = fake.requests[0]
+    assert {key: sent[key] for key in knobs | extra} == knobs | extra
+    assert sent["model"] == "m" and len(sent["messages"]) == 2 and "n" not in sent
+
+
+async def test_a_knob_the_provider_does_not_take_fails_the_run_clearly() -> None:
+    fake = FakeLLM([])
+    with pytest.raises(InvalidRequest, match="top_k"):
+        await _collect(OpenAIProvider(fake.openai()), ModelRequest("m", MESSAGES, [], RunParams(top_k=5)))
+    with pytest.raises(InvalidRequest, match="temperature"):
+        await _collect(AnthropicProvider(fake.anthropic()), REQUEST)
+    assert fake.requests == []
 
 
 async def test_openai_tool_results_go_back_as_tool_messages() -> None:
@@ -84,7 +119,8 @@ async def test_openai_http_errors_map_to_what_they_mean(
 async def test_anthropic_text_tool_use_from_input_json_deltas_pings_and_usage() -> None:
     tool_uses = [("toolu_1", "calculator", ["", '{"expression": "2', '+2"}']), ("toolu_2", "current_time", ["{}"])]
     fake = FakeLLM([Reply(chunks=anthropic_stream(["Hel", "lo"], tool_uses))])
-    chunks = await _collect(AnthropicProvider(fake.anthropic()))
+    request = ModelRequest("m", MESSAGES, TOOLS, RunParams(stop=["END"]))
+    chunks = await _collect(AnthropicProvider(fake.anthropic()), request)
     assert chunks == [
         TextDelta("Hel"),
         TextDelta("lo"),
@@ -94,7 +130,7 @@ async def test_anthropic_text_tool_use_from_input_json_deltas_pings_and_usage() 
     ]
     sent = fake.requests[0]
     assert sent["system"] == "be brief" and sent["messages"] == [{"role": "user", "content": "hi"}]
-    assert sent["stream"] is True and sent["max_tokens"] == 4096 and sent["temperature"] == 0.2
+    assert sent["stream"] is True and sent["max_tokens"] == 4096 and sent["stop_sequences"] == ["END"]
     assert [t["name"] for t in sent["tools"]] == ["calculator", "current_time"]
 
 
@@ -123,14 +159,14 @@ async def test_anthropic_parallel_tool_results_go_back_in_one_user_message() -> 
 async def test_anthropic_error_event_inside_the_stream() -> None:
     fake = FakeLLM([Reply(chunks=anthropic_stream(["Hi"])[:2] + [anthropic_error("overloaded_error")])])
     with pytest.raises(ProviderError) as info:
-        await _collect(AnthropicProvider(fake.anthropic()))
+        await _collect(AnthropicProvider(fake.anthropic()), ModelRequest("m", MESSAGES))
     assert info.value.retryable and "overloaded_error" in str(info.value)
 
 
 async def test_anthropic_overloaded_status_is_retryable() -> None:
     fake = FakeLLM([Reply(status=529)])
     with pytest.raises(ProviderError) as info:
-        await _collect(AnthropicProvider(fake.anthropic()))
+        await _collect(AnthropicProvider(fake.anthropic()), ModelRequest("m", MESSAGES))
     assert info.value.retryable and info.value.kind == "provider_unavailable"
 
 

@@ -61,5 +61,6 @@ class Providers:
                 base_url=base_url, api_key=key.get_secret_value() if key else "unused", max_retries=0
             )
             # Only the host: a URL may carry credentials, and this name reaches clients in messages.
-            return OpenAIProvider(client, name=f"the OpenAI-compatible server at {urlsplit(base_url).hostname}")
+            name = f"the OpenAI-compatible server at {urlsplit(base_url).hostname}"
+            return OpenAIProvider(client, name=name, provider=OPENAI_COMPATIBLE)
         raise InvalidRequest(f"unknown provider {provider!r}")

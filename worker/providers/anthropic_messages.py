@@ -14,6 +14,7 @@ import anthropic
 import httpx2
 from anthropic import types
 
+from shared.catalog import ANTHROPIC
 from worker.providers.base import Chunk, Message, ModelRequest, Progress, ProviderError, TextDelta, ToolSpec, Usage
 from worker.providers.errors import connection_error, status_error
 from worker.providers.openai_chat import parse_arguments
@@ -63,9 +64,9 @@ class AnthropicProvider:
         self._client = client
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        request.check_params(ANTHROPIC)
         system, messages = _messages(request.messages)
-        params = dict(request.params)
-        max_tokens = int(params.pop("max_tokens", DEFAULT_MAX_TOKENS))  # required by the API
+        knobs = request.params
         blocks: dict[int, tuple[str, str, list[str]]] = {}  # index -> (id, name, input fragments)
         input_tokens = output_tokens = 0
         try:
@@ -74,9 +75,9 @@ class AnthropicProvider:
                 messages=cast(Any, messages),
                 system=system or anthropic.omit,
                 tools=cast(Any, _tools(request.tools)) if request.tools else anthropic.omit,
-                max_tokens=max_tokens,
+                max_tokens=knobs.max_tokens or DEFAULT_MAX_TOKENS,  # required by the API
+                stop_sequences=anthropic.omit if knobs.stop is None else knobs.stop,
                 stream=True,
-                extra_body=params or None,  # provider options pass through; the API validates them
             )
             async for event in stream:
                 if isinstance(event, types.RawMessageStartEvent):

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from shared.params import RunParams, check_params_for
+
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
@@ -38,7 +40,14 @@ class ModelRequest:
     model: str  # the name after `<provider>:`; empty for `scripted`
     messages: list[Message]
     tools: list[ToolSpec] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)
+    params: RunParams = field(default_factory=RunParams)
+
+    def check_params(self, provider: str) -> None:
+        """InvalidRequest if the run's params name a knob `provider` does not take."""
+        try:
+            check_params_for(provider, self.params.given())
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

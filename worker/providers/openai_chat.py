@@ -15,6 +15,7 @@ from typing import Any, cast
 import httpx2
 import openai
 
+from shared.catalog import OPENAI
 from worker.providers.base import (
     Chunk,
     Message,
@@ -78,13 +79,20 @@ def _tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
     ]
 
 
+def _or_omit(value: Any) -> Any:
+    return openai.omit if value is None else value
+
+
 class OpenAIProvider:
-    def __init__(self, client: openai.AsyncOpenAI, name: str = "OpenAI") -> None:
+    def __init__(self, client: openai.AsyncOpenAI, name: str = "OpenAI", provider: str = OPENAI) -> None:
         self._client = client
         self._name = name
+        self._provider = provider  # `openai` or `openai-compatible`: which params it takes
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        request.check_params(self._provider)
         calls: dict[int, _PartialCall] = {}
+        knobs = request.params
         try:
             stream = await self._client.chat.completions.create(
                 model=request.model,
@@ -92,7 +100,15 @@ class OpenAIProvider:
                 stream=True,
                 stream_options={"include_usage": True},
                 tools=cast(Any, _tools(request.tools)) if request.tools else openai.omit,
-                extra_body=request.params or None,  # provider options pass through; the server validates them
+                temperature=_or_omit(knobs.temperature),
+                top_p=_or_omit(knobs.top_p),
+                max_tokens=_or_omit(knobs.max_tokens),
+                stop=_or_omit(knobs.stop),
+                seed=_or_omit(knobs.seed),
+                presence_penalty=_or_omit(knobs.presence_penalty),
+                frequency_penalty=_or_omit(knobs.frequency_penalty),
+                # Not in OpenAI's API; servers that speak it and sample with top_k (vLLM, Ollama) take it here.
+                extra_body={"top_k": knobs.top_k} if knobs.top_k is not None else None,
             )
             async for chunk in stream:
                 if chunk.usage is not None:

@@ -13,9 +13,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from worker.providers.base import Chunk, InvalidRequest, Message, ModelRequest, TextDelta, ToolCall, Usage
+from worker.providers.base import Chunk, Message, ModelRequest, TextDelta, ToolCall, Usage
 
 _SENTENCES = (
     "This answer comes from the offline scripted model, so it works without a network or an API key.",
@@ -33,12 +31,8 @@ _SENTENCES = (
 )
 
 
-class ScriptedParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # provider options such as temperature do not apply
-
-    tokens: int = Field(48, ge=0, le=1_000_000)
-    tokens_per_second: float = Field(25.0, ge=0, le=100_000)
-    fail_at_token: int | None = Field(None, ge=0)
+DEFAULT_TOKENS = 48
+DEFAULT_TOKENS_PER_SECOND = 25.0
 
 
 class ScriptedFailure(RuntimeError):
@@ -83,13 +77,12 @@ def _answer_tokens(messages: list[Message], count: int) -> list[str]:
 
 class ScriptedProvider:
     async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
-        try:
-            params = ScriptedParams.model_validate(request.params)
-        except ValidationError as exc:
-            raise InvalidRequest(f"invalid params for the scripted model: {exc}") from None
+        params = request.params  # the sampling knobs do not apply: the text is scripted
+        count = DEFAULT_TOKENS if params.tokens is None else params.tokens
+        pace = DEFAULT_TOKENS_PER_SECOND if params.tokens_per_second is None else params.tokens_per_second
         last = request.messages[-1]
         if last.role == "tool":
-            tokens = _answer_tokens(request.messages, params.tokens)
+            tokens = _answer_tokens(request.messages, count)
         else:
             offered = {tool.name for tool in request.tools}
             expression = find_arithmetic(last.content) if "calculator" in offered else None
@@ -99,7 +92,7 @@ class ScriptedProvider:
                 yield ToolCall(call_id, "calculator", {"expression": expression})
                 yield Usage(input_tokens=len(last.content.split()), output_tokens=4)
                 return
-            tokens = scripted_tokens(last.content, params.tokens)
+            tokens = scripted_tokens(last.content, count)
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i, token in enumerate(tokens):
@@ -107,7 +100,7 @@ class ScriptedProvider:
                 raise ScriptedFailure(f"scripted failure at token {i}, as asked by params.fail_at_token")
             # Pace against the start time, not the previous token, so timer drift does not add up. Even
             # unpaced, yield to the loop per token, as a network stream would, so other runs proceed.
-            delay = start + i / params.tokens_per_second - loop.time() if params.tokens_per_second else 0.0
+            delay = start + i / pace - loop.time() if pace else 0.0
             await asyncio.sleep(max(0.0, delay))
             yield TextDelta(token)
         yield Usage(input_tokens=len(last.content.split()), output_tokens=len(tokens))
