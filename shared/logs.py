@@ -6,7 +6,9 @@ and credentials scrubbed.
 
 JSON lines: {"time", "level", "logger", "message", "session_id"?, "run_id"?, "exception"?}.
 Stream tokens ride in URLs (`?token=`, for EventSource), so access logs would show them: every
-formatted line, exception text included, passes through `scrub`, which also hides bearer credentials.
+formatted line, exception text included, passes through `scrub`. It hides bearer credentials and
+the value of every credential-like query parameter (token, api_key, secret, password, signature...),
+judged by its name once percent-decoded: the gateway decodes `?%74oken=` into `token` too.
 """
 
 import contextlib
@@ -16,14 +18,26 @@ import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from urllib.parse import unquote_plus
 
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("tokentail_log_context", default=None)
 
-_SECRETS = re.compile(r"((?:[?&]token=)|(?:\bBearer\s+))[^\s&\"'\\]+", re.IGNORECASE)
+_BEARER = re.compile(r"(\bBearer\s+)[^\s&\"'\\]+", re.IGNORECASE)
+_QUERY_PARAMETER = re.compile(r"([?&;])([^=&;\s\"'#?]+)=([^&;\s\"'#]*)")
+_CREDENTIAL_NAME = re.compile(r"token|key|secret|passw|pwd|auth|sig|credential", re.IGNORECASE)
+
+
+def _scrub_parameter(match: re.Match[str]) -> str:
+    name = match.group(2)
+    for _ in range(3):  # `%2574oken` is `%74oken` decoded once, `token` twice
+        name = unquote_plus(name)
+    if not _CREDENTIAL_NAME.search(name) or not match.group(3):
+        return match.group(0)
+    return f"{match.group(1)}{match.group(2)}=[redacted]"
 
 
 def scrub(text: str) -> str:
-    return _SECRETS.sub(r"\1[redacted]", text)
+    return _BEARER.sub(r"\1[redacted]", _QUERY_PARAMETER.sub(_scrub_parameter, text))
 
 
 def current_context() -> dict[str, str]:

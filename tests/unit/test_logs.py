@@ -29,6 +29,25 @@ def test_tokens_in_urls_and_bearer_credentials_are_scrubbed() -> None:
     assert scrub("nothing secret here") == "nothing secret here"
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "%74oken=v1.eyJ.sig",  # what the gateway decodes into `token`, and accepts
+        "%2574oken=v1.eyJ.sig",  # encoded twice
+        "api_key=acme-key-0123456789",  # a key where none belongs: scrubbed all the same
+        "API%5FKEY=acme-key-0123456789",
+        "access_token=abc",
+        "X-Amz-Signature=abc",
+        "client_secret=abc",
+        "password=hunter22",
+    ],
+)
+def test_every_credential_like_query_parameter_is_scrubbed_after_decoding(query: str) -> None:
+    line = scrub(f'127.0.0.1:5 - "GET /v1/sessions/s_x/events?last_event_id=3&{query}&tail=1 HTTP/1.1" 200')
+    name = query.partition("=")[0]
+    assert f"?last_event_id=3&{name}=[redacted]&tail=1 HTTP/1.1" in line
+
+
 def test_json_lines_carry_the_context_and_no_token() -> None:
     access = record('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/v1/sessions/s_a/events?token=v1.x.y", "1.1", 200)
     with log_context(session_id="s_a", run_id="r_b"):
