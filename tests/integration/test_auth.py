@@ -106,6 +106,18 @@ async def test_another_tenants_session_is_not_found_on_every_route(
     assert (await http.get(f"/v1/sessions/{session['session_id']}", headers=bearer(KEY_A))).status_code == 200
 
 
+async def test_another_tenants_gone_session_is_not_found_either(
+    http: httpx2.AsyncClient, session: dict[str, Any]
+) -> None:
+    # A 410 would tell another tenant that this id existed: it gets what a random id gets.
+    assert (await http.delete(f"/v1/sessions/{session['session_id']}", headers=bearer(KEY_A))).status_code == 204
+    for method, path, body in routes(session["session_id"]):
+        status, error = await status_of(http, method, path, body, headers=bearer(KEY_B))
+        assert (status, error["error"]["type"]) == (404, "session_not_found"), (method, path)
+        status, error = await status_of(http, method, path, body, headers=bearer(KEY_A))
+        assert (status, error["error"]["type"]) == (410, "session_expired"), (method, path)
+
+
 async def test_the_owner_reaches_every_route_with_its_key(http: httpx2.AsyncClient, session: dict[str, Any]) -> None:
     expected = {"runs": 202, "cancel": 202, "token": 200, "events": 200}
     for method, path, body in routes(session["session_id"]):
