@@ -22,6 +22,7 @@ from shared.store import SessionStore, StoredEvent
 _TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)
 REDIS_RETRY_SECONDS = 0.5
 READ_BUDGET_BYTES = 1_048_576
+FIRST_READ_COUNT = 32  # before a feed knows how large this session's events are
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class EventFeed:
         self.after = start.after
         self._replay_until = start.replay_until
         self._batch = batch
-        self._count = batch  # events per read: fewer while events are large (READ_BUDGET_BYTES)
+        self._count = min(batch, FIRST_READ_COUNT)  # events per read: as many as fit READ_BUDGET_BYTES, up to batch
         self._until_idle = until_idle  # end once nothing is left and nothing is coming (SSE)
         self._transport = transport
 
