@@ -138,11 +138,9 @@ class EventFeed:
             gap = Gap(reason="trimmed", first_available=events[0].seq)
             metrics.GAPS.labels(gap.reason).inc()
         self.after = events[-1].seq
-        size = sum(len(event.data) for event in events)
-        if size > READ_BUDGET_BYTES:
-            self._count = max(1, len(events) * READ_BUDGET_BYTES // size)
-        elif len(events) == self._count:
-            self._count = min(self._batch, 2 * self._count)
+        # The next read: as many events of this size as fit the budget, growing by doubling at most.
+        fit = max(1, len(events) * READ_BUDGET_BYTES // max(1, sum(len(event.data) for event in events)))
+        self._count = min(self._batch, 2 * self._count, fit)
         metrics.EVENTS_SENT.labels(self._transport).inc(len(events))
         if events[0].seq <= self._replay_until:
             metrics.RESUMED_EVENTS.labels(self._transport).inc(sum(1 for e in events if e.seq <= self._replay_until))

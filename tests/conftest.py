@@ -24,6 +24,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def private_redis_url(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of this test's own, for tests that fill it, pause it or stop it."""
+    with RedisServer(tmp_path) as server:
+        yield server.url
+
+
+@pytest.fixture
 def settings(redis_url: str) -> Settings:
     # A key prefix per test isolates tests from each other without flushing the server.
     return Settings(

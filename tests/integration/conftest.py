@@ -58,8 +58,16 @@ async def start_gateway(settings: Settings) -> AsyncIterator[Callable[..., Any]]
 async def start_worker(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
     started: list[tuple[TokentailWorker, asyncio.Task[None]]] = []
 
-    async def start(probe_address: tuple[str, int] | None = None, **overrides: Any) -> TokentailWorker:
-        worker = create_worker(settings.model_copy(update=overrides), handle_signals=False, probe_address=probe_address)
+    async def start(
+        probe_address: tuple[str, int] | None = None, arq_options: dict[str, Any] | None = None, **overrides: Any
+    ) -> TokentailWorker:
+        """A worker with these settings `overrides` (and arq `Worker` options)."""
+        worker = create_worker(
+            settings.model_copy(update=overrides),
+            handle_signals=False,
+            probe_address=probe_address,
+            **(arq_options or {}),
+        )
         started.append((worker, asyncio.create_task(worker.async_run())))
         return worker
 

@@ -5,8 +5,10 @@ from typing import Any
 
 import httpx2
 import pytest
+from redis.asyncio import Redis
 
 from shared.ids import new_session_id
+from tests.redis_faults import full
 
 
 def _error(response: httpx2.Response, status: int, type_: str) -> str:
@@ -165,6 +167,26 @@ async def test_redis_down_is_503_json(start_gateway: Any) -> None:
         response = await client.post("/v1/sessions", json={"input": "hi"})
         _error(response, 503, "redis_unavailable")
         assert response.headers["retry-after"] == "1"
+
+
+async def test_a_full_redis_is_503_redis_full_and_not_ready(start_gateway: Any, private_redis_url: str) -> None:
+    gateway = await start_gateway(redis_url=private_redis_url)
+    redis = Redis.from_url(private_redis_url)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        created = (await client.post("/v1/sessions", json={"input": "hi"})).json()
+        async with full(redis):
+            for refused in [
+                await client.post("/v1/sessions", json={"input": "hi"}),
+                await client.post(f"/v1/sessions/{created['session_id']}/runs", json={"input": "more"}),
+                await client.get("/readyz"),
+            ]:
+                assert "out of memory" in _error(refused, 503, "redis_full")
+                assert int(refused.headers["retry-after"]) > 0
+            # Reads go on: a full Redis still serves what it holds.
+            assert (await client.get(f"/v1/sessions/{created['session_id']}")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+        assert (await client.post("/v1/sessions", json={"input": "hi"})).status_code == 201
+    await redis.aclose()
 
 
 async def test_an_unknown_agent_is_422(client: httpx2.AsyncClient) -> None:

@@ -4,13 +4,15 @@ import json
 
 from redis.asyncio import Redis
 
-from gateway.feed import EventFeed, Start
+from gateway.feed import READ_BUDGET_BYTES, EventFeed, Start
 from gateway.shutdown import StreamShutdown
 from gateway.sse import encode_events, encode_gap
 from gateway.tail import StreamTail
+from shared.events import MessageDelta, RunCompleted
 from shared.settings import Settings
 from shared.store import SessionStore
 from tests.integration.test_store import _started
+from worker.writer import MAX_DELTA_CHARS
 
 
 async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip(
@@ -37,3 +39,29 @@ async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip
     finally:
         await feed.aclose()  # type: ignore[attr-defined]
         await tail.aclose()
+
+
+async def test_a_reader_holds_a_bounded_part_of_a_session_however_large(redis: Redis, settings: Settings) -> None:
+    store = SessionStore(redis, settings)
+    session_id, run = await _started(store)
+    delta = MessageDelta(run_id=run.run_id, text="é" * MAX_DELTA_CHARS).model_dump_json()  # the largest delta
+    for _ in range(10):
+        await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)] * 30)  # 10 MB in all
+    await store.append(
+        session_id, run.run_id, "lease-1", [], ending=RunCompleted(run_id=run.run_id, output="", usage={})
+    )
+    tail = StreamTail(settings)
+    feed = EventFeed(
+        tail, StreamShutdown(), session_id, Start(0, None, False), batch=500, until_idle=True, transport="sse"
+    )
+    sizes, seqs = [], []
+    try:
+        async for batch in feed:
+            sizes.append(sum(len(event.data) for event in batch.events))
+            seqs += [event.seq for event in batch.events]
+    finally:
+        await tail.aclose()
+    assert seqs == list(range(1, 304))  # all of it, in order
+    # Each read is sized by the events of the one before, so it may pass the budget a little; a read
+    # of `batch` events would have held the whole 10 MB session at once.
+    assert max(sizes) < 2 * READ_BUDGET_BYTES

@@ -2,8 +2,7 @@
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 from redis import exceptions as redis_errors
@@ -14,9 +13,9 @@ from shared.events import ErrorInfo, RunCancelled, RunCompleted, RunFailed
 from shared.ids import new_run_id, new_session_id
 from shared.jobs import RUN_JOB
 from shared.records import RunRecord, SessionRecord
-from shared.redis_server import RedisServer
 from shared.settings import Settings
 from shared.store import Cancel, Renewal, Requeue, SessionStore, StartVerdict
+from tests.redis_faults import fill
 
 
 def _session(tenant: str = "public") -> SessionRecord:
@@ -365,34 +364,17 @@ async def test_the_tombstone_of_a_session_names_its_owner(store: SessionStore) -
     assert await store.session_owner(new_session_id()) is None
 
 
-@pytest.fixture
-async def full_redis(tmp_path: Path, settings: Settings) -> AsyncIterator[SessionStore]:
-    """A store on a private redis-server filled up to its `maxmemory` (noeviction)."""
-    with RedisServer(tmp_path) as server:
-        redis = Redis.from_url(server.url)
-        yield SessionStore(redis, settings.model_copy(update={"redis_url": server.url}))
-        await redis.aclose()
-
-
-async def _fill(redis: Redis) -> None:
-    used = int((await redis.info("memory"))["used_memory"])
-    await redis.config_set("maxmemory", used + 1_000_000)
-    await redis.config_set("maxmemory-policy", "noeviction")
-    with pytest.raises(redis_errors.OutOfMemoryError):
-        for i in range(10_000):
-            await redis.set(f"ballast:{i}", "x" * 10_000)
-
-
 async def _snapshot(redis: Redis, prefix: str) -> dict[bytes, bytes | None]:
     return {key: await redis.dump(key) async for key in redis.scan_iter(f"{prefix}:*")}
 
 
-async def test_scripts_refused_by_a_full_redis_change_nothing(full_redis: SessionStore) -> None:
-    store, redis = full_redis, full_redis.redis
+async def test_scripts_refused_by_a_full_redis_change_nothing(private_redis_url: str, settings: Settings) -> None:
+    redis = Redis.from_url(private_redis_url)
+    store = SessionStore(redis, settings.model_copy(update={"redis_url": private_redis_url}))
     running, run = await _started(store)
     queued, waiting = _session(), _run()
     await store.queue_run(queued.session_id, waiting, create=queued)
-    await _fill(redis)
+    await fill(redis)
     before = await _snapshot(redis, store.keys.prefix)
     refused: dict[str, Callable[[], Awaitable[object]]] = {
         "queue_run": lambda: store.queue_run(running, _run("more"), multitask="enqueue"),
@@ -412,3 +394,4 @@ async def test_scripts_refused_by_a_full_redis_change_nothing(full_redis: Sessio
         else:
             pytest.fail(f"{name} was not refused")
         assert await _snapshot(redis, store.keys.prefix) == before, name
+    await redis.aclose()

@@ -5,6 +5,9 @@ import json
 import time
 from typing import Any
 
+import pytest
+from arq.worker import Worker
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from shared.ids import new_run_id, new_session_id
@@ -102,3 +105,58 @@ async def test_the_flush_window_bounds_how_often_a_run_appends(store: SessionSto
     deltas = [json.loads(e.data)["text"] for e in events if e.type == b"message.delta"]
     assert len(deltas) <= 2 + elapsed / window < 100
     assert events[-1].type == b"run.completed" and "".join(deltas) == json.loads(events[-1].data)["output"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis_errors.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        redis_errors.ReadOnlyError("You can't write against a read only replica."),
+        redis_errors.ResponseError("BUSY Redis is busy running a script."),
+        redis_errors.ResponseError("ERR user_script:1: Script attempted to access nonexistent global variable"),
+    ],
+    ids=["full", "read-only", "busy", "script-error"],
+)
+async def test_a_redis_error_reply_in_the_poll_loop_does_not_end_the_worker(
+    store: SessionStore, start_worker: Any, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    # arq's poll re-raises what a job's task raised, and records its health with a write: a full
+    # or read-only Redis fails it. arq's own loop would let that end the process.
+    failures = 2
+    heart_beat = Worker.heart_beat
+
+    async def failing_heart_beat(self: Worker) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise error
+        await heart_beat(self)
+
+    monkeypatch.setattr(Worker, "heart_beat", failing_heart_beat)
+    worker = await start_worker()
+    async with asyncio.timeout(10):
+        while failures:
+            await asyncio.sleep(0.01)
+    session_id, _ = await _queue(store, tokens=3, tokens_per_second=0)
+    await _wait_for_status(store, session_id, "completed")
+    assert worker.main_task is not None and not worker.main_task.done()
+
+
+async def test_a_run_whose_worker_dies_between_pickup_and_start_is_picked_again_within_a_lease(
+    store: SessionStore, redis: Redis, start_worker: Any, settings: Settings
+) -> None:
+    picked = asyncio.Event()
+
+    async def die_after_pickup(ctx: dict[str, Any]) -> None:
+        picked.set()
+        await asyncio.Event().wait()  # as good as dead: arq marked the job in progress, no run started
+
+    await start_worker(worker_concurrency=1, arq_options={"on_job_start": die_after_pickup})  # no slot to pick again
+    session_id, run_id = await _queue(store, tokens=3, tokens_per_second=0)
+    await asyncio.wait_for(picked.wait(), 10)
+    mark = await redis.pttl(f"arq:in-progress:{run_id}")
+    assert 0 < mark <= settings.lease_ms  # not job_timeout + 10 s (31 minutes)
+    await start_worker()
+    await _wait_for_status(store, session_id, "completed", within=settings.lease_ms / 1000 + 5)
+    events = await store.read(session_id, 0, 100)
+    assert [e.type for e in events].count(b"run.started") == 1 and events[-1].type == b"run.completed"
