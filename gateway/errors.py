@@ -1,5 +1,7 @@
 """Every error leaves the gateway as JSON `{"error": {"type", "message"}}` with its status."""
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -20,6 +22,7 @@ from shared.errors import (
     TooManyStreams,
     Unauthorized,
 )
+from shared.logs import RateLimitedLogger
 from shared.outage import is_outage
 
 _STATUS: list[tuple[type[TokentailError], int, str]] = [
@@ -35,6 +38,8 @@ _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (TooManyStreams, 429, "too_many_streams"),  # before its parent, RateLimited
     (RateLimited, 429, "rate_limited"),
 ]
+
+_outage_log = RateLimitedLogger(logging.getLogger(__name__), every_seconds=10)
 
 _HTTP_TYPES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "input_too_large"}
 
@@ -98,13 +103,25 @@ def outage_response(exc: Exception) -> JSONResponse | None:
     return error_response(503, type_, message, {"Retry-After": str(retry_after)})
 
 
+async def _redis_failure(request: Request, exc: Exception) -> JSONResponse:
+    # An outage is an answer like any other: no traceback, and the connection stays open for the
+    # client's next request (the catch-all below re-raises, and uvicorn then closes the connection).
+    response = outage_response(exc)
+    if response is None:
+        raise exc  # a bug: to the catch-all, which logs it
+    _outage_log.warning("Redis outage: %s (%s); answering 503", type(exc).__name__, exc)
+    return response
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Starlette logs the exception after this; the client gets JSON and no internals.
-    return outage_response(exc) or error_response(500, "internal_error", "internal error")
+    return error_response(500, "internal_error", "internal error")
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
+    for failure in (redis_errors.RedisError, OSError):
+        app.add_exception_handler(failure, _redis_failure)
     app.add_exception_handler(TokentailError, _tokentail_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -16,6 +16,7 @@ import contextvars
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import unquote_plus
@@ -56,6 +57,26 @@ def log_context(**fields: str) -> Iterator[None]:
 def bind(**fields: str) -> None:
     """Add fields to the log context of the current task (each request and each job has its own)."""
     _context.set({**current_context(), **fields})
+
+
+class RateLimitedLogger:
+    """Logs a message at most once per `every_seconds` (per message template): for what may fail on
+    every request during an outage. Says how many were left out."""
+
+    def __init__(self, logger: logging.Logger, every_seconds: float) -> None:
+        self._logger = logger
+        self._every = every_seconds
+        self._last: dict[str, tuple[float, int]] = {}  # template -> (when logged, left out since)
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        logged_at, left_out = self._last.get(message, (float("-inf"), 0))
+        if now - logged_at < self._every:
+            self._last[message] = (logged_at, left_out + 1)
+            return
+        self._last[message] = (now, 0)
+        suffix = f" ({left_out} more like it since)" if left_out else ""
+        self._logger.warning(message + suffix, *args)
 
 
 class JsonFormatter(logging.Formatter):

@@ -191,16 +191,22 @@ class EventWriter:
         # meanwhile, the retry is fenced.
         append_id = secrets.token_hex(8)
         delay = 0.05
-        give_up = self._clock() + OUTAGE_SECONDS
+        started = self._clock()
         while True:
             try:
                 await self._store.append(
                     self._session_id, self._run_id, self._lease_token, events, append_id, ending=ending
                 )
-                return
             except Exception as exc:
-                if not is_outage(exc) or self._clock() > give_up:
+                if not is_outage(exc) or self._clock() - started > OUTAGE_SECONDS:
                     raise
-                logger.warning("append for run %s failed (%s); retrying in %.2f s", self._run_id, exc, delay)
+                if delay == 0.05:  # once per outage, not once per try
+                    logger.warning(
+                        "append for run %s failed (%s); retrying for up to %.0f s", self._run_id, exc, OUTAGE_SECONDS
+                    )
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)
+            else:
+                if delay > 0.05:
+                    logger.info("append for run %s went through after %.1f s", self._run_id, self._clock() - started)
+                return

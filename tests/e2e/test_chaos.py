@@ -10,49 +10,11 @@ import httpx2
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.sse_client import Received, read_events
+from tests.e2e.watcher import Watcher
 from worker.providers.scripted import scripted_tokens
 
 TOKENS = 250
 PARAMS = {"tokens": TOKENS, "tokens_per_second": 50}
-
-
-class Watcher:
-    """Follows a session's stream like a chat UI: resumes on drops, drops a retried attempt's text."""
-
-    def __init__(self, client: httpx2.AsyncClient, url: str) -> None:
-        self.client, self.url = client, url
-        self.seen = Received(200, [])
-        self.arrival: dict[str, float] = {}
-
-    async def follow(self) -> None:
-        while True:
-            last = self.seen.ids[-1] if self.seen.ids else None
-            part = await read_events(self.client, self.url, last_event_id=last, on_event=self._arrived)
-            if part.status == 204:
-                return
-
-    async def follow_once(self) -> None:
-        """One connection, until it ends or breaks."""
-        last = self.seen.ids[-1] if self.seen.ids else None
-        await read_events(self.client, self.url, last_event_id=last, on_event=self._arrived)
-
-    def _arrived(self, event: tuple[int | None, str, dict[str, Any]]) -> None:
-        self.arrival.setdefault(event[1], time.monotonic())
-        self.seen.events.append(event)
-
-    def deltas(self) -> int:
-        return len(self.seen.of("message.delta"))
-
-    def answer(self) -> str:
-        """The text a UI shows: the deltas after the last `run.retrying`."""
-        text: list[str] = []
-        for _, kind, data in self.seen.events:
-            if kind == "run.retrying":
-                text.clear()
-            elif kind == "message.delta":
-                text.append(data["text"])
-        return "".join(text)
 
 
 async def _crash_mid_run(stack: Stack, how: signal.Signals) -> tuple[list[Watcher], float]:
@@ -183,3 +145,64 @@ async def test_cancel_during_a_tool_call_from_another_gateway(stack: Stack) -> N
     assert kinds[-2:] == ["tool.failed", "run.cancelled"]
     print(f"\ncancel to run.cancelled at the client: {watcher.arrival['run.cancelled'] - asked:.3f} s")  # noqa: T201
     assert watcher.arrival["run.cancelled"] - asked < 1
+
+
+async def test_deleting_running_sessions_does_not_blind_the_reaper(fast_leases: Stack) -> None:
+    # More deleted sessions than the reaper reads in one page, all older than the run that needs it.
+    fast_leases.env["TOKENTAIL_WORKER_CONCURRENCY"] = "200"
+    url = fast_leases.gateway()
+    doomed = fast_leases.worker()
+    await asyncio.to_thread(fast_leases.wait_for_workers, 1)
+    long_run = {"tokens": 100_000, "tokens_per_second": 5}
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        deleted = [
+            (await client.post("/v1/sessions", json={"input": f"d{i}", "params": long_run})).json() for i in range(105)
+        ]
+        survivor = (await client.post("/v1/sessions", json={"input": "survive this", "params": PARAMS})).json()
+        watcher = Watcher(client, survivor["events_url"])
+        following = asyncio.create_task(watcher.follow())
+        for session in [*deleted, survivor]:
+            while (await client.get(f"/v1/sessions/{session['session_id']}")).json()["status"] != "running":
+                await asyncio.sleep(0.02)
+        for session in deleted:
+            assert (await client.delete(f"/v1/sessions/{session['session_id']}")).status_code == 204
+        await asyncio.sleep(3)  # their leases' deadlines pass, before the survivor's
+        doomed.kill()
+        struck = time.monotonic()
+        fast_leases.worker()  # a fresh worker: its reaper must find the survivor behind the deleted ones
+        await asyncio.wait_for(following, 60)
+    _assert_whole(watcher)
+    takeover = watcher.arrival["run.retrying"] - struck
+    print(f"\ntakeover behind 105 deleted sessions (lease 2 s, fresh worker): {takeover:.2f} s")  # noqa: T201
+    assert takeover < 15
+
+
+async def test_a_worker_killed_while_picking_up_a_burst_strands_no_run(stack: Stack) -> None:
+    # Killed 50-250 ms after it began taking a burst of runs: some it had started (taken over when
+    # their lease runs out), some it had only picked up (picked again when arq's short mark lapses).
+    stack.env["TOKENTAIL_LEASE_MS"] = "2000"
+    url = stack.gateway()
+    stack.worker()
+    slowest, taken_over = 0.0, 0
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        for round_, delay in enumerate((0.05, 0.15, 0.25)):
+            victim = stack.worker()
+            await asyncio.to_thread(stack.wait_for_workers, 2)
+            params = {"tokens": 20, "tokens_per_second": 20}
+            bodies = [{"input": f"burst {round_} {i}", "params": params} for i in range(80)]
+            posting = [asyncio.create_task(client.post("/v1/sessions", json=body)) for body in bodies]
+            await asyncio.sleep(delay)  # the workers are picking runs up as they come
+            victim.kill()
+            struck = time.monotonic()
+            for session in [(await post).json() for post in posting]:
+                state = (await client.get(f"/v1/sessions/{session['session_id']}")).json()
+                while state["status"] != "idle":
+                    assert time.monotonic() - struck < 20, f"a run was stranded: {state['runs'][0]}"
+                    await asyncio.sleep(0.05)
+                    state = (await client.get(f"/v1/sessions/{session['session_id']}")).json()
+                assert state["runs"][0]["status"] == "completed"
+                taken_over += state["runs"][0]["attempt"] > 1
+            slowest = max(slowest, time.monotonic() - struck)
+            await asyncio.to_thread(stack.wait_for_workers, 1)
+    summary = f"3 bursts of 80 runs, a worker killed in each: {taken_over} taken over, all done within {slowest:.1f} s"
+    print("\n" + summary)  # noqa: T201

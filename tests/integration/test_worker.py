@@ -160,3 +160,24 @@ async def test_a_run_whose_worker_dies_between_pickup_and_start_is_picked_again_
     await _wait_for_status(store, session_id, "completed", within=settings.lease_ms / 1000 + 5)
     events = await store.read(session_id, 0, 100)
     assert [e.type for e in events].count(b"run.started") == 1 and events[-1].type == b"run.completed"
+
+
+async def test_closing_a_worker_waits_for_its_main_task_before_arq_closes_the_pool(
+    start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # arq's close() closes the pool at once; with the main task still unwinding (a WATCH pipeline in
+    # start_jobs), that left an unclosed pipeline behind: a ResourceWarning, failing a test now and then.
+    main_done_when_arq_closed: list[bool] = []
+    close = Worker.close
+
+    async def recording_close(self: Worker) -> None:
+        main_done_when_arq_closed.append(self.main_task is not None and self.main_task.done())
+        await close(self)
+
+    monkeypatch.setattr(Worker, "close", recording_close)
+    worker = await start_worker()
+    async with asyncio.timeout(10):
+        while worker.reaper is None:  # its poll loop runs
+            await asyncio.sleep(0.01)
+    await worker.close()
+    assert main_done_when_arq_closed == [True]
