@@ -21,8 +21,8 @@ from shared.store import SessionStore, StoredEvent
 
 _TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)
 REDIS_RETRY_SECONDS = 0.5
-READ_BUDGET_BYTES = 1_048_576
-FIRST_READ_COUNT = 32  # before a feed knows how large this session's events are
+READ_BUDGET_BYTES = 262_144
+FIRST_READ_COUNT = 16  # before a feed knows how large this session's events are
 
 
 @dataclass(frozen=True)
