@@ -11,8 +11,8 @@
   the client had left, and the client resumes from its last id when it reads again. A timer runs
   only while writing is paused, so streams that keep up cost nothing.
 
-(WebSockets are bounded by their protocol's own pings: a client that does not answer one within
-20 s is closed.)
+(WebSockets are bounded by their protocol's own pings, sent every half of `stalled_client_seconds`:
+a client that does not answer one within the other half is closed; see gateway/server.py.)
 """
 
 import asyncio

@@ -37,6 +37,10 @@ def server_config(app: FastAPI, settings: Settings, host: str, port: int, log_le
         # A WebSocket message past this closes the socket (1009); up to it, the app refuses what is
         # over max_request_bytes with an error message and keeps the socket.
         ws_max_size=4 * settings.max_request_bytes,
+        # A WebSocket client that stops reading cannot answer a ping: closed within the same bound
+        # as a stalled HTTP stream (gateway/protocol.py).
+        ws_ping_interval=settings.stalled_client_seconds / 2,
+        ws_ping_timeout=settings.stalled_client_seconds / 2,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         proxy_headers=True,
         log_config=None,  # uvicorn's records go to tokentail's handler: one format, credentials scrubbed

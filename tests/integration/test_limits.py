@@ -151,3 +151,27 @@ async def test_a_client_that_stops_reading_is_dropped_and_frees_its_stream(
         assert sock.recv(65536, socket.MSG_PEEK)  # it did get the beginning of its stream
     finally:
         writer.close()
+
+
+async def test_a_websocket_client_that_stops_reading_is_closed_and_frees_its_stream(
+    start_gateway: Callable[..., Any], redis: Redis, store: SessionStore
+) -> None:
+    gateway = await start_gateway(stalled_client_seconds=1)
+    async with httpx2.AsyncClient(base_url=gateway.url) as http:
+        created = (await http.post("/v1/sessions", json={"input": "hi"})).json()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    handshake = (
+        f"GET /v1/sessions/{created['session_id']}/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    writer.write(handshake.encode())  # then silence: no pong, ever
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    slots = store.keys.tenant_streams(PUBLIC_TENANT)
+    try:
+        async with asyncio.timeout(10):
+            while await redis.zcard(slots) == 0:
+                await asyncio.sleep(0.01)
+            while await redis.zcard(slots) == 1:  # held until the gateway gives up on the client
+                await asyncio.sleep(0.05)
+    finally:
+        writer.close()
