@@ -10,13 +10,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from redis import exceptions as redis_errors
-
 from gateway import metrics
 from gateway.shutdown import StreamShutdown
 from gateway.tail import StreamTail
 from shared.errors import SessionNotFound
 from shared.events import TERMINAL_EVENTS, Gap
+from shared.outage import is_outage
 from shared.store import SessionStore, StoredEvent
 
 _TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)
@@ -99,11 +98,13 @@ class EventFeed:
                 async for batch in self._events():
                     yield batch
                 return
-            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
                 if self._shutdown.started:
                     return
-                # Redis is restarting or failing over: keep the client's connection (idle batches
-                # become heartbeats) and carry on from the last id sent once it answers again.
+                # Redis is restarting, failing over or busy: keep the client's connection (idle
+                # batches become heartbeats) and carry on from the last id sent once it answers again.
                 yield Batch()
                 await asyncio.sleep(REDIS_RETRY_SECONDS)
 

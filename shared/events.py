@@ -91,6 +91,9 @@ class RunCancelled(EventData):
     reason: str
 
 
+Ending = RunCompleted | RunFailed | RunCancelled  # what a run's terminal event holds
+
+
 EVENT_DATA: dict[EventType, type[EventData]] = {
     EventType.RUN_QUEUED: RunQueued,
     EventType.RUN_STARTED: RunStarted,

@@ -2,7 +2,7 @@
 
 Writes that must be atomic (queue a run, start it, append to it) are Lua scripts in `lua/`; each
 is loaded with `lua/lib.lua` in front, the vocabulary they share. Scripts that queue or end runs
-take the same leading keys and arguments (`_RunScriptArgs`).
+take the same leading keys and arguments (`SessionStore._run_script_args`).
 """
 
 import json
@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared.errors import LeaseLost, RunConflict, SessionExpired, SessionNotFound
-from shared.events import CANCELLED_BY_REQUEST, EventType, RunCancelled, RunCompleted, RunFailed, event_type_of
+from shared.events import CANCELLED_BY_REQUEST, Ending, EventType, RunCompleted, RunFailed, event_type_of
 from shared.jobs import JOB_TTL_MS, RUN_JOB
 from shared.keys import Keys
 from shared.records import PUBLIC_TENANT, Multitask, RunRecord, SessionRecord
@@ -77,7 +77,7 @@ def encode_run(run: RunRecord) -> str:
     return _compact(record)
 
 
-def stored_ending(ending: RunCompleted | RunFailed | RunCancelled) -> tuple[str, str]:
+def stored_ending(ending: Ending) -> tuple[str, str]:
     """A terminal event as the stream keeps it, and the fields its run record keeps (append.lua).
     A completed run's output is stored once, in its record; `with_output` adds it back for readers."""
     if isinstance(ending, RunCompleted):
@@ -326,7 +326,7 @@ class SessionStore:
         lease_token: str,
         events: Sequence[tuple[str, str]],
         append_id: str | None = None,
-        ending: RunCompleted | RunFailed | RunCancelled | None = None,
+        ending: Ending | None = None,
     ) -> int:
         """Append `(type, data_json)` events under the run's lease, then the run's terminal event if
         it `ending`; returns the last seq. Sending the same `append_id` again (after a lost reply)

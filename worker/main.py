@@ -17,7 +17,8 @@ request, and takes over the runs of workers that died.
   queue, so only a job whose worker died before starting it is picked again when the mark lapses.
 - **Redis errors never end the worker.** A poll that fails (Redis unreachable, out of memory,
   read-only after a failover, busy, loading) is logged and retried with a growing pause; arq's own
-  loop would let the exception end the process.
+  loop would let the exception end the process. Nor do they shrink it: a job claim that fails gives
+  its slot back.
 """
 
 import asyncio
@@ -110,6 +111,17 @@ class TokentailWorker(Worker):
             if self._poll_failures:
                 logger.warning("queue poll works again after %d failures", self._poll_failures)
             self._poll_failures = 0
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        try:
+            await super().start_jobs(job_ids)
+        except (redis_errors.RedisError, OSError):
+            # arq takes a job's slot before the WATCH/MULTI that claims the job, and gives it back
+            # only on the errors it expects. Give back the slot of the claim that failed, or every
+            # connection lost mid-claim would shrink this worker by one slot for good.
+            self.job_counter -= 1
+            self.sem.release()
+            raise
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()

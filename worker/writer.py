@@ -14,20 +14,13 @@ bounded amount of a session in memory, however long it is.
 """
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
 from collections.abc import Callable
 
-from shared.events import (
-    TERMINAL_EVENTS,
-    EventData,
-    MessageDelta,
-    RunCancelled,
-    RunCompleted,
-    RunFailed,
-    event_type_of,
-)
+from shared.events import TERMINAL_EVENTS, Ending, EventData, MessageDelta, event_type_of
 from shared.outage import is_outage
 from shared.store import SessionStore
 from worker import metrics
@@ -117,7 +110,7 @@ class EventWriter:
         if self._pending:
             await self._write(self._take_pending())
 
-    async def finish(self, ending: RunCompleted | RunFailed | RunCancelled) -> None:
+    async def finish(self, ending: Ending) -> None:
         """Write the run's terminal event, even after an append failed: a run must always end.
         Text not yet appended is dropped; the terminal event says what became of the run."""
         self.close()
@@ -173,9 +166,7 @@ class EventWriter:
             self._timer.cancel()
             self._timer = None
 
-    async def _write(
-        self, events: list[tuple[str, str]], ending: RunCompleted | RunFailed | RunCancelled | None = None
-    ) -> None:
+    async def _write(self, events: list[tuple[str, str]], ending: Ending | None = None) -> None:
         async with self._lock:
             await self._append(events, ending)
         appended = [event_type for event_type, _ in events] + ([event_type_of(ending)] if ending else [])
@@ -183,16 +174,13 @@ class EventWriter:
         for event_type in appended:
             metrics.EVENTS_APPENDED.labels(event_type).inc()
 
-    async def _append(
-        self, events: list[tuple[str, str]], ending: RunCompleted | RunFailed | RunCancelled | None
-    ) -> None:
+    async def _append(self, events: list[tuple[str, str]], ending: Ending | None) -> None:
         # Through an outage, keep trying with the same append id, so a try whose reply was lost is
         # not appended twice. The lease bounds it: if a reaper gave the run to another worker
         # meanwhile, the retry is fenced.
         append_id = secrets.token_hex(8)
-        delay = 0.05
         started = self._clock()
-        while True:
+        for failures in itertools.count():
             try:
                 await self._store.append(
                     self._session_id, self._run_id, self._lease_token, events, append_id, ending=ending
@@ -200,13 +188,12 @@ class EventWriter:
             except Exception as exc:
                 if not is_outage(exc) or self._clock() - started > OUTAGE_SECONDS:
                     raise
-                if delay == 0.05:  # once per outage, not once per try
+                if not failures:  # once per outage, not once per try
                     logger.warning(
                         "append for run %s failed (%s); retrying for up to %.0f s", self._run_id, exc, OUTAGE_SECONDS
                     )
-                await asyncio.sleep(delay)
-                delay = min(1.0, delay * 2)
+                await asyncio.sleep(min(1.0, 0.05 * 2**failures))
             else:
-                if delay > 0.05:
+                if failures:
                     logger.info("append for run %s went through after %.1f s", self._run_id, self._clock() - started)
                 return

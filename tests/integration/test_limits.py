@@ -143,14 +143,19 @@ async def test_a_client_that_stops_reading_is_dropped_and_frees_its_stream(
     _, writer = await asyncio.open_connection(sock=sock)
     writer.write(f"GET /v1/sessions/{session_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())  # then never reads
     try:
-        async with asyncio.timeout(10):
-            while await redis.zcard(slots) == 0:
-                await asyncio.sleep(0.01)
-            while await redis.zcard(slots) == 1:  # held until the gateway gives up on the client
-                await asyncio.sleep(0.05)
+        await _slot_taken_then_freed(redis, slots)
         assert sock.recv(65536, socket.MSG_PEEK)  # it did get the beginning of its stream
     finally:
         writer.close()
+
+
+async def _slot_taken_then_freed(redis: Redis, slots: str) -> None:
+    """Wait until a stream takes its tenant slot, then until the gateway gives up on its client."""
+    async with asyncio.timeout(10):
+        while await redis.zcard(slots) == 0:
+            await asyncio.sleep(0.01)
+        while await redis.zcard(slots) == 1:
+            await asyncio.sleep(0.05)
 
 
 async def test_a_websocket_client_that_stops_reading_is_closed_and_frees_its_stream(
@@ -168,10 +173,6 @@ async def test_a_websocket_client_that_stops_reading_is_closed_and_frees_its_str
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
     slots = store.keys.tenant_streams(PUBLIC_TENANT)
     try:
-        async with asyncio.timeout(10):
-            while await redis.zcard(slots) == 0:
-                await asyncio.sleep(0.01)
-            while await redis.zcard(slots) == 1:  # held until the gateway gives up on the client
-                await asyncio.sleep(0.05)
+        await _slot_taken_then_freed(redis, slots)
     finally:
         writer.close()

@@ -9,6 +9,7 @@ import pytest
 from arq.worker import Worker
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from shared.ids import new_run_id, new_session_id
 from shared.records import RunRecord, SessionRecord
@@ -181,3 +182,26 @@ async def test_closing_a_worker_waits_for_its_main_task_before_arq_closes_the_po
             await asyncio.sleep(0.01)
     await worker.close()
     assert main_done_when_arq_closed == [True]
+
+
+async def test_a_connection_lost_while_claiming_a_job_costs_the_worker_no_slot(
+    store: SessionStore, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # arq takes a slot before the WATCH/MULTI that claims a job, and gives it back only on the errors
+    # it expects: each connection lost mid-claim would shrink the worker by one slot, for good.
+    failures = 5
+    watch = Pipeline.watch
+
+    async def flaky_watch(self: Pipeline, *names: Any) -> Any:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise redis_errors.ConnectionError("Connection reset by peer")
+        return await watch(self, *names)
+
+    monkeypatch.setattr(Pipeline, "watch", flaky_watch)
+    worker = await start_worker(worker_concurrency=2)
+    sessions = [(await _queue(store, tokens=3, tokens_per_second=0))[0] for _ in range(4)]
+    for session_id in sessions:
+        await _wait_for_status(store, session_id, "completed", within=20)
+    assert failures == 0 and worker.job_counter == 0 and worker.sem._value == worker.max_jobs + 1  # as arq made it

@@ -6,7 +6,7 @@ import pytest
 from redis import exceptions as redis_errors
 
 from shared.errors import LeaseLost
-from shared.events import RunCancelled, RunCompleted, RunFailed, Status, event_type_of
+from shared.events import Ending, RunCompleted, Status, event_type_of
 from shared.store import SessionStore
 from worker.writer import MAX_DELTA_CHARS, MAX_EVENT_BYTES, EventTooLarge, EventWriter, OutputTooLarge
 
@@ -27,7 +27,7 @@ class RecordingStore:
         token: str,
         events: Sequence[tuple[str, str]],
         append_id: str | None = None,
-        ending: RunCompleted | RunFailed | RunCancelled | None = None,
+        ending: Ending | None = None,
     ) -> int:
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -149,7 +149,7 @@ class FlakyStore(RecordingStore):
         token: str,
         events: Sequence[tuple[str, str]],
         append_id: str | None = None,
-        ending: RunCompleted | RunFailed | RunCancelled | None = None,
+        ending: Ending | None = None,
     ) -> int:
         self.ids.append(append_id)
         if self.failures:
