@@ -62,7 +62,7 @@ def run_dev(host: str, port: int, workers: int) -> int:
 
             spawn("gateway", "gateway", "--host", host, "--port", str(port))
             for i in range(workers):
-                spawn(f"worker {i + 1}", "worker", "--port", "0")  # no probe server: they would share a port
+                spawn(f"worker {i + 1}", "worker", "--port", "0")  # no probe server: nothing probes them here
             base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
             _wait_ready(base, children)
             _banner(base, redis.url, workers)
