@@ -66,4 +66,4 @@ async def test_connect_resume_close_cycles_leave_no_stream_slot_or_connection_be
     )
     await redis.aclose()
     assert not any(streams.values()) and held == 0 and int(clients["blocked_clients"]) == 0
-    assert growth <= 10  # the gateway's pools keep a few idle connections; a leak keeps one per cycle
+    assert growth <= 20  # the gateway's pools keep a few idle connections; a leak kept one per cycle (+95)
