@@ -279,14 +279,13 @@ class SessionStore:
             raise SessionNotFound(session_id)
         return Cancel(outcome), result[1].decode() if len(result) > 1 else None
 
-    async def delete_session(self, session_id: str) -> None:
+    async def delete_session(self, session: SessionRecord) -> None:
         """Delete the session, and take away its run's lease: a worker still running it is fenced
-        at its next append, and no reaper looks for the run again."""
-        keys = self.keys.session(session_id)
-        tenant = await self.session_owner(session_id) or PUBLIC_TENANT
+        at its next append, and no reaper looks for the run again. The tombstone names its tenant."""
+        keys, tenant = self.keys.session(session.session_id), session.tenant
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.meta, keys.runs, keys.events, keys.lease, keys.pending)
-            pipe.zrem(self.keys.leases, session_id)
+            pipe.zrem(self.keys.leases, session.session_id)
             pipe.set(keys.gone, tenant, ex=max(1, self.settings.tombstone_ttl_seconds))
             await pipe.execute()
 

@@ -173,8 +173,8 @@ async def get_session(session_id: ReadableSessionDep, store: StoreDep) -> Sessio
 
 @router.delete("/{session_id}", status_code=204, responses=ERROR_RESPONSES)
 async def delete_session(session_id: OwnedSessionDep, store: StoreDep) -> Response:
-    await store.get_session(session_id)  # 404 or 410 if there is nothing to delete
-    await store.delete_session(session_id)
+    session = await store.get_session(session_id)  # 404 or 410 if there is nothing to delete
+    await store.delete_session(session)
     return Response(status_code=204)
 
 

@@ -72,7 +72,7 @@ async def test_unknown_and_deleted_sessions(store: SessionStore) -> None:
         await store.get_session(new_session_id())
     assert not isinstance(info.value, SessionExpired)
     session_id, _ = await _started(store)
-    await store.delete_session(session_id)
+    await store.delete_session(await store.get_session(session_id))
     with pytest.raises(SessionExpired):
         await store.get_session(session_id)
     with pytest.raises(SessionExpired):
@@ -233,7 +233,7 @@ async def test_a_reaper_clears_index_entries_with_nothing_to_take_over(store: Se
 
 async def test_deleting_a_session_takes_its_run_s_lease_away(store: SessionStore, redis: Redis) -> None:
     session_id, run = await _started(store)
-    await store.delete_session(session_id)
+    await store.delete_session(await store.get_session(session_id))
     assert await redis.zscore(store.keys.leases, session_id) is None
     assert not await redis.exists(store.keys.session(session_id).lease)
     assert await store.renew_lease(session_id, run.run_id, "lease-1") is Renewal.LOST  # its worker stops
@@ -356,7 +356,7 @@ async def test_an_append_sent_twice_with_one_id_lands_once(store: SessionStore) 
 async def test_the_tombstone_of_a_session_names_its_owner(store: SessionStore) -> None:
     session_id, run = await _started(store, tenant="acme")
     assert await store.session_owner(session_id) == "acme"
-    await store.delete_session(session_id)
+    await store.delete_session(await store.get_session(session_id))
     assert await store.session_owner(session_id) == "acme"  # so another tenant is told 404, not 410
     ended, run = await _started(store, tenant="acme")
     await store.append(ended, run.run_id, "lease-1", [], ending=_done(run.run_id))
