@@ -12,15 +12,15 @@ from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from gateway.auth import Authenticator
 from gateway.body_limit import BodySizeLimit
 from gateway.errors import error_response, install_error_handlers, outage_response
+from gateway.hub import StreamHub
 from gateway.limits import RunBudget, StreamSlots
 from gateway.routes import events, sessions, socket
 from gateway.shutdown import StreamShutdown
-from gateway.tail import StreamTail
 from shared.keys import Keys
 from shared.settings import Settings, get_settings
 from shared.store import SessionStore
@@ -35,11 +35,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = Redis.from_url(str(settings.redis_url), socket_timeout=10, socket_keepalive=True)
+        # Connections are bounded however many streams are open: one for the hub's notifications,
+        # the rest shared by REST calls and the streams' catch-up reads.
+        rest_connections = settings.gateway_redis_connections // 2
+        redis = Redis.from_pool(
+            BlockingConnectionPool.from_url(
+                str(settings.redis_url),
+                max_connections=rest_connections,
+                timeout=10,
+                socket_timeout=10,
+                socket_keepalive=True,
+            )
+        )
         keys = Keys(settings.key_prefix)
-        tail = StreamTail(settings)
+        hub = StreamHub(settings, read_connections=settings.gateway_redis_connections - rest_connections - 1)
+        await hub.start()
+        app.state.shutdown.on_begin(hub.stop)
         app.state.store = SessionStore(redis, settings)
-        app.state.tail = tail
+        app.state.hub = hub
         app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute)
         app.state.stream_slots = slots = StreamSlots(redis, keys, settings.max_streams_per_tenant)
         renewing = asyncio.create_task(slots.renew_forever())
@@ -51,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
-            await tail.aclose()
+            await hub.aclose()
             await redis.aclose()
 
     app = FastAPI(

@@ -13,10 +13,10 @@ from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBear
 from starlette.requests import HTTPConnection
 
 from gateway.auth import Authenticator, Caller
+from gateway.hub import StreamHub
 from gateway.limits import RunBudget, StreamSlots
 from gateway.schemas import ErrorBody
 from gateway.shutdown import StreamShutdown
-from gateway.tail import StreamTail
 from shared.logs import bind
 from shared.settings import Settings
 from shared.store import SessionStore
@@ -33,7 +33,7 @@ def _app_state(name: str) -> Callable[[HTTPConnection], Awaitable[Any]]:
 
 SettingsDep = Annotated[Settings, Depends(_app_state("settings"))]
 StoreDep = Annotated[SessionStore, Depends(_app_state("store"))]
-TailDep = Annotated[StreamTail, Depends(_app_state("tail"))]
+HubDep = Annotated[StreamHub, Depends(_app_state("hub"))]
 ShutdownDep = Annotated[StreamShutdown, Depends(_app_state("shutdown"))]
 AuthDep = Annotated[Authenticator, Depends(_app_state("auth"))]
 RunBudgetDep = Annotated[RunBudget, Depends(_app_state("run_budget"))]

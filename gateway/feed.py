@@ -1,18 +1,18 @@
 """One client's view of a session stream: where to start, then catch-up and live tail, with gaps.
 
-Both the SSE and the WebSocket endpoint read through this; only the framing differs. Its reads go
-through `StreamTail`'s client, on which a cancellation is never lost (see gateway/tail.py). What
-one read may bring is bounded by bytes, not only by count: a feed replaying a long session holds
-about `READ_BUDGET_BYTES` of it at a time, however large its events are.
+Both the SSE and the WebSocket endpoint read through this; only the framing differs. A feed reads
+from Redis (XRANGE) only to catch up; live, it takes the chunks the gateway's hub hands it
+(gateway/hub.py), shared with every other follower of the session. What one read may bring is
+bounded by bytes, not only by count: a feed replaying a long session holds about
+`READ_BUDGET_BYTES` of it at a time, however large its events are.
 """
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from gateway import metrics
-from gateway.shutdown import StreamShutdown
-from gateway.tail import StreamTail
+from gateway.hub import Chunk, StreamHub, Subscription
 from shared.errors import SessionNotFound
 from shared.events import TERMINAL_EVENTS, Gap
 from shared.outage import is_outage
@@ -54,24 +54,20 @@ async def start_position(store: SessionStore, session_id: str, after: int) -> St
 
 @dataclass
 class Batch:
-    events: list[StoredEvent] = field(default_factory=list)  # empty: an idle block passed
+    chunks: list[Chunk] = field(default_factory=list)  # empty: a heartbeat is due
     gap: Gap | None = None  # announced before the events
+
+    @property
+    def events(self) -> list[StoredEvent]:
+        return [event for chunk in self.chunks for event in chunk.events]
 
 
 class EventFeed:
     def __init__(
-        self,
-        tail: StreamTail,
-        shutdown: StreamShutdown,
-        session_id: str,
-        start: Start,
-        batch: int,
-        until_idle: bool,
-        transport: str,
+        self, hub: StreamHub, session_id: str, start: Start, batch: int, until_idle: bool, transport: str
     ) -> None:
-        self._store = tail.store
-        self._tail = tail
-        self._shutdown = shutdown
+        self._store = hub.store
+        self._hub = hub
         self._session_id = session_id
         self.after = start.after
         self._replay_until = start.replay_until
@@ -79,8 +75,17 @@ class EventFeed:
         self._count = min(batch, FIRST_READ_COUNT)  # events per read: as many as fit READ_BUDGET_BYTES, up to batch
         self._until_idle = until_idle  # end once nothing is left and nothing is coming (SSE)
         self._transport = transport
+        self._sent = metrics.EVENTS_SENT.labels(transport)
+        self._subscription: Subscription | None = None
+        self._stopped = False
 
-    async def __aiter__(self) -> AsyncIterator[Batch]:
+    def stop(self) -> None:
+        """The client left: end the feed now, whatever it waits for."""
+        self._stopped = True
+        if self._subscription is not None:
+            self._subscription.close()
+
+    async def __aiter__(self) -> AsyncGenerator[Batch]:
         metrics.CONNECTIONS_OPENED.labels(self._transport).inc()
         if self._replay_until:
             metrics.RESUMES.labels(self._transport).inc()
@@ -93,43 +98,54 @@ class EventFeed:
             open_streams.dec()
 
     async def _batches(self) -> AsyncIterator[Batch]:
-        while True:
+        while not self._stopped:
+            subscription = self._subscription = self._hub.subscribe(self._session_id)
             try:
-                async for batch in self._events():
+                async for batch in self._events(subscription):
                     yield batch
                 return
             except Exception as exc:
                 if not is_outage(exc):
                     raise
-                if self._shutdown.started:
+                if subscription.closed:
                     return
                 # Redis is restarting, failing over or busy: keep the client's connection (idle
                 # batches become heartbeats) and carry on from the last id sent once it answers again.
                 yield Batch()
                 await asyncio.sleep(REDIS_RETRY_SECONDS)
+            finally:
+                self._hub.unsubscribe(subscription)
 
-    async def _events(self) -> AsyncIterator[Batch]:
-        # Catch-up: XRANGE, in batches.
-        while events := await self._store.read(self._session_id, self.after, count := self._count):
-            yield self._deliver(events)
-            if len(events) < count:
-                break
-        if await self._finished():
-            return
-        # Live tail: blocking XREAD, a connection held while it waits.
-        while not self._shutdown.started:
-            events = []  # stays empty if shutdown interrupts the read
-            with self._shutdown.waiting():
-                events = await self._tail.read(self._session_id, self.after, self._count)
+    async def _events(self, subscription: Subscription) -> AsyncIterator[Batch]:
+        while not subscription.closed:
+            if subscription.pending:  # live: the hub's chunks, as they are
+                chunks = subscription.take()
+                self.after = chunks[-1].last
+                self._count_sent(chunks)
+                yield Batch(chunks)
+                if chunks[-1].events[-1].type in _TERMINAL and await self._finished():
+                    return
+            elif not subscription.live and subscription.ready:
+                async for batch in self._catch_up(subscription):
+                    yield batch
+                if await self._finished():
+                    return
+            elif subscription.idle:
+                subscription.idle = False
+                yield Batch()
+                if await self._finished():
+                    return
+            else:
+                await subscription.wait()
+
+    async def _catch_up(self, subscription: Subscription) -> AsyncIterator[Batch]:
+        """Read from Redis (XRANGE, in batches) until the end of the stream, then go live."""
+        while not subscription.closed:
+            subscription.begin_read()
+            events = await self._store.read(self._session_id, self.after, count := self._count)
             if events:
                 yield self._deliver(events)
-                if events[-1].type not in _TERMINAL:
-                    continue
-            elif self._shutdown.started:
-                return
-            else:
-                yield Batch()
-            if await self._finished():
+            if len(events) < count and subscription.join(self.after):
                 return
 
     def _deliver(self, events: list[StoredEvent]) -> Batch:
@@ -142,10 +158,15 @@ class EventFeed:
         # The next read: as many events of this size as fit the budget, growing by doubling at most.
         fit = max(1, len(events) * READ_BUDGET_BYTES // max(1, sum(len(event.data) for event in events)))
         self._count = min(self._batch, 2 * self._count, fit)
-        metrics.EVENTS_SENT.labels(self._transport).inc(len(events))
-        if events[0].seq <= self._replay_until:
-            metrics.RESUMED_EVENTS.labels(self._transport).inc(sum(1 for e in events if e.seq <= self._replay_until))
-        return Batch(events, gap)
+        chunks = [Chunk(events)]
+        self._count_sent(chunks)
+        return Batch(chunks, gap)
+
+    def _count_sent(self, chunks: list[Chunk]) -> None:
+        self._sent.inc(sum(len(chunk.events) for chunk in chunks))
+        if chunks[0].first <= self._replay_until:
+            replayed = sum(1 for chunk in chunks for e in chunk.events if e.seq <= self._replay_until)
+            metrics.RESUMED_EVENTS.labels(self._transport).inc(replayed)
 
     async def _finished(self) -> bool:
         """The session is gone, or (for a feed that ends when idle) nothing is left or coming."""

@@ -16,3 +16,11 @@ RESUMED_EVENTS = Counter(
 GAPS = Counter("tokentail_gaps", "Gap frames sent: the asked position was no longer in the stream", ["reason"])
 AUTH_FAILURES = Counter("tokentail_auth_failures", "Requests refused for their credentials", ["reason"])
 RATE_LIMITED = Counter("tokentail_rate_limited", "Requests refused by a tenant limit", ["limit"])
+HUB_CHANNELS = Gauge("tokentail_hub_channels", "Sessions this gateway follows live (one subscription each)")
+HUB_RECONNECTS = Counter("tokentail_hub_reconnects", "Times the stream hub lost its Redis connection")
+HUB_CATCH_UPS = Counter(
+    "tokentail_hub_catch_ups",
+    "Live followers sent back to reading Redis: a slow client (behind), a missed notification (hole), "
+    "or the hub's connection came back (reconnect)",
+    ["reason"],
+)

@@ -2,19 +2,21 @@
 
     retry: <ms>                    once, so EventSource reconnects quickly after a drop
     event: gap / data: {...}       when the asked position is not (or no longer) in the stream (no `id:`)
-    id: <seq> / event: <type> / data: <json>   catch-up by XRANGE, then live by blocking XREAD
-    : ping                         after each idle block, so proxies keep the connection open
+    id: <seq> / event: <type> / data: <json>   catch-up by XRANGE, then live from the gateway's hub
+    : ping                         after a heartbeat with nothing to send, so proxies keep the connection
 
 The stream ends once everything is delivered and no run is queued or running: the client's next
 reconnect is answered 204, which stops a browser EventSource for good.
 """
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 
-from starlette.responses import StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.feed import EventFeed
+from gateway.feed import Batch, EventFeed
 from shared.events import Gap
 from shared.store import StoredEvent
 
@@ -29,37 +31,56 @@ def encode_gap(gap: Gap) -> bytes:
     return b"event: gap\ndata: %s\n\n" % gap.model_dump_json().encode()
 
 
-async def sse_frames(feed: EventFeed, first_gap: Gap | None, retry_ms: int) -> AsyncGenerator[bytes]:
-    yield b"retry: %d\n\n" % retry_ms
-    if first_gap is not None:
-        yield encode_gap(first_gap)
-    async for batch in feed:
-        if not batch.events:
-            yield PING
-            continue
-        gap = encode_gap(batch.gap) if batch.gap is not None else b""
-        yield gap + encode_events(batch.events)
+def encode_batch(batch: Batch) -> bytes:
+    if not batch.chunks:
+        return PING
+    frames = [chunk.encoded(encode_events) for chunk in batch.chunks]  # made once per chunk, for all its readers
+    if batch.gap is not None:
+        frames.insert(0, encode_gap(batch.gap))
+    return frames[0] if len(frames) == 1 else b"".join(frames)
 
 
-class EventStreamResponse(StreamingResponse):
-    """A StreamingResponse that closes its frames generator, then runs `on_close`, however it ends.
+class EventStreamResponse(Response):
+    """The feed's batches as SSE, one write per batch, straight to the ASGI server.
 
-    Starlette may stop iterating with the generator suspended at a `yield`, left for the garbage
-    collector to close (its `finally` blocks would run late). When it ends the stream by cancelling
-    it (the client went away), any `await` in the generator's `finally` is cancelled too: cleanup that
-    must reach Redis goes in `on_close`, which runs out of reach of that cancellation.
+    A task waits for the client to leave and stops the feed then, so a stream with nothing to send
+    ends at once, not at its next heartbeat. `on_close` runs however the stream ends (cleanup that
+    must reach Redis, such as giving back the stream slot).
     """
 
     def __init__(
-        self, frames: AsyncGenerator[bytes], headers: dict[str, str], on_close: Callable[[], Awaitable[None]]
+        self,
+        feed: EventFeed,
+        first_gap: Gap | None,
+        retry_ms: int,
+        headers: dict[str, str],
+        on_close: Callable[[], Awaitable[None]],
     ) -> None:
-        super().__init__(frames, media_type="text/event-stream", headers=headers)
-        self._frames = frames
+        # As StreamingResponse does: no body, so no Content-Length.
+        self.status_code = 200
+        self.media_type = "text/event-stream"
+        self.background = None
+        self.init_headers(headers)
+        self._feed = feed
+        self._head = b"retry: %d\n\n" % retry_ms + (encode_gap(first_gap) if first_gap is not None else b"")
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": self._head, "more_body": True})
+            watching = asyncio.create_task(self._watch(receive))
+            try:
+                async with contextlib.aclosing(self._feed.__aiter__()) as batches:
+                    async for batch in batches:
+                        await send({"type": "http.response.body", "body": encode_batch(batch), "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                watching.cancel()
         finally:
-            await self._frames.aclose()
             await self._on_close()
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._feed.stop()

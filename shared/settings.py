@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="a client that reads nothing of its stream for this long is disconnected"
     )
     shutdown_grace_seconds: int = Field(5, ge=0, description="how long uvicorn waits for open responses")
+    gateway_redis_connections: int = Field(
+        8,
+        ge=3,
+        description="Redis connections one gateway process opens at most, however many streams are open: "
+        "one for live notifications, half of the rest for REST calls, the others for catch-up reads",
+    )
 
     # Worker
     worker_concurrency: int = Field(100, ge=1, description="runs one worker process streams at once")

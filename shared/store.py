@@ -57,6 +57,11 @@ class Cancel(StrEnum):
     IDLE = "idle"  # no run was active
 
 
+# Published on a session's channel (named like its stream key) when it is deleted; every other
+# message there is an event (lib.lua's add_event).
+SESSION_GONE = b"gone"
+
+
 def load_script(name: str) -> str:
     lua = resources.files("shared").joinpath("lua")
     return lua.joinpath("lib.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
@@ -287,6 +292,7 @@ class SessionStore:
             pipe.delete(keys.meta, keys.runs, keys.events, keys.lease, keys.pending)
             pipe.zrem(self.keys.leases, session.session_id)
             pipe.set(keys.gone, tenant, ex=max(1, self.settings.tombstone_ttl_seconds))
+            pipe.publish(keys.events, SESSION_GONE)  # gateways following it end their streams now
             await pipe.execute()
 
     async def writable(self) -> None:

@@ -9,15 +9,14 @@ from fastapi.responses import StreamingResponse
 from gateway.deps import (
     ERROR_RESPONSES,
     CallerDep,
+    HubDep,
     ReadableSessionDep,
     SettingsDep,
-    ShutdownDep,
     StoreDep,
     StreamSlotsDep,
-    TailDep,
 )
 from gateway.feed import EventFeed, start_position
-from gateway.sse import EventStreamResponse, sse_frames
+from gateway.sse import EventStreamResponse
 from shared.errors import InvalidLastEventId
 
 router = APIRouter(prefix="/v1/sessions", tags=["events"])
@@ -46,8 +45,7 @@ async def stream_events(
     session_id: ReadableSessionDep,
     caller: CallerDep,
     store: StoreDep,
-    tail: TailDep,
-    shutdown: ShutdownDep,
+    hub: HubDep,
     settings: SettingsDep,
     slots: StreamSlotsDep,
     last_event_id: Annotated[str | None, Query(description="resume after this id; wins over the header")] = None,
@@ -60,6 +58,7 @@ async def stream_events(
         # Last-Event-ID, so it would reconnect for ever.) 204 stops an EventSource.
         return Response(status_code=204)
     slot = await slots.take(caller.tenant)
-    feed = EventFeed(tail, shutdown, session_id, start, settings.sse_batch, until_idle=True, transport="sse")
-    frames = sse_frames(feed, start.gap, settings.sse_retry_ms)
-    return EventStreamResponse(frames, SSE_HEADERS, on_close=partial(slots.release, slot))
+    feed = EventFeed(hub, session_id, start, settings.sse_batch, until_idle=True, transport="sse")
+    return EventStreamResponse(
+        feed, start.gap, settings.sse_retry_ms, SSE_HEADERS, on_close=partial(slots.release, slot)
+    )

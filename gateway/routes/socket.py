@@ -26,15 +26,14 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from gateway.auth import Caller, bearer_credential
-from gateway.deps import AuthDep, RunBudgetDep, SettingsDep, ShutdownDep, StoreDep, StreamSlotsDep, TailDep
+from gateway.deps import AuthDep, HubDep, RunBudgetDep, SettingsDep, ShutdownDep, StoreDep, StreamSlotsDep
 from gateway.errors import describe, describe_outage
 from gateway.feed import EventFeed, start_position
+from gateway.hub import StreamHub
 from gateway.limits import RunBudget
 from gateway.routes.events import parse_last_event_id
 from gateway.routes.sessions import queue_follow_up
 from gateway.schemas import CreateRun
-from gateway.shutdown import StreamShutdown
-from gateway.tail import StreamTail
 from shared.errors import Forbidden, InputTooLarge, InvalidInput, RateLimited, RunConflict, TokentailError
 from shared.events import Gap
 from shared.settings import Settings
@@ -46,9 +45,9 @@ router = APIRouter(prefix="/v1/sessions", tags=["events"])
 REFUSALS = (RunConflict, InputTooLarge, InvalidInput, Forbidden, RateLimited)
 
 
-def _event_message(event: StoredEvent) -> str:
+def event_messages(events: list[StoredEvent]) -> list[str]:
     # The stored data is JSON already: splice it in rather than parse and re-serialise it.
-    return f'{{"id":{event.seq},"event":"{event.type.decode()}","data":{event.data.decode()}}}'
+    return [f'{{"id":{e.seq},"event":"{e.type.decode()}","data":{e.data.decode()}}}' for e in events]
 
 
 def _gap_message(gap: Gap) -> str:
@@ -80,8 +79,7 @@ class _Conversation:
         caller: Caller,
         session_id: str,
         store: SessionStore,
-        tail: StreamTail,
-        shutdown: StreamShutdown,
+        hub: StreamHub,
         settings: Settings,
         budget: RunBudget,
     ) -> None:
@@ -89,8 +87,7 @@ class _Conversation:
         self.caller = caller
         self.session_id = session_id
         self.store = store
-        self.tail = tail
-        self.shutdown = shutdown
+        self.hub = hub
         self.settings = settings
         self.budget = budget
         self.feed: asyncio.Task[int] | None = None
@@ -99,9 +96,7 @@ class _Conversation:
         """Send the session's events after `last_event_id`, from a task of their own."""
         await self.stop_following()
         start = await start_position(self.store, self.session_id, parse_last_event_id(last_event_id))
-        feed = EventFeed(
-            self.tail, self.shutdown, self.session_id, start, self.settings.sse_batch, until_idle=False, transport="ws"
-        )
+        feed = EventFeed(self.hub, self.session_id, start, self.settings.sse_batch, until_idle=False, transport="ws")
 
         async def run() -> int:
             if start.gap is not None:
@@ -109,8 +104,9 @@ class _Conversation:
             async for part in feed:
                 if part.gap is not None:
                     await self.socket.send(_gap_message(part.gap))
-                for event in part.events:
-                    await self.socket.send(_event_message(event))
+                for chunk in part.chunks:
+                    for message in chunk.encoded(event_messages):  # made once per chunk, for all its readers
+                        await self.socket.send(message)
             return feed.after
 
         self.feed = asyncio.create_task(run())
@@ -190,7 +186,7 @@ async def session_socket(
     websocket: WebSocket,
     session_id: str,
     store: StoreDep,
-    tail: TailDep,
+    hub: HubDep,
     shutdown: ShutdownDep,
     settings: SettingsDep,
     auth: AuthDep,
@@ -208,7 +204,7 @@ async def session_socket(
         caller = auth.authenticate(bearer_credential(websocket.headers.get("authorization")), token)
         await auth.check_access(caller, session_id, store)
         slot = await slots.take(caller.tenant)
-        conversation = _Conversation(socket, caller, session_id, store, tail, shutdown, settings, budget)
+        conversation = _Conversation(socket, caller, session_id, store, hub, settings, budget)
         await conversation.follow(last_event_id)
         while (message := await conversation.next_message()) is not None:
             await conversation.handle(message)

@@ -17,10 +17,13 @@ local function clock()
   return t[1] .. string.format('%06d', t[2]), t[1] * 1000 + math.floor(t[2] / 1000), tonumber(t[1]) + tonumber(t[2]) / 1e6
 end
 
--- Append one event as the session's next seq (stream entry `<seq>-0`); returns the seq.
+-- Append one event as the session's next seq (stream entry `<seq>-0`); returns the seq. The event
+-- is also published, as `<seq> <ts> <type> <data>`, on the channel named like the stream key: the
+-- gateways' hubs (gateway/hub.py) follow live sessions by these notifications, not by reading.
 local function add_event(meta, events, maxlen, event_type, data, ts)
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
+  redis.call('PUBLISH', events, seq .. ' ' .. ts .. ' ' .. event_type .. ' ' .. data)
   return seq
 end
 

@@ -5,9 +5,8 @@ import json
 from redis.asyncio import Redis
 
 from gateway.feed import READ_BUDGET_BYTES, EventFeed, Start
-from gateway.shutdown import StreamShutdown
+from gateway.hub import StreamHub
 from gateway.sse import encode_events, encode_gap
-from gateway.tail import StreamTail
 from shared.events import MessageDelta, RunCompleted
 from shared.settings import Settings
 from shared.store import SessionStore
@@ -22,10 +21,9 @@ async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip
     session_id, run = await _started(store)
     delta = json.dumps({"run_id": run.run_id, "text": "x"})
     await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)] * 20)
-    tail = StreamTail(settings.model_copy(update={"stream_maxlen": 100, "sse_heartbeat_seconds": 1.0}))
-    feed = EventFeed(
-        tail, StreamShutdown(), session_id, Start(0, None, False), batch=10, until_idle=True, transport="sse"
-    ).__aiter__()
+    hub = StreamHub(settings.model_copy(update={"stream_maxlen": 100, "sse_heartbeat_seconds": 1.0}), 2)
+    await hub.start()
+    feed = EventFeed(hub, session_id, Start(0, None, False), batch=10, until_idle=True, transport="sse").__aiter__()
     try:
         first = await anext(feed)
         assert [e.seq for e in first.events] == list(range(1, 11)) and first.gap is None
@@ -37,8 +35,8 @@ async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip
         frames = encode_gap(following.gap) + encode_events(following.events)
         assert frames.startswith(b'event: gap\ndata: {"reason":"trimmed","first_available":')
     finally:
-        await feed.aclose()  # type: ignore[attr-defined]
-        await tail.aclose()
+        await feed.aclose()
+        await hub.aclose()
 
 
 async def test_a_reader_holds_a_bounded_part_of_a_session_however_large(redis: Redis, settings: Settings) -> None:
@@ -50,17 +48,16 @@ async def test_a_reader_holds_a_bounded_part_of_a_session_however_large(redis: R
     await store.append(
         session_id, run.run_id, "lease-1", [], ending=RunCompleted(run_id=run.run_id, output="", usage={})
     )
-    tail = StreamTail(settings)
-    feed = EventFeed(
-        tail, StreamShutdown(), session_id, Start(0, None, False), batch=500, until_idle=True, transport="sse"
-    )
+    hub = StreamHub(settings, 2)
+    await hub.start()
+    feed = EventFeed(hub, session_id, Start(0, None, False), batch=500, until_idle=True, transport="sse")
     sizes, seqs = [], []
     try:
         async for batch in feed:
             sizes.append(sum(len(event.data) for event in batch.events))
             seqs += [event.seq for event in batch.events]
     finally:
-        await tail.aclose()
+        await hub.aclose()
     assert seqs == list(range(1, 304))  # all of it, in order
     # Each read is sized by the events of the one before, so it may pass the budget a little; a read
     # of `batch` events would have held the whole 10 MB session at once.

@@ -1,0 +1,363 @@
+"""One reader per gateway process: every open stream is fed from one pub/sub connection.
+
+append.lua publishes each event it appends, as `<seq> <ts> <type> <data>`, on a channel named like
+the session's stream key. The hub subscribes to the sessions that have at least one follower in
+this process, reads each event once, wraps it in a `Chunk` that is encoded once per transport, and
+hands that same chunk to every follower. Open streams cost no Redis connection and no read of
+their own: the hub's connection, plus short catch-up reads from a small pool, serve them all, and
+the cost of one notification does not grow with the number of open streams.
+
+Pub/sub delivers only while subscribed, so a follower that is not yet (or no longer) in step with
+the channel reads from the stream instead (`Subscription.live` is False) while the hub keeps the
+notifications that arrive meanwhile in its spill; once a read reaches the end of the stream, the
+spill continues exactly after it, and the follower is live. The same path, never a silent skip,
+serves a follower that joins, one whose client reads too slowly (past `BUFFER_BYTES` waiting, it
+drops what is waiting and reads it again from Redis when it can take it), and every follower after
+the hub's connection came back (notifications sent meanwhile were lost).
+"""
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+
+from gateway import metrics
+from shared.events import EventType
+from shared.logs import RateLimitedLogger
+from shared.outage import is_outage
+from shared.settings import Settings
+from shared.store import SESSION_GONE, SessionStore, StoredEvent
+
+logger = logging.getLogger(__name__)
+outage_log = RateLimitedLogger(logger, every_seconds=30)
+
+T = TypeVar("T")
+BUFFER_BYTES = 1_048_576  # what waits for one slow client before it reads from Redis instead
+_RUN_COMPLETED = EventType.RUN_COMPLETED.encode()
+_RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0)
+# A Redis that vanished without closing the connection is found by TCP keepalive, within about 25 s.
+KEEPALIVE = {
+    option: value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if (option := getattr(socket, name, None)) is not None
+}
+
+
+class Chunk:
+    """Consecutive events of one session, as one read or notification brought them. Shared by all the
+    followers of the session: each encoding is made once, by the first follower that needs it."""
+
+    __slots__ = ("events", "first", "last", "size", "_encoded")
+
+    def __init__(self, events: list[StoredEvent]) -> None:
+        self.events = events
+        self.first = events[0].seq
+        self.last = events[-1].seq
+        self.size = sum(len(event.data) for event in events)
+        self._encoded: dict[Callable[[list[StoredEvent]], Any], Any] | None = None
+
+    def encoded(self, encode: Callable[[list[StoredEvent]], T]) -> T:
+        if self._encoded is None:
+            self._encoded = {}
+        elif (done := self._encoded.get(encode)) is not None:
+            return done  # type: ignore[no-any-return]
+        value = self._encoded[encode] = encode(self.events)
+        return value
+
+    def after(self, seq: int) -> "Chunk":
+        return Chunk([event for event in self.events if event.seq > seq])
+
+
+class Subscription:
+    """One follower's place in its session's channel: what waits for it, and whether it is live."""
+
+    __slots__ = (
+        "channel", "pending", "pending_bytes", "queued", "live", "spill", "spill_bytes", "dirty", "idle", "closed",
+        "last_tick", "_waiter",
+    )  # fmt: skip
+
+    def __init__(self, channel: "_Channel", tick: int) -> None:
+        self.channel = channel
+        self.pending: list[Chunk] = []  # live chunks the follower has yet to take
+        self.pending_bytes = 0
+        self.queued = 0  # the last seq put in `pending` (while live)
+        self.live = False  # False: catching up by reads; notifications go to the spill
+        self.spill: list[Chunk] = []
+        self.spill_bytes = 0
+        self.dirty = False  # the spill lost something: read again before going live
+        self.idle = False  # nothing for a heartbeat: the follower pings (and checks on its session)
+        self.closed = False
+        self.last_tick = tick
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """The channel is subscribed: from now on, every event appended is also notified."""
+        return self.channel.ready
+
+    async def wait(self) -> None:
+        """Until there is something to do: chunks, a catch-up to make, a heartbeat, or the end."""
+        if self.pending or self.idle or self.closed or (not self.live and self.ready):
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def take(self) -> list[Chunk]:
+        chunks, self.pending, self.pending_bytes = self.pending, [], 0
+        return chunks
+
+    def begin_read(self) -> None:
+        """A catch-up read is about to be sent: notifications from now on follow what it returns."""
+        self.live = False
+        self.spill, self.spill_bytes, self.dirty = [], 0, False
+
+    def join(self, after: int) -> bool:
+        """After a read that reached the stream's end at `after`: go live if the spill continues it."""
+        if self.dirty or self.closed:
+            return False
+        tail = [chunk if chunk.first > after else chunk.after(after) for chunk in self.spill if chunk.last > after]
+        if tail and tail[0].first != after + 1:
+            return False
+        self.spill, self.spill_bytes = [], 0
+        self.pending, self.pending_bytes = tail, sum(chunk.size for chunk in tail)
+        self.queued = tail[-1].last if tail else after
+        self.live = True
+        return True
+
+    def offer(self, chunk: Chunk, tick: int) -> None:
+        if self.closed:
+            return
+        if not self.live:
+            if not self.dirty:
+                self.spill.append(chunk)
+                self.spill_bytes += chunk.size
+                if self.spill_bytes > BUFFER_BYTES:
+                    self.spill, self.spill_bytes, self.dirty = [], 0, True
+            return
+        if chunk.last <= self.queued:
+            return
+        if chunk.first != self.queued + 1 or self.pending_bytes + chunk.size > BUFFER_BYTES:
+            metrics.HUB_CATCH_UPS.labels("behind" if chunk.first == self.queued + 1 else "hole").inc()
+            self.fall_behind()
+            return
+        self.pending.append(chunk)
+        self.pending_bytes += chunk.size
+        self.queued = chunk.last
+        self.last_tick = tick
+        self._wake()
+
+    def fall_behind(self) -> None:
+        """Drop what waits: the follower reads it again from Redis, from what it last took."""
+        self.live = False
+        self.pending, self.pending_bytes = [], 0
+        self.spill, self.spill_bytes, self.dirty = [], 0, True
+        self._wake()
+
+    def ping(self) -> None:
+        self.idle = True
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class _Channel:
+    __slots__ = ("session_id", "name", "subscriptions", "ready", "held")
+
+    def __init__(self, session_id: str, name: bytes) -> None:
+        self.session_id = session_id
+        self.name = name
+        self.subscriptions: set[Subscription] = set()
+        self.ready = False
+        self.held: list[StoredEvent] | None = None  # events after a `run.completed` whose output is fetched
+
+
+class StreamHub:
+    """The live reads of one gateway process: `subscribe` a follower, `unsubscribe` it when done."""
+
+    def __init__(self, settings: Settings, read_connections: int) -> None:
+        # Catch-up reads and positions: a small pool. No socket timeout, on purpose: with one,
+        # redis-py wraps each command's send in `asyncio.wait_for`, which on Python 3.11 swallows a
+        # cancellation that lands as the send completes (python/cpython#86296), and a feed whose
+        # client left would go on holding its stream slot. A Redis that is only slow is waited for.
+        pool = BlockingConnectionPool.from_url(
+            str(settings.redis_url),
+            max_connections=read_connections,
+            timeout=None,
+            socket_keepalive=True,
+            socket_keepalive_options=KEEPALIVE,
+        )
+        self._redis = Redis.from_pool(pool)  # closes the pool with the client
+        self.store = SessionStore(self._redis, settings)
+        self._heartbeat = settings.sse_heartbeat_seconds
+        self._channels: dict[bytes, _Channel] = {}
+        self._awaiting: deque[_Channel] = deque()  # subscribe acknowledgements due, in the order asked
+        self._connection: AbstractConnection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._tick = 0
+        self._stopped = False
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._beat())]
+
+    def subscribe(self, session_id: str) -> Subscription:
+        name = self.store.keys.session(session_id).events.encode()
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = _Channel(session_id, name)
+            metrics.HUB_CHANNELS.inc()
+            self._send_subscribe([channel])
+        subscription = Subscription(channel, self._tick)
+        if self._stopped:
+            subscription.closed = True
+        channel.subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.closed = True
+        channel = subscription.channel
+        channel.subscriptions.discard(subscription)
+        if not channel.subscriptions and self._channels.get(channel.name) is channel:
+            del self._channels[channel.name]
+            metrics.HUB_CHANNELS.dec()
+            self._send(b"UNSUBSCRIBE", [channel.name])
+
+    def stop(self) -> None:
+        """The gateway is stopping: every follower ends its stream now (its client comes back elsewhere)."""
+        self._stopped = True
+        for subscription in self._subscriptions():
+            subscription.close()
+
+    async def aclose(self) -> None:
+        self.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._redis.aclose()
+
+    # -- the notifications connection ----------------------------------------------------------
+
+    async def _listen(self) -> None:
+        failures = 0
+        while True:
+            pool = self._redis.connection_pool
+            connection = pool.connection_class(**pool.connection_kwargs)
+            try:
+                await connection.connect()  # type: ignore[no-untyped-call]
+                self._connection, failures = connection, 0
+                self._awaiting.clear()
+                self._send_subscribe(list(self._channels.values()))
+                while True:
+                    self._on_reply(await connection.read_response())
+            except Exception as exc:
+                if not is_outage(exc):
+                    logger.exception("the stream hub's connection failed; reconnecting")
+                else:
+                    outage_log.warning("the stream hub lost Redis (%s); reconnecting", exc)
+                metrics.HUB_RECONNECTS.inc()
+            finally:
+                self._connection = None
+                await connection.disconnect(nowait=True)
+            await asyncio.sleep(_RECONNECT_SECONDS[min(failures, len(_RECONNECT_SECONDS) - 1)])
+            failures += 1
+
+    def _send_subscribe(self, channels: list[_Channel]) -> None:
+        if self._connection is not None and channels:
+            self._awaiting.extend(channels)
+            self._send(b"SUBSCRIBE", [channel.name for channel in channels])
+
+    def _send(self, command: bytes, names: list[bytes]) -> None:
+        # Without a connection there is nothing to send: the next connection subscribes to every
+        # channel there is then. A failed send breaks the connection, which the listener sees.
+        connection = self._connection
+        if connection is None:
+            return
+        for start in range(0, len(names), 1000):
+            connection._writer.writelines(connection.pack_command(command, *names[start : start + 1000]))  # type: ignore[union-attr]
+
+    def _on_reply(self, reply: list[bytes]) -> None:
+        kind = reply[0]
+        if kind == b"message":
+            channel = self._channels.get(reply[1])
+            if channel is not None:
+                self._notified(channel, reply[2])
+        elif kind == b"subscribe":
+            channel = self._awaiting.popleft()
+            if channel.ready:
+                # Subscribed again after the connection came back: what was sent meanwhile was lost.
+                for subscription in channel.subscriptions:
+                    metrics.HUB_CATCH_UPS.labels("reconnect").inc()
+                    subscription.fall_behind()
+            else:
+                channel.ready = True
+                for subscription in channel.subscriptions:
+                    subscription._wake()
+
+    def _notified(self, channel: _Channel, payload: bytes) -> None:
+        if payload == SESSION_GONE:
+            for subscription in channel.subscriptions:
+                subscription.ping()  # it checks on its session, finds it gone, and ends now
+            return
+        seq, ts, type_, data = payload.split(b" ", 3)
+        event = StoredEvent(int(seq), type_, data, int(ts))
+        if channel.held is not None:
+            channel.held.append(event)
+        elif type_ == _RUN_COMPLETED:
+            # The stream keeps a completed run's output in its record: add it back (one read per
+            # gateway), holding the session's later events until it is done, so order is kept.
+            channel.held = [event]
+            self._tasks.append(asyncio.create_task(self._complete(channel)))
+        else:
+            self._deliver(channel, Chunk([event]))
+
+    async def _complete(self, channel: _Channel) -> None:
+        task = asyncio.current_task()
+        try:
+            while channel.held:
+                events, channel.held = channel.held, []
+                self._deliver(channel, Chunk(await self.store.with_outputs(channel.session_id, events)))
+        except Exception as exc:
+            if not is_outage(exc):
+                logger.exception("could not add a completed run's output")
+            for subscription in channel.subscriptions:
+                subscription.fall_behind()  # each reads it from Redis when it can
+        finally:
+            channel.held = None
+            if task in self._tasks:
+                self._tasks.remove(task)
+
+    def _deliver(self, channel: _Channel, chunk: Chunk) -> None:
+        for subscription in channel.subscriptions:
+            subscription.offer(chunk, self._tick)
+
+    # -- heartbeats ----------------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        # Half-heartbeat ticks: a follower with nothing sent for two ticks pings. One pass over the
+        # followers per tick, however many there are, instead of a timer per follower.
+        while True:
+            await asyncio.sleep(self._heartbeat / 2)
+            self._tick += 1
+            for subscription in self._subscriptions():
+                if self._tick - subscription.last_tick >= 2:
+                    subscription.last_tick = self._tick
+                    subscription.ping()
+
+    def _subscriptions(self) -> Iterable[Subscription]:
+        return [s for channel in list(self._channels.values()) for s in channel.subscriptions]

@@ -1,0 +1,251 @@
+"""The gateway's stream hub against a real Redis: one reader for all followers, and every hand-over
+(catch-up to live, live to catch-up, a lost connection) with no id dropped or repeated."""
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway import hub as hub_module
+from gateway.feed import EventFeed, Start
+from gateway.hub import StreamHub
+from shared.events import RunCompleted
+from shared.settings import Settings
+from shared.store import SessionStore
+from tests.integration.test_store import _started
+
+
+@pytest.fixture
+async def hub(settings: Settings) -> AsyncIterator[StreamHub]:
+    hub = StreamHub(settings, read_connections=3)
+    await hub.start()
+    yield hub
+    await hub.aclose()
+
+
+class Follower:
+    """A feed read into a list by a task of its own, as a transport would."""
+
+    def __init__(self, hub: StreamHub, session_id: str, after: int = 0, until_idle: bool = False) -> None:
+        self.feed = EventFeed(hub, session_id, Start(after, None, False), 500, until_idle, "sse")
+        self.seqs: list[int] = []
+        self.datas: list[bytes] = []
+        self.pings = 0
+        self.chunks: dict[int, object] = {}  # last seq -> the chunk that brought it
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for batch in self.feed:
+            if not batch.chunks:
+                self.pings += 1
+            for chunk in batch.chunks:
+                self.chunks[chunk.last] = chunk
+            for event in batch.events:
+                self.seqs.append(event.seq)
+                self.datas.append(event.data)
+
+    async def until(self, last: int) -> None:
+        async with asyncio.timeout(10):
+            while not self.seqs or self.seqs[-1] < last:
+                await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def _append(store: SessionStore, session_id: str, run_id: str, n: int = 1, text: str = "x") -> int:
+    delta = json.dumps({"run_id": run_id, "text": text})
+    return await store.append(session_id, run_id, "lease-1", [("message.delta", delta)] * n)
+
+
+async def _live(*followers: Follower) -> None:
+    async with asyncio.timeout(5):
+        while not all(f.feed._subscription and f.feed._subscription.live for f in followers):
+            await asyncio.sleep(0.01)
+
+
+async def _command_calls(redis: Redis, *commands: str) -> int:
+    stats = await redis.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{command}", {}).get("calls", 0)) for command in commands)
+
+
+async def test_a_hundred_followers_of_one_session_cost_one_notification_per_event_and_no_read(
+    hub: StreamHub, store: SessionStore, redis: Redis
+) -> None:
+    session_id, run = await _started(store)
+    followers = [Follower(hub, session_id) for _ in range(100)]
+    try:
+        await _live(*followers)
+        reads_before = await _command_calls(redis, "xrange", "xread", "xrevrange")
+        for _ in range(50):
+            last = await _append(store, session_id, run.run_id)
+        for follower in followers:
+            await follower.until(last)
+        assert await _command_calls(redis, "xrange", "xread", "xrevrange") == reads_before
+        assert all(follower.seqs == list(range(1, last + 1)) for follower in followers)
+        # Each event came as one chunk (encoded once) handed to every follower: one object, not copies.
+        assert len({id(follower.chunks[last]) for follower in followers}) == 1
+    finally:
+        for follower in followers:
+            await follower.close()
+    assert not hub._channels  # the last follower to leave unsubscribed the session
+
+
+async def test_followers_joining_while_a_writer_appends_get_every_id_once_in_order(
+    hub: StreamHub, store: SessionStore
+) -> None:
+    session_id, run = await _started(store)
+    followers: list[Follower] = []
+
+    async def write() -> int:
+        last = 0
+        for _ in range(300):
+            last = await _append(store, session_id, run.run_id)
+            if random.random() < 0.3:
+                await asyncio.sleep(0)
+        return last
+
+    writer = asyncio.create_task(write())
+    while not writer.done():  # followers join at every point of the stream, resuming from anywhere
+        followers.append(Follower(hub, session_id, after=random.randint(0, max(0, len(followers)))))
+        await asyncio.sleep(random.random() / 500)
+    last = await writer
+    try:
+        for follower in followers:
+            await follower.until(last)
+            start = follower.seqs[0]
+            assert follower.seqs == list(range(start, last + 1)), "a dropped or repeated id"
+        assert len(followers) > 20
+    finally:
+        for follower in followers:
+            await follower.close()
+
+
+async def test_a_follower_that_stops_reading_is_bounded_then_reads_the_rest_from_redis(
+    hub: StreamHub, store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "BUFFER_BYTES", 10_000)
+    session_id, run = await _started(store)
+    feed = EventFeed(hub, session_id, Start(0, None, False), 500, False, "sse").__aiter__()
+    seqs = [event.seq for event in (await anext(feed)).events]  # caught up
+    await _append(store, session_id, run.run_id)
+    seqs += [event.seq for event in (await anext(feed)).events]  # live
+    (subscription,) = hub._channels[next(iter(hub._channels))].subscriptions
+    assert subscription.live
+    for _ in range(100):  # 100 events of 1 KB while the client reads nothing
+        last = await _append(store, session_id, run.run_id, text="y" * 1000)
+        assert subscription.pending_bytes + subscription.spill_bytes <= 10_000
+    assert not subscription.live  # it fell behind, dropping what waited
+    try:
+        async with asyncio.timeout(10):
+            while seqs[-1] < last:
+                seqs += [event.seq for event in (await anext(feed)).events]
+    finally:
+        await feed.aclose()
+    assert seqs == list(range(1, last + 1))
+
+
+async def test_followers_lose_nothing_when_the_hubs_connection_is_killed_mid_stream(
+    private_redis_url: str, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"redis_url": private_redis_url})
+    redis = Redis.from_url(private_redis_url)
+    store = SessionStore(redis, settings)
+    hub = StreamHub(settings, read_connections=3)
+    await hub.start()
+    session_id, run = await _started(store)
+    followers = [Follower(hub, session_id) for _ in range(5)]
+    reconnects = hub_module.metrics.HUB_RECONNECTS._value.get()
+    try:
+        await _live(*followers)
+        for _ in range(3):
+            for _ in range(10):
+                last = await _append(store, session_id, run.run_id)
+            await redis.client_kill_filter(_type="pubsub")  # the hub's notifications connection
+            for _ in range(10):  # appended while the hub is away: their notifications are lost
+                last = await _append(store, session_id, run.run_id)
+            for follower in followers:
+                await follower.until(last)
+                assert follower.seqs == list(range(1, last + 1))
+        assert hub_module.metrics.HUB_RECONNECTS._value.get() >= reconnects + 3
+    finally:
+        for follower in followers:
+            await follower.close()
+        await hub.aclose()
+        await redis.aclose()
+
+
+async def test_open_streams_share_a_fixed_number_of_redis_connections(
+    private_redis_url: str, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"redis_url": private_redis_url})
+    redis = Redis.from_url(private_redis_url)
+    store = SessionStore(redis, settings)
+    hub = StreamHub(settings, read_connections=3)
+    await hub.start()
+    sessions = [await _started(store) for _ in range(50)]
+    followers = [Follower(hub, session_id) for session_id, _ in sessions for _ in range(4)]
+    try:
+        await _live(*followers)
+        clients = int((await redis.info("clients"))["connected_clients"])
+        assert clients <= 1 + 3 + 1  # this test's own client, the hub's pool, its notifications
+        for session_id, run in sessions:
+            await _append(store, session_id, run.run_id)
+        for follower in followers:
+            await follower.until(2)
+    finally:
+        for follower in followers:
+            await follower.close()
+        await hub.aclose()
+        await redis.aclose()
+
+
+async def test_a_completed_run_reaches_live_followers_with_its_output_and_ends_their_streams(
+    hub: StreamHub, store: SessionStore
+) -> None:
+    session_id, run = await _started(store)
+    follower = Follower(hub, session_id, until_idle=True)
+    await _live(follower)
+    await _append(store, session_id, run.run_id, n=3)
+    ending = RunCompleted(run_id=run.run_id, output="xxx", usage={})
+    last = await store.append(session_id, run.run_id, "lease-1", [], ending=ending)
+    async with asyncio.timeout(5):
+        await follower.task  # the feed ended: nothing left, nothing coming
+    assert follower.seqs == list(range(1, last + 1))
+    assert json.loads(follower.datas[-1])["output"] == "xxx"
+
+
+async def test_followers_of_a_deleted_session_end_at_once_not_at_their_next_heartbeat(
+    hub: StreamHub, store: SessionStore, settings: Settings
+) -> None:
+    session_id, _ = await _started(store)
+    follower = Follower(hub, session_id)
+    await _live(follower)
+    await store.delete_session(await store.get_session(session_id))
+    async with asyncio.timeout(settings.sse_heartbeat_seconds / 2):
+        await follower.task
+
+
+async def test_an_idle_follower_gets_heartbeats(hub: StreamHub, store: SessionStore, settings: Settings) -> None:
+    session_id, _ = await _started(store)
+    follower = Follower(hub, session_id)
+    try:
+        await asyncio.sleep(settings.sse_heartbeat_seconds * 3.5)
+        assert 2 <= follower.pings <= 4
+    finally:
+        await follower.close()
+
+
+async def test_stopping_the_hub_ends_every_stream(hub: StreamHub, store: SessionStore) -> None:
+    session_id, _ = await _started(store)
+    followers = [Follower(hub, session_id) for _ in range(3)]
+    await _live(*followers)
+    hub.stop()
+    async with asyncio.timeout(2):
+        await asyncio.gather(*(follower.task for follower in followers))
