@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis.asyncio import BlockingConnectionPool, Redis
+from starlette.types import Receive, Scope, Send
 
 from gateway.auth import Authenticator
 from gateway.body_limit import BodySizeLimit
@@ -21,6 +22,7 @@ from gateway.hub import StreamHub
 from gateway.limits import RunBudget, StreamSlots
 from gateway.routes import events, sessions, socket
 from gateway.shutdown import StreamShutdown
+from gateway.sse import call_detaching
 from shared.keys import Keys
 from shared.settings import Settings, get_settings
 from shared.store import SessionStore
@@ -28,6 +30,11 @@ from shared.store import SessionStore
 STATIC = Path(__file__).parent / "static"  # the browser client and the demo chat page
 
 logger = logging.getLogger(__name__)
+
+
+class GatewayApp(FastAPI):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await call_detaching(super().__call__, scope, receive, send)  # event streams outlive the call
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -67,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await hub.aclose()
             await redis.aclose()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="tokentail",
         summary="Resumable streaming gateway for AI agents",
         version="0.1.0",

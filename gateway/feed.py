@@ -92,29 +92,25 @@ class EventFeed:
         open_streams = metrics.CONNECTIONS.labels(self._transport)
         open_streams.inc()
         try:
-            async for batch in self._batches():
-                yield batch
+            while not self._stopped:
+                subscription = self._subscription = self._hub.subscribe(self._session_id)
+                try:
+                    async for batch in self._events(subscription):
+                        yield batch
+                    return
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    if subscription.closed:
+                        return
+                    # Redis is restarting, failing over or busy: keep the client's connection (idle
+                    # batches become heartbeats) and carry on from the last id sent once it answers.
+                    yield Batch()
+                    await asyncio.sleep(REDIS_RETRY_SECONDS)
+                finally:
+                    self._hub.unsubscribe(subscription)
         finally:
             open_streams.dec()
-
-    async def _batches(self) -> AsyncIterator[Batch]:
-        while not self._stopped:
-            subscription = self._subscription = self._hub.subscribe(self._session_id)
-            try:
-                async for batch in self._events(subscription):
-                    yield batch
-                return
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                if subscription.closed:
-                    return
-                # Redis is restarting, failing over or busy: keep the client's connection (idle
-                # batches become heartbeats) and carry on from the last id sent once it answers again.
-                yield Batch()
-                await asyncio.sleep(REDIS_RETRY_SECONDS)
-            finally:
-                self._hub.unsubscribe(subscription)
 
     async def _events(self, subscription: Subscription) -> AsyncIterator[Batch]:
         while not subscription.closed:

@@ -21,6 +21,9 @@ from shared.events import Gap
 from shared.store import StoredEvent
 
 PING = b": ping\n\n"
+# The scope key of the list in which `StreamingApp` collects the streams to continue (see there).
+DETACHED = "tokentail.detached_streams"
+Body = Callable[[Receive, Send], Awaitable[None]]
 
 
 def encode_events(events: list[StoredEvent]) -> bytes:
@@ -45,7 +48,8 @@ class EventStreamResponse(Response):
 
     A task waits for the client to leave and stops the feed then, so a stream with nothing to send
     ends at once, not at its next heartbeat. `on_close` runs however the stream ends (cleanup that
-    must reach Redis, such as giving back the stream slot).
+    must reach Redis, such as giving back the stream slot). Under `StreamingApp`, the body goes on
+    after the framework's call returned.
     """
 
     def __init__(
@@ -69,6 +73,16 @@ class EventStreamResponse(Response):
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             await send({"type": "http.response.body", "body": self._head, "more_body": True})
+        except BaseException:
+            await self._on_close()
+            raise
+        if (detached := scope.get(DETACHED)) is not None:
+            detached.append(self._body)
+        else:
+            await self._body(receive, send)
+
+    async def _body(self, receive: Receive, send: Send) -> None:
+        try:
             watching = asyncio.create_task(self._watch(receive))
             try:
                 async with contextlib.aclosing(self._feed.__aiter__()) as batches:
@@ -84,3 +98,31 @@ class EventStreamResponse(Response):
         while (await receive())["type"] != "http.disconnect":
             pass
         self._feed.stop()
+
+
+async def call_detaching(
+    app: Callable[[Scope, Receive, Send], Awaitable[None]], scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Call the gateway's ASGI app so that an event stream outlives the framework's call.
+
+    An open stream is mostly waiting. Streamed from inside its route, it would keep the whole call
+    chain of FastAPI and Starlette (middleware, routing, dependency solving: about 15 KB of frames
+    and locals per stream) alive for as long as the client stays. Instead, `EventStreamResponse`
+    sends its headers and first bytes through that chain (so middleware such as CORS still adds its
+    headers), hands its body over and returns; the body then runs here, on the server's own
+    `receive` and `send`, with only its own frames.
+    """
+    if scope["type"] != "http":
+        return await app(scope, receive, send)
+    detached: list[Body] = []
+    keys = set(scope)
+    scope[DETACHED] = detached
+    await app(scope, receive, send)
+    if detached:
+        # What the framework kept in the scope for its call (exit stacks, route, endpoint) is done
+        # with, but the server holds the scope as long as the connection: let it go.
+        for key in scope.keys() - keys:
+            del scope[key]
+    del keys
+    for body in detached:
+        await body(receive, send)
