@@ -135,14 +135,24 @@ class EventFeed:
                 await subscription.wait()
 
     async def _catch_up(self, subscription: Subscription) -> AsyncIterator[Batch]:
-        """Read from Redis (XRANGE, in batches) until the end of the stream, then go live."""
+        """Read from Redis (XRANGE, in batches) until the end of the stream, then go live. While one
+        batch goes to the client, the next is read: Redis and the gateway work at the same time."""
+        subscription.begin_read()
+        events, count = await self._store.read(self._session_id, self.after, self._count), self._count
         while not subscription.closed:
-            subscription.begin_read()
-            events = await self._store.read(self._session_id, self.after, count := self._count)
-            if events:
-                yield self._deliver(events)
+            batch = self._deliver(events) if events else None
             if len(events) < count and subscription.join(self.after):
+                if batch is not None:
+                    yield batch
                 return
+            subscription.begin_read()  # the spill now follows this read
+            reading = asyncio.ensure_future(self._store.read(self._session_id, self.after, count := self._count))
+            try:
+                if batch is not None:
+                    yield batch
+                events = await reading
+            finally:
+                reading.cancel()  # the client left while the read was on its way
 
     def _deliver(self, events: list[StoredEvent]) -> Batch:
         # A reader slower than the stream's trimming finds its next id gone: say so, never skip silently.

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Awaitable, Sequence
 from enum import IntEnum, StrEnum
 from importlib import resources
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -70,6 +70,18 @@ def load_script(name: str) -> str:
 def parse_entries(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[StoredEvent]:
     return [
         StoredEvent(int(entry_id.partition(b"-")[0]), fields[b"type"], fields[b"data"], int(fields[b"ts"]))
+        for entry_id, fields in entries
+    ]
+
+
+def parse_raw_entries(entries: Sequence[list[Any]]) -> list[StoredEvent]:
+    """Entries as Redis sends them: `[id, [b"type", type, b"data", data, b"ts", ts]]`, in the order
+    lib.lua's add_event writes the fields."""
+    # tuple.__new__ builds the named tuple without the Python-level __new__ that calling the class
+    # (or `_make`) runs: a third of what parsing an entry costs.
+    new, cls = tuple.__new__, StoredEvent
+    return [
+        new(cls, (int(entry_id.partition(b"-")[0]), fields[1], fields[3], int(fields[5])))
         for entry_id, fields in entries
     ]
 
@@ -257,8 +269,12 @@ class SessionStore:
         return completed
 
     async def _range(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
-        entries = await self.redis.xrange(self.keys.session(session_id).events, min=f"({after}-0", count=count)
-        return parse_entries(entries)
+        # The command name as bytes: redis-py looks its reply parsers up by name as a string, so it
+        # hands over hiredis's lists as they are, instead of a dict per entry (catch-up reads cost
+        # about half as much: 10,000 events in 8 ms instead of 14).
+        key = self.keys.session(session_id).events
+        entries = await self.redis.execute_command(b"XRANGE", key, f"({after}-0", "+", b"COUNT", count)  # type: ignore[no-untyped-call]
+        return parse_raw_entries(entries)
 
     async def partial_text(self, session_id: str, run: RunRecord) -> str:
         """The text the active attempt of `run` has streamed so far."""
