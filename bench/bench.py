@@ -1,12 +1,13 @@
-"""tokentail baseline benchmark: queue pickup, events per token, and streams per gateway + worker.
+"""tokentail's benchmark: queue pickup and events per token, then side by side with the naive
+gateway and Vercel's resumable-stream (bench/compare.py).
 
-    .venv/bin/python bench/bench.py            # about four minutes on a 2-core machine
-    .venv/bin/python bench/bench.py --quick    # a smaller run, to check the script itself
+    ./scripts/install bench && .venv/bin/python bench/bench.py   # the full run (see docs/benchmarks.md)
+    .venv/bin/python bench/bench.py --quick                      # a small run, to check the script itself
 
-Everything runs here as real processes, as in production: a private redis-server, one
-`tokentail gateway` and one `tokentail worker`. The load generator (raw asyncio sockets, uvloop)
+Everything runs here as real processes, as in production: private redis-servers, one gateway
+and one worker (or producer) process per system. The load generator (raw asyncio sockets, uvloop)
 shares the same cores, so capacity figures are lower bounds. Figures are printed, never
-asserted; ratios compare runs measured in this same invocation.
+asserted; ratios compare systems measured in this same invocation.
 """
 
 import argparse
@@ -31,6 +32,8 @@ from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import compare  # noqa: E402
 
 from shared.keys import Keys  # noqa: E402
 from shared.redis_server import RedisServer, free_port  # noqa: E402
@@ -238,7 +241,7 @@ async def capacity_level(stack: Stack, streams: int, tokens: int) -> Level:
     return level
 
 
-async def main(quick: bool, output: str | None) -> None:
+async def main(quick: bool, output: str | None, repeats: int, levels: list[int]) -> None:
     results: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]}}
     with tempfile.TemporaryDirectory() as data_dir:
         stack = Stack(data_dir)
@@ -266,40 +269,13 @@ async def main(quick: bool, output: str | None) -> None:
             results["events_per_token"] = per_token
             print(f"  coalescing saves {1 - per_token['50'] / per_token['0']:.0%} of appends")
 
-            print("== concurrent streams at 50 tokens/s, one gateway + one worker process (flush 50 ms)")
-            # Lift the worker's run limit (100 by default) so the process, not the setting, is measured.
-            stack.start(TOKENTAIL_WORKER_CONCURRENCY="5000")
-            levels = [25, 50, 100] if quick else [50, 100, 150, 200, 250, 300, 400, 600, 800]
-            tokens = 100 if quick else 300
-            results["capacity"] = []
-            for streams in levels:
-                level = await capacity_level(stack, streams, tokens)
-                results["capacity"].append(
-                    {
-                        "streams": streams,
-                        "p50_ms": level.p50,
-                        "p99_ms": level.p99,
-                        "events_per_s": level.events / level.seconds,
-                        "gateway_cpu": level.gateway_cpu,
-                        "worker_cpu": level.worker_cpu,
-                        "redis_cpu": level.redis_cpu,
-                        "load_generator_cpu": level.client_cpu,
-                        "incomplete": level.incomplete,
-                    }
-                )
-                print(
-                    f"  {streams:4} streams: append->client p50 {level.p50:6.1f} ms  p99 {level.p99:7.1f} ms"
-                    f"  {level.events / level.seconds:6.0f} events/s   CPU: gateway {level.gateway_cpu:4.0%}"
-                    f" worker {level.worker_cpu:4.0%} redis {level.redis_cpu:4.0%} load {level.client_cpu:4.0%}"
-                    f"   incomplete {level.incomplete}"
-                )
-                if level.p99 > 100 or level.incomplete:
-                    break
-            held = [lv["streams"] for lv in results["capacity"] if lv["p99_ms"] <= 100 and not lv["incomplete"]]
-            results["streams_held_at_p99_100ms"] = max(held, default=0)
-            print(f"  held with p99 <= 100 ms: {results['streams_held_at_p99_100ms']} streams")
         finally:
             stack.close()
+        print("== side by side: tokentail, the naive gateway, Vercel's resumable-stream")
+        results["side_by_side"] = await compare.compare(data_dir, quick, repeats, levels)
+    print(f"== summary (ratios: how many times better tokentail is; costs at {levels[0]} streams)")
+    for row in compare.table(results["side_by_side"], levels[0]):
+        print("  " + " | ".join(row))
     if output:
         Path(output).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240  # once, at the end
 
@@ -308,6 +284,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs and levels")
     parser.add_argument("--json", dest="output", help="also write the figures to this file")
+    parser.add_argument("--repeats", type=int, help="repetitions of each level (3, or 1 with --quick)")
+    parser.add_argument("--levels", help="comma-separated numbers of concurrent streams to try, in order")
     args = parser.parse_args()
+    default_levels = "25,50" if args.quick else "100,200,400,600,800,1000,1200,1500"
+    levels = [int(level) for level in (args.levels or default_levels).split(",")]
+    repeats = args.repeats or (1 if args.quick else 3)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures appear as measured
-    uvloop.run(main(args.quick, args.output))
+    uvloop.run(main(args.quick, args.output, repeats, levels))

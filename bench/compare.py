@@ -1,0 +1,494 @@
+"""Side by side: tokentail, the naive gateway and Vercel's resumable-stream, in one run.
+
+Each system is a gateway process and a producer process (tokentail: `tokentail gateway` and
+`tokentail worker` with the offline scripted model; naive: bench/peers/naive.py; Vercel:
+bench/peers/vercel/server.mjs) on a private redis-server, driven by the same load generator (raw
+asyncio sockets, bench.read_sse) with the same workload: runs of 300 tokens at 50 tokens/s, tokens
+due every 50 ms joined into one event. Every level is repeated and reported as min/median/max.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from redis.asyncio import Redis
+
+import bench
+from shared.events import RunCompleted
+from shared.ids import new_run_id, new_session_id
+from shared.records import RunRecord, SessionRecord
+from shared.redis_server import RedisServer, free_port
+from shared.settings import Settings
+from shared.store import SessionStore
+
+PEERS = Path(__file__).resolve().parent / "peers"
+TOKENS, RATE = 300, 50
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def connections_of(pid: int, port: int) -> int:
+    """TCP connections process `pid` holds to the Redis on `port`."""
+    out = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( dport = :{port} )"], capture_output=True, text=True
+    ).stdout
+    return sum(1 for line in out.splitlines() if f"pid={pid}," in line)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+class System:
+    """A gateway and a producer on a private Redis. Subclasses say how to start a stream and read it."""
+
+    name = ""
+
+    def __init__(self, redis: RedisServer) -> None:
+        self.redis = redis
+        self.port = free_port()
+        self.producer_port = free_port()
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self.producer: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        for process in (self.gateway, self.producer):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+    def _wait_for(self, port: int) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with __import__("socket").create_connection(("127.0.0.1", port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name}: nothing listens on {port}")
+
+    async def start_stream(self, client: httpx2.AsyncClient, tokens: int = TOKENS, rate: float = RATE) -> str:
+        """Start one run; the path its SSE stream is read at."""
+        raise NotImplementedError
+
+    async def delays_ms(self, path: str, frames: list[bench.Frame]) -> list[float]:
+        """Append -> receipt delay of each token event of a stream read whole."""
+        return [
+            frame.received * 1000 - json.loads(frame.data)["t"] for frame in frames if frame.event == b"message.delta"
+        ]
+
+    def finished(self, frames: list[bench.Frame]) -> bool:
+        return bool(frames) and frames[-1].event == b"done"
+
+    async def backlog(self, client: httpx2.AsyncClient, events: int) -> str:
+        """A stream holding `events` token events, still open: the path a client resumes it at."""
+        stream_id = uuid.uuid4().hex
+        url = f"http://127.0.0.1:{self.producer_port}/start"
+        params = {"id": stream_id, "tokens": events, "rate": 0, "burst": 1}
+        (await client.post(url, params=params)).raise_for_status()
+        return f"/stream/{stream_id}"
+
+
+class Tokentail(System):
+    name = "tokentail"
+
+    def start(self) -> None:
+        self.stack = bench.Stack.__new__(bench.Stack)  # its process handling, on this Redis and port
+        self.stack.redis, self.stack.port = self.redis, self.port
+        self.stack.env = {
+            **os.environ,
+            "TOKENTAIL_REDIS_URL": self.redis.url,
+            "TOKENTAIL_LOG_LEVEL": "warning",
+            "TOKENTAIL_RUNS_PER_MINUTE": "0",
+            "TOKENTAIL_MAX_STREAMS_PER_TENANT": "0",
+        }
+        self.stack.gateway = self.stack.worker = None
+        self.stack.start(TOKENTAIL_WORKER_CONCURRENCY="5000")
+        self.gateway, self.producer = self.stack.gateway, self.stack.worker
+        self.keys = bench.Keys(self.stack.prefix)
+
+    async def start_stream(self, client: httpx2.AsyncClient, tokens: int = TOKENS, rate: float = RATE) -> str:
+        created = await bench.create(client, tokens=tokens, tokens_per_second=rate)
+        return f"/v1/sessions/{created['session_id']}/events"
+
+    async def delays_ms(self, path: str, frames: list[bench.Frame]) -> list[float]:
+        redis = Redis.from_url(self.redis.url)
+        try:
+            entries = await redis.xrange(self.keys.session(path.split("/")[3]).events)
+        finally:
+            await redis.aclose()
+        appended = {int(entry_id.split(b"-")[0]): int(fields[b"ts"]) / 1000 for entry_id, fields in entries}
+        return [frame.received * 1000 - appended[frame.id] for frame in frames if frame.event == b"message.delta"]
+
+    def finished(self, frames: list[bench.Frame]) -> bool:
+        return bool(frames) and frames[-1].event == b"run.completed"
+
+    async def backlog(self, client: httpx2.AsyncClient, events: int) -> str:
+        # Appended through the product's own store (the worker coalesces tokens, so a run of 10,000
+        # tokens would not make 10,000 events), under a lease of our own; then the run completes.
+        assert self.producer is not None
+        settings = Settings(redis_url=self.redis.url, key_prefix=self.stack.prefix)
+        redis = Redis.from_url(self.redis.url)
+        self.producer.send_signal(signal.SIGSTOP)  # the worker must not take this run: it is ours
+        store = SessionStore(redis, settings)
+        session = SessionRecord(session_id=new_session_id(), tenant="public", created_at=time.time())
+        run = RunRecord(run_id=new_run_id(), input="benchmark", queued_at=time.time(), model="scripted")
+        await store.queue_run(session.session_id, run, create=session)
+        await store.start_run(session.session_id, run.run_id, "bench-lease", run.run_id)
+        delta = json.dumps({"run_id": run.run_id, "text": "token "})
+        for _ in range(events // 100):
+            await store.append(session.session_id, run.run_id, "bench-lease", [("message.delta", delta)] * 100)
+        ending = RunCompleted(run_id=run.run_id, output="token " * events, usage={})
+        await store.append(session.session_id, run.run_id, "bench-lease", [], ending=ending)
+        await redis.aclose()
+        self.producer.send_signal(signal.SIGCONT)
+        return f"/v1/sessions/{session.session_id}/events"
+
+
+class Naive(System):
+    name = "naive"
+
+    def start(self) -> None:
+        env = {**os.environ, "REDIS_URL": self.redis.url}
+        script = str(PEERS / "naive.py")
+        self.gateway = subprocess.Popen([sys.executable, script, "gateway", str(self.port)], env=env)
+        self.producer = subprocess.Popen([sys.executable, script, "producer", str(self.producer_port)], env=env)
+        self._wait_for(self.port)
+        self._wait_for(self.producer_port)
+
+    async def start_stream(self, client: httpx2.AsyncClient, tokens: int = TOKENS, rate: float = RATE) -> str:
+        stream_id = uuid.uuid4().hex
+        url = f"http://127.0.0.1:{self.producer_port}/start"
+        (await client.post(url, params={"id": stream_id, "tokens": tokens, "rate": rate})).raise_for_status()
+        return f"/stream/{stream_id}"
+
+
+class Vercel(System):
+    name = "vercel-rs"
+
+    def start(self) -> None:
+        folder = PEERS / "vercel"
+        if not (folder / "node_modules").exists():
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True)
+        env = {**os.environ, "REDIS_URL": self.redis.url}
+        self.gateway = subprocess.Popen(["node", "server.mjs", "gateway", str(self.port)], cwd=folder, env=env)
+        self.producer = subprocess.Popen(
+            ["node", "server.mjs", "producer", str(self.producer_port)], cwd=folder, env=env
+        )
+        self._wait_for(self.port)
+        self._wait_for(self.producer_port)
+
+    start_stream = Naive.start_stream
+
+
+@dataclass
+class Run:
+    """One repetition of one level. CPU and deliveries are counted over the steady part of the run
+    (after every stream started, before any ended), so starting streams is left out for all systems
+    alike (tokentail's gateway creates sessions; the peers' producers start their streams)."""
+
+    streams: int
+    delays_ms: list[float] = field(default_factory=list)
+    incomplete: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process over the window
+    seconds: float = 0.0  # the window
+    events: int = 0  # token events delivered in the window
+    tokens: int = 0  # tokens delivered in the window
+    gateway_connections: int = 0
+
+    @property
+    def p99(self) -> float:
+        return bench.percentile(self.delays_ms, 99) if self.delays_ms else float("inf")
+
+
+async def run_level(system: System, streams: int, tokens: int) -> Run:
+    """`streams` runs at 50 tokens/s started over one second, each read by one SSE client."""
+    assert system.gateway is not None and system.producer is not None and system.redis.process is not None
+    pids = {"gateway": system.gateway.pid, "producer": system.producer.pid, "redis": system.redis.process.pid}
+    run = Run(streams)
+    window: list[float] = []
+    readings: list[dict[str, float]] = []
+
+    def reading() -> dict[str, float]:
+        return {name: bench.cpu_seconds(pid) for name, pid in pids.items()} | {"load": time.process_time()}
+
+    async def steady_window() -> None:
+        await asyncio.sleep(1.5)  # every stream has started
+        window.append(time.time())
+        readings.append(reading())
+        run.gateway_connections = connections_of(pids["gateway"], system.redis.port)
+        await asyncio.sleep(max(0.5, tokens / RATE - 2.0))  # before the first stream ends
+        window.append(time.time())
+        readings.append(reading())
+
+    all_frames: list[list[bench.Frame]] = []
+    async with httpx2.AsyncClient(base_url=system.url, limits=httpx2.Limits(max_connections=50), timeout=30) as client:
+
+        async def one(delay: float) -> None:
+            await asyncio.sleep(delay)
+            path = await system.start_stream(client, tokens=tokens)
+            frames = await bench.read_sse(system.port, path)
+            run.incomplete += not system.finished(frames)
+            run.delays_ms += await system.delays_ms(path, frames)
+            all_frames.append(frames)
+
+        await asyncio.gather(steady_window(), *(one(i / streams) for i in range(streams)))
+    run.seconds = window[1] - window[0]
+    run.cpu = {name: readings[1][name] - readings[0][name] for name in readings[0]}
+    for frames in all_frames:
+        for frame in frames:
+            if frame.event == b"message.delta" and window[0] <= frame.received < window[1]:
+                run.events += 1
+                run.tokens += len(json.loads(frame.data)["text"].split())
+    return run
+
+
+async def idle_streams(system: System, count: int) -> dict[str, float]:
+    """`count` open SSE streams with nothing to send: gateway memory and Redis connections each."""
+    assert system.gateway is not None
+    async with httpx2.AsyncClient(base_url=system.url, limits=httpx2.Limits(max_connections=50), timeout=60) as client:
+        # Runs that will not produce for the whole measurement: one token, then a long pause.
+        paths = [await system.start_stream(client, tokens=2, rate=0.01) for _ in range(count)]
+    await asyncio.sleep(1)
+    rss_before = rss_kb(system.gateway.pid)
+    connections_before = connections_of(system.gateway.pid, system.redis.port)
+    sockets = []
+    for start in range(0, count, 100):  # opened as a crowd would arrive, not all in one instant
+        for path in paths[start : start + 100]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", system.port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+            sockets.append((reader, writer))
+        await asyncio.sleep(0.05)
+    await asyncio.gather(*(reader.readuntil(b"\r\n\r\n") for reader, _ in sockets))
+    await asyncio.sleep(3)
+    figures = {
+        "streams": count,
+        "kb_per_stream": (rss_kb(system.gateway.pid) - rss_before) / count,
+        "gateway_redis_connections": connections_of(system.gateway.pid, system.redis.port),
+        "connections_before": connections_before,
+    }
+    for _, writer in sockets:
+        writer.close()
+    await asyncio.sleep(1)
+    return figures
+
+
+async def fan_out(system: System, watchers: int) -> dict[str, float]:
+    """One stream watched by `watchers` clients: Redis commands per delivered event, by kind."""
+    redis = Redis.from_url(system.redis.url)
+    reads = ("xread", "xrange", "xrevrange", "publish", "spublish")
+
+    async def calls() -> dict[str, int]:
+        stats = await redis.info("commandstats")
+        return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in reads}
+
+    async with httpx2.AsyncClient(base_url=system.url, timeout=30) as client:
+        path = await system.start_stream(client, tokens=100, rate=50)
+        # Everyone connects first (the early part comes as one catch-up), then counting starts.
+        readers = [asyncio.create_task(bench.read_sse(system.port, path)) for _ in range(watchers)]
+        await asyncio.sleep(0.5)
+        before, counting_from = await calls(), time.time()
+        results = await asyncio.gather(*readers)
+        after = await calls()
+    await redis.aclose()
+    counted = sum(1 for f in results[0] if f.event == b"message.delta" and f.received > counting_from)
+    per_event = {name: (after[name] - before[name]) / max(1, counted) for name in reads if after[name] != before[name]}
+    return {"per_event": per_event, "events": counted, "complete_watchers": sum(map(system.finished, results))}
+
+
+async def first_event_ms(system: System, runs: int) -> dict[str, float]:
+    """Start a run (before the request) -> its first token event read by a fresh SSE client."""
+    times: list[float] = []
+    async with httpx2.AsyncClient(base_url=system.url, timeout=30) as client:
+        for _ in range(runs):
+            await asyncio.sleep(0.05)
+            begun = time.time()
+            path = await system.start_stream(client, tokens=10, rate=50)  # Vercel's cannot be followed once done
+            frames = await bench.read_sse(system.port, path, lambda f: f.event == b"message.delta")
+            times.append((frames[-1].received - begun) * 1000)
+    return {"p50_ms": bench.percentile(times, 50), "p99_ms": bench.percentile(times, 99)}
+
+
+async def resume_backlog(system: System, events: int, repeats: int) -> dict[str, float]:
+    """A client resuming from the start of a stream `events` long: first and last event received."""
+    async with httpx2.AsyncClient(base_url=system.url, timeout=120) as client:
+        path = await system.backlog(client, events)
+        await asyncio.sleep(1)
+    firsts, lasts = [], []
+    for _ in range(repeats):
+        reader, writer = await asyncio.open_connection("127.0.0.1", system.port)
+        begun = time.perf_counter()
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        first, seen, buffer = None, 0, b""
+        while seen < events:
+            data = await reader.read(1 << 18)
+            if not data:
+                break
+            buffer += data
+            got = buffer.count(b"\nevent: message.delta\n")
+            if got and first is None:
+                first = time.perf_counter() - begun
+            seen = got
+        lasts.append((time.perf_counter() - begun) * 1000)
+        firsts.append((first or 0) * 1000)
+        writer.close()
+    return {"first_byte_ms": statistics.median(firsts), "last_byte_ms": statistics.median(lasts)}
+
+
+SYSTEMS: list[Callable[[RedisServer], System]] = [Tokentail, Naive, Vercel]
+if os.environ.get("BENCH_SYSTEMS"):
+    SYSTEMS = [s for s in SYSTEMS if s.__name__ in os.environ["BENCH_SYSTEMS"].split(",")]
+
+
+async def compare(data_dir: str, quick: bool, repeats: int, levels: list[int]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for make in SYSTEMS:
+        folder = Path(data_dir) / make.__name__
+        folder.mkdir()
+        with RedisServer(folder) as redis:
+            system = make(redis)
+            system.start()
+            try:
+                results[system.name] = await measure(system, quick, repeats, levels)
+            finally:
+                system.stop()
+    return results
+
+
+async def measure(system: System, quick: bool, repeats: int, levels: list[int]) -> dict[str, Any]:
+    name = system.name
+    figures: dict[str, Any] = {"levels": []}
+    print(f"== {name}")
+    figures["first_event"] = await first_event_ms(system, 20 if quick else 100)
+    print(
+        f"  start a run -> first token at a new client: p50 {figures['first_event']['p50_ms']:.1f} ms,"
+        f" p99 {figures['first_event']['p99_ms']:.1f} ms"
+    )
+    backlog = 1000 if quick else 10_000
+    resume = figures["resume"] = await resume_backlog(system, backlog, 3 if quick else 10)
+    print(f"  resume of {backlog} events: first {resume['first_byte_ms']:.1f} ms, last {resume['last_byte_ms']:.1f} ms")
+    figures["fan_out"] = await fan_out(system, 20 if quick else 100)
+    print(f"  one stream, {20 if quick else 100} watchers: Redis commands per event {figures['fan_out']}")
+    tokens = 150 if quick else TOKENS
+    for streams in levels:
+        runs = [await run_level(system, streams, tokens) for _ in range(repeats)]
+        p99s = [run.p99 for run in runs]
+        level = {
+            "streams": streams,
+            "p99_ms": summary(p99s),
+            "p50_ms": summary([bench.percentile(run.delays_ms, 50) if run.delays_ms else float("inf") for run in runs]),
+            "incomplete": sum(run.incomplete for run in runs),
+            "gateway_us_per_event": summary([1e6 * run.cpu["gateway"] / max(1, run.events) for run in runs]),
+            "gateway_s_per_1k_tokens": summary([1000 * run.cpu["gateway"] / max(1, run.tokens) for run in runs]),
+            "system_s_per_1k_tokens": summary(
+                [1000 * sum(run.cpu[k] for k in ("gateway", "producer", "redis")) / max(1, run.tokens) for run in runs]
+            ),
+            "cpu_share": {k: statistics.median(run.cpu[k] / run.seconds for run in runs) for k in runs[0].cpu},
+            "gateway_redis_connections_per_stream": statistics.median(
+                run.gateway_connections / streams for run in runs
+            ),
+            "events_per_s": statistics.median(run.events / run.seconds for run in runs),
+        }
+        figures["levels"].append(level)
+        p99, cpu = level["p99_ms"], " ".join(f"{k} {v:4.0%}" for k, v in level["cpu_share"].items())
+        print(
+            f"  {streams:5} streams: p99 {p99['min']:7.1f} / {p99['median']:7.1f} / {p99['max']:7.1f} ms"
+            f" (min/median/max)  gateway {level['gateway_us_per_event']['median']:6.1f} µs/event"
+            f"  system {level['system_s_per_1k_tokens']['median']:.3f} s/1k tokens  CPU {cpu}"
+            f"  Redis conns/stream {level['gateway_redis_connections_per_stream']:.2f}  failed {level['incomplete']}"
+        )
+        if level["p99_ms"]["median"] > 100 or level["incomplete"]:
+            break
+    held = [lv["streams"] for lv in figures["levels"] if lv["p99_ms"]["median"] <= 100 and not lv["incomplete"]]
+    figures["streams_held"] = max(held, default=0)
+    print(f"  held with median p99 <= 100 ms: {figures['streams_held']} streams")
+    figures["idle"] = await idle_streams(system, 500 if quick else 5000)
+    print(
+        f"  {figures['idle']['streams']} idle streams: {figures['idle']['kb_per_stream']:.1f} KB each,"
+        f" {figures['idle']['gateway_redis_connections']} gateway Redis connections"
+    )
+    return figures
+
+
+def table(results: dict[str, Any], level: int) -> list[tuple[str, ...]]:
+    """The headline figures, one row each: tokentail, each peer, and how many times better tokentail is."""
+
+    def at(name: str) -> dict[str, Any]:
+        levels = results[name]["levels"]
+        return next((lv for lv in levels if lv["streams"] == level), levels[0])
+
+    rows: list[tuple[str, Callable[[str], float], bool]] = [  # label, figure, higher is better
+        ("streams held, p99 <= 100 ms (median of repeats)", lambda n: results[n]["streams_held"], True),
+        (
+            f"gateway CPU per delivered event, µs ({level} streams)",
+            lambda n: at(n)["gateway_us_per_event"]["median"],
+            False,
+        ),
+        (
+            f"gateway CPU per 1k tokens, s ({level} streams)",
+            lambda n: at(n)["gateway_s_per_1k_tokens"]["median"],
+            False,
+        ),
+        (
+            f"whole system CPU per 1k tokens, s ({level} streams)",
+            lambda n: at(n)["system_s_per_1k_tokens"]["median"],
+            False,
+        ),
+        (
+            f"gateway Redis connections per open stream ({level} streams)",
+            lambda n: at(n)["gateway_redis_connections_per_stream"],
+            False,
+        ),
+        (
+            "gateway Redis connections, idle streams open",
+            lambda n: results[n]["idle"]["gateway_redis_connections"],
+            False,
+        ),
+        ("gateway memory per idle open stream, KB", lambda n: results[n]["idle"]["kb_per_stream"], False),
+        (
+            "one stream, many watchers: Redis reads and deliveries per event",
+            lambda n: sum(results[n]["fan_out"]["per_event"].values()),
+            False,
+        ),
+        ("resume of the backlog: first event, ms", lambda n: results[n]["resume"]["first_byte_ms"], False),
+        ("resume of the backlog: last event, ms", lambda n: results[n]["resume"]["last_byte_ms"], False),
+        ("start -> first token at the client, p50 ms", lambda n: results[n]["first_event"]["p50_ms"], False),
+        ("start -> first token at the client, p99 ms", lambda n: results[n]["first_event"]["p99_ms"], False),
+    ]
+    names = list(results)
+    peers = [n for n in names if n != "tokentail"]
+    out = [("figure", *names, *(f"tokentail vs {p}" for p in peers))]
+    for label, figure, higher in rows:
+        values = {n: figure(n) for n in names}
+        ratios = []
+        for peer in peers:
+            ours, theirs = values["tokentail"], values[peer]
+            better = (
+                (ours / theirs if theirs else float("inf")) if higher else (theirs / ours if ours else float("inf"))
+            )
+            ratios.append(f"{better:.2f}x")
+        out.append((label, *(f"{values[n]:.3g}" for n in names), *ratios))
+    return out

@@ -1,0 +1,98 @@
+// Vercel's `resumable-stream` as a producer and a gateway, for tokentail's side-by-side benchmark.
+//
+//   node server.mjs producer <port>   POST /start?id=&tokens=&rate=  starts a stream (the "worker")
+//   node server.mjs gateway <port>    GET /stream/<id>                 follows it as SSE (any replica)
+//
+// The producer runs `createNewResumableStream`, as the route that starts a generation would, and
+// drains what it returns (that route's own client). The gateway serves other clients with
+// `resumeExistingStream`: the package's path for a refresh or another replica, through Redis pub/sub.
+// Each chunk is one SSE frame, written like tokentail's worker writes: the first token at once, then
+// the tokens due every 50 ms joined. Frames carry the producer's clock (`t`, ms since the epoch) so
+// the load generator can time delivery. REDIS_URL names the Redis, as the package expects.
+import http from "node:http";
+import { createResumableStreamContext } from "resumable-stream";
+
+const [role, port] = [process.argv[2], Number(process.argv[3])];
+const context = createResumableStreamContext({ waitUntil: null, keyPrefix: "bench" });
+const FLUSH_MS = 50;
+
+function tokenStream(tokens, rate, burst) {
+  const started = performance.now();
+  let sent = 0;
+  let seq = 0;
+  let timer;
+  return new ReadableStream({
+    start(controller) {
+      if (burst) {
+        // A backlog: one token per frame, all at once, then held open (a finished stream cannot be resumed).
+        for (seq = 1; seq <= tokens; seq++) {
+          const data = JSON.stringify({ t: performance.timeOrigin + performance.now(), text: "token " });
+          controller.enqueue(`id: ${seq}\nevent: message.delta\ndata: ${data}\n\n`);
+        }
+        setTimeout(() => controller.close(), 120_000);
+        return;
+      }
+      const flush = () => {
+        const due = Math.min(tokens, Math.floor(((performance.now() - started) / 1000) * rate) + 1);
+        if (due > sent) {
+          const text = Array.from({ length: due - sent }, (_, i) => `tok${sent + i} `).join("");
+          const data = JSON.stringify({ t: performance.timeOrigin + performance.now(), text });
+          controller.enqueue(`id: ${++seq}\nevent: message.delta\ndata: ${data}\n\n`);
+          sent = due;
+        }
+        if (sent >= tokens) {
+          controller.enqueue(`id: ${++seq}\nevent: done\ndata: {}\n\n`);
+          controller.close();
+          clearInterval(timer);
+        }
+      };
+      flush();
+      timer = setInterval(flush, FLUSH_MS);
+    },
+  });
+}
+
+async function produce(request, response) {
+  const url = new URL(request.url, "http://bench");
+  const id = url.searchParams.get("id");
+  const stream = await context.createNewResumableStream(id, () =>
+    tokenStream(
+      Number(url.searchParams.get("tokens")),
+      Number(url.searchParams.get("rate")),
+      url.searchParams.has("burst"),
+    ),
+  );
+  response.writeHead(200).end();
+  for await (const _ of stream) {
+    // the starting route's own client, here a drain
+  }
+}
+
+async function follow(request, response) {
+  const id = decodeURIComponent(request.url.split("?")[0].slice("/stream/".length));
+  const stream = await context.resumeExistingStream(id);
+  if (!stream) {
+    response.writeHead(stream === null ? 204 : 404).end();
+    return;
+  }
+  response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+  const reader = stream.getReader();
+  request.on("close", () => reader.cancel().catch(() => {}));
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    response.write(value);
+  }
+  response.end();
+}
+
+const handler = role === "producer" ? produce : follow;
+http
+  .createServer((request, response) => {
+    handler(request, response).catch((error) => {
+      console.error(error);
+      if (!response.headersSent) response.writeHead(500);
+      response.end();
+    });
+  })
+  .listen(port, "127.0.0.1", () => console.log(`${role} listening on ${port}`));
