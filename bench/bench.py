@@ -33,8 +33,6 @@ from redis.asyncio import Redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import compare  # noqa: E402
-
 from shared.keys import Keys  # noqa: E402
 from shared.redis_server import RedisServer, free_port  # noqa: E402
 
@@ -242,6 +240,8 @@ async def capacity_level(stack: Stack, streams: int, tokens: int) -> Level:
 
 
 async def main(quick: bool, output: str | None, repeats: int, levels: list[int]) -> None:
+    import compare  # here: it builds on this module
+
     results: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]}}
     with tempfile.TemporaryDirectory() as data_dir:
         stack = Stack(data_dir)

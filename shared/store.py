@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Awaitable, Sequence
 from enum import IntEnum, StrEnum
 from importlib import resources
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -55,6 +55,10 @@ class Cancel(StrEnum):
     SIGNALLED = "signalled"  # its worker was told, and writes `run.cancelled`
     CANCELLED = "cancelled"  # no worker held it: it ended at once
     IDLE = "idle"  # no run was active
+
+
+class AppendScript(Protocol):
+    async def __call__(self, keys: list[Any], args: list[Any]) -> Any: ...
 
 
 # Published on a session's channel (named like its stream key) when it is deleted; every other
@@ -123,13 +127,15 @@ def _compact(value: object) -> str:
 
 
 class SessionStore:
-    def __init__(self, redis: "Redis", settings: Settings) -> None:
+    def __init__(self, redis: "Redis", settings: Settings, appends: "AppendScript | None" = None) -> None:
+        """`appends` sends the append script instead of calling it directly: the worker batches its
+        runs' appends into pipelines (worker/appends.py)."""
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self._queue_run = redis.register_script(load_script("queue_run"))
         self._start_run = redis.register_script(load_script("start_run"))
-        self._append = redis.register_script(load_script("append"))
+        self._append: AppendScript = appends or redis.register_script(load_script("append"))
         self._renew_lease = redis.register_script(load_script("renew_lease"))
         self._requeue_run = redis.register_script(load_script("requeue_run"))
         self._cancel_run = redis.register_script(load_script("cancel_run"))

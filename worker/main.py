@@ -36,6 +36,7 @@ from shared import jobs
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.store import SessionStore
+from worker.appends import AppendPipeline
 from worker.probe import ProbeServer, probe_app
 from worker.providers import Providers
 from worker.reaper import Reaper
@@ -164,7 +165,7 @@ class TokentailWorker(Worker):
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
-    ctx["store"] = SessionStore(ctx["redis"], ctx["settings"])
+    ctx["store"] = SessionStore(ctx["redis"], ctx["settings"], appends=AppendPipeline(ctx["redis"]))
     ctx.setdefault("providers", Providers(ctx["settings"]))
 
 

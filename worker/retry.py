@@ -54,21 +54,27 @@ async def stream_with_retries(
     while True:
         produced = False
         chunks = provider.stream(request)
+        loop = asyncio.get_running_loop()
         try:
-            while True:
-                limit = policy.idle_timeout if produced else policy.first_token_timeout
-                try:
-                    async with asyncio.timeout(limit):
-                        chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    what = "went silent" if produced else "sent nothing"
-                    raise ProviderError(
-                        f"the model {what} for {limit:g} s", kind="timeout", retryable=not produced
-                    ) from None
-                produced = True
-                yield chunk
+            # One timeout for the whole stream, moved on with each chunk (cheaper than a new one per
+            # chunk, which a run pays per token), and put off while the chunk is handled downstream.
+            limit = policy.first_token_timeout
+            try:
+                async with asyncio.timeout(None) as silence:
+                    while True:
+                        silence.reschedule(loop.time() + limit)
+                        try:
+                            chunk = await anext(chunks)
+                        except StopAsyncIteration:
+                            return
+                        silence.reschedule(None)
+                        produced, limit = True, policy.idle_timeout
+                        yield chunk
+            except TimeoutError:
+                what = "went silent" if produced else "sent nothing"
+                raise ProviderError(
+                    f"the model {what} for {limit:g} s", kind="timeout", retryable=not produced
+                ) from None
         except ProviderError as exc:
             delay = policy.delay(retry, exc.retry_after)
             if produced or not exc.retryable or retry >= policy.max_retries or delay > LONGEST_RETRY_AFTER:

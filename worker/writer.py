@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 OUTAGE_SECONDS = 60.0
 MAX_DELTA_CHARS = 16_384
 MAX_EVENT_BYTES = 262_144
+_DELTAS = metrics.EVENTS_APPENDED.labels("message.delta")  # the one appended most often
 
 
 class OutputTooLarge(Exception):
@@ -70,9 +71,13 @@ class EventWriter:
         # One append in flight at a time, in the order asked (asyncio.Lock is FIFO): the order of the
         # stream, and the idempotency of a retried append, both rely on it.
         self._lock = asyncio.Lock()
+        # Append ids: unique per writer (random) and per append (counted), without a random draw each.
+        self._id_prefix = secrets.token_hex(6) + "-"
+        self._appends = 0
         self.text_parts: list[str] = []  # everything this attempt streamed, appended or not
         self.events_appended = 0
         self.provider = "custom"  # the metrics label of what produces the text; set once it is known
+        self._tokens = metrics.TOKENS.labels(self.provider)
         self._started = clock()
 
     async def delta(self, text: str) -> None:
@@ -84,7 +89,8 @@ class EventWriter:
                 raise OutputTooLarge(f"the answer exceeded {self._max_output_chars} characters")
             if not self.text_parts:
                 metrics.TIME_TO_FIRST_TOKEN.labels(self.provider).observe(self._clock() - self._started)
-            metrics.TOKENS.labels(self.provider).inc()
+                self._tokens = metrics.TOKENS.labels(self.provider)  # per token: looked up once
+            self._tokens.inc()
             self._pending.append(text)
             self.text_parts.append(text)
             self._schedule()
@@ -172,13 +178,14 @@ class EventWriter:
         appended = [event_type for event_type, _ in events] + ([event_type_of(ending)] if ending else [])
         self.events_appended += len(appended)
         for event_type in appended:
-            metrics.EVENTS_APPENDED.labels(event_type).inc()
+            (_DELTAS if event_type == "message.delta" else metrics.EVENTS_APPENDED.labels(event_type)).inc()
 
     async def _append(self, events: list[tuple[str, str]], ending: Ending | None) -> None:
         # Through an outage, keep trying with the same append id, so a try whose reply was lost is
         # not appended twice. The lease bounds it: if a reaper gave the run to another worker
         # meanwhile, the retry is fenced.
-        append_id = secrets.token_hex(8)
+        self._appends += 1
+        append_id = f"{self._id_prefix}{self._appends}"
         started = self._clock()
         for failures in itertools.count():
             try:

@@ -33,6 +33,9 @@ _SENTENCES = (
 
 DEFAULT_TOKENS = 48
 DEFAULT_TOKENS_PER_SECOND = 25.0
+# The shortest wait between tokens: those due meanwhile come together, as a network stream delivers
+# them, and the writer's flush window (50 ms by default) coalesces them anyway.
+TICK = 0.05
 
 
 class ScriptedFailure(RuntimeError):
@@ -98,9 +101,13 @@ class ScriptedProvider:
         for i, token in enumerate(tokens):
             if params.fail_at_token is not None and i == params.fail_at_token:
                 raise ScriptedFailure(f"scripted failure at token {i}, as asked by params.fail_at_token")
-            # Pace against the start time, not the previous token, so timer drift does not add up. Even
-            # unpaced, yield to the loop per token, as a network stream would, so other runs proceed.
+            # Paced against the start time, so timer drift does not add up; the tokens already due
+            # come without a timer each (a fast pace costs one timer per TICK, not one per token).
+            # Even unpaced, yield to the loop now and then, as a network stream would.
             delay = start + i / pace - loop.time() if pace else 0.0
-            await asyncio.sleep(max(0.0, delay))
+            if delay > 0:
+                await asyncio.sleep(max(delay, TICK))
+            elif i % 16 == 0:
+                await asyncio.sleep(0)
             yield TextDelta(token)
         yield Usage(input_tokens=len(last.content.split()), output_tokens=len(tokens))

@@ -1,0 +1,106 @@
+"""The worker's append pipeline against a real Redis: many runs share round trips, each run's
+appends stay ordered, fenced and idempotent."""
+
+import asyncio
+import json
+
+import pytest
+from redis.asyncio import Redis
+
+from shared.errors import LeaseLost
+from shared.settings import Settings
+from shared.store import SessionStore
+from tests.integration.test_store import _started
+from worker.appends import AppendPipeline
+
+
+@pytest.fixture
+def pipeline(redis: Redis) -> AppendPipeline:
+    return AppendPipeline(redis)
+
+
+def _delta(run_id: str, text: str) -> tuple[str, str]:
+    return ("message.delta", json.dumps({"run_id": run_id, "text": text}))
+
+
+async def test_many_runs_share_round_trips_and_each_keeps_its_order(
+    redis: Redis, settings: Settings, pipeline: AppendPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SessionStore(redis, settings, appends=pipeline)
+    runs = [await _started(store) for _ in range(20)]
+    round_trips = 0
+    send = pipeline._pipeline
+
+    async def counted(calls):  # type: ignore[no-untyped-def]
+        nonlocal round_trips
+        round_trips += 1
+        return await send(calls)
+
+    monkeypatch.setattr(pipeline, "_pipeline", counted)
+
+    async def write(session_id: str, run_id: str) -> None:
+        for i in range(10):  # one at a time per run, as a writer does
+            await store.append(session_id, run_id, "lease-1", [_delta(run_id, str(i))])
+
+    await asyncio.gather(*(write(session_id, run.run_id) for session_id, run in runs))
+    assert round_trips <= 10 * 2  # 200 appends in about as many round trips as one run's appends
+    for session_id, run in runs:
+        events = await store.read(session_id, 0, 100)
+        texts = [json.loads(e.data)["text"] for e in events if e.type == b"message.delta"]
+        assert texts == [str(i) for i in range(10)]
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_a_fenced_run_fails_alone_in_a_shared_round_trip(
+    redis: Redis, settings: Settings, pipeline: AppendPipeline
+) -> None:
+    store = SessionStore(redis, settings, appends=pipeline)
+    (ours, ours_run), (theirs, theirs_run) = await _started(store), await _started(store)
+    results = await asyncio.gather(
+        store.append(ours, ours_run.run_id, "lease-1", [_delta(ours_run.run_id, "a")]),
+        store.append(theirs, theirs_run.run_id, "not-the-lease", [_delta(theirs_run.run_id, "b")]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], int) and isinstance(results[1], LeaseLost)
+    assert [e.seq for e in await store.read(theirs, 0, 10)] == [1, 2]  # nothing written for the fenced run
+
+
+async def test_appends_go_on_after_redis_lost_its_scripts(
+    redis: Redis, settings: Settings, pipeline: AppendPipeline
+) -> None:
+    store = SessionStore(redis, settings, appends=pipeline)
+    session_id, run = await _started(store)
+    await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "a")])
+    await redis.script_flush()  # as a restart without persistence of scripts would
+    seq = await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "b")])
+    assert seq == 4
+
+
+async def test_a_retried_append_is_not_written_twice(
+    redis: Redis, settings: Settings, pipeline: AppendPipeline
+) -> None:
+    store = SessionStore(redis, settings, appends=pipeline)
+    session_id, run = await _started(store)
+    first = await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "a")], append_id="x-1")
+    again = await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "a")], append_id="x-1")
+    assert first == again == 3
+    assert len(await store.read(session_id, 0, 10)) == 3
+
+
+async def test_a_broken_round_trip_fails_every_append_in_it(
+    redis: Redis, settings: Settings, pipeline: AppendPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SessionStore(redis, settings, appends=pipeline)
+    runs = [await _started(store) for _ in range(3)]
+
+    async def broken(calls):  # type: ignore[no-untyped-def]
+        raise ConnectionError("Redis went away")
+
+    monkeypatch.setattr(pipeline, "_pipeline", broken)
+    results = await asyncio.gather(
+        *(store.append(sid, run.run_id, "lease-1", [_delta(run.run_id, "a")]) for sid, run in runs),
+        return_exceptions=True,
+    )
+    assert all(isinstance(result, ConnectionError) for result in results)
+    monkeypatch.undo()
+    assert await store.append(runs[0][0], runs[0][1].run_id, "lease-1", [_delta(runs[0][1].run_id, "b")]) == 3
