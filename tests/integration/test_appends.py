@@ -44,7 +44,7 @@ async def test_many_runs_share_round_trips_and_each_keeps_its_order(
 
     await asyncio.gather(*(write(session_id, run.run_id) for session_id, run in runs))
     assert round_trips <= 10 * 2  # 200 appends in about as many round trips as one run's appends
-    for session_id, run in runs:
+    for session_id, _ in runs:
         events = await store.read(session_id, 0, 100)
         texts = [json.loads(e.data)["text"] for e in events if e.type == b"message.delta"]
         assert texts == [str(i) for i in range(10)]
