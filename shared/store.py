@@ -7,7 +7,7 @@ take the same leading keys and arguments (`SessionStore._run_script_args`).
 
 import json
 import secrets
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from enum import IntEnum, StrEnum
 from importlib import resources
 from typing import Any, NamedTuple, Protocol, cast
@@ -57,7 +57,7 @@ class Cancel(StrEnum):
     IDLE = "idle"  # no run was active
 
 
-class AppendScript(Protocol):
+class ScriptCall(Protocol):
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any: ...
 
 
@@ -127,16 +127,20 @@ def _compact(value: object) -> str:
 
 
 class SessionStore:
-    def __init__(self, redis: "Redis", settings: Settings, appends: "AppendScript | None" = None) -> None:
-        """`appends` sends the append script instead of calling it directly: the worker batches its
-        runs' appends into pipelines (worker/appends.py)."""
+    def __init__(
+        self, redis: "Redis", settings: Settings, batched: Callable[[str], "ScriptCall"] | None = None
+    ) -> None:
+        """`batched(name)`, if given, sends the scripts called per run and often (append,
+        renew_lease) instead of calling them one by one: the worker batches them into pipelines
+        (worker/pipelines.py)."""
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self._queue_run = redis.register_script(load_script("queue_run"))
         self._start_run = redis.register_script(load_script("start_run"))
-        self._append: AppendScript = appends or redis.register_script(load_script("append"))
-        self._renew_lease = redis.register_script(load_script("renew_lease"))
+        often = batched or (lambda name: redis.register_script(load_script(name)))
+        self._append: ScriptCall = often("append")
+        self._renew_lease: ScriptCall = often("renew_lease")
         self._requeue_run = redis.register_script(load_script("requeue_run"))
         self._cancel_run = redis.register_script(load_script("cancel_run"))
         self._expired_leases = redis.register_script(load_script("expired_leases"))

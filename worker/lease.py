@@ -49,8 +49,11 @@ class LeaseKeeper:
         await asyncio.gather(self._task, return_exceptions=True)
 
     async def _renew(self, run_task: asyncio.Task[object] | None) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self._interval)
+            # On the beat shared by every run of this process (multiples of the interval), so that
+            # their renewals go to Redis together, as one pipeline (worker/pipelines.py).
+            await asyncio.sleep(self._interval - loop.time() % self._interval)
             try:
                 renewed = await self._store.renew_lease(self._session_id, self._run_id, self._lease_token)
             except Exception as exc:  # Redis unreachable or refusing writes: try again at the next beat

@@ -36,7 +36,7 @@ from shared import jobs
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.store import SessionStore
-from worker.appends import AppendPipeline
+from worker.pipelines import ScriptPipeline
 from worker.probe import ProbeServer, probe_app
 from worker.providers import Providers
 from worker.reaper import Reaper
@@ -165,7 +165,7 @@ class TokentailWorker(Worker):
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
-    ctx["store"] = SessionStore(ctx["redis"], ctx["settings"], appends=AppendPipeline(ctx["redis"]))
+    ctx["store"] = SessionStore(ctx["redis"], ctx["settings"], batched=lambda name: ScriptPipeline(ctx["redis"], name))
     ctx.setdefault("providers", Providers(ctx["settings"]))
 
 

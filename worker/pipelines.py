@@ -1,10 +1,11 @@
-"""The appends of every run in this worker process, sent to Redis together.
+"""The script calls of every run in this worker process, sent to Redis together.
 
 One append at a time goes out per run (the writer waits for each), but a worker runs many runs: the
-appends they ask for while a round trip is on its way wait for it to come back, then go together
-as one pipeline (one write, one read, one pool checkout). Under load a round trip carries many
-appends; alone, an append goes at once. Each append keeps its own reply: a fenced run (its lease
-lost) fails alone, the others go on, and a retried append keeps its id, as before.
+calls they make while a round trip is on its way wait for it to come back, then go together as one
+pipeline (one write, one read, one pool checkout). Under load a round trip carries many calls;
+alone, a call goes at once. Each call keeps its own reply: a fenced run (its lease lost) fails
+alone, the others go on, and a retried append keeps its id, as before. Appends and lease renewals
+(which the lease keepers make at the same instants, so that they share round trips) go this way.
 """
 
 import asyncio
@@ -16,12 +17,12 @@ from redis.exceptions import NoScriptError
 from shared.store import load_script
 
 
-class AppendPipeline:
-    """Called as the append script is (`await appends(keys=..., args=...)`), by `SessionStore.append`."""
+class ScriptPipeline:
+    """Called as the script is (`await call(keys=..., args=...)`), by `SessionStore`."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, name: str) -> None:
         self._redis = redis
-        self._script = redis.register_script(load_script("append"))
+        self._script = redis.register_script(load_script(name))
         self._waiting: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
         self._sending: asyncio.Task[None] | None = None
 
@@ -38,7 +39,7 @@ class AppendPipeline:
                 batch, self._waiting = self._waiting, []
                 try:
                     replies = await self._execute([(keys, args) for keys, args, _ in batch])
-                except BaseException as exc:  # the round trip failed: every append in it did
+                except BaseException as exc:  # the round trip failed: every call in it did
                     for _, _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
@@ -46,7 +47,7 @@ class AppendPipeline:
                         raise
                     continue
                 for (_, _, future), reply in zip(batch, replies, strict=True):
-                    if future.done():  # its writer stopped waiting (the run was cancelled)
+                    if future.done():  # its caller stopped waiting (the run was cancelled)
                         continue
                     if isinstance(reply, Exception):
                         future.set_exception(reply)
@@ -58,7 +59,7 @@ class AppendPipeline:
     async def _execute(self, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
         replies = await self._pipeline(calls)
         if any(isinstance(reply, NoScriptError) for reply in replies):
-            # Redis lost its scripts (a restart, SCRIPT FLUSH): load it, send those appends again.
+            # Redis lost its scripts (a restart, SCRIPT FLUSH): load it, send those calls again.
             await self._redis.script_load(self._script.script)
             again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             for i, reply in zip(again, await self._pipeline([calls[i] for i in again]), strict=True):

@@ -1,5 +1,5 @@
-"""The worker's append pipeline against a real Redis: many runs share round trips, each run's
-appends stay ordered, fenced and idempotent."""
+"""The worker's script pipelines against a real Redis: many runs share round trips, each run's
+appends stay ordered, fenced and idempotent, and renewals of many leases go together."""
 
 import asyncio
 import json
@@ -11,12 +11,13 @@ from shared.errors import LeaseLost
 from shared.settings import Settings
 from shared.store import SessionStore
 from tests.integration.test_store import _started
-from worker.appends import AppendPipeline
+from worker.lease import LeaseKeeper
+from worker.pipelines import ScriptPipeline
 
 
 @pytest.fixture
-def pipeline(redis: Redis) -> AppendPipeline:
-    return AppendPipeline(redis)
+def pipeline(redis: Redis) -> ScriptPipeline:
+    return ScriptPipeline(redis, "append")
 
 
 def _delta(run_id: str, text: str) -> tuple[str, str]:
@@ -24,9 +25,11 @@ def _delta(run_id: str, text: str) -> tuple[str, str]:
 
 
 async def test_many_runs_share_round_trips_and_each_keeps_its_order(
-    redis: Redis, settings: Settings, pipeline: AppendPipeline, monkeypatch: pytest.MonkeyPatch
+    redis: Redis, settings: Settings, pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = SessionStore(redis, settings, appends=pipeline)
+    store = SessionStore(
+        redis, settings, batched=lambda name: pipeline if name == "append" else ScriptPipeline(redis, name)
+    )
     runs = [await _started(store) for _ in range(20)]
     round_trips = 0
     send = pipeline._pipeline
@@ -52,9 +55,11 @@ async def test_many_runs_share_round_trips_and_each_keeps_its_order(
 
 
 async def test_a_fenced_run_fails_alone_in_a_shared_round_trip(
-    redis: Redis, settings: Settings, pipeline: AppendPipeline
+    redis: Redis, settings: Settings, pipeline: ScriptPipeline
 ) -> None:
-    store = SessionStore(redis, settings, appends=pipeline)
+    store = SessionStore(
+        redis, settings, batched=lambda name: pipeline if name == "append" else ScriptPipeline(redis, name)
+    )
     (ours, ours_run), (theirs, theirs_run) = await _started(store), await _started(store)
     results = await asyncio.gather(
         store.append(ours, ours_run.run_id, "lease-1", [_delta(ours_run.run_id, "a")]),
@@ -66,9 +71,11 @@ async def test_a_fenced_run_fails_alone_in_a_shared_round_trip(
 
 
 async def test_appends_go_on_after_redis_lost_its_scripts(
-    redis: Redis, settings: Settings, pipeline: AppendPipeline
+    redis: Redis, settings: Settings, pipeline: ScriptPipeline
 ) -> None:
-    store = SessionStore(redis, settings, appends=pipeline)
+    store = SessionStore(
+        redis, settings, batched=lambda name: pipeline if name == "append" else ScriptPipeline(redis, name)
+    )
     session_id, run = await _started(store)
     await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "a")])
     await redis.script_flush()  # as a restart without persistence of scripts would
@@ -77,9 +84,11 @@ async def test_appends_go_on_after_redis_lost_its_scripts(
 
 
 async def test_a_retried_append_is_not_written_twice(
-    redis: Redis, settings: Settings, pipeline: AppendPipeline
+    redis: Redis, settings: Settings, pipeline: ScriptPipeline
 ) -> None:
-    store = SessionStore(redis, settings, appends=pipeline)
+    store = SessionStore(
+        redis, settings, batched=lambda name: pipeline if name == "append" else ScriptPipeline(redis, name)
+    )
     session_id, run = await _started(store)
     first = await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "a")], append_id="x-1")
     again = await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "a")], append_id="x-1")
@@ -88,9 +97,11 @@ async def test_a_retried_append_is_not_written_twice(
 
 
 async def test_a_broken_round_trip_fails_every_append_in_it(
-    redis: Redis, settings: Settings, pipeline: AppendPipeline, monkeypatch: pytest.MonkeyPatch
+    redis: Redis, settings: Settings, pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = SessionStore(redis, settings, appends=pipeline)
+    store = SessionStore(
+        redis, settings, batched=lambda name: pipeline if name == "append" else ScriptPipeline(redis, name)
+    )
     runs = [await _started(store) for _ in range(3)]
 
     async def broken(calls):  # type: ignore[no-untyped-def]
@@ -104,3 +115,39 @@ async def test_a_broken_round_trip_fails_every_append_in_it(
     assert all(isinstance(result, ConnectionError) for result in results)
     monkeypatch.undo()
     assert await store.append(runs[0][0], runs[0][1].run_id, "lease-1", [_delta(runs[0][1].run_id, "b")]) == 3
+
+
+async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone_is_told(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renewals = ScriptPipeline(redis, "renew_lease")
+    store = SessionStore(
+        redis, settings, batched=lambda name: renewals if name == "renew_lease" else ScriptPipeline(redis, name)
+    )
+    runs = [await _started(store) for _ in range(20)]
+    round_trips = 0
+    send = renewals._pipeline
+
+    async def counted(calls):  # type: ignore[no-untyped-def]
+        nonlocal round_trips
+        round_trips += 1
+        return await send(calls)
+
+    monkeypatch.setattr(renewals, "_pipeline", counted)
+    cancelled: list[str] = []
+    keepers = [
+        LeaseKeeper(store, sid, run.run_id, "lease-1" if i else "someone-else", 600, lambda: cancelled.append("x"))
+        for i, (sid, run) in enumerate(runs)
+    ]
+    holders = [asyncio.create_task(_hold(keeper)) for keeper in keepers]
+    await asyncio.sleep(0.7)  # three beats of 0.2 s
+    for holder in holders:
+        holder.cancel()
+    await asyncio.gather(*holders, return_exceptions=True)
+    assert 2 <= round_trips <= 5  # one per beat, not one per run per beat (60)
+    assert keepers[0].lost and not any(keeper.lost for keeper in keepers[1:])
+
+
+async def _hold(keeper: LeaseKeeper) -> None:
+    async with keeper:
+        await asyncio.sleep(10)
