@@ -273,11 +273,11 @@ async def main(quick: bool, output: str | None, repeats: int, levels: list[int])
             stack.close()
         print("== side by side: tokentail, the naive gateway, Vercel's resumable-stream")
         results["side_by_side"] = await compare.compare(data_dir, quick, repeats, levels)
-    print(f"== summary (ratios: how many times better tokentail is; costs at {levels[0]} streams)")
-    for row in compare.table(results["side_by_side"], levels[0]):
-        print("  " + " | ".join(row))
     if output:
         Path(output).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240  # once, at the end
+    print(f"== summary (ratios: how many times better tokentail is; costs at {levels[0]} streams)")
+    for row in compare.table(results["side_by_side"], levels[0]):
+        print("  | " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

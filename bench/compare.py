@@ -168,6 +168,29 @@ class Tokentail(System):
         return f"/v1/sessions/{session.session_id}/events"
 
 
+class TokentailGateway(Tokentail):
+    """tokentail's gateway fed by bench/light_producer.py instead of a worker: the gateway's own
+    capacity, on a box where the worker would run out of CPU first."""
+
+    name = "tokentail-gateway"
+
+    def start(self) -> None:
+        super().start()
+        assert self.producer is not None
+        self.producer.terminate()
+        self.producer.wait(10)
+        env = {**self.stack.env, "TOKENTAIL_KEY_PREFIX": self.stack.prefix}
+        script = str(Path(__file__).resolve().parent / "light_producer.py")
+        self.producer = subprocess.Popen([sys.executable, script, str(self.producer_port)], env=env)
+        self._wait_for(self.producer_port)
+
+    async def start_stream(self, client: httpx2.AsyncClient, tokens: int = TOKENS, rate: float = RATE) -> str:
+        url = f"http://127.0.0.1:{self.producer_port}/start"
+        response = await client.post(url, params={"tokens": tokens, "rate": rate})
+        response.raise_for_status()
+        return f"/v1/sessions/{response.json()['session_id']}/events"
+
+
 class Naive(System):
     name = "naive"
 
@@ -358,7 +381,7 @@ async def resume_backlog(system: System, events: int, repeats: int) -> dict[str,
     return {"first_byte_ms": statistics.median(firsts), "last_byte_ms": statistics.median(lasts)}
 
 
-SYSTEMS: list[Callable[[RedisServer], System]] = [Tokentail, Naive, Vercel]
+SYSTEMS: list[Callable[[RedisServer], System]] = [Tokentail, Naive, Vercel, TokentailGateway]
 if os.environ.get("BENCH_SYSTEMS"):
     SYSTEMS = [s for s in SYSTEMS if s.__name__ in os.environ["BENCH_SYSTEMS"].split(",")]
 
@@ -382,6 +405,17 @@ async def measure(system: System, quick: bool, repeats: int, levels: list[int]) 
     name = system.name
     figures: dict[str, Any] = {"levels": []}
     print(f"== {name}")
+    if isinstance(system, TokentailGateway):  # what the worker would limit: streams held
+        await capacity(system, figures, quick, repeats, levels)
+        return figures
+    # First, on a fresh gateway process: a heap grown by the loads below would hide what streams cost.
+    figures["idle"] = await idle_streams(system, 500 if quick else 5000)
+    print(
+        f"  {figures['idle']['streams']} idle streams: {figures['idle']['kb_per_stream']:.1f} KB each,"
+        f" {figures['idle']['gateway_redis_connections']} gateway Redis connections"
+    )
+    system.stop()  # and with it the idle runs, which would otherwise go on in the producer
+    system.start()
     figures["first_event"] = await first_event_ms(system, 20 if quick else 100)
     print(
         f"  start a run -> first token at a new client: p50 {figures['first_event']['p50_ms']:.1f} ms,"
@@ -392,6 +426,12 @@ async def measure(system: System, quick: bool, repeats: int, levels: list[int]) 
     print(f"  resume of {backlog} events: first {resume['first_byte_ms']:.1f} ms, last {resume['last_byte_ms']:.1f} ms")
     figures["fan_out"] = await fan_out(system, 20 if quick else 100)
     print(f"  one stream, {20 if quick else 100} watchers: Redis commands per event {figures['fan_out']}")
+    await capacity(system, figures, quick, repeats, levels)
+    return figures
+
+
+async def capacity(system: System, figures: dict[str, Any], quick: bool, repeats: int, levels: list[int]) -> None:
+    """Concurrent streams at 50 tokens/s, level by level, until the median p99 passes 100 ms."""
     tokens = 150 if quick else TOKENS
     for streams in levels:
         runs = [await run_level(system, streams, tokens) for _ in range(repeats)]
@@ -425,12 +465,6 @@ async def measure(system: System, quick: bool, repeats: int, levels: list[int]) 
     held = [lv["streams"] for lv in figures["levels"] if lv["p99_ms"]["median"] <= 100 and not lv["incomplete"]]
     figures["streams_held"] = max(held, default=0)
     print(f"  held with median p99 <= 100 ms: {figures['streams_held']} streams")
-    figures["idle"] = await idle_streams(system, 500 if quick else 5000)
-    print(
-        f"  {figures['idle']['streams']} idle streams: {figures['idle']['kb_per_stream']:.1f} KB each,"
-        f" {figures['idle']['gateway_redis_connections']} gateway Redis connections"
-    )
-    return figures
 
 
 def table(results: dict[str, Any], level: int) -> list[tuple[str, ...]]:
@@ -479,10 +513,17 @@ def table(results: dict[str, Any], level: int) -> list[tuple[str, ...]]:
         ("start -> first token at the client, p99 ms", lambda n: results[n]["first_event"]["p99_ms"], False),
     ]
     names = list(results)
-    peers = [n for n in names if n != "tokentail"]
+    peers = [n for n in names if not n.startswith("tokentail")]
     out = [("figure", *names, *(f"tokentail vs {p}" for p in peers))]
+
+    def value(figure: Callable[[str], float], name: str) -> float:
+        try:
+            return figure(name)
+        except (KeyError, IndexError):  # not measured for this system (tokentail-gateway: capacity only)
+            return float("nan")
+
     for label, figure, higher in rows:
-        values = {n: figure(n) for n in names}
+        values = {n: value(figure, n) for n in names}
         ratios = []
         for peer in peers:
             ours, theirs = values["tokentail"], values[peer]

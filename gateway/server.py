@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.protocol import GatewayHttpProtocol
+from shared.gc_tuning import tune_for_server
 from shared.settings import Settings
 
 
@@ -49,4 +50,5 @@ def server_config(app: FastAPI, settings: Settings, host: str, port: int, log_le
 
 def serve(settings: Settings, host: str, port: int, log_level: str = "info") -> None:
     app = create_app(settings)
+    tune_for_server()
     GatewayServer(server_config(app, settings, host, port, log_level), app).run()

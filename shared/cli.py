@@ -7,6 +7,7 @@ import sys
 import click
 from click.core import ParameterSource
 
+from shared.gc_tuning import tune_for_server
 from shared.logs import configure_logging
 from shared.settings import get_settings
 
@@ -114,6 +115,7 @@ def worker(host: str, port: int) -> None:
         # As the README runs them: several workers on one host, each started the same way.
         worker = create_worker(settings, probe_address=(host, 0))
         logger.warning("port %d is taken (another worker on this host?); probes on port %s", port, worker.probe_port)
+    tune_for_server()
     if worker.probe_port is not None:
         logger.info("worker probes: http://%s:%d/healthz, /readyz, /metrics", host, worker.probe_port)
     worker.run()

@@ -1,0 +1,84 @@
+"""A light producer for tokentail: the product's own append path without the agent machinery.
+
+    python bench/light_producer.py <port>   POST /start?tokens=&rate= -> {"session_id"}  (TOKENTAIL_* settings)
+
+The benchmark uses it to measure the gateway when the worker, not the gateway, is what a 2-core box
+runs out of first: each stream is a session and a run recorded by the store's own scripts, its
+lease taken by this process, then the same tokens as the scripted model (the first at once, then
+those due every 50 ms joined into one `message.delta`) appended through `SessionStore.append` over
+the worker's pipelines (worker/pipelines.py), then `run.completed`. No arq worker runs: the run's
+job waits in the queue, unclaimed.
+"""
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import uvloop
+from redis.asyncio import Redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared.events import RunCompleted  # noqa: E402
+from shared.gc_tuning import tune_for_server  # noqa: E402
+from shared.ids import new_run_id, new_session_id  # noqa: E402
+from shared.records import RunRecord, SessionRecord  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+from shared.store import SessionStore  # noqa: E402
+from worker.pipelines import ScriptPipeline  # noqa: E402
+
+FLUSH_SECONDS = 0.05
+LEASE = "bench-light-producer"
+
+
+async def begin(store: SessionStore) -> tuple[str, str]:
+    """A session with a run whose lease this process holds."""
+    session = SessionRecord(session_id=new_session_id(), created_at=time.time())
+    run = RunRecord(run_id=new_run_id(), input="benchmark", model="scripted", queued_at=time.time())
+    await store.queue_run(session.session_id, run, create=session)
+    await store.start_run(session.session_id, run.run_id, LEASE, run.run_id)
+    return session.session_id, run.run_id
+
+
+async def produce(store: SessionStore, session_id: str, run_id: str, tokens: int, rate: float) -> None:
+    started, sent = time.monotonic(), 0
+    while sent < tokens:
+        due = min(tokens, int((time.monotonic() - started) * rate) + 1)
+        if due > sent:
+            delta = json.dumps({"run_id": run_id, "text": "".join(f" tok{i}" for i in range(sent, due))})
+            await store.append(session_id, run_id, LEASE, [("message.delta", delta)])
+            sent = due
+        await asyncio.sleep(FLUSH_SECONDS)
+    await store.append(session_id, run_id, LEASE, [], ending=RunCompleted(run_id=run_id, output="", usage={}))
+
+
+async def main(port: int) -> None:
+    settings = Settings()
+    redis = Redis.from_url(str(settings.redis_url))
+    store = SessionStore(redis, settings, batched=lambda name: ScriptPipeline(redis, name))
+    running: set[asyncio.Task[None]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            target = line.split()[1].decode()
+            while (await reader.readline()) not in (b"\r\n", b""):
+                pass
+            query = {k: v[0] for k, v in parse_qs(urlsplit(target).query).items()}
+            session_id, run_id = await begin(store)
+            stream = produce(store, session_id, run_id, int(query["tokens"]), float(query["rate"]))
+            task = asyncio.create_task(stream)
+            running.add(task)
+            task.add_done_callback(running.discard)
+            body = json.dumps({"session_id": session_id}).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+
+    async with await asyncio.start_server(handle, "127.0.0.1", port) as server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    tune_for_server()  # as the worker does
+    uvloop.run(main(int(sys.argv[1])))
