@@ -531,5 +531,5 @@ def table(results: dict[str, Any], level: int) -> list[tuple[str, ...]]:
                 (ours / theirs if theirs else float("inf")) if higher else (theirs / ours if ours else float("inf"))
             )
             ratios.append(f"{better:.2f}x")
-        out.append((label, *(f"{values[n]:.3g}" for n in names), *ratios))
+        out.append((label, *(f"{v:.0f}" if v >= 100 else f"{v:.3g}" for v in values.values()), *ratios))
     return out
