@@ -14,13 +14,17 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 
 import uvloop
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+
+from control import serve_starts  # noqa: E402
 
 from shared.events import RunCompleted  # noqa: E402
 from shared.gc_tuning import tune_for_server  # noqa: E402
@@ -59,24 +63,14 @@ async def main(port: int) -> None:
     settings = Settings()
     redis = Redis.from_url(str(settings.redis_url))
     store = SessionStore(redis, settings, batched=lambda name: ScriptPipeline(redis, name))
-    running: set[asyncio.Task[None]] = set()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while line := await reader.readline():
-            target = line.split()[1].decode()
-            while (await reader.readline()) not in (b"\r\n", b""):
-                pass
-            query = {k: v[0] for k, v in parse_qs(urlsplit(target).query).items()}
-            session_id, run_id = await begin(store)
-            stream = produce(store, session_id, run_id, int(query["tokens"]), float(query["rate"]))
-            task = asyncio.create_task(stream)
-            running.add(task)
-            task.add_done_callback(running.discard)
-            body = json.dumps({"session_id": session_id}).encode()
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+    async def start(query: dict[str, str]) -> tuple[dict[str, str], Coroutine[Any, Any, None]]:
+        session_id, run_id = await begin(store)
+        return {"session_id": session_id}, produce(
+            store, session_id, run_id, int(query["tokens"]), float(query["rate"])
+        )
 
-    async with await asyncio.start_server(handle, "127.0.0.1", port) as server:
-        await server.serve_forever()
+    await serve_starts(port, start)
 
 
 if __name__ == "__main__":

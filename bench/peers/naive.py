@@ -15,12 +15,17 @@ import json
 import os
 import sys
 import time
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Header, Request
 from redis.asyncio import Redis
 from sse_starlette import EventSourceResponse
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from control import serve_starts  # noqa: E402
 
 FLUSH_SECONDS = 0.05
 PREFIX = "naive:"
@@ -74,24 +79,12 @@ async def produce(redis: Redis, stream_id: str, tokens: int, rate: float, burst:
 
 async def producer(port: int) -> None:
     redis = Redis.from_url(os.environ["REDIS_URL"])
-    running: set[asyncio.Task[None]] = set()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while line := await reader.readline():
-            target = line.split()[1].decode()
-            while (await reader.readline()) not in (b"\r\n", b""):
-                pass
-            query = {k: v[0] for k, v in parse_qs(urlsplit(target).query).items()}
-            task = asyncio.create_task(
-                produce(redis, query["id"], int(query["tokens"]), float(query["rate"]), "burst" in query)
-            )
-            running.add(task)
-            task.add_done_callback(running.discard)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+    async def start(query: dict[str, str]) -> tuple[dict[str, str], Coroutine[Any, Any, None]]:
+        tokens, rate = int(query["tokens"]), float(query["rate"])
+        return {}, produce(redis, query["id"], tokens, rate, "burst" in query)
 
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
-    async with server:
-        await server.serve_forever()
+    await serve_starts(port, start)
 
 
 if __name__ == "__main__":

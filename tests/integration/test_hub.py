@@ -27,6 +27,18 @@ async def hub(settings: Settings) -> AsyncIterator[StreamHub]:
     await hub.aclose()
 
 
+@pytest.fixture
+async def alone(private_redis_url: str, settings: Settings) -> AsyncIterator[tuple[Redis, SessionStore, StreamHub]]:
+    """A Redis of this test's own (it kills clients, counts them), its store and a hub on it."""
+    settings = settings.model_copy(update={"redis_url": private_redis_url})
+    redis = Redis.from_url(private_redis_url)
+    hub = StreamHub(settings, read_connections=3)
+    await hub.start()
+    yield redis, SessionStore(redis, settings), hub
+    await hub.aclose()
+    await redis.aclose()
+
+
 class Follower:
     """A feed read into a list by a task of its own, as a transport would."""
 
@@ -152,13 +164,9 @@ async def test_a_follower_that_stops_reading_is_bounded_then_reads_the_rest_from
 
 
 async def test_followers_lose_nothing_when_the_hubs_connection_is_killed_mid_stream(
-    private_redis_url: str, settings: Settings
+    alone: tuple[Redis, SessionStore, StreamHub],
 ) -> None:
-    settings = settings.model_copy(update={"redis_url": private_redis_url})
-    redis = Redis.from_url(private_redis_url)
-    store = SessionStore(redis, settings)
-    hub = StreamHub(settings, read_connections=3)
-    await hub.start()
+    redis, store, hub = alone
     session_id, run = await _started(store)
     followers = [Follower(hub, session_id) for _ in range(5)]
     reconnects = hub_module.metrics.HUB_RECONNECTS._value.get()
@@ -177,18 +185,12 @@ async def test_followers_lose_nothing_when_the_hubs_connection_is_killed_mid_str
     finally:
         for follower in followers:
             await follower.close()
-        await hub.aclose()
-        await redis.aclose()
 
 
 async def test_open_streams_share_a_fixed_number_of_redis_connections(
-    private_redis_url: str, settings: Settings
+    alone: tuple[Redis, SessionStore, StreamHub],
 ) -> None:
-    settings = settings.model_copy(update={"redis_url": private_redis_url})
-    redis = Redis.from_url(private_redis_url)
-    store = SessionStore(redis, settings)
-    hub = StreamHub(settings, read_connections=3)
-    await hub.start()
+    redis, store, hub = alone
     sessions = [await _started(store) for _ in range(50)]
     followers = [Follower(hub, session_id) for session_id, _ in sessions for _ in range(4)]
     try:
@@ -202,8 +204,6 @@ async def test_open_streams_share_a_fixed_number_of_redis_connections(
     finally:
         for follower in followers:
             await follower.close()
-        await hub.aclose()
-        await redis.aclose()
 
 
 async def test_a_completed_run_reaches_live_followers_with_its_output_and_ends_their_streams(
