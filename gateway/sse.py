@@ -21,7 +21,7 @@ from shared.events import Gap
 from shared.store import StoredEvent
 
 PING = b": ping\n\n"
-# The scope key of the list in which `StreamingApp` collects the streams to continue (see there).
+# The scope key of the list in which `call_detaching` collects the streams to continue (see there).
 DETACHED = "tokentail.detached_streams"
 Body = Callable[[Receive, Send], Awaitable[None]]
 
@@ -48,8 +48,8 @@ class EventStreamResponse(Response):
 
     A task waits for the client to leave and stops the feed then, so a stream with nothing to send
     ends at once, not at its next heartbeat. `on_close` runs however the stream ends (cleanup that
-    must reach Redis, such as giving back the stream slot). Under `StreamingApp`, the body goes on
-    after the framework's call returned.
+    must reach Redis, such as giving back the stream slot). Under `call_detaching`, the body goes
+    on after the framework's call returned.
     """
 
     def __init__(

@@ -71,13 +71,6 @@ def load_script(name: str) -> str:
     return lua.joinpath("lib.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
 
 
-def parse_entries(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[StoredEvent]:
-    return [
-        StoredEvent(int(entry_id.partition(b"-")[0]), fields[b"type"], fields[b"data"], int(fields[b"ts"]))
-        for entry_id, fields in entries
-    ]
-
-
 def parse_raw_entries(entries: Sequence[list[Any]]) -> list[StoredEvent]:
     """Entries as Redis sends them: `[id, [b"type", type, b"data", data, b"ts", ts]]`, in the order
     lib.lua's add_event writes the fields."""
@@ -256,8 +249,8 @@ class SessionStore:
 
     async def first_available(self, session_id: str) -> int | None:
         """The oldest id still in the stream (older ones were trimmed), or None if it is empty."""
-        entries = await self.redis.xrange(self.keys.session(session_id).events, count=1)
-        return parse_entries(entries)[0].seq if entries else None
+        oldest = await self._range(session_id, 0, 1)  # seqs start at 1: after 0 is from the start
+        return oldest[0].seq if oldest else None
 
     async def read(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
         """Events with ids after `after`, oldest first, at most `count`, as clients get them."""
