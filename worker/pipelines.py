@@ -98,7 +98,9 @@ class ScriptPipeline:
 
     @staticmethod
     async def _round_trip(connection: Connection, packed: list[bytes]) -> list[Any]:
-        await connection.send_packed_command(packed, check_health=False)  # the pool checked it
+        # One buffer, one write: given a list, the transport writes each item as it comes (uvloop
+        # tries a send per item), which cost as much as the rest of the round trip.
+        await connection.send_packed_command(b"".join(packed), check_health=False)  # the pool checked it
         replies: list[Any] = []
         for _ in packed:
             try:
