@@ -1,7 +1,7 @@
 """The worker alone under load: its CPU per 1,000 tokens and the append delay at N concurrent runs.
 
     .venv/bin/python scripts/bench_worker.py                              # this work tree; 100, 300, 500 runs
-    .venv/bin/python scripts/bench_worker.py --ref 8e4cff4 --ref HEAD -l 100 300 500   # commits, side by side
+    .venv/bin/python scripts/bench_worker.py --ref 8e4cff4 --ref HEAD -l 100 300 500 -r 2   # commits, in turns
 
 Each level: a private redis-server, one `tokentail worker` process (its run limit lifted), and N
 sessions queued through the store, each one run of the offline `scripted` model (300 tokens at
@@ -51,6 +51,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICKS  # less idle and iowait
+
+
 def percentile(values: list[float], pct: float) -> float:
     if not values:
         return float("nan")
@@ -68,6 +74,7 @@ class Level:
     redis_per_1k: float = 0.0
     steady_share: float = float("nan")  # worker CPU as a share of one core, steady part
     steady_per_1k: float = float("nan")
+    others: float = 0.0  # CPU of everything else on the machine (cores), this script excluded
 
 
 def worker_tree(ref: str | None, scratch: Path) -> Path:
@@ -154,13 +161,16 @@ async def level(tree: Path, runs: int) -> Level:
 
         try:
             sampler = asyncio.create_task(sample())
-            before = [cpu_seconds(pid) for pid in pids]
+            before = [cpu_seconds(pid) for pid in (*pids, os.getpid())]
+            busy, began = busy_seconds(), time.monotonic()
             sessions = await queue_runs(store, runs)
             await wait_for_endings(store, sessions, within=60 + TOKENS / RATE + runs / 20)
-            after = [cpu_seconds(pid) for pid in pids]
+            after = [cpu_seconds(pid) for pid in (*pids, os.getpid())]
+            others = busy_seconds() - busy - sum(after) + sum(before)
+            elapsed = time.monotonic() - began
             await asyncio.sleep(0.3)
             sampler.cancel()
-            result = Level(runs)
+            result = Level(runs, others=others / elapsed)
             delays: list[float] = []
             started: list[float] = []
             ended: list[float] = []
@@ -199,24 +209,29 @@ async def level(tree: Path, runs: int) -> Level:
             server.stop()
 
 
-async def main(refs: list[str | None], levels: list[int]) -> None:
+async def main(refs: list[str | None], levels: list[int], repeats: int) -> None:
     header = (
         "| worker | runs | completed | tokens | delay p50 / p99 / max ms | worker CPU s per 1k tokens"
-        " (steady part) | worker CPU, steady | redis CPU s per 1k tokens |\n|---|---|---|---|---|---|---|---|\n"
+        " (steady part) | worker CPU, steady | redis CPU s per 1k tokens | other load |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for ref in refs:
-            tree = worker_tree(ref, Path(scratch))
-            for runs in levels:
-                r = await level(tree, runs)
-                p50, p99, top = r.delays_ms
-                rows.append(
-                    f"| {ref or 'work tree'} | {runs} | {r.completed} | {r.tokens} | {p50:.1f} / {p99:.1f} / {top:.1f}"
-                    f" | {r.cpu_per_1k:.4f} ({r.steady_per_1k:.4f}) | {r.steady_share:.0%} | {r.redis_per_1k:.4f} |"
-                )
-                sys.stdout.write(rows[-1] + "\n")
-                sys.stdout.flush()
+        trees = {ref: worker_tree(ref, Path(scratch)) for ref in refs}
+        # The commits take turns at each level, so that whatever else runs on the machine weighs on
+        # them alike; "other load" says how much that was.
+        for runs in levels:
+            for _ in range(repeats):
+                for ref, tree in trees.items():
+                    r = await level(tree, runs)
+                    p50, p99, top = r.delays_ms
+                    rows.append(
+                        f"| {ref or 'work tree'} | {runs} | {r.completed} | {r.tokens}"
+                        f" | {p50:.1f} / {p99:.1f} / {top:.1f} | {r.cpu_per_1k:.4f} ({r.steady_per_1k:.4f})"
+                        f" | {r.steady_share:.0%} | {r.redis_per_1k:.4f} | {r.others:.2f} cores |"
+                    )
+                    sys.stdout.write(rows[-1] + "\n")
+                    sys.stdout.flush()
     sys.stdout.write("\n" + header + "\n".join(rows) + "\n")
 
 
@@ -224,5 +239,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref", action="append", help="a commit to measure (repeatable); default: this work tree")
     parser.add_argument("-l", "--levels", type=int, nargs="+", default=[100, 300, 500], help="concurrent runs")
+    parser.add_argument("-r", "--repeats", type=int, default=1, help="runs of each commit at each level")
     args = parser.parse_args()
-    asyncio.run(main(args.ref or [None], args.levels))
+    asyncio.run(main(args.ref or [None], args.levels, args.repeats))
