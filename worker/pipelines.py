@@ -19,12 +19,11 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from shared.store import load_script
 
-# redis-py 5.2 requires a command name to check out a connection; 5.3 deprecates passing one.
-_CHECKOUT_ARGS = (
-    ("EVALSHA",)
-    if inspect.signature(ConnectionPool.get_connection).parameters["command_name"].default is inspect.Parameter.empty
-    else ()
-)
+
+def _checkout_args(pool: ConnectionPool) -> tuple[str, ...]:
+    """redis-py 5.2 requires a command name to check out a connection; 5.3 deprecates passing one."""
+    name = inspect.signature(pool.get_connection).parameters.get("command_name")
+    return ("EVALSHA",) if name is not None and name.default is inspect.Parameter.empty else ()
 
 
 class ScriptPipeline:
@@ -35,6 +34,7 @@ class ScriptPipeline:
         self._script = redis.register_script(load_script(name))
         self._waiting: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
         self._sending: asyncio.Task[None] | None = None
+        self._checkout = _checkout_args(redis.connection_pool)
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -88,7 +88,7 @@ class ScriptPipeline:
         sha = self._script.sha
         packed = [hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)) for keys, args in calls]
         pool = self._redis.connection_pool
-        connection: Connection = await pool.get_connection(*_CHECKOUT_ARGS)
+        connection: Connection = await pool.get_connection(*self._checkout)
         try:
             return await connection.retry.call_with_retry(
                 lambda: self._round_trip(connection, packed), lambda error: connection.disconnect()
