@@ -87,7 +87,7 @@ def worker_tree(ref: str | None, scratch: Path) -> Path:
     return tree
 
 
-def spawn_worker(tree: Path, redis_url: str, prefix: str) -> tuple[subprocess.Popen[bytes], int]:
+def spawn_worker(tree: Path, redis_url: str, prefix: str) -> subprocess.Popen[bytes]:
     port = free_port()
     env = {
         **os.environ,
@@ -107,7 +107,7 @@ def spawn_worker(tree: Path, redis_url: str, prefix: str) -> tuple[subprocess.Po
         except OSError:
             time.sleep(0.05)
     time.sleep(0.5)  # let it subscribe and poll once
-    return worker, port
+    return worker
 
 
 async def queue_runs(store: SessionStore, count: int) -> list[str]:
@@ -147,9 +147,9 @@ async def level(tree: Path, runs: int) -> Level:
     with tempfile.TemporaryDirectory() as data_dir:
         server = RedisServer(data_dir).start()
         prefix = f"bench-{uuid.uuid4().hex[:6]}"
-        worker, _ = spawn_worker(tree, server.url, prefix)
+        worker = spawn_worker(tree, server.url, prefix)
         redis = Redis.from_url(server.url)
-        store = SessionStore(redis, Settings(redis_url=server.url, key_prefix=prefix))  # type: ignore[arg-type]
+        store = SessionStore(redis, Settings(redis_url=server.url, key_prefix=prefix))
         assert server.process is not None
         pids = (worker.pid, server.process.pid)
         samples: list[tuple[float, float]] = []
