@@ -47,6 +47,54 @@ class RetryPolicy:
 OnRetry = Callable[[ProviderError, float], Awaitable[None]]
 
 
+class _Silence:
+    """Times out `timeout` once the stream has been read for `limit` seconds without a chunk; the
+    time a chunk spends downstream (the run appending it, running a tool) does not count.
+
+    Per chunk it only notes the time: one timer per stream, which when it fires either expires the
+    timeout or is set again for the deadline of the current read. Moving the timeout itself per
+    chunk (`Timeout.reschedule`, a timer cancelled and another made) was an eighth of the worker's
+    CPU, paid per token."""
+
+    def __init__(self, timeout: asyncio.Timeout, limit: float) -> None:
+        self._timeout = timeout
+        self._limit = limit
+        self._loop = asyncio.get_running_loop()
+        self._since: float | None = None  # when the current read began; None while downstream
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> "_Silence":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def reading(self) -> None:
+        self._since = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._since + self._limit, self._check)
+
+    def handling(self) -> None:
+        self._since = None
+
+    def limit(self, limit: float) -> None:
+        """A new limit (the first chunk came): the timer is set for it from now on."""
+        self._limit = limit
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self._since is not None and now - self._since >= self._limit:
+            self._timer = None
+            self._timeout.reschedule(now)  # expires: the read is cancelled, then TimeoutError
+        else:
+            since = now if self._since is None else self._since  # downstream: it starts again later
+            self._timer = self._loop.call_at(since + self._limit, self._check)
+
+
 async def stream_with_retries(
     provider: Provider, request: ModelRequest, policy: RetryPolicy, on_retry: OnRetry
 ) -> AsyncIterator[Chunk]:
@@ -54,21 +102,20 @@ async def stream_with_retries(
     while True:
         produced = False
         chunks = provider.stream(request)
-        loop = asyncio.get_running_loop()
         try:
-            # One timeout for the whole stream, moved on with each chunk (cheaper than a new one per
-            # chunk, which a run pays per token), and put off while the chunk is handled downstream.
             limit = policy.first_token_timeout
             try:
-                async with asyncio.timeout(None) as silence:
+                async with asyncio.timeout(None) as silence, _Silence(silence, limit) as watch:
                     while True:
-                        silence.reschedule(loop.time() + limit)
+                        watch.reading()
                         try:
                             chunk = await anext(chunks)
                         except StopAsyncIteration:
                             return
-                        silence.reschedule(None)
-                        produced, limit = True, policy.idle_timeout
+                        watch.handling()
+                        if not produced:
+                            produced, limit = True, policy.idle_timeout
+                            watch.limit(limit)
                         yield chunk
             except TimeoutError:
                 what = "went silent" if produced else "sent nothing"

@@ -1,8 +1,9 @@
 """The event writer of one run attempt: coalesces token deltas and keeps appends in order.
 
-A token that arrives after a quiet spell is appended at once (the first token is never held);
-tokens that follow within `flush_interval` of the last append are joined into one `message.delta`
-when the window closes. Appends run in the background, one at a time, so the model's stream never
+A token that arrives after a quiet spell is appended at once (the first token is never held),
+with those that arrive together with it (in the same loop step: one network read); tokens that
+follow within `flush_interval` of the last append are joined into one `message.delta` when the
+window closes. Appends run in the background, one at a time, so the model's stream never
 waits on Redis: tokens that arrive while an append is in flight join the next one, which batches
 harder exactly when Redis or the network is slow. Any other event first flushes the pending text,
 so the stream keeps the order in which the agent produced it.
@@ -146,11 +147,14 @@ class EventWriter:
 
     def _start_flush(self) -> None:
         self._timer = None
-        self._flushing = asyncio.ensure_future(self._flush_in_background(self._take_pending()))
+        self._flushing = asyncio.ensure_future(self._flush_in_background())
 
-    async def _flush_in_background(self, deltas: list[tuple[str, str]]) -> None:
+    async def _flush_in_background(self) -> None:
         try:
-            await self._write(deltas)
+            # The text is taken here, as the task starts, not when it was created: tokens that arrive
+            # together (one network read, the scripted model's tick) go together. Taken with the
+            # first of them alone, the rest would wait a whole window for the next append.
+            await self._write(self._take_pending())
         except Exception as exc:  # surfaces on the run's next call, which owns error handling
             self._failure = exc
         finally:

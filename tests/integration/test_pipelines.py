@@ -145,3 +145,20 @@ async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone
 async def _hold(keeper: LeaseKeeper) -> None:
     async with keeper:
         await asyncio.sleep(10)
+
+
+async def test_a_round_trip_cancelled_before_its_replies_leaves_no_reply_behind(
+    redis: Redis, settings: Settings, pipeline: ScriptPipeline
+) -> None:
+    # The round trip reads its replies itself (not through redis-py's Pipeline): a connection left
+    # with replies owed must not give them to the next round trip as its own.
+    store = _batched(redis, settings, pipeline)
+    session_id, run = await _started(store)
+    keys, head = store._run_script_args(session_id)
+    call = (keys, [*head, run.run_id, "lease-1", "cancelled-1", "", *_delta(run.run_id, "a")])
+    cut = asyncio.create_task(pipeline._pipeline([call] * 50))
+    await asyncio.sleep(0)  # sent (or sending), no reply read yet
+    cut.cancel()
+    await asyncio.gather(cut, return_exceptions=True)
+    seq = await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "b")])
+    assert seq == len(await store.read(session_id, 0, 100))  # its own reply: the seq of its event

@@ -1,5 +1,8 @@
 """Retries before the first token, timeouts, and nothing retried once text has been sent."""
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
 
 from tests.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_stream
@@ -75,3 +78,46 @@ def test_backoff_grows_with_jitter_and_respects_its_cap() -> None:
         delays = {policy.delay(retry, None) for _ in range(50)}
         assert all(low <= d <= high for d in delays) and len(delays) > 1
     assert policy.delay(0, 7.5) == 7.5
+
+
+class _Paced:
+    """A provider whose chunks come `gap` seconds apart, after which it goes silent for `stall`."""
+
+    def __init__(self, chunks: int, gap: float, stall: float = 0.0) -> None:
+        self.chunks, self.gap, self.stall = chunks, gap, stall
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        for i in range(self.chunks):
+            if i:
+                await asyncio.sleep(self.gap)
+            yield TextDelta(str(i))
+        await asyncio.sleep(self.stall)
+
+
+async def _texts(provider: _Paced, policy: RetryPolicy, downstream: float = 0.0) -> str:
+    async def on_retry(error: ProviderError, delay: float) -> None:
+        raise AssertionError("nothing here is retried")
+
+    text = ""
+    async for chunk in stream_with_retries(provider, REQUEST, policy, on_retry):
+        text += chunk.text if isinstance(chunk, TextDelta) else ""
+        await asyncio.sleep(downstream)
+    return text
+
+
+async def test_a_steady_stream_longer_than_the_idle_timeout_is_not_cut() -> None:
+    policy = RetryPolicy(first_token_timeout=5, idle_timeout=0.1)
+    assert await _texts(_Paced(chunks=8, gap=0.05), policy) == "01234567"  # 0.35 s in all
+
+
+async def test_time_spent_downstream_does_not_count_as_silence() -> None:
+    policy = RetryPolicy(first_token_timeout=5, idle_timeout=0.1)
+    assert await _texts(_Paced(chunks=3, gap=0.0), policy, downstream=0.25) == "012"
+
+
+async def test_a_stall_after_the_first_chunk_times_out_after_the_idle_timeout_not_the_first_token_one() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ProviderError, match="went silent for 0.1 s"):
+        await _texts(_Paced(chunks=2, gap=0.0, stall=10), RetryPolicy(first_token_timeout=5, idle_timeout=0.1))
+    assert loop.time() - started < 1

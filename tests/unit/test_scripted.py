@@ -84,3 +84,20 @@ async def test_offered_a_calculator_it_calls_it_then_answers_with_the_result() -
 async def test_without_the_tool_offered_it_just_answers() -> None:
     chunks = await _collect(_request("what is 6 * 7?", tokens=5, tokens_per_second=0))
     assert not any(isinstance(c, ToolCall) for c in chunks)
+
+
+async def test_paced_tokens_come_at_the_first_at_once_then_together_per_tick() -> None:
+    # One timer per tick (50 ms), not one per token: the tokens due meanwhile come together, at the
+    # same average pace and with the same text; the first one does not wait.
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    arrivals: list[tuple[float, str]] = []
+    async for chunk in ScriptedProvider().stream(_request(tokens=20, tokens_per_second=100)):
+        if isinstance(chunk, TextDelta):
+            arrivals.append((loop.time() - start, chunk.text))
+    assert [text for _, text in arrivals] == scripted_tokens("hello", 20)
+    assert arrivals[0][0] < 0.01
+    wakeups = 1 + sum(later - at > 0.005 for (at, _), (later, _) in zip(arrivals, arrivals[1:], strict=False))
+    assert wakeups <= 6  # 0.19 s of tokens at 100/s in ticks of 50 ms: 5 wake-ups after the first
+    for i, (at, _) in enumerate(arrivals):
+        assert i / 100 <= at + 0.001 <= i / 100 + 0.1  # never early, never more than a tick (and slack) late
