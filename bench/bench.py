@@ -239,10 +239,14 @@ async def capacity_level(stack: Stack, streams: int, tokens: int) -> Level:
     return level
 
 
-async def main(quick: bool, output: str | None, repeats: int, levels: list[int]) -> None:
+async def main(quick: bool, output: str | None, repeats: int, levels: list[int], systems: list[str]) -> None:
     import compare  # here: it builds on this module
 
-    results: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]}}
+    began = time.monotonic()
+    results: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "options": {"quick": quick, "repeats": repeats, "levels": levels, "systems": systems},
+    }
     with tempfile.TemporaryDirectory() as data_dir:
         stack = Stack(data_dir)
         try:
@@ -271,11 +275,16 @@ async def main(quick: bool, output: str | None, repeats: int, levels: list[int])
 
         finally:
             stack.close()
-        print("== side by side: tokentail, the naive gateway, Vercel's resumable-stream")
-        results["side_by_side"] = await compare.compare(data_dir, quick, repeats, levels)
+        print(f"  ({time.monotonic() - began:.0f} s so far)")
+        print(f"== side by side: {', '.join(systems)}")
+        results["side_by_side"] = await compare.compare(data_dir, quick, repeats, levels, systems)
+    results["seconds"] = round(time.monotonic() - began)
     if output:
         Path(output).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240  # once, at the end
-    print(f"== summary (ratios: how many times better tokentail is; costs at {levels[0]} streams)")
+    print(
+        f"== summary, after {results['seconds']} s"
+        f" (ratios: how many times better tokentail is; costs at {levels[0]} streams)"
+    )
     for row in compare.table(results["side_by_side"], levels[0]):
         print("  | " + " | ".join(row) + " |")
 
@@ -286,9 +295,18 @@ if __name__ == "__main__":
     parser.add_argument("--json", dest="output", help="also write the figures to this file")
     parser.add_argument("--repeats", type=int, help="repetitions of each level (3, or 1 with --quick)")
     parser.add_argument("--levels", help="comma-separated numbers of concurrent streams to try, in order")
+    parser.add_argument(
+        "--systems",
+        default="tokentail,naive,vercel-rs",
+        help="comma-separated, in order, from: tokentail, naive, vercel-rs, tokentail-gateway"
+        " (tokentail's gateway fed by bench/light_producer.py instead of a worker: capacity only)",
+    )
     args = parser.parse_args()
     default_levels = "25,50" if args.quick else "100,200,400,600,800,1000,1200,1500"
     levels = [int(level) for level in (args.levels or default_levels).split(",")]
     repeats = args.repeats or (1 if args.quick else 3)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures appear as measured
-    uvloop.run(main(args.quick, args.output, repeats, levels))
+    systems = args.systems.split(",")
+    if unknown := [name for name in systems if name not in ("tokentail", "naive", "vercel-rs", "tokentail-gateway")]:
+        parser.error(f"unknown systems: {', '.join(unknown)}")
+    uvloop.run(main(args.quick, args.output, repeats, levels, systems))
