@@ -44,6 +44,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def box_cpu_seconds() -> float:
+    """CPU time this machine has been busy, all cores: user, nice, system, irq and softirq. Interrupts
+    count too: without IRQ time accounting, a tick spent in one is charged to the task it interrupted
+    (in its /proc/<pid>/stat) but to irq or softirq here, and a loopback benchmark spends many. (With
+    IRQ time accounting, the "other work" derived from this would include the benchmark's interrupts.)"""
+    user, nice, system, _idle, _iowait, irq, softirq = Path("/proc/stat").read_text().split(maxsplit=8)[1:8]
+    return (int(user) + int(nice) + int(system) + int(irq) + int(softirq)) / TICKS
+
+
+class OtherWork:
+    """CPU the rest of the machine uses from now on (beyond `pids` and this process), as a share of
+    one core: what a phase measured once, not repeated, was disturbed by on a shared box."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.began, self.other = self._reading()
+
+    def _reading(self) -> tuple[float, float]:
+        ours = sum(cpu_seconds(pid) for pid in self.pids) + time.process_time()
+        return time.monotonic(), box_cpu_seconds() - ours
+
+    def share(self) -> float:
+        now, other = self._reading()
+        return (other - self.other) / (now - self.began)
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
@@ -87,6 +113,11 @@ class Stack:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pids(self) -> list[int]:
+        processes = (self.gateway, self.worker, self.redis.process)
+        return [process.pid for process in processes if process is not None]
 
     def stop(self) -> None:
         for process in (self.gateway, self.worker):
@@ -239,24 +270,34 @@ async def capacity_level(stack: Stack, streams: int, tokens: int) -> Level:
     return level
 
 
-async def main(quick: bool, output: str | None, repeats: int, levels: list[int]) -> None:
+async def main(
+    quick: bool, output: str | None, repeats: int, levels: list[int], systems: list[str], max_other: float
+) -> None:
     import compare  # here: it builds on this module
 
-    results: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]}}
+    began = time.monotonic()
+    results: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "options": {"quick": quick, "repeats": repeats, "levels": levels, "systems": systems, "max_other": max_other},
+    }
     with tempfile.TemporaryDirectory() as data_dir:
         stack = Stack(data_dir)
         try:
             print("== queue pickup: enqueue -> run.started at the client, one run at a time")
             stack.start()
+            meter = OtherWork(stack.pids)
             woken = await pickup_latency(stack, 20 if quick else 200)
+            woken["other_cpu_share"] = meter.share()
             stack.start(TOKENTAIL_WORKER_WAKEUPS="false")
+            meter = OtherWork(stack.pids)
             polled = await pickup_latency(stack, 10 if quick else 60)
+            polled["other_cpu_share"] = meter.share()
             results["pickup"] = {"wakeup": woken, "arq_poll_0.5s": polled}
             for name, figures in results["pickup"].items():
                 print(
                     f"  {name:14} p50 {figures['p50_ms']:7.1f} ms   p99 {figures['p99_ms']:7.1f} ms"
                     f"   (run.queued -> run.started in Redis: p50 {figures['queued_to_started_p50_ms']:.1f} ms,"
-                    f" p99 {figures['queued_to_started_p99_ms']:.1f} ms)"
+                    f" p99 {figures['queued_to_started_p99_ms']:.1f} ms)  (other CPU {figures['other_cpu_share']:.0%})"
                 )
             print(f"  wake-up vs plain poll, p50: {polled['p50_ms'] / woken['p50_ms']:.0f}x faster")
 
@@ -271,11 +312,16 @@ async def main(quick: bool, output: str | None, repeats: int, levels: list[int])
 
         finally:
             stack.close()
-        print("== side by side: tokentail, the naive gateway, Vercel's resumable-stream")
-        results["side_by_side"] = await compare.compare(data_dir, quick, repeats, levels)
+        print(f"  ({time.monotonic() - began:.0f} s so far)")
+        print(f"== side by side: {', '.join(systems)}")
+        results["side_by_side"] = await compare.compare(data_dir, quick, repeats, levels, systems, max_other)
+    results["seconds"] = round(time.monotonic() - began)
     if output:
         Path(output).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240  # once, at the end
-    print(f"== summary (ratios: how many times better tokentail is; costs at {levels[0]} streams)")
+    print(
+        f"== summary, after {results['seconds']} s"
+        f" (ratios: how many times better tokentail is; costs at {levels[0]} streams)"
+    )
     for row in compare.table(results["side_by_side"], levels[0]):
         print("  | " + " | ".join(row) + " |")
 
@@ -286,9 +332,25 @@ if __name__ == "__main__":
     parser.add_argument("--json", dest="output", help="also write the figures to this file")
     parser.add_argument("--repeats", type=int, help="repetitions of each level (3, or 1 with --quick)")
     parser.add_argument("--levels", help="comma-separated numbers of concurrent streams to try, in order")
+    parser.add_argument(
+        "--systems",
+        default="tokentail,naive,vercel-rs",
+        help="comma-separated, in order, from: tokentail, naive, vercel-rs, tokentail-gateway"
+        " (tokentail's gateway fed by bench/light_producer.py instead of a worker: capacity only)",
+    )
+    parser.add_argument(
+        "--max-other",
+        type=float,
+        default=0.25,
+        help="run a level again when the rest of the machine used more than this share of a core meanwhile"
+        " (default 0.25; at most twice the repeats more)",
+    )
     args = parser.parse_args()
     default_levels = "25,50" if args.quick else "100,200,400,600,800,1000,1200,1500"
     levels = [int(level) for level in (args.levels or default_levels).split(",")]
     repeats = args.repeats or (1 if args.quick else 3)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures appear as measured
-    uvloop.run(main(args.quick, args.output, repeats, levels))
+    systems = args.systems.split(",")
+    if unknown := [name for name in systems if name not in ("tokentail", "naive", "vercel-rs", "tokentail-gateway")]:
+        parser.error(f"unknown systems: {', '.join(unknown)}")
+    uvloop.run(main(args.quick, args.output, repeats, levels, systems, args.max_other))

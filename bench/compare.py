@@ -51,6 +51,15 @@ def connections_of(pid: int, port: int) -> int:
     return sum(1 for line in out.splitlines() if f"pid={pid}," in line)
 
 
+async def redis_clients(server: RedisServer) -> int:
+    """`connected_clients` of INFO clients: every process's connections, less the one asking."""
+    redis = Redis.from_url(server.url)
+    try:
+        return int((await redis.info("clients"))["connected_clients"]) - 1
+    finally:
+        await redis.aclose()
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
@@ -66,6 +75,7 @@ class System:
         self.producer_port = free_port()
         self.gateway: subprocess.Popen[bytes] | None = None
         self.producer: subprocess.Popen[bytes] | None = None
+        self.base_clients = 0  # Redis clients right after a (re)start, before any stream
 
     @property
     def url(self) -> str:
@@ -73,6 +83,18 @@ class System:
 
     def start(self) -> None:
         raise NotImplementedError
+
+    @property
+    def pids(self) -> list[int]:
+        processes = (self.gateway, self.producer, self.redis.process)
+        return [process.pid for process in processes if process is not None]
+
+    async def restart(self) -> None:
+        """Fresh processes, and the Redis clients they hold before any stream is started."""
+        self.stop()
+        self.start()
+        await asyncio.sleep(0.5)  # clients that connect at startup have
+        self.base_clients = await redis_clients(self.redis)
 
     def stop(self) -> None:
         for process in (self.gateway, self.producer):
@@ -240,7 +262,8 @@ class Run:
     seconds: float = 0.0  # the window
     events: int = 0  # token events delivered in the window
     tokens: int = 0  # tokens delivered in the window
-    gateway_connections: int = 0
+    gateway_connections: int = 0  # the gateway's own, counted by `ss`
+    redis_clients: int = 0  # every process's (INFO clients), while all streams are open
 
     @property
     def p99(self) -> float:
@@ -256,13 +279,17 @@ async def run_level(system: System, streams: int, tokens: int) -> Run:
     readings: list[dict[str, float]] = []
 
     def reading() -> dict[str, float]:
-        return {name: bench.cpu_seconds(pid) for name, pid in pids.items()} | {"load": time.process_time()}
+        return {name: bench.cpu_seconds(pid) for name, pid in pids.items()} | {
+            "load": time.process_time(),
+            "box": bench.box_cpu_seconds(),
+        }
 
     async def steady_window() -> None:
         await asyncio.sleep(1.5)  # every stream has started
         window.append(time.time())
         readings.append(reading())
         run.gateway_connections = connections_of(pids["gateway"], system.redis.port)
+        run.redis_clients = await redis_clients(system.redis)
         await asyncio.sleep(max(0.5, tokens / RATE - 2.0))  # before the first stream ends
         window.append(time.time())
         readings.append(reading())
@@ -281,6 +308,9 @@ async def run_level(system: System, streams: int, tokens: int) -> Run:
         await asyncio.gather(steady_window(), *(one(i / streams) for i in range(streams)))
     run.seconds = window[1] - window[0]
     run.cpu = {name: readings[1][name] - readings[0][name] for name in readings[0]}
+    # What the rest of the machine used meanwhile (other programs, kernel threads): on a shared box,
+    # the way to tell a disturbed repeat from a slow system.
+    run.cpu["other"] = run.cpu.pop("box") - sum(run.cpu.values())
     for frames in all_frames:
         for frame in frames:
             if frame.event == b"message.delta" and window[0] <= frame.received < window[1]:
@@ -298,6 +328,7 @@ async def idle_streams(system: System, count: int) -> dict[str, float]:
     await asyncio.sleep(1)
     rss_before = rss_kb(system.gateway.pid)
     connections_before = connections_of(system.gateway.pid, system.redis.port)
+    clients_before = await redis_clients(system.redis)
     sockets = []
     for start in range(0, count, 100):  # opened as a crowd would arrive, not all in one instant
         for path in paths[start : start + 100]:
@@ -312,6 +343,9 @@ async def idle_streams(system: System, count: int) -> dict[str, float]:
         "kb_per_stream": (rss_kb(system.gateway.pid) - rss_before) / count,
         "gateway_redis_connections": connections_of(system.gateway.pid, system.redis.port),
         "connections_before": connections_before,
+        # Every process's Redis clients (INFO), and how many opening the streams added.
+        "redis_clients": (clients := await redis_clients(system.redis)),
+        "redis_clients_added": clients - clients_before,
     }
     for _, writer in sockets:
         writer.close()
@@ -355,6 +389,9 @@ async def first_event_ms(system: System, runs: int) -> dict[str, float]:
     return {"p50_ms": bench.percentile(times, 50), "p99_ms": bench.percentile(times, 99)}
 
 
+DELTA = b"\nevent: message.delta\n"
+
+
 async def resume_backlog(system: System, events: int, repeats: int) -> dict[str, float]:
     """A client resuming from the start of a stream `events` long: first and last event received."""
     async with httpx2.AsyncClient(base_url=system.url, timeout=120) as client:
@@ -365,76 +402,106 @@ async def resume_backlog(system: System, events: int, repeats: int) -> dict[str,
         reader, writer = await asyncio.open_connection("127.0.0.1", system.port)
         begun = time.perf_counter()
         writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-        first, seen, buffer = None, 0, b""
+        first, seen, tail = None, 0, b""
         while seen < events:
             data = await reader.read(1 << 18)
             if not data:
                 break
-            buffer += data
-            got = buffer.count(b"\nevent: message.delta\n")
-            if got and first is None:
+            # Only the new bytes are searched (with the tail a frame may straddle): re-counting the
+            # whole stream on every read would add the load generator's time to the last byte.
+            chunk = tail + data
+            seen += chunk.count(DELTA)
+            tail = chunk[-len(DELTA) + 1 :]
+            if seen and first is None:
                 first = time.perf_counter() - begun
-            seen = got
         lasts.append((time.perf_counter() - begun) * 1000)
         firsts.append((first or 0) * 1000)
         writer.close()
     return {"first_byte_ms": statistics.median(firsts), "last_byte_ms": statistics.median(lasts)}
 
 
-SYSTEMS: list[Callable[[RedisServer], System]] = [Tokentail, Naive, Vercel, TokentailGateway]
-if os.environ.get("BENCH_SYSTEMS"):
-    SYSTEMS = [s for s in SYSTEMS if s.__name__ in os.environ["BENCH_SYSTEMS"].split(",")]
+SYSTEMS: dict[str, Callable[[RedisServer], System]] = {
+    system.name: system for system in (Tokentail, Naive, Vercel, TokentailGateway)
+}
 
 
-async def compare(data_dir: str, quick: bool, repeats: int, levels: list[int]) -> dict[str, Any]:
+async def compare(
+    data_dir: str, quick: bool, repeats: int, levels: list[int], systems: list[str], max_other: float
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for make in SYSTEMS:
-        folder = Path(data_dir) / make.__name__
+    for name in systems:
+        folder = Path(data_dir) / name
         folder.mkdir()
         with RedisServer(folder) as redis:
-            system = make(redis)
-            system.start()
+            system = SYSTEMS[name](redis)
+            began = time.monotonic()
             try:
-                results[system.name] = await measure(system, quick, repeats, levels)
+                await system.restart()
+                results[system.name] = await measure(system, quick, repeats, levels, max_other)
             finally:
                 system.stop()
+            print(f"  ({name}: {time.monotonic() - began:.0f} s)")
     return results
 
 
-async def measure(system: System, quick: bool, repeats: int, levels: list[int]) -> dict[str, Any]:
+async def measure(system: System, quick: bool, repeats: int, levels: list[int], max_other: float) -> dict[str, Any]:
     name = system.name
     figures: dict[str, Any] = {"levels": []}
     print(f"== {name}")
     if isinstance(system, TokentailGateway):  # what the worker would limit: streams held
-        await capacity(system, figures, quick, repeats, levels)
+        await capacity(system, figures, quick, repeats, levels, max_other)
         return figures
     # First, on a fresh gateway process: a heap grown by the loads below would hide what streams cost.
-    figures["idle"] = await idle_streams(system, 500 if quick else 5000)
+    meter = bench.OtherWork(system.pids)
+    idle = figures["idle"] = await idle_streams(system, 500 if quick else 5000)
+    idle["other_cpu_share"] = meter.share()
     print(
-        f"  {figures['idle']['streams']} idle streams: {figures['idle']['kb_per_stream']:.1f} KB each,"
-        f" {figures['idle']['gateway_redis_connections']} gateway Redis connections"
+        f"  {idle['streams']} idle streams: {idle['kb_per_stream']:.1f} KB each,"
+        f" {idle['gateway_redis_connections']} gateway Redis connections,"
+        f" {idle['redis_clients']} Redis clients in all ({idle['redis_clients_added']:+} on opening them)"
+        f"  (other CPU {idle['other_cpu_share']:.0%})"
     )
-    system.stop()  # and with it the idle runs, which would otherwise go on in the producer
-    system.start()
-    figures["first_event"] = await first_event_ms(system, 20 if quick else 100)
+    await system.restart()  # and with it the idle runs, which would otherwise go on in the producer
+    meter = bench.OtherWork(system.pids)
+    first = figures["first_event"] = await first_event_ms(system, 20 if quick else 100)
+    first["other_cpu_share"] = meter.share()
     print(
-        f"  start a run -> first token at a new client: p50 {figures['first_event']['p50_ms']:.1f} ms,"
-        f" p99 {figures['first_event']['p99_ms']:.1f} ms"
+        f"  start a run -> first token at a new client: p50 {first['p50_ms']:.1f} ms, p99 {first['p99_ms']:.1f} ms"
+        f"  (other CPU {first['other_cpu_share']:.0%})"
     )
-    backlog = 1000 if quick else 10_000
+    backlog, meter = 1000 if quick else 10_000, bench.OtherWork(system.pids)
     resume = figures["resume"] = await resume_backlog(system, backlog, 3 if quick else 10)
-    print(f"  resume of {backlog} events: first {resume['first_byte_ms']:.1f} ms, last {resume['last_byte_ms']:.1f} ms")
+    resume["other_cpu_share"] = meter.share()
+    print(
+        f"  resume of {backlog} events: first {resume['first_byte_ms']:.1f} ms, last {resume['last_byte_ms']:.1f} ms"
+        f"  (other CPU {resume['other_cpu_share']:.0%})"
+    )
     figures["fan_out"] = await fan_out(system, 20 if quick else 100)
     print(f"  one stream, {20 if quick else 100} watchers: Redis commands per event {figures['fan_out']}")
-    await capacity(system, figures, quick, repeats, levels)
+    await capacity(system, figures, quick, repeats, levels, max_other)
     return figures
 
 
-async def capacity(system: System, figures: dict[str, Any], quick: bool, repeats: int, levels: list[int]) -> None:
-    """Concurrent streams at 50 tokens/s, level by level, until the median p99 passes 100 ms."""
+async def capacity(
+    system: System, figures: dict[str, Any], quick: bool, repeats: int, levels: list[int], max_other: float
+) -> None:
+    """Concurrent streams at 50 tokens/s, level by level, until the median p99 passes 100 ms.
+
+    A run during which the rest of the machine used more than `max_other` of a core is run again
+    (at most twice the repeats, then kept as it is), and counted: on a shared box, it says little
+    about the system measured."""
     tokens = 150 if quick else TOKENS
     for streams in levels:
-        runs = [await run_level(system, streams, tokens) for _ in range(repeats)]
+        runs: list[Run] = []
+        discarded = 0
+        while len(runs) < repeats:
+            run = await run_level(system, streams, tokens)
+            other = run.cpu["other"] / run.seconds
+            if other > max_other and discarded < 2 * repeats:
+                discarded += 1
+                print(f"  {streams:5} streams: other work took {other:.0%} of a core meanwhile; run again")
+                continue
+            runs.append(run)
         p99s = [run.p99 for run in runs]
         level = {
             "streams": streams,
@@ -450,7 +517,12 @@ async def capacity(system: System, figures: dict[str, Any], quick: bool, repeats
             "gateway_redis_connections_per_stream": statistics.median(
                 run.gateway_connections / streams for run in runs
             ),
+            "redis_clients_per_stream": statistics.median(
+                (run.redis_clients - system.base_clients) / streams for run in runs
+            ),
             "events_per_s": statistics.median(run.events / run.seconds for run in runs),
+            "other_cpu_share_max": max(run.cpu["other"] / run.seconds for run in runs),  # the worst repeat
+            "disturbed_runs_discarded": discarded,
         }
         figures["levels"].append(level)
         p99, cpu = level["p99_ms"], " ".join(f"{k} {v:4.0%}" for k, v in level["cpu_share"].items())
@@ -458,7 +530,9 @@ async def capacity(system: System, figures: dict[str, Any], quick: bool, repeats
             f"  {streams:5} streams: p99 {p99['min']:7.1f} / {p99['median']:7.1f} / {p99['max']:7.1f} ms"
             f" (min/median/max)  gateway {level['gateway_us_per_event']['median']:6.1f} µs/event"
             f"  system {level['system_s_per_1k_tokens']['median']:.3f} s/1k tokens  CPU {cpu}"
-            f"  Redis conns/stream {level['gateway_redis_connections_per_stream']:.2f}  failed {level['incomplete']}"
+            f"  Redis conns/stream: gateway {level['gateway_redis_connections_per_stream']:.2f},"
+            f" all (INFO) {level['redis_clients_per_stream']:.2f}  failed {level['incomplete']}"
+            f"  (other CPU, worst repeat {level['other_cpu_share_max']:.0%}; {discarded} disturbed run(s) discarded)"
         )
         if level["p99_ms"]["median"] > 100 or level["incomplete"]:
             break
@@ -497,8 +571,18 @@ def table(results: dict[str, Any], level: int) -> list[tuple[str, ...]]:
             False,
         ),
         (
+            f"Redis clients per open stream, all processes, INFO delta ({level} streams)",
+            lambda n: at(n)["redis_clients_per_stream"],
+            False,
+        ),
+        (
             "gateway Redis connections, idle streams open",
             lambda n: results[n]["idle"]["gateway_redis_connections"],
+            False,
+        ),
+        (
+            "Redis clients, all processes, idle streams open (INFO)",
+            lambda n: results[n]["idle"]["redis_clients"],
             False,
         ),
         ("gateway memory per idle open stream, KB", lambda n: results[n]["idle"]["kb_per_stream"], False),
@@ -513,7 +597,7 @@ def table(results: dict[str, Any], level: int) -> list[tuple[str, ...]]:
         ("start -> first token at the client, p99 ms", lambda n: results[n]["first_event"]["p99_ms"], False),
     ]
     names = list(results)
-    peers = [n for n in names if not n.startswith("tokentail")]
+    peers = [n for n in names if not n.startswith("tokentail")] if "tokentail" in names else []
     out = [("figure", *names, *(f"tokentail vs {p}" for p in peers))]
 
     def value(figure: Callable[[str], float], name: str) -> float:
