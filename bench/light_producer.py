@@ -62,7 +62,7 @@ async def produce(store: SessionStore, session_id: str, run_id: str, tokens: int
 async def main(port: int) -> None:
     settings = Settings()
     redis = Redis.from_url(str(settings.redis_url))
-    store = SessionStore(redis, settings, batched=lambda name: ScriptPipeline(redis, name))
+    store = SessionStore(redis, settings, batched=lambda script: ScriptPipeline(redis, script))
 
     async def start(query: dict[str, str]) -> tuple[dict[str, str], Coroutine[Any, Any, None]]:
         session_id, run_id = await begin(store)

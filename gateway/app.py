@@ -12,7 +12,6 @@ from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.types import Receive, Scope, Send
 
 from gateway.auth import Authenticator
@@ -24,6 +23,7 @@ from gateway.routes import events, sessions, socket
 from gateway.shutdown import StreamShutdown
 from gateway.sse import call_detaching
 from shared.keys import Keys
+from shared.redis_clients import queue_client, sessions_client
 from shared.settings import Settings, get_settings
 from shared.store import SessionStore
 
@@ -45,20 +45,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Connections are bounded however many streams are open: one for the hub's notifications,
         # the rest shared by REST calls and the streams' catch-up reads.
         rest_connections = settings.gateway_redis_connections // 2
-        redis = Redis.from_pool(
-            BlockingConnectionPool.from_url(
-                str(settings.redis_url),
-                max_connections=rest_connections,
-                timeout=10,
-                socket_timeout=10,
-                socket_keepalive=True,
-            )
-        )
+        options = {"socket_timeout": 10, "socket_keepalive": True}
+        redis = sessions_client(settings, rest_connections, wait=10, **options)
+        queue = queue_client(settings, rest_connections, wait=10, **options)  # with the queue apart
         keys = Keys(settings.key_prefix)
         hub = StreamHub(settings, read_connections=settings.gateway_redis_connections - rest_connections - 1)
         await hub.start()
         app.state.shutdown.on_begin(hub.stop)
-        app.state.store = SessionStore(redis, settings)
+        app.state.store = SessionStore(redis, settings, queue=queue)
         app.state.hub = hub
         app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute)
         app.state.stream_slots = slots = StreamSlots(redis, keys, settings.max_streams_per_tenant)
@@ -73,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await renewing
             await hub.aclose()
             await redis.aclose()
+            if queue is not None:
+                await queue.aclose()
 
     app = GatewayApp(
         title="tokentail",

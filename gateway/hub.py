@@ -18,19 +18,22 @@ the hub's connection came back (notifications sent meanwhile were lost).
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ResponseError
 
 from gateway import metrics
 from shared.events import EventType
 from shared.logs import RateLimitedLogger
 from shared.outage import is_outage
+from shared.redis_clients import queue_client, sessions_client
 from shared.settings import Settings
 from shared.store import SESSION_GONE, SessionStore, StoredEvent
 
@@ -176,7 +179,7 @@ class Subscription:
 
 
 class _Channel:
-    __slots__ = ("session_id", "name", "subscriptions", "ready", "held")
+    __slots__ = ("session_id", "name", "subscriptions", "ready", "held", "link")
 
     def __init__(self, session_id: str, name: bytes) -> None:
         self.session_id = session_id
@@ -184,6 +187,22 @@ class _Channel:
         self.subscriptions: set[Subscription] = set()
         self.ready = False
         self.held: list[StoredEvent] | None = None  # events after a `run.completed` whose output is fetched
+        self.link: _Link | None = None
+
+
+class _Link:
+    """One pub/sub connection of the hub: to the Redis, or to one primary of a Redis Cluster (whose
+    sessions notify on their shard: SSUBSCRIBE)."""
+
+    __slots__ = ("address", "new_connection", "connection", "channels", "awaiting", "task")
+
+    def __init__(self, address: str, new_connection: Callable[[], AbstractConnection]) -> None:
+        self.address = address
+        self.new_connection = new_connection
+        self.connection: AbstractConnection | None = None
+        self.channels: set[_Channel] = set()
+        self.awaiting: deque[_Channel] = deque()  # subscribe acknowledgements due, in the order asked
+        self.task: asyncio.Task[None] | None = None
 
 
 class StreamHub:
@@ -194,25 +213,25 @@ class StreamHub:
         # redis-py wraps each command's send in `asyncio.wait_for`, which on Python 3.11 swallows a
         # cancellation that lands as the send completes (python/cpython#86296), and a feed whose
         # client left would go on holding its stream slot. A Redis that is only slow is waited for.
-        pool = BlockingConnectionPool.from_url(
-            str(settings.redis_url),
-            max_connections=read_connections,
-            timeout=None,
-            socket_keepalive=True,
-            socket_keepalive_options=KEEPALIVE,
+        self._redis = sessions_client(
+            settings, read_connections, wait=None, socket_keepalive=True, socket_keepalive_options=KEEPALIVE
         )
-        self._redis = Redis.from_pool(pool)  # closes the pool with the client
-        self.store = SessionStore(self._redis, settings)
+        self.store = SessionStore(self._redis, settings, queue=queue_client(settings, 1, wait=None))
+        self._cluster = self._redis if isinstance(self._redis, RedisCluster) else None
+        self._subscribe, self._unsubscribe = (
+            (b"SSUBSCRIBE", b"SUNSUBSCRIBE") if self._cluster else (b"SUBSCRIBE", b"UNSUBSCRIBE")
+        )
         self._heartbeat = settings.sse_heartbeat_seconds
         self._channels: dict[bytes, _Channel] = {}
-        self._awaiting: deque[_Channel] = deque()  # subscribe acknowledgements due, in the order asked
-        self._connection: AbstractConnection | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._links: dict[str, _Link] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._tick = 0
         self._stopped = False
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._beat())]
+        if self._cluster is not None:
+            await self._cluster.initialize()  # the slot map, to route each session to its shard
+        self._spawn(self._beat())
 
     def subscribe(self, session_id: str) -> Subscription:
         name = self.store.keys.session(session_id).events.encode()
@@ -220,7 +239,7 @@ class StreamHub:
         if channel is None:
             channel = self._channels[name] = _Channel(session_id, name)
             metrics.HUB_CHANNELS.inc()
-            self._send_subscribe([channel])
+            self._route(channel)
         subscription = Subscription(channel, self._tick)
         if self._stopped:
             subscription.closed = True
@@ -234,7 +253,9 @@ class StreamHub:
         if not channel.subscriptions and self._channels.get(channel.name) is channel:
             del self._channels[channel.name]
             metrics.HUB_CHANNELS.dec()
-            self._send(b"UNSUBSCRIBE", [channel.name])
+            if channel.link is not None:
+                channel.link.channels.discard(channel)
+                self._send(channel.link, self._unsubscribe, [channel])
 
     def stop(self) -> None:
         """The gateway is stopping: every follower ends its stream now (its client comes back elsewhere)."""
@@ -244,27 +265,69 @@ class StreamHub:
 
     async def aclose(self) -> None:
         self.stop()
-        for task in self._tasks:
+        tasks = [*self._tasks, *(link.task for link in self._links.values() if link.task is not None)]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._redis.aclose()
+        if self.store.leases.redis is not self._redis:
+            await self.store.leases.redis.aclose()
 
-    # -- the notifications connection ----------------------------------------------------------
+    # -- the notifications connections ---------------------------------------------------------
 
-    async def _listen(self) -> None:
+    def _route(self, channel: _Channel) -> None:
+        """Subscribe the channel on the connection that hears it: the one connection, or the one to
+        the primary that holds its slot in a cluster."""
+        if self._cluster is None:
+            address, new_connection = "", self._connection_to_redis
+        else:
+            node = self._cluster.get_node_from_key(channel.name)
+            address, new_connection = node.name, functools.partial(node.connection_class, **node.connection_kwargs)
+        link = self._links.get(address)
+        if link is None:
+            link = self._links[address] = _Link(address, new_connection)
+            link.task = asyncio.create_task(self._listen(link))
+        channel.link = link
+        link.channels.add(channel)
+        self._send(link, self._subscribe, [channel])
+
+    def _connection_to_redis(self) -> AbstractConnection:
+        pool = cast(Redis, self._redis).connection_pool
+        connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+        return connection
+
+    async def _reroute(self, channels: Iterable[_Channel]) -> None:
+        """The cluster moved these channels' slots, or lost a primary: route them again, by a fresh
+        slot map. Their followers read what they missed once subscribed again."""
+        assert self._cluster is not None
+        with contextlib.suppress(Exception):  # an unreachable cluster: the next failure tries again
+            await self._cluster.nodes_manager.initialize()
+        for channel in list(channels):
+            if self._channels.get(channel.name) is channel:
+                if channel.link is not None:
+                    channel.link.channels.discard(channel)
+                self._route(channel)
+
+    async def _listen(self, link: _Link) -> None:
         failures = 0
         while True:
-            pool = self._redis.connection_pool
-            connection = pool.connection_class(**pool.connection_kwargs)
+            connection = link.new_connection()
             try:
                 await connection.connect()  # type: ignore[no-untyped-call]
-                self._connection, failures = connection, 0
-                self._awaiting.clear()
-                self._send_subscribe(list(self._channels.values()))
+                link.connection, failures = connection, 0
+                link.awaiting.clear()
+                self._send(link, self._subscribe, list(link.channels))
                 while True:
-                    self._on_reply(await connection.read_response())
+                    try:
+                        reply = await connection.read_response()
+                    except ResponseError as exc:  # MOVED: this node no longer holds the channel's slot
+                        channel = link.awaiting.popleft()
+                        logger.info("the stream hub moves a channel (%s)", exc)
+                        self._spawn(self._reroute([channel]))
+                        continue
+                    self._on_reply(link, reply)
             except Exception as exc:
                 if not is_outage(exc):
                     logger.exception("the stream hub's connection failed; reconnecting")
@@ -272,35 +335,39 @@ class StreamHub:
                     outage_log.warning("the stream hub lost Redis (%s); reconnecting", exc)
                 metrics.HUB_RECONNECTS.inc()
             finally:
-                self._connection = None
+                link.connection = None
                 await connection.disconnect(nowait=True)
+            if self._cluster is not None and failures:
+                # Still failing after a retry: the primary may have gone (failover): look again.
+                await self._reroute(link.channels)
             await asyncio.sleep(_RECONNECT_SECONDS[min(failures, len(_RECONNECT_SECONDS) - 1)])
             failures += 1
 
-    def _send_subscribe(self, channels: list[_Channel]) -> None:
-        if self._connection is not None and channels:
-            self._awaiting.extend(channels)
-            self._send(b"SUBSCRIBE", [channel.name for channel in channels])
-
-    def _send(self, command: bytes, names: list[bytes]) -> None:
+    def _send(self, link: _Link, command: bytes, channels: list[_Channel]) -> None:
         # Without a connection there is nothing to send: the next connection subscribes to every
         # channel there is then. A failed send breaks the connection, which the listener sees.
-        connection = self._connection
-        if connection is None:
+        # In a cluster, one channel per command: a command's channels must share a slot.
+        connection = link.connection
+        if connection is None or not channels:
             return
-        for start in range(0, len(names), 1000):
-            connection._writer.writelines(connection.pack_command(command, *names[start : start + 1000]))  # type: ignore[union-attr]
+        if command == self._subscribe:
+            link.awaiting.extend(channels)
+        per_command = 1 if self._cluster is not None else 1000
+        names = [channel.name for channel in channels]
+        for start in range(0, len(names), per_command):
+            connection._writer.writelines(connection.pack_command(command, *names[start : start + per_command]))  # type: ignore[union-attr]
 
-    def _on_reply(self, reply: list[bytes]) -> None:
+    def _on_reply(self, link: _Link, reply: list[bytes]) -> None:
         kind = reply[0]
-        if kind == b"message":
+        if kind == b"message" or kind == b"smessage":
             channel = self._channels.get(reply[1])
             if channel is not None:
                 self._notified(channel, reply[2])
-        elif kind == b"subscribe":
-            channel = self._awaiting.popleft()
+        elif kind == b"subscribe" or kind == b"ssubscribe":
+            channel = link.awaiting.popleft()
             if channel.ready:
-                # Subscribed again after the connection came back: what was sent meanwhile was lost.
+                # Subscribed again (the connection came back, the slot moved): what was sent
+                # meanwhile was lost.
                 for subscription in channel.subscriptions:
                     metrics.HUB_CATCH_UPS.labels("reconnect").inc()
                     subscription.fall_behind()
@@ -308,6 +375,11 @@ class StreamHub:
                 channel.ready = True
                 for subscription in channel.subscriptions:
                     subscription._wake()
+        elif kind == b"sunsubscribe":
+            channel = self._channels.get(reply[1])
+            if channel is not None and channel.link is link:
+                # Not asked for: the cluster moved the channel's slot to another primary.
+                self._spawn(self._reroute([channel]))
 
     def _notified(self, channel: _Channel, payload: bytes) -> None:
         if payload == SESSION_GONE:
@@ -322,12 +394,11 @@ class StreamHub:
             # The stream keeps a completed run's output in its record: add it back (one read per
             # gateway), holding the session's later events until it is done, so order is kept.
             channel.held = [event]
-            self._tasks.append(asyncio.create_task(self._complete(channel)))
+            self._spawn(self._complete(channel))
         else:
             self._deliver(channel, Chunk([event]))
 
     async def _complete(self, channel: _Channel) -> None:
-        task = asyncio.current_task()
         try:
             while channel.held:
                 events, channel.held = channel.held, []
@@ -339,8 +410,11 @@ class StreamHub:
                 subscription.fall_behind()  # each reads it from Redis when it can
         finally:
             channel.held = None
-            if task in self._tasks:
-                self._tasks.remove(task)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _deliver(self, channel: _Channel, chunk: Chunk) -> None:
         for subscription in channel.subscriptions:

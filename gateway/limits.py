@@ -14,12 +14,12 @@ import secrets
 import time
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 
 from gateway import metrics
 from shared.errors import RateLimited, TooManyStreams
 from shared.keys import Keys
-from shared.store import load_script
+from shared.lua import load_script
+from shared.redis_clients import AnyRedis
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,8 @@ STREAM_RETRY_AFTER = 5  # an open stream ends any time; ask again soon
 
 
 class RunBudget:
-    def __init__(self, redis: Redis, keys: Keys, per_minute: int) -> None:
-        self._redis = redis
+    def __init__(self, redis: AnyRedis, keys: Keys, per_minute: int) -> None:
+        self._count = redis.register_script(load_script("count"))  # type: ignore[misc]  # a cluster client has it too
         self._keys = keys
         self._per_minute = per_minute
 
@@ -40,10 +40,7 @@ class RunBudget:
             return
         now = time.time()
         key = self._keys.tenant_runs(tenant, int(now // WINDOW_SECONDS))
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 2 * WINDOW_SECONDS)
-            count, _ = await pipe.execute()
+        count = await self._count(keys=[key], args=[2 * WINDOW_SECONDS])
         if count > self._per_minute:
             metrics.RATE_LIMITED.labels("runs").inc()
             retry_after = max(1, math.ceil(WINDOW_SECONDS - now % WINDOW_SECONDS))
@@ -51,11 +48,11 @@ class RunBudget:
 
 
 class StreamSlots:
-    def __init__(self, redis: Redis, keys: Keys, limit: int) -> None:
+    def __init__(self, redis: AnyRedis, keys: Keys, limit: int) -> None:
         self._redis = redis
         self._keys = keys
         self._limit = limit
-        self._take = redis.register_script(load_script("take_slot"))
+        self._take = redis.register_script(load_script("take_slot"))  # type: ignore[misc]
         self._held: dict[str, str] = {}  # slot id -> tenant
 
     async def take(self, tenant: str) -> str | None:

@@ -38,9 +38,10 @@ class Keys:
         return f"{self.prefix}:queue"
 
     @property
-    def leases(self) -> str:
-        """Sorted set: session id -> when its running run's lease runs out (ms). Reapers scan it."""
-        return f"{self.prefix}:leases"
+    def lease_checks(self) -> str:
+        """Sorted set, on the queue's Redis: what reapers look at and when (ms), a session id (its
+        run's lease) or `<sid> <intent>` (a job its outbox may hold). See shared/lease_index.py."""
+        return f"{self.prefix}:lease-checks"
 
     @property
     def probe(self) -> str:

@@ -39,12 +39,14 @@ class RedisServer:
         port: int | None = None,
         appendonly: bool = False,
         preexec_fn: Callable[[], None] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.data_dir = Path(data_dir)
         self._appendonly = appendonly
         self._preexec_fn = preexec_fn
+        self._extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
@@ -57,6 +59,7 @@ class RedisServer:
             "--appendonly", "yes" if self._appendonly else "no",
             "--daemonize", "no",
             "--loglevel", "warning",
+            *self._extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=self._preexec_fn

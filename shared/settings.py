@@ -17,7 +17,16 @@ class Settings(BaseSettings):
     # hide_input_in_errors: a bad TOKENTAIL_API_KEYS must not print its keys in the error.
     model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True, hide_input_in_errors=True)
 
-    redis_url: RedisDsn = RedisDsn("redis://127.0.0.1:6379/0")
+    redis_url: RedisDsn = Field(
+        RedisDsn("redis://127.0.0.1:6379/0"),
+        description="the sessions' Redis: streams, records, leases (a node of the cluster with `redis_cluster`)",
+    )
+    redis_cluster: bool = Field(
+        False, description="`redis_url` is a node of a Redis Cluster (needs `queue_redis_url`: arq is single-node)"
+    )
+    queue_redis_url: RedisDsn | None = Field(
+        None, description="a separate single-node Redis for the job queue and the leases index (unset: `redis_url`)"
+    )
     key_prefix: str = Field("tokentail", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
 
     # Streams and sessions
@@ -115,6 +124,19 @@ class Settings(BaseSettings):
         if self.api_keys is not None and self.secret is None:
             raise ValueError("TOKENTAIL_SECRET is required when TOKENTAIL_API_KEYS is set: it signs stream tokens")
         return self
+
+    @model_validator(mode="after")
+    def _check_topology(self) -> "Settings":
+        if self.redis_cluster and self.queue_redis_url is None:
+            raise ValueError(
+                "TOKENTAIL_REDIS_CLUSTER needs TOKENTAIL_QUEUE_REDIS_URL: the job queue (arq) is single-node"
+            )
+        return self
+
+    @property
+    def split_queue(self) -> bool:
+        """The job queue lives on a Redis of its own: no script can queue a job with its session's write."""
+        return self.queue_redis_url is not None
 
     @property
     def auth_enabled(self) -> bool:

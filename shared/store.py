@@ -2,24 +2,30 @@
 
 Writes that must be atomic (queue a run, start it, append to it) are Lua scripts in `lua/`; each
 is loaded with `lua/lib.lua` in front, the vocabulary they share. Scripts that queue or end runs
-take the same leading keys and arguments (`SessionStore._run_script_args`).
+take the same leading keys and arguments (`SessionStore._run_script_args`). A script touches one
+session's keys only (plus arq's, when the queue shares the Redis), so the sessions' Redis may be a
+Cluster; with the queue apart, jobs go through the session's outbox (`_push_outbox`), and the
+leases index is kept beside the queue (shared/lease_index.py).
 """
 
+import contextlib
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from enum import IntEnum, StrEnum
-from importlib import resources
 from typing import Any, NamedTuple, Protocol, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
 from shared.errors import LeaseLost, RunConflict, SessionExpired, SessionNotFound
 from shared.events import CANCELLED_BY_REQUEST, Ending, EventType, RunCompleted, RunFailed, event_type_of
 from shared.jobs import JOB_TTL_MS, RUN_JOB
 from shared.keys import Keys
+from shared.lease_index import LeaseIndex
+from shared.lua import load_script
 from shared.records import PUBLIC_TENANT, Multitask, RunRecord, SessionRecord
+from shared.redis_clients import AnyRedis
 from shared.settings import Settings
 
 
@@ -49,6 +55,14 @@ class Requeue(StrEnum):
     RENEWED = "renewed"  # the holder renewed in time: nothing to take over
     CLEARED = "cleared"  # no active run behind the entry (deleted session, ended run), or another reaper's
     NOT_HOLDER = "not_holder"  # a hand-over by a worker that no longer holds the lease
+    PUSHED = "dispatch"  # no lease, but a job the outbox held: pushed (again) to the queue
+
+
+class Look(NamedTuple):
+    """What a reaper found at a session, and when to look again if its lease was renewed."""
+
+    outcome: Requeue
+    lease_until: int | None = None
 
 
 class Cancel(StrEnum):
@@ -64,11 +78,6 @@ class ScriptCall(Protocol):
 # Published on a session's channel (named like its stream key) when it is deleted; every other
 # message there is an event (lib.lua's add_event).
 SESSION_GONE = b"gone"
-
-
-def load_script(name: str) -> str:
-    lua = resources.files("shared").joinpath("lua")
-    return lua.joinpath("lib.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
 
 
 def parse_raw_entries(entries: Sequence[list[Any]]) -> list[StoredEvent]:
@@ -121,36 +130,52 @@ def _compact(value: object) -> str:
 
 class SessionStore:
     def __init__(
-        self, redis: "Redis", settings: Settings, batched: Callable[[str], "ScriptCall"] | None = None
+        self,
+        redis: AnyRedis,
+        settings: Settings,
+        batched: Callable[[str], "ScriptCall"] | None = None,
+        queue: Redis | None = None,
     ) -> None:
-        """`batched(name)`, if given, sends the scripts called per run and often (append,
-        renew_lease) instead of calling them one by one: the worker batches them into pipelines
-        (worker/pipelines.py)."""
+        """`redis`: the sessions' Redis (a `RedisCluster` with `settings.redis_cluster`); `queue`:
+        the queue's, when it is apart (`settings.queue_redis_url`). `batched(script)`, if given,
+        sends the scripts called per run and often (append, renew_lease) instead of calling them
+        one by one: the worker batches them into pipelines (worker/pipelines.py)."""
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
-        self._queue_run = redis.register_script(load_script("queue_run"))
-        self._start_run = redis.register_script(load_script("start_run"))
-        often = batched or (lambda name: redis.register_script(load_script(name)))
-        self._append: ScriptCall = often("append")
-        self._renew_lease: ScriptCall = often("renew_lease")
-        self._requeue_run = redis.register_script(load_script("requeue_run"))
-        self._cancel_run = redis.register_script(load_script("cancel_run"))
-        self._expired_leases = redis.register_script(load_script("expired_leases"))
+        if queue is None and isinstance(redis, RedisCluster):
+            raise ValueError("a Redis Cluster cannot hold the job queue: give the queue's Redis")
+        self.leases = LeaseIndex(queue or redis, settings)  # type: ignore[arg-type]
+        # Catch-up reads take stream entries as Redis sends them, not as redis-py's dict per entry
+        # (10,000 events read in 8 ms instead of 14): on one server, by naming the command in bytes,
+        # which redis-py's reply parsers are not looked up by; a cluster client needs the name to
+        # route the command, so its parser for XRANGE is the identity.
+        self._xrange: str | bytes = b"XRANGE"
+        if isinstance(redis, RedisCluster):
+            redis.set_response_callback("XRANGE", lambda response, **options: response)
+            self._xrange = "XRANGE"
+        self._split = settings.split_queue
+
+        def source(name: str) -> str:
+            return load_script(name, cluster=settings.redis_cluster, split_queue=self._split)
+
+        def script(name: str) -> Any:
+            return redis.register_script(source(name))  # type: ignore[misc]  # a cluster client has it too
+
+        self._create_session = script("create_session")
+        self._delete_session = script("delete_session")
+        self._queue_run = script("queue_run")
+        self._start_run = script("start_run")
+        self._append: ScriptCall = batched(source("append")) if batched else script("append")
+        self._renew_lease: ScriptCall = batched(source("renew_lease")) if batched else script("renew_lease")
+        self._requeue_run = script("requeue_run")
+        self._cancel_run = script("cancel_run")
 
     def _run_script_args(self, session_id: str) -> tuple[list[str], list[str | int]]:
         """The keys and arguments every script that queues or ends runs starts with (lib.lua)."""
         keys = self.keys.session(session_id)
-        return [
-            keys.meta,
-            keys.runs,
-            keys.events,
-            keys.lease,
-            keys.gone,
-            self.keys.leases,
-            keys.pending,
-            self.keys.queue,
-        ], [
+        queue = [] if self._split else [self.keys.queue]
+        return [keys.meta, keys.runs, keys.events, keys.lease, keys.gone, keys.pending, *queue], [
             session_id,
             self.settings.stream_maxlen,
             self.settings.session_ttl_seconds,
@@ -166,12 +191,9 @@ class SessionStore:
     async def create_session(self, session: SessionRecord) -> None:
         """Create a session with no run yet; like a finished one, it expires if left unused."""
         keys = self.keys.session(session.session_id)
-        ttl = self.settings.session_ttl_seconds
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.meta, mapping=dict(self._session_fields(session)))
-            pipe.expire(keys.meta, ttl)
-            pipe.set(keys.gone, session.tenant, ex=ttl + self.settings.tombstone_ttl_seconds)
-            await pipe.execute()
+        fields = [item for pair in self._session_fields(session) for item in pair]
+        args = [self.settings.session_ttl_seconds, self.settings.tombstone_ttl_seconds, session.tenant, *fields]
+        await self._create_session(keys=[keys.meta, keys.gone], args=args)
 
     async def queue_run(
         self,
@@ -190,7 +212,8 @@ class SessionStore:
         fields = [item for pair in self._session_fields(create) for item in pair] if create else []
         queued = _compact({"run_id": run.run_id, "input": run.input})
         args += [run.run_id, encode_run(run), multitask, queued, "1" if create else "0", self.keys.cancel_channel]
-        result = await self._queue_run(keys=keys, args=[*args, *fields])
+        async with self._outbox(session_id):
+            result = await self._queue_run(keys=keys, args=[*args, *fields])
         outcome = result[0].decode()
         if outcome == "ok":
             return bool(result[2] == b"started")
@@ -272,11 +295,8 @@ class SessionStore:
         return completed
 
     async def _range(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
-        # The command name as bytes: redis-py looks its reply parsers up by name as a string, so it
-        # hands over hiredis's lists as they are, instead of a dict per entry (catch-up reads cost
-        # about half as much: 10,000 events in 8 ms instead of 14).
         key = self.keys.session(session_id).events
-        entries = await self.redis.execute_command(b"XRANGE", key, f"({after}-0", "+", b"COUNT", count)  # type: ignore[no-untyped-call]
+        entries = await self.redis.execute_command(self._xrange, key, f"({after}-0", "+", b"COUNT", count)
         return parse_raw_entries(entries)
 
     async def partial_text(self, session_id: str, run: RunRecord) -> str:
@@ -295,7 +315,8 @@ class SessionStore:
     async def cancel_run(self, session_id: str) -> tuple[Cancel, str | None]:
         """Cancel the active run (see cancel_run.lua); what became of it, and its id."""
         keys, args = self._run_script_args(session_id)
-        result = await self._cancel_run(keys=keys, args=[*args, self.keys.cancel_channel, CANCELLED_BY_REQUEST])
+        async with self._outbox(session_id):  # the run in line behind it may start now
+            result = await self._cancel_run(keys=keys, args=[*args, self.keys.cancel_channel, CANCELLED_BY_REQUEST])
         outcome = result[0].decode()
         if outcome == "gone":
             raise SessionExpired(session_id)
@@ -304,19 +325,36 @@ class SessionStore:
         return Cancel(outcome), result[1].decode() if len(result) > 1 else None
 
     async def delete_session(self, session: SessionRecord) -> None:
-        """Delete the session, and take away its run's lease: a worker still running it is fenced
-        at its next append, and no reaper looks for the run again. The tombstone names its tenant."""
-        keys, tenant = self.keys.session(session.session_id), session.tenant
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.meta, keys.runs, keys.events, keys.lease, keys.pending)
-            pipe.zrem(self.keys.leases, session.session_id)
-            pipe.set(keys.gone, tenant, ex=max(1, self.settings.tombstone_ttl_seconds))
-            pipe.publish(keys.events, SESSION_GONE)  # gateways following it end their streams now
-            await pipe.execute()
+        """Delete the session (see delete_session.lua): its run's worker is fenced, its followers end."""
+        keys = self.keys.session(session.session_id)
+        await self._delete_session(
+            keys=[keys.meta, keys.runs, keys.events, keys.lease, keys.pending, keys.gone],
+            args=[session.tenant, self.settings.tombstone_ttl_seconds],
+        )
 
     async def writable(self) -> None:
         """Raise as Redis would if it refuses writes now (out of memory, a read-only replica)."""
         await self.redis.set(self.keys.probe, 1, px=10_000)
+        if self.leases.redis is not self.redis:
+            await self.leases.redis.set(self.keys.probe, 1, px=10_000)
+
+    @contextlib.asynccontextmanager
+    async def _outbox(self, session_id: str) -> AsyncIterator[None]:
+        """Around a script that may queue a job: with the queue apart, the job waits in the
+        session's outbox; push it after the script, and leave an intent in the leases index
+        before, so that a reaper pushes it if this process dies in between."""
+        if not self._split:
+            yield
+            return
+        intent = await self.leases.intend(session_id)
+        yield
+        await self._push_outbox(session_id)
+        await self.leases.forget(intent)
+
+    async def _push_outbox(self, session_id: str) -> None:
+        dispatch = await self.redis.hget(self.keys.session(session_id).meta, "dispatch")  # type: ignore[misc]
+        if dispatch:
+            await self.leases.push(session_id, dispatch)
 
     @staticmethod
     def _session_fields(session: SessionRecord) -> list[tuple[str, str]]:
@@ -338,9 +376,12 @@ class SessionStore:
         `run.started`) and take job `job_id` out of arq's queue; None if it is not ours to run."""
         keys, args = self._run_script_args(session_id)
         args += [run_id, lease_token, self.settings.lease_ms, self.settings.max_attempts, job_id]
+        await self.leases.watch(session_id)  # first: a reaper must find every lease (lease_index.py)
         result = await self._start_run(keys=keys, args=args)
         if result[0] != b"ok":
             return None
+        if self._split:
+            await self.leases.take(job_id)
         return decode_run(result[2]), StartVerdict(result[3].decode())
 
     async def append(
@@ -369,29 +410,37 @@ class SessionStore:
             if str(exc).startswith("FENCED"):
                 raise LeaseLost(str(exc)) from None
             raise
+        if ending is not None and self._split:
+            # The run in line behind this one may be in the outbox now. Should this process die
+            # first, the run's entry in the leases index (its lease, now gone) makes a reaper push it.
+            await self._push_outbox(session_id)
         return int(seq)
 
     async def renew_lease(self, session_id: str, run_id: str, lease_token: str) -> Renewal:
         keys = self.keys.session(session_id)
         return Renewal(
-            await self._renew_lease(
-                keys=[keys.lease, self.keys.leases, keys.meta],
-                args=[lease_token, self.settings.lease_ms, session_id, run_id],
-            )
+            await self._renew_lease(keys=[keys.lease, keys.meta], args=[lease_token, self.settings.lease_ms, run_id])
         )
 
-    async def requeue_run(self, session_id: str, lease_token: str = "") -> Requeue:
-        """Queue the session's running run again for another worker: on hand-over (with our lease
-        token) or when its lease deadline passed (without; a reaper's call)."""
+    async def requeue_run(self, session_id: str, lease_token: str) -> Requeue:
+        """Hand the session's running run, held under `lease_token`, to another worker (shutdown)."""
+        return (await self._requeue(session_id, lease_token)).outcome
+
+    async def look(self, session_id: str) -> Look:
+        """A reaper's look at a session the leases index named: requeue its run if its lease ran
+        out, push a job its outbox still holds, or find it renewed or with nothing to do."""
+        return await self._requeue(session_id, "")
+
+    async def _requeue(self, session_id: str, lease_token: str) -> Look:
         keys, args = self._run_script_args(session_id)
         args += [lease_token, secrets.token_hex(4)]
-        return Requeue((await self._requeue_run(keys=keys, args=args)).decode())
-
-    async def expired_leases(self, offset: int = 0, count: int = 100) -> list[str]:
-        """Sessions whose run's lease deadline passed (their worker died, stalled or lost Redis),
-        oldest first: one page of the leases index."""
-        members = await self._expired_leases(keys=[self.keys.leases], args=[offset, count])
-        return [member.decode() for member in members]
+        result = await self._requeue_run(keys=keys, args=args)
+        look = Look(Requeue(result[0].decode()))
+        if look.outcome is Requeue.RENEWED:
+            return look._replace(lease_until=int(result[1]))
+        if self._split and len(result) > 1 and result[1]:
+            await self.leases.push(session_id, result[1])
+        return look
 
 
 _RUN_COMPLETED = EventType.RUN_COMPLETED.encode()

@@ -5,7 +5,9 @@ request, and takes over the runs of workers that died.
   for a first token would feel. Queueing publishes a wake-up on `Keys.wake_channel`; this worker
   polls at once, and also as soon as one of its own runs finishes and frees a slot. The timed poll
   stays as a fallback for a missed wake-up (reconnects, a full worker).
-- **Cancels** arrive on `Keys.cancel_channel` (and, as a fallback, with the next lease renewal).
+- **Cancels** arrive on `Keys.cancel_channel` (and, as a fallback, with the next lease renewal),
+  published by the sessions' scripts: with the queue on a Redis of its own, this worker listens
+  for them on the sessions' Redis (one node of a cluster: Redis broadcasts classic pub/sub to all).
 - **Reaper** (`worker/reaper.py`). Every `reap_interval_seconds`, each worker looks for runs whose
   lease ran out (their worker was killed, or lost its host) and queues them again; the worker that
   picks one up takes it over as the next attempt. arq alone would wait job_timeout + 10 s, and then
@@ -31,9 +33,11 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 from redis import exceptions as redis_errors
+from redis.asyncio import Redis
 
 from shared import jobs
 from shared.keys import Keys
+from shared.redis_clients import sessions_client
 from shared.settings import Settings
 from shared.store import SessionStore
 from worker.pipelines import ScriptPipeline
@@ -68,6 +72,8 @@ class TokentailWorker(Worker):
         self._wake = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._poll_failures = 0
+        # With the queue apart, cancels are published on the sessions' Redis (a node of it, if a cluster).
+        self._cancels = Redis.from_url(str(settings.redis_url)) if settings.split_queue else None
         self.running = RunningRuns()
         self.ctx["running"] = self.running
         self.reaper: Reaper | None = None
@@ -88,7 +94,12 @@ class TokentailWorker(Worker):
         if not self._background:
             settings = self._settings
             self.reaper = Reaper(self.ctx["store"], settings.reap_interval_seconds, settings.lease_ms / 1000)
-            self._background = [asyncio.create_task(self._listen()), asyncio.create_task(self.reaper.run_forever())]
+            wake = [self._wake_channel] if self._wake_channel else []
+            if self._cancels is None:
+                listeners = [self._listen(self.pool, [self._keys.cancel_channel, *wake])]
+            else:
+                listeners = [self._listen(self.pool, wake), self._listen(self._cancels, [self._keys.cancel_channel])]
+            self._background = [*map(asyncio.create_task, listeners), asyncio.create_task(self.reaper.run_forever())]
             if self._probe is not None:
                 self._probe_task = asyncio.create_task(self._probe.serve())
         if not self._wake.is_set():
@@ -129,11 +140,12 @@ class TokentailWorker(Worker):
         if self._wake_channel is not None:
             self._wake.set()  # a slot is free: take the next queued job now
 
-    async def _listen(self) -> None:
-        channels = [self._keys.cancel_channel] + ([self._wake_channel] if self._wake_channel else [])
+    async def _listen(self, redis: Redis, channels: list[str]) -> None:
+        if not channels:
+            return
         while True:
             try:
-                async with self.pool.pubsub() as pubsub:
+                async with redis.pubsub() as pubsub:
                     await pubsub.subscribe(*channels)
                     self._wake.set()  # anything queued while we were not listening
                     async for message in pubsub.listen():
@@ -154,6 +166,8 @@ class TokentailWorker(Worker):
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._cancels is not None:
+            await self._cancels.aclose()
         if not self._handle_signals:
             self.handle_sig(signal.SIGUSR1)
         # arq's close() gathers its job tasks without return_exceptions, so a cancelled one raises there
@@ -165,8 +179,23 @@ class TokentailWorker(Worker):
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
-    ctx["store"] = SessionStore(ctx["redis"], ctx["settings"], batched=lambda name: ScriptPipeline(ctx["redis"], name))
-    ctx.setdefault("providers", Providers(ctx["settings"]))
+    """arq's own client (`ctx["redis"]`) is the queue's; the sessions' may be another Redis."""
+    settings: Settings = ctx["settings"]
+    queue = ctx["redis"]
+    sessions = queue
+    if settings.split_queue:
+        sessions = ctx["sessions_redis"] = sessions_client(
+            settings, max_connections=settings.worker_concurrency + 8, wait=10, socket_keepalive=True
+        )
+    # Appends and renewals batched in pipelines, on one server (a cluster client routes per call).
+    batched = None if settings.redis_cluster else (lambda script: ScriptPipeline(sessions, script))
+    ctx["store"] = SessionStore(sessions, settings, batched=batched, queue=queue if settings.split_queue else None)
+    ctx.setdefault("providers", Providers(settings))
+
+
+async def _shutdown(ctx: dict[str, Any]) -> None:
+    if "sessions_redis" in ctx:
+        await ctx["sessions_redis"].aclose()
 
 
 def create_worker(settings: Settings, **overrides: Any) -> TokentailWorker:
@@ -175,7 +204,7 @@ def create_worker(settings: Settings, **overrides: Any) -> TokentailWorker:
         # arq re-runs a job cancelled by a stopping worker: let it, start_run.lua makes that harmless
         # (and it covers a stop between arq's pickup and start_run, before any lease exists).
         "functions": [func(run_agent, name=jobs.RUN_JOB, max_tries=1000)],
-        "redis_settings": RedisSettings.from_dsn(str(settings.redis_url)),
+        "redis_settings": RedisSettings.from_dsn(str(settings.queue_redis_url or settings.redis_url)),
         "queue_name": keys.queue,
         "settings": settings,
         "wake_channel": keys.wake_channel if settings.worker_wakeups else None,
@@ -189,6 +218,7 @@ def create_worker(settings: Settings, **overrides: Any) -> TokentailWorker:
         "health_check_interval": 10,
         "ctx": {"settings": settings},
         "on_startup": _startup,
+        "on_shutdown": _shutdown,
     }
     options.update(overrides)
     return TokentailWorker(**options)

@@ -17,8 +17,6 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
 
-from shared.store import load_script
-
 
 def _checkout_args(pool: ConnectionPool) -> tuple[str, ...]:
     """redis-py 5.2 requires a command name to check out a connection; 5.3 deprecates passing one."""
@@ -29,9 +27,9 @@ def _checkout_args(pool: ConnectionPool) -> tuple[str, ...]:
 class ScriptPipeline:
     """Called as the script is (`await call(keys=..., args=...)`), by `SessionStore`."""
 
-    def __init__(self, redis: Redis, name: str) -> None:
+    def __init__(self, redis: Redis, script: str) -> None:
         self._redis = redis
-        self._script = redis.register_script(load_script(name))
+        self._script = redis.register_script(script)
         self._waiting: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
         self._sending: asyncio.Task[None] | None = None
         self._checkout = _checkout_args(redis.connection_pool)

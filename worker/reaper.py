@@ -1,17 +1,19 @@
 """Finds runs whose worker died, and queues them for another worker to take over.
 
-A run's lease has a deadline in the leases index, which its worker pushes back every third of a
-lease. A deadline that passed means the worker stopped renewing: it died, stalled, or could not
-reach Redis. Only the first calls for a takeover. So a reaper acts only once Redis has been healthy
+A run's lease has a deadline, which its worker pushes back every third of a lease; the leases
+index (shared/lease_index.py) names the sessions to look at, and when. A deadline that passed
+means the worker stopped renewing: it died, stalled, or could not reach Redis. Only the first
+calls for a takeover. So a reaper acts only once Redis has been healthy
 for a whole lease, as it saw it: each sweep begins with a write (refused by a full or read-only
 Redis), and a sweep that fails, is slow, or comes late starts the count again. A worker cut off by
 a Redis restart, a pause or a full memory then renews within that lease and keeps its run: an
 outage costs a wait, not a restart of every answer. A dead worker's run is taken over a lease
 after its last renewal (plus one sweep interval).
 
-Each sweep pages through all the expired entries: `requeue_run.lua` acts on every one (requeues
-it, clears it when there is nothing to take over, or finds it renewed), so stale entries cannot
-starve the runs behind them.
+Each sweep pages through all the entries that are due: `requeue_run.lua` looks at each session
+(requeues its run, finds it renewed, finds nothing to take over, or pushes a job its outbox still
+holds) and the entry is settled (dropped, or moved to the renewed deadline), so stale entries
+cannot starve the runs behind them.
 """
 
 import asyncio
@@ -80,17 +82,23 @@ class Reaper:
 
     async def _requeue_expired(self) -> int:
         requeued = skipped = 0
-        while page := await self._store.expired_leases(skipped, PAGE):
-            for session_id in page:
+        leases = self._store.leases
+        while page := await leases.due(skipped, PAGE):
+            for entry in page:
                 try:
-                    outcome = await self._store.requeue_run(session_id)
+                    look = await self._store.look(entry.session_id)
                 except redis_errors.ResponseError:  # a broken record: skip it, the others still need us
-                    logger.error("reaper: cannot requeue the run of session %s", session_id, exc_info=True)
+                    logger.error("reaper: cannot requeue the run of session %s", entry.session_id, exc_info=True)
                     skipped += 1
                     continue
-                if outcome is Requeue.REQUEUED:
+                # An intent is done with once looked at: a lease has an entry of its own.
+                renewed = look.outcome is Requeue.RENEWED and not entry.is_intent
+                await leases.settle(entry, look.lease_until if renewed else None)
+                if look.outcome is Requeue.REQUEUED:
                     requeued += 1
-                    logger.warning("the run of session %s lost its worker; queued for takeover", session_id)
+                    logger.warning("the run of session %s lost its worker; queued for takeover", entry.session_id)
+                elif look.outcome is Requeue.PUSHED:  # queued again: a no-op unless its queuer died first
+                    logger.info("session %s: pushed the job its outbox held", entry.session_id)
             if len(page) < PAGE:
                 break
         return requeued

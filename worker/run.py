@@ -109,7 +109,7 @@ async def _hand_over(store: SessionStore, session_id: str, run_id: str, lease_to
     except Exception:  # the lease will expire instead, and a reaper requeue the run
         logger.error("run %s of session %s could not be handed over", run_id, session_id, exc_info=True)
         return
-    logger.info("run %s of session %s handed over: %s", run_id, session_id, requeued.value)
+    logger.info("run %s of session %s handed over: %s", run_id, session_id, requeued)
 
 
 def _exhausted(run: RunRecord) -> str:

@@ -4,9 +4,9 @@
 -- its `outcome` (the record's fields, JSON) travels apart from the event, so a completed run's
 -- output is stored once in its record, not again in `run.completed` (readers add it back).
 --
--- KEYS: meta, runs, events, lease, gone, leases, pending, queue
--- ARGV: session_id, maxlen, ttl_seconds, tombstone_seconds, job_ttl_ms, wake_channel, job key prefix,
---       job function, run_id, lease_token, append_id, outcome_json (or ''), then event type, data pairs
+-- KEYS, ARGV: as lib.lua's session_context, then
+--   ARGV[9] run_id, ARGV[10] lease_token, ARGV[11] append_id, ARGV[12] outcome_json (or ''), then
+--   event type, data pairs
 -- Returns the seq of the last event appended, or an error starting with FENCED.
 --
 -- Idempotent: a worker that lost the reply (Redis restarted, the connection dropped) sends the same

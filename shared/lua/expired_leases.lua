@@ -1,4 +1,4 @@
--- Sessions whose run's lease deadline has passed (Redis time), oldest first: a page of the index.
--- KEYS: leases (zset)   ARGV: offset, count
+-- Entries of the leases index due for a look (Redis time), oldest first, with their scores: a page.
+-- KEYS: the leases index (zset)   ARGV: offset, count
 local _, now_ms = clock()
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', ARGV[1], ARGV[2])
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'WITHSCORES', 'LIMIT', ARGV[1], ARGV[2])

@@ -1,10 +1,20 @@
--- The vocabulary every tokentail script shares; shared/store.py prepends this file to each.
+-- The vocabulary every tokentail script shares; shared/store.py prepends this file to each, after
+-- two constants of the topology: PUBLISH_EVENTS ('PUBLISH', or 'SPUBLISH' on a Redis Cluster, so a
+-- session's notifications stay on its shard) and SPLIT_QUEUE (true when the job queue is on a Redis
+-- of its own, which no script here can write to).
 --
 -- Leases. A run's `lease` key holds the token of the worker running it, with no expiry: it is the
--- fence (appends and renewals must present it). When the lease runs out is the run's score in the
--- `leases` sorted set (Redis time, ms), renewed by the holder; only a reaper, which requeues a run
+-- fence (appends and renewals must present it). When the lease runs out is the meta field
+-- `lease_until` (Redis time, ms), pushed back by the holder; only a reaper, which requeues a run
 -- whose deadline passed while Redis was healthy, takes a lease away. So a worker cut off from
 -- Redis for longer than a lease carries on with its run if it comes back before a reaper acts.
+-- Reapers find the sessions to look at in the leases index (shared/store.py), which no script here
+-- writes: the index may live on the queue's Redis, and it is only ever a list of places to look.
+--
+-- Jobs. With the queue on the same Redis, a script that queues a run writes its arq job itself, in
+-- the same atomic step. With SPLIT_QUEUE, it leaves the job in the session's `dispatch` field (an
+-- outbox) for its caller to push to the queue, and to a reaper if the caller dies first; the
+-- worker that starts the run clears it.
 --
 -- OOM. Over `maxmemory`, Redis refuses a script's first command that may grow memory, unless the
 -- script has written already; so a script fails at its first write, changing nothing, or runs to
@@ -23,18 +33,29 @@ end
 local function add_event(meta, events, maxlen, event_type, data, ts)
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
-  redis.call('PUBLISH', events, seq .. ' ' .. ts .. ' ' .. event_type .. ' ' .. data)
+  redis.call(PUBLISH_EVENTS, events, seq .. ' ' .. ts .. ' ' .. event_type .. ' ' .. data)
   return seq
 end
 
--- Hand the run to arq: its job in arq 0.28's layout (JSON: try, function, args, kwargs, enqueue
--- time; see shared/jobs.py), the queue entry, and a wake-up for idle workers. arq's keys carry no
--- hash tag: scripts that queue jobs are single-node.
-local function queue_job(q, session_id, run_id, job_id, now_ms)
+-- Push a job to arq, on the queue's Redis: the job in arq 0.28's layout (JSON: try, function, args,
+-- kwargs, enqueue time; see shared/jobs.py), the queue entry, and a wake-up for idle workers. A job
+-- id arq still holds is left alone, so pushing the same job twice queues it once. arq's keys carry
+-- no hash tag.
+local function push_job(q, session_id, run_id, job_id, now_ms)
   local job = cjson.encode({t = cjson.null, f = q.job_function, a = {session_id, run_id}, k = {}, et = now_ms})
-  redis.call('SET', q.job_prefix .. job_id, job, 'PX', q.job_ttl_ms)
-  redis.call('ZADD', q.queue, now_ms, job_id)
-  redis.call('PUBLISH', q.wake_channel, job_id)
+  if redis.call('SET', q.job_prefix .. job_id, job, 'PX', q.job_ttl_ms, 'NX') then
+    redis.call('ZADD', q.queue, now_ms, job_id)
+    redis.call('PUBLISH', q.wake_channel, job_id)
+  end
+end
+
+-- Hand the session's active run to arq: now, or through the outbox (see Jobs above).
+local function queue_job(k, q, run_id, job_id, now_ms)
+  if SPLIT_QUEUE then
+    redis.call('HSET', k.meta, 'dispatch', job_id .. ' ' .. run_id)
+  else
+    push_job(q, q.session_id, run_id, job_id, now_ms)
+  end
 end
 
 local function get_run(runs, run_id)
@@ -59,13 +80,12 @@ local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_
   for field, value in pairs(outcome) do run[field] = value end
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
   redis.call('HSET', k.meta, 'active_run', '')
-  redis.call('HDEL', k.meta, 'cancel_run')
+  redis.call('HDEL', k.meta, 'cancel_run', 'lease_until', 'dispatch')
   redis.call('DEL', k.lease)
-  redis.call('ZREM', k.leases, s.session_id)
   local next_run = redis.call('LPOP', k.pending)
   if next_run then
     redis.call('HSET', k.meta, 'active_run', next_run)
-    queue_job(s, s.session_id, next_run, next_run, now_ms)
+    queue_job(k, s, next_run, next_run, now_ms)
   else
     redis.call('EXPIRE', k.meta, s.ttl)
     redis.call('EXPIRE', k.runs, s.ttl)
@@ -83,14 +103,13 @@ local function cancel_unheld(k, s, run_id, reason)
 end
 
 -- The keys and settings of a script that may end or queue runs, from its KEYS and ARGV. Such
--- scripts take KEYS meta, runs, events, lease, gone, leases, pending, queue, then their own; and
--- ARGV session_id, maxlen, ttl_seconds, tombstone_seconds, job_ttl_ms, wake_channel,
--- job key prefix, job function, then their own (from ARGV[9]).
+-- scripts take KEYS meta, runs, events, lease, gone, pending, then the queue (only when it is on
+-- the same Redis), and ARGV session_id, maxlen, ttl_seconds, tombstone_seconds, job_ttl_ms,
+-- wake_channel, job key prefix, job function, then their own (from ARGV[9]).
 local function session_context()
-  local k = {meta = KEYS[1], runs = KEYS[2], events = KEYS[3], lease = KEYS[4], gone = KEYS[5],
-             leases = KEYS[6], pending = KEYS[7], queue = KEYS[8]}
+  local k = {meta = KEYS[1], runs = KEYS[2], events = KEYS[3], lease = KEYS[4], gone = KEYS[5], pending = KEYS[6]}
   local s = {session_id = ARGV[1], maxlen = ARGV[2], ttl = tonumber(ARGV[3]), tombstone = tonumber(ARGV[4]),
              job_ttl_ms = ARGV[5], wake_channel = ARGV[6], job_prefix = ARGV[7], job_function = ARGV[8],
-             queue = KEYS[8]}
+             queue = KEYS[7]}
   return k, s
 end

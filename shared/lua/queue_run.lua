@@ -39,7 +39,7 @@ redis.call('PERSIST', k.events)
 
 if not active then
   redis.call('HSET', k.meta, 'active_run', run_id)
-  queue_job(s, s.session_id, run_id, run_id, now_ms)
+  queue_job(k, s, run_id, run_id, now_ms)
   return {'ok', seq, 'started'}
 end
 if multitask ~= 'interrupt' then

@@ -3,7 +3,8 @@
 -- attempt goes up and `run.retrying` comes first, so clients drop that attempt's partial text. A
 -- duplicate delivery of a job finds the lease taken, or the run over, and does nothing.
 --
--- The job leaves arq's queue here, atomically with the claim. arq marks a job it picks up as in
+-- The job leaves arq's queue here, atomically with the claim (with SPLIT_QUEUE, the worker takes it
+-- out right after, and clears the outbox here). arq marks a job it picks up as in
 -- progress for a short while only (worker/main.py), so that a worker killed between picking a job
 -- and this script leaves the job to be picked again within seconds; a job that got this far must
 -- not be picked again when that mark lapses.
@@ -30,8 +31,9 @@ elseif run.attempt - (run.handovers or 0) >= max_attempts then
 end
 
 redis.call('SET', k.lease, token)
-redis.call('ZADD', k.leases, now_ms + lease_ms, s.session_id)
-redis.call('ZREM', k.queue, ARGV[13])
+redis.call('HSET', k.meta, 'lease_until', now_ms + lease_ms)
+redis.call('HDEL', k.meta, 'dispatch')
+if not SPLIT_QUEUE then redis.call('ZREM', s.queue, ARGV[13]) end
 if verdict ~= '' then
   -- The lease lets the worker write the terminal event through the usual fenced append.
   return {'ok', redis.call('HGET', k.meta, 'seq'), redis.call('HGET', k.runs, run_id), verdict}

@@ -15,6 +15,7 @@ from redis import Redis
 
 from shared.keys import Keys
 from shared.redis_server import RedisServer, free_port
+from tests.redis_cluster import LocalCluster
 
 
 def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -76,7 +77,7 @@ class Stack:
     def wait_for_workers(self, count: int, timeout: float = 20.0) -> None:
         """Until `count` workers listen for cancels, i.e. have started and can take jobs."""
         channel = Keys(self.env["TOKENTAIL_KEY_PREFIX"]).cancel_channel
-        with Redis.from_url(self.redis.url) as client:
+        with Redis.from_url(self.env["TOKENTAIL_REDIS_URL"]) as client:  # with a cluster, the node they listen on
             deadline = time.monotonic() + timeout
             while client.pubsub_numsub(channel)[0][1] < count:
                 if time.monotonic() > deadline:
@@ -94,3 +95,17 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     stack = Stack(tmp_path)
     yield stack
     stack.close()
+
+
+@pytest.fixture
+def cluster_stack(tmp_path: Path) -> Iterator[Stack]:
+    """Sessions on a local Redis Cluster of three primaries; the stack's own redis-server holds the queue."""
+    with LocalCluster(tmp_path / "cluster") as cluster:
+        stack = Stack(tmp_path)
+        stack.env |= {
+            "TOKENTAIL_REDIS_URL": cluster.url,
+            "TOKENTAIL_REDIS_CLUSTER": "true",
+            "TOKENTAIL_QUEUE_REDIS_URL": stack.redis.url,
+        }
+        yield stack
+        stack.close()

@@ -63,6 +63,17 @@ async def test_a_killed_worker_s_run_is_taken_over_and_completed(fast_leases: St
     assert takeover < 10
 
 
+async def test_on_a_redis_cluster_a_killed_worker_s_run_is_taken_over_and_completed(cluster_stack: Stack) -> None:
+    # Sessions spread over three primaries, the queue on a Redis of its own: the run's lease is found
+    # through the index beside the queue, and its takeover job pushed from the session's outbox.
+    cluster_stack.env["TOKENTAIL_LEASE_MS"] = "2000"
+    watchers, takeover = await _crash_mid_run(cluster_stack, signal.SIGKILL)
+    for watcher in watchers:
+        _assert_whole(watcher)
+    print(f"\ntakeover after SIGKILL on a cluster (lease 2 s, reap every 1 s): {takeover:.2f} s")  # noqa: T201
+    assert takeover < 10
+
+
 async def test_a_stopping_worker_hands_its_run_over_at_once(stack: Stack) -> None:
     watchers, takeover = await _crash_mid_run(stack, signal.SIGTERM)  # default 5 s lease: not waited for
     for watcher in watchers:

@@ -8,6 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.errors import LeaseLost
+from shared.lua import load_script
 from shared.settings import Settings
 from shared.store import SessionStore
 from tests.integration.test_store import _started
@@ -17,7 +18,7 @@ from worker.pipelines import ScriptPipeline
 
 @pytest.fixture
 def pipeline(redis: Redis) -> ScriptPipeline:
-    return ScriptPipeline(redis, "append")
+    return ScriptPipeline(redis, load_script("append"))
 
 
 def _count_round_trips(pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -36,7 +37,9 @@ def _count_round_trips(pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch
 def _batched(redis: Redis, settings: Settings, appends: ScriptPipeline) -> SessionStore:
     """A store that sends its appends through `appends`, as the worker's does."""
     return SessionStore(
-        redis, settings, batched=lambda name: appends if name == "append" else ScriptPipeline(redis, name)
+        redis,
+        settings,
+        batched=lambda script: appends if script == load_script("append") else ScriptPipeline(redis, script),
     )
 
 
@@ -122,9 +125,11 @@ async def test_a_broken_round_trip_fails_every_append_in_it(
 async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone_is_told(
     redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    renewals = ScriptPipeline(redis, "renew_lease")
+    renewals = ScriptPipeline(redis, load_script("renew_lease"))
     store = SessionStore(
-        redis, settings, batched=lambda name: renewals if name == "renew_lease" else ScriptPipeline(redis, name)
+        redis,
+        settings,
+        batched=lambda script: renewals if script == load_script("renew_lease") else ScriptPipeline(redis, script),
     )
     runs = [await _started(store) for _ in range(20)]
     round_trips = _count_round_trips(renewals, monkeypatch)

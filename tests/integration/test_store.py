@@ -116,7 +116,7 @@ async def test_a_terminal_event_closes_the_run_frees_the_session_and_starts_rete
     assert state.active_run_id is None and state.status == "idle" and state.last_event_id == 4
     assert state.runs[0].status == "completed" and state.runs[0].output == "hi" and state.runs[0].finished_seq == 4
     keys = store.keys.session(session_id)
-    assert not await redis.exists(keys.lease) and await redis.zscore(store.keys.leases, session_id) is None
+    assert not await redis.exists(keys.lease)
     for key in (keys.meta, keys.runs, keys.events):
         assert 0 < await redis.ttl(key) <= settings.session_ttl_seconds
     # The tombstone outlives the session so an expired id answers 410.
@@ -186,20 +186,24 @@ async def test_params_survive_the_lua_scripts_exactly(store: SessionStore) -> No
 
 
 async def _expire(store: SessionStore, redis: Redis, session_id: str) -> None:
-    """What a killed worker leaves behind: its lease, with a deadline long past in the index."""
-    await redis.zadd(store.keys.leases, {session_id: 0})
+    """What a killed worker leaves behind: its lease, its deadline long past, its index entry due."""
+    await redis.hset(store.keys.session(session_id).meta, "lease_until", 0)  # type: ignore[misc]
+    await redis.zadd(store.keys.lease_checks, {session_id: 0})
+
+
+async def _due(store: SessionStore) -> list[str]:
+    return [entry.member for entry in await store.leases.due(0, 100)]
 
 
 async def test_a_run_whose_lease_expired_is_requeued_once_and_taken_over_as_the_next_attempt(
     store: SessionStore, redis: Redis
 ) -> None:
     session_id, run = await _started(store)
-    assert await store.expired_leases() == []
+    assert await _due(store) == []  # its worker's entry comes due when the lease would run out
     await _expire(store, redis, session_id)
-    assert await store.expired_leases() == [session_id]
-    assert await store.requeue_run(session_id) is Requeue.REQUEUED
-    assert await store.requeue_run(session_id) is Requeue.CLEARED  # another reaper finds nothing to do
-    assert await store.expired_leases() == []
+    assert await _due(store) == [session_id]
+    assert (await store.look(session_id)).outcome is Requeue.REQUEUED
+    assert (await store.look(session_id)).outcome is Requeue.CLEARED  # another reaper finds nothing to do
     assert await redis.zcard(store.keys.queue) == 1  # the takeover's job (the first one left when it started)
     with pytest.raises(LeaseLost):  # the dead worker, were it only stalled, is fenced out
         await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id)])
@@ -217,8 +221,9 @@ async def test_a_holder_that_renews_after_its_deadline_keeps_its_run(store: Sess
     session_id, run = await _started(store)
     await _expire(store, redis, session_id)
     assert await store.renew_lease(session_id, run.run_id, "lease-1") is Renewal.RENEWED
-    assert await store.expired_leases() == []
-    assert await store.requeue_run(session_id) is Requeue.RENEWED  # a reaper with a stale page
+    look = await store.look(session_id)  # a reaper that read the entry before the renewal
+    seconds, _ = await redis.time()
+    assert look.outcome is Requeue.RENEWED and look.lease_until is not None and look.lease_until > seconds * 1000
     await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id)])  # not fenced
 
 
@@ -227,14 +232,12 @@ async def test_a_reaper_clears_index_entries_with_nothing_to_take_over(store: Se
     await store.append(ended, run.run_id, "lease-1", [], ending=_done(run.run_id))
     for session_id in (ended, new_session_id()):  # a run that ended, a session that never existed
         await _expire(store, redis, session_id)
-        assert await store.requeue_run(session_id) is Requeue.CLEARED
-    assert await store.expired_leases() == []
+        assert (await store.look(session_id)).outcome is Requeue.CLEARED
 
 
 async def test_deleting_a_session_takes_its_run_s_lease_away(store: SessionStore, redis: Redis) -> None:
     session_id, run = await _started(store)
     await store.delete_session(await store.get_session(session_id))
-    assert await redis.zscore(store.keys.leases, session_id) is None
     assert not await redis.exists(store.keys.session(session_id).lease)
     assert await store.renew_lease(session_id, run.run_id, "lease-1") is Renewal.LOST  # its worker stops
 
@@ -251,7 +254,7 @@ async def test_after_max_attempts_the_run_is_to_be_failed(redis: Redis, settings
     store = SessionStore(redis, settings.model_copy(update={"max_attempts": 1}))
     session_id, run = await _started(store)
     await _expire(store, redis, session_id)
-    assert await store.requeue_run(session_id) is Requeue.REQUEUED
+    assert (await store.look(session_id)).outcome is Requeue.REQUEUED
     taken = await store.start_run(session_id, run.run_id, "lease-2", "any")
     assert taken is not None and taken[1] is StartVerdict.EXHAUSTED
     assert [e.type for e in await store.read(session_id, 0, 100)] == [b"run.queued", b"run.started"]
@@ -287,7 +290,7 @@ async def test_cancel_signals_the_worker_holding_the_run_once(store: SessionStor
     assert await store.renew_lease(session_id, run.run_id, "lease-1") is Renewal.CANCEL_PENDING
     # Its worker died before ending it; the run's next worker ends it instead of running it.
     await _expire(store, redis, session_id)
-    assert await store.requeue_run(session_id) is Requeue.REQUEUED
+    assert (await store.look(session_id)).outcome is Requeue.REQUEUED
     taken = await store.start_run(session_id, run.run_id, "lease-2", "any")
     assert taken is not None and taken[1] is StartVerdict.CANCEL
     await store.append(session_id, run.run_id, "lease-2", [], ending=RunCancelled(run_id=run.run_id, reason="asked"))

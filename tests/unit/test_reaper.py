@@ -4,7 +4,8 @@ index entries it has nothing to do for."""
 import pytest
 from redis import exceptions as redis_errors
 
-from shared.store import Requeue, SessionStore
+from shared.lease_index import Due
+from shared.store import Look, Requeue, SessionStore
 from worker.reaper import PAGE, Reaper
 
 LEASE = 5.0
@@ -19,32 +20,49 @@ class Clock:
         return self.now
 
 
+class FakeIndex:
+    """The leases index as the reaper sees it: the entries due, settled once looked at."""
+
+    def __init__(self) -> None:
+        self.due_entries: dict[str, Requeue | Exception] = {}
+
+    async def due(self, offset: int, count: int) -> list[Due]:
+        return [Due(member, b"0") for member in list(self.due_entries)[offset : offset + count]]
+
+    async def settle(self, entry: Due, look_again_at: int | None = None) -> None:
+        del self.due_entries[entry.member]  # dropped, or moved out of the due range
+
+
 class FakeStore:
-    """The leases index as the reaper sees it: expired entries, each with what requeueing it does."""
+    """Each due entry with what looking at its session finds."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self.expired: dict[str, Requeue | Exception] = {}
+        self.leases = FakeIndex()
         self.refuse_writes: Exception | None = None
         self.write_takes = 0.0
         self.requeued: list[str] = []
+
+    @property
+    def expired(self) -> dict[str, Requeue | Exception]:
+        return self.leases.due_entries
+
+    @expired.setter
+    def expired(self, entries: dict[str, Requeue | Exception]) -> None:
+        self.leases.due_entries = entries
 
     async def writable(self) -> None:
         self.clock.now += self.write_takes
         if self.refuse_writes is not None:
             raise self.refuse_writes
 
-    async def expired_leases(self, offset: int = 0, count: int = 100) -> list[str]:
-        return list(self.expired)[offset : offset + count]
-
-    async def requeue_run(self, session_id: str, lease_token: str = "") -> Requeue:
+    async def look(self, session_id: str) -> Look:
         outcome = self.expired[session_id]
         if isinstance(outcome, Exception):
             raise outcome
-        del self.expired[session_id]  # requeued or cleared: out of the index (renewed: out of the expired range)
         if outcome is Requeue.REQUEUED:
             self.requeued.append(session_id)
-        return outcome
+        return Look(outcome, 1 if outcome is Requeue.RENEWED else None)
 
 
 @pytest.fixture

@@ -1,0 +1,99 @@
+"""The leases index: where reapers find the runs that may have lost their worker.
+
+The truth is in each session's keys, written by its scripts: a run's lease and its deadline, and,
+when the job queue is on a Redis of its own, the job a script left in the session's outbox for its
+caller to push (lib.lua). The index, a sorted set on the queue's Redis, only lists the sessions to
+look at and when, so that no script has to write a key outside its session's slot (a Redis Cluster
+forbids it). It stays complete because it is written before the truth it points at: a worker adds
+its session before it claims a run, and a caller whose script may leave a job in the outbox first
+adds an intent (`<sid> <random>`) that it removes once the job is pushed. Only a reaper drops or
+moves an entry, after looking at the session, and only if nobody wrote the entry meanwhile
+(settle_check.lua): a run claimed while a reaper looked keeps its entry.
+
+An entry is looked at once its time comes: a lease is found renewed (the entry moves to the new
+deadline), or run out (the run is requeued), or gone with its run; an intent whose caller died
+before pushing its job finds the job still in the outbox and pushes it (pushing twice queues once).
+"""
+
+import secrets
+import time
+from typing import NamedTuple
+
+from redis.asyncio import Redis
+
+from shared.jobs import JOB_TTL_MS, RUN_JOB
+from shared.keys import Keys
+from shared.lua import load_script
+from shared.settings import Settings
+
+
+class Due(NamedTuple):
+    member: str
+    score: bytes  # as Redis wrote it: a reaper settles the entry only if it still reads so
+
+    @property
+    def session_id(self) -> str:
+        return self.member.partition(" ")[0]
+
+    @property
+    def is_intent(self) -> bool:
+        return " " in self.member
+
+
+class LeaseIndex:
+    def __init__(self, queue: Redis, settings: Settings) -> None:
+        """`queue`: the queue's Redis (the sessions' Redis when they share one)."""
+        self.redis = queue
+        self._keys = Keys(settings.key_prefix)
+        self._key = self._keys.lease_checks
+        self._lease_ms = settings.lease_ms
+        self._due = queue.register_script(load_script("expired_leases"))
+        self._settle = queue.register_script(load_script("settle_check"))
+        self._push = queue.register_script(load_script("push_job"))
+
+    async def watch(self, session_id: str) -> None:
+        """Before claiming the session's run: look at its lease when the lease would run out."""
+        await self.redis.zadd(self._key, {session_id: _now_ms() + self._lease_ms})
+
+    async def intend(self, session_id: str) -> str:
+        """Before a script that may leave a job in the session's outbox; `forget` it once pushed.
+        Looked at after two leases, so a caller that is merely slow pushes its job first."""
+        member = f"{session_id} {secrets.token_hex(4)}"
+        await self.redis.zadd(self._key, {member: _now_ms() + 2 * self._lease_ms})
+        return member
+
+    async def forget(self, member: str) -> None:
+        await self.redis.zrem(self._key, member)
+
+    async def due(self, offset: int, count: int) -> list[Due]:
+        """Entries whose time came (the queue's Redis time), oldest first: one page."""
+        flat = await self._due(keys=[self._key], args=[offset, count])
+        return [Due(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    async def settle(self, entry: Due, look_again_at: int | None = None) -> None:
+        """Drop the entry (or move it to `look_again_at`, ms), unless it was written since it was read."""
+        next_score = str(look_again_at) if look_again_at else ""
+        await self._settle(keys=[self._key], args=[entry.member, entry.score, next_score])
+
+    async def push(self, session_id: str, dispatch: bytes) -> None:
+        """Push the job an outbox held (`<job_id> <run_id>`) to arq's queue; pushing twice queues once."""
+        job_id, _, run_id = dispatch.decode().partition(" ")
+        args: list[str | int] = [
+            session_id,
+            JOB_TTL_MS,
+            self._keys.wake_channel,
+            self._keys.arq_job(""),
+            RUN_JOB,
+            job_id,
+            run_id,
+        ]
+        await self._push(keys=[self._keys.queue], args=args)
+
+    async def take(self, job_id: str) -> None:
+        """Take a claimed run's job out of arq's queue (with the queue apart, start_run.lua cannot)."""
+        await self.redis.zrem(self._keys.queue, job_id)
+
+
+def _now_ms() -> int:
+    # This process's clock: an entry looked at a little early is found renewed, and moved.
+    return int(time.time() * 1000)

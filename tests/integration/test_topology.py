@@ -1,0 +1,261 @@
+"""Redis past one node: the sessions on a local Redis Cluster of three primaries, the job queue on a
+Redis of its own. Every path that crosses the two (a job queued through a session's outbox, a lease
+found by the index beside the queue) is tested at the instant a process would die in between."""
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import redis as sync_redis
+from redis.asyncio import Redis, RedisCluster
+
+from gateway.hub import StreamHub
+from shared.redis_server import RedisServer
+from shared.settings import Settings
+from shared.store import Requeue, SessionStore, StartVerdict
+from tests.integration.test_hub import Follower, _append, _live
+from tests.integration.test_store import _delta, _done, _run, _session, _started
+from tests.redis_cluster import LocalCluster
+from tests.sse_client import read_events
+from worker.reaper import Reaper
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-cli") is None, reason="needs redis-cli to create the cluster")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with LocalCluster(Path(tmp_path_factory.mktemp("cluster"))) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def queue_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with RedisServer(Path(tmp_path_factory.mktemp("queue"))) as server:
+        yield server.url
+
+
+@pytest.fixture
+def settings(settings: Settings, cluster: LocalCluster, queue_url: str) -> Settings:
+    return Settings(
+        **{
+            **settings.model_dump(),
+            "redis_url": cluster.url,
+            "redis_cluster": True,
+            "queue_redis_url": queue_url,
+        }
+    )
+
+
+@pytest.fixture
+async def sessions(settings: Settings) -> AsyncIterator[RedisCluster]:
+    client = RedisCluster.from_url(str(settings.redis_url))
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def queue(queue_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(queue_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def store(sessions: RedisCluster, queue: Redis, settings: Settings) -> SessionStore:
+    return SessionStore(sessions, settings, queue=queue)
+
+
+def _reaper(store: SessionStore) -> Reaper:
+    return Reaper(store, interval=1.0, lease_seconds=store.settings.lease_ms / 1000)
+
+
+async def _make_due(store: SessionStore, queue: Redis) -> None:
+    """Every entry of the leases index due now: as if its time had come."""
+    for member in await queue.zrange(store.keys.lease_checks, 0, -1):
+        await queue.zadd(store.keys.lease_checks, {member: 0})
+
+
+async def _queued_jobs(store: SessionStore, queue: Redis) -> list[str]:
+    return [job.decode() for job in await queue.zrange(store.keys.queue, 0, -1)]
+
+
+async def test_runs_stream_end_to_end_with_sessions_on_every_shard_and_the_queue_apart(
+    start_gateway: Any, start_worker: Any, cluster: LocalCluster, queue: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    await start_worker()
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:
+        created = [
+            (
+                await client.post(
+                    "/v1/sessions", json={"input": f"question {i}", "params": {"tokens": 20, "tokens_per_second": 200}}
+                )
+            ).json()
+            for i in range(12)
+        ]
+        streams = await asyncio.gather(*(read_events(client, session["events_url"]) for session in created))
+    for received in streams:
+        assert received.ids == list(range(1, len(received.ids) + 1))  # every id once, in order
+        assert received.events[-1][1] == "run.completed" and received.events[-1][2]["output"]
+    # The sessions landed on every primary, and the gateway's hub followed each shard on a link of its own.
+    with sync_redis.RedisCluster.from_url(cluster.url) as client:
+        shards = {client.get_node_from_key(f"{settings.key_prefix}:{{{c['session_id']}}}:events").name for c in created}
+    assert len(shards) == 3
+    assert set(gateway.app.state.hub._links) == shards
+    # The queue's Redis holds arq's keys and the index; the cluster holds none of them.
+    assert await queue.exists(f"{settings.key_prefix}:lease-checks")
+    with sync_redis.RedisCluster.from_url(cluster.url) as client:
+        for pattern in (f"{settings.key_prefix}:queue*", f"{settings.key_prefix}:lease-checks", "arq:*"):
+            assert not client.keys(pattern, target_nodes="primaries")
+
+
+async def test_a_run_is_queued_through_the_session_s_outbox_and_leaves_the_queue_when_claimed(
+    store: SessionStore, sessions: RedisCluster, queue: Redis
+) -> None:
+    session, run = _session(), _run()
+    assert await store.queue_run(session.session_id, run, create=session)
+    job = json.loads(await queue.get(store.keys.arq_job(run.run_id)))
+    assert job["a"] == [session.session_id, run.run_id]
+    assert await _queued_jobs(store, queue) == [run.run_id]
+    assert await store.leases.due(0, 10) == []  # the intent was removed once the job was pushed
+    started = await store.start_run(session.session_id, run.run_id, "lease-1", run.run_id)
+    assert started is not None and started[1] is StartVerdict.RUN
+    assert await _queued_jobs(store, queue) == []
+    assert not await sessions.hexists(store.keys.session(session.session_id).meta, "dispatch")
+
+
+async def test_a_gateway_that_dies_between_its_script_and_the_push_loses_no_run(
+    store: SessionStore, queue: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def dies(*args: object) -> None:
+        raise ConnectionError("the gateway died here")
+
+    session, run = _session(), _run()
+    with monkeypatch.context() as patch:
+        patch.setattr(store.leases, "push", dies)
+        with pytest.raises(ConnectionError):
+            await store.queue_run(session.session_id, run, create=session)
+    assert await _queued_jobs(store, queue) == []  # recorded, never queued...
+    [intent] = await queue.zrange(store.keys.lease_checks, 0, -1)
+    assert intent.decode().startswith(session.session_id + " ")  # ...but its intent is in the index
+    await _make_due(store, queue)
+    await _reaper(store)._requeue_expired()
+    assert await _queued_jobs(store, queue) == [run.run_id]
+    assert await store.leases.due(0, 10) == []
+    assert await store.start_run(session.session_id, run.run_id, "lease-1", run.run_id) is not None
+
+
+async def test_a_worker_that_dies_after_ending_its_run_loses_no_run_in_line(
+    store: SessionStore, queue: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session_id, first = await _started(store)
+    second = _run("next")
+    assert not await store.queue_run(session_id, second, multitask="enqueue")
+
+    async def dies(*args: object) -> None:
+        raise ConnectionError("the worker died here")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store.leases, "push", dies)
+        with pytest.raises(ConnectionError):
+            await store.append(session_id, first.run_id, "lease-1", [_delta(first.run_id)], ending=_done(first.run_id))
+    assert second.run_id not in await _queued_jobs(store, queue)
+    await _make_due(store, queue)  # the entry of the first run's lease
+    await _reaper(store)._requeue_expired()
+    assert second.run_id in await _queued_jobs(store, queue)
+    started = await store.start_run(session_id, second.run_id, "lease-2", second.run_id)
+    assert started is not None and started[0].run_id == second.run_id
+
+
+async def test_a_run_whose_lease_ran_out_is_requeued_on_the_queue_apart(
+    store: SessionStore, sessions: RedisCluster, queue: Redis
+) -> None:
+    session_id, run = await _started(store)
+    await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id)])
+    reaper = _reaper(store)
+    await _make_due(store, queue)
+    await reaper._requeue_expired()  # renewed: the entry moves to the lease's deadline
+    assert await store.leases.due(0, 10) == []
+    await sessions.hset(store.keys.session(session_id).meta, "lease_until", 0)  # type: ignore[misc]
+    await _make_due(store, queue)
+    assert await reaper._requeue_expired() == 1
+    [job_id] = await _queued_jobs(store, queue)
+    assert job_id.startswith(run.run_id + ".")
+    taken = await store.start_run(session_id, run.run_id, "lease-2", job_id)
+    assert taken is not None and taken[0].attempt == 2
+    assert await _queued_jobs(store, queue) == []
+
+
+async def test_a_reaper_keeps_an_entry_a_worker_wrote_while_it_looked(store: SessionStore, queue: Redis) -> None:
+    session, run = _session(), _run()
+    await store.queue_run(session.session_id, run, create=session)
+    await queue.zadd(store.keys.lease_checks, {session.session_id: 0})  # an old entry, due
+    [entry] = [e for e in await store.leases.due(0, 10) if e.member == session.session_id]
+    assert (await store.look(session.session_id)).outcome is Requeue.PUSHED  # no lease yet
+    await store.start_run(session.session_id, run.run_id, "lease-1", run.run_id)  # writes the entry first
+    await store.leases.settle(entry)  # the reaper, done with what it read
+    assert await queue.zscore(store.keys.lease_checks, session.session_id) not in (None, 0)
+
+
+def _move_slot(cluster: LocalCluster, slot: int) -> str:
+    """Migrate `slot` (its keys too) to another primary, as `redis-cli --cluster reshard` does; the
+    address of its new primary."""
+    clients = {node.port: sync_redis.Redis(port=node.port) for node in cluster.nodes}
+    try:
+        source_port = next(port for port, client in clients.items() if slot in _slots_of(client))
+        target_port = next(port for port in clients if port != source_port)
+        source, target = clients[source_port], clients[target_port]
+        source_id, target_id = (c.execute_command("CLUSTER", "MYID").decode() for c in (source, target))
+        target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            source.execute_command("MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
+        for client in (target, source, *(c for p, c in clients.items() if p not in (source_port, target_port))):
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return f"127.0.0.1:{target_port}"
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def _slots_of(client: sync_redis.Redis) -> set[int]:
+    myself = next(line for line in client.execute_command("CLUSTER", "NODES").decode().splitlines() if "myself" in line)
+    slots: set[int] = set()
+    for part in myself.split()[8:]:
+        if part.startswith("["):
+            continue
+        start, _, end = part.partition("-")
+        slots.update(range(int(start), int(end or start) + 1))
+    return slots
+
+
+async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primary(
+    store: SessionStore, sessions: RedisCluster, settings: Settings, cluster: LocalCluster
+) -> None:
+    hub = StreamHub(settings, read_connections=3)
+    await hub.start()
+    try:
+        session_id, run = await _started(store)
+        followers = [Follower(hub, session_id) for _ in range(3)]
+        await _live(*followers)
+        await _append(store, session_id, run.run_id, 5)
+        key = store.keys.session(session_id).events
+        before = hub._channels[key.encode()].link
+        new_primary = _move_slot(cluster, sessions.keyslot(key))
+        async with asyncio.timeout(10):  # the old primary unsubscribed the hub; it follows the new one
+            while (link := hub._channels[key.encode()].link) is before or link is None or not link.connection:
+                await asyncio.sleep(0.02)
+        assert link.address == new_primary
+        for _ in range(10):
+            last = await _append(store, session_id, run.run_id)
+        for follower in followers:
+            await follower.until(last)
+            assert follower.seqs == list(range(1, last + 1))  # no id dropped or repeated across the move
+            await follower.close()
+    finally:
+        await hub.aclose()

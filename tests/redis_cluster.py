@@ -1,0 +1,76 @@
+"""A local Redis Cluster of three masters for the tests: three `redis-server --cluster-enabled yes`
+joined by `redis-cli --cluster create`."""
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from shared.redis_server import RedisServer
+
+
+class LocalCluster:
+    def __init__(self, data_dir: Path, masters: int = 3) -> None:
+        self.nodes = []
+        for i in range(masters):
+            node_dir = data_dir / f"node{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            cluster_args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+            self.nodes.append(RedisServer(node_dir, port=_cluster_port(), extra_args=cluster_args))
+
+    @property
+    def url(self) -> str:
+        """A node's URL: a cluster client finds the others from it."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self, timeout: float = 30.0) -> "LocalCluster":
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while not all(self._ready(node) for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the local Redis Cluster did not come up")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    @staticmethod
+    def _ready(node: RedisServer) -> bool:
+        with redis.Redis(port=node.port) as client:
+            info = client.execute_command("CLUSTER", "INFO").decode()  # type: ignore[no-untyped-call]
+            return "cluster_state:ok" in info and "cluster_known_nodes:3" in info
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType]) -> None:
+        self.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (10000 above it) is free and exists."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
