@@ -1,4 +1,5 @@
-"""One reader per gateway process: every open stream is fed from one pub/sub connection.
+"""One reader per gateway process: every open stream is fed from one pub/sub connection (one per
+primary on a Redis Cluster, where each session notifies on its shard).
 
 append.lua publishes each event it appends, as `<seq> <ts> <type> <data>`, on a channel named like
 the session's stream key. The hub subscribes to the sessions that have at least one follower in

@@ -114,6 +114,30 @@ async def test_runs_stream_end_to_end_with_sessions_on_every_shard_and_the_queue
             assert not client.keys(pattern, target_nodes="primaries")
 
 
+async def test_a_run_on_a_cluster_is_cancelled_through_its_worker(
+    start_gateway: Any, start_worker: Any, cluster: LocalCluster, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    await start_worker()
+    with sync_redis.Redis.from_url(cluster.url) as node:  # the worker listens for cancels on this node
+        async with asyncio.timeout(10):
+            while node.pubsub_numsub(settings.key_prefix + ":cancel")[0][1] < 1:
+                await asyncio.sleep(0.05)
+    started = asyncio.Event()
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:
+        body = {"input": "a long one", "params": {"tokens": 1000, "tokens_per_second": 20}}
+        created = (await client.post("/v1/sessions", json=body)).json()
+        reading = asyncio.create_task(
+            read_events(client, created["events_url"], on_event=lambda e: e[1] == "message.delta" and started.set())
+        )
+        await asyncio.wait_for(started.wait(), 10)
+        cancel = await client.post(f"/v1/sessions/{created['session_id']}/cancel")
+        assert cancel.status_code == 202
+        received = await asyncio.wait_for(reading, 10)
+    assert received.events[-1][1] == "run.cancelled"
+    assert received.ids == list(range(1, len(received.ids) + 1))
+
+
 async def test_a_run_is_queued_through_the_session_s_outbox_and_leaves_the_queue_when_claimed(
     store: SessionStore, sessions: RedisCluster, queue: Redis
 ) -> None:
