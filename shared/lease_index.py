@@ -2,13 +2,15 @@
 
 The truth is in each session's keys, written by its scripts: a run's lease and its deadline, and,
 when the job queue is on a Redis of its own, the job a script left in the session's outbox for its
-caller to push (lib.lua). The index, a sorted set on the queue's Redis, only lists the sessions to
-look at and when, so that no script has to write a key outside its session's slot (a Redis Cluster
-forbids it). It stays complete because it is written before the truth it points at: a worker adds
-its session before it claims a run, and a caller whose script may leave a job in the outbox first
-adds an intent (`<sid> <random>`) that it removes once the job is pushed. Only a reaper drops or
-moves an entry, after looking at the session, and only if nobody wrote the entry meanwhile
-(settle_check.lua): a run claimed while a reaper looked keeps its entry.
+caller to push (lib.lua). The index, a sorted set beside the queue, lists the sessions to look at
+and when. On one Redis, the scripts keep it exact in the same step as the lease (the session, at its
+lease's deadline). With the queue apart, no script can reach it (a Redis Cluster forbids writing
+outside the session's slot), and the callers keep it as a list of places to look, complete because
+it is written before the truth it points at: a worker adds its session before it claims a run, and
+a caller whose script may leave a job in the outbox first adds an intent (`<sid> <random>`) that it
+removes once the job is pushed. Only a reaper drops or moves an entry, after looking at the
+session, and only if nobody wrote the entry meanwhile (settle_check.lua): a run claimed while a
+reaper looked keeps its entry.
 
 An entry is looked at once its time comes: a lease is found renewed (the entry moves to the new
 deadline), or run out (the run is requeued), or gone with its run; an intent whose caller died
@@ -52,7 +54,8 @@ class LeaseIndex:
         self._push = queue.register_script(load_script("push_job"))
 
     async def watch(self, session_id: str) -> None:
-        """Before claiming the session's run: look at its lease when the lease would run out."""
+        """Before claiming the session's run, with the queue apart: look at its lease when the lease
+        would run out."""
         await self.redis.zadd(self._key, {session_id: _now_ms() + self._lease_ms})
 
     async def intend(self, session_id: str) -> str:

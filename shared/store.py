@@ -155,6 +155,10 @@ class SessionStore:
             redis.set_response_callback("XRANGE", lambda response, **options: response)
             self._xrange = "XRANGE"
         self._split = settings.split_queue
+        # The queue's keys a script writes in the same step as the session's, when they share a
+        # Redis: arq's queue, and the leases index, which the scripts then keep exact (lib.lua).
+        self._index_keys = [] if self._split else [self.keys.lease_checks]
+        self._queue_keys = [] if self._split else [self.keys.queue, *self._index_keys]
 
         def source(name: str) -> str:
             return load_script(name, cluster=settings.redis_cluster, split_queue=self._split)
@@ -174,8 +178,7 @@ class SessionStore:
     def _run_script_args(self, session_id: str) -> tuple[list[str], list[str | int]]:
         """The keys and arguments every script that queues or ends runs starts with (lib.lua)."""
         keys = self.keys.session(session_id)
-        queue = [] if self._split else [self.keys.queue]
-        return [keys.meta, keys.runs, keys.events, keys.lease, keys.gone, keys.pending, *queue], [
+        return [keys.meta, keys.runs, keys.events, keys.lease, keys.gone, keys.pending, *self._queue_keys], [
             session_id,
             self.settings.stream_maxlen,
             self.settings.session_ttl_seconds,
@@ -328,8 +331,8 @@ class SessionStore:
         """Delete the session (see delete_session.lua): its run's worker is fenced, its followers end."""
         keys = self.keys.session(session.session_id)
         await self._delete_session(
-            keys=[keys.meta, keys.runs, keys.events, keys.lease, keys.pending, keys.gone],
-            args=[session.tenant, self.settings.tombstone_ttl_seconds],
+            keys=[keys.meta, keys.runs, keys.events, keys.lease, keys.pending, keys.gone, *self._index_keys],
+            args=[session.tenant, self.settings.tombstone_ttl_seconds, session.session_id],
         )
 
     async def writable(self) -> None:
@@ -376,7 +379,8 @@ class SessionStore:
         `run.started`) and take job `job_id` out of arq's queue; None if it is not ours to run."""
         keys, args = self._run_script_args(session_id)
         args += [run_id, lease_token, self.settings.lease_ms, self.settings.max_attempts, job_id]
-        await self.leases.watch(session_id)  # first: a reaper must find every lease (lease_index.py)
+        if self._split:
+            await self.leases.watch(session_id)  # first: a reaper must find every lease (lease_index.py)
         result = await self._start_run(keys=keys, args=args)
         if result[0] != b"ok":
             return None
@@ -419,7 +423,10 @@ class SessionStore:
     async def renew_lease(self, session_id: str, run_id: str, lease_token: str) -> Renewal:
         keys = self.keys.session(session_id)
         return Renewal(
-            await self._renew_lease(keys=[keys.lease, keys.meta], args=[lease_token, self.settings.lease_ms, run_id])
+            await self._renew_lease(
+                keys=[keys.lease, keys.meta, *self._index_keys],
+                args=[lease_token, self.settings.lease_ms, run_id, session_id],
+            )
         )
 
     async def requeue_run(self, session_id: str, lease_token: str) -> Requeue:

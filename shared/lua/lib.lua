@@ -8,8 +8,10 @@
 -- `lease_until` (Redis time, ms), pushed back by the holder; only a reaper, which requeues a run
 -- whose deadline passed while Redis was healthy, takes a lease away. So a worker cut off from
 -- Redis for longer than a lease carries on with its run if it comes back before a reaper acts.
--- Reapers find the sessions to look at in the leases index (shared/store.py), which no script here
--- writes: the index may live on the queue's Redis, and it is only ever a list of places to look.
+-- Reapers find the sessions to look at in the leases index (shared/lease_index.py). On one Redis,
+-- the scripts keep it exact, in the same step as the lease: a session is in it, scored with its
+-- lease's deadline, while its run holds a lease. With SPLIT_QUEUE it is on the queue's Redis, out of
+-- a script's reach: its callers keep it as a list of places to look, written before what it points at.
 --
 -- Jobs. With the queue on the same Redis, a script that queues a run writes its arq job itself, in
 -- the same atomic step. With SPLIT_QUEUE, it leaves the job in the session's `dispatch` field (an
@@ -49,6 +51,16 @@ local function push_job(q, session_id, run_id, job_id, now_ms)
   end
 end
 
+-- The session's place in the leases index (see Leases above): at `deadline` (ms), or out of it.
+local function index_lease(k, s, deadline)
+  if SPLIT_QUEUE then return end
+  if deadline then
+    redis.call('ZADD', k.index, deadline, s.session_id)
+  else
+    redis.call('ZREM', k.index, s.session_id)
+  end
+end
+
 -- Hand the session's active run to arq: now, or through the outbox (see Jobs above).
 local function queue_job(k, q, run_id, job_id, now_ms)
   if SPLIT_QUEUE then
@@ -82,6 +94,7 @@ local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_
   redis.call('HSET', k.meta, 'active_run', '')
   redis.call('HDEL', k.meta, 'cancel_run', 'lease_until', 'dispatch')
   redis.call('DEL', k.lease)
+  index_lease(k, s, nil)
   local next_run = redis.call('LPOP', k.pending)
   if next_run then
     redis.call('HSET', k.meta, 'active_run', next_run)
@@ -103,11 +116,12 @@ local function cancel_unheld(k, s, run_id, reason)
 end
 
 -- The keys and settings of a script that may end or queue runs, from its KEYS and ARGV. Such
--- scripts take KEYS meta, runs, events, lease, gone, pending, then the queue (only when it is on
--- the same Redis), and ARGV session_id, maxlen, ttl_seconds, tombstone_seconds, job_ttl_ms,
+-- scripts take KEYS meta, runs, events, lease, gone, pending, then the queue and the leases index
+-- (only when they are on the same Redis), and ARGV session_id, maxlen, ttl_seconds, tombstone_seconds, job_ttl_ms,
 -- wake_channel, job key prefix, job function, then their own (from ARGV[9]).
 local function session_context()
-  local k = {meta = KEYS[1], runs = KEYS[2], events = KEYS[3], lease = KEYS[4], gone = KEYS[5], pending = KEYS[6]}
+  local k = {meta = KEYS[1], runs = KEYS[2], events = KEYS[3], lease = KEYS[4], gone = KEYS[5], pending = KEYS[6],
+             index = KEYS[8]}
   local s = {session_id = ARGV[1], maxlen = ARGV[2], ttl = tonumber(ARGV[3]), tombstone = tonumber(ARGV[4]),
              job_ttl_ms = ARGV[5], wake_channel = ARGV[6], job_prefix = ARGV[7], job_function = ARGV[8],
              queue = KEYS[7]}

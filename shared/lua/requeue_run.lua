@@ -25,6 +25,7 @@ else
 end
 redis.call('DEL', k.lease)
 redis.call('HDEL', k.meta, 'lease_until')
+index_lease(k, s, nil)
 local run_id = redis.call('HGET', k.meta, 'active_run')
 if not run_id or run_id == '' then return {'cleared'} end
 if token ~= '' then

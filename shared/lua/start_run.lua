@@ -32,6 +32,7 @@ end
 
 redis.call('SET', k.lease, token)
 redis.call('HSET', k.meta, 'lease_until', now_ms + lease_ms)
+index_lease(k, s, now_ms + lease_ms)
 redis.call('HDEL', k.meta, 'dispatch')
 if not SPLIT_QUEUE then redis.call('ZREM', s.queue, ARGV[13]) end
 if verdict ~= '' then
