@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shared.keys import Keys  # noqa: E402
-from shared.redis_server import RedisServer, free_port  # noqa: E402
+from tokentail.redis_server import RedisServer, free_port  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -93,7 +93,7 @@ class Stack:
 
     def _spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
         environment = {**self.env, "TOKENTAIL_KEY_PREFIX": self.prefix, **env}
-        return subprocess.Popen([sys.executable, "-m", "shared.cli", *args], env=environment, cwd=ROOT)
+        return subprocess.Popen([sys.executable, "-m", "tokentail.cli", *args], env=environment, cwd=ROOT)
 
     def start(self, **worker_env: str) -> None:
         """(Re)start both processes on a fresh key prefix, the worker with `worker_env`."""

@@ -28,9 +28,9 @@ import bench
 from shared.events import RunCompleted
 from shared.ids import new_run_id, new_session_id
 from shared.records import RunRecord, SessionRecord
-from shared.redis_server import RedisServer, free_port
 from shared.settings import Settings
 from shared.store import SessionStore
+from tokentail.redis_server import RedisServer, free_port
 
 PEERS = Path(__file__).resolve().parent / "peers"
 TOKENS, RATE = 300, 50

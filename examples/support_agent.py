@@ -12,9 +12,7 @@ then create sessions with `"agent": "support"`.
 
 import asyncio
 
-from worker.agents import Agent
-from worker.context import RunContext
-from worker.tools import tool
+from tokentail import Agent, RunContext, tool
 
 ORDERS = {"A-1001": "shipped on 18 November", "A-1002": "waiting for stock"}
 

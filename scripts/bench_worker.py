@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from shared.ids import new_run_id, new_session_id  # noqa: E402
 from shared.records import RunRecord, SessionRecord  # noqa: E402
-from shared.redis_server import RedisServer, free_port  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.store import SessionStore  # noqa: E402
+from tokentail.redis_server import RedisServer, free_port  # noqa: E402
 
 TOKENS = 300
 RATE = 50.0
@@ -97,7 +97,8 @@ def spawn_worker(tree: Path, redis_url: str, prefix: str) -> subprocess.Popen[by
         "TOKENTAIL_LOG_LEVEL": "warning",
         "TOKENTAIL_WORKER_CONCURRENCY": "5000",
     }
-    command = [sys.executable, "-m", "shared.cli", "worker", "--port", str(port)]
+    cli = "tokentail.cli" if (tree / "tokentail" / "cli.py").exists() else "shared.cli"  # where older commits kept it
+    command = [sys.executable, "-m", cli, "worker", "--port", str(port)]
     worker = subprocess.Popen(command, env=env, cwd=tree)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

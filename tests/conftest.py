@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from shared.redis_server import RedisServer
 from shared.settings import Settings
 from shared.store import SessionStore
+from tokentail.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from types import TracebackType
 
 import redis
 
-from shared.redis_server import RedisServer
+from tokentail.redis_server import RedisServer
 
 
 class LocalCluster:

@@ -33,7 +33,7 @@ from typing import IO, Any
 
 import yaml
 
-from shared.redis_server import find_redis_server, free_port
+from tokentail.redis_server import find_redis_server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

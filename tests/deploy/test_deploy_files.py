@@ -14,7 +14,6 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shared.redis_server import free_port
 from shared.settings import Settings
 from tests.deploy.stack import (
     COMPOSE_FILE,
@@ -40,6 +39,7 @@ from tests.deploy.stack import (
     seconds,
     start_order,
 )
+from tokentail.redis_server import free_port
 
 OLDEST_KUBERNETES = "1.30.0"  # the oldest minor still commonly offered by managed clusters
 PROVIDER_KEYS = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"]
@@ -117,7 +117,7 @@ def test_secrets_come_from_the_environment_and_provider_keys_only_reach_workers(
 def _tokentail_variables() -> set[str]:
     """Every TOKENTAIL_* variable tokentail reads: the settings, and the CLI's own options."""
     settings = {f"TOKENTAIL_{name.upper()}" for name in Settings.model_fields}
-    return settings | set(re.findall(r'envvar="(TOKENTAIL_[A-Z_]+)"', (ROOT / "shared" / "cli.py").read_text()))
+    return settings | set(re.findall(r'envvar="(TOKENTAIL_[A-Z_]+)"', (ROOT / "tokentail" / "cli.py").read_text()))
 
 
 def test_every_variable_the_deployment_sets_is_one_tokentail_reads() -> None:
@@ -392,7 +392,7 @@ def _defined_metrics() -> set[str]:
     """Sample names of every metric the code declares with prometheus_client."""
     suffixes = {"Counter": ["_total"], "Histogram": ["_bucket", "_sum", "_count"], "Summary": ["_sum", "_count"]}
     names = set()
-    for package in ("gateway", "worker", "shared"):
+    for package in ("tokentail", "gateway", "worker", "shared"):
         for path in (ROOT / package).rglob("*.py"):
             for kind, name in re.findall(
                 r"\b(Counter|Gauge|Histogram|Summary)\(\s*\"(tokentail_\w+)\"", path.read_text()

@@ -14,8 +14,8 @@ import pytest
 from redis import Redis
 
 from shared.keys import Keys
-from shared.redis_server import RedisServer, free_port
 from tests.redis_cluster import LocalCluster
+from tokentail.redis_server import RedisServer, free_port
 
 
 def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -58,7 +58,7 @@ class Stack:
         self.gateways: dict[str, subprocess.Popen[bytes]] = {}  # by URL
 
     def _spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([sys.executable, "-m", "shared.cli", *args], env={**self.env, **env})
+        process = subprocess.Popen([sys.executable, "-m", "tokentail.cli", *args], env={**self.env, **env})
         self.processes.append(process)
         return process
 

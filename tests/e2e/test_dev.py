@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from shared.redis_server import free_port
 from tests.e2e.conftest import wait_until_ready
+from tokentail.redis_server import free_port
 
 
 def _children(pid: int) -> list[int]:
@@ -37,7 +37,7 @@ def _alive(pid: int) -> bool:
 def _start_dev(port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTAIL_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "dev", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "tokentail.cli", "dev", "--port", str(port), "--workers", "2"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -9,10 +9,10 @@ import httpx2
 import pytest
 import uvicorn
 
-from shared.redis_server import free_port
 from tests.e2e.conftest import Stack
 from tests.e2e.fake_llm_server import API_KEY, app
 from tests.sse_client import read_events
+from tokentail.redis_server import free_port
 
 
 @pytest.fixture

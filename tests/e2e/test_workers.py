@@ -30,7 +30,7 @@ def test_several_workers_on_one_host_all_run(stack: Stack, tmp_path: Path) -> No
     workers = []
     for log in logs:
         with log.open("wb") as output:
-            workers.append(subprocess.Popen([sys.executable, "-m", "shared.cli", "worker"], env=env, stderr=output))
+            workers.append(subprocess.Popen([sys.executable, "-m", "tokentail.cli", "worker"], env=env, stderr=output))
     stack.processes += workers
     ports = [_probe_port(worker, log) for worker, log in zip(workers, logs, strict=True)]
     assert len(set(ports)) == 2

@@ -10,8 +10,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.server import GatewayServer, server_config
-from shared.redis_server import free_port
 from shared.settings import Settings
+from tokentail.redis_server import free_port
 from worker.main import TokentailWorker, create_worker
 
 

@@ -6,10 +6,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from shared.cli import main
-from shared.client import AsyncTokentail, Resumption, Tokentail, TokentailError
 from shared.events import Event, MessageDelta, RunCompleted
 from tests.integration.conftest import Gateway
+from tokentail.cli import main
+from tokentail.client import AsyncTokentail, Resumption, Tokentail, TokentailError
 
 
 async def test_async_client_streams_a_run_and_ends_at_204(gateway: Gateway, start_worker: Any) -> None:

@@ -8,10 +8,10 @@ import httpx2
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.cli import main
-from shared.redis_server import free_port
 from tests.integration.conftest import Gateway
 from tests.sse_client import read_events
+from tokentail.cli import main
+from tokentail.redis_server import free_port
 
 
 async def scrape(http: httpx2.AsyncClient, url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

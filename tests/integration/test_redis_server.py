@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from shared.redis_server import RedisServer, find_redis_server
+from tokentail.redis_server import RedisServer, find_redis_server
 
 
 def test_the_redis_server_on_path_comes_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

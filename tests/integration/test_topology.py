@@ -15,13 +15,13 @@ import redis as sync_redis
 from redis.asyncio import Redis, RedisCluster
 
 from gateway.hub import StreamHub
-from shared.redis_server import RedisServer
 from shared.settings import Settings
 from shared.store import Requeue, SessionStore, StartVerdict
 from tests.integration.test_hub import Follower, _append, _live
 from tests.integration.test_store import _delta, _done, _run, _session, _started
 from tests.redis_cluster import LocalCluster
 from tests.sse_client import read_events
+from tokentail.redis_server import RedisServer
 from worker.reaper import Reaper
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-cli") is None, reason="needs redis-cli to create the cluster")

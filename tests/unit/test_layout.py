@@ -1,6 +1,9 @@
-"""Imports flow gateway -> shared <- worker (DESIGN.md); the CLI alone may start either side."""
+"""Imports flow tokentail -> gateway, worker -> shared (DESIGN.md), with no exemption; and the
+package users import for the client loads no server code."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,13 +25,24 @@ def _imported_packages(package: str) -> set[tuple[str, str]]:
     return found
 
 
-@pytest.mark.parametrize(("package", "forbidden"), [("gateway", "worker"), ("worker", "gateway")])
-def test_gateway_and_worker_never_import_each_other(package: str, forbidden: str) -> None:
-    assert [path for path, name in _imported_packages(package) if name == forbidden] == []
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("gateway", {"worker", "tokentail"}),
+        ("worker", {"gateway", "tokentail"}),
+        ("shared", {"gateway", "worker", "tokentail"}),
+    ],
+)
+def test_imports_never_run_back_up(package: str, forbidden: set[str]) -> None:
+    assert sorted(path for path, name in _imported_packages(package) if name in forbidden) == []
 
 
-def test_shared_imports_neither_side_except_the_cli() -> None:
-    offenders = [
-        path for path, name in _imported_packages("shared") if name in ("gateway", "worker") and path != "shared/cli.py"
-    ]
-    assert offenders == []
+def test_importing_the_client_imports_no_server_code() -> None:
+    # The agent-side names (RunContext, tool, Agent) come from the worker on first use only.
+    server = ("fastapi", "starlette", "uvicorn", "arq", "redis", "gateway", "worker")
+    code = (
+        "import sys, tokentail; from tokentail import AsyncTokentail, Tokentail, Event; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({server!r})))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -34,7 +34,7 @@ def main(log_level: str, log_format: str) -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
 def dev(host: str, port: int, workers: int) -> None:
     """Run everything locally: a private redis-server, a gateway and workers."""
-    from shared.dev import run_dev
+    from tokentail.dev import run_dev
 
     sys.exit(run_dev(host, port, workers))
 
@@ -67,7 +67,7 @@ def chat(
     api_key: str | None,
 ) -> None:
     """Ask a question and stream the answer to the terminal, resuming across dropped connections."""
-    from shared.chat import run_chat
+    from tokentail.chat import run_chat
 
     if question is None and session_id is None:
         raise click.UsageError("give a question, or --session to follow an existing session")

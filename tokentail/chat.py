@@ -2,8 +2,8 @@
 
 import click
 
-from shared.client import Tokentail, TokentailError
 from shared.events import Event
+from tokentail.client import Tokentail, TokentailError
 
 
 def run_chat(

@@ -19,8 +19,8 @@ from types import FrameType
 
 import click
 
-from shared.redis_server import RedisServer
 from shared.settings import get_settings
+from tokentail.redis_server import RedisServer
 
 _PR_SET_PDEATHSIG = 1
 
@@ -54,7 +54,7 @@ def run_dev(host: str, port: int, workers: int) -> int:
         try:
             redis.start()
             env = {**os.environ, "TOKENTAIL_REDIS_URL": redis.url}
-            cli = [sys.executable, "-m", "shared.cli"]
+            cli = [sys.executable, "-m", "tokentail.cli"]
 
             def spawn(name: str, *args: str) -> None:
                 process = subprocess.Popen([*cli, *args], env=env, start_new_session=True, preexec_fn=preexec)
