@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 
 from control import serve_starts  # noqa: E402
 
+from gateway.ids import new_run_id, new_session_id  # noqa: E402
 from shared.events import RunCompleted  # noqa: E402
 from shared.gc_tuning import tune_for_server  # noqa: E402
-from shared.ids import new_run_id, new_session_id  # noqa: E402
 from shared.records import RunRecord, SessionRecord  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.store import SessionStore  # noqa: E402

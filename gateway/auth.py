@@ -15,9 +15,9 @@ import hmac
 from dataclasses import dataclass
 
 from gateway import metrics
+from gateway.ids import is_session_id
 from gateway.tokens import StreamTokens
 from shared.errors import Forbidden, SessionNotFound, TokenExpired, Unauthorized
-from shared.ids import is_session_id
 from shared.records import PUBLIC_TENANT
 from shared.settings import Settings
 from shared.store import SessionStore

@@ -34,7 +34,7 @@ from redis.asyncio import Redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shared.ids import new_run_id, new_session_id  # noqa: E402
+from gateway.ids import new_run_id, new_session_id  # noqa: E402
 from shared.records import RunRecord, SessionRecord  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.store import SessionStore  # noqa: E402

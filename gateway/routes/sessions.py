@@ -17,6 +17,7 @@ from gateway.deps import (
     SettingsDep,
     StoreDep,
 )
+from gateway.ids import new_run_id, new_session_id
 from gateway.limits import RunBudget
 from gateway.schemas import (
     CancelAccepted,
@@ -29,7 +30,6 @@ from gateway.schemas import (
 )
 from shared.catalog import check_agent, parse_model
 from shared.errors import InputTooLarge, InvalidInput
-from shared.ids import new_run_id, new_session_id
 from shared.params import check_params_for
 from shared.records import RunRecord, SessionRecord, transcript
 from shared.settings import Settings

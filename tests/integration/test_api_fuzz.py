@@ -51,8 +51,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.app import create_app
+from gateway.ids import new_session_id
 from shared.events import MessageDelta, RunCompleted, RunFailed
-from shared.ids import new_session_id
 from shared.settings import Settings
 from shared.store import SessionStore
 from tests.integration.conftest import Gateway

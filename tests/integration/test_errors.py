@@ -7,7 +7,7 @@ import httpx2
 import pytest
 from redis.asyncio import Redis
 
-from shared.ids import new_session_id
+from gateway.ids import new_session_id
 from tests.redis_faults import full
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import httpx2
 from redis.asyncio import Redis
 
+from gateway.ids import new_run_id, new_session_id
 from shared.events import RunCompleted
-from shared.ids import new_run_id, new_session_id
 from shared.records import RunRecord, SessionRecord
 from shared.settings import Settings
 from shared.store import SessionStore

@@ -10,7 +10,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from shared.ids import new_session_id
+from gateway.ids import new_session_id
 from tests.integration.conftest import Gateway
 
 

@@ -8,9 +8,9 @@ import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from gateway.ids import new_run_id, new_session_id
 from shared.errors import LeaseLost, RunConflict, SessionExpired, SessionNotFound
 from shared.events import ErrorInfo, RunCancelled, RunCompleted, RunFailed
-from shared.ids import new_run_id, new_session_id
 from shared.jobs import RUN_JOB
 from shared.records import RunRecord, SessionRecord
 from shared.settings import Settings

@@ -11,7 +11,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from shared.ids import new_run_id, new_session_id
+from gateway.ids import new_run_id, new_session_id
 from shared.records import RunRecord, SessionRecord
 from shared.settings import Settings
 from shared.store import SessionStore
