@@ -36,7 +36,8 @@ def dev(host: str, port: int, workers: int) -> None:
     """Run everything locally: a private redis-server, a gateway and workers."""
     from tokentail.dev import run_dev
 
-    sys.exit(run_dev(host, port, workers))
+    logs = click.get_current_context().find_root().params  # `tokentail --log-format json dev` reaches the children
+    sys.exit(run_dev(host, port, workers, log_level=logs["log_level"], log_format=logs["log_format"]))
 
 
 @main.command()

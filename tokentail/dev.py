@@ -44,7 +44,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise Stop
 
 
-def run_dev(host: str, port: int, workers: int) -> int:
+def run_dev(host: str, port: int, workers: int, log_level: str = "info", log_format: str = "text") -> int:
     preexec = _die_with_parent()
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
@@ -53,7 +53,12 @@ def run_dev(host: str, port: int, workers: int) -> int:
         redis = RedisServer(data_dir, preexec_fn=preexec)
         try:
             redis.start()
-            env = {**os.environ, "TOKENTAIL_REDIS_URL": redis.url}
+            env = {
+                **os.environ,
+                "TOKENTAIL_REDIS_URL": redis.url,
+                "TOKENTAIL_LOG_LEVEL": log_level,
+                "TOKENTAIL_LOG_FORMAT": log_format,
+            }
             cli = [sys.executable, "-m", "tokentail.cli"]
 
             def spawn(name: str, *args: str) -> None:

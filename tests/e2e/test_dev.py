@@ -1,5 +1,6 @@
 """`tokentail dev`: starts everything, serves a run, and leaves no process behind."""
 
+import json
 import os
 import signal
 import subprocess
@@ -34,10 +35,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start_dev(port: int) -> subprocess.Popen[bytes]:
+def _start_dev(port: int, *options: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTAIL_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "tokentail.cli", "dev", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "tokentail.cli", *options, "dev", "--port", str(port), "--workers", "2"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -91,3 +92,25 @@ def test_children_do_not_outlive_a_killed_dev() -> None:
     while [pid for pid in children if _alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [pid for pid in children if _alive(pid)] == []
+
+
+def test_dev_s_log_options_reach_the_gateway_and_workers_it_starts() -> None:
+    port = free_port()
+    dev = _start_dev(port, "--log-format", "json", "--log-level", "info")
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", dev)
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            created = client.post("/v1/sessions", json={"input": "hello", "params": {"tokens": 5}}).json()
+            with client.stream("GET", created["events_url"]) as response:
+                response.read()
+        dev.send_signal(signal.SIGINT)
+        output = dev.communicate(timeout=30)[0].decode()
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    loggers = {record["logger"] for record in records}
+    assert {"worker.run", "uvicorn.access"} & loggers, output  # the children logged, as JSON
+    started = [record for record in records if record["logger"] == "worker.run"]
+    assert started and started[0]["session_id"] == created["session_id"]
