@@ -27,13 +27,23 @@ def run_chat(
             else:
                 after = None  # replay the session, then follow it
             status = 1
-            for event in client.stream(session_id, last_event_id=after):
+            for event in client.stream(session_id, last_event_id=after, on_reconnect=_reconnecting):
                 status = _show(event, status)
         except TokentailError as exc:
             click.echo(f"tokentail: {exc.message} ({exc.status})", err=True)
+            if exc.status == 401 and api_key is None:
+                click.echo(
+                    "tokentail: this gateway needs an API key: pass --api-key or set TOKENTAIL_API_KEY", err=True
+                )
             return 1
     click.echo(f'[session {session_id}: continue with  tokentail chat --session {session_id} "..."]', err=True)
     return status
+
+
+def _reconnecting(error: Exception, delay: float) -> None:
+    click.secho(
+        f"\n[connection lost ({type(error).__name__}); reconnecting in {delay:.1f} s...]", err=True, fg="yellow"
+    )
 
 
 def _show(event: Event, status: int) -> int:

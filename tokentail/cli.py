@@ -70,6 +70,7 @@ def chat(
     """Ask a question and stream the answer to the terminal, resuming across dropped connections."""
     from tokentail.chat import run_chat
 
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per request would interleave with the answer
     if question is None and session_id is None:
         raise click.UsageError("give a question, or --session to follow an existing session")
     sys.exit(run_chat(url, question, session_id, model, agent, _parse_params(params), api_key))

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +77,17 @@ class Resumption:
         base = self.retry_ms / 1000 if self.retry_ms is not None else 0.5
         backoff = min(self.max_delay, base * 2.0 ** (self.failures - 1))
         return backoff / 2 + random.uniform(0, backoff / 2)
+
+
+# Told of each reconnect, with what broke the connection and the seconds until the next try.
+Reconnecting = Callable[[Exception, float], None]
+
+
+def _reconnect_delay(resume: Resumption, error: Exception, on_reconnect: Reconnecting | None) -> float:
+    delay = resume.next_delay(error)
+    if on_reconnect is not None:
+        on_reconnect(error, delay)
+    return delay
 
 
 def _check(response: httpx2.Response) -> None:
@@ -164,8 +175,15 @@ class AsyncTokentail:
         return state
 
     async def stream(
-        self, session_id: str, *, last_event_id: int | None = None, token: str | None = None
+        self,
+        session_id: str,
+        *,
+        last_event_id: int | None = None,
+        token: str | None = None,
+        on_reconnect: Reconnecting | None = None,
     ) -> AsyncIterator[Event]:
+        """The session's events from `last_event_id` on, reconnecting after a dropped connection
+        (`on_reconnect(error, delay)` is told before each wait), until the server answers 204."""
         resume = Resumption(last_event_id)
         url, headers = f"/v1/sessions/{session_id}/events", _headers(token)
         while True:
@@ -179,7 +197,7 @@ class AsyncTokentail:
                         if (event := _events(resume, sse)) is not None:
                             yield event
             except httpx2.TransportError as exc:
-                await asyncio.sleep(resume.next_delay(exc))
+                await asyncio.sleep(_reconnect_delay(resume, exc, on_reconnect))
             # A clean end of the stream: reconnect at once; a 204 says the session is really idle.
 
 
@@ -220,7 +238,15 @@ class Tokentail:
         state: dict[str, Any] = _json(self._http.get(f"/v1/sessions/{session_id}"))
         return state
 
-    def stream(self, session_id: str, *, last_event_id: int | None = None, token: str | None = None) -> Iterator[Event]:
+    def stream(
+        self,
+        session_id: str,
+        *,
+        last_event_id: int | None = None,
+        token: str | None = None,
+        on_reconnect: Reconnecting | None = None,
+    ) -> Iterator[Event]:
+        """As `AsyncTokentail.stream`, blocking."""
         resume = Resumption(last_event_id)
         url, headers = f"/v1/sessions/{session_id}/events", _headers(token)
         while True:
@@ -234,4 +260,4 @@ class Tokentail:
                         if (event := _events(resume, sse)) is not None:
                             yield event
             except httpx2.TransportError as exc:
-                time.sleep(resume.next_delay(exc))
+                time.sleep(_reconnect_delay(resume, exc, on_reconnect))

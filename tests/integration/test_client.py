@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from pydantic import SecretStr
 
 from shared.events import Event, MessageDelta, RunCompleted
 from tests.integration.conftest import Gateway
@@ -32,18 +33,27 @@ async def test_the_stream_resumes_after_the_gateway_goes_away(start_gateway: Any
     gateway: Gateway = await start_gateway()
     await start_worker()
     replacement: Gateway | None = None
+
+    async def restart_later() -> None:
+        nonlocal replacement
+        await asyncio.sleep(0.5)  # meanwhile the client's reconnects fail, and it backs off
+        replacement = await Gateway(gateway.settings, port=gateway.port).start()
+
+    restarting: asyncio.Task[None] | None = None
     async with AsyncTokentail(gateway.url) as client:
         session = await client.create_session("hello", params={"tokens": 200, "tokens_per_second": 100})
         seen: list[Event] = []
-        async for event in client.stream(session.session_id):
+        reconnects: list[tuple[Exception, float]] = []
+        async for event in client.stream(session.session_id, on_reconnect=lambda *told: reconnects.append(told)):
             seen.append(event)
             if len(seen) == 5:
                 await gateway.stop()  # the stream ends; the client retries until a gateway is back
-                replacement = await Gateway(gateway.settings, port=gateway.port).start()
-    assert replacement is not None
+                restarting = asyncio.create_task(restart_later())
+    assert restarting is not None and replacement is not None
     await replacement.stop()
     assert [e.id for e in seen] == list(range(1, len(seen) + 1))
     assert seen[-1].event == "run.completed"
+    assert reconnects and all(isinstance(error, Exception) and delay > 0 for error, delay in reconnects)
 
 
 async def test_errors_carry_the_api_s_type_and_message(gateway: Gateway) -> None:
@@ -82,6 +92,7 @@ async def test_sync_client_and_chat_command(gateway: Gateway, start_worker: Any)
     assert result.exit_code == 0, result.output
     assert len(result.stdout.split()) == 5  # only the new run's answer
     assert "[session " + session_id in result.stderr
+    assert "HTTP Request" not in result.stderr  # no request log lines in the middle of the answer
 
     def ask_fresh() -> Any:
         return CliRunner().invoke(main, ["chat", "--url", gateway.url, "What is 2 + 2?"])
@@ -89,3 +100,10 @@ async def test_sync_client_and_chat_command(gateway: Gateway, start_worker: Any)
     fresh = await asyncio.to_thread(ask_fresh)
     assert fresh.exit_code == 0 and "The calculator says 4." in fresh.stdout
     assert "[running calculator" in fresh.stderr
+
+
+async def test_chat_tells_how_to_give_the_key_a_gateway_asks_for(start_gateway: Any) -> None:
+    gateway: Gateway = await start_gateway(api_keys=SecretStr("acme:" + "k" * 24), secret=SecretStr("s" * 32))
+    result = await asyncio.to_thread(CliRunner().invoke, main, ["chat", "--url", gateway.url, "hello"])
+    assert result.exit_code == 1
+    assert "(401)" in result.stderr and "--api-key" in result.stderr
