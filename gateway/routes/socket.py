@@ -20,6 +20,7 @@ reconnects, to another replica, with its last id).
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
@@ -50,6 +51,10 @@ def event_messages(events: list[StoredEvent]) -> list[str]:
     return [f'{{"id":{e.seq},"event":"{e.type.decode()}","data":{e.data.decode()}}}' for e in events]
 
 
+def _json(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
 def _gap_message(gap: Gap) -> str:
     return f'{{"event":"gap","data":{gap.model_dump_json()}}}'
 
@@ -64,7 +69,14 @@ class _Socket:
             await self.websocket.send_text(message)
 
     async def send_json(self, message: dict[str, Any]) -> None:
-        await self.send(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
+        await self.send(_json(message))
+
+    @contextlib.asynccontextmanager
+    async def before_any_event(self) -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[None]]]:
+        """Hold back the feed while a request runs, and give it a way to answer: so that the ack of
+        a run comes before the run's own `run.queued`, as the API promises, however fast the hub is."""
+        async with self._lock:
+            yield lambda message: self.websocket.send_text(_json(message))
 
     async def error(self, exc: Exception, type_: str) -> None:
         await self.send_json({"type": "error", "error": {"type": type_, "message": str(exc)}})
@@ -157,8 +169,9 @@ class _Conversation:
                 await self._run(message)
             elif kind == "cancel":
                 self.caller.require_api_key()
-                _, run_id = await self.store.cancel_run(self.session_id)
-                await self.socket.send_json({"type": "ack", "request": "cancel", "run_id": run_id})
+                async with self.socket.before_any_event() as answer:
+                    _, run_id = await self.store.cancel_run(self.session_id)
+                    await answer({"type": "ack", "request": "cancel", "run_id": run_id})
             elif kind == "resume":
                 position = str(message.get("last_event_id", ""))
                 await self.follow(position)
@@ -177,8 +190,9 @@ class _Conversation:
     async def _run(self, message: dict[str, Any]) -> None:
         self.caller.require_api_key()
         body = CreateRun.model_validate({k: v for k, v in message.items() if k != "type"})
-        run = await queue_follow_up(self.store, self.settings, self.budget, self.caller, self.session_id, body)
-        await self.socket.send_json({"type": "ack", "request": "run", "run_id": run.run_id})
+        async with self.socket.before_any_event() as answer:
+            run = await queue_follow_up(self.store, self.settings, self.budget, self.caller, self.session_id, body)
+            await answer({"type": "ack", "request": "run", "run_id": run.run_id})
 
 
 @router.websocket("/{session_id}/ws")

@@ -11,6 +11,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from gateway.ids import new_session_id
+from gateway.routes import socket as socket_routes
 from tests.integration.conftest import Gateway
 
 
@@ -154,3 +155,28 @@ def _nested(depth: int) -> Any:
     for _ in range(depth):
         value = {"a": value}
     return value
+
+
+async def test_the_ack_of_a_run_comes_before_the_run_s_events(
+    gateway: Gateway, client: httpx2.AsyncClient, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run's `run.queued` reaches the socket through the hub, as fast as Redis notifies, while
+    # the ack waits for the script's reply: it lost that race in about 1 of 20 tries. At its worst
+    # instant, the reply comes late.
+    queue_follow_up = socket_routes.queue_follow_up
+
+    async def late_reply(*args: Any) -> Any:
+        run = await queue_follow_up(*args)
+        await asyncio.sleep(0.05)
+        return run
+
+    monkeypatch.setattr(socket_routes, "queue_follow_up", late_reply)
+    await start_worker()
+    created = (await client.post("/v1/sessions", json={"input": "hi", "params": {"tokens": 1}})).json()
+    async with websockets.connect(_ws_url(gateway, created["session_id"])) as ws:
+        await _until(ws, _is("run.completed"))
+        for i in range(5):
+            await ws.send(json.dumps({"type": "run", "input": f"turn {i}", "params": {"tokens": 1}}))
+            messages = await _until(ws, _is("run.completed"))
+            assert messages[0]["type"] == "ack" and messages[1]["event"] == "run.queued", messages[:2]
+            assert messages[1]["data"]["run_id"] == messages[0]["run_id"]
