@@ -1,6 +1,7 @@
 """The Python client (async and sync) and `tokentail chat` against uvicorn and a real worker."""
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -90,7 +91,8 @@ async def test_sync_client_and_chat_command(gateway: Gateway, start_worker: Any)
 
     session_id, result = await asyncio.to_thread(sync_side)
     assert result.exit_code == 0, result.output
-    assert len(result.stdout.split()) == 5  # only the new run's answer
+    answer = result.stdout.strip()
+    assert answer.startswith('You asked: "and then?"') and 5 <= len(answer.split()) < 30  # only the new run's
     assert "[session " + session_id in result.stderr
     assert "HTTP Request" not in result.stderr  # no request log lines in the middle of the answer
 
@@ -107,3 +109,19 @@ async def test_chat_tells_how_to_give_the_key_a_gateway_asks_for(start_gateway: 
     result = await asyncio.to_thread(CliRunner().invoke, main, ["chat", "--url", gateway.url, "hello"])
     assert result.exit_code == 1
     assert "(401)" in result.stderr and "--api-key" in result.stderr
+
+
+async def test_the_readme_s_chat_and_its_follow_up_get_answers_that_make_sense(
+    gateway: Gateway, start_worker: Any
+) -> None:
+    await start_worker()
+
+    def ask(*args: str) -> Any:
+        return CliRunner().invoke(main, ["chat", "--url", gateway.url, *args])
+
+    first = await asyncio.to_thread(ask, "What is 12 * (3 + 4)?")
+    assert first.stdout.strip() == "Let me calculate that. The calculator says 84.", first.output
+    found = re.search(r"--session (s_\S+)", first.stderr)
+    assert found is not None
+    follow_up = await asyncio.to_thread(ask, "--session", found.group(1), "and times two?")
+    assert follow_up.stdout.strip() == "Let me calculate that. The calculator says 168.", follow_up.output

@@ -15,6 +15,7 @@ from shared.settings import Settings
 from shared.store import SessionStore
 from tests.sse_client import Received, read_events
 from worker.main import TokentailWorker
+from worker.providers.scripted import scripted_tokens
 
 FAST = {"tokens": 60, "tokens_per_second": 0}
 
@@ -44,7 +45,8 @@ async def test_a_run_streams_from_queued_to_completed(client: httpx2.AsyncClient
     assert [kind for _, kind, _ in received.events[:2]] == ["run.queued", "run.started"]
     assert received.events[1][2] == {"run_id": created["run_id"], "attempt": 1}
     _assert_complete(received)
-    assert received.events[-1][2]["usage"] == {"input_tokens": 1, "output_tokens": 60}
+    output_tokens = len(scripted_tokens("hello", 60))  # 60 asked for, to the end of that sentence
+    assert received.events[-1][2]["usage"] == {"input_tokens": 1, "output_tokens": output_tokens}
 
 
 async def test_resume_from_header_or_query_continues_after_the_id_and_204_at_the_end(

@@ -1,4 +1,5 @@
 import asyncio
+import math
 
 import pytest
 
@@ -18,18 +19,27 @@ async def _collect(request: ModelRequest) -> list[object]:
     return [chunk async for chunk in ScriptedProvider().stream(request)]
 
 
-def test_tokens_are_deterministic_per_input_and_sized_by_count() -> None:
+def test_tokens_are_deterministic_per_input_and_end_with_a_sentence_past_count() -> None:
     assert scripted_tokens("hello", 50) == scripted_tokens("hello", 50)
     assert scripted_tokens("hello", 50) != scripted_tokens("something else entirely", 50)
-    assert len(scripted_tokens("hello", 1234)) == 1234
+    for count in (1, 7, 50, 1234):
+        tokens = scripted_tokens("what is a stream?", count)
+        assert count <= len(tokens) < count + 25 and tokens[-1].endswith((".", "!", "?"))
     assert scripted_tokens("hello", 0) == []
     assert all(token.startswith(" ") for token in scripted_tokens("hello", 20)[1:])
+
+
+def test_the_first_sentence_answers_the_input() -> None:
+    assert "".join(scripted_tokens("hello", 1)).startswith("Hello!")
+    assert "".join(scripted_tokens("What is the capital of France?", 1)).startswith(
+        'You asked: "What is the capital of France?".'
+    )
 
 
 async def test_stream_yields_the_tokens_then_usage() -> None:
     chunks = await _collect(_request(tokens=30, tokens_per_second=0))
     assert [c.text for c in chunks[:-1] if isinstance(c, TextDelta)] == scripted_tokens("hello", 30)
-    assert chunks[-1] == Usage(input_tokens=1, output_tokens=30)
+    assert chunks[-1] == Usage(input_tokens=1, output_tokens=len(scripted_tokens("hello", 30)))
 
 
 async def test_fail_at_token_raises_after_that_many_tokens() -> None:
@@ -56,10 +66,26 @@ async def test_paced_stream_takes_about_tokens_over_rate() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expression"),
-    [("what is 12 * (3 + 4)?", "12 * (3 + 4)"), ("calculate 2+2", "2+2"), ("hello", None), ("I have 3 cats", None)],
+    [
+        ("what is 12 * (3 + 4)?", "12 * (3 + 4)"),
+        ("calculate 2+2", "2+2"),
+        ("what is two plus three times four", "2 + 3 * 4"),
+        ("hello", None),
+        ("I have 3 cats", None),
+    ],
 )
 def test_arithmetic_is_found_in_questions(text: str, expression: str | None) -> None:
     assert find_arithmetic(text) == expression
+
+
+@pytest.mark.parametrize(
+    ("text", "expression"),
+    [("and times two?", "84 * 2"), ("minus 4", "84 - 4"), ("what about step-2?", None), ("thanks!", None)],
+)
+def test_a_follow_up_operation_applies_to_the_last_number_of_the_previous_answer(
+    text: str, expression: str | None
+) -> None:
+    assert find_arithmetic(text, "Let me calculate that. The calculator says 84.") == expression
 
 
 async def test_offered_a_calculator_it_calls_it_then_answers_with_the_result() -> None:
@@ -78,7 +104,7 @@ async def test_offered_a_calculator_it_calls_it_then_answers_with_the_result() -
     )
     text = "".join(c.text for c in await _collect(follow_up) if isinstance(c, TextDelta))
     assert text.startswith("The calculator says 42.")
-    assert len(text.split()) == 12
+    assert text == "The calculator says 42."  # and nothing unrelated after it
 
 
 async def test_without_the_tool_offered_it_just_answers() -> None:
@@ -98,6 +124,7 @@ async def test_paced_tokens_come_at_the_first_at_once_then_together_per_tick() -
     assert [text for _, text in arrivals] == scripted_tokens("hello", 20)
     assert arrivals[0][0] < 0.01
     wakeups = 1 + sum(later - at > 0.005 for (at, _), (later, _) in zip(arrivals, arrivals[1:], strict=False))
-    assert wakeups <= 6  # 0.19 s of tokens at 100/s in ticks of 50 ms: 5 wake-ups after the first
+    span = (len(arrivals) - 1) / 100  # of tokens at 100/s: one wake-up per 50 ms tick after the first
+    assert wakeups <= 1 + math.ceil(span / 0.05)
     for i, (at, _) in enumerate(arrivals):
         assert i / 100 <= at + 0.001 <= i / 100 + 0.1  # never early, never more than a tick (and slack) late

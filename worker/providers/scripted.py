@@ -1,11 +1,14 @@
 """The offline `scripted` model: deterministic text derived from the input, at a chosen pace.
 
-Tests, demos and benchmarks shape the load with `params`: `tokens` (how many), `tokens_per_second`
-(0 streams as fast as possible) and `fail_at_token` (raise after that many tokens, to exercise
-failure paths). The same input and params always give the same text.
+Tests, demos and benchmarks shape the load with `params`: `tokens` (how many, at least: the answer
+ends with its sentence), `tokens_per_second` (0 streams as fast as possible) and `fail_at_token`
+(raise after that many tokens, to exercise failure paths). The same input and params always give
+the same text: a first sentence that answers the input, then sentences about how the stream works.
 
 It uses tools like a real model would: offered the `calculator` and asked something with arithmetic
-in it ("what is 12 * (3 + 4)?"), it calls the tool, then answers with the result.
+in it ("what is 12 * (3 + 4)?", "what is two plus two"), it calls the tool, then answers with the
+result; a follow-up that only names an operation ("and times two?") applies it to the last number of
+the previous answer in the session.
 """
 
 import asyncio
@@ -43,39 +46,81 @@ class ScriptedFailure(RuntimeError):
 
 
 def scripted_tokens(text: str, count: int) -> list[str]:
-    """`count` tokens (words, each after its space), starting at a sentence chosen by `text`."""
+    """At least `count` tokens (words, each after its space), ending where a sentence ends: one that
+    answers `text`, then sentences from one chosen by `text`."""
+    if count <= 0:
+        return []
     first = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") % len(_SENTENCES)
-    words: list[str] = []
+    words = _opening(text).split()
     sentence = first
     while len(words) < count:
         words.extend(_SENTENCES[sentence % len(_SENTENCES)].split())
         sentence += 1
-    return [word if i == 0 else " " + word for i, word in enumerate(words[:count])]
+    return [word if i == 0 else " " + word for i, word in enumerate(words)]
+
+
+def _opening(text: str) -> str:
+    question = " ".join(text.split())
+    if _GREETING.fullmatch(question):
+        return "Hello! This is tokentail's offline scripted model, streaming to you through a Redis stream."
+    if len(question) > 80:
+        question = question[:79].rstrip() + "…"
+    return f'You asked: "{question}". I am the offline scripted model, so I cannot answer that for real.'
+
+
+_GREETING = re.compile(r"(?i)(hello|hi|hey|good (morning|afternoon|evening))\b[\s!.,?]*(there|tokentail)?[\s!.?]*")
 
 
 _ARITHMETIC = re.compile(r"[\d(][\d\s.()]*(?:[-+*/%^]+[\d\s.()]+)+")
+_OPERATION = re.compile(r"(?:^|\s)([-+*/%^])\s*(\d+(?:\.\d+)?)")  # " * 2": an operation, no left operand
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_WORDS = (
+    (r"multiplied by|times", "*"),
+    (r"divided by|over", "/"),
+    (r"plus", "+"),
+    (r"minus", "-"),
+    *(
+        (word, str(value))
+        for value, word in enumerate(
+            "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+            "sixteen seventeen eighteen nineteen twenty".split()
+        )
+    ),
+)
 
 
-def find_arithmetic(text: str) -> str | None:
-    """The first stretch of `text` that looks like arithmetic on numbers, e.g. `12 * (3 + 4)`."""
-    for match in _ARITHMETIC.finditer(text):
+def _symbols(text: str) -> str:
+    """`text` with the arithmetic it spells out in words written with digits and operators."""
+    for words, symbol in _WORDS:
+        text = re.sub(rf"(?i)\b(?:{words})\b", symbol, text)
+    return text
+
+
+def find_arithmetic(text: str, previous_answer: str | None = None) -> str | None:
+    """The first stretch of `text` that looks like arithmetic on numbers, e.g. `12 * (3 + 4)`; or,
+    for a follow-up that only names an operation ("and times two?"), that operation applied to the
+    last number of `previous_answer`."""
+    symbolic = _symbols(text)
+    for match in _ARITHMETIC.finditer(symbolic):
         candidate = match.group().strip()
         if re.search(r"[\d)]\s*[-+*/%^]+\s*[\d(]", candidate):
             return candidate
+    operation = _OPERATION.search(symbolic)
+    numbers = _NUMBER.findall(previous_answer or "")
+    if operation is not None and numbers:
+        return f"{numbers[-1]} {operation.group(1)} {operation.group(2)}"
     return None
 
 
-def _answer_tokens(messages: list[Message], count: int) -> list[str]:
-    """After tool results: say what they were, then go on as usual."""
-    user = next(m.content for m in reversed(messages) if m.role == "user")
+def _answer_tokens(messages: list[Message]) -> list[str]:
+    """After tool results: say what they were."""
     results = []
     for message in reversed(messages):
         if message.role != "tool":
             break
         results.append(("could not say: " if message.is_error else "says ") + message.content)
     lead = f"The calculator {' and '.join(reversed(results))}."
-    lead_tokens = [word if i == 0 else " " + word for i, word in enumerate(lead.split())]
-    return lead_tokens + [" " + t.lstrip() for t in scripted_tokens(user, max(0, count - len(lead_tokens)))]
+    return [word if i == 0 else " " + word for i, word in enumerate(lead.split())]
 
 
 class ScriptedProvider:
@@ -85,10 +130,11 @@ class ScriptedProvider:
         pace = DEFAULT_TOKENS_PER_SECOND if params.tokens_per_second is None else params.tokens_per_second
         last = request.messages[-1]
         if last.role == "tool":
-            tokens = _answer_tokens(request.messages, count)
+            tokens = _answer_tokens(request.messages)
         else:
             offered = {tool.name for tool in request.tools}
-            expression = find_arithmetic(last.content) if "calculator" in offered else None
+            previous = next((m.content for m in reversed(request.messages[:-1]) if m.role == "assistant"), None)
+            expression = find_arithmetic(last.content, previous) if "calculator" in offered else None
             if expression is not None:
                 yield TextDelta("Let me calculate that. ")
                 call_id = "call_" + hashlib.sha256(expression.encode()).hexdigest()[:10]
