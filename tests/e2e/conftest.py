@@ -14,7 +14,7 @@ import pytest
 from redis import Redis
 
 from shared.keys import Keys
-from tests.redis_cluster import LocalCluster
+from tests.redis_cluster import LocalCluster, require
 from tokentail.redis_server import RedisServer, free_port
 
 
@@ -100,6 +100,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 @pytest.fixture
 def cluster_stack(tmp_path: Path) -> Iterator[Stack]:
     """Sessions on a local Redis Cluster of three primaries; the stack's own redis-server holds the queue."""
+    require()
     with LocalCluster(tmp_path / "cluster") as cluster:
         stack = Stack(tmp_path)
         stack.env |= {

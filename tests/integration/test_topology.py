@@ -4,7 +4,6 @@ found by the index beside the queue) is tested at the instant a process would di
 
 import asyncio
 import json
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,15 @@ from shared.settings import Settings
 from shared.store import Requeue, SessionStore, StartVerdict
 from tests.integration.test_hub import Follower, _append, _live
 from tests.integration.test_store import _delta, _done, _run, _session, _started
-from tests.redis_cluster import LocalCluster
+from tests.redis_cluster import LocalCluster, require
 from tests.sse_client import read_events
 from tokentail.redis_server import RedisServer
 from worker.reaper import Reaper
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-cli") is None, reason="needs redis-cli to create the cluster")
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    require()
     with LocalCluster(Path(tmp_path_factory.mktemp("cluster"))) as cluster:
         yield cluster
 
