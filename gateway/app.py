@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from gateway.api_docs import add_api_docs
 from gateway.auth import Authenticator
 from gateway.body_limit import BodySizeLimit
 from gateway.errors import error_response, install_error_handlers, outage_response
@@ -75,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Resumable streaming gateway for AI agents",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served offline by add_api_docs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.shutdown = StreamShutdown()
@@ -95,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(socket.router)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    add_api_docs(app)
 
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:
