@@ -1,5 +1,8 @@
 """`tokentail chat`: a run's answer streamed to the terminal, progress on stderr."""
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from shared.events import Event
@@ -46,31 +49,28 @@ def _reconnecting(error: Exception, delay: float) -> None:
     )
 
 
+# What each event prints to stderr (dimmed, or in a colour); the answer's text goes to stdout.
+_PROGRESS: dict[str, tuple[Callable[[dict[str, Any]], str], str | None]] = {
+    "run.queued": (lambda d: f"> {d['input']}", None),
+    "status": (lambda d: f"\n[{d['text']}]", None),
+    "tool.started": (lambda d: f"\n[running {d['name']} {d['arguments']}]", None),
+    "tool.completed": (lambda d: f"[{d['call_id']} done: {d['result']}]", None),
+    "tool.failed": (lambda d: f"[{d['call_id']} failed: {d['error']}]", "yellow"),
+    "run.retrying": (lambda d: f"\n[the worker stopped; retrying (attempt {d['attempt']})]", "yellow"),
+    "gap": (lambda d: f"\n[events before {d['first_available']} are gone: {d['reason']}]", "yellow"),
+    "run.failed": (lambda d: f"\n[failed: {d['error']['message']}]", "red"),
+    "run.cancelled": (lambda d: f"\n[cancelled: {d['reason']}]", "yellow"),
+}
+# The exit status a run's end sets: 0 once the last run completed.
+_ENDINGS = {"run.completed": 0, "run.failed": 1, "run.cancelled": 1}
+
+
 def _show(event: Event, status: int) -> int:
-    data = event.data
     if event.event == "message.delta":
-        click.echo(data["text"], nl=False)
-    elif event.event == "run.queued":
-        click.secho(f"> {data['input']}", err=True, dim=True)
-    elif event.event == "status":
-        click.secho(f"\n[{data['text']}]", err=True, dim=True)
-    elif event.event == "tool.started":
-        click.secho(f"\n[running {data['name']} {data['arguments']}]", err=True, dim=True)
-    elif event.event == "tool.completed":
-        click.secho(f"[{data['call_id']} done: {data['result']}]", err=True, dim=True)
-    elif event.event == "tool.failed":
-        click.secho(f"[{data['call_id']} failed: {data['error']}]", err=True, fg="yellow")
-    elif event.event == "run.retrying":
-        click.secho(f"\n[the worker stopped; retrying (attempt {data['attempt']})]", err=True, fg="yellow")
-    elif event.event == "gap":
-        click.secho(f"\n[events before {data['first_available']} are gone: {data['reason']}]", err=True, fg="yellow")
+        click.echo(event.data["text"], nl=False)
     elif event.event == "run.completed":
         click.echo()
-        return 0
-    elif event.event == "run.failed":
-        click.secho(f"\n[failed: {data['error']['message']}]", err=True, fg="red")
-        return 1
-    elif event.event == "run.cancelled":
-        click.secho(f"\n[cancelled: {data['reason']}]", err=True, fg="yellow")
-        return 1
-    return status
+    elif event.event in _PROGRESS:
+        text, colour = _PROGRESS[event.event]
+        click.secho(text(event.data), err=True, dim=colour is None, fg=colour)
+    return _ENDINGS.get(event.event, status)

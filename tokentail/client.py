@@ -13,11 +13,12 @@ sends it; without one, `stream` can read a session with its stream token (`token
 """
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,7 @@ class Resumption:
         self.max_failures = max_failures
         self.failures = 0
         self.retry_ms: int | None = None
+        self.ended = False  # the server answered 204: nothing left and no run active
 
     def params(self) -> dict[str, str]:
         return {} if self.last_event_id is None else {"last_event_id": str(self.last_event_id)}
@@ -186,19 +188,26 @@ class AsyncTokentail:
         (`on_reconnect(error, delay)` is told before each wait), until the server answers 204."""
         resume = Resumption(last_event_id)
         url, headers = f"/v1/sessions/{session_id}/events", _headers(token)
-        while True:
+        while not resume.ended:
+            # A clean end of a connection: reconnect at once; a 204 says the session is really idle.
             try:
-                async with self._http.sse(url, params=resume.params(), headers=headers) as source:
-                    if source.response.status_code >= 300:
-                        await source.response.aread()
-                    if _stream_status(source.response):
-                        return
-                    async for sse in source:
-                        if (event := _events(resume, sse)) is not None:
-                            yield event
+                async with contextlib.aclosing(self._connection(url, resume, headers)) as events:
+                    async for event in events:
+                        yield event
             except httpx2.TransportError as exc:
                 await asyncio.sleep(_reconnect_delay(resume, exc, on_reconnect))
-            # A clean end of the stream: reconnect at once; a 204 says the session is really idle.
+
+    async def _connection(self, url: str, resume: Resumption, headers: dict[str, str]) -> AsyncGenerator[Event]:
+        """The events of one connection, until it ends; `resume.ended` once the server says 204."""
+        async with self._http.sse(url, params=resume.params(), headers=headers) as source:
+            if source.response.status_code >= 300:
+                await source.response.aread()
+            if _stream_status(source.response):
+                resume.ended = True
+                return
+            async for sse in source:
+                if (event := _events(resume, sse)) is not None:
+                    yield event
 
 
 class Tokentail:
@@ -249,15 +258,20 @@ class Tokentail:
         """As `AsyncTokentail.stream`, blocking."""
         resume = Resumption(last_event_id)
         url, headers = f"/v1/sessions/{session_id}/events", _headers(token)
-        while True:
+        while not resume.ended:
             try:
-                with self._http.sse(url, params=resume.params(), headers=headers) as source:
-                    if source.response.status_code >= 300:
-                        source.response.read()
-                    if _stream_status(source.response):
-                        return
-                    for sse in source:
-                        if (event := _events(resume, sse)) is not None:
-                            yield event
+                with contextlib.closing(self._connection(url, resume, headers)) as events:
+                    yield from events
             except httpx2.TransportError as exc:
                 time.sleep(_reconnect_delay(resume, exc, on_reconnect))
+
+    def _connection(self, url: str, resume: Resumption, headers: dict[str, str]) -> Generator[Event]:
+        with self._http.sse(url, params=resume.params(), headers=headers) as source:
+            if source.response.status_code >= 300:
+                source.response.read()
+            if _stream_status(source.response):
+                resume.ended = True
+                return
+            for sse in source:
+                if (event := _events(resume, sse)) is not None:
+                    yield event

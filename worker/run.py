@@ -51,11 +51,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         await _finish(writer, ending, run_id, session_id)
         return
     logger.info("run %s of session %s started (attempt %d)", run_id, session_id, run.attempt)
-    metrics.EVENTS_APPENDED.labels("run.started").inc()  # by start_run.lua (with run.retrying, on a takeover)
-    if run.attempt == 1 and run.queued_at is not None and run.started_at is not None:
-        metrics.QUEUE_WAIT.observe(max(0.0, run.started_at - run.queued_at))  # both Redis times
-    elif run.attempt > 1:
-        metrics.TAKEOVERS.inc()
+    _count_start(run)
     running.add(run_id)
     metrics.ACTIVE_RUNS.inc()
     outcome = "failed"
@@ -94,6 +90,14 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         running.discard(run_id)
         metrics.ACTIVE_RUNS.dec()
         metrics.RUNS.labels(outcome).inc()
+
+
+def _count_start(run: RunRecord) -> None:
+    metrics.EVENTS_APPENDED.labels("run.started").inc()  # by start_run.lua (with run.retrying, on a takeover)
+    if run.attempt == 1 and run.queued_at is not None and run.started_at is not None:
+        metrics.QUEUE_WAIT.observe(max(0.0, run.started_at - run.queued_at))  # both Redis times
+    elif run.attempt > 1:
+        metrics.TAKEOVERS.inc()
 
 
 async def _finish(writer: EventWriter, ending: RunCancelled | RunFailed, run_id: str, session_id: str) -> None:

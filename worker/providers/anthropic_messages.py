@@ -98,14 +98,16 @@ class AnthropicProvider:
                 elif isinstance(event, types.RawMessageDeltaEvent):
                     output_tokens = event.usage.output_tokens
         except anthropic.APIStatusError as exc:
-            if exc.status_code == 200:  # an `error` event inside the stream
-                kind = _stream_error_type(exc.body) or "api_error"
-                raise ProviderError(
-                    f"Anthropic stream error: {kind}",
-                    kind="provider_unavailable",
-                    retryable=kind in _RETRYABLE_STREAM_ERRORS,
-                ) from None
-            raise status_error("Anthropic", request.model, exc.status_code, exc.message, exc.response.headers) from None
+            raise _status_error(request.model, exc) from None
         except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
             raise connection_error("Anthropic", exc) from None
         yield Usage(input_tokens, output_tokens)
+
+
+def _status_error(model: str, exc: anthropic.APIStatusError) -> ProviderError:
+    if exc.status_code == 200:  # an `error` event inside the stream
+        kind = _stream_error_type(exc.body) or "api_error"
+        return ProviderError(
+            f"Anthropic stream error: {kind}", kind="provider_unavailable", retryable=kind in _RETRYABLE_STREAM_ERRORS
+        )
+    return status_error("Anthropic", model, exc.status_code, exc.message, exc.response.headers)
