@@ -23,7 +23,7 @@ from shared.errors import (
     Unauthorized,
 )
 from shared.logs import RateLimitedLogger
-from shared.outage import is_outage
+from shared.outage import is_outage, out_of_memory, read_only
 
 _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (SessionExpired, 410, "session_expired"),  # before its parent, SessionNotFound
@@ -86,9 +86,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 def describe_outage(exc: Exception) -> tuple[str, str, int] | None:
     """The error type, message and Retry-After seconds of a Redis outage (see shared/outage.py),
     with a type that tells an operator what to fix; None if `exc` is no outage."""
-    if isinstance(exc, redis_errors.OutOfMemoryError):
+    if out_of_memory(exc):
         return "redis_full", "Redis is out of memory and refuses writes; try again later", 10
-    if isinstance(exc, redis_errors.ReadOnlyError):
+    if read_only(exc):
         return "redis_read_only", "Redis is read-only (a replica, or a failover in progress); try again", 2
     if is_outage(exc):
         return "redis_unavailable", "Redis is not reachable; try again", 1

@@ -16,6 +16,20 @@ _BUSY_REPLIES = ("BUSY ", "MASTERDOWN ", "TRYAGAIN ", "CLUSTERDOWN ")
 def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
         return True
-    if isinstance(exc, redis_errors.OutOfMemoryError | redis_errors.ReadOnlyError):
+    if out_of_memory(exc) or read_only(exc):
         return True
     return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith(_BUSY_REPLIES)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, redis_errors.OutOfMemoryError) or _inside_a_script(exc, "OOM")
+
+
+def read_only(exc: BaseException) -> bool:
+    return isinstance(exc, redis_errors.ReadOnlyError) or _inside_a_script(exc, "READONLY")
+
+
+def _inside_a_script(exc: BaseException, code: str) -> bool:
+    # Redis before 7.0 reports a command refused inside a script as an error of the script's own
+    # ("Error running script ...: @user_script: 37: -OOM command not allowed ..."); 7.0 passes it on.
+    return isinstance(exc, redis_errors.ResponseError) and f": -{code} " in str(exc)
