@@ -27,9 +27,9 @@ from redis.asyncio import Redis
 import bench
 from gateway.ids import new_run_id, new_session_id
 from shared.events import RunCompleted
+from shared.lifecycle import RunLease, RunLifecycle
 from shared.records import RunRecord, SessionRecord
 from shared.settings import Settings
-from shared.store import SessionStore
 from tokentail.redis_server import RedisServer, free_port
 
 PEERS = Path(__file__).resolve().parent / "peers"
@@ -175,16 +175,19 @@ class Tokentail(System):
         settings = Settings(redis_url=self.redis.url, key_prefix=self.stack.prefix)
         redis = Redis.from_url(self.redis.url)
         self.producer.send_signal(signal.SIGSTOP)  # the worker must not take this run: it is ours
-        store = SessionStore(redis, settings)
+        runs = RunLifecycle(redis, settings)
         session = SessionRecord(session_id=new_session_id(), tenant="public", created_at=time.time())
         run = RunRecord(run_id=new_run_id(), input="benchmark", queued_at=time.time(), model="scripted")
-        await store.queue_run(session.session_id, run, create=session)
-        await store.start_run(session.session_id, run.run_id, "bench-lease", run.run_id)
+        await runs.queue_run(session.session_id, run, create=session)
+        started = await runs.start_run(session.session_id, run.run_id, run.run_id)
+        assert started is not None
+        lease = started.lease
         delta = json.dumps({"run_id": run.run_id, "text": "token "})
         for _ in range(events // 100):
-            await store.append(session.session_id, run.run_id, "bench-lease", [("message.delta", delta)] * 100)
+            lease = RunLease(runs, session.session_id, run.run_id, "bench-lease")
+        await lease.append([("message.delta", delta)] * 100)
         ending = RunCompleted(run_id=run.run_id, output="token " * events, usage={})
-        await store.append(session.session_id, run.run_id, "bench-lease", [], ending=ending)
+        await lease.append([], ending=ending)
         await redis.aclose()
         self.producer.send_signal(signal.SIGCONT)
         return f"/v1/sessions/{session.session_id}/events"

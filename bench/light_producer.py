@@ -29,46 +29,44 @@ from control import serve_starts  # noqa: E402
 from gateway.ids import new_run_id, new_session_id  # noqa: E402
 from shared.events import RunCompleted  # noqa: E402
 from shared.gc_tuning import tune_for_server  # noqa: E402
+from shared.lifecycle import RunLease, RunLifecycle
 from shared.records import RunRecord, SessionRecord  # noqa: E402
 from shared.settings import Settings  # noqa: E402
-from shared.store import SessionStore  # noqa: E402
 from worker.pipelines import ScriptPipeline  # noqa: E402
 
 FLUSH_SECONDS = 0.05
 LEASE = "bench-light-producer"
 
 
-async def begin(store: SessionStore) -> tuple[str, str]:
+async def begin(runs: RunLifecycle) -> tuple[str, str]:
     """A session with a run whose lease this process holds."""
     session = SessionRecord(session_id=new_session_id(), created_at=time.time())
     run = RunRecord(run_id=new_run_id(), input="benchmark", model="scripted", queued_at=time.time())
-    await store.queue_run(session.session_id, run, create=session)
-    await store.start_run(session.session_id, run.run_id, LEASE, run.run_id)
+    await runs.queue_run(session.session_id, run, create=session)
+    await runs.start_run(session.session_id, run.run_id, run.run_id, token=LEASE)
     return session.session_id, run.run_id
 
 
-async def produce(store: SessionStore, session_id: str, run_id: str, tokens: int, rate: float) -> None:
+async def produce(runs: RunLifecycle, session_id: str, run_id: str, tokens: int, rate: float) -> None:
     started, sent = time.monotonic(), 0
     while sent < tokens:
         due = min(tokens, int((time.monotonic() - started) * rate) + 1)
         if due > sent:
             delta = json.dumps({"run_id": run_id, "text": "".join(f" tok{i}" for i in range(sent, due))})
-            await store.append(session_id, run_id, LEASE, [("message.delta", delta)])
+            await RunLease(runs, session_id, run_id, LEASE).append([("message.delta", delta)])
             sent = due
         await asyncio.sleep(FLUSH_SECONDS)
-    await store.append(session_id, run_id, LEASE, [], ending=RunCompleted(run_id=run_id, output="", usage={}))
+    await RunLease(runs, session_id, run_id, LEASE).append([], ending=RunCompleted(run_id=run_id, output="", usage={}))
 
 
 async def main(port: int) -> None:
     settings = Settings()
     redis = Redis.from_url(str(settings.redis_url))
-    store = SessionStore(redis, settings, batched=lambda script: ScriptPipeline(redis, script))
+    runs = RunLifecycle(redis, settings, batched=lambda script: ScriptPipeline(redis, script))
 
     async def start(query: dict[str, str]) -> tuple[dict[str, str], Coroutine[Any, Any, None]]:
-        session_id, run_id = await begin(store)
-        return {"session_id": session_id}, produce(
-            store, session_id, run_id, int(query["tokens"]), float(query["rate"])
-        )
+        session_id, run_id = await begin(runs)
+        return {"session_id": session_id}, produce(runs, session_id, run_id, int(query["tokens"]), float(query["rate"]))
 
     await serve_starts(port, start)
 

@@ -24,6 +24,7 @@ from gateway.routes import events, sessions, socket
 from gateway.shutdown import StreamShutdown
 from gateway.sse import call_detaching
 from shared.keys import Keys
+from shared.lifecycle import RunLifecycle
 from shared.redis_clients import queue_client, sessions_client
 from shared.settings import Settings, get_settings
 from shared.store import SessionStore
@@ -53,7 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hub = StreamHub(settings, read_connections=settings.gateway_redis_connections - rest_connections - 1)
         await hub.start()
         app.state.shutdown.on_begin(hub.stop)
-        app.state.store = SessionStore(redis, settings, queue=queue)
+        app.state.store = SessionStore(redis, settings)
+        app.state.runs = RunLifecycle(redis, settings, queue=queue)
         app.state.hub = hub
         app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute)
         app.state.stream_slots = slots = StreamSlots(redis, keys, settings.max_streams_per_tenant)
@@ -112,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def readyz() -> JSONResponse:
         """Ready while Redis answers and accepts writes (a full or read-only Redis could not take runs)."""
         try:
-            await app.state.store.writable()
+            await app.state.runs.writable()
         except Exception as exc:  # any failure to write to Redis means not ready
             failed = f"Redis failed: {type(exc).__name__}"
             return outage_response(exc) or error_response(503, "redis_unavailable", failed)

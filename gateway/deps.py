@@ -17,6 +17,7 @@ from gateway.hub import StreamHub
 from gateway.limits import RunBudget, StreamSlots
 from gateway.schemas import ErrorBody
 from gateway.shutdown import StreamShutdown
+from shared.lifecycle import RunLifecycle
 from shared.logs import bind
 from shared.settings import Settings
 from shared.store import SessionStore
@@ -33,6 +34,7 @@ def _app_state(name: str) -> Callable[[HTTPConnection], Awaitable[Any]]:
 
 SettingsDep = Annotated[Settings, Depends(_app_state("settings"))]
 StoreDep = Annotated[SessionStore, Depends(_app_state("store"))]
+RunsDep = Annotated[RunLifecycle, Depends(_app_state("runs"))]
 HubDep = Annotated[StreamHub, Depends(_app_state("hub"))]
 ShutdownDep = Annotated[StreamShutdown, Depends(_app_state("shutdown"))]
 AuthDep = Annotated[Authenticator, Depends(_app_state("auth"))]

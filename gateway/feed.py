@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from gateway import metrics
 from gateway.hub import Chunk, StreamHub, Subscription
-from shared.errors import SessionNotFound
+from shared.errors import InvalidLastEventId, SessionNotFound
 from shared.events import TERMINAL_EVENTS, Gap
 from shared.outage import is_outage
 from shared.store import SessionStore, StoredEvent
@@ -30,6 +30,15 @@ class Start:
     gap: Gap | None
     idle: bool  # nothing to send and no run queued or running
     replay_until: int = 0  # a resuming client: the stream's last id when it came back (else 0)
+
+
+def parse_last_event_id(value: str | None) -> int:
+    """A client's `Last-Event-ID` (or `?last_event_id=`); none means from the start."""
+    if value is None or value == "":
+        return 0
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise InvalidLastEventId(value)
+    return int(value)
 
 
 async def start_position(store: SessionStore, session_id: str, after: int) -> Start:

@@ -34,7 +34,7 @@ from gateway import metrics
 from shared.events import EventType
 from shared.logs import RateLimitedLogger
 from shared.outage import is_outage
-from shared.redis_clients import queue_client, sessions_client
+from shared.redis_clients import sessions_client
 from shared.settings import Settings
 from shared.store import SESSION_GONE, SessionStore, StoredEvent
 
@@ -217,7 +217,7 @@ class StreamHub:
         self._redis = sessions_client(
             settings, read_connections, wait=None, socket_keepalive=True, socket_keepalive_options=KEEPALIVE
         )
-        self.store = SessionStore(self._redis, settings, queue=queue_client(settings, 1, wait=None))
+        self.store = SessionStore(self._redis, settings)
         self._cluster = self._redis if isinstance(self._redis, RedisCluster) else None
         self._subscribe, self._unsubscribe = (
             (b"SSUBSCRIBE", b"SUNSUBSCRIBE") if self._cluster else (b"SUBSCRIBE", b"UNSUBSCRIBE")
@@ -273,8 +273,6 @@ class StreamHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._redis.aclose()
-        if self.store.leases.redis is not self._redis:
-            await self.store.leases.redis.aclose()
 
     # -- the notifications connections ---------------------------------------------------------
 

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.ids import new_run_id, new_session_id  # noqa: E402
+from shared.lifecycle import RunLifecycle  # noqa: E402
 from shared.records import RunRecord, SessionRecord  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.store import SessionStore  # noqa: E402
@@ -111,13 +112,13 @@ def spawn_worker(tree: Path, redis_url: str, prefix: str) -> subprocess.Popen[by
     return worker
 
 
-async def queue_runs(store: SessionStore, count: int) -> list[str]:
+async def queue_runs(lifecycle: RunLifecycle, count: int) -> list[str]:
     async def one(delay: float) -> str:
         await asyncio.sleep(delay)
         session = SessionRecord(session_id=new_session_id(), created_at=time.time())
         params = {"tokens": TOKENS, "tokens_per_second": RATE}
         run = RunRecord(run_id=new_run_id(), input="benchmark", model="scripted", params=params, queued_at=time.time())
-        await store.queue_run(session.session_id, run, create=session)
+        await lifecycle.queue_run(session.session_id, run, create=session)
         return session.session_id
 
     return await asyncio.gather(*(one(i / count) for i in range(count)))
@@ -150,7 +151,8 @@ async def level(tree: Path, runs: int) -> Level:
         prefix = f"bench-{uuid.uuid4().hex[:6]}"
         worker = spawn_worker(tree, server.url, prefix)
         redis = Redis.from_url(server.url)
-        store = SessionStore(redis, Settings(redis_url=server.url, key_prefix=prefix))
+        settings = Settings(redis_url=server.url, key_prefix=prefix)
+        store, lifecycle = SessionStore(redis, settings), RunLifecycle(redis, settings)
         assert server.process is not None
         pids = (worker.pid, server.process.pid)
         samples: list[tuple[float, float]] = []
@@ -164,7 +166,7 @@ async def level(tree: Path, runs: int) -> Level:
             sampler = asyncio.create_task(sample())
             before = [cpu_seconds(pid) for pid in (*pids, os.getpid())]
             busy, began = busy_seconds(), time.monotonic()
-            sessions = await queue_runs(store, runs)
+            sessions = await queue_runs(lifecycle, runs)
             await wait_for_endings(store, sessions, within=60 + TOKENS / RATE + runs / 20)
             after = [cpu_seconds(pid) for pid in (*pids, os.getpid())]
             others = busy_seconds() - busy - sum(after) + sum(before)

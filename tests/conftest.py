@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from shared.lifecycle import RunLifecycle
 from shared.settings import Settings
 from shared.store import SessionStore
 from tokentail.redis_server import RedisServer
@@ -52,3 +53,8 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 @pytest.fixture
 def store(redis: Redis, settings: Settings) -> SessionStore:
     return SessionStore(redis, settings)
+
+
+@pytest.fixture
+def runs(redis: Redis, settings: Settings) -> RunLifecycle:
+    return RunLifecycle(redis, settings)

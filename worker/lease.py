@@ -5,38 +5,30 @@ import logging
 from collections.abc import Callable
 from types import TracebackType
 
-from shared.store import Renewal, SessionStore
+from shared.lifecycle import Renewal, RunLease
 
 logger = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
-    """Renews the lease every third of its lifetime. If it is lost, cancels the run's task: another
-    worker may own the run now, so stop generating at once rather than at the next (fenced) append.
+    """Renews the lease every third of its lifetime. If it is lost, says so (`on_lost`, which stops
+    the run's task): another worker may own the run now, so stop generating at once rather than at
+    the next (fenced) append.
     A renewal that fails (Redis unreachable, full) is tried again at the next beat: the lease stays
     this worker's until a reaper takes it, which no reaper does while Redis is unwell. A renewal
     also learns of a pending cancel, in case its pub/sub message was missed."""
 
     def __init__(
-        self,
-        store: SessionStore,
-        session_id: str,
-        run_id: str,
-        lease_token: str,
-        lease_ms: int,
-        on_cancel: Callable[[], object],
+        self, lease: RunLease, lease_ms: int, on_cancel: Callable[[], object], on_lost: Callable[[], object]
     ) -> None:
-        self._store = store
-        self._session_id = session_id
-        self._run_id = run_id
-        self._lease_token = lease_token
+        self._lease = lease
         self._interval = lease_ms / 3000
         self._on_cancel = on_cancel
+        self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
-        self.lost = False
 
     async def __aenter__(self) -> "LeaseKeeper":
-        self._task = asyncio.create_task(self._renew(asyncio.current_task()))
+        self._task = asyncio.create_task(self._renew())
         return self
 
     async def __aexit__(
@@ -48,22 +40,20 @@ class LeaseKeeper:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
-    async def _renew(self, run_task: asyncio.Task[object] | None) -> None:
+    async def _renew(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             # On the beat shared by every run of this process (multiples of the interval), so that
             # their renewals go to Redis together, as one pipeline (worker/pipelines.py).
             await asyncio.sleep(self._interval - loop.time() % self._interval)
             try:
-                renewed = await self._store.renew_lease(self._session_id, self._run_id, self._lease_token)
+                renewed = await self._lease.renew()
             except Exception as exc:  # Redis unreachable or refusing writes: try again at the next beat
-                logger.warning("lease renewal failed for session %s: %s", self._session_id, exc)
+                logger.warning("lease renewal failed for session %s: %s", self._lease.session_id, exc)
                 continue
             if renewed is Renewal.CANCEL_PENDING:
                 self._on_cancel()
             elif renewed is Renewal.LOST:
-                logger.warning("run of session %s lost its lease; stopping it", self._session_id)
-                self.lost = True
-                if run_task is not None:
-                    run_task.cancel()
+                logger.warning("run of session %s lost its lease; stopping it", self._lease.session_id)
+                self._on_lost()
                 return

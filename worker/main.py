@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 
 from shared import jobs
 from shared.keys import Keys
+from shared.lifecycle import RunLifecycle
 from shared.redis_clients import sessions_client
 from shared.settings import Settings
 from shared.store import SessionStore
@@ -93,7 +94,7 @@ class TokentailWorker(Worker):
     async def _poll_iteration(self) -> None:
         if not self._background:
             settings = self._settings
-            self.reaper = Reaper(self.ctx["store"], settings.reap_interval_seconds, settings.lease_ms / 1000)
+            self.reaper = Reaper(self.ctx["runs"], settings.reap_interval_seconds, settings.lease_ms / 1000)
             wake = [self._wake_channel] if self._wake_channel else []
             if self._cancels is None:
                 listeners = [self._listen(self.pool, [self._keys.cancel_channel, *wake])]
@@ -189,7 +190,8 @@ async def _startup(ctx: dict[str, Any]) -> None:
         )
     # Appends and renewals batched in pipelines, on one server (a cluster client routes per call).
     batched = None if settings.redis_cluster else (lambda script: ScriptPipeline(sessions, script))
-    ctx["store"] = SessionStore(sessions, settings, batched=batched, queue=queue if settings.split_queue else None)
+    ctx["store"] = SessionStore(sessions, settings)
+    ctx["runs"] = RunLifecycle(sessions, settings, batched=batched, queue=queue if settings.split_queue else None)
     ctx.setdefault("providers", Providers(settings))
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from redis import exceptions as redis_errors
 
-from shared.store import Requeue, SessionStore
+from shared.lifecycle import Requeue, RunLifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +33,12 @@ PAGE = 100
 class Reaper:
     def __init__(
         self,
-        store: SessionStore,
+        runs: RunLifecycle,
         interval: float,
         lease_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._store = store
+        self._runs = runs
         self._interval = interval
         self._lease = lease_seconds
         # A sweep slower than this, or a gap this much longer than the interval, means Redis (or
@@ -68,7 +68,7 @@ class Reaper:
     async def sweep(self) -> int:
         """One pass; the number of runs queued for takeover."""
         started = self._clock()
-        await self._store.writable()
+        await self._runs.writable()
         now = self.redis_ok_at = self._clock()
         late = self._last_sweep is not None and started - self._last_sweep > self._interval + self._stall
         if self._healthy_since is None or late or now - started > self._stall:
@@ -82,11 +82,11 @@ class Reaper:
 
     async def _requeue_expired(self) -> int:
         requeued = skipped = 0
-        leases = self._store.leases
+        leases = self._runs.leases
         while page := await leases.due(skipped, PAGE):
             for entry in page:
                 try:
-                    look = await self._store.look(entry.session_id)
+                    look = await self._runs.look(entry.session_id)
                 except redis_errors.ResponseError:  # a broken record: skip it, the others still need us
                     logger.error("reaper: cannot requeue the run of session %s", entry.session_id, exc_info=True)
                     skipped += 1

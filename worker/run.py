@@ -2,16 +2,16 @@
 
 import asyncio
 import logging
-import secrets
 from typing import Any
 
 from shared.catalog import parse_model
 from shared.errors import LeaseLost
 from shared.events import CANCELLED_BY_REQUEST, ErrorInfo, RunCancelled, RunCompleted, RunFailed
+from shared.lifecycle import RunLease, RunLifecycle, StartVerdict
 from shared.logs import bind
 from shared.records import RunRecord, transcript
 from shared.settings import Settings
-from shared.store import SessionStore, StartVerdict
+from shared.store import SessionStore
 from worker import metrics
 from worker.agent_loop import AgentError, run_model_agent
 from worker.agents import Agent, load_agent
@@ -20,27 +20,24 @@ from worker.lease import LeaseKeeper
 from worker.providers import Providers
 from worker.providers.base import InvalidRequest, ProviderError
 from worker.retry import RetryPolicy
-from worker.running import RunningRuns
+from worker.running import RunningRuns, Stop
 from worker.writer import EventTooLarge, EventWriter, OutputTooLarge
 
 logger = logging.getLogger(__name__)
 
 
 async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
-    store: SessionStore = ctx["store"]
+    runs: RunLifecycle = ctx["runs"]
     settings: Settings = ctx["settings"]
     running: RunningRuns = ctx["running"]
-    lease_token = secrets.token_hex(16)
     bind(session_id=session_id, run_id=run_id)  # each arq job runs in a task of its own
-    started = await store.start_run(session_id, run_id, lease_token, ctx["job_id"])
+    started = await runs.start_run(session_id, run_id, ctx["job_id"])
     if started is None:
         # A duplicate delivery, a deleted session, or a run another worker holds: nothing to do.
         logger.info("run %s of session %s is not ours to start", run_id, session_id)
         return
-    run, verdict = started
-    writer = EventWriter(
-        store, session_id, run_id, lease_token, settings.flush_interval_ms / 1000, settings.max_output_chars
-    )
+    lease, run, verdict = started
+    writer = EventWriter(lease, settings.flush_interval_ms / 1000, settings.max_output_chars)
     if verdict is not StartVerdict.RUN:
         ending: RunCancelled | RunFailed = (
             RunCancelled(run_id=run_id, reason=CANCELLED_BY_REQUEST)
@@ -48,48 +45,53 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
             else RunFailed(run_id=run_id, error=ErrorInfo(type="attempts_exhausted", message=_exhausted(run)))
         )
         metrics.RUNS.labels("cancelled" if verdict is StartVerdict.CANCEL else "failed").inc()
-        await _finish(writer, ending, run_id, session_id)
+        await _finish(writer, ending, lease)
         return
     logger.info("run %s of session %s started (attempt %d)", run_id, session_id, run.attempt)
     _count_start(run)
     running.add(run_id)
     metrics.ACTIVE_RUNS.inc()
     outcome = "failed"
-    lease = LeaseKeeper(store, session_id, run_id, lease_token, settings.lease_ms, lambda: running.cancel(run_id))
+    keeper = LeaseKeeper(
+        lease,
+        settings.lease_ms,
+        on_cancel=lambda: running.cancel(run_id),
+        on_lost=lambda: running.stop(run_id, Stop.LEASE_LOST),
+    )
     try:
-        async with lease:
+        async with keeper:
             completed = await _generate(ctx, session_id, run, writer)
         await writer.finish(completed)
         outcome = "completed"
-    except LeaseLost:
-        outcome = "lease_lost"
-        logger.warning("run %s of session %s stopped: its append was fenced (lease lost)", run_id, session_id)
-    except asyncio.CancelledError:
-        if running.was_cancelled(run_id):
+    except (LeaseLost, asyncio.CancelledError) as stopped:
+        # One reason why the run stopped, recorded by whoever stopped it; none means arq is stopping.
+        stop = Stop.LEASE_LOST if isinstance(stopped, LeaseLost) else running.stop_reason(run_id)
+        if stop is None:  # SIGTERM: hand the run over now rather than let its lease run out
+            outcome = "handed_over"
+            await _hand_over(lease)
+            raise
+        if isinstance(stopped, asyncio.CancelledError):
             _uncancel()
-            outcome = "cancelled"
-            logger.info("run %s of session %s cancelled", run_id, session_id)
-            await _finish(writer, RunCancelled(run_id=run_id, reason=CANCELLED_BY_REQUEST), run_id, session_id)
-            return
-        if lease.lost:
-            _uncancel()
-            outcome = "lease_lost"
-            logger.warning("run %s of session %s stopped: lease lost", run_id, session_id)
-            return
-        # arq is stopping (SIGTERM): hand the run over now rather than let its lease run out.
-        outcome = "handed_over"
-        await _hand_over(store, session_id, run_id, lease_token)
-        raise
+        outcome = stop.value
+        await _end_stopped(writer, lease, stop)
     except Exception as exc:  # the run boundary: every failure ends the run with run.failed
         logger.warning("run %s of session %s failed: %s", run_id, session_id, exc, exc_info=True)
         if isinstance(exc, ProviderError):
             metrics.PROVIDER_ERRORS.labels(writer.provider, exc.kind).inc()
-        await _finish(writer, RunFailed(run_id=run_id, error=_error_info(exc, settings)), run_id, session_id)
+        await _finish(writer, RunFailed(run_id=run_id, error=_error_info(exc, settings)), lease)
     finally:
         writer.close()
         running.discard(run_id)
         metrics.ACTIVE_RUNS.dec()
         metrics.RUNS.labels(outcome).inc()
+
+
+async def _end_stopped(writer: EventWriter, lease: RunLease, stop: Stop) -> None:
+    if stop is Stop.CANCELLED:
+        logger.info("run %s of session %s cancelled", lease.run_id, lease.session_id)
+        await _finish(writer, RunCancelled(run_id=lease.run_id, reason=CANCELLED_BY_REQUEST), lease)
+    else:  # the run is another worker's now, or gone: it must not write its end
+        logger.warning("run %s of session %s stopped: lease lost", lease.run_id, lease.session_id)
 
 
 def _count_start(run: RunRecord) -> None:
@@ -100,20 +102,20 @@ def _count_start(run: RunRecord) -> None:
         metrics.TAKEOVERS.inc()
 
 
-async def _finish(writer: EventWriter, ending: RunCancelled | RunFailed, run_id: str, session_id: str) -> None:
+async def _finish(writer: EventWriter, ending: RunCancelled | RunFailed, lease: RunLease) -> None:
     try:
         await asyncio.shield(writer.finish(ending))
     except Exception:  # Redis gone or lease lost: nothing more this worker can do for the run
-        logger.error("run %s of session %s could not record its end", run_id, session_id, exc_info=True)
+        logger.error("run %s of session %s could not record its end", lease.run_id, lease.session_id, exc_info=True)
 
 
-async def _hand_over(store: SessionStore, session_id: str, run_id: str, lease_token: str) -> None:
+async def _hand_over(lease: RunLease) -> None:
     try:
-        requeued = await asyncio.shield(store.requeue_run(session_id, lease_token))
+        requeued = await asyncio.shield(lease.hand_over())
     except Exception:  # the lease will expire instead, and a reaper requeue the run
-        logger.error("run %s of session %s could not be handed over", run_id, session_id, exc_info=True)
+        logger.error("run %s of session %s could not be handed over", lease.run_id, lease.session_id, exc_info=True)
         return
-    logger.info("run %s of session %s handed over: %s", run_id, session_id, requeued)
+    logger.info("run %s of session %s handed over: %s", lease.run_id, lease.session_id, requeued)
 
 
 def _exhausted(run: RunRecord) -> str:

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 
 from shared.events import TERMINAL_EVENTS, Ending, EventData, MessageDelta, event_type_of
+from shared.lifecycle import RunLease
 from shared.outage import is_outage
-from shared.store import SessionStore
 from worker import metrics
 
 logger = logging.getLogger(__name__)
@@ -47,18 +47,13 @@ class EventTooLarge(Exception):
 class EventWriter:
     def __init__(
         self,
-        store: SessionStore,
-        session_id: str,
-        run_id: str,
-        lease_token: str,
+        lease: RunLease,
         flush_interval: float,
         max_output_chars: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._store = store
-        self._session_id = session_id
-        self._run_id = run_id
-        self._lease_token = lease_token
+        self._lease = lease
+        self._run_id = lease.run_id
         self._flush_interval = flush_interval
         self._max_output_chars = max_output_chars
         self._output_chars = 0
@@ -193,9 +188,7 @@ class EventWriter:
         started = self._clock()
         for failures in itertools.count():
             try:
-                await self._store.append(
-                    self._session_id, self._run_id, self._lease_token, events, append_id, ending=ending
-                )
+                await self._lease.append(events, append_id, ending)
             except Exception as exc:
                 if not is_outage(exc) or self._clock() - started > OUTAGE_SECONDS:
                     raise

@@ -15,9 +15,8 @@ from gateway.deps import (
     StoreDep,
     StreamSlotsDep,
 )
-from gateway.feed import EventFeed, start_position
+from gateway.feed import EventFeed, parse_last_event_id, start_position
 from gateway.sse import EventStreamResponse
-from shared.errors import InvalidLastEventId
 
 router = APIRouter(prefix="/v1/sessions", tags=["events"])
 
@@ -25,14 +24,6 @@ SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
 }
-
-
-def parse_last_event_id(value: str | None) -> int:
-    if value is None or value == "":
-        return 0
-    if not value.isascii() or not value.isdigit() or len(value) > 18:
-        raise InvalidLastEventId(value)
-    return int(value)
 
 
 @router.get(

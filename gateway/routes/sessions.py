@@ -1,11 +1,10 @@
 """REST: create sessions, queue runs, read and delete sessions."""
 
 import time
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 
-from gateway.auth import Caller
 from gateway.deps import (
     ERROR_RESPONSES,
     ApiKeyCallerDep,
@@ -14,11 +13,11 @@ from gateway.deps import (
     OwnedSessionDep,
     ReadableSessionDep,
     RunBudgetDep,
+    RunsDep,
     SettingsDep,
     StoreDep,
 )
 from gateway.ids import new_run_id, new_session_id
-from gateway.limits import RunBudget
 from gateway.schemas import (
     CancelAccepted,
     CreateRun,
@@ -28,12 +27,9 @@ from gateway.schemas import (
     SessionView,
     StreamToken,
 )
-from shared.catalog import check_agent, parse_model
-from shared.errors import InputTooLarge, InvalidInput
-from shared.params import check_params_for
+from gateway.turns import check_agent_name, check_params, check_size, queue_follow_up
+from shared.lifecycle import Cancel
 from shared.records import RunRecord, SessionRecord, transcript
-from shared.settings import Settings
-from shared.store import Cancel, SessionStore
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -42,28 +38,6 @@ CANCEL_STATUS: dict[Cancel, Literal["cancelling", "cancelled", "idle"]] = {
     Cancel.CANCELLED: "cancelled",
     Cancel.IDLE: "idle",
 }
-
-
-def _check_size(text: str | None, settings: Settings) -> None:
-    if text is not None and len(text) > settings.max_input_chars:
-        raise InputTooLarge(settings.max_input_chars)
-
-
-def _check_params(model: str | None, params: dict[str, Any]) -> None:
-    """Knobs the run's provider does not take are a 422 now, when the model is already known."""
-    if model is not None:
-        try:
-            check_params_for(parse_model(model).provider, params)
-        except ValueError as exc:
-            raise InvalidInput(f"params: {exc}") from None
-
-
-def _check_agent(agent: str | None, settings: Settings) -> None:
-    if agent is not None:
-        try:
-            check_agent(agent, frozenset(settings.agents))
-        except ValueError as exc:
-            raise InvalidInput(f"agent: {exc}") from None
 
 
 def _events_url(request: Request, session_id: str) -> str:
@@ -75,15 +49,15 @@ async def create_session(
     body: CreateSession,
     request: Request,
     caller: ApiKeyCallerDep,
-    store: StoreDep,
+    runs: RunsDep,
     settings: SettingsDep,
     budget: RunBudgetDep,
     auth: AuthDep,
 ) -> SessionCreated:
-    _check_size(body.input, settings)
-    _check_agent(body.agent, settings)
+    check_size(body.input, settings)
+    check_agent_name(body.agent, settings)
     params = body.params.given() if body.params else {}
-    _check_params(body.model, params)
+    check_params(body.model, params)
     await budget.spend(caller.tenant)
     session = SessionRecord(
         session_id=new_session_id(),
@@ -96,12 +70,12 @@ async def create_session(
     )
     run_id = None
     if body.input is None:
-        await store.create_session(session)
+        await runs.create_session(session)
     else:
         run = RunRecord(
             run_id=new_run_id(), input=body.input, model=session.model, params=session.params, agent=session.agent
         )
-        await store.queue_run(session.session_id, run, create=session)
+        await runs.queue_run(session.session_id, run, create=session)
         run_id = run.run_id
     token, expires_at = auth.issue_token(session.session_id, caller.tenant)
     return SessionCreated(
@@ -120,34 +94,20 @@ async def create_run(
     request: Request,
     caller: CallerDep,
     store: StoreDep,
+    runs: RunsDep,
     settings: SettingsDep,
     budget: RunBudgetDep,
 ) -> RunAccepted:
-    run = await queue_follow_up(store, settings, budget, caller, session_id, body)
+    run = await queue_follow_up(store, runs, settings, budget, caller, session_id, body)
     return RunAccepted(run_id=run.run_id, events_url=_events_url(request, session_id))
 
 
-async def queue_follow_up(
-    store: SessionStore, settings: Settings, budget: RunBudget, caller: Caller, session_id: str, body: CreateRun
-) -> RunRecord:
-    """A follow-up turn, from REST or a WebSocket: the session's model and params unless overridden."""
-    _check_size(body.input, settings)
-    session = await store.get_session(session_id)
-    model = body.model or session.model
-    params = {**session.params, **(body.params.given() if body.params else {})}
-    _check_params(model, params)
-    await budget.spend(caller.tenant)
-    run = RunRecord(run_id=new_run_id(), input=body.input, model=model, params=params, agent=session.agent)
-    await store.queue_run(session_id, run, multitask=body.multitask)
-    return run
-
-
 @router.post("/{session_id}/cancel", status_code=202, responses=ERROR_RESPONSES)
-async def cancel_run(session_id: OwnedSessionDep, store: StoreDep) -> CancelAccepted:
+async def cancel_run(session_id: OwnedSessionDep, runs: RunsDep) -> CancelAccepted:
     """Cancel the active run, from any replica. Idempotent: the worker running it stops the model
     and writes `run.cancelled` as the run's last event; a run no worker holds yet (still queued)
     ends at once. Closing a stream never cancels a run."""
-    outcome, run_id = await store.cancel_run(session_id)
+    outcome, run_id = await runs.cancel_run(session_id)
     return CancelAccepted(run_id=run_id, status=CANCEL_STATUS[outcome])
 
 
@@ -172,9 +132,9 @@ async def get_session(session_id: ReadableSessionDep, store: StoreDep) -> Sessio
 
 
 @router.delete("/{session_id}", status_code=204, responses=ERROR_RESPONSES)
-async def delete_session(session_id: OwnedSessionDep, store: StoreDep) -> Response:
+async def delete_session(session_id: OwnedSessionDep, store: StoreDep, runs: RunsDep) -> Response:
     session = await store.get_session(session_id)  # 404 or 410 if there is nothing to delete
-    await store.delete_session(session)
+    await runs.delete_session(session)
     return Response(status_code=204)
 
 

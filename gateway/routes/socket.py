@@ -27,16 +27,25 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from gateway.auth import Caller, bearer_credential
-from gateway.deps import AuthDep, HubDep, RunBudgetDep, SettingsDep, ShutdownDep, StoreDep, StreamSlotsDep
+from gateway.deps import (
+    AuthDep,
+    HubDep,
+    RunBudgetDep,
+    RunsDep,
+    SettingsDep,
+    ShutdownDep,
+    StoreDep,
+    StreamSlotsDep,
+)
 from gateway.errors import describe, describe_outage
-from gateway.feed import EventFeed, start_position
+from gateway.feed import EventFeed, parse_last_event_id, start_position
 from gateway.hub import StreamHub
 from gateway.limits import RunBudget
-from gateway.routes.events import parse_last_event_id
-from gateway.routes.sessions import queue_follow_up
 from gateway.schemas import CreateRun
+from gateway.turns import queue_follow_up
 from shared.errors import Forbidden, InputTooLarge, InvalidInput, RateLimited, RunConflict, TokentailError
 from shared.events import Gap
+from shared.lifecycle import RunLifecycle
 from shared.settings import Settings
 from shared.store import SessionStore, StoredEvent
 
@@ -91,6 +100,7 @@ class _Conversation:
         caller: Caller,
         session_id: str,
         store: SessionStore,
+        runs: RunLifecycle,
         hub: StreamHub,
         settings: Settings,
         budget: RunBudget,
@@ -99,6 +109,7 @@ class _Conversation:
         self.caller = caller
         self.session_id = session_id
         self.store = store
+        self.runs = runs
         self.hub = hub
         self.settings = settings
         self.budget = budget
@@ -163,21 +174,12 @@ class _Conversation:
         return message
 
     async def handle(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
+        handler = self._handlers.get(str(message.get("type")))
         try:
-            if kind == "run":
-                await self._run(message)
-            elif kind == "cancel":
-                self.caller.require_api_key()
-                async with self.socket.before_any_event() as answer:
-                    _, run_id = await self.store.cancel_run(self.session_id)
-                    await answer({"type": "ack", "request": "cancel", "run_id": run_id})
-            elif kind == "resume":
-                position = str(message.get("last_event_id", ""))
-                await self.follow(position)
-                await self.socket.send_json({"type": "ack", "request": "resume", "last_event_id": int(position or 0)})
-            else:
+            if handler is None:
                 await self.socket.error(ValueError("type must be run, cancel or resume"), "validation_error")
+            else:
+                await handler(self, message)
         except ValidationError as exc:
             await self.socket.error(exc, "validation_error")
         except REFUSALS as exc:
@@ -191,8 +193,27 @@ class _Conversation:
         self.caller.require_api_key()
         body = CreateRun.model_validate({k: v for k, v in message.items() if k != "type"})
         async with self.socket.before_any_event() as answer:
-            run = await queue_follow_up(self.store, self.settings, self.budget, self.caller, self.session_id, body)
+            run = await queue_follow_up(
+                self.store, self.runs, self.settings, self.budget, self.caller, self.session_id, body
+            )
             await answer({"type": "ack", "request": "run", "run_id": run.run_id})
+
+    async def _cancel(self, message: dict[str, Any]) -> None:
+        self.caller.require_api_key()
+        async with self.socket.before_any_event() as answer:
+            _, run_id = await self.runs.cancel_run(self.session_id)
+            await answer({"type": "ack", "request": "cancel", "run_id": run_id})
+
+    async def _resume(self, message: dict[str, Any]) -> None:
+        position = str(message.get("last_event_id", ""))
+        await self.follow(position)
+        await self.socket.send_json({"type": "ack", "request": "resume", "last_event_id": int(position or 0)})
+
+    _handlers: dict[str, Callable[["_Conversation", dict[str, Any]], Awaitable[None]]] = {
+        "run": _run,
+        "cancel": _cancel,
+        "resume": _resume,
+    }
 
 
 @router.websocket("/{session_id}/ws")
@@ -200,6 +221,7 @@ async def session_socket(
     websocket: WebSocket,
     session_id: str,
     store: StoreDep,
+    runs: RunsDep,
     hub: HubDep,
     shutdown: ShutdownDep,
     settings: SettingsDep,
@@ -218,7 +240,7 @@ async def session_socket(
         caller = auth.authenticate(bearer_credential(websocket.headers.get("authorization")), token)
         await auth.check_access(caller, session_id, store)
         slot = await slots.take(caller.tenant)
-        conversation = _Conversation(socket, caller, session_id, store, hub, settings, budget)
+        conversation = _Conversation(socket, caller, session_id, store, runs, hub, settings, budget)
         await conversation.follow(last_event_id)
         while (message := await conversation.next_message()) is not None:
             await conversation.handle(message)

@@ -53,8 +53,8 @@ from schemathesis.specs.openapi.checks import (
 from gateway.app import create_app
 from gateway.ids import new_session_id
 from shared.events import MessageDelta, RunCompleted, RunFailed
+from shared.lifecycle import RunLease, RunLifecycle
 from shared.settings import Settings
-from shared.store import SessionStore
 from tests.integration.conftest import Gateway
 
 T = TypeVar("T")
@@ -161,30 +161,30 @@ class FuzzTarget:
         return [finished["session_id"], running["session_id"], queued, empty, deleted, unknown]
 
     async def _play_worker(self, running: dict[str, Any], finished: dict[str, Any]) -> None:
-        async with self._store() as store:
+        async with self._runs() as runs:
             for session, end in ((running, False), (finished, True)):
                 sid, run_id = session["session_id"], session["run_id"]
-                assert await store.start_run(sid, run_id, LEASE, run_id) is not None
+                assert await runs.start_run(sid, run_id, run_id, token=LEASE) is not None
                 events = [
                     ("message.delta", MessageDelta(run_id=run_id, text=text).model_dump_json()) for text in "1234"
                 ]
                 usage = {"input_tokens": 5, "output_tokens": 4}
                 done = RunCompleted(run_id=run_id, output="1234", usage=usage) if end else None
-                await store.append(sid, run_id, LEASE, events, ending=done)
+                await RunLease(runs, sid, run_id, LEASE).append(events, ending=done)
 
     async def _fail(self, session_id: str, run_id: str) -> None:
-        async with self._store() as store:
-            assert await store.start_run(session_id, run_id, LEASE, run_id) is not None
+        async with self._runs() as runs:
+            assert await runs.start_run(session_id, run_id, run_id, token=LEASE) is not None
             error = {"type": "provider_error", "message": "the model went away"}
             failed = RunFailed.model_validate({"run_id": run_id, "error": error})
-            await store.append(session_id, run_id, LEASE, [], ending=failed)
+            await RunLease(runs, session_id, run_id, LEASE).append([], ending=failed)
 
     @contextlib.asynccontextmanager
-    async def _store(self) -> Any:
+    async def _runs(self) -> Any:
         settings = self.gateway.settings
         redis = Redis.from_url(str(settings.redis_url))
         try:
-            yield SessionStore(redis, settings)
+            yield RunLifecycle(redis, settings)
         finally:
             await redis.aclose()
 

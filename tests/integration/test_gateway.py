@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from gateway.ids import new_run_id, new_session_id
 from shared.events import RunCompleted
+from shared.lifecycle import RunLease, RunLifecycle
 from shared.records import RunRecord, SessionRecord
 from shared.settings import Settings
 from shared.store import SessionStore
@@ -135,12 +136,12 @@ async def test_a_failing_run_ends_with_run_failed(client: httpx2.AsyncClient, wo
 
 
 async def test_a_run_recorded_with_invalid_params_ends_with_a_clear_error(
-    client: httpx2.AsyncClient, worker: TokentailWorker, store: SessionStore
+    client: httpx2.AsyncClient, worker: TokentailWorker, store: SessionStore, runs: RunLifecycle
 ) -> None:
     # The gateway refuses such params (422); a run recorded by an older version may still hold them.
     session = SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted")
     run = RunRecord(run_id=new_run_id(), input="hi", model="scripted", params={"tokens": "many"})
-    await store.queue_run(session.session_id, run, create=session)
+    await runs.queue_run(session.session_id, run, create=session)
     received = await read_events(client, f"/v1/sessions/{session.session_id}/events")
     assert received.events[-1][1] == "run.failed"
     assert received.events[-1][2]["error"]["type"] == "invalid_request"
@@ -150,14 +151,14 @@ async def test_a_run_recorded_with_invalid_params_ends_with_a_clear_error(
 async def test_trimmed_history_is_announced_with_a_gap_frame(
     client: httpx2.AsyncClient, redis: Redis, settings: Settings
 ) -> None:
-    store = SessionStore(redis, settings.model_copy(update={"stream_maxlen": 100}))
+    runs = RunLifecycle(redis, settings.model_copy(update={"stream_maxlen": 100}))
     created = await _create(client)  # no worker: this test writes the run itself, 500 deltas
-    assert await store.start_run(created["session_id"], created["run_id"], "lease", created["run_id"])
+    assert await runs.start_run(created["session_id"], created["run_id"], created["run_id"], token="lease")
     delta = json.dumps({"run_id": created["run_id"], "text": "x"})
     for _ in range(10):
-        await store.append(created["session_id"], created["run_id"], "lease", [("message.delta", delta)] * 50)
+        await RunLease(runs, created["session_id"], created["run_id"], "lease").append([("message.delta", delta)] * 50)
     done = RunCompleted(run_id=created["run_id"], output="x" * 500, usage={})
-    last = await store.append(created["session_id"], created["run_id"], "lease", [], ending=done)
+    last = await RunLease(runs, created["session_id"], created["run_id"], "lease").append([], ending=done)
     received = await read_events(client, created["events_url"], last_event_id=1)
     assert received.events[0][1] == "gap"
     gap = received.events[0][2]

@@ -14,6 +14,7 @@ from gateway import hub as hub_module
 from gateway.feed import EventFeed, Start
 from gateway.hub import StreamHub
 from shared.events import RunCompleted
+from shared.lifecycle import RunLease, RunLifecycle
 from shared.settings import Settings
 from shared.store import SessionStore
 from tests.integration.test_store import _started
@@ -28,13 +29,13 @@ async def hub(settings: Settings) -> AsyncIterator[StreamHub]:
 
 
 @pytest.fixture
-async def alone(private_redis_url: str, settings: Settings) -> AsyncIterator[tuple[Redis, SessionStore, StreamHub]]:
-    """A Redis of this test's own (it kills clients, counts them), its store and a hub on it."""
+async def alone(private_redis_url: str, settings: Settings) -> AsyncIterator[tuple[Redis, RunLifecycle, StreamHub]]:
+    """A Redis of this test's own (it kills clients, counts them), its run lifecycle and a hub on it."""
     settings = settings.model_copy(update={"redis_url": private_redis_url})
     redis = Redis.from_url(private_redis_url)
     hub = StreamHub(settings, read_connections=3)
     await hub.start()
-    yield redis, SessionStore(redis, settings), hub
+    yield redis, RunLifecycle(redis, settings), hub
     await hub.aclose()
     await redis.aclose()
 
@@ -71,9 +72,9 @@ class Follower:
             await self.task
 
 
-async def _append(store: SessionStore, session_id: str, run_id: str, n: int = 1, text: str = "x") -> int:
+async def _append(runs: RunLifecycle, session_id: str, run_id: str, n: int = 1, text: str = "x") -> int:
     delta = json.dumps({"run_id": run_id, "text": text})
-    return await store.append(session_id, run_id, "lease-1", [("message.delta", delta)] * n)
+    return await RunLease(runs, session_id, run_id, "lease-1").append([("message.delta", delta)] * n)
 
 
 async def _live(*followers: Follower) -> None:
@@ -88,15 +89,15 @@ async def _command_calls(redis: Redis, *commands: str) -> int:
 
 
 async def test_a_hundred_followers_of_one_session_cost_one_notification_per_event_and_no_read(
-    hub: StreamHub, store: SessionStore, redis: Redis
+    hub: StreamHub, store: SessionStore, runs: RunLifecycle, redis: Redis
 ) -> None:
-    session_id, run = await _started(store)
+    session_id, run = await _started(runs)
     followers = [Follower(hub, session_id) for _ in range(100)]
     try:
         await _live(*followers)
         reads_before = await _command_calls(redis, "xrange", "xread", "xrevrange")
         for _ in range(50):
-            last = await _append(store, session_id, run.run_id)
+            last = await _append(runs, session_id, run.run_id)
         for follower in followers:
             await follower.until(last)
         assert await _command_calls(redis, "xrange", "xread", "xrevrange") == reads_before
@@ -110,15 +111,15 @@ async def test_a_hundred_followers_of_one_session_cost_one_notification_per_even
 
 
 async def test_followers_joining_while_a_writer_appends_get_every_id_once_in_order(
-    hub: StreamHub, store: SessionStore
+    hub: StreamHub, store: SessionStore, runs: RunLifecycle
 ) -> None:
-    session_id, run = await _started(store)
+    session_id, run = await _started(runs)
     followers: list[Follower] = []
 
     async def write() -> int:
         last = 0
         for _ in range(300):
-            last = await _append(store, session_id, run.run_id)
+            last = await _append(runs, session_id, run.run_id)
             if random.random() < 0.3:
                 await asyncio.sleep(0)
         return last
@@ -140,18 +141,18 @@ async def test_followers_joining_while_a_writer_appends_get_every_id_once_in_ord
 
 
 async def test_a_follower_that_stops_reading_is_bounded_then_reads_the_rest_from_redis(
-    hub: StreamHub, store: SessionStore, monkeypatch: pytest.MonkeyPatch
+    hub: StreamHub, store: SessionStore, runs: RunLifecycle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(hub_module, "BUFFER_BYTES", 10_000)
-    session_id, run = await _started(store)
+    session_id, run = await _started(runs)
     feed = EventFeed(hub, session_id, Start(0, None, False), 500, False, "sse").__aiter__()
     seqs = [event.seq for event in (await anext(feed)).events]  # caught up
-    await _append(store, session_id, run.run_id)
+    await _append(runs, session_id, run.run_id)
     seqs += [event.seq for event in (await anext(feed)).events]  # live
     (subscription,) = hub._channels[next(iter(hub._channels))].subscriptions
     assert subscription.live
     for _ in range(100):  # 100 events of 1 KB while the client reads nothing
-        last = await _append(store, session_id, run.run_id, text="y" * 1000)
+        last = await _append(runs, session_id, run.run_id, text="y" * 1000)
         assert subscription.pending_bytes + subscription.spill_bytes <= 10_000
     assert not subscription.live  # it fell behind, dropping what waited
     try:
@@ -164,20 +165,20 @@ async def test_a_follower_that_stops_reading_is_bounded_then_reads_the_rest_from
 
 
 async def test_followers_lose_nothing_when_the_hubs_connection_is_killed_mid_stream(
-    alone: tuple[Redis, SessionStore, StreamHub],
+    alone: tuple[Redis, RunLifecycle, StreamHub],
 ) -> None:
-    redis, store, hub = alone
-    session_id, run = await _started(store)
+    redis, runs, hub = alone
+    session_id, run = await _started(runs)
     followers = [Follower(hub, session_id) for _ in range(5)]
     reconnects = hub_module.metrics.HUB_RECONNECTS._value.get()
     try:
         await _live(*followers)
         for _ in range(3):
             for _ in range(10):
-                last = await _append(store, session_id, run.run_id)
+                last = await _append(runs, session_id, run.run_id)
             await redis.client_kill_filter(_type="pubsub")  # the hub's notifications connection
             for _ in range(10):  # appended while the hub is away: their notifications are lost
-                last = await _append(store, session_id, run.run_id)
+                last = await _append(runs, session_id, run.run_id)
             for follower in followers:
                 await follower.until(last)
                 assert follower.seqs == list(range(1, last + 1))
@@ -188,17 +189,17 @@ async def test_followers_lose_nothing_when_the_hubs_connection_is_killed_mid_str
 
 
 async def test_open_streams_share_a_fixed_number_of_redis_connections(
-    alone: tuple[Redis, SessionStore, StreamHub],
+    alone: tuple[Redis, RunLifecycle, StreamHub],
 ) -> None:
-    redis, store, hub = alone
-    sessions = [await _started(store) for _ in range(50)]
+    redis, runs, hub = alone
+    sessions = [await _started(runs) for _ in range(50)]
     followers = [Follower(hub, session_id) for session_id, _ in sessions for _ in range(4)]
     try:
         await _live(*followers)
         clients = int((await redis.info("clients"))["connected_clients"])
         assert clients <= 1 + 3 + 1  # this test's own client, the hub's pool, its notifications
         for session_id, run in sessions:
-            await _append(store, session_id, run.run_id)
+            await _append(runs, session_id, run.run_id)
         for follower in followers:
             await follower.until(2)
     finally:
@@ -207,14 +208,14 @@ async def test_open_streams_share_a_fixed_number_of_redis_connections(
 
 
 async def test_a_completed_run_reaches_live_followers_with_its_output_and_ends_their_streams(
-    hub: StreamHub, store: SessionStore
+    hub: StreamHub, store: SessionStore, runs: RunLifecycle
 ) -> None:
-    session_id, run = await _started(store)
+    session_id, run = await _started(runs)
     follower = Follower(hub, session_id, until_idle=True)
     await _live(follower)
-    await _append(store, session_id, run.run_id, n=3)
+    await _append(runs, session_id, run.run_id, n=3)
     ending = RunCompleted(run_id=run.run_id, output="xxx", usage={})
-    last = await store.append(session_id, run.run_id, "lease-1", [], ending=ending)
+    last = await RunLease(runs, session_id, run.run_id, "lease-1").append([], ending=ending)
     async with asyncio.timeout(5):
         await follower.task  # the feed ended: nothing left, nothing coming
     assert follower.seqs == list(range(1, last + 1))
@@ -222,18 +223,20 @@ async def test_a_completed_run_reaches_live_followers_with_its_output_and_ends_t
 
 
 async def test_followers_of_a_deleted_session_end_at_once_not_at_their_next_heartbeat(
-    hub: StreamHub, store: SessionStore, settings: Settings
+    hub: StreamHub, store: SessionStore, runs: RunLifecycle, settings: Settings
 ) -> None:
-    session_id, _ = await _started(store)
+    session_id, _ = await _started(runs)
     follower = Follower(hub, session_id)
     await _live(follower)
-    await store.delete_session(await store.get_session(session_id))
+    await runs.delete_session(await store.get_session(session_id))
     async with asyncio.timeout(settings.sse_heartbeat_seconds / 2):
         await follower.task
 
 
-async def test_an_idle_follower_gets_heartbeats(hub: StreamHub, store: SessionStore, settings: Settings) -> None:
-    session_id, _ = await _started(store)
+async def test_an_idle_follower_gets_heartbeats(
+    hub: StreamHub, store: SessionStore, runs: RunLifecycle, settings: Settings
+) -> None:
+    session_id, _ = await _started(runs)
     follower = Follower(hub, session_id)
     try:
         await asyncio.sleep(settings.sse_heartbeat_seconds * 3.5)
@@ -242,8 +245,8 @@ async def test_an_idle_follower_gets_heartbeats(hub: StreamHub, store: SessionSt
         await follower.close()
 
 
-async def test_stopping_the_hub_ends_every_stream(hub: StreamHub, store: SessionStore) -> None:
-    session_id, _ = await _started(store)
+async def test_stopping_the_hub_ends_every_stream(hub: StreamHub, store: SessionStore, runs: RunLifecycle) -> None:
+    session_id, _ = await _started(runs)
     followers = [Follower(hub, session_id) for _ in range(3)]
     await _live(*followers)
     hub.stop()

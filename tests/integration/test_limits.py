@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from shared.events import MessageDelta
+from shared.lifecycle import RunLease, RunLifecycle
 from shared.records import PUBLIC_TENANT
 from shared.store import SessionStore
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, SLOW, bearer, ws_exchange, ws_url
@@ -125,16 +126,16 @@ async def test_a_request_head_past_the_bound_is_refused_with_431(start_gateway: 
 
 
 async def test_a_client_that_stops_reading_is_dropped_and_frees_its_stream(
-    start_gateway: Callable[..., Any], store: SessionStore, redis: Redis
+    start_gateway: Callable[..., Any], store: SessionStore, runs: RunLifecycle, redis: Redis
 ) -> None:
     gateway = await start_gateway(stalled_client_seconds=1)
     async with httpx2.AsyncClient(base_url=gateway.url) as http:
         created = (await http.post("/v1/sessions", json={"input": "long"})).json()  # no worker: written here
     session_id, run_id = created["session_id"], created["run_id"]
-    await store.start_run(session_id, run_id, "lease", run_id)
+    await runs.start_run(session_id, run_id, run_id, token="lease")
     delta = MessageDelta(run_id=run_id, text="x" * 16_000).model_dump_json()
     for _ in range(20):  # 10 MB: more than the sockets' buffers hold
-        await store.append(session_id, run_id, "lease", [("message.delta", delta)] * 32)
+        await RunLease(runs, session_id, run_id, "lease").append([("message.delta", delta)] * 32)
     slots = store.keys.tenant_streams(PUBLIC_TENANT)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

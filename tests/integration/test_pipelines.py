@@ -8,6 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.errors import LeaseLost
+from shared.lifecycle import RunLease, RunLifecycle
 from shared.lua import load_script
 from shared.settings import Settings
 from shared.store import SessionStore
@@ -34,9 +35,9 @@ def _count_round_trips(pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch
     return round_trips
 
 
-def _batched(redis: Redis, settings: Settings, appends: ScriptPipeline) -> SessionStore:
-    """A store that sends its appends through `appends`, as the worker's does."""
-    return SessionStore(
+def _batched(redis: Redis, settings: Settings, appends: ScriptPipeline) -> RunLifecycle:
+    """A run lifecycle that sends its appends through `appends`, as the worker's does."""
+    return RunLifecycle(
         redis,
         settings,
         batched=lambda script: appends if script == load_script("append") else ScriptPipeline(redis, script),
@@ -48,19 +49,24 @@ def _delta(run_id: str, text: str) -> tuple[str, str]:
 
 
 async def test_many_runs_share_round_trips_and_each_keeps_its_order(
-    redis: Redis, settings: Settings, pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch
+    redis: Redis,
+    store: SessionStore,
+    runs: RunLifecycle,
+    settings: Settings,
+    pipeline: ScriptPipeline,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store = _batched(redis, settings, pipeline)
-    runs = [await _started(store) for _ in range(20)]
+    runs = _batched(redis, settings, pipeline)
+    started = [await _started(runs) for _ in range(20)]
     round_trips = _count_round_trips(pipeline, monkeypatch)
 
     async def write(session_id: str, run_id: str) -> None:
         for i in range(10):  # one at a time per run, as a writer does
-            await store.append(session_id, run_id, "lease-1", [_delta(run_id, str(i))])
+            await RunLease(runs, session_id, run_id, "lease-1").append([_delta(run_id, str(i))])
 
-    await asyncio.gather(*(write(session_id, run.run_id) for session_id, run in runs))
+    await asyncio.gather(*(write(session_id, run.run_id) for session_id, run in started))
     assert len(round_trips) <= 10 * 2  # 200 appends in about as many round trips as one run's appends
-    for session_id, _ in runs:
+    for session_id, _ in started:
         events = await store.read(session_id, 0, 100)
         texts = [json.loads(e.data)["text"] for e in events if e.type == b"message.delta"]
         assert texts == [str(i) for i in range(10)]
@@ -68,13 +74,13 @@ async def test_many_runs_share_round_trips_and_each_keeps_its_order(
 
 
 async def test_a_fenced_run_fails_alone_in_a_shared_round_trip(
-    redis: Redis, settings: Settings, pipeline: ScriptPipeline
+    redis: Redis, store: SessionStore, runs: RunLifecycle, settings: Settings, pipeline: ScriptPipeline
 ) -> None:
-    store = _batched(redis, settings, pipeline)
-    (ours, ours_run), (theirs, theirs_run) = await _started(store), await _started(store)
+    runs = _batched(redis, settings, pipeline)
+    (ours, ours_run), (theirs, theirs_run) = await _started(runs), await _started(runs)
     results = await asyncio.gather(
-        store.append(ours, ours_run.run_id, "lease-1", [_delta(ours_run.run_id, "a")]),
-        store.append(theirs, theirs_run.run_id, "not-the-lease", [_delta(theirs_run.run_id, "b")]),
+        RunLease(runs, ours, ours_run.run_id, "lease-1").append([_delta(ours_run.run_id, "a")]),
+        RunLease(runs, theirs, theirs_run.run_id, "not-the-lease").append([_delta(theirs_run.run_id, "b")]),
         return_exceptions=True,
     )
     assert isinstance(results[0], int) and isinstance(results[1], LeaseLost)
@@ -84,21 +90,21 @@ async def test_a_fenced_run_fails_alone_in_a_shared_round_trip(
 async def test_appends_go_on_after_redis_lost_its_scripts(
     redis: Redis, settings: Settings, pipeline: ScriptPipeline
 ) -> None:
-    store = _batched(redis, settings, pipeline)
-    session_id, run = await _started(store)
-    await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "a")])
+    runs = _batched(redis, settings, pipeline)
+    session_id, run = await _started(runs)
+    await RunLease(runs, session_id, run.run_id, "lease-1").append([_delta(run.run_id, "a")])
     await redis.script_flush()  # as a restart without persistence of scripts would
-    seq = await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "b")])
+    seq = await RunLease(runs, session_id, run.run_id, "lease-1").append([_delta(run.run_id, "b")])
     assert seq == 4
 
 
 async def test_a_retried_append_is_not_written_twice(
-    redis: Redis, settings: Settings, pipeline: ScriptPipeline
+    redis: Redis, store: SessionStore, runs: RunLifecycle, settings: Settings, pipeline: ScriptPipeline
 ) -> None:
-    store = _batched(redis, settings, pipeline)
-    session_id, run = await _started(store)
-    first = await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "a")], append_id="x-1")
-    again = await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "a")], append_id="x-1")
+    runs = _batched(redis, settings, pipeline)
+    session_id, run = await _started(runs)
+    first = await RunLease(runs, session_id, run.run_id, "lease-1").append([_delta(run.run_id, "a")], append_id="x-1")
+    again = await RunLease(runs, session_id, run.run_id, "lease-1").append([_delta(run.run_id, "a")], append_id="x-1")
     assert first == again == 3
     assert len(await store.read(session_id, 0, 10)) == 3
 
@@ -106,37 +112,45 @@ async def test_a_retried_append_is_not_written_twice(
 async def test_a_broken_round_trip_fails_every_append_in_it(
     redis: Redis, settings: Settings, pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = _batched(redis, settings, pipeline)
-    runs = [await _started(store) for _ in range(3)]
+    runs = _batched(redis, settings, pipeline)
+    started = [await _started(runs) for _ in range(3)]
 
     async def broken(calls):  # type: ignore[no-untyped-def]
         raise ConnectionError("Redis went away")
 
     monkeypatch.setattr(pipeline, "_pipeline", broken)
     results = await asyncio.gather(
-        *(store.append(sid, run.run_id, "lease-1", [_delta(run.run_id, "a")]) for sid, run in runs),
+        *(RunLease(runs, sid, run.run_id, "lease-1").append([_delta(run.run_id, "a")]) for sid, run in started),
         return_exceptions=True,
     )
     assert all(isinstance(result, ConnectionError) for result in results)
     monkeypatch.undo()
-    assert await store.append(runs[0][0], runs[0][1].run_id, "lease-1", [_delta(runs[0][1].run_id, "b")]) == 3
+    assert (
+        await RunLease(runs, started[0][0], started[0][1].run_id, "lease-1").append([_delta(started[0][1].run_id, "b")])
+        == 3
+    )
 
 
 async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone_is_told(
     redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     renewals = ScriptPipeline(redis, load_script("renew_lease"))
-    store = SessionStore(
+    runs = RunLifecycle(
         redis,
         settings,
         batched=lambda script: renewals if script == load_script("renew_lease") else ScriptPipeline(redis, script),
     )
-    runs = [await _started(store) for _ in range(20)]
+    started = [await _started(runs) for _ in range(20)]
     round_trips = _count_round_trips(renewals, monkeypatch)
-    cancelled: list[str] = []
+    lost: list[int] = []
     keepers = [
-        LeaseKeeper(store, sid, run.run_id, "lease-1" if i else "someone-else", 600, lambda: cancelled.append("x"))
-        for i, (sid, run) in enumerate(runs)
+        LeaseKeeper(
+            RunLease(runs, sid, run.run_id, "lease-1" if i else "someone-else"),
+            600,
+            on_cancel=lambda: None,
+            on_lost=lambda i=i: lost.append(i),  # type: ignore[misc]
+        )
+        for i, (sid, run) in enumerate(started)
     ]
     holders = [asyncio.create_task(_hold(keeper)) for keeper in keepers]
     await asyncio.sleep(0.7)  # three beats of 0.2 s
@@ -144,7 +158,7 @@ async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone
         holder.cancel()
     await asyncio.gather(*holders, return_exceptions=True)
     assert 2 <= len(round_trips) <= 5  # one per beat, not one per run per beat (60)
-    assert keepers[0].lost and not any(keeper.lost for keeper in keepers[1:])
+    assert lost == [0]
 
 
 async def _hold(keeper: LeaseKeeper) -> None:
@@ -153,17 +167,17 @@ async def _hold(keeper: LeaseKeeper) -> None:
 
 
 async def test_a_round_trip_cancelled_before_its_replies_leaves_no_reply_behind(
-    redis: Redis, settings: Settings, pipeline: ScriptPipeline
+    redis: Redis, store: SessionStore, runs: RunLifecycle, settings: Settings, pipeline: ScriptPipeline
 ) -> None:
     # The round trip reads its replies itself (not through redis-py's Pipeline): a connection left
     # with replies owed must not give them to the next round trip as its own.
-    store = _batched(redis, settings, pipeline)
-    session_id, run = await _started(store)
-    keys, head = store._run_script_args(session_id)
+    runs = _batched(redis, settings, pipeline)
+    session_id, run = await _started(runs)
+    keys, head = runs._run_script_args(session_id)
     call = (keys, [*head, run.run_id, "lease-1", "cancelled-1", "", *_delta(run.run_id, "a")])
     cut = asyncio.create_task(pipeline._pipeline([call] * 50))
     await asyncio.sleep(0)  # sent (or sending), no reply read yet
     cut.cancel()
     await asyncio.gather(cut, return_exceptions=True)
-    seq = await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id, "b")])
+    seq = await RunLease(runs, session_id, run.run_id, "lease-1").append([_delta(run.run_id, "b")])
     assert seq == len(await store.read(session_id, 0, 100))  # its own reply: the seq of its event

@@ -8,8 +8,8 @@ from gateway.feed import READ_BUDGET_BYTES, EventFeed, Start
 from gateway.hub import StreamHub
 from gateway.sse import encode_events, encode_gap
 from shared.events import MessageDelta, RunCompleted
+from shared.lifecycle import RunLease, RunLifecycle
 from shared.settings import Settings
-from shared.store import SessionStore
 from tests.integration.test_store import _started
 from worker.writer import MAX_DELTA_CHARS
 
@@ -17,10 +17,10 @@ from worker.writer import MAX_DELTA_CHARS
 async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip(
     redis: Redis, settings: Settings
 ) -> None:
-    store = SessionStore(redis, settings.model_copy(update={"stream_maxlen": 100}))
-    session_id, run = await _started(store)
+    runs = RunLifecycle(redis, settings.model_copy(update={"stream_maxlen": 100}))
+    session_id, run = await _started(runs)
     delta = json.dumps({"run_id": run.run_id, "text": "x"})
-    await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)] * 20)
+    await RunLease(runs, session_id, run.run_id, "lease-1").append([("message.delta", delta)] * 20)
     hub = StreamHub(settings.model_copy(update={"stream_maxlen": 100, "sse_heartbeat_seconds": 1.0}), 2)
     await hub.start()
     feed = EventFeed(hub, session_id, Start(0, None, False), batch=10, until_idle=True, transport="sse").__aiter__()
@@ -28,7 +28,7 @@ async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip
         first = await anext(feed)
         assert [e.seq for e in first.events] == list(range(1, 11)) and first.gap is None
         for _ in range(10):  # the writer races ahead; the stream is trimmed under the reader
-            await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)] * 50)
+            await RunLease(runs, session_id, run.run_id, "lease-1").append([("message.delta", delta)] * 50)
         seen = first.events[-1].seq
         while (following := await anext(feed)).gap is None:  # what was read ahead of the trimming
             assert following.events[0].seq == seen + 1
@@ -43,13 +43,13 @@ async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip
 
 
 async def test_a_reader_holds_a_bounded_part_of_a_session_however_large(redis: Redis, settings: Settings) -> None:
-    store = SessionStore(redis, settings)
-    session_id, run = await _started(store)
+    runs = RunLifecycle(redis, settings)
+    session_id, run = await _started(runs)
     delta = MessageDelta(run_id=run.run_id, text="é" * MAX_DELTA_CHARS).model_dump_json()  # the largest delta
     for _ in range(10):
-        await store.append(session_id, run.run_id, "lease-1", [("message.delta", delta)] * 30)  # 10 MB in all
-    await store.append(
-        session_id, run.run_id, "lease-1", [], ending=RunCompleted(run_id=run.run_id, output="", usage={})
+        await RunLease(runs, session_id, run.run_id, "lease-1").append([("message.delta", delta)] * 30)  # 10 MB in all
+    await RunLease(runs, session_id, run.run_id, "lease-1").append(
+        [], ending=RunCompleted(run_id=run.run_id, output="", usage={})
     )
     hub = StreamHub(settings, 2)
     await hub.start()

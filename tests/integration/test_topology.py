@@ -14,8 +14,9 @@ import redis as sync_redis
 from redis.asyncio import Redis, RedisCluster
 
 from gateway.hub import StreamHub
+from shared.lifecycle import Queued, Requeue, RunLease, RunLifecycle, StartVerdict
 from shared.settings import Settings
-from shared.store import Requeue, SessionStore, StartVerdict
+from shared.store import SessionStore
 from tests.integration.test_hub import Follower, _append, _live
 from tests.integration.test_store import _delta, _done, _run, _session, _started
 from tests.redis_cluster import LocalCluster, require
@@ -64,12 +65,17 @@ async def queue(queue_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def store(sessions: RedisCluster, queue: Redis, settings: Settings) -> SessionStore:
-    return SessionStore(sessions, settings, queue=queue)
+def store(sessions: RedisCluster, settings: Settings) -> SessionStore:
+    return SessionStore(sessions, settings)
 
 
-def _reaper(store: SessionStore) -> Reaper:
-    return Reaper(store, interval=1.0, lease_seconds=store.settings.lease_ms / 1000)
+@pytest.fixture
+def runs(sessions: RedisCluster, queue: Redis, settings: Settings) -> RunLifecycle:
+    return RunLifecycle(sessions, settings, queue=queue)
+
+
+def _reaper(runs: RunLifecycle) -> Reaper:
+    return Reaper(runs, interval=1.0, lease_seconds=runs.settings.lease_ms / 1000)
 
 
 async def _make_due(store: SessionStore, queue: Redis) -> None:
@@ -137,90 +143,94 @@ async def test_a_run_on_a_cluster_is_cancelled_through_its_worker(
 
 
 async def test_a_run_is_queued_through_the_session_s_outbox_and_leaves_the_queue_when_claimed(
-    store: SessionStore, sessions: RedisCluster, queue: Redis
+    store: SessionStore, runs: RunLifecycle, sessions: RedisCluster, queue: Redis
 ) -> None:
     session, run = _session(), _run()
-    assert await store.queue_run(session.session_id, run, create=session)
+    assert await runs.queue_run(session.session_id, run, create=session) is Queued.STARTED
     job = json.loads(await queue.get(store.keys.arq_job(run.run_id)))
     assert job["a"] == [session.session_id, run.run_id]
     assert await _queued_jobs(store, queue) == [run.run_id]
-    assert await store.leases.due(0, 10) == []  # the intent was removed once the job was pushed
-    started = await store.start_run(session.session_id, run.run_id, "lease-1", run.run_id)
-    assert started is not None and started[1] is StartVerdict.RUN
+    assert await runs.leases.due(0, 10) == []  # the intent was removed once the job was pushed
+    started = await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1")
+    assert started is not None and started.verdict is StartVerdict.RUN
     assert await _queued_jobs(store, queue) == []
     assert not await sessions.hexists(store.keys.session(session.session_id).meta, "dispatch")
 
 
 async def test_a_gateway_that_dies_between_its_script_and_the_push_loses_no_run(
-    store: SessionStore, queue: Redis, monkeypatch: pytest.MonkeyPatch
+    store: SessionStore, runs: RunLifecycle, queue: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def dies(*args: object) -> None:
         raise ConnectionError("the gateway died here")
 
     session, run = _session(), _run()
     with monkeypatch.context() as patch:
-        patch.setattr(store.leases, "push", dies)
+        patch.setattr(runs.leases, "push", dies)
         with pytest.raises(ConnectionError):
-            await store.queue_run(session.session_id, run, create=session)
+            await runs.queue_run(session.session_id, run, create=session)
     assert await _queued_jobs(store, queue) == []  # recorded, never queued...
     [intent] = await queue.zrange(store.keys.lease_checks, 0, -1)
     assert intent.decode().startswith(session.session_id + " ")  # ...but its intent is in the index
     await _make_due(store, queue)
-    await _reaper(store)._requeue_expired()
+    await _reaper(runs)._requeue_expired()
     assert await _queued_jobs(store, queue) == [run.run_id]
-    assert await store.leases.due(0, 10) == []
-    assert await store.start_run(session.session_id, run.run_id, "lease-1", run.run_id) is not None
+    assert await runs.leases.due(0, 10) == []
+    assert await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1") is not None
 
 
 async def test_a_worker_that_dies_after_ending_its_run_loses_no_run_in_line(
-    store: SessionStore, queue: Redis, monkeypatch: pytest.MonkeyPatch
+    store: SessionStore, runs: RunLifecycle, queue: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    session_id, first = await _started(store)
+    session_id, first = await _started(runs)
     second = _run("next")
-    assert not await store.queue_run(session_id, second, multitask="enqueue")
+    assert await runs.queue_run(session_id, second, multitask="enqueue") is Queued.PENDING
 
     async def dies(*args: object) -> None:
         raise ConnectionError("the worker died here")
 
     with monkeypatch.context() as patch:
-        patch.setattr(store.leases, "push", dies)
+        patch.setattr(runs.leases, "push", dies)
         with pytest.raises(ConnectionError):
-            await store.append(session_id, first.run_id, "lease-1", [_delta(first.run_id)], ending=_done(first.run_id))
+            await RunLease(runs, session_id, first.run_id, "lease-1").append(
+                [_delta(first.run_id)], ending=_done(first.run_id)
+            )
     assert second.run_id not in await _queued_jobs(store, queue)
     await _make_due(store, queue)  # the entry of the first run's lease
-    await _reaper(store)._requeue_expired()
+    await _reaper(runs)._requeue_expired()
     assert second.run_id in await _queued_jobs(store, queue)
-    started = await store.start_run(session_id, second.run_id, "lease-2", second.run_id)
-    assert started is not None and started[0].run_id == second.run_id
+    started = await runs.start_run(session_id, second.run_id, second.run_id, token="lease-2")
+    assert started is not None and started.run.run_id == second.run_id
 
 
 async def test_a_run_whose_lease_ran_out_is_requeued_on_the_queue_apart(
-    store: SessionStore, sessions: RedisCluster, queue: Redis
+    store: SessionStore, runs: RunLifecycle, sessions: RedisCluster, queue: Redis
 ) -> None:
-    session_id, run = await _started(store)
-    await store.append(session_id, run.run_id, "lease-1", [_delta(run.run_id)])
-    reaper = _reaper(store)
+    session_id, run = await _started(runs)
+    await RunLease(runs, session_id, run.run_id, "lease-1").append([_delta(run.run_id)])
+    reaper = _reaper(runs)
     await _make_due(store, queue)
     await reaper._requeue_expired()  # renewed: the entry moves to the lease's deadline
-    assert await store.leases.due(0, 10) == []
+    assert await runs.leases.due(0, 10) == []
     await sessions.hset(store.keys.session(session_id).meta, "lease_until", 0)  # type: ignore[misc]
     await _make_due(store, queue)
     assert await reaper._requeue_expired() == 1
     [job_id] = await _queued_jobs(store, queue)
     assert job_id.startswith(run.run_id + ".")
-    taken = await store.start_run(session_id, run.run_id, "lease-2", job_id)
-    assert taken is not None and taken[0].attempt == 2
+    taken = await runs.start_run(session_id, run.run_id, job_id, token="lease-2")
+    assert taken is not None and taken.run.attempt == 2
     assert await _queued_jobs(store, queue) == []
 
 
-async def test_a_reaper_keeps_an_entry_a_worker_wrote_while_it_looked(store: SessionStore, queue: Redis) -> None:
+async def test_a_reaper_keeps_an_entry_a_worker_wrote_while_it_looked(
+    store: SessionStore, runs: RunLifecycle, queue: Redis
+) -> None:
     session, run = _session(), _run()
-    await store.queue_run(session.session_id, run, create=session)
+    await runs.queue_run(session.session_id, run, create=session)
     await queue.zadd(store.keys.lease_checks, {session.session_id: 0})  # an old entry, due
-    [entry] = [e for e in await store.leases.due(0, 10) if e.member == session.session_id]
-    assert (await store.look(session.session_id)).outcome is Requeue.PUSHED  # no lease yet
-    await store.start_run(session.session_id, run.run_id, "lease-1", run.run_id)  # writes the entry first
-    await store.leases.settle(entry)  # the reaper, done with what it read
+    [entry] = [e for e in await runs.leases.due(0, 10) if e.member == session.session_id]
+    assert (await runs.look(session.session_id)).outcome is Requeue.PUSHED  # no lease yet
+    await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1")  # writes the entry first
+    await runs.leases.settle(entry)  # the reaper, done with what it read
     assert await queue.zscore(store.keys.lease_checks, session.session_id) not in (None, 0)
 
 
@@ -257,15 +267,15 @@ def _slots_of(client: sync_redis.Redis) -> set[int]:
 
 
 async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primary(
-    store: SessionStore, sessions: RedisCluster, settings: Settings, cluster: LocalCluster
+    store: SessionStore, runs: RunLifecycle, sessions: RedisCluster, settings: Settings, cluster: LocalCluster
 ) -> None:
     hub = StreamHub(settings, read_connections=3)
     await hub.start()
     try:
-        session_id, run = await _started(store)
+        session_id, run = await _started(runs)
         followers = [Follower(hub, session_id) for _ in range(3)]
         await _live(*followers)
-        await _append(store, session_id, run.run_id, 5)
+        await _append(runs, session_id, run.run_id, 5)
         key = store.keys.session(session_id).events
         before = hub._channels[key.encode()].link
         new_primary = _move_slot(cluster, sessions.keyslot(key))
@@ -274,7 +284,7 @@ async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primar
                 await asyncio.sleep(0.02)
         assert link.address == new_primary
         for _ in range(10):
-            last = await _append(store, session_id, run.run_id)
+            last = await _append(runs, session_id, run.run_id)
         for follower in followers:
             await follower.until(last)
             assert follower.seqs == list(range(1, last + 1))  # no id dropped or repeated across the move

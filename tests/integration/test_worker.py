@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from gateway.ids import new_run_id, new_session_id
+from shared.lifecycle import RunLifecycle
 from shared.records import RunRecord, SessionRecord
 from shared.settings import Settings
 from shared.store import SessionStore
@@ -20,10 +21,10 @@ from worker.run import run_agent
 from worker.running import RunningRuns
 
 
-async def _queue(store: SessionStore, **params: Any) -> tuple[str, str]:
+async def _queue(runs: RunLifecycle, **params: Any) -> tuple[str, str]:
     session = SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted")
     run = RunRecord(run_id=new_run_id(), input="hello", model="scripted", params=params)
-    await store.queue_run(session.session_id, run, create=session)
+    await runs.queue_run(session.session_id, run, create=session)
     return session.session_id, run.run_id
 
 
@@ -32,6 +33,7 @@ def _job_context(store: SessionStore, settings: Settings, job_id: str) -> dict[s
     running = RunningRuns()
     return {
         "store": store,
+        "runs": RunLifecycle(store.redis, settings),
         "settings": settings,
         "providers": Providers(settings),
         "running": running,
@@ -46,7 +48,7 @@ async def _wait_for_status(store: SessionStore, session_id: str, status: str, wi
 
 
 async def test_a_wake_up_starts_the_job_without_waiting_for_the_poll(
-    store: SessionStore, redis: Redis, start_worker: Any
+    store: SessionStore, runs: RunLifecycle, redis: Redis, start_worker: Any
 ) -> None:
     # The timed poll is 60 s here: only the wake-up can start the run within the test's timeout.
     await start_worker(poll_interval_seconds=60)
@@ -57,20 +59,24 @@ async def test_a_wake_up_starts_the_job_without_waiting_for_the_poll(
             f"{store.keys.queue}:health-check"
         ):
             await asyncio.sleep(0.01)
-    session_id, _ = await _queue(store, tokens=3, tokens_per_second=0)
+    session_id, _ = await _queue(runs, tokens=3, tokens_per_second=0)
     await _wait_for_status(store, session_id, "completed", within=10)
 
 
-async def test_a_finished_run_frees_its_slot_for_the_next_job_at_once(store: SessionStore, start_worker: Any) -> None:
+async def test_a_finished_run_frees_its_slot_for_the_next_job_at_once(
+    store: SessionStore, runs: RunLifecycle, start_worker: Any
+) -> None:
     await start_worker(poll_interval_seconds=60, worker_concurrency=1)
-    first, _ = await _queue(store, tokens=20, tokens_per_second=100)
-    second, _ = await _queue(store, tokens=3, tokens_per_second=0)  # waits: the only slot is busy
+    first, _ = await _queue(runs, tokens=20, tokens_per_second=100)
+    second, _ = await _queue(runs, tokens=3, tokens_per_second=0)  # waits: the only slot is busy
     await _wait_for_status(store, first, "completed")
     await _wait_for_status(store, second, "completed", within=10)
 
 
-async def test_a_duplicate_delivery_of_a_job_changes_nothing(store: SessionStore, settings: Any) -> None:
-    session_id, run_id = await _queue(store, tokens=5, tokens_per_second=0)
+async def test_a_duplicate_delivery_of_a_job_changes_nothing(
+    store: SessionStore, runs: RunLifecycle, settings: Any
+) -> None:
+    session_id, run_id = await _queue(runs, tokens=5, tokens_per_second=0)
     ctx = _job_context(store, settings, run_id)
     await asyncio.gather(run_agent(ctx, session_id, run_id), run_agent(ctx, session_id, run_id))
     await run_agent(ctx, session_id, run_id)
@@ -79,8 +85,10 @@ async def test_a_duplicate_delivery_of_a_job_changes_nothing(store: SessionStore
     assert [e.type for e in events].count(b"run.completed") == 1
 
 
-async def test_a_run_that_loses_its_lease_stops_writing(store: SessionStore, settings: Any, redis: Redis) -> None:
-    session_id, run_id = await _queue(store, tokens=10_000, tokens_per_second=200)
+async def test_a_run_that_loses_its_lease_stops_writing(
+    store: SessionStore, runs: RunLifecycle, settings: Any, redis: Redis
+) -> None:
+    session_id, run_id = await _queue(runs, tokens=10_000, tokens_per_second=200)
     ctx = _job_context(store, settings.model_copy(update={"lease_ms": 600}), run_id)
     task = asyncio.create_task(run_agent(ctx, session_id, run_id))
     await _wait_for_status(store, session_id, "running")
@@ -93,11 +101,13 @@ async def test_a_run_that_loses_its_lease_stops_writing(store: SessionStore, set
     assert b"run.completed" not in types and b"run.failed" not in types
 
 
-async def test_the_flush_window_bounds_how_often_a_run_appends(store: SessionStore, settings: Any) -> None:
+async def test_the_flush_window_bounds_how_often_a_run_appends(
+    store: SessionStore, runs: RunLifecycle, settings: Any
+) -> None:
     # The first token goes at once, then at most one append per window: fewer deltas than tokens
     # however fast or slow Redis answers (a slow one only joins more tokens per append).
     window = 0.05
-    session_id, run_id = await _queue(store, tokens=100, tokens_per_second=200)
+    session_id, run_id = await _queue(runs, tokens=100, tokens_per_second=200)
     ctx = _job_context(store, settings.model_copy(update={"flush_interval_ms": int(window * 1000)}), run_id)
     started = time.monotonic()
     await run_agent(ctx, session_id, run_id)
@@ -119,7 +129,7 @@ async def test_the_flush_window_bounds_how_often_a_run_appends(store: SessionSto
     ids=["full", "read-only", "busy", "script-error"],
 )
 async def test_a_redis_error_reply_in_the_poll_loop_does_not_end_the_worker(
-    store: SessionStore, start_worker: Any, monkeypatch: pytest.MonkeyPatch, error: Exception
+    store: SessionStore, runs: RunLifecycle, start_worker: Any, monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
     # arq's poll re-raises what a job's task raised, and records its health with a write: a full
     # or read-only Redis fails it. arq's own loop would let that end the process.
@@ -138,13 +148,13 @@ async def test_a_redis_error_reply_in_the_poll_loop_does_not_end_the_worker(
     async with asyncio.timeout(10):
         while failures:
             await asyncio.sleep(0.01)
-    session_id, _ = await _queue(store, tokens=3, tokens_per_second=0)
+    session_id, _ = await _queue(runs, tokens=3, tokens_per_second=0)
     await _wait_for_status(store, session_id, "completed")
     assert worker.main_task is not None and not worker.main_task.done()
 
 
 async def test_a_run_whose_worker_dies_between_pickup_and_start_is_picked_again_within_a_lease(
-    store: SessionStore, redis: Redis, start_worker: Any, settings: Settings
+    store: SessionStore, runs: RunLifecycle, redis: Redis, start_worker: Any, settings: Settings
 ) -> None:
     picked = asyncio.Event()
 
@@ -153,7 +163,7 @@ async def test_a_run_whose_worker_dies_between_pickup_and_start_is_picked_again_
         await asyncio.Event().wait()  # as good as dead: arq marked the job in progress, no run started
 
     await start_worker(worker_concurrency=1, arq_options={"on_job_start": die_after_pickup})  # no slot to pick again
-    session_id, run_id = await _queue(store, tokens=3, tokens_per_second=0)
+    session_id, run_id = await _queue(runs, tokens=3, tokens_per_second=0)
     await asyncio.wait_for(picked.wait(), 10)
     mark = await redis.pttl(f"arq:in-progress:{run_id}")
     assert 0 < mark <= settings.lease_ms  # not job_timeout + 10 s (31 minutes)
@@ -185,7 +195,7 @@ async def test_closing_a_worker_waits_for_its_main_task_before_arq_closes_the_po
 
 
 async def test_a_connection_lost_while_claiming_a_job_costs_the_worker_no_slot(
-    store: SessionStore, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+    store: SessionStore, runs: RunLifecycle, start_worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # arq takes a slot before the WATCH/MULTI that claims a job, and gives it back only on the errors
     # it expects: each connection lost mid-claim would shrink the worker by one slot, for good.
@@ -201,7 +211,7 @@ async def test_a_connection_lost_while_claiming_a_job_costs_the_worker_no_slot(
 
     monkeypatch.setattr(Pipeline, "watch", flaky_watch)
     worker = await start_worker(worker_concurrency=2)
-    sessions = [(await _queue(store, tokens=3, tokens_per_second=0))[0] for _ in range(4)]
+    sessions = [(await _queue(runs, tokens=3, tokens_per_second=0))[0] for _ in range(4)]
     for session_id in sessions:
         await _wait_for_status(store, session_id, "completed", within=20)
     async with asyncio.timeout(5):  # arq counts a job done a moment after its run has ended

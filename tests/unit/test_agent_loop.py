@@ -7,7 +7,7 @@ import pytest
 
 from shared.records import RunRecord
 from tests.fake_llm import FakeLLM, Reply, openai_stream
-from tests.unit.test_writer import RecordingStore
+from tests.unit.test_writer import RecordingLease
 from worker.agent_loop import AgentError, run_model_agent
 from worker.agents import ASSISTANT, Agent
 from worker.context import RunContext
@@ -18,19 +18,19 @@ from worker.tools import tool
 from worker.writer import EventWriter
 
 
-def _context(store: RecordingStore, text: str, **params: Any) -> RunContext:
-    writer = EventWriter(store, "s", "r", "lease", 0, max_output_chars=1_000_000)  # type: ignore[arg-type]
+def _context(store: RecordingLease, text: str, **params: Any) -> RunContext:
+    writer = EventWriter(store, 0, max_output_chars=1_000_000)  # type: ignore[arg-type]
     run = RunRecord(run_id="r", input=text, params=params, attempt=1)
     return RunContext(writer, "s", run, history=[])
 
 
-async def _events(store: RecordingStore, context: RunContext) -> list[tuple[str, dict[str, Any]]]:
+async def _events(store: RecordingLease, context: RunContext) -> list[tuple[str, dict[str, Any]]]:
     await context.writer.flush()
     return store.events
 
 
 async def test_the_scripted_model_calls_the_calculator_and_answers_with_its_result() -> None:
-    store = RecordingStore()
+    store = RecordingLease()
     context = _context(store, "what is 6 * 7?", tokens=10, tokens_per_second=0)
     await run_model_agent(ASSISTANT, context, ScriptedProvider(), "", RetryPolicy(), tool_timeout=5)
     events = await _events(store, context)
@@ -52,7 +52,7 @@ async def test_parallel_calls_run_and_their_results_go_back_to_the_model() -> No
         (2, "c3", "calculator", ["{bad"]),
     ]
     fake = FakeLLM([Reply(chunks=openai_stream(["Checking. "], calls)), Reply(chunks=openai_stream(["Done: 2."]))])
-    store = RecordingStore()
+    store = RecordingLease()
     context = _context(store, "compute")
     await run_model_agent(ASSISTANT, context, OpenAIProvider(fake.openai()), "m", RetryPolicy(), tool_timeout=5)
     events = await _events(store, context)
@@ -77,7 +77,7 @@ async def test_a_slow_tool_times_out_and_the_model_hears_it() -> None:
 
     agent = Agent("slowpoke", tools=(slow,))
     fake = FakeLLM([Reply(chunks=openai_stream([], [(0, "c1", "slow", ["{}"])])), Reply(chunks=openai_stream(["ok"]))])
-    store = RecordingStore()
+    store = RecordingLease()
     context = _context(store, "go")
     await run_model_agent(agent, context, OpenAIProvider(fake.openai()), "m", RetryPolicy(), tool_timeout=0.1)
     failed = next(data for kind, data in await _events(store, context) if kind == "tool.failed")
@@ -91,13 +91,13 @@ async def test_an_agent_that_never_stops_calling_tools_fails_after_max_steps() -
     agent = Agent("loopy", tools=ASSISTANT.tools, max_steps=3)
     with pytest.raises(AgentError, match="within 3 steps"):
         await run_model_agent(
-            agent, _context(RecordingStore(), "go"), OpenAIProvider(fake.openai()), "m", RetryPolicy(), 5
+            agent, _context(RecordingLease(), "go"), OpenAIProvider(fake.openai()), "m", RetryPolicy(), 5
         )
 
 
 async def test_retries_are_shown_as_status_events() -> None:
     fake = FakeLLM([Reply(status=429, headers={"retry-after": "0"}), Reply(chunks=openai_stream(["hi"]))])
-    store = RecordingStore()
+    store = RecordingLease()
     context = _context(store, "go")
     await run_model_agent(ASSISTANT, context, OpenAIProvider(fake.openai()), "m", RetryPolicy(), 5)
     statuses = [data["text"] for kind, data in await _events(store, context) if kind == "status"]

@@ -5,7 +5,7 @@ import pytest
 from redis import exceptions as redis_errors
 
 from shared.lease_index import Due
-from shared.store import Look, Requeue, SessionStore
+from shared.lifecycle import Look, Requeue, RunLifecycle
 from worker.reaper import PAGE, Reaper
 
 LEASE = 5.0
@@ -33,7 +33,7 @@ class FakeIndex:
         del self.due_entries[entry.member]  # dropped, or moved out of the due range
 
 
-class FakeStore:
+class FakeLifecycle:
     """Each due entry with what looking at its session finds."""
 
     def __init__(self, clock: Clock) -> None:
@@ -71,13 +71,13 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(clock: Clock) -> FakeStore:
-    return FakeStore(clock)
+def store(clock: Clock) -> FakeLifecycle:
+    return FakeLifecycle(clock)
 
 
 @pytest.fixture
-def reaper(store: FakeStore, clock: Clock) -> Reaper:
-    fake: SessionStore = store  # type: ignore[assignment]
+def reaper(store: FakeLifecycle, clock: Clock) -> Reaper:
+    fake: RunLifecycle = store  # type: ignore[assignment]
     return Reaper(fake, INTERVAL, LEASE, clock=clock)
 
 
@@ -91,7 +91,7 @@ async def _sweeps(reaper: Reaper, clock: Clock, seconds: float) -> int:
 
 
 async def test_a_new_reaper_waits_a_lease_before_its_first_takeover(
-    reaper: Reaper, store: FakeStore, clock: Clock
+    reaper: Reaper, store: FakeLifecycle, clock: Clock
 ) -> None:
     # The workers holding those leases may have been cut off from Redis until a moment ago.
     store.expired = {"s_dead": Requeue.REQUEUED}
@@ -105,7 +105,7 @@ async def test_a_new_reaper_waits_a_lease_before_its_first_takeover(
     ids=["unreachable", "full", "read-only"],
 )
 async def test_after_an_outage_holders_get_a_whole_lease_to_renew(
-    reaper: Reaper, store: FakeStore, clock: Clock, outage: Exception
+    reaper: Reaper, store: FakeLifecycle, clock: Clock, outage: Exception
 ) -> None:
     await _sweeps(reaper, clock, 2 * LEASE)  # healthy for long
     store.refuse_writes = outage
@@ -120,7 +120,7 @@ async def test_after_an_outage_holders_get_a_whole_lease_to_renew(
     assert await _sweeps(reaper, clock, 2 * INTERVAL) == 0 and store.requeued == []
 
 
-async def test_a_slow_or_late_sweep_counts_as_an_outage(reaper: Reaper, store: FakeStore, clock: Clock) -> None:
+async def test_a_slow_or_late_sweep_counts_as_an_outage(reaper: Reaper, store: FakeLifecycle, clock: Clock) -> None:
     await _sweeps(reaper, clock, 2 * LEASE)
     store.expired = {"s_paused": Requeue.REQUEUED}
     store.write_takes = 5.0  # Redis paused (DEBUG SLEEP, SIGSTOP): the write waited 5 s
@@ -133,7 +133,7 @@ async def test_a_slow_or_late_sweep_counts_as_an_outage(reaper: Reaper, store: F
 
 
 async def test_no_number_of_entries_it_cannot_act_on_hides_a_run(
-    reaper: Reaper, store: FakeStore, clock: Clock
+    reaper: Reaper, store: FakeLifecycle, clock: Clock
 ) -> None:
     # Deleted sessions and broken records ahead of the one run that needs a new worker.
     store.expired = {f"s_deleted_{i}": Requeue.CLEARED for i in range(3 * PAGE)}

@@ -1,6 +1,6 @@
 import pytest
 
-from gateway.routes.events import parse_last_event_id
+from gateway.feed import parse_last_event_id
 from gateway.sse import encode_events, encode_gap
 from shared.errors import InvalidLastEventId
 from shared.events import Gap

@@ -7,12 +7,15 @@ from redis import exceptions as redis_errors
 
 from shared.errors import LeaseLost
 from shared.events import Ending, RunCompleted, Status, event_type_of
-from shared.store import SessionStore
+from shared.lifecycle import RunLease
 from worker.writer import MAX_DELTA_CHARS, MAX_EVENT_BYTES, EventTooLarge, EventWriter, OutputTooLarge
 
 
-class RecordingStore:
-    """Stands in for SessionStore.append: records each append call, optionally slowly or failing."""
+class RecordingLease:
+    """Stands in for a run's RunLease: records each append call, optionally slowly or failing."""
+
+    session_id = "s"
+    run_id = "r"
 
     def __init__(self, delay: float = 0.0) -> None:
         self.calls: list[list[tuple[str, str]]] = []
@@ -22,9 +25,6 @@ class RecordingStore:
 
     async def append(
         self,
-        session_id: str,
-        run_id: str,
-        token: str,
         events: Sequence[tuple[str, str]],
         append_id: str | None = None,
         ending: Ending | None = None,
@@ -46,7 +46,7 @@ class RecordingStore:
         return [str(data["text"]) for kind, data in self.events if kind == "message.delta"]
 
 
-async def _append_landed(store: RecordingStore, calls: int) -> None:
+async def _append_landed(store: RecordingLease, calls: int) -> None:
     for _ in range(1000):
         if len(store.calls) >= calls:
             return
@@ -61,13 +61,13 @@ async def _arrive(writer: EventWriter, *tokens: str) -> None:
         await asyncio.sleep(0)
 
 
-def _writer(store: RecordingStore, window: float) -> EventWriter:
-    fake: SessionStore = store  # type: ignore[assignment]
-    return EventWriter(fake, "s", "r", "token", window, max_output_chars=1_000_000)
+def _writer(store: RecordingLease, window: float) -> EventWriter:
+    fake: RunLease = store  # type: ignore[assignment]
+    return EventWriter(fake, window, max_output_chars=1_000_000)
 
 
 async def test_without_a_window_every_token_is_its_own_delta() -> None:
-    store = RecordingStore()
+    store = RecordingLease()
     writer = _writer(store, 0)
     for token in ["a", "b", "c"]:
         await writer.delta(token)
@@ -77,7 +77,7 @@ async def test_without_a_window_every_token_is_its_own_delta() -> None:
 
 
 async def test_tokens_arriving_during_an_append_join_the_next_one() -> None:
-    store = RecordingStore(delay=0.01)
+    store = RecordingLease(delay=0.01)
     writer = _writer(store, 0)
     await _arrive(writer, "a", "b", "c")
     await writer.flush()
@@ -85,7 +85,7 @@ async def test_tokens_arriving_during_an_append_join_the_next_one() -> None:
 
 
 async def test_first_token_goes_at_once_and_the_rest_wait_for_the_window() -> None:
-    store = RecordingStore()
+    store = RecordingLease()
     writer = _writer(store, 60.0)
     await _arrive(writer, "Hello", ",", " world")
     await _append_landed(store, 1)
@@ -98,7 +98,7 @@ async def test_first_token_goes_at_once_and_the_rest_wait_for_the_window() -> No
 async def test_tokens_that_arrive_together_go_together_rather_than_the_first_alone() -> None:
     # Tokens of one network read (or of one tick of the scripted model) come in one loop step. Had
     # the first gone alone, the rest would have waited a whole window: about 50 ms more per token.
-    store = RecordingStore()
+    store = RecordingLease()
     writer = _writer(store, 60.0)
     for token in ["Hello", ",", " world"]:
         await writer.delta(token)
@@ -107,7 +107,7 @@ async def test_tokens_that_arrive_together_go_together_rather_than_the_first_alo
 
 
 async def test_the_window_timer_flushes_when_no_more_tokens_come() -> None:
-    store = RecordingStore()
+    store = RecordingLease()
     writer = _writer(store, 0.02)
     await _arrive(writer, "a", "b", "c")
     await _append_landed(store, 2)  # no further call: the timer alone must flush
@@ -115,7 +115,7 @@ async def test_the_window_timer_flushes_when_no_more_tokens_come() -> None:
 
 
 async def test_tokens_that_come_while_an_append_is_in_flight_follow_it_in_order() -> None:
-    store = RecordingStore()
+    store = RecordingLease()
     store.gate = asyncio.Event()  # the first append waits, as on a slow Redis
     writer = _writer(store, 0.003)
     tokens = [f"t{i} " for i in range(60)]
@@ -126,7 +126,7 @@ async def test_tokens_that_come_while_an_append_is_in_flight_follow_it_in_order(
 
 
 async def test_a_failed_background_flush_surfaces_on_the_next_call() -> None:
-    store = RecordingStore()
+    store = RecordingLease()
     writer = _writer(store, 0.01)
     await writer.delta("a")
     store.fail = True
@@ -138,7 +138,7 @@ async def test_a_failed_background_flush_surfaces_on_the_next_call() -> None:
 
 
 async def test_close_drops_a_pending_timer() -> None:
-    store = RecordingStore()
+    store = RecordingLease()
     writer = _writer(store, 0.01)
     await _arrive(writer, "a", "b")
     writer.close()
@@ -146,7 +146,7 @@ async def test_close_drops_a_pending_timer() -> None:
     assert store.texts() == ["a"]
 
 
-class FlakyStore(RecordingStore):
+class FlakyStore(RecordingLease):
     """Fails its first `failures` appends with `error`."""
 
     def __init__(self, error: Exception, failures: int = 2) -> None:
@@ -156,9 +156,6 @@ class FlakyStore(RecordingStore):
 
     async def append(
         self,
-        session_id: str,
-        run_id: str,
-        token: str,
         events: Sequence[tuple[str, str]],
         append_id: str | None = None,
         ending: Ending | None = None,
@@ -167,7 +164,7 @@ class FlakyStore(RecordingStore):
         if self.failures:
             self.failures -= 1
             raise self.error
-        return await super().append(session_id, run_id, token, events, ending=ending)
+        return await super().append(events, ending=ending)
 
 
 @pytest.mark.parametrize(
@@ -198,14 +195,14 @@ async def test_a_redis_error_that_is_no_outage_is_not_retried() -> None:
 
 
 async def test_finish_gives_up_on_a_lost_lease_at_once() -> None:
-    store = RecordingStore()
+    store = RecordingLease()
     store.fail = True
     with pytest.raises(LeaseLost):
         await _writer(store, 0).finish(RunCompleted(run_id="r", output="", usage={}))
 
 
 async def test_a_long_text_is_stored_as_several_bounded_deltas() -> None:
-    store = RecordingStore(delay=0.01)
+    store = RecordingLease(delay=0.01)
     writer = _writer(store, 0)
     await _arrive(writer, "x", "é" * (2 * MAX_DELTA_CHARS + 5))  # "x" in flight while the rest piles up
     await writer.flush()
@@ -213,15 +210,15 @@ async def test_a_long_text_is_stored_as_several_bounded_deltas() -> None:
 
 
 async def test_an_answer_past_the_output_bound_fails_the_run() -> None:
-    store = RecordingStore()
-    writer = EventWriter(store, "s", "r", "token", 0, max_output_chars=10)  # type: ignore[arg-type]
+    store = RecordingLease()
+    writer = EventWriter(store, 0, max_output_chars=10)  # type: ignore[arg-type]
     await writer.delta("0123456789")
     with pytest.raises(OutputTooLarge):
         await writer.delta("!")
 
 
 async def test_an_event_past_the_event_bound_is_refused() -> None:
-    store = RecordingStore()
+    store = RecordingLease()
     with pytest.raises(EventTooLarge):
         await _writer(store, 0).emit(Status(run_id="r", text="x" * MAX_EVENT_BYTES))
     assert store.calls == []
