@@ -46,3 +46,15 @@ def test_importing_the_client_imports_no_server_code() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_route_modules_do_not_import_each_other() -> None:
+    # What two transports share (asking for a run, reading a position) lives beside the routes.
+    routes = ROOT / "gateway" / "routes"
+    crossing = [
+        f"{path.name} imports {node.module}"
+        for path in routes.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gateway.routes")
+    ]
+    assert crossing == []
