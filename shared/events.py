@@ -7,13 +7,14 @@ stream as they are, and the gateway forwards the stored bytes without parsing th
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class EventType(StrEnum):
     RUN_QUEUED = "run.queued"
     RUN_STARTED = "run.started"
     MESSAGE_DELTA = "message.delta"
+    REASONING_DELTA = "reasoning.delta"
     STATUS = "status"
     TOOL_STARTED = "tool.started"
     TOOL_COMPLETED = "tool.completed"
@@ -27,6 +28,10 @@ class EventType(StrEnum):
 CANCELLED_BY_REQUEST = "cancelled by request"  # the reason of a run cancelled through the API
 
 TERMINAL_EVENTS = frozenset({EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED})
+
+DATA_PREFIX = "data."  # `data.<name>`: an agent's own JSON, for UIs that render custom parts
+DATA_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+AGENT_LABEL_CHARS = 128
 
 
 class EventData(BaseModel):
@@ -42,27 +47,46 @@ class RunStarted(EventData):
     attempt: int
 
 
-class MessageDelta(EventData):
+class AgentEventData(EventData):
+    """An event an agent makes. `agent` names the sub-agent or parallel branch that made it, when
+    several stream into one run side by side (a LangGraph subgraph, an OpenAI Agents handoff); the
+    stream leaves it out when it is None."""
+
+    agent: str | None = Field(default=None, max_length=AGENT_LABEL_CHARS, exclude_if=lambda value: value is None)
+
+
+class MessageDelta(AgentEventData):
     text: str
 
 
-class Status(EventData):
+class ReasoningDelta(AgentEventData):
+    text: str  # thinking or reasoning text: shown apart from the answer, never part of `output`
+
+
+class Status(AgentEventData):
     text: str
 
 
-class ToolStarted(EventData):
+class CustomData(AgentEventData):
+    """`data.<name>`: the stream keeps `name` in the event's type, and `data` as the agent gave it."""
+
+    name: str = Field(exclude=True, pattern=DATA_NAME)
+    data: Any
+
+
+class ToolStarted(AgentEventData):
     call_id: str
     name: str
     arguments: dict[str, Any]
 
 
-class ToolCompleted(EventData):
+class ToolCompleted(AgentEventData):
     call_id: str
     result: Any
     duration_ms: int
 
 
-class ToolFailed(EventData):
+class ToolFailed(AgentEventData):
     call_id: str
     error: str
     duration_ms: int
@@ -98,6 +122,7 @@ EVENT_DATA: dict[EventType, type[EventData]] = {
     EventType.RUN_QUEUED: RunQueued,
     EventType.RUN_STARTED: RunStarted,
     EventType.MESSAGE_DELTA: MessageDelta,
+    EventType.REASONING_DELTA: ReasoningDelta,
     EventType.STATUS: Status,
     EventType.TOOL_STARTED: ToolStarted,
     EventType.TOOL_COMPLETED: ToolCompleted,
@@ -109,7 +134,9 @@ EVENT_DATA: dict[EventType, type[EventData]] = {
 }
 
 
-def event_type_of(data: EventData) -> EventType:
+def event_type_of(data: EventData) -> str:
+    if isinstance(data, CustomData):
+        return DATA_PREFIX + data.name
     for event_type, model in EVENT_DATA.items():
         if type(data) is model:
             return event_type
@@ -131,9 +158,11 @@ class Event(BaseModel):
     data: dict[str, Any]
 
     def typed(self) -> EventData | Gap:
-        """`data` as its model (`MessageDelta`, `RunCompleted`, ..., or `Gap`)."""
+        """`data` as its model (`MessageDelta`, `RunCompleted`, `CustomData`, ..., or `Gap`)."""
         if self.event == "gap":
             return Gap.model_validate(self.data)
+        if self.event.startswith(DATA_PREFIX):
+            return CustomData.model_validate({**self.data, "name": self.event.removeprefix(DATA_PREFIX)})
         return EVENT_DATA[EventType(self.event)].model_validate(self.data)
 
     @property

@@ -21,7 +21,16 @@ import secrets
 import time
 from collections.abc import Callable
 
-from shared.events import TERMINAL_EVENTS, Ending, EventData, MessageDelta, event_type_of
+from shared.events import (
+    DATA_PREFIX,
+    TERMINAL_EVENTS,
+    Ending,
+    EventData,
+    EventType,
+    MessageDelta,
+    ReasoningDelta,
+    event_type_of,
+)
 from shared.lifecycle import RunLease
 from shared.outage import is_outage
 from worker import metrics
@@ -34,6 +43,11 @@ OUTAGE_SECONDS = 60.0
 MAX_DELTA_CHARS = 16_384
 MAX_EVENT_BYTES = 262_144
 _DELTAS = metrics.EVENTS_APPENDED.labels("message.delta")  # the one appended most often
+# The text a writer coalesces: the answer, and reasoning kept apart from it.
+_TEXT_EVENTS: dict[type[MessageDelta | ReasoningDelta], str] = {
+    MessageDelta: EventType.MESSAGE_DELTA,
+    ReasoningDelta: EventType.REASONING_DELTA,
+}
 
 
 class OutputTooLarge(Exception):
@@ -59,6 +73,8 @@ class EventWriter:
         self._output_chars = 0
         self._clock = clock
         self._pending: list[str] = []
+        # What the pending text is: its event, and the agent that streams it (see AgentEventData).
+        self._pending_kind: tuple[type[MessageDelta | ReasoningDelta], str | None] = (MessageDelta, None)
         self._last_flush = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
@@ -76,20 +92,34 @@ class EventWriter:
         self._tokens = metrics.TOKENS.labels(self.provider)
         self._started = clock()
 
-    async def delta(self, text: str) -> None:
+    async def delta(self, text: str, agent: str | None = None) -> None:
+        """Answer text, coalesced into `message.delta` events; the run's output is all of it."""
+        await self._text(MessageDelta, text, agent)
+
+    async def reasoning(self, text: str, agent: str | None = None) -> None:
+        """Reasoning text, coalesced into `reasoning.delta` events, never part of the output."""
+        await self._text(ReasoningDelta, text, agent)
+
+    async def _text(self, kind: type[MessageDelta | ReasoningDelta], text: str, agent: str | None) -> None:
         if self._failure is not None:
             raise self._failure
-        if text:
-            self._output_chars += len(text)
-            if self._output_chars > self._max_output_chars:
-                raise OutputTooLarge(f"the answer exceeded {self._max_output_chars} characters")
+        if not text:
+            return
+        if (kind, agent) != self._pending_kind:
+            if self._pending:  # text of another kind, or of another agent, is appended first
+                await self.flush()
+            self._pending_kind = (kind, agent)
+        self._output_chars += len(text)
+        if self._output_chars > self._max_output_chars:
+            raise OutputTooLarge(f"the run's text exceeded {self._max_output_chars} characters")
+        if kind is MessageDelta:
             if not self.text_parts:
                 metrics.TIME_TO_FIRST_TOKEN.labels(self.provider).observe(self._clock() - self._started)
                 self._tokens = metrics.TOKENS.labels(self.provider)  # per token: looked up once
             self._tokens.inc()
-            self._pending.append(text)
             self.text_parts.append(text)
-            self._schedule()
+        self._pending.append(text)
+        self._schedule()
 
     async def emit(self, data: EventData) -> None:
         """Append any other event, after the text that came before it (a terminal one: `finish`)."""
@@ -161,8 +191,12 @@ class EventWriter:
         text = "".join(self._pending)
         self._pending.clear()
         self._last_flush = self._clock()
+        model, agent = self._pending_kind
         return [
-            ("message.delta", MessageDelta(run_id=self._run_id, text=text[i : i + MAX_DELTA_CHARS]).model_dump_json())
+            (
+                _TEXT_EVENTS[model],
+                model(run_id=self._run_id, text=text[i : i + MAX_DELTA_CHARS], agent=agent).model_dump_json(),
+            )
             for i in range(0, len(text), MAX_DELTA_CHARS)
         ]
 
@@ -177,7 +211,10 @@ class EventWriter:
         appended = [event_type for event_type, _ in events] + ([event_type_of(ending)] if ending else [])
         self.events_appended += len(appended)
         for event_type in appended:
-            (_DELTAS if event_type == "message.delta" else metrics.EVENTS_APPENDED.labels(event_type)).inc()
+            if event_type == EventType.MESSAGE_DELTA:
+                _DELTAS.inc()
+            else:  # the agents' own `data.<name>` events count as one label: names are unbounded
+                metrics.EVENTS_APPENDED.labels("data" if event_type.startswith(DATA_PREFIX) else event_type).inc()
 
     async def _append(self, events: list[tuple[str, str]], ending: Ending | None) -> None:
         # Through an outage, keep trying with the same append id, so a try whose reply was lost is

@@ -1,0 +1,109 @@
+"""RunContext, the agent author's API: every kind of event it streams, with and without `agent`."""
+
+import asyncio
+
+import pytest
+
+from shared.events import CustomData, Event, ReasoningDelta
+from shared.records import RunRecord
+from tests.unit.test_writer import RecordingLease, _writer
+from worker.context import RunContext
+
+
+def _context(lease: RecordingLease, window: float = 0.0) -> RunContext:
+    return RunContext(_writer(lease, window), "s", RunRecord(run_id="r", input="hi"), history=[])
+
+
+async def test_reasoning_streams_apart_from_the_answer_and_never_joins_the_output() -> None:
+    lease = RecordingLease()
+    ctx = _context(lease, window=10)  # one long window: only a change of kind cuts the text
+    await ctx.reasoning("The user wants ")
+    await ctx.reasoning("a greeting.")
+    await ctx.delta("Hello")
+    await ctx.delta(" there")
+    await ctx.reasoning("Done.")
+    await ctx.writer.flush()
+    assert lease.events == [
+        ("reasoning.delta", {"run_id": "r", "text": "The user wants a greeting."}),
+        ("message.delta", {"run_id": "r", "text": "Hello there"}),
+        ("reasoning.delta", {"run_id": "r", "text": "Done."}),
+    ]
+    assert ctx.writer.text == "Hello there"
+
+
+async def test_text_of_two_agents_is_never_joined_and_each_delta_names_its_agent() -> None:
+    lease = RecordingLease()
+    ctx = _context(lease, window=10)
+    await ctx.delta("a1 ", agent="researcher")
+    await ctx.delta("a2", agent="researcher")
+    await ctx.delta("b1", agent="writer")
+    await ctx.delta("c1")
+    await ctx.writer.flush()
+    assert lease.events == [
+        ("message.delta", {"run_id": "r", "agent": "researcher", "text": "a1 a2"}),
+        ("message.delta", {"run_id": "r", "agent": "writer", "text": "b1"}),
+        ("message.delta", {"run_id": "r", "text": "c1"}),  # no agent: no key at all
+    ]
+
+
+async def test_data_events_carry_the_agent_s_json_under_their_own_name() -> None:
+    lease = RecordingLease()
+    ctx = _context(lease)
+    await ctx.data("chart", {"points": [1, 2.5], "nothing": None}, agent="analyst")
+    await ctx.data("count", 3)
+    assert lease.events == [
+        ("data.chart", {"run_id": "r", "agent": "analyst", "data": {"points": [1, 2.5], "nothing": None}}),
+        ("data.count", {"run_id": "r", "data": 3}),
+    ]
+    typed = Event(id=1, event="data.chart", data=lease.events[0][1]).typed()
+    assert isinstance(typed, CustomData) and typed.name == "chart" and typed.agent == "analyst"
+    assert isinstance(Event(id=2, event="reasoning.delta", data={"run_id": "r", "text": "t"}).typed(), ReasoningDelta)
+
+
+@pytest.mark.parametrize("name", ["", "a.b", "sp ace", "x" * 65, "ünï", "new\nline"])
+async def test_a_data_name_that_would_break_the_event_type_is_refused(name: str) -> None:
+    lease = RecordingLease()
+    with pytest.raises(ValueError, match="data event names"):
+        await _context(lease).data(name, 1)
+    assert lease.calls == []
+
+
+async def test_a_tool_reported_in_two_callbacks_streams_as_a_scoped_one_does() -> None:
+    lease = RecordingLease()
+    ctx = _context(lease)
+    await ctx.tool_started("call_1", "weather", {"city": "Paris"}, agent="planner")
+    await asyncio.sleep(0.02)
+    await ctx.tool_finished("call_1", result={"temp_c": 21}, agent="planner")
+    await ctx.tool_started("call_2", "weather", {"city": "Atlantis"})
+    await ctx.tool_finished("call_2", error=LookupError("no such city"))
+    await ctx.tool_finished("call_never_started", error="the framework ran it")
+    (_, started), (_, completed), _, (_, failed), (_, unseen) = lease.events
+    assert [kind for kind, _ in lease.events] == [
+        "tool.started",
+        "tool.completed",
+        "tool.started",
+        "tool.failed",
+        "tool.failed",
+    ]
+    assert started == {
+        "run_id": "r",
+        "agent": "planner",
+        "call_id": "call_1",
+        "name": "weather",
+        "arguments": {"city": "Paris"},
+    }
+    assert completed["result"] == {"temp_c": 21} and int(str(completed["duration_ms"])) >= 20
+    assert failed["error"] == "no such city" and "agent" not in failed
+    assert unseen == {"run_id": "r", "call_id": "call_never_started", "error": "the framework ran it", "duration_ms": 0}
+
+
+async def test_the_tool_scope_reports_a_failure_and_lets_it_through() -> None:
+    lease = RecordingLease()
+    ctx = _context(lease)
+    with pytest.raises(RuntimeError):
+        async with ctx.tool("search", {"q": "x"}, call_id="c", agent="a"):
+            raise RuntimeError("index offline")
+    assert [(kind, data.get("agent"), data.get("error")) for kind, data in lease.events] == [
+        ("tool.started", "a", None),
+        ("tool.failed", "a", "index offline"),
+    ]
