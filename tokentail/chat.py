@@ -52,6 +52,7 @@ def _reconnecting(error: Exception, delay: float) -> None:
 # What each event prints to stderr (dimmed, or in a colour); the answer's text goes to stdout.
 _PROGRESS: dict[str, tuple[Callable[[dict[str, Any]], str], str | None]] = {
     "run.queued": (lambda d: f"> {d['input']}", None),
+    "reasoning.delta": (lambda d: d["text"], None),  # thinking: dimmed, apart from the answer
     "status": (lambda d: f"\n[{d['text']}]", None),
     "tool.started": (lambda d: f"\n[running {d['name']} {d['arguments']}]", None),
     "tool.completed": (lambda d: f"[{d['call_id']} done: {d['result']}]", None),
@@ -72,5 +73,7 @@ def _show(event: Event, status: int) -> int:
         click.echo()
     elif event.event in _PROGRESS:
         text, colour = _PROGRESS[event.event]
-        click.secho(text(event.data), err=True, dim=colour is None, fg=colour)
+        click.secho(text(event.data), err=True, dim=colour is None, fg=colour, nl=event.event != "reasoning.delta")
+    elif event.event.startswith("data."):
+        click.secho(f"[{event.event}: {event.data['data']}]", err=True, dim=True)
     return _ENDINGS.get(event.event, status)
