@@ -18,6 +18,7 @@ from worker.providers.base import (
     ModelRequest,
     Provider,
     ProviderError,
+    ReasoningDelta,
     TextDelta,
     ToolCall,
     Usage,
@@ -60,6 +61,8 @@ async def run_model_agent(
             if isinstance(chunk, TextDelta):
                 text.append(chunk.text)
                 await context.delta(chunk.text)
+            elif isinstance(chunk, ReasoningDelta):
+                await context.reasoning(chunk.text)
             elif isinstance(chunk, ToolCall):
                 calls.append(chunk)
             elif isinstance(chunk, Usage):

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from shared.records import RunRecord
-from tests.fake_llm import FakeLLM, Reply, openai_stream
+from tests.fake_llm import FakeLLM, Reply, openai_chunk, openai_stream
 from tests.unit.test_writer import RecordingLease
 from worker.agent_loop import AgentError, run_model_agent
 from worker.agents import ASSISTANT, Agent
@@ -102,3 +102,16 @@ async def test_retries_are_shown_as_status_events() -> None:
     await run_model_agent(ASSISTANT, context, OpenAIProvider(fake.openai()), "m", RetryPolicy(), 5)
     statuses = [data["text"] for kind, data in await _events(store, context) if kind == "status"]
     assert len(statuses) == 1 and "rate limit" in statuses[0] and "Retrying in 0.0 s" in statuses[0]
+
+
+async def test_a_reasoning_model_s_thinking_streams_as_reasoning_and_stays_out_of_the_answer() -> None:
+    thinking = [openai_chunk({"role": "assistant", "reasoning_content": "Six sevens... "})]
+    fake = FakeLLM([Reply(chunks=[*thinking, *openai_stream(["42."])[1:]])])
+    store = RecordingLease()
+    context = _context(store, "6 * 7?")
+    await run_model_agent(ASSISTANT, context, OpenAIProvider(fake.openai()), "m", RetryPolicy(), tool_timeout=5)
+    assert [(kind, data["text"]) for kind, data in await _events(store, context)] == [
+        ("reasoning.delta", "Six sevens... "),
+        ("message.delta", "42."),
+    ]
+    assert context.writer.text == "42."

@@ -4,7 +4,7 @@ import pytest
 
 from shared.catalog import OPENAI_COMPATIBLE
 from shared.params import RunParams
-from tests.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_stream
+from tests.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_chunk, openai_stream
 from worker.providers.anthropic_messages import AnthropicProvider
 from worker.providers.base import (
     InvalidRequest,
@@ -12,6 +12,7 @@ from worker.providers.base import (
     ModelRequest,
     Progress,
     ProviderError,
+    ReasoningDelta,
     TextDelta,
     ToolCall,
     ToolSpec,
@@ -185,3 +186,19 @@ async def test_tool_call_fragments_count_as_activity_for_the_timeouts() -> None:
     seen = [c async for c in stream_with_retries(slow_provider, REQUEST, policy, on_retry)]
     assert sum(isinstance(c, Progress) for c in seen) == len(fragments) + 1
     assert ToolCall("c1", "calculator", {"expression": "1+" * 8 + "1"}) in seen
+
+
+async def test_openai_compatible_reasoning_content_streams_as_reasoning_apart_from_the_answer() -> None:
+    # vLLM, DeepSeek and Ollama stream a reasoning model's thinking in `delta.reasoning_content`.
+    thinking = [
+        openai_chunk({"role": "assistant", "reasoning_content": "Two plus "}),
+        openai_chunk({"reasoning_content": "two..."}),
+    ]
+    chunks = openai_stream(["4"])
+    fake = FakeLLM([Reply(chunks=[*thinking, *chunks[1:]])])
+    assert await _collect(OpenAIProvider(fake.openai(), provider=OPENAI_COMPATIBLE)) == [
+        ReasoningDelta("Two plus "),
+        ReasoningDelta("two..."),
+        TextDelta("4"),
+        Usage(10, 5),
+    ]

@@ -56,6 +56,13 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """Thinking text the model streams before or beside its answer (never part of the answer)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int
     output_tokens: int
@@ -66,7 +73,7 @@ class Progress:
     """The model is producing something not shown yet (tool call fragments): it is not idle."""
 
 
-Chunk = TextDelta | ToolCall | Usage | Progress
+Chunk = TextDelta | ReasoningDelta | ToolCall | Usage | Progress
 
 
 class InvalidRequest(ValueError):

@@ -8,7 +8,7 @@ yielded whole once the stream ends. Usage comes in a last chunk with no choices
 """
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ from worker.providers.base import (
     ModelRequest,
     Progress,
     ProviderError,
+    ReasoningDelta,
     TextDelta,
     ToolCall,
     ToolSpec,
@@ -79,6 +80,24 @@ def _tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
     ]
 
 
+def _delta_chunks(delta: Any, calls: dict[int, "_PartialCall"]) -> Iterator[Chunk]:
+    """What one choice's delta says; tool call fragments are kept in `calls` until the stream ends."""
+    if delta.content:
+        yield TextDelta(delta.content)
+    # Not in OpenAI's own API: the field servers of reasoning models stream their thinking in
+    # (vLLM, DeepSeek, Ollama, LM Studio).
+    if reasoning := getattr(delta, "reasoning_content", None):
+        yield ReasoningDelta(reasoning)
+    if delta.tool_calls:
+        yield Progress()
+    for fragment in delta.tool_calls or ():
+        call = calls.setdefault(fragment.index, _PartialCall())
+        call.call_id = fragment.id or call.call_id
+        if fragment.function is not None:
+            call.name = fragment.function.name or call.name
+            call.arguments.append(fragment.function.arguments or "")
+
+
 def _or_omit(value: Any) -> Any:
     return openai.omit if value is None else value
 
@@ -114,17 +133,8 @@ class OpenAIProvider:
                 if chunk.usage is not None:
                     yield Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                 for choice in chunk.choices:
-                    delta = choice.delta
-                    if delta.content:
-                        yield TextDelta(delta.content)
-                    if delta.tool_calls:
-                        yield Progress()
-                    for fragment in delta.tool_calls or ():
-                        call = calls.setdefault(fragment.index, _PartialCall())
-                        call.call_id = fragment.id or call.call_id
-                        if fragment.function is not None:
-                            call.name = fragment.function.name or call.name
-                            call.arguments.append(fragment.function.arguments or "")
+                    for part in _delta_chunks(choice.delta, calls):
+                        yield part
         except openai.APIStatusError as exc:
             raise status_error(self._name, request.model, exc.status_code, exc.message, exc.response.headers) from None
         except (openai.APIConnectionError, httpx2.TransportError) as exc:
