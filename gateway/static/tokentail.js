@@ -10,6 +10,11 @@
 // (backing off), drops a run's partial text on `run.retrying`, and stops once the server has
 // nothing left (204). The last event id of each session is kept in sessionStorage.
 //
+// A turn keeps the answer (`text`) apart from the model's thinking (`reasoning`). Agents' own
+// `data.<name>` events are followed when named: `follow(id, { data: ["chart"] })` (an EventSource
+// hears only the event names it listens for); they land in `turn.data` and reach `onEvent`. Events
+// may carry `agent` (a sub-agent or branch): `onEvent` gets each event whole, to group them by it.
+//
 // Auth: a page that holds an API key passes `apiKey` (sent as a bearer header on REST calls). The
 // stream itself uses the session's stream token (an EventSource cannot send headers, so it goes in
 // `?token=`): the one `createSession` returned, kept in sessionStorage, or `follow(id, { token })`
@@ -18,7 +23,7 @@
 const REFRESH_BEFORE_S = 60; // refresh a stream token this long before it expires
 const TERMINAL = new Set(["run.completed", "run.failed", "run.cancelled"]);
 const EVENTS = [
-  "run.queued", "run.started", "message.delta", "status", "tool.started", "tool.completed",
+  "run.queued", "run.started", "message.delta", "reasoning.delta", "status", "tool.started", "tool.completed",
   "tool.failed", "run.retrying", "run.completed", "run.failed", "run.cancelled", "gap",
 ];
 
@@ -102,12 +107,18 @@ export class Tokentail {
   }
 }
 
-// One session followed live. `turns`: [{ runId, input, text, status, attempt, tools: [...], notes: [...] }].
+// One session followed live.
+// `turns`: [{ runId, input, text, reasoning, status, attempt, tools: [...], notes: [...], data: [...] }].
 export class SessionFollower {
-  constructor(client, sessionId, { onChange = () => {}, onState = () => {}, onEvent = () => {}, token = null } = {}) {
+  constructor(
+    client,
+    sessionId,
+    { onChange = () => {}, onState = () => {}, onEvent = () => {}, token = null, data = [] } = {},
+  ) {
     this.client = client;
     this.sessionId = sessionId;
     this.handlers = { onChange, onState, onEvent };
+    this.events = [...EVENTS, ...data.map((name) => `data.${name}`)];
     this.token = token ?? client.streamToken(sessionId);
     this.turns = [];
     this.lastId = 0; // replay from the start: the transcript is rebuilt, not patched
@@ -164,7 +175,7 @@ export class SessionFollower {
       this.failures = 0;
       this.#setState("live");
     };
-    for (const name of EVENTS) {
+    for (const name of this.events) {
       source.addEventListener(name, (message) => this.#receive(name, message));
     }
     source.onerror = () => {
@@ -229,7 +240,7 @@ export class SessionFollower {
   #turn(runId) {
     let turn = this.turns.find((t) => t.runId === runId);
     if (!turn) {
-      turn = { runId, input: "", text: "", status: "queued", attempt: 0, tools: [], notes: [] };
+      turn = { runId, input: "", text: "", reasoning: "", status: "queued", attempt: 0, tools: [], notes: [], data: [] };
       this.turns.push(turn);
     }
     return turn;
@@ -237,7 +248,10 @@ export class SessionFollower {
 
   #apply(name, data) {
     if (name === "gap") {
-      this.turns.push({ runId: null, input: "", text: "", status: "gap", tools: [], notes: [`earlier events are gone (${data.reason})`] });
+      this.turns.push({
+        runId: null, input: "", text: "", reasoning: "", status: "gap", tools: [], data: [],
+        notes: [`earlier events are gone (${data.reason})`],
+      });
       return;
     }
     const turn = this.#turn(data.run_id);
@@ -254,6 +268,9 @@ export class SessionFollower {
       case "message.delta":
         turn.text += data.text;
         break;
+      case "reasoning.delta":
+        turn.reasoning += data.text;
+        break;
       case "status":
         turn.notes.push(data.text);
         break;
@@ -268,11 +285,15 @@ export class SessionFollower {
       }
       case "run.retrying":
         turn.text = ""; // the attempt that died is replaced by the next one
+        turn.reasoning = "";
         turn.tools = [];
+        turn.data = [];
         turn.notes.push(`retrying (attempt ${data.attempt})`);
         break;
       default:
-        if (TERMINAL.has(name)) {
+        if (name.startsWith("data.")) {
+          turn.data.push({ name: name.slice(5), data: data.data, agent: data.agent ?? null });
+        } else if (TERMINAL.has(name)) {
           turn.status = name.slice(4); // completed | failed | cancelled
           if (name === "run.completed") turn.text = data.output;
           if (name === "run.failed") turn.notes.push(data.error.message);

@@ -1,0 +1,56 @@
+"""The browser client (/static/tokentail.js) with every kind of event an agent can stream."""
+
+from collections.abc import Callable
+from typing import Any
+
+from playwright.async_api import Browser
+
+AGENTS = {"every_event": "tests.every_event_agent:every_event"}
+
+FOLLOW = """async ({ data }) => {
+  const { Tokentail } = await import("/static/tokentail.js");
+  const client = new Tokentail();
+  const { session_id } = await client.createSession("anything", { agent: "every_event" });
+  const events = [];
+  return await new Promise((resolve) => {
+    client.follow(session_id, {
+      data,
+      onEvent: (event) => events.push(event),
+      onChange: (session) => {
+        const turn = session.turns[0];
+        if (turn?.status === "completed") resolve({ turn, events });
+      },
+    });
+  });
+}"""
+
+
+async def test_reasoning_data_and_agent_labels_reach_the_page(
+    browser: Browser, start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    page = await browser.new_page()
+    await page.goto(gateway.url)
+    result = await page.evaluate(FOLLOW, {"data": ["chart"]})
+    turn = result["turn"]
+    assert turn["text"] == "Found three." and turn["reasoning"] == "Thinking it over. Look it up first."
+    assert turn["data"] == [{"name": "chart", "data": {"points": [1, 2, 3]}, "agent": "researcher"}]
+    assert [(tool["name"], tool["state"], tool["result"]) for tool in turn["tools"]] == [
+        ("lookup", "done", {"found": 3})
+    ]
+    labels = {event["event"]: event["data"].get("agent") for event in result["events"]}
+    assert labels["status"] == labels["tool.started"] == labels["data.chart"] == "researcher"
+    assert labels["message.delta"] == "writer" and labels["reasoning.delta"] is None
+
+
+async def test_data_events_not_asked_for_are_not_heard(
+    browser: Browser, start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    page = await browser.new_page()
+    await page.goto(gateway.url)
+    result = await page.evaluate(FOLLOW, {"data": []})
+    assert result["turn"]["data"] == [] and result["turn"]["text"] == "Found three."
+    assert not any(event["event"].startswith("data.") for event in result["events"])
