@@ -25,14 +25,21 @@ FOLLOW = """async ({ data }) => {
 }"""
 
 
-async def test_reasoning_data_and_agent_labels_reach_the_page(
-    browser: Browser, start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
-) -> None:
+async def _follow(
+    browser: Browser, start_gateway: Callable[..., Any], start_worker: Callable[..., Any], data: list[str]
+) -> Any:
+    """A run of the every_event agent, followed in the page until it completes: its turn and events."""
     gateway = await start_gateway(agents=AGENTS)
     await start_worker(agents=AGENTS)
     page = await browser.new_page()
     await page.goto(gateway.url)
-    result = await page.evaluate(FOLLOW, {"data": ["chart"]})
+    return await page.evaluate(FOLLOW, {"data": data})
+
+
+async def test_reasoning_data_and_agent_labels_reach_the_page(
+    browser: Browser, start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+) -> None:
+    result = await _follow(browser, start_gateway, start_worker, ["chart"])
     turn = result["turn"]
     assert turn["text"] == "Found three." and turn["reasoning"] == "Thinking it over. Look it up first."
     assert turn["data"] == [{"name": "chart", "data": {"points": [1, 2, 3]}, "agent": "researcher"}]
@@ -47,10 +54,6 @@ async def test_reasoning_data_and_agent_labels_reach_the_page(
 async def test_data_events_not_asked_for_are_not_heard(
     browser: Browser, start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
 ) -> None:
-    gateway = await start_gateway(agents=AGENTS)
-    await start_worker(agents=AGENTS)
-    page = await browser.new_page()
-    await page.goto(gateway.url)
-    result = await page.evaluate(FOLLOW, {"data": []})
+    result = await _follow(browser, start_gateway, start_worker, [])
     assert result["turn"]["data"] == [] and result["turn"]["text"] == "Found three."
     assert not any(event["event"].startswith("data.") for event in result["events"])
