@@ -45,10 +45,21 @@ GEOMETRY = """() => {
 }"""
 
 
+PAGE_ERRORS: dict[Page, list[str]] = {}  # uncaught errors of the page's own script, by page
+
+
 async def _open(browser: Browser, gateway: Gateway, params: str = MEDIUM) -> Page:
     page = await browser.new_page(viewport=VIEWPORT)  # type: ignore[arg-type]
+    errors = PAGE_ERRORS.setdefault(page, [])
+    page.on("pageerror", lambda error: errors.append(str(error)))
     await page.goto(f"{gateway.url}/?params={params}")
     return page
+
+
+async def _close(page: Page) -> None:
+    errors = PAGE_ERRORS.pop(page, [])
+    await page.close()
+    assert errors == [], f"the page threw: {errors}"
 
 
 async def _send(page: Page, text: str) -> None:
@@ -92,7 +103,7 @@ async def test_a_long_answer_scrolls_in_the_transcript_and_the_input_stays_in_vi
     done = await screenshot(page, tmp_path, "long-answer-done")
     await _assert_composer_and_last_message_in_view(page, done.path)
     assert output == await _answer(page)
-    await page.close()
+    await _close(page)
 
 
 async def test_scrolling_up_stops_the_follow_until_the_reader_jumps_back_to_the_latest(
@@ -128,7 +139,7 @@ async def test_scrolling_up_stops_the_follow_until_the_reader_jumps_back_to_the_
     await _assert_composer_and_last_message_in_view(page, shot.path)
     await page.click("#stop")
     await expect(page.locator(".turn").first).to_have_attribute("data-status", "cancelled", timeout=10_000)
-    await page.close()
+    await _close(page)
 
 
 async def _expect_error_and_text_kept(page: Page, text: str, *fragments: str) -> None:
@@ -185,7 +196,7 @@ async def test_a_failed_send_keeps_the_text_and_says_why(
     await page.click("#error-close")
     await expect(page.locator("#error")).to_be_hidden()
     assert shot.path.exists()
-    await page.close()
+    await _close(page)
 
 
 async def test_with_auth_a_refused_key_keeps_the_text_and_the_next_send_asks_again(
@@ -205,7 +216,7 @@ async def test_with_auth_a_refused_key_keeps_the_text_and_the_next_send_asks_aga
     await page.click("#send")
     await expect(page.locator(".turn[data-status=completed]")).to_have_count(1, timeout=30_000)
     await expect(page.locator("#error")).to_be_hidden()
-    await page.close()
+    await _close(page)
 
 
 async def test_new_chat_starts_a_fresh_session_and_leaves_the_old_one_alone(
@@ -235,7 +246,7 @@ async def test_new_chat_starts_a_fresh_session_and_leaves_the_old_one_alone(
     await expect(page.locator(".turn .user")).to_have_text(["good morning"])
     old_runs = (await client.get(f"/v1/sessions/{old}")).json()["runs"]
     assert [run["input"] for run in old_runs] == ["hello"]  # nothing more went to the old session
-    await page.close()
+    await _close(page)
 
 
 async def test_stop_is_enabled_only_while_a_run_is_active(browser: Browser, gateway: Gateway, worker: Any) -> None:
@@ -259,7 +270,7 @@ async def test_stop_is_enabled_only_while_a_run_is_active(browser: Browser, gate
     await stop.click()
     await expect(page.locator(".turn").nth(1)).to_have_attribute("data-status", "cancelled", timeout=10_000)
     await expect(stop).to_be_disabled()
-    await page.close()
+    await _close(page)
 
 
 async def test_connection_state_goes_from_ready_to_live_to_done(
@@ -274,7 +285,7 @@ async def test_connection_state_goes_from_ready_to_live_to_done(
     await expect(page.locator(".turn[data-status=completed]")).to_have_count(1, timeout=30_000)
     await expect(state).to_have_text("done")
     await expect(state).to_have_attribute("data-state", "idle")
-    await page.close()
+    await _close(page)
 
 
 MARKDOWN = """\
@@ -361,7 +372,7 @@ async def test_markdown_from_the_model_renders_and_its_html_and_scripts_stay_ine
     assert dialogs == []
     assert not [url for url in requests if url.endswith("/x") or "example.com" in url]
     await screenshot(page, tmp_path, "markdown")
-    await page.close()
+    await _close(page)
 
 
 async def test_the_markdown_renderer_keeps_every_unsafe_link_and_tag_inert(browser: Browser, gateway: Gateway) -> None:
@@ -408,7 +419,7 @@ async def test_the_markdown_renderer_keeps_every_unsafe_link_and_tag_inert(brows
     assert rendered["open"]["text"] == "**not closed yet and `no code"
     assert rendered["fence"]["tags"] == ["pre", "code"]
     assert rendered["fence"]["text"] == "<img src=x onerror=alert(1)>\nstill streaming"
-    await page.close()
+    await _close(page)
 
 
 async def test_the_inspector_shows_event_ids_and_where_a_reload_resumed(
@@ -440,7 +451,7 @@ async def test_the_inspector_shows_event_ids_and_where_a_reload_resumed(
     await expect(page.locator("#inspector")).to_have_attribute("open", "")  # kept open across the reload
     await expect(page.locator("#inspector-summary")).to_contain_text("0 gaps")
     await screenshot(page, tmp_path, "inspector-after-reload")
-    await page.close()
+    await _close(page)
 
 
 async def test_a_dropped_gateway_connection_shows_reconnecting_then_resumes_from_the_last_id(
@@ -469,4 +480,4 @@ async def test_a_dropped_gateway_connection_shows_reconnecting_then_resumes_from
         await screenshot(page, tmp_path, "resumed")
     finally:
         await replacement.stop()
-    await page.close()
+    await _close(page)
