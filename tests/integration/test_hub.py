@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway import hub as hub_module
+from gateway import metrics as gateway_metrics
 from gateway.feed import EventFeed, Start
 from gateway.hub import StreamHub
 from shared.events import RunCompleted
@@ -18,6 +19,7 @@ from shared.lifecycle import RunLease, RunLifecycle
 from shared.settings import Settings
 from shared.store import SessionStore
 from tests.integration.test_store import _started
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -62,9 +64,7 @@ class Follower:
                 self.datas.append(event.data)
 
     async def until(self, last: int) -> None:
-        async with asyncio.timeout(10):
-            while not self.seqs or self.seqs[-1] < last:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: bool(self.seqs) and self.seqs[-1] >= last, what=f"a follower reading up to {last}")
 
     async def close(self) -> None:
         self.task.cancel()
@@ -78,9 +78,7 @@ async def _append(runs: RunLifecycle, session_id: str, run_id: str, n: int = 1, 
 
 
 async def _live(*followers: Follower) -> None:
-    async with asyncio.timeout(5):
-        while not all(f.feed._subscription and f.feed._subscription.live for f in followers):
-            await asyncio.sleep(0.01)
+    await eventually(lambda: all(f.feed._subscription and f.feed._subscription.live for f in followers), within=5)
 
 
 async def _command_calls(redis: Redis, *commands: str) -> int:
@@ -170,7 +168,7 @@ async def test_followers_lose_nothing_when_the_hubs_connection_is_killed_mid_str
     redis, runs, hub = alone
     session_id, run = await _started(runs)
     followers = [Follower(hub, session_id) for _ in range(5)]
-    reconnects = hub_module.metrics.HUB_RECONNECTS._value.get()
+    reconnects = gateway_metrics.HUB_RECONNECTS._value.get()
     try:
         await _live(*followers)
         for _ in range(3):
@@ -182,7 +180,7 @@ async def test_followers_lose_nothing_when_the_hubs_connection_is_killed_mid_str
             for follower in followers:
                 await follower.until(last)
                 assert follower.seqs == list(range(1, last + 1))
-        assert hub_module.metrics.HUB_RECONNECTS._value.get() >= reconnects + 3
+        assert gateway_metrics.HUB_RECONNECTS._value.get() >= reconnects + 3
     finally:
         for follower in followers:
             await follower.close()

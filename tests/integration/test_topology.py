@@ -21,6 +21,7 @@ from tests.integration.test_hub import Follower, _append, _live
 from tests.integration.test_store import _delta, _done, _run, _session, _started
 from tests.redis_cluster import LocalCluster, require
 from tests.sse_client import read_events
+from tests.waiting import eventually
 from tokentail.redis_server import RedisServer
 from worker.reaper import Reaper
 
@@ -124,9 +125,7 @@ async def test_a_run_on_a_cluster_is_cancelled_through_its_worker(
     gateway = await start_gateway()
     await start_worker()
     with sync_redis.Redis.from_url(cluster.url) as node:  # the worker listens for cancels on this node
-        async with asyncio.timeout(10):
-            while node.pubsub_numsub(settings.key_prefix + ":cancel")[0][1] < 1:
-                await asyncio.sleep(0.05)
+        await eventually(lambda: node.pubsub_numsub(settings.key_prefix + ":cancel")[0][1] >= 1, interval=0.05)
     started = asyncio.Event()
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:
         body = {"input": "a long one", "params": {"tokens": 1000, "tokens_per_second": 20}}
@@ -279,10 +278,14 @@ async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primar
         key = store.keys.session(session_id).events
         before = hub._channels[key.encode()].link
         new_primary = _move_slot(cluster, sessions.keyslot(key))
-        async with asyncio.timeout(10):  # the old primary unsubscribed the hub; it follows the new one
-            while (link := hub._channels[key.encode()].link) is before or link is None or not link.connection:
-                await asyncio.sleep(0.02)
-        assert link.address == new_primary
+
+        def moved() -> bool:  # the old primary unsubscribed the hub; it follows the new one
+            link = hub._channels[key.encode()].link
+            return link is not before and link is not None and bool(link.connection)
+
+        await eventually(moved, interval=0.02)
+        link = hub._channels[key.encode()].link
+        assert link is not None and link.address == new_primary
         for _ in range(10):
             last = await _append(runs, session_id, run.run_id)
         for follower in followers:
