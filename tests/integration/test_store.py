@@ -196,7 +196,7 @@ async def test_params_survive_the_lua_scripts_exactly(store: SessionStore, runs:
 
 async def _expire(store: SessionStore, redis: Redis, session_id: str) -> None:
     """What a killed worker leaves behind: its lease, its deadline long past, its index entry due."""
-    await redis.hset(store.keys.session(session_id).meta, "lease_until", 0)  # type: ignore[misc]
+    await redis.hset(store.keys.session(session_id).meta, "lease_until", "0")  # type: ignore[misc]
     await redis.zadd(store.keys.lease_checks, {session_id: 0})
 
 
@@ -308,7 +308,7 @@ async def test_cancel_signals_the_worker_holding_the_run_once(
         if message is not None:
             messages.append(message["data"])
     assert messages == [run.run_id.encode()]  # published once
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert await RunLease(runs, session_id, run.run_id, "lease-1").renew() is Renewal.CANCEL_PENDING
     # Its worker died before ending it; the run's next worker ends it instead of running it.
     await _expire(store, redis, session_id)

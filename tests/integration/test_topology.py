@@ -130,9 +130,12 @@ async def test_a_run_on_a_cluster_is_cancelled_through_its_worker(
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:
         body = {"input": "a long one", "params": {"tokens": 1000, "tokens_per_second": 20}}
         created = (await client.post("/v1/sessions", json=body)).json()
-        reading = asyncio.create_task(
-            read_events(client, created["events_url"], on_event=lambda e: e[1] == "message.delta" and started.set())
-        )
+
+        def on_event(event: tuple[int | None, str, dict[str, Any]]) -> None:
+            if event[1] == "message.delta":
+                started.set()
+
+        reading = asyncio.create_task(read_events(client, created["events_url"], on_event=on_event))
         await asyncio.wait_for(started.wait(), 10)
         cancel = await client.post(f"/v1/sessions/{created['session_id']}/cancel")
         assert cancel.status_code == 202
@@ -153,7 +156,7 @@ async def test_a_run_is_queued_through_the_session_s_outbox_and_leaves_the_queue
     started = await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1")
     assert started is not None and started.verdict is StartVerdict.RUN
     assert await _queued_jobs(store, queue) == []
-    assert not await sessions.hexists(store.keys.session(session.session_id).meta, "dispatch")
+    assert not await sessions.hexists(store.keys.session(session.session_id).meta, "dispatch")  # type: ignore[misc]
 
 
 async def test_a_gateway_that_dies_between_its_script_and_the_push_loses_no_run(
@@ -210,7 +213,7 @@ async def test_a_run_whose_lease_ran_out_is_requeued_on_the_queue_apart(
     await _make_due(store, queue)
     await reaper._requeue_expired()  # renewed: the entry moves to the lease's deadline
     assert await runs.leases.due(0, 10) == []
-    await sessions.hset(store.keys.session(session_id).meta, "lease_until", 0)  # type: ignore[misc]
+    await sessions.hset(store.keys.session(session_id).meta, "lease_until", "0")  # type: ignore[misc]
     await _make_due(store, queue)
     assert await reaper._requeue_expired() == 1
     [job_id] = await _queued_jobs(store, queue)
@@ -233,6 +236,11 @@ async def test_a_reaper_keeps_an_entry_a_worker_wrote_while_it_looked(
     assert await queue.zscore(store.keys.lease_checks, session.session_id) not in (None, 0)
 
 
+def _command(client: sync_redis.Redis, *args: Any) -> Any:
+    """A raw command (CLUSTER, MIGRATE), which redis-py leaves untyped."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
 def _move_slot(cluster: LocalCluster, slot: int) -> str:
     """Migrate `slot` (its keys too) to another primary, as `redis-cli --cluster reshard` does; the
     address of its new primary."""
@@ -241,13 +249,13 @@ def _move_slot(cluster: LocalCluster, slot: int) -> str:
         source_port = next(port for port, client in clients.items() if slot in _slots_of(client))
         target_port = next(port for port in clients if port != source_port)
         source, target = clients[source_port], clients[target_port]
-        source_id, target_id = (c.execute_command("CLUSTER", "MYID").decode() for c in (source, target))
-        target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-            source.execute_command("MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
+        source_id, target_id = (_command(c, "CLUSTER", "MYID").decode() for c in (source, target))
+        _command(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        _command(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := _command(source, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+            _command(source, "MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
         for client in (target, source, *(c for p, c in clients.items() if p not in (source_port, target_port))):
-            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            _command(client, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
         return f"127.0.0.1:{target_port}"
     finally:
         for client in clients.values():
@@ -255,7 +263,7 @@ def _move_slot(cluster: LocalCluster, slot: int) -> str:
 
 
 def _slots_of(client: sync_redis.Redis) -> set[int]:
-    myself = next(line for line in client.execute_command("CLUSTER", "NODES").decode().splitlines() if "myself" in line)
+    myself = next(line for line in _command(client, "CLUSTER", "NODES").decode().splitlines() if "myself" in line)
     slots: set[int] = set()
     for part in myself.split()[8:]:
         if part.startswith("["):
