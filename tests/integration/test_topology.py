@@ -18,8 +18,8 @@ from shared.lifecycle import Queued, Requeue, RunLease, RunLifecycle, StartVerdi
 from shared.settings import Settings
 from shared.store import SessionStore
 from tests.integration.test_hub import Follower, _append, _live
-from tests.integration.test_store import _delta, _done, _run, _session, _started
 from tests.redis_cluster import LocalCluster, require
+from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail.redis_server import RedisServer
@@ -147,7 +147,7 @@ async def test_a_run_on_a_cluster_is_cancelled_through_its_worker(
 async def test_a_run_is_queued_through_the_session_s_outbox_and_leaves_the_queue_when_claimed(
     store: SessionStore, runs: RunLifecycle, sessions: RedisCluster, queue: Redis
 ) -> None:
-    session, run = _session(), _run()
+    session, run = make_session(), make_run()
     assert await runs.queue_run(session.session_id, run, create=session) is Queued.STARTED
     job = json.loads(await queue.get(store.keys.arq_job(run.run_id)))
     assert job["a"] == [session.session_id, run.run_id]
@@ -165,7 +165,7 @@ async def test_a_gateway_that_dies_between_its_script_and_the_push_loses_no_run(
     async def dies(*args: object) -> None:
         raise ConnectionError("the gateway died here")
 
-    session, run = _session(), _run()
+    session, run = make_session(), make_run()
     with monkeypatch.context() as patch:
         patch.setattr(runs.leases, "push", dies)
         with pytest.raises(ConnectionError):
@@ -183,8 +183,8 @@ async def test_a_gateway_that_dies_between_its_script_and_the_push_loses_no_run(
 async def test_a_worker_that_dies_after_ending_its_run_loses_no_run_in_line(
     store: SessionStore, runs: RunLifecycle, queue: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    session_id, first = await _started(runs)
-    second = _run("next")
+    session_id, first = await start_a_run(runs)
+    second = make_run("next")
     assert await runs.queue_run(session_id, second, multitask="enqueue") is Queued.PENDING
 
     async def dies(*args: object) -> None:
@@ -194,7 +194,7 @@ async def test_a_worker_that_dies_after_ending_its_run_loses_no_run_in_line(
         patch.setattr(runs.leases, "push", dies)
         with pytest.raises(ConnectionError):
             await RunLease(runs, session_id, first.run_id, "lease-1").append(
-                [_delta(first.run_id)], ending=_done(first.run_id)
+                [delta_of(first.run_id)], ending=completion(first.run_id)
             )
     assert second.run_id not in await _queued_jobs(store, queue)
     await _make_due(store, queue)  # the entry of the first run's lease
@@ -207,8 +207,8 @@ async def test_a_worker_that_dies_after_ending_its_run_loses_no_run_in_line(
 async def test_a_run_whose_lease_ran_out_is_requeued_on_the_queue_apart(
     store: SessionStore, runs: RunLifecycle, sessions: RedisCluster, queue: Redis
 ) -> None:
-    session_id, run = await _started(runs)
-    await RunLease(runs, session_id, run.run_id, "lease-1").append([_delta(run.run_id)])
+    session_id, run = await start_a_run(runs)
+    await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id)])
     reaper = _reaper(runs)
     await _make_due(store, queue)
     await reaper._requeue_expired()  # renewed: the entry moves to the lease's deadline
@@ -226,7 +226,7 @@ async def test_a_run_whose_lease_ran_out_is_requeued_on_the_queue_apart(
 async def test_a_reaper_keeps_an_entry_a_worker_wrote_while_it_looked(
     store: SessionStore, runs: RunLifecycle, queue: Redis
 ) -> None:
-    session, run = _session(), _run()
+    session, run = make_session(), make_run()
     await runs.queue_run(session.session_id, run, create=session)
     await queue.zadd(store.keys.lease_checks, {session.session_id: 0})  # an old entry, due
     [entry] = [e for e in await runs.leases.due(0, 10) if e.member == session.session_id]
@@ -279,7 +279,7 @@ async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primar
     hub = StreamHub(settings, read_connections=3)
     await hub.start()
     try:
-        session_id, run = await _started(runs)
+        session_id, run = await start_a_run(runs)
         followers = [Follower(hub, session_id) for _ in range(3)]
         await _live(*followers)
         await _append(runs, session_id, run.run_id, 5)
