@@ -6,13 +6,13 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 
 import pytest
 import redis
 
+from tests.waiting import eventually_sync
 from tokentail.redis_server import RedisServer, find_redis_server
 
 
@@ -68,11 +68,9 @@ class LocalCluster:
             capture_output=True,
             timeout=timeout,
         )
-        deadline = time.monotonic() + timeout
-        while not all(self._ready(node) for node in self.nodes):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the local Redis Cluster did not come up")
-            time.sleep(0.05)
+        eventually_sync(
+            lambda: all(self._ready(node) for node in self.nodes), within=timeout, what="the local Redis Cluster up"
+        )
         return self
 
     def stop(self) -> None:
@@ -82,7 +80,7 @@ class LocalCluster:
     @staticmethod
     def _ready(node: RedisServer) -> bool:
         with redis.Redis(port=node.port) as client:
-            info = client.execute_command("CLUSTER", "INFO").decode()  # type: ignore[no-untyped-call]
+            info = client.execute_command("CLUSTER", "INFO").decode()
             return "cluster_state:ok" in info and "cluster_known_nodes:3" in info
 
     def __enter__(self) -> "LocalCluster":

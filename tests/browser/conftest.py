@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from tests.integration.conftest import client, gateway, start_gateway, start_worker, worker  # noqa: F401
-
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",

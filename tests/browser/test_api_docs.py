@@ -2,7 +2,7 @@
 
 from playwright.async_api import Browser, Route
 
-from tests.integration.conftest import Gateway
+from tests.fixtures.stack import Gateway
 
 
 async def test_swagger_ui_and_redoc_render_with_no_request_leaving_the_gateway(

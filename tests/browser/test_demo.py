@@ -9,7 +9,7 @@ import httpx2
 from playwright.async_api import Browser, Dialog, Page
 from pydantic import SecretStr
 
-from tests.integration.conftest import Gateway
+from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, SECRET
 
 LONG = quote(json.dumps({"tokens": 150, "tokens_per_second": 50}))

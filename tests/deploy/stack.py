@@ -25,7 +25,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -33,6 +32,7 @@ from typing import IO, Any
 
 import yaml
 
+from tests.waiting import eventually_sync
 from tokentail.redis_server import find_redis_server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -477,19 +477,16 @@ class LocalCompose:
         assert check is not None, f"{replica.service} has no healthcheck"
         env = {**replica.env, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         per_try = seconds((self.services[replica.service].get("healthcheck") or {}).get("timeout", "30s"))
-        deadline = time.monotonic() + timeout
-        while True:
-            assert replica.process is not None, f"{replica.name} was not started"
-            if replica.process.poll() is not None:
-                raise RuntimeError(f"{replica.name} exited with {replica.process.returncode}:\n{replica.log_tail()}")
-            try:
-                if subprocess.run(check, env=env, capture_output=True, timeout=per_try).returncode == 0:
-                    return
-            except subprocess.TimeoutExpired:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{replica.name} not healthy within {timeout} s:\n{replica.log_tail()}")
-            time.sleep(0.1)
+        process = replica.process
+        assert process is not None, f"{replica.name} was not started"
+
+        def healthy() -> None:
+            if process.poll() is not None:
+                raise RuntimeError(f"{replica.name} exited with {process.returncode}:\n{replica.log_tail()}")
+            result = subprocess.run(check, env=env, capture_output=True, timeout=per_try)
+            assert result.returncode == 0, f"{replica.name} not healthy:\n{replica.log_tail()}"
+
+        eventually_sync(healthy, within=timeout, interval=0.1, ignoring=(subprocess.TimeoutExpired,))
 
     def up(self) -> "LocalCompose":
         """Start in `depends_on` order, waiting for healthy dependencies; then, like `docker compose up

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.stack import K8S_DIR, LocalCompose, Replica, dashboard_metrics
 from tests.sse_client import read_events
+from tests.waiting import eventually
 
 Event = tuple[int | None, str, dict[str, Any]]
 
@@ -104,7 +105,7 @@ async def test_websockets_pass_through_nginx(compose: LocalCompose) -> None:
 def _exposed(text: str) -> set[str]:
     """Every sample name the families in a /metrics page can have (declared ones too, before any sample)."""
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "summary": ["_sum", "_count"]}
-    names = set()
+    names: set[str] = set()
     for family in text_string_to_metric_families(text):
         names.update(family.name + suffix for suffix in suffixes.get(family.type, [""]))
     return names
@@ -181,9 +182,7 @@ async def test_a_client_survives_losing_the_gateway_it_was_on(compose: LocalComp
         created = await _create(client, tokens=300, per_second=50)  # about 6 s
         follower = Follower(client, created["events_url"])
         following = asyncio.create_task(follower.follow())
-        async with asyncio.timeout(10):
-            while follower.deltas() < 5:
-                await asyncio.sleep(0.02)
+        await eventually(lambda: follower.deltas() >= 5, interval=0.02)
         # No upstream keepalive in deploy/nginx.conf: the one open connection to a gateway is this stream's.
         counts = [await asyncio.to_thread(_established, gateway.port) for gateway in gateways]
         assert sorted(counts) == [0, 1], f"open connections per gateway: {counts}"

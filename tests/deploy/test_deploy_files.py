@@ -359,7 +359,7 @@ def test_the_kubernetes_objects_fit_together_and_match_compose() -> None:
 
 def _mounted(service: dict[str, Any], source: str) -> str:
     for volume in service["volumes"]:
-        host, _, rest = volume.partition(":")
+        host, _, rest = str(volume).partition(":")
         if host == source:
             return rest.split(":")[0]
     raise AssertionError(f"{source} is not mounted")
@@ -391,7 +391,7 @@ def test_prometheus_scrapes_every_replica_where_it_serves_metrics() -> None:
 def _defined_metrics() -> set[str]:
     """Sample names of every metric the code declares with prometheus_client."""
     suffixes = {"Counter": ["_total"], "Histogram": ["_bucket", "_sum", "_count"], "Summary": ["_sum", "_count"]}
-    names = set()
+    names: set[str] = set()
     for package in ("tokentail", "gateway", "worker", "shared"):
         for path in (ROOT / package).rglob("*.py"):
             for kind, name in re.findall(

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -15,21 +14,18 @@ from redis import Redis
 
 from shared.keys import Keys
 from tests.redis_cluster import LocalCluster, require
+from tests.waiting import eventually_sync
 from tokentail.redis_server import RedisServer, free_port
 
 
 def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before {url} was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} not ready within {timeout} s")
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+
+    eventually_sync(ready, within=timeout, ignoring=(OSError,), what=f"{url} ready")
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -78,11 +74,9 @@ class Stack:
         """Until `count` workers listen for cancels, i.e. have started and can take jobs."""
         channel = Keys(self.env["TOKENTAIL_KEY_PREFIX"]).cancel_channel
         with Redis.from_url(self.env["TOKENTAIL_REDIS_URL"]) as client:  # with a cluster, the node they listen on
-            deadline = time.monotonic() + timeout
-            while client.pubsub_numsub(channel)[0][1] < count:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{count} workers did not start within {timeout} s")
-                time.sleep(0.05)
+            eventually_sync(
+                lambda: client.pubsub_numsub(channel)[0][1] >= count, within=timeout, what=f"{count} workers started"
+            )
 
     def close(self) -> None:
         for process in self.processes:

@@ -4,6 +4,7 @@ the stream stays whole. Takeover times are printed (`pytest -s`), not asserted: 
 import asyncio
 import signal
 import time
+from functools import partial
 from typing import Any
 
 import httpx2
@@ -11,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
+from tests.waiting import eventually
 from worker.providers.scripted import scripted_tokens
 
 TOKENS = 250
@@ -28,8 +30,7 @@ async def _crash_mid_run(stack: Stack, how: signal.Signals) -> tuple[list[Watche
         path = f"/v1/sessions/{created['session_id']}/events"
         watchers = [Watcher(client, f"{urls[i % 2]}{path}") for i in range(4)]
         following = [asyncio.create_task(watcher.follow()) for watcher in watchers]
-        while min(watcher.deltas() for watcher in watchers) < 10:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: min(watcher.deltas() for watcher in watchers) >= 10, within=60, interval=0.02)
         stack.worker()  # the two that may take over
         stack.worker()
         await asyncio.to_thread(stack.wait_for_workers, 3)
@@ -37,6 +38,12 @@ async def _crash_mid_run(stack: Stack, how: signal.Signals) -> tuple[list[Watche
         struck = time.monotonic()
         await asyncio.wait_for(asyncio.gather(*following), 60)
     return watchers, min(watcher.arrival["run.retrying"] for watcher in watchers) - struck
+
+
+async def _idle(client: httpx2.AsyncClient, session_id: str) -> dict[str, Any]:
+    state: dict[str, Any] = (await client.get(f"/v1/sessions/{session_id}")).json()
+    assert state["status"] == "idle", f"a run was stranded: {state['runs'][0]}"
+    return state
 
 
 def _assert_whole(watcher: Watcher) -> None:
@@ -90,8 +97,7 @@ async def test_a_run_whose_workers_keep_dying_fails_after_max_attempts(fast_leas
         created = (await client.post("/v1/sessions", json={"input": "doomed", "params": PARAMS})).json()
         watcher = Watcher(client, created["events_url"])
         following = asyncio.create_task(watcher.follow())
-        while watcher.deltas() < 3:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: watcher.deltas() >= 3, within=60, interval=0.02)
         fast_leases.worker()
         doomed.kill()
         await asyncio.wait_for(following, 30)
@@ -106,8 +112,7 @@ async def test_a_redis_restart_mid_run_loses_nothing(stack: Stack) -> None:
         created = (await client.post("/v1/sessions", json={"input": "survive this", "params": PARAMS})).json()
         watcher = Watcher(client, created["events_url"])
         following = asyncio.create_task(watcher.follow())
-        while watcher.deltas() < 10:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: watcher.deltas() >= 10, within=60, interval=0.02)
         await asyncio.to_thread(stack.redis.stop)  # SIGTERM: Redis writes its AOF and exits
         await asyncio.sleep(0.5)
         await asyncio.to_thread(stack.redis.start)  # same port and data: the AOF is replayed
@@ -126,8 +131,7 @@ async def test_a_killed_gateway_s_clients_resume_on_another(stack: Stack) -> Non
         path = f"/v1/sessions/{created['session_id']}/events"
         watchers = [Watcher(client, f"{urls[0]}{path}") for _ in range(3)]
         following = [asyncio.create_task(w.follow_once()) for w in watchers]
-        while min(w.deltas() for w in watchers) < 5:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: min(w.deltas() for w in watchers) >= 5, within=60, interval=0.02)
         stack.gateways[urls[0]].kill()  # SIGKILL: connections drop mid-stream
         await asyncio.gather(*following, return_exceptions=True)
         for watcher in watchers:  # each client reconnects to the surviving replica with its last id
@@ -146,8 +150,7 @@ async def test_cancel_during_a_tool_call_from_another_gateway(stack: Stack) -> N
         created = (await client.post(f"{urls[0]}/v1/sessions", json={"input": "find", "agent": "slow"})).json()
         watcher = Watcher(client, created["events_url"])
         following = asyncio.create_task(watcher.follow())
-        while "tool.started" not in watcher.arrival:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: "tool.started" in watcher.arrival, within=60, interval=0.02)
         asked = time.monotonic()
         response = await client.post(f"{urls[1]}/v1/sessions/{created['session_id']}/cancel")
         assert response.status_code == 202
@@ -172,9 +175,12 @@ async def test_deleting_running_sessions_does_not_blind_the_reaper(fast_leases: 
         survivor = (await client.post("/v1/sessions", json={"input": "survive this", "params": PARAMS})).json()
         watcher = Watcher(client, survivor["events_url"])
         following = asyncio.create_task(watcher.follow())
+
+        async def running(session_id: str) -> bool:
+            return bool((await client.get(f"/v1/sessions/{session_id}")).json()["status"] == "running")
+
         for session in [*deleted, survivor]:
-            while (await client.get(f"/v1/sessions/{session['session_id']}")).json()["status"] != "running":
-                await asyncio.sleep(0.02)
+            await eventually(partial(running, session["session_id"]), within=60, interval=0.02, what="a run started")
         for session in deleted:
             assert (await client.delete(f"/v1/sessions/{session['session_id']}")).status_code == 204
         await asyncio.sleep(3)  # their leases' deadlines pass, before the survivor's
@@ -206,11 +212,11 @@ async def test_a_worker_killed_while_picking_up_a_burst_strands_no_run(stack: St
             victim.kill()
             struck = time.monotonic()
             for session in [(await post).json() for post in posting]:
-                state = (await client.get(f"/v1/sessions/{session['session_id']}")).json()
-                while state["status"] != "idle":
-                    assert time.monotonic() - struck < 20, f"a run was stranded: {state['runs'][0]}"
-                    await asyncio.sleep(0.05)
-                    state = (await client.get(f"/v1/sessions/{session['session_id']}")).json()
+                state = await eventually(
+                    partial(_idle, client, session["session_id"]),
+                    within=20 - (time.monotonic() - struck),
+                    interval=0.05,
+                )
                 assert state["runs"][0]["status"] == "completed"
                 taken_over += state["runs"][0]["attempt"] > 1
             slowest = max(slowest, time.monotonic() - struck)

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from redis import Redis
 
 from tests.e2e.conftest import wait_until_ready
+from tests.waiting import eventually_sync
 from tokentail.redis_server import free_port
 
 
@@ -49,13 +49,12 @@ def _start_dev(port: int, *options: str, dev_options: tuple[str, ...] = ()) -> s
 
 
 def _wait_for_children(pid: int, count: int, within: float = 20.0) -> list[int]:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    def started() -> list[int]:
         children = _children(pid)
-        if len(children) >= count:
-            return children
-        time.sleep(0.05)
-    raise TimeoutError(f"expected {count} children of {pid}")
+        assert len(children) >= count, f"expected {count} children of {pid}: {children}"
+        return children
+
+    return eventually_sync(started, within=within)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -91,10 +90,11 @@ def test_children_do_not_outlive_a_killed_dev() -> None:
     finally:
         dev.kill()
         dev.communicate()
-    deadline = time.monotonic() + 15
-    while [pid for pid in children if _alive(pid)] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert [pid for pid in children if _alive(pid)] == []
+
+    def gone() -> None:
+        assert [pid for pid in children if _alive(pid)] == []
+
+    eventually_sync(gone, within=15, interval=0.1)
 
 
 def _one_run_then_ctrl_c(*options: str, dev_options: tuple[str, ...] = ()) -> tuple[dict[str, Any], str, str]:

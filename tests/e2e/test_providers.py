@@ -12,6 +12,7 @@ import uvicorn
 from tests.e2e.conftest import Stack
 from tests.e2e.fake_llm_server import API_KEY, app
 from tests.sse_client import read_events
+from tests.waiting import eventually
 from tokentail.redis_server import free_port
 
 
@@ -20,8 +21,7 @@ async def llm_url() -> AsyncIterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: server.started)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task

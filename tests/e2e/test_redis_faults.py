@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.redis_faults import full, pause, resume
+from tests.waiting import eventually
 from worker.providers.scripted import scripted_tokens
 
 RUNS = 20
@@ -33,8 +34,7 @@ async def _runs_through(stack: Stack, fault: Callable[[httpx2.AsyncClient, str],
             created = (await client.post("/v1/sessions", json={"input": f"question {i}", "params": PARAMS})).json()
             watchers.append(Watcher(client, created["events_url"]))
         following = [asyncio.create_task(watcher.follow()) for watcher in watchers]
-        while min(watcher.deltas() for watcher in watchers) < 5:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: min(watcher.deltas() for watcher in watchers) >= 5, within=60, interval=0.02)
         struck = time.monotonic()
         await fault(client, url)
         await asyncio.wait_for(asyncio.gather(*following), 90)

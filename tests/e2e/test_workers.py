@@ -3,24 +3,26 @@
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import httpx2
 
 from tests.e2e.conftest import Stack
+from tests.waiting import eventually_sync
 
 
 def _probe_port(worker: subprocess.Popen[bytes], log: Path) -> int:
     """The port a worker serves its probes on, from the line it logs at start."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if found := re.search(r"worker probes: http://[^:]+:(\d+)/", log.read_text()):
-            return int(found.group(1))
-        assert worker.poll() is None, f"the worker exited ({worker.returncode}): {log.read_text()}"
-        time.sleep(0.05)
-    raise AssertionError("the worker did not serve its probes")
+
+    def logged() -> int:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited ({worker.returncode}): {log.read_text()}")
+        found = re.search(r"worker probes: http://[^:]+:(\d+)/", log.read_text())
+        assert found, "the worker did not serve its probes"
+        return int(found.group(1))
+
+    return eventually_sync(logged, within=20)
 
 
 def test_several_workers_on_one_host_all_run(stack: Stack, tmp_path: Path) -> None:
@@ -42,9 +44,10 @@ def test_several_workers_on_one_host_all_run(stack: Stack, tmp_path: Path) -> No
     with httpx2.Client(base_url=url, timeout=10) as client:
         body = {"input": "q", "params": {"tokens": 3}}
         sessions = [client.post("/v1/sessions", json=body).json() for _ in range(4)]
-        deadline = time.monotonic() + 20
-        for session in sessions:
-            while client.get(f"/v1/sessions/{session['session_id']}").json()["status"] != "idle":
-                assert time.monotonic() < deadline, "a run did not finish"
-                time.sleep(0.05)
+
+        def all_idle() -> None:
+            statuses = [client.get(f"/v1/sessions/{session['session_id']}").json()["status"] for session in sessions]
+            assert statuses == ["idle"] * len(sessions), "a run did not finish"
+
+        eventually_sync(all_idle, within=20)
     assert [worker.poll() for worker in workers] == [None, None]

@@ -55,7 +55,7 @@ from gateway.ids import new_session_id
 from shared.events import MessageDelta, RunCompleted, RunFailed
 from shared.lifecycle import RunLease, RunLifecycle
 from shared.settings import Settings
-from tests.integration.conftest import Gateway
+from tests.fixtures.stack import Gateway
 
 T = TypeVar("T")
 
@@ -260,12 +260,12 @@ INTERNALS = re.compile(
 )
 
 
-def no_internal_details(ctx: CheckContext, response: Response, case: Case) -> None:
+def no_internal_details(ctx: CheckContext, response: Response, case: Case[Any]) -> None:
     match = INTERNALS.search(response.text or "")
     assert match is None, f"the response body gives away internals ({match and match.group()!r}): {response.text!r}"
 
 
-def errors_are_json_error_bodies(ctx: CheckContext, response: Response, case: Case) -> None:
+def errors_are_json_error_bodies(ctx: CheckContext, response: Response, case: Case[Any]) -> None:
     if response.status_code < 400:
         return
     content_type = response.headers.get("content-type", [""])[0]
@@ -302,7 +302,7 @@ CHECKS: list[Callable[..., Any]] = [
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @schema.parametrize()
-def test_api_fuzz(case: Case, fuzz_target: FuzzTarget) -> None:
+def test_api_fuzz(case: Case[Any], fuzz_target: FuzzTarget) -> None:
     streams = case.operation.path.endswith("/events")
     case.call_and_validate(
         base_url=fuzz_target.url,

@@ -11,7 +11,7 @@ import websockets
 from pydantic import SecretStr
 
 from gateway.tokens import StreamTokens
-from tests.integration.conftest import Gateway
+from tests.fixtures.stack import Gateway
 
 KEY_A = "acme-key-0123456789abcdef"
 KEY_B = "beta-key-0123456789abcdef"

@@ -6,6 +6,7 @@ from typing import Any
 import httpx2
 
 from tests.sse_client import read_events
+from tests.waiting import eventually
 
 
 async def _cancel_after(client: httpx2.AsyncClient, created: dict[str, Any], events: int) -> list[Any]:
@@ -59,9 +60,7 @@ async def test_a_queued_run_no_worker_holds_is_cancelled_at_once(start_gateway: 
         received = await asyncio.wait_for(read_events(client, created["events_url"]), 5)  # no worker needed
         assert [kind for _, kind, _ in received.events] == ["run.queued", "run.cancelled"]
         worker = await start_worker()  # its job, picked up now, finds the run over
-        async with asyncio.timeout(5):
-            while worker.jobs_complete < 1:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: worker.jobs_complete >= 1, within=5)
         again = await read_events(client, created["events_url"], last_event_id=received.ids[-1])
         assert again.status == 204
 

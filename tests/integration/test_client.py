@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 
 from shared.events import Event, MessageDelta, RunCompleted
-from tests.integration.conftest import Gateway
+from tests.fixtures.stack import Gateway
 from tokentail.cli import main
 from tokentail.client import AsyncTokentail, Resumption, Tokentail, TokentailError
 

@@ -15,6 +15,7 @@ from shared.records import RunRecord, SessionRecord
 from shared.settings import Settings
 from shared.store import SessionStore
 from tests.sse_client import Received, read_events
+from tests.waiting import eventually
 from worker.main import TokentailWorker
 from worker.providers.scripted import scripted_tokens
 
@@ -199,9 +200,8 @@ async def test_deleting_a_session_stops_its_run_and_its_streams(
     assert (await client.delete(f"/v1/sessions/{created['session_id']}")).status_code == 204
     received = await asyncio.wait_for(reader, 10)  # the open stream ends too
     assert received.events[-1][1] != "run.completed"
-    async with asyncio.timeout(5):  # the worker stops the run: its next append is fenced
-        while any(not task.done() for task in worker.tasks.values()):
-            await asyncio.sleep(0.05)
+    # The worker stops the run: its next append is fenced.
+    await eventually(lambda: all(task.done() for task in worker.tasks.values()), within=5)
     assert (await client.get(url)).status_code == 410
     assert (await client.get(f"/v1/sessions/{created['session_id']}")).status_code == 410
 
@@ -230,8 +230,9 @@ async def test_a_finished_session_expires_after_its_ttl_and_answers_410(start_ga
         await read_events(client, created["events_url"])
         url = f"/v1/sessions/{created['session_id']}"
         assert (await client.get(url)).status_code == 200
-        async with asyncio.timeout(5):
-            while (await client.get(url)).status_code == 200:
-                await asyncio.sleep(0.1)
-        assert (await client.get(url)).status_code == 410
+
+        async def expired() -> None:
+            assert (await client.get(url)).status_code == 410
+
+        await eventually(expired, within=5, interval=0.1)
         assert (await client.get(created["events_url"])).status_code == 410

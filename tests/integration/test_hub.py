@@ -11,13 +11,15 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway import hub as hub_module
+from gateway import metrics as gateway_metrics
 from gateway.feed import EventFeed, Start
 from gateway.hub import StreamHub
 from shared.events import RunCompleted
 from shared.lifecycle import RunLease, RunLifecycle
 from shared.settings import Settings
 from shared.store import SessionStore
-from tests.integration.test_store import _started
+from tests.sessions import start_a_run
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -62,9 +64,7 @@ class Follower:
                 self.datas.append(event.data)
 
     async def until(self, last: int) -> None:
-        async with asyncio.timeout(10):
-            while not self.seqs or self.seqs[-1] < last:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: bool(self.seqs) and self.seqs[-1] >= last, what=f"a follower reading up to {last}")
 
     async def close(self) -> None:
         self.task.cancel()
@@ -78,9 +78,7 @@ async def _append(runs: RunLifecycle, session_id: str, run_id: str, n: int = 1, 
 
 
 async def _live(*followers: Follower) -> None:
-    async with asyncio.timeout(5):
-        while not all(f.feed._subscription and f.feed._subscription.live for f in followers):
-            await asyncio.sleep(0.01)
+    await eventually(lambda: all(f.feed._subscription and f.feed._subscription.live for f in followers), within=5)
 
 
 async def _command_calls(redis: Redis, *commands: str) -> int:
@@ -91,7 +89,7 @@ async def _command_calls(redis: Redis, *commands: str) -> int:
 async def test_a_hundred_followers_of_one_session_cost_one_notification_per_event_and_no_read(
     hub: StreamHub, store: SessionStore, runs: RunLifecycle, redis: Redis
 ) -> None:
-    session_id, run = await _started(runs)
+    session_id, run = await start_a_run(runs)
     followers = [Follower(hub, session_id) for _ in range(100)]
     try:
         await _live(*followers)
@@ -113,7 +111,7 @@ async def test_a_hundred_followers_of_one_session_cost_one_notification_per_even
 async def test_followers_joining_while_a_writer_appends_get_every_id_once_in_order(
     hub: StreamHub, store: SessionStore, runs: RunLifecycle
 ) -> None:
-    session_id, run = await _started(runs)
+    session_id, run = await start_a_run(runs)
     followers: list[Follower] = []
 
     async def write() -> int:
@@ -144,7 +142,7 @@ async def test_a_follower_that_stops_reading_is_bounded_then_reads_the_rest_from
     hub: StreamHub, store: SessionStore, runs: RunLifecycle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(hub_module, "BUFFER_BYTES", 10_000)
-    session_id, run = await _started(runs)
+    session_id, run = await start_a_run(runs)
     feed = EventFeed(hub, session_id, Start(0, None, False), 500, False, "sse").__aiter__()
     seqs = [event.seq for event in (await anext(feed)).events]  # caught up
     await _append(runs, session_id, run.run_id)
@@ -168,9 +166,9 @@ async def test_followers_lose_nothing_when_the_hubs_connection_is_killed_mid_str
     alone: tuple[Redis, RunLifecycle, StreamHub],
 ) -> None:
     redis, runs, hub = alone
-    session_id, run = await _started(runs)
+    session_id, run = await start_a_run(runs)
     followers = [Follower(hub, session_id) for _ in range(5)]
-    reconnects = hub_module.metrics.HUB_RECONNECTS._value.get()
+    reconnects = gateway_metrics.HUB_RECONNECTS._value.get()
     try:
         await _live(*followers)
         for _ in range(3):
@@ -182,7 +180,7 @@ async def test_followers_lose_nothing_when_the_hubs_connection_is_killed_mid_str
             for follower in followers:
                 await follower.until(last)
                 assert follower.seqs == list(range(1, last + 1))
-        assert hub_module.metrics.HUB_RECONNECTS._value.get() >= reconnects + 3
+        assert gateway_metrics.HUB_RECONNECTS._value.get() >= reconnects + 3
     finally:
         for follower in followers:
             await follower.close()
@@ -192,7 +190,7 @@ async def test_open_streams_share_a_fixed_number_of_redis_connections(
     alone: tuple[Redis, RunLifecycle, StreamHub],
 ) -> None:
     redis, runs, hub = alone
-    sessions = [await _started(runs) for _ in range(50)]
+    sessions = [await start_a_run(runs) for _ in range(50)]
     followers = [Follower(hub, session_id) for session_id, _ in sessions for _ in range(4)]
     try:
         await _live(*followers)
@@ -210,7 +208,7 @@ async def test_open_streams_share_a_fixed_number_of_redis_connections(
 async def test_a_completed_run_reaches_live_followers_with_its_output_and_ends_their_streams(
     hub: StreamHub, store: SessionStore, runs: RunLifecycle
 ) -> None:
-    session_id, run = await _started(runs)
+    session_id, run = await start_a_run(runs)
     follower = Follower(hub, session_id, until_idle=True)
     await _live(follower)
     await _append(runs, session_id, run.run_id, n=3)
@@ -225,7 +223,7 @@ async def test_a_completed_run_reaches_live_followers_with_its_output_and_ends_t
 async def test_followers_of_a_deleted_session_end_at_once_not_at_their_next_heartbeat(
     hub: StreamHub, store: SessionStore, runs: RunLifecycle, settings: Settings
 ) -> None:
-    session_id, _ = await _started(runs)
+    session_id, _ = await start_a_run(runs)
     follower = Follower(hub, session_id)
     await _live(follower)
     await runs.delete_session(await store.get_session(session_id))
@@ -236,7 +234,7 @@ async def test_followers_of_a_deleted_session_end_at_once_not_at_their_next_hear
 async def test_an_idle_follower_gets_heartbeats(
     hub: StreamHub, store: SessionStore, runs: RunLifecycle, settings: Settings
 ) -> None:
-    session_id, _ = await _started(runs)
+    session_id, _ = await start_a_run(runs)
     follower = Follower(hub, session_id)
     try:
         await asyncio.sleep(settings.sse_heartbeat_seconds * 3.5)
@@ -246,7 +244,7 @@ async def test_an_idle_follower_gets_heartbeats(
 
 
 async def test_stopping_the_hub_ends_every_stream(hub: StreamHub, store: SessionStore, runs: RunLifecycle) -> None:
-    session_id, _ = await _started(runs)
+    session_id, _ = await start_a_run(runs)
     followers = [Follower(hub, session_id) for _ in range(3)]
     await _live(*followers)
     hub.stop()

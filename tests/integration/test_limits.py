@@ -17,6 +17,7 @@ from shared.lifecycle import RunLease, RunLifecycle
 from shared.records import PUBLIC_TENANT
 from shared.store import SessionStore
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, SLOW, bearer, ws_exchange, ws_url
+from tests.waiting import eventually
 
 AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET)}
 
@@ -57,20 +58,20 @@ async def test_open_streams_are_bounded_per_tenant_and_freed_when_closed(start_g
             beta = (await http.post("/v1/sessions", json=SLOW, headers=bearer(KEY_B))).json()
             async with http.stream("GET", beta["events_url"], headers=bearer(KEY_B)) as other_tenant:
                 assert other_tenant.status_code == 200
+
         # Closed: the slot is freed once the gateway sees the disconnect.
-        for _ in range(100):
+        async def sse_opens() -> None:
             async with http.stream("GET", session["events_url"], params=params) as again:
-                if again.status_code == 200:
-                    break
-            await asyncio.sleep(0.05)
-        assert again.status_code == 200
-        for _ in range(100):
+                assert again.status_code == 200
+
+        async def ws_opens() -> str | bytes:
             async with websockets.connect(ws_url(gateway, session["session_id"], token=session["stream_token"])) as ws:
                 first = await ws.recv()
-            if "too_many_streams" not in first:
-                break
-            await asyncio.sleep(0.05)
-        assert "run.queued" in first
+            assert "too_many_streams" not in first
+            return first
+
+        await eventually(sse_opens, interval=0.05)
+        assert "run.queued" in await eventually(ws_opens, interval=0.05)
 
 
 async def test_oversized_bodies_are_refused_with_413(start_gateway: Callable[..., Any]) -> None:
@@ -152,11 +153,15 @@ async def test_a_client_that_stops_reading_is_dropped_and_frees_its_stream(
 
 async def _slot_taken_then_freed(redis: Redis, slots: str) -> None:
     """Wait until a stream takes its tenant slot, then until the gateway gives up on its client."""
-    async with asyncio.timeout(10):
-        while await redis.zcard(slots) == 0:
-            await asyncio.sleep(0.01)
-        while await redis.zcard(slots) == 1:
-            await asyncio.sleep(0.05)
+
+    async def taken() -> bool:
+        return int(await redis.zcard(slots)) > 0
+
+    async def freed() -> bool:
+        return int(await redis.zcard(slots)) == 0
+
+    await eventually(taken)
+    await eventually(freed, interval=0.05)
 
 
 async def test_a_websocket_client_that_stops_reading_is_closed_and_frees_its_stream(

@@ -8,8 +8,9 @@ import httpx2
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Gateway
+from tests.fixtures.stack import Gateway
 from tests.sse_client import read_events
+from tests.waiting import eventually
 from tokentail.cli import main
 from tokentail.redis_server import free_port
 from worker.providers.scripted import scripted_tokens
@@ -36,12 +37,10 @@ async def test_metrics_move_as_a_run_streams_and_a_client_resumes(
     await start_worker(probe_address=("127.0.0.1", port))
     worker_url = f"http://127.0.0.1:{port}"
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=10) as http:
-        for _ in range(100):  # the probe server starts with the worker's first poll
-            try:
-                before_worker = await scrape(http, f"{worker_url}/metrics")
-                break
-            except httpx2.TransportError:
-                await asyncio.sleep(0.05)
+        # The probe server starts with the worker's first poll.
+        before_worker = await eventually(
+            lambda: scrape(http, f"{worker_url}/metrics"), interval=0.05, ignoring=(httpx2.TransportError,)
+        )
         before = await scrape(http, "/metrics")
         body = {"input": "hello there", "model": "scripted", "params": {"tokens": 30, "tokens_per_second": 0}}
         created = (await http.post("/v1/sessions", json=body)).json()

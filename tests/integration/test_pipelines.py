@@ -12,7 +12,7 @@ from shared.lifecycle import RunLease, RunLifecycle
 from shared.lua import load_script
 from shared.settings import Settings
 from shared.store import SessionStore
-from tests.integration.test_store import _started
+from tests.sessions import start_a_run
 from worker.lease import LeaseKeeper
 from worker.pipelines import ScriptPipeline
 
@@ -44,7 +44,7 @@ def _batched(redis: Redis, settings: Settings, appends: ScriptPipeline) -> RunLi
     )
 
 
-def _delta(run_id: str, text: str) -> tuple[str, str]:
+def delta_of(run_id: str, text: str) -> tuple[str, str]:
     return ("message.delta", json.dumps({"run_id": run_id, "text": text}))
 
 
@@ -57,12 +57,12 @@ async def test_many_runs_share_round_trips_and_each_keeps_its_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     runs = _batched(redis, settings, pipeline)
-    started = [await _started(runs) for _ in range(20)]
+    started = [await start_a_run(runs) for _ in range(20)]
     round_trips = _count_round_trips(pipeline, monkeypatch)
 
     async def write(session_id: str, run_id: str) -> None:
         for i in range(10):  # one at a time per run, as a writer does
-            await RunLease(runs, session_id, run_id, "lease-1").append([_delta(run_id, str(i))])
+            await RunLease(runs, session_id, run_id, "lease-1").append([delta_of(run_id, str(i))])
 
     await asyncio.gather(*(write(session_id, run.run_id) for session_id, run in started))
     assert len(round_trips) <= 10 * 2  # 200 appends in about as many round trips as one run's appends
@@ -77,10 +77,10 @@ async def test_a_fenced_run_fails_alone_in_a_shared_round_trip(
     redis: Redis, store: SessionStore, runs: RunLifecycle, settings: Settings, pipeline: ScriptPipeline
 ) -> None:
     runs = _batched(redis, settings, pipeline)
-    (ours, ours_run), (theirs, theirs_run) = await _started(runs), await _started(runs)
+    (ours, ours_run), (theirs, theirs_run) = await start_a_run(runs), await start_a_run(runs)
     results = await asyncio.gather(
-        RunLease(runs, ours, ours_run.run_id, "lease-1").append([_delta(ours_run.run_id, "a")]),
-        RunLease(runs, theirs, theirs_run.run_id, "not-the-lease").append([_delta(theirs_run.run_id, "b")]),
+        RunLease(runs, ours, ours_run.run_id, "lease-1").append([delta_of(ours_run.run_id, "a")]),
+        RunLease(runs, theirs, theirs_run.run_id, "not-the-lease").append([delta_of(theirs_run.run_id, "b")]),
         return_exceptions=True,
     )
     assert isinstance(results[0], int) and isinstance(results[1], LeaseLost)
@@ -91,10 +91,10 @@ async def test_appends_go_on_after_redis_lost_its_scripts(
     redis: Redis, settings: Settings, pipeline: ScriptPipeline
 ) -> None:
     runs = _batched(redis, settings, pipeline)
-    session_id, run = await _started(runs)
-    await RunLease(runs, session_id, run.run_id, "lease-1").append([_delta(run.run_id, "a")])
+    session_id, run = await start_a_run(runs)
+    await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id, "a")])
     await redis.script_flush()  # as a restart without persistence of scripts would
-    seq = await RunLease(runs, session_id, run.run_id, "lease-1").append([_delta(run.run_id, "b")])
+    seq = await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id, "b")])
     assert seq == 4
 
 
@@ -102,9 +102,9 @@ async def test_a_retried_append_is_not_written_twice(
     redis: Redis, store: SessionStore, runs: RunLifecycle, settings: Settings, pipeline: ScriptPipeline
 ) -> None:
     runs = _batched(redis, settings, pipeline)
-    session_id, run = await _started(runs)
-    first = await RunLease(runs, session_id, run.run_id, "lease-1").append([_delta(run.run_id, "a")], append_id="x-1")
-    again = await RunLease(runs, session_id, run.run_id, "lease-1").append([_delta(run.run_id, "a")], append_id="x-1")
+    session_id, run = await start_a_run(runs)
+    first = await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id, "a")], append_id="x-1")
+    again = await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id, "a")], append_id="x-1")
     assert first == again == 3
     assert len(await store.read(session_id, 0, 10)) == 3
 
@@ -113,22 +113,20 @@ async def test_a_broken_round_trip_fails_every_append_in_it(
     redis: Redis, settings: Settings, pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runs = _batched(redis, settings, pipeline)
-    started = [await _started(runs) for _ in range(3)]
+    started = [await start_a_run(runs) for _ in range(3)]
 
     async def broken(calls):  # type: ignore[no-untyped-def]
         raise ConnectionError("Redis went away")
 
     monkeypatch.setattr(pipeline, "_pipeline", broken)
     results = await asyncio.gather(
-        *(RunLease(runs, sid, run.run_id, "lease-1").append([_delta(run.run_id, "a")]) for sid, run in started),
+        *(RunLease(runs, sid, run.run_id, "lease-1").append([delta_of(run.run_id, "a")]) for sid, run in started),
         return_exceptions=True,
     )
     assert all(isinstance(result, ConnectionError) for result in results)
     monkeypatch.undo()
-    assert (
-        await RunLease(runs, started[0][0], started[0][1].run_id, "lease-1").append([_delta(started[0][1].run_id, "b")])
-        == 3
-    )
+    session_id, run = started[0]
+    assert await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id, "b")]) == 3
 
 
 async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone_is_told(
@@ -140,7 +138,7 @@ async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone
         settings,
         batched=lambda script: renewals if script == load_script("renew_lease") else ScriptPipeline(redis, script),
     )
-    started = [await _started(runs) for _ in range(20)]
+    started = [await start_a_run(runs) for _ in range(20)]
     round_trips = _count_round_trips(renewals, monkeypatch)
     lost: list[int] = []
     keepers = [
@@ -172,12 +170,12 @@ async def test_a_round_trip_cancelled_before_its_replies_leaves_no_reply_behind(
     # The round trip reads its replies itself (not through redis-py's Pipeline): a connection left
     # with replies owed must not give them to the next round trip as its own.
     runs = _batched(redis, settings, pipeline)
-    session_id, run = await _started(runs)
+    session_id, run = await start_a_run(runs)
     keys, head = runs._run_script_args(session_id)
-    call = (keys, [*head, run.run_id, "lease-1", "cancelled-1", "", *_delta(run.run_id, "a")])
+    call = (keys, [*head, run.run_id, "lease-1", "cancelled-1", "", *delta_of(run.run_id, "a")])
     cut = asyncio.create_task(pipeline._pipeline([call] * 50))
     await asyncio.sleep(0)  # sent (or sending), no reply read yet
     cut.cancel()
     await asyncio.gather(cut, return_exceptions=True)
-    seq = await RunLease(runs, session_id, run.run_id, "lease-1").append([_delta(run.run_id, "b")])
+    seq = await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id, "b")])
     assert seq == len(await store.read(session_id, 0, 100))  # its own reply: the seq of its event

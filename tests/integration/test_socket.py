@@ -10,9 +10,10 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from gateway import turns
 from gateway.ids import new_session_id
 from gateway.routes import socket as socket_routes
-from tests.integration.conftest import Gateway
+from tests.fixtures.stack import Gateway
 
 
 def _ws_url(gateway: Gateway, session_id: str, query: str = "") -> str:
@@ -128,13 +129,14 @@ async def test_messages_have_the_rest_api_s_limits_and_bad_frames_keep_the_socke
     async with websockets.connect(_ws_url(gateway, created["session_id"])) as ws:
         big = json.dumps({"type": "run", "input": "hi", "params": {"blob": "x" * 5000}})
         deep = "[" * 2000 + "]" * 2000  # past Python's recursion limit, within the size limit
-        for frame, error in [
+        frames: list[tuple[str | bytes, str]] = [
             (big, "input_too_large"),  # the REST body limit, not the socket's 4x bound
             (big.encode(), "validation_error"),  # binary
             (deep, "validation_error"),
             (json.dumps({"type": "run", "input": "hi", "metadata": _nested(40)}), "validation_error"),
             (json.dumps({"type": "run", "input": "hi", "params": {"temperature": float("nan")}}), "validation_error"),
-        ]:
+        ]
+        for frame, error in frames:
             await ws.send(frame)
             reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert (reply["type"], reply["error"]["type"]) == ("error", error), reply
@@ -163,7 +165,7 @@ async def test_the_ack_of_a_run_comes_before_the_run_s_events(
     # The run's `run.queued` reaches the socket through the hub, as fast as Redis notifies, while
     # the ack waits for the script's reply: it lost that race in about 1 of 20 tries. At its worst
     # instant, the reply comes late.
-    queue_follow_up = socket_routes.queue_follow_up
+    queue_follow_up = turns.queue_follow_up  # what the socket's handler calls, as it imported it
 
     async def late_reply(*args: Any) -> Any:
         run = await queue_follow_up(*args)

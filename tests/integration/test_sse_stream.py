@@ -10,7 +10,7 @@ from gateway.sse import encode_events, encode_gap
 from shared.events import MessageDelta, RunCompleted
 from shared.lifecycle import RunLease, RunLifecycle
 from shared.settings import Settings
-from tests.integration.test_store import _started
+from tests.sessions import start_a_run
 from worker.writer import MAX_DELTA_CHARS
 
 
@@ -18,7 +18,7 @@ async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip
     redis: Redis, settings: Settings
 ) -> None:
     runs = RunLifecycle(redis, settings.model_copy(update={"stream_maxlen": 100}))
-    session_id, run = await _started(runs)
+    session_id, run = await start_a_run(runs)
     delta = json.dumps({"run_id": run.run_id, "text": "x"})
     await RunLease(runs, session_id, run.run_id, "lease-1").append([("message.delta", delta)] * 20)
     hub = StreamHub(settings.model_copy(update={"stream_maxlen": 100, "sse_heartbeat_seconds": 1.0}), 2)
@@ -44,7 +44,7 @@ async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip
 
 async def test_a_reader_holds_a_bounded_part_of_a_session_however_large(redis: Redis, settings: Settings) -> None:
     runs = RunLifecycle(redis, settings)
-    session_id, run = await _started(runs)
+    session_id, run = await start_a_run(runs)
     delta = MessageDelta(run_id=run.run_id, text="é" * MAX_DELTA_CHARS).model_dump_json()  # the largest delta
     for _ in range(10):
         await RunLease(runs, session_id, run.run_id, "lease-1").append([("message.delta", delta)] * 30)  # 10 MB in all

@@ -18,9 +18,10 @@ from shared.lifecycle import Queued, Requeue, RunLease, RunLifecycle, StartVerdi
 from shared.settings import Settings
 from shared.store import SessionStore
 from tests.integration.test_hub import Follower, _append, _live
-from tests.integration.test_store import _delta, _done, _run, _session, _started
 from tests.redis_cluster import LocalCluster, require
+from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.sse_client import read_events
+from tests.waiting import eventually
 from tokentail.redis_server import RedisServer
 from worker.reaper import Reaper
 
@@ -124,16 +125,17 @@ async def test_a_run_on_a_cluster_is_cancelled_through_its_worker(
     gateway = await start_gateway()
     await start_worker()
     with sync_redis.Redis.from_url(cluster.url) as node:  # the worker listens for cancels on this node
-        async with asyncio.timeout(10):
-            while node.pubsub_numsub(settings.key_prefix + ":cancel")[0][1] < 1:
-                await asyncio.sleep(0.05)
+        await eventually(lambda: node.pubsub_numsub(settings.key_prefix + ":cancel")[0][1] >= 1, interval=0.05)
     started = asyncio.Event()
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:
         body = {"input": "a long one", "params": {"tokens": 1000, "tokens_per_second": 20}}
         created = (await client.post("/v1/sessions", json=body)).json()
-        reading = asyncio.create_task(
-            read_events(client, created["events_url"], on_event=lambda e: e[1] == "message.delta" and started.set())
-        )
+
+        def on_event(event: tuple[int | None, str, dict[str, Any]]) -> None:
+            if event[1] == "message.delta":
+                started.set()
+
+        reading = asyncio.create_task(read_events(client, created["events_url"], on_event=on_event))
         await asyncio.wait_for(started.wait(), 10)
         cancel = await client.post(f"/v1/sessions/{created['session_id']}/cancel")
         assert cancel.status_code == 202
@@ -145,7 +147,7 @@ async def test_a_run_on_a_cluster_is_cancelled_through_its_worker(
 async def test_a_run_is_queued_through_the_session_s_outbox_and_leaves_the_queue_when_claimed(
     store: SessionStore, runs: RunLifecycle, sessions: RedisCluster, queue: Redis
 ) -> None:
-    session, run = _session(), _run()
+    session, run = make_session(), make_run()
     assert await runs.queue_run(session.session_id, run, create=session) is Queued.STARTED
     job = json.loads(await queue.get(store.keys.arq_job(run.run_id)))
     assert job["a"] == [session.session_id, run.run_id]
@@ -154,7 +156,7 @@ async def test_a_run_is_queued_through_the_session_s_outbox_and_leaves_the_queue
     started = await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1")
     assert started is not None and started.verdict is StartVerdict.RUN
     assert await _queued_jobs(store, queue) == []
-    assert not await sessions.hexists(store.keys.session(session.session_id).meta, "dispatch")
+    assert not await sessions.hexists(store.keys.session(session.session_id).meta, "dispatch")  # type: ignore[misc]
 
 
 async def test_a_gateway_that_dies_between_its_script_and_the_push_loses_no_run(
@@ -163,7 +165,7 @@ async def test_a_gateway_that_dies_between_its_script_and_the_push_loses_no_run(
     async def dies(*args: object) -> None:
         raise ConnectionError("the gateway died here")
 
-    session, run = _session(), _run()
+    session, run = make_session(), make_run()
     with monkeypatch.context() as patch:
         patch.setattr(runs.leases, "push", dies)
         with pytest.raises(ConnectionError):
@@ -181,8 +183,8 @@ async def test_a_gateway_that_dies_between_its_script_and_the_push_loses_no_run(
 async def test_a_worker_that_dies_after_ending_its_run_loses_no_run_in_line(
     store: SessionStore, runs: RunLifecycle, queue: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    session_id, first = await _started(runs)
-    second = _run("next")
+    session_id, first = await start_a_run(runs)
+    second = make_run("next")
     assert await runs.queue_run(session_id, second, multitask="enqueue") is Queued.PENDING
 
     async def dies(*args: object) -> None:
@@ -192,7 +194,7 @@ async def test_a_worker_that_dies_after_ending_its_run_loses_no_run_in_line(
         patch.setattr(runs.leases, "push", dies)
         with pytest.raises(ConnectionError):
             await RunLease(runs, session_id, first.run_id, "lease-1").append(
-                [_delta(first.run_id)], ending=_done(first.run_id)
+                [delta_of(first.run_id)], ending=completion(first.run_id)
             )
     assert second.run_id not in await _queued_jobs(store, queue)
     await _make_due(store, queue)  # the entry of the first run's lease
@@ -205,13 +207,13 @@ async def test_a_worker_that_dies_after_ending_its_run_loses_no_run_in_line(
 async def test_a_run_whose_lease_ran_out_is_requeued_on_the_queue_apart(
     store: SessionStore, runs: RunLifecycle, sessions: RedisCluster, queue: Redis
 ) -> None:
-    session_id, run = await _started(runs)
-    await RunLease(runs, session_id, run.run_id, "lease-1").append([_delta(run.run_id)])
+    session_id, run = await start_a_run(runs)
+    await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id)])
     reaper = _reaper(runs)
     await _make_due(store, queue)
     await reaper._requeue_expired()  # renewed: the entry moves to the lease's deadline
     assert await runs.leases.due(0, 10) == []
-    await sessions.hset(store.keys.session(session_id).meta, "lease_until", 0)  # type: ignore[misc]
+    await sessions.hset(store.keys.session(session_id).meta, "lease_until", "0")  # type: ignore[misc]
     await _make_due(store, queue)
     assert await reaper._requeue_expired() == 1
     [job_id] = await _queued_jobs(store, queue)
@@ -224,7 +226,7 @@ async def test_a_run_whose_lease_ran_out_is_requeued_on_the_queue_apart(
 async def test_a_reaper_keeps_an_entry_a_worker_wrote_while_it_looked(
     store: SessionStore, runs: RunLifecycle, queue: Redis
 ) -> None:
-    session, run = _session(), _run()
+    session, run = make_session(), make_run()
     await runs.queue_run(session.session_id, run, create=session)
     await queue.zadd(store.keys.lease_checks, {session.session_id: 0})  # an old entry, due
     [entry] = [e for e in await runs.leases.due(0, 10) if e.member == session.session_id]
@@ -232,6 +234,11 @@ async def test_a_reaper_keeps_an_entry_a_worker_wrote_while_it_looked(
     await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1")  # writes the entry first
     await runs.leases.settle(entry)  # the reaper, done with what it read
     assert await queue.zscore(store.keys.lease_checks, session.session_id) not in (None, 0)
+
+
+def _command(client: sync_redis.Redis, *args: Any) -> Any:
+    """A raw command (CLUSTER, MIGRATE), which redis-py leaves untyped."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def _move_slot(cluster: LocalCluster, slot: int) -> str:
@@ -242,13 +249,13 @@ def _move_slot(cluster: LocalCluster, slot: int) -> str:
         source_port = next(port for port, client in clients.items() if slot in _slots_of(client))
         target_port = next(port for port in clients if port != source_port)
         source, target = clients[source_port], clients[target_port]
-        source_id, target_id = (c.execute_command("CLUSTER", "MYID").decode() for c in (source, target))
-        target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-            source.execute_command("MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
+        source_id, target_id = (_command(c, "CLUSTER", "MYID").decode() for c in (source, target))
+        _command(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        _command(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := _command(source, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+            _command(source, "MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
         for client in (target, source, *(c for p, c in clients.items() if p not in (source_port, target_port))):
-            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            _command(client, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
         return f"127.0.0.1:{target_port}"
     finally:
         for client in clients.values():
@@ -256,7 +263,7 @@ def _move_slot(cluster: LocalCluster, slot: int) -> str:
 
 
 def _slots_of(client: sync_redis.Redis) -> set[int]:
-    myself = next(line for line in client.execute_command("CLUSTER", "NODES").decode().splitlines() if "myself" in line)
+    myself = next(line for line in _command(client, "CLUSTER", "NODES").decode().splitlines() if "myself" in line)
     slots: set[int] = set()
     for part in myself.split()[8:]:
         if part.startswith("["):
@@ -272,17 +279,21 @@ async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primar
     hub = StreamHub(settings, read_connections=3)
     await hub.start()
     try:
-        session_id, run = await _started(runs)
+        session_id, run = await start_a_run(runs)
         followers = [Follower(hub, session_id) for _ in range(3)]
         await _live(*followers)
         await _append(runs, session_id, run.run_id, 5)
         key = store.keys.session(session_id).events
         before = hub._channels[key.encode()].link
         new_primary = _move_slot(cluster, sessions.keyslot(key))
-        async with asyncio.timeout(10):  # the old primary unsubscribed the hub; it follows the new one
-            while (link := hub._channels[key.encode()].link) is before or link is None or not link.connection:
-                await asyncio.sleep(0.02)
-        assert link.address == new_primary
+
+        def moved() -> bool:  # the old primary unsubscribed the hub; it follows the new one
+            link = hub._channels[key.encode()].link
+            return link is not before and link is not None and bool(link.connection)
+
+        await eventually(moved, interval=0.02)
+        link = hub._channels[key.encode()].link
+        assert link is not None and link.address == new_primary
         for _ in range(10):
             last = await _append(runs, session_id, run.run_id)
         for follower in followers:

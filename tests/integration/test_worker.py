@@ -16,6 +16,7 @@ from shared.lifecycle import RunLifecycle
 from shared.records import RunRecord, SessionRecord
 from shared.settings import Settings
 from shared.store import SessionStore
+from tests.waiting import eventually
 from worker.providers import Providers
 from worker.run import run_agent
 from worker.running import RunningRuns
@@ -42,9 +43,10 @@ def _job_context(store: SessionStore, settings: Settings, job_id: str) -> dict[s
 
 
 async def _wait_for_status(store: SessionStore, session_id: str, status: str, within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while (await store.get_session(session_id)).runs[-1].status != status:
-            await asyncio.sleep(0.01)
+    async def reached() -> None:
+        assert (await store.get_session(session_id)).runs[-1].status == status
+
+    await eventually(reached, within=within)
 
 
 async def test_a_wake_up_starts_the_job_without_waiting_for_the_poll(
@@ -52,13 +54,14 @@ async def test_a_wake_up_starts_the_job_without_waiting_for_the_poll(
 ) -> None:
     # The timed poll is 60 s here: only the wake-up can start the run within the test's timeout.
     await start_worker(poll_interval_seconds=60)
-    async with asyncio.timeout(10):
+
+    async def idle() -> bool:
         # The worker listens, and its first poll (which the subscription itself wakes) has found the
         # queue empty and recorded arq's health check: it is now idle for 60 s.
-        while (await redis.pubsub_numsub(store.keys.wake_channel))[0][1] < 1 or not await redis.exists(
-            f"{store.keys.queue}:health-check"
-        ):
-            await asyncio.sleep(0.01)
+        listening = (await redis.pubsub_numsub(store.keys.wake_channel))[0][1] >= 1
+        return listening and bool(await redis.exists(f"{store.keys.queue}:health-check"))
+
+    await eventually(idle)
     session_id, _ = await _queue(runs, tokens=3, tokens_per_second=0)
     await _wait_for_status(store, session_id, "completed", within=10)
 
@@ -145,9 +148,7 @@ async def test_a_redis_error_reply_in_the_poll_loop_does_not_end_the_worker(
 
     monkeypatch.setattr(Worker, "heart_beat", failing_heart_beat)
     worker = await start_worker()
-    async with asyncio.timeout(10):
-        while failures:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: failures == 0)
     session_id, _ = await _queue(runs, tokens=3, tokens_per_second=0)
     await _wait_for_status(store, session_id, "completed")
     assert worker.main_task is not None and not worker.main_task.done()
@@ -187,9 +188,7 @@ async def test_closing_a_worker_waits_for_its_main_task_before_arq_closes_the_po
 
     monkeypatch.setattr(Worker, "close", recording_close)
     worker = await start_worker()
-    async with asyncio.timeout(10):
-        while worker.reaper is None:  # its poll loop runs
-            await asyncio.sleep(0.01)
+    await eventually(lambda: worker.reaper is not None)  # its poll loop runs
     await worker.close()
     assert main_done_when_arq_closed == [True]
 
@@ -214,7 +213,5 @@ async def test_a_connection_lost_while_claiming_a_job_costs_the_worker_no_slot(
     sessions = [(await _queue(runs, tokens=3, tokens_per_second=0))[0] for _ in range(4)]
     for session_id in sessions:
         await _wait_for_status(store, session_id, "completed", within=20)
-    async with asyncio.timeout(5):  # arq counts a job done a moment after its run has ended
-        while worker.job_counter:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: worker.job_counter == 0, within=5)  # arq counts a job done a moment after its run ended
     assert failures == 0 and worker.sem._value == worker.max_jobs + 1  # as arq made it

@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import Iterator
 
 from shared.lifecycle import Renewal, RunLease
+from tests.waiting import eventually
 from worker.lease import LeaseKeeper
 
 LEASE_MS = 30  # a beat every 10 ms
@@ -33,9 +34,7 @@ def _keeper(lease: ScriptedLease, events: list[str]) -> LeaseKeeper:
 
 
 async def _renewed(lease: ScriptedLease, times: int) -> None:
-    async with asyncio.timeout(5):
-        while lease.renewals < times:
-            await asyncio.sleep(0.005)
+    await eventually(lambda: lease.renewals >= times, within=5, interval=0.005)
 
 
 async def test_a_pending_cancel_is_passed_on_and_the_lease_kept() -> None:

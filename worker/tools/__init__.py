@@ -12,7 +12,7 @@ import asyncio
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, cast, overload
 
 from pydantic import TypeAdapter, ValidationError, validate_call
 
@@ -50,7 +50,17 @@ class Tool:
         return result
 
 
-def tool(function: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+@overload
+def tool(function: Callable[..., Any], *, name: str | None = None) -> Tool: ...
+
+
+@overload
+def tool(function: None = None, *, name: str | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    function: Callable[..., Any] | None = None, *, name: str | None = None
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a function a tool; use as `@tool` or `@tool(name="...")`."""
 
     def wrap(fn: Callable[..., Any]) -> Tool:

@@ -13,7 +13,6 @@ import asyncio
 import json
 import re
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.fake_llm import openai_stream
+from tests.waiting import eventually_sync
 from tokentail.redis_server import free_port
 
 API_KEY = "frameworks-key"
@@ -112,11 +112,7 @@ def serving() -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the fake OpenAI server did not start")
-        time.sleep(0.01)
+    eventually_sync(lambda: server.started, interval=0.01, what="the fake OpenAI server started")
     try:
         yield f"http://127.0.0.1:{port}/v1"
     finally:

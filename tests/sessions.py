@@ -1,0 +1,36 @@
+"""Sessions, runs and events as the tests make them, whichever Redis (fake or real) they run on."""
+
+import json
+import time
+
+from gateway.ids import new_run_id, new_session_id
+from shared.events import RunCompleted
+from shared.lifecycle import RunLifecycle, StartVerdict
+from shared.records import RunRecord, SessionRecord
+
+
+def make_session(tenant: str = "public") -> SessionRecord:
+    return SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted", tenant=tenant)
+
+
+def make_run(text: str = "hello") -> RunRecord:
+    return RunRecord(run_id=new_run_id(), input=text, model="scripted")
+
+
+def delta_of(run_id: str, text: str = "x") -> tuple[str, str]:
+    """A `message.delta` as a worker appends it: (type, data)."""
+    return "message.delta", json.dumps({"run_id": run_id, "text": text})
+
+
+def completion(run_id: str, output: str = "") -> RunCompleted:
+    return RunCompleted(run_id=run_id, output=output, usage={"output_tokens": 1})
+
+
+async def start_a_run(runs: RunLifecycle, tenant: str = "public") -> tuple[str, RunRecord]:
+    """A new session whose run a worker started under the lease token "lease-1"; its id and the run."""
+    session = make_session(tenant)
+    run = make_run()
+    await runs.queue_run(session.session_id, run, create=session)
+    started = await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1")
+    assert started is not None and started.verdict is StartVerdict.RUN
+    return session.session_id, started.run

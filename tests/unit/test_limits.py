@@ -1,0 +1,116 @@
+"""gateway/limits.py and its scripts (count.lua, take_slot.lua) on fakeredis, on a clock of the
+test's own. (Through the HTTP API and across replicas: tests/integration/test_limits.py.)"""
+
+import asyncio
+import types
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway import limits
+from gateway.limits import SLOT_TTL_SECONDS, STREAM_RETRY_AFTER, RunBudget, StreamSlots
+from shared.errors import RateLimited, TooManyStreams
+from shared.keys import Keys
+from shared.settings import Settings
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
+    """gateway.limits' time.time(): 1_699_999_990 (10 s into a minute) until a test moves it."""
+    now = types.SimpleNamespace(value=1_699_999_990.0)
+    monkeypatch.setattr(limits, "time", types.SimpleNamespace(time=lambda: now.value))
+    return now
+
+
+@pytest.fixture
+def keys(settings: Settings) -> Keys:
+    return Keys(settings.key_prefix)
+
+
+async def test_runs_are_counted_per_tenant_and_minute(redis: Redis, keys: Keys, clock: types.SimpleNamespace) -> None:
+    budget = RunBudget(redis, keys, per_minute=3)
+    for _ in range(3):
+        await budget.spend("acme")
+    with pytest.raises(RateLimited) as refused:
+        await budget.spend("acme")
+    assert refused.value.retry_after == 50  # the minute's 50 s left, exactly
+    await budget.spend("beta")  # a budget of its own
+    clock.value += 49.5
+    with pytest.raises(RateLimited) as refused:
+        await budget.spend("acme")
+    assert refused.value.retry_after == 1
+    clock.value += 0.5  # the next minute
+    await budget.spend("acme")
+    # Each minute's counter expires on its own (kept two windows, so a late request still finds it).
+    key = keys.tenant_runs("acme", int(clock.value // 60))
+    assert await redis.get(key) == b"1" and 0 < await redis.ttl(key) <= 120
+
+
+async def test_no_run_limit_counts_nothing(redis: Redis, keys: Keys, clock: types.SimpleNamespace) -> None:
+    budget = RunBudget(redis, keys, per_minute=0)
+    for _ in range(10):
+        await budget.spend("acme")
+    assert await redis.keys(f"{keys.prefix}:*") == []
+
+
+async def test_stream_slots_are_bounded_per_tenant_and_freed_on_release(
+    redis: Redis, keys: Keys, clock: types.SimpleNamespace
+) -> None:
+    slots = StreamSlots(redis, keys, limit=2)
+    first, second = await slots.take("acme"), await slots.take("acme")
+    assert first is not None and second is not None and first != second
+    with pytest.raises(TooManyStreams) as refused:
+        await slots.take("acme")
+    assert refused.value.retry_after == STREAM_RETRY_AFTER
+    assert await slots.take("beta") is not None  # another tenant's slots are its own
+    await slots.release(first)
+    await slots.release(first)  # released twice: nothing more happens
+    await slots.release(None)
+    third = await slots.take("acme")
+    assert third is not None
+    assert await redis.zcard(keys.tenant_streams("acme")) == 2
+
+
+async def test_a_dead_gateway_s_slots_lapse_once_nobody_renews_them(
+    redis: Redis, keys: Keys, clock: types.SimpleNamespace
+) -> None:
+    dead, alive = StreamSlots(redis, keys, limit=1), StreamSlots(redis, keys, limit=1)
+    assert await dead.take("acme") is not None  # never released: its gateway died
+    with pytest.raises(TooManyStreams):
+        await alive.take("acme")
+    clock.value += SLOT_TTL_SECONDS - 1
+    with pytest.raises(TooManyStreams):
+        await alive.take("acme")
+    clock.value += 1
+    assert await alive.take("acme") is not None
+
+
+async def test_no_stream_limit_takes_no_slot(redis: Redis, keys: Keys, clock: types.SimpleNamespace) -> None:
+    slots = StreamSlots(redis, keys, limit=0)
+    assert await slots.take("acme") is None
+    assert await redis.keys(f"{keys.prefix}:*") == []
+
+
+async def test_a_live_gateway_renews_the_slots_of_its_open_streams(
+    redis: Redis, keys: Keys, clock: types.SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slots, other_gateway = StreamSlots(redis, keys, limit=2), StreamSlots(redis, keys, limit=2)
+    open_slot, closed_slot = await slots.take("acme"), await slots.take("acme")
+    await slots.release(closed_slot)
+    beats = 0
+
+    async def beat(seconds: float) -> None:  # renew_forever's sleep, on the test's clock
+        nonlocal beats
+        if beats == 3:
+            raise asyncio.CancelledError
+        beats += 1
+        clock.value += seconds
+
+    monkeypatch.setattr(limits, "asyncio", types.SimpleNamespace(sleep=beat))
+    with pytest.raises(asyncio.CancelledError):
+        await slots.renew_forever()
+    assert clock.value == 1_699_999_990 + SLOT_TTL_SECONDS  # its first slot would have lapsed now
+    assert await other_gateway.take("acme") is not None  # the released slot was not renewed...
+    with pytest.raises(TooManyStreams):  # ...the open stream's was
+        await other_gateway.take("acme")
+    assert open_slot is not None and await redis.zscore(keys.tenant_streams("acme"), open_slot) is not None
