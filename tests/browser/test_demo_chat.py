@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from tests.browser.screenshots import screenshot
 from tests.browser.test_demo import _answer, _final_output, _session_of
-from tests.integration.conftest import Gateway
+from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, SECRET
 
 ACCENT = (0x2F, 0x6F, 0xED)  # the Send button's blue
