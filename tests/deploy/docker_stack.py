@@ -26,6 +26,8 @@ from tests.deploy.stack import COMPOSE_FILE, load_compose
 
 # Set by .ci/run once it has an engine: the docker tests must then run, and fail rather than skip.
 REQUIRED_ENV = "TOKENTAIL_DOCKER_REQUIRED"
+# Set by .ci/run, so that it can remove whatever a test it ran left behind (a killed pytest skips teardown).
+PREFIX_ENV = "TOKENTAIL_COMPOSE_PROJECT_PREFIX"
 MIN_ENGINE = (25, 0)  # the healthchecks' start_interval
 
 STARTED = re.compile(r"run (\S+) of session \S+ started \(attempt (\d+)\)")  # worker/run.py's log line
@@ -73,6 +75,11 @@ def _compose_variables() -> set[str]:
     return names
 
 
+def project_name() -> str:
+    """A compose project name of its own: never a user's `tokentail`, nor another test run's."""
+    return f"{os.environ.get(PREFIX_ENV) or 'tokentail-test'}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 @dataclass
 class StartedRun:
     container: str  # full container id
@@ -83,7 +90,7 @@ class StartedRun:
 class DockerCompose:
     directory: Path
     settings: Mapping[str, str]
-    project: str = field(default_factory=lambda: f"tokentail-test-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    project: str = field(default_factory=project_name)
 
     def __post_init__(self) -> None:
         self.image = f"tokentail-test:{self.project}"
