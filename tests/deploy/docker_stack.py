@@ -136,7 +136,17 @@ class DockerCompose:
             self.save_logs()
         finally:
             self.compose("down", "--volumes", "--remove-orphans", "--timeout", "40", timeout=300, check=False)
-            subprocess.run(["docker", "image", "rm", "--force", self.image], env=self.env, capture_output=True)
+            self.remove_images()
+
+    def remove_images(self) -> None:
+        """The images this project built: both services build (gateway and worker), so two, the first left
+        untagged by the second."""
+        label = f"label=com.docker.compose.project={self.project}"
+        images = subprocess.run(
+            ["docker", "images", "--all", "--quiet", "--filter", label], env=self.env, capture_output=True, text=True
+        )
+        for image in set(images.stdout.split()):
+            subprocess.run(["docker", "image", "rm", "--force", image], env=self.env, capture_output=True)
 
     def save_logs(self) -> None:
         logs = self.compose("logs", "--no-color", "--timestamps", check=False)
