@@ -1,0 +1,200 @@
+"""docker-compose.yml on a real Docker engine: the image built from deploy/Dockerfile, `docker compose up
+--wait --scale worker=3`, and every request through the nginx container, as a user's would be.
+
+Skipped, with the reason, where no Docker Engine 25+ with Compose v2 answers (DOCKER_HOST and the docker
+CLI on PATH); .ci/run provisions one where it can and then sets TOKENTAIL_DOCKER_REQUIRED, which turns the
+skip into a failure. The workers stream at most two runs each here (TOKENTAIL_WORKER_CONCURRENCY=2), so
+where runs go is decided by free slots, not by which worker polls first."""
+
+import asyncio
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.deploy.docker_stack import API_KEY, REQUIRED_ENV, TENANT, DockerCompose, handed_over, unavailable
+from tests.sse_client import read_events
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]  # the first test pays for the image build
+
+Event = tuple[int | None, str, dict[str, Any]]
+CONCURRENCY = 2
+TERMINAL = {"run.completed", "run.failed", "run.cancelled"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerCompose]:
+    reason = unavailable()
+    if reason is not None:
+        if os.environ.get(REQUIRED_ENV):
+            pytest.fail(f"{REQUIRED_ENV} is set but {reason}")
+        pytest.skip(reason)
+    settings = {
+        "TOKENTAIL_API_KEYS": f"{TENANT}:{API_KEY}",
+        "TOKENTAIL_SECRET": secrets.token_hex(32),
+        "TOKENTAIL_WORKER_CONCURRENCY": str(CONCURRENCY),
+        "TOKENTAIL_LOG_LEVEL": "info",  # the workers' "run ... started" lines say which container runs what
+    }
+    compose = DockerCompose(tmp_path_factory.mktemp("docker-compose"), settings)
+    try:
+        compose.build()
+        compose.scale(3)
+        yield compose
+    finally:
+        compose.down()
+
+
+def _client(stack: DockerCompose, key: str | None = API_KEY) -> httpx2.AsyncClient:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx2.AsyncClient(base_url=stack.public_url(), headers=headers, timeout=30)
+
+
+async def _create(client: httpx2.AsyncClient, tokens: int, per_second: int) -> dict[str, Any]:
+    params = {"tokens": tokens, "tokens_per_second": per_second}
+    response = await client.post("/v1/sessions", json={"input": "compose", "model": "scripted", "params": params})
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def _assert_whole(events: list[Event], retries: int) -> None:
+    """Ids 1..n with no gap or duplicate, one run that completed after `retries` takeovers, and the text of its
+    last attempt equal to the output it completed with."""
+    ids = [event_id for event_id, _, _ in events if event_id is not None]
+    assert len(ids) == len(events), "a gap frame: the stream skipped events"
+    assert ids == list(range(1, len(ids) + 1)), f"ids must be 1..n with no gap or duplicate: {ids}"
+    kinds = [kind for _, kind, _ in events]
+    assert kinds[-1] == "run.completed", kinds[-3:]
+    assert kinds.count("run.retrying") == retries, kinds
+    assert kinds.count("run.started") == retries + 1, kinds
+    last_start = len(kinds) - 1 - kinds[::-1].index("run.started")
+    text = "".join(data["text"] for _, kind, data in events[last_start:] if kind == "message.delta")
+    assert text and text == events[-1][2]["output"]
+
+
+class Follower:
+    """Follows one session's stream until its run ends, resuming with Last-Event-ID if a connection breaks."""
+
+    def __init__(self, client: httpx2.AsyncClient, url: str) -> None:
+        self.client, self.url = client, url
+        self.events: list[Event] = []
+
+    def deltas(self) -> int:
+        return sum(kind == "message.delta" for _, kind, _ in self.events)
+
+    def ended(self) -> bool:
+        return bool(self.events) and self.events[-1][1] in TERMINAL
+
+    async def follow(self) -> list[Event]:
+        for _ in range(20):
+            last = self.events[-1][0] if self.events else None
+            try:
+                part = await read_events(self.client, self.url, last_event_id=last, on_event=self.events.append)
+            except httpx2.TransportError:
+                continue
+            assert part.status in (200, 204), part.status
+            if part.status == 204 or self.ended():
+                return self.events
+        raise AssertionError(f"{self.url}: the run did not end within 20 connections")
+
+
+async def _until(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            while not condition():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"{what} within {seconds} s") from None
+
+
+async def test_api_calls_need_a_key(stack: DockerCompose) -> None:
+    async with _client(stack, key=None) as anonymous, _client(stack, key="not-" + API_KEY) as wrong:
+        for client in (anonymous, wrong):
+            response = await client.post("/v1/sessions", json={"input": "hello", "model": "scripted"})
+            assert response.status_code == 401, response.text
+        async with _client(stack) as client:
+            created = await _create(client, tokens=5, per_second=0)
+        assert (await read_events(anonymous, created["events_url"])).status == 401
+        assert (await anonymous.get(f"/v1/sessions/{created['session_id']}")).status_code == 401
+
+
+async def test_a_dropped_stream_resumes_with_last_event_id(stack: DockerCompose) -> None:
+    async with _client(stack) as client:
+        created = await _create(client, tokens=200, per_second=40)  # about 5 s of deltas
+    url = created["events_url"]
+    assert url.startswith(stack.public_url()), "nginx passes on the Host clients used"
+    # Read with the session's stream token, as a browser would (the API key stays on the server side).
+    async with _client(stack, key=created["stream_token"]) as browser:
+        first = await read_events(browser, url, limit=10)  # then the connection is dropped
+        assert first.status == 200 and first.ids == list(range(1, 11))
+        assert not {kind for _, kind, _ in first.events} & TERMINAL, "the drop must come while the run streams"
+        rest = await read_events(browser, url, last_event_id=first.ids[-1])
+        assert rest.status == 200 and rest.ids[0] == 11
+        _assert_whole(first.events + rest.events, retries=0)
+        assert (await read_events(browser, url, last_event_id=rest.ids[-1])).status == 204
+
+
+async def test_a_killed_worker_s_run_completes_on_another(stack: DockerCompose) -> None:
+    await asyncio.to_thread(stack.scale, 3)
+    workers = await asyncio.to_thread(stack.containers, "worker")
+    assert len(workers) == 3
+    async with _client(stack) as client:
+        created = await _create(client, tokens=400, per_second=25)  # about 16 s
+        run_id = created["run_id"]
+        follower = Follower(client, created["events_url"])
+        following = asyncio.create_task(follower.follow())
+        first = (await asyncio.to_thread(stack.wait_started, [run_id], workers))[run_id]
+        assert first.attempt == 1
+        await _until(lambda: follower.deltas() >= 5, "no delta streamed")
+        await asyncio.to_thread(stack.kill, first.container)  # SIGKILL: no hand-over, the lease runs out
+        events = await asyncio.wait_for(following, 120)
+    _assert_whole(events, retries=1)
+    (retrying,) = [data for _, kind, data in events if kind == "run.retrying"]
+    assert retrying["attempt"] == 2
+    starts = (await asyncio.to_thread(stack.starts, workers))[run_id]
+    assert [start.attempt for start in starts] == [1, 2], starts
+    assert starts[1].container != first.container and starts[1].container in workers
+    assert await asyncio.to_thread(stack.state, first.container) == "exited", "the killed worker came back"
+
+
+async def test_scaling_workers_up_and_down_with_runs_in_flight(stack: DockerCompose) -> None:
+    await asyncio.to_thread(stack.scale, 3)  # the worker killed above comes back
+    before = await asyncio.to_thread(stack.containers, "worker")
+    assert len(before) == 3
+    slots = 3 * CONCURRENCY
+    async with _client(stack) as client:
+        created = [await _create(client, tokens=400, per_second=25) for _ in range(slots + 4)]  # 16 s each
+        runs = [session["run_id"] for session in created]
+        followers = [Follower(client, session["events_url"]) for session in created]
+        following = [asyncio.create_task(follower.follow()) for follower in followers]
+        # Every slot of the three workers taken: the last four runs wait in the queue.
+        await asyncio.to_thread(stack.wait_started, runs, before, at_least=slots)
+
+        await asyncio.to_thread(stack.scale, 5)
+        grown = await asyncio.to_thread(stack.containers, "worker")
+        added = set(grown) - set(before)
+        assert set(before) <= set(grown) and len(added) == 2, "scaling up must leave the running workers alone"
+        started = await asyncio.to_thread(stack.wait_started, runs, grown)
+        assert {start.container for start in started.values()} & added, "the added workers took no queued run"
+        assert not any(follower.ended() for follower in followers), "runs ended before the scale-down"
+
+        # Down to two, with every run in flight: the workers removed hand their runs over as they stop.
+        watching = {container: stack.follow_logs(container) for container in grown}
+        await asyncio.to_thread(stack.scale, 2)
+        kept = await asyncio.to_thread(stack.containers, "worker")
+        removed = set(grown) - set(kept)
+        assert set(kept) <= set(grown) and len(kept) == 2 and len(removed) == 3
+        logs = {c: await asyncio.to_thread(watch.lines, c in removed) for c, watch in watching.items()}
+        results = await asyncio.wait_for(asyncio.gather(*following), 240)
+
+    handed = set().union(*(handed_over(logs[container]) for container in removed))
+    assert handed, "the removed workers handed no run over"
+    for run_id, events in zip(runs, results, strict=True):
+        retried = run_id in handed
+        _assert_whole(events, retries=int(retried))
+    final = await asyncio.to_thread(stack.starts, kept)
+    for run_id in handed:  # each taken over, as its second attempt, by a worker that is left
+        assert [start.attempt for start in final[run_id]] == [2], final.get(run_id)
