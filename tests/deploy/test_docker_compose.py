@@ -9,7 +9,7 @@ where runs go is decided by free slots, not by which worker polls first."""
 import asyncio
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -17,6 +17,7 @@ import pytest
 
 from tests.deploy.docker_stack import API_KEY, REQUIRED_ENV, TENANT, DockerCompose, handed_over, unavailable
 from tests.sse_client import read_events
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]  # the first test pays for the image build
 
@@ -101,15 +102,6 @@ class Follower:
         raise AssertionError(f"{self.url}: the run did not end within 20 connections")
 
 
-async def _until(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
-    try:
-        async with asyncio.timeout(seconds):
-            while not condition():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"{what} within {seconds} s") from None
-
-
 async def test_api_calls_need_a_key(stack: DockerCompose) -> None:
     async with _client(stack, key=None) as anonymous, _client(stack, key="not-" + API_KEY) as wrong:
         for client in (anonymous, wrong):
@@ -148,7 +140,7 @@ async def test_a_killed_worker_s_run_completes_on_another(stack: DockerCompose) 
         following = asyncio.create_task(follower.follow())
         first = (await asyncio.to_thread(stack.wait_started, [run_id], workers))[run_id]
         assert first.attempt == 1
-        await _until(lambda: follower.deltas() >= 5, "no delta streamed")
+        await eventually(lambda: follower.deltas() >= 5, within=30, what="five deltas streamed")
         await asyncio.to_thread(stack.kill, first.container)  # SIGKILL: no hand-over, the lease runs out
         events = await asyncio.wait_for(following, 120)
     _assert_whole(events, retries=1)
