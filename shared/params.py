@@ -15,6 +15,7 @@ prompt, nor ask for several completions.
     seed                  yes     yes                -          (ignored)
     presence_penalty      yes     yes                -          (ignored)
     frequency_penalty     yes     yes                -          (ignored)
+    thinking_budget       -       -                  yes        (ignored)
     tokens, tokens_per_second, fail_at_token         -          yes (the offline model's length, pace, failure)
 
 (Anthropic's current API and SDK take no sampling knobs: its models choose their own.)
@@ -38,6 +39,9 @@ class RunParams(BaseModel):
     seed: int | None = Field(None, ge=-(2**63), lt=2**63)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    thinking_budget: int | None = Field(
+        None, ge=1024, le=1_000_000, description="anthropic: extended thinking, in tokens; streams as reasoning.delta"
+    )
     tokens: int | None = Field(None, ge=0, le=1_000_000, description="scripted: how many tokens (48)")
     tokens_per_second: float | None = Field(
         None, ge=0, le=100_000, description="scripted: their pace; 0 streams at once (25)"
@@ -54,7 +58,7 @@ _OPENAI = _LENGTH | {"temperature", "top_p", "seed", "presence_penalty", "freque
 PROVIDER_PARAMS: dict[str, frozenset[str]] = {
     OPENAI: _OPENAI,
     OPENAI_COMPATIBLE: _OPENAI | {"top_k"},
-    ANTHROPIC: _LENGTH,
+    ANTHROPIC: _LENGTH | {"thinking_budget"},
     SCRIPTED: frozenset(RunParams.model_fields),  # it ignores the sampling knobs: switching models needs no change
 }
 

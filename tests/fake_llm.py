@@ -50,24 +50,27 @@ def anthropic_stream(
     text: list[str],
     tool_uses: Sequence[tuple[str, str, list[str]]] = (),
     usage: tuple[int, int] = (12, 30),
+    thinking: Sequence[str] = (),
 ) -> list[bytes]:
-    """message_start, a text block, tool_use blocks built from input_json_delta fragments, pings, usage."""
+    """message_start, a thinking block (from `thinking_delta`s, then its `signature_delta`) if any,
+    a text block, tool_use blocks built from input_json_delta fragments, pings, usage."""
     message: dict[str, Any] = {
         "id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": usage[0], "output_tokens": 1},
     }  # fmt: skip
     events = [sse({"type": "message_start", "message": message}, "message_start"), sse({"type": "ping"}, "ping")]
-    events.append(
-        sse(
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            "content_block_start",
+    deltas = [{"type": "thinking_delta", "thinking": part} for part in thinking]
+    deltas += [{"type": "signature_delta", "signature": "c2lnbmF0dXJl"}]
+    blocks = [({"type": "thinking", "thinking": "", "signature": ""}, deltas)] if thinking else []
+    blocks.append(({"type": "text", "text": ""}, [{"type": "text_delta", "text": part} for part in text]))
+    for index, (start, block_deltas) in enumerate(blocks):
+        events.append(
+            sse({"type": "content_block_start", "index": index, "content_block": start}, "content_block_start")
         )
-    )
-    for part in text:
-        delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": part}}
-        events.append(sse(delta, "content_block_delta"))
-    events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
-    for offset, (call_id, name, fragments) in enumerate(tool_uses, start=1):
+        for delta in block_deltas:
+            events.append(sse({"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta"))
+        events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+    for offset, (call_id, name, fragments) in enumerate(tool_uses, start=len(blocks)):
         block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
         events.append(
             sse({"type": "content_block_start", "index": offset, "content_block": block}, "content_block_start")

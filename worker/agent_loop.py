@@ -20,6 +20,7 @@ from worker.providers.base import (
     ProviderError,
     ReasoningDelta,
     TextDelta,
+    ThinkingBlock,
     ToolCall,
     Usage,
 )
@@ -57,19 +58,22 @@ async def run_model_agent(
         request = ModelRequest(model, messages, [t.spec for t in agent.tools], params)
         text: list[str] = []
         calls: list[ToolCall] = []
+        thinking: list[ThinkingBlock] = []
         async for chunk in stream_with_retries(provider, request, policy, on_retry):
             if isinstance(chunk, TextDelta):
                 text.append(chunk.text)
                 await context.delta(chunk.text)
             elif isinstance(chunk, ReasoningDelta):
                 await context.reasoning(chunk.text)
+            elif isinstance(chunk, ThinkingBlock):
+                thinking.append(chunk)
             elif isinstance(chunk, ToolCall):
                 calls.append(chunk)
             elif isinstance(chunk, Usage):
                 context.add_usage(chunk.input_tokens, chunk.output_tokens)
         if not calls:
             return
-        messages.append(Message("assistant", "".join(text), tool_calls=tuple(calls)))
+        messages.append(Message("assistant", "".join(text), tool_calls=tuple(calls), thinking=tuple(thinking)))
         # Parallel calls of one turn run together; their events interleave, each with its call_id.
         results = await asyncio.gather(*(_run_tool(context, tools, call, tool_timeout) for call in calls))
         for call, (content, failed) in zip(calls, results, strict=True):

@@ -6,11 +6,12 @@ from typing import Any
 import pytest
 
 from shared.records import RunRecord
-from tests.fake_llm import FakeLLM, Reply, openai_chunk, openai_stream
+from tests.fake_llm import FakeLLM, Reply, anthropic_stream, openai_chunk, openai_stream
 from tests.unit.test_writer import RecordingLease
 from worker.agent_loop import AgentError, run_model_agent
 from worker.agents import ASSISTANT, Agent
 from worker.context import RunContext
+from worker.providers.anthropic_messages import AnthropicProvider
 from worker.providers.openai_chat import OpenAIProvider
 from worker.providers.scripted import ScriptedProvider
 from worker.retry import RetryPolicy
@@ -115,3 +116,31 @@ async def test_a_reasoning_model_s_thinking_streams_as_reasoning_and_stays_out_o
         ("message.delta", "42."),
     ]
     assert context.writer.text == "42."
+
+
+async def test_anthropic_thinking_streams_as_reasoning_and_its_signed_block_goes_back_with_the_tool_call() -> None:
+    tool_use = [("toolu_1", "calculator", ['{"expression": "6 * 7"}'])]
+    fake = FakeLLM(
+        [
+            Reply(chunks=anthropic_stream(["Let me compute."], tool_use, thinking=["Six ", "sevens."])),
+            Reply(chunks=anthropic_stream(["42."])),
+        ]
+    )
+    store = RecordingLease()
+    context = _context(store, "6 * 7?", thinking_budget=2048)
+    provider = AnthropicProvider(fake.anthropic())
+    await run_model_agent(ASSISTANT, context, provider, "m", RetryPolicy(), tool_timeout=5)
+    events = await _events(store, context)
+    assert [(kind, data.get("text")) for kind, data in events if kind.endswith(".delta")] == [
+        ("reasoning.delta", "Six sevens."),
+        ("message.delta", "Let me compute."),
+        ("message.delta", "42."),
+    ]
+    first, second = fake.requests
+    assert first["thinking"] == {"type": "enabled", "budget_tokens": 2048} and first["max_tokens"] == 4096 + 2048
+    assert second["messages"][1]["content"][0] == {
+        "type": "thinking",
+        "thinking": "Six sevens.",
+        "signature": "c2lnbmF0dXJl",
+    }
+    assert [block["type"] for block in second["messages"][1]["content"]] == ["thinking", "text", "tool_use"]

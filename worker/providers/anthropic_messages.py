@@ -1,13 +1,16 @@
 """Anthropic messages streaming through the official SDK.
 
 Text comes as `text_delta`; a tool call as a `tool_use` content block whose input arrives in
-`input_json_delta` fragments, joined when the block stops. `message_start` and `message_delta` carry
+`input_json_delta` fragments, joined when the block stops. With extended thinking (the run's
+`thinking_budget`), `thinking` blocks stream first: their text is reasoning, and each whole block
+(with its signature, or a `redacted_thinking` block) must go back verbatim in front of the turn's
+tool calls, so it is handed on as a `ThinkingBlock`. `message_start` and `message_delta` carry
 usage (the latter cumulative); `ping` is skipped by the SDK; an `error` event inside the stream (for
 example `overloaded_error`) is raised by the SDK as a status error with the stream's own status, 200,
 so its type is read from the body.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 import anthropic
@@ -15,7 +18,18 @@ import httpx2
 from anthropic import types
 
 from shared.catalog import ANTHROPIC
-from worker.providers.base import Chunk, Message, ModelRequest, Progress, ProviderError, TextDelta, ToolSpec, Usage
+from worker.providers.base import (
+    Chunk,
+    Message,
+    ModelRequest,
+    Progress,
+    ProviderError,
+    ReasoningDelta,
+    TextDelta,
+    ThinkingBlock,
+    ToolSpec,
+    Usage,
+)
 from worker.providers.errors import connection_error, status_error
 from worker.providers.openai_chat import parse_arguments
 
@@ -37,7 +51,8 @@ def _messages(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
             else:
                 converted.append({"role": "user", "content": [block]})
         elif message.role == "assistant" and message.tool_calls:
-            content: list[dict[str, Any]] = [{"type": "text", "text": message.content}] if message.content else []
+            content: list[dict[str, Any]] = [dict(block.block) for block in message.thinking]
+            content += [{"type": "text", "text": message.content}] if message.content else []
             content += [
                 {"type": "tool_use", "id": call.call_id, "name": call.name, "input": call.arguments}
                 for call in message.tool_calls
@@ -59,6 +74,41 @@ def _stream_error_type(body: object) -> str | None:
     return None
 
 
+class _Blocks:
+    """The content blocks of one streamed message, by index: what each event of it means."""
+
+    def __init__(self) -> None:
+        self.tool_uses: dict[int, tuple[str, str, list[str]]] = {}  # index -> (id, name, input fragments)
+        self.thinking: dict[int, dict[str, Any]] = {}  # index -> the block as it will go back
+
+    def start(self, index: int, block: Any) -> None:
+        if isinstance(block, types.ToolUseBlock):
+            self.tool_uses[index] = (block.id, block.name, [])
+        elif isinstance(block, types.ThinkingBlock):
+            self.thinking[index] = {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+        elif isinstance(block, types.RedactedThinkingBlock):
+            self.thinking[index] = {"type": "redacted_thinking", "data": block.data}
+
+    def delta(self, index: int, delta: Any) -> Iterator[Chunk]:
+        if isinstance(delta, types.TextDelta):
+            yield TextDelta(delta.text)
+        elif isinstance(delta, types.InputJSONDelta) and index in self.tool_uses:
+            self.tool_uses[index][2].append(delta.partial_json)
+            yield Progress()
+        elif isinstance(delta, types.ThinkingDelta) and index in self.thinking:
+            self.thinking[index]["thinking"] += delta.thinking
+            yield ReasoningDelta(delta.thinking)
+        elif isinstance(delta, types.SignatureDelta) and index in self.thinking:
+            self.thinking[index]["signature"] = delta.signature
+
+    def stop(self, index: int) -> Iterator[Chunk]:
+        if index in self.tool_uses:
+            call_id, name, fragments = self.tool_uses.pop(index)
+            yield parse_arguments(call_id, name, "".join(fragments))
+        elif index in self.thinking:
+            yield ThinkingBlock(self.thinking.pop(index))
+
+
 class AnthropicProvider:
     def __init__(self, client: anthropic.AsyncAnthropic) -> None:
         self._client = client
@@ -67,16 +117,19 @@ class AnthropicProvider:
         request.check_params(ANTHROPIC)
         system, messages = _messages(request.messages)
         knobs = request.params
-        blocks: dict[int, tuple[str, str, list[str]]] = {}  # index -> (id, name, input fragments)
+        blocks = _Blocks()
         input_tokens = output_tokens = 0
+        budget = knobs.thinking_budget
         try:
             stream = await self._client.messages.create(
                 model=request.model,
                 messages=cast(Any, messages),
                 system=system or anthropic.omit,
                 tools=cast(Any, _tools(request.tools)) if request.tools else anthropic.omit,
-                max_tokens=knobs.max_tokens or DEFAULT_MAX_TOKENS,  # required by the API
+                # Required by the API, and counting the thinking: above the budget.
+                max_tokens=knobs.max_tokens or DEFAULT_MAX_TOKENS + (budget or 0),
                 stop_sequences=anthropic.omit if knobs.stop is None else knobs.stop,
+                thinking={"type": "enabled", "budget_tokens": budget} if budget else anthropic.omit,
                 stream=True,
             )
             async for event in stream:
@@ -84,17 +137,13 @@ class AnthropicProvider:
                     input_tokens = event.message.usage.input_tokens
                     output_tokens = event.message.usage.output_tokens
                 elif isinstance(event, types.RawContentBlockStartEvent):
-                    if isinstance(event.content_block, types.ToolUseBlock):
-                        blocks[event.index] = (event.content_block.id, event.content_block.name, [])
+                    blocks.start(event.index, event.content_block)
                 elif isinstance(event, types.RawContentBlockDeltaEvent):
-                    if isinstance(event.delta, types.TextDelta):
-                        yield TextDelta(event.delta.text)
-                    elif isinstance(event.delta, types.InputJSONDelta) and event.index in blocks:
-                        blocks[event.index][2].append(event.delta.partial_json)
-                        yield Progress()
-                elif isinstance(event, types.RawContentBlockStopEvent) and event.index in blocks:
-                    call_id, name, fragments = blocks.pop(event.index)
-                    yield parse_arguments(call_id, name, "".join(fragments))
+                    for chunk in blocks.delta(event.index, event.delta):
+                        yield chunk
+                elif isinstance(event, types.RawContentBlockStopEvent):
+                    for chunk in blocks.stop(event.index):
+                        yield chunk
                 elif isinstance(event, types.RawMessageDeltaEvent):
                     output_tokens = event.usage.output_tokens
         except anthropic.APIStatusError as exc:

@@ -33,6 +33,7 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()  # assistant turns that called tools
     call_id: str | None = None  # tool turns: the call this is the result of
     is_error: bool = False  # tool turns: the tool failed
+    thinking: tuple["ThinkingBlock", ...] = ()  # assistant turns: what the provider needs back verbatim
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,14 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ThinkingBlock:
+    """A whole block of the model's thinking as the provider must get it back with the turn's tool
+    calls (Anthropic's `thinking` with its signature, or `redacted_thinking`)."""
+
+    block: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int
     output_tokens: int
@@ -73,7 +82,7 @@ class Progress:
     """The model is producing something not shown yet (tool call fragments): it is not idle."""
 
 
-Chunk = TextDelta | ReasoningDelta | ToolCall | Usage | Progress
+Chunk = TextDelta | ReasoningDelta | ThinkingBlock | ToolCall | Usage | Progress
 
 
 class InvalidRequest(ValueError):
