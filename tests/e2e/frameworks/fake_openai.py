@@ -1,9 +1,10 @@
 """A local OpenAI Chat Completions server for the framework adapters' tests: every framework takes a
 base URL, so each one's own OpenAI client streams from here, on the real wire format.
 
-It plays a weather assistant. Offered a tool named `get_weather` and asked about a city, it calls
-the tool first (its arguments in fragments, as OpenAI streams them); given the tool's result, it
-answers with it; otherwise it echoes. `usage` comes last when asked for (`stream_options`).
+It plays a weather assistant. Offered a tool named `get_weather` (or `<plugin>-get_weather`, as
+Semantic Kernel names a plugin's function) and asked about a city, it calls the tool first (its
+arguments in fragments, as OpenAI streams them); given the tool's result, it answers with it;
+otherwise it echoes. `usage` comes last when asked for (`stream_options`).
 A model named `slow-<n>` streams `n` extra words at 20 per second, so that a test can cancel or kill
 the run mid-answer. The server records each request and whether its client went away before the
 answer ended (`/_log`), so that a test can tell that a cancel stopped the model's stream.
@@ -54,8 +55,9 @@ def _answer(body: dict[str, Any]) -> tuple[list[str], list[tuple[int, str, str, 
         last = " ".join(part.get("text", "") for part in last)
     if results:
         return ["The weather ", "tool says: ", str(results[-1]), "."], []
-    if "get_weather" in tools and re.search(r"weather|paris", last, re.I):
-        return [], [(0, "call_weather_1", "get_weather", ['{"ci', 'ty": "Paris"}'])]
+    tool = next((name for name in tools if name.rpartition("-")[2] == "get_weather"), None)
+    if tool is not None and re.search(r"weather|paris", last, re.I):
+        return [], [(0, "call_weather_1", tool, ['{"ci', 'ty": "Paris"}'])]
     return ["You ", "said: ", last], []
 
 
