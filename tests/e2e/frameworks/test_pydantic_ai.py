@@ -1,0 +1,276 @@
+"""The PydanticAI adapter. Its mapping of a run's events, driven by PydanticAI's own test doubles
+(FunctionModel, TestModel: no network, no Redis); then the weather agent of
+examples/pydantic_ai_agent.py, unchanged, in real gateway and worker processes, its OpenAIChatModel
+streaming from the local fake OpenAI server. Runs in the framework's nox environment."""
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, cast
+
+import httpx2
+import pytest
+
+pytest.importorskip("pydantic_ai")
+
+from pydantic import BaseModel  # noqa: E402
+from pydantic_ai import Agent, ModelRetry  # noqa: E402
+from pydantic_ai.messages import (  # noqa: E402
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+from pydantic_ai.models.function import (  # noqa: E402
+    AgentInfo,
+    DeltaThinkingCalls,
+    DeltaThinkingPart,
+    DeltaToolCall,
+    DeltaToolCalls,
+)
+from pydantic_ai.models.function import FunctionModel as _FunctionModel  # noqa: E402
+from pydantic_ai.models.test import TestModel as _TestModel  # noqa: E402
+
+from shared.records import Turn  # noqa: E402
+from tests.e2e.conftest import Stack  # noqa: E402
+from tests.e2e.frameworks import fake_openai  # noqa: E402
+from tests.e2e.watcher import Watcher  # noqa: E402
+from tests.waiting import eventually  # noqa: E402
+from tokentail.frameworks.pydantic_ai import history, pydantic_ai_agent  # noqa: E402
+from worker.context import RunContext  # noqa: E402
+
+Chunk = str | DeltaToolCalls | DeltaThinkingCalls
+
+
+class Recorder:
+    """The RunContext calls the adapter makes, in order."""
+
+    def __init__(self, input: str, turns: list[Turn] | None = None) -> None:
+        self.input = input
+        self.history = turns or []
+        self.calls: list[tuple[Any, ...]] = []
+        self.usage: dict[str, int] = {}
+
+    async def delta(self, text: str, *, agent: str | None = None) -> None:
+        self.calls.append(("delta", text))
+
+    async def reasoning(self, text: str, *, agent: str | None = None) -> None:
+        self.calls.append(("reasoning", text))
+
+    async def data(self, name: str, data: Any, *, agent: str | None = None) -> None:
+        self.calls.append(("data", name, data))
+
+    async def tool_started(
+        self, call_id: str, name: str, arguments: dict[str, Any], *, agent: str | None = None
+    ) -> None:
+        self.calls.append(("tool_started", call_id, name, arguments))
+
+    async def tool_finished(
+        self, call_id: str, *, result: Any = None, error: str | BaseException | None = None, agent: str | None = None
+    ) -> None:
+        self.calls.append(("tool_finished", call_id, result, error))
+
+    def add_usage(self, input_tokens: int, output_tokens: int) -> None:
+        self.usage["input_tokens"] = self.usage.get("input_tokens", 0) + input_tokens
+        self.usage["output_tokens"] = self.usage.get("output_tokens", 0) + output_tokens
+
+    def text(self) -> str:
+        return "".join(call[1] for call in self.calls if call[0] == "delta")
+
+
+async def _run(agent: Agent[Any, Any], recorder: Recorder) -> None:
+    await pydantic_ai_agent(agent)(cast(RunContext, recorder))
+
+
+def _weather_model() -> _FunctionModel:
+    """Calls get_weather with its arguments in fragments, then thinks and answers with the result."""
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Chunk]:
+        results = [p for m in messages if isinstance(m, ModelRequest) for p in m.parts if isinstance(p, ToolReturnPart)]
+        if not results:
+            yield {0: DeltaToolCall(name="get_weather", json_args='{"ci', tool_call_id="call_1")}
+            yield {0: DeltaToolCall(json_args='ty": "Paris"}')}
+            return
+        yield {0: DeltaThinkingPart(content="The tool ")}
+        yield {0: DeltaThinkingPart(content="answered.")}
+        yield "It is "
+        yield f"{results[-1].content['sky']} in Paris."
+
+    return _FunctionModel(stream_function=stream)
+
+
+async def test_text_thinking_and_a_tool_call_map_in_order_with_usage() -> None:
+    agent = Agent(_weather_model())
+
+    @agent.tool_plain
+    def get_weather(city: str) -> dict[str, Any]:
+        return {"city": city, "sky": "sunny"}
+
+    recorder = Recorder("What is the weather in Paris?")
+    await _run(agent, recorder)
+    assert recorder.calls == [
+        ("tool_started", "call_1", "get_weather", {"city": "Paris"}),
+        ("tool_finished", "call_1", {"city": "Paris", "sky": "sunny"}, None),
+        ("reasoning", "The tool "),
+        ("reasoning", "answered."),
+        ("delta", "It is "),
+        ("delta", "sunny in Paris."),
+    ]
+    assert recorder.usage["input_tokens"] > 0 and recorder.usage["output_tokens"] > 0
+
+
+async def test_a_tool_that_asks_for_a_retry_is_reported_failed_then_called_again() -> None:
+    agent = Agent(_TestModel())
+    tries: list[int] = []
+
+    @agent.tool_plain
+    def flaky(n: int) -> str:
+        tries.append(n)
+        if len(tries) == 1:
+            raise ModelRetry("try again")
+        return "ok"
+
+    recorder = Recorder("go")
+    await _run(agent, recorder)
+    tools = [call for call in recorder.calls if call[0].startswith("tool")]
+    assert [call[0] for call in tools] == ["tool_started", "tool_finished"] * 2
+    assert tools[1][3] is not None and "try again" in tools[1][3]  # tool.failed with the feedback
+    assert tools[3][2] == "ok" and tools[3][3] is None
+    assert recorder.text() == '{"flaky":"ok"}'  # TestModel answers with the tools' results
+
+
+async def test_a_structured_output_is_a_data_event() -> None:
+    class Forecast(BaseModel):
+        city: str
+        sky: str
+
+    agent = Agent(_TestModel(custom_output_args={"city": "Paris", "sky": "sunny"}), output_type=Forecast)
+    recorder = Recorder("forecast?")
+    await _run(agent, recorder)
+    assert recorder.calls == [("data", "output", {"city": "Paris", "sky": "sunny"})]
+
+
+def test_the_session_s_turns_become_message_history() -> None:
+    turns = [
+        Turn(role="user", content="Hi", run_id="r1"),
+        Turn(role="assistant", content="Hello!", run_id="r1", status="completed"),
+        Turn(role="user", content="Stop", run_id="r2"),
+        Turn(role="assistant", content="", run_id="r2", status="cancelled"),
+    ]
+    messages = history(cast(RunContext, Recorder("next", turns)))
+    assert [type(m) for m in messages] == [ModelRequest, ModelResponse, ModelRequest]
+    assert isinstance(messages[0].parts[0], UserPromptPart) and messages[0].parts[0].content == "Hi"
+    assert isinstance(messages[1].parts[0], TextPart) and messages[1].parts[0].content == "Hello!"
+
+
+async def test_the_agent_is_given_the_history() -> None:
+    seen: list[list[ModelMessage]] = []
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        seen.append(messages)
+        yield "ok"
+
+    turns = [Turn(role="user", content="Hi", run_id="r1"), Turn(role="assistant", content="Hello!", run_id="r1")]
+    await _run(Agent(_FunctionModel(stream_function=stream)), Recorder("Again", turns))
+    prompts = [
+        (type(m).__name__, part.content)
+        for m in seen[0]
+        for part in m.parts
+        if isinstance(part, UserPromptPart | TextPart)
+    ]
+    assert prompts == [("ModelRequest", "Hi"), ("ModelResponse", "Hello!"), ("ModelRequest", "Again")]
+
+
+# End to end: real gateway and worker processes, the fake OpenAI server.
+
+AGENTS = '{"weather": "examples.pydantic_ai_agent:weather"}'
+QUESTION = "What is the weather in Paris?"
+
+
+@pytest.fixture
+def llm() -> Iterator[str]:
+    with fake_openai.serving() as url:
+        yield url
+
+
+def _worker(stack: Stack, llm: str, model: str = "gpt-test") -> Any:
+    return stack.worker(
+        TOKENTAIL_AGENTS=AGENTS,
+        OPENAI_API_KEY=fake_openai.API_KEY,
+        OPENAI_BASE_URL=llm,
+        TOKENTAIL_EXAMPLE_MODEL=model,
+    )
+
+
+async def _start(client: httpx2.AsyncClient) -> Watcher:
+    created = await client.post("/v1/sessions", json={"input": QUESTION, "agent": "weather"})
+    assert created.status_code == 201, created.text
+    return Watcher(client, created.json()["events_url"])
+
+
+async def test_the_answer_streams_with_the_tool_call_live_and_usage(stack: Stack, llm: str) -> None:
+    url = stack.gateway(TOKENTAIL_AGENTS=AGENTS)
+    _worker(stack, llm)
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        watcher = await _start(client)
+        await asyncio.wait_for(watcher.follow(), 60)
+    seen = watcher.seen
+    assert seen.ids == list(range(1, len(seen.ids) + 1))
+    kinds = [kind for kind, _ in itertools.groupby(kind for _, kind, _ in seen.events)]  # runs of deltas as one
+    assert kinds == ["run.queued", "run.started", "tool.started", "tool.completed", "message.delta", "run.completed"], (
+        kinds
+    )
+    started = next(data for _, kind, data in seen.events if kind == "tool.started")
+    completed = next(data for _, kind, data in seen.events if kind == "tool.completed")
+    assert started["name"] == "get_weather" and started["arguments"] == {"city": "Paris"}
+    assert completed["call_id"] == started["call_id"] == "call_weather_1"
+    assert completed["result"] == fake_openai.WEATHER | {"city": "Paris"}
+    ended = seen.events[-1][2]
+    assert ended["output"] == watcher.answer() and ended["output"].startswith("The weather tool says: ")
+    assert ended["usage"]["input_tokens"] > 0 and ended["usage"]["output_tokens"] > 0
+    assert [call.tools for call in fake_openai.calls()] == [["get_weather"]] * 2
+    # A follow-up in the same session: the agent is given the session's earlier turns.
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        follow_up = await client.post(f"{watcher.url.removesuffix('/events')}/runs", json={"input": "Thanks!"})
+        assert follow_up.status_code == 202, follow_up.text
+        await asyncio.wait_for(Watcher(client, watcher.url).follow(), 60)
+    sent = [(m["role"], m.get("content")) for m in fake_openai.calls()[-1].messages if m["role"] != "system"]
+    assert sent == [("user", QUESTION), ("assistant", ended["output"]), ("user", "Thanks!")]
+
+
+async def test_a_cancel_mid_answer_stops_the_model_s_stream(stack: Stack, llm: str) -> None:
+    url = stack.gateway(TOKENTAIL_AGENTS=AGENTS)
+    _worker(stack, llm, model="slow-400")  # 20 s of answer
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        watcher = await _start(client)
+        following = asyncio.create_task(watcher.follow())
+        await eventually(lambda: watcher.deltas() >= 3, within=60, what="the answer is streaming")
+        sid = watcher.url.split("/sessions/")[1].split("/")[0]
+        assert (await client.post(f"/v1/sessions/{sid}/cancel")).status_code == 202
+        await asyncio.wait_for(following, 30)
+    assert watcher.seen.events[-1][1] == "run.cancelled"
+    answering = fake_openai.calls()[-1]
+    await eventually(lambda: answering.disconnected, within=10, what="the model's stream was closed")
+    assert not answering.finished, fake_openai.dumps()
+
+
+async def test_a_worker_killed_mid_answer_is_taken_over_and_the_run_completes(stack: Stack, llm: str) -> None:
+    stack.env["TOKENTAIL_LEASE_MS"] = "2000"
+    url = stack.gateway(TOKENTAIL_AGENTS=AGENTS)
+    doomed = _worker(stack, llm, model="slow-60")  # 3 s of answer
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        watcher = await _start(client)
+        following = asyncio.create_task(watcher.follow())
+        await eventually(lambda: watcher.deltas() >= 3, within=60, what="the answer is streaming")
+        _worker(stack, llm, model="slow-60")
+        doomed.kill()  # SIGKILL mid-answer
+        await asyncio.wait_for(following, 60)
+    seen = watcher.seen
+    kinds = [kind for _, kind, _ in seen.events]
+    assert seen.ids == list(range(1, len(seen.ids) + 1))
+    assert kinds.count("run.retrying") == 1 and kinds[-1] == "run.completed"
+    assert kinds.count("tool.started") == 2  # the second attempt calls the tool again
+    assert watcher.answer() == seen.events[-1][2]["output"]
+    assert watcher.answer().endswith(" word59")
