@@ -25,10 +25,8 @@ from pydantic_ai.messages import (  # noqa: E402
 )
 from pydantic_ai.models.function import (  # noqa: E402
     AgentInfo,
-    DeltaThinkingCalls,
     DeltaThinkingPart,
     DeltaToolCall,
-    DeltaToolCalls,
 )
 from pydantic_ai.models.function import FunctionModel as _FunctionModel  # noqa: E402
 from pydantic_ai.models.test import TestModel as _TestModel  # noqa: E402
@@ -40,8 +38,6 @@ from tests.e2e.watcher import Watcher  # noqa: E402
 from tests.waiting import eventually  # noqa: E402
 from tokentail.frameworks.pydantic_ai import history, pydantic_ai_agent  # noqa: E402
 from worker.context import RunContext  # noqa: E402
-
-Chunk = str | DeltaToolCalls | DeltaThinkingCalls
 
 
 class Recorder:
@@ -87,7 +83,7 @@ async def _run(agent: Agent[Any, Any], recorder: Recorder) -> None:
 def _weather_model() -> _FunctionModel:
     """Calls get_weather with its arguments in fragments, then thinks and answers with the result."""
 
-    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Chunk]:
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | dict[int, Any]]:
         results = [p for m in messages if isinstance(m, ModelRequest) for p in m.parts if isinstance(p, ToolReturnPart)]
         if not results:
             yield {0: DeltaToolCall(name="get_weather", json_args='{"ci', tool_call_id="call_1")}
@@ -96,18 +92,16 @@ def _weather_model() -> _FunctionModel:
         yield {0: DeltaThinkingPart(content="The tool ")}
         yield {0: DeltaThinkingPart(content="answered.")}
         yield "It is "
-        yield f"{results[-1].content['sky']} in Paris."
+        yield f"{results[-1].model_response_object()['sky']} in Paris."
 
     return _FunctionModel(stream_function=stream)
 
 
 async def test_text_thinking_and_a_tool_call_map_in_order_with_usage() -> None:
-    agent = Agent(_weather_model())
-
-    @agent.tool_plain
     def get_weather(city: str) -> dict[str, Any]:
         return {"city": city, "sky": "sunny"}
 
+    agent = Agent(_weather_model(), tools=[get_weather])
     recorder = Recorder("What is the weather in Paris?")
     await _run(agent, recorder)
     assert recorder.calls == [
@@ -122,16 +116,15 @@ async def test_text_thinking_and_a_tool_call_map_in_order_with_usage() -> None:
 
 
 async def test_a_tool_that_asks_for_a_retry_is_reported_failed_then_called_again() -> None:
-    agent = Agent(_TestModel())
     tries: list[int] = []
 
-    @agent.tool_plain
     def flaky(n: int) -> str:
         tries.append(n)
         if len(tries) == 1:
             raise ModelRetry("try again")
         return "ok"
 
+    agent = Agent(_TestModel(), tools=[flaky])
     recorder = Recorder("go")
     await _run(agent, recorder)
     tools = [call for call in recorder.calls if call[0].startswith("tool")]
