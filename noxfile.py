@@ -16,6 +16,7 @@ nox.options.error_on_missing_interpreters = True
 FRAMEWORKS = {
     "semantic-kernel": "tests/e2e/frameworks/test_semantic_kernel.py",
     "pydantic-ai": "tests/e2e/frameworks/test_pydantic_ai.py",
+    "openai-agents": "tests/e2e/frameworks/test_openai_agents.py",
 }
 
 

@@ -1,0 +1,141 @@
+"""OpenAI Agents SDK agents in a tokentail worker (`pip install tokentail[openai-agents]`).
+
+    from tokentail.frameworks.openai_agents import openai_agent
+    weather = openai_agent(Agent(name="weather", instructions="...", tools=[get_weather]))
+
+registered like any other agent (`TOKENTAIL_AGENTS='{"weather": "my_module:weather"}'`). Each run
+is `Runner.run_streamed(agent, items)`, the session's earlier turns and the run's input as the SDK's
+input items, and its `stream_events()` become tokentail events:
+
+- the model's text deltas (raw `response.output_text.delta`) -> `message.delta`, and its reasoning
+  deltas -> `reasoning.delta`;
+- a `tool_called` item -> `tool.started` (with the whole arguments: the SDK emits the item once the
+  model has finished the call), its `tool_output` item -> `tool.completed`;
+- every event carries the name of the agent that made it (`agent`), which changes on a handoff
+  (`agent_updated_stream_event`);
+- the run's usage, summed by the SDK over its model calls, -> `run.completed`.
+
+`run_streamed` runs the agent loop in a background task of the SDK's. When tokentail cancels the
+run's task (a client's cancel, a stopping worker), the adapter calls `result.cancel()`, which
+cancels that background task and with it the model's HTTP stream: the token spend stops.
+"""
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agents import (
+    Agent,
+    AgentUpdatedStreamEvent,
+    RawResponsesStreamEvent,
+    RunConfig,
+    RunItemStreamEvent,
+    Runner,
+    ToolCallItem,
+    ToolCallOutputItem,
+    TResponseInputItem,
+)
+from agents.run_config import DEFAULT_MAX_TURNS
+
+from worker.context import RunContext
+
+TokentailAgent = Callable[[RunContext], Awaitable[None]]
+
+TEXT_DELTA = "response.output_text.delta"
+REASONING_DELTAS = frozenset({"response.reasoning_text.delta", "response.reasoning_summary_text.delta"})
+
+
+def input_items(ctx: RunContext) -> list[TResponseInputItem]:
+    """The session's earlier turns, then the run's input, as the SDK's input items. Turns with no
+    text (a run that failed before answering) are left out: a model is not sent empty messages."""
+    items: list[TResponseInputItem] = [
+        {"role": turn.role, "content": turn.content} for turn in ctx.history if turn.content
+    ]
+    items.append({"role": "user", "content": ctx.input})
+    return items
+
+
+def openai_agent(
+    agent: Agent[Any],
+    *,
+    run_config: RunConfig | None = None,
+    max_turns: int = DEFAULT_MAX_TURNS,
+    context: Callable[[RunContext], Any] | None = None,
+) -> TokentailAgent:
+    """A tokentail agent that runs `agent` (and whatever it hands off to) on the run's input.
+    `context(ctx)`, when given, makes the SDK's context object of each run (what the tools see as
+    `RunContextWrapper.context`)."""
+
+    async def run(ctx: RunContext) -> None:
+        result = Runner.run_streamed(
+            agent,
+            input_items(ctx),
+            context=context(ctx) if context is not None else None,
+            max_turns=max_turns,
+            run_config=run_config,
+        )
+        label = agent.name
+        try:
+            async for event in result.stream_events():
+                if isinstance(event, AgentUpdatedStreamEvent):  # the start, and each handoff
+                    label = event.new_agent.name
+                else:
+                    await _emit(ctx, event, label)
+        finally:
+            # A no-op once the run is over. Cancelled while this task was not waiting on the SDK's
+            # queue (writing an event, say), the SDK would not know: stop its run loop here.
+            result.cancel()
+        usage = result.context_wrapper.usage
+        ctx.add_usage(usage.input_tokens, usage.output_tokens)
+
+    return run
+
+
+async def _emit(ctx: RunContext, event: RawResponsesStreamEvent | RunItemStreamEvent, label: str) -> None:
+    if isinstance(event, RawResponsesStreamEvent):
+        if event.data.type == TEXT_DELTA:
+            await ctx.delta(event.data.delta, agent=label)
+        elif event.data.type in REASONING_DELTAS:
+            await ctx.reasoning(getattr(event.data, "delta", ""), agent=label)
+    elif isinstance(event.item, ToolCallItem):  # tool_called
+        item = event.item
+        call_id = item.call_id or f"call_{id(item.raw_item)}"
+        await ctx.tool_started(call_id, item.tool_name or "tool", tool_arguments(item.raw_item), agent=label)
+    elif isinstance(event.item, ToolCallOutputItem):  # tool_output
+        call_id = _field(event.item.raw_item, "call_id") or _field(event.item.raw_item, "id")
+        if call_id:
+            await ctx.tool_finished(call_id, result=tool_result(event.item.output), agent=label)
+
+
+def tool_arguments(raw_item: Any) -> dict[str, Any]:
+    """A tool call's arguments as an object: function calls carry them as a JSON string; other tools
+    (hosted, computer, shell) as fields of their own, or not at all."""
+    arguments = _field(raw_item, "arguments")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            return {"arguments": arguments}
+    if arguments is None:
+        action = _field(raw_item, "action")
+        return {"action": _jsonable(action)} if action is not None else {}
+    return arguments if isinstance(arguments, dict) else {"arguments": _jsonable(arguments)}
+
+
+def tool_result(output: Any) -> Any:
+    """What the tool returned, as JSON when it is, else as the text the model was given."""
+    return _jsonable(output)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):  # a pydantic model (an SDK item, a tool's structured output)
+        value = value.model_dump(mode="json")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value
+
+
+def _field(raw_item: Any, name: str) -> Any:
+    return raw_item.get(name) if isinstance(raw_item, dict) else getattr(raw_item, name, None)
