@@ -1,0 +1,100 @@
+"""LangGraph graphs in a tokentail worker (`pip install tokentail[langgraph]`):
+
+    from tokentail.frameworks.langgraph import langgraph_agent
+    weather = langgraph_agent(create_react_agent(ChatOpenAI(stream_usage=True), [get_weather]))
+
+registered like any other agent (`TOKENTAIL_AGENTS`). The graph runs through `astream` with the
+`messages`, `updates` and `custom` stream modes, subgraphs included:
+
+- `messages`: the model's tokens, as they come: text (`message.delta`), reasoning, and usage;
+- `updates`: what each node returned: an AI message's tool calls (`tool.started`, with their whole
+  arguments) and the tool messages that answer them (`tool.completed`, or `tool.failed` for a
+  tool message whose status is `error`);
+- `custom`: what nodes write with `get_stream_writer()`: a string is a `status`, anything else a
+  `data.custom` event.
+
+Events from inside a subgraph carry its node's name as their `agent` label, so a UI can group a
+supervisor's workers. The graph's input is the session's turns and the run's input as `messages`
+(give `make_input` for a graph whose state has another shape). Cancelling the run cancels the
+graph's task and, with it, the model's HTTP stream.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langgraph.pregel import Pregel
+
+from tokentail.frameworks.langchain import history, jsonable, stream_chunk
+from worker.context import RunContext
+
+TokentailAgent = Callable[[RunContext], Awaitable[None]]
+STREAM_MODES = ["messages", "updates", "custom"]
+
+
+def messages_input(ctx: RunContext) -> dict[str, Any]:
+    return {"messages": [*history(ctx), HumanMessage(ctx.input)]}
+
+
+def langgraph_agent(
+    graph: Pregel, *, make_input: Callable[[RunContext], Any] = messages_input, config: dict[str, Any] | None = None
+) -> TokentailAgent:
+    """A tokentail agent that streams a run of the compiled `graph`."""
+
+    async def run(ctx: RunContext) -> None:
+        stream = graph.astream(make_input(ctx), config, stream_mode=STREAM_MODES, subgraphs=True)
+        calls = _ToolCalls(ctx)
+        async for namespace, mode, data in stream:
+            agent = _agent_of(namespace)
+            if mode == "messages":
+                chunk, _metadata = data
+                if isinstance(chunk, AIMessageChunk):
+                    await stream_chunk(ctx, chunk, agent)
+            elif mode == "updates":
+                await calls.update(data, agent)
+            elif isinstance(data, str):
+                await ctx.status(data, agent=agent)
+            else:
+                await ctx.data("custom", jsonable(data), agent=agent)
+
+    return run
+
+
+def _agent_of(namespace: tuple[str, ...]) -> str | None:
+    """A subgraph's events: the node that runs it (`"researcher:<task id>"` -> `researcher`)."""
+    return namespace[-1].partition(":")[0] if namespace else None
+
+
+class _ToolCalls:
+    """Tool calls and their results, from the nodes' updates. A subgraph's messages come again in
+    its parent's update (the subgraph's node returns them): each call is told once."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+        self._seen: set[tuple[str, str]] = set()  # (call id, "started" | "finished")
+
+    async def update(self, updates: Any, agent: str | None) -> None:
+        if not isinstance(updates, dict):
+            return
+        for update in updates.values():
+            messages = update.get("messages", []) if isinstance(update, dict) else []
+            for message in messages if isinstance(messages, list) else [messages]:
+                await self._message(message, agent)
+
+    async def _message(self, message: Any, agent: str | None) -> None:
+        if isinstance(message, AIMessage):
+            for call in message.tool_calls:
+                call_id = call["id"] or call["name"]
+                if self._first(call_id, "started"):
+                    await self._ctx.tool_started(call_id, call["name"], call["args"], agent=agent)
+        elif isinstance(message, ToolMessage) and self._first(message.tool_call_id, "finished"):
+            if message.status == "error":
+                await self._ctx.tool_finished(message.tool_call_id, error=str(message.content), agent=agent)
+            else:
+                await self._ctx.tool_finished(message.tool_call_id, result=jsonable(message.content), agent=agent)
+
+    def _first(self, call_id: str, what: str) -> bool:
+        if (call_id, what) in self._seen:
+            return False
+        self._seen.add((call_id, what))
+        return True
