@@ -15,6 +15,7 @@ nox.options.error_on_missing_interpreters = True
 # The optional extra (pyproject.toml) -> its tests.
 FRAMEWORKS = {
     "semantic-kernel": "tests/e2e/frameworks/test_semantic_kernel.py",
+    "haystack": "tests/e2e/frameworks/test_haystack.py",
 }
 
 
