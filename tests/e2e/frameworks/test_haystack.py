@@ -1,23 +1,155 @@
 """A Haystack agent (examples/haystack_agent.py, unchanged) in real gateway and worker processes,
-its OpenAIChatGenerator streaming from the local fake OpenAI server."""
+its OpenAIChatGenerator streaming from the local fake OpenAI server; first, the chunk mapping in
+process, driven by Haystack's own MockChatGenerator. (In this file, not tests/unit: the unit tier's
+conftest needs fakeredis, which the framework's environment does not have.)"""
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import pytest
 
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # read when haystack is imported
 pytest.importorskip("haystack")
 
+from haystack import Pipeline  # noqa: E402
+from haystack.components.agents import Agent  # noqa: E402
+from haystack.components.generators.chat import MockChatGenerator  # noqa: E402
+from haystack.dataclasses import ChatMessage, ReasoningContent, StreamingChunk, ToolCall  # noqa: E402
+from haystack.dataclasses.streaming_chunk import ToolCallDelta  # noqa: E402
+from haystack.tools import create_tool_from_function  # noqa: E402
+
+from shared.records import Turn  # noqa: E402
 from tests.e2e.conftest import Stack  # noqa: E402
 from tests.e2e.frameworks import fake_openai  # noqa: E402
 from tests.e2e.watcher import Watcher  # noqa: E402
 from tests.waiting import eventually  # noqa: E402
+from tokentail.frameworks.haystack import ChunkMapper, from_agent, from_pipeline, history  # noqa: E402
+from worker.context import RunContext  # noqa: E402
 
 AGENTS = '{"weather": "examples.haystack_agent:weather"}'
 QUESTION = "What is the weather in Paris?"
+
+
+class Recorder:
+    """Takes a RunContext's place in process: records what the adapter streams, in order."""
+
+    def __init__(self, input: str = QUESTION, turns: list[Turn] | None = None) -> None:
+        self.input, self.history = input, turns or []
+        self.events: list[tuple[str, Any]] = []
+        self.usage = [0, 0]
+
+    async def delta(self, text: str, *, agent: str | None = None) -> None:
+        self.events.append(("delta", text))
+
+    async def reasoning(self, text: str, *, agent: str | None = None) -> None:
+        self.events.append(("reasoning", text))
+
+    async def tool_started(
+        self, call_id: str, name: str, arguments: dict[str, Any], *, agent: str | None = None
+    ) -> None:
+        self.events.append(("tool.started", (call_id, name, arguments)))
+
+    async def tool_finished(
+        self, call_id: str, *, result: Any = None, error: Any = None, agent: str | None = None
+    ) -> None:
+        self.events.append(("tool.failed", (call_id, error)) if error else ("tool.completed", (call_id, result)))
+
+    def add_usage(self, input_tokens: int, output_tokens: int) -> None:
+        self.usage = [self.usage[0] + input_tokens, self.usage[1] + output_tokens]
+
+    def context(self) -> RunContext:
+        return cast(RunContext, self)
+
+
+def _weather(city: str) -> dict[str, Any]:
+    """The current weather in a city."""
+    return fake_openai.WEATHER | {"city": city}
+
+
+def _broken_weather(city: str) -> str:
+    """The weather, from a service that is down."""
+    raise RuntimeError("weather service unavailable")
+
+
+get_weather = create_tool_from_function(_weather, name="get_weather")
+broken_weather = create_tool_from_function(_broken_weather, name="broken_weather")
+
+
+async def test_an_agent_s_tool_call_and_answer_map_to_events_in_order() -> None:
+    # No call id from the model (MockChatGenerator gives none): the call and its result still pair up.
+    generator = MockChatGenerator(
+        [ChatMessage.from_assistant(tool_calls=[ToolCall("get_weather", {"city": "Paris"})]), "It is sunny."]
+    )
+    ctx = Recorder()
+    await from_agent(Agent(chat_generator=generator, tools=[get_weather]))(ctx.context())
+    (_, (call_id, name, arguments)), completed, *answer = ctx.events
+    assert (name, arguments) == ("get_weather", {"city": "Paris"}) and call_id.startswith("get_weather-")
+    assert completed == ("tool.completed", (call_id, fake_openai.WEATHER))  # the JSON the model got, as itself
+    assert answer == [("delta", "It "), ("delta", "is "), ("delta", "sunny.")]
+
+
+async def test_a_failing_tool_is_reported_and_the_agent_goes_on() -> None:
+    call = ToolCall("broken_weather", {"city": "Paris"}, id="call_1")
+    generator = MockChatGenerator([ChatMessage.from_assistant(tool_calls=[call]), "No weather today."])
+    ctx = Recorder()
+    await from_agent(Agent(chat_generator=generator, tools=[broken_weather]))(ctx.context())
+    kinds = [kind for kind, _ in ctx.events]
+    assert kinds == ["tool.started", "tool.failed", "delta", "delta", "delta"]
+    failed_id, error = ctx.events[1][1]
+    assert failed_id == "call_1" and "weather service unavailable" in error
+
+
+async def test_parallel_calls_assemble_by_index_reasoning_and_usage() -> None:
+    ctx = Recorder()
+    mapper = ChunkMapper(ctx.context())
+    chunks = [
+        StreamingChunk("", index=0, reasoning=ReasoningContent("Two cities. ")),
+        StreamingChunk("", index=0, tool_calls=[ToolCallDelta(0, "get_weather", '{"ci', "call_a")]),
+        StreamingChunk("", index=1, tool_calls=[ToolCallDelta(1, "get_weather", '{"city"', "call_b")]),
+        StreamingChunk("", index=0, tool_calls=[ToolCallDelta(0, arguments='ty": "Paris"}')]),
+        StreamingChunk("", index=1, tool_calls=[ToolCallDelta(1, arguments=': "Rome"}')]),
+    ]
+    for chunk in chunks:
+        await mapper(chunk)
+    assert ctx.events == [("reasoning", "Two cities. ")]  # no call is started before its arguments are whole
+    await mapper(StreamingChunk("", finish_reason="tool_calls"))
+    await mapper(StreamingChunk("", meta={"usage": {"prompt_tokens": 20, "completion_tokens": 7}}))
+    assert ctx.events[1:] == [
+        ("tool.started", ("call_a", "get_weather", {"city": "Paris"})),
+        ("tool.started", ("call_b", "get_weather", {"city": "Rome"})),
+    ]
+    assert ctx.usage == [20, 7]
+
+
+async def test_a_pipeline_streams_and_history_becomes_chat_messages() -> None:
+    turns = [
+        Turn(role="user", content="Hi", run_id="r1"),
+        Turn(role="assistant", content="Hello!", run_id="r1", status="completed"),
+        Turn(role="user", content="Where?", run_id="r2"),
+        Turn(role="assistant", content="", run_id="r2", status="cancelled"),  # nothing said: left out
+    ]
+    seen: list[list[ChatMessage]] = []
+
+    def reply(messages: list[ChatMessage]) -> str:
+        seen.append(messages)
+        return "Paris is sunny."
+
+    pipe = Pipeline()
+    pipe.add_component("llm", MockChatGenerator(response_fn=reply))
+    ctx = Recorder("And now?", turns)
+    run = from_pipeline(pipe, lambda ctx: {"llm": {"messages": history(ctx) + [ChatMessage.from_user(ctx.input)]}})
+    await run(ctx.context())
+    assert [(m.role.value, m.text) for m in seen[0]] == [
+        ("user", "Hi"),
+        ("assistant", "Hello!"),
+        ("user", "Where?"),
+        ("user", "And now?"),
+    ]
+    assert "".join(text for kind, text in ctx.events if kind == "delta") == "Paris is sunny."
 
 
 @pytest.fixture
