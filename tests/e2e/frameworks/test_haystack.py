@@ -20,7 +20,7 @@ from haystack.components.agents import Agent  # noqa: E402
 from haystack.components.generators.chat import MockChatGenerator  # noqa: E402
 from haystack.dataclasses import ChatMessage, ReasoningContent, StreamingChunk, ToolCall  # noqa: E402
 from haystack.dataclasses.streaming_chunk import ToolCallDelta  # noqa: E402
-from haystack.tools import create_tool_from_function  # noqa: E402
+from haystack.tools.from_function import create_tool_from_function  # noqa: E402
 
 from shared.records import Turn  # noqa: E402
 from tests.e2e.conftest import Stack  # noqa: E402
