@@ -18,6 +18,7 @@ FRAMEWORKS = {
     "semantic-kernel": "tests/e2e/frameworks/test_semantic_kernel.py",
     "pydantic-ai": "tests/e2e/frameworks/test_pydantic_ai.py",
     "openai-agents": "tests/e2e/frameworks/test_openai_agents.py",
+    "haystack": "tests/e2e/frameworks/test_haystack.py",
 }
 
 

@@ -1,0 +1,175 @@
+"""Haystack agents and pipelines in a tokentail worker (`pip install tokentail[haystack]`).
+
+    from tokentail.frameworks.haystack import from_agent, from_pipeline
+    weather = from_agent(Agent(chat_generator=OpenAIChatGenerator(...), tools=[get_weather]))
+    answer = from_pipeline(pipe, lambda ctx: {"prompt_builder": {"question": ctx.input}})
+
+registered like any other agent (`TOKENTAIL_AGENTS='{"weather": "my_module:weather"}'`). An `Agent`
+runs through `Agent.run_async(streaming_callback=...)`, a `Pipeline` through `Pipeline.stream(...)`
+(its async run with a streaming callback on every streaming component). Both are async, so a cancel
+of the run cancels the chat generator's HTTP stream (Haystack closes it on cancellation).
+
+Everything reaches tokentail as Haystack's `StreamingChunk`s, mapped one by one (`ChunkMapper`):
+text -> `message.delta`, `reasoning` -> `reasoning.delta`, `ToolCallDelta`s assembled by index ->
+`tool.started` once the model's message is complete (its arguments whole), `tool_call_result` (the
+Agent's tool invoker streams one per call) -> `tool.completed` or `tool.failed`, and `meta["usage"]`
+(the last chunk of an OpenAI stream, when asked with `stream_options.include_usage`) -> usage.
+"""
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from haystack import Pipeline
+from haystack.components.agents import Agent
+from haystack.components.generators.chat import OpenAIChatGenerator
+from haystack.dataclasses import ChatMessage, StreamingChunk, ToolCall
+
+from worker.context import RunContext
+
+TokentailAgent = Callable[[RunContext], Awaitable[None]]
+
+# OpenAI streams no usage unless asked; Haystack's OpenAIChatGenerator does not ask by itself.
+INCLUDE_USAGE = {"stream_options": {"include_usage": True}}
+
+
+def history(ctx: RunContext) -> list[ChatMessage]:
+    """The session's earlier turns as Haystack chat messages (empty answers, of runs that failed or
+    were cancelled before any text, are left out)."""
+    return [
+        ChatMessage.from_user(turn.content) if turn.role == "user" else ChatMessage.from_assistant(turn.content)
+        for turn in ctx.history
+        if turn.role == "user" or turn.content
+    ]
+
+
+def from_agent(agent: Agent) -> TokentailAgent:
+    """A tokentail agent that runs `agent` on the session's earlier turns and the run's input."""
+
+    async def run(ctx: RunContext) -> None:
+        mapper = ChunkMapper(ctx)
+        await agent.run_async(
+            history(ctx) + [ChatMessage.from_user(ctx.input)],
+            streaming_callback=mapper,
+            generation_kwargs=_usage_kwargs(agent.chat_generator),
+        )
+        await mapper.flush()
+
+    return run
+
+
+def from_pipeline(pipeline: Pipeline, inputs: Callable[[RunContext], dict[str, Any]]) -> TokentailAgent:
+    """A tokentail agent that runs `pipeline` on `inputs(ctx)` (its `data`: build it from
+    `ctx.input`, `history(ctx)`, `ctx.params`) and streams every streaming component's chunks. Ask
+    the pipeline's OpenAI generators for usage yourself (`generation_kwargs=INCLUDE_USAGE`)."""
+
+    async def run(ctx: RunContext) -> None:
+        mapper = ChunkMapper(ctx)
+        # Abandoning the handle (a cancel) cancels the pipeline's task, and with it the model's stream.
+        async for chunk in pipeline.stream(inputs(ctx)):
+            await mapper(chunk)
+        await mapper.flush()
+
+    return run
+
+
+def _usage_kwargs(generator: object) -> dict[str, Any] | None:
+    """Ask an OpenAI generator (Azure's too) for usage, unless it was configured with its own
+    `stream_options`; run-time generation_kwargs replace init-time ones key by key."""
+    if isinstance(generator, OpenAIChatGenerator) and "stream_options" not in generator.generation_kwargs:
+        return dict(INCLUDE_USAGE)
+    return None
+
+
+@dataclass
+class _PendingCall:
+    call_id: str | None = None
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class ChunkMapper:
+    """Maps one run's StreamingChunks to tokentail events; it is the run's async streaming callback.
+
+    A tool call streams as ToolCallDeltas (its id and name first, then argument fragments) keyed by
+    index; it is reported when the message is complete (a chunk with a `finish_reason`), so that
+    `tool.started` carries the whole arguments. A tool result whose call was never streamed (a
+    generator that does not stream tool calls) is reported with its start just before it.
+    """
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self._pending: dict[int, _PendingCall] = {}
+        self._started: set[str] = set()
+
+    async def __call__(self, chunk: StreamingChunk) -> None:
+        if chunk.content:
+            await self.ctx.delta(chunk.content)
+        if chunk.reasoning is not None and chunk.reasoning.reasoning_text:
+            await self.ctx.reasoning(chunk.reasoning.reasoning_text)
+        for delta in chunk.tool_calls or ():
+            call = self._pending.setdefault(delta.index, _PendingCall())
+            call.call_id = call.call_id or delta.id
+            call.name = call.name or delta.tool_name or ""
+            call.arguments.append(delta.arguments or "")
+        if chunk.finish_reason is not None or chunk.tool_call_result is not None:
+            await self.flush()
+        if (result := chunk.tool_call_result) is not None:
+            call_id = _call_id(result.origin)
+            if call_id not in self._started:
+                await self._start(call_id, result.origin.tool_name, result.origin.arguments)
+            self._started.discard(call_id)
+            if result.error:
+                await self.ctx.tool_finished(call_id, error=str(result.result))
+            else:
+                await self.ctx.tool_finished(call_id, result=_from_json(result.result))
+        usage = chunk.meta.get("usage")
+        if isinstance(usage, dict):
+            self.ctx.add_usage(
+                usage.get("prompt_tokens") or usage.get("input_tokens") or 0,
+                usage.get("completion_tokens") or usage.get("output_tokens") or 0,
+            )
+
+    async def flush(self) -> None:
+        """Report the tool calls assembled so far as started."""
+        pending, self._pending = self._pending, {}
+        for _, call in sorted(pending.items()):
+            arguments = _arguments("".join(call.arguments))
+            await self._start(_call_id(ToolCall(call.name, arguments, call.call_id)), call.name, arguments)
+
+    async def _start(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
+        self._started.add(call_id)
+        await self.ctx.tool_started(call_id, name, arguments)
+
+
+def _call_id(call: ToolCall) -> str:
+    """The call's id; for a provider that gives none, one made from its name and arguments, which the
+    streamed call and its result (whose `origin` is the parsed call) both have."""
+    if call.id:
+        return str(call.id)
+    digest = hashlib.sha256(json.dumps(call.arguments, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{call.tool_name}-{digest[:12]}"
+
+
+def _arguments(text: str) -> dict[str, Any]:
+    """The streamed arguments as Haystack parses them (a JSON object); anything else kept as text."""
+    try:
+        parsed = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError:
+        return {"arguments": text}
+    return parsed if isinstance(parsed, dict) else {"arguments": parsed}
+
+
+def _from_json(result: object) -> object:
+    """Haystack gives the model a tool's result as a string, JSON for anything but a string: show
+    an object or list as itself again."""
+    if isinstance(result, str) and result.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(result)
+        except json.JSONDecodeError:
+            pass
+    if isinstance(result, str | int | float | bool | dict | list) or result is None:
+        return result
+    return str(result)  # content parts (text, images): their text form
