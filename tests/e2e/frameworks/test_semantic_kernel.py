@@ -1,107 +1,39 @@
 """A Semantic Kernel agent (examples/semantic_kernel_agent.py, unchanged) in real gateway and worker
 processes, its OpenAI client streaming from the local fake OpenAI server."""
 
-import asyncio
-from collections.abc import Iterator
-from typing import Any
-
-import httpx2
 import pytest
 
 pytest.importorskip("semantic_kernel")
 
 from tests.e2e.conftest import Stack  # noqa: E402
 from tests.e2e.frameworks import fake_openai  # noqa: E402
-from tests.e2e.watcher import Watcher  # noqa: E402
-from tests.waiting import eventually  # noqa: E402
+from tests.e2e.frameworks.scenarios import (  # noqa: E402
+    Example,
+    answer_with_the_weather_tool,
+    cancel_mid_answer,
+    worker_killed_mid_answer,
+)
 
 AGENTS = (
     '{"weather": "examples.semantic_kernel_agent:weather",'
     ' "weather_chat": "examples.semantic_kernel_agent:weather_chat"}'
 )
-QUESTION = "What is the weather in Paris?"
 
 
 @pytest.fixture
-def llm() -> Iterator[str]:
-    with fake_openai.serving() as url:
-        yield url
-
-
-def _worker(stack: Stack, llm: str, model: str = "gpt-test") -> Any:
-    return stack.worker(
-        TOKENTAIL_AGENTS=AGENTS,
-        OPENAI_API_KEY=fake_openai.API_KEY,
-        OPENAI_BASE_URL=llm,
-        TOKENTAIL_EXAMPLE_MODEL=model,
-    )
-
-
-async def _start(client: httpx2.AsyncClient, agent: str = "weather") -> Watcher:
-    created = await client.post("/v1/sessions", json={"input": QUESTION, "agent": agent})
-    assert created.status_code == 201, created.text
-    return Watcher(client, created.json()["events_url"])
+def example(stack: Stack, llm: str) -> Example:
+    return Example(stack, llm, AGENTS)
 
 
 @pytest.mark.parametrize("agent", ["weather", "weather_chat"])  # a ChatCompletionAgent; a chat service
-async def test_the_answer_streams_with_the_plugin_call_live_and_usage(stack: Stack, llm: str, agent: str) -> None:
-    url = stack.gateway(TOKENTAIL_AGENTS=AGENTS)
-    _worker(stack, llm)
-    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
-        watcher = await _start(client, agent)
-        await asyncio.wait_for(watcher.follow(), 60)
-    seen = watcher.seen
-    assert seen.ids == list(range(1, len(seen.ids) + 1))
-    kinds = [kind for _, kind, _ in seen.events]
-    assert kinds[:2] == ["run.queued", "run.started"] and kinds[-1] == "run.completed", kinds
-    assert kinds.index("tool.started") < kinds.index("tool.completed") < kinds.index("message.delta")
-    started = next(data for _, kind, data in seen.events if kind == "tool.started")
-    completed = next(data for _, kind, data in seen.events if kind == "tool.completed")
-    assert started["name"] == "get_weather" and started["arguments"] == {"city": "Paris"}
-    assert completed["call_id"] == started["call_id"] == "call_weather_1"
-    assert completed["result"] == fake_openai.WEATHER | {"city": "Paris"}
-    ended = seen.events[-1][2]
-    assert ended["output"] == watcher.answer() and ended["output"].startswith("The weather tool says: ")
-    assert ended["usage"]["input_tokens"] > 0 and ended["usage"]["output_tokens"] > 0
-    assert [call.tools for call in fake_openai.calls()] == [["WeatherPlugin-get_weather"]] * 2
-    # A follow-up in the same session: the agent is given the session's earlier turns.
-    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
-        follow_up = await client.post(f"{watcher.url.removesuffix('/events')}/runs", json={"input": "Thanks!"})
-        assert follow_up.status_code == 202, follow_up.text
-        await asyncio.wait_for(Watcher(client, watcher.url).follow(), 60)
-    sent = [(m["role"], m.get("content")) for m in fake_openai.calls()[-1].messages if m["role"] != "system"]
-    assert sent == [("user", QUESTION), ("assistant", ended["output"]), ("user", "Thanks!")]
+async def test_the_answer_streams_with_the_plugin_call_live_and_usage(example: Example, agent: str) -> None:
+    await answer_with_the_weather_tool(example, agent)
+    assert fake_openai.calls()[0].tools == ["WeatherPlugin-get_weather"]  # Semantic Kernel's name for it
 
 
-async def test_a_cancel_mid_answer_stops_the_model_s_stream(stack: Stack, llm: str) -> None:
-    url = stack.gateway(TOKENTAIL_AGENTS=AGENTS)
-    _worker(stack, llm, model="slow-400")  # 20 s of answer
-    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
-        watcher = await _start(client)
-        following = asyncio.create_task(watcher.follow())
-        await eventually(lambda: watcher.deltas() >= 3, within=60, what="the answer is streaming")
-        sid = watcher.url.split("/sessions/")[1].split("/")[0]
-        assert (await client.post(f"/v1/sessions/{sid}/cancel")).status_code == 202
-        await asyncio.wait_for(following, 30)
-    assert watcher.seen.events[-1][1] == "run.cancelled"
-    answering = fake_openai.calls()[-1]
-    await eventually(lambda: answering.disconnected, within=10, what="the model's stream was closed")
-    assert not answering.finished, fake_openai.dumps()
+async def test_a_cancel_mid_answer_stops_the_model_s_stream(example: Example) -> None:
+    await cancel_mid_answer(example)
 
 
-async def test_a_worker_killed_mid_answer_is_taken_over_and_the_run_completes(stack: Stack, llm: str) -> None:
-    stack.env["TOKENTAIL_LEASE_MS"] = "2000"
-    url = stack.gateway(TOKENTAIL_AGENTS=AGENTS)
-    doomed = _worker(stack, llm, model="slow-60")  # 3 s of answer
-    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
-        watcher = await _start(client)
-        following = asyncio.create_task(watcher.follow())
-        await eventually(lambda: watcher.deltas() >= 3, within=60, what="the answer is streaming")
-        _worker(stack, llm, model="slow-60")
-        doomed.kill()  # SIGKILL mid-answer
-        await asyncio.wait_for(following, 60)
-    seen = watcher.seen
-    kinds = [kind for _, kind, _ in seen.events]
-    assert seen.ids == list(range(1, len(seen.ids) + 1))
-    assert kinds.count("run.retrying") == 1 and kinds[-1] == "run.completed"
-    assert watcher.answer() == seen.events[-1][2]["output"]
+async def test_a_worker_killed_mid_answer_is_taken_over_and_the_run_completes(example: Example) -> None:
+    await worker_killed_mid_answer(example)
