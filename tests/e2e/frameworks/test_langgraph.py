@@ -41,7 +41,7 @@ async def _start(client: httpx2.AsyncClient, agent: str = "weather") -> Watcher:
 
 
 @pytest.mark.parametrize("agent", ["weather", "weather_chain"])  # a LangGraph graph; a LangChain chat model
-async def test_the_answer_streams_with_the_plugin_call_live_and_usage(stack: Stack, llm: str, agent: str) -> None:
+async def test_the_answer_streams_with_the_tool_call_live_and_usage(stack: Stack, llm: str, agent: str) -> None:
     url = stack.gateway(TOKENTAIL_AGENTS=AGENTS)
     _worker(stack, llm)
     async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
@@ -71,11 +71,12 @@ async def test_the_answer_streams_with_the_plugin_call_live_and_usage(stack: Sta
     assert sent == [("user", QUESTION), ("assistant", ended["output"]), ("user", "Thanks!")]
 
 
-async def test_a_cancel_mid_answer_stops_the_model_s_stream(stack: Stack, llm: str) -> None:
+@pytest.mark.parametrize("agent", ["weather", "weather_chain"])
+async def test_a_cancel_mid_answer_stops_the_model_s_stream(stack: Stack, llm: str, agent: str) -> None:
     url = stack.gateway(TOKENTAIL_AGENTS=AGENTS)
     _worker(stack, llm, model="slow-400")  # 20 s of answer
     async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
-        watcher = await _start(client)
+        watcher = await _start(client, agent)
         following = asyncio.create_task(watcher.follow())
         await eventually(lambda: watcher.deltas() >= 3, within=60, what="the answer is streaming")
         sid = watcher.url.split("/sessions/")[1].split("/")[0]
