@@ -1,5 +1,6 @@
-"""A LangGraph graph and a LangChain chat model with a callback handler (examples/langgraph_agent.py)
-in real gateway and worker processes, their OpenAI client streaming from the local fake OpenAI server."""
+"""A LangGraph graph (examples/langgraph_agent.py) and a LangChain chat model with a callback handler
+(examples/langchain_agent.py) in real gateway and worker processes, their OpenAI client streaming from
+the local fake OpenAI server; and the graph mapping in process."""
 
 import asyncio
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from tests.e2e.frameworks import fake_openai  # noqa: E402
 from tests.e2e.watcher import Watcher  # noqa: E402
 from tests.waiting import eventually  # noqa: E402
 
-AGENTS = '{"weather": "examples.langgraph_agent:weather", "weather_chain": "examples.langgraph_agent:weather_chain"}'
+AGENTS = '{"weather": "examples.langgraph_agent:weather", "weather_chain": "examples.langchain_agent:weather"}'
 QUESTION = "What is the weather in Paris?"
 
 
