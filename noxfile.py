@@ -15,6 +15,7 @@ nox.options.error_on_missing_interpreters = True
 # The optional extra (pyproject.toml) -> its tests.
 FRAMEWORKS = {
     "langgraph": "tests/e2e/frameworks/test_langgraph.py",
+    "langchain": "tests/e2e/frameworks/test_langchain.py",
     "semantic-kernel": "tests/e2e/frameworks/test_semantic_kernel.py",
     "pydantic-ai": "tests/e2e/frameworks/test_pydantic_ai.py",
     "openai-agents": "tests/e2e/frameworks/test_openai_agents.py",

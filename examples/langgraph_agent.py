@@ -1,6 +1,6 @@
-"""A LangGraph ReAct weather agent, streamed by tokentail: the tutorial's graph, unchanged, wrapped
-in one line; and `weather_chain`, a plain LangChain chat model with tools streamed through a
-callback handler, as the LangChain tutorials write it.
+"""A LangGraph weather agent, streamed by tokentail: the graph of LangGraph's "add tools" tutorial
+(a model node, a ToolNode, `tools_condition`), unchanged, wrapped in one line. (Without LangGraph, a
+chat model streamed by a callback handler: examples/langchain_agent.py.)
 
     .venv/bin/pip install -e '.[langgraph]'
     OPENAI_API_KEY=sk-... TOKENTAIL_AGENTS='{"weather": "examples.langgraph_agent:weather"}' \\
@@ -13,14 +13,13 @@ the model (gpt-4o-mini).
 
 import os
 
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import SystemMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
-from langgraph.prebuilt import create_react_agent
+from langgraph.graph import START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode, tools_condition
 
-from tokentail.frameworks.langchain import TokentailCallbackHandler, history
 from tokentail.frameworks.langgraph import langgraph_agent
-from worker.context import RunContext
 
 
 @tool
@@ -29,21 +28,21 @@ def get_weather(city: str) -> dict[str, object]:
     return {"city": city, "temperature_c": 21, "sky": "sunny"}
 
 
-# OPENAI_API_KEY and OPENAI_BASE_URL from the environment. `streaming=True` has `ainvoke` stream
-# too (the callback handler's tokens); usage comes with the stream.
-model = ChatOpenAI(model=os.environ.get("TOKENTAIL_EXAMPLE_MODEL", "gpt-4o-mini"), streaming=True, stream_usage=True)
-weather = langgraph_agent(create_react_agent(model, [get_weather], prompt="You answer questions about the weather."))
+# OPENAI_API_KEY and OPENAI_BASE_URL from the environment; `stream_usage=True`: the stream ends with
+# the usage. The graph streams the model's tokens whatever its `streaming` setting.
+model = ChatOpenAI(model=os.environ.get("TOKENTAIL_EXAMPLE_MODEL", "gpt-4o-mini"), stream_usage=True)
+chat = model.bind_tools([get_weather])
+PROMPT = SystemMessage("You answer questions about the weather.")
 
 
-async def weather_chain(ctx: RunContext) -> None:
-    """Without LangGraph: the model and its tool called in a loop, streamed by the callback handler."""
-    config = {"callbacks": [TokentailCallbackHandler(ctx)]}
-    chat = model.bind_tools([get_weather])
-    messages = [*history(ctx), HumanMessage(ctx.input)]
-    for _ in range(4):
-        reply = await chat.ainvoke(messages, config=config)
-        messages.append(reply)
-        if not reply.tool_calls:
-            return
-        for call in reply.tool_calls:  # given the whole call, a tool answers with its ToolMessage
-            messages.append(await get_weather.ainvoke(call, config=config))
+async def call_model(state: MessagesState) -> dict[str, object]:
+    return {"messages": [await chat.ainvoke([PROMPT, *state["messages"]])]}
+
+
+graph = StateGraph(MessagesState)
+graph.add_node("model", call_model)
+graph.add_node("tools", ToolNode([get_weather]))
+graph.add_edge(START, "model")
+graph.add_conditional_edges("model", tools_condition)
+graph.add_edge("tools", "model")
+weather = langgraph_agent(graph.compile())

@@ -32,9 +32,10 @@ def history(ctx: RunContext) -> list[BaseMessage]:
     ]
 
 
-async def stream_chunk(ctx: RunContext, chunk: AIMessageChunk, agent: str | None = None) -> None:
-    """One streamed chunk of a model's message: its text, its reasoning, and its usage (which
-    LangChain puts on the last chunk, e.g. with ChatOpenAI's `stream_usage=True`)."""
+async def stream_chunk(ctx: RunContext, chunk: AIMessage, agent: str | None = None) -> None:
+    """One streamed chunk of a model's message (or a whole message, sent once): its text, its
+    reasoning, and its usage (which LangChain puts on the last chunk, e.g. with ChatOpenAI's
+    `stream_usage=True`)."""
     for block in chunk.content_blocks:
         if block["type"] == "text" and block.get("text"):
             await ctx.delta(block["text"], agent=agent)

@@ -1,17 +1,22 @@
 """LangGraph graphs in a tokentail worker (`pip install tokentail[langgraph]`):
 
     from tokentail.frameworks.langgraph import langgraph_agent
-    weather = langgraph_agent(create_react_agent(ChatOpenAI(stream_usage=True), [get_weather]))
+    weather = langgraph_agent(graph.compile())  # a StateGraph of yours, unchanged
 
 registered like any other agent (`TOKENTAIL_AGENTS`). The graph runs through `astream` with the
 `messages`, `updates` and `custom` stream modes, subgraphs included:
 
-- `messages`: the model's tokens, as they come: text (`message.delta`), reasoning, and usage;
+- `messages`: the model's tokens, as they come: text (`message.delta`), reasoning, and usage; and
+  the whole AI messages LangGraph sends there once only (a model that does not stream, a node that
+  writes its own AI message);
 - `updates`: what each node returned: an AI message's tool calls (`tool.started`, with their whole
   arguments) and the tool messages that answer them (`tool.completed`, or `tool.failed` for a
   tool message whose status is `error`);
 - `custom`: what nodes write with `get_stream_writer()`: a string is a `status`, anything else a
   `data.custom` event.
+
+A tool call left without its result when the graph stops (a tool that raised, which LangGraph's
+ToolNode raises again by default, or a cancel) is told as `tool.failed`, as `ctx.tool` tells it.
 
 Events from inside a subgraph carry its node's name as their `agent` label, so a UI can group a
 supervisor's workers. The graph's input is the session's turns and the run's input as `messages`
@@ -20,9 +25,10 @@ graph's task and, with it, the model's HTTP stream.
 """
 
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.pregel import Pregel
 
 from tokentail.frameworks.langchain import history, jsonable, stream_chunk
@@ -44,20 +50,30 @@ def langgraph_agent(
     async def run(ctx: RunContext) -> None:
         stream = graph.astream(make_input(ctx), config, stream_mode=STREAM_MODES, subgraphs=True)
         calls = _ToolCalls(ctx)
-        async for namespace, mode, data in stream:
-            agent = _agent_of(namespace)
-            if mode == "messages":
-                chunk, _metadata = data
-                if isinstance(chunk, AIMessageChunk):
-                    await stream_chunk(ctx, chunk, agent)
-            elif mode == "updates":
-                await calls.update(data, agent)
-            elif isinstance(data, str):
-                await ctx.status(data, agent=agent)
-            else:
-                await ctx.data("custom", jsonable(data), agent=agent)
+        try:
+            # aclosing: should writing an event fail, the graph's tasks (and the model's stream) end too.
+            async with aclosing(stream):
+                async for namespace, mode, data in stream:
+                    await _event(ctx, calls, _agent_of(namespace), mode, data)
+        except BaseException as exc:  # CancelledError too: the stream says how the open calls ended
+            await calls.fail_open(exc)
+            raise
 
     return run
+
+
+async def _event(ctx: RunContext, calls: "_ToolCalls", agent: str | None, mode: str, data: Any) -> None:
+    if mode == "messages":
+        # Chunks as they stream, and the whole AI messages whose chunks LangGraph did not send.
+        message, _metadata = data
+        if isinstance(message, AIMessage):  # AIMessageChunk too
+            await stream_chunk(ctx, message, agent)
+    elif mode == "updates":
+        await calls.update(data, agent)
+    elif isinstance(data, str):
+        await ctx.status(data, agent=agent)
+    else:
+        await ctx.data("custom", jsonable(data), agent=agent)
 
 
 def _agent_of(namespace: tuple[str, ...]) -> str | None:
@@ -72,6 +88,7 @@ class _ToolCalls:
     def __init__(self, ctx: RunContext) -> None:
         self._ctx = ctx
         self._seen: set[tuple[str, str]] = set()  # (call id, "started" | "finished")
+        self._open: dict[str, str | None] = {}  # started, not finished: call id -> agent label
 
     async def update(self, updates: Any, agent: str | None) -> None:
         if not isinstance(updates, dict):
@@ -86,12 +103,20 @@ class _ToolCalls:
             for call in message.tool_calls:
                 call_id = call["id"] or call["name"]
                 if self._first(call_id, "started"):
+                    self._open[call_id] = agent
                     await self._ctx.tool_started(call_id, call["name"], call["args"], agent=agent)
         elif isinstance(message, ToolMessage) and self._first(message.tool_call_id, "finished"):
+            self._open.pop(message.tool_call_id, None)
             if message.status == "error":
                 await self._ctx.tool_finished(message.tool_call_id, error=str(message.content), agent=agent)
             else:
                 await self._ctx.tool_finished(message.tool_call_id, result=jsonable(message.content), agent=agent)
+
+    async def fail_open(self, error: BaseException) -> None:
+        """The calls the graph started and never answered, failed with what stopped it."""
+        open_calls, self._open = self._open, {}
+        for call_id, agent in open_calls.items():
+            await self._ctx.tool_finished(call_id, error=error, agent=agent)
 
     def _first(self, call_id: str, what: str) -> bool:
         if (call_id, what) in self._seen:

@@ -79,7 +79,8 @@ async def answer_with_the_weather_tool(example: Example, agent: str = "weather")
         assert completed["call_id"] == started["call_id"] == "call_weather_1"
         assert completed["result"] == fake_openai.WEATHER | {"city": "Paris"}
         ended = events[-1][2]
-        assert ended["output"].startswith("The weather tool says: ")
+        tool_said = next(m["content"] for m in fake_openai.calls()[1].messages if m["role"] == "tool")
+        assert ended["output"] == f"The weather tool says: {tool_said}."  # the answer told once
         assert ended["usage"]["input_tokens"] > 0 and ended["usage"]["output_tokens"] > 0
 
         follow_up = await client.post(f"{watcher.url.removesuffix('/events')}/runs", json={"input": "Thanks!"})

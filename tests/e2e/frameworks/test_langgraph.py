@@ -1,6 +1,8 @@
-"""A LangGraph graph and a LangChain chat model with a callback handler (examples/langgraph_agent.py)
-in real gateway and worker processes, their OpenAI client streaming from the local fake OpenAI server."""
+"""A LangGraph graph (examples/langgraph_agent.py) and a LangChain chat model with a callback handler
+(examples/langchain_agent.py) in real gateway and worker processes, their OpenAI client streaming from
+the local fake OpenAI server; and the graph mapping in process."""
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -14,8 +16,9 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
+from tests.waiting import eventually  # noqa: E402
 
-AGENTS = '{"weather": "examples.langgraph_agent:weather", "weather_chain": "examples.langgraph_agent:weather_chain"}'
+AGENTS = '{"weather": "examples.langgraph_agent:weather", "weather_chain": "examples.langchain_agent:weather"}'
 
 
 @pytest.fixture
@@ -28,8 +31,9 @@ async def test_the_answer_streams_with_the_tool_call_live_and_usage(example: Exa
     await answer_with_the_weather_tool(example, agent)
 
 
-async def test_a_cancel_mid_answer_stops_the_model_s_stream(example: Example) -> None:
-    await cancel_mid_answer(example)
+@pytest.mark.parametrize("agent", ["weather", "weather_chain"])
+async def test_a_cancel_mid_answer_stops_the_model_s_stream(example: Example, agent: str) -> None:
+    await cancel_mid_answer(example, agent)
 
 
 async def test_a_worker_killed_mid_answer_is_taken_over_and_the_run_completes(example: Example) -> None:
@@ -73,3 +77,138 @@ async def test_subgraph_events_carry_their_node_s_name_and_custom_writes_stream(
         ("tool.completed", "researcher"),
     ]
     assert lease.events[1][1]["data"] == {"found": 2} and lease.events[3][1]["result"] == {"hits": 2}
+
+
+# In process, on LangChain's fake chat model (streaming its tool calls: tests/e2e/frameworks/test_langchain.py)
+# in a ReAct graph written as LangGraph's tutorials write one.
+
+
+def _react(model: Any, tools: list[Any], **tool_node: Any) -> Any:
+    from langgraph.graph import START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode, tools_condition
+
+    async def call_model(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("model", call_model)
+    graph.add_node("tools", ToolNode(tools, **tool_node))
+    graph.add_edge(START, "model")
+    graph.add_conditional_edges("model", tools_condition)
+    graph.add_edge("tools", "model")
+    return graph.compile()
+
+
+async def test_a_react_graph_s_tool_call_tokens_and_usage_in_order() -> None:
+    from langchain_core.messages import AIMessage
+
+    from shared.records import Turn
+    from tests.e2e.frameworks.test_langchain import (
+        SEEN,
+        StreamingFakeChatModel,
+        context,
+        get_weather,
+        usage,
+        weather_call,
+    )
+    from tokentail.frameworks.langgraph import langgraph_agent
+
+    SEEN.clear()
+    replies = iter([weather_call(), AIMessage("Sunny in Paris.", usage_metadata=usage(20, 4))])
+    ctx, lease = context(
+        [Turn(role="user", content="Hi", run_id="r1"), Turn(role="assistant", content="Hello!", run_id="r1")]
+    )
+    await langgraph_agent(_react(StreamingFakeChatModel(messages=replies), [get_weather]))(ctx)
+    await ctx.writer.flush()
+    kinds = [kind for kind, _ in lease.events]  # the writer may join tokens into fewer deltas
+    assert kinds[:2] == ["tool.started", "tool.completed"] and set(kinds[2:]) == {"message.delta"}, kinds
+    started, completed = lease.events[0][1], lease.events[1][1]
+    assert started == {"run_id": "r", "call_id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}
+    assert completed["call_id"] == "call_1" and completed["result"] == {"city": "Paris", "sky": "sunny"}
+    assert "".join(lease.texts()) == "Sunny in Paris."  # once: not again from the node's update
+    assert ctx.usage == {"input_tokens": 30, "output_tokens": 9}
+    assert [m.content for m in SEEN[0]] == ["Hi", "Hello!", "Weather in Paris?"]
+
+
+async def test_a_tool_message_with_status_error_is_a_failed_call() -> None:
+    from langchain_core.messages import AIMessage
+
+    from tests.e2e.frameworks.test_langchain import StreamingFakeChatModel, context, get_weather, weather_call
+    from tokentail.frameworks.langgraph import langgraph_agent
+
+    replies = iter([weather_call(city="Atlantis"), AIMessage("No such city.")])
+    graph = _react(StreamingFakeChatModel(messages=replies), [get_weather], handle_tool_errors=True)
+    ctx, lease = context()
+    await langgraph_agent(graph)(ctx)
+    await ctx.writer.flush()
+    assert [kind for kind, _ in lease.events][:2] == ["tool.started", "tool.failed"]
+    assert lease.events[1][1]["call_id"] == "call_1" and "no such city" in str(lease.events[1][1]["error"])
+    assert "".join(lease.texts()) == "No such city."
+
+
+async def test_a_tool_that_raises_through_the_graph_ends_its_call_as_failed() -> None:
+    # LangGraph's ToolNode raises a tool's own exception again by default: the run fails, and the
+    # stream does not leave the call open.
+    from langchain_core.messages import AIMessage
+
+    from tests.e2e.frameworks.test_langchain import StreamingFakeChatModel, context, get_weather, weather_call
+    from tokentail.frameworks.langgraph import langgraph_agent
+
+    replies = iter([weather_call(city="Atlantis"), AIMessage("unreached")])
+    ctx, lease = context()
+    with pytest.raises(ValueError, match="no such city"):
+        await langgraph_agent(_react(StreamingFakeChatModel(messages=replies), [get_weather]))(ctx)
+    await ctx.writer.flush()
+    assert [(kind, data["call_id"]) for kind, data in lease.events] == [
+        ("tool.started", "call_1"),
+        ("tool.failed", "call_1"),
+    ]
+    assert lease.events[1][1]["error"] == "no such city"
+
+
+async def test_a_cancel_while_a_tool_runs_ends_its_call_as_cancelled() -> None:
+    from langchain_core.tools import tool
+
+    from tests.e2e.frameworks.test_langchain import StreamingFakeChatModel, context, weather_call
+    from tokentail.frameworks.langgraph import langgraph_agent
+
+    @tool  # type: ignore[untyped-decorator]  # Any where LangChain is not installed
+    async def get_weather(city: str) -> str:
+        """Never answers."""
+        await asyncio.Event().wait()
+        return "unreached"
+
+    ctx, lease = context()
+    run = asyncio.ensure_future(
+        langgraph_agent(_react(StreamingFakeChatModel(messages=iter([weather_call()])), [get_weather]))(ctx)
+    )
+    await eventually(lambda: [kind for kind, _ in lease.events] == ["tool.started"], what="the tool runs")
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    await ctx.writer.flush()
+    assert [kind for kind, _ in lease.events] == ["tool.started", "tool.failed"]
+    assert lease.events[1][1]["error"] == "cancelled"
+
+
+async def test_an_ai_message_a_node_writes_itself_is_streamed_once() -> None:
+    # No model: a node (here in a subgraph) returns its own AI message; LangGraph's `messages` mode
+    # sends it whole, once, though the subgraph's node in the parent returns it again.
+    from langchain_core.messages import AIMessage
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    from tests.e2e.frameworks.test_langchain import context
+    from tokentail.frameworks.langgraph import langgraph_agent
+
+    inner = StateGraph(MessagesState)
+    inner.add_node("greet", lambda state: {"messages": [AIMessage("Hello from a node.")]})
+    inner.add_edge(START, "greet")
+    outer = StateGraph(MessagesState)
+    outer.add_node("greeter", inner.compile())
+    outer.add_edge(START, "greeter")
+    ctx, lease = context()
+    await langgraph_agent(outer.compile())(ctx)
+    await ctx.writer.flush()
+    assert [(kind, data) for kind, data in lease.events] == [
+        ("message.delta", {"run_id": "r", "text": "Hello from a node.", "agent": "greeter"})
+    ]
