@@ -18,24 +18,28 @@ from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGenerationChunk, GenerationChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
 
 from worker.context import RunContext
 
 
 def history(ctx: RunContext) -> list[BaseMessage]:
-    """The session's earlier turns as LangChain messages."""
+    """The session's earlier turns as LangChain messages. Each has an id (its run's, and its role), as
+    a graph's state gives its messages: LangGraph then knows them for the input they are, not an
+    answer to stream again, if a node returns them."""
     return [
-        HumanMessage(turn.content) if turn.role == "user" else AIMessage(turn.content)
+        (HumanMessage if turn.role == "user" else AIMessage)(turn.content, id=f"{turn.run_id}-{turn.role}")
         for turn in ctx.history
         if turn.content
     ]
 
 
 async def stream_chunk(ctx: RunContext, chunk: AIMessage, agent: str | None = None) -> None:
-    """One streamed chunk of a model's message (or a whole message, sent once): its text, its
-    reasoning, and its usage (which LangChain puts on the last chunk, e.g. with ChatOpenAI's
-    `stream_usage=True`)."""
+    """One streamed chunk of a model's message (or a whole message that was not streamed): its text,
+    its reasoning, and its usage (which LangChain puts on the last chunk, e.g. with ChatOpenAI's
+    `stream_usage=True`). `content_blocks` reads every provider's content the same way (a string, or
+    Anthropic's and OpenAI Responses' lists of blocks). Tool calls are not told here: a chunk holds
+    fragments of their arguments; the whole call is told once the message is complete."""
     for block in chunk.content_blocks:
         if block["type"] == "text" and block.get("text"):
             await ctx.delta(block["text"], agent=agent)
@@ -61,13 +65,17 @@ def jsonable(value: Any) -> Any:
 
 class TokentailCallbackHandler(AsyncCallbackHandler):  # type: ignore[misc]  # Any where LangChain is not installed
     """Streams what a LangChain run reports into a tokentail run: tokens, reasoning and usage
-    (`on_llm_new_token`: give the model `streaming=True`), and tool calls (`on_tool_start` ...
-    `on_tool_end`)."""
+    (`on_llm_new_token`: give the model `streaming=True`, or call its `astream`), and tool calls
+    (`on_tool_start` ... `on_tool_end`). A model call that did not stream still gives its answer,
+    whole, when it ends (`on_llm_end`). `agent` labels every event (a sub-agent's handler).
+    Make it inside the agent (it remembers the run's event loop)."""
 
-    def __init__(self, ctx: RunContext) -> None:
+    def __init__(self, ctx: RunContext, *, agent: str | None = None) -> None:
         self._ctx = ctx
+        self._agent = agent
         self._loop = asyncio.get_running_loop()
         self._call_ids: dict[UUID, str] = {}  # LangChain's run of a tool -> the model's call id
+        self._streamed: set[UUID] = set()  # the model runs that gave their answer token by token
 
     async def _on_run_loop(self, event: Coroutine[Any, Any, None]) -> None:
         """LangChain calls async handlers from its sync code paths (a sync tool run in a thread) on
@@ -86,10 +94,23 @@ class TokentailCallbackHandler(AsyncCallbackHandler):  # type: ignore[misc]  # A
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
+        self._streamed.add(run_id)
         if isinstance(chunk, ChatGenerationChunk) and isinstance(chunk.message, AIMessageChunk):
-            await self._on_run_loop(stream_chunk(self._ctx, chunk.message))
+            await self._on_run_loop(stream_chunk(self._ctx, chunk.message, self._agent))
         elif token:
-            await self._on_run_loop(self._ctx.delta(token))
+            await self._on_run_loop(self._ctx.delta(token, agent=self._agent))
+
+    async def on_llm_end(
+        self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        if run_id in self._streamed:
+            self._streamed.discard(run_id)
+            return
+        for generation in response.generations[0] if response.generations else []:
+            if isinstance(generation, ChatGeneration) and isinstance(generation.message, AIMessage):
+                await self._on_run_loop(stream_chunk(self._ctx, generation.message, self._agent))
+            elif generation.text:
+                await self._on_run_loop(self._ctx.delta(generation.text, agent=self._agent))
 
     async def on_tool_start(
         self,
@@ -104,15 +125,19 @@ class TokentailCallbackHandler(AsyncCallbackHandler):  # type: ignore[misc]  # A
     ) -> None:
         call_id = self._call_ids[run_id] = tool_call_id or str(run_id)  # the model's id, given a ToolCall
         arguments = inputs if inputs is not None else {"input": input_str}
-        await self._on_run_loop(self._ctx.tool_started(call_id, serialized.get("name") or "tool", arguments))
+        name = (serialized or {}).get("name") or kwargs.get("name") or "tool"
+        await self._on_run_loop(self._ctx.tool_started(call_id, name, arguments, agent=self._agent))
 
     async def on_tool_end(self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
         content = getattr(output, "content", output)  # a ToolMessage, or the tool's own value
         call_id = self._call_ids.pop(run_id, str(run_id))
-        await self._on_run_loop(self._ctx.tool_finished(call_id, result=jsonable(content)))
+        if getattr(output, "status", None) == "error":  # a tool with handle_tool_error: its error, as its answer
+            await self._on_run_loop(self._ctx.tool_finished(call_id, error=str(content), agent=self._agent))
+        else:
+            await self._on_run_loop(self._ctx.tool_finished(call_id, result=jsonable(content), agent=self._agent))
 
     async def on_tool_error(
         self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         call_id = self._call_ids.pop(run_id, str(run_id))
-        await self._on_run_loop(self._ctx.tool_finished(call_id, error=error))
+        await self._on_run_loop(self._ctx.tool_finished(call_id, error=error, agent=self._agent))
