@@ -63,7 +63,7 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-class TokentailCallbackHandler(AsyncCallbackHandler):  # type: ignore[misc]  # Any where LangChain is not installed
+class TokentailCallbackHandler(AsyncCallbackHandler):  # type: ignore[misc, unused-ignore]  # Any without LangChain
     """Streams what a LangChain run reports into a tokentail run: tokens, reasoning and usage
     (`on_llm_new_token`: give the model `streaming=True`, or call its `astream`), and tool calls
     (`on_tool_start` ... `on_tool_end`). A model call that did not stream still gives its answer,
@@ -87,17 +87,18 @@ class TokentailCallbackHandler(AsyncCallbackHandler):  # type: ignore[misc]  # A
 
     async def on_llm_new_token(
         self,
-        token: str,
+        token: str | list[str | dict[str, Any]],
         *,
         chunk: GenerationChunk | ChatGenerationChunk | None = None,
         run_id: UUID,
         parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         self._streamed.add(run_id)
         if isinstance(chunk, ChatGenerationChunk) and isinstance(chunk.message, AIMessageChunk):
             await self._on_run_loop(stream_chunk(self._ctx, chunk.message, self._agent))
-        elif token:
+        elif isinstance(token, str) and token:  # a completion model's text
             await self._on_run_loop(self._ctx.delta(token, agent=self._agent))
 
     async def on_llm_end(

@@ -24,18 +24,18 @@ supervisor's workers. The graph's input is the session's turns and the run's inp
 graph's task and, with it, the model's HTTP stream.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextlib import aclosing
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 
 from tokentail.frameworks.langchain import history, jsonable, stream_chunk
 from worker.context import RunContext
 
-TokentailAgent = Callable[[RunContext], Awaitable[None]]
-STREAM_MODES = ["messages", "updates", "custom"]
+TokentailAgent = Callable[[RunContext], Coroutine[Any, Any, None]]
 
 
 def messages_input(ctx: RunContext) -> dict[str, Any]:
@@ -43,12 +43,18 @@ def messages_input(ctx: RunContext) -> dict[str, Any]:
 
 
 def langgraph_agent(
-    graph: Pregel, *, make_input: Callable[[RunContext], Any] = messages_input, config: dict[str, Any] | None = None
+    graph: Pregel[Any, Any, Any, Any],
+    *,
+    make_input: Callable[[RunContext], Any] = messages_input,
+    config: RunnableConfig | None = None,
 ) -> TokentailAgent:
     """A tokentail agent that streams a run of the compiled `graph`."""
 
     async def run(ctx: RunContext) -> None:
-        stream = graph.astream(make_input(ctx), config, stream_mode=STREAM_MODES, subgraphs=True)
+        stream = cast(  # an async generator: closed on the way out
+            AsyncGenerator[tuple[tuple[str, ...], str, Any], None],
+            graph.astream(make_input(ctx), config, stream_mode=["messages", "updates", "custom"], subgraphs=True),
+        )
         calls = _ToolCalls(ctx)
         try:
             # aclosing: should writing an event fail, the graph's tasks (and the model's stream) end too.
