@@ -19,7 +19,8 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage  # noqa: E402
 from langchain_core.messages.tool import tool_call_chunk  # noqa: E402
 from langchain_core.outputs import ChatGenerationChunk  # noqa: E402
-from langchain_core.tools import tool  # noqa: E402
+from langchain_core.runnables import RunnableConfig  # noqa: E402
+from langchain_core.tools import ToolException, tool  # noqa: E402
 
 from shared.records import RunRecord, Turn  # noqa: E402
 from tests.unit.test_writer import RecordingLease, _writer  # noqa: E402
@@ -87,10 +88,10 @@ def test_the_session_s_turns_become_human_and_ai_messages() -> None:
         ]
     )
     converted = history(ctx)
-    assert [(type(m), m.content) for m in converted] == [
-        (HumanMessage, "Hi"),
-        (AIMessage, "Hello!"),
-        (HumanMessage, "And?"),
+    assert [(type(m), m.content, m.id) for m in converted] == [  # ids: LangGraph knows them as input
+        (HumanMessage, "Hi", "r1-user"),
+        (AIMessage, "Hello!", "r1-assistant"),
+        (HumanMessage, "And?", "r2-user"),
     ]
 
 
@@ -135,6 +136,39 @@ async def test_a_tool_that_raises_is_a_failed_call() -> None:
         ("tool.failed", "call_9"),
     ]
     assert lease.events[1][1]["error"] == "no such city"
+
+
+async def test_a_tool_that_answers_its_error_is_a_failed_call() -> None:
+    # A tool with `handle_tool_error`: the model is answered with the error, a ToolMessage whose
+    # status is "error"; the stream says the call failed. The handler's `agent` labels its events.
+    @tool  # type: ignore[untyped-decorator, unused-ignore]  # Any without LangChain
+    def get_forecast(city: str) -> str:
+        """Tomorrow's weather in a city."""
+        raise ToolException(f"no forecast for {city}")
+
+    get_forecast.handle_tool_error = True
+
+    ctx, lease = context()
+    config: RunnableConfig = {"callbacks": [TokentailCallbackHandler(ctx, agent="forecaster")]}
+    call = {"id": "call_7", "name": "get_forecast", "args": {"city": "Paris"}, "type": "tool_call"}
+    answer = await get_forecast.ainvoke(call, config=config)
+    await ctx.writer.flush()
+    assert isinstance(answer, ToolMessage) and answer.status == "error"
+    assert [(kind, data["call_id"], data["agent"]) for kind, data in lease.events] == [
+        ("tool.started", "call_7", "forecaster"),
+        ("tool.failed", "call_7", "forecaster"),
+    ]
+    assert lease.events[1][1]["error"] == "no forecast for Paris"
+
+
+async def test_a_model_call_that_does_not_stream_still_gives_its_answer_whole() -> None:
+    # Without `streaming=True`, `ainvoke` does not stream: no tokens, so the answer comes whole
+    # when the model's call ends (on_llm_end), with its usage.
+    model = StreamingFakeChatModel(messages=iter([AIMessage("Sunny.", usage_metadata=usage(7, 2))]))
+    ctx, lease = context()
+    await model.ainvoke([HumanMessage(ctx.input)], config={"callbacks": [TokentailCallbackHandler(ctx)]})
+    await ctx.writer.flush()
+    assert lease.texts() == ["Sunny."] and ctx.usage == {"input_tokens": 7, "output_tokens": 2}
 
 
 async def test_a_handler_called_from_another_thread_writes_on_the_run_s_loop() -> None:

@@ -212,3 +212,35 @@ async def test_an_ai_message_a_node_writes_itself_is_streamed_once() -> None:
     assert [(kind, data) for kind, data in lease.events] == [
         ("message.delta", {"run_id": "r", "text": "Hello from a node.", "agent": "greeter"})
     ]
+
+
+async def test_the_session_s_turns_are_not_told_again_when_a_node_returns_them() -> None:
+    # A state without a reducer, whose node returns the whole list of messages: LangGraph's
+    # `messages` mode sends each message it has not seen; the session's turns carry ids, so it knows
+    # them for the input they are, and only the node's own answer streams.
+    from typing import TypedDict
+
+    from langchain_core.messages import AIMessage, AnyMessage
+    from langgraph.graph import START, StateGraph
+
+    from shared.records import Turn
+    from tests.e2e.frameworks.test_langchain import context
+    from tokentail.frameworks.langgraph import langgraph_agent
+
+    class State(TypedDict):
+        messages: list[AnyMessage]
+
+    async def canned(state: State) -> dict[str, Any]:
+        return {"messages": [*state["messages"], AIMessage("We open at nine.")]}
+
+    builder = StateGraph(State)
+    builder.add_node("canned", canned)
+    builder.add_edge(START, "canned")
+    turns = [
+        Turn(role="user", content="Hi", run_id="r1"),
+        Turn(role="assistant", content="Hello!", run_id="r1", status="completed"),
+    ]
+    ctx, lease = context(turns, question="When do you open?")
+    await langgraph_agent(builder.compile())(ctx)
+    await ctx.writer.flush()
+    assert lease.texts() == ["We open at nine."]
