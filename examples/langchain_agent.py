@@ -17,8 +17,8 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
+from tokentail import RunContext
 from tokentail.frameworks.langchain import TokentailCallbackHandler, history
-from worker.context import RunContext
 
 
 @tool
