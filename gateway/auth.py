@@ -5,7 +5,9 @@ With `TOKENTAIL_API_KEYS` unset, auth is off and every caller is the tenant `pub
     API key        Authorization: Bearer <key>        everything, on the tenant's own sessions
     stream token   Authorization: Bearer <token>      read one session (events, WebSocket, state)
                    ?token=<token>                     and refresh the token; a browser EventSource
-                                                      cannot send headers, hence the query form
+                                                      cannot send headers, hence the query form.
+                                                      A `chat` token also queues and cancels runs
+                                                      in its session (browser chat UIs post runs)
 
 API keys are never accepted in the query string, where they would end up in access logs. Another
 tenant's session answers 404, exactly like a session that does not exist.
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 from gateway import metrics
 from gateway.ids import is_session_id
-from gateway.tokens import StreamTokens
+from gateway.tokens import Scope, StreamTokens
 from shared.errors import Forbidden, SessionNotFound, TokenExpired, Unauthorized
 from shared.records import PUBLIC_TENANT
 from shared.settings import Settings
@@ -26,7 +28,8 @@ from shared.store import SessionStore
 @dataclass(frozen=True)
 class Caller:
     tenant: str
-    session_id: str | None = None  # set for a stream token: the one session it may read
+    session_id: str | None = None  # set for a stream token: the one session it may use
+    scope: Scope = "read"  # a stream token's
 
     @property
     def has_api_key(self) -> bool:
@@ -35,7 +38,13 @@ class Caller:
     def require_api_key(self) -> None:
         if not self.has_api_key:
             metrics.AUTH_FAILURES.labels("forbidden").inc()
-            raise Forbidden("this needs an API key: a stream token only reads its own session")
+            raise Forbidden("this needs an API key: a stream token only uses its own session")
+
+    def require_chat(self) -> None:
+        """Queueing and cancelling runs: an API key, or a `chat` token (its session is checked apart)."""
+        if not self.has_api_key and self.scope != "chat":
+            metrics.AUTH_FAILURES.labels("forbidden").inc()
+            raise Forbidden("this needs an API key or a chat token: a read token only reads its own session")
 
 
 class Authenticator:
@@ -101,13 +110,13 @@ class Authenticator:
     def _token_caller(self, token: str) -> Caller:
         assert self.tokens is not None  # settings require the secret whenever auth is on
         grant = self.tokens.verify(token)
-        return Caller(grant.tenant, grant.session_id)
+        return Caller(grant.tenant, grant.session_id, grant.scope)
 
-    def issue_token(self, session_id: str, tenant: str) -> tuple[str, int] | tuple[None, None]:
+    def issue_token(self, session_id: str, tenant: str, scope: Scope = "read") -> tuple[str, int] | tuple[None, None]:
         """A stream token for the session and its expiry; none when auth is off (none is needed)."""
         if not self.enabled or self.tokens is None:
             return None, None
-        return self.tokens.issue(session_id, tenant)
+        return self.tokens.issue(session_id, tenant, scope)
 
 
 def bearer_credential(authorization: str | None) -> str | None:

@@ -15,6 +15,7 @@ from shared.errors import (
     InvalidLastEventId,
     RateLimited,
     RunConflict,
+    SessionExists,
     SessionExpired,
     SessionNotFound,
     TokenExpired,
@@ -29,6 +30,7 @@ _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (SessionExpired, 410, "session_expired"),  # before its parent, SessionNotFound
     (SessionNotFound, 404, "session_not_found"),
     (RunConflict, 409, "run_conflict"),
+    (SessionExists, 409, "session_exists"),
     (InvalidLastEventId, 400, "invalid_last_event_id"),
     (InputTooLarge, 413, "input_too_large"),
     (InvalidInput, 422, "validation_error"),

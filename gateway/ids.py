@@ -1,9 +1,13 @@
 """Identifiers. Session ids are unguessable (128 random bits): knowing one is what lets a reader in."""
 
+import base64
+import hashlib
 import re
 import secrets
 
 SESSION_ID_PATTERN = re.compile(r"s_[A-Za-z0-9_-]{22}")
+# A chat id chosen by a client (useChat's `id`, AG-UI's `threadId`): what such ids are made of.
+CHAT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
 
 def new_session_id() -> str:
@@ -16,3 +20,14 @@ def new_run_id() -> str:
 
 def is_session_id(value: str) -> bool:
     return SESSION_ID_PATTERN.fullmatch(value) is not None
+
+
+def chat_session_id(tenant: str, chat_id: str) -> str:
+    """The session of a client-chosen chat id: a session id is itself; any other id names a session
+    of its tenant's own, so two tenants' chats of the same id never meet. With auth off every caller
+    is one tenant, and the chat id is what lets a reader in: it must be unguessable then (useChat's
+    and AG-UI's generated ids are)."""
+    if is_session_id(chat_id):
+        return chat_id
+    digest = hashlib.sha256(f"tokentail chat id\0{tenant}\0{chat_id}".encode()).digest()
+    return "s_" + base64.urlsafe_b64encode(digest).decode()[:22]

@@ -5,7 +5,10 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.ids import CHAT_ID_PATTERN
+from gateway.tokens import Scope
 from shared.catalog import parse_model
+from shared.lifecycle import Cancel
 from shared.params import RunParams
 from shared.records import Multitask, RunRecord, Turn
 
@@ -63,6 +66,17 @@ class CreateSession(_RunOptions):
     input: str | None = Field(None, description="with an input, the first run is queued at once")
     agent: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    chat_id: str | None = Field(
+        None,
+        pattern=CHAT_ID_PATTERN,
+        description="a chat id your frontend chose (useChat `id`, AG-UI `threadId`): the session is this chat's "
+        "(made now, or 200 with the existing one)",
+    )
+    token_scope: Scope = Field("read", description="`chat`: the stream token may also queue and cancel runs")
+
+
+class TokenRequest(_Request):
+    scope: Scope = Field("read", description="`chat` needs an API key, or a chat token refreshing itself")
 
 
 class CreateRun(_RunOptions):
@@ -81,11 +95,13 @@ class SessionCreated(BaseModel):
         None, description="reads this session's events (`?token=` or bearer); null when auth is off"
     )
     stream_token_expires_at: int | None = Field(None, description="when the stream token expires (unix seconds)")
+    stream_token_scope: Scope = "read"
 
 
 class StreamToken(BaseModel):
     stream_token: str | None = Field(description="a fresh stream token for the session; null when auth is off")
     stream_token_expires_at: int | None
+    stream_token_scope: Scope = "read"
 
 
 class RunAccepted(BaseModel):
@@ -99,6 +115,17 @@ class CancelAccepted(BaseModel):
         description="`cancelling`: its worker stops it and writes `run.cancelled`; `cancelled`: no worker held it "
         "(still queued), it ended at once; `idle`: no run was active"
     )
+
+    @classmethod
+    def of(cls, outcome: Cancel, run_id: str | None) -> Self:
+        return cls(run_id=run_id, status=_CANCEL_STATUS[outcome])
+
+
+_CANCEL_STATUS: dict[Cancel, Literal["cancelling", "cancelled", "idle"]] = {
+    Cancel.SIGNALLED: "cancelling",
+    Cancel.CANCELLED: "cancelled",
+    Cancel.IDLE: "idle",
+}
 
 
 class SessionView(BaseModel):

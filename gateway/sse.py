@@ -1,17 +1,25 @@
-"""One client's event stream as Server-Sent Events.
+"""One client's event stream, over HTTP, in the encoding it asked for.
+
+tokentail's own Server-Sent Events:
 
     retry: <ms>                    once, so EventSource reconnects quickly after a drop
     event: gap / data: {...}       when the asked position is not (or no longer) in the stream (no `id:`)
     id: <seq> / event: <type> / data: <json>   catch-up by XRANGE, then live from the gateway's hub
     : ping                         after a heartbeat with nothing to send, so proxies keep the connection
 
+NDJSON (`Accept: application/x-ndjson`), for scripts and servers that do not speak SSE: one
+`{"id", "event", "data"}` object per line (gap lines have no id), an empty line as the heartbeat.
+The UI protocols (gateway/ui_message_stream.py, gateway/ag_ui.py) are encodings too.
+
 The stream ends once everything is delivered and no run is queued or running: the client's next
-reconnect is answered 204, which stops a browser EventSource for good.
+reconnect is answered 204, which stops a browser EventSource for good. An encoding whose response
+is one run (a UI protocol's) ends it after that run's last event.
 """
 
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -24,6 +32,25 @@ PING = b": ping\n\n"
 # The scope key of the list in which `call_detaching` collects the streams to continue (see there).
 DETACHED = "tokentail.detached_streams"
 Body = Callable[[Receive, Send], Awaitable[None]]
+
+
+class Encoding(Protocol):
+    """How a feed's batches become bytes on one connection."""
+
+    media_type: str
+
+    def head(self, gap: Gap | None) -> bytes:
+        """What opens the stream, with the gap (if any) before the first event."""
+
+    def batch(self, batch: Batch) -> bytes:
+        """A batch of events (or, with none, a heartbeat)."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether what this stream is about is over (a UI protocol's run ended): then close it."""
+
+    def tail(self) -> bytes:
+        """What closes the stream."""
 
 
 def encode_events(events: list[StoredEvent]) -> bytes:
@@ -43,8 +70,50 @@ def encode_batch(batch: Batch) -> bytes:
     return frames[0] if len(frames) == 1 else b"".join(frames)
 
 
+class NativeSse:
+    media_type = "text/event-stream"
+    finished = False
+
+    def __init__(self, retry_ms: int) -> None:
+        self._retry_ms = retry_ms
+
+    def head(self, gap: Gap | None) -> bytes:
+        return b"retry: %d\n\n" % self._retry_ms + (encode_gap(gap) if gap is not None else b"")
+
+    batch = staticmethod(encode_batch)
+
+    def tail(self) -> bytes:
+        return b""
+
+
+def ndjson_events(events: list[StoredEvent]) -> bytes:
+    # The stored data is JSON already: splice it in rather than parse and re-serialise it.
+    return b"".join(b'{"id":%d,"event":"%s","data":%s}\n' % (e.seq, e.type, e.data) for e in events)
+
+
+def ndjson_gap(gap: Gap) -> bytes:
+    return b'{"event":"gap","data":%s}\n' % gap.model_dump_json().encode()
+
+
+class Ndjson:
+    media_type = "application/x-ndjson"
+    finished = False
+
+    def head(self, gap: Gap | None) -> bytes:
+        return ndjson_gap(gap) if gap is not None else b""
+
+    def batch(self, batch: Batch) -> bytes:
+        if not batch.chunks:
+            return b"\n"
+        lines = b"".join(chunk.encoded(ndjson_events) for chunk in batch.chunks)
+        return lines if batch.gap is None else ndjson_gap(batch.gap) + lines
+
+    def tail(self) -> bytes:
+        return b""
+
+
 class EventStreamResponse(Response):
-    """The feed's batches as SSE, one write per batch, straight to the ASGI server.
+    """The feed's batches in an encoding, one write per batch, straight to the ASGI server.
 
     A task waits for the client to leave and stops the feed then, so a stream with nothing to send
     ends at once, not at its next heartbeat. `on_close` runs however the stream ends (cleanup that
@@ -56,17 +125,18 @@ class EventStreamResponse(Response):
         self,
         feed: EventFeed,
         first_gap: Gap | None,
-        retry_ms: int,
+        encoding: Encoding,
         headers: dict[str, str],
         on_close: Callable[[], Awaitable[None]],
     ) -> None:
         # As StreamingResponse does: no body, so no Content-Length.
         self.status_code = 200
-        self.media_type = "text/event-stream"
+        self.media_type = encoding.media_type
         self.background = None
         self.init_headers(headers)
         self._feed = feed
-        self._head = b"retry: %d\n\n" % retry_ms + (encode_gap(first_gap) if first_gap is not None else b"")
+        self._encoding = encoding
+        self._head = encoding.head(first_gap)
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -85,10 +155,14 @@ class EventStreamResponse(Response):
         try:
             watching = asyncio.create_task(self._watch(receive))
             try:
+                encoding = self._encoding
                 async with contextlib.aclosing(self._feed.__aiter__()) as batches:
                     async for batch in batches:
-                        await send({"type": "http.response.body", "body": encode_batch(batch), "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                        if body := encoding.batch(batch):
+                            await send({"type": "http.response.body", "body": body, "more_body": True})
+                        if encoding.finished:
+                            break
+                await send({"type": "http.response.body", "body": encoding.tail(), "more_body": False})
             finally:
                 watching.cancel()
         finally:

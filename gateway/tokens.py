@@ -1,6 +1,7 @@
-"""Stream tokens: short-lived, signed grants to read one session, for clients that hold no API key.
+"""Stream tokens: short-lived, signed grants to one session, for clients that hold no API key.
 
-    v1.<payload>.<signature>     payload: base64url JSON {"sid": session id, "ten": tenant, "exp": unix s}
+    v1.<payload>.<signature>     payload: base64url JSON {"sid": session id, "ten": tenant, "exp": unix s,
+                                                          "scp": "chat" (absent: "read")}
                                  signature: base64url HMAC-SHA256(key, "v1." + payload)
 
 The key is derived from `TOKENTAIL_SECRET`, so every gateway replica sharing the secret accepts the
@@ -15,10 +16,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from shared.errors import TokenExpired, Unauthorized
 
 VERSION = "v1"
+# `read`: the session's events, state and token refresh. `chat`: also queue runs and cancel them in
+# that one session, what a browser chat UI (useChat, AG-UI) does itself; never delete, never another session.
+Scope = Literal["read", "chat"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class StreamGrant:
     session_id: str
     tenant: str
     expires_at: int  # unix seconds
+    scope: Scope = "read"
 
 
 def _b64encode(raw: bytes) -> str:
@@ -43,10 +49,13 @@ class StreamTokens:
         self._ttl = ttl_seconds
         self._clock = clock
 
-    def issue(self, session_id: str, tenant: str) -> tuple[str, int]:
+    def issue(self, session_id: str, tenant: str, scope: Scope = "read") -> tuple[str, int]:
         """A new token for `session_id`, and when it expires (unix seconds)."""
         expires_at = int(self._clock()) + self._ttl
-        payload = _b64encode(json.dumps({"sid": session_id, "ten": tenant, "exp": expires_at}).encode())
+        claims: dict[str, str | int] = {"sid": session_id, "ten": tenant, "exp": expires_at}
+        if scope != "read":
+            claims["scp"] = scope
+        payload = _b64encode(json.dumps(claims).encode())
         return f"{VERSION}.{payload}.{self._sign(payload)}", expires_at
 
     def verify(self, token: str) -> StreamGrant:
@@ -58,8 +67,11 @@ class StreamTokens:
             raise Unauthorized("the stream token is not valid")
         try:
             claims = json.loads(_b64decode(payload))
-            grant = StreamGrant(str(claims["sid"]), str(claims["ten"]), int(claims["exp"]))
-        except (ValueError, KeyError, TypeError, binascii.Error):
+            scope = claims.get("scp", "read")
+            if scope not in ("read", "chat"):
+                raise ValueError(scope)
+            grant = StreamGrant(str(claims["sid"]), str(claims["ten"]), int(claims["exp"]), scope)
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
             raise Unauthorized("the stream token is not valid") from None
         if grant.expires_at <= self._clock():
             raise TokenExpired()

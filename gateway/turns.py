@@ -1,6 +1,7 @@
-"""What asking for a run does, from REST or a WebSocket: check the request, spend the tenant's run
-budget, and queue the run."""
+"""What asking for a run does, from REST, a WebSocket or a chat UI's protocol: check the request,
+spend the tenant's run budget, and queue the run."""
 
+import time
 from typing import Any
 
 from gateway.auth import Caller
@@ -8,10 +9,10 @@ from gateway.ids import new_run_id
 from gateway.limits import RunBudget
 from gateway.schemas import CreateRun
 from shared.catalog import check_agent, parse_model
-from shared.errors import InputTooLarge, InvalidInput
+from shared.errors import InputTooLarge, InvalidInput, SessionExpired, SessionNotFound
 from shared.lifecycle import RunLifecycle
 from shared.params import check_params_for
-from shared.records import RunRecord
+from shared.records import RunRecord, SessionRecord
 from shared.settings import Settings
 from shared.store import SessionStore
 
@@ -56,4 +57,33 @@ async def queue_follow_up(
     await budget.spend(caller.tenant)
     run = RunRecord(run_id=new_run_id(), input=body.input, model=model, params=params, agent=session.agent)
     await runs.queue_run(session_id, run, multitask=body.multitask)
+    return run
+
+
+async def queue_chat_turn(
+    store: SessionStore,
+    runs: RunLifecycle,
+    settings: Settings,
+    budget: RunBudget,
+    caller: Caller,
+    session_id: str,
+    text: str,
+) -> RunRecord:
+    """A turn a chat UI posts (useChat, AG-UI) for its chat's session, which is made on first use with
+    the deployment's defaults. Such a UI sends only while idle; one posted while a run is active (from
+    another tab) waits in line behind it rather than being refused."""
+    try:
+        return await queue_follow_up(
+            store, runs, settings, budget, caller, session_id, CreateRun(input=text, multitask="enqueue")
+        )
+    except SessionExpired:
+        raise
+    except SessionNotFound:
+        pass
+    check_size(text, settings)
+    await budget.spend(caller.tenant)
+    session = SessionRecord(session_id=session_id, created_at=time.time(), tenant=caller.tenant)
+    run = RunRecord(run_id=new_run_id(), input=text)
+    # Made here unless another request of the same new chat made it first: then this run joins it.
+    await runs.queue_run(session_id, run, multitask="enqueue", create=session, if_missing=True)
     return run

@@ -4,6 +4,7 @@ TokentailError
 ├── SessionNotFound      404: no such session (or another tenant's)
 │   └── SessionExpired   410: it existed, and its retention ran out or it was deleted
 ├── RunConflict          409: a run is already active and the follow-up asked `reject`
+├── SessionExists        409: a chat's session exists already, and an input asked to make it anew
 ├── InvalidLastEventId   400: `Last-Event-ID` is not a non-negative integer
 ├── InputTooLarge        413: the input is longer than the configured bound
 ├── InvalidInput         422: a value the schema allows but this deployment does not (an unknown agent)
@@ -36,6 +37,11 @@ class RunConflict(TokentailError):
     def __init__(self, session_id: str, active_run_id: str) -> None:
         super().__init__(f"session {session_id!r} already has an active run ({active_run_id})")
         self.active_run_id = active_run_id
+
+
+class SessionExists(TokentailError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} exists already: queue its next run with POST .../runs")
 
 
 class InvalidLastEventId(TokentailError):

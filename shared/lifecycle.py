@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Protocol
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
-from shared.errors import LeaseLost, RunConflict, SessionExpired, SessionNotFound
+from shared.errors import LeaseLost, RunConflict, SessionExists, SessionExpired, SessionNotFound
 from shared.events import CANCELLED_BY_REQUEST, Ending, RunCompleted, RunFailed, event_type_of
 from shared.jobs import JOB_TTL_MS, RUN_JOB
 from shared.keys import Keys
@@ -189,12 +189,16 @@ class RunLifecycle:
 
     # -- the gateway's --------------------------------------------------------------------------
 
-    async def create_session(self, session: SessionRecord) -> None:
-        """Create a session with no run yet; like a finished one, it expires if left unused."""
+    async def create_session(self, session: SessionRecord) -> bool:
+        """Create a session with no run yet; like a finished one, it expires if left unused. False if
+        it exists already (a client-chosen chat id used before)."""
         keys = self.keys.session(session.session_id)
         fields = [item for pair in self._session_fields(session) for item in pair]
         args = [self.settings.session_ttl_seconds, self.settings.tombstone_ttl_seconds, session.tenant, *fields]
-        await self._create_session(keys=[keys.meta, keys.gone], args=args)
+        made = await self._create_session(keys=[keys.meta, keys.gone], args=args)
+        if made == -1:
+            raise SessionExpired(session.session_id)
+        return bool(made)
 
     async def queue_run(
         self,
@@ -203,22 +207,26 @@ class RunLifecycle:
         *,
         multitask: Multitask = "reject",
         create: SessionRecord | None = None,
+        if_missing: bool = False,
     ) -> Queued:
-        """Record `run`, append `run.queued` and queue its job; with `create`, make the session first.
-        With a run already active, `multitask` decides (see queue_run.lua)."""
+        """Record `run` (setting its `queued_seq`), append `run.queued` and queue its job; with
+        `create`, make the session first (`if_missing`: only if it does not exist yet). With a run
+        already active, `multitask` decides (see queue_run.lua)."""
         keys, args = self._run_script_args(session_id)
         fields = [item for pair in self._session_fields(create) for item in pair] if create else []
         queued = compact_json({"run_id": run.run_id, "input": run.input})
-        args += [run.run_id, encode_run(run), multitask, queued, "1" if create else "0", self.keys.cancel_channel]
+        mode = "0" if create is None else "2" if if_missing else "1"
+        args += [run.run_id, encode_run(run), multitask, queued, mode, self.keys.cancel_channel]
         async with self._outbox(session_id):
             result = await self._queue_run(keys=keys, args=[*args, *fields])
         outcome = result[0]
         if outcome == b"ok":
+            run.queued_seq = int(result[1])
             return Queued(result[2].decode())
         if outcome == b"conflict":
             raise RunConflict(session_id, result[1].decode())
         if outcome == b"exists":
-            raise RuntimeError(f"session id collision: {session_id}")
+            raise SessionExists(session_id)
         _missing_or_gone(outcome, session_id)
         raise RuntimeError(f"queue_run.lua answered {result!r}")
 

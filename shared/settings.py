@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: float = Field(15.0, gt=0, description="idle time before a `: ping` comment")
     sse_retry_ms: int = Field(1000, ge=0, description="the `retry:` hint sent to EventSource clients")
     sse_batch: int = Field(500, ge=1, description="events read from Redis per call (fewer when they are large)")
+    ui_replay_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="how long a finished answer is still replayed to a chat UI reconnecting (useChat `resume`, "
+        "AG-UI connect), so one that dropped just before the end gets the end",
+    )
     stalled_client_seconds: float = Field(
         30.0, gt=0, description="a client that reads nothing of its stream for this long is disconnected"
     )

@@ -1,7 +1,6 @@
 """REST: create sessions, queue runs, read and delete sessions."""
 
 import time
-from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 
@@ -10,6 +9,7 @@ from gateway.deps import (
     ApiKeyCallerDep,
     AuthDep,
     CallerDep,
+    ChatSessionDep,
     OwnedSessionDep,
     ReadableSessionDep,
     RunBudgetDep,
@@ -17,7 +17,7 @@ from gateway.deps import (
     SettingsDep,
     StoreDep,
 )
-from gateway.ids import new_run_id, new_session_id
+from gateway.ids import chat_session_id, new_run_id, new_session_id
 from gateway.schemas import (
     CancelAccepted,
     CreateRun,
@@ -26,41 +26,43 @@ from gateway.schemas import (
     SessionCreated,
     SessionView,
     StreamToken,
+    TokenRequest,
 )
 from gateway.turns import check_agent_name, check_params, check_size, queue_follow_up
-from shared.lifecycle import Cancel
 from shared.records import RunRecord, SessionRecord, transcript
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
-
-CANCEL_STATUS: dict[Cancel, Literal["cancelling", "cancelled", "idle"]] = {
-    Cancel.SIGNALLED: "cancelling",
-    Cancel.CANCELLED: "cancelled",
-    Cancel.IDLE: "idle",
-}
 
 
 def _events_url(request: Request, session_id: str) -> str:
     return str(request.url_for("stream_events", session_id=session_id))
 
 
-@router.post("", status_code=201, responses=ERROR_RESPONSES)
+@router.post("", status_code=201, responses={**ERROR_RESPONSES, 200: {"description": "the chat's session existed"}})
 async def create_session(
     body: CreateSession,
     request: Request,
+    response: Response,
     caller: ApiKeyCallerDep,
+    store: StoreDep,
     runs: RunsDep,
     settings: SettingsDep,
     budget: RunBudgetDep,
     auth: AuthDep,
 ) -> SessionCreated:
+    """Create a session; with `input`, queue its first run. With `chat_id`, the session of a chat id
+    your frontend chose: made now (201), or the existing one (200, with a fresh token)."""
     check_size(body.input, settings)
     check_agent_name(body.agent, settings)
     params = body.params.given() if body.params else {}
     check_params(body.model, params)
+    session_id = new_session_id()
+    if body.chat_id is not None:
+        session_id = chat_session_id(caller.tenant, body.chat_id)
+        await auth.check_access(caller, session_id, store)  # a session id of another tenant's: 404
     await budget.spend(caller.tenant)
     session = SessionRecord(
-        session_id=new_session_id(),
+        session_id=session_id,
         created_at=time.time(),
         tenant=caller.tenant,
         model=body.model,
@@ -70,26 +72,28 @@ async def create_session(
     )
     run_id = None
     if body.input is None:
-        await runs.create_session(session)
+        if not await runs.create_session(session):
+            response.status_code = 200
     else:
         run = RunRecord(
             run_id=new_run_id(), input=body.input, model=session.model, params=session.params, agent=session.agent
         )
         await runs.queue_run(session.session_id, run, create=session)
         run_id = run.run_id
-    token, expires_at = auth.issue_token(session.session_id, caller.tenant)
+    token, expires_at = auth.issue_token(session.session_id, caller.tenant, body.token_scope)
     return SessionCreated(
         session_id=session.session_id,
         run_id=run_id,
         events_url=_events_url(request, session.session_id),
         stream_token=token,
         stream_token_expires_at=expires_at,
+        stream_token_scope=body.token_scope,
     )
 
 
 @router.post("/{session_id}/runs", status_code=202, responses=ERROR_RESPONSES)
 async def create_run(
-    session_id: OwnedSessionDep,
+    session_id: ChatSessionDep,
     body: CreateRun,
     request: Request,
     caller: CallerDep,
@@ -103,12 +107,12 @@ async def create_run(
 
 
 @router.post("/{session_id}/cancel", status_code=202, responses=ERROR_RESPONSES)
-async def cancel_run(session_id: OwnedSessionDep, runs: RunsDep) -> CancelAccepted:
+async def cancel_run(session_id: ChatSessionDep, runs: RunsDep) -> CancelAccepted:
     """Cancel the active run, from any replica. Idempotent: the worker running it stops the model
     and writes `run.cancelled` as the run's last event; a run no worker holds yet (still queued)
     ends at once. Closing a stream never cancels a run."""
     outcome, run_id = await runs.cancel_run(session_id)
-    return CancelAccepted(run_id=run_id, status=CANCEL_STATUS[outcome])
+    return CancelAccepted.of(outcome, run_id)
 
 
 @router.get("/{session_id}", responses=ERROR_RESPONSES)
@@ -140,10 +144,18 @@ async def delete_session(session_id: OwnedSessionDep, store: StoreDep, runs: Run
 
 @router.post("/{session_id}/token", responses=ERROR_RESPONSES)
 async def refresh_token(
-    session_id: ReadableSessionDep, caller: CallerDep, auth: AuthDep, store: StoreDep
+    session_id: ReadableSessionDep,
+    caller: CallerDep,
+    auth: AuthDep,
+    store: StoreDep,
+    body: TokenRequest | None = None,
 ) -> StreamToken:
     """A fresh stream token for the session, for an API key or a stream token that has not expired
-    yet (refresh before it does: an expired token is refused everywhere, here too)."""
+    yet (refresh before it does: an expired token is refused everywhere, here too). A token refreshes
+    to its own scope unless a body asks otherwise; only an API key or a chat token gets a chat token."""
+    scope = body.scope if body is not None else caller.scope if not caller.has_api_key else "read"
+    if scope == "chat":
+        caller.require_chat()
     await store.stream_position(session_id)  # 404 or 410 if the session is gone
-    token, expires_at = auth.issue_token(session_id, caller.tenant)
-    return StreamToken(stream_token=token, stream_token_expires_at=expires_at)
+    token, expires_at = auth.issue_token(session_id, caller.tenant, scope)
+    return StreamToken(stream_token=token, stream_token_expires_at=expires_at, stream_token_scope=scope)

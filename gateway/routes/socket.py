@@ -8,7 +8,7 @@
                       {"type": "resume", "last_event_id": N}
 
 Credentials are those of the REST API: an API key or a stream token as a bearer header, or a
-stream token as `?token=`; a stream token reads, and only an API key may send `run` and `cancel`.
+stream token as `?token=`; a read token reads, and `run` and `cancel` need an API key or a chat token.
 Messages have the REST API's limits (`max_request_bytes`, nesting, valid Unicode); a message that
 breaks one, or is not a JSON object in a text frame, gets an error and the socket stays open.
 Unlike an SSE stream, the socket stays open between runs. It closes with 4000 + the HTTP status of
@@ -190,7 +190,7 @@ class _Conversation:
             await self.socket.error(RuntimeError(outage[1]), outage[0])  # Redis is unwell: try again later
 
     async def _run(self, message: dict[str, Any]) -> None:
-        self.caller.require_api_key()
+        self.caller.require_chat()
         body = CreateRun.model_validate({k: v for k, v in message.items() if k != "type"})
         async with self.socket.before_any_event() as answer:
             run = await queue_follow_up(
@@ -199,7 +199,7 @@ class _Conversation:
             await answer({"type": "ack", "request": "run", "run_id": run.run_id})
 
     async def _cancel(self, message: dict[str, Any]) -> None:
-        self.caller.require_api_key()
+        self.caller.require_chat()
         async with self.socket.before_any_event() as answer:
             _, run_id = await self.runs.cancel_run(self.session_id)
             await answer({"type": "ack", "request": "cancel", "run_id": run_id})

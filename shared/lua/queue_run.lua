@@ -7,23 +7,26 @@
 -- its worker; lib.lua's end_run starts the next in line when a run ends.
 --
 -- KEYS, ARGV: as lib.lua's session_context, then ARGV[9] run_id, ARGV[10] run_json,
---             ARGV[11] multitask, ARGV[12] queued_data_json, ARGV[13] create ('1' or '0'),
+--             ARGV[11] multitask, ARGV[12] queued_data_json, ARGV[13] create: '1' a new session,
+--             '2' the session, made now if missing (a client-chosen chat id), '0' an existing one,
 --             ARGV[14] cancel_channel, then session fields as name, value pairs
 -- Returns {'ok', seq, 'started'|'pending'} | {'missing'} | {'gone'} | {'exists'} | {'conflict', active_run_id}
 local k, s = session_context()
 local run_id, multitask = ARGV[9], ARGV[11]
 
-if ARGV[13] == '1' then
+local create = ARGV[13] == '1'
+if create then
   if redis.call('EXISTS', k.meta) == 1 then return {'exists'} end
 elseif redis.call('EXISTS', k.meta) == 0 then
   if redis.call('EXISTS', k.gone) == 1 then return {'gone'} end
-  return {'missing'}
+  if ARGV[13] ~= '2' then return {'missing'} end
+  create = true
 end
 local active = redis.call('HGET', k.meta, 'active_run')
 if active == '' then active = false end
 if active and multitask == 'reject' then return {'conflict', active} end
 
-if ARGV[13] == '1' then
+if create then
   for i = 15, #ARGV, 2 do redis.call('HSET', k.meta, ARGV[i], ARGV[i + 1]) end
 end
 local ts, now_ms, now_s = clock()

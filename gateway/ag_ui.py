@@ -1,0 +1,241 @@
+"""AG-UI 1.0 events (what CopilotKit and `@ag-ui/client` read) from a session's stored events.
+
+    run.queued / run.started  RUN_STARTED (once per run: the first of the two it sees)
+    message.delta             TEXT_MESSAGE_START (once per block), TEXT_MESSAGE_CONTENT
+    reasoning.delta           REASONING_START, REASONING_MESSAGE_START, REASONING_MESSAGE_CONTENT
+    tool.started              TOOL_CALL_START, TOOL_CALL_ARGS (the whole arguments), TOOL_CALL_END
+    tool.completed / .failed  TOOL_CALL_RESULT (a failure's content is {"error": ...})
+    status, data.<name>       CUSTOM {name: "status" | <name>, value}
+    run.retrying              MESSAGES_SNAPSHOT: the thread without the dead attempt
+    run.completed             RUN_FINISHED {outcome: success, usage}
+    run.cancelled             RUN_FINISHED {outcome: cancelled}
+    run.failed                RUN_ERROR {message, code: the error's type}
+    gap                       CUSTOM {name: "gap", value: {reason, first_available}}
+
+Each frame is `data: <json>` and the last frame an event became carries its `id:`, so an
+EventSource (or any reader) that reconnects with `Last-Event-ID` continues after what it fully has.
+Ids of messages are made from event ids, so a replay gives a client the same messages again. A
+thread's messages (for the snapshots) start from the session's record and follow the runs.
+"""
+
+from typing import Any, ClassVar
+
+from ag_ui.core import (
+    AssistantMessage,
+    BaseEvent,
+    CustomEvent,
+    Message,
+    MessagesSnapshotEvent,
+    ReasoningEndEvent,
+    ReasoningMessageContentEvent,
+    ReasoningMessageEndEvent,
+    ReasoningMessageStartEvent,
+    ReasoningStartEvent,
+    RunErrorEvent,
+    RunFinishedEvent,
+    RunStartedEvent,
+    TextMessageContentEvent,
+    TextMessageEndEvent,
+    TextMessageStartEvent,
+    TokenUsage,
+    ToolCallArgsEvent,
+    ToolCallEndEvent,
+    ToolCallResultEvent,
+    ToolCallStartEvent,
+    UserMessage,
+)
+
+from gateway.translation import Translation, compact
+from shared.events import Gap
+from shared.records import RunRecord
+
+
+def thread_messages(runs: list[RunRecord]) -> list[Message]:
+    """The thread as AG-UI messages: each finished run's input and answer (text only)."""
+    messages: list[Message] = []
+    for run in runs:
+        messages.append(UserMessage(id=f"{run.run_id}-input", content=run.input))
+        if run.output is not None:
+            messages.append(AssistantMessage(id=run.run_id, content=run.output))
+    return messages
+
+
+Part = str  # an event as JSON
+
+
+class AgUiEvents(Translation[Part]):
+    handlers: ClassVar[dict[str, str]] = {
+        "run.queued": "on_queued",
+        "run.started": "on_started",
+        "message.delta": "on_text",
+        "reasoning.delta": "on_reasoning",
+        "status": "on_status",
+        "tool.started": "on_tool_started",
+        "tool.completed": "on_tool_completed",
+        "tool.failed": "on_tool_failed",
+        "run.retrying": "on_retrying",
+        "run.completed": "on_completed",
+        "run.failed": "on_failed",
+        "run.cancelled": "on_cancelled",
+    }
+
+    def __init__(
+        self,
+        thread_id: str,
+        history: list[Message],
+        run_id: str | None = None,
+        quiet_until: int = 0,
+        snapshot_first: bool = False,
+    ) -> None:
+        """`thread_id` as the client named it; `history`: the thread's messages before the first
+        run this stream shows; `snapshot_first`: open that run with the thread so far (a client
+        connecting mid-run rebuilds its messages from it rather than doubling what it holds)."""
+        super().__init__(run_id, quiet_until)
+        self.thread_id = thread_id
+        self._messages = list(history)
+        self._snapshot_first = snapshot_first
+        self._inputs: dict[str, str] = {}  # of runs queued, not yet shown
+        self._run: str | None = None  # the run being shown: runs of a session go one at a time
+        self._open: tuple[str, str] | None = None  # ("text" | "reasoning", message id)
+        self._last_text: str | None = None  # the message a tool call belongs to
+
+    def frames(self, parts: list[Part], seq: int | None) -> bytes:
+        lines = [f"data: {part}\n\n" for part in parts]
+        if seq is not None:
+            lines[-1] = f"id: {seq}\n{lines[-1]}"
+        return "".join(lines).encode()
+
+    def on_gap(self, gap: Gap) -> list[Part]:
+        return _parts(CustomEvent(name="gap", value=gap.model_dump()))
+
+    def on_data(self, name: str, data: dict[str, Any], seq: int) -> list[Part]:
+        return _parts(CustomEvent(name=name, value=data["data"])) if self._shows(data) else []
+
+    def on_queued(self, data: dict[str, Any], seq: int) -> list[Part]:
+        self._inputs[data["run_id"]] = data["input"]
+        return self._begin(data["run_id"]) if self._run is None else []
+
+    def on_started(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return self._begin(data["run_id"]) if self._run is None else []
+
+    def on_text(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if not self._shows(data):
+            return []
+        events: list[BaseEvent] = []
+        if self._open is None or self._open[0] != "text":
+            events = self._close()
+            self._open = ("text", f"{data['run_id']}-{seq}")
+            self._last_text = self._open[1]
+            events.append(TextMessageStartEvent(message_id=self._open[1], role="assistant"))
+        if data["text"]:
+            events.append(TextMessageContentEvent(message_id=self._open[1], delta=data["text"]))
+        return _parts(*events)
+
+    def on_reasoning(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if not self._shows(data):
+            return []
+        events: list[BaseEvent] = []
+        if self._open is None or self._open[0] != "reasoning":
+            events = self._close()
+            self._open = ("reasoning", f"{data['run_id']}-{seq}")
+            events += [
+                ReasoningStartEvent(message_id=self._open[1]),
+                ReasoningMessageStartEvent(message_id=self._open[1]),
+            ]
+        if data["text"]:
+            events.append(ReasoningMessageContentEvent(message_id=self._open[1], delta=data["text"]))
+        return _parts(*events)
+
+    def on_status(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return _parts(CustomEvent(name="status", value={"text": data["text"]})) if self._shows(data) else []
+
+    def on_tool_started(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if not self._shows(data):
+            return []
+        call_id = data["call_id"]
+        return _parts(
+            *self._close(),
+            ToolCallStartEvent(tool_call_id=call_id, tool_call_name=data["name"], parent_message_id=self._last_text),
+            ToolCallArgsEvent(tool_call_id=call_id, delta=compact(data["arguments"])),
+            ToolCallEndEvent(tool_call_id=call_id),
+        )
+
+    def on_tool_completed(self, data: dict[str, Any], seq: int) -> list[Part]:
+        result = data["result"]
+        return self._tool_result(data, result if isinstance(result, str) else compact(result))
+
+    def on_tool_failed(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return self._tool_result(data, compact({"error": data["error"]}))
+
+    def on_retrying(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if not self._shows(data):
+            return []
+        self._last_text = None
+        return _parts(*self._close(), MessagesSnapshotEvent(messages=self._messages))
+
+    def on_completed(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if not self._shows(data):
+            return []
+        usage = data["usage"]
+        counts = {name: usage[name] for name in ("input_tokens", "output_tokens") if isinstance(usage.get(name), int)}
+        self._messages.append(AssistantMessage(id=data["run_id"], content=data["output"]))
+        finished = RunFinishedEvent(
+            thread_id=self.thread_id,
+            run_id=data["run_id"],
+            outcome={"type": "success"},
+            usage=[TokenUsage(**counts)] if counts else None,
+        )
+        return self._end(finished)
+
+    def on_failed(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if not self._shows(data):
+            return []
+        return self._end(RunErrorEvent(message=data["error"]["message"], code=data["error"]["type"]))
+
+    def on_cancelled(self, data: dict[str, Any], seq: int) -> list[Part]:
+        self._inputs.pop(data["run_id"], None)  # a run cancelled in line never started: nothing to show
+        if not self._shows(data):
+            return []
+        return self._end(
+            RunFinishedEvent(thread_id=self.thread_id, run_id=data["run_id"], outcome={"type": "cancelled"})
+        )
+
+    def _shows(self, data: dict[str, Any]) -> bool:
+        return self._run is not None and data["run_id"] == self._run
+
+    def _begin(self, run_id: str) -> list[Part]:
+        self._run = run_id
+        self._last_text = None
+        if (text := self._inputs.pop(run_id, None)) is not None:
+            self._messages.append(UserMessage(id=f"{run_id}-input", content=text))
+        events: list[BaseEvent] = [RunStartedEvent(thread_id=self.thread_id, run_id=run_id)]
+        if self._snapshot_first:
+            self._snapshot_first = False
+            events.append(MessagesSnapshotEvent(messages=self._messages))
+        return _parts(*events)
+
+    def _end(self, event: BaseEvent) -> list[Part]:
+        parts = _parts(*self._close(), event)
+        self._run = None
+        return parts
+
+    def _tool_result(self, data: dict[str, Any], content: str) -> list[Part]:
+        if not self._shows(data):
+            return []
+        call_id = data["call_id"]
+        return _parts(
+            ToolCallResultEvent(message_id=f"{call_id}-result", tool_call_id=call_id, content=content, role="tool")
+        )
+
+    def _close(self) -> list[BaseEvent]:
+        if self._open is None:
+            return []
+        kind, message_id = self._open
+        self._open = None
+        if kind == "text":
+            return [TextMessageEndEvent(message_id=message_id)]
+        return [ReasoningMessageEndEvent(message_id=message_id), ReasoningEndEvent(message_id=message_id)]
+
+
+def _parts(*events: BaseEvent) -> list[Part]:
+    return [event.model_dump_json(by_alias=True, exclude_none=True) for event in events]

@@ -1,0 +1,129 @@
+"""AG-UI endpoints, for `HttpAgent` (CopilotKit's runtime, `@ag-ui/client`) pointed at the gateway.
+
+    POST /v1/ag-ui                    RunAgentInput: queue a run with the last user message, answer its events
+    GET  /v1/ag-ui/{thread_id}         with `Last-Event-ID` (or `?last_event_id=`): the thread's events after
+                                      it; without: the active run from its start, the thread so far first
+                                      (`TokentailAgent.connect()`, gateway/static/tokentail-ag-ui.js); or 204
+    POST /v1/ag-ui/{thread_id}/stop    cancel the active run (`TokentailAgent.abortRun()`)
+
+`threadId` is the chat id (see gateway/ids.py). The thread's history stays in tokentail: a run uses
+only the last user message of the input.
+"""
+
+import time
+from typing import Annotated, Any
+
+from ag_ui.core import RunAgentInput
+from fastapi import APIRouter, Header, Query, Response
+
+from gateway.ag_ui import AgUiEvents, thread_messages
+from gateway.deps import (
+    ERROR_RESPONSES,
+    AuthDep,
+    ChatCallerDep,
+    ChattingChatDep,
+    ReadableChatDep,
+    RunBudgetDep,
+    RunsDep,
+    SettingsDep,
+    StoreDep,
+    chat_session,
+)
+from gateway.feed import parse_last_event_id
+from gateway.schemas import CancelAccepted
+from gateway.streams import StreamsDep
+from gateway.turns import queue_chat_turn
+from shared.errors import InvalidInput, SessionExpired, SessionNotFound
+from shared.records import RunRecord
+
+router = APIRouter(prefix="/v1/ag-ui", tags=["ag-ui"])
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}}
+
+
+def _user_text(body: RunAgentInput) -> str:
+    last = body.messages[-1] if body.messages else None
+    if last is None or last.role != "user":
+        raise InvalidInput("the last message must be the user's: it is the input of the run")
+    content = last.content
+    text = content if isinstance(content, str) else "".join(getattr(part, "text", "") or "" for part in content)
+    if not text:
+        raise InvalidInput("the last user message has no text")
+    return text
+
+
+def _before(runs: list[RunRecord], run_id: str) -> list[RunRecord]:
+    return runs[: next(index for index, run in enumerate(runs) if run.run_id == run_id)]
+
+
+@router.post("", responses=STREAM_RESPONSES)
+async def run_agent(
+    body: RunAgentInput,
+    caller: ChatCallerDep,
+    auth: AuthDep,
+    store: StoreDep,
+    runs: RunsDep,
+    settings: SettingsDep,
+    budget: RunBudgetDep,
+    streams: StreamsDep,
+) -> Response:
+    """Queue a run with the last user message and answer with its AG-UI events (`RUN_STARTED` with
+    tokentail's run id ... `RUN_FINISHED`). The thread's session is made on its first run."""
+    session_id = await chat_session(body.thread_id, caller, auth, store)
+    run = await queue_chat_turn(store, runs, settings, budget, caller, session_id, _user_text(body))
+    assert run.queued_seq is not None
+    session = await store.get_session(session_id)
+    events = AgUiEvents(body.thread_id, thread_messages(_before(session.runs, run.run_id)), run_id=run.run_id)
+    return await streams.open(session_id, run.queued_seq - 1, events, "ag-ui")
+
+
+@router.get("/{chat_id}", responses={**STREAM_RESPONSES, 204: {"description": "nothing to show"}})
+async def thread_events(
+    chat_id: str,
+    session_id: ReadableChatDep,
+    store: StoreDep,
+    streams: StreamsDep,
+    last_event_id: Annotated[str | None, Query(description="resume after this id; wins over the header")] = None,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> Response:
+    """After an id: the thread's events that follow it, up to the end of the runs active or queued
+    (a run resumed mid-way is read from its start, to know what is open, and sent from the id on).
+    Without one: the active run from its start (or one that ended moments ago), opened by a
+    `MESSAGES_SNAPSHOT` of the thread, so a client that connects mid-run rebuilds its messages."""
+    position = last_event_id if last_event_id is not None else last_event_id_header
+    try:
+        session = await store.get_session(session_id)
+    except SessionExpired:
+        raise
+    except SessionNotFound:
+        return Response(status_code=204)  # a thread with no run yet
+    if position is None:
+        replayed = streams.run_to_replay(session, time.time())
+        if replayed is None or replayed.queued_seq is None:
+            return Response(status_code=204)
+        history = thread_messages(_before(session.runs, replayed.run_id))
+        events = AgUiEvents(chat_id, history, run_id=replayed.run_id, snapshot_first=True)
+        return await streams.open(session_id, replayed.queued_seq - 1, events, "ag-ui")
+    after = parse_last_event_id(position)
+    shown = next(
+        (
+            run
+            for run in session.runs
+            if run.queued_seq is not None
+            and run.queued_seq <= after
+            and (run.finished_seq is None or run.finished_seq > after)
+        ),
+        None,
+    )
+    if shown is None:  # between runs
+        history = thread_messages([run for run in session.runs if run.finished_seq and run.finished_seq <= after])
+        return await streams.open(session_id, after, AgUiEvents(chat_id, history), "ag-ui")
+    assert shown.queued_seq is not None
+    events = AgUiEvents(chat_id, thread_messages(_before(session.runs, shown.run_id)), quiet_until=after)
+    return await streams.open(session_id, shown.queued_seq - 1, events, "ag-ui")
+
+
+@router.post("/{chat_id}/stop", status_code=202, responses=ERROR_RESPONSES)
+async def stop(session_id: ChattingChatDep, runs: RunsDep) -> CancelAccepted:
+    """Cancel the thread's active run; idempotent (as `POST /v1/sessions/{sid}/cancel`)."""
+    outcome, run_id = await runs.cancel_run(session_id)
+    return CancelAccepted.of(outcome, run_id)

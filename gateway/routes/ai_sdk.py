@@ -1,0 +1,131 @@
+"""The Vercel AI SDK's chat endpoints, for `useChat` with `DefaultChatTransport` pointed at the gateway.
+
+    POST /v1/ai-sdk/chat                  send: queue a run with the last user message, answer its stream
+    GET  /v1/ai-sdk/chat/{chat_id}/stream  the transport's reconnect (`resume: true`): the active run
+                                          from its start, or 204
+    POST /v1/ai-sdk/chat/{chat_id}/stop    cancel the active run (the SDK's `stop()` only hangs up)
+    GET  /v1/ai-sdk/chat/{chat_id}/messages  the chat's messages, for `useChat({messages})` after a reload
+
+The chat's history stays in tokentail: a send uses only the last user message of the body.
+"""
+
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.deps import (
+    ERROR_RESPONSES,
+    AuthDep,
+    ChatCallerDep,
+    ChattingChatDep,
+    ReadableChatDep,
+    RunBudgetDep,
+    RunsDep,
+    SettingsDep,
+    StoreDep,
+    chat_session,
+)
+from gateway.schemas import CancelAccepted
+from gateway.streams import StreamsDep
+from gateway.turns import queue_chat_turn
+from gateway.ui_message_stream import HEADERS, UiMessageStream
+from shared.errors import InvalidInput, SessionExpired, SessionNotFound
+from shared.records import transcript
+
+router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}}
+
+
+class UiMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    role: Literal["system", "user", "assistant"]
+    parts: list[dict[str, Any]] = Field(default_factory=list)
+
+    def text(self) -> str:
+        return "".join(
+            part["text"] for part in self.parts if part.get("type") == "text" and isinstance(part.get("text"), str)
+        )
+
+
+class ChatRequest(BaseModel):
+    """What `DefaultChatTransport` posts (with whatever `body` the app adds, which is ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(description="the chat id (useChat's `id`)")
+    messages: list[UiMessage]
+    trigger: str | None = None
+    message_id: Annotated[str | None, Field(alias="messageId")] = None
+
+    def user_text(self) -> str:
+        last = self.messages[-1] if self.messages else None
+        if last is None or last.role != "user" or not last.text():
+            raise InvalidInput("the last message must be the user's, with text: it is the input of the run")
+        return last.text()
+
+
+@router.post("", responses=STREAM_RESPONSES)
+async def send(
+    body: ChatRequest,
+    caller: ChatCallerDep,
+    auth: AuthDep,
+    store: StoreDep,
+    runs: RunsDep,
+    settings: SettingsDep,
+    budget: RunBudgetDep,
+    streams: StreamsDep,
+) -> Response:
+    """Queue a run with the last user message and answer with its UI message stream. The chat's session
+    is made on its first message; a message sent while a run is active waits in line behind it."""
+    session_id = await chat_session(body.id, caller, auth, store)
+    text = body.user_text()
+    run = await queue_chat_turn(store, runs, settings, budget, caller, session_id, text)
+    assert run.queued_seq is not None
+    return await streams.open(session_id, run.queued_seq - 1, UiMessageStream(run.run_id), "ai-sdk", HEADERS)
+
+
+@router.get("/{chat_id}/stream", responses={**STREAM_RESPONSES, 204: {"description": "no active answer"}})
+async def reconnect(session_id: ReadableChatDep, store: StoreDep, streams: StreamsDep) -> Response:
+    """The active answer, replayed from its start with the same message id (what the SDK's
+    `resumeStreamIsReplay` expects), or one that ended moments ago; else 204."""
+    try:
+        session = await store.get_session(session_id)
+    except SessionExpired:
+        raise
+    except SessionNotFound:
+        return Response(status_code=204)  # a chat with no message yet
+    run = streams.run_to_replay(session, time.time())
+    if run is None or run.queued_seq is None:
+        return Response(status_code=204)
+    return await streams.open(session_id, run.queued_seq - 1, UiMessageStream(run.run_id), "ai-sdk", HEADERS)
+
+
+@router.post("/{chat_id}/stop", status_code=202, responses=ERROR_RESPONSES)
+async def stop(session_id: ChattingChatDep, runs: RunsDep) -> CancelAccepted:
+    """Cancel the chat's active run; idempotent (as `POST /v1/sessions/{sid}/cancel`)."""
+    outcome, run_id = await runs.cancel_run(session_id)
+    return CancelAccepted.of(outcome, run_id)
+
+
+@router.get("/{chat_id}/messages", responses=ERROR_RESPONSES)
+async def messages(session_id: ReadableChatDep, store: StoreDep) -> list[dict[str, Any]]:
+    """The chat as UI messages (text parts), to start `useChat` with after a reload: the active run's
+    answer is the text so far, under the id its resumed stream replaces."""
+    try:
+        session = await store.get_session(session_id)
+    except SessionExpired:
+        raise
+    except SessionNotFound:
+        return []
+    active = session.active_run
+    partial = await store.partial_text(session_id, active) if active is not None else ""
+    return [
+        {
+            "id": turn.run_id if turn.role == "assistant" else f"{turn.run_id}-input",
+            "role": turn.role,
+            "parts": [{"type": "text", "text": turn.content}] if turn.content else [],
+        }
+        for turn in transcript(session.runs, partial)
+    ]

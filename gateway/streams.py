@@ -1,0 +1,67 @@
+"""Opening a session's event stream for one client, in an encoding: the native SSE and NDJSON route
+and the chat UI protocols' routes all go through `StreamsDep`, so catch-up, live tail, gaps, the
+tenant's stream slots and 204 behave the same in every encoding."""
+
+from functools import partial
+from typing import Annotated
+
+from fastapi import Depends, Response
+
+from gateway.auth import Caller
+from gateway.deps import CallerDep, HubDep, SettingsDep, StoreDep, StreamSlotsDep
+from gateway.feed import EventFeed, start_position
+from gateway.hub import StreamHub
+from gateway.limits import StreamSlots
+from gateway.sse import Encoding, EventStreamResponse
+from shared.records import RunRecord, SessionRecord
+from shared.settings import Settings
+from shared.store import SessionStore
+
+SSE_HEADERS = {
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+}
+
+
+class Streams:
+    def __init__(
+        self, caller: Caller, store: SessionStore, hub: StreamHub, settings: Settings, slots: StreamSlots
+    ) -> None:
+        self.caller = caller
+        self.store = store
+        self.hub = hub
+        self.settings = settings
+        self.slots = slots
+
+    async def open(
+        self, session_id: str, after: int, encoding: Encoding, transport: str, headers: dict[str, str] | None = None
+    ) -> Response:
+        """The events after `after`, in `encoding`; 204 if nothing is left to send and nothing is coming.
+        (A gap frame alone would not move a browser's Last-Event-ID, so it would reconnect for ever.)"""
+        start = await start_position(self.store, session_id, after)
+        if start.idle:
+            return Response(status_code=204)
+        slot = await self.slots.take(self.caller.tenant)
+        feed = EventFeed(self.hub, session_id, start, self.settings.sse_batch, until_idle=True, transport=transport)
+        return EventStreamResponse(
+            feed, start.gap, encoding, {**SSE_HEADERS, **(headers or {})}, on_close=partial(self.slots.release, slot)
+        )
+
+    def run_to_replay(self, session: SessionRecord, now: float) -> RunRecord | None:
+        """The run a reconnecting chat UI is shown again from its start: the active one, else the last
+        one if it ended within `ui_replay_seconds` (a client that dropped just before the end)."""
+        if session.active_run is not None:
+            return session.active_run
+        last = session.runs[-1] if session.runs else None
+        if last is None or last.finished_at is None:
+            return None
+        return last if now - last.finished_at <= self.settings.ui_replay_seconds else None
+
+
+async def _streams(
+    caller: CallerDep, store: StoreDep, hub: HubDep, settings: SettingsDep, slots: StreamSlotsDep
+) -> Streams:
+    return Streams(caller, store, hub, settings, slots)
+
+
+StreamsDep = Annotated[Streams, Depends(_streams)]

@@ -1,0 +1,73 @@
+"""What the UI protocol encodings share: reading a session's stored events into another protocol.
+
+A translation is a pure function of the stored events, in order, plus what is open at the point
+reached (a text block, a reasoning block): so catch-up, live tail and resume go through the same
+feed as tokentail's own stream, and a client that comes back gets the same frames again. Each
+protocol (gateway/ui_message_stream.py, gateway/ag_ui.py) says what one event becomes.
+
+- `run_id`: a UI protocol's response is one run (one assistant message): only its events count,
+  and the stream closes after its last one. None: every run of the session, one after the other.
+- `quiet_until`: events up to this id only rebuild what is open; the client has their frames. A
+  client resuming mid-run after id N reads from the run's start, and is sent only what follows N.
+"""
+
+import json
+from typing import Any, ClassVar, Generic, TypeVar
+
+from gateway.feed import Batch
+from gateway.sse import PING
+from shared.events import DATA_PREFIX, TERMINAL_EVENTS, Gap
+
+Part = TypeVar("Part")  # what an event becomes before framing: a JSON object, or one already serialised
+
+
+class Translation(Generic[Part]):
+    media_type = "text/event-stream"
+    # What each event type becomes: the handler's name, for those the protocol shows.
+    handlers: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, run_id: str | None = None, quiet_until: int = 0) -> None:
+        self.run_id = run_id
+        self.quiet_until = quiet_until
+        self.finished = False
+
+    def head(self, gap: Gap | None) -> bytes:
+        return self.frames(self.on_gap(gap), None) if gap is not None else b""
+
+    def batch(self, batch: Batch) -> bytes:
+        if not batch.chunks:
+            return PING
+        out = [self.frames(self.on_gap(batch.gap), None)] if batch.gap is not None else []
+        for event in batch.events:
+            data = json.loads(event.data)
+            if self.run_id is not None and data.get("run_id") != self.run_id:
+                continue
+            event_type = event.type.decode()
+            if event_type.startswith(DATA_PREFIX):
+                parts = self.on_data(event_type.removeprefix(DATA_PREFIX), data, event.seq)
+            else:
+                handler = self.handlers.get(event_type)
+                parts = getattr(self, handler)(data, event.seq) if handler is not None else []
+            if parts and event.seq > self.quiet_until:
+                out.append(self.frames(parts, event.seq))
+            if self.run_id is not None and event_type in TERMINAL_EVENTS:
+                self.finished = True
+                break
+        return b"".join(out)
+
+    def tail(self) -> bytes:
+        return b""
+
+    def frames(self, parts: list[Part], seq: int | None) -> bytes:
+        """The protocol's framing of what one event (with its id) became."""
+        raise NotImplementedError
+
+    def on_gap(self, gap: Gap) -> list[Part]:
+        raise NotImplementedError
+
+    def on_data(self, name: str, data: dict[str, Any], seq: int) -> list[Part]:
+        raise NotImplementedError
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,127 @@
+"""The Vercel AI SDK's UI message stream (v1), what `useChat` reads, from a run's stored events.
+
+    data: {"type":"start","messageId":"r_…"}        run.queued (the run's id is the message's)
+    data: {"type":"start-step"}                      run.started (each attempt is one step)
+    data: {"type":"text-start","id":"text-7"} …      message.delta: text-start once, then text-delta;
+                                                     text-end before a tool, reasoning or the end
+    data: {"type":"reasoning-start", …}              reasoning.delta, the same way
+    data: {"type":"tool-input-start", …}             tool.started: its whole input at once
+    data: {"type":"tool-input-available", …}
+    data: {"type":"tool-output-available", …}        tool.completed (tool.failed: tool-output-error)
+    data: {"type":"data-status","id":"status", …}    status: one part, updated in place
+    data: {"type":"data-<name>","data":…}            data.<name>
+    data: {"type":"reset-step"}                      run.retrying: the client drops the dead attempt
+    data: {"type":"finish-step"} / {"type":"finish","messageMetadata":{"run_id","usage"}}
+    data: {"type":"abort","reason":…}                run.cancelled (run.failed: error)
+    data: [DONE]
+
+Ids are made from event ids (`text-<seq>`), so a replay gives the client the same parts again. A
+`gap` (the stream was trimmed past the run's start) becomes a transient `data-gap` part: the SDK has
+no word for it, and saying nothing would be a silent skip.
+"""
+
+from typing import Any, ClassVar
+
+from gateway.translation import Translation, compact
+from shared.events import Gap
+
+HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
+Part = dict[str, Any]
+
+
+class UiMessageStream(Translation[Part]):
+    handlers: ClassVar[dict[str, str]] = {
+        "run.queued": "on_queued",
+        "run.started": "on_started",
+        "message.delta": "on_text",
+        "reasoning.delta": "on_reasoning",
+        "status": "on_status",
+        "tool.started": "on_tool_started",
+        "tool.completed": "on_tool_completed",
+        "tool.failed": "on_tool_failed",
+        "run.retrying": "on_retrying",
+        "run.completed": "on_completed",
+        "run.failed": "on_failed",
+        "run.cancelled": "on_cancelled",
+    }
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self._open: tuple[str, str] | None = None  # the open block: ("text" | "reasoning", its id)
+
+    def frames(self, parts: list[Part], seq: int | None) -> bytes:
+        return "".join(f"data: {compact(part)}\n\n" for part in parts).encode()
+
+    def tail(self) -> bytes:
+        return b"data: [DONE]\n\n"
+
+    def on_gap(self, gap: Gap) -> list[Part]:
+        return [{"type": "data-gap", "data": gap.model_dump(), "transient": True}]
+
+    def on_data(self, name: str, data: dict[str, Any], seq: int) -> list[Part]:
+        return [{"type": f"data-{name}", "data": data["data"]}]
+
+    def on_queued(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return [{"type": "start", "messageId": data["run_id"]}]
+
+    def on_started(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return [{"type": "start-step"}]
+
+    def on_text(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return self._block("text", data["text"], seq)
+
+    def on_reasoning(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return self._block("reasoning", data["text"], seq)
+
+    def on_status(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return [{"type": "data-status", "id": "status", "data": {"text": data["text"]}}]
+
+    def on_tool_started(self, data: dict[str, Any], seq: int) -> list[Part]:
+        call = {"toolCallId": data["call_id"], "toolName": data["name"]}
+        return [
+            *self._close(),
+            {"type": "tool-input-start", **call},
+            {"type": "tool-input-available", **call, "input": data["arguments"]},
+        ]
+
+    def on_tool_completed(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return [{"type": "tool-output-available", "toolCallId": data["call_id"], "output": data["result"]}]
+
+    def on_tool_failed(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return [{"type": "tool-output-error", "toolCallId": data["call_id"], "errorText": data["error"]}]
+
+    def on_retrying(self, data: dict[str, Any], seq: int) -> list[Part]:
+        self._open = None  # reset-step drops the attempt's parts, open ones too
+        return [{"type": "reset-step"}]
+
+    def on_completed(self, data: dict[str, Any], seq: int) -> list[Part]:
+        metadata = {"run_id": data["run_id"], "usage": data["usage"]}
+        return [
+            *self._close(),
+            {"type": "finish-step"},
+            {"type": "finish", "finishReason": "stop", "messageMetadata": metadata},
+        ]
+
+    def on_failed(self, data: dict[str, Any], seq: int) -> list[Part]:
+        error = data["error"]
+        return [*self._close(), {"type": "error", "errorText": f"{error['type']}: {error['message']}"}]
+
+    def on_cancelled(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return [*self._close(), {"type": "abort", "reason": data["reason"]}]
+
+    def _block(self, kind: str, text: str, seq: int) -> list[Part]:
+        parts = []
+        if self._open is None or self._open[0] != kind:
+            parts = self._close()
+            self._open = (kind, f"{kind}-{seq}")
+            parts.append({"type": f"{kind}-start", "id": self._open[1]})
+        if text:
+            parts.append({"type": f"{kind}-delta", "id": self._open[1], "delta": text})
+        return parts
+
+    def _close(self) -> list[Part]:
+        if self._open is None:
+            return []
+        kind, block_id = self._open
+        self._open = None
+        return [{"type": f"{kind}-end", "id": block_id}]
