@@ -100,3 +100,26 @@ def test_a_correctly_signed_payload_with_bad_claims_is_refused(claims: object) -
     token = f"v1.{payload}.{tokens._sign(payload)}"
     with pytest.raises(Unauthorized, match="not valid"):
         tokens.verify(token)
+
+
+def test_a_chat_token_carries_its_scope_and_a_read_token_stays_as_tokens_were() -> None:
+    tokens = StreamTokens(SECRET, 900)
+    chat, _ = tokens.issue("s_abc", "acme", "chat")
+    read, _ = tokens.issue("s_abc", "acme")
+    assert tokens.verify(chat).scope == "chat"
+    assert tokens.verify(read).scope == "read"
+    assert "scp" not in _payload(read)  # tokens issued before scopes existed read the same
+
+
+def test_a_scope_cannot_be_added_or_made_up() -> None:
+    tokens = StreamTokens(SECRET, 900)
+    read, _ = tokens.issue("s_abc", "acme")
+    with pytest.raises(Unauthorized):
+        tokens.verify(_with_payload(read, {**_payload(read), "scp": "chat"}))  # the signature no longer fits
+    # Signed by us, but with a scope we never give out (a future version's, say): refused, not widened.
+    odd = StreamTokens(SECRET, 900)
+    forged_claims = {**_payload(read), "scp": "admin"}
+    payload = base64.urlsafe_b64encode(json.dumps(forged_claims).encode()).rstrip(b"=").decode()
+    signed = f"v1.{payload}.{odd._sign(payload)}"
+    with pytest.raises(Unauthorized):
+        odd.verify(signed)

@@ -1,0 +1,251 @@
+"""The chat UI protocols' endpoints (AI SDK, AG-UI) and NDJSON, on a real gateway, worker and Redis.
+
+The real JavaScript clients read these same endpoints in tests/node."""
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx2
+import pytest
+from pydantic import SecretStr
+
+from tests.fixtures.stack import Gateway
+from tests.waiting import eventually
+from worker.main import TokentailWorker
+
+KEY_A = "acme-key-0123456789abcdef"
+KEY_B = "beta-key-0123456789abcdef"
+SECRET = "s" * 40
+SLOW = {"tokens": 300, "tokens_per_second": 40}
+
+
+def ui_message(text: str, role: str = "user") -> dict[str, Any]:
+    return {"id": f"m-{len(text)}", "role": role, "parts": [{"type": "text", "text": text}]}
+
+
+def chat_body(chat_id: str, text: str = "hello") -> dict[str, Any]:
+    return {"id": chat_id, "messages": [ui_message(text)], "trigger": "submit-message"}
+
+
+def agent_input(thread_id: str, text: str = "hello") -> dict[str, Any]:
+    return {
+        "threadId": thread_id,
+        "runId": "client-run",
+        "state": {},
+        "messages": [{"id": "u1", "role": "user", "content": text}],
+        "tools": [],
+        "context": [],
+        "forwardedProps": {},
+    }
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+Frame = tuple[int | None, Any]  # (id, parsed data; None for `[DONE]`)
+
+
+class SseReader:
+    """The frames of a streamed response, read in parts: up to a point, then on."""
+
+    def __init__(self, response: httpx2.Response) -> None:
+        self._chunks = response.aiter_text()
+        self._buffer = ""
+
+    async def read(self, until: Callable[[list[Frame]], bool] | None = None) -> list[Frame]:
+        """Frames until the stream ends, or until `until` says so."""
+        frames: list[Frame] = []
+        async for text in self._chunks:
+            self._buffer += text
+            while "\n\n" in self._buffer:
+                frame, self._buffer = self._buffer.split("\n\n", 1)
+                lines = [line for line in frame.split("\n") if ": " in line and not line.startswith(":")]
+                fields = dict(line.split(": ", 1) for line in lines)
+                if "data" in fields:
+                    data = None if fields["data"] == "[DONE]" else json.loads(fields["data"])
+                    frames.append((int(fields["id"]) if "id" in fields else None, data))
+            if until is not None and until(frames):
+                break
+        return frames
+
+
+async def sse_frames(response: httpx2.Response, until: Callable[[list[Frame]], bool] | None = None) -> list[Frame]:
+    return await SseReader(response).read(until)
+
+
+def types(frames: list[Frame]) -> list[str]:
+    return [data["type"] for _, data in frames if data is not None]
+
+
+@pytest.fixture
+async def http(gateway: Gateway, worker: TokentailWorker) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=15) as client:
+        yield client
+
+
+async def test_ai_sdk_send_streams_the_run_to_done_and_the_chat_keeps_its_history(http: httpx2.AsyncClient) -> None:
+    async with http.stream("POST", "/v1/ai-sdk/chat", json=chat_body("chat-1", "first question")) as response:
+        assert response.status_code == 200
+        assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+        frames = await sse_frames(response)
+    assert frames[-1] == (None, None)  # data: [DONE]
+    assert types(frames)[:3] == ["start", "start-step", "text-start"]
+    assert types(frames)[-3:] == ["text-end", "finish-step", "finish"]
+    run_id = frames[0][1]["messageId"]
+    text = "".join(data["delta"] for _, data in frames if data and data["type"] == "text-delta")
+    messages = (await http.get("/v1/ai-sdk/chat/chat-1/messages")).json()
+    assert messages == [
+        {"id": f"{run_id}-input", "role": "user", "parts": [{"type": "text", "text": "first question"}]},
+        {"id": run_id, "role": "assistant", "parts": [{"type": "text", "text": text}]},
+    ]
+    # The next message of the same chat id is the next turn of the same session.
+    async with http.stream("POST", "/v1/ai-sdk/chat", json=chat_body("chat-1", "second")) as response:
+        await sse_frames(response)
+    assert len((await http.get("/v1/ai-sdk/chat/chat-1/messages")).json()) == 4
+    assert (await http.get("/v1/ai-sdk/chat/never-used/messages")).json() == []
+
+
+async def test_ai_sdk_reconnect_replays_the_active_answer_from_its_start_else_204(
+    start_gateway: Callable[..., Any], worker: TokentailWorker
+) -> None:
+    gateway: Gateway = await start_gateway(ui_replay_seconds=0.5)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=15) as http:
+        assert (await http.get("/v1/ai-sdk/chat/chat-2/stream")).status_code == 204  # no such chat yet
+        created = await http.post("/v1/sessions", json={"chat_id": "chat-2", "params": SLOW})
+        assert created.status_code == 201
+        async with http.stream("POST", "/v1/ai-sdk/chat", json=chat_body("chat-2")) as response:
+            first = await sse_frames(response, until=lambda frames: "text-delta" in types(frames))
+        # The sender hung up mid-answer; the transport's reconnect gets the whole answer, from `start`.
+        async with http.stream("GET", "/v1/ai-sdk/chat/chat-2/stream") as response:
+            assert response.status_code == 200
+            replayed = await sse_frames(response)
+        assert replayed[0] == first[0]  # the same `start`, so the client replaces its partial message
+        assert replayed[: len(first)] == first
+        assert types(replayed)[-1] == "finish"
+        # Moments after the end it still replays (a client that dropped just before it); later, 204.
+        assert (await http.get("/v1/ai-sdk/chat/chat-2/stream")).status_code == 200
+
+        async def over() -> None:
+            assert (await http.get("/v1/ai-sdk/chat/chat-2/stream")).status_code == 204
+
+        await eventually(over)
+
+
+async def test_ai_sdk_stop_cancels_the_run_and_the_stream_says_abort(http: httpx2.AsyncClient) -> None:
+    await http.post("/v1/sessions", json={"chat_id": "chat-3", "params": SLOW})
+    async with http.stream("POST", "/v1/ai-sdk/chat", json=chat_body("chat-3")) as response:
+        reader = SseReader(response)
+        await reader.read(until=lambda frames: "text-delta" in types(frames))
+        stopped = await http.post("/v1/ai-sdk/chat/chat-3/stop")
+        assert stopped.status_code == 202 and stopped.json()["status"] in ("cancelling", "cancelled")
+        rest = await reader.read()
+    assert types(rest)[-2:] == ["text-end", "abort"]
+    session_id = (await http.post("/v1/sessions", json={"chat_id": "chat-3"})).json()["session_id"]
+    assert (await http.get(f"/v1/sessions/{session_id}")).json()["runs"][0]["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"id": "bad id!", "messages": [ui_message("hi")]}, "chat id"),
+        ({"id": "chat-4", "messages": [ui_message("hi", role="assistant")]}, "the last message must be the user's"),
+        ({"id": "chat-4", "messages": []}, "the last message must be the user's"),
+    ],
+)
+async def test_ai_sdk_refuses_what_it_cannot_answer(
+    http: httpx2.AsyncClient, body: dict[str, Any], message: str
+) -> None:
+    response = await http.post("/v1/ai-sdk/chat", json=body)
+    assert response.status_code == 422
+    assert message in response.json()["error"]["message"]
+    assert (await http.get("/v1/ai-sdk/chat/chat-4/messages")).json() == []  # nothing was queued
+
+
+async def test_ag_ui_run_and_a_reader_resuming_by_id_get_every_event_once(http: httpx2.AsyncClient) -> None:
+    await http.post("/v1/sessions", json={"chat_id": "thread-1", "params": SLOW})
+    async with http.stream("POST", "/v1/ag-ui", json=agent_input("thread-1")) as response:
+        assert response.status_code == 200
+        head = await sse_frames(response, until=lambda frames: len([i for i, _ in frames if i]) >= 5)
+    # What a client holds for sure: up to the last frame with an id (the frames of one event end with it).
+    head = head[: max(i for i, (event_id, _) in enumerate(head) if event_id is not None) + 1]
+    last_id = head[-1][0]
+    async with http.stream("GET", "/v1/ag-ui/thread-1", headers={"Last-Event-ID": str(last_id)}) as response:
+        rest = await sse_frames(response)
+    # No gap, no duplicate: exactly the frames of one read of the whole thread (ids skip the events
+    # AG-UI has no frame for, such as run.started after RUN_STARTED).
+    async with http.stream("GET", "/v1/ag-ui/thread-1", params={"last_event_id": "0"}) as response:
+        assert head + rest == await sse_frames(response)
+    events = [data for _, data in head + rest]
+    assert [e["type"] for e in events].count("TEXT_MESSAGE_START") == 1  # the resumed message stays one
+    assert events[0]["type"] == "RUN_STARTED" and events[-1]["type"] == "RUN_FINISHED"
+    assert events[0]["threadId"] == "thread-1" and events[-1]["outcome"] == {"type": "success"}
+    # Connecting without an id, moments after: the run again, opened by the thread so far.
+    async with http.stream("GET", "/v1/ag-ui/thread-1") as response:
+        connected = [data for _, data in await sse_frames(response)]
+    assert [e["type"] for e in connected[:2]] == ["RUN_STARTED", "MESSAGES_SNAPSHOT"]
+    assert connected[1]["messages"] == [{"id": f"{events[0]['runId']}-input", "role": "user", "content": "hello"}]
+    assert connected[2:] == events[1:]
+    assert (await http.get("/v1/ag-ui/no-such-thread")).status_code == 204
+
+
+async def test_ndjson_is_the_same_stream_one_json_event_per_line(http: httpx2.AsyncClient) -> None:
+    session = (await http.post("/v1/sessions", json={"input": "hi", "params": {"tokens": 20}})).json()
+    url, accept = f"/v1/sessions/{session['session_id']}/events", {"Accept": "application/x-ndjson"}
+    async with http.stream("GET", url, headers=accept) as response:
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) async for line in response.aiter_lines() if line]
+    assert lines[-1]["event"] == "run.completed" and [line["id"] for line in lines] == list(range(1, len(lines) + 1))
+    async with http.stream("GET", url, headers=accept, params={"last_event_id": "3"}) as response:
+        assert [json.loads(line) async for line in response.aiter_lines() if line] == lines[3:]
+    last = {"last_event_id": str(lines[-1]["id"])}
+    async with http.stream("GET", url, headers=accept, params=last) as response:
+        assert response.status_code == 204  # all of it was sent and nothing is coming: as for SSE
+
+
+@pytest.fixture
+async def secured(start_gateway: Callable[..., Any], worker: TokentailWorker) -> AsyncIterator[httpx2.AsyncClient]:
+    gateway: Gateway = await start_gateway(
+        api_keys=SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), secret=SecretStr(SECRET), stream_token_ttl_seconds=60
+    )
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=15) as client:
+        yield client
+
+
+async def test_a_chat_token_queues_and_stops_runs_in_its_chat_and_nothing_more(secured: httpx2.AsyncClient) -> None:
+    http = secured
+    made = await http.post("/v1/sessions", json={"chat_id": "chat-9", "token_scope": "chat"}, headers=bearer(KEY_A))
+    assert made.status_code == 201 and made.json()["stream_token_scope"] == "chat"
+    again = await http.post("/v1/sessions", json={"chat_id": "chat-9"}, headers=bearer(KEY_A))
+    assert again.status_code == 200 and again.json()["session_id"] == made.json()["session_id"]
+    exists = await http.post("/v1/sessions", json={"chat_id": "chat-9", "input": "x"}, headers=bearer(KEY_A))
+    assert (exists.status_code, exists.json()["error"]["type"]) == (409, "session_exists")
+    chat, read = made.json()["stream_token"], again.json()["stream_token"]
+    session_id = made.json()["session_id"]
+
+    async with http.stream("POST", "/v1/ai-sdk/chat", json=chat_body("chat-9"), headers=bearer(chat)) as response:
+        assert response.status_code == 200
+        assert types(await sse_frames(response))[-1] == "finish"
+    for path, body in (("/v1/ai-sdk/chat", chat_body("chat-9")), ("/v1/ag-ui", agent_input("chat-9"))):
+        refused = await http.post(path, json=body, headers=bearer(read))
+        assert (refused.status_code, refused.json()["error"]["type"]) == (403, "forbidden"), path
+        other = await http.post(path, json={**body, "id": "chat-10", "threadId": "chat-10"}, headers=bearer(chat))
+        assert other.status_code == 403, path  # a chat token is for its own chat only
+    assert (await http.post("/v1/ai-sdk/chat/chat-9/stop", headers=bearer(chat))).status_code == 202
+    assert (await http.post("/v1/ag-ui/chat-9/stop", headers=bearer(read))).status_code == 403
+    assert (
+        await http.post(f"/v1/sessions/{session_id}/runs", json={"input": "x"}, headers=bearer(chat))
+    ).status_code == 202
+    assert (await http.delete(f"/v1/sessions/{session_id}", headers=bearer(chat))).status_code == 403
+    # Refreshing keeps the scope; a read token cannot make itself a chat token.
+    refreshed = await http.post(f"/v1/sessions/{session_id}/token", headers=bearer(chat))
+    assert refreshed.json()["stream_token_scope"] == "chat"
+    widened = await http.post(f"/v1/sessions/{session_id}/token", json={"scope": "chat"}, headers=bearer(read))
+    assert widened.status_code == 403
+    # Another tenant's chat of the same id is another session; a session id of acme's is not beta's to use.
+    beta = await http.post("/v1/sessions", json={"chat_id": "chat-9"}, headers=bearer(KEY_B))
+    assert beta.status_code == 201 and beta.json()["session_id"] != session_id
+    foreign = await http.post("/v1/sessions", json={"chat_id": session_id}, headers=bearer(KEY_B))
+    assert foreign.status_code == 404
+    assert (await http.post("/v1/ai-sdk/chat", json=chat_body(session_id), headers=bearer(KEY_B))).status_code == 404

@@ -1,0 +1,199 @@
+"""The UI protocol encodings: what a run's stored events become, for the AI SDK and for AG-UI.
+
+Every AG-UI event made is validated by `ag_ui.core`'s own models; the Node tests (tests/node) check
+both encodings against the real JavaScript clients."""
+
+import json
+from typing import Any
+
+import pytest
+from ag_ui.core import Event
+from pydantic import TypeAdapter
+
+from gateway.ag_ui import AgUiEvents, thread_messages
+from gateway.feed import Batch
+from gateway.hub import Chunk
+from gateway.sse import PING
+from gateway.translation import Translation
+from gateway.ui_message_stream import UiMessageStream
+from shared.events import Gap
+from shared.records import RunRecord
+from shared.store import StoredEvent
+
+RUN = "r_one"
+EVENTS: list[tuple[str, dict[str, Any]]] = [
+    ("run.queued", {"input": "weather?"}),
+    ("run.started", {"attempt": 1}),
+    ("message.delta", {"text": "Lost "}),
+    ("run.retrying", {"attempt": 2, "reason": "worker lost"}),
+    ("run.started", {"attempt": 2}),
+    ("reasoning.delta", {"text": "Think."}),
+    ("status", {"text": "Looking"}),
+    ("tool.started", {"call_id": "c1", "name": "lookup", "arguments": {"q": "weather?"}}),
+    ("tool.completed", {"call_id": "c1", "result": {"found": 3}, "duration_ms": 5}),
+    ("tool.started", {"call_id": "c2", "name": "broken", "arguments": {}}),
+    ("tool.failed", {"call_id": "c2", "error": "boom", "duration_ms": 1}),
+    ("data.chart", {"data": {"points": [1, 2]}}),
+    ("message.delta", {"text": "Sunny"}),
+    ("message.delta", {"text": "."}),
+    ("run.completed", {"output": "Sunny.", "usage": {"input_tokens": 3, "output_tokens": 2}}),
+]
+
+
+def stored(events: list[tuple[str, dict[str, Any]]], run_id: str = RUN, first: int = 1) -> list[StoredEvent]:
+    return [
+        StoredEvent(seq, kind.encode(), json.dumps({"run_id": run_id, **data}).encode(), 0)
+        for seq, (kind, data) in enumerate(events, start=first)
+    ]
+
+
+def sse_data(body: bytes) -> list[Any]:
+    frames = [frame for frame in body.decode().split("\n\n") if frame]
+    return [json.loads(line[6:]) for frame in frames for line in frame.split("\n") if line.startswith("data: {")]
+
+
+def translate(translation: Translation[Any], events: list[StoredEvent], gap: Gap | None = None) -> bytes:
+    return translation.head(gap) + translation.batch(Batch([Chunk(events)]))
+
+
+def test_ai_sdk_parts_of_a_run_with_a_retry_tools_and_data() -> None:
+    translation = UiMessageStream(RUN)
+    parts = sse_data(translate(translation, stored(EVENTS)))
+    assert [part["type"] for part in parts] == [
+        "start", "start-step", "text-start", "text-delta",
+        "reset-step", "start-step", "reasoning-start", "reasoning-delta", "data-status",
+        "reasoning-end", "tool-input-start", "tool-input-available", "tool-output-available",
+        "tool-input-start", "tool-input-available", "tool-output-error", "data-chart",
+        "text-start", "text-delta", "text-delta", "text-end", "finish-step", "finish",
+    ]  # fmt: skip
+    assert parts[0] == {"type": "start", "messageId": RUN}
+    assert parts[11] == {
+        "type": "tool-input-available",
+        "toolCallId": "c1",
+        "toolName": "lookup",
+        "input": {"q": "weather?"},
+    }
+    assert parts[15] == {"type": "tool-output-error", "toolCallId": "c2", "errorText": "boom"}
+    # Ids come from event ids: the block after the retry is a new one, and a replay names it the same.
+    assert parts[2]["id"] != parts[17]["id"] == parts[20]["id"]
+    assert parts[-1]["messageMetadata"] == {"run_id": RUN, "usage": {"input_tokens": 3, "output_tokens": 2}}
+    assert translation.finished and translation.tail() == b"data: [DONE]\n\n"
+    assert parts == sse_data(translate(UiMessageStream(RUN), stored(EVENTS)))
+
+
+@pytest.mark.parametrize(
+    ("ending", "last"),
+    [
+        (("run.cancelled", {"reason": "cancelled by request"}), {"type": "abort", "reason": "cancelled by request"}),
+        (
+            ("run.failed", {"error": {"type": "provider_error", "message": "429"}}),
+            {"type": "error", "errorText": "provider_error: 429"},
+        ),
+    ],
+)  # fmt: skip
+def test_ai_sdk_ends_an_open_text_before_a_cancel_or_a_failure(
+    ending: tuple[str, dict[str, Any]], last: dict[str, Any]
+) -> None:
+    parts = sse_data(translate(UiMessageStream(RUN), stored([*EVENTS[:3], ending])))
+    assert [part["type"] for part in parts[-2:]] == ["text-end", last["type"]]
+    assert parts[-1] == last
+
+
+def test_a_run_scoped_stream_skips_other_runs_and_ends_at_its_own_end() -> None:
+    before = stored([("run.queued", {"input": "other"}), ("message.delta", {"text": "no"})], run_id="r_other")
+    ours = stored(EVENTS, first=3)
+    after = stored([("run.queued", {"input": "next"})], run_id="r_next", first=3 + len(EVENTS))
+    for translation in (UiMessageStream(RUN), AgUiEvents("t", [], run_id=RUN)):
+        body = translate(translation, before + ours + after)
+        assert b"r_other" not in body and b"r_next" not in body and b"no" not in body
+        assert translation.finished
+
+
+def test_gaps_and_heartbeats_are_said_in_each_protocol() -> None:
+    gap = Gap(reason="trimmed", first_available=9)
+    assert sse_data(UiMessageStream(RUN).head(gap)) == [
+        {"type": "data-gap", "data": {"reason": "trimmed", "first_available": 9}, "transient": True}
+    ]
+    assert sse_data(AgUiEvents("t", []).head(gap)) == [
+        {"type": "CUSTOM", "name": "gap", "value": {"reason": "trimmed", "first_available": 9}}
+    ]
+    assert UiMessageStream(RUN).batch(Batch()) == AgUiEvents("t", []).batch(Batch()) == PING
+
+
+AG_UI_EVENT = TypeAdapter(Event)
+
+
+def test_ag_ui_events_of_a_run_validate_and_drop_the_dead_attempt() -> None:
+    history = thread_messages([RunRecord(run_id="r_zero", input="hi", output="Hello", status="completed")])
+    body = translate(AgUiEvents("thread-1", history, run_id=RUN), stored(EVENTS))
+    events = sse_data(body)
+    for event in events:
+        AG_UI_EVENT.validate_python(event)  # AG-UI's own schema
+    assert [event["type"] for event in events] == [
+        "RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END", "MESSAGES_SNAPSHOT",
+        "REASONING_START", "REASONING_MESSAGE_START", "REASONING_MESSAGE_CONTENT", "CUSTOM",
+        "REASONING_MESSAGE_END", "REASONING_END", "TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END",
+        "TOOL_CALL_RESULT", "TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END", "TOOL_CALL_RESULT", "CUSTOM",
+        "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED",
+    ]  # fmt: skip
+    assert events[0] == {"type": "RUN_STARTED", "threadId": "thread-1", "runId": RUN}
+    # The snapshot on the takeover is the thread without the dead attempt's "Lost ".
+    assert events[4]["messages"] == [
+        {"id": "r_zero-input", "role": "user", "content": "hi"},
+        {"id": "r_zero", "role": "assistant", "content": "Hello"},
+        {"id": f"{RUN}-input", "role": "user", "content": "weather?"},
+    ]
+    assert json.loads(events[12]["delta"]) == {"q": "weather?"}
+    assert json.loads(events[18]["content"]) == {"error": "boom"}
+    assert events[19] == {"type": "CUSTOM", "name": "chart", "value": {"points": [1, 2]}}
+    assert events[-1]["outcome"] == {"type": "success"}
+    assert events[-1]["usage"] == [{"inputTokens": 3, "outputTokens": 2}]
+
+
+def test_ag_ui_frames_carry_the_id_of_the_event_they_finish() -> None:
+    body = translate(AgUiEvents("t", [], run_id=RUN), stored(EVENTS[:3])).decode()
+    frames = [frame for frame in body.split("\n\n") if frame]
+    start = {"type": "TEXT_MESSAGE_START", "messageId": "r_one-3", "role": "assistant"}
+    # message.delta (id 3) became TEXT_MESSAGE_START and _CONTENT: only the last says "3 is all here".
+    assert [frame.split("\n")[0] for frame in frames] == [
+        "id: 1",
+        f"data: {json.dumps(start, separators=(',', ':'))}",
+        "id: 3",
+    ]
+
+
+def test_ag_ui_resuming_mid_message_sends_only_what_follows_and_keeps_the_message_open() -> None:
+    events = stored(EVENTS)
+    whole = sse_data(translate(AgUiEvents("t", []), events))
+    resumed = sse_data(translate(AgUiEvents("t", [], quiet_until=13), events))
+    # Event 13 opened the last text message: what follows (14: ".", 15: the end) continues it, with no
+    # second START, exactly as a client that stayed connected got it.
+    assert [event["type"] for event in resumed] == ["TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED"]
+    assert resumed == whole[-3:]
+
+
+def test_ag_ui_runs_of_a_thread_follow_one_another_and_a_run_cancelled_in_line_is_not_shown() -> None:
+    first = stored([("run.queued", {"input": "a"}), ("run.started", {"attempt": 1})], run_id="r_a")
+    second = stored([("run.queued", {"input": "b"})], run_id="r_b", first=3)
+    third = stored([("run.queued", {"input": "c"})], run_id="r_c", first=4)
+    rest = [
+        *stored([("run.cancelled", {"reason": "superseded"})], run_id="r_b", first=5),
+        *stored(
+            [("message.delta", {"text": "A"}), ("run.completed", {"output": "A", "usage": {}})], run_id="r_a", first=6
+        ),
+        *stored([("run.started", {"attempt": 1}), ("run.cancelled", {"reason": "stop"})], run_id="r_c", first=8),
+    ]
+    events = sse_data(translate(AgUiEvents("t", []), first + second + third + rest))
+    assert [(event["type"], event.get("runId")) for event in events] == [
+        ("RUN_STARTED", "r_a"), ("TEXT_MESSAGE_START", None), ("TEXT_MESSAGE_CONTENT", None),
+        ("TEXT_MESSAGE_END", None), ("RUN_FINISHED", "r_a"), ("RUN_STARTED", "r_c"), ("RUN_FINISHED", "r_c"),
+    ]  # fmt: skip
+    assert events[-1]["outcome"] == {"type": "cancelled"}
+
+
+def test_ag_ui_connect_opens_with_the_thread_so_far() -> None:
+    history = thread_messages([RunRecord(run_id="r_zero", input="hi", output="Hello", status="completed")])
+    events = sse_data(translate(AgUiEvents("t", history, run_id=RUN, snapshot_first=True), stored(EVENTS[:3])))
+    assert [event["type"] for event in events[:2]] == ["RUN_STARTED", "MESSAGES_SNAPSHOT"]
+    assert [message["id"] for message in events[1]["messages"]] == ["r_zero-input", "r_zero", f"{RUN}-input"]
