@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from gateway.ids import new_session_id
-from shared.errors import LeaseLost, RunConflict, SessionExpired, SessionNotFound
+from shared.errors import LeaseLost, RunConflict, SessionExists, SessionExpired, SessionNotFound
 from shared.events import ErrorInfo, RunCancelled, RunFailed
 from shared.jobs import RUN_JOB
 from shared.lifecycle import Cancel, Queued, Renewal, Requeue, RunLease, RunLifecycle, StartVerdict
@@ -70,11 +70,33 @@ async def test_queue_run_creates_the_session_records_the_run_and_queues_its_job(
     assert state.active_run_id == run.run_id and state.runs[0].status == "queued" and state.status == "queued"
 
 
-async def test_creating_a_session_that_exists_is_a_collision(runs: RunLifecycle) -> None:
+async def test_creating_a_session_that_exists_is_refused_unless_only_if_missing(
+    store: SessionStore, runs: RunLifecycle
+) -> None:
     session = make_session()
     await runs.queue_run(session.session_id, make_run(), create=session)
-    with pytest.raises(RuntimeError, match="session id collision"):
+    with pytest.raises(SessionExists):
         await runs.queue_run(session.session_id, make_run(), create=session)
+    assert not await runs.create_session(session)  # nothing changed either
+    # A chat's turn: made if missing, else queued on the session there is (behind its active run).
+    second = make_run()
+    await runs.queue_run(session.session_id, second, multitask="enqueue", create=session, if_missing=True)
+    state = await store.get_session(session.session_id)
+    assert [run.run_id for run in state.runs][-1] == second.run_id and second.queued_seq == state.last_event_id
+    fresh = make_session()
+    third = make_run()
+    await runs.queue_run(fresh.session_id, third, create=fresh, if_missing=True)
+    assert (await store.get_session(fresh.session_id)).active_run_id == third.run_id
+
+
+async def test_a_gone_session_is_not_made_again(store: SessionStore, runs: RunLifecycle) -> None:
+    session = make_session()
+    await runs.create_session(session)
+    await runs.delete_session(await store.get_session(session.session_id))
+    with pytest.raises(SessionExpired):
+        await runs.create_session(session)
+    with pytest.raises(SessionExpired):
+        await runs.queue_run(session.session_id, make_run(), create=session, if_missing=True)
 
 
 async def test_a_session_created_without_a_run_is_idle_and_expires_unless_used(
