@@ -2,6 +2,7 @@
 and the chat UI protocols' routes all go through `StreamsDep`, so catch-up, live tail, gaps, the
 tenant's stream slots and 204 behave the same in every encoding."""
 
+from dataclasses import replace
 from functools import partial
 from typing import Annotated
 
@@ -34,11 +35,20 @@ class Streams:
         self.slots = slots
 
     async def open(
-        self, session_id: str, after: int, encoding: Encoding, transport: str, headers: dict[str, str] | None = None
+        self,
+        session_id: str,
+        after: int,
+        encoding: Encoding,
+        transport: str,
+        headers: dict[str, str] | None = None,
+        resuming: bool = True,
     ) -> Response:
         """The events after `after`, in `encoding`; 204 if nothing is left to send and nothing is coming.
-        (A gap frame alone would not move a browser's Last-Event-ID, so it would reconnect for ever.)"""
+        (A gap frame alone would not move a browser's Last-Event-ID, so it would reconnect for ever.)
+        `resuming`: False for the answer to a run just posted, which the resume metrics do not count."""
         start = await start_position(self.store, session_id, after)
+        if not resuming:
+            start = replace(start, replay_until=0)
         if start.idle:
             return Response(status_code=204)
         slot = await self.slots.take(self.caller.tenant)

@@ -73,7 +73,7 @@ async def run_agent(
     assert run.queued_seq is not None
     session = await store.get_session(session_id)
     events = AgUiEvents(body.thread_id, thread_messages(_before(session.runs, run.run_id)), run_id=run.run_id)
-    return await streams.open(session_id, run.queued_seq - 1, events, "ag-ui")
+    return await streams.open(session_id, run.queued_seq - 1, events, "ag-ui", resuming=False)
 
 
 @router.get("/{chat_id}", responses={**STREAM_RESPONSES, 204: {"description": "nothing to show"}})

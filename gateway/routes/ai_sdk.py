@@ -83,7 +83,8 @@ async def send(
     text = body.user_text()
     run = await queue_chat_turn(store, runs, settings, budget, caller, session_id, text)
     assert run.queued_seq is not None
-    return await streams.open(session_id, run.queued_seq - 1, UiMessageStream(run.run_id), "ai-sdk", HEADERS)
+    events = UiMessageStream(run.run_id)
+    return await streams.open(session_id, run.queued_seq - 1, events, "ai-sdk", HEADERS, resuming=False)
 
 
 @router.get("/{chat_id}/stream", responses={**STREAM_RESPONSES, 204: {"description": "no active answer"}})
