@@ -20,7 +20,7 @@ from gateway.body_limit import BodySizeLimit
 from gateway.errors import error_response, install_error_handlers, outage_response
 from gateway.hub import StreamHub
 from gateway.limits import RunBudget, StreamSlots
-from gateway.routes import ag_ui, ai_sdk, events, sessions, socket
+from gateway.routes import ag_ui, ai_sdk, ai_sdk_socket, events, sessions, socket
 from gateway.shutdown import StreamShutdown
 from gateway.sse import call_detaching
 from shared.keys import Keys
@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(events.router)
     app.include_router(socket.router)
+    app.include_router(ai_sdk_socket.router)
     app.include_router(ai_sdk.router)
     app.include_router(ag_ui.router)
 

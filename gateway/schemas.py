@@ -1,13 +1,14 @@
 """Request and response bodies of the HTTP API."""
 
 import json
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.ids import CHAT_ID_PATTERN
 from gateway.tokens import Scope
 from shared.catalog import parse_model
+from shared.errors import InvalidInput
 from shared.lifecycle import Cancel
 from shared.params import RunParams
 from shared.records import Multitask, RunRecord, Turn
@@ -149,3 +150,31 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class UiMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    role: Literal["system", "user", "assistant"]
+    parts: list[dict[str, Any]] = Field(default_factory=list)
+
+    def text(self) -> str:
+        return "".join(
+            part["text"] for part in self.parts if part.get("type") == "text" and isinstance(part.get("text"), str)
+        )
+
+
+class ChatRequest(BaseModel):
+    """What `DefaultChatTransport` posts (with whatever `body` the app adds, which is ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(description="the chat id (useChat's `id`)")
+    messages: list[UiMessage]
+    trigger: str | None = None
+    message_id: Annotated[str | None, Field(alias="messageId")] = None
+
+    def user_text(self) -> str:
+        last = self.messages[-1] if self.messages else None
+        if last is None or last.role != "user" or not last.text():
+            raise InvalidInput("the last message must be the user's, with text: it is the input of the run")
+        return last.text()

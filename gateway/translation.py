@@ -37,7 +37,12 @@ class Translation(Generic[Part]):
     def batch(self, batch: Batch) -> bytes:
         if not batch.chunks:
             return PING
-        out = [self.frames(self.on_gap(batch.gap), None)] if batch.gap is not None else []
+        return b"".join(self.frames(parts, seq) for parts, seq in self.translate(batch))
+
+    def translate(self, batch: Batch) -> list[tuple[list[Part], int | None]]:
+        """What each event of the batch became, with its id (None for a gap), leaving out events
+        that became nothing or that the client has."""
+        out: list[tuple[list[Part], int | None]] = [(self.on_gap(batch.gap), None)] if batch.gap is not None else []
         for event in batch.events:
             data = json.loads(event.data)
             if self.run_id is not None and data.get("run_id") != self.run_id:
@@ -49,11 +54,11 @@ class Translation(Generic[Part]):
                 handler = self.handlers.get(event_type)
                 parts = getattr(self, handler)(data, event.seq) if handler is not None else []
             if parts and event.seq > self.quiet_until:
-                out.append(self.frames(parts, event.seq))
+                out.append((parts, event.seq))
             if self.run_id is not None and event_type in TERMINAL_EVENTS:
                 self.finished = True
                 break
-        return b"".join(out)
+        return out
 
     def tail(self) -> bytes:
         return b""

@@ -53,7 +53,8 @@ class UiMessageStream(Translation[Part]):
         return "".join(f"data: {compact(part)}\n\n" for part in parts).encode()
 
     def tail(self) -> bytes:
-        return b"data: [DONE]\n\n"
+        # Only after the run's end: a stream cut short (a gateway stopping) must not look complete.
+        return b"data: [DONE]\n\n" if self.finished else b""
 
     def on_gap(self, gap: Gap) -> list[Part]:
         return [{"type": "data-gap", "data": gap.model_dump(), "transient": True}]

@@ -10,10 +10,9 @@ The chat's history stays in tokentail: a send uses only the last user message of
 """
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.deps import (
     ERROR_RESPONSES,
@@ -27,43 +26,15 @@ from gateway.deps import (
     StoreDep,
     chat_session,
 )
-from gateway.schemas import CancelAccepted
+from gateway.schemas import CancelAccepted, ChatRequest
 from gateway.streams import StreamsDep
 from gateway.turns import queue_chat_turn
 from gateway.ui_message_stream import HEADERS, UiMessageStream
-from shared.errors import InvalidInput, SessionExpired, SessionNotFound
+from shared.errors import SessionExpired, SessionNotFound
 from shared.records import transcript
 
 router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}}
-
-
-class UiMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str
-    role: Literal["system", "user", "assistant"]
-    parts: list[dict[str, Any]] = Field(default_factory=list)
-
-    def text(self) -> str:
-        return "".join(
-            part["text"] for part in self.parts if part.get("type") == "text" and isinstance(part.get("text"), str)
-        )
-
-
-class ChatRequest(BaseModel):
-    """What `DefaultChatTransport` posts (with whatever `body` the app adds, which is ignored)."""
-
-    model_config = ConfigDict(extra="allow")
-    id: str = Field(description="the chat id (useChat's `id`)")
-    messages: list[UiMessage]
-    trigger: str | None = None
-    message_id: Annotated[str | None, Field(alias="messageId")] = None
-
-    def user_text(self) -> str:
-        last = self.messages[-1] if self.messages else None
-        if last is None or last.role != "user" or not last.text():
-            raise InvalidInput("the last message must be the user's, with text: it is the input of the run")
-        return last.text()
 
 
 @router.post("", responses=STREAM_RESPONSES)

@@ -2,12 +2,14 @@
 
 The real JavaScript clients read these same endpoints in tests/node."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx2
 import pytest
+import websockets
 from pydantic import SecretStr
 
 from tests.fixtures.stack import Gateway
@@ -249,3 +251,69 @@ async def test_a_chat_token_queues_and_stops_runs_in_its_chat_and_nothing_more(s
     foreign = await http.post("/v1/sessions", json={"chat_id": session_id}, headers=bearer(KEY_B))
     assert foreign.status_code == 404
     assert (await http.post("/v1/ai-sdk/chat", json=chat_body(session_id), headers=bearer(KEY_B))).status_code == 404
+
+
+class ChatSocket:
+    """The frames of `WebSocketChatTransport`'s protocol, over a real socket."""
+
+    def __init__(self, socket: websockets.ClientConnection) -> None:
+        self.socket = socket
+
+    async def request(self, frame: dict[str, Any]) -> None:
+        await self.socket.send(json.dumps({"headers": {}, "body": {}, **frame}))
+
+    async def frames(self, request_id: str, until: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """This request's frames up to the one `until` accepts."""
+        got: list[dict[str, Any]] = []
+        while True:
+            frame = json.loads(await asyncio.wait_for(self.socket.recv(), 15))
+            if frame["requestId"] == request_id:
+                got.append(frame)
+                if until(frame):
+                    return got
+
+
+def ws_url(http: httpx2.AsyncClient) -> str:
+    return str(http.base_url).replace("http://", "ws://").rstrip("/") + "/v1/ai-sdk/chat/ws"
+
+
+async def test_ai_sdk_websocket_transport_sends_resumes_and_aborts_requests(http: httpx2.AsyncClient) -> None:
+    await http.post("/v1/sessions", json={"chat_id": "chat-ws", "params": SLOW})
+    async with websockets.connect(ws_url(http)) as socket:
+        chat = ChatSocket(socket)
+        await chat.request({"type": "resume", "requestId": "q0", "id": "chat-ws"})
+        assert await chat.frames("q0", lambda f: True) == [{"type": "no-active", "requestId": "q0"}]
+        send = {"type": "send", "requestId": "q1", "trigger": "submit-message", **chat_body("chat-ws")}
+        await chat.request(send)
+        head = await chat.frames("q1", lambda f: f["type"] == "chunk" and f["sequence"] == 5)
+        await chat.request({"type": "abort", "requestId": "q1"})  # stops the sending, not the run
+        # A resume replays the answer from its start with the same numbers; lastSequence skips what is held.
+        await chat.request({"type": "resume", "requestId": "q2", "id": "chat-ws"})
+        whole = await chat.frames("q2", lambda f: f["type"] in ("end", "error"))
+        await chat.request({"type": "resume", "requestId": "q3", "id": "chat-ws", "lastSequence": 5})
+        rest = await chat.frames("q3", lambda f: f["type"] in ("end", "error"))
+    chunks = [frame for frame in whole if frame["type"] == "chunk"]
+    assert whole[0]["type"] == "start" and whole[-1]["type"] == "end"
+    assert [frame["sequence"] for frame in chunks] == list(range(len(chunks)))  # contiguous, as the SDK checks
+    assert [frame["chunk"] for frame in head[1:]] == [frame["chunk"] for frame in chunks[:6]]
+    assert [frame["sequence"] for frame in rest if frame["type"] == "chunk"] == list(range(6, len(chunks)))
+    assert chunks[-1]["chunk"]["type"] == "finish"
+
+
+async def test_ai_sdk_websocket_refuses_with_errors_the_transport_shows(secured: httpx2.AsyncClient) -> None:
+    http = secured
+    made = await http.post("/v1/sessions", json={"chat_id": "chat-wr"}, headers=bearer(KEY_A))
+    read = made.json()["stream_token"]
+    async with websockets.connect(ws_url(http) + f"?token={read}") as socket:
+        chat = ChatSocket(socket)
+        await chat.request({"type": "send", "requestId": "q1", "trigger": "submit-message", **chat_body("chat-wr")})
+        [error] = await chat.frames("q1", lambda f: True)
+        assert error["type"] == "error" and "chat token" in error["errorText"]
+        await chat.request({"type": "resume", "requestId": "q2", "id": "other-chat"})
+        [error] = await chat.frames("q2", lambda f: True)
+        assert error["type"] == "error" and "another session" in error["errorText"]
+    with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+        async with websockets.connect(ws_url(http)) as socket:
+            await socket.recv()
+            await socket.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401

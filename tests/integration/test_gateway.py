@@ -40,7 +40,14 @@ def _assert_complete(received: Received, first_id: int = 1) -> None:
 
 async def test_a_run_streams_from_queued_to_completed(client: httpx2.AsyncClient, worker: TokentailWorker) -> None:
     created = await _create(client)
-    assert set(created) == {"session_id", "run_id", "events_url", "stream_token", "stream_token_expires_at"}
+    assert set(created) == {
+        "session_id",
+        "run_id",
+        "events_url",
+        "stream_token",
+        "stream_token_expires_at",
+        "stream_token_scope",
+    }
     assert created["events_url"].endswith(f"/v1/sessions/{created['session_id']}/events")
     received = await read_events(client, created["events_url"])
     assert received.status == 200 and received.retry == 1000

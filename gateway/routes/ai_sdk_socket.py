@@ -1,0 +1,197 @@
+"""The Vercel AI SDK's `WebSocketChatTransport` (v7): many chat requests over one socket.
+
+    client → server   {"type": "send", "requestId", "id", "trigger", "messageId"?, "messages", ...}
+                      {"type": "resume", "requestId", "id", "lastSequence"?, ...}
+                      {"type": "abort", "requestId"}
+    server → client   {"type": "start", "requestId"}
+                      {"type": "chunk", "requestId", "sequence": 0, 1, ..., "chunk": <UI message stream part>}
+                      {"type": "end", "requestId"} | {"type": "error", "requestId", "errorText"}
+                      {"type": "no-active", "requestId"}   (a resume with no answer to replay)
+
+A request's chunks are the parts of its run's UI message stream (gateway/ui_message_stream.py),
+numbered from 0 at the run's start. A resume replays the run from there, so a part has the same
+number in every replay, and a `lastSequence` skips what the client holds. As over HTTP, `abort` (the
+SDK's `stop()`) stops sending, not the run: `POST /v1/ai-sdk/chat/{id}/stop` cancels it.
+Credentials: a bearer header, or `?token=` (a browser WebSocket cannot send headers). The socket
+holds one of the tenant's stream slots.
+"""
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from gateway.auth import Authenticator, Caller, bearer_credential
+from gateway.deps import (
+    AuthDep,
+    HubDep,
+    RunBudgetDep,
+    RunsDep,
+    SettingsDep,
+    StoreDep,
+    StreamSlotsDep,
+    chat_session,
+)
+from gateway.errors import describe
+from gateway.feed import EventFeed, start_position
+from gateway.limits import RunBudget
+from gateway.schemas import ChatRequest
+from gateway.streams import Streams
+from gateway.turns import queue_chat_turn
+from gateway.ui_message_stream import UiMessageStream
+from shared.errors import InvalidInput, SessionExpired, SessionNotFound, TokentailError
+from shared.lifecycle import RunLifecycle
+from shared.outage import is_outage
+from shared.records import RunRecord
+
+router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
+
+
+class _ChatSocket:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        caller: Caller,
+        streams: Streams,
+        runs: RunLifecycle,
+        auth: Authenticator,
+        budget: RunBudget,
+    ) -> None:
+        self.websocket = websocket
+        self.caller = caller
+        self.streams = streams
+        self.runs = runs
+        self.auth = auth
+        self.budget = budget
+        self.requests: dict[str, asyncio.Task[None]] = {}
+        self._lock = asyncio.Lock()  # the requests' tasks all send
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        async with self._lock:
+            await self.websocket.send_text(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+
+    def take(self, frame: dict[str, Any]) -> None:
+        request_id = frame.get("requestId")
+        if not isinstance(request_id, str):
+            return  # not a frame of this protocol: it cannot even be answered
+        if frame.get("type") == "abort":
+            if (task := self.requests.pop(request_id, None)) is not None:
+                task.cancel()
+            return
+        task = asyncio.create_task(self.serve(request_id, frame))
+        self.requests[request_id] = task
+        task.add_done_callback(lambda done: self.requests.pop(request_id, None) if done is task else None)
+
+    async def serve(self, request_id: str, frame: dict[str, Any]) -> None:
+        try:
+            await self._serve(request_id, frame)
+        except (TokentailError, ValidationError, ValueError) as exc:
+            await self.send({"type": "error", "requestId": request_id, "errorText": str(exc)})
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            await self.send({"type": "error", "requestId": request_id, "errorText": "Redis is unavailable: retry"})
+
+    async def _serve(self, request_id: str, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind not in ("send", "resume") or not isinstance(frame.get("id"), str):
+            raise InvalidInput("a request is a send, resume or abort frame with a chat `id`")
+        store = self.streams.store
+        session_id = await chat_session(frame["id"], self.caller, self.auth, store)
+        skip = -1
+        if kind == "send":
+            self.caller.require_chat()
+            text = ChatRequest.model_validate(frame).user_text()
+            settings = self.streams.settings
+            run: RunRecord | None = await queue_chat_turn(
+                store, self.runs, settings, self.budget, self.caller, session_id, text
+            )
+        else:
+            skip = frame.get("lastSequence", -1)
+            if not isinstance(skip, int) or skip < -1:
+                raise InvalidInput("lastSequence must be a chunk's sequence number")
+            try:
+                run = self.streams.run_to_replay(await store.get_session(session_id), time.time())
+            except SessionExpired:
+                raise
+            except SessionNotFound:
+                run = None
+        if run is None or run.queued_seq is None:
+            await self.send({"type": "no-active", "requestId": request_id})
+            return
+        await self.send({"type": "start", "requestId": request_id})
+        if await self._chunks(request_id, session_id, run, skip):
+            await self.send({"type": "end", "requestId": request_id})
+        else:  # the session went away, or this gateway is stopping: not an end the client should believe
+            await self.send({"type": "error", "requestId": request_id, "errorText": "the stream was cut: resume it"})
+
+    async def _chunks(self, request_id: str, session_id: str, run: RunRecord, skip: int) -> bool:
+        """Send the run's parts after `skip`; whether the run's end was sent."""
+        assert run.queued_seq is not None
+        start = await start_position(self.streams.store, session_id, run.queued_seq - 1)
+        feed = EventFeed(self.streams.hub, session_id, start, self.streams.settings.sse_batch, True, "ai-sdk-ws")
+        translation = UiMessageStream(run.run_id)
+        sequence = -1
+        parts = translation.on_gap(start.gap) if start.gap is not None else []
+        async with contextlib.aclosing(feed.__aiter__()) as batches:
+            async for batch in batches:
+                parts += [part for translated, _ in translation.translate(batch) for part in translated]
+                for part in parts:
+                    sequence += 1
+                    if sequence > skip:
+                        await self.send({"type": "chunk", "requestId": request_id, "sequence": sequence, "chunk": part})
+                parts = []
+                if translation.finished:
+                    return True
+        return False
+
+    async def close(self) -> None:
+        for task in list(self.requests.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+@router.websocket("/ws")
+async def chat_socket(
+    websocket: WebSocket,
+    store: StoreDep,
+    runs: RunsDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    auth: AuthDep,
+    slots: StreamSlotsDep,
+    budget: RunBudgetDep,
+    token: Annotated[str | None, Query()] = None,
+) -> None:
+    await websocket.accept()
+    try:
+        caller = auth.authenticate(bearer_credential(websocket.headers.get("authorization")), token)
+        slot = await slots.take(caller.tenant)
+    except TokentailError as exc:
+        status, type_ = describe(exc)
+        await websocket.send_text(json.dumps({"type": "error", "requestId": "", "errorText": f"{type_}: {exc}"}))
+        await websocket.close(code=4000 + status if status < 500 else 1011)
+        return
+    chat = _ChatSocket(websocket, caller, Streams(caller, store, hub, settings, slots), runs, auth, budget)
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            if text is None or len(text) > settings.max_request_bytes:
+                continue  # not a frame the transport sends; nothing to answer it with
+            with contextlib.suppress(ValueError, RecursionError):
+                frame = json.loads(text)
+                if isinstance(frame, dict):
+                    chat.take(frame)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await chat.close()
+        await slots.release(slot)
