@@ -1,0 +1,159 @@
+// TokentailAgent: @ag-ui/client's HttpAgent for a tokentail gateway, with what HttpAgent lacks.
+//
+//   import { TokentailAgent } from "./tokentail-ag-ui.js";   // served at /static/tokentail-ag-ui.js
+//   const agent = new TokentailAgent({ url: "https://gateway.example/v1/ag-ui", threadId: chatId,
+//                                      headers: { Authorization: `Bearer ${chatToken}` } });
+//   await agent.runAgent();        // POST {url}: a run with the last user message
+//   await agent.connectAgent();    // GET {url}/{threadId}: a page (re)loaded mid-answer catches up
+//   agent.abortRun();              // POST {url}/{threadId}/stop: cancels the run, then hangs up
+//
+// - A connection that drops mid-stream is resumed within the same run: the agent asks again with the
+//   id of the last event it fully received (`Last-Event-ID`) and reads on, so subscribers see one
+//   stream with nothing missing and nothing twice. Only whole events are passed on: an event cut
+//   in the middle is read again whole.
+// - connectAgent() rebuilds: a MESSAGES_SNAPSHOT of the thread, then the active run (or one that
+//   ended moments ago) from its start; with nothing to show it completes at once.
+// - abortRun() stops the run in tokentail; HttpAgent's only closes the connection.
+//
+// It imports "@ag-ui/client" by name: bundle it with your app, or map the name in an import map.
+import { HttpAgent, enforceOutgoingInput, runHttpRequest, transformHttpEventStream } from "@ag-ui/client";
+
+export class TokentailAgent extends HttpAgent {
+  // Reconnects in a row before a dropped stream fails the run, and the first wait (doubling, to 5 s).
+  maxReconnects = 8;
+  reconnectDelayMs = 250;
+  // The id of the last event fully received. A plain property (no #fields): AbstractAgent.clone()
+  // makes clones with Object.create, which private members would break.
+  lastEventId = null;
+
+  run(input) {
+    return this.events(input, () => this.fetch(this.url, this.requestInit(enforceOutgoingInput(input))));
+  }
+
+  connect(input) {
+    return this.events(input, () => this.getThread(input.threadId, null));
+  }
+
+  connectAgent(parameters, subscriber) {
+    // As runAgent does: a stream aborted before must not abort this one.
+    this.abortController = parameters?.abortController ?? new AbortController();
+    return super.connectAgent(parameters, subscriber);
+  }
+
+  abortRun() {
+    const stopping = this.fetch(`${this.threadUrl(this.threadId)}/stop`, { method: "POST", headers: this.headers });
+    stopping.catch((error) => console.warn("tokentail: stopping the run failed", error));
+    super.abortRun();
+    return stopping;
+  }
+
+  threadUrl(threadId) {
+    return `${this.url}/${encodeURIComponent(threadId)}`;
+  }
+
+  async getThread(threadId, lastEventId) {
+    const headers = { ...this.headers, Accept: "text/event-stream" };
+    if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
+    const response = await this.fetch(this.threadUrl(threadId), {
+      method: "GET",
+      headers,
+      signal: this.abortController.signal,
+    });
+    // 204: nothing (more) to show. An empty stream, which HttpAgent's reader takes; it refuses no body.
+    return response.status === 204 ? new Response("", { headers: { "Content-Type": "text/event-stream" } }) : response;
+  }
+
+  events(input, request) {
+    return transformHttpEventStream(
+      runHttpRequest(() => this.resumable(input.threadId, request)),
+      this.debugLogger,
+    );
+  }
+
+  // The response, whose body goes on across dropped connections. The gateway puts an event's id on
+  // the last SSE frame it became, so frames are passed on a whole event at a time.
+  async resumable(threadId, request) {
+    const first = await request();
+    if (!first.ok || !first.body) return first;
+    const agent = this;
+    const signal = this.abortController.signal;
+    let decoder = new TextDecoder();
+    const encoder = new TextEncoder();
+    let reader = first.body.getReader();
+    let partial = ""; // the start of a line
+    let frames = ""; // whole frames of an event whose last frame has not come yet
+    let frameId = null; // the id: line of the frame being read
+    let failures = 0;
+
+    function wholeEvents(text) {
+      const lines = (partial + text).split("\n");
+      partial = lines.pop();
+      let out = "";
+      for (const line of lines) {
+        frames += line + "\n";
+        const bare = line.endsWith("\r") ? line.slice(0, -1) : line;
+        if (bare.startsWith("id:")) frameId = bare.slice(3).trim();
+        else if (bare === "" && frameId !== null) {
+          out += frames;
+          frames = "";
+          agent.lastEventId = frameId;
+          frameId = null;
+          failures = 0;
+        }
+      }
+      return out;
+    }
+
+    async function reconnect(error) {
+      reader.cancel().catch(() => {});
+      decoder = new TextDecoder();
+      partial = frames = "";
+      frameId = null;
+      for (;;) {
+        if (signal.aborted || agent.lastEventId === null || failures >= agent.maxReconnects) throw error;
+        const wait = Math.min(agent.reconnectDelayMs * 2 ** failures, 5000);
+        failures += 1;
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        let response;
+        try {
+          response = await agent.getThread(threadId, agent.lastEventId);
+        } catch (fetchError) {
+          error = fetchError;
+          continue;
+        }
+        if (!response.ok) throw new Error(`tokentail: resuming the stream got HTTP ${response.status}`);
+        reader = response.body.getReader();
+        return;
+      }
+    }
+
+    const body = new ReadableStream({
+      async pull(controller) {
+        for (;;) {
+          let chunk;
+          try {
+            chunk = await reader.read();
+          } catch (error) {
+            await reconnect(error);
+            continue;
+          }
+          if (chunk.done) {
+            const rest = frames + partial + decoder.decode();
+            if (rest) controller.enqueue(encoder.encode(rest));
+            controller.close();
+            return;
+          }
+          const out = wholeEvents(decoder.decode(chunk.value, { stream: true }));
+          if (out) {
+            controller.enqueue(encoder.encode(out));
+            return;
+          }
+        }
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    });
+    return new Response(body, { status: first.status, headers: first.headers });
+  }
+}

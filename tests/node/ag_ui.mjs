@@ -1,0 +1,162 @@
+// @ag-ui/client's agent machinery, through the TokentailAgent the gateway serves at
+// /static/tokentail-ag-ui.js, against a tokentail gateway. Driven by test_ag_ui.py:
+//
+//   node ag_ui.mjs <scenario> <json options>     options: {gateway, threadId, token?, input}
+//
+// Prints JSON lines: {"step": ...} as the scenario goes (the test may act on them: kill a worker),
+// then {"result": {events, messages, error}}. Every event is checked against @ag-ui/core's schema.
+import { mkdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { EventSchemas } from "@ag-ui/core/schemas";
+
+const [scenario, optionsJson] = process.argv.slice(2);
+const options = JSON.parse(optionsJson);
+const headers = options.token ? { Authorization: `Bearer ${options.token}` } : {};
+
+function say(line) {
+  process.stdout.write(JSON.stringify(line) + "\n");
+}
+
+// The file exactly as the gateway serves it, put where "@ag-ui/client" resolves to this folder's
+// node_modules (a browser app maps the name with its bundler or an import map).
+async function servedAgentClass() {
+  const response = await fetch(`${options.gateway}/static/tokentail-ag-ui.js`);
+  if (!response.ok) throw new Error(`GET /static/tokentail-ag-ui.js: ${response.status}`);
+  const path = join(dirname(fileURLToPath(import.meta.url)), "node_modules", ".served", "tokentail-ag-ui.js");
+  await mkdir(dirname(path), { recursive: true });
+  await writeFile(path, await response.text());
+  return (await import(pathToFileURL(path).href)).TokentailAgent;
+}
+
+const TokentailAgent = await servedAgentClass();
+
+// A fetch that notes each request and whose response bodies can be cut mid-stream, as a dropped
+// network would.
+function cuttableFetch() {
+  const open = [];
+  const requests = [];
+  const fetchFn = async (url, init) => {
+    requests.push({ method: init?.method ?? "GET", url, lastEventId: init?.headers?.["Last-Event-ID"] ?? null });
+    const response = await fetch(url, init);
+    if (!response.body) return response;
+    const reader = response.body.getReader();
+    const body = new ReadableStream({
+      start(controller) {
+        open.push(() => {
+          controller.error(new TypeError("network connection lost"));
+          reader.cancel().catch(() => {});
+        });
+      },
+      async pull(controller) {
+        const { done, value } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+    });
+    return new Response(body, { status: response.status, headers: response.headers });
+  };
+  return { fetch: fetchFn, requests, cutAll: () => open.splice(0).forEach((cut) => cut()) };
+}
+
+function makeAgent({ fetch: fetchFn, withInput = true } = {}) {
+  const agent = new TokentailAgent({
+    url: `${options.gateway}/v1/ag-ui`,
+    threadId: options.threadId,
+    headers,
+    ...(fetchFn ? { fetch: fetchFn } : {}),
+    initialMessages: withInput ? [{ id: `user-${Date.now()}`, role: "user", content: options.input ?? "hello" }] : [],
+  });
+  const seen = { events: [], invalid: [], text: 0 };
+  agent.subscribe({
+    onEvent({ event }) {
+      const checked = EventSchemas.safeParse(event);
+      if (!checked.success) seen.invalid.push({ event, issues: checked.error.issues });
+      seen.events.push(event);
+      if (event.type === "TEXT_MESSAGE_CONTENT") seen.text += 1;
+      seen.onEvent?.(event);
+    },
+  });
+  return { agent, seen };
+}
+
+async function attempt(promise) {
+  try {
+    return { value: await promise, error: null };
+  } catch (error) {
+    return { value: null, error: String(error?.message ?? error) };
+  }
+}
+
+function finish(agent, seen, extra = {}) {
+  say({
+    result: {
+      events: seen.events,
+      invalid: seen.invalid,
+      messages: agent.messages,
+      lastEventId: agent.lastEventId,
+      ...extra,
+    },
+  });
+}
+
+const scenarios = {
+  // runAgent to the end.
+  async run() {
+    const { agent, seen } = makeAgent();
+    const { value, error } = await attempt(agent.runAgent());
+    finish(agent, seen, { error, newMessages: value?.newMessages ?? null });
+  },
+
+  // The network drops mid-answer, twice: the agent resumes the stream by itself after its last id.
+  async drop() {
+    const cuttable = cuttableFetch();
+    const { agent, seen } = makeAgent({ fetch: cuttable.fetch });
+    seen.onEvent = (event) => {
+      if (event.type === "TEXT_MESSAGE_CONTENT" && (seen.text === 2 || seen.text === 5)) {
+        say({ step: "cut", lastEventId: agent.lastEventId });
+        setTimeout(cuttable.cutAll, 0);
+      }
+    };
+    const { error } = await attempt(agent.runAgent());
+    finish(agent, seen, { error, requests: cuttable.requests });
+  },
+
+  // A page that loads mid-answer (another device, a reload): a new agent, knowing nothing, connects.
+  async connect() {
+    const { agent, seen } = makeAgent({ withInput: false });
+    const { error } = await attempt(agent.connectAgent());
+    finish(agent, seen, { error });
+  },
+
+  // The test kills the worker after "text"; the agent keeps reading the same run.
+  async crash() {
+    const { agent, seen } = makeAgent();
+    seen.onEvent = (event) => {
+      if (event.type === "TEXT_MESSAGE_CONTENT" && seen.text === 1) say({ step: "text" });
+    };
+    const { error } = await attempt(agent.runAgent());
+    finish(agent, seen, { error });
+  },
+
+  // The stop button: abortRun() cancels the run in tokentail, then hangs up.
+  async stop() {
+    const { agent, seen } = makeAgent();
+    let stopping;
+    seen.onEvent = (event) => {
+      if (event.type === "TEXT_MESSAGE_CONTENT" && !stopping) stopping = agent.abortRun();
+    };
+    const { error } = await attempt(agent.runAgent());
+    const stopped = await stopping;
+    say({ step: "stopped", http: stopped.status, body: await stopped.json() });
+    finish(agent, seen, { error });
+  },
+};
+
+try {
+  await scenarios[scenario]();
+  process.exit(0);
+} catch (error) {
+  say({ error: String(error?.stack ?? error) });
+  process.exit(1);
+}

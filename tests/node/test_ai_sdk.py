@@ -1,0 +1,107 @@
+"""The Vercel AI SDK's own chat (npm `ai` v7: AbstractChat, the class `useChat` wraps, with
+DefaultChatTransport and WebSocketChatTransport) against a tokentail gateway and worker, configured as
+docs/ui-protocols.md says: the message it assembles is the run tokentail recorded."""
+
+from typing import Any
+
+from tests.node.conftest import SLOW, ChatStack, Outcome, run_node
+from worker.providers.scripted import scripted_tokens
+
+
+def chat(chats: ChatStack, scenario: str, chat_id: str, input: str = "hello", **kwargs: Any) -> Outcome:
+    options = {"gateway": chats.url, "chatId": chat_id, "token": chats.chat(chat_id, params=SLOW), "input": input}
+    return run_node("ai_sdk.mjs", scenario, options, **kwargs)
+
+
+def assistant(outcome: Outcome) -> dict[str, Any]:
+    messages = outcome.result["messages"]
+    assert [message["role"] for message in messages] == ["user", "assistant"], "one answer, not two"
+    message: dict[str, Any] = messages[1]
+    return message
+
+
+def text_of(message: dict[str, Any]) -> str:
+    return "".join(part["text"] for part in message["parts"] if part["type"] == "text")
+
+
+def last_run(chats: ChatStack, chat_id: str) -> dict[str, Any]:
+    run: dict[str, Any] = chats.session(chat_id)["runs"][-1]
+    return run
+
+
+def test_use_chat_assembles_the_run_s_text_reasoning_tool_call_and_data(chats: ChatStack) -> None:
+    token = chats.chat("tools", agent="every_event")
+    outcome = run_node("ai_sdk.mjs", "send", {"gateway": chats.url, "chatId": "tools", "token": token, "input": "rain"})
+    assert outcome.result["status"] == "ready" and outcome.result["error"] is None
+    message = assistant(outcome)
+    parts = {part["type"]: part for part in message["parts"]}
+    assert text_of(message) == "Found three."
+    assert parts["reasoning"]["text"] == "Thinking it over. Look it up first."
+    tool = parts["tool-lookup"]
+    assert (tool["state"], tool["toolCallId"], tool["input"], tool["output"]) == (
+        "output-available",
+        "call_1",
+        {"q": "rain"},
+        {"found": 3},
+    )
+    assert parts["data-chart"]["data"] == {"points": [1, 2, 3]}
+    assert message["metadata"]["run_id"] == message["id"] == last_run(chats, "tools")["run_id"]
+
+
+def test_use_chat_resumes_a_dropped_connection_through_its_reconnect_path(chats: ChatStack) -> None:
+    outcome = chat(chats, "drop", "dropped")
+    dropped = outcome.step("dropped")
+    assert dropped["status"] == "error" and dropped["text"], "the connection was cut mid-answer"
+    run = last_run(chats, "dropped")
+    message = assistant(outcome)
+    # The same final message as if nothing had happened: the replay rebuilt it, with nothing twice.
+    assert text_of(message) == run["output"] == "".join(scripted_tokens("hello", SLOW["tokens"]))
+    assert message["metadata"] == {"run_id": run["run_id"], "usage": run["usage"]}
+    assert run["usage"]["output_tokens"] > 0
+
+
+def test_use_chat_reloaded_mid_answer_shows_the_history_then_the_answer_going_on(chats: ChatStack) -> None:
+    outcome = chat(chats, "reload", "reloaded", input="reload me")
+    run = last_run(chats, "reloaded")
+    # The new page's history (GET .../messages, useChat's `messages`): the question and the answer so
+    # far, under the run's id, which the replay (resumeStreamIsReplay) then rebuilds in place.
+    history = outcome.step("messages")["messages"]
+    assert [(m["role"], m["id"]) for m in history] == [("user", f"{run['run_id']}-input"), ("assistant", run["run_id"])]
+    assert text_of(history[0]) == "reload me" and run["output"].startswith(text_of(history[1]))
+    assert text_of(assistant(outcome)) == run["output"] and run["status"] == "completed"
+
+
+def test_use_chat_after_a_worker_is_killed_mid_answer_has_the_answer_without_the_dead_attempt(
+    chats: ChatStack,
+) -> None:
+    outcome = chat(chats, "crash", "crashed", on_step=lambda step: chats.crash_worker(), timeout=120)
+    assert outcome.step("text")
+    run = last_run(chats, "crashed")
+    assert run["status"] == "completed" and run["attempt"] == 2, "the run was taken over"
+    # The scripted model says the same words again: without `reset-step` the text would start twice.
+    assert text_of(assistant(outcome)) == run["output"] == "".join(scripted_tokens("hello", SLOW["tokens"]))
+    assert outcome.result["status"] == "ready"
+
+
+def test_use_chat_stop_with_the_stop_endpoint_cancels_the_run(chats: ChatStack) -> None:
+    outcome = chat(chats, "stop", "stopped")
+    stopped = outcome.step("stopped")
+    run = last_run(chats, "stopped")
+    assert stopped["http"] == 202 and stopped["body"] == {"run_id": run["run_id"], "status": "cancelling"}
+    assert run["status"] == "cancelled"
+    answer = text_of(assistant(outcome))
+    assert answer and "".join(scripted_tokens("hello", SLOW["tokens"])).startswith(answer)
+    # A page reloaded moments later is shown the stopped answer again, ending the same way.
+    reconnect = chats.http.get("/v1/ai-sdk/chat/stopped/stream")
+    assert reconnect.status_code == 200
+    ending = 'data: {"type":"abort","reason":"cancelled by request"}\n\ndata: [DONE]\n\n'
+    assert reconnect.text.endswith(ending), reconnect.text[-200:]
+
+
+def test_websocket_chat_transport_sends_and_resumes_on_the_gateway_socket(chats: ChatStack) -> None:
+    outcome = chat(chats, "websocket", "socket")
+    partial = outcome.step("stopped")["text"]
+    run = last_run(chats, "socket")
+    whole = text_of(assistant(outcome))
+    assert partial and whole.startswith(partial) and len(partial) < len(whole)
+    assert whole == run["output"] and run["status"] == "completed"
