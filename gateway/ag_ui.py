@@ -18,7 +18,7 @@ Ids of messages are made from event ids, so a replay gives a client the same mes
 thread's messages (for the snapshots) start from the session's record and follow the runs.
 """
 
-from typing import Any, ClassVar
+from typing import Any
 
 from ag_ui.core import (
     AssistantMessage,
@@ -64,21 +64,6 @@ Part = str  # an event as JSON
 
 
 class AgUiEvents(Translation[Part]):
-    handlers: ClassVar[dict[str, str]] = {
-        "run.queued": "on_queued",
-        "run.started": "on_started",
-        "message.delta": "on_text",
-        "reasoning.delta": "on_reasoning",
-        "status": "on_status",
-        "tool.started": "on_tool_started",
-        "tool.completed": "on_tool_completed",
-        "tool.failed": "on_tool_failed",
-        "run.retrying": "on_retrying",
-        "run.completed": "on_completed",
-        "run.failed": "on_failed",
-        "run.cancelled": "on_cancelled",
-    }
-
     def __init__(
         self,
         thread_id: str,

@@ -4,12 +4,12 @@ tenant's stream slots and 204 behave the same in every encoding."""
 
 from dataclasses import replace
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Response
 
 from gateway.auth import Caller
-from gateway.deps import CallerDep, HubDep, SettingsDep, StoreDep, StreamSlotsDep
+from gateway.deps import ERROR_RESPONSES, CallerDep, HubDep, SettingsDep, StoreDep, StreamSlotsDep
 from gateway.feed import EventFeed, start_position
 from gateway.hub import StreamHub
 from gateway.limits import StreamSlots
@@ -22,6 +22,8 @@ SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
 }
+# The OpenAPI answers of a route that streams SSE.
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}}
 
 
 class Streams:

@@ -23,8 +23,21 @@ Part = TypeVar("Part")  # what an event becomes before framing: a JSON object, o
 
 class Translation(Generic[Part]):
     media_type = "text/event-stream"
-    # What each event type becomes: the handler's name, for those the protocol shows.
-    handlers: ClassVar[dict[str, str]] = {}
+    # The handler of each event type a chat UI shows (data.<name> goes to on_data).
+    handlers: ClassVar[dict[str, str]] = {
+        "run.queued": "on_queued",
+        "run.started": "on_started",
+        "message.delta": "on_text",
+        "reasoning.delta": "on_reasoning",
+        "status": "on_status",
+        "tool.started": "on_tool_started",
+        "tool.completed": "on_tool_completed",
+        "tool.failed": "on_tool_failed",
+        "run.retrying": "on_retrying",
+        "run.completed": "on_completed",
+        "run.failed": "on_failed",
+        "run.cancelled": "on_cancelled",
+    }
 
     def __init__(self, run_id: str | None = None, quiet_until: int = 0) -> None:
         self.run_id = run_id

@@ -2,9 +2,12 @@
 spend the tenant's run budget, and queue the run."""
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from gateway.auth import Caller
+from fastapi import Depends
+
+from gateway.auth import Authenticator, Caller
+from gateway.deps import AuthDep, ChatCallerDep, RunBudgetDep, RunsDep, SettingsDep, StoreDep, chat_session
 from gateway.ids import new_run_id
 from gateway.limits import RunBudget
 from gateway.schemas import CreateRun
@@ -60,30 +63,50 @@ async def queue_follow_up(
     return run
 
 
-async def queue_chat_turn(
-    store: SessionStore,
-    runs: RunLifecycle,
-    settings: Settings,
-    budget: RunBudget,
-    caller: Caller,
-    session_id: str,
-    text: str,
-) -> RunRecord:
-    """A turn a chat UI posts (useChat, AG-UI) for its chat's session, which is made on first use with
-    the deployment's defaults. Such a UI sends only while idle; one posted while a run is active (from
-    another tab) waits in line behind it rather than being refused."""
-    try:
-        return await queue_follow_up(
-            store, runs, settings, budget, caller, session_id, CreateRun(input=text, multitask="enqueue")
-        )
-    except SessionExpired:
-        raise
-    except SessionNotFound:
-        pass
-    check_size(text, settings)
-    await budget.spend(caller.tenant)
-    session = SessionRecord(session_id=session_id, created_at=time.time(), tenant=caller.tenant)
-    run = RunRecord(run_id=new_run_id(), input=text)
-    # Made here unless another request of the same new chat made it first: then this run joins it.
-    await runs.queue_run(session_id, run, multitask="enqueue", create=session, if_missing=True)
-    return run
+class ChatTurns:
+    """What a chat UI sends (useChat over HTTP or its socket, AG-UI): its chat id names a session of
+    the caller's tenant, made on the first turn with the deployment's defaults."""
+
+    def __init__(
+        self,
+        caller: Caller,
+        auth: Authenticator,
+        store: SessionStore,
+        runs: RunLifecycle,
+        settings: Settings,
+        budget: RunBudget,
+    ) -> None:
+        self.caller, self.auth, self.store, self.runs = caller, auth, store, runs
+        self.settings, self.budget = settings, budget
+
+    async def session(self, chat_id: str) -> str:
+        return await chat_session(chat_id, self.caller, self.auth, self.store)
+
+    async def send(self, session_id: str, text: str) -> RunRecord:
+        """A run with the chat's next message. Such a UI sends only while idle; one posted while a run
+        is active (from another tab) waits in line behind it rather than being refused."""
+        self.caller.require_chat()
+        follow_up = CreateRun(input=text, multitask="enqueue")
+        try:
+            args = (self.store, self.runs, self.settings, self.budget, self.caller, session_id, follow_up)
+            return await queue_follow_up(*args)
+        except SessionExpired:
+            raise
+        except SessionNotFound:
+            pass
+        check_size(text, self.settings)
+        await self.budget.spend(self.caller.tenant)
+        session = SessionRecord(session_id=session_id, created_at=time.time(), tenant=self.caller.tenant)
+        run = RunRecord(run_id=new_run_id(), input=text)
+        # Made here unless another request of the same new chat made it first: then this run joins it.
+        await self.runs.queue_run(session_id, run, multitask="enqueue", create=session, if_missing=True)
+        return run
+
+
+async def _chat_turns(
+    caller: ChatCallerDep, auth: AuthDep, store: StoreDep, runs: RunsDep, settings: SettingsDep, budget: RunBudgetDep
+) -> ChatTurns:
+    return ChatTurns(caller, auth, store, runs, settings, budget)
+
+
+ChatTurnsDep = Annotated[ChatTurns, Depends(_chat_turns)]

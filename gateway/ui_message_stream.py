@@ -20,7 +20,7 @@ Ids are made from event ids (`text-<seq>`), so a replay gives the client the sam
 no word for it, and saying nothing would be a silent skip.
 """
 
-from typing import Any, ClassVar
+from typing import Any
 
 from gateway.translation import Translation, compact
 from shared.events import Gap
@@ -30,21 +30,6 @@ Part = dict[str, Any]
 
 
 class UiMessageStream(Translation[Part]):
-    handlers: ClassVar[dict[str, str]] = {
-        "run.queued": "on_queued",
-        "run.started": "on_started",
-        "message.delta": "on_text",
-        "reasoning.delta": "on_reasoning",
-        "status": "on_status",
-        "tool.started": "on_tool_started",
-        "tool.completed": "on_tool_completed",
-        "tool.failed": "on_tool_failed",
-        "run.retrying": "on_retrying",
-        "run.completed": "on_completed",
-        "run.failed": "on_failed",
-        "run.cancelled": "on_cancelled",
-    }
-
     def __init__(self, run_id: str) -> None:
         super().__init__(run_id)
         self._open: tuple[str, str] | None = None  # the open block: ("text" | "reasoning", its id)

@@ -11,33 +11,28 @@ only the last user message of the input.
 """
 
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from ag_ui.core import RunAgentInput
 from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import StreamingResponse
 
 from gateway.ag_ui import AgUiEvents, thread_messages
 from gateway.deps import (
     ERROR_RESPONSES,
-    AuthDep,
-    ChatCallerDep,
     ChattingChatDep,
     ReadableChatDep,
-    RunBudgetDep,
     RunsDep,
-    SettingsDep,
     StoreDep,
-    chat_session,
 )
 from gateway.feed import parse_last_event_id
 from gateway.schemas import CancelAccepted
-from gateway.streams import StreamsDep
-from gateway.turns import queue_chat_turn
+from gateway.streams import STREAM_RESPONSES, StreamsDep
+from gateway.turns import ChatTurnsDep
 from shared.errors import InvalidInput, SessionExpired, SessionNotFound
 from shared.records import RunRecord
 
 router = APIRouter(prefix="/v1/ag-ui", tags=["ag-ui"])
-STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}}
 
 
 def _user_text(body: RunAgentInput) -> str:
@@ -55,28 +50,23 @@ def _before(runs: list[RunRecord], run_id: str) -> list[RunRecord]:
     return runs[: next(index for index, run in enumerate(runs) if run.run_id == run_id)]
 
 
-@router.post("", responses=STREAM_RESPONSES)
-async def run_agent(
-    body: RunAgentInput,
-    caller: ChatCallerDep,
-    auth: AuthDep,
-    store: StoreDep,
-    runs: RunsDep,
-    settings: SettingsDep,
-    budget: RunBudgetDep,
-    streams: StreamsDep,
-) -> Response:
+@router.post("", responses=STREAM_RESPONSES, response_class=StreamingResponse)
+async def run_agent(body: RunAgentInput, turns: ChatTurnsDep, streams: StreamsDep) -> Response:
     """Queue a run with the last user message and answer with its AG-UI events (`RUN_STARTED` with
     tokentail's run id ... `RUN_FINISHED`). The thread's session is made on its first run."""
-    session_id = await chat_session(body.thread_id, caller, auth, store)
-    run = await queue_chat_turn(store, runs, settings, budget, caller, session_id, _user_text(body))
+    session_id = await turns.session(body.thread_id)
+    run = await turns.send(session_id, _user_text(body))
     assert run.queued_seq is not None
-    session = await store.get_session(session_id)
+    session = await turns.store.get_session(session_id)
     events = AgUiEvents(body.thread_id, thread_messages(_before(session.runs, run.run_id)), run_id=run.run_id)
     return await streams.open(session_id, run.queued_seq - 1, events, "ag-ui", resuming=False)
 
 
-@router.get("/{chat_id}", responses={**STREAM_RESPONSES, 204: {"description": "nothing to show"}})
+@router.get(
+    "/{chat_id}",
+    responses={**STREAM_RESPONSES, 204: {"description": "nothing to show"}},
+    response_class=StreamingResponse,
+)
 async def thread_events(
     chat_id: str,
     session_id: ReadableChatDep,

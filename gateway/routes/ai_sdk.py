@@ -13,52 +13,41 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Response
+from fastapi.responses import StreamingResponse
 
 from gateway.deps import (
     ERROR_RESPONSES,
-    AuthDep,
-    ChatCallerDep,
     ChattingChatDep,
     ReadableChatDep,
-    RunBudgetDep,
     RunsDep,
-    SettingsDep,
     StoreDep,
-    chat_session,
 )
 from gateway.schemas import CancelAccepted, ChatRequest
-from gateway.streams import StreamsDep
-from gateway.turns import queue_chat_turn
+from gateway.streams import STREAM_RESPONSES, StreamsDep
+from gateway.turns import ChatTurnsDep
 from gateway.ui_message_stream import HEADERS, UiMessageStream
 from shared.errors import SessionExpired, SessionNotFound
 from shared.records import transcript
 
 router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
-STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}}
 
 
-@router.post("", responses=STREAM_RESPONSES)
-async def send(
-    body: ChatRequest,
-    caller: ChatCallerDep,
-    auth: AuthDep,
-    store: StoreDep,
-    runs: RunsDep,
-    settings: SettingsDep,
-    budget: RunBudgetDep,
-    streams: StreamsDep,
-) -> Response:
+@router.post("", responses=STREAM_RESPONSES, response_class=StreamingResponse)
+async def send(body: ChatRequest, turns: ChatTurnsDep, streams: StreamsDep) -> Response:
     """Queue a run with the last user message and answer with its UI message stream. The chat's session
     is made on its first message; a message sent while a run is active waits in line behind it."""
-    session_id = await chat_session(body.id, caller, auth, store)
-    text = body.user_text()
-    run = await queue_chat_turn(store, runs, settings, budget, caller, session_id, text)
+    session_id = await turns.session(body.id)
+    run = await turns.send(session_id, body.user_text())
     assert run.queued_seq is not None
     events = UiMessageStream(run.run_id)
     return await streams.open(session_id, run.queued_seq - 1, events, "ai-sdk", HEADERS, resuming=False)
 
 
-@router.get("/{chat_id}/stream", responses={**STREAM_RESPONSES, 204: {"description": "no active answer"}})
+@router.get(
+    "/{chat_id}/stream",
+    responses={**STREAM_RESPONSES, 204: {"description": "no active answer"}},
+    response_class=StreamingResponse,
+)
 async def reconnect(session_id: ReadableChatDep, store: StoreDep, streams: StreamsDep) -> Response:
     """The active answer, replayed from its start with the same message id (what the SDK's
     `resumeStreamIsReplay` expects), or one that ended moments ago; else 204."""

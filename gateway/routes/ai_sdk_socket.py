@@ -25,7 +25,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from gateway.auth import Authenticator, Caller, bearer_credential
+from gateway.auth import bearer_credential
 from gateway.deps import (
     AuthDep,
     HubDep,
@@ -34,17 +34,14 @@ from gateway.deps import (
     SettingsDep,
     StoreDep,
     StreamSlotsDep,
-    chat_session,
 )
 from gateway.errors import describe
 from gateway.feed import EventFeed, start_position
-from gateway.limits import RunBudget
 from gateway.schemas import ChatRequest
 from gateway.streams import Streams
-from gateway.turns import queue_chat_turn
+from gateway.turns import ChatTurns
 from gateway.ui_message_stream import UiMessageStream
 from shared.errors import InvalidInput, SessionExpired, SessionNotFound, TokentailError
-from shared.lifecycle import RunLifecycle
 from shared.outage import is_outage
 from shared.records import RunRecord
 
@@ -55,18 +52,12 @@ class _ChatSocket:
     def __init__(
         self,
         websocket: WebSocket,
-        caller: Caller,
         streams: Streams,
-        runs: RunLifecycle,
-        auth: Authenticator,
-        budget: RunBudget,
+        turns: ChatTurns,
     ) -> None:
         self.websocket = websocket
-        self.caller = caller
         self.streams = streams
-        self.runs = runs
-        self.auth = auth
-        self.budget = budget
+        self.turns = turns
         self.requests: dict[str, asyncio.Task[None]] = {}
         self._lock = asyncio.Lock()  # the requests' tasks all send
 
@@ -100,22 +91,16 @@ class _ChatSocket:
         kind = frame.get("type")
         if kind not in ("send", "resume") or not isinstance(frame.get("id"), str):
             raise InvalidInput("a request is a send, resume or abort frame with a chat `id`")
-        store = self.streams.store
-        session_id = await chat_session(frame["id"], self.caller, self.auth, store)
+        session_id = await self.turns.session(frame["id"])
         skip = -1
         if kind == "send":
-            self.caller.require_chat()
-            text = ChatRequest.model_validate(frame).user_text()
-            settings = self.streams.settings
-            run: RunRecord | None = await queue_chat_turn(
-                store, self.runs, settings, self.budget, self.caller, session_id, text
-            )
+            run: RunRecord | None = await self.turns.send(session_id, ChatRequest.model_validate(frame).user_text())
         else:
             skip = frame.get("lastSequence", -1)
             if not isinstance(skip, int) or skip < -1:
                 raise InvalidInput("lastSequence must be a chunk's sequence number")
             try:
-                run = self.streams.run_to_replay(await store.get_session(session_id), time.time())
+                run = self.streams.run_to_replay(await self.streams.store.get_session(session_id), time.time())
             except SessionExpired:
                 raise
             except SessionNotFound:
@@ -177,7 +162,8 @@ async def chat_socket(
         await websocket.send_text(json.dumps({"type": "error", "requestId": "", "errorText": f"{type_}: {exc}"}))
         await websocket.close(code=4000 + status if status < 500 else 1011)
         return
-    chat = _ChatSocket(websocket, caller, Streams(caller, store, hub, settings, slots), runs, auth, budget)
+    streams = Streams(caller, store, hub, settings, slots)
+    chat = _ChatSocket(websocket, streams, ChatTurns(caller, auth, store, runs, settings, budget))
     try:
         while True:
             message = await websocket.receive()

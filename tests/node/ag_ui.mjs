@@ -9,14 +9,10 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { EventSchemas } from "@ag-ui/core/schemas";
+import { cuttableFetch, play, say } from "./driver.mjs";
 
-const [scenario, optionsJson] = process.argv.slice(2);
-const options = JSON.parse(optionsJson);
+const options = JSON.parse(process.argv[3]);
 const headers = options.token ? { Authorization: `Bearer ${options.token}` } : {};
-
-function say(line) {
-  process.stdout.write(JSON.stringify(line) + "\n");
-}
 
 // The file exactly as the gateway serves it, put where "@ag-ui/client" resolves to this folder's
 // node_modules (a browser app maps the name with its bundler or an import map).
@@ -30,34 +26,6 @@ async function servedAgentClass() {
 }
 
 const TokentailAgent = await servedAgentClass();
-
-// A fetch that notes each request and whose response bodies can be cut mid-stream, as a dropped
-// network would.
-function cuttableFetch() {
-  const open = [];
-  const requests = [];
-  const fetchFn = async (url, init) => {
-    requests.push({ method: init?.method ?? "GET", url, lastEventId: init?.headers?.["Last-Event-ID"] ?? null });
-    const response = await fetch(url, init);
-    if (!response.body) return response;
-    const reader = response.body.getReader();
-    const body = new ReadableStream({
-      start(controller) {
-        open.push(() => {
-          controller.error(new TypeError("network connection lost"));
-          reader.cancel().catch(() => {});
-        });
-      },
-      async pull(controller) {
-        const { done, value } = await reader.read();
-        if (done) controller.close();
-        else controller.enqueue(value);
-      },
-    });
-    return new Response(body, { status: response.status, headers: response.headers });
-  };
-  return { fetch: fetchFn, requests, cutAll: () => open.splice(0).forEach((cut) => cut()) };
-}
 
 function makeAgent({ fetch: fetchFn, withInput = true } = {}) {
   const agent = new TokentailAgent({
@@ -153,10 +121,4 @@ const scenarios = {
   },
 };
 
-try {
-  await scenarios[scenario]();
-  process.exit(0);
-} catch (error) {
-  say({ error: String(error?.stack ?? error) });
-  process.exit(1);
-}
+await play(scenarios);

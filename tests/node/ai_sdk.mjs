@@ -6,14 +6,10 @@
 // Prints JSON lines: {"step": ...} as the scenario goes (the test may act on them: kill a worker),
 // then {"result": {status, error, messages}}.
 import { AbstractChat, DefaultChatTransport, WebSocketChatTransport } from "ai";
+import { cuttableFetch, play, say } from "./driver.mjs";
 
-const [scenario, optionsJson] = process.argv.slice(2);
-const options = JSON.parse(optionsJson);
+const options = JSON.parse(process.argv[3]);
 const headers = options.token ? { Authorization: `Bearer ${options.token}` } : {};
-
-function say(line) {
-  process.stdout.write(JSON.stringify(line) + "\n");
-}
 
 // The smallest ChatState: what a UI framework's reactive store would hold.
 class State {
@@ -27,33 +23,6 @@ class State {
   popMessage = () => this.messages.pop();
   replaceMessage = (index, message) => (this.messages[index] = message);
   snapshot = (thing) => structuredClone(thing);
-}
-
-// A fetch whose response body can be cut mid-stream, as a dropped network would.
-function cuttableFetch() {
-  const open = [];
-  const fetchFn = async (url, init) => {
-    const response = await fetch(url, init);
-    if (!response.body) return response;
-    const reader = response.body.getReader();
-    let cut;
-    const body = new ReadableStream({
-      start(controller) {
-        cut = () => {
-          controller.error(new TypeError("network connection lost"));
-          reader.cancel().catch(() => {});
-        };
-      },
-      async pull(controller) {
-        const { done, value } = await reader.read();
-        if (done) controller.close();
-        else controller.enqueue(value);
-      },
-    });
-    open.push(() => cut());
-    return new Response(body, { status: response.status, headers: response.headers });
-  };
-  return { fetch: fetchFn, cutAll: () => open.splice(0).forEach((cut) => cut()) };
 }
 
 function makeChat({ transport, messages = [], onText }) {
@@ -185,10 +154,4 @@ const scenarios = {
   },
 };
 
-try {
-  await scenarios[scenario]();
-  process.exit(0);
-} catch (error) {
-  say({ error: String(error?.stack ?? error) });
-  process.exit(1);
-}
+await play(scenarios);
