@@ -113,18 +113,19 @@ async def test_followers_joining_while_a_writer_appends_get_every_id_once_in_ord
 ) -> None:
     session_id, run = await start_a_run(runs)
     followers: list[Follower] = []
+    written = 0
 
     async def write() -> int:
-        last = 0
+        nonlocal written
         for _ in range(300):
-            last = await _append(runs, session_id, run.run_id)
+            written = await _append(runs, session_id, run.run_id)
             if random.random() < 0.3:
                 await asyncio.sleep(0)
-        return last
+        return written
 
     writer = asyncio.create_task(write())
-    while not writer.done():  # followers join at every point of the stream, resuming from anywhere
-        followers.append(Follower(hub, session_id, after=random.randint(0, max(0, len(followers)))))
+    while not writer.done():  # followers join at every point of the stream, resuming from anywhere in it
+        followers.append(Follower(hub, session_id, after=random.randint(0, max(0, written - 1))))
         await asyncio.sleep(random.random() / 500)
     last = await writer
     try:
