@@ -10,11 +10,14 @@ from starlette.exceptions import HTTPException
 
 from shared.errors import (
     Forbidden,
+    InputNotPending,
     InputTooLarge,
     InvalidInput,
     InvalidLastEventId,
+    QuestionNotFound,
     RateLimited,
     RunConflict,
+    RunNotFound,
     SessionExists,
     SessionExpired,
     SessionNotFound,
@@ -29,7 +32,10 @@ from shared.outage import is_outage, out_of_memory, read_only
 _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (SessionExpired, 410, "session_expired"),  # before its parent, SessionNotFound
     (SessionNotFound, 404, "session_not_found"),
+    (RunNotFound, 404, "run_not_found"),
+    (QuestionNotFound, 404, "question_not_found"),
     (RunConflict, 409, "run_conflict"),
+    (InputNotPending, 409, "input_not_pending"),
     (SessionExists, 409, "session_exists"),
     (InvalidLastEventId, 400, "invalid_last_event_id"),
     (InputTooLarge, 413, "input_too_large"),

@@ -11,7 +11,7 @@ from shared.catalog import parse_model
 from shared.errors import InvalidInput
 from shared.lifecycle import Cancel
 from shared.params import RunParams
-from shared.records import Multitask, RunRecord, Turn
+from shared.records import Multitask, RunRecord, SessionStatus, Turn
 
 MAX_NESTING = 32
 
@@ -110,6 +110,31 @@ class RunAccepted(BaseModel):
     events_url: str
 
 
+class Answer(_Request):
+    input_id: str = Field(description="the question's id, from its `input.required` event")
+    answer: Any = Field(description="matching the question's `schema`")
+
+
+class AnswerAccepted(BaseModel):
+    run_id: str
+    input_id: str
+    event_id: int = Field(description="the id of the `input.received` event the answer became")
+
+
+class PendingInput(BaseModel):
+    """The question a run waits for an answer to, as its `input.required` event says it."""
+
+    run_id: str
+    input_id: str
+    kind: str
+    prompt: str
+    answer_schema: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
+    expires_at: float | None = None
+    call_id: str | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
 class CancelAccepted(BaseModel):
     run_id: str | None = Field(description="the run being cancelled; null if none was active")
     status: Literal["cancelling", "cancelled", "idle"] = Field(
@@ -131,7 +156,7 @@ _CANCEL_STATUS: dict[Cancel, Literal["cancelling", "cancelled", "idle"]] = {
 
 class SessionView(BaseModel):
     session_id: str
-    status: Literal["idle", "queued", "running"]
+    status: SessionStatus
     created_at: float
     model: str | None
     agent: str | None
@@ -139,6 +164,9 @@ class SessionView(BaseModel):
     metadata: dict[str, Any]
     last_event_id: int
     active_run_id: str | None
+    pending_input: PendingInput | None = Field(
+        None, description="while `status` is `waiting_for_input`: the question to answer"
+    )
     runs: list[RunRecord]
     transcript: list[Turn]
 

@@ -44,6 +44,20 @@ class SessionExists(TokentailError):
         super().__init__(f"session {session_id!r} exists already: queue its next run with POST .../runs")
 
 
+class RunNotFound(TokentailError):
+    def __init__(self, session_id: str, run_id: str) -> None:
+        super().__init__(f"session {session_id!r} has no run {run_id!r}")
+
+
+class QuestionNotFound(TokentailError):
+    def __init__(self, run_id: str, input_id: str) -> None:
+        super().__init__(f"run {run_id!r} asked no question {input_id!r}")
+
+
+class InputNotPending(TokentailError):
+    """An answer to a question the run no longer waits for: answered already, expired or cancelled."""
+
+
 class InvalidLastEventId(TokentailError):
     def __init__(self, value: str) -> None:
         super().__init__(f"Last-Event-ID must be a non-negative integer event id, got {value!r}")

@@ -23,6 +23,8 @@ class EventType(StrEnum):
     RUN_COMPLETED = "run.completed"
     RUN_FAILED = "run.failed"
     RUN_CANCELLED = "run.cancelled"
+    INPUT_REQUIRED = "input.required"
+    INPUT_RECEIVED = "input.received"
 
 
 CANCELLED_BY_REQUEST = "cancelled by request"  # the reason of a run cancelled through the API
@@ -115,6 +117,26 @@ class RunCancelled(EventData):
     reason: str
 
 
+InputKind = Literal["approval", "choice", "text", "json"]
+
+
+class InputRequired(EventData):
+    """The run asks a person and waits: `schema` (JSON Schema) is what an answer must match."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    input_id: str
+    kind: InputKind
+    prompt: str
+    answer_schema: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
+    expires_at: float | None = Field(default=None, exclude_if=lambda value: value is None)
+    call_id: str | None = Field(default=None, exclude_if=lambda value: value is None)  # the tool call to approve
+
+
+class InputReceived(EventData):
+    input_id: str
+    answer: Any
+
+
 Ending = RunCompleted | RunFailed | RunCancelled  # what a run's terminal event holds
 
 
@@ -131,6 +153,8 @@ EVENT_DATA: dict[EventType, type[EventData]] = {
     EventType.RUN_COMPLETED: RunCompleted,
     EventType.RUN_FAILED: RunFailed,
     EventType.RUN_CANCELLED: RunCancelled,
+    EventType.INPUT_REQUIRED: InputRequired,
+    EventType.INPUT_RECEIVED: InputReceived,
 }
 
 

@@ -21,16 +21,32 @@ from typing import Any, NamedTuple, Protocol
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
-from shared.errors import LeaseLost, RunConflict, SessionExists, SessionExpired, SessionNotFound
-from shared.events import CANCELLED_BY_REQUEST, Ending, RunCompleted, RunFailed, event_type_of
+from shared.errors import (
+    InputNotPending,
+    LeaseLost,
+    RunConflict,
+    RunNotFound,
+    SessionExists,
+    SessionExpired,
+    SessionNotFound,
+)
+from shared.events import (
+    CANCELLED_BY_REQUEST,
+    Ending,
+    InputReceived,
+    InputRequired,
+    RunCompleted,
+    RunFailed,
+    event_type_of,
+)
 from shared.jobs import JOB_TTL_MS, RUN_JOB
 from shared.keys import Keys
 from shared.lease_index import LeaseIndex
 from shared.lua import load_script
-from shared.records import Multitask, RunRecord, SessionRecord
+from shared.records import Multitask, Question, RunRecord, SessionRecord
 from shared.redis_clients import AnyRedis
 from shared.settings import Settings
-from shared.store import compact_json, decode_run
+from shared.store import OPAQUE_RUN_FIELDS, compact_json, decode_run
 
 
 class Queued(StrEnum):
@@ -69,6 +85,13 @@ class Look(NamedTuple):
     lease_until: int | None = None
 
 
+class Asked(StrEnum):
+    """What became of a question a run asked (ask.lua)."""
+
+    WAITING = "waiting"  # recorded: the run waits without a worker
+    CANCEL = "cancel"  # a cancel is pending: end the run cancelled instead
+
+
 class Cancel(StrEnum):
     SIGNALLED = "signalled"  # its worker was told, and writes `run.cancelled`
     CANCELLED = "cancelled"  # no worker held it: it ended at once
@@ -97,6 +120,10 @@ class RunLease:
     async def renew(self) -> Renewal:
         return await self.runs.renew_lease(self)
 
+    async def ask(self, asked: list[Question], event: InputRequired, on_expiry: tuple[str, str] | None) -> Asked:
+        """Record the last question of `asked` and give the run up until it is answered."""
+        return await self.runs.ask(self, asked, event, on_expiry)
+
     async def hand_over(self) -> Requeue:
         """Give the run to another worker (this one is stopping)."""
         return await self.runs.requeue_run(self.session_id, self.token)
@@ -112,7 +139,8 @@ def encode_run(run: RunRecord) -> str:
     # The Lua scripts decode and re-encode run records with cjson, which turns [] into {} and large
     # integers into floats: params travel through them as an opaque string.
     record = run.model_dump(mode="json")
-    record["params"] = compact_json(record["params"])
+    for field in OPAQUE_RUN_FIELDS:
+        record[field] = compact_json(record[field])
     return compact_json(record)
 
 
@@ -172,6 +200,8 @@ class RunLifecycle:
         self._renew_lease: ScriptCall = batched(source("renew_lease")) if batched else script("renew_lease")
         self._requeue_run = script("requeue_run")
         self._cancel_run = script("cancel_run")
+        self._ask = script("ask")
+        self._answer = script("answer")
 
     def _run_script_args(self, session_id: str) -> tuple[list[str], list[str | int]]:
         """The keys and arguments every script that queues or ends runs starts with (lib.lua)."""
@@ -229,6 +259,24 @@ class RunLifecycle:
             raise SessionExists(session_id)
         _missing_or_gone(outcome, session_id)
         raise RuntimeError(f"queue_run.lua answered {result!r}")
+
+    async def answer(self, session_id: str, run: RunRecord, input_id: str, answer: Any) -> int:
+        """Answer the question `run` waits for (see answer.lua) and queue it again; the seq of
+        `input.received`. `run` as read just before: its answers so far are kept."""
+        keys, args = self._run_script_args(session_id)
+        answers = compact_json({**run.answers, input_id: answer})
+        received = InputReceived(run_id=run.run_id, input_id=input_id, answer=answer).model_dump_json()
+        args += [run.run_id, input_id, answers, received, secrets.token_hex(4)]
+        async with self._outbox(session_id):
+            result = await self._answer(keys=keys, args=args)
+        if result[0] == b"ok":
+            return int(result[1])
+        if result[0] == b"not_waiting":
+            raise InputNotPending(f"run {run.run_id!r} is not waiting for an answer to {input_id!r}")
+        if result[0] == b"no_run":
+            raise RunNotFound(session_id, run.run_id)
+        _missing_or_gone(result[0], session_id)
+        raise RuntimeError(f"answer.lua answered {result!r}")
 
     async def cancel_run(self, session_id: str) -> tuple[Cancel, str | None]:
         """Cancel the active run (see cancel_run.lua); what became of it, and its id."""
@@ -327,6 +375,33 @@ class RunLifecycle:
             # first, the run's entry in the leases index (its lease, now gone) makes a reaper push it.
             await self._push_outbox(lease.session_id)
         return int(seq)
+
+    async def ask(
+        self, lease: RunLease, asked: list[Question], event: InputRequired, on_expiry: tuple[str, str] | None
+    ) -> Asked:
+        """See `RunLease.ask`; `on_expiry`: the answers and the `input.received` data a question that
+        takes its default answer when it expires goes on with."""
+        question = asked[-1]
+        keys, args = self._run_script_args(lease.session_id)
+        deadline = "" if question.expires_at is None else str(int(question.expires_at * 1000))
+        asked_json = compact_json([q.model_dump(mode="json", by_alias=True) for q in asked])
+        args += [
+            lease.run_id,
+            lease.token,
+            event.model_dump_json(by_alias=True),
+            asked_json,
+            question.input_id,
+            deadline,
+        ]
+        if on_expiry is not None:
+            args += list(on_expiry)
+        try:
+            result = await self._ask(keys=keys, args=args)
+        except ResponseError as exc:
+            if str(exc).startswith("FENCED"):
+                raise LeaseLost(str(exc)) from None
+            raise
+        return Asked(result[0].decode())
 
     async def renew_lease(self, lease: RunLease) -> Renewal:
         keys = self.keys.session(lease.session_id)

@@ -4,12 +4,34 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from shared.events import ErrorInfo
+from shared.events import ErrorInfo, InputKind
 
 PUBLIC_TENANT = "public"  # the owner of sessions made while auth is off (every caller, then)
 
-RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+RunStatus = Literal["queued", "running", "waiting", "completed", "failed", "cancelled"]
+OnExpiry = Literal["fail", "default"]
+
+
+class Question(BaseModel):
+    """A question a run asked (`ctx.ask`), as its record keeps it: what was asked, and what a worker
+    that continues the run needs (the text streamed before it, the agent's saved state)."""
+
+    input_id: str
+    kind: InputKind
+    prompt: str
+    answer_schema: dict[str, Any] = Field(alias="schema")
+    expires_at: float | None = None
+    on_expiry: OnExpiry = "fail"
+    default: Any = None
+    call_id: str | None = None
+    output_before: str = ""
+    state: Any = None
+
+    model_config = {"populate_by_name": True, "serialize_by_alias": True}
+
+
 Multitask = Literal["reject", "enqueue", "interrupt"]
+SessionStatus = Literal["idle", "queued", "running", "waiting_for_input"]
 
 
 class RunRecord(BaseModel):
@@ -31,10 +53,22 @@ class RunRecord(BaseModel):
     usage: dict[str, Any] | None = None
     error: ErrorInfo | None = None
     reason: str | None = None
+    # Questions (ctx.ask): those asked, in order, and their answers by input id; `waiting_for` is the
+    # one unanswered while the run waits (status `waiting`), `waiting_until` its deadline (ms).
+    asked: list[Question] = Field(default_factory=list)
+    answers: dict[str, Any] = Field(default_factory=dict)
+    waiting_for: str | None = None
+    waiting_until: int | None = None
+    resumes: int = 0  # starts after an answer (not counted as attempts)
 
     @property
     def active(self) -> bool:
-        return self.status in ("queued", "running")
+        return self.status in ("queued", "running", "waiting")
+
+    @property
+    def question(self) -> Question | None:
+        """The question the run waits for an answer to."""
+        return next((q for q in self.asked if q.input_id == self.waiting_for), None) if self.waiting_for else None
 
 
 class SessionRecord(BaseModel):
@@ -54,10 +88,12 @@ class SessionRecord(BaseModel):
         return next((run for run in self.runs if run.run_id == self.active_run_id), None)
 
     @property
-    def status(self) -> Literal["idle", "queued", "running"]:
+    def status(self) -> SessionStatus:
         run = self.active_run
         if run is None:
             return "idle"
+        if run.status == "waiting":
+            return "waiting_for_input"
         return "running" if run.status == "running" else "queued"
 
 

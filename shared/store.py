@@ -48,10 +48,16 @@ def with_output(data: bytes, output: str) -> bytes:
     return data[:-1] + b',"output":' + compact_json(output).encode() + b"}"
 
 
+# Fields of a run record that hold any JSON: stored as strings, which the Lua scripts do not
+# decode (their cjson would turn [] into {} and large integers into floats).
+OPAQUE_RUN_FIELDS = ("params", "asked", "answers")
+
+
 def decode_run(raw: bytes | str) -> RunRecord:
     record = json.loads(raw)
-    if isinstance(record.get("params"), str):
-        record["params"] = json.loads(record["params"])
+    for field in OPAQUE_RUN_FIELDS:
+        if isinstance(record.get(field), str):
+            record[field] = json.loads(record[field])
     return RunRecord.model_validate(record)
 
 
@@ -149,10 +155,13 @@ class SessionStore:
         return parse_raw_entries(entries)
 
     async def partial_text(self, session_id: str, run: RunRecord) -> str:
-        """The text the active attempt of `run` has streamed so far."""
+        """The text `run` has streamed so far: its active attempt's, after what it had streamed before
+        the last question it asked (an attempt after an answer streams on from there)."""
+        if run.status == "waiting" and run.question is not None:
+            return run.question.output_before
         if run.started_seq is None:
             return ""
-        parts: list[str] = []
+        parts: list[str] = [run.asked[-1].output_before] if run.asked else []
         after = run.started_seq
         while batch := await self._range(session_id, after, 1000):
             parts.extend(

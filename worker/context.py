@@ -9,6 +9,19 @@ Built-in agents and your own (`async def my_agent(ctx: RunContext) -> None`) use
     async with ctx.tool("search", {"q": "x"}) as call:   # tool.started ... tool.completed
         call.result = await search("x")                   # an exception here: tool.failed, then raised
 
+A run can ask a person and wait for the answer, for minutes or days, with no worker held meanwhile:
+
+    answer = await ctx.ask("Delete 3 files?", kind="approval")        # {"approved": bool, "reason"?: str}
+    colour = await ctx.ask("Which colour?", kind="choice", choices=["red", "blue"])
+    name = await ctx.ask("Your name?")                                # kind="text": a string
+    form = await ctx.ask("Details", kind="json", schema={...})         # any JSON Schema
+
+While it waits, the worker is free; the answer (from any client, through any gateway) queues the
+run again, and a worker runs the agent again from its start: until it reaches the question, what
+it streams is dropped (the stream has it) and each `ask` answered before returns its answer at
+once. So the agent's work before a question is done again: keep it cheap or deterministic, ask in
+the same order each time, or save what it costs in `state=` (returned by `ctx.resumed_state()`).
+
 Frameworks report a tool's start and its end as two callbacks, not one scope: for them,
 `ctx.tool_started(call_id, name, arguments)` and later `ctx.tool_finished(call_id, result=...)` (or
 `error=...`). Every call takes `agent=`: the sub-agent or branch the event comes from, when several
@@ -23,11 +36,49 @@ import time
 from types import TracebackType
 from typing import Any
 
-from shared.events import DATA_NAME, CustomData, Status, ToolCompleted, ToolFailed, ToolStarted
-from shared.records import RunRecord, Turn
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from shared.events import DATA_NAME, CustomData, InputKind, Status, ToolCompleted, ToolFailed, ToolStarted
+from shared.records import OnExpiry, Question, RunRecord, Turn
 from worker.writer import MAX_EVENT_BYTES, EventWriter
 
 PREVIEW_CHARS = 4096  # of a tool result too large for the stream
+
+
+APPROVAL_SCHEMA = {
+    "type": "object",
+    "properties": {"approved": {"type": "boolean"}, "reason": {"type": "string"}},
+    "required": ["approved"],
+    "additionalProperties": False,
+}
+
+
+class WaitingForInput(BaseException):  # noqa: N818  (a signal, as asyncio.CancelledError: not an error)
+    """Raised by `ctx.ask` to end the attempt while the run waits for an answer. A BaseException, so
+    that an agent's `except Exception` lets it through."""
+
+    def __init__(self, question: Question) -> None:
+        super().__init__(question.input_id)
+        self.question = question
+
+
+def answer_schema(kind: InputKind, choices: list[str] | None, schema: dict[str, Any] | None) -> dict[str, Any]:
+    if kind == "approval":
+        return APPROVAL_SCHEMA
+    if kind == "choice":
+        if not choices:
+            raise ValueError("a choice needs choices")
+        return {"type": "string", "enum": list(choices)}
+    if kind == "text":
+        return {"type": "string"}
+    if schema is None:
+        raise ValueError("kind='json' needs a schema")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:  # here, in the agent, rather than at the first answer
+        raise ValueError(f"not a JSON Schema: {exc.message}") from None
+    return schema
 
 
 class ToolScope:
@@ -52,6 +103,8 @@ class ToolScope:
     ) -> None:
         if exc is None:
             await self._context.tool_finished(self.call_id, result=self.result, agent=self.agent)
+        elif isinstance(exc, WaitingForInput):
+            return  # the call goes on when the run does: it ends then
         else:
             await self._context.tool_finished(self.call_id, error=exc, agent=self.agent)
 
@@ -67,6 +120,55 @@ class RunContext:
         self.history = history  # earlier completed turns of this session
         self.usage: dict[str, int] = {}
         self._tools_started: dict[str, float] = {}  # call id -> when it started
+        self._asked = run.asked  # questions asked before this attempt, all answered
+        self._answers = run.answers
+        self._asks = 0  # `ask` calls so far in this attempt
+        if self._asked:  # continued after an answer: replay up to the last question
+            writer.replaying = True
+            writer.text_parts = [self._asked[-1].output_before]
+
+    async def ask(
+        self,
+        prompt: str,
+        *,
+        kind: InputKind = "text",
+        choices: list[str] | None = None,
+        schema: dict[str, Any] | None = None,
+        expires_in: float | None = None,
+        on_expiry: OnExpiry = "fail",
+        default: Any = None,
+        call_id: str | None = None,
+        state: Any = None,
+    ) -> Any:
+        """Ask a person and wait for the answer, which matches the kind's schema: `approval`
+        ({"approved": bool, "reason"?: str}), `choice` (one of `choices`), `text` (a string) or
+        `json` (`schema`). Unanswered after `expires_in` seconds, the run fails (`input_expired`), or
+        with `on_expiry="default"` goes on with `default`. `call_id`: the tool call it approves.
+        `state`: any JSON, returned by `resumed_state()` when the run goes on."""
+        index, self._asks = self._asks, self._asks + 1
+        if index < len(self._asked):  # answered before this attempt
+            question = self._asked[index]
+            if index == len(self._asked) - 1:
+                self.writer.replaying = False  # from here on, the run streams again
+            return self._answers.get(question.input_id)
+        await self.writer.flush()
+        question = Question(
+            input_id=f"in_{secrets.token_hex(8)}",
+            kind=kind,
+            prompt=prompt,
+            answer_schema=answer_schema(kind, choices, schema),
+            expires_at=None if expires_in is None else time.time() + expires_in,
+            on_expiry=on_expiry,
+            default=default,
+            call_id=call_id,
+            output_before=self.writer.text,
+            state=state,
+        )
+        raise WaitingForInput(question)
+
+    def resumed_state(self) -> Any:
+        """The `state` given with the last question answered, when the run goes on after it."""
+        return self._asked[-1].state if self._asked else None
 
     async def delta(self, text: str, *, agent: str | None = None) -> None:
         await self.writer.delta(text, agent)

@@ -6,16 +6,24 @@ from typing import Any
 
 from shared.catalog import parse_model
 from shared.errors import LeaseLost
-from shared.events import CANCELLED_BY_REQUEST, ErrorInfo, RunCancelled, RunCompleted, RunFailed
-from shared.lifecycle import RunLease, RunLifecycle, StartVerdict
+from shared.events import (
+    CANCELLED_BY_REQUEST,
+    ErrorInfo,
+    InputReceived,
+    InputRequired,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+)
+from shared.lifecycle import Asked, RunLease, RunLifecycle, StartVerdict
 from shared.logs import bind
-from shared.records import RunRecord, transcript
+from shared.records import Question, RunRecord, transcript
 from shared.settings import Settings
-from shared.store import SessionStore
+from shared.store import SessionStore, compact_json
 from worker import metrics
 from worker.agent_loop import AgentError, run_model_agent
 from worker.agents import Agent, load_agent
-from worker.context import RunContext
+from worker.context import RunContext, WaitingForInput
 from worker.lease import LeaseKeeper
 from worker.providers import Providers
 from worker.providers.base import InvalidRequest, ProviderError
@@ -63,6 +71,8 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
             completed = await _generate(ctx, session_id, run, writer)
         await writer.finish(completed)
         outcome = "completed"
+    except WaitingForInput as waiting:  # the run waits for an answer, without this worker
+        outcome = await _wait_for_input(writer, lease, run, waiting.question)
     except (LeaseLost, asyncio.CancelledError) as stopped:
         # One reason why the run stopped, recorded by whoever stopped it; none means arq is stopping.
         stop = Stop.LEASE_LOST if isinstance(stopped, LeaseLost) else running.stop_reason(run_id)
@@ -92,6 +102,38 @@ async def _end_stopped(writer: EventWriter, lease: RunLease, stop: Stop) -> None
         await _finish(writer, RunCancelled(run_id=lease.run_id, reason=CANCELLED_BY_REQUEST), lease)
     else:  # the run is another worker's now, or gone: it must not write its end
         logger.warning("run %s of session %s stopped: lease lost", lease.run_id, lease.session_id)
+
+
+async def _wait_for_input(writer: EventWriter, lease: RunLease, run: RunRecord, question: Question) -> str:
+    """Record the question and give the run up; what became of it (a metrics label)."""
+    event = InputRequired(
+        run_id=run.run_id,
+        input_id=question.input_id,
+        kind=question.kind,
+        prompt=question.prompt,
+        answer_schema=question.answer_schema,
+        expires_at=question.expires_at,
+        call_id=question.call_id,
+    )
+    on_expiry = None
+    if question.on_expiry == "default":
+        answers = compact_json({**run.answers, question.input_id: question.default})
+        received = InputReceived(run_id=run.run_id, input_id=question.input_id, answer=question.default)
+        on_expiry = (answers, received.model_dump_json())
+    try:
+        await writer.flush()
+        asked = await lease.ask([*run.asked, question], event, on_expiry)
+    except LeaseLost:
+        logger.warning("run %s of session %s lost its lease as it asked for input", run.run_id, lease.session_id)
+        return "lease_lost"
+    except Exception:  # its lease lapses, and the worker that takes it over asks again
+        logger.error("run %s of session %s could not ask for input", run.run_id, lease.session_id, exc_info=True)
+        return "failed"
+    if asked is Asked.CANCEL:
+        await _finish(writer, RunCancelled(run_id=run.run_id, reason=CANCELLED_BY_REQUEST), lease)
+        return "cancelled"
+    logger.info("run %s of session %s waits for an answer to %s", run.run_id, lease.session_id, question.input_id)
+    return "waiting"
 
 
 def _count_start(run: RunRecord) -> None:

@@ -87,6 +87,9 @@ class EventWriter:
         self._id_prefix = secrets.token_hex(6) + "-"
         self._appends = 0
         self.text_parts: list[str] = []  # everything this attempt streamed, appended or not
+        # A run continued after an answer runs its agent again up to the answered question: what it
+        # streams until then is in the stream already (and its text in `text_parts`), so it is dropped.
+        self.replaying = False
         self.events_appended = 0
         self.provider = "custom"  # the metrics label of what produces the text; set once it is known
         self._tokens = metrics.TOKENS.labels(self.provider)
@@ -103,7 +106,7 @@ class EventWriter:
     async def _text(self, kind: type[MessageDelta | ReasoningDelta], text: str, agent: str | None) -> None:
         if self._failure is not None:
             raise self._failure
-        if not text:
+        if not text or self.replaying:
             return
         if (kind, agent) != self._pending_kind:
             if self._pending:  # text of another kind, or of another agent, is appended first
@@ -126,6 +129,8 @@ class EventWriter:
         event_type = event_type_of(data)
         if event_type in TERMINAL_EVENTS:
             raise TypeError(f"{event_type} ends the run: use finish()")
+        if self.replaying:
+            return
         stored = data.model_dump_json()
         if (size := len(stored.encode())) > MAX_EVENT_BYTES:
             raise EventTooLarge(f"a {event_type} event of {size} bytes exceeds {MAX_EVENT_BYTES}")

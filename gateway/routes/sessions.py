@@ -18,10 +18,14 @@ from gateway.deps import (
     StoreDep,
 )
 from gateway.ids import chat_session_id, new_run_id, new_session_id
+from gateway.questions import answer_question
 from gateway.schemas import (
+    Answer,
+    AnswerAccepted,
     CancelAccepted,
     CreateRun,
     CreateSession,
+    PendingInput,
     RunAccepted,
     SessionCreated,
     SessionView,
@@ -115,6 +119,17 @@ async def cancel_run(session_id: ChatSessionDep, runs: RunsDep) -> CancelAccepte
     return CancelAccepted.of(outcome, run_id)
 
 
+@router.post("/{session_id}/runs/{run_id}/input", status_code=202, responses=ERROR_RESPONSES)
+async def answer_input(
+    session_id: ChatSessionDep, run_id: str, body: Answer, store: StoreDep, runs: RunsDep
+) -> AnswerAccepted:
+    """Answer the question a run waits for (its `input.required` event), from any client: the run
+    goes on, on any worker. Once: a second answer, or one to an expired or cancelled question, is 409;
+    an answer that does not match the question's schema is 422."""
+    seq = await answer_question(store, runs, session_id, run_id, body.input_id, body.answer)
+    return AnswerAccepted(run_id=run_id, input_id=body.input_id, event_id=seq)
+
+
 @router.get("/{session_id}", responses=ERROR_RESPONSES)
 async def get_session(session_id: ReadableSessionDep, store: StoreDep) -> SessionView:
     session = await store.get_session(session_id)
@@ -130,8 +145,24 @@ async def get_session(session_id: ReadableSessionDep, store: StoreDep) -> Sessio
         metadata=session.metadata,
         last_event_id=session.last_event_id,
         active_run_id=session.active_run_id,
+        pending_input=_pending_input(active),
         runs=session.runs,
         transcript=transcript(session.runs, partial),
+    )
+
+
+def _pending_input(run: RunRecord | None) -> PendingInput | None:
+    question = run.question if run is not None else None
+    if run is None or question is None:
+        return None
+    return PendingInput(
+        run_id=run.run_id,
+        input_id=question.input_id,
+        kind=question.kind,
+        prompt=question.prompt,
+        answer_schema=question.answer_schema,
+        expires_at=question.expires_at,
+        call_id=question.call_id,
     )
 
 

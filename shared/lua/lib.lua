@@ -115,6 +115,23 @@ local function cancel_unheld(k, s, run_id, reason)
   return end_run(k, s, run_id, 'cancelled', 'run.cancelled', data, {reason = reason}, ts, now_ms, now_s)
 end
 
+-- Continue a run that waited for an answer (answer.lua; or a reaper, with the answer an expired
+-- question takes by default): append `input.received`, record the answers and queue the run again.
+local function resume_run(k, s, run_id, run, received, answers, job_id, ts, now_ms)
+  local seq = add_event(k.meta, k.events, s.maxlen, 'input.received', received, ts)
+  run.status = 'queued'
+  run.answers = answers
+  run.waiting_for = nil
+  run.waiting_until = nil
+  run.on_expiry_answers = nil
+  run.on_expiry_received = nil
+  run.resumes = (run.resumes or 0) + 1
+  redis.call('HSET', k.runs, run_id, cjson.encode(run))
+  index_lease(k, s, nil)
+  queue_job(k, s, run_id, job_id, now_ms)
+  return seq
+end
+
 -- The keys and settings of a script that may end or queue runs, from its KEYS and ARGV. Such
 -- scripts take KEYS meta, runs, events, lease, gone, pending, then the queue and the leases index
 -- (only when they are on the same Redis), and ARGV session_id, maxlen, ttl_seconds, tombstone_seconds, job_ttl_ms,

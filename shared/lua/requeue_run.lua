@@ -8,8 +8,11 @@
 --
 -- KEYS, ARGV: as lib.lua's session_context, then ARGV[9] lease_token or '', ARGV[10] a random job
 -- id suffix (arq refuses a job id it still remembers: each requeue is a job of its own)
+-- A run waiting for an answer (ask.lua) has no lease: a reaper that finds its question's deadline
+-- passed ends the question as the agent chose: the run fails (`input_expired`), or goes on with the
+-- default answer; before the deadline, it looks again then.
 -- Returns {'requeued'} | {'renewed', lease_until} | {'cleared'} | {'not_holder'} | {'dispatch'};
--- with SPLIT_QUEUE, 'requeued' and 'dispatch' also return the outbox (`<job_id> <run_id>`) to push.
+-- with SPLIT_QUEUE, 'requeued', 'cleared' and 'dispatch' also return the outbox (`<job_id> <run_id>`) to push.
 local k, s = session_context()
 local token = ARGV[9]
 local _, now_ms = clock()
@@ -18,7 +21,19 @@ if token ~= '' then
 elseif redis.call('EXISTS', k.lease) == 0 then
   local dispatch = redis.call('HGET', k.meta, 'dispatch')
   if dispatch then return {'dispatch', dispatch} end
-  return {'cleared'}
+  local run_id = redis.call('HGET', k.meta, 'active_run')
+  local run = run_id and run_id ~= '' and get_run(k.runs, run_id)
+  if not run or run.status ~= 'waiting' or type(run.waiting_until) ~= 'number' then return {'cleared'} end
+  -- A run waiting for an answer: look again at its question's deadline, or end the question now.
+  if run.waiting_until > now_ms then return {'renewed', run.waiting_until} end
+  local ts, _, now_s = clock()
+  if run.on_expiry_answers then
+    resume_run(k, s, run_id, run, run.on_expiry_received, run.on_expiry_answers, run_id .. '.x' .. ARGV[10], ts, now_ms)
+    return {'requeued', redis.call('HGET', k.meta, 'dispatch')}
+  end
+  local error = {type = 'input_expired', message = 'no answer to question ' .. run.waiting_for .. ' came before it expired'}
+  end_run(k, s, run_id, 'failed', 'run.failed', cjson.encode({run_id = run_id, error = error}), {error = error}, ts, now_ms, now_s)
+  return {'cleared', redis.call('HGET', k.meta, 'dispatch')}
 else
   local deadline = tonumber(redis.call('HGET', k.meta, 'lease_until') or 0)
   if deadline > now_ms then return {'renewed', deadline} end

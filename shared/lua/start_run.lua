@@ -26,7 +26,7 @@ local ts, now_ms, now_s = clock()
 local verdict = ''
 if redis.call('HGET', k.meta, 'cancel_run') == run_id then
   verdict = 'cancel'
-elseif run.attempt - (run.handovers or 0) >= max_attempts then
+elseif run.attempt - (run.handovers or 0) - (run.resumes or 0) >= max_attempts then
   verdict = 'exhausted'
 end
 

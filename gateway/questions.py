@@ -1,0 +1,33 @@
+"""Answering a question a run asked (`ctx.ask`), from REST or a WebSocket: find it, check the answer
+against its schema, then answer.lua, which records it once and queues the run again."""
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from shared.errors import InputNotPending, InvalidInput, QuestionNotFound, RunNotFound
+from shared.lifecycle import RunLifecycle
+from shared.store import SessionStore
+
+
+async def answer_question(
+    store: SessionStore, runs: RunLifecycle, session_id: str, run_id: str, input_id: str, answer: Any
+) -> int:
+    """The seq of the `input.received` event the answer became."""
+    session = await store.get_session(session_id)
+    run = next((run for run in session.runs if run.run_id == run_id), None)
+    if run is None:
+        raise RunNotFound(session_id, run_id)
+    question = next((question for question in run.asked if question.input_id == input_id), None)
+    if question is None:
+        raise QuestionNotFound(run_id, input_id)
+    if input_id in run.answers:
+        raise InputNotPending(f"question {input_id!r} is answered already")
+    if run.waiting_for != input_id:
+        raise InputNotPending(f"run {run_id!r} no longer waits for an answer to {input_id!r} (it is {run.status})")
+    error = best_match(Draft202012Validator(question.answer_schema).iter_errors(answer))
+    if error is not None:
+        where = "".join(f"[{part!r}]" for part in error.absolute_path) or "the answer"
+        raise InvalidInput(f"{where} does not match the question's schema: {error.message}")
+    return await runs.answer(session_id, run, input_id, answer)
