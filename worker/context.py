@@ -123,6 +123,7 @@ class RunContext:
         self._asked = run.asked  # questions asked before this attempt, all answered
         self._answers = run.answers
         self._asks = 0  # `ask` calls so far in this attempt
+        self._tool_calls = 0
         if self._asked:  # continued after an answer: replay up to the last question
             writer.replaying = True
             writer.text_parts = [self._asked[-1].output_before]
@@ -188,7 +189,9 @@ class RunContext:
     def tool(
         self, name: str, arguments: dict[str, Any], call_id: str | None = None, *, agent: str | None = None
     ) -> ToolScope:
-        return ToolScope(self, call_id or f"call_{secrets.token_hex(6)}", name, arguments, agent)
+        # Numbered, not random: a run continued after an answer makes the same calls with the same ids.
+        self._tool_calls += 1
+        return ToolScope(self, call_id or f"call_{self.run_id[2:]}_{self._tool_calls}", name, arguments, agent)
 
     async def tool_started(
         self, call_id: str, name: str, arguments: dict[str, Any], *, agent: str | None = None

@@ -1,0 +1,20 @@
+"""Agents for tests that ask a person (ctx.ask) and go on with the answer."""
+
+from worker.context import RunContext
+
+
+async def approval(ctx: RunContext) -> None:
+    await ctx.delta("Checking. ")
+    async with ctx.tool("delete_files", {"count": 3}) as call:
+        answer = await ctx.ask(
+            "Delete 3 files?", kind="approval", call_id=call.call_id, expires_in=ctx.params.get("expires_in")
+        )
+        call.result = "deleted" if answer["approved"] else "kept"
+    await ctx.delta(f"Done: {call.result}.")
+
+
+async def two_questions(ctx: RunContext) -> None:
+    colour = await ctx.ask("Which colour?", kind="choice", choices=["red", "blue"])
+    await ctx.delta(f"{colour} it is. ")
+    size = await ctx.ask("How many?", kind="json", schema={"type": "integer", "minimum": 1})
+    await ctx.delta(f"{size} of them.")

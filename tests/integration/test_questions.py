@@ -1,0 +1,79 @@
+"""A run that asks a person: the question in the stream and the session, the answer once, the run
+going on; through the gateway and a worker."""
+
+from typing import Any
+
+import httpx2
+
+from tests.sse_client import read_events
+from tests.waiting import eventually
+
+AGENTS = {"approve": "tests.asking_agent:approval", "two": "tests.asking_agent:two_questions"}
+
+
+async def _waiting(client: httpx2.AsyncClient, session_id: str) -> dict[str, Any]:
+    async def asked() -> dict[str, Any]:
+        state: dict[str, Any] = (await client.get(f"/v1/sessions/{session_id}")).json()
+        assert state["status"] == "waiting_for_input"
+        return state
+
+    return await eventually(asked, what="the run waiting for input")
+
+
+async def test_an_approval_is_asked_answered_once_and_the_run_goes_on(start_gateway: Any, start_worker: Any) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        made = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        state = await _waiting(client, sid)
+        question = state["pending_input"]
+        assert (question["run_id"], question["kind"], question["prompt"]) == (rid, "approval", "Delete 3 files?")
+        assert state["transcript"][-1]["content"] == "Checking. "
+        url = f"/v1/sessions/{sid}/runs/{rid}/input"
+        bad = await client.post(url, json={"input_id": question["input_id"], "answer": {"approved": "yes"}})
+        assert bad.status_code == 422 and "approved" in bad.json()["error"]["message"]
+        unknown = await client.post(url, json={"input_id": "in_nope", "answer": {"approved": True}})
+        assert unknown.status_code == 404
+        answered = await client.post(url, json={"input_id": question["input_id"], "answer": {"approved": True}})
+        assert answered.status_code == 202, answered.text
+        again = await client.post(url, json={"input_id": question["input_id"], "answer": {"approved": False}})
+        assert again.status_code == 409 and again.json()["error"]["type"] == "input_not_pending"
+        received = await read_events(client, made["events_url"])
+    kinds = [kind for _, kind, _ in received.events]
+    assert kinds == [
+        "run.queued", "run.started", "message.delta", "tool.started", "input.required",
+        "input.received", "run.started", "tool.completed", "message.delta", "run.completed",
+    ]  # fmt: skip
+    assert received.ids == list(range(1, len(kinds) + 1))
+    data = {kind: d for _, kind, d in received.events}
+    assert data["input.required"]["call_id"] == data["tool.started"]["call_id"] == data["tool.completed"]["call_id"]
+    assert data["input.received"]["answer"] == {"approved": True}
+    assert data["tool.completed"]["result"] == "deleted"
+    assert data["run.completed"]["output"] == "Checking. Done: deleted."
+
+
+async def test_questions_in_a_row_each_replay_what_came_before(start_gateway: Any, start_worker: Any) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        made = (await client.post("/v1/sessions", json={"input": "go", "agent": "two"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        url = f"/v1/sessions/{sid}/runs/{rid}/input"
+        first = (await _waiting(client, sid))["pending_input"]
+        assert (await client.post(url, json={"input_id": first["input_id"], "answer": "green"})).status_code == 422
+        assert (await client.post(url, json={"input_id": first["input_id"], "answer": "blue"})).status_code == 202
+
+        async def second_question() -> dict[str, Any]:
+            pending: dict[str, Any] | None = (await client.get(f"/v1/sessions/{sid}")).json()["pending_input"]
+            assert pending is not None and pending["input_id"] != first["input_id"]
+            return pending
+
+        second = await eventually(second_question, what="the second question")
+        assert (await client.get(f"/v1/sessions/{sid}")).json()["transcript"][-1]["content"] == "blue it is. "
+        assert (await client.post(url, json={"input_id": second["input_id"], "answer": 0})).status_code == 422
+        assert (await client.post(url, json={"input_id": second["input_id"], "answer": 3})).status_code == 202
+        received = await read_events(client, made["events_url"])
+    texts = [d["text"] for _, kind, d in received.events if kind == "message.delta"]
+    assert "".join(texts) == "blue it is. 3 of them."  # nothing streamed twice by the replays
+    assert received.events[-1][2]["output"] == "blue it is. 3 of them."
