@@ -18,3 +18,15 @@ async def two_questions(ctx: RunContext) -> None:
     await ctx.delta(f"{colour} it is. ")
     size = await ctx.ask("How many?", kind="json", schema={"type": "integer", "minimum": 1})
     await ctx.delta(f"{size} of them.")
+
+
+async def expiring(ctx: RunContext) -> None:
+    """Asks with a short deadline: the run fails when it passes."""
+    answer = await ctx.ask("Proceed?", expires_in=0.5)
+    await ctx.delta(f"Got: {answer}")
+
+
+async def expiring_to_default(ctx: RunContext) -> None:
+    """Asks with a short deadline: the run goes on with a default answer when it passes."""
+    answer = await ctx.ask("Proceed?", expires_in=0.5, on_expiry="default", default="no answer")
+    await ctx.delta(f"Got: {answer}")

@@ -8,7 +8,12 @@ import httpx2
 from tests.sse_client import read_events
 from tests.waiting import eventually
 
-AGENTS = {"approve": "tests.asking_agent:approval", "two": "tests.asking_agent:two_questions"}
+AGENTS = {
+    "approve": "tests.asking_agent:approval",
+    "two": "tests.asking_agent:two_questions",
+    "expiring": "tests.asking_agent:expiring",
+    "expiring_to_default": "tests.asking_agent:expiring_to_default",
+}
 
 
 async def _waiting(client: httpx2.AsyncClient, session_id: str) -> dict[str, Any]:
@@ -77,3 +82,45 @@ async def test_questions_in_a_row_each_replay_what_came_before(start_gateway: An
     texts = [d["text"] for _, kind, d in received.events if kind == "message.delta"]
     assert "".join(texts) == "blue it is. 3 of them."  # nothing streamed twice by the replays
     assert received.events[-1][2]["output"] == "blue it is. 3 of them."
+
+
+async def test_cancel_while_waiting_ends_the_run_and_the_question(start_gateway: Any, start_worker: Any) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        made = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        question = (await _waiting(client, sid))["pending_input"]
+        cancelled = await client.post(f"/v1/sessions/{sid}/cancel")
+        assert cancelled.json() == {"run_id": rid, "status": "cancelled"}  # no worker held it: at once
+        late = await client.post(
+            f"/v1/sessions/{sid}/runs/{rid}/input",
+            json={"input_id": question["input_id"], "answer": {"approved": True}},
+        )
+        assert late.status_code == 409
+        received = await read_events(client, made["events_url"])
+        state = (await client.get(f"/v1/sessions/{sid}")).json()
+    assert [kind for _, kind, _ in received.events][-2:] == ["input.required", "run.cancelled"]
+    assert state["status"] == "idle" and state["pending_input"] is None
+    assert state["runs"][0]["status"] == "cancelled"
+
+
+async def test_an_unanswered_question_fails_the_run_when_it_expires(start_gateway: Any, start_worker: Any) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS, lease_ms=1000)  # reapers look every third of a lease
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        made = (await client.post("/v1/sessions", json={"input": "wait", "agent": "expiring"})).json()
+        received = await read_events(client, made["events_url"])
+    assert [kind for _, kind, _ in received.events][-2:] == ["input.required", "run.failed"]
+    assert received.events[-1][2]["error"]["type"] == "input_expired"
+
+
+async def test_an_expired_question_can_take_a_default_answer(start_gateway: Any, start_worker: Any) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS, lease_ms=1000)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        made = (await client.post("/v1/sessions", json={"input": "wait", "agent": "expiring_to_default"})).json()
+        received = await read_events(client, made["events_url"])
+    kinds = [kind for _, kind, _ in received.events]
+    assert kinds[-5:] == ["input.required", "input.received", "run.started", "message.delta", "run.completed"]
+    assert received.events[-1][2]["output"] == "Got: no answer"
