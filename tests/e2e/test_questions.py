@@ -1,0 +1,53 @@
+"""A question that outlives its client, its gateway and its worker: real processes."""
+
+import asyncio
+
+import httpx2
+
+from tests.e2e.conftest import Stack
+from tests.sse_client import read_events
+from tests.waiting import eventually
+
+AGENTS = '{"approve": "tests.asking_agent:approval"}'
+
+
+async def test_a_pending_question_survives_a_killed_worker_and_is_answered_from_another_client(stack: Stack) -> None:
+    stack.env |= {"TOKENTAIL_AGENTS": AGENTS, "TOKENTAIL_LEASE_MS": "1500"}
+    first_gateway, second_gateway = stack.gateway(), stack.gateway()
+    asker = stack.worker()
+    await asyncio.to_thread(stack.wait_for_workers, 1)
+    async with httpx2.AsyncClient(timeout=30) as client:
+        made = (
+            await client.post(f"{first_gateway}/v1/sessions", json={"input": "clean up", "agent": "approve"})
+        ).json()
+        sid, rid = made["session_id"], made["run_id"]
+
+        async def waiting() -> dict[str, str]:
+            state = (await client.get(f"{first_gateway}/v1/sessions/{sid}")).json()
+            assert state["status"] == "waiting_for_input"
+            return dict(state["pending_input"])
+
+        question = await eventually(waiting, what="the question")
+        # The first client goes away; the worker that asked is killed while the run waits.
+        asker.kill()
+        asker.wait()
+        answerer = stack.worker()
+        await asyncio.to_thread(stack.wait_for_workers, 1)
+        await asyncio.sleep(2)  # a lease and more: a run that held one would have been taken over by now
+        # A second client, on the other gateway, finds the question pending (in the state and the stream).
+        state = (await client.get(f"{second_gateway}/v1/sessions/{sid}")).json()
+        assert state["status"] == "waiting_for_input" and state["pending_input"] == question
+        answer = {"input_id": question["input_id"], "answer": {"approved": True}}
+        assert (
+            await client.post(f"{second_gateway}/v1/sessions/{sid}/runs/{rid}/input", json=answer)
+        ).status_code == 202
+        received = await read_events(client, f"{second_gateway}/v1/sessions/{sid}/events")
+        assert answerer.poll() is None
+    kinds = [kind for _, kind, _ in received.events]
+    assert kinds == [
+        "run.queued", "run.started", "message.delta", "tool.started", "input.required",
+        "input.received", "run.started", "tool.completed", "message.delta", "run.completed",
+    ]  # fmt: skip
+    assert "run.retrying" not in kinds, "a waiting run holds no worker: nothing to take over"
+    assert received.ids == list(range(1, len(kinds) + 1))
+    assert received.events[-1][2]["output"] == "Checking. Done: deleted."
