@@ -1,14 +1,16 @@
 """WebSocket: the same events as the SSE endpoint, plus runs and cancels from the client.
 
     server → client   {"id": 7, "event": "message.delta", "data": {...}}   (gap frames have no id)
-                      {"type": "ack", "request": "run" | "cancel" | "resume", ...}
+                      {"type": "ack", "request": "run" | "cancel" | "resume" | "input", ...}
                       {"type": "error", "error": {"type": ..., "message": ...}}
     client → server   {"type": "run", "input": "...", "model"?, "params"?, "multitask"?}
                       {"type": "cancel"}
                       {"type": "resume", "last_event_id": N}
+                      {"type": "input", "run_id": "r_…", "input_id": "in_…", "answer": ...}
 
 Credentials are those of the REST API: an API key or a stream token as a bearer header, or a
-stream token as `?token=`; a read token reads, and `run` and `cancel` need an API key or a chat token.
+stream token as `?token=`; a read token reads, and `run`, `cancel` and `input` (the answer to a
+run's question) need an API key or a chat token.
 Messages have the REST API's limits (`max_request_bytes`, nesting, valid Unicode); a message that
 breaks one, or is not a JSON object in a text frame, gets an error and the socket stays open.
 Unlike an SSE stream, the socket stays open between runs. It closes with 4000 + the HTTP status of
@@ -41,9 +43,20 @@ from gateway.errors import describe, describe_outage
 from gateway.feed import EventFeed, parse_last_event_id, start_position
 from gateway.hub import StreamHub
 from gateway.limits import RunBudget
-from gateway.schemas import CreateRun
+from gateway.questions import answer_question
+from gateway.schemas import Answer, CreateRun
 from gateway.turns import queue_follow_up
-from shared.errors import Forbidden, InputTooLarge, InvalidInput, RateLimited, RunConflict, TokentailError
+from shared.errors import (
+    Forbidden,
+    InputNotPending,
+    InputTooLarge,
+    InvalidInput,
+    QuestionNotFound,
+    RateLimited,
+    RunConflict,
+    RunNotFound,
+    TokentailError,
+)
 from shared.events import Gap
 from shared.lifecycle import RunLifecycle
 from shared.settings import Settings
@@ -52,7 +65,16 @@ from shared.store import SessionStore, StoredEvent
 router = APIRouter(prefix="/v1/sessions", tags=["events"])
 
 # Refusals of one client message: the error goes back on the socket, which stays open.
-REFUSALS = (RunConflict, InputTooLarge, InvalidInput, Forbidden, RateLimited)
+REFUSALS = (
+    RunConflict,
+    InputTooLarge,
+    InvalidInput,
+    Forbidden,
+    RateLimited,
+    InputNotPending,
+    QuestionNotFound,
+    RunNotFound,
+)
 
 
 def event_messages(events: list[StoredEvent]) -> list[str]:
@@ -177,7 +199,7 @@ class _Conversation:
         handler = self._handlers.get(str(message.get("type")))
         try:
             if handler is None:
-                await self.socket.error(ValueError("type must be run, cancel or resume"), "validation_error")
+                await self.socket.error(ValueError("type must be run, cancel, resume or input"), "validation_error")
             else:
                 await handler(self, message)
         except ValidationError as exc:
@@ -204,6 +226,18 @@ class _Conversation:
             _, run_id = await self.runs.cancel_run(self.session_id)
             await answer({"type": "ack", "request": "cancel", "run_id": run_id})
 
+    async def _input(self, message: dict[str, Any]) -> None:
+        self.caller.require_chat()
+        body = Answer.model_validate({k: v for k, v in message.items() if k not in ("type", "run_id")})
+        run_id = message.get("run_id")
+        if not isinstance(run_id, str):
+            raise InvalidInput("an input message names the run that asked: run_id")
+        async with self.socket.before_any_event() as answer:
+            seq = await answer_question(self.store, self.runs, self.session_id, run_id, body.input_id, body.answer)
+            await answer(
+                {"type": "ack", "request": "input", "run_id": run_id, "input_id": body.input_id, "event_id": seq}
+            )
+
     async def _resume(self, message: dict[str, Any]) -> None:
         position = str(message.get("last_event_id", ""))
         await self.follow(position)
@@ -213,6 +247,7 @@ class _Conversation:
         "run": _run,
         "cancel": _cancel,
         "resume": _resume,
+        "input": _input,
     }
 
 

@@ -1,9 +1,12 @@
 """A run that asks a person: the question in the stream and the session, the answer once, the run
 going on; through the gateway and a worker."""
 
+import asyncio
+import json
 from typing import Any
 
 import httpx2
+import websockets
 
 from tests.sse_client import read_events
 from tests.waiting import eventually
@@ -124,3 +127,26 @@ async def test_an_expired_question_can_take_a_default_answer(start_gateway: Any,
     kinds = [kind for _, kind, _ in received.events]
     assert kinds[-5:] == ["input.required", "input.received", "run.started", "message.delta", "run.completed"]
     assert received.events[-1][2]["output"] == "Got: no answer"
+
+
+async def test_a_question_is_answered_over_the_websocket(start_gateway: Any, start_worker: Any) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        made = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        async with websockets.connect(f"ws://127.0.0.1:{gateway.port}/v1/sessions/{sid}/ws") as ws:
+            messages: list[dict[str, Any]] = []
+            while not messages or messages[-1].get("event") != "input.required":
+                messages.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            question = messages[-1]["data"]
+            await ws.send(json.dumps({"type": "input", "run_id": rid, "input_id": question["input_id"], "answer": "x"}))
+            refused = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert refused["type"] == "error" and refused["error"]["type"] == "validation_error"
+            answer = {"type": "input", "run_id": rid, "input_id": question["input_id"], "answer": {"approved": False}}
+            await ws.send(json.dumps(answer))
+            while messages[-1].get("event") != "run.completed":
+                messages.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+    acks = [m for m in messages if m.get("type") == "ack"]
+    assert acks == [{"type": "ack", "request": "input", "run_id": rid, "input_id": question["input_id"], "event_id": 6}]
+    assert messages[-1]["data"]["output"] == "Checking. Done: kept."
