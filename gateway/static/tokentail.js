@@ -7,8 +7,10 @@
 //
 // `follow` rebuilds the session's transcript from its events (so a page reload shows the same text,
 // neither lost nor doubled), keeps following live, reconnects with the last event id after errors
-// (backing off), drops a run's partial text on `run.retrying`, and stops once the server has
-// nothing left (204). The last event id of each session is kept in sessionStorage.
+// (backing off), drops what a run's dead attempt streamed on `run.retrying`, and stops once the
+// server has nothing left (204). The last event id of each session is kept in sessionStorage.
+// A run that asks a question (`input.required`) has `turn.status` "waiting" and `turn.question`,
+// after a reload too; `client.answer(sessionId, runId, inputId, answer)` answers it.
 //
 // A turn keeps the answer (`text`) apart from the model's thinking (`reasoning`). Agents' own
 // `data.<name>` events are followed when named: `follow(id, { data: ["chart"] })` (an EventSource
@@ -24,7 +26,8 @@ const REFRESH_BEFORE_S = 60; // refresh a stream token this long before it expir
 const TERMINAL = new Set(["run.completed", "run.failed", "run.cancelled"]);
 const EVENTS = [
   "run.queued", "run.started", "message.delta", "reasoning.delta", "status", "tool.started", "tool.completed",
-  "tool.failed", "run.retrying", "run.completed", "run.failed", "run.cancelled", "gap",
+  "tool.failed", "run.retrying", "run.completed", "run.failed", "run.cancelled", "input.required",
+  "input.received", "gap",
 ];
 
 export class TokentailError extends Error {
@@ -80,6 +83,12 @@ export class Tokentail {
 
   cancel(sessionId) {
     return this.#call("POST", `/v1/sessions/${sessionId}/cancel`);
+  }
+
+  // The answer to a run's question (`turn.question`, from its input.required event): the run goes on.
+  answer(sessionId, runId, inputId, answer, token = null) {
+    const path = `/v1/sessions/${sessionId}/runs/${runId}/input`;
+    return this.#call("POST", path, { input_id: inputId, answer }, this.apiKey ?? token ?? this.streamToken(sessionId));
   }
 
   getSession(sessionId, token = null) {
@@ -263,7 +272,19 @@ export class SessionFollower {
       case "run.started":
         turn.status = "running";
         turn.attempt = data.attempt;
+        turn.question = null;
+        // What a retry of this attempt goes back to (an attempt after an answer streams on from it).
+        turn.mark = { text: turn.text, reasoning: turn.reasoning, tools: turn.tools.length, data: turn.data.length };
         this.active.add(data.run_id);
+        break;
+      case "input.required":
+        turn.status = "waiting";
+        turn.question = data; // {input_id, kind, prompt, schema, expires_at?, call_id?}: answer with answer()
+        break;
+      case "input.received":
+        turn.status = "queued";
+        turn.question = null;
+        turn.answers = [...(turn.answers ?? []), { inputId: data.input_id, answer: data.answer }];
         break;
       case "message.delta":
         turn.text += data.text;
@@ -283,13 +304,16 @@ export class SessionFollower {
         if (call) Object.assign(call, { state: name === "tool.completed" ? "done" : "failed", result: data.result, error: data.error });
         break;
       }
-      case "run.retrying":
-        turn.text = ""; // the attempt that died is replaced by the next one
-        turn.reasoning = "";
-        turn.tools = [];
-        turn.data = [];
+      case "run.retrying": {
+        // The attempt that died is replaced by the next one: drop what it streamed.
+        const mark = turn.mark ?? { text: "", reasoning: "", tools: 0, data: 0 };
+        turn.text = mark.text;
+        turn.reasoning = mark.reasoning;
+        turn.tools = turn.tools.slice(0, mark.tools);
+        turn.data = turn.data.slice(0, mark.data);
         turn.notes.push(`retrying (attempt ${data.attempt})`);
         break;
+      }
       default:
         if (name.startsWith("data.")) {
           turn.data.push({ name: name.slice(5), data: data.data, agent: data.agent ?? null });
