@@ -1,5 +1,7 @@
 """`tokentail chat`: a run's answer streamed to the terminal, progress on stderr."""
 
+import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,8 @@ def run_chat(
             status = 1
             for event in client.stream(session_id, last_event_id=after, on_reconnect=_reconnecting):
                 status = _show(event, status)
+                if event.event == "input.required":
+                    _answer(client, session_id, event.data)
         except TokentailError as exc:
             click.echo(f"tokentail: {exc.message} ({exc.status})", err=True)
             if exc.status == 401 and api_key is None:
@@ -41,6 +45,43 @@ def run_chat(
             return 1
     click.echo(f'[session {session_id}: continue with  tokentail chat --session {session_id} "..."]', err=True)
     return status
+
+
+def _answer(client: Tokentail, session_id: str, question: dict[str, Any]) -> None:
+    """Ask the person at the terminal, until the gateway takes the answer (or another client answered)."""
+    if not _interactive():
+        click.secho(
+            f"[waiting for an answer to {question['input_id']}: POST .../runs/{question['run_id']}/input]", err=True
+        )
+        return
+    while True:
+        answer = _prompt(question)
+        try:
+            client.answer(session_id, question["run_id"], question["input_id"], answer)
+            return
+        except TokentailError as exc:
+            click.secho(f"[{exc.message}]", err=True, fg="yellow")
+            if exc.status != 422:  # answered elsewhere, expired, or the run was cancelled
+                return
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _prompt(question: dict[str, Any]) -> Any:
+    prompt, kind = question["prompt"], question["kind"]
+    if kind == "approval":
+        return {"approved": click.confirm(prompt, err=True)}
+    if kind == "choice":
+        return click.prompt(prompt, type=click.Choice(question["schema"]["enum"]), err=True)
+    if kind == "text":
+        return click.prompt(prompt, err=True)
+    while True:
+        try:
+            return json.loads(click.prompt(f"{prompt} (JSON)", err=True))
+        except ValueError as exc:
+            click.secho(f"[not JSON: {exc}]", err=True, fg="yellow")
 
 
 def _reconnecting(error: Exception, delay: float) -> None:
@@ -61,6 +102,8 @@ _PROGRESS: dict[str, tuple[Callable[[dict[str, Any]], str], str | None]] = {
     "gap": (lambda d: f"\n[events before {d['first_available']} are gone: {d['reason']}]", "yellow"),
     "run.failed": (lambda d: f"\n[failed: {d['error']['message']}]", "red"),
     "run.cancelled": (lambda d: f"\n[cancelled: {d['reason']}]", "yellow"),
+    "input.required": (lambda d: f"\n[the agent asks: {d['prompt']}]", "cyan"),
+    "input.received": (lambda d: f"[answered: {d['answer']}]", None),
 }
 # The exit status a run's end sets: 0 once the last run completed.
 _ENDINGS = {"run.completed": 0, "run.failed": 1, "run.cancelled": 1}

@@ -172,6 +172,14 @@ class AsyncTokentail:
         run_id: str | None = _json(await self._http.post(f"/v1/sessions/{session_id}/cancel"))["run_id"]
         return run_id
 
+    async def answer(self, session_id: str, run_id: str, input_id: str, answer: Any) -> int:
+        """Answer the question a run asked (its `input.required` event); the `input.received` event's id."""
+        body = {"input_id": input_id, "answer": answer}
+        event_id: int = _json(await self._http.post(f"/v1/sessions/{session_id}/runs/{run_id}/input", json=body))[
+            "event_id"
+        ]
+        return event_id
+
     async def get_session(self, session_id: str) -> dict[str, Any]:
         state: dict[str, Any] = _json(await self._http.get(f"/v1/sessions/{session_id}"))
         return state
@@ -242,6 +250,12 @@ class Tokentail:
     def cancel(self, session_id: str) -> str | None:
         run_id: str | None = _json(self._http.post(f"/v1/sessions/{session_id}/cancel"))["run_id"]
         return run_id
+
+    def answer(self, session_id: str, run_id: str, input_id: str, answer: Any) -> int:
+        """Answer the question a run asked (its `input.required` event); the `input.received` event's id."""
+        body = {"input_id": input_id, "answer": answer}
+        event_id: int = _json(self._http.post(f"/v1/sessions/{session_id}/runs/{run_id}/input", json=body))["event_id"]
+        return event_id
 
     def get_session(self, session_id: str) -> dict[str, Any]:
         state: dict[str, Any] = _json(self._http.get(f"/v1/sessions/{session_id}"))

@@ -6,10 +6,14 @@ import json
 from typing import Any
 
 import httpx2
+import pytest
 import websockets
+from click.testing import CliRunner
 
 from tests.sse_client import read_events
 from tests.waiting import eventually
+from tokentail import chat
+from tokentail.cli import main
 
 AGENTS = {
     "approve": "tests.asking_agent:approval",
@@ -150,3 +154,18 @@ async def test_a_question_is_answered_over_the_websocket(start_gateway: Any, sta
     acks = [m for m in messages if m.get("type") == "ack"]
     assert acks == [{"type": "ack", "request": "input", "run_id": rid, "input_id": question["input_id"], "event_id": 6}]
     assert messages[-1]["data"]["output"] == "Checking. Done: kept."
+
+
+async def test_tokentail_chat_asks_the_question_at_the_terminal(
+    start_gateway: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    monkeypatch.setattr(chat, "_interactive", lambda: True)
+    # A first answer the schema refuses is asked again (the choice prompt refuses "green" itself).
+    args = ["chat", "--url", gateway.url, "--agent", "two", "go"]
+    result = await asyncio.to_thread(CliRunner().invoke, main, args, input="green\nblue\n0\n3\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "blue it is. 3 of them."
+    assert "Which colour?" in result.stderr and "How many?" in result.stderr
+    assert "[the answer does not match the question's schema: 0 is less than the minimum of 1]" in result.stderr
