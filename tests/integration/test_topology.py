@@ -302,3 +302,31 @@ async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primar
             await follower.close()
     finally:
         await hub.aclose()
+
+
+async def test_questions_on_a_cluster_are_answered_and_expire_through_the_queue_apart(
+    start_gateway: Any, start_worker: Any, cluster: LocalCluster, settings: Settings
+) -> None:
+    agents = {"approve": "tests.asking_agent:approval", "expiring": "tests.asking_agent:expiring"}
+    gateway = await start_gateway(agents=agents)
+    await start_worker(agents=agents, lease_ms=1000)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:
+        asked = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
+        expiring = (await client.post("/v1/sessions", json={"input": "wait", "agent": "expiring"})).json()
+
+        async def question() -> dict[str, Any]:
+            pending: dict[str, Any] | None = (await client.get(f"/v1/sessions/{asked['session_id']}")).json()[
+                "pending_input"
+            ]
+            assert pending is not None
+            return pending
+
+        pending = await eventually(question, what="the question")
+        url = f"/v1/sessions/{asked['session_id']}/runs/{asked['run_id']}/input"
+        answer = {"input_id": pending["input_id"], "answer": {"approved": True}}
+        assert (await client.post(url, json=answer)).status_code == 202  # its job goes through the outbox
+        answered, expired = await asyncio.gather(
+            read_events(client, asked["events_url"]), read_events(client, expiring["events_url"])
+        )
+    assert answered.events[-1][2]["output"] == "Checking. Done: deleted."
+    assert expired.events[-1][1] == "run.failed" and expired.events[-1][2]["error"]["type"] == "input_expired"
