@@ -12,11 +12,11 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from gateway.ids import new_session_id
-from shared.errors import LeaseLost, RunConflict, SessionExists, SessionExpired, SessionNotFound
-from shared.events import ErrorInfo, RunCancelled, RunFailed
+from shared.errors import InputNotPending, LeaseLost, RunConflict, SessionExists, SessionExpired, SessionNotFound
+from shared.events import ErrorInfo, InputRequired, RunCancelled, RunFailed
 from shared.jobs import RUN_JOB
-from shared.lifecycle import Cancel, Queued, Renewal, Requeue, RunLease, RunLifecycle, StartVerdict
-from shared.records import RunRecord
+from shared.lifecycle import Asked, Cancel, Queued, Renewal, Requeue, RunLease, RunLifecycle, StartVerdict
+from shared.records import Question, RunRecord
 from shared.settings import Settings
 from shared.store import SESSION_GONE, SessionStore
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
@@ -488,3 +488,112 @@ async def test_with_the_queue_apart_a_gateway_that_dies_before_the_push_loses_no
     assert (await runs.look(session.session_id)).outcome is Requeue.PUSHED  # what a reaper does with it
     assert await _queued_jobs(store, queue) == [run.run_id]
     assert await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1") is not None
+
+
+# -- questions ----------------------------------------------------------------------------------
+
+
+def _question(input_id: str = "in_1", expires_at: float | None = None) -> Question:
+    return Question(
+        input_id=input_id, kind="text", prompt="Name?", answer_schema={"type": "string"}, expires_at=expires_at
+    )
+
+
+def _required(run_id: str, question: Question) -> InputRequired:
+    return InputRequired(
+        run_id=run_id, input_id=question.input_id, kind="text", prompt=question.prompt, answer_schema={"type": "string"}
+    )
+
+
+async def test_a_question_gives_the_run_up_and_one_answer_queues_it_again(
+    store: SessionStore, runs: RunLifecycle, redis: Redis
+) -> None:
+    session_id, run = await start_a_run(runs)
+    question = _question()
+    lease = _lease(runs, session_id, run)
+    assert await lease.ask([question], _required(run.run_id, question), None) is Asked.WAITING
+    waiting = (await store.get_session(session_id)).runs[0]
+    assert waiting.status == "waiting" and waiting.waiting_for == "in_1" and waiting.question == question
+    assert (await store.get_session(session_id)).status == "waiting_for_input"
+    assert not await redis.exists(store.keys.session(session_id).lease)  # no worker holds it
+    assert await runs.leases.due(0, 100) == [] and await runs.look(session_id) == (Requeue.CLEARED, None)
+    with pytest.raises(LeaseLost):  # the worker that asked writes no more
+        await lease.append([delta_of(run.run_id)])
+
+    seq = await runs.answer(session_id, waiting, "in_1", "Ada")
+    with pytest.raises(InputNotPending):  # the first answer wins
+        await runs.answer(session_id, waiting, "in_1", "Bob")
+    answered = (await store.get_session(session_id)).runs[0]
+    assert answered.status == "queued" and answered.answers == {"in_1": "Ada"} and answered.resumes == 1
+    [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
+    taken = await runs.start_run(session_id, run.run_id, job_id, token="lease-2")
+    assert taken is not None and taken.verdict is StartVerdict.RUN and taken.run.attempt == 2
+    events = await store.read(session_id, 0, 100)
+    assert [e.type for e in events] == [
+        b"run.queued",
+        b"run.started",
+        b"input.required",
+        b"input.received",
+        b"run.started",
+    ]
+    assert json.loads(events[3].data) == {"run_id": run.run_id, "input_id": "in_1", "answer": "Ada"} and seq == 4
+
+
+async def test_resumes_do_not_count_as_attempts(redis: Redis, settings: Settings) -> None:
+    settings = settings.model_copy(update={"max_attempts": 1})
+    store, runs = SessionStore(redis, settings), RunLifecycle(redis, settings)
+    session_id, run = await start_a_run(runs)
+    for number, token in ((1, "lease-1"), (2, "lease-2")):
+        asked = [_question(f"in_{n}") for n in range(1, number + 1)]
+        assert (
+            await _lease(runs, session_id, run, token).ask(asked, _required(run.run_id, asked[-1]), None)
+            is Asked.WAITING
+        )
+        waiting = (await store.get_session(session_id)).runs[0]
+        await runs.answer(session_id, waiting, f"in_{number}", "x")
+        [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
+        taken = await runs.start_run(session_id, run.run_id, job_id, token=f"lease-{number + 1}")
+        assert taken is not None and taken.verdict is StartVerdict.RUN
+
+
+async def test_a_cancel_pending_as_the_run_asks_wins(store: SessionStore, runs: RunLifecycle) -> None:
+    session_id, run = await start_a_run(runs)
+    assert await runs.cancel_run(session_id) == (Cancel.SIGNALLED, run.run_id)
+    question = _question()
+    assert await _lease(runs, session_id, run).ask([question], _required(run.run_id, question), None) is Asked.CANCEL
+    assert (await store.get_session(session_id)).runs[0].status == "running"  # its worker writes run.cancelled
+
+
+async def test_an_expired_question_fails_the_run_or_takes_its_default(
+    store: SessionStore, runs: RunLifecycle, redis: Redis
+) -> None:
+    for default in (False, True):
+        session_id, run = await start_a_run(runs)
+        question = _question(expires_at=1.0)  # long past
+        expiry = (
+            json.dumps({"in_1": "nobody"}),
+            json.dumps({"run_id": run.run_id, "input_id": "in_1", "answer": "nobody"}),
+        )
+        await _lease(runs, session_id, run).ask(
+            [question], _required(run.run_id, question), expiry if default else None
+        )
+        assert [entry.member for entry in await runs.leases.due(0, 100)] == [session_id]  # due at its deadline
+        ended = await runs.look(session_id)
+        record = (await store.get_session(session_id)).runs[0]
+        if default:
+            assert (
+                ended.outcome is Requeue.REQUEUED and record.status == "queued" and record.answers == {"in_1": "nobody"}
+            )
+        else:
+            assert ended.outcome is Requeue.CLEARED and record.status == "failed"
+            assert record.error is not None and record.error.type == "input_expired"
+        await redis.delete(store.keys.lease_checks)
+
+
+async def test_a_question_not_yet_due_is_looked_at_again_at_its_deadline(
+    store: SessionStore, runs: RunLifecycle, redis: Redis
+) -> None:
+    session_id, run = await start_a_run(runs)
+    question = _question(expires_at=4_000_000_000.0)
+    await _lease(runs, session_id, run).ask([question], _required(run.run_id, question), None)
+    assert await runs.look(session_id) == (Requeue.RENEWED, 4_000_000_000_000)
