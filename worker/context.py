@@ -168,8 +168,13 @@ class RunContext:
         raise WaitingForInput(question)
 
     def resumed_state(self) -> Any:
-        """The `state` given with the last question answered, when the run goes on after it."""
-        return self._asked[-1].state if self._asked else None
+        """The `state` given with the last question answered, when the run goes on after it (else
+        None). An agent that restores its work from it skips what came before: its next `ask` is
+        that question again, and returns its answer."""
+        if not self._asked:
+            return None
+        self._asks = len(self._asked) - 1
+        return self._asked[-1].state
 
     async def delta(self, text: str, *, agent: str | None = None) -> None:
         await self.writer.delta(text, agent)

@@ -20,6 +20,7 @@ AGENTS = {
     "two": "tests.asking_agent:two_questions",
     "expiring": "tests.asking_agent:expiring",
     "expiring_to_default": "tests.asking_agent:expiring_to_default",
+    "careful": "tests.asking_agent:CAREFUL",
 }
 
 
@@ -169,3 +170,28 @@ async def test_tokentail_chat_asks_the_question_at_the_terminal(
     assert result.stdout.strip() == "blue it is. 3 of them."
     assert "Which colour?" in result.stderr and "How many?" in result.stderr
     assert "[the answer does not match the question's schema: 0 is less than the minimum of 1]" in result.stderr
+
+
+async def test_the_agent_loop_asks_before_a_tool_that_needs_approval(start_gateway: Any, start_worker: Any) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    outputs = {}
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        for approved in (True, False):
+            body = {"input": "What is 6 * 7?", "agent": "careful", "params": {"tokens_per_second": 0}}
+            made = (await client.post("/v1/sessions", json=body)).json()
+            sid, rid = made["session_id"], made["run_id"]
+            question = (await _waiting(client, sid))["pending_input"]
+            assert question["kind"] == "approval" and question["prompt"] == 'Run calculator {"expression": "6 * 7"}?'
+            answer = {"input_id": question["input_id"], "answer": {"approved": approved}}
+            assert (await client.post(f"/v1/sessions/{sid}/runs/{rid}/input", json=answer)).status_code == 202
+            received = await read_events(client, made["events_url"])
+            kinds = [kind for _, kind, _ in received.events]
+            ended = "tool.completed" if approved else "tool.failed"
+            assert kinds.count("tool.started") == 1 and kinds.index("input.required") < kinds.index(ended)
+            tool = next(d for _, k, d in received.events if k == ended)
+            assert tool["call_id"] == question["call_id"]
+            assert tool.get("result") == 42 if approved else tool["error"] == "a person denied this call"
+            outputs[approved] = received.events[-1][2]
+    assert "42" in outputs[True]["output"]
+    assert outputs[True]["usage"]["output_tokens"] > 0  # the model call before the question counts too

@@ -5,13 +5,15 @@
         "Find an order by its id."
 
 The schema comes from the signature (pydantic), the description from the docstring. Arguments the
-model sends are validated against the same signature before the function runs, with a timeout.
+model sends are validated against the same signature before the function runs, with a timeout. A
+tool made with `needs_approval=True` (or `some_tool.asking_first()`) runs only once a person approves
+the call: the agent loop asks (`input.required`, kind `approval`) and the run waits meanwhile.
 """
 
 import asyncio
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast, overload
 
 from pydantic import TypeAdapter, ValidationError, validate_call
@@ -27,6 +29,11 @@ class ToolError(Exception):
 class Tool:
     function: Callable[..., Any]  # wrapped by pydantic's validate_call: arguments are checked, then it runs
     spec: ToolSpec
+    needs_approval: bool = False  # the agent loop asks a person (ctx.ask, kind approval) before each call
+
+    def asking_first(self) -> "Tool":
+        """The same tool, run only once a person approves each call."""
+        return replace(self, needs_approval=True)
 
     @property
     def name(self) -> str:
@@ -51,17 +58,19 @@ class Tool:
 
 
 @overload
-def tool(function: Callable[..., Any], *, name: str | None = None) -> Tool: ...
+def tool(function: Callable[..., Any], *, name: str | None = None, needs_approval: bool = False) -> Tool: ...
 
 
 @overload
-def tool(function: None = None, *, name: str | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(
+    function: None = None, *, name: str | None = None, needs_approval: bool = False
+) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(
-    function: Callable[..., Any] | None = None, *, name: str | None = None
+    function: Callable[..., Any] | None = None, *, name: str | None = None, needs_approval: bool = False
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Make a function a tool; use as `@tool` or `@tool(name="...")`."""
+    """Make a function a tool; use as `@tool` or `@tool(name="...", needs_approval=True)`."""
 
     def wrap(fn: Callable[..., Any]) -> Tool:
         schema = TypeAdapter(cast(Any, fn)).json_schema()
@@ -71,6 +80,6 @@ def tool(
             "required": schema.get("required", []),
         }
         description = inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0]
-        return Tool(validate_call(fn), ToolSpec(name or fn.__name__, description, parameters))
+        return Tool(validate_call(fn), ToolSpec(name or fn.__name__, description, parameters), needs_approval)
 
     return wrap(function) if function is not None else wrap
