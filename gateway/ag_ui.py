@@ -185,6 +185,12 @@ class AgUiEvents(Translation[Part]):
             RunFinishedEvent(thread_id=self.thread_id, run_id=data["run_id"], outcome={"type": "cancelled"})
         )
 
+    def on_input_required(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return []  # questions are not carried by AG-UI yet: the stream waits for the answer
+
+    def on_input_received(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return []
+
     def _shows(self, data: dict[str, Any]) -> bool:
         return self._run is not None and data["run_id"] == self._run
 

@@ -206,3 +206,19 @@ class ChatRequest(BaseModel):
         if last is None or last.role != "user" or not last.text():
             raise InvalidInput("the last message must be the user's, with text: it is the input of the run")
         return last.text()
+
+    def approvals(self) -> dict[str, dict[str, Any]]:
+        """Answers to approval requests (`addToolApprovalResponse`), by approval id: the chat sends
+        them as its last message, the assistant's, whose tool parts hold them."""
+        last = self.messages[-1] if self.messages else None
+        if last is None or last.role != "assistant":
+            return {}
+        answers = {}
+        for part in last.parts:
+            approval = part.get("approval")
+            if part.get("state") != "approval-responded" or not isinstance(approval, dict):
+                continue
+            if isinstance(approval.get("id"), str) and isinstance(approval.get("approved"), bool):
+                reason = approval.get("reason")
+                answers[approval["id"]] = {"approved": approval["approved"], **({"reason": reason} if reason else {})}
+        return answers

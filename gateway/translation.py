@@ -37,6 +37,8 @@ class Translation(Generic[Part]):
         "run.completed": "on_completed",
         "run.failed": "on_failed",
         "run.cancelled": "on_cancelled",
+        "input.required": "on_input_required",
+        "input.received": "on_input_received",
     }
 
     def __init__(self, run_id: str | None = None, quiet_until: int = 0) -> None:
@@ -70,6 +72,7 @@ class Translation(Generic[Part]):
                 out.append((parts, event.seq))
             if self.run_id is not None and event_type in TERMINAL_EVENTS:
                 self.finished = True
+            if self.finished:  # the run's end, or a pause its protocol ends the response at
                 break
         return out
 

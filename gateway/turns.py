@@ -10,9 +10,10 @@ from gateway.auth import Authenticator, Caller
 from gateway.deps import AuthDep, ChatCallerDep, RunBudgetDep, RunsDep, SettingsDep, StoreDep, chat_session
 from gateway.ids import new_run_id
 from gateway.limits import RunBudget
+from gateway.questions import answer_question
 from gateway.schemas import CreateRun
 from shared.catalog import check_agent, parse_model
-from shared.errors import InputTooLarge, InvalidInput, SessionExpired, SessionNotFound
+from shared.errors import InputNotPending, InputTooLarge, InvalidInput, SessionExpired, SessionNotFound
 from shared.lifecycle import RunLifecycle
 from shared.params import check_params_for
 from shared.records import RunRecord, SessionRecord
@@ -101,6 +102,20 @@ class ChatTurns:
         # Made here unless another request of the same new chat made it first: then this run joins it.
         await self.runs.queue_run(session_id, run, multitask="enqueue", create=session, if_missing=True)
         return run
+
+    async def answer(self, session_id: str, answers: dict[str, Any]) -> tuple[RunRecord, int]:
+        """The chat's waiting run, answered with the one of `answers` (by input id) it waits for; and
+        the seq of the `input.received` event."""
+        self.caller.require_chat()
+        run = (await self.store.get_session(session_id)).active_run
+        if run is None or run.waiting_for is None or run.waiting_for not in answers:
+            waiting = f"waits for {run.waiting_for!r}" if run is not None and run.waiting_for else "waits for nothing"
+            raise InputNotPending(f"the chat's run {waiting}: the answers sent are to {sorted(answers)}")
+        seq = await answer_question(
+            self.store, self.runs, session_id, run.run_id, run.waiting_for, answers[run.waiting_for]
+        )
+        run.answers[run.waiting_for] = answers[run.waiting_for]
+        return run, seq
 
 
 async def _chat_turns(

@@ -13,7 +13,18 @@
     data: {"type":"reset-step"}                      run.retrying: the client drops the dead attempt
     data: {"type":"finish-step"} / {"type":"finish","messageMetadata":{"run_id","usage"}}
     data: {"type":"abort","reason":…}                run.cancelled (run.failed: error)
+    data: {"type":"tool-approval-request", …}        input.required approving a tool call (`call_id`):
+                                                     `approvalId` is the question's input id; the
+                                                     response ends here while the run waits
+    data: {"type":"tool-approval-response", …}       input.received of one
+    data: {"type":"data-input","id":<input id>, …}   a question of another kind, and its answer (in place)
     data: [DONE]
+
+A question not yet answered ends the response (`finish`, as the SDK's own servers do after an
+approval request): the SDK's `addToolApprovalResponse` then sends the chat again, with the answer in
+the tool part, which tokentail takes as the answer (gateway/routes/ai_sdk.py); a question of another
+kind is answered through the REST API, then `resumeStream()`. A response that continues the message
+after an answer (`continuing`) opens with `start` and goes on from there.
 
 Ids are made from event ids (`text-<seq>`), so a replay gives the client the same parts again. A
 `gap` (the stream was trimmed past the run's start) becomes a transient `data-gap` part: the SDK has
@@ -30,9 +41,21 @@ Part = dict[str, Any]
 
 
 class UiMessageStream(Translation[Part]):
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, answered: frozenset[str] = frozenset(), continuing: bool = False) -> None:
+        """`answered`: the input ids of the run's questions answered when the response opens (a
+        replay goes past them); `continuing`: the response goes on with the message after an answer."""
         super().__init__(run_id)
         self._open: tuple[str, str] | None = None  # the open block: ("text" | "reasoning", its id)
+        self._answered = answered
+        self._continuing = continuing
+
+    def opening(self, gap: Gap | None) -> list[Part]:
+        """What the response starts with, before the first event."""
+        start = [{"type": "start", "messageId": self.run_id}] if self._continuing else []
+        return start + (self.on_gap(gap) if gap is not None else [])
+
+    def head(self, gap: Gap | None) -> bytes:
+        return self.frames(self.opening(gap), None)
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
         return "".join(f"data: {compact(part)}\n\n" for part in parts).encode()
@@ -94,6 +117,35 @@ class UiMessageStream(Translation[Part]):
 
     def on_cancelled(self, data: dict[str, Any], seq: int) -> list[Part]:
         return [*self._close(), {"type": "abort", "reason": data["reason"]}]
+
+    def on_input_required(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if data["kind"] == "approval" and data.get("call_id"):
+            asked: Part = {
+                "type": "tool-approval-request",
+                "approvalId": data["input_id"],
+                "toolCallId": data["call_id"],
+                "reason": data["prompt"],
+            }
+        else:
+            question = {key: data.get(key) for key in ("input_id", "kind", "prompt", "schema", "expires_at")}
+            asked = {"type": "data-input", "id": data["input_id"], "data": {**question, "answer": None}}
+        if data["input_id"] in self._answered:
+            return [*self._close(), asked]
+        self.finished = True  # the response ends while the run waits
+        return [*self._close(), asked, {"type": "finish-step"}, {"type": "finish", "finishReason": "tool-calls"}]
+
+    def on_input_received(self, data: dict[str, Any], seq: int) -> list[Part]:
+        answer = data["answer"]
+        if isinstance(answer, dict) and isinstance(answer.get("approved"), bool):
+            response = {
+                "type": "tool-approval-response",
+                "approvalId": data["input_id"],
+                "approved": answer["approved"],
+            }
+            return [{**response, **({"reason": answer["reason"]} if "reason" in answer else {})}]
+        return [
+            {"type": "data-input", "id": data["input_id"], "data": {"input_id": data["input_id"], "answer": answer}}
+        ]
 
     def _block(self, kind: str, text: str, seq: int) -> list[Part]:
         parts = []

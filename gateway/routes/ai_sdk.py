@@ -35,8 +35,14 @@ router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
 @router.post("", responses=STREAM_RESPONSES, response_class=StreamingResponse)
 async def send(body: ChatRequest, turns: ChatTurnsDep, streams: StreamsDep) -> Response:
     """Queue a run with the last user message and answer with its UI message stream. The chat's session
-    is made on its first message; a message sent while a run is active waits in line behind it."""
+    is made on its first message; a message sent while a run is active waits in line behind it. Sent
+    with an answer to the run's approval request (`addToolApprovalResponse`): the run goes on, and the
+    response continues its message."""
     session_id = await turns.session(body.id)
+    if approvals := body.approvals():  # sent by addToolApprovalResponse: the run goes on
+        waiting, received = await turns.answer(session_id, approvals)
+        events = UiMessageStream(waiting.run_id, frozenset(waiting.answers), continuing=True)
+        return await streams.open(session_id, received, events, "ai-sdk", HEADERS, resuming=False)
     run = await turns.send(session_id, body.user_text())
     assert run.queued_seq is not None
     events = UiMessageStream(run.run_id)
@@ -60,7 +66,8 @@ async def reconnect(session_id: ReadableChatDep, store: StoreDep, streams: Strea
     run = streams.run_to_replay(session, time.time())
     if run is None or run.queued_seq is None:
         return Response(status_code=204)
-    return await streams.open(session_id, run.queued_seq - 1, UiMessageStream(run.run_id), "ai-sdk", HEADERS)
+    events = UiMessageStream(run.run_id, frozenset(run.answers))
+    return await streams.open(session_id, run.queued_seq - 1, events, "ai-sdk", HEADERS)
 
 
 @router.post("/{chat_id}/stop", status_code=202, responses=ERROR_RESPONSES)

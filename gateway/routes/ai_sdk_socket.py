@@ -92,9 +92,17 @@ class _ChatSocket:
         if kind not in ("send", "resume") or not isinstance(frame.get("id"), str):
             raise InvalidInput("a request is a send, resume or abort frame with a chat `id`")
         session_id = await self.turns.session(frame["id"])
-        skip = -1
+        skip: int = -1
+        after: int | None = None
+        translation: UiMessageStream | None = None
+        run: RunRecord | None
         if kind == "send":
-            run: RunRecord | None = await self.turns.send(session_id, ChatRequest.model_validate(frame).user_text())
+            request = ChatRequest.model_validate(frame)
+            if approvals := request.approvals():  # addToolApprovalResponse: the run goes on
+                run, after = await self.turns.answer(session_id, approvals)
+                translation = UiMessageStream(run.run_id, frozenset(run.answers), continuing=True)
+            else:
+                run = await self.turns.send(session_id, request.user_text())
         else:
             skip = frame.get("lastSequence", -1)
             if not isinstance(skip, int) or skip < -1:
@@ -109,19 +117,22 @@ class _ChatSocket:
             await self.send({"type": "no-active", "requestId": request_id})
             return
         await self.send({"type": "start", "requestId": request_id})
-        if await self._chunks(request_id, session_id, run, skip):
+        after = run.queued_seq - 1 if after is None else after
+        translation = translation or UiMessageStream(run.run_id, frozenset(run.answers))
+        if await self._chunks(request_id, session_id, translation, after, skip):
             await self.send({"type": "end", "requestId": request_id})
         else:  # the session went away, or this gateway is stopping: not an end the client should believe
             await self.send({"type": "error", "requestId": request_id, "errorText": "the stream was cut: resume it"})
 
-    async def _chunks(self, request_id: str, session_id: str, run: RunRecord, skip: int) -> bool:
-        """Send the run's parts after `skip`; whether the run's end was sent."""
-        assert run.queued_seq is not None
-        start = await start_position(self.streams.store, session_id, run.queued_seq - 1)
+    async def _chunks(
+        self, request_id: str, session_id: str, translation: UiMessageStream, after: int, skip: int
+    ) -> bool:
+        """Send the run's parts from after `after`, those numbered after `skip`; whether the
+        response's end was sent (the run's, or a question it waits for)."""
+        start = await start_position(self.streams.store, session_id, after)
         feed = EventFeed(self.streams.hub, session_id, start, self.streams.settings.sse_batch, True, "ai-sdk-ws")
-        translation = UiMessageStream(run.run_id)
         sequence = -1
-        parts = translation.on_gap(start.gap) if start.gap is not None else []
+        parts = translation.opening(start.gap)
         async with contextlib.aclosing(feed.__aiter__()) as batches:
             async for batch in batches:
                 parts += [part for translated, _ in translation.translate(batch) for part in translated]
