@@ -5,7 +5,12 @@
 //
 // Prints JSON lines: {"step": ...} as the scenario goes (the test may act on them: kill a worker),
 // then {"result": {status, error, messages}}.
-import { AbstractChat, DefaultChatTransport, WebSocketChatTransport } from "ai";
+import {
+  AbstractChat,
+  DefaultChatTransport,
+  WebSocketChatTransport,
+  lastAssistantMessageIsCompleteWithApprovalResponses,
+} from "ai";
 import { cuttableFetch, play, say } from "./driver.mjs";
 
 const options = JSON.parse(process.argv[3]);
@@ -27,7 +32,14 @@ class State {
 
 function makeChat({ transport, messages = [], onText }) {
   const state = new State(messages);
-  const chat = new AbstractChat({ id: options.chatId, transport, state, onError: () => {} });
+  const chat = new AbstractChat({
+    id: options.chatId,
+    transport,
+    state,
+    onError: () => {},
+    // As the SDK's docs set it up for tool approvals: an answered approval sends the chat again.
+    sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses,
+  });
   if (onText) {
     const replace = state.replaceMessage;
     state.replaceMessage = (index, message) => {
@@ -62,7 +74,45 @@ function finish(chat, state) {
   say({ result: { status: chat.status, error: state.error?.message ?? null, messages: state.messages } });
 }
 
+function awaitingApproval(state) {
+  return state.messages.at(-1)?.parts.find((part) => part.state === "approval-requested");
+}
+
+// The page approves (or denies) what the agent asks, as a button calling addToolApprovalResponse would.
+async function approve(chat, state, approved) {
+  await until(() => chat.status === "ready" && awaitingApproval(state), "the approval request");
+  const asked = structuredClone(awaitingApproval(state));
+  say({ step: "asked", part: asked, status: chat.status });
+  await chat.addToolApprovalResponse({ id: asked.approval.id, approved });
+  await until(() => chat.status === "ready" && !awaitingApproval(state) && state.messages.at(-1).metadata, "the end");
+}
+
 const scenarios = {
+  // The agent asks before a tool call; the chat approves it and the run goes on (HTTP or socket).
+  async approval() {
+    const transport = options.socket
+      ? new WebSocketChatTransport({ url: `${options.gateway}/v1/ai-sdk/chat/ws`, params: { token: options.token } })
+      : httpTransport();
+    const { chat, state } = makeChat({ transport });
+    await chat.sendMessage(userMessage());
+    await approve(chat, state, options.approved ?? true);
+    finish(chat, state);
+    transport.close?.();
+  },
+
+  // The page is reloaded while the run waits: the new page gets the question again and answers it.
+  async approvalAfterReload() {
+    const first = makeChat({ transport: httpTransport() });
+    await first.chat.sendMessage(userMessage());
+    await until(() => awaitingApproval(first.state), "the approval request");
+    say({ step: "reloaded" });
+    const response = await fetch(`${options.gateway}/v1/ai-sdk/chat/${options.chatId}/messages`, { headers });
+    const { chat, state } = makeChat({ transport: httpTransport(), messages: await response.json() });
+    await chat.resumeStream();
+    await approve(chat, state, true);
+    finish(chat, state);
+  },
+
   // Send and read to the end.
   async send() {
     const { chat, state } = makeChat({ transport: httpTransport() });

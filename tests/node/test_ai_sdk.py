@@ -105,3 +105,37 @@ def test_websocket_chat_transport_sends_and_resumes_on_the_gateway_socket(chats:
     whole = text_of(assistant(outcome))
     assert partial and whole.startswith(partial) and len(partial) < len(whole)
     assert whole == run["output"] and run["status"] == "completed"
+
+
+def _approving_chat(chats: ChatStack, scenario: str, chat_id: str, **options: Any) -> tuple[Outcome, dict[str, Any]]:
+    token = chats.chat(chat_id, agent="approve")
+    outcome = run_node(
+        "ai_sdk.mjs",
+        scenario,
+        {"gateway": chats.url, "chatId": chat_id, "token": token, "input": "clean up", **options},
+    )
+    return outcome, last_run(chats, chat_id)
+
+
+def test_use_chat_approves_a_tool_call_with_add_tool_approval_response(chats: ChatStack) -> None:
+    for socket in (False, True):
+        outcome, run = _approving_chat(chats, "approval", f"approve-{socket}", socket=socket)
+        asked = outcome.step("asked")["part"]
+        assert asked["type"] == "tool-delete_files" and asked["approval"]["id"] == run["asked"][0]["input_id"]
+        assert asked["input"] == {"count": 3}
+        message = assistant(outcome)
+        tool = next(part for part in message["parts"] if part["type"] == "tool-delete_files")
+        assert (tool["state"], tool["output"], tool["approval"]["approved"]) == ("output-available", "deleted", True)
+        assert text_of(message) == run["output"] == "Checking. Done: deleted."
+        assert run["status"] == "completed" and message["metadata"]["run_id"] == run["run_id"]
+
+
+def test_use_chat_denies_a_tool_call(chats: ChatStack) -> None:
+    outcome, run = _approving_chat(chats, "approval", "deny", approved=False)
+    assert text_of(assistant(outcome)) == run["output"] == "Checking. Done: kept."
+
+
+def test_use_chat_reloaded_while_the_run_waits_is_asked_again_and_answers(chats: ChatStack) -> None:
+    outcome, run = _approving_chat(chats, "approvalAfterReload", "reload-approve")
+    assert outcome.step("asked")["part"]["approval"]["id"] == run["asked"][0]["input_id"]
+    assert text_of(assistant(outcome)) == run["output"] == "Checking. Done: deleted."
