@@ -10,6 +10,8 @@
     run.completed             RUN_FINISHED {outcome: success, usage}
     run.cancelled             RUN_FINISHED {outcome: cancelled}
     run.failed                RUN_ERROR {message, code: the error's type}
+    input.required            RUN_FINISHED {outcome: interrupt, interrupts: [the question]}: the run waits;
+                              `RunAgentInput.resume` answers it, and the run goes on as a new AG-UI run
     gap                       CUSTOM {name: "gap", value: {reason, first_available}}
 
 Each frame is `data: <json>` and the last frame an event became carries its `id:`, so an
@@ -18,12 +20,14 @@ Ids of messages are made from event ids, so a replay gives a client the same mes
 thread's messages (for the snapshots) start from the session's record and follow the runs.
 """
 
+from datetime import UTC, datetime
 from typing import Any
 
 from ag_ui.core import (
     AssistantMessage,
     BaseEvent,
     CustomEvent,
+    Interrupt,
     Message,
     MessagesSnapshotEvent,
     ReasoningEndEvent,
@@ -33,6 +37,7 @@ from ag_ui.core import (
     ReasoningStartEvent,
     RunErrorEvent,
     RunFinishedEvent,
+    RunFinishedInterruptOutcome,
     RunStartedEvent,
     TextMessageContentEvent,
     TextMessageEndEvent,
@@ -71,10 +76,15 @@ class AgUiEvents(Translation[Part]):
         run_id: str | None = None,
         quiet_until: int = 0,
         snapshot_first: bool = False,
+        answered: frozenset[str] = frozenset(),
+        continuing: bool = False,
     ) -> None:
         """`thread_id` as the client named it; `history`: the thread's messages before the first
         run this stream shows; `snapshot_first`: open that run with the thread so far (a client
-        connecting mid-run rebuilds its messages from it rather than doubling what it holds)."""
+        connecting mid-run rebuilds its messages from it rather than doubling what it holds);
+        `answered`: the input ids of questions answered when the stream opens (a replay goes past
+        them: only a question still waiting interrupts the run); `continuing`: the stream goes on with
+        run `run_id` after an answer (`RunAgentInput.resume`), as a run of its own."""
         super().__init__(run_id, quiet_until)
         self.thread_id = thread_id
         self._messages = list(history)
@@ -83,6 +93,16 @@ class AgUiEvents(Translation[Part]):
         self._run: str | None = None  # the run being shown: runs of a session go one at a time
         self._open: tuple[str, str] | None = None  # ("text" | "reasoning", message id)
         self._last_text: str | None = None  # the message a tool call belongs to
+        self._answered = answered
+        self._continuing = continuing
+
+    def head(self, gap: Gap | None) -> bytes:
+        if not self._continuing or self.run_id is None:
+            return super().head(gap)
+        self._run = self.run_id
+        return self.frames(_parts(RunStartedEvent(thread_id=self.thread_id, run_id=self.run_id)), None) + super().head(
+            gap
+        )
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
         lines = [f"data: {part}\n\n" for part in parts]
@@ -186,10 +206,25 @@ class AgUiEvents(Translation[Part]):
         )
 
     def on_input_required(self, data: dict[str, Any], seq: int) -> list[Part]:
-        return []  # questions are not carried by AG-UI yet: the stream waits for the answer
+        if not self._shows(data) or data["input_id"] in self._answered:
+            return []  # a question answered before: the run goes on, as one run
+        expires_at = data.get("expires_at")
+        interrupt = Interrupt(
+            id=data["input_id"],
+            reason="approval" if data["kind"] == "approval" else "input_required",
+            message=data["prompt"],
+            tool_call_id=data.get("call_id"),
+            response_schema=data["schema"],
+            expires_at=datetime.fromtimestamp(expires_at, UTC).isoformat() if expires_at is not None else None,
+            metadata={"kind": data["kind"]},
+        )
+        outcome = RunFinishedInterruptOutcome(interrupts=[interrupt])
+        if self.run_id is not None:
+            self.finished = True  # the response ends while the run waits
+        return self._end(RunFinishedEvent(thread_id=self.thread_id, run_id=data["run_id"], outcome=outcome))
 
     def on_input_received(self, data: dict[str, Any], seq: int) -> list[Part]:
-        return []
+        return []  # the run goes on: its next run.started opens it again (or `continuing` did)
 
     def _shows(self, data: dict[str, Any]) -> bool:
         return self._run is not None and data["run_id"] == self._run

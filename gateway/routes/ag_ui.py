@@ -27,9 +27,9 @@ from gateway.deps import (
 )
 from gateway.feed import parse_last_event_id
 from gateway.schemas import CancelAccepted
-from gateway.streams import STREAM_RESPONSES, StreamsDep
-from gateway.turns import ChatTurnsDep
-from shared.errors import InvalidInput, SessionExpired, SessionNotFound
+from gateway.streams import STREAM_RESPONSES, Streams, StreamsDep
+from gateway.turns import ChatTurns, ChatTurnsDep
+from shared.errors import InputNotPending, InvalidInput, SessionExpired, SessionNotFound
 from shared.records import RunRecord
 
 router = APIRouter(prefix="/v1/ag-ui", tags=["ag-ui"])
@@ -46,6 +46,10 @@ def _user_text(body: RunAgentInput) -> str:
     return text
 
 
+def _answered(runs: list[RunRecord]) -> frozenset[str]:
+    return frozenset(input_id for run in runs for input_id in run.answers)
+
+
 def _before(runs: list[RunRecord], run_id: str) -> list[RunRecord]:
     return runs[: next(index for index, run in enumerate(runs) if run.run_id == run_id)]
 
@@ -53,13 +57,38 @@ def _before(runs: list[RunRecord], run_id: str) -> list[RunRecord]:
 @router.post("", responses=STREAM_RESPONSES, response_class=StreamingResponse)
 async def run_agent(body: RunAgentInput, turns: ChatTurnsDep, streams: StreamsDep) -> Response:
     """Queue a run with the last user message and answer with its AG-UI events (`RUN_STARTED` with
-    tokentail's run id ... `RUN_FINISHED`). The thread's session is made on its first run."""
+    tokentail's run id ... `RUN_FINISHED`). The thread's session is made on its first run. With
+    `resume` (the answer to the interrupt a waiting run finished with): the run goes on, or ends if
+    the entry is `cancelled`, and these are its events from there."""
     session_id = await turns.session(body.thread_id)
+    if body.resume:
+        return await _resume(body, session_id, turns, streams)
     run = await turns.send(session_id, _user_text(body))
     assert run.queued_seq is not None
     session = await turns.store.get_session(session_id)
     events = AgUiEvents(body.thread_id, thread_messages(_before(session.runs, run.run_id)), run_id=run.run_id)
     return await streams.open(session_id, run.queued_seq - 1, events, "ag-ui", resuming=False)
+
+
+async def _resume(body: RunAgentInput, session_id: str, turns: ChatTurns, streams: Streams) -> Response:
+    assert body.resume is not None
+    session = await turns.store.get_session(session_id)
+    waiting = session.active_run
+    if waiting is None or waiting.waiting_for is None:
+        raise InputNotPending("no run of this thread waits for an answer")
+    entry = next((entry for entry in body.resume if entry.interrupt_id == waiting.waiting_for), None)
+    if entry is None:
+        raise InputNotPending(f"the thread's run waits for {waiting.waiting_for!r}: resume names other interrupts")
+    if entry.status == "cancelled":
+        after = session.last_event_id
+        await turns.runs.cancel_run(session_id)
+    else:
+        waiting, after = await turns.answer(session_id, {entry.interrupt_id: entry.payload})
+    history = thread_messages(_before(session.runs, waiting.run_id))
+    events = AgUiEvents(
+        body.thread_id, history, run_id=waiting.run_id, answered=frozenset(waiting.answers), continuing=True
+    )
+    return await streams.open(session_id, after, events, "ag-ui", resuming=False)
 
 
 @router.get(
@@ -91,7 +120,8 @@ async def thread_events(
         if replayed is None or replayed.queued_seq is None:
             return Response(status_code=204)
         history = thread_messages(_before(session.runs, replayed.run_id))
-        events = AgUiEvents(chat_id, history, run_id=replayed.run_id, snapshot_first=True)
+        answered = _answered(session.runs)
+        events = AgUiEvents(chat_id, history, run_id=replayed.run_id, snapshot_first=True, answered=answered)
         return await streams.open(session_id, replayed.queued_seq - 1, events, "ag-ui")
     after = parse_last_event_id(position)
     shown = next(
@@ -106,9 +136,12 @@ async def thread_events(
     )
     if shown is None:  # between runs
         history = thread_messages([run for run in session.runs if run.finished_seq and run.finished_seq <= after])
-        return await streams.open(session_id, after, AgUiEvents(chat_id, history), "ag-ui")
+        return await streams.open(
+            session_id, after, AgUiEvents(chat_id, history, answered=_answered(session.runs)), "ag-ui"
+        )
     assert shown.queued_seq is not None
-    events = AgUiEvents(chat_id, thread_messages(_before(session.runs, shown.run_id)), quiet_until=after)
+    history = thread_messages(_before(session.runs, shown.run_id))
+    events = AgUiEvents(chat_id, history, quiet_until=after, answered=_answered(session.runs))
     return await streams.open(session_id, shown.queued_seq - 1, events, "ag-ui")
 
 

@@ -68,7 +68,32 @@ function finish(agent, seen, extra = {}) {
   });
 }
 
+// The interrupt a run finished with, answered as a page's approve button would: runAgent with `resume`.
+async function answerInterrupt(agent, seen) {
+  const finished = seen.events.findLast((event) => event.type === "RUN_FINISHED");
+  say({ step: "interrupted", outcome: finished.outcome });
+  const [interrupt] = finished.outcome.interrupts;
+  const resume = [{ interruptId: interrupt.id, status: "resolved", payload: { approved: options.approved ?? true } }];
+  return attempt(agent.runAgent({ resume }));
+}
+
 const scenarios = {
+  // The run asks before a tool call: RUN_FINISHED with an interrupt; resume answers it and the run goes on.
+  async approval() {
+    const { agent, seen } = makeAgent();
+    const first = await attempt(agent.runAgent());
+    const { error } = await answerInterrupt(agent, seen);
+    finish(agent, seen, { error, firstError: first.error });
+  },
+
+  // Another page connects while the run waits: it is shown the interrupt, and answers it.
+  async approvalElsewhere() {
+    const { agent, seen } = makeAgent({ withInput: false });
+    const connected = await attempt(agent.connectAgent());
+    const { error } = await answerInterrupt(agent, seen);
+    finish(agent, seen, { error, firstError: connected.error });
+  },
+
   // runAgent to the end.
   async run() {
     const { agent, seen } = makeAgent();

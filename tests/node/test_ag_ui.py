@@ -105,3 +105,40 @@ def test_abort_run_cancels_the_run_in_tokentail(chats: ChatStack) -> None:
     assert stopped["http"] == 202 and stopped["body"] == {"run_id": run["run_id"], "status": "cancelling"}
     eventually_sync(lambda: last_run(chats, "stopped")["status"] == "cancelled", what="the run cancelled")
     assert outcome.events[-1]["type"] == "RUN_ERROR" and outcome.events[-1]["code"] == "abort"  # the client's own
+
+
+def _interrupted(outcome: Outcome, run: dict[str, Any]) -> dict[str, Any]:
+    interrupt: dict[str, Any] = outcome.step("interrupted")["outcome"]["interrupts"][0]
+    question = run["asked"][0]
+    assert (interrupt["id"], interrupt["reason"], interrupt["message"]) == (
+        question["input_id"],
+        "approval",
+        "Delete 3 files?",
+    )
+    assert interrupt["toolCallId"] == question["call_id"] and interrupt["responseSchema"] == question["schema"]
+    return interrupt
+
+
+def test_an_interrupt_is_resumed_with_run_agent_and_the_run_goes_on(chats: ChatStack) -> None:
+    outcome = agent(chats, "approval", "approve", token=chats.chat("approve", agent="approve"))
+    run = last_run(chats, "approve")
+    _interrupted(outcome, run)
+    assert outcome.result["firstError"] is None and outcome.result["error"] is None
+    kinds = types(outcome)
+    assert kinds.count("RUN_STARTED") == 2 and kinds.count("RUN_FINISHED") == 2  # interrupted, then done
+    assert outcome.events[-1]["outcome"] == {"type": "success"} and outcome.events[-1]["runId"] == run["run_id"]
+    result = next(e for e in outcome.events if e["type"] == "TOOL_CALL_RESULT")
+    assert result["toolCallId"] == run["asked"][0]["call_id"] and result["content"] == "deleted"
+    assert run["status"] == "completed" and run["output"] == "Checking. Done: deleted."
+
+
+def test_a_page_that_connects_while_the_run_waits_gets_the_interrupt_and_answers_it(chats: ChatStack) -> None:
+    token = chats.chat("elsewhere", agent="approve", input="clean up")  # asked from another device
+    eventually_sync(lambda: chats.session("elsewhere")["status"] == "waiting_for_input", what="the question")
+    outcome = agent(chats, "approvalElsewhere", "elsewhere", token=token)
+    run = last_run(chats, "elsewhere")
+    _interrupted(outcome, run)
+    assert types(outcome)[:2] == ["RUN_STARTED", "MESSAGES_SNAPSHOT"]
+    assert outcome.result["error"] is None and run["output"] == "Checking. Done: deleted."
+    texts = [m["content"] for m in outcome.result["messages"] if m["role"] == "assistant" and m.get("content")]
+    assert "".join(texts) == "Checking. Done: deleted."
