@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import SchemaError, best_match
 
 from shared.events import DATA_NAME, CustomData, InputKind, Status, ToolCompleted, ToolFailed, ToolStarted
 from shared.records import OnExpiry, Question, RunRecord, Turn
@@ -152,12 +152,21 @@ class RunContext:
             if index == len(self._asked) - 1:
                 self.writer.replaying = False  # from here on, the run streams again
             return self._answers.get(question.input_id)
+        schema_of_answer = answer_schema(kind, choices, schema)
+        if on_expiry == "default" and (
+            error := best_match(Draft202012Validator(schema_of_answer).iter_errors(default))
+        ):
+            raise ValueError(f"the default answer does not match the question's schema: {error.message}")
+        try:
+            json.dumps(state)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"a question's state must be JSON: {exc}") from None
         await self.writer.flush()
         question = Question(
             input_id=f"in_{secrets.token_hex(8)}",
             kind=kind,
             prompt=prompt,
-            answer_schema=answer_schema(kind, choices, schema),
+            answer_schema=schema_of_answer,
             expires_at=None if expires_in is None else time.time() + expires_in,
             on_expiry=on_expiry,
             default=default,

@@ -7,7 +7,7 @@ import pytest
 from shared.events import CustomData, Event, ReasoningDelta
 from shared.records import RunRecord
 from tests.unit.test_writer import RecordingLease, _writer
-from worker.context import RunContext
+from worker.context import RunContext, WaitingForInput
 
 
 def _context(lease: RecordingLease, window: float = 0.0) -> RunContext:
@@ -107,3 +107,18 @@ async def test_the_tool_scope_reports_a_failure_and_lets_it_through() -> None:
         ("tool.started", "a", None),
         ("tool.failed", "a", "index offline"),
     ]
+
+
+async def test_ask_refuses_what_it_could_not_keep_or_check_before_the_run_waits() -> None:
+    context = _context(RecordingLease())
+    with pytest.raises(ValueError, match="choices"):
+        await context.ask("Which?", kind="choice")
+    with pytest.raises(ValueError, match="not a JSON Schema"):
+        await context.ask("Form?", kind="json", schema={"type": "nonsense"})
+    with pytest.raises(ValueError, match="default answer"):
+        await context.ask("Name?", expires_in=5, on_expiry="default", default=3)
+    with pytest.raises(ValueError, match="state must be JSON"):
+        await context.ask("Name?", state={"at": object()})
+    with pytest.raises(WaitingForInput) as waiting:
+        await context.ask("Name?", kind="text", expires_in=60, on_expiry="default", default="nobody")
+    assert waiting.value.question.answer_schema == {"type": "string"}
