@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from shared.events import ErrorInfo, InputKind
+from shared.events import ErrorInfo, InputKind, InputRequired
 
 PUBLIC_TENANT = "public"  # the owner of sessions made while auth is off (every caller, then)
 
@@ -28,6 +28,18 @@ class Question(BaseModel):
     state: Any = None
 
     model_config = {"populate_by_name": True, "serialize_by_alias": True}
+
+    def event(self, run_id: str) -> InputRequired:
+        """The `input.required` event that asks it."""
+        return InputRequired(
+            run_id=run_id,
+            input_id=self.input_id,
+            kind=self.kind,
+            prompt=self.prompt,
+            answer_schema=self.answer_schema,
+            expires_at=self.expires_at,
+            call_id=self.call_id,
+        )
 
 
 Multitask = Literal["reject", "enqueue", "interrupt"]

@@ -10,7 +10,6 @@ from shared.events import (
     CANCELLED_BY_REQUEST,
     ErrorInfo,
     InputReceived,
-    InputRequired,
     RunCancelled,
     RunCompleted,
     RunFailed,
@@ -106,15 +105,7 @@ async def _end_stopped(writer: EventWriter, lease: RunLease, stop: Stop) -> None
 
 async def _wait_for_input(writer: EventWriter, lease: RunLease, run: RunRecord, question: Question) -> str:
     """Record the question and give the run up; what became of it (a metrics label)."""
-    event = InputRequired(
-        run_id=run.run_id,
-        input_id=question.input_id,
-        kind=question.kind,
-        prompt=question.prompt,
-        answer_schema=question.answer_schema,
-        expires_at=question.expires_at,
-        call_id=question.call_id,
-    )
+    event = question.event(run.run_id)
     on_expiry = None
     if question.on_expiry == "default":
         answers = compact_json({**run.answers, question.input_id: question.default})

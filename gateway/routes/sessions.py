@@ -155,15 +155,7 @@ def _pending_input(run: RunRecord | None) -> PendingInput | None:
     question = run.question if run is not None else None
     if run is None or question is None:
         return None
-    return PendingInput(
-        run_id=run.run_id,
-        input_id=question.input_id,
-        kind=question.kind,
-        prompt=question.prompt,
-        answer_schema=question.answer_schema,
-        expires_at=question.expires_at,
-        call_id=question.call_id,
-    )
+    return PendingInput.model_validate(question.event(run.run_id).model_dump(by_alias=True))
 
 
 @router.delete("/{session_id}", status_code=204, responses=ERROR_RESPONSES)

@@ -10,6 +10,7 @@ import pytest
 import websockets
 from click.testing import CliRunner
 
+from tests.fixtures.stack import Gateway
 from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail import chat
@@ -24,6 +25,14 @@ AGENTS = {
 }
 
 
+@pytest.fixture
+async def gateway(start_gateway: Any, start_worker: Any) -> Gateway:
+    """A gateway and a worker that know the asking agents."""
+    started: Gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    return started
+
+
 async def _waiting(client: httpx2.AsyncClient, session_id: str) -> dict[str, Any]:
     async def asked() -> dict[str, Any]:
         state: dict[str, Any] = (await client.get(f"/v1/sessions/{session_id}")).json()
@@ -33,9 +42,7 @@ async def _waiting(client: httpx2.AsyncClient, session_id: str) -> dict[str, Any
     return await eventually(asked, what="the run waiting for input")
 
 
-async def test_an_approval_is_asked_answered_once_and_the_run_goes_on(start_gateway: Any, start_worker: Any) -> None:
-    gateway = await start_gateway(agents=AGENTS)
-    await start_worker(agents=AGENTS)
+async def test_an_approval_is_asked_answered_once_and_the_run_goes_on(gateway: Gateway) -> None:
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
         made = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
         sid, rid = made["session_id"], made["run_id"]
@@ -66,9 +73,7 @@ async def test_an_approval_is_asked_answered_once_and_the_run_goes_on(start_gate
     assert data["run.completed"]["output"] == "Checking. Done: deleted."
 
 
-async def test_questions_in_a_row_each_replay_what_came_before(start_gateway: Any, start_worker: Any) -> None:
-    gateway = await start_gateway(agents=AGENTS)
-    await start_worker(agents=AGENTS)
+async def test_questions_in_a_row_each_replay_what_came_before(gateway: Gateway) -> None:
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
         made = (await client.post("/v1/sessions", json={"input": "go", "agent": "two"})).json()
         sid, rid = made["session_id"], made["run_id"]
@@ -92,9 +97,7 @@ async def test_questions_in_a_row_each_replay_what_came_before(start_gateway: An
     assert received.events[-1][2]["output"] == "blue it is. 3 of them."
 
 
-async def test_cancel_while_waiting_ends_the_run_and_the_question(start_gateway: Any, start_worker: Any) -> None:
-    gateway = await start_gateway(agents=AGENTS)
-    await start_worker(agents=AGENTS)
+async def test_cancel_while_waiting_ends_the_run_and_the_question(gateway: Gateway) -> None:
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
         made = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
         sid, rid = made["session_id"], made["run_id"]
@@ -134,9 +137,7 @@ async def test_an_expired_question_can_take_a_default_answer(start_gateway: Any,
     assert received.events[-1][2]["output"] == "Got: no answer"
 
 
-async def test_a_question_is_answered_over_the_websocket(start_gateway: Any, start_worker: Any) -> None:
-    gateway = await start_gateway(agents=AGENTS)
-    await start_worker(agents=AGENTS)
+async def test_a_question_is_answered_over_the_websocket(gateway: Gateway) -> None:
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
         made = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
         sid, rid = made["session_id"], made["run_id"]
@@ -158,10 +159,8 @@ async def test_a_question_is_answered_over_the_websocket(start_gateway: Any, sta
 
 
 async def test_tokentail_chat_asks_the_question_at_the_terminal(
-    start_gateway: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gateway = await start_gateway(agents=AGENTS)
-    await start_worker(agents=AGENTS)
     monkeypatch.setattr(chat, "_interactive", lambda: True)
     # A first answer the schema refuses is asked again (the choice prompt refuses "green" itself).
     args = ["chat", "--url", gateway.url, "--agent", "two", "go"]
@@ -172,9 +171,7 @@ async def test_tokentail_chat_asks_the_question_at_the_terminal(
     assert "[the answer does not match the question's schema: 0 is less than the minimum of 1]" in result.stderr
 
 
-async def test_the_agent_loop_asks_before_a_tool_that_needs_approval(start_gateway: Any, start_worker: Any) -> None:
-    gateway = await start_gateway(agents=AGENTS)
-    await start_worker(agents=AGENTS)
+async def test_the_agent_loop_asks_before_a_tool_that_needs_approval(gateway: Gateway) -> None:
     outputs = {}
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
         for approved in (True, False):
