@@ -18,19 +18,32 @@ registered like any other agent (`TOKENTAIL_AGENTS`). The graph runs through `as
 A tool call left without its result when the graph stops (a tool that raised, which LangGraph's
 ToolNode raises again by default, or a cancel) is told as `tool.failed`, as `ctx.tool` tells it.
 
+A node that calls LangGraph's `interrupt(value)` asks a person through tokentail (`ctx.ask`): the run
+waits with no worker held, and any worker goes on after the answer with `Command(resume=answer)`.
+The graph runs with a checkpointer of the adapter's (an `InMemorySaver` per run, kept with the
+question in Redis while the run waits), so a graph needs none of its own; the interrupted node runs
+again from its start, as LangGraph does it. `value` says what to ask: a string is a text question; a
+dict may give `prompt` (or `question`, `message`), `kind` (`approval`, `choice`, `text`, `json`),
+`choices`, `schema` and `expires_in`; the interrupt's `response_schema` is the answer's schema;
+anything else is shown as JSON and takes any JSON answer.
+
 Events from inside a subgraph carry its node's name as their `agent` label, so a UI can group a
 supervisor's workers. The graph's input is the session's turns and the run's input as `messages`
 (give `make_input` for a graph whose state has another shape). Cancelling the run cancels the
 graph's task and, with it, the model's HTTP stream.
 """
 
+import base64
+import json
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextlib import aclosing
 from typing import Any, cast
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.pregel import Pregel
+from langgraph.types import Command, Interrupt
 
 from tokentail.frameworks.langchain import history, jsonable, stream_chunk
 from worker.context import RunContext
@@ -51,19 +64,33 @@ def langgraph_agent(
     """A tokentail agent that streams a run of the compiled `graph`."""
 
     async def run(ctx: RunContext) -> None:
+        saver = InMemorySaver()
+        graph_input: Any = make_input(ctx)
+        if (state := ctx.resumed_state()) is not None:  # going on after the answer to an interrupt
+            load_saver(saver, state["checkpoints"])
+            graph_input = Command(resume=await ctx.ask(""))  # the answer recorded for it
+        configurable = {**(config or {}).get("configurable", {}), "thread_id": ctx.run_id}
+        run_config = cast(RunnableConfig, {**(config or {}), "configurable": configurable})
         stream = cast(  # an async generator: closed on the way out
             AsyncGenerator[tuple[tuple[str, ...], str, Any], None],
-            graph.astream(make_input(ctx), config, stream_mode=["messages", "updates", "custom"], subgraphs=True),
+            graph.copy(update={"checkpointer": saver}).astream(
+                graph_input, run_config, stream_mode=["messages", "updates", "custom"], subgraphs=True
+            ),
         )
         calls = _ToolCalls(ctx)
+        interrupts: list[Interrupt] = []
         try:
             # aclosing: should writing an event fail, the graph's tasks (and the model's stream) end too.
             async with aclosing(stream):
                 async for namespace, mode, data in stream:
+                    if mode == "updates" and isinstance(data, dict) and "__interrupt__" in data:
+                        interrupts.extend(data["__interrupt__"])
                     await _event(ctx, calls, _agent_of(namespace), mode, data)
         except BaseException as exc:  # CancelledError too: the stream says how the open calls ended
             await calls.fail_open(exc)
             raise
+        if interrupts:  # the graph waits for a person: so does the run
+            await ctx.ask(**_question(interrupts[0], calls.open_call()), state={"checkpoints": dump_saver(saver)})
 
     return run
 
@@ -80,6 +107,60 @@ async def _event(ctx: RunContext, calls: "_ToolCalls", agent: str | None, mode: 
         await ctx.status(data, agent=agent)
     else:
         await ctx.data("custom", jsonable(data), agent=agent)
+
+
+def _question(interrupt: Interrupt, call_id: str | None) -> dict[str, Any]:
+    """What `ctx.ask` asks for an interrupt's value."""
+    value = interrupt.value
+    schema = getattr(interrupt, "response_schema", None)
+    if isinstance(value, str):
+        question: dict[str, Any] = {"prompt": value}
+    elif isinstance(value, dict) and any(key in value for key in ("prompt", "question", "message")):
+        prompt = value.get("prompt") or value.get("question") or value.get("message")
+        question = {"prompt": str(prompt), "kind": value.get("kind", "text")}
+        question |= {key: value[key] for key in ("choices", "schema", "expires_in") if key in value}
+    else:
+        question = {"prompt": json.dumps(jsonable(value), ensure_ascii=False), "kind": "json", "schema": {}}
+    if isinstance(schema, dict):
+        question |= {"kind": "json", "schema": schema}
+    if question.get("kind") == "approval" and call_id is not None:
+        question["call_id"] = call_id
+    return question
+
+
+def dump_saver(saver: InMemorySaver) -> dict[str, list[Any]]:
+    """An InMemorySaver's checkpoints as JSON (the serializer's own bytes, base64), to keep in Redis."""
+    return {
+        "storage": [
+            [thread, ns, checkpoint_id, _typed(checkpoint), _typed(metadata), parent]
+            for thread, namespaces in saver.storage.items()
+            for ns, checkpoints in namespaces.items()
+            for checkpoint_id, (checkpoint, metadata, parent) in checkpoints.items()
+        ],
+        "writes": [
+            [*outer, *inner, task_id, channel, _typed(value), path]
+            for outer, writes in saver.writes.items()
+            for inner, (task_id, channel, value, path) in writes.items()
+        ],
+        "blobs": [[*key, _typed(value)] for key, value in saver.blobs.items()],
+    }
+
+
+def load_saver(saver: InMemorySaver, data: dict[str, list[Any]]) -> None:
+    for thread, ns, checkpoint_id, checkpoint, metadata, parent in data["storage"]:
+        saver.storage[thread][ns][checkpoint_id] = (_untyped(checkpoint), _untyped(metadata), parent)
+    for thread, ns, checkpoint_id, task, index, task_id, channel, value, path in data["writes"]:
+        saver.writes[(thread, ns, checkpoint_id)][(task, index)] = (task_id, channel, _untyped(value), path)
+    for thread, ns, channel, version, value in data["blobs"]:
+        saver.blobs[(thread, ns, channel, version)] = _untyped(value)
+
+
+def _typed(value: tuple[str, bytes]) -> list[str]:
+    return [value[0], base64.b64encode(value[1]).decode()]
+
+
+def _untyped(value: list[str]) -> tuple[str, bytes]:
+    return value[0], base64.b64decode(value[1])
 
 
 def _agent_of(namespace: tuple[str, ...]) -> str | None:
@@ -117,6 +198,10 @@ class _ToolCalls:
                 await self._ctx.tool_finished(message.tool_call_id, error=str(message.content), agent=agent)
             else:
                 await self._ctx.tool_finished(message.tool_call_id, result=jsonable(message.content), agent=agent)
+
+    def open_call(self) -> str | None:
+        """The one call started and not answered, if one: the call an interrupt in a tool is about."""
+        return next(iter(self._open)) if len(self._open) == 1 else None
 
     async def fail_open(self, error: BaseException) -> None:
         """The calls the graph started and never answered, failed with what stopped it."""

@@ -5,6 +5,7 @@ the local fake OpenAI server; and the graph mapping in process."""
 import asyncio
 from typing import Any
 
+import httpx2
 import pytest
 
 pytest.importorskip("langgraph")
@@ -16,6 +17,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
+from tests.sse_client import read_events  # noqa: E402
 from tests.waiting import eventually  # noqa: E402
 
 AGENTS = '{"weather": "examples.langgraph_agent:weather", "weather_chain": "examples.langchain_agent:weather"}'
@@ -244,3 +246,31 @@ async def test_the_session_s_turns_are_not_told_again_when_a_node_returns_them()
     await langgraph_agent(builder.compile())(ctx)
     await ctx.writer.flush()
     assert lease.texts() == ["We open at nine."]
+
+
+async def test_an_interrupt_asks_through_tokentail_and_the_graph_resumes_on_another_worker(stack: Stack) -> None:
+    stack.env |= {"TOKENTAIL_AGENTS": '{"emailer": "tests.e2e.frameworks.interrupt_graph:agent"}'}
+    url = stack.gateway()
+    asker = stack.worker()
+    await asyncio.to_thread(stack.wait_for_workers, 1)
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        made = (await client.post("/v1/sessions", json={"input": "email Bob", "agent": "emailer"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+
+        async def question() -> dict[str, Any]:
+            state = (await client.get(f"/v1/sessions/{sid}")).json()
+            assert state["status"] == "waiting_for_input"
+            return dict(state["pending_input"])
+
+        pending = await eventually(question, what="the interrupt asked")
+        assert (pending["kind"], pending["prompt"]) == ("approval", "Send the email?")
+        asker.kill()  # the worker that ran the graph is gone; its checkpoints are in Redis
+        asker.wait()
+        stack.worker()
+        await asyncio.to_thread(stack.wait_for_workers, 1)
+        answer = {"input_id": pending["input_id"], "answer": {"approved": True}}
+        assert (await client.post(f"/v1/sessions/{sid}/runs/{rid}/input", json=answer)).status_code == 202
+        received = await read_events(client, made["events_url"])
+    texts = [data["text"] for _, kind, data in received.events if kind == "message.delta"]
+    assert "".join(texts) == "Drafted the email. Sent."  # the draft node is not run (nor shown) again
+    assert received.events[-1][1] == "run.completed" and received.events[-1][2]["output"] == "Drafted the email. Sent."
