@@ -78,13 +78,15 @@ class AgUiEvents(Translation[Part]):
         snapshot_first: bool = False,
         answered: frozenset[str] = frozenset(),
         continuing: bool = False,
+        before: str = "",
     ) -> None:
         """`thread_id` as the client named it; `history`: the thread's messages before the first
         run this stream shows; `snapshot_first`: open that run with the thread so far (a client
         connecting mid-run rebuilds its messages from it rather than doubling what it holds);
         `answered`: the input ids of questions answered when the stream opens (a replay goes past
         them: only a question still waiting interrupts the run); `continuing`: the stream goes on with
-        run `run_id` after an answer (`RunAgentInput.resume`), as a run of its own."""
+        run `run_id` after an answer (`RunAgentInput.resume`), as a run of its own, after `before`:
+        the text the run streamed before the question (what a retry keeps)."""
         super().__init__(run_id, quiet_until)
         self.thread_id = thread_id
         self._messages = list(history)
@@ -95,6 +97,10 @@ class AgUiEvents(Translation[Part]):
         self._last_text: str | None = None  # the message a tool call belongs to
         self._answered = answered
         self._continuing = continuing
+        # The run's text messages: this attempt's since its last question, and those before it, which
+        # a retry keeps (an attempt after an answer goes on from the question, not from the start).
+        self._said: dict[str, str] = {}
+        self._kept: list[Message] = [AssistantMessage(id=f"{run_id}-asked", content=before)] if before else []
 
     def head(self, gap: Gap | None) -> bytes:
         if not self._continuing or self.run_id is None:
@@ -134,6 +140,7 @@ class AgUiEvents(Translation[Part]):
             events.append(TextMessageStartEvent(message_id=self._open[1], role="assistant"))
         if data["text"]:
             events.append(TextMessageContentEvent(message_id=self._open[1], delta=data["text"]))
+            self._said[self._open[1]] = self._said.get(self._open[1], "") + data["text"]
         return _parts(*events)
 
     def on_reasoning(self, data: dict[str, Any], seq: int) -> list[Part]:
@@ -176,11 +183,13 @@ class AgUiEvents(Translation[Part]):
         if not self._shows(data):
             return []
         self._last_text = None
-        return _parts(*self._close(), MessagesSnapshotEvent(messages=self._messages))
+        self._said = {}
+        return _parts(*self._close(), MessagesSnapshotEvent(messages=[*self._messages, *self._kept]))
 
     def on_completed(self, data: dict[str, Any], seq: int) -> list[Part]:
         if not self._shows(data):
             return []
+        self._forget_run()
         usage = data["usage"]
         counts = {name: usage[name] for name in ("input_tokens", "output_tokens") if isinstance(usage.get(name), int)}
         self._messages.append(AssistantMessage(id=data["run_id"], content=data["output"]))
@@ -195,18 +204,24 @@ class AgUiEvents(Translation[Part]):
     def on_failed(self, data: dict[str, Any], seq: int) -> list[Part]:
         if not self._shows(data):
             return []
+        self._forget_run()
         return self._end(RunErrorEvent(message=data["error"]["message"], code=data["error"]["type"]))
 
     def on_cancelled(self, data: dict[str, Any], seq: int) -> list[Part]:
         self._inputs.pop(data["run_id"], None)  # a run cancelled in line never started: nothing to show
         if not self._shows(data):
             return []
+        self._forget_run()
         return self._end(
             RunFinishedEvent(thread_id=self.thread_id, run_id=data["run_id"], outcome={"type": "cancelled"})
         )
 
     def on_input_required(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._shows(data) or data["input_id"] in self._answered:
+        if not self._shows(data):
+            return []
+        self._kept += [AssistantMessage(id=message_id, content=text) for message_id, text in self._said.items()]
+        self._said = {}
+        if data["input_id"] in self._answered:
             return []  # a question answered before: the run goes on, as one run
         expires_at = data.get("expires_at")
         interrupt = Interrupt(
@@ -244,6 +259,9 @@ class AgUiEvents(Translation[Part]):
         parts = _parts(*self._close(), event)
         self._run = None
         return parts
+
+    def _forget_run(self) -> None:
+        self._said, self._kept = {}, []
 
     def _tool_result(self, data: dict[str, Any], content: str) -> list[Part]:
         if not self._shows(data):

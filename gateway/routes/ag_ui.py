@@ -85,8 +85,14 @@ async def _resume(body: RunAgentInput, session_id: str, turns: ChatTurns, stream
     else:
         waiting, after = await turns.answer(session_id, {entry.interrupt_id: entry.payload})
     history = thread_messages(_before(session.runs, waiting.run_id))
+    before = waiting.asked[-1].output_before if waiting.asked else ""
     events = AgUiEvents(
-        body.thread_id, history, run_id=waiting.run_id, answered=frozenset(waiting.answers), continuing=True
+        body.thread_id,
+        history,
+        run_id=waiting.run_id,
+        answered=frozenset(waiting.answers),
+        continuing=True,
+        before=before,
     )
     return await streams.open(session_id, after, events, "ag-ui", resuming=False)
 

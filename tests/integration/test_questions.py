@@ -9,8 +9,10 @@ import httpx2
 import pytest
 import websockets
 from click.testing import CliRunner
+from pydantic import SecretStr
 
 from tests.fixtures.stack import Gateway
+from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail import chat
@@ -33,9 +35,11 @@ async def gateway(start_gateway: Any, start_worker: Any) -> Gateway:
     return started
 
 
-async def _waiting(client: httpx2.AsyncClient, session_id: str) -> dict[str, Any]:
+async def _waiting(client: httpx2.AsyncClient, session_id: str, credential: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+
     async def asked() -> dict[str, Any]:
-        state: dict[str, Any] = (await client.get(f"/v1/sessions/{session_id}")).json()
+        state: dict[str, Any] = (await client.get(f"/v1/sessions/{session_id}", headers=headers)).json()
         assert state["status"] == "waiting_for_input"
         return state
 
@@ -192,3 +196,26 @@ async def test_the_agent_loop_asks_before_a_tool_that_needs_approval(gateway: Ga
             outputs[approved] = received.events[-1][2]
     assert "42" in outputs[True]["output"]
     assert outputs[True]["usage"]["output_tokens"] > 0  # the model call before the question counts too
+
+
+async def test_a_chat_token_answers_from_another_device_a_read_token_may_not(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    keys = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET)}
+    gateway = await start_gateway(agents=AGENTS, **keys)
+    await start_worker(agents=AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        body = {"input": "clean up", "agent": "approve", "token_scope": "chat"}
+        made = (await client.post("/v1/sessions", json=body, headers={"Authorization": f"Bearer {KEY_A}"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        chat_token = made["stream_token"]
+        read = await client.post(
+            f"/v1/sessions/{sid}/token", json={"scope": "read"}, headers={"Authorization": f"Bearer {chat_token}"}
+        )
+        read_token = read.json()["stream_token"]
+        pending = (await _waiting(client, sid, chat_token))["pending_input"]
+        url = f"/v1/sessions/{sid}/runs/{rid}/input"
+        answer = {"input_id": pending["input_id"], "answer": {"approved": True}}
+        for credential, status in ((read_token, 403), (KEY_B, 404), (chat_token, 202)):
+            response = await client.post(url, json=answer, headers={"Authorization": f"Bearer {credential}"})
+            assert response.status_code == status, response.text

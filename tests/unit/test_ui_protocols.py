@@ -197,3 +197,56 @@ def test_ag_ui_connect_opens_with_the_thread_so_far() -> None:
     events = sse_data(translate(AgUiEvents("t", history, run_id=RUN, snapshot_first=True), stored(EVENTS[:3])))
     assert [event["type"] for event in events[:2]] == ["RUN_STARTED", "MESSAGES_SNAPSHOT"]
     assert [message["id"] for message in events[1]["messages"]] == ["r_zero-input", "r_zero", f"{RUN}-input"]
+
+
+# A run that asks before a tool call, is answered, and whose worker then dies once.
+ASKED: list[tuple[str, dict[str, Any]]] = [
+    ("run.queued", {"input": "clean up"}),
+    ("run.started", {"attempt": 1}),
+    ("message.delta", {"text": "Checking. "}),
+    ("tool.started", {"call_id": "c1", "name": "delete_files", "arguments": {"count": 3}}),
+    ("input.required", {"input_id": "in_1", "kind": "approval", "prompt": "Delete?", "schema": {}, "call_id": "c1"}),
+    ("input.received", {"input_id": "in_1", "answer": {"approved": True}}),
+    ("run.started", {"attempt": 2}),
+    ("message.delta", {"text": "Dele"}),
+    ("run.retrying", {"attempt": 3, "reason": "worker lost"}),
+    ("run.started", {"attempt": 3}),
+    ("tool.completed", {"call_id": "c1", "result": "deleted", "duration_ms": 0}),
+    ("message.delta", {"text": "Done."}),
+    ("run.completed", {"output": "Checking. Done.", "usage": {}}),
+]
+
+
+def test_ai_sdk_a_waiting_question_ends_the_response_and_an_answered_one_is_replayed_past() -> None:
+    waiting = sse_data(translate(UiMessageStream(RUN), stored(ASKED[:5])))
+    assert [p["type"] for p in waiting][-4:] == [
+        "tool-input-available",
+        "tool-approval-request",
+        "finish-step",
+        "finish",
+    ]
+    assert waiting[-3] == {
+        "type": "tool-approval-request",
+        "approvalId": "in_1",
+        "toolCallId": "c1",
+        "reason": "Delete?",
+    }
+    translation = UiMessageStream(RUN, answered=frozenset({"in_1"}))
+    replayed = sse_data(translate(translation, stored(ASKED)))
+    types = [p["type"] for p in replayed]
+    assert types.count("finish") == 1 and types[-1] == "finish" and translation.finished
+    assert {"type": "tool-approval-response", "approvalId": "in_1", "approved": True} in replayed
+    # The retry drops what the dead attempt streamed since its start-step: not the text before the question.
+    assert types[types.index("reset-step") - 3 :][:4] == ["start-step", "text-start", "text-delta", "reset-step"]
+
+
+def test_ag_ui_a_waiting_question_interrupts_the_run_and_a_retry_after_the_answer_keeps_what_came_before() -> None:
+    waiting = sse_data(translate(AgUiEvents("t", [], run_id=RUN), stored(ASKED[:5])))
+    finished = waiting[-1]
+    assert finished["type"] == "RUN_FINISHED" and finished["outcome"]["type"] == "interrupt"
+    [interrupt] = finished["outcome"]["interrupts"]
+    assert (interrupt["id"], interrupt["reason"], interrupt["toolCallId"]) == ("in_1", "approval", "c1")
+    replayed = sse_data(translate(AgUiEvents("t", [], answered=frozenset({"in_1"})), stored(ASKED)))
+    assert [e["type"] for e in replayed].count("RUN_STARTED") == 1  # past the answered question: one run
+    [snapshot] = [e for e in replayed if e["type"] == "MESSAGES_SNAPSHOT"]
+    assert [m.get("content") for m in snapshot["messages"]] == ["clean up", "Checking. "]
