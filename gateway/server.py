@@ -43,6 +43,9 @@ def server_config(app: FastAPI, settings: Settings, host: str, port: int, log_le
         ws_ping_interval=settings.stalled_client_seconds / 2,
         ws_ping_timeout=settings.stalled_client_seconds / 2,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # uvicorn's 5 s equals httpx's and is below every load balancer's idle timeout (ALB 60 s): a
+        # request sent on a connection just as the gateway closes it fails (ReadError, a 502).
+        timeout_keep_alive=settings.keep_alive_seconds,
         proxy_headers=True,
         log_config=None,  # uvicorn's records go to tokentail's handler: one format, credentials scrubbed
     )

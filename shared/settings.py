@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="a client that reads nothing of its stream for this long is disconnected"
     )
     shutdown_grace_seconds: int = Field(5, ge=0, description="how long uvicorn waits for open responses")
+    keep_alive_seconds: int = Field(
+        75,
+        gt=0,
+        description="how long an idle keep-alive connection stays open; above the idle timeout of the load "
+        "balancer or client pool in front, so the gateway never closes a connection they are about to reuse",
+    )
     gateway_redis_connections: int = Field(
         8,
         ge=3,
