@@ -20,14 +20,16 @@ from gateway.body_limit import BodySizeLimit
 from gateway.errors import error_response, install_error_handlers, outage_response
 from gateway.hub import StreamHub
 from gateway.limits import RunBudget, StreamSlots
-from gateway.routes import ag_ui, ai_sdk, ai_sdk_socket, events, sessions, socket
+from gateway.routes import ag_ui, ai_sdk, ai_sdk_socket, events, sessions, socket, webhooks
 from gateway.shutdown import StreamShutdown
 from gateway.sse import call_detaching
+from gateway.webhooks import SessionWebhooks
 from shared.keys import Keys
 from shared.lifecycle import RunLifecycle
 from shared.redis_clients import queue_client, sessions_client
 from shared.settings import Settings, get_settings
 from shared.store import SessionStore
+from shared.webhooks import TenantWebhooks, WebhookPolicy
 
 STATIC = Path(__file__).parent / "static"  # the browser client and the demo chat page
 
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.shutdown.on_begin(hub.stop)
         app.state.store = SessionStore(redis, settings)
         app.state.runs = RunLifecycle(redis, settings, queue=queue)
+        app.state.webhooks = SessionWebhooks(WebhookPolicy(settings.webhook_allowed_urls), TenantWebhooks(redis, keys))
         app.state.hub = hub
         app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute)
         app.state.stream_slots = slots = StreamSlots(redis, keys, settings.max_streams_per_tenant)
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.include_router(sessions.router)
+    app.include_router(webhooks.router)
     app.include_router(events.router)
     app.include_router(socket.router)
     app.include_router(ai_sdk_socket.router)

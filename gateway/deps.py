@@ -19,6 +19,7 @@ from gateway.ids import CHAT_ID_PATTERN, chat_session_id
 from gateway.limits import RunBudget, StreamSlots
 from gateway.schemas import ErrorBody
 from gateway.shutdown import StreamShutdown
+from gateway.webhooks import SessionWebhooks
 from shared.errors import InvalidInput
 from shared.lifecycle import RunLifecycle
 from shared.logs import bind
@@ -43,6 +44,7 @@ ShutdownDep = Annotated[StreamShutdown, Depends(_app_state("shutdown"))]
 AuthDep = Annotated[Authenticator, Depends(_app_state("auth"))]
 RunBudgetDep = Annotated[RunBudget, Depends(_app_state("run_budget"))]
 StreamSlotsDep = Annotated[StreamSlots, Depends(_app_state("stream_slots"))]
+WebhooksDep = Annotated[SessionWebhooks, Depends(_app_state("webhooks"))]
 
 # These two also document the credentials in the OpenAPI schema.
 _bearer = HTTPBearer(auto_error=False, description="an API key, or a stream token (one session: read, or chat)")

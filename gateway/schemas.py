@@ -74,6 +74,23 @@ class CreateSession(_RunOptions):
         "(made now, or 200 with the existing one)",
     )
     token_scope: Scope = Field("read", description="`chat`: the stream token may also queue and cancel runs")
+    webhook: str | None = Field(
+        None,
+        max_length=2048,
+        description="a URL this session's webhook events go to (under one the operator allows), instead of the "
+        "tenant's (`PUT /v1/webhook`)",
+    )
+
+
+class SetWebhook(_Request):
+    url: str = Field(max_length=2048, description="where the tenant's sessions' webhook events go (an allowed URL)")
+    rotate_secret: bool = Field(False, description="sign with a new secret from now on")
+
+
+class WebhookConfig(BaseModel):
+    url: str | None = Field(description="where the tenant's new sessions report; null: none set")
+    secret: str = Field(description="verifies the `webhook-signature` of each delivery (Standard Webhooks)")
+    events: list[str] = Field(description="the event types a webhook reports")
 
 
 class TokenRequest(_Request):

@@ -7,11 +7,21 @@ from typing import Annotated, Any
 from fastapi import Depends
 
 from gateway.auth import Authenticator, Caller
-from gateway.deps import AuthDep, ChatCallerDep, RunBudgetDep, RunsDep, SettingsDep, StoreDep, chat_session
+from gateway.deps import (
+    AuthDep,
+    ChatCallerDep,
+    RunBudgetDep,
+    RunsDep,
+    SettingsDep,
+    StoreDep,
+    WebhooksDep,
+    chat_session,
+)
 from gateway.ids import new_run_id
 from gateway.limits import RunBudget
 from gateway.questions import answer_question
 from gateway.schemas import CreateRun
+from gateway.webhooks import SessionWebhooks
 from shared.catalog import check_agent, parse_model
 from shared.errors import InputNotPending, InputTooLarge, InvalidInput, SessionExpired, SessionNotFound
 from shared.lifecycle import RunLifecycle
@@ -76,9 +86,10 @@ class ChatTurns:
         runs: RunLifecycle,
         settings: Settings,
         budget: RunBudget,
+        webhooks: SessionWebhooks,
     ) -> None:
         self.caller, self.auth, self.store, self.runs = caller, auth, store, runs
-        self.settings, self.budget = settings, budget
+        self.settings, self.budget, self.webhooks = settings, budget, webhooks
 
     async def session(self, chat_id: str) -> str:
         return await chat_session(chat_id, self.caller, self.auth, self.store)
@@ -97,7 +108,9 @@ class ChatTurns:
             pass
         check_size(text, self.settings)
         await self.budget.spend(self.caller.tenant)
-        session = SessionRecord(session_id=session_id, created_at=time.time(), tenant=self.caller.tenant)
+        tenant = self.caller.tenant
+        webhook = await self.webhooks.url_for(tenant)
+        session = SessionRecord(session_id=session_id, created_at=time.time(), tenant=tenant, webhook=webhook)
         run = RunRecord(run_id=new_run_id(), input=text)
         # Made here unless another request of the same new chat made it first: then this run joins it.
         await self.runs.queue_run(session_id, run, multitask="enqueue", create=session, if_missing=True)
@@ -119,9 +132,15 @@ class ChatTurns:
 
 
 async def _chat_turns(
-    caller: ChatCallerDep, auth: AuthDep, store: StoreDep, runs: RunsDep, settings: SettingsDep, budget: RunBudgetDep
+    caller: ChatCallerDep,
+    auth: AuthDep,
+    store: StoreDep,
+    runs: RunsDep,
+    settings: SettingsDep,
+    budget: RunBudgetDep,
+    webhooks: WebhooksDep,
 ) -> ChatTurns:
-    return ChatTurns(caller, auth, store, runs, settings, budget)
+    return ChatTurns(caller, auth, store, runs, settings, budget, webhooks)
 
 
 ChatTurnsDep = Annotated[ChatTurns, Depends(_chat_turns)]

@@ -15,6 +15,7 @@ class SessionKeys:
     lease: str  # string: token of the worker running the active run (the fence; its deadline is in `leases`)
     gone: str  # tombstone: outlives the session so an expired id answers 410, not 404
     pending: str  # list: runs queued behind the active one (multitask `enqueue`/`interrupt`)
+    hooks: str  # list: events its webhook has yet to deliver (shared/webhooks.py); outlives the session
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class Keys:
             lease=f"{base}:lease",
             gone=f"{base}:gone",
             pending=f"{base}:pending",
+            hooks=f"{base}:hooks",
         )
 
     @property
@@ -42,6 +44,16 @@ class Keys:
         """Sorted set, on the queue's Redis: what reapers look at and when (ms), a session id (its
         run's lease) or `<sid> <intent>` (a job its outbox may hold). See shared/lease_index.py."""
         return f"{self.prefix}:lease-checks"
+
+    @property
+    def webhook_checks(self) -> str:
+        """Sorted set, on the queue's Redis: the sessions with webhook deliveries to look at, and when
+        (ms). See shared/webhook_index.py."""
+        return f"{self.prefix}:webhook-checks"
+
+    def tenant_webhook(self, tenant: str) -> str:
+        """Hash: the tenant's webhook `url` and signing `secret`."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:webhook"
 
     @property
     def probe(self) -> str:

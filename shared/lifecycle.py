@@ -47,6 +47,11 @@ from shared.records import Multitask, Question, RunRecord, SessionRecord
 from shared.redis_clients import AnyRedis
 from shared.settings import Settings
 from shared.store import OPAQUE_RUN_FIELDS, compact_json, decode_run
+from shared.webhook_index import WebhookIndex
+
+# A session's undelivered webhook events are kept this long past the retry window, for the
+# deliverer to find them expired and count them given up.
+HOOKS_KEPT_AFTER_RETRIES = 3600
 
 
 class Queued(StrEnum):
@@ -180,11 +185,15 @@ class RunLifecycle:
         if queue is None and isinstance(redis, RedisCluster):
             raise ValueError("a Redis Cluster cannot hold the job queue: give the queue's Redis")
         self.leases = LeaseIndex(queue or redis, settings)  # type: ignore[arg-type]
+        self.webhooks = WebhookIndex(queue or redis, self.keys)  # type: ignore[arg-type]
         self._split = settings.split_queue
+        # With the queue apart, the callers of scripts that may report a webhook event keep the
+        # webhooks index (shared/webhook_index.py): only when webhooks are on.
+        self._hook_intents = self._split and bool(settings.webhook_allowed_urls)
         # The queue's keys a script writes in the same step as the session's, when they share a
-        # Redis: arq's queue, and the leases index, which the scripts then keep exact (lib.lua).
+        # Redis: arq's queue, and the leases and webhooks indexes, which the scripts then keep (lib.lua).
         self._index_keys = [] if self._split else [self.keys.lease_checks]
-        self._queue_keys = [] if self._split else [self.keys.queue, *self._index_keys]
+        self._queue_keys = [] if self._split else [self.keys.queue, *self._index_keys, self.keys.webhook_checks]
 
         def source(name: str) -> str:
             return load_script(name, cluster=settings.redis_cluster, split_queue=self._split)
@@ -206,7 +215,8 @@ class RunLifecycle:
     def _run_script_args(self, session_id: str) -> tuple[list[str], list[str | int]]:
         """The keys and arguments every script that queues or ends runs starts with (lib.lua)."""
         keys = self.keys.session(session_id)
-        return [keys.meta, keys.runs, keys.events, keys.lease, keys.gone, keys.pending, *self._queue_keys], [
+        session_keys = [keys.meta, keys.runs, keys.events, keys.lease, keys.gone, keys.pending, keys.hooks]
+        return [*session_keys, *self._queue_keys], [
             session_id,
             self.settings.stream_maxlen,
             self.settings.session_ttl_seconds,
@@ -215,6 +225,7 @@ class RunLifecycle:
             self.keys.wake_channel,
             self.keys.arq_job(""),
             RUN_JOB,
+            (self.settings.webhook_retry_seconds + HOOKS_KEPT_AFTER_RETRIES) * 1000,
         ]
 
     # -- the gateway's --------------------------------------------------------------------------
@@ -309,9 +320,21 @@ class RunLifecycle:
             yield
             return
         intent = await self.leases.intend(session_id)
-        yield
+        async with self._hooks(session_id):
+            yield
         await self._push_outbox(session_id)
         await self.leases.forget(intent)
+
+    @contextlib.asynccontextmanager
+    async def _hooks(self, session_id: str) -> AsyncIterator[None]:
+        """Around a script that may report a webhook event: with the queue apart, the session goes
+        in the webhooks index before (should this process die before after) and after, due now."""
+        if not self._hook_intents:
+            yield
+            return
+        await self.webhooks.intend(session_id)
+        yield
+        await self.webhooks.due_now(session_id)
 
     async def _push_outbox(self, session_id: str) -> None:
         dispatch = await self.redis.hget(self.keys.session(session_id).meta, "dispatch")  # type: ignore[misc]
@@ -320,7 +343,7 @@ class RunLifecycle:
 
     @staticmethod
     def _session_fields(session: SessionRecord) -> list[tuple[str, str]]:
-        return [
+        fields = [
             ("created_at", repr(session.created_at)),
             ("tenant", session.tenant),
             ("model", session.model or ""),
@@ -328,6 +351,7 @@ class RunLifecycle:
             ("params", compact_json(session.params)),
             ("metadata", compact_json(session.metadata)),
         ]
+        return [*fields, ("webhook", session.webhook)] if session.webhook else fields
 
     # -- the worker's ---------------------------------------------------------------------------
 
@@ -365,7 +389,11 @@ class RunLifecycle:
         for event_type, data in events:
             args += [event_type, data]
         try:
-            seq = await self._append(keys=keys, args=args)
+            if ending is None:
+                seq = await self._append(keys=keys, args=args)
+            else:
+                async with self._hooks(lease.session_id):
+                    seq = await self._append(keys=keys, args=args)
         except ResponseError as exc:
             if str(exc).startswith("FENCED"):
                 raise LeaseLost(str(exc)) from None
@@ -396,7 +424,8 @@ class RunLifecycle:
         if on_expiry is not None:
             args += list(on_expiry)
         try:
-            result = await self._ask(keys=keys, args=args)
+            async with self._hooks(lease.session_id):
+                result = await self._ask(keys=keys, args=args)
         except ResponseError as exc:
             if str(exc).startswith("FENCED"):
                 raise LeaseLost(str(exc)) from None
@@ -424,7 +453,8 @@ class RunLifecycle:
     async def _requeue(self, session_id: str, lease_token: str) -> Look:
         keys, args = self._run_script_args(session_id)
         args += [lease_token, secrets.token_hex(4)]
-        result = await self._requeue_run(keys=keys, args=args)
+        async with self._hooks(session_id):  # an expired question ends its run
+            result = await self._requeue_run(keys=keys, args=args)
         look = Look(Requeue(result[0].decode()))
         if look.outcome is Requeue.RENEWED:
             return look._replace(lease_until=int(result[1]))

@@ -91,6 +91,7 @@ class SessionRecord(BaseModel):
     agent: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    webhook: str | None = None  # the URL its webhook events go to (shared/webhooks.py)
     last_event_id: int = 0
     active_run_id: str | None = None
     runs: list[RunRecord] = Field(default_factory=list)

@@ -4,6 +4,7 @@ import os
 import re
 from functools import lru_cache
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, RedisDsn, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -94,6 +95,17 @@ class Settings(BaseSettings):
         "one for live notifications, half of the rest for REST calls, the others for catch-up reads",
     )
 
+    # Webhooks
+    webhook_allowed_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="URL prefixes webhooks may be sent to (comma-separated, e.g. `https://hooks.example.com/`); "
+        "empty: webhooks are off",
+    )
+    webhook_retry_seconds: int = Field(
+        86_400, ge=1, description="how long a webhook event that its receiver does not take is retried"
+    )
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="how long one delivery attempt may take")
+
     # Worker
     worker_concurrency: int = Field(100, ge=1, description="runs one worker process streams at once")
     flush_interval_ms: int = Field(50, ge=0, description="token coalescing window; 0 appends every token")
@@ -115,11 +127,20 @@ class Settings(BaseSettings):
     )
     worker_wakeups: bool = Field(True, description="listen for wake-ups; off leaves arq's plain timed poll")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "webhook_allowed_urls", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("webhook_allowed_urls")
+    @classmethod
+    def _check_webhook_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"TOKENTAIL_WEBHOOK_ALLOWED_URLS: {url!r} is not an http(s) URL prefix")
         return value
 
     @field_validator("api_keys")

@@ -98,6 +98,7 @@ class SessionStore:
             agent=meta[b"agent"].decode() or None,
             params=json.loads(meta[b"params"]),
             metadata=json.loads(meta[b"metadata"]),
+            webhook=meta[b"webhook"].decode() if b"webhook" in meta else None,
             last_event_id=int(meta.get(b"seq", 0)),
             active_run_id=meta.get(b"active_run", b"").decode() or None,
             runs=runs,

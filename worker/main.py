@@ -13,6 +13,8 @@ request, and takes over the runs of workers that died.
   picks one up takes it over as the next attempt. arq alone would wait job_timeout + 10 s, and then
   only retry blindly. Each pass that reaches Redis also tells the probe server (`worker/probe.py`)
   the worker is ready.
+- **Webhooks** (`worker/webhooks.py`), when the operator allows any: each worker also posts the
+  webhook events its sessions keep, retrying those a receiver does not take.
 - **Short in-progress marks.** arq marks a job it picks up as in progress for its whole timeout
   (here 31 minutes), so a worker killed between picking a job and starting its run would strand the
   run that long. Here the mark lasts one lease: `start_run.lua` takes a started run's job out of the
@@ -47,6 +49,7 @@ from worker.providers import Providers
 from worker.reaper import Reaper
 from worker.run import run_agent
 from worker.running import RunningRuns
+from worker.webhooks import WebhookDeliverer
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,8 @@ class TokentailWorker(Worker):
             else:
                 listeners = [self._listen(self.pool, wake), self._listen(self._cancels, [self._keys.cancel_channel])]
             self._background = [*map(asyncio.create_task, listeners), asyncio.create_task(self.reaper.run_forever())]
+            if "webhooks" in self.ctx:
+                self._background.append(asyncio.create_task(self.ctx["webhooks"].run_forever()))
             if self._probe is not None:
                 self._probe_task = asyncio.create_task(self._probe.serve())
         if not self._wake.is_set():
@@ -193,9 +198,13 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx["store"] = SessionStore(sessions, settings)
     ctx["runs"] = RunLifecycle(sessions, settings, batched=batched, queue=queue if settings.split_queue else None)
     ctx.setdefault("providers", Providers(settings))
+    if settings.webhook_allowed_urls:
+        ctx["webhooks"] = WebhookDeliverer(sessions, ctx["runs"].webhooks, settings)
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
+    if "webhooks" in ctx:
+        await ctx["webhooks"].close()
     if "sessions_redis" in ctx:
         await ctx["sessions_redis"].aclose()
 

@@ -30,3 +30,13 @@ TAKEOVERS = Counter("tokentail_takeovers", "Runs started again as a later attemp
 PROVIDER_ERRORS = Counter(
     "tokentail_provider_errors", "Errors from model providers, retried or not", ["provider", "kind"]
 )
+WEBHOOK_DELIVERIES = Counter(
+    "tokentail_webhook_deliveries",
+    "Webhook delivery attempts, by outcome (delivered, failed: retried later, gave_up, not_allowed)",
+    ["outcome"],
+)
+WEBHOOK_DELAY = Histogram(
+    "tokentail_webhook_delay_seconds",
+    "From an event to its webhook's accepted delivery",
+    buckets=(*_LATENCY_BUCKETS, 600, 3600),
+)

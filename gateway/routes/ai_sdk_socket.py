@@ -34,6 +34,7 @@ from gateway.deps import (
     SettingsDep,
     StoreDep,
     StreamSlotsDep,
+    WebhooksDep,
 )
 from gateway.errors import describe
 from gateway.feed import EventFeed, start_position
@@ -162,6 +163,7 @@ async def chat_socket(
     auth: AuthDep,
     slots: StreamSlotsDep,
     budget: RunBudgetDep,
+    webhooks: WebhooksDep,
     token: Annotated[str | None, Query()] = None,
 ) -> None:
     await websocket.accept()
@@ -174,7 +176,7 @@ async def chat_socket(
         await websocket.close(code=4000 + status if status < 500 else 1011)
         return
     streams = Streams(caller, store, hub, settings, slots)
-    chat = _ChatSocket(websocket, streams, ChatTurns(caller, auth, store, runs, settings, budget))
+    chat = _ChatSocket(websocket, streams, ChatTurns(caller, auth, store, runs, settings, budget, webhooks))
     try:
         while True:
             message = await websocket.receive()

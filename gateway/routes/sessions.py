@@ -16,6 +16,7 @@ from gateway.deps import (
     RunsDep,
     SettingsDep,
     StoreDep,
+    WebhooksDep,
 )
 from gateway.ids import chat_session_id, new_run_id, new_session_id
 from gateway.questions import answer_question
@@ -53,6 +54,7 @@ async def create_session(
     settings: SettingsDep,
     budget: RunBudgetDep,
     auth: AuthDep,
+    webhooks: WebhooksDep,
 ) -> SessionCreated:
     """Create a session; with `input`, queue its first run. With `chat_id`, the session of a chat id
     your frontend chose: made now (201), or the existing one (200, with a fresh token)."""
@@ -64,6 +66,7 @@ async def create_session(
     if body.chat_id is not None:
         session_id = chat_session_id(caller.tenant, body.chat_id)
         await auth.check_access(caller, session_id, store)  # a session id of another tenant's: 404
+    webhook = await webhooks.url_for(caller.tenant, body.webhook)
     await budget.spend(caller.tenant)
     session = SessionRecord(
         session_id=session_id,
@@ -73,6 +76,7 @@ async def create_session(
         agent=body.agent,
         params=params,
         metadata=body.metadata,
+        webhook=webhook,
     )
     run_id = None
     if body.input is None:

@@ -5,14 +5,14 @@
 -- output is stored once in its record, not again in `run.completed` (readers add it back).
 --
 -- KEYS, ARGV: as lib.lua's session_context, then
---   ARGV[9] run_id, ARGV[10] lease_token, ARGV[11] append_id, ARGV[12] outcome_json (or ''), then
+--   ARGV[10] run_id, ARGV[11] lease_token, ARGV[12] append_id, ARGV[13] outcome_json (or ''), then
 --   event type, data pairs
 -- Returns the seq of the last event appended, or an error starting with FENCED.
 --
 -- Idempotent: a worker that lost the reply (Redis restarted, the connection dropped) sends the same
 -- append_id again, and gets the first answer instead of a second copy of its events.
 local k, s = session_context()
-local run_id, token, append_id = ARGV[9], ARGV[10], ARGV[11]
+local run_id, token, append_id = ARGV[10], ARGV[11], ARGV[12]
 
 if redis.call('HGET', k.meta, 'last_append') == append_id then
   return tonumber(redis.call('HGET', k.meta, 'last_append_seq'))
@@ -24,12 +24,12 @@ end
 local ending = {['run.completed'] = 'completed', ['run.failed'] = 'failed', ['run.cancelled'] = 'cancelled'}
 local ts, now_ms, now_s = clock()
 local seq
-for i = 13, #ARGV, 2 do
+for i = 14, #ARGV, 2 do
   local status = ending[ARGV[i]]
   if status then
-    seq = end_run(k, s, run_id, status, ARGV[i], ARGV[i + 1], cjson.decode(ARGV[12]), ts, now_ms, now_s)
+    seq = end_run(k, s, run_id, status, ARGV[i], ARGV[i + 1], cjson.decode(ARGV[13]), ts, now_ms, now_s)
   else
-    seq = add_event(k.meta, k.events, s.maxlen, ARGV[i], ARGV[i + 1], ts)
+    seq = add_event(k, s, ARGV[i], ARGV[i + 1], ts)
   end
 end
 redis.call('HSET', k.meta, 'last_append', append_id, 'last_append_seq', seq)

@@ -5,29 +5,29 @@
 -- question with a deadline keeps the session in the leases index until then, so a reaper ends it
 -- when it expires (requeue_run.lua). A cancel asked for while the worker was on its way here wins.
 --
--- KEYS, ARGV: as lib.lua's session_context, then ARGV[9] run_id, ARGV[10] lease_token,
---   ARGV[11] the input.required event's data, ARGV[12] asked (JSON, kept opaque), ARGV[13] input_id,
---   ARGV[14] the deadline (Redis ms) or '', and for a question that takes a default answer when it
---   expires: ARGV[15] the answers then (JSON), ARGV[16] the input.received event's data then
+-- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] run_id, ARGV[11] lease_token,
+--   ARGV[12] the input.required event's data, ARGV[13] asked (JSON, kept opaque), ARGV[14] input_id,
+--   ARGV[15] the deadline (Redis ms) or '', and for a question that takes a default answer when it
+--   expires: ARGV[16] the answers then (JSON), ARGV[17] the input.received event's data then
 -- Returns {'waiting', seq} | {'cancel'}, or an error starting with FENCED.
 local k, s = session_context()
-local run_id, token = ARGV[9], ARGV[10]
+local run_id, token = ARGV[10], ARGV[11]
 if redis.call('GET', k.lease) ~= token then
   return redis.error_reply('FENCED run ' .. run_id .. ' no longer holds its lease')
 end
 if redis.call('HGET', k.meta, 'cancel_run') == run_id then return {'cancel'} end
 
 local ts = clock()
-local seq = add_event(k.meta, k.events, s.maxlen, 'input.required', ARGV[11], ts)
+local seq = add_event(k, s, 'input.required', ARGV[12], ts)
 local run = get_run(k.runs, run_id)
-local deadline = tonumber(ARGV[14])
+local deadline = tonumber(ARGV[15])
 run.status = 'waiting'
-run.asked = ARGV[12]
-run.waiting_for = ARGV[13]
+run.asked = ARGV[13]
+run.waiting_for = ARGV[14]
 run.waiting_until = deadline
-if ARGV[15] then
-  run.on_expiry_answers = ARGV[15]
-  run.on_expiry_received = ARGV[16]
+if ARGV[16] then
+  run.on_expiry_answers = ARGV[16]
+  run.on_expiry_received = ARGV[17]
 end
 redis.call('HSET', k.runs, run_id, cjson.encode(run))
 redis.call('DEL', k.lease)

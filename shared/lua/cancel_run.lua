@@ -3,7 +3,7 @@
 -- run is marked and its worker told, which stops the model and writes `run.cancelled` itself (or
 -- learns of it at its next renewal, if the message is missed). Asking twice changes nothing.
 --
--- KEYS, ARGV: as lib.lua's session_context, then ARGV[9] cancel_channel, ARGV[10] reason
+-- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] cancel_channel, ARGV[11] reason
 -- Returns {'signalled', run_id} | {'cancelled', run_id} | {'idle'} | {'missing'} | {'gone'}
 local k, s = session_context()
 if redis.call('EXISTS', k.meta) == 0 then
@@ -13,11 +13,11 @@ end
 local run_id = redis.call('HGET', k.meta, 'active_run')
 if not run_id or run_id == '' then return {'idle'} end
 if redis.call('EXISTS', k.lease) == 0 then
-  cancel_unheld(k, s, run_id, ARGV[10])
+  cancel_unheld(k, s, run_id, ARGV[11])
   return {'cancelled', run_id}
 end
 if redis.call('HGET', k.meta, 'cancel_run') ~= run_id then
   redis.call('HSET', k.meta, 'cancel_run', run_id)
-  redis.call('PUBLISH', ARGV[9], run_id)
+  redis.call('PUBLISH', ARGV[10], run_id)
 end
 return {'signalled', run_id}

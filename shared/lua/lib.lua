@@ -29,13 +29,32 @@ local function clock()
   return t[1] .. string.format('%06d', t[2]), t[1] * 1000 + math.floor(t[2] / 1000), tonumber(t[1]) + tonumber(t[2]) / 1e6
 end
 
+-- Webhooks. A session with a `webhook` (meta field: its URL) keeps each event its webhook reports
+-- in its `hooks` list, in the same step as the event, until a worker's deliverer (worker/webhooks.py)
+-- has posted it; the list outlives the session for as long as deliveries are retried. Deliverers
+-- find the sessions to look at in the webhooks index (a sorted set beside the queue; see
+-- shared/webhook_index.py): on one Redis this script puts the session in it, due now; with
+-- SPLIT_QUEUE, the caller does, before and after the script.
+local HOOKED = {['run.completed'] = true, ['run.failed'] = true, ['run.cancelled'] = true, ['input.required'] = true}
+
+local function add_hook(k, s, seq, event_type, data, ts, output)
+  local hook = redis.call('HMGET', k.meta, 'webhook', 'tenant')
+  if not hook[1] or hook[1] == '' then return end
+  local entry = {seq = seq, ts = ts, type = event_type, data = data, url = hook[1], tenant = hook[2] or 'public', output = output}
+  redis.call('RPUSH', k.hooks, cjson.encode(entry))
+  redis.call('PEXPIRE', k.hooks, s.hooks_ttl_ms)
+  if not SPLIT_QUEUE then redis.call('ZADD', k.hook_index, math.floor(tonumber(ts) / 1000), s.session_id) end
+end
+
 -- Append one event as the session's next seq (stream entry `<seq>-0`); returns the seq. The event
 -- is also published, as `<seq> <ts> <type> <data>`, on the channel named like the stream key: the
 -- gateways' hubs (gateway/hub.py) follow live sessions by these notifications, not by reading.
-local function add_event(meta, events, maxlen, event_type, data, ts)
-  local seq = redis.call('HINCRBY', meta, 'seq', 1)
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
-  redis.call(PUBLISH_EVENTS, events, seq .. ' ' .. ts .. ' ' .. event_type .. ' ' .. data)
+-- `output`: a completed run's answer, which its webhook carries (the stream leaves it to the record).
+local function add_event(k, s, event_type, data, ts, output)
+  local seq = redis.call('HINCRBY', k.meta, 'seq', 1)
+  redis.call('XADD', k.events, 'MAXLEN', '~', s.maxlen, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
+  redis.call(PUBLISH_EVENTS, k.events, seq .. ' ' .. ts .. ' ' .. event_type .. ' ' .. data)
+  if HOOKED[event_type] then add_hook(k, s, seq, event_type, data, ts, output) end
   return seq
 end
 
@@ -84,7 +103,7 @@ end
 -- record the outcome, free the session and the lease, then start the next run in line or, with
 -- none, start the retention clock. Returns the terminal event's seq.
 local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_ms, now_s)
-  local seq = add_event(k.meta, k.events, s.maxlen, event_type, data, ts)
+  local seq = add_event(k, s, event_type, data, ts, outcome.output)
   local run = get_run(k.runs, run_id)
   run.status = status
   run.finished_seq = seq
@@ -118,7 +137,7 @@ end
 -- Continue a run that waited for an answer (answer.lua; or a reaper, with the answer an expired
 -- question takes by default): append `input.received`, record the answers and queue the run again.
 local function resume_run(k, s, run_id, run, received, answers, job_id, ts, now_ms)
-  local seq = add_event(k.meta, k.events, s.maxlen, 'input.received', received, ts)
+  local seq = add_event(k, s, 'input.received', received, ts)
   run.status = 'queued'
   run.answers = answers
   run.waiting_for = nil
@@ -133,14 +152,15 @@ local function resume_run(k, s, run_id, run, received, answers, job_id, ts, now_
 end
 
 -- The keys and settings of a script that may end or queue runs, from its KEYS and ARGV. Such
--- scripts take KEYS meta, runs, events, lease, gone, pending, then the queue and the leases index
--- (only when they are on the same Redis), and ARGV session_id, maxlen, ttl_seconds, tombstone_seconds, job_ttl_ms,
--- wake_channel, job key prefix, job function, then their own (from ARGV[9]).
+-- scripts take KEYS meta, runs, events, lease, gone, pending, hooks, then the queue, the leases
+-- index and the webhooks index (only when they are on the same Redis), and ARGV session_id, maxlen,
+-- ttl_seconds, tombstone_seconds, job_ttl_ms, wake_channel, job key prefix, job function,
+-- hooks_ttl_ms, then their own (from ARGV[10]).
 local function session_context()
   local k = {meta = KEYS[1], runs = KEYS[2], events = KEYS[3], lease = KEYS[4], gone = KEYS[5], pending = KEYS[6],
-             index = KEYS[8]}
+             hooks = KEYS[7], index = KEYS[9], hook_index = KEYS[10]}
   local s = {session_id = ARGV[1], maxlen = ARGV[2], ttl = tonumber(ARGV[3]), tombstone = tonumber(ARGV[4]),
              job_ttl_ms = ARGV[5], wake_channel = ARGV[6], job_prefix = ARGV[7], job_function = ARGV[8],
-             queue = KEYS[7]}
+             hooks_ttl_ms = ARGV[9], queue = KEYS[8]}
   return k, s
 end

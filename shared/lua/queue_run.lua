@@ -6,20 +6,20 @@
 -- cancels the active run: at once if no worker holds it (this run then starts now), else through
 -- its worker; lib.lua's end_run starts the next in line when a run ends.
 --
--- KEYS, ARGV: as lib.lua's session_context, then ARGV[9] run_id, ARGV[10] run_json,
---             ARGV[11] multitask, ARGV[12] queued_data_json, ARGV[13] create: '1' a new session,
+-- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] run_id, ARGV[11] run_json,
+--             ARGV[12] multitask, ARGV[13] queued_data_json, ARGV[14] create: '1' a new session,
 --             '2' the session, made now if missing (a client-chosen chat id), '0' an existing one,
---             ARGV[14] cancel_channel, then session fields as name, value pairs
+--             ARGV[15] cancel_channel, then session fields as name, value pairs
 -- Returns {'ok', seq, 'started'|'pending'} | {'missing'} | {'gone'} | {'exists'} | {'conflict', active_run_id}
 local k, s = session_context()
-local run_id, multitask = ARGV[9], ARGV[11]
+local run_id, multitask = ARGV[10], ARGV[12]
 
-local create = ARGV[13] == '1'
+local create = ARGV[14] == '1'
 if create then
   if redis.call('EXISTS', k.meta) == 1 then return {'exists'} end
 elseif redis.call('EXISTS', k.meta) == 0 then
   if redis.call('EXISTS', k.gone) == 1 then return {'gone'} end
-  if ARGV[13] ~= '2' then return {'missing'} end
+  if ARGV[14] ~= '2' then return {'missing'} end
   create = true
 end
 local active = redis.call('HGET', k.meta, 'active_run')
@@ -27,11 +27,11 @@ if active == '' then active = false end
 if active and multitask == 'reject' then return {'conflict', active} end
 
 if create then
-  for i = 15, #ARGV, 2 do redis.call('HSET', k.meta, ARGV[i], ARGV[i + 1]) end
+  for i = 16, #ARGV, 2 do redis.call('HSET', k.meta, ARGV[i], ARGV[i + 1]) end
 end
 local ts, now_ms, now_s = clock()
-local seq = add_event(k.meta, k.events, s.maxlen, 'run.queued', ARGV[12], ts)
-local run = cjson.decode(ARGV[10])
+local seq = add_event(k, s, 'run.queued', ARGV[13], ts)
+local run = cjson.decode(ARGV[11])
 run.queued_seq = seq
 run.queued_at = now_s
 redis.call('HSET', k.runs, run_id, cjson.encode(run))
@@ -54,7 +54,7 @@ for _, waiting in ipairs(redis.call('LRANGE', k.pending, 0, -1)) do
   local record = get_run(k.runs, waiting)
   record.status = 'cancelled'
   record.reason = superseded
-  record.finished_seq = add_event(k.meta, k.events, s.maxlen, 'run.cancelled', cjson.encode({run_id = waiting, reason = superseded}), ts)
+  record.finished_seq = add_event(k, s, 'run.cancelled', cjson.encode({run_id = waiting, reason = superseded}), ts)
   redis.call('HSET', k.runs, waiting, cjson.encode(record))
 end
 redis.call('DEL', k.pending)
@@ -65,6 +65,6 @@ if redis.call('EXISTS', k.lease) == 0 then
 end
 if redis.call('HGET', k.meta, 'cancel_run') ~= active then
   redis.call('HSET', k.meta, 'cancel_run', active)
-  redis.call('PUBLISH', ARGV[14], active)
+  redis.call('PUBLISH', ARGV[15], active)
 end
 return {'ok', seq, 'pending'}

@@ -6,7 +6,7 @@
 -- run ended), or with a job its outbox still holds (SPLIT_QUEUE: the caller that queued it may have
 -- died before pushing it). The lease is taken away with the requeue, so a run is requeued once.
 --
--- KEYS, ARGV: as lib.lua's session_context, then ARGV[9] lease_token or '', ARGV[10] a random job
+-- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] lease_token or '', ARGV[11] a random job
 -- id suffix (arq refuses a job id it still remembers: each requeue is a job of its own)
 -- A run waiting for an answer (ask.lua) has no lease: a reaper that finds its question's deadline
 -- passed ends the question as the agent chose: the run fails (`input_expired`), or goes on with the
@@ -14,7 +14,7 @@
 -- Returns {'requeued'} | {'renewed', lease_until} | {'cleared'} | {'not_holder'} | {'dispatch'};
 -- with SPLIT_QUEUE, 'requeued', 'cleared' and 'dispatch' also return the outbox (`<job_id> <run_id>`) to push.
 local k, s = session_context()
-local token = ARGV[9]
+local token = ARGV[10]
 local _, now_ms = clock()
 if token ~= '' then
   if redis.call('GET', k.lease) ~= token then return {'not_holder'} end
@@ -28,7 +28,7 @@ elseif redis.call('EXISTS', k.lease) == 0 then
   if run.waiting_until > now_ms then return {'renewed', run.waiting_until} end
   local ts, _, now_s = clock()
   if run.on_expiry_answers then
-    resume_run(k, s, run_id, run, run.on_expiry_received, run.on_expiry_answers, run_id .. '.x' .. ARGV[10], ts, now_ms)
+    resume_run(k, s, run_id, run, run.on_expiry_received, run.on_expiry_answers, run_id .. '.x' .. ARGV[11], ts, now_ms)
     return {'requeued', redis.call('HGET', k.meta, 'dispatch')}
   end
   local error = {type = 'input_expired', message = 'no answer to question ' .. run.waiting_for .. ' came before it expired'}
@@ -48,5 +48,5 @@ if token ~= '' then
   run.handovers = (run.handovers or 0) + 1
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
 end
-queue_job(k, s, run_id, run_id .. '.' .. ARGV[10], now_ms)
+queue_job(k, s, run_id, run_id .. '.' .. ARGV[11], now_ms)
 return {'requeued', redis.call('HGET', k.meta, 'dispatch')}

@@ -9,13 +9,13 @@
 -- and this script leaves the job to be picked again within seconds; a job that got this far must
 -- not be picked again when that mark lapses.
 --
--- KEYS, ARGV: as lib.lua's session_context, then ARGV[9] run_id, ARGV[10] lease_token,
---             ARGV[11] lease_ms, ARGV[12] max_attempts, ARGV[13] job_id
+-- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] run_id, ARGV[11] lease_token,
+--             ARGV[12] lease_ms, ARGV[13] max_attempts, ARGV[14] job_id
 -- Returns {'ok', seq, run_json, verdict} with verdict '' (run it), 'cancel' (a cancel is pending:
 -- end it cancelled) or 'exhausted' (too many attempts: end it failed); or {'inactive'} | {'leased'}
 -- | {'not_running', status}
 local k, s = session_context()
-local run_id, token, lease_ms, max_attempts = ARGV[9], ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12])
+local run_id, token, lease_ms, max_attempts = ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
 
 if redis.call('HGET', k.meta, 'active_run') ~= run_id then return {'inactive'} end
 if redis.call('EXISTS', k.lease) == 1 then return {'leased'} end
@@ -34,7 +34,7 @@ redis.call('SET', k.lease, token)
 redis.call('HSET', k.meta, 'lease_until', now_ms + lease_ms)
 index_lease(k, s, now_ms + lease_ms)
 redis.call('HDEL', k.meta, 'dispatch')
-if not SPLIT_QUEUE then redis.call('ZREM', s.queue, ARGV[13]) end
+if not SPLIT_QUEUE then redis.call('ZREM', s.queue, ARGV[14]) end
 if verdict ~= '' then
   -- The lease lets the worker write the terminal event through the usual fenced append.
   return {'ok', redis.call('HGET', k.meta, 'seq'), redis.call('HGET', k.runs, run_id), verdict}
@@ -42,10 +42,10 @@ end
 
 if run.status == 'running' then
   local data = cjson.encode({run_id = run_id, attempt = run.attempt + 1, reason = 'the worker running attempt ' .. run.attempt .. ' stopped'})
-  add_event(k.meta, k.events, s.maxlen, 'run.retrying', data, ts)
+  add_event(k, s, 'run.retrying', data, ts)
 end
 run.attempt = run.attempt + 1
-local seq = add_event(k.meta, k.events, s.maxlen, 'run.started', cjson.encode({run_id = run_id, attempt = run.attempt}), ts)
+local seq = add_event(k, s, 'run.started', cjson.encode({run_id = run_id, attempt = run.attempt}), ts)
 run.status = 'running'
 run.started_seq = seq
 run.started_at = now_s

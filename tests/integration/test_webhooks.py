@@ -1,0 +1,164 @@
+"""Webhooks through a gateway and a worker, to a receiver on loopback: signed as Standard Webhooks
+says (verified with its own library), retried after an error, accepted once per event id."""
+
+import asyncio
+import json
+from collections import Counter
+from typing import Any
+
+import httpx2
+import pytest
+from standardwebhooks import Webhook
+
+from tests.fixtures.stack import Gateway
+from tests.integration.test_questions import AGENTS
+from tests.sse_client import read_events
+from tests.waiting import eventually
+from tests.webhook_receiver import Receiver
+from worker import metrics
+
+HOOKS = "/hooks/"
+
+
+async def _stack(start_gateway: Any, start_worker: Any, receiver: Receiver, **overrides: Any) -> Gateway:
+    settings = {"agents": AGENTS, "webhook_allowed_urls": [receiver.url + HOOKS], **overrides}
+    gateway: Gateway = await start_gateway(**settings)
+    await start_worker(**settings)
+    return gateway
+
+
+async def test_run_ends_and_questions_are_signed_retried_and_accepted_once(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    async with Receiver(refuse_first=1) as receiver:
+        gateway = await _stack(start_gateway, start_worker, receiver)
+        async with httpx2.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            config = (await client.put("/v1/webhook", json={"url": receiver.url + HOOKS + "tenant"})).json()
+            assert config["url"].endswith("/hooks/tenant") and config["secret"].startswith("whsec_")
+            assert (await client.get("/v1/webhook")).json() == config
+
+            done = (await client.post("/v1/sessions", json={"input": "hi", "params": {"tokens": 5}})).json()
+            failing = {"input": "x", "params": {"tokens": 5, "fail_at_token": 2}, "webhook": receiver.url + HOOKS + "own"}
+            failed = (await client.post("/v1/sessions", json=failing)).json()
+            slow = {"input": "slow", "params": {"tokens": 500, "tokens_per_second": 20}}
+            cancelled = (await client.post("/v1/sessions", json=slow)).json()
+            asking = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
+
+            async def _state(session: dict[str, Any]) -> dict[str, Any]:
+                return (await client.get(f"/v1/sessions/{session['session_id']}")).json()  # type: ignore[no-any-return]
+
+            async def waiting() -> dict[str, Any]:
+                state = await _state(asking)
+                assert state["status"] == "waiting_for_input"
+                return state
+
+            question = (await eventually(waiting, what="the question"))["pending_input"]
+            url = f"/v1/sessions/{asking['session_id']}/runs/{asking['run_id']}/input"
+            answer = {"input_id": question["input_id"], "answer": {"approved": True}}
+            assert (await client.post(url, json=answer)).status_code == 202
+            await eventually(lambda: _started(client, cancelled), what="the slow run started")
+            assert (await client.post(f"/v1/sessions/{cancelled['session_id']}/cancel")).status_code == 202
+
+            expected = 5  # completed, failed, cancelled, input.required, completed
+            await eventually(lambda: len(receiver.accepted()) == expected, within=30, what="every event delivered")
+            await asyncio.sleep(1.5)  # no late repeat of an accepted event
+            streams = {s["session_id"]: await read_events(client, s["events_url"]) for s in (done, asking)}
+
+    assert len(receiver.accepted()) == expected
+    attempts = Counter(d.webhook_id for d in receiver.deliveries)
+    assert set(attempts.values()) == {2}, attempts  # refused once, then accepted: the same id each time
+    verifier = Webhook(config["secret"])
+    payloads = [verifier.verify(d.body, d.headers) for d in receiver.deliveries]  # every attempt is signed
+    by_id: dict[str, list[bytes]] = {}
+    for delivery in receiver.deliveries:
+        by_id.setdefault(delivery.webhook_id, []).append(delivery.body)
+    assert all(len(set(bodies)) == 1 for bodies in by_id.values()), "a retry carries the same payload"
+
+    reported = {(p["session_id"], p["type"]): p for p in payloads}
+    assert {(p["session_id"], p["type"]) for p in payloads} == {
+        (done["session_id"], "run.completed"),
+        (failed["session_id"], "run.failed"),
+        (cancelled["session_id"], "run.cancelled"),
+        (asking["session_id"], "input.required"),
+        (asking["session_id"], "run.completed"),
+    }
+    paths = {d.path for d in receiver.deliveries if json.loads(d.body)["session_id"] == failed["session_id"]}
+    assert paths == {HOOKS + "own"}, "a session's own URL wins over its tenant's"
+
+    # Each payload is the stream's event: same id, same data (the output added back).
+    for session in (done, asking):
+        for event_id, kind, data in streams[session["session_id"]].events:
+            payload = reported.get((session["session_id"], kind))
+            if payload is not None and payload["event_id"] == str(event_id):
+                assert payload["data"] == data
+    completed = reported[(done["session_id"], "run.completed")]
+    assert completed["data"]["output"] and completed["data"]["run_id"] == done["run_id"]
+    assert reported[(asking["session_id"], "input.required")]["data"]["input_id"] == question["input_id"]
+    for (session_id, _), payload in reported.items():
+        assert by_id[f"{session_id}.{payload['event_id']}"], "webhook-id is <session_id>.<event_id>"
+    assert reported[(failed["session_id"], "run.failed")]["data"]["error"]["type"]
+
+
+async def _started(client: httpx2.AsyncClient, session: dict[str, Any]) -> bool:
+    return bool((await client.get(f"/v1/sessions/{session['session_id']}")).json()["status"] == "running")
+
+
+async def test_a_receiver_that_never_accepts_is_given_up_and_the_run_does_not_wait(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    async with Receiver(always_refuse=True) as receiver:
+        gateway = await _stack(start_gateway, start_worker, receiver, webhook_retry_seconds=3)
+        gave_up = metrics.WEBHOOK_DELIVERIES.labels("gave_up")._value.get()
+        async with httpx2.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            body = {"input": "hi", "params": {"tokens": 3}, "webhook": receiver.url + HOOKS}
+            made = (await client.post("/v1/sessions", json=body)).json()
+            received = await read_events(client, made["events_url"])  # the run ends while its webhook fails
+            assert received.events[-1][1] == "run.completed"
+            await eventually(
+                lambda: metrics.WEBHOOK_DELIVERIES.labels("gave_up")._value.get() == gave_up + 1,
+                within=15,
+                what="the webhook given up",
+            )
+            tries = len(receiver.deliveries)
+            await asyncio.sleep(2)
+    assert tries >= 2 and len(receiver.deliveries) == tries, "retried, then no more"
+
+
+async def test_webhook_urls_outside_the_operators_allowlist_are_refused(start_gateway: Any) -> None:
+    allowed = "https://hooks.example.com/tokentail/"
+    gateway = await start_gateway(webhook_allowed_urls=[allowed])
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10) as client:
+        for url in [
+            "http://hooks.example.com/tokentail/x",  # another scheme
+            "https://hooks.example.com:8443/tokentail/x",  # another port
+            "https://hooks.example.com.evil.io/tokentail/x",
+            "https://hooks.example.com/tokentailx",  # not under the path
+            "https://user:pw@hooks.example.com/tokentail/x",
+            "http://169.254.169.254/latest/meta-data/",
+            "file:///etc/passwd",
+        ]:
+            for answer in [
+                await client.put("/v1/webhook", json={"url": url}),
+                await client.post("/v1/sessions", json={"webhook": url}),
+            ]:
+                assert answer.status_code == 422, url
+                assert answer.json()["error"]["type"] == "validation_error"
+        ok = await client.put("/v1/webhook", json={"url": allowed + "a?b=c"})
+        assert ok.status_code == 200
+    off = await start_gateway()
+    async with httpx2.AsyncClient(base_url=off.url, timeout=10) as client:
+        refused = await client.put("/v1/webhook", json={"url": allowed})
+        assert refused.status_code == 422 and "off" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("rotate", [False, True])
+async def test_the_tenants_secret_is_kept_unless_rotated(start_gateway: Any, rotate: bool) -> None:
+    gateway = await start_gateway(webhook_allowed_urls=["https://hooks.example.com/"])
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10) as client:
+        first = (await client.get("/v1/webhook")).json()
+        assert first["url"] is None
+        put = await client.put("/v1/webhook", json={"url": "https://hooks.example.com/a", "rotate_secret": rotate})
+        assert (put.json()["secret"] == first["secret"]) is not rotate
+        assert (await client.delete("/v1/webhook")).status_code == 204
+        after = (await client.get("/v1/webhook")).json()
+        assert after["url"] is None and after["secret"] == put.json()["secret"]

@@ -1,0 +1,134 @@
+"""Delivers webhook events: each worker posts what its sessions' `hooks` lists hold, in order.
+
+Each pass claims the sessions the webhooks index says are due (shared/webhook_index.py), and posts
+each session's events one by one, oldest first, signed (shared/webhooks.py). An event leaves its
+list once a receiver answers 2xx; any other answer, a timeout or a refused connection leaves it
+at the head, and the session is looked at again after a delay that grows with the event's age (1 s,
+then half its age, at most 15 min), until `webhook_retry_seconds` have passed: then it is dropped
+and counted `gave_up`. A deliverer that dies mid-post leaves its claim to lapse; another posts the
+event again, with the same `webhook-id`: delivery is at least once, and receivers drop repeats by id.
+Nothing here is on a run's path: a run only adds to its session's list.
+"""
+
+import asyncio
+import logging
+import random
+import time
+
+import httpx2
+from redis import exceptions as redis_errors
+
+from shared.keys import Keys
+from shared.lua import load_script
+from shared.redis_clients import AnyRedis
+from shared.settings import Settings
+from shared.webhook_index import Claim, WebhookIndex
+from shared.webhooks import Hook, TenantWebhooks, WebhookPolicy, sign
+from worker import metrics
+
+logger = logging.getLogger(__name__)
+
+BATCH = 32  # sessions claimed per pass
+CONCURRENCY = 16  # posts in flight per worker process
+IDLE_SECONDS = 0.25  # between passes that found nothing due
+MAX_DELAY_SECONDS = 900.0
+
+
+def retry_delay(age_seconds: float) -> float:
+    """Seconds before the next attempt at an event this old: 1 s, then half its age, at most 15 min."""
+    return min(MAX_DELAY_SECONDS, max(1.0, age_seconds / 2)) * random.uniform(0.9, 1.1)
+
+
+class WebhookDeliverer:
+    def __init__(self, sessions: AnyRedis, index: WebhookIndex, settings: Settings) -> None:
+        self._redis = sessions
+        self._index = index
+        self._keys = Keys(settings.key_prefix)
+        self._tenants = TenantWebhooks(sessions, self._keys)
+        self._policy = WebhookPolicy(settings.webhook_allowed_urls)
+        self._retry_seconds = settings.webhook_retry_seconds
+        # One deliverer at a time posts a session's events, for at most half its claim: time for a
+        # few slow receivers. A dead deliverer's sessions come due again when the claim lapses.
+        self._claim_ms = int(6_000 * settings.webhook_timeout_seconds)
+        # Redirects are not followed: a receiver could otherwise send the worker past the allowlist.
+        self._http = httpx2.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+        self._drop = sessions.register_script(load_script("drop_hook"))  # type: ignore[misc]
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def run_forever(self) -> None:
+        failing = False
+        while True:
+            try:
+                claimed = await self._index.claim(BATCH, self._claim_ms)
+                await asyncio.gather(*map(self._deliver_session, claimed))
+            except (redis_errors.RedisError, OSError) as exc:
+                if not failing:
+                    logger.warning("webhooks paused: Redis failed (%s: %s)", type(exc).__name__, exc)
+                failing = True
+                await asyncio.sleep(1)
+                continue
+            if failing:
+                logger.warning("webhooks: Redis is back")
+            failing = False
+            if len(claimed) < BATCH:
+                await asyncio.sleep(IDLE_SECONDS)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _deliver_session(self, claim: Claim) -> None:
+        async with self._slots:
+            hooks_key = self._keys.session(claim.session_id).hooks
+            started = time.monotonic()
+            while time.monotonic() - started < self._claim_ms / 2000:
+                raw = await self._redis.lindex(hooks_key, 0)  # type: ignore[misc]
+                if raw is None:
+                    await self._index.settle(claim)
+                    return
+                hook = Hook.parse(claim.session_id, raw)
+                if not await self._deliver(hook):
+                    age = time.time() - hook.ts_ms / 1000
+                    await self._index.settle(claim, int((time.time() + retry_delay(age)) * 1000))
+                    return
+                await self._drop(keys=[hooks_key], args=[raw])
+            await self._index.settle(claim, int(time.time() * 1000))  # more to post: due again now
+
+    async def _deliver(self, hook: Hook) -> bool:
+        """Post one event; True once it is done with (delivered, or dropped for good)."""
+        age = time.time() - hook.ts_ms / 1000
+        if age > self._retry_seconds:
+            logger.warning(
+                "webhook %s (%s) to %s given up: not accepted within %d s",
+                hook.webhook_id,
+                hook.type,
+                hook.url,
+                self._retry_seconds,
+            )
+            metrics.WEBHOOK_DELIVERIES.labels("gave_up").inc()
+            return True
+        if not self._policy.allows(hook.url):  # the operator narrowed the allowlist since
+            logger.warning("webhook %s dropped: %s is no longer an allowed URL", hook.webhook_id, hook.url)
+            metrics.WEBHOOK_DELIVERIES.labels("not_allowed").inc()
+            return True
+        body = hook.body()
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "tokentail-webhooks",
+            "webhook-id": hook.webhook_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(await self._tenants.secret(hook.tenant), hook.webhook_id, timestamp, body),
+        }
+        try:
+            response = await self._http.post(hook.url, content=body, headers=headers)
+        except httpx2.HTTPError as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+        else:
+            if response.is_success:
+                metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
+                metrics.WEBHOOK_DELAY.observe(max(0.0, age))
+                return True
+            failure = f"HTTP {response.status_code}"
+        logger.info("webhook %s (%s) to %s not accepted (%s); retried", hook.webhook_id, hook.type, hook.url, failure)
+        metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+        return False
