@@ -16,10 +16,11 @@ from typing import Annotated
 
 from haystack.components.agents import Agent
 from haystack.components.generators.chat import OpenAIChatGenerator
+from haystack.hooks.human_in_the_loop import ConfirmationHook
 from haystack.tools import tool
 from haystack.utils import Secret
 
-from tokentail.frameworks.haystack import from_agent
+from tokentail.frameworks.haystack import AskTokentail, from_agent
 
 
 @tool
@@ -28,13 +29,21 @@ def get_weather(city: Annotated[str, "the city"]) -> dict[str, object]:
     return {"city": city, "temperature_c": 21, "sky": "sunny"}
 
 
-agent = Agent(
-    chat_generator=OpenAIChatGenerator(
-        model=os.environ.get("TOKENTAIL_EXAMPLE_MODEL", "gpt-4o-mini"),
-        api_key=Secret.from_env_var("OPENAI_API_KEY"),
-        api_base_url=os.environ.get("OPENAI_BASE_URL"),  # None: OpenAI's
-    ),
-    tools=[get_weather],
-    system_prompt="You answer questions about the weather. Call get_weather for the city asked about.",
-)
-weather = from_agent(agent)
+def _agent(**options: object) -> Agent:
+    return Agent(
+        chat_generator=OpenAIChatGenerator(
+            model=os.environ.get("TOKENTAIL_EXAMPLE_MODEL", "gpt-4o-mini"),
+            api_key=Secret.from_env_var("OPENAI_API_KEY"),
+            api_base_url=os.environ.get("OPENAI_BASE_URL"),  # None: OpenAI's
+            generation_kwargs={"temperature": 0},
+        ),
+        tools=[get_weather],
+        system_prompt="You answer questions about the weather. Call get_weather for the city asked about.",
+        **options,  # type: ignore[arg-type]
+    )
+
+
+weather = from_agent(_agent())
+# The same agent, asking a person before each get_weather call (Haystack's confirmation hook):
+# `tokentail chat --agent careful_weather ...` asks at the terminal, the demo page shows buttons.
+careful_weather = from_agent(_agent(hooks={"before_tool": [ConfirmationHook({"get_weather": AskTokentail()})]}))

@@ -40,13 +40,15 @@ class Receiver:
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
 
     async def _receive(self, request: Request) -> Response:
         body = await request.body()
         headers = dict(request.headers)
         if self.stall_first and not self.deliveries:
             self.deliveries.append(Delivery(request.url.path, headers, body, 0))
-            await asyncio.Event().wait()  # never answers: the deliverer is killed meanwhile
+            await self._closing.wait()  # no answer while the test runs: its deliverer is killed meanwhile
+            return Response(status_code=503)
         earlier = sum(d.webhook_id == headers.get("webhook-id") for d in self.deliveries)
         status = 500 if self.always_refuse or earlier < self.refuse_first else 204
         self.deliveries.append(Delivery(request.url.path, headers, body, status))
@@ -64,6 +66,7 @@ class Receiver:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        self._closing.set()
         self._server.should_exit = True
         if self._task is not None:
             await self._task

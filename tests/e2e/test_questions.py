@@ -1,12 +1,15 @@
-"""A question that outlives its client, its gateway and its worker: real processes."""
+"""A question, and a webhook, that outlive their client, gateway and worker: real processes."""
 
 import asyncio
+import json
+import time
 
 import httpx2
 
 from tests.e2e.conftest import Stack
 from tests.sse_client import read_events
 from tests.waiting import eventually
+from tests.webhook_receiver import Receiver
 
 AGENTS = '{"approve": "tests.asking_agent:approval"}'
 
@@ -51,3 +54,29 @@ async def test_a_pending_question_survives_a_killed_worker_and_is_answered_from_
     assert "run.retrying" not in kinds, "a waiting run holds no worker: nothing to take over"
     assert received.ids == list(range(1, len(kinds) + 1))
     assert received.events[-1][2]["output"] == "Checking. Done: deleted."
+
+
+async def test_a_worker_killed_mid_delivery_leaves_its_webhook_to_another_worker(stack: Stack) -> None:
+    # The first post of the run's webhook is never answered: its worker is killed -9 while it waits.
+    async with Receiver(stall_first=True) as receiver:
+        stack.env |= {"TOKENTAIL_WEBHOOK_ALLOWED_URLS": receiver.url, "TOKENTAIL_WEBHOOK_TIMEOUT_SECONDS": "2"}
+        gateway = stack.gateway()
+        poster = stack.worker()
+        await asyncio.to_thread(stack.wait_for_workers, 1)
+        async with httpx2.AsyncClient(base_url=gateway, timeout=30) as client:
+            body = {"input": "hi", "params": {"tokens": 3}, "webhook": receiver.url + "/hook"}
+            made = (await client.post("/v1/sessions", json=body)).json()
+            await eventually(lambda: len(receiver.deliveries) == 1, within=20, what="the first post, in flight")
+            poster.kill()
+            struck = time.monotonic()
+            poster.wait()
+            stack.worker()
+            await eventually(lambda: len(receiver.accepted()) == 1, within=30, what="the webhook delivered again")
+            redelivered = time.monotonic() - struck
+            received = await read_events(client, made["events_url"])
+            await asyncio.sleep(1)
+    first, again = receiver.deliveries[0], receiver.accepted()[0]
+    assert len(receiver.deliveries) == 2
+    assert first.webhook_id == again.webhook_id == f"{made['session_id']}.{received.ids[-1]}"
+    assert first.body == again.body and json.loads(again.body)["type"] == "run.completed"
+    print(f"\nwebhook posted again {redelivered:.1f} s after its deliverer was killed (claim: 12 s)")  # noqa: T201

@@ -22,8 +22,10 @@ from tests.redis_cluster import LocalCluster, require
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.sse_client import read_events
 from tests.waiting import eventually
+from tests.webhook_receiver import Receiver
 from tokentail.redis_server import RedisServer
 from worker.reaper import Reaper
+from worker.webhooks import WebhookDeliverer
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +103,7 @@ async def test_runs_stream_end_to_end_with_sessions_on_every_shard_and_the_queue
                     "/v1/sessions", json={"input": f"question {i}", "params": {"tokens": 20, "tokens_per_second": 200}}
                 )
             ).json()
-            for i in range(12)
+            for i in range(30)  # on all three primaries, but for a chance of 3 * (2/3)^30
         ]
         streams = await asyncio.gather(*(read_events(client, session["events_url"]) for session in created))
     for received in streams:
@@ -330,3 +332,61 @@ async def test_questions_on_a_cluster_are_answered_and_expire_through_the_queue_
         )
     assert answered.events[-1][2]["output"] == "Checking. Done: deleted."
     assert expired.events[-1][1] == "run.failed" and expired.events[-1][2]["error"]["type"] == "input_expired"
+
+
+async def test_webhooks_of_sessions_on_every_shard_are_delivered_through_the_index_beside_the_queue(
+    start_gateway: Any, start_worker: Any, queue: Redis, settings: Settings
+) -> None:
+    async with Receiver() as receiver:
+        hooks = {"webhook_allowed_urls": [receiver.url]}
+        gateway = await start_gateway(**hooks)
+        await start_worker(**hooks)
+        async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:
+            await client.put("/v1/webhook", json={"url": receiver.url + "/t"})
+            created = [
+                (await client.post("/v1/sessions", json={"input": f"q {i}", "params": {"tokens": 3}})).json()
+                for i in range(9)
+            ]
+            await eventually(lambda: len(receiver.accepted()) == len(created), within=20, what="every webhook")
+            await eventually(lambda: _index_empty(queue, settings), within=10, what="the webhooks index emptied")
+    assert sorted(json.loads(d.body)["session_id"] for d in receiver.deliveries) == sorted(
+        c["session_id"] for c in created
+    )
+
+
+async def _index_empty(queue: Redis, settings: Settings) -> bool:
+    return not await queue.zcard(f"{settings.key_prefix}:webhook-checks")
+
+
+async def test_a_worker_that_dies_right_after_ending_its_run_loses_no_webhook(
+    runs: RunLifecycle, sessions: RedisCluster, queue: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Receiver() as receiver:
+        hooked = settings.model_copy(update={"webhook_allowed_urls": [receiver.url]})
+        runs = RunLifecycle(sessions, hooked, queue=queue)
+        session, run = make_session(), make_run()
+        session.webhook = receiver.url + "/s"
+        await runs.queue_run(session.session_id, run, create=session)
+        assert await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1") is not None
+
+        async def dies(*args: object) -> None:
+            raise ConnectionError("the worker died here")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(runs.webhooks, "due_now", dies)
+            with pytest.raises(ConnectionError):
+                await RunLease(runs, session.session_id, run.run_id, "lease-1").append(
+                    [], ending=completion(run.run_id)
+                )
+        # The session is in the index, due after a grace: as if the grace had passed, a deliverer posts it.
+        [(member, _)] = await queue.zrange(runs.keys.webhook_checks, 0, -1, withscores=True)
+        assert member.decode() == session.session_id
+        await queue.zadd(runs.keys.webhook_checks, {session.session_id: 0})
+        deliverer = WebhookDeliverer(sessions, runs.webhooks, hooked)
+        delivering = asyncio.create_task(deliverer.run_forever())
+        try:
+            await eventually(lambda: len(receiver.accepted()) == 1, what="the webhook")
+        finally:
+            delivering.cancel()
+            await deliverer.close()
+    assert json.loads(receiver.accepted()[0].body)["type"] == "run.completed"

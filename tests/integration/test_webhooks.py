@@ -38,7 +38,11 @@ async def test_run_ends_and_questions_are_signed_retried_and_accepted_once(
             assert (await client.get("/v1/webhook")).json() == config
 
             done = (await client.post("/v1/sessions", json={"input": "hi", "params": {"tokens": 5}})).json()
-            failing = {"input": "x", "params": {"tokens": 5, "fail_at_token": 2}, "webhook": receiver.url + HOOKS + "own"}
+            failing = {
+                "input": "x",
+                "params": {"tokens": 5, "fail_at_token": 2},
+                "webhook": receiver.url + HOOKS + "own",
+            }
             failed = (await client.post("/v1/sessions", json=failing)).json()
             slow = {"input": "slow", "params": {"tokens": 500, "tokens_per_second": 20}}
             cancelled = (await client.post("/v1/sessions", json=slow)).json()

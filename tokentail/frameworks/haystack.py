@@ -14,6 +14,13 @@ text -> `message.delta`, `reasoning` -> `reasoning.delta`, `ToolCallDelta`s asse
 `tool.started` once the model's message is complete (its arguments whole), `tool_call_result` (the
 Agent's tool invoker streams one per call) -> `tool.completed` or `tool.failed`, and `meta["usage"]`
 (the last chunk of an OpenAI stream, when asked with `stream_options.include_usage`) -> usage.
+
+Tool calls a person must approve go through Haystack's own confirmation hook, with `AskTokentail`
+as the strategy: the run waits for the answer without a worker (`ctx.ask`), any client approves or
+denies it, and any worker goes on:
+
+    hook = ConfirmationHook({"delete_file": AskTokentail()})
+    agent = Agent(chat_generator=..., tools=[delete_file], hooks={"before_tool": [hook]})
 """
 
 import hashlib
@@ -26,6 +33,7 @@ from haystack import Pipeline
 from haystack.components.agents import Agent
 from haystack.components.generators.chat import OpenAIChatGenerator
 from haystack.dataclasses import ChatMessage, StreamingChunk, ToolCall
+from haystack.hooks.human_in_the_loop import ToolExecutionDecision
 
 from worker.context import RunContext
 
@@ -54,6 +62,7 @@ def from_agent(agent: Agent) -> TokentailAgent:
             history(ctx) + [ChatMessage.from_user(ctx.input)],
             streaming_callback=mapper,
             generation_kwargs=_usage_kwargs(agent.chat_generator),
+            hook_context={HOOK_CONTEXT_KEY: ctx},  # for AskTokentail
         )
         await mapper.flush()
 
@@ -73,6 +82,56 @@ def from_pipeline(pipeline: Pipeline, inputs: Callable[[RunContext], dict[str, A
         await mapper.flush()
 
     return run
+
+
+HOOK_CONTEXT_KEY = "tokentail"
+
+
+class AskTokentail:
+    """A Haystack `ConfirmationStrategy` that asks through tokentail (`kind="approval"`, tied to the
+    tool call): a denial, with the person's reason, is what the model is told instead of the tool's
+    result, and the call is reported failed. `prompt` may use `{tool_name}` and `{arguments}`.
+
+    The run waits without a worker; the answer runs the agent again from its start, on any worker,
+    and this strategy returns the recorded answer when it is reached again (see `ctx.ask`): the
+    model's calls before the question are made again, so give the agent a deterministic model
+    (temperature 0) for its tool-calling steps."""
+
+    def __init__(self, prompt: str = "Run {tool_name} with {arguments}?", expires_in: float | None = None) -> None:
+        self.prompt = prompt
+        self.expires_in = expires_in
+
+    async def run_async(
+        self,
+        *,
+        tool_name: str,
+        tool_description: str,
+        tool_params: dict[str, Any],
+        tool_call_id: str | None = None,
+        confirmation_strategy_context: dict[str, Any] | None = None,
+    ) -> ToolExecutionDecision:
+        ctx: RunContext | None = (confirmation_strategy_context or {}).get(HOOK_CONTEXT_KEY)
+        if ctx is None:
+            raise RuntimeError("AskTokentail asks through tokentail: run the agent with from_agent(...)")
+        call_id = _call_id(ToolCall(tool_name, tool_params, tool_call_id))
+        prompt = self.prompt.format(tool_name=tool_name, arguments=json.dumps(tool_params, ensure_ascii=False))
+        answer = await ctx.ask(prompt, kind="approval", call_id=call_id, expires_in=self.expires_in)
+        if answer["approved"]:
+            return ToolExecutionDecision(tool_name, True, tool_call_id, final_tool_params=tool_params)
+        reason = answer.get("reason")
+        feedback = f"The user denied {tool_name}" + (f": {reason}" if reason else ".")
+        await ctx.tool_finished(call_id, error=feedback)  # Haystack does not stream a rejection
+        return ToolExecutionDecision(tool_name, False, tool_call_id, feedback=feedback)
+
+    def run(self, **kwargs: Any) -> ToolExecutionDecision:
+        raise RuntimeError("AskTokentail is async: tokentail runs agents with Agent.run_async")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": f"{__name__}.AskTokentail", "init_parameters": vars(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AskTokentail":
+        return cls(**data["init_parameters"])
 
 
 def _usage_kwargs(generator: object) -> dict[str, Any] | None:

@@ -3,10 +3,12 @@ its OpenAIChatGenerator streaming from the local fake OpenAI server; first, the 
 process, driven by Haystack's own MockChatGenerator. (In this file, not tests/unit: the unit tier's
 conftest needs fakeredis, which the framework's environment does not have.)"""
 
+import asyncio
 import json
 import os
 from typing import Any, cast
 
+import httpx2
 import pytest
 
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # read when haystack is imported
@@ -29,6 +31,8 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
+from tests.sse_client import read_events  # noqa: E402
+from tests.waiting import eventually  # noqa: E402
 from tokentail.frameworks.haystack import ChunkMapper, from_agent, from_pipeline, history  # noqa: E402
 from worker.context import RunContext  # noqa: E402
 
@@ -172,3 +176,47 @@ async def test_a_cancel_mid_answer_stops_the_model_s_stream(example: Example) ->
 
 async def test_a_worker_killed_mid_answer_is_taken_over_and_the_run_completes(example: Example) -> None:
     await worker_killed_mid_answer(example)
+
+
+@pytest.mark.parametrize("approved", [True, False])
+async def test_a_confirmation_hook_asks_through_tokentail_and_any_worker_goes_on(
+    example: Example, approved: bool
+) -> None:
+    # The example's careful agent asks before get_weather (Haystack's ConfirmationHook, AskTokentail):
+    # its worker is killed while the question waits; another worker goes on with the answer.
+    example.agents = '{"careful": "examples.haystack_agent:careful_weather"}'
+    url = example.gateway()
+    asker = example.worker()
+    await asyncio.to_thread(example.stack.wait_for_workers, 1)
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        made = (await client.post("/v1/sessions", json={"input": QUESTION, "agent": "careful"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+
+        async def question() -> dict[str, Any]:
+            state = (await client.get(f"/v1/sessions/{sid}")).json()
+            assert state["status"] == "waiting_for_input"
+            return dict(state["pending_input"])
+
+        pending = await eventually(question, within=30, what="the tool call's approval asked")
+        assert pending["prompt"] == 'Run get_weather with {"city": "Paris"}?'
+        assert (pending["kind"], pending["call_id"]) == ("approval", "call_weather_1")
+        asker.kill()
+        asker.wait()
+        example.worker()
+        await asyncio.to_thread(example.stack.wait_for_workers, 1)
+        answer = {"approved": True} if approved else {"approved": False, "reason": "not now"}
+        sent = await client.post(
+            f"/v1/sessions/{sid}/runs/{rid}/input", json={"input_id": pending["input_id"], "answer": answer}
+        )
+        assert sent.status_code == 202, sent.text
+        received = await read_events(client, made["events_url"])
+    kinds = [kind for _, kind, _ in received.events]
+    ended = "tool.completed" if approved else "tool.failed"
+    assert kinds[: kinds.index("input.received") + 1] == [
+        "run.queued", "run.started", "tool.started", "input.required", "input.received"
+    ]  # fmt: skip
+    assert kinds.count("tool.started") == 1 and kinds.count(ended) == 1 and "run.retrying" not in kinds
+    assert received.ids == list(range(1, len(kinds) + 1))
+    result = json.dumps(fake_openai.WEATHER) if approved else "The user denied get_weather: not now"
+    assert received.events[-1][1] == "run.completed"
+    assert received.events[-1][2]["output"] == f"The weather tool says: {result}."
