@@ -28,8 +28,7 @@ from worker import metrics
 
 logger = logging.getLogger(__name__)
 
-BATCH = 32  # sessions claimed per pass
-CONCURRENCY = 16  # posts in flight per worker process
+CONCURRENCY = 16  # sessions posted to at once per worker process
 IDLE_SECONDS = 0.25  # between passes that found nothing due
 MAX_DELAY_SECONDS = 900.0
 
@@ -53,45 +52,68 @@ class WebhookDeliverer:
         # Redirects are not followed: a receiver could otherwise send the worker past the allowlist.
         self._http = httpx2.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
         self._drop = sessions.register_script(load_script("drop_hook"))  # type: ignore[misc]
-        self._slots = asyncio.Semaphore(CONCURRENCY)
 
     async def run_forever(self) -> None:
+        """Claim due sessions as posting slots free up: a slow receiver holds one slot, not a pass."""
+        posting: set[asyncio.Task[None]] = set()
         failing = False
-        while True:
-            try:
-                claimed = await self._index.claim(BATCH, self._claim_ms)
-                await asyncio.gather(*map(self._deliver_session, claimed))
-            except (redis_errors.RedisError, OSError) as exc:
-                if not failing:
-                    logger.warning("webhooks paused: Redis failed (%s: %s)", type(exc).__name__, exc)
-                failing = True
-                await asyncio.sleep(1)
-                continue
-            if failing:
-                logger.warning("webhooks: Redis is back")
-            failing = False
-            if len(claimed) < BATCH:
-                await asyncio.sleep(IDLE_SECONDS)
+        try:
+            while True:
+                free = CONCURRENCY - len(posting)
+                if not free:
+                    await asyncio.wait(posting, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    claimed = await self._index.claim(free, self._claim_ms)
+                except (redis_errors.RedisError, OSError) as exc:
+                    if not failing:
+                        logger.warning("webhooks paused: Redis failed (%s: %s)", type(exc).__name__, exc)
+                    failing = True
+                    await asyncio.sleep(1)
+                    continue
+                if failing:
+                    logger.warning("webhooks: Redis is back")
+                failing = False
+                for claim in claimed:
+                    task = asyncio.create_task(self._post_session(claim))
+                    posting.add(task)
+                    task.add_done_callback(posting.discard)
+                if len(claimed) < free:  # none left due
+                    await asyncio.sleep(IDLE_SECONDS)
+        finally:
+            for task in posting:
+                task.cancel()
+            await asyncio.gather(*posting, return_exceptions=True)
 
     async def close(self) -> None:
         await self._http.aclose()
 
+    async def _post_session(self, claim: Claim) -> None:
+        try:
+            await self._deliver_session(claim)
+        except (redis_errors.RedisError, OSError) as exc:  # its claim lapses: another pass posts again
+            logger.warning("webhooks of session %s: Redis failed (%s: %s)", claim.session_id, type(exc).__name__, exc)
+
     async def _deliver_session(self, claim: Claim) -> None:
-        async with self._slots:
-            hooks_key = self._keys.session(claim.session_id).hooks
-            started = time.monotonic()
-            while time.monotonic() - started < self._claim_ms / 2000:
-                raw = await self._redis.lindex(hooks_key, 0)  # type: ignore[misc]
-                if raw is None:
-                    await self._index.settle(claim)
-                    return
+        hooks_key = self._keys.session(claim.session_id).hooks
+        started = time.monotonic()
+        while time.monotonic() - started < self._claim_ms / 2000:
+            raw = await self._redis.lindex(hooks_key, 0)  # type: ignore[misc]
+            if raw is None:
+                await self._index.settle(claim)
+                return
+            try:
                 hook = Hook.parse(claim.session_id, raw)
-                if not await self._deliver(hook):
-                    age = time.time() - hook.ts_ms / 1000
-                    await self._index.settle(claim, int((time.time() + retry_delay(age)) * 1000))
-                    return
+            except (ValueError, KeyError, TypeError):  # not one this version wrote: never deliverable
+                logger.error("webhooks of session %s: dropped an unreadable entry %r", claim.session_id, raw[:200])
                 await self._drop(keys=[hooks_key], args=[raw])
-            await self._index.settle(claim, int(time.time() * 1000))  # more to post: due again now
+                continue
+            if not await self._deliver(hook):
+                age = time.time() - hook.ts_ms / 1000
+                await self._index.settle(claim, int((time.time() + retry_delay(age)) * 1000))
+                return
+            await self._drop(keys=[hooks_key], args=[raw])
+        await self._index.settle(claim, int(time.time() * 1000))  # more to post: due again now
 
     async def _deliver(self, hook: Hook) -> bool:
         """Post one event; True once it is done with (delivered, or dropped for good)."""

@@ -1,0 +1,80 @@
+"""Webhooks' pure parts: the allowlist, the signature (against the Standard Webhooks library), the
+payload, the retry delays."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from standardwebhooks import Webhook
+
+from shared.webhooks import Hook, WebhookNotAllowed, WebhookPolicy, new_secret, sign
+from worker.webhooks import MAX_DELAY_SECONDS, retry_delay
+
+POLICY = WebhookPolicy(["https://Hooks.example.com/tokentail", "http://[::1]:9000/"])
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://hooks.example.com/tokentail", True),
+        ("https://HOOKS.example.com:443/tokentail/a/b?x=1", True),  # host case, default port
+        ("https://hooks.example.com/tokentailx", False),
+        ("https://hooks.example.com/", False),
+        ("http://hooks.example.com/tokentail", False),
+        ("https://hooks.example.com:444/tokentail", False),
+        ("https://hooks.example.com@evil.io/tokentail", False),
+        ("http://[::1]:9000/any", True),
+        ("http://[::1]:9001/any", False),
+        ("https://hooks.example.com:99999/tokentail", False),  # not a port
+        ("ftp://hooks.example.com/tokentail", False),
+        ("not a url", False),
+    ],
+)
+def test_the_allowlist_matches_scheme_host_and_port_exactly_then_a_path_prefix(url: str, allowed: bool) -> None:
+    assert POLICY.allows(url) is allowed
+    if not allowed:
+        with pytest.raises(WebhookNotAllowed):
+            POLICY.check(url)
+
+
+def test_webhooks_are_off_without_an_allowlist() -> None:
+    with pytest.raises(WebhookNotAllowed, match="off"):
+        WebhookPolicy([]).check("https://hooks.example.com/")
+
+
+def test_the_signature_is_standard_webhooks() -> None:
+    secret, body, when = new_secret(), b'{"type":"run.completed"}', datetime.now(tz=UTC)
+    timestamp = int(when.timestamp())
+    signature = sign(secret, "s_1.9", timestamp, body)
+    assert signature == Webhook(secret).sign("s_1.9", when, body.decode())
+    headers = {"webhook-id": "s_1.9", "webhook-timestamp": str(timestamp), "webhook-signature": signature}
+    assert Webhook(secret).verify(body, headers) == {"type": "run.completed"}
+
+
+def test_a_completed_runs_payload_has_its_output_back_and_its_ids() -> None:
+    entry = {
+        "seq": 9,
+        "ts": "1795400000123456",
+        "type": "run.completed",
+        "data": '{"run_id":"r_1","usage":{}}',
+        "url": "https://h/",
+        "tenant": "acme",
+        "output": "Hi é",
+    }
+    hook = Hook.parse("s_1", json.dumps(entry).encode())
+    assert (hook.webhook_id, hook.ts_ms, hook.tenant) == ("s_1.9", 1795400000123, "acme")
+    assert json.loads(hook.body()) == {
+        "type": "run.completed",
+        "timestamp": 1795400000.123,
+        "session_id": "s_1",
+        "event_id": "9",
+        "data": {"run_id": "r_1", "usage": {}, "output": "Hi é"},
+    }
+    failed = Hook.parse("s_1", json.dumps(entry | {"type": "run.failed", "output": None}).encode())
+    assert json.loads(failed.body())["data"] == {"run_id": "r_1", "usage": {}}
+
+
+def test_retries_wait_longer_as_the_event_ages_up_to_a_bound() -> None:
+    assert 0.9 <= retry_delay(0) <= 1.1
+    assert 90 <= retry_delay(200) <= 110
+    assert retry_delay(10**6) <= MAX_DELAY_SECONDS * 1.1
