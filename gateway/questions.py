@@ -8,6 +8,7 @@ from jsonschema.exceptions import best_match
 
 from shared.errors import InputNotPending, InvalidInput, QuestionNotFound, RunNotFound
 from shared.lifecycle import RunLifecycle
+from shared.records import RunRecord
 from shared.store import SessionStore
 
 
@@ -19,6 +20,12 @@ async def answer_question(
     run = next((run for run in session.runs if run.run_id == run_id), None)
     if run is None:
         raise RunNotFound(session_id, run_id)
+    return await answer_run(runs, session_id, run, input_id, answer)
+
+
+async def answer_run(runs: RunLifecycle, session_id: str, run: RunRecord, input_id: str, answer: Any) -> int:
+    """`answer_question`, for the `run` record just read."""
+    run_id = run.run_id
     question = next((question for question in run.asked if question.input_id == input_id), None)
     if question is None:
         raise QuestionNotFound(run_id, input_id)

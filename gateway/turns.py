@@ -19,7 +19,7 @@ from gateway.deps import (
 )
 from gateway.ids import new_run_id
 from gateway.limits import RunBudget
-from gateway.questions import answer_question
+from gateway.questions import answer_run
 from gateway.schemas import CreateRun
 from gateway.webhooks import SessionWebhooks
 from shared.catalog import check_agent, parse_model
@@ -116,18 +116,17 @@ class ChatTurns:
         await self.runs.queue_run(session_id, run, multitask="enqueue", create=session, if_missing=True)
         return run
 
-    async def answer(self, session_id: str, answers: dict[str, Any]) -> tuple[RunRecord, int]:
+    async def answer(self, session: SessionRecord, answers: dict[str, Any]) -> tuple[RunRecord, int]:
         """The chat's waiting run, answered with the one of `answers` (by input id) it waits for; and
-        the seq of the `input.received` event."""
+        the seq of the `input.received` event. `session` as just read."""
         self.caller.require_chat()
-        run = (await self.store.get_session(session_id)).active_run
+        run = session.active_run
         if run is None or run.waiting_for is None or run.waiting_for not in answers:
             waiting = f"waits for {run.waiting_for!r}" if run is not None and run.waiting_for else "waits for nothing"
             raise InputNotPending(f"the chat's run {waiting}: the answers sent are to {sorted(answers)}")
-        seq = await answer_question(
-            self.store, self.runs, session_id, run.run_id, run.waiting_for, answers[run.waiting_for]
-        )
-        run.answers[run.waiting_for] = answers[run.waiting_for]
+        input_id = run.waiting_for
+        seq = await answer_run(self.runs, session.session_id, run, input_id, answers[input_id])
+        run.answers[input_id] = answers[input_id]
         return run, seq
 
 

@@ -160,6 +160,17 @@ def stored_ending(ending: Ending) -> tuple[str, str]:
     return ending.model_dump_json(), compact_json({"reason": ending.reason})
 
 
+@contextlib.asynccontextmanager
+async def _fenced() -> AsyncIterator[None]:
+    """Around a script fenced by the run's lease: its FENCED error is a LeaseLost."""
+    try:
+        yield
+    except ResponseError as exc:
+        if str(exc).startswith("FENCED"):
+            raise LeaseLost(str(exc)) from None
+        raise
+
+
 def _missing_or_gone(outcome: bytes, session_id: str) -> None:
     if outcome == b"gone":
         raise SessionExpired(session_id)
@@ -388,16 +399,12 @@ class RunLifecycle:
         args += [lease.run_id, lease.token, append_id or secrets.token_hex(8), outcome]
         for event_type, data in events:
             args += [event_type, data]
-        try:
+        async with _fenced():
             if ending is None:
                 seq = await self._append(keys=keys, args=args)
             else:
                 async with self._hooks(lease.session_id):
                     seq = await self._append(keys=keys, args=args)
-        except ResponseError as exc:
-            if str(exc).startswith("FENCED"):
-                raise LeaseLost(str(exc)) from None
-            raise
         if ending is not None and self._split:
             # The run in line behind this one may be in the outbox now. Should this process die
             # first, the run's entry in the leases index (its lease, now gone) makes a reaper push it.
@@ -423,13 +430,8 @@ class RunLifecycle:
         ]
         if on_expiry is not None:
             args += list(on_expiry)
-        try:
-            async with self._hooks(lease.session_id):
-                result = await self._ask(keys=keys, args=args)
-        except ResponseError as exc:
-            if str(exc).startswith("FENCED"):
-                raise LeaseLost(str(exc)) from None
-            raise
+        async with _fenced(), self._hooks(lease.session_id):
+            result = await self._ask(keys=keys, args=args)
         return Asked(result[0].decode())
 
     async def renew_lease(self, lease: RunLease) -> Renewal:

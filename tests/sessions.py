@@ -2,11 +2,15 @@
 
 import json
 import time
+from typing import Any
+
+import httpx2
 
 from gateway.ids import new_run_id, new_session_id
 from shared.events import RunCompleted
 from shared.lifecycle import RunLifecycle, StartVerdict
 from shared.records import RunRecord, SessionRecord
+from tests.waiting import TIMEOUT, eventually
 
 
 def make_session(tenant: str = "public") -> SessionRecord:
@@ -34,3 +38,18 @@ async def start_a_run(runs: RunLifecycle, tenant: str = "public") -> tuple[str, 
     started = await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1")
     assert started is not None and started.verdict is StartVerdict.RUN
     return session.session_id, started.run
+
+
+async def waiting_for_input(
+    client: httpx2.AsyncClient, session_url: str, credential: str | None = None, within: float = TIMEOUT
+) -> dict[str, Any]:
+    """The session's state (`GET session_url`) once its run waits for an answer: the question is
+    its `pending_input`."""
+    headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+
+    async def asked() -> dict[str, Any]:
+        state: dict[str, Any] = (await client.get(session_url, headers=headers)).json()
+        assert state["status"] == "waiting_for_input"
+        return state
+
+    return await eventually(asked, within=within, what="the run waiting for input")

@@ -83,7 +83,7 @@ async def _resume(body: RunAgentInput, session_id: str, turns: ChatTurns, stream
         after = session.last_event_id
         await turns.runs.cancel_run(session_id)
     else:
-        waiting, after = await turns.answer(session_id, {entry.interrupt_id: entry.payload})
+        waiting, after = await turns.answer(session, {entry.interrupt_id: entry.payload})
     history = thread_messages(_before(session.runs, waiting.run_id))
     before = waiting.asked[-1].output_before if waiting.asked else ""
     events = AgUiEvents(

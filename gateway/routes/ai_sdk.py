@@ -40,7 +40,7 @@ async def send(body: ChatRequest, turns: ChatTurnsDep, streams: StreamsDep) -> R
     response continues its message."""
     session_id = await turns.session(body.id)
     if approvals := body.approvals():  # sent by addToolApprovalResponse: the run goes on
-        waiting, received = await turns.answer(session_id, approvals)
+        waiting, received = await turns.answer(await turns.store.get_session(session_id), approvals)
         events = UiMessageStream(waiting.run_id, frozenset(waiting.answers), continuing=True)
         return await streams.open(session_id, received, events, "ai-sdk", HEADERS, resuming=False)
     run = await turns.send(session_id, body.user_text())

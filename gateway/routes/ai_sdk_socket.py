@@ -100,7 +100,7 @@ class _ChatSocket:
         if kind == "send":
             request = ChatRequest.model_validate(frame)
             if approvals := request.approvals():  # addToolApprovalResponse: the run goes on
-                run, after = await self.turns.answer(session_id, approvals)
+                run, after = await self.turns.answer(await self.turns.store.get_session(session_id), approvals)
                 translation = UiMessageStream(run.run_id, frozenset(run.answers), continuing=True)
             else:
                 run = await self.turns.send(session_id, request.user_text())

@@ -7,6 +7,7 @@ import time
 import httpx2
 
 from tests.e2e.conftest import Stack
+from tests.sessions import waiting_for_input
 from tests.sse_client import read_events
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
@@ -25,12 +26,7 @@ async def test_a_pending_question_survives_a_killed_worker_and_is_answered_from_
         ).json()
         sid, rid = made["session_id"], made["run_id"]
 
-        async def waiting() -> dict[str, str]:
-            state = (await client.get(f"{first_gateway}/v1/sessions/{sid}")).json()
-            assert state["status"] == "waiting_for_input"
-            return dict(state["pending_input"])
-
-        question = await eventually(waiting, what="the question")
+        question = (await waiting_for_input(client, f"{first_gateway}/v1/sessions/{sid}"))["pending_input"]
         # The first client goes away; the worker that asked is killed while the run waits.
         asker.kill()
         asker.wait()

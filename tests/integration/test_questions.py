@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
+from tests.sessions import waiting_for_input
 from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail import chat
@@ -35,22 +36,11 @@ async def gateway(start_gateway: Any, start_worker: Any) -> Gateway:
     return started
 
 
-async def _waiting(client: httpx2.AsyncClient, session_id: str, credential: str | None = None) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {credential}"} if credential else {}
-
-    async def asked() -> dict[str, Any]:
-        state: dict[str, Any] = (await client.get(f"/v1/sessions/{session_id}", headers=headers)).json()
-        assert state["status"] == "waiting_for_input"
-        return state
-
-    return await eventually(asked, what="the run waiting for input")
-
-
 async def test_an_approval_is_asked_answered_once_and_the_run_goes_on(gateway: Gateway) -> None:
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
         made = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
         sid, rid = made["session_id"], made["run_id"]
-        state = await _waiting(client, sid)
+        state = await waiting_for_input(client, f"/v1/sessions/{sid}")
         question = state["pending_input"]
         assert (question["run_id"], question["kind"], question["prompt"]) == (rid, "approval", "Delete 3 files?")
         assert state["transcript"][-1]["content"] == "Checking. "
@@ -82,7 +72,7 @@ async def test_questions_in_a_row_each_replay_what_came_before(gateway: Gateway)
         made = (await client.post("/v1/sessions", json={"input": "go", "agent": "two"})).json()
         sid, rid = made["session_id"], made["run_id"]
         url = f"/v1/sessions/{sid}/runs/{rid}/input"
-        first = (await _waiting(client, sid))["pending_input"]
+        first = (await waiting_for_input(client, f"/v1/sessions/{sid}"))["pending_input"]
         assert (await client.post(url, json={"input_id": first["input_id"], "answer": "green"})).status_code == 422
         assert (await client.post(url, json={"input_id": first["input_id"], "answer": "blue"})).status_code == 202
 
@@ -105,7 +95,7 @@ async def test_cancel_while_waiting_ends_the_run_and_the_question(gateway: Gatew
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
         made = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
         sid, rid = made["session_id"], made["run_id"]
-        question = (await _waiting(client, sid))["pending_input"]
+        question = (await waiting_for_input(client, f"/v1/sessions/{sid}"))["pending_input"]
         cancelled = await client.post(f"/v1/sessions/{sid}/cancel")
         assert cancelled.json() == {"run_id": rid, "status": "cancelled"}  # no worker held it: at once
         late = await client.post(
@@ -182,7 +172,7 @@ async def test_the_agent_loop_asks_before_a_tool_that_needs_approval(gateway: Ga
             body = {"input": "What is 6 * 7?", "agent": "careful", "params": {"tokens_per_second": 0}}
             made = (await client.post("/v1/sessions", json=body)).json()
             sid, rid = made["session_id"], made["run_id"]
-            question = (await _waiting(client, sid))["pending_input"]
+            question = (await waiting_for_input(client, f"/v1/sessions/{sid}"))["pending_input"]
             assert question["kind"] == "approval" and question["prompt"] == 'Run calculator {"expression": "6 * 7"}?'
             answer = {"input_id": question["input_id"], "answer": {"approved": approved}}
             assert (await client.post(f"/v1/sessions/{sid}/runs/{rid}/input", json=answer)).status_code == 202
@@ -213,7 +203,7 @@ async def test_a_chat_token_answers_from_another_device_a_read_token_may_not(
             f"/v1/sessions/{sid}/token", json={"scope": "read"}, headers={"Authorization": f"Bearer {chat_token}"}
         )
         read_token = read.json()["stream_token"]
-        pending = (await _waiting(client, sid, chat_token))["pending_input"]
+        pending = (await waiting_for_input(client, f"/v1/sessions/{sid}", chat_token))["pending_input"]
         url = f"/v1/sessions/{sid}/runs/{rid}/input"
         answer = {"input_id": pending["input_id"], "answer": {"approved": True}}
         for credential, status in ((read_token, 403), (KEY_B, 404), (chat_token, 202)):

@@ -12,6 +12,7 @@ from standardwebhooks import Webhook
 
 from tests.fixtures.stack import Gateway
 from tests.integration.test_questions import AGENTS
+from tests.sessions import waiting_for_input
 from tests.sse_client import read_events
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
@@ -48,15 +49,7 @@ async def test_run_ends_and_questions_are_signed_retried_and_accepted_once(
             cancelled = (await client.post("/v1/sessions", json=slow)).json()
             asking = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
 
-            async def _state(session: dict[str, Any]) -> dict[str, Any]:
-                return (await client.get(f"/v1/sessions/{session['session_id']}")).json()  # type: ignore[no-any-return]
-
-            async def waiting() -> dict[str, Any]:
-                state = await _state(asking)
-                assert state["status"] == "waiting_for_input"
-                return state
-
-            question = (await eventually(waiting, what="the question"))["pending_input"]
+            question = (await waiting_for_input(client, f"/v1/sessions/{asking['session_id']}"))["pending_input"]
             url = f"/v1/sessions/{asking['session_id']}/runs/{asking['run_id']}/input"
             answer = {"input_id": question["input_id"], "answer": {"approved": True}}
             assert (await client.post(url, json=answer)).status_code == 202

@@ -31,8 +31,8 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
+from tests.sessions import waiting_for_input  # noqa: E402
 from tests.sse_client import read_events  # noqa: E402
-from tests.waiting import eventually  # noqa: E402
 from tokentail.frameworks.haystack import ChunkMapper, from_agent, from_pipeline, history  # noqa: E402
 from worker.context import RunContext  # noqa: E402
 
@@ -192,12 +192,7 @@ async def test_a_confirmation_hook_asks_through_tokentail_and_any_worker_goes_on
         made = (await client.post("/v1/sessions", json={"input": QUESTION, "agent": "careful"})).json()
         sid, rid = made["session_id"], made["run_id"]
 
-        async def question() -> dict[str, Any]:
-            state = (await client.get(f"/v1/sessions/{sid}")).json()
-            assert state["status"] == "waiting_for_input"
-            return dict(state["pending_input"])
-
-        pending = await eventually(question, within=30, what="the tool call's approval asked")
+        pending = (await waiting_for_input(client, f"/v1/sessions/{sid}", within=30))["pending_input"]
         assert pending["prompt"] == 'Run get_weather with {"city": "Paris"}?'
         assert (pending["kind"], pending["call_id"]) == ("approval", "call_weather_1")
         asker.kill()

@@ -17,6 +17,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
+from tests.sessions import waiting_for_input  # noqa: E402
 from tests.sse_client import read_events  # noqa: E402
 from tests.waiting import eventually  # noqa: E402
 
@@ -257,12 +258,7 @@ async def test_an_interrupt_asks_through_tokentail_and_the_graph_resumes_on_anot
         made = (await client.post("/v1/sessions", json={"input": "email Bob", "agent": "emailer"})).json()
         sid, rid = made["session_id"], made["run_id"]
 
-        async def question() -> dict[str, Any]:
-            state = (await client.get(f"/v1/sessions/{sid}")).json()
-            assert state["status"] == "waiting_for_input"
-            return dict(state["pending_input"])
-
-        pending = await eventually(question, what="the interrupt asked")
+        pending = (await waiting_for_input(client, f"/v1/sessions/{sid}"))["pending_input"]
         assert (pending["kind"], pending["prompt"]) == ("approval", "Send the email?")
         asker.kill()  # the worker that ran the graph is gone; its checkpoints are in Redis
         asker.wait()
