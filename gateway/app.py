@@ -14,22 +14,23 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from gateway.api_docs import add_api_docs
-from gateway.auth import Authenticator
-from gateway.body_limit import BodySizeLimit
-from gateway.errors import error_response, install_error_handlers, outage_response
-from gateway.hub import StreamHub
-from gateway.limits import RunBudget, StreamSlots
-from gateway.routes import ag_ui, ai_sdk, ai_sdk_socket, events, sessions, socket, webhooks
-from gateway.shutdown import StreamShutdown
-from gateway.sse import call_detaching
-from gateway.webhooks import SessionWebhooks
-from shared.keys import Keys
-from shared.lifecycle import RunLifecycle
-from shared.redis_clients import queue_client, sessions_client
-from shared.settings import Settings, get_settings
-from shared.store import SessionStore
-from shared.webhooks import TenantWebhooks, WebhookPolicy
+from tokentail.gateway.access.auth import Authenticator
+from tokentail.gateway.access.limits import RunBudget, StreamSlots
+from tokentail.gateway.api_docs import add_api_docs
+from tokentail.gateway.body_limit import BodySizeLimit
+from tokentail.gateway.commands.webhook_urls import SessionWebhooks
+from tokentail.gateway.errors import error_response, install_error_handlers, outage_response
+from tokentail.gateway.reading.hub import StreamHub
+from tokentail.gateway.reading.response import call_detaching
+from tokentail.gateway.reading.shutdown import StreamShutdown
+from tokentail.gateway.routes import ag_ui, ai_sdk, ai_sdk_socket, events, sessions, socket, tenant_webhook
+from tokentail.shared.keys import Keys
+from tokentail.shared.lifecycle import RunLifecycle
+from tokentail.shared.redis_clients import queue_client, sessions_client
+from tokentail.shared.settings import Settings, get_settings
+from tokentail.shared.store import SessionStore
+from tokentail.shared.tenant_webhooks import TenantWebhooks
+from tokentail.shared.webhook_policy import WebhookPolicy
 
 STATIC = Path(__file__).parent / "static"  # the browser client and the demo chat page
 
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.include_router(sessions.router)
-    app.include_router(webhooks.router)
+    app.include_router(tenant_webhook.router)
     app.include_router(events.router)
     app.include_router(socket.router)
     app.include_router(ai_sdk_socket.router)

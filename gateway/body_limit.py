@@ -7,7 +7,7 @@ counted as it arrives and refused once it passes the limit.
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import error_response
+from tokentail.gateway.errors import error_response
 
 
 class BodySizeLimit:

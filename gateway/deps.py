@@ -1,11 +1,11 @@
-"""FastAPI dependencies: the clients and settings the app's lifespan opened, and who is calling.
+"""FastAPI dependencies: the clients and settings the app's lifespan opened, who is calling, and
+the session a route acts on.
 
 All are `async def`: FastAPI runs plain `def` dependencies in a thread pool, a cost paid on every
 request for what is only an attribute lookup. They take an `HTTPConnection`, so WebSocket routes
 use them too.
 """
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -13,18 +13,16 @@ from fastapi import Depends
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from gateway.auth import Authenticator, Caller
-from gateway.hub import StreamHub
-from gateway.ids import CHAT_ID_PATTERN, chat_session_id
-from gateway.limits import RunBudget, StreamSlots
-from gateway.schemas import ErrorBody
-from gateway.shutdown import StreamShutdown
-from gateway.webhooks import SessionWebhooks
-from shared.errors import InvalidInput
-from shared.lifecycle import RunLifecycle
-from shared.logs import bind
-from shared.settings import Settings
-from shared.store import SessionStore
+from tokentail.gateway.access.auth import Authenticator, Caller
+from tokentail.gateway.access.limits import RunBudget, StreamSlots
+from tokentail.gateway.commands.turns import ChatTurns
+from tokentail.gateway.commands.webhook_urls import SessionWebhooks
+from tokentail.gateway.reading.hub import StreamHub
+from tokentail.gateway.reading.shutdown import StreamShutdown
+from tokentail.gateway.reading.streams import Streams
+from tokentail.shared.lifecycle import RunLifecycle
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
 
 
 def _app_state(name: str) -> Callable[[HTTPConnection], Awaitable[Any]]:
@@ -61,73 +59,73 @@ async def _caller(
     return auth.authenticate(bearer.credentials if bearer else None, token)
 
 
+def _caller_who(requirement: Callable[[Caller], None]) -> Callable[..., Awaitable[Caller]]:
+    """The caller, if it meets `requirement` (which raises Forbidden otherwise)."""
+
+    async def dependency(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+        requirement(caller)
+        return caller
+
+    return dependency
+
+
+_api_key_caller = _caller_who(Caller.require_api_key)
+_chat_caller = _caller_who(Caller.require_chat)
+
 CallerDep = Annotated[Caller, Depends(_caller)]
-
-
-async def _api_key_caller(caller: CallerDep) -> Caller:
-    caller.require_api_key()
-    return caller
-
-
 ApiKeyCallerDep = Annotated[Caller, Depends(_api_key_caller)]
-
-
-async def _chat_caller(caller: CallerDep) -> Caller:
-    caller.require_chat()
-    return caller
-
-
 ChatCallerDep = Annotated[Caller, Depends(_chat_caller)]
 
 
-async def _readable_session(session_id: str, caller: CallerDep, auth: AuthDep, store: StoreDep) -> str:
-    await auth.check_access(caller, session_id, store)
-    bind(session_id=session_id)
-    return session_id
+def _session_of(who: Callable[..., Awaitable[Caller]]) -> Callable[..., Awaitable[str]]:
+    """The path's `{session_id}`, if the caller `who` gives may use it."""
+
+    async def dependency(
+        session_id: str, auth: AuthDep, store: StoreDep, caller: Annotated[Caller, Depends(who)]
+    ) -> str:
+        await auth.check_access(caller, session_id, store)
+        return session_id
+
+    return dependency
 
 
-async def _owned_session(session_id: str, caller: ApiKeyCallerDep, auth: AuthDep, store: StoreDep) -> str:
-    await auth.check_access(caller, session_id, store)
-    bind(session_id=session_id)
-    return session_id
+def _chat_of(who: Callable[..., Awaitable[Caller]]) -> Callable[..., Awaitable[str]]:
+    """The session of the path's `{chat_id}`, if the caller `who` gives may use it."""
 
+    async def dependency(chat_id: str, auth: AuthDep, store: StoreDep, caller: Annotated[Caller, Depends(who)]) -> str:
+        return await auth.chat_session(caller, chat_id, store)
 
-async def _chat_session(session_id: str, caller: ChatCallerDep, auth: AuthDep, store: StoreDep) -> str:
-    await auth.check_access(caller, session_id, store)
-    bind(session_id=session_id)
-    return session_id
+    return dependency
 
 
 # A session the caller may read (API key of its tenant, or a stream token for it), chat in (queue and
 # cancel runs: API key, or a chat token for it) or change (API key).
-ReadableSessionDep = Annotated[str, Depends(_readable_session)]
-ChatSessionDep = Annotated[str, Depends(_chat_session)]
-OwnedSessionDep = Annotated[str, Depends(_owned_session)]
-
-
-async def chat_session(chat_id: str, caller: Caller, auth: Authenticator, store: SessionStore) -> str:
-    """The session of a chat id a chat UI chose (see `chat_session_id`), if the caller may use it."""
-    if re.fullmatch(CHAT_ID_PATTERN, chat_id) is None:
-        raise InvalidInput("a chat id is 1 to 128 characters of A-Z, a-z, 0-9 and _ . : -")
-    session_id = chat_session_id(caller.tenant, chat_id)
-    await auth.check_access(caller, session_id, store)
-    bind(session_id=session_id)
-    return session_id
-
-
-async def _readable_chat(chat_id: str, caller: CallerDep, auth: AuthDep, store: StoreDep) -> str:
-    return await chat_session(chat_id, caller, auth, store)
-
-
-async def _chatting_chat(chat_id: str, caller: ChatCallerDep, auth: AuthDep, store: StoreDep) -> str:
-    return await chat_session(chat_id, caller, auth, store)
-
-
+ReadableSessionDep = Annotated[str, Depends(_session_of(_caller))]
+ChatSessionDep = Annotated[str, Depends(_session_of(_chat_caller))]
+OwnedSessionDep = Annotated[str, Depends(_session_of(_api_key_caller))]
 # The session of the path's `{chat_id}`, which the caller may read, or chat in.
-ReadableChatDep = Annotated[str, Depends(_readable_chat)]
-ChattingChatDep = Annotated[str, Depends(_chatting_chat)]
+ReadableChatDep = Annotated[str, Depends(_chat_of(_caller))]
+ChattingChatDep = Annotated[str, Depends(_chat_of(_chat_caller))]
 
-# For the OpenAPI schema: the error statuses of the session routes share one body.
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 410, 413, 422, 429)
-}
+
+async def _streams(
+    caller: CallerDep, store: StoreDep, hub: HubDep, settings: SettingsDep, slots: StreamSlotsDep
+) -> Streams:
+    return Streams(caller, store, hub, settings, slots)
+
+
+async def _chat_turns(
+    caller: ChatCallerDep,
+    auth: AuthDep,
+    store: StoreDep,
+    runs: RunsDep,
+    settings: SettingsDep,
+    budget: RunBudgetDep,
+    webhooks: WebhooksDep,
+) -> ChatTurns:
+    return ChatTurns(caller, auth, store, runs, settings, budget, webhooks)
+
+
+# Opening a session's stream for the caller, in any encoding; and what a chat UI sends.
+StreamsDep = Annotated[Streams, Depends(_streams)]
+ChatTurnsDep = Annotated[ChatTurns, Depends(_chat_turns)]

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException
 
-from shared.errors import (
+from tokentail.shared.errors import (
     Forbidden,
     InputNotPending,
     InputTooLarge,
@@ -26,8 +26,8 @@ from shared.errors import (
     TooManyStreams,
     Unauthorized,
 )
-from shared.logs import RateLimitedLogger
-from shared.outage import is_outage, out_of_memory, read_only
+from tokentail.shared.logs import RateLimitedLogger
+from tokentail.shared.outage import is_outage, out_of_memory, read_only
 
 _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (SessionExpired, 410, "session_expired"),  # before its parent, SessionNotFound

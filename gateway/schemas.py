@@ -5,13 +5,13 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.ids import CHAT_ID_PATTERN
-from gateway.tokens import Scope
-from shared.catalog import parse_model
-from shared.errors import InvalidInput
-from shared.lifecycle import Cancel
-from shared.params import RunParams
-from shared.records import Multitask, RunRecord, SessionStatus, Turn
+from tokentail.gateway.access.ids import CHAT_ID_PATTERN
+from tokentail.gateway.access.tokens import Scope
+from tokentail.shared.catalog import parse_model
+from tokentail.shared.errors import InvalidInput
+from tokentail.shared.lifecycle import Cancel
+from tokentail.shared.params import RunParams
+from tokentail.shared.records import Multitask, RunRecord, SessionStatus, Turn
 
 MAX_NESTING = 32
 
@@ -195,6 +195,14 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+# For the OpenAPI schema: the error statuses of the session routes share one body, and a route
+# that streams answers SSE.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 410, 413, 422, 429)
+}
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}}
 
 
 class UiMessage(BaseModel):

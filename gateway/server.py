@@ -6,10 +6,10 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from gateway.app import create_app
-from gateway.protocol import GatewayHttpProtocol
-from shared.gc_tuning import tune_for_server
-from shared.settings import Settings
+from tokentail.gateway.app import create_app
+from tokentail.gateway.protocol import GatewayHttpProtocol
+from tokentail.shared.gc_tuning import tune_for_server
+from tokentail.shared.settings import Settings
 
 
 class GatewayServer(uvicorn.Server):

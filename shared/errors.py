@@ -1,6 +1,6 @@
 """tokentail's exceptions. The gateway maps them to HTTP statuses; the worker ends runs with them.
 
-TokentailError
+TokentailError           the base of every error tokentail raises (the clients' ApiError too)
 ├── SessionNotFound      404: no such session (or another tenant's)
 │   └── SessionExpired   410: it existed, and its retention ran out or it was deleted
 ├── RunConflict          409: a run is already active and the follow-up asked `reject`

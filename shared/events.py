@@ -1,4 +1,5 @@
-"""The events of a session stream, as DESIGN.md pins them.
+"""The events of a session stream: their names and data are the API clients rely on (docs/api.md
+lists them), and each has a per-session id with no holes, starting at 1.
 
 Workers serialise these models compactly (one line of JSON, never a raw newline), store them in the
 stream as they are, and the gateway forwards the stored bytes without parsing them again.

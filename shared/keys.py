@@ -15,7 +15,7 @@ class SessionKeys:
     lease: str  # string: token of the worker running the active run (the fence; its deadline is in `leases`)
     gone: str  # tombstone: outlives the session so an expired id answers 410, not 404
     pending: str  # list: runs queued behind the active one (multitask `enqueue`/`interrupt`)
-    hooks: str  # list: events its webhook has yet to deliver (shared/webhooks.py); outlives the session
+    hooks: str  # list: events its webhook has yet to deliver (shared/webhook_messages.py); outlives the session
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,10 @@ from typing import NamedTuple
 
 from redis.asyncio import Redis
 
-from shared.jobs import JOB_TTL_MS, RUN_JOB
-from shared.keys import Keys
-from shared.lua import load_script
-from shared.settings import Settings
+from tokentail.shared.jobs import JOB_TTL_MS, RUN_JOB
+from tokentail.shared.keys import Keys
+from tokentail.shared.lua import load_script
+from tokentail.shared.settings import Settings
 
 
 class Due(NamedTuple):

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Protocol
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
-from shared.errors import (
+from tokentail.shared.errors import (
     InputNotPending,
     LeaseLost,
     RunConflict,
@@ -30,7 +30,7 @@ from shared.errors import (
     SessionExpired,
     SessionNotFound,
 )
-from shared.events import (
+from tokentail.shared.events import (
     CANCELLED_BY_REQUEST,
     Ending,
     InputReceived,
@@ -39,15 +39,15 @@ from shared.events import (
     RunFailed,
     event_type_of,
 )
-from shared.jobs import JOB_TTL_MS, RUN_JOB
-from shared.keys import Keys
-from shared.lease_index import LeaseIndex
-from shared.lua import load_script
-from shared.records import Multitask, Question, RunRecord, SessionRecord
-from shared.redis_clients import AnyRedis
-from shared.settings import Settings
-from shared.store import OPAQUE_RUN_FIELDS, compact_json, decode_run
-from shared.webhook_index import WebhookIndex
+from tokentail.shared.jobs import JOB_TTL_MS, RUN_JOB
+from tokentail.shared.keys import Keys
+from tokentail.shared.lease_index import LeaseIndex
+from tokentail.shared.lua import load_script
+from tokentail.shared.records import Multitask, Question, RunRecord, SessionRecord
+from tokentail.shared.redis_clients import AnyRedis
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import OPAQUE_RUN_FIELDS, compact_json, decode_run
+from tokentail.shared.webhook_index import WebhookIndex
 
 # A session's undelivered webhook events are kept this long past the retry window, for the
 # deliverer to find them expired and count them given up.

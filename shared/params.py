@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.catalog import ANTHROPIC, OPENAI, OPENAI_COMPATIBLE, SCRIPTED
+from tokentail.shared.catalog import ANTHROPIC, OPENAI, OPENAI_COMPATIBLE, SCRIPTED
 
 
 class RunParams(BaseModel):

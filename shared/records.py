@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from shared.events import ErrorInfo, InputKind, InputRequired
+from tokentail.shared.events import ErrorInfo, InputKind, InputRequired
 
 PUBLIC_TENANT = "public"  # the owner of sessions made while auth is off (every caller, then)
 
@@ -91,7 +91,7 @@ class SessionRecord(BaseModel):
     agent: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    webhook: str | None = None  # the URL its webhook events go to (shared/webhooks.py)
+    webhook: str | None = None  # the URL its webhook events go to (shared/webhook_policy.py)
     last_event_id: int = 0
     active_run_id: str | None = None
     runs: list[RunRecord] = Field(default_factory=list)

@@ -9,7 +9,7 @@ from typing import Any, TypeAlias
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
-from shared.settings import Settings
+from tokentail.shared.settings import Settings
 
 AnyRedis: TypeAlias = Redis | RedisCluster
 

@@ -9,12 +9,12 @@ from typing import Any, NamedTuple, cast
 
 from redis.asyncio import RedisCluster
 
-from shared.errors import SessionExpired, SessionNotFound
-from shared.events import EventType
-from shared.keys import Keys
-from shared.records import PUBLIC_TENANT, RunRecord, SessionRecord
-from shared.redis_clients import AnyRedis
-from shared.settings import Settings
+from tokentail.shared.errors import SessionExpired, SessionNotFound
+from tokentail.shared.events import EventType
+from tokentail.shared.keys import Keys
+from tokentail.shared.records import PUBLIC_TENANT, RunRecord, SessionRecord
+from tokentail.shared.redis_clients import AnyRedis
+from tokentail.shared.settings import Settings
 
 
 class StoredEvent(NamedTuple):

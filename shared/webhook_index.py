@@ -18,8 +18,8 @@ from typing import NamedTuple
 
 from redis.asyncio import Redis
 
-from shared.keys import Keys
-from shared.lua import load_script
+from tokentail.shared.keys import Keys
+from tokentail.shared.lua import load_script
 
 GRACE_MS = 10_000  # longer than a script call takes; an intent looked at earlier is looked at again
 

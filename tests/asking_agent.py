@@ -1,8 +1,8 @@
 """Agents for tests that ask a person (ctx.ask) and go on with the answer."""
 
-from worker.agents import Agent
-from worker.context import RunContext
-from worker.tools.builtin import calculator
+from tokentail.worker.agents import Agent
+from tokentail.worker.context import RunContext
+from tokentail.worker.tools.builtin import calculator
 
 # The built-in agent loop with a tool that runs only once a person approves the call.
 CAREFUL = Agent(name="careful", tools=(calculator.asking_first(),), model="scripted")

@@ -6,11 +6,11 @@ from typing import Any
 
 import httpx2
 
-from gateway.ids import new_run_id, new_session_id
-from shared.events import RunCompleted
-from shared.lifecycle import RunLifecycle, StartVerdict
-from shared.records import RunRecord, SessionRecord
 from tests.waiting import TIMEOUT, eventually
+from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.shared.events import RunCompleted
+from tokentail.shared.lifecycle import RunLifecycle, StartVerdict
+from tokentail.shared.records import RunRecord, SessionRecord
 
 
 def make_session(tenant: str = "public") -> SessionRecord:

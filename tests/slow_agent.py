@@ -2,7 +2,7 @@
 
 import asyncio
 
-from worker.context import RunContext
+from tokentail.worker.context import RunContext
 
 
 async def slow_tool_agent(ctx: RunContext) -> None:

@@ -3,7 +3,7 @@
     from tokentail import AsyncTokentail, Tokentail      # clients that stream with automatic resume
     from tokentail import RunContext, tool, Agent        # for your own agents and tools
 
-Everything else (the `gateway`, `worker` and `shared` packages) is internal: see docs/python.md.
+Everything else (`tokentail.gateway`, `tokentail.worker`, `tokentail.shared`) is internal: see docs/python.md.
 The agent-side names come from the worker and are imported when first used, so that a program
 that only uses the client imports no server code (no FastAPI, arq or gateway).
 """
@@ -11,16 +11,18 @@ that only uses the client imports no server code (no FastAPI, arq or gateway).
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from shared.events import Event, EventType
-from tokentail.client import AsyncTokentail, Resumption, SessionCreated, Tokentail, TokentailError
+from tokentail.client import ApiError, AsyncTokentail, Resumption, SessionCreated, Tokentail
+from tokentail.shared.errors import TokentailError
+from tokentail.shared.events import Event, EventType
 
 if TYPE_CHECKING:
-    from worker.agents import Agent
-    from worker.context import RunContext
-    from worker.tools import tool
+    from tokentail.worker.agents import Agent
+    from tokentail.worker.context import RunContext
+    from tokentail.worker.tools import tool
 
 __all__ = [
     "Agent",
+    "ApiError",
     "AsyncTokentail",
     "Event",
     "EventType",
@@ -32,7 +34,11 @@ __all__ = [
     "tool",
 ]
 
-_FROM_THE_WORKER = {"Agent": "worker.agents", "RunContext": "worker.context", "tool": "worker.tools"}
+_FROM_THE_WORKER = {
+    "Agent": "tokentail.worker.agents",
+    "RunContext": "tokentail.worker.context",
+    "tool": "tokentail.worker.tools",
+}
 
 
 def __getattr__(name: str) -> Any:

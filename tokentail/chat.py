@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from shared.events import Event
-from tokentail.client import Tokentail, TokentailError
+from tokentail.client import ApiError, Tokentail
+from tokentail.shared.events import Event
 
 
 def run_chat(
@@ -36,7 +36,7 @@ def run_chat(
                 status = _show(event, status)
                 if event.event == "input.required":
                     _answer(client, session_id, event.data)
-        except TokentailError as exc:
+        except ApiError as exc:
             click.echo(f"tokentail: {exc.message} ({exc.status})", err=True)
             if exc.status == 401 and api_key is None:
                 click.echo(
@@ -59,7 +59,7 @@ def _answer(client: Tokentail, session_id: str, question: dict[str, Any]) -> Non
         try:
             client.answer(session_id, question["run_id"], question["input_id"], answer)
             return
-        except TokentailError as exc:
+        except ApiError as exc:
             click.secho(f"[{exc.message}]", err=True, fg="yellow")
             if exc.status != 422:  # answered elsewhere, expired, or the run was cancelled
                 return

@@ -7,9 +7,9 @@ import sys
 import click
 from click.core import ParameterSource
 
-from shared.gc_tuning import tune_for_server
-from shared.logs import configure_logging
-from shared.settings import get_settings
+from tokentail.shared.gc_tuning import tune_for_server
+from tokentail.shared.logs import configure_logging
+from tokentail.shared.settings import get_settings
 
 logger = logging.getLogger("tokentail")
 
@@ -46,7 +46,7 @@ def dev(host: str, port: int, workers: int, redis_url: str | None) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 def gateway(host: str, port: int) -> None:
     """Run the HTTP gateway (uvicorn)."""
-    from gateway.server import serve
+    from tokentail.gateway.server import serve
 
     serve(get_settings(), host, port, log_level=logging.getLevelName(logging.getLogger().level).lower())
 
@@ -105,7 +105,7 @@ def worker(host: str, port: int) -> None:
     """Run a worker that executes queued runs."""
     import uvloop
 
-    from worker.main import create_worker
+    from tokentail.worker.main import create_worker
 
     # arq's Worker binds to the current event loop when it is built, so set one up first.
     asyncio.set_event_loop(uvloop.new_event_loop())

@@ -24,13 +24,16 @@ from typing import Any
 
 import httpx2
 
-from shared.events import Event
+from tokentail.shared.errors import TokentailError
+from tokentail.shared.events import Event
 
 # Transient failures: the stream is resumed. Anything else (404, 410, 400, ...) is raised.
 _RESUMABLE_STATUS = frozenset({429, 502, 503, 504})
 
 
-class TokentailError(Exception):
+class ApiError(TokentailError):
+    """An error answer of the API: its HTTP status, and the `type` and `message` of its JSON body."""
+
     def __init__(self, status: int, type_: str, message: str) -> None:
         super().__init__(f"{status} {type_}: {message}")
         self.status = status
@@ -97,9 +100,9 @@ def _check(response: httpx2.Response) -> None:
         return
     try:
         error = response.json()["error"]
-        raise TokentailError(response.status_code, error["type"], error["message"])
+        raise ApiError(response.status_code, error["type"], error["message"])
     except (ValueError, KeyError, TypeError):
-        raise TokentailError(response.status_code, "http_error", response.text[:200]) from None
+        raise ApiError(response.status_code, "http_error", response.text[:200]) from None
 
 
 def _headers(credential: str | None) -> dict[str, str]:

@@ -19,8 +19,8 @@ from types import FrameType
 
 import click
 
-from shared.settings import get_settings
 from tokentail.redis_server import RedisServer
+from tokentail.shared.settings import get_settings
 
 _PR_SET_PDEATHSIG = 1
 

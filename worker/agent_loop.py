@@ -14,11 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.params import RunParams
-from worker import metrics
-from worker.agents import Agent
-from worker.context import RunContext
-from worker.providers.base import (
+from tokentail.shared.params import RunParams
+from tokentail.worker import metrics
+from tokentail.worker.agents import Agent
+from tokentail.worker.context import RunContext
+from tokentail.worker.providers.base import (
     Chunk,
     InvalidRequest,
     Message,
@@ -31,8 +31,8 @@ from worker.providers.base import (
     ToolCall,
     Usage,
 )
-from worker.retry import RetryPolicy, stream_with_retries
-from worker.tools import Tool, ToolError
+from tokentail.worker.retry import RetryPolicy, stream_with_retries
+from tokentail.worker.tools import Tool, ToolError
 
 
 class AgentError(Exception):

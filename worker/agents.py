@@ -8,12 +8,12 @@ import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from shared.catalog import DEFAULT_AGENT
-from shared.settings import Settings
-from worker.context import RunContext
-from worker.providers.base import InvalidRequest
-from worker.tools import Tool
-from worker.tools.builtin import calculator, current_time
+from tokentail.shared.catalog import DEFAULT_AGENT
+from tokentail.shared.settings import Settings
+from tokentail.worker.context import RunContext
+from tokentail.worker.providers.base import InvalidRequest
+from tokentail.worker.tools import Tool
+from tokentail.worker.tools.builtin import calculator, current_time
 
 AgentFunction = Callable[[RunContext], Awaitable[None]]
 

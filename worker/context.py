@@ -39,9 +39,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
-from shared.events import DATA_NAME, CustomData, InputKind, Status, ToolCompleted, ToolFailed, ToolStarted
-from shared.records import OnExpiry, Question, RunRecord, Turn
-from worker.writer import MAX_EVENT_BYTES, EventWriter
+from tokentail.shared.events import DATA_NAME, CustomData, InputKind, Status, ToolCompleted, ToolFailed, ToolStarted
+from tokentail.shared.records import OnExpiry, Question, RunRecord, Turn
+from tokentail.worker.writer import MAX_EVENT_BYTES, EventWriter
 
 PREVIEW_CHARS = 4096  # of a tool result too large for the stream
 

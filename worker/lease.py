@@ -5,7 +5,7 @@ import logging
 from collections.abc import Callable
 from types import TracebackType
 
-from shared.lifecycle import Renewal, RunLease
+from tokentail.shared.lifecycle import Renewal, RunLease
 
 logger = logging.getLogger(__name__)
 

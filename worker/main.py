@@ -13,7 +13,7 @@ request, and takes over the runs of workers that died.
   picks one up takes it over as the next attempt. arq alone would wait job_timeout + 10 s, and then
   only retry blindly. Each pass that reaches Redis also tells the probe server (`worker/probe.py`)
   the worker is ready.
-- **Webhooks** (`worker/webhooks.py`), when the operator allows any: each worker also posts the
+- **Webhooks** (`worker/webhook_delivery.py`), when the operator allows any: each worker also posts the
   webhook events its sessions keep, retrying those a receiver does not take.
 - **Short in-progress marks.** arq marks a job it picks up as in progress for its whole timeout
   (here 31 minutes), so a worker killed between picking a job and starting its run would strand the
@@ -37,19 +37,19 @@ from arq.worker import Worker, func
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from shared import jobs
-from shared.keys import Keys
-from shared.lifecycle import RunLifecycle
-from shared.redis_clients import sessions_client
-from shared.settings import Settings
-from shared.store import SessionStore
-from worker.pipelines import ScriptPipeline
-from worker.probe import ProbeServer, probe_app
-from worker.providers import Providers
-from worker.reaper import Reaper
-from worker.run import run_agent
-from worker.running import RunningRuns
-from worker.webhooks import WebhookDeliverer
+from tokentail.shared import jobs
+from tokentail.shared.keys import Keys
+from tokentail.shared.lifecycle import RunLifecycle
+from tokentail.shared.redis_clients import sessions_client
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+from tokentail.worker.pipelines import ScriptPipeline
+from tokentail.worker.probe import ProbeServer, probe_app
+from tokentail.worker.providers import Providers
+from tokentail.worker.reaper import Reaper
+from tokentail.worker.run import run_agent
+from tokentail.worker.running import RunningRuns
+from tokentail.worker.webhook_delivery import WebhookDeliverer
 
 logger = logging.getLogger(__name__)
 

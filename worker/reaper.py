@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from redis import exceptions as redis_errors
 
-from shared.lifecycle import Requeue, RunLifecycle
+from tokentail.shared.lifecycle import Requeue, RunLifecycle
 
 logger = logging.getLogger(__name__)
 

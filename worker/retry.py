@@ -12,8 +12,8 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from shared.settings import Settings
-from worker.providers.base import Chunk, ModelRequest, Provider, ProviderError
+from tokentail.shared.settings import Settings
+from tokentail.worker.providers.base import Chunk, ModelRequest, Provider, ProviderError
 
 # Retry-After beyond this is not waited for: the run fails and says why.
 LONGEST_RETRY_AFTER = 120.0

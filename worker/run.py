@@ -4,9 +4,9 @@ import asyncio
 import logging
 from typing import Any
 
-from shared.catalog import parse_model
-from shared.errors import LeaseLost
-from shared.events import (
+from tokentail.shared.catalog import parse_model
+from tokentail.shared.errors import LeaseLost
+from tokentail.shared.events import (
     CANCELLED_BY_REQUEST,
     ErrorInfo,
     InputReceived,
@@ -14,21 +14,21 @@ from shared.events import (
     RunCompleted,
     RunFailed,
 )
-from shared.lifecycle import Asked, RunLease, RunLifecycle, StartVerdict
-from shared.logs import bind
-from shared.records import Question, RunRecord, transcript
-from shared.settings import Settings
-from shared.store import SessionStore, compact_json
-from worker import metrics
-from worker.agent_loop import AgentError, run_model_agent
-from worker.agents import Agent, load_agent
-from worker.context import RunContext, WaitingForInput
-from worker.lease import LeaseKeeper
-from worker.providers import Providers
-from worker.providers.base import InvalidRequest, ProviderError
-from worker.retry import RetryPolicy
-from worker.running import RunningRuns, Stop
-from worker.writer import EventTooLarge, EventWriter, OutputTooLarge
+from tokentail.shared.lifecycle import Asked, RunLease, RunLifecycle, StartVerdict
+from tokentail.shared.logs import bind
+from tokentail.shared.records import Question, RunRecord, transcript
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore, compact_json
+from tokentail.worker import metrics
+from tokentail.worker.agent_loop import AgentError, run_model_agent
+from tokentail.worker.agents import Agent, load_agent
+from tokentail.worker.context import RunContext, WaitingForInput
+from tokentail.worker.lease import LeaseKeeper
+from tokentail.worker.providers import Providers
+from tokentail.worker.providers.base import InvalidRequest, ProviderError
+from tokentail.worker.retry import RetryPolicy
+from tokentail.worker.running import RunningRuns, Stop
+from tokentail.worker.writer import EventTooLarge, EventWriter, OutputTooLarge
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Callable
 
-from shared.events import (
+from tokentail.shared.events import (
     DATA_PREFIX,
     TERMINAL_EVENTS,
     Ending,
@@ -31,9 +31,9 @@ from shared.events import (
     ReasoningDelta,
     event_type_of,
 )
-from shared.lifecycle import RunLease
-from shared.outage import is_outage
-from worker import metrics
+from tokentail.shared.lifecycle import RunLease
+from tokentail.shared.outage import is_outage
+from tokentail.worker import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@
                                       (`TokentailAgent.connect()`, gateway/static/tokentail-ag-ui.js); or 204
     POST /v1/ag-ui/{thread_id}/stop    cancel the active run (`TokentailAgent.abortRun()`)
 
-`threadId` is the chat id (see gateway/ids.py). The thread's history stays in tokentail: a run uses
+`threadId` is the chat id (see gateway/access/ids.py). The thread's history stays in tokentail: a run uses
 only the last user message of the input.
 """
 
@@ -17,20 +17,21 @@ from ag_ui.core import RunAgentInput
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
-from gateway.ag_ui import AgUiEvents, thread_messages
-from gateway.deps import (
-    ERROR_RESPONSES,
+from tokentail.gateway.commands.turns import ChatTurns
+from tokentail.gateway.deps import (
     ChattingChatDep,
+    ChatTurnsDep,
     ReadableChatDep,
     RunsDep,
     StoreDep,
+    StreamsDep,
 )
-from gateway.feed import parse_last_event_id
-from gateway.schemas import CancelAccepted
-from gateway.streams import STREAM_RESPONSES, Streams, StreamsDep
-from gateway.turns import ChatTurns, ChatTurnsDep
-from shared.errors import InputNotPending, InvalidInput, SessionExpired, SessionNotFound
-from shared.records import RunRecord
+from tokentail.gateway.encodings.ag_ui import AgUiEvents, thread_messages
+from tokentail.gateway.reading.feed import parse_last_event_id
+from tokentail.gateway.reading.streams import Streams
+from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted
+from tokentail.shared.errors import InputNotPending, InvalidInput, SessionExpired, SessionNotFound
+from tokentail.shared.records import RunRecord
 
 router = APIRouter(prefix="/v1/ag-ui", tags=["ag-ui"])
 

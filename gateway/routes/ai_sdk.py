@@ -15,19 +15,18 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
-from gateway.deps import (
-    ERROR_RESPONSES,
+from tokentail.gateway.deps import (
     ChattingChatDep,
+    ChatTurnsDep,
     ReadableChatDep,
     RunsDep,
     StoreDep,
+    StreamsDep,
 )
-from gateway.schemas import CancelAccepted, ChatRequest
-from gateway.streams import STREAM_RESPONSES, StreamsDep
-from gateway.turns import ChatTurnsDep
-from gateway.ui_message_stream import HEADERS, UiMessageStream
-from shared.errors import SessionExpired, SessionNotFound
-from shared.records import transcript
+from tokentail.gateway.encodings.ai_sdk import HEADERS, UiMessageStream
+from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, ChatRequest
+from tokentail.shared.errors import SessionExpired, SessionNotFound
+from tokentail.shared.records import transcript
 
 router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
 

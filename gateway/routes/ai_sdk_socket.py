@@ -8,7 +8,7 @@
                       {"type": "end", "requestId"} | {"type": "error", "requestId", "errorText"}
                       {"type": "no-active", "requestId"}   (a resume with no answer to replay)
 
-A request's chunks are the parts of its run's UI message stream (gateway/ui_message_stream.py),
+A request's chunks are the parts of its run's UI message stream (gateway/encodings/ai_sdk.py),
 numbered from 0 at the run's start. A resume replays the run from there, so a part has the same
 number in every replay, and a `lastSequence` skips what the client holds. As over HTTP, `abort` (the
 SDK's `stop()`) stops sending, not the run: `POST /v1/ai-sdk/chat/{id}/stop` cancels it.
@@ -25,8 +25,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from gateway.auth import bearer_credential
-from gateway.deps import (
+from tokentail.gateway.access.auth import bearer_credential
+from tokentail.gateway.commands.turns import ChatTurns
+from tokentail.gateway.deps import (
     AuthDep,
     HubDep,
     RunBudgetDep,
@@ -36,15 +37,14 @@ from gateway.deps import (
     StreamSlotsDep,
     WebhooksDep,
 )
-from gateway.errors import describe
-from gateway.feed import EventFeed, start_position
-from gateway.schemas import ChatRequest
-from gateway.streams import Streams
-from gateway.turns import ChatTurns
-from gateway.ui_message_stream import UiMessageStream
-from shared.errors import InvalidInput, SessionExpired, SessionNotFound, TokentailError
-from shared.outage import is_outage
-from shared.records import RunRecord
+from tokentail.gateway.encodings.ai_sdk import UiMessageStream
+from tokentail.gateway.errors import describe
+from tokentail.gateway.reading.feed import EventFeed, start_position
+from tokentail.gateway.reading.streams import Streams
+from tokentail.gateway.schemas import ChatRequest
+from tokentail.shared.errors import InvalidInput, SessionExpired, SessionNotFound, TokentailError
+from tokentail.shared.outage import is_outage
+from tokentail.shared.records import RunRecord
 
 router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
 

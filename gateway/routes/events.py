@@ -5,10 +5,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
-from gateway.deps import ERROR_RESPONSES, ReadableSessionDep, SettingsDep
-from gateway.feed import parse_last_event_id
-from gateway.sse import NativeSse, Ndjson
-from gateway.streams import StreamsDep
+from tokentail.gateway.deps import ReadableSessionDep, SettingsDep, StreamsDep
+from tokentail.gateway.encodings.ndjson import Ndjson
+from tokentail.gateway.encodings.sse import NativeSse
+from tokentail.gateway.reading.feed import parse_last_event_id
+from tokentail.gateway.schemas import ERROR_RESPONSES
 
 router = APIRouter(prefix="/v1/sessions", tags=["events"])
 

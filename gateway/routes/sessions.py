@@ -4,8 +4,10 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
-from gateway.deps import (
-    ERROR_RESPONSES,
+from tokentail.gateway.access.ids import chat_session_id, new_run_id, new_session_id
+from tokentail.gateway.commands.questions import answer_question
+from tokentail.gateway.commands.turns import check_agent_name, check_params, check_size, queue_follow_up
+from tokentail.gateway.deps import (
     ApiKeyCallerDep,
     AuthDep,
     CallerDep,
@@ -18,9 +20,8 @@ from gateway.deps import (
     StoreDep,
     WebhooksDep,
 )
-from gateway.ids import chat_session_id, new_run_id, new_session_id
-from gateway.questions import answer_question
-from gateway.schemas import (
+from tokentail.gateway.schemas import (
+    ERROR_RESPONSES,
     Answer,
     AnswerAccepted,
     CancelAccepted,
@@ -33,8 +34,7 @@ from gateway.schemas import (
     StreamToken,
     TokenRequest,
 )
-from gateway.turns import check_agent_name, check_params, check_size, queue_follow_up
-from shared.records import RunRecord, SessionRecord, transcript
+from tokentail.shared.records import RunRecord, SessionRecord, transcript
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 

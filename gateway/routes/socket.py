@@ -28,8 +28,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from gateway.auth import Caller, bearer_credential
-from gateway.deps import (
+from tokentail.gateway.access.auth import Caller, bearer_credential
+from tokentail.gateway.access.limits import RunBudget
+from tokentail.gateway.commands.questions import answer_question
+from tokentail.gateway.commands.turns import queue_follow_up
+from tokentail.gateway.deps import (
     AuthDep,
     HubDep,
     RunBudgetDep,
@@ -39,14 +42,12 @@ from gateway.deps import (
     StoreDep,
     StreamSlotsDep,
 )
-from gateway.errors import describe, describe_outage
-from gateway.feed import EventFeed, parse_last_event_id, start_position
-from gateway.hub import StreamHub
-from gateway.limits import RunBudget
-from gateway.questions import answer_question
-from gateway.schemas import Answer, CreateRun
-from gateway.turns import queue_follow_up
-from shared.errors import (
+from tokentail.gateway.encodings.websocket import batch_messages, gap_message
+from tokentail.gateway.errors import describe, describe_outage
+from tokentail.gateway.reading.feed import EventFeed, parse_last_event_id, start_position
+from tokentail.gateway.reading.hub import StreamHub
+from tokentail.gateway.schemas import Answer, CreateRun
+from tokentail.shared.errors import (
     Forbidden,
     InputNotPending,
     InputTooLarge,
@@ -57,10 +58,9 @@ from shared.errors import (
     RunNotFound,
     TokentailError,
 )
-from shared.events import Gap
-from shared.lifecycle import RunLifecycle
-from shared.settings import Settings
-from shared.store import SessionStore, StoredEvent
+from tokentail.shared.lifecycle import RunLifecycle
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
 
 router = APIRouter(prefix="/v1/sessions", tags=["events"])
 
@@ -77,17 +77,8 @@ REFUSALS = (
 )
 
 
-def event_messages(events: list[StoredEvent]) -> list[str]:
-    # The stored data is JSON already: splice it in rather than parse and re-serialise it.
-    return [f'{{"id":{e.seq},"event":"{e.type.decode()}","data":{e.data.decode()}}}' for e in events]
-
-
 def _json(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-
-
-def _gap_message(gap: Gap) -> str:
-    return f'{{"event":"gap","data":{gap.model_dump_json()}}}'
 
 
 class _Socket:
@@ -145,13 +136,10 @@ class _Conversation:
 
         async def run() -> int:
             if start.gap is not None:
-                await self.socket.send(_gap_message(start.gap))
-            async for part in feed:
-                if part.gap is not None:
-                    await self.socket.send(_gap_message(part.gap))
-                for chunk in part.chunks:
-                    for message in chunk.encoded(event_messages):  # made once per chunk, for all its readers
-                        await self.socket.send(message)
+                await self.socket.send(gap_message(start.gap))
+            async for batch in feed:
+                for message in batch_messages(batch):
+                    await self.socket.send(message)
             return feed.after
 
         self.feed = asyncio.create_task(run())

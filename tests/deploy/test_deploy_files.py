@@ -14,7 +14,6 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shared.settings import Settings
 from tests.deploy.stack import (
     COMPOSE_FILE,
     DOCKERFILE,
@@ -40,6 +39,7 @@ from tests.deploy.stack import (
     start_order,
 )
 from tokentail.redis_server import free_port
+from tokentail.shared.settings import Settings
 
 OLDEST_KUBERNETES = "1.30.0"  # the oldest minor still commonly offered by managed clusters
 PROVIDER_KEYS = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"]
@@ -163,7 +163,9 @@ def test_the_image_is_multi_stage_slim_and_runs_as_a_user() -> None:
 def test_the_build_context_holds_what_pip_install_needs_and_nothing_private() -> None:
     patterns = dockerignore_patterns()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    packages = {pattern.rstrip("*") for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    setuptools = project["tool"]["setuptools"]
+    # The folders the packages are built from: tokentail/, and the ones package-dir maps into it.
+    packages = {setuptools["package-dir"].get(name, name).split(".")[0] for name in setuptools["packages"]}
     needed = ["pyproject.toml", project["project"]["readme"]]
     for package in packages:
         needed += [

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from shared.keys import Keys
 from tests.redis_cluster import LocalCluster, require
 from tests.waiting import eventually_sync
 from tokentail.redis_server import RedisServer, free_port
+from tokentail.shared.keys import Keys
 
 
 def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:

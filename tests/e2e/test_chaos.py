@@ -13,7 +13,7 @@ import pytest
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.waiting import eventually
-from worker.providers.scripted import scripted_tokens
+from tokentail.worker.providers.scripted import scripted_tokens
 
 TOKENS = 250
 PARAMS = {"tokens": TOKENS, "tokens_per_second": 50}

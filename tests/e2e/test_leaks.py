@@ -10,9 +10,9 @@ import httpx2
 import websockets
 from redis.asyncio import Redis
 
-from shared.keys import Keys
 from tests.e2e.conftest import Stack
 from tests.waiting import eventually
+from tokentail.shared.keys import Keys
 
 KEY = "leaky-tenant-key-0123456789"
 CYCLES = 100

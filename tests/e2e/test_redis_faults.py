@@ -15,7 +15,7 @@ from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.redis_faults import full, pause, resume
 from tests.waiting import eventually
-from worker.providers.scripted import scripted_tokens
+from tokentail.worker.providers.scripted import scripted_tokens
 
 RUNS = 20
 TOKENS = 400

@@ -50,12 +50,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from gateway.app import create_app
-from gateway.ids import new_session_id
-from shared.events import MessageDelta, RunCompleted, RunFailed
-from shared.lifecycle import RunLease, RunLifecycle
-from shared.settings import Settings
 from tests.fixtures.stack import Gateway
+from tokentail.gateway.access.ids import new_session_id
+from tokentail.gateway.app import create_app
+from tokentail.shared.events import MessageDelta, RunCompleted, RunFailed
+from tokentail.shared.lifecycle import RunLease, RunLifecycle
+from tokentail.shared.settings import Settings
 
 T = TypeVar("T")
 

@@ -10,8 +10,8 @@ import pytest
 import websockets
 from pydantic import SecretStr
 
-from gateway.tokens import StreamTokens
 from tests.fixtures.stack import Gateway
+from tokentail.gateway.access.tokens import StreamTokens
 
 KEY_A = "acme-key-0123456789abcdef"
 KEY_B = "beta-key-0123456789abcdef"

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from tests.fixtures.stack import Gateway
 from tests.waiting import eventually
-from worker.main import TokentailWorker
+from tokentail.worker.main import TokentailWorker
 
 KEY_A = "acme-key-0123456789abcdef"
 KEY_B = "beta-key-0123456789abcdef"

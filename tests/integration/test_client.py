@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from shared.events import Event, MessageDelta, RunCompleted
 from tests.fixtures.stack import Gateway
+from tokentail import ApiError, AsyncTokentail, Resumption, Tokentail, TokentailError
 from tokentail.cli import main
-from tokentail.client import AsyncTokentail, Resumption, Tokentail, TokentailError
+from tokentail.shared.events import Event, MessageDelta, RunCompleted
 
 
 async def test_async_client_streams_a_run_and_ends_at_204(gateway: Gateway, start_worker: Any) -> None:
@@ -59,7 +59,7 @@ async def test_the_stream_resumes_after_the_gateway_goes_away(start_gateway: Any
 
 async def test_errors_carry_the_api_s_type_and_message(gateway: Gateway) -> None:
     async with AsyncTokentail(gateway.url) as client:
-        with pytest.raises(TokentailError) as info:
+        with pytest.raises(ApiError) as info:
             await client.get_session("s_" + "x" * 22)
         assert (info.value.status, info.value.type) == (404, "session_not_found")
         with pytest.raises(TokentailError, match="unknown model provider"):

@@ -7,8 +7,8 @@ import httpx2
 import pytest
 from redis.asyncio import Redis
 
-from gateway.ids import new_session_id
 from tests.redis_faults import full
+from tokentail.gateway.access.ids import new_session_id
 
 
 def _error(response: httpx2.Response, status: int, type_: str) -> str:

@@ -8,16 +8,16 @@ from typing import Any
 import httpx2
 from redis.asyncio import Redis
 
-from gateway.ids import new_run_id, new_session_id
-from shared.events import RunCompleted
-from shared.lifecycle import RunLease, RunLifecycle
-from shared.records import RunRecord, SessionRecord
-from shared.settings import Settings
-from shared.store import SessionStore
 from tests.sse_client import Received, read_events
 from tests.waiting import eventually
-from worker.main import TokentailWorker
-from worker.providers.scripted import scripted_tokens
+from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.shared.events import RunCompleted
+from tokentail.shared.lifecycle import RunLease, RunLifecycle
+from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+from tokentail.worker.main import TokentailWorker
+from tokentail.worker.providers.scripted import scripted_tokens
 
 FAST = {"tokens": 60, "tokens_per_second": 0}
 

@@ -10,16 +10,16 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from gateway import hub as hub_module
-from gateway import metrics as gateway_metrics
-from gateway.feed import EventFeed, Start
-from gateway.hub import StreamHub
-from shared.events import RunCompleted
-from shared.lifecycle import RunLease, RunLifecycle
-from shared.settings import Settings
-from shared.store import SessionStore
 from tests.sessions import start_a_run
 from tests.waiting import eventually
+from tokentail.gateway import metrics as gateway_metrics
+from tokentail.gateway.reading import hub as hub_module
+from tokentail.gateway.reading.feed import EventFeed, Start
+from tokentail.gateway.reading.hub import StreamHub
+from tokentail.shared.events import RunCompleted
+from tokentail.shared.lifecycle import RunLease, RunLifecycle
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
 
 
 @pytest.fixture

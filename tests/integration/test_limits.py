@@ -12,12 +12,12 @@ import websockets
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from shared.events import MessageDelta
-from shared.lifecycle import RunLease, RunLifecycle
-from shared.records import PUBLIC_TENANT
-from shared.store import SessionStore
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, SLOW, bearer, ws_exchange, ws_url
 from tests.waiting import eventually
+from tokentail.shared.events import MessageDelta
+from tokentail.shared.lifecycle import RunLease, RunLifecycle
+from tokentail.shared.records import PUBLIC_TENANT
+from tokentail.shared.store import SessionStore
 
 AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET)}
 

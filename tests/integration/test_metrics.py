@@ -13,7 +13,7 @@ from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail.cli import main
 from tokentail.redis_server import free_port
-from worker.providers.scripted import scripted_tokens
+from tokentail.worker.providers.scripted import scripted_tokens
 
 
 async def scrape(http: httpx2.AsyncClient, url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

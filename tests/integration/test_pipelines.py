@@ -7,14 +7,14 @@ import json
 import pytest
 from redis.asyncio import Redis
 
-from shared.errors import LeaseLost
-from shared.lifecycle import RunLease, RunLifecycle
-from shared.lua import load_script
-from shared.settings import Settings
-from shared.store import SessionStore
 from tests.sessions import start_a_run
-from worker.lease import LeaseKeeper
-from worker.pipelines import ScriptPipeline
+from tokentail.shared.errors import LeaseLost
+from tokentail.shared.lifecycle import RunLease, RunLifecycle
+from tokentail.shared.lua import load_script
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+from tokentail.worker.lease import LeaseKeeper
+from tokentail.worker.pipelines import ScriptPipeline
 
 
 @pytest.fixture

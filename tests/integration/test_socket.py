@@ -10,10 +10,10 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from gateway import turns
-from gateway.ids import new_session_id
-from gateway.routes import socket as socket_routes
 from tests.fixtures.stack import Gateway
+from tokentail.gateway.access.ids import new_session_id
+from tokentail.gateway.commands import turns
+from tokentail.gateway.routes import socket as socket_routes
 
 
 def _ws_url(gateway: Gateway, session_id: str, query: str = "") -> str:

@@ -4,14 +4,14 @@ import json
 
 from redis.asyncio import Redis
 
-from gateway.feed import READ_BUDGET_BYTES, EventFeed, Start
-from gateway.hub import StreamHub
-from gateway.sse import encode_events, encode_gap
-from shared.events import MessageDelta, RunCompleted
-from shared.lifecycle import RunLease, RunLifecycle
-from shared.settings import Settings
 from tests.sessions import start_a_run
-from worker.writer import MAX_DELTA_CHARS
+from tokentail.gateway.encodings.sse import encode_events, encode_gap
+from tokentail.gateway.reading.feed import READ_BUDGET_BYTES, EventFeed, Start
+from tokentail.gateway.reading.hub import StreamHub
+from tokentail.shared.events import MessageDelta, RunCompleted
+from tokentail.shared.lifecycle import RunLease, RunLifecycle
+from tokentail.shared.settings import Settings
+from tokentail.worker.writer import MAX_DELTA_CHARS
 
 
 async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip(

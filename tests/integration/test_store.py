@@ -9,14 +9,14 @@ import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from gateway.ids import new_session_id
-from shared.jobs import RUN_JOB
-from shared.lifecycle import Queued, RunLease, RunLifecycle
-from shared.outage import out_of_memory
-from shared.settings import Settings
-from shared.store import SessionStore
 from tests.redis_faults import fill
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
+from tokentail.gateway.access.ids import new_session_id
+from tokentail.shared.jobs import RUN_JOB
+from tokentail.shared.lifecycle import Queued, RunLease, RunLifecycle
+from tokentail.shared.outage import out_of_memory
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
 
 
 async def test_jobs_are_written_in_arq_s_layout(store: SessionStore, runs: RunLifecycle, redis: Redis) -> None:

@@ -13,19 +13,19 @@ import pytest
 import redis as sync_redis
 from redis.asyncio import Redis, RedisCluster
 
-from gateway.hub import StreamHub
-from shared.lifecycle import Queued, Requeue, RunLease, RunLifecycle, StartVerdict
-from shared.settings import Settings
-from shared.store import SessionStore
 from tests.integration.test_hub import Follower, _append, _live
 from tests.redis_cluster import LocalCluster, require
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.sse_client import read_events
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
+from tokentail.gateway.reading.hub import StreamHub
 from tokentail.redis_server import RedisServer
-from worker.reaper import Reaper
-from worker.webhooks import WebhookDeliverer
+from tokentail.shared.lifecycle import Queued, Requeue, RunLease, RunLifecycle, StartVerdict
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+from tokentail.worker.reaper import Reaper
+from tokentail.worker.webhook_delivery import WebhookDeliverer
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from tests.sessions import waiting_for_input
 from tests.sse_client import read_events
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
-from worker import metrics
+from tokentail.worker import metrics
 
 HOOKS = "/hooks/"
 

@@ -11,15 +11,15 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from gateway.ids import new_run_id, new_session_id
-from shared.lifecycle import RunLifecycle
-from shared.records import RunRecord, SessionRecord
-from shared.settings import Settings
-from shared.store import SessionStore
 from tests.waiting import eventually
-from worker.providers import Providers
-from worker.run import run_agent
-from worker.running import RunningRuns
+from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.shared.lifecycle import RunLifecycle
+from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+from tokentail.worker.providers import Providers
+from tokentail.worker.run import run_agent
+from tokentail.worker.running import RunningRuns
 
 
 async def _queue(runs: RunLifecycle, **params: Any) -> tuple[str, str]:

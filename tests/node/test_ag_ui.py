@@ -6,7 +6,7 @@ from typing import Any
 
 from tests.node.conftest import SLOW, ChatStack, Outcome, run_node
 from tests.waiting import eventually_sync
-from worker.providers.scripted import scripted_tokens
+from tokentail.worker.providers.scripted import scripted_tokens
 
 ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
 

@@ -5,7 +5,7 @@ docs/ui-protocols.md says: the message it assembles is the run tokentail recorde
 from typing import Any
 
 from tests.node.conftest import SLOW, ChatStack, Outcome, run_node
-from worker.providers.scripted import scripted_tokens
+from tokentail.worker.providers.scripted import scripted_tokens
 
 
 def chat(chats: ChatStack, scenario: str, chat_id: str, input: str = "hello", **kwargs: Any) -> Outcome:

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import fakeredis
 import pytest
 
-from shared.settings import Settings
 from tokentail.redis_server import RedisServer
+from tokentail.shared.settings import Settings
 
 NO_SERVER = (
     "the unit tier runs without a redis-server: use the fakeredis `redis`, or move the test to tests/integration"

@@ -5,18 +5,18 @@ from typing import Any
 
 import pytest
 
-from shared.records import RunRecord
 from tests.fake_llm import FakeLLM, Reply, anthropic_stream, openai_chunk, openai_stream
 from tests.unit.test_writer import RecordingLease
-from worker.agent_loop import AgentError, run_model_agent
-from worker.agents import ASSISTANT, Agent
-from worker.context import RunContext
-from worker.providers.anthropic_messages import AnthropicProvider
-from worker.providers.openai_chat import OpenAIProvider
-from worker.providers.scripted import ScriptedProvider
-from worker.retry import RetryPolicy
-from worker.tools import tool
-from worker.writer import EventWriter
+from tokentail.shared.records import RunRecord
+from tokentail.worker.agent_loop import AgentError, run_model_agent
+from tokentail.worker.agents import ASSISTANT, Agent
+from tokentail.worker.context import RunContext
+from tokentail.worker.providers.anthropic_messages import AnthropicProvider
+from tokentail.worker.providers.openai_chat import OpenAIProvider
+from tokentail.worker.providers.scripted import ScriptedProvider
+from tokentail.worker.retry import RetryPolicy
+from tokentail.worker.tools import tool
+from tokentail.worker.writer import EventWriter
 
 
 def _context(store: RecordingLease, text: str, **params: Any) -> RunContext:

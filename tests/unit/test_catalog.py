@@ -1,10 +1,10 @@
 import pytest
 
-from shared.catalog import PROVIDERS, ModelRef, check_agent, parse_model
-from shared.settings import Settings
-from worker.agents import BUILTIN
-from worker.providers import Providers
-from worker.providers.base import InvalidRequest, ProviderError
+from tokentail.shared.catalog import PROVIDERS, ModelRef, check_agent, parse_model
+from tokentail.shared.settings import Settings
+from tokentail.worker.agents import BUILTIN
+from tokentail.worker.providers import Providers
+from tokentail.worker.providers.base import InvalidRequest, ProviderError
 
 
 def test_models_parse() -> None:
@@ -32,7 +32,7 @@ def test_agents_are_checked_against_builtins_and_configured_ones() -> None:
 
 
 def test_the_worker_knows_every_builtin_agent_the_gateway_accepts() -> None:
-    from shared.catalog import BUILTIN_AGENTS
+    from tokentail.shared.catalog import BUILTIN_AGENTS
 
     assert set(BUILTIN) == set(BUILTIN_AGENTS)
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from shared.events import Event
 from tokentail.chat import _show
+from tokentail.shared.events import Event
 
 
 def _event(kind: str, **data: object) -> Event:

@@ -4,10 +4,10 @@ import asyncio
 
 import pytest
 
-from shared.events import CustomData, Event, ReasoningDelta
-from shared.records import RunRecord
 from tests.unit.test_writer import RecordingLease, _writer
-from worker.context import RunContext, WaitingForInput
+from tokentail.shared.events import CustomData, Event, ReasoningDelta
+from tokentail.shared.records import RunRecord
+from tokentail.worker.context import RunContext, WaitingForInput
 
 
 def _context(lease: RecordingLease, window: float = 0.0) -> RunContext:

@@ -1,15 +1,22 @@
-"""gateway/feed.py's own decisions: where a resuming client starts, what it is told first, how much
+"""gateway/reading/feed.py's own decisions: where a resuming client starts, what it is told first, how much
 one catch-up read asks for. (Reading and following a stream: tests/integration/test_hub.py.)"""
 
 from dataclasses import dataclass
 
 import pytest
 
-from gateway.feed import FIRST_READ_COUNT, READ_BUDGET_BYTES, EventFeed, Start, parse_last_event_id, start_position
-from gateway.hub import StreamHub
-from shared.errors import InvalidLastEventId
-from shared.events import Gap
-from shared.store import SessionStore, StoredEvent
+from tokentail.gateway.reading.feed import (
+    FIRST_READ_COUNT,
+    READ_BUDGET_BYTES,
+    EventFeed,
+    Start,
+    parse_last_event_id,
+    start_position,
+)
+from tokentail.gateway.reading.hub import StreamHub
+from tokentail.shared.errors import InvalidLastEventId
+from tokentail.shared.events import Gap
+from tokentail.shared.store import SessionStore, StoredEvent
 
 
 @dataclass

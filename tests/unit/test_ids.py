@@ -1,6 +1,6 @@
-"""gateway/ids.py: session ids, and the session of a chat id a chat UI chose."""
+"""gateway/access/ids.py: session ids, and the session of a chat id a chat UI chose."""
 
-from gateway.ids import chat_session_id, is_session_id, new_session_id
+from tokentail.gateway.access.ids import chat_session_id, is_session_id, new_session_id
 
 
 def test_a_chat_id_names_one_session_per_tenant() -> None:

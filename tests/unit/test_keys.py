@@ -1,4 +1,4 @@
-from shared.keys import Keys
+from tokentail.shared.keys import Keys
 
 
 def test_session_keys_share_one_hash_tag() -> None:

@@ -1,60 +1,139 @@
-"""Imports flow tokentail -> gateway, worker -> shared (DESIGN.md), with no exemption; and the
-package users import for the client loads no server code."""
+"""The import direction, with no exemption: tokentail's public face -> tokentail.gateway and
+tokentail.worker -> tokentail.shared; inside the gateway, each part imports only the parts below it;
+nothing imports the folders by their repository names; and the client loads no server code."""
 
 import ast
+import graphlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+INSTALLED_INSIDE = ("gateway", "worker", "shared")  # folders installed as tokentail.<folder>
+CODE = ("tokentail", *INSTALLED_INSIDE, "tests", "bench", "scripts", "examples")
+
+# Each part of the gateway (a module, or a folder of one concern) and the parts it may import. A new
+# part must be added here; the arrangement must stay a hierarchy (checked below).
+GATEWAY_PARTS: dict[str, set[str]] = {
+    "metrics": set(),
+    "errors": set(),
+    "protocol": set(),
+    "api_docs": set(),
+    "body_limit": {"errors"},
+    "access": {"metrics"},
+    "schemas": {"access"},
+    "reading": {"access", "metrics"},
+    "encodings": {"reading"},
+    "commands": {"access", "schemas"},
+    "deps": {"access", "reading", "commands"},
+    "routes": {"access", "reading", "encodings", "commands", "deps", "schemas", "errors"},
+    "app": {"access", "reading", "commands", "routes", "errors", "body_limit", "api_docs"},
+    "server": {"app", "protocol"},
+}
 
 
-def _imported_packages(package: str) -> set[tuple[str, str]]:
-    found: set[tuple[str, str]] = set()
-    for path in (ROOT / package).rglob("*.py"):
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[0] in INSTALLED_INSIDE:
+        parts.insert(0, "tokentail")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(folder: str) -> Iterator[tuple[str, str]]:
+    """(importing module, imported module) for every import in the folder's code, relative ones resolved."""
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        if "node_modules" in path.parts:
+            continue
+        importer = module_name(path)
+        package = importer if path.name == "__init__.py" else importer.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            else:
-                continue
-            found.update((str(path.relative_to(ROOT)), name.split(".")[0]) for name in names)
-    return found
+                yield from ((importer, alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+                module = ".".join(part for part in (base, node.module) if part)
+                yield importer, module
+                # `from tokentail.gateway import metrics` imports the module tokentail.gateway.metrics
+                yield from ((importer, f"{module}.{alias.name}") for alias in node.names)
+
+
+def side(module: str) -> str:
+    """gateway, worker, shared, or face (the rest of tokentail)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in INSTALLED_INSIDE else "face"
+
+
+@pytest.mark.parametrize("folder", CODE)
+def test_nothing_imports_the_folders_by_their_repository_names(folder: str) -> None:
+    # Installed, they exist only inside tokentail: `import worker` would find a user's own worker.py.
+    wrong = sorted(
+        f"{importer} imports {module}"
+        for importer, module in imports(folder)
+        if module.split(".")[0] in INSTALLED_INSIDE
+    )
+    assert wrong == []
 
 
 @pytest.mark.parametrize(
-    ("package", "forbidden"),
+    ("folder", "forbidden"),
     [
-        ("gateway", {"worker", "tokentail"}),
-        ("worker", {"gateway", "tokentail"}),
-        ("shared", {"gateway", "worker", "tokentail"}),
+        ("gateway", {"worker", "face"}),
+        ("worker", {"gateway", "face"}),
+        ("shared", {"gateway", "worker", "face"}),
     ],
 )
-def test_imports_never_run_back_up(package: str, forbidden: set[str]) -> None:
-    assert sorted(path for path, name in _imported_packages(package) if name in forbidden) == []
-
-
-def test_importing_the_client_imports_no_server_code() -> None:
-    # The agent-side names (RunContext, tool, Agent) come from the worker on first use only.
-    server = ("fastapi", "starlette", "uvicorn", "arq", "redis", "gateway", "worker")
-    code = (
-        "import sys, tokentail; from tokentail import AsyncTokentail, Tokentail, Event; "
-        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({server!r})))"
+def test_imports_never_run_back_up(folder: str, forbidden: set[str]) -> None:
+    upward = sorted(
+        f"{importer} imports {module}"
+        for importer, module in imports(folder)
+        if module.startswith("tokentail") and side(module) in forbidden
     )
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]"
+    assert upward == []
+
+
+def gateway_part(module: str) -> str:
+    return module.split(".")[2]
+
+
+def test_each_part_of_the_gateway_imports_only_the_parts_below_it() -> None:
+    parts = {
+        gateway_part(module_name(path))
+        for path in (ROOT / "gateway").rglob("*.py")
+        if path.parent != ROOT / "gateway" or path.name != "__init__.py"
+    }
+    assert parts == set(GATEWAY_PARTS), "a part of the gateway that GATEWAY_PARTS does not place"
+    wrong = sorted(
+        f"{importer} imports {module}"
+        for importer, module in imports("gateway")
+        if module.startswith("tokentail.gateway.")
+        and importer.count(".") >= 2
+        and gateway_part(module) in GATEWAY_PARTS
+        and gateway_part(module) != gateway_part(importer)
+        and gateway_part(module) not in GATEWAY_PARTS[gateway_part(importer)]
+    )
+    assert wrong == []
+    graphlib.TopologicalSorter(GATEWAY_PARTS).prepare()  # raises CycleError if the table has a circle
 
 
 def test_route_modules_do_not_import_each_other() -> None:
     # What two transports share (asking for a run, reading a position) lives beside the routes.
-    routes = ROOT / "gateway" / "routes"
-    crossing = [
-        f"{path.name} imports {node.module}"
-        for path in routes.glob("*.py")
-        for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gateway.routes")
-    ]
+    crossing = sorted(
+        f"{importer} imports {module}"
+        for importer, module in imports("gateway/routes")
+        if importer.startswith("tokentail.gateway.routes.") and module.startswith("tokentail.gateway.routes.")
+    )
     assert crossing == []
+
+
+def test_importing_the_client_imports_no_server_code() -> None:
+    # The agent-side names (RunContext, tool, Agent) come from the worker on first use only.
+    server = ("fastapi", "starlette", "uvicorn", "arq", "redis", "tokentail.gateway", "tokentail.worker")
+    code = (
+        "import sys, tokentail; from tokentail import AsyncTokentail, Tokentail, Event; "
+        f"print(sorted(m for m in sys.modules if any(m == s or m.startswith(s + '.') for s in {server!r})))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -3,9 +3,9 @@
 import asyncio
 from collections.abc import Iterator
 
-from shared.lifecycle import Renewal, RunLease
 from tests.waiting import eventually
-from worker.lease import LeaseKeeper
+from tokentail.shared.lifecycle import Renewal, RunLease
+from tokentail.worker.lease import LeaseKeeper
 
 LEASE_MS = 30  # a beat every 10 ms
 

@@ -11,16 +11,23 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from gateway.ids import new_session_id
-from shared.errors import InputNotPending, LeaseLost, RunConflict, SessionExists, SessionExpired, SessionNotFound
-from shared.events import ErrorInfo, InputRequired, RunCancelled, RunFailed
-from shared.jobs import RUN_JOB
-from shared.lifecycle import Asked, Cancel, Queued, Renewal, Requeue, RunLease, RunLifecycle, StartVerdict
-from shared.records import Question, RunRecord
-from shared.settings import Settings
-from shared.store import SESSION_GONE, SessionStore
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.waiting import eventually
+from tokentail.gateway.access.ids import new_session_id
+from tokentail.shared.errors import (
+    InputNotPending,
+    LeaseLost,
+    RunConflict,
+    SessionExists,
+    SessionExpired,
+    SessionNotFound,
+)
+from tokentail.shared.events import ErrorInfo, InputRequired, RunCancelled, RunFailed
+from tokentail.shared.jobs import RUN_JOB
+from tokentail.shared.lifecycle import Asked, Cancel, Queued, Renewal, Requeue, RunLease, RunLifecycle, StartVerdict
+from tokentail.shared.records import Question, RunRecord
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SESSION_GONE, SessionStore
 
 
 def _lease(runs: RunLifecycle, session_id: str, run: RunRecord, token: str = "lease-1") -> RunLease:

@@ -1,4 +1,4 @@
-"""gateway/limits.py and its scripts (count.lua, take_slot.lua) on fakeredis, on a clock of the
+"""gateway/access/limits.py and its scripts (count.lua, take_slot.lua) on fakeredis, on a clock of the
 test's own. (Through the HTTP API and across replicas: tests/integration/test_limits.py.)"""
 
 import asyncio
@@ -7,16 +7,16 @@ import types
 import pytest
 from redis.asyncio import Redis
 
-from gateway import limits
-from gateway.limits import SLOT_TTL_SECONDS, STREAM_RETRY_AFTER, RunBudget, StreamSlots
-from shared.errors import RateLimited, TooManyStreams
-from shared.keys import Keys
-from shared.settings import Settings
+from tokentail.gateway.access import limits
+from tokentail.gateway.access.limits import SLOT_TTL_SECONDS, STREAM_RETRY_AFTER, RunBudget, StreamSlots
+from tokentail.shared.errors import RateLimited, TooManyStreams
+from tokentail.shared.keys import Keys
+from tokentail.shared.settings import Settings
 
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """gateway.limits' time.time(): 1_699_999_990 (10 s into a minute) until a test moves it."""
+    """The limits module's time.time(): 1_699_999_990 (10 s into a minute) until a test moves it."""
     now = types.SimpleNamespace(value=1_699_999_990.0)
     monkeypatch.setattr(limits, "time", types.SimpleNamespace(time=lambda: now.value))
     return now

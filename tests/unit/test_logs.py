@@ -7,8 +7,8 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from shared.logs import JsonFormatter, TextFormatter, log_context, scrub
-from shared.settings import Settings
+from tokentail.shared.logs import JsonFormatter, TextFormatter, log_context, scrub
+from tokentail.shared.settings import Settings
 
 
 def record(message: str, *args: object, exc: bool = False) -> logging.LogRecord:

@@ -3,8 +3,8 @@
 import pytest
 from redis import exceptions as redis_errors
 
-from gateway.errors import describe_outage
-from shared.outage import is_outage
+from tokentail.gateway.errors import describe_outage
+from tokentail.shared.outage import is_outage
 
 # Redis 6.2 wraps a command refused inside a script in an error of the script's own; 7.0 passes it on.
 FULL_IN_A_SCRIPT_6_2 = redis_errors.ResponseError(

@@ -2,11 +2,11 @@
 
 import pytest
 
-from shared.catalog import OPENAI_COMPATIBLE
-from shared.params import RunParams
 from tests.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_chunk, openai_stream
-from worker.providers.anthropic_messages import AnthropicProvider
-from worker.providers.base import (
+from tokentail.shared.catalog import OPENAI_COMPATIBLE
+from tokentail.shared.params import RunParams
+from tokentail.worker.providers.anthropic_messages import AnthropicProvider
+from tokentail.worker.providers.base import (
     InvalidRequest,
     Message,
     ModelRequest,
@@ -18,7 +18,7 @@ from worker.providers.base import (
     ToolSpec,
     Usage,
 )
-from worker.providers.openai_chat import OpenAIProvider
+from tokentail.worker.providers.openai_chat import OpenAIProvider
 
 TOOLS = [
     ToolSpec("calculator", "arithmetic", {"type": "object", "properties": {"expression": {"type": "string"}}}),
@@ -172,7 +172,7 @@ async def test_anthropic_overloaded_status_is_retryable() -> None:
 
 
 async def test_tool_call_fragments_count_as_activity_for_the_timeouts() -> None:
-    from worker.retry import RetryPolicy, stream_with_retries
+    from tokentail.worker.retry import RetryPolicy, stream_with_retries
 
     fragments = ['{"expression": "', *["1+" for _ in range(8)], '1"}']
     chunks = openai_stream([], [(0, "c1", "calculator", fragments)])

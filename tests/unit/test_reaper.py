@@ -4,9 +4,9 @@ index entries it has nothing to do for."""
 import pytest
 from redis import exceptions as redis_errors
 
-from shared.lease_index import Due
-from shared.lifecycle import Look, Requeue, RunLifecycle
-from worker.reaper import PAGE, Reaper
+from tokentail.shared.lease_index import Due
+from tokentail.shared.lifecycle import Look, Requeue, RunLifecycle
+from tokentail.worker.reaper import PAGE, Reaper
 
 LEASE = 5.0
 INTERVAL = 1.0

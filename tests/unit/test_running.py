@@ -1,6 +1,6 @@
 import asyncio
 
-from worker.running import RunningRuns, Stop
+from tokentail.worker.running import RunningRuns, Stop
 
 
 async def test_an_ending_attempt_does_not_unregister_a_later_attempt_of_the_same_run() -> None:

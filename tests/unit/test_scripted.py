@@ -3,9 +3,9 @@ import math
 
 import pytest
 
-from shared.params import RunParams
-from worker.providers.base import Message, ModelRequest, TextDelta, ToolCall, ToolSpec, Usage
-from worker.providers.scripted import ScriptedFailure, ScriptedProvider, find_arithmetic, scripted_tokens
+from tokentail.shared.params import RunParams
+from tokentail.worker.providers.base import Message, ModelRequest, TextDelta, ToolCall, ToolSpec, Usage
+from tokentail.worker.providers.scripted import ScriptedFailure, ScriptedProvider, find_arithmetic, scripted_tokens
 
 CALCULATOR = ToolSpec("calculator", "arithmetic", {"type": "object"})
 

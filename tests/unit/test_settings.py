@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from shared.settings import Settings, get_settings, parse_api_keys
+from tokentail.shared.settings import Settings, get_settings, parse_api_keys
 
 KEY_A = "acme-key-0123456789"
 KEY_B = "beta-key-0123456789"

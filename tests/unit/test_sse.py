@@ -1,10 +1,10 @@
 import pytest
 
-from gateway.feed import parse_last_event_id
-from gateway.sse import encode_events, encode_gap
-from shared.errors import InvalidLastEventId
-from shared.events import Gap
-from shared.store import StoredEvent
+from tokentail.gateway.encodings.sse import encode_events, encode_gap
+from tokentail.gateway.reading.feed import parse_last_event_id
+from tokentail.shared.errors import InvalidLastEventId
+from tokentail.shared.events import Gap
+from tokentail.shared.store import StoredEvent
 
 
 def test_events_are_framed_with_id_event_and_data() -> None:

@@ -5,12 +5,12 @@ import json
 import pytest
 from redis.asyncio import Redis
 
-from gateway.ids import new_session_id
-from shared.errors import SessionExpired, SessionNotFound
-from shared.lifecycle import RunLease, RunLifecycle
-from shared.settings import Settings
-from shared.store import SessionStore
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
+from tokentail.gateway.access.ids import new_session_id
+from tokentail.shared.errors import SessionExpired, SessionNotFound
+from tokentail.shared.lifecycle import RunLease, RunLifecycle
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
 
 
 async def test_unknown_and_deleted_sessions_are_told_apart(store: SessionStore, runs: RunLifecycle) -> None:

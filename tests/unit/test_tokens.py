@@ -1,12 +1,12 @@
-"""gateway/tokens.py: signed, expiring stream grants that any replica sharing the secret can check."""
+"""gateway/access/tokens.py: signed, expiring stream grants that any replica sharing the secret can check."""
 
 import base64
 import json
 
 import pytest
 
-from gateway.tokens import StreamGrant, StreamTokens
-from shared.errors import TokenExpired, Unauthorized
+from tokentail.gateway.access.tokens import StreamGrant, StreamTokens
+from tokentail.shared.errors import TokenExpired, Unauthorized
 
 SECRET = "s" * 40
 

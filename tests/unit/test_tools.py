@@ -1,7 +1,7 @@
 import pytest
 
-from worker.tools import ToolError, tool
-from worker.tools.builtin import calculator, current_time, evaluate
+from tokentail.worker.tools import ToolError, tool
+from tokentail.worker.tools.builtin import calculator, current_time, evaluate
 
 
 @pytest.mark.parametrize(

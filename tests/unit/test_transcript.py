@@ -1,4 +1,4 @@
-from shared.records import RunRecord, transcript
+from tokentail.shared.records import RunRecord, transcript
 
 
 def _run(run_id: str, status: str, output: str | None = None) -> RunRecord:

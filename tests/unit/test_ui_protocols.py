@@ -10,15 +10,15 @@ import pytest
 from ag_ui.core import Event
 from pydantic import TypeAdapter
 
-from gateway.ag_ui import AgUiEvents, thread_messages
-from gateway.feed import Batch
-from gateway.hub import Chunk
-from gateway.sse import PING
-from gateway.translation import Translation
-from gateway.ui_message_stream import UiMessageStream
-from shared.events import Gap
-from shared.records import RunRecord
-from shared.store import StoredEvent
+from tokentail.gateway.encodings.ag_ui import AgUiEvents, thread_messages
+from tokentail.gateway.encodings.ai_sdk import UiMessageStream
+from tokentail.gateway.encodings.sse import PING
+from tokentail.gateway.encodings.translation import Translation
+from tokentail.gateway.reading.feed import Batch
+from tokentail.gateway.reading.hub import Chunk
+from tokentail.shared.events import Gap
+from tokentail.shared.records import RunRecord
+from tokentail.shared.store import StoredEvent
 
 RUN = "r_one"
 EVENTS: list[tuple[str, dict[str, Any]]] = [

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook
 
-from shared.webhooks import Hook, WebhookNotAllowed, WebhookPolicy, new_secret, sign
-from worker.webhooks import MAX_DELAY_SECONDS, retry_delay
+from tokentail.shared.webhook_messages import Hook, new_secret, sign
+from tokentail.shared.webhook_policy import WebhookNotAllowed, WebhookPolicy
+from tokentail.worker.webhook_delivery import MAX_DELAY_SECONDS, retry_delay
 
 POLICY = WebhookPolicy(["https://Hooks.example.com/tokentail", "http://[::1]:9000/"])
 

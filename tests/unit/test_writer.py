@@ -5,11 +5,11 @@ from collections.abc import Sequence
 import pytest
 from redis import exceptions as redis_errors
 
-from shared.errors import LeaseLost
-from shared.events import Ending, RunCompleted, Status, event_type_of
-from shared.lifecycle import RunLease
 from tests.waiting import eventually
-from worker.writer import MAX_DELTA_CHARS, MAX_EVENT_BYTES, EventTooLarge, EventWriter, OutputTooLarge
+from tokentail.shared.errors import LeaseLost
+from tokentail.shared.events import Ending, RunCompleted, Status, event_type_of
+from tokentail.shared.lifecycle import RunLease
+from tokentail.worker.writer import MAX_DELTA_CHARS, MAX_EVENT_BYTES, EventTooLarge, EventWriter, OutputTooLarge
 
 
 class RecordingLease:

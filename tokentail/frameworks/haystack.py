@@ -35,7 +35,7 @@ from haystack.components.generators.chat import OpenAIChatGenerator
 from haystack.dataclasses import ChatMessage, StreamingChunk, ToolCall
 from haystack.hooks.human_in_the_loop import ToolExecutionDecision
 
-from worker.context import RunContext
+from tokentail.worker.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Awaitable[None]]
 

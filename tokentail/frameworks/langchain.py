@@ -20,7 +20,7 @@ from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
 
-from worker.context import RunContext
+from tokentail.worker.context import RunContext
 
 
 def history(ctx: RunContext) -> list[BaseMessage]:

@@ -46,7 +46,7 @@ from langgraph.pregel import Pregel
 from langgraph.types import Command, Interrupt
 
 from tokentail.frameworks.langchain import history, jsonable, stream_chunk
-from worker.context import RunContext
+from tokentail.worker.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Coroutine[Any, Any, None]]
 

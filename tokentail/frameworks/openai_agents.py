@@ -37,7 +37,7 @@ from agents import (
 )
 from agents.run_config import DEFAULT_MAX_TURNS
 
-from worker.context import RunContext
+from tokentail.worker.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Awaitable[None]]
 

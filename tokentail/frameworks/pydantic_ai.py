@@ -39,7 +39,7 @@ from pydantic_ai.messages import (
 )
 from pydantic_core import to_jsonable_python
 
-from worker.context import RunContext
+from tokentail.worker.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Awaitable[None]]
 

@@ -27,7 +27,7 @@ from semantic_kernel.connectors.ai.prompt_execution_settings import PromptExecut
 from semantic_kernel.contents import ChatHistory, StreamingChatMessageContent
 from semantic_kernel.filters import AutoFunctionInvocationContext, FilterTypes
 
-from worker.context import RunContext
+from tokentail.worker.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Awaitable[None]]
 Next = Callable[[AutoFunctionInvocationContext], Coroutine[Any, Any, None]]

@@ -7,10 +7,10 @@ would otherwise delay every worker's start (and so every takeover by a freshly s
 import os
 from urllib.parse import urlsplit
 
-from shared.catalog import ANTHROPIC, OPENAI, OPENAI_COMPATIBLE, SCRIPTED, parse_model
-from shared.settings import Settings
-from worker.providers.base import InvalidRequest, Provider, ProviderError
-from worker.providers.scripted import ScriptedProvider
+from tokentail.shared.catalog import ANTHROPIC, OPENAI, OPENAI_COMPATIBLE, SCRIPTED, parse_model
+from tokentail.shared.settings import Settings
+from tokentail.worker.providers.base import InvalidRequest, Provider, ProviderError
+from tokentail.worker.providers.scripted import ScriptedProvider
 
 
 class Providers:
@@ -37,7 +37,7 @@ class Providers:
                 raise ProviderError("OPENAI_API_KEY is not set on the worker", kind="authentication_error")
             import openai
 
-            from worker.providers.openai_chat import OpenAIProvider
+            from tokentail.worker.providers.openai_chat import OpenAIProvider
 
             return OpenAIProvider(openai.AsyncOpenAI(max_retries=0))
         if provider == ANTHROPIC:
@@ -45,13 +45,13 @@ class Providers:
                 raise ProviderError("ANTHROPIC_API_KEY is not set on the worker", kind="authentication_error")
             import anthropic
 
-            from worker.providers.anthropic_messages import AnthropicProvider
+            from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 
             return AnthropicProvider(anthropic.AsyncAnthropic(max_retries=0))
         if provider == OPENAI_COMPATIBLE:
             import openai
 
-            from worker.providers.openai_chat import OpenAIProvider
+            from tokentail.worker.providers.openai_chat import OpenAIProvider
 
             base_url = self._settings.openai_compatible_base_url
             if not base_url:

@@ -17,8 +17,8 @@ import anthropic
 import httpx2
 from anthropic import types
 
-from shared.catalog import ANTHROPIC
-from worker.providers.base import (
+from tokentail.shared.catalog import ANTHROPIC
+from tokentail.worker.providers.base import (
     Chunk,
     Message,
     ModelRequest,
@@ -30,8 +30,8 @@ from worker.providers.base import (
     ToolSpec,
     Usage,
 )
-from worker.providers.errors import connection_error, status_error
-from worker.providers.openai_chat import parse_arguments
+from tokentail.worker.providers.errors import connection_error, status_error
+from tokentail.worker.providers.openai_chat import parse_arguments
 
 DEFAULT_MAX_TOKENS = 4096
 _RETRYABLE_STREAM_ERRORS = {"overloaded_error", "api_error", "rate_limit_error", "timeout_error"}

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from shared.params import RunParams, check_params_for
+from tokentail.shared.params import RunParams, check_params_for
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import email.utils
 import time
 from collections.abc import Mapping
 
-from worker.providers.base import ProviderError
+from tokentail.worker.providers.base import ProviderError
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

@@ -15,8 +15,8 @@ from typing import Any, cast
 import httpx2
 import openai
 
-from shared.catalog import OPENAI
-from worker.providers.base import (
+from tokentail.shared.catalog import OPENAI
+from tokentail.worker.providers.base import (
     Chunk,
     Message,
     ModelRequest,
@@ -28,7 +28,7 @@ from worker.providers.base import (
     ToolSpec,
     Usage,
 )
-from worker.providers.errors import connection_error, status_error
+from tokentail.worker.providers.errors import connection_error, status_error
 
 
 @dataclass

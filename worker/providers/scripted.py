@@ -16,7 +16,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 
-from worker.providers.base import Chunk, Message, ModelRequest, TextDelta, ToolCall, Usage
+from tokentail.worker.providers.base import Chunk, Message, ModelRequest, TextDelta, ToolCall, Usage
 
 _SENTENCES = (
     "This answer comes from the offline scripted model, so it works without a network or an API key.",

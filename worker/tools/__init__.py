@@ -18,7 +18,7 @@ from typing import Any, cast, overload
 
 from pydantic import TypeAdapter, ValidationError, validate_call
 
-from worker.providers.base import ToolSpec
+from tokentail.worker.providers.base import ToolSpec
 
 
 class ToolError(Exception):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from worker.tools import ToolError, tool
+from tokentail.worker.tools import ToolError, tool
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], int | float]] = {
     ast.Add: operator.add,

@@ -50,10 +50,10 @@ async def test_subgraph_events_carry_their_node_s_name_and_custom_writes_stream(
     from langgraph.config import get_stream_writer
     from langgraph.graph import START, MessagesState, StateGraph
 
-    from shared.records import RunRecord
     from tests.unit.test_writer import RecordingLease, _writer
     from tokentail.frameworks.langgraph import langgraph_agent
-    from worker.context import RunContext
+    from tokentail.shared.records import RunRecord
+    from tokentail.worker.context import RunContext
 
     def research(state: MessagesState) -> dict[str, Any]:
         write = get_stream_writer()
@@ -105,7 +105,6 @@ def _react(model: Any, tools: list[Any], **tool_node: Any) -> Any:
 async def test_a_react_graph_s_tool_call_tokens_and_usage_in_order() -> None:
     from langchain_core.messages import AIMessage
 
-    from shared.records import Turn
     from tests.e2e.frameworks.test_langchain import (
         SEEN,
         StreamingFakeChatModel,
@@ -115,6 +114,7 @@ async def test_a_react_graph_s_tool_call_tokens_and_usage_in_order() -> None:
         weather_call,
     )
     from tokentail.frameworks.langgraph import langgraph_agent
+    from tokentail.shared.records import Turn
 
     SEEN.clear()
     replies = iter([weather_call(), AIMessage("Sunny in Paris.", usage_metadata=usage(20, 4))])
@@ -226,9 +226,9 @@ async def test_the_session_s_turns_are_not_told_again_when_a_node_returns_them()
     from langchain_core.messages import AIMessage, AnyMessage
     from langgraph.graph import START, StateGraph
 
-    from shared.records import Turn
     from tests.e2e.frameworks.test_langchain import context
     from tokentail.frameworks.langgraph import langgraph_agent
+    from tokentail.shared.records import Turn
 
     class State(TypedDict):
         messages: list[AnyMessage]

@@ -11,8 +11,6 @@ import pytest
 
 pytest.importorskip("agents")
 
-from shared.events import EventData, event_type_of  # noqa: E402
-from shared.records import RunRecord, Turn  # noqa: E402
 from tests.e2e.conftest import Stack  # noqa: E402
 from tests.e2e.frameworks.scenarios import (  # noqa: E402
     Example,
@@ -20,8 +18,10 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
-from worker.context import RunContext  # noqa: E402
-from worker.writer import EventWriter  # noqa: E402
+from tokentail.shared.events import EventData, event_type_of  # noqa: E402
+from tokentail.shared.records import RunRecord, Turn  # noqa: E402
+from tokentail.worker.context import RunContext  # noqa: E402
+from tokentail.worker.writer import EventWriter  # noqa: E402
 
 AGENTS = '{"weather": "examples.openai_agents_agent:weather"}'
 

@@ -28,7 +28,6 @@ from pydantic_ai.models.function import (  # noqa: E402
 from pydantic_ai.models.function import FunctionModel as _FunctionModel  # noqa: E402
 from pydantic_ai.models.test import TestModel as _TestModel  # noqa: E402
 
-from shared.records import Turn  # noqa: E402
 from tests.e2e.conftest import Stack  # noqa: E402
 from tests.e2e.frameworks.scenarios import (  # noqa: E402
     Example,
@@ -37,7 +36,8 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     worker_killed_mid_answer,
 )
 from tokentail.frameworks.pydantic_ai import history, pydantic_ai_agent  # noqa: E402
-from worker.context import RunContext  # noqa: E402
+from tokentail.shared.records import Turn  # noqa: E402
+from tokentail.worker.context import RunContext  # noqa: E402
 
 
 class Recorder:

@@ -3,7 +3,7 @@
 A translation is a pure function of the stored events, in order, plus what is open at the point
 reached (a text block, a reasoning block): so catch-up, live tail and resume go through the same
 feed as tokentail's own stream, and a client that comes back gets the same frames again. Each
-protocol (gateway/ui_message_stream.py, gateway/ag_ui.py) says what one event becomes.
+protocol (gateway/encodings/ai_sdk.py, gateway/encodings/ag_ui.py) says what one event becomes.
 
 - `run_id`: a UI protocol's response is one run (one assistant message): only its events count,
   and the stream closes after its last one. None: every run of the session, one after the other.
@@ -14,9 +14,9 @@ protocol (gateway/ui_message_stream.py, gateway/ag_ui.py) says what one event be
 import json
 from typing import Any, ClassVar, Generic, TypeVar
 
-from gateway.feed import Batch
-from gateway.sse import PING
-from shared.events import DATA_PREFIX, TERMINAL_EVENTS, Gap
+from tokentail.gateway.encodings.sse import PING
+from tokentail.gateway.reading.feed import Batch
+from tokentail.shared.events import DATA_PREFIX, TERMINAL_EVENTS, Gap
 
 Part = TypeVar("Part")  # what an event becomes before framing: a JSON object, or one already serialised
 

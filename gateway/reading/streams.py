@@ -1,29 +1,25 @@
 """Opening a session's event stream for one client, in an encoding: the native SSE and NDJSON route
-and the chat UI protocols' routes all go through `StreamsDep`, so catch-up, live tail, gaps, the
+and the chat UI protocols' routes all go through `Streams.open`, so catch-up, live tail, gaps, the
 tenant's stream slots and 204 behave the same in every encoding."""
 
 from dataclasses import replace
 from functools import partial
-from typing import Annotated, Any
 
-from fastapi import Depends, Response
+from fastapi import Response
 
-from gateway.auth import Caller
-from gateway.deps import ERROR_RESPONSES, CallerDep, HubDep, SettingsDep, StoreDep, StreamSlotsDep
-from gateway.feed import EventFeed, start_position
-from gateway.hub import StreamHub
-from gateway.limits import StreamSlots
-from gateway.sse import Encoding, EventStreamResponse
-from shared.records import RunRecord, SessionRecord
-from shared.settings import Settings
-from shared.store import SessionStore
+from tokentail.gateway.access.auth import Caller
+from tokentail.gateway.access.limits import StreamSlots
+from tokentail.gateway.reading.feed import EventFeed, start_position
+from tokentail.gateway.reading.hub import StreamHub
+from tokentail.gateway.reading.response import Encoding, EventStreamResponse
+from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
 }
-# The OpenAPI answers of a route that streams SSE.
-STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}}
 
 
 class Streams:
@@ -68,12 +64,3 @@ class Streams:
         if last is None or last.finished_at is None:
             return None
         return last if now - last.finished_at <= self.settings.ui_replay_seconds else None
-
-
-async def _streams(
-    caller: CallerDep, store: StoreDep, hub: HubDep, settings: SettingsDep, slots: StreamSlotsDep
-) -> Streams:
-    return Streams(caller, store, hub, settings, slots)
-
-
-StreamsDep = Annotated[Streams, Depends(_streams)]

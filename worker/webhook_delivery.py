@@ -1,7 +1,7 @@
 """Delivers webhook events: each worker posts what its sessions' `hooks` lists hold, in order.
 
 Each pass claims the sessions the webhooks index says are due (shared/webhook_index.py), and posts
-each session's events one by one, oldest first, signed (shared/webhooks.py). An event leaves its
+each session's events one by one, oldest first, signed (shared/webhook_messages.py). An event leaves its
 list once a receiver answers 2xx; any other answer, a timeout or a refused connection leaves it
 at the head, and the session is looked at again after a delay that grows with the event's age (1 s,
 then half its age, at most 15 min), until `webhook_retry_seconds` have passed: then it is dropped
@@ -18,13 +18,15 @@ import time
 import httpx2
 from redis import exceptions as redis_errors
 
-from shared.keys import Keys
-from shared.lua import load_script
-from shared.redis_clients import AnyRedis
-from shared.settings import Settings
-from shared.webhook_index import Claim, WebhookIndex
-from shared.webhooks import Hook, TenantWebhooks, WebhookPolicy, sign
-from worker import metrics
+from tokentail.shared.keys import Keys
+from tokentail.shared.lua import load_script
+from tokentail.shared.redis_clients import AnyRedis
+from tokentail.shared.settings import Settings
+from tokentail.shared.tenant_webhooks import TenantWebhooks
+from tokentail.shared.webhook_index import Claim, WebhookIndex
+from tokentail.shared.webhook_messages import Hook, sign
+from tokentail.shared.webhook_policy import WebhookPolicy
+from tokentail.worker import metrics
 
 logger = logging.getLogger(__name__)
 

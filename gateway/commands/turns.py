@@ -2,33 +2,21 @@
 spend the tenant's run budget, and queue the run."""
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends
-
-from gateway.auth import Authenticator, Caller
-from gateway.deps import (
-    AuthDep,
-    ChatCallerDep,
-    RunBudgetDep,
-    RunsDep,
-    SettingsDep,
-    StoreDep,
-    WebhooksDep,
-    chat_session,
-)
-from gateway.ids import new_run_id
-from gateway.limits import RunBudget
-from gateway.questions import answer_run
-from gateway.schemas import CreateRun
-from gateway.webhooks import SessionWebhooks
-from shared.catalog import check_agent, parse_model
-from shared.errors import InputNotPending, InputTooLarge, InvalidInput, SessionExpired, SessionNotFound
-from shared.lifecycle import RunLifecycle
-from shared.params import check_params_for
-from shared.records import RunRecord, SessionRecord
-from shared.settings import Settings
-from shared.store import SessionStore
+from tokentail.gateway.access.auth import Authenticator, Caller
+from tokentail.gateway.access.ids import new_run_id
+from tokentail.gateway.access.limits import RunBudget
+from tokentail.gateway.commands.questions import answer_run
+from tokentail.gateway.commands.webhook_urls import SessionWebhooks
+from tokentail.gateway.schemas import CreateRun
+from tokentail.shared.catalog import check_agent, parse_model
+from tokentail.shared.errors import InputNotPending, InputTooLarge, InvalidInput, SessionExpired, SessionNotFound
+from tokentail.shared.lifecycle import RunLifecycle
+from tokentail.shared.params import check_params_for
+from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
 
 
 def check_size(text: str | None, settings: Settings) -> None:
@@ -92,7 +80,7 @@ class ChatTurns:
         self.settings, self.budget, self.webhooks = settings, budget, webhooks
 
     async def session(self, chat_id: str) -> str:
-        return await chat_session(chat_id, self.caller, self.auth, self.store)
+        return await self.auth.chat_session(self.caller, chat_id, self.store)
 
     async def send(self, session_id: str, text: str) -> RunRecord:
         """A run with the chat's next message. Such a UI sends only while idle; one posted while a run
@@ -128,18 +116,3 @@ class ChatTurns:
         seq = await answer_run(self.runs, session.session_id, run, input_id, answers[input_id])
         run.answers[input_id] = answers[input_id]
         return run, seq
-
-
-async def _chat_turns(
-    caller: ChatCallerDep,
-    auth: AuthDep,
-    store: StoreDep,
-    runs: RunsDep,
-    settings: SettingsDep,
-    budget: RunBudgetDep,
-    webhooks: WebhooksDep,
-) -> ChatTurns:
-    return ChatTurns(caller, auth, store, runs, settings, budget, webhooks)
-
-
-ChatTurnsDep = Annotated[ChatTurns, Depends(_chat_turns)]

@@ -33,8 +33,8 @@ no word for it, and saying nothing would be a silent skip.
 
 from typing import Any
 
-from gateway.translation import Translation, compact
-from shared.events import Gap
+from tokentail.gateway.encodings.translation import Translation, compact
+from tokentail.shared.events import Gap
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
 Part = dict[str, Any]

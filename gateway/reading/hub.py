@@ -30,13 +30,13 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
-from gateway import metrics
-from shared.events import EventType
-from shared.logs import RateLimitedLogger
-from shared.outage import is_outage
-from shared.redis_clients import sessions_client
-from shared.settings import Settings
-from shared.store import SESSION_GONE, SessionStore, StoredEvent
+from tokentail.gateway import metrics
+from tokentail.shared.events import EventType
+from tokentail.shared.logs import RateLimitedLogger
+from tokentail.shared.outage import is_outage
+from tokentail.shared.redis_clients import sessions_client
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SESSION_GONE, SessionStore, StoredEvent
 
 logger = logging.getLogger(__name__)
 outage_log = RateLimitedLogger(logger, every_seconds=30)

@@ -2,7 +2,7 @@
 
 Both the SSE and the WebSocket endpoint read through this; only the framing differs. A feed reads
 from Redis (XRANGE) only to catch up; live, it takes the chunks the gateway's hub hands it
-(gateway/hub.py), shared with every other follower of the session. What one read may bring is
+(gateway/reading/hub.py), shared with every other follower of the session. What one read may bring is
 bounded by bytes, not only by count: a feed replaying a long session holds about
 `READ_BUDGET_BYTES` of it at a time, however large its events are.
 """
@@ -11,12 +11,12 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
-from gateway import metrics
-from gateway.hub import Chunk, StreamHub, Subscription
-from shared.errors import InvalidLastEventId, SessionNotFound
-from shared.events import TERMINAL_EVENTS, Gap
-from shared.outage import is_outage
-from shared.store import SessionStore, StoredEvent
+from tokentail.gateway import metrics
+from tokentail.gateway.reading.hub import Chunk, StreamHub, Subscription
+from tokentail.shared.errors import InvalidLastEventId, SessionNotFound
+from tokentail.shared.events import TERMINAL_EVENTS, Gap
+from tokentail.shared.outage import is_outage
+from tokentail.shared.store import SessionStore, StoredEvent
 
 _TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)
 REDIS_RETRY_SECONDS = 0.5

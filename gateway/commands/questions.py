@@ -6,10 +6,10 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from shared.errors import InputNotPending, InvalidInput, QuestionNotFound, RunNotFound
-from shared.lifecycle import RunLifecycle
-from shared.records import RunRecord
-from shared.store import SessionStore
+from tokentail.shared.errors import InputNotPending, InvalidInput, QuestionNotFound, RunNotFound
+from tokentail.shared.lifecycle import RunLifecycle
+from tokentail.shared.records import RunRecord
+from tokentail.shared.store import SessionStore
 
 
 async def answer_question(

@@ -3,9 +3,9 @@ the signing secret."""
 
 from fastapi import APIRouter, Response
 
-from gateway.deps import ERROR_RESPONSES, ApiKeyCallerDep, WebhooksDep
-from gateway.schemas import SetWebhook, WebhookConfig
-from shared.webhooks import HOOKED_EVENTS
+from tokentail.gateway.deps import ApiKeyCallerDep, WebhooksDep
+from tokentail.gateway.schemas import ERROR_RESPONSES, SetWebhook, WebhookConfig
+from tokentail.shared.webhook_messages import HOOKED_EVENTS
 
 router = APIRouter(prefix="/v1/webhook", tags=["webhooks"])
 

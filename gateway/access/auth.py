@@ -14,15 +14,17 @@ tenant's session answers 404, exactly like a session that does not exist.
 """
 
 import hmac
+import re
 from dataclasses import dataclass
 
-from gateway import metrics
-from gateway.ids import is_session_id
-from gateway.tokens import Scope, StreamTokens
-from shared.errors import Forbidden, SessionNotFound, TokenExpired, Unauthorized
-from shared.records import PUBLIC_TENANT
-from shared.settings import Settings
-from shared.store import SessionStore
+from tokentail.gateway import metrics
+from tokentail.gateway.access.ids import CHAT_ID_PATTERN, chat_session_id, is_session_id
+from tokentail.gateway.access.tokens import Scope, StreamTokens
+from tokentail.shared.errors import Forbidden, InvalidInput, SessionNotFound, TokenExpired, Unauthorized
+from tokentail.shared.logs import bind
+from tokentail.shared.records import PUBLIC_TENANT
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,11 @@ class Authenticator:
         all, and whether it still exists or is gone), 403 for a stream token of another session."""
         if not is_session_id(session_id):
             raise SessionNotFound(session_id)
-        if not self.enabled:
-            return
+        if self.enabled:
+            await self._check_owner(caller, session_id, store)
+        bind(session_id=session_id)  # from here on, the request's logs name the session
+
+    async def _check_owner(self, caller: Caller, session_id: str, store: SessionStore) -> None:
         if caller.session_id is not None:
             if caller.session_id != session_id:
                 metrics.AUTH_FAILURES.labels("forbidden").inc()
@@ -82,6 +87,14 @@ class Authenticator:
         tenant = await store.session_owner(session_id)
         if tenant is not None and tenant != caller.tenant:
             raise SessionNotFound(session_id)
+
+    async def chat_session(self, caller: Caller, chat_id: str, store: SessionStore) -> str:
+        """The session of a chat id a chat UI chose (see `chat_session_id`), if the caller may use it."""
+        if re.fullmatch(CHAT_ID_PATTERN, chat_id) is None:
+            raise InvalidInput("a chat id is 1 to 128 characters of A-Z, a-z, 0-9 and _ . : -")
+        session_id = chat_session_id(caller.tenant, chat_id)
+        await self.check_access(caller, session_id, store)
+        return session_id
 
     def _authenticate(self, bearer: str | None, query_token: str | None) -> Caller:
         if not self.enabled:

@@ -15,11 +15,11 @@ import time
 
 from redis import exceptions as redis_errors
 
-from gateway import metrics
-from shared.errors import RateLimited, TooManyStreams
-from shared.keys import Keys
-from shared.lua import load_script
-from shared.redis_clients import AnyRedis
+from tokentail.gateway import metrics
+from tokentail.shared.errors import RateLimited, TooManyStreams
+from tokentail.shared.keys import Keys
+from tokentail.shared.lua import load_script
+from tokentail.shared.redis_clients import AnyRedis
 
 logger = logging.getLogger(__name__)
 

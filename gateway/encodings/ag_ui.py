@@ -50,9 +50,9 @@ from ag_ui.core import (
     UserMessage,
 )
 
-from gateway.translation import Translation, compact
-from shared.events import Gap
-from shared.records import RunRecord
+from tokentail.gateway.encodings.translation import Translation, compact
+from tokentail.shared.events import Gap
+from tokentail.shared.records import RunRecord
 
 
 def thread_messages(runs: list[RunRecord]) -> list[Message]:

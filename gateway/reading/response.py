@@ -1,15 +1,5 @@
-"""One client's event stream, over HTTP, in the encoding it asked for.
-
-tokentail's own Server-Sent Events:
-
-    retry: <ms>                    once, so EventSource reconnects quickly after a drop
-    event: gap / data: {...}       when the asked position is not (or no longer) in the stream (no `id:`)
-    id: <seq> / event: <type> / data: <json>   catch-up by XRANGE, then live from the gateway's hub
-    : ping                         after a heartbeat with nothing to send, so proxies keep the connection
-
-NDJSON (`Accept: application/x-ndjson`), for scripts and servers that do not speak SSE: one
-`{"id", "event", "data"}` object per line (gap lines have no id), an empty line as the heartbeat.
-The UI protocols (gateway/ui_message_stream.py, gateway/ag_ui.py) are encodings too.
+"""Writing one client's event stream: the feed's batches, in the encoding the client asked for, on
+one HTTP response, and how that response outlives the framework's call (`call_detaching`).
 
 The stream ends once everything is delivered and no run is queued or running: the client's next
 reconnect is answered 204, which stops a browser EventSource for good. An encoding whose response
@@ -24,18 +14,17 @@ from typing import Protocol
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.feed import Batch, EventFeed
-from shared.events import Gap
-from shared.store import StoredEvent
+from tokentail.gateway.reading.feed import Batch, EventFeed
+from tokentail.shared.events import Gap
 
-PING = b": ping\n\n"
 # The scope key of the list in which `call_detaching` collects the streams to continue (see there).
 DETACHED = "tokentail.detached_streams"
 Body = Callable[[Receive, Send], Awaitable[None]]
 
 
 class Encoding(Protocol):
-    """How a feed's batches become bytes on one connection."""
+    """How a feed's batches become bytes on one connection: what each module of gateway/encodings/
+    that speaks over HTTP implements."""
 
     media_type: str
 
@@ -51,65 +40,6 @@ class Encoding(Protocol):
 
     def tail(self) -> bytes:
         """What closes the stream."""
-
-
-def encode_events(events: list[StoredEvent]) -> bytes:
-    return b"".join(b"id: %d\nevent: %s\ndata: %s\n\n" % (e.seq, e.type, e.data) for e in events)
-
-
-def encode_gap(gap: Gap) -> bytes:
-    return b"event: gap\ndata: %s\n\n" % gap.model_dump_json().encode()
-
-
-def encode_batch(batch: Batch) -> bytes:
-    if not batch.chunks:
-        return PING
-    frames = [chunk.encoded(encode_events) for chunk in batch.chunks]  # made once per chunk, for all its readers
-    if batch.gap is not None:
-        frames.insert(0, encode_gap(batch.gap))
-    return frames[0] if len(frames) == 1 else b"".join(frames)
-
-
-class NativeSse:
-    media_type = "text/event-stream"
-    finished = False
-
-    def __init__(self, retry_ms: int) -> None:
-        self._retry_ms = retry_ms
-
-    def head(self, gap: Gap | None) -> bytes:
-        return b"retry: %d\n\n" % self._retry_ms + (encode_gap(gap) if gap is not None else b"")
-
-    batch = staticmethod(encode_batch)
-
-    def tail(self) -> bytes:
-        return b""
-
-
-def ndjson_events(events: list[StoredEvent]) -> bytes:
-    # The stored data is JSON already: splice it in rather than parse and re-serialise it.
-    return b"".join(b'{"id":%d,"event":"%s","data":%s}\n' % (e.seq, e.type, e.data) for e in events)
-
-
-def ndjson_gap(gap: Gap) -> bytes:
-    return b'{"event":"gap","data":%s}\n' % gap.model_dump_json().encode()
-
-
-class Ndjson:
-    media_type = "application/x-ndjson"
-    finished = False
-
-    def head(self, gap: Gap | None) -> bytes:
-        return ndjson_gap(gap) if gap is not None else b""
-
-    def batch(self, batch: Batch) -> bytes:
-        if not batch.chunks:
-            return b"\n"
-        lines = b"".join(chunk.encoded(ndjson_events) for chunk in batch.chunks)
-        return lines if batch.gap is None else ndjson_gap(batch.gap) + lines
-
-    def tail(self) -> bytes:
-        return b""
 
 
 class EventStreamResponse(Response):

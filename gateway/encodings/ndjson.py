@@ -1,0 +1,32 @@
+"""NDJSON (`Accept: application/x-ndjson`), for scripts and servers that do not speak SSE: one
+`{"id", "event", "data"}` object per line (gap lines have no id), an empty line as the heartbeat."""
+
+from tokentail.gateway.reading.feed import Batch
+from tokentail.shared.events import Gap
+from tokentail.shared.store import StoredEvent
+
+
+def ndjson_events(events: list[StoredEvent]) -> bytes:
+    # The stored data is JSON already: splice it in rather than parse and re-serialise it.
+    return b"".join(b'{"id":%d,"event":"%s","data":%s}\n' % (e.seq, e.type, e.data) for e in events)
+
+
+def ndjson_gap(gap: Gap) -> bytes:
+    return b'{"event":"gap","data":%s}\n' % gap.model_dump_json().encode()
+
+
+class Ndjson:
+    media_type = "application/x-ndjson"
+    finished = False
+
+    def head(self, gap: Gap | None) -> bytes:
+        return ndjson_gap(gap) if gap is not None else b""
+
+    def batch(self, batch: Batch) -> bytes:
+        if not batch.chunks:
+            return b"\n"
+        lines = b"".join(chunk.encoded(ndjson_events) for chunk in batch.chunks)
+        return lines if batch.gap is None else ndjson_gap(batch.gap) + lines
+
+    def tail(self) -> bytes:
+        return b""

@@ -1,0 +1,48 @@
+"""tokentail's own Server-Sent Events:
+
+    retry: <ms>                    once, so EventSource reconnects quickly after a drop
+    event: gap / data: {...}       when the asked position is not (or no longer) in the stream (no `id:`)
+    id: <seq> / event: <type> / data: <json>   catch-up by XRANGE, then live from the gateway's hub
+    : ping                         after a heartbeat with nothing to send, so proxies keep the connection
+
+The stored JSON is spliced in as it is, and each chunk is framed once for all its readers.
+"""
+
+from tokentail.gateway.reading.feed import Batch
+from tokentail.shared.events import Gap
+from tokentail.shared.store import StoredEvent
+
+PING = b": ping\n\n"
+
+
+def encode_events(events: list[StoredEvent]) -> bytes:
+    return b"".join(b"id: %d\nevent: %s\ndata: %s\n\n" % (e.seq, e.type, e.data) for e in events)
+
+
+def encode_gap(gap: Gap) -> bytes:
+    return b"event: gap\ndata: %s\n\n" % gap.model_dump_json().encode()
+
+
+def encode_batch(batch: Batch) -> bytes:
+    if not batch.chunks:
+        return PING
+    frames = [chunk.encoded(encode_events) for chunk in batch.chunks]  # made once per chunk, for all its readers
+    if batch.gap is not None:
+        frames.insert(0, encode_gap(batch.gap))
+    return frames[0] if len(frames) == 1 else b"".join(frames)
+
+
+class NativeSse:
+    media_type = "text/event-stream"
+    finished = False
+
+    def __init__(self, retry_ms: int) -> None:
+        self._retry_ms = retry_ms
+
+    def head(self, gap: Gap | None) -> bytes:
+        return b"retry: %d\n\n" % self._retry_ms + (encode_gap(gap) if gap is not None else b"")
+
+    batch = staticmethod(encode_batch)
+
+    def tail(self) -> bytes:
+        return b""

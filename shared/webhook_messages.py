@@ -1,0 +1,80 @@
+"""What a webhook carries and how it is signed.
+
+From the moment a session is made with a URL, each event a webhook reports is kept, in the same
+step as the event (lib.lua), in the session's `hooks` list until a worker delivers it
+(worker/webhook_delivery.py). Signatures follow the Standard Webhooks scheme (standardwebhooks.com),
+which libraries in most languages verify: headers `webhook-id` (the idempotency id,
+`<session_id>.<event_id>`, the same on every retry), `webhook-timestamp` (Unix seconds) and
+`webhook-signature` (`v1,` + base64 of HMAC-SHA256 over `<id>.<timestamp>.<body>`), with the
+tenant's secret `whsec_<base64>`.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from typing import Any, NamedTuple
+
+from tokentail.shared.store import with_output
+
+HOOKED_EVENTS = ("run.completed", "run.failed", "run.cancelled", "input.required")
+SECRET_PREFIX = "whsec_"
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header of a delivery."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    digest = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+class Hook(NamedTuple):
+    """One event a webhook reports, as its session's `hooks` list keeps it (lib.lua's add_hook)."""
+
+    session_id: str
+    raw: bytes  # the list entry as stored: a deliverer removes exactly this one once delivered
+    seq: int
+    ts_ms: int
+    type: str
+    data: bytes
+    url: str
+    tenant: str
+    output: str | None
+
+    @classmethod
+    def parse(cls, session_id: str, raw: bytes) -> "Hook":
+        entry = json.loads(raw)
+        ts = str(entry["ts"])
+        return cls(
+            session_id,
+            raw,
+            int(entry["seq"]),
+            int(ts[:-3]),
+            entry["type"],
+            entry["data"].encode(),
+            entry["url"],
+            entry["tenant"],
+            entry.get("output"),
+        )
+
+    @property
+    def webhook_id(self) -> str:
+        return f"{self.session_id}.{self.seq}"
+
+    def body(self) -> bytes:
+        data = self.data
+        if self.type == "run.completed" and self.output is not None:
+            data = with_output(data, self.output)
+        payload: dict[str, Any] = {
+            "type": self.type,
+            "timestamp": self.ts_ms / 1000,
+            "session_id": self.session_id,
+            "event_id": str(self.seq),
+            "data": json.loads(data),
+        }
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

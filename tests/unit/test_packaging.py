@@ -1,0 +1,41 @@
+"""pyproject.toml installs every package folder of the repository, under the one import name; the
+framework environments' locks hold versions their extras allow."""
+
+import runpy
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from tests.unit.test_layout import INSTALLED_INSIDE, module_name
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_package_folder_is_installed_and_under_tokentail() -> None:
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        module_name(init)
+        for top in ("tokentail", *INSTALLED_INSIDE)
+        for init in (ROOT / top).rglob("__init__.py")
+        if "node_modules" not in init.parts
+    }
+    assert set(setuptools["packages"]) == folders
+    assert setuptools["package-dir"] == {f"tokentail.{folder}": folder for folder in INSTALLED_INSIDE}
+
+
+def test_each_framework_environment_s_lock_satisfies_the_extras_it_installs() -> None:
+    # A bound changed in pyproject.toml and a lock not made again (`.venv/bin/nox -s lock`) would test
+    # versions users cannot get.
+    environments = runpy.run_path(str(ROOT / "noxfile.py"))["ENVIRONMENTS"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for environment, (names, _) in environments.items():
+        lock = ROOT / "tests" / "e2e" / "frameworks" / "locks" / f"{environment}.txt"
+        pins = dict(line.split("==") for line in lock.read_text().splitlines() if line and not line.startswith("#"))
+        pinned = {canonicalize_name(name): Version(version) for name, version in pins.items()}
+        for requirement in (Requirement(text) for extra in ("pytest", *names) for text in extras[extra]):
+            if requirement.marker is None or requirement.marker.evaluate():
+                version = pinned.get(canonicalize_name(requirement.name))
+                assert version is not None and version in requirement.specifier, (environment, str(requirement))
