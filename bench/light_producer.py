@@ -21,18 +21,17 @@ from typing import Any
 import uvloop
 from redis.asyncio import Redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 
 from control import serve_starts  # noqa: E402
 
-from gateway.ids import new_run_id, new_session_id  # noqa: E402
-from shared.events import RunCompleted  # noqa: E402
-from shared.gc_tuning import tune_for_server  # noqa: E402
-from shared.lifecycle import RunLease, RunLifecycle
-from shared.records import RunRecord, SessionRecord  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from worker.pipelines import ScriptPipeline  # noqa: E402
+from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.shared.events import RunCompleted
+from tokentail.shared.gc_tuning import tune_for_server
+from tokentail.shared.lifecycle import RunLease, RunLifecycle
+from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.settings import Settings
+from tokentail.worker.pipelines import ScriptPipeline
 
 FLUSH_SECONDS = 0.05
 LEASE = "bench-light-producer"

@@ -31,16 +31,14 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.redis_server import RedisServer, free_port
+from tokentail.shared.lifecycle import RunLifecycle
+from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from gateway.ids import new_run_id, new_session_id  # noqa: E402
-from shared.lifecycle import RunLifecycle  # noqa: E402
-from shared.records import RunRecord, SessionRecord  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.store import SessionStore  # noqa: E402
-from tokentail.redis_server import RedisServer, free_port  # noqa: E402
-
 TOKENS = 300
 RATE = 50.0
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -85,6 +83,11 @@ def worker_tree(ref: str | None, scratch: Path) -> Path:
     tree.mkdir()
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    if '"tokentail.worker" = "worker"' in (tree / "pyproject.toml").read_text():
+        # Installed inside tokentail (pyproject's package-dir): lay the commit out that way, or the
+        # editable install of this tree would answer for its `tokentail.worker`.
+        for package in ("gateway", "worker", "shared"):
+            (tree / package).rename(tree / "tokentail" / package)
     return tree
 
 

@@ -1,0 +1,159 @@
+"""What both benchmark modules measure with: CPU readings from /proc, percentiles, tokentail's
+processes on a private Redis (`Stack`), and a raw-socket SSE reader cheap enough for thousands of
+streams."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from tokentail.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def box_cpu_seconds() -> float:
+    """CPU time this machine has been busy, all cores: user, nice, system, irq and softirq. Interrupts
+    count too: without IRQ time accounting, a tick spent in one is charged to the task it interrupted
+    (in its /proc/<pid>/stat) but to irq or softirq here, and a loopback benchmark spends many. (With
+    IRQ time accounting, the "other work" derived from this would include the benchmark's interrupts.)"""
+    user, nice, system, _idle, _iowait, irq, softirq = Path("/proc/stat").read_text().split(maxsplit=8)[1:8]
+    return (int(user) + int(nice) + int(system) + int(irq) + int(softirq)) / TICKS
+
+
+class OtherWork:
+    """CPU the rest of the machine uses from now on (beyond `pids` and this process), as a share of
+    one core: what a phase measured once, not repeated, was disturbed by on a shared box."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.began, self.other = self._reading()
+
+    def _reading(self) -> tuple[float, float]:
+        ours = sum(cpu_seconds(pid) for pid in self.pids) + time.process_time()
+        return time.monotonic(), box_cpu_seconds() - ours
+
+    def share(self) -> float:
+        now, other = self._reading()
+        return (other - self.other) / (now - self.began)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+class Stack:
+    def __init__(self, data_dir: str) -> None:
+        self.redis = RedisServer(data_dir).start()
+        self.prefix = f"bench-{uuid.uuid4().hex[:6]}"
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "TOKENTAIL_REDIS_URL": self.redis.url,
+            "TOKENTAIL_LOG_LEVEL": "warning",
+            # The benchmarks measure the gateway and workers, not the tenant limits they would hit.
+            "TOKENTAIL_RUNS_PER_MINUTE": "0",
+            "TOKENTAIL_MAX_STREAMS_PER_TENANT": "0",
+        }
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        environment = {**self.env, "TOKENTAIL_KEY_PREFIX": self.prefix, **env}
+        return subprocess.Popen([sys.executable, "-m", "tokentail.cli", *args], env=environment, cwd=ROOT)
+
+    def start(self, **worker_env: str) -> None:
+        """(Re)start both processes on a fresh key prefix, the worker with `worker_env`."""
+        self.stop()
+        self.prefix = f"bench-{uuid.uuid4().hex[:6]}"
+        self.gateway = self._spawn("gateway", "--host", "127.0.0.1", "--port", str(self.port))
+        self.worker = self._spawn("worker", "--port", "0", **worker_env)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        time.sleep(0.5)  # let the worker subscribe and poll once
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pids(self) -> list[int]:
+        processes = (self.gateway, self.worker, self.redis.process)
+        return [process.pid for process in processes if process is not None]
+
+    def stop(self) -> None:
+        for process in (self.gateway, self.worker):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+    def close(self) -> None:
+        self.stop()
+        self.redis.stop()
+
+
+@dataclass
+class Frame:
+    id: int
+    event: bytes
+    data: bytes
+    received: float
+
+
+async def read_sse(port: int, path: str, on_frame: Callable[[Frame], bool] | None = None) -> list[Frame]:
+    """A minimal SSE reader on a raw socket (HTTP/1.1, chunked): cheap enough for hundreds of streams."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    frames: list[Frame] = []
+    if b" 200 " not in head.split(b"\r\n", 1)[0]:
+        writer.close()
+        return frames
+    buffer = b""
+    try:
+        while True:
+            size = int((await reader.readline()).strip(), 16)
+            if size == 0:
+                break
+            buffer += (await reader.readexactly(size + 2))[:-2]
+            now = time.time()
+            *complete, buffer = buffer.split(b"\n\n")
+            for raw in complete:
+                fields = dict(line.split(b": ", 1) for line in raw.split(b"\n") if line and not line.startswith(b":"))
+                if b"id" in fields:
+                    frame = Frame(int(fields[b"id"]), fields[b"event"], fields[b"data"], now)
+                    frames.append(frame)
+                    if on_frame is not None and on_frame(frame):
+                        return frames
+    finally:
+        writer.close()
+    return frames
+
+
+async def create(client: httpx2.AsyncClient, **params: Any) -> dict[str, Any]:
+    response = await client.post("/v1/sessions", json={"input": "benchmark", "model": "scripted", "params": params})
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
