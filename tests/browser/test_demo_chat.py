@@ -23,6 +23,8 @@ ACCENT = (0x2F, 0x6F, 0xED)  # the Send button's blue
 VIEWPORT = {"width": 900, "height": 600}
 # Long enough to overflow the transcript many times over while the test looks at it.
 LONG = quote(json.dumps({"tokens": 1200, "tokens_per_second": 200}))
+# Longer than any test, however loaded the machine: the test stops it.
+ENDLESS = quote(json.dumps({"tokens": 100_000, "tokens_per_second": 200}))
 MEDIUM = quote(json.dumps({"tokens": 240, "tokens_per_second": 60}))  # long enough to act mid-answer
 SHORT = quote(json.dumps({"tokens": 40, "tokens_per_second": 40}))
 
@@ -109,7 +111,7 @@ async def test_a_long_answer_scrolls_in_the_transcript_and_the_input_stays_in_vi
 async def test_scrolling_up_stops_the_follow_until_the_reader_jumps_back_to_the_latest(
     browser: Browser, gateway: Gateway, worker: Any, tmp_path: Path
 ) -> None:
-    page = await _open(browser, gateway, LONG)
+    page = await _open(browser, gateway, ENDLESS)  # so it is still streaming when Stop is clicked
     await _send(page, "tell me everything")
     transcript = page.locator("#transcript")
     await page.wait_for_function(

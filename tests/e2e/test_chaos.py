@@ -172,18 +172,19 @@ async def test_deleting_running_sessions_does_not_blind_the_reaper(fast_leases: 
         deleted = [
             (await client.post("/v1/sessions", json={"input": f"d{i}", "params": long_run})).json() for i in range(105)
         ]
-        survivor = (await client.post("/v1/sessions", json={"input": "survive this", "params": PARAMS})).json()
-        watcher = Watcher(client, survivor["events_url"])
-        following = asyncio.create_task(watcher.follow())
 
         async def running(session_id: str) -> bool:
             return bool((await client.get(f"/v1/sessions/{session_id}")).json()["status"] == "running")
 
-        for session in [*deleted, survivor]:
+        for session in deleted:
             await eventually(partial(running, session["session_id"]), within=60, interval=0.02, what="a run started")
         for session in deleted:
             assert (await client.delete(f"/v1/sessions/{session['session_id']}")).status_code == 204
-        await asyncio.sleep(3)  # their leases' deadlines pass, before the survivor's
+        # Made after they were deleted, so their leases' deadlines, left in the index, come before its.
+        survivor = (await client.post("/v1/sessions", json={"input": "survive this", "params": PARAMS})).json()
+        watcher = Watcher(client, survivor["events_url"])
+        following = asyncio.create_task(watcher.follow())
+        await eventually(lambda: watcher.deltas() >= 10, within=60, interval=0.02)  # mid-run, however slow the box
         doomed.kill()
         struck = time.monotonic()
         fast_leases.worker()  # a fresh worker: its reaper must find the survivor behind the deleted ones

@@ -83,7 +83,9 @@ async def test_too_large_input_is_413(start_gateway: Any) -> None:
         assert (await client.get(f"/v1/sessions/{created['session_id']}")).json()["runs"] == []
 
 
-@pytest.mark.parametrize("session_id", [new_session_id(), "not-a-session-id", "s_" + "x" * 200])
+@pytest.mark.parametrize(
+    "session_id", [new_session_id(), "not-a-session-id", "s_" + "x" * 200], ids=["unknown", "malformed", "too-long"]
+)
 @pytest.mark.parametrize(("method", "suffix"), [("GET", ""), ("GET", "/events"), ("DELETE", ""), ("POST", "/runs")])
 async def test_unknown_sessions_are_404_everywhere(
     client: httpx2.AsyncClient, session_id: str, method: str, suffix: str
