@@ -48,7 +48,7 @@ end
 
 -- Append one event as the session's next seq (stream entry `<seq>-0`); returns the seq. The event
 -- is also published, as `<seq> <ts> <type> <data>`, on the channel named like the stream key: the
--- gateways' hubs (gateway/hub.py) follow live sessions by these notifications, not by reading.
+-- gateways' hubs (gateway/reading/hub.py) follow live sessions by these notifications, not by reading.
 -- `output`: a completed run's answer, which its webhook carries (the stream leaves it to the record).
 local function add_event(k, s, event_type, data, ts, output)
   local seq = redis.call('HINCRBY', k.meta, 'seq', 1)
