@@ -24,7 +24,7 @@ from typing import Any
 import compare
 import httpx2
 import uvloop
-from measure import OtherWork, Stack, create, percentile, read_sse
+from harness import OtherWork, Stack, create, percentile, read_sse
 from redis.asyncio import Redis
 
 from tokentail.shared.keys import Keys

@@ -3,7 +3,7 @@
 Each system is a gateway process and a producer process (tokentail: `tokentail gateway` and
 `tokentail worker` with the offline scripted model; naive: bench/peers/naive.py; Vercel:
 bench/peers/vercel/server.mjs) on a private redis-server, driven by the same load generator (raw
-asyncio sockets, measure.read_sse) with the same workload: runs of 300 tokens at 50 tokens/s, tokens
+asyncio sockets, harness.read_sse) with the same workload: runs of 300 tokens at 50 tokens/s, tokens
 due every 50 ms joined into one event. Every level is repeated and reported as min/median/max.
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx2
-import measure
 from redis.asyncio import Redis
 
 from tokentail.gateway.access.ids import new_run_id, new_session_id
@@ -117,13 +117,13 @@ class System:
         """Start one run; the path its SSE stream is read at."""
         raise NotImplementedError
 
-    async def delays_ms(self, path: str, frames: list[measure.Frame]) -> list[float]:
+    async def delays_ms(self, path: str, frames: list[harness.Frame]) -> list[float]:
         """Append -> receipt delay of each token event of a stream read whole."""
         return [
             frame.received * 1000 - json.loads(frame.data)["t"] for frame in frames if frame.event == b"message.delta"
         ]
 
-    def finished(self, frames: list[measure.Frame]) -> bool:
+    def finished(self, frames: list[harness.Frame]) -> bool:
         return bool(frames) and frames[-1].event == b"done"
 
     async def backlog(self, client: httpx2.AsyncClient, events: int) -> str:
@@ -139,7 +139,7 @@ class Tokentail(System):
     name = "tokentail"
 
     def start(self) -> None:
-        self.stack = measure.Stack.__new__(measure.Stack)  # its process handling, on this Redis and port
+        self.stack = harness.Stack.__new__(harness.Stack)  # its process handling, on this Redis and port
         self.stack.redis, self.stack.port = self.redis, self.port
         self.stack.env = {
             **os.environ,
@@ -154,10 +154,10 @@ class Tokentail(System):
         self.keys = Keys(self.stack.prefix)
 
     async def start_stream(self, client: httpx2.AsyncClient, tokens: int = TOKENS, rate: float = RATE) -> str:
-        created = await measure.create(client, tokens=tokens, tokens_per_second=rate)
+        created = await harness.create(client, tokens=tokens, tokens_per_second=rate)
         return f"/v1/sessions/{created['session_id']}/events"
 
-    async def delays_ms(self, path: str, frames: list[measure.Frame]) -> list[float]:
+    async def delays_ms(self, path: str, frames: list[harness.Frame]) -> list[float]:
         redis = Redis.from_url(self.redis.url)
         try:
             entries = await redis.xrange(self.keys.session(path.split("/")[3]).events)
@@ -166,7 +166,7 @@ class Tokentail(System):
         appended = {int(entry_id.split(b"-")[0]): int(fields[b"ts"]) / 1000 for entry_id, fields in entries}
         return [frame.received * 1000 - appended[frame.id] for frame in frames if frame.event == b"message.delta"]
 
-    def finished(self, frames: list[measure.Frame]) -> bool:
+    def finished(self, frames: list[harness.Frame]) -> bool:
         return bool(frames) and frames[-1].event == b"run.completed"
 
     async def backlog(self, client: httpx2.AsyncClient, events: int) -> str:
@@ -271,7 +271,7 @@ class Run:
 
     @property
     def p99(self) -> float:
-        return measure.percentile(self.delays_ms, 99) if self.delays_ms else float("inf")
+        return harness.percentile(self.delays_ms, 99) if self.delays_ms else float("inf")
 
 
 async def run_level(system: System, streams: int, tokens: int) -> Run:
@@ -283,9 +283,9 @@ async def run_level(system: System, streams: int, tokens: int) -> Run:
     readings: list[dict[str, float]] = []
 
     def reading() -> dict[str, float]:
-        return {name: measure.cpu_seconds(pid) for name, pid in pids.items()} | {
+        return {name: harness.cpu_seconds(pid) for name, pid in pids.items()} | {
             "load": time.process_time(),
-            "box": measure.box_cpu_seconds(),
+            "box": harness.box_cpu_seconds(),
         }
 
     async def steady_window() -> None:
@@ -298,13 +298,13 @@ async def run_level(system: System, streams: int, tokens: int) -> Run:
         window.append(time.time())
         readings.append(reading())
 
-    all_frames: list[list[measure.Frame]] = []
+    all_frames: list[list[harness.Frame]] = []
     async with httpx2.AsyncClient(base_url=system.url, limits=httpx2.Limits(max_connections=50), timeout=30) as client:
 
         async def one(delay: float) -> None:
             await asyncio.sleep(delay)
             path = await system.start_stream(client, tokens=tokens)
-            frames = await measure.read_sse(system.port, path)
+            frames = await harness.read_sse(system.port, path)
             run.incomplete += not system.finished(frames)
             run.delays_ms += await system.delays_ms(path, frames)
             all_frames.append(frames)
@@ -369,7 +369,7 @@ async def fan_out(system: System, watchers: int) -> dict[str, float]:
     async with httpx2.AsyncClient(base_url=system.url, timeout=30) as client:
         path = await system.start_stream(client, tokens=100, rate=50)
         # Everyone connects first (the early part comes as one catch-up), then counting starts.
-        readers = [asyncio.create_task(measure.read_sse(system.port, path)) for _ in range(watchers)]
+        readers = [asyncio.create_task(harness.read_sse(system.port, path)) for _ in range(watchers)]
         await asyncio.sleep(0.5)
         before, counting_from = await calls(), time.time()
         results = await asyncio.gather(*readers)
@@ -388,9 +388,9 @@ async def first_event_ms(system: System, runs: int) -> dict[str, float]:
             await asyncio.sleep(0.05)
             begun = time.time()
             path = await system.start_stream(client, tokens=10, rate=50)  # Vercel's cannot be followed once done
-            frames = await measure.read_sse(system.port, path, lambda f: f.event == b"message.delta")
+            frames = await harness.read_sse(system.port, path, lambda f: f.event == b"message.delta")
             times.append((frames[-1].received - begun) * 1000)
-    return {"p50_ms": measure.percentile(times, 50), "p99_ms": measure.percentile(times, 99)}
+    return {"p50_ms": harness.percentile(times, 50), "p99_ms": harness.percentile(times, 99)}
 
 
 DELTA = b"\nevent: message.delta\n"
@@ -456,7 +456,7 @@ async def measure(system: System, quick: bool, repeats: int, levels: list[int], 
         await capacity(system, figures, quick, repeats, levels, max_other)
         return figures
     # First, on a fresh gateway process: a heap grown by the loads below would hide what streams cost.
-    meter = measure.OtherWork(system.pids)
+    meter = harness.OtherWork(system.pids)
     idle = figures["idle"] = await idle_streams(system, 500 if quick else 5000)
     idle["other_cpu_share"] = meter.share()
     print(
@@ -466,14 +466,14 @@ async def measure(system: System, quick: bool, repeats: int, levels: list[int], 
         f"  (other CPU {idle['other_cpu_share']:.0%})"
     )
     await system.restart()  # and with it the idle runs, which would otherwise go on in the producer
-    meter = measure.OtherWork(system.pids)
+    meter = harness.OtherWork(system.pids)
     first = figures["first_event"] = await first_event_ms(system, 20 if quick else 100)
     first["other_cpu_share"] = meter.share()
     print(
         f"  start a run -> first token at a new client: p50 {first['p50_ms']:.1f} ms, p99 {first['p99_ms']:.1f} ms"
         f"  (other CPU {first['other_cpu_share']:.0%})"
     )
-    backlog, meter = 1000 if quick else 10_000, measure.OtherWork(system.pids)
+    backlog, meter = 1000 if quick else 10_000, harness.OtherWork(system.pids)
     resume = figures["resume"] = await resume_backlog(system, backlog, 3 if quick else 10)
     resume["other_cpu_share"] = meter.share()
     print(
@@ -511,7 +511,7 @@ async def capacity(
             "streams": streams,
             "p99_ms": summary(p99s),
             "p50_ms": summary(
-                [measure.percentile(run.delays_ms, 50) if run.delays_ms else float("inf") for run in runs]
+                [harness.percentile(run.delays_ms, 50) if run.delays_ms else float("inf") for run in runs]
             ),
             "incomplete": sum(run.incomplete for run in runs),
             "gateway_us_per_event": summary([1e6 * run.cpu["gateway"] / max(1, run.events) for run in runs]),
