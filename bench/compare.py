@@ -29,7 +29,7 @@ from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.redis_server import RedisServer, free_port
 from tokentail.shared.events import RunCompleted
 from tokentail.shared.keys import Keys
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
+from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.settings import Settings
 
@@ -185,8 +185,7 @@ class Tokentail(System):
         lease = started.lease
         delta = json.dumps({"run_id": run.run_id, "text": "token "})
         for _ in range(events // 100):
-            lease = RunLease(runs, session.session_id, run.run_id, "bench-lease")
-        await lease.append([("message.delta", delta)] * 100)
+            await lease.append([("message.delta", delta)] * 100)
         ending = RunCompleted(run_id=run.run_id, output="token " * events, usage={})
         await lease.append([], ending=ending)
         await redis.aclose()
