@@ -4,7 +4,9 @@
   sending 30 MB of unterminated headers took a gateway from 66 to 425 MB). A head still incomplete
   past `max_header_bytes` is answered 431 and the connection closed, so a connection holds at most
   that much (plus one read) of a head. The README shows the gateway on 0.0.0.0 with no proxy in
-  front: it cannot count on one to bound this.
+  front: it cannot count on one to bound this. Only reads that hold nothing but the head are
+  counted: a read in which the previous request ended carries that request's body too (a 70 KB
+  prompt in one read was answered 431), so it starts the count afresh.
 - **Stalled readers.** A client that stops reading keeps its stream, and with it a tenant's stream
   slot and a Redis connection, for as long as its TCP connection lives. When the transport's write
   buffer stays full for `stalled_client_seconds`, the connection is dropped: the stream ends as if
@@ -40,14 +42,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes: int | None = 0  # of the request head being read; None while a body is
+        self._ended_in_this_read = False
         self._stalled: asyncio.TimerHandle | None = None
         self._refused = False
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # what the client still sends after its 431 is read and dropped
+        self._ended_in_this_read = False
         super().data_received(data)
-        if self._head_bytes is None or self.transport.is_closing():
+        if self._head_bytes is None or self._ended_in_this_read or self.transport.is_closing():
             return
         self._head_bytes += len(data)
         if self._head_bytes > self.max_header_bytes:
@@ -59,7 +63,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._head_bytes = 0  # a next request's head may follow on this connection
+        # A next request's head may follow on this connection, some of it in this very read, after
+        # the body: of that read, nothing is counted (what it brings of the head is at most a read).
+        self._head_bytes = 0
+        self._ended_in_this_read = True
 
     def pause_writing(self) -> None:
         super().pause_writing()

@@ -94,7 +94,11 @@ class WebhookConfig(BaseModel):
 
 
 class TokenRequest(_Request):
-    scope: Scope = Field("read", description="`chat` needs an API key, or a chat token refreshing itself")
+    scope: Scope | None = Field(
+        None,
+        description="none: a stream token's own scope (an API key gets `read`); `chat` needs an API key, or a "
+        "chat token refreshing itself",
+    )
 
 
 class CreateRun(_RunOptions):

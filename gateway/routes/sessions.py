@@ -180,7 +180,9 @@ async def refresh_token(
     """A fresh stream token for the session, for an API key or a stream token that has not expired
     yet (refresh before it does: an expired token is refused everywhere, here too). A token refreshes
     to its own scope unless a body asks otherwise; only an API key or a chat token gets a chat token."""
-    scope = body.scope if body is not None else caller.scope if not caller.has_api_key else "read"
+    scope = (
+        body.scope if body is not None and body.scope is not None else "read" if caller.has_api_key else caller.scope
+    )
     if scope == "chat":
         caller.require_chat()
     await store.stream_position(session_id)  # 404 or 410 if the session is gone

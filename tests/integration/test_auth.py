@@ -186,6 +186,24 @@ async def test_a_stream_token_refreshes_itself_before_it_expires(
     assert StreamTokens(SECRET, 60).verify(fresh["stream_token"]).session_id == session["session_id"]
 
 
+@pytest.mark.parametrize("body", [None, {}, {"scope": None}], ids=["no-body", "empty-body", "null-scope"])
+async def test_a_chat_token_refreshed_without_naming_a_scope_stays_a_chat_token(
+    http: httpx2.AsyncClient, body: dict[str, Any] | None
+) -> None:
+    made = await http.post("/v1/sessions", json={"token_scope": "chat"}, headers=bearer(KEY_A))
+    session_id, chat = made.json()["session_id"], made.json()["stream_token"]
+    refreshed = await http.post(f"/v1/sessions/{session_id}/token", json=body, headers=bearer(chat))
+    assert (refreshed.status_code, refreshed.json()["stream_token_scope"]) == (200, "chat")
+    sent = await http.post(
+        f"/v1/sessions/{session_id}/runs", json={"input": "hi"}, headers=bearer(refreshed.json()["stream_token"])
+    )
+    assert sent.status_code == 202  # it may still chat
+    key_refreshes: list[dict[str, Any] | None] = [None, {}]
+    for key_refresh in key_refreshes:  # an API key's refresh gives a read token unless it asks for chat
+        read = await http.post(f"/v1/sessions/{session_id}/token", json=key_refresh, headers=bearer(KEY_A))
+        assert read.json()["stream_token_scope"] == "read"
+
+
 async def ws_exchange(url: str, headers: dict[str, str] | None = None, send: dict[str, Any] | None = None) -> list[Any]:
     """The first message; then, after `send`, the server's answer to it, or else the close code."""
     received: list[Any] = []

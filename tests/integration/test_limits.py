@@ -3,11 +3,13 @@
 import asyncio
 import contextlib
 import json
+import re
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx2
+import pytest
 import websockets
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -124,6 +126,82 @@ async def test_a_request_head_past_the_bound_is_refused_with_431(start_gateway: 
     assert head.startswith(b"HTTP/1.1 431 ") and json.loads(body)["error"]["type"] == "headers_too_large"
     async with httpx2.AsyncClient(base_url=gateway.url) as http:  # a head within the bound is served
         assert (await http.get("/healthz", headers={"X-Fine": "a" * 3000})).status_code == 200
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection, written in pieces of `piece` bytes (0: each request at
+    once), so that a test says how a body reaches the gateway: in one read, or in many."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, piece: int) -> None:
+        self.reader, self.writer, self.piece = reader, writer, piece
+
+    async def send(self, request: bytes) -> None:
+        if not self.piece:
+            self.writer.write(request)
+            await self.writer.drain()
+            return
+        for start in range(0, len(request), self.piece):
+            self.writer.write(request[start : start + self.piece])
+            await self.writer.drain()
+            await asyncio.sleep(0)  # each piece its own read, as on a slow network
+
+    async def response(self) -> tuple[int, bytes]:
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+        return int(head.split()[1]), await self.reader.readexactly(length)
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(port: int, piece: int = 0) -> AsyncIterator[RawConnection]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        yield RawConnection(reader, writer, piece)
+    finally:
+        writer.close()
+
+
+def post(path: str, body: bytes) -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("piece", [0, 1400], ids=["in-one-write", "in-many-reads"])
+@pytest.mark.parametrize(
+    ("characters", "status"),
+    [(65_000, 201), (70_000, 201), (100_000, 201), (100_001, 413), (500_000, 413), (1_048_000, 413)],
+)
+async def test_a_body_past_the_head_bound_is_read_as_a_body_and_the_connection_serves_the_next_request(
+    start_gateway: Callable[..., Any], piece: int, characters: int, status: int
+) -> None:
+    # The body of a request that ends within a read is not the next request's head (it was: 431).
+    gateway = await start_gateway()
+    body = json.dumps({"input": "x" * characters, "params": {"tokens": 1}}).encode()
+    async with raw_connection(gateway.port, piece) as connection:
+        await connection.send(post("/v1/sessions", body))
+        answered, text = await connection.response()
+        assert answered == status, text[:300]
+        await connection.send(HEALTHZ)
+        assert (await connection.response())[0] == 200
+        await connection.send(post("/v1/sessions", body) + HEALTHZ)  # pipelined: both in the same reads
+        assert (await connection.response())[0] == status
+        assert (await connection.response())[0] == 200
+
+
+@pytest.mark.parametrize("piece", [0, 1400], ids=["in-one-write", "in-many-reads"])
+async def test_a_413_for_a_declared_body_leaves_the_connection_serving(
+    start_gateway: Callable[..., Any], piece: int
+) -> None:
+    gateway = await start_gateway(max_request_bytes=100_000)
+    async with raw_connection(gateway.port, piece) as connection:
+        await connection.send(post("/v1/sessions", b" " * 200_000))  # refused from its Content-Length, then sent
+        answered, text = await connection.response()
+        assert answered == 413 and json.loads(text)["error"]["type"] == "input_too_large"
+        await connection.send(HEALTHZ)
+        assert (await connection.response())[0] == 200
 
 
 async def test_a_client_that_stops_reading_is_dropped_and_frees_its_stream(
