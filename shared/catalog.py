@@ -4,6 +4,7 @@ The gateway checks names here, up front, so a typo is a 422 rather than a failed
 holds the implementations and a test keeps the two lists in step.
 """
 
+import importlib.util
 from typing import NamedTuple
 
 SCRIPTED = "scripted"
@@ -35,3 +36,24 @@ def check_agent(name: str, custom: set[str] | frozenset[str]) -> None:
     if name not in BUILTIN_AGENTS and name not in custom:
         known = ", ".join(sorted(BUILTIN_AGENTS | set(custom)))
         raise ValueError(f"unknown agent {name!r}; available: {known}")
+
+
+def unresolved_agents(agents: dict[str, str]) -> list[str]:
+    """What is wrong with each configured agent whose module does not exist, found without running
+    it (the gateway never runs an agent; a worker imports each as it starts)."""
+    problems = []
+    for name, path in agents.items():
+        module_name, _, attribute = path.partition(":")
+        if not module_name or not attribute:
+            problems.append(f"agent {name!r}: {path!r} is not an import path 'package.module:attribute'")
+            continue
+        try:
+            found = importlib.util.find_spec(module_name) is not None
+        except ModuleNotFoundError as exc:  # a package on the way is missing, or what it imports
+            found = not (module_name == exc.name or module_name.startswith(f"{exc.name}."))
+        if not found:
+            problems.append(
+                f"agent {name!r}: there is no module {module_name!r} ({path!r}): is its folder the working "
+                "directory, or on PYTHONPATH?"
+            )
+    return problems

@@ -47,8 +47,12 @@ def dev(host: str, port: int, workers: int, redis_url: str | None) -> None:
 def gateway(host: str, port: int) -> None:
     """Run the HTTP gateway (uvicorn)."""
     from tokentail.gateway.server import serve
+    from tokentail.shared.catalog import unresolved_agents
 
-    serve(get_settings(), host, port, log_level=logging.getLevelName(logging.getLogger().level).lower())
+    settings = get_settings()
+    if problems := unresolved_agents(settings.agents):
+        raise click.ClickException("TOKENTAIL_AGENTS: " + "; ".join(problems))
+    serve(settings, host, port, log_level=logging.getLevelName(logging.getLogger().level).lower())
 
 
 @main.command()
@@ -105,11 +109,17 @@ def worker(host: str, port: int) -> None:
     """Run a worker that executes queued runs."""
     import uvloop
 
+    from tokentail.worker.agents import check_agents
     from tokentail.worker.main import create_worker
+    from tokentail.worker.providers.base import InvalidRequest
 
+    settings = get_settings()
+    try:
+        check_agents(settings)
+    except InvalidRequest as exc:
+        raise click.ClickException(f"TOKENTAIL_AGENTS: {exc}") from None
     # arq's Worker binds to the current event loop when it is built, so set one up first.
     asyncio.set_event_loop(uvloop.new_event_loop())
-    settings = get_settings()
     try:
         worker = create_worker(settings, probe_address=(host, port) if port else None)
     except OSError as exc:

@@ -20,6 +20,7 @@ from types import FrameType
 import click
 
 from tokentail.redis_server import RedisServer
+from tokentail.shared.catalog import BUILTIN_AGENTS
 from tokentail.shared.settings import get_settings
 
 _PR_SET_PDEATHSIG = 1
@@ -132,6 +133,10 @@ def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: floa
 def _banner(base: str, redis_url: str, workers: int, temporary: bool) -> None:
     settings = get_settings()
     model = settings.model
+    agents = [
+        *(f"{name} (built in)" for name in sorted(BUILTIN_AGENTS)),
+        *(f"{n} ({p})" for n, p in settings.agents.items()),
+    ]
     auth = (
         f"API keys required ({len(settings.tenants_by_key)} configured)"
         if settings.auth_enabled
@@ -145,6 +150,7 @@ tokentail dev is running
   workers   {workers}
   redis     {redis_url}   {"(temporary, deleted on exit)" if temporary else "(yours: sessions stay in it)"}
   model     {model} by default
+  agents    {", ".join(agents)}
   auth      {auth}
 
 Try it:

@@ -35,6 +35,18 @@ ASSISTANT = Agent(
 BUILTIN = {ASSISTANT.name: ASSISTANT}
 
 
+# The framework a missing package comes with, as tokentail's extra that installs it.
+EXTRAS = {
+    "langgraph": "langgraph",
+    "langchain_core": "langchain",
+    "langchain_openai": "langchain",
+    "haystack": "haystack",
+    "semantic_kernel": "semantic-kernel",
+    "pydantic_ai": "pydantic-ai",
+    "agents": "openai-agents",
+}
+
+
 def load_agent(name: str | None, settings: Settings) -> Agent | AgentFunction:
     name = name or DEFAULT_AGENT
     if name in settings.agents:
@@ -44,12 +56,36 @@ def load_agent(name: str | None, settings: Settings) -> Agent | AgentFunction:
     raise InvalidRequest(f"unknown agent {name!r}")
 
 
+def check_agents(settings: Settings) -> None:
+    """Import every configured agent, as a worker starts: a wrong path or a missing package is
+    told now, naming both, rather than by the first run that uses the agent."""
+    for name in settings.agents:
+        load_agent(name, settings)
+
+
 def _import(name: str, path: str) -> Agent | AgentFunction:
     module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise InvalidRequest(f"agent {name!r}: {path!r} is not an import path 'package.module:attribute'")
     try:
-        target = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise InvalidRequest(f"agent {name!r}: cannot import {path!r}: {exc}") from None
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise InvalidRequest(f"agent {name!r}: cannot import {path!r}: {_missing(exc, module_name)}") from None
+    except Exception as exc:  # the module itself failed as it ran
+        raise InvalidRequest(f"agent {name!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+    target = getattr(module, attribute, None)
+    if target is None:
+        raise InvalidRequest(f"agent {name!r}: {module_name!r} has no {attribute!r} ({path!r})")
     if not (isinstance(target, Agent) or callable(target)):
         raise InvalidRequest(f"agent {name!r}: {path!r} is neither an Agent nor an async function")
     return target  # type: ignore[no-any-return]
+
+
+def _missing(exc: ModuleNotFoundError, module_name: str) -> str:
+    missing = exc.name or ""
+    if module_name == missing or module_name.startswith(missing + "."):
+        return f"there is no module {missing!r} (is its folder the working directory, or on PYTHONPATH?)"
+    package = missing.split(".")[0]
+    extra = EXTRAS.get(package)
+    install = f"pip install 'tokentail[{extra}]'" if extra else f"install the package that provides {package!r}"
+    return f"it imports {missing!r}, which is not installed ({install})"

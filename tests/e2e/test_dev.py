@@ -73,6 +73,7 @@ def test_dev_serves_a_run_and_ctrl_c_stops_every_process() -> None:
         output = dev.communicate(timeout=30)[0].decode()
         assert dev.returncode == 0, output
         assert "tokentail dev is running" in output and "scripted" in output
+        assert "agents    assistant (built in)" in output
         assert [pid for pid in children if _alive(pid)] == []
     finally:
         if dev.poll() is None:

@@ -63,3 +63,37 @@ def test_the_default_model_follows_the_keys_present(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("OPENAI_API_KEY", "k")
     assert Settings().model.startswith("openai:")
     assert Settings(default_model="scripted").model == "scripted"
+
+
+def test_a_configured_agent_that_cannot_be_imported_names_its_path_and_the_missing_package() -> None:
+    from tokentail.worker.agents import check_agents
+
+    cases = {
+        "tests.agent_missing_a_package:agent": "it imports 'tokentail_test_no_such_package', which is not installed",
+        "no_such_package.agents:support": "there is no module 'no_such_package'",
+        "tests.no_such_module:agent": "there is no module 'tests.no_such_module'",
+        "tests.slow_agent:no_such_attribute": "'tests.slow_agent' has no 'no_such_attribute'",
+        "tests.slow_agent": "is not an import path 'package.module:attribute'",
+    }
+    for path, said in cases.items():
+        with pytest.raises(InvalidRequest) as refused:
+            check_agents(Settings(agents={"support": path}))
+        assert said in str(refused.value) and "agent 'support'" in str(refused.value), refused.value
+        assert path in str(refused.value) or ":" not in path
+
+
+def test_a_missing_framework_names_the_extra_that_installs_it() -> None:
+    from tokentail.worker.agents import _missing
+
+    missing = ModuleNotFoundError("No module named 'semantic_kernel'", name="semantic_kernel")
+    assert "pip install 'tokentail[semantic-kernel]'" in _missing(missing, "myapp.agents")
+
+
+def test_the_gateway_finds_agent_modules_without_running_them() -> None:
+    from tokentail.shared.catalog import unresolved_agents
+
+    assert unresolved_agents({"support": "examples.support_agent:support"}) == []
+    # The gateway does not run an agent, so a package only the worker needs is not the gateway's concern.
+    assert unresolved_agents({"needs": "tests.agent_missing_a_package:agent"}) == []
+    (wrong,) = unresolved_agents({"support": "exampels.support_agent:support"})
+    assert "there is no module 'exampels.support_agent'" in wrong
