@@ -9,7 +9,6 @@ from pathlib import Path
 
 import prometheus_client
 from fastapi import FastAPI, Response
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -19,6 +18,7 @@ from tokentail.gateway.access.limits import RunBudget, StreamSlots
 from tokentail.gateway.api_docs import add_api_docs
 from tokentail.gateway.body_limit import BodySizeLimit
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
+from tokentail.gateway.cors import Cors
 from tokentail.gateway.errors import error_response, install_error_handlers, outage_response
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.response import call_detaching
@@ -90,15 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.auth = Authenticator(settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-            expose_headers=["Retry-After"],
-            max_age=600,
-        )
+    app.add_middleware(Cors, origins=settings.cors_origins)  # with none allowed, it still says why it refuses
     app.include_router(sessions.router)
     app.include_router(tenant_webhook.router)
     app.include_router(events.router)

@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 TENANT_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 MIN_API_KEY_CHARS = 16
 MIN_SECRET_CHARS = 32
+# An origin a browser sends: scheme, host (an IPv6 one in brackets), a port or `*` for any, no path.
+ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(:(\d{1,5}|\*))?")
 
 
 class Settings(BaseSettings):
@@ -53,7 +55,8 @@ class Settings(BaseSettings):
     secret: SecretStr | None = Field(None, description="signs stream tokens (HMAC); required with `api_keys`")
     stream_token_ttl_seconds: int = Field(900, ge=10, description="how long a stream token is valid")
     cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="comma-separated origins allowed to call the API from a browser"
+        default_factory=list,
+        description="comma-separated origins whose pages may call the API; `:*` for any port (`http://localhost:*`)",
     )
     max_request_bytes: int = Field(
         1_048_576, ge=1024, description="largest request body or WebSocket message accepted (413 beyond)"
@@ -141,6 +144,17 @@ class Settings(BaseSettings):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"TOKENTAIL_WEBHOOK_ALLOWED_URLS: {url!r} is not an http(s) URL prefix")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if ORIGIN.fullmatch(origin) is None:
+                raise ValueError(
+                    f"TOKENTAIL_CORS_ORIGINS: {origin!r} is not an origin: scheme://host, with a port or :* for any, "
+                    "and no path (`http://localhost:5173`, `https://app.example.com`, `http://localhost:*`)"
+                )
         return value
 
     @field_validator("api_keys")

@@ -24,6 +24,7 @@ from tokentail.shared.catalog import BUILTIN_AGENTS
 from tokentail.shared.settings import get_settings
 
 _PR_SET_PDEATHSIG = 1
+LOCAL_ORIGINS = "http://localhost:*,http://127.0.0.1:*"
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -64,6 +65,8 @@ def run_dev(
             if redis is not None:
                 redis_url = redis.start().url
             env = {
+                # Pages on a dev server's own port (Vite, Next) may call it, unless told otherwise.
+                "TOKENTAIL_CORS_ORIGINS": LOCAL_ORIGINS,
                 **os.environ,
                 "TOKENTAIL_REDIS_URL": str(redis_url),
                 "TOKENTAIL_LOG_LEVEL": log_level,
@@ -80,7 +83,7 @@ def run_dev(
                 spawn(f"worker {i + 1}", "worker", "--port", "0")  # no probe server: nothing probes them here
             base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
             _wait_ready(base, children)
-            _banner(base, str(redis_url), workers, temporary=redis is not None)
+            _banner(base, str(redis_url), workers, env["TOKENTAIL_CORS_ORIGINS"], temporary=redis is not None)
             while True:
                 for name, process in children:
                     if process.poll() is not None:
@@ -130,7 +133,7 @@ def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: floa
             process.wait()
 
 
-def _banner(base: str, redis_url: str, workers: int, temporary: bool) -> None:
+def _banner(base: str, redis_url: str, workers: int, cors_origins: str, temporary: bool) -> None:
     settings = get_settings()
     model = settings.model
     agents = [
@@ -138,10 +141,13 @@ def _banner(base: str, redis_url: str, workers: int, temporary: bool) -> None:
         *(f"{n} ({p})" for n, p in settings.agents.items()),
     ]
     auth = (
-        f"API keys required ({len(settings.tenants_by_key)} configured)"
+        f"API keys required ({len(settings.tenants_by_key)} configured; the lines below send the first)"
         if settings.auth_enabled
         else "OFF: open to anyone who can reach it (set TOKENTAIL_API_KEYS and TOKENTAIL_SECRET)"
     )
+    key = next(iter(settings.tenants_by_key), None) if settings.auth_enabled else None
+    send_key = f" -H 'Authorization: Bearer {key}'" if key else ""
+    cors = f"{cors_origins.replace(',', ', ')}   (their pages may call the API)" if cors_origins else "none"
     click.echo(
         f"""
 tokentail dev is running
@@ -152,11 +158,12 @@ tokentail dev is running
   model     {model} by default
   agents    {", ".join(agents)}
   auth      {auth}
+  cors      {cors}   (TOKENTAIL_CORS_ORIGINS)
 
 Try it:
-  curl -s -X POST {base}/v1/sessions -H 'Content-Type: application/json' \\
+  curl -s -X POST {base}/v1/sessions{send_key} -H 'Content-Type: application/json' \\
        -d '{{"input":"hello","model":"scripted","params":{{"tokens":400,"tokens_per_second":50}}}}'
-  curl -N <events_url from the answer>
+  curl -N{send_key} <events_url from the answer>
 
 Press Ctrl-C to stop.
 """

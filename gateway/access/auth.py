@@ -103,6 +103,11 @@ class Authenticator:
             tenant = self._tenant_of(bearer)
             if tenant is not None:
                 return Caller(tenant)
+            if ":" in bearer:  # no stream token has one; a `tenant:key` pair of TOKENTAIL_API_KEYS does
+                raise Unauthorized(
+                    "not a valid API key: send the key alone, `Authorization: Bearer <key>`, not the tenant:key "
+                    "pair TOKENTAIL_API_KEYS lists"
+                )
             return self._token_caller(bearer)
         if query_token:
             return self._token_caller(query_token)

@@ -204,6 +204,12 @@ async def test_a_chat_token_refreshed_without_naming_a_scope_stays_a_chat_token(
         assert read.json()["stream_token_scope"] == "read"
 
 
+async def test_a_tenant_key_pair_sent_as_the_key_is_told_to_send_the_key_alone(http: httpx2.AsyncClient) -> None:
+    answer = await http.post("/v1/sessions", json={"input": "hi"}, headers=bearer(f"acme:{KEY_A}"))
+    assert answer.status_code == 401
+    assert "send the key alone" in answer.json()["error"]["message"]
+
+
 async def ws_exchange(url: str, headers: dict[str, str] | None = None, send: dict[str, Any] | None = None) -> list[Any]:
     """The first message; then, after `send`, the server's answer to it, or else the close code."""
     received: list[Any] = []

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -16,8 +17,10 @@ from redis.asyncio import Redis
 
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, SLOW, bearer, ws_exchange, ws_url
 from tests.waiting import eventually
+from tokentail.gateway import cors
 from tokentail.shared.events import MessageDelta
 from tokentail.shared.lifecycle import RunLease, RunLifecycle
+from tokentail.shared.logs import RateLimitedLogger
 from tokentail.shared.records import PUBLIC_TENANT
 from tokentail.shared.store import SessionStore
 
@@ -105,6 +108,35 @@ async def test_cors_allows_only_the_listed_origins(start_gateway: Callable[..., 
         assert "access-control-allow-origin" not in refused.headers
         simple = await http.get("/healthz", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in simple.headers
+
+
+async def test_an_origin_with_any_port_is_allowed_and_a_refused_one_is_logged_with_the_setting(
+    start_gateway: Callable[..., Any], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A useChat page on a Vite or Next dev server: its own origin, any port (tokentail dev's default).
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    for origins, origin, allowed in (
+        (["http://localhost:*"], "http://localhost:5173", True),
+        (["http://localhost:*"], "http://localhost.evil.example:5173", False),
+        ([], "http://localhost:5173", False),  # none configured: refused, and said why (it was a bare 405)
+    ):
+        gateway = await start_gateway(cors_origins=origins)
+        caplog.clear()
+        monkeypatch.setattr(cors, "_refused", RateLimitedLogger(logging.getLogger(cors.__name__), every_seconds=10))
+        async with httpx2.AsyncClient(base_url=gateway.url) as http:
+            answer = await http.options("/v1/ai-sdk/chat", headers={"Origin": origin, **preflight})
+            simple = await http.get("/healthz", headers={"Origin": origin})
+        assert (answer.status_code == 200) is allowed, answer.text
+        assert (answer.headers.get("access-control-allow-origin") == origin) is allowed
+        assert ("access-control-allow-origin" in simple.headers) is allowed
+        logged = [r.getMessage() for r in caplog.records if r.name == "tokentail.gateway.cors"]
+        if allowed:
+            assert logged == []
+        else:
+            assert logged and all(origin in line and "TOKENTAIL_CORS_ORIGINS" in line for line in logged), logged
 
 
 async def test_a_request_head_past_the_bound_is_refused_with_431(start_gateway: Callable[..., Any]) -> None:

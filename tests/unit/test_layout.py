@@ -23,6 +23,7 @@ GATEWAY_PARTS: dict[str, set[str]] = {
     "protocol": set(),
     "api_docs": set(),
     "body_limit": {"errors"},
+    "cors": set(),
     "access": {"metrics"},
     "schemas": {"access"},
     "reading": {"access", "metrics"},
@@ -30,7 +31,7 @@ GATEWAY_PARTS: dict[str, set[str]] = {
     "commands": {"access", "schemas"},
     "deps": {"access", "reading", "commands"},
     "routes": {"access", "reading", "encodings", "commands", "deps", "schemas", "errors"},
-    "app": {"access", "reading", "commands", "routes", "errors", "body_limit", "api_docs"},
+    "app": {"access", "reading", "commands", "routes", "errors", "body_limit", "cors", "api_docs"},
     "server": {"app", "protocol"},
 }
 
