@@ -1,0 +1,47 @@
+"""The README's scripts as a newcomer runs them, in a copy of the repository with a .venv of its own."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+OFFLINE = {"PIP_INDEX_URL": "http://127.0.0.1:9/", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's files (tracked, and new ones not ignored), installed once by ./scripts/install."""
+    copy = tmp_path_factory.mktemp("checkout")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    )
+    for name in listed.stdout.decode().split("\0"):
+        if name and (ROOT / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, copy / name)
+    _run(copy, "./scripts/install")
+    return copy
+
+
+def _run(checkout: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENTAIL_", "VIRTUAL_ENV", "COVERAGE_"))}
+    done = subprocess.run(command, cwd=checkout, env={**clean, **env}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def test_the_dev_script_starts_offline_once_installed_and_installs_again_when_pyproject_changes(
+    checkout: Path,
+) -> None:
+    # It re-installed from the package index on every start: with no network it failed.
+    assert "Usage:" in _run(checkout, "./scripts/dev", "--help", **OFFLINE).stdout
+    pyproject = checkout / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + "\n# a dependency changed\n")
+    again = subprocess.run(["./scripts/install"], cwd=checkout, env={**os.environ, **OFFLINE}, capture_output=True)
+    assert again.returncode != 0, "a changed pyproject.toml must be installed again (here, from no index: it fails)"
