@@ -42,7 +42,7 @@ class RunParams(BaseModel):
     thinking_budget: int | None = Field(
         None, ge=1024, le=1_000_000, description="anthropic: extended thinking, in tokens; streams as reasoning.delta"
     )
-    tokens: int | None = Field(None, ge=0, le=1_000_000, description="scripted: how many tokens (48)")
+    tokens: int | None = Field(None, ge=0, le=1_000_000, description="scripted: how many tokens (150)")
     tokens_per_second: float | None = Field(
         None, ge=0, le=100_000, description="scripted: their pace; 0 streams at once (25)"
     )

@@ -43,6 +43,14 @@ def run_chat(
                     "tokentail: this gateway needs an API key: pass --api-key or set TOKENTAIL_API_KEY", err=True
                 )
             return 1
+        except KeyboardInterrupt:  # Ctrl-C stops the watching, not the run
+            if session_id is not None:
+                click.echo(
+                    f"\n[stopped watching; the run goes on in session {session_id}: replay and follow it with"
+                    f"  tokentail chat --session {session_id}]",
+                    err=True,
+                )
+            return 130
     click.echo(f'[session {session_id}: continue with  tokentail chat --session {session_id} "..."]', err=True)
     return status
 

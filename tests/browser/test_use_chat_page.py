@@ -17,11 +17,11 @@ from playwright.async_api import Browser, expect
 
 from tests.e2e.conftest import wait_until_ready
 from tokentail.redis_server import free_port
-from tokentail.worker.providers.scripted import scripted_tokens
+from tokentail.worker.providers.scripted import DEFAULT_TOKENS, scripted_tokens
 
 NODE_TESTS = Path(__file__).resolve().parents[1] / "node"
 ESBUILD = NODE_TESTS / "node_modules" / "@esbuild" / "linux-x64" / "bin" / "esbuild"
-ANSWER = "".join(scripted_tokens("hello", 48))  # the offline model's answer, at its default length
+ANSWER = "".join(scripted_tokens("hello", DEFAULT_TOKENS))  # the offline model's answer, at its default length
 
 
 @pytest.fixture(scope="module")

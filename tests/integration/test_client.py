@@ -2,6 +2,8 @@
 
 import asyncio
 import re
+import signal
+import sys
 from typing import Any
 
 import pytest
@@ -125,3 +127,25 @@ async def test_the_readme_s_chat_and_its_follow_up_get_answers_that_make_sense(
     assert found is not None
     follow_up = await asyncio.to_thread(ask, "--session", found.group(1), "and times two?")
     assert follow_up.stdout.strip() == "Let me calculate that. The calculator says 168.", follow_up.output
+
+
+async def test_ctrl_c_mid_answer_says_which_session_goes_on_and_how_to_follow_it(
+    gateway: Gateway, start_worker: Any
+) -> None:
+    await start_worker()
+    chat = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tokentail.cli", "chat", "--url", gateway.url, "hello",
+        "--param", "tokens=400", "--param", "tokens_per_second=20",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert chat.stdout is not None
+    await asyncio.wait_for(chat.stdout.read(5), 30)  # mid-answer
+    chat.send_signal(signal.SIGINT)
+    _, stderr = await asyncio.wait_for(chat.communicate(), 30)
+    said = stderr.decode()
+    found = re.search(
+        r"the run goes on in session (s_\S+): replay and follow it with  tokentail chat --session \1", said
+    )
+    assert chat.returncode == 130 and found, said
+    async with AsyncTokentail(gateway.url) as client:
+        assert (await client.get_session(found.group(1)))["runs"][-1]["status"] == "running"  # not cancelled

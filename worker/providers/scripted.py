@@ -34,7 +34,7 @@ _SENTENCES = (
 )
 
 
-DEFAULT_TOKENS = 48
+DEFAULT_TOKENS = 150  # about 6 s at the default pace: time to reload the demo page halfway through
 DEFAULT_TOKENS_PER_SECOND = 25.0
 # The shortest wait between tokens: those due meanwhile come together, as a network stream delivers
 # them, and the writer's flush window (50 ms by default) coalesces them anyway.
