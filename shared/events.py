@@ -46,8 +46,14 @@ class RunQueued(EventData):
     input: str
 
 
+# Why a run (re)started: its first start; a takeover, after the worker running it stopped (a new
+# attempt, after `run.retrying`); or a resume, after the answer to its question (the same attempt).
+StartReason = Literal["start", "takeover", "resume"]
+
+
 class RunStarted(EventData):
-    attempt: int
+    attempt: int  # 1, then one more at each takeover
+    reason: StartReason = "start"
 
 
 class AgentEventData(EventData):

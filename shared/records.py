@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tokentail.shared.events import ErrorInfo, InputKind, InputRequired
+from tokentail.shared.events import ErrorInfo, InputKind, InputRequired, StartReason
 
 PUBLIC_TENANT = "public"  # the owner of sessions made while auth is off (every caller, then)
 
@@ -53,8 +53,9 @@ class RunRecord(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     agent: str | None = None
     status: RunStatus = "queued"
-    attempt: int = 0
+    attempt: int = 0  # 1 on its first start, one more at each takeover (an answer's resume is no attempt)
     handovers: int = 0  # attempts ended by a stopping worker handing the run over (not counted as failures)
+    started_as: StartReason | None = None  # why its latest `run.started`: its first, a takeover, a resume
     queued_seq: int | None = None
     started_seq: int | None = None
     finished_seq: int | None = None
@@ -71,7 +72,7 @@ class RunRecord(BaseModel):
     answers: dict[str, Any] = Field(default_factory=dict)
     waiting_for: str | None = None
     waiting_until: int | None = None
-    resumes: int = 0  # starts after an answer (not counted as attempts)
+    resumes: int = 0  # starts after an answer
 
     @property
     def active(self) -> bool:

@@ -54,7 +54,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         metrics.RUNS.labels("cancelled" if verdict is StartVerdict.CANCEL else "failed").inc()
         await _finish(writer, ending, lease)
         return
-    logger.info("run %s of session %s started (attempt %d)", run_id, session_id, run.attempt)
+    logger.info("run %s of session %s started (attempt %d, %s)", run_id, session_id, run.attempt, run.started_as)
     _count_start(run)
     running.add(run_id)
     metrics.ACTIVE_RUNS.inc()
@@ -129,9 +129,9 @@ async def _wait_for_input(writer: EventWriter, lease: RunLease, run: RunRecord, 
 
 def _count_start(run: RunRecord) -> None:
     metrics.EVENTS_APPENDED.labels("run.started").inc()  # by start_run.lua (with run.retrying, on a takeover)
-    if run.attempt == 1 and run.queued_at is not None and run.started_at is not None:
+    if run.started_as == "start" and run.queued_at is not None and run.started_at is not None:
         metrics.QUEUE_WAIT.observe(max(0.0, run.started_at - run.queued_at))  # both Redis times
-    elif run.attempt > 1:
+    elif run.started_as == "takeover":
         metrics.TAKEOVERS.inc()
 
 

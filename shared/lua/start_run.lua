@@ -1,7 +1,9 @@
--- A worker claims the session's active run: take the lease, count the attempt, append `run.started`.
--- A run whose last worker died or handed it over (status `running`, no lease) is taken over: the
--- attempt goes up and `run.retrying` comes first, so clients drop that attempt's partial text. A
--- duplicate delivery of a job finds the lease taken, or the run over, and does nothing.
+-- A worker claims the session's active run: take the lease, count the attempt, append `run.started`
+-- with its `reason`: `start` (its first), `takeover` or `resume`. A run whose last worker died or
+-- handed it over (status `running`, no lease) is taken over: the attempt goes up and `run.retrying`
+-- comes first, so clients drop that attempt's partial text. A run queued again by the answer to its
+-- question (started before, status `queued`) resumes as the same attempt: it goes on, nothing to
+-- drop. A duplicate delivery of a job finds the lease taken, or the run over, and does nothing.
 --
 -- The job leaves arq's queue here, atomically with the claim (with SPLIT_QUEUE, the worker takes it
 -- out right after, and clears the outbox here). arq marks a job it picks up as in
@@ -23,10 +25,12 @@ local run = get_run(k.runs, run_id)
 if run.status ~= 'queued' and run.status ~= 'running' then return {'not_running', run.status} end
 
 local ts, now_ms, now_s = clock()
+local reason = 'start'
+if run.status == 'running' then reason = 'takeover' elseif type(run.started_seq) == 'number' then reason = 'resume' end
 local verdict = ''
 if redis.call('HGET', k.meta, 'cancel_run') == run_id then
   verdict = 'cancel'
-elseif run.attempt - (run.handovers or 0) - (run.resumes or 0) >= max_attempts then
+elseif reason == 'takeover' and run.attempt - (run.handovers or 0) >= max_attempts then  -- a hand-over costs none
   verdict = 'exhausted'
 end
 
@@ -40,15 +44,16 @@ if verdict ~= '' then
   return {'ok', redis.call('HGET', k.meta, 'seq'), redis.call('HGET', k.runs, run_id), verdict}
 end
 
-if run.status == 'running' then
+if reason == 'takeover' then
   local data = cjson.encode({run_id = run_id, attempt = run.attempt + 1, reason = 'the worker running attempt ' .. run.attempt .. ' stopped'})
   add_event(k, s, 'run.retrying', data, ts)
 end
-run.attempt = run.attempt + 1
-local seq = add_event(k, s, 'run.started', cjson.encode({run_id = run_id, attempt = run.attempt}), ts)
+if reason ~= 'resume' then run.attempt = run.attempt + 1 end
+local seq = add_event(k, s, 'run.started', cjson.encode({run_id = run_id, attempt = run.attempt, reason = reason}), ts)
 run.status = 'running'
 run.started_seq = seq
 run.started_at = now_s
+run.started_as = reason
 local run_json = cjson.encode(run)
 redis.call('HSET', k.runs, run_id, run_json)
 return {'ok', seq, run_json, verdict}

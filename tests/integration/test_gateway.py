@@ -52,7 +52,7 @@ async def test_a_run_streams_from_queued_to_completed(client: httpx2.AsyncClient
     received = await read_events(client, created["events_url"])
     assert received.status == 200 and received.retry == 1000
     assert [kind for _, kind, _ in received.events[:2]] == ["run.queued", "run.started"]
-    assert received.events[1][2] == {"run_id": created["run_id"], "attempt": 1}
+    assert received.events[1][2] == {"run_id": created["run_id"], "attempt": 1, "reason": "start"}
     _assert_complete(received)
     output_tokens = len(scripted_tokens("hello", 60))  # 60 asked for, to the end of that sentence
     assert received.events[-1][2]["usage"] == {"input_tokens": 1, "output_tokens": output_tokens}

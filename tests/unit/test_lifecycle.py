@@ -534,7 +534,7 @@ async def test_a_question_gives_the_run_up_and_one_answer_queues_it_again(
     assert answered.status == "queued" and answered.answers == {"in_1": "Ada"} and answered.resumes == 1
     [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
     taken = await runs.start_run(session_id, run.run_id, job_id, token="lease-2")
-    assert taken is not None and taken.verdict is StartVerdict.RUN and taken.run.attempt == 2
+    assert taken is not None and taken.verdict is StartVerdict.RUN
     events = await store.read(session_id, 0, 100)
     assert [e.type for e in events] == [
         b"run.queued",
@@ -544,6 +544,32 @@ async def test_a_question_gives_the_run_up_and_one_answer_queues_it_again(
         b"run.started",
     ]
     assert json.loads(events[3].data) == {"run_id": run.run_id, "input_id": "in_1", "answer": "Ada"} and seq == 4
+
+
+async def test_an_answered_question_resumes_the_same_attempt_and_only_a_takeover_counts_one(
+    store: SessionStore, runs: RunLifecycle, redis: Redis
+) -> None:
+    # run.started's attempt rose with every answer (1, 2, 3 with no crash): a UI took each for a retry.
+    session_id, run = await start_a_run(runs)
+    for number in (1, 2):
+        asked = [_question(f"in_{n}") for n in range(1, number + 1)]
+        lease = _lease(runs, session_id, run, f"lease-{number}")
+        assert await lease.ask(asked, _required(run.run_id, asked[-1]), None) is Asked.WAITING
+        await runs.answer(session_id, (await store.get_session(session_id)).runs[0], f"in_{number}", "x")
+        [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
+        resumed = await runs.start_run(session_id, run.run_id, job_id, token=f"lease-{number + 1}")
+        assert resumed is not None and resumed.run.attempt == 1 and resumed.run.started_as == "resume"
+    await _expire(store, redis, session_id)  # its worker dies, and a reaper requeues it
+    assert (await runs.look(session_id)).outcome is Requeue.REQUEUED
+    [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
+    taken = await runs.start_run(session_id, run.run_id, job_id, token="lease-4")
+    assert taken is not None and taken.run.attempt == 2 and taken.run.started_as == "takeover"
+    starts = [
+        json.loads(e.data) for e in await store.read(session_id, 0, 100) if e.type in (b"run.started", b"run.retrying")
+    ]
+    assert [(start["attempt"], start.get("reason")) for start in starts] == [
+        (1, "start"), (1, "resume"), (1, "resume"), (2, "the worker running attempt 1 stopped"), (2, "takeover"),
+    ]  # fmt: skip
 
 
 async def test_resumes_do_not_count_as_attempts(redis: Redis, settings: Settings) -> None:
