@@ -99,6 +99,8 @@ class ToolFailed(AgentEventData):
     call_id: str
     error: str
     duration_ms: int
+    # A person denied the call (an approval answered no): the tool did not run. Left out when false.
+    denied: bool = Field(default=False, exclude_if=lambda value: not value)
 
 
 class RunRetrying(EventData):

@@ -154,7 +154,7 @@ async def _run_tool(
     `approved`: a person's decision on a call that needed one (its start is shown already)."""
     if approved is not None:
         if not approved:
-            await context.tool_finished(call.call_id, error="a person denied this call")
+            await context.tool_finished(call.call_id, error="a person denied this call", denied=True)
             return "error: the user did not approve this call", True
         try:
             result = _jsonable(await tools[call.name].run(call.arguments, time_limit))

@@ -221,10 +221,12 @@ class RunContext:
         *,
         result: Any = None,
         error: str | BaseException | None = None,
+        denied: bool = False,
         agent: str | None = None,
     ) -> None:
-        """`tool.completed` with `result`, or `tool.failed` with `error`; a call whose start this
-        context did not see is reported with a duration of 0."""
+        """`tool.completed` with `result`, or `tool.failed` with `error` (`denied`: a person denied
+        the call, which did not run); a call whose start this context did not see is reported with a
+        duration of 0."""
         started = self._tools_started.pop(call_id, None)
         duration_ms = int((time.monotonic() - started) * 1000) if started is not None else 0
         if error is None:
@@ -242,7 +244,9 @@ class RunContext:
             cancelled = isinstance(error, asyncio.CancelledError)
             error = "cancelled" if cancelled else str(error)[:PREVIEW_CHARS] or type(error).__name__
         await self.writer.emit(
-            ToolFailed(run_id=self.run_id, call_id=call_id, error=error, duration_ms=duration_ms, agent=agent)
+            ToolFailed(
+                run_id=self.run_id, call_id=call_id, error=error, duration_ms=duration_ms, denied=denied, agent=agent
+            )
         )
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:

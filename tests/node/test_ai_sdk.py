@@ -107,8 +107,10 @@ def test_websocket_chat_transport_sends_and_resumes_on_the_gateway_socket(chats:
     assert whole == run["output"] and run["status"] == "completed"
 
 
-def _approving_chat(chats: ChatStack, scenario: str, chat_id: str, **options: Any) -> tuple[Outcome, dict[str, Any]]:
-    token = chats.chat(chat_id, agent="approve")
+def _approving_chat(
+    chats: ChatStack, scenario: str, chat_id: str, agent: str = "approve", **options: Any
+) -> tuple[Outcome, dict[str, Any]]:
+    token = chats.chat(chat_id, agent=agent)
     outcome = run_node(
         "ai_sdk.mjs",
         scenario,
@@ -133,6 +135,16 @@ def test_use_chat_approves_a_tool_call_with_add_tool_approval_response(chats: Ch
 def test_use_chat_denies_a_tool_call(chats: ChatStack) -> None:
     outcome, run = _approving_chat(chats, "approval", "deny", approved=False)
     assert text_of(assistant(outcome)) == run["output"] == "Checking. Done: kept."
+
+
+def test_a_denied_tool_call_reaches_use_chat_as_denied_not_as_an_error(chats: ChatStack) -> None:
+    # The built-in loop does not run a call a person denied: the SDK has a state for that (it was output-error).
+    outcome, run = _approving_chat(
+        chats, "approval", "deny-careful", agent="careful", input="What is 12 * (3 + 4)?", approved=False
+    )
+    tool = next(part for part in assistant(outcome)["parts"] if part["type"] == "tool-calculator")
+    assert (tool["state"], tool["approval"]["approved"]) == ("output-denied", False), tool
+    assert run["status"] == "completed" and text_of(assistant(outcome)) == run["output"]
 
 
 def test_use_chat_reloaded_while_the_run_waits_is_asked_again_and_answers(chats: ChatStack) -> None:

@@ -250,3 +250,16 @@ def test_ag_ui_a_waiting_question_interrupts_the_run_and_a_retry_after_the_answe
     assert [e["type"] for e in replayed].count("RUN_STARTED") == 1  # past the answered question: one run
     [snapshot] = [e for e in replayed if e["type"] == "MESSAGES_SNAPSHOT"]
     assert [m.get("content") for m in snapshot["messages"]] == ["clean up", "Checking. "]
+
+
+def test_a_denied_call_is_the_sdk_s_denied_state_not_an_error() -> None:
+    events = stored(
+        [
+            ("run.queued", {"input": "a"}),
+            ("run.started", {"attempt": 1}),
+            ("tool.started", {"call_id": "c1", "name": "calculator", "arguments": {}}),
+            ("tool.failed", {"call_id": "c1", "error": "a person denied this call", "duration_ms": 0, "denied": True}),
+        ]
+    )
+    parts = sse_data(translate(UiMessageStream(RUN), events))
+    assert parts[-1] == {"type": "tool-output-denied", "toolCallId": "c1"}

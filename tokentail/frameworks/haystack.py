@@ -120,7 +120,7 @@ class AskTokentail:
             return ToolExecutionDecision(tool_name, True, tool_call_id, final_tool_params=tool_params)
         reason = answer.get("reason")
         feedback = f"The user denied {tool_name}" + (f": {reason}" if reason else ".")
-        await ctx.tool_finished(call_id, error=feedback)  # Haystack does not stream a rejection
+        await ctx.tool_finished(call_id, error=feedback, denied=True)  # Haystack does not stream a rejection
         return ToolExecutionDecision(tool_name, False, tool_call_id, feedback=feedback)
 
     def run(self, **kwargs: Any) -> ToolExecutionDecision:
