@@ -32,13 +32,21 @@ def main(log_level: str, log_format: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--gateways",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="more than one: each on a port of its own, behind a round-robin balancer on --port",
+)
 @click.option("--redis-url", help="use this Redis instead of starting a private redis-server")
-def dev(host: str, port: int, workers: int, redis_url: str | None) -> None:
-    """Run everything locally: a private redis-server (or --redis-url), a gateway and workers."""
+def dev(host: str, port: int, workers: int, gateways: int, redis_url: str | None) -> None:
+    """Run everything locally: a private redis-server (or --redis-url), gateways and workers."""
     from tokentail.dev import run_dev
 
     logs = click.get_current_context().find_root().params  # `tokentail --log-format json dev` reaches the children
-    sys.exit(run_dev(host, port, workers, redis_url, log_level=logs["log_level"], log_format=logs["log_format"]))
+    level, fmt = logs["log_level"], logs["log_format"]
+    sys.exit(run_dev(host, port, workers, redis_url, log_level=level, log_format=fmt, gateways=gateways))
 
 
 @main.command()

@@ -1,4 +1,6 @@
-"""`tokentail dev`: a private redis-server, one gateway and N workers, as child processes.
+"""`tokentail dev`: a private redis-server, gateways and workers, as child processes. With several
+gateways, a round-robin balancer (tokentail/balancer.py) in front of them takes the port, as nginx
+does in docker-compose.yml.
 
 Children run in their own process group, so Ctrl-C reaches only this supervisor, which stops
 them in order (gateway and workers first, then Redis, which they need until the end). On Linux
@@ -19,12 +21,13 @@ from types import FrameType
 
 import click
 
-from tokentail.redis_server import RedisServer
+from tokentail.redis_server import RedisServer, free_port
 from tokentail.shared.catalog import BUILTIN_AGENTS
 from tokentail.shared.settings import get_settings
 
 _PR_SET_PDEATHSIG = 1
 LOCAL_ORIGINS = "http://localhost:*,http://127.0.0.1:*"
+CLI = (sys.executable, "-m", "tokentail.cli")
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -53,8 +56,9 @@ def run_dev(
     redis_url: str | None = None,
     log_level: str = "info",
     log_format: str = "text",
+    gateways: int = 1,
 ) -> int:
-    """Run the gateway and `workers` workers on a private redis-server, or on `redis_url`."""
+    """Run `gateways` gateways and `workers` workers on a private redis-server, or on `redis_url`."""
     preexec = _die_with_parent()
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
@@ -72,24 +76,27 @@ def run_dev(
                 "TOKENTAIL_LOG_LEVEL": log_level,
                 "TOKENTAIL_LOG_FORMAT": log_format,
             }
-            cli = [sys.executable, "-m", "tokentail.cli"]
 
-            def spawn(name: str, *args: str) -> None:
-                process = subprocess.Popen([*cli, *args], env=env, start_new_session=True, preexec_fn=preexec)
+            def spawn(name: str, *command: str) -> None:
+                process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=preexec)
                 children.append((name, process))
 
-            spawn("gateway", "gateway", "--host", host, "--port", str(port))
+            # One gateway on the port; or several, each on a port of its own, behind a balancer on it.
+            replicas = [] if gateways == 1 else [f"127.0.0.1:{free_port()}" for _ in range(gateways)]
+            for i, replica in enumerate(replicas or [f"{host}:{port}"]):
+                name = f"gateway {i + 1}" if replicas else "gateway"
+                spawn(name, *CLI, "gateway", "--host", replica.rsplit(":", 1)[0], "--port", replica.rsplit(":", 1)[1])
             for i in range(workers):
-                spawn(f"worker {i + 1}", "worker", "--port", "0")  # no probe server: nothing probes them here
+                spawn(f"worker {i + 1}", *CLI, "worker", "--port", "0")  # no probe server: nothing probes them here
+            if replicas:
+                for replica in replicas:
+                    _wait_ready(f"http://{replica}", children)
+                spawn("balancer", sys.executable, "-m", "tokentail.balancer", f"{host}:{port}", *replicas)
             base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
             _wait_ready(base, children)
-            _banner(base, str(redis_url), workers, env["TOKENTAIL_CORS_ORIGINS"], temporary=redis is not None)
-            while True:
-                for name, process in children:
-                    if process.poll() is not None:
-                        click.echo(f"tokentail dev: {name} exited with {process.returncode}; stopping", err=True)
-                        return 1
-                time.sleep(0.2)
+            origins = env["TOKENTAIL_CORS_ORIGINS"]
+            _banner(base, str(redis_url), workers, replicas, origins, temporary=redis is not None)
+            return _until_one_exits(children)
         except Stop:
             click.echo("\ntokentail dev: stopping", err=True)
             return 0
@@ -101,6 +108,15 @@ def run_dev(
             _stop_all(children)
             if redis is not None:
                 redis.stop()
+
+
+def _until_one_exits(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
+    while True:
+        for name, process in children:
+            if process.poll() is not None:
+                click.echo(f"tokentail dev: {name} exited with {process.returncode}; stopping", err=True)
+                return 1
+        time.sleep(0.2)
 
 
 def _wait_ready(base: str, children: list[tuple[str, subprocess.Popen[bytes]]], timeout: float = 30.0) -> None:
@@ -133,7 +149,7 @@ def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: floa
             process.wait()
 
 
-def _banner(base: str, redis_url: str, workers: int, cors_origins: str, temporary: bool) -> None:
+def _banner(base: str, redis_url: str, workers: int, replicas: list[str], cors_origins: str, temporary: bool) -> None:
     settings = get_settings()
     model = settings.model
     agents = [
@@ -147,18 +163,23 @@ def _banner(base: str, redis_url: str, workers: int, cors_origins: str, temporar
     )
     key = next(iter(settings.tenants_by_key), None) if settings.auth_enabled else None
     send_key = f" -H 'Authorization: Bearer {key}'" if key else ""
-    cors = f"{cors_origins.replace(',', ', ')}   (their pages may call the API)" if cors_origins else "none"
+    cors = cors_origins.replace(",", ", ") or "none"
+    behind = (
+        f"\n            round-robin per connection to {len(replicas)} gateways: {', '.join(replicas)}"
+        if replicas
+        else ""
+    )
     click.echo(
         f"""
 tokentail dev is running
   chat      {base}/   (the demo chat page)
-  gateway   {base}   (API docs: {base}/docs)
+  gateway   {base}   (API docs: {base}/docs){behind}
   workers   {workers}
   redis     {redis_url}   {"(temporary, deleted on exit)" if temporary else "(yours: sessions stay in it)"}
   model     {model} by default
   agents    {", ".join(agents)}
   auth      {auth}
-  cors      {cors}   (TOKENTAIL_CORS_ORIGINS)
+  cors      {cors}   (pages there may call the API: TOKENTAIL_CORS_ORIGINS)
 
 Try it:
   curl -s -X POST {base}/v1/sessions{send_key} -H 'Content-Type: application/json' \\

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -136,3 +137,48 @@ def test_dev_runs_on_a_redis_it_is_given(private_redis_url: str) -> None:
     assert private_redis_url in output and "(yours: sessions stay in it)" in output
     with Redis.from_url(private_redis_url) as redis:
         assert redis.keys(f"*{created['session_id']}*")  # the session is in the given Redis
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_dev_with_several_gateways_balances_connections_and_a_stream_resumes_across_them() -> None:
+    # The multi-process stack without Docker: gateways behind a round-robin balancer, as nginx in compose.
+    port = free_port()
+    dev = _start_dev(port, dev_options=("--gateways", "2"))
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", dev)
+        assert dev.stdout is not None
+        banner = b""
+        while b"Try it" not in banner:
+            banner += dev.stdout.readline()
+        replicas = re.findall(
+            r"127\.0\.0\.1:\d+", banner.decode().split("round-robin per connection to 2 gateways:")[1]
+        )
+        assert len(set(replicas[:2])) == 2, banner
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            created = client.post("/v1/sessions", json={"input": "hello", "params": {"tokens": 60}}).json()
+        seen: list[int] = []
+        for _ in range(3):  # three connections: each to the next gateway, resuming after the last id
+            headers = {"Last-Event-ID": str(seen[-1])} if seen else {}
+            with (
+                httpx2.Client(timeout=10) as client,
+                client.stream("GET", created["events_url"], headers=headers) as response,
+            ):
+                if response.status_code == 204:
+                    break
+                for line in response.iter_lines():
+                    if line.startswith("id: "):
+                        seen.append(int(line[4:]))
+                        if len(seen) % 4 == 0:
+                            break  # drop the connection mid-stream
+        assert seen == list(range(1, len(seen) + 1)) and len(seen) >= 8
+        for replica in replicas[:2]:  # both gateways served some of it
+            metrics = httpx2.get(f"http://{replica}/metrics").text
+            opened = re.search(r'tokentail_connections_opened_total\{transport="sse"\} (\d+)', metrics)
+            assert opened and int(float(opened[1])) >= 1, replica
+        dev.send_signal(signal.SIGINT)
+        dev.communicate(timeout=30)
+        assert dev.returncode == 0
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.communicate()
