@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(100, ge=1, description="runs one worker process streams at once")
     flush_interval_ms: int = Field(50, ge=0, description="token coalescing window; 0 appends every token")
     lease_ms: int = Field(5_000, ge=500, description="how long a run's lease lives without a heartbeat")
+    blocked_loop_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="a run whose agent holds the worker's event loop this long (a synchronous call in async "
+        "code) fails with `blocked_event_loop`; 0: only logged",
+    )
     max_attempts: int = Field(3, ge=1, description="attempts of a run whose workers died before it fails")
     reap_interval_seconds: float = Field(1.0, gt=0, description="how often workers look for runs whose lease expired")
     run_timeout_seconds: int = Field(1800, ge=1)

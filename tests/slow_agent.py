@@ -1,6 +1,7 @@
-"""An agent for tests: it starts a tool call that takes a minute."""
+"""Agents for tests: one starts a tool call that takes a minute; one blocks the worker's event loop."""
 
 import asyncio
+import time
 
 from tokentail.worker.context import RunContext
 
@@ -10,3 +11,10 @@ async def slow_tool_agent(ctx: RunContext) -> None:
     async with ctx.tool("slow_search", {"q": ctx.input}) as call:
         await asyncio.sleep(60)
         call.result = "never"
+
+
+async def blocking_agent(ctx: RunContext) -> None:
+    """Makes the mistake the worker's watchdog is for: a synchronous call in async code, for `input` seconds."""
+    await ctx.delta("Before. ")
+    time.sleep(float(ctx.input))  # noqa: ASYNC251
+    await ctx.delta("After.")

@@ -49,6 +49,7 @@ from tokentail.worker.providers import Providers
 from tokentail.worker.reaper import Reaper
 from tokentail.worker.run import run_agent
 from tokentail.worker.running import RunningRuns
+from tokentail.worker.watchdog import LoopWatchdog
 from tokentail.worker.webhook_delivery import WebhookDeliverer
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class TokentailWorker(Worker):
         self.running = RunningRuns()
         self.ctx["running"] = self.running
         self.reaper: Reaper | None = None
+        self._watchdog: LoopWatchdog | None = None
         self._probe: ProbeServer | None = None
         self._probe_task: asyncio.Task[None] | None = None
         if probe_address is not None:
@@ -104,6 +106,8 @@ class TokentailWorker(Worker):
             else:
                 listeners = [self._listen(self.pool, wake), self._listen(self._cancels, [self._keys.cancel_channel])]
             self._background = [*map(asyncio.create_task, listeners), asyncio.create_task(self.reaper.run_forever())]
+            self._watchdog = LoopWatchdog(asyncio.get_running_loop(), self.running, settings.blocked_loop_seconds)
+            self._watchdog.start()
             if "webhooks" in self.ctx:
                 self._background.append(asyncio.create_task(self.ctx["webhooks"].run_forever()))
             if self._probe is not None:
@@ -166,6 +170,8 @@ class TokentailWorker(Worker):
                 await asyncio.sleep(1)
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
         if self._probe is not None and self._probe_task is not None:
             self._probe.should_exit = True  # it closes its sockets and returns within a tick
             await asyncio.wait([self._probe_task], timeout=5)

@@ -40,3 +40,8 @@ WEBHOOK_DELAY = Histogram(
     "From an event to its webhook's accepted delivery",
     buckets=(*_LATENCY_BUCKETS, 600, 3600),
 )
+LOOP_BLOCKED = Histogram(
+    "tokentail_worker_loop_blocked_seconds",
+    "Blocks of the worker's event loop of a second or more (a synchronous call in an agent: worker/watchdog.py)",
+    buckets=(1, 2, 5, 10, 30, 60, 300),
+)

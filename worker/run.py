@@ -28,6 +28,7 @@ from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
 from tokentail.worker.retry import RetryPolicy
 from tokentail.worker.running import RunningRuns, Stop
+from tokentail.worker.watchdog import HOW_TO_FIX
 from tokentail.worker.writer import EventTooLarge, EventWriter, OutputTooLarge
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         return
     logger.info("run %s of session %s started (attempt %d, %s)", run_id, session_id, run.attempt, run.started_as)
     _count_start(run)
-    running.add(run_id)
+    running.add(run_id, session_id)
     metrics.ACTIVE_RUNS.inc()
     outcome = "failed"
     keeper = LeaseKeeper(
@@ -82,7 +83,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         if isinstance(stopped, asyncio.CancelledError):
             _uncancel()
         outcome = stop.value
-        await _end_stopped(writer, lease, stop)
+        await _end_stopped(writer, lease, stop, settings)
     except Exception as exc:  # the run boundary: every failure ends the run with run.failed
         logger.warning("run %s of session %s failed: %s", run_id, session_id, exc, exc_info=True)
         if isinstance(exc, ProviderError):
@@ -95,10 +96,16 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         metrics.RUNS.labels(outcome).inc()
 
 
-async def _end_stopped(writer: EventWriter, lease: RunLease, stop: Stop) -> None:
+async def _end_stopped(writer: EventWriter, lease: RunLease, stop: Stop, settings: Settings) -> None:
     if stop is Stop.CANCELLED:
         logger.info("run %s of session %s cancelled", lease.run_id, lease.session_id)
         await _finish(writer, RunCancelled(run_id=lease.run_id, reason=CANCELLED_BY_REQUEST), lease)
+    elif stop is Stop.BLOCKED_LOOP:
+        message = (
+            f"the agent blocked the worker's event loop for over {settings.blocked_loop_seconds:g} s: {HOW_TO_FIX}"
+        )
+        error = ErrorInfo(type="blocked_event_loop", message=message)
+        await _finish(writer, RunFailed(run_id=lease.run_id, error=error), lease)
     else:  # the run is another worker's now, or gone: it must not write its end
         logger.warning("run %s of session %s stopped: lease lost", lease.run_id, lease.session_id)
 

@@ -10,22 +10,35 @@ class Stop(StrEnum):
 
     CANCELLED = "cancelled"  # a client cancelled it: end it with `run.cancelled`
     LEASE_LOST = "lease_lost"  # another worker holds it now, or it was deleted: write nothing more
+    BLOCKED_LOOP = "blocked_loop"  # it held the worker's event loop too long (worker/watchdog.py): fail it
 
 
 class RunningRuns:
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[object]] = {}
+        self._sessions: dict[str, str] = {}
         self._stops: dict[str, Stop] = {}
 
-    def add(self, run_id: str) -> None:
+    def add(self, run_id: str, session_id: str) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks[run_id] = task
+        self._sessions[run_id] = session_id
+
+    def run_of(self, task: "asyncio.Task[object]") -> tuple[str, str] | None:
+        """The run (and its session) that `task` runs, if any. Read from another thread while the loop
+        is blocked: the copy is taken at once, and a dict changed meanwhile only means not this time."""
+        try:
+            found = [run_id for run_id, running in list(self._tasks.items()) if running is task]
+        except RuntimeError:
+            return None
+        return (found[0], self._sessions.get(found[0], "?")) if found else None
 
     def discard(self, run_id: str) -> None:
         # Only this task's own entry: a later attempt of the same run may run here now.
         if self._tasks.get(run_id) is asyncio.current_task():
             del self._tasks[run_id]
+            self._sessions.pop(run_id, None)
             self._stops.pop(run_id, None)
 
     def stop(self, run_id: str, reason: Stop) -> bool:

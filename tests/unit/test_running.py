@@ -8,14 +8,14 @@ async def test_an_ending_attempt_does_not_unregister_a_later_attempt_of_the_same
     first_registered, second_registered, release_first = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def first() -> None:
-        running.add("r")
+        running.add("r", "s")
         first_registered.set()
         await release_first.wait()
         running.discard("r")  # attempt 1 ends after attempt 2 took over, on the same worker
 
     async def second() -> None:
         await first_registered.wait()
-        running.add("r")
+        running.add("r", "s")
         second_registered.set()
         await asyncio.sleep(10)
 
@@ -33,7 +33,7 @@ async def test_the_first_stop_reason_stands_and_an_unstopped_run_has_none() -> N
     registered = asyncio.Event()
 
     async def run() -> None:
-        running.add("r")
+        running.add("r", "s")
         registered.set()
         await asyncio.sleep(10)
 
