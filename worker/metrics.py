@@ -23,7 +23,7 @@ EVENTS_APPENDED = Counter("tokentail_events_appended", "Events appended to sessi
 ACTIVE_RUNS = Gauge("tokentail_active_runs", "Runs this worker is running")
 RUNS = Counter(
     "tokentail_runs",
-    "Run attempts ended, by outcome (completed, failed, cancelled, handed_over, lease_lost)",
+    "Run attempts ended, by outcome (completed, failed, cancelled, handed_over, lease_lost, blocked_loop)",
     ["outcome"],
 )
 TAKEOVERS = Counter("tokentail_takeovers", "Runs started again as a later attempt, after a crash or a hand-over")
