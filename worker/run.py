@@ -28,7 +28,7 @@ from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
 from tokentail.worker.retry import RetryPolicy
 from tokentail.worker.running import RunningRuns, Stop
-from tokentail.worker.watchdog import HOW_TO_FIX
+from tokentail.worker.watchdog import HOW_TO_FIX, BlockingCall
 from tokentail.worker.writer import EventTooLarge, EventWriter, OutputTooLarge
 
 logger = logging.getLogger(__name__)
@@ -200,6 +200,8 @@ def _error_info(exc: Exception, settings: Settings) -> ErrorInfo:
         return ErrorInfo(type="output_too_large", message=f"{exc} (TOKENTAIL_MAX_OUTPUT_CHARS)")
     if isinstance(exc, EventTooLarge):
         return ErrorInfo(type="event_too_large", message=str(exc))
+    if isinstance(exc, BlockingCall):
+        return ErrorInfo(type="blocked_event_loop", message=str(exc))
     if isinstance(exc, TimeoutError):
         return ErrorInfo(type="timeout", message=f"the run exceeded {settings.run_timeout_seconds} s")
     # Anything else is a bug, in tokentail or in an agent: its text may hold anything (a URL with a

@@ -30,6 +30,11 @@ HOW_TO_FIX = (
 )
 
 
+class BlockingCall(Exception):
+    """A blocking call caught before it blocks (a LangChain sync call on the worker's loop): the run
+    fails with `blocked_event_loop` at once."""
+
+
 class LoopWatchdog:
     def __init__(self, loop: asyncio.AbstractEventLoop, running: RunningRuns, limit_seconds: float) -> None:
         self._loop = loop

@@ -11,7 +11,10 @@ LangGraph graphs have an adapter of their own (tokentail/frameworks/langgraph.py
 """
 
 import asyncio
+import inspect
 import json
+import sys
+import threading
 from collections.abc import Coroutine
 from typing import Any
 from uuid import UUID
@@ -21,6 +24,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
 
 from tokentail.worker.context import RunContext
+from tokentail.worker.watchdog import BlockingCall
 
 
 def history(ctx: RunContext) -> list[BaseMessage]:
@@ -68,14 +72,44 @@ class TokentailCallbackHandler(AsyncCallbackHandler):  # type: ignore[misc, unus
     (`on_llm_new_token`: give the model `streaming=True`, or call its `astream`), and tool calls
     (`on_tool_start` ... `on_tool_end`). A model call that did not stream still gives its answer,
     whole, when it ends (`on_llm_end`). `agent` labels every event (a sub-agent's handler).
-    Make it inside the agent (it remembers the run's event loop)."""
+    Make it inside the agent (it remembers the run's event loop).
+
+    LangChain's synchronous calls (`invoke`, `stream`, `predict`) made in the agent's own code block
+    the worker's event loop, and every run on it, for as long as the model answers; the handler,
+    which writes on that loop, would wait for it for ever. So a synchronous call on the loop fails
+    at once, before the model is asked, saying to use `ainvoke`/`astream` (or `asyncio.to_thread`,
+    where it works: the loop stays free). The start hooks are synchronous for that reason: LangChain
+    calls them where the call is made (`run_inline`), in its synchronous and its async paths alike."""
+
+    run_inline = True
 
     def __init__(self, ctx: RunContext, *, agent: str | None = None) -> None:
         self._ctx = ctx
         self._agent = agent
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._call_ids: dict[UUID, str] = {}  # LangChain's run of a tool -> the model's call id
         self._streamed: set[UUID] = set()  # the model runs that gave their answer token by token
+
+    def _refuse_a_blocking_call(self) -> None:
+        """Raise if LangChain is being called synchronously on the run's loop: its async paths call
+        these hooks from a coroutine, its synchronous ones from plain code."""
+        caller = sys._getframe(2)  # LangChain's dispatcher, past this hook
+        if threading.get_ident() == self._loop_thread and not caller.f_code.co_flags & inspect.CO_COROUTINE:
+            self.raise_error = True  # so that LangChain raises it rather than logging it
+            raise BlockingCall(
+                "a synchronous LangChain call (invoke, stream, predict) in an async agent would block the worker's "
+                "event loop, and every run on it: use ainvoke or astream, or await asyncio.to_thread(...)"
+            )
+
+    def on_chain_start(self, *args: Any, **kwargs: Any) -> None:
+        self._refuse_a_blocking_call()
+
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        self._refuse_a_blocking_call()
+
+    def on_llm_start(self, *args: Any, **kwargs: Any) -> None:
+        self._refuse_a_blocking_call()
 
     async def _on_run_loop(self, event: Coroutine[Any, Any, None]) -> None:
         """LangChain calls async handlers from its sync code paths (a sync tool run in a thread) on

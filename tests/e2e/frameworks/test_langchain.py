@@ -26,6 +26,7 @@ from tests.unit.test_writer import RecordingLease, _writer  # noqa: E402
 from tokentail.frameworks.langchain import TokentailCallbackHandler, history  # noqa: E402
 from tokentail.shared.records import RunRecord, Turn  # noqa: E402
 from tokentail.worker.context import RunContext  # noqa: E402
+from tokentail.worker.watchdog import BlockingCall  # noqa: E402
 
 SEEN: list[list[BaseMessage]] = []  # what the fake model was asked, call by call
 
@@ -179,3 +180,19 @@ async def test_a_handler_called_from_another_thread_writes_on_the_run_s_loop() -
     await asyncio.to_thread(asyncio.run, handler.on_llm_new_token("from a thread", chunk=chunk, run_id=uuid.uuid4()))
     await ctx.writer.flush()
     assert lease.texts() == ["from a thread"]
+
+
+@pytest.mark.timeout(20)  # it hung for ever: the handler waited for the loop the call was blocking
+async def test_a_synchronous_model_call_in_an_async_agent_fails_at_once_saying_what_to_use() -> None:
+    ctx, lease = context()
+    handler = TokentailCallbackHandler(ctx)
+    # The tutorials' style: the handler on the model, `invoke`, from the agent's own (async) code.
+    model = StreamingFakeChatModel(messages=iter([AIMessage("Sunny.")]), streaming=True, callbacks=[handler])
+    with pytest.raises(BlockingCall, match="use ainvoke or astream"):
+        model.invoke([HumanMessage(ctx.input)])
+    assert SEEN == [] or SEEN[-1][-1].content != ctx.input  # the model was not even asked
+    # In a thread the loop stays free, and the same call streams.
+    model = StreamingFakeChatModel(messages=iter([AIMessage("Sunny in Paris.")]), streaming=True, callbacks=[handler])
+    reply = await asyncio.to_thread(model.invoke, [HumanMessage(ctx.input)])
+    await ctx.writer.flush()
+    assert reply.content == "".join(lease.texts()) == "Sunny in Paris."

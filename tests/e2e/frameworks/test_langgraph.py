@@ -270,3 +270,29 @@ async def test_an_interrupt_asks_through_tokentail_and_the_graph_resumes_on_anot
     texts = [data["text"] for _, kind, data in received.events if kind == "message.delta"]
     assert "".join(texts) == "Drafted the email. Sent."  # the draft node is not run (nor shown) again
     assert received.events[-1][1] == "run.completed" and received.events[-1][2]["output"] == "Drafted the email. Sent."
+
+
+async def test_a_synchronous_langchain_call_fails_its_run_at_once_and_hangs_neither_the_worker_nor_its_runs(
+    stack: Stack, llm: str
+) -> None:
+    example = Example(stack, llm, AGENTS[:-1] + ', "predict": "tests.e2e.frameworks.sync_langchain_agent:predict"}')
+    url = example.gateway()
+    example.worker(model="slow-60")  # 3 s of answer
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        steady = (
+            await client.post("/v1/sessions", json={"input": "Weather in Paris?", "agent": "weather_chain"})
+        ).json()
+        await eventually(lambda: _running(client, steady["session_id"]), within=30, what="the steady run streams")
+        wrong = (await client.post("/v1/sessions", json={"input": "Weather?", "agent": "predict"})).json()
+        failed = await asyncio.wait_for(read_events(client, wrong["events_url"]), 20)
+        error = failed.events[-1][2]["error"]
+        assert failed.events[-1][1] == "run.failed" and error["type"] == "blocked_event_loop", failed.events[-1]
+        assert "use ainvoke or astream" in error["message"]
+        finished = await asyncio.wait_for(read_events(client, steady["events_url"]), 60)
+        assert finished.events[-1][1] == "run.completed" and "run.retrying" not in [k for _, k, _ in finished.events]
+        again = (await client.post("/v1/sessions", json={"input": "And in Rome?", "agent": "weather_chain"})).json()
+        assert (await asyncio.wait_for(read_events(client, again["events_url"]), 60)).events[-1][1] == "run.completed"
+
+
+async def _running(client: httpx2.AsyncClient, session_id: str) -> bool:
+    return bool((await client.get(f"/v1/sessions/{session_id}")).json()["status"] == "running")
