@@ -24,6 +24,7 @@ denies it, and any worker goes on:
 """
 
 import hashlib
+import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -57,7 +58,11 @@ def from_agent(agent: Agent) -> TokentailAgent:
     """A tokentail agent that runs `agent` on the session's earlier turns and the run's input."""
 
     async def run(ctx: RunContext) -> None:
-        mapper = ChunkMapper(ctx)
+        # The agent's own callback (or its generator's), a tutorial's print_streaming_chunk say, which
+        # the run's would otherwise replace, still gets every chunk.
+        mapper = ChunkMapper(
+            ctx, also=agent.streaming_callback or getattr(agent.chat_generator, "streaming_callback", None)
+        )
         await agent.run_async(
             history(ctx) + [ChatMessage.from_user(ctx.input)],
             streaming_callback=mapper,
@@ -71,15 +76,20 @@ def from_agent(agent: Agent) -> TokentailAgent:
 
 def from_pipeline(pipeline: Pipeline, inputs: Callable[[RunContext], dict[str, Any]]) -> TokentailAgent:
     """A tokentail agent that runs `pipeline` on `inputs(ctx)` (its `data`: build it from
-    `ctx.input`, `history(ctx)`, `ctx.params`) and streams every streaming component's chunks. Ask
-    the pipeline's OpenAI generators for usage yourself (`generation_kwargs=INCLUDE_USAGE`)."""
+    `ctx.input`, `history(ctx)`, `ctx.params`) and streams every streaming component's chunks; if
+    none streamed any text, the answer is the last of the `replies` in the pipeline's result (a
+    component that returns its generator's reply whole). Ask the pipeline's OpenAI generators for
+    usage yourself (`generation_kwargs=INCLUDE_USAGE`)."""
 
     async def run(ctx: RunContext) -> None:
         mapper = ChunkMapper(ctx)
         # Abandoning the handle (a cancel) cancels the pipeline's task, and with it the model's stream.
-        async for chunk in pipeline.stream(inputs(ctx)):
+        handle = pipeline.stream(inputs(ctx))
+        async for chunk in handle:
             await mapper(chunk)
         await mapper.flush()
+        if not mapper.streamed_text and (reply := _reply(handle.result)):
+            await ctx.delta(reply)
 
     return run
 
@@ -158,13 +168,21 @@ class ChunkMapper:
     generator that does not stream tool calls) is reported with its start just before it.
     """
 
-    def __init__(self, ctx: RunContext) -> None:
+    def __init__(self, ctx: RunContext, also: Callable[[StreamingChunk], Any] | None = None) -> None:
         self.ctx = ctx
+        self.streamed_text = False
+        self._also = also  # a callback of the user's, sync or async, given every chunk after the run
         self._pending: dict[int, _PendingCall] = {}
         self._started: set[str] = set()
 
     async def __call__(self, chunk: StreamingChunk) -> None:
+        await self._map(chunk)
+        if self._also is not None and inspect.isawaitable(given := self._also(chunk)):
+            await given
+
+    async def _map(self, chunk: StreamingChunk) -> None:
         if chunk.content:
+            self.streamed_text = True
             await self.ctx.delta(chunk.content)
         if chunk.reasoning is not None and chunk.reasoning.reasoning_text:
             await self.ctx.reasoning(chunk.reasoning.reasoning_text)
@@ -201,6 +219,17 @@ class ChunkMapper:
     async def _start(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
         self._started.add(call_id)
         await self.ctx.tool_started(call_id, name, arguments)
+
+
+def _reply(result: dict[str, Any] | None) -> str:
+    """The text of the last reply of the first component output that has `replies` (Haystack's
+    generators' name for them: chat messages, or strings)."""
+    for outputs in (result or {}).values():
+        replies = outputs.get("replies") if isinstance(outputs, dict) else None
+        if replies:
+            last = replies[-1]
+            return str(last.text or "") if isinstance(last, ChatMessage) else last if isinstance(last, str) else ""
+    return ""
 
 
 def _call_id(call: ToolCall) -> str:

@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # read when haystack is imported
 pytest.importorskip("haystack")
 
-from haystack import Pipeline  # noqa: E402
+from haystack import Pipeline, component  # noqa: E402
 from haystack.components.agents import Agent  # noqa: E402
 from haystack.components.generators.chat import MockChatGenerator  # noqa: E402
 from haystack.dataclasses import ChatMessage, ReasoningContent, StreamingChunk, ToolCall  # noqa: E402
@@ -155,6 +155,38 @@ async def test_a_pipeline_streams_and_history_becomes_chat_messages() -> None:
         ("user", "And now?"),
     ]
     assert "".join(text for kind, text in ctx.events if kind == "delta") == "Paris is sunny."
+
+
+@component  # type: ignore[untyped-decorator, misc, unused-ignore]  # Any where Haystack is not installed
+class Answerer:
+    """A tutorial's first custom component: it calls a generator and returns its reply, not streaming."""
+
+    def __init__(self) -> None:
+        self.generator = MockChatGenerator(["Paris is sunny today."])
+
+    @component.output_types(replies=list[ChatMessage])  # type: ignore[untyped-decorator, unused-ignore]
+    def run(self, question: str) -> dict[str, Any]:
+        return {"replies": self.generator.run([ChatMessage.from_user(question)])["replies"]}
+
+
+async def test_a_pipeline_whose_reply_does_not_stream_answers_with_the_pipeline_s_result() -> None:
+    # Nothing streamed, so the answer was empty: the reply is in the pipeline's result.
+    pipe = Pipeline()
+    pipe.add_component("answerer", Answerer())
+    ctx = Recorder("Weather in Paris?")
+    await from_pipeline(pipe, lambda ctx: {"answerer": {"question": ctx.input}})(ctx.context())
+    assert ctx.events == [("delta", "Paris is sunny today.")]
+
+
+async def test_the_agent_s_own_streaming_callbacks_still_get_every_chunk() -> None:
+    # A tutorial's agent prints as it streams (print_streaming_chunk): the run's mapper no longer replaces it.
+    printed: list[str] = []
+    generator = MockChatGenerator(["It is sunny."], streaming_callback=lambda chunk: printed.append("generator"))
+    agent = Agent(chat_generator=generator, tools=[get_weather], streaming_callback=lambda c: printed.append(c.content))
+    ctx = Recorder()
+    await from_agent(agent)(ctx.context())
+    assert ctx.events == [("delta", "It "), ("delta", "is "), ("delta", "sunny.")]
+    assert [text for text in printed if text != "generator"] == ["It ", "is ", "sunny."], printed
 
 
 @pytest.fixture
