@@ -18,3 +18,9 @@ async def blocking_agent(ctx: RunContext) -> None:
     await ctx.delta("Before. ")
     time.sleep(float(ctx.input))  # noqa: ASYNC251
     await ctx.delta("After.")
+
+
+async def raising_tool_agent(ctx: RunContext) -> None:
+    """Reports a tool's start as a framework does (two callbacks, not a scope), then the tool raises out."""
+    await ctx.tool_started("call_1", "get_weather", {"city": "Paris"})
+    raise RuntimeError("weather service unavailable")

@@ -119,7 +119,7 @@ class RunContext:
         self.attempt = run.attempt
         self.history = history  # earlier completed turns of this session
         self.usage: dict[str, int] = {}
-        self._tools_started: dict[str, float] = {}  # call id -> when it started
+        self._tools_started: dict[str, tuple[float, str | None]] = {}  # call id -> when it started, by which agent
         self._asked = run.asked  # questions asked before this attempt, all answered
         self._answers = run.answers
         self._asks = 0  # `ask` calls so far in this attempt
@@ -210,7 +210,7 @@ class RunContext:
     async def tool_started(
         self, call_id: str, name: str, arguments: dict[str, Any], *, agent: str | None = None
     ) -> None:
-        self._tools_started[call_id] = time.monotonic()
+        self._tools_started[call_id] = (time.monotonic(), agent)
         await self.writer.emit(
             ToolStarted(run_id=self.run_id, call_id=call_id, name=name, arguments=arguments, agent=agent)
         )
@@ -227,7 +227,7 @@ class RunContext:
         """`tool.completed` with `result`, or `tool.failed` with `error` (`denied`: a person denied
         the call, which did not run); a call whose start this context did not see is reported with a
         duration of 0."""
-        started = self._tools_started.pop(call_id, None)
+        started, _ = self._tools_started.pop(call_id, (None, None))
         duration_ms = int((time.monotonic() - started) * 1000) if started is not None else 0
         if error is None:
             completed = ToolCompleted(
@@ -248,6 +248,11 @@ class RunContext:
                 run_id=self.run_id, call_id=call_id, error=error, duration_ms=duration_ms, denied=denied, agent=agent
             )
         )
+
+    async def fail_open_tools(self, error: BaseException) -> None:
+        """`tool.failed` for every call started and not finished: the agent raised `error` meanwhile."""
+        for call_id, (_, agent) in list(self._tools_started.items()):
+            await self.tool_finished(call_id, error=error, agent=agent)
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
         self.usage["input_tokens"] = self.usage.get("input_tokens", 0) + input_tokens

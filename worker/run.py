@@ -170,15 +170,20 @@ async def _generate(ctx: dict[str, Any], session_id: str, run: RunRecord, writer
     history = transcript([r for r in session.runs if r.status == "completed" and r.run_id != run.run_id])
     context = RunContext(writer, session_id, run, history)
     agent = load_agent(run.agent, settings)
-    async with asyncio.timeout(settings.run_timeout_seconds):
-        if isinstance(agent, Agent):
-            model_ref = run.model or agent.model or settings.model
-            provider, model = providers.resolve(model_ref)
-            writer.provider = parse_model(model_ref).provider
-            policy = RetryPolicy.from_settings(settings)
-            await run_model_agent(agent, context, provider, model, policy, settings.tool_timeout_seconds)
-        else:
-            await agent(context)
+    try:
+        async with asyncio.timeout(settings.run_timeout_seconds):
+            if isinstance(agent, Agent):
+                model_ref = run.model or agent.model or settings.model
+                provider, model = providers.resolve(model_ref)
+                writer.provider = parse_model(model_ref).provider
+                policy = RetryPolicy.from_settings(settings)
+                await run_model_agent(agent, context, provider, model, policy, settings.tool_timeout_seconds)
+            else:
+                await agent(context)
+    except Exception as exc:
+        # A framework's tool that raised out of its run (PydanticAI lets it) left its call open: end it.
+        await context.fail_open_tools(exc)
+        raise
     await writer.flush()
     return RunCompleted(run_id=run.run_id, output=writer.text, usage=context.usage)
 

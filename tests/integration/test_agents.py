@@ -59,3 +59,16 @@ async def test_an_agent_that_cannot_be_imported_fails_the_run_clearly(start_gate
     assert events[-1][1] == "run.failed"
     assert events[-1][2]["error"]["type"] == "invalid_request"
     assert "cannot import 'examples.no_such_module:agent'" in events[-1][2]["error"]["message"]
+
+
+async def test_a_tool_that_raises_out_of_the_agent_ends_its_call_failed_before_the_run(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    # A framework that lets a tool's exception end its run (PydanticAI) left the call open.
+    agents = {"raising": "tests.slow_agent:raising_tool_agent"}
+    gateway = await start_gateway(agents=agents)
+    await start_worker(agents=agents)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        events = await _run(client, input="Weather?", agent="raising")
+    assert [kind for _, kind, _ in events] == ["run.queued", "run.started", "tool.started", "tool.failed", "run.failed"]
+    assert events[3][2]["call_id"] == "call_1" and events[3][2]["error"] == "weather service unavailable"

@@ -3,9 +3,11 @@
 examples/pydantic_ai_agent.py, unchanged, in real gateway and worker processes, its OpenAIChatModel
 streaming from the local fake OpenAI server. Runs in the framework's nox environment."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import httpx2
 import pytest
 
 pytest.importorskip("pydantic_ai")
@@ -30,11 +32,13 @@ from pydantic_ai.models.test import TestModel as _TestModel  # noqa: E402
 
 from tests.e2e.conftest import Stack  # noqa: E402
 from tests.e2e.frameworks.scenarios import (  # noqa: E402
+    QUESTION,
     Example,
     answer_with_the_weather_tool,
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
+from tests.sse_client import read_events  # noqa: E402
 from tokentail.frameworks.pydantic_ai import history, pydantic_ai_agent  # noqa: E402
 from tokentail.shared.records import Turn  # noqa: E402
 from tokentail.worker.context import RunContext  # noqa: E402
@@ -196,3 +200,16 @@ async def test_a_cancel_mid_answer_stops_the_model_s_stream(example: Example) ->
 
 async def test_a_worker_killed_mid_answer_is_taken_over_and_the_run_completes(example: Example) -> None:
     await worker_killed_mid_answer(example)
+
+
+async def test_a_tool_that_raises_ends_its_call_failed_before_the_run_fails(stack: Stack, llm: str) -> None:
+    # Its call was left open: tool.started, then run.failed, where the docs promise tool.failed.
+    example = Example(stack, llm, '{"weather": "tests.e2e.frameworks.pydantic_ai_raising:weather"}')
+    url = example.gateway()
+    example.worker()
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        created = (await client.post("/v1/sessions", json={"input": QUESTION, "agent": "weather"})).json()
+        events = (await asyncio.wait_for(read_events(client, created["events_url"]), 60)).events
+    assert [kind for _, kind, _ in events] == ["run.queued", "run.started", "tool.started", "tool.failed", "run.failed"]
+    assert events[2][2]["call_id"] == events[3][2]["call_id"]
+    assert events[3][2]["error"] == "weather service unavailable"
