@@ -36,6 +36,7 @@ from haystack.components.generators.chat import OpenAIChatGenerator
 from haystack.dataclasses import ChatMessage, StreamingChunk, ToolCall
 from haystack.hooks.human_in_the_loop import ToolExecutionDecision
 
+from tokentail.frameworks import as_json
 from tokentail.worker.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Awaitable[None]]
@@ -201,7 +202,7 @@ class ChunkMapper:
             if result.error:
                 await self.ctx.tool_finished(call_id, error=str(result.result))
             else:
-                await self.ctx.tool_finished(call_id, result=_from_json(result.result))
+                await self.ctx.tool_finished(call_id, result=as_json(result.result))
         usage = chunk.meta.get("usage")
         if isinstance(usage, dict):
             self.ctx.add_usage(
@@ -248,16 +249,3 @@ def _arguments(text: str) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {"arguments": text}
     return parsed if isinstance(parsed, dict) else {"arguments": parsed}
-
-
-def _from_json(result: object) -> object:
-    """Haystack gives the model a tool's result as a string, JSON for anything but a string: show
-    an object or list as itself again."""
-    if isinstance(result, str) and result.lstrip()[:1] in ("{", "["):
-        try:
-            return json.loads(result)
-        except json.JSONDecodeError:
-            pass
-    if isinstance(result, str | int | float | bool | dict | list) or result is None:
-        return result
-    return str(result)  # content parts (text, images): their text form

@@ -12,7 +12,6 @@ LangGraph graphs have an adapter of their own (tokentail/frameworks/langgraph.py
 
 import asyncio
 import inspect
-import json
 import sys
 import threading
 from collections.abc import Coroutine
@@ -23,6 +22,7 @@ from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
 
+from tokentail.frameworks import as_json
 from tokentail.worker.context import RunContext
 from tokentail.worker.watchdog import BlockingCall
 
@@ -51,20 +51,6 @@ async def stream_chunk(ctx: RunContext, chunk: AIMessage, agent: str | None = No
             await ctx.reasoning(block["reasoning"], agent=agent)
     if chunk.usage_metadata:
         ctx.add_usage(chunk.usage_metadata["input_tokens"], chunk.usage_metadata["output_tokens"])
-
-
-def jsonable(value: Any) -> Any:
-    """A tool's result as the stream can hold it: JSON as it is, text parsed if it is JSON."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return value
 
 
 class TokentailCallbackHandler(AsyncCallbackHandler):  # type: ignore[misc, unused-ignore]  # Any without LangChain
@@ -169,7 +155,7 @@ class TokentailCallbackHandler(AsyncCallbackHandler):  # type: ignore[misc, unus
         if getattr(output, "status", None) == "error":  # a tool with handle_tool_error: its error, as its answer
             await self._on_run_loop(self._ctx.tool_finished(call_id, error=str(content), agent=self._agent))
         else:
-            await self._on_run_loop(self._ctx.tool_finished(call_id, result=jsonable(content), agent=self._agent))
+            await self._on_run_loop(self._ctx.tool_finished(call_id, result=as_json(content), agent=self._agent))
 
     async def on_tool_error(
         self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any

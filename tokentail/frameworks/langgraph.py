@@ -45,7 +45,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.pregel import Pregel
 from langgraph.types import Command, Interrupt
 
-from tokentail.frameworks.langchain import history, jsonable, stream_chunk
+from tokentail.frameworks import as_json
+from tokentail.frameworks.langchain import history, stream_chunk
 from tokentail.worker.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Coroutine[Any, Any, None]]
@@ -106,7 +107,7 @@ async def _event(ctx: RunContext, calls: "_ToolCalls", agent: str | None, mode: 
     elif isinstance(data, str):
         await ctx.status(data, agent=agent)
     else:
-        await ctx.data("custom", jsonable(data), agent=agent)
+        await ctx.data("custom", as_json(data), agent=agent)
 
 
 def _question(interrupt: Interrupt, call_id: str | None) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def _question(interrupt: Interrupt, call_id: str | None) -> dict[str, Any]:
         question = {"prompt": str(prompt), "kind": value.get("kind", "text")}
         question |= {key: value[key] for key in ("choices", "schema", "expires_in") if key in value}
     else:
-        question = {"prompt": json.dumps(jsonable(value), ensure_ascii=False), "kind": "json", "schema": {}}
+        question = {"prompt": json.dumps(as_json(value), ensure_ascii=False), "kind": "json", "schema": {}}
     if isinstance(schema, dict):
         question |= {"kind": "json", "schema": schema}
     if question.get("kind") == "approval" and call_id is not None:
@@ -197,7 +198,7 @@ class _ToolCalls:
             if message.status == "error":
                 await self._ctx.tool_finished(message.tool_call_id, error=str(message.content), agent=agent)
             else:
-                await self._ctx.tool_finished(message.tool_call_id, result=jsonable(message.content), agent=agent)
+                await self._ctx.tool_finished(message.tool_call_id, result=as_json(message.content), agent=agent)
 
     def open_call(self) -> str | None:
         """The one call started and not answered, if one: the call an interrupt in a tool is about."""

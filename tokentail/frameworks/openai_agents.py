@@ -10,7 +10,10 @@ input items, and its `stream_events()` become tokentail events:
 - the model's text deltas (raw `response.output_text.delta`) -> `message.delta`, and its reasoning
   deltas -> `reasoning.delta`;
 - a `tool_called` item -> `tool.started` (with the whole arguments: the SDK emits the item once the
-  model has finished the call), its `tool_output` item -> `tool.completed`;
+  model has finished the call), its `tool_output` item -> `tool.completed`; or `tool.failed` when
+  the tool raised (or a person rejected the call), which the SDK answers the model with a message
+  in the tool's place: the adapter learns of it through `RunConfig.tool_error_formatter`, and
+  passes the call on to a formatter of yours;
 - every event carries the name of the agent that made it (`agent`), which changes on a handoff
   (`agent_updated_stream_event`);
 - the run's usage, summed by the SDK over its model calls, -> `run.completed`.
@@ -20,9 +23,11 @@ run's task (a client's cancel, a stopping worker), the adapter calls `result.can
 cancels that background task and with it the model's HTTP stream: the token spend stops.
 """
 
+import dataclasses
+import inspect
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from agents import (
     Agent,
@@ -35,8 +40,9 @@ from agents import (
     ToolCallOutputItem,
     TResponseInputItem,
 )
-from agents.run_config import DEFAULT_MAX_TURNS
+from agents.run_config import DEFAULT_MAX_TURNS, ToolErrorFormatterArgs
 
+from tokentail.frameworks import as_json
 from tokentail.worker.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Awaitable[None]]
@@ -67,12 +73,13 @@ def openai_agent(
     `RunContextWrapper.context`)."""
 
     async def run(ctx: RunContext) -> None:
+        failed: dict[str, Failure] = {}
         result = Runner.run_streamed(
             agent,
             input_items(ctx),
             context=context(ctx) if context is not None else None,
             max_turns=max_turns,
-            run_config=run_config,
+            run_config=_telling_failures(run_config or RunConfig(), failed),
         )
         label = agent.name
         try:
@@ -80,7 +87,7 @@ def openai_agent(
                 if isinstance(event, AgentUpdatedStreamEvent):  # the start, and each handoff
                     label = event.new_agent.name
                 else:
-                    await _emit(ctx, event, label)
+                    await _emit(ctx, event, label, failed)
         finally:
             # A no-op once the run is over. Cancelled while this task was not waiting on the SDK's
             # queue (writing an event, say), the SDK would not know: stop its run loop here.
@@ -91,7 +98,28 @@ def openai_agent(
     return run
 
 
-async def _emit(ctx: RunContext, event: RawResponsesStreamEvent | RunItemStreamEvent, label: str) -> None:
+class Failure(NamedTuple):
+    error: str
+    denied: bool
+
+
+def _telling_failures(config: RunConfig, failed: dict[str, Failure]) -> RunConfig:
+    """`config`, with a tool error formatter that records each failed call (then asks yours, if
+    any, what to tell the model)."""
+    yours = config.tool_error_formatter
+
+    async def formatter(args: ToolErrorFormatterArgs[Any]) -> str | None:
+        error = str(args.error) if args.error is not None else args.default_message
+        failed[args.call_id] = Failure(error, denied=args.kind == "approval_rejected")
+        told = yours(args) if yours is not None else None
+        return await told if inspect.isawaitable(told) else told
+
+    return dataclasses.replace(config, tool_error_formatter=formatter)
+
+
+async def _emit(
+    ctx: RunContext, event: RawResponsesStreamEvent | RunItemStreamEvent, label: str, failed: dict[str, Failure]
+) -> None:
     if isinstance(event, RawResponsesStreamEvent):
         if event.data.type == TEXT_DELTA:
             await ctx.delta(event.data.delta, agent=label)
@@ -103,8 +131,10 @@ async def _emit(ctx: RunContext, event: RawResponsesStreamEvent | RunItemStreamE
         await ctx.tool_started(call_id, item.tool_name or "tool", tool_arguments(item.raw_item), agent=label)
     elif isinstance(event.item, ToolCallOutputItem):  # tool_output
         call_id = _field(event.item.raw_item, "call_id") or _field(event.item.raw_item, "id")
-        if call_id:
-            await ctx.tool_finished(call_id, result=tool_result(event.item.output), agent=label)
+        if call_id and (failure := failed.pop(call_id, None)) is not None:
+            await ctx.tool_finished(call_id, error=failure.error, denied=failure.denied, agent=label)
+        elif call_id:
+            await ctx.tool_finished(call_id, result=as_json(event.item.output), agent=label)
 
 
 def tool_arguments(raw_item: Any) -> dict[str, Any]:
@@ -118,23 +148,8 @@ def tool_arguments(raw_item: Any) -> dict[str, Any]:
             return {"arguments": arguments}
     if arguments is None:
         action = _field(raw_item, "action")
-        return {"action": _jsonable(action)} if action is not None else {}
-    return arguments if isinstance(arguments, dict) else {"arguments": _jsonable(arguments)}
-
-
-def tool_result(output: Any) -> Any:
-    """What the tool returned, as JSON when it is, else as the text the model was given."""
-    return _jsonable(output)
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "model_dump"):  # a pydantic model (an SDK item, a tool's structured output)
-        value = value.model_dump(mode="json")
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return value
+        return {"action": as_json(action)} if action is not None else {}
+    return arguments if isinstance(arguments, dict) else {"arguments": as_json(arguments)}
 
 
 def _field(raw_item: Any, name: str) -> Any:

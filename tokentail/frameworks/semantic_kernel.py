@@ -10,9 +10,11 @@ run cancels the SDK's HTTP stream.
 
 Semantic Kernel calls the kernel's functions itself and streams nothing about them, so the tool
 calls are seen through an `AUTO_FUNCTION_INVOCATION` filter: `tool.started` before the function
-runs, `tool.completed` (or `tool.failed`) after. The filter is added to a kernel once and finds the
-run it belongs to through a context variable, so runs that share an agent (and its kernel) in one
-worker never see each other's calls.
+runs, `tool.completed` after, or `tool.failed` if it raised. Semantic Kernel catches a function's
+exception and gives the model its text as the result, so a `FUNCTION_INVOCATION` filter, inside,
+sees it first. The filters are added to a kernel once and find the run they belong to through
+context variables, so runs that share an agent (and its kernel) in one worker never see each
+other's calls.
 """
 
 import contextvars
@@ -25,7 +27,7 @@ from semantic_kernel.agents import ChatCompletionAgent, ChatHistoryAgentThread
 from semantic_kernel.connectors.ai.chat_completion_client_base import ChatCompletionClientBase
 from semantic_kernel.connectors.ai.prompt_execution_settings import PromptExecutionSettings
 from semantic_kernel.contents import ChatHistory, StreamingChatMessageContent
-from semantic_kernel.filters import AutoFunctionInvocationContext, FilterTypes
+from semantic_kernel.filters import AutoFunctionInvocationContext, FilterTypes, FunctionInvocationContext
 
 from tokentail.worker.context import RunContext
 
@@ -33,6 +35,8 @@ TokentailAgent = Callable[[RunContext], Awaitable[None]]
 Next = Callable[[AutoFunctionInvocationContext], Coroutine[Any, Any, None]]
 
 _RUN: contextvars.ContextVar[RunContext] = contextvars.ContextVar("tokentail_run")
+# The exception the function of the call being made raised, if any (Semantic Kernel swallows it).
+_RAISED: contextvars.ContextVar[list[Exception]] = contextvars.ContextVar("tokentail_raised")
 
 
 def history(ctx: RunContext) -> ChatHistory:
@@ -56,16 +60,22 @@ def chat_completion_agent(agent: ChatCompletionAgent) -> TokentailAgent:
 
 
 def chat_service(
-    service: ChatCompletionClientBase, settings: PromptExecutionSettings, kernel: Kernel | None = None
+    service: ChatCompletionClientBase,
+    settings: PromptExecutionSettings,
+    kernel: Kernel | None = None,
+    system_message: str | None = None,
 ) -> TokentailAgent:
     """A tokentail agent that asks a chat service directly; give `kernel` (and settings with a
-    function choice behavior) for its functions to be called."""
+    function choice behavior) for its functions to be called, and `system_message` for the chat
+    history to start with it (the tutorials' `history.add_system_message(...)`)."""
     kernel = kernel or Kernel()
     _watch(kernel)
 
     async def run(ctx: RunContext) -> None:
         _RUN.set(ctx)
-        chat = history(ctx)
+        chat = ChatHistory(system_message=system_message) if system_message else ChatHistory()
+        for message in history(ctx).messages:
+            chat.add_message(message)
         chat.add_user_message(ctx.input)
         stream = service.get_streaming_chat_message_content(chat, settings, kernel=kernel)
         await _stream(ctx, (content async for content in stream if content is not None))
@@ -85,6 +95,18 @@ async def _stream(ctx: RunContext, contents: AsyncIterable[StreamingChatMessageC
 def _watch(kernel: Kernel) -> None:
     if all(added is not _tool_events for _, added in kernel.auto_function_invocation_filters):
         kernel.add_filter(FilterTypes.AUTO_FUNCTION_INVOCATION, _tool_events)
+        kernel.add_filter(FilterTypes.FUNCTION_INVOCATION, _raised)
+
+
+async def _raised(
+    context: FunctionInvocationContext, next: Callable[[FunctionInvocationContext], Coroutine[Any, Any, None]]
+) -> None:
+    try:
+        await next(context)
+    except Exception as exc:
+        if (raised := _RAISED.get(None)) is not None:
+            raised.append(exc)
+        raise
 
 
 async def _tool_events(context: AutoFunctionInvocationContext, next: Next) -> None:
@@ -96,11 +118,18 @@ async def _tool_events(context: AutoFunctionInvocationContext, next: Next) -> No
     call_id = (call.id if call is not None else None) or f"{context.function.fully_qualified_name}-{id(context)}"
     arguments = {name: value for name, value in (context.arguments or {}).items() if _is_json(value)}
     await ctx.tool_started(call_id, context.function.name, arguments)
+    raised: list[Exception] = []
+    reset = _RAISED.set(raised)
     try:
         await next(context)
     except Exception as exc:  # reported, then Semantic Kernel handles it as it would
         await ctx.tool_finished(call_id, error=exc)
         raise
+    finally:
+        _RAISED.reset(reset)
+    if raised:  # the model is told Semantic Kernel's text of it; the stream says the call failed
+        await ctx.tool_finished(call_id, error=raised[0])
+        return
     result = context.function_result
     await ctx.tool_finished(
         call_id, result=result.value if result is not None and _is_json(result.value) else str(result)

@@ -196,3 +196,21 @@ async def test_a_synchronous_model_call_in_an_async_agent_fails_at_once_saying_w
     reply = await asyncio.to_thread(model.invoke, [HumanMessage(ctx.input)])
     await ctx.writer.flush()
     assert reply.content == "".join(lease.texts()) == "Sunny in Paris."
+
+
+async def test_a_tool_s_text_stays_text_and_its_object_an_object() -> None:
+    # One rule in every adapter: "4" was shown as the number 4 here and as "4" elsewhere.
+    @tool  # type: ignore[untyped-decorator, unused-ignore]  # Any without LangChain
+    def count(city: str) -> str:
+        """How many cities there are with this name."""
+        return "4"
+
+    ctx, lease = context()
+    config = {"callbacks": [TokentailCallbackHandler(ctx)]}
+    for call_id, tool_ in (("call_1", count), ("call_2", get_weather)):
+        await tool_.ainvoke(
+            {"id": call_id, "name": tool_.name, "args": {"city": "Paris"}, "type": "tool_call"}, config=config
+        )
+    await ctx.writer.flush()
+    results = [data["result"] for kind, data in lease.events if kind == "tool.completed"]
+    assert results == ["4", {"city": "Paris", "sky": "sunny"}]

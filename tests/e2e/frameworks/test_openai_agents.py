@@ -170,3 +170,39 @@ async def test_a_cancel_while_an_event_is_being_written_still_stops_the_model_s_
     with pytest.raises(asyncio.CancelledError):
         await running
     await asyncio.wait_for(closed.wait(), 10)
+
+
+@pytest.mark.parametrize("own_formatter", [False, True])
+async def test_a_tool_that_raises_is_a_failed_call_though_the_model_is_told_the_sdk_s_message(
+    own_formatter: bool,
+) -> None:
+    # The SDK answers the model with a message in the tool's place: the stream said the call completed.
+    from agents import Agent, RunConfig, function_tool
+    from agents.testing import ScriptedModel, assistant_message, function_call
+
+    from tokentail.frameworks.openai_agents import openai_agent
+
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        raise RuntimeError("weather service unavailable")
+
+    model = ScriptedModel(
+        [[function_call("get_weather", {"city": "Paris"}, call_id="call_1")], [assistant_message("No weather.")]]
+    )
+    told: list[str] = []
+
+    def formatter(args: Any) -> str:
+        told.append(args.call_id)
+        return "the service is down"
+
+    config = RunConfig(tracing_disabled=True, tool_error_formatter=formatter if own_formatter else None)
+    recorder = Recorder()
+    await openai_agent(Agent(name="weather", model=model, tools=[function_tool(get_weather)]), run_config=config)(
+        _context(recorder)
+    )
+    kinds = [kind for kind, _ in recorder.events]
+    assert kinds == ["tool.started", "tool.failed", "message.delta"], recorder.events
+    assert (
+        recorder.events[1][1]["call_id"] == "call_1" and recorder.events[1][1]["error"] == "weather service unavailable"
+    )
+    assert told == (["call_1"] if own_formatter else [])  # the user's own formatter still answers the model
