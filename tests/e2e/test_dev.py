@@ -38,9 +38,9 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start_dev(port: int, *options: str, dev_options: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-    """`tokentail [options] dev --port port --workers 2 [dev_options]`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTAIL_")}
+def _start_dev(port: int, *options: str, dev_options: tuple[str, ...] = (), **settings: str) -> subprocess.Popen[bytes]:
+    """`tokentail [options] dev --port port --workers 2 [dev_options]`, with these TOKENTAIL_ `settings` only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTAIL_")} | settings
     return subprocess.Popen(
         [sys.executable, "-m", "tokentail.cli", *options, "dev", "--port", str(port), "--workers", "2", *dev_options],
         env=env,
@@ -178,6 +178,27 @@ def test_dev_with_several_gateways_balances_connections_and_a_stream_resumes_acr
         dev.send_signal(signal.SIGINT)
         dev.communicate(timeout=30)
         assert dev.returncode == 0
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.communicate()
+
+
+def test_with_auth_on_dev_s_curl_lines_send_a_key_and_work_as_printed() -> None:
+    port, key = free_port(), "k" * 24
+    dev = _start_dev(port, TOKENTAIL_API_KEYS=f"acme:{key}", TOKENTAIL_SECRET="s" * 32)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", dev)
+        assert dev.stdout is not None
+        banner = b""
+        while b"Press Ctrl-C" not in banner:
+            banner += dev.stdout.readline()
+        lines = banner.decode()
+        assert f"-H 'Authorization: Bearer {key}'" in lines and f"curl -N -H 'Authorization: Bearer {key}'" in lines
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as client:
+            assert client.post("/v1/sessions", json={"input": "hello"}).status_code == 201
+        dev.send_signal(signal.SIGINT)
+        dev.communicate(timeout=30)
     finally:
         if dev.poll() is None:
             dev.kill()
