@@ -1,11 +1,13 @@
 """`tokentail dev`: starts everything, serves a run, and leaves no process behind."""
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,20 +141,32 @@ def test_dev_runs_on_a_redis_it_is_given(private_redis_url: str) -> None:
         assert redis.keys(f"*{created['session_id']}*")  # the session is in the given Redis
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_dev_with_several_gateways_balances_connections_and_a_stream_resumes_across_them() -> None:
-    # The multi-process stack without Docker: gateways behind a round-robin balancer, as nginx in compose.
+@contextlib.contextmanager
+def _dev(*dev_options: str, **settings: str) -> Iterator[tuple[int, str]]:
+    """`tokentail dev` running: its port and banner; stopped with Ctrl-C, which it must exit 0 on."""
     port = free_port()
-    dev = _start_dev(port, dev_options=("--gateways", "2"))
+    dev = _start_dev(port, dev_options=dev_options, **settings)
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/readyz", dev)
         assert dev.stdout is not None
         banner = b""
-        while b"Try it" not in banner:
+        while b"Press Ctrl-C" not in banner:
             banner += dev.stdout.readline()
-        replicas = re.findall(
-            r"127\.0\.0\.1:\d+", banner.decode().split("round-robin per connection to 2 gateways:")[1]
-        )
+        yield port, banner.decode()
+        dev.send_signal(signal.SIGINT)
+        dev.communicate(timeout=30)
+        assert dev.returncode == 0
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.communicate()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_dev_with_several_gateways_balances_connections_and_a_stream_resumes_across_them() -> None:
+    # The multi-process stack without Docker: gateways behind a round-robin balancer, as nginx in compose.
+    with _dev("--gateways", "2") as (port, banner):
+        replicas = re.findall(r"127\.0\.0\.1:\d+", banner.split("round-robin per connection to 2 gateways:")[1])
         assert len(set(replicas[:2])) == 2, banner
         with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             created = client.post("/v1/sessions", json={"input": "hello", "params": {"tokens": 60}}).json()
@@ -175,31 +189,11 @@ def test_dev_with_several_gateways_balances_connections_and_a_stream_resumes_acr
             metrics = httpx2.get(f"http://{replica}/metrics").text
             opened = re.search(r'tokentail_connections_opened_total\{transport="sse"\} (\d+)', metrics)
             assert opened and int(float(opened[1])) >= 1, replica
-        dev.send_signal(signal.SIGINT)
-        dev.communicate(timeout=30)
-        assert dev.returncode == 0
-    finally:
-        if dev.poll() is None:
-            dev.kill()
-            dev.communicate()
 
 
 def test_with_auth_on_dev_s_curl_lines_send_a_key_and_work_as_printed() -> None:
-    port, key = free_port(), "k" * 24
-    dev = _start_dev(port, TOKENTAIL_API_KEYS=f"acme:{key}", TOKENTAIL_SECRET="s" * 32)
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}/readyz", dev)
-        assert dev.stdout is not None
-        banner = b""
-        while b"Press Ctrl-C" not in banner:
-            banner += dev.stdout.readline()
-        lines = banner.decode()
-        assert f"-H 'Authorization: Bearer {key}'" in lines and f"curl -N -H 'Authorization: Bearer {key}'" in lines
+    key = "k" * 24
+    with _dev(TOKENTAIL_API_KEYS=f"acme:{key}", TOKENTAIL_SECRET="s" * 32) as (port, banner):
+        assert f"-H 'Authorization: Bearer {key}'" in banner and f"curl -N -H 'Authorization: Bearer {key}'" in banner
         with httpx2.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as client:
             assert client.post("/v1/sessions", json={"input": "hello"}).status_code == 201
-        dev.send_signal(signal.SIGINT)
-        dev.communicate(timeout=30)
-    finally:
-        if dev.poll() is None:
-            dev.kill()
-            dev.communicate()
