@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     flush_interval_ms: int = Field(50, ge=0, description="token coalescing window; 0 appends every token")
     lease_ms: int = Field(5_000, ge=500, description="how long a run's lease lives without a heartbeat")
     blocked_loop_seconds: float = Field(
-        5.0,
+        10.0,
         ge=0,
         description="a run whose agent holds the worker's event loop this long (a synchronous call in async "
         "code) fails with `blocked_event_loop`; 0: only logged",

@@ -174,7 +174,7 @@ async def _generate(ctx: dict[str, Any], session_id: str, run: RunRecord, writer
         async with asyncio.timeout(settings.run_timeout_seconds):
             if isinstance(agent, Agent):
                 model_ref = run.model or agent.model or settings.model
-                provider, model = providers.resolve(model_ref)
+                provider, model = await providers.resolve(model_ref)
                 writer.provider = parse_model(model_ref).provider
                 policy = RetryPolicy.from_settings(settings)
                 await run_model_agent(agent, context, provider, model, policy, settings.tool_timeout_seconds)

@@ -7,7 +7,7 @@ under a tag of its own. Only the variables the compose file reads are set for it
 and a `.env` beside the compose file are kept out, so the stack is the same wherever the tests run.
 
 Which container ran a run: the run record and events do not name a worker, but every worker logs
-`run <run_id> of session <session_id> started (attempt N)` (JSON, with `run_id`) as it starts a run, and
+`run <run_id> of session <session_id> started (attempt N, <reason>)` (JSON, with `run_id`) as it starts a run, and
 `docker logs` keeps each container's lines apart.
 """
 
@@ -30,7 +30,7 @@ REQUIRED_ENV = "TOKENTAIL_DOCKER_REQUIRED"
 PREFIX_ENV = "TOKENTAIL_COMPOSE_PROJECT_PREFIX"
 MIN_ENGINE = (25, 0)  # the healthchecks' start_interval
 
-STARTED = re.compile(r"run (\S+) of session \S+ started \(attempt (\d+)\)")  # worker/run.py's log line
+STARTED = re.compile(r"run (\S+) of session \S+ started \(attempt (\d+), (?:start|takeover|resume)\)")  # worker/run.py
 HANDED_OVER = re.compile(r"run (\S+) of session \S+ handed over: .*")
 
 API_KEY = "compose-test-key-0123456789"

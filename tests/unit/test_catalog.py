@@ -1,3 +1,6 @@
+import asyncio
+import time
+
 import pytest
 
 from tokentail.shared.catalog import PROVIDERS, ModelRef, check_agent, parse_model
@@ -5,6 +8,7 @@ from tokentail.shared.settings import Settings
 from tokentail.worker.agents import BUILTIN
 from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
+from tokentail.worker.providers.scripted import ScriptedProvider
 
 
 def test_models_parse() -> None:
@@ -37,21 +41,46 @@ def test_the_worker_knows_every_builtin_agent_the_gateway_accepts() -> None:
     assert set(BUILTIN) == set(BUILTIN_AGENTS)
 
 
-def test_the_worker_builds_every_provider_the_gateway_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_worker_builds_every_provider_the_gateway_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     providers = Providers(Settings(openai_compatible_base_url="http://127.0.0.1:9/v1"))
     for provider in PROVIDERS:
-        assert providers.resolve(f"{provider}:m" if provider != "scripted" else provider)[0] is not None
+        assert (await providers.resolve(f"{provider}:m" if provider != "scripted" else provider))[0] is not None
 
 
-def test_missing_keys_and_base_urls_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_missing_keys_and_base_urls_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     providers = Providers(Settings())
     with pytest.raises(ProviderError, match="OPENAI_API_KEY is not set"):
-        providers.resolve("openai:gpt-5.4-mini")
+        await providers.resolve("openai:gpt-5.4-mini")
     with pytest.raises(InvalidRequest, match="TOKENTAIL_OPENAI_COMPATIBLE_BASE_URL"):
-        providers.resolve("openai-compatible:llama")
+        await providers.resolve("openai-compatible:llama")
+
+
+async def test_a_provider_is_built_off_the_event_loop_and_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Importing an SDK takes seconds on a busy box: on the loop it stalled every run of the worker.
+    built: list[str] = []
+
+    def slow_build(provider: str) -> ScriptedProvider:
+        time.sleep(0.3)
+        built.append(provider)
+        return ScriptedProvider()
+
+    providers = Providers(Settings())
+    monkeypatch.setattr(providers, "_build", slow_build)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticking = asyncio.create_task(tick())
+    await asyncio.gather(*(providers.resolve("scripted") for _ in range(3)))
+    ticking.cancel()
+    assert built == ["scripted"] and ticks >= 10
 
 
 def test_the_default_model_follows_the_keys_present(monkeypatch: pytest.MonkeyPatch) -> None:

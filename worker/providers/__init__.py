@@ -2,8 +2,11 @@
 
 The SDKs are imported when a provider is first used: together they take seconds to import, which
 would otherwise delay every worker's start (and so every takeover by a freshly started worker).
+That import happens in a thread, so the worker's other runs go on meanwhile (on the event loop it
+stalled them all, for seconds on a busy box, and the loop watchdog took the run for the culprit).
 """
 
+import asyncio
 import os
 from urllib.parse import urlsplit
 
@@ -17,15 +20,18 @@ class Providers:
     def __init__(self, settings: Settings, overrides: dict[str, Provider] | None = None) -> None:
         self._settings = settings
         self._built: dict[str, Provider] = dict(overrides or {})
+        self._building = asyncio.Lock()  # each provider is built once, however many runs ask at once
 
-    def resolve(self, model: str) -> tuple[Provider, str]:
+    async def resolve(self, model: str) -> tuple[Provider, str]:
         """The provider for a `model` string, and the model name to pass it."""
         try:
             ref = parse_model(model)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
         if ref.provider not in self._built:
-            self._built[ref.provider] = self._build(ref.provider)
+            async with self._building:
+                if ref.provider not in self._built:
+                    self._built[ref.provider] = await asyncio.to_thread(self._build, ref.provider)
         return self._built[ref.provider], ref.name
 
     def _build(self, provider: str) -> Provider:
