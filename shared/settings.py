@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     webhook_retry_seconds: int = Field(
         86_400, ge=1, description="how long a webhook event that its receiver does not take is retried"
     )
-    webhook_timeout_seconds: float = Field(10.0, gt=0, description="how long one delivery attempt may take")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="how long one delivery attempt may take, as a whole")
 
     # Worker
     worker_concurrency: int = Field(100, ge=1, description="runs one worker process streams at once")

@@ -5,12 +5,14 @@ creation; either must fall under one of the allowed prefixes, so tenant input ne
 workers at an internal address. The URL is copied into the session when it is made.
 """
 
+import re
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from tokentail.shared.errors import InvalidInput
 
 MAX_URL_CHARS = 2048
+_UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")  # control characters, space, backslash: never in a URL we post to
 
 
 class WebhookNotAllowed(InvalidInput):
@@ -25,12 +27,19 @@ class _Target(NamedTuple):
 
 
 def _target(url: str) -> _Target:
-    """The parts of an http(s) URL an allowlist compares; ValueError if it is not one."""
+    """The parts of an http(s) URL an allowlist compares; ValueError if it is not one, or if its
+    path is not the path it would be posted to: the HTTP client resolves dot segments (`..`, also
+    percent-encoded, or between encoded slashes) before posting, so a path that has any could leave
+    the prefix it matched; and a control character or a space is no URL at all."""
+    if _UNSAFE.search(url):
+        raise ValueError("control characters, spaces or backslashes")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("not an http(s) URL")
     if parts.username is not None or parts.password is not None:
         raise ValueError("credentials in the URL")
+    if {".", ".."} & set(unquote(parts.path).split("/")):
+        raise ValueError("dot segments (. or ..) in the path")
     port = parts.port or (443 if parts.scheme == "https" else 80)  # parts.port raises on a bad port
     return _Target(parts.scheme, parts.hostname.lower(), port, parts.path or "/")
 

@@ -1,19 +1,25 @@
 """Delivers webhook events: each worker posts what its sessions' `hooks` lists hold, in order.
 
 Each pass claims the sessions the webhooks index says are due (shared/webhook_index.py), and posts
-each session's events one by one, oldest first, signed (shared/webhook_messages.py). An event leaves its
-list once a receiver answers 2xx; any other answer, a timeout or a refused connection leaves it
-at the head, and the session is looked at again after a delay that grows with the event's age (1 s,
-then half its age, at most 15 min), until `webhook_retry_seconds` have passed: then it is dropped
-and counted `gave_up`. A deliverer that dies mid-post leaves its claim to lapse; another posts the
+each session's events one by one, oldest first, signed (shared/webhook_messages.py). One tenant, and
+one receiving host, gets at most a share of a worker's posting slots (a session beyond it is looked
+at again a little later), and an attempt has a deadline as a whole, of which only the answer's status
+is read: so a tenant whose receivers trickle, hang or answer without end delays only its own. An
+event leaves its list once a receiver answers 2xx; any other answer, a timeout or a refused
+connection leaves it at the head, and the session is looked at again after a delay that grows with
+the event's age (1 s, then half its age, at most 15 min), until `webhook_retry_seconds` have passed:
+then it is dropped and counted `gave_up`. A deliverer that dies mid-post leaves its claim to lapse; another posts the
 event again, with the same `webhook-id`: delivery is at least once, and receivers drop repeats by id.
 Nothing here is on a run's path: a run only adds to its session's list.
 """
 
 import asyncio
+import json
 import logging
 import random
 import time
+from collections import Counter
+from urllib.parse import urlsplit
 
 import httpx2
 from redis import exceptions as redis_errors
@@ -31,6 +37,10 @@ from tokentail.worker import metrics
 logger = logging.getLogger(__name__)
 
 CONCURRENCY = 16  # sessions posted to at once per worker process
+# Of those, at most so many for one tenant, and to one host: one tenant's slow receivers (or one slow
+# host) hold only their own share, and another tenant's webhooks go out meanwhile.
+PER_TENANT = 4
+PER_HOST = 4
 IDLE_SECONDS = 0.25  # between passes that found nothing due
 MAX_DELAY_SECONDS = 900.0
 
@@ -51,8 +61,10 @@ class WebhookDeliverer:
         # One deliverer at a time posts a session's events, for at most half its claim: time for a
         # few slow receivers. A dead deliverer's sessions come due again when the claim lapses.
         self._claim_ms = int(6_000 * settings.webhook_timeout_seconds)
+        self._timeout = settings.webhook_timeout_seconds
         # Redirects are not followed: a receiver could otherwise send the worker past the allowlist.
-        self._http = httpx2.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+        self._http = httpx2.AsyncClient(timeout=self._timeout, follow_redirects=False)
+        self._posting = Counter[str]()  # sessions being posted to, by "tenant:<t>" and "host:<h>"
         self._drop = sessions.register_script(load_script("drop_hook"))  # type: ignore[misc]
 
     async def run_forever(self) -> None:
@@ -98,6 +110,23 @@ class WebhookDeliverer:
 
     async def _deliver_session(self, claim: Claim) -> None:
         hooks_key = self._keys.session(claim.session_id).hooks
+        first = await self._redis.lindex(hooks_key, 0)  # type: ignore[misc]
+        shares = _shares(first) if first is not None else []
+        if any(self._posting[share] >= limit for share, limit in shares):
+            # Its tenant (or host) has its share of this worker's slots: look again once one may be free.
+            await self._index.settle(claim, int((time.time() + self._timeout * random.uniform(0.5, 1)) * 1000))
+            return
+        for share, _ in shares:
+            self._posting[share] += 1
+        try:
+            await self._post_hooks(claim, hooks_key)
+        finally:
+            for share, _ in shares:
+                self._posting[share] -= 1
+                if not self._posting[share]:
+                    del self._posting[share]  # tenants and hosts come and go: keep only the busy ones
+
+    async def _post_hooks(self, claim: Claim, hooks_key: str) -> None:
         started = time.monotonic()
         while time.monotonic() - started < self._claim_ms / 2000:
             raw = await self._redis.lindex(hooks_key, 0)  # type: ignore[misc]
@@ -144,15 +173,31 @@ class WebhookDeliverer:
             "webhook-signature": sign(await self._tenants.secret(hook.tenant), hook.webhook_id, timestamp, body),
         }
         try:
-            response = await self._http.post(hook.url, content=body, headers=headers)
-        except httpx2.HTTPError as exc:
-            failure = f"{type(exc).__name__}: {exc}"
+            # A deadline for the whole attempt, not only each read (a receiver trickling its answer
+            # would hold the slot for ever); and only the status is read, never the body (a receiver
+            # answering a gigabyte would have it in the worker's memory).
+            async with (
+                asyncio.timeout(self._timeout),
+                self._http.stream("POST", hook.url, content=body, headers=headers) as response,
+            ):
+                status = response.status_code
+        except (httpx2.HTTPError, TimeoutError) as exc:
+            failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         else:
-            if response.is_success:
+            if 200 <= status < 300:
                 metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
                 metrics.WEBHOOK_DELAY.observe(max(0.0, age))
                 return True
-            failure = f"HTTP {response.status_code}"
+            failure = f"HTTP {status}"
         logger.info("webhook %s (%s) to %s not accepted (%s); retried", hook.webhook_id, hook.type, hook.url, failure)
         metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
         return False
+
+
+def _shares(raw: bytes) -> list[tuple[str, int]]:
+    """The shares of the slots a session's webhooks count against, from its first entry."""
+    try:
+        entry = json.loads(raw)
+        return [(f"tenant:{entry['tenant']}", PER_TENANT), (f"host:{urlsplit(entry['url']).netloc}", PER_HOST)]
+    except (ValueError, KeyError, TypeError):  # unreadable: the delivery drops it
+        return []

@@ -2,20 +2,25 @@
 says (verified with its own library), retried after an error, accepted once per event id."""
 
 import asyncio
+import contextlib
 import json
+import re
 from collections import Counter
 from typing import Any
 
 import httpx2
 import pytest
+from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from tests.fixtures.stack import Gateway
+from tests.integration.test_auth import KEY_A, KEY_B, SECRET, bearer
 from tests.integration.test_questions import AGENTS
 from tests.sessions import waiting_for_input
 from tests.sse_client import read_events
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
+from tokentail.redis_server import free_port
 from tokentail.worker import metrics
 
 HOOKS = "/hooks/"
@@ -133,6 +138,10 @@ async def test_webhook_urls_outside_the_operators_allowlist_are_refused(start_ga
             "https://user:pw@hooks.example.com/tokentail/x",
             "http://169.254.169.254/latest/meta-data/",
             "file:///etc/passwd",
+            "https://hooks.example.com/tokentail/../../admin/x",  # the client would post to /admin/x
+            "https://hooks.example.com/tokentail/%2e%2e/admin",
+            "https://hooks.example.com/tokentail/x\ny",  # a control character: an error every minute, for a day
+            "https://hooks.example.com/tokentail/\tx",
         ]:
             for answer in [
                 await client.put("/v1/webhook", json={"url": url}),
@@ -159,3 +168,99 @@ async def test_the_tenants_secret_is_kept_unless_rotated(start_gateway: Any, rot
         assert (await client.delete("/v1/webhook")).status_code == 204
         after = (await client.get("/v1/webhook")).json()
         assert after["url"] is None and after["secret"] == put.json()["secret"]
+
+
+class HostileReceiver:
+    """A receiver on a raw socket that answers as an attacker's would: an endless body after a 200, or
+    a status line trickled a byte at a time, never done. Counts what it sent and the requests it got."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.requests = 0
+        self.sent = 0
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await self._answer(reader, writer)
+        finally:
+            writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(int(re.search(rb"(?i)content-length: *(\d+)", head)[1]))  # type: ignore[index]
+            self.requests += 1
+            if self.answer == "endless":
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n\r\n")
+                chunk = b"x" * 65_536
+                while True:
+                    writer.write(chunk)
+                    await writer.drain()
+                    self.sent += len(chunk)
+            for byte in b"HTTP/1.1 200 OK\r\n":  # trickle: one byte a second, and never the end of the head
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(1)
+            await asyncio.sleep(3600)
+
+    async def __aenter__(self) -> "HostileReceiver":
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+
+
+async def test_a_receiver_answering_without_end_is_delivered_without_its_answer_being_read(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    # The answer was read whole: a receiver answering 1 GiB took a worker from 63 MB to 2 GB.
+    async with HostileReceiver("endless") as hostile:
+        settings = {"webhook_allowed_urls": [hostile.url + HOOKS], "webhook_timeout_seconds": 5}
+        gateway: Gateway = await start_gateway(**settings)
+        await start_worker(**settings)
+        delivered = metrics.WEBHOOK_DELIVERIES.labels("delivered")._value.get()
+        async with httpx2.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            body = {"input": "hi", "params": {"tokens": 3}, "webhook": hostile.url + HOOKS}
+            await read_events(client, (await client.post("/v1/sessions", json=body)).json()["events_url"])
+            await eventually(
+                lambda: metrics.WEBHOOK_DELIVERIES.labels("delivered")._value.get() == delivered + 1,
+                within=4,  # before the attempt's deadline: its 200 is enough, nothing of the body is awaited
+                what="the 200 taken as delivered",
+            )
+    assert hostile.requests == 1 and hostile.sent < 16 * 2**20, f"the worker took {hostile.sent} bytes of the answer"
+
+
+async def test_one_tenant_s_trickling_receivers_delay_only_its_own_webhooks(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    # 40 receivers trickling their answer held every delivery slot: another tenant waited 150 s.
+    async with HostileReceiver("trickle") as hostile, Receiver() as receiver:
+        settings = {
+            "api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"),
+            "secret": SecretStr(SECRET),
+            "webhook_allowed_urls": [hostile.url + HOOKS, receiver.url + HOOKS],
+            "webhook_timeout_seconds": 3,
+        }
+        gateway: Gateway = await start_gateway(**settings)
+        await start_worker(**settings)
+        async with httpx2.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            slow = {"input": "hi", "params": {"tokens": 2}, "webhook": hostile.url + HOOKS}
+            for _ in range(40):
+                assert (await client.post("/v1/sessions", json=slow, headers=bearer(KEY_A))).status_code == 201
+            await eventually(lambda: hostile.requests >= 4, within=10, what="acme's receivers are being posted to")
+            fast = {"input": "hi", "params": {"tokens": 2}, "webhook": receiver.url + HOOKS}
+            made = (await client.post("/v1/sessions", json=fast, headers=bearer(KEY_B))).json()
+            await eventually(lambda: len(receiver.accepted()) == 1, within=3, what="beta's webhook, without waiting")
+            assert receiver.accepted()[0].headers["webhook-id"].startswith(made["session_id"])
+            # And each of acme's attempts ends at its deadline, however slowly its receiver answers.
+            await eventually(lambda: hostile.requests >= 8, within=10, what="acme's next attempts")

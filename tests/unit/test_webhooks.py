@@ -38,6 +38,29 @@ def test_the_allowlist_matches_scheme_host_and_port_exactly_then_a_path_prefix(u
             POLICY.check(url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.com/tokentail/../../admin/x",  # a client resolves .. before posting
+        "https://hooks.example.com/tokentail/%2e%2e/%2E%2E/admin",
+        "https://hooks.example.com/tokentail/.%2e/admin",
+        "https://hooks.example.com/tokentail%2f..%2fadmin",
+        "https://hooks.example.com/tokentail/./x",
+        "https://hooks.example.com/tokentail/\\..\\admin",
+        "https://hooks.example.com/tokentail/a\tb",
+        "https://hooks.example.com/tokentail/a\nb",
+        "https://hooks.example.com/tokentail/\x01",
+        "https://hooks.example.com/tokentail/a b",
+        "https://hooks.example.com\r\n/tokentail",
+    ],
+)
+def test_dot_segments_and_control_characters_never_pass_the_allowlist(url: str) -> None:
+    # Checked as written, `/tokentail/../../admin` was under `/tokentail`: the worker posted, signed, to /admin.
+    assert not POLICY.allows(url)
+    with pytest.raises(WebhookNotAllowed):
+        POLICY.check(url)
+
+
 def test_webhooks_are_off_without_an_allowlist() -> None:
     with pytest.raises(WebhookNotAllowed, match="off"):
         WebhookPolicy([]).check("https://hooks.example.com/")
