@@ -1,5 +1,5 @@
-"""A local Redis Cluster of three masters for the tests: three `redis-server --cluster-enabled yes`
-joined by `redis-cli --cluster create`."""
+"""A local Redis Cluster for the tests: three masters (and, for failovers, a replica of each), each a
+`redis-server --cluster-enabled yes`, joined by `redis-cli --cluster create`."""
 
 import os
 import re
@@ -45,12 +45,17 @@ def _redis_cli() -> str | None:
 
 
 class LocalCluster:
-    def __init__(self, data_dir: Path, masters: int = 3) -> None:
+    def __init__(self, data_dir: Path, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 15_000) -> None:
+        """`replicas` per master; a master silent for `node_timeout_ms` is failed over to its replica."""
         self.nodes = []
-        for i in range(masters):
+        self.replicas = replicas
+        for i in range(masters * (1 + replicas)):
             node_dir = data_dir / f"node{i}"
             node_dir.mkdir(parents=True, exist_ok=True)
-            cluster_args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+            cluster_args = (
+                *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                *("--cluster-node-timeout", str(node_timeout_ms)),
+            )
             self.nodes.append(RedisServer(node_dir, port=_cluster_port(), extra_args=cluster_args))
 
     @property
@@ -63,7 +68,15 @@ class LocalCluster:
             node.start()
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run(
-            [str(_redis_cli()), "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            [
+                str(_redis_cli()),
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
             check=True,
             capture_output=True,
             timeout=timeout,
@@ -77,11 +90,47 @@ class LocalCluster:
         for node in self.nodes:
             node.stop()
 
-    @staticmethod
-    def _ready(node: RedisServer) -> bool:
+    def primaries(self) -> list[RedisServer]:
+        """The nodes that are primaries now, as a live node sees the cluster."""
+        live = next(node for node in self.nodes if node.process is not None and node.process.poll() is None)
+        with redis.Redis(port=live.port) as client:
+            listing = client.execute_command("CLUSTER", "NODES").decode()
+        ports = {int(line.split()[1].split("@")[0].rsplit(":", 1)[1]) for line in listing.splitlines()
+                 if "master" in line.split()[2].split(",") and len(line.split()) > 8}  # fmt: skip  # with slots
+        return [node for node in self.nodes if node.port in ports]
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        with redis.Redis(port=primary.port) as client:
+            primary_id = client.execute_command("CLUSTER", "MYID").decode()
+            listing = client.execute_command("CLUSTER", "NODES").decode()
+        port = next(
+            int(line.split()[1].split("@")[0].rsplit(":", 1)[1])
+            for line in listing.splitlines()
+            if line.split()[3] == primary_id
+        )
+        return next(node for node in self.nodes if node.port == port)
+
+    def state(self, node: RedisServer) -> str:
+        """`ok`, or `fail` while some slot has no primary (every node then answers CLUSTERDOWN)."""
         with redis.Redis(port=node.port) as client:
             info = client.execute_command("CLUSTER", "INFO").decode()
-            return "cluster_state:ok" in info and "cluster_known_nodes:3" in info
+        return re.search(r"cluster_state:(\w+)", info).group(1)  # type: ignore[union-attr]
+
+    def configure(self, node: RedisServer, name: str, value: str) -> None:
+        with redis.Redis(port=node.port) as client:
+            client.config_set(name, value)
+
+    def _ready(self, node: RedisServer) -> bool:
+        """Known to all, and each replica attached to its primary and in sync."""
+        with redis.Redis(port=node.port) as client:
+            info = client.execute_command("CLUSTER", "INFO").decode()
+            if "cluster_state:ok" not in info or f"cluster_known_nodes:{len(self.nodes)}" not in info:
+                return False
+            role = client.execute_command("ROLE")
+            listing = client.execute_command("CLUSTER", "NODES").decode()
+        replicas = sum("slave" in line.split()[2].split(",") for line in listing.splitlines())
+        synced = role[0] == b"master" or role[3] == b"connected"
+        return synced and replicas == len(self.nodes) - len(self.nodes) // (1 + self.replicas)
 
     def __enter__(self) -> "LocalCluster":
         return self.start()

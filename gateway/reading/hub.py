@@ -339,6 +339,9 @@ class StreamHub:
             if self._cluster is not None and failures:
                 # Still failing after a retry: the primary may have gone (failover): look again.
                 await self._reroute(link.channels)
+                if not link.channels and self._links.get(link.address) is link:
+                    del self._links[link.address]  # all gone to other primaries: a dead node is not tried for ever
+                    return
             await asyncio.sleep(_RECONNECT_SECONDS[min(failures, len(_RECONNECT_SECONDS) - 1)])
             failures += 1
 

@@ -1,7 +1,10 @@
 """Which Redis failures are an outage, as each Redis version reports them."""
 
+import asyncio
+
 import pytest
 from redis import exceptions as redis_errors
+from redis.asyncio.connection import Connection
 
 from tokentail.gateway.errors import describe_outage
 from tokentail.shared.outage import is_outage
@@ -16,6 +19,12 @@ READ_ONLY_IN_A_SCRIPT_6_2 = redis_errors.ResponseError(
     "-READONLY You can't write against a read only replica."
 )
 
+# What a Redis Cluster client raises while a primary fails over (redis-py strips the reply's code
+# from the message): they failed runs in flight. (redis-py's types are untyped, hence the ignores.)
+CLUSTER_DOWN = redis_errors.ClusterDownError("The cluster is down")  # type: ignore[no-untyped-call]
+PRIMARY_DOWN = redis_errors.MasterDownError("Link with MASTER is down")  # type: ignore[no-untyped-call]
+SLOT_MIGRATING = redis_errors.TryAgainError("Multiple keys request during rehashing of slot")  # type: ignore[no-untyped-call]
+
 
 @pytest.mark.parametrize(
     ("error", "kind"),
@@ -26,6 +35,15 @@ READ_ONLY_IN_A_SCRIPT_6_2 = redis_errors.ResponseError(
         (READ_ONLY_IN_A_SCRIPT_6_2, "redis_read_only"),
         (redis_errors.ConnectionError("Connection refused"), "redis_unavailable"),
         (redis_errors.ResponseError("BUSY Redis is busy running a script"), "redis_unavailable"),
+        # What a Redis Cluster client raises while a primary fails over: it failed runs in flight.
+        (CLUSTER_DOWN, "redis_unavailable"),
+        (PRIMARY_DOWN, "redis_unavailable"),
+        (SLOT_MIGRATING, "redis_unavailable"),
+        (
+            redis_errors.SlotNotCoveredError("Command # 1 (XADD) of pipeline caused error: slot 42 not covered"),
+            "redis_unavailable",
+        ),
+        (redis_errors.RedisClusterException("TTL exhausted."), "redis_unavailable"),
     ],
 )
 def test_an_outage_is_told_by_what_redis_refused(error: Exception, kind: str) -> None:
@@ -37,3 +55,27 @@ def test_an_outage_is_told_by_what_redis_refused(error: Exception, kind: str) ->
 def test_a_script_s_own_error_is_a_bug_not_an_outage() -> None:
     bug = redis_errors.ResponseError("Error running script (call to f_0): @user_script:3: attempt to index a nil value")
     assert not is_outage(bug) and describe_outage(bug) is None
+
+
+async def test_a_write_on_a_connection_closed_under_it_is_an_outage() -> None:
+    # What a Cluster client raised in failovers (redis/redis-py#4287): it closes every connection when
+    # one node fails, and a run writing on one of them got an AttributeError, not a ConnectionError.
+    server = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = Connection(port=port, lib_name=None, lib_version=None)
+    try:
+        await connection.connect()  # type: ignore[no-untyped-call]
+        await connection.disconnect()  # another task's reset, between connect and write
+        with pytest.raises((AttributeError, TypeError)) as raised:
+            await connection._send_packed_command([b"PING\r\n"])
+        assert is_outage(raised.value)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_an_attribute_error_of_our_own_is_a_bug() -> None:
+    try:
+        None.append  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        assert not is_outage(exc)
