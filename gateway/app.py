@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from tokentail.gateway.access.auth import Authenticator
-from tokentail.gateway.access.limits import RunBudget, StreamSlots
+from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamSlots
 from tokentail.gateway.api_docs import add_api_docs
 from tokentail.gateway.body_limit import BodySizeLimit
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.shutdown = StreamShutdown()
     app.state.auth = Authenticator(settings)
+    app.state.chat_requests = RequestsInFlight(settings.max_chat_socket_requests)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(Cors, origins=settings.cors_origins)  # with none allowed, it still says why it refuses

@@ -14,7 +14,7 @@ from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBear
 from starlette.requests import HTTPConnection
 
 from tokentail.gateway.access.auth import Authenticator, Caller
-from tokentail.gateway.access.limits import RunBudget, StreamSlots
+from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamSlots
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
 from tokentail.gateway.reading.hub import StreamHub
@@ -42,6 +42,7 @@ ShutdownDep = Annotated[StreamShutdown, Depends(_app_state("shutdown"))]
 AuthDep = Annotated[Authenticator, Depends(_app_state("auth"))]
 RunBudgetDep = Annotated[RunBudget, Depends(_app_state("run_budget"))]
 StreamSlotsDep = Annotated[StreamSlots, Depends(_app_state("stream_slots"))]
+ChatRequestsDep = Annotated[RequestsInFlight, Depends(_app_state("chat_requests"))]
 WebhooksDep = Annotated[SessionWebhooks, Depends(_app_state("webhooks"))]
 
 # These two also document the credentials in the OpenAPI schema.

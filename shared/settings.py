@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     max_streams_per_tenant: int = Field(
         1000, ge=0, description="open SSE/WebSocket streams per tenant across all gateways (429 beyond); 0: no limit"
     )
+    max_chat_socket_requests: int = Field(
+        16,
+        ge=1,
+        description="requests one AI SDK chat WebSocket may have in flight at once, and one stream token across "
+        "its sockets on a gateway; more are answered with an `error` frame",
+    )
 
     # Gateway
     sse_heartbeat_seconds: float = Field(15.0, gt=0, description="idle time before a `: ping` comment")

@@ -1,4 +1,5 @@
-"""Per-tenant limits shared by all gateway replicas through Redis: runs per minute, open streams.
+"""Per-tenant limits shared by all gateway replicas through Redis: runs per minute, open streams; and
+one kept by each gateway on its own: chat requests in flight per stream token.
 
 Runs use a fixed one-minute window (a counter per tenant and minute): cheap, and `Retry-After` is
 exact, at the price of allowing up to twice the rate across a window's edge. Streams hold slots in a
@@ -7,6 +8,7 @@ within `SLOT_TTL_SECONDS`.
 """
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -92,3 +94,27 @@ class StreamSlots:
                     await pipe.execute()
             except (redis_errors.RedisError, OSError):
                 logger.warning("could not renew stream slots; retrying")
+
+
+class RequestsInFlight:
+    """Chat requests in flight per stream token on this gateway, across its sockets: a browser token
+    may open as many sockets as its tenant has stream slots, but what it keeps in flight is bounded
+    (per gateway: behind N gateways, N times this)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def take(self, tenant: str, session_id: str) -> bool:
+        key = (tenant, session_id)
+        if self._counts[key] >= self.limit:
+            metrics.RATE_LIMITED.labels("chat_requests").inc()
+            return False
+        self._counts[key] += 1
+        return True
+
+    def give_back(self, tenant: str, session_id: str) -> None:
+        key = (tenant, session_id)
+        self._counts[key] -= 1
+        if self._counts[key] <= 0:
+            del self._counts[key]

@@ -13,22 +13,27 @@ numbered from 0 at the run's start. A resume replays the run from there, so a pa
 number in every replay, and a `lastSequence` skips what the client holds. As over HTTP, `abort` (the
 SDK's `stop()`) stops sending, not the run: `POST /v1/ai-sdk/chat/{id}/stop` cancels it.
 Credentials: a bearer header, or `?token=` (a browser WebSocket cannot send headers). The socket
-holds one of the tenant's stream slots.
+holds one of the tenant's stream slots, and at most `max_chat_socket_requests` requests in flight (a
+stream token at most that many across its sockets): one more is answered with an `error` frame. A
+request whose `requestId` is reused is replaced: the older one stops.
 """
 
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from tokentail.gateway.access.auth import bearer_credential
+from tokentail.gateway.access.auth import Caller, bearer_credential
+from tokentail.gateway.access.limits import RequestsInFlight
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.deps import (
     AuthDep,
+    ChatRequestsDep,
     HubDep,
     RunBudgetDep,
     RunsDep,
@@ -47,36 +52,57 @@ from tokentail.shared.outage import is_outage
 from tokentail.shared.records import RunRecord
 
 router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
+logger = logging.getLogger(__name__)
 
 
 class _ChatSocket:
     def __init__(
-        self,
-        websocket: WebSocket,
-        streams: Streams,
-        turns: ChatTurns,
+        self, websocket: WebSocket, streams: Streams, turns: ChatTurns, token_requests: RequestsInFlight
     ) -> None:
         self.websocket = websocket
         self.streams = streams
         self.turns = turns
         self.requests: dict[str, asyncio.Task[None]] = {}
+        self._token_requests = token_requests
         self._lock = asyncio.Lock()  # the requests' tasks all send
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self._lock:
             await self.websocket.send_text(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
 
-    def take(self, frame: dict[str, Any]) -> None:
+    async def take(self, frame: dict[str, Any]) -> None:
+        """Start serving a request, or stop one (abort). Awaited by the receiving loop, so a client
+        that floods the socket waits for its refusals to be sent."""
         request_id = frame.get("requestId")
         if not isinstance(request_id, str):
             return  # not a frame of this protocol: it cannot even be answered
+        if (replaced := self.requests.pop(request_id, None)) is not None:
+            # An abort, or the id reused: the client reads only the newest request of an id.
+            replaced.cancel()
+            await asyncio.gather(replaced, return_exceptions=True)
         if frame.get("type") == "abort":
-            if (task := self.requests.pop(request_id, None)) is not None:
-                task.cancel()
+            return
+        caller = self.streams.caller
+        if len(self.requests) >= self._token_requests.limit or not self._holds_one_more(caller):
+            limit = self._token_requests.limit
+            await self.send({"type": "error", "requestId": request_id, "errorText": f"too_many_requests: {limit} "
+                             "requests are in flight on this socket (or this token) already: abort one"})  # fmt: skip
             return
         task = asyncio.create_task(self.serve(request_id, frame))
         self.requests[request_id] = task
-        task.add_done_callback(lambda done: self.requests.pop(request_id, None) if done is task else None)
+        task.add_done_callback(lambda done: self._finished(request_id, done))
+
+    def _holds_one_more(self, caller: Caller) -> bool:
+        return caller.session_id is None or self._token_requests.take(caller.tenant, caller.session_id)
+
+    def _finished(self, request_id: str, task: asyncio.Task[None]) -> None:
+        if self.requests.get(request_id) is task:
+            del self.requests[request_id]
+        caller = self.streams.caller
+        if caller.session_id is not None:
+            self._token_requests.give_back(caller.tenant, caller.session_id)
+        if not task.cancelled() and (exc := task.exception()) is not None and not _closed(exc):
+            logger.error("an AI SDK chat request failed", exc_info=exc)
 
     async def serve(self, request_id: str, frame: dict[str, Any]) -> None:
         try:
@@ -147,10 +173,15 @@ class _ChatSocket:
         return False
 
     async def close(self) -> None:
-        for task in list(self.requests.values()):
+        tasks = list(self.requests.values())
+        for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _closed(exc: BaseException) -> bool:
+    """A send on a socket the client closed meanwhile: nothing went wrong here."""
+    return isinstance(exc, WebSocketDisconnect) or (isinstance(exc, RuntimeError) and "close message" in str(exc))
 
 
 @router.websocket("/ws")
@@ -164,6 +195,7 @@ async def chat_socket(
     slots: StreamSlotsDep,
     budget: RunBudgetDep,
     webhooks: WebhooksDep,
+    token_requests: ChatRequestsDep,
     token: Annotated[str | None, Query()] = None,
 ) -> None:
     await websocket.accept()
@@ -176,7 +208,8 @@ async def chat_socket(
         await websocket.close(code=4000 + status if status < 500 else 1011)
         return
     streams = Streams(caller, store, hub, settings, slots)
-    chat = _ChatSocket(websocket, streams, ChatTurns(caller, auth, store, runs, settings, budget, webhooks))
+    turns = ChatTurns(caller, auth, store, runs, settings, budget, webhooks)
+    chat = _ChatSocket(websocket, streams, turns, token_requests)
     try:
         while True:
             message = await websocket.receive()
@@ -185,12 +218,15 @@ async def chat_socket(
             text = message.get("text")
             if text is None or len(text) > settings.max_request_bytes:
                 continue  # not a frame the transport sends; nothing to answer it with
-            with contextlib.suppress(ValueError, RecursionError):
+            try:
                 frame = json.loads(text)
-                if isinstance(frame, dict):
-                    chat.take(frame)
-    except WebSocketDisconnect:
-        pass
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(frame, dict):
+                await chat.take(frame)
+    except Exception as exc:
+        if not _closed(exc):
+            raise
     finally:
         await chat.close()
         await slots.release(slot)

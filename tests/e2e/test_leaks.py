@@ -1,9 +1,11 @@
 """Clients that come and go at the worst instants, with real processes: every stream they opened
 ends, and gives back its tenant slot and its Redis connection."""
 
+import asyncio
 import json
 import re
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -16,12 +18,14 @@ from tokentail.shared.keys import Keys
 
 KEY = "leaky-tenant-key-0123456789"
 CYCLES = 100
+FLOOD = 20_000
 
 
 def _open_streams(url: str) -> dict[str, float]:
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
         text = response.read().decode()
-    return {kind: float(n) for kind, n in re.findall(r'^tokentail_connections\{transport="(\w+)"\} (\S+)', text, re.M)}
+    pattern = r'^tokentail_connections\{transport="([\w-]+)"\} (\S+)'
+    return {kind: float(n) for kind, n in re.findall(pattern, text, re.M)}
 
 
 async def test_connect_resume_close_cycles_leave_no_stream_slot_or_connection_behind(stack: Stack) -> None:
@@ -70,3 +74,45 @@ async def test_connect_resume_close_cycles_leave_no_stream_slot_or_connection_be
         f"Redis clients blocked {clients['blocked_clients']}, connected +{growth} (idle pooled connections)"
     )
     assert growth <= 20  # the gateway's pools keep a few idle connections; a leak kept one per cycle (+95)
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024  # type: ignore[union-attr]
+
+
+async def test_a_flood_of_chat_requests_on_one_socket_leaves_the_gateway_s_memory_where_it_was(stack: Stack) -> None:
+    # 20,000 `resume` frames on one AI SDK chat socket took a gateway from 71 to 525 MB, kept after
+    # close and growing each round: every request a feed, and a reused requestId left the one it
+    # replaced running. Now a socket holds 16 in flight, and one that replaces another stops it.
+    url = stack.gateway()
+    stack.worker()
+    pid = stack.gateways[url].pid
+    socket_url = f"ws{url[4:]}/v1/ai-sdk/chat/ws"
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        made = await client.post("/v1/sessions", json={"chat_id": "flood", "input": "go", "params": {"tokens": 10**6}})
+        assert made.status_code == 201
+
+        async def flood() -> int:
+            """Half the frames reuse one id, half are new: how many were refused, once the 16 taken
+            (the last "same" and 15 new) each streamed a chunk."""
+            refused, streaming = 0, set[str]()
+            async with websockets.connect(socket_url, max_size=None) as socket:
+                for i in range(FLOOD):
+                    request_id = "same" if i < FLOOD // 2 else f"r{i}"
+                    await socket.send(json.dumps({"type": "resume", "requestId": request_id, "id": "flood"}))
+                while refused < FLOOD // 2 - 15 or len(streaming) < 16:
+                    frame = json.loads(await asyncio.wait_for(socket.recv(), 30))
+                    refused += frame["type"] == "error" and frame["errorText"].startswith("too_many_requests")
+                    if frame["type"] == "chunk":
+                        streaming.add(frame["requestId"])
+            await eventually(lambda: _open_streams(url).get("ai-sdk-ws") == 0, interval=0.1)
+            return refused
+
+        await flood()  # warms what a first flood allocates once (imports, buffers)
+        before = _rss_mb(pid)
+        rounds = [await flood() for _ in range(3)]
+        after = _rss_mb(pid)
+    figure = f"3 floods of {FLOOD} chat requests on a socket: {rounds} refused; gateway {before:.0f} -> {after:.0f} MB"
+    print("\n" + figure)  # noqa: T201
+    assert after - before < 30  # was +454 MB a round

@@ -317,3 +317,62 @@ async def test_ai_sdk_websocket_refuses_with_errors_the_transport_shows(secured:
             await socket.recv()
             await socket.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+def followers(gateway: Gateway) -> int:
+    """Feeds this gateway runs for its clients, all sessions together."""
+    return sum(len(channel.subscriptions) for channel in gateway.app.state.hub._channels.values())
+
+
+async def test_ai_sdk_websocket_bounds_requests_in_flight_and_stops_those_it_replaces(
+    start_gateway: Callable[..., Any], worker: TokentailWorker
+) -> None:
+    # One socket took 20,000 requests, each a feed kept after close; a reused requestId left the
+    # request it replaced running, unstoppable.
+    gateway: Gateway = await start_gateway(max_chat_socket_requests=4)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=15) as http:
+        await http.post("/v1/sessions", json={"chat_id": "chat-fl", "input": "go", "params": {"tokens": 100_000}})
+        async with websockets.connect(ws_url(http)) as socket:
+            chat = ChatSocket(socket)
+            for _ in range(50):  # the same id again and again: each replaces the one before
+                await chat.request({"type": "resume", "requestId": "again", "id": "chat-fl"})
+            await eventually(lambda: followers(gateway) == 1)
+            for i in range(3):
+                await chat.request({"type": "resume", "requestId": f"q{i}", "id": "chat-fl"})
+                await chat.frames(f"q{i}", lambda f: f["type"] == "chunk")
+            await chat.request({"type": "resume", "requestId": "one-too-many", "id": "chat-fl"})
+            [refused] = await chat.frames("one-too-many", lambda f: True)
+            assert refused["type"] == "error" and refused["errorText"].startswith("too_many_requests: 4 requests")
+            await chat.request({"type": "abort", "requestId": "q0"})  # frees its place
+            await chat.request({"type": "resume", "requestId": "q4", "id": "chat-fl"})
+            await chat.frames("q4", lambda f: f["type"] == "chunk")
+            assert followers(gateway) == 4
+        await eventually(lambda: followers(gateway) == 0)  # closing the socket ended every request
+
+
+async def test_a_chat_token_holds_its_bound_of_requests_across_its_sockets(
+    start_gateway: Callable[..., Any], worker: TokentailWorker
+) -> None:
+    gateway: Gateway = await start_gateway(
+        max_chat_socket_requests=2, api_keys=SecretStr(f"acme:{KEY_A}"), secret=SecretStr(SECRET)
+    )
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=15, headers=bearer(KEY_A)) as http:
+        body = {"chat_id": "chat-tk", "input": "go", "token_scope": "chat", "params": {"tokens": 100_000}}
+        made = await http.post("/v1/sessions", json=body)
+        token = made.json()["stream_token"]
+        url = ws_url(http) + f"?token={token}"
+        async with websockets.connect(url) as first, websockets.connect(url) as second:
+            one, other = ChatSocket(first), ChatSocket(second)
+            await one.request({"type": "resume", "requestId": "a", "id": "chat-tk"})
+            await one.frames("a", lambda f: f["type"] == "chunk")
+            await other.request({"type": "resume", "requestId": "b", "id": "chat-tk"})
+            await other.frames("b", lambda f: f["type"] == "chunk")
+            await other.request({"type": "resume", "requestId": "c", "id": "chat-tk"})
+            [refused] = await other.frames("c", lambda f: True)
+            assert refused["type"] == "error" and "too_many_requests" in refused["errorText"]
+        async with websockets.connect(url) as again:  # given back when the sockets closed
+            await eventually(lambda: followers(gateway) == 0)
+            fresh = ChatSocket(again)
+            for request_id in ("d", "e"):
+                await fresh.request({"type": "resume", "requestId": request_id, "id": "chat-tk"})
+                await fresh.frames(request_id, lambda f: f["type"] == "chunk")
