@@ -3,7 +3,7 @@
 import os
 import re
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, RedisDsn, SecretStr, field_validator, model_validator
@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         description="requests one AI SDK chat WebSocket may have in flight at once, and one stream token across "
         "its sockets on a gateway; more are answered with an `error` frame",
     )
+    chat_token_may_set: Annotated[list[Literal["model", "params", "interrupt"]], NoDecode] = Field(
+        default_factory=list,
+        description="what a browser's chat token may choose for a run it queues (comma-separated: `model`, "
+        "`params`, `interrupt`); empty: it runs the session's model and params, and waits for an active run",
+    )
 
     # Gateway
     sse_heartbeat_seconds: float = Field(15.0, gt=0, description="idle time before a `: ping` comment")
@@ -142,7 +147,7 @@ class Settings(BaseSettings):
     )
     worker_wakeups: bool = Field(True, description="listen for wake-ups; off leaves arq's plain timed poll")
 
-    @field_validator("cors_origins", "webhook_allowed_urls", mode="before")
+    @field_validator("cors_origins", "webhook_allowed_urls", "chat_token_may_set", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):

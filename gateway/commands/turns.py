@@ -11,7 +11,14 @@ from tokentail.gateway.commands.questions import answer_run
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
 from tokentail.gateway.schemas import CreateRun
 from tokentail.shared.catalog import check_agent, parse_model
-from tokentail.shared.errors import InputNotPending, InputTooLarge, InvalidInput, SessionExpired, SessionNotFound
+from tokentail.shared.errors import (
+    Forbidden,
+    InputNotPending,
+    InputTooLarge,
+    InvalidInput,
+    SessionExpired,
+    SessionNotFound,
+)
 from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.params import check_params_for
 from tokentail.shared.records import RunRecord, SessionRecord
@@ -41,6 +48,24 @@ def check_agent_name(agent: str | None, settings: Settings) -> None:
             raise InvalidInput(f"agent: {exc}") from None
 
 
+def check_chat_token_choices(caller: Caller, body: CreateRun, settings: Settings) -> None:
+    """A chat token is a browser's: it runs what the backend that issued it chose (the session's model
+    and params) and waits for an active run, unless the operator lets browsers choose."""
+    if caller.has_api_key:
+        return
+    chosen = {
+        "model": body.model is not None,
+        "params": body.params is not None and bool(body.params.given()),
+        "interrupt": body.multitask == "interrupt",
+    }
+    refused = [name for name, asked in chosen.items() if asked and name not in settings.chat_token_may_set]
+    if refused:
+        raise Forbidden(
+            f"a chat token may not choose {', '.join(refused)}: the session's are used (an API key may; "
+            "TOKENTAIL_CHAT_TOKEN_MAY_SET lets chat tokens)"
+        )
+
+
 async def queue_follow_up(
     store: SessionStore,
     runs: RunLifecycle,
@@ -52,6 +77,7 @@ async def queue_follow_up(
 ) -> RunRecord:
     """A follow-up turn, from REST or a WebSocket: the session's model and params unless overridden."""
     check_size(body.input, settings)
+    check_chat_token_choices(caller, body, settings)
     session = await store.get_session(session_id)
     model = body.model or session.model
     params = {**session.params, **(body.params.given() if body.params else {})}

@@ -264,3 +264,37 @@ async def test_websocket_with_the_api_key_may_run(secured: Gateway, session: dic
     url = ws_url(secured, session["session_id"])
     _, answer = await ws_exchange(url, bearer(KEY_A), send={"type": "run", "input": "x", "multitask": "enqueue"})
     assert answer["type"] == "ack" and answer["run_id"].startswith("r_")
+
+
+CHOICES = [
+    ("model", {"model": "scripted"}),
+    ("params", {"params": {"tokens": 1_000_000}}),
+    ("interrupt", {"multitask": "interrupt"}),
+]
+
+
+@pytest.mark.parametrize(("name", "choice"), CHOICES, ids=[name for name, _ in CHOICES])
+async def test_a_chat_token_runs_the_sessions_model_and_params_unless_the_operator_lets_it_choose(
+    secured: Gateway, http: httpx2.AsyncClient, start_gateway: Callable[..., Any], name: str, choice: dict[str, Any]
+) -> None:
+    made = await http.post("/v1/sessions", json={**SLOW, "token_scope": "chat"}, headers=bearer(KEY_A))
+    session_id, chat = made.json()["session_id"], made.json()["stream_token"]
+    request = {"input": "more", "multitask": "enqueue", **choice}
+    refused = await http.post(f"/v1/sessions/{session_id}/runs", json=request, headers=bearer(chat))
+    assert (refused.status_code, refused.json()["error"]["type"]) == (403, "forbidden")
+    assert name in refused.json()["error"]["message"]
+    _, answer = await ws_exchange(ws_url(secured, session_id, token=chat), send={"type": "run", **request})
+    assert (answer["type"], answer["error"]["type"]) == ("error", "forbidden")
+    runs = (await http.get(f"/v1/sessions/{session_id}", headers=bearer(KEY_A))).json()
+    assert [run["status"] for run in runs["runs"]] == ["queued"]  # nothing queued, nothing interrupted
+    plain = await http.post(f"/v1/sessions/{session_id}/runs", json={"input": "more", "multitask": "enqueue"},
+                            headers=bearer(chat))  # fmt: skip
+    assert plain.status_code == 202  # the session's own choices it may still run
+    assert (await http.post(f"/v1/sessions/{session_id}/runs", json=request, headers=bearer(KEY_A))).status_code == 202
+
+    lenient: Gateway = await start_gateway(
+        api_keys=SecretStr(f"acme:{KEY_A}"), secret=SecretStr(SECRET), chat_token_may_set=[name]
+    )
+    async with httpx2.AsyncClient(base_url=lenient.url, timeout=10) as other:
+        allowed = await other.post(f"/v1/sessions/{session_id}/runs", json=request, headers=bearer(chat))
+        assert allowed.status_code == 202, allowed.text
