@@ -94,6 +94,10 @@ class Authenticator:
             raise InvalidInput("a chat id is 1 to 128 characters of A-Z, a-z, 0-9 and _ . : -")
         session_id = chat_session_id(caller.tenant, chat_id)
         await self.check_access(caller, session_id, store)
+        if session_id == chat_id and await store.session_owner(session_id) is None:
+            # A session is never made at an id a client chose: one tenant could compute another's chat
+            # session id and make it first, and the owner's chat would then be another tenant's (404).
+            raise SessionNotFound(session_id)
         return session_id
 
     def _authenticate(self, bearer: str | None, query_token: str | None) -> Caller:

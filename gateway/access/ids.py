@@ -23,8 +23,9 @@ def is_session_id(value: str) -> bool:
 
 
 def chat_session_id(tenant: str, chat_id: str) -> str:
-    """The session of a client-chosen chat id: a session id is itself; any other id names a session
-    of its tenant's own, so two tenants' chats of the same id never meet. With auth off every caller
+    """The session of a client-chosen chat id: a session id is itself (one that exists and is the
+    caller's: no session is made at an id a client chose); any other id names a session of its
+    tenant's own, so two tenants' chats of the same id never meet. With auth off every caller
     is one tenant, and the chat id is what lets a reader in: it must be unguessable then (useChat's
     and AG-UI's generated ids are)."""
     if is_session_id(chat_id):

@@ -4,7 +4,7 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
-from tokentail.gateway.access.ids import chat_session_id, new_run_id, new_session_id
+from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.commands.questions import answer_question
 from tokentail.gateway.commands.turns import check_agent_name, check_params, check_size, queue_follow_up
 from tokentail.gateway.deps import (
@@ -64,8 +64,7 @@ async def create_session(
     check_params(body.model, params)
     session_id = new_session_id()
     if body.chat_id is not None:
-        session_id = chat_session_id(caller.tenant, body.chat_id)
-        await auth.check_access(caller, session_id, store)  # a session id of another tenant's: 404
+        session_id = await auth.chat_session(caller, body.chat_id, store)  # another tenant's: 404
     webhook = await webhooks.url_for(caller.tenant, body.webhook)
     await budget.spend(caller.tenant)
     session = SessionRecord(

@@ -11,6 +11,7 @@ import websockets
 from pydantic import SecretStr
 
 from tests.fixtures.stack import Gateway
+from tokentail.gateway.access.ids import chat_session_id
 from tokentail.gateway.access.tokens import StreamTokens
 
 KEY_A = "acme-key-0123456789abcdef"
@@ -298,3 +299,30 @@ async def test_a_chat_token_runs_the_sessions_model_and_params_unless_the_operat
     async with httpx2.AsyncClient(base_url=lenient.url, timeout=10) as other:
         allowed = await other.post(f"/v1/sessions/{session_id}/runs", json=request, headers=bearer(chat))
         assert allowed.status_code == 202, allowed.text
+
+
+async def test_a_tenant_cannot_make_another_tenants_chat_session_first(http: httpx2.AsyncClient) -> None:
+    # Anyone can compute the session id of acme's chat "support-7"; beta sends it as its own chat id.
+    squatted = chat_session_id("acme", "support-7")
+    by_beta = [
+        await http.post("/v1/sessions", json={"chat_id": squatted}, headers=bearer(KEY_B)),
+        await http.post(
+            "/v1/ai-sdk/chat",
+            json={"id": squatted, "messages": [{"id": "m", "role": "user", "parts": [{"type": "text", "text": "x"}]}]},
+            headers=bearer(KEY_B),
+        ),
+        await http.post(
+            "/v1/ag-ui",
+            json={"threadId": squatted, "runId": "r", "state": {}, "tools": [], "context": [], "forwardedProps": {},
+                  "messages": [{"id": "u", "role": "user", "content": "x"}]},
+            headers=bearer(KEY_B),
+        ),
+    ]  # fmt: skip
+    assert [(answer.status_code, answer.json()["error"]["type"]) for answer in by_beta] == 3 * [
+        (404, "session_not_found")
+    ]
+    owner = await http.post("/v1/sessions", json={"chat_id": "support-7"}, headers=bearer(KEY_A))
+    assert (owner.status_code, owner.json()["session_id"]) == (201, squatted)
+    # A session id of one's own is still a chat id (200: the existing one).
+    again = await http.post("/v1/sessions", json={"chat_id": squatted}, headers=bearer(KEY_A))
+    assert (again.status_code, again.json()["session_id"]) == (200, squatted)
