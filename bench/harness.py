@@ -60,7 +60,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 class Stack:
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, **env: str) -> None:
         self.redis = RedisServer(data_dir).start()
         self.prefix = f"bench-{uuid.uuid4().hex[:6]}"
         self.port = free_port()
@@ -71,6 +71,7 @@ class Stack:
             # The benchmarks measure the gateway and workers, not the tenant limits they would hit.
             "TOKENTAIL_RUNS_PER_MINUTE": "0",
             "TOKENTAIL_MAX_STREAMS_PER_TENANT": "0",
+            **env,
         }
         self.gateway: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None

@@ -1,7 +1,6 @@
 """The gateway application: `create_app(settings)` opens Redis clients for its lifespan."""
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -63,15 +62,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.hub = hub
         app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute)
         app.state.stream_slots = slots = StreamSlots(redis, keys, settings.max_streams_per_tenant)
-        renewing = asyncio.create_task(slots.renew_forever())
+        slot_tasks = [asyncio.create_task(slots.renew_forever()), asyncio.create_task(slots.flush_forever())]
         if not settings.auth_enabled:
             logger.warning("auth is off: anyone who can reach this gateway may use it (set TOKENTAIL_API_KEYS)")
         try:
             yield
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            for task in slot_tasks:
+                task.cancel()
+            await asyncio.gather(*slot_tasks, return_exceptions=True)
+            await slots.flush()  # the streams that ended last, so that their clients find them free elsewhere
             await hub.aclose()
             await redis.aclose()
             if queue is not None:

@@ -10,6 +10,7 @@ within `SLOT_TTL_SECONDS`.
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import math
 import secrets
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
 SLOT_TTL_SECONDS = 60
 STREAM_RETRY_AFTER = 5  # an open stream ends any time; ask again soon
+SLOT_WAIT_SECONDS = 2.0  # what a stream waits for a slot of its tenant before 429
+SLOT_RETRY_SECONDS = 0.25  # how often it looks again, for streams that end on other gateways
+GIVEN_BACK_PER_TAKE = 1000  # well below Lua's bound on a script's arguments
 
 
 class RunBudget:
@@ -50,35 +54,84 @@ class RunBudget:
 
 
 class StreamSlots:
-    def __init__(self, redis: AnyRedis, keys: Keys, limit: int) -> None:
+    """A tenant's open streams, counted across gateways. A stream that ends gives its slot back in
+    the background, many in one round trip: in a reconnect storm the slots of the dropped streams
+    must not queue for connections in front of the reconnects' own requests. Until it is flushed, a
+    slot given back is also removed by this gateway's next take of the same tenant, so a client that
+    reconnects at once never finds its old stream's slot still counted here."""
+
+    def __init__(self, redis: AnyRedis, keys: Keys, limit: int, wait_seconds: float = SLOT_WAIT_SECONDS) -> None:
         self._redis = redis
         self._keys = keys
         self._limit = limit
+        self._wait_seconds = wait_seconds
         self._take = redis.register_script(load_script("take_slot"))  # type: ignore[misc]
         self._held: dict[str, str] = {}  # slot id -> tenant
+        self._given_back: dict[str, set[str]] = collections.defaultdict(set)  # tenant -> slot ids
+        self._to_flush = asyncio.Event()
+        self._one_given_back = asyncio.Event()  # replaced at each give-back: wakes the takes that wait
 
     async def take(self, tenant: str) -> str | None:
-        """Take one of the tenant's stream slots, to `release` when the stream ends; `TooManyStreams`
-        if the tenant holds all it may. None when streams are not limited."""
+        """Take one of the tenant's stream slots, to `release` when the stream ends. A tenant that
+        holds all it may waits up to `wait_seconds` for one (a client reconnecting may come before
+        its old stream is seen to end), then `TooManyStreams`. None when streams are not limited."""
         if not self._limit:
             return None
         slot_id = secrets.token_hex(8)
-        now_ms = int(time.time() * 1000)
-        key = self._keys.tenant_streams(tenant)
-        if not await self._take(keys=[key], args=[slot_id, self._limit, now_ms, SLOT_TTL_SECONDS * 1000]):
-            metrics.RATE_LIMITED.labels("streams").inc()
-            raise TooManyStreams(f"this tenant has {self._limit} streams open already", STREAM_RETRY_AFTER)
+        deadline = None
+        while not await self._take_once(tenant, slot_id):
+            now = asyncio.get_running_loop().time()
+            deadline = deadline or now + self._wait_seconds
+            if (left := deadline - now) <= 0:
+                metrics.RATE_LIMITED.labels("streams").inc()
+                raise TooManyStreams(f"this tenant has {self._limit} streams open already", STREAM_RETRY_AFTER)
+            # Woken by a stream that ends here; one that ends on another gateway is seen on the next try.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._one_given_back.wait(), min(left, SLOT_RETRY_SECONDS))
         self._held[slot_id] = tenant
         return slot_id
 
+    async def _take_once(self, tenant: str, slot_id: str) -> bool:
+        now_ms = int(time.time() * 1000)
+        key = self._keys.tenant_streams(tenant)
+        given_back = list(itertools.islice(self._given_back.get(tenant, ()), GIVEN_BACK_PER_TAKE))
+        taken = await self._take(keys=[key], args=[slot_id, self._limit, now_ms, SLOT_TTL_SECONDS * 1000, *given_back])
+        self._given_back[tenant].difference_update(given_back)  # the script removed them
+        return bool(taken)
+
     async def release(self, slot_id: str | None) -> None:
+        """Give the slot back (returns at once: `flush_forever` removes it from Redis)."""
         if slot_id is None:
             return
         tenant = self._held.pop(slot_id, None)
         if tenant is not None:
-            # If this fails the slot lapses on its own: nobody renews it any more.
-            with contextlib.suppress(redis_errors.RedisError, OSError):
-                await self._redis.zrem(self._keys.tenant_streams(tenant), slot_id)
+            self._given_back[tenant].add(slot_id)
+            self._to_flush.set()
+            self._one_given_back.set()
+            self._one_given_back = asyncio.Event()
+
+    async def flush_forever(self) -> None:
+        """Remove the slots given back from Redis as they come, all that waits in one round trip;
+        run as a background task for the app's lifetime."""
+        while True:
+            await self._to_flush.wait()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Remove the slots given back from Redis. One whose removal fails lapses on its own: nobody
+        renews it any more."""
+        self._to_flush.clear()
+        given_back, self._given_back = self._given_back, collections.defaultdict(set)
+        if not any(given_back.values()):
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for tenant, slot_ids in given_back.items():
+                    if slot_ids:
+                        pipe.zrem(self._keys.tenant_streams(tenant), *slot_ids)
+                await pipe.execute()
+        except (redis_errors.RedisError, OSError):
+            logger.warning("could not give back %d stream slots: they lapse", sum(map(len, given_back.values())))
 
     async def renew_forever(self) -> None:
         """Keep this gateway's slots alive; run as a background task for the app's lifetime."""

@@ -97,7 +97,7 @@ async def test_a_flood_of_chat_requests_on_one_socket_leaves_the_gateway_s_memor
             """Half the frames reuse one id, half are new: how many were refused, once the 16 taken
             (the last "same" and 15 new) each streamed a chunk."""
             refused, streaming = 0, set[str]()
-            async with websockets.connect(socket_url, max_size=None) as socket:
+            async with websockets.connect(socket_url, max_size=None, ping_interval=None) as socket:
                 for i in range(FLOOD):
                     request_id = "same" if i < FLOOD // 2 else f"r{i}"
                     await socket.send(json.dumps({"type": "resume", "requestId": request_id, "id": "flood"}))

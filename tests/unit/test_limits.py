@@ -7,6 +7,7 @@ import types
 import pytest
 from redis.asyncio import Redis
 
+from tests.waiting import eventually
 from tokentail.gateway.access import limits
 from tokentail.gateway.access.limits import SLOT_TTL_SECONDS, STREAM_RETRY_AFTER, RunBudget, StreamSlots
 from tokentail.shared.errors import RateLimited, TooManyStreams
@@ -56,7 +57,7 @@ async def test_no_run_limit_counts_nothing(redis: Redis, keys: Keys, clock: type
 async def test_stream_slots_are_bounded_per_tenant_and_freed_on_release(
     redis: Redis, keys: Keys, clock: types.SimpleNamespace
 ) -> None:
-    slots = StreamSlots(redis, keys, limit=2)
+    slots = StreamSlots(redis, keys, limit=2, wait_seconds=0)
     first, second = await slots.take("acme"), await slots.take("acme")
     assert first is not None and second is not None and first != second
     with pytest.raises(TooManyStreams) as refused:
@@ -74,7 +75,7 @@ async def test_stream_slots_are_bounded_per_tenant_and_freed_on_release(
 async def test_a_dead_gateway_s_slots_lapse_once_nobody_renews_them(
     redis: Redis, keys: Keys, clock: types.SimpleNamespace
 ) -> None:
-    dead, alive = StreamSlots(redis, keys, limit=1), StreamSlots(redis, keys, limit=1)
+    dead, alive = StreamSlots(redis, keys, limit=1, wait_seconds=0), StreamSlots(redis, keys, limit=1, wait_seconds=0)
     assert await dead.take("acme") is not None  # never released: its gateway died
     with pytest.raises(TooManyStreams):
         await alive.take("acme")
@@ -94,7 +95,7 @@ async def test_no_stream_limit_takes_no_slot(redis: Redis, keys: Keys, clock: ty
 async def test_a_live_gateway_renews_the_slots_of_its_open_streams(
     redis: Redis, keys: Keys, clock: types.SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    slots, other_gateway = StreamSlots(redis, keys, limit=2), StreamSlots(redis, keys, limit=2)
+    slots, other_gateway = (StreamSlots(redis, keys, limit=2, wait_seconds=0) for _ in range(2))
     open_slot, closed_slot = await slots.take("acme"), await slots.take("acme")
     await slots.release(closed_slot)
     beats = 0
@@ -106,11 +107,49 @@ async def test_a_live_gateway_renews_the_slots_of_its_open_streams(
         beats += 1
         clock.value += seconds
 
-    monkeypatch.setattr(limits, "asyncio", types.SimpleNamespace(sleep=beat))
-    with pytest.raises(asyncio.CancelledError):
+    with monkeypatch.context() as patched, pytest.raises(asyncio.CancelledError):
+        patched.setattr(limits, "asyncio", types.SimpleNamespace(sleep=beat))
         await slots.renew_forever()
     assert clock.value == 1_699_999_990 + SLOT_TTL_SECONDS  # its first slot would have lapsed now
     assert await other_gateway.take("acme") is not None  # the released slot was not renewed...
     with pytest.raises(TooManyStreams):  # ...the open stream's was
         await other_gateway.take("acme")
     assert open_slot is not None and await redis.zscore(keys.tenant_streams("acme"), open_slot) is not None
+
+
+async def test_a_slot_given_back_leaves_redis_in_the_background_or_with_the_next_take_of_its_tenant(
+    redis: Redis, keys: Keys, clock: types.SimpleNamespace
+) -> None:
+    slots, other_gateway = (StreamSlots(redis, keys, limit=2, wait_seconds=0) for _ in range(2))
+    for slot in [await slots.take("acme"), await slots.take("acme")]:
+        await slots.release(slot)  # returns at once: no round trip on a request's path
+    assert await redis.zcard(keys.tenant_streams("acme")) == 2
+    with pytest.raises(TooManyStreams):  # another gateway counts them until they are flushed...
+        await other_gateway.take("acme")
+    reconnected = await slots.take("acme")  # ...this one's own take removes them first
+    assert await redis.zrange(keys.tenant_streams("acme"), 0, -1) == [reconnected.encode()]  # type: ignore[union-attr]
+    await slots.release(reconnected)
+    flushing = asyncio.create_task(slots.flush_forever())
+
+    async def flushed() -> None:
+        assert await redis.zcard(keys.tenant_streams("acme")) == 0
+
+    await eventually(flushed)
+    flushing.cancel()
+    assert await other_gateway.take("acme") is not None
+
+
+async def test_a_take_waits_a_while_for_a_slot_of_its_tenant_before_refusing(
+    redis: Redis, keys: Keys, clock: types.SimpleNamespace
+) -> None:
+    # A client reconnecting may come before its old stream is seen to end: it waits, not 429.
+    slots = StreamSlots(redis, keys, limit=1, wait_seconds=5)
+    old = await slots.take("acme")
+    reconnecting = asyncio.create_task(slots.take("acme"))
+    await asyncio.sleep(0.1)
+    assert not reconnecting.done()
+    await slots.release(old)
+    assert await asyncio.wait_for(reconnecting, 5) is not None
+    impatient = StreamSlots(redis, keys, limit=1, wait_seconds=0.3)
+    with pytest.raises(TooManyStreams):  # nothing ends: refused once the wait is over
+        await impatient.take("acme")
