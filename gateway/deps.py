@@ -9,11 +9,12 @@ use them too.
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Path
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from tokentail.gateway.access.auth import Authenticator, Caller
+from tokentail.gateway.access.ids import CHAT_ID_PATTERN
 from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamSlots
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
@@ -90,10 +91,18 @@ def _session_of(who: Callable[..., Awaitable[Caller]]) -> Callable[..., Awaitabl
     return dependency
 
 
+# A chat id in a path, as the routes take it (also what the OpenAPI document says of it).
+ChatIdPath = Annotated[
+    str, Path(pattern=CHAT_ID_PATTERN, description="the chat id your frontend chose (useChat `id`, AG-UI `threadId`)")
+]
+
+
 def _chat_of(who: Callable[..., Awaitable[Caller]]) -> Callable[..., Awaitable[str]]:
     """The session of the path's `{chat_id}`, if the caller `who` gives may use it."""
 
-    async def dependency(chat_id: str, auth: AuthDep, store: StoreDep, caller: Annotated[Caller, Depends(who)]) -> str:
+    async def dependency(
+        chat_id: ChatIdPath, auth: AuthDep, store: StoreDep, caller: Annotated[Caller, Depends(who)]
+    ) -> str:
         return await auth.chat_session(caller, chat_id, store)
 
     return dependency

@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from tokentail.shared.errors import (
     Forbidden,
@@ -86,9 +87,22 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return error_response(
-        exc.status_code, _HTTP_TYPES.get(exc.status_code, "http_error"), str(exc.detail), dict(exc.headers or {})
-    )
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return error_response(exc.status_code, _HTTP_TYPES.get(exc.status_code, "http_error"), str(exc.detail), headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path: Starlette's `Allow` names only those of the first
+    route that matches the path, though a path is often several routes (GET and DELETE of a session)."""
+    return [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in request.app.router.routes
+        )
+    ]
 
 
 def describe_outage(exc: Exception) -> tuple[str, str, int] | None:

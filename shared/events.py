@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_EVENT_BYTES = 262_144  # one event's stored JSON, a text delta aside (worker/writer.py splits those)
+
 
 class EventType(StrEnum):
     RUN_QUEUED = "run.queued"

@@ -39,9 +39,18 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
-from tokentail.shared.events import DATA_NAME, CustomData, InputKind, Status, ToolCompleted, ToolFailed, ToolStarted
+from tokentail.shared.events import (
+    DATA_NAME,
+    MAX_EVENT_BYTES,
+    CustomData,
+    InputKind,
+    Status,
+    ToolCompleted,
+    ToolFailed,
+    ToolStarted,
+)
 from tokentail.shared.records import OnExpiry, Question, RunRecord, Turn
-from tokentail.worker.writer import MAX_EVENT_BYTES, EventWriter
+from tokentail.worker.writer import EventWriter
 
 PREVIEW_CHARS = 4096  # of a tool result too large for the stream
 

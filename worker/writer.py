@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from tokentail.shared.events import (
     DATA_PREFIX,
+    MAX_EVENT_BYTES,
     TERMINAL_EVENTS,
     Ending,
     EventData,
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 # the run gives up; its lease stays, so the run is taken over once Redis is well again.
 OUTAGE_SECONDS = 60.0
 MAX_DELTA_CHARS = 16_384
-MAX_EVENT_BYTES = 262_144
 _DELTAS = metrics.EVENTS_APPENDED.labels("message.delta")  # the one appended most often
 # The text a writer coalesces: the answer, and reasoning kept apart from it.
 _TEXT_EVENTS: dict[type[MessageDelta | ReasoningDelta], str] = {

@@ -6,7 +6,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from tokentail.shared.errors import InputNotPending, InvalidInput, QuestionNotFound, RunNotFound
+from tokentail.shared.errors import InputNotPending, InputTooLarge, InvalidInput, QuestionNotFound, RunNotFound
+from tokentail.shared.events import MAX_EVENT_BYTES, InputReceived
 from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.records import RunRecord
 from tokentail.shared.store import SessionStore
@@ -33,6 +34,8 @@ async def answer_run(runs: RunLifecycle, session_id: str, run: RunRecord, input_
         raise InputNotPending(f"question {input_id!r} is answered already")
     if run.waiting_for != input_id:
         raise InputNotPending(f"run {run_id!r} no longer waits for an answer to {input_id!r} (it is {run.status})")
+    if len(InputReceived(run_id=run_id, input_id=input_id, answer=answer).model_dump_json().encode()) > MAX_EVENT_BYTES:
+        raise InputTooLarge(MAX_EVENT_BYTES, "the answer's event", "bytes of JSON")
     error = best_match(Draft202012Validator(question.answer_schema).iter_errors(answer))
     if error is not None:
         where = "".join(f"[{part!r}]" for part in error.absolute_path) or "the answer"

@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.deps import (
+    ChatIdPath,
     ChattingChatDep,
     ChatTurnsDep,
     ReadableChatDep,
@@ -104,7 +105,7 @@ async def _resume(body: RunAgentInput, session_id: str, turns: ChatTurns, stream
     response_class=StreamingResponse,
 )
 async def thread_events(
-    chat_id: str,
+    chat_id: ChatIdPath,
     session_id: ReadableChatDep,
     store: StoreDep,
     streams: StreamsDep,
@@ -116,13 +117,14 @@ async def thread_events(
     Without one: the active run from its start (or one that ended moments ago), opened by a
     `MESSAGES_SNAPSHOT` of the thread, so a client that connects mid-run rebuilds its messages."""
     position = last_event_id if last_event_id is not None else last_event_id_header
+    after = parse_last_event_id(position) if position is not None else None  # a bad id is a 422, session or not
     try:
         session = await store.get_session(session_id)
     except SessionExpired:
         raise
     except SessionNotFound:
         return Response(status_code=204)  # a thread with no run yet
-    if position is None:
+    if after is None:
         replayed = streams.run_to_replay(session, time.time())
         if replayed is None or replayed.queued_seq is None:
             return Response(status_code=204)
@@ -130,7 +132,6 @@ async def thread_events(
         answered = _answered(session.runs)
         events = AgUiEvents(chat_id, history, run_id=replayed.run_id, snapshot_first=True, answered=answered)
         return await streams.open(session_id, replayed.queued_seq - 1, events, "ag-ui")
-    after = parse_last_event_id(position)
     shown = next(
         (
             run

@@ -43,11 +43,13 @@ from redis.asyncio import Redis
 from schemathesis import Case, Response
 from schemathesis.checks import CheckContext, not_a_server_error
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
     negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from tests.fixtures.stack import Gateway
@@ -286,6 +288,8 @@ CHECKS: list[Callable[..., Any]] = [
     status_code_conformance,
     content_type_conformance,
     response_headers_conformance,
+    allow_header_conformance,  # a 405's Allow names every method of the path (it named one route's)
+    unsupported_method,
     response_schema_conformance,
     negative_data_rejection,
     no_internal_details,

@@ -67,6 +67,24 @@ async def test_an_approval_is_asked_answered_once_and_the_run_goes_on(gateway: G
     assert data["run.completed"]["output"] == "Checking. Done: deleted."
 
 
+async def test_an_answer_whose_event_would_pass_the_event_bound_is_refused_and_not_recorded(
+    gateway: Gateway,
+) -> None:
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        made = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        input_id = (await waiting_for_input(client, f"/v1/sessions/{sid}"))["pending_input"]["input_id"]
+        url = f"/v1/sessions/{sid}/runs/{rid}/input"
+        huge = {"input_id": input_id, "answer": {"approved": True, "note": "x" * 900_000}}  # under the body bound
+        refused = await client.post(url, json=huge)
+        assert (refused.status_code, refused.json()["error"]["type"]) == (413, "input_too_large")
+        assert "262144" in refused.json()["error"]["message"]
+        answered = await client.post(url, json={"input_id": input_id, "answer": {"approved": True}})
+        assert answered.status_code == 202, answered.text  # the refusal recorded nothing
+        received = await read_events(client, made["events_url"])
+    assert [d["answer"] for _, kind, d in received.events if kind == "input.received"] == [{"approved": True}]
+
+
 async def test_questions_in_a_row_each_replay_what_came_before(gateway: Gateway) -> None:
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
         made = (await client.post("/v1/sessions", json={"input": "go", "agent": "two"})).json()

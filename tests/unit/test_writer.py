@@ -7,9 +7,9 @@ from redis import exceptions as redis_errors
 
 from tests.waiting import eventually
 from tokentail.shared.errors import LeaseLost
-from tokentail.shared.events import Ending, RunCompleted, Status, event_type_of
+from tokentail.shared.events import MAX_EVENT_BYTES, Ending, RunCompleted, Status, event_type_of
 from tokentail.shared.lifecycle import RunLease
-from tokentail.worker.writer import MAX_DELTA_CHARS, MAX_EVENT_BYTES, EventTooLarge, EventWriter, OutputTooLarge
+from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, OutputTooLarge
 
 
 class RecordingLease:
