@@ -97,15 +97,23 @@ async def test_a_flood_of_chat_requests_on_one_socket_leaves_the_gateway_s_memor
             """Half the frames reuse one id, half are new: how many were refused, once the 16 taken
             (the last "same" and 15 new) each streamed a chunk."""
             refused, streaming = 0, set[str]()
-            async with websockets.connect(socket_url, max_size=None, ping_interval=None) as socket:
+            # Read while sending, as a browser does: a client that only sends stops taking the
+            # gateway's answers, and then its pongs (the gateway closes it: keepalive ping timeout).
+            async with websockets.connect(socket_url, max_size=None, max_queue=None) as socket:
+
+                async def read() -> None:
+                    nonlocal refused
+                    while refused < FLOOD // 2 - 15 or len(streaming) < 16:
+                        frame = json.loads(await socket.recv())
+                        refused += frame["type"] == "error" and frame["errorText"].startswith("too_many_requests")
+                        if frame["type"] == "chunk":
+                            streaming.add(frame["requestId"])
+
+                reading = asyncio.create_task(read())
                 for i in range(FLOOD):
                     request_id = "same" if i < FLOOD // 2 else f"r{i}"
                     await socket.send(json.dumps({"type": "resume", "requestId": request_id, "id": "flood"}))
-                while refused < FLOOD // 2 - 15 or len(streaming) < 16:
-                    frame = json.loads(await asyncio.wait_for(socket.recv(), 30))
-                    refused += frame["type"] == "error" and frame["errorText"].startswith("too_many_requests")
-                    if frame["type"] == "chunk":
-                        streaming.add(frame["requestId"])
+                await asyncio.wait_for(reading, 60)
             await eventually(lambda: _open_streams(url).get("ai-sdk-ws") == 0, interval=0.1)
             return refused
 
