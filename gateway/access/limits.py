@@ -19,6 +19,7 @@ import time
 from redis import exceptions as redis_errors
 
 from tokentail.gateway import metrics
+from tokentail.gateway.access.auth import Caller
 from tokentail.shared.errors import RateLimited, TooManyStreams
 from tokentail.shared.keys import Keys
 from tokentail.shared.lua import load_script
@@ -152,22 +153,26 @@ class StreamSlots:
 class RequestsInFlight:
     """Chat requests in flight per stream token on this gateway, across its sockets: a browser token
     may open as many sockets as its tenant has stream slots, but what it keeps in flight is bounded
-    (per gateway: behind N gateways, N times this)."""
+    (per gateway: behind N gateways, N times this). An API key's requests are bounded per socket only."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
 
-    def take(self, tenant: str, session_id: str) -> bool:
-        key = (tenant, session_id)
+    def take(self, caller: Caller) -> bool:
+        if caller.session_id is None:
+            return True
+        key = (caller.tenant, caller.session_id)
         if self._counts[key] >= self.limit:
             metrics.RATE_LIMITED.labels("chat_requests").inc()
             return False
         self._counts[key] += 1
         return True
 
-    def give_back(self, tenant: str, session_id: str) -> None:
-        key = (tenant, session_id)
+    def give_back(self, caller: Caller) -> None:
+        if caller.session_id is None:
+            return
+        key = (caller.tenant, caller.session_id)
         self._counts[key] -= 1
         if self._counts[key] <= 0:
             del self._counts[key]

@@ -28,7 +28,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from tokentail.gateway.access.auth import Caller, bearer_credential
+from tokentail.gateway.access.auth import bearer_credential
 from tokentail.gateway.access.limits import RequestsInFlight
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.deps import (
@@ -82,8 +82,7 @@ class _ChatSocket:
             await asyncio.gather(replaced, return_exceptions=True)
         if frame.get("type") == "abort":
             return
-        caller = self.streams.caller
-        if len(self.requests) >= self._token_requests.limit or not self._holds_one_more(caller):
+        if len(self.requests) >= self._token_requests.limit or not self._token_requests.take(self.streams.caller):
             limit = self._token_requests.limit
             await self.send({"type": "error", "requestId": request_id, "errorText": f"too_many_requests: {limit} "
                              "requests are in flight on this socket (or this token) already: abort one"})  # fmt: skip
@@ -92,15 +91,10 @@ class _ChatSocket:
         self.requests[request_id] = task
         task.add_done_callback(lambda done: self._finished(request_id, done))
 
-    def _holds_one_more(self, caller: Caller) -> bool:
-        return caller.session_id is None or self._token_requests.take(caller.tenant, caller.session_id)
-
     def _finished(self, request_id: str, task: asyncio.Task[None]) -> None:
         if self.requests.get(request_id) is task:
             del self.requests[request_id]
-        caller = self.streams.caller
-        if caller.session_id is not None:
-            self._token_requests.give_back(caller.tenant, caller.session_id)
+        self._token_requests.give_back(self.streams.caller)
         if not task.cancelled() and (exc := task.exception()) is not None and not _closed(exc):
             logger.error("an AI SDK chat request failed", exc_info=exc)
 
