@@ -61,7 +61,7 @@ async def produce(runs: RunLifecycle, session_id: str, run_id: str, tokens: int,
 async def main(port: int) -> None:
     settings = Settings()
     redis = Redis.from_url(str(settings.redis_url))
-    runs = RunLifecycle(redis, settings, batched=lambda script: ScriptPipeline(redis, script))
+    runs = RunLifecycle(redis, settings, batched=lambda script, joinable: ScriptPipeline(redis, script, joinable))
 
     async def start(query: dict[str, str]) -> tuple[dict[str, str], Coroutine[Any, Any, None]]:
         session_id, run_id = await begin(runs)

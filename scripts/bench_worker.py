@@ -68,6 +68,7 @@ class Level:
     runs: int
     completed: int = 0
     tokens: int = 0
+    deltas: int = 0  # message.delta events
     delays_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)  # p50, p99, max over every token
     cpu_per_1k: float = 0.0  # worker CPU seconds per 1,000 tokens, whole level
     redis_per_1k: float = 0.0
@@ -190,6 +191,7 @@ async def level(tree: Path, runs: int) -> Level:
                 seen = 0
                 for event in events:
                     if event.type == b"message.delta":
+                        result.deltas += 1
                         count = len(json.loads(event.data)["text"].split())
                         at = event.ts_us / 1e6
                         delays += [(at - start - i / RATE) * 1000 for i in range(seen, seen + count)]
@@ -218,8 +220,8 @@ async def level(tree: Path, runs: int) -> Level:
 async def main(refs: list[str | None], levels: list[int], repeats: int) -> None:
     header = (
         "| worker | runs | completed | tokens | delay p50 / p99 / max ms | worker CPU s per 1k tokens"
-        " (steady part) | worker CPU, steady | redis CPU s per 1k tokens | other load |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
+        " (steady part) | worker CPU, steady | redis CPU s per 1k tokens | deltas per token | other load |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -234,7 +236,8 @@ async def main(refs: list[str | None], levels: list[int], repeats: int) -> None:
                     rows.append(
                         f"| {ref or 'work tree'} | {runs} | {r.completed} | {r.tokens}"
                         f" | {p50:.1f} / {p99:.1f} / {top:.1f} | {r.cpu_per_1k:.4f} ({r.steady_per_1k:.4f})"
-                        f" | {r.steady_share:.0%} | {r.redis_per_1k:.4f} | {r.others:.2f} cores |"
+                        f" | {r.steady_share:.0%} | {r.redis_per_1k:.4f} | {r.deltas / max(1, r.tokens):.3f}"
+                        f" | {r.others:.2f} cores |"
                     )
                     sys.stdout.write(rows[-1] + "\n")
                     sys.stdout.flush()

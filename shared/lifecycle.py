@@ -48,6 +48,7 @@ from tokentail.shared.redis_clients import AnyRedis
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import OPAQUE_RUN_FIELDS, compact_json, decode_run
 from tokentail.shared.webhook_index import WebhookIndex
+from tokentail.shared.webhook_messages import HOOKED_EVENTS
 
 # A session's undelivered webhook events are kept this long past the retry window, for the
 # deliverer to find them expired and count them given up.
@@ -118,7 +119,10 @@ class RunLease:
     token: str
 
     async def append(
-        self, events: Sequence[tuple[str, str]], append_id: str | None = None, ending: Ending | None = None
+        self,
+        events: Sequence[tuple[str, str]],
+        append_id: str | None = None,
+        ending: Ending | None = None,
     ) -> int:
         return await self.runs.append(self, events, append_id, ending)
 
@@ -183,13 +187,14 @@ class RunLifecycle:
         self,
         redis: AnyRedis,
         settings: Settings,
-        batched: Callable[[str], ScriptCall] | None = None,
+        batched: Callable[[str, bool], ScriptCall] | None = None,
         queue: Redis | None = None,
     ) -> None:
         """`redis`: the sessions' Redis (a `RedisCluster` with `settings.redis_cluster`); `queue`:
-        the queue's, when it is apart (`settings.queue_redis_url`). `batched(script)`, if given,
-        sends the scripts called per run and often (append, renew_lease) instead of calling them
-        one by one: the worker batches them into pipelines (worker/pipelines.py)."""
+        the queue's, when it is apart (`settings.queue_redis_url`). `batched(script, joinable)`, if
+        given, sends the scripts called per run and often (append_events, which many calls can join,
+        and renew_lease) instead of calling them one by one: the worker batches them
+        (worker/pipelines.py)."""
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
@@ -216,8 +221,9 @@ class RunLifecycle:
         self._delete_session = script("delete_session")
         self._queue_run = script("queue_run")
         self._start_run = script("start_run")
-        self._append: ScriptCall = batched(source("append")) if batched else script("append")
-        self._renew_lease: ScriptCall = batched(source("renew_lease")) if batched else script("renew_lease")
+        self._append = script("append")
+        self._append_events: ScriptCall = batched(source("append_events"), True) if batched else script("append_events")
+        self._renew_lease: ScriptCall = batched(source("renew_lease"), False) if batched else script("renew_lease")
         self._requeue_run = script("requeue_run")
         self._cancel_run = script("cancel_run")
         self._ask = script("ask")
@@ -391,6 +397,8 @@ class RunLifecycle:
         """Append `(type, data_json)` events under the run's lease, then the run's terminal event if
         it `ending`; returns the last seq. Sending the same `append_id` again (after a lost reply)
         appends nothing twice."""
+        if ending is None and not any(event_type in HOOKED_EVENTS for event_type, _ in events):
+            return await self._append_plain(lease, events, append_id or secrets.token_hex(8))
         outcome = ""
         if ending is not None:
             stored, outcome = stored_ending(ending)
@@ -409,6 +417,19 @@ class RunLifecycle:
             # The run in line behind this one may be in the outbox now. Should this process die
             # first, the run's entry in the leases index (its lease, now gone) makes a reaper push it.
             await self._push_outbox(lease.session_id)
+        return int(seq)
+
+    async def _append_plain(self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str) -> int:
+        """The per-token path: events that neither end the run nor go to a webhook (append_events.lua,
+        whose calls the worker sends many runs' at a time)."""
+        keys = self.keys.session(lease.session_id)
+        args: list[str | int] = [self.settings.stream_maxlen, lease.run_id, lease.token, append_id, len(events)]
+        for event_type, data in events:
+            args += [event_type, data]
+        async with _fenced():
+            (seq,) = await self._append_events(keys=[keys.meta, keys.events, keys.lease], args=args)
+            if isinstance(seq, ResponseError):
+                raise seq
         return int(seq)
 
     async def ask(

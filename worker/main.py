@@ -51,6 +51,7 @@ from tokentail.worker.run import run_agent
 from tokentail.worker.running import RunningRuns
 from tokentail.worker.watchdog import LoopWatchdog
 from tokentail.worker.webhook_delivery import WebhookDeliverer
+from tokentail.worker.writer import FlushTicks
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +201,9 @@ async def _startup(ctx: dict[str, Any]) -> None:
             settings, max_connections=settings.worker_concurrency + 8, wait=10, socket_keepalive=True
         )
     # Appends and renewals batched in pipelines, on one server (a cluster client routes per call).
-    batched = None if settings.redis_cluster else (lambda script: ScriptPipeline(sessions, script))
+    batched = None if settings.redis_cluster else (lambda script, joinable: ScriptPipeline(sessions, script, joinable))
     ctx["store"] = SessionStore(sessions, settings)
+    ctx["flush_ticks"] = FlushTicks(settings.flush_interval_ms / 1000)  # one window for all its runs
     ctx["runs"] = RunLifecycle(sessions, settings, batched=batched, queue=queue if settings.split_queue else None)
     ctx.setdefault("providers", Providers(settings))
     if settings.webhook_allowed_urls:

@@ -24,12 +24,24 @@ def _checkout_args(pool: ConnectionPool) -> tuple[str, ...]:
     return ("EVALSHA",) if name is not None and name.default is inspect.Parameter.empty else ()
 
 
-class ScriptPipeline:
-    """Called as the script is (`await call(keys=..., args=...)`), by `SessionStore`."""
+# The most calls joined into one script call: Redis runs a script without serving anyone else, and
+# sends what it published (the gateways' notifications) only once it returns.
+JOINED_CALLS = 64
 
-    def __init__(self, redis: Redis, script: str) -> None:
+
+class ScriptPipeline:
+    """Called as the script is (`await call(keys=..., args=...)`), by `RunLifecycle`.
+
+    `joinable`: the script takes any number of calls in one (append_events.lua): its first argument
+    is shared, then each call's keys and arguments follow the previous call's, and it replies with a
+    list, one reply per call. Calls that wait together then go as one script call (up to
+    `JOINED_CALLS`): Redis pays for one script call, not one per run. Each caller still gets its own
+    reply, as a list of one."""
+
+    def __init__(self, redis: Redis, script: str, joinable: bool = False) -> None:
         self._redis = redis
         self._script = redis.register_script(script)
+        self._joinable = joinable
         self._waiting: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
         self._sending: asyncio.Task[None] | None = None
         self._checkout = _checkout_args(redis.connection_pool)
@@ -46,7 +58,7 @@ class ScriptPipeline:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
                 try:
-                    replies = await self._execute([(keys, args) for keys, args, _ in batch])
+                    replies = await self._replies([(keys, args) for keys, args, _ in batch])
                 except BaseException as exc:  # the round trip failed: every call in it did
                     for _, _, future in batch:
                         if not future.done():
@@ -63,6 +75,22 @@ class ScriptPipeline:
                         future.set_result(reply)
         finally:
             self._sending = None
+
+    async def _replies(self, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
+        if not self._joinable:
+            return await self._execute(calls)
+        groups = [calls[i : i + JOINED_CALLS] for i in range(0, len(calls), JOINED_CALLS)]
+        joined = [
+            (
+                [key for keys, _ in group for key in keys],
+                [group[0][1][0], *(arg for _, args in group for arg in args[1:])],
+            )
+            for group in groups
+        ]
+        replies: list[Any] = []
+        for group, reply in zip(groups, await self._execute(joined), strict=True):
+            replies += [reply] * len(group) if isinstance(reply, Exception) else [[one] for one in reply]
+        return replies
 
     async def _execute(self, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
         replies = await self._pipeline(calls)

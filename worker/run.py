@@ -45,7 +45,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         logger.info("run %s of session %s is not ours to start", run_id, session_id)
         return
     lease, run, verdict = started
-    writer = EventWriter(lease, settings.flush_interval_ms / 1000, settings.max_output_chars)
+    writer = EventWriter(lease, ctx["flush_ticks"], settings.max_output_chars)
     if verdict is not StartVerdict.RUN:
         ending: RunCancelled | RunFailed = (
             RunCancelled(run_id=run_id, reason=CANCELLED_BY_REQUEST)

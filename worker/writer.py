@@ -3,10 +3,12 @@
 A token that arrives after a quiet spell is appended at once (the first token is never held),
 with those that arrive together with it (in the same loop step: one network read); tokens that
 follow within `flush_interval` of the last append are joined into one `message.delta` when the
-window closes. Appends run in the background, one at a time, so the model's stream never
-waits on Redis: tokens that arrive while an append is in flight join the next one, which batches
-harder exactly when Redis or the network is slow. Any other event first flushes the pending text,
-so the stream keeps the order in which the agent produced it.
+window closes. Windows close on one grid of ticks for every writer of the process (`FlushTicks`):
+the runs whose windows close together append at the same tick, which the worker sends to Redis as
+one round trip and one script call (worker/pipelines.py). Appends run in the background, one at a
+time, so the model's stream never waits on Redis: tokens that arrive while an append is in flight
+join the next one, which batches harder exactly when Redis or the network is slow. Any other
+event first flushes the pending text, so the stream keeps the order in which the agent produced it.
 
 What one run may store is bounded: a delta holds at most `MAX_DELTA_CHARS` (a longer text becomes
 several), any other event at most `MAX_EVENT_BYTES`, and an attempt's text `max_output_chars`; past
@@ -17,6 +19,7 @@ bounded amount of a session in memory, however long it is.
 import asyncio
 import itertools
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -58,17 +61,44 @@ class EventTooLarge(Exception):
     pass
 
 
+class FlushTicks:
+    """The coalescing windows of every writer of a process, on one grid: a window that ends between
+    two ticks ends at the later one (at most `period` late), so the writers whose windows end close
+    together append at the same instant, and the worker sends their appends as one round trip and
+    one script call (worker/pipelines.py). One timer per tick, not one per writer."""
+
+    def __init__(self, interval: float, period: float = 0.005) -> None:
+        self.interval = interval
+        self.period = period
+        self._due: dict[int, list[EventWriter]] = {}
+
+    def join(self, writer: "EventWriter", wait: float) -> None:
+        """Call `writer.on_tick()` at the first tick at least `wait` seconds from now."""
+        loop = asyncio.get_running_loop()
+        tick = math.ceil((loop.time() + wait) / self.period)
+        due = self._due.get(tick)
+        if due is None:
+            due = self._due[tick] = []
+            loop.call_at(tick * self.period, self._tick, tick)
+        due.append(writer)
+
+    def _tick(self, tick: int) -> None:
+        for writer in self._due.pop(tick):
+            writer.on_tick()
+
+
 class EventWriter:
     def __init__(
         self,
         lease: RunLease,
-        flush_interval: float,
+        ticks: FlushTicks,
         max_output_chars: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lease = lease
         self._run_id = lease.run_id
-        self._flush_interval = flush_interval
+        self._ticks = ticks
+        self._flush_interval = ticks.interval
         self._max_output_chars = max_output_chars
         self._output_chars = 0
         self._clock = clock
@@ -76,7 +106,8 @@ class EventWriter:
         # What the pending text is: its event, and the agent that streams it (see AgentEventData).
         self._pending_kind: tuple[type[MessageDelta | ReasoningDelta], str | None] = (MessageDelta, None)
         self._last_flush = float("-inf")
-        self._timer: asyncio.TimerHandle | None = None
+        self._ticking = False  # waiting for the next tick
+        self._window_end: float | None = None  # when the window it waits for closes
         self._flushing: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         self._closed = False
@@ -167,16 +198,24 @@ class EventWriter:
         return "".join(self.text_parts)
 
     def _schedule(self) -> None:
-        if self._timer is not None or self._flushing is not None or self._closed:
-            return  # the timer or the append in flight will pick the text up
+        if self._ticking or self._flushing is not None or self._closed:
+            return  # the tick or the append in flight will pick the text up
         wait = self._last_flush + self._flush_interval - self._clock()
         if wait <= 0:
             self._start_flush()
         else:
-            self._timer = asyncio.get_running_loop().call_later(wait, self._start_flush)
+            self._ticking = True
+            self._window_end = self._last_flush + self._flush_interval
+            self._ticks.join(self, wait)
+
+    def on_tick(self) -> None:
+        if not self._ticking:
+            return  # flushed meanwhile
+        self._ticking = False
+        if self._pending and self._flushing is None and not self._closed:
+            self._start_flush()
 
     def _start_flush(self) -> None:
-        self._timer = None
         self._flushing = asyncio.ensure_future(self._flush_in_background())
 
     async def _flush_in_background(self) -> None:
@@ -195,7 +234,12 @@ class EventWriter:
     def _take_pending(self) -> list[tuple[str, str]]:
         text = "".join(self._pending)
         self._pending.clear()
-        self._last_flush = self._clock()
+        # A window that closed late (at its tick, after an append in flight) counts from when it
+        # should have closed: the next window is not pushed later each time, which would hold text
+        # longer and longer.
+        now = self._clock()
+        self._last_flush = now if self._window_end is None else min(now, self._window_end)
+        self._window_end = None
         model, agent = self._pending_kind
         return [
             (
@@ -206,9 +250,7 @@ class EventWriter:
         ]
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._ticking = False  # the tick passes this writer by
 
     async def _write(self, events: list[tuple[str, str]], ending: Ending | None = None) -> None:
         async with self._lock:

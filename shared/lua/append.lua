@@ -1,4 +1,5 @@
--- The append path of a running run. Fenced: only the holder of the run's lease may write, so a
+-- The append path of a running run that may end it, or report to its webhook (events that do
+-- neither go through append_events.lua). Fenced: only the holder of the run's lease may write, so a
 -- worker that lost its lease (stalled, partitioned, replaced) cannot interleave its text. Each
 -- event takes the next per-session seq. A terminal event also ends the run (lib.lua's end_run);
 -- its `outcome` (the record's fields, JSON) travels apart from the event, so a completed run's
@@ -14,12 +15,8 @@
 local k, s = session_context()
 local run_id, token, append_id = ARGV[10], ARGV[11], ARGV[12]
 
-if redis.call('HGET', k.meta, 'last_append') == append_id then
-  return tonumber(redis.call('HGET', k.meta, 'last_append_seq'))
-end
-if redis.call('GET', k.lease) ~= token then
-  return redis.error_reply('FENCED run ' .. run_id .. ' no longer holds its lease')
-end
+local done, fenced = check_append(k, run_id, token, append_id)
+if done or fenced then return done or fenced end
 
 local ending = {['run.completed'] = 'completed', ['run.failed'] = 'failed', ['run.cancelled'] = 'cancelled'}
 local ts, now_ms, now_s = clock()

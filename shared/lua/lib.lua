@@ -46,6 +46,19 @@ local function add_hook(k, s, seq, event_type, data, ts, output)
   if not SPLIT_QUEUE then redis.call('ZADD', k.hook_index, math.floor(tonumber(ts) / 1000), s.session_id) end
 end
 
+-- The checks before an append (append.lua, append_events.lua), with `k` the session's keys: the
+-- seq of the first try when this append went through already (sent again after its reply was lost:
+-- by the writer, or by the Redis client's own retry, so even a "first" try may be a second), else
+-- nil; or nil and the FENCED error when the run's lease is no longer the writer's.
+local function check_append(k, run_id, token, append_id)
+  if redis.call('HGET', k.meta, 'last_append') == append_id then
+    return tonumber(redis.call('HGET', k.meta, 'last_append_seq'))
+  end
+  if redis.call('GET', k.lease) ~= token then
+    return nil, redis.error_reply('FENCED run ' .. run_id .. ' no longer holds its lease')
+  end
+end
+
 -- Append one event as the session's next seq (stream entry `<seq>-0`); returns the seq. The event
 -- is also published, as `<seq> <ts> <type> <data>`, on the channel named like the stream key: the
 -- gateways' hubs (gateway/reading/hub.py) follow live sessions by these notifications, not by reading.

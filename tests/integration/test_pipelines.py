@@ -14,12 +14,12 @@ from tokentail.shared.lua import load_script
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.lease import LeaseKeeper
-from tokentail.worker.pipelines import ScriptPipeline
+from tokentail.worker.pipelines import JOINED_CALLS, ScriptPipeline
 
 
 @pytest.fixture
 def pipeline(redis: Redis) -> ScriptPipeline:
-    return ScriptPipeline(redis, load_script("append"))
+    return ScriptPipeline(redis, load_script("append_events"), joinable=True)
 
 
 def _count_round_trips(pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -40,7 +40,9 @@ def _batched(redis: Redis, settings: Settings, appends: ScriptPipeline) -> RunLi
     return RunLifecycle(
         redis,
         settings,
-        batched=lambda script: appends if script == load_script("append") else ScriptPipeline(redis, script),
+        batched=lambda script, joinable: (
+            appends if script == load_script("append_events") else ScriptPipeline(redis, script, joinable)
+        ),
     )
 
 
@@ -66,6 +68,7 @@ async def test_many_runs_share_round_trips_and_each_keeps_its_order(
 
     await asyncio.gather(*(write(session_id, run.run_id) for session_id, run in started))
     assert len(round_trips) <= 10 * 2  # 200 appends in about as many round trips as one run's appends
+    assert max(round_trips) == 1  # and each round trip's appends (up to JOINED_CALLS) in one script call
     for session_id, _ in started:
         events = await store.read(session_id, 0, 100)
         texts = [json.loads(e.data)["text"] for e in events if e.type == b"message.delta"]
@@ -136,7 +139,9 @@ async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone
     runs = RunLifecycle(
         redis,
         settings,
-        batched=lambda script: renewals if script == load_script("renew_lease") else ScriptPipeline(redis, script),
+        batched=lambda script, joinable: (
+            renewals if script == load_script("renew_lease") else ScriptPipeline(redis, script, joinable)
+        ),
     )
     started = [await start_a_run(runs) for _ in range(20)]
     round_trips = _count_round_trips(renewals, monkeypatch)
@@ -179,3 +184,16 @@ async def test_a_round_trip_cancelled_before_its_replies_leaves_no_reply_behind(
     await asyncio.gather(cut, return_exceptions=True)
     seq = await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id, "b")])
     assert seq == len(await store.read(session_id, 0, 100))  # its own reply: the seq of its event
+
+
+async def test_more_appends_than_one_script_call_takes_go_as_several_in_one_round_trip(
+    redis: Redis, store: SessionStore, settings: Settings, pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = _batched(redis, settings, pipeline)
+    started = [await start_a_run(runs) for _ in range(JOINED_CALLS + 6)]
+    round_trips = _count_round_trips(pipeline, monkeypatch)
+    seqs = await asyncio.gather(
+        *(RunLease(runs, s, run.run_id, "lease-1").append([delta_of(run.run_id, "x")]) for s, run in started)
+    )
+    assert seqs == [3] * len(started)  # run.queued, run.started, then this delta: each its own reply
+    assert round_trips == [2]  # asked in one loop step: one round trip, two script calls

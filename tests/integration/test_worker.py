@@ -20,6 +20,7 @@ from tokentail.shared.store import SessionStore
 from tokentail.worker.providers import Providers
 from tokentail.worker.run import run_agent
 from tokentail.worker.running import RunningRuns
+from tokentail.worker.writer import FlushTicks
 
 
 async def _queue(runs: RunLifecycle, **params: Any) -> tuple[str, str]:
@@ -39,6 +40,7 @@ def _job_context(store: SessionStore, settings: Settings, job_id: str) -> dict[s
         "providers": Providers(settings),
         "running": running,
         "job_id": job_id,
+        "flush_ticks": FlushTicks(settings.flush_interval_ms / 1000),
     }
 
 

@@ -16,11 +16,11 @@ from tokentail.worker.providers.openai_chat import OpenAIProvider
 from tokentail.worker.providers.scripted import ScriptedProvider
 from tokentail.worker.retry import RetryPolicy
 from tokentail.worker.tools import tool
-from tokentail.worker.writer import EventWriter
+from tokentail.worker.writer import EventWriter, FlushTicks
 
 
 def _context(store: RecordingLease, text: str, **params: Any) -> RunContext:
-    writer = EventWriter(store, 0, max_output_chars=1_000_000)  # type: ignore[arg-type]
+    writer = EventWriter(store, FlushTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
     run = RunRecord(run_id="r", input=text, params=params, attempt=1)
     return RunContext(writer, "s", run, history=[])
 

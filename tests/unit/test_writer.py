@@ -9,7 +9,7 @@ from tests.waiting import eventually
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.events import MAX_EVENT_BYTES, Ending, RunCompleted, Status, event_type_of
 from tokentail.shared.lifecycle import RunLease
-from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, OutputTooLarge
+from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, FlushTicks, OutputTooLarge
 
 
 class RecordingLease:
@@ -64,7 +64,7 @@ async def _arrive(writer: EventWriter, *tokens: str) -> None:
 
 def _writer(store: RecordingLease, window: float) -> EventWriter:
     fake: RunLease = store  # type: ignore[assignment]
-    return EventWriter(fake, window, max_output_chars=1_000_000)
+    return EventWriter(fake, FlushTicks(window), max_output_chars=1_000_000)
 
 
 async def test_without_a_window_every_token_is_its_own_delta() -> None:
@@ -217,7 +217,7 @@ async def test_a_long_text_is_stored_as_several_bounded_deltas() -> None:
 
 async def test_an_answer_past_the_output_bound_fails_the_run() -> None:
     store = RecordingLease()
-    writer = EventWriter(store, 0, max_output_chars=10)  # type: ignore[arg-type]
+    writer = EventWriter(store, FlushTicks(0), max_output_chars=10)  # type: ignore[arg-type]
     await writer.delta("0123456789")
     with pytest.raises(OutputTooLarge):
         await writer.delta("!")
@@ -228,3 +228,25 @@ async def test_an_event_past_the_event_bound_is_refused() -> None:
     with pytest.raises(EventTooLarge):
         await _writer(store, 0).emit(Status(run_id="r", text="x" * MAX_EVENT_BYTES))
     assert store.calls == []
+
+
+async def test_writers_whose_windows_close_together_append_at_one_tick_not_a_timer_each() -> None:
+    ticks = FlushTicks(0.05, period=0.2)
+    fired: list[int] = []  # writers due at each tick
+    tick = ticks._tick
+
+    def counted(at: int) -> None:
+        fired.append(len(ticks._due[at]))
+        tick(at)
+
+    ticks._tick = counted  # type: ignore[method-assign,assignment]
+    stores = [RecordingLease() for _ in range(10)]
+    writers = [EventWriter(store, ticks, max_output_chars=1_000) for store in stores]  # type: ignore[arg-type]
+    for writer in writers:
+        await _arrive(writer, "first")  # appended at once: nothing was held before it
+    for writer in writers:
+        await _arrive(writer, " more")  # their windows close within a few ms of each other
+    for store in stores:
+        await _append_landed(store, 2)
+    assert [store.texts() for store in stores] == [["first", " more"]] * 10
+    assert sum(fired) == 10 and len(fired) <= 2  # one tick for all (two if a grid line fell between)
