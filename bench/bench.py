@@ -1,13 +1,14 @@
 """tokentail's benchmark: queue pickup and events per token, then side by side with the naive
-gateway and Vercel's resumable-stream (bench/compare.py).
+gateway, Vercel's resumable-stream and the Durable Streams reference server (bench/compare.py).
 
     ./scripts/install bench && .venv/bin/python bench/bench.py   # the full run (see docs/benchmarks.md)
     .venv/bin/python bench/bench.py --quick                      # a small run, to check the script itself
 
 Everything runs here as real processes, as in production: private redis-servers, one gateway
-and one worker (or producer) process per system. The load generator (raw asyncio sockets, uvloop)
-shares the same cores, so capacity figures are lower bounds. Figures are printed, never
-asserted; ratios compare systems measured in this same invocation.
+and one worker (or producer) process per system (Durable Streams: its server, on its own files, and
+a producer). The load generator (raw asyncio sockets, uvloop) shares the same cores, so capacity
+figures are lower bounds. Figures are printed, never asserted; ratios compare systems measured in
+this same invocation.
 """
 
 import argparse
@@ -132,8 +133,8 @@ if __name__ == "__main__":
     parser.add_argument("--levels", help="comma-separated numbers of concurrent streams to try, in order")
     parser.add_argument(
         "--systems",
-        default="tokentail,naive,vercel-rs",
-        help="comma-separated, in order, from: tokentail, naive, vercel-rs, tokentail-gateway"
+        default="tokentail,naive,vercel-rs,durable-streams",
+        help="comma-separated, in order, from: tokentail, naive, vercel-rs, durable-streams, tokentail-gateway"
         " (tokentail's gateway fed by bench/light_producer.py instead of a worker: capacity only)",
     )
     parser.add_argument(
@@ -149,6 +150,7 @@ if __name__ == "__main__":
     repeats = args.repeats or (1 if args.quick else 3)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures appear as measured
     systems = args.systems.split(",")
-    if unknown := [name for name in systems if name not in ("tokentail", "naive", "vercel-rs", "tokentail-gateway")]:
+    known = ("tokentail", "naive", "vercel-rs", "durable-streams", "tokentail-gateway")
+    if unknown := [name for name in systems if name not in known]:
         parser.error(f"unknown systems: {', '.join(unknown)}")
     uvloop.run(main(args.quick, args.output, repeats, levels, systems, args.max_other))

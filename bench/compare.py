@@ -1,14 +1,17 @@
-"""Side by side: tokentail, the naive gateway and Vercel's resumable-stream, in one run.
+"""Side by side: tokentail, the naive gateway, Vercel's resumable-stream and the Durable Streams
+reference server, in one run.
 
 Each system is a gateway process and a producer process (tokentail: `tokentail gateway` and
 `tokentail worker` with the offline scripted model; naive: bench/peers/naive.py; Vercel:
-bench/peers/vercel/server.mjs) on a private redis-server, driven by the same load generator (raw
+bench/peers/vercel/server.mjs; Durable Streams: bench/peers/durable-streams/server.mjs, its server
+file-backed and without Redis) on a private redis-server, driven by the same load generator (raw
 asyncio sockets, harness.read_sse) with the same workload: runs of 300 tokens at 50 tokens/s, tokens
 due every 50 ms joined into one event. Every level is repeated and reported as min/median/max.
 """
 
 import asyncio
 import json
+import math
 import os
 import signal
 import statistics
@@ -69,6 +72,8 @@ class System:
     """A gateway and a producer on a private Redis. Subclasses say how to start a stream and read it."""
 
     name = ""
+    delta = b"message.delta"  # the SSE event type of a token event
+    uses_redis = True  # False: no Redis figures (its private Redis runs idle, its CPU not counted)
 
     def __init__(self, redis: RedisServer) -> None:
         self.redis = redis
@@ -86,9 +91,16 @@ class System:
         raise NotImplementedError
 
     @property
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The system's processes by role: gateway, producer and (if it uses it) redis."""
+        processes = {"gateway": self.gateway, "producer": self.producer}
+        if self.uses_redis:
+            processes["redis"] = self.redis.process
+        return {role: process for role, process in processes.items() if process is not None}
+
+    @property
     def pids(self) -> list[int]:
-        processes = (self.gateway, self.producer, self.redis.process)
-        return [process.pid for process in processes if process is not None]
+        return [process.pid for process in self.processes.values()]
 
     async def restart(self) -> None:
         """Fresh processes, and the Redis clients they hold before any stream is started."""
@@ -117,11 +129,18 @@ class System:
         """Start one run; the path its SSE stream is read at."""
         raise NotImplementedError
 
+    def stream_path(self, stream_id: str) -> str:
+        """Where the gateway serves a peer's stream as SSE."""
+        return f"/stream/{stream_id}"
+
+    def payload(self, frame: harness.Frame) -> dict[str, Any]:
+        """A token event's data: the producer's clock `t` (ms) and the tokens `text`."""
+        payload: dict[str, Any] = json.loads(frame.data)
+        return payload
+
     async def delays_ms(self, path: str, frames: list[harness.Frame]) -> list[float]:
         """Append -> receipt delay of each token event of a stream read whole."""
-        return [
-            frame.received * 1000 - json.loads(frame.data)["t"] for frame in frames if frame.event == b"message.delta"
-        ]
+        return [frame.received * 1000 - self.payload(frame)["t"] for frame in frames if frame.event == self.delta]
 
     def finished(self, frames: list[harness.Frame]) -> bool:
         return bool(frames) and frames[-1].event == b"done"
@@ -130,9 +149,9 @@ class System:
         """A stream holding `events` token events, still open: the path a client resumes it at."""
         stream_id = uuid.uuid4().hex
         url = f"http://127.0.0.1:{self.producer_port}/start"
-        params = {"id": stream_id, "tokens": events, "rate": 0, "burst": 1}
+        params: dict[str, str | int] = {"id": stream_id, "tokens": events, "rate": 0, "burst": 1}
         (await client.post(url, params=params)).raise_for_status()
-        return f"/stream/{stream_id}"
+        return self.stream_path(stream_id)
 
 
 class Tokentail(System):
@@ -231,7 +250,7 @@ class Naive(System):
         stream_id = uuid.uuid4().hex
         url = f"http://127.0.0.1:{self.producer_port}/start"
         (await client.post(url, params={"id": stream_id, "tokens": tokens, "rate": rate})).raise_for_status()
-        return f"/stream/{stream_id}"
+        return self.stream_path(stream_id)
 
 
 class Vercel(System):
@@ -252,6 +271,43 @@ class Vercel(System):
     start_stream = Naive.start_stream
 
 
+class DurableStreams(System):
+    """The Durable Streams reference server, file-backed (LMDB and append-only logs in this system's
+    data folder), and a producer appending over HTTP with idempotent-producer headers. No Redis."""
+
+    name = "durable-streams"
+    delta = b"data"
+    uses_redis = False
+
+    def start(self) -> None:
+        folder = PEERS / "durable-streams"
+        if not (folder / "node_modules").exists():
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True)
+        env = {**os.environ, "DATA_DIR": str(self.redis.data_dir / "streams"), "GATEWAY_URL": self.url}
+        self.gateway = subprocess.Popen(["node", "server.mjs", "gateway", str(self.port)], cwd=folder, env=env)
+        self.producer = subprocess.Popen(
+            ["node", "server.mjs", "producer", str(self.producer_port)], cwd=folder, env=env
+        )
+        self._wait_for(self.port)
+        self._wait_for(self.producer_port)
+
+    start_stream = Naive.start_stream
+
+    def stream_path(self, stream_id: str) -> str:
+        return f"/v1/stream/{stream_id}?offset=-1&live=sse"  # from the start, followed live
+
+    def payload(self, frame: harness.Frame) -> dict[str, Any]:
+        # A JSON stream's `data` event is an array of messages: here one, the object one append wrote.
+        payload: dict[str, Any] = json.loads(frame.data)[0]
+        return payload
+
+    def finished(self, frames: list[harness.Frame]) -> bool:
+        # The writer closed the stream: the server's last event says so, then it ends the response.
+        return (
+            bool(frames) and frames[-1].event == b"control" and json.loads(frames[-1].data).get("streamClosed") is True
+        )
+
+
 @dataclass
 class Run:
     """One repetition of one level. CPU and deliveries are counted over the steady part of the run
@@ -265,8 +321,8 @@ class Run:
     seconds: float = 0.0  # the window
     events: int = 0  # token events delivered in the window
     tokens: int = 0  # tokens delivered in the window
-    gateway_connections: int = 0  # the gateway's own, counted by `ss`
-    redis_clients: int = 0  # every process's (INFO clients), while all streams are open
+    gateway_connections: int = 0  # the gateway's own, counted by `ss` (systems with Redis)
+    redis_clients: int = 0  # every process's (INFO clients), while all streams are open (systems with Redis)
 
     @property
     def p99(self) -> float:
@@ -275,8 +331,7 @@ class Run:
 
 async def run_level(system: System, streams: int, tokens: int) -> Run:
     """`streams` runs at 50 tokens/s started over one second, each read by one SSE client."""
-    assert system.gateway is not None and system.producer is not None and system.redis.process is not None
-    pids = {"gateway": system.gateway.pid, "producer": system.producer.pid, "redis": system.redis.process.pid}
+    pids = {role: process.pid for role, process in system.processes.items()}
     run = Run(streams)
     window: list[float] = []
     readings: list[dict[str, float]] = []
@@ -291,8 +346,9 @@ async def run_level(system: System, streams: int, tokens: int) -> Run:
         await asyncio.sleep(1.5)  # every stream has started
         window.append(time.time())
         readings.append(reading())
-        run.gateway_connections = connections_of(pids["gateway"], system.redis.port)
-        run.redis_clients = await redis_clients(system.redis)
+        if system.uses_redis:
+            run.gateway_connections = connections_of(pids["gateway"], system.redis.port)
+            run.redis_clients = await redis_clients(system.redis)
         await asyncio.sleep(max(0.5, tokens / RATE - 2.0))  # before the first stream ends
         window.append(time.time())
         readings.append(reading())
@@ -316,9 +372,9 @@ async def run_level(system: System, streams: int, tokens: int) -> Run:
     run.cpu["other"] = run.cpu.pop("box") - sum(run.cpu.values())
     for frames in all_frames:
         for frame in frames:
-            if frame.event == b"message.delta" and window[0] <= frame.received < window[1]:
+            if frame.event == system.delta and window[0] <= frame.received < window[1]:
                 run.events += 1
-                run.tokens += len(json.loads(frame.data)["text"].split())
+                run.tokens += len(system.payload(frame)["text"].split())
     return run
 
 
@@ -330,8 +386,9 @@ async def idle_streams(system: System, count: int) -> dict[str, float]:
         paths = [await system.start_stream(client, tokens=2, rate=0.01) for _ in range(count)]
     await asyncio.sleep(1)
     rss_before = rss_kb(system.gateway.pid)
-    connections_before = connections_of(system.gateway.pid, system.redis.port)
-    clients_before = await redis_clients(system.redis)
+    if system.uses_redis:
+        connections_before = connections_of(system.gateway.pid, system.redis.port)
+        clients_before = await redis_clients(system.redis)
     sockets = []
     for start in range(0, count, 100):  # opened as a crowd would arrive, not all in one instant
         for path in paths[start : start + 100]:
@@ -341,28 +398,29 @@ async def idle_streams(system: System, count: int) -> dict[str, float]:
         await asyncio.sleep(0.05)
     await asyncio.gather(*(reader.readuntil(b"\r\n\r\n") for reader, _ in sockets))
     await asyncio.sleep(3)
-    figures = {
-        "streams": count,
-        "kb_per_stream": (rss_kb(system.gateway.pid) - rss_before) / count,
-        "gateway_redis_connections": connections_of(system.gateway.pid, system.redis.port),
-        "connections_before": connections_before,
-        # Every process's Redis clients (INFO), and how many opening the streams added.
-        "redis_clients": (clients := await redis_clients(system.redis)),
-        "redis_clients_added": clients - clients_before,
-    }
+    figures: dict[str, float] = {"streams": count, "kb_per_stream": (rss_kb(system.gateway.pid) - rss_before) / count}
+    if system.uses_redis:
+        figures |= {
+            "gateway_redis_connections": connections_of(system.gateway.pid, system.redis.port),
+            "connections_before": connections_before,
+            # Every process's Redis clients (INFO), and how many opening the streams added.
+            "redis_clients": (clients := await redis_clients(system.redis)),
+            "redis_clients_added": clients - clients_before,
+        }
     for _, writer in sockets:
         writer.close()
     await asyncio.sleep(1)
     return figures
 
 
-async def fan_out(system: System, watchers: int) -> dict[str, float]:
-    """One stream watched by `watchers` clients: Redis commands per delivered event, by kind."""
+async def fan_out(system: System, watchers: int) -> dict[str, Any]:
+    """One stream watched by `watchers` clients: Redis commands per delivered event, by kind (systems
+    with Redis), and how many watchers read it to its end."""
     redis = Redis.from_url(system.redis.url)
-    reads = ("xread", "xrange", "xrevrange", "publish", "spublish")
+    reads = ("xread", "xrange", "xrevrange", "publish", "spublish") if system.uses_redis else ()
 
     async def calls() -> dict[str, int]:
-        stats = await redis.info("commandstats")
+        stats = await redis.info("commandstats") if reads else {}
         return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in reads}
 
     async with httpx2.AsyncClient(base_url=system.url, timeout=30) as client:
@@ -374,9 +432,13 @@ async def fan_out(system: System, watchers: int) -> dict[str, float]:
         results = await asyncio.gather(*readers)
         after = await calls()
     await redis.aclose()
-    counted = sum(1 for f in results[0] if f.event == b"message.delta" and f.received > counting_from)
-    per_event = {name: (after[name] - before[name]) / max(1, counted) for name in reads if after[name] != before[name]}
-    return {"per_event": per_event, "events": counted, "complete_watchers": sum(map(system.finished, results))}
+    counted = sum(1 for f in results[0] if f.event == system.delta and f.received > counting_from)
+    figures: dict[str, Any] = {"events": counted, "complete_watchers": sum(map(system.finished, results))}
+    if system.uses_redis:
+        figures["per_event"] = {
+            name: (after[name] - before[name]) / max(1, counted) for name in reads if after[name] != before[name]
+        }
+    return figures
 
 
 async def first_event_ms(system: System, runs: int) -> dict[str, float]:
@@ -387,16 +449,14 @@ async def first_event_ms(system: System, runs: int) -> dict[str, float]:
             await asyncio.sleep(0.05)
             begun = time.time()
             path = await system.start_stream(client, tokens=10, rate=50)  # Vercel's cannot be followed once done
-            frames = await harness.read_sse(system.port, path, lambda f: f.event == b"message.delta")
+            frames = await harness.read_sse(system.port, path, lambda f: f.event == system.delta)
             times.append((frames[-1].received - begun) * 1000)
     return {"p50_ms": harness.percentile(times, 50), "p99_ms": harness.percentile(times, 99)}
 
 
-DELTA = b"\nevent: message.delta\n"
-
-
 async def resume_backlog(system: System, events: int, repeats: int) -> dict[str, float]:
     """A client resuming from the start of a stream `events` long: first and last event received."""
+    delta = b"\nevent: %s\n" % system.delta
     async with httpx2.AsyncClient(base_url=system.url, timeout=120) as client:
         path = await system.backlog(client, events)
         await asyncio.sleep(1)
@@ -413,8 +473,8 @@ async def resume_backlog(system: System, events: int, repeats: int) -> dict[str,
             # Only the new bytes are searched (with the tail a frame may straddle): re-counting the
             # whole stream on every read would add the load generator's time to the last byte.
             chunk = tail + data
-            seen += chunk.count(DELTA)
-            tail = chunk[-len(DELTA) + 1 :]
+            seen += chunk.count(delta)
+            tail = chunk[-len(delta) + 1 :]
             if seen and first is None:
                 first = time.perf_counter() - begun
         lasts.append((time.perf_counter() - begun) * 1000)
@@ -424,7 +484,7 @@ async def resume_backlog(system: System, events: int, repeats: int) -> dict[str,
 
 
 SYSTEMS: dict[str, Callable[[RedisServer], System]] = {
-    system.name: system for system in (Tokentail, Naive, Vercel, TokentailGateway)
+    system.name: system for system in (Tokentail, Naive, Vercel, DurableStreams, TokentailGateway)
 }
 
 
@@ -458,10 +518,14 @@ async def measure(system: System, quick: bool, repeats: int, levels: list[int], 
     meter = harness.OtherWork(system.pids)
     idle = figures["idle"] = await idle_streams(system, 500 if quick else 5000)
     idle["other_cpu_share"] = meter.share()
-    print(
-        f"  {idle['streams']} idle streams: {idle['kb_per_stream']:.1f} KB each,"
+    redis = (
         f" {idle['gateway_redis_connections']} gateway Redis connections,"
         f" {idle['redis_clients']} Redis clients in all ({idle['redis_clients_added']:+} on opening them)"
+        if system.uses_redis
+        else " no Redis"
+    )
+    print(
+        f"  {idle['streams']} idle streams: {idle['kb_per_stream']:.1f} KB each,{redis}"
         f"  (other CPU {idle['other_cpu_share']:.0%})"
     )
     await system.restart()  # and with it the idle runs, which would otherwise go on in the producer
@@ -480,7 +544,8 @@ async def measure(system: System, quick: bool, repeats: int, levels: list[int], 
         f"  (other CPU {resume['other_cpu_share']:.0%})"
     )
     figures["fan_out"] = await fan_out(system, 20 if quick else 100)
-    print(f"  one stream, {20 if quick else 100} watchers: Redis commands per event {figures['fan_out']}")
+    per_event = " (per_event: Redis commands per event)" if system.uses_redis else ""
+    print(f"  one stream, {20 if quick else 100} watchers{per_event}: {figures['fan_out']}")
     await capacity(system, figures, quick, repeats, levels, max_other)
     return figures
 
@@ -506,7 +571,7 @@ async def capacity(
                 continue
             runs.append(run)
         p99s = [run.p99 for run in runs]
-        level = {
+        level: dict[str, Any] = {
             "streams": streams,
             "p99_ms": summary(p99s),
             "p50_ms": summary(
@@ -516,27 +581,32 @@ async def capacity(
             "gateway_us_per_event": summary([1e6 * run.cpu["gateway"] / max(1, run.events) for run in runs]),
             "gateway_s_per_1k_tokens": summary([1000 * run.cpu["gateway"] / max(1, run.tokens) for run in runs]),
             "system_s_per_1k_tokens": summary(
-                [1000 * sum(run.cpu[k] for k in ("gateway", "producer", "redis")) / max(1, run.tokens) for run in runs]
+                [1000 * sum(run.cpu[k] for k in system.processes) / max(1, run.tokens) for run in runs]
             ),
             "cpu_share": {k: statistics.median(run.cpu[k] / run.seconds for run in runs) for k in runs[0].cpu},
-            "gateway_redis_connections_per_stream": statistics.median(
-                run.gateway_connections / streams for run in runs
-            ),
-            "redis_clients_per_stream": statistics.median(
-                (run.redis_clients - system.base_clients) / streams for run in runs
-            ),
             "events_per_s": statistics.median(run.events / run.seconds for run in runs),
             "other_cpu_share_max": max(run.cpu["other"] / run.seconds for run in runs),  # the worst repeat
             "disturbed_runs_discarded": discarded,
         }
+        redis = "no Redis"
+        if system.uses_redis:
+            level["gateway_redis_connections_per_stream"] = statistics.median(
+                run.gateway_connections / streams for run in runs
+            )
+            level["redis_clients_per_stream"] = statistics.median(
+                (run.redis_clients - system.base_clients) / streams for run in runs
+            )
+            redis = (
+                f"Redis conns/stream: gateway {level['gateway_redis_connections_per_stream']:.2f},"
+                f" all (INFO) {level['redis_clients_per_stream']:.2f}"
+            )
         figures["levels"].append(level)
         p99, cpu = level["p99_ms"], " ".join(f"{k} {v:4.0%}" for k, v in level["cpu_share"].items())
         print(
             f"  {streams:5} streams: p99 {p99['min']:7.1f} / {p99['median']:7.1f} / {p99['max']:7.1f} ms"
             f" (min/median/max)  gateway {level['gateway_us_per_event']['median']:6.1f} µs/event"
             f"  system {level['system_s_per_1k_tokens']['median']:.3f} s/1k tokens  CPU {cpu}"
-            f"  Redis conns/stream: gateway {level['gateway_redis_connections_per_stream']:.2f},"
-            f" all (INFO) {level['redis_clients_per_stream']:.2f}  failed {level['incomplete']}"
+            f"  {redis}  failed {level['incomplete']}"
             f"  (other CPU, worst repeat {level['other_cpu_share_max']:.0%}; {discarded} disturbed run(s) discarded)"
         )
         if level["p99_ms"]["median"] > 100 or level["incomplete"]:
@@ -608,17 +678,16 @@ def table(results: dict[str, Any], level: int) -> list[tuple[str, ...]]:
     def value(figure: Callable[[str], float], name: str) -> float:
         try:
             return figure(name)
-        except (KeyError, IndexError):  # not measured for this system (tokentail-gateway: capacity only)
-            return float("nan")
+        except (KeyError, IndexError):  # not measured for this system (tokentail-gateway: capacity only;
+            return math.nan  # Durable Streams: no Redis)
 
     for label, figure, higher in rows:
         values = {n: value(figure, n) for n in names}
         ratios = []
         for peer in peers:
             ours, theirs = values["tokentail"], values[peer]
-            better = (
-                (ours / theirs if theirs else float("inf")) if higher else (theirs / ours if ours else float("inf"))
-            )
-            ratios.append(f"{better:.2f}x")
-        out.append((label, *(f"{v:.0f}" if v >= 100 else f"{v:.3g}" for v in values.values()), *ratios))
+            better = (ours / theirs if theirs else math.inf) if higher else (theirs / ours if ours else math.inf)
+            ratios.append("n/a" if math.isnan(better) else f"{better:.2f}x")
+        cells = ("n/a" if math.isnan(v) else f"{v:.0f}" if v >= 100 else f"{v:.3g}" for v in values.values())
+        out.append((label, *cells, *ratios))
     return out

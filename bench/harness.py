@@ -142,9 +142,14 @@ async def read_sse(port: int, path: str, on_frame: Callable[[Frame], bool] | Non
             now = time.time()
             *complete, buffer = buffer.split(b"\n\n")
             for raw in complete:
-                fields = dict(line.split(b": ", 1) for line in raw.split(b"\n") if line and not line.startswith(b":"))
-                if b"id" in fields:
-                    frame = Frame(int(fields[b"id"]), fields[b"event"], fields[b"data"], now)
+                # `name: value`, or `name:value` (one space after the colon is dropped, as the SSE spec says)
+                fields = {
+                    name: value.removeprefix(b" ")
+                    for name, _, value in (line.partition(b":") for line in raw.split(b"\n"))
+                    if name
+                }
+                if b"event" in fields:  # without `id:` (Durable Streams has none), the id is -1
+                    frame = Frame(int(fields.get(b"id", -1)), fields[b"event"], fields.get(b"data", b""), now)
                     frames.append(frame)
                     if on_frame is not None and on_frame(frame):
                         return frames
