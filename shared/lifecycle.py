@@ -11,7 +11,9 @@ The gateway queues, cancels and deletes; a worker starts a run and then acts on 
 `RunLease` it was given: append, renew, hand over.
 """
 
+import asyncio
 import contextlib
+import functools
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -126,6 +128,11 @@ class RunLease:
     ) -> int:
         return await self.runs.append(self, events, append_id, ending)
 
+    def append_soon(self, events: Sequence[tuple[str, str]], append_id: str) -> "asyncio.Future[int]":
+        """`append(events, append_id)` for events that neither end the run nor go to a webhook, as a
+        future: on the worker's batched path, without a task of its own."""
+        return self.runs.append_soon(self, events, append_id)
+
     async def renew(self) -> Renewal:
         return await self.runs.renew_lease(self)
 
@@ -173,6 +180,25 @@ async def _fenced() -> AsyncIterator[None]:
         if str(exc).startswith("FENCED"):
             raise LeaseLost(str(exc)) from None
         raise
+
+
+def _plain_seq(reply: list[Any]) -> int:
+    """The seq of append_events.lua's one append, or the LeaseLost of a fenced one."""
+    (seq,) = reply
+    if isinstance(seq, ResponseError):
+        if str(seq).startswith("FENCED"):
+            raise LeaseLost(str(seq))
+        raise seq
+    return int(seq)
+
+
+def _settle_plain(appended: "asyncio.Future[int]", sent: "asyncio.Future[Any]") -> None:
+    if appended.done():
+        return
+    try:
+        appended.set_result(_plain_seq(sent.result()))
+    except BaseException as exc:  # the round trip's error, or the append's own
+        appended.set_exception(exc)
 
 
 def _missing_or_gone(outcome: bytes, session_id: str) -> None:
@@ -224,6 +250,10 @@ class RunLifecycle:
         self._append = script("append")
         self._append_events: ScriptCall = batched(source("append_events"), True) if batched else script("append_events")
         self._renew_lease: ScriptCall = batched(source("renew_lease"), False) if batched else script("renew_lease")
+        # The batched script also takes a call without a task of its own (worker/pipelines.py).
+        self._submit_plain: Callable[[list[Any], list[Any]], asyncio.Future[Any]] | None = getattr(
+            self._append_events, "submit", None
+        )
         self._requeue_run = script("requeue_run")
         self._cancel_run = script("cancel_run")
         self._ask = script("ask")
@@ -419,18 +449,29 @@ class RunLifecycle:
             await self._push_outbox(lease.session_id)
         return int(seq)
 
+    def append_soon(self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str) -> "asyncio.Future[int]":
+        """See `RunLease.append_soon`."""
+        if self._submit_plain is None:
+            return asyncio.ensure_future(self._append_plain(lease, events, append_id))
+        appended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        sent = self._submit_plain(*self._plain_call(lease, events, append_id))
+        sent.add_done_callback(functools.partial(_settle_plain, appended))
+        return appended
+
     async def _append_plain(self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str) -> int:
         """The per-token path: events that neither end the run nor go to a webhook (append_events.lua,
         whose calls the worker sends many runs' at a time)."""
+        keys, args = self._plain_call(lease, events, append_id)
+        return _plain_seq(await self._append_events(keys=keys, args=args))
+
+    def _plain_call(
+        self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str
+    ) -> tuple[list[Any], list[Any]]:
         keys = self.keys.session(lease.session_id)
         args: list[str | int] = [self.settings.stream_maxlen, lease.run_id, lease.token, append_id, len(events)]
         for event_type, data in events:
             args += [event_type, data]
-        async with _fenced():
-            (seq,) = await self._append_events(keys=[keys.meta, keys.events, keys.lease], args=args)
-            if isinstance(seq, ResponseError):
-                raise seq
-        return int(seq)
+        return [keys.meta, keys.events, keys.lease], args
 
     async def ask(
         self, lease: RunLease, asked: list[Question], event: InputRequired, on_expiry: tuple[str, str] | None

@@ -47,11 +47,15 @@ class ScriptPipeline:
         self._checkout = _checkout_args(redis.connection_pool)
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
+        return await self.submit(keys, args)
+
+    def submit(self, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
+        """The call, as a future of its reply (for callers that do not wait in a task of their own)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((keys, args, future))
         if self._sending is None:
             self._sending = asyncio.create_task(self._send())
-        return await future
+        return future
 
     async def _send(self) -> None:
         try:

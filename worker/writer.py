@@ -17,12 +17,14 @@ bounded amount of a session in memory, however long it is.
 """
 
 import asyncio
+import functools
 import itertools
 import logging
 import math
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 from tokentail.shared.events import (
     DATA_PREFIX,
@@ -108,7 +110,7 @@ class EventWriter:
         self._last_flush = float("-inf")
         self._ticking = False  # waiting for the next tick
         self._window_end: float | None = None  # when the window it waits for closes
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Future[Any] | None = None  # the background append on its way
         self._failure: BaseException | None = None
         self._closed = False
         # One append in flight at a time, in the order asked (asyncio.Lock is FIFO): the order of the
@@ -202,7 +204,12 @@ class EventWriter:
             return  # the tick or the append in flight will pick the text up
         wait = self._last_flush + self._flush_interval - self._clock()
         if wait <= 0:
-            self._start_flush()
+            # Not now but once this loop step is over: tokens that arrive together (one network
+            # read, the scripted model's tick) go together. Taken with the first of them alone, the
+            # rest would wait a whole window for the next append.
+            loop = asyncio.get_running_loop()
+            self._flushing = loop.create_future()
+            loop.call_soon(self._start_flush)
         else:
             self._ticking = True
             self._window_end = self._last_flush + self._flush_interval
@@ -213,21 +220,45 @@ class EventWriter:
             return  # flushed meanwhile
         self._ticking = False
         if self._pending and self._flushing is None and not self._closed:
+            self._flushing = asyncio.get_running_loop().create_future()
             self._start_flush()
 
     def _start_flush(self) -> None:
-        self._flushing = asyncio.ensure_future(self._flush_in_background())
-
-    async def _flush_in_background(self) -> None:
-        try:
-            # The text is taken here, as the task starts, not when it was created: tokens that arrive
-            # together (one network read, the scripted model's tick) go together. Taken with the
-            # first of them alone, the rest would wait a whole window for the next append.
-            await self._write(self._take_pending())
-        except Exception as exc:  # surfaces on the run's next call, which owns error handling
-            self._failure = exc
-        finally:
+        """Append the pending text in the background: no task, only the append's future and a callback
+        when it lands, which is all the per-token path of thousands of runs can afford. `_flushing`
+        is done once it landed (or failed), for `flush` and `finish` to wait on."""
+        flight = self._flushing
+        assert flight is not None
+        if not self._pending or self._lock.locked():
+            # An append of `_write` is on its way (in order, after what was appended before): its
+            # end schedules the text that came meanwhile.
             self._flushing = None
+            flight.set_result(None)
+            return
+        events, append_id = self._take_pending(), self._next_append_id()
+        sent = self._lease.append_soon(events, append_id)
+        sent.add_done_callback(functools.partial(self._flushed, flight, events, append_id, self._clock()))
+
+    def _flushed(
+        self,
+        flight: asyncio.Future[None],
+        events: list[tuple[str, str]],
+        append_id: str,
+        started: float,
+        done: asyncio.Future[Any],
+    ) -> None:
+        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        if error is not None and is_outage(error):
+            # Redis is out of reach: keep trying with the same id, as `_write` does, in a task now.
+            retry = asyncio.ensure_future(self._append_as(events, None, append_id, started))
+            retry.add_done_callback(functools.partial(self._flushed, flight, events, append_id, started))
+            return
+        self._flushing = None
+        if error is not None:  # surfaces on the run's next call, which owns error handling
+            self._failure = error
+        else:
+            self._count(events, None)
+        flight.set_result(None)
         if self._pending and self._failure is None:
             self._schedule()
 
@@ -254,7 +285,12 @@ class EventWriter:
 
     async def _write(self, events: list[tuple[str, str]], ending: Ending | None = None) -> None:
         async with self._lock:
-            await self._append(events, ending)
+            await self._append_as(events, ending, self._next_append_id(), self._clock())
+        self._count(events, ending)
+        if self._pending:
+            self._schedule()  # text that came meanwhile, which no background append could take
+
+    def _count(self, events: list[tuple[str, str]], ending: Ending | None) -> None:
         appended = [event_type for event_type, _ in events] + ([event_type_of(ending)] if ending else [])
         self.events_appended += len(appended)
         for event_type in appended:
@@ -263,13 +299,16 @@ class EventWriter:
             else:  # the agents' own `data.<name>` events count as one label: names are unbounded
                 metrics.EVENTS_APPENDED.labels("data" if event_type.startswith(DATA_PREFIX) else event_type).inc()
 
-    async def _append(self, events: list[tuple[str, str]], ending: Ending | None) -> None:
+    def _next_append_id(self) -> str:
+        self._appends += 1
+        return f"{self._id_prefix}{self._appends}"
+
+    async def _append_as(
+        self, events: list[tuple[str, str]], ending: Ending | None, append_id: str, started: float
+    ) -> None:
         # Through an outage, keep trying with the same append id, so a try whose reply was lost is
         # not appended twice. The lease bounds it: if a reaper gave the run to another worker
         # meanwhile, the retry is fenced.
-        self._appends += 1
-        append_id = f"{self._id_prefix}{self._appends}"
-        started = self._clock()
         for failures in itertools.count():
             try:
                 await self._lease.append(events, append_id, ending)

@@ -39,6 +39,9 @@ class RecordingLease:
         self.calls.append(list(events) + ([(event_type_of(ending), ending.model_dump_json())] if ending else []))
         return len(self.calls)
 
+    def append_soon(self, events: Sequence[tuple[str, str]], append_id: str) -> "asyncio.Future[int]":
+        return asyncio.ensure_future(self.append(events, append_id))
+
     @property
     def events(self) -> list[tuple[str, dict[str, object]]]:
         return [(kind, json.loads(data)) for call in self.calls for kind, data in call]
