@@ -41,37 +41,36 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_bytes: int | None = 0  # of the request head being read; None while a body is
-        self._ended_in_this_read = False
-        self._stalled: asyncio.TimerHandle | None = None
-        self._refused = False
+        # One attribute, not four: uvicorn's protocol has 27, and past 30 an instance's attributes
+        # no longer share their class's keys, which costs every connection 1.5 KB more.
+        self._bound = _BoundState()
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._bound.refused:
             return  # what the client still sends after its 431 is read and dropped
-        self._ended_in_this_read = False
+        self._bound.ended_in_this_read = False
         super().data_received(data)
-        if self._head_bytes is None or self._ended_in_this_read or self.transport.is_closing():
+        if self._bound.head_bytes is None or self._bound.ended_in_this_read or self.transport.is_closing():
             return
-        self._head_bytes += len(data)
-        if self._head_bytes > self.max_header_bytes:
+        self._bound.head_bytes += len(data)
+        if self._bound.head_bytes > self.max_header_bytes:
             self._refuse_head()
 
     def on_headers_complete(self) -> None:
-        self._head_bytes = None
+        self._bound.head_bytes = None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         # A next request's head may follow on this connection, some of it in this very read, after
         # the body: of that read, nothing is counted (what it brings of the head is at most a read).
-        self._head_bytes = 0
-        self._ended_in_this_read = True
+        self._bound.head_bytes = 0
+        self._bound.ended_in_this_read = True
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._stalled is None:
-            self._stalled = self.loop.call_later(self.stalled_client_seconds, self._drop_stalled)
+        if self._bound.stalled is None:
+            self._bound.stalled = self.loop.call_later(self.stalled_client_seconds, self._drop_stalled)
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -82,14 +81,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _drop_stalled(self) -> None:
-        self._stalled = None
+        self._bound.stalled = None
         logger.info("dropping %s: it read nothing for %.0f s", _client(self.client), self.stalled_client_seconds)
         self.transport.abort()
 
     def _cancel_stalled(self) -> None:
-        if self._stalled is not None:
-            self._stalled.cancel()
-            self._stalled = None
+        if self._bound.stalled is not None:
+            self._bound.stalled.cancel()
+            self._bound.stalled = None
 
     def _refuse_head(self) -> None:
         message = f"the request line and headers exceed {self.max_header_bytes} bytes"
@@ -103,9 +102,19 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.transport.write(head + body)
         # Closing with the client's bytes still unread would reset the connection, and the client
         # could lose the answer: end our side, drop what still comes in, close shortly after.
-        self._refused = True
+        self._bound.refused = True
         self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+class _BoundState:
+    __slots__ = ("head_bytes", "ended_in_this_read", "stalled", "refused")
+
+    def __init__(self) -> None:
+        self.head_bytes: int | None = 0  # of the request head being read; None while a body is
+        self.ended_in_this_read = False
+        self.stalled: asyncio.TimerHandle | None = None
+        self.refused = False
 
 
 def _client(address: tuple[str, int] | None) -> str:

@@ -119,14 +119,15 @@ async def call_detaching(
     if scope["type"] != "http":
         return await app(scope, receive, send)
     detached: list[Body] = []
-    keys = set(scope)
+    server_scope = dict(scope)
     scope[DETACHED] = detached
     await app(scope, receive, send)
     if detached:
         # What the framework kept in the scope for its call (exit stacks, route, endpoint) is done
-        # with, but the server holds the scope as long as the connection: let it go.
-        for key in scope.keys() - keys:
-            del scope[key]
-    del keys
+        # with, but the server holds the scope as long as the connection: let it go. Emptied first,
+        # so that the dict, grown by the framework's keys, shrinks back (about 0.7 KB a stream).
+        scope.clear()
+        scope.update(server_scope)
+    del server_scope
     for body in detached:
         await body(receive, send)
