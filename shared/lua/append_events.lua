@@ -14,11 +14,15 @@ local a = 2
 for i = 1, #KEYS, 3 do
   local k = {meta = KEYS[i], events = KEYS[i + 1], lease = KEYS[i + 2]}
   local run_id, append_id, first, last = ARGV[a], ARGV[a + 2], a + 4, a + 3 + 2 * tonumber(ARGV[a + 3])
-  local done, fenced = check_append(k, run_id, ARGV[a + 1], append_id)
-  local seq = done or fenced
-  if not seq then
-    for j = first, last, 2 do seq = add_event(k, s, ARGV[j], ARGV[j + 1], ts) end
-    redis.call('HSET', k.meta, 'last_append', append_id, 'last_append_seq', seq)
+  local done, fenced, seq = check_append(k, run_id, ARGV[a + 1], append_id)
+  if done or fenced then
+    seq = done or fenced
+  else  -- the session's seq is taken once for all the append's events (lib.lua's add_event: one each)
+    for j = first, last, 2 do
+      seq = seq + 1
+      put_event(k, s, seq, ARGV[j], ARGV[j + 1], ts)
+    end
+    redis.call('HSET', k.meta, 'seq', seq, 'last_append', append_id, 'last_append_seq', seq)
   end
   replies[#replies + 1] = seq
   a = last + 1

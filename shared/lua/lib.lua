@@ -48,25 +48,33 @@ end
 
 -- The checks before an append (append.lua, append_events.lua), with `k` the session's keys: the
 -- seq of the first try when this append went through already (sent again after its reply was lost:
--- by the writer, or by the Redis client's own retry, so even a "first" try may be a second), else
--- nil; or nil and the FENCED error when the run's lease is no longer the writer's.
+-- by the writer, or by the Redis client's own retry, so even a "first" try may be a second); or
+-- nil and the FENCED error when the run's lease is no longer the writer's; or nil, nil and the
+-- session's last seq, when the append may go ahead.
 local function check_append(k, run_id, token, append_id)
-  if redis.call('HGET', k.meta, 'last_append') == append_id then
-    return tonumber(redis.call('HGET', k.meta, 'last_append_seq'))
+  local meta = redis.call('HMGET', k.meta, 'last_append', 'last_append_seq', 'seq')
+  if meta[1] == append_id then
+    return tonumber(meta[2])
   end
   if redis.call('GET', k.lease) ~= token then
     return nil, redis.error_reply('FENCED run ' .. run_id .. ' no longer holds its lease')
   end
+  return nil, nil, tonumber(meta[3] or 0)
 end
 
--- Append one event as the session's next seq (stream entry `<seq>-0`); returns the seq. The event
--- is also published, as `<seq> <ts> <type> <data>`, on the channel named like the stream key: the
--- gateways' hubs (gateway/reading/hub.py) follow live sessions by these notifications, not by reading.
--- `output`: a completed run's answer, which its webhook carries (the stream leaves it to the record).
-local function add_event(k, s, event_type, data, ts, output)
-  local seq = redis.call('HINCRBY', k.meta, 'seq', 1)
+-- Store an event as stream entry `<seq>-0` (the caller took `seq` from the meta's `seq`), and
+-- publish it, as `<seq> <ts> <type> <data>`, on the channel named like the stream key: the gateways'
+-- hubs (gateway/reading/hub.py) follow live sessions by these notifications, not by reading.
+local function put_event(k, s, seq, event_type, data, ts)
   redis.call('XADD', k.events, 'MAXLEN', '~', s.maxlen, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
   redis.call(PUBLISH_EVENTS, k.events, seq .. ' ' .. ts .. ' ' .. event_type .. ' ' .. data)
+end
+
+-- Append one event as the session's next seq; returns the seq. `output`: a completed run's answer,
+-- which its webhook carries (the stream leaves it to the record).
+local function add_event(k, s, event_type, data, ts, output)
+  local seq = redis.call('HINCRBY', k.meta, 'seq', 1)
+  put_event(k, s, seq, event_type, data, ts)
   if HOOKED[event_type] then add_hook(k, s, seq, event_type, data, ts, output) end
   return seq
 end
