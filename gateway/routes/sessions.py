@@ -40,7 +40,9 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
 def _events_url(request: Request, session_id: str) -> str:
-    return str(request.url_for("stream_events", session_id=session_id))
+    # What `request.url_for("stream_events", ...)` gives, without its search through every route (a
+    # twentieth of what creating a session cost).
+    return f"{request.base_url}v1/sessions/{session_id}/events"
 
 
 @router.post("", status_code=201, responses={**ERROR_RESPONSES, 200: {"description": "the chat's session existed"}})
