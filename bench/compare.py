@@ -359,7 +359,11 @@ async def run_level(system: System, streams: int, tokens: int) -> Run:
         async def one(delay: float) -> None:
             await asyncio.sleep(delay)
             path = await system.start_stream(client, tokens=tokens)
-            frames = await harness.read_sse(system.port, path)
+            try:  # a stream that never ends (its producer failed) fails the level, not the benchmark
+                frames = await asyncio.wait_for(harness.read_sse(system.port, path), tokens / RATE + 60)
+            except TimeoutError:
+                run.incomplete += 1
+                return
             run.incomplete += not system.finished(frames)
             run.delays_ms += await system.delays_ms(path, frames)
             all_frames.append(frames)
