@@ -316,6 +316,7 @@ class Run:
 
     streams: int
     delays_ms: list[float] = field(default_factory=list)
+    appended: list[float] = field(default_factory=list)  # when each token event was appended (s after the level began)
     incomplete: int = 0
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process over the window
     seconds: float = 0.0  # the window
@@ -328,11 +329,21 @@ class Run:
     def p99(self) -> float:
         return harness.percentile(self.delays_ms, 99) if self.delays_ms else float("inf")
 
+    def phase_p99(self) -> dict[str, float]:
+        """The p99 of the events appended while streams were starting (the first 1.5 s), in the steady
+        part, and after it (while streams end): what limits a level, starts, streaming or ends."""
+        ends = {"starting": 1.5, "steady": 1.5 + self.seconds, "ending": float("inf")}
+        phases: dict[str, list[float]] = {name: [] for name in ends}
+        for at, delay in zip(self.appended, self.delays_ms, strict=True):
+            phases[next(name for name, end in ends.items() if at < end)].append(delay)
+        return {name: harness.percentile(delays, 99) if delays else float("nan") for name, delays in phases.items()}
+
 
 async def run_level(system: System, streams: int, tokens: int) -> Run:
     """`streams` runs at 50 tokens/s started over one second, each read by one SSE client."""
     pids = {role: process.pid for role, process in system.processes.items()}
     run = Run(streams)
+    began = time.time()
     window: list[float] = []
     readings: list[dict[str, float]] = []
 
@@ -365,7 +376,10 @@ async def run_level(system: System, streams: int, tokens: int) -> Run:
                 run.incomplete += 1
                 return
             run.incomplete += not system.finished(frames)
-            run.delays_ms += await system.delays_ms(path, frames)
+            delays = await system.delays_ms(path, frames)  # one per token event, in order
+            received = [frame.received for frame in frames if frame.event == system.delta]
+            run.appended += [at - delay / 1000 - began for at, delay in zip(received, delays, strict=True)]
+            run.delays_ms += delays
             all_frames.append(frames)
 
         await asyncio.gather(steady_window(), *(one(i / streams) for i in range(streams)))
@@ -581,6 +595,10 @@ async def capacity(
             "p50_ms": summary(
                 [harness.percentile(run.delays_ms, 50) if run.delays_ms else float("inf") for run in runs]
             ),
+            "p99_ms_by_phase": {
+                phase: statistics.median(run.phase_p99()[phase] for run in runs)
+                for phase in ("starting", "steady", "ending")
+            },
             "incomplete": sum(run.incomplete for run in runs),
             "gateway_us_per_event": summary([1e6 * run.cpu["gateway"] / max(1, run.events) for run in runs]),
             "gateway_s_per_1k_tokens": summary([1000 * run.cpu["gateway"] / max(1, run.tokens) for run in runs]),
@@ -611,6 +629,8 @@ async def capacity(
             f" (min/median/max)  gateway {level['gateway_us_per_event']['median']:6.1f} µs/event"
             f"  system {level['system_s_per_1k_tokens']['median']:.3f} s/1k tokens  CPU {cpu}"
             f"  {redis}  failed {level['incomplete']}"
+            f"  (p99 by phase, median: {' / '.join(f'{v:.1f}' for v in level['p99_ms_by_phase'].values())} ms"
+            " starting / steady / ending)"
             f"  (other CPU, worst repeat {level['other_cpu_share_max']:.0%}; {discarded} disturbed run(s) discarded)"
         )
         if level["p99_ms"]["median"] > 100 or level["incomplete"]:
