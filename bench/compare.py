@@ -253,14 +253,20 @@ class Naive(System):
         return self.stream_path(stream_id)
 
 
-class Vercel(System):
-    name = "vercel-rs"
+class NodePeer(System):
+    """A peer in Node: bench/peers/<folder>/server.mjs, as `gateway` and as `producer`, its packages
+    installed from its lockfile on first use."""
+
+    folder = ""
+
+    def env(self) -> dict[str, str]:
+        return {}
 
     def start(self) -> None:
-        folder = PEERS / "vercel"
+        folder = PEERS / self.folder
         if not (folder / "node_modules").exists():
             subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True)
-        env = {**os.environ, "REDIS_URL": self.redis.url}
+        env = {**os.environ, **self.env()}
         self.gateway = subprocess.Popen(["node", "server.mjs", "gateway", str(self.port)], cwd=folder, env=env)
         self.producer = subprocess.Popen(
             ["node", "server.mjs", "producer", str(self.producer_port)], cwd=folder, env=env
@@ -271,27 +277,25 @@ class Vercel(System):
     start_stream = Naive.start_stream
 
 
-class DurableStreams(System):
+class Vercel(NodePeer):
+    name = "vercel-rs"
+    folder = "vercel"
+
+    def env(self) -> dict[str, str]:
+        return {"REDIS_URL": self.redis.url}
+
+
+class DurableStreams(NodePeer):
     """The Durable Streams reference server, file-backed (LMDB and append-only logs in this system's
     data folder), and a producer appending over HTTP with idempotent-producer headers. No Redis."""
 
     name = "durable-streams"
+    folder = "durable-streams"
     delta = b"data"
     uses_redis = False
 
-    def start(self) -> None:
-        folder = PEERS / "durable-streams"
-        if not (folder / "node_modules").exists():
-            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True)
-        env = {**os.environ, "DATA_DIR": str(self.redis.data_dir / "streams"), "GATEWAY_URL": self.url}
-        self.gateway = subprocess.Popen(["node", "server.mjs", "gateway", str(self.port)], cwd=folder, env=env)
-        self.producer = subprocess.Popen(
-            ["node", "server.mjs", "producer", str(self.producer_port)], cwd=folder, env=env
-        )
-        self._wait_for(self.port)
-        self._wait_for(self.producer_port)
-
-    start_stream = Naive.start_stream
+    def env(self) -> dict[str, str]:
+        return {"DATA_DIR": str(self.redis.data_dir / "streams"), "GATEWAY_URL": self.url}
 
     def stream_path(self, stream_id: str) -> str:
         return f"/v1/stream/{stream_id}?offset=-1&live=sse"  # from the start, followed live
