@@ -237,7 +237,7 @@ class EventWriter:
             return
         events, append_id = self._take_pending(), self._next_append_id()
         sent = self._lease.append_soon(events, append_id)
-        sent.add_done_callback(functools.partial(self._flushed, flight, events, append_id, self._clock()))
+        sent.add_done_callback(functools.partial(self._flushed, flight, events, append_id, self._clock(), False))
 
     def _flushed(
         self,
@@ -245,13 +245,15 @@ class EventWriter:
         events: list[tuple[str, str]],
         append_id: str,
         started: float,
+        retried: bool,
         done: asyncio.Future[Any],
     ) -> None:
         error = done.exception() if not done.cancelled() else asyncio.CancelledError()
-        if error is not None and is_outage(error):
-            # Redis is out of reach: keep trying with the same id, as `_write` does, in a task now.
+        if error is not None and is_outage(error) and not retried:
+            # Redis is out of reach: keep trying with the same id, as `_write` does, in a task now
+            # (which gives up once the outage lasted OUTAGE_SECONDS: its error is then the failure).
             retry = asyncio.ensure_future(self._append_as(events, None, append_id, started))
-            retry.add_done_callback(functools.partial(self._flushed, flight, events, append_id, started))
+            retry.add_done_callback(functools.partial(self._flushed, flight, events, append_id, started, True))
             return
         self._flushing = None
         if error is not None:  # surfaces on the run's next call, which owns error handling

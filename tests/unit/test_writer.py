@@ -9,6 +9,7 @@ from tests.waiting import eventually
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.events import MAX_EVENT_BYTES, Ending, RunCompleted, Status, event_type_of
 from tokentail.shared.lifecycle import RunLease
+from tokentail.worker import writer as writer_module
 from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, FlushTicks, OutputTooLarge
 
 
@@ -253,3 +254,17 @@ async def test_writers_whose_windows_close_together_append_at_one_tick_not_a_tim
         await _append_landed(store, 2)
     assert [store.texts() for store in stores] == [["first", " more"]] * 10
     assert sum(fired) == 10 and len(fired) <= 2  # one tick for all (two if a grid line fell between)
+
+
+async def test_a_background_append_gives_up_once_the_outage_outlasts_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(writer_module, "OUTAGE_SECONDS", 0.3)
+    store = FlakyStore(redis_errors.ConnectionError("connection refused"), failures=10**9)
+    writer = _writer(store, 0)
+    await writer.delta("lost")
+    with pytest.raises(redis_errors.ConnectionError):
+        for _ in range(100):  # the failure surfaces on a call once the retries gave up
+            await asyncio.sleep(0.05)
+            await writer.flush()
+    assert 2 <= len(store.ids) < 20 and len(set(store.ids)) == 1  # retried with one id, then stopped
