@@ -107,8 +107,12 @@ const scenarios = {
     const { agent, seen } = makeAgent({ fetch: cuttable.fetch });
     seen.onEvent = (event) => {
       if (event.type === "TEXT_MESSAGE_CONTENT" && (seen.text === 2 || seen.text === 5)) {
-        say({ step: "cut", lastEventId: agent.lastEventId });
-        setTimeout(cuttable.cutAll, 0);
+        // The cut comes once this event is handled; events already read with it may be handled
+        // first, so the last id is noted as the connection drops, not now.
+        setTimeout(() => {
+          say({ step: "cut", lastEventId: agent.lastEventId });
+          cuttable.cutAll();
+        }, 0);
       }
     };
     const { error } = await attempt(agent.runAgent());
