@@ -78,8 +78,7 @@ class _ChatSocket:
             return  # not a frame of this protocol: it cannot even be answered
         if (replaced := self.requests.pop(request_id, None)) is not None:
             # An abort, or the id reused: the client reads only the newest request of an id.
-            replaced.cancel()
-            await asyncio.gather(replaced, return_exceptions=True)
+            await _stop([replaced])
         if frame.get("type") == "abort":
             return
         if len(self.requests) >= self._token_requests.limit or not self._token_requests.take(self.streams.caller):
@@ -167,10 +166,18 @@ class _ChatSocket:
         return False
 
     async def close(self) -> None:
-        tasks = list(self.requests.values())
-        for task in tasks:
+        await _stop(list(self.requests.values()))
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel requests and wait for their end, cancelling again those that go on: on Python 3.11 an
+    `asyncio.wait_for` inside (redis-py's, the stream slots') can swallow a cancellation that lands
+    as what it waits for completes (python/cpython#86296). Such a request went on streaming, and the
+    socket's receiving loop, waiting for it, stopped reading: pongs too, so the socket was closed."""
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait(pending, timeout=0.1)
 
 
 def _closed(exc: BaseException) -> bool:
