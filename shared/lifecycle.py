@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import functools
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any, NamedTuple, Protocol
@@ -121,10 +121,7 @@ class RunLease:
     token: str
 
     async def append(
-        self,
-        events: Sequence[tuple[str, str]],
-        append_id: str | None = None,
-        ending: Ending | None = None,
+        self, events: Sequence[tuple[str, str]], append_id: str | None = None, ending: Ending | None = None
     ) -> int:
         return await self.runs.append(self, events, append_id, ending)
 
@@ -171,8 +168,8 @@ def stored_ending(ending: Ending) -> tuple[str, str]:
     return ending.model_dump_json(), compact_json({"reason": ending.reason})
 
 
-@contextlib.asynccontextmanager
-async def _fenced() -> AsyncIterator[None]:
+@contextlib.contextmanager
+def _fenced() -> Iterator[None]:
     """Around a script fenced by the run's lease: its FENCED error is a LeaseLost."""
     try:
         yield
@@ -186,9 +183,8 @@ def _plain_seq(reply: list[Any]) -> int:
     """The seq of append_events.lua's one append, or the LeaseLost of a fenced one."""
     (seq,) = reply
     if isinstance(seq, ResponseError):
-        if str(seq).startswith("FENCED"):
-            raise LeaseLost(str(seq))
-        raise seq
+        with _fenced():
+            raise seq
     return int(seq)
 
 
@@ -437,7 +433,7 @@ class RunLifecycle:
         args += [lease.run_id, lease.token, append_id or secrets.token_hex(8), outcome]
         for event_type, data in events:
             args += [event_type, data]
-        async with _fenced():
+        with _fenced():
             if ending is None:
                 seq = await self._append(keys=keys, args=args)
             else:
@@ -492,8 +488,9 @@ class RunLifecycle:
         ]
         if on_expiry is not None:
             args += list(on_expiry)
-        async with _fenced(), self._hooks(lease.session_id):
-            result = await self._ask(keys=keys, args=args)
+        with _fenced():
+            async with self._hooks(lease.session_id):
+                result = await self._ask(keys=keys, args=args)
         return Asked(result[0].decode())
 
     async def renew_lease(self, lease: RunLease) -> Renewal:

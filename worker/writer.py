@@ -174,7 +174,7 @@ class EventWriter:
         """Append the pending text now, after any append in flight."""
         while self._flushing is not None:
             await asyncio.wait([self._flushing])
-        self._cancel_timer()
+        self._skip_tick()
         if self._failure is not None:
             raise self._failure
         if self._pending:
@@ -193,7 +193,7 @@ class EventWriter:
     def close(self) -> None:
         """Stop flushing: the run ended, and text still pending is not written."""
         self._closed = True
-        self._cancel_timer()
+        self._skip_tick()
 
     @property
     def text(self) -> str:
@@ -282,8 +282,8 @@ class EventWriter:
             for i in range(0, len(text), MAX_DELTA_CHARS)
         ]
 
-    def _cancel_timer(self) -> None:
-        self._ticking = False  # the tick passes this writer by
+    def _skip_tick(self) -> None:
+        self._ticking = False  # the tick it joined passes it by
 
     async def _write(self, events: list[tuple[str, str]], ending: Ending | None = None) -> None:
         async with self._lock:
