@@ -87,8 +87,11 @@ class StreamSlots:
                 metrics.RATE_LIMITED.labels("streams").inc()
                 raise TooManyStreams(f"this tenant has {self._limit} streams open already", STREAM_RETRY_AFTER)
             # Woken by a stream that ends here; one that ends on another gateway is seen on the next try.
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # lands as the event is set (python/cpython#86296), and a cancelled request went on.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._one_given_back.wait(), min(left, SLOT_RETRY_SECONDS))
+                async with asyncio.timeout(min(left, SLOT_RETRY_SECONDS)):
+                    await self._one_given_back.wait()
         self._held[slot_id] = tenant
         return slot_id
 
