@@ -126,10 +126,19 @@ class SessionStore:
             raise SessionNotFound(session_id)
         return int(seq or 0), bool(active)
 
-    async def first_available(self, session_id: str) -> int | None:
-        """The oldest id still in the stream (older ones were trimmed), or None if it is empty."""
-        oldest = await self._range(session_id, 0, 1)  # seqs start at 1: after 0 is from the start
-        return oldest[0].seq if oldest else None
+    async def stream_start(self, session_id: str) -> tuple[int, bool, int | None]:
+        """`stream_position` and `first_available` in one round trip: what a client opening the
+        stream needs to know first."""
+        keys = self.keys.session(session_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.meta, ["seq", "active_run"])
+            pipe.execute_command(self._xrange, keys.events, "(0-0", "+", b"COUNT", 1)
+            (seq, active), oldest = await pipe.execute()
+        if seq is None and active is None:
+            last_seq, running = await self.stream_position(session_id)  # raises for a missing or gone session
+            return last_seq, running, None
+        entries = parse_raw_entries(oldest)
+        return int(seq or 0), bool(active), entries[0].seq if entries else None
 
     async def read(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
         """Events with ids after `after`, oldest first, at most `count`, as clients get them."""

@@ -30,6 +30,7 @@ class Start:
     gap: Gap | None
     idle: bool  # nothing to send and no run queued or running
     replay_until: int = 0  # a resuming client: the stream's last id when it came back (else 0)
+    active: bool = False  # a run was queued or running
 
 
 def parse_last_event_id(value: str | None) -> int:
@@ -43,14 +44,12 @@ def parse_last_event_id(value: str | None) -> int:
 
 async def start_position(store: SessionStore, session_id: str, after: int) -> Start:
     """Where a client asking to resume after `after` starts, and what it must be told first."""
-    last_seq, active = await store.stream_position(session_id)
+    last_seq, active, first = await store.stream_start(session_id)
     gap = None
     if after > last_seq:
         # Ahead of the stream: not an id this session gave out. Say so, and replay what there is.
-        first = await store.first_available(session_id)
         gap = Gap(reason="unknown_id", first_available=first or last_seq + 1)
     elif after < last_seq:
-        first = await store.first_available(session_id)
         if first is None:
             gap = Gap(reason="expired", first_available=last_seq + 1)
         elif first > after + 1:
@@ -58,7 +57,8 @@ async def start_position(store: SessionStore, session_id: str, after: int) -> St
     if gap is not None:
         metrics.GAPS.labels(gap.reason).inc()
         after = gap.first_available - 1
-    return Start(after, gap, idle=not active and after >= last_seq, replay_until=last_seq if after > 0 else 0)
+    idle = not active and after >= last_seq
+    return Start(after, gap, idle, replay_until=last_seq if after > 0 else 0, active=active)
 
 
 @dataclass
@@ -87,6 +87,10 @@ class EventFeed:
         self._sent = metrics.EVENTS_SENT.labels(transport)
         self._subscription: Subscription | None = None
         self._stopped = False
+        # The run `start` saw queued or running has not ended yet as far as this feed has read: no need
+        # to ask Redis whether the stream is finished. Only until the first catch-up is over (the
+        # check a stream opening would otherwise pay); after that, `_finished` always asks.
+        self._run_going = start.active
 
     def stop(self) -> None:
         """The client left: end the feed now, whatever it waits for."""
@@ -133,7 +137,9 @@ class EventFeed:
             elif not subscription.live and subscription.ready:
                 async for batch in self._catch_up(subscription):
                     yield batch
-                if await self._finished():
+                finished = not self._run_going and await self._finished()
+                self._run_going = False
+                if finished:
                     return
             elif subscription.idle:
                 subscription.idle = False
@@ -170,6 +176,8 @@ class EventFeed:
             gap = Gap(reason="trimmed", first_available=events[0].seq)
             metrics.GAPS.labels(gap.reason).inc()
         self.after = events[-1].seq
+        if self._run_going and any(event.type in _TERMINAL for event in events):
+            self._run_going = False
         # The next read: as many events of this size as fit the budget, growing by doubling at most.
         fit = max(1, len(events) * READ_BUDGET_BYTES // max(1, sum(len(event.data) for event in events)))
         self._count = min(self._batch, 2 * self._count, fit)

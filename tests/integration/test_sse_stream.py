@@ -1,5 +1,6 @@
 """EventFeed against a real Redis, driven step by step."""
 
+import asyncio
 import json
 
 from redis.asyncio import Redis
@@ -65,3 +66,25 @@ async def test_a_reader_holds_a_bounded_part_of_a_session_however_large(redis: R
     # Each read is sized by the events of the one before, so it may pass the budget a little; a read
     # of `batch` events would have held the whole 10 MB session at once.
     assert max(sizes) < 2 * READ_BUDGET_BYTES
+
+
+async def test_a_stream_opened_on_a_running_run_still_ends_when_its_catch_up_brings_the_end(
+    redis: Redis, settings: Settings
+) -> None:
+    # The start read saw the run going (so the feed skips asking Redis after its first catch-up), but
+    # the run ended before that catch-up: its events are what says so, and the stream must end.
+    runs = RunLifecycle(redis, settings)
+    session_id, run = await start_a_run(runs)
+    await RunLease(runs, session_id, run.run_id, "lease-1").append(
+        [("message.delta", json.dumps({"run_id": run.run_id, "text": "x"}))],
+        ending=RunCompleted(run_id=run.run_id, output="x", usage={}),
+    )
+    hub = StreamHub(settings.model_copy(update={"sse_heartbeat_seconds": 30.0}), 2)
+    await hub.start()
+    feed = EventFeed(hub, session_id, Start(0, None, False, active=True), batch=500, until_idle=True, transport="sse")
+    try:
+        async with asyncio.timeout(5):  # well before a heartbeat, whose check would end it too
+            seqs = [event.seq async for batch in feed for event in batch.events]
+    finally:
+        await hub.aclose()
+    assert seqs == [1, 2, 3, 4]

@@ -28,11 +28,8 @@ class FakeStore:
     active: bool
     first: int | None
 
-    async def stream_position(self, session_id: str) -> tuple[int, bool]:
-        return self.last_seq, self.active
-
-    async def first_available(self, session_id: str) -> int | None:
-        return self.first
+    async def stream_start(self, session_id: str) -> tuple[int, bool, int | None]:
+        return self.last_seq, self.active, self.first
 
 
 async def _start(after: int, last_seq: int, active: bool = False, first: int | None = 1) -> Start:
@@ -52,11 +49,11 @@ def test_anything_else_is_refused(value: str) -> None:
 
 
 async def test_a_new_client_starts_at_the_beginning() -> None:
-    assert await _start(0, last_seq=5, active=True) == Start(0, None, idle=False, replay_until=0)
+    assert await _start(0, last_seq=5, active=True) == Start(0, None, idle=False, replay_until=0, active=True)
 
 
 async def test_a_resuming_client_continues_after_its_id_and_knows_what_it_replays() -> None:
-    assert await _start(3, last_seq=5, active=True) == Start(3, None, idle=False, replay_until=5)
+    assert await _start(3, last_seq=5, active=True) == Start(3, None, idle=False, replay_until=5, active=True)
 
 
 async def test_a_client_that_has_everything_of_a_finished_session_is_idle() -> None:

@@ -15,13 +15,13 @@ from tokentail.shared.store import SessionStore
 
 async def test_unknown_and_deleted_sessions_are_told_apart(store: SessionStore, runs: RunLifecycle) -> None:
     unknown = new_session_id()
-    for read in (store.get_session, store.stream_position):
+    for read in (store.get_session, store.stream_position, store.stream_start):
         with pytest.raises(SessionNotFound) as info:
             await read(unknown)
         assert not isinstance(info.value, SessionExpired)
     session_id, _ = await start_a_run(runs)
     await runs.delete_session(await store.get_session(session_id))
-    for read in (store.get_session, store.stream_position):
+    for read in (store.get_session, store.stream_position, store.stream_start):
         with pytest.raises(SessionExpired):
             await read(session_id)
 
@@ -38,6 +38,7 @@ async def test_a_session_reads_back_as_it_was_created(store: SessionStore, runs:
     assert [run.run_id for run in state.runs] == [first.run_id, second.run_id]  # in the order queued
     assert state.active_run_id == first.run_id and state.last_event_id == 2
     assert await store.stream_position(session.session_id) == (2, True)
+    assert await store.stream_start(session.session_id) == (2, True, 1)
 
 
 async def test_reads_start_after_an_id_and_stop_at_a_count(store: SessionStore, runs: RunLifecycle) -> None:
@@ -70,11 +71,11 @@ async def test_streams_are_trimmed_to_about_maxlen(redis: Redis, settings: Setti
     settings = settings.model_copy(update={"stream_maxlen": 100})
     store, runs = SessionStore(redis, settings), RunLifecycle(redis, settings)
     session_id, run = await start_a_run(runs)
-    assert await store.first_available(session_id) == 1
+    assert await store.stream_start(session_id) == (2, True, 1)  # run.queued, run.started
     for _ in range(10):
         await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id)] * 50)
-    first = await store.first_available(session_id)
-    assert first is not None and first > 1
+    last_seq, active, first = await store.stream_start(session_id)
+    assert first is not None and first > 1 and (last_seq, active) == (502, True)
     assert [e.seq for e in await store.read(session_id, 0, 1)] == [first]  # reads start where the stream does
     assert await store.stream_position(session_id) == (502, True)
     assert await redis.xlen(store.keys.session(session_id).events) < 300
