@@ -22,7 +22,7 @@ from tokentail.gateway.errors import error_response, install_error_handlers, out
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.response import call_detaching
 from tokentail.gateway.reading.shutdown import StreamShutdown
-from tokentail.gateway.routes import ag_ui, ai_sdk, ai_sdk_socket, events, sessions, socket, tenant_webhook
+from tokentail.gateway.routes import ag_ui, ai_sdk, ai_sdk_socket, events, responses, sessions, socket, tenant_webhook
 from tokentail.shared.keys import Keys
 from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.redis_clients import queue_client, sessions_client
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ai_sdk_socket.router)
     app.include_router(ai_sdk.router)
     app.include_router(ag_ui.router)
+    app.include_router(responses.router)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     add_api_docs(app)

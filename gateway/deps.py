@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import CHAT_ID_PATTERN
 from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamSlots
+from tokentail.gateway.commands.responses import ResponseRequests
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
 from tokentail.gateway.reading.hub import StreamHub
@@ -139,3 +140,18 @@ async def _chat_turns(
 # Opening a session's stream for the caller, in any encoding; and what a chat UI sends.
 StreamsDep = Annotated[Streams, Depends(_streams)]
 ChatTurnsDep = Annotated[ChatTurns, Depends(_chat_turns)]
+
+
+async def _response_requests(
+    caller: CallerDep,
+    auth: AuthDep,
+    store: StoreDep,
+    runs: RunsDep,
+    settings: SettingsDep,
+    budget: RunBudgetDep,
+    webhooks: WebhooksDep,
+) -> ResponseRequests:
+    return ResponseRequests(caller, auth, store, runs, settings, budget, webhooks)
+
+
+ResponseRequestsDep = Annotated[ResponseRequests, Depends(_response_requests)]

@@ -1,4 +1,6 @@
-"""Every error leaves the gateway as JSON `{"error": {"type", "message"}}` with its status."""
+"""Every error leaves the gateway as JSON `{"error": {"type", "message", "param", "code"}}` with its
+status: OpenAI's shape (`code` repeats `type`; `param` is null), which its SDKs read into their
+exceptions."""
 
 import logging
 
@@ -54,7 +56,8 @@ _HTTP_TYPES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 
 
 def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
+    body = {"error": {"type": type_, "message": message, "param": None, "code": type_}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def describe(exc: TokentailError) -> tuple[int, str]:

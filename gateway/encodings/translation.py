@@ -45,6 +45,7 @@ class Translation(Generic[Part]):
         self.run_id = run_id
         self.quiet_until = quiet_until
         self.finished = False
+        self.event_ts = 0.0  # the Redis time (s) of the event being translated
 
     def head(self, gap: Gap | None) -> bytes:
         return self.frames(self.on_gap(gap), None) if gap is not None else b""
@@ -63,6 +64,7 @@ class Translation(Generic[Part]):
             if self.run_id is not None and data.get("run_id") != self.run_id:
                 continue
             event_type = event.type.decode()
+            self.event_ts = event.ts_us / 1e6
             if event_type.startswith(DATA_PREFIX):
                 parts = self.on_data(event_type.removeprefix(DATA_PREFIX), data, event.seq)
             else:

@@ -2,6 +2,7 @@
 and the chat UI protocols' routes all go through `Streams.open`, so catch-up, live tail, gaps, the
 tenant's stream slots and 204 behave the same in every encoding."""
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
 
@@ -40,10 +41,12 @@ class Streams:
         transport: str,
         headers: dict[str, str] | None = None,
         resuming: bool = True,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> Response:
         """The events after `after`, in `encoding`; 204 if nothing is left to send and nothing is coming.
         (A gap frame alone would not move a browser's Last-Event-ID, so it would reconnect for ever.)
-        `resuming`: False for the answer to a run just posted, which the resume metrics do not count."""
+        `resuming`: False for the answer to a run just posted, which the resume metrics do not count.
+        `on_close`: called however the stream ends, once it has."""
         start = await start_position(self.store, session_id, after)
         if not resuming:
             start = replace(start, replay_until=0)
@@ -51,9 +54,17 @@ class Streams:
             return Response(status_code=204)
         slot = await self.slots.take(self.caller.tenant)
         feed = EventFeed(self.hub, session_id, start, self.settings.sse_batch, until_idle=True, transport=transport)
-        return EventStreamResponse(
-            feed, start.gap, encoding, {**SSE_HEADERS, **(headers or {})}, on_close=partial(self.slots.release, slot)
-        )
+        release = partial(self.slots.release, slot)
+
+        async def closed() -> None:
+            try:
+                if on_close is not None:
+                    await on_close()
+            finally:
+                await release()
+
+        headers = {**SSE_HEADERS, **(headers or {})}
+        return EventStreamResponse(feed, start.gap, encoding, headers, on_close=release if on_close is None else closed)
 
     def run_to_replay(self, session: SessionRecord, now: float) -> RunRecord | None:
         """The run a reconnecting chat UI is shown again from its start: the active one, else the last

@@ -1,0 +1,300 @@
+"""What a Responses API request asks of tokentail: its body, its input items, and the run (or the
+answer to a run's question) it becomes. gateway/routes/responses.py serves it; the events are
+gateway/encodings/responses.py's.
+
+A response is a run's segment (see there): a new input queues a run, in a new session, or in the
+session of `previous_response_id`; an `mcp_approval_response` or a `function_call_output` for a
+question answers it, and the run's next segment is the new response.
+"""
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokentail.gateway.access.auth import Authenticator, Caller
+from tokentail.gateway.access.ids import new_run_id, new_session_id, parse_response_id, response_id
+from tokentail.gateway.access.limits import RunBudget
+from tokentail.gateway.commands.questions import answer_run
+from tokentail.gateway.commands.turns import check_chat_token_choices, check_params, check_size, queue_follow_up
+from tokentail.gateway.commands.webhook_urls import SessionWebhooks
+from tokentail.gateway.encodings.responses import ResponseEvents
+from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
+from tokentail.gateway.reading.hub import Chunk, StreamHub
+from tokentail.gateway.schemas import CreateRun
+from tokentail.shared.catalog import BUILTIN_AGENTS, parse_model
+from tokentail.shared.errors import InvalidInput, RunNotFound, SessionNotFound
+from tokentail.shared.lifecycle import RunLifecycle
+from tokentail.shared.params import RunParams
+from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+
+
+class CreateResponse(BaseModel):
+    """`POST /v1/responses`. Fields of OpenAI's that tokentail does not use are accepted and ignored
+    (docs/openai-responses.md lists them): an application sends what it sends to OpenAI."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(description="a tokentail agent (TOKENTAIL_AGENTS), `scripted`, or `<provider>:<model>`")
+    input: str | list[dict[str, Any]] = Field(description="text, or input items (see docs/openai-responses.md)")
+    stream: bool = False
+    background: bool = False
+    previous_response_id: str | None = None
+    metadata: dict[str, str] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = None
+    params: RunParams | None = Field(None, description="tokentail's run params (the SDK's `extra_body`)")
+
+    def run_params(self) -> dict[str, Any]:
+        """`params`, with OpenAI's own sampling fields in tokentail's names."""
+        given = self.params.given() if self.params else {}
+        openai_named = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_output_tokens}
+        extra = {name: value for name, value in openai_named.items() if value is not None}
+        try:
+            return RunParams.model_validate({**extra, **given}).given()
+        except ValueError as exc:
+            raise InvalidInput(f"params: {exc}") from None
+
+
+@dataclass
+class ResponseInput:
+    text: str | None  # the user's message, for a new run
+    answers: dict[str, Any]  # answers to questions, by input id
+
+
+def parse_input(value: str | list[dict[str, Any]]) -> ResponseInput:
+    """The user's text and the answers in a request's `input`. The history of a conversation is
+    tokentail's (use `previous_response_id`): an assistant message in the input is refused."""
+    if isinstance(value, str):
+        return ResponseInput(value, {})
+    texts: list[str] = []
+    answers: dict[str, Any] = {}
+    for index, item in enumerate(value):
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role == "assistant":
+                raise InvalidInput(
+                    f"input[{index}]: an assistant message: the conversation's history is kept by tokentail, "
+                    "send previous_response_id instead"
+                )
+            if role == "user":
+                texts.append(_message_text(item.get("content"), index))
+            elif role not in ("system", "developer"):  # the agent's own instructions are used
+                raise InvalidInput(f"input[{index}].role: expected user, system or developer, got {role!r}")
+        elif kind == "mcp_approval_response":
+            approved = item.get("approve")
+            if not isinstance(approved, bool) or not isinstance(item.get("approval_request_id"), str):
+                raise InvalidInput(f"input[{index}]: an mcp_approval_response has approval_request_id and approve")
+            reason = {"reason": item["reason"]} if isinstance(item.get("reason"), str) else {}
+            answers[item["approval_request_id"]] = {"approved": approved, **reason}
+        elif kind == "function_call_output":
+            if not isinstance(item.get("call_id"), str) or not isinstance(item.get("output"), str):
+                raise InvalidInput(f"input[{index}]: a function_call_output has call_id and output (a string)")
+            answers[item["call_id"]] = _answer_of(item["output"])
+        else:
+            raise InvalidInput(
+                f"input[{index}].type: {kind!r} is not supported (message, mcp_approval_response, function_call_output)"
+            )
+    if texts and answers:
+        raise InvalidInput("input: send either a message or answers to the response's questions, not both")
+    return ResponseInput("\n\n".join(texts) if texts else None, answers)
+
+
+def _message_text(content: Any, index: int) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") not in ("input_text", "text"):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise InvalidInput(f"input[{index}].content: {kind!r} is not supported (input_text)")
+            texts.append(str(part.get("text", "")))
+        return "".join(texts)
+    raise InvalidInput(f"input[{index}].content: expected a string or a list of input_text parts")
+
+
+def _answer_of(output: str) -> Any:
+    """A `tokentail_input` call's output: JSON if it parses (a choice, a JSON answer), else the text."""
+    try:
+        return json.loads(output)
+    except ValueError:
+        return output
+
+
+@dataclass
+class ResponseRef:
+    session: SessionRecord
+    run: RunRecord
+    segment: int
+
+    @property
+    def id(self) -> str:
+        return response_id(self.session.session_id, self.run.run_id, self.segment)
+
+    def header(self, **known: Any) -> dict[str, Any]:
+        """The Response object's fields that are not made from events."""
+        runs = self.session.runs
+        position = next(i for i, run in enumerate(runs) if run.run_id == self.run.run_id)
+        if self.segment:
+            previous: str | None = response_id(self.session.session_id, self.run.run_id, self.segment - 1)
+        elif position:
+            before = runs[position - 1]
+            previous = response_id(self.session.session_id, before.run_id, len(before.answers))
+        else:
+            previous = None
+        return {
+            "id": self.id,
+            "model": self.run.agent or self.run.model or self.session.model or "default",
+            "metadata": {str(k): str(v) for k, v in self.session.metadata.items()},
+            "previous_response_id": previous,
+            "instructions": None,
+            "created_at": self.run.queued_at or self.session.created_at,
+            **known,
+        }
+
+    def events(self, starting_after: int = -1, **known: Any) -> ResponseEvents:
+        return ResponseEvents(self.run.run_id, self.segment, self.header(**known), starting_after)
+
+    @property
+    def after(self) -> int:
+        """Where its events are read from: the run's start (a segment is counted from there)."""
+        return (self.run.queued_seq or 1) - 1
+
+
+async def find_response(auth: Authenticator, caller: Caller, store: SessionStore, value: str) -> ResponseRef:
+    """The response of id `value`, if the caller may read its session; else 404."""
+    parsed = parse_response_id(value)
+    if parsed is None:
+        raise SessionNotFound(value)
+    session_id, run_id, segment = parsed
+    await auth.check_access(caller, session_id, store)
+    session = await store.get_session(session_id)
+    run = next((run for run in session.runs if run.run_id == run_id), None)
+    if run is None or segment > len(run.answers):
+        raise RunNotFound(session_id, value)
+    return ResponseRef(session, run, segment)
+
+
+class ResponseRequests:
+    """`POST /v1/responses`: the run, or the answer, a request becomes."""
+
+    def __init__(
+        self,
+        caller: Caller,
+        auth: Authenticator,
+        store: SessionStore,
+        runs: RunLifecycle,
+        settings: Settings,
+        budget: RunBudget,
+        webhooks: SessionWebhooks,
+    ) -> None:
+        self.caller, self.auth, self.store, self.runs = caller, auth, store, runs
+        self.settings, self.budget, self.webhooks = settings, budget, webhooks
+
+    async def create(self, body: CreateResponse) -> ResponseRef:
+        given = parse_input(body.input)
+        if body.previous_response_id is None:
+            if given.answers:
+                raise InvalidInput("input: answers need the previous_response_id of the response that asked")
+            return await self._new_session(body, given.text or "")
+        previous = await find_response(self.auth, self.caller, self.store, body.previous_response_id)
+        self.caller.require_chat()
+        if given.answers:
+            return await self._answer(previous, given.answers)
+        session = previous.session
+        agent, model = self._model_choice(body.model)
+        if agent is not None and agent != session.agent:
+            raise InvalidInput(f"model: a conversation keeps its agent ({session.agent or 'none'}), not {agent!r}")
+        follow_up = CreateRun(
+            input=given.text or "",
+            model=None if model in (None, session.model) else model,
+            params=RunParams.model_validate(body.run_params()) if body.run_params() else None,
+        )
+        session_id = previous.session.session_id
+        args = (self.store, self.runs, self.settings, self.budget, self.caller, session_id, follow_up)
+        run = await queue_follow_up(*args)
+        session = await self.store.get_session(session_id)
+        return ResponseRef(session, _run_in(session, run.run_id), 0)
+
+    def _model_choice(self, name: str) -> tuple[str | None, str | None]:
+        """The agent, or else the model, that `model` names (`default`: the deployment's)."""
+        if name == "default":
+            return None, None
+        if name in BUILTIN_AGENTS or name in self.settings.agents:
+            return name, None
+        try:
+            parse_model(name)
+        except ValueError as exc:
+            agents = sorted(BUILTIN_AGENTS | set(self.settings.agents))
+            raise InvalidInput(f"model: {exc} (or name an agent: {agents}, or `default`)") from None
+        return None, name
+
+    async def _new_session(self, body: CreateResponse, text: str) -> ResponseRef:
+        self.caller.require_api_key()
+        check_size(text, self.settings)
+        agent, model = self._model_choice(body.model)
+        params = body.run_params()
+        check_params(model, params)
+        check_chat_token_choices(self.caller, CreateRun(input=text), self.settings)
+        await self.budget.spend(self.caller.tenant)
+        session = SessionRecord(
+            session_id=new_session_id(),
+            created_at=time.time(),
+            tenant=self.caller.tenant,
+            model=model,
+            agent=agent,
+            params=params,
+            metadata=body.metadata or {},
+            webhook=await self.webhooks.url_for(self.caller.tenant),
+        )
+        run = RunRecord(run_id=new_run_id(), input=text, model=model, params=params, agent=agent)
+        await self.runs.queue_run(session.session_id, run, create=session)
+        session = await self.store.get_session(session.session_id)
+        return ResponseRef(session, _run_in(session, run.run_id), 0)
+
+    async def _answer(self, previous: ResponseRef, answers: dict[str, Any]) -> ResponseRef:
+        run = previous.run
+        if run.waiting_for is None or run.waiting_for not in answers:
+            waits = f"waits for an answer to {run.waiting_for!r}" if run.waiting_for else "waits for no answer"
+            raise InvalidInput(f"response {previous.id} {waits}: the input answers {sorted(answers)}")
+        input_id = run.waiting_for
+        await answer_run(self.runs, previous.session.session_id, run, input_id, answers[input_id])
+        session = await self.store.get_session(previous.session.session_id)
+        answered = _run_in(session, run.run_id)
+        return ResponseRef(session, answered, len(answered.answers))
+
+
+def _run_in(session: SessionRecord, run_id: str) -> RunRecord:
+    return next(run for run in session.runs if run.run_id == run_id)
+
+
+async def replay(store: SessionStore, ref: ResponseRef, events: ResponseEvents) -> None:
+    """Run the response's stored events so far through `events` (a Response object as of now)."""
+    after = ref.after
+    while not events.finished and (stored := await store.read(ref.session.session_id, after, 1000)):
+        events.translate(Batch([Chunk(stored)]))
+        after = stored[-1].seq
+
+
+async def wait_for_end(
+    hub: StreamHub, ref: ResponseRef, events: ResponseEvents, batch: int, seconds: float | None
+) -> None:
+    """Follow the response's events until it ends (or `seconds` pass)."""
+    session_id = ref.session.session_id
+    start = await start_position(hub.store, session_id, ref.after)
+    feed = EventFeed(hub, session_id, start, batch, until_idle=True, transport="responses")
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds), contextlib.aclosing(feed.__aiter__()) as batches:
+            async for got in batches:
+                events.translate(got)
+                if events.finished:
+                    break

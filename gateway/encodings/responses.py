@@ -1,0 +1,334 @@
+"""OpenAI's Responses API streaming events (what `openai`'s `responses.create(stream=True)` and
+`responses.retrieve(id, stream=True, starting_after=N)` read), from a run's stored events.
+
+A response is a run, or the part of a run between two of its questions (a "segment"): a run that
+asks a person ends its response with the question as an output item, and the answer, sent as an
+input item of a new response with `previous_response_id`, goes on as that run's next segment.
+
+    run.queued            response.created, response.queued (status queued)
+    run.started           response.in_progress (a first start; a takeover or a resume adds nothing)
+    message.delta         a `message` item: output_item.added and content_part.added once per
+                          block, then response.output_text.delta
+    reasoning.delta       a `reasoning` item, its summary streamed as reasoning_summary_text.delta
+    tool.started          a `function_call` item: its arguments in one function_call_arguments.delta,
+                          then .done and output_item.done (status completed: tokentail runs the tool)
+    tool.completed/failed a `function_call_output` item (a failure's output: {"error": ...})
+    run.retrying          the open items end `incomplete`, and every item of the dead attempt is left
+                          out of the final response: the next attempt's text comes in new items
+    run.completed         response.completed (status completed, output, usage)
+    run.failed            response.failed (status failed, error {code: server_error, message})
+    run.cancelled         response.incomplete (status cancelled): the SDK has no response.cancelled
+    input.required        an approval of a tool call: an `mcp_approval_request` item (id: the
+                          question's input id); any other question: a `function_call` item named
+                          `tokentail_input` (call_id: the input id, arguments: prompt, kind, schema);
+                          then response.completed: the run waits for the answer
+    input.received        the k-th answer opens the run's segment k: response.created, .in_progress
+    status, data.<name>   nothing (the Responses API has no such item)
+    gap                   an `error` event (code `gap`): the stream was trimmed past the run's start
+
+Each event's `sequence_number` counts the events of its response from 0 (`response.created`): a
+replay from the run's start numbers them the same, so `starting_after=N` sends only what follows
+N, on any gateway. Item ids are made from event ids for the same reason.
+"""
+
+import json
+from typing import Any
+
+from tokentail.gateway.encodings.translation import Translation, compact
+from tokentail.shared.events import Gap
+
+INPUT_TOOL = "tokentail_input"  # the function_call item a question (not an approval) becomes
+SERVER_LABEL = "tokentail"  # the mcp_approval_request's server_label
+MEDIA_TYPE = "text/event-stream; charset=utf-8"
+Part = dict[str, Any]
+
+
+class ResponseEvents(Translation[Part]):
+    """One response (`segment` of run `run_id`) as the SDK's stream events. `header` holds the
+    Response object's fields that are not built from events (id, model, metadata, ...)."""
+
+    media_type = MEDIA_TYPE
+
+    def __init__(self, run_id: str, segment: int, header: dict[str, Any], starting_after: int = -1) -> None:
+        super().__init__(run_id)
+        self.segment = segment
+        self.header = header
+        self.starting_after = starting_after
+        self.next_sequence = 0
+        self.answers_seen = 0  # input.received events of the run so far
+        self.status = "queued"
+        self.created_at: float | None = None
+        self.completed_at: float | None = None
+        self.usage: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+        self.items: list[Part] = []  # every output item, by output_index
+        self.dropped: set[int] = set()  # indexes of a dead attempt's items
+        self._attempt_start = 0  # the first output_index of the current attempt
+        self._open: tuple[str, int] | None = None  # the open item: ("message" | "reasoning", output_index)
+        self._tools: dict[str, tuple[str, str]] = {}  # call_id -> (name, arguments), for approvals
+
+    # -- what the SDK reads ------------------------------------------------------------------------
+
+    def response(self) -> Part:
+        """The Response object as the events so far make it."""
+        output = [item for index, item in enumerate(self.items) if index not in self.dropped]
+        return {
+            **self.header,
+            "object": "response",
+            "created_at": self.created_at if self.created_at is not None else self.header.get("created_at", 0),
+            "status": self.status,
+            "output": output,
+            "error": self.error,
+            "incomplete_details": None,
+            "completed_at": self.completed_at,
+            "usage": _usage(self.usage) if self.usage is not None else None,
+            "parallel_tool_calls": False,
+            "tool_choice": "auto",
+            "tools": [],
+        }
+
+    def frames(self, parts: list[Part], seq: int | None) -> bytes:
+        return b"".join(
+            f"event: {part['type']}\ndata: {compact(part)}\n\n".encode()
+            for part in parts
+            if part["sequence_number"] > self.starting_after
+        )
+
+    def _event(self, type_: str, **fields: Any) -> Part:
+        event = {"type": type_, **fields, "sequence_number": self.next_sequence}
+        self.next_sequence += 1
+        return event
+
+    def _lifecycle(self, type_: str) -> Part:
+        return self._event(type_, response=_copy(self.response()))
+
+    @property
+    def _in_segment(self) -> bool:
+        return self.answers_seen == self.segment
+
+    # -- the session's events ----------------------------------------------------------------------
+
+    def on_gap(self, gap: Gap) -> list[Part]:
+        message = f"events were lost before this response: {gap.reason}, first available {gap.first_available}"
+        return [self._event("error", code="gap", message=message, param=None)]
+
+    def on_data(self, name: str, data: dict[str, Any], seq: int) -> list[Part]:
+        return []
+
+    def on_status(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return []
+
+    def on_queued(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if self.segment != 0:
+            return []
+        self.created_at = self.event_ts
+        return [self._lifecycle("response.created"), self._lifecycle("response.queued")]
+
+    def on_started(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if not self._in_segment or self.status != "queued":
+            return []
+        self.status = "in_progress"
+        return [self._lifecycle("response.in_progress")]
+
+    def on_input_received(self, data: dict[str, Any], seq: int) -> list[Part]:
+        self.answers_seen += 1
+        if not self._in_segment:
+            return []
+        self.created_at = self.event_ts
+        self.status = "in_progress"
+        return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
+
+    def on_text(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if not self._in_segment:
+            return []
+        parts = self._open_item("message", seq)
+        index = self._open_index()
+        item_id = self.items[index]["id"]
+        content = self.items[index]["content"][0]
+        content["text"] += data["text"]
+        if data["text"]:
+            position = {"item_id": item_id, "output_index": index, "content_index": 0}
+            parts.append(self._event("response.output_text.delta", **position, delta=data["text"], logprobs=[]))
+        return parts
+
+    def on_reasoning(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if not self._in_segment:
+            return []
+        parts = self._open_item("reasoning", seq)
+        index = self._open_index()
+        summary = self.items[index]["summary"][0]
+        summary["text"] += data["text"]
+        if data["text"]:
+            position = {"item_id": self.items[index]["id"], "output_index": index, "summary_index": 0}
+            parts.append(self._event("response.reasoning_summary_text.delta", **position, delta=data["text"]))
+        return parts
+
+    def on_tool_started(self, data: dict[str, Any], seq: int) -> list[Part]:
+        arguments = compact(data["arguments"])
+        self._tools[data["call_id"]] = (data["name"], arguments)
+        if not self._in_segment:
+            return []
+        item = {
+            "type": "function_call",
+            "id": f"fc_{seq}",
+            "call_id": data["call_id"],
+            "name": data["name"],
+            "arguments": "",
+            "status": "in_progress",
+        }
+        parts, index = self._add_item(item)
+        position = {"item_id": item["id"], "output_index": index}
+        parts.append(self._event("response.function_call_arguments.delta", **position, delta=arguments))
+        item.update(arguments=arguments, status="completed")
+        parts.append(
+            self._event("response.function_call_arguments.done", **position, name=data["name"], arguments=arguments)
+        )
+        parts.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
+        return parts
+
+    def on_tool_completed(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return self._tool_output(data["call_id"], data["result"], seq)
+
+    def on_tool_failed(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return self._tool_output(data["call_id"], {"error": data["error"]}, seq)
+
+    def on_retrying(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if not self._in_segment:
+            return []
+        parts = self._close("incomplete")
+        self.dropped.update(range(self._attempt_start, len(self.items)))
+        self._attempt_start = len(self.items)
+        return parts
+
+    def on_completed(self, data: dict[str, Any], seq: int) -> list[Part]:
+        self.usage = data["usage"]
+        return self._end("completed", "response.completed")
+
+    def on_failed(self, data: dict[str, Any], seq: int) -> list[Part]:
+        error = data["error"]
+        self.error = {"code": "server_error", "message": f"{error['type']}: {error['message']}"}
+        return self._end("failed", "response.failed")
+
+    def on_cancelled(self, data: dict[str, Any], seq: int) -> list[Part]:
+        return self._end("cancelled", "response.incomplete")
+
+    def on_input_required(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if not self._in_segment:
+            return []
+        call_id = data.get("call_id")
+        if data["kind"] == "approval" and call_id in self._tools:
+            name, arguments = self._tools[call_id]
+            item: Part = {
+                "type": "mcp_approval_request",
+                "id": data["input_id"],
+                "name": name,
+                "arguments": arguments,
+                "server_label": SERVER_LABEL,
+            }
+        else:
+            question = {key: data.get(key) for key in ("prompt", "kind", "schema")}
+            item = {
+                "type": "function_call",
+                "id": f"fc_{seq}",
+                "call_id": data["input_id"],
+                "name": INPUT_TOOL,
+                "arguments": compact(question),
+                "status": "completed",
+            }
+        parts = [*self._close("completed"), *self._add_whole(item)]
+        return parts + self._end("completed", "response.completed")
+
+    # -- items -------------------------------------------------------------------------------------
+
+    def _tool_output(self, call_id: str, output: Any, seq: int) -> list[Part]:
+        if not self._in_segment:
+            return []
+        text = output if isinstance(output, str) else compact(output)
+        item = {"type": "function_call_output", "id": f"fco_{seq}", "call_id": call_id, "output": text}
+        return self._add_whole({**item, "status": "completed"})
+
+    def _add_item(self, item: Part) -> tuple[list[Part], int]:
+        parts = self._close("completed")
+        self.items.append(item)
+        index = len(self.items) - 1
+        parts.append(self._event("response.output_item.added", output_index=index, item=dict(item)))
+        return parts, index
+
+    def _add_whole(self, item: Part) -> list[Part]:
+        """An item that is complete as it is added."""
+        parts, index = self._add_item(item)
+        parts.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
+        return parts
+
+    def _open_index(self) -> int:
+        assert self._open is not None
+        return self._open[1]
+
+    def _open_item(self, kind: str, seq: int) -> list[Part]:
+        if self._open is not None and self._open[0] == kind:
+            return []
+        if kind == "message":
+            item: Part = {"type": "message", "id": f"msg_{seq}", "role": "assistant", "status": "in_progress"}
+            part: Part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            parts, index = self._add_item({**item, "content": []})
+            self.items[index]["content"] = [part]
+            position = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            parts.append(self._event("response.content_part.added", **position, part=dict(part)))
+        else:
+            item = {"type": "reasoning", "id": f"rs_{seq}", "summary": [], "status": "in_progress"}
+            part = {"type": "summary_text", "text": ""}
+            parts, index = self._add_item(item)
+            self.items[index]["summary"] = [part]
+            position = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+            parts.append(self._event("response.reasoning_summary_part.added", **position, part=dict(part)))
+        self._open = (kind, index)
+        return parts
+
+    def _close(self, status: str) -> list[Part]:
+        """The open text or reasoning item's done events, ending it `status`."""
+        if self._open is None:
+            return []
+        kind, index = self._open
+        self._open = None
+        item = self.items[index]
+        item["status"] = status
+        if kind == "message":
+            part = item["content"][0]
+            position = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            parts = [
+                self._event("response.output_text.done", **position, text=part["text"], logprobs=[]),
+                self._event("response.content_part.done", **position, part=dict(part)),
+            ]
+        else:
+            summary = item["summary"][0]
+            position = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+            parts = [
+                self._event("response.reasoning_summary_text.done", **position, text=summary["text"]),
+                self._event("response.reasoning_summary_part.done", **position, part=dict(summary)),
+            ]
+        return [*parts, self._event("response.output_item.done", output_index=index, item=_copy(item))]
+
+    def _end(self, status: str, type_: str) -> list[Part]:
+        if not self._in_segment:
+            return []
+        parts = self._close("completed" if status == "completed" else "incomplete")
+        self.status = status
+        self.completed_at = self.event_ts
+        self.finished = True
+        return [*parts, self._lifecycle(type_)]
+
+
+def _copy(item: Part) -> Part:
+    copied: Part = json.loads(json.dumps(item))  # an item's content lists go on changing in self.items
+    return copied
+
+
+def _usage(usage: dict[str, Any]) -> dict[str, Any]:
+    input_tokens, output_tokens = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + output_tokens,
+    }

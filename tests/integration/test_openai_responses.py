@@ -1,0 +1,222 @@
+"""OpenAI's Responses API on tokentail, driven by the official `openai` SDK (the version the project
+pins) against real gateways (uvicorn on loopback), a real worker and a real Redis.
+
+Every event is checked against the SDK's own types with validation (the SDK itself builds its models
+without validating), so a field the SDK requires and tokentail left out fails here."""
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import openai
+import pytest
+from openai import AsyncOpenAI
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import SecretStr, TypeAdapter
+
+from tests.fixtures.stack import Gateway
+from tests.waiting import eventually
+
+KEY = "acme-key-0123456789abcdef"
+OTHER_KEY = "beta-key-0123456789abcdef"
+AUTH = {"api_keys": SecretStr(f"acme:{KEY},beta:{OTHER_KEY}"), "secret": SecretStr("s" * 40)}
+AGENTS = {"careful": "tests.asking_agent:CAREFUL", "two": "tests.asking_agent:two_questions"}
+SLOW = {"params": {"tokens": 120, "tokens_per_second": 40}}
+FAST = {"params": {"tokens": 30, "tokens_per_second": 0}}
+
+EVENT = TypeAdapter[Any](ResponseStreamEvent)
+
+
+_clients: list[AsyncOpenAI] = []
+
+
+def sdk(gateway: Gateway, key: str = KEY) -> AsyncOpenAI:
+    """The SDK as an application makes it, with the gateway as its base URL (closed after the test)."""
+    client = AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0, timeout=20)
+    _clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    while _clients:
+        await _clients.pop().close()
+
+
+def checked(event: Any) -> Any:
+    """The event, validated against the SDK's union of stream events (strictly: every required field)."""
+    EVENT.validate_python(event.to_dict())
+    return event
+
+
+def text_of(events: list[Any], final: Response) -> str:
+    """The text of the deltas of the items the final response kept (a dead attempt's are left out)."""
+    kept = {item.id for item in final.output if item.type == "message"}
+    return "".join(e.delta for e in events if e.type == "response.output_text.delta" and e.item_id in kept)
+
+
+@pytest.fixture
+async def two_gateways(start_gateway: Callable[..., Any], start_worker: Callable[..., Any]) -> list[Gateway]:
+    await start_worker(agents=AGENTS, **AUTH)
+    return [await start_gateway(agents=AGENTS, **AUTH) for _ in range(2)]
+
+
+async def test_a_background_stream_cut_mid_answer_resumes_on_another_gateway(two_gateways: list[Gateway]) -> None:
+    first, second = two_gateways
+    seen: list[Any] = []
+    stream = await sdk(first).responses.create(
+        model="scripted", input="Tell me about streams", background=True, stream=True, extra_body=SLOW
+    )
+    async for event in stream:
+        seen.append(checked(event))
+        if sum(e.type == "response.output_text.delta" for e in seen) == 10:
+            break
+    await stream.close()  # the connection drops mid-answer; a background run goes on
+    response_id = seen[0].response.id
+    assert [e.type for e in seen[:3]] == ["response.created", "response.queued", "response.in_progress"]
+
+    resumed = await sdk(second).responses.retrieve(response_id, stream=True, starting_after=seen[-1].sequence_number)
+    async for event in resumed:
+        seen.append(checked(event))
+    assert [e.sequence_number for e in seen] == list(range(len(seen)))  # no gap, no duplicate
+    assert seen[-1].type == "response.completed"
+    final = seen[-1].response
+    assert final.status == "completed" and final.output_text
+    assert text_of(seen, final) == final.output_text
+    assert final.usage is not None and final.usage.output_tokens > 0
+
+    # The SDK's own helper replays from the first event and drops what it has: the same response.
+    async with sdk(second).responses.stream(response_id=response_id, starting_after=5) as helper:
+        replayed = [event async for event in helper]  # the helper's own parsed events
+        assert (await helper.get_final_response()).output_text == final.output_text
+    assert [e.sequence_number for e in replayed] == list(range(6, len(seen)))
+
+
+async def test_polling_a_background_response_until_it_ends(two_gateways: list[Gateway]) -> None:
+    first, second = two_gateways
+    created = await sdk(first).responses.create(model="scripted", input="hello", background=True, extra_body=SLOW)
+    assert created.status in ("queued", "in_progress") and created.background is True
+    statuses = []
+
+    async def done() -> bool:
+        polled = await sdk(second).responses.retrieve(created.id)
+        statuses.append(polled.status)
+        return polled.status == "completed"
+
+    await eventually(done, within=20, interval=0.2)
+    final = await sdk(second).responses.retrieve(created.id)
+    assert "in_progress" in statuses and final.output_text.startswith("Hello")
+    assert final.id == created.id and final.completed_at is not None
+
+
+async def test_a_plain_request_waits_for_the_answer(two_gateways: list[Gateway]) -> None:
+    response = await sdk(two_gateways[0]).responses.create(model="scripted", input="hi", extra_body=FAST)
+    assert response.status == "completed" and response.output_text
+    items = await sdk(two_gateways[1]).responses.input_items.list(response.id)
+    assert [item.type for item in items.data] == ["message"]
+    message: Any = items.data[0]
+    assert message.content[0].text == "hi"
+
+
+async def test_cancel_from_another_gateway(two_gateways: list[Gateway]) -> None:
+    first, second = two_gateways
+    slow = {"params": {"tokens": 1000, "tokens_per_second": 20}}
+    created = await sdk(first).responses.create(model="scripted", input="hi", background=True, extra_body=slow)
+    await eventually(lambda: _status(second, created.id, "in_progress"), within=10)
+    cancelled = await sdk(second).responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    assert (await sdk(first).responses.retrieve(created.id)).status == "cancelled"
+
+
+async def _status(gateway: Gateway, response_id: str, status: str) -> bool:
+    return (await sdk(gateway).responses.retrieve(response_id)).status == status
+
+
+async def test_previous_response_id_keeps_the_history_and_tools_run(two_gateways: list[Gateway]) -> None:
+    first, second = two_gateways
+    events = [
+        checked(event)
+        async for event in await sdk(first).responses.create(
+            model="default", input="What is 6 * 7?", stream=True, extra_body=FAST
+        )
+    ]
+    answer = events[-1].response
+    kinds = [item.type for item in answer.output]
+    assert kinds[-3:] == ["function_call", "function_call_output", "message"], kinds
+    call, result = answer.output[-3], answer.output[-2]
+    assert call.name == "calculator" and result.call_id == call.call_id and "42" in result.output
+    assert "42" in answer.output_text
+
+    follow_up = await sdk(second).responses.create(
+        model="default", input="and times two?", previous_response_id=answer.id, extra_body=FAST
+    )
+    assert "84" in follow_up.output_text  # the scripted model read the previous answer from the history
+    assert follow_up.previous_response_id == answer.id
+
+
+async def test_an_approval_asked_and_answered(two_gateways: list[Gateway]) -> None:
+    first, second = two_gateways
+    asked = await sdk(first).responses.create(model="careful", input="What is 6 * 7?", extra_body=FAST)
+    assert asked.status == "completed"
+    request = asked.output[-1]
+    assert request.type == "mcp_approval_request" and request.name == "calculator"
+    answer: list[Any] = [{"type": "mcp_approval_response", "approval_request_id": request.id, "approve": True}]
+    events = [
+        checked(event)
+        async for event in await sdk(second).responses.create(
+            model="careful",
+            input=answer,
+            previous_response_id=asked.id,
+            stream=True,
+        )
+    ]
+    went_on = events[-1].response
+    assert events[0].type == "response.created" and went_on.id != asked.id
+    assert went_on.status == "completed" and "42" in went_on.output_text
+    assert [item.type for item in went_on.output] == ["function_call_output", "message"]
+    items = await sdk(first).responses.input_items.list(went_on.id)
+    assert items.data[0].type == "mcp_approval_response" and items.data[0].approve is True
+
+
+async def test_a_question_is_a_function_call_answered_with_its_output(two_gateways: list[Gateway]) -> None:
+    client = sdk(two_gateways[0])
+    asked = await client.responses.create(model="two", input="go")
+    call: Any = asked.output[-1]
+    assert call.type == "function_call" and call.name == "tokentail_input" and "Which colour?" in call.arguments
+    answer: list[Any] = [{"type": "function_call_output", "call_id": call.call_id, "output": "blue"}]
+    second = await client.responses.create(model="two", input=answer, previous_response_id=asked.id)
+    assert second.output_text == "blue it is. "
+    call = second.output[-1]
+    answer = [{"type": "function_call_output", "call_id": call.call_id, "output": "3"}]
+    third = await client.responses.create(model="two", input=answer, previous_response_id=second.id)
+    assert third.output_text == "3 of them." and third.previous_response_id == second.id
+
+
+async def test_errors_are_the_sdks_exceptions(two_gateways: list[Gateway]) -> None:
+    gateway = two_gateways[0]
+    with pytest.raises(openai.AuthenticationError):
+        await sdk(gateway, "wrong-key-0123456789abcdef").responses.create(model="scripted", input="hi")
+    with pytest.raises(openai.NotFoundError):
+        await sdk(gateway).responses.retrieve("resp_nothing")
+    created = await sdk(gateway).responses.create(model="scripted", input="hi", background=True, extra_body=FAST)
+    with pytest.raises(openai.NotFoundError):  # another tenant's
+        await sdk(gateway, OTHER_KEY).responses.retrieve(created.id)
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        await sdk(gateway).responses.create(model="nonsense:x", input="hi")
+    assert "model" in refused.value.message
+    with pytest.raises(openai.UnprocessableEntityError):
+        history: list[Any] = [{"role": "assistant", "content": "earlier"}, {"role": "user", "content": "hi"}]
+        await sdk(gateway).responses.create(model="scripted", input=history)
+
+
+async def test_a_plain_stream_that_is_cut_cancels_its_run(two_gateways: list[Gateway]) -> None:
+    first, second = two_gateways
+    slow = {"params": {"tokens": 1000, "tokens_per_second": 20}}
+    stream = await sdk(first).responses.create(model="scripted", input="hi", stream=True, extra_body=slow)
+    seen: list[Any] = []
+    async for event in stream:
+        seen.append(event)
+        if event.type == "response.output_text.delta":
+            break
+    await stream.close()  # without `background`, the run ends with its request
+    await eventually(lambda: _status(second, seen[0].response.id, "cancelled"), within=10)
