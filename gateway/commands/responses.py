@@ -7,8 +7,6 @@ session of `previous_response_id`; an `mcp_approval_response` or a `function_cal
 question answers it, and the run's next segment is the new response.
 """
 
-import asyncio
-import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -22,9 +20,6 @@ from tokentail.gateway.access.limits import RunBudget
 from tokentail.gateway.commands.questions import answer_run
 from tokentail.gateway.commands.turns import check_chat_token_choices, check_params, check_size, queue_follow_up
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
-from tokentail.gateway.encodings.responses import ResponseEvents
-from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
-from tokentail.gateway.reading.hub import Chunk, StreamHub
 from tokentail.gateway.schemas import CreateRun
 from tokentail.shared.catalog import BUILTIN_AGENTS, parse_model
 from tokentail.shared.errors import InvalidInput, RunNotFound, SessionNotFound
@@ -161,9 +156,6 @@ class ResponseRef:
             **known,
         }
 
-    def events(self, starting_after: int = -1, **known: Any) -> ResponseEvents:
-        return ResponseEvents(self.run.run_id, self.segment, self.header(**known), starting_after)
-
     @property
     def after(self) -> int:
         """Where its events are read from: the run's start (a segment is counted from there)."""
@@ -275,26 +267,3 @@ class ResponseRequests:
 
 def _run_in(session: SessionRecord, run_id: str) -> RunRecord:
     return next(run for run in session.runs if run.run_id == run_id)
-
-
-async def replay(store: SessionStore, ref: ResponseRef, events: ResponseEvents) -> None:
-    """Run the response's stored events so far through `events` (a Response object as of now)."""
-    after = ref.after
-    while not events.finished and (stored := await store.read(ref.session.session_id, after, 1000)):
-        events.translate(Batch([Chunk(stored)]))
-        after = stored[-1].seq
-
-
-async def wait_for_end(
-    hub: StreamHub, ref: ResponseRef, events: ResponseEvents, batch: int, seconds: float | None
-) -> None:
-    """Follow the response's events until it ends (or `seconds` pass)."""
-    session_id = ref.session.session_id
-    start = await start_position(hub.store, session_id, ref.after)
-    feed = EventFeed(hub, session_id, start, batch, until_idle=True, transport="responses")
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds), contextlib.aclosing(feed.__aiter__()) as batches:
-            async for got in batches:
-                events.translate(got)
-                if events.finished:
-                    break

@@ -12,12 +12,14 @@ A streamed response that is not `background` ends with its request, as OpenAI's 
 that goes away before its end cancels the run. docs/openai-responses.md has what maps to what.
 """
 
+import asyncio
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from tokentail.gateway.commands.responses import CreateResponse, ResponseRef, find_response, replay, wait_for_end
+from tokentail.gateway.commands.responses import CreateResponse, ResponseRef, find_response
 from tokentail.gateway.deps import (
     AuthDep,
     CallerDep,
@@ -28,12 +30,43 @@ from tokentail.gateway.deps import (
     StoreDep,
     StreamsDep,
 )
+from tokentail.gateway.encodings.responses import ResponseEvents
 from tokentail.gateway.encodings.translation import compact
+from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
+from tokentail.gateway.reading.hub import Chunk, StreamHub
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES
+from tokentail.shared.store import SessionStore
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 
 CANCEL_WAIT_SECONDS = 10.0  # how long a cancel waits for the run's end before answering as it is
+
+
+def events_of(ref: ResponseRef, starting_after: int = -1, **known: Any) -> ResponseEvents:
+    return ResponseEvents(ref.run.run_id, ref.segment, ref.header(**known), starting_after)
+
+
+async def replay(store: SessionStore, ref: ResponseRef, events: ResponseEvents) -> None:
+    """Run the response's stored events so far through `events` (a Response object as of now)."""
+    after = ref.after
+    while not events.finished and (stored := await store.read(ref.session.session_id, after, 1000)):
+        events.translate(Batch([Chunk(stored)]))
+        after = stored[-1].seq
+
+
+async def wait_for_end(
+    hub: StreamHub, ref: ResponseRef, events: ResponseEvents, batch: int, seconds: float | None
+) -> None:
+    """Follow the response's events until it ends (or `seconds` pass)."""
+    session_id = ref.session.session_id
+    start = await start_position(hub.store, session_id, ref.after)
+    feed = EventFeed(hub, session_id, start, batch, until_idle=True, transport="responses")
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds), contextlib.aclosing(feed.__aiter__()) as batches:
+            async for got in batches:
+                events.translate(got)
+                if events.finished:
+                    break
 
 
 @router.post("", responses=STREAM_RESPONSES)
@@ -49,7 +82,7 @@ async def create_response(
     """Queue a run (or answer the question of `previous_response_id`'s run) and answer with its
     Response: when it ends, at once with `background`, or as its stream with `stream`."""
     ref = await requests.create(body)
-    events = ref.events(background=body.background)
+    events = events_of(ref, background=body.background)
     if body.stream:
         session_id = ref.session.session_id
 
@@ -80,9 +113,9 @@ async def retrieve_response(
     `stream=true`, its events after sequence number `starting_after`, then live to its end."""
     ref = await find_response(auth, caller, store, response_id)
     if stream:
-        events = ref.events(starting_after)
+        events = events_of(ref, starting_after)
         return await streams.open(ref.session.session_id, ref.after, events, "responses")
-    events = ref.events()
+    events = events_of(ref)
     await replay(store, ref, events)
     return JSONResponse(events.response())
 
@@ -103,7 +136,7 @@ async def cancel_response(
     ref = await find_response(auth, caller, store, response_id)
     if ref.session.active_run_id == ref.run.run_id:
         await runs.cancel_run(ref.session.session_id)
-    events = ref.events()
+    events = events_of(ref)
     await wait_for_end(hub, ref, events, settings.sse_batch, seconds=CANCEL_WAIT_SECONDS)
     return events.response()
 

@@ -292,3 +292,41 @@ async def test_on_a_redis_cluster_a_primary_killed_with_runs_in_flight_fails_non
 async def _hub_reconnects(client: httpx2.AsyncClient) -> float:
     metrics = (await client.get("/metrics")).text
     return float(re.search(r"^tokentail_hub_reconnects_total (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
+
+
+async def test_an_openai_sdk_client_gets_one_coherent_answer_after_a_worker_is_killed(fast_leases: Stack) -> None:
+    """The Responses API's view of a takeover: the dead attempt's message item ends `incomplete` and
+    is left out of the final response; the next attempt's text comes in a new item."""
+    from openai import AsyncOpenAI
+
+    stack = fast_leases
+    urls = [stack.gateway(), stack.gateway()]
+    first = stack.worker()
+    clients = [AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60) for url in urls]
+    seen: list[Any] = []
+    stream = await clients[0].responses.create(
+        model="scripted", input="survive this", background=True, stream=True, extra_body={"params": PARAMS}
+    )
+    async for event in stream:
+        seen.append(event)
+        if sum(e.type == "response.output_text.delta" for e in seen) == 10:
+            break
+    await stream.close()
+    stack.worker()
+    stack.worker()
+    await asyncio.to_thread(stack.wait_for_workers, 3)
+    first.send_signal(signal.SIGKILL)
+    resumed = await clients[1].responses.retrieve(
+        seen[0].response.id, stream=True, starting_after=seen[-1].sequence_number
+    )
+    seen.extend([event async for event in resumed])
+    for client in clients:
+        await client.close()
+
+    assert [e.sequence_number for e in seen] == list(range(len(seen)))
+    final = seen[-1].response
+    assert seen[-1].type == "response.completed" and final.status == "completed"
+    assert final.output_text == "".join(scripted_tokens("survive this", TOKENS))
+    messages = [e.item for e in seen if e.type == "response.output_item.done" and e.item.type == "message"]
+    assert [m.status for m in messages] == ["incomplete", "completed"]
+    assert [item.id for item in final.output] == [messages[1].id]
