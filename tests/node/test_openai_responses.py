@@ -1,0 +1,45 @@
+"""npm `openai` (pinned by this folder's lockfile) against two tokentail gateways and a worker, as
+docs/openai-responses.md configures it: a background stream cut and resumed on the other gateway
+(after a worker's kill -9 too), a cancel from the other gateway, a wrong key."""
+
+from typing import Any
+
+from tests.node.conftest import API_KEY, SLOW, ChatStack, run_node
+from tokentail.worker.providers.scripted import scripted_tokens
+
+INPUT = "hello from node"
+ANSWER = "".join(scripted_tokens(INPUT, SLOW["tokens"]))
+
+
+def options(chats: ChatStack) -> dict[str, Any]:
+    return {"gateways": [chats.url, chats.stack.gateway()], "apiKey": API_KEY, "input": INPUT, "params": SLOW}
+
+
+def test_a_cut_background_stream_resumes_on_the_other_gateway(chats: ChatStack) -> None:
+    result = run_node("openai_responses.mjs", "resume", options(chats)).result
+    assert result["sequence"] == list(range(len(result["sequence"]))), "no gap, no duplicate"
+    assert result["types"][:3] == ["response.created", "response.queued", "response.in_progress"]
+    assert result["types"][-1] == "response.completed" and result["status"] == "completed"
+    assert result["keptText"] == result["outputText"] == ANSWER
+    assert result["retrieved"] == {"status": "completed", "outputText": ANSWER}  # the SDK's output_text
+    assert result["itemsDone"] == ["completed"]
+
+
+def test_after_a_worker_is_killed_the_answer_is_one_coherent_text(chats: ChatStack) -> None:
+    result = run_node(
+        "openai_responses.mjs",
+        "resume",
+        options(chats),
+        on_step=lambda step: chats.crash_worker() if step["step"] == "cut" else None,
+    ).result
+    assert result["sequence"] == list(range(len(result["sequence"])))
+    assert result["status"] == "completed" and result["keptText"] == result["outputText"] == ANSWER
+    assert result["itemsDone"] == ["incomplete", "completed"], "the dead attempt's item ends incomplete"
+    assert len(result["outputIds"]) == 1, "the final response holds only the attempt that finished"
+
+
+def test_cancel_from_the_other_gateway_and_a_wrong_key(chats: ChatStack) -> None:
+    slow = {**options(chats), "params": {"tokens": 1000, "tokens_per_second": 20}}
+    result = run_node("openai_responses.mjs", "cancel", slow).result
+    assert result["created"] in ("queued", "in_progress") and result["cancelled"] == "cancelled"
+    assert result["refused"] == {"name": "AuthenticationError", "status": 401, "isAuth": True}
