@@ -12,6 +12,7 @@ from tokentail.shared.errors import InvalidInput
 from tokentail.shared.lifecycle import Cancel
 from tokentail.shared.params import RunParams
 from tokentail.shared.records import Multitask, RunRecord, SessionStatus, Turn
+from tokentail.shared.tenant_webhooks import WebhookFormat
 
 MAX_NESTING = 32
 
@@ -85,12 +86,16 @@ class CreateSession(_RunOptions):
 class SetWebhook(_Request):
     url: str = Field(max_length=2048, description="where the tenant's sessions' webhook events go (an allowed URL)")
     rotate_secret: bool = Field(False, description="sign with a new secret from now on")
+    format: WebhookFormat = Field(
+        "tokentail", description="`openai`: bodies are OpenAI's webhook events (`response.completed`, ...)"
+    )
 
 
 class WebhookConfig(BaseModel):
     url: str | None = Field(description="where the tenant's new sessions report; null: none set")
     secret: str = Field(description="verifies the `webhook-signature` of each delivery (Standard Webhooks)")
     events: list[str] = Field(description="the event types a webhook reports")
+    format: WebhookFormat = Field(description="the bodies' format: `tokentail` or `openai`")
 
 
 class TokenRequest(_Request):

@@ -1,10 +1,21 @@
-"""Each tenant's webhook: the URL its new sessions report to, and the secret that signs them."""
+"""Each tenant's webhook: the URL its new sessions report to, the secret that signs them, and the
+format of their bodies (tokentail's, or OpenAI's webhook events: shared/webhook_messages.py)."""
+
+from typing import Literal, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from tokentail.shared.keys import Keys
 from tokentail.shared.webhook_messages import new_secret
+
+WebhookFormat = Literal["tokentail", "openai"]
+
+
+class TenantWebhook(NamedTuple):
+    url: str | None  # None: none set
+    secret: str
+    format: WebhookFormat
 
 
 class TenantWebhooks:
@@ -15,29 +26,28 @@ class TenantWebhooks:
         self._redis = redis
         self._keys = keys
 
-    async def get(self, tenant: str) -> tuple[str | None, str]:
-        """The tenant's URL (None: none set) and secret."""
+    async def get(self, tenant: str) -> TenantWebhook:
         key = self._keys.tenant_webhook(tenant)
-        url, secret = await self._redis.hmget(key, ["url", "secret"])  # type: ignore[misc]
+        url, secret, format_ = await self._redis.hmget(key, ["url", "secret", "format"])  # type: ignore[misc]
         if secret is None:
             await self._redis.hsetnx(key, "secret", new_secret())  # type: ignore[misc]
-            url, secret = await self._redis.hmget(key, ["url", "secret"])  # type: ignore[misc]
-        return (url.decode() if url else None), secret.decode()
+            url, secret, format_ = await self._redis.hmget(key, ["url", "secret", "format"])  # type: ignore[misc]
+        openai = format_ == b"openai"
+        return TenantWebhook(url.decode() if url else None, secret.decode(), "openai" if openai else "tokentail")
 
     async def url(self, tenant: str) -> str | None:
         raw = await self._redis.hget(self._keys.tenant_webhook(tenant), "url")  # type: ignore[misc]
         return raw.decode() if raw else None
 
-    async def secret(self, tenant: str) -> str:
-        return (await self.get(tenant))[1]
-
-    async def set_url(self, tenant: str, url: str, rotate_secret: bool = False) -> str:
-        """Set the URL; the secret (a new one with `rotate_secret`)."""
+    async def set_url(
+        self, tenant: str, url: str, rotate_secret: bool = False, format_: WebhookFormat = "tokentail"
+    ) -> TenantWebhook:
+        """Set the URL and the format (and a new secret, with `rotate_secret`)."""
         key = self._keys.tenant_webhook(tenant)
         if rotate_secret:
             await self._redis.hset(key, "secret", new_secret())  # type: ignore[misc]
-        await self._redis.hset(key, "url", url)  # type: ignore[misc]
-        return await self.secret(tenant)
+        await self._redis.hset(key, mapping={"url": url, "format": format_})  # type: ignore[misc]
+        return await self.get(tenant)
 
     async def remove_url(self, tenant: str) -> None:
         await self._redis.hdel(self._keys.tenant_webhook(tenant), "url")  # type: ignore[misc]

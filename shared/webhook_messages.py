@@ -7,6 +7,11 @@ which libraries in most languages verify: headers `webhook-id` (the idempotency 
 `<session_id>.<event_id>`, the same on every retry), `webhook-timestamp` (Unix seconds) and
 `webhook-signature` (`v1,` + base64 of HMAC-SHA256 over `<id>.<timestamp>.<body>`), with the
 tenant's secret `whsec_<base64>`.
+
+A tenant whose webhook's format is `openai` gets OpenAI's webhook events instead, which its SDKs'
+`webhooks.unwrap()` verify and parse: `{"id", "object": "event", "created_at", "type", "data":
+{"id": <response id>}}`, of type `response.completed` (a run's end, or a question, which ends the
+response that asked it), `response.failed` or `response.cancelled`.
 """
 
 import base64
@@ -16,9 +21,17 @@ import json
 import secrets
 from typing import Any, NamedTuple
 
+from tokentail.shared.records import RunRecord
+from tokentail.shared.response_ids import response_id
 from tokentail.shared.store import with_output
 
 HOOKED_EVENTS = ("run.completed", "run.failed", "run.cancelled", "input.required")
+OPENAI_TYPES = {
+    "run.completed": "response.completed",
+    "run.failed": "response.failed",
+    "run.cancelled": "response.cancelled",
+    "input.required": "response.completed",
+}
 SECRET_PREFIX = "whsec_"
 
 
@@ -78,3 +91,27 @@ class Hook(NamedTuple):
             "data": json.loads(data),
         }
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @property
+    def run_id(self) -> str:
+        run_id: str = json.loads(self.data)["run_id"]
+        return run_id
+
+    def openai_body(self, run: RunRecord | None) -> bytes:
+        """The body as OpenAI's webhook event, naming the response that ended (`run`: the run's
+        record, which says how many answers came before; None if it is gone)."""
+        segment = 0
+        if run is not None:
+            if self.type == "input.required":
+                input_id = json.loads(self.data)["input_id"]
+                segment = next((i for i, q in enumerate(run.asked) if q.input_id == input_id), len(run.answers))
+            else:
+                segment = len(run.answers)
+        payload = {
+            "id": f"evt_{self.session_id}_{self.seq}",
+            "object": "event",
+            "created_at": self.ts_ms // 1000,
+            "type": OPENAI_TYPES[self.type],
+            "data": {"id": response_id(self.session_id, self.run_id, segment)},
+        }
+        return json.dumps(payload, separators=(",", ":")).encode()

@@ -26,8 +26,10 @@ from redis import exceptions as redis_errors
 
 from tokentail.shared.keys import Keys
 from tokentail.shared.lua import load_script
+from tokentail.shared.records import RunRecord
 from tokentail.shared.redis_clients import AnyRedis
 from tokentail.shared.settings import Settings
+from tokentail.shared.store import decode_run
 from tokentail.shared.tenant_webhooks import TenantWebhooks
 from tokentail.shared.webhook_index import Claim, WebhookIndex
 from tokentail.shared.webhook_messages import Hook, sign
@@ -146,6 +148,11 @@ class WebhookDeliverer:
             await self._drop(keys=[hooks_key], args=[raw])
         await self._index.settle(claim, int(time.time() * 1000))  # more to post: due again now
 
+    async def _run_of(self, hook: Hook) -> RunRecord | None:
+        """The record of the hook's run (OpenAI's body names the response, which counts its answers)."""
+        raw = await self._redis.hget(self._keys.session(hook.session_id).runs, hook.run_id)  # type: ignore[misc]
+        return decode_run(raw) if raw else None
+
     async def _deliver(self, hook: Hook) -> bool:
         """Post one event; True once it is done with (delivered, or dropped for good)."""
         age = time.time() - hook.ts_ms / 1000
@@ -163,14 +170,15 @@ class WebhookDeliverer:
             logger.warning("webhook %s dropped: %s is no longer an allowed URL", hook.webhook_id, hook.url)
             metrics.WEBHOOK_DELIVERIES.labels("not_allowed").inc()
             return True
-        body = hook.body()
+        tenant = await self._tenants.get(hook.tenant)
+        body = hook.body() if tenant.format == "tokentail" else hook.openai_body(await self._run_of(hook))
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
             "user-agent": "tokentail-webhooks",
             "webhook-id": hook.webhook_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(await self._tenants.secret(hook.tenant), hook.webhook_id, timestamp, body),
+            "webhook-signature": sign(tenant.secret, hook.webhook_id, timestamp, body),
         }
         try:
             # A deadline for the whole attempt, not only each read (a receiver trickling its answer

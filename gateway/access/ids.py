@@ -32,21 +32,3 @@ def chat_session_id(tenant: str, chat_id: str) -> str:
         return chat_id
     digest = hashlib.sha256(f"tokentail chat id\0{tenant}\0{chat_id}".encode()).digest()
     return "s_" + base64.urlsafe_b64encode(digest).decode()[:22]
-
-
-RESPONSE_PREFIX = "resp_"
-_RESPONSE_ID = re.compile(r"resp_(s_[A-Za-z0-9_-]{22})(r_[A-Za-z0-9_-]{12})(?:\.([1-9][0-9]{0,5}))?")
-
-
-def response_id(session_id: str, run_id: str, segment: int = 0) -> str:
-    """The Responses API id of a run's segment (its part after its `segment`-th answer): made of the
-    session's and the run's ids, so any gateway finds them with no lookup, and as unguessable."""
-    return f"{RESPONSE_PREFIX}{session_id}{run_id}" + (f".{segment}" if segment else "")
-
-
-def parse_response_id(value: str) -> tuple[str, str, int] | None:
-    """The session id, run id and segment of a response id; None if it is not one."""
-    match = _RESPONSE_ID.fullmatch(value)
-    if match is None:
-        return None
-    return match[1], match[2], int(match[3] or 0)

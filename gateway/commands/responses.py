@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokentail.gateway.access.auth import Authenticator, Caller
-from tokentail.gateway.access.ids import new_run_id, new_session_id, parse_response_id, response_id
+from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.access.limits import RunBudget
 from tokentail.gateway.commands.questions import answer_run
 from tokentail.gateway.commands.turns import check_chat_token_choices, check_params, check_size, queue_follow_up
@@ -26,6 +26,7 @@ from tokentail.shared.errors import InvalidInput, RunNotFound, SessionNotFound
 from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.params import RunParams
 from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.response_ids import parse_response_id, response_id
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 

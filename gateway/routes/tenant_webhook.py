@@ -13,17 +13,18 @@ router = APIRouter(prefix="/v1/webhook", tags=["webhooks"])
 @router.get("", responses=ERROR_RESPONSES)
 async def get_webhook(caller: ApiKeyCallerDep, webhooks: WebhooksDep) -> WebhookConfig:
     """The tenant's webhook URL and signing secret (made on first use)."""
-    url, secret = await webhooks.tenants.get(caller.tenant)
-    return WebhookConfig(url=url, secret=secret, events=list(HOOKED_EVENTS))
+    url, secret, format_ = await webhooks.tenants.get(caller.tenant)
+    return WebhookConfig(url=url, secret=secret, events=list(HOOKED_EVENTS), format=format_)
 
 
 @router.put("", responses=ERROR_RESPONSES)
 async def set_webhook(body: SetWebhook, caller: ApiKeyCallerDep, webhooks: WebhooksDep) -> WebhookConfig:
     """Send the events of the tenant's sessions made from now on to `url` (an allowed URL: 422
-    otherwise). Sessions made before keep the URL they were made with."""
+    otherwise). Sessions made before keep the URL they were made with; `format` applies to every
+    webhook sent from now on."""
     url = webhooks.policy.check(body.url)
-    secret = await webhooks.tenants.set_url(caller.tenant, url, rotate_secret=body.rotate_secret)
-    return WebhookConfig(url=url, secret=secret, events=list(HOOKED_EVENTS))
+    _, secret, format_ = await webhooks.tenants.set_url(caller.tenant, url, body.rotate_secret, body.format)
+    return WebhookConfig(url=url, secret=secret, events=list(HOOKED_EVENTS), format=format_)
 
 
 @router.delete("", status_code=204, responses=ERROR_RESPONSES)

@@ -15,6 +15,7 @@ from pydantic import SecretStr, TypeAdapter
 
 from tests.fixtures.stack import Gateway
 from tests.waiting import eventually
+from tests.webhook_receiver import Receiver
 
 KEY = "acme-key-0123456789abcdef"
 OTHER_KEY = "beta-key-0123456789abcdef"
@@ -220,3 +221,44 @@ async def test_a_plain_stream_that_is_cut_cancels_its_run(two_gateways: list[Gat
             break
     await stream.close()  # without `background`, the run ends with its request
     await eventually(lambda: _status(second, seen[0].response.id, "cancelled"), within=10)
+
+
+async def test_webhooks_in_openai_s_names_verified_by_the_sdk(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+) -> None:
+    async with Receiver() as receiver:
+        settings = {"agents": AGENTS, "webhook_allowed_urls": [receiver.url + "/hooks/"], **AUTH}
+        await start_worker(**settings)
+        gateway = await start_gateway(**settings)
+        client = sdk(gateway)
+        configured = await client.put(
+            "/webhook", body={"url": receiver.url + "/hooks/", "format": "openai"}, cast_to=dict
+        )
+        assert configured["format"] == "openai"
+        asked = await client.responses.create(model="careful", input="What is 6 * 7?", extra_body=FAST)
+        approval: list[Any] = [
+            {"type": "mcp_approval_response", "approval_request_id": asked.output[-1].id, "approve": True}
+        ]
+        went_on = await client.responses.create(model="careful", input=approval, previous_response_id=asked.id)
+        cancelled = await client.responses.create(
+            model="scripted",
+            input="hi",
+            background=True,
+            extra_body={"params": {"tokens": 1000, "tokens_per_second": 20}},
+        )
+        await client.responses.cancel(cancelled.id)
+        await eventually(lambda: len(receiver.accepted()) == 3, within=20)
+
+    verified: list[Any] = [
+        client.webhooks.unwrap(delivery.body, delivery.headers, secret=configured["secret"])
+        for delivery in receiver.accepted()
+    ]
+    assert sorted((event.data.id, event.type) for event in verified) == sorted(  # sessions deliver apart
+        [
+            (asked.id, "response.completed"),  # the question ended the response that asked it
+            (went_on.id, "response.completed"),
+            (cancelled.id, "response.cancelled"),
+        ]
+    )
+    with pytest.raises(openai.InvalidWebhookSignatureError):
+        client.webhooks.unwrap(receiver.accepted()[0].body, receiver.accepted()[0].headers, secret="whsec_" + "A" * 44)
