@@ -25,10 +25,11 @@ from typing import Any
 import compare
 import httpx2
 import uvloop
-from harness import OtherWork, Stack, create, percentile, read_sse
+from harness import OtherWork, Stack, cpu_seconds, create, percentile, read_sse
 from redis.asyncio import Redis
 
 from tokentail.shared.keys import Keys
+from tokentail.shared.response_ids import response_id
 
 
 async def pickup_latency(stack: Stack, runs: int) -> dict[str, float]:
@@ -71,6 +72,29 @@ async def events_per_token(stack: Stack, streams: int, tokens: int) -> float:
     return deltas / (streams * tokens)
 
 
+# How a client follows a run in each encoding: its path, and the frame type that carries a text delta.
+ENCODINGS = {
+    "native": (lambda created: f"/v1/sessions/{created['session_id']}/events", b"message.delta"),
+    "responses": (
+        lambda created: f"/v1/responses/{response_id(created['session_id'], created['run_id'])}?stream=true",
+        b"response.output_text.delta",
+    ),
+}
+
+
+async def encoding_cost(stack: Stack, encoding: str, streams: int, tokens: int) -> tuple[float, int]:
+    """Gateway CPU seconds and text deltas delivered while `streams` runs (50 tokens/s) are created
+    over REST and each followed, live, in `encoding`."""
+    path_of, delta = ENCODINGS[encoding]
+    assert stack.gateway is not None
+    before = cpu_seconds(stack.gateway.pid)
+    async with httpx2.AsyncClient(base_url=stack.url) as client:
+        sessions = [await create(client, tokens=tokens, tokens_per_second=50) for _ in range(streams)]
+        results = await asyncio.gather(*(read_sse(stack.port, path_of(created)) for created in sessions))
+    deltas = sum(1 for frames in results for frame in frames if frame.event == delta)
+    return cpu_seconds(stack.gateway.pid) - before, deltas
+
+
 async def main(
     quick: bool, output: str | None, repeats: int, levels: list[int], systems: list[str], max_other: float
 ) -> None:
@@ -108,6 +132,24 @@ async def main(
                 print(f"  flush window {window:>2} ms: {per_token[window]:.2f} events per token")
             results["events_per_token"] = per_token
             print(f"  coalescing saves {1 - per_token['50'] / per_token['0']:.0%} of appends")
+
+            print("== gateway CPU per text delta delivered, by encoding (the same runs, followed live)")
+            stack.start()
+            meter = OtherWork(stack.pids)
+            spent = {name: [0.0, 0] for name in ENCODINGS}
+            for _ in range(1 if quick else 3):
+                for name in ENCODINGS:  # in turns, so a slow spell of the box falls on both
+                    seconds, deltas = await encoding_cost(stack, name, 20 if quick else 100, 100 if quick else 250)
+                    spent[name][0] += seconds
+                    spent[name][1] += int(deltas)
+            per_delta = {name: seconds / max(deltas, 1) * 1e6 for name, (seconds, deltas) in spent.items()}
+            results["encodings"] = {"us_per_delta": per_delta, "other_cpu_share": meter.share()}
+            for name, micros in per_delta.items():
+                print(f"  {name:10} {micros:6.1f} µs per text delta ({int(spent[name][1])} deltas)")
+            print(
+                f"  responses / native: {per_delta['responses'] / per_delta['native']:.2f}x"
+                f"  (other CPU {results['encodings']['other_cpu_share']:.0%})"
+            )
 
         finally:
             stack.close()
