@@ -39,7 +39,7 @@ class _Request(BaseModel):
     def _storable(self) -> Self:
         values = self.model_dump()
         if _nesting(values) > MAX_NESTING:
-            raise ValueError(f"params and metadata may nest at most {MAX_NESTING - 1} levels")
+            raise ValueError(f"a body may nest at most {MAX_NESTING - 1} levels (params, metadata, input items)")
         try:
             json.dumps(values, ensure_ascii=False, allow_nan=False).encode()
         except UnicodeEncodeError:
@@ -256,3 +256,32 @@ class ChatRequest(BaseModel):
                 reason = approval.get("reason")
                 answers[approval["id"]] = {"approved": approval["approved"], **({"reason": reason} if reason else {})}
         return answers
+
+
+class CreateResponse(_Request):
+    """`POST /v1/responses`. Fields of OpenAI's that tokentail does not use are accepted and ignored
+    (docs/openai-responses.md lists them): an application sends what it sends to OpenAI. What is
+    taken is checked as every request is (nesting, Unicode, finite numbers)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(description="a tokentail agent (TOKENTAIL_AGENTS), `scripted`, or `<provider>:<model>`")
+    input: str | list[dict[str, Any]] = Field(description="text, or input items (see docs/openai-responses.md)")
+    stream: bool = False
+    background: bool = False
+    previous_response_id: str | None = None
+    metadata: dict[str, str] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = None
+    params: RunParams | None = Field(None, description="tokentail's run params (the SDK's `extra_body`)")
+
+    def run_params(self) -> dict[str, Any]:
+        """`params`, with OpenAI's own sampling fields in tokentail's names."""
+        given = self.params.given() if self.params else {}
+        openai_named = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_output_tokens}
+        extra = {name: value for name, value in openai_named.items() if value is not None}
+        try:
+            return RunParams.model_validate({**extra, **given}).given()
+        except ValueError as exc:
+            raise InvalidInput(f"params: {exc}") from None

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from tokentail.gateway.commands.responses import CreateResponse, ResponseRef, find_response
+from tokentail.gateway.commands.responses import ResponseRef, find_response
 from tokentail.gateway.deps import (
     AuthDep,
     CallerDep,
@@ -34,7 +34,7 @@ from tokentail.gateway.encodings.responses import ResponseEvents
 from tokentail.gateway.encodings.translation import compact
 from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
 from tokentail.gateway.reading.hub import Chunk, StreamHub
-from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES
+from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
 from tokentail.shared.store import SessionStore
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])

@@ -278,8 +278,10 @@ def errors_are_json_error_bodies(ctx: CheckContext, response: Response, case: Ca
         raise AssertionError(f"error body is not JSON: {response.text!r}") from None
     assert isinstance(body, dict) and set(body) == {"error"}, f"not an error body: {body!r}"
     error = body["error"]
-    assert isinstance(error, dict) and set(error) == {"type", "message"}, f"not an error body: {body!r}"
+    shape = {"type", "message", "param", "code"}  # OpenAI's, which its SDKs read
+    assert isinstance(error, dict) and set(error) == shape, f"not an error body: {body!r}"
     assert isinstance(error["type"], str) and error["type"], f"error type is not a non-empty string: {body!r}"
+    assert error["code"] == error["type"] and error["param"] is None, f"not an error body: {body!r}"
     assert isinstance(error["message"], str), f"error message is not a string: {body!r}"
 
 

@@ -210,6 +210,33 @@ async def test_errors_are_the_sdks_exceptions(two_gateways: list[Gateway]) -> No
         await sdk(gateway).responses.create(model="scripted", input=history)
 
 
+async def test_bad_input_is_refused_with_a_clear_error_and_a_long_prompt_is_not(two_gateways: list[Gateway]) -> None:
+    client = sdk(two_gateways[0])
+    image: list[Any] = [{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}]
+    nested: Any = "deep"
+    for _ in range(40):
+        nested = {"a": nested}
+    refused = [
+        (image, "input[0].content: 'input_image' is not supported"),
+        ([{"type": "message", "role": "tool", "content": "x"}], "input[0].role"),
+        ([{"type": "reasoning", "summary": []}], "input[0].type: 'reasoning' is not supported"),
+        ([{"role": "user", "content": "hi", "extra": nested}], "nest"),
+    ]
+    for given, expected in refused:
+        with pytest.raises(openai.UnprocessableEntityError) as caught:
+            await client.responses.create(model="scripted", input=given)
+        assert expected in caught.value.message, caught.value.message
+    with pytest.raises(openai.APIStatusError) as too_long:
+        await client.responses.create(model="scripted", input="x" * 100_001)
+    assert too_long.value.status_code == 413
+    first = await client.responses.create(model="default", input="hi", extra_body=FAST)
+    with pytest.raises(openai.UnprocessableEntityError, match="keeps its agent"):
+        await client.responses.create(model="careful", input="hi", previous_response_id=first.id)
+    long_prompt = "word " * 20_000  # 100 KB: over 64 KB, under TOKENTAIL_MAX_INPUT_CHARS
+    answered = await client.responses.create(model="scripted", input=long_prompt[:99_999], extra_body=FAST)
+    assert answered.status == "completed" and answered.output_text
+
+
 async def test_a_plain_stream_that_is_cut_cancels_its_run(two_gateways: list[Gateway]) -> None:
     first, second = two_gateways
     slow = {"params": {"tokens": 1000, "tokens_per_second": 20}}
