@@ -237,6 +237,27 @@ async def test_bad_input_is_refused_with_a_clear_error_and_a_long_prompt_is_not(
     assert answered.status == "completed" and answered.output_text
 
 
+async def test_a_browser_s_chat_token_uses_its_own_conversation_only(two_gateways: list[Gateway]) -> None:
+    backend = sdk(two_gateways[0])
+    first = await backend.responses.create(model="default", input="What is 6 * 7?", extra_body=FAST)
+    other = await backend.responses.create(model="scripted", input="elsewhere", extra_body=FAST)
+    session_id = first.id.removeprefix("resp_")[:24]  # resp_<session id><run id>
+    token = await backend.post(f"/sessions/{session_id}/token", body={"scope": "chat"}, cast_to=dict)
+    browser = sdk(two_gateways[1], token["stream_token"])
+
+    assert (await browser.responses.retrieve(first.id)).output_text == first.output_text
+    follow_up = await browser.responses.create(model="default", input="and times two?", previous_response_id=first.id)
+    assert "84" in follow_up.output_text  # with the session's params: a browser choosing its own is refused
+    with pytest.raises(openai.PermissionDeniedError, match="may not choose params"):
+        await browser.responses.create(model="default", input="hi", previous_response_id=first.id, extra_body=FAST)
+    with pytest.raises(openai.PermissionDeniedError):  # a new conversation needs the API key
+        await browser.responses.create(model="scripted", input="hi")
+    with pytest.raises(openai.PermissionDeniedError):  # another session's response
+        await browser.responses.retrieve(other.id)
+    with pytest.raises(openai.PermissionDeniedError):  # deleting is the backend's
+        await browser.responses.delete(first.id)
+
+
 async def test_a_plain_stream_that_is_cut_cancels_its_run(two_gateways: list[Gateway]) -> None:
     first, second = two_gateways
     slow = {"params": {"tokens": 1000, "tokens_per_second": 20}}
