@@ -134,7 +134,9 @@ async def cancel_response(
     ended (or after 10 s, as it is then)."""
     caller.require_chat()
     ref = await find_response(auth, caller, store, response_id)
-    if ref.session.active_run_id == ref.run.run_id:
+    # Only the run's current segment: an earlier response of it ended at a question, and cancelling
+    # it must not stop the run that went on after the answer.
+    if ref.session.active_run_id == ref.run.run_id and ref.segment == len(ref.run.answers):
         await runs.cancel_run(ref.session.session_id)
     events = events_of(ref)
     await wait_for_end(hub, ref, events, settings.sse_batch, seconds=CANCEL_WAIT_SECONDS)

@@ -187,6 +187,8 @@ async def test_a_question_is_a_function_call_answered_with_its_output(two_gatewa
     answer: list[Any] = [{"type": "function_call_output", "call_id": call.call_id, "output": "blue"}]
     second = await client.responses.create(model="two", input=answer, previous_response_id=asked.id)
     assert second.output_text == "blue it is. "
+    # Cancelling the first response, which ended at its question, does not stop the run that went on.
+    assert (await client.responses.cancel(asked.id)).status == "completed"
     call = second.output[-1]
     answer = [{"type": "function_call_output", "call_id": call.call_id, "output": "3"}]
     third = await client.responses.create(model="two", input=answer, previous_response_id=second.id)
