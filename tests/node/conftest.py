@@ -1,7 +1,7 @@
-"""The real JavaScript chat clients (npm `ai`, `@ag-ui/client`), run by Node 22 from this folder's
+"""The real JavaScript clients (npm `ai`, `@ag-ui/client`, `openai`), run by Node 22 from this folder's
 node_modules (`./scripts/install test` runs `npm ci` here), against real gateway and worker processes.
 
-A driver (ai_sdk.mjs, ag_ui.mjs) plays one scenario and prints JSON lines: steps, which the test may
+A driver (ai_sdk.mjs, ag_ui.mjs, openai_responses.mjs) plays one scenario and prints JSON lines: steps, which the test may
 act on as they come (kill the worker after the first text), then the result the client assembled."""
 
 import json
