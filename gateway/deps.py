@@ -7,7 +7,7 @@ use them too.
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
@@ -17,7 +17,7 @@ from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import CHAT_ID_PATTERN
 from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamSlots
 from tokentail.gateway.commands.responses import ResponseRequests
-from tokentail.gateway.commands.turns import ChatTurns
+from tokentail.gateway.commands.turns import ChatTurns, RunCommands
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.shutdown import StreamShutdown
@@ -125,33 +125,28 @@ async def _streams(
     return Streams(caller, store, hub, settings, slots)
 
 
-async def _chat_turns(
-    caller: ChatCallerDep,
-    auth: AuthDep,
-    store: StoreDep,
-    runs: RunsDep,
-    settings: SettingsDep,
-    budget: RunBudgetDep,
-    webhooks: WebhooksDep,
-) -> ChatTurns:
-    return ChatTurns(caller, auth, store, runs, settings, budget, webhooks)
+Commands = TypeVar("Commands", bound=RunCommands)
 
 
-# Opening a session's stream for the caller, in any encoding; and what a chat UI sends.
+def _commands(kind: type[Commands], who: Callable[..., Awaitable[Caller]]) -> Callable[..., Awaitable[Commands]]:
+    """`kind` (a RunCommands) for the caller `who` gives."""
+
+    async def dependency(
+        caller: Annotated[Caller, Depends(who)],
+        auth: AuthDep,
+        store: StoreDep,
+        runs: RunsDep,
+        settings: SettingsDep,
+        budget: RunBudgetDep,
+        webhooks: WebhooksDep,
+    ) -> Commands:
+        return kind(caller, auth, store, runs, settings, budget, webhooks)
+
+    return dependency
+
+
+# Opening a session's stream for the caller, in any encoding; what a chat UI sends (a chat token or
+# an API key); a Responses API request (a new conversation needs an API key: checked there).
 StreamsDep = Annotated[Streams, Depends(_streams)]
-ChatTurnsDep = Annotated[ChatTurns, Depends(_chat_turns)]
-
-
-async def _response_requests(
-    caller: CallerDep,
-    auth: AuthDep,
-    store: StoreDep,
-    runs: RunsDep,
-    settings: SettingsDep,
-    budget: RunBudgetDep,
-    webhooks: WebhooksDep,
-) -> ResponseRequests:
-    return ResponseRequests(caller, auth, store, runs, settings, budget, webhooks)
-
-
-ResponseRequestsDep = Annotated[ResponseRequests, Depends(_response_requests)]
+ChatTurnsDep = Annotated[ChatTurns, Depends(_commands(ChatTurns, _chat_caller))]
+ResponseRequestsDep = Annotated[ResponseRequests, Depends(_commands(ResponseRequests, _caller))]

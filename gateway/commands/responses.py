@@ -14,18 +14,20 @@ from typing import Any
 
 from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import new_run_id, new_session_id
-from tokentail.gateway.access.limits import RunBudget
 from tokentail.gateway.commands.questions import answer_run
-from tokentail.gateway.commands.turns import check_chat_token_choices, check_params, check_size, queue_follow_up
-from tokentail.gateway.commands.webhook_urls import SessionWebhooks
+from tokentail.gateway.commands.turns import (
+    RunCommands,
+    check_chat_token_choices,
+    check_params,
+    check_size,
+    queue_follow_up,
+)
 from tokentail.gateway.schemas import CreateResponse, CreateRun
 from tokentail.shared.catalog import BUILTIN_AGENTS, parse_model
 from tokentail.shared.errors import InvalidInput, RunNotFound, SessionNotFound
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.params import RunParams
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.response_ids import parse_response_id, response_id
-from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 
 
@@ -147,21 +149,8 @@ async def find_response(auth: Authenticator, caller: Caller, store: SessionStore
     return ResponseRef(session, run, segment)
 
 
-class ResponseRequests:
+class ResponseRequests(RunCommands):
     """`POST /v1/responses`: the run, or the answer, a request becomes."""
-
-    def __init__(
-        self,
-        caller: Caller,
-        auth: Authenticator,
-        store: SessionStore,
-        runs: RunLifecycle,
-        settings: Settings,
-        budget: RunBudget,
-        webhooks: SessionWebhooks,
-    ) -> None:
-        self.caller, self.auth, self.store, self.runs = caller, auth, store, runs
-        self.settings, self.budget, self.webhooks = settings, budget, webhooks
 
     async def create(self, body: CreateResponse) -> ResponseRef:
         given = parse_input(body.input)

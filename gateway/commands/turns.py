@@ -88,9 +88,8 @@ async def queue_follow_up(
     return run
 
 
-class ChatTurns:
-    """What a chat UI sends (useChat over HTTP or its socket, AG-UI): its chat id names a session of
-    the caller's tenant, made on the first turn with the deployment's defaults."""
+class RunCommands:
+    """What a request that queues runs needs: who calls, and the store, limits and settings."""
 
     def __init__(
         self,
@@ -104,6 +103,11 @@ class ChatTurns:
     ) -> None:
         self.caller, self.auth, self.store, self.runs = caller, auth, store, runs
         self.settings, self.budget, self.webhooks = settings, budget, webhooks
+
+
+class ChatTurns(RunCommands):
+    """What a chat UI sends (useChat over HTTP or its socket, AG-UI): its chat id names a session of
+    the caller's tenant, made on the first turn with the deployment's defaults."""
 
     async def session(self, chat_id: str) -> str:
         return await self.auth.chat_session(self.caller, chat_id, self.store)

@@ -1,8 +1,9 @@
 """The real JavaScript clients (npm `ai`, `@ag-ui/client`, `openai`), run by Node 22 from this folder's
 node_modules (`./scripts/install test` runs `npm ci` here), against real gateway and worker processes.
 
-A driver (ai_sdk.mjs, ag_ui.mjs, openai_responses.mjs) plays one scenario and prints JSON lines: steps, which the test may
-act on as they come (kill the worker after the first text), then the result the client assembled."""
+A driver (ai_sdk.mjs, ag_ui.mjs, openai_responses.mjs) plays one scenario and prints JSON lines:
+steps, which the test may act on as they come (kill the worker after the first text), then the
+result the client assembled."""
 
 import json
 import os
