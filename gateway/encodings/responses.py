@@ -265,6 +265,8 @@ class ResponseEvents(Translation[Part]):
         return self._open[1]
 
     def _open_item(self, kind: str, seq: int) -> list[Part]:
+        # Events are serialised after the whole batch is translated, so each carries copies: the
+        # item's content (or summary) is a new list, and the added event keeps its empty one.
         if self._open is not None and self._open[0] == kind:
             return []
         if kind == "message":
