@@ -21,7 +21,20 @@ from tokentail.shared.logs import RateLimitedLogger
 
 ANY_PORT = ":*"
 METHODS = ["GET", "POST", "DELETE"]
-HEADERS = ["Authorization", "Content-Type", "Last-Event-ID"]
+# The OpenAI SDKs (the Responses API, gateway/routes/responses.py) send their own headers on every
+# request; a browser asks leave for each in the preflight, and one refused fails the whole call.
+OPENAI_SDK_HEADERS = [
+    *(
+        f"X-Stainless-{name}"
+        for name in ("Lang", "Package-Version", "OS", "Arch", "Runtime", "Runtime-Version", "Retry-Count", "Timeout")
+    ),
+    *(f"X-Stainless-{name}" for name in ("Helper-Method", "Poll-Helper", "Custom-Poll-Interval")),
+    "OpenAI-Organization",
+    "OpenAI-Project",
+    "OpenAI-Beta",
+    "Idempotency-Key",
+]
+HEADERS = ["Authorization", "Content-Type", "Last-Event-ID", *OPENAI_SDK_HEADERS]
 _refused = RateLimitedLogger(logging.getLogger(__name__), every_seconds=10)
 _HOW = "to allow it, add it to TOKENTAIL_CORS_ORIGINS (`http://localhost:*` allows any port)"
 _WHAT_THE_API_TAKES = f"the API takes {', '.join(METHODS)}, with the headers {', '.join(HEADERS)}"
