@@ -117,6 +117,10 @@ async def test_a_plain_request_waits_for_the_answer(two_gateways: list[Gateway])
     assert [item.type for item in items.data] == ["message"]
     message: Any = items.data[0]
     assert message.content[0].text == "hi"
+    # The SDK's streaming helper, whose accumulator checks every event's place.
+    async with sdk(two_gateways[1]).responses.stream(model="scripted", input="hi", extra_body=FAST) as helper:
+        streamed = await helper.get_final_response()
+    assert streamed.output_text == response.output_text and streamed.id != response.id
 
 
 async def test_cancel_from_another_gateway(two_gateways: list[Gateway]) -> None:
