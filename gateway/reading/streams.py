@@ -2,7 +2,8 @@
 and the chat UI protocols' routes all go through `Streams.open`, so catch-up, live tail, gaps, the
 tenant's stream slots and 204 behave the same in every encoding."""
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from functools import partial
 
@@ -65,6 +66,16 @@ class Streams:
 
         headers = {**SSE_HEADERS, **(headers or {})}
         return EventStreamResponse(feed, start.gap, encoding, headers, on_close=release if on_close is None else closed)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of the tenant's stream slots, for a request that follows a session without streaming
+        it (a Responses API request waiting for its run's end): it holds what a stream holds."""
+        slot = await self.slots.take(self.caller.tenant)
+        try:
+            yield
+        finally:
+            await self.slots.release(slot)
 
     def run_to_replay(self, session: SessionRecord, now: float) -> RunRecord | None:
         """The run a reconnecting chat UI is shown again from its start: the active one, else the last

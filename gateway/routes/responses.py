@@ -95,7 +95,8 @@ async def create_response(
     if body.background:
         await replay(store, ref, events)
     else:
-        await wait_for_end(hub, ref, events, settings.sse_batch, seconds=None)
+        async with streams.slot():
+            await wait_for_end(hub, ref, events, settings.sse_batch, seconds=None)
     return JSONResponse(events.response())
 
 
@@ -129,6 +130,7 @@ async def cancel_response(
     runs: RunsDep,
     hub: HubDep,
     settings: SettingsDep,
+    streams: StreamsDep,
 ) -> dict[str, Any]:
     """Cancel the response's run, from any gateway (idempotent); the Response once the run has
     ended (or after 10 s, as it is then)."""
@@ -139,7 +141,8 @@ async def cancel_response(
     if ref.session.active_run_id == ref.run.run_id and ref.segment == len(ref.run.answers):
         await runs.cancel_run(ref.session.session_id)
     events = events_of(ref)
-    await wait_for_end(hub, ref, events, settings.sse_batch, seconds=CANCEL_WAIT_SECONDS)
+    async with streams.slot():
+        await wait_for_end(hub, ref, events, settings.sse_batch, seconds=CANCEL_WAIT_SECONDS)
     return events.response()
 
 

@@ -316,3 +316,22 @@ async def test_webhooks_in_openai_s_names_verified_by_the_sdk(
     )
     with pytest.raises(openai.InvalidWebhookSignatureError):
         client.webhooks.unwrap(receiver.accepted()[0].body, receiver.accepted()[0].headers, secret="whsec_" + "A" * 44)
+
+
+async def test_a_request_that_waits_for_its_run_holds_a_stream_slot(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+) -> None:
+    await start_worker(**AUTH)
+    gateway = await start_gateway(max_streams_per_tenant=1, **AUTH)
+    client = sdk(gateway)
+    slow = {"params": {"tokens": 1000, "tokens_per_second": 20}}
+    stream = await client.responses.create(model="scripted", input="hi", background=True, stream=True, extra_body=slow)
+    async for event in stream:
+        if event.type == "response.in_progress":
+            break  # the tenant's one stream is open
+    with pytest.raises(openai.RateLimitError) as refused:
+        await client.responses.create(model="scripted", input="wait for me", extra_body=FAST)
+    assert refused.value.response.headers["Retry-After"]
+    await stream.close()
+    done = await client.responses.create(model="scripted", input="wait for me", extra_body=FAST)
+    assert done.status == "completed"
