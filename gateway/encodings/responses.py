@@ -65,12 +65,14 @@ class ResponseEvents(Translation[Part]):
         self.dropped: set[int] = set()  # indexes of a dead attempt's items
         self._attempt_start = 0  # the first output_index of the current attempt
         self._open: tuple[str, int] | None = None  # the open item: ("message" | "reasoning", output_index)
+        self._pieces: list[str] = []  # the open item's text, joined when it is read (+= would copy it each time)
         self._tools: dict[str, tuple[str, str]] = {}  # call_id -> (name, arguments), for approvals
 
     # -- what the SDK reads ------------------------------------------------------------------------
 
     def response(self) -> Part:
         """The Response object as the events so far make it."""
+        self._sync_open()
         output = [item for index, item in enumerate(self.items) if index not in self.dropped]
         return {
             **self.header,
@@ -139,29 +141,10 @@ class ResponseEvents(Translation[Part]):
         return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
 
     def on_text(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._in_segment:
-            return []
-        parts = self._open_item("message", seq)
-        index = self._open_index()
-        item_id = self.items[index]["id"]
-        content = self.items[index]["content"][0]
-        content["text"] += data["text"]
-        if data["text"]:
-            position = {"item_id": item_id, "output_index": index, "content_index": 0}
-            parts.append(self._event("response.output_text.delta", **position, delta=data["text"], logprobs=[]))
-        return parts
+        return self._delta("message", data["text"], seq)
 
     def on_reasoning(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._in_segment:
-            return []
-        parts = self._open_item("reasoning", seq)
-        index = self._open_index()
-        summary = self.items[index]["summary"][0]
-        summary["text"] += data["text"]
-        if data["text"]:
-            position = {"item_id": self.items[index]["id"], "output_index": index, "summary_index": 0}
-            parts.append(self._event("response.reasoning_summary_text.delta", **position, delta=data["text"]))
-        return parts
+        return self._delta("reasoning", data["text"], seq)
 
     def on_tool_started(self, data: dict[str, Any], seq: int) -> list[Part]:
         arguments = compact(data["arguments"])
@@ -260,6 +243,22 @@ class ResponseEvents(Translation[Part]):
         parts.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
         return parts
 
+    def _delta(self, kind: str, text: str, seq: int) -> list[Part]:
+        """Text (or reasoning) streamed: in the open item of its kind, opened first if need be."""
+        if not self._in_segment:
+            return []
+        parts = self._open_item(kind, seq)
+        index = self._open_index()
+        self._pieces.append(text)
+        if text:
+            position = {"item_id": self.items[index]["id"], "output_index": index}
+            if kind == "message":
+                delta = self._event("response.output_text.delta", **position, content_index=0, delta=text, logprobs=[])
+            else:
+                delta = self._event("response.reasoning_summary_text.delta", **position, summary_index=0, delta=text)
+            parts.append(delta)
+        return parts
+
     def _open_index(self) -> int:
         assert self._open is not None
         return self._open[1]
@@ -284,12 +283,20 @@ class ResponseEvents(Translation[Part]):
             position = {"item_id": item["id"], "output_index": index, "summary_index": 0}
             parts.append(self._event("response.reasoning_summary_part.added", **position, part=dict(part)))
         self._open = (kind, index)
+        self._pieces = []
         return parts
+
+    def _sync_open(self) -> None:
+        """The open item's text, joined into it."""
+        if self._open is not None:
+            kind, index = self._open
+            self.items[index]["content" if kind == "message" else "summary"][0]["text"] = "".join(self._pieces)
 
     def _close(self, status: str) -> list[Part]:
         """The open text or reasoning item's done events, ending it `status`."""
         if self._open is None:
             return []
+        self._sync_open()
         kind, index = self._open
         self._open = None
         item = self.items[index]
