@@ -27,6 +27,7 @@ from tokentail.gateway.deps import (
     ResponseRequestsDep,
     RunsDep,
     SettingsDep,
+    ShutdownDep,
     StoreDep,
     StreamsDep,
 )
@@ -78,6 +79,7 @@ async def create_response(
     hub: HubDep,
     runs: RunsDep,
     settings: SettingsDep,
+    shutdown: ShutdownDep,
 ) -> Response:
     """Queue a run (or answer the question of `previous_response_id`'s run) and answer with its
     Response: when it ends, at once with `background`, or as its stream with `stream`."""
@@ -87,7 +89,9 @@ async def create_response(
         session_id = ref.session.session_id
 
         async def cancel_unless_ended() -> None:
-            if not events.finished:  # the request ended before its response: so does the run
+            # The client left before the response's end: so does the run. Not when this gateway is
+            # stopping (a deploy): the stream ended for it, and the client may read on elsewhere.
+            if not events.finished and not shutdown.started:
                 await runs.cancel_run(session_id)
 
         on_close = None if body.background else cancel_unless_ended

@@ -4,6 +4,7 @@ pins) against real gateways (uvicorn on loopback), a real worker and a real Redi
 Every event is checked against the SDK's own types with validation (the SDK itself builds its models
 without validating), so a field the SDK requires and tokentail left out fails here."""
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -335,3 +336,18 @@ async def test_a_request_that_waits_for_its_run_holds_a_stream_slot(
     await stream.close()
     done = await client.responses.create(model="scripted", input="wait for me", extra_body=FAST)
     assert done.status == "completed"
+
+
+async def test_a_plain_stream_ended_by_a_deploy_leaves_its_run_going(two_gateways: list[Gateway]) -> None:
+    first, second = two_gateways
+    stream = await sdk(first).responses.create(model="scripted", input="hi", stream=True, extra_body=SLOW)
+    seen: list[Any] = []
+    async for event in stream:
+        seen.append(event)
+        if event.type == "response.output_text.delta":
+            break
+    stopping = asyncio.create_task(first.stop())  # the gateway ends its streams, as on SIGTERM
+    rest = [event async for event in stream]
+    await stopping
+    assert rest == [] or rest[-1].type != "response.completed"  # cut short by the deploy, not by the client
+    await eventually(lambda: _status(second, seen[0].response.id, "completed"), within=20, interval=0.2)
