@@ -65,6 +65,26 @@ const scenarios = {
     say({ result: { ...summary(events), retrieved: { status: final.status, outputText: final.output_text } } });
   },
 
+  // The built-in agent asks before its calculator: the response ends with an mcp_approval_request,
+  // answered by an mcp_approval_response in the next response, on the other gateway.
+  async approval() {
+    const asked = await client(0).responses.create({ model: "careful", input: "What is 6 * 7?" });
+    const request = asked.output.at(-1);
+    say({ step: "asked", type: request.type, name: request.name });
+    const answered = await client(1).responses.create({
+      model: "careful",
+      previous_response_id: asked.id,
+      input: [{ type: "mcp_approval_response", approval_request_id: request.id, approve: true }],
+    });
+    say({
+      result: {
+        asked: { status: asked.status, type: request.type, name: request.name },
+        answered: { status: answered.status, text: answered.output_text, previous: answered.previous_response_id },
+        askedId: asked.id,
+      },
+    });
+  },
+
   // Cancel from the other gateway while the run streams; then a wrong key.
   async cancel() {
     const created = await client(0).responses.create({

@@ -1,6 +1,7 @@
 """npm `openai` (pinned by this folder's lockfile) against two tokentail gateways and a worker, as
 docs/openai-responses.md configures it: a background stream cut and resumed on the other gateway
-(after a worker's kill -9 too), a cancel from the other gateway, a wrong key."""
+(after a worker's kill -9 too), an approval asked and answered, a cancel from the other gateway, a
+wrong key."""
 
 from typing import Any
 
@@ -43,3 +44,10 @@ def test_cancel_from_the_other_gateway_and_a_wrong_key(chats: ChatStack) -> None
     result = run_node("openai_responses.mjs", "cancel", slow).result
     assert result["created"] in ("queued", "in_progress") and result["cancelled"] == "cancelled"
     assert result["refused"] == {"name": "AuthenticationError", "status": 401, "isAuth": True}
+
+
+def test_an_approval_asked_and_answered_on_the_other_gateway(chats: ChatStack) -> None:
+    result = run_node("openai_responses.mjs", "approval", options(chats)).result
+    assert result["asked"] == {"status": "completed", "type": "mcp_approval_request", "name": "calculator"}
+    assert result["answered"]["status"] == "completed" and "42" in result["answered"]["text"]
+    assert result["answered"]["previous"] == result["askedId"]
