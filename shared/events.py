@@ -23,6 +23,7 @@ class EventType(StrEnum):
     TOOL_COMPLETED = "tool.completed"
     TOOL_FAILED = "tool.failed"
     RUN_RETRYING = "run.retrying"
+    RUN_CONTINUED = "run.continued"
     RUN_COMPLETED = "run.completed"
     RUN_FAILED = "run.failed"
     RUN_CANCELLED = "run.cancelled"
@@ -49,7 +50,8 @@ class RunQueued(EventData):
 
 
 # Why a run (re)started: its first start; a takeover, after the worker running it stopped (a new
-# attempt, after `run.retrying`); or a resume, after the answer to its question (the same attempt).
+# attempt, announced by `run.continued`, or `run.retrying` then `run.started` when it starts over);
+# or a resume, after the answer to its question (the same attempt).
 StartReason = Literal["start", "takeover", "resume"]
 
 
@@ -110,6 +112,15 @@ class RunRetrying(EventData):
     reason: str
 
 
+class RunContinued(EventData):
+    """A taken-over run goes on from its record as attempt `attempt`. Clients keep this run's events
+    up to `from_event_id` and drop those after it (the text of a model turn cut by the crash, when
+    its provider cannot continue it); with nothing to drop, `from_event_id` is the run's last event."""
+
+    attempt: int
+    from_event_id: int
+
+
 class RunCompleted(EventData):
     output: str
     usage: dict[str, Any]
@@ -161,6 +172,7 @@ EVENT_DATA: dict[EventType, type[EventData]] = {
     EventType.TOOL_COMPLETED: ToolCompleted,
     EventType.TOOL_FAILED: ToolFailed,
     EventType.RUN_RETRYING: RunRetrying,
+    EventType.RUN_CONTINUED: RunContinued,
     EventType.RUN_COMPLETED: RunCompleted,
     EventType.RUN_FAILED: RunFailed,
     EventType.RUN_CANCELLED: RunCancelled,

@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import functools
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
@@ -141,6 +141,13 @@ class RunLease:
         """Give the run to another worker (this one is stopping)."""
         return await self.runs.requeue_run(self.session_id, self.token)
 
+    async def record_step(self, key: str, value_json: str) -> None:
+        """Keep the result of step `key` in the run's record, for a worker that continues the run."""
+        await self.runs.record_step(self, key, value_json)
+
+
+Takeover = int | Literal["restart"]  # how a taken-over run goes: on, keeping its events up to an id; or over
+
 
 class Started(NamedTuple):
     lease: RunLease
@@ -253,6 +260,7 @@ class RunLifecycle:
         self._requeue_run = script("requeue_run")
         self._cancel_run = script("cancel_run")
         self._ask = script("ask")
+        self._record_step = script("record_step")
         self._answer = script("answer")
 
     def _run_script_args(self, session_id: str) -> tuple[list[str], list[str | int]]:
@@ -398,15 +406,28 @@ class RunLifecycle:
 
     # -- the worker's ---------------------------------------------------------------------------
 
-    async def start_run(self, session_id: str, run_id: str, job_id: str, token: str | None = None) -> Started | None:
-        """Claim the run under a new lease (appending `run.retrying` if it is a takeover, then
-        `run.started`) and take job `job_id` out of arq's queue; None if it is not ours to run."""
+    async def start_run(
+        self,
+        session_id: str,
+        run_id: str,
+        job_id: str,
+        token: str | None = None,
+        takeover: Takeover | Callable[[], Awaitable[Takeover]] = "restart",
+    ) -> Started | None:
+        """Claim the run under a new lease (`run.started`) and take job `job_id` out of arq's queue;
+        None if it is not ours to run. A takeover goes as `takeover` says: on, keeping the run's
+        events up to that id (`run.continued`), or over (`restart`: `run.retrying`, `run.started`);
+        a function decides, called only for a takeover (worker/continuation.py)."""
         lease = RunLease(self, session_id, run_id, token or secrets.token_hex(16))
         keys, args = self._run_script_args(session_id)
         args += [run_id, lease.token, self.settings.lease_ms, self.settings.max_attempts, job_id]
+        args.append("" if callable(takeover) else takeover)
         if self._split:
             await self.leases.watch(session_id)  # first: a reaper must find every lease (lease_index.py)
         result = await self._start_run(keys=keys, args=args)
+        if result[0] == b"decide" and callable(takeover):  # nothing changed: decide, and claim it again
+            args[-1] = await takeover()
+            result = await self._start_run(keys=keys, args=args)
         if result[0] != b"ok":
             return None
         if self._split:
@@ -492,6 +513,11 @@ class RunLifecycle:
             async with self._hooks(lease.session_id):
                 result = await self._ask(keys=keys, args=args)
         return Asked(result[0].decode())
+
+    async def record_step(self, lease: RunLease, key: str, value_json: str) -> None:
+        keys = self.keys.session(lease.session_id)
+        with _fenced():
+            await self._record_step(keys=[keys.runs, keys.lease], args=[lease.run_id, lease.token, key, value_json])
 
     async def renew_lease(self, lease: RunLease) -> Renewal:
         keys = self.keys.session(lease.session_id)

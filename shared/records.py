@@ -73,6 +73,9 @@ class RunRecord(BaseModel):
     waiting_for: str | None = None
     waiting_until: int | None = None
     resumes: int = 0  # starts after an answer
+    # The results of the steps it recorded (RunContext.step), as JSON text by step key, while it is
+    # active: a worker that continues it replays them. Never shown to clients.
+    steps: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     @property
     def active(self) -> bool:

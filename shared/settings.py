@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     # Providers
     openai_compatible_base_url: str | None = Field(None, description="base URL of an OpenAI-compatible server")
     openai_compatible_api_key: SecretStr | None = Field(None, description="its API key, if it wants one")
+    openai_compatible_continue: Literal["none", "vllm", "prefix"] = Field(
+        "none",
+        description="how that server continues a partial answer after a takeover: `vllm` (continue_final_message), "
+        "`prefix` (DeepSeek's final message with prefix: true), `none` (the cut turn restarts)",
+    )
     provider_max_retries: int = Field(4, ge=0, description="retries of 429, 5xx and connection errors before output")
     provider_retry_base_seconds: float = Field(0.5, ge=0, description="first retry delay, doubled each time, jittered")
     provider_retry_max_seconds: float = Field(20.0, ge=0, description="longest delay between retries")

@@ -14,6 +14,7 @@ from tokentail.shared.events import EventType
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import PUBLIC_TENANT, RunRecord, SessionRecord
 from tokentail.shared.redis_clients import AnyRedis
+from tokentail.shared.run_log import RunLog
 from tokentail.shared.settings import Settings
 
 
@@ -104,6 +105,10 @@ class SessionStore:
             runs=runs,
         )
 
+    async def get_run(self, session_id: str, run_id: str) -> RunRecord | None:
+        raw = await cast(Awaitable[bytes | None], self.redis.hget(self.keys.session(session_id).runs, run_id))
+        return decode_run(raw) if raw is not None else None
+
     async def session_owner(self, session_id: str) -> str | None:
         """The tenant owning the session, or the gone session its tombstone remembers; None if
         neither is known (no such session, or a tombstone from before tombstones named owners)."""
@@ -165,20 +170,24 @@ class SessionStore:
         return parse_raw_entries(entries)
 
     async def partial_text(self, session_id: str, run: RunRecord) -> str:
-        """The text `run` has streamed so far: its active attempt's, after what it had streamed before
-        the last question it asked (an attempt after an answer streams on from there)."""
+        """The text `run` has streamed so far, as its clients keep it (shared/run_log.py)."""
         if run.status == "waiting" and run.question is not None:
             return run.question.output_before
-        if run.started_seq is None:
-            return ""
-        parts: list[str] = [run.asked[-1].output_before] if run.asked else []
-        after = run.started_seq
+        log = await self.run_log(session_id, run)
+        return log.text if log is not None else ""
+
+    async def run_log(self, session_id: str, run: RunRecord) -> RunLog | None:
+        """`run`'s events as its clients keep them; None when the stream no longer holds its start."""
+        if run.queued_seq is None:
+            return None
+        events: list[tuple[int, str, str | bytes]] = []
+        after = run.queued_seq - 1
         while batch := await self._range(session_id, after, 1000):
-            parts.extend(
-                json.loads(event.data)["text"] for event in batch if event.type == EventType.MESSAGE_DELTA.encode()
-            )
+            if not events and batch[0].seq != run.queued_seq:
+                return None  # trimmed
+            events.extend((event.seq, event.type.decode(), event.data) for event in batch)
             after = batch[-1].seq
-        return "".join(parts)
+        return RunLog.of(run.run_id, events) if events else None
 
 
 _RUN_COMPLETED = EventType.RUN_COMPLETED.encode()

@@ -1,15 +1,19 @@
 """The loop of a model-driven agent: stream the model's answer; if it calls tools, run them, show
 their progress, feed the results back, and ask again, until it answers without tools.
 
-A tool that needs approval runs once a person approves the call (`ctx.ask`, kind `approval`). The
-run waits without a worker meanwhile, and goes on from the messages recorded with the question (its
-`state`): the model is not asked again for what it said before it.
+Each model turn that called tools, and each tool call's result, is a step of the run
+(`RunContext.step`): recorded once, replayed when the run goes on, after a takeover or after the
+answer to a question. So a run that goes on asks the model only for the turn a crash cut (continuing
+its text where the provider can, worker/continuation.py) and runs a tool only if its result was not
+recorded; a tool cut mid-call runs again with the same call id, which it can take as an idempotency
+key (a `call_id` parameter). A tool that needs approval runs once a person approves the call
+(`ctx.ask`, kind `approval`); the run waits without a worker meanwhile.
 """
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from dataclasses import asdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,6 +22,7 @@ from tokentail.shared.params import RunParams
 from tokentail.worker import metrics
 from tokentail.worker.agents import Agent
 from tokentail.worker.context import RunContext
+from tokentail.worker.continuation import TURN_STEP
 from tokentail.worker.providers.base import (
     Chunk,
     InvalidRequest,
@@ -61,22 +66,15 @@ async def run_model_agent(
         metrics.PROVIDER_ERRORS.labels(context.writer.provider, error.kind).inc()
         await context.status(f"{error} Retrying in {delay:.1f} s.")
 
-    first_step, pending = 0, None
-    if (state := context.resumed_state()) is not None:  # going on after an approval
-        messages, first_step = [_message(m) for m in state["messages"]], state["step"]
-        pending = ([_call(c) for c in state["calls"]], dict(state["decisions"]))
-        context.usage = dict(state["usage"])  # of the model calls made before the question
-    for step in range(first_step, agent.max_steps):
-        if pending is None:
-            request = ModelRequest(model, messages, [t.spec for t in agent.tools], params)
-            turn = await _model_turn(context, stream_with_retries(provider, request, policy, on_retry))
-            if not turn.tool_calls:
-                return
-            messages.append(turn)
-            calls, decisions = list(turn.tool_calls), dict[str, bool]()
-        else:
-            (calls, decisions), pending = pending, None
-        await _approve(context, tools, calls, decisions, messages, step)
+    for _ in range(agent.max_steps):
+        turn = await _turn(
+            context, provider, ModelRequest(model, messages, [t.spec for t in agent.tools], params), policy, on_retry
+        )
+        if not turn.tool_calls:
+            return
+        messages.append(turn)
+        calls, decisions = list(turn.tool_calls), dict[str, bool]()
+        await _approve(context, tools, calls, decisions)
         # Parallel calls of one turn run together; their events interleave, each with its call_id.
         results = await asyncio.gather(
             *(_run_tool(context, tools, call, tool_timeout, decisions.get(call.call_id)) for call in calls)
@@ -86,9 +84,37 @@ async def run_model_agent(
     raise AgentError(f"agent {agent.name!r} did not answer within {agent.max_steps} steps")
 
 
-async def _model_turn(context: RunContext, chunks: AsyncIterator[Chunk]) -> Message:
-    """Stream one answer of the model to the run; what it said, as the assistant's message."""
-    text: list[str] = []
+async def _turn(
+    context: RunContext,
+    provider: Provider,
+    request: ModelRequest,
+    policy: RetryPolicy,
+    on_retry: Callable[[ProviderError, float], Awaitable[None]],
+) -> Message:
+    """One model turn: replayed from the record, or streamed (continuing the text clients have of
+    it, when the provider can); a turn that called tools is recorded."""
+    key = context.step_key(TURN_STEP)
+    if (recorded := context.recorded_step(key)) is not None:
+        turn = _message(recorded["message"])
+        context.resume_text()  # its text is in the stream: this attempt has streamed it
+        context.add_usage(**recorded["usage"])
+        return turn
+    prefix = context.resume_text() if provider.continues else ""
+    usage_before = dict(context.usage)
+    request = replace(request, continue_text=prefix)
+    turn = await _model_turn(context, stream_with_retries(provider, request, policy, on_retry), prefix)
+    if turn.tool_calls:
+        usage = {
+            name: context.usage.get(name, 0) - usage_before.get(name, 0) for name in ("input_tokens", "output_tokens")
+        }
+        await context.record_step(key, {"message": asdict(turn), "usage": usage})
+    return turn
+
+
+async def _model_turn(context: RunContext, chunks: AsyncIterator[Chunk], prefix: str) -> Message:
+    """Stream one answer of the model to the run, after `prefix` (what clients have of it); what it
+    said, as the assistant's message."""
+    text: list[str] = [prefix]
     calls: list[ToolCall] = []
     thinking: list[ThinkingBlock] = []
     async for chunk in chunks:
@@ -107,28 +133,19 @@ async def _model_turn(context: RunContext, chunks: AsyncIterator[Chunk]) -> Mess
 
 
 async def _approve(
-    context: RunContext,
-    tools: dict[str, Tool],
-    calls: list[ToolCall],
-    decisions: dict[str, bool],
-    messages: list[Message],
-    step: int,
+    context: RunContext, tools: dict[str, Tool], calls: list[ToolCall], decisions: dict[str, bool]
 ) -> None:
     """Ask a person about each call of a tool that needs approval, one after the other, recording the
-    decisions; a call waiting for its answer is shown started."""
+    decisions; a call waiting for its answer is shown started. A run that goes on after the answer
+    replays up to here, and each `ask` answered returns its answer."""
     for call in calls:
-        if call.call_id in decisions or not (call.name in tools and tools[call.name].needs_approval):
+        if not (call.name in tools and tools[call.name].needs_approval):
             continue
+        if context.recorded_step(_tool_step(call)) is not None:
+            continue  # it ran, after its answer: the replay has its result
         await context.tool_started(call.call_id, call.name, call.arguments)
-        state = {
-            "messages": [asdict(m) for m in messages],
-            "step": step,
-            "calls": [asdict(c) for c in calls],
-            "decisions": decisions,
-            "usage": context.usage,
-        }
         arguments = json.dumps(call.arguments, ensure_ascii=False)
-        answer = await context.ask(f"Run {call.name} {arguments}?", kind="approval", call_id=call.call_id, state=state)
+        answer = await context.ask(f"Run {call.name} {arguments}?", kind="approval", call_id=call.call_id)
         decisions[call.call_id] = bool(answer["approved"])
 
 
@@ -147,32 +164,44 @@ def _call(data: dict[str, Any]) -> ToolCall:
     return ToolCall(data["call_id"], data["name"], data["arguments"], data["invalid_arguments"])
 
 
+def _tool_step(call: ToolCall) -> str:
+    return f"tool:{call.call_id}"
+
+
 async def _run_tool(
     context: RunContext, tools: dict[str, Tool], call: ToolCall, time_limit: float, approved: bool | None
 ) -> tuple[str, bool]:
-    """Run one call with its events; returns what the model is told, and whether it failed.
-    `approved`: a person's decision on a call that needed one (its start is shown already)."""
-    if approved is not None:
-        if not approved:
-            await context.tool_finished(call.call_id, error="a person denied this call", denied=True)
-            return "error: the user did not approve this call", True
-        try:
-            result = _jsonable(await tools[call.name].run(call.arguments, time_limit))
-        except ToolError as exc:
-            await context.tool_finished(call.call_id, error=exc)
-            return f"error: {exc}", True
-        await context.tool_finished(call.call_id, result=result)
-        return json.dumps(result, ensure_ascii=False), False
+    """Run one call with its events, or replay its recorded result; returns what the model is told,
+    and whether it failed. `approved`: a person's decision on a call that needed one (its start is
+    shown already). The result is recorded before the call is shown finished: a crash in between
+    replays it, never runs it again."""
+    if (recorded := context.recorded_step(_tool_step(call))) is not None:
+        await context.tool_started(call.call_id, call.name, call.arguments)  # each shown once: see worker/replay.py
+        await context.tool_finished(call.call_id, result=recorded.get("result"), error=recorded.get("error"))
+        return recorded["content"], recorded["failed"]
+    if approved is None:
+        await context.tool_started(call.call_id, call.name, call.arguments)
     try:
-        async with context.tool(call.name, call.arguments, call_id=call.call_id) as scope:
-            if call.invalid_arguments is not None:
-                raise ToolError(f"arguments are not a JSON object: {call.invalid_arguments[:200]!r}")
-            if call.name not in tools:
-                raise ToolError(f"there is no tool {call.name!r}; available: {', '.join(sorted(tools)) or 'none'}")
-            scope.result = _jsonable(await tools[call.name].run(call.arguments, time_limit))
+        if approved is False:
+            raise ToolError("the user did not approve this call")
+        if call.invalid_arguments is not None:
+            raise ToolError(f"arguments are not a JSON object: {call.invalid_arguments[:200]!r}")
+        if call.name not in tools:
+            raise ToolError(f"there is no tool {call.name!r}; available: {', '.join(sorted(tools)) or 'none'}")
+        result = _jsonable(await tools[call.name].run(call.arguments, time_limit, call.call_id))
     except ToolError as exc:
+        denied = approved is False
+        error = "a person denied this call" if denied else str(exc)
+        await context.record_step(_tool_step(call), {"content": f"error: {exc}", "failed": True, "error": error})
+        await context.tool_finished(call.call_id, error=error, denied=denied)
         return f"error: {exc}", True
-    return json.dumps(scope.result, ensure_ascii=False), False
+    except BaseException as exc:  # cancelled, or the worker stops: the call ends unrecorded
+        await context.tool_finished(call.call_id, error=exc)
+        raise
+    content = json.dumps(result, ensure_ascii=False)
+    await context.record_step(_tool_step(call), {"content": content, "failed": False, "result": result})
+    await context.tool_finished(call.call_id, result=result)
+    return content, False
 
 
 def _jsonable(value: Any) -> Any:

@@ -47,6 +47,19 @@ EXTRAS = {
 }
 
 
+def continues(agent: AgentFunction) -> AgentFunction:
+    """Mark your agent function as one that goes on after a takeover: the worker that takes the run
+    over runs it again with its record (`ctx.step` results, the text clients have) instead of
+    starting it over (see docs/guarantees.md)."""
+    agent.tokentail_continues = True  # type: ignore[attr-defined]
+    return agent
+
+
+def goes_on(agent: "Agent | AgentFunction") -> bool:
+    """Whether a takeover continues the agent's run (else it starts over)."""
+    return isinstance(agent, Agent) or getattr(agent, "tokentail_continues", False) is True
+
+
 def load_agent(name: str | None, settings: Settings) -> Agent | AgentFunction:
     name = name or DEFAULT_AGENT
     if name in settings.agents:

@@ -17,10 +17,14 @@ A run can ask a person and wait for the answer, for minutes or days, with no wor
     form = await ctx.ask("Details", kind="json", schema={...})         # any JSON Schema
 
 While it waits, the worker is free; the answer (from any client, through any gateway) queues the
-run again, and a worker runs the agent again from its start: until it reaches the question, what
-it streams is dropped (the stream has it) and each `ask` answered before returns its answer at
-once. So the agent's work before a question is done again: keep it cheap or deterministic, ask in
-the same order each time, or save what it costs in `state=` (returned by `ctx.resumed_state()`).
+run again, and a worker runs the agent again from its start, with the run's record: each `ask`
+answered before returns its answer at once, and what the record holds is not streamed again
+(worker/replay.py). A worker that takes over a crashed run does the same (for your own agent, when
+it is marked `@continues`). Work that must not be done twice goes in a step, recorded once and
+replayed after:
+
+    order = await ctx.step("fetch-order", fetch_order, order_id)    # its result is kept with the run
+    prefix = ctx.resume_text()       # the answer text clients have and this attempt has not streamed
 
 Frameworks report a tool's start and its end as two callbacks, not one scope: for them,
 `ctx.tool_started(call_id, name, arguments)` and later `ctx.tool_finished(call_id, result=...)` (or
@@ -29,10 +33,13 @@ stream into one run side by side.
 """
 
 import asyncio
+import inspect
 import json
 import re
 import secrets
 import time
+from collections import Counter
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -133,9 +140,54 @@ class RunContext:
         self._answers = run.answers
         self._asks = 0  # `ask` calls so far in this attempt
         self._tool_calls = 0
-        if self._asked:  # continued after an answer: replay up to the last question
-            writer.replaying = True
-            writer.text_parts = [self._asked[-1].output_before]
+        self._steps = dict(run.steps)  # recorded before this attempt, and by it
+        self._step_names: Counter[str] = Counter()  # calls of `step` so far in this attempt, by name
+
+    async def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)` (awaited if it returns an awaitable), done once for the run: its
+        result (JSON) is recorded with the run, and an attempt that goes on after a takeover or an
+        answer gets the recorded result back without calling `fn`. Steps are told apart by `name`
+        and by their order among the steps of that name. A step that raised is not recorded: it is
+        done again."""
+        key = self.step_key(name)
+        if (recorded := self.recorded_step(key)) is not None:
+            return recorded
+        value = fn(*args, **kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+        return await self.record_step(key, value)
+
+    def step_key(self, name: str) -> str:
+        """The key of the next step named `name` in this attempt."""
+        index = self._step_names[name]
+        self._step_names[name] += 1
+        return f"{name}#{index}"
+
+    def recorded_step(self, key: str) -> Any:
+        """The result step `key` recorded (None if it was not)."""
+        stored = self._steps.get(key)
+        return None if stored is None else json.loads(stored)
+
+    async def record_step(self, key: str, value: Any) -> Any:
+        """Record `value` as step `key`'s result, after what the run streamed before it; returns
+        the value as a replay would (through JSON)."""
+        try:
+            stored = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"a step's result must be JSON: {exc}") from None
+        await self.writer.record_step(key, stored)
+        self._steps[key] = stored
+        return json.loads(stored)
+
+    @property
+    def streamed_text(self) -> str:
+        """The answer text the run's clients had when this attempt started ("" on a first attempt)."""
+        return self.writer.replay.text if self.writer.replay is not None else ""
+
+    def resume_text(self) -> str:
+        """The answer text the run's clients have and this attempt has not streamed yet, counted as
+        streamed now: give it to a model that continues a partial answer, and stream what follows."""
+        return self.writer.replay.take_text() if self.writer.replay is not None else ""
 
     async def ask(
         self,
@@ -157,10 +209,7 @@ class RunContext:
         `state`: any JSON, returned by `resumed_state()` when the run goes on."""
         index, self._asks = self._asks, self._asks + 1
         if index < len(self._asked):  # answered before this attempt
-            question = self._asked[index]
-            if index == len(self._asked) - 1:
-                self.writer.replaying = False  # from here on, the run streams again
-            return self._answers.get(question.input_id)
+            return self._answers.get(self._asked[index].input_id)
         schema_of_answer = answer_schema(kind, choices, schema)
         if on_expiry == "default" and (
             error := best_match(Draft202012Validator(schema_of_answer).iter_errors(default))

@@ -14,7 +14,7 @@ from tokentail.shared.events import (
     RunCompleted,
     RunFailed,
 )
-from tokentail.shared.lifecycle import Asked, RunLease, RunLifecycle, StartVerdict
+from tokentail.shared.lifecycle import Asked, RunLease, RunLifecycle, StartVerdict, Takeover
 from tokentail.shared.logs import bind
 from tokentail.shared.records import Question, RunRecord, transcript
 from tokentail.shared.settings import Settings
@@ -23,9 +23,11 @@ from tokentail.worker import metrics
 from tokentail.worker.agent_loop import AgentError, run_model_agent
 from tokentail.worker.agents import Agent, load_agent
 from tokentail.worker.context import RunContext, WaitingForInput
+from tokentail.worker.continuation import keep_until
 from tokentail.worker.lease import LeaseKeeper
 from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
+from tokentail.worker.replay import Replay
 from tokentail.worker.retry import RetryPolicy
 from tokentail.worker.running import RunningRuns, Stop
 from tokentail.worker.watchdog import HOW_TO_FIX, BlockingCall
@@ -39,7 +41,12 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     settings: Settings = ctx["settings"]
     running: RunningRuns = ctx["running"]
     bind(session_id=session_id, run_id=run_id)  # each arq job runs in a task of its own
-    started = await runs.start_run(session_id, run_id, ctx["job_id"])
+
+    async def decide() -> Takeover:  # a takeover: on from the run's record, or over
+        keep = await keep_until(ctx["store"], ctx["providers"], settings, session_id, run_id)
+        return "restart" if keep is None else keep
+
+    started = await runs.start_run(session_id, run_id, ctx["job_id"], takeover=decide)
     if started is None:
         # A duplicate delivery, a deleted session, or a run another worker holds: nothing to do.
         logger.info("run %s of session %s is not ours to start", run_id, session_id)
@@ -168,6 +175,11 @@ async def _generate(ctx: dict[str, Any], session_id: str, run: RunRecord, writer
     providers: Providers = ctx["providers"]
     session = await store.get_session(session_id)
     history = transcript([r for r in session.runs if r.status == "completed" and r.run_id != run.run_id])
+    if run.started_as in ("resume", "takeover"):
+        # It goes on from its record (after an answer; taken over, unless it started over: then
+        # its record is empty), and what the record holds is not streamed again.
+        if (log := await store.run_log(session_id, run)) is not None:
+            writer.go_on(Replay(log))
     context = RunContext(writer, session_id, run, history)
     agent = load_agent(run.agent, settings)
     try:

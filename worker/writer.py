@@ -23,7 +23,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tokentail.shared.events import (
@@ -40,6 +40,7 @@ from tokentail.shared.events import (
 from tokentail.shared.lifecycle import RunLease
 from tokentail.shared.outage import is_outage
 from tokentail.worker import metrics
+from tokentail.worker.replay import Replay
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +120,19 @@ class EventWriter:
         # Append ids: unique per writer (random) and per append (counted), without a random draw each.
         self._id_prefix = secrets.token_hex(6) + "-"
         self._appends = 0
-        self.text_parts: list[str] = []  # everything this attempt streamed, appended or not
-        # A run continued after an answer runs its agent again up to the answered question: what it
-        # streams until then is in the stream already (and its text in `text_parts`), so it is dropped.
-        self.replaying = False
+        self.text_parts: list[str] = []  # the run's answer: recorded before this attempt, then streamed
+        # A run that goes on runs its agent again: what the record holds is not appended again.
+        self.replay: Replay | None = None
+        self._answering = False  # this attempt streamed answer text
         self.events_appended = 0
         self.provider = "custom"  # the metrics label of what produces the text; set once it is known
         self._tokens = metrics.TOKENS.labels(self.provider)
         self._started = clock()
+
+    def go_on(self, replay: Replay) -> None:
+        """This attempt goes on from the run's record (worker/replay.py)."""
+        self.replay = replay
+        self.text_parts = [replay.text] if replay.text else []
 
     async def delta(self, text: str, agent: str | None = None) -> None:
         """Answer text, coalesced into `message.delta` events; the run's output is all of it."""
@@ -139,7 +145,9 @@ class EventWriter:
     async def _text(self, kind: type[MessageDelta | ReasoningDelta], text: str, agent: str | None) -> None:
         if self._failure is not None:
             raise self._failure
-        if not text or self.replaying:
+        if self.replay is not None:
+            text = self.replay.new_text(_TEXT_EVENTS[kind], text)
+        if not text:
             return
         if (kind, agent) != self._pending_kind:
             if self._pending:  # text of another kind, or of another agent, is appended first
@@ -149,7 +157,8 @@ class EventWriter:
         if self._output_chars > self._max_output_chars:
             raise OutputTooLarge(f"the run's text exceeded {self._max_output_chars} characters")
         if kind is MessageDelta:
-            if not self.text_parts:
+            if not self._answering:
+                self._answering = True
                 metrics.TIME_TO_FIRST_TOKEN.labels(self.provider).observe(self._clock() - self._started)
                 self._tokens = metrics.TOKENS.labels(self.provider)  # per token: looked up once
             self._tokens.inc()
@@ -162,13 +171,19 @@ class EventWriter:
         event_type = event_type_of(data)
         if event_type in TERMINAL_EVENTS:
             raise TypeError(f"{event_type} ends the run: use finish()")
-        if self.replaying:
+        if self.replay is not None and self.replay.holds(event_type, data):
             return
         stored = data.model_dump_json()
         if (size := len(stored.encode())) > MAX_EVENT_BYTES:
             raise EventTooLarge(f"a {event_type} event of {size} bytes exceeds {MAX_EVENT_BYTES}")
         await self.flush()
         await self._write([(event_type, stored)])
+
+    async def record_step(self, key: str, value_json: str) -> None:
+        """Record a step's result with the run, after the text streamed before it (see RunContext.step)."""
+        await self.flush()
+        # Recording the same result again changes nothing: a try whose reply was lost is harmless.
+        await self._through_outage(lambda: self._lease.record_step(key, value_json), "step", self._clock())
 
     async def flush(self) -> None:
         """Append the pending text now, after any append in flight."""
@@ -311,18 +326,22 @@ class EventWriter:
         # Through an outage, keep trying with the same append id, so a try whose reply was lost is
         # not appended twice. The lease bounds it: if a reaper gave the run to another worker
         # meanwhile, the retry is fenced.
+        await self._through_outage(lambda: self._lease.append(events, append_id, ending), "append", started)
+
+    async def _through_outage(self, call: Callable[[], Awaitable[Any]], what: str, started: float) -> None:
+        """`call()`, tried again through a Redis outage for up to OUTAGE_SECONDS since `started`."""
         for failures in itertools.count():
             try:
-                await self._lease.append(events, append_id, ending)
+                await call()
             except Exception as exc:
                 if not is_outage(exc) or self._clock() - started > OUTAGE_SECONDS:
                     raise
                 if not failures:  # once per outage, not once per try
                     logger.warning(
-                        "append for run %s failed (%s); retrying for up to %.0f s", self._run_id, exc, OUTAGE_SECONDS
+                        "%s for run %s failed (%s); retrying for up to %.0f s", what, self._run_id, exc, OUTAGE_SECONDS
                     )
                 await asyncio.sleep(min(1.0, 0.05 * 2**failures))
             else:
                 if failures:
-                    logger.info("append for run %s went through after %.1f s", self._run_id, self._clock() - started)
+                    logger.info("%s for run %s went through after %.1f s", what, self._run_id, self._clock() - started)
                 return

@@ -1,9 +1,11 @@
 -- A worker claims the session's active run: take the lease, count the attempt, append `run.started`
--- with its `reason`: `start` (its first), `takeover` or `resume`. A run whose last worker died or
--- handed it over (status `running`, no lease) is taken over: the attempt goes up and `run.retrying`
--- comes first, so clients drop that attempt's partial text. A run queued again by the answer to its
--- question (started before, status `queued`) resumes as the same attempt: it goes on, nothing to
--- drop. A duplicate delivery of a job finds the lease taken, or the run over, and does nothing.
+-- with its `reason`: `start` (its first) or `resume`. A run whose last worker died or handed it over
+-- (status `running`, no lease) is taken over: the attempt goes up and, as the worker decided from the
+-- run's record (worker/continuation.py), it goes on (`run.continued` keeping the run's events up to
+-- `keep_until`) or, with no `keep_until`, starts over (`run.retrying`, then `run.started`: clients
+-- drop what it streamed). A run queued again by the answer to its question (started before, status
+-- `queued`) resumes as the same attempt: it goes on, nothing to drop. A duplicate delivery of a job
+-- finds the lease taken, or the run over, and does nothing.
 --
 -- The job leaves arq's queue here, atomically with the claim (with SPLIT_QUEUE, the worker takes it
 -- out right after, and clears the outbox here). arq marks a job it picks up as in
@@ -12,10 +14,11 @@
 -- not be picked again when that mark lapses.
 --
 -- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] run_id, ARGV[11] lease_token,
---             ARGV[12] lease_ms, ARGV[13] max_attempts, ARGV[14] job_id
+--             ARGV[12] lease_ms, ARGV[13] max_attempts, ARGV[14] job_id, ARGV[15] for a takeover:
+--             keep_until, 'restart', or '' (not decided yet)
 -- Returns {'ok', seq, run_json, verdict} with verdict '' (run it), 'cancel' (a cancel is pending:
 -- end it cancelled) or 'exhausted' (too many attempts: end it failed); or {'inactive'} | {'leased'}
--- | {'not_running', status}
+-- | {'not_running', status} | {'decide'} (a takeover, and ARGV[15] is '': nothing was changed)
 local k, s = session_context()
 local run_id, token, lease_ms, max_attempts = ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
 
@@ -34,6 +37,8 @@ elseif reason == 'takeover' and run.attempt - (run.handovers or 0) >= max_attemp
   verdict = 'exhausted'
 end
 
+if reason == 'takeover' and verdict == '' and ARGV[15] == '' then return {'decide'} end
+
 redis.call('SET', k.lease, token)
 redis.call('HSET', k.meta, 'lease_until', now_ms + lease_ms)
 index_lease(k, s, now_ms + lease_ms)
@@ -44,12 +49,19 @@ if verdict ~= '' then
   return {'ok', redis.call('HGET', k.meta, 'seq'), redis.call('HGET', k.runs, run_id), verdict}
 end
 
-if reason == 'takeover' then
-  local data = cjson.encode({run_id = run_id, attempt = run.attempt + 1, reason = 'the worker running attempt ' .. run.attempt .. ' stopped'})
-  add_event(k, s, 'run.retrying', data, ts)
-end
 if reason ~= 'resume' then run.attempt = run.attempt + 1 end
-local seq = add_event(k, s, 'run.started', cjson.encode({run_id = run_id, attempt = run.attempt, reason = reason}), ts)
+local seq
+if reason == 'takeover' and ARGV[15] ~= 'restart' then
+  local data = {run_id = run_id, attempt = run.attempt, from_event_id = tonumber(ARGV[15])}
+  seq = add_event(k, s, 'run.continued', cjson.encode(data), ts)
+else
+  if reason == 'takeover' then
+    local data = cjson.encode({run_id = run_id, attempt = run.attempt, reason = 'the worker running attempt ' .. (run.attempt - 1) .. ' stopped'})
+    add_event(k, s, 'run.retrying', data, ts)
+    run.steps = nil  -- it starts over: nothing of it is replayed
+  end
+  seq = add_event(k, s, 'run.started', cjson.encode({run_id = run_id, attempt = run.attempt, reason = reason}), ts)
+end
 run.status = 'running'
 run.started_seq = seq
 run.started_at = now_s

@@ -9,7 +9,8 @@ from tests.sse_client import Received, read_events
 
 
 class Watcher:
-    """Follows a session's stream like a chat UI: resumes on drops, drops a retried attempt's text."""
+    """Follows a session's stream like a chat UI: resumes on drops, drops a retried attempt's text
+    and, on `run.continued`, the text after its `from_event_id`."""
 
     def __init__(self, client: httpx2.AsyncClient, url: str) -> None:
         self.client, self.url = client, url
@@ -29,18 +30,28 @@ class Watcher:
         await read_events(self.client, self.url, last_event_id=last, on_event=self._arrived)
 
     def _arrived(self, event: tuple[int | None, str, dict[str, Any]]) -> None:
-        self.arrival.setdefault(event[1], time.monotonic())
+        now = time.monotonic()
+        self.arrival.setdefault(event[1], now)
+        if event[1] == "message.delta" and "run.continued" in self.arrival:
+            self.arrival.setdefault("first delta after run.continued", now)
         self.seen.events.append(event)
 
     def deltas(self) -> int:
         return len(self.seen.of("message.delta"))
 
     def answer(self) -> str:
-        """The text a UI shows: the deltas after the last `run.retrying`."""
-        text: list[str] = []
-        for _, kind, data in self.seen.events:
+        """The text a UI shows: the deltas after the last `run.retrying`, less those a `run.continued`
+        drops (after its `from_event_id`)."""
+        text: list[tuple[int, str]] = []
+        for seq, kind, data in self.seen.events:
             if kind == "run.retrying":
                 text.clear()
-            elif kind == "message.delta":
-                text.append(data["text"])
-        return "".join(text)
+            elif kind == "run.continued":
+                text = [(i, piece) for i, piece in text if i <= data["from_event_id"]]
+            elif kind == "message.delta" and seq is not None:
+                text.append((seq, data["text"]))
+        return "".join(piece for _, piece in text)
+
+    def all_text(self) -> str:
+        """Every delta it received, dropping none."""
+        return "".join(data["text"] for _, kind, data in self.seen.events if kind == "message.delta")

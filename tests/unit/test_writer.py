@@ -24,6 +24,7 @@ class RecordingLease:
         self.delay = delay
         self.gate: asyncio.Event | None = None
         self.fail = False
+        self.steps: dict[str, str] = {}  # recorded by RunContext.step
 
     async def append(
         self,
@@ -42,6 +43,11 @@ class RecordingLease:
 
     def append_soon(self, events: Sequence[tuple[str, str]], append_id: str) -> "asyncio.Future[int]":
         return asyncio.ensure_future(self.append(events, append_id))
+
+    async def record_step(self, key: str, value_json: str) -> None:
+        if self.fail:
+            raise LeaseLost("fenced")
+        self.steps[key] = value_json
 
     @property
     def events(self) -> list[tuple[str, dict[str, object]]]:

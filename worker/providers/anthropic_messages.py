@@ -29,6 +29,7 @@ from tokentail.worker.providers.base import (
     ThinkingBlock,
     ToolSpec,
     Usage,
+    after_prefill,
 )
 from tokentail.worker.providers.errors import connection_error, status_error
 from tokentail.worker.providers.openai_chat import parse_arguments
@@ -110,12 +111,21 @@ class _Blocks:
 
 
 class AnthropicProvider:
+    continues = True  # a final assistant message is continued (prefill)
+
     def __init__(self, client: anthropic.AsyncAnthropic) -> None:
         self._client = client
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
         request.check_params(ANTHROPIC)
         system, messages = _messages(request.messages)
+        # The API refuses a final assistant message that ends in whitespace: it goes without it.
+        prefill = request.continue_text.rstrip()
+        if prefill:
+            messages.append({"role": "assistant", "content": prefill})
+        return after_prefill(self._stream(request, system, messages), request.continue_text[len(prefill) :])
+
+    async def _stream(self, request: ModelRequest, system: str, messages: list[dict[str, Any]]) -> AsyncIterator[Chunk]:
         knobs = request.params
         blocks = _Blocks()
         input_tokens = output_tokens = 0

@@ -42,6 +42,9 @@ class ModelRequest:
     messages: list[Message]
     tools: list[ToolSpec] = field(default_factory=list)
     params: RunParams = field(default_factory=RunParams)
+    # The start of the answer, which clients have already: the provider streams only what follows
+    # it (only asked of a provider that `continues`).
+    continue_text: str = ""
 
     def check_params(self, provider: str) -> None:
         """InvalidRequest if the run's params name a knob `provider` does not take."""
@@ -85,6 +88,23 @@ class Progress:
 Chunk = TextDelta | ReasoningDelta | ThinkingBlock | ToolCall | Usage | Progress
 
 
+async def after_prefill(chunks: AsyncIterator[Chunk], trimmed: str) -> AsyncIterator[Chunk]:
+    """The continuation of an answer whose start was sent without its trailing whitespace `trimmed`
+    (Anthropic refuses a final assistant message that ends in whitespace): a model that writes that
+    whitespace again has it dropped, once, so the text reads on without doubling it."""
+    async for chunk in chunks:
+        if trimmed and isinstance(chunk, TextDelta):
+            text = chunk.text
+            common = 0
+            while common < min(len(text), len(trimmed)) and text[common].isspace():
+                common += 1
+            trimmed = ""
+            if not (text := text[common:]):
+                continue
+            chunk = TextDelta(text)
+        yield chunk
+
+
 class InvalidRequest(ValueError):
     """The request cannot be served as asked (bad params, unknown model): the run fails, nothing retries."""
 
@@ -100,6 +120,8 @@ class ProviderError(Exception):
 
 
 class Provider(Protocol):
+    continues: bool  # it can continue a partial answer (`ModelRequest.continue_text`)
+
     def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
         """Text deltas as they come, then each tool call whole, and usage when the provider reports it."""
         ...

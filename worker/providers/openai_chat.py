@@ -102,20 +102,42 @@ def _or_omit(value: Any) -> Any:
     return openai.omit if value is None else value
 
 
+def _continuing(
+    messages: list[dict[str, Any]], text: str, continuation: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The messages and extra body fields that ask a server to continue `text`, the start of its answer."""
+    if continuation == "prefix":  # DeepSeek's chat prefix completion
+        return [*messages, {"role": "assistant", "content": text, "prefix": True}], {}
+    # vLLM: the last message is left open, with no end-of-turn token, and the model writes on from it.
+    extra = {"continue_final_message": True, "add_generation_prompt": False}
+    return [*messages, {"role": "assistant", "content": text}], extra
+
+
 class OpenAIProvider:
-    def __init__(self, client: openai.AsyncOpenAI, name: str = "OpenAI", provider: str = OPENAI) -> None:
+    def __init__(
+        self, client: openai.AsyncOpenAI, name: str = "OpenAI", provider: str = OPENAI, continuation: str = "none"
+    ) -> None:
         self._client = client
         self._name = name
         self._provider = provider  # `openai` or `openai-compatible`: which params it takes
+        # How the server continues a partial answer: `vllm`, `prefix`, or `none` (OpenAI's own API cannot).
+        self._continuation = continuation
+        self.continues = continuation != "none"
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
         request.check_params(self._provider)
         calls: dict[int, _PartialCall] = {}
         knobs = request.params
+        messages, extra_body = _messages(request.messages), dict[str, Any]()
+        if request.continue_text and self.continues:
+            messages, extra_body = _continuing(messages, request.continue_text, self._continuation)
+        if knobs.top_k is not None:
+            # Not in OpenAI's API; servers that speak it and sample with top_k (vLLM, Ollama) take it here.
+            extra_body["top_k"] = knobs.top_k
         try:
             stream = await self._client.chat.completions.create(
                 model=request.model,
-                messages=cast(Any, _messages(request.messages)),
+                messages=cast(Any, messages),
                 stream=True,
                 stream_options={"include_usage": True},
                 tools=cast(Any, _tools(request.tools)) if request.tools else openai.omit,
@@ -126,8 +148,7 @@ class OpenAIProvider:
                 seed=_or_omit(knobs.seed),
                 presence_penalty=_or_omit(knobs.presence_penalty),
                 frequency_penalty=_or_omit(knobs.frequency_penalty),
-                # Not in OpenAI's API; servers that speak it and sample with top_k (vLLM, Ollama) take it here.
-                extra_body={"top_k": knobs.top_k} if knobs.top_k is not None else None,
+                extra_body=extra_body or None,
             )
             async for chunk in stream:
                 if chunk.usage is not None:

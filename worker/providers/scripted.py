@@ -128,7 +128,19 @@ def _answer_tokens(messages: list[Message]) -> list[str]:
     return _tokens(lead.split())
 
 
+def _after(text: str, tokens: list[str]) -> tuple[str, list[str]]:
+    """What follows `text` in `tokens`: the rest of the token it ends in, and the tokens after it."""
+    chars = 0
+    for index, token in enumerate(tokens):
+        if chars + len(token) > len(text):
+            return token[len(text) - chars :], tokens[index + 1 :]
+        chars += len(token)
+    return "", []
+
+
 class ScriptedProvider:
+    continues = True  # it is deterministic: the same request gives the same text, so it goes on exactly
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
         params = request.params  # the sampling knobs do not apply: the text is scripted
         count = DEFAULT_TOKENS if params.tokens is None else params.tokens
@@ -141,12 +153,18 @@ class ScriptedProvider:
             previous = next((m.content for m in reversed(request.messages[:-1]) if m.role == "assistant"), None)
             expression = find_arithmetic(last.content, previous) if "calculator" in offered else None
             if expression is not None:
-                yield TextDelta("Let me calculate that. ")
+                lead = _after(request.continue_text, ["Let me calculate that. "])[0]
+                if lead:
+                    yield TextDelta(lead)
                 call_id = "call_" + hashlib.sha256(expression.encode()).hexdigest()[:10]
                 yield ToolCall(call_id, "calculator", {"expression": expression})
                 yield Usage(input_tokens=len(last.content.split()), output_tokens=4)
                 return
             tokens = scripted_tokens(last.content, count)
+        if request.continue_text:
+            rest, tokens = _after(request.continue_text, tokens)
+            if rest:
+                yield TextDelta(rest)
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i, token in enumerate(tokens):

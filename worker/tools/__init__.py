@@ -8,6 +8,14 @@ The schema comes from the signature (pydantic), the description from the docstri
 model sends are validated against the same signature before the function runs, with a timeout. A
 tool made with `needs_approval=True` (or `some_tool.asking_first()`) runs only once a person approves
 the call: the agent loop asks (`input.required`, kind `approval`) and the run waits meanwhile.
+
+A tool with a `call_id` parameter is given the id of the call (not by the model: it is left out of
+the schema). It is the same when a run taken over after a crash calls the tool again because its
+result was never recorded, so it serves as an idempotency key for the API the tool calls:
+
+    @tool
+    async def send_email(to: str, body: str, call_id: str) -> str:
+        return await mailer.send(to, body, idempotency_key=call_id)
 """
 
 import asyncio
@@ -30,6 +38,7 @@ class Tool:
     function: Callable[..., Any]  # wrapped by pydantic's validate_call: arguments are checked, then it runs
     spec: ToolSpec
     needs_approval: bool = False  # the agent loop asks a person (ctx.ask, kind approval) before each call
+    takes_call_id: bool = False  # its function has a `call_id` parameter: the call's id, its idempotency key
 
     def asking_first(self) -> "Tool":
         """The same tool, run only once a person approves each call."""
@@ -39,7 +48,9 @@ class Tool:
     def name(self) -> str:
         return self.spec.name
 
-    async def run(self, arguments: dict[str, Any], time_limit: float) -> Any:
+    async def run(self, arguments: dict[str, Any], time_limit: float, call_id: str = "") -> Any:
+        if self.takes_call_id:
+            arguments = {**arguments, "call_id": call_id}  # never the model's: it is not in the schema
         try:
             async with asyncio.timeout(time_limit):
                 result = self.function(**arguments)
@@ -74,12 +85,14 @@ def tool(
 
     def wrap(fn: Callable[..., Any]) -> Tool:
         schema = TypeAdapter(cast(Any, fn)).json_schema()
+        takes_call_id = "call_id" in inspect.signature(fn).parameters
         parameters = {
             "type": "object",
-            "properties": schema.get("properties", {}),
-            "required": schema.get("required", []),
+            "properties": {k: v for k, v in schema.get("properties", {}).items() if k != "call_id"},
+            "required": [k for k in schema.get("required", []) if k != "call_id"],
         }
         description = inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0]
-        return Tool(validate_call(fn), ToolSpec(name or fn.__name__, description, parameters), needs_approval)
+        spec = ToolSpec(name or fn.__name__, description, parameters)
+        return Tool(validate_call(fn), spec, needs_approval, takes_call_id)
 
     return wrap(function) if function is not None else wrap

@@ -1,0 +1,104 @@
+"""A run's events as its clients keep them: the record a taken-over or resumed run goes on from.
+
+A `run.retrying` drops everything the run streamed before it (the run started over); a
+`run.continued` drops the run's events after its `from_event_id` (a model turn cut by a crash, whose
+provider cannot continue it). What is left is what every client shows: the worker continues from it
+(worker/context.py), and the session's partial text is read from it (shared/store.py).
+"""
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokentail.shared.events import EventType
+
+_TEXT = EventType.MESSAGE_DELTA.value
+_REASONING = EventType.REASONING_DELTA.value
+_STARTED = EventType.TOOL_STARTED.value
+_FINISHED = (EventType.TOOL_COMPLETED.value, EventType.TOOL_FAILED.value)
+# The run's lifecycle: made by the scripts, never by the agent, so never replayed.
+_LIFECYCLE = frozenset(
+    {
+        EventType.RUN_QUEUED,
+        EventType.RUN_STARTED,
+        EventType.RUN_RETRYING,
+        EventType.RUN_CONTINUED,
+        EventType.INPUT_REQUIRED,
+        EventType.INPUT_RECEIVED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    seq: int
+    type: str
+    data: dict[str, Any]
+
+
+@dataclass
+class RunLog:
+    """The kept events of one run, in order, and what a replay asks of them."""
+
+    events: list[LoggedEvent] = field(default_factory=list)
+    last_seq: int = 0  # the run's last event, kept or not (0: none yet)
+
+    @classmethod
+    def of(cls, run_id: str, events: list[tuple[int, str, str | bytes]]) -> "RunLog":
+        """The log of `run_id` from `(seq, type, data JSON)` events of its session, in order."""
+        log = cls()
+        for seq, event_type, raw in events:
+            data = json.loads(raw)
+            if data.get("run_id") != run_id:
+                continue  # another run's (one queued behind this one)
+            log.last_seq = seq
+            if event_type == EventType.RUN_RETRYING:
+                log.events.clear()
+            elif event_type == EventType.RUN_CONTINUED:
+                keep_until = data["from_event_id"]
+                log.events = [event for event in log.events if event.seq <= keep_until]
+            elif event_type not in _LIFECYCLE:
+                log.events.append(LoggedEvent(seq, event_type, data))
+        return log
+
+    @property
+    def text(self) -> str:
+        return "".join(event.data["text"] for event in self.events if event.type == _TEXT)
+
+    @property
+    def reasoning_chars(self) -> int:
+        return sum(len(event.data["text"]) for event in self.events if event.type == _REASONING)
+
+    def call_ids(self, *event_types: str) -> set[str]:
+        return {event.data["call_id"] for event in self.events if event.type in event_types}
+
+    @property
+    def started_calls(self) -> set[str]:
+        return self.call_ids(_STARTED)
+
+    @property
+    def finished_calls(self) -> set[str]:
+        return self.call_ids(*_FINISHED)
+
+    def counts(self) -> Counter[str]:
+        """How many events of each type other than text and tool events: a replay skips as many."""
+        skipped = (_TEXT, _REASONING, _STARTED, *_FINISHED)
+        return Counter(event.type for event in self.events if event.type not in skipped)
+
+    def cut(self, kept_chars: int) -> tuple[int, list[LoggedEvent]]:
+        """The deltas (text and reasoning) that end the log past its first `kept_chars` characters of
+        text: the part of a model turn a crash cut. Returns the id just before them (the run's last
+        id when there are none; ids have no holes), and those events."""
+        chars, floor = 0, -1  # floor: the last event within the kept text
+        for index, event in enumerate(self.events):
+            if event.type == _TEXT:
+                chars += len(event.data["text"])
+                if chars <= kept_chars:
+                    floor = index
+        start = len(self.events)
+        while start - 1 > floor and self.events[start - 1].type in (_TEXT, _REASONING):
+            start -= 1
+        if start == len(self.events):
+            return self.last_seq, []
+        return self.events[start].seq - 1, self.events[start:]

@@ -1,0 +1,52 @@
+"""How a taken-over run goes on: decided before the new attempt claims it (start_run.lua appends the
+decision as `run.continued`), from the run's record and what its agent and provider can do.
+
+- A model-driven `Agent` goes on from its recorded steps (worker/agent_loop.py). The model turn the
+  crash cut is continued from the text clients have when the provider can continue a partial answer
+  (`Provider.continues`) and the turn had no reasoning yet; otherwise that turn alone restarts, and
+  clients drop its text: the run keeps its events up to the turn's start.
+- Your own agent function goes on when marked `@continues` (it runs again, with its record).
+- Anything else, and a run whose start the stream no longer holds, starts over (`run.retrying`).
+
+No worker holds the run while this reads its record: the one that ran it lost its lease, so the
+record cannot change until the new attempt's start_run.lua.
+"""
+
+import json
+
+from tokentail.shared.events import EventType
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+from tokentail.worker.agents import Agent, goes_on, load_agent
+from tokentail.worker.providers import Providers
+
+TURN_STEP = "turn"  # the agent loop's step name for a model turn that called tools
+
+
+async def keep_until(
+    store: SessionStore, providers: Providers, settings: Settings, session_id: str, run_id: str
+) -> int | None:
+    """For a run that a worker ran and lost: the id up to which its events are kept as it goes on,
+    or None to start it over. None too for a run that is not `running` (start_run.lua ignores it)."""
+    run = await store.get_run(session_id, run_id)
+    if run is None or run.status != "running":
+        return None
+    try:
+        agent = load_agent(run.agent, settings)
+    except Exception:  # the attempt fails the run with this error; whether it goes on does not matter
+        return None
+    if not goes_on(agent):
+        return None
+    log = await store.run_log(session_id, run)
+    if log is None:
+        return None
+    if not isinstance(agent, Agent):
+        return log.last_seq
+    turns = [json.loads(value) for key, value in run.steps.items() if key.startswith(TURN_STEP + "#")]
+    before_cut, cut = log.cut(sum(len(turn["message"]["content"]) for turn in turns))
+    if not cut:
+        return log.last_seq
+    reasoned = any(event.type == EventType.REASONING_DELTA for event in cut)
+    if not reasoned and providers.continues(run.model or agent.model or settings.model):
+        return log.last_seq
+    return before_cut

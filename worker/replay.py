@@ -1,0 +1,55 @@
+"""What a run's record holds that its attempt must not append again.
+
+A run that goes on (taken over, or after the answer to its question) runs its agent again with its
+record (shared/run_log.py). What the agent streams that the record already holds is not appended a
+second time: text and reasoning up to the length recorded, a tool call's start and end by its call
+id, any other event by its count per type (the third `status` the agent makes is the record's
+third). A built-in agent streams little again (its recorded steps are replayed, not re-run); your
+own agent streams again whatever it does not keep in `ctx.step`.
+"""
+
+from typing import Any
+
+from tokentail.shared.events import EventType
+from tokentail.shared.run_log import RunLog
+
+
+class Replay:
+    def __init__(self, log: RunLog) -> None:
+        self.text = log.text  # the answer as clients have it
+        self._left = {EventType.MESSAGE_DELTA: len(self.text), EventType.REASONING_DELTA: log.reasoning_chars}
+        self._started = log.started_calls
+        self._finished = log.finished_calls
+        self._counts = log.counts()
+
+    def new_text(self, event_type: str, text: str) -> str:
+        """The part of `text` (of a text or reasoning delta) past what the record holds."""
+        left = self._left[event_type]  # type: ignore[index]
+        if not left:
+            return text
+        self._left[event_type] = max(0, left - len(text))  # type: ignore[index]
+        return text[left:]
+
+    def take_text(self) -> str:
+        """The recorded answer text this attempt has not reached, counted as streamed now."""
+        left, self._left[EventType.MESSAGE_DELTA] = self._left[EventType.MESSAGE_DELTA], 0
+        return self.text[len(self.text) - left :] if left else ""
+
+    def holds(self, event_type: str, data: Any) -> bool:
+        """Whether the record holds this event already (each recorded event matches once)."""
+        call_id = getattr(data, "call_id", None)
+        if event_type == EventType.TOOL_STARTED:
+            return _take(self._started, call_id)
+        if event_type in (EventType.TOOL_COMPLETED, EventType.TOOL_FAILED):
+            return _take(self._finished, call_id)
+        if self._counts[event_type] > 0:
+            self._counts[event_type] -= 1
+            return True
+        return False
+
+
+def _take(recorded: set[str], call_id: str | None) -> bool:
+    if call_id in recorded:
+        recorded.discard(call_id)
+        return True
+    return False
