@@ -30,6 +30,12 @@ _LIFECYCLE = frozenset(
 )
 
 
+def is_turn_boundary(event_type: str) -> bool:
+    """Whether an event of a run ends a model turn: a tool's or a question's. Text, reasoning, status
+    and data events belong to the turn they come in; the UI encodings show each turn as a step."""
+    return event_type.startswith(("tool.", "input."))
+
+
 @dataclass(frozen=True, slots=True)
 class LoggedEvent:
     seq: int
@@ -87,9 +93,9 @@ class RunLog:
         return Counter(event.type for event in self.events if event.type not in skipped)
 
     def cut(self, kept_chars: int) -> tuple[int, list[LoggedEvent]]:
-        """The deltas (text and reasoning) that end the log past its first `kept_chars` characters of
-        text: the part of a model turn a crash cut. Returns the id just before them (the run's last
-        id when there are none; ids have no holes), and those events."""
+        """The events that end the log since its last turn boundary (a tool or question event), past
+        its first `kept_chars` characters of text: the part of a model turn a crash cut. Returns the
+        id just before them (the run's last id when there are none; ids have no holes), and them."""
         chars, floor = 0, -1  # floor: the last event within the kept text
         for index, event in enumerate(self.events):
             if event.type == _TEXT:
@@ -97,7 +103,7 @@ class RunLog:
                 if chars <= kept_chars:
                     floor = index
         start = len(self.events)
-        while start - 1 > floor and self.events[start - 1].type in (_TEXT, _REASONING):
+        while start - 1 > floor and not is_turn_boundary(self.events[start - 1].type):
             start -= 1
         if start == len(self.events):
             return self.last_seq, []

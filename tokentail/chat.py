@@ -107,6 +107,11 @@ _PROGRESS: dict[str, tuple[Callable[[dict[str, Any]], str], str | None]] = {
     "tool.completed": (lambda d: f"[{d['call_id']} done: {d['result']}]", None),
     "tool.failed": (lambda d: f"[{d['call_id']} failed: {d['error']}]", "yellow"),
     "run.retrying": (lambda d: f"\n[the worker stopped; retrying (attempt {d['attempt']})]", "yellow"),
+    # A terminal cannot take text back: it says where the text that follows takes over.
+    "run.continued": (
+        lambda d: f"[the worker stopped; attempt {d['attempt']} goes on after event {d['from_event_id']}]",
+        "yellow",
+    ),
     "gap": (lambda d: f"\n[events before {d['first_available']} are gone: {d['reason']}]", "yellow"),
     "run.failed": (lambda d: f"\n[failed: {d['error']['message']}]", "red"),
     "run.cancelled": (lambda d: f"\n[cancelled: {d['reason']}]", "yellow"),

@@ -96,25 +96,26 @@ async def _turn(
     key = context.step_key(TURN_STEP)
     if (recorded := context.recorded_step(key)) is not None:
         turn = _message(recorded["message"])
-        context.resume_text()  # its text is in the stream: this attempt has streamed it
+        context.replayed(turn.content, recorded["reasoning_chars"])  # the stream has them
         context.add_usage(**recorded["usage"])
         return turn
     prefix = context.resume_text() if provider.continues else ""
     usage_before = dict(context.usage)
     request = replace(request, continue_text=prefix)
-    turn = await _model_turn(context, stream_with_retries(provider, request, policy, on_retry), prefix)
+    turn, reasoning_chars = await _model_turn(context, stream_with_retries(provider, request, policy, on_retry), prefix)
     if turn.tool_calls:
         usage = {
             name: context.usage.get(name, 0) - usage_before.get(name, 0) for name in ("input_tokens", "output_tokens")
         }
-        await context.record_step(key, {"message": asdict(turn), "usage": usage})
+        await context.record_step(key, {"message": asdict(turn), "usage": usage, "reasoning_chars": reasoning_chars})
     return turn
 
 
-async def _model_turn(context: RunContext, chunks: AsyncIterator[Chunk], prefix: str) -> Message:
+async def _model_turn(context: RunContext, chunks: AsyncIterator[Chunk], prefix: str) -> tuple[Message, int]:
     """Stream one answer of the model to the run, after `prefix` (what clients have of it); what it
-    said, as the assistant's message."""
+    said, as the assistant's message, and how much reasoning it streamed."""
     text: list[str] = [prefix]
+    reasoning_chars = 0
     calls: list[ToolCall] = []
     thinking: list[ThinkingBlock] = []
     async for chunk in chunks:
@@ -122,6 +123,7 @@ async def _model_turn(context: RunContext, chunks: AsyncIterator[Chunk], prefix:
             text.append(chunk.text)
             await context.delta(chunk.text)
         elif isinstance(chunk, ReasoningDelta):
+            reasoning_chars += len(chunk.text)
             await context.reasoning(chunk.text)
         elif isinstance(chunk, ThinkingBlock):
             thinking.append(chunk)
@@ -129,7 +131,7 @@ async def _model_turn(context: RunContext, chunks: AsyncIterator[Chunk], prefix:
             calls.append(chunk)
         elif isinstance(chunk, Usage):
             context.add_usage(chunk.input_tokens, chunk.output_tokens)
-    return Message("assistant", "".join(text), tool_calls=tuple(calls), thinking=tuple(thinking))
+    return Message("assistant", "".join(text), tool_calls=tuple(calls), thinking=tuple(thinking)), reasoning_chars
 
 
 async def _approve(

@@ -50,6 +50,7 @@ from tokentail.shared.events import (
     DATA_NAME,
     MAX_EVENT_BYTES,
     CustomData,
+    EventType,
     InputKind,
     Status,
     ToolCompleted,
@@ -183,6 +184,12 @@ class RunContext:
     def streamed_text(self) -> str:
         """The answer text the run's clients had when this attempt started ("" on a first attempt)."""
         return self.writer.replay.text if self.writer.replay is not None else ""
+
+    def replayed(self, text: str, reasoning_chars: int = 0) -> None:
+        """Count a replayed step's text and reasoning, which the record holds, as streamed again."""
+        if self.writer.replay is not None:
+            self.writer.replay.skip(EventType.MESSAGE_DELTA, len(text))
+            self.writer.replay.skip(EventType.REASONING_DELTA, reasoning_chars)
 
     def resume_text(self) -> str:
         """The answer text the run's clients have and this attempt has not streamed yet, counted as

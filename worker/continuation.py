@@ -15,9 +15,10 @@ record cannot change until the new attempt's start_run.lua.
 import json
 
 from tokentail.shared.events import EventType
+from tokentail.shared.run_log import RunLog
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
-from tokentail.worker.agents import Agent, goes_on, load_agent
+from tokentail.worker.agents import Agent, AgentFunction, goes_on, load_agent
 from tokentail.worker.providers import Providers
 
 TURN_STEP = "turn"  # the agent loop's step name for a model turn that called tools
@@ -40,13 +41,17 @@ async def keep_until(
     log = await store.run_log(session_id, run)
     if log is None:
         return None
+    model = run.model or (agent.model if isinstance(agent, Agent) else None) or settings.model
+    return kept_until(agent, run.steps, log, providers.continues(model))
+
+
+def kept_until(agent: Agent | AgentFunction, steps: dict[str, str], log: RunLog, continues: bool) -> int:
+    """The id up to which the events of a run that goes on are kept: all of them, but for an `Agent`
+    whose provider cannot continue (`continues`), or whose cut turn had reasoning, the cut turn's."""
     if not isinstance(agent, Agent):
         return log.last_seq
-    turns = [json.loads(value) for key, value in run.steps.items() if key.startswith(TURN_STEP + "#")]
+    turns = [json.loads(value) for key, value in steps.items() if key.startswith(TURN_STEP + "#")]
     before_cut, cut = log.cut(sum(len(turn["message"]["content"]) for turn in turns))
-    if not cut:
-        return log.last_seq
-    reasoned = any(event.type == EventType.REASONING_DELTA for event in cut)
-    if not reasoned and providers.continues(run.model or agent.model or settings.model):
+    if not cut or (continues and not any(event.type == EventType.REASONING_DELTA for event in cut)):
         return log.last_seq
     return before_cut

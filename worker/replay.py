@@ -30,6 +30,10 @@ class Replay:
         self._left[event_type] = max(0, left - len(text))  # type: ignore[index]
         return text[left:]
 
+    def skip(self, event_type: str, chars: int) -> None:
+        """Count `chars` characters of text (or reasoning) the record holds as streamed again."""
+        self._left[event_type] = max(0, self._left[event_type] - chars)  # type: ignore[index]
+
     def take_text(self) -> str:
         """The recorded answer text this attempt has not reached, counted as streamed now."""
         left, self._left[EventType.MESSAGE_DELTA] = self._left[EventType.MESSAGE_DELTA], 0

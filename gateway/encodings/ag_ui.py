@@ -7,6 +7,8 @@
     tool.completed / .failed  TOOL_CALL_RESULT (a failure's content is {"error": ...})
     status, data.<name>       CUSTOM {name: "status" | <name>, value}
     run.retrying              MESSAGES_SNAPSHOT: the thread without the dead attempt
+    run.continued             nothing, or when it drops the text of a model turn a crash cut,
+                              MESSAGES_SNAPSHOT: the thread with the run's messages it keeps
     run.completed             RUN_FINISHED {outcome: success, usage}
     run.cancelled             RUN_FINISHED {outcome: cancelled}
     run.failed                RUN_ERROR {message, code: the error's type}
@@ -186,6 +188,19 @@ class AgUiEvents(Translation[Part]):
         self._said = {}
         return _parts(*self._close(), MessagesSnapshotEvent(messages=[*self._messages, *self._kept]))
 
+    def on_continued(self, data: dict[str, Any], seq: int) -> list[Part]:
+        keep_until = data["from_event_id"]
+        dropped = [message_id for message_id in self._said if _seq_of(message_id) > keep_until]
+        open_dropped = self._open is not None and _seq_of(self._open[1]) > keep_until
+        if not self._shows(data) or not (dropped or open_dropped):
+            return []  # nothing dropped: the run goes on in the open message
+        for message_id in dropped:
+            del self._said[message_id]
+        if self._last_text in dropped:
+            self._last_text = None
+        said = [AssistantMessage(id=message_id, content=text) for message_id, text in self._said.items()]
+        return _parts(*self._close(), MessagesSnapshotEvent(messages=[*self._messages, *self._kept, *said]))
+
     def on_completed(self, data: dict[str, Any], seq: int) -> list[Part]:
         if not self._shows(data):
             return []
@@ -279,6 +294,11 @@ class AgUiEvents(Translation[Part]):
         if kind == "text":
             return [TextMessageEndEvent(message_id=message_id)]
         return [ReasoningMessageEndEvent(message_id=message_id), ReasoningEndEvent(message_id=message_id)]
+
+
+def _seq_of(message_id: str) -> int:
+    """The event id a message's id was made from (`<run id>-<seq>`)."""
+    return int(message_id.rsplit("-", 1)[1])
 
 
 def _parts(*events: BaseEvent) -> list[Part]:

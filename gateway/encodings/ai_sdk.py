@@ -12,6 +12,8 @@
     data: {"type":"data-status","id":"status", …}    status: one part, updated in place
     data: {"type":"data-<name>","data":…}            data.<name>
     data: {"type":"reset-step"}                      run.retrying: the client drops the dead attempt
+    data: {"type":"reset-step"}, then the parts kept run.continued that drops the text of a model turn a
+                                                     crash cut (one that drops nothing: nothing)
     data: {"type":"finish-step"} / {"type":"finish","messageMetadata":{"run_id","usage"}}
     data: {"type":"abort","reason":…}                run.cancelled (run.failed: error)
     data: {"type":"tool-approval-request", …}        input.required approving a tool call (`call_id`):
@@ -26,6 +28,9 @@ approval request): the SDK's `addToolApprovalResponse` then sends the chat again
 the tool part, which tokentail takes as the answer (gateway/routes/ai_sdk.py); a question of another
 kind is answered through the REST API, then `resumeStream()`. A response that continues the message
 after an answer (`continuing`) opens with `start` and goes on from there.
+
+The SDK's `reset-step` drops the parts of the current step, which is the run's attempt: to drop only
+the events after a `run.continued`'s `from_event_id`, the parts before it are sent again after it.
 
 Ids are made from event ids (`text-<seq>`), so a replay gives the client the same parts again. A
 `gap` (the stream was trimmed past the run's start) becomes a transient `data-gap` part: the SDK has
@@ -49,6 +54,14 @@ class UiMessageStream(Translation[Part]):
         self._open: tuple[str, str] | None = None  # the open block: ("text" | "reasoning", its id)
         self._answered = answered
         self._continuing = continuing
+        # The parts of the current step (the run's attempt), with the id of the event each came
+        # from: what a `run.continued` that drops its last events sends again after `reset-step`.
+        self._step: list[tuple[int, Part]] = []
+        self._resent: list[Part] | None = None  # what a run.continued sent again: not the step's twice
+
+    def made(self, parts: list[Part], seq: int) -> None:
+        if parts is not self._resent:
+            self._step += [(seq, part) for part in parts]
 
     def opening(self, gap: Gap | None) -> list[Part]:
         """What the response starts with, before the first event."""
@@ -75,6 +88,7 @@ class UiMessageStream(Translation[Part]):
         return [{"type": "start", "messageId": data["run_id"]}]
 
     def on_started(self, data: dict[str, Any], seq: int) -> list[Part]:
+        self._step = []
         return [{"type": "start-step"}]
 
     def on_text(self, data: dict[str, Any], seq: int) -> list[Part]:
@@ -104,7 +118,23 @@ class UiMessageStream(Translation[Part]):
 
     def on_retrying(self, data: dict[str, Any], seq: int) -> list[Part]:
         self._open = None  # reset-step drops the attempt's parts, open ones too
+        self._step = []
         return [{"type": "reset-step"}]
+
+    def on_continued(self, data: dict[str, Any], seq: int) -> list[Part]:
+        keep_until = data["from_event_id"]
+        if all(shown <= keep_until for shown, _ in self._step):
+            return []  # nothing dropped: the run goes on in the open block
+        self._step = [(shown, part) for shown, part in self._step if shown <= keep_until]
+        self._open = None
+        kept = [part for _, part in self._step]
+        # A block whose end was dropped is ended again (its start and text are kept).
+        started = {part["id"] for part in kept if part["type"] in ("text-start", "reasoning-start")}
+        ended = {part["id"] for part in kept if part["type"] in ("text-end", "reasoning-end")}
+        ends = [{"type": f"{block.split('-')[0]}-end", "id": block} for block in sorted(started - ended)]
+        self._step += [(seq, part) for part in ends]
+        self._resent = [{"type": "reset-step"}, *kept, *ends]
+        return self._resent
 
     def on_completed(self, data: dict[str, Any], seq: int) -> list[Part]:
         metadata = {"run_id": data["run_id"], "usage": data["usage"]}

@@ -15,6 +15,9 @@ input item of a new response with `previous_response_id`, goes on as that run's 
     tool.completed/failed a `function_call_output` item (a failure's output: {"error": ...})
     run.retrying          the open items end `incomplete`, and every item of the dead attempt is left
                           out of the final response: the next attempt's text comes in new items
+    run.continued         nothing: the run goes on in its open item; one that drops the text of a
+                          model turn a crash cut ends that turn's items `incomplete` and leaves them
+                          out of the final response, as run.retrying does the whole attempt's
     run.completed         response.completed (status completed, output, usage)
     run.failed            response.failed (status failed, error {code: server_error, message})
     run.cancelled         response.incomplete (status cancelled): the SDK has no response.cancelled
@@ -181,6 +184,20 @@ class ResponseEvents(Translation[Part]):
         parts = self._close("incomplete")
         self.dropped.update(range(self._attempt_start, len(self.items)))
         self._attempt_start = len(self.items)
+        return parts
+
+    def on_continued(self, data: dict[str, Any], seq: int) -> list[Part]:
+        if not self._in_segment:
+            return []
+        cut = {
+            index
+            for index, item in enumerate(self.items)
+            if item["type"] in ("message", "reasoning") and int(item["id"].split("_")[1]) > data["from_event_id"]
+        }
+        if not cut:
+            return []
+        parts = self._close("incomplete") if self._open is not None and self._open[1] in cut else []
+        self.dropped.update(cut)
         return parts
 
     def on_completed(self, data: dict[str, Any], seq: int) -> list[Part]:

@@ -34,6 +34,7 @@ class Translation(Generic[Part]):
         "tool.completed": "on_tool_completed",
         "tool.failed": "on_tool_failed",
         "run.retrying": "on_retrying",
+        "run.continued": "on_continued",
         "run.completed": "on_completed",
         "run.failed": "on_failed",
         "run.cancelled": "on_cancelled",
@@ -70,6 +71,7 @@ class Translation(Generic[Part]):
             else:
                 handler = self.handlers.get(event_type)
                 parts = getattr(self, handler)(data, event.seq) if handler is not None else []
+            self.made(parts, event.seq)
             if parts and event.seq > self.quiet_until:
                 out.append((parts, event.seq))
             if self.run_id is not None and event_type in TERMINAL_EVENTS:
@@ -80,6 +82,9 @@ class Translation(Generic[Part]):
 
     def tail(self) -> bytes:
         return b""
+
+    def made(self, parts: list[Part], seq: int) -> None:
+        """What event `seq` became, whether the client has it already or not."""
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
         """The protocol's framing of what one event (with its id) became."""

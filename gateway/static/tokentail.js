@@ -7,8 +7,8 @@
 //
 // `follow` rebuilds the session's transcript from its events (so a page reload shows the same text,
 // neither lost nor doubled), keeps following live, reconnects with the last event id after errors
-// (backing off), drops what a run's dead attempt streamed on `run.retrying`, and stops once the
-// server has nothing left (204). The last event id of each session is kept in sessionStorage.
+// (backing off), drops what a run's dead attempt streamed on `run.retrying` (and, on `run.continued`,
+// the events after its `from_event_id`), and stops once the server has nothing left (204). The last event id of each session is kept in sessionStorage.
 // A run that asks a question (`input.required`) has `turn.status` "waiting" and `turn.question`,
 // after a reload too; `client.answer(sessionId, runId, inputId, answer)` answers it.
 //
@@ -24,9 +24,10 @@
 
 const REFRESH_BEFORE_S = 60; // refresh a stream token this long before it expires
 const TERMINAL = new Set(["run.completed", "run.failed", "run.cancelled"]);
+const CONTENT = new Set(["message.delta", "reasoning.delta", "status"]); // of a model turn (with data.<name>)
 const EVENTS = [
   "run.queued", "run.started", "message.delta", "reasoning.delta", "status", "tool.started", "tool.completed",
-  "tool.failed", "run.retrying", "run.completed", "run.failed", "run.cancelled", "input.required",
+  "tool.failed", "run.retrying", "run.continued", "run.completed", "run.failed", "run.cancelled", "input.required",
   "input.received", "gap",
 ];
 
@@ -264,6 +265,13 @@ export class SessionFollower {
       return;
     }
     const turn = this.#turn(data.run_id);
+    if (name.startsWith("tool.") || name.startsWith("input.") || name === "run.started") {
+      turn.since = []; // a model turn ends: a run.continued never drops what came before
+    } else if (CONTENT.has(name) || name.startsWith("data.")) {
+      // Where the turn stood before this event: what a run.continued dropping it goes back to.
+      const at = { id: this.lastId, text: turn.text.length, reasoning: turn.reasoning.length };
+      (turn.since ??= []).push({ ...at, notes: turn.notes.length, data: turn.data.length });
+    }
     switch (name) {
       case "run.queued":
         turn.input = data.input;
@@ -302,6 +310,21 @@ export class SessionFollower {
       case "tool.failed": {
         const call = turn.tools.find((t) => t.callId === data.call_id);
         if (call) Object.assign(call, { state: name === "tool.completed" ? "done" : "failed", result: data.result, error: data.error });
+        break;
+      }
+      case "run.continued": {
+        // The run goes on from its record: drop only the events after from_event_id (the text of
+        // a model turn a crash cut, when its provider could not continue it).
+        const cut = (turn.since ?? []).find((mark) => mark.id > data.from_event_id);
+        if (cut) {
+          turn.text = turn.text.slice(0, cut.text);
+          turn.reasoning = turn.reasoning.slice(0, cut.reasoning);
+          turn.notes = turn.notes.slice(0, cut.notes);
+          turn.data = turn.data.slice(0, cut.data);
+          turn.since = [];
+        }
+        turn.status = "running";
+        turn.attempt = data.attempt;
         break;
       }
       case "run.retrying": {

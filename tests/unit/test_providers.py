@@ -202,3 +202,56 @@ async def test_openai_compatible_reasoning_content_streams_as_reasoning_apart_fr
         TextDelta("4"),
         Usage(10, 5),
     ]
+
+
+# -- continuing a partial answer after a takeover (worker/continuation.py) ---------------------------
+
+CUT = ModelRequest("m", MESSAGES, TOOLS, continue_text="The answer is ")
+
+
+async def test_anthropic_continues_a_partial_answer_as_a_final_assistant_message_without_trailing_space() -> None:
+    fake = FakeLLM([Reply(chunks=anthropic_stream([" forty", "-two."]))])
+    provider = AnthropicProvider(fake.anthropic())
+    assert provider.continues
+    chunks = await _collect(provider, CUT)
+    # The API refuses a final assistant message ending in whitespace: it goes without it, and the
+    # model's own leading space is not doubled.
+    assert fake.requests[0]["messages"][-1] == {"role": "assistant", "content": "The answer is"}
+    assert [c.text for c in chunks if isinstance(c, TextDelta)] == ["forty", "-two."]
+
+
+async def test_anthropic_continuation_that_does_not_repeat_the_space_is_kept_as_it_is() -> None:
+    fake = FakeLLM([Reply(chunks=anthropic_stream(["forty-two."]))])
+    chunks = await _collect(AnthropicProvider(fake.anthropic()), CUT)
+    assert [c.text for c in chunks if isinstance(c, TextDelta)] == ["forty-two."]
+
+
+@pytest.mark.parametrize(
+    ("continuation", "last", "extra"),
+    [
+        ("vllm", {"role": "assistant", "content": "The answer is "}, {"continue_final_message": True}),
+        ("prefix", {"role": "assistant", "content": "The answer is ", "prefix": True}, {}),
+    ],
+)
+async def test_openai_compatible_servers_continue_as_their_own_api_says(
+    continuation: str, last: dict[str, object], extra: dict[str, object]
+) -> None:
+    fake = FakeLLM([Reply(chunks=openai_stream(["forty-two."]))])
+    provider = OpenAIProvider(fake.openai(), provider=OPENAI_COMPATIBLE, continuation=continuation)
+    assert provider.continues
+    chunks = await _collect(provider, CUT)
+    sent = fake.requests[0]
+    assert sent["messages"][-1] == last
+    assert sent.get("continue_final_message") == extra.get("continue_final_message")
+    if continuation == "vllm":
+        assert sent["add_generation_prompt"] is False  # vLLM refuses both at once
+    assert [c.text for c in chunks if isinstance(c, TextDelta)] == ["forty-two."]
+
+
+async def test_openai_s_own_api_cannot_continue_so_it_is_never_sent_the_partial_answer() -> None:
+    fake = FakeLLM([Reply(chunks=openai_stream(["The answer is forty-two."]))])
+    provider = OpenAIProvider(fake.openai())
+    assert not provider.continues
+    await _collect(provider, CUT)
+    assert fake.requests[0]["messages"][-1] == {"role": "user", "content": "hi"}
+    assert "continue_final_message" not in fake.requests[0]

@@ -1,6 +1,7 @@
 import asyncio
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from redis import exceptions as redis_errors
@@ -25,6 +26,8 @@ class RecordingLease:
         self.gate: asyncio.Event | None = None
         self.fail = False
         self.steps: dict[str, str] = {}  # recorded by RunContext.step
+        # Appends and steps in the order they landed: ("events", [(type, data)]) or ("step", (key, value)).
+        self.journal: list[tuple[str, Any]] = []
 
     async def append(
         self,
@@ -39,6 +42,7 @@ class RecordingLease:
         if self.fail:
             raise LeaseLost("fenced")
         self.calls.append(list(events) + ([(event_type_of(ending), ending.model_dump_json())] if ending else []))
+        self.journal.append(("events", self.calls[-1]))
         return len(self.calls)
 
     def append_soon(self, events: Sequence[tuple[str, str]], append_id: str) -> "asyncio.Future[int]":
@@ -48,6 +52,7 @@ class RecordingLease:
         if self.fail:
             raise LeaseLost("fenced")
         self.steps[key] = value_json
+        self.journal.append(("step", (key, value_json)))
 
     @property
     def events(self) -> list[tuple[str, dict[str, object]]]:
