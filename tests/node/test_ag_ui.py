@@ -89,12 +89,12 @@ def test_connect_agent_on_a_page_loaded_mid_answer_catches_up_and_follows(chats:
     assert outcome.events[-1]["outcome"] == {"type": "success"}
 
 
-def test_after_a_worker_is_killed_mid_answer_the_messages_have_no_dead_attempt(chats: ChatStack) -> None:
+def test_after_a_worker_is_killed_mid_answer_the_message_goes_on_with_no_snapshot(chats: ChatStack) -> None:
     outcome = agent(chats, "crash", "crashed", on_step=lambda step: chats.crash_worker(), timeout=120)
     run = last_run(chats, "crashed")
     assert run["status"] == "completed" and run["attempt"] == 2, "the run was taken over"
-    # run.retrying: a MESSAGES_SNAPSHOT without the dead attempt's message, then the new attempt's.
-    assert "MESSAGES_SNAPSHOT" in types(outcome) and types(outcome).count("TEXT_MESSAGE_START") == 2
+    # run.continued: the same message goes on, nothing is replaced.
+    assert "MESSAGES_SNAPSHOT" not in types(outcome) and types(outcome).count("TEXT_MESSAGE_START") == 1
     assert answer_of(outcome, run) == run["output"] == ANSWER
 
 

@@ -71,15 +71,18 @@ def test_use_chat_reloaded_mid_answer_shows_the_history_then_the_answer_going_on
     assert text_of(assistant(outcome)) == run["output"] and run["status"] == "completed"
 
 
-def test_use_chat_after_a_worker_is_killed_mid_answer_has_the_answer_without_the_dead_attempt(
+def test_use_chat_after_a_worker_is_killed_mid_answer_has_the_answer_going_on_with_no_reset(
     chats: ChatStack,
 ) -> None:
     outcome = chat(chats, "crash", "crashed", on_step=lambda step: chats.crash_worker(), timeout=120)
     assert outcome.step("text")
     run = last_run(chats, "crashed")
     assert run["status"] == "completed" and run["attempt"] == 2, "the run was taken over"
-    # The scripted model says the same words again: without `reset-step` the text would start twice.
-    assert text_of(assistant(outcome)) == run["output"] == "".join(scripted_tokens("hello", SLOW["tokens"]))
+    # It went on where it stopped (run.continued): one step, one text part that grew on, as if
+    # nothing had happened; a reset would have left a second start of the text.
+    message = assistant(outcome)
+    assert [part["type"] for part in message["parts"]] == ["step-start", "text"]
+    assert text_of(message) == run["output"] == "".join(scripted_tokens("hello", SLOW["tokens"]))
     assert outcome.result["status"] == "ready"
 
 
