@@ -16,7 +16,8 @@ prompt, nor ask for several completions.
     presence_penalty      yes     yes                -          (ignored)
     frequency_penalty     yes     yes                -          (ignored)
     thinking_budget       -       -                  yes        (ignored)
-    tokens, tokens_per_second, fail_at_token         -          yes (the offline model's length, pace, failure)
+    tokens, tokens_per_second, fail_at_token, first_token_seconds:  scripted only (its length, pace,
+                          failure, time to first token)
 
 (Anthropic's current API and SDK take no sampling knobs: its models choose their own.)
 """
@@ -47,6 +48,9 @@ class RunParams(BaseModel):
         None, ge=0, le=100_000, description="scripted: their pace; 0 streams at once (25)"
     )
     fail_at_token: int | None = Field(None, ge=0, description="scripted: fail after this many tokens")
+    first_token_seconds: float | None = Field(
+        None, ge=0, le=60, description="scripted: its wait before each answer's first token, as a model's (0)"
+    )
 
     def given(self) -> dict[str, Any]:
         """The knobs that were set, as a dict (what a run record stores)."""

@@ -15,7 +15,8 @@ class Watcher:
     def __init__(self, client: httpx2.AsyncClient, url: str) -> None:
         self.client, self.url = client, url
         self.seen = Received(200, [])
-        self.arrival: dict[str, float] = {}
+        self.arrival: dict[str, float] = {}  # of the first event of each type
+        self.delta_arrivals: list[float] = []
 
     async def follow(self) -> None:
         while True:
@@ -32,8 +33,10 @@ class Watcher:
     def _arrived(self, event: tuple[int | None, str, dict[str, Any]]) -> None:
         now = time.monotonic()
         self.arrival.setdefault(event[1], now)
-        if event[1] == "message.delta" and "run.continued" in self.arrival:
-            self.arrival.setdefault("first delta after run.continued", now)
+        if event[1] == "message.delta":
+            self.delta_arrivals.append(now)
+            if "run.continued" in self.arrival:
+                self.arrival.setdefault("first delta after run.continued", now)
         self.seen.events.append(event)
 
     def deltas(self) -> int:

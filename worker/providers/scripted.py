@@ -1,8 +1,9 @@
 """The offline `scripted` model: deterministic text derived from the input, at a chosen pace.
 
 Tests, demos and benchmarks shape the load with `params`: `tokens` (how many, at least: the answer
-ends with its sentence), `tokens_per_second` (0 streams as fast as possible) and `fail_at_token`
-(raise after that many tokens, to exercise failure paths). The same input and params always give
+ends with its sentence), `tokens_per_second` (0 streams as fast as possible), `first_token_seconds`
+(a wait before each answer, as a real model's time to first token) and `fail_at_token` (raise after
+that many tokens, to exercise failure paths). The same input and params always give
 the same text: a first sentence that answers the input, then sentences about how the stream works.
 
 It uses tools like a real model would: offered the `calculator` and asked something with arithmetic
@@ -146,6 +147,8 @@ class ScriptedProvider:
         count = DEFAULT_TOKENS if params.tokens is None else params.tokens
         pace = DEFAULT_TOKENS_PER_SECOND if params.tokens_per_second is None else params.tokens_per_second
         last = request.messages[-1]
+        if params.first_token_seconds:
+            await asyncio.sleep(params.first_token_seconds)
         if last.role == "tool":
             tokens = _answer_tokens(request.messages)
         else:

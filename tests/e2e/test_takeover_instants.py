@@ -1,0 +1,150 @@
+"""kill -9 at the worst instants of a run, with real worker processes: N runs at each instant, on a
+worker that is killed while a second one waits. The built-in agent loop with a `calculator` that
+counts its runs (tests/counting_agents.py): every run completes, its clients' text is the
+uninterrupted answer with nothing repeated or lost, and a tool whose result was recorded never runs
+again (one cut mid-call runs again, with the same call id). The figures are printed (`pytest -s`),
+not asserted against a clock: machines are noisy."""
+
+import asyncio
+import signal
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.e2e.conftest import Stack
+from tests.e2e.watcher import Watcher
+from tests.waiting import eventually
+from tokentail.worker.providers.scripted import scripted_tokens
+
+RUNS = 30
+AGENTS = '{"counting": "tests.counting_agents:COUNTING", "approving": "tests.counting_agents:APPROVING"}'
+CALCULATED = 'Let me calculate that. The calculator says "42".'
+STORY = {"tokens": 200, "tokens_per_second": 40}
+
+
+@dataclass
+class Instant:
+    agent: str
+    question: str
+    params: dict[str, Any]
+    reached: Callable[[Watcher], bool]  # the run is at the instant, as its client sees it
+    answer: str
+    tool_seconds: float = 0.0
+    runs_per_call: int = 1  # how many times the tool runs for each call id
+    asks: bool = False
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+INSTANTS = {
+    "during the model's text": Instant(
+        "counting",
+        "tell me about streams",
+        STORY,
+        lambda watcher: watcher.deltas() >= 5,
+        "".join(scripted_tokens("tell me about streams", STORY["tokens"])),
+        runs_per_call=0,  # no tool
+    ),
+    # The model takes 3 s to its first token: the kill lands after the tool's result was recorded
+    # (and shown) and before the next model call streams anything.
+    "between a tool's result and the next model call": Instant(
+        "counting",
+        "what is 6 * 7?",
+        {"first_token_seconds": 3, "tokens_per_second": 40},
+        lambda watcher: "tool.completed" in watcher.arrival,
+        CALCULATED,
+    ),
+    # The tool counts its run, then takes 4 s: killed meanwhile, it runs again with the same call id.
+    "during a tool": Instant(
+        "counting",
+        "what is 6 * 7?",
+        {"tokens_per_second": 40},
+        lambda watcher: "tool.started" in watcher.arrival,
+        CALCULATED,
+        tool_seconds=4.0,
+        runs_per_call=2,
+    ),
+    "during a question's wait": Instant(
+        "approving",
+        "what is 6 * 7?",
+        {"tokens_per_second": 40},
+        lambda watcher: "input.required" in watcher.arrival,
+        CALCULATED,
+        asks=True,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(INSTANTS))
+async def test_a_worker_killed_at_the_worst_instant_loses_nothing_and_repeats_no_recorded_tool(
+    stack: Stack, tmp_path: Path, name: str
+) -> None:
+    instant = INSTANTS[name]
+    tool_runs = tmp_path / "tool-runs"
+    tool_runs.touch()
+    stack.env |= {
+        "TOKENTAIL_AGENTS": AGENTS,
+        "TOKENTAIL_LEASE_MS": "2000",
+        "TOKENTAIL_TEST_TOOL_RUNS": str(tool_runs),
+        "TOKENTAIL_TEST_TOOL_SECONDS": str(instant.tool_seconds),
+    }
+    url = stack.gateway()
+    doomed = stack.worker()
+    await asyncio.to_thread(stack.wait_for_workers, 1)
+    async with httpx2.AsyncClient(base_url=url, timeout=60, limits=httpx2.Limits(max_connections=None)) as client:
+        # Each run its own expression, so its own call id (the scripted model's ids come from it).
+        bodies = [
+            {"input": instant.question.replace("7", str(7 + i)), "agent": instant.agent, "params": instant.params}
+            for i in range(RUNS)
+        ]
+        made = [(await client.post("/v1/sessions", json=body)).json() for body in bodies]
+        watchers = [Watcher(client, created["events_url"]) for created in made]
+        following = [asyncio.create_task(watcher.follow()) for watcher in watchers]
+        await eventually(lambda: all(instant.reached(watcher) for watcher in watchers), within=60, interval=0.02)
+        stack.worker()  # the one that takes over
+        await asyncio.to_thread(stack.wait_for_workers, 2)
+        doomed.send_signal(signal.SIGKILL)
+        struck = time.monotonic()
+        if instant.asks:  # the runs wait with no worker: answered now, through the REST API
+            for created, watcher in zip(made, watchers, strict=True):
+                asked = watcher.seen.of("input.required")[0]
+                answer = {"input_id": asked["input_id"], "answer": {"approved": True}}
+                path = f"/v1/sessions/{created['session_id']}/runs/{created['run_id']}/input"
+                assert (await client.post(path, json=answer)).status_code == 202
+        await asyncio.wait_for(asyncio.gather(*following), 120)
+
+    completed = repeated = lost = 0
+    first_new_token: list[float] = []
+    for watcher in watchers:
+        seen = watcher.seen
+        assert seen.ids == list(range(1, len(seen.ids) + 1)), "contiguous ids, no duplicate"
+        kinds = [kind for _, kind, _ in seen.events]
+        completed += kinds[-1] == "run.completed"
+        assert "run.retrying" not in kinds, "the run went on; it did not start over"
+        assert kinds.count("run.continued") == (0 if instant.asks else 1)
+        text = watcher.all_text()  # every delta, none dropped: the run continued exactly
+        repeated += max(0, len(text) - len(instant.answer))
+        lost += max(0, len(instant.answer) - len(text))
+        assert text == watcher.answer() == seen.events[-1][2]["output"] == instant.answer
+        moment = watcher.arrival.get("first delta after run.continued") or _first_delta_after(watcher, "input.received")
+        first_new_token.append(moment - struck)
+    runs_per_call = Counter(Counter(tool_runs.read_text().split()).values())
+    assert completed == RUNS
+    assert runs_per_call == ({instant.runs_per_call: RUNS} if instant.runs_per_call else {})
+    print(  # noqa: T201
+        f"\n{name}: {completed}/{RUNS} runs completed; tool runs per call id {dict(runs_per_call) or 'none'}; "
+        f"characters repeated {repeated}, lost {lost}; kill -> first new token at the client "
+        f"p50 {statistics.median(first_new_token):.2f} s, max {max(first_new_token):.2f} s"
+    )
+
+
+def _first_delta_after(watcher: Watcher, event: str) -> float:
+    """When the first text after `event` arrived (the watcher keeps each event's arrival)."""
+    at = watcher.arrival[event]
+    return min(moment for moment in watcher.delta_arrivals if moment >= at)
