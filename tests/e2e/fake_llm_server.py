@@ -1,10 +1,15 @@
 """A local server speaking OpenAI's and Anthropic's streaming wire formats, for worker processes.
 
 It answers in a scripted way: offered `current_time` and asked about the time, it calls the tool
-first; given tool results, it reports them; otherwise it echoes. A wrong API key gets 401.
+first; given tool results, it reports them; otherwise it echoes. A wrong API key gets 401. Asked
+"slowly", its answer after the tool is long (SLOW_WORDS words) and comes a word every 50 ms, so a
+test can kill a worker mid-text. It continues a partial answer as each API says (Anthropic: a final
+assistant message; vLLM: `continue_final_message`): with only what follows it. It keeps the body of
+every request, which `GET /requests` returns.
 """
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -17,8 +22,19 @@ from tests.fake_llm import anthropic_stream, openai_stream
 API_KEY = "e2e-key"
 
 
-def _plan(last_text: str, tool_results: list[str], tool_names: list[str]) -> tuple[list[str], bool]:
+SLOW_WORDS = 80
+REQUESTS: list[dict[str, Any]] = []
+
+
+def slow_answer(tool_result: str) -> str:
+    return f"The time is {tool_result}." + "".join(f" Word {i}." for i in range(SLOW_WORDS))
+
+
+def _plan(last_text: str, tool_results: list[str], tool_names: list[str], slow: bool) -> tuple[list[str], bool]:
     """The answer's text parts, and whether to call current_time instead."""
+    if tool_results and slow:
+        text = slow_answer(", ".join(tool_results))
+        return [text[i : i + 8] for i in range(0, len(text), 8)], False
     if tool_results:
         return ["The time ", "is ", ", ".join(tool_results), "."], False
     if "time" in last_text and "current_time" in tool_names:
@@ -30,12 +46,18 @@ async def openai_chat(request: Request) -> Response:
     if request.headers.get("authorization") != f"Bearer {API_KEY}":
         return JSONResponse({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}, 401)
     body = await request.json()
+    REQUESTS.append(body)
     messages = body["messages"]
+    prefix = ""
+    if messages[-1]["role"] == "assistant" and (body.get("continue_final_message") or messages[-1].get("prefix")):
+        prefix, messages = messages[-1]["content"], messages[:-1]
     results = [m["content"] for m in messages if m["role"] == "tool"]
     names = [t["function"]["name"] for t in body.get("tools", [])]
-    text, call = _plan(messages[-1].get("content") or "", results, names)
+    slow = any("slowly" in (m.get("content") or "") for m in messages if m["role"] == "user")
+    last = messages[-1].get("content") or ""
+    text, call = _plan(last if isinstance(last, str) else "", results, names, slow)
     calls = [(0, "call_time", "current_time", ['{"timez', 'one": "UTC"}'])] if call else []
-    return _stream(openai_stream(text, calls))
+    return _stream(openai_stream(_after(prefix, text), calls), slow)
 
 
 async def anthropic_messages(request: Request) -> Response:
@@ -48,18 +70,41 @@ async def anthropic_messages(request: Request) -> Response:
             {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}, 401
         )
     body = await request.json()
-    last = body["messages"][-1]
+    REQUESTS.append(body)
+    messages = body["messages"]
+    prefix = ""
+    if messages[-1]["role"] == "assistant":  # a prefill: the answer goes on from it
+        prefix, messages = messages[-1]["content"], messages[:-1]
+    last = messages[-1]
     blocks: list[Any] = last["content"] if isinstance(last["content"], list) else []
     results = [b["content"] for b in blocks if b.get("type") == "tool_result"]
     names = [t["name"] for t in body.get("tools", [])]
-    text, call = _plan(last["content"] if isinstance(last["content"], str) else "", results, names)
+    slow = any("slowly" in m["content"] for m in messages if m["role"] == "user" and isinstance(m["content"], str))
+    text, call = _plan(last["content"] if isinstance(last["content"], str) else "", results, names, slow)
     uses = [("toolu_time", "current_time", ['{"timezone":', ' "UTC"}'])] if call else []
-    return _stream(anthropic_stream(text, uses))
+    return _stream(anthropic_stream(_after(prefix, text), uses), slow)
 
 
-def _stream(chunks: list[bytes]) -> StreamingResponse:
-    def body() -> Iterator[bytes]:
-        yield from chunks
+def _after(prefix: str, parts: list[str]) -> list[str]:
+    """What follows `prefix` in the answer made of `parts` (a model continuing it)."""
+    text = "".join(parts)
+    if not prefix:
+        return parts
+    assert text.startswith(prefix), f"{prefix!r} does not start {text!r}"
+    rest = text[len(prefix) :]
+    return [rest[i : i + 8] for i in range(0, len(rest), 8)]
+
+
+async def requests(request: Request) -> Response:
+    return JSONResponse(REQUESTS)
+
+
+def _stream(chunks: list[bytes], slow: bool) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+            if slow:
+                await asyncio.sleep(0.05)
 
     return StreamingResponse(body(), media_type="text/event-stream")
 
@@ -68,5 +113,6 @@ app = Starlette(
     routes=[
         Route("/v1/chat/completions", openai_chat, methods=["POST"]),
         Route("/v1/messages", anthropic_messages, methods=["POST"]),
+        Route("/requests", requests),
     ]
 )

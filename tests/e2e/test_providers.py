@@ -2,6 +2,7 @@
 from a local server speaking the providers' wire formats, through the official SDKs."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 import uvicorn
 
 from tests.e2e.conftest import Stack
-from tests.e2e.fake_llm_server import API_KEY, app
+from tests.e2e.fake_llm_server import API_KEY, REQUESTS, app, slow_answer
+from tests.e2e.watcher import Watcher
 from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail.redis_server import free_port
@@ -18,6 +20,7 @@ from tokentail.redis_server import free_port
 
 @pytest.fixture
 async def llm_url() -> AsyncIterator[str]:
+    REQUESTS.clear()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
@@ -25,6 +28,17 @@ async def llm_url() -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
+
+
+def _provider_env(llm_url: str) -> dict[str, str]:
+    return {
+        "OPENAI_API_KEY": API_KEY,
+        "OPENAI_BASE_URL": f"{llm_url}/v1",
+        "ANTHROPIC_API_KEY": API_KEY,
+        "ANTHROPIC_BASE_URL": llm_url,
+        "TOKENTAIL_OPENAI_COMPATIBLE_BASE_URL": f"{llm_url}/v1",
+        "TOKENTAIL_OPENAI_COMPATIBLE_API_KEY": API_KEY,
+    }
 
 
 async def _ask(url: str, model: str, text: str) -> list[tuple[int | None, str, dict[str, Any]]]:
@@ -65,3 +79,52 @@ async def test_a_refused_key_fails_the_run_with_a_clear_error_and_no_key(stack: 
     assert events[-1][1] == "run.failed"
     error = events[-1][2]["error"]
     assert error["type"] == "authentication_error" and "sk-wrong-secret" not in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("model", "continues"),
+    [("openai:gpt-test", False), ("anthropic:claude-test", True), ("openai-compatible:llama-test", True)],
+)
+async def test_a_run_killed_mid_answer_goes_on_from_its_record_as_its_provider_allows(
+    stack: Stack, llm_url: str, model: str, continues: bool
+) -> None:
+    """A worker killed -9 in the model's second turn (after a tool): the new attempt does not ask
+    the model for the first turn again, nor run the tool again. Anthropic and vLLM are sent the
+    text clients have and write on from it; OpenAI's own API cannot, so only the cut turn restarts
+    and clients drop only its text."""
+    stack.env |= _provider_env(llm_url) | {"TOKENTAIL_LEASE_MS": "2000", "TOKENTAIL_OPENAI_COMPATIBLE_CONTINUE": "vllm"}
+    url = stack.gateway()
+    doomed = stack.worker()
+    await asyncio.to_thread(stack.wait_for_workers, 1)
+    async with httpx2.AsyncClient(timeout=30) as client:
+        created = await client.post(f"{url}/v1/sessions", json={"input": "what time is it, slowly?", "model": model})
+        watcher = Watcher(client, created.json()["events_url"])
+        following = asyncio.create_task(watcher.follow())
+        await eventually(lambda: "tool.completed" in watcher.arrival and watcher.deltas() >= 6, within=30)
+        stack.worker()
+        await asyncio.to_thread(stack.wait_for_workers, 2)
+        doomed.kill()
+        await asyncio.wait_for(following, 60)
+    seen = watcher.seen
+    (result,) = seen.of("tool.completed")
+    output = seen.events[-1][2]["output"]
+    assert output == watcher.answer() == "Checking the clock." + slow_answer(json.dumps(result["result"]))
+    assert len(seen.of("tool.started")) == 1, "the tool's recorded result was replayed, not run again"
+    (continued,) = seen.of("run.continued")
+    continued_at = [kind for _, kind, _ in seen.events].index("run.continued")
+    before = "".join(data["text"] for _, kind, data in seen.events[:continued_at] if kind == "message.delta")
+    cut = before.removeprefix("Checking the clock.")
+    asked = [body for body in REQUESTS if len(body["messages"]) > 2]  # after the tool's result
+    assert len(REQUESTS) - len(asked) == 1, "the first turn, recorded, was not asked again"
+    assert len(asked) == 2 and cut
+    if continues:  # nothing dropped: every delta is part of the answer
+        assert continued["from_event_id"] == continued_at and watcher.all_text() == output
+        last = asked[1]["messages"][-1]
+        assert last["role"] == "assistant" and last["content"] == (cut.rstrip() if "anthropic" in model else cut)
+        if "compatible" in model:
+            assert asked[1]["continue_final_message"] is True and asked[1]["add_generation_prompt"] is False
+    else:  # the cut turn restarts: its text is dropped, the first turn's kept
+        assert continued["from_event_id"] < continued_at and watcher.all_text() == before + slow_answer(
+            json.dumps(result["result"])
+        )
+        assert asked[1]["messages"][-1]["role"] == "tool"
