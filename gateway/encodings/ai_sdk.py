@@ -60,8 +60,9 @@ class UiMessageStream(Translation[Part]):
         self._resent: list[Part] | None = None  # what a run.continued sent again: not the step's twice
 
     def made(self, parts: list[Part], seq: int) -> None:
+        # Not the step's own start, which reset-step keeps.
         if parts is not self._resent:
-            self._step += [(seq, part) for part in parts]
+            self._step += [(seq, part) for part in parts if part["type"] != "start-step"]
 
     def opening(self, gap: Gap | None) -> list[Part]:
         """What the response starts with, before the first event."""

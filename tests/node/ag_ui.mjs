@@ -126,11 +126,18 @@ const scenarios = {
     finish(agent, seen, { error });
   },
 
-  // The test kills the worker after "text"; the agent keeps reading the same run.
+  // The test kills the worker after "text" (the first text of the message options.crashInMessage,
+  // 1 by default); the agent keeps reading the same run.
   async crash() {
     const { agent, seen } = makeAgent();
+    let messages = 0;
+    let told = false;
     seen.onEvent = (event) => {
-      if (event.type === "TEXT_MESSAGE_CONTENT" && seen.text === 1) say({ step: "text" });
+      if (event.type === "TEXT_MESSAGE_START") messages += 1;
+      if (event.type === "TEXT_MESSAGE_CONTENT" && !told && messages === (options.crashInMessage ?? 1)) {
+        told = true;
+        say({ step: "text" });
+      }
     };
     const { error } = await attempt(agent.runAgent());
     finish(agent, seen, { error });

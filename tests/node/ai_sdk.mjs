@@ -156,13 +156,14 @@ const scenarios = {
     finish(chat, state);
   },
 
-  // The test kills the worker after "text"; this chat keeps reading the same response.
+  // The test kills the worker after "text" (once the answer has options.crashAfterChars characters,
+  // 1 by default); this chat keeps reading the same response.
   async crash() {
     let told = false;
     const { chat, state } = makeChat({
       transport: httpTransport(),
-      onText: () => {
-        if (!told) {
+      onText: (text) => {
+        if (!told && text.length >= (options.crashAfterChars ?? 1)) {
           told = true;
           say({ step: "text" });
         }

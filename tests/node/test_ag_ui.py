@@ -142,3 +142,22 @@ def test_a_page_that_connects_while_the_run_waits_gets_the_interrupt_and_answers
     assert outcome.result["error"] is None and run["output"] == "Checking. Done: deleted."
     texts = [m["content"] for m in outcome.result["messages"] if m["role"] == "assistant" and m.get("content")]
     assert "".join(texts) == "Checking. Done: deleted."
+
+
+def test_after_a_kill_in_a_turn_openai_cannot_continue_a_snapshot_drops_that_turn_only(openai_chats: ChatStack) -> None:
+    chats = openai_chats
+    token = chats.chat("restart", model="openai:gpt-test")
+    options: dict[str, Any] = {
+        "gateway": chats.url,
+        "threadId": "restart",
+        "token": token,
+        "input": "what time is it, slowly?",
+    }
+    options["crashInMessage"] = 2  # in the second turn's text, after the tool
+    outcome = run_node("ag_ui.mjs", "crash", options, on_step=lambda step: chats.crash_worker(), timeout=120)
+    assert outcome.result["invalid"] == []
+    run = last_run(chats, "restart")
+    assert run["status"] == "completed" and run["attempt"] == 2, "the run was taken over"
+    assert "MESSAGES_SNAPSHOT" in types(outcome), "the cut turn's message is dropped by a snapshot"
+    texts = [m.get("content") for m in outcome.result["messages"] if m["role"] == "assistant"]
+    assert "".join(text or "" for text in texts) == run["output"], texts

@@ -154,3 +154,25 @@ def test_use_chat_reloaded_while_the_run_waits_is_asked_again_and_answers(chats:
     outcome, run = _approving_chat(chats, "approvalAfterReload", "reload-approve")
     assert outcome.step("asked")["part"]["approval"]["id"] == run["asked"][0]["input_id"]
     assert text_of(assistant(outcome)) == run["output"] == "Checking. Done: deleted."
+
+
+def test_use_chat_after_a_kill_in_a_turn_openai_cannot_continue_drops_that_turn_only(openai_chats: ChatStack) -> None:
+    """The worker dies in the model's second turn (after a tool); OpenAI's API cannot continue it, so
+    that turn restarts: `reset-step` and the parts kept sent again; the first turn and the tool stay."""
+    chats = openai_chats
+    token = chats.chat("restart", model="openai:gpt-test")
+    options: dict[str, Any] = {
+        "gateway": chats.url,
+        "chatId": "restart",
+        "token": token,
+        "input": "what time is it, slowly?",
+    }
+    options["crashAfterChars"] = 40  # "Checking the clock." is the first turn's
+    outcome = run_node("ai_sdk.mjs", "crash", options, on_step=lambda step: chats.crash_worker(), timeout=120)
+    assert outcome.step("text")
+    run = last_run(chats, "restart")
+    assert run["status"] == "completed" and run["attempt"] == 2, "the run was taken over"
+    message = assistant(outcome)
+    assert text_of(message) == run["output"] and run["output"].startswith("Checking the clock.The time is ")
+    kinds = [part["type"] for part in message["parts"]]
+    assert kinds == ["step-start", "text", "tool-current_time", "text"], kinds

@@ -7,7 +7,7 @@ from typing import Any
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from tests.unit.test_ui_protocols import EVENTS, RUN, sse_data, stored, translate
+from tests.unit.test_ui_protocols import EVENTS, RUN, _taken_over, sse_data, stored, translate
 from tokentail.gateway.encodings.responses import ResponseEvents
 from tokentail.shared.events import Gap
 from tokentail.shared.response_ids import parse_response_id, response_id
@@ -132,3 +132,21 @@ def test_response_ids_name_the_session_run_and_segment() -> None:
     assert parse_response_id(response_id(session, run, 12)) == (session, run, 12)
     for wrong in ("resp_nothing", response_id(session, run) + ".0", "resp_" + session + run[:-1], session):
         assert parse_response_id(wrong) is None
+
+
+def test_a_continued_run_goes_on_in_its_item_and_a_cut_turn_s_item_ends_incomplete_and_is_left_out() -> None:
+    went_on = events_of(translate(ResponseEvents(RUN, 0, HEADER), _taken_over(7)))
+    final = Response.model_validate(went_on[-1]["response"])
+    assert final.output_text == "Checking.It is noon." and all(
+        e["item"]["status"] == "completed" for e in went_on if e["type"] == "response.output_item.done"
+    )
+    restarted = events_of(translate(ResponseEvents(RUN, 0, HEADER), _taken_over(5)))
+    done = [e["item"] for e in restarted if e["type"] == "response.output_item.done" and e["item"]["type"] == "message"]
+    assert [(item["id"], item["status"]) for item in done] == [
+        ("msg_3", "completed"),
+        ("msg_6", "incomplete"),
+        ("msg_9", "completed"),
+    ]
+    final = Response.model_validate(restarted[-1]["response"])
+    assert [item.id for item in final.output if item.type == "message"] == ["msg_3", "msg_9"]
+    assert final.output_text == "Checking.It is noon."

@@ -263,3 +263,45 @@ def test_a_denied_call_is_the_sdk_s_denied_state_not_an_error() -> None:
     )
     parts = sse_data(translate(UiMessageStream(RUN), events))
     assert parts[-1] == {"type": "tool-output-denied", "toolCallId": "c1"}
+
+
+# A run taken over in its second model turn: one `run.continued` that keeps everything (the provider
+# continued the text), or one that drops the cut turn's text (ids 6-7), which then restarts.
+TAKEN_OVER: list[tuple[str, dict[str, Any]]] = [
+    ("run.queued", {"input": "time?"}),
+    ("run.started", {"attempt": 1}),
+    ("message.delta", {"text": "Checking."}),
+    ("tool.started", {"call_id": "c1", "name": "clock", "arguments": {}}),
+    ("tool.completed", {"call_id": "c1", "result": "noon", "duration_ms": 1}),
+    ("message.delta", {"text": "It is "}),  # 6: the second turn, cut
+    ("message.delta", {"text": "no"}),  # 7
+]
+
+
+def _taken_over(keep_until: int) -> list[StoredEvent]:
+    """Kept until 7: the text goes on after "It is no"; until 5: the cut turn says it all again."""
+    continued = ("run.continued", {"attempt": 2, "from_event_id": keep_until})
+    then = ("message.delta", {"text": "on." if keep_until == 7 else "It is noon."})
+    return stored([*TAKEN_OVER, continued, then, ("run.completed", {"output": "Checking.It is noon.", "usage": {}})])
+
+
+def test_ai_sdk_a_continued_run_goes_on_in_its_open_text_and_a_cut_turn_is_dropped_alone() -> None:
+    went_on = sse_data(translate(UiMessageStream(RUN), _taken_over(7)))
+    assert "reset-step" not in [part["type"] for part in went_on]
+    assert "".join(part.get("delta", "") for part in went_on) == "Checking.It is noon."
+    restarted = sse_data(translate(UiMessageStream(RUN), _taken_over(5)))
+    reset = [part["type"] for part in restarted].index("reset-step")
+    # After reset-step, the step's parts up to id 5 come again: the first turn and its tool call.
+    assert [part["type"] for part in restarted[reset:]] == [
+        "reset-step", "text-start", "text-delta", "text-end", "tool-input-start", "tool-input-available",
+        "tool-output-available", "text-start", "text-delta", "text-end", "finish-step", "finish",
+    ]  # fmt: skip
+    assert restarted[reset + 2]["delta"] == "Checking." and restarted[-4]["delta"] == "It is noon."
+
+
+def test_ag_ui_a_cut_turn_dropped_by_run_continued_is_a_snapshot_without_it() -> None:
+    went_on = sse_data(translate(AgUiEvents("t", [], run_id=RUN), _taken_over(7)))
+    assert "MESSAGES_SNAPSHOT" not in [event["type"] for event in went_on]
+    restarted = sse_data(translate(AgUiEvents("t", [], run_id=RUN), _taken_over(5)))
+    (snapshot,) = [event for event in restarted if event["type"] == "MESSAGES_SNAPSHOT"]
+    assert [m.get("content") for m in snapshot["messages"] if m["role"] == "assistant"] == ["Checking."]
