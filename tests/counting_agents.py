@@ -1,22 +1,49 @@
 """Agents for the takeover chaos tests: the built-in loop with a `calculator` that counts its runs,
 each call id on a line of the file TOKENTAIL_TEST_TOOL_RUNS (the side effect a test observes across
-worker processes), then waits TOKENTAIL_TEST_TOOL_SECONDS (0) before it answers."""
+worker processes), then waits TOKENTAIL_TEST_TOOL_SECONDS (0) before it answers; and an agent of
+your own that goes on after a takeover (`@continues`) with a step and the text clients have."""
 
 import asyncio
 import os
 
-from tokentail.worker.agents import Agent
+from tokentail.worker.agents import Agent, continues
+from tokentail.worker.context import RunContext
 from tokentail.worker.tools import tool
+
+WORDS = 120  # of the own agent's answer, 20 a second
+
+
+def _count(key: str) -> None:
+    # One short line: an atomic append. A local file, written at once: no need for a thread.
+    with open(os.environ["TOKENTAIL_TEST_TOOL_RUNS"], "a") as runs:
+        runs.write(f"{key}\n")
 
 
 @tool(name="calculator")
 async def counting_calculator(expression: str, call_id: str) -> str:
     "Evaluate an arithmetic expression."
-    # One short line: an atomic append. A local file, written at once: no need for a thread.
-    with open(os.environ["TOKENTAIL_TEST_TOOL_RUNS"], "a") as runs:  # noqa: ASYNC230
-        runs.write(f"{call_id}\n")
+    _count(call_id)
     await asyncio.sleep(float(os.environ.get("TOKENTAIL_TEST_TOOL_SECONDS", "0")))
     return "42"
+
+
+def own_answer(result: int) -> str:
+    return f"The result is {result}." + "".join(f" Word {i}." for i in range(WORDS))
+
+
+@continues
+async def stepping(ctx: RunContext) -> None:
+    """Computes once (a step), then streams an answer word by word, going on from what clients have."""
+
+    async def compute() -> int:
+        _count(f"step-{ctx.run_id}")
+        return 42
+
+    answer = own_answer(await ctx.step("compute", compute))
+    rest = answer.removeprefix(ctx.resume_text())
+    for start in range(0, len(rest), 8):
+        await ctx.delta(rest[start : start + 8])
+        await asyncio.sleep(0.05)
 
 
 COUNTING = Agent(name="counting", tools=(counting_calculator,), model="scripted")

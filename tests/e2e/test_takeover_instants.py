@@ -6,6 +6,7 @@ again (one cut mid-call runs again, with the same call id). The figures are prin
 not asserted against a clock: machines are noisy."""
 
 import asyncio
+import json
 import signal
 import statistics
 import time
@@ -18,13 +19,20 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.counting_agents import own_answer
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.waiting import eventually
 from tokentail.worker.providers.scripted import scripted_tokens
 
 RUNS = 30
-AGENTS = '{"counting": "tests.counting_agents:COUNTING", "approving": "tests.counting_agents:APPROVING"}'
+AGENTS = json.dumps(
+    {
+        "counting": "tests.counting_agents:COUNTING",
+        "approving": "tests.counting_agents:APPROVING",
+        "stepping": "tests.counting_agents:stepping",
+    }
+)
 CALCULATED = 'Let me calculate that. The calculator says "42".'
 STORY = {"tokens": 200, "tokens_per_second": 40}
 
@@ -69,6 +77,14 @@ INSTANTS = {
         CALCULATED,
         tool_seconds=4.0,
         runs_per_call=2,
+    ),
+    # An agent of your own, marked @continues: its step is replayed, its text goes on.
+    "during your own agent's text": Instant(
+        "stepping",
+        "go",
+        {},
+        lambda watcher: watcher.deltas() >= 5,
+        own_answer(42),
     ),
     "during a question's wait": Instant(
         "approving",
