@@ -61,18 +61,19 @@ async def _create(client: httpx2.AsyncClient, tokens: int, per_second: int) -> d
     return created
 
 
-def _assert_whole(events: list[Event], retries: int) -> None:
-    """Ids 1..n with no gap or duplicate, one run that completed after `retries` takeovers, and the text of its
-    last attempt equal to the output it completed with."""
+def _assert_whole(events: list[Event], takeovers: int) -> None:
+    """Ids 1..n with no gap or duplicate, one run that completed after `takeovers` takeovers, each going on
+    where it stopped (`run.continued`, nothing dropped), and its text equal to the output it completed with."""
     ids = [event_id for event_id, _, _ in events if event_id is not None]
     assert len(ids) == len(events), "a gap frame: the stream skipped events"
     assert ids == list(range(1, len(ids) + 1)), f"ids must be 1..n with no gap or duplicate: {ids}"
     kinds = [kind for _, kind, _ in events]
     assert kinds[-1] == "run.completed", kinds[-3:]
-    assert kinds.count("run.retrying") == retries, kinds
-    assert kinds.count("run.started") == retries + 1, kinds
-    last_start = len(kinds) - 1 - kinds[::-1].index("run.started")
-    text = "".join(data["text"] for _, kind, data in events[last_start:] if kind == "message.delta")
+    assert "run.retrying" not in kinds and kinds.count("run.started") == 1, kinds
+    continued = [(ids[i], data) for i, (_, kind, data) in enumerate(events) if kind == "run.continued"]
+    assert len(continued) == takeovers, kinds
+    assert all(data["from_event_id"] == event_id - 1 for event_id, data in continued), "nothing dropped"
+    text = "".join(data["text"] for _, kind, data in events if kind == "message.delta")
     assert text and text == events[-1][2]["output"]
 
 
@@ -125,7 +126,7 @@ async def test_a_dropped_stream_resumes_with_last_event_id(stack: DockerCompose)
         assert not {kind for _, kind, _ in first.events} & TERMINAL, "the drop must come while the run streams"
         rest = await read_events(browser, url, last_event_id=first.ids[-1])
         assert rest.status == 200 and rest.ids[0] == 11
-        _assert_whole(first.events + rest.events, retries=0)
+        _assert_whole(first.events + rest.events, takeovers=0)
         assert (await read_events(browser, url, last_event_id=rest.ids[-1])).status == 204
 
 
@@ -143,9 +144,9 @@ async def test_a_killed_worker_s_run_completes_on_another(stack: DockerCompose) 
         await eventually(lambda: follower.deltas() >= 5, within=30, what="five deltas streamed")
         await asyncio.to_thread(stack.kill, first.container)  # SIGKILL: no hand-over, the lease runs out
         events = await asyncio.wait_for(following, 120)
-    _assert_whole(events, retries=1)
-    (retrying,) = [data for _, kind, data in events if kind == "run.retrying"]
-    assert retrying["attempt"] == 2
+    _assert_whole(events, takeovers=1)
+    (continued,) = [data for _, kind, data in events if kind == "run.continued"]
+    assert continued["attempt"] == 2
     starts = (await asyncio.to_thread(stack.starts, workers))[run_id]
     assert [start.attempt for start in starts] == [1, 2], starts
     assert starts[1].container != first.container and starts[1].container in workers
@@ -186,7 +187,7 @@ async def test_scaling_workers_up_and_down_with_runs_in_flight(stack: DockerComp
     assert handed, "the removed workers handed no run over"
     for run_id, events in zip(runs, results, strict=True):
         retried = run_id in handed
-        _assert_whole(events, retries=int(retried))
+        _assert_whole(events, takeovers=int(retried))
     final = await asyncio.to_thread(stack.starts, kept)
     for run_id in handed:  # each taken over, as its second attempt, by a worker that is left
         assert [start.attempt for start in final[run_id]] == [2], final.get(run_id)
