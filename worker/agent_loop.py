@@ -12,6 +12,7 @@ key (a `call_id` parameter). A tool that needs approval runs once a person appro
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, replace
 from typing import Any
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from tokentail.shared.params import RunParams
 from tokentail.worker import metrics
 from tokentail.worker.agents import Agent
-from tokentail.worker.context import RunContext
+from tokentail.worker.context import RunContext, StepTooLarge
 from tokentail.worker.continuation import TURN_STEP
 from tokentail.worker.providers.base import (
     Chunk,
@@ -38,6 +39,8 @@ from tokentail.worker.providers.base import (
 )
 from tokentail.worker.retry import RetryPolicy, stream_with_retries
 from tokentail.worker.tools import Tool, ToolError
+
+logger = logging.getLogger(__name__)
 
 
 class AgentError(Exception):
@@ -201,7 +204,10 @@ async def _run_tool(
         await context.tool_finished(call.call_id, error=exc)
         raise
     content = json.dumps(result, ensure_ascii=False)
-    await context.record_step(_tool_step(call), {"content": content, "failed": False, "result": result})
+    try:
+        await context.record_step(_tool_step(call), {"content": content, "failed": False, "result": result})
+    except StepTooLarge:  # not kept: a takeover before the run ends would run this call again
+        logger.warning("a result of %s (call %s) is too large to record: not replayed", call.name, call.call_id)
     await context.tool_finished(call.call_id, result=result)
     return content, False
 

@@ -61,6 +61,14 @@ from tokentail.shared.records import OnExpiry, Question, RunRecord, Turn
 from tokentail.worker.writer import EventWriter
 
 PREVIEW_CHARS = 4096  # of a tool result too large for the stream
+# A step's recorded result: it lives in the run's record while the run is active, which every script
+# acting on the run reads, so it is bounded (a run's whole answer, at the default 1,000,000 characters,
+# fits).
+MAX_STEP_BYTES = 4 * 1024 * 1024
+
+
+class StepTooLarge(ValueError):
+    pass
 
 
 APPROVAL_SCHEMA = {
@@ -176,6 +184,8 @@ class RunContext:
             stored = json.dumps(value, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"a step's result must be JSON: {exc}") from None
+        if (size := len(stored.encode())) > MAX_STEP_BYTES:
+            raise StepTooLarge(f"step {key!r}: a result of {size} bytes exceeds {MAX_STEP_BYTES} (MAX_STEP_BYTES)")
         await self.writer.record_step(key, stored)
         self._steps[key] = stored
         return json.loads(stored)

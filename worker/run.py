@@ -142,7 +142,8 @@ async def _wait_for_input(writer: EventWriter, lease: RunLease, run: RunRecord, 
 
 
 def _count_start(run: RunRecord) -> None:
-    metrics.EVENTS_APPENDED.labels("run.started").inc()  # by start_run.lua (with run.retrying, on a takeover)
+    if run.started_as != "takeover":  # a takeover appends run.continued (or run.retrying, run.started)
+        metrics.EVENTS_APPENDED.labels("run.started").inc()
     if run.started_as == "start" and run.queued_at is not None and run.started_at is not None:
         metrics.QUEUE_WAIT.observe(max(0.0, run.started_at - run.queued_at))  # both Redis times
     elif run.started_as == "takeover":

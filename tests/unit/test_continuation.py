@@ -13,7 +13,7 @@ from tokentail.shared.records import RunRecord
 from tokentail.shared.run_log import RunLog
 from tokentail.worker.agent_loop import run_model_agent
 from tokentail.worker.agents import Agent
-from tokentail.worker.context import RunContext
+from tokentail.worker.context import MAX_STEP_BYTES, RunContext, StepTooLarge
 from tokentail.worker.continuation import kept_until
 from tokentail.worker.providers.base import Provider
 from tokentail.worker.providers.openai_chat import OpenAIProvider
@@ -197,3 +197,12 @@ def test_a_tool_s_call_id_parameter_is_its_idempotency_key_never_the_model_s() -
     assert counter.tool.takes_call_id
     assert "call_id" not in counter.tool.spec.parameters["properties"]
     assert counter.tool.spec.parameters["required"] == ["expression"]
+
+
+async def test_a_step_too_large_to_keep_with_the_run_is_refused_clearly() -> None:
+    lease = RecordingLease()
+    writer = EventWriter(lease, FlushTicks(0), max_output_chars=100)  # type: ignore[arg-type]
+    context = RunContext(writer, "s", RunRecord(run_id="r", input="x"), history=[])
+    with pytest.raises(StepTooLarge, match="exceeds"):
+        await context.step("big", lambda: "x" * (MAX_STEP_BYTES + 1))
+    assert lease.steps == {}
