@@ -182,7 +182,8 @@ async def _run_tool(
     replays it, never runs it again."""
     if (recorded := context.recorded_step(_tool_step(call))) is not None:
         await context.tool_started(call.call_id, call.name, call.arguments)  # each shown once: see worker/replay.py
-        await context.tool_finished(call.call_id, result=recorded.get("result"), error=recorded.get("error"))
+        outcome = {key: recorded.get(key) for key in ("result", "error")}
+        await context.tool_finished(call.call_id, **outcome, denied=recorded.get("denied", False))
         return recorded["content"], recorded["failed"]
     if approved is None:
         await context.tool_started(call.call_id, call.name, call.arguments)
@@ -197,7 +198,8 @@ async def _run_tool(
     except ToolError as exc:
         denied = approved is False
         error = "a person denied this call" if denied else str(exc)
-        await context.record_step(_tool_step(call), {"content": f"error: {exc}", "failed": True, "error": error})
+        failure = {"content": f"error: {exc}", "failed": True, "error": error, "denied": denied}
+        await context.record_step(_tool_step(call), failure)
         await context.tool_finished(call.call_id, error=error, denied=denied)
         return f"error: {exc}", True
     except BaseException as exc:  # cancelled, or the worker stops: the call ends unrecorded

@@ -258,6 +258,8 @@ class RunContext:
         if not self._asked:
             return None
         self._asks = len(self._asked) - 1
+        if self.writer.replay is not None:
+            self.writer.replay.skip_all()  # it goes on from the question: what follows is new
         return self._asked[-1].state
 
     async def delta(self, text: str, *, agent: str | None = None) -> None:

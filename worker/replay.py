@@ -34,6 +34,13 @@ class Replay:
         """Count `chars` characters of text (or reasoning) the record holds as streamed again."""
         self._left[event_type] = max(0, self._left[event_type] - chars)  # type: ignore[index]
 
+    def skip_all(self) -> None:
+        """Count everything the record holds as streamed again: the agent goes on from its end."""
+        self._left = dict.fromkeys(self._left, 0)
+        self._started.clear()
+        self._finished.clear()
+        self._counts.clear()
+
     def take_text(self) -> str:
         """The recorded answer text this attempt has not reached, counted as streamed now."""
         left, self._left[EventType.MESSAGE_DELTA] = self._left[EventType.MESSAGE_DELTA], 0
