@@ -517,7 +517,9 @@ class RunLifecycle:
     async def record_step(self, lease: RunLease, key: str, value_json: str) -> None:
         keys = self.keys.session(lease.session_id)
         with _fenced():
-            await self._record_step(keys=[keys.runs, keys.lease], args=[lease.run_id, lease.token, key, value_json])
+            await self._record_step(
+                keys=[keys.runs, keys.lease, keys.meta], args=[lease.run_id, lease.token, key, value_json]
+            )
 
     async def renew_lease(self, lease: RunLease) -> Renewal:
         keys = self.keys.session(lease.session_id)

@@ -76,6 +76,7 @@ class RunRecord(BaseModel):
     # The results of the steps it recorded (RunContext.step), as JSON text by step key, while it is
     # active: a worker that continues it replays them. Never shown to clients.
     steps: dict[str, str] = Field(default_factory=dict, exclude=True)
+    step_seq: int | None = Field(default=None, exclude=True)  # the session's last event id at its last step
 
     @property
     def active(self) -> bool:

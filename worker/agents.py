@@ -7,6 +7,7 @@ where `support` is either an `Agent` or `async def support(ctx: RunContext) -> N
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 from tokentail.shared.catalog import DEFAULT_AGENT
 from tokentail.shared.settings import Settings
@@ -47,17 +48,26 @@ EXTRAS = {
 }
 
 
-def continues(agent: AgentFunction) -> AgentFunction:
+Continuation = Literal["text", "last_step"]
+Function = TypeVar("Function", bound=AgentFunction)
+
+
+def continues(agent: Function, *, redoes_after_last_step: bool = False) -> Function:
     """Mark your agent function as one that goes on after a takeover: the worker that takes the run
     over runs it again with its record (`ctx.step` results, the text clients have) instead of
-    starting it over (see docs/guarantees.md)."""
-    agent.tokentail_continues = True  # type: ignore[attr-defined]
+    starting it over (see docs/agents.md). `redoes_after_last_step`: it cannot go on from the text,
+    but redoes what followed its last step (a graph resumed from its last checkpoint): clients drop
+    what it streamed after that step, and it calls `ctx.skip_recorded()`."""
+    agent.tokentail_continues = "last_step" if redoes_after_last_step else "text"  # type: ignore[attr-defined]
     return agent
 
 
-def goes_on(agent: "Agent | AgentFunction") -> bool:
-    """Whether a takeover continues the agent's run (else it starts over)."""
-    return isinstance(agent, Agent) or getattr(agent, "tokentail_continues", False) is True
+def continuation_of(agent: "Agent | AgentFunction") -> Continuation | None:
+    """How a takeover continues the agent's run: from the text, from its last step, or not (it starts over)."""
+    if isinstance(agent, Agent):
+        return "text"
+    mode = getattr(agent, "tokentail_continues", None)
+    return mode if mode in ("text", "last_step") else None
 
 
 def load_agent(name: str | None, settings: Settings) -> Agent | AgentFunction:

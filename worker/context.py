@@ -201,6 +201,12 @@ class RunContext:
             self.writer.replay.skip(EventType.MESSAGE_DELTA, len(text))
             self.writer.replay.skip(EventType.REASONING_DELTA, reasoning_chars)
 
+    def skip_recorded(self) -> None:
+        """Count everything the record holds as streamed: for an agent that goes on from its last
+        step (`continues(..., redoes_after_last_step=True)`) and streams only what follows it."""
+        if self.writer.replay is not None:
+            self.writer.replay.skip_all()
+
     def resume_text(self) -> str:
         """The answer text the run's clients have and this attempt has not streamed yet, counted as
         streamed now: give it to a model that continues a partial answer, and stream what follows."""
@@ -258,8 +264,7 @@ class RunContext:
         if not self._asked:
             return None
         self._asks = len(self._asked) - 1
-        if self.writer.replay is not None:
-            self.writer.replay.skip_all()  # it goes on from the question: what follows is new
+        self.skip_recorded()  # it goes on from the question: what follows is new
         return self._asked[-1].state
 
     async def delta(self, text: str, *, agent: str | None = None) -> None:

@@ -5,7 +5,9 @@ decision as `run.continued`), from the run's record and what its agent and provi
   crash cut is continued from the text clients have when the provider can continue a partial answer
   (`Provider.continues`) and the turn had no reasoning yet; otherwise that turn alone restarts, and
   clients drop its text: the run keeps its events up to the turn's start.
-- Your own agent function goes on when marked `@continues` (it runs again, with its record).
+- Your own agent function goes on when marked `@continues` (it runs again, with its record); one
+  marked `continues(agent, redoes_after_last_step=True)` (the LangGraph adapter: from its last
+  checkpoint) keeps the events up to its last step only, and redoes what followed.
 - Anything else, and a run whose start the stream no longer holds, starts over (`run.retrying`).
 
 No worker holds the run while this reads its record: the one that ran it lost its lease, so the
@@ -18,7 +20,7 @@ from tokentail.shared.events import EventType
 from tokentail.shared.run_log import RunLog
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
-from tokentail.worker.agents import Agent, AgentFunction, goes_on, load_agent
+from tokentail.worker.agents import Agent, AgentFunction, continuation_of, load_agent
 from tokentail.worker.providers import Providers
 
 TURN_STEP = "turn"  # the agent loop's step name for a model turn that called tools
@@ -36,18 +38,22 @@ async def keep_until(
         agent = load_agent(run.agent, settings)
     except Exception:  # the attempt fails the run with this error; whether it goes on does not matter
         return None
-    if not goes_on(agent):
+    mode = continuation_of(agent)
+    if mode is None:
         return None
     log = await store.run_log(session_id, run)
     if log is None:
         return None
+    if mode == "last_step":  # up to its last step; with none, what it streamed is all redone
+        return run.step_seq if run.step_seq is not None else (run.queued_seq or 1)
     model = run.model or (agent.model if isinstance(agent, Agent) else None) or settings.model
     return kept_until(agent, run.steps, log, providers.continues(model))
 
 
 def kept_until(agent: Agent | AgentFunction, steps: dict[str, str], log: RunLog, continues: bool) -> int:
-    """The id up to which the events of a run that goes on are kept: all of them, but for an `Agent`
-    whose provider cannot continue (`continues`), or whose cut turn had reasoning, the cut turn's."""
+    """The id up to which the events of a run that goes on from its text are kept: all of them, but
+    for an `Agent` whose provider cannot continue (`continues`), or whose cut turn had reasoning,
+    those before the cut turn."""
     if not isinstance(agent, Agent):
         return log.last_seq
     turns = [json.loads(value) for key, value in steps.items() if key.startswith(TURN_STEP + "#")]

@@ -35,10 +35,10 @@ class Replay:
         self._left[event_type] = max(0, self._left[event_type] - chars)  # type: ignore[index]
 
     def skip_all(self) -> None:
-        """Count everything the record holds as streamed again: the agent goes on from its end."""
+        """Count the record's text and other events as streamed again: the agent goes on from its
+        end. A tool call's events still show once (a graph resumed from a checkpoint reports the
+        writes it had pending, a tool's result among them, again)."""
         self._left = dict.fromkeys(self._left, 0)
-        self._started.clear()
-        self._finished.clear()
         self._counts.clear()
 
     def take_text(self) -> str:

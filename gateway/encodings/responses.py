@@ -15,9 +15,9 @@ input item of a new response with `previous_response_id`, goes on as that run's 
     tool.completed/failed a `function_call_output` item (a failure's output: {"error": ...})
     run.retrying          the open items end `incomplete`, and every item of the dead attempt is left
                           out of the final response: the next attempt's text comes in new items
-    run.continued         nothing: the run goes on in its open item; one that drops the text of a
-                          model turn a crash cut ends that turn's items `incomplete` and leaves them
-                          out of the final response, as run.retrying does the whole attempt's
+    run.continued         nothing: the run goes on in its open item; one that drops events (the text
+                          of a model turn a crash cut) ends their open item `incomplete` and leaves
+                          their items out of the final response, as run.retrying does the attempt's
     run.completed         response.completed (status completed, output, usage)
     run.failed            response.failed (status failed, error {code: server_error, message})
     run.cancelled         response.incomplete (status cancelled): the SDK has no response.cancelled
@@ -189,10 +189,11 @@ class ResponseEvents(Translation[Part]):
     def on_continued(self, data: dict[str, Any], seq: int) -> list[Part]:
         if not self._in_segment:
             return []
+        # Item ids end in the id of the event that opened them (an approval's: its input id).
         cut = {
             index
             for index, item in enumerate(self.items)
-            if item["type"] in ("message", "reasoning") and int(item["id"].split("_")[1]) > data["from_event_id"]
+            if (seq := item["id"].rsplit("_", 1)[-1]).isdigit() and int(seq) > data["from_event_id"]
         }
         if not cut:
             return []

@@ -24,7 +24,8 @@
 
 const REFRESH_BEFORE_S = 60; // refresh a stream token this long before it expires
 const TERMINAL = new Set(["run.completed", "run.failed", "run.cancelled"]);
-const CONTENT = new Set(["message.delta", "reasoning.delta", "status"]); // of a model turn (with data.<name>)
+// What an agent streams (with data.<name>): what a run.continued may drop.
+const AGENT_EVENTS = new Set(["message.delta", "reasoning.delta", "status", "tool.started", "tool.completed", "tool.failed"]);
 const EVENTS = [
   "run.queued", "run.started", "message.delta", "reasoning.delta", "status", "tool.started", "tool.completed",
   "tool.failed", "run.retrying", "run.continued", "run.completed", "run.failed", "run.cancelled", "input.required",
@@ -265,12 +266,12 @@ export class SessionFollower {
       return;
     }
     const turn = this.#turn(data.run_id);
-    if (name.startsWith("tool.") || name.startsWith("input.") || name === "run.started") {
-      turn.since = []; // a model turn ends: a run.continued never drops what came before
-    } else if (CONTENT.has(name) || name.startsWith("data.")) {
+    if (name === "run.started" || name.startsWith("input.")) {
+      turn.since = []; // a run.continued never drops what came before a start or a question
+    } else if (AGENT_EVENTS.has(name) || name.startsWith("data.")) {
       // Where the turn stood before this event: what a run.continued dropping it goes back to.
       const at = { id: this.lastId, text: turn.text.length, reasoning: turn.reasoning.length };
-      (turn.since ??= []).push({ ...at, notes: turn.notes.length, data: turn.data.length });
+      (turn.since ??= []).push({ ...at, notes: turn.notes.length, data: turn.data.length, tools: turn.tools.length });
     }
     switch (name) {
       case "run.queued":
@@ -314,14 +315,16 @@ export class SessionFollower {
       }
       case "run.continued": {
         // The run goes on from its record: drop only the events after from_event_id (the text of
-        // a model turn a crash cut, when its provider could not continue it).
+        // a model turn a crash cut, when its provider could not continue it; what a graph did after
+        // its last checkpoint).
         const cut = (turn.since ?? []).find((mark) => mark.id > data.from_event_id);
         if (cut) {
           turn.text = turn.text.slice(0, cut.text);
           turn.reasoning = turn.reasoning.slice(0, cut.reasoning);
           turn.notes = turn.notes.slice(0, cut.notes);
           turn.data = turn.data.slice(0, cut.data);
-          turn.since = [];
+          turn.tools = turn.tools.slice(0, cut.tools);
+          turn.since = turn.since.filter((mark) => mark.id < cut.id);
         }
         turn.status = "running";
         turn.attempt = data.attempt;

@@ -129,7 +129,7 @@ local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_
   run.status = status
   run.finished_seq = seq
   run.finished_at = now_s
-  run.steps = nil  -- only a run that goes on replays them
+  run.steps, run.step_seq = nil, nil  -- only a run that goes on replays them
   for field, value in pairs(outcome) do run[field] = value end
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
   redis.call('HSET', k.meta, 'active_run', '')

@@ -58,7 +58,7 @@ else
   if reason == 'takeover' then
     local data = cjson.encode({run_id = run_id, attempt = run.attempt, reason = 'the worker running attempt ' .. (run.attempt - 1) .. ' stopped'})
     add_event(k, s, 'run.retrying', data, ts)
-    run.steps = nil  -- it starts over: nothing of it is replayed
+    run.steps, run.step_seq = nil, nil  -- it starts over: nothing of it is replayed
   end
   seq = add_event(k, s, 'run.started', cjson.encode({run_id = run_id, attempt = run.attempt, reason = reason}), ts)
 end

@@ -27,6 +27,13 @@ dict may give `prompt` (or `question`, `message`), `kind` (`approval`, `choice`,
 `choices`, `schema` and `expires_in`; the interrupt's `response_schema` is the answer's schema;
 anything else is shown as JSON and takes any JSON answer.
 
+A worker killed mid-run does not start the graph over: after each step of the graph (a node of the
+top-level graph done), the adapter records its checkpoints with the run (`ctx.record_step`), and the
+worker that takes the run over resumes the graph from the last of them, as LangGraph resumes a
+thread: completed nodes do not run again, the node that was cut runs again from its start, and
+clients drop what the run streamed since that checkpoint (`run.continued`). Killed before the first
+node finished, the graph runs again from its input.
+
 Events from inside a subgraph carry its node's name as their `agent` label, so a UI can group a
 supervisor's workers. The graph's input is the session's turns and the run's input as `messages`
 (give `make_input` for a graph whose state has another shape). Cancelling the run cancels the
@@ -35,6 +42,7 @@ graph's task and, with it, the model's HTTP stream.
 
 import base64
 import json
+import logging
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextlib import aclosing
 from typing import Any, cast
@@ -47,9 +55,12 @@ from langgraph.types import Command, Interrupt
 
 from tokentail.frameworks import as_json
 from tokentail.frameworks.langchain import history, stream_chunk
-from tokentail.worker.context import RunContext
+from tokentail.worker.agents import continues
+from tokentail.worker.context import RunContext, StepTooLarge
 
 TokentailAgent = Callable[[RunContext], Coroutine[Any, Any, None]]
+logger = logging.getLogger(__name__)
+CHECKPOINTS = "langgraph-checkpoints"  # the step the graph's checkpoints are recorded as, after each of its steps
 
 
 def messages_input(ctx: RunContext) -> dict[str, Any]:
@@ -70,6 +81,10 @@ def langgraph_agent(
         if (state := ctx.resumed_state()) is not None:  # going on after the answer to an interrupt
             load_saver(saver, state["checkpoints"])
             graph_input = Command(resume=await ctx.ask(""))  # the answer recorded for it
+        elif (checkpoints := ctx.recorded_step(CHECKPOINTS)) is not None:  # taken over: from the last one
+            load_saver(saver, checkpoints)
+            graph_input = None  # LangGraph resumes the thread from its last checkpoint
+            ctx.skip_recorded()  # clients have what came before it (and dropped what came after)
         configurable = {**(config or {}).get("configurable", {}), "thread_id": ctx.run_id}
         run_config = cast(RunnableConfig, {**(config or {}), "configurable": configurable})
         stream = cast(  # an async generator: closed on the way out
@@ -87,13 +102,23 @@ def langgraph_agent(
                     if mode == "updates" and isinstance(data, dict) and "__interrupt__" in data:
                         interrupts.extend(data["__interrupt__"])
                     await _event(ctx, calls, _agent_of(namespace), mode, data)
+                    if mode == "updates" and not namespace and not interrupts:
+                        await _record_checkpoints(ctx, saver)
         except BaseException as exc:  # CancelledError too: the stream says how the open calls ended
             await calls.fail_open(exc)
             raise
         if interrupts:  # the graph waits for a person: so does the run
             await ctx.ask(**_question(interrupts[0], calls.open_call()), state={"checkpoints": dump_saver(saver)})
 
-    return run
+    return continues(run, redoes_after_last_step=True)
+
+
+async def _record_checkpoints(ctx: RunContext, saver: InMemorySaver) -> None:
+    """A node of the graph is done: its writes are in the saver, kept for a worker that takes over."""
+    try:
+        await ctx.record_step(CHECKPOINTS, dump_saver(saver))
+    except StepTooLarge:  # not kept: a takeover goes on from the last checkpoint that was
+        logger.warning("run %s: the graph's checkpoints are too large to record", ctx.run_id)
 
 
 async def _event(ctx: RunContext, calls: "_ToolCalls", agent: str | None, mode: str, data: Any) -> None:

@@ -109,9 +109,11 @@ async def cancel_mid_answer(example: Example, agent: str = "weather") -> None:
     assert not answering.finished, fake_openai.dumps()
 
 
-async def worker_killed_mid_answer(example: Example, agent: str = "weather") -> None:
-    """A worker killed with SIGKILL mid-answer: another takes the run over (`run.retrying` once) and
-    completes it, ids whole."""
+async def worker_killed_mid_answer(example: Example, agent: str = "weather", goes_on: bool = False) -> None:
+    """A worker killed with SIGKILL mid-answer: another takes the run over and completes it, ids
+    whole. An adapter that starts over (`run.retrying` once) calls the tool again; one that goes on
+    from its last step (`goes_on`: LangGraph, from its last checkpoint) neither calls the tool nor
+    asks the model for its tool call again: only the cut answer is asked again, and dropped."""
     example.stack.env["TOKENTAIL_LEASE_MS"] = "2000"
     url = example.gateway()
     doomed = example.worker(model="slow-60")  # 3 s of answer
@@ -123,7 +125,15 @@ async def worker_killed_mid_answer(example: Example, agent: str = "weather") -> 
         doomed.kill()
         await asyncio.wait_for(following, 60)
     kinds = _assert_whole(watcher)
+    assert watcher.seen.events[-1][2]["output"].endswith(" word59")
+    if goes_on:
+        assert "run.retrying" not in kinds and kinds.count("run.continued") == 1
+        assert kinds.count("tool.started") == kinds.count("tool.completed") == 1, "the tool ran once"
+        (continued,) = watcher.seen.of("run.continued")
+        assert continued["from_event_id"] < kinds.index("run.continued"), "the cut answer is dropped"
+        asked_for_the_call = [call for call in fake_openai.calls() if call.messages[-1]["role"] != "tool"]
+        assert len(asked_for_the_call) == 1, "the model was not asked again for the tool call"
+        return
     assert kinds.count("run.retrying") == 1
     retried = kinds.index("run.retrying")  # the next attempt calls the tool again, once
     assert kinds[retried:].count("tool.started") == kinds[retried:].count("tool.completed") == 1
-    assert watcher.seen.events[-1][2]["output"].endswith(" word59")

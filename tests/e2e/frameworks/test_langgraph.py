@@ -39,8 +39,8 @@ async def test_a_cancel_mid_answer_stops_the_model_s_stream(example: Example, ag
     await cancel_mid_answer(example, agent)
 
 
-async def test_a_worker_killed_mid_answer_is_taken_over_and_the_run_completes(example: Example) -> None:
-    await worker_killed_mid_answer(example)
+async def test_a_worker_killed_mid_answer_goes_on_from_the_graph_s_last_checkpoint(example: Example) -> None:
+    await worker_killed_mid_answer(example, goes_on=True)
 
 
 async def test_subgraph_events_carry_their_node_s_name_and_custom_writes_stream() -> None:
