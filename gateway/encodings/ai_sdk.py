@@ -44,6 +44,12 @@ from tokentail.shared.events import Gap
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
 Part = dict[str, Any]
+_DELTAS = ("text-delta", "reasoning-delta")
+
+
+def _last_seq(seq: int, part: Part) -> int:
+    """The id of the last event a kept part holds (a block's deltas, kept as one, hold several)."""
+    return int(part["delta"][-1][0]) if part["type"] in _DELTAS else seq
 
 
 class UiMessageStream(Translation[Part]):
@@ -56,13 +62,24 @@ class UiMessageStream(Translation[Part]):
         self._continuing = continuing
         # The parts of the current step (the run's attempt), with the id of the event each came
         # from: what a `run.continued` that drops its last events sends again after `reset-step`.
+        # A block's deltas are kept as one part whose `delta` is a list of (id, text): about the
+        # size of the answer so far, per response, while its run streams.
         self._step: list[tuple[int, Part]] = []
         self._resent: list[Part] | None = None  # what a run.continued sent again: not the step's twice
 
     def made(self, parts: list[Part], seq: int) -> None:
-        # Not the step's own start, which reset-step keeps.
-        if parts is not self._resent:
-            self._step += [(seq, part) for part in parts if part["type"] != "start-step"]
+        if parts is self._resent:
+            return
+        for part in parts:
+            if part["type"] == "start-step":
+                continue  # the step's own start, which reset-step keeps
+            if part["type"] in _DELTAS:
+                last = self._step[-1][1] if self._step else None
+                if last is not None and last["type"] == part["type"] and last["id"] == part["id"]:
+                    last["delta"].append((seq, part["delta"]))
+                    continue
+                part = {**part, "delta": [(seq, part["delta"])]}
+            self._step.append((seq, part))
 
     def opening(self, gap: Gap | None) -> list[Part]:
         """What the response starts with, before the first event."""
@@ -124,11 +141,20 @@ class UiMessageStream(Translation[Part]):
 
     def on_continued(self, data: dict[str, Any], seq: int) -> list[Part]:
         keep_until = data["from_event_id"]
-        if all(shown <= keep_until for shown, _ in self._step):
+        if all(_last_seq(shown, part) <= keep_until for shown, part in self._step):
             return []  # nothing dropped: the run goes on in the open block
-        self._step = [(shown, part) for shown, part in self._step if shown <= keep_until]
+        step: list[tuple[int, Part]] = []
+        for shown, part in self._step:
+            if part["type"] in _DELTAS:
+                part["delta"] = [piece for piece in part["delta"] if piece[0] <= keep_until]
+            if shown <= keep_until:
+                step.append((shown, part))
+        self._step = step
         self._open = None
-        kept = [part for _, part in self._step]
+        kept = [
+            {**part, "delta": "".join(text for _, text in part["delta"])} if part["type"] in _DELTAS else part
+            for _, part in self._step
+        ]
         # A block whose end was dropped is ended again (its start and text are kept).
         started = {part["id"] for part in kept if part["type"] in ("text-start", "reasoning-start")}
         ended = {part["id"] for part in kept if part["type"] in ("text-end", "reasoning-end")}

@@ -305,3 +305,28 @@ def test_ag_ui_a_cut_turn_dropped_by_run_continued_is_a_snapshot_without_it() ->
     restarted = sse_data(translate(AgUiEvents("t", [], run_id=RUN), _taken_over(5)))
     (snapshot,) = [event for event in restarted if event["type"] == "MESSAGES_SNAPSHOT"]
     assert [m.get("content") for m in snapshot["messages"] if m["role"] == "assistant"] == ["Checking."]
+
+
+def test_ai_sdk_a_drop_inside_one_text_block_keeps_its_text_up_to_the_id() -> None:
+    # A graph's two nodes wrote into one text block; the run goes on from a checkpoint after the first.
+    events = stored(
+        [
+            ("run.queued", {"input": "x"}),
+            ("run.started", {"attempt": 1}),
+            ("message.delta", {"text": "First "}),
+            ("message.delta", {"text": "node. "}),  # 4: the checkpoint after it
+            ("message.delta", {"text": "Cut"}),
+            ("run.continued", {"attempt": 2, "from_event_id": 4}),
+            ("message.delta", {"text": "Second node."}),
+        ]
+    )
+    parts = sse_data(translate(UiMessageStream(RUN), events))
+    reset = [part["type"] for part in parts].index("reset-step")
+    assert parts[reset:] == [
+        {"type": "reset-step"},
+        {"type": "text-start", "id": "text-3"},
+        {"type": "text-delta", "id": "text-3", "delta": "First node. "},
+        {"type": "text-end", "id": "text-3"},
+        {"type": "text-start", "id": "text-7"},
+        {"type": "text-delta", "id": "text-7", "delta": "Second node."},
+    ]
