@@ -1,7 +1,8 @@
 """Agents for the takeover chaos tests: the built-in loop with a `calculator` that counts its runs,
 each call id on a line of the file TOKENTAIL_TEST_TOOL_RUNS (the side effect a test observes across
-worker processes), then waits TOKENTAIL_TEST_TOOL_SECONDS (0) before it answers; and an agent of
-your own that goes on after a takeover (`@continues`) with a step and the text clients have."""
+worker processes); its first run for a call id then waits TOKENTAIL_TEST_TOOL_SECONDS (0: a tool
+that hangs until its worker is killed), a run after it answers at once. And an agent of your own
+that goes on after a takeover (`@continues`) with a step and the text clients have."""
 
 import asyncio
 import os
@@ -10,20 +11,24 @@ from tokentail.worker.agents import Agent, continues
 from tokentail.worker.context import RunContext
 from tokentail.worker.tools import tool
 
-WORDS = 120  # of the own agent's answer, 20 a second
+WORDS = 160  # of the own agent's answer: about 9 s
 
 
-def _count(key: str) -> None:
-    # One short line: an atomic append. A local file, written at once: no need for a thread.
-    with open(os.environ["TOKENTAIL_TEST_TOOL_RUNS"], "a") as runs:
+def _count(key: str) -> bool:
+    """Note a run of `key`; whether it is its first. A local file: no need for a thread."""
+    path = os.environ["TOKENTAIL_TEST_TOOL_RUNS"]
+    with open(path) as runs:
+        first = f"{key}\n" not in runs.read()
+    with open(path, "a") as runs:  # one short line: an atomic append
         runs.write(f"{key}\n")
+    return first
 
 
 @tool(name="calculator")
 async def counting_calculator(expression: str, call_id: str) -> str:
     "Evaluate an arithmetic expression."
-    _count(call_id)
-    await asyncio.sleep(float(os.environ.get("TOKENTAIL_TEST_TOOL_SECONDS", "0")))
+    if _count(call_id):
+        await asyncio.sleep(float(os.environ.get("TOKENTAIL_TEST_TOOL_SECONDS", "0")))
     return "42"
 
 

@@ -34,7 +34,7 @@ AGENTS = json.dumps(
     }
 )
 CALCULATED = 'Let me calculate that. The calculator says "42".'
-STORY = {"tokens": 200, "tokens_per_second": 40}
+STORY = {"tokens": 400, "tokens_per_second": 40}  # 10 s: a busy machine still kills it mid-text
 
 
 @dataclass
@@ -59,23 +59,24 @@ INSTANTS = {
         "".join(scripted_tokens("tell me about streams", STORY["tokens"])),
         runs_per_call=0,  # no tool
     ),
-    # The model takes 3 s to its first token: the kill lands after the tool's result was recorded
+    # The model takes 4 s to its first token: the kill lands after the tool's result was recorded
     # (and shown) and before the next model call streams anything.
     "between a tool's result and the next model call": Instant(
         "counting",
         "what is 6 * 7?",
-        {"first_token_seconds": 3, "tokens_per_second": 40},
+        {"first_token_seconds": 4, "tokens_per_second": 40},
         lambda watcher: "tool.completed" in watcher.arrival,
         CALCULATED,
     ),
-    # The tool counts its run, then takes 4 s: killed meanwhile, it runs again with the same call id.
+    # The tool counts its run, then hangs: killed meanwhile, it runs again with the same call id
+    # (and answers at once: the second run of a call id does not hang).
     "during a tool": Instant(
         "counting",
         "what is 6 * 7?",
         {"tokens_per_second": 40},
         lambda watcher: "tool.started" in watcher.arrival,
         CALCULATED,
-        tool_seconds=4.0,
+        tool_seconds=60.0,
         runs_per_call=2,
     ),
     # An agent of your own, marked @continues: its step is replayed, its text goes on.
@@ -122,9 +123,12 @@ async def test_a_worker_killed_at_the_worst_instant_loses_nothing_and_repeats_no
         made = [(await client.post("/v1/sessions", json=body)).json() for body in bodies]
         watchers = [Watcher(client, created["events_url"]) for created in made]
         following = [asyncio.create_task(watcher.follow()) for watcher in watchers]
-        await eventually(lambda: all(instant.reached(watcher) for watcher in watchers), within=60, interval=0.02)
-        stack.worker()  # the one that takes over
+        # The one that takes over starts once the doomed one holds every run, and before the
+        # instant: its start (seconds on a busy machine) must not delay the kill past it.
+        await eventually(lambda: all("run.started" in watcher.arrival for watcher in watchers), within=60)
+        stack.worker()
         await asyncio.to_thread(stack.wait_for_workers, 2)
+        await eventually(lambda: all(instant.reached(watcher) for watcher in watchers), within=60, interval=0.02)
         doomed.send_signal(signal.SIGKILL)
         struck = time.monotonic()
         if instant.asks:  # the runs wait with no worker: answered now, through the REST API
