@@ -22,7 +22,7 @@ from tests.fake_llm import anthropic_stream, openai_stream
 API_KEY = "e2e-key"
 
 
-SLOW_WORDS = 80
+SLOW_WORDS = 200  # about 10 s: a busy machine still kills a worker mid-answer
 REQUESTS: list[dict[str, Any]] = []
 
 

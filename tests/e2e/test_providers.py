@@ -100,9 +100,10 @@ async def test_a_run_killed_mid_answer_goes_on_from_its_record_as_its_provider_a
         created = await client.post(f"{url}/v1/sessions", json={"input": "what time is it, slowly?", "model": model})
         watcher = Watcher(client, created.json()["events_url"])
         following = asyncio.create_task(watcher.follow())
-        await eventually(lambda: "tool.completed" in watcher.arrival and watcher.deltas() >= 6, within=30)
-        stack.worker()
+        await eventually(lambda: "run.started" in watcher.arrival, within=30)
+        stack.worker()  # before the instant: its start must not push the kill past it
         await asyncio.to_thread(stack.wait_for_workers, 2)
+        await eventually(lambda: "tool.completed" in watcher.arrival and watcher.deltas() >= 6, within=30)
         doomed.kill()
         await asyncio.wait_for(following, 60)
     seen = watcher.seen
