@@ -104,8 +104,27 @@ async def _turn(
         return turn
     prefix = context.resume_text() if provider.continues else ""
     usage_before = dict(context.usage)
-    request = replace(request, continue_text=prefix)
-    turn, reasoning_chars = await _model_turn(context, stream_with_retries(provider, request, policy, on_retry), prefix)
+    streamed = False
+
+    async def model(continue_text: str) -> tuple[Message, int]:
+        async def noted(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+            nonlocal streamed
+            async for chunk in chunks:
+                streamed = True
+                yield chunk
+
+        chunks = stream_with_retries(provider, replace(request, continue_text=continue_text), policy, on_retry)
+        return await _model_turn(context, noted(chunks), continue_text)
+
+    try:
+        turn, reasoning_chars = await model(prefix)
+    except ProviderError as exc:
+        # A model that refuses to continue an answer (Anthropic's newest refuse a prefill with a
+        # 400) before it said anything: the turn starts over, and clients drop what they had of it.
+        if not prefix or streamed or exc.kind != "invalid_request":
+            raise
+        await context.restart_resumed_text(prefix)
+        turn, reasoning_chars = await model("")
     if turn.tool_calls:
         usage = {
             name: context.usage.get(name, 0) - usage_before.get(name, 0) for name in ("input_tokens", "output_tokens")

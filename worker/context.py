@@ -52,6 +52,7 @@ from tokentail.shared.events import (
     CustomData,
     EventType,
     InputKind,
+    RunContinued,
     Status,
     ToolCompleted,
     ToolFailed,
@@ -206,6 +207,16 @@ class RunContext:
         step (`continues(..., redoes_after_last_step=True)`) and streams only what follows it."""
         if self.writer.replay is not None:
             self.writer.replay.skip_all()
+
+    async def restart_resumed_text(self, text: str) -> None:
+        """The model could not continue `text`, which `resume_text()` gave: clients drop it (a
+        `run.continued` keeping the run's events up to before it), and the turn starts over."""
+        replay = self.writer.replay
+        if replay is None or not text:
+            return
+        before, _ = replay.log.cut(len(replay.text) - len(text))
+        self.writer.drop_text(len(text))
+        await self.writer.emit(RunContinued(run_id=self.run_id, attempt=self.attempt, from_event_id=before))
 
     def resume_text(self) -> str:
         """The answer text the run's clients have and this attempt has not streamed yet, counted as

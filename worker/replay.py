@@ -16,6 +16,7 @@ from tokentail.shared.run_log import RunLog
 
 class Replay:
     def __init__(self, log: RunLog) -> None:
+        self.log = log
         self.text = log.text  # the answer as clients have it
         self._left = {EventType.MESSAGE_DELTA: len(self.text), EventType.REASONING_DELTA: log.reasoning_chars}
         self._started = log.started_calls

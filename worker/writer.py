@@ -134,6 +134,11 @@ class EventWriter:
         self.replay = replay
         self.text_parts = [replay.text] if replay.text else []
 
+    def drop_text(self, chars: int) -> None:
+        """The run's answer without its last `chars` characters (clients drop them: see RunContext)."""
+        text = self.text
+        self.text_parts = [text[: len(text) - chars]]
+
     async def delta(self, text: str, agent: str | None = None) -> None:
         """Answer text, coalesced into `message.delta` events; the run's output is all of it."""
         await self._text(MessageDelta, text, agent)

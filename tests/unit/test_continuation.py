@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.fake_llm import FakeLLM, Reply, openai_stream
+from tests.fake_llm import FakeLLM, Reply, anthropic_stream, openai_stream
 from tests.unit.test_writer import RecordingLease
 from tokentail.shared.records import RunRecord
 from tokentail.shared.run_log import RunLog
@@ -15,6 +15,7 @@ from tokentail.worker.agent_loop import run_model_agent
 from tokentail.worker.agents import Agent
 from tokentail.worker.context import MAX_STEP_BYTES, RunContext, StepTooLarge, WaitingForInput
 from tokentail.worker.continuation import kept_until
+from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.providers.base import Provider
 from tokentail.worker.providers.openai_chat import OpenAIProvider
 from tokentail.worker.providers.scripted import ScriptedProvider
@@ -237,3 +238,25 @@ async def test_a_denied_call_replayed_after_a_crash_is_still_shown_denied() -> N
     await writer.flush()
     (shown,) = [data for kind, data in replayer.events if kind == "tool.failed"]
     assert shown["denied"] is True and counter.runs == []
+
+
+async def test_a_model_that_refuses_to_continue_starts_the_turn_over_and_clients_drop_its_text() -> None:
+    """Anthropic's newest models answer a prefill with 400: the turn starts over, after a
+    `run.continued` that drops the text clients had of it."""
+    fake = FakeLLM([Reply(status=400), Reply(chunks=anthropic_stream(["It is ", "noon."]))])
+    record: list[Event] = [
+        (1, "run.started", json.dumps({"run_id": "r", "attempt": 1})),
+        (2, "message.delta", json.dumps({"run_id": "r", "text": "It is "})),
+        (3, "run.continued", json.dumps({"run_id": "r", "attempt": 2, "from_event_id": 2})),
+    ]
+    lease = RecordingLease()
+    writer = EventWriter(lease, FlushTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
+    writer.go_on(Replay(RunLog.of("r", record)))  # type: ignore[arg-type]
+    context = RunContext(writer, "s", RunRecord(run_id="r", input="time?", attempt=2), history=[])
+    await run_model_agent(Agent(name="a"), context, AnthropicProvider(fake.anthropic()), "m", RetryPolicy(), 5)
+    await writer.flush()
+    assert fake.requests[0]["messages"][-1] == {"role": "assistant", "content": "It is"}  # refused
+    assert fake.requests[1]["messages"][-1]["role"] == "user"  # the turn again, from its start
+    after, _ = _landed(lease.journal, first_seq=4)
+    assert after[0][1] == "run.continued" and json.loads(after[0][2])["from_event_id"] == 1
+    assert RunLog.of("r", [*record, *after]).text == writer.text == "It is noon."
