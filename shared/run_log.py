@@ -62,11 +62,15 @@ class RunLog:
             if event_type == EventType.RUN_RETRYING:
                 log.events.clear()
             elif event_type == EventType.RUN_CONTINUED:
-                keep_until = data["from_event_id"]
-                log.events = [event for event in log.events if event.seq <= keep_until]
+                log.events = log.kept_until(data["from_event_id"]).events
             elif event_type not in _LIFECYCLE:
                 log.events.append(LoggedEvent(seq, event_type, data))
         return log
+
+    def kept_until(self, seq: int) -> "RunLog":
+        """The log as clients keep it after a `run.continued` that keeps the events up to `seq`
+        (its `last_seq`)."""
+        return RunLog([event for event in self.events if event.seq <= seq], seq)
 
     @property
     def text(self) -> str:

@@ -26,11 +26,12 @@ from tokentail.worker.providers import Providers
 TURN_STEP = "turn"  # the agent loop's step name for a model turn that called tools
 
 
-async def keep_until(
+async def plan_takeover(
     store: SessionStore, providers: Providers, settings: Settings, session_id: str, run_id: str
-) -> int | None:
-    """For a run that a worker ran and lost: the id up to which its events are kept as it goes on,
-    or None to start it over. None too for a run that is not `running` (start_run.lua ignores it)."""
+) -> RunLog | None:
+    """For a run that a worker ran and lost: its record as it goes on (`last_seq`: the id up to which
+    its events are kept), or None to start it over. None too for a run that is not `running`
+    (start_run.lua ignores it)."""
     run = await store.get_run(session_id, run_id)
     if run is None or run.status != "running":
         return None
@@ -45,9 +46,20 @@ async def keep_until(
     if log is None:
         return None
     if mode == "last_step":  # up to its last step; with none, what it streamed is all redone
-        return run.step_seq if run.step_seq is not None else (run.queued_seq or 1)
-    model = run.model or (agent.model if isinstance(agent, Agent) else None) or settings.model
-    return kept_until(agent, run.steps, log, providers.continues(model))
+        keep = run.step_seq if run.step_seq is not None else (run.queued_seq or 1)
+    else:
+        model = run.model or (agent.model if isinstance(agent, Agent) else None) or settings.model
+        keep = kept_until(agent, run.steps, log, await _continues(providers, model))
+    return log.kept_until(keep)
+
+
+async def _continues(providers: Providers, model: str) -> bool:
+    """Whether the provider of `model` can continue a partial answer (`Provider.continues`)."""
+    try:
+        provider, _ = await providers.resolve(model)
+    except Exception:  # the attempt fails the run with this error; whether it goes on does not matter
+        return False
+    return provider.continues
 
 
 def kept_until(agent: Agent | AgentFunction, steps: dict[str, str], log: RunLog, continues: bool) -> int:

@@ -18,22 +18,24 @@ class Replay:
     def __init__(self, log: RunLog) -> None:
         self.log = log
         self.text = log.text  # the answer as clients have it
-        self._left = {EventType.MESSAGE_DELTA: len(self.text), EventType.REASONING_DELTA: log.reasoning_chars}
+        # Characters of text and of reasoning the record holds that this attempt has not reached.
+        self._left: dict[str, int] = {
+            EventType.MESSAGE_DELTA: len(self.text),
+            EventType.REASONING_DELTA: log.reasoning_chars,
+        }
         self._started = log.started_calls
         self._finished = log.finished_calls
         self._counts = log.counts()
 
     def new_text(self, event_type: str, text: str) -> str:
         """The part of `text` (of a text or reasoning delta) past what the record holds."""
-        left = self._left[event_type]  # type: ignore[index]
-        if not left:
-            return text
-        self._left[event_type] = max(0, left - len(text))  # type: ignore[index]
+        left = self._left[event_type]
+        self.skip(event_type, len(text))
         return text[left:]
 
     def skip(self, event_type: str, chars: int) -> None:
         """Count `chars` characters of text (or reasoning) the record holds as streamed again."""
-        self._left[event_type] = max(0, self._left[event_type] - chars)  # type: ignore[index]
+        self._left[event_type] = max(0, self._left[event_type] - chars)
 
     def skip_all(self) -> None:
         """Count the record's text and other events as streamed again: the agent goes on from its

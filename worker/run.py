@@ -17,13 +17,14 @@ from tokentail.shared.events import (
 from tokentail.shared.lifecycle import Asked, RunLease, RunLifecycle, StartVerdict, Takeover
 from tokentail.shared.logs import bind
 from tokentail.shared.records import Question, RunRecord, transcript
+from tokentail.shared.run_log import RunLog
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore, compact_json
 from tokentail.worker import metrics
 from tokentail.worker.agent_loop import AgentError, run_model_agent
 from tokentail.worker.agents import Agent, load_agent
 from tokentail.worker.context import RunContext, WaitingForInput
-from tokentail.worker.continuation import keep_until
+from tokentail.worker.continuation import plan_takeover
 from tokentail.worker.lease import LeaseKeeper
 from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
@@ -41,10 +42,15 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     settings: Settings = ctx["settings"]
     running: RunningRuns = ctx["running"]
     bind(session_id=session_id, run_id=run_id)  # each arq job runs in a task of its own
+    kept: RunLog | None = None  # a takeover's record as it goes on (None: it starts over)
 
     async def decide() -> Takeover:  # a takeover: on from the run's record, or over
-        keep = await keep_until(ctx["store"], ctx["providers"], settings, session_id, run_id)
-        return "restart" if keep is None else keep
+        nonlocal kept
+        try:
+            kept = await plan_takeover(ctx["store"], ctx["providers"], settings, session_id, run_id)
+        except Exception:  # never strand the run: it starts over, as it did before runs went on
+            logger.warning("run %s of session %s: could not read its record; it starts over", run_id, session_id)
+        return "restart" if kept is None else kept.last_seq
 
     started = await runs.start_run(session_id, run_id, ctx["job_id"], takeover=decide)
     if started is None:
@@ -75,7 +81,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     )
     try:
         async with keeper:
-            completed = await _generate(ctx, session_id, run, writer)
+            completed = await _generate(ctx, session_id, run, writer, kept)
         await writer.finish(completed)
         outcome = "completed"
     except WaitingForInput as waiting:  # the run waits for an answer, without this worker
@@ -170,17 +176,20 @@ def _exhausted(run: RunRecord) -> str:
     return f"gave up after {run.attempt} attempts: the workers running them stopped"
 
 
-async def _generate(ctx: dict[str, Any], session_id: str, run: RunRecord, writer: EventWriter) -> RunCompleted:
+async def _generate(
+    ctx: dict[str, Any], session_id: str, run: RunRecord, writer: EventWriter, kept: RunLog | None
+) -> RunCompleted:
+    """Run the agent; `kept`: a takeover's record as it goes on, read when it was decided."""
     store: SessionStore = ctx["store"]
     settings: Settings = ctx["settings"]
     providers: Providers = ctx["providers"]
     session = await store.get_session(session_id)
     history = transcript([r for r in session.runs if r.status == "completed" and r.run_id != run.run_id])
-    if run.started_as in ("resume", "takeover"):
-        # It goes on from its record (after an answer; taken over, unless it started over: then
-        # its record is empty), and what the record holds is not streamed again.
-        if (log := await store.run_log(session_id, run)) is not None:
-            writer.go_on(Replay(log))
+    # It goes on from its record (after an answer; taken over, unless it started over), and what
+    # the record holds is not streamed again.
+    log = await store.run_log(session_id, run) if run.started_as == "resume" else kept
+    if log is not None:
+        writer.go_on(Replay(log))
     context = RunContext(writer, session_id, run, history)
     agent = load_agent(run.agent, settings)
     try:

@@ -34,16 +34,6 @@ class Providers:
                     self._built[ref.provider] = await asyncio.to_thread(self._build, ref.provider)
         return self._built[ref.provider], ref.name
 
-    def continues(self, model: str) -> bool:
-        """Whether the provider of `model` can continue a partial answer (docs/guarantees.md)."""
-        try:
-            provider = parse_model(model).provider
-        except ValueError:
-            return False
-        if provider == OPENAI_COMPATIBLE:
-            return bool(self._settings.openai_compatible_continue != "none")
-        return provider in (SCRIPTED, ANTHROPIC)
-
     def _build(self, provider: str) -> Provider:
         # The SDKs' own retries are off: tokentail retries, and only before the first token.
         if provider == SCRIPTED:
