@@ -80,12 +80,13 @@ class Stack:
         environment = {**self.env, "TOKENTAIL_KEY_PREFIX": self.prefix, **env}
         return subprocess.Popen([sys.executable, "-m", "tokentail.cli", *args], env=environment, cwd=ROOT)
 
-    def start(self, **worker_env: str) -> None:
-        """(Re)start both processes on a fresh key prefix, the worker with `worker_env`."""
+    def start(self, with_worker: bool = True, **worker_env: str) -> None:
+        """(Re)start both processes (or the gateway alone) on a fresh key prefix, the worker with `worker_env`."""
         self.stop()
         self.prefix = f"bench-{uuid.uuid4().hex[:6]}"
         self.gateway = self._spawn("gateway", "--host", "127.0.0.1", "--port", str(self.port))
-        self.worker = self._spawn("worker", "--port", "0", **worker_env)
+        if with_worker:
+            self.worker = self._spawn("worker", "--port", "0", **worker_env)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:

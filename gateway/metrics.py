@@ -13,6 +13,9 @@ EVENTS_SENT = Counter("tokentail_events_sent", "Events sent to clients", ["trans
 RESUMED_EVENTS = Counter(
     "tokentail_resumed_events", "Events replayed from the stream to clients that resumed", ["transport"]
 )
+SNAPSHOTS = Counter(
+    "tokentail_snapshots", "Compacted catch-ups sent (one per snapshot event) to clients far behind", ["transport"]
+)
 GAPS = Counter("tokentail_gaps", "Gap frames sent: the asked position was no longer in the stream", ["reason"])
 AUTH_FAILURES = Counter("tokentail_auth_failures", "Requests refused for their credentials", ["reason"])
 RATE_LIMITED = Counter("tokentail_rate_limited", "Requests refused by a tenant limit", ["limit"])

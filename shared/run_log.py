@@ -8,6 +8,7 @@ provider cannot continue it). What is left is what every client shows: the worke
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +52,7 @@ class RunLog:
     last_seq: int = 0  # the run's last event, kept or not (0: none yet)
 
     @classmethod
-    def of(cls, run_id: str, events: list[tuple[int, str, str | bytes]]) -> "RunLog":
+    def of(cls, run_id: str, events: Sequence[tuple[int, str, str | bytes]]) -> "RunLog":
         """The log of `run_id` from `(seq, type, data JSON)` events of its session, in order."""
         log = cls()
         for seq, event_type, raw in events:

@@ -41,7 +41,7 @@ async def read_events(
         else:
             params["last_event_id"] = str(last_event_id)
     received = Received(status=0, events=[])
-    async with client.sse(url, headers=headers, params=params) as source:
+    async with client.sse(url, headers=headers, params=params or None) as source:  # {} would drop the query
         received.status = source.response.status_code
         if received.status != 200:
             await source.response.aread()

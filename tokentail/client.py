@@ -8,8 +8,10 @@
 
 `stream` follows a session's events: when the connection drops it reconnects with the last id it
 saw (backing off), so no event is lost or repeated; it ends when the server answers 204 (nothing
-left and no run active). `Tokentail` is the same with blocking calls. With an `api_key` every call
-sends it; without one, `stream` can read a session with its stream token (`token=`).
+left and no run active). Opened far behind (from the start, as here, or hundreds of events back), it
+catches up compacted: each block of text so far as one `message.delta`, then delta by delta.
+`Tokentail` is the same with blocking calls. With an `api_key` every call sends it; without one,
+`stream` can read a session with its stream token (`token=`).
 """
 
 import asyncio
@@ -20,7 +22,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 
@@ -29,6 +31,8 @@ from tokentail.shared.events import Event
 
 # Transient failures: the stream is resumed. Anything else (404, 410, 400, ...) is raised.
 _RESUMABLE_STATUS = frozenset({429, 502, 503, 504})
+# How a stream far behind catches up: compacted (`snapshot`, each block of text as one delta) or every event.
+CatchUp = Literal["snapshot", "events"]
 
 
 class ApiError(TokentailError):
@@ -58,8 +62,11 @@ class SessionCreated:
 class Resumption:
     """The reconnect logic, without I/O: the position to resume from, and how long to wait."""
 
-    def __init__(self, last_event_id: int | None, max_delay: float = 10.0, max_failures: int = 20) -> None:
+    def __init__(
+        self, last_event_id: int | None, catch_up: CatchUp = "snapshot", max_delay: float = 10.0, max_failures: int = 20
+    ) -> None:
         self.last_event_id = last_event_id
+        self.catch_up = catch_up
         self.max_delay = max_delay
         self.max_failures = max_failures
         self.failures = 0
@@ -67,7 +74,10 @@ class Resumption:
         self.ended = False  # the server answered 204: nothing left and no run active
 
     def params(self) -> dict[str, str]:
-        return {} if self.last_event_id is None else {"last_event_id": str(self.last_event_id)}
+        params: dict[str, str] = {"catch_up": self.catch_up}
+        if self.last_event_id is not None:
+            params["last_event_id"] = str(self.last_event_id)
+        return params
 
     def seen(self, event: Event) -> None:
         if event.id is not None:
@@ -132,15 +142,23 @@ def _stream_status(response: httpx2.Response) -> bool:
     return False
 
 
-def _events(resume: Resumption, sse: httpx2.ServerSentEvent) -> Event | None:
+def _events(resume: Resumption, sse: httpx2.ServerSentEvent) -> list[Event]:
+    """What one SSE frame holds: an event, or a snapshot's events (a compacted catch-up: the deltas
+    of each block of text as one, with the id of the last), after which the position is the
+    snapshot's own id."""
     if sse.retry is not None:
         resume.retry_ms = sse.retry
     if not sse.data:
-        return None
+        return []
     event_id = int(sse.id) if sse.id and sse.event != "gap" else None
-    event = Event(id=event_id, event=sse.event, data=json.loads(sse.data))
+    data = json.loads(sse.data)
+    if sse.event == "snapshot":
+        events = [Event.model_validate(event) for event in data["events"]]
+        resume.seen(Event(id=event_id, event=sse.event, data={}))
+        return events
+    event = Event(id=event_id, event=sse.event, data=data)
     resume.seen(event)
-    return event
+    return [event]
 
 
 class AsyncTokentail:
@@ -194,10 +212,13 @@ class AsyncTokentail:
         last_event_id: int | None = None,
         token: str | None = None,
         on_reconnect: Reconnecting | None = None,
+        catch_up: CatchUp = "snapshot",
     ) -> AsyncIterator[Event]:
         """The session's events from `last_event_id` on, reconnecting after a dropped connection
-        (`on_reconnect(error, delay)` is told before each wait), until the server answers 204."""
-        resume = Resumption(last_event_id)
+        (`on_reconnect(error, delay)` is told before each wait), until the server answers 204.
+        Far behind (from the start, or hundreds of events back), each block of text comes as one
+        `message.delta` (`catch_up="snapshot"`, the server compacts them); `"events"`: every delta."""
+        resume = Resumption(last_event_id, catch_up)
         url, headers = f"/v1/sessions/{session_id}/events", _headers(token)
         while not resume.ended:
             # A clean end of a connection: reconnect at once; a 204 says the session is really idle.
@@ -217,7 +238,7 @@ class AsyncTokentail:
                 resume.ended = True
                 return
             async for sse in source:
-                if (event := _events(resume, sse)) is not None:
+                for event in _events(resume, sse):
                     yield event
 
 
@@ -271,9 +292,10 @@ class Tokentail:
         last_event_id: int | None = None,
         token: str | None = None,
         on_reconnect: Reconnecting | None = None,
+        catch_up: CatchUp = "snapshot",
     ) -> Iterator[Event]:
         """As `AsyncTokentail.stream`, blocking."""
-        resume = Resumption(last_event_id)
+        resume = Resumption(last_event_id, catch_up)
         url, headers = f"/v1/sessions/{session_id}/events", _headers(token)
         while not resume.ended:
             try:
@@ -290,5 +312,4 @@ class Tokentail:
                 resume.ended = True
                 return
             for sse in source:
-                if (event := _events(resume, sse)) is not None:
-                    yield event
+                yield from _events(resume, sse)

@@ -1,5 +1,6 @@
 """NDJSON (`Accept: application/x-ndjson`), for scripts and servers that do not speak SSE: one
-`{"id", "event", "data"}` object per line (gap lines have no id), an empty line as the heartbeat."""
+`{"id", "event", "data"}` object per line (gap lines have no id), an empty line as the heartbeat; a
+compacted catch-up is one `{"id", "event": "snapshot", "data": {"events": [...]}}` line."""
 
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.events import Gap
@@ -23,6 +24,8 @@ class Ndjson:
         return ndjson_gap(gap) if gap is not None else b""
 
     def batch(self, batch: Batch) -> bytes:
+        if batch.snapshot is not None:
+            return b'{"id":%d,"event":"snapshot","data":%s}\n' % (batch.snapshot.up_to, batch.snapshot.data)
         if not batch.chunks:
             return b"\n"
         lines = b"".join(chunk.encoded(ndjson_events) for chunk in batch.chunks)

@@ -2,6 +2,7 @@
 
     retry: <ms>                    once, so EventSource reconnects quickly after a drop
     event: gap / data: {...}       when the asked position is not (or no longer) in the stream (no `id:`)
+    id: <seq> / event: snapshot / data: {"events": [...]}   a compacted catch-up (`?catch_up=snapshot`)
     id: <seq> / event: <type> / data: <json>   catch-up by XRANGE, then live from the gateway's hub
     : ping                         after a heartbeat with nothing to send, so proxies keep the connection
 
@@ -24,6 +25,8 @@ def encode_gap(gap: Gap) -> bytes:
 
 
 def encode_batch(batch: Batch) -> bytes:
+    if batch.snapshot is not None:
+        return b"id: %d\nevent: snapshot\ndata: %s\n\n" % (batch.snapshot.up_to, batch.snapshot.data)
     if not batch.chunks:
         return PING
     frames = [chunk.encoded(encode_events) for chunk in batch.chunks]  # made once per chunk, for all its readers

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from tokentail.gateway import metrics
 from tokentail.gateway.reading.hub import Chunk, StreamHub, Subscription
+from tokentail.gateway.reading.snapshot import SNAPSHOT_BEHIND, Snapshot, read_snapshots
 from tokentail.shared.errors import InvalidLastEventId, SessionNotFound
 from tokentail.shared.events import TERMINAL_EVENTS, Gap
 from tokentail.shared.outage import is_outage
@@ -31,6 +32,7 @@ class Start:
     idle: bool  # nothing to send and no run queued or running
     replay_until: int = 0  # a resuming client: the stream's last id when it came back (else 0)
     active: bool = False  # a run was queued or running
+    snapshot_until: int = 0  # a client far behind that asked for it: compacted up to here first (else 0)
 
 
 def parse_last_event_id(value: str | None) -> int:
@@ -42,8 +44,9 @@ def parse_last_event_id(value: str | None) -> int:
     return int(value)
 
 
-async def start_position(store: SessionStore, session_id: str, after: int) -> Start:
-    """Where a client asking to resume after `after` starts, and what it must be told first."""
+async def start_position(store: SessionStore, session_id: str, after: int, snapshot: bool = False) -> Start:
+    """Where a client asking to resume after `after` starts, and what it must be told first.
+    `snapshot`: the client takes a compacted catch-up (gateway/reading/snapshot.py) if far behind."""
     last_seq, active, first = await store.stream_start(session_id)
     gap = None
     if after > last_seq:
@@ -58,13 +61,22 @@ async def start_position(store: SessionStore, session_id: str, after: int) -> St
         metrics.GAPS.labels(gap.reason).inc()
         after = gap.first_available - 1
     idle = not active and after >= last_seq
-    return Start(after, gap, idle, replay_until=last_seq if after > 0 else 0, active=active)
+    far_behind = after == 0 or last_seq - after > SNAPSHOT_BEHIND
+    return Start(
+        after,
+        gap,
+        idle,
+        replay_until=last_seq if after > 0 else 0,
+        active=active,
+        snapshot_until=last_seq if snapshot and far_behind and last_seq > after else 0,
+    )
 
 
 @dataclass
 class Batch:
     chunks: list[Chunk] = field(default_factory=list)  # empty: a heartbeat is due
     gap: Gap | None = None  # announced before the events
+    snapshot: Snapshot | None = None  # a compacted catch-up, sent as one event (no chunks then)
 
     @property
     def events(self) -> list[StoredEvent]:
@@ -91,6 +103,7 @@ class EventFeed:
         # to ask Redis whether the stream is finished. Only until the first catch-up is over (the
         # check a stream opening would otherwise pay); after that, `_finished` always asks.
         self._run_going = start.active
+        self._snapshot_until = start.snapshot_until
 
     def stop(self) -> None:
         """The client left: end the feed now, whatever it waits for."""
@@ -126,6 +139,16 @@ class EventFeed:
             open_streams.dec()
 
     async def _events(self, subscription: Subscription) -> AsyncIterator[Batch]:
+        if self._snapshot_until > self.after:
+            # Subscribed first, as for any catch-up: what comes meanwhile waits in the spill.
+            snapshots = read_snapshots(
+                self._store, self._session_id, self.after, self._snapshot_until, self._batch, READ_BUDGET_BYTES
+            )
+            async for snapshot in snapshots:
+                self.after = snapshot.up_to
+                metrics.SNAPSHOTS.labels(self._transport).inc()
+                yield Batch(snapshot=snapshot)
+            self._snapshot_until = 0
         while not subscription.closed:
             if subscription.pending:  # live: the hub's chunks, as they are
                 chunks = subscription.take()

@@ -43,12 +43,14 @@ class Streams:
         headers: dict[str, str] | None = None,
         resuming: bool = True,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        snapshot: bool = False,
     ) -> Response:
         """The events after `after`, in `encoding`; 204 if nothing is left to send and nothing is coming.
         (A gap frame alone would not move a browser's Last-Event-ID, so it would reconnect for ever.)
         `resuming`: False for the answer to a run just posted, which the resume metrics do not count.
-        `on_close`: called however the stream ends, once it has."""
-        start = await start_position(self.store, session_id, after)
+        `on_close`: called however the stream ends, once it has. `snapshot`: a client far behind gets
+        a compacted catch-up first (gateway/reading/snapshot.py)."""
+        start = await start_position(self.store, session_id, after, snapshot)
         if not resuming:
             start = replace(start, replay_until=0)
         if start.idle:

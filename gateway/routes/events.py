@@ -1,6 +1,6 @@
 """A session's events as SSE (or NDJSON, if asked for), resumable from `Last-Event-ID` or `?last_event_id=`."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
@@ -31,9 +31,14 @@ async def stream_events(
     last_event_id: Annotated[str | None, Query(description="resume after this id; wins over the header")] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     accept: Annotated[str | None, Header()] = None,
+    catch_up: Annotated[
+        Literal["events", "snapshot"],
+        Query(description="`snapshot`: a client far behind gets the events compacted into `snapshot` events first"),
+    ] = "events",
 ) -> Response:
     """Server-Sent Events; with `Accept: application/x-ndjson`, one JSON event per line instead."""
     after = parse_last_event_id(last_event_id if last_event_id is not None else last_event_id_header)
+    snapshot = catch_up == "snapshot"
     if accept is not None and "application/x-ndjson" in accept:
-        return await streams.open(session_id, after, Ndjson(), transport="ndjson")
-    return await streams.open(session_id, after, NativeSse(settings.sse_retry_ms), transport="sse")
+        return await streams.open(session_id, after, Ndjson(), transport="ndjson", snapshot=snapshot)
+    return await streams.open(session_id, after, NativeSse(settings.sse_retry_ms), transport="sse", snapshot=snapshot)

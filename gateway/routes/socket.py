@@ -5,7 +5,7 @@
                       {"type": "error", "error": {"type": ..., "message": ...}}
     client → server   {"type": "run", "input": "...", "model"?, "params"?, "multitask"?}
                       {"type": "cancel"}
-                      {"type": "resume", "last_event_id": N}
+                      {"type": "resume", "last_event_id": N, "catch_up"?: "snapshot"}
                       {"type": "input", "run_id": "r_…", "input_id": "in_…", "answer": ...}
 
 Credentials are those of the REST API: an API key or a stream token as a bearer header, or a
@@ -128,10 +128,12 @@ class _Conversation:
         self.budget = budget
         self.feed: asyncio.Task[int] | None = None
 
-    async def follow(self, last_event_id: str | None) -> None:
-        """Send the session's events after `last_event_id`, from a task of their own."""
+    async def follow(self, last_event_id: str | None, catch_up: str | None) -> None:
+        """Send the session's events after `last_event_id`, from a task of their own; far behind, a
+        snapshot first if `catch_up` asks for one."""
         await self.stop_following()
-        start = await start_position(self.store, self.session_id, parse_last_event_id(last_event_id))
+        after = parse_last_event_id(last_event_id)
+        start = await start_position(self.store, self.session_id, after, snapshot=catch_up == "snapshot")
         feed = EventFeed(self.hub, self.session_id, start, self.settings.sse_batch, until_idle=False, transport="ws")
 
         async def run() -> int:
@@ -228,7 +230,10 @@ class _Conversation:
 
     async def _resume(self, message: dict[str, Any]) -> None:
         position = str(message.get("last_event_id", ""))
-        await self.follow(position)
+        catch_up = message.get("catch_up")
+        if catch_up not in (None, "events", "snapshot"):
+            raise InvalidInput("catch_up must be events or snapshot")
+        await self.follow(position, catch_up)
         await self.socket.send_json({"type": "ack", "request": "resume", "last_event_id": int(position or 0)})
 
     _handlers: dict[str, Callable[["_Conversation", dict[str, Any]], Awaitable[None]]] = {
@@ -253,6 +258,7 @@ async def session_socket(
     budget: RunBudgetDep,
     last_event_id: Annotated[str | None, Query()] = None,
     token: Annotated[str | None, Query()] = None,
+    catch_up: Annotated[str | None, Query()] = None,
 ) -> None:
     # Accept first, so a refusal can say why (an error message, then a 4000 + status close code).
     await websocket.accept()
@@ -264,7 +270,9 @@ async def session_socket(
         await auth.check_access(caller, session_id, store)
         slot = await slots.take(caller.tenant)
         conversation = _Conversation(socket, caller, session_id, store, runs, hub, settings, budget)
-        await conversation.follow(last_event_id)
+        if catch_up not in (None, "events", "snapshot"):
+            raise InvalidInput("catch_up must be events or snapshot")
+        await conversation.follow(last_event_id, catch_up)
         while (message := await conversation.next_message()) is not None:
             await conversation.handle(message)
         # The session went away, or the gateway is stopping: either way, the client moves on.

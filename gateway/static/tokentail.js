@@ -9,6 +9,9 @@
 // neither lost nor doubled), keeps following live, reconnects with the last event id after errors
 // (backing off), drops what a run's dead attempt streamed on `run.retrying` (and, on `run.continued`,
 // the events after its `from_event_id`), and stops once the server has nothing left (204). The last event id of each session is kept in sessionStorage.
+// A reload of a long session catches up compacted (`?catch_up=snapshot`): each block of text so far
+// comes as one delta, in a `snapshot` event the follower applies as the events it holds
+// (`follow(id, { catchUp: "events" })` asks for every delta instead).
 // A run that asks a question (`input.required`) has `turn.status` "waiting" and `turn.question`,
 // after a reload too; `client.answer(sessionId, runId, inputId, answer)` answers it.
 //
@@ -29,7 +32,7 @@ const AGENT_EVENTS = new Set(["message.delta", "reasoning.delta", "status", "too
 const EVENTS = [
   "run.queued", "run.started", "message.delta", "reasoning.delta", "status", "tool.started", "tool.completed",
   "tool.failed", "run.retrying", "run.continued", "run.completed", "run.failed", "run.cancelled", "input.required",
-  "input.received", "gap",
+  "input.received", "gap", "snapshot",
 ];
 
 export class TokentailError extends Error {
@@ -124,12 +127,13 @@ export class SessionFollower {
   constructor(
     client,
     sessionId,
-    { onChange = () => {}, onState = () => {}, onEvent = () => {}, token = null, data = [] } = {},
+    { onChange = () => {}, onState = () => {}, onEvent = () => {}, token = null, data = [], catchUp = "snapshot" } = {},
   ) {
     this.client = client;
     this.sessionId = sessionId;
     this.handlers = { onChange, onState, onEvent };
     this.events = [...EVENTS, ...data.map((name) => `data.${name}`)];
+    this.catchUp = catchUp;
     this.token = token ?? client.streamToken(sessionId);
     this.turns = [];
     this.lastId = 0; // replay from the start: the transcript is rebuilt, not patched
@@ -177,7 +181,7 @@ export class SessionFollower {
       }
     }
     if (this.closed) return;
-    const params = new URLSearchParams({ last_event_id: String(this.lastId) });
+    const params = new URLSearchParams({ last_event_id: String(this.lastId), catch_up: this.catchUp });
     if (this.token) params.set("token", this.token);
     const source = new EventSource(`${this.client.baseUrl}/v1/sessions/${this.sessionId}/events?${params}`);
     this.source = source;
@@ -237,15 +241,31 @@ export class SessionFollower {
 
   #receive(name, message) {
     const data = JSON.parse(message.data);
-    if (message.lastEventId && name !== "gap") {
-      const id = Number(message.lastEventId);
-      if (id <= this.lastId) return; // never apply an event twice
+    const id = message.lastEventId && name !== "gap" ? Number(message.lastEventId) : null;
+    if (id !== null && id <= this.lastId) return; // never apply an event twice
+    if (name === "snapshot") {
+      // A compacted catch-up: the events up to its id, each block of text as one delta.
+      for (const event of data.events) this.#take(event.event, event.data, event.id);
+    } else {
+      this.#take(name, data, id);
+    }
+    if (id !== null) {
       this.lastId = id;
       this.client.storage?.setItem(`tokentail:last:${this.sessionId}`, String(id));
     }
+    this.handlers.onChange(this);
+  }
+
+  #take(name, data, id) {
+    if (id !== null) this.lastId = id;
+    if (!this.#wanted(name)) return;
     this.#apply(name, data);
     this.handlers.onEvent({ id: this.lastId, event: name, data, replayed: this.lastId <= this.seenBefore });
-    this.handlers.onChange(this);
+  }
+
+  // A snapshot holds every event; the follower applies what it listens for.
+  #wanted(name) {
+    return this.events.includes(name);
   }
 
   #turn(runId) {

@@ -57,3 +57,42 @@ async def test_data_events_not_asked_for_are_not_heard(
     result = await _follow(browser, start_gateway, start_worker, [])
     assert result["turn"]["data"] == [] and result["turn"]["text"] == "Found three."
     assert not any(event["event"].startswith("data.") for event in result["events"])
+
+
+REOPEN = """async ({ sessionId, catchUp }) => {
+  const { Tokentail } = await import("/static/tokentail.js");
+  const client = new Tokentail();
+  const events = [];
+  return await new Promise((resolve) => {
+    const follower = client.follow(sessionId, {
+      data: ["chart"],
+      catchUp,
+      onEvent: (event) => events.push(event.event),
+      onState: (state) => {
+        if (state === "idle") resolve({ turns: follower.turns, events });
+      },
+    });
+  });
+}"""
+
+
+async def test_a_page_reopening_a_finished_chat_catches_up_from_snapshots_with_the_same_turns(
+    browser: Browser, start_gateway: Callable[..., Any], start_worker: Callable[..., Any], client: Any
+) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    created = (await client.post(f"{gateway.url}/v1/sessions", json={"input": "hi", "params": {"tokens": 40}})).json()
+    for _ in range(2):
+        run = {"input": "more", "params": {"tokens": 40}, "multitask": "enqueue"}
+        queued = await client.post(f"{gateway.url}/v1/sessions/{created['session_id']}/runs", json=run)
+        assert queued.status_code == 202, queued.text
+    page = await browser.new_page()
+    await page.goto(gateway.url)
+    every = await page.evaluate(REOPEN, {"sessionId": created["session_id"], "catchUp": "events"})
+    compacted = await page.evaluate(REOPEN, {"sessionId": created["session_id"], "catchUp": "snapshot"})
+    assert [turn["status"] for turn in every["turns"]] == ["completed"] * 3
+    # The same turns (`since`, where each event left a turn, is the follower's own bookkeeping).
+    shown = [[{k: v for k, v in turn.items() if k != "since"} for turn in r["turns"]] for r in (compacted, every)]
+    assert shown[0] == shown[1]
+    assert compacted["events"].count("message.delta") == 3 < every["events"].count("message.delta")
+    assert set(compacted["events"]) == set(every["events"])

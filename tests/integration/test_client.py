@@ -75,7 +75,7 @@ def test_backoff_grows_and_resets_when_events_arrive() -> None:
     with pytest.raises(OSError):
         resume.next_delay(OSError())
     resume.seen(Event(id=9, event="message.delta", data={}))
-    assert resume.failures == 0 and resume.params() == {"last_event_id": "9"}
+    assert resume.failures == 0 and resume.params() == {"last_event_id": "9", "catch_up": "snapshot"}
 
 
 async def test_sync_client_and_chat_command(gateway: Gateway, start_worker: Any) -> None:

@@ -50,7 +50,7 @@ async def _attempt(
     lease = RecordingLease()
     writer = EventWriter(lease, FlushTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
     if attempt > 1:
-        writer.go_on(Replay(RunLog.of("r", record)))  # type: ignore[arg-type]
+        writer.go_on(Replay(RunLog.of("r", record)))
     run = RunRecord(run_id="r", input=question, params=params)
     run.attempt, run.steps = attempt, dict(steps)
     context = RunContext(writer, "s", run, history=[])
@@ -86,7 +86,7 @@ async def _killed_at_every_instant(
         started = (1, "run.started", json.dumps({"run_id": "r", "attempt": 1}))
         events, steps = _landed(whole.journal[:instant], first_seq=2)
         record = [started, *events]
-        keep = kept_until(agent, steps, RunLog.of("r", record), continues)  # type: ignore[arg-type]
+        keep = kept_until(agent, steps, RunLog.of("r", record), continues)
         continued = {"run_id": "r", "attempt": 2, "from_event_id": keep}
         record.append((len(record) + 1, "run.continued", json.dumps(continued)))
         turns_recorded = sum(key.startswith("turn#") for key in steps)
@@ -251,7 +251,7 @@ async def test_a_model_that_refuses_to_continue_starts_the_turn_over_and_clients
     ]
     lease = RecordingLease()
     writer = EventWriter(lease, FlushTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
-    writer.go_on(Replay(RunLog.of("r", record)))  # type: ignore[arg-type]
+    writer.go_on(Replay(RunLog.of("r", record)))
     context = RunContext(writer, "s", RunRecord(run_id="r", input="time?", attempt=2), history=[])
     await run_model_agent(Agent(name="a"), context, AnthropicProvider(fake.anthropic()), "m", RetryPolicy(), 5)
     await writer.flush()

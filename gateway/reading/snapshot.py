@@ -1,0 +1,193 @@
+"""Compacted catch-up: what a client far behind is sent instead of every delta (`?catch_up=snapshot`).
+
+A `snapshot` event carries the session's events after the client's position up to its own id, as
+the client would keep them: each run of text (or reasoning) deltas as one `message.delta` with the
+id of its last delta, and what a later `run.retrying` or `run.continued` drops left out (those
+frames stay, so a client applies them as it always does: they then drop nothing more). Its size is
+the session's text plus O(events other than deltas), and it is computed from the stream as it is
+read: nothing is stored twice.
+
+A running attempt can still be cut by a `run.continued` back to any of its events since its last
+`run.started`, so its deltas must stay apart: each segment (a `run.started` up to the next one or
+the run's end) is held until it closes, and the snapshot stops before a segment still open (or too
+long to hold); the feed sends that part as it is. A long session goes as several snapshots of about
+`READ_BUDGET_BYTES` each, so a gateway never holds a whole session for one client.
+"""
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from tokentail.shared.events import DATA_PREFIX, TERMINAL_EVENTS, EventType
+from tokentail.shared.store import SessionStore, StoredEvent
+
+SNAPSHOT_BEHIND = 256  # a client this many events behind (or from the start) gets a snapshot, if it asked
+HELD_BYTES = 4 * 1_048_576  # an open segment larger than this is sent as it is
+
+_MERGED = frozenset({EventType.MESSAGE_DELTA.encode(), EventType.REASONING_DELTA.encode()})
+_AGENT = frozenset(
+    event.encode()
+    for event in (
+        EventType.MESSAGE_DELTA,
+        EventType.REASONING_DELTA,
+        EventType.STATUS,
+        EventType.TOOL_STARTED,
+        EventType.TOOL_COMPLETED,
+        EventType.TOOL_FAILED,
+    )
+)
+_STARTED = EventType.RUN_STARTED.encode()
+_RETRYING = EventType.RUN_RETRYING.encode()
+_CONTINUED = EventType.RUN_CONTINUED.encode()
+_ENDS = frozenset(event.encode() for event in TERMINAL_EVENTS)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    up_to: int  # its id: the client has the session up to here once it applied it
+    data: bytes  # {"events": [{"id", "event", "data"}, ...]}
+
+
+def _is_agent_event(event_type: bytes) -> bool:
+    return event_type in _AGENT or event_type.startswith(DATA_PREFIX.encode())
+
+
+def _frame(seq: int, event_type: bytes, data: bytes) -> bytes:
+    return b'{"id":%d,"event":"%s","data":%s}' % (seq, event_type, data)
+
+
+class Compactor:
+    """Events in, in order; compacted frames out, up to `through`."""
+
+    def __init__(self, after: int) -> None:
+        self.through = after  # the last id the frames made so far cover
+        self.held_bytes = 0
+        self._held: list[StoredEvent] = []  # the open segment
+        self._frames: list[bytes] = []
+        self._frame_bytes = 0
+
+    @property
+    def ready_bytes(self) -> int:
+        return self._frame_bytes
+
+    def add(self, events: list[StoredEvent]) -> None:
+        for event in events:
+            if event.type == _STARTED:
+                self._close()
+            self._held.append(event)
+            self.held_bytes += len(event.data)
+            if event.type in _ENDS:
+                self._close()
+
+    def take(self) -> Snapshot:
+        """The frames made so far, as one snapshot."""
+        snapshot = Snapshot(self.through, b'{"events":[' + b",".join(self._frames) + b"]}")
+        self._frames, self._frame_bytes = [], 0
+        return snapshot
+
+    def _close(self) -> None:
+        """The held segment can no longer be cut: make its frames."""
+        held, self._held, self.held_bytes = self._held, [], 0
+        if not held:
+            return
+        dropped = _dropped(held)
+        deltas: _Deltas | None = None
+        for event in held:
+            if event.seq in dropped:
+                continue
+            if deltas is not None and deltas.takes(event):
+                continue
+            if deltas is not None:
+                self._add_frame(deltas.frame())
+                deltas = None
+            if event.type in _MERGED:
+                deltas = _Deltas(event)
+            else:
+                self._add_frame(_frame(event.seq, event.type, event.data))
+        if deltas is not None:
+            self._add_frame(deltas.frame())
+        self.through = held[-1].seq
+
+    def _add_frame(self, frame: bytes) -> None:
+        self._frames.append(frame)
+        self._frame_bytes += len(frame)
+
+
+def _split_delta(data: bytes) -> tuple[bytes, bytes]:
+    """A delta's JSON as everything up to its text's opening quote, and the text as it is escaped.
+    Deltas that share the first part are of the same run and agent, and their texts join as they
+    are: no parsing for the deltas a worker wrote (`{"run_id":..,["agent":..,]"text":".."}`, text
+    last); any other form is parsed and written that way."""
+    split = data.find(b',"text":"') + 9
+    if split > 8 and data.endswith(b'"}'):
+        text = data[split:-2]
+        if text.count(b'"') == text.count(b'\\"'):  # every quote escaped: the text is the last field
+            return data[:split], text
+    parsed = json.loads(data)
+    text = json.dumps(parsed.pop("text"), ensure_ascii=False)[1:-1].encode()
+    return json.dumps(parsed, separators=(",", ":"), ensure_ascii=False)[:-1].encode() + b',"text":"', text
+
+
+class _Deltas:
+    """Consecutive deltas of one kind, run and agent: one frame, with the id of the last."""
+
+    def __init__(self, first: StoredEvent) -> None:
+        self.last = first
+        self.head, text = _split_delta(first.data)
+        self.texts = [text]
+
+    def takes(self, event: StoredEvent) -> bool:
+        """Adds `event` if it is the next delta of the same kind, run and agent (right after the
+        last: a dropped event between them may have been a cut's)."""
+        if event.type != self.last.type or event.seq != self.last.seq + 1:
+            return False
+        head, text = _split_delta(event.data)
+        if head != self.head:
+            return False
+        self.last = event
+        self.texts.append(text)
+        return True
+
+    def frame(self) -> bytes:
+        if len(self.texts) == 1:
+            return _frame(self.last.seq, self.last.type, self.last.data)
+        return _frame(self.last.seq, self.last.type, self.head + b"".join(self.texts) + b'"}')
+
+
+def _dropped(held: list[StoredEvent]) -> set[int]:
+    """The ids of a segment's agent events that a later `run.retrying` (all of its run's so far) or
+    `run.continued` (its run's after `from_event_id`) drops: clients would drop them anyway. Parses
+    events only in the rare segment that has one."""
+    dropped: set[int] = set()
+    for index, event in enumerate(held):
+        if event.type not in (_RETRYING, _CONTINUED):
+            continue
+        data = json.loads(event.data)
+        after = 0 if event.type == _RETRYING else data["from_event_id"]
+        for earlier in held[:index]:
+            if earlier.seq > after and _is_agent_event(earlier.type):
+                if json.loads(earlier.data).get("run_id") == data["run_id"]:
+                    dropped.add(earlier.seq)
+    return dropped
+
+
+async def read_snapshots(
+    store: SessionStore, session_id: str, after: int, until: int, batch: int, budget: int
+) -> AsyncIterator[Snapshot]:
+    """The session's events after `after` up to `until`, compacted, as snapshots of about `budget`
+    bytes. Ends early, before what it cannot compact (a segment still open or too long), and where
+    the stream was trimmed under it (the feed then says so with a gap)."""
+    compactor = Compactor(after)
+    position, count = after, min(batch, 64)
+    while position < until and compactor.held_bytes <= HELD_BYTES:
+        events = await store.read(session_id, position, count)
+        if not events or events[0].seq != position + 1:
+            break
+        events = [event for event in events if event.seq <= until]
+        compactor.add(events)
+        position = events[-1].seq
+        count = min(batch, 2 * count)
+        if compactor.ready_bytes >= budget:
+            yield compactor.take()
+    if compactor.through > after and compactor.ready_bytes:
+        yield compactor.take()
