@@ -23,6 +23,7 @@ from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.response import call_detaching
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.routes import ag_ui, ai_sdk, ai_sdk_socket, events, responses, sessions, socket, tenant_webhook
+from tokentail.shared.archive import open_archive
 from tokentail.shared.keys import Keys
 from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.redis_clients import queue_client, sessions_client
@@ -53,11 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = sessions_client(settings, rest_connections, wait=10, **options)
         queue = queue_client(settings, rest_connections, wait=10, **options)  # with the queue apart
         keys = Keys(settings.key_prefix)
-        hub = StreamHub(settings, read_connections=settings.gateway_redis_connections - rest_connections - 1)
+        archive = await open_archive(settings)  # what Redis forgot is read from it (connects on first use)
+        read_connections = settings.gateway_redis_connections - rest_connections - 1
+        hub = StreamHub(settings, read_connections=read_connections, archive=archive)
         await hub.start()
         app.state.shutdown.on_begin(hub.stop)
-        app.state.store = SessionStore(redis, settings)
-        app.state.runs = RunLifecycle(redis, settings, queue=queue)
+        app.state.store = SessionStore(redis, settings, archive)
+        app.state.runs = RunLifecycle(redis, settings, queue=queue, archive=archive)
         app.state.webhooks = SessionWebhooks(WebhookPolicy(settings.webhook_allowed_urls), TenantWebhooks(redis, keys))
         app.state.hub = hub
         app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute)
@@ -76,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await redis.aclose()
             if queue is not None:
                 await queue.aclose()
+            if archive is not None:
+                await archive.close()
 
     app = GatewayApp(
         title="tokentail",

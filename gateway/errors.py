@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from tokentail.shared.errors import (
+    ArchiveUnavailable,
     Forbidden,
     InputNotPending,
     InputTooLarge,
@@ -48,6 +49,7 @@ _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (Forbidden, 403, "forbidden"),
     (TooManyStreams, 429, "too_many_streams"),  # before its parent, RateLimited
     (RateLimited, 429, "rate_limited"),
+    (ArchiveUnavailable, 503, "archive_unavailable"),
 ]
 
 _outage_log = RateLimitedLogger(logging.getLogger(__name__), every_seconds=10)
@@ -68,7 +70,8 @@ def describe(exc: TokentailError) -> tuple[int, str]:
 async def _tokentail_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TokentailError)
     status, type_ = describe(exc)
-    return error_response(status, type_, str(exc) if status < 500 else "internal error", error_headers(exc))
+    message = str(exc) if status < 500 or isinstance(exc, ArchiveUnavailable) else "internal error"
+    return error_response(status, type_, message, error_headers(exc))
 
 
 def error_headers(exc: TokentailError) -> dict[str, str] | None:

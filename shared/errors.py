@@ -97,3 +97,10 @@ class TooManyStreams(RateLimited):
 
 class LeaseLost(TokentailError):
     pass
+
+
+class ArchiveUnavailable(TokentailError):
+    """The archive (PostgreSQL) did not answer, for a read Redis could not serve."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"the archive is unavailable ({type(cause).__name__}): try again shortly")

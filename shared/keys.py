@@ -51,6 +51,12 @@ class Keys:
         (ms). See shared/webhook_index.py."""
         return f"{self.prefix}:webhook-checks"
 
+    @property
+    def archive_checks(self) -> str:
+        """Sorted set, on the sessions' Redis: the sessions with events the archive may not have yet,
+        and when to look (ms). See worker/archiver.py."""
+        return f"{self.prefix}:archive-checks"
+
     def tenant_webhook(self, tenant: str) -> str:
         """Hash: the tenant's webhook `url` and signing `secret`."""
         return f"{self.prefix}:tenant:{{{tenant}}}:webhook"

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
@@ -48,6 +48,9 @@ from tokentail.shared.lua import load_script
 from tokentail.shared.records import Multitask, Question, RunRecord, SessionRecord
 from tokentail.shared.redis_clients import AnyRedis
 from tokentail.shared.settings import Settings
+
+if TYPE_CHECKING:
+    from tokentail.shared.archive import Archive
 from tokentail.shared.store import OPAQUE_RUN_FIELDS, compact_json, decode_run
 from tokentail.shared.webhook_index import WebhookIndex
 from tokentail.shared.webhook_messages import HOOKED_EVENTS
@@ -218,14 +221,16 @@ class RunLifecycle:
         settings: Settings,
         batched: Callable[[str, bool], ScriptCall] | None = None,
         queue: Redis | None = None,
+        archive: "Archive | None" = None,
     ) -> None:
         """`redis`: the sessions' Redis (a `RedisCluster` with `settings.redis_cluster`); `queue`:
         the queue's, when it is apart (`settings.queue_redis_url`). `batched(script, joinable)`, if
         given, sends the scripts called per run and often (append_events, which many calls can join,
         and renew_lease) instead of calling them one by one: the worker batches them
-        (worker/pipelines.py)."""
+        (worker/pipelines.py). `archive`: where a session Redis forgot is brought back from."""
         self.redis = redis
         self.settings = settings
+        self.archive = archive  # a new turn on a session only the archive holds brings it back
         self.keys = Keys(settings.key_prefix)
         if queue is None and isinstance(redis, RedisCluster):
             raise ValueError("a Redis Cluster cannot hold the job queue: give the queue's Redis")
@@ -240,8 +245,13 @@ class RunLifecycle:
         self._index_keys = [] if self._split else [self.keys.lease_checks]
         self._queue_keys = [] if self._split else [self.keys.queue, *self._index_keys, self.keys.webhook_checks]
 
+        # With an archive, the scripts that end or start runs put their session in the archive index.
+        self._archive_keys = [self.keys.archive_checks] if settings.archive_url else []
+
         def source(name: str) -> str:
-            return load_script(name, cluster=settings.redis_cluster, split_queue=self._split)
+            return load_script(
+                name, cluster=settings.redis_cluster, split_queue=self._split, archive=bool(settings.archive_url)
+            )
 
         def script(name: str) -> Any:
             return redis.register_script(source(name))  # type: ignore[misc]  # a cluster client has it too
@@ -262,12 +272,13 @@ class RunLifecycle:
         self._ask = script("ask")
         self._record_step = script("record_step")
         self._answer = script("answer")
+        self._revive_session = script("revive_session")
 
     def _run_script_args(self, session_id: str) -> tuple[list[str], list[str | int]]:
         """The keys and arguments every script that queues or ends runs starts with (lib.lua)."""
         keys = self.keys.session(session_id)
         session_keys = [keys.meta, keys.runs, keys.events, keys.lease, keys.gone, keys.pending, keys.hooks]
-        return [*session_keys, *self._queue_keys], [
+        return [*session_keys, *self._queue_keys, *self._archive_keys], [
             session_id,
             self.settings.stream_maxlen,
             self.settings.session_ttl_seconds,
@@ -312,6 +323,8 @@ class RunLifecycle:
         async with self._outbox(session_id):
             result = await self._queue_run(keys=keys, args=[*args, *fields])
         outcome = result[0]
+        if outcome == b"missing" and create is None and await self._revive(session_id):
+            return await self.queue_run(session_id, run, multitask=multitask)
         if outcome == b"ok":
             run.queued_seq = int(result[1])
             return Queued(result[2].decode())
@@ -321,6 +334,20 @@ class RunLifecycle:
             raise SessionExists(session_id)
         _missing_or_gone(outcome, session_id)
         raise RuntimeError(f"queue_run.lua answered {result!r}")
+
+    async def _revive(self, session_id: str) -> bool:
+        """A session only the archive still holds, back in Redis (revive_session.lua): whether it was."""
+        archived = await self.archive.session(session_id) if self.archive is not None else None
+        if archived is None:
+            return False
+        session = SessionRecord.model_validate_json(archived.record)
+        keys = self.keys.session(session_id)
+        fields = [item for pair in self._session_fields(session) for item in pair]
+        records = [item for run in session.runs for item in (run.run_id, encode_run(run))]
+        ttl = self.settings.session_ttl_seconds
+        args = [archived.last_event_id, ttl, len(fields), *fields, *records]
+        await self._revive_session(keys=[keys.meta, keys.runs], args=args)
+        return True
 
     async def answer(self, session_id: str, run: RunRecord, input_id: str, answer: Any) -> int:
         """Answer the question `run` waits for (see answer.lua) and queue it again; the seq of
@@ -352,7 +379,11 @@ class RunLifecycle:
         """Delete the session (see delete_session.lua): its run's worker is fenced, its followers end."""
         keys = self.keys.session(session.session_id)
         await self._delete_session(
-            keys=[keys.meta, keys.runs, keys.events, keys.lease, keys.pending, keys.gone, *self._index_keys],
+            keys=[
+                *(keys.meta, keys.runs, keys.events, keys.lease, keys.pending, keys.gone),
+                *self._index_keys,
+                *self._archive_keys,
+            ],
             args=[session.tenant, self.settings.tombstone_ttl_seconds, session.session_id],
         )
 

@@ -36,6 +36,16 @@ class Settings(BaseSettings):
     stream_maxlen: int = Field(10_000, ge=100, description="approximate bound of a session stream (XADD MAXLEN ~)")
     session_ttl_seconds: int = Field(86_400, ge=1, description="how long a finished session is kept")
     tombstone_ttl_seconds: int = Field(7 * 86_400, ge=0, description="how long an expired session answers 410")
+
+    # The archive (optional): sessions kept in PostgreSQL once Redis forgets them (shared/archive.py)
+    archive_url: str | None = Field(
+        None,
+        pattern=r"^postgres(ql)?://",
+        description="PostgreSQL for the archive (`postgresql://user:password@host/db`; unset: Redis only)",
+    )
+    archive_retention_seconds: int = Field(
+        0, ge=0, description="how long the archive keeps a session after its last write (0: for ever)"
+    )
     default_model: str | None = Field(
         None,
         description="model of runs that name none (unset: OpenAI or Anthropic if its key is set, else scripted)",
@@ -200,6 +210,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "TOKENTAIL_REDIS_CLUSTER needs TOKENTAIL_QUEUE_REDIS_URL: the job queue (arq) is single-node"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_archive(self) -> "Settings":
+        if self.archive_url is not None and self.redis_cluster:
+            raise ValueError("TOKENTAIL_ARCHIVE_URL does not work with TOKENTAIL_REDIS_CLUSTER yet: use one Redis")
         return self
 
     @property

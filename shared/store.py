@@ -1,11 +1,15 @@
 """The session store's reads: session records, stream positions and events, as the gateway and
 the worker read them. What changes a session (queue, start, append, end) is a Lua script, run by
 `RunLifecycle` (shared/lifecycle.py).
+
+With an archive (shared/archive.py), what Redis no longer holds is read from it: a session whose
+Redis copy expired, and the events before the first its stream keeps. Redis is asked first, and the
+archive only for what Redis lacks, so a live stream never waits on Postgres.
 """
 
 import json
 from collections.abc import Awaitable, Sequence
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from redis.asyncio import RedisCluster
 
@@ -16,6 +20,9 @@ from tokentail.shared.records import PUBLIC_TENANT, RunRecord, SessionRecord
 from tokentail.shared.redis_clients import AnyRedis
 from tokentail.shared.run_log import RunLog
 from tokentail.shared.settings import Settings
+
+if TYPE_CHECKING:
+    from tokentail.shared.archive import Archive, ArchivedSession
 
 
 class StoredEvent(NamedTuple):
@@ -67,10 +74,12 @@ def compact_json(value: object) -> str:
 
 
 class SessionStore:
-    def __init__(self, redis: AnyRedis, settings: Settings) -> None:
-        """`redis`: the sessions' Redis (a `RedisCluster` with `settings.redis_cluster`)."""
+    def __init__(self, redis: AnyRedis, settings: Settings, archive: "Archive | None" = None) -> None:
+        """`redis`: the sessions' Redis (a `RedisCluster` with `settings.redis_cluster`); `archive`:
+        where sessions are kept once Redis forgot them, if anywhere."""
         self.redis = redis
         self.settings = settings
+        self.archive = archive
         self.keys = Keys(settings.key_prefix)
         # Catch-up reads take stream entries as Redis sends them, not as redis-py's dict per entry
         # (10,000 events read in 8 ms instead of 14): on one server, by naming the command in bytes,
@@ -89,7 +98,11 @@ class SessionStore:
             pipe.exists(keys.gone)
             meta, runs_json, gone = await pipe.execute()
         if not meta:
-            raise SessionExpired(session_id) if gone else SessionNotFound(session_id)
+            if gone:  # deleted (or expired with no archive)
+                raise SessionExpired(session_id)
+            if (archived := await self._archived(session_id)) is not None:
+                return SessionRecord.model_validate_json(archived.record)
+            raise SessionNotFound(session_id)
         runs = sorted((decode_run(raw) for raw in runs_json), key=lambda r: r.queued_seq or 0)
         return SessionRecord(
             session_id=session_id,
@@ -119,7 +132,10 @@ class SessionStore:
             (tenant, created), gone = await pipe.execute()
         if created is not None:
             return tenant.decode() if tenant else PUBLIC_TENANT  # sessions from before tenants existed
-        return gone.decode() if gone and gone != b"1" else None
+        if gone:
+            return gone.decode() if gone != b"1" else None
+        archived = await self._archived(session_id)
+        return archived.tenant if archived is not None else None
 
     async def stream_position(self, session_id: str) -> tuple[int, bool]:
         """The last event id given out, and whether a run is queued or running."""
@@ -128,6 +144,8 @@ class SessionStore:
         if seq is None and active is None and not await self.redis.exists(keys.meta):
             if await self.redis.exists(keys.gone):
                 raise SessionExpired(session_id)
+            if (archived := await self._archived(session_id)) is not None:
+                return archived.last_event_id, False
             raise SessionNotFound(session_id)
         return int(seq or 0), bool(active)
 
@@ -139,15 +157,36 @@ class SessionStore:
             pipe.hmget(keys.meta, ["seq", "active_run"])
             pipe.execute_command(self._xrange, keys.events, "(0-0", "+", b"COUNT", 1)
             (seq, active), oldest = await pipe.execute()
+        entries = parse_raw_entries(oldest)
+        first = entries[0].seq if entries else None
         if seq is None and active is None:
             last_seq, running = await self.stream_position(session_id)  # raises for a missing or gone session
-            return last_seq, running, None
-        entries = parse_raw_entries(oldest)
-        return int(seq or 0), bool(active), entries[0].seq if entries else None
+            seq, active = last_seq, running  # (or found it in the archive)
+        if self.archive is not None and int(seq or 0) > 0 and (first is None or first > 1):
+            first = await self.archive.first_seq(session_id) or first
+        return int(seq or 0), bool(active), first
 
     async def read(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
-        """Events with ids after `after`, oldest first, at most `count`, as clients get them."""
+        """Events with ids after `after`, oldest first, at most `count`, as clients get them: from
+        Redis, or from the archive for those Redis no longer holds."""
+        events = await self.read_hot(session_id, after, count)
+        if self.archive is None or (events and events[0].seq == after + 1):
+            return events
+        if not events and await self.redis.exists(self.keys.session(session_id).events):
+            return events  # at the end of the stream
+        archived = await self.archive.read(session_id, after, count, before=events[0].seq if events else None)
+        if not events or len(archived) == count:
+            return archived
+        if not archived or archived[-1].seq + 1 != events[0].seq:
+            return events  # a hole the archive does not fill (trimmed before it was on): the reader says so
+        return (archived + events)[:count]  # with Redis's first events: a short read still means the end
+
+    async def read_hot(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
+        """As `read`, from Redis only."""
         return await self.with_outputs(session_id, await self._range(session_id, after, count))
+
+    async def _archived(self, session_id: str) -> "ArchivedSession | None":
+        return await self.archive.session(session_id) if self.archive is not None else None
 
     async def with_outputs(self, session_id: str, events: list[StoredEvent]) -> list[StoredEvent]:
         """`events` with the output of each `run.completed` added back from its run's record."""

@@ -4,4 +4,5 @@ pytest reads `pytest_plugins` from: import a fixture nowhere, name it as an argu
 pytest_plugins = [
     "tests.fixtures.real_redis",  # redis_url, private_redis_url, settings, redis, store, runs
     "tests.fixtures.stack",  # the in-process stack: start_gateway, start_worker, gateway, worker, client
+    "tests.fixtures.postgres",  # postgres (a server of the tests' own, migrated), archive_settings, archive
 ]

@@ -9,7 +9,7 @@ import httpx2
 from tests.waiting import TIMEOUT, eventually
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared.events import RunCompleted
-from tokentail.shared.lifecycle import RunLifecycle, StartVerdict
+from tokentail.shared.lifecycle import RunLease, RunLifecycle, StartVerdict
 from tokentail.shared.records import RunRecord, SessionRecord
 
 
@@ -53,3 +53,21 @@ async def waiting_for_input(
         return state
 
     return await eventually(asked, within=within, what="the run waiting for input")
+
+
+async def write_turns(runs: RunLifecycle, turns: int, deltas: int, *, last_ends: bool = True) -> tuple[str, RunLease]:
+    """A session of `turns` runs of `deltas` one-word deltas each, written as a worker would."""
+    session = make_session()
+    lease = None
+    for number in range(turns):
+        run = make_run(f"question {number}")
+        await runs.queue_run(session.session_id, run, create=session if number == 0 else None)
+        started = await runs.start_run(session.session_id, run.run_id, run.run_id, token=f"lease-{number}")
+        assert started is not None
+        lease = RunLease(runs, session.session_id, run.run_id, f"lease-{number}")
+        await lease.append([delta_of(run.run_id, f"w{i} ") for i in range(deltas)])
+        if number < turns - 1 or last_ends:
+            output = "".join(f"w{i} " for i in range(deltas))
+            await lease.append([], ending=completion(run.run_id, output))
+    assert lease is not None
+    return session.session_id, lease

@@ -1,4 +1,4 @@
-"""The `tokentail` command: dev, gateway, worker."""
+"""The `tokentail` command: dev, gateway, worker, chat, archiver, migrate."""
 
 import asyncio
 import logging
@@ -140,6 +140,54 @@ def worker(host: str, port: int) -> None:
     if worker.probe_port is not None:
         logger.info("worker probes: http://%s:%d/healthz, /readyz, /metrics", host, worker.probe_port)
     worker.run()
+
+
+@main.command()
+def archiver() -> None:
+    """Copy finished sessions to the archive (TOKENTAIL_ARCHIVE_URL), apart from the workers (which
+    also do, each)."""
+    import uvloop
+
+    from tokentail.shared.archive import ArchiveError, open_archive
+    from tokentail.shared.redis_clients import sessions_client
+    from tokentail.worker.archiver import Archiver
+
+    settings = get_settings()
+    if (url := settings.archive_url) is None:
+        raise click.ClickException("TOKENTAIL_ARCHIVE_URL is not set: there is no archive to copy sessions to")
+
+    async def archive_forever() -> None:
+        archive = await open_archive(settings)
+        assert archive is not None
+        redis = sessions_client(settings, max_connections=4, wait=10, socket_keepalive=True)
+        try:
+            await archive.check_schema()
+            logger.info("archiving sessions to %s", url.rsplit("@", 1)[-1])  # not its password
+            await Archiver(redis, archive, settings).run_forever()  # type: ignore[arg-type]
+        finally:
+            await redis.aclose()
+            await archive.close()
+
+    try:
+        uvloop.run(archive_forever())
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option("--url", envvar="TOKENTAIL_ARCHIVE_URL", required=True, help="the archive's PostgreSQL")
+def migrate(url: str) -> None:
+    """Create or update the archive's tables (safe to run again, and from several places at once)."""
+    from tokentail.shared.archive import SCHEMA_VERSION, ArchiveError, migrate
+
+    try:
+        applied = asyncio.run(migrate(url))
+    except (ArchiveError, OSError) as exc:
+        raise click.ClickException(f"cannot migrate the archive: {exc}") from None
+    done = f"applied migrations {', '.join(map(str, applied))}" if applied else "nothing to do"
+    click.echo(f"archive schema at version {SCHEMA_VERSION}: {done}")
 
 
 @main.command()

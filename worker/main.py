@@ -15,6 +15,8 @@ request, and takes over the runs of workers that died.
   the worker is ready.
 - **Webhooks** (`worker/webhook_delivery.py`), when the operator allows any: each worker also posts the
   webhook events its sessions keep, retrying those a receiver does not take.
+- **Archiving** (`worker/archiver.py`), with an archive configured: each worker also copies finished
+  (and long-running) sessions to PostgreSQL, so that Redis may forget them.
 - **Short in-progress marks.** arq marks a job it picks up as in progress for its whole timeout
   (here 31 minutes), so a worker killed between picking a job and starting its run would strand the
   run that long. Here the mark lasts one lease: `start_run.lua` takes a started run's job out of the
@@ -38,11 +40,13 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from tokentail.shared import jobs
+from tokentail.shared.archive import open_archive
 from tokentail.shared.keys import Keys
 from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.redis_clients import sessions_client
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.worker.archiver import Archiver
 from tokentail.worker.pipelines import ScriptPipeline
 from tokentail.worker.probe import ProbeServer, probe_app
 from tokentail.worker.providers import Providers
@@ -111,6 +115,8 @@ class TokentailWorker(Worker):
             self._watchdog.start()
             if "webhooks" in self.ctx:
                 self._background.append(asyncio.create_task(self.ctx["webhooks"].run_forever()))
+            if "archiver" in self.ctx:
+                self._background.append(asyncio.create_task(self.ctx["archiver"].run_forever()))
             if self._probe is not None:
                 self._probe_task = asyncio.create_task(self._probe.serve())
         if not self._wake.is_set():
@@ -208,11 +214,16 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx.setdefault("providers", Providers(settings))
     if settings.webhook_allowed_urls:
         ctx["webhooks"] = WebhookDeliverer(sessions, ctx["runs"].webhooks, settings)
+    if (archive := await open_archive(settings)) is not None:
+        ctx["archive"] = archive
+        ctx["archiver"] = Archiver(sessions, archive, settings)
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
     if "webhooks" in ctx:
         await ctx["webhooks"].close()
+    if "archive" in ctx:
+        await ctx["archive"].close()
     if "sessions_redis" in ctx:
         await ctx["sessions_redis"].aclose()
 

@@ -31,6 +31,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 from tokentail.gateway import metrics
+from tokentail.shared.archive import Archive
 from tokentail.shared.events import EventType
 from tokentail.shared.logs import RateLimitedLogger
 from tokentail.shared.outage import is_outage
@@ -209,7 +210,7 @@ class _Link:
 class StreamHub:
     """The live reads of one gateway process: `subscribe` a follower, `unsubscribe` it when done."""
 
-    def __init__(self, settings: Settings, read_connections: int) -> None:
+    def __init__(self, settings: Settings, read_connections: int, archive: "Archive | None" = None) -> None:
         # Catch-up reads and positions: a small pool. No socket timeout, on purpose: with one,
         # redis-py wraps each command's send in `asyncio.wait_for`, which on Python 3.11 swallows a
         # cancellation that lands as the send completes (python/cpython#86296), and a feed whose
@@ -217,7 +218,7 @@ class StreamHub:
         self._redis = sessions_client(
             settings, read_connections, wait=None, socket_keepalive=True, socket_keepalive_options=KEEPALIVE
         )
-        self.store = SessionStore(self._redis, settings)
+        self.store = SessionStore(self._redis, settings, archive)
         self._cluster = self._redis if isinstance(self._redis, RedisCluster) else None
         self._subscribe, self._unsubscribe = (
             (b"SSUBSCRIBE", b"SUNSUBSCRIBE") if self._cluster else (b"SUBSCRIBE", b"UNSUBSCRIBE")

@@ -167,6 +167,8 @@ def _pending_input(run: RunRecord | None) -> PendingInput | None:
 async def delete_session(session_id: OwnedSessionDep, store: StoreDep, runs: RunsDep) -> Response:
     session = await store.get_session(session_id)  # 404 or 410 if there is nothing to delete
     await runs.delete_session(session)
+    if store.archive is not None:
+        await store.archive.delete(session_id)
     return Response(status_code=204)
 
 

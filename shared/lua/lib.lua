@@ -65,8 +65,19 @@ end
 -- Store an event as stream entry `<seq>-0` (the caller took `seq` from the meta's `seq`), and
 -- publish it, as `<seq> <ts> <type> <data>`, on the channel named like the stream key: the gateways'
 -- hubs (gateway/reading/hub.py) follow live sessions by these notifications, not by reading.
+-- With an archive, a session whose run is going is looked at this often (worker/archiver.py).
+local ARCHIVE_RUNNING_MS = 30000
+
+-- With an archive, the stream keeps every event the archive does not have yet (its `archived` id in
+-- the meta, which the archiver moves on), past the bound if it must: nothing is forgotten unarchived.
 local function put_event(k, s, seq, event_type, data, ts)
-  redis.call('XADD', k.events, 'MAXLEN', '~', s.maxlen, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
+  if ARCHIVE then
+    local archived = tonumber(redis.call('HGET', k.meta, 'archived') or 0)
+    local keep_from = math.max(0, math.min(seq - tonumber(s.maxlen), archived) + 1)
+    redis.call('XADD', k.events, 'MINID', '~', keep_from, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
+  else
+    redis.call('XADD', k.events, 'MAXLEN', '~', s.maxlen, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
+  end
   redis.call(PUBLISH_EVENTS, k.events, seq .. ' ' .. ts .. ' ' .. event_type .. ' ' .. data)
 end
 
@@ -140,6 +151,9 @@ local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_
   if next_run then
     redis.call('HSET', k.meta, 'active_run', next_run)
     queue_job(k, s, next_run, next_run, now_ms)
+  elseif ARCHIVE then
+    -- The archiver copies the session, then starts its retention clock (archived.lua).
+    redis.call('ZADD', k.archive, now_ms, s.session_id)
   else
     redis.call('EXPIRE', k.meta, s.ttl)
     redis.call('EXPIRE', k.runs, s.ttl)
@@ -175,12 +189,13 @@ end
 
 -- The keys and settings of a script that may end or queue runs, from its KEYS and ARGV. Such
 -- scripts take KEYS meta, runs, events, lease, gone, pending, hooks, then the queue, the leases
--- index and the webhooks index (only when they are on the same Redis), and ARGV session_id, maxlen,
+-- index and the webhooks index (only when they are on the same Redis), last the archive index (only
+-- with an archive), and ARGV session_id, maxlen,
 -- ttl_seconds, tombstone_seconds, job_ttl_ms, wake_channel, job key prefix, job function,
 -- hooks_ttl_ms, then their own (from ARGV[10]).
 local function session_context()
   local k = {meta = KEYS[1], runs = KEYS[2], events = KEYS[3], lease = KEYS[4], gone = KEYS[5], pending = KEYS[6],
-             hooks = KEYS[7], index = KEYS[9], hook_index = KEYS[10]}
+             hooks = KEYS[7], index = KEYS[9], hook_index = KEYS[10], archive = ARCHIVE and KEYS[#KEYS] or nil}
   local s = {session_id = ARGV[1], maxlen = ARGV[2], ttl = tonumber(ARGV[3]), tombstone = tonumber(ARGV[4]),
              job_ttl_ms = ARGV[5], wake_channel = ARGV[6], job_prefix = ARGV[7], job_function = ARGV[8],
              hooks_ttl_ms = ARGV[9], queue = KEYS[8]}

@@ -42,6 +42,8 @@ if reason == 'takeover' and verdict == '' and ARGV[15] == '' then return {'decid
 redis.call('SET', k.lease, token)
 redis.call('HSET', k.meta, 'lease_until', now_ms + lease_ms)
 index_lease(k, s, now_ms + lease_ms)
+-- With an archive, a running session is archived as it goes (a long run outgrows the stream's bound).
+if ARCHIVE then redis.call('ZADD', k.archive, 'NX', now_ms + ARCHIVE_RUNNING_MS, s.session_id) end
 redis.call('HDEL', k.meta, 'dispatch')
 if not SPLIT_QUEUE then redis.call('ZREM', s.queue, ARGV[14]) end
 if verdict ~= '' then

@@ -9,29 +9,11 @@ import httpx2
 import websockets
 
 from tests.fixtures.stack import Gateway
-from tests.sessions import completion, delta_of, make_run, make_session
+from tests.sessions import completion, delta_of, write_turns
 from tests.sse_client import read_events
 from tokentail import AsyncTokentail
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
+from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.run_log import RunLog
-
-
-async def write_turns(runs: RunLifecycle, turns: int, deltas: int, *, last_ends: bool = True) -> tuple[str, RunLease]:
-    """A session of `turns` runs of `deltas` one-word deltas each, written as a worker would."""
-    session = make_session()
-    lease = None
-    for number in range(turns):
-        run = make_run(f"question {number}")
-        await runs.queue_run(session.session_id, run, create=session if number == 0 else None)
-        started = await runs.start_run(session.session_id, run.run_id, run.run_id, token=f"lease-{number}")
-        assert started is not None
-        lease = RunLease(runs, session.session_id, run.run_id, f"lease-{number}")
-        await lease.append([delta_of(run.run_id, f"w{i} ") for i in range(deltas)])
-        if number < turns - 1 or last_ends:
-            output = "".join(f"w{i} " for i in range(deltas))
-            await lease.append([], ending=completion(run.run_id, output))
-    assert lease is not None
-    return session.session_id, lease
 
 
 def kept_texts(events: list[tuple[int, str, Any]]) -> dict[str, str]:

@@ -1,0 +1,209 @@
+"""The archive in a real PostgreSQL: sessions copied under their ids, read back through the gateway
+once Redis forgot them, a trimmed prefix read from it with no gap, a Postgres down that delays only
+the archiving, deletion and retention."""
+
+import asyncio
+import json
+from typing import Any
+
+import asyncpg
+import httpx2
+import pytest
+from redis.asyncio import Redis
+
+from tests.postgres_server import PostgresServer
+from tests.sessions import completion, delta_of, write_turns
+from tests.sse_client import read_events
+from tests.waiting import eventually
+from tokentail.shared.archive import Archive, ArchiveError, migrate
+from tokentail.shared.errors import ArchiveUnavailable
+from tokentail.shared.keys import Keys
+from tokentail.shared.lifecycle import RunLifecycle
+from tokentail.shared.settings import Settings
+from tokentail.worker.archiver import Archiver
+
+
+async def archive_all(archiver: Archiver) -> None:
+    """Run the archiver until nothing is due (entries of running sessions stay, claimed ahead)."""
+    while await archiver.archive_due():
+        pass
+
+
+async def session_keys(redis: Redis, settings: Settings, session_id: str) -> list[bytes]:
+    return [key async for key in redis.scan_iter(match=f"{settings.key_prefix}:{{{session_id}}}*")]
+
+
+async def ttls(redis: Redis, keys: list[bytes]) -> list[int]:
+    return [await redis.ttl(key) for key in keys]
+
+
+async def test_migrations_run_once_and_a_schema_behind_is_refused_with_what_to_do(postgres: PostgresServer) -> None:
+    assert await migrate(postgres.url) == []  # the fixture applied them; again, and at once, nothing
+    assert list(await asyncio.gather(migrate(postgres.url), migrate(postgres.url))) == [[], []]
+    connection = await asyncpg.connect(postgres.url)
+    await connection.execute("CREATE DATABASE unmigrated")
+    await connection.close()
+    fresh = Archive(postgres.url.rsplit("/", 1)[0] + "/unmigrated", "x")
+    await fresh.start()
+    try:
+        with pytest.raises(ArchiveError, match="tokentail migrate"):
+            await fresh.check_schema()
+    finally:
+        await fresh.close()
+
+
+async def test_a_finished_session_is_read_back_from_the_archive_once_redis_forgot_it(
+    redis: Redis, archive_settings: Settings, archive: Archive, start_gateway: Any
+) -> None:
+    runs = RunLifecycle(redis, archive_settings)
+    session_id, _ = await write_turns(runs, turns=3, deltas=40)
+    gateway = await start_gateway(archive_url=archive_settings.archive_url)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        before = await read_events(client, f"/v1/sessions/{session_id}/events")
+        state = (await client.get(f"/v1/sessions/{session_id}")).json()
+        # Finished, but not archived: Redis keeps it, with no expiry yet.
+        assert set(await ttls(redis, await session_keys(redis, archive_settings, session_id))) == {-1}
+        archiver = Archiver(redis, archive, archive_settings)
+        await archive_all(archiver)
+        keys = await session_keys(redis, archive_settings, session_id)
+        assert keys and all(0 < ttl <= archive_settings.session_ttl_seconds for ttl in await ttls(redis, keys))
+        assert not await redis.zscore(Keys(archive_settings.key_prefix).archive_checks, session_id)
+        await redis.delete(*keys)  # what the hot retention does
+        assert await session_keys(redis, archive_settings, session_id) == []
+        after = await read_events(client, f"/v1/sessions/{session_id}/events")
+        assert after.events == before.events and after.ids == list(range(1, len(before.ids) + 1))
+        assert (await client.get(f"/v1/sessions/{session_id}")).json() == state  # the transcript too
+        middle = await read_events(client, f"/v1/sessions/{session_id}/events", last_event_id=50)
+        assert middle.ids == before.ids[50:]
+        assert (
+            await read_events(client, f"/v1/sessions/{session_id}/events", last_event_id=before.ids[-1])
+        ).status == 204
+        compacted = await read_events(client, f"/v1/sessions/{session_id}/events?catch_up=snapshot")
+        assert [event for _, event, _ in compacted.events] == ["snapshot"]
+        # Archiving again stores nothing twice.
+        await redis.zadd(Keys(archive_settings.key_prefix).archive_checks, {session_id: 0})
+        await archiver.archive_due()
+        assert len(await archive.read(session_id, 0, 10_000)) == len(before.ids)
+        # Deleted: gone from the archive too.
+        assert (await client.delete(f"/v1/sessions/{session_id}")).status_code == 204
+        assert await archive.session(session_id) is None
+        assert (await client.get(f"/v1/sessions/{session_id}")).status_code == 410
+
+
+async def test_a_stream_is_trimmed_only_past_what_the_archive_has_and_reads_on_with_no_gap(
+    redis: Redis, archive_settings: Settings, archive: Archive, start_gateway: Any
+) -> None:
+    settings = archive_settings.model_copy(update={"stream_maxlen": 100})
+    runs = RunLifecycle(redis, settings)
+    session_id, lease = await write_turns(runs, turns=1, deltas=400, last_ends=False)
+    events_key = Keys(settings.key_prefix).session(session_id).events
+    assert await redis.xlen(events_key) == 402  # nothing archived: nothing trimmed, past the bound
+    archiver = Archiver(redis, archive, settings)
+    await redis.zadd(Keys(settings.key_prefix).archive_checks, {session_id: 0})  # as if its 30 s came
+    assert await archiver.archive_due() == 1
+    await lease.append([delta_of(lease.run_id, "more ") for _ in range(200)])
+    assert await redis.xlen(events_key) < 402  # trimmed now, down to about the bound
+    first = int((await redis.xrange(events_key, count=1))[0][0].split(b"-")[0])
+    assert 1 < first <= 403
+    gateway = await start_gateway(archive_url=settings.archive_url, stream_maxlen=100)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        await lease.append([], ending=completion(lease.run_id))
+        received = await read_events(client, f"/v1/sessions/{session_id}/events")
+    assert received.ids == list(range(1, 604)) and not received.of("gap")
+
+
+async def test_a_postgres_down_delays_the_archiving_and_loses_nothing(
+    redis: Redis, archive_settings: Settings, postgres: PostgresServer, start_gateway: Any
+) -> None:
+    # A server of this test's own, stopped while a session waits to be archived.
+    own = PostgresServer().start()
+    try:
+        await migrate(own.url)
+        settings = archive_settings.model_copy(update={"archive_url": own.url})
+        archive = Archive(own.url, settings.key_prefix)
+        await archive.start()
+        own.pause()
+        runs = RunLifecycle(redis, settings)
+        session_id, _ = await write_turns(runs, turns=2, deltas=20)  # runs end as ever
+        archiver = Archiver(redis, archive, settings, claim_ms=1000)
+        with pytest.raises(ArchiveUnavailable):
+            await archiver.archive_due()
+        keys = await session_keys(redis, settings, session_id)
+        assert keys and set(await ttls(redis, keys)) == {-1}  # nothing forgotten meanwhile
+        gateway = await start_gateway(archive_url=own.url)
+        async with httpx2.AsyncClient(base_url=gateway.url) as client:
+            live = await read_events(client, f"/v1/sessions/{session_id}/events")  # Redis serves it
+            assert len(live.ids) == 2 * 23
+            own.resume()
+            await asyncio.sleep(1.1)  # the claim of the failed attempt lapses, and the entry comes due
+            await archive_all(archiver)
+            assert len(await archive.read(session_id, 0, 1000)) == 2 * 23
+        await archive.close()
+    finally:
+        own.stop()
+
+
+async def test_retention_deletes_what_was_archived_before_it(
+    redis: Redis, archive_settings: Settings, archive: Archive
+) -> None:
+    runs = RunLifecycle(redis, archive_settings)
+    session_id, _ = await write_turns(runs, turns=1, deltas=5)
+    await archive_all(Archiver(redis, archive, archive_settings))
+    assert await archive.session(session_id) is not None
+    assert await archive.forget_before(0) == 0
+    assert await archive.forget_before(4e9) >= 1
+    assert await archive.session(session_id) is None and await archive.read(session_id, 0, 10) == []
+
+
+def test_settings_refuse_an_archive_with_a_cluster_and_a_url_that_is_not_postgres() -> None:
+    with pytest.raises(ValueError, match="postgres"):
+        Settings(archive_url="mysql://x")
+    with pytest.raises(ValueError, match="REDIS_CLUSTER"):
+        Settings(archive_url="postgresql://x", redis_cluster=True, queue_redis_url="redis://y")
+    assert json.loads(Settings(archive_url="postgresql://u@h/db").model_dump_json())["archive_url"]
+
+
+async def test_workers_archive_the_sessions_they_run_and_redis_then_forgets_them(
+    redis: Redis, archive_settings: Settings, archive: Archive, start_gateway: Any, start_worker: Any
+) -> None:
+    gateway = await start_gateway(archive_url=archive_settings.archive_url)
+    await start_worker(archive_url=archive_settings.archive_url, session_ttl_seconds=2)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        created = (await client.post("/v1/sessions", json={"input": "hi", "params": {"tokens": 30}})).json()
+        streamed = await read_events(client, created["events_url"])
+        assert streamed.events[-1][1] == "run.completed"
+
+        async def archived_and_forgotten() -> bool:
+            archived = await archive.read(created["session_id"], 0, 1000)
+            keys = await session_keys(redis, archive_settings, created["session_id"])
+            return [event.seq for event in archived] == streamed.ids and keys == []
+
+        await eventually(archived_and_forgotten, within=15, what="the session archived, then gone from Redis")
+        again = await read_events(client, created["events_url"])
+        assert again.events == streamed.events
+
+
+async def test_a_new_turn_on_a_session_only_the_archive_holds_brings_it_back_and_goes_on(
+    redis: Redis, archive_settings: Settings, archive: Archive, start_gateway: Any, start_worker: Any
+) -> None:
+    gateway = await start_gateway(archive_url=archive_settings.archive_url)
+    await start_worker(archive_url=archive_settings.archive_url, session_ttl_seconds=1)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        created = (await client.post("/v1/sessions", json={"input": "hi", "params": {"tokens": 10}})).json()
+        first = await read_events(client, created["events_url"])
+        session_id = created["session_id"]
+
+        async def forgotten() -> bool:
+            return await session_keys(redis, archive_settings, session_id) == []
+
+        await eventually(forgotten, within=15, what="the session gone from Redis")
+        follow_up = await client.post(
+            f"/v1/sessions/{session_id}/runs", json={"input": "again", "params": {"tokens": 5}}
+        )
+        assert follow_up.status_code == 202, follow_up.text
+        everything = await read_events(client, created["events_url"])
+        assert everything.ids == list(range(1, len(everything.ids) + 1))  # one sequence, no gap
+        assert everything.events[: len(first.events)] == first.events
+        assert everything.events[-1][1] == "run.completed"
+        state = (await client.get(f"/v1/sessions/{session_id}")).json()
+        assert [turn["content"] for turn in state["transcript"] if turn["role"] == "user"] == ["hi", "again"]

@@ -1,0 +1,117 @@
+"""Copies sessions to the archive (shared/archive.py), so that Redis may forget them.
+
+Every worker process runs one when an archive is configured; `tokentail archiver` runs one alone.
+The archive index (a sorted set beside the sessions, `archive-checks`) names the sessions to look
+at and when: a run's start puts its session there due in 30 s (a long run is archived as it goes,
+so its stream can still be trimmed), a run's end due at once, a deletion due at once. An archiver
+claims due entries (claim_checks.lua moves them 30 s ahead: no other archiver takes them meanwhile,
+and a dead archiver's come due again), copies each session's events after its `archived` id, in
+order, in batches (each batch with the session's record, in one transaction; rows already there are
+left as they are: copying twice stores nothing twice), and records how far it got (archived.lua).
+Once an idle session is all in the archive, archived.lua starts its retention in Redis and drops the
+entry; one still running keeps its entry and is looked at again after the claim.
+
+A Postgres that is down stops only this: streams, runs and appends go on, Redis keeps everything
+the archive lacks (streams are not trimmed past it, sessions do not expire before it), and the
+archiver tries again with a growing pause. A session deleted through the API (its tombstone says
+so) is deleted from the archive too.
+"""
+
+import asyncio
+import logging
+import time
+
+from redis.asyncio import Redis
+
+from tokentail.shared.archive import Archive, ArchiveError
+from tokentail.shared.errors import ArchiveUnavailable, SessionNotFound
+from tokentail.shared.keys import Keys
+from tokentail.shared.logs import RateLimitedLogger
+from tokentail.shared.lua import load_script
+from tokentail.shared.outage import is_outage
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+
+logger = logging.getLogger(__name__)
+CLAIM_MS = 30_000  # an archiver holds a claimed entry this long; lib.lua looks at running sessions as often
+BATCH = 1_000  # events per read and per transaction
+CLAIMS_PER_ROUND = 16
+POLL_SECONDS = 1.0  # with nothing due
+MAX_PAUSE_SECONDS = 30.0  # between tries while Postgres (or Redis) is down
+RETENTION_EVERY_SECONDS = 600.0
+
+
+class Archiver:
+    def __init__(self, redis: Redis, archive: Archive, settings: Settings, claim_ms: int = CLAIM_MS) -> None:
+        """`redis`: the sessions' Redis (one server: an archive does not work with a cluster yet)."""
+        self.claim_ms = claim_ms
+        self.redis = redis
+        self.archive = archive
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self._store = SessionStore(redis, settings)  # Redis only: what the archive does not have yet
+        self._claim = redis.register_script(load_script("claim_checks"))
+        self._archived = redis.register_script(load_script("archived"))
+        self._log = RateLimitedLogger(logger, every_seconds=30)
+
+    async def run_forever(self) -> None:
+        pause, retention_due, checked = POLL_SECONDS, 0.0, False
+        while True:
+            try:
+                if not checked:  # a schema behind would fail every write: say what to do, once in a while
+                    await self.archive.check_schema()
+                    checked = True
+                busy = await self.archive_due()
+                if self.settings.archive_retention_seconds and time.monotonic() >= retention_due:
+                    forgotten = await self.archive.forget_before(time.time() - self.settings.archive_retention_seconds)
+                    if forgotten:
+                        logger.info("archive retention: %d sessions deleted", forgotten)
+                    retention_due = time.monotonic() + RETENTION_EVERY_SECONDS
+                pause = POLL_SECONDS
+                if busy:
+                    continue
+            except (ArchiveUnavailable, ArchiveError) as exc:
+                self._log.warning("archiving paused: %s", exc)
+                pause = min(MAX_PAUSE_SECONDS, pause * 2)
+            except Exception as exc:
+                if not is_outage(exc):
+                    logger.exception("archiving failed; trying again")
+                pause = min(MAX_PAUSE_SECONDS, pause * 2)
+            await asyncio.sleep(pause)
+
+    async def archive_due(self) -> int:
+        """Archive the sessions whose entry came due; how many."""
+        score, *members = await self._claim(keys=[self.keys.archive_checks], args=[CLAIMS_PER_ROUND, self.claim_ms])
+        for member in members:
+            await self.archive_session(member.decode(), score.decode())
+        return len(members)
+
+    async def archive_session(self, session_id: str, claim: str) -> str:
+        """Copy what the archive lacks of one session; 'done', 'more' or 'gone' (archived.lua)."""
+        keys = self.keys.session(session_id)
+        after = int(await self.redis.hget(keys.meta, "archived") or 0)  # type: ignore[misc]
+        try:
+            session = await self._store.get_session(session_id)
+        except SessionNotFound:  # deleted (its tombstone says so: SessionExpired) or never made
+            if await self.redis.exists(keys.gone):
+                await self.archive.delete(session_id)
+            return await self._settle(session_id, 0, claim)
+        record = session.model_dump_json()
+        while True:
+            events = await self._store.read_hot(session_id, after, BATCH)
+            await self.archive.save(session_id, session.tenant, record, session.last_event_id, events)
+            if len(events) < BATCH:
+                break
+            after = events[-1].seq
+            await self._settle(session_id, after, claim)  # its stream may now be trimmed up to here
+        if events:
+            after = events[-1].seq
+        return await self._settle(session_id, after, claim)
+
+    async def _settle(self, session_id: str, archived: int, claim: str) -> str:
+        keys = self.keys.session(session_id)
+        outcome = await self._archived(
+            keys=[keys.meta, keys.runs, keys.events, keys.gone, self.keys.archive_checks],
+            args=[session_id, archived, claim, self.settings.session_ttl_seconds],
+        )
+        return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
