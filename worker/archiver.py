@@ -99,7 +99,8 @@ class Archiver:
         record = session.model_dump_json()
         while True:
             events = await self._store.read_hot(session_id, after, BATCH)
-            await self.archive.save(session_id, session.tenant, record, session.last_event_id, events)
+            if events:  # nothing new, nothing changed (a run's record changes with its events)
+                await self.archive.save(session_id, session.tenant, record, session.last_event_id, events)
             if len(events) < BATCH:
                 break
             after = events[-1].seq

@@ -22,7 +22,7 @@ from tokentail.shared.events import DATA_PREFIX, TERMINAL_EVENTS, EventType
 from tokentail.shared.store import SessionStore, StoredEvent
 
 SNAPSHOT_BEHIND = 256  # a client this many events behind (or from the start) gets a snapshot, if it asked
-HELD_BYTES = 4 * 1_048_576  # an open segment larger than this is sent as it is
+HELD_BYTES = 1_048_576  # a segment larger than this is sent as it is: what one reader holds stays bounded
 
 _MERGED = frozenset({EventType.MESSAGE_DELTA.encode(), EventType.REASONING_DELTA.encode()})
 _AGENT = frozenset(
