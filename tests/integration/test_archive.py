@@ -4,17 +4,22 @@ the archiving, deletion and retention."""
 
 import asyncio
 import json
+import os
+import signal
+import sys
 from typing import Any
 
 import asyncpg
 import httpx2
 import pytest
+from click.testing import CliRunner
 from redis.asyncio import Redis
 
 from tests.postgres_server import PostgresServer
 from tests.sessions import completion, delta_of, write_turns
 from tests.sse_client import read_events
 from tests.waiting import eventually
+from tokentail.cli import main
 from tokentail.shared.archive import Archive, ArchiveError, migrate
 from tokentail.shared.errors import ArchiveUnavailable
 from tokentail.shared.keys import Keys
@@ -209,3 +214,30 @@ async def test_a_new_turn_on_a_session_only_the_archive_holds_brings_it_back_and
         assert everything.events[-1][1] == "run.completed"
         state = (await client.get(f"/v1/sessions/{session_id}")).json()
         assert [turn["content"] for turn in state["transcript"] if turn["role"] == "user"] == ["hi", "again"]
+
+
+async def test_the_migrate_and_archiver_commands(
+    redis: Redis, archive_settings: Settings, archive: Archive, postgres: PostgresServer
+) -> None:
+    migrated = await asyncio.to_thread(CliRunner().invoke, main, ["migrate", "--url", postgres.url])
+    assert migrated.exit_code == 0 and "nothing to do" in migrated.output
+    refused = await asyncio.to_thread(CliRunner().invoke, main, ["archiver"], env={"TOKENTAIL_ARCHIVE_URL": None})
+    assert refused.exit_code != 0 and "TOKENTAIL_ARCHIVE_URL is not set" in refused.output
+    # `tokentail archiver` as its own process copies a session the workers did not.
+    session_id, _ = await write_turns(RunLifecycle(redis, archive_settings), turns=2, deltas=10)
+    env = {
+        **os.environ,
+        "TOKENTAIL_REDIS_URL": str(archive_settings.redis_url),
+        "TOKENTAIL_KEY_PREFIX": archive_settings.key_prefix,
+        "TOKENTAIL_ARCHIVE_URL": postgres.url,
+    }
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "tokentail.cli", "archiver", env=env)
+    try:
+
+        async def archived() -> bool:
+            return len(await archive.read(session_id, 0, 100)) == 2 * 13
+
+        await eventually(archived, within=15, what="the session archived by `tokentail archiver`")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) is not None
