@@ -170,40 +170,24 @@ def test_settings_refuse_an_archive_with_a_cluster_and_a_url_that_is_not_postgre
     assert json.loads(Settings(archive_url="postgresql://u@h/db").model_dump_json())["archive_url"]
 
 
-async def test_workers_archive_the_sessions_they_run_and_redis_then_forgets_them(
-    redis: Redis, archive_settings: Settings, archive: Archive, start_gateway: Any, start_worker: Any
-) -> None:
-    gateway = await start_gateway(archive_url=archive_settings.archive_url)
-    await start_worker(archive_url=archive_settings.archive_url, session_ttl_seconds=2)
-    async with httpx2.AsyncClient(base_url=gateway.url) as client:
-        created = (await client.post("/v1/sessions", json={"input": "hi", "params": {"tokens": 30}})).json()
-        streamed = await read_events(client, created["events_url"])
-        assert streamed.events[-1][1] == "run.completed"
-
-        async def archived_and_forgotten() -> bool:
-            archived = await archive.read(created["session_id"], 0, 1000)
-            keys = await session_keys(redis, archive_settings, created["session_id"])
-            return [event.seq for event in archived] == streamed.ids and keys == []
-
-        await eventually(archived_and_forgotten, within=15, what="the session archived, then gone from Redis")
-        again = await read_events(client, created["events_url"])
-        assert again.events == streamed.events
-
-
-async def test_a_new_turn_on_a_session_only_the_archive_holds_brings_it_back_and_goes_on(
+async def test_workers_archive_what_they_run_redis_forgets_it_and_a_new_turn_brings_it_back(
     redis: Redis, archive_settings: Settings, archive: Archive, start_gateway: Any, start_worker: Any
 ) -> None:
     gateway = await start_gateway(archive_url=archive_settings.archive_url)
     await start_worker(archive_url=archive_settings.archive_url, session_ttl_seconds=1)
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
-        created = (await client.post("/v1/sessions", json={"input": "hi", "params": {"tokens": 10}})).json()
-        first = await read_events(client, created["events_url"])
+        created = (await client.post("/v1/sessions", json={"input": "hi", "params": {"tokens": 30}})).json()
         session_id = created["session_id"]
+        first = await read_events(client, created["events_url"])
+        assert first.events[-1][1] == "run.completed"
 
-        async def forgotten() -> bool:
-            return await session_keys(redis, archive_settings, session_id) == []
+        async def archived_and_forgotten() -> bool:
+            archived = await archive.read(session_id, 0, 1000)
+            keys = await session_keys(redis, archive_settings, session_id)
+            return [event.seq for event in archived] == first.ids and keys == []
 
-        await eventually(forgotten, within=15, what="the session gone from Redis")
+        await eventually(archived_and_forgotten, within=15, what="the session archived, then gone from Redis")
+        assert (await read_events(client, created["events_url"])).events == first.events
         follow_up = await client.post(
             f"/v1/sessions/{session_id}/runs", json={"input": "again", "params": {"tokens": 5}}
         )
