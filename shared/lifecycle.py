@@ -48,12 +48,12 @@ from tokentail.shared.lua import load_script
 from tokentail.shared.records import Multitask, Question, RunRecord, SessionRecord
 from tokentail.shared.redis_clients import AnyRedis
 from tokentail.shared.settings import Settings
-
-if TYPE_CHECKING:
-    from tokentail.shared.archive import Archive
 from tokentail.shared.store import OPAQUE_RUN_FIELDS, compact_json, decode_run
 from tokentail.shared.webhook_index import WebhookIndex
 from tokentail.shared.webhook_messages import HOOKED_EVENTS
+
+if TYPE_CHECKING:
+    from tokentail.shared.archive import Archive
 
 # A session's undelivered webhook events are kept this long past the retry window, for the
 # deliverer to find them expired and count them given up.
@@ -320,11 +320,12 @@ class RunLifecycle:
         queued = compact_json({"run_id": run.run_id, "input": run.input})
         mode = "0" if create is None else "2" if if_missing else "1"
         args += [run.run_id, encode_run(run), multitask, queued, mode, self.keys.cancel_channel]
-        async with self._outbox(session_id):
-            result = await self._queue_run(keys=keys, args=[*args, *fields])
-        outcome = result[0]
-        if outcome == b"missing" and create is None and await self._revive(session_id):
-            return await self.queue_run(session_id, run, multitask=multitask)
+        for revived in (False, True):  # a session only the archive holds is brought back, once
+            async with self._outbox(session_id):
+                result = await self._queue_run(keys=keys, args=[*args, *fields])
+            outcome = result[0]
+            if outcome != b"missing" or create is not None or revived or not await self._revive(session_id):
+                break
         if outcome == b"ok":
             run.queued_seq = int(result[1])
             return Queued(result[2].decode())

@@ -62,12 +62,12 @@ local function check_append(k, run_id, token, append_id)
   return nil, nil, tonumber(meta[3] or 0)
 end
 
+-- With an archive, a session whose run is going is looked at this often (worker/archiver.py's claim).
+local ARCHIVE_RUNNING_MS = 30000
+
 -- Store an event as stream entry `<seq>-0` (the caller took `seq` from the meta's `seq`), and
 -- publish it, as `<seq> <ts> <type> <data>`, on the channel named like the stream key: the gateways'
 -- hubs (gateway/reading/hub.py) follow live sessions by these notifications, not by reading.
--- With an archive, a session whose run is going is looked at this often (worker/archiver.py).
-local ARCHIVE_RUNNING_MS = 30000
-
 -- With an archive, the stream keeps every event the archive does not have yet (its `archived` id in
 -- the meta, which the archiver moves on), past the bound if it must: nothing is forgotten unarchived.
 local function put_event(k, s, seq, event_type, data, ts)
