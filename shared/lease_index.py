@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from tokentail.shared.jobs import JOB_TTL_MS, RUN_JOB
 from tokentail.shared.keys import Keys
 from tokentail.shared.lua import load_script
+from tokentail.shared.redis_clients import REPLICA_WAIT_MS, replicated
 from tokentail.shared.settings import Settings
 
 
@@ -52,6 +53,9 @@ class LeaseIndex:
         self._due = queue.register_script(load_script("expired_leases"))
         self._settle = queue.register_script(load_script("settle_check"))
         self._push = queue.register_script(load_script("push_job"))
+        # On a Sentinel setup a failover promotes a replica, losing what it did not have yet: a job
+        # pushed counts as queued once a replica has it too.
+        self._wait_for_replica = replicated(settings.queue_redis_url or settings.redis_url)
 
     async def watch(self, session_id: str) -> None:
         """Before claiming the session's run, with the queue apart: look at its lease when the lease
@@ -90,7 +94,11 @@ class LeaseIndex:
             job_id,
             run_id,
         ]
-        await self._push(keys=[self._keys.queue], args=args)
+        async with self.redis.pipeline(transaction=False) as pipe:  # WAIT counts this connection's writes
+            await self._push(keys=[self._keys.queue], args=args, client=pipe)
+            if self._wait_for_replica:
+                pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
+            await pipe.execute()
 
     async def take(self, job_id: str) -> None:
         """Take a claimed run's job out of arq's queue (with the queue apart, start_run.lua cannot)."""

@@ -2,36 +2,88 @@
 
 The sessions' Redis (`redis_url`) is one server or, with `redis_cluster`, a Redis Cluster; the job
 queue and the leases index live on `queue_redis_url` when it is set (arq is single-node), else on
-the sessions' Redis too.
+the sessions' Redis too. Either URL may name a Sentinel setup (shared/redis_urls.py): its client asks
+the Sentinels for the primary, and asks again after a connection to it failed, so a failover is
+an outage of a few seconds (retried as any, shared/outage.py), not the end of the service.
 """
 
 from typing import Any, TypeAlias
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
+from tokentail.shared.redis_urls import sentinel_setup
 from tokentail.shared.settings import Settings
 
 AnyRedis: TypeAlias = Redis | RedisCluster
+SENTINEL_TIMEOUT = 2.0  # a Sentinel that does not answer within this is passed over for the next
+REPLICA_WAIT_MS = 1000  # how long a write that queues a run waits for a replica to have it
+
+
+class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """A pool of connections to the primary the Sentinels name that, like the one-server pool,
+    waits for a connection to be free rather than failing: the same bound, the same behaviour."""
+
+
+class SentinelPrimary(Redis):
+    """A client of a Sentinel setup's primary whose `aclose` also closes its connections to the
+    Sentinels (redis-py leaves them open)."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        await close_sentinels(self)
+
+
+async def close_sentinels(client: Redis) -> None:
+    """Close the connections a client of a Sentinel setup's primary holds to the Sentinels (arq's
+    client, or ours); nothing for any other client."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in manager.sentinels if manager is not None else ():
+        await sentinel.aclose()
+
+
+def redis_client(url: str, max_connections: int, wait: float | None, **options: Any) -> Redis:
+    """A client of one server, or of the primary of a Sentinel setup: at most `max_connections`, a
+    command waiting up to `wait` seconds (None: as long as it takes) for one to be free."""
+    setup = sentinel_setup(url)
+    if setup is None:
+        pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=wait, **options)
+        return Redis.from_pool(pool)  # closes the pool with the client
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(setup.sentinels),
+        sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT},
+    )
+    client: Redis = sentinel.master_for(
+        setup.service,
+        redis_class=SentinelPrimary,
+        connection_pool_class=BlockingSentinelPool,
+        db=setup.db,
+        username=setup.username,
+        password=setup.password,
+        max_connections=max_connections,
+        timeout=wait,
+        **options,
+    )
+    return client
 
 
 def sessions_client(settings: Settings, max_connections: int, wait: float | None, **options: Any) -> AnyRedis:
-    """A client of the sessions' Redis. On one server, at most `max_connections`, a command waiting
-    up to `wait` seconds (None: as long as it takes) for one to be free. A cluster client opens
-    connections per node as they are needed (redis-py's cluster client has no waiting pool)."""
+    """A client of the sessions' Redis. A cluster client opens connections per node as they are
+    needed (redis-py's cluster client has no waiting pool)."""
     if settings.redis_cluster:
-        cluster: RedisCluster = RedisCluster.from_url(str(settings.redis_url), **options)
+        cluster: RedisCluster = RedisCluster.from_url(settings.redis_url, **options)
         return cluster
-    pool = BlockingConnectionPool.from_url(
-        str(settings.redis_url), max_connections=max_connections, timeout=wait, **options
-    )
-    return Redis.from_pool(pool)  # closes the pool with the client
+    return redis_client(settings.redis_url, max_connections, wait, **options)
 
 
 def queue_client(settings: Settings, max_connections: int, wait: float | None, **options: Any) -> Redis | None:
     """A client of the queue's Redis when it is apart from the sessions' (`queue_redis_url`), else None."""
     if settings.queue_redis_url is None:
         return None
-    pool = BlockingConnectionPool.from_url(
-        str(settings.queue_redis_url), max_connections=max_connections, timeout=wait, **options
-    )
-    return Redis.from_pool(pool)
+    return redis_client(settings.queue_redis_url, max_connections, wait, **options)
+
+
+def replicated(url: str) -> bool:
+    """Whether writes to this Redis should wait for a replica (a Sentinel setup: a failover promotes a
+    replica, and loses what it did not have yet)."""
+    return sentinel_setup(url) is not None

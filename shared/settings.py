@@ -6,9 +6,12 @@ from functools import lru_cache
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, RedisDsn, SecretStr, field_validator, model_validator
+from pydantic import Field, RedisDsn, SecretStr, TypeAdapter, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tokentail.shared.redis_urls import sentinel_setup
+
+_REDIS_DSN: TypeAdapter[RedisDsn] = TypeAdapter(RedisDsn)
 TENANT_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 MIN_API_KEY_CHARS = 16
 MIN_SECRET_CHARS = 32
@@ -20,15 +23,18 @@ class Settings(BaseSettings):
     # hide_input_in_errors: a bad TOKENTAIL_API_KEYS must not print its keys in the error.
     model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True, hide_input_in_errors=True)
 
-    redis_url: RedisDsn = Field(
-        RedisDsn("redis://127.0.0.1:6379/0"),
-        description="the sessions' Redis: streams, records, leases (a node of the cluster with `redis_cluster`)",
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="the sessions' Redis: streams, records, leases (a node of the cluster with `redis_cluster`;"
+        " `redis+sentinel://host:port,.../service` for a primary Sentinels watch)",
     )
     redis_cluster: bool = Field(
         False, description="`redis_url` is a node of a Redis Cluster (needs `queue_redis_url`: arq is single-node)"
     )
-    queue_redis_url: RedisDsn | None = Field(
-        None, description="a separate single-node Redis for the job queue and the leases index (unset: `redis_url`)"
+    queue_redis_url: str | None = Field(
+        None,
+        description="a separate Redis for the job queue and the leases index (unset: `redis_url`); a Sentinel"
+        " setup (`redis+sentinel://host:port,.../service`) fails over",
     )
     key_prefix: str = Field("tokentail", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
 
@@ -204,12 +210,22 @@ class Settings(BaseSettings):
             raise ValueError("TOKENTAIL_SECRET is required when TOKENTAIL_API_KEYS is set: it signs stream tokens")
         return self
 
+    @field_validator("redis_url", "queue_redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        """One server's URL (normalised as redis-py reads it), or a Sentinel setup's (shared/redis_urls.py)."""
+        if value is None or sentinel_setup(value) is not None:
+            return value
+        return str(_REDIS_DSN.validate_python(value))
+
     @model_validator(mode="after")
     def _check_topology(self) -> "Settings":
         if self.redis_cluster and self.queue_redis_url is None:
             raise ValueError(
                 "TOKENTAIL_REDIS_CLUSTER needs TOKENTAIL_QUEUE_REDIS_URL: the job queue (arq) is single-node"
             )
+        if self.redis_cluster and sentinel_setup(self.redis_url) is not None:
+            raise ValueError("TOKENTAIL_REDIS_URL names a Sentinel setup: a Redis Cluster fails over by itself")
         return self
 
     @model_validator(mode="after")

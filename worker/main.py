@@ -43,7 +43,8 @@ from tokentail.shared import jobs
 from tokentail.shared.archive import open_archive
 from tokentail.shared.keys import Keys
 from tokentail.shared.lifecycle import RunLifecycle
-from tokentail.shared.redis_clients import sessions_client
+from tokentail.shared.redis_clients import close_sentinels, redis_client, sessions_client
+from tokentail.shared.redis_urls import sentinel_setup
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.archiver import Archiver
@@ -83,7 +84,7 @@ class TokentailWorker(Worker):
         self._background: list[asyncio.Task[None]] = []
         self._poll_failures = 0
         # With the queue apart, cancels are published on the sessions' Redis (a node of it, if a cluster).
-        self._cancels = Redis.from_url(str(settings.redis_url)) if settings.split_queue else None
+        self._cancels = redis_client(settings.redis_url, 4, wait=10) if settings.split_queue else None
         self.running = RunningRuns()
         self.ctx["running"] = self.running
         self.reaper: Reaper | None = None
@@ -194,7 +195,10 @@ class TokentailWorker(Worker):
         # which may still hold a pipeline of the pool. Wait for all of them here instead.
         await asyncio.gather(*self.tasks.values(), *filter(None, [self.main_task]), return_exceptions=True)
         self.tasks.clear()
+        pool = self._pool
         await super().close()
+        if pool is not None:
+            await close_sentinels(pool)  # arq closes its pool, not its client's connections to the Sentinels
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
@@ -228,13 +232,29 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
         await ctx["sessions_redis"].aclose()
 
 
+def arq_redis_settings(url: str) -> RedisSettings:
+    """arq's settings for the queue's Redis: one server's URL, or a Sentinel setup's, whose primary
+    arq's client finds through the Sentinels (and finds again after a failover)."""
+    setup = sentinel_setup(url)
+    if setup is None:
+        return RedisSettings.from_dsn(url)
+    return RedisSettings(
+        host=list(setup.sentinels),
+        sentinel=True,
+        sentinel_master=setup.service,
+        database=setup.db,
+        username=setup.username,
+        password=setup.password,
+    )
+
+
 def create_worker(settings: Settings, **overrides: Any) -> TokentailWorker:
     keys = Keys(settings.key_prefix)
     options: dict[str, Any] = {
         # arq re-runs a job cancelled by a stopping worker: let it, start_run.lua makes that harmless
         # (and it covers a stop between arq's pickup and start_run, before any lease exists).
         "functions": [func(run_agent, name=jobs.RUN_JOB, max_tries=1000)],
-        "redis_settings": RedisSettings.from_dsn(str(settings.queue_redis_url or settings.redis_url)),
+        "redis_settings": arq_redis_settings(settings.queue_redis_url or settings.redis_url),
         "queue_name": keys.queue,
         "settings": settings,
         "wake_channel": keys.wake_channel if settings.worker_wakeups else None,

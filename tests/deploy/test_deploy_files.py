@@ -39,6 +39,7 @@ from tests.deploy.stack import (
     start_order,
 )
 from tokentail.redis_server import free_port
+from tokentail.shared.redis_urls import sentinel_setup
 from tokentail.shared.settings import Settings
 
 OLDEST_KUBERNETES = "1.30.0"  # the oldest minor still commonly offered by managed clusters
@@ -420,3 +421,14 @@ def test_grafana_provisions_the_dashboard_whose_queries_use_metrics_the_code_def
     dashboard_text = (ROOT / "deploy/grafana/dashboards/tokentail.json").read_text()
     jobs = set(re.findall(r'job=\\"([\w-]+)\\"', dashboard_text))
     assert jobs == {"tokentail-gateway", "tokentail-worker"}  # the job names of both scrape configs
+
+
+def test_the_sentinel_override_matches_the_compose_specification_and_names_its_sentinels() -> None:
+    override = COMPOSE_FILE.parent / "deploy" / "compose.sentinel.yml"
+    check = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(override)]
+    result = subprocess.run(check, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    services = yaml.safe_load(override.read_text())["services"]
+    setup = sentinel_setup(services["worker"]["environment"]["TOKENTAIL_QUEUE_REDIS_URL"])
+    assert setup is not None and {host for host, _ in setup.sentinels} == {"sentinel-1", "sentinel-2", "sentinel-3"}
+    assert services["gateway"]["environment"] == services["worker"]["environment"]

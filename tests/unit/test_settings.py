@@ -46,7 +46,7 @@ def test_variables_are_read_with_the_tokentail_prefix_and_parsed(monkeypatch: py
     monkeypatch.setenv("TOKENTAIL_AGENTS", '{"slow": "tests.slow_agent:slow_tool_agent"}')
     monkeypatch.setenv("LEASE_MS", "9999")  # without the prefix: not ours
     settings = Settings()
-    assert (settings.redis_url.host, settings.redis_url.port, settings.redis_url.path) == ("redis", 6380, "/2")
+    assert settings.redis_url == "redis://redis:6380/2"
     assert settings.split_queue
     assert settings.lease_ms == 2000 and settings.sse_heartbeat_seconds == 2.5
     assert settings.worker_wakeups is False
