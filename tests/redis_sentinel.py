@@ -20,7 +20,9 @@ class LocalSentinels:
     def __init__(self, data_dir: Path, down_after_ms: int = 1000) -> None:
         (data_dir / "primary").mkdir(parents=True, exist_ok=True)
         (data_dir / "replica").mkdir(parents=True, exist_ok=True)
-        self.primary = RedisServer(data_dir / "primary")
+        # Redis waits 5 s by default before a replica's first (diskless) sync: a failover before it would
+        # promote an empty replica.
+        self.primary = RedisServer(data_dir / "primary", extra_args=("--repl-diskless-sync-delay", "0"))
         self.replica = RedisServer(
             data_dir / "replica", extra_args=("--replicaof", "127.0.0.1", str(self.primary.port))
         )
@@ -50,6 +52,7 @@ class LocalSentinels:
             command = [binary, str(config)] if binary else [find_redis_server(), str(config), "--sentinel"]
             self.sentinels.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         self.wait_for(lambda: self.primary_port() == self.primary.port and self.replicas_known() >= 1)
+        self.wait_for(self._replica_in_sync)
         return self
 
     def primary_port(self) -> int | None:
@@ -63,6 +66,14 @@ class LocalSentinels:
     def replicas_known(self) -> int:
         reply = _ask(self.ports[0], f"SENTINEL replicas {SERVICE}")
         return len(reply or [])
+
+    def _replica_in_sync(self) -> bool:
+        client = redis.Redis(port=self.replica.port, socket_timeout=1, decode_responses=True)
+        try:
+            info: dict[str, object] = client.info("replication")  # type: ignore[assignment]
+            return info.get("master_link_status") == "up"
+        finally:
+            client.close()
 
     def kill_primary(self) -> int:
         """SIGKILL the current primary, as a crash would; its port."""

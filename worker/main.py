@@ -22,7 +22,8 @@ request, and takes over the runs of workers that died.
   run that long. Here the mark lasts one lease: `start_run.lua` takes a started run's job out of the
   queue, so only a job whose worker died before starting it is picked again when the mark lapses.
 - **Redis errors never end the worker.** A poll that fails (Redis unreachable, out of memory,
-  read-only after a failover, busy, loading) is logged and retried with a growing pause; arq's own
+  read-only after a failover, busy, loading) is logged and retried with a growing pause, cut short
+  when the wake-up listener subscribes again (Redis is back, a failover is over); arq's own
   loop would let the exception end the process. Nor do they shrink it: a job claim that fails gives
   its slot back.
 """
@@ -136,7 +137,11 @@ class TokentailWorker(Worker):
             pause = min(MAX_POLL_BACKOFF_SECONDS, 0.25 * 2**self._poll_failures)
             if self._poll_failures == 1:
                 logger.warning("queue poll failed (%s: %s); retrying", type(exc).__name__, exc)
-            await asyncio.sleep(pause)
+            # A wake-up ends the pause: a listener that subscribed again (Redis is back, a failover is
+            # over) or a slot that freed.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._wake.wait()
         else:
             if self._poll_failures:
                 logger.warning("queue poll works again after %d failures", self._poll_failures)
