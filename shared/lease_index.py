@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from tokentail.shared.jobs import JOB_TTL_MS, RUN_JOB
 from tokentail.shared.keys import Keys
 from tokentail.shared.lua import load_script
-from tokentail.shared.redis_clients import REPLICA_WAIT_MS, replicated
+from tokentail.shared.redis_clients import replicated, write_replicated
 from tokentail.shared.settings import Settings
 
 
@@ -55,7 +55,7 @@ class LeaseIndex:
         self._push = queue.register_script(load_script("push_job"))
         # On a Sentinel setup a failover promotes a replica, losing what it did not have yet: a job
         # pushed counts as queued once a replica has it too.
-        self._wait_for_replica = replicated(settings.queue_redis_url or settings.redis_url)
+        self._replica = replicated(settings.queue_redis_url or settings.redis_url)
 
     async def watch(self, session_id: str) -> None:
         """Before claiming the session's run, with the queue apart: look at its lease when the lease
@@ -66,7 +66,10 @@ class LeaseIndex:
         """Before a script that may leave a job in the session's outbox; `forget` it once pushed.
         Looked at after two leases, so a caller that is merely slow pushes its job first."""
         member = f"{session_id} {secrets.token_hex(4)}"
-        await self.redis.zadd(self._key, {member: _now_ms() + 2 * self._lease_ms})
+        # Replicated first: a promoted replica missing the job then has the intent (writes replicate in
+        # order: one that lacks the job lacks its `forget` too), and a reaper pushes the job again.
+        score = _now_ms() + 2 * self._lease_ms
+        await write_replicated(self.redis, lambda client: client.zadd(self._key, {member: score}), self._replica)
         return member
 
     async def forget(self, member: str) -> None:
@@ -94,11 +97,9 @@ class LeaseIndex:
             job_id,
             run_id,
         ]
-        async with self.redis.pipeline(transaction=False) as pipe:  # WAIT counts this connection's writes
-            await self._push(keys=[self._keys.queue], args=args, client=pipe)
-            if self._wait_for_replica:
-                pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
-            await pipe.execute()
+        await write_replicated(
+            self.redis, lambda client: self._push(keys=[self._keys.queue], args=args, client=client), self._replica
+        )
 
     async def take(self, job_id: str) -> None:
         """Take a claimed run's job out of arq's queue (with the queue apart, start_run.lua cannot)."""

@@ -46,7 +46,7 @@ from tokentail.shared.keys import Keys
 from tokentail.shared.lease_index import LeaseIndex
 from tokentail.shared.lua import load_script
 from tokentail.shared.records import Multitask, Question, RunRecord, SessionRecord
-from tokentail.shared.redis_clients import AnyRedis
+from tokentail.shared.redis_clients import AnyRedis, replicated, write_replicated
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import OPAQUE_RUN_FIELDS, compact_json, decode_run
 from tokentail.shared.webhook_index import WebhookIndex
@@ -245,6 +245,10 @@ class RunLifecycle:
         self._index_keys = [] if self._split else [self.keys.lease_checks]
         self._queue_keys = [] if self._split else [self.keys.queue, *self._index_keys, self.keys.webhook_checks]
 
+        # On a Sentinel setup, what a client is told is done (a session made, a run queued, answered or
+        # cancelled) is done once a replica has it too, so a failover cannot take it back.
+        self._replica = not settings.redis_cluster and replicated(settings.redis_url)
+
         # With an archive, the scripts that end or start runs put their session in the archive index.
         self._archive_keys = [self.keys.archive_checks] if settings.archive_url else []
 
@@ -298,7 +302,7 @@ class RunLifecycle:
         keys = self.keys.session(session.session_id)
         fields = [item for pair in self._session_fields(session) for item in pair]
         args = [self.settings.session_ttl_seconds, self.settings.tombstone_ttl_seconds, session.tenant, *fields]
-        made = await self._create_session(keys=[keys.meta, keys.gone], args=args)
+        made = await self._acknowledged(self._create_session, [keys.meta, keys.gone], args)
         if made == -1:
             raise SessionExpired(session.session_id)
         return bool(made)
@@ -322,7 +326,7 @@ class RunLifecycle:
         args += [run.run_id, encode_run(run), multitask, queued, mode, self.keys.cancel_channel]
         for revived in (False, True):  # a session only the archive holds is brought back, once
             async with self._outbox(session_id):
-                result = await self._queue_run(keys=keys, args=[*args, *fields])
+                result = await self._acknowledged(self._queue_run, keys, [*args, *fields])
             outcome = result[0]
             if outcome != b"missing" or create is not None or revived or not await self._revive(session_id):
                 break
@@ -358,7 +362,7 @@ class RunLifecycle:
         received = InputReceived(run_id=run.run_id, input_id=input_id, answer=answer).model_dump_json()
         args += [run.run_id, input_id, answers, received, secrets.token_hex(4)]
         async with self._outbox(session_id):
-            result = await self._answer(keys=keys, args=args)
+            result = await self._acknowledged(self._answer, keys, args)
         if result[0] == b"ok":
             return int(result[1])
         if result[0] == b"not_waiting":
@@ -372,7 +376,8 @@ class RunLifecycle:
         """Cancel the active run (see cancel_run.lua); what became of it, and its id."""
         keys, args = self._run_script_args(session_id)
         async with self._outbox(session_id):  # the run in line behind it may start now
-            result = await self._cancel_run(keys=keys, args=[*args, self.keys.cancel_channel, CANCELLED_BY_REQUEST])
+            cancel = [*args, self.keys.cancel_channel, CANCELLED_BY_REQUEST]
+            result = await self._acknowledged(self._cancel_run, keys, cancel)
         _missing_or_gone(result[0], session_id)
         return Cancel(result[0].decode()), result[1].decode() if len(result) > 1 else None
 
@@ -393,6 +398,14 @@ class RunLifecycle:
         await self.redis.set(self.keys.probe, 1, px=10_000)
         if self.leases.redis is not self.redis:
             await self.leases.redis.set(self.keys.probe, 1, px=10_000)
+
+    async def _acknowledged(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """A script whose outcome the caller reports to a client (see `_replica`)."""
+        return await write_replicated(
+            self.redis,  # type: ignore[arg-type]  # not a cluster when replicated
+            lambda client: script(keys=keys, args=args, client=client),
+            self._replica,
+        )
 
     @contextlib.asynccontextmanager
     async def _outbox(self, session_id: str) -> AsyncIterator[None]:

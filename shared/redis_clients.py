@@ -7,9 +7,11 @@ the Sentinels for the primary, and asks again after a connection to it failed, s
 an outage of a few seconds (retried as any, shared/outage.py), not the end of the service.
 """
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.client import Pipeline
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from tokentail.shared.redis_urls import sentinel_setup
@@ -87,3 +89,16 @@ def replicated(url: str) -> bool:
     """Whether writes to this Redis should wait for a replica (a Sentinel setup: a failover promotes a
     replica, and loses what it did not have yet)."""
     return sentinel_setup(url) is not None
+
+
+async def write_replicated(redis: Redis, write: Callable[[Redis | Pipeline], Awaitable[Any]], wait: bool) -> Any:
+    """`write(client)` (its commands), then, with `wait`, wait at most REPLICA_WAIT_MS for a replica
+    to have it: WAIT counts the writes of its own connection, so both go in one pipeline. What `write`
+    returned (a script's reply, in the pipeline's results)."""
+    if not wait:
+        return await write(redis)
+    async with redis.pipeline(transaction=False) as pipe:
+        await write(pipe)
+        pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
+        reply, _replicas = await pipe.execute()
+    return reply

@@ -1,12 +1,14 @@
 """The job queue on a Sentinel setup (real redis-server primary and replica, three redis-sentinel):
 its primary killed while runs are queued and running, a replica promoted; no run lost, none run
-twice, new runs start after the failover. The sessions are on a Redis of their own, as documented
-(docs/deployment.md: Sentinel for the queue, a Redis or a Redis Cluster for the sessions)."""
+twice, new runs start after the failover. First with the sessions on a Redis of their own, as
+documented (docs/deployment.md: Sentinel for the queue, a Redis or a Redis Cluster for the sessions),
+then with the sessions on the Sentinel setup too, followed live through the failover."""
 
 import asyncio
+import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 from tests.redis_sentinel import LocalSentinels
 from tests.sse_client import read_events
+from tokentail.client import AsyncTokentail
 from tokentail.shared.redis_urls import SentinelSetup, sentinel_setup
 from tokentail.worker.main import arq_redis_settings
 
@@ -55,13 +58,19 @@ async def test_the_queue_s_primary_killed_with_runs_queued_and_running_loses_non
     gateway = await start_gateway(queue_redis_url=sentinels.url)
     await start_worker(queue_redis_url=sentinels.url, worker_concurrency=2)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
-        before = [await _queue_run(client) for _ in range(6)]  # 2 running, 4 waiting in the queue
+        before = [await _queue_run(client) for _ in range(6)]
+        waiting = await _waiting_once_two_run(client, before)
         killed_at = time.monotonic()
         old_primary = await asyncio.to_thread(sentinels.kill_primary)
+        # The first of the runs waiting in the queue to start: the queue works again.
+        first_from_queue = asyncio.ensure_future(
+            _first_of([_first_token(client, created["events_url"]) for created in waiting])
+        )
         await asyncio.to_thread(sentinels.wait_for, lambda: sentinels.primary_port() not in (None, old_primary))
         promoted_in = time.monotonic() - killed_at
         after = [await _queue_run(client) for _ in range(2)]
-        first_token_at = await _first_token(client, after[0]["events_url"])
+        first_token_at = await _first_token(client, after[0]["events_url"])  # behind the 4 queued before it
+        first_from_queue_at = await first_from_queue
         sessions = before + after
         finished = await _finished(client, sessions, within=60)
         streams = [await read_events(client, created["events_url"]) for created in finished]
@@ -69,11 +78,88 @@ async def test_the_queue_s_primary_killed_with_runs_queued_and_running_loses_non
     lost = len(sessions) - sum(len(stream.of("run.completed")) for stream in streams)
     twice = sum(1 for count in starts if count["start"] > 1 or count["takeover"] > 0)
     print(  # noqa: T201
-        f"\nSentinel failover: replica promoted {promoted_in:.2f} s after the primary's kill; first token of a"
-        f" run queued after it {first_token_at - killed_at:.2f} s after the kill; of {len(sessions)} runs,"
+        f"\nSentinel failover: replica promoted {promoted_in:.2f} s after the primary's kill; first token of the"
+        f" first run taken from the queue after it {first_from_queue_at - killed_at:.2f} s after the kill, of a"
+        f" run queued after the promotion (behind 4) {first_token_at - killed_at:.2f} s; of {len(sessions)} runs,"
         f" lost {lost}, run twice {twice}"
     )
     assert lost == 0 and twice == 0
+
+
+async def test_sessions_on_a_sentinel_setup_follow_the_promoted_primary_with_every_event_once(
+    sentinels: LocalSentinels, start_gateway: Any, start_worker: Any
+) -> None:
+    gateway = await start_gateway(redis_url=sentinels.url)
+    await start_worker(redis_url=sentinels.url, worker_concurrency=2)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        before = [await _queue_run(client) for _ in range(4)]  # 2 running, 2 waiting in the queue
+        followed = before[0]["session_id"]
+        async with AsyncTokentail(gateway.url) as tokentail:
+            stream = tokentail.stream(followed, catch_up="events")
+            live = [await anext(stream)]  # run.queued
+            while live[-1].event != "message.delta":
+                live.append(await anext(stream))
+            killed_at = time.monotonic()
+            await asyncio.to_thread(sentinels.kill_primary)
+            resumed_at = None
+            async for event in stream:
+                live.append(event)
+                resumed_at = resumed_at or time.monotonic()
+        after = [await _queue_run(client) for _ in range(2)]
+        sessions = before + after
+        finished = await _finished(client, sessions, within=60)
+        streams = [await read_events(client, created["events_url"]) for created in finished]
+    starts = [Counter(data.get("reason", "start") for data in stream.of("run.started")) for stream in streams]
+    twice = sum(1 for count in starts if count["start"] > 1 or count["takeover"] > 0)
+    print(  # noqa: T201
+        f"\nSessions on Sentinel: the follower's next event {(resumed_at or killed_at) - killed_at:.2f} s after the"
+        f" primary's kill; of {len(sessions)} runs, lost {len(sessions) - len(finished)}, run twice {twice}"
+    )
+    assert len(finished) == len(sessions) and twice == 0
+    assert all(count == 1 for stream in streams for count in Counter(stream.ids).values())
+    assert [event.id for event in live] == list(range(1, len(live) + 1))  # every id once, in order
+    text = "".join(event.data["text"] for event in live if event.event == "message.delta")
+    [completed] = [event.data for event in live if event.event == "run.completed"]
+    assert text == completed["output"]  # nothing the follower read was lost or replaced by the failover
+
+
+async def test_a_replica_that_does_not_answer_slows_queueing_by_at_most_a_second_and_refuses_nothing(
+    sentinels: LocalSentinels, start_gateway: Any, start_worker: Any
+) -> None:
+    gateway = await start_gateway(redis_url=sentinels.url)
+    await start_worker(redis_url=sentinels.url)
+    sentinels.replica.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+    try:
+        async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+            started = time.monotonic()
+            created = await _queue_run(client, within=0)
+            queued_in = time.monotonic() - started
+            stream = await read_events(client, created["events_url"])
+    finally:
+        sentinels.replica.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+    print(f"\nQueued in {queued_in:.2f} s with the replica stopped")  # noqa: T201
+    assert len(stream.of("run.completed")) == 1
+
+
+async def _waiting_once_two_run(client: httpx2.AsyncClient, sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Once the worker's 2 slots run 2 of the sessions, the others, whose runs wait in the queue."""
+    deadline = time.monotonic() + 10
+    while True:
+        states = [(await client.get(f"/v1/sessions/{created['session_id']}")).json() for created in sessions]
+        queued = [state["runs"][-1]["status"] == "queued" for state in states]
+        waiting = [created for created, is_queued in zip(sessions, queued, strict=True) if is_queued]
+        if len(waiting) == len(sessions) - 2 or time.monotonic() > deadline:
+            assert len(waiting) == len(sessions) - 2, states
+            return waiting
+        await asyncio.sleep(0.05)
+
+
+async def _first_of(moments: list[Coroutine[Any, Any, float]]) -> float:
+    tasks = [asyncio.ensure_future(moment) for moment in moments]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return min(task.result() for task in done)
 
 
 async def _finished(client: httpx2.AsyncClient, sessions: list[dict[str, Any]], within: float) -> list[dict[str, Any]]:
