@@ -8,15 +8,17 @@ Redis may be a Cluster; with the queue apart, jobs go through the session's outb
 and the leases index is kept beside the queue (shared/lease_index.py).
 
 The gateway queues, cancels and deletes; a worker starts a run and then acts on it through the
-`RunLease` it was given: append, renew, hand over.
+`RunLease` it was given: append, renew, hand over. Its appends also say what it was told it wrote
+before, so that events Redis lost are appended again under their ids (shared/write_journal.py).
 """
 
 import asyncio
 import contextlib
 import functools
+import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
@@ -44,6 +46,7 @@ from tokentail.shared.events import (
 from tokentail.shared.jobs import JOB_TTL_MS, RUN_JOB
 from tokentail.shared.keys import Keys
 from tokentail.shared.lease_index import LeaseIndex
+from tokentail.shared.logs import log_context
 from tokentail.shared.lua import load_script
 from tokentail.shared.records import Multitask, Question, RunRecord, SessionRecord
 from tokentail.shared.redis_clients import AnyRedis, replicated, write_replicated
@@ -51,6 +54,9 @@ from tokentail.shared.settings import Settings
 from tokentail.shared.store import OPAQUE_RUN_FIELDS, compact_json, decode_run
 from tokentail.shared.webhook_index import WebhookIndex
 from tokentail.shared.webhook_messages import HOOKED_EVENTS
+from tokentail.shared.write_journal import WriteJournal
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from tokentail.shared.archive import Archive
@@ -122,6 +128,7 @@ class RunLease:
     session_id: str
     run_id: str
     token: str
+    journal: WriteJournal = field(default_factory=WriteJournal, compare=False, repr=False)
 
     async def append(
         self, events: Sequence[tuple[str, str]], append_id: str | None = None, ending: Ending | None = None
@@ -162,8 +169,8 @@ def encode_run(run: RunRecord) -> str:
     # The Lua scripts decode and re-encode run records with cjson, which turns [] into {} and large
     # integers into floats: params travel through them as an opaque string.
     record = run.model_dump(mode="json")
-    for field in OPAQUE_RUN_FIELDS:
-        record[field] = compact_json(record[field])
+    for name in OPAQUE_RUN_FIELDS:
+        record[name] = compact_json(record[name])
     return compact_json(record)
 
 
@@ -180,13 +187,24 @@ def stored_ending(ending: Ending) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def _fenced() -> Iterator[None]:
-    """Around a script fenced by the run's lease: its FENCED error is a LeaseLost."""
+    """Around a script fenced by the run's lease: its FENCED error is a LeaseLost, its LOST error a
+    WritesLost (lib.lua's check_holder)."""
     try:
         yield
     except ResponseError as exc:
         if str(exc).startswith("FENCED"):
             raise LeaseLost(str(exc)) from None
+        if str(exc).startswith("LOST"):
+            raise WritesLost(int(str(exc).split()[1])) from None
         raise
+
+
+class WritesLost(Exception):
+    """Redis lost events this run's worker appended (see shared/write_journal.py)."""
+
+    def __init__(self, last_seq: int) -> None:
+        super().__init__(f"the session's last seq is {last_seq}, below what this run wrote")
+        self.last_seq = last_seq
 
 
 def _plain_seq(reply: list[Any]) -> int:
@@ -198,13 +216,15 @@ def _plain_seq(reply: list[Any]) -> int:
     return int(seq)
 
 
-def _settle_plain(appended: "asyncio.Future[int]", sent: "asyncio.Future[Any]") -> None:
+def _pass_on(appended: "asyncio.Future[int]", done: "asyncio.Future[int]") -> None:
     if appended.done():
         return
-    try:
-        appended.set_result(_plain_seq(sent.result()))
-    except BaseException as exc:  # the round trip's error, or the append's own
-        appended.set_exception(exc)
+    if done.cancelled():
+        appended.cancel()
+    elif (error := done.exception()) is not None:
+        appended.set_exception(error)
+    else:
+        appended.set_result(done.result())
 
 
 def _missing_or_gone(outcome: bytes, session_id: str) -> None:
@@ -246,7 +266,9 @@ class RunLifecycle:
         self._queue_keys = [] if self._split else [self.keys.queue, *self._index_keys, self.keys.webhook_checks]
 
         # On a Sentinel setup, what a client is told is done (a session made, a run queued, answered or
-        # cancelled) is done once a replica has it too, so a failover cannot take it back.
+        # cancelled), and a run's first and last writes (its start; its end, or its question), are done
+        # once a replica has them too, so a failover cannot take them back. The events between are not
+        # waited for: the run appends again what a failover lost (shared/write_journal.py).
         self._replica = not settings.redis_cluster and replicated(settings.redis_url)
 
         # With an archive, the scripts that end or start runs put their session in the archive index.
@@ -271,6 +293,7 @@ class RunLifecycle:
         self._submit_plain: Callable[[list[Any], list[Any]], asyncio.Future[Any]] | None = getattr(
             self._append_events, "submit", None
         )
+        self._appending_again: set[asyncio.Future[int]] = set()  # held: the loop keeps tasks weakly
         self._requeue_run = script("requeue_run")
         self._cancel_run = script("cancel_run")
         self._ask = script("ask")
@@ -400,7 +423,7 @@ class RunLifecycle:
             await self.leases.redis.set(self.keys.probe, 1, px=10_000)
 
     async def _acknowledged(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """A script whose outcome the caller reports to a client (see `_replica`)."""
+        """A script a failover must not take back (see `_replica`)."""
         return await write_replicated(
             self.redis,  # type: ignore[arg-type]  # not a cluster when replicated
             lambda client: script(keys=keys, args=args, client=client),
@@ -469,10 +492,10 @@ class RunLifecycle:
         args.append("" if callable(takeover) else takeover)
         if self._split:
             await self.leases.watch(session_id)  # first: a reaper must find every lease (lease_index.py)
-        result = await self._start_run(keys=keys, args=args)
+        result = await self._acknowledged(self._start_run, keys, args)
         if result[0] == b"decide" and callable(takeover):  # nothing changed: decide, and claim it again
             args[-1] = await takeover()
-            result = await self._start_run(keys=keys, args=args)
+            result = await self._acknowledged(self._start_run, keys, args)
         if result[0] != b"ok":
             return None
         if self._split:
@@ -488,15 +511,36 @@ class RunLifecycle:
     ) -> int:
         """Append `(type, data_json)` events under the run's lease, then the run's terminal event if
         it `ending`; returns the last seq. Sending the same `append_id` again (after a lost reply)
-        appends nothing twice."""
+        appends nothing twice. Events of the run that Redis lost are appended again first."""
+        append_id = append_id or secrets.token_hex(8)
+        while True:
+            try:
+                seq = await self._append_once(lease, events, append_id, ending)
+            except WritesLost as lost:
+                await self._append_again(lease, lost.last_seq)
+                continue
+            if ending is None:
+                lease.journal.wrote(append_id, events, seq)
+            return seq
+
+    async def _append_once(
+        self,
+        lease: RunLease,
+        events: Sequence[tuple[str, str]],
+        append_id: str,
+        ending: Ending | None,
+        expect: int | None = None,
+    ) -> int:
+        expect = lease.journal.written if expect is None else expect
         if ending is None and not any(event_type in HOOKED_EVENTS for event_type, _ in events):
-            return await self._append_plain(lease, events, append_id or secrets.token_hex(8))
+            keys, args = self._plain_call(lease, events, append_id, expect)
+            return _plain_seq(await self._append_events(keys=keys, args=args))
         outcome = ""
         if ending is not None:
             stored, outcome = stored_ending(ending)
             events = [*events, (event_type_of(ending), stored)]
         keys, args = self._run_script_args(lease.session_id)
-        args += [lease.run_id, lease.token, append_id or secrets.token_hex(8), outcome]
+        args += [lease.run_id, lease.token, append_id, outcome, expect]
         for event_type, data in events:
             args += [event_type, data]
         with _fenced():
@@ -504,33 +548,65 @@ class RunLifecycle:
                 seq = await self._append(keys=keys, args=args)
             else:
                 async with self._hooks(lease.session_id):
-                    seq = await self._append(keys=keys, args=args)
+                    # The run's last write: a failover must not take it back, as nothing would write it again.
+                    seq = await self._acknowledged(self._append, keys, args)
         if ending is not None and self._split:
             # The run in line behind this one may be in the outbox now. Should this process die
             # first, the run's entry in the leases index (its lease, now gone) makes a reaper push it.
             await self._push_outbox(lease.session_id)
         return int(seq)
 
+    async def _append_again(self, lease: RunLease, last_seq: int) -> None:
+        """Append again, under their ids, the run's events after `last_seq` that Redis lost."""
+        lost = lease.journal.lost(last_seq)
+        for append in lost or []:
+            if await self._append_once(lease, append.events, append.append_id, None, append.first - 1) != append.last:
+                lost = None  # someone appended meanwhile: the ids cannot be the same
+                break
+        if lost is None:
+            raise LeaseLost(f"Redis lost events of run {lease.run_id} that its worker cannot append again as they were")
+        with log_context(session_id=lease.session_id, run_id=lease.run_id):  # called back in any run's context
+            logger.warning("appended again the %d events Redis lost", lease.journal.written - last_seq)
+
     def append_soon(self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str) -> "asyncio.Future[int]":
         """See `RunLease.append_soon`."""
         if self._submit_plain is None:
-            return asyncio.ensure_future(self._append_plain(lease, events, append_id))
+            return asyncio.ensure_future(self.append(lease, events, append_id))
         appended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        sent = self._submit_plain(*self._plain_call(lease, events, append_id))
-        sent.add_done_callback(functools.partial(_settle_plain, appended))
+        sent = self._submit_plain(*self._plain_call(lease, events, append_id, lease.journal.written))
+        sent.add_done_callback(functools.partial(self._settle_soon, lease, events, append_id, appended))
         return appended
 
-    async def _append_plain(self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str) -> int:
-        """The per-token path: events that neither end the run nor go to a webhook (append_events.lua,
-        whose calls the worker sends many runs' at a time)."""
-        keys, args = self._plain_call(lease, events, append_id)
-        return _plain_seq(await self._append_events(keys=keys, args=args))
+    def _settle_soon(
+        self,
+        lease: RunLease,
+        events: Sequence[tuple[str, str]],
+        append_id: str,
+        appended: "asyncio.Future[int]",
+        sent: "asyncio.Future[Any]",
+    ) -> None:
+        if appended.done():
+            return
+        try:
+            seq = _plain_seq(sent.result())
+        except WritesLost:  # rare: append the lost events again, then this one, in a task
+            again = asyncio.ensure_future(self.append(lease, events, append_id))
+            self._appending_again.add(again)
+            again.add_done_callback(self._appending_again.discard)
+            again.add_done_callback(functools.partial(_pass_on, appended))
+        except BaseException as exc:  # the round trip's error, or the append's own
+            appended.set_exception(exc)
+        else:
+            lease.journal.wrote(append_id, events, seq)
+            appended.set_result(seq)
 
     def _plain_call(
-        self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str
+        self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str, expect: int
     ) -> tuple[list[Any], list[Any]]:
+        """An append_events.lua call: the per-token path, for events that neither end the run nor go
+        to a webhook, whose calls the worker sends many runs' at a time."""
         keys = self.keys.session(lease.session_id)
-        args: list[str | int] = [self.settings.stream_maxlen, lease.run_id, lease.token, append_id, len(events)]
+        args: list[str | int] = [self.settings.stream_maxlen, lease.run_id, lease.token, append_id, expect, len(events)]
         for event_type, data in events:
             args += [event_type, data]
         return [keys.meta, keys.events, keys.lease], args
@@ -551,12 +627,18 @@ class RunLifecycle:
             asked_json,
             question.input_id,
             deadline,
+            lease.journal.written,
         ]
         if on_expiry is not None:
             args += list(on_expiry)
-        with _fenced():
-            async with self._hooks(lease.session_id):
-                result = await self._ask(keys=keys, args=args)
+        try:
+            with _fenced():
+                async with self._hooks(lease.session_id):
+                    # The run's last write until it is answered: a failover must not take it back.
+                    result = await self._acknowledged(self._ask, keys, args)
+        except WritesLost as lost:
+            await self._append_again(lease, lost.last_seq)
+            return await self.ask(lease, asked, event, on_expiry)
         return Asked(result[0].decode())
 
     async def record_step(self, lease: RunLease, key: str, value_json: str) -> None:

@@ -94,11 +94,14 @@ def replicated(url: str) -> bool:
 async def write_replicated(redis: Redis, write: Callable[[Redis | Pipeline], Awaitable[Any]], wait: bool) -> Any:
     """`write(client)` (its commands), then, with `wait`, wait at most REPLICA_WAIT_MS for a replica
     to have it: WAIT counts the writes of its own connection, so both go in one pipeline. What `write`
-    returned (a script's reply, in the pipeline's results)."""
+    returned (a script's reply, in the pipeline's results), or its error as the script raised it."""
     if not wait:
         return await write(redis)
     async with redis.pipeline(transaction=False) as pipe:
         await write(pipe)
         pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
-        reply, _replicas = await pipe.execute()
+        # Not raised by the pipeline, which would rewrite the message ("Command # 1 ... caused error").
+        reply, _replicas = await pipe.execute(raise_on_error=False)
+    if isinstance(reply, Exception):
+        raise reply
     return reply

@@ -1,4 +1,5 @@
-"""Faults a Redis can have, made on purpose: full (over `maxmemory`, with `noeviction`), paused."""
+"""Faults a Redis can have, made on purpose: full (over `maxmemory`, with `noeviction`), paused,
+losing its last writes."""
 
 import contextlib
 import os
@@ -6,6 +7,9 @@ import signal
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
+
+from tokentail.shared.keys import Keys
+from tokentail.shared.settings import Settings
 
 
 async def fill(redis: Redis) -> None:
@@ -36,3 +40,16 @@ def pause(pid: int) -> None:
 
 def resume(pid: int) -> None:
     os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.asynccontextmanager
+async def rolled_back_after(redis: Redis, settings: Settings, session_id: str) -> AsyncIterator[None]:
+    """What is written to the session's events and meta inside the block is lost when it ends, as a
+    failover to a replica that had not received it yet loses it."""
+    keys = Keys(settings.key_prefix).session(session_id)
+    saved = [(key, await redis.dump(key)) for key in (keys.meta, keys.events)]
+    yield
+    async with redis.pipeline(transaction=True) as pipe:
+        for key, dumped in saved:
+            pipe.restore(key, 0, dumped, replace=True)
+        await pipe.execute()

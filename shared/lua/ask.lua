@@ -7,14 +7,14 @@
 --
 -- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] run_id, ARGV[11] lease_token,
 --   ARGV[12] the input.required event's data, ARGV[13] asked (JSON, kept opaque), ARGV[14] input_id,
---   ARGV[15] the deadline (Redis ms) or '', and for a question that takes a default answer when it
---   expires: ARGV[16] the answers then (JSON), ARGV[17] the input.received event's data then
--- Returns {'waiting', seq} | {'cancel'}, or an error starting with FENCED.
+--   ARGV[15] the deadline (Redis ms) or '', ARGV[16] expect (lib.lua's check_holder), and for a
+--   question that takes a default answer when it expires: ARGV[17] the answers then (JSON), ARGV[18]
+--   the input.received event's data then
+-- Returns {'waiting', seq} | {'cancel'}, or an error starting with FENCED or LOST.
 local k, s = session_context()
 local run_id, token = ARGV[10], ARGV[11]
-if redis.call('GET', k.lease) ~= token then
-  return redis.error_reply('FENCED run ' .. run_id .. ' no longer holds its lease')
-end
+local refused = check_holder(k, run_id, token, tonumber(redis.call('HGET', k.meta, 'seq') or 0), ARGV[16])
+if refused then return refused end
 if redis.call('HGET', k.meta, 'cancel_run') == run_id then return {'cancel'} end
 
 local ts = clock()
@@ -25,9 +25,9 @@ run.status = 'waiting'
 run.asked = ARGV[13]
 run.waiting_for = ARGV[14]
 run.waiting_until = deadline
-if ARGV[16] then
-  run.on_expiry_answers = ARGV[16]
-  run.on_expiry_received = ARGV[17]
+if ARGV[17] then
+  run.on_expiry_answers = ARGV[17]
+  run.on_expiry_received = ARGV[18]
 end
 redis.call('HSET', k.runs, run_id, cjson.encode(run))
 redis.call('DEL', k.lease)

@@ -46,20 +46,30 @@ local function add_hook(k, s, seq, event_type, data, ts, output)
   if not SPLIT_QUEUE then redis.call('ZADD', k.hook_index, math.floor(tonumber(ts) / 1000), s.session_id) end
 end
 
+-- Whether the run's worker may write: the FENCED error when the run's lease is no longer its
+-- `token`; the LOST error when the session's last seq is below `expect`, the last seq the worker
+-- was told it wrote (Redis lost writes it acknowledged: a failover to a replica a moment behind, a
+-- restart without them), for the worker to write them again under their ids before going on; else nil.
+local function check_holder(k, run_id, token, seq, expect)
+  if redis.call('GET', k.lease) ~= token then
+    return redis.error_reply('FENCED run ' .. run_id .. ' no longer holds its lease')
+  end
+  if seq < tonumber(expect) then
+    return redis.error_reply('LOST ' .. seq .. ' is the last seq of run ' .. run_id .. "'s session, not " .. expect)
+  end
+end
+
 -- The checks before an append (append.lua, append_events.lua), with `k` the session's keys: the
 -- seq of the first try when this append went through already (sent again after its reply was lost:
 -- by the writer, or by the Redis client's own retry, so even a "first" try may be a second); or
--- nil and the FENCED error when the run's lease is no longer the writer's; or nil, nil and the
--- session's last seq, when the append may go ahead.
-local function check_append(k, run_id, token, append_id)
+-- nil and check_holder's error; or nil, nil and the session's last seq, when the append may go ahead.
+local function check_append(k, run_id, token, append_id, expect)
   local meta = redis.call('HMGET', k.meta, 'last_append', 'last_append_seq', 'seq')
   if meta[1] == append_id then
     return tonumber(meta[2])
   end
-  if redis.call('GET', k.lease) ~= token then
-    return nil, redis.error_reply('FENCED run ' .. run_id .. ' no longer holds its lease')
-  end
-  return nil, nil, tonumber(meta[3] or 0)
+  local seq = tonumber(meta[3] or 0)
+  return nil, check_holder(k, run_id, token, seq, expect), seq
 end
 
 -- With an archive, a session whose run is going is looked at this often (worker/archiver.py's claim).

@@ -1,5 +1,5 @@
-"""Redis paused, restarted or full under runs in flight, with real processes: no run is restarted,
-none is lost, no worker stops, and every client's stream stays whole. Figures are printed
+"""Redis paused, restarted, full, or losing its last writes under runs in flight, with real processes:
+no run is restarted, none is lost, no worker stops, and every client's stream stays whole. Figures are printed
 (`pytest -s`), not asserted: machines are noisy."""
 
 import asyncio
@@ -14,12 +14,14 @@ from redis.asyncio import Redis
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.redis_faults import full, pause, resume
+from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail.worker.providers.scripted import scripted_tokens
 
 RUNS = 20
 TOKENS = 400
 PARAMS = {"tokens": TOKENS, "tokens_per_second": 50}  # 8 s a run: the fault strikes mid-answer
+LOST_SECONDS = 0.3  # what a replica a moment behind lacks: a few deltas of each run
 OUTAGE_SECONDS = float(os.environ.get("TEST_REDIS_OUTAGE_SECONDS", 6))  # longer than the default 5 s lease
 
 
@@ -91,3 +93,33 @@ async def test_a_full_redis_stops_no_worker_and_loses_no_run(stack: Stack) -> No
     print(f"\nRedis full (noeviction) for {OUTAGE_SECONDS:.0f} s under {RUNS} runs:")  # noqa: T201
     watchers: list[Any] = await _runs_through(stack, fill_up)
     _assert_none_restarted(watchers)
+
+
+async def test_events_a_failover_lost_are_written_again_under_the_same_ids(stack: Stack) -> None:
+    """As a failover to a replica a moment behind would: every session's events and meta lose their
+    last LOST_SECONDS of writes under live followers. Each run writes what it lost again, under the
+    same ids, so followers and later readers all get the whole answer."""
+    prefix = stack.env["TOKENTAIL_KEY_PREFIX"]
+
+    async def lose_last_writes(client: httpx2.AsyncClient, url: str) -> None:
+        async with Redis.from_url(stack.redis.url) as redis:
+            keys = [key async for key in redis.scan_iter(f"{prefix}:*:meta")]
+            keys += [key async for key in redis.scan_iter(f"{prefix}:*:events")]
+            async with redis.pipeline(transaction=True) as pipe:
+                for key in keys:
+                    pipe.dump(key)
+                dumps = await pipe.execute()
+            await asyncio.sleep(LOST_SECONDS)
+            async with redis.pipeline(transaction=True) as pipe:  # at one instant, as a promotion
+                for key, dumped in zip(keys, dumps, strict=True):
+                    pipe.restore(key, 0, dumped, replace=True)
+                await pipe.execute()
+
+    print(f"\nRedis lost its last {LOST_SECONDS} s of writes under {RUNS} runs:")  # noqa: T201
+    watchers = await _runs_through(stack, lose_last_writes)
+    _assert_none_restarted(watchers)
+    async with httpx2.AsyncClient(timeout=30) as client:
+        for watcher in watchers:
+            stored = await read_events(client, watcher.url)
+            assert stored.ids == watcher.seen.ids
+            assert "".join(data["text"] for data in stored.of("message.delta")) == watcher.answer()

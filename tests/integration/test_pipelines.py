@@ -177,7 +177,7 @@ async def test_a_round_trip_cancelled_before_its_replies_leaves_no_reply_behind(
     runs = _batched(redis, settings, pipeline)
     session_id, run = await start_a_run(runs)
     keys, head = runs._run_script_args(session_id)
-    call = (keys, [*head, run.run_id, "lease-1", "cancelled-1", "", *delta_of(run.run_id, "a")])
+    call = (keys, [*head, run.run_id, "lease-1", "cancelled-1", "", 0, *delta_of(run.run_id, "a")])
     cut = asyncio.create_task(pipeline._pipeline([call] * 50))
     await asyncio.sleep(0)  # sent (or sending), no reply read yet
     cut.cancel()

@@ -15,10 +15,16 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.redis_faults import rolled_back_after
 from tests.redis_sentinel import LocalSentinels
+from tests.sessions import completion, delta_of, start_a_run
 from tests.sse_client import read_events
 from tokentail.client import AsyncTokentail
+from tokentail.shared.errors import LeaseLost
+from tokentail.shared.lifecycle import RunLease, RunLifecycle
+from tokentail.shared.redis_clients import close_sentinels, redis_client
 from tokentail.shared.redis_urls import SentinelSetup, sentinel_setup
+from tokentail.shared.settings import Settings
 from tokentail.worker.main import arq_redis_settings
 
 SLOW = {"tokens": 30, "tokens_per_second": 20}  # 1.5 s a run
@@ -139,6 +145,24 @@ async def test_a_replica_that_does_not_answer_slows_queueing_by_at_most_a_second
         sentinels.replica.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
     print(f"\nQueued in {queued_in:.2f} s with the replica stopped")  # noqa: T201
     assert len(stream.of("run.completed")) == 1
+
+
+async def test_writes_a_replica_must_have_are_still_fenced(sentinels: LocalSentinels, settings: Settings) -> None:
+    """The writes that wait for a replica (a run's start and end, a question) go with WAIT in a
+    pipeline: their FENCED and LOST answers still stop or recover the run as on one Redis."""
+    redis = redis_client(sentinels.url, 4, wait=10)
+    runs = RunLifecycle(redis, settings.model_copy(update={"redis_url": sentinels.url}))
+    try:
+        session_id, run = await start_a_run(runs)
+        with pytest.raises(LeaseLost):
+            await RunLease(runs, session_id, run.run_id, "not-the-lease").append([], ending=completion(run.run_id))
+        lease = RunLease(runs, session_id, run.run_id, "lease-1")
+        async with rolled_back_after(redis, settings, session_id):  # Redis loses the delta (3)
+            await lease.append([delta_of(run.run_id, "a")])
+        assert await lease.append([], ending=completion(run.run_id, "a")) == 4  # 3 written again first
+    finally:
+        await close_sentinels(redis)
+        await redis.aclose()
 
 
 async def _waiting_once_two_run(client: httpx2.AsyncClient, sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,0 +1,58 @@
+"""What a run's worker appended lately, to append again what Redis lost.
+
+Redis acknowledges a write before its replica has it. A failover to a replica a moment behind (a
+Sentinel promotion, a Redis Cluster failover) or a restart that lost the last writes takes back
+the last events a run appended, though its followers may have read them: appending on would give
+the next events the ids of the lost ones, and followers that had the lost ones would skip the new.
+So each append tells Redis the last seq its worker was told it wrote (`expect`); a session below it
+answers LOST (lib.lua's check_holder), and the worker appends the lost events again, as they were,
+under the same ids and append ids (shared/lifecycle.py), before going on.
+
+The journal keeps the appends of the last `JOURNAL_BYTES` of event data: a replica's lag is
+milliseconds of a run's output. Lost events that are not all in it (older, or appended by someone
+else, such as the gateway's `run.queued` for a run in line) cannot be written again as they were:
+the run then stops as if it had lost its lease, and is taken over.
+"""
+
+from collections import deque
+from collections.abc import Sequence
+from typing import NamedTuple
+
+JOURNAL_BYTES = 64 * 1024
+
+
+class Appended(NamedTuple):
+    append_id: str
+    events: Sequence[tuple[str, str]]  # (type, data_json)
+    last: int  # the seq of its last event
+
+    @property
+    def first(self) -> int:
+        return self.last - len(self.events) + 1
+
+
+class WriteJournal:
+    __slots__ = ("written", "_appends", "_bytes")
+
+    def __init__(self) -> None:
+        self.written = 0  # the last seq an append of this run was told it wrote: Redis may not be below it
+        self._appends: deque[tuple[Appended, int]] = deque()
+        self._bytes = 0
+
+    def wrote(self, append_id: str, events: Sequence[tuple[str, str]], last: int) -> None:
+        size = sum(len(data) for _, data in events)
+        self._appends.append((Appended(append_id, events, last), size))
+        self._bytes += size
+        while self._bytes > JOURNAL_BYTES and len(self._appends) > 1:
+            self._bytes -= self._appends.popleft()[1]
+        self.written = max(self.written, last)
+
+    def lost(self, last_seq: int) -> list[Appended] | None:
+        """The appends to write again, in order, for a session whose last seq is now `last_seq`; None if
+        the events after it are not all in the journal."""
+        appends = [append for append, _ in self._appends if append.last > last_seq]
+        if not appends or appends[0].first != last_seq + 1:
+            return None
+        if any(earlier.last + 1 != later.first for earlier, later in zip(appends, appends[1:], strict=False)):
+            return None  # someone else's events between two of ours
+        return appends

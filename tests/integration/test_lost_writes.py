@@ -1,0 +1,106 @@
+"""A run's events that Redis acknowledged and then lost (a failover to a replica a moment behind, a
+restart without its last writes), on a real Redis: the session's keys are rolled back as such a
+failover would, and the run's next write appends the lost events again under their ids first, on
+the batched path as on the plain one; events it cannot append as they were stop the run instead."""
+
+import json
+from collections.abc import Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.redis_faults import rolled_back_after
+from tests.sessions import completion, delta_of, start_a_run
+from tokentail.shared.errors import LeaseLost
+from tokentail.shared.events import InputRequired
+from tokentail.shared.lifecycle import Asked, RunLease, RunLifecycle
+from tokentail.shared.lua import load_script
+from tokentail.shared.records import Question
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+from tokentail.worker.pipelines import ScriptPipeline
+
+
+def _texts(events: list[tuple[int, str, str]]) -> list[tuple[int, str]]:
+    return [(seq, json.loads(data)["text"]) for seq, kind, data in events if kind == "message.delta"]
+
+
+async def _stored(store: SessionStore, session_id: str) -> list[tuple[int, str, str]]:
+    return [(event.seq, event.type.decode(), event.data.decode()) for event in await store.read(session_id, 0, 100)]
+
+
+@pytest.fixture(params=["plain", "batched"])
+def lifecycle(request: pytest.FixtureRequest, redis: Redis, settings: Settings) -> RunLifecycle:
+    if request.param == "plain":
+        return RunLifecycle(redis, settings)
+    appends = ScriptPipeline(redis, load_script("append_events"), joinable=True)
+    return RunLifecycle(
+        redis,
+        settings,
+        batched=lambda script, joinable: (
+            appends if script == load_script("append_events") else ScriptPipeline(redis, script, joinable)
+        ),
+    )
+
+
+async def _append_soon(lease: RunLease, text: str) -> int:
+    return await lease.append_soon([delta_of(lease.run_id, text)], f"{lease.run_id}.{text}")
+
+
+async def _append(lease: RunLease, text: str) -> int:
+    return await lease.append([delta_of(lease.run_id, text)], f"{lease.run_id}.{text}")
+
+
+@pytest.mark.parametrize("append", [_append, _append_soon], ids=["append", "append_soon"])
+async def test_lost_events_are_appended_again_under_their_ids_before_the_next(
+    redis: Redis,
+    settings: Settings,
+    store: SessionStore,
+    lifecycle: RunLifecycle,
+    append: Callable[[RunLease, str], object],
+) -> None:
+    session_id, run = await start_a_run(lifecycle)  # run.queued 1, run.started 2
+    lease = RunLease(lifecycle, session_id, run.run_id, "lease-1")
+    assert await _append(lease, "a") == 3
+    async with rolled_back_after(redis, settings, session_id):
+        assert await _append(lease, "b") == 4
+        assert await _append(lease, "c") == 5
+    before = await _stored(store, session_id)
+    assert _texts(before) == [(3, "a")]  # Redis forgot b and c
+
+    assert await append(lease, "d") == 6  # type: ignore[misc]
+    await lease.append([], ending=completion(run.run_id, "abcd"))
+    events = await _stored(store, session_id)
+    assert _texts(events) == [(3, "a"), (4, "b"), (5, "c"), (6, "d")]
+    assert [seq for seq, _, _ in events] == list(range(1, 8))
+
+
+async def test_a_question_asked_after_lost_events_comes_after_them(
+    redis: Redis, settings: Settings, store: SessionStore, lifecycle: RunLifecycle
+) -> None:
+    session_id, run = await start_a_run(lifecycle)
+    lease = RunLease(lifecycle, session_id, run.run_id, "lease-1")
+    async with rolled_back_after(redis, settings, session_id):
+        await _append(lease, "a")
+    question = Question(input_id="q1", kind="text", prompt="Name?", answer_schema={"type": "string"})
+    event = InputRequired(
+        run_id=run.run_id, input_id="q1", kind="text", prompt="Name?", answer_schema={"type": "string"}
+    )
+    assert await lease.ask([question], event, None) is Asked.WAITING
+    events = await _stored(store, session_id)
+    assert [(seq, kind) for seq, kind, _ in events][2:] == [(3, "message.delta"), (4, "input.required")]
+
+
+async def test_lost_events_it_cannot_append_as_they_were_stop_the_run(
+    redis: Redis, settings: Settings, store: SessionStore, lifecycle: RunLifecycle
+) -> None:
+    session_id, run = await start_a_run(lifecycle)
+    lease = RunLease(lifecycle, session_id, run.run_id, "lease-1")
+    async with rolled_back_after(redis, settings, session_id):
+        # An event this worker's journal does not hold (another holder of the same lease stands in
+        # for one appended by someone else), then one it does.
+        await RunLease(lifecycle, session_id, run.run_id, "lease-1").append([delta_of(run.run_id, "theirs")])
+        await _append(lease, "ours")
+    with pytest.raises(LeaseLost):
+        await _append(lease, "next")
+    assert [seq for seq, _, _ in await _stored(store, session_id)] == [1, 2]  # nothing written under lost ids
