@@ -160,7 +160,9 @@ async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone
     for holder in holders:
         holder.cancel()
     await asyncio.gather(*holders, return_exceptions=True)
-    assert 2 <= len(round_trips) <= 5  # one per beat, not one per run per beat (60)
+    # About one round trip per beat, not one per run per beat: on a loaded machine a beat's renewals
+    # may split over two round trips, so count calls per round trip (1 without the pipeline).
+    assert len(round_trips) >= 2 and sum(round_trips) / len(round_trips) >= 5, round_trips
     assert lost == [0]
 
 
