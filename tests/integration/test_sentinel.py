@@ -18,7 +18,7 @@ import pytest
 from tests.redis_faults import rolled_back_after
 from tests.redis_sentinel import LocalSentinels
 from tests.sessions import completion, delta_of, start_a_run
-from tests.sse_client import read_events
+from tests.sse_client import Received, read_events
 from tokentail.client import AsyncTokentail
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.lifecycle import RunLease, RunLifecycle
@@ -80,9 +80,8 @@ async def test_the_queue_s_primary_killed_with_runs_queued_and_running_loses_non
         sessions = before + after
         finished = await _finished(client, sessions, within=60)
         streams = [await read_events(client, created["events_url"]) for created in finished]
-    starts = [Counter(data.get("reason", "start") for data in stream.of("run.started")) for stream in streams]
     lost = len(sessions) - sum(len(stream.of("run.completed")) for stream in streams)
-    twice = sum(1 for count in starts if count["start"] > 1 or count["takeover"] > 0)
+    twice = _run_twice(streams)
     print(  # noqa: T201
         f"\nSentinel failover: replica promoted {promoted_in:.2f} s after the primary's kill; first token of the"
         f" first run taken from the queue after it {first_from_queue_at - killed_at:.2f} s after the kill, of a"
@@ -115,8 +114,7 @@ async def test_sessions_on_a_sentinel_setup_follow_the_promoted_primary_with_eve
         sessions = before + after
         finished = await _finished(client, sessions, within=60)
         streams = [await read_events(client, created["events_url"]) for created in finished]
-    starts = [Counter(data.get("reason", "start") for data in stream.of("run.started")) for stream in streams]
-    twice = sum(1 for count in starts if count["start"] > 1 or count["takeover"] > 0)
+    twice = _run_twice(streams)
     print(  # noqa: T201
         f"\nSessions on Sentinel: the follower's next event {(resumed_at or killed_at) - killed_at:.2f} s after the"
         f" primary's kill; of {len(sessions)} runs, lost {len(sessions) - len(finished)}, run twice {twice}"
@@ -163,6 +161,12 @@ async def test_writes_a_replica_must_have_are_still_fenced(sentinels: LocalSenti
     finally:
         await close_sentinels(redis)
         await redis.aclose()
+
+
+def _run_twice(streams: list[Received]) -> int:
+    """How many of the sessions' runs were started more than once (again, or taken over)."""
+    starts = [Counter(data.get("reason", "start") for data in stream.of("run.started")) for stream in streams]
+    return sum(1 for count in starts if count["start"] > 1 or count["takeover"] > 0)
 
 
 async def _waiting_once_two_run(client: httpx2.AsyncClient, sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
