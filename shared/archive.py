@@ -156,37 +156,33 @@ class Archive:
         """The session's record and `events` (in order, from where the archive stopped), in one
         transaction. Events already there are left as they are."""
         with _unavailable():
-            await self._save(session_id, tenant, record, last_event_id, events)
-
-    async def _save(
-        self, session_id: str, tenant: str, record: str, last_event_id: int, events: Sequence[StoredEvent]
-    ) -> None:
-        async with self._pool.acquire() as connection, connection.transaction():
-            await connection.execute(
-                """INSERT INTO tokentail_sessions (namespace, session_id, tenant, record, last_event_id, archived_at)
-                   VALUES ($1, $2, $3, $4, $5, $6)
-                   ON CONFLICT (namespace, session_id) DO UPDATE SET record = EXCLUDED.record,
-                       last_event_id = GREATEST(tokentail_sessions.last_event_id, EXCLUDED.last_event_id),
-                       archived_at = EXCLUDED.archived_at""",
-                self._namespace,
-                session_id,
-                tenant,
-                record,
-                last_event_id,
-                time.time(),
-            )
-            if events:
+            async with self._pool.acquire() as connection, connection.transaction():
                 await connection.execute(
-                    """INSERT INTO tokentail_events (namespace, session_id, seq, type, data, ts_us)
-                       SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::bigint[])
-                       ON CONFLICT DO NOTHING""",
+                    """INSERT INTO tokentail_sessions
+                           (namespace, session_id, tenant, record, last_event_id, archived_at)
+                       VALUES ($1, $2, $3, $4, $5, $6)
+                       ON CONFLICT (namespace, session_id) DO UPDATE SET record = EXCLUDED.record,
+                           last_event_id = GREATEST(tokentail_sessions.last_event_id, EXCLUDED.last_event_id),
+                           archived_at = EXCLUDED.archived_at""",
                     self._namespace,
                     session_id,
-                    [event.seq for event in events],
-                    [event.type.decode() for event in events],
-                    [event.data.decode() for event in events],
-                    [event.ts_us for event in events],
+                    tenant,
+                    record,
+                    last_event_id,
+                    time.time(),
                 )
+                if events:
+                    await connection.execute(
+                        """INSERT INTO tokentail_events (namespace, session_id, seq, type, data, ts_us)
+                           SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::bigint[])
+                           ON CONFLICT DO NOTHING""",
+                        self._namespace,
+                        session_id,
+                        [event.seq for event in events],
+                        [event.type.decode() for event in events],
+                        [event.data.decode() for event in events],
+                        [event.ts_us for event in events],
+                    )
 
     async def session(self, session_id: str) -> ArchivedSession | None:
         with _unavailable():

@@ -20,7 +20,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
@@ -57,6 +57,7 @@ from tokentail.shared.webhook_messages import HOOKED_EVENTS
 from tokentail.shared.write_journal import WriteJournal
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from tokentail.shared.archive import Archive
@@ -513,15 +514,19 @@ class RunLifecycle:
         it `ending`; returns the last seq. Sending the same `append_id` again (after a lost reply)
         appends nothing twice. Events of the run that Redis lost are appended again first."""
         append_id = append_id or secrets.token_hex(8)
+        seq = await self._after_lost_events(lease, lambda: self._append_once(lease, events, append_id, ending))
+        if ending is None:
+            lease.journal.wrote(append_id, events, seq)
+        return seq
+
+    async def _after_lost_events(self, lease: RunLease, write: Callable[[], Awaitable[T]]) -> T:
+        """`write()`, a write of the run's worker; if Redis lost events the run wrote before (LOST),
+        those first, appended again under their ids."""
         while True:
             try:
-                seq = await self._append_once(lease, events, append_id, ending)
+                return await write()
             except WritesLost as lost:
                 await self._append_again(lease, lost.last_seq)
-                continue
-            if ending is None:
-                lease.journal.wrote(append_id, events, seq)
-            return seq
 
     async def _append_once(
         self,
@@ -558,13 +563,13 @@ class RunLifecycle:
 
     async def _append_again(self, lease: RunLease, last_seq: int) -> None:
         """Append again, under their ids, the run's events after `last_seq` that Redis lost."""
+        cannot = LeaseLost(f"Redis lost events of run {lease.run_id} that its worker cannot append again as they were")
         lost = lease.journal.lost(last_seq)
-        for append in lost or []:
-            if await self._append_once(lease, append.events, append.append_id, None, append.first - 1) != append.last:
-                lost = None  # someone appended meanwhile: the ids cannot be the same
-                break
         if lost is None:
-            raise LeaseLost(f"Redis lost events of run {lease.run_id} that its worker cannot append again as they were")
+            raise cannot
+        for append in lost:
+            if await self._append_once(lease, append.events, append.append_id, None, append.first - 1) != append.last:
+                raise cannot  # someone appended meanwhile: the ids cannot be the same
         with log_context(session_id=lease.session_id, run_id=lease.run_id):  # called back in any run's context
             logger.warning("appended again the %d events Redis lost", lease.journal.written - last_seq)
 
@@ -631,14 +636,14 @@ class RunLifecycle:
         ]
         if on_expiry is not None:
             args += list(on_expiry)
-        try:
+
+        async def ask() -> Any:
             with _fenced():
                 async with self._hooks(lease.session_id):
                     # The run's last write until it is answered: a failover must not take it back.
-                    result = await self._acknowledged(self._ask, keys, args)
-        except WritesLost as lost:
-            await self._append_again(lease, lost.last_seq)
-            return await self.ask(lease, asked, event, on_expiry)
+                    return await self._acknowledged(self._ask, keys, args)
+
+        result = await self._after_lost_events(lease, ask)
         return Asked(result[0].decode())
 
     async def record_step(self, lease: RunLease, key: str, value_json: str) -> None:

@@ -101,13 +101,10 @@ class Archiver:
             events = await self._store.read_hot(session_id, after, BATCH)
             if events:  # nothing new, nothing changed (a run's record changes with its events)
                 await self.archive.save(session_id, session.tenant, record, session.last_event_id, events)
+                after = events[-1].seq
             if len(events) < BATCH:
-                break
-            after = events[-1].seq
+                return await self._settle(session_id, after, claim)
             await self._settle(session_id, after, claim)  # its stream may now be trimmed up to here
-        if events:
-            after = events[-1].seq
-        return await self._settle(session_id, after, claim)
 
     async def _settle(self, session_id: str, archived: int, claim: str) -> str:
         keys = self.keys.session(session_id)
