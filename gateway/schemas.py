@@ -180,6 +180,18 @@ _CANCEL_STATUS: dict[Cancel, Literal["cancelling", "cancelled", "idle"]] = {
 }
 
 
+class SessionDeleted(BaseModel):
+    """A deletion whose archive's copy is still to go (202; a deletion with nothing left is 204)."""
+
+    session_id: str
+    deleted: Literal[True] = True
+    archive: Literal["pending"] = Field(
+        "pending",
+        description="the archive (PostgreSQL) did not answer: the session is deleted, and its archived copy is "
+        "deleted once the archive is back",
+    )
+
+
 class SessionView(BaseModel):
     session_id: str
     status: SessionStatus

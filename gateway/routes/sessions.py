@@ -3,8 +3,10 @@
 import time
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 
 from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.gateway.commands import deletion
 from tokentail.gateway.commands.questions import answer_question
 from tokentail.gateway.commands.turns import check_agent_name, check_params, check_size, queue_follow_up
 from tokentail.gateway.deps import (
@@ -30,6 +32,7 @@ from tokentail.gateway.schemas import (
     PendingInput,
     RunAccepted,
     SessionCreated,
+    SessionDeleted,
     SessionView,
     StreamToken,
     TokenRequest,
@@ -163,13 +166,17 @@ def _pending_input(run: RunRecord | None) -> PendingInput | None:
     return PendingInput.model_validate(question.event(run.run_id).model_dump(by_alias=True))
 
 
-@router.delete("/{session_id}", status_code=204, responses=ERROR_RESPONSES)
+@router.delete(
+    "/{session_id}",
+    status_code=204,
+    responses={**ERROR_RESPONSES, 202: {"model": SessionDeleted, "description": "deleted; the archive's copy later"}},
+)
 async def delete_session(session_id: OwnedSessionDep, store: StoreDep, runs: RunsDep) -> Response:
+    """Delete the session: 204, or 202 when the archive is down (deleted, its archived copy once it is back)."""
     session = await store.get_session(session_id)  # 404 or 410 if there is nothing to delete
-    await runs.delete_session(session)
-    if store.archive is not None:
-        await store.archive.delete(session_id)
-    return Response(status_code=204)
+    if await deletion.delete_session(runs, store, session):
+        return Response(status_code=204)
+    return JSONResponse(SessionDeleted(session_id=session_id).model_dump(), status_code=202)
 
 
 @router.post("/{session_id}/token", responses=ERROR_RESPONSES)
