@@ -7,15 +7,23 @@ only after the archive has all of it (worker/archiver.py). Readers do not see th
 Redis no longer holds is read from here, then the Redis tail (shared/store.py).
 
 Two tables: a session's record (its meta and runs, as `GET /v1/sessions/{sid}` shows them) and its
-events, keyed by (namespace, session id, seq), the namespace being the deployment's key prefix. Writes
-are idempotent (a row already there is left alone), so archiving is at least once with no duplicate.
+events, keyed by (namespace, session id, seq), the namespace being the deployment's key prefix (and a
+third, `tokentail_schema`, with the schema's version). Writes are idempotent (a row already there is
+left alone), so archiving is at least once with no duplicate; an event that comes again with other
+content under an id the archive holds is refused (`ArchiveConflict`), never silently kept or replaced.
 The schema is made by `tokentail migrate` (MIGRATIONS, in order, each once); an archive whose schema
 is behind refuses to start, saying so.
+
+Every use of a connection is bounded, its checkout included (`archive_timeout_seconds` for readers,
+who wait with a client; `WRITE_TIMEOUT_SECONDS` for the archiver), and each is one statement, so a
+bound that fires drops the connection at once: asyncpg's own cancel would ask the server first, and a
+frozen server answers that no sooner than the query.
 """
 
+import asyncio
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from tokentail.shared.errors import ArchiveUnavailable
@@ -58,6 +66,17 @@ class ArchiveError(RuntimeError):
     """The archive cannot be used as configured (no driver, a schema behind)."""
 
 
+class ArchiveConflict(RuntimeError):
+    """Events came to the archive under ids it holds with other content: Redis gave an id out twice
+    (a session brought back under an id it had, events taken back by a failover and written again
+    otherwise). Nothing of the batch was written; the session is not archived until an operator looks."""
+
+    def __init__(self, session_id: str, seqs: list[int]) -> None:
+        super().__init__(f"session {session_id}: events {seqs} differ from the archive's under the same ids")
+        self.session_id = session_id
+        self.seqs = seqs
+
+
 def _driver() -> Any:
     if asyncpg is None:
         raise ArchiveError("TOKENTAIL_ARCHIVE_URL needs the archive driver: pip install 'tokentail[archive]'")
@@ -84,7 +103,7 @@ async def migrate(url: str) -> list[int]:
 
 
 CONNECT_TIMEOUT = 5.0  # a Postgres that is down is told apart quickly; asyncpg waits 60 s by default
-COMMAND_TIMEOUT = 60.0
+WRITE_TIMEOUT_SECONDS = 60.0  # an archiver's batch: nobody waits on it, but a frozen server must not hold it
 
 
 @contextlib.contextmanager
@@ -101,7 +120,7 @@ async def open_archive(settings: Settings) -> "Archive | None":
     """The archive the settings name (not connected yet), or None."""
     if settings.archive_url is None:
         return None
-    archive = Archive(settings.archive_url, settings.key_prefix)
+    archive = Archive(settings.archive_url, settings.key_prefix, read_timeout=settings.archive_timeout_seconds)
     await archive.start()
     return archive
 
@@ -118,10 +137,11 @@ class ArchivedSession:
 
 
 class Archive:
-    def __init__(self, url: str, namespace: str, max_connections: int = 4) -> None:
+    def __init__(self, url: str, namespace: str, max_connections: int = 4, read_timeout: float = 5.0) -> None:
         self._url = url
         self._namespace = namespace
         self._max_connections = max_connections
+        self._read_timeout = read_timeout
         self._pool: Any = None
 
     async def start(self) -> None:
@@ -131,15 +151,31 @@ class Archive:
             min_size=0,
             max_size=self._max_connections,
             timeout=CONNECT_TIMEOUT,
-            command_timeout=COMMAND_TIMEOUT,
+            command_timeout=WRITE_TIMEOUT_SECONDS,
         )
         await self._pool
 
-    async def check_schema(self) -> None:
+    @contextlib.asynccontextmanager
+    async def _connection(self, seconds: float | None = None) -> AsyncIterator[Any]:
+        """A pooled connection for one statement, checkout and all within `seconds` (the readers'
+        bound by default); past it the connection is dropped and the caller gets ArchiveUnavailable."""
+        seconds = self._read_timeout if seconds is None else seconds
         with _unavailable():
-            async with self._pool.acquire() as connection:
-                exists = await connection.fetchval("SELECT to_regclass('tokentail_schema') IS NOT NULL")
-                version = await connection.fetchval("SELECT max(version) FROM tokentail_schema") if exists else 0
+            deadline = asyncio.get_running_loop().time() + seconds
+            connection = await self._pool.acquire(timeout=seconds)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    yield connection
+            except TimeoutError:
+                connection.terminate()
+                raise
+            finally:
+                await self._pool.release(connection)
+
+    async def check_schema(self) -> None:
+        async with self._connection() as connection:
+            exists = await connection.fetchval("SELECT to_regclass('tokentail_schema') IS NOT NULL")
+            version = await connection.fetchval("SELECT max(version) FROM tokentail_schema") if exists else 0
         if (version or 0) < SCHEMA_VERSION:
             raise ArchiveError(
                 f"the archive's schema is at version {version or 0}, this tokentail needs {SCHEMA_VERSION}:"
@@ -153,41 +189,55 @@ class Archive:
     async def save(
         self, session_id: str, tenant: str, record: str, last_event_id: int, events: Sequence[StoredEvent]
     ) -> None:
-        """The session's record and `events` (in order, from where the archive stopped), in one
-        transaction. Events already there are left as they are."""
-        with _unavailable():
-            async with self._pool.acquire() as connection, connection.transaction():
-                await connection.execute(
-                    """INSERT INTO tokentail_sessions
+        """The session's record (written only if it changed) and `events` (in order, from where the
+        archive stopped), in one statement. Events already there are left as they are; if any of
+        them differs, nothing is written and ArchiveConflict says which."""
+        async with self._connection(WRITE_TIMEOUT_SECONDS) as connection:
+            conflicts = await connection.fetch(
+                """WITH incoming AS (
+                       SELECT * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::bigint[])
+                           AS i (seq, type, data, ts_us)
+                   ), conflicts AS (
+                       SELECT i.seq FROM incoming i JOIN tokentail_events e
+                           ON e.namespace = $1 AND e.session_id = $2 AND e.seq = i.seq
+                       WHERE e.type <> i.type OR e.data <> i.data
+                   ), saved AS (
+                       INSERT INTO tokentail_sessions AS s
                            (namespace, session_id, tenant, record, last_event_id, archived_at)
-                       VALUES ($1, $2, $3, $4, $5, $6)
+                       SELECT $1, $2, $7, $8, $9, $10 WHERE NOT EXISTS (SELECT FROM conflicts)
                        ON CONFLICT (namespace, session_id) DO UPDATE SET record = EXCLUDED.record,
-                           last_event_id = GREATEST(tokentail_sessions.last_event_id, EXCLUDED.last_event_id),
-                           archived_at = EXCLUDED.archived_at""",
-                    self._namespace,
-                    session_id,
-                    tenant,
-                    record,
-                    last_event_id,
-                    time.time(),
-                )
-                if events:
-                    await connection.execute(
-                        """INSERT INTO tokentail_events (namespace, session_id, seq, type, data, ts_us)
-                           SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::bigint[])
-                           ON CONFLICT DO NOTHING""",
-                        self._namespace,
-                        session_id,
-                        [event.seq for event in events],
-                        [event.type.decode() for event in events],
-                        [event.data.decode() for event in events],
-                        [event.ts_us for event in events],
-                    )
+                           last_event_id = GREATEST(s.last_event_id, EXCLUDED.last_event_id),
+                           archived_at = EXCLUDED.archived_at
+                       WHERE s.record IS DISTINCT FROM EXCLUDED.record OR s.last_event_id < EXCLUDED.last_event_id
+                   ), stored AS (
+                       INSERT INTO tokentail_events (namespace, session_id, seq, type, data, ts_us)
+                       SELECT $1, $2, * FROM incoming WHERE NOT EXISTS (SELECT FROM conflicts)
+                       ON CONFLICT DO NOTHING
+                   )
+                   SELECT seq FROM conflicts ORDER BY seq LIMIT 20""",
+                self._namespace,
+                session_id,
+                [event.seq for event in events],
+                [event.type.decode() for event in events],
+                [event.data.decode() for event in events],
+                [event.ts_us for event in events],
+                tenant,
+                record,
+                last_event_id,
+                time.time(),
+            )
+        if conflicts:
+            raise ArchiveConflict(session_id, [row["seq"] for row in conflicts])
 
     async def session(self, session_id: str) -> ArchivedSession | None:
-        with _unavailable():
-            row = await self._pool.fetchrow(
-                "SELECT tenant, record, last_event_id FROM tokentail_sessions WHERE namespace = $1 AND session_id = $2",
+        """The session's record, and its last id: its record's, or its last event's if later (a record
+        from before its last events), so that a session brought back never gives an id out again."""
+        async with self._connection() as connection:
+            row = await connection.fetchrow(
+                """SELECT tenant, record, GREATEST(last_event_id, (
+                       SELECT max(seq) FROM tokentail_events e WHERE e.namespace = $1 AND e.session_id = $2
+                   )) AS last_event_id
+                   FROM tokentail_sessions WHERE namespace = $1 AND session_id = $2""",
                 self._namespace,
                 session_id,
             )
@@ -195,8 +245,8 @@ class Archive:
 
     async def read(self, session_id: str, after: int, count: int, before: int | None = None) -> list[StoredEvent]:
         """Events with ids after `after` (and before `before`), oldest first, at most `count`."""
-        with _unavailable():
-            rows = await self._pool.fetch(
+        async with self._connection() as connection:
+            rows = await connection.fetch(
                 """SELECT seq, type, data, ts_us FROM tokentail_events
                    WHERE namespace = $1 AND session_id = $2 AND seq > $3 AND seq < $4 ORDER BY seq LIMIT $5""",
                 self._namespace,
@@ -208,23 +258,23 @@ class Archive:
         return [StoredEvent(row["seq"], row["type"].encode(), row["data"].encode(), row["ts_us"]) for row in rows]
 
     async def first_seq(self, session_id: str) -> int | None:
-        with _unavailable():
-            return await self._pool.fetchval(  # type: ignore[no-any-return]
+        async with self._connection() as connection:
+            return await connection.fetchval(  # type: ignore[no-any-return]
                 "SELECT min(seq) FROM tokentail_events WHERE namespace = $1 AND session_id = $2",
                 self._namespace,
                 session_id,
             )
 
     async def delete(self, session_id: str) -> None:
-        with _unavailable():
-            await self._pool.execute(
+        async with self._connection() as connection:
+            await connection.execute(
                 "DELETE FROM tokentail_sessions WHERE namespace = $1 AND session_id = $2", self._namespace, session_id
             )
 
     async def forget_before(self, archived_before: float) -> int:
         """Delete the sessions last archived before this Unix time (archive retention); how many."""
-        with _unavailable():
-            status = await self._pool.execute(
+        async with self._connection(WRITE_TIMEOUT_SECONDS) as connection:
+            status = await connection.execute(
                 "DELETE FROM tokentail_sessions WHERE namespace = $1 AND archived_at < $2",
                 self._namespace,
                 archived_before,

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     archive_retention_seconds: int = Field(
         0, ge=0, description="how long the archive keeps a session after its last write (0: for ever)"
     )
+    archive_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="how long a read from the archive may take, connection included, before it answers 503",
+    )
     default_model: str | None = Field(
         None,
         description="model of runs that name none (unset: OpenAI or Anthropic if its key is set, else scripted)",

@@ -103,20 +103,30 @@ class SessionStore:
             if (archived := await self._archived(session_id)) is not None:
                 return SessionRecord.model_validate_json(archived.record)
             raise SessionNotFound(session_id)
-        runs = sorted((decode_run(raw) for raw in runs_json), key=lambda r: r.queued_seq or 0)
-        return SessionRecord(
-            session_id=session_id,
-            created_at=float(meta[b"created_at"]),
-            tenant=meta[b"tenant"].decode() if b"tenant" in meta else PUBLIC_TENANT,
-            model=meta[b"model"].decode() or None,
-            agent=meta[b"agent"].decode() or None,
-            params=json.loads(meta[b"params"]),
-            metadata=json.loads(meta[b"metadata"]),
-            webhook=meta[b"webhook"].decode() if b"webhook" in meta else None,
-            last_event_id=int(meta.get(b"seq", 0)),
-            active_run_id=meta.get(b"active_run", b"").decode() or None,
-            runs=runs,
-        )
+        return _session_record(session_id, meta, runs_json)
+
+    async def archivable(
+        self, session_id: str, after: int, count: int
+    ) -> tuple[SessionRecord | None, list[StoredEvent]]:
+        """For the archiver, from Redis only: the session's record and its events after `after` (at
+        most `count`, with their outputs), read at one instant (MULTI), so that the record describes
+        every event read with it. None for a session Redis does not hold."""
+        keys = self.keys.session(session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.meta)
+            pipe.hvals(keys.runs)
+            pipe.execute_command(self._xrange, keys.events, f"({after}-0", "+", b"COUNT", count)
+            meta, runs_json, entries = await pipe.execute()
+        if not meta:
+            return None, []
+        session = _session_record(session_id, meta, runs_json)
+        outputs = {run.run_id: run.output or "" for run in session.runs}
+        return session, [
+            event._replace(data=with_output(event.data, outputs.get(json.loads(event.data)["run_id"], "")))
+            if event.type == _RUN_COMPLETED
+            else event
+            for event in parse_raw_entries(entries)
+        ]
 
     async def get_run(self, session_id: str, run_id: str) -> RunRecord | None:
         raw = await cast(Awaitable[bytes | None], self.redis.hget(self.keys.session(session_id).runs, run_id))
@@ -149,9 +159,11 @@ class SessionStore:
             raise SessionNotFound(session_id)
         return int(seq or 0), bool(active)
 
-    async def stream_start(self, session_id: str) -> tuple[int, bool, int | None]:
+    async def stream_start(self, session_id: str, after: int = 0) -> tuple[int, bool, int | None]:
         """`stream_position` and `first_available` in one round trip: what a client opening the
-        stream needs to know first."""
+        stream after `after` needs to know first. The archive is asked for its first id only when
+        that client needs events Redis no longer holds: a reconnect inside Redis's range never waits
+        on Postgres, nor fails with it."""
         keys = self.keys.session(session_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(keys.meta, ["seq", "active_run"])
@@ -162,9 +174,11 @@ class SessionStore:
         if seq is None and active is None:
             last_seq, running = await self.stream_position(session_id)  # raises for a missing or gone session
             seq, active = last_seq, running  # (or found it in the archive)
-        if self.archive is not None and int(seq or 0) > 0 and (first is None or first > 1):
+        last = int(seq or 0)
+        hot_from = first if first is not None else last + 1  # the first id Redis can serve
+        if self.archive is not None and hot_from > 1 and (after + 1 < hot_from or after > last):
             first = await self.archive.first_seq(session_id) or first
-        return int(seq or 0), bool(active), first
+        return last, bool(active), first
 
     async def read(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
         """Events with ids after `after`, oldest first, at most `count`, as clients get them: from
@@ -230,3 +244,21 @@ class SessionStore:
 
 
 _RUN_COMPLETED = EventType.RUN_COMPLETED.encode()
+
+
+def _session_record(session_id: str, meta: dict[bytes, bytes], runs_json: list[bytes]) -> SessionRecord:
+    """A session's record from its meta hash and run records, as Redis holds them."""
+    runs = sorted((decode_run(raw) for raw in runs_json), key=lambda r: r.queued_seq or 0)
+    return SessionRecord(
+        session_id=session_id,
+        created_at=float(meta[b"created_at"]),
+        tenant=meta[b"tenant"].decode() if b"tenant" in meta else PUBLIC_TENANT,
+        model=meta[b"model"].decode() or None,
+        agent=meta[b"agent"].decode() or None,
+        params=json.loads(meta[b"params"]),
+        metadata=json.loads(meta[b"metadata"]),
+        webhook=meta[b"webhook"].decode() if b"webhook" in meta else None,
+        last_event_id=int(meta.get(b"seq", 0)),
+        active_run_id=meta.get(b"active_run", b"").decode() or None,
+        runs=runs,
+    )

@@ -5,6 +5,7 @@ PostgreSQL refuses to run as root: as root, the cluster belongs to the `postgres
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -51,6 +52,7 @@ class PostgresServer:
         return self
 
     def stop(self) -> None:
+        self.thaw()  # a frozen server would not see the signal that stops it
         try:
             self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
         except subprocess.CalledProcessError:
@@ -64,3 +66,36 @@ class PostgresServer:
     def resume(self) -> None:
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
         self._run("pg_ctl", "-D", self.data, "-o", options, "-w", "-t", "60", "-l", f"{self.root}/log", "start")
+
+    def freeze(self) -> None:
+        """SIGSTOP the server and every process of it, as a hung disk or a stuck failover would: the
+        kernel still accepts connections, and nothing answers them until `thaw`."""
+        self._signal_all(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, number: signal.Signals) -> None:
+        try:
+            with open(os.path.join(self.data, "postmaster.pid")) as file:
+                postmaster = int(file.readline())
+        except (OSError, ValueError):
+            return  # not running
+        for pid in [postmaster, *_children(postmaster)]:
+            try:
+                os.kill(pid, number)
+            except ProcessLookupError:
+                pass
+
+
+def _children(parent: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as file:
+                # pid (name) state ppid ...: the name may hold spaces and parentheses
+                if entry.isdigit() and int(file.read().rsplit(")", 1)[1].split()[1]) == parent:
+                    children.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return children

@@ -23,14 +23,15 @@ import time
 
 from redis.asyncio import Redis
 
-from tokentail.shared.archive import Archive, ArchiveError
-from tokentail.shared.errors import ArchiveUnavailable, SessionNotFound
+from tokentail.shared.archive import Archive, ArchiveConflict, ArchiveError
+from tokentail.shared.errors import ArchiveUnavailable
 from tokentail.shared.keys import Keys
 from tokentail.shared.logs import RateLimitedLogger
 from tokentail.shared.lua import load_script
 from tokentail.shared.outage import is_outage
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.worker import metrics
 
 logger = logging.getLogger(__name__)
 CLAIM_MS = 30_000  # an archiver holds a claimed entry this long; lib.lua looks at running sessions as often
@@ -39,6 +40,11 @@ CLAIMS_PER_ROUND = 16
 POLL_SECONDS = 1.0  # with nothing due
 MAX_PAUSE_SECONDS = 30.0  # between tries while Postgres (or Redis) is down
 RETENTION_EVERY_SECONDS = 600.0
+CONFLICT_RETRY_MS = 600_000  # a session whose events conflict with the archive's is tried again this late
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Archiver:
@@ -56,6 +62,7 @@ class Archiver:
 
     async def run_forever(self) -> None:
         pause, retention_due, checked = POLL_SECONDS, 0.0, False
+        paused_since: float | None = None  # when archiving stopped working, while it does not
         while True:
             try:
                 if not checked:  # a schema behind would fail every write: say what to do, once in a while
@@ -67,15 +74,20 @@ class Archiver:
                     if forgotten:
                         logger.info("archive retention: %d sessions deleted", forgotten)
                     retention_due = time.monotonic() + RETENTION_EVERY_SECONDS
+                if paused_since is not None:
+                    logger.info("archiving resumed after %.0f s", time.monotonic() - paused_since)
+                    paused_since = None
                 pause = POLL_SECONDS
                 if busy:
                     continue
             except (ArchiveUnavailable, ArchiveError) as exc:
                 self._log.warning("archiving paused: %s", exc)
+                paused_since = time.monotonic() if paused_since is None else paused_since
                 pause = min(MAX_PAUSE_SECONDS, pause * 2)
             except Exception as exc:
-                if not is_outage(exc):
+                if not is_outage(exc):  # (a Redis outage is the reaper's to report)
                     logger.exception("archiving failed; trying again")
+                    paused_since = time.monotonic() if paused_since is None else paused_since
                 pause = min(MAX_PAUSE_SECONDS, pause * 2)
             await asyncio.sleep(pause)
 
@@ -83,25 +95,35 @@ class Archiver:
         """Archive the sessions whose entry came due; how many."""
         score, *members = await self._claim(keys=[self.keys.archive_checks], args=[CLAIMS_PER_ROUND, self.claim_ms])
         for member in members:
-            await self.archive_session(member.decode(), score.decode())
+            session_id = member.decode()
+            try:
+                await self.archive_session(session_id, score.decode())
+            except ArchiveConflict as exc:
+                # Not a pause of the archive: this session alone stays in Redis, unarchived, and is
+                # tried again after a while; the others go on.
+                metrics.ARCHIVE_CONFLICTS.inc()
+                logger.error("not archiving session %s until an operator looks: %s", session_id, exc)
+                await self.redis.zadd(self.keys.archive_checks, {session_id: _now_ms() + CONFLICT_RETRY_MS}, xx=True)
         return len(members)
 
     async def archive_session(self, session_id: str, claim: str) -> str:
-        """Copy what the archive lacks of one session; 'done', 'more' or 'gone' (archived.lua)."""
+        """Copy what the archive lacks of one session; 'done', 'more' or 'gone' (archived.lua). Each
+        batch of events goes with the session's record as Redis had it when the batch was read, and
+        the last with the record as the pass ends, so the archive's record is never behind its events."""
         keys = self.keys.session(session_id)
         after = int(await self.redis.hget(keys.meta, "archived") or 0)  # type: ignore[misc]
-        try:
-            session = await self._store.get_session(session_id)
-        except SessionNotFound:  # deleted (its tombstone says so: SessionExpired) or never made
-            if await self.redis.exists(keys.gone):
-                await self.archive.delete(session_id)
-            return await self._settle(session_id, 0, claim)
-        record = session.model_dump_json()
         while True:
-            events = await self._store.read_hot(session_id, after, BATCH)
-            if events:  # nothing new, nothing changed (a run's record changes with its events)
-                await self.archive.save(session_id, session.tenant, record, session.last_event_id, events)
-                after = events[-1].seq
+            session, events = await self._store.archivable(session_id, after, BATCH)
+            if session is None:  # deleted (its tombstone says so) or expired before it was all archived
+                if await self.redis.exists(keys.gone):
+                    await self.archive.delete(session_id)
+                return await self._settle(session_id, 0, claim)
+            # With no new events this writes only a record that changed (a pass every 30 s over a
+            # waiting session writes nothing).
+            await self.archive.save(
+                session_id, session.tenant, session.model_dump_json(), session.last_event_id, events
+            )
+            after = events[-1].seq if events else after
             if len(events) < BATCH:
                 return await self._settle(session_id, after, claim)
             await self._settle(session_id, after, claim)  # its stream may now be trimmed up to here

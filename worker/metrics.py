@@ -40,6 +40,10 @@ WEBHOOK_DELAY = Histogram(
     "From an event to its webhook's accepted delivery",
     buckets=(*_LATENCY_BUCKETS, 600, 3600),
 )
+ARCHIVE_CONFLICTS = Counter(
+    "tokentail_archive_conflicts",
+    "Archiving passes refused because a session's events differ from the archive's under the same ids",
+)
 LOOP_BLOCKED = Histogram(
     "tokentail_worker_loop_blocked_seconds",
     "Blocks of the worker's event loop of a second or more (a synchronous call in an agent: worker/watchdog.py)",

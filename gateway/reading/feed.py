@@ -47,7 +47,7 @@ def parse_last_event_id(value: str | None) -> int:
 async def start_position(store: SessionStore, session_id: str, after: int, snapshot: bool = False) -> Start:
     """Where a client asking to resume after `after` starts, and what it must be told first.
     `snapshot`: the client takes a compacted catch-up (gateway/reading/snapshot.py) if far behind."""
-    last_seq, active, first = await store.stream_start(session_id)
+    last_seq, active, first = await store.stream_start(session_id, after)
     gap = None
     if after > last_seq:
         # Ahead of the stream: not an id this session gave out. Say so, and replay what there is.

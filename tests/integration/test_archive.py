@@ -4,9 +4,12 @@ the archiving, deletion and retention."""
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -16,16 +19,17 @@ from click.testing import CliRunner
 from redis.asyncio import Redis
 
 from tests.postgres_server import PostgresServer
-from tests.sessions import completion, delta_of, write_turns
+from tests.sessions import completion, delta_of, make_run, write_turns
 from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail.cli import main
 from tokentail.shared.archive import Archive, ArchiveError, migrate
 from tokentail.shared.errors import ArchiveUnavailable
 from tokentail.shared.keys import Keys
-from tokentail.shared.lifecycle import RunLifecycle
+from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.settings import Settings
-from tokentail.worker.archiver import Archiver
+from tokentail.shared.store import SessionStore, StoredEvent
+from tokentail.worker.archiver import BATCH, Archiver
 
 
 async def archive_all(archiver: Archiver) -> None:
@@ -225,3 +229,191 @@ async def test_the_migrate_and_archiver_commands(
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 10) is not None
+
+
+async def test_a_run_that_ends_during_a_pass_of_several_batches_is_archived_ended_and_its_next_turn_is_kept(
+    redis: Redis, archive_settings: Settings, archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: the record was read once, before the pass; a run that ended between its batches was
+    # archived `running`, with a last id before its end; a session brought back from that record gave
+    # its ids out again, and its new turn was lost to the archive's `ON CONFLICT DO NOTHING`.
+    runs = RunLifecycle(redis, archive_settings, archive=archive)
+    session_id, lease = await write_turns(runs, turns=1, deltas=2 * BATCH + 500, last_ends=False)
+    saved = archive.save
+    batches = 0
+
+    async def the_run_ends_after_the_first_batch(*args: Any) -> None:
+        nonlocal batches
+        await saved(*args)
+        batches += 1
+        if batches == 1:
+            await lease.append([delta_of(lease.run_id, "last ")], ending=completion(lease.run_id, "the answer"))
+
+    monkeypatch.setattr(archive, "save", the_run_ends_after_the_first_batch)
+    archiver = Archiver(redis, archive, archive_settings)
+    await redis.zadd(Keys(archive_settings.key_prefix).archive_checks, {session_id: 0})  # as if its 30 s came
+    await archive_all(archiver)
+    assert batches >= 3
+    last = 2 * BATCH + 500 + 4  # run.queued, run.started, the deltas, the last delta, run.completed
+    stored = await archive.session(session_id)
+    assert stored is not None and stored.last_event_id == last
+    record = json.loads(stored.record)
+    assert record["last_event_id"] == last and record["runs"][0]["status"] == "completed"
+    assert record["runs"][0]["output"] == "the answer"
+
+    # Redis forgets it; a new turn brings it back, after the last archived id.
+    await redis.delete(*await session_keys(redis, archive_settings, session_id))
+    turn = make_run("again")
+    await runs.queue_run(session_id, turn)
+    assert turn.queued_seq == last + 1
+    started = await runs.start_run(session_id, turn.run_id, turn.run_id, token="lease-again")
+    assert started is not None
+    again = RunLease(runs, session_id, turn.run_id, "lease-again")
+    await again.append([delta_of(turn.run_id, "new ")], ending=completion(turn.run_id, "new "))
+    await redis.zadd(Keys(archive_settings.key_prefix).archive_checks, {session_id: 0})
+    await archive_all(archiver)
+    await redis.delete(*await session_keys(redis, archive_settings, session_id))
+    everything = await archive.read(session_id, 0, 10_000)
+    assert [event.seq for event in everything] == list(range(1, last + 5))  # one sequence, no gap
+    assert [json.loads(event.data)["run_id"] for event in everything[last:]] == [turn.run_id] * 4
+    assert json.loads(everything[-1].data)["output"] == "new "
+
+
+async def test_a_session_brought_back_starts_after_the_last_archived_event_even_if_its_record_is_behind(
+    redis: Redis, archive_settings: Settings, archive: Archive
+) -> None:
+    # As an archive written by a version that saved a stale record left it: events up to 8, a record at 5.
+    runs = RunLifecycle(redis, archive_settings, archive=archive)
+    session_id, lease = await write_turns(runs, turns=1, deltas=4)  # 7 events
+    record = await SessionStore(redis, archive_settings).get_session(session_id)
+    events = await SessionStore(redis, archive_settings).read_hot(session_id, 0, 100)
+    behind = record.model_copy(update={"last_event_id": 5}).model_dump_json()
+    await archive.save(session_id, record.tenant, behind, 5, events)
+    await redis.delete(*await session_keys(redis, archive_settings, session_id))
+    turn = make_run("again")
+    await runs.queue_run(session_id, turn)
+    assert turn.queued_seq == 8
+
+
+async def test_events_that_differ_from_the_archives_under_the_same_ids_stop_archiving_that_session_loudly(
+    redis: Redis, archive_settings: Settings, archive: Archive, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs = RunLifecycle(redis, archive_settings)
+    clashing, _ = await write_turns(runs, turns=1, deltas=4)
+    fine, _ = await write_turns(runs, turns=1, deltas=4)
+    store = SessionStore(redis, archive_settings)
+    record = await store.get_session(clashing)
+    other = StoredEvent(3, b"message.delta", b'{"run_id":"r_other","text":"not this"}', 0)
+    await archive.save(clashing, record.tenant, record.model_dump_json(), 3, [other])
+    index = Keys(archive_settings.key_prefix).archive_checks
+    await redis.zadd(index, {clashing: 0, fine: 0})
+    archiver = Archiver(redis, archive, archive_settings)
+    with caplog.at_level(logging.ERROR, logger="tokentail.worker.archiver"):
+        assert await archiver.archive_due() == 2
+    assert any(clashing in message and "[3]" in message for message in caplog.messages)
+    # Nothing of the clashing batch written, the archive's event kept; Redis keeps the session, unexpiring.
+    assert await archive.read(clashing, 0, 100) == [other]
+    assert await redis.hget(Keys(archive_settings.key_prefix).session(clashing).meta, "archived") in (None, b"0")  # type: ignore[misc]
+    assert set(await ttls(redis, await session_keys(redis, archive_settings, clashing))) == {-1}
+    assert (await redis.zscore(index, clashing) or 0) > time.time() * 1000 + 300_000  # looked at again later
+    # The other session of the same round is archived as ever.
+    assert len(await archive.read(fine, 0, 100)) == 7
+
+
+@pytest.fixture
+async def own_postgres(archive_settings: Settings) -> AsyncIterator[tuple[PostgresServer, Settings, Archive]]:
+    """A PostgreSQL of the test's own, migrated, to stop or freeze; the settings and an archive on it."""
+    server = PostgresServer().start()
+    try:
+        await migrate(server.url)
+        settings = archive_settings.model_copy(update={"archive_url": server.url})
+        archive = Archive(server.url, settings.key_prefix)
+        await archive.start()
+        try:
+            yield server, settings, archive
+        finally:
+            server.thaw()
+            await archive.close()
+    finally:
+        server.stop()
+
+
+async def test_a_reconnect_inside_what_redis_holds_follows_a_live_session_while_postgres_is_down(
+    redis: Redis, own_postgres: tuple[PostgresServer, Settings, Archive], start_gateway: Any
+) -> None:
+    # Regression: opening a stream asked the archive for its first id whenever the Redis stream did not
+    # start at 1 (a long or a revived session): with Postgres down, every reconnect to a live turn was 503.
+    server, settings, archive = own_postgres
+    settings = settings.model_copy(update={"stream_maxlen": 100})
+    session_id, lease = await write_turns(RunLifecycle(redis, settings), turns=1, deltas=400, last_ends=False)
+    await redis.zadd(Keys(settings.key_prefix).archive_checks, {session_id: 0})
+    await Archiver(redis, archive, settings).archive_due()
+    await lease.append([delta_of(lease.run_id, "more ") for _ in range(200)])  # trimmed past what is archived
+    first = int(
+        (await redis.xrange(Keys(settings.key_prefix).session(session_id).events, count=1))[0][0].split(b"-")[0]
+    )
+    assert first > 1
+    server.pause()
+    gateway = await start_gateway(archive_url=settings.archive_url, stream_maxlen=100)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        url = f"/v1/sessions/{session_id}/events"
+        reading = asyncio.create_task(read_events(client, url, last_event_id=592))
+        await lease.append([], ending=completion(lease.run_id))
+        received = await reading
+        assert received.status == 200
+        assert received.ids == list(range(593, 604)) and received.events[-1][1] == "run.completed"
+        assert (await client.get(f"/v1/sessions/{session_id}")).status_code == 200  # Redis has the record
+        # What only the archive has is unavailable, and said so.
+        assert (await client.get(url, headers={"Last-Event-ID": "10"})).status_code == 503
+
+
+async def test_a_frozen_postgres_holds_a_reader_no_longer_than_the_archive_timeout(
+    redis: Redis, own_postgres: tuple[PostgresServer, Settings, Archive], start_gateway: Any
+) -> None:
+    # Regression: with Postgres stopped by SIGSTOP, a read of what only the archive had answered after
+    # 120 s (asyncpg's 60 s command timeout, then its cancel waiting on the frozen server as long).
+    server, settings, archive = own_postgres
+    session_id, _ = await write_turns(RunLifecycle(redis, settings), turns=2, deltas=10)
+    await archive_all(Archiver(redis, archive, settings))
+    await redis.delete(*await session_keys(redis, settings, session_id))
+    gateway = await start_gateway(archive_url=settings.archive_url, archive_timeout_seconds=1.0)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        url = f"/v1/sessions/{session_id}/events"
+        assert len((await read_events(client, url)).ids) == 2 * 13  # its pool holds a connection now
+        server.freeze()
+        for path in (url, f"/v1/sessions/{session_id}"):  # a held connection, then a new one
+            began = time.monotonic()
+            answer = await client.get(path)
+            assert answer.status_code == 503 and answer.json()["error"]["type"] == "archive_unavailable"
+            assert time.monotonic() - began < 15  # the 1 s bound, and slack for a loaded machine; not 120 s
+        server.thaw()
+
+        async def served() -> bool:
+            return len((await read_events(client, url)).ids) == 2 * 13
+
+        await eventually(served, within=30, what="the archive read again once Postgres runs again")
+
+
+async def test_a_delete_while_postgres_is_down_deletes_the_session_and_says_its_archived_copy_follows(
+    redis: Redis, own_postgres: tuple[PostgresServer, Settings, Archive], start_gateway: Any
+) -> None:
+    # Regression: the deletion took effect, yet the answer was 503 (and a retry 410).
+    server, settings, archive = own_postgres
+    session_id, _ = await write_turns(RunLifecycle(redis, settings), turns=1, deltas=5)
+    archiver = Archiver(redis, archive, settings, claim_ms=500)
+    await archive_all(archiver)
+    assert await archive.session(session_id) is not None
+    gateway = await start_gateway(archive_url=settings.archive_url)
+    server.pause()
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        deleted = await client.delete(f"/v1/sessions/{session_id}")
+        assert deleted.status_code == 202, deleted.text
+        assert deleted.json() == {"session_id": session_id, "deleted": True, "archive": "pending"}
+        assert (await client.get(f"/v1/sessions/{session_id}")).status_code == 410
+    server.resume()
+
+    async def copy_deleted() -> bool:
+        await archiver.archive_due()
+        return await archive.session(session_id) is None
+
+    await eventually(copy_deleted, within=30, what="the archived copy deleted once Postgres is back")

@@ -28,7 +28,7 @@ class FakeStore:
     active: bool
     first: int | None
 
-    async def stream_start(self, session_id: str) -> tuple[int, bool, int | None]:
+    async def stream_start(self, session_id: str, after: int = 0) -> tuple[int, bool, int | None]:
         return self.last_seq, self.active, self.first
 
 
