@@ -99,6 +99,11 @@ class LeaseLost(TokentailError):
     pass
 
 
+class StepTooLarge(ValueError):
+    """A step's result too large to record (shared/records.py MAX_STEP_BYTES), or one that would take
+    the run's recorded steps past MAX_RUN_STEPS_BYTES."""
+
+
 class ArchiveUnavailable(TokentailError):
     """The archive (PostgreSQL) did not answer, for a read Redis could not serve."""
 

@@ -16,6 +16,7 @@ class SessionKeys:
     gone: str  # tombstone: outlives the session so an expired id answers 410, not 404
     pending: str  # list: runs queued behind the active one (multitask `enqueue`/`interrupt`)
     hooks: str  # list: events its webhook has yet to deliver (shared/webhook_messages.py); outlives the session
+    steps: str  # hash: the active run's recorded steps (key -> JSON), their last seq and their total size
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class Keys:
             gone=f"{base}:gone",
             pending=f"{base}:pending",
             hooks=f"{base}:hooks",
+            steps=f"{base}:steps",
         )
 
     @property

@@ -33,6 +33,7 @@ from tokentail.shared.errors import (
     SessionExists,
     SessionExpired,
     SessionNotFound,
+    StepTooLarge,
 )
 from tokentail.shared.events import (
     CANCELLED_BY_REQUEST,
@@ -48,10 +49,10 @@ from tokentail.shared.keys import Keys
 from tokentail.shared.lease_index import LeaseIndex
 from tokentail.shared.logs import log_context
 from tokentail.shared.lua import load_script
-from tokentail.shared.records import Multitask, Question, RunRecord, SessionRecord
+from tokentail.shared.records import MAX_RUN_STEPS_BYTES, Multitask, Question, RunRecord, SessionRecord
 from tokentail.shared.redis_clients import AnyRedis, replicated, write_replicated
 from tokentail.shared.settings import Settings
-from tokentail.shared.store import OPAQUE_RUN_FIELDS, compact_json, decode_run
+from tokentail.shared.store import OPAQUE_RUN_FIELDS, add_steps, compact_json, decode_run
 from tokentail.shared.webhook_index import WebhookIndex
 from tokentail.shared.webhook_messages import HOOKED_EVENTS
 from tokentail.shared.write_journal import WriteJournal
@@ -305,7 +306,7 @@ class RunLifecycle:
     def _run_script_args(self, session_id: str) -> tuple[list[str], list[str | int]]:
         """The keys and arguments every script that queues or ends runs starts with (lib.lua)."""
         keys = self.keys.session(session_id)
-        session_keys = [keys.meta, keys.runs, keys.events, keys.lease, keys.gone, keys.pending, keys.hooks]
+        session_keys = [keys.meta, keys.runs, keys.events, keys.lease, keys.gone, keys.pending, keys.hooks, keys.steps]
         return [*session_keys, *self._queue_keys, *self._archive_keys], [
             session_id,
             self.settings.stream_maxlen,
@@ -410,7 +411,7 @@ class RunLifecycle:
         keys = self.keys.session(session.session_id)
         await self._delete_session(
             keys=[
-                *(keys.meta, keys.runs, keys.events, keys.lease, keys.pending, keys.gone),
+                *(keys.meta, keys.runs, keys.events, keys.lease, keys.pending, keys.gone, keys.steps),
                 *self._index_keys,
                 *self._archive_keys,
             ],
@@ -501,7 +502,9 @@ class RunLifecycle:
             return None
         if self._split:
             await self.leases.take(job_id)
-        return Started(lease, decode_run(result[2]), StartVerdict(result[3].decode()))
+        run = decode_run(result[2])
+        add_steps(run, result[4])
+        return Started(lease, run, StartVerdict(result[3].decode()))
 
     async def append(
         self,
@@ -649,8 +652,14 @@ class RunLifecycle:
     async def record_step(self, lease: RunLease, key: str, value_json: str) -> None:
         keys = self.keys.session(lease.session_id)
         with _fenced():
-            await self._record_step(
-                keys=[keys.runs, keys.lease, keys.meta], args=[lease.run_id, lease.token, key, value_json]
+            recorded = await self._record_step(
+                keys=[keys.steps, keys.lease, keys.meta],
+                args=[lease.run_id, lease.token, key, value_json, MAX_RUN_STEPS_BYTES],
+            )
+        if isinstance(recorded, list):  # ['too_large', total]: nothing was written
+            raise StepTooLarge(
+                f"step {key!r}: the run's recorded steps would total {int(recorded[1])} bytes, over"
+                f" {MAX_RUN_STEPS_BYTES} (MAX_RUN_STEPS_BYTES): record less (a key to a result kept elsewhere)"
             )
 
     async def renew_lease(self, lease: RunLease) -> Renewal:

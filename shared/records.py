@@ -12,6 +12,13 @@ RunStatus = Literal["queued", "running", "waiting", "completed", "failed", "canc
 OnExpiry = Literal["fail", "default"]
 
 
+# A step's recorded result, and all of one run's: they live in Redis while the run is active, and a
+# worker that goes on with the run reads them all at its start, so both are bounded (a run's whole
+# answer, at the default 1,000,000 characters, fits in a step).
+MAX_STEP_BYTES = 4 * 1024 * 1024
+MAX_RUN_STEPS_BYTES = 16 * 1024 * 1024
+
+
 class Question(BaseModel):
     """A question a run asked (`ctx.ask`), as its record keeps it: what was asked, and what a worker
     that continues the run needs (the text streamed before it, the agent's saved state)."""
@@ -74,7 +81,8 @@ class RunRecord(BaseModel):
     waiting_until: int | None = None
     resumes: int = 0  # starts after an answer
     # The results of the steps it recorded (RunContext.step), as JSON text by step key, while it is
-    # active: a worker that continues it replays them. Never shown to clients.
+    # active: a worker that continues it replays them. Kept apart from the record (the session's
+    # steps hash: record_step.lua), and here only for the worker that starts the run. Never shown.
     steps: dict[str, str] = Field(default_factory=dict, exclude=True)
     step_seq: int | None = Field(default=None, exclude=True)  # the session's last event id at its last step
 

@@ -69,6 +69,16 @@ def decode_run(raw: bytes | str) -> RunRecord:
     return RunRecord.model_validate(record)
 
 
+def add_steps(run: RunRecord, steps_hash: list[bytes]) -> None:
+    """Add to `run` the steps it recorded, from the session's steps hash as HGETALL sends it (flat;
+    see record_step.lua): step keys and their results, `seq` and `bytes`."""
+    fields = dict(zip(steps_hash[::2], steps_hash[1::2], strict=True))
+    if b"seq" in fields:
+        run.step_seq = int(fields.pop(b"seq"))
+    fields.pop(b"bytes", None)
+    run.steps.update((key.decode(), value.decode()) for key, value in fields.items())
+
+
 def compact_json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -128,9 +138,21 @@ class SessionStore:
             for event in parse_raw_entries(entries)
         ]
 
-    async def get_run(self, session_id: str, run_id: str) -> RunRecord | None:
-        raw = await cast(Awaitable[bytes | None], self.redis.hget(self.keys.session(session_id).runs, run_id))
-        return decode_run(raw) if raw is not None else None
+    async def get_run(self, session_id: str, run_id: str, steps: bool = False) -> RunRecord | None:
+        """The run's record; with `steps`, and the steps it recorded (while it is active)."""
+        keys = self.keys.session(session_id)
+        if not steps:
+            raw = await cast(Awaitable[bytes | None], self.redis.hget(keys.runs, run_id))
+            return decode_run(raw) if raw is not None else None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.runs, run_id)
+            pipe.hgetall(keys.steps)
+            raw, steps_hash = await pipe.execute()
+        if raw is None:
+            return None
+        run = decode_run(raw)
+        add_steps(run, [item for pair in steps_hash.items() for item in pair])
+        return run
 
     async def session_owner(self, session_id: str) -> str | None:
         """The tenant owning the session, or the gone session its tombstone remembers; None if

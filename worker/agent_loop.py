@@ -19,10 +19,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tokentail.shared.errors import StepTooLarge
 from tokentail.shared.params import RunParams
 from tokentail.worker import metrics
 from tokentail.worker.agents import Agent
-from tokentail.worker.context import RunContext, StepTooLarge
+from tokentail.worker.context import RunContext
 from tokentail.worker.continuation import TURN_STEP
 from tokentail.worker.providers.base import (
     Chunk,

@@ -46,6 +46,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
+from tokentail.shared.errors import StepTooLarge
 from tokentail.shared.events import (
     DATA_NAME,
     MAX_EVENT_BYTES,
@@ -58,18 +59,10 @@ from tokentail.shared.events import (
     ToolFailed,
     ToolStarted,
 )
-from tokentail.shared.records import OnExpiry, Question, RunRecord, Turn
+from tokentail.shared.records import MAX_STEP_BYTES, OnExpiry, Question, RunRecord, Turn
 from tokentail.worker.writer import EventWriter
 
 PREVIEW_CHARS = 4096  # of a tool result too large for the stream
-# A step's recorded result: it lives in the run's record while the run is active, which every script
-# acting on the run reads, so it is bounded (a run's whole answer, at the default 1,000,000 characters,
-# fits).
-MAX_STEP_BYTES = 4 * 1024 * 1024
-
-
-class StepTooLarge(ValueError):
-    pass
 
 
 APPROVAL_SCHEMA = {

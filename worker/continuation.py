@@ -32,7 +32,7 @@ async def plan_takeover(
     """For a run that a worker ran and lost: its record as it goes on (`last_seq`: the id up to which
     its events are kept), or None to start it over. None too for a run that is not `running`
     (start_run.lua ignores it)."""
-    run = await store.get_run(session_id, run_id)
+    run = await store.get_run(session_id, run_id, steps=True)
     if run is None or run.status != "running":
         return None
     try:

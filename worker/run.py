@@ -5,7 +5,7 @@ import logging
 from typing import Any
 
 from tokentail.shared.catalog import parse_model
-from tokentail.shared.errors import LeaseLost
+from tokentail.shared.errors import LeaseLost, StepTooLarge
 from tokentail.shared.events import (
     CANCELLED_BY_REQUEST,
     ErrorInfo,
@@ -227,6 +227,8 @@ def _error_info(exc: Exception, settings: Settings) -> ErrorInfo:
         return ErrorInfo(type="output_too_large", message=f"{exc} (TOKENTAIL_MAX_OUTPUT_CHARS)")
     if isinstance(exc, EventTooLarge):
         return ErrorInfo(type="event_too_large", message=str(exc))
+    if isinstance(exc, StepTooLarge):
+        return ErrorInfo(type="step_too_large", message=str(exc))
     if isinstance(exc, BlockingCall):
         return ErrorInfo(type="blocked_event_loop", message=str(exc))
     if isinstance(exc, TimeoutError):

@@ -150,7 +150,8 @@ local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_
   run.status = status
   run.finished_seq = seq
   run.finished_at = now_s
-  run.steps, run.step_seq = nil, nil  -- only a run that goes on replays them
+  run.steps, run.step_seq = nil, nil  -- (kept in the record by versions before the steps hash)
+  redis.call('DEL', k.steps)  -- only a run that goes on replays them
   for field, value in pairs(outcome) do run[field] = value end
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
   redis.call('HSET', k.meta, 'active_run', '')
@@ -198,16 +199,17 @@ local function resume_run(k, s, run_id, run, received, answers, job_id, ts, now_
 end
 
 -- The keys and settings of a script that may end or queue runs, from its KEYS and ARGV. Such
--- scripts take KEYS meta, runs, events, lease, gone, pending, hooks, then the queue, the leases
+-- scripts take KEYS meta, runs, events, lease, gone, pending, hooks, steps, then the queue, the leases
 -- index and the webhooks index (only when they are on the same Redis), last the archive index (only
 -- with an archive), and ARGV session_id, maxlen,
 -- ttl_seconds, tombstone_seconds, job_ttl_ms, wake_channel, job key prefix, job function,
 -- hooks_ttl_ms, then their own (from ARGV[10]).
 local function session_context()
   local k = {meta = KEYS[1], runs = KEYS[2], events = KEYS[3], lease = KEYS[4], gone = KEYS[5], pending = KEYS[6],
-             hooks = KEYS[7], index = KEYS[9], hook_index = KEYS[10], archive = ARCHIVE and KEYS[#KEYS] or nil}
+             hooks = KEYS[7], steps = KEYS[8], index = KEYS[10], hook_index = KEYS[11],
+             archive = ARCHIVE and KEYS[#KEYS] or nil}
   local s = {session_id = ARGV[1], maxlen = ARGV[2], ttl = tonumber(ARGV[3]), tombstone = tonumber(ARGV[4]),
              job_ttl_ms = ARGV[5], wake_channel = ARGV[6], job_prefix = ARGV[7], job_function = ARGV[8],
-             hooks_ttl_ms = ARGV[9], queue = KEYS[8]}
+             hooks_ttl_ms = ARGV[9], queue = KEYS[9]}
   return k, s
 end

@@ -16,8 +16,9 @@
 -- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] run_id, ARGV[11] lease_token,
 --             ARGV[12] lease_ms, ARGV[13] max_attempts, ARGV[14] job_id, ARGV[15] for a takeover:
 --             keep_until, 'restart', or '' (not decided yet)
--- Returns {'ok', seq, run_json, verdict} with verdict '' (run it), 'cancel' (a cancel is pending:
--- end it cancelled) or 'exhausted' (too many attempts: end it failed); or {'inactive'} | {'leased'}
+-- Returns {'ok', seq, run_json, verdict, steps} with verdict '' (run it), 'cancel' (a cancel is
+-- pending: end it cancelled) or 'exhausted' (too many attempts: end it failed), and the steps the run
+-- recorded, to replay (the steps hash, flat: see record_step.lua); or {'inactive'} | {'leased'}
 -- | {'not_running', status} | {'decide'} (a takeover, and ARGV[15] is '': nothing was changed)
 local k, s = session_context()
 local run_id, token, lease_ms, max_attempts = ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
@@ -48,7 +49,7 @@ redis.call('HDEL', k.meta, 'dispatch')
 if not SPLIT_QUEUE then redis.call('ZREM', s.queue, ARGV[14]) end
 if verdict ~= '' then
   -- The lease lets the worker write the terminal event through the usual fenced append.
-  return {'ok', redis.call('HGET', k.meta, 'seq'), redis.call('HGET', k.runs, run_id), verdict}
+  return {'ok', redis.call('HGET', k.meta, 'seq'), redis.call('HGET', k.runs, run_id), verdict, {}}
 end
 
 if reason ~= 'resume' then run.attempt = run.attempt + 1 end
@@ -61,6 +62,7 @@ else
     local data = cjson.encode({run_id = run_id, attempt = run.attempt, reason = 'the worker running attempt ' .. (run.attempt - 1) .. ' stopped'})
     add_event(k, s, 'run.retrying', data, ts)
     run.steps, run.step_seq = nil, nil  -- it starts over: nothing of it is replayed
+    redis.call('DEL', k.steps)
   end
   seq = add_event(k, s, 'run.started', cjson.encode({run_id = run_id, attempt = run.attempt, reason = reason}), ts)
 end
@@ -70,4 +72,4 @@ run.started_at = now_s
 run.started_as = reason
 local run_json = cjson.encode(run)
 redis.call('HSET', k.runs, run_id, run_json)
-return {'ok', seq, run_json, verdict}
+return {'ok', seq, run_json, verdict, redis.call('HGETALL', k.steps)}

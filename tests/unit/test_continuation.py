@@ -9,11 +9,12 @@ import pytest
 
 from tests.fake_llm import FakeLLM, Reply, anthropic_stream, openai_stream
 from tests.unit.test_writer import RecordingLease
-from tokentail.shared.records import RunRecord
+from tokentail.shared.errors import StepTooLarge
+from tokentail.shared.records import MAX_STEP_BYTES, RunRecord
 from tokentail.shared.run_log import RunLog
 from tokentail.worker.agent_loop import run_model_agent
 from tokentail.worker.agents import Agent
-from tokentail.worker.context import MAX_STEP_BYTES, RunContext, StepTooLarge, WaitingForInput
+from tokentail.worker.context import RunContext, WaitingForInput
 from tokentail.worker.continuation import kept_until
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.providers.base import Provider

@@ -55,8 +55,9 @@ from langgraph.types import Command, Interrupt
 
 from tokentail.frameworks import as_json
 from tokentail.frameworks.langchain import history, stream_chunk
+from tokentail.shared.errors import StepTooLarge
 from tokentail.worker.agents import continues
-from tokentail.worker.context import RunContext, StepTooLarge
+from tokentail.worker.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Coroutine[Any, Any, None]]
 logger = logging.getLogger(__name__)
