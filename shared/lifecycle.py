@@ -20,7 +20,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, Protocol, TypeVar
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
@@ -565,16 +565,28 @@ class RunLifecycle:
         return int(seq)
 
     async def _append_again(self, lease: RunLease, last_seq: int) -> None:
-        """Append again, under their ids, the run's events after `last_seq` that Redis lost."""
-        cannot = LeaseLost(f"Redis lost events of run {lease.run_id} that its worker cannot append again as they were")
+        """Append again, under their ids, the run's events after `last_seq` that Redis lost; if it
+        cannot as they were, hand the run over past them and stop (LeaseLost)."""
         lost = lease.journal.lost(last_seq)
         if lost is None:
-            raise cannot
-        for append in lost:
+            await self._hand_over_past_lost(lease)
+        for append in lost or ():
             if await self._append_once(lease, append.events, append.append_id, None, append.first - 1) != append.last:
-                raise cannot  # someone appended meanwhile: the ids cannot be the same
+                await self._hand_over_past_lost(lease)  # someone appended meanwhile: the ids cannot be the same
         with log_context(session_id=lease.session_id, run_id=lease.run_id):  # called back in any run's context
             logger.warning("appended again the %d events Redis lost", lease.journal.written - last_seq)
+
+    async def _hand_over_past_lost(self, lease: RunLease) -> NoReturn:
+        """Events lost that the run cannot append again as they were: followers may have read them, so
+        the run goes on after them (requeue_run.lua), in another attempt, and this one stops."""
+        handed = await self.requeue_run(lease.session_id, lease.token, past_seq=lease.journal.written)
+        with log_context(session_id=lease.session_id, run_id=lease.run_id):
+            logger.warning(
+                "Redis lost events the run cannot append again as they were: it goes on after %d (%s)",
+                lease.journal.written,
+                handed,
+            )
+        raise LeaseLost(f"Redis lost events of run {lease.run_id} that its worker cannot append again as they were")
 
     def append_soon(self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str) -> "asyncio.Future[int]":
         """See `RunLease.append_soon`."""
@@ -671,18 +683,19 @@ class RunLifecycle:
             )
         )
 
-    async def requeue_run(self, session_id: str, lease_token: str) -> Requeue:
-        """Hand the session's running run, held under `lease_token`, to another worker (shutdown)."""
-        return (await self._requeue(session_id, lease_token)).outcome
+    async def requeue_run(self, session_id: str, lease_token: str, past_seq: int | None = None) -> Requeue:
+        """Hand the session's running run, held under `lease_token`, to another worker (shutdown);
+        `past_seq`: after events Redis lost, the run goes on after this id (see requeue_run.lua)."""
+        return (await self._requeue(session_id, lease_token, past_seq)).outcome
 
     async def look(self, session_id: str) -> Look:
         """A reaper's look at a session the leases index named: requeue its run if its lease ran
         out, push a job its outbox still holds, or find it renewed or with nothing to do."""
         return await self._requeue(session_id, "")
 
-    async def _requeue(self, session_id: str, lease_token: str) -> Look:
+    async def _requeue(self, session_id: str, lease_token: str, past_seq: int | None = None) -> Look:
         keys, args = self._run_script_args(session_id)
-        args += [lease_token, secrets.token_hex(4)]
+        args += [lease_token, secrets.token_hex(4), "" if past_seq is None else past_seq]
         async with self._hooks(session_id):  # an expired question ends its run
             result = await self._requeue_run(keys=keys, args=args)
         look = Look(Requeue(result[0].decode()))

@@ -11,7 +11,9 @@ under the same ids and append ids (shared/lifecycle.py), before going on.
 The journal keeps the appends of the last `JOURNAL_BYTES` of event data: a replica's lag is
 milliseconds of a run's output. Lost events that are not all in it (older, or appended by someone
 else, such as the gateway's `run.queued` for a run in line) cannot be written again as they were:
-the run then stops as if it had lost its lease, and is taken over.
+the worker then hands the run over past them (the session's seq moved up to `written`, so no id a
+follower may have read is given out again with other content: readers find a hole, announced as a
+`gap`) and stops as if it had lost its lease; the next attempt goes on after them.
 """
 
 from collections import deque

@@ -6,8 +6,15 @@
 -- run ended), or with a job its outbox still holds (SPLIT_QUEUE: the caller that queued it may have
 -- died before pushing it). The lease is taken away with the requeue, so a run is requeued once.
 --
+-- A third: a worker whose run's events Redis lost, and which cannot append them again as they were
+-- (lifecycle.py `_append_again`), hands the run over past them: followers may have read those ids,
+-- so the session's seq moves up to the last one the worker was told it wrote (ARGV[12]) and the run
+-- goes on after them. No id is given out twice with two contents; readers find a hole there, which
+-- the gateway announces as a `gap` (or the archive fills, with what followers read).
+--
 -- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] lease_token or '', ARGV[11] a random job
--- id suffix (arq refuses a job id it still remembers: each requeue is a job of its own)
+-- id suffix (arq refuses a job id it still remembers: each requeue is a job of its own), ARGV[12]
+-- with a lease token: the seq to move the session's up to ('' for none)
 -- A run waiting for an answer (ask.lua) has no lease: a reaper that finds its question's deadline
 -- passed ends the question as the agent chose: the run fails (`input_expired`), or goes on with the
 -- default answer; before the deadline, it looks again then.
@@ -47,6 +54,8 @@ if token ~= '' then
   local run = get_run(k.runs, run_id)
   run.handovers = (run.handovers or 0) + 1
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
+  local past = tonumber(ARGV[12])
+  if past and past > tonumber(redis.call('HGET', k.meta, 'seq') or 0) then redis.call('HSET', k.meta, 'seq', past) end
 end
 queue_job(k, s, run_id, run_id .. '.' .. ARGV[11], now_ms)
 return {'requeued', redis.call('HGET', k.meta, 'dispatch')}

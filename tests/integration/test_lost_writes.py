@@ -5,14 +5,18 @@ the batched path as on the plain one; events it cannot append as they were stop 
 
 import json
 from collections.abc import Callable
+from typing import Any
 
+import httpx2
 import pytest
 from redis.asyncio import Redis
 
 from tests.redis_faults import rolled_back_after
 from tests.sessions import completion, delta_of, start_a_run
+from tests.sse_client import read_events
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.events import InputRequired
+from tokentail.shared.keys import Keys
 from tokentail.shared.lifecycle import Asked, RunLease, RunLifecycle
 from tokentail.shared.lua import load_script
 from tokentail.shared.records import Question
@@ -104,3 +108,42 @@ async def test_lost_events_it_cannot_append_as_they_were_stop_the_run(
     with pytest.raises(LeaseLost):
         await _append(lease, "next")
     assert [seq for seq, _, _ in await _stored(store, session_id)] == [1, 2]  # nothing written under lost ids
+
+
+async def test_lost_events_it_cannot_append_again_are_never_given_out_again_with_other_content(
+    redis: Redis, settings: Settings, store: SessionStore, lifecycle: RunLifecycle, start_gateway: Any
+) -> None:
+    # Regression: the run stopped, was taken over, and its next attempt appended from the first lost id:
+    # a follower that had read the lost events was then given other events under the same ids.
+    session_id, run = await start_a_run(lifecycle)
+    lease = RunLease(lifecycle, session_id, run.run_id, "lease-1")
+    await _append(lease, "a")  # 3
+    async with rolled_back_after(redis, settings, session_id):
+        await RunLease(lifecycle, session_id, run.run_id, "lease-1").append([delta_of(run.run_id, "theirs")])  # 4
+        await _append(lease, "ours")  # 5
+        followed = {seq: (kind, data) for seq, kind, data in await _stored(store, session_id)}  # a follower's view
+    assert sorted(followed) == [1, 2, 3, 4, 5]
+    with pytest.raises(LeaseLost):
+        await _append(lease, "next")
+    # The next attempt, as a worker that takes the run over starts it. (The run was handed over; a
+    # worker that died instead would leave its lease to a reaper.)
+    keys = Keys(settings.key_prefix).session(session_id)
+    if await redis.exists(keys.lease):
+        await redis.hset(keys.meta, "lease_until", 0)  # type: ignore[misc]
+        await lifecycle.look(session_id)
+    started = await lifecycle.start_run(session_id, run.run_id, "job-2", token="lease-2", takeover=3)
+    assert started is not None
+    again = RunLease(lifecycle, session_id, run.run_id, "lease-2")
+    await again.append([delta_of(run.run_id, "b")])
+    await again.append([], ending=completion(run.run_id, "ab"))
+    final = {seq: (kind, data) for seq, kind, data in await _stored(store, session_id)}
+    assert all(final.get(seq, seen) == seen for seq, seen in followed.items())  # no id with two contents
+    assert sorted(final) == [1, 2, 3, 6, 7, 8]  # a hole where the lost events were
+    assert final[6][0] == "run.continued" and json.loads(final[6][1])["from_event_id"] == 3
+    gateway = await start_gateway()
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        behind = await read_events(client, f"/v1/sessions/{session_id}/events", last_event_id=3)
+        assert behind.events[0][1] == "gap" and behind.events[0][2]["first_available"] == 6
+        assert behind.ids == [6, 7, 8]
+        ahead = await read_events(client, f"/v1/sessions/{session_id}/events", last_event_id=5)
+        assert ahead.ids == [6, 7, 8] and ahead.events[0][1] == "run.continued"  # it drops "theirs" and "ours"
