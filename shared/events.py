@@ -133,10 +133,14 @@ class ErrorInfo(BaseModel):
 
 class RunFailed(EventData):
     error: ErrorInfo
+    # What the run spent before it failed (worker/usage.py); left out when the worker did not count it.
+    usage: dict[str, Any] | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class RunCancelled(EventData):
     reason: str
+    # What the run spent before it was cancelled; left out when no worker held it (still queued).
+    usage: dict[str, Any] | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 InputKind = Literal["approval", "choice", "text", "json"]

@@ -157,6 +157,10 @@ class RunLease:
         """Keep the result of step `key` in the run's record, for a worker that continues the run."""
         await self.runs.record_step(self, key, value_json)
 
+    async def record_usage(self, attempt: int, usage: dict[str, int]) -> None:
+        """Keep what attempt `attempt` has cost so far in the run's record (record_usage.lua)."""
+        await self.runs.record_usage(self, attempt, usage)
+
 
 Takeover = int | Literal["restart"]  # how a taken-over run goes: on, keeping its events up to an id; or over
 
@@ -182,9 +186,10 @@ def stored_ending(ending: Ending) -> tuple[str, str]:
     if isinstance(ending, RunCompleted):
         fields = {"output": ending.output, "usage": ending.usage}
         return ending.model_dump_json(exclude={"output"}), compact_json(fields)
+    usage = {"usage": ending.usage} if ending.usage is not None else {}
     if isinstance(ending, RunFailed):
-        return ending.model_dump_json(), compact_json({"error": ending.error.model_dump()})
-    return ending.model_dump_json(), compact_json({"reason": ending.reason})
+        return ending.model_dump_json(), compact_json({"error": ending.error.model_dump(), **usage})
+    return ending.model_dump_json(), compact_json({"reason": ending.reason, **usage})
 
 
 @contextlib.contextmanager
@@ -300,6 +305,7 @@ class RunLifecycle:
         self._cancel_run = script("cancel_run")
         self._ask = script("ask")
         self._record_step = script("record_step")
+        self._record_usage = script("record_usage")
         self._answer = script("answer")
         self._revive_session = script("revive_session")
 
@@ -672,6 +678,13 @@ class RunLifecycle:
             raise StepTooLarge(
                 f"step {key!r}: the run's recorded steps would total {int(recorded[1])} bytes, over"
                 f" {MAX_RUN_STEPS_BYTES} (MAX_RUN_STEPS_BYTES): record less (a key to a result kept elsewhere)"
+            )
+
+    async def record_usage(self, lease: RunLease, attempt: int, usage: dict[str, int]) -> None:
+        keys = self.keys.session(lease.session_id)
+        with _fenced():
+            await self._record_usage(
+                keys=[keys.runs, keys.lease, keys.meta], args=[lease.run_id, lease.token, attempt, compact_json(usage)]
             )
 
     async def renew_lease(self, lease: RunLease) -> Renewal:

@@ -84,6 +84,9 @@ class RunRecord(BaseModel):
     # active: a worker that continues it replays them. Kept apart from the record (the session's
     # steps hash: record_step.lua), and here only for the worker that starts the run. Never shown.
     steps: dict[str, str] = Field(default_factory=dict, exclude=True)
+    # What each attempt cost, by attempt number, as its worker recorded it while it ran (record_usage.lua:
+    # the counts and the session's last id then); the run's end reports the total (worker/usage.py).
+    attempt_usage: dict[str, dict[str, int]] = Field(default_factory=dict, exclude=True)
     step_seq: int | None = Field(default=None, exclude=True)  # the session's last event id at its last step
 
     @property

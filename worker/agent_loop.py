@@ -101,10 +101,8 @@ async def _turn(
     if (recorded := context.recorded_step(key)) is not None:
         turn = _message(recorded["message"])
         context.replayed(turn.content, recorded["reasoning_chars"])  # the stream has them
-        context.add_usage(**recorded["usage"])
-        return turn
+        return turn  # (its usage counts for the attempt that made it: worker/usage.py)
     prefix = context.resume_text() if provider.continues else ""
-    usage_before = dict(context.usage)
     streamed = False
 
     async def model(continue_text: str) -> tuple[Message, int]:
@@ -127,10 +125,7 @@ async def _turn(
         await context.restart_resumed_text(prefix)
         turn, reasoning_chars = await model("")
     if turn.tool_calls:
-        usage = {
-            name: context.usage.get(name, 0) - usage_before.get(name, 0) for name in ("input_tokens", "output_tokens")
-        }
-        await context.record_step(key, {"message": asdict(turn), "usage": usage, "reasoning_chars": reasoning_chars})
+        await context.record_step(key, {"message": asdict(turn), "reasoning_chars": reasoning_chars})
     return turn
 
 

@@ -60,6 +60,7 @@ from tokentail.shared.events import (
     ToolStarted,
 )
 from tokentail.shared.records import MAX_STEP_BYTES, OnExpiry, Question, RunRecord, Turn
+from tokentail.worker.usage import UsageMeter
 from tokentail.worker.writer import EventWriter
 
 PREVIEW_CHARS = 4096  # of a tool result too large for the stream
@@ -129,7 +130,9 @@ class ToolScope:
 
 
 class RunContext:
-    def __init__(self, writer: EventWriter, session_id: str, run: RunRecord, history: list[Turn]) -> None:
+    def __init__(
+        self, writer: EventWriter, session_id: str, run: RunRecord, history: list[Turn], meter: UsageMeter | None = None
+    ) -> None:
         self.writer = writer
         self.session_id = session_id
         self.run_id = run.run_id
@@ -137,7 +140,7 @@ class RunContext:
         self.params = run.params
         self.attempt = run.attempt
         self.history = history  # earlier completed turns of this session
-        self.usage: dict[str, int] = {}
+        self.meter = meter if meter is not None else UsageMeter(run, writer)
         self._tools_started: dict[str, tuple[float, str | None]] = {}  # call id -> when it started, by which agent
         self._asked = run.asked  # questions asked before this attempt, all answered
         self._answers = run.answers
@@ -272,9 +275,11 @@ class RunContext:
         return self._asked[-1].state
 
     async def delta(self, text: str, *, agent: str | None = None) -> None:
+        self.meter.streamed(len(text))
         await self.writer.delta(text, agent)
 
     async def reasoning(self, text: str, *, agent: str | None = None) -> None:
+        self.meter.streamed(len(text))
         await self.writer.reasoning(text, agent)
 
     async def status(self, text: str, *, agent: str | None = None) -> None:
@@ -341,5 +346,11 @@ class RunContext:
             await self.tool_finished(call_id, error=error, agent=agent)
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
-        self.usage["input_tokens"] = self.usage.get("input_tokens", 0) + input_tokens
-        self.usage["output_tokens"] = self.usage.get("output_tokens", 0) + output_tokens
+        """Report what a model call cost (tokens in, tokens out): counted for this attempt, recorded
+        with the run as it comes, summed over the run's attempts at its end (worker/usage.py)."""
+        self.meter.add(input_tokens, output_tokens)
+
+    @property
+    def usage(self) -> dict[str, int]:
+        """This attempt's usage so far."""
+        return self.meter.usage

@@ -31,6 +31,7 @@ from tokentail.worker.providers.base import InvalidRequest, ProviderError
 from tokentail.worker.replay import Replay
 from tokentail.worker.retry import RetryPolicy
 from tokentail.worker.running import RunningRuns, Stop
+from tokentail.worker.usage import UsageMeter
 from tokentail.worker.watchdog import HOW_TO_FIX, BlockingCall
 from tokentail.worker.writer import EventTooLarge, EventWriter, OutputTooLarge
 
@@ -59,11 +60,15 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         return
     lease, run, verdict = started
     writer = EventWriter(lease, ctx["flush_ticks"], settings.max_output_chars)
+    meter = UsageMeter(run, writer)
     if verdict is not StartVerdict.RUN:
+        usage = meter.total()  # what its earlier attempts spent
         ending: RunCancelled | RunFailed = (
-            RunCancelled(run_id=run_id, reason=CANCELLED_BY_REQUEST)
+            RunCancelled(run_id=run_id, reason=CANCELLED_BY_REQUEST, usage=usage)
             if verdict is StartVerdict.CANCEL
-            else RunFailed(run_id=run_id, error=ErrorInfo(type="attempts_exhausted", message=_exhausted(run)))
+            else RunFailed(
+                run_id=run_id, error=ErrorInfo(type="attempts_exhausted", message=_exhausted(run)), usage=usage
+            )
         )
         metrics.RUNS.labels("cancelled" if verdict is StartVerdict.CANCEL else "failed").inc()
         await _finish(writer, ending, lease)
@@ -81,11 +86,11 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     )
     try:
         async with keeper:
-            completed = await _generate(ctx, session_id, run, writer, kept)
+            completed = await _generate(ctx, session_id, run, writer, meter, kept)
         await writer.finish(completed)
         outcome = "completed"
     except WaitingForInput as waiting:  # the run waits for an answer, without this worker
-        outcome = await _wait_for_input(writer, lease, run, waiting.question)
+        outcome = await _wait_for_input(writer, meter, lease, run, waiting.question)
     except (LeaseLost, asyncio.CancelledError) as stopped:
         # One reason why the run stopped, recorded by whoever stopped it; none means arq is stopping.
         stop = Stop.LEASE_LOST if isinstance(stopped, LeaseLost) else running.stop_reason(run_id)
@@ -96,12 +101,13 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         if isinstance(stopped, asyncio.CancelledError):
             _uncancel()
         outcome = stop.value
-        await _end_stopped(writer, lease, stop, settings)
+        await _end_stopped(writer, meter, lease, stop, settings)
     except Exception as exc:  # the run boundary: every failure ends the run with run.failed
         logger.warning("run %s of session %s failed: %s", run_id, session_id, exc, exc_info=True)
         if isinstance(exc, ProviderError):
             metrics.PROVIDER_ERRORS.labels(writer.provider, exc.kind).inc()
-        await _finish(writer, RunFailed(run_id=run_id, error=_error_info(exc, settings)), lease)
+        error = _error_info(exc, settings)
+        await _finish(writer, RunFailed(run_id=run_id, error=error, usage=meter.total(cut=True)), lease)
     finally:
         writer.close()
         running.discard(run_id)
@@ -109,21 +115,24 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         metrics.RUNS.labels(outcome).inc()
 
 
-async def _end_stopped(writer: EventWriter, lease: RunLease, stop: Stop, settings: Settings) -> None:
+async def _end_stopped(writer: EventWriter, meter: UsageMeter, lease: RunLease, stop: Stop, settings: Settings) -> None:
     if stop is Stop.CANCELLED:
         logger.info("run %s of session %s cancelled", lease.run_id, lease.session_id)
-        await _finish(writer, RunCancelled(run_id=lease.run_id, reason=CANCELLED_BY_REQUEST), lease)
+        cancelled = RunCancelled(run_id=lease.run_id, reason=CANCELLED_BY_REQUEST, usage=meter.total(cut=True))
+        await _finish(writer, cancelled, lease)
     elif stop is Stop.BLOCKED_LOOP:
         message = (
             f"the agent blocked the worker's event loop for over {settings.blocked_loop_seconds:g} s: {HOW_TO_FIX}"
         )
         error = ErrorInfo(type="blocked_event_loop", message=message)
-        await _finish(writer, RunFailed(run_id=lease.run_id, error=error), lease)
+        await _finish(writer, RunFailed(run_id=lease.run_id, error=error, usage=meter.total(cut=True)), lease)
     else:  # the run is another worker's now, or gone: it must not write its end
         logger.warning("run %s of session %s stopped: lease lost", lease.run_id, lease.session_id)
 
 
-async def _wait_for_input(writer: EventWriter, lease: RunLease, run: RunRecord, question: Question) -> str:
+async def _wait_for_input(
+    writer: EventWriter, meter: UsageMeter, lease: RunLease, run: RunRecord, question: Question
+) -> str:
     """Record the question and give the run up; what became of it (a metrics label)."""
     event = question.event(run.run_id)
     on_expiry = None
@@ -133,6 +142,7 @@ async def _wait_for_input(writer: EventWriter, lease: RunLease, run: RunRecord, 
         on_expiry = (answers, received.model_dump_json())
     try:
         await writer.flush()
+        await meter.settle()  # recorded while the lease is this worker's: the resume goes on counting
         asked = await lease.ask([*run.asked, question], event, on_expiry)
     except LeaseLost:
         logger.warning("run %s of session %s lost its lease as it asked for input", run.run_id, lease.session_id)
@@ -141,7 +151,8 @@ async def _wait_for_input(writer: EventWriter, lease: RunLease, run: RunRecord, 
         logger.error("run %s of session %s could not ask for input", run.run_id, lease.session_id, exc_info=True)
         return "failed"
     if asked is Asked.CANCEL:
-        await _finish(writer, RunCancelled(run_id=run.run_id, reason=CANCELLED_BY_REQUEST), lease)
+        cancelled = RunCancelled(run_id=run.run_id, reason=CANCELLED_BY_REQUEST, usage=meter.total())
+        await _finish(writer, cancelled, lease)
         return "cancelled"
     logger.info("run %s of session %s waits for an answer to %s", run.run_id, lease.session_id, question.input_id)
     return "waiting"
@@ -177,7 +188,7 @@ def _exhausted(run: RunRecord) -> str:
 
 
 async def _generate(
-    ctx: dict[str, Any], session_id: str, run: RunRecord, writer: EventWriter, kept: RunLog | None
+    ctx: dict[str, Any], session_id: str, run: RunRecord, writer: EventWriter, meter: UsageMeter, kept: RunLog | None
 ) -> RunCompleted:
     """Run the agent; `kept`: a takeover's record as it goes on, read when it was decided."""
     store: SessionStore = ctx["store"]
@@ -190,8 +201,11 @@ async def _generate(
     log = await store.run_log(session_id, run) if run.started_as == "resume" else kept
     if log is not None:
         writer.go_on(Replay(log))
-    context = RunContext(writer, session_id, run, history)
     agent = load_agent(run.agent, settings)
+    meter.reports = meter.reports or isinstance(agent, Agent)  # a model-driven agent's providers report usage
+    if run.started_as == "takeover":  # the attempt before was cut short: what it streamed unreported is estimated
+        await meter.estimate_taken_over(store, session_id, run)
+    context = RunContext(writer, session_id, run, history, meter)
     try:
         async with asyncio.timeout(settings.run_timeout_seconds):
             if isinstance(agent, Agent):
@@ -207,7 +221,7 @@ async def _generate(
         await context.fail_open_tools(exc)
         raise
     await writer.flush()
-    return RunCompleted(run_id=run.run_id, output=writer.text, usage=context.usage)
+    return RunCompleted(run_id=run.run_id, output=writer.text, usage=meter.total())
 
 
 def _uncancel() -> None:

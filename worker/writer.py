@@ -184,6 +184,12 @@ class EventWriter:
         await self.flush()
         await self._write([(event_type, stored)])
 
+    async def record_usage(self, attempt: int, usage: dict[str, int]) -> None:
+        """Record an attempt's usage so far with the run, after the text streamed before it (see
+        worker/usage.py): the output streamed past it is what was not reported yet."""
+        await self.flush()
+        await self._lease.record_usage(attempt, usage)
+
     async def record_step(self, key: str, value_json: str) -> None:
         """Record a step's result with the run, after the text streamed before it (see RunContext.step)."""
         await self.flush()

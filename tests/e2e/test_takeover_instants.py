@@ -152,6 +152,7 @@ async def test_a_worker_killed_at_the_worst_instant_loses_nothing_and_repeats_no
         repeated += max(0, len(text) - len(instant.answer))
         lost += max(0, len(instant.answer) - len(text))
         assert text == watcher.answer() == seen.events[-1][2]["output"] == instant.answer
+        _check_usage(seen.events[-1][2]["usage"], name, instant)
         moment = watcher.arrival.get("first delta after run.continued") or _first_delta_after(watcher, "input.received")
         first_new_token.append(moment - struck)
     runs_per_call = Counter(Counter(tool_runs.read_text().split()).values())
@@ -162,6 +163,21 @@ async def test_a_worker_killed_at_the_worst_instant_loses_nothing_and_repeats_no
         f"characters repeated {repeated}, lost {lost}; kill -> first new token at the client "
         f"p50 {statistics.median(first_new_token):.2f} s, max {max(first_new_token):.2f} s"
     )
+
+
+def _check_usage(usage: dict[str, Any], name: str, instant: Instant) -> None:
+    """The run's usage counts every attempt's model calls, the one the kill cut too (estimated)."""
+    if instant.agent == "stepping":  # your own agent: it reports no usage
+        return
+    if instant.asks:  # no takeover: the run resumed after the answer as the same attempt
+        assert "attempts" not in usage and usage["output_tokens"] > 0
+        return
+    attempts = usage["attempts"]
+    assert [attempt["attempt"] for attempt in attempts] == [1, 2]
+    assert usage["output_tokens"] == sum(attempt["output_tokens"] for attempt in attempts)
+    assert usage["input_tokens"] == sum(attempt["input_tokens"] for attempt in attempts)
+    cut = name == "during the model's text"  # the kill cut a model call: its output is estimated
+    assert (attempts[0].get("estimated_output_tokens", 0) > 0) == cut
 
 
 def _first_delta_after(watcher: Watcher, event: str) -> float:

@@ -129,7 +129,7 @@ async def test_lost_events_it_cannot_append_again_are_never_given_out_again_with
     # worker that died instead would leave its lease to a reaper.)
     keys = Keys(settings.key_prefix).session(session_id)
     if await redis.exists(keys.lease):
-        await redis.hset(keys.meta, "lease_until", 0)  # type: ignore[misc]
+        await redis.hset(keys.meta, "lease_until", "0")  # type: ignore[misc]
         await lifecycle.look(session_id)
     started = await lifecycle.start_run(session_id, run.run_id, "job-2", token="lease-2", takeover=3)
     assert started is not None

@@ -35,7 +35,7 @@ async def test_recording_steps_leaves_the_run_record_its_size_and_a_takeover_get
     # The worker that goes on with the run gets them, and where the last one was recorded.
     taken = await store.get_run(session_id, run.run_id, steps=True)
     assert taken is not None and len(taken.steps) == 20 and taken.step_seq == 2
-    await redis.hset(Keys(settings.key_prefix).session(session_id).meta, "lease_until", 0)  # type: ignore[misc]
+    await redis.hset(Keys(settings.key_prefix).session(session_id).meta, "lease_until", "0")  # type: ignore[misc]
     await runs.look(session_id)  # a reaper takes the lease away
     started = await runs.start_run(session_id, run.run_id, "job-2", token="lease-2", takeover=2)
     assert started is not None
@@ -68,7 +68,7 @@ async def test_a_run_that_starts_over_or_a_deleted_session_keeps_no_steps(
     session_id, run = await start_a_run(runs)
     await RunLease(runs, session_id, run.run_id, "lease-1").record_step("a#0", "1")
     steps_key = Keys(settings.key_prefix).session(session_id).steps
-    await redis.hset(Keys(settings.key_prefix).session(session_id).meta, "lease_until", 0)  # type: ignore[misc]
+    await redis.hset(Keys(settings.key_prefix).session(session_id).meta, "lease_until", "0")  # type: ignore[misc]
     await runs.look(session_id)
     started = await runs.start_run(session_id, run.run_id, "job-2", token="lease-2", takeover="restart")
     assert started is not None and started.run.steps == {} and not await redis.exists(steps_key)

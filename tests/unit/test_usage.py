@@ -1,0 +1,54 @@
+"""worker/usage.py: the run's usage from its attempts', and what a cut attempt streamed unreported."""
+
+from typing import Any
+
+from tokentail.worker.usage import estimated_tokens, run_usage, unreported_chars, with_estimate
+
+
+def test_one_attempt_reports_its_counts_alone() -> None:
+    assert run_usage({"1": {"input_tokens": 10, "output_tokens": 20, "seq": 7}}) == {
+        "input_tokens": 10,
+        "output_tokens": 20,
+    }
+    assert run_usage({}) == {"input_tokens": 0, "output_tokens": 0}
+
+
+def test_several_attempts_add_up_and_are_listed_with_what_was_estimated() -> None:
+    usage = run_usage(
+        {
+            "2": {"input_tokens": 5, "output_tokens": 8, "seq": 30},
+            "1": with_estimate({"input_tokens": 10, "output_tokens": 20, "seq": 12}, unreported_chars=41),
+            "3": {"input_tokens": 0, "output_tokens": 0},  # an attempt that spent nothing is left out
+        }
+    )
+    assert usage == {
+        "input_tokens": 15,
+        "output_tokens": 39,
+        "attempts": [
+            {"attempt": 1, "input_tokens": 10, "output_tokens": 31, "estimated_output_tokens": 11},
+            {"attempt": 2, "input_tokens": 5, "output_tokens": 8},
+        ],
+    }
+
+
+def test_an_estimate_alone_is_listed_so_the_reader_knows() -> None:
+    usage = run_usage({"1": with_estimate({}, unreported_chars=8)})
+    assert usage["output_tokens"] == 2 and usage["attempts"][0]["estimated_output_tokens"] == 2
+    assert estimated_tokens(0) == 0 and estimated_tokens(1) == 1 and estimated_tokens(9) == 3
+
+
+def test_unreported_chars_are_those_of_the_last_attempt_after_its_last_report() -> None:
+    events: list[tuple[int, str, dict[str, Any]]] = [
+        (1, "run.queued", {"run_id": "r"}),
+        (2, "run.started", {"run_id": "r", "attempt": 1}),
+        (3, "message.delta", {"run_id": "r", "text": "abcd"}),  # attempt 1, reported (seq 3)
+        (4, "message.delta", {"run_id": "r", "text": "efgh"}),
+        (5, "run.continued", {"run_id": "r", "attempt": 2, "from_event_id": 4}),
+        (6, "reasoning.delta", {"run_id": "r", "text": "thinking"}),
+        (7, "message.delta", {"run_id": "other", "text": "not this run's"}),
+        (8, "message.delta", {"run_id": "r", "text": "ij"}),
+        (9, "run.retrying", {"run_id": "r", "attempt": 3}),  # attempt 3's first event
+        (10, "run.started", {"run_id": "r", "attempt": 3}),
+    ]
+    assert unreported_chars(events, "r", since=3, until=5) == 4  # attempt 1: "efgh"
+    assert unreported_chars(events, "r", since=0, until=10) == 10  # attempt 2: "thinking", "ij"
