@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import re
+import shlex
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -139,6 +140,28 @@ async def test_the_readme_s_chat_and_its_follow_up_get_answers_that_make_sense(
     assert follow_up.stdout.strip() == "Let me calculate that. The calculator says 168.", follow_up.output
 
 
+async def test_chat_s_continue_with_line_works_as_printed_on_a_gateway_that_is_not_the_default(
+    gateway: Gateway, start_worker: Any
+) -> None:
+    await start_worker()
+    key = "k" * 24  # the line must not show a key typed on the command line
+    first = await asyncio.to_thread(
+        CliRunner(env={"TOKENTAIL_API_KEY": None}).invoke, main, ["chat", "--url", gateway.url, "What is 2 + 2?"]
+    )
+    assert first.exit_code == 0, first.output
+    found = re.search(r"continue with  (.+) \"\.\.\.\"\]", first.stderr)
+    assert found is not None, first.stderr
+    printed = shlex.split(found.group(1))
+    assert printed[:2] == ["tokentail", "chat"] and "--url" in printed
+    follow_up = await asyncio.to_thread(CliRunner().invoke, main, [*printed[1:], "and times two?"])
+    assert follow_up.stdout.strip() == "Let me calculate that. The calculator says 8.", follow_up.output
+    with_key = await asyncio.to_thread(
+        CliRunner().invoke, main, ["chat", "--url", gateway.url, "--api-key", key, "hello", "--param", "tokens=3"]
+    )
+    assert with_key.exit_code == 0, with_key.output
+    assert key not in with_key.stderr and "--api-key '<your key>' --session s_" in with_key.stderr
+
+
 async def test_ctrl_c_mid_answer_says_which_session_goes_on_and_how_to_follow_it(
     gateway: Gateway, start_worker: Any
 ) -> None:
@@ -154,7 +177,9 @@ async def test_ctrl_c_mid_answer_says_which_session_goes_on_and_how_to_follow_it
     _, stderr = await asyncio.wait_for(chat.communicate(), 30)
     said = stderr.decode()
     found = re.search(
-        r"the run goes on in session (s_\S+): replay and follow it with  tokentail chat --session \1", said
+        rf"the run goes on in session (s_\S+): replay and follow it with  tokentail chat --url {gateway.url}"
+        r" --session \1\]",
+        said,
     )
     assert chat.returncode == 130 and found, said
     async with AsyncTokentail(gateway.url) as client:
