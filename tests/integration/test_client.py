@@ -206,11 +206,11 @@ class Answers:
 async def _read_only(redis: Redis) -> AsyncIterator[None]:
     """Redis refuses writes, as a primary demoted in a failover does: a replica of a primary that is
     not there (it keeps its data until it syncs, which it never does)."""
-    await redis.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+    await redis.replicaof("127.0.0.1", free_port())
     try:
         yield
     finally:
-        await redis.execute_command("REPLICAOF", "NO", "ONE")
+        await redis.replicaof("NO", "ONE")
 
 
 async def test_create_session_and_send_wait_out_a_failover_s_read_only_redis_and_do_it_once(
