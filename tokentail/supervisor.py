@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 
 import click
@@ -64,7 +64,7 @@ class Child:
     started_at: float = 0.0
     quick_failures: int = 0  # in a row; a child that ran QUICK_SECONDS clears it
     restart_at: float | None = None  # waiting to start again, from then
-    starts: int = field(default=0)
+    starts: int = 0  # how many times it was started
 
     @property
     def pid(self) -> int | None:
