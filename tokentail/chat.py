@@ -1,8 +1,9 @@
 """`tokentail chat`: a run's answer streamed to the terminal, progress on stderr."""
 
 import json
+import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -19,8 +20,11 @@ def run_chat(
     agent: str | None,
     params: dict[str, object],
     api_key: str | None = None,
+    reach: Sequence[str] = (),
 ) -> int:
-    """Returns the exit status: 0 when the last run completed, 1 otherwise."""
+    """Returns the exit status: 0 when the last run completed, 1 otherwise. `reach`: the options that
+    reach this gateway again (`--url ...`), for the commands it suggests."""
+    screen = Screen()
     with Tokentail(url, api_key=api_key) as client:
         try:
             if session_id is None:
@@ -33,7 +37,7 @@ def run_chat(
                 after = None  # replay the session, then follow it
             status = 1
             for event in client.stream(session_id, last_event_id=after, on_reconnect=_reconnecting):
-                status = _show(event, status)
+                status = screen.show(event, status)
                 if event.event == "input.required":
                     _answer(client, session_id, event.data)
         except ApiError as exc:
@@ -47,12 +51,17 @@ def run_chat(
             if session_id is not None:
                 click.echo(
                     f"\n[stopped watching; the run goes on in session {session_id}: replay and follow it with"
-                    f"  tokentail chat --session {session_id}]",
+                    f"  {_command(reach, session_id)}]",
                     err=True,
                 )
             return 130
-    click.echo(f'[session {session_id}: continue with  tokentail chat --session {session_id} "..."]', err=True)
+    click.echo(f'[session {session_id}: continue with  {_command(reach, session_id)} "..."]', err=True)
     return status
+
+
+def _command(reach: Sequence[str], session_id: str) -> str:
+    """The `tokentail chat` that gets to this session again: the same gateway (and key), `--session`."""
+    return shlex.join(["tokentail", "chat", *reach, "--session", session_id])
 
 
 def _answer(client: Tokentail, session_id: str, question: dict[str, Any]) -> None:
@@ -104,8 +113,9 @@ _PROGRESS: dict[str, tuple[Callable[[dict[str, Any]], str], str | None]] = {
     "reasoning.delta": (lambda d: d["text"], None),  # thinking: dimmed, apart from the answer
     "status": (lambda d: f"\n[{d['text']}]", None),
     "tool.started": (lambda d: f"\n[running {d['name']} {d['arguments']}]", None),
-    "tool.completed": (lambda d: f"[{d['call_id']} done: {d['result']}]", None),
-    "tool.failed": (lambda d: f"[{d['call_id']} failed: {d['error']}]", "yellow"),
+    # A tool's end names its call, not the tool: Screen puts the name from its start in `name`.
+    "tool.completed": (lambda d: f"[{d['name']} done: {d['result']}]", None),
+    "tool.failed": (lambda d: f"[{d['name']} failed: {d['error']}]", "yellow"),
     "run.retrying": (lambda d: f"\n[the worker stopped; retrying (attempt {d['attempt']})]", "yellow"),
     # A terminal cannot take text back: it says where the text that follows takes over.
     "run.continued": (
@@ -122,14 +132,27 @@ _PROGRESS: dict[str, tuple[Callable[[dict[str, Any]], str], str | None]] = {
 _ENDINGS = {"run.completed": 0, "run.failed": 1, "run.cancelled": 1}
 
 
-def _show(event: Event, status: int) -> int:
-    if event.event == "message.delta":
-        click.echo(event.data["text"], nl=False)
-    elif event.event == "run.completed":
-        click.echo()
-    elif event.event in _PROGRESS:
-        text, colour = _PROGRESS[event.event]
-        click.secho(text(event.data), err=True, dim=colour is None, fg=colour, nl=event.event != "reasoning.delta")
-    elif event.event.startswith("data."):
-        click.secho(f"[{event.event}: {event.data['data']}]", err=True, dim=True)
-    return _ENDINGS.get(event.event, status)
+class Screen:
+    """Prints a session's events as they come; remembers the name of each tool call it saw start."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, str] = {}  # call id -> tool name
+
+    def show(self, event: Event, status: int) -> int:
+        """Print `event`; the exit status once it is shown (see _ENDINGS)."""
+        data = event.data
+        if event.event == "tool.started":
+            self._tools[data["call_id"]] = data["name"]
+        elif event.event in ("tool.completed", "tool.failed"):
+            # A stream that started after the call began never saw its name: the call id says which.
+            data = {**data, "name": self._tools.get(data["call_id"], data["call_id"])}
+        if event.event == "message.delta":
+            click.echo(data["text"], nl=False)
+        elif event.event == "run.completed":
+            click.echo()
+        elif event.event in _PROGRESS:
+            text, colour = _PROGRESS[event.event]
+            click.secho(text(data), err=True, dim=colour is None, fg=colour, nl=event.event != "reasoning.delta")
+        elif event.event.startswith("data."):
+            click.secho(f"[{event.event}: {data['data']}]", err=True, dim=True)
+        return _ENDINGS.get(event.event, status)

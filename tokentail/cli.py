@@ -63,9 +63,12 @@ def gateway(host: str, port: int) -> None:
     serve(settings, host, port, log_level=logging.getLevelName(logging.getLogger().level).lower())
 
 
+CHAT_URL = "http://127.0.0.1:8000"
+
+
 @main.command()
 @click.argument("question", required=False)
-@click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="TOKENTAIL_URL")
+@click.option("--url", default=CHAT_URL, show_default=True, envvar="TOKENTAIL_URL")
 @click.option("--session", "session_id", help="continue (or, without a question, replay and follow) this session")
 @click.option("--model", help="`scripted`, `openai:<name>`, `anthropic:<name>`, `openai-compatible:<name>`")
 @click.option("--agent", help="an agent name (default: assistant)")
@@ -86,7 +89,11 @@ def chat(
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per request would interleave with the answer
     if question is None and session_id is None:
         raise click.UsageError("give a question, or --session to follow an existing session")
-    sys.exit(run_chat(url, question, session_id, model, agent, _parse_params(params), api_key))
+    # What the commands it suggests need to reach this gateway again; a key typed here is not shown.
+    reach = [] if url == CHAT_URL else ["--url", url]
+    if click.get_current_context().get_parameter_source("api_key") is ParameterSource.COMMANDLINE:
+        reach += ["--api-key", "<your key>"]
+    sys.exit(run_chat(url, question, session_id, model, agent, _parse_params(params), api_key, reach))
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, object]:

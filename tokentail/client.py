@@ -12,6 +12,11 @@ left and no run active). Opened far behind (from the start, as here, or hundreds
 catches up compacted: each block of text so far as one `message.delta`, then delta by delta.
 `Tokentail` is the same with blocking calls. With an `api_key` every call sends it; without one,
 `stream` can read a session with its stream token (`token=`).
+
+The other calls are sent again, for up to `retry_for` seconds (waiting what `Retry-After` says),
+when sending them again cannot do anything twice (`retried`, below): a read on any passing
+failure; a write (`create_session`, `send`, `cancel`, `answer`) only on an answer that says it did
+nothing. The API has no idempotency key, so a write whose fate is unknown is not sent again.
 """
 
 import asyncio
@@ -29,20 +34,30 @@ import httpx2
 from tokentail.shared.errors import TokentailError
 from tokentail.shared.events import Event
 
-# Transient failures: the stream is resumed. Anything else (404, 410, 400, ...) is raised.
+# Transient failures: a stream is resumed, a read sent again. Anything else (404, 410, 400, ...) is raised.
 _RESUMABLE_STATUS = frozenset({429, 502, 503, 504})
+# The 503s of a Redis outage (gateway/errors.py) after which a write is known not to have happened:
+# Redis refused it (a replica during a failover, or full). `redis_unavailable` is not one: the
+# connection to Redis broke, maybe after the write's script ran, and a 502 or 504 is a proxy's, in
+# front of a gateway that may have done it. Sending those again could make a second session or run.
+_WRITE_REFUSED = frozenset({"redis_read_only", "redis_full"})
+RETRY_FOR = 30.0  # seconds, by default, that a REST call is sent again for
+_FIRST_RETRY_DELAY = 0.5  # without a Retry-After: doubled each time, up to
+_MAX_RETRY_DELAY = 5.0
 # How a stream far behind catches up: compacted (`snapshot`, each block of text as one delta) or every event.
 CatchUp = Literal["snapshot", "events"]
 
 
 class ApiError(TokentailError):
-    """An error answer of the API: its HTTP status, and the `type` and `message` of its JSON body."""
+    """An error answer of the API: its HTTP status, the `type` and `message` of its JSON body, and
+    the seconds its `Retry-After` asks to wait (None without one)."""
 
-    def __init__(self, status: int, type_: str, message: str) -> None:
+    def __init__(self, status: int, type_: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{status} {type_}: {message}")
         self.status = status
         self.type = type_
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -105,14 +120,63 @@ def _reconnect_delay(resume: Resumption, error: Exception, on_reconnect: Reconne
     return delay
 
 
-def _check(response: httpx2.Response) -> None:
-    if response.status_code < 400:
-        return
+def _error(response: httpx2.Response) -> ApiError:
+    retry_after = _retry_after(response)
     try:
         error = response.json()["error"]
-        raise ApiError(response.status_code, error["type"], error["message"])
+        return ApiError(response.status_code, error["type"], error["message"], retry_after)
     except (ValueError, KeyError, TypeError):
-        raise ApiError(response.status_code, "http_error", response.text[:200]) from None
+        return ApiError(response.status_code, "http_error", response.text[:200], retry_after)
+
+
+def _check(response: httpx2.Response) -> None:
+    if response.status_code >= 400:
+        raise _error(response)
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    """`Retry-After` in seconds (the gateway sends seconds; an HTTP date counts as none)."""
+    try:
+        return max(0.0, float(response.headers["Retry-After"]))
+    except (KeyError, ValueError):
+        return None
+
+
+# A connection that could not be made: the request never left, whatever it was.
+_NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+
+
+def retried(method: str, error: ApiError) -> bool:
+    """Whether a REST call that got `error` is sent again: a read (GET) on any passing failure; a
+    write only on an answer that says it did nothing: 429 (the limits are counted before anything is
+    written) or a 503 for which Redis refused the write. The one rule, for both clients."""
+    if method == "GET":
+        return error.status in _RESUMABLE_STATUS
+    return error.status == 429 or (error.status == 503 and error.type in _WRITE_REFUSED)
+
+
+class _Retries:
+    """The waits of one REST call's retries, within `retry_for` seconds of its first try."""
+
+    def __init__(self, retry_for: float) -> None:
+        self._deadline = time.monotonic() + retry_for
+        self._tries = 0
+
+    def delay(self, retry_after: float | None) -> float | None:
+        """The wait before the next try, or None if it would end past the deadline."""
+        self._tries += 1
+        backoff = min(_MAX_RETRY_DELAY, _FIRST_RETRY_DELAY * 2 ** (self._tries - 1))
+        wait = retry_after if retry_after is not None else backoff
+        return wait if time.monotonic() + wait <= self._deadline else None
+
+    def after(self, method: str, outcome: httpx2.Response | Exception) -> float | None:
+        """After a try: the wait before the next, or None to stop (a success, or an error to raise)."""
+        if isinstance(outcome, Exception):
+            return self.delay(None) if isinstance(outcome, _NOT_SENT) else None
+        if outcome.status_code < 400:
+            return None
+        error = _error(outcome)
+        return self.delay(error.retry_after) if retried(method, error) else None
 
 
 def _headers(credential: str | None) -> dict[str, str]:
@@ -127,9 +191,11 @@ def _run_body(input: str, multitask: str, options: dict[str, Any]) -> dict[str, 
     return {"input": input, "multitask": multitask, **{k: v for k, v in options.items() if v is not None}}
 
 
-def _json(response: httpx2.Response) -> Any:
-    _check(response)
-    return response.json()
+def _json(outcome: httpx2.Response | Exception) -> Any:
+    if isinstance(outcome, Exception):
+        raise outcome
+    _check(outcome)
+    return outcome.json()
 
 
 def _stream_status(response: httpx2.Response) -> bool:
@@ -162,9 +228,31 @@ def _events(resume: Resumption, sse: httpx2.ServerSentEvent) -> list[Event]:
 
 
 class AsyncTokentail:
-    def __init__(self, base_url: str, *, api_key: str | None = None, http: httpx2.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        http: httpx2.AsyncClient | None = None,
+        retry_for: float = RETRY_FOR,
+    ) -> None:
+        """`retry_for`: how long a REST call may be sent again (0: never; see `retried`)."""
         timeout = httpx2.Timeout(10.0, read=None)  # streams may be silent between runs
         self._http = http or httpx2.AsyncClient(base_url=base_url, timeout=timeout, headers=_headers(api_key))
+        self._retry_for = retry_for
+
+    async def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+        """The JSON answer of a REST call, sent again while `retried` says it may be."""
+        retries = _Retries(self._retry_for)
+        while True:
+            outcome: httpx2.Response | Exception
+            try:
+                outcome = await self._http.request(method, url, json=body)
+            except _NOT_SENT as exc:
+                outcome = exc
+            if (delay := retries.after(method, outcome)) is None:
+                return _json(outcome)
+            await asyncio.sleep(delay)
 
     async def __aenter__(self) -> "AsyncTokentail":
         return self
@@ -182,27 +270,25 @@ class AsyncTokentail:
         metadata: dict[str, Any] | None = None,
     ) -> SessionCreated:
         body = _session_body(input, model=model, params=params, agent=agent, metadata=metadata)
-        return SessionCreated.from_json(_json(await self._http.post("/v1/sessions", json=body)))
+        return SessionCreated.from_json(await self._call("POST", "/v1/sessions", body))
 
     async def send(self, session_id: str, input: str, *, multitask: str = "reject", **options: Any) -> str:
         """Queue a follow-up run; returns its id."""
         body = _run_body(input, multitask, options)
-        return str(_json(await self._http.post(f"/v1/sessions/{session_id}/runs", json=body))["run_id"])
+        return str((await self._call("POST", f"/v1/sessions/{session_id}/runs", body))["run_id"])
 
     async def cancel(self, session_id: str) -> str | None:
-        run_id: str | None = _json(await self._http.post(f"/v1/sessions/{session_id}/cancel"))["run_id"]
+        run_id: str | None = (await self._call("POST", f"/v1/sessions/{session_id}/cancel"))["run_id"]
         return run_id
 
     async def answer(self, session_id: str, run_id: str, input_id: str, answer: Any) -> int:
         """Answer the question a run asked (its `input.required` event); the `input.received` event's id."""
         body = {"input_id": input_id, "answer": answer}
-        event_id: int = _json(await self._http.post(f"/v1/sessions/{session_id}/runs/{run_id}/input", json=body))[
-            "event_id"
-        ]
+        event_id: int = (await self._call("POST", f"/v1/sessions/{session_id}/runs/{run_id}/input", body))["event_id"]
         return event_id
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
-        state: dict[str, Any] = _json(await self._http.get(f"/v1/sessions/{session_id}"))
+        state: dict[str, Any] = await self._call("GET", f"/v1/sessions/{session_id}")
         return state
 
     async def stream(
@@ -245,9 +331,29 @@ class AsyncTokentail:
 class Tokentail:
     """The blocking twin of AsyncTokentail."""
 
-    def __init__(self, base_url: str, *, api_key: str | None = None, http: httpx2.Client | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        http: httpx2.Client | None = None,
+        retry_for: float = RETRY_FOR,
+    ) -> None:
         timeout = httpx2.Timeout(10.0, read=None)
         self._http = http or httpx2.Client(base_url=base_url, timeout=timeout, headers=_headers(api_key))
+        self._retry_for = retry_for
+
+    def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+        retries = _Retries(self._retry_for)
+        while True:
+            outcome: httpx2.Response | Exception
+            try:
+                outcome = self._http.request(method, url, json=body)
+            except _NOT_SENT as exc:
+                outcome = exc
+            if (delay := retries.after(method, outcome)) is None:
+                return _json(outcome)
+            time.sleep(delay)
 
     def __enter__(self) -> "Tokentail":
         return self
@@ -265,24 +371,24 @@ class Tokentail:
         metadata: dict[str, Any] | None = None,
     ) -> SessionCreated:
         body = _session_body(input, model=model, params=params, agent=agent, metadata=metadata)
-        return SessionCreated.from_json(_json(self._http.post("/v1/sessions", json=body)))
+        return SessionCreated.from_json(self._call("POST", "/v1/sessions", body))
 
     def send(self, session_id: str, input: str, *, multitask: str = "reject", **options: Any) -> str:
         body = _run_body(input, multitask, options)
-        return str(_json(self._http.post(f"/v1/sessions/{session_id}/runs", json=body))["run_id"])
+        return str(self._call("POST", f"/v1/sessions/{session_id}/runs", body)["run_id"])
 
     def cancel(self, session_id: str) -> str | None:
-        run_id: str | None = _json(self._http.post(f"/v1/sessions/{session_id}/cancel"))["run_id"]
+        run_id: str | None = self._call("POST", f"/v1/sessions/{session_id}/cancel")["run_id"]
         return run_id
 
     def answer(self, session_id: str, run_id: str, input_id: str, answer: Any) -> int:
         """Answer the question a run asked (its `input.required` event); the `input.received` event's id."""
         body = {"input_id": input_id, "answer": answer}
-        event_id: int = _json(self._http.post(f"/v1/sessions/{session_id}/runs/{run_id}/input", json=body))["event_id"]
+        event_id: int = self._call("POST", f"/v1/sessions/{session_id}/runs/{run_id}/input", body)["event_id"]
         return event_id
 
     def get_session(self, session_id: str) -> dict[str, Any]:
-        state: dict[str, Any] = _json(self._http.get(f"/v1/sessions/{session_id}"))
+        state: dict[str, Any] = self._call("GET", f"/v1/sessions/{session_id}")
         return state
 
     def stream(

@@ -2,28 +2,30 @@
 gateways, a round-robin balancer (tokentail/balancer.py) in front of them takes the port, as nginx
 does in docker-compose.yml.
 
-Children run in their own process group, so Ctrl-C reaches only this supervisor, which stops
-them in order (gateway and workers first, then Redis, which they need until the end). On Linux
-each child also gets SIGTERM if the supervisor itself dies, so none is left behind.
+A gateway, worker or balancer that dies is started again, as compose's `restart:` would
+(tokentail/supervisor.py): killing a worker mid-answer shows the takeover. Redis is the state: its
+end ends everything. Every child, Redis too, runs in a process group of its own, so Ctrl-C reaches
+only this supervisor, which stops them in order (gateways and workers first, then Redis, which they
+need until the end). On Linux each child also gets SIGTERM if the supervisor itself dies, so none
+is left behind.
 """
 
 import ctypes
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from types import FrameType
 
 import click
 
 from tokentail.redis_server import RedisServer, free_port
 from tokentail.shared.catalog import BUILTIN_AGENTS
 from tokentail.shared.settings import get_settings
+from tokentail.supervisor import Child, Stopping, how_it_ended, say, stop_all, supervise
 
 _PR_SET_PDEATHSIG = 1
 LOCAL_ORIGINS = "http://localhost:*,http://127.0.0.1:*"
@@ -42,11 +44,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 
 class Stop(Exception):
-    pass
-
-
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise Stop
+    """Asked to stop (Ctrl-C, SIGTERM) while starting up."""
 
 
 def run_dev(
@@ -60,11 +58,11 @@ def run_dev(
 ) -> int:
     """Run `gateways` gateways and `workers` workers on a private redis-server, or on `redis_url`."""
     preexec = _die_with_parent()
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = Stopping()
+    stopping.install()
+    children: list[Child] = []
     with tempfile.TemporaryDirectory(prefix="tokentail-dev-") as data_dir:
-        redis = RedisServer(data_dir, preexec_fn=preexec) if redis_url is None else None
+        redis = RedisServer(data_dir, preexec_fn=preexec, own_process_group=True) if redis_url is None else None
         try:
             if redis is not None:
                 redis_url = redis.start().url
@@ -78,8 +76,11 @@ def run_dev(
             }
 
             def spawn(name: str, *command: str) -> None:
-                process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=preexec)
-                children.append((name, process))
+                if stopping.asked:
+                    raise Stop
+                child = Child(name, command)
+                children.append(child)  # listed before it starts: stopped whatever comes next
+                child.start(env, preexec)
 
             # One gateway on the port; or several, each on a port of its own, behind a balancer on it.
             replicas = [] if gateways == 1 else [f"127.0.0.1:{free_port()}" for _ in range(gateways)]
@@ -90,41 +91,44 @@ def run_dev(
                 spawn(f"worker {i + 1}", *CLI, "worker", "--port", "0")  # no probe server: nothing probes them here
             if replicas:
                 for replica in replicas:
-                    _wait_ready(f"http://{replica}", children)
+                    _wait_ready(f"http://{replica}", children, stopping)
                 spawn("balancer", sys.executable, "-m", "tokentail.balancer", f"{host}:{port}", *replicas)
             base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-            _wait_ready(base, children)
+            _wait_ready(base, children, stopping)
             origins = env["TOKENTAIL_CORS_ORIGINS"]
             _banner(base, str(redis_url), workers, replicas, origins, temporary=redis is not None)
-            return _until_one_exits(children)
+            status = supervise(children, env, preexec, stopping, essential=lambda: _redis_lost(redis))
+            if status == 0:
+                click.echo("\ntokentail dev: stopping", err=True)
+            return status
         except Stop:
             click.echo("\ntokentail dev: stopping", err=True)
             return 0
         except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
-            click.echo(f"tokentail dev: {exc}", err=True)
+            say(str(exc))
             return 1
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-            _stop_all(children)
+            stop_all(children)
             if redis is not None:
                 redis.stop()
 
 
-def _until_one_exits(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
-    while True:
-        for name, process in children:
-            if process.poll() is not None:
-                click.echo(f"tokentail dev: {name} exited with {process.returncode}; stopping", err=True)
-                return 1
-        time.sleep(0.2)
+def _redis_lost(redis: RedisServer | None) -> str | None:
+    """What to say if the private redis-server has ended: it holds every session, so nothing can go on."""
+    if redis is None or redis.process is None or (returncode := redis.process.poll()) is None:
+        return None
+    return f"redis-server (pid {redis.process.pid}) {how_it_ended(returncode)}: it holds every session and the queue"
 
 
-def _wait_ready(base: str, children: list[tuple[str, subprocess.Popen[bytes]]], timeout: float = 30.0) -> None:
+def _wait_ready(base: str, children: list[Child], stopping: Stopping, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for name, process in children:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode} while starting")
+        if stopping.asked:
+            raise Stop
+        for child in children:
+            if (returncode := child.exited()) is not None:
+                raise RuntimeError(f"{child.name} (pid {child.pid}) {how_it_ended(returncode)} while starting")
         try:
             with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
                 if response.status == 200:
@@ -133,20 +137,6 @@ def _wait_ready(base: str, children: list[tuple[str, subprocess.Popen[bytes]]], 
             pass
         time.sleep(0.1)
     raise TimeoutError(f"the gateway did not become ready at {base} within {timeout:.0f} s")
-
-
-def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: float = 10.0) -> None:
-    for _, process in children:
-        if process.poll() is None:
-            process.terminate()
-    deadline = time.monotonic() + timeout
-    for name, process in children:
-        try:
-            process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            click.echo(f"tokentail dev: {name} did not stop in {timeout:.0f} s; killing it", err=True)
-            process.kill()
-            process.wait()
 
 
 def _banner(base: str, redis_url: str, workers: int, replicas: list[str], cors_origins: str, temporary: bool) -> None:

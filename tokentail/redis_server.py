@@ -46,6 +46,7 @@ class RedisServer:
         appendonly: bool = False,
         preexec_fn: Callable[[], None] | None = None,
         extra_args: tuple[str, ...] = (),
+        own_process_group: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -53,6 +54,9 @@ class RedisServer:
         self._appendonly = appendonly
         self._preexec_fn = preexec_fn
         self._extra_args = extra_args
+        # `tokentail dev`: a Ctrl-C in the terminal goes to the whole foreground group; in a group of
+        # its own, Redis stops only when the supervisor stops it, after the processes that use it.
+        self._own_process_group = own_process_group
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
@@ -68,7 +72,11 @@ class RedisServer:
             *self._extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=self._preexec_fn
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=self._preexec_fn,
+            start_new_session=self._own_process_group,
         )
         deadline = time.monotonic() + timeout
         while not self._answers_ping():

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from tokentail.shared.catalog import parse_model
@@ -73,7 +74,16 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         metrics.RUNS.labels("cancelled" if verdict is StartVerdict.CANCEL else "failed").inc()
         await _finish(writer, ending, lease)
         return
-    logger.info("run %s of session %s started (attempt %d, %s)", run_id, session_id, run.attempt, run.started_as)
+    # The pid says which worker holds the run: the one to kill to see a takeover (`tokentail dev` names its
+    # workers' pids as it starts them).
+    logger.info(
+        "run %s of session %s started (attempt %d, %s) in worker pid %d",
+        run_id,
+        session_id,
+        run.attempt,
+        run.started_as,
+        os.getpid(),
+    )
     _count_start(run)
     running.add(run_id, session_id)
     metrics.ACTIVE_RUNS.inc()

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from redis import Redis
 
 from tests.e2e.conftest import wait_until_ready
 from tests.waiting import eventually_sync
+from tokentail.client import Tokentail
 from tokentail.redis_server import free_port
+from tokentail.shared.events import Event
 
 
 def _children(pid: int) -> list[int]:
@@ -197,3 +200,195 @@ def test_with_auth_on_dev_s_curl_lines_send_a_key_and_work_as_printed() -> None:
         assert f"-H 'Authorization: Bearer {key}'" in banner and f"curl -N -H 'Authorization: Bearer {key}'" in banner
         with httpx2.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as client:
             assert client.post("/v1/sessions", json={"input": "hello"}).status_code == 201
+
+
+class DevLog:
+    """The lines a running `tokentail dev` prints (its children's logs and its own), read as they come."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.lines: list[str] = []
+        self._process = process
+        self._reader = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._reader.start()
+
+    def _read(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.lines.append(line.decode(errors="replace").rstrip("\n"))
+
+    def wait_for(self, pattern: str, within: float = 30.0, after: int = 0) -> re.Match[str]:
+        """The first line from index `after` on that matches `pattern`."""
+
+        def found() -> re.Match[str]:
+            for line in self.lines[after:]:
+                if match := re.search(pattern, line):
+                    return match
+            raise AssertionError(f"no line matches {pattern!r}")
+
+        return eventually_sync(found, within=within, interval=0.1)
+
+    def text(self) -> str:
+        """All of it, once the process has ended."""
+        self._reader.join(timeout=30)
+        return "\n".join(self.lines)
+
+    def close(self) -> None:
+        self._reader.join(timeout=30)  # the pipe ends with the process (and the children that share it)
+        assert self._process.stdout is not None
+        self._process.stdout.close()
+
+
+@contextlib.contextmanager
+def _running_dev(*dev_options: str) -> Iterator[tuple[subprocess.Popen[bytes], str, DevLog]]:
+    """`tokentail dev --workers 2 [dev_options]` in a process group of its own, as a terminal runs it:
+    the process, its base URL and its log. Ctrl-C'd at the end as a terminal does it (to the whole
+    group); whatever happens, nothing it started is left running."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTAIL_")}
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "tokentail.cli", "dev", "--port", str(port), "--workers", "2", *dev_options],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log = DevLog(dev)
+    started: set[int] = set()  # every process dev started, the replacements too
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", dev)
+        log.wait_for("Press Ctrl-C")
+        yield dev, f"http://127.0.0.1:{port}", log
+        started.update(_children(dev.pid))
+        os.killpg(dev.pid, signal.SIGINT)  # the terminal's Ctrl-C: to every process of its foreground group
+        dev.wait(timeout=30)
+        assert dev.returncode == 0, log.text()
+        assert [pid for pid in started if _alive(pid)] == []
+    finally:
+        started.update(_children(dev.pid))
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        log.close()
+
+
+def _follow(base: str, session_id: str, into: list[Event]) -> threading.Thread:
+    """A client following the session's stream (resuming as it must), in a thread, until the server says 204."""
+
+    def follow() -> None:
+        with Tokentail(base) as client:
+            into.extend(client.stream(session_id, catch_up="events"))
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    return thread
+
+
+def _a_later_run_completes(base: str) -> None:
+    with Tokentail(base) as client:
+        session = client.create_session("and now?", params={"tokens": 5})
+        assert [e.event for e in client.stream(session.session_id)][-1] == "run.completed"
+
+
+LONG_RUN = {"tokens": 400, "tokens_per_second": 40}  # 10 s of answer
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_killed_mid_answer_is_replaced_and_the_answer_goes_on_through_the_takeover() -> None:
+    with _running_dev() as (dev, base, log):
+        with Tokentail(base) as client:
+            session = client.create_session("hello", params=LONG_RUN)
+        events: list[Event] = []
+        follower = _follow(base, session.session_id, events)
+        # The dev log names the worker that holds the run: the one to kill.
+        holder = int(log.wait_for(rf"run {session.run_id} of session \S+ started \(attempt 1, .*worker pid (\d+)")[1])
+        eventually_sync(lambda: sum(e.event == "message.delta" for e in events) >= 5, what="mid-answer")
+        os.kill(holder, signal.SIGKILL)
+        died = log.wait_for(rf"worker (\d) \(pid {holder}\) killed by SIGKILL; starting a new one")
+        log.wait_for(rf"worker {died[1]} started again \(pid (\d+)\)")
+        follower.join(timeout=60)
+        assert not follower.is_alive(), "the stream did not end"
+        kinds = [e.event for e in events]
+        assert {"run.continued", "run.retrying"} & set(kinds), kinds
+        assert kinds[-1] == "run.completed" and kinds.count("run.completed") == 1
+        assert [e.id for e in events] == list(range(1, len(events) + 1))
+        taken_over = log.wait_for(rf"run {session.run_id} of session \S+ started \(attempt 2, .*worker pid (\d+)")
+        assert int(taken_over[1]) != holder
+        _a_later_run_completes(base)
+        assert dev.poll() is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_gateway_killed_mid_stream_is_replaced_on_its_port_and_the_stream_resumes() -> None:
+    with _running_dev() as (dev, base, log):
+        gateway = int(log.wait_for(r"tokentail dev: gateway started \(pid (\d+)\)")[1])
+        with Tokentail(base) as client:
+            session = client.create_session("hello", params=LONG_RUN)
+        events: list[Event] = []
+        follower = _follow(base, session.session_id, events)
+        eventually_sync(lambda: sum(e.event == "message.delta" for e in events) >= 5, what="mid-answer")
+        os.kill(gateway, signal.SIGKILL)
+        log.wait_for(rf"gateway \(pid {gateway}\) killed by SIGKILL; starting a new one")
+        log.wait_for(r"gateway started again \(pid (\d+)\)")
+        follower.join(timeout=60)
+        assert not follower.is_alive(), "the stream did not end"
+        assert [e.id for e in events] == list(range(1, len(events) + 1))  # resumed: nothing lost, nothing twice
+        assert [e.event for e in events][-1] == "run.completed"
+        _a_later_run_completes(base)
+        assert dev.poll() is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_with_two_gateways_the_balancer_keeps_its_port_while_a_killed_gateway_restarts() -> None:
+    with _running_dev("--gateways", "2") as (dev, base, log):
+        first = int(log.wait_for(r"tokentail dev: gateway 1 started \(pid (\d+)\)")[1])
+        os.kill(first, signal.SIGKILL)
+        log.wait_for(rf"gateway 1 \(pid {first}\) killed by SIGKILL; starting a new one")
+        for _ in range(4):  # every connection lands on a gateway that answers, the restarting one or not
+            _a_later_run_completes(base)
+        log.wait_for(r"gateway 1 started again")
+        assert dev.poll() is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_with_a_stream_open_stops_the_gateway_before_redis() -> None:
+    # A terminal's Ctrl-C reaches its whole foreground group: a Redis in it would go first, under the gateway.
+    with _running_dev() as (dev, base, log):
+        with Tokentail(base) as client:
+            session = client.create_session("hello", params=LONG_RUN)
+        lines: list[str] = []
+
+        def follow() -> None:  # one connection, no reconnect: it ends when the gateway stops
+            with httpx2.Client(timeout=30) as http, http.stream("GET", session.events_url) as response:
+                lines.extend(response.iter_lines())
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()  # the gateway's stream hub follows the session
+        eventually_sync(lambda: lines.count("event: message.delta") >= 2, what="mid-answer")
+    follower.join(timeout=30)
+    output = log.text()
+    assert "tokentail dev: stopping" in output
+    assert "lost Redis" not in output and "outage" not in output.lower(), output
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_redis_dying_ends_dev_and_says_why() -> None:
+    # Redis is the state: no restart would bring the sessions back.
+    port = free_port()
+    dev = _start_dev(port)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", dev)
+        children = _wait_for_children(dev.pid, 4)
+        [redis] = [pid for pid in children if "redis-server" in Path(f"/proc/{pid}/cmdline").read_text()]
+        os.kill(redis, signal.SIGKILL)
+        output = dev.communicate(timeout=60)[0].decode()
+        assert dev.returncode == 1
+        assert f"redis-server (pid {redis}) killed by SIGKILL: it holds every session and the queue; stopping" in output
+        assert "starting a new one" not in output
+        assert [pid for pid in children if _alive(pid)] == []
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.communicate()

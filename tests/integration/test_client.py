@@ -1,19 +1,30 @@
 """The Python client (async and sync) and `tokentail chat` against uvicorn and a real worker."""
 
 import asyncio
+import contextlib
 import re
+import shlex
 import signal
 import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
+from tests.waiting import eventually
 from tokentail import ApiError, AsyncTokentail, Resumption, Tokentail, TokentailError
 from tokentail.cli import main
+from tokentail.client import _Retries, retried
+from tokentail.redis_server import RedisServer, free_port
 from tokentail.shared.events import Event, MessageDelta, RunCompleted
+from tokentail.shared.keys import Keys
+from tokentail.shared.settings import Settings
 
 
 async def test_async_client_streams_a_run_and_ends_at_204(gateway: Gateway, start_worker: Any) -> None:
@@ -129,6 +140,28 @@ async def test_the_readme_s_chat_and_its_follow_up_get_answers_that_make_sense(
     assert follow_up.stdout.strip() == "Let me calculate that. The calculator says 168.", follow_up.output
 
 
+async def test_chat_s_continue_with_line_works_as_printed_on_a_gateway_that_is_not_the_default(
+    gateway: Gateway, start_worker: Any
+) -> None:
+    await start_worker()
+    key = "k" * 24  # the line must not show a key typed on the command line
+    first = await asyncio.to_thread(
+        CliRunner(env={"TOKENTAIL_API_KEY": None}).invoke, main, ["chat", "--url", gateway.url, "What is 2 + 2?"]
+    )
+    assert first.exit_code == 0, first.output
+    found = re.search(r"continue with  (.+) \"\.\.\.\"\]", first.stderr)
+    assert found is not None, first.stderr
+    printed = shlex.split(found.group(1))
+    assert printed[:2] == ["tokentail", "chat"] and "--url" in printed
+    follow_up = await asyncio.to_thread(CliRunner().invoke, main, [*printed[1:], "and times two?"])
+    assert follow_up.stdout.strip() == "Let me calculate that. The calculator says 8.", follow_up.output
+    with_key = await asyncio.to_thread(
+        CliRunner().invoke, main, ["chat", "--url", gateway.url, "--api-key", key, "hello", "--param", "tokens=3"]
+    )
+    assert with_key.exit_code == 0, with_key.output
+    assert key not in with_key.stderr and "--api-key '<your key>' --session s_" in with_key.stderr
+
+
 async def test_ctrl_c_mid_answer_says_which_session_goes_on_and_how_to_follow_it(
     gateway: Gateway, start_worker: Any
 ) -> None:
@@ -144,8 +177,127 @@ async def test_ctrl_c_mid_answer_says_which_session_goes_on_and_how_to_follow_it
     _, stderr = await asyncio.wait_for(chat.communicate(), 30)
     said = stderr.decode()
     found = re.search(
-        r"the run goes on in session (s_\S+): replay and follow it with  tokentail chat --session \1", said
+        rf"the run goes on in session (s_\S+): replay and follow it with  tokentail chat --url {gateway.url}"
+        r" --session \1\]",
+        said,
     )
     assert chat.returncode == 130 and found, said
     async with AsyncTokentail(gateway.url) as client:
         assert (await client.get_session(found.group(1)))["runs"][-1]["status"] == "running"  # not cancelled
+
+
+class Answers:
+    """The status and error type of each answer a client got, from an httpx2 event hook."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, str | None]] = []  # (method, status, error type)
+
+    async def __call__(self, response: httpx2.Response) -> None:
+        await response.aread()
+        error = response.json().get("error") if response.status_code >= 400 else None
+        self.seen.append((response.request.method, response.status_code, error and error["type"]))
+
+    def client(self, gateway: Gateway) -> AsyncTokentail:
+        http = httpx2.AsyncClient(base_url=gateway.url, timeout=10, event_hooks={"response": [self]})
+        return AsyncTokentail(gateway.url, http=http)
+
+
+@contextlib.asynccontextmanager
+async def _read_only(redis: Redis) -> AsyncIterator[None]:
+    """Redis refuses writes, as a primary demoted in a failover does: a replica of a primary that is
+    not there (it keeps its data until it syncs, which it never does)."""
+    await redis.replicaof("127.0.0.1", free_port())
+    try:
+        yield
+    finally:
+        await redis.replicaof("NO", "ONE")
+
+
+async def test_create_session_and_send_wait_out_a_failover_s_read_only_redis_and_do_it_once(
+    private_redis_url: str, start_gateway: Any, settings: Settings
+) -> None:
+    gateway: Gateway = await start_gateway(redis_url=private_redis_url)
+    answers = Answers()
+    redis = Redis.from_url(private_redis_url)
+    try:
+        async with answers.client(gateway) as client:
+            async with _read_only(redis):
+                creating = asyncio.ensure_future(client.create_session(None))
+                await eventually(lambda: ("POST", 503, "redis_read_only") in answers.seen, within=20)
+            session = await creating  # sent again after the Retry-After, once Redis took writes again
+            async with _read_only(redis):
+                sending = asyncio.ensure_future(client.send(session.session_id, "hello", params={"tokens": 5}))
+                await eventually(lambda: answers.seen[-1] == ("POST", 503, "redis_read_only"), within=20)
+            run_id = await sending
+            state = await client.get_session(session.session_id)
+        assert [run["run_id"] for run in state["runs"]] == [run_id]  # one run: nothing was done twice
+        assert len(await redis.keys(Keys(settings.key_prefix).session("*").meta)) == 1  # one session
+        assert [status for _, status, _ in answers.seen].count(201) == 1
+    finally:
+        await redis.aclose()
+
+
+async def test_a_write_whose_fate_is_unknown_is_raised_and_a_read_waits_for_redis_to_come_back(
+    tmp_path: Path, start_gateway: Any
+) -> None:
+    server = RedisServer(tmp_path, appendonly=True).start()
+    try:
+        gateway: Gateway = await start_gateway(redis_url=server.url)
+        answers = Answers()
+        async with answers.client(gateway) as client:
+            session = await client.create_session(None)
+            await asyncio.to_thread(server.stop)  # SIGTERM: the AOF has the session when it starts again
+            answers.seen.clear()
+            with pytest.raises(ApiError) as raised:
+                await client.create_session("hello")  # the script may have run before the connection broke
+            assert (raised.value.status, raised.value.type, raised.value.retry_after) == (503, "redis_unavailable", 1)
+            assert len(answers.seen) == 1  # not sent again
+            reading = asyncio.ensure_future(client.get_session(session.session_id))
+            await eventually(lambda: len(answers.seen) >= 2, within=20)
+            server = RedisServer(tmp_path, port=server.port, appendonly=True).start()
+            state = await reading
+        assert state["session_id"] == session.session_id
+        assert answers.seen[1:] == [*[("GET", 503, "redis_unavailable")] * (len(answers.seen) - 2), ("GET", 200, None)]
+    finally:
+        server.stop()
+
+
+async def test_a_call_whose_connection_could_not_be_made_is_sent_again(settings: Settings) -> None:
+    port = free_port()  # nothing listens there yet
+    gateway = Gateway(settings, port=port)
+    async with AsyncTokentail(gateway.url) as client:
+        creating = asyncio.ensure_future(client.create_session(None))
+        await asyncio.sleep(0.3)  # a try or two fail to connect meanwhile
+        await gateway.start()
+        try:
+            session = await creating
+            assert (await client.get_session(session.session_id))["status"] == "idle"
+        finally:
+            await gateway.stop()
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "type_", "again"),
+    [
+        ("GET", 503, "redis_unavailable", True),
+        ("GET", 502, "http_error", True),
+        ("GET", 429, "rate_limited", True),
+        ("GET", 404, "session_not_found", False),
+        ("POST", 429, "rate_limited", True),  # refused before anything is written
+        ("POST", 503, "redis_read_only", True),  # Redis refused the write
+        ("POST", 503, "redis_full", True),
+        ("POST", 503, "redis_unavailable", False),  # the script may have run before the connection broke
+        ("POST", 502, "http_error", False),  # a proxy's: the gateway may have done it
+        ("POST", 504, "http_error", False),
+        ("POST", 409, "run_conflict", False),
+    ],
+)
+def test_which_answers_a_rest_call_is_sent_again_after(method: str, status: int, type_: str, again: bool) -> None:
+    assert retried(method, ApiError(status, type_, "")) is again
+
+
+def test_a_retry_after_past_the_time_left_is_not_waited_for() -> None:
+    retries = _Retries(retry_for=3.0)
+    assert retries.delay(2.0) == 2.0
+    assert retries.delay(4.0) is None  # the caller gets the error now, not in 4 s
+    assert _Retries(retry_for=0.0).delay(None) is None  # retry_for=0: never sent again

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tokentail.chat import _show
+from tokentail.chat import Screen
 from tokentail.shared.events import Event
 
 
@@ -12,6 +12,7 @@ def _event(kind: str, **data: object) -> Event:
 
 def test_the_answer_alone_goes_to_stdout_and_thinking_and_data_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     status = 1
+    screen = Screen()
     for event in [
         _event("reasoning.delta", text="Thinking "),
         _event("reasoning.delta", text="it over."),
@@ -20,9 +21,25 @@ def test_the_answer_alone_goes_to_stdout_and_thinking_and_data_to_stderr(capsys:
         _event("message.delta", text=" there"),
         _event("run.completed", output="Hello there", usage={}),
     ]:
-        status = _show(event, status)
+        status = screen.show(event, status)
     out, err = capsys.readouterr()
     assert out == "Hello there\n"
     assert "Thinking it over." in err  # one line: the reasoning's deltas are not split by newlines
     assert "[data.chart: {'points': [1, 2]}]" in err
     assert status == 0
+
+
+def test_a_tool_s_end_is_shown_with_the_tool_s_name(capsys: pytest.CaptureFixture[str]) -> None:
+    screen = Screen()
+    for event in [
+        _event("tool.started", call_id="call_7", name="calculator", arguments={"expression": "6*7"}),
+        _event("tool.completed", call_id="call_7", result="42", duration_ms=3),
+        _event("tool.started", call_id="call_8", name="search", arguments={"q": "x"}),
+        _event("tool.failed", call_id="call_8", error="no network", duration_ms=3),
+        _event("tool.completed", call_id="call_1", result="1", duration_ms=3),  # its start came before the stream
+    ]:
+        screen.show(event, 1)
+    err = capsys.readouterr().err
+    assert "[calculator done: 42]" in err and "[search failed: no network]" in err
+    assert "[call_1 done: 1]" in err
+    assert "call_7" not in err and "call_8" not in err
