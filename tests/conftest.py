@@ -5,4 +5,7 @@ pytest_plugins = [
     "tests.fixtures.real_redis",  # redis_url, private_redis_url, settings, redis, store, runs
     "tests.fixtures.stack",  # the in-process stack: start_gateway, start_worker, gateway, worker, client
     "tests.fixtures.postgres",  # postgres (a server of the tests' own, migrated), archive_settings, archive
+    "tests.fixtures.processes",  # no_process_left: every process a test starts is stopped when it ends
+    "tests.fixtures.slow_machine",  # each test's time limit, stretched on a loaded machine
+    "pytester",  # pytest's own, to test the plugins above
 ]

@@ -6,10 +6,14 @@ returns None without raising AssertionError); it may be async. `eventually` retr
 AssertionError that names the check and carries its last failure. Any other exception the check
 raises ends the wait at once (a process that died, say), unless it is one of `ignoring` (a server
 that does not answer yet). No timing is asserted: `within` only bounds how long a test waits.
+
+Every wait is stretched by how loaded the machine is (`slowdown`): a bound sized for a quiet machine
+becomes one that holds on a busy one, and costs nothing where the check passes early.
 """
 
 import asyncio
 import inspect
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, overload
@@ -17,6 +21,20 @@ from typing import TypeVar, overload
 T = TypeVar("T")
 
 TIMEOUT = 10.0
+MAX_SLOWDOWN = 4.0
+
+
+def slowdown() -> float:
+    """How many times longer than on a quiet machine a wait may take now: `TOKENTAIL_TEST_SLOWDOWN`,
+    else the load per core (the 1-minute average), from 1 to MAX_SLOWDOWN."""
+    if configured := os.environ.get("TOKENTAIL_TEST_SLOWDOWN"):
+        return float(configured)
+    return min(MAX_SLOWDOWN, max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1)))
+
+
+def scaled(seconds: float) -> float:
+    """A bound of `seconds` on a quiet machine, on this one now."""
+    return seconds * slowdown()
 
 
 def _passed(result: object) -> bool:
@@ -36,7 +54,7 @@ def _describe(check: Callable[[], object]) -> str:
 
 def _failure(check: Callable[[], object], what: str | None, within: float, tries: int, last: object) -> str:
     reason = "still false" if last is None else f"still failing ({type(last).__name__}: {last})"
-    return f"{what or _describe(check)}: {reason} after {within} s and {tries} tries"
+    return f"{what or _describe(check)}: {reason} after {within:.3g} s and {tries} tries"
 
 
 @overload
@@ -70,7 +88,8 @@ async def eventually(
     what: str | None = None,
 ) -> T:
     """Retry `check` (sync or async) until it passes; return its result. A try still running at the
-    deadline is cancelled."""
+    deadline is cancelled. `within` is stretched by `slowdown`."""
+    within = scaled(within)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     retried: tuple[type[BaseException], ...] = (AssertionError, *ignoring)
@@ -107,6 +126,7 @@ def eventually_sync(
     what: str | None = None,
 ) -> T:
     """`eventually` for code with no event loop (a try is not cut short at the deadline)."""
+    within = scaled(within)
     deadline = time.monotonic() + within
     retried: tuple[type[BaseException], ...] = (AssertionError, *ignoring)
     last: BaseException | None = None

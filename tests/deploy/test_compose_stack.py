@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.stack import K8S_DIR, LocalCompose, Replica, dashboard_metrics
 from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 
 Event = tuple[int | None, str, dict[str, Any]]
 
@@ -89,7 +89,7 @@ async def test_websockets_pass_through_nginx(compose: LocalCompose) -> None:
     async def until_completed(ws: websockets.ClientConnection) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         while not messages or messages[-1].get("event") != "run.completed":
-            messages.append(json.loads(await asyncio.wait_for(ws.recv(), 20)))
+            messages.append(json.loads(await asyncio.wait_for(ws.recv(), scaled(20))))
         return messages
 
     async with websockets.connect(socket_url) as ws:
@@ -197,7 +197,7 @@ async def test_a_client_survives_losing_the_gateway_it_was_on(compose: LocalComp
             # New requests fail over to the gateway that is left, including those nginx first sends to the stopped one.
             for _ in range(4):
                 assert (await client.get("/readyz")).status_code == 200
-            await asyncio.wait_for(following, 30)
+            await asyncio.wait_for(following, scaled(30))
         finally:
             if not following.done():
                 following.cancel()

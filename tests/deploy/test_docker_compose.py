@@ -17,7 +17,7 @@ import pytest
 
 from tests.deploy.docker_stack import API_KEY, REQUIRED_ENV, TENANT, DockerCompose, handed_over, unavailable
 from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]  # the first test pays for the image build
 
@@ -143,7 +143,7 @@ async def test_a_killed_worker_s_run_completes_on_another(stack: DockerCompose) 
         assert first.attempt == 1
         await eventually(lambda: follower.deltas() >= 5, within=30, what="five deltas streamed")
         await asyncio.to_thread(stack.kill, first.container)  # SIGKILL: no hand-over, the lease runs out
-        events = await asyncio.wait_for(following, 120)
+        events = await asyncio.wait_for(following, scaled(120))
     _assert_whole(events, takeovers=1)
     (continued,) = [data for _, kind, data in events if kind == "run.continued"]
     assert continued["attempt"] == 2
@@ -181,7 +181,7 @@ async def test_scaling_workers_up_and_down_with_runs_in_flight(stack: DockerComp
         removed = set(grown) - set(kept)
         assert set(kept) <= set(grown) and len(kept) == 2 and len(removed) == 3
         logs = {c: await asyncio.to_thread(watch.lines, c in removed) for c, watch in watching.items()}
-        results = await asyncio.wait_for(asyncio.gather(*following), 240)
+        results = await asyncio.wait_for(asyncio.gather(*following), scaled(240))
 
     handed = set().union(*(handed_over(logs[container]) for container in removed))
     assert handed, "the removed workers handed no run over"

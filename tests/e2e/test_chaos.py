@@ -16,7 +16,7 @@ import pytest
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.redis_cluster import LocalCluster, require
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail.worker.providers.scripted import scripted_tokens
 
 TOKENS = 250
@@ -40,7 +40,7 @@ async def _crash_mid_run(stack: Stack, how: signal.Signals) -> tuple[list[Watche
         await asyncio.to_thread(stack.wait_for_workers, 3)
         first.send_signal(how)
         struck = time.monotonic()
-        await asyncio.wait_for(asyncio.gather(*following), 60)
+        await asyncio.wait_for(asyncio.gather(*following), scaled(60))
     return watchers, min(watcher.arrival["first delta after run.continued"] for watcher in watchers) - struck
 
 
@@ -106,7 +106,7 @@ async def test_a_run_whose_workers_keep_dying_fails_after_max_attempts(fast_leas
         await eventually(lambda: watcher.deltas() >= 3, within=60, interval=0.02)
         fast_leases.worker()
         doomed.kill()
-        await asyncio.wait_for(following, 30)
+        await asyncio.wait_for(following, scaled(30))
     failed: dict[str, Any] = watcher.seen.events[-1][2]
     assert watcher.seen.events[-1][1] == "run.failed" and failed["error"]["type"] == "attempts_exhausted"
 
@@ -122,7 +122,7 @@ async def test_a_redis_restart_mid_run_loses_nothing(stack: Stack) -> None:
         await asyncio.to_thread(stack.redis.stop)  # SIGTERM: Redis writes its AOF and exits
         await asyncio.sleep(0.5)
         await asyncio.to_thread(stack.redis.start)  # same port and data: the AOF is replayed
-        await asyncio.wait_for(following, 60)
+        await asyncio.wait_for(following, scaled(60))
     seen = watcher.seen
     assert seen.ids == list(range(1, len(seen.ids) + 1)), "contiguous ids, no duplicate"
     assert seen.events[-1][1] == "run.completed"
@@ -142,7 +142,7 @@ async def test_a_killed_gateway_s_clients_resume_on_another(stack: Stack) -> Non
         await asyncio.gather(*following, return_exceptions=True)
         for watcher in watchers:  # each client reconnects to the surviving replica with its last id
             watcher.url = f"{urls[1]}{path}"
-            await asyncio.wait_for(watcher.follow(), 30)
+            await asyncio.wait_for(watcher.follow(), scaled(30))
     for watcher in watchers:
         assert watcher.seen.ids == list(range(1, len(watcher.seen.ids) + 1))
         assert watcher.answer() == watcher.seen.events[-1][2]["output"]
@@ -160,7 +160,7 @@ async def test_cancel_during_a_tool_call_from_another_gateway(stack: Stack) -> N
         asked = time.monotonic()
         response = await client.post(f"{urls[1]}/v1/sessions/{created['session_id']}/cancel")
         assert response.status_code == 202
-        await asyncio.wait_for(following, 10)
+        await asyncio.wait_for(following, scaled(10))
     kinds = [kind for _, kind, _ in watcher.seen.events]
     assert kinds[-2:] == ["tool.failed", "run.cancelled"]
     print(f"\ncancel to run.cancelled at the client: {watcher.arrival['run.cancelled'] - asked:.3f} s")  # noqa: T201
@@ -194,7 +194,7 @@ async def test_deleting_running_sessions_does_not_blind_the_reaper(fast_leases: 
         doomed.kill()
         struck = time.monotonic()
         fast_leases.worker()  # a fresh worker: its reaper must find the survivor behind the deleted ones
-        await asyncio.wait_for(following, 60)
+        await asyncio.wait_for(following, scaled(60))
     _assert_whole(watcher)
     takeover = watcher.arrival["run.continued"] - struck
     print(f"\ntakeover behind 105 deleted sessions (lease 2 s, fresh worker): {takeover:.2f} s")  # noqa: T201
@@ -276,7 +276,7 @@ async def test_on_a_redis_cluster_a_primary_killed_with_runs_in_flight_fails_non
         await eventually(lambda: cluster.state(replica) == "fail", within=30, interval=0.1)
         await asyncio.sleep(4)
         await asyncio.to_thread(cluster.configure, replica, "cluster-replica-no-failover", "no")
-        await asyncio.wait_for(asyncio.gather(*following), 120)
+        await asyncio.wait_for(asyncio.gather(*following), scaled(120))
         # The hub gave up the dead node's address (it tried it again for ever, every 2 s).
         reconnects = await _hub_reconnects(client)
         await asyncio.sleep(5)

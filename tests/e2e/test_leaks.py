@@ -13,7 +13,7 @@ import websockets
 from redis.asyncio import Redis
 
 from tests.e2e.conftest import Stack
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail.shared.keys import Keys
 
 KEY = "leaky-tenant-key-0123456789"
@@ -118,7 +118,7 @@ async def test_a_flood_of_chat_requests_on_one_socket_leaves_the_gateway_s_memor
                     await socket.send(json.dumps({"type": "resume", "requestId": request_id, "id": "flood"}))
                     if i % 100 == 0:
                         await asyncio.sleep(0)  # a send into a socket with room does not yield: let the reader run
-                await asyncio.wait_for(reading, 60)
+                await asyncio.wait_for(reading, scaled(60))
             await eventually(lambda: _open_streams(url).get("ai-sdk-ws") == 0, interval=0.1)
             return refused
 

@@ -14,7 +14,7 @@ from tests.e2e.conftest import Stack
 from tests.e2e.fake_llm_server import API_KEY, REQUESTS, app, slow_answer
 from tests.e2e.watcher import Watcher
 from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail.redis_server import free_port
 
 
@@ -105,7 +105,7 @@ async def test_a_run_killed_mid_answer_goes_on_from_its_record_as_its_provider_a
         await asyncio.to_thread(stack.wait_for_workers, 2)
         await eventually(lambda: "tool.completed" in watcher.arrival and watcher.deltas() >= 6, within=30)
         doomed.kill()
-        await asyncio.wait_for(following, 60)
+        await asyncio.wait_for(following, scaled(60))
     seen = watcher.seen
     (result,) = seen.of("tool.completed")
     output = seen.events[-1][2]["output"]

@@ -15,7 +15,7 @@ from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.redis_faults import full, pause, resume
 from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail.worker.providers.scripted import scripted_tokens
 
 RUNS = 20
@@ -39,7 +39,7 @@ async def _runs_through(stack: Stack, fault: Callable[[httpx2.AsyncClient, str],
         await eventually(lambda: min(watcher.deltas() for watcher in watchers) >= 5, within=60, interval=0.02)
         struck = time.monotonic()
         await fault(client, url)
-        await asyncio.wait_for(asyncio.gather(*following), 90)
+        await asyncio.wait_for(asyncio.gather(*following), scaled(90))
         print(f"  all {RUNS} answers complete {time.monotonic() - struck:.1f} s after the fault began")  # noqa: T201
     assert [worker.poll() for worker in workers] == [None, None], "a worker stopped"
     return watchers

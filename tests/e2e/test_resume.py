@@ -10,6 +10,7 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.sse_client import Received, read_events
+from tests.waiting import scaled
 
 
 async def _follow_with_drops(client: httpx2.AsyncClient, url: str, seed: int) -> tuple[Received, int]:
@@ -89,7 +90,7 @@ async def test_sigterm_on_a_gateway_ends_its_streams_cleanly_and_clients_resume_
         reader = asyncio.create_task(read_events(a, path))
         await read_events(a, path, limit=3)
         stack.gateways[first].send_signal(signal.SIGTERM)
-        partial = await asyncio.wait_for(reader, 10)  # ends without a transport error
+        partial = await asyncio.wait_for(reader, scaled(10))  # ends without a transport error
         assert partial.events and partial.events[-1][1] != "run.completed"
         assert stack.gateways[first].wait(10) is not None
         rest = await read_events(b, path, last_event_id=partial.ids[-1])

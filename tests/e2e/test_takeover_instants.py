@@ -22,7 +22,7 @@ import pytest
 from tests.counting_agents import own_answer
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail.worker.providers.scripted import scripted_tokens
 
 RUNS = 30
@@ -137,7 +137,7 @@ async def test_a_worker_killed_at_the_worst_instant_loses_nothing_and_repeats_no
                 answer = {"input_id": asked["input_id"], "answer": {"approved": True}}
                 path = f"/v1/sessions/{created['session_id']}/runs/{created['run_id']}/input"
                 assert (await client.post(path, json=answer)).status_code == 202
-        await asyncio.wait_for(asyncio.gather(*following), 120)
+        await asyncio.wait_for(asyncio.gather(*following), scaled(120))
 
     completed = repeated = lost = 0
     first_new_token: list[float] = []

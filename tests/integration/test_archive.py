@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from tests.postgres_server import PostgresServer
 from tests.sessions import completion, delta_of, make_run, write_turns
 from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail.cli import main
 from tokentail.shared.archive import Archive, ArchiveError, migrate
 from tokentail.shared.errors import ArchiveUnavailable
@@ -228,7 +228,7 @@ async def test_the_migrate_and_archiver_commands(
         await eventually(archived, within=15, what="the session archived by `tokentail archiver`")
     finally:
         process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 10) is not None
+        assert await asyncio.wait_for(process.wait(), scaled(10)) is not None
 
 
 async def test_a_run_that_ends_during_a_pass_of_several_batches_is_archived_ended_and_its_next_turn_is_kept(

@@ -6,7 +6,7 @@ from typing import Any
 import httpx2
 
 from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 
 
 async def _cancel_after(client: httpx2.AsyncClient, created: dict[str, Any], events: int) -> list[Any]:
@@ -15,7 +15,7 @@ async def _cancel_after(client: httpx2.AsyncClient, created: dict[str, Any], eve
     response = await client.post(f"/v1/sessions/{created['session_id']}/cancel")
     assert response.status_code == 202
     assert response.json() == {"run_id": created["run_id"], "status": "cancelling"}
-    received = await asyncio.wait_for(reader, 5)  # the stream ends soon after
+    received = await asyncio.wait_for(reader, scaled(5))  # the stream ends soon after
     assert received.ids == list(range(1, len(received.ids) + 1))
     return received.events
 
@@ -62,7 +62,7 @@ async def test_a_queued_run_no_worker_holds_is_cancelled_at_once(start_gateway: 
         created = (await client.post("/v1/sessions", json={"input": "hi"})).json()
         cancel = await client.post(f"/v1/sessions/{created['session_id']}/cancel")
         assert cancel.json() == {"run_id": created["run_id"], "status": "cancelled"}
-        received = await asyncio.wait_for(read_events(client, created["events_url"]), 5)  # no worker needed
+        received = await asyncio.wait_for(read_events(client, created["events_url"]), scaled(5))  # no worker needed
         assert [kind for _, kind, _ in received.events] == ["run.queued", "run.cancelled"]
         worker = await start_worker()  # its job, picked up now, finds the run over
         await eventually(lambda: worker.jobs_complete >= 1, within=5)
@@ -81,7 +81,7 @@ async def test_interrupting_a_queued_run_no_worker_holds_starts_the_new_one_at_o
         state = (await client.get(f"/v1/sessions/{created['session_id']}")).json()
         assert state["active_run_id"] == second["run_id"] and state["runs"][0]["status"] == "cancelled"
         await start_worker()
-        received = await asyncio.wait_for(read_events(client, created["events_url"]), 5)
+        received = await asyncio.wait_for(read_events(client, created["events_url"]), scaled(5))
     order = [(data["run_id"], kind) for _, kind, data in received.events]
     assert order[:3] == [
         (created["run_id"], "run.queued"),
@@ -100,7 +100,7 @@ async def test_enqueue_runs_the_follow_up_after_the_active_run(start_gateway: An
         body = {"input": "second", "multitask": "enqueue"}
         follow_up = await client.post(f"/v1/sessions/{created['session_id']}/runs", json=body)
         assert follow_up.status_code == 202
-        received = await asyncio.wait_for(read_events(client, created["events_url"]), 10)
+        received = await asyncio.wait_for(read_events(client, created["events_url"]), scaled(10))
     assert received.ids == list(range(1, len(received.ids) + 1))
     order = [(data["run_id"], kind) for _, kind, data in received.events if kind.startswith("run.")]
     first, second = created["run_id"], follow_up.json()["run_id"]
@@ -119,6 +119,6 @@ async def test_interrupt_cancels_the_active_run_then_runs_the_new_one(start_gate
         await read_events(client, created["events_url"], limit=4)
         body = {"input": "stop that", "multitask": "interrupt", "params": {"tokens": 5}}
         interrupting = (await client.post(f"/v1/sessions/{created['session_id']}/runs", json=body)).json()
-        received = await asyncio.wait_for(reader, 10)
+        received = await asyncio.wait_for(reader, scaled(10))
     ends = [(data["run_id"], kind) for _, kind, data in received.events if kind in ("run.cancelled", "run.completed")]
     assert ends == [(created["run_id"], "run.cancelled"), (interrupting["run_id"], "run.completed")]

@@ -13,7 +13,7 @@ import websockets
 from pydantic import SecretStr
 
 from tests.fixtures.stack import Gateway
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail.worker.main import TokentailWorker
 
 KEY_A = "acme-key-0123456789abcdef"
@@ -266,7 +266,7 @@ class ChatSocket:
         """This request's frames up to the one `until` accepts."""
         got: list[dict[str, Any]] = []
         while True:
-            frame = json.loads(await asyncio.wait_for(self.socket.recv(), 15))
+            frame = json.loads(await asyncio.wait_for(self.socket.recv(), scaled(15)))
             if frame["requestId"] == request_id:
                 got.append(frame)
                 if until(frame):

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail import ApiError, AsyncTokentail, Resumption, Tokentail, TokentailError
 from tokentail.cli import main
 from tokentail.client import _Retries, retried
@@ -172,9 +172,9 @@ async def test_ctrl_c_mid_answer_says_which_session_goes_on_and_how_to_follow_it
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert chat.stdout is not None
-    await asyncio.wait_for(chat.stdout.read(5), 30)  # mid-answer
+    await asyncio.wait_for(chat.stdout.read(5), scaled(30))  # mid-answer
     chat.send_signal(signal.SIGINT)
-    _, stderr = await asyncio.wait_for(chat.communicate(), 30)
+    _, stderr = await asyncio.wait_for(chat.communicate(), scaled(30))
     said = stderr.decode()
     found = re.search(
         rf"the run goes on in session (s_\S+): replay and follow it with  tokentail chat --url {gateway.url}"

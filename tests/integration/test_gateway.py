@@ -9,7 +9,7 @@ import httpx2
 from redis.asyncio import Redis
 
 from tests.sse_client import Received, read_events
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared.events import RunCompleted
 from tokentail.shared.lifecycle import RunLease, RunLifecycle
@@ -205,7 +205,7 @@ async def test_deleting_a_session_stops_its_run_and_its_streams(
     reader = asyncio.create_task(read_events(client, url))
     await read_events(client, url, limit=4)
     assert (await client.delete(f"/v1/sessions/{created['session_id']}")).status_code == 204
-    received = await asyncio.wait_for(reader, 10)  # the open stream ends too
+    received = await asyncio.wait_for(reader, scaled(10))  # the open stream ends too
     assert received.events[-1][1] != "run.completed"
     # The worker stops the run: its next append is fenced.
     await eventually(lambda: all(task.done() for task in worker.tasks.values()), within=5)
@@ -223,7 +223,7 @@ async def test_a_stopping_gateway_ends_streams_cleanly_and_another_resumes_them(
         reader = asyncio.create_task(read_events(client_a, path))
         await read_events(client_a, path, limit=5)
         await first.stop()
-        partial = await asyncio.wait_for(reader, 10)  # a clean end, not an error
+        partial = await asyncio.wait_for(reader, scaled(10))  # a clean end, not an error
         assert partial.events and partial.events[-1][1] != "run.completed"
         rest = await read_events(client_b, path, last_event_id=partial.ids[-1])
         _assert_complete(Received(200, partial.events + rest.events))

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, SLOW, bearer, ws_exchange, ws_url
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail.gateway import cors
 from tokentail.shared.events import MessageDelta
 from tokentail.shared.lifecycle import RunLease, RunLifecycle
@@ -151,7 +151,7 @@ async def test_a_request_head_past_the_bound_is_refused_with_431(start_gateway: 
                 await writer.drain()
 
     sending = asyncio.create_task(send_endless_header())
-    answer = await asyncio.wait_for(reader.read(), 10)  # until the gateway closes the connection
+    answer = await asyncio.wait_for(reader.read(), scaled(10))  # until the gateway closes the connection
     await sending
     writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -178,7 +178,7 @@ class RawConnection:
             await asyncio.sleep(0)  # each piece its own read, as on a slow network
 
     async def response(self) -> tuple[int, bytes]:
-        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), scaled(10))
         length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
         return int(head.split()[1]), await self.reader.readexactly(length)
 

@@ -15,7 +15,7 @@ from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tests.sessions import waiting_for_input
 from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail import chat
 from tokentail.cli import main
 
@@ -156,15 +156,15 @@ async def test_a_question_is_answered_over_the_websocket(gateway: Gateway) -> No
         async with websockets.connect(f"ws://127.0.0.1:{gateway.port}/v1/sessions/{sid}/ws") as ws:
             messages: list[dict[str, Any]] = []
             while not messages or messages[-1].get("event") != "input.required":
-                messages.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+                messages.append(json.loads(await asyncio.wait_for(ws.recv(), scaled(10))))
             question = messages[-1]["data"]
             await ws.send(json.dumps({"type": "input", "run_id": rid, "input_id": question["input_id"], "answer": "x"}))
-            refused = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            refused = json.loads(await asyncio.wait_for(ws.recv(), scaled(10)))
             assert refused["type"] == "error" and refused["error"]["type"] == "validation_error"
             answer = {"type": "input", "run_id": rid, "input_id": question["input_id"], "answer": {"approved": False}}
             await ws.send(json.dumps(answer))
             while messages[-1].get("event") != "run.completed":
-                messages.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+                messages.append(json.loads(await asyncio.wait_for(ws.recv(), scaled(10))))
     acks = [m for m in messages if m.get("type") == "ack"]
     assert acks == [{"type": "ack", "request": "input", "run_id": rid, "input_id": question["input_id"], "event_id": 6}]
     assert messages[-1]["data"]["output"] == "Checking. Done: kept."

@@ -11,6 +11,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.fixtures.stack import Gateway
+from tests.waiting import scaled
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.commands import turns
 from tokentail.gateway.routes import socket as socket_routes
@@ -116,7 +117,7 @@ async def test_a_deleted_session_closes_its_sockets(gateway: Gateway, client: ht
     async with websockets.connect(_ws_url(gateway, created["session_id"])) as ws:
         await client.delete(f"/v1/sessions/{created['session_id']}")
         with pytest.raises(websockets.ConnectionClosed) as closed:
-            await asyncio.wait_for(ws.recv(), 5)
+            await asyncio.wait_for(ws.recv(), scaled(5))
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4410
 
 
@@ -138,7 +139,7 @@ async def test_messages_have_the_rest_api_s_limits_and_bad_frames_keep_the_socke
         ]
         for frame, error in frames:
             await ws.send(frame)
-            reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            reply = json.loads(await asyncio.wait_for(ws.recv(), scaled(5)))
             assert (reply["type"], reply["error"]["type"]) == ("error", error), reply
         await ws.send(json.dumps({"type": "run", "input": "still here"}))
         assert (await _until(ws, lambda m: m.get("type") == "ack"))[-1]["request"] == "run"

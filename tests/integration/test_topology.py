@@ -17,7 +17,7 @@ from tests.integration.test_hub import Follower, _append, _live
 from tests.redis_cluster import LocalCluster, require
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tests.webhook_receiver import Receiver
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.redis_server import RedisServer
@@ -138,10 +138,10 @@ async def test_a_run_on_a_cluster_is_cancelled_through_its_worker(
                 started.set()
 
         reading = asyncio.create_task(read_events(client, created["events_url"], on_event=on_event))
-        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.wait_for(started.wait(), scaled(10))
         cancel = await client.post(f"/v1/sessions/{created['session_id']}/cancel")
         assert cancel.status_code == 202
-        received = await asyncio.wait_for(reading, 10)
+        received = await asyncio.wait_for(reading, scaled(10))
     assert received.events[-1][1] == "run.cancelled"
     assert received.ids == list(range(1, len(received.ids) + 1))
 

@@ -11,7 +11,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.records import RunRecord, SessionRecord
@@ -98,7 +98,7 @@ async def test_a_run_that_loses_its_lease_stops_writing(
     task = asyncio.create_task(run_agent(ctx, session_id, run_id))
     await _wait_for_status(store, session_id, "running")
     await redis.set(store.keys.session(session_id).lease, "another-worker")  # taken over elsewhere
-    await asyncio.wait_for(task, 5)  # stops by itself: renewal fails or the next append is fenced
+    await asyncio.wait_for(task, scaled(5))  # stops by itself: renewal fails or the next append is fenced
     seq_after, _ = await store.stream_position(session_id)
     await asyncio.sleep(0.1)
     assert (await store.stream_position(session_id))[0] == seq_after
@@ -167,7 +167,7 @@ async def test_a_run_whose_worker_dies_between_pickup_and_start_is_picked_again_
 
     await start_worker(worker_concurrency=1, arq_options={"on_job_start": die_after_pickup})  # no slot to pick again
     session_id, run_id = await _queue(runs, tokens=3, tokens_per_second=0)
-    await asyncio.wait_for(picked.wait(), 10)
+    await asyncio.wait_for(picked.wait(), scaled(10))
     mark = await redis.pttl(f"arq:in-progress:{run_id}")
     assert 0 < mark <= settings.lease_ms  # not job_timeout + 10 s (31 minutes)
     await start_worker()

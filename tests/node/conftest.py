@@ -22,6 +22,7 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.e2e.fake_llm_server import API_KEY as FAKE_LLM_KEY
+from tests.waiting import scaled
 from tokentail.redis_server import free_port
 
 HERE = Path(__file__).parent
@@ -59,6 +60,7 @@ def run_node(
     on_step: Callable[[dict[str, Any]], None] | None = None,
     timeout: float = 90,
 ) -> Outcome:
+    timeout = scaled(timeout)
     if not NODE.exists():
         pytest.fail(f"{NODE} is missing: run ./scripts/install test (it runs npm ci in tests/node)")
     steps: list[dict[str, Any]] = []
@@ -135,7 +137,7 @@ class ChatStack:
 
 
 def _until_listening(url: str, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
+    deadline = time.monotonic() + scaled(within)
     while True:
         try:
             httpx2.get(url, timeout=1)
@@ -155,10 +157,14 @@ def _chat_stack(tmp_path: Path, **env: str) -> Iterator[ChatStack]:
         TOKENTAIL_LEASE_MS="1500",  # a killed worker's run is taken over within about 2 s
         **env,
     )
-    chat_stack = ChatStack(stack)
-    yield chat_stack
-    chat_stack.http.close()
-    stack.close()
+    try:  # a stack that fails to start is stopped too (it left 3 gateways and 3 redis-servers running)
+        chat_stack = ChatStack(stack)
+        try:
+            yield chat_stack
+        finally:
+            chat_stack.http.close()
+    finally:
+        stack.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import types
 import pytest
 from redis.asyncio import Redis
 
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail.gateway.access import limits
 from tokentail.gateway.access.limits import SLOT_TTL_SECONDS, STREAM_RETRY_AFTER, RunBudget, StreamSlots
 from tokentail.shared.errors import RateLimited, TooManyStreams
@@ -149,7 +149,7 @@ async def test_a_take_waits_a_while_for_a_slot_of_its_tenant_before_refusing(
     await asyncio.sleep(0.1)
     assert not reconnecting.done()
     await slots.release(old)
-    assert await asyncio.wait_for(reconnecting, 5) is not None
+    assert await asyncio.wait_for(reconnecting, scaled(5)) is not None
     impatient = StreamSlots(redis, keys, limit=1, wait_seconds=0.3)
     with pytest.raises(TooManyStreams):  # nothing ends: refused once the wait is over
         await impatient.take("acme")

@@ -1,10 +1,11 @@
 """tests/waiting.py: the one way tests wait for state they cannot be told about."""
 
 import asyncio
+import os
 
 import pytest
 
-from tests.waiting import eventually, eventually_sync
+from tests.waiting import MAX_SLOWDOWN, eventually, eventually_sync, scaled, slowdown
 
 
 class Countdown:
@@ -56,6 +57,22 @@ async def test_at_the_deadline_the_last_failure_is_raised_with_the_check_named()
         await eventually(countdown.check, within=0.05)
     assert isinstance(failed.value.__cause__, AssertionError)
     assert countdown.tries > 1
+
+
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read the bounds they set: as on a quiet machine."""
+    monkeypatch.setenv("TOKENTAIL_TEST_SLOWDOWN", "1")
+
+
+def test_waits_stretch_with_the_load_per_core_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOKENTAIL_TEST_SLOWDOWN")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    for load, factor in ((0.5, 1.0), (2.0, 1.0), (5.0, 2.5), (40.0, MAX_SLOWDOWN)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert slowdown() == factor and scaled(10) == 10 * factor
+    monkeypatch.setenv("TOKENTAIL_TEST_SLOWDOWN", "3")
+    assert scaled(10) == 30
 
 
 async def test_a_false_lambda_is_named_by_its_source() -> None:

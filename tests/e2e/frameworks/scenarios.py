@@ -11,7 +11,7 @@ import httpx2
 from tests.e2e.conftest import Stack
 from tests.e2e.frameworks import fake_openai
 from tests.e2e.watcher import Watcher
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 
 QUESTION = "What is the weather in Paris?"
 Event = tuple[int | None, str, dict[str, Any]]
@@ -64,7 +64,7 @@ async def answer_with_the_weather_tool(example: Example, agent: str = "weather")
     example.worker()
     async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
         watcher = await _ask(client, agent)
-        await asyncio.wait_for(watcher.follow(), 60)
+        await asyncio.wait_for(watcher.follow(), scaled(60))
         events = watcher.seen.events
         kinds = _assert_whole(watcher)
         deltas = kinds.count("message.delta")
@@ -85,7 +85,7 @@ async def answer_with_the_weather_tool(example: Example, agent: str = "weather")
 
         follow_up = await client.post(f"{watcher.url.removesuffix('/events')}/runs", json={"input": "Thanks!"})
         assert follow_up.status_code == 202, follow_up.text
-        await asyncio.wait_for(Watcher(client, watcher.url).follow(), 60)
+        await asyncio.wait_for(Watcher(client, watcher.url).follow(), scaled(60))
     sent = [(m["role"], m.get("content")) for m in fake_openai.calls()[-1].messages if m["role"] != "system"]
     assert sent == [("user", QUESTION), ("assistant", ended["output"]), ("user", "Thanks!")]
     return events
@@ -101,7 +101,7 @@ async def cancel_mid_answer(example: Example, agent: str = "weather") -> None:
         following = asyncio.create_task(watcher.follow())
         await eventually(lambda: watcher.deltas() >= 3, within=60, what="the answer is streaming")
         assert (await client.post(f"{watcher.url.removesuffix('/events')}/cancel")).status_code == 202
-        await asyncio.wait_for(following, 30)
+        await asyncio.wait_for(following, scaled(30))
     assert watcher.seen.events[-1][1] == "run.cancelled"
     answering = fake_openai.calls()[-1]
     assert answering.messages[-1]["role"] == "tool"  # the answer's stream, after the tool call
@@ -123,7 +123,7 @@ async def worker_killed_mid_answer(example: Example, agent: str = "weather", goe
         await eventually(lambda: watcher.deltas() >= 3, within=60, what="the answer is streaming")
         example.worker(model="slow-60")
         doomed.kill()
-        await asyncio.wait_for(following, 60)
+        await asyncio.wait_for(following, scaled(60))
     kinds = _assert_whole(watcher)
     assert watcher.seen.events[-1][2]["output"].endswith(" word59")
     if goes_on:

@@ -19,7 +19,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
 )
 from tests.sessions import waiting_for_input  # noqa: E402
 from tests.sse_client import read_events  # noqa: E402
-from tests.waiting import eventually  # noqa: E402
+from tests.waiting import eventually, scaled  # noqa: E402
 
 AGENTS = '{"weather": "examples.langgraph_agent:weather", "weather_chain": "examples.langchain_agent:weather"}'
 
@@ -284,14 +284,16 @@ async def test_a_synchronous_langchain_call_fails_its_run_at_once_and_hangs_neit
         ).json()
         await eventually(lambda: _running(client, steady["session_id"]), within=30, what="the steady run streams")
         wrong = (await client.post("/v1/sessions", json={"input": "Weather?", "agent": "predict"})).json()
-        failed = await asyncio.wait_for(read_events(client, wrong["events_url"]), 20)
+        failed = await asyncio.wait_for(read_events(client, wrong["events_url"]), scaled(20))
         error = failed.events[-1][2]["error"]
         assert failed.events[-1][1] == "run.failed" and error["type"] == "blocked_event_loop", failed.events[-1]
         assert "use ainvoke or astream" in error["message"]
-        finished = await asyncio.wait_for(read_events(client, steady["events_url"]), 60)
+        finished = await asyncio.wait_for(read_events(client, steady["events_url"]), scaled(60))
         assert finished.events[-1][1] == "run.completed" and "run.retrying" not in [k for _, k, _ in finished.events]
         again = (await client.post("/v1/sessions", json={"input": "And in Rome?", "agent": "weather_chain"})).json()
-        assert (await asyncio.wait_for(read_events(client, again["events_url"]), 60)).events[-1][1] == "run.completed"
+        assert (await asyncio.wait_for(read_events(client, again["events_url"]), scaled(60))).events[-1][
+            1
+        ] == "run.completed"
 
 
 async def _running(client: httpx2.AsyncClient, session_id: str) -> bool:

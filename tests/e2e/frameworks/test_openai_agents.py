@@ -18,6 +18,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
+from tests.waiting import scaled  # noqa: E402
 from tokentail.shared.events import EventData, event_type_of  # noqa: E402
 from tokentail.shared.records import RunRecord, Turn  # noqa: E402
 from tokentail.worker.context import RunContext  # noqa: E402
@@ -165,11 +166,11 @@ async def test_a_cancel_while_an_event_is_being_written_still_stops_the_model_s_
             run_config=RunConfig(tracing_disabled=True),
         )(_context(recorder))
     )
-    await asyncio.wait_for(recorder.held.wait(), 10)
+    await asyncio.wait_for(recorder.held.wait(), scaled(10))
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
-    await asyncio.wait_for(closed.wait(), 10)
+    await asyncio.wait_for(closed.wait(), scaled(10))
 
 
 @pytest.mark.parametrize("own_formatter", [False, True])

@@ -39,6 +39,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     worker_killed_mid_answer,
 )
 from tests.sse_client import read_events  # noqa: E402
+from tests.waiting import scaled
 from tokentail.frameworks.pydantic_ai import history, pydantic_ai_agent  # noqa: E402
 from tokentail.shared.records import Turn  # noqa: E402
 from tokentail.worker.context import RunContext  # noqa: E402
@@ -209,7 +210,7 @@ async def test_a_tool_that_raises_ends_its_call_failed_before_the_run_fails(stac
     example.worker()
     async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
         created = (await client.post("/v1/sessions", json={"input": QUESTION, "agent": "weather"})).json()
-        events = (await asyncio.wait_for(read_events(client, created["events_url"]), 60)).events
+        events = (await asyncio.wait_for(read_events(client, created["events_url"]), scaled(60))).events
     assert [kind for _, kind, _ in events] == ["run.queued", "run.started", "tool.started", "tool.failed", "run.failed"]
     assert events[2][2]["call_id"] == events[3][2]["call_id"]
     assert events[3][2]["error"] == "weather service unavailable"

@@ -19,6 +19,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     worker_killed_mid_answer,
 )
 from tests.sse_client import read_events  # noqa: E402
+from tests.waiting import scaled
 
 AGENTS = (
     '{"weather": "examples.semantic_kernel_agent:weather",'
@@ -56,7 +57,7 @@ async def _events(example: Example, agent: str) -> list[tuple[int | None, str, d
     example.worker()
     async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
         created = (await client.post("/v1/sessions", json={"input": QUESTION, "agent": agent})).json()
-        return (await asyncio.wait_for(read_events(client, created["events_url"]), 60)).events
+        return (await asyncio.wait_for(read_events(client, created["events_url"]), scaled(60))).events
 
 
 async def test_a_function_that_raises_is_a_failed_call_though_the_model_is_told_its_text(
