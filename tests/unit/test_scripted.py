@@ -1,4 +1,5 @@
 import asyncio
+import json
 import math
 
 import pytest
@@ -6,6 +7,8 @@ import pytest
 from tokentail.shared.params import RunParams
 from tokentail.worker.providers.base import Message, ModelRequest, TextDelta, ToolCall, ToolSpec, Usage
 from tokentail.worker.providers.scripted import ScriptedFailure, ScriptedProvider, find_arithmetic, scripted_tokens
+from tokentail.worker.tools import ToolError
+from tokentail.worker.tools.builtin import calculator
 
 CALCULATOR = ToolSpec("calculator", "arithmetic", {"type": "object"})
 
@@ -128,3 +131,56 @@ async def test_paced_tokens_come_at_the_first_at_once_then_together_per_tick() -
     assert wakeups <= 1 + math.ceil(span / 0.05)
     for i, (at, _) in enumerate(arrivals):
         assert i / 100 <= at + 0.001 <= i / 100 + 0.1  # never early, never more than a tick (and slack) late
+
+
+async def _ask_the_calculator(sentence: str) -> str:
+    """What the offline model answers `sentence` with the built-in calculator offered: it calls the
+    tool (run here as the agent loop runs it), then answers with what the tool said."""
+    request = _request(sentence, tools=[CALCULATOR], tokens=1, tokens_per_second=0)
+    chunks = await _collect(request)
+    calls = [c for c in chunks if isinstance(c, ToolCall)]
+    if not calls:
+        return "".join(c.text for c in chunks if isinstance(c, TextDelta))
+    (call,) = calls
+    try:
+        result, failed = json.dumps(await calculator.run(call.arguments, 1)), False
+    except ToolError as exc:
+        result, failed = f"error: {exc}", True  # what the agent loop tells the model
+    follow_up = ModelRequest(
+        model="",
+        messages=[
+            *request.messages,
+            Message("assistant", "Let me calculate that.", tool_calls=(call,)),
+            Message("tool", result, call_id=call.call_id, is_error=failed),
+        ],
+        tools=[CALCULATOR],
+        params=request.params,
+    )
+    return "".join(c.text for c in await _collect(follow_up) if isinstance(c, TextDelta))
+
+
+@pytest.mark.parametrize(
+    ("sentence", "answer"),
+    [
+        ("Please calculate 12 * (3 + 4).", "The calculator says 84."),  # the sentence's period is not the expression's
+        ("Compute 7*6.", "The calculator says 42."),  # not 42.0: "6." is the sentence's end, not a float
+        ("what's 2+2?", "The calculator says 4."),
+        ("What is two plus two?", "The calculator says 4."),
+        ("calculate 1/3", "The calculator says 0.333333333333."),
+        ("what is 0.1 + 0.2?", "The calculator says 0.3."),  # no floating-point noise
+        ("what is 8 / 2?", "The calculator says 4."),  # a whole number prints as one
+        ("2^10", "The calculator says 1024."),
+        ("What is 1.5 * 2.25?", "The calculator says 3.375."),
+        ("what is -3 + 5?", "The calculator says 2."),
+        ("(2 + 3) * 4, please!", "The calculator says 20."),
+        ("How much is 3 x 4?", "The calculator says 12."),
+        ("What is 1/0?", "The calculator could not work that out: division by zero."),
+    ],
+)
+async def test_natural_sentences_with_arithmetic_get_the_calculator_s_answer(sentence: str, answer: str) -> None:
+    assert await _ask_the_calculator(sentence) == answer
+
+
+@pytest.mark.parametrize("sentence", ["Tell me about streams.", "I have 3 cats.", "Meet me on 2024-01-05.", "step-2"])
+async def test_a_sentence_with_no_arithmetic_gets_no_tool_call(sentence: str) -> None:
+    assert (await _ask_the_calculator(sentence)).startswith(f'You asked: "{sentence}"')

@@ -77,7 +77,9 @@ def _opening(text: str) -> str:
 _GREETING = re.compile(r"(?i)(hello|hi|hey|good (morning|afternoon|evening))\b[\s!.,?]*(there|tokentail)?[\s!.?]*")
 
 
-_ARITHMETIC = re.compile(r"[\d(][\d\s.()]*(?:[-+*/%^]+[\d\s.()]+)+")
+# A stretch of text made only of what arithmetic is written with; `find_arithmetic` trims it to an
+# expression (a sentence's final period is not a decimal point) and asks the calculator's parser.
+_ARITHMETIC_CHARACTERS = re.compile(r"[\d\s.()+\-*/%^]+")
 _OPERATION = re.compile(r"(?:^|\s)([-+*/%^])\s*(\d+(?:\.\d+)?)")  # " * 2": an operation, no left operand
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _WORDS = (
@@ -96,20 +98,43 @@ _WORDS = (
 
 
 def _symbols(text: str) -> str:
-    """`text` with the arithmetic it spells out in words written with digits and operators."""
+    """`text` with the arithmetic it spells out in words (or with x and ÷) written with digits and operators."""
     for words, symbol in _WORDS:
         text = re.sub(rf"(?i)\b(?:{words})\b", symbol, text)
-    return text
+    text = re.sub(r"(?<=\d)\s*[x×]\s*(?=\d)", " * ", text)
+    return text.replace("÷", "/")
+
+
+def _trimmed(stretch: str) -> str:
+    """The expression in a stretch of arithmetic characters cut from a sentence: without the dots that
+    end a sentence rather than start a decimal ("7*6." is 7*6), the parentheses the sentence opened or
+    closed around it, and an operator left dangling at either end."""
+    text = re.sub(r"\.(?!\d)", "", stretch)
+    unmatched: set[int] = set()
+    opened: list[int] = []
+    for i, char in enumerate(text):
+        if char == "(":
+            opened.append(i)
+        elif char == ")":
+            if opened:
+                opened.pop()
+            else:
+                unmatched.add(i)
+    unmatched.update(opened)
+    text = "".join(char for i, char in enumerate(text) if i not in unmatched)
+    return text.strip().lstrip("*/%^").rstrip("+-*/%^ ").strip()
 
 
 def find_arithmetic(text: str, previous_answer: str | None = None) -> str | None:
-    """The first stretch of `text` that looks like arithmetic on numbers, e.g. `12 * (3 + 4)`; or,
-    for a follow-up that only names an operation ("and times two?"), that operation applied to the
-    last number of `previous_answer`."""
+    """The first stretch of `text` that is arithmetic on numbers as the calculator takes it, e.g.
+    `12 * (3 + 4)` in "Please calculate 12 * (3 + 4)."; or, for a follow-up that only names an
+    operation ("and times two?"), that operation applied to the last number of `previous_answer`."""
+    # Here, not at the top: the tools' package imports the providers' (for ToolSpec), which import this.
+    from tokentail.worker.tools.builtin import is_arithmetic
+
     symbolic = _symbols(text)
-    for match in _ARITHMETIC.finditer(symbolic):
-        candidate = match.group().strip()
-        if re.search(r"[\d)]\s*[-+*/%^]+\s*[\d(]", candidate):
+    for match in _ARITHMETIC_CHARACTERS.finditer(symbolic):
+        if is_arithmetic(candidate := _trimmed(match.group())):
             return candidate
     operation = _OPERATION.search(symbolic)
     numbers = _NUMBER.findall(previous_answer or "")
@@ -124,7 +149,10 @@ def _answer_tokens(messages: list[Message]) -> list[str]:
     for message in reversed(messages):
         if message.role != "tool":
             break
-        results.append(("could not say: " if message.is_error else "says ") + message.content)
+        if message.is_error:  # the agent loop tells a model "error: <why>"
+            results.append("could not work that out: " + message.content.removeprefix("error: "))
+        else:
+            results.append("says " + message.content)
     lead = f"The calculator {' and '.join(reversed(results))}."
     return _tokens(lead.split())
 
