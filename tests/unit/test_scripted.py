@@ -6,7 +6,13 @@ import pytest
 
 from tokentail.shared.params import RunParams
 from tokentail.worker.providers.base import Message, ModelRequest, TextDelta, ToolCall, ToolSpec, Usage
-from tokentail.worker.providers.scripted import ScriptedFailure, ScriptedProvider, find_arithmetic, scripted_tokens
+from tokentail.worker.providers.scripted import (
+    ScriptedFailure,
+    ScriptedProvider,
+    find_arithmetic,
+    plan_tool_call,
+    scripted_tokens,
+)
 from tokentail.worker.tools import ToolError
 from tokentail.worker.tools.builtin import calculator
 
@@ -184,3 +190,60 @@ async def test_natural_sentences_with_arithmetic_get_the_calculator_s_answer(sen
 @pytest.mark.parametrize("sentence", ["Tell me about streams.", "I have 3 cats.", "Meet me on 2024-01-05.", "step-2"])
 async def test_a_sentence_with_no_arithmetic_gets_no_tool_call(sentence: str) -> None:
     assert (await _ask_the_calculator(sentence)).startswith(f'You asked: "{sentence}"')
+
+
+WEATHER = ToolSpec(
+    "get_weather",
+    "The current weather in a city.",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "tools", "call"),
+    [
+        ("What is the weather in Paris?", [WEATHER], ("get_weather", {"city": "Paris"})),
+        ("  Weather in New York, please", [WEATHER], ("get_weather", {"city": "New York"})),
+        ("weather in rome", [WEATHER], ("get_weather", {"city": "rome"})),  # no name: its last word
+        ("Any weather today?", [CALCULATOR, WEATHER], ("get_weather", {"city": "today"})),
+        ("what is 2 + 2?", [CALCULATOR, WEATHER], ("calculator", {"expression": "2 + 2"})),
+        ("Tell me about Paris.", [WEATHER], None),  # no tool's topic mentioned
+        # Semantic Kernel names a plugin's function <plugin>-<function>; numbers from the question.
+        (
+            "Get the forecast for 3 days",
+            [
+                ToolSpec(
+                    "WeatherPlugin-get_forecast",
+                    "",
+                    {"properties": {"days": {"type": "integer"}}, "required": ["days"]},
+                )
+            ],
+            ("WeatherPlugin-get_forecast", {"days": 3}),
+        ),
+        ("What time is it?", [ToolSpec("current_time", "", {"properties": {}, "required": []})], ("current_time", {})),
+    ],
+)
+def test_a_tool_the_question_mentions_is_called_with_arguments_from_it(
+    question: str, tools: list[ToolSpec], call: tuple[str, dict[str, object]] | None
+) -> None:
+    request = ModelRequest(model="", messages=[Message("user", question)], tools=tools)
+    planned = plan_tool_call(request)
+    assert (None if planned is None else (planned.name, planned.arguments)) == call
+    if planned is not None:  # the same request, the same call id: a takeover calls it again alike
+        assert planned == plan_tool_call(request) and planned.call_id.startswith("call_")
+
+
+async def test_given_a_tool_s_result_it_answers_with_it() -> None:
+    question = Message("user", "What is the weather in Paris?")
+    call = plan_tool_call(ModelRequest(model="", messages=[question], tools=[WEATHER]))
+    assert call is not None
+    messages = [
+        question,
+        Message("assistant", "", tool_calls=(call,)),
+        Message("tool", '{"sky": "sunny"}', call_id=call.call_id),
+    ]
+    text = "".join(c.text for c in await _collect(ModelRequest("", messages, [WEATHER])) if isinstance(c, TextDelta))
+    assert text == 'The get_weather tool says {"sky": "sunny"}.'
+    failed = [*messages[:2], Message("tool", "error: service down", call_id=call.call_id, is_error=True)]
+    text = "".join(c.text for c in await _collect(ModelRequest("", failed, [WEATHER])) if isinstance(c, TextDelta))
+    assert text == "The get_weather tool failed: service down."
