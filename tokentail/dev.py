@@ -28,6 +28,7 @@ from tokentail.shared.settings import get_settings
 _PR_SET_PDEATHSIG = 1
 LOCAL_ORIGINS = "http://localhost:*,http://127.0.0.1:*"
 CLI = (sys.executable, "-m", "tokentail.cli")
+OFFLINE_API_KEY = "offline"  # the offline model takes any key; OpenAI's clients need one
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -57,8 +58,11 @@ def run_dev(
     log_level: str = "info",
     log_format: str = "text",
     gateways: int = 1,
+    offline: bool = False,
 ) -> int:
-    """Run `gateways` gateways and `workers` workers on a private redis-server, or on `redis_url`."""
+    """Run `gateways` gateways and `workers` workers on a private redis-server, or on `redis_url`;
+    `offline`: also the offline model's OpenAI API (tokentail/offline.py), which the workers' OpenAI
+    clients use."""
     preexec = _die_with_parent()
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
@@ -76,11 +80,20 @@ def run_dev(
                 "TOKENTAIL_LOG_LEVEL": log_level,
                 "TOKENTAIL_LOG_FORMAT": log_format,
             }
+            offline_port = free_port() if offline else None
+            offline_url = f"http://127.0.0.1:{offline_port}/v1" if offline else None
+            if offline_url is not None:
+                env.update(OPENAI_BASE_URL=offline_url, OPENAI_API_KEY=OFFLINE_API_KEY)
+                # Runs that name no model stay on the scripted model, as without a key.
+                env.setdefault("TOKENTAIL_DEFAULT_MODEL", "scripted")
 
             def spawn(name: str, *command: str) -> None:
                 process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=preexec)
                 children.append((name, process))
 
+            if offline_port is not None:
+                spawn("offline model", *CLI, "offline", "--port", str(offline_port))
+                _wait_ready(f"http://127.0.0.1:{offline_port}", children)
             # One gateway on the port; or several, each on a port of its own, behind a balancer on it.
             replicas = [] if gateways == 1 else [f"127.0.0.1:{free_port()}" for _ in range(gateways)]
             for i, replica in enumerate(replicas or [f"{host}:{port}"]):
@@ -95,7 +108,7 @@ def run_dev(
             base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
             _wait_ready(base, children)
             origins = env["TOKENTAIL_CORS_ORIGINS"]
-            _banner(base, str(redis_url), workers, replicas, origins, temporary=redis is not None)
+            _banner(base, str(redis_url), workers, replicas, origins, temporary=redis is not None, offline=offline_url)
             return _until_one_exits(children)
         except Stop:
             click.echo("\ntokentail dev: stopping", err=True)
@@ -149,9 +162,17 @@ def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: floa
             process.wait()
 
 
-def _banner(base: str, redis_url: str, workers: int, replicas: list[str], cors_origins: str, temporary: bool) -> None:
+def _banner(
+    base: str,
+    redis_url: str,
+    workers: int,
+    replicas: list[str],
+    cors_origins: str,
+    temporary: bool,
+    offline: str | None = None,
+) -> None:
     settings = get_settings()
-    model = settings.model
+    model = (settings.default_model or "scripted") if offline else settings.model
     agents = [
         *(f"{name} (built in)" for name in sorted(BUILTIN_AGENTS)),
         *(f"{n} ({p})" for n, p in settings.agents.items()),
@@ -169,6 +190,15 @@ def _banner(base: str, redis_url: str, workers: int, replicas: list[str], cors_o
         if replicas
         else ""
     )
+    if offline:
+        openai = (
+            f"\n  offline   {offline}   (the offline model as an OpenAI API; the workers have"
+            f" OPENAI_BASE_URL={offline} OPENAI_API_KEY={OFFLINE_API_KEY})"
+        )
+    elif not os.environ.get("OPENAI_API_KEY"):
+        openai = "\n  offline   no OPENAI_API_KEY: `tokentail dev --offline` runs framework agents on the offline model"
+    else:
+        openai = ""
     click.echo(
         f"""
 tokentail dev is running
@@ -176,7 +206,7 @@ tokentail dev is running
   gateway   {base}   (API docs: {base}/docs){behind}
   workers   {workers}
   redis     {redis_url}   {"(temporary, deleted on exit)" if temporary else "(yours: sessions stay in it)"}
-  model     {model} by default
+  model     {model} by default{openai}
   agents    {", ".join(agents)}
   auth      {auth}
   cors      {cors}   (pages there may call the API: TOKENTAIL_CORS_ORIGINS)
