@@ -4,21 +4,29 @@ agent reaches it through the `openai` provider."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+)
 
 from tests.e2e.conftest import stop, wait_until_ready
 from tests.sse_client import read_events
+from tests.waiting import eventually
 from tokentail.redis_server import free_port
 from tokentail.worker.providers.scripted import scripted_tokens
 
-WEATHER_TOOL = {
+WEATHER_TOOL: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -26,7 +34,7 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-CALCULATOR_TOOL = {
+CALCULATOR_TOOL: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "calculator",
@@ -95,7 +103,7 @@ async def test_a_streamed_tool_call_then_the_answer_with_its_result(client: open
     choice = called.choices[0]
     assert choice.finish_reason == "tool_calls" and not choice.message.content
     (call,) = choice.message.tool_calls or []
-    assert call.type == "function" and call.function.name == "get_weather"
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall) and call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Paris"} and call.id.startswith("call_")
     result = json.dumps({"city": "Paris", "sky": "sunny"})
     messages += [
@@ -110,6 +118,7 @@ async def test_a_whole_calculator_call_on_a_natural_sentence(client: openai.Asyn
     messages: list[Any] = [{"role": "user", "content": "Please calculate 12 * (3 + 4)."}]
     called = await client.chat.completions.create(model="m", messages=messages, tools=[CALCULATOR_TOOL])
     (call,) = called.choices[0].message.tool_calls or []
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert called.choices[0].message.content == "Let me calculate that. "
     assert json.loads(call.function.arguments) == {"expression": "12 * (3 + 4)"}
     messages += [
@@ -132,16 +141,16 @@ async def test_tool_choice_none_calls_no_tool(client: openai.AsyncOpenAI) -> Non
 
 
 async def test_what_it_cannot_serve_is_refused_as_openai_does(client: openai.AsyncOpenAI) -> None:
-    hello = [{"role": "user", "content": "hello"}]
+    hello: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
     with pytest.raises(openai.BadRequestError, match="n must be 1"):
-        await client.chat.completions.create(model="m", messages=hello, n=2)  # type: ignore[arg-type]
+        await client.chat.completions.create(model="m", messages=hello, n=2)
     with pytest.raises(openai.BadRequestError, match="tokens_per_second"):
-        await client.chat.completions.create(model="m", messages=hello, extra_body={"tokens_per_second": -1})  # type: ignore[arg-type]
+        await client.chat.completions.create(model="m", messages=hello, extra_body={"tokens_per_second": -1})
     with pytest.raises(openai.BadRequestError, match="messages"):
         await client.chat.completions.create(model="m", messages=[])
     stream = await client.chat.completions.create(
         model="m", messages=hello, stream=True, extra_body={"fail_at_token": 3, "tokens_per_second": 0}
-    )  # type: ignore[arg-type]
+    )
     received: list[str] = []
     with pytest.raises(openai.APIError, match="scripted failure at token 3"):
         async for chunk in stream:
@@ -153,27 +162,46 @@ async def test_the_models_list_names_the_scripted_model(client: openai.AsyncOpen
     assert [model.id async for model in client.models.list()] == ["scripted"]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tokentail dev's children die with it on Linux")
-async def test_dev_offline_points_the_workers_openai_clients_at_the_offline_model() -> None:
-    # No key in the environment: the built-in agent on `openai:` reaches the offline model, tools and all.
+@pytest.fixture
+def dev_offline(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """`tokentail dev --offline` with no OpenAI or tokentail setting: its URL, and the file of its output."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENTAIL_", "OPENAI_"))}
-    dev = subprocess.Popen(
-        [sys.executable, "-m", "tokentail.cli", "dev", "--port", str(port), "--offline"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    output = tmp_path / "dev.out"
+    with output.open("wb") as sink:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "tokentail.cli", "dev", "--port", str(port), "--offline"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/readyz", dev, timeout=60)
-        async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            body = {"input": "Please calculate 12 * (3 + 4).", "model": "openai:gpt-4o-mini"}
-            created = (await http.post("/v1/sessions", json=body)).json()
-            received = await read_events(http, created["events_url"])
-        kinds = [kind for _, kind, _ in received.events]
-        assert kinds[-1] == "run.completed" and "tool.started" in kinds and "tool.completed" in kinds, kinds
-        assert received.events[-1][2]["output"] == "Let me calculate that. The calculator says 84."
+        yield f"http://127.0.0.1:{port}", output
     finally:
         stop(dev, timeout=30)
-        output = dev.communicate()[0].decode()
-    assert "offline   http://127.0.0.1:" in output and "OPENAI_API_KEY=offline" in output, output
+
+
+async def test_dev_offline_points_the_workers_openai_clients_at_the_offline_model(
+    dev_offline: tuple[str, Path],
+) -> None:
+    # No key in the environment: the built-in agent on `openai:` reaches the offline model, tools and all.
+    url, output = dev_offline
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as http:
+        body = {"input": "Please calculate 12 * (3 + 4).", "model": "openai:gpt-4o-mini"}
+        created = (await http.post("/v1/sessions", json=body)).json()
+        received = await read_events(http, created["events_url"])
+    kinds = [kind for _, kind, _ in received.events]
+    assert kinds[-1] == "run.completed" and "tool.started" in kinds and "tool.completed" in kinds, kinds
+    assert received.events[-1][2]["output"] == "Let me calculate that. The calculator says 84."
+
+    def banner() -> str:
+        printed = output.read_text()
+        assert "tokentail dev is running" in printed
+        return printed
+
+    printed = await eventually(banner, what="the banner")
+    assert "model     scripted by default" in printed
+    assert re.search(r"offline   (http://127\.0\.0\.1:\d+/v1) .*OPENAI_BASE_URL=\1 OPENAI_API_KEY=offline", printed), (
+        printed
+    )

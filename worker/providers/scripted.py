@@ -187,7 +187,7 @@ def _argument(text: str, schema: dict[str, Any]) -> Any:
         return schema["enum"][0]
     if kind in ("integer", "number"):
         numbers = _NUMBER.findall(text)
-        value = float(numbers[0]) if numbers else 0
+        value = float(numbers[0]) if numbers else 0.0
         return int(value) if kind == "integer" or value.is_integer() else value
     if kind == "boolean":
         return True

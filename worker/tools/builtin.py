@@ -59,7 +59,8 @@ def evaluate(expression: str) -> int | float:
 
     def walk(node: ast.expr) -> int | float:
         if isinstance(node, ast.Constant):
-            return node.value  # type: ignore[no-any-return]  # a number: parse allows no other constant
+            assert isinstance(node.value, int | float)  # parse allows no other constant
+            return node.value
         if isinstance(node, ast.UnaryOp):
             return _UNARY[type(node.op)](walk(node.operand))
         assert isinstance(node, ast.BinOp)  # parse allows nothing else
