@@ -84,10 +84,11 @@ async def test_a_streamed_answer_with_usage(client: openai.AsyncOpenAI) -> None:
     assert {c.model for c in chunks} == {"gpt-4o-mini"} and len({c.id for c in chunks}) == 1
 
 
-async def test_a_whole_answer(client: openai.AsyncOpenAI) -> None:
-    answer = await client.chat.completions.create(
-        model="scripted", messages=[{"role": "user", "content": [{"type": "text", "text": "hello"}]}]
-    )
+def test_a_whole_answer_to_the_synchronous_client(offline_url: str) -> None:
+    with openai.OpenAI(base_url=offline_url, api_key="offline", max_retries=0) as sdk:
+        answer = sdk.chat.completions.create(
+            model="scripted", messages=[{"role": "user", "content": [{"type": "text", "text": "hello"}]}]
+        )
     assert answer.object == "chat.completion" and answer.choices[0].finish_reason == "stop"
     assert answer.choices[0].message.content == "".join(scripted_tokens("hello", 150))
     assert answer.usage is not None and answer.usage.completion_tokens == len(scripted_tokens("hello", 150))
