@@ -36,10 +36,11 @@ ENVIRONMENTS = {
             f"{TESTS}/test_langchain.py",
             f"{TESTS}/test_haystack.py",
             f"{TESTS}/test_pydantic_ai.py",
+            f"{TESTS}/test_offline_examples.py",
         ],
     ),
-    "semantic-kernel": (["semantic-kernel"], [f"{TESTS}/test_semantic_kernel.py"]),
-    "openai-agents": (["openai-agents"], [f"{TESTS}/test_openai_agents.py"]),
+    "semantic-kernel": (["semantic-kernel"], [f"{TESTS}/test_semantic_kernel.py", f"{TESTS}/test_offline_examples.py"]),
+    "openai-agents": (["openai-agents"], [f"{TESTS}/test_openai_agents.py", f"{TESTS}/test_offline_examples.py"]),
 }
 
 

@@ -2,12 +2,13 @@
 by tokentail: wrapped in one line.
 
     .venv/bin/pip install -e '.[pydantic-ai]'
-    OPENAI_API_KEY=sk-... TOKENTAIL_AGENTS='{"weather": "examples.pydantic_ai_agent:weather"}' \\
-        .venv/bin/tokentail dev
+    TOKENTAIL_AGENTS='{"weather": "examples.pydantic_ai_agent:weather"}' \\
+        .venv/bin/tokentail dev --offline
     .venv/bin/tokentail chat --agent weather "What is the weather in Paris?"
 
-`OPENAI_BASE_URL` points it at any server with the OpenAI chat API; TOKENTAIL_EXAMPLE_MODEL names
-the model (gpt-4o-mini).
+`--offline`: on the offline model, served to the workers as an OpenAI API (no key, no network). On
+OpenAI: OPENAI_API_KEY, and no `--offline`; `OPENAI_BASE_URL` points it at any server with the
+OpenAI chat API; TOKENTAIL_EXAMPLE_MODEL names the model (gpt-4o-mini).
 """
 
 import os

@@ -10,16 +10,17 @@ import anthropic
 import httpx2
 import openai
 
+from tokentail import openai_wire
+
 
 def sse(data: Any, event: str | None = None) -> bytes:
+    """An event of Anthropic's stream, which names each (OpenAI's: openai_wire.sse)."""
     payload = data if isinstance(data, str) else json.dumps(data)
     return (f"event: {event}\n" if event else "").encode() + f"data: {payload}\n\n".encode()
 
 
 def openai_chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> bytes:
-    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
-    body = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": choices}
-    return sse(body | extra)
+    return openai_wire.sse(openai_wire.chunk("chatcmpl-1", "m", 1, delta, finish) | extra)
 
 
 def openai_stream(
@@ -27,22 +28,20 @@ def openai_stream(
     tool_calls: Sequence[tuple[int, str, str, list[str]]] = (),
     usage: tuple[int, int] = (10, 5),
 ) -> list[bytes]:
-    """Text deltas, then tool calls (index, id, name, argument fragments) interleaved fragment by fragment."""
-    chunks = [openai_chunk({"role": "assistant", "content": ""})]
+    """Text deltas, then tool calls (index, id, name, argument fragments) interleaved fragment by
+    fragment, on the wire format tokentail's offline server speaks too (tokentail/openai_wire.py)."""
+    chunks = [openai_chunk(openai_wire.role_delta())]
     chunks += [openai_chunk({"content": part}) for part in text]
     for index, call_id, name, _ in tool_calls:
-        head = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
-        chunks.append(openai_chunk({"tool_calls": [head]}))
+        chunks.append(openai_chunk(openai_wire.tool_call_head(index, call_id, name)))
     longest = max((len(fragments) for *_, fragments in tool_calls), default=0)
     for position in range(longest):  # parallel calls' fragments interleave
         for index, _, _, fragments in tool_calls:
             if position < len(fragments):
-                part = {"index": index, "function": {"arguments": fragments[position]}}
-                chunks.append(openai_chunk({"tool_calls": [part]}))
+                chunks.append(openai_chunk(openai_wire.tool_call_arguments(index, fragments[position])))
     chunks.append(openai_chunk({}, finish="tool_calls" if tool_calls else "stop"))
-    usage_body = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
-    chunks.append(openai_chunk(None, usage=usage_body))
-    chunks.append(sse("[DONE]"))
+    chunks.append(openai_chunk(None, usage=openai_wire.usage(*usage)))
+    chunks.append(openai_wire.DONE)
     return chunks
 
 

@@ -1,4 +1,4 @@
-"""The `tokentail` command: dev, gateway, worker, chat, archiver, migrate."""
+"""The `tokentail` command: dev, gateway, worker, offline, chat, archiver, migrate."""
 
 import asyncio
 import logging
@@ -40,13 +40,21 @@ def main(log_level: str, log_format: str) -> None:
     help="more than one: each on a port of its own, behind a round-robin balancer on --port",
 )
 @click.option("--redis-url", help="use this Redis instead of starting a private redis-server")
-def dev(host: str, port: int, workers: int, gateways: int, redis_url: str | None) -> None:
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="also serve the offline model as an OpenAI API, and point the workers' OpenAI clients at it "
+    "(OPENAI_BASE_URL, OPENAI_API_KEY=offline): framework agents run with no key and no network",
+)
+def dev(host: str, port: int, workers: int, gateways: int, redis_url: str | None, offline: bool) -> None:
     """Run everything locally: a private redis-server (or --redis-url), gateways and workers."""
     from tokentail.dev import run_dev
 
     logs = click.get_current_context().find_root().params  # `tokentail --log-format json dev` reaches the children
     level, fmt = logs["log_level"], logs["log_format"]
-    sys.exit(run_dev(host, port, workers, redis_url, log_level=level, log_format=fmt, gateways=gateways))
+    sys.exit(
+        run_dev(host, port, workers, redis_url, log_level=level, log_format=fmt, gateways=gateways, offline=offline)
+    )
 
 
 @main.command()
@@ -64,6 +72,17 @@ def gateway(host: str, port: int) -> None:
 
 
 CHAT_URL = "http://127.0.0.1:8000"
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8100, show_default=True, type=int)
+def offline(host: str, port: int) -> None:
+    """Serve the offline scripted model as an OpenAI-compatible API (`/v1/chat/completions`, streamed
+    and with tool calls), for any code that takes OPENAI_BASE_URL: no API key, no network."""
+    from tokentail.offline import serve
+
+    serve(host, port, log_level=logging.getLevelName(logging.getLogger().level).lower())
 
 
 @main.command()

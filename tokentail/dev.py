@@ -30,6 +30,7 @@ from tokentail.supervisor import Child, Stopping, how_it_ended, say, stop_all, s
 _PR_SET_PDEATHSIG = 1
 LOCAL_ORIGINS = "http://localhost:*,http://127.0.0.1:*"
 CLI = (sys.executable, "-m", "tokentail.cli")
+OFFLINE_API_KEY = "offline"  # the offline model takes any key; OpenAI's clients need one
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -55,8 +56,11 @@ def run_dev(
     log_level: str = "info",
     log_format: str = "text",
     gateways: int = 1,
+    offline: bool = False,
 ) -> int:
-    """Run `gateways` gateways and `workers` workers on a private redis-server, or on `redis_url`."""
+    """Run `gateways` gateways and `workers` workers on a private redis-server, or on `redis_url`;
+    `offline`: also the offline model's OpenAI API (tokentail/offline.py), which the workers' OpenAI
+    clients use."""
     preexec = _die_with_parent()
     stopping = Stopping()
     stopping.install()
@@ -66,14 +70,9 @@ def run_dev(
         try:
             if redis is not None:
                 redis_url = redis.start().url
-            env = {
-                # Pages on a dev server's own port (Vite, Next) may call it, unless told otherwise.
-                "TOKENTAIL_CORS_ORIGINS": LOCAL_ORIGINS,
-                **os.environ,
-                "TOKENTAIL_REDIS_URL": str(redis_url),
-                "TOKENTAIL_LOG_LEVEL": log_level,
-                "TOKENTAIL_LOG_FORMAT": log_format,
-            }
+            offline_port = free_port() if offline else None
+            offline_url = f"http://127.0.0.1:{offline_port}/v1" if offline else None
+            env = _environment(str(redis_url), log_level, log_format, offline_url)
 
             def spawn(name: str, *command: str) -> None:
                 if stopping.asked:
@@ -82,21 +81,14 @@ def run_dev(
                 children.append(child)  # listed before it starts: stopped whatever comes next
                 child.start(env, preexec)
 
-            # One gateway on the port; or several, each on a port of its own, behind a balancer on it.
-            replicas = [] if gateways == 1 else [f"127.0.0.1:{free_port()}" for _ in range(gateways)]
-            for i, replica in enumerate(replicas or [f"{host}:{port}"]):
-                name = f"gateway {i + 1}" if replicas else "gateway"
-                spawn(name, *CLI, "gateway", "--host", replica.rsplit(":", 1)[0], "--port", replica.rsplit(":", 1)[1])
-            for i in range(workers):
-                spawn(f"worker {i + 1}", *CLI, "worker", "--port", "0")  # no probe server: nothing probes them here
-            if replicas:
-                for replica in replicas:
-                    _wait_ready(f"http://{replica}", children, stopping)
-                spawn("balancer", sys.executable, "-m", "tokentail.balancer", f"{host}:{port}", *replicas)
+            if offline_port is not None:
+                spawn("offline model", *CLI, "offline", "--port", str(offline_port))
+                _wait_ready(f"http://127.0.0.1:{offline_port}", children, stopping)
+            replicas = _start_gateways_and_workers(spawn, host, port, gateways, workers, children, stopping)
             base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
             _wait_ready(base, children, stopping)
             origins = env["TOKENTAIL_CORS_ORIGINS"]
-            _banner(base, str(redis_url), workers, replicas, origins, temporary=redis is not None)
+            _banner(base, str(redis_url), workers, replicas, origins, temporary=redis is not None, offline=offline_url)
             status = supervise(children, env, preexec, stopping, essential=lambda: _redis_lost(redis))
             if status == 0:
                 click.echo("\ntokentail dev: stopping", err=True)
@@ -112,6 +104,47 @@ def run_dev(
             stop_all(children)
             if redis is not None:
                 redis.stop()
+
+
+def _start_gateways_and_workers(
+    spawn: Callable[..., None],
+    host: str,
+    port: int,
+    gateways: int,
+    workers: int,
+    children: list[Child],
+    stopping: Stopping,
+) -> list[str]:
+    """One gateway on the port; or several, each on a port of its own (returned), behind a balancer on it."""
+    replicas = [] if gateways == 1 else [f"127.0.0.1:{free_port()}" for _ in range(gateways)]
+    for i, replica in enumerate(replicas or [f"{host}:{port}"]):
+        name = f"gateway {i + 1}" if replicas else "gateway"
+        spawn(name, *CLI, "gateway", "--host", replica.rsplit(":", 1)[0], "--port", replica.rsplit(":", 1)[1])
+    for i in range(workers):
+        spawn(f"worker {i + 1}", *CLI, "worker", "--port", "0")  # no probe server: nothing probes them here
+    if replicas:
+        for replica in replicas:
+            _wait_ready(f"http://{replica}", children, stopping)
+        spawn("balancer", sys.executable, "-m", "tokentail.balancer", f"{host}:{port}", *replicas)
+    return replicas
+
+
+def _environment(redis_url: str, log_level: str, log_format: str, offline_url: str | None) -> dict[str, str]:
+    """The children's environment: this one's, on the dev Redis; with `offline_url`, the workers'
+    OpenAI clients on the offline model's API."""
+    env = {
+        # Pages on a dev server's own port (Vite, Next) may call it, unless told otherwise.
+        "TOKENTAIL_CORS_ORIGINS": LOCAL_ORIGINS,
+        **os.environ,
+        "TOKENTAIL_REDIS_URL": redis_url,
+        "TOKENTAIL_LOG_LEVEL": log_level,
+        "TOKENTAIL_LOG_FORMAT": log_format,
+    }
+    if offline_url is not None:
+        env.update(OPENAI_BASE_URL=offline_url, OPENAI_API_KEY=OFFLINE_API_KEY)
+        # Runs that name no model stay on the scripted model, as without a key.
+        env.setdefault("TOKENTAIL_DEFAULT_MODEL", "scripted")
+    return env
 
 
 def _redis_lost(redis: RedisServer | None) -> str | None:
@@ -139,9 +172,17 @@ def _wait_ready(base: str, children: list[Child], stopping: Stopping, timeout: f
     raise TimeoutError(f"the gateway did not become ready at {base} within {timeout:.0f} s")
 
 
-def _banner(base: str, redis_url: str, workers: int, replicas: list[str], cors_origins: str, temporary: bool) -> None:
+def _banner(
+    base: str,
+    redis_url: str,
+    workers: int,
+    replicas: list[str],
+    cors_origins: str,
+    temporary: bool,
+    offline: str | None = None,
+) -> None:
     settings = get_settings()
-    model = settings.model
+    model = (settings.default_model or "scripted") if offline else settings.model
     agents = [
         *(f"{name} (built in)" for name in sorted(BUILTIN_AGENTS)),
         *(f"{n} ({p})" for n, p in settings.agents.items()),
@@ -159,6 +200,15 @@ def _banner(base: str, redis_url: str, workers: int, replicas: list[str], cors_o
         if replicas
         else ""
     )
+    if offline:
+        openai = (
+            f"\n  offline   {offline}   (the offline model as an OpenAI API; the workers have"
+            f" OPENAI_BASE_URL={offline} OPENAI_API_KEY={OFFLINE_API_KEY})"
+        )
+    elif not os.environ.get("OPENAI_API_KEY"):
+        openai = "\n  offline   no OPENAI_API_KEY: `tokentail dev --offline` runs framework agents on the offline model"
+    else:
+        openai = ""
     click.echo(
         f"""
 tokentail dev is running
@@ -166,7 +216,7 @@ tokentail dev is running
   gateway   {base}   (API docs: {base}/docs){behind}
   workers   {workers}
   redis     {redis_url}   {"(temporary, deleted on exit)" if temporary else "(yours: sessions stay in it)"}
-  model     {model} by default
+  model     {model} by default{openai}
   agents    {", ".join(agents)}
   auth      {auth}
   cors      {cors}   (pages there may call the API: TOKENTAIL_CORS_ORIGINS)

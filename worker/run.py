@@ -14,6 +14,7 @@ from tokentail.shared.events import (
     RunCancelled,
     RunCompleted,
     RunFailed,
+    Status,
 )
 from tokentail.shared.lifecycle import Asked, RunLease, RunLifecycle, StartVerdict, Takeover
 from tokentail.shared.logs import bind
@@ -37,6 +38,11 @@ from tokentail.worker.watchdog import HOW_TO_FIX, BlockingCall
 from tokentail.worker.writer import EventTooLarge, EventWriter, OutputTooLarge
 
 logger = logging.getLogger(__name__)
+
+# What a run whose agent returned without showing any answer (no text, tool call or data event)
+# says before its `run.completed`, so that its empty `output` is never silent. It still completes:
+# what the agent did (its side effects, its status events) happened, and a retry would do it again.
+NO_ANSWER = "The agent finished without an answer: it streamed no text, tool call or data."
 
 
 async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
@@ -230,6 +236,9 @@ async def _generate(
         # A framework's tool that raised out of its run (PydanticAI lets it) left its call open: end it.
         await context.fail_open_tools(exc)
         raise
+    if not writer.answered:
+        logger.warning("run %s of session %s: agent %s finished without an answer", run.run_id, session_id, run.agent)
+        await writer.emit(Status(run_id=run.run_id, text=NO_ANSWER))
     await writer.flush()
     return RunCompleted(run_id=run.run_id, output=writer.text, usage=meter.total())
 

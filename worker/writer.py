@@ -56,6 +56,12 @@ _TEXT_EVENTS: dict[type[MessageDelta | ReasoningDelta], str] = {
 }
 
 
+def _is_answer(event_type: str) -> bool:
+    """Whether an event shows the run's answer, or part of it: its text, a tool call, a data event
+    (not a status or reasoning, which say how the agent gets there)."""
+    return event_type == EventType.MESSAGE_DELTA or event_type.startswith(("tool.", DATA_PREFIX))
+
+
 class OutputTooLarge(Exception):
     pass
 
@@ -124,6 +130,9 @@ class EventWriter:
         # A run that goes on runs its agent again: what the record holds is not appended again.
         self.replay: Replay | None = None
         self._answering = False  # this attempt streamed answer text
+        # The run has shown something as its answer: text, a tool call or a data event (worker/run.py
+        # says so in the stream when it ends without any).
+        self.answered = False
         self.events_appended = 0
         self.provider = "custom"  # the metrics label of what produces the text; set once it is known
         self._tokens = metrics.TOKENS.labels(self.provider)
@@ -133,6 +142,7 @@ class EventWriter:
         """This attempt goes on from the run's record (worker/replay.py)."""
         self.replay = replay
         self.text_parts = [replay.text] if replay.text else []
+        self.answered = any(_is_answer(event.type) for event in replay.log.events)
 
     def drop_text(self, chars: int) -> None:
         """The run's answer without its last `chars` characters (clients drop them: see RunContext)."""
@@ -162,6 +172,7 @@ class EventWriter:
         if self._output_chars > self._max_output_chars:
             raise OutputTooLarge(f"the run's text exceeded {self._max_output_chars} characters")
         if kind is MessageDelta:
+            self.answered = True
             if not self._answering:
                 self._answering = True
                 metrics.TIME_TO_FIRST_TOKEN.labels(self.provider).observe(self._clock() - self._started)
@@ -176,6 +187,7 @@ class EventWriter:
         event_type = event_type_of(data)
         if event_type in TERMINAL_EVENTS:
             raise TypeError(f"{event_type} ends the run: use finish()")
+        self.answered = self.answered or _is_answer(event_type)
         if self.replay is not None and self.replay.holds(event_type, data):
             return
         stored = data.model_dump_json()

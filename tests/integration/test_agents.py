@@ -3,8 +3,10 @@
 from typing import Any
 
 import httpx2
+import pytest
 
 from tests.sse_client import read_events
+from tokentail.worker.run import NO_ANSWER
 
 
 async def _run(client: httpx2.AsyncClient, **body: Any) -> list[tuple[int | None, str, dict[str, Any]]]:
@@ -72,3 +74,32 @@ async def test_a_tool_that_raises_out_of_the_agent_ends_its_call_failed_before_t
         events = await _run(client, input="Weather?", agent="raising")
     assert [kind for _, kind, _ in events] == ["run.queued", "run.started", "tool.started", "tool.failed", "run.failed"]
     assert events[3][2]["call_id"] == "call_1" and events[3][2]["error"] == "weather service unavailable"
+
+
+QUIET = {
+    "silent": "tests.quiet_agents:silent",
+    "thinking_only": "tests.quiet_agents:thinking_only",
+    "tool_only": "tests.quiet_agents:tool_only",
+    "data_only": "tests.quiet_agents:data_only",
+}
+
+
+@pytest.mark.parametrize(
+    ("agent", "says_so"),
+    [("silent", True), ("thinking_only", True), ("assistant", True), ("tool_only", False), ("data_only", False)],
+)
+async def test_a_run_whose_agent_answered_nothing_says_so_before_it_completes(
+    start_gateway: Any, start_worker: Any, agent: str, says_so: bool
+) -> None:
+    # An empty `output` is never silent: a run that showed no text, tool call or data says so in a
+    # status event, whatever its agent (here the built-in one too: the scripted model asked for 0 tokens).
+    gateway = await start_gateway(agents=QUIET)
+    await start_worker(agents=QUIET)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        events = await _run(client, input="hello", agent=agent, params={"tokens": 0} if agent == "assistant" else {})
+    kinds = [kind for _, kind, _ in events]
+    assert kinds[-1] == "run.completed" and events[-1][2]["output"] == ""
+    told = [data["text"] for _, kind, data in events if kind == "status" and data["text"] == NO_ANSWER]
+    assert told == ([NO_ANSWER] if says_so else []), kinds
+    if says_so:
+        assert kinds[-2] == "status"  # the last thing before the run's end

@@ -1,11 +1,20 @@
 import asyncio
+import json
 import math
 
 import pytest
 
 from tokentail.shared.params import RunParams
 from tokentail.worker.providers.base import Message, ModelRequest, TextDelta, ToolCall, ToolSpec, Usage
-from tokentail.worker.providers.scripted import ScriptedFailure, ScriptedProvider, find_arithmetic, scripted_tokens
+from tokentail.worker.providers.scripted import (
+    ScriptedFailure,
+    ScriptedProvider,
+    find_arithmetic,
+    plan_tool_call,
+    scripted_tokens,
+)
+from tokentail.worker.tools import ToolError
+from tokentail.worker.tools.builtin import calculator
 
 CALCULATOR = ToolSpec("calculator", "arithmetic", {"type": "object"})
 
@@ -128,3 +137,113 @@ async def test_paced_tokens_come_at_the_first_at_once_then_together_per_tick() -
     assert wakeups <= 1 + math.ceil(span / 0.05)
     for i, (at, _) in enumerate(arrivals):
         assert i / 100 <= at + 0.001 <= i / 100 + 0.1  # never early, never more than a tick (and slack) late
+
+
+async def _ask_the_calculator(sentence: str) -> str:
+    """What the offline model answers `sentence` with the built-in calculator offered: it calls the
+    tool (run here as the agent loop runs it), then answers with what the tool said."""
+    request = _request(sentence, tools=[CALCULATOR], tokens=1, tokens_per_second=0)
+    chunks = await _collect(request)
+    calls = [c for c in chunks if isinstance(c, ToolCall)]
+    if not calls:
+        return "".join(c.text for c in chunks if isinstance(c, TextDelta))
+    (call,) = calls
+    try:
+        result, failed = json.dumps(await calculator.run(call.arguments, 1)), False
+    except ToolError as exc:
+        result, failed = f"error: {exc}", True  # what the agent loop tells the model
+    follow_up = ModelRequest(
+        model="",
+        messages=[
+            *request.messages,
+            Message("assistant", "Let me calculate that.", tool_calls=(call,)),
+            Message("tool", result, call_id=call.call_id, is_error=failed),
+        ],
+        tools=[CALCULATOR],
+        params=request.params,
+    )
+    return "".join(c.text for c in await _collect(follow_up) if isinstance(c, TextDelta))
+
+
+@pytest.mark.parametrize(
+    ("sentence", "answer"),
+    [
+        ("Please calculate 12 * (3 + 4).", "The calculator says 84."),  # the sentence's period is not the expression's
+        ("Compute 7*6.", "The calculator says 42."),  # not 42.0: "6." is the sentence's end, not a float
+        ("what's 2+2?", "The calculator says 4."),
+        ("What is two plus two?", "The calculator says 4."),
+        ("calculate 1/3", "The calculator says 0.333333333333."),
+        ("what is 0.1 + 0.2?", "The calculator says 0.3."),  # no floating-point noise
+        ("what is 8 / 2?", "The calculator says 4."),  # a whole number prints as one
+        ("2^10", "The calculator says 1024."),
+        ("What is 1.5 * 2.25?", "The calculator says 3.375."),
+        ("what is -3 + 5?", "The calculator says 2."),
+        ("(2 + 3) * 4, please!", "The calculator says 20."),
+        ("How much is 3 x 4?", "The calculator says 12."),
+        ("What is 1/0?", "The calculator could not work that out: division by zero."),
+    ],
+)
+async def test_natural_sentences_with_arithmetic_get_the_calculator_s_answer(sentence: str, answer: str) -> None:
+    assert await _ask_the_calculator(sentence) == answer
+
+
+@pytest.mark.parametrize("sentence", ["Tell me about streams.", "I have 3 cats.", "Meet me on 2024-01-05.", "step-2"])
+async def test_a_sentence_with_no_arithmetic_gets_no_tool_call(sentence: str) -> None:
+    assert (await _ask_the_calculator(sentence)).startswith(f'You asked: "{sentence}"')
+
+
+WEATHER = ToolSpec(
+    "get_weather",
+    "The current weather in a city.",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "tools", "call"),
+    [
+        ("What is the weather in Paris?", [WEATHER], ("get_weather", {"city": "Paris"})),
+        ("  Weather in New York, please", [WEATHER], ("get_weather", {"city": "New York"})),
+        ("weather in rome", [WEATHER], ("get_weather", {"city": "rome"})),  # no name: its last word
+        ("Any weather today?", [CALCULATOR, WEATHER], ("get_weather", {"city": "today"})),
+        ("what is 2 + 2?", [CALCULATOR, WEATHER], ("calculator", {"expression": "2 + 2"})),
+        ("Tell me about Paris.", [WEATHER], None),  # no tool's topic mentioned
+        # Semantic Kernel names a plugin's function <plugin>-<function>; numbers from the question.
+        (
+            "Get the forecast for 3 days",
+            [
+                ToolSpec(
+                    "WeatherPlugin-get_forecast",
+                    "",
+                    {"properties": {"days": {"type": "integer"}}, "required": ["days"]},
+                )
+            ],
+            ("WeatherPlugin-get_forecast", {"days": 3}),
+        ),
+        ("What time is it?", [ToolSpec("current_time", "", {"properties": {}, "required": []})], ("current_time", {})),
+    ],
+)
+def test_a_tool_the_question_mentions_is_called_with_arguments_from_it(
+    question: str, tools: list[ToolSpec], call: tuple[str, dict[str, object]] | None
+) -> None:
+    request = ModelRequest(model="", messages=[Message("user", question)], tools=tools)
+    planned = plan_tool_call(request)
+    assert (None if planned is None else (planned.name, planned.arguments)) == call
+    if planned is not None:  # the same request, the same call id: a takeover calls it again alike
+        assert planned == plan_tool_call(request) and planned.call_id.startswith("call_")
+
+
+async def test_given_a_tool_s_result_it_answers_with_it() -> None:
+    question = Message("user", "What is the weather in Paris?")
+    call = plan_tool_call(ModelRequest(model="", messages=[question], tools=[WEATHER]))
+    assert call is not None
+    messages = [
+        question,
+        Message("assistant", "", tool_calls=(call,)),
+        Message("tool", '{"sky": "sunny"}', call_id=call.call_id),
+    ]
+    text = "".join(c.text for c in await _collect(ModelRequest("", messages, [WEATHER])) if isinstance(c, TextDelta))
+    assert text == 'The get_weather tool says {"sky": "sunny"}.'
+    failed = [*messages[:2], Message("tool", "error: service down", call_id=call.call_id, is_error=True)]
+    text = "".join(c.text for c in await _collect(ModelRequest("", failed, [WEATHER])) if isinstance(c, TextDelta))
+    assert text == "The get_weather tool failed: service down."

@@ -6,7 +6,10 @@
 
 registered like any other agent (`TOKENTAIL_AGENTS='{"weather": "my_module:weather"}'`). An `Agent`
 runs through `Agent.run_async(streaming_callback=...)`, a `Pipeline` through `Pipeline.stream(...)`
-(its async run with a streaming callback on every streaming component). Both are async, so a cancel
+(its async run with a streaming callback on every streaming component: a generator, or a custom
+component with a `run_async` that takes a `streaming_callback`); a pipeline that streamed no text
+answers with the text output of its result (`pipeline_answer`, whatever the output's name, or the
+one `output=` names). Both are async, so a cancel
 of the run cancels the chat generator's HTTP stream (Haystack closes it on cancellation).
 
 Everything reaches tokentail as Haystack's `StreamingChunk`s, mapped one by one (`ChunkMapper`):
@@ -26,6 +29,7 @@ denies it, and any worker goes on:
 import hashlib
 import inspect
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,11 +37,13 @@ from typing import Any
 from haystack import Pipeline
 from haystack.components.agents import Agent
 from haystack.components.generators.chat import OpenAIChatGenerator
-from haystack.dataclasses import ChatMessage, StreamingChunk, ToolCall
+from haystack.dataclasses import ChatMessage, ChatRole, StreamingChunk, ToolCall
 from haystack.hooks.human_in_the_loop import ToolExecutionDecision
 
 from tokentail.frameworks import as_json
 from tokentail.worker.context import RunContext
+
+logger = logging.getLogger(__name__)
 
 TokentailAgent = Callable[[RunContext], Awaitable[None]]
 
@@ -75,12 +81,20 @@ def from_agent(agent: Agent) -> TokentailAgent:
     return run
 
 
-def from_pipeline(pipeline: Pipeline, inputs: Callable[[RunContext], dict[str, Any]]) -> TokentailAgent:
+def from_pipeline(
+    pipeline: Pipeline, inputs: Callable[[RunContext], dict[str, Any]], *, output: str | None = None
+) -> TokentailAgent:
     """A tokentail agent that runs `pipeline` on `inputs(ctx)` (its `data`: build it from
-    `ctx.input`, `history(ctx)`, `ctx.params`) and streams every streaming component's chunks; if
-    none streamed any text, the answer is the last of the `replies` in the pipeline's result (a
-    component that returns its generator's reply whole). Ask the pipeline's OpenAI generators for
-    usage yourself (`generation_kwargs=INCLUDE_USAGE`)."""
+    `ctx.input`, `history(ctx)`, `ctx.params`) and streams every streaming component's chunks.
+
+    If none streamed any text (a component that calls its generator whole, as the tutorials' custom
+    components do), the answer is the text of the pipeline's result: the output `output` names
+    (`"component.output"`), else its one text output whatever its name (a `str`, a `ChatMessage`, or
+    a list of either, whose last is the answer). Several with different texts: ValueError, which
+    asks for `output`. Ask the pipeline's OpenAI generators for usage yourself
+    (`generation_kwargs=INCLUDE_USAGE`)."""
+    if output is not None and output.count(".") != 1:
+        raise ValueError(f"output names one output as 'component.output', not {output!r}")
 
     async def run(ctx: RunContext) -> None:
         mapper = ChunkMapper(ctx)
@@ -89,10 +103,53 @@ def from_pipeline(pipeline: Pipeline, inputs: Callable[[RunContext], dict[str, A
         async for chunk in handle:
             await mapper(chunk)
         await mapper.flush()
-        if not mapper.streamed_text and (reply := _reply(handle.result)):
+        if not mapper.streamed_text and (reply := pipeline_answer(handle.result, output)):
             await ctx.delta(reply)
 
     return run
+
+
+def pipeline_answer(result: dict[str, Any], output: str | None = None) -> str:
+    """The answer text in a pipeline's result (`{component: {output: value}}`): see `from_pipeline`."""
+    texts = {
+        f"{component}.{name}": text
+        for component, outputs in result.items()
+        if isinstance(outputs, dict)
+        for name, value in outputs.items()
+        if (text := _text(value)) is not None
+    }
+    if output is not None:
+        component, _, name = output.partition(".")
+        if name not in (result.get(component) or {}):
+            raise ValueError(f"the pipeline's result has no output {output}; its text outputs: {_listed(texts)}")
+        return _text(result[component][name]) or ""
+    answers = {text for text in texts.values() if text}
+    if len(answers) > 1:
+        named = [name for name, text in texts.items() if text]
+        raise ValueError(
+            f"the pipeline's result has several text outputs: {', '.join(named)}; name the answer with "
+            f"from_pipeline(..., output={named[-1]!r})"
+        )
+    if not answers:
+        logger.warning("the pipeline streamed no text, and its result has no text output: %s", _listed(result))
+    return answers.pop() if answers else ""
+
+
+def _text(value: Any) -> str | None:
+    """The text of an output value that is text (None if it is not): a string, a chat message's text,
+    or the last of a list of either (an assistant's, in a list of chat messages)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, ChatMessage):
+        return value.text or ""
+    if isinstance(value, list) and value and all(isinstance(item, str | ChatMessage) for item in value):
+        said = [item for item in value if not isinstance(item, ChatMessage) or item.role == ChatRole.ASSISTANT]
+        return _text((said or value)[-1])
+    return None
+
+
+def _listed(outputs: dict[str, Any]) -> str:
+    return ", ".join(outputs) or "none"
 
 
 HOOK_CONTEXT_KEY = "tokentail"
@@ -220,17 +277,6 @@ class ChunkMapper:
     async def _start(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
         self._started.add(call_id)
         await self.ctx.tool_started(call_id, name, arguments)
-
-
-def _reply(result: dict[str, Any] | None) -> str:
-    """The text of the last reply of the first component output that has `replies` (Haystack's
-    generators' name for them: chat messages, or strings)."""
-    for outputs in (result or {}).values():
-        replies = outputs.get("replies") if isinstance(outputs, dict) else None
-        if replies:
-            last = replies[-1]
-            return str(last.text or "") if isinstance(last, ChatMessage) else last if isinstance(last, str) else ""
-    return ""
 
 
 def _call_id(call: ToolCall) -> str:

@@ -6,18 +6,22 @@ ends with its sentence), `tokens_per_second` (0 streams as fast as possible), `f
 that many tokens, to exercise failure paths). The same input and params always give
 the same text: a first sentence that answers the input, then sentences about how the stream works.
 
-It uses tools like a real model would: offered the `calculator` and asked something with arithmetic
-in it ("what is 12 * (3 + 4)?", "what is two plus two"), it calls the tool, then answers with the
-result; a follow-up that only names an operation ("and times two?") applies it to the last number of
-the previous answer in the session.
+It uses tools like a real model would (`plan_tool_call`): offered the `calculator` and asked something
+with arithmetic in it ("Please calculate 12 * (3 + 4).", "what is two plus two"), it calls the tool; a
+follow-up that only names an operation ("and times two?") applies it to the last number of the
+previous answer in the session. Offered another tool whose name the question mentions (`get_weather`:
+"What is the weather in Paris?"), it calls it, with the arguments it needs taken from the question.
+Given the results, it answers with them ("The calculator says 84.").
 """
 
 import asyncio
 import hashlib
+import json
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
-from tokentail.worker.providers.base import Chunk, Message, ModelRequest, TextDelta, ToolCall, Usage
+from tokentail.worker.providers.base import Chunk, Message, ModelRequest, TextDelta, ToolCall, ToolSpec, Usage
 
 _SENTENCES = (
     "This answer comes from the offline scripted model, so it works without a network or an API key.",
@@ -77,7 +81,9 @@ def _opening(text: str) -> str:
 _GREETING = re.compile(r"(?i)(hello|hi|hey|good (morning|afternoon|evening))\b[\s!.,?]*(there|tokentail)?[\s!.?]*")
 
 
-_ARITHMETIC = re.compile(r"[\d(][\d\s.()]*(?:[-+*/%^]+[\d\s.()]+)+")
+# A stretch of text made only of what arithmetic is written with; `find_arithmetic` trims it to an
+# expression (a sentence's final period is not a decimal point) and asks the calculator's parser.
+_ARITHMETIC_CHARACTERS = re.compile(r"[\d\s.()+\-*/%^]+")
 _OPERATION = re.compile(r"(?:^|\s)([-+*/%^])\s*(\d+(?:\.\d+)?)")  # " * 2": an operation, no left operand
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _WORDS = (
@@ -96,20 +102,43 @@ _WORDS = (
 
 
 def _symbols(text: str) -> str:
-    """`text` with the arithmetic it spells out in words written with digits and operators."""
+    """`text` with the arithmetic it spells out in words (or with x and ÷) written with digits and operators."""
     for words, symbol in _WORDS:
         text = re.sub(rf"(?i)\b(?:{words})\b", symbol, text)
-    return text
+    text = re.sub(r"(?<=\d)\s*[x×]\s*(?=\d)", " * ", text)
+    return text.replace("÷", "/")
+
+
+def _trimmed(stretch: str) -> str:
+    """The expression in a stretch of arithmetic characters cut from a sentence: without the dots that
+    end a sentence rather than start a decimal ("7*6." is 7*6), the parentheses the sentence opened or
+    closed around it, and an operator left dangling at either end."""
+    text = re.sub(r"\.(?!\d)", "", stretch)
+    unmatched: set[int] = set()
+    opened: list[int] = []
+    for i, char in enumerate(text):
+        if char == "(":
+            opened.append(i)
+        elif char == ")":
+            if opened:
+                opened.pop()
+            else:
+                unmatched.add(i)
+    unmatched.update(opened)
+    text = "".join(char for i, char in enumerate(text) if i not in unmatched)
+    return text.strip().lstrip("*/%^").rstrip("+-*/%^ ").strip()
 
 
 def find_arithmetic(text: str, previous_answer: str | None = None) -> str | None:
-    """The first stretch of `text` that looks like arithmetic on numbers, e.g. `12 * (3 + 4)`; or,
-    for a follow-up that only names an operation ("and times two?"), that operation applied to the
-    last number of `previous_answer`."""
+    """The first stretch of `text` that is arithmetic on numbers as the calculator takes it, e.g.
+    `12 * (3 + 4)` in "Please calculate 12 * (3 + 4)."; or, for a follow-up that only names an
+    operation ("and times two?"), that operation applied to the last number of `previous_answer`."""
+    # Here, not at the top: the tools' package imports the providers' (for ToolSpec), which import this.
+    from tokentail.worker.tools.builtin import is_arithmetic
+
     symbolic = _symbols(text)
-    for match in _ARITHMETIC.finditer(symbolic):
-        candidate = match.group().strip()
-        if re.search(r"[\d)]\s*[-+*/%^]+\s*[\d(]", candidate):
+    for match in _ARITHMETIC_CHARACTERS.finditer(symbolic):
+        if is_arithmetic(candidate := _trimmed(match.group())):
             return candidate
     operation = _OPERATION.search(symbolic)
     numbers = _NUMBER.findall(previous_answer or "")
@@ -118,15 +147,104 @@ def find_arithmetic(text: str, previous_answer: str | None = None) -> str | None
     return None
 
 
+# Words of a tool's name that say nothing of what it is about ("get_weather" is about the weather).
+_VAGUE = frozenset(
+    "get set list find fetch lookup look search query current do run make create call tool tools plugin "
+    "function func api by for the of a an to from and or".split()
+)
+
+
+def _topics(name: str) -> set[str]:
+    """What a tool's name is about: its words (snake, kebab or camel case), but the vague ones."""
+    words = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", name)
+    return {word.lower() for word in words if len(word) >= 3 and word.lower() not in _VAGUE}
+
+
+def _mentions(text: str, tool: ToolSpec) -> bool:
+    said = set(re.findall(r"[a-z0-9]+", text.lower()))
+    return any(topic in said or f"{topic}s" in said for topic in _topics(tool.name))
+
+
+# A name in a sentence: capitalised words in a row ("Paris", "New York").
+_NAME = re.compile(r"[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
+
+
+def _name_in(text: str) -> str:
+    """The last name in `text` (its first word aside, which a sentence capitalises anyway); else its
+    last word; else all of it."""
+    first_word = re.match(r"\s*\S+", text)
+    names = [match.group() for match in _NAME.finditer(text, first_word.end() if first_word else 0)]
+    if names:
+        return names[-1]
+    words = re.findall(r"[\w'-]+", text)
+    return words[-1] if words else text.strip()
+
+
+def _argument(text: str, schema: dict[str, Any]) -> Any:
+    """A value for one argument, taken from the question as well as a script can."""
+    kind = schema.get("type")
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if kind in ("integer", "number"):
+        numbers = _NUMBER.findall(text)
+        value = float(numbers[0]) if numbers else 0.0
+        return int(value) if kind == "integer" or value.is_integer() else value
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    if kind == "object":
+        return {}
+    return _name_in(text)
+
+
+def _call(name: str, arguments: dict[str, Any]) -> ToolCall:
+    """A call with an id made from what it asks: the same request calls with the same id."""
+    digest = hashlib.sha256(json.dumps([name, arguments], sort_keys=True).encode()).hexdigest()
+    return ToolCall(f"call_{digest[:10]}", name, arguments)
+
+
+def plan_tool_call(request: ModelRequest) -> ToolCall | None:
+    """The tool the scripted model calls for the request's last message, if any: the `calculator`
+    when it holds arithmetic; else the first tool offered whose name's words it mentions
+    (`get_weather` for "What is the weather in Paris?"), each required argument filled from the
+    message (a string with the last name in it, "Paris"; a number with its first number)."""
+    last = request.messages[-1]
+    if last.role != "user":
+        return None
+    previous = next((m.content for m in reversed(request.messages[:-1]) if m.role == "assistant"), None)
+    for tool in request.tools:
+        if tool.name == "calculator" and (expression := find_arithmetic(last.content, previous)) is not None:
+            return ToolCall(
+                "call_" + hashlib.sha256(expression.encode()).hexdigest()[:10], "calculator", {"expression": expression}
+            )
+    for tool in request.tools:
+        if tool.name != "calculator" and _mentions(last.content, tool):
+            properties = tool.parameters.get("properties") or {}
+            required = tool.parameters.get("required") or []
+            return _call(tool.name, {key: _argument(last.content, properties.get(key) or {}) for key in required})
+    return None
+
+
 def _answer_tokens(messages: list[Message]) -> list[str]:
     """After tool results: say what they were."""
-    results = []
+    called = {call.call_id: call.name for message in messages for call in message.tool_calls}
+    sentences = []
     for message in reversed(messages):
         if message.role != "tool":
             break
-        results.append(("could not say: " if message.is_error else "says ") + message.content)
-    lead = f"The calculator {' and '.join(reversed(results))}."
-    return _tokens(lead.split())
+        name = called.get(message.call_id or "", "")
+        said = message.content.removeprefix("error: ")  # how the agent loop tells a model a tool failed
+        if name == "calculator":
+            sentences.append(
+                f"The calculator could not work that out: {said}."
+                if message.is_error
+                else f"The calculator says {said}."
+            )
+        else:
+            tool = f"The {name} tool" if name else "The tool"
+            sentences.append(f"{tool} failed: {said}." if message.is_error else f"{tool} says {said}.")
+    return _tokens(" ".join(reversed(sentences)).split())
 
 
 def _after(text: str, tokens: list[str]) -> tuple[str, list[str]]:
@@ -151,18 +269,13 @@ class ScriptedProvider:
             await asyncio.sleep(params.first_token_seconds)
         if last.role == "tool":
             tokens = _answer_tokens(request.messages)
+        elif (call := plan_tool_call(request)) is not None:
+            if call.name == "calculator" and (lead := _after(request.continue_text, ["Let me calculate that. "])[0]):
+                yield TextDelta(lead)
+            yield call
+            yield Usage(input_tokens=len(last.content.split()), output_tokens=4)
+            return
         else:
-            offered = {tool.name for tool in request.tools}
-            previous = next((m.content for m in reversed(request.messages[:-1]) if m.role == "assistant"), None)
-            expression = find_arithmetic(last.content, previous) if "calculator" in offered else None
-            if expression is not None:
-                lead = _after(request.continue_text, ["Let me calculate that. "])[0]
-                if lead:
-                    yield TextDelta(lead)
-                call_id = "call_" + hashlib.sha256(expression.encode()).hexdigest()[:10]
-                yield ToolCall(call_id, "calculator", {"expression": expression})
-                yield Usage(input_tokens=len(last.content.split()), output_tokens=4)
-                return
             tokens = scripted_tokens(last.content, count)
         if request.continue_text:
             rest, tokens = _after(request.continue_text, tokens)

@@ -23,34 +23,66 @@ MAX_EXPRESSION = 200
 MAX_MAGNITUDE = 1e100
 
 
-def evaluate(expression: str) -> int | float:
-    """Arithmetic on numbers, walked node by node: there is no `eval`, no names, no calls, no attributes."""
+def parse(expression: str) -> ast.expr:
+    """The expression's syntax tree, if it is arithmetic on numbers (`^` is a power): ToolError
+    otherwise. There is no `eval`: the tree is walked node by node, and has no names, calls or
+    attributes."""
     if len(expression) > MAX_EXPRESSION:
         raise ToolError(f"expression longer than {MAX_EXPRESSION} characters")
     try:
-        tree = ast.parse(expression.replace("^", "**"), mode="eval")
+        tree = ast.parse(expression.replace("^", "**"), mode="eval").body
     except SyntaxError:
         raise ToolError(f"not an arithmetic expression: {expression!r}") from None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant):
+            allowed = isinstance(node.value, int | float) and not isinstance(node.value, bool)
+        else:
+            allowed = isinstance(node, ast.BinOp | ast.UnaryOp) or type(node) in _BINARY or type(node) in _UNARY
+        if not allowed:
+            raise ToolError(f"only numbers and + - * / // % ** are allowed, not {type(node).__name__}")
+    return tree
 
-    def walk(node: ast.AST) -> int | float:
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+
+def is_arithmetic(expression: str) -> bool:
+    """Whether `expression` is arithmetic the calculator takes, with at least one operation (`-2` is a
+    number, `2 - 1` arithmetic), whatever its value (`1 / 0` is arithmetic too)."""
+    try:
+        tree = parse(expression)
+    except ToolError:
+        return False
+    return any(isinstance(node, ast.BinOp) for node in ast.walk(tree))
+
+
+def evaluate(expression: str) -> int | float:
+    """The value of an arithmetic expression (see `parse`), as a calculator shows it: a fraction
+    rounded to 12 significant digits (0.1 + 0.2 is 0.3), a whole number as an integer (8 / 2 is 4)."""
+
+    def walk(node: ast.expr) -> int | float:
+        if isinstance(node, ast.Constant):
+            assert isinstance(node.value, int | float)  # parse allows no other constant
             return node.value
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        if isinstance(node, ast.UnaryOp):
             return _UNARY[type(node.op)](walk(node.operand))
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            left, right = walk(node.left), walk(node.right)
-            if isinstance(node.op, ast.Pow) and (abs(right) > 100 or abs(left) > 1e6):
-                raise ToolError("exponent too large")
-            try:
-                value = _BINARY[type(node.op)](left, right)
-            except ZeroDivisionError:
-                raise ToolError("division by zero") from None
-            if abs(value) > MAX_MAGNITUDE:
-                raise ToolError("result too large")
-            return value
-        raise ToolError(f"only numbers and + - * / // % ** are allowed, not {type(node).__name__}")
+        assert isinstance(node, ast.BinOp)  # parse allows nothing else
+        left, right = walk(node.left), walk(node.right)
+        if isinstance(node.op, ast.Pow) and (abs(right) > 100 or abs(left) > 1e6):
+            raise ToolError("exponent too large")
+        try:
+            value = _BINARY[type(node.op)](left, right)
+        except ZeroDivisionError:
+            raise ToolError("division by zero") from None
+        if abs(value) > MAX_MAGNITUDE:
+            raise ToolError("result too large")
+        return value
 
-    return walk(tree.body)
+    return _shown(walk(parse(expression)))
+
+
+def _shown(value: int | float) -> int | float:
+    if isinstance(value, int):
+        return value
+    rounded = float(f"{value:.12g}")
+    return int(rounded) if rounded.is_integer() and abs(rounded) < 1e15 else rounded
 
 
 @tool

@@ -189,6 +189,112 @@ async def test_the_agent_s_own_streaming_callbacks_still_get_every_chunk() -> No
     assert [text for text in printed if text != "generator"] == ["It ", "is ", "sunny."], printed
 
 
+@component  # type: ignore[untyped-decorator, misc, unused-ignore]
+class Responder:
+    """The tutorial's custom component (seed 000's steps 1-2): it wraps a chat generator and answers
+    with `reply: str`, not `replies`; it does not stream."""
+
+    def __init__(self) -> None:
+        self.llm = MockChatGenerator(["Paris is sunny today."])
+
+    @component.output_types(reply=str)  # type: ignore[untyped-decorator, unused-ignore]
+    def run(self, question: str) -> dict[str, Any]:
+        return {"reply": self.llm.run([ChatMessage.from_user(question)])["replies"][0].text}
+
+
+@component  # type: ignore[untyped-decorator, misc, unused-ignore]
+class Outputs:
+    """A component whose outputs are given: each test names them and their values."""
+
+    def __init__(self, **outputs: Any) -> None:
+        self.outputs = outputs
+        component.set_output_types(self, **{name: type(value) for name, value in outputs.items()})
+
+    def run(self, question: str) -> dict[str, Any]:
+        return dict(self.outputs)
+
+
+def _pipeline(**components: Any) -> Pipeline:
+    pipe = Pipeline()
+    for name, instance in components.items():
+        pipe.add_component(name, instance)
+    return pipe
+
+
+async def _answer(pipe: Pipeline, output: str | None = None) -> list[tuple[str, Any]]:
+    ctx = Recorder("Weather in Paris?")
+    inputs = {name: {"question": ctx.input} for name in pipe.graph.nodes}
+    named = {} if output is None else {"output": output}
+    await from_pipeline(pipe, lambda ctx: inputs, **named)(ctx.context())
+    return ctx.events
+
+
+async def test_a_custom_component_s_reply_named_as_it_likes_is_the_answer() -> None:
+    # Seed 000: the answer was "" (only an output named `replies` was read), with nothing said.
+    assert await _answer(_pipeline(responder=Responder())) == [("delta", "Paris is sunny today.")]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Sunny.",
+        ChatMessage.from_assistant("Sunny."),
+        ["Cloudy.", "Sunny."],
+        [ChatMessage.from_user("Weather?"), ChatMessage.from_assistant("Sunny.")],
+    ],
+    ids=["str", "ChatMessage", "list of str", "list of ChatMessage"],
+)
+async def test_a_text_output_of_any_name_and_shape_is_the_answer(value: Any) -> None:
+    outputs = Outputs(answer=value, documents=[{"id": 1}], score=0.5)  # only one of them is text
+    assert await _answer(_pipeline(responder=outputs)) == [("delta", "Sunny.")]
+
+
+async def test_the_output_named_is_the_answer_among_several() -> None:
+    pipe = _pipeline(draft=Outputs(text="Maybe rain."), responder=Outputs(reply="Sunny."))
+    assert await _answer(pipe, output="responder.reply") == [("delta", "Sunny.")]
+    with pytest.raises(ValueError, match=r"several text outputs: draft\.text, responder\.reply.*output="):
+        await _answer(pipe)  # which one is meant cannot be guessed: it says how to name it
+    with pytest.raises(ValueError, match=r"no output responder\.answer.*draft\.text, responder\.reply"):
+        await _answer(pipe, output="responder.answer")
+
+
+async def test_an_output_of_the_same_text_twice_is_one_answer() -> None:
+    # An Agent as a pipeline component answers with `messages` and `last_message`, the same text.
+    reply = ChatMessage.from_assistant("Sunny.")
+    outputs = Outputs(messages=[ChatMessage.from_user("Weather?"), reply], last_message=reply)
+    assert await _answer(_pipeline(agent=outputs)) == [("delta", "Sunny.")]
+
+
+async def test_a_pipeline_with_no_text_output_answers_nothing() -> None:
+    # The run then says so (worker/run.py: a status before run.completed), as for every agent.
+    assert await _answer(_pipeline(scorer=Outputs(score=0.5))) == []
+
+
+@component  # type: ignore[untyped-decorator, misc, unused-ignore]
+class StreamingResponder:
+    """A custom component that streams, as Haystack allows it: a `run_async` with a
+    `streaming_callback` input, handed to the generator it wraps."""
+
+    def __init__(self) -> None:
+        self.llm = MockChatGenerator(["Paris is sunny today."])
+
+    @component.output_types(reply=str)  # type: ignore[untyped-decorator, unused-ignore]
+    def run(self, question: str, streaming_callback: Any = None) -> dict[str, Any]:
+        raise AssertionError("Pipeline.stream runs the async path")
+
+    @component.output_types(reply=str)  # type: ignore[untyped-decorator, unused-ignore]
+    async def run_async(self, question: str, streaming_callback: Any = None) -> dict[str, Any]:
+        result = await self.llm.run_async([ChatMessage.from_user(question)], streaming_callback=streaming_callback)
+        return {"reply": result["replies"][0].text}
+
+
+async def test_a_custom_component_with_a_streaming_callback_input_streams_its_generator() -> None:
+    # Streamed word by word, and not sent again whole from the result.
+    assert await _answer(_pipeline(responder=StreamingResponder())) == [
+        ("delta", "Paris "), ("delta", "is "), ("delta", "sunny "), ("delta", "today.")
+    ]  # fmt: skip
+
+
 @pytest.fixture
 def example(stack: Stack, llm: str) -> Example:
     return Example(stack, llm, AGENTS, {"HAYSTACK_TELEMETRY_ENABLED": "False"})
