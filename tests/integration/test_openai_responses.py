@@ -24,10 +24,10 @@ from tests.sessions import completion
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
 from tokentail.gateway.access.ids import new_run_id
-from tokentail.shared.events import MessageDelta
+from tokentail.shared.events import InputRequired, MessageDelta
 from tokentail.shared.keys import Keys
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
-from tokentail.shared.records import RunRecord
+from tokentail.shared.lifecycle import Asked, RunLease, RunLifecycle
+from tokentail.shared.records import Question, RunRecord
 from tokentail.shared.response_ids import parse_response_id
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
@@ -532,3 +532,28 @@ async def test_openai_webhooks_of_a_deleted_conversation_name_each_response(
         (second.id, "response.completed"),
         (third.id, "response.completed"),
     ]
+
+
+async def test_a_background_response_is_queued_until_started_and_an_answer_s_is_in_progress_at_once(
+    start_gateway: Callable[..., Any], runs: RunLifecycle
+) -> None:
+    """What docs/openai-responses.md says `POST /v1/responses` with `background` answers at once."""
+    gateway = await start_gateway(**AUTH)  # no worker: this test starts the run and asks its question
+    client = sdk(gateway)
+    created = await client.responses.create(model="scripted", input="hi", background=True)
+    assert created.status == "queued"  # no worker has started its run yet
+    parsed = parse_response_id(created.id)
+    assert parsed is not None
+    session_id, run_id, _ = parsed
+    assert await runs.start_run(session_id, run_id, run_id, token="lease") is not None
+    schema = {"type": "string"}
+    question = Question(input_id="in_colour", kind="text", prompt="Colour?", answer_schema=schema)
+    asking = InputRequired(run_id=run_id, input_id="in_colour", kind="text", prompt="Colour?", answer_schema=schema)
+    assert await RunLease(runs, session_id, run_id, "lease").ask([question], asking, None) is Asked.WAITING
+    assert (await client.responses.retrieve(created.id)).status == "completed"  # it ended at its question
+    answer: list[Any] = [{"type": "function_call_output", "call_id": "in_colour", "output": "red"}]
+    going_on = await client.responses.create(
+        model="scripted", input=answer, previous_response_id=created.id, background=True
+    )
+    assert going_on.status == "in_progress"  # the run goes on: nothing of it waits in line
+    assert going_on.id == created.id + ".1"
