@@ -40,6 +40,7 @@ from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
 from tokentail.gateway.reading.hub import Chunk, StreamHub
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
+from tokentail.shared.errors import SessionExpired, SessionNotFound
 from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.store import SessionStore
 
@@ -110,7 +111,8 @@ async def cancel_unless_ended(
     answer as the next response. Not when this gateway is stopping (a deploy): the request ended
     for it, not for the client, which may read on elsewhere."""
     if not events.finished and not shutdown.started:
-        await runs.cancel_run(ref.session.session_id, ref.run.run_id, segment=ref.segment, ended_at_question=True)
+        with contextlib.suppress(SessionNotFound, SessionExpired):  # deleted meanwhile: nothing left to cancel
+            await runs.cancel_run(ref.session.session_id, ref.run.run_id, segment=ref.segment, ended_at_question=True)
 
 
 @router.post("", responses=STREAM_RESPONSES)

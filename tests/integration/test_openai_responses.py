@@ -514,16 +514,18 @@ async def test_openai_webhooks_of_a_deleted_conversation_name_each_response(
             "/webhook", body={"url": receiver.url + "/hooks/", "format": "openai"}, cast_to=dict
         )
         first = await client.responses.create(model="two", input="go")
-        answer: list[Any] = [{"type": "function_call_output", "call_id": first.output[-1].call_id, "output": "blue"}]
+        asked: Any = first.output[-1]  # a tokentail_input function call
+        answer: list[Any] = [{"type": "function_call_output", "call_id": asked.call_id, "output": "blue"}]
         second = await client.responses.create(model="two", input=answer, previous_response_id=first.id)
-        answer = [{"type": "function_call_output", "call_id": second.output[-1].call_id, "output": "3"}]
+        asked = second.output[-1]
+        answer = [{"type": "function_call_output", "call_id": asked.call_id, "output": "3"}]
         third = await client.responses.create(model="two", input=answer, previous_response_id=second.id)
         assert third.status == "completed" and third.id.endswith(".2")
         await client.responses.delete(first.id)  # the session and its runs' records are gone
         receiver.always_refuse = False
         await eventually(lambda: len(receiver.accepted()) == 3, within=30)
 
-    verified = [
+    verified: list[Any] = [
         client.webhooks.unwrap(delivery.body, delivery.headers, secret=configured["secret"])
         for delivery in receiver.accepted()
     ]
