@@ -188,6 +188,9 @@ _CANCEL_STATUS: dict[Cancel, CancelStatus] = {
 class CancelRun(_Request):
     """`POST /v1/sessions/{id}/cancel` (and the chat UIs' stop), optional: the run the client saw."""
 
+    # These endpoints took no body before: whatever else a client sends is ignored, as it was.
+    model_config = ConfigDict(extra="ignore")
+
     run_id: str | None = Field(
         None,
         description="cancel this run only if it is still the active one (a client that saw a run names it: a "
