@@ -164,6 +164,19 @@ class PendingInput(BaseModel):
 CancelStatus = Literal["cancelling", "cancelled", "idle", "not_active"]
 
 
+class CancelRun(_Request):
+    """`POST /v1/sessions/{id}/cancel` (and the chat UIs' stop), optional: the run the client saw."""
+
+    # These endpoints took no body before: whatever else a client sends is ignored, as it was.
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str | None = Field(
+        None,
+        description="cancel this run only if it is still the active one (a client that saw a run names it: a "
+        "stop meant for a run that ended meanwhile never cancels the one after it); without it, the active run",
+    )
+
+
 class CancelAccepted(BaseModel):
     run_id: str | None = Field(description="the run being cancelled (or the one named); null if none was active")
     status: CancelStatus = Field(
@@ -183,19 +196,6 @@ _CANCEL_STATUS: dict[Cancel, CancelStatus] = {
     Cancel.IDLE: "idle",
     Cancel.NOT_ACTIVE: "not_active",
 }
-
-
-class CancelRun(_Request):
-    """`POST /v1/sessions/{id}/cancel` (and the chat UIs' stop), optional: the run the client saw."""
-
-    # These endpoints took no body before: whatever else a client sends is ignored, as it was.
-    model_config = ConfigDict(extra="ignore")
-
-    run_id: str | None = Field(
-        None,
-        description="cancel this run only if it is still the active one (a client that saw a run names it: a "
-        "stop meant for a run that ended meanwhile never cancels the one after it); without it, the active run",
-    )
 
 
 class SessionView(BaseModel):
