@@ -161,11 +161,28 @@ class PendingInput(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
+CancelStatus = Literal["cancelling", "cancelled", "idle", "not_active"]
+
+
+class CancelRun(_Request):
+    """`POST /v1/sessions/{id}/cancel` (and the chat UIs' stop), optional: the run the client saw."""
+
+    # These endpoints took no body before: whatever else a client sends is ignored, as it was.
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str | None = Field(
+        None,
+        description="cancel this run only if it is still the active one (a client that saw a run names it: a "
+        "stop meant for a run that ended meanwhile never cancels the one after it); without it, the active run",
+    )
+
+
 class CancelAccepted(BaseModel):
-    run_id: str | None = Field(description="the run being cancelled; null if none was active")
-    status: Literal["cancelling", "cancelled", "idle"] = Field(
+    run_id: str | None = Field(description="the run being cancelled (or the one named); null if none was active")
+    status: CancelStatus = Field(
         description="`cancelling`: its worker stops it and writes `run.cancelled`; `cancelled`: no worker held it "
-        "(still queued), it ended at once; `idle`: no run was active"
+        "(still queued), it ended at once; `idle`: no run was active; `not_active`: the run named is not the "
+        "active one (it ended, or waits in line): nothing was cancelled"
     )
 
     @classmethod
@@ -173,10 +190,11 @@ class CancelAccepted(BaseModel):
         return cls(run_id=run_id, status=_CANCEL_STATUS[outcome])
 
 
-_CANCEL_STATUS: dict[Cancel, Literal["cancelling", "cancelled", "idle"]] = {
+_CANCEL_STATUS: dict[Cancel, CancelStatus] = {
     Cancel.SIGNALLED: "cancelling",
     Cancel.CANCELLED: "cancelled",
     Cancel.IDLE: "idle",
+    Cancel.NOT_ACTIVE: "not_active",
 }
 
 

@@ -115,6 +115,7 @@ class Cancel(StrEnum):
     SIGNALLED = "signalled"  # its worker was told, and writes `run.cancelled`
     CANCELLED = "cancelled"  # no worker held it: it ended at once
     IDLE = "idle"  # no run was active
+    NOT_ACTIVE = "not_active"  # the run (or the segment of it) named is not the active one: left alone
 
 
 class ScriptCall(Protocol):
@@ -403,13 +404,30 @@ class RunLifecycle:
         _missing_or_gone(result[0], session_id)
         raise RuntimeError(f"answer.lua answered {result!r}")
 
-    async def cancel_run(self, session_id: str) -> tuple[Cancel, str | None]:
-        """Cancel the active run (see cancel_run.lua); what became of it, and its id."""
+    async def cancel_run(
+        self,
+        session_id: str,
+        run_id: str | None = None,
+        segment: int | None = None,
+        ended_at_question: bool = False,
+    ) -> tuple[Cancel, str | None]:
+        """Cancel the active run (see cancel_run.lua); what became of it, and its id. A caller that
+        saw a run names it (`run_id`): only that run is cancelled, if it is still the active one
+        (`NOT_ACTIVE` otherwise). A Responses API response adds its `segment` (the run's answers
+        before it): only while the run is still in it; `ended_at_question`: not while the run waits
+        for the answer to the question that ended it either. `RunNotFound` if the run is not the session's."""
+        if segment is not None and run_id is None:
+            raise ValueError("a segment is a run's: name the run")
         keys, args = self._run_script_args(session_id)
         async with self._outbox(session_id):  # the run in line behind it may start now
-            cancel = [*args, self.keys.cancel_channel, CANCELLED_BY_REQUEST]
+            cancel = [*args, self.keys.cancel_channel, CANCELLED_BY_REQUEST, run_id or "", ""]
+            if segment is not None:
+                cancel[-1] = segment
+            cancel.append("1" if ended_at_question else "0")
             result = await self._acknowledged(self._cancel_run, keys, cancel)
         _missing_or_gone(result[0], session_id)
+        if result[0] == b"no_run":
+            raise RunNotFound(session_id, run_id or "")
         return Cancel(result[0].decode()), result[1].decode() if len(result) > 1 else None
 
     async def delete_session(self, session: SessionRecord) -> None:

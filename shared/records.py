@@ -116,6 +116,20 @@ class SessionRecord(BaseModel):
     def active_run(self) -> RunRecord | None:
         return next((run for run in self.runs if run.run_id == self.active_run_id), None)
 
+    def run_shown_at(self, seq: int) -> RunRecord | None:
+        """The run that a client holding the session's events up to `seq` sees going: the first one
+        queued by then that had not ended by then (a session runs one run at a time, in line)."""
+        return next(
+            (
+                run
+                for run in self.runs
+                if run.queued_seq is not None
+                and run.queued_seq <= seq
+                and (run.finished_seq is None or run.finished_seq > seq)
+            ),
+            None,
+        )
+
     @property
     def status(self) -> SessionStatus:
         run = self.active_run

@@ -58,6 +58,7 @@ class Hook(NamedTuple):
     url: str
     tenant: str
     output: str | None
+    segment: int | None  # the run's answers when the event came: None in entries of older versions
 
     @classmethod
     def parse(cls, session_id: str, raw: bytes) -> "Hook":
@@ -73,6 +74,7 @@ class Hook(NamedTuple):
             entry["url"],
             entry["tenant"],
             entry.get("output"),
+            None if entry.get("segment") is None else int(entry["segment"]),
         )
 
     @property
@@ -97,11 +99,14 @@ class Hook(NamedTuple):
         run_id: str = json.loads(self.data)["run_id"]
         return run_id
 
-    def openai_body(self, run: RunRecord | None) -> bytes:
-        """The body as OpenAI's webhook event, naming the response that ended (`run`: the run's
-        record, which says how many answers came before; None if it is gone)."""
+    def openai_body(self, run: RunRecord | None = None) -> bytes:
+        """The body as OpenAI's webhook event, naming the response that ended: the run's segment the
+        entry keeps (lib.lua's add_hook). Only an entry stored by an older version lacks it: then
+        `run`, the run's record, says how many answers came before (None if it is gone: the first)."""
         segment = 0
-        if run is not None:
+        if self.segment is not None:
+            segment = self.segment
+        elif run is not None:
             if self.type == "input.required":
                 input_id = json.loads(self.data)["input_id"]
                 segment = next((i for i, q in enumerate(run.asked) if q.input_id == input_id), len(run.answers))

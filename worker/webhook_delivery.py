@@ -149,7 +149,7 @@ class WebhookDeliverer:
         await self._index.settle(claim, int(time.time() * 1000))  # more to post: due again now
 
     async def _run_of(self, hook: Hook) -> RunRecord | None:
-        """The record of the hook's run (OpenAI's body names the response, which counts its answers)."""
+        """The record of the hook's run, for an entry that does not keep its segment (an older version's)."""
         raw = await self._redis.hget(self._keys.session(hook.session_id).runs, hook.run_id)  # type: ignore[misc]
         return decode_run(raw) if raw else None
 
@@ -171,7 +171,10 @@ class WebhookDeliverer:
             metrics.WEBHOOK_DELIVERIES.labels("not_allowed").inc()
             return True
         tenant = await self._tenants.get(hook.tenant)
-        body = hook.body() if tenant.format == "tokentail" else hook.openai_body(await self._run_of(hook))
+        if tenant.format == "tokentail":
+            body = hook.body()
+        else:  # an entry of an older version does not keep its segment: its run's record tells
+            body = hook.openai_body(await self._run_of(hook) if hook.segment is None else None)
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",

@@ -24,6 +24,18 @@ SSE_HEADERS = {
 }
 
 
+class Reserved:
+    """A stream slot taken before the request does anything else (queues a run, answers a question),
+    so that a 429 for it means nothing was done: a client's retry of a 429 starts no second run.
+    `Streams.open` hands it to the stream it opens; else it is given back as the request ends."""
+
+    __slots__ = ("slot", "handed_over")
+
+    def __init__(self, slot: str | None) -> None:
+        self.slot = slot
+        self.handed_over = False
+
+
 class Streams:
     def __init__(
         self, caller: Caller, store: SessionStore, hub: StreamHub, settings: Settings, slots: StreamSlots
@@ -44,18 +56,20 @@ class Streams:
         resuming: bool = True,
         on_close: Callable[[], Awaitable[None]] | None = None,
         snapshot: bool = False,
+        reserved: Reserved | None = None,
     ) -> Response:
         """The events after `after`, in `encoding`; 204 if nothing is left to send and nothing is coming.
         (A gap frame alone would not move a browser's Last-Event-ID, so it would reconnect for ever.)
         `resuming`: False for the answer to a run just posted, which the resume metrics do not count.
         `on_close`: called however the stream ends, once it has. `snapshot`: a client far behind gets
-        a compacted catch-up first (gateway/reading/snapshot.py)."""
+        a compacted catch-up first (gateway/reading/snapshot.py). `reserved`: the slot the request
+        took first (`reserve`), else one is taken here."""
         start = await start_position(self.store, session_id, after, snapshot)
         if not resuming:
             start = replace(start, replay_until=0)
         if start.idle:
             return Response(status_code=204)
-        slot = await self.slots.take(self.caller.tenant)
+        slot = await self.slots.take(self.caller.tenant) if reserved is None else reserved.slot
         feed = EventFeed(self.hub, session_id, start, self.settings.sse_batch, until_idle=True, transport=transport)
         release = partial(self.slots.release, slot)
 
@@ -67,17 +81,25 @@ class Streams:
                 await release()
 
         headers = {**SSE_HEADERS, **(headers or {})}
-        return EventStreamResponse(feed, start.gap, encoding, headers, on_close=release if on_close is None else closed)
+        response = EventStreamResponse(
+            feed, start.gap, encoding, headers, on_close=release if on_close is None else closed
+        )
+        if reserved is not None:
+            reserved.handed_over = True  # the response gives it back when it ends
+        return response
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """One of the tenant's stream slots, for a request that follows a session without streaming
-        it (a Responses API request waiting for its run's end): it holds what a stream holds."""
-        slot = await self.slots.take(self.caller.tenant)
+    async def reserve(self) -> AsyncIterator[Reserved]:
+        """One of the tenant's stream slots, taken first, by a request that queues a run (or answers
+        a question) and then streams it or waits for it: it holds what a stream holds, and a
+        `TooManyStreams` (429) comes before anything was done. Given back as the block ends, unless
+        `open` handed it to a stream, which gives it back when it ends."""
+        reserved = Reserved(await self.slots.take(self.caller.tenant))
         try:
-            yield
+            yield reserved
         finally:
-            await self.slots.release(slot)
+            if not reserved.handed_over:
+                await self.slots.release(reserved.slot)
 
     def run_to_replay(self, session: SessionRecord, now: float) -> RunRecord | None:
         """The run a reconnecting chat UI is shown again from its start: the active one, else the last

@@ -29,8 +29,8 @@ from tokentail.gateway.deps import (
 )
 from tokentail.gateway.encodings.ag_ui import AgUiEvents, thread_messages
 from tokentail.gateway.reading.feed import parse_last_event_id
-from tokentail.gateway.reading.streams import Streams
-from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted
+from tokentail.gateway.reading.streams import Reserved, Streams
+from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun
 from tokentail.shared.errors import InputNotPending, InvalidInput, SessionExpired, SessionNotFound
 from tokentail.shared.records import RunRecord
 
@@ -63,16 +63,20 @@ async def run_agent(body: RunAgentInput, turns: ChatTurnsDep, streams: StreamsDe
     `resume` (the answer to the interrupt a waiting run finished with): the run goes on, or ends if
     the entry is `cancelled`, and these are its events from there."""
     session_id = await turns.session(body.thread_id)
-    if body.resume:
-        return await _resume(body, session_id, turns, streams)
-    run = await turns.send(session_id, _user_text(body))
-    assert run.queued_seq is not None
-    session = await turns.store.get_session(session_id)
-    events = AgUiEvents(body.thread_id, thread_messages(_before(session.runs, run.run_id)), run_id=run.run_id)
-    return await streams.open(session_id, run.queued_seq - 1, events, "ag-ui", resuming=False)
+    async with streams.reserve() as reserved:  # the stream's slot first: a 429 queued nothing
+        if body.resume:
+            return await _resume(body, session_id, turns, streams, reserved)
+        text = _user_text(body)
+        run = await turns.send(session_id, text)
+        assert run.queued_seq is not None
+        session = await turns.store.get_session(session_id)
+        events = AgUiEvents(body.thread_id, thread_messages(_before(session.runs, run.run_id)), run_id=run.run_id)
+        return await streams.open(session_id, run.queued_seq - 1, events, "ag-ui", resuming=False, reserved=reserved)
 
 
-async def _resume(body: RunAgentInput, session_id: str, turns: ChatTurns, streams: Streams) -> Response:
+async def _resume(
+    body: RunAgentInput, session_id: str, turns: ChatTurns, streams: Streams, reserved: Reserved
+) -> Response:
     assert body.resume is not None
     session = await turns.store.get_session(session_id)
     waiting = session.active_run
@@ -83,7 +87,8 @@ async def _resume(body: RunAgentInput, session_id: str, turns: ChatTurns, stream
         raise InputNotPending(f"the thread's run waits for {waiting.waiting_for!r}: resume names other interrupts")
     if entry.status == "cancelled":
         after = session.last_event_id
-        await turns.runs.cancel_run(session_id)
+        # Only this run, and only while it still waits for this answer (another may have come first).
+        await turns.runs.cancel_run(session_id, waiting.run_id, segment=len(waiting.answers))
     else:
         waiting, after = await turns.answer(session, {entry.interrupt_id: entry.payload})
     history = thread_messages(_before(session.runs, waiting.run_id))
@@ -96,7 +101,7 @@ async def _resume(body: RunAgentInput, session_id: str, turns: ChatTurns, stream
         continuing=True,
         before=before,
     )
-    return await streams.open(session_id, after, events, "ag-ui", resuming=False)
+    return await streams.open(session_id, after, events, "ag-ui", resuming=False, reserved=reserved)
 
 
 @router.get(
@@ -132,16 +137,7 @@ async def thread_events(
         answered = _answered(session.runs)
         events = AgUiEvents(chat_id, history, run_id=replayed.run_id, snapshot_first=True, answered=answered)
         return await streams.open(session_id, replayed.queued_seq - 1, events, "ag-ui")
-    shown = next(
-        (
-            run
-            for run in session.runs
-            if run.queued_seq is not None
-            and run.queued_seq <= after
-            and (run.finished_seq is None or run.finished_seq > after)
-        ),
-        None,
-    )
+    shown = session.run_shown_at(after)
     if shown is None:  # between runs
         history = thread_messages([run for run in session.runs if run.finished_seq and run.finished_seq <= after])
         return await streams.open(
@@ -154,7 +150,8 @@ async def thread_events(
 
 
 @router.post("/{chat_id}/stop", status_code=202, responses=ERROR_RESPONSES)
-async def stop(session_id: ChattingChatDep, runs: RunsDep) -> CancelAccepted:
-    """Cancel the thread's active run; idempotent (as `POST /v1/sessions/{sid}/cancel`)."""
-    outcome, run_id = await runs.cancel_run(session_id)
+async def stop(session_id: ChattingChatDep, runs: RunsDep, body: CancelRun | None = None) -> CancelAccepted:
+    """Cancel the thread's active run; idempotent (as `POST /v1/sessions/{sid}/cancel`). With
+    `{"run_id"}` (the run the client shows), only that run, if it is still the active one."""
+    outcome, run_id = await runs.cancel_run(session_id, body.run_id if body is not None else None)
     return CancelAccepted.of(outcome, run_id)

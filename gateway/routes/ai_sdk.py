@@ -24,7 +24,7 @@ from tokentail.gateway.deps import (
     StreamsDep,
 )
 from tokentail.gateway.encodings.ai_sdk import HEADERS, UiMessageStream
-from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, ChatRequest
+from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun, ChatRequest
 from tokentail.shared.errors import SessionExpired, SessionNotFound
 from tokentail.shared.records import transcript
 
@@ -38,14 +38,18 @@ async def send(body: ChatRequest, turns: ChatTurnsDep, streams: StreamsDep) -> R
     with an answer to the run's approval request (`addToolApprovalResponse`): the run goes on, and the
     response continues its message."""
     session_id = await turns.session(body.id)
-    if approvals := body.approvals():  # sent by addToolApprovalResponse: the run goes on
-        waiting, received = await turns.answer(await turns.store.get_session(session_id), approvals)
-        events = UiMessageStream(waiting.run_id, frozenset(waiting.answers), continuing=True)
-        return await streams.open(session_id, received, events, "ai-sdk", HEADERS, resuming=False)
-    run = await turns.send(session_id, body.user_text())
-    assert run.queued_seq is not None
-    events = UiMessageStream(run.run_id)
-    return await streams.open(session_id, run.queued_seq - 1, events, "ai-sdk", HEADERS, resuming=False)
+    async with streams.reserve() as reserved:  # the stream's slot first: a 429 queued nothing
+        if approvals := body.approvals():  # sent by addToolApprovalResponse: the run goes on
+            waiting, received = await turns.answer(await turns.store.get_session(session_id), approvals)
+            events = UiMessageStream(waiting.run_id, frozenset(waiting.answers), continuing=True)
+            return await streams.open(
+                session_id, received, events, "ai-sdk", HEADERS, resuming=False, reserved=reserved
+            )
+        run = await turns.send(session_id, body.user_text())
+        assert run.queued_seq is not None
+        events = UiMessageStream(run.run_id)
+        after = run.queued_seq - 1
+        return await streams.open(session_id, after, events, "ai-sdk", HEADERS, resuming=False, reserved=reserved)
 
 
 @router.get(
@@ -70,9 +74,10 @@ async def reconnect(session_id: ReadableChatDep, store: StoreDep, streams: Strea
 
 
 @router.post("/{chat_id}/stop", status_code=202, responses=ERROR_RESPONSES)
-async def stop(session_id: ChattingChatDep, runs: RunsDep) -> CancelAccepted:
-    """Cancel the chat's active run; idempotent (as `POST /v1/sessions/{sid}/cancel`)."""
-    outcome, run_id = await runs.cancel_run(session_id)
+async def stop(session_id: ChattingChatDep, runs: RunsDep, body: CancelRun | None = None) -> CancelAccepted:
+    """Cancel the chat's active run; idempotent (as `POST /v1/sessions/{sid}/cancel`). With
+    `{"run_id"}` (the run the client shows), only that run, if it is still the active one."""
+    outcome, run_id = await runs.cancel_run(session_id, body.run_id if body is not None else None)
     return CancelAccepted.of(outcome, run_id)
 
 

@@ -8,15 +8,18 @@
     GET    /v1/responses/{id}/input_items   what it was asked
     DELETE /v1/responses/{id}               delete its conversation (the session, every response of it)
 
-A streamed response that is not `background` ends with its request, as OpenAI's does: a client
-that goes away before its end cancels the run. docs/openai-responses.md has what maps to what.
+A response that is not `background` ends with its request, as OpenAI's does: a client that goes
+away before its end (streamed, or waiting for it) cancels it. A stream, or a request that waits,
+holds one of the tenant's stream slots, taken before anything else. docs/openai-responses.md has
+what maps to what.
 """
 
 import asyncio
 import contextlib
+from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from tokentail.gateway.commands.responses import ResponseRef, find_response
@@ -35,7 +38,10 @@ from tokentail.gateway.encodings.responses import ResponseEvents
 from tokentail.gateway.encodings.translation import compact
 from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
 from tokentail.gateway.reading.hub import Chunk, StreamHub
+from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
+from tokentail.shared.errors import SessionExpired, SessionNotFound
+from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.store import SessionStore
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
@@ -70,9 +76,49 @@ async def wait_for_end(
                     break
 
 
+async def _until_disconnected(request: Request) -> None:
+    """Return once the client has gone (its request's body was read already: only that is left)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def wait_unless_left(
+    request: Request, hub: StreamHub, ref: ResponseRef, events: ResponseEvents, batch: int
+) -> bool:
+    """Follow the response until it ends, watching its client: False if the client left first."""
+    ending = asyncio.ensure_future(wait_for_end(hub, ref, events, batch, seconds=None))
+    leaving = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({ending, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (ending, leaving):
+            task.cancel()
+        await asyncio.gather(ending, leaving, return_exceptions=True)
+    if ending.done() and not ending.cancelled():
+        ending.result()  # its error, if it had one
+        return True
+    return False
+
+
+async def cancel_unless_ended(
+    runs: RunLifecycle, shutdown: StreamShutdown, ref: ResponseRef, events: ResponseEvents
+) -> None:
+    """A request that is not `background` ended before its response did: its client left, or was
+    dropped as stalled. So does the response, as OpenAI's does; only that response, though: its run
+    is cancelled only while it is still in the response's segment and that segment has not ended at
+    a question (cancel_run.lua decides, in the same step as the cancel). `events` may lag behind
+    (a client that stopped reading), and by then the run may have ended, or gone on after an
+    answer as the next response. Not when this gateway is stopping (a deploy): the request ended
+    for it, not for the client, which may read on elsewhere."""
+    if not events.finished and not shutdown.started:
+        with contextlib.suppress(SessionNotFound, SessionExpired):  # deleted meanwhile: nothing left to cancel
+            await runs.cancel_run(ref.session.session_id, ref.run.run_id, segment=ref.segment, ended_at_question=True)
+
+
 @router.post("", responses=STREAM_RESPONSES)
 async def create_response(
     body: CreateResponse,
+    request: Request,
     requests: ResponseRequestsDep,
     streams: StreamsDep,
     store: StoreDep,
@@ -83,24 +129,29 @@ async def create_response(
 ) -> Response:
     """Queue a run (or answer the question of `previous_response_id`'s run) and answer with its
     Response: when it ends, at once with `background`, or as its stream with `stream`."""
-    ref = await requests.create(body)
-    events = events_of(ref, background=body.background)
-    if body.stream:
-        session_id = ref.session.session_id
-
-        async def cancel_unless_ended() -> None:
-            # The client left before the response's end: so does the run. Not when this gateway is
-            # stopping (a deploy): the stream ended for it, and the client may read on elsewhere.
-            if not events.finished and not shutdown.started:
-                await runs.cancel_run(session_id)
-
-        on_close = None if body.background else cancel_unless_ended
-        return await streams.open(session_id, ref.after, events, "responses", resuming=False, on_close=on_close)
-    if body.background:
+    if body.background and not body.stream:
+        ref = await requests.create(body)
+        events = events_of(ref, background=True)
         await replay(store, ref, events)
-    else:
-        async with streams.slot():
-            await wait_for_end(hub, ref, events, settings.sse_batch, seconds=None)
+        return JSONResponse(events.response())
+    # A stream, or a request that waits for its run's end, holds one of the tenant's stream slots:
+    # taken before the run is queued, so that a 429 means nothing started (the SDKs retry a 429).
+    async with streams.reserve() as reserved:
+        ref = await requests.create(body)
+        events = events_of(ref, background=body.background)
+        if body.stream:
+            on_close = None if body.background else partial(cancel_unless_ended, runs, shutdown, ref, events)
+            return await streams.open(
+                ref.session.session_id,
+                ref.after,
+                events,
+                "responses",
+                resuming=False,
+                on_close=on_close,
+                reserved=reserved,
+            )
+        if not await wait_unless_left(request, hub, ref, events, settings.sse_batch):
+            await cancel_unless_ended(runs, shutdown, ref, events)
     return JSONResponse(events.response())
 
 
@@ -140,12 +191,12 @@ async def cancel_response(
     ended (or after 10 s, as it is then)."""
     caller.require_chat()
     ref = await find_response(auth, caller, store, response_id)
-    # Only the run's current segment: an earlier response of it ended at a question, and cancelling
-    # it must not stop the run that went on after the answer.
-    if ref.session.active_run_id == ref.run.run_id and ref.segment == len(ref.run.answers):
-        await runs.cancel_run(ref.session.session_id)
     events = events_of(ref)
-    async with streams.slot():
+    async with streams.reserve():  # taken first: a 429 cancelled nothing
+        # Only while the run is in this response's segment (waiting at its question included): an
+        # earlier response of the run ended at a question, and cancelling it must not stop the run
+        # that went on after the answer. Checked in the cancel's own step (cancel_run.lua).
+        await runs.cancel_run(ref.session.session_id, ref.run.run_id, segment=ref.segment)
         await wait_for_end(hub, ref, events, settings.sse_batch, seconds=CANCEL_WAIT_SECONDS)
     return events.response()
 

@@ -27,6 +27,7 @@ from tokentail.gateway.schemas import (
     Answer,
     AnswerAccepted,
     CancelAccepted,
+    CancelRun,
     CreateRun,
     CreateSession,
     PendingInput,
@@ -119,11 +120,12 @@ async def create_run(
 
 
 @router.post("/{session_id}/cancel", status_code=202, responses=ERROR_RESPONSES)
-async def cancel_run(session_id: ChatSessionDep, runs: RunsDep) -> CancelAccepted:
+async def cancel_run(session_id: ChatSessionDep, runs: RunsDep, body: CancelRun | None = None) -> CancelAccepted:
     """Cancel the active run, from any replica. Idempotent: the worker running it stops the model
     and writes `run.cancelled` as the run's last event; a run no worker holds yet (still queued)
-    ends at once. Closing a stream never cancels a run."""
-    outcome, run_id = await runs.cancel_run(session_id)
+    ends at once. With `run_id` (the run the client saw), only that run, if it is still the active
+    one: else `not_active`, and nothing is cancelled. Closing a stream never cancels a run."""
+    outcome, run_id = await runs.cancel_run(session_id, body.run_id if body is not None else None)
     return CancelAccepted.of(outcome, run_id)
 
 

@@ -4,7 +4,7 @@
                       {"type": "ack", "request": "run" | "cancel" | "resume" | "input", ...}
                       {"type": "error", "error": {"type": ..., "message": ...}}
     client → server   {"type": "run", "input": "...", "model"?, "params"?, "multitask"?}
-                      {"type": "cancel"}
+                      {"type": "cancel", "run_id"?: "r_…"}   (without run_id: the run this socket showed going)
                       {"type": "resume", "last_event_id": N, "catch_up"?: "snapshot"}
                       {"type": "input", "run_id": "r_…", "input_id": "in_…", "answer": ...}
 
@@ -46,7 +46,7 @@ from tokentail.gateway.encodings.websocket import batch_messages, gap_message
 from tokentail.gateway.errors import describe, describe_outage
 from tokentail.gateway.reading.feed import EventFeed, parse_last_event_id, start_position
 from tokentail.gateway.reading.hub import StreamHub
-from tokentail.gateway.schemas import Answer, CreateRun
+from tokentail.gateway.schemas import Answer, CancelAccepted, CreateRun
 from tokentail.shared.errors import (
     Forbidden,
     InputNotPending,
@@ -127,6 +127,11 @@ class _Conversation:
         self.settings = settings
         self.budget = budget
         self.feed: asyncio.Task[int] | None = None
+        # What the client was shown: the last id sent to it, and the queued id of the last run it
+        # was told it queued here (its ack comes before its `run.queued`). A cancel that names no
+        # run cancels the run these show going, never one the client has not seen yet.
+        self.sent_up_to = 0
+        self.acked_up_to = 0
 
     async def follow(self, last_event_id: str | None, catch_up: str | None) -> None:
         """Send the session's events after `last_event_id`, from a task of their own; far behind, a
@@ -135,6 +140,7 @@ class _Conversation:
         after = parse_last_event_id(last_event_id)
         start = await start_position(self.store, self.session_id, after, snapshot=catch_up == "snapshot")
         feed = EventFeed(self.hub, self.session_id, start, self.settings.sse_batch, until_idle=False, transport="ws")
+        self.sent_up_to = start.after
 
         async def run() -> int:
             if start.gap is not None:
@@ -142,6 +148,7 @@ class _Conversation:
             async for batch in feed:
                 for message in batch_messages(batch):
                     await self.socket.send(message)
+                self.sent_up_to = feed.after
             return feed.after
 
         self.feed = asyncio.create_task(run())
@@ -208,13 +215,27 @@ class _Conversation:
             run = await queue_follow_up(
                 self.store, self.runs, self.settings, self.budget, self.caller, self.session_id, body
             )
+            self.acked_up_to = max(self.acked_up_to, run.queued_seq or 0)
             await answer({"type": "ack", "request": "run", "run_id": run.run_id})
 
     async def _cancel(self, message: dict[str, Any]) -> None:
+        """Cancel the run the client names (`run_id`), or else the one it was shown going; either
+        only if it is still the active run (see cancel_run.lua)."""
         self.caller.require_chat()
+        named = message.get("run_id")
+        if named is not None and not isinstance(named, str):
+            raise InvalidInput("run_id: the id of the run to cancel")
         async with self.socket.before_any_event() as answer:
-            _, run_id = await self.runs.cancel_run(self.session_id)
-            await answer({"type": "ack", "request": "cancel", "run_id": run_id})
+            if named is None:
+                session = await self.store.get_session(self.session_id)
+                shown = session.run_shown_at(max(self.sent_up_to, self.acked_up_to))
+                if shown is None:  # the client has seen no run going: nothing it could mean to stop
+                    await answer({"type": "ack", "request": "cancel", "run_id": None, "status": "idle"})
+                    return
+                named = shown.run_id
+            outcome, run_id = await self.runs.cancel_run(self.session_id, named)
+            accepted = CancelAccepted.of(outcome, run_id)
+            await answer({"type": "ack", "request": "cancel", "run_id": accepted.run_id, "status": accepted.status})
 
     async def _input(self, message: dict[str, Any]) -> None:
         self.caller.require_chat()

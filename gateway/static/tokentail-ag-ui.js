@@ -5,7 +5,7 @@
 //                                      headers: { Authorization: `Bearer ${chatToken}` } });
 //   await agent.runAgent();        // POST {url}: a run with the last user message
 //   await agent.connectAgent();    // GET {url}/{threadId}: a page (re)loaded mid-answer catches up
-//   agent.abortRun();              // POST {url}/{threadId}/stop: cancels the run, then hangs up
+//   agent.abortRun();              // POST {url}/{threadId}/stop: cancels the run shown, then hangs up
 //
 // - A connection that drops mid-stream is resumed within the same run: the agent asks again with the
 //   id of the last event it fully received (`Last-Event-ID`) and reads on, so subscribers see one
@@ -13,7 +13,9 @@
 //   in the middle is read again whole.
 // - connectAgent() rebuilds: a MESSAGES_SNAPSHOT of the thread, then the active run (or one that
 //   ended moments ago) from its start; with nothing to show it completes at once.
-// - abortRun() stops the run in tokentail; HttpAgent's only closes the connection.
+// - abortRun() stops the run in tokentail; HttpAgent's only closes the connection. It names the run
+//   this agent was shown (RUN_STARTED's runId): a stop that crosses that run's end never cancels
+//   the run that came after it.
 //
 // It imports "@ag-ui/client" by name: bundle it with your app, or map the name in an import map.
 import { HttpAgent, enforceOutgoingInput, runHttpRequest, transformHttpEventStream } from "@ag-ui/client";
@@ -25,6 +27,8 @@ export class TokentailAgent extends HttpAgent {
   // The id of the last event fully received. A plain property (no #fields): AbstractAgent.clone()
   // makes clones with Object.create, which private members would break.
   lastEventId = null;
+  // tokentail's id of the last run whose RUN_STARTED came: the run abortRun() stops.
+  shownRunId = null;
 
   run(input) {
     return this.events(input, () => this.fetch(this.url, this.requestInit(enforceOutgoingInput(input))));
@@ -41,7 +45,11 @@ export class TokentailAgent extends HttpAgent {
   }
 
   abortRun() {
-    const stopping = this.fetch(`${this.threadUrl(this.threadId)}/stop`, { method: "POST", headers: this.headers });
+    const named = this.shownRunId === null ? {} : {
+      headers: { ...this.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ run_id: this.shownRunId }),
+    };
+    const stopping = this.fetch(`${this.threadUrl(this.threadId)}/stop`, { method: "POST", headers: this.headers, ...named });
     stopping.catch((error) => console.warn("tokentail: stopping the run failed", error));
     super.abortRun();
     return stopping;
@@ -85,6 +93,15 @@ export class TokentailAgent extends HttpAgent {
     let frameId = null; // the id: line of the frame being read
     let failures = 0;
 
+    function runStarted(data) {
+      try {
+        const event = JSON.parse(data);
+        if (event.type === "RUN_STARTED") agent.shownRunId = event.runId;
+      } catch {
+        // not a whole JSON event: nothing to learn from it
+      }
+    }
+
     function wholeEvents(text) {
       const lines = (partial + text).split("\n");
       partial = lines.pop();
@@ -92,6 +109,7 @@ export class TokentailAgent extends HttpAgent {
       for (const line of lines) {
         frames += line + "\n";
         const bare = line.endsWith("\r") ? line.slice(0, -1) : line;
+        if (bare.startsWith("data:") && bare.includes('"RUN_STARTED"')) runStarted(bare.slice(5));
         if (bare.startsWith("id:")) frameId = bare.slice(3).trim();
         else if (bare === "" && frameId !== null) {
           out += frames;

@@ -1,16 +1,39 @@
 -- Cancel the active run. A run no worker holds (still queued, picked up by a worker that died
--- before starting it, or waiting for a takeover) ends here and now with `run.cancelled`; a held
--- run is marked and its worker told, which stops the model and writes `run.cancelled` itself (or
--- learns of it at its next renewal, if the message is missed). Asking twice changes nothing.
+-- before starting it, waiting for a takeover or for an answer) ends here and now with
+-- `run.cancelled`; a held run is marked and its worker told, which stops the model and writes
+-- `run.cancelled` itself (or learns of it at its next renewal, if the message is missed). Asking
+-- twice changes nothing.
 --
--- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] cancel_channel, ARGV[11] reason
--- Returns {'signalled', run_id} | {'cancelled', run_id} | {'idle'} | {'missing'} | {'gone'}
+-- A caller that saw a run names it, and the run is cancelled only if it is still the active one:
+-- the check and the cancel are one step, so a cancel meant for a run that ended meanwhile never
+-- lands on the run that came after it. A Responses API response is a run's segment (its part
+-- after its k-th answer; gateway/commands/responses.py): a caller naming one also gives k, and the
+-- run is cancelled only while it has exactly k answers, i.e. before the answer that opens the next
+-- response. With `ended_at_question`, not while it waits for the answer either: the response ended
+-- at its question (a stream's client leaving then leaves the question to be answered).
+--
+-- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] cancel_channel, ARGV[11] reason,
+--   ARGV[12] the run expected active ('' the active one, whichever), ARGV[13] its answers so far
+--   ('' any number), ARGV[14] '1' to leave it alone while it waits for the answer to that question
+-- Returns {'signalled', run_id} | {'cancelled', run_id} | {'idle'} | {'not_active', run_id}
+--   | {'no_run'} (the run named is not the session's) | {'missing'} | {'gone'}
 local k, s = session_context()
 if redis.call('EXISTS', k.meta) == 0 then
   if redis.call('EXISTS', k.gone) == 1 then return {'gone'} end
   return {'missing'}
 end
+local expected, segment, ended_at_question = ARGV[12], ARGV[13], ARGV[14] == '1'
 local run_id = redis.call('HGET', k.meta, 'active_run')
+if expected ~= '' then
+  if redis.call('HEXISTS', k.runs, expected) == 0 then return {'no_run'} end
+  if run_id ~= expected then return {'not_active', expected} end
+  if segment ~= '' then
+    local run = get_run(k.runs, run_id)
+    if answer_count(run) ~= tonumber(segment) or (ended_at_question and run.status == 'waiting') then
+      return {'not_active', expected}
+    end
+  end
+end
 if not run_id or run_id == '' then return {'idle'} end
 if redis.call('EXISTS', k.lease) == 0 then
   cancel_unheld(k, s, run_id, ARGV[11])

@@ -37,10 +37,27 @@ end
 -- SPLIT_QUEUE, the caller does, before and after the script.
 local HOOKED = {['run.completed'] = true, ['run.failed'] = true, ['run.cancelled'] = true, ['input.required'] = true}
 
+-- How many answers a run record holds (its `answers`, kept as opaque JSON): which of the run's
+-- segments, the Responses API's responses, is going on (gateway/commands/responses.py).
+local function answer_count(run)
+  local answers = run.answers
+  if type(answers) == 'string' then answers = cjson.decode(answers) end
+  local count = 0
+  if type(answers) == 'table' then
+    for _ in pairs(answers) do count = count + 1 end
+  end
+  return count
+end
+
+-- An entry also keeps the segment of its run that the event ends (its answers so far): an OpenAI
+-- webhook names that response, and the run's record may be gone (deleted) by its delivery.
 local function add_hook(k, s, seq, event_type, data, ts, output)
   local hook = redis.call('HMGET', k.meta, 'webhook', 'tenant')
   if not hook[1] or hook[1] == '' then return end
-  local entry = {seq = seq, ts = ts, type = event_type, data = data, url = hook[1], tenant = hook[2] or 'public', output = output}
+  local record = redis.call('HGET', k.runs, cjson.decode(data).run_id)
+  local segment = record and answer_count(cjson.decode(record)) or 0
+  local entry = {seq = seq, ts = ts, type = event_type, data = data, url = hook[1], tenant = hook[2] or 'public',
+                 output = output, segment = segment}
   redis.call('RPUSH', k.hooks, cjson.encode(entry))
   redis.call('PEXPIRE', k.hooks, s.hooks_ttl_ms)
   if not SPLIT_QUEUE then redis.call('ZADD', k.hook_index, math.floor(tonumber(ts) / 1000), s.session_id) end

@@ -1,12 +1,20 @@
 """Cancel, from any gateway: the worker stops the run and writes `run.cancelled` last."""
 
 import asyncio
+import json
 from typing import Any
 
 import httpx2
+import pytest
+import websockets
 
+from tests.sessions import completion
 from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
+from tokentail.gateway.access.ids import new_run_id
+from tokentail.shared.lifecycle import RunLease, RunLifecycle
+from tokentail.shared.records import RunRecord
+from tokentail.shared.store import SessionStore
 
 
 async def _cancel_after(client: httpx2.AsyncClient, created: dict[str, Any], events: int) -> list[Any]:
@@ -122,3 +130,71 @@ async def test_interrupt_cancels_the_active_run_then_runs_the_new_one(start_gate
         received = await asyncio.wait_for(reader, scaled(10))
     ends = [(data["run_id"], kind) for _, kind, data in received.events if kind in ("run.cancelled", "run.completed")]
     assert ends == [(created["run_id"], "run.cancelled"), (interrupting["run_id"], "run.completed")]
+
+
+# -- a stop meant for the run a client saw, landing after that run ended and the next one started ---
+
+STOPS = ["native", "native without run_id", "ai-sdk", "ag-ui", "websocket"]
+
+
+@pytest.mark.parametrize("path", STOPS)
+async def test_a_stop_for_the_run_the_client_saw_does_not_cancel_the_next_one(
+    path: str, start_gateway: Any, runs: RunLifecycle, store: SessionStore
+) -> None:
+    """Each way a client stops a run, at its worst instant: between what the client saw (run 1
+    going) and the cancel, run 1 ends and run 2 starts. Only a client that names no run over
+    HTTP (`native without run_id`: the API as it was) cancels whatever is active then."""
+    gateway = await start_gateway()  # no worker: this test runs the runs
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10) as client:
+        created = (await client.post("/v1/sessions", json={"chat_id": "chat-stop", "input": "first"})).json()
+        session_id, first = created["session_id"], created["run_id"]
+        assert await runs.start_run(session_id, first, first, token="lease") is not None
+        gateway_runs: RunLifecycle = gateway.app.state.runs
+        cancel = gateway_runs.cancel_run
+        second = RunRecord(run_id=new_run_id(), input="second")
+
+        async def after_the_next_run_started(*args: Any, **kwargs: Any) -> Any:
+            await runs.queue_run(session_id, second, multitask="enqueue")
+            await RunLease(runs, session_id, first, "lease").append([], ending=completion(first))  # 2 starts
+            return await cancel(*args, **kwargs)
+
+        gateway_runs.cancel_run = after_the_next_run_started  # type: ignore[method-assign]
+        named = {"run_id": first}
+        if path == "websocket":
+            async with websockets.connect(f"ws://127.0.0.1:{gateway.port}/v1/sessions/{session_id}/ws") as ws:
+                while json.loads(await ws.recv()).get("event") != "run.started":
+                    pass  # the socket has shown run 1 going
+                await ws.send(json.dumps({"type": "cancel"}))
+                while (ack := json.loads(await ws.recv())).get("type") != "ack":
+                    pass
+            answer = {key: ack.get(key) for key in ("run_id", "status")}
+        else:
+            url, body = {
+                "native": (f"/v1/sessions/{session_id}/cancel", named),
+                "native without run_id": (f"/v1/sessions/{session_id}/cancel", None),
+                "ai-sdk": ("/v1/ai-sdk/chat/chat-stop/stop", named),
+                "ag-ui": ("/v1/ag-ui/chat-stop/stop", named),
+            }[path]
+            response = await client.post(url, json=body)
+            assert response.status_code == 202
+            answer = response.json()
+    statuses = {run.run_id: run.status for run in (await store.get_session(session_id)).runs}
+    if path == "native without run_id":
+        assert statuses == {first: "completed", second.run_id: "cancelled"}
+        assert answer == {"run_id": second.run_id, "status": "cancelled"}
+    else:
+        assert statuses == {first: "completed", second.run_id: "queued"}  # run 2 goes on
+        assert answer == {"run_id": first, "status": "not_active"}
+
+
+async def test_a_stop_naming_a_run_of_another_session_is_404(start_gateway: Any) -> None:
+    gateway = await start_gateway()
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10) as client:
+        created = (await client.post("/v1/sessions", json={"input": "first"})).json()
+        refused = await client.post(f"/v1/sessions/{created['session_id']}/cancel", json={"run_id": "r_notinthissess"})
+        assert refused.status_code == 404 and refused.json()["error"]["type"] == "run_not_found"
+        wrong = await client.post(f"/v1/sessions/{created['session_id']}/cancel", json={"run_id": 7})
+        assert wrong.status_code == 422
+        body = {"run_id": created["run_id"], "chat": "x"}  # what else a client sends is ignored, as before
+        cancelled = await client.post(f"/v1/sessions/{created['session_id']}/cancel", json=body)
+        assert cancelled.json() == {"run_id": created["run_id"], "status": "cancelled"}

@@ -16,12 +16,14 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, SLOW, bearer, ws_exchange, ws_url
+from tests.integration.test_chat_protocols import agent_input, chat_body
 from tests.waiting import eventually, scaled
 from tokentail.gateway import cors
 from tokentail.shared.events import MessageDelta
 from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.logs import RateLimitedLogger
 from tokentail.shared.records import PUBLIC_TENANT
+from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 
 AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET)}
@@ -292,3 +294,24 @@ async def test_a_websocket_client_that_stops_reading_is_closed_and_frees_its_str
         await _slot_taken_then_freed(redis, slots)
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("route", ["ai-sdk", "ag-ui"])
+async def test_a_chat_message_refused_at_the_stream_limit_queued_no_run(
+    route: str, start_gateway: Callable[..., Any], redis: Redis, settings: Settings
+) -> None:
+    """The stream's slot is taken before the run is queued: a 429 means nothing started (a client
+    that sends again must not leave a run behind per try)."""
+    gateway = await start_gateway(max_streams_per_tenant=1)  # no worker: runs stay queued
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        holder = (await http.post("/v1/sessions", json={"input": "hold"})).json()
+        async with http.stream("GET", holder["events_url"]) as held:  # the tenant's one stream
+            assert held.status_code == 200
+            url, body = {
+                "ai-sdk": ("/v1/ai-sdk/chat", chat_body("chat-limit")),
+                "ag-ui": ("/v1/ag-ui", agent_input("chat-limit")),
+            }[route]
+            refused = await http.post(url, json=body)
+            assert refused.status_code == 429 and refused.json()["error"]["type"] == "too_many_streams"
+    sessions = [key async for key in redis.scan_iter(f"{settings.key_prefix}:*:meta")]
+    assert len(sessions) == 1  # the holder's: the chat's session was never made, no run queued

@@ -5,18 +5,32 @@ Every event is checked against the SDK's own types with validation (the SDK itse
 without validating), so a field the SDK requires and tokentail left out fails here."""
 
 import asyncio
+import json
+import re
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import SecretStr, TypeAdapter
+from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
+from tests.sessions import completion
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
+from tokentail.gateway.access.ids import new_run_id
+from tokentail.shared.events import InputRequired, MessageDelta
+from tokentail.shared.keys import Keys
+from tokentail.shared.lifecycle import Asked, RunLease, RunLifecycle
+from tokentail.shared.records import Question, RunRecord
+from tokentail.shared.response_ids import parse_response_id
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
 
 KEY = "acme-key-0123456789abcdef"
 OTHER_KEY = "beta-key-0123456789abcdef"
@@ -351,3 +365,197 @@ async def test_a_plain_stream_ended_by_a_deploy_leaves_its_run_going(two_gateway
     await stopping
     assert rest == [] or rest[-1].type != "response.completed"  # cut short by the deploy, not by the client
     await eventually(lambda: _status(second, seen[0].response.id, "completed"), within=20, interval=0.2)
+
+
+# -- a response's client leaving, cancels and slots, at their worst instants -------------------------
+
+
+async def _session_ids(redis: Redis, settings: Settings) -> list[str]:
+    """Every session the test's gateways made (their meta keys, under the test's key prefix)."""
+    return [key.decode().split("{")[1].split("}")[0] async for key in redis.scan_iter(f"{settings.key_prefix}:*:meta")]
+
+
+async def _stalled_stream(gateway: Gateway, body: dict[str, Any]) -> tuple[socket.socket, asyncio.StreamWriter, str]:
+    """POST /v1/responses from a raw socket with a small receive buffer that reads the response's
+    head and first events (up to its id), then reads no more: the gateway's writes to it block."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gateway.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    writer.write(head.encode() + payload)
+    seen = b""
+    while (found := RESPONSE_ID.search(seen)) is None:
+        seen += await asyncio.wait_for(reader.read(4096), 10)
+    return sock, writer, found[0].decode()
+
+
+RESPONSE_ID = re.compile(rb"resp_s_[A-Za-z0-9_-]{22}r_[A-Za-z0-9_-]{12}")
+
+
+async def _slots_taken(redis: Redis, settings: Settings, tenant: str = "acme") -> int:
+    return int(await redis.zcard(Keys(settings.key_prefix).tenant_streams(tenant)))
+
+
+async def test_a_stalled_stream_s_client_leaving_after_the_next_response_started_does_not_cancel_it(
+    start_gateway: Callable[..., Any], runs: RunLifecycle, redis: Redis, settings: Settings
+) -> None:
+    """Response A's client stopped reading (A's end is stored but not yet written to it); the
+    application made response B from A meanwhile; then A's client goes away. B goes on."""
+    gateway = await start_gateway(**AUTH)  # no worker: this test writes the runs' events itself
+    sock, writer, first_id = await _stalled_stream(gateway, {"model": "scripted", "input": "hi", "stream": True})
+    try:
+        parsed = parse_response_id(first_id)
+        assert parsed is not None
+        session_id, run_id, _ = parsed
+        assert await runs.start_run(session_id, run_id, run_id, token="lease") is not None
+        lease = RunLease(runs, session_id, run_id, "lease")
+        delta = MessageDelta(run_id=run_id, text="x" * 16_000).model_dump_json()
+        for _ in range(20):  # 10 MB: more than the sockets' buffers hold, so A's end waits unwritten
+            await lease.append([("message.delta", delta)] * 32)
+        await lease.append([], ending=completion(run_id, "x"))
+        assert await _slots_taken(redis, settings) == 1  # A's stream is still open, its writes blocked
+
+        second = await sdk(gateway).responses.create(
+            model="scripted", input="and then?", previous_response_id=first_id, background=True
+        )
+        assert second.status == "queued"
+    finally:
+        writer.close()  # A's client goes away, its end never read
+        sock.close()
+
+    async def ended() -> bool:  # its slot is given back after its on_close ran
+        return await _slots_taken(redis, settings) == 0
+
+    await eventually(ended, what="A's stream ended")
+    assert (await sdk(gateway).responses.retrieve(second.id)).status == "queued"  # B was not cancelled
+    assert (await sdk(gateway).responses.retrieve(first_id)).status == "completed"
+
+
+async def test_a_cancel_of_a_response_whose_run_ended_just_then_does_not_cancel_the_next(
+    start_gateway: Callable[..., Any], runs: RunLifecycle, store: SessionStore
+) -> None:
+    """POST /v1/responses/{A}/cancel reads A's state, then cancels: B is made from A in between."""
+    gateway = await start_gateway(**AUTH)
+    client = sdk(gateway)
+    first = await client.responses.create(model="scripted", input="hi", background=True)
+    parsed = parse_response_id(first.id)
+    assert parsed is not None
+    session_id, run_id, _ = parsed
+    assert await runs.start_run(session_id, run_id, run_id, token="lease") is not None
+    gateway_runs: RunLifecycle = gateway.app.state.runs
+    cancel = gateway_runs.cancel_run
+    made: list[RunRecord] = []
+
+    async def after_the_next_response_is_made(*args: Any, **kwargs: Any) -> Any:
+        # The worst instant: A's run ends and B's is queued between the gateway's read and its cancel.
+        if not made:
+            await RunLease(runs, session_id, run_id, "lease").append([], ending=completion(run_id, "done"))
+            made.append(RunRecord(run_id=new_run_id(), input="and then?", model="scripted"))
+            await runs.queue_run(session_id, made[0])
+        return await cancel(*args, **kwargs)
+
+    gateway_runs.cancel_run = after_the_next_response_is_made  # type: ignore[method-assign]
+    cancelled = await client.responses.cancel(first.id)
+    assert cancelled.status == "completed"  # A had ended: nothing of it to cancel
+    runs_now = {run.run_id: run.status for run in (await store.get_session(session_id)).runs}
+    assert runs_now == {run_id: "completed", made[0].run_id: "queued"}  # B goes on
+
+
+async def test_an_sdk_retrying_a_429_at_the_stream_limit_started_no_run(
+    start_gateway: Callable[..., Any], redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway(max_streams_per_tenant=1, **AUTH)  # no worker: runs stay queued
+    async with httpx2.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {KEY}"}) as http:
+        holder = (await http.post("/v1/sessions", json={"input": "hold"})).json()
+        async with http.stream("GET", holder["events_url"]) as held:  # the tenant's one stream
+            assert held.status_code == 200
+            retrying = AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=2, timeout=30)
+            _clients.append(retrying)
+            for streamed in (True, False):  # a stream, and a request that waits for its run
+                with pytest.raises(openai.RateLimitError):
+                    await retrying.responses.create(model="scripted", input="hi", stream=streamed)
+            assert await _session_ids(redis, settings) == [holder["session_id"]]  # 6 tries, 0 runs
+
+
+async def test_a_waiting_request_whose_client_timed_out_gives_its_slot_back_and_its_run_up(
+    start_gateway: Callable[..., Any], redis: Redis, settings: Settings, store: SessionStore
+) -> None:
+    gateway = await start_gateway(**AUTH)  # no worker: each try's run stays queued, its request waiting
+    impatient = AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=2, timeout=1.5)
+    _clients.append(impatient)
+    with pytest.raises(openai.APITimeoutError):
+        await impatient.responses.create(model="scripted", input="hi")
+    session_ids = await _session_ids(redis, settings)
+    assert len(session_ids) == 3  # the SDK tried three times
+
+    async def given_up() -> None:
+        assert await _slots_taken(redis, settings) == 0
+        statuses = [(await store.get_session(session_id)).runs[0].status for session_id in session_ids]
+        assert statuses == ["cancelled"] * 3
+
+    await eventually(given_up, what="every try's slot given back and its run cancelled")
+
+
+async def test_openai_webhooks_of_a_deleted_conversation_name_each_response(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+) -> None:
+    async with Receiver(always_refuse=True) as receiver:  # nothing is delivered before the deletion
+        settings = {"agents": AGENTS, "webhook_allowed_urls": [receiver.url + "/hooks/"], **AUTH}
+        await start_worker(**settings)
+        gateway = await start_gateway(**settings)
+        client = sdk(gateway)
+        configured = await client.put(
+            "/webhook", body={"url": receiver.url + "/hooks/", "format": "openai"}, cast_to=dict
+        )
+        first = await client.responses.create(model="two", input="go")
+        asked: Any = first.output[-1]  # a tokentail_input function call
+        answer: list[Any] = [{"type": "function_call_output", "call_id": asked.call_id, "output": "blue"}]
+        second = await client.responses.create(model="two", input=answer, previous_response_id=first.id)
+        asked = second.output[-1]
+        answer = [{"type": "function_call_output", "call_id": asked.call_id, "output": "3"}]
+        third = await client.responses.create(model="two", input=answer, previous_response_id=second.id)
+        assert third.status == "completed" and third.id.endswith(".2")
+        await client.responses.delete(first.id)  # the session and its runs' records are gone
+        receiver.always_refuse = False
+        await eventually(lambda: len(receiver.accepted()) == 3, within=30)
+
+    verified: list[Any] = [
+        client.webhooks.unwrap(delivery.body, delivery.headers, secret=configured["secret"])
+        for delivery in receiver.accepted()
+    ]
+    assert [(event.data.id, event.type) for event in verified] == [
+        (first.id, "response.completed"),
+        (second.id, "response.completed"),
+        (third.id, "response.completed"),
+    ]
+
+
+async def test_a_background_response_is_queued_until_started_and_an_answer_s_is_in_progress_at_once(
+    start_gateway: Callable[..., Any], runs: RunLifecycle
+) -> None:
+    """What docs/openai-responses.md says `POST /v1/responses` with `background` answers at once."""
+    gateway = await start_gateway(**AUTH)  # no worker: this test starts the run and asks its question
+    client = sdk(gateway)
+    created = await client.responses.create(model="scripted", input="hi", background=True)
+    assert created.status == "queued"  # no worker has started its run yet
+    parsed = parse_response_id(created.id)
+    assert parsed is not None
+    session_id, run_id, _ = parsed
+    assert await runs.start_run(session_id, run_id, run_id, token="lease") is not None
+    schema = {"type": "string"}
+    question = Question(input_id="in_colour", kind="text", prompt="Colour?", answer_schema=schema)
+    asking = InputRequired(run_id=run_id, input_id="in_colour", kind="text", prompt="Colour?", answer_schema=schema)
+    assert await RunLease(runs, session_id, run_id, "lease").ask([question], asking, None) is Asked.WAITING
+    assert (await client.responses.retrieve(created.id)).status == "completed"  # it ended at its question
+    answer: list[Any] = [{"type": "function_call_output", "call_id": "in_colour", "output": "red"}]
+    going_on = await client.responses.create(
+        model="scripted", input=answer, previous_response_id=created.id, background=True
+    )
+    assert going_on.status == "in_progress"  # the run goes on: nothing of it waits in line
+    assert going_on.id == created.id + ".1"

@@ -54,7 +54,7 @@ async def test_the_same_events_as_sse_then_a_follow_up_and_a_cancel_over_the_soc
         await _until(ws, _is("message.delta"))
         await ws.send(json.dumps({"type": "cancel"}))
         rest = await _until(ws, _is("run.cancelled"))
-        assert {"type": "ack", "request": "cancel", "run_id": ack[-1]["run_id"]} in rest
+        assert {"type": "ack", "request": "cancel", "run_id": ack[-1]["run_id"], "status": "cancelling"} in rest
     sse = await client.get(created["events_url"])  # the SSE view of the same session agrees
     assert sse.text.count("event: run.cancelled") == 1
 

@@ -152,7 +152,7 @@ const scenarios = {
     };
     const { error } = await attempt(agent.runAgent());
     const stopped = await stopping;
-    say({ step: "stopped", http: stopped.status, body: await stopped.json() });
+    say({ step: "stopped", http: stopped.status, body: await stopped.json(), named: agent.shownRunId });
     finish(agent, seen, { error });
   },
 };

@@ -173,15 +173,18 @@ const scenarios = {
     finish(chat, state);
   },
 
-  // The stop button: the SDK's stop() hangs up; the app's stop endpoint cancels the run.
+  // The stop button: the SDK's stop() hangs up; the app's stop endpoint cancels the run it shows
+  // (the assistant message's id is its run's).
   async stop() {
     const { chat, state } = makeChat({ transport: httpTransport(), onText: () => (state.seen = true) });
     const sending = chat.sendMessage(userMessage());
     await until(() => state.seen, "the first text");
+    const shown = state.messages.at(-1).id;
     await chat.stop();
     const stopped = await fetch(`${options.gateway}/v1/ai-sdk/chat/${options.chatId}/stop`, {
       method: "POST",
-      headers,
+      headers: { ...headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ run_id: shown }),
     });
     await sending;
     say({ step: "stopped", http: stopped.status, body: await stopped.json() });

@@ -103,6 +103,7 @@ def test_abort_run_cancels_the_run_in_tokentail(chats: ChatStack) -> None:
     stopped = outcome.step("stopped")
     run = last_run(chats, "stopped")
     assert stopped["http"] == 202 and stopped["body"] == {"run_id": run["run_id"], "status": "cancelling"}
+    assert stopped["named"] == run["run_id"]  # the stop named the run the agent was shown (RUN_STARTED)
     eventually_sync(lambda: last_run(chats, "stopped")["status"] == "cancelled", what="the run cancelled")
     assert outcome.events[-1]["type"] == "RUN_ERROR" and outcome.events[-1]["code"] == "abort"  # the client's own
 

@@ -18,6 +18,7 @@ from tokentail.shared.errors import (
     InputNotPending,
     LeaseLost,
     RunConflict,
+    RunNotFound,
     SessionExists,
     SessionExpired,
     SessionNotFound,
@@ -424,6 +425,59 @@ async def test_cancel_signals_the_worker_holding_the_run_once(
     assert taken is not None and taken.verdict is StartVerdict.CANCEL
     await _lease(runs, session_id, run, "lease-2").append([], ending=RunCancelled(run_id=run.run_id, reason="asked"))
     assert await runs.cancel_run(session_id) == (Cancel.IDLE, None)
+
+
+async def test_a_cancel_naming_a_run_cancels_it_only_while_it_is_the_active_one(
+    store: SessionStore, runs: RunLifecycle
+) -> None:
+    session_id, first = await start_a_run(runs)
+    second = make_run("next")
+    await runs.queue_run(session_id, second, multitask="enqueue")
+    with pytest.raises(RunNotFound):
+        await runs.cancel_run(session_id, "r_notinthissess")
+    assert await runs.cancel_run(session_id, second.run_id) == (Cancel.NOT_ACTIVE, second.run_id)  # in line
+    await _lease(runs, session_id, first).append([], ending=completion(first.run_id))  # the second starts
+    # A stop meant for the first run, arriving now: it has ended, and the run after it goes on.
+    assert await runs.cancel_run(session_id, first.run_id) == (Cancel.NOT_ACTIVE, first.run_id)
+    assert (await store.get_session(session_id)).active_run_id == second.run_id
+    assert await runs.cancel_run(session_id, second.run_id) == (Cancel.CANCELLED, second.run_id)  # no worker
+    assert await runs.cancel_run(session_id) == (Cancel.IDLE, None)
+
+
+async def test_a_cancel_naming_a_segment_cancels_the_run_only_while_it_is_in_it(
+    store: SessionStore, runs: RunLifecycle
+) -> None:
+    """A Responses API response is a run's segment: its part after the run's k-th answer."""
+    session_id, run = await start_a_run(runs)
+    question = _question()
+    assert await runs.cancel_run(session_id, run.run_id, segment=1) == (Cancel.NOT_ACTIVE, run.run_id)  # not yet
+    lease = _lease(runs, session_id, run)
+    assert await lease.ask([question], _required(run.run_id, question), None) is Asked.WAITING
+    # Segment 0 ended at its question: a stream of it that ends now leaves the question to be answered...
+    assert await runs.cancel_run(session_id, run.run_id, segment=0, ended_at_question=True) == (
+        Cancel.NOT_ACTIVE,
+        run.run_id,
+    )
+    waiting = (await store.get_session(session_id)).runs[0]
+    assert waiting.status == "waiting"
+    await runs.answer(session_id, waiting, "in_1", "Ada")
+    # ...and once answered, segment 0 is over for good: the run goes on as segment 1.
+    assert await runs.cancel_run(session_id, run.run_id, segment=0) == (Cancel.NOT_ACTIVE, run.run_id)
+    assert (await store.get_session(session_id)).runs[0].status == "queued"
+    assert await runs.cancel_run(session_id, run.run_id, segment=1, ended_at_question=True) == (
+        Cancel.CANCELLED,
+        run.run_id,
+    )
+
+
+async def test_an_explicit_cancel_of_the_segment_that_asked_ends_the_waiting_run(
+    store: SessionStore, runs: RunLifecycle
+) -> None:
+    session_id, run = await start_a_run(runs)
+    question = _question()
+    assert await _lease(runs, session_id, run).ask([question], _required(run.run_id, question), None) is Asked.WAITING
+    assert await runs.cancel_run(session_id, run.run_id, segment=0) == (Cancel.CANCELLED, run.run_id)
+    assert (await store.get_session(session_id)).runs[0].status == "cancelled"
 
 
 async def test_deleting_a_session_fences_its_run_and_tells_its_followers(

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook
 
+from tokentail.shared.records import RunRecord
+from tokentail.shared.response_ids import response_id
 from tokentail.shared.webhook_messages import Hook, new_secret, sign
 from tokentail.shared.webhook_policy import WebhookNotAllowed, WebhookPolicy
 from tokentail.worker.webhook_delivery import MAX_DELAY_SECONDS, retry_delay
@@ -102,3 +104,22 @@ def test_retries_wait_longer_as_the_event_ages_up_to_a_bound() -> None:
     assert 0.9 <= retry_delay(0) <= 1.1
     assert 90 <= retry_delay(200) <= 110
     assert retry_delay(10**6) <= MAX_DELAY_SECONDS * 1.1
+
+
+def test_an_openai_body_names_the_segment_its_entry_keeps_and_an_older_entry_s_from_its_run() -> None:
+    session_id, run_id = "s_" + "a" * 22, "r_" + "b" * 12
+    entry = {
+        "seq": 9,
+        "ts": "1795400000123456",
+        "type": "run.completed",
+        "data": json.dumps({"run_id": run_id}),
+        "url": "https://h/",
+        "tenant": "acme",
+        "segment": 2,
+    }
+    hook = Hook.parse(session_id, json.dumps(entry).encode())
+    expected = response_id(session_id, run_id, 2)
+    assert json.loads(hook.openai_body())["data"]["id"] == expected == f"resp_{session_id}{run_id}.2"
+    older = Hook.parse(session_id, json.dumps({k: v for k, v in entry.items() if k != "segment"}).encode())
+    run = RunRecord(run_id=run_id, input="go", answers={"in_1": "a", "in_2": "b"})
+    assert older.segment is None and json.loads(older.openai_body(run))["data"]["id"] == expected
