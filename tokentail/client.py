@@ -277,9 +277,12 @@ class AsyncTokentail:
         body = _run_body(input, multitask, options)
         return str((await self._call("POST", f"/v1/sessions/{session_id}/runs", body))["run_id"])
 
-    async def cancel(self, session_id: str) -> str | None:
-        run_id: str | None = (await self._call("POST", f"/v1/sessions/{session_id}/cancel"))["run_id"]
-        return run_id
+    async def cancel(self, session_id: str, run_id: str | None = None) -> str | None:
+        """Cancel run `run_id` (the one you saw going: if it ended meanwhile, the next is left alone);
+        without it, whatever run is active. The id of the run being cancelled, or None."""
+        body = {"run_id": run_id} if run_id is not None else None
+        cancelled: str | None = (await self._call("POST", f"/v1/sessions/{session_id}/cancel", body))["run_id"]
+        return cancelled
 
     async def answer(self, session_id: str, run_id: str, input_id: str, answer: Any) -> int:
         """Answer the question a run asked (its `input.required` event); the `input.received` event's id."""
@@ -377,9 +380,11 @@ class Tokentail:
         body = _run_body(input, multitask, options)
         return str(self._call("POST", f"/v1/sessions/{session_id}/runs", body)["run_id"])
 
-    def cancel(self, session_id: str) -> str | None:
-        run_id: str | None = self._call("POST", f"/v1/sessions/{session_id}/cancel")["run_id"]
-        return run_id
+    def cancel(self, session_id: str, run_id: str | None = None) -> str | None:
+        """See `AsyncTokentail.cancel`."""
+        body = {"run_id": run_id} if run_id is not None else None
+        cancelled: str | None = self._call("POST", f"/v1/sessions/{session_id}/cancel", body)["run_id"]
+        return cancelled
 
     def answer(self, session_id: str, run_id: str, input_id: str, answer: Any) -> int:
         """Answer the question a run asked (its `input.required` event); the `input.received` event's id."""

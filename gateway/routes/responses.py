@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from tokentail.gateway.commands import deletion
 from tokentail.gateway.commands.responses import ResponseRef, find_response
 from tokentail.gateway.deps import (
     AuthDep,
@@ -241,8 +242,9 @@ def _input_item(ref: ResponseRef) -> dict[str, Any]:
 async def delete_response(
     response_id: str, caller: CallerDep, auth: AuthDep, store: StoreDep, runs: RunsDep
 ) -> dict[str, Any]:
-    """Delete the response's conversation: its session, with every response of it."""
+    """Delete the response's conversation: its session, with every response of it (the archive's copy
+    too, or once the archive is back: OpenAI's answer has no room to say which)."""
     caller.require_api_key()
     ref = await find_response(auth, caller, store, response_id)
-    await runs.delete_session(ref.session)
+    await deletion.delete_session(runs, store, ref.session)
     return {"id": ref.id, "object": "response.deleted", "deleted": True}

@@ -86,8 +86,10 @@ export class Tokentail {
     return this.#call("POST", `/v1/sessions/${sessionId}/runs`, { input, ...options });
   }
 
-  cancel(sessionId) {
-    return this.#call("POST", `/v1/sessions/${sessionId}/cancel`);
+  // Cancel run `runId` (the one this page shows going): a run that ended meanwhile, and the one after
+  // it, are left alone (`status: "not_active"`). Without it, whatever run is active then.
+  cancel(sessionId, runId = null) {
+    return this.#call("POST", `/v1/sessions/${sessionId}/cancel`, runId ? { run_id: runId } : undefined);
   }
 
   // The answer to a run's question (`turn.question`, from its input.required event): the run goes on.
