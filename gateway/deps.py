@@ -9,7 +9,7 @@ use them too.
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Path
+from fastapi import Depends, Header, Path
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
@@ -108,6 +108,18 @@ def _chat_of(who: Callable[..., Awaitable[Caller]]) -> Callable[..., Awaitable[s
 
     return dependency
 
+
+# A request's `Idempotency-Key`: sent again with the same key, it names the same session or run, made
+# once (gateway/access/ids.py `idempotent_id`), so a client may resend a write whose answer it lost.
+IdempotencyKeyDep = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x21-\x7e]{1,255}$",
+        description="makes the request safe to send again: the same key names the same session or run (1-255"
+        " printable ASCII characters; a UUID)",
+    ),
+]
 
 # A session the caller may read (API key of its tenant, or a stream token for it), chat in (queue and
 # cancel runs: API key, or a chat token for it) or change (API key).

@@ -73,6 +73,7 @@ class Queued(StrEnum):
 
     STARTED = "started"  # its job is queued: it starts now
     PENDING = "pending"  # it waits in line behind the active run
+    AGAIN = "again"  # queued before: a request sent again with its idempotency key
 
 
 class StartVerdict(StrEnum):
@@ -365,6 +366,9 @@ class RunLifecycle:
         if outcome == b"ok":
             run.queued_seq = int(result[1])
             return Queued(result[2].decode())
+        if outcome == b"again":
+            run.queued_seq = int(result[1])
+            return Queued.AGAIN
         if outcome == b"conflict":
             raise RunConflict(session_id, result[1].decode())
         if outcome == b"exists":

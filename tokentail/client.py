@@ -14,9 +14,11 @@ catches up compacted: each block of text so far as one `message.delta`, then del
 `stream` can read a session with its stream token (`token=`).
 
 The other calls are sent again, for up to `retry_for` seconds (waiting what `Retry-After` says),
-when sending them again cannot do anything twice (`retried`, below): a read on any passing
-failure; a write (`create_session`, `send`, `cancel`, `answer`) only on an answer that says it did
-nothing. The API has no idempotency key, so a write whose fate is unknown is not sent again.
+when sending them again cannot do anything twice (`retried`, below). `get_session` is a read;
+`create_session` and `send` carry an `Idempotency-Key` of their own (the gateway makes what a key
+names once), and `cancel` changes nothing the second time: these are sent again after any passing
+failure, a Redis failover's 503s and a connection lost mid-call included. `answer` is sent again
+only on an answer that says it did nothing (a second answer would be refused as answered).
 """
 
 import asyncio
@@ -25,6 +27,7 @@ import dataclasses
 import json
 import random
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,7 +42,7 @@ _RESUMABLE_STATUS = frozenset({429, 502, 503, 504})
 # The 503s of a Redis outage (gateway/errors.py) after which a write is known not to have happened:
 # Redis refused it (a replica during a failover, or full). `redis_unavailable` is not one: the
 # connection to Redis broke, maybe after the write's script ran, and a 502 or 504 is a proxy's, in
-# front of a gateway that may have done it. Sending those again could make a second session or run.
+# front of a gateway that may have done it: only a call that is safe to send again is, after those.
 _WRITE_REFUSED = frozenset({"redis_read_only", "redis_full"})
 RETRY_FOR = 30.0  # seconds, by default, that a REST call is sent again for
 _FIRST_RETRY_DELAY = 0.5  # without a Retry-After: doubled each time, up to
@@ -146,11 +149,14 @@ def _retry_after(response: httpx2.Response) -> float | None:
 _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 
 
-def retried(method: str, error: ApiError) -> bool:
-    """Whether a REST call that got `error` is sent again: a read (GET) on any passing failure; a
-    write only on an answer that says it did nothing: 429 (the limits are counted before anything is
-    written) or a 503 for which Redis refused the write. The one rule, for both clients."""
-    if method == "GET":
+def retried(safe: bool, error: ApiError | httpx2.TransportError) -> bool:
+    """Whether a REST call that got `error` is sent again. One `safe` to send again (a read, a write
+    with an idempotency key, a cancel) on any passing failure; another only when it is known to have
+    done nothing: a connection never made, 429 (the limits are counted before anything is written)
+    or a 503 for which Redis refused the write. The one rule, for both clients."""
+    if isinstance(error, httpx2.TransportError):
+        return safe or isinstance(error, _NOT_SENT)
+    if safe:
         return error.status in _RESUMABLE_STATUS
     return error.status == 429 or (error.status == 503 and error.type in _WRITE_REFUSED)
 
@@ -169,14 +175,21 @@ class _Retries:
         wait = retry_after if retry_after is not None else backoff
         return wait if time.monotonic() + wait <= self._deadline else None
 
-    def after(self, method: str, outcome: httpx2.Response | Exception) -> float | None:
+    def after(self, safe: bool, outcome: httpx2.Response | httpx2.TransportError) -> float | None:
         """After a try: the wait before the next, or None to stop (a success, or an error to raise)."""
-        if isinstance(outcome, Exception):
-            return self.delay(None) if isinstance(outcome, _NOT_SENT) else None
+        if isinstance(outcome, httpx2.TransportError):
+            return self.delay(None) if retried(safe, outcome) else None
         if outcome.status_code < 400:
             return None
         error = _error(outcome)
-        return self.delay(error.retry_after) if retried(method, error) else None
+        return self.delay(error.retry_after) if retried(safe, error) else None
+
+
+def _retry_rule(method: str, safe: bool, keyed: bool) -> tuple[dict[str, str] | None, bool]:
+    """A call's headers and whether it is safe to send again: a read, one that changes nothing the
+    second time (`safe`), or a write `keyed` with an idempotency key of its own, the same on every try."""
+    headers = {"Idempotency-Key": str(uuid.uuid4())} if keyed else None
+    return headers, safe or keyed or method == "GET"
 
 
 def _headers(credential: str | None) -> dict[str, str]:
@@ -241,16 +254,20 @@ class AsyncTokentail:
         self._http = http or httpx2.AsyncClient(base_url=base_url, timeout=timeout, headers=_headers(api_key))
         self._retry_for = retry_for
 
-    async def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
-        """The JSON answer of a REST call, sent again while `retried` says it may be."""
+    async def _call(
+        self, method: str, url: str, body: dict[str, Any] | None = None, *, safe: bool = False, keyed: bool = False
+    ) -> Any:
+        """The JSON answer of a REST call, sent again while `retried` says it may be: a GET, one
+        `safe` to repeat, or one `keyed` with an idempotency key (the same on every try) is."""
+        headers, safe = _retry_rule(method, safe, keyed)
         retries = _Retries(self._retry_for)
         while True:
-            outcome: httpx2.Response | Exception
+            outcome: httpx2.Response | httpx2.TransportError
             try:
-                outcome = await self._http.request(method, url, json=body)
-            except _NOT_SENT as exc:
+                outcome = await self._http.request(method, url, json=body, headers=headers)
+            except httpx2.TransportError as exc:
                 outcome = exc
-            if (delay := retries.after(method, outcome)) is None:
+            if (delay := retries.after(safe, outcome)) is None:
                 return _json(outcome)
             await asyncio.sleep(delay)
 
@@ -270,18 +287,20 @@ class AsyncTokentail:
         metadata: dict[str, Any] | None = None,
     ) -> SessionCreated:
         body = _session_body(input, model=model, params=params, agent=agent, metadata=metadata)
-        return SessionCreated.from_json(await self._call("POST", "/v1/sessions", body))
+        return SessionCreated.from_json(await self._call("POST", "/v1/sessions", body, keyed=True))
 
     async def send(self, session_id: str, input: str, *, multitask: str = "reject", **options: Any) -> str:
         """Queue a follow-up run; returns its id."""
         body = _run_body(input, multitask, options)
-        return str((await self._call("POST", f"/v1/sessions/{session_id}/runs", body))["run_id"])
+        return str((await self._call("POST", f"/v1/sessions/{session_id}/runs", body, keyed=True))["run_id"])
 
     async def cancel(self, session_id: str, run_id: str | None = None) -> str | None:
         """Cancel run `run_id` (the one you saw going: if it ended meanwhile, the next is left alone);
         without it, whatever run is active. The id of the run being cancelled, or None."""
         body = {"run_id": run_id} if run_id is not None else None
-        cancelled: str | None = (await self._call("POST", f"/v1/sessions/{session_id}/cancel", body))["run_id"]
+        cancelled: str | None = (await self._call("POST", f"/v1/sessions/{session_id}/cancel", body, safe=True))[
+            "run_id"
+        ]
         return cancelled
 
     async def answer(self, session_id: str, run_id: str, input_id: str, answer: Any) -> int:
@@ -346,15 +365,18 @@ class Tokentail:
         self._http = http or httpx2.Client(base_url=base_url, timeout=timeout, headers=_headers(api_key))
         self._retry_for = retry_for
 
-    def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+    def _call(
+        self, method: str, url: str, body: dict[str, Any] | None = None, *, safe: bool = False, keyed: bool = False
+    ) -> Any:
+        headers, safe = _retry_rule(method, safe, keyed)
         retries = _Retries(self._retry_for)
         while True:
-            outcome: httpx2.Response | Exception
+            outcome: httpx2.Response | httpx2.TransportError
             try:
-                outcome = self._http.request(method, url, json=body)
-            except _NOT_SENT as exc:
+                outcome = self._http.request(method, url, json=body, headers=headers)
+            except httpx2.TransportError as exc:
                 outcome = exc
-            if (delay := retries.after(method, outcome)) is None:
+            if (delay := retries.after(safe, outcome)) is None:
                 return _json(outcome)
             time.sleep(delay)
 
@@ -374,16 +396,16 @@ class Tokentail:
         metadata: dict[str, Any] | None = None,
     ) -> SessionCreated:
         body = _session_body(input, model=model, params=params, agent=agent, metadata=metadata)
-        return SessionCreated.from_json(self._call("POST", "/v1/sessions", body))
+        return SessionCreated.from_json(self._call("POST", "/v1/sessions", body, keyed=True))
 
     def send(self, session_id: str, input: str, *, multitask: str = "reject", **options: Any) -> str:
         body = _run_body(input, multitask, options)
-        return str(self._call("POST", f"/v1/sessions/{session_id}/runs", body)["run_id"])
+        return str(self._call("POST", f"/v1/sessions/{session_id}/runs", body, keyed=True)["run_id"])
 
     def cancel(self, session_id: str, run_id: str | None = None) -> str | None:
         """See `AsyncTokentail.cancel`."""
         body = {"run_id": run_id} if run_id is not None else None
-        cancelled: str | None = self._call("POST", f"/v1/sessions/{session_id}/cancel", body)["run_id"]
+        cancelled: str | None = self._call("POST", f"/v1/sessions/{session_id}/cancel", body, safe=True)["run_id"]
         return cancelled
 
     def answer(self, session_id: str, run_id: str, input_id: str, answer: Any) -> int:

@@ -18,6 +18,14 @@ def new_run_id() -> str:
     return "r_" + secrets.token_urlsafe(9)
 
 
+def idempotent_id(prefix: str, *names: str) -> str:
+    """The id a request sent with an `Idempotency-Key` gives its session (`s_`) or run (`r_`), from
+    the key and what scopes it (the tenant; the session): the same request sent again names the same
+    session or run, which the scripts make once (queue_run.lua). As long as a random one of its kind."""
+    digest = hashlib.sha256("\0".join(("tokentail idempotency", *names)).encode()).digest()
+    return prefix + base64.urlsafe_b64encode(digest).decode()[: 22 if prefix == "s_" else 12]
+
+
 def is_session_id(value: str) -> bool:
     return SESSION_ID_PATTERN.fullmatch(value) is not None
 

@@ -74,8 +74,10 @@ async def queue_follow_up(
     caller: Caller,
     session_id: str,
     body: CreateRun,
+    run_id: str | None = None,
 ) -> RunRecord:
-    """A follow-up turn, from REST or a WebSocket: the session's model and params unless overridden."""
+    """A follow-up turn, from REST or a WebSocket: the session's model and params unless overridden.
+    `run_id`: the id a request sent with an idempotency key gives it (else a new one)."""
     check_size(body.input, settings)
     check_chat_token_choices(caller, body, settings)
     session = await store.get_session(session_id)
@@ -83,7 +85,7 @@ async def queue_follow_up(
     params = {**session.params, **(body.params.given() if body.params else {})}
     check_params(model, params)
     await budget.spend(caller.tenant)
-    run = RunRecord(run_id=new_run_id(), input=body.input, model=model, params=params, agent=session.agent)
+    run = RunRecord(run_id=run_id or new_run_id(), input=body.input, model=model, params=params, agent=session.agent)
     await runs.queue_run(session_id, run, multitask=body.multitask)
     return run
 

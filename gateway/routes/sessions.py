@@ -5,7 +5,7 @@ import time
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.gateway.access.ids import idempotent_id, new_run_id, new_session_id
 from tokentail.gateway.commands import deletion
 from tokentail.gateway.commands.questions import answer_question
 from tokentail.gateway.commands.turns import check_agent_name, check_params, check_size, queue_follow_up
@@ -14,6 +14,7 @@ from tokentail.gateway.deps import (
     AuthDep,
     CallerDep,
     ChatSessionDep,
+    IdempotencyKeyDep,
     OwnedSessionDep,
     ReadableSessionDep,
     RunBudgetDep,
@@ -61,14 +62,16 @@ async def create_session(
     budget: RunBudgetDep,
     auth: AuthDep,
     webhooks: WebhooksDep,
+    idempotency_key: IdempotencyKeyDep = None,
 ) -> SessionCreated:
     """Create a session; with `input`, queue its first run. With `chat_id`, the session of a chat id
-    your frontend chose: made now (201), or the existing one (200, with a fresh token)."""
+    your frontend chose: made now (201), or the existing one (200, with a fresh token). With an
+    `Idempotency-Key`, the same request sent again answers as the first did, making nothing twice."""
     check_size(body.input, settings)
     check_agent_name(body.agent, settings)
     params = body.params.given() if body.params else {}
     check_params(body.model, params)
-    session_id = new_session_id()
+    session_id = idempotent_id("s_", caller.tenant, idempotency_key) if idempotency_key else new_session_id()
     if body.chat_id is not None:
         session_id = await auth.chat_session(caller, body.chat_id, store)  # another tenant's: 404
     webhook = await webhooks.url_for(caller.tenant, body.webhook)
@@ -85,11 +88,15 @@ async def create_session(
     )
     run_id = None
     if body.input is None:
-        if not await runs.create_session(session):
+        if not await runs.create_session(session) and not idempotency_key:
             response.status_code = 200
     else:
         run = RunRecord(
-            run_id=new_run_id(), input=body.input, model=session.model, params=session.params, agent=session.agent
+            run_id=idempotent_id("r_", caller.tenant, session_id, idempotency_key) if idempotency_key else new_run_id(),
+            input=body.input,
+            model=session.model,
+            params=session.params,
+            agent=session.agent,
         )
         await runs.queue_run(session.session_id, run, create=session)
         run_id = run.run_id
@@ -114,8 +121,12 @@ async def create_run(
     runs: RunsDep,
     settings: SettingsDep,
     budget: RunBudgetDep,
+    idempotency_key: IdempotencyKeyDep = None,
 ) -> RunAccepted:
-    run = await queue_follow_up(store, runs, settings, budget, caller, session_id, body)
+    """Queue a follow-up turn. With an `Idempotency-Key`, the same request sent again queues nothing
+    more and answers with the same run."""
+    run_id = idempotent_id("r_", caller.tenant, session_id, idempotency_key) if idempotency_key else None
+    run = await queue_follow_up(store, runs, settings, budget, caller, session_id, body, run_id)
     return RunAccepted(run_id=run.run_id, events_url=_events_url(request, session_id))
 
 

@@ -10,13 +10,17 @@
 --             ARGV[12] multitask, ARGV[13] queued_data_json, ARGV[14] create: '1' a new session,
 --             '2' the session, made now if missing (a client-chosen chat id), '0' an existing one,
 --             ARGV[15] cancel_channel, then session fields as name, value pairs
--- Returns {'ok', seq, 'started'|'pending'} | {'missing'} | {'gone'} | {'exists'} | {'conflict', active_run_id}
+-- Returns {'ok', seq, 'started'|'pending'} | {'again', seq} | {'missing'} | {'gone'} | {'exists'} |
+-- {'conflict', active_run_id}. 'again': the run is recorded already, queued by this same request sent
+-- before (its id comes from the request's idempotency key: gateway/access/ids.py); nothing changes.
 local k, s = session_context()
 local run_id, multitask = ARGV[10], ARGV[12]
+if redis.call('HEXISTS', k.runs, run_id) == 1 then return {'again', get_run(k.runs, run_id).queued_seq} end
 
 local create = ARGV[14] == '1'
 if create then
   if redis.call('EXISTS', k.meta) == 1 then return {'exists'} end
+  if redis.call('EXISTS', k.gone) == 1 then return {'gone'} end  -- (a deleted session's id, made again)
 elseif redis.call('EXISTS', k.meta) == 0 then
   if redis.call('EXISTS', k.gone) == 1 then return {'gone'} end
   if ARGV[14] ~= '2' then return {'missing'} end

@@ -237,9 +237,11 @@ async def test_create_session_and_send_wait_out_a_failover_s_read_only_redis_and
         await redis.aclose()
 
 
-async def test_a_write_whose_fate_is_unknown_is_raised_and_a_read_waits_for_redis_to_come_back(
-    tmp_path: Path, start_gateway: Any
+async def test_writes_and_reads_wait_out_redis_gone_and_do_nothing_twice(
+    tmp_path: Path, start_gateway: Any, settings: Settings
 ) -> None:
+    # Regression: a 503 `redis_unavailable` (the script may have run before the connection broke)
+    # was raised to the caller of create_session and send; now they carry an idempotency key and wait.
     server = RedisServer(tmp_path, appendonly=True).start()
     try:
         gateway: Gateway = await start_gateway(redis_url=server.url)
@@ -248,18 +250,87 @@ async def test_a_write_whose_fate_is_unknown_is_raised_and_a_read_waits_for_redi
             session = await client.create_session(None)
             await asyncio.to_thread(server.stop)  # SIGTERM: the AOF has the session when it starts again
             answers.seen.clear()
-            with pytest.raises(ApiError) as raised:
-                await client.create_session("hello")  # the script may have run before the connection broke
-            assert (raised.value.status, raised.value.type, raised.value.retry_after) == (503, "redis_unavailable", 1)
-            assert len(answers.seen) == 1  # not sent again
+            creating = asyncio.ensure_future(client.create_session("hello"))
+            sending = asyncio.ensure_future(client.send(session.session_id, "hi"))
             reading = asyncio.ensure_future(client.get_session(session.session_id))
-            await eventually(lambda: len(answers.seen) >= 2, within=20)
+            await eventually(lambda: answers.seen.count(("POST", 503, "redis_unavailable")) >= 2, within=20)
             server = RedisServer(tmp_path, port=server.port, appendonly=True).start()
-            state = await reading
-        assert state["session_id"] == session.session_id
-        assert answers.seen[1:] == [*[("GET", 503, "redis_unavailable")] * (len(answers.seen) - 2), ("GET", 200, None)]
+            created, run_id, state = await asyncio.gather(creating, sending, reading)
+            assert state["session_id"] == session.session_id
+            assert [run["run_id"] for run in (await client.get_session(session.session_id))["runs"]] == [run_id]
+            assert [run["run_id"] for run in (await client.get_session(created.session_id))["runs"]] == [created.run_id]
+        assert {(method, status) for method, status, _ in answers.seen} >= {("POST", 201), ("POST", 202), ("GET", 200)}
+        redis = Redis.from_url(server.url)
+        try:
+            assert len(await redis.keys(Keys(settings.key_prefix).session("*").meta)) == 2  # made once each
+        finally:
+            await redis.aclose()
     finally:
         server.stop()
+
+
+async def test_a_write_whose_answer_was_lost_is_sent_again_and_made_once(
+    start_gateway: Any, settings: Settings, redis: Redis
+) -> None:
+    """The worst instant: the gateway did it, and the connection broke before its answer arrived."""
+    gateway: Gateway = await start_gateway()
+    async with _LosingProxy(gateway.port, lose=2) as proxy, AsyncTokentail(proxy.url) as client:
+        created = await client.create_session("hello", params={"tokens": 3})  # its first answer lost
+        run_id = await client.send(created.session_id, "again", multitask="enqueue")  # and this one's
+        assert proxy.lost == 2
+        state = await client.get_session(created.session_id)
+    assert [run["run_id"] for run in state["runs"]] == [created.run_id, run_id]  # one run each
+    assert len(await redis.keys(Keys(settings.key_prefix).session("*").meta)) == 1  # one session
+
+
+class _LosingProxy:
+    """A TCP proxy to the gateway that forwards requests and, for the first `lose` connections,
+    closes the client's connection instead of passing the answer on: done, and the answer lost."""
+
+    def __init__(self, port: int, lose: int) -> None:
+        self.port, self.left, self.lost = port, lose, 0
+        self.url = ""
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> "_LosingProxy":
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        gateway_in, gateway_out = await asyncio.open_connection("127.0.0.1", self.port)
+        losing = self.left > 0
+        self.left -= losing
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, drop: bool) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await source.read(65536):
+                    if drop:  # the gateway answered: the client never hears it
+                        self.lost += 1
+                        break
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        tasks = [
+            asyncio.ensure_future(pipe(client_in, gateway_out, False)),
+            asyncio.ensure_future(pipe(gateway_in, client_out, losing)),
+        ]
+        self._tasks.update(tasks)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        client_out.close()
+        gateway_out.close()
 
 
 async def test_a_call_whose_connection_could_not_be_made_is_sent_again(settings: Settings) -> None:
@@ -277,23 +348,30 @@ async def test_a_call_whose_connection_could_not_be_made_is_sent_again(settings:
 
 
 @pytest.mark.parametrize(
-    ("method", "status", "type_", "again"),
+    ("safe", "status", "type_", "again"),
     [
-        ("GET", 503, "redis_unavailable", True),
-        ("GET", 502, "http_error", True),
-        ("GET", 429, "rate_limited", True),
-        ("GET", 404, "session_not_found", False),
-        ("POST", 429, "rate_limited", True),  # refused before anything is written
-        ("POST", 503, "redis_read_only", True),  # Redis refused the write
-        ("POST", 503, "redis_full", True),
-        ("POST", 503, "redis_unavailable", False),  # the script may have run before the connection broke
-        ("POST", 502, "http_error", False),  # a proxy's: the gateway may have done it
-        ("POST", 504, "http_error", False),
-        ("POST", 409, "run_conflict", False),
+        (True, 503, "redis_unavailable", True),  # a read, a keyed write or a cancel: on any passing failure
+        (True, 502, "http_error", True),
+        (True, 504, "http_error", True),
+        (True, 429, "rate_limited", True),
+        (True, 404, "session_not_found", False),
+        (True, 409, "run_conflict", False),
+        (False, 429, "rate_limited", True),  # any other write: refused before anything is written
+        (False, 503, "redis_read_only", True),  # Redis refused the write
+        (False, 503, "redis_full", True),
+        (False, 503, "redis_unavailable", False),  # the script may have run before the connection broke
+        (False, 502, "http_error", False),  # a proxy's: the gateway may have done it
+        (False, 504, "http_error", False),
     ],
 )
-def test_which_answers_a_rest_call_is_sent_again_after(method: str, status: int, type_: str, again: bool) -> None:
-    assert retried(method, ApiError(status, type_, "")) is again
+def test_which_answers_a_rest_call_is_sent_again_after(safe: bool, status: int, type_: str, again: bool) -> None:
+    assert retried(safe, ApiError(status, type_, "")) is again
+
+
+def test_which_lost_connections_a_rest_call_is_sent_again_after() -> None:
+    never_made, lost_mid_call = httpx2.ConnectError("refused"), httpx2.ReadError("reset")
+    assert retried(False, never_made) and retried(True, never_made)
+    assert retried(True, lost_mid_call) and not retried(False, lost_mid_call)
 
 
 def test_a_retry_after_past_the_time_left_is_not_waited_for() -> None:

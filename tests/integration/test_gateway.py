@@ -12,6 +12,7 @@ from tests.sse_client import Received, read_events
 from tests.waiting import eventually, scaled
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared.events import RunCompleted
+from tokentail.shared.keys import Keys
 from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.settings import Settings
@@ -108,6 +109,35 @@ async def test_a_follow_up_while_a_run_is_active_is_rejected(client: httpx2.Asyn
     assert response.json()["error"]["type"] == "run_conflict"
     state = (await client.get(f"/v1/sessions/{created['session_id']}")).json()
     assert state["status"] == "queued" and state["active_run_id"] == created["run_id"]
+
+
+async def test_a_request_sent_again_with_its_idempotency_key_makes_nothing_twice(
+    client: httpx2.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    key = {"Idempotency-Key": "0b6f2c4e-retry-me"}
+    first = await client.post("/v1/sessions", json={"input": "hi"}, headers=key)
+    again = await client.post("/v1/sessions", json={"input": "hi"}, headers=key)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert {k: again.json()[k] for k in ("session_id", "run_id")} == {
+        k: first.json()[k] for k in ("session_id", "run_id")
+    }
+    session_id = first.json()["session_id"]
+    runs_url = f"/v1/sessions/{session_id}/runs"
+    follow_up = {"input": "more", "multitask": "enqueue"}
+    queued = [await client.post(runs_url, json=follow_up, headers={"Idempotency-Key": "k2"}) for _ in range(2)]
+    assert [response.status_code for response in queued] == [202, 202]
+    assert queued[0].json()["run_id"] == queued[1].json()["run_id"]
+    # Run while the first is active, the same key would have been refused (`reject`) if it were new.
+    assert (await client.post(runs_url, json={"input": "more"}, headers={"Idempotency-Key": "k2"})).status_code == 202
+    state = (await client.get(f"/v1/sessions/{session_id}")).json()
+    assert [run["run_id"] for run in state["runs"]] == [first.json()["run_id"], queued[0].json()["run_id"]]
+    events = await redis.xrange(Keys(settings.key_prefix).session(session_id).events)
+    assert [fields[b"type"] for _, fields in events] == [b"run.queued", b"run.queued"]  # one each
+    # Another key is another session; a key that is not printable ASCII is refused.
+    other = await client.post("/v1/sessions", json={"input": "hi"}, headers={"Idempotency-Key": "another"})
+    assert other.json()["session_id"] != session_id
+    bad = await client.post("/v1/sessions", json={"input": "hi"}, headers={"Idempotency-Key": "has space"})
+    assert bad.status_code == 422
 
 
 async def test_the_session_shows_partial_text_while_running(
