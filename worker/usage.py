@@ -124,7 +124,10 @@ class UsageMeter:
         chars = unreported_chars(events, run.run_id, reported.get("seq", 0), run.started_seq)
         if chars:
             self._earlier[previous] = with_estimate(reported, chars)
-            await self._recorder.record_usage(int(previous), self._earlier[previous])
+            try:
+                await self._recorder.record_usage(int(previous), self._earlier[previous])
+            except Exception as exc:  # the run's total has it all the same; only a later takeover would not
+                logger.warning("the estimate of attempt %s was not recorded: %s", previous, exc)
 
     async def settle(self) -> None:
         """Wait until what was reported is recorded (before the attempt gives its lease up)."""

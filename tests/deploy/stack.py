@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import yaml
 
+from tests.fixtures.processes import outlives_the_test
 from tests.waiting import eventually_sync
 from tokentail.redis_server import find_redis_server, free_port
 
@@ -345,6 +346,7 @@ class Replica:
     def start(self) -> None:
         self.log = self.log_path.open("ab")
         self.process = subprocess.Popen(self.argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        outlives_the_test(self.process.pid)  # the stack's (a module's): a test that restarts it leaves it running
 
     def stop(self, grace: float) -> None:
         if self.process is not None and self.process.poll() is None:

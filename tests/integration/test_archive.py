@@ -46,6 +46,24 @@ async def ttls(redis: Redis, keys: list[bytes]) -> list[int]:
     return [await redis.ttl(key) for key in keys]
 
 
+@pytest.fixture
+async def own_postgres(archive_settings: Settings) -> AsyncIterator[tuple[PostgresServer, Settings, Archive]]:
+    """A PostgreSQL of the test's own, migrated, to stop or freeze; the settings and an archive on it."""
+    server = PostgresServer().start()
+    try:
+        await migrate(server.url)
+        settings = archive_settings.model_copy(update={"archive_url": server.url})
+        archive = Archive(server.url, settings.key_prefix)
+        await archive.start()
+        try:
+            yield server, settings, archive
+        finally:
+            server.thaw()
+            await archive.close()
+    finally:
+        server.stop()
+
+
 async def test_migrations_run_once_and_a_schema_behind_is_refused_with_what_to_do(postgres: PostgresServer) -> None:
     assert await migrate(postgres.url) == []  # the fixture applied them; again, and at once, nothing
     assert list(await asyncio.gather(migrate(postgres.url), migrate(postgres.url))) == [[], []]
@@ -124,34 +142,28 @@ async def test_a_stream_is_trimmed_only_past_what_the_archive_has_and_reads_on_w
 
 
 async def test_a_postgres_down_delays_the_archiving_and_loses_nothing(
-    redis: Redis, archive_settings: Settings, postgres: PostgresServer, start_gateway: Any
+    redis: Redis, own_postgres: tuple[PostgresServer, Settings, Archive], start_gateway: Any
 ) -> None:
-    # A server of this test's own, stopped while a session waits to be archived.
-    own = PostgresServer().start()
-    try:
-        await migrate(own.url)
-        settings = archive_settings.model_copy(update={"archive_url": own.url})
-        archive = Archive(own.url, settings.key_prefix)
-        await archive.start()
-        own.pause()
-        runs = RunLifecycle(redis, settings)
-        session_id, _ = await write_turns(runs, turns=2, deltas=20)  # runs end as ever
-        archiver = Archiver(redis, archive, settings, claim_ms=1000)
-        with pytest.raises(ArchiveUnavailable):
-            await archiver.archive_due()
-        keys = await session_keys(redis, settings, session_id)
-        assert keys and set(await ttls(redis, keys)) == {-1}  # nothing forgotten meanwhile
-        gateway = await start_gateway(archive_url=own.url)
-        async with httpx2.AsyncClient(base_url=gateway.url) as client:
-            live = await read_events(client, f"/v1/sessions/{session_id}/events")  # Redis serves it
-            assert len(live.ids) == 2 * 23
-            own.resume()
-            await asyncio.sleep(1.1)  # the claim of the failed attempt lapses, and the entry comes due
-            await archive_all(archiver)
-            assert len(await archive.read(session_id, 0, 1000)) == 2 * 23
-        await archive.close()
-    finally:
-        own.stop()
+    server, settings, archive = own_postgres
+    server.pause()  # stopped while a session waits to be archived
+    runs = RunLifecycle(redis, settings)
+    session_id, _ = await write_turns(runs, turns=2, deltas=20)  # runs end as ever
+    archiver = Archiver(redis, archive, settings, claim_ms=1000)
+    with pytest.raises(ArchiveUnavailable):
+        await archiver.archive_due()
+    keys = await session_keys(redis, settings, session_id)
+    assert keys and set(await ttls(redis, keys)) == {-1}  # nothing forgotten meanwhile
+    gateway = await start_gateway(archive_url=settings.archive_url)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        live = await read_events(client, f"/v1/sessions/{session_id}/events")  # Redis serves it
+        assert len(live.ids) == 2 * 23
+    server.resume()
+
+    async def archived() -> bool:  # once the claim of the failed attempt lapses, the entry comes due
+        await archive_all(archiver)
+        return len(await archive.read(session_id, 0, 1000)) == 2 * 23
+
+    await eventually(archived, within=15, what="the session archived once Postgres is back")
 
 
 async def test_retention_deletes_what_was_archived_before_it(
@@ -318,24 +330,6 @@ async def test_events_that_differ_from_the_archives_under_the_same_ids_stop_arch
     assert (await redis.zscore(index, clashing) or 0) > time.time() * 1000 + 300_000  # looked at again later
     # The other session of the same round is archived as ever.
     assert len(await archive.read(fine, 0, 100)) == 7
-
-
-@pytest.fixture
-async def own_postgres(archive_settings: Settings) -> AsyncIterator[tuple[PostgresServer, Settings, Archive]]:
-    """A PostgreSQL of the test's own, migrated, to stop or freeze; the settings and an archive on it."""
-    server = PostgresServer().start()
-    try:
-        await migrate(server.url)
-        settings = archive_settings.model_copy(update={"archive_url": server.url})
-        archive = Archive(server.url, settings.key_prefix)
-        await archive.start()
-        try:
-            yield server, settings, archive
-        finally:
-            server.thaw()
-            await archive.close()
-    finally:
-        server.stop()
 
 
 async def test_a_reconnect_inside_what_redis_holds_follows_a_live_session_while_postgres_is_down(

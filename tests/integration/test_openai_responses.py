@@ -292,17 +292,24 @@ async def test_a_plain_stream_that_is_cut_cancels_its_run(two_gateways: list[Gat
     await eventually(lambda: _status(second, seen[0].response.id, "cancelled"), within=10)
 
 
+async def _with_openai_webhooks(
+    receiver: Receiver, start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+) -> tuple[AsyncOpenAI, dict[str, Any]]:
+    """A stack whose tenant posts its webhooks to `receiver` in OpenAI's format; its SDK client, and
+    the webhook configuration it answered."""
+    settings = {"agents": AGENTS, "webhook_allowed_urls": [receiver.url + "/hooks/"], **AUTH}
+    await start_worker(**settings)
+    gateway = await start_gateway(**settings)
+    client = sdk(gateway)
+    configured = await client.put("/webhook", body={"url": receiver.url + "/hooks/", "format": "openai"}, cast_to=dict)
+    return client, configured
+
+
 async def test_webhooks_in_openai_s_names_verified_by_the_sdk(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
 ) -> None:
     async with Receiver() as receiver:
-        settings = {"agents": AGENTS, "webhook_allowed_urls": [receiver.url + "/hooks/"], **AUTH}
-        await start_worker(**settings)
-        gateway = await start_gateway(**settings)
-        client = sdk(gateway)
-        configured = await client.put(
-            "/webhook", body={"url": receiver.url + "/hooks/", "format": "openai"}, cast_to=dict
-        )
+        client, configured = await _with_openai_webhooks(receiver, start_gateway, start_worker)
         assert configured["format"] == "openai"
         asked = await client.responses.create(model="careful", input="What is 6 * 7?", extra_body=FAST)
         approval: list[Any] = [
@@ -506,13 +513,7 @@ async def test_openai_webhooks_of_a_deleted_conversation_name_each_response(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
 ) -> None:
     async with Receiver(always_refuse=True) as receiver:  # nothing is delivered before the deletion
-        settings = {"agents": AGENTS, "webhook_allowed_urls": [receiver.url + "/hooks/"], **AUTH}
-        await start_worker(**settings)
-        gateway = await start_gateway(**settings)
-        client = sdk(gateway)
-        configured = await client.put(
-            "/webhook", body={"url": receiver.url + "/hooks/", "format": "openai"}, cast_to=dict
-        )
+        client, configured = await _with_openai_webhooks(receiver, start_gateway, start_worker)
         first = await client.responses.create(model="two", input="go")
         asked: Any = first.output[-1]  # a tokentail_input function call
         answer: list[Any] = [{"type": "function_call_output", "call_id": asked.call_id, "output": "blue"}]
