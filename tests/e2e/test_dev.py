@@ -22,25 +22,30 @@ from tokentail.client import Tokentail
 from tokentail.redis_server import free_port
 from tokentail.shared.events import Event
 
+# When each process `_children` found started (clock ticks since boot): with pid_max at 32768, a
+# pid is given again within one run of the suite, and `_alive` must not take the new one for it.
+_STARTED: dict[int, str] = {}
+
 
 def _children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, ... starttime (the 20th)
         except OSError:
             continue
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
+            _STARTED[found[-1]] = fields[19]
     return found
 
 
 def _alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return False
-    return state != "Z"
+    return fields[0] != "Z" and _STARTED.get(pid, fields[19]) == fields[19]
 
 
 def _start_dev(port: int, *options: str, dev_options: tuple[str, ...] = (), **settings: str) -> subprocess.Popen[bytes]:
