@@ -30,7 +30,9 @@ REQUIRED_ENV = "TOKENTAIL_DOCKER_REQUIRED"
 PREFIX_ENV = "TOKENTAIL_COMPOSE_PROJECT_PREFIX"
 MIN_ENGINE = (25, 0)  # the healthchecks' start_interval
 
-STARTED = re.compile(r"run (\S+) of session \S+ started \(attempt (\d+), (?:start|takeover|resume)\)")  # worker/run.py
+STARTED = re.compile(  # worker/run.py
+    r"run (\S+) of session \S+ started \(attempt (\d+), (?:start|takeover|resume)\) in worker pid \d+"
+)
 HANDED_OVER = re.compile(r"run (\S+) of session \S+ handed over: .*")
 
 API_KEY = "compose-test-key-0123456789"
