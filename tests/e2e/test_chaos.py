@@ -16,11 +16,17 @@ import pytest
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.redis_cluster import LocalCluster, require
-from tests.waiting import eventually, scaled
+from tests.waiting import eventually, scaled, slowdown
 from tokentail.worker.providers.scripted import scripted_tokens
 
 TOKENS = 250
 PARAMS = {"tokens": TOKENS, "tokens_per_second": 50}
+
+
+def _paced() -> dict[str, float]:
+    """PARAMS, slower on a loaded machine: the run must still be streaming when the standby workers
+    are up and the first one dies (the answer is the same at any pace)."""
+    return {**PARAMS, "tokens_per_second": PARAMS["tokens_per_second"] / slowdown()}
 
 
 async def _crash_mid_run(stack: Stack, how: signal.Signals) -> tuple[list[Watcher], float]:
@@ -29,7 +35,7 @@ async def _crash_mid_run(stack: Stack, how: signal.Signals) -> tuple[list[Watche
     urls = [stack.gateway(), stack.gateway()]
     first = stack.worker()
     async with httpx2.AsyncClient(timeout=30) as client:
-        body = {"input": "survive this", "params": PARAMS}
+        body = {"input": "survive this", "params": _paced()}
         created = (await client.post(f"{urls[0]}/v1/sessions", json=body)).json()
         path = f"/v1/sessions/{created['session_id']}/events"
         watchers = [Watcher(client, f"{urls[i % 2]}{path}") for i in range(4)]
@@ -73,7 +79,7 @@ async def test_a_killed_worker_s_run_is_taken_over_and_completed(fast_leases: St
     for watcher in watchers:
         _assert_whole(watcher)
     print(f"\nkill -> first new token after SIGKILL (lease 2 s, reap every 1 s): {takeover:.2f} s")  # noqa: T201
-    assert takeover < 10
+    assert takeover < scaled(10)
 
 
 async def test_on_a_redis_cluster_a_killed_worker_s_run_is_taken_over_and_completed(cluster_stack: Stack) -> None:
@@ -84,7 +90,7 @@ async def test_on_a_redis_cluster_a_killed_worker_s_run_is_taken_over_and_comple
     for watcher in watchers:
         _assert_whole(watcher)
     print(f"\ntakeover after SIGKILL on a cluster (lease 2 s, reap every 1 s): {takeover:.2f} s")  # noqa: T201
-    assert takeover < 10
+    assert takeover < scaled(10)
 
 
 async def test_a_stopping_worker_hands_its_run_over_at_once(stack: Stack) -> None:
@@ -92,7 +98,7 @@ async def test_a_stopping_worker_hands_its_run_over_at_once(stack: Stack) -> Non
     for watcher in watchers:
         _assert_whole(watcher)
     print(f"\nhand-over after SIGTERM (lease 5 s): {takeover:.2f} s")  # noqa: T201
-    assert takeover < 5  # well inside the 5 s lease: nobody waited for it to expire
+    assert takeover < scaled(5)  # well inside the 5 s lease: nobody waited for it to expire (on a quiet machine)
 
 
 async def test_a_run_whose_workers_keep_dying_fails_after_max_attempts(fast_leases: Stack) -> None:

@@ -8,6 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.sessions import start_a_run
+from tests.waiting import eventually
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.lua import load_script
@@ -156,7 +157,7 @@ async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone
         for i, (sid, run) in enumerate(started)
     ]
     holders = [asyncio.create_task(_hold(keeper)) for keeper in keepers]
-    await asyncio.sleep(0.7)  # three beats of 0.2 s
+    await eventually(lambda: len(round_trips) >= 3, what="three beats of renewals")  # a beat is 0.2 s
     for holder in holders:
         holder.cancel()
     await asyncio.gather(*holders, return_exceptions=True)
@@ -168,7 +169,7 @@ async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone
 
 async def _hold(keeper: LeaseKeeper) -> None:
     async with keeper:
-        await asyncio.sleep(10)
+        await asyncio.sleep(3600)  # until the test cancels it
 
 
 async def test_a_round_trip_cancelled_before_its_replies_leaves_no_reply_behind(
