@@ -5,6 +5,7 @@ Python and nothing else can still run tokentail.
 """
 
 import contextlib
+import random
 import shutil
 import socket
 import subprocess
@@ -31,9 +32,28 @@ or use a Redis you already run: tokentail dev --redis-url redis://127.0.0.1:6379
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, for a server started next. Taken below the kernel's ephemeral range
+    where there is room: a port from inside it (what binding port 0 gives) may meanwhile become the
+    local end of any outgoing connection, and the server then fails to bind ("address already in use")."""
+    low = _ephemeral_low()
+    for _ in range(50):
+        port = random.randrange(10_000, low) if low > 11_000 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0  # not Linux: the kernel's choice
 
 
 class RedisServer:
