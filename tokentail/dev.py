@@ -74,6 +74,9 @@ def run_dev(
             offline_url = f"http://127.0.0.1:{offline_port}/v1" if offline else None
             env = _environment(str(redis_url), log_level, log_format, offline_url)
 
+            def redis_lost() -> str | None:  # Redis is the state: its end ends everything, even a start
+                return _redis_lost(redis)
+
             def spawn(name: str, *command: str) -> None:
                 if stopping.asked:
                     raise Stop
@@ -83,13 +86,13 @@ def run_dev(
 
             if offline_port is not None:
                 spawn("offline model", *CLI, "offline", "--port", str(offline_port))
-                _wait_ready(f"http://127.0.0.1:{offline_port}", children, stopping)
-            replicas = _start_gateways_and_workers(spawn, host, port, gateways, workers, children, stopping)
+                _wait_ready(f"http://127.0.0.1:{offline_port}", children, stopping, redis_lost)
+            replicas = _start_gateways_and_workers(spawn, host, port, gateways, workers, children, stopping, redis_lost)
             base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-            _wait_ready(base, children, stopping)
+            _wait_ready(base, children, stopping, redis_lost)
             origins = env["TOKENTAIL_CORS_ORIGINS"]
             _banner(base, str(redis_url), workers, replicas, origins, temporary=redis is not None, offline=offline_url)
-            status = supervise(children, env, preexec, stopping, essential=lambda: _redis_lost(redis))
+            status = supervise(children, env, preexec, stopping, essential=redis_lost)
             if status == 0:
                 click.echo("\ntokentail dev: stopping", err=True)
             return status
@@ -114,6 +117,7 @@ def _start_gateways_and_workers(
     workers: int,
     children: list[Child],
     stopping: Stopping,
+    lost: Callable[[], str | None],
 ) -> list[str]:
     """One gateway on the port; or several, each on a port of its own (returned), behind a balancer on it."""
     replicas = [] if gateways == 1 else [f"127.0.0.1:{free_port()}" for _ in range(gateways)]
@@ -124,7 +128,7 @@ def _start_gateways_and_workers(
         spawn(f"worker {i + 1}", *CLI, "worker", "--port", "0")  # no probe server: nothing probes them here
     if replicas:
         for replica in replicas:
-            _wait_ready(f"http://{replica}", children, stopping)
+            _wait_ready(f"http://{replica}", children, stopping, lost)
         spawn("balancer", sys.executable, "-m", "tokentail.balancer", f"{host}:{port}", *replicas)
     return replicas
 
@@ -154,11 +158,17 @@ def _redis_lost(redis: RedisServer | None) -> str | None:
     return f"redis-server (pid {redis.process.pid}) {how_it_ended(returncode)}: it holds every session and the queue"
 
 
-def _wait_ready(base: str, children: list[Child], stopping: Stopping, timeout: float = 30.0) -> None:
+def _wait_ready(
+    base: str, children: list[Child], stopping: Stopping, lost: Callable[[], str | None], timeout: float = 30.0
+) -> None:
+    """Until `base` is ready; a child that exits meanwhile, or the loss `lost` names (Redis's: the
+    gateway is never ready without it), ends the wait with the reason."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if stopping.asked:
             raise Stop
+        if (what := lost()) is not None:
+            raise RuntimeError(f"{what}; stopping")
         for child in children:
             if (returncode := child.exited()) is not None:
                 raise RuntimeError(f"{child.name} (pid {child.pid}) {how_it_ended(returncode)} while starting")
