@@ -424,10 +424,8 @@ class RunLifecycle:
             raise ValueError("a segment is a run's: name the run")
         keys, args = self._run_script_args(session_id)
         async with self._outbox(session_id):  # the run in line behind it may start now
-            cancel = [*args, self.keys.cancel_channel, CANCELLED_BY_REQUEST, run_id or "", ""]
-            if segment is not None:
-                cancel[-1] = segment
-            cancel.append("1" if ended_at_question else "0")
+            named = [run_id or "", "" if segment is None else segment, "1" if ended_at_question else "0"]
+            cancel = [*args, self.keys.cancel_channel, CANCELLED_BY_REQUEST, *named]
             result = await self._acknowledged(self._cancel_run, keys, cancel)
         _missing_or_gone(result[0], session_id)
         if result[0] == b"no_run":

@@ -130,13 +130,7 @@ class SessionStore:
         if not meta:
             return None, []
         session = _session_record(session_id, meta, runs_json)
-        outputs = {run.run_id: run.output or "" for run in session.runs}
-        return session, [
-            event._replace(data=with_output(event.data, outputs.get(json.loads(event.data)["run_id"], "")))
-            if event.type == _RUN_COMPLETED
-            else event
-            for event in parse_raw_entries(entries)
-        ]
+        return session, _with_outputs_of(parse_raw_entries(entries), {run.run_id: run.output for run in session.runs})
 
     async def get_run(self, session_id: str, run_id: str, steps: bool = False) -> RunRecord | None:
         """The run's record; with `steps`, and the steps it recorded (while it is active)."""
@@ -226,18 +220,16 @@ class SessionStore:
 
     async def with_outputs(self, session_id: str, events: list[StoredEvent]) -> list[StoredEvent]:
         """`events` with the output of each `run.completed` added back from its run's record."""
-        ends = [i for i, event in enumerate(events) if event.type == _RUN_COMPLETED]
-        if not ends:
+        run_ids = [json.loads(event.data)["run_id"] for event in events if event.type == _RUN_COMPLETED]
+        if not run_ids:
             return events
-        run_ids = [json.loads(events[i].data)["run_id"] for i in ends]
         records = await cast(
             Awaitable[list[bytes | None]], self.redis.hmget(self.keys.session(session_id).runs, run_ids)
         )
-        completed = list(events)
-        for i, record in zip(ends, records, strict=True):
-            output = json.loads(record).get("output") if record else None
-            completed[i] = events[i]._replace(data=with_output(events[i].data, output or ""))
-        return completed
+        outputs = {
+            run_id: json.loads(record).get("output") for run_id, record in zip(run_ids, records, strict=True) if record
+        }
+        return _with_outputs_of(events, outputs)
 
     async def _range(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
         key = self.keys.session(session_id).events
@@ -266,6 +258,16 @@ class SessionStore:
 
 
 _RUN_COMPLETED = EventType.RUN_COMPLETED.encode()
+
+
+def _with_outputs_of(events: list[StoredEvent], outputs: dict[str, str | None]) -> list[StoredEvent]:
+    """`events` with each `run.completed` given its run's output, from `outputs` by run id."""
+    return [
+        event._replace(data=with_output(event.data, outputs.get(json.loads(event.data)["run_id"]) or ""))
+        if event.type == _RUN_COMPLETED
+        else event
+        for event in events
+    ]
 
 
 def _session_record(session_id: str, meta: dict[bytes, bytes], runs_json: list[bytes]) -> SessionRecord:

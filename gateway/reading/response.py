@@ -99,9 +99,14 @@ class EventStreamResponse(Response):
             await self._on_close()
 
     async def _watch(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        await disconnected(receive)
         self._feed.stop()
+
+
+async def disconnected(receive: Receive) -> None:
+    """Return once the client has gone (its request's body was read already: only that is left)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def call_detaching(

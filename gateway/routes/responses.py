@@ -39,6 +39,7 @@ from tokentail.gateway.encodings.responses import ResponseEvents
 from tokentail.gateway.encodings.translation import compact
 from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
 from tokentail.gateway.reading.hub import Chunk, StreamHub
+from tokentail.gateway.reading.response import disconnected
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
 from tokentail.shared.errors import SessionExpired, SessionNotFound
@@ -77,18 +78,12 @@ async def wait_for_end(
                     break
 
 
-async def _until_disconnected(request: Request) -> None:
-    """Return once the client has gone (its request's body was read already: only that is left)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 async def wait_unless_left(
     request: Request, hub: StreamHub, ref: ResponseRef, events: ResponseEvents, batch: int
 ) -> bool:
     """Follow the response until it ends, watching its client: False if the client left first."""
     ending = asyncio.ensure_future(wait_for_end(hub, ref, events, batch, seconds=None))
-    leaving = asyncio.ensure_future(_until_disconnected(request))
+    leaving = asyncio.ensure_future(disconnected(request.receive))
     try:
         await asyncio.wait({ending, leaving}, return_when=asyncio.FIRST_COMPLETED)
     finally:
