@@ -6,7 +6,8 @@
     tool.started              TOOL_CALL_START, TOOL_CALL_ARGS (the whole arguments), TOOL_CALL_END
     tool.completed / .failed  TOOL_CALL_RESULT (a failure's content is {"error": ...})
     status, data.<name>       CUSTOM {name: "status" | <name>, value}
-    run.retrying              MESSAGES_SNAPSHOT: the thread without the dead attempt
+    run.retrying              MESSAGES_SNAPSHOT: the thread without anything of the run (it starts
+                              over, and streams again what came before an answered question too)
     run.continued             nothing, or when it drops the text of a model turn a crash cut,
                               MESSAGES_SNAPSHOT: the thread with the run's messages it keeps
     run.completed             RUN_FINISHED {outcome: success, usage}
@@ -19,16 +20,19 @@
 Each frame is `data: <json>` and the last frame an event became carries its `id:`, so an
 EventSource (or any reader) that reconnects with `Last-Event-ID` continues after what it fully has.
 Ids of messages are made from event ids, so a replay gives a client the same messages again. A
-thread's messages (for the snapshots) start from the session's record and follow the runs.
+thread's messages (for the snapshots) start from the session's record and follow the runs. A stream
+that goes on after an answer reads the run from its start, quietly up to the answer, so that a
+snapshot after it holds what the run showed before the question.
 """
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import assert_never
 
 from ag_ui.core import (
     AssistantMessage,
     BaseEvent,
     CustomEvent,
+    FunctionCall,
     Interrupt,
     Message,
     MessagesSnapshotEvent,
@@ -45,15 +49,37 @@ from ag_ui.core import (
     TextMessageEndEvent,
     TextMessageStartEvent,
     TokenUsage,
+    ToolCall,
     ToolCallArgsEvent,
     ToolCallEndEvent,
     ToolCallResultEvent,
     ToolCallStartEvent,
+    ToolMessage,
     UserMessage,
 )
 
-from tokentail.gateway.encodings.translation import Translation, compact
-from tokentail.shared.events import Gap
+from tokentail.gateway.encodings.renderer import Renderer, compact
+from tokentail.gateway.reading.reducer import (
+    AttemptStarted,
+    BlockAppended,
+    BlockClosed,
+    BlockOpened,
+    ContentDropped,
+    DataShown,
+    GapFound,
+    Operation,
+    QuestionAnswered,
+    QuestionAsked,
+    Reducer,
+    RunEnded,
+    RunOpened,
+    StatusShown,
+    ToolCalled,
+    ToolDenied,
+    ToolFailedOp,
+    ToolFinished,
+)
+from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 from tokentail.shared.records import RunRecord
 
 
@@ -70,7 +96,7 @@ def thread_messages(runs: list[RunRecord]) -> list[Message]:
 Part = str  # an event as JSON
 
 
-class AgUiEvents(Translation[Part]):
+class AgUiEvents(Renderer[Part]):
     def __init__(
         self,
         thread_id: str,
@@ -80,190 +106,119 @@ class AgUiEvents(Translation[Part]):
         snapshot_first: bool = False,
         answered: frozenset[str] = frozenset(),
         continuing: bool = False,
-        before: str = "",
     ) -> None:
         """`thread_id` as the client named it; `history`: the thread's messages before the first
-        run this stream shows; `snapshot_first`: open that run with the thread so far (a client
-        connecting mid-run rebuilds its messages from it rather than doubling what it holds);
-        `answered`: the input ids of questions answered when the stream opens (a replay goes past
-        them: only a question still waiting interrupts the run); `continuing`: the stream goes on with
-        run `run_id` after an answer (`RunAgentInput.resume`), as a run of its own, after `before`:
-        the text the run streamed before the question (what a retry keeps)."""
-        super().__init__(run_id, quiet_until)
+        run this stream shows; `quiet_until`: the client has the events up to this id;
+        `snapshot_first`: open that run with the thread so far (a client connecting mid-run rebuilds
+        its messages from it rather than doubling what it holds); `answered`: the input ids of
+        questions answered when the stream opens (a replay goes past them: only a question still
+        waiting interrupts the run); `continuing`: the stream goes on with run `run_id` after an
+        answer (`RunAgentInput.resume`), as an AG-UI run of its own."""
+        super().__init__(Reducer(run_id, quiet_until, answered))
         self.thread_id = thread_id
         self._messages = list(history)
         self._snapshot_first = snapshot_first
+        self._continuing = continuing
         self._inputs: dict[str, str] = {}  # of runs queued, not yet shown
         self._run: str | None = None  # the run being shown: runs of a session go one at a time
-        self._open: tuple[str, str] | None = None  # ("text" | "reasoning", message id)
         self._last_text: str | None = None  # the message a tool call belongs to
-        self._answered = answered
-        self._continuing = continuing
-        # The run's text messages: this attempt's since its last question, and those before it, which
-        # a retry keeps (an attempt after an answer goes on from the question, not from the start).
-        self._said: dict[str, str] = {}
-        self._kept: list[Message] = [AssistantMessage(id=f"{run_id}-asked", content=before)] if before else []
 
-    def head(self, gap: Gap | None) -> bytes:
-        if not self._continuing or self.run_id is None:
-            return super().head(gap)
-        self._run = self.run_id
-        return self.frames(_parts(RunStartedEvent(thread_id=self.thread_id, run_id=self.run_id)), None) + super().head(
-            gap
+    def opening(self, gap: Gap | None) -> list[Part]:
+        run_id = self.reducer.run_id
+        started = (
+            _parts(RunStartedEvent(thread_id=self.thread_id, run_id=run_id)) if self._continuing and run_id else []
         )
+        return started + super().opening(gap)
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
         lines = [f"data: {part}\n\n" for part in parts]
-        if seq is not None:
+        if seq is not None and lines:
             lines[-1] = f"id: {seq}\n{lines[-1]}"
         return "".join(lines).encode()
 
-    def on_gap(self, gap: Gap) -> list[Part]:
-        return _parts(CustomEvent(name="gap", value=gap.model_dump()))
+    def render(self, operation: Operation) -> list[Part]:  # noqa: C901 (one case per operation)
+        match operation:
+            case RunOpened(run_id=run_id, input=text):
+                self._inputs[run_id] = text
+                return self._begin(run_id)
+            case AttemptStarted(run_id=run_id):
+                return self._begin(run_id)
+            case GapFound(gap=gap):
+                return _parts(CustomEvent(name="gap", value=gap.model_dump()))
+            case _ if operation.run_id != self._run:
+                return []  # a run queued behind the one shown: its turn comes
+            case BlockOpened(run_id=run_id, kind="text", block=block):
+                self._last_text = f"{run_id}-{block}"
+                return _parts(TextMessageStartEvent(message_id=self._last_text, role="assistant"))
+            case BlockOpened(run_id=run_id, block=block):
+                message_id = f"{run_id}-{block}"
+                return _parts(
+                    ReasoningStartEvent(message_id=message_id), ReasoningMessageStartEvent(message_id=message_id)
+                )
+            case BlockAppended(run_id=run_id, kind="text", block=block, text=text):
+                return _parts(TextMessageContentEvent(message_id=f"{run_id}-{block}", delta=text))
+            case BlockAppended(run_id=run_id, block=block, text=text):
+                return _parts(ReasoningMessageContentEvent(message_id=f"{run_id}-{block}", delta=text))
+            case BlockClosed(run_id=run_id, kind="text", block=block):
+                return _parts(TextMessageEndEvent(message_id=f"{run_id}-{block}"))
+            case BlockClosed(run_id=run_id, block=block):
+                message_id = f"{run_id}-{block}"
+                return _parts(ReasoningMessageEndEvent(message_id=message_id), ReasoningEndEvent(message_id=message_id))
+            case ToolCalled(call_id=call_id, name=name, arguments=arguments):
+                return _parts(
+                    ToolCallStartEvent(tool_call_id=call_id, tool_call_name=name, parent_message_id=self._last_text),
+                    ToolCallArgsEvent(tool_call_id=call_id, delta=compact(arguments)),
+                    ToolCallEndEvent(tool_call_id=call_id),
+                )
+            case ToolFinished() | ToolFailedOp() | ToolDenied():
+                return _parts(_result(operation))
+            case StatusShown(text=text):
+                return _parts(CustomEvent(name="status", value={"text": text}))
+            case DataShown(name=name, data=data):
+                return _parts(CustomEvent(name=name, value=data))
+            case QuestionAsked(answered=True) | QuestionAnswered():
+                return []  # the run goes on: as one AG-UI run, or the next one (`continuing`)
+            case QuestionAsked(run_id=run_id, question=question):
+                if self.reducer.run_id is not None:
+                    self.finished = True  # the response ends while the run waits
+                outcome = RunFinishedInterruptOutcome(interrupts=[_interrupt(question)])
+                return self._end(RunFinishedEvent(thread_id=self.thread_id, run_id=run_id, outcome=outcome))
+            case ContentDropped(kept=kept):
+                self._last_text = None
+                shown = [*self._messages, *self._shown(kept)]
+                return _parts(MessagesSnapshotEvent(messages=shown))
+            case RunEnded(ending=ending):
+                return self._end(self._ended(ending))
+            case _:
+                assert_never(operation)
 
-    def on_data(self, name: str, data: dict[str, Any], seq: int) -> list[Part]:
-        return _parts(CustomEvent(name=name, value=data["data"])) if self._shows(data) else []
-
-    def on_queued(self, data: dict[str, Any], seq: int) -> list[Part]:
-        self._inputs[data["run_id"]] = data["input"]
-        return self._begin(data["run_id"]) if self._run is None else []
-
-    def on_started(self, data: dict[str, Any], seq: int) -> list[Part]:
-        return self._begin(data["run_id"]) if self._run is None else []
-
-    def on_text(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._shows(data):
-            return []
-        events: list[BaseEvent] = []
-        if self._open is None or self._open[0] != "text":
-            events = self._close()
-            self._open = ("text", f"{data['run_id']}-{seq}")
-            self._last_text = self._open[1]
-            events.append(TextMessageStartEvent(message_id=self._open[1], role="assistant"))
-        if data["text"]:
-            events.append(TextMessageContentEvent(message_id=self._open[1], delta=data["text"]))
-            self._said[self._open[1]] = self._said.get(self._open[1], "") + data["text"]
-        return _parts(*events)
-
-    def on_reasoning(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._shows(data):
-            return []
-        events: list[BaseEvent] = []
-        if self._open is None or self._open[0] != "reasoning":
-            events = self._close()
-            self._open = ("reasoning", f"{data['run_id']}-{seq}")
-            events += [
-                ReasoningStartEvent(message_id=self._open[1]),
-                ReasoningMessageStartEvent(message_id=self._open[1]),
-            ]
-        if data["text"]:
-            events.append(ReasoningMessageContentEvent(message_id=self._open[1], delta=data["text"]))
-        return _parts(*events)
-
-    def on_status(self, data: dict[str, Any], seq: int) -> list[Part]:
-        return _parts(CustomEvent(name="status", value={"text": data["text"]})) if self._shows(data) else []
-
-    def on_tool_started(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._shows(data):
-            return []
-        call_id = data["call_id"]
-        return _parts(
-            *self._close(),
-            ToolCallStartEvent(tool_call_id=call_id, tool_call_name=data["name"], parent_message_id=self._last_text),
-            ToolCallArgsEvent(tool_call_id=call_id, delta=compact(data["arguments"])),
-            ToolCallEndEvent(tool_call_id=call_id),
-        )
-
-    def on_tool_completed(self, data: dict[str, Any], seq: int) -> list[Part]:
-        result = data["result"]
-        return self._tool_result(data, result if isinstance(result, str) else compact(result))
-
-    def on_tool_failed(self, data: dict[str, Any], seq: int) -> list[Part]:
-        return self._tool_result(data, compact({"error": data["error"]}))
-
-    def on_retrying(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._shows(data):
-            return []
-        self._last_text = None
-        self._said = {}
-        return _parts(*self._close(), MessagesSnapshotEvent(messages=[*self._messages, *self._kept]))
-
-    def on_continued(self, data: dict[str, Any], seq: int) -> list[Part]:
-        keep_until = data["from_event_id"]
-        dropped = [message_id for message_id in self._said if _seq_of(message_id) > keep_until]
-        open_dropped = self._open is not None and _seq_of(self._open[1]) > keep_until
-        if not self._shows(data) or not (dropped or open_dropped):
-            return []  # nothing dropped: the run goes on in the open message
-        for message_id in dropped:
-            del self._said[message_id]
-        if self._last_text in dropped:
-            self._last_text = None
-        said = [AssistantMessage(id=message_id, content=text) for message_id, text in self._said.items()]
-        return _parts(*self._close(), MessagesSnapshotEvent(messages=[*self._messages, *self._kept, *said]))
-
-    def on_completed(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._shows(data):
-            return []
-        self._forget_run()
-        usage = data["usage"]
-        counts = {name: usage[name] for name in ("input_tokens", "output_tokens") if isinstance(usage.get(name), int)}
-        self._messages.append(AssistantMessage(id=data["run_id"], content=data["output"]))
-        finished = RunFinishedEvent(
-            thread_id=self.thread_id,
-            run_id=data["run_id"],
-            outcome={"type": "success"},
-            usage=[TokenUsage(**counts)] if counts else None,
-        )
-        return self._end(finished)
-
-    def on_failed(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._shows(data):
-            return []
-        self._forget_run()
-        return self._end(RunErrorEvent(message=data["error"]["message"], code=data["error"]["type"]))
-
-    def on_cancelled(self, data: dict[str, Any], seq: int) -> list[Part]:
-        self._inputs.pop(data["run_id"], None)  # a run cancelled in line never started: nothing to show
-        if not self._shows(data):
-            return []
-        self._forget_run()
-        return self._end(
-            RunFinishedEvent(thread_id=self.thread_id, run_id=data["run_id"], outcome={"type": "cancelled"})
-        )
-
-    def on_input_required(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._shows(data):
-            return []
-        self._kept += [AssistantMessage(id=message_id, content=text) for message_id, text in self._said.items()]
-        self._said = {}
-        if data["input_id"] in self._answered:
-            return []  # a question answered before: the run goes on, as one run
-        expires_at = data.get("expires_at")
-        interrupt = Interrupt(
-            id=data["input_id"],
-            reason="approval" if data["kind"] == "approval" else "input_required",
-            message=data["prompt"],
-            tool_call_id=data.get("call_id"),
-            response_schema=data["schema"],
-            expires_at=datetime.fromtimestamp(expires_at, UTC).isoformat() if expires_at is not None else None,
-            metadata={"kind": data["kind"]},
-        )
-        outcome = RunFinishedInterruptOutcome(interrupts=[interrupt])
-        if self.run_id is not None:
-            self.finished = True  # the response ends while the run waits
-        return self._end(RunFinishedEvent(thread_id=self.thread_id, run_id=data["run_id"], outcome=outcome))
-
-    def on_input_received(self, data: dict[str, Any], seq: int) -> list[Part]:
-        return []  # the run goes on: its next run.started opens it again (or `continuing` did)
-
-    def _shows(self, data: dict[str, Any]) -> bool:
-        return self._run is not None and data["run_id"] == self._run
+    def _ended(self, ending: Ending) -> BaseEvent:
+        match ending:
+            case RunCompleted(run_id=run_id, output=output, usage=usage):
+                self._messages.append(AssistantMessage(id=run_id, content=output))
+                counts = {
+                    name: usage[name] for name in ("input_tokens", "output_tokens") if isinstance(usage.get(name), int)
+                }
+                outcome = {"type": "success"}
+                tokens = [TokenUsage(**counts)] if counts else None
+                return RunFinishedEvent(thread_id=self.thread_id, run_id=run_id, outcome=outcome, usage=tokens)
+            case RunFailed(error=error):
+                return RunErrorEvent(message=error.message, code=error.type)
+            case RunCancelled(run_id=run_id):
+                return RunFinishedEvent(thread_id=self.thread_id, run_id=run_id, outcome={"type": "cancelled"})
+            case _:
+                assert_never(ending)
 
     def _begin(self, run_id: str) -> list[Part]:
+        """The run's start, the first time it is seen: RUN_STARTED (sent already when `continuing`)."""
+        if self._run is not None:
+            return []
         self._run = run_id
         self._last_text = None
         if (text := self._inputs.pop(run_id, None)) is not None:
             self._messages.append(UserMessage(id=f"{run_id}-input", content=text))
+        if self._continuing:
+            return []
         events: list[BaseEvent] = [RunStartedEvent(thread_id=self.thread_id, run_id=run_id)]
         if self._snapshot_first:
             self._snapshot_first = False
@@ -271,34 +226,56 @@ class AgUiEvents(Translation[Part]):
         return _parts(*events)
 
     def _end(self, event: BaseEvent) -> list[Part]:
-        parts = _parts(*self._close(), event)
         self._run = None
-        return parts
+        self._continuing = False
+        return _parts(event)
 
-    def _forget_run(self) -> None:
-        self._said, self._kept = {}, []
+    def _shown(self, kept: tuple[Operation, ...]) -> list[Message]:
+        """The messages of what a run keeps after a drop, as its events made them."""
+        messages: list[Message] = []
+        texts: dict[str, AssistantMessage] = {}
+        for operation in kept:
+            match operation:
+                case BlockAppended(run_id=run_id, kind="text", block=block, text=text):
+                    message = texts[f"{run_id}-{block}"] = AssistantMessage(id=f"{run_id}-{block}", content=text)
+                    messages.append(message)
+                    self._last_text = message.id
+                case ToolCalled(call_id=call_id, name=name, arguments=arguments):
+                    call = ToolCall(id=call_id, function=FunctionCall(name=name, arguments=compact(arguments)))
+                    parent = texts.get(self._last_text or "")
+                    if parent is not None:
+                        parent.tool_calls = [*(parent.tool_calls or []), call]
+                    else:
+                        messages.append(AssistantMessage(id=call_id, tool_calls=[call]))
+                case ToolFinished() | ToolFailedOp() | ToolDenied():
+                    result = _result(operation)
+                    messages.append(
+                        ToolMessage(id=result.message_id, tool_call_id=result.tool_call_id, content=result.content)
+                    )
+        return messages
 
-    def _tool_result(self, data: dict[str, Any], content: str) -> list[Part]:
-        if not self._shows(data):
-            return []
-        call_id = data["call_id"]
-        return _parts(
-            ToolCallResultEvent(message_id=f"{call_id}-result", tool_call_id=call_id, content=content, role="tool")
-        )
 
-    def _close(self) -> list[BaseEvent]:
-        if self._open is None:
-            return []
-        kind, message_id = self._open
-        self._open = None
-        if kind == "text":
-            return [TextMessageEndEvent(message_id=message_id)]
-        return [ReasoningMessageEndEvent(message_id=message_id), ReasoningEndEvent(message_id=message_id)]
+def _result(operation: ToolFinished | ToolFailedOp | ToolDenied) -> ToolCallResultEvent:
+    match operation:
+        case ToolFinished(result=result):
+            content = result if isinstance(result, str) else compact(result)
+        case ToolFailedOp(error=error) | ToolDenied(error=error):
+            content = compact({"error": error})
+    call_id = operation.call_id
+    return ToolCallResultEvent(message_id=f"{call_id}-result", tool_call_id=call_id, content=content, role="tool")
 
 
-def _seq_of(message_id: str) -> int:
-    """The event id a message's id was made from (`<run id>-<seq>`)."""
-    return int(message_id.rsplit("-", 1)[1])
+def _interrupt(question: InputRequired) -> Interrupt:
+    expires_at = question.expires_at
+    return Interrupt(
+        id=question.input_id,
+        reason="approval" if question.kind == "approval" else "input_required",
+        message=question.prompt,
+        tool_call_id=question.call_id,
+        response_schema=question.answer_schema,
+        expires_at=datetime.fromtimestamp(expires_at, UTC).isoformat() if expires_at is not None else None,
+        metadata={"kind": question.kind},
+    )
 
 
 def _parts(*events: BaseEvent) -> list[Part]:

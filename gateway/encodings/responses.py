@@ -14,7 +14,9 @@ input item of a new response with `previous_response_id`, goes on as that run's 
                           then .done and output_item.done (status completed: tokentail runs the tool)
     tool.completed/failed a `function_call_output` item (a failure's output: {"error": ...})
     run.retrying          the open items end `incomplete`, and every item of the dead attempt is left
-                          out of the final response: the next attempt's text comes in new items
+                          out of the final response: the next attempt's text comes in new items (a
+                          run that starts over after an answer streams again what came before its
+                          question: the earlier response, complete, keeps it too)
     run.continued         nothing: the run goes on in its open item; one that drops events (the text
                           of a model turn a crash cut) ends their open item `incomplete` and leaves
                           their items out of the final response, as run.retrying does the attempt's
@@ -35,10 +37,31 @@ N, on any gateway. Item ids are made from event ids for the same reason.
 """
 
 import json
-from typing import Any
+from typing import Any, assert_never
 
-from tokentail.gateway.encodings.translation import Translation, compact
-from tokentail.shared.events import Gap
+from tokentail.gateway.encodings.renderer import Renderer, compact
+from tokentail.gateway.reading.reducer import (
+    AttemptStarted,
+    BlockAppended,
+    BlockClosed,
+    BlockKind,
+    BlockOpened,
+    ContentDropped,
+    DataShown,
+    GapFound,
+    Operation,
+    QuestionAnswered,
+    QuestionAsked,
+    Reducer,
+    RunEnded,
+    RunOpened,
+    StatusShown,
+    ToolCalled,
+    ToolDenied,
+    ToolFailedOp,
+    ToolFinished,
+)
+from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 
 INPUT_TOOL = "tokentail_input"  # the function_call item a question (not an approval) becomes
 SERVER_LABEL = "tokentail"  # the mcp_approval_request's server_label
@@ -46,14 +69,14 @@ MEDIA_TYPE = "text/event-stream; charset=utf-8"
 Part = dict[str, Any]
 
 
-class ResponseEvents(Translation[Part]):
+class ResponseEvents(Renderer[Part]):
     """One response (`segment` of run `run_id`) as the SDK's stream events. `header` holds the
     Response object's fields that are not built from events (id, model, metadata, ...)."""
 
     media_type = MEDIA_TYPE
 
     def __init__(self, run_id: str, segment: int, header: dict[str, Any], starting_after: int = -1) -> None:
-        super().__init__(run_id)
+        super().__init__(Reducer(run_id))
         self.segment = segment
         self.header = header
         self.starting_after = starting_after
@@ -111,54 +134,90 @@ class ResponseEvents(Translation[Part]):
     def _in_segment(self) -> bool:
         return self.answers_seen == self.segment
 
-    # -- the session's events ----------------------------------------------------------------------
+    # -- the run's operations ---------------------------------------------------------------------
 
-    def on_gap(self, gap: Gap) -> list[Part]:
-        message = f"events were lost before this response: {gap.reason}, first available {gap.first_available}"
-        return [self._event("error", code="gap", message=message, param=None)]
+    def render(self, operation: Operation) -> list[Part]:  # noqa: C901 (one case per operation)
+        match operation:
+            case RunOpened():
+                if self.segment != 0:
+                    return []
+                self.created_at = self.reducer.event_ts
+                return [self._lifecycle("response.created"), self._lifecycle("response.queued")]
+            case AttemptStarted():
+                if not self._in_segment or self.status != "queued":
+                    return []
+                self.status = "in_progress"
+                return [self._lifecycle("response.in_progress")]
+            case QuestionAnswered():
+                self.answers_seen += 1
+                if not self._in_segment:
+                    return []
+                self.created_at = self.reducer.event_ts
+                self.status = "in_progress"
+                return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
+            case BlockOpened(kind=kind, block=block):
+                return self._open_item(kind, block) if self._in_segment else []
+            case BlockAppended(kind=kind, text=text):
+                return self._delta(kind, text) if self._in_segment and self._open is not None else []
+            case BlockClosed(reason=reason):
+                status = "completed" if reason in ("next", "completed") else "incomplete"
+                return self._close(status) if self._in_segment else []
+            case ToolCalled():
+                return self._tool_call(operation)
+            case ToolFinished(call_id=call_id, result=result, seq=seq):
+                return self._tool_output(call_id, result, seq)
+            case (
+                ToolFailedOp(call_id=call_id, error=error, seq=seq) | ToolDenied(call_id=call_id, error=error, seq=seq)
+            ):
+                return self._tool_output(call_id, {"error": error}, seq)
+            case StatusShown() | DataShown():
+                return []  # the Responses API has no such item
+            case QuestionAsked(question=question, seq=seq):
+                return self._question(question, seq) if self._in_segment else []
+            case ContentDropped(after=after):
+                return self._drop(after) if self._in_segment else []
+            case RunEnded(ending=ending):
+                return self._ended(ending)
+            case GapFound(gap=gap):
+                return [self._event("error", code="gap", message=_gap_message(gap), param=None)]
+            case _:
+                assert_never(operation)
 
-    def on_data(self, name: str, data: dict[str, Any], seq: int) -> list[Part]:
+    def _ended(self, ending: Ending) -> list[Part]:
+        match ending:
+            case RunCompleted(usage=usage):
+                self.usage = usage
+                return self._end("completed", "response.completed")
+            case RunFailed(error=error):
+                self.error = {"code": "server_error", "message": f"{error.type}: {error.message}"}
+                return self._end("failed", "response.failed")
+            case RunCancelled():
+                return self._end("cancelled", "response.incomplete")
+            case _:
+                assert_never(ending)
+
+    def _drop(self, after: int) -> list[Part]:
+        """A takeover dropped the run's events after `after` (0: all): the items they opened leave
+        the final response (the open one was closed `incomplete` before). Item ids end in the id of
+        the event that opened them (an approval's: its input id)."""
+        cut = {
+            index
+            for index, item in enumerate(self.items)
+            if (opened := item["id"].rsplit("_", 1)[-1]).isdigit() and int(opened) > after
+        }
+        self.dropped.update(cut)
         return []
 
-    def on_status(self, data: dict[str, Any], seq: int) -> list[Part]:
-        return []
-
-    def on_queued(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if self.segment != 0:
-            return []
-        self.created_at = self.event_ts
-        return [self._lifecycle("response.created"), self._lifecycle("response.queued")]
-
-    def on_started(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._in_segment or self.status != "queued":
-            return []
-        self.status = "in_progress"
-        return [self._lifecycle("response.in_progress")]
-
-    def on_input_received(self, data: dict[str, Any], seq: int) -> list[Part]:
-        self.answers_seen += 1
-        if not self._in_segment:
-            return []
-        self.created_at = self.event_ts
-        self.status = "in_progress"
-        return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
-
-    def on_text(self, data: dict[str, Any], seq: int) -> list[Part]:
-        return self._delta("message", data["text"], seq)
-
-    def on_reasoning(self, data: dict[str, Any], seq: int) -> list[Part]:
-        return self._delta("reasoning", data["text"], seq)
-
-    def on_tool_started(self, data: dict[str, Any], seq: int) -> list[Part]:
-        arguments = compact(data["arguments"])
-        self._tools[data["call_id"]] = (data["name"], arguments)
+    def _tool_call(self, call: ToolCalled) -> list[Part]:
+        arguments = compact(call.arguments)
+        self._tools[call.call_id] = (call.name, arguments)
         if not self._in_segment:
             return []
         item = {
             "type": "function_call",
-            "id": f"fc_{seq}",
-            "call_id": data["call_id"],
-            "name": data["name"],
+            "id": f"fc_{call.seq}",
+            "call_id": call.call_id,
+            "name": call.name,
             "arguments": "",
             "status": "in_progress",
         }
@@ -167,77 +226,35 @@ class ResponseEvents(Translation[Part]):
         parts.append(self._event("response.function_call_arguments.delta", **position, delta=arguments))
         item.update(arguments=arguments, status="completed")
         parts.append(
-            self._event("response.function_call_arguments.done", **position, name=data["name"], arguments=arguments)
+            self._event("response.function_call_arguments.done", **position, name=call.name, arguments=arguments)
         )
         parts.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
         return parts
 
-    def on_tool_completed(self, data: dict[str, Any], seq: int) -> list[Part]:
-        return self._tool_output(data["call_id"], data["result"], seq)
-
-    def on_tool_failed(self, data: dict[str, Any], seq: int) -> list[Part]:
-        return self._tool_output(data["call_id"], {"error": data["error"]}, seq)
-
-    def on_retrying(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._in_segment:
-            return []
-        parts = self._close("incomplete")
-        self.dropped.update(range(self._attempt_start, len(self.items)))
-        self._attempt_start = len(self.items)
-        return parts
-
-    def on_continued(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._in_segment:
-            return []
-        # Item ids end in the id of the event that opened them (an approval's: its input id).
-        cut = {
-            index
-            for index, item in enumerate(self.items)
-            if (seq := item["id"].rsplit("_", 1)[-1]).isdigit() and int(seq) > data["from_event_id"]
-        }
-        if not cut:
-            return []
-        parts = self._close("incomplete") if self._open is not None and self._open[1] in cut else []
-        self.dropped.update(cut)
-        return parts
-
-    def on_completed(self, data: dict[str, Any], seq: int) -> list[Part]:
-        self.usage = data["usage"]
-        return self._end("completed", "response.completed")
-
-    def on_failed(self, data: dict[str, Any], seq: int) -> list[Part]:
-        error = data["error"]
-        self.error = {"code": "server_error", "message": f"{error['type']}: {error['message']}"}
-        return self._end("failed", "response.failed")
-
-    def on_cancelled(self, data: dict[str, Any], seq: int) -> list[Part]:
-        return self._end("cancelled", "response.incomplete")
-
-    def on_input_required(self, data: dict[str, Any], seq: int) -> list[Part]:
-        if not self._in_segment:
-            return []
-        call_id = data.get("call_id")
-        if data["kind"] == "approval" and call_id in self._tools:
+    def _question(self, question: InputRequired, seq: int) -> list[Part]:
+        """An approval of a tool call: an `mcp_approval_request` item; any other question: a
+        `function_call` of `tokentail_input`. The response completes with it: the run waits."""
+        call_id = question.call_id
+        if question.kind == "approval" and call_id in self._tools:
             name, arguments = self._tools[call_id]
             item: Part = {
                 "type": "mcp_approval_request",
-                "id": data["input_id"],
+                "id": question.input_id,
                 "name": name,
                 "arguments": arguments,
                 "server_label": SERVER_LABEL,
             }
         else:
-            question = {key: data.get(key) for key in ("prompt", "kind", "schema")}
+            asked = {"prompt": question.prompt, "kind": question.kind, "schema": question.answer_schema}
             item = {
                 "type": "function_call",
                 "id": f"fc_{seq}",
-                "call_id": data["input_id"],
+                "call_id": question.input_id,
                 "name": INPUT_TOOL,
-                "arguments": compact(question),
+                "arguments": compact(asked),
                 "status": "completed",
             }
-        parts = [*self._close("completed"), *self._add_whole(item)]
-        return parts + self._end("completed", "response.completed")
+        return [*self._close("completed"), *self._add_whole(item), *self._end("completed", "response.completed")]
 
     # -- items -------------------------------------------------------------------------------------
 
@@ -261,32 +278,20 @@ class ResponseEvents(Translation[Part]):
         parts.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
         return parts
 
-    def _delta(self, kind: str, text: str, seq: int) -> list[Part]:
-        """Text (or reasoning) streamed: in the open item of its kind, opened first if need be."""
-        if not self._in_segment:
-            return []
-        parts = self._open_item(kind, seq)
-        index = self._open_index()
-        self._pieces.append(text)
-        if text:
-            position = {"item_id": self.items[index]["id"], "output_index": index}
-            if kind == "message":
-                delta = self._event("response.output_text.delta", **position, content_index=0, delta=text, logprobs=[])
-            else:
-                delta = self._event("response.reasoning_summary_text.delta", **position, summary_index=0, delta=text)
-            parts.append(delta)
-        return parts
-
-    def _open_index(self) -> int:
+    def _delta(self, kind: BlockKind, text: str) -> list[Part]:
+        """Text (or reasoning) streamed, in the open item."""
         assert self._open is not None
-        return self._open[1]
+        index = self._open[1]
+        self._pieces.append(text)
+        position = {"item_id": self.items[index]["id"], "output_index": index}
+        if kind == "text":
+            return [self._event("response.output_text.delta", **position, content_index=0, delta=text, logprobs=[])]
+        return [self._event("response.reasoning_summary_text.delta", **position, summary_index=0, delta=text)]
 
-    def _open_item(self, kind: str, seq: int) -> list[Part]:
-        # Events are serialised after the whole batch is translated, so each carries copies: the
+    def _open_item(self, kind: BlockKind, seq: int) -> list[Part]:
+        # Events are serialised after the whole batch is rendered, so each carries copies: the
         # item's content (or summary) is a new list, and the added event keeps its empty one.
-        if self._open is not None and self._open[0] == kind:
-            return []
-        if kind == "message":
+        if kind == "text":
             item: Part = {"type": "message", "id": f"msg_{seq}", "role": "assistant", "status": "in_progress"}
             part: Part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             parts, index = self._add_item({**item, "content": []})
@@ -300,7 +305,7 @@ class ResponseEvents(Translation[Part]):
             self.items[index]["summary"] = [part]
             position = {"item_id": item["id"], "output_index": index, "summary_index": 0}
             parts.append(self._event("response.reasoning_summary_part.added", **position, part=dict(part)))
-        self._open = (kind, index)
+        self._open = ("message" if kind == "text" else "reasoning", index)
         self._pieces = []
         return parts
 
@@ -340,9 +345,13 @@ class ResponseEvents(Translation[Part]):
             return []
         parts = self._close("completed" if status == "completed" else "incomplete")
         self.status = status
-        self.completed_at = self.event_ts
+        self.completed_at = self.reducer.event_ts
         self.finished = True
         return [*parts, self._lifecycle(type_)]
+
+
+def _gap_message(gap: Gap) -> str:
+    return f"events were lost before this response: {gap.reason}, first available {gap.first_available}"
 
 
 def _copy(item: Part) -> Part:

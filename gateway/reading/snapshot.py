@@ -18,24 +18,14 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from tokentail.shared.events import DATA_PREFIX, TERMINAL_EVENTS, EventType
+from tokentail.gateway.reading.reducer import drop_point, dropped_by, parse
+from tokentail.shared.events import TERMINAL_EVENTS, EventType
 from tokentail.shared.store import SessionStore, StoredEvent
 
 SNAPSHOT_BEHIND = 256  # a client this many events behind (or from the start) gets a snapshot, if it asked
 HELD_BYTES = 1_048_576  # a segment larger than this is sent as it is: what one reader holds stays bounded
 
 _MERGED = frozenset({EventType.MESSAGE_DELTA.encode(), EventType.REASONING_DELTA.encode()})
-_AGENT = frozenset(
-    event.encode()
-    for event in (
-        EventType.MESSAGE_DELTA,
-        EventType.REASONING_DELTA,
-        EventType.STATUS,
-        EventType.TOOL_STARTED,
-        EventType.TOOL_COMPLETED,
-        EventType.TOOL_FAILED,
-    )
-)
 _STARTED = EventType.RUN_STARTED.encode()
 _RETRYING = EventType.RUN_RETRYING.encode()
 _CONTINUED = EventType.RUN_CONTINUED.encode()
@@ -46,10 +36,6 @@ _ENDS = frozenset(event.encode() for event in TERMINAL_EVENTS)
 class Snapshot:
     up_to: int  # its id: the client has the session up to here once it applied it
     data: bytes  # {"events": [{"id", "event", "data"}, ...]}
-
-
-def _is_agent_event(event_type: bytes) -> bool:
-    return event_type in _AGENT or event_type.startswith(DATA_PREFIX.encode())
 
 
 def _frame(seq: int, event_type: bytes, data: bytes) -> bytes:
@@ -155,19 +141,23 @@ class _Deltas:
 
 
 def _dropped(held: list[StoredEvent]) -> set[int]:
-    """The ids of a segment's agent events that a later `run.retrying` (all of its run's so far) or
-    `run.continued` (its run's after `from_event_id`) drops: clients would drop them anyway. Parses
+    """The ids of a segment's events that a later `run.retrying` or `run.continued` of their run
+    drops (the reducer's rule, gateway/reading/reducer.py): clients would drop them anyway. Parses
     events only in the rare segment that has one."""
     dropped: set[int] = set()
     for index, event in enumerate(held):
         if event.type not in (_RETRYING, _CONTINUED):
             continue
-        data = json.loads(event.data)
-        after = 0 if event.type == _RETRYING else data["from_event_id"]
+        data = parse(event)
+        after = drop_point(data) if data is not None else None
+        if data is None or after is None:
+            continue
         for earlier in held[:index]:
-            if earlier.seq > after and _is_agent_event(earlier.type):
-                if json.loads(earlier.data).get("run_id") == data["run_id"]:
-                    dropped.add(earlier.seq)
+            if (
+                dropped_by(after, earlier.seq, earlier.type.decode())
+                and json.loads(earlier.data).get("run_id") == data.run_id
+            ):
+                dropped.add(earlier.seq)
     return dropped
 
 

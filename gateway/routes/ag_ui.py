@@ -92,16 +92,17 @@ async def _resume(
     else:
         waiting, after = await turns.answer(session, {entry.interrupt_id: entry.payload})
     history = thread_messages(_before(session.runs, waiting.run_id))
-    before = waiting.asked[-1].output_before if waiting.asked else ""
+    # Read from the run's start, quiet up to the answer: a drop after it knows what the run showed.
     events = AgUiEvents(
         body.thread_id,
         history,
         run_id=waiting.run_id,
+        quiet_until=after,
         answered=frozenset(waiting.answers),
         continuing=True,
-        before=before,
     )
-    return await streams.open(session_id, after, events, "ag-ui", resuming=False, reserved=reserved)
+    assert waiting.queued_seq is not None
+    return await streams.open(session_id, waiting.queued_seq - 1, events, "ag-ui", resuming=False, reserved=reserved)
 
 
 @router.get(

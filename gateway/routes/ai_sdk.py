@@ -41,10 +41,11 @@ async def send(body: ChatRequest, turns: ChatTurnsDep, streams: StreamsDep) -> R
     async with streams.reserve() as reserved:  # the stream's slot first: a 429 queued nothing
         if approvals := body.approvals():  # sent by addToolApprovalResponse: the run goes on
             waiting, received = await turns.answer(await turns.store.get_session(session_id), approvals)
-            events = UiMessageStream(waiting.run_id, frozenset(waiting.answers), continuing=True)
-            return await streams.open(
-                session_id, received, events, "ai-sdk", HEADERS, resuming=False, reserved=reserved
-            )
+            # Read from the run's start, quiet up to the answer: a drop after it knows what the message holds.
+            events = UiMessageStream(waiting.run_id, frozenset(waiting.answers), continuing=True, quiet_until=received)
+            assert waiting.queued_seq is not None
+            after = waiting.queued_seq - 1
+            return await streams.open(session_id, after, events, "ai-sdk", HEADERS, resuming=False, reserved=reserved)
         run = await turns.send(session_id, body.user_text())
         assert run.queued_seq is not None
         events = UiMessageStream(run.run_id)

@@ -113,14 +113,14 @@ class _ChatSocket:
             raise InvalidInput("a request is a send, resume or abort frame with a chat `id`")
         session_id = await self.turns.session(frame["id"])
         skip: int = -1
-        after: int | None = None
         translation: UiMessageStream | None = None
         run: RunRecord | None
         if kind == "send":
             request = ChatRequest.model_validate(frame)
             if approvals := request.approvals():  # addToolApprovalResponse: the run goes on
-                run, after = await self.turns.answer(await self.turns.store.get_session(session_id), approvals)
-                translation = UiMessageStream(run.run_id, frozenset(run.answers), continuing=True)
+                run, received = await self.turns.answer(await self.turns.store.get_session(session_id), approvals)
+                # From the run's start, quiet up to the answer (see routes/ai_sdk.py).
+                translation = UiMessageStream(run.run_id, frozenset(run.answers), continuing=True, quiet_until=received)
             else:
                 run = await self.turns.send(session_id, request.user_text())
         else:
@@ -137,7 +137,7 @@ class _ChatSocket:
             await self.send({"type": "no-active", "requestId": request_id})
             return
         await self.send({"type": "start", "requestId": request_id})
-        after = run.queued_seq - 1 if after is None else after
+        after = run.queued_seq - 1
         translation = translation or UiMessageStream(run.run_id, frozenset(run.answers))
         if await self._chunks(request_id, session_id, translation, after, skip):
             await self.send({"type": "end", "requestId": request_id})
@@ -155,7 +155,7 @@ class _ChatSocket:
         parts = translation.opening(start.gap)
         async with contextlib.aclosing(feed.__aiter__()) as batches:
             async for batch in batches:
-                parts += [part for translated, _ in translation.translate(batch) for part in translated]
+                parts += [part for translated, _ in translation.rendered(batch) for part in translated]
                 for part in parts:
                     sequence += 1
                     if sequence > skip:

@@ -35,8 +35,8 @@ from tokentail.gateway.deps import (
     StoreDep,
     StreamsDep,
 )
+from tokentail.gateway.encodings.renderer import compact
 from tokentail.gateway.encodings.responses import ResponseEvents
-from tokentail.gateway.encodings.translation import compact
 from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
 from tokentail.gateway.reading.hub import Chunk, StreamHub
 from tokentail.gateway.reading.response import disconnected
@@ -59,7 +59,7 @@ async def replay(store: SessionStore, ref: ResponseRef, events: ResponseEvents) 
     """Run the response's stored events so far through `events` (a Response object as of now)."""
     after = ref.after
     while not events.finished and (stored := await store.read(ref.session.session_id, after, 1000)):
-        events.translate(Batch([Chunk(stored)]))
+        events.rendered(Batch([Chunk(stored)]))
         after = stored[-1].seq
 
 
@@ -73,7 +73,7 @@ async def wait_for_end(
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds), contextlib.aclosing(feed.__aiter__()) as batches:
             async for got in batches:
-                events.translate(got)
+                events.rendered(got)
                 if events.finished:
                     break
 

@@ -12,8 +12,8 @@ from pydantic import TypeAdapter
 
 from tokentail.gateway.encodings.ag_ui import AgUiEvents, thread_messages
 from tokentail.gateway.encodings.ai_sdk import UiMessageStream
+from tokentail.gateway.encodings.renderer import Renderer
 from tokentail.gateway.encodings.sse import PING
-from tokentail.gateway.encodings.translation import Translation
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared.events import Gap
@@ -52,7 +52,7 @@ def sse_data(body: bytes) -> list[Any]:
     return [json.loads(line[6:]) for frame in frames for line in frame.split("\n") if line.startswith("data: {")]
 
 
-def translate(translation: Translation[Any], events: list[StoredEvent], gap: Gap | None = None) -> bytes:
+def translate(translation: Renderer[Any], events: list[StoredEvent], gap: Gap | None = None) -> bytes:
     return translation.head(gap) + translation.batch(Batch([Chunk(events)]))
 
 
@@ -199,7 +199,8 @@ def test_ag_ui_connect_opens_with_the_thread_so_far() -> None:
     assert [message["id"] for message in events[1]["messages"]] == ["r_zero-input", "r_zero", f"{RUN}-input"]
 
 
-# A run that asks before a tool call, is answered, and whose worker then dies once.
+# A run that asks before a tool call, is answered, and whose worker then dies once: it starts over,
+# and streams again what came before the question (the answer is recorded: it is not asked again).
 ASKED: list[tuple[str, dict[str, Any]]] = [
     ("run.queued", {"input": "clean up"}),
     ("run.started", {"attempt": 1}),
@@ -207,10 +208,12 @@ ASKED: list[tuple[str, dict[str, Any]]] = [
     ("tool.started", {"call_id": "c1", "name": "delete_files", "arguments": {"count": 3}}),
     ("input.required", {"input_id": "in_1", "kind": "approval", "prompt": "Delete?", "schema": {}, "call_id": "c1"}),
     ("input.received", {"input_id": "in_1", "answer": {"approved": True}}),
-    ("run.started", {"attempt": 2}),
+    ("run.started", {"attempt": 1, "reason": "resume"}),
     ("message.delta", {"text": "Dele"}),
-    ("run.retrying", {"attempt": 3, "reason": "worker lost"}),
-    ("run.started", {"attempt": 3}),
+    ("run.retrying", {"attempt": 2, "reason": "worker lost"}),
+    ("run.started", {"attempt": 2, "reason": "takeover"}),
+    ("message.delta", {"text": "Checking. "}),
+    ("tool.started", {"call_id": "c1", "name": "delete_files", "arguments": {"count": 3}}),
     ("tool.completed", {"call_id": "c1", "result": "deleted", "duration_ms": 0}),
     ("message.delta", {"text": "Done."}),
     ("run.completed", {"output": "Checking. Done.", "usage": {}}),
@@ -236,11 +239,14 @@ def test_ai_sdk_a_waiting_question_ends_the_response_and_an_answered_one_is_repl
     types = [p["type"] for p in replayed]
     assert types.count("finish") == 1 and types[-1] == "finish" and translation.finished
     assert {"type": "tool-approval-response", "approvalId": "in_1", "approved": True} in replayed
-    # The retry drops what the dead attempt streamed since its start-step: not the text before the question.
-    assert types[types.index("reset-step") - 3 :][:4] == ["start-step", "text-start", "text-delta", "reset-step"]
+    # A resume after the answer goes on in the attempt's step, so the restart's reset-step drops
+    # everything the run showed, the text before the question included: the new attempt streams it again.
+    assert types.count("start-step") == 2
+    kept = replayed[types.index("reset-step") + 1 :]
+    assert [p["delta"] for p in kept if p["type"] == "text-delta"] == ["Checking. ", "Done."]
 
 
-def test_ag_ui_a_waiting_question_interrupts_the_run_and_a_retry_after_the_answer_keeps_what_came_before() -> None:
+def test_ag_ui_a_waiting_question_interrupts_the_run_and_a_restart_after_the_answer_drops_all_of_it() -> None:
     waiting = sse_data(translate(AgUiEvents("t", [], run_id=RUN), stored(ASKED[:5])))
     finished = waiting[-1]
     assert finished["type"] == "RUN_FINISHED" and finished["outcome"]["type"] == "interrupt"
@@ -249,7 +255,7 @@ def test_ag_ui_a_waiting_question_interrupts_the_run_and_a_retry_after_the_answe
     replayed = sse_data(translate(AgUiEvents("t", [], answered=frozenset({"in_1"})), stored(ASKED)))
     assert [e["type"] for e in replayed].count("RUN_STARTED") == 1  # past the answered question: one run
     [snapshot] = [e for e in replayed if e["type"] == "MESSAGES_SNAPSHOT"]
-    assert [m.get("content") for m in snapshot["messages"]] == ["clean up", "Checking. "]
+    assert [m.get("content") for m in snapshot["messages"]] == ["clean up"]  # it streams the rest again
 
 
 def test_a_denied_call_is_the_sdk_s_denied_state_not_an_error() -> None:

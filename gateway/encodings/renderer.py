@@ -1,0 +1,75 @@
+"""What the protocols that are not tokentail's own share: a stream of one reducer's operations
+(gateway/reading/reducer.py), each protocol a renderer of them.
+
+A renderer holds only its framing: what each operation becomes (its `render`, a `match` over the
+closed set of operations ending in `assert_never`, so the type checker names a case it misses), its
+ids and sequence numbers, and how parts are framed. What a takeover drops, what is open, what a
+client resuming is owed: the reducer decides, once for every protocol. So catch-up, live tail and
+resume go through the same feed as tokentail's own stream, and a client that comes back gets the
+same frames again.
+"""
+
+import json
+from typing import Any, Generic, TypeVar
+
+from tokentail.gateway.encodings.sse import PING
+from tokentail.gateway.reading.feed import Batch
+from tokentail.gateway.reading.reducer import GapFound, Operation, Reducer, RunEnded
+from tokentail.shared.events import Gap
+
+Part = TypeVar("Part")  # what an operation becomes before framing: a JSON object, or one already serialised
+
+
+class Renderer(Generic[Part]):
+    media_type = "text/event-stream"
+
+    def __init__(self, reducer: Reducer) -> None:
+        self.reducer = reducer
+        # Over: the run of a run's stream ended, or a pause its protocol ends the response at.
+        self.finished = False
+
+    def render(self, operation: Operation) -> list[Part]:
+        """What one operation becomes."""
+        raise NotImplementedError
+
+    def frames(self, parts: list[Part], seq: int | None) -> bytes:
+        """The protocol's framing of what one event (with its id: None for a gap) became."""
+        raise NotImplementedError
+
+    def opening(self, gap: Gap | None) -> list[Part]:
+        """What the stream starts with, before the first event."""
+        return self.render(GapFound(gap)) if gap is not None else []
+
+    def head(self, gap: Gap | None) -> bytes:
+        return self.frames(self.opening(gap), None)
+
+    def batch(self, batch: Batch) -> bytes:
+        if not batch.chunks:
+            return PING
+        return b"".join(self.frames(parts, seq) for parts, seq in self.rendered(batch))
+
+    def rendered(self, batch: Batch) -> list[tuple[list[Part], int | None]]:
+        """What each event of the batch became, with its id (None for a gap), leaving out events that
+        became nothing or that the client has (the reducer's `quiet`)."""
+        out: list[tuple[list[Part], int | None]] = []
+        if batch.gap is not None:
+            out.append((self.render(GapFound(batch.gap)), None))
+        bound = self.reducer.run_id is not None
+        for event in batch.events:
+            parts: list[Part] = []
+            for operation in self.reducer.reduce(event):
+                parts += self.render(operation)
+                if bound and isinstance(operation, RunEnded):
+                    self.finished = True
+            if parts and not self.reducer.quiet(event.seq):
+                out.append((parts, event.seq))
+            if self.finished:
+                break
+        return out
+
+    def tail(self) -> bytes:
+        return b""
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,428 @@
+"""What a client shows of a session's runs: stored events reduced to protocol-neutral operations.
+
+Every protocol that is not tokentail's own (the AI SDK, AG-UI, the Responses API: gateway/encodings/)
+renders these operations, so the rules below are decided here once, for all of them:
+
+- **Blocks.** Consecutive deltas of one kind (text, reasoning) are one block, opened by the first
+  (its id: that event's id) and closed before anything else the run shows (a tool call, a question,
+  a block of the other kind, a drop, the run's end). A status or data event does not close it.
+- **What a takeover drops** (docs/api.md, *What a client keeps*). `run.retrying`: the run starts
+  over, and everything it showed is dropped, what came before an answered question included (the
+  new attempt streams it all again). `run.continued`: the run's events after `from_event_id` are
+  dropped (text, reasoning, status, data, tool calls; never a question or its answer); with nothing
+  after it, nothing is. `ContentDropped` carries what is kept, as operations to show again.
+- **Resume.** A client that has the events up to `quiet_until` is owed only what follows: the
+  reducer still reads the run from its start (to know what is open and what a drop keeps), and marks
+  what the client has as quiet. A question whose answer is known when the stream opens (`answered`)
+  does not stop a replay.
+
+A run's content (its blocks and events since it last started over) is held while it is shown, about
+the size of its answer: it is what a drop shows again.
+"""
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from tokentail.shared.events import (
+    DATA_PREFIX,
+    EVENT_DATA,
+    CustomData,
+    EventData,
+    EventType,
+    Gap,
+    InputReceived,
+    InputRequired,
+    MessageDelta,
+    ReasoningDelta,
+    RunCancelled,
+    RunCompleted,
+    RunContinued,
+    RunFailed,
+    RunQueued,
+    RunRetrying,
+    RunStarted,
+    StartReason,
+    Status,
+    ToolCompleted,
+    ToolFailed,
+    ToolStarted,
+)
+from tokentail.shared.store import StoredEvent
+
+BlockKind = Literal["text", "reasoning"]
+ClosedBecause = Literal["next", "dropped", "completed", "stopped"]
+
+
+# -- the operations: a closed set; each renderer handles every one (a `match` ending in assert_never) --
+
+
+@dataclass(frozen=True, slots=True)
+class RunOpened:
+    run_id: str
+    input: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStarted:
+    run_id: str
+    attempt: int
+    reason: StartReason  # `resume`: the same attempt goes on after an answer
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockOpened:
+    run_id: str
+    kind: BlockKind
+    block: int  # the block's id: the id of its first delta
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockAppended:
+    run_id: str
+    kind: BlockKind
+    block: int
+    text: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockClosed:
+    run_id: str
+    kind: BlockKind
+    block: int
+    seq: int
+    # Why: something else follows; a takeover's drop (which shows it again if it keeps it); the run
+    # completed; the run failed or was cancelled (its text was cut short).
+    reason: ClosedBecause = "next"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCalled:
+    run_id: str
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    run_id: str
+    call_id: str
+    result: Any
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFailedOp:
+    run_id: str
+    call_id: str
+    error: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDenied:
+    """A person answered no to the call's approval: the tool did not run."""
+
+    run_id: str
+    call_id: str
+    error: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusShown:
+    run_id: str
+    text: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataShown:
+    run_id: str
+    name: str
+    data: Any
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionAsked:
+    run_id: str
+    question: InputRequired
+    answered: bool  # its answer was known when the stream opened: the run goes on past it
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionAnswered:
+    run_id: str
+    input_id: str
+    answer: Any
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContentDropped:
+    """A takeover dropped the run's content after `after` (0: all of it, the run starts over).
+    `kept`: what the run still shows, as operations (a block as opened, its kept text in one append,
+    and closed), for a protocol that shows it again."""
+
+    run_id: str
+    after: int
+    kept: tuple["Operation", ...]
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    run_id: str
+    ending: RunCompleted | RunFailed | RunCancelled
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class GapFound:
+    """Events were lost before the next (made by the gateway: never stored)."""
+
+    gap: Gap
+
+
+Operation = (
+    RunOpened
+    | AttemptStarted
+    | BlockOpened
+    | BlockAppended
+    | BlockClosed
+    | ToolCalled
+    | ToolFinished
+    | ToolFailedOp
+    | ToolDenied
+    | StatusShown
+    | DataShown
+    | QuestionAsked
+    | QuestionAnswered
+    | ContentDropped
+    | RunEnded
+    | GapFound
+)
+
+
+# -- the one rule of what a takeover drops, also used by the native snapshot (reading/snapshot.py) --
+
+# What an agent streams: what a `run.continued` may drop. Questions and answers are the run's: it goes
+# on after them. A `run.retrying` drops everything the run showed, them included.
+AGENT_EVENTS = frozenset(
+    {
+        EventType.MESSAGE_DELTA,
+        EventType.REASONING_DELTA,
+        EventType.STATUS,
+        EventType.TOOL_STARTED,
+        EventType.TOOL_COMPLETED,
+        EventType.TOOL_FAILED,
+    }
+)
+
+
+QUESTION_EVENTS = frozenset({EventType.INPUT_REQUIRED, EventType.INPUT_RECEIVED})
+
+
+def is_agent_event(event_type: str) -> bool:
+    return event_type in AGENT_EVENTS or event_type.startswith(DATA_PREFIX)
+
+
+def drop_point(data: EventData) -> int | None:
+    """The id after which a takeover event drops its run's events (0: all of them), else None."""
+    if isinstance(data, RunRetrying):
+        return 0
+    if isinstance(data, RunContinued):
+        return data.from_event_id
+    return None
+
+
+def dropped_by(after: int, seq: int, event_type: str) -> bool:
+    """Whether a drop of its run's events after `after` drops event `seq` of `event_type`."""
+    return seq > after and (is_agent_event(event_type) or (after == 0 and event_type in QUESTION_EVENTS))
+
+
+def parse(event: StoredEvent) -> EventData | None:
+    """A stored event's data as its model (None for a type this gateway does not know)."""
+    name = event.type.decode()
+    if name.startswith(DATA_PREFIX):
+        return CustomData.model_validate({**json.loads(event.data), "name": name.removeprefix(DATA_PREFIX)})
+    try:
+        model = EVENT_DATA[EventType(name)]
+    except ValueError:
+        return None
+    try:
+        return model.model_validate_json(event.data)
+    except ValidationError:  # written by a newer worker, with a field this gateway does not know
+        known = {key: value for key, value in json.loads(event.data).items() if key in model.model_fields}
+        return model.model_validate(known)
+
+
+# -- the reducer --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Block:
+    kind: BlockKind
+    id: int
+    pieces: list[tuple[int, str]] = field(default_factory=list)  # (event id, text)
+    closed_at: int | None = None
+
+
+# What a run shows besides its blocks (a drop may take it back).
+Shown = (
+    StatusShown | DataShown | ToolCalled | ToolFinished | ToolFailedOp | ToolDenied | QuestionAsked | QuestionAnswered
+)
+
+
+_EVENT_OF: dict[type, str] = {
+    StatusShown: EventType.STATUS,
+    DataShown: DATA_PREFIX,
+    ToolCalled: EventType.TOOL_STARTED,
+    ToolFinished: EventType.TOOL_COMPLETED,
+    ToolFailedOp: EventType.TOOL_FAILED,
+    ToolDenied: EventType.TOOL_FAILED,
+    QuestionAsked: EventType.INPUT_REQUIRED,
+    QuestionAnswered: EventType.INPUT_RECEIVED,
+}
+
+
+def _dropped(item: "_Block | Shown", after: int) -> bool:
+    """Whether a drop after `after` takes back (part of) a run's content item."""
+    if isinstance(item, _Block):
+        return item.pieces[-1][0] > after  # its deltas are agent events
+    return dropped_by(after, item.seq, _EVENT_OF[type(item)])
+
+
+class Reducer:
+    """A session's stored events in, in order; operations out. `run_id`: only that run's events
+    count (a UI protocol's response is one run); `quiet_until`: the client has the events up to this
+    id (see `quiet`); `answered`: input ids of the questions answered when the stream opened."""
+
+    def __init__(self, run_id: str | None = None, quiet_until: int = 0, answered: Iterable[str] = ()) -> None:
+        self.run_id = run_id
+        self.quiet_until = quiet_until
+        self.answered = frozenset(answered)
+        self.event_ts = 0.0  # the Redis time (s) of the event being reduced
+        self._shown: str | None = None  # the run being shown: a session's runs go one at a time
+        self._content: list[_Block | Shown] = []  # what it shows since it last started over
+        self._open: _Block | None = None
+
+    def quiet(self, seq: int) -> bool:
+        """Whether the client has the operations of event `seq` already (a resume after it)."""
+        return seq <= self.quiet_until
+
+    def reduce(self, event: StoredEvent) -> list[Operation]:
+        data = parse(event)
+        if data is None or (self.run_id is not None and data.run_id != self.run_id):
+            return []
+        self.event_ts = event.ts_us / 1e6
+        seq = event.seq
+        if data.run_id != self._shown and not isinstance(data, RunQueued | RunCancelled):
+            self._shown, self._content, self._open = data.run_id, [], None  # a run queued behind may end unshown
+        return self._agent(data, seq) if is_agent_event(event.type.decode()) else self._run(data, seq)
+
+    def _agent(self, data: EventData, seq: int) -> list[Operation]:
+        run_id = data.run_id
+        match data:
+            case MessageDelta(text=text):
+                return self._delta(run_id, "text", text, seq)
+            case ReasoningDelta(text=text):
+                return self._delta(run_id, "reasoning", text, seq)
+            case Status(text=text):
+                return self._show(StatusShown(run_id, text, seq))
+            case CustomData(name=name, data=value):
+                return self._show(DataShown(run_id, name, value, seq))
+            case ToolStarted(call_id=call_id, name=name, arguments=arguments):
+                return [*self._close(seq), *self._show(ToolCalled(run_id, call_id, name, arguments, seq))]
+            case ToolCompleted(call_id=call_id, result=result):
+                return self._show(ToolFinished(run_id, call_id, result, seq))
+            case ToolFailed(call_id=call_id, error=error, denied=True):
+                return self._show(ToolDenied(run_id, call_id, error, seq))
+            case ToolFailed(call_id=call_id, error=error):
+                return self._show(ToolFailedOp(run_id, call_id, error, seq))
+        return []
+
+    def _run(self, data: EventData, seq: int) -> list[Operation]:
+        run_id = data.run_id
+        match data:
+            case RunQueued(input=text):
+                return [RunOpened(run_id, text, seq)]
+            case RunStarted(attempt=attempt, reason=reason):
+                return [*self._close(seq), AttemptStarted(run_id, attempt, reason, seq)]
+            case InputRequired() as question:
+                asked = QuestionAsked(run_id, question, question.input_id in self.answered, seq)
+                return [*self._close(seq), *self._show(asked)]
+            case InputReceived(input_id=input_id, answer=answer):
+                return self._show(QuestionAnswered(run_id, input_id, answer, seq))
+            case RunRetrying() | RunContinued():
+                after = drop_point(data)
+                assert after is not None
+                return self._drop(run_id, after, seq)
+            case RunCompleted() | RunFailed() | RunCancelled():
+                why: ClosedBecause = "completed" if isinstance(data, RunCompleted) else "stopped"
+                closed = self._close(seq, why) if run_id == self._shown else []
+                if run_id == self._shown:
+                    self._shown, self._content = None, []
+                return [*closed, RunEnded(run_id, data, seq)]
+        return []
+
+    def _show(self, operation: Shown) -> list[Operation]:
+        self._content.append(operation)
+        return [operation]
+
+    def _delta(self, run_id: str, kind: BlockKind, text: str, seq: int) -> list[Operation]:
+        operations: list[Operation] = []
+        block = self._open
+        if block is None or block.kind != kind:
+            operations = self._close(seq)
+            block = self._open = _Block(kind, seq)
+            self._content.append(block)
+            operations.append(BlockOpened(run_id, kind, seq, seq))
+        block.pieces.append((seq, text))
+        if text:
+            operations.append(BlockAppended(run_id, kind, block.id, text, seq))
+        return operations
+
+    def _close(self, seq: int, reason: ClosedBecause = "next") -> list[Operation]:
+        block, self._open = self._open, None
+        if block is None or self._shown is None:
+            return []
+        block.closed_at = seq
+        return [BlockClosed(self._shown, block.kind, block.id, seq, reason)]
+
+    def _drop(self, run_id: str, after: int, seq: int) -> list[Operation]:
+        """A takeover's drop: what the run keeps, shown again; nothing if it drops nothing."""
+        if not any(_dropped(item, after) for item in self._content):
+            return []  # the run goes on, in its open block
+        closed = self._close(seq, "dropped")
+        content: list[_Block | Shown] = []
+        kept: list[Operation] = []
+        for item in self._content:
+            if not isinstance(item, _Block):
+                if not _dropped(item, after):
+                    content.append(item)
+                    # A question kept was answered (the run went on): it no longer stops a stream.
+                    kept.append(replace(item, answered=True) if isinstance(item, QuestionAsked) else item)
+                continue
+            pieces = [(at, text) for at, text in item.pieces if at <= after]
+            if not pieces:
+                continue
+            closed_at = item.closed_at if item.closed_at is not None and item.closed_at <= after else seq
+            content.append(_Block(item.kind, item.id, pieces, closed_at))
+            kept.append(BlockOpened(run_id, item.kind, item.id, item.id))
+            if text := "".join(text for _, text in pieces):
+                kept.append(BlockAppended(run_id, item.kind, item.id, text, pieces[-1][0]))
+            kept.append(BlockClosed(run_id, item.kind, item.id, closed_at))
+        self._content = content
+        return [*closed, ContentDropped(run_id, after, tuple(kept), seq)]
