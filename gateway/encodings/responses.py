@@ -283,6 +283,9 @@ class ResponseEvents(Renderer[Part]):
         assert self._open is not None
         index = self._open[1]
         self._pieces.append(text)
+        if self.next_sequence <= self.starting_after:  # a resume past it: only counted (most of a resume)
+            self.next_sequence += 1
+            return []
         position = {"item_id": self.items[index]["id"], "output_index": index}
         if kind == "text":
             return [self._event("response.output_text.delta", **position, content_index=0, delta=text, logprobs=[])]

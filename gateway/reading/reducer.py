@@ -57,17 +57,19 @@ BlockKind = Literal["text", "reasoning"]
 ClosedBecause = Literal["next", "dropped", "completed", "stopped"]
 
 
-# -- the operations: a closed set; each renderer handles every one (a `match` ending in assert_never) --
+# -- the operations: a closed set; each renderer handles every one (a `match` ending in assert_never).
+# Never changed once made (not frozen only because a frozen dataclass is slower to make, and a
+# delta makes one).
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunOpened:
     run_id: str
     input: str
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptStarted:
     run_id: str
     attempt: int
@@ -75,7 +77,7 @@ class AttemptStarted:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BlockOpened:
     run_id: str
     kind: BlockKind
@@ -83,7 +85,7 @@ class BlockOpened:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BlockAppended:
     run_id: str
     kind: BlockKind
@@ -92,7 +94,7 @@ class BlockAppended:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BlockClosed:
     run_id: str
     kind: BlockKind
@@ -103,7 +105,7 @@ class BlockClosed:
     reason: ClosedBecause = "next"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCalled:
     run_id: str
     call_id: str
@@ -112,7 +114,7 @@ class ToolCalled:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolFinished:
     run_id: str
     call_id: str
@@ -120,7 +122,7 @@ class ToolFinished:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolFailedOp:
     run_id: str
     call_id: str
@@ -128,7 +130,7 @@ class ToolFailedOp:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolDenied:
     """A person answered no to the call's approval: the tool did not run."""
 
@@ -138,14 +140,14 @@ class ToolDenied:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StatusShown:
     run_id: str
     text: str
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DataShown:
     run_id: str
     name: str
@@ -153,7 +155,7 @@ class DataShown:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QuestionAsked:
     run_id: str
     question: InputRequired
@@ -161,7 +163,7 @@ class QuestionAsked:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QuestionAnswered:
     run_id: str
     input_id: str
@@ -169,7 +171,7 @@ class QuestionAnswered:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ContentDropped:
     """A takeover dropped the run's content after `after` (0: all of it, the run starts over).
     `kept`: what the run still shows, as operations (a block as opened, its kept text in one append,
@@ -181,14 +183,14 @@ class ContentDropped:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunEnded:
     run_id: str
     ending: RunCompleted | RunFailed | RunCancelled
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GapFound:
     """Events were lost before the next (made by the gateway: never stored)."""
 
@@ -231,6 +233,7 @@ AGENT_EVENTS = frozenset(
 )
 
 
+_AGENT_TYPES = frozenset(event_type.encode() for event_type in AGENT_EVENTS)
 QUESTION_EVENTS = frozenset({EventType.INPUT_REQUIRED, EventType.INPUT_RECEIVED})
 
 
@@ -252,17 +255,19 @@ def dropped_by(after: int, seq: int, event_type: str) -> bool:
     return seq > after and (is_agent_event(event_type) or (after == 0 and event_type in QUESTION_EVENTS))
 
 
+_MODELS = {event_type.encode(): model for event_type, model in EVENT_DATA.items()}
+_DATA_PREFIX = DATA_PREFIX.encode()
+
+
 def parse(event: StoredEvent) -> EventData | None:
     """A stored event's data as its model (None for a type this gateway does not know)."""
-    name = event.type.decode()
-    if name.startswith(DATA_PREFIX):
-        return CustomData.model_validate({**json.loads(event.data), "name": name.removeprefix(DATA_PREFIX)})
+    model = _MODELS.get(event.type)
+    if model is None:
+        if not event.type.startswith(_DATA_PREFIX):
+            return None
+        return CustomData.model_validate({**json.loads(event.data), "name": event.type[len(_DATA_PREFIX) :].decode()})
     try:
-        model = EVENT_DATA[EventType(name)]
-    except ValueError:
-        return None
-    try:
-        return model.model_validate_json(event.data)
+        return model.__pydantic_validator__.validate_json(event.data)  # type: ignore[no-any-return]
     except ValidationError:  # written by a newer worker, with a field this gateway does not know
         known = {key: value for key, value in json.loads(event.data).items() if key in model.model_fields}
         return model.model_validate(known)
@@ -330,7 +335,8 @@ class Reducer:
         seq = event.seq
         if data.run_id != self._shown and not isinstance(data, RunQueued | RunCancelled):
             self._shown, self._content, self._open = data.run_id, [], None  # a run queued behind may end unshown
-        return self._agent(data, seq) if is_agent_event(event.type.decode()) else self._run(data, seq)
+        agent = event.type in _AGENT_TYPES or event.type.startswith(_DATA_PREFIX)
+        return self._agent(data, seq) if agent else self._run(data, seq)
 
     def _agent(self, data: EventData, seq: int) -> list[Operation]:
         run_id = data.run_id
