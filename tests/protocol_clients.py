@@ -291,6 +291,7 @@ class AgUiAgent:
         self._gap = False
         self._stream_started = False
         self._finished = False
+        self._interrupted = False  # pendingInterrupts: a RUN_FINISHED with an interrupt came
         self._text: set[str] = set()  # the stream's open text messages (verifyEvents)
         self._calls: set[str] = set()
         self._events: dict[str, Callable[[Json], None]] = {
@@ -313,12 +314,22 @@ class AgUiAgent:
             "CUSTOM": lambda e: setattr(self, "_gap", self._gap or e["name"] == "gap"),
         }
 
-    def run(self) -> None:
-        """A new stream (runAgent or connectAgent): verifyEvents starts over."""
+    def run(self, answering: bool = False) -> None:
+        """A new stream (runAgent, `answering` the interrupt with `resume`, or connectAgent): verifyEvents
+        starts over. An agent holding an interrupt refuses any other (its onInitialize)."""
+        if self._interrupted and not answering:
+            raise ClientError("Thread has 1 pending interrupt(s) not addressed by resume")
+        self._interrupted = False
         self._stream_started = self._finished = False
         self._text, self._calls = set(), set()
 
-    connect = run
+    def connect(self) -> None:
+        self.run()
+
+    def reload(self) -> None:
+        """A new agent, on a page reloaded (or another device's): it knows nothing yet."""
+        self.__init__()  # type: ignore[misc]
+        self.messages = []
 
     def feed(self, frame: Frame) -> None:
         event = json.loads(frame.data)
@@ -366,6 +377,7 @@ class AgUiAgent:
             raise ClientError(f"RUN_FINISHED while messages or calls are open: {self._text | self._calls}")
         self._finished = True
         kind = event["outcome"]["type"]
+        self._interrupted = kind == "interrupt"
         self._outcome = {"success": "completed", "interrupt": "waiting"}.get(kind, kind)
 
     def _end(self, how: str) -> None:

@@ -465,13 +465,18 @@ def _ai_sdk_journey(log: Log) -> list[Step]:
     return steps
 
 
+def _reload_and_connect(agent: AgUiAgent) -> None:
+    agent.reload()
+    agent.connect()
+
+
 def _ag_ui_journey(log: Log) -> list[Step]:
     steps = [Step(Request("run", log.seqs("run.queued")[0]), lambda agent: agent.run())]
     for received in log.seqs("input.received"):
-        if log.case.elsewhere:  # connectAgent(), after the interrupt was answered elsewhere
-            steps.append(Step(Request("connect", received), lambda agent: agent.connect()))
+        if log.case.elsewhere:  # answered elsewhere: the page, reloaded, calls connectAgent()
+            steps.append(Step(Request("connect", received), _reload_and_connect))
         else:  # runAgent({resume: [...]})
-            steps.append(Step(Request("resume", received), lambda agent: agent.run()))
+            steps.append(Step(Request("resume", received), lambda agent: agent.run(answering=True)))
     return steps
 
 
