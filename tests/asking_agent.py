@@ -1,6 +1,8 @@
 """Agents for tests that ask a person (ctx.ask) and go on with the answer."""
 
-from tokentail.worker.agents import Agent
+import asyncio
+
+from tokentail.worker.agents import Agent, continues
 from tokentail.worker.context import RunContext
 from tokentail.worker.tools.builtin import calculator
 
@@ -35,3 +37,29 @@ async def expiring_to_default(ctx: RunContext) -> None:
     """Asks with a short deadline: the run goes on with a default answer when it passes."""
     answer = await ctx.ask("Proceed?", expires_in=0.5, on_expiry="default", default="no answer")
     await ctx.delta(f"Got: {answer}")
+
+
+BEFORE_THE_QUESTION = "Before the question. "
+AFTER_THE_ANSWER = 40  # words, one delta each, about 80 ms apart: a worker can be killed mid-way
+
+
+async def _ask_then_stream(ctx: RunContext) -> None:
+    await ctx.delta(BEFORE_THE_QUESTION)
+    async with ctx.tool("delete_files", {"count": 3}) as call:
+        answer = await ctx.ask("Delete 3 files?", kind="approval", call_id=call.call_id)
+        call.result = "deleted" if answer["approved"] else "kept"
+    for word in range(AFTER_THE_ANSWER):
+        await ctx.delta(f"Word {word}. ")
+        await asyncio.sleep(0.08)  # past the writer's flush window: each word is a delta of its own
+
+
+async def ask_then_stream(ctx: RunContext) -> None:
+    """Streams, asks for an approval, streams on slowly. Not `@continues`: a takeover starts it over
+    (`run.retrying`), and the new attempt streams the text before the question again."""
+    await _ask_then_stream(ctx)
+
+
+@continues
+async def ask_then_go_on(ctx: RunContext) -> None:
+    """The same, marked `@continues`: a takeover goes on from what clients have (`run.continued`)."""
+    await _ask_then_stream(ctx)

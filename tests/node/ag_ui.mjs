@@ -9,7 +9,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { EventSchemas } from "@ag-ui/core/schemas";
-import { cuttableFetch, play, say } from "./driver.mjs";
+import { cuttableFetch, play, say, untilAnswered } from "./driver.mjs";
 
 const options = JSON.parse(process.argv[3]);
 const headers = options.token ? { Authorization: `Bearer ${options.token}` } : {};
@@ -92,6 +92,19 @@ const scenarios = {
     const connected = await attempt(agent.connectAgent());
     const { error } = await answerInterrupt(agent, seen);
     finish(agent, seen, { error, firstError: connected.error });
+  },
+
+  // The run is interrupted by a question answered on another device (REST, options.sessionId's run);
+  // the page, reloaded, reattaches with connectAgent(). (The agent that holds the interrupt refuses
+  // to connect: "pending interrupt(s) not addressed by resume".)
+  async answeredElsewhere() {
+    const asking = makeAgent();
+    const first = await attempt(asking.agent.runAgent());
+    say({ step: "asked", outcome: asking.seen.events.findLast((event) => event.type === "RUN_FINISHED").outcome });
+    await untilAnswered(options.gateway, options.sessionId, headers);
+    const { agent, seen } = makeAgent({ withInput: false });
+    const { error } = await attempt(agent.connectAgent());
+    finish(agent, seen, { error, firstError: first.error });
   },
 
   // runAgent to the end.

@@ -11,7 +11,7 @@ import {
   WebSocketChatTransport,
   lastAssistantMessageIsCompleteWithApprovalResponses,
 } from "ai";
-import { cuttableFetch, play, say } from "./driver.mjs";
+import { cuttableFetch, play, say, untilAnswered } from "./driver.mjs";
 
 const options = JSON.parse(process.argv[3]);
 const headers = options.token ? { Authorization: `Bearer ${options.token}` } : {};
@@ -110,6 +110,18 @@ const scenarios = {
     const { chat, state } = makeChat({ transport: httpTransport(), messages: await response.json() });
     await chat.resumeStream();
     await approve(chat, state, true);
+    finish(chat, state);
+  },
+
+  // The agent asks; the question is answered on another device (REST, options.sessionId's run), and
+  // this page, learning of it, resumes the stream (resumeStream: the run replayed from its start).
+  async answeredElsewhere() {
+    const { chat, state } = makeChat({ transport: httpTransport() });
+    await chat.sendMessage(userMessage());
+    await until(() => chat.status === "ready" && awaitingApproval(state), "the approval request");
+    say({ step: "asked", approvalId: awaitingApproval(state).approval.id });
+    await untilAnswered(options.gateway, options.sessionId, headers);
+    await chat.resumeStream();
     finish(chat, state);
   },
 

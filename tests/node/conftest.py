@@ -33,6 +33,8 @@ AGENTS = json.dumps(
         "every_event": "tests.every_event_agent:every_event",
         "approve": "tests.asking_agent:approval",
         "careful": "tests.asking_agent:CAREFUL",  # the built-in agent loop, asking before its calculator
+        "ask_then_stream": "tests.asking_agent:ask_then_stream",
+        "ask_then_go_on": "tests.asking_agent:ask_then_go_on",
     }
 )
 # A reply long and slow enough to be cut, stopped or crashed mid-way: 150 tokens over about 5 s.

@@ -32,6 +32,19 @@ export function cuttableFetch() {
   return { fetch: fetchFn, requests, cutAll: () => open.splice(0).forEach((cut) => cut()) };
 }
 
+// Waits until the question of the session's run is answered (on another device): the session no
+// longer waits for input. `headers` carry the page's chat token.
+export async function untilAnswered(gateway, sessionId, headers, seconds = 60) {
+  const deadline = Date.now() + seconds * 1000;
+  for (;;) {
+    const response = await fetch(`${gateway}/v1/sessions/${sessionId}`, { headers });
+    const state = await response.json();
+    if (response.ok && state.status !== "waiting_for_input") return;
+    if (Date.now() > deadline) throw new Error("timed out waiting for the answer");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 // Plays the scenario named on the command line, then exits: 0, or 1 with the error said.
 export async function play(scenarios) {
   try {

@@ -1,0 +1,670 @@
+"""What each protocol's client ends up showing: small Python ports of how the real clients fold what they
+receive, for the frames tokentail sends. The table of cases (tests/unit/test_protocol_cases.py) judges
+every encoding by these folds, not by the frames themselves.
+
+- `AiSdkChat`: the message `ai` 7's `AbstractChat` (what `useChat` wraps) builds, as
+  `processUIMessageStream` (node_modules/ai/src/ui/process-ui-message-stream.ts) applies the chunks and
+  `Chat.makeRequest` starts each response: a send continues the last assistant message (an approval
+  answered), a `resumeStream()` with `resumeStreamIsReplay` rebuilds the message from its first `start`.
+- `AgUiAgent`: the messages `@ag-ui/client` keeps (its `defaultApplyEvents`), with the order its
+  `verifyEvents` enforces on each stream (a `runAgent`/`connectAgent` call; a `TokentailAgent`
+  reconnect goes on in the same stream, with the id of the last frame that carried one).
+- `ResponsesClient`: the Response `openai`'s stream accumulator keeps
+  (src/internal/responses/response-accumulator.ts), one per response of the chain, and each final
+  Response (`response.completed` / `.incomplete` / `.failed`).
+- `NativeClient`: tokentail's own SSE stream folded by docs/api.md's rule: a run's events kept, what a
+  `run.retrying` (all of the run before it) or a `run.continued` (the run's events after
+  `from_event_id`) drops dropped.
+
+Each gives a `Shown`: the assistant text (text parts joined), the reasoning, the tool calls with their
+outcome (in order, one entry per call shown: a call shown twice is there twice), how the stream ended,
+and whether a gap was said. A client that could not apply a frame raises `ClientError`, as the real one
+fails its request.
+"""
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Json = dict[str, Any]
+
+
+class ClientError(Exception):
+    """A frame the real client would refuse (its request fails)."""
+
+
+@dataclass(frozen=True)
+class Shown:
+    text: str = ""
+    reasoning: str = ""
+    tools: tuple[tuple[str, str], ...] = ()  # (call id, outcome: pending, completed, failed, denied)
+    ended: str | None = None  # completed, cancelled, failed, waiting (at a question), or None: still going
+    gap: bool = False
+
+
+@dataclass(frozen=True)
+class Frame:
+    id: str | None
+    event: str | None
+    data: str
+
+
+def parse_sse(body: bytes) -> list[Frame]:
+    """The frames of an SSE body (comments and `retry:` left out)."""
+    frames = []
+    for block in body.decode().split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            name, _, value = line.partition(": ")
+            if name in ("id", "event", "data"):
+                fields[name] = value
+        if "data" in fields:
+            frames.append(Frame(fields.get("id"), fields.get("event"), fields["data"]))
+    return frames
+
+
+def _outcome_of_result(content: str) -> str:
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return "completed"
+    return "failed" if isinstance(value, dict) and set(value) == {"error"} else "completed"
+
+
+# -- the AI SDK's chat ----------------------------------------------------------------------------------
+
+
+_TOOL_OUTCOMES = {"output-available": "completed", "output-error": "failed", "output-denied": "denied"}
+
+
+class AiSdkChat:
+    """`AbstractChat`'s messages. Call `send()` (a new message, or the chat sent again after an approval
+    answered), `answer_approval()` (addToolApprovalResponse, before that send) or `resume()`
+    (resumeStream, a replay), then `feed()` the response's frames."""
+
+    def __init__(self) -> None:
+        self.messages: list[Json] = [{"id": "user-1", "role": "user", "parts": []}]
+        self._message: Json = {}
+        self._replay = False
+        self._first_start = True
+        self._text: dict[str, Json] = {}
+        self._reasoning: dict[str, Json] = {}
+        self._finish: str | None = None
+        self._gap = False
+        self._ids = 0
+        self._chunks: dict[str, Callable[[Json], None]] = {
+            "start": self._start,
+            "finish": self._finish_chunk,
+            "start-step": lambda c: self._parts.append({"type": "step-start"}),
+            "finish-step": lambda c: None,
+            "reset-step": self._reset_step,
+            "text-start": lambda c: self._open(self._text, "text", c),
+            "text-delta": lambda c: self._append(self._text, c),
+            "text-end": lambda c: self._close(self._text, c),
+            "reasoning-start": lambda c: self._open(self._reasoning, "reasoning", c),
+            "reasoning-delta": lambda c: self._append(self._reasoning, c),
+            "reasoning-end": lambda c: self._close(self._reasoning, c),
+            "tool-input-start": lambda c: self._update_tool(c, "input-streaming"),
+            "tool-input-available": lambda c: self._update_tool(c, "input-available"),
+            "tool-output-available": lambda c: self._tool(c["toolCallId"]).update(
+                state="output-available", output=c["output"]
+            ),
+            "tool-output-error": lambda c: self._tool(c["toolCallId"]).update(
+                state="output-error", errorText=c["errorText"]
+            ),
+            "tool-output-denied": lambda c: self._tool(c["toolCallId"]).update(state="output-denied"),
+            "tool-approval-request": lambda c: self._tool(c["toolCallId"]).update(
+                state="approval-requested", approval={"id": c["approvalId"]}
+            ),
+            "tool-approval-response": self._approval_response,
+            "abort": lambda c: self._end("cancelled"),
+            "error": lambda c: self._end("failed"),
+        }
+
+    @property
+    def _parts(self) -> list[Json]:
+        parts: list[Json] = self._message["parts"]
+        return parts
+
+    def send(self) -> None:
+        last = self.messages[-1]
+        if last["role"] == "assistant":  # sent again (an approval): the response goes on with the message
+            self._begin(json.loads(json.dumps(last)), replay=False)
+        else:
+            self._begin(self._new_message(), replay=False)
+
+    def resume(self) -> None:
+        """`resumeStream()`: the transport's replay rebuilds the message from its first `start`."""
+        last = self.messages[-1]
+        keeps = last["role"] == "assistant" and any(
+            part.get("state") in ("input-streaming", "approval-responded") for part in last["parts"]
+        )
+        self._begin(json.loads(json.dumps(last)) if keeps else self._new_message(), replay=True)
+
+    def answer_approval(self, approved: bool = True) -> None:
+        """`addToolApprovalResponse` on the approval the message asks for."""
+        for part in self.messages[-1]["parts"]:
+            if part.get("state") == "approval-requested":
+                part["state"] = "approval-responded"
+                part["approval"] = {**part["approval"], "approved": approved}
+                return
+        raise ClientError("no approval is requested")
+
+    def feed(self, frame: Frame) -> None:
+        if frame.data == "[DONE]":
+            return
+        chunk = json.loads(frame.data)
+        kind = chunk["type"]
+        if kind.startswith("data-"):
+            self._data(chunk)
+        elif kind in self._chunks:
+            self._chunks[kind](chunk)
+        else:
+            raise ClientError(f"a chunk the SDK does not know: {kind}")
+        self._write()
+
+    def shown(self) -> Shown:
+        message: Json = next((m for m in reversed(self.messages) if m["role"] == "assistant"), {"parts": []})
+        parts = message["parts"]
+        tools = tuple(
+            (part["toolCallId"], _TOOL_OUTCOMES.get(part["state"], "pending"))
+            for part in parts
+            if part["type"].startswith("tool-")
+        )
+        return Shown(
+            text="".join(part["text"] for part in parts if part["type"] == "text"),
+            reasoning="".join(part["text"] for part in parts if part["type"] == "reasoning"),
+            tools=tools,
+            ended=self._finish,
+            gap=self._gap,
+        )
+
+    # -- what one chunk does
+
+    def _new_message(self) -> Json:
+        self._ids += 1
+        return {"id": f"generated-{self._ids}", "role": "assistant", "parts": []}
+
+    def _begin(self, message: Json, replay: bool) -> None:
+        self._message, self._replay, self._first_start = message, replay, True
+        self._text, self._reasoning = {}, {}
+
+    def _write(self) -> None:
+        for index in range(len(self.messages) - 1, -1, -1):
+            if self.messages[index]["id"] == self._message["id"]:
+                self.messages[index] = json.loads(json.dumps(self._message))
+                return
+        self.messages.append(json.loads(json.dumps(self._message)))
+
+    def _start(self, chunk: Json) -> None:
+        if self._replay and self._first_start:  # resetStateOnFirstMessageStart
+            self._message = {"id": chunk.get("messageId", self._message["id"]), "role": "assistant", "parts": []}
+            self._text, self._reasoning = {}, {}
+            self._finish = None
+        self._first_start = False
+        if chunk.get("messageId") is not None:
+            self._message["id"] = chunk["messageId"]
+
+    def _finish_chunk(self, chunk: Json) -> None:
+        reason = chunk.get("finishReason")
+        self._end("waiting" if reason == "tool-calls" else "completed")
+
+    def _end(self, how: str) -> None:
+        self._finish = how
+
+    def _step_start(self) -> int:
+        starts = [i for i, part in enumerate(self._parts) if part["type"] == "step-start"]
+        return starts[-1] + 1 if starts else 0
+
+    def _reset_step(self, chunk: Json) -> None:
+        del self._parts[self._step_start() :]
+        self._text, self._reasoning = {}, {}
+
+    def _open(self, active: dict[str, Json], kind: str, chunk: Json) -> None:
+        part = {"type": kind, "text": "", "state": "streaming"}
+        active[chunk["id"]] = part
+        self._parts.append(part)
+
+    def _append(self, active: dict[str, Json], chunk: Json) -> None:
+        if chunk["id"] not in active:
+            raise ClientError(f"{chunk['type']} for missing part {chunk['id']!r}")
+        active[chunk["id"]]["text"] += chunk["delta"]
+
+    def _close(self, active: dict[str, Json], chunk: Json) -> None:
+        if chunk["id"] not in active:
+            raise ClientError(f"{chunk['type']} for missing part {chunk['id']!r}")
+        active.pop(chunk["id"])["state"] = "done"
+
+    def _update_tool(self, chunk: Json, state: str) -> None:
+        """updateToolPart: the part of this call in the current step, or a new one."""
+        step = self._parts[self._step_start() :]
+        part = next((p for p in step if p["type"].startswith("tool-") and p["toolCallId"] == chunk["toolCallId"]), None)
+        if part is None:
+            part = {"type": f"tool-{chunk['toolName']}", "toolCallId": chunk["toolCallId"]}
+            self._parts.append(part)
+        part.update(state=state, input=chunk.get("input"))
+
+    def _tool(self, call_id: str) -> Json:
+        """getToolInvocation: the current step's part of the call, else the last one of the message."""
+        step = self._parts[self._step_start() :]
+        for parts in (step, list(reversed(self._parts))):
+            for part in parts:
+                if part["type"].startswith("tool-") and part["toolCallId"] == call_id:
+                    return part
+        raise ClientError(f"no tool invocation for {call_id!r}")
+
+    def _approval_response(self, chunk: Json) -> None:
+        for part in self._parts:
+            if part["type"].startswith("tool-") and part.get("approval", {}).get("id") == chunk["approvalId"]:
+                part["state"] = "approval-responded"
+                part["approval"] = {**part["approval"], "approved": chunk["approved"]}
+                return
+        raise ClientError(f"no tool invocation for approval {chunk['approvalId']!r}")
+
+    def _data(self, chunk: Json) -> None:
+        if chunk.get("transient"):
+            self._gap = self._gap or chunk["type"] == "data-gap"
+            return
+        same = next(
+            (p for p in self._parts if p["type"] == chunk["type"] and "id" in chunk and p.get("id") == chunk["id"]),
+            None,
+        )
+        if same is not None:
+            same["data"] = chunk["data"]
+        else:
+            self._parts.append(dict(chunk))
+
+
+# -- AG-UI's agent ------------------------------------------------------------------------------------
+
+
+class AgUiAgent:
+    """`@ag-ui/client`'s messages. Call `run()` (runAgent: a new message, or `resume` with an answer),
+    or `connect()` (connectAgent), then `feed()` the stream's frames; a `TokentailAgent` reconnect
+    goes on feeding the same stream, after `last_event_id`."""
+
+    def __init__(self) -> None:
+        self.messages: list[Json] = [{"id": "user-1", "role": "user", "content": "hi"}]
+        self.last_event_id: str | None = None
+        self._outcome: str | None = None
+        self._gap = False
+        self._stream_started = False
+        self._finished = False
+        self._interrupted = False  # pendingInterrupts: a RUN_FINISHED with an interrupt came
+        self._text: set[str] = set()  # the stream's open text messages (verifyEvents)
+        self._calls: set[str] = set()
+        self._events: dict[str, Callable[[Json], None]] = {
+            "RUN_STARTED": self._run_started,
+            "RUN_FINISHED": self._run_finished,
+            "RUN_ERROR": lambda e: self._end("failed"),
+            "TEXT_MESSAGE_START": lambda e: self._start_message(e, "assistant", self._text),
+            "TEXT_MESSAGE_CONTENT": lambda e: self._content(e, self._text),
+            "TEXT_MESSAGE_END": lambda e: self._end_message(e, self._text),
+            "REASONING_START": lambda e: None,
+            "REASONING_END": lambda e: None,
+            "REASONING_MESSAGE_START": lambda e: self._start_message(e, "reasoning", None),
+            "REASONING_MESSAGE_CONTENT": lambda e: self._content(e, None),
+            "REASONING_MESSAGE_END": lambda e: None,
+            "TOOL_CALL_START": self._tool_start,
+            "TOOL_CALL_ARGS": self._tool_args,
+            "TOOL_CALL_END": lambda e: self._calls.discard(e["toolCallId"]),
+            "TOOL_CALL_RESULT": self._tool_result,
+            "MESSAGES_SNAPSHOT": self._snapshot,
+            "CUSTOM": lambda e: setattr(self, "_gap", self._gap or e["name"] == "gap"),
+        }
+
+    def run(self, answering: bool = False) -> None:
+        """A new stream (runAgent, `answering` the interrupt with `resume`, or connectAgent): verifyEvents
+        starts over. An agent holding an interrupt refuses any other (its onInitialize)."""
+        if self._interrupted and not answering:
+            raise ClientError("Thread has 1 pending interrupt(s) not addressed by resume")
+        self._interrupted = False
+        self._stream_started = self._finished = False
+        self._text, self._calls = set(), set()
+
+    def connect(self) -> None:
+        self.run()
+
+    def reload(self) -> None:
+        """A new agent, on a page reloaded (or another device's): it knows nothing yet."""
+        self.__init__()  # type: ignore[misc]
+        self.messages = []
+
+    def feed(self, frame: Frame) -> None:
+        event = json.loads(frame.data)
+        kind = event["type"]
+        if not self._stream_started and kind not in ("RUN_STARTED", "RUN_ERROR"):
+            raise ClientError(f"First event must be 'RUN_STARTED', got {kind}")
+        if self._finished and kind not in ("RUN_STARTED", "RUN_ERROR"):
+            raise ClientError(f"Cannot send event type '{kind}': the run has already finished")
+        self._events[kind](event)
+        self._stream_started = True
+        if frame.id is not None:
+            self.last_event_id = frame.id
+
+    def shown(self) -> Shown:
+        results: dict[str, list[str]] = {}
+        for message in self.messages:
+            if message["role"] == "tool":
+                results.setdefault(message["toolCallId"], []).append(_outcome_of_result(message["content"]))
+        tools = []
+        for message in self.messages:
+            for call in message.get("toolCalls", []):
+                outcomes = results.get(call["id"], ["pending"])
+                tools.append((call["id"], outcomes[0] if len(outcomes) == 1 else "+".join(outcomes)))
+        return Shown(
+            text="".join(m["content"] for m in self.messages if m["role"] == "assistant" and m.get("content")),
+            reasoning="".join(m["content"] for m in self.messages if m["role"] == "reasoning"),
+            tools=tuple(tools),
+            ended=self._outcome,
+            gap=self._gap,
+        )
+
+    # -- what one event does
+
+    def _find(self, message_id: str) -> Json | None:
+        return next((m for m in self.messages if m["id"] == message_id), None)
+
+    def _run_started(self, event: Json) -> None:
+        if self._stream_started and not self._finished:
+            raise ClientError("Cannot send 'RUN_STARTED' while a run is still active")
+        self._finished = False
+        self._outcome = None
+
+    def _run_finished(self, event: Json) -> None:
+        if self._text or self._calls:
+            raise ClientError(f"RUN_FINISHED while messages or calls are open: {self._text | self._calls}")
+        self._finished = True
+        kind = event["outcome"]["type"]
+        self._interrupted = kind == "interrupt"
+        self._outcome = {"success": "completed", "interrupt": "waiting"}.get(kind, kind)
+
+    def _end(self, how: str) -> None:
+        self._finished = True
+        self._outcome = how
+
+    def _start_message(self, event: Json, role: str, open_set: set[str] | None) -> None:
+        message_id = event["messageId"]
+        if open_set is not None:
+            if message_id in open_set:
+                raise ClientError(f"a text message with ID {message_id!r} is already in progress")
+            open_set.add(message_id)
+        if self._find(message_id) is None:
+            self.messages.append({"id": message_id, "role": role, "content": ""})
+
+    def _content(self, event: Json, open_set: set[str] | None) -> None:
+        if open_set is not None and event["messageId"] not in open_set:
+            raise ClientError(f"no active text message {event['messageId']!r}")
+        message = self._find(event["messageId"])
+        if message is not None:
+            message["content"] = (message.get("content") or "") + event["delta"]
+
+    def _end_message(self, event: Json, open_set: set[str]) -> None:
+        if event["messageId"] not in open_set:
+            raise ClientError(f"no active text message {event['messageId']!r}")
+        open_set.discard(event["messageId"])
+
+    def _tool_start(self, event: Json) -> None:
+        call_id = event["toolCallId"]
+        if call_id in self._calls:
+            raise ClientError(f"a tool call with ID {call_id!r} is already in progress")
+        self._calls.add(call_id)
+        if any(call["id"] == call_id for m in self.messages for call in m.get("toolCalls", [])):
+            return  # already there: only its name is updated
+        parent_id = event.get("parentMessageId")
+        parent = self._find(parent_id) if parent_id else None
+        if parent is None or parent["role"] != "assistant":
+            parent = {"id": parent_id if parent_id and parent is None else call_id, "role": "assistant"}
+            self.messages.append(parent)
+        parent.setdefault("toolCalls", []).append(
+            {"id": call_id, "type": "function", "function": {"name": event["toolCallName"], "arguments": ""}}
+        )
+
+    def _tool_args(self, event: Json) -> None:
+        for message in self.messages:
+            for call in message.get("toolCalls", []):
+                if call["id"] == event["toolCallId"]:
+                    call["function"]["arguments"] += event["delta"]
+                    return
+
+    def _tool_result(self, event: Json) -> None:
+        result = {
+            "id": event["messageId"],
+            "toolCallId": event["toolCallId"],
+            "role": "tool",
+            "content": event["content"],
+        }
+        owner = next(
+            (
+                i
+                for i, m in enumerate(self.messages)
+                if m["role"] == "assistant" and any(c["id"] == event["toolCallId"] for c in m.get("toolCalls", []))
+            ),
+            None,
+        )
+        if owner is None:
+            self.messages.append(result)
+            return
+        at = owner + 1
+        while at < len(self.messages) and self.messages[at]["role"] == "tool":
+            at += 1
+        self.messages.insert(at, result)
+
+    def _snapshot(self, event: Json) -> None:
+        """MESSAGES_SNAPSHOT: the messages it names replace theirs, others go (reasoning stays when it has
+        none), and its new ones come after."""
+        given = {m["id"]: m for m in event["messages"]}
+        has_reasoning = any(m["role"] == "reasoning" for m in event["messages"])
+        kept = [
+            given.get(m["id"], m)
+            for m in self.messages
+            if m["id"] in given or (m["role"] == "reasoning" and not has_reasoning)
+        ]
+        ids = {m["id"] for m in kept}
+        self.messages = [*kept, *(m for m in event["messages"] if m["id"] not in ids)]
+
+
+# -- the Responses API --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Response:
+    snapshot: Json | None = None
+    final: Json | None = None
+    last_sequence: int = -1
+
+
+class ResponsesClient:
+    """`openai`'s accumulated Response of each response of a chain (a run's segments). Call
+    `create()` for each new response (a request, or the answer to a question), then `feed()`; a resume
+    (`retrieve(stream=True, starting_after=last_sequence)`) goes on feeding the same response."""
+
+    def __init__(self) -> None:
+        self.responses: list[_Response] = []
+        self._gap = False
+
+    def create(self) -> None:
+        self.responses.append(_Response())
+
+    @property
+    def last_sequence(self) -> int:
+        return self.responses[-1].last_sequence
+
+    def feed(self, frame: Frame) -> None:
+        event = json.loads(frame.data)
+        current = self.responses[-1]
+        if event["sequence_number"] <= current.last_sequence:
+            raise ClientError(f"sequence number {event['sequence_number']} again (after {current.last_sequence})")
+        current.last_sequence = event["sequence_number"]
+        kind = event["type"]
+        if kind == "error":
+            self._gap = self._gap or event.get("code") == "gap"
+            return
+        if kind in ("response.created", "response.queued", "response.in_progress"):
+            kept = current.snapshot["output"] if current.snapshot is not None else []
+            if current.snapshot is not None and current.snapshot["id"] != event["response"]["id"]:
+                raise ClientError("Lifecycle response identity changed.")
+            current.snapshot = {**event["response"], "output": kept or event["response"]["output"]}
+            return
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            current.final = event["response"]
+            return
+        if current.snapshot is None:
+            raise ClientError(f"{kind} before the response was created")
+        _accumulate(current.snapshot["output"], event)
+
+    def shown(self) -> Shown:
+        text, reasoning, tools, ended = [], [], [], None
+        shown = [source for response in self.responses if (source := response.final or response.snapshot)]
+        # A call and its output may be in two responses of the chain: a call approved, then run.
+        outputs = {
+            item["call_id"]: item["output"]
+            for source in shown
+            for item in source["output"]
+            if item["type"] == "function_call_output"
+        }
+        for response in self.responses:
+            source = response.final or response.snapshot
+            if source is None:
+                continue
+            for item in source["output"]:
+                if item["type"] == "message":
+                    text += [part["text"] for part in item["content"]]
+                elif item["type"] == "reasoning":
+                    reasoning += [part["text"] for part in item["summary"]]
+                elif item["type"] == "function_call" and item["name"] != "tokentail_input":
+                    output = outputs.get(item["call_id"])
+                    tools.append((item["call_id"], "pending" if output is None else _outcome_of_result(output)))
+            if response.final is not None:
+                last = response.final["output"][-1] if response.final["output"] else {}
+                asks = last.get("type") == "mcp_approval_request" or last.get("name") == "tokentail_input"
+                ended = "waiting" if asks else response.final["status"]
+            else:
+                ended = None
+        return Shown("".join(text), "".join(reasoning), tuple(tools), ended, self._gap)
+
+
+def _append_text(item: Json, event: Json) -> None:
+    item["content"][event["content_index"]]["text"] += event["delta"]
+
+
+def _set_content(item: Json, event: Json) -> None:
+    if "part" in event:
+        item["content"][event["content_index"]] = dict(event["part"])
+    else:
+        item["content"][event["content_index"]]["text"] = event["text"]
+
+
+def _add_content(item: Json, event: Json) -> None:
+    if event["content_index"] != len(item["content"]):
+        raise ClientError("content_part.added out of order")
+    item["content"].append(dict(event["part"]))
+
+
+def _append_summary(item: Json, event: Json) -> None:
+    item["summary"][event["summary_index"]]["text"] += event["delta"]
+
+
+def _set_summary(item: Json, event: Json) -> None:
+    item["summary"][event["summary_index"]]["text"] = event.get("text", event.get("part", {}).get("text"))
+
+
+def _append_arguments(item: Json, event: Json) -> None:
+    item["arguments"] += event["delta"]
+
+
+def _set_arguments(item: Json, event: Json) -> None:
+    item["arguments"] = event["arguments"]
+
+
+_ITEM_EVENTS: dict[str, Callable[[Json, Json], None]] = {
+    "response.content_part.added": _add_content,
+    "response.output_text.delta": _append_text,
+    "response.output_text.done": _set_content,
+    "response.content_part.done": _set_content,
+    "response.reasoning_summary_part.added": lambda item, event: item["summary"].append(dict(event["part"])),
+    "response.reasoning_summary_text.delta": _append_summary,
+    "response.reasoning_summary_text.done": _set_summary,
+    "response.reasoning_summary_part.done": _set_summary,
+    "response.function_call_arguments.delta": _append_arguments,
+    "response.function_call_arguments.done": _set_arguments,
+}
+
+
+def _accumulate(output: list[Json], event: Json) -> None:
+    """The accumulator's checks and updates for one item event."""
+    kind, index = event["type"], event.get("output_index")
+    if kind == "response.output_item.added":
+        if index != len(output):
+            raise ClientError(f"output_item.added at {index}, expected {len(output)}")
+        if any(item.get("id") == event["item"].get("id") for item in output):
+            raise ClientError(f"an output item {event['item'].get('id')!r} again")
+        output.append(json.loads(json.dumps(event["item"])))
+        return
+    if index is None or index >= len(output):
+        raise ClientError(f"{kind}: no output item {index}")
+    if kind == "response.output_item.done":
+        output[index] = json.loads(json.dumps(event["item"]))
+    elif kind in _ITEM_EVENTS:
+        _ITEM_EVENTS[kind](output[index], event)
+
+
+# -- tokentail's own stream ---------------------------------------------------------------------------
+
+_TERMINAL = {"run.completed": "completed", "run.cancelled": "cancelled", "run.failed": "failed"}
+
+
+@dataclass
+class NativeClient:
+    """The session's events as docs/api.md says to keep them; `last_event_id` for a reconnect."""
+
+    events: list[tuple[int, str, Json]] = field(default_factory=list)
+    last_event_id: int = 0
+    gap: bool = False
+    ended: str | None = None
+
+    def feed(self, frame: Frame) -> None:
+        if frame.event == "gap":
+            self.gap = True
+            return
+        assert frame.id is not None and frame.event is not None
+        seq = int(frame.id)
+        if seq <= self.last_event_id:
+            raise ClientError(f"event {seq} again (after {self.last_event_id})")
+        self.last_event_id = seq
+        if frame.event == "snapshot":
+            for event in json.loads(frame.data)["events"]:
+                self._apply(event["id"], event["event"], event["data"])
+        else:
+            self._apply(seq, frame.event, json.loads(frame.data))
+
+    def _apply(self, seq: int, kind: str, data: Json) -> None:
+        run = data.get("run_id")
+        if kind == "run.retrying":
+            self.events = [e for e in self.events if e[2].get("run_id") != run]
+        elif kind == "run.continued":
+            self.events = [e for e in self.events if e[2].get("run_id") != run or e[0] <= data["from_event_id"]]
+        elif kind == "input.required":
+            self.ended = "waiting"
+        elif kind == "input.received":
+            self.ended = None
+        self.ended = _TERMINAL.get(kind, self.ended)
+        self.events.append((seq, kind, data))
+
+    def shown(self) -> Shown:
+        tools: dict[str, str] = {}
+        for _, kind, data in self.events:
+            if kind == "tool.started":
+                tools.setdefault(data["call_id"], "pending")
+            elif kind in ("tool.completed", "tool.failed"):
+                tools[data["call_id"]] = (
+                    "completed" if kind == "tool.completed" else "denied" if data.get("denied") else "failed"
+                )
+        return Shown(
+            text="".join(d["text"] for _, kind, d in self.events if kind == "message.delta"),
+            reasoning="".join(d["text"] for _, kind, d in self.events if kind == "reasoning.delta"),
+            tools=tuple(tools.items()),
+            ended=self.ended,
+            gap=self.gap,
+        )

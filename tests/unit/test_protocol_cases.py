@@ -1,0 +1,589 @@
+"""A table of the event sequences the product writes, run against every protocol as its client sees it.
+
+Each case is a run's stored events (as the worker and the session scripts write them: worker/run.py,
+worker/continuation.py, shared/lua/start_run.lua) and what any client must end up showing: the text of
+`run.completed.output`, each piece once, the tool calls each once with their outcome, the reasoning,
+how the run ended. For each protocol the case is played as its client plays it (the requests it makes,
+tests/protocol_clients.py's fold of what it receives), then again cut after every event of every
+response and resumed as that client resumes: it must end showing the same.
+
+How the gateway builds each protocol's stream for a request is in ONE adapter function per protocol
+below (`ai_sdk_stream`, `ag_ui_stream`, `responses_stream`, `native_stream`): the table, the journeys
+and the folds do not depend on it.
+"""
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+from tests.protocol_clients import (
+    AgUiAgent,
+    AiSdkChat,
+    ClientError,
+    Frame,
+    NativeClient,
+    ResponsesClient,
+    Shown,
+    parse_sse,
+)
+from tokentail.gateway.encodings.ag_ui import AgUiEvents
+from tokentail.gateway.encodings.ai_sdk import UiMessageStream
+from tokentail.gateway.encodings.responses import ResponseEvents
+from tokentail.gateway.encodings.sse import NativeSse
+from tokentail.gateway.reading.feed import Batch
+from tokentail.gateway.reading.hub import Chunk
+from tokentail.shared.events import Gap
+from tokentail.shared.store import StoredEvent
+
+RUN = "r_case"
+Json = dict[str, Any]
+Event = tuple[str, Json]
+
+
+# -- the table ----------------------------------------------------------------------------------------
+
+
+def _started(reason: str = "start", attempt: int = 1) -> Event:
+    return ("run.started", {"attempt": attempt, "reason": reason})
+
+
+def _text(text: str) -> Event:
+    return ("message.delta", {"text": text})
+
+
+def _asked(call_id: str = "call_1") -> list[Event]:
+    """A tool call approved by a person: its start and the question (the answer comes later)."""
+    return [
+        ("tool.started", {"call_id": call_id, "name": "delete_files", "arguments": {"count": 3}}),
+        (
+            "input.required",
+            {"input_id": "in_1", "kind": "approval", "prompt": "Delete 3 files?", "schema": {}, "call_id": call_id},
+        ),
+    ]
+
+
+ANSWERED: list[Event] = [
+    ("input.received", {"input_id": "in_1", "answer": {"approved": True}}),
+    _started("resume"),
+    ("tool.completed", {"call_id": "call_1", "result": "deleted", "duration_ms": 1}),
+]
+RETRYING: list[Event] = [
+    ("run.retrying", {"attempt": 2, "reason": "the worker running attempt 1 stopped"}),
+    _started("takeover", 2),
+]
+
+
+def _continued(from_event_id: int) -> Event:
+    return ("run.continued", {"attempt": 2, "from_event_id": from_event_id})
+
+
+def _completed(output: str) -> Event:
+    return ("run.completed", {"output": output, "usage": {"input_tokens": 1, "output_tokens": 2}})
+
+
+QUEUED: Event = ("run.queued", {"input": "clean up"})
+BEFORE = "Before the question. "
+DELETED = (("call_1", "completed"),)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    events: tuple[Event, ...]
+    tools: tuple[tuple[str, str], ...] = ()
+    reasoning: str = ""
+    ended: str = "completed"
+    text: str | None = None  # what is shown, when the run has no output (cancelled) or lost part of it (a gap)
+    first: int = 1  # the first id the stream still holds (a trimmed stream: more)
+    elsewhere: bool = False  # its question is answered on another device (REST), not by this client
+
+    @property
+    def expected_text(self) -> str:
+        if self.text is not None:
+            return self.text
+        output: str = next(data["output"] for kind, data in self.events if kind == "run.completed")
+        return output
+
+
+def _case(name: str, *events: Event | list[Event], **expected: Any) -> Case:
+    flat: list[Event] = []
+    for item in events:
+        flat += item if isinstance(item, list) else [item]
+    return Case(name, tuple(flat), **expected)
+
+
+CASES = [
+    _case("plain", QUEUED, _started(), _text("Hello "), _text("world."), _completed("Hello world.")),
+    _case(
+        "reasoning_then_text",
+        QUEUED,
+        _started(),
+        ("reasoning.delta", {"text": "Think "}),
+        ("reasoning.delta", {"text": "first."}),
+        _text("Then "),
+        _text("answer."),
+        _completed("Then answer."),
+        reasoning="Think first.",
+    ),
+    _case(
+        "parallel_tool_calls",
+        QUEUED,
+        _started(),
+        _text("Looking. "),
+        ("tool.started", {"call_id": "c1", "name": "weather", "arguments": {"city": "Paris"}}),
+        ("tool.started", {"call_id": "c2", "name": "weather", "arguments": {"city": "Rome"}}),
+        ("tool.completed", {"call_id": "c2", "result": {"sky": "sun"}, "duration_ms": 3}),
+        ("tool.failed", {"call_id": "c1", "error": "timeout", "duration_ms": 9}),
+        _text("Rome is sunny."),
+        _completed("Looking. Rome is sunny."),
+        tools=(("c1", "failed"), ("c2", "completed")),
+    ),
+    _case(
+        "data_and_status",
+        QUEUED,
+        _started(),
+        ("status", {"text": "Looking it up"}),
+        ("data.chart", {"data": {"points": [1, 2]}}),
+        _text("Here "),
+        ("status", {"text": "Almost there"}),
+        _text("it is."),
+        _completed("Here it is."),
+    ),
+    _case(
+        "cancel_during_a_tool",
+        QUEUED,
+        _started(),
+        _text("Checking. "),
+        ("tool.started", {"call_id": "c1", "name": "slow", "arguments": {}}),
+        ("tool.failed", {"call_id": "c1", "error": "cancelled", "duration_ms": 40}),
+        ("run.cancelled", {"reason": "cancelled by request", "usage": {"input_tokens": 1, "output_tokens": 1}}),
+        tools=(("c1", "failed"),),
+        ended="cancelled",
+        text="Checking. ",
+    ),
+    _case(
+        "gap",  # the stream was trimmed past the run's start: ids 1-4 are gone
+        QUEUED,
+        _started(),
+        _text("Lost "),
+        _text("part. "),
+        _text("Kept "),
+        _text("text."),
+        _completed("Lost part. Kept text."),
+        first=5,
+        text="Kept text.",
+    ),
+    _case(
+        "restart",
+        QUEUED,
+        _started(),
+        _text("Hello "),
+        _text("wor"),
+        RETRYING,
+        _text("Hello "),
+        _text("world."),
+        _completed("Hello world."),
+    ),
+    _case(
+        "restart_before_a_question",
+        QUEUED,
+        _started(),
+        _text("Before "),
+        RETRYING,
+        _text(BEFORE),
+        _asked(),
+        ANSWERED,
+        _text("Done."),
+        _completed(BEFORE + "Done."),
+        tools=DELETED,
+    ),
+    # The issue's scenario: killed after the answer, the agent (not @continues) starts over, its
+    # question answered already (ctx.ask returns the answer, no new input.required).
+    _case(
+        "restart_after_an_answered_question",
+        QUEUED,
+        _started(),
+        _text(BEFORE),
+        _asked(),
+        ANSWERED,
+        _text("Then "),
+        _text("more"),
+        RETRYING,
+        _text(BEFORE),
+        ("tool.started", {"call_id": "call_1", "name": "delete_files", "arguments": {"count": 3}}),
+        ("tool.completed", {"call_id": "call_1", "result": "deleted", "duration_ms": 1}),
+        _text("Then "),
+        _text("more."),
+        _completed(BEFORE + "Then more."),
+        tools=DELETED,
+    ),
+    _case(
+        "continued_keeping_all",
+        QUEUED,
+        _started(),
+        _text("Hello "),
+        _text("wor"),
+        _continued(4),
+        _text("ld."),
+        _completed("Hello world."),
+    ),
+    _case(
+        "continued_dropping_a_cut_turn",
+        QUEUED,
+        _started(),
+        _text("Checking. "),
+        ("tool.started", {"call_id": "c1", "name": "clock", "arguments": {}}),
+        ("tool.completed", {"call_id": "c1", "result": "noon", "duration_ms": 1}),
+        _text("It is "),
+        _text("no"),
+        _continued(5),
+        _text("It is noon."),
+        _completed("Checking. It is noon."),
+        tools=(("c1", "completed"),),
+    ),
+    _case(
+        "continued_keeping_all_before_a_question",
+        QUEUED,
+        _started(),
+        _text("Before "),
+        _continued(3),
+        _text("the question. "),
+        _asked(),
+        ANSWERED,
+        _text("Done."),
+        _completed(BEFORE + "Done."),
+        tools=DELETED,
+    ),
+    _case(
+        "continued_dropping_text_before_a_question",
+        QUEUED,
+        _started(),
+        _text("Before "),
+        _text("the cut"),
+        _continued(3),
+        _text("the question. "),
+        _asked(),
+        ANSWERED,
+        _text("Done."),
+        _completed(BEFORE + "Done."),
+        tools=DELETED,
+    ),
+    _case(
+        "continued_keeping_all_after_an_answered_question",
+        QUEUED,
+        _started(),
+        _text(BEFORE),
+        _asked(),
+        ANSWERED,
+        _text("Do"),
+        _continued(9),
+        _text("ne."),
+        _completed(BEFORE + "Done."),
+        tools=DELETED,
+    ),
+    _case(
+        "continued_dropping_text_after_an_answered_question",
+        QUEUED,
+        _started(),
+        _text(BEFORE),
+        _asked(),
+        ANSWERED,
+        _text("Cut te"),
+        _continued(8),
+        _text("Done."),
+        _completed(BEFORE + "Done."),
+        tools=DELETED,
+    ),
+]
+# Every case with a question, answered on another device as well (the client comes back to it).
+CASES += [replace(case, name=f"{case.name}_elsewhere", elsewhere=True) for case in CASES if "question" in case.name]
+
+
+# -- a case as a session's stored events --------------------------------------------------------------
+
+
+@dataclass
+class Log:
+    case: Case
+    events: list[StoredEvent] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = [
+            StoredEvent(seq, kind.encode(), json.dumps({"run_id": RUN, **data}).encode(), seq * 1000)
+            for seq, (kind, data) in enumerate(self.case.events, start=1)
+            if seq >= self.case.first
+        ]
+
+    @property
+    def last(self) -> int:
+        return len(self.case.events)
+
+    def seqs(self, kind: str) -> list[int]:
+        return [seq for seq, (k, _) in enumerate(self.case.events, start=1) if k == kind]
+
+    def answered(self, at: int) -> frozenset[str]:
+        """The run's questions answered by id `at` (the run record's `answers` then)."""
+        return frozenset(
+            data["input_id"]
+            for seq, (kind, data) in enumerate(self.case.events, start=1)
+            if kind == "input.received" and seq <= at
+        )
+
+    def text_before_question(self, at: int) -> str:
+        """The run record's `output_before` of its last question asked by `at`: the text kept then."""
+        asked = [seq for seq in self.seqs("input.required") if seq <= at]
+        if not asked:
+            return ""
+        client = NativeClient()
+        for event in self.events:
+            if event.seq <= asked[-1]:
+                client.feed(Frame(str(event.seq), event.type.decode(), event.data.decode()))
+        return client.shown().text
+
+
+@dataclass(frozen=True)
+class Request:
+    """A client's request: `kind` as the protocol has them; `at`: the last id stored when it is made (the
+    session's state then); `after`: the position it resumes from; `until`: the last id it reads."""
+
+    kind: str
+    at: int
+    after: int = -1
+    until: int | None = None
+    segment: int = 0
+
+
+Piece = tuple[int, bytes]  # the frames one stored event became, with its id
+
+
+def serve(encoding: Any, log: Log, after: int, until: int | None) -> list[Piece]:
+    """What a stream opened after id `after` sends, event by event (as live notifications bring them),
+    until the encoding says it is finished or `until`."""
+    stored = [event for event in log.events if event.seq > after and (until is None or event.seq <= until)]
+    first = log.events[0].seq
+    gap = Gap(reason="trimmed", first_available=first) if first > after + 1 else None
+    head = encoding.head(gap)
+    pieces: list[Piece] = []
+    for event in stored:
+        pieces.append((event.seq, encoding.batch(Batch([Chunk([event])]))))
+        if encoding.finished:
+            break
+    if not pieces:
+        return [(after, head + encoding.tail())]
+    pieces[0] = (pieces[0][0], head + pieces[0][1])
+    pieces[-1] = (pieces[-1][0], pieces[-1][1] + encoding.tail())
+    return pieces
+
+
+# -- how the gateway builds each protocol's stream: ONE adapter per protocol ---------------------------
+
+
+def ai_sdk_stream(log: Log, request: Request) -> list[Piece]:
+    """gateway/routes/ai_sdk.py: `send`: a new message's run; `answer`: addToolApprovalResponse's send,
+    which continues the message after the answer; `replay`: GET …/stream, the run from its start."""
+    queued = log.seqs("run.queued")[0]
+    if request.kind == "send":
+        return serve(UiMessageStream(RUN), log, queued - 1, request.until)
+    if request.kind == "answer":
+        events = UiMessageStream(RUN, log.answered(request.at), continuing=True)
+        return serve(events, log, request.at, request.until)
+    assert request.kind == "replay"
+    return serve(UiMessageStream(RUN, log.answered(request.at)), log, queued - 1, request.until)
+
+
+def ag_ui_stream(log: Log, request: Request) -> list[Piece]:
+    """gateway/routes/ag_ui.py: `run`: POST a message; `resume`: POST with the interrupt's answer;
+    `connect`: GET without an id; `reconnect`: GET with Last-Event-ID `after`."""
+    queued = log.seqs("run.queued")[0]
+    answered = log.answered(request.at)
+    if request.kind == "run":
+        return serve(AgUiEvents("t", [], run_id=RUN), log, queued - 1, request.until)
+    if request.kind == "resume":
+        before = log.text_before_question(request.at)
+        events = AgUiEvents("t", [], run_id=RUN, answered=answered, continuing=True, before=before)
+        return serve(events, log, request.at, request.until)
+    if request.kind == "connect":
+        events = AgUiEvents("t", [], run_id=RUN, snapshot_first=True, answered=answered)
+        return serve(events, log, queued - 1, request.until)
+    assert request.kind == "reconnect"
+    events = AgUiEvents("t", [], quiet_until=request.after, answered=answered)
+    return serve(events, log, queued - 1, request.until)
+
+
+def responses_stream(log: Log, request: Request) -> list[Piece]:
+    """gateway/routes/responses.py: `create`: the response of segment `segment` (a request, or the answer
+    to a question); `resume`: retrieve(stream=True, starting_after=`after`)."""
+    queued = log.seqs("run.queued")[0]
+    header = {"id": f"resp_{RUN}_{request.segment}", "model": "scripted", "metadata": {}, "created_at": 0}
+    starting_after = request.after if request.kind == "resume" else -1
+    events = ResponseEvents(RUN, request.segment, header, starting_after)
+    return serve(events, log, queued - 1, request.until)
+
+
+def native_stream(log: Log, request: Request) -> list[Piece]:
+    """gateway/routes/events.py: the session's events after Last-Event-ID `after`."""
+    return serve(NativeSse(1000), log, max(request.after, 0), request.until)
+
+
+# -- each protocol's client: its requests, and how it resumes -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    request: Request
+    begin: Callable[[Any], None]  # what the client does as it makes the request
+
+
+def _nothing(client: Any) -> None:
+    pass
+
+
+def _approve_and_send(chat: AiSdkChat) -> None:
+    chat.answer_approval()
+    chat.send()
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    client: Callable[[], Any]
+    stream: Callable[[Log, Request], list[Piece]]
+    journey: Callable[[Log], list[Step]]
+    reconnect: Callable[[Any, Request, int, int], Step]  # client, the request cut, the id cut at, its end
+
+
+def _ai_sdk_journey(log: Log) -> list[Step]:
+    steps = [Step(Request("send", log.seqs("run.queued")[0]), lambda chat: chat.send())]
+    for received in log.seqs("input.received"):
+        if log.case.elsewhere:  # the page learns of the answer and resumes (resumeStream)
+            steps.append(Step(Request("replay", received), lambda chat: chat.resume()))
+        else:
+            steps.append(Step(Request("answer", received), _approve_and_send))
+    return steps
+
+
+def _reload_and_connect(agent: AgUiAgent) -> None:
+    agent.reload()
+    agent.connect()
+
+
+def _ag_ui_journey(log: Log) -> list[Step]:
+    steps = [Step(Request("run", log.seqs("run.queued")[0]), lambda agent: agent.run())]
+    for received in log.seqs("input.received"):
+        if log.case.elsewhere:  # answered elsewhere: the page, reloaded, calls connectAgent()
+            steps.append(Step(Request("connect", received), _reload_and_connect))
+        else:  # runAgent({resume: [...]})
+            steps.append(Step(Request("resume", received), lambda agent: agent.run(answering=True)))
+    return steps
+
+
+def _ag_ui_reconnect(agent: AgUiAgent, cut: Request, at: int, end: int) -> Step:
+    if agent.last_event_id is None:
+        raise ClientError("TokentailAgent cannot resume: no event id received yet")
+    return Step(Request("reconnect", at, after=int(agent.last_event_id), until=end), _nothing)
+
+
+def _responses_journey(log: Log) -> list[Step]:
+    answers = log.seqs("input.received")
+    starts = [log.seqs("run.queued")[0], *answers]
+    return [Step(Request("create", at, segment=s), lambda client: client.create()) for s, at in enumerate(starts)]
+
+
+PROTOCOLS = [
+    Protocol(
+        "native",
+        NativeClient,
+        native_stream,
+        lambda log: [Step(Request("events", 0, after=0), _nothing)],
+        lambda client, cut, at, end: Step(Request("events", at, after=client.last_event_id, until=end), _nothing),
+    ),
+    Protocol(
+        "ai_sdk",
+        AiSdkChat,
+        ai_sdk_stream,
+        _ai_sdk_journey,
+        lambda chat, cut, at, end: Step(Request("replay", at, until=end), lambda chat: chat.resume()),
+    ),
+    Protocol("ag_ui", AgUiAgent, ag_ui_stream, _ag_ui_journey, _ag_ui_reconnect),
+    Protocol(
+        "responses",
+        ResponsesClient,
+        responses_stream,
+        _responses_journey,
+        lambda client, cut, at, end: Step(
+            replace(cut, kind="resume", at=at, after=client.last_sequence, until=end), _nothing
+        ),
+    ),
+]
+
+
+def _feed(client: Any, pieces: list[Piece]) -> None:
+    for _, body in pieces:
+        for frame in parse_sse(body):
+            client.feed(frame)
+
+
+def play(protocol: Protocol, log: Log, cut: tuple[int, int] | None = None) -> Shown:
+    """The case as the protocol's client plays it; with `cut` (request k, piece i), the connection of
+    request k drops after its first i events' frames and the client resumes as it does."""
+    client = protocol.client()
+    for k, step in enumerate(protocol.journey(log)):
+        step.begin(client)
+        pieces = protocol.stream(log, step.request)
+        if cut is None or cut[0] != k:
+            _feed(client, pieces)
+            continue
+        _feed(client, pieces[: cut[1]])
+        # It reconnects once it has the event: no sooner than its request was made (a replay reads
+        # events older than that).
+        at = max(pieces[cut[1] - 1][0], step.request.at)
+        resumed = protocol.reconnect(client, step.request, at, pieces[-1][0])
+        resumed.begin(client)
+        _feed(client, protocol.stream(log, resumed.request))
+    shown: Shown = client.shown()
+    return shown
+
+
+def cuts(protocol: Protocol, log: Log) -> list[tuple[int, int]]:
+    """Every place a connection can drop: after each event of each request but its last."""
+    return [
+        (k, i)
+        for k, step in enumerate(protocol.journey(log))
+        for i in range(1, len(protocol.stream(log, step.request)))
+    ]
+
+
+# -- the tests ----------------------------------------------------------------------------------------
+
+CASES_AND_PROTOCOLS = [
+    pytest.param(case, protocol, id=f"{case.name}-{protocol.name}") for case in CASES for protocol in PROTOCOLS
+]
+
+
+@pytest.mark.parametrize(("case", "protocol"), CASES_AND_PROTOCOLS)
+def test_a_client_shows_the_run_s_output_each_piece_once(case: Case, protocol: Protocol) -> None:
+    shown = play(protocol, Log(case))
+    assert shown.text == case.expected_text
+    assert shown.reasoning == case.reasoning
+    assert shown.tools == case.tools
+    assert shown.ended == case.ended
+    assert shown.gap == (case.first > 1)
+
+
+@pytest.mark.parametrize(("case", "protocol"), CASES_AND_PROTOCOLS)
+def test_a_client_resumed_after_any_event_shows_what_it_would_have_shown(case: Case, protocol: Protocol) -> None:
+    log = Log(case)
+    whole = play(protocol, log)
+    wrong = []
+    for cut in cuts(protocol, log):
+        try:
+            resumed = play(protocol, log, cut)
+        except ClientError as error:
+            wrong.append(f"cut {cut}: the client failed: {error}")
+            continue
+        if resumed != whole:
+            wrong.append(f"cut {cut}: {resumed}")
+    assert not wrong, f"uninterrupted: {whole}\n" + "\n".join(wrong)
