@@ -122,6 +122,7 @@ class AgUiEvents(Renderer[Part]):
         self._inputs: dict[str, str] = {}  # of runs queued, not yet shown
         self._run: str | None = None  # the run being shown: runs of a session go one at a time
         self._last_text: str | None = None  # the message a tool call belongs to
+        self._gap: Gap | None = None  # one found before any run: said after its RUN_STARTED
 
     def opening(self, gap: Gap | None) -> list[Part]:
         run_id = self.reducer.run_id
@@ -136,15 +137,25 @@ class AgUiEvents(Renderer[Part]):
             lines[-1] = f"id: {seq}\n{lines[-1]}"
         return "".join(lines).encode()
 
-    def render(self, operation: Operation) -> list[Part]:  # noqa: C901 (one case per operation)
+    def render(self, operation: Operation) -> list[Part]:
+        """The operation's events, after RUN_STARTED for a run first seen mid-way (a stream trimmed
+        past its start): every AG-UI event belongs to a run."""
+        if isinstance(operation, GapFound):
+            if self._run is None and not self._continuing:
+                self._gap = operation.gap  # said once a run starts
+                return []
+            return _parts(CustomEvent(name="gap", value=operation.gap.model_dump()))
+        if isinstance(operation, RunOpened):
+            self._inputs[operation.run_id] = operation.input
+        if isinstance(operation, RunEnded) and operation.run_id != self._run:
+            self._inputs.pop(operation.run_id, None)  # ended in line, never shown
+            return []
+        return self._begin(operation.run_id) + self._render(operation)
+
+    def _render(self, operation: Operation) -> list[Part]:  # noqa: C901 (one case per operation)
         match operation:
-            case RunOpened(run_id=run_id, input=text):
-                self._inputs[run_id] = text
-                return self._begin(run_id)
-            case AttemptStarted(run_id=run_id):
-                return self._begin(run_id)
-            case GapFound(gap=gap):
-                return _parts(CustomEvent(name="gap", value=gap.model_dump()))
+            case RunOpened() | AttemptStarted() | GapFound():
+                return []  # see render
             case _ if operation.run_id != self._run:
                 return []  # a run queued behind the one shown: its turn comes
             case BlockOpened(run_id=run_id, kind="text", block=block):
@@ -223,6 +234,9 @@ class AgUiEvents(Renderer[Part]):
         if self._snapshot_first:
             self._snapshot_first = False
             events.append(MessagesSnapshotEvent(messages=self._messages))
+        if self._gap is not None:
+            events.append(CustomEvent(name="gap", value=self._gap.model_dump()))
+            self._gap = None
         return _parts(*events)
 
     def _end(self, event: BaseEvent) -> list[Part]:

@@ -89,10 +89,10 @@ class ResponseEvents(Renderer[Part]):
         self.error: dict[str, Any] | None = None
         self.items: list[Part] = []  # every output item, by output_index
         self.dropped: set[int] = set()  # indexes of a dead attempt's items
-        self._attempt_start = 0  # the first output_index of the current attempt
         self._open: tuple[str, int] | None = None  # the open item: ("message" | "reasoning", output_index)
         self._pieces: list[str] = []  # the open item's text, joined when it is read (+= would copy it each time)
         self._tools: dict[str, tuple[str, str]] = {}  # call_id -> (name, arguments), for approvals
+        self._created = False  # response.created was sent
 
     # -- what the SDK reads ------------------------------------------------------------------------
 
@@ -136,12 +136,21 @@ class ResponseEvents(Renderer[Part]):
 
     # -- the run's operations ---------------------------------------------------------------------
 
-    def render(self, operation: Operation) -> list[Part]:  # noqa: C901 (one case per operation)
+    def render(self, operation: Operation) -> list[Part]:
+        """The operation's events, after the response's creation for one first seen mid-way (a
+        stream trimmed past the run's start): the SDK takes no item before it."""
+        starts = isinstance(operation, RunOpened | AttemptStarted | QuestionAnswered | GapFound)
+        if self._created or starts or not self._in_segment:
+            return self._render(operation)
+        self._created, self.created_at, self.status = True, self.reducer.event_ts, "in_progress"
+        return [self._lifecycle("response.created"), self._lifecycle("response.in_progress"), *self._render(operation)]
+
+    def _render(self, operation: Operation) -> list[Part]:  # noqa: C901 (one case per operation)
         match operation:
             case RunOpened():
                 if self.segment != 0:
                     return []
-                self.created_at = self.reducer.event_ts
+                self._created, self.created_at = True, self.reducer.event_ts
                 return [self._lifecycle("response.created"), self._lifecycle("response.queued")]
             case AttemptStarted():
                 if not self._in_segment or self.status != "queued":
@@ -152,16 +161,20 @@ class ResponseEvents(Renderer[Part]):
                 self.answers_seen += 1
                 if not self._in_segment:
                     return []
-                self.created_at = self.reducer.event_ts
-                self.status = "in_progress"
+                self._created, self.created_at, self.status = True, self.reducer.event_ts, "in_progress"
                 return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
             case BlockOpened(kind=kind, block=block):
                 return self._open_item(kind, block) if self._in_segment else []
             case BlockAppended(kind=kind, text=text):
                 return self._delta(kind, text) if self._in_segment and self._open is not None else []
+            case BlockClosed(reason="dropped"):
+                return []  # the drop that follows ends it, with the text it keeps
             case BlockClosed(reason=reason):
-                status = "completed" if reason in ("next", "completed") else "incomplete"
-                return self._close(status) if self._in_segment else []
+                return (
+                    self._close("completed" if reason in ("next", "completed") else "incomplete")
+                    if self._in_segment
+                    else []
+                )
             case ToolCalled():
                 return self._tool_call(operation)
             case ToolFinished(call_id=call_id, result=result, seq=seq):
@@ -174,8 +187,8 @@ class ResponseEvents(Renderer[Part]):
                 return []  # the Responses API has no such item
             case QuestionAsked(question=question, seq=seq):
                 return self._question(question, seq) if self._in_segment else []
-            case ContentDropped(after=after):
-                return self._drop(after) if self._in_segment else []
+            case ContentDropped(after=after, kept=kept):
+                return self._drop(after, kept) if self._in_segment else []
             case RunEnded(ending=ending):
                 return self._ended(ending)
             case GapFound(gap=gap):
@@ -196,17 +209,25 @@ class ResponseEvents(Renderer[Part]):
             case _:
                 assert_never(ending)
 
-    def _drop(self, after: int) -> list[Part]:
+    def _drop(self, after: int, kept: tuple[Operation, ...]) -> list[Part]:
         """A takeover dropped the run's events after `after` (0: all): the items they opened leave
-        the final response (the open one was closed `incomplete` before). Item ids end in the id of
-        the event that opened them (an approval's: its input id)."""
-        cut = {
-            index
-            for index, item in enumerate(self.items)
-            if (opened := item["id"].rsplit("_", 1)[-1]).isdigit() and int(opened) > after
-        }
-        self.dropped.update(cut)
-        return []
+        the final response; an item opened before keeps the text the reducer keeps (`kept`); the
+        open item ends `incomplete`. Item ids end in the id of the event that opened them (an
+        approval's: its input id)."""
+        texts = {shown.block: shown.text for shown in kept if isinstance(shown, BlockAppended)}
+        parts = []
+        if self._open is not None:
+            if (block := _opened_by(self.items[self._open[1]])) is not None and block <= after:
+                self._pieces = [texts.get(block, "")]
+            parts = self._close("incomplete")
+        for index, item in enumerate(self.items):
+            if (block := _opened_by(item)) is None:
+                continue
+            if block > after:
+                self.dropped.add(index)
+            elif block in texts and item["type"] in ("message", "reasoning"):
+                item["content" if item["type"] == "message" else "summary"][0]["text"] = texts[block]
+        return parts
 
     def _tool_call(self, call: ToolCalled) -> list[Part]:
         arguments = compact(call.arguments)
@@ -351,6 +372,12 @@ class ResponseEvents(Renderer[Part]):
         self.completed_at = self.reducer.event_ts
         self.finished = True
         return [*parts, self._lifecycle(type_)]
+
+
+def _opened_by(item: Part) -> int | None:
+    """The id of the event that opened an item (None for an approval request: its id is the input's)."""
+    opened = item["id"].rsplit("_", 1)[-1]
+    return int(opened) if opened.isdigit() else None
 
 
 def _gap_message(gap: Gap) -> str:

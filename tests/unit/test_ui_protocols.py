@@ -114,9 +114,12 @@ def test_gaps_and_heartbeats_are_said_in_each_protocol() -> None:
     assert sse_data(UiMessageStream(RUN).head(gap)) == [
         {"type": "data-gap", "data": {"reason": "trimmed", "first_available": 9}, "transient": True}
     ]
-    assert sse_data(AgUiEvents("t", []).head(gap)) == [
-        {"type": "CUSTOM", "name": "gap", "value": {"reason": "trimmed", "first_available": 9}}
-    ]
+    # Every AG-UI event belongs to a run: a gap before the first one is said after its RUN_STARTED.
+    ag_ui = AgUiEvents("t", [])
+    assert ag_ui.head(gap) == b""
+    after = sse_data(ag_ui.batch(Batch([Chunk(stored([("message.delta", {"text": "lo"})], first=9))])))
+    assert [event["type"] for event in after] == ["RUN_STARTED", "CUSTOM", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT"]
+    assert after[1] == {"type": "CUSTOM", "name": "gap", "value": {"reason": "trimmed", "first_available": 9}}
     assert UiMessageStream(RUN).batch(Batch()) == AgUiEvents("t", []).batch(Batch()) == PING
 
 
