@@ -23,7 +23,6 @@ from tests.protocol_clients import (
     AgUiAgent,
     AiSdkChat,
     ClientError,
-    Frame,
     NativeClient,
     ResponsesClient,
     Shown,
