@@ -18,18 +18,13 @@ stream token at most that many across its sockets): one more is answered with an
 request whose `requestId` is reused is replaced: the older one stops.
 """
 
-import asyncio
-import contextlib
 import json
 import logging
-import time
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
-from pydantic import ValidationError
+from fastapi import APIRouter, Query, WebSocket
 
 from tokentail.gateway.access.auth import bearer_credential
-from tokentail.gateway.access.limits import RequestsInFlight
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.deps import (
     AuthDep,
@@ -42,147 +37,13 @@ from tokentail.gateway.deps import (
     StreamSlotsDep,
     WebhooksDep,
 )
-from tokentail.gateway.encodings.ai_sdk import UiMessageStream
+from tokentail.gateway.encodings.ai_sdk_socket import ChatSocket, closed_by_client
 from tokentail.gateway.errors import describe
-from tokentail.gateway.reading.feed import EventFeed, start_position
 from tokentail.gateway.reading.streams import Streams
-from tokentail.gateway.schemas import ChatRequest
-from tokentail.shared.errors import InvalidInput, SessionExpired, SessionNotFound, TokentailError
-from tokentail.shared.outage import is_outage
-from tokentail.shared.records import RunRecord
+from tokentail.shared.errors import TokentailError
 
 router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
 logger = logging.getLogger(__name__)
-
-
-class _ChatSocket:
-    def __init__(
-        self, websocket: WebSocket, streams: Streams, turns: ChatTurns, token_requests: RequestsInFlight
-    ) -> None:
-        self.websocket = websocket
-        self.streams = streams
-        self.turns = turns
-        self.requests: dict[str, asyncio.Task[None]] = {}
-        self._token_requests = token_requests
-        self._lock = asyncio.Lock()  # the requests' tasks all send
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        async with self._lock:
-            await self.websocket.send_text(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
-
-    async def take(self, frame: dict[str, Any]) -> None:
-        """Start serving a request, or stop one (abort). Awaited by the receiving loop, so a client
-        that floods the socket waits for its refusals to be sent."""
-        request_id = frame.get("requestId")
-        if not isinstance(request_id, str):
-            return  # not a frame of this protocol: it cannot even be answered
-        if (replaced := self.requests.pop(request_id, None)) is not None:
-            # An abort, or the id reused: the client reads only the newest request of an id.
-            await _stop([replaced])
-        if frame.get("type") == "abort":
-            return
-        if len(self.requests) >= self._token_requests.limit or not self._token_requests.take(self.streams.caller):
-            limit = self._token_requests.limit
-            await self.send({"type": "error", "requestId": request_id, "errorText": f"too_many_requests: {limit} "
-                             "requests are in flight on this socket (or this token) already: abort one"})  # fmt: skip
-            return
-        task = asyncio.create_task(self.serve(request_id, frame))
-        self.requests[request_id] = task
-        task.add_done_callback(lambda done: self._finished(request_id, done))
-
-    def _finished(self, request_id: str, task: asyncio.Task[None]) -> None:
-        if self.requests.get(request_id) is task:
-            del self.requests[request_id]
-        self._token_requests.give_back(self.streams.caller)
-        if not task.cancelled() and (exc := task.exception()) is not None and not _closed(exc):
-            logger.error("an AI SDK chat request failed", exc_info=exc)
-
-    async def serve(self, request_id: str, frame: dict[str, Any]) -> None:
-        try:
-            await self._serve(request_id, frame)
-        except (TokentailError, ValidationError, ValueError) as exc:
-            await self.send({"type": "error", "requestId": request_id, "errorText": str(exc)})
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            await self.send({"type": "error", "requestId": request_id, "errorText": "Redis is unavailable: retry"})
-
-    async def _serve(self, request_id: str, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        if kind not in ("send", "resume") or not isinstance(frame.get("id"), str):
-            raise InvalidInput("a request is a send, resume or abort frame with a chat `id`")
-        session_id = await self.turns.session(frame["id"])
-        skip: int = -1
-        translation: UiMessageStream | None = None
-        run: RunRecord | None
-        if kind == "send":
-            request = ChatRequest.model_validate(frame)
-            if approvals := request.approvals():  # addToolApprovalResponse: the run goes on
-                run, received = await self.turns.answer(await self.turns.store.get_session(session_id), approvals)
-                # From the run's start, quiet up to the answer (see routes/ai_sdk.py).
-                translation = UiMessageStream(run.run_id, frozenset(run.answers), continuing=True, quiet_until=received)
-            else:
-                run = await self.turns.send(session_id, request.user_text())
-        else:
-            skip = frame.get("lastSequence", -1)
-            if not isinstance(skip, int) or skip < -1:
-                raise InvalidInput("lastSequence must be a chunk's sequence number")
-            try:
-                run = self.streams.run_to_replay(await self.streams.store.get_session(session_id), time.time())
-            except SessionExpired:
-                raise
-            except SessionNotFound:
-                run = None
-        if run is None or run.queued_seq is None:
-            await self.send({"type": "no-active", "requestId": request_id})
-            return
-        await self.send({"type": "start", "requestId": request_id})
-        after = run.queued_seq - 1
-        translation = translation or UiMessageStream(run.run_id, frozenset(run.answers))
-        if await self._chunks(request_id, session_id, translation, after, skip):
-            await self.send({"type": "end", "requestId": request_id})
-        else:  # the session went away, or this gateway is stopping: not an end the client should believe
-            await self.send({"type": "error", "requestId": request_id, "errorText": "the stream was cut: resume it"})
-
-    async def _chunks(
-        self, request_id: str, session_id: str, translation: UiMessageStream, after: int, skip: int
-    ) -> bool:
-        """Send the run's parts from after `after`, those numbered after `skip`; whether the
-        response's end was sent (the run's, or a question it waits for)."""
-        start = await start_position(self.streams.store, session_id, after)
-        feed = EventFeed(self.streams.hub, session_id, start, self.streams.settings.sse_batch, True, "ai-sdk-ws")
-        sequence = -1
-        parts = translation.opening(start.gap)
-        async with contextlib.aclosing(feed.__aiter__()) as batches:
-            async for batch in batches:
-                parts += [part for translated, _ in translation.rendered(batch) for part in translated]
-                for part in parts:
-                    sequence += 1
-                    if sequence > skip:
-                        await self.send({"type": "chunk", "requestId": request_id, "sequence": sequence, "chunk": part})
-                parts = []
-                if translation.finished:
-                    return True
-        return False
-
-    async def close(self) -> None:
-        await _stop(list(self.requests.values()))
-
-
-async def _stop(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel requests and wait for their end, cancelling again those that go on: on Python 3.11 an
-    `asyncio.wait_for` inside (redis-py's, the stream slots') can swallow a cancellation that lands
-    as what it waits for completes (python/cpython#86296). Such a request went on streaming, and the
-    socket's receiving loop, waiting for it, stopped reading: pongs too, so the socket was closed."""
-    while pending := [task for task in tasks if not task.done()]:
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=0.1)
-
-
-def _closed(exc: BaseException) -> bool:
-    """A send on a socket the client closed meanwhile: nothing went wrong here."""
-    return isinstance(exc, WebSocketDisconnect) or (isinstance(exc, RuntimeError) and "close message" in str(exc))
 
 
 @router.websocket("/ws")
@@ -210,7 +71,7 @@ async def chat_socket(
         return
     streams = Streams(caller, store, hub, settings, slots)
     turns = ChatTurns(caller, auth, store, runs, settings, budget, webhooks)
-    chat = _ChatSocket(websocket, streams, turns, token_requests)
+    chat = ChatSocket(websocket, streams, turns, token_requests)
     try:
         while True:
             message = await websocket.receive()
@@ -226,7 +87,7 @@ async def chat_socket(
             if isinstance(frame, dict):
                 await chat.take(frame)
     except Exception as exc:
-        if not _closed(exc):
+        if not closed_by_client(exc):
             raise
     finally:
         await chat.close()

@@ -19,19 +19,11 @@ a refusal (4401 bad credentials, 4403 another session's token, 4404/4410 unknown
 reconnects, to another replica, with its last id).
 """
 
-import asyncio
-import contextlib
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
-from pydantic import ValidationError
 
-from tokentail.gateway.access.auth import Caller, bearer_credential
-from tokentail.gateway.access.limits import RunBudget
-from tokentail.gateway.commands.questions import answer_question
-from tokentail.gateway.commands.turns import queue_follow_up
+from tokentail.gateway.access.auth import bearer_credential
 from tokentail.gateway.deps import (
     AuthDep,
     HubDep,
@@ -42,227 +34,14 @@ from tokentail.gateway.deps import (
     StoreDep,
     StreamSlotsDep,
 )
-from tokentail.gateway.encodings.websocket import batch_messages, gap_message
-from tokentail.gateway.errors import describe, describe_outage
-from tokentail.gateway.reading.feed import EventFeed, parse_last_event_id, start_position
-from tokentail.gateway.reading.hub import StreamHub
-from tokentail.gateway.schemas import Answer, CancelAccepted, CreateRun
+from tokentail.gateway.encodings.websocket import Conversation, Socket
+from tokentail.gateway.errors import describe
 from tokentail.shared.errors import (
-    Forbidden,
-    InputNotPending,
-    InputTooLarge,
     InvalidInput,
-    QuestionNotFound,
-    RateLimited,
-    RunConflict,
-    RunNotFound,
     TokentailError,
 )
-from tokentail.shared.lifecycle import RunLifecycle
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
 
 router = APIRouter(prefix="/v1/sessions", tags=["events"])
-
-# Refusals of one client message: the error goes back on the socket, which stays open.
-REFUSALS = (
-    RunConflict,
-    InputTooLarge,
-    InvalidInput,
-    Forbidden,
-    RateLimited,
-    InputNotPending,
-    QuestionNotFound,
-    RunNotFound,
-)
-
-
-def _json(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-
-
-class _Socket:
-    def __init__(self, websocket: WebSocket) -> None:
-        self.websocket = websocket
-        self._lock = asyncio.Lock()  # the feed and the request handler both send
-
-    async def send(self, message: str) -> None:
-        async with self._lock:
-            await self.websocket.send_text(message)
-
-    async def send_json(self, message: dict[str, Any]) -> None:
-        await self.send(_json(message))
-
-    @contextlib.asynccontextmanager
-    async def before_any_event(self) -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[None]]]:
-        """Hold back the feed while a request runs, and give it a way to answer: so that the ack of
-        a run comes before the run's own `run.queued`, as the API promises, however fast the hub is."""
-        async with self._lock:
-            yield lambda message: self.websocket.send_text(_json(message))
-
-    async def error(self, exc: Exception, type_: str) -> None:
-        await self.send_json({"type": "error", "error": {"type": type_, "message": str(exc)}})
-
-
-class _Conversation:
-    """One socket's exchange: the feed it follows, and what each client message does."""
-
-    def __init__(
-        self,
-        socket: _Socket,
-        caller: Caller,
-        session_id: str,
-        store: SessionStore,
-        runs: RunLifecycle,
-        hub: StreamHub,
-        settings: Settings,
-        budget: RunBudget,
-    ) -> None:
-        self.socket = socket
-        self.caller = caller
-        self.session_id = session_id
-        self.store = store
-        self.runs = runs
-        self.hub = hub
-        self.settings = settings
-        self.budget = budget
-        self.feed: asyncio.Task[int] | None = None
-        # What the client was shown: the last id sent to it, and the queued id of the last run it
-        # was told it queued here (its ack comes before its `run.queued`). A cancel that names no
-        # run cancels the run these show going, never one the client has not seen yet.
-        self.sent_up_to = 0
-        self.acked_up_to = 0
-
-    async def follow(self, last_event_id: str | None, catch_up: str | None) -> None:
-        """Send the session's events after `last_event_id`, from a task of their own; far behind, a
-        snapshot first if `catch_up` asks for one."""
-        await self.stop_following()
-        after = parse_last_event_id(last_event_id)
-        start = await start_position(self.store, self.session_id, after, snapshot=catch_up == "snapshot")
-        feed = EventFeed(self.hub, self.session_id, start, self.settings.sse_batch, until_idle=False, transport="ws")
-        self.sent_up_to = start.after
-
-        async def run() -> int:
-            if start.gap is not None:
-                await self.socket.send(gap_message(start.gap))
-            async for batch in feed:
-                for message in batch_messages(batch):
-                    await self.socket.send(message)
-                self.sent_up_to = feed.after
-            return feed.after
-
-        self.feed = asyncio.create_task(run())
-
-    async def stop_following(self) -> None:
-        if self.feed is not None:
-            self.feed.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.feed
-
-    async def next_message(self) -> dict[str, Any] | None:
-        """The client's next message as a JSON object; None once the feed ended (the session went
-        away, or the gateway is stopping). A message that is not one is answered with an error."""
-        assert self.feed is not None
-        while True:
-            receive = asyncio.ensure_future(self.socket.websocket.receive())
-            done, _ = await asyncio.wait({receive, self.feed}, return_when=asyncio.FIRST_COMPLETED)
-            if receive not in done:
-                receive.cancel()
-                return None
-            frame = receive.result()
-            if frame["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(frame.get("code", 1000))
-            try:
-                return self._parse(frame.get("text"))
-            except (ValueError, InputTooLarge) as exc:
-                await self.socket.error(
-                    exc, "input_too_large" if isinstance(exc, InputTooLarge) else "validation_error"
-                )
-
-    def _parse(self, text: str | None) -> dict[str, Any]:
-        if text is None:
-            raise ValueError("messages must be text frames holding a JSON object")
-        if len(text) > self.settings.max_request_bytes or len(text.encode()) > self.settings.max_request_bytes:
-            raise InputTooLarge(self.settings.max_request_bytes, "the message", "bytes")
-        try:
-            message = json.loads(text)
-        except RecursionError:
-            raise ValueError("the message nests too deeply") from None
-        if not isinstance(message, dict):
-            raise ValueError("messages must be JSON objects")
-        return message
-
-    async def handle(self, message: dict[str, Any]) -> None:
-        handler = self._handlers.get(str(message.get("type")))
-        try:
-            if handler is None:
-                await self.socket.error(ValueError("type must be run, cancel, resume or input"), "validation_error")
-            else:
-                await handler(self, message)
-        except ValidationError as exc:
-            await self.socket.error(exc, "validation_error")
-        except REFUSALS as exc:
-            await self.socket.error(exc, describe(exc)[1])
-        except Exception as exc:
-            if (outage := describe_outage(exc)) is None:
-                raise
-            await self.socket.error(RuntimeError(outage[1]), outage[0])  # Redis is unwell: try again later
-
-    async def _run(self, message: dict[str, Any]) -> None:
-        self.caller.require_chat()
-        body = CreateRun.model_validate({k: v for k, v in message.items() if k != "type"})
-        async with self.socket.before_any_event() as answer:
-            run = await queue_follow_up(
-                self.store, self.runs, self.settings, self.budget, self.caller, self.session_id, body
-            )
-            self.acked_up_to = max(self.acked_up_to, run.queued_seq or 0)
-            await answer({"type": "ack", "request": "run", "run_id": run.run_id})
-
-    async def _cancel(self, message: dict[str, Any]) -> None:
-        """Cancel the run the client names (`run_id`), or else the one it was shown going; either
-        only if it is still the active run (see cancel_run.lua)."""
-        self.caller.require_chat()
-        named = message.get("run_id")
-        if named is not None and not isinstance(named, str):
-            raise InvalidInput("run_id: the id of the run to cancel")
-        async with self.socket.before_any_event() as answer:
-            if named is None:
-                session = await self.store.get_session(self.session_id)
-                shown = session.run_shown_at(max(self.sent_up_to, self.acked_up_to))
-                if shown is None:  # the client has seen no run going: nothing it could mean to stop
-                    await answer({"type": "ack", "request": "cancel", "run_id": None, "status": "idle"})
-                    return
-                named = shown.run_id
-            outcome, run_id = await self.runs.cancel_run(self.session_id, named)
-            accepted = CancelAccepted.of(outcome, run_id)
-            await answer({"type": "ack", "request": "cancel", "run_id": accepted.run_id, "status": accepted.status})
-
-    async def _input(self, message: dict[str, Any]) -> None:
-        self.caller.require_chat()
-        body = Answer.model_validate({k: v for k, v in message.items() if k not in ("type", "run_id")})
-        run_id = message.get("run_id")
-        if not isinstance(run_id, str):
-            raise InvalidInput("an input message names the run that asked: run_id")
-        async with self.socket.before_any_event() as answer:
-            seq = await answer_question(self.store, self.runs, self.session_id, run_id, body.input_id, body.answer)
-            await answer(
-                {"type": "ack", "request": "input", "run_id": run_id, "input_id": body.input_id, "event_id": seq}
-            )
-
-    async def _resume(self, message: dict[str, Any]) -> None:
-        position = str(message.get("last_event_id", ""))
-        catch_up = message.get("catch_up")
-        if catch_up not in (None, "events", "snapshot"):
-            raise InvalidInput("catch_up must be events or snapshot")
-        await self.follow(position, catch_up)
-        await self.socket.send_json({"type": "ack", "request": "resume", "last_event_id": int(position or 0)})
-
-    _handlers: dict[str, Callable[["_Conversation", dict[str, Any]], Awaitable[None]]] = {
-        "run": _run,
-        "cancel": _cancel,
-        "resume": _resume,
-        "input": _input,
-    }
 
 
 @router.websocket("/{session_id}/ws")
@@ -283,14 +62,14 @@ async def session_socket(
 ) -> None:
     # Accept first, so a refusal can say why (an error message, then a 4000 + status close code).
     await websocket.accept()
-    socket = _Socket(websocket)
-    conversation: _Conversation | None = None
+    socket = Socket(websocket)
+    conversation: Conversation | None = None
     slot = None
     try:
         caller = auth.authenticate(bearer_credential(websocket.headers.get("authorization")), token)
         await auth.check_access(caller, session_id, store)
         slot = await slots.take(caller.tenant)
-        conversation = _Conversation(socket, caller, session_id, store, runs, hub, settings, budget)
+        conversation = Conversation(socket, caller, session_id, store, runs, hub, settings, budget)
         if catch_up not in (None, "events", "snapshot"):
             raise InvalidInput("catch_up must be events or snapshot")
         await conversation.follow(last_event_id, catch_up)

@@ -14,7 +14,7 @@ from tests.fixtures.stack import Gateway
 from tests.waiting import scaled
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.commands import turns
-from tokentail.gateway.routes import socket as socket_routes
+from tokentail.gateway.encodings import websocket as session_socket
 
 
 def _ws_url(gateway: Gateway, session_id: str, query: str = "") -> str:
@@ -173,7 +173,7 @@ async def test_the_ack_of_a_run_comes_before_the_run_s_events(
         await asyncio.sleep(0.05)
         return run
 
-    monkeypatch.setattr(socket_routes, "queue_follow_up", late_reply)
+    monkeypatch.setattr(session_socket, "queue_follow_up", late_reply)
     await start_worker()
     created = (await client.post("/v1/sessions", json={"input": "hi", "params": {"tokens": 1}})).json()
     async with websockets.connect(_ws_url(gateway, created["session_id"])) as ws:

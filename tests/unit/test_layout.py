@@ -27,7 +27,8 @@ GATEWAY_PARTS: dict[str, set[str]] = {
     "access": {"metrics"},
     "schemas": {"access"},
     "reading": {"access", "metrics"},
-    "encodings": {"reading"},
+    # A socket's conversation (encodings/websocket.py, ai_sdk_socket.py) asks for runs and answers.
+    "encodings": {"access", "reading", "commands", "schemas", "errors"},
     "commands": {"access", "schemas"},
     "deps": {"access", "reading", "commands"},
     "routes": {"access", "reading", "encodings", "commands", "deps", "schemas", "errors"},
