@@ -304,8 +304,6 @@ export class SessionFollower {
         turn.status = "running";
         turn.attempt = data.attempt;
         turn.question = null;
-        // What a retry of this attempt goes back to (an attempt after an answer streams on from it).
-        turn.mark = { text: turn.text, reasoning: turn.reasoning, tools: turn.tools.length, data: turn.data.length };
         this.active.add(data.run_id);
         break;
       case "input.required":
@@ -353,12 +351,14 @@ export class SessionFollower {
         break;
       }
       case "run.retrying": {
-        // The attempt that died is replaced by the next one: drop what it streamed.
-        const mark = turn.mark ?? { text: "", reasoning: "", tools: 0, data: 0 };
-        turn.text = mark.text;
-        turn.reasoning = mark.reasoning;
-        turn.tools = turn.tools.slice(0, mark.tools);
-        turn.data = turn.data.slice(0, mark.data);
+        // The run starts over: drop everything it showed, what came before an answered question
+        // included (the next attempt streams it again). docs/api.md, "What a client keeps".
+        turn.text = "";
+        turn.reasoning = "";
+        turn.tools = [];
+        turn.data = [];
+        turn.answers = [];
+        turn.since = [];
         turn.notes.push(`retrying (attempt ${data.attempt})`);
         break;
       }
