@@ -1,21 +1,12 @@
-"""The Vercel AI SDK's `WebSocketChatTransport` (v7): many chat requests over one socket.
+"""The Vercel AI SDK's `WebSocketChatTransport` (v7) endpoint, `GET /v1/ai-sdk/chat/ws`: many chat
+requests over one socket; the conversation's frames are gateway/encodings/ai_sdk_socket.py's.
 
-    client → server   {"type": "send", "requestId", "id", "trigger", "messageId"?, "messages", ...}
-                      {"type": "resume", "requestId", "id", "lastSequence"?, ...}
-                      {"type": "abort", "requestId"}
-    server → client   {"type": "start", "requestId"}
-                      {"type": "chunk", "requestId", "sequence": 0, 1, ..., "chunk": <UI message stream part>}
-                      {"type": "end", "requestId"} | {"type": "error", "requestId", "errorText"}
-                      {"type": "no-active", "requestId"}   (a resume with no answer to replay)
-
-A request's chunks are the parts of its run's UI message stream (gateway/encodings/ai_sdk.py),
-numbered from 0 at the run's start. A resume replays the run from there, so a part has the same
-number in every replay, and a `lastSequence` skips what the client holds. As over HTTP, `abort` (the
-SDK's `stop()`) stops sending, not the run: `POST /v1/ai-sdk/chat/{id}/stop` cancels it.
-Credentials: a bearer header, or `?token=` (a browser WebSocket cannot send headers). The socket
-holds one of the tenant's stream slots, and at most `max_chat_socket_requests` requests in flight (a
-stream token at most that many across its sockets): one more is answered with an `error` frame. A
-request whose `requestId` is reused is replaced: the older one stops.
+As over HTTP, `abort` (the SDK's `stop()`) stops sending, not the run: `POST
+/v1/ai-sdk/chat/{id}/stop` cancels it. Credentials: a bearer header, or `?token=` (a browser
+WebSocket cannot send headers). The socket holds one of the tenant's stream slots, and at most
+`max_chat_socket_requests` requests in flight (a stream token at most that many across its sockets):
+one more is answered with an `error` frame. A request whose `requestId` is reused is replaced: the
+older one stops.
 """
 
 import json

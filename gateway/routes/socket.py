@@ -1,12 +1,5 @@
-"""WebSocket: the same events as the SSE endpoint, plus runs and cancels from the client.
-
-    server → client   {"id": 7, "event": "message.delta", "data": {...}}   (gap frames have no id)
-                      {"type": "ack", "request": "run" | "cancel" | "resume" | "input", ...}
-                      {"type": "error", "error": {"type": ..., "message": ...}}
-    client → server   {"type": "run", "input": "...", "model"?, "params"?, "multitask"?}
-                      {"type": "cancel", "run_id"?: "r_…"}   (without run_id: the run this socket showed going)
-                      {"type": "resume", "last_event_id": N, "catch_up"?: "snapshot"}
-                      {"type": "input", "run_id": "r_…", "input_id": "in_…", "answer": ...}
+"""The session's WebSocket, `GET /v1/sessions/{sid}/ws`: the same events as the SSE endpoint, plus
+runs, cancels and answers from the client (its messages: gateway/encodings/websocket.py).
 
 Credentials are those of the REST API: an API key or a stream token as a bearer header, or a
 stream token as `?token=`; a read token reads, and `run`, `cancel` and `input` (the answer to a
