@@ -1,8 +1,16 @@
-"""tokentail's benchmark: queue pickup and events per token, then side by side with the naive
-gateway, Vercel's resumable-stream and the Durable Streams reference server (bench/compare.py).
+"""tokentail's benchmark: queue pickup, events per token and the gateway's CPU by encoding
+(bench/encodings_phase.py), then side by side with the naive gateway, Vercel's resumable-stream and
+the Durable Streams reference server (bench/compare.py).
 
     ./scripts/install bench && .venv/bin/python bench/bench.py   # the full run (see docs/benchmarks.md)
     .venv/bin/python bench/bench.py --quick                      # a small run, to check the script itself
+    .venv/bin/python bench/bench.py --quick --baseline main      # ... with main's gateway measured beside
+
+The encodings phase measures every encoding a client follows a run in (native SSE, NDJSON, WebSocket,
+the AI SDK over HTTP and WebSocket, AG-UI, the Responses API): gateway CPU per text delta delivered
+live, and per resume of a completed run (native and Responses). With `--baseline REV` it runs on
+two gateways at once, this tree's and revision REV's (bench/baseline.py), in turns, and prints both
+and their ratio: before and after from one run.
 
 Everything runs here as real processes, as in production: private redis-servers, one gateway
 and one worker (or producer) process per system (Durable Streams: its server, on its own files, and
@@ -22,14 +30,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import baseline as baseline_tree
 import compare
+import encodings_phase
 import httpx2
 import uvloop
-from harness import OtherWork, Stack, cpu_seconds, create, percentile, read_sse
+from harness import OtherWork, Stack, create, percentile, read_sse
 from redis.asyncio import Redis
 
 from tokentail.shared.keys import Keys
-from tokentail.shared.response_ids import response_id
 
 
 async def pickup_latency(stack: Stack, runs: int) -> dict[str, float]:
@@ -72,36 +81,26 @@ async def events_per_token(stack: Stack, streams: int, tokens: int) -> float:
     return deltas / (streams * tokens)
 
 
-# How a client follows a run in each encoding: its path, and the frame type that carries a text delta.
-ENCODINGS = {
-    "native": (lambda created: f"/v1/sessions/{created['session_id']}/events", b"message.delta"),
-    "responses": (
-        lambda created: f"/v1/responses/{response_id(created['session_id'], created['run_id'])}?stream=true",
-        b"response.output_text.delta",
-    ),
-}
-
-
-async def encoding_cost(stack: Stack, encoding: str, streams: int, tokens: int) -> tuple[float, int]:
-    """Gateway CPU seconds and text deltas delivered while `streams` runs (50 tokens/s) are created
-    over REST and each followed, live, in `encoding`."""
-    path_of, delta = ENCODINGS[encoding]
-    assert stack.gateway is not None
-    before = cpu_seconds(stack.gateway.pid)
-    async with httpx2.AsyncClient(base_url=stack.url) as client:
-        sessions = [await create(client, tokens=tokens, tokens_per_second=50) for _ in range(streams)]
-        results = await asyncio.gather(*(read_sse(stack.port, path_of(created)) for created in sessions))
-    deltas = sum(1 for frames in results for frame in frames if frame.event == delta)
-    return cpu_seconds(stack.gateway.pid) - before, deltas
-
-
 async def main(
-    quick: bool, output: str | None, repeats: int, levels: list[int], systems: list[str], max_other: float
+    quick: bool,
+    output: str | None,
+    repeats: int,
+    levels: list[int],
+    systems: list[str],
+    max_other: float,
+    baseline: str | None,
 ) -> None:
     began = time.monotonic()
     results: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
-        "options": {"quick": quick, "repeats": repeats, "levels": levels, "systems": systems, "max_other": max_other},
+        "options": {
+            "quick": quick,
+            "repeats": repeats,
+            "levels": levels,
+            "systems": systems,
+            "max_other": max_other,
+            "baseline": baseline,
+        },
     }
     with tempfile.TemporaryDirectory() as data_dir:
         stack = Stack(data_dir)
@@ -133,23 +132,7 @@ async def main(
             results["events_per_token"] = per_token
             print(f"  coalescing saves {1 - per_token['50'] / per_token['0']:.0%} of appends")
 
-            print("== gateway CPU per text delta delivered, by encoding (the same runs, followed live)")
-            stack.start()
-            meter = OtherWork(stack.pids)
-            spent = {name: [0.0, 0] for name in ENCODINGS}
-            for _ in range(1 if quick else 3):
-                for name in ENCODINGS:  # in turns, so a slow spell of the box falls on both
-                    seconds, deltas = await encoding_cost(stack, name, 20 if quick else 100, 100 if quick else 250)
-                    spent[name][0] += seconds
-                    spent[name][1] += int(deltas)
-            per_delta = {name: seconds / max(deltas, 1) * 1e6 for name, (seconds, deltas) in spent.items()}
-            results["encodings"] = {"us_per_delta": per_delta, "other_cpu_share": meter.share()}
-            for name, micros in per_delta.items():
-                print(f"  {name:10} {micros:6.1f} µs per text delta ({int(spent[name][1])} deltas)")
-            print(
-                f"  responses / native: {per_delta['responses'] / per_delta['native']:.2f}x"
-                f"  (other CPU {results['encodings']['other_cpu_share']:.0%})"
-            )
+            results["encodings"] = await encodings_phase.measure(stack, data_dir, quick, baseline)
 
         finally:
             stack.close()
@@ -186,6 +169,12 @@ if __name__ == "__main__":
         help="run a level again when the rest of the machine used more than this share of a core meanwhile"
         " (default 0.25; at most twice the repeats more)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the encodings phase against the gateway of this git revision (e.g. main), in turns"
+        " with this tree's, and print both side by side",
+    )
     args = parser.parse_args()
     default_levels = "25,50" if args.quick else "100,200,400,600,800,1000,1200,1500"
     levels = [int(level) for level in (args.levels or default_levels).split(",")]
@@ -195,4 +184,6 @@ if __name__ == "__main__":
     known = ("tokentail", "naive", "vercel-rs", "durable-streams", "tokentail-gateway")
     if unknown := [name for name in systems if name not in known]:
         parser.error(f"unknown systems: {', '.join(unknown)}")
-    uvloop.run(main(args.quick, args.output, repeats, levels, systems, args.max_other))
+    if args.baseline is not None and baseline_tree.commit_of(args.baseline) is None:
+        parser.error(f"--baseline: no commit {args.baseline!r} in this repository")
+    uvloop.run(main(args.quick, args.output, repeats, levels, systems, args.max_other, args.baseline))

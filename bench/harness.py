@@ -60,7 +60,10 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 class Stack:
-    def __init__(self, data_dir: str, **env: str) -> None:
+    def __init__(self, data_dir: str, gateway_tree: Path | None = None, **env: str) -> None:
+        """`gateway_tree`: a folder whose `tokentail` package the gateway runs instead of this one's
+        (bench/baseline.py); the workers always run this one's."""
+        self.gateway_tree = gateway_tree
         self.redis = RedisServer(data_dir).start()
         self.prefix = f"bench-{uuid.uuid4().hex[:6]}"
         self.port = free_port()
@@ -76,17 +79,19 @@ class Stack:
         self.gateway: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
 
-    def _spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, *args: str, tree: Path = ROOT, **env: str) -> subprocess.Popen[bytes]:
         environment = {**self.env, "TOKENTAIL_KEY_PREFIX": self.prefix, **env}
-        return subprocess.Popen([sys.executable, "-m", "tokentail.cli", *args], env=environment, cwd=ROOT)
+        if tree != ROOT:  # `-m` puts the working directory first on the import path; PYTHONPATH for any child
+            environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), environment.get("PYTHONPATH")]))
+        return subprocess.Popen([sys.executable, "-m", "tokentail.cli", *args], env=environment, cwd=tree)
 
     def start(self, with_worker: bool = True, **worker_env: str) -> None:
         """(Re)start both processes (or the gateway alone) on a fresh key prefix, the worker with `worker_env`."""
         self.stop()
         self.prefix = f"bench-{uuid.uuid4().hex[:6]}"
-        self.gateway = self._spawn("gateway", "--host", "127.0.0.1", "--port", str(self.port))
-        if with_worker:
-            self.worker = self._spawn("worker", "--port", "0", **worker_env)
+        tree = self.gateway_tree or ROOT
+        self.gateway = self._spawn("gateway", "--host", "127.0.0.1", "--port", str(self.port), tree=tree)
+        self.worker = self._spawn("worker", "--port", "0", **worker_env) if with_worker else None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
