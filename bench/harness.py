@@ -79,7 +79,7 @@ class Stack:
         self.gateway: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
 
-    def _spawn(self, *args: str, tree: Path = ROOT, **env: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, tree: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
         environment = {**self.env, "TOKENTAIL_KEY_PREFIX": self.prefix, **env}
         if tree != ROOT:  # `-m` puts the working directory first on the import path; PYTHONPATH for any child
             environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), environment.get("PYTHONPATH")]))
@@ -89,9 +89,10 @@ class Stack:
         """(Re)start both processes (or the gateway alone) on a fresh key prefix, the worker with `worker_env`."""
         self.stop()
         self.prefix = f"bench-{uuid.uuid4().hex[:6]}"
-        tree = self.gateway_tree or ROOT
-        self.gateway = self._spawn("gateway", "--host", "127.0.0.1", "--port", str(self.port), tree=tree)
-        self.worker = self._spawn("worker", "--port", "0", **worker_env) if with_worker else None
+        self.gateway = self._spawn(
+            self.gateway_tree or ROOT, "gateway", "--host", "127.0.0.1", "--port", str(self.port)
+        )
+        self.worker = self._spawn(ROOT, "worker", "--port", "0", **worker_env) if with_worker else None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
