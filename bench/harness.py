@@ -60,6 +60,8 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 class Stack:
+    gateway_tree: Path | None = None  # also for a Stack made without __init__ (compare.py's)
+
     def __init__(self, data_dir: str, gateway_tree: Path | None = None, **env: str) -> None:
         """`gateway_tree`: a folder whose `tokentail` package the gateway runs instead of this one's
         (bench/baseline.py); the workers always run this one's."""
