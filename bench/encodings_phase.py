@@ -16,6 +16,7 @@ measurement is taken on each stack in turn, so the figures compared come from th
 import asyncio
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,9 @@ RESUME_DELTAS = 500
 # Where clients resume a completed run, by the text deltas they hold: at its middle (what a Responses
 # resume is judged by), and near its end, where what a resume costs beyond sending is most of it.
 RESUMED_AT = {"middle": RESUME_DELTAS // 2, "late": RESUME_DELTAS - 10}
-RESUMED = ("native", "responses")
+# "responses again": the same completed runs resumed a second time on the gateway, which kept the
+# frames of each response it read to its end (gateway/reading/finished.py); "responses": a first resume.
+RESUMED = ("native", "responses", "responses again")
 
 
 @dataclass(frozen=True)
@@ -82,13 +85,17 @@ ENCODINGS = {
 
 
 async def read_body(port: int, path: str, accept: str) -> bytes:
-    """A GET's whole body (HTTP/1.1, chunked) on a raw socket: cheap enough for hundreds at once."""
+    """A GET's whole body (HTTP/1.1, chunked or of a known length: a Responses API stream that ended is
+    sent whole) on a raw socket: cheap enough for hundreds at once."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: {accept}\r\n\r\n".encode())
     try:
-        status = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0]
         if b" 200 " not in status:
             raise RuntimeError(f"GET {path}: {status.decode()}")
+        if (length := re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)) is not None:
+            return b"\n" + await reader.readexactly(int(length[1]))
         parts = []
         while size := int((await reader.readline()).strip(), 16):
             parts.append((await reader.readexactly(size + 2))[:-2])
@@ -237,19 +244,18 @@ async def phase(stacks: dict[str, Stack], quick: bool) -> dict[str, dict[str, An
     other = {"following": meter.share()}
 
     runs_each, clients = (5, 20) if quick else (20, 10)
-    made = {}
-    for label, stack in stacks.items():
+    for stack in stacks.values():
         stack.start(with_worker=False)
-        runs = await completed_runs(stack, runs_each)
-        made[label] = (runs, await resume_queries(stack, *runs[0]))  # the same for every run: they are alike
     meter = OtherWork([pid for stack in stacks.values() for pid in stack.pids])
     for turn in range(turns):
-        for position in RESUMED_AT:
-            for index, name in enumerate(RESUMED):
-                for label, stack in alternately(stacks, turn + index):
-                    runs, queries = made[label]
-                    query, held = queries[(name, position)], RESUMED_AT[position]
-                    seconds = await resume_cost(stack, name, runs, query, held, clients)
+        for position, held in RESUMED_AT.items():
+            for label, stack in alternately(stacks, turn):
+                # Runs of their own for each position: a first Responses resume finds nothing kept.
+                runs = await completed_runs(stack, runs_each)
+                queries = await resume_queries(stack, *runs[0])  # the same for every run: they are alike
+                for name in RESUMED:  # "responses again" after "responses": it finds them kept
+                    query = queries[(name.split()[0], position)]
+                    seconds = await resume_cost(stack, name.split()[0], runs, query, held, clients)
                     resume.add(label, f"{name} {position}", seconds, runs_each * clients)
     other["resuming"] = meter.share()
 
@@ -279,7 +285,9 @@ def figures(label: str, follow: Tally, resume: Tally) -> dict[str, Any]:
             "resumes": resume.count(label, f"native {next(iter(RESUMED_AT))}"),
             "us_per_resume": per_resume,
             "responses_over_native": {
-                at: per_resume[f"responses {at}"] / max(per_resume[f"native {at}"], 1e-9) for at in RESUMED_AT
+                f"{name} {at}": per_resume[f"{name} {at}"] / max(per_resume[f"native {at}"], 1e-9)
+                for at in RESUMED_AT
+                for name in RESUMED[1:]
             },
         },
     }
@@ -313,5 +321,5 @@ def print_side_by_side(found: dict[str, dict[str, Any]]) -> None:
         print(f"  {name:24}{figures}{ratio}{deltas}")
     for label in labels:
         shares = found[label]["resume"]["responses_over_native"]
-        said = ", ".join(f"{share:.1f}x {at}" for at, share in shares.items())
+        said = ", ".join(f"{share:.1f}x ({at})" for at, share in shares.items())
         print(f"  {label}: a Responses resume costs a native one's {said}")

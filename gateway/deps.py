@@ -19,6 +19,7 @@ from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamS
 from tokentail.gateway.commands.responses import ResponseRequests
 from tokentail.gateway.commands.turns import ChatTurns, RunCommands
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
+from tokentail.gateway.reading.finished import FinishedStreams
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.reading.streams import Streams
@@ -46,6 +47,7 @@ RunBudgetDep = Annotated[RunBudget, Depends(_app_state("run_budget"))]
 StreamSlotsDep = Annotated[StreamSlots, Depends(_app_state("stream_slots"))]
 ChatRequestsDep = Annotated[RequestsInFlight, Depends(_app_state("chat_requests"))]
 WebhooksDep = Annotated[SessionWebhooks, Depends(_app_state("webhooks"))]
+FinishedStreamsDep = Annotated[FinishedStreams, Depends(_app_state("finished_streams"))]
 
 # These two also document the credentials in the OpenAPI schema.
 _bearer = HTTPBearer(auto_error=False, description="an API key, or a stream token (one session: read, or chat)")

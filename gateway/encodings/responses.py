@@ -75,11 +75,17 @@ class ResponseEvents(Renderer[Part]):
 
     media_type = MEDIA_TYPE
 
-    def __init__(self, run_id: str, segment: int, header: dict[str, Any], starting_after: int = -1) -> None:
+    def __init__(
+        self, run_id: str, segment: int, header: dict[str, Any], starting_after: int = -1, keep: bool = False
+    ) -> None:
+        """`keep`: keep the frames sent (`kept`, from `starting_after` + 1 on), for a FinishedStreams
+        (gateway/reading/finished.py) once the response has ended."""
         super().__init__(Reducer(run_id))
         self.segment = segment
         self.header = header
         self.starting_after = starting_after
+        self.kept: list[bytes] | None = [] if keep else None
+        self._kept_bytes = 0
         self.next_sequence = 0
         self.answers_seen = 0  # input.received events of the run so far
         self.status = "queued"
@@ -116,10 +122,12 @@ class ResponseEvents(Renderer[Part]):
         }
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
+        if self.kept is None:
+            return b"".join(frame(part) for part in parts if part["sequence_number"] > self.starting_after)
+        made = [frame(part) for part in parts]
+        self.kept += made
         return b"".join(
-            f"event: {part['type']}\ndata: {compact(part)}\n\n".encode()
-            for part in parts
-            if part["sequence_number"] > self.starting_after
+            made[index] for index, part in enumerate(parts) if part["sequence_number"] > self.starting_after
         )
 
     def _event(self, type_: str, **fields: Any) -> Part:
@@ -372,6 +380,10 @@ class ResponseEvents(Renderer[Part]):
         self.completed_at = self.reducer.event_ts
         self.finished = True
         return [*parts, self._lifecycle(type_)]
+
+
+def frame(part: Part) -> bytes:
+    return f"event: {part['type']}\ndata: {compact(part)}\n\n".encode()
 
 
 def _opened_by(item: Part) -> int | None:

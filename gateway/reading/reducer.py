@@ -256,6 +256,23 @@ def dropped_by(after: int, seq: int, event_type: str) -> bool:
 
 
 _MODELS = {event_type.encode(): model for event_type, model in EVENT_DATA.items()}
+_DELTAS: dict[bytes, BlockKind] = {b"message.delta": "text", b"reasoning.delta": "reasoning"}
+
+
+def _delta_text(data: bytes, head: bytes) -> str | None:
+    """The text of a delta written as `{"run_id":<the run shown>,"text":"..."}` (no `agent`), else None."""
+    if not data.startswith(head) or not data.endswith(b'"}'):
+        return None
+    raw = data[len(head) : -2]
+    if b"\\" in raw:  # escaped characters: JSON decodes them
+        try:
+            text = json.loads(data[len(head) - 1 : -1])
+        except ValueError:  # more after the text: not the worker's form
+            return None
+        return text if isinstance(text, str) else None
+    return None if b'"' in raw else raw.decode()
+
+
 _DATA_PREFIX = DATA_PREFIX.encode()
 
 
@@ -322,12 +339,19 @@ class Reducer:
         self._shown: str | None = None  # the run being shown: a session's runs go one at a time
         self._content: list[_Block | Shown] = []  # what it shows since it last started over
         self._open: _Block | None = None
+        self._delta_head = b""  # how the run shown's deltas begin, as the worker writes them
 
     def quiet(self, seq: int) -> bool:
         """Whether the client has the operations of event `seq` already (a resume after it)."""
         return seq <= self.quiet_until
 
     def reduce(self, event: StoredEvent) -> list[Operation]:
+        if self._shown is not None and (kind := _DELTAS.get(event.type)) is not None:
+            # Most events are deltas of the run shown, as the worker writes them: read without parsing.
+            text = _delta_text(event.data, self._delta_head)
+            if text is not None:
+                self.event_ts = event.ts_us / 1e6
+                return self._delta(self._shown, kind, text, event.seq)
         data = parse(event)
         if data is None or (self.run_id is not None and data.run_id != self.run_id):
             return []
@@ -335,6 +359,7 @@ class Reducer:
         seq = event.seq
         if data.run_id != self._shown and not isinstance(data, RunQueued | RunCancelled):
             self._shown, self._content, self._open = data.run_id, [], None  # a run queued behind may end unshown
+            self._delta_head = b'{"run_id":%s,"text":"' % json.dumps(data.run_id).encode()
         agent = event.type in _AGENT_TYPES or event.type.startswith(_DATA_PREFIX)
         return self._agent(data, seq) if agent else self._run(data, seq)
 

@@ -27,6 +27,7 @@ from tokentail.gateway.commands.responses import ResponseRef, find_response
 from tokentail.gateway.deps import (
     AuthDep,
     CallerDep,
+    FinishedStreamsDep,
     HubDep,
     ResponseRequestsDep,
     RunsDep,
@@ -36,11 +37,13 @@ from tokentail.gateway.deps import (
     StreamsDep,
 )
 from tokentail.gateway.encodings.renderer import compact
-from tokentail.gateway.encodings.responses import ResponseEvents
+from tokentail.gateway.encodings.responses import MEDIA_TYPE, ResponseEvents
 from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
+from tokentail.gateway.reading.finished import FinishedStreams
 from tokentail.gateway.reading.hub import Chunk, StreamHub
 from tokentail.gateway.reading.response import disconnected
 from tokentail.gateway.reading.shutdown import StreamShutdown
+from tokentail.gateway.reading.streams import SSE_HEADERS
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
 from tokentail.shared.errors import SessionExpired, SessionNotFound
 from tokentail.shared.lifecycle import RunLifecycle
@@ -51,8 +54,8 @@ router = APIRouter(prefix="/v1/responses", tags=["responses"])
 CANCEL_WAIT_SECONDS = 10.0  # how long a cancel waits for the run's end before answering as it is
 
 
-def events_of(ref: ResponseRef, starting_after: int = -1, **known: Any) -> ResponseEvents:
-    return ResponseEvents(ref.run.run_id, ref.segment, ref.header(**known), starting_after)
+def events_of(ref: ResponseRef, starting_after: int = -1, keep: bool = False, **known: Any) -> ResponseEvents:
+    return ResponseEvents(ref.run.run_id, ref.segment, ref.header(**known), starting_after, keep)
 
 
 async def replay(store: SessionStore, ref: ResponseRef, events: ResponseEvents) -> None:
@@ -94,6 +97,12 @@ async def wait_unless_left(
         ending.result()  # its error, if it had one
         return True
     return False
+
+
+async def keep_if_ended(finished: FinishedStreams, key: str, events: ResponseEvents) -> None:
+    """A response's stream that saw its end: its frames, for the next reader to resume by a slice."""
+    if events.finished and events.kept is not None:
+        finished.keep(key, events.starting_after + 1, events.kept)
 
 
 async def cancel_unless_ended(
@@ -158,6 +167,7 @@ async def retrieve_response(
     auth: AuthDep,
     store: StoreDep,
     streams: StreamsDep,
+    finished: FinishedStreamsDep,
     stream: bool = False,
     starting_after: int = -1,
 ) -> Response:
@@ -165,8 +175,11 @@ async def retrieve_response(
     `stream=true`, its events after sequence number `starting_after`, then live to its end."""
     ref = await find_response(auth, caller, store, response_id)
     if stream:
-        events = events_of(ref, starting_after)
-        return await streams.open(ref.session.session_id, ref.after, events, "responses")
+        if (kept := finished.after(ref.id, starting_after)) is not None:  # it ended: this gateway's copy
+            return Response(kept, media_type=MEDIA_TYPE, headers=SSE_HEADERS)
+        events = events_of(ref, starting_after, keep=True)
+        on_close = partial(keep_if_ended, finished, ref.id, events)
+        return await streams.open(ref.session.session_id, ref.after, events, "responses", on_close=on_close)
     events = events_of(ref)
     await replay(store, ref, events)
     return JSONResponse(events.response())

@@ -107,6 +107,20 @@ async def test_a_background_stream_cut_mid_answer_resumes_on_another_gateway(two
         assert (await helper.get_final_response()).output_text == final.output_text
     assert [e.sequence_number for e in replayed] == list(range(6, len(seen)))
 
+    # The response is over: the second gateway kept what it sent from 6 on, and answers a later resume
+    # from that copy; the first, which kept nothing, renders it again. Both send the same events.
+    again = [e async for e in await sdk(second).responses.retrieve(response_id, stream=True, starting_after=20)]
+    anew = [e async for e in await sdk(first).responses.retrieve(response_id, stream=True, starting_after=20)]
+    assert [e.model_dump() for e in again] == [e.model_dump() for e in anew]
+    assert [e.sequence_number for e in again] == list(range(21, len(seen)))
+    assert text_of(seen[:21] + again, final) == final.output_text
+    path = f"/v1/responses/{response_id}?stream=true&starting_after=20"
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with httpx2.AsyncClient() as client:
+        kept, rendered = [await client.get(g.url + path, headers=headers) for g in (second, first)]
+    assert kept.content == rendered.content
+    assert "content-length" in kept.headers and "content-length" not in rendered.headers  # a copy, a stream
+
 
 async def test_polling_a_background_response_until_it_ends(two_gateways: list[Gateway]) -> None:
     first, second = two_gateways
