@@ -40,6 +40,7 @@ import json
 from typing import Any, assert_never
 
 from tokentail.gateway.encodings.renderer import Renderer, compact
+from tokentail.gateway.reading.finished import STREAM_BYTES
 from tokentail.gateway.reading.reducer import (
     AttemptStarted,
     BlockAppended,
@@ -122,13 +123,13 @@ class ResponseEvents(Renderer[Part]):
         }
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
-        if self.kept is None:
-            return b"".join(frame(part) for part in parts if part["sequence_number"] > self.starting_after)
-        made = [frame(part) for part in parts]
-        self.kept += made
-        return b"".join(
-            made[index] for index, part in enumerate(parts) if part["sequence_number"] > self.starting_after
-        )
+        made = [frame(part) for part in parts if part["sequence_number"] > self.starting_after]
+        if self.kept is not None:
+            self.kept += made
+            self._kept_bytes += sum(len(one) for one in made)
+            if self._kept_bytes > STREAM_BYTES:  # too long to keep: what one reader holds stays bounded
+                self.kept = None
+        return b"".join(made)
 
     def _event(self, type_: str, **fields: Any) -> Part:
         event = {"type": type_, **fields, "sequence_number": self.next_sequence}
