@@ -11,7 +11,7 @@ from tokentail.shared.catalog import parse_model
 from tokentail.shared.errors import InvalidInput
 from tokentail.shared.lifecycle import Cancel
 from tokentail.shared.params import RunParams
-from tokentail.shared.records import Multitask, RunRecord, SessionStatus, Turn
+from tokentail.shared.records import ForkOrigin, Multitask, RunRecord, SessionStatus, Turn
 from tokentail.shared.tenant_webhooks import WebhookFormat
 
 MAX_NESTING = 32
@@ -222,6 +222,9 @@ class SessionView(BaseModel):
     active_run_id: str | None
     pending_input: PendingInput | None = Field(
         None, description="while `status` is `waiting_for_input`: the question to answer"
+    )
+    forked_from: ForkOrigin | None = Field(
+        None, description="a fork's source: the session it copied, and the last event id it copied"
     )
     runs: list[RunRecord]
     transcript: list[Turn]

@@ -17,6 +17,9 @@ class SessionKeys:
     pending: str  # list: runs queued behind the active one (multitask `enqueue`/`interrupt`)
     hooks: str  # list: events its webhook has yet to deliver (shared/webhook_messages.py); outlives the session
     steps: str  # hash: the active run's recorded steps (key -> JSON), their last seq and their total size
+    # string: for the session of a chat id, the session the chat goes on in since it branched (a fork:
+    # gateway/commands/branching.py); kept while the chat is used
+    branch: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,7 @@ class Keys:
             pending=f"{base}:pending",
             hooks=f"{base}:hooks",
             steps=f"{base}:steps",
+            branch=f"{base}:branch",
         )
 
     @property

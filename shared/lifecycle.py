@@ -52,7 +52,14 @@ from tokentail.shared.lua import load_script
 from tokentail.shared.records import MAX_RUN_STEPS_BYTES, Multitask, Question, RunRecord, SessionRecord
 from tokentail.shared.redis_clients import AnyRedis, replicated, write_replicated
 from tokentail.shared.settings import Settings
-from tokentail.shared.store import OPAQUE_RUN_FIELDS, add_steps, compact_json, decode_run
+from tokentail.shared.store import (
+    OPAQUE_RUN_FIELDS,
+    ForkSource,
+    add_steps,
+    branch_kept_seconds,
+    compact_json,
+    decode_run,
+)
 from tokentail.shared.webhook_index import WebhookIndex
 from tokentail.shared.webhook_messages import HOOKED_EVENTS
 from tokentail.shared.write_journal import WriteJournal
@@ -310,6 +317,7 @@ class RunLifecycle:
         self._record_usage = script("record_usage")
         self._answer = script("answer")
         self._revive_session = script("revive_session")
+        self._fork_session = script("fork_session")
 
     def _run_script_args(self, session_id: str) -> tuple[list[str], list[str | int]]:
         """The keys and arguments every script that queues or ends runs starts with (lib.lua)."""
@@ -389,6 +397,33 @@ class RunLifecycle:
         args = [archived.last_event_id, ttl, len(fields), *fields, *records]
         await self._revive_session(keys=[keys.meta, keys.runs], args=args)
         return True
+
+    async def fork(self, fork: SessionRecord, source: ForkSource) -> bool:
+        """Make session `fork` (its record: the source's, with its own id, time and lineage) from
+        `source`, read just before (`SessionStore.fork_source`): its events, and the runs `fork`
+        lists, as stored (fork_session.lua). False if a session of that id exists already."""
+        keys = self.keys.session(fork.session_id)
+        fields = [item for pair in self._session_fields(fork) for item in pair]
+        records = [item for run in fork.runs for item in (run.run_id, source.runs[run.run_id])]
+        events = [item for event in source.events for item in (event.seq, event.type, event.data, event.ts_us)]
+        settings = self.settings
+        args = [fork.session_id, settings.session_ttl_seconds, settings.tombstone_ttl_seconds, len(fields) // 2]
+        args += [*fields, len(fork.runs), *records, *events]
+        made = await self._acknowledged(
+            self._fork_session, [keys.meta, keys.runs, keys.events, keys.gone, *self._archive_keys], args
+        )
+        if made == -1:
+            raise SessionExpired(fork.session_id)
+        return bool(made)
+
+    async def point_chat(self, chat_session_id: str, branch: str) -> None:
+        """From now on the chat of session `chat_session_id` goes on in session `branch` (a fork),
+        for as long as the chat is used (`SessionStore.chat_branch` keeps it)."""
+        key = self.keys.session(chat_session_id).branch
+        if self.settings.archive_url:
+            await self.redis.set(key, branch)  # sessions are kept for good: so is the chat's branch
+        else:
+            await self.redis.set(key, branch, ex=branch_kept_seconds(self.settings))
 
     async def answer(self, session_id: str, run: RunRecord, input_id: str, answer: Any) -> int:
         """Answer the question `run` waits for (see answer.lua) and queue it again; the seq of
@@ -498,6 +533,8 @@ class RunLifecycle:
             ("params", compact_json(session.params)),
             ("metadata", compact_json(session.metadata)),
         ]
+        if session.lineage:
+            fields.append(("lineage", compact_json([origin.model_dump() for origin in session.lineage])))
         return [*fields, ("webhook", session.webhook)] if session.webhook else fields
 
     # -- the worker's ---------------------------------------------------------------------------

@@ -99,6 +99,13 @@ class RunRecord(BaseModel):
         return next((q for q in self.asked if q.input_id == self.waiting_for), None) if self.waiting_for else None
 
 
+class ForkOrigin(BaseModel):
+    """Where a fork came from: the session it copied, and the last event id it copied."""
+
+    session_id: str
+    event_id: int
+
+
 class SessionRecord(BaseModel):
     session_id: str
     created_at: float
@@ -111,6 +118,30 @@ class SessionRecord(BaseModel):
     last_event_id: int = 0
     active_run_id: str | None = None
     runs: list[RunRecord] = Field(default_factory=list)
+    # A fork's ancestry, oldest first: each session it descends from and the last event id taken from
+    # it (shared/lua/fork_session.lua). The last is the session it was forked from; a run queued at or
+    # before an entry's event id was made in that entry's session (`origin_of`).
+    lineage: list[ForkOrigin] = Field(default_factory=list)
+
+    @property
+    def forked_from(self) -> ForkOrigin | None:
+        return self.lineage[-1] if self.lineage else None
+
+    def origin_of(self, run: RunRecord) -> str:
+        """The session `run` was made in: this one, or the ancestor a fork copied it from."""
+        seq = run.queued_seq or 0
+        return next((origin.session_id for origin in self.lineage if seq <= origin.event_id), self.session_id)
+
+    def lineage_after(self, event_id: int) -> list[ForkOrigin]:
+        """The lineage of a fork of this session after `event_id`."""
+        kept = [origin.model_copy(update={"event_id": min(origin.event_id, event_id)}) for origin in self.lineage]
+        return [*kept, ForkOrigin(session_id=self.session_id, event_id=event_id)]
+
+    def turn_boundaries(self) -> list[int]:
+        """The event ids after which the session is idle, where it may be forked: 0 (before anything)
+        and each run's terminal event with no other run queued and unended then."""
+        ends = sorted(run.finished_seq for run in self.runs if run.finished_seq is not None)
+        return [0, *(end for end in ends if self.run_shown_at(end) is None)]
 
     @property
     def active_run(self) -> RunRecord | None:

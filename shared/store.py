@@ -32,6 +32,14 @@ class StoredEvent(NamedTuple):
     ts_us: int  # Redis time of the append, in microseconds
 
 
+class ForkSource(NamedTuple):
+    """What a fork copies from its source, read at one instant (shared/lua/fork_session.lua)."""
+
+    session: SessionRecord
+    runs: dict[str, str]  # run id -> its record as stored, of every run of the source
+    events: list[StoredEvent]  # as stored (a `run.completed` without its output, which its record keeps)
+
+
 # Published on a session's channel (named like its stream key) when it is deleted; every other
 # message there is an event (lib.lua's add_event).
 SESSION_GONE = b"gone"
@@ -77,6 +85,12 @@ def add_steps(run: RunRecord, steps_hash: list[bytes]) -> None:
         run.step_seq = int(fields.pop(b"seq"))
     fields.pop(b"bytes", None)
     run.steps.update((key.decode(), value.decode()) for key, value in fields.items())
+
+
+def branch_kept_seconds(settings: Settings) -> int:
+    """How long a chat's branch (`SessionKeys.branch`) is kept past its last use: as long as a
+    session is known after its last run, tombstone included."""
+    return settings.session_ttl_seconds + settings.tombstone_ttl_seconds
 
 
 def compact_json(value: object) -> str:
@@ -131,6 +145,32 @@ class SessionStore:
             return None, []
         session = _session_record(session_id, meta, runs_json)
         return session, _with_outputs_of(parse_raw_entries(entries), {run.run_id: run.output for run in session.runs})
+
+    async def fork_source(self, session_id: str, after: int) -> ForkSource | None:
+        """The session's record and its stored events 1..`after`, from Redis only, at one instant
+        (MULTI: one slot); None for a session Redis does not hold. Fewer events than `after` means
+        the stream no longer holds them all (trimmed, or archived and expired)."""
+        keys = self.keys.session(session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.meta)
+            pipe.hgetall(keys.runs)
+            pipe.execute_command(self._xrange, keys.events, "1-0", f"{after}-0")
+            meta, runs, entries = await pipe.execute()
+        if not meta:
+            return None
+        stored = {run_id.decode(): record.decode() for run_id, record in runs.items()}
+        session = _session_record(session_id, meta, list(runs.values()))
+        return ForkSource(session, stored, parse_raw_entries(entries) if after else [])
+
+    async def chat_branch(self, session_id: str) -> str | None:
+        """The session that the chat of session `session_id` goes on in since it branched, if it did.
+        Reading it keeps it (`branch_kept_seconds` more): a chat in use keeps its branch."""
+        key = self.keys.session(session_id).branch
+        if self.settings.archive_url:  # sessions are kept for good: so is the chat's branch
+            branch = await cast(Awaitable[bytes | None], self.redis.get(key))
+        else:
+            branch = await cast(Awaitable[bytes | None], self.redis.getex(key, ex=branch_kept_seconds(self.settings)))
+        return branch.decode() if branch else None
 
     async def get_run(self, session_id: str, run_id: str, steps: bool = False) -> RunRecord | None:
         """The run's record; with `steps`, and the steps it recorded (while it is active)."""
@@ -282,6 +322,7 @@ def _session_record(session_id: str, meta: dict[bytes, bytes], runs_json: list[b
         params=json.loads(meta[b"params"]),
         metadata=json.loads(meta[b"metadata"]),
         webhook=meta[b"webhook"].decode() if b"webhook" in meta else None,
+        lineage=json.loads(meta[b"lineage"]) if b"lineage" in meta else [],
         last_event_id=int(meta.get(b"seq", 0)),
         active_run_id=meta.get(b"active_run", b"").decode() or None,
         runs=runs,

@@ -313,6 +313,13 @@ class AsyncTokentail:
         state: dict[str, Any] = await self._call("GET", f"/v1/sessions/{session_id}")
         return state
 
+    async def fork(self, session_id: str, after: int) -> dict[str, Any]:
+        """A new session holding this one's events up to `after` (0, or a run's terminal event: a
+        turn's end), to go on from there; the session itself is untouched. The fork, as
+        `get_session` shows it (its `forked_from` names where it came from)."""
+        fork: dict[str, Any] = await self._call("POST", f"/v1/sessions/{session_id}/fork?after={after}", keyed=True)
+        return fork
+
     async def stream(
         self,
         session_id: str,
@@ -417,6 +424,11 @@ class Tokentail:
     def get_session(self, session_id: str) -> dict[str, Any]:
         state: dict[str, Any] = self._call("GET", f"/v1/sessions/{session_id}")
         return state
+
+    def fork(self, session_id: str, after: int) -> dict[str, Any]:
+        """See `AsyncTokentail.fork`."""
+        fork: dict[str, Any] = self._call("POST", f"/v1/sessions/{session_id}/fork?after={after}", keyed=True)
+        return fork
 
     def stream(
         self,

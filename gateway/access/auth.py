@@ -89,7 +89,14 @@ class Authenticator:
             raise SessionNotFound(session_id)
 
     async def chat_session(self, caller: Caller, chat_id: str, store: SessionStore) -> str:
-        """The session of a chat id a chat UI chose (see `chat_session_id`), if the caller may use it."""
+        """The session a chat id a chat UI chose names now, if the caller may use it: the chat's own
+        (see `chat_session_id`), or the branch it went on in (a fork of it: gateway/commands/branching.py).
+        A token for the chat's own session is one for its branches."""
+        session_id = await self.chat_root(caller, chat_id, store)
+        return await store.chat_branch(session_id) or session_id
+
+    async def chat_root(self, caller: Caller, chat_id: str, store: SessionStore) -> str:
+        """The chat's own session (see `chat_session_id`), if the caller may use it."""
         if re.fullmatch(CHAT_ID_PATTERN, chat_id) is None:
             raise InvalidInput("a chat id is 1 to 128 characters of A-Z, a-z, 0-9 and _ . : -")
         session_id = chat_session_id(caller.tenant, chat_id)

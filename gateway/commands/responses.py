@@ -3,7 +3,8 @@ answer to a run's question) it becomes. gateway/routes/responses.py serves it; t
 gateway/encodings/responses.py's.
 
 A response is a run's segment (see there): a new input queues a run, in a new session, or in the
-session of `previous_response_id`; an `mcp_approval_response` or a `function_call_output` for a
+session of `previous_response_id` (in a fork of it, after that response, if it was not its
+conversation's latest); an `mcp_approval_response` or a `function_call_output` for a
 question answers it, and the run's next segment is the new response.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.gateway.commands.branching import fork_after_run
 from tokentail.gateway.commands.questions import answer_run
 from tokentail.gateway.commands.turns import (
     RunCommands,
@@ -115,8 +117,9 @@ class ResponseRef:
         if self.segment:
             previous: str | None = response_id(self.session.session_id, self.run.run_id, self.segment - 1)
         elif position:
+            # A run a fork copied is named as in the session it was made in: the id the client sent.
             before = runs[position - 1]
-            previous = response_id(self.session.session_id, before.run_id, len(before.answers))
+            previous = response_id(self.session.origin_of(before), before.run_id, len(before.answers))
         else:
             previous = None
         return {
@@ -171,11 +174,30 @@ class ResponseRequests(RunCommands):
             model=None if model in (None, session.model) else model,
             params=RunParams.model_validate(body.run_params()) if body.run_params() else None,
         )
-        session_id = previous.session.session_id
+        check_size(follow_up.input, self.settings)
+        check_chat_token_choices(self.caller, follow_up, self.settings)  # before a branch is made for it
+        session_id = await self._branch(previous)
         args = (self.store, self.runs, self.settings, self.budget, self.caller, session_id, follow_up)
         run = await queue_follow_up(*args)
         session = await self.store.get_session(session_id)
         return ResponseRef(session, _run_in(session, run.run_id), 0)
+
+    async def _branch(self, previous: ResponseRef) -> str:
+        """The session a new message after `previous` goes in: its conversation's, when `previous` is
+        its latest turn; else a fork of it after `previous`'s run, as OpenAI's conversations branch
+        (gateway/commands/branching.py). A response that ended at a question its run went on from
+        has no turn of its own to go on from: refused."""
+        run, session = previous.run, previous.session
+        if previous.segment < len(run.answers):
+            latest = response_id(session.session_id, run.run_id, len(run.answers))
+            raise InvalidInput(
+                f"previous_response_id: response {previous.id} ended at a question its run went on from: "
+                f"a new message goes after the run's last response, {latest}"
+            )
+        if session.runs[-1].run_id == run.run_id:
+            return session.session_id
+        self.caller.require_api_key()  # the branch is a session of its own, which a token of this one cannot use
+        return (await fork_after_run(self.store, self.runs, self.settings, session, run)).session_id
 
     def _model_choice(self, name: str) -> tuple[str | None, str | None]:
         """The agent, or else the model, that `model` names (`default`: the deployment's)."""

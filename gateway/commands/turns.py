@@ -7,6 +7,7 @@ from typing import Any
 from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import new_run_id
 from tokentail.gateway.access.limits import RunBudget
+from tokentail.gateway.commands.branching import ClientChat, branch_point, fork_session
 from tokentail.gateway.commands.questions import answer_run
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
 from tokentail.gateway.schemas import CreateRun
@@ -114,18 +115,30 @@ class ChatTurns(RunCommands):
     async def session(self, chat_id: str) -> str:
         return await self.auth.chat_session(self.caller, chat_id, self.store)
 
-    async def send(self, session_id: str, text: str) -> RunRecord:
-        """A run with the chat's next message. Such a UI sends only while idle; one posted while a run
-        is active (from another tab) waits in line behind it rather than being refused."""
+    async def send(self, chat_id: str, session_id: str, chat: ClientChat) -> tuple[str, RunRecord]:
+        """A run with the chat's next message, in the session it goes on in: `session_id` (the chat's
+        now), or a fork of it where the client's message list shows its conversation branching
+        (gateway/commands/branching.py), which the chat goes on in from then on. Such a UI sends only
+        while idle; one posted while a run is active (from another tab) waits in line behind it
+        rather than being refused."""
         self.caller.require_chat()
-        follow_up = CreateRun(input=text, multitask="enqueue")
         try:
-            args = (self.store, self.runs, self.settings, self.budget, self.caller, session_id, follow_up)
-            return await queue_follow_up(*args)
+            session = await self.store.get_session(session_id)
         except SessionExpired:
             raise
         except SessionNotFound:
-            pass
+            return session_id, await self._first(session_id, chat.text)
+        point = branch_point(chat, session)
+        if point is not None:
+            check_size(chat.text, self.settings)
+            session_id = (await fork_session(self.store, self.runs, self.settings, session_id, point)).session_id
+            await self.runs.point_chat(await self.auth.chat_root(self.caller, chat_id, self.store), session_id)
+        follow_up = CreateRun(input=chat.text, multitask="enqueue")
+        args = (self.store, self.runs, self.settings, self.budget, self.caller, session_id, follow_up)
+        return session_id, await queue_follow_up(*args)
+
+    async def _first(self, session_id: str, text: str) -> RunRecord:
+        """The chat's first run, in its session made now."""
         check_size(text, self.settings)
         await self.budget.spend(self.caller.tenant)
         tenant = self.caller.tenant

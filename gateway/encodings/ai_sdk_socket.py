@@ -25,6 +25,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from tokentail.gateway.access.limits import RequestsInFlight
+from tokentail.gateway.commands.branching import ui_messages_chat
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.encodings.ai_sdk import UiMessageStream
 from tokentail.gateway.reading.feed import EventFeed, start_position
@@ -104,7 +105,7 @@ class ChatSocket:
                 # From the run's start, quiet up to the answer (see routes/ai_sdk.py).
                 translation = UiMessageStream(run.run_id, frozenset(run.answers), continuing=True, quiet_until=received)
             else:
-                run = await self.turns.send(session_id, request.user_text())
+                session_id, run = await self.turns.send(frame["id"], session_id, ui_messages_chat(request))
         else:
             skip = frame.get("lastSequence", -1)
             if not isinstance(skip, int) or skip < -1:

@@ -6,8 +6,9 @@
                                       (`TokentailAgent.connect()`, gateway/static/tokentail-ag-ui.js); or 204
     POST /v1/ag-ui/{thread_id}/stop    cancel the active run (`TokentailAgent.abortRun()`)
 
-`threadId` is the chat id (see gateway/access/ids.py). The thread's history stays in tokentail: a run uses
-only the last user message of the input.
+`threadId` is the chat id (see gateway/access/ids.py). The thread's history stays in tokentail: a run's
+input is the last user message, after the turns of the input's messages (a regenerated or edited turn
+branches: gateway/commands/branching.py).
 """
 
 import time
@@ -17,6 +18,7 @@ from ag_ui.core import RunAgentInput
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
+from tokentail.gateway.commands.branching import ag_ui_chat, message_text
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.deps import (
     ChatIdPath,
@@ -41,8 +43,7 @@ def _user_text(body: RunAgentInput) -> str:
     last = body.messages[-1] if body.messages else None
     if last is None or last.role != "user":
         raise InvalidInput("the last message must be the user's: it is the input of the run")
-    content = last.content
-    text = content if isinstance(content, str) else "".join(getattr(part, "text", "") or "" for part in content)
+    text = message_text(last)
     if not text:
         raise InvalidInput("the last user message has no text")
     return text
@@ -66,8 +67,7 @@ async def run_agent(body: RunAgentInput, turns: ChatTurnsDep, streams: StreamsDe
     async with streams.reserve() as reserved:  # the stream's slot first: a 429 queued nothing
         if body.resume:
             return await _resume(body, session_id, turns, streams, reserved)
-        text = _user_text(body)
-        run = await turns.send(session_id, text)
+        session_id, run = await turns.send(body.thread_id, session_id, ag_ui_chat(body.messages, _user_text(body)))
         assert run.queued_seq is not None
         session = await turns.store.get_session(session_id)
         events = AgUiEvents(body.thread_id, thread_messages(_before(session.runs, run.run_id)), run_id=run.run_id)

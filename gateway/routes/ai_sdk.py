@@ -6,7 +6,8 @@
     POST /v1/ai-sdk/chat/{chat_id}/stop    cancel the active run (the SDK's `stop()` only hangs up)
     GET  /v1/ai-sdk/chat/{chat_id}/messages  the chat's messages, for `useChat({messages})` after a reload
 
-The chat's history stays in tokentail: a send uses only the last user message of the body.
+The chat's history stays in tokentail: a send queues the last user message of the body, after the
+turns of its message list (a regenerated or edited turn branches: gateway/commands/branching.py).
 """
 
 import time
@@ -15,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
+from tokentail.gateway.commands.branching import ui_messages_chat
 from tokentail.gateway.deps import (
     ChattingChatDep,
     ChatTurnsDep,
@@ -46,7 +48,7 @@ async def send(body: ChatRequest, turns: ChatTurnsDep, streams: StreamsDep) -> R
             assert waiting.queued_seq is not None
             after = waiting.queued_seq - 1
             return await streams.open(session_id, after, events, "ai-sdk", HEADERS, resuming=False, reserved=reserved)
-        run = await turns.send(session_id, body.user_text())
+        session_id, run = await turns.send(body.id, session_id, ui_messages_chat(body))
         assert run.queued_seq is not None
         events = UiMessageStream(run.run_id)
         after = run.queued_seq - 1

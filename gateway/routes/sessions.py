@@ -1,12 +1,13 @@
 """REST: create sessions, queue runs, read and delete sessions."""
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from tokentail.gateway.access.ids import idempotent_id, new_run_id, new_session_id
-from tokentail.gateway.commands import deletion
+from tokentail.gateway.commands import branching, deletion
 from tokentail.gateway.commands.questions import answer_question
 from tokentail.gateway.commands.turns import check_agent_name, check_params, check_size, queue_follow_up
 from tokentail.gateway.deps import (
@@ -40,6 +41,7 @@ from tokentail.gateway.schemas import (
     TokenRequest,
 )
 from tokentail.shared.records import RunRecord, SessionRecord, transcript
+from tokentail.shared.store import SessionStore
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -153,11 +155,36 @@ async def answer_input(
 
 @router.get("/{session_id}", responses=ERROR_RESPONSES)
 async def get_session(session_id: ReadableSessionDep, store: StoreDep) -> SessionView:
-    session = await store.get_session(session_id)
+    return await _view(store, await store.get_session(session_id))
+
+
+@router.post("/{session_id}/fork", status_code=201, responses=ERROR_RESPONSES)
+async def fork_session(
+    session_id: OwnedSessionDep,
+    caller: ApiKeyCallerDep,
+    store: StoreDep,
+    runs: RunsDep,
+    settings: SettingsDep,
+    after: Annotated[
+        int, Query(ge=0, description="the last event id the fork keeps: 0, or a run's terminal event (a turn's end)")
+    ],
+    idempotency_key: IdempotencyKeyDep = None,
+) -> SessionView:
+    """A new session holding this one's events 1..`after` (same ids and data; its ids go on from
+    there), its record and the runs ended by then: a branch of the conversation after that turn. The
+    session itself is untouched. `after` is a turn boundary (0, or the terminal event of a run with no
+    other run going then): else 422, naming the nearest. With an `Idempotency-Key`, the same request
+    sent again answers with the same fork."""
+    fork_id = idempotent_id("s_", caller.tenant, "fork", session_id, idempotency_key) if idempotency_key else None
+    return await _view(store, await branching.fork_session(store, runs, settings, session_id, after, fork_id))
+
+
+async def _view(store: SessionStore, session: SessionRecord) -> SessionView:
+    """The session as `GET /v1/sessions/{id}` shows it."""
     active = session.active_run
-    partial = await store.partial_text(session_id, active) if active is not None else ""
+    partial = await store.partial_text(session.session_id, active) if active is not None else ""
     return SessionView(
-        session_id=session_id,
+        session_id=session.session_id,
         status=session.status,
         created_at=session.created_at,
         model=session.model,
@@ -167,6 +194,7 @@ async def get_session(session_id: ReadableSessionDep, store: StoreDep) -> Sessio
         last_event_id=session.last_event_id,
         active_run_id=session.active_run_id,
         pending_input=_pending_input(active),
+        forked_from=session.forked_from,
         runs=session.runs,
         transcript=transcript(session.runs, partial),
     )

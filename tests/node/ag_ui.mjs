@@ -107,6 +107,32 @@ const scenarios = {
     finish(agent, seen, { error, firstError: first.error });
   },
 
+  // A thread that branches (the arithmetic agent), as a page would make it: the last answer asked
+  // again (the messages up to its question), then the second question edited; then a page that
+  // loads the thread (connectAgent: the thread so far, with the last run replayed).
+  async branch() {
+    const { agent, seen } = makeAgent({ withInput: false });
+    const answer = () => agent.messages.findLast((message) => message.role === "assistant")?.content;
+    const ask = async (content, id = `user-${content.length}-${Date.now()}`) => {
+      agent.addMessage({ id, role: "user", content });
+      const { error } = await attempt(agent.runAgent());
+      if (error) throw new Error(error);
+      return answer();
+    };
+    say({ step: "first", answer: await ask("What is 2 + 3?") });
+    say({ step: "asked", answer: await ask("and times ten?") });
+    const second = agent.messages.findLastIndex((message) => message.role === "user");
+    const question = agent.messages[second];
+    agent.setMessages(agent.messages.slice(0, second));
+    say({ step: "regenerated", answer: await ask(question.content, question.id) });
+    agent.setMessages(agent.messages.slice(0, second));
+    say({ step: "edited", answer: await ask("and times two?", question.id), messages: agent.messages });
+    const loaded = makeAgent({ withInput: false });
+    const { error } = await attempt(loaded.agent.connectAgent());
+    say({ step: "reloaded", messages: loaded.agent.messages, error });
+    finish(agent, seen);
+  },
+
   // runAgent to the end.
   async run() {
     const { agent, seen } = makeAgent();

@@ -125,6 +125,24 @@ const scenarios = {
     finish(chat, state);
   },
 
+  // A conversation that branches (the arithmetic agent: "What is 2 + 3?" 5, "and times ten?" 50):
+  // regenerate() the second answer, then edit the second question, as the page's buttons would;
+  // then a reload, as the page's start loads the chat (GET …/messages).
+  async branch() {
+    const { chat, state } = makeChat({ transport: httpTransport() });
+    const answer = () => textOf(state.messages.at(-1));
+    await chat.sendMessage({ text: "What is 2 + 3?" });
+    await chat.sendMessage({ text: "and times ten?" });
+    say({ step: "asked", answer: answer() });
+    await chat.regenerate();
+    say({ step: "regenerated", answer: answer(), messages: state.messages.length });
+    await chat.sendMessage({ text: "and times two?", messageId: state.messages[2].id });
+    say({ step: "edited", answer: answer(), messages: structuredClone(state.messages) });
+    const response = await fetch(`${options.gateway}/v1/ai-sdk/chat/${options.chatId}/messages`, { headers });
+    say({ step: "reloaded", messages: await response.json() });
+    finish(chat, state);
+  },
+
   // Send and read to the end.
   async send() {
     const { chat, state } = makeChat({ transport: httpTransport() });

@@ -35,6 +35,7 @@ AGENTS = json.dumps(
         "careful": "tests.asking_agent:CAREFUL",  # the built-in agent loop, asking before its calculator
         "ask_then_stream": "tests.asking_agent:ask_then_stream",
         "ask_then_go_on": "tests.asking_agent:ask_then_go_on",
+        "arithmetic": "tests.arithmetic_agent:arithmetic",  # answers from the conversation it was given
     }
 )
 # A reply long and slow enough to be cut, stopped or crashed mid-way: 150 tokens over about 5 s.

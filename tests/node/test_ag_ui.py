@@ -162,3 +162,20 @@ def test_after_a_kill_in_a_turn_openai_cannot_continue_a_snapshot_drops_that_tur
     assert "MESSAGES_SNAPSHOT" in types(outcome), "the cut turn's message is dropped by a snapshot"
     texts = [m.get("content") for m in outcome.result["messages"] if m["role"] == "assistant"]
     assert "".join(text or "" for text in texts) == run["output"], texts
+
+
+def test_a_thread_asked_again_and_edited_branches_and_a_page_loading_it_shows_the_branch(chats: ChatStack) -> None:
+    """As useChat's regenerate and edit (test_ai_sdk.py), with the messages an AG-UI page sends."""
+    token = chats.chat("branching", agent="arithmetic")
+    outcome = agent(chats, "branch", "branching", token=token)
+    assert [outcome.step(name)["answer"] for name in ("first", "asked", "regenerated", "edited")] == [
+        "5",
+        "50",
+        "50",
+        "10",
+    ]
+    shown = [(message["role"], message["content"]) for message in outcome.step("edited")["messages"]]
+    assert shown == [("user", "What is 2 + 3?"), ("assistant", "5"), ("user", "and times two?"), ("assistant", "10")]
+    reloaded = outcome.step("reloaded")
+    assert reloaded["error"] is None
+    assert [(message["role"], message["content"]) for message in reloaded["messages"]] == shown

@@ -176,3 +176,25 @@ def test_use_chat_after_a_kill_in_a_turn_openai_cannot_continue_drops_that_turn_
     assert text_of(message) == run["output"] and run["output"].startswith("Checking the clock.The time is ")
     kinds = [part["type"] for part in message["parts"]]
     assert kinds == ["step-start", "text", "tool-current_time", "text"], kinds
+
+
+def test_use_chat_regenerate_and_an_edit_branch_the_chat_and_a_reload_shows_the_branch(chats: ChatStack) -> None:
+    """The arithmetic agent answers from the conversation it was given: "What is 2 + 3?" (5), "and
+    times ten?" (50). regenerate() asks the second question again after 5 (50, not 500); editing it
+    to "and times two?" asks that after 5 (10, not 1000); a reload shows the page's four messages."""
+    token = chats.chat("branching", agent="arithmetic")
+    options = {"gateway": chats.url, "chatId": "branching", "token": token}
+    outcome = run_node("ai_sdk.mjs", "branch", options)
+    assert outcome.step("asked")["answer"] == "50"
+    assert outcome.step("regenerated") == {"step": "regenerated", "answer": "50", "messages": 4}
+    edited = outcome.step("edited")
+    assert edited["answer"] == "10"
+    shown = [(message["role"], text_of(message)) for message in edited["messages"]]
+    assert shown == [("user", "What is 2 + 3?"), ("assistant", "5"), ("user", "and times two?"), ("assistant", "10")]
+    reloaded = outcome.step("reloaded")["messages"]
+    assert [(message["role"], text_of(message)) for message in reloaded] == shown
+    assert [message["id"] for message in reloaded][1::2] == [message["id"] for message in edited["messages"]][1::2]
+    # The chat goes on in its branch: a session of its own, forked after the first turn.
+    session = chats.session("branching")
+    assert session["forked_from"]["event_id"] == session["runs"][0]["finished_seq"]
+    assert [run["output"] for run in session["runs"]] == ["5", "10"]

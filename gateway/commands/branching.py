@@ -1,0 +1,183 @@
+"""Conversations that branch: a fork of a session after one of its turns, and where a client's
+conversation leaves the session's.
+
+A branch is a session of its own (a fork), made from the session's events up to a turn boundary:
+the same ids and data, ids going on from there, the source untouched; so whatever holds for a
+session holds for it. It is made from `POST /v1/sessions/{id}/fork`, from a Responses API request
+whose `previous_response_id` names a response before its conversation's latest, and from a chat UI
+whose message list shows a regenerated or edited turn (`branch_point`); a chat then goes on in the
+fork (its pointer: `SessionKeys.branch`).
+"""
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokentail.gateway.access.ids import new_session_id
+from tokentail.gateway.schemas import ChatRequest
+from tokentail.shared.errors import InputTooLarge, InvalidInput
+from tokentail.shared.lifecycle import RunLifecycle
+from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+
+# What one fork may copy: it is one script's arguments.
+MAX_FORK_BYTES = 32 * 1024 * 1024
+_RUN_ID = re.compile(r"r_[A-Za-z0-9_-]{12}")  # gateway/access/ids.py new_run_id
+
+
+async def fork_session(
+    store: SessionStore,
+    runs: RunLifecycle,
+    settings: Settings,
+    session_id: str,
+    after: int,
+    fork_id: str | None = None,
+) -> SessionRecord:
+    """A new session holding `session_id`'s events 1..`after` (a turn boundary: 0, or the terminal
+    event of a run with no other run going then), its record and the runs ended by then; as
+    `GET /v1/sessions/{id}` reads it. `fork_id`: the fork's id (from an idempotency key: a fork made
+    before under it is answered as it is), else a new one."""
+    if after > settings.stream_maxlen:
+        bound = "events (the stream's bound)"
+        raise InputTooLarge(settings.stream_maxlen, what=f"a fork after event {after}", unit=bound)
+    source = await store.fork_source(session_id, after)
+    if source is None:
+        await store.get_session(session_id)  # 404, 410
+        raise InvalidInput(f"session {session_id!r} is kept only in the archive now: a fork copies from Redis")
+    session = source.session
+    _check_boundary(session, after)
+    events = source.events
+    if len(events) != after or (events and events[0].seq != 1):
+        first = events[0].seq if events else None
+        raise InvalidInput(
+            f"session {session_id!r} no longer holds its events 1..{after} (its stream starts at {first}: "
+            "trimmed past its retention): too long to fork"
+        )
+    if sum(len(event.data) for event in events) > MAX_FORK_BYTES:
+        raise InputTooLarge(MAX_FORK_BYTES, what=f"events 1..{after} of the session", unit="bytes (a fork's copy)")
+    fork = session.model_copy(
+        update={
+            "session_id": fork_id or new_session_id(),
+            "created_at": time.time(),
+            "last_event_id": after,
+            "active_run_id": None,
+            "runs": [run for run in session.runs if run.finished_seq is not None and run.finished_seq <= after],
+            "lineage": session.lineage_after(after),
+        }
+    )
+    await runs.fork(fork, source)  # or made before, under the same idempotency key
+    return await store.get_session(fork.session_id)
+
+
+def _check_boundary(session: SessionRecord, after: int) -> None:
+    if after > session.last_event_id:
+        raise InvalidInput(f"after: the session's last event is {session.last_event_id}, not {after}")
+    boundaries = session.turn_boundaries()
+    if after in boundaries:
+        return
+    before = max(b for b in boundaries if b < after)
+    later = [b for b in boundaries if b > after]
+    going = session.run_shown_at(after)
+    where = f"run {going.run_id} is going at event {after}" if going is not None else f"{after} is inside a turn"
+    nearest = f"{before}" + (f" and {later[0]}" if later else "")
+    raise InvalidInput(
+        f"after: {where}; a fork is made after a turn (0, or a run's terminal event with no other run going): "
+        f"the nearest are {nearest}"
+    )
+
+
+async def fork_after_run(
+    store: SessionStore, runs: RunLifecycle, settings: Settings, session: SessionRecord, run: RunRecord
+) -> SessionRecord:
+    """A fork of `session` after `run` ended: the conversation up to that turn, to go on from there."""
+    if run.finished_seq is None:
+        raise InvalidInput(f"run {run.run_id} has not ended: a conversation branches after a turn that ended")
+    return await fork_session(store, runs, settings, session.session_id, run.finished_seq)
+
+
+# -- where a chat UI's message list leaves the session ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Said:
+    """A turn as a client shows it: the user's text and, if the client knows it, the id of the answer
+    it shows after it (a run id: useChat's assistant message ids are)."""
+
+    text: str
+    answer_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ClientChat:
+    """What a chat UI sends with a new message: the turns it shows before it (its whole message list,
+    as both protocols send it), the message, and how it came (useChat's `trigger` and `messageId`)."""
+
+    text: str
+    history: list[Said] = field(default_factory=list)
+    regenerate: bool = False  # useChat's regenerate(): the last user message asked again
+    edited: str | None = None  # the id of the user message an edit replaced (useChat's `messageId`)
+
+
+def branch_point(chat: ClientChat, session: SessionRecord) -> int | None:
+    """Where the client's conversation leaves the session's: the event id after which its new message
+    goes, in a fork of the session (0: before the first turn); None when it goes on from the
+    session's latest turn.
+
+    The client's turns are compared with the session's runs, in order: a turn agrees with a run when
+    its text is the run's input and its answer, if the client names it, is that run. The new message
+    follows the turns that agree: if a run that ended comes after them (`regenerate()` drops the last
+    answer; an edit replaces an earlier message), the conversation branches there. Runs still going
+    that the client does not show (sent from another tab) are not a branch: the message waits in line
+    behind them, as before. A list with no earlier turn says nothing of them (a client that sends only
+    its last message), unless useChat says it is a regenerate (the latest turn of that text, asked
+    again) or an edit (of the turn whose message id it names, else of the first)."""
+    runs = session.runs
+    if chat.history:
+        agreed = 0
+        for said, run in zip(chat.history, runs, strict=False):
+            if said.text != run.input or (said.answer_id is not None and said.answer_id != run.run_id):
+                break
+            agreed += 1
+    elif chat.regenerate:
+        asked = [index for index, run in enumerate(runs) if run.input == chat.text and not run.active]
+        if not asked:
+            return None
+        agreed = asked[-1]
+    elif chat.edited is not None:
+        agreed = next((index for index, run in enumerate(runs) if f"{run.run_id}-input" == chat.edited), 0)
+    else:
+        return None
+    if all(run.active for run in runs[agreed:]):
+        return None  # nothing ended after the turns agreed on: the message goes on from them
+    if agreed == 0:
+        return 0
+    return runs[agreed - 1].finished_seq
+
+
+def ui_messages_chat(request: ChatRequest) -> ClientChat:
+    """A useChat request (its `messages`, `trigger`, `messageId`) as a `ClientChat`."""
+    text = request.user_text()
+    history: list[Said] = []
+    for message in request.messages[:-1]:
+        if message.role == "user":
+            history.append(Said(message.text()))
+        elif message.role == "assistant" and history and history[-1].answer_id is None:
+            if _RUN_ID.fullmatch(message.id):  # else not an answer the gateway streamed
+                history[-1] = Said(history[-1].text, message.id)
+    regenerate = request.trigger == "regenerate-message"
+    edited = request.message_id if request.trigger == "submit-message" else None
+    return ClientChat(text, history, regenerate=regenerate, edited=edited)
+
+
+def ag_ui_chat(messages: list[Any], text: str) -> ClientChat:
+    """An AG-UI `RunAgentInput.messages` (the last the user's `text`) as a `ClientChat`: its user
+    messages' texts (an assistant message's id is a text block's, not a run's, while it streams)."""
+    return ClientChat(text, [Said(message_text(message)) for message in messages[:-1] if message.role == "user"])
+
+
+def message_text(message: Any) -> str:
+    """An AG-UI message's text: its content, a string or text parts."""
+    content = message.content
+    return content if isinstance(content, str) else "".join(getattr(part, "text", "") or "" for part in content)
