@@ -236,6 +236,7 @@ async def refresh_token(
     )
     if scope == "chat":
         caller.require_chat()
-    await store.stream_position(session_id)  # 404 or 410 if the session is gone
+    # 404 or 410 if the session is gone; a chat's session may be, while the chat goes on in its branch
+    await store.stream_position(await store.chat_branch(session_id) or session_id)
     token, expires_at = auth.issue_token(session_id, caller.tenant, scope)
     return StreamToken(stream_token=token, stream_token_expires_at=expires_at, stream_token_scope=scope)

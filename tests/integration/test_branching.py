@@ -9,12 +9,13 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+import websockets
 from openai import AsyncOpenAI
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
-from tests.integration.test_chat_protocols import SseReader
+from tests.integration.test_chat_protocols import ChatSocket, SseReader, ws_url
 from tests.waiting import eventually
 from tokentail.shared.keys import Keys
 from tokentail.shared.settings import Settings
@@ -276,3 +277,41 @@ async def test_an_ag_ui_thread_s_edited_turn_branches(http: httpx2.AsyncClient) 
     assert await run([q1, a1, user("and times two?", "u2")]) == "10"
     assert await run([q1, a1, user("and times two?", "u2"), {"id": "t", "role": "assistant", "content": "10"},
                       user("and plus 1?", "u3")]) == "11"  # fmt: skip
+
+
+async def test_the_websocket_transport_s_regenerate_branches_and_the_token_outlives_the_first_session(
+    http: httpx2.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    made = (
+        await http.post("/v1/sessions", json={"chat_id": "socket", "agent": "arithmetic", "token_scope": "chat"})
+    ).json()
+    q1, q2 = said("What is 2 + 3?", "u1"), said("and times ten?", "u2")
+
+    async def send(chat: ChatSocket, request_id: str, messages: list[dict[str, Any]], trigger: str) -> str:
+        frame = {"type": "send", "requestId": request_id, "id": "socket", "trigger": trigger, "messages": messages}
+        await chat.request(frame)
+        frames = await chat.frames(request_id, lambda f: f["type"] in ("end", "error"))
+        assert frames[-1]["type"] == "end", frames[-1]
+        return "".join(
+            f["chunk"]["delta"] for f in frames if f["type"] == "chunk" and f["chunk"]["type"] == "text-delta"
+        )
+
+    async with websockets.connect(ws_url(http) + f"?token={made['stream_token']}") as socket:
+        chat = ChatSocket(socket)
+        assert await send(chat, "q1", [q1], "submit-message") == "5"
+        a1 = (await http.get("/v1/ai-sdk/chat/socket/messages")).json()[1]
+        assert await send(chat, "q2", [q1, a1, q2], "submit-message") == "50"
+        assert await send(chat, "q3", [q1, a1, q2], "regenerate-message") == "50"
+    branch = (await http.post("/v1/sessions", json={"chat_id": "socket"})).json()["session_id"]
+    assert branch != made["session_id"]
+    assert len((await http.get(f"/v1/sessions/{branch}")).json()["runs"]) == 2
+
+    # The chat's first session expires (its branch goes on): the chat's token still refreshes.
+    keys = Keys(settings.key_prefix).session(made["session_id"])
+    await redis.delete(keys.meta, keys.runs, keys.events)
+    refreshed = await http.post(
+        f"/v1/sessions/{made['session_id']}/token", headers={"Authorization": f"Bearer {made['stream_token']}"}
+    )
+    assert refreshed.status_code == 200 and refreshed.json()["stream_token_scope"] == "chat"
+    messages = (await http.get("/v1/ai-sdk/chat/socket/messages")).json()
+    assert ["".join(p["text"] for p in m["parts"]) for m in messages] == ["What is 2 + 3?", "5", "and times ten?", "50"]

@@ -19,8 +19,7 @@ function Chat({ initialMessages }: { initialMessages: UIMessage[] }) {
     resume: true,
     transport: new DefaultChatTransport({
       api: `${TT}/v1/ai-sdk/chat`,
-      headers: auth,
-      prepareSendMessagesRequest: ({ id, messages }) => ({ body: { id, messages: messages.slice(-1) } }),
+      headers: auth, // it sends the whole message list: regenerate() and edits branch
     }),
   });
   const [input, setInput] = useState("");
