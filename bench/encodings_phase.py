@@ -29,7 +29,7 @@ from light_producer import LEASE, begin
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
-from tokentail.shared.events import RunCompleted
+from tokentail.shared.events import MessageDelta, RunCompleted
 from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.response_ids import response_id
 from tokentail.shared.settings import Settings
@@ -147,7 +147,7 @@ async def completed_runs(stack: Stack, count: int) -> list[tuple[str, str]]:
         lease = RunLease(lifecycle, session_id, run_id, LEASE)
         texts = [f" token{i}" for i in range(RESUME_DELTAS)]
         for start in range(0, RESUME_DELTAS, 50):  # appends of the size a worker's are
-            deltas = [json.dumps({"run_id": run_id, "text": text}) for text in texts[start : start + 50]]
+            deltas = [MessageDelta(run_id=run_id, text=text).model_dump_json() for text in texts[start : start + 50]]
             await lease.append([("message.delta", data) for data in deltas])
         await lease.append([], ending=RunCompleted(run_id=run_id, output="".join(texts), usage={}))
         made.append((session_id, run_id))

@@ -16,6 +16,7 @@ from tokentail.gateway.encodings.sse import PING
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import GapFound, Operation, Reducer, RunEnded
 from tokentail.shared.events import Gap
+from tokentail.shared.store import StoredEvent
 
 Part = TypeVar("Part")  # what an operation becomes before framing: a JSON object, or one already serialised
 
@@ -55,7 +56,13 @@ class Renderer(Generic[Part]):
         if batch.gap is not None:
             out.append((self.render(GapFound(batch.gap)), None))
         bound = self.reducer.run_id is not None
-        for event in batch.events:
+        events, index = batch.events, 0
+        while index < len(events):
+            if passed := self.pass_quietly(events, index):
+                index += passed
+                continue
+            event = events[index]
+            index += 1
             parts: list[Part] = []
             for operation in self.reducer.reduce(event):
                 parts += self.render(operation)
@@ -66,6 +73,11 @@ class Renderer(Generic[Part]):
             if self.finished:
                 break
         return out
+
+    def pass_quietly(self, events: list[StoredEvent], index: int) -> int:
+        """How many events from `index` on this renderer's client is owed nothing for, reduced
+        without operations (the deltas a resume passes: most of one), so many fewer to render."""
+        return 0
 
     def tail(self) -> bytes:
         return b""

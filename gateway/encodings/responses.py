@@ -63,6 +63,7 @@ from tokentail.gateway.reading.reducer import (
     ToolFinished,
 )
 from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
+from tokentail.shared.store import StoredEvent
 
 INPUT_TOOL = "tokentail_input"  # the function_call item a question (not an approval) becomes
 SERVER_LABEL = "tokentail"  # the mcp_approval_request's server_label
@@ -130,6 +131,15 @@ class ResponseEvents(Renderer[Part]):
             if self._kept_bytes > STREAM_BYTES:  # too long to keep: what one reader holds stays bounded
                 self.kept = None
         return b"".join(made)
+
+    def pass_quietly(self, events: list[StoredEvent], index: int) -> int:
+        """A resume's deltas before `starting_after`, in the open item: only counted."""
+        if self._open is None or not self._in_segment or self.next_sequence > self.starting_after:
+            return 0
+        taken, texts = self.reducer.pass_deltas(events, index, self.starting_after - self.next_sequence + 1)
+        self._pieces += texts
+        self.next_sequence += len(texts)
+        return taken
 
     def _event(self, type_: str, **fields: Any) -> Part:
         event = {"type": type_, **fields, "sequence_number": self.next_sequence}

@@ -257,6 +257,7 @@ def dropped_by(after: int, seq: int, event_type: str) -> bool:
 
 _MODELS = {event_type.encode(): model for event_type, model in EVENT_DATA.items()}
 _DELTAS: dict[bytes, BlockKind] = {b"message.delta": "text", b"reasoning.delta": "reasoning"}
+_TYPE_OF = {kind: event_type for event_type, kind in _DELTAS.items()}
 
 
 def _delta_text(data: bytes, head: bytes) -> str | None:
@@ -362,6 +363,30 @@ class Reducer:
             self._delta_head = b'{"run_id":%s,"text":"' % json.dumps(data.run_id).encode()
         agent = event.type in _AGENT_TYPES or event.type.startswith(_DATA_PREFIX)
         return self._agent(data, seq) if agent else self._run(data, seq)
+
+    def pass_deltas(self, events: list[StoredEvent], index: int, most: int) -> tuple[int, list[str]]:
+        """The deltas from `events[index]` on that go on in the open block, as the worker wrote them,
+        reduced without operations, up to `most` with text: for a renderer whose client is owed
+        nothing for them (it only counts them). How many events it took, and their texts (those
+        with some: a `BlockAppended` each, had they been reduced one by one)."""
+        block = self._open
+        if block is None or self._shown is None:
+            return 0, []
+        event_type = _TYPE_OF[block.kind]
+        texts: list[str] = []
+        taken = 0
+        for event in events[index:]:
+            if len(texts) >= most or event.type != event_type:
+                break
+            text = _delta_text(event.data, self._delta_head)
+            if text is None:
+                break
+            block.pieces.append((event.seq, text))
+            taken += 1
+            if text:
+                texts.append(text)
+            self.event_ts = event.ts_us / 1e6
+        return taken, texts
 
     def _agent(self, data: EventData, seq: int) -> list[Operation]:
         run_id = data.run_id
