@@ -22,6 +22,7 @@ the size of its answer: it is what a drop shows again.
 
 import json
 from collections.abc import Iterable
+from itertools import islice
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -375,7 +376,7 @@ class Reducer:
         event_type = _TYPE_OF[block.kind]
         texts: list[str] = []
         taken = 0
-        for event in events[index:]:
+        for event in islice(events, index, None):
             if len(texts) >= most or event.type != event_type:
                 break
             text = _delta_text(event.data, self._delta_head)
