@@ -22,8 +22,8 @@ the size of its answer: it is what a drop shows again.
 
 import json
 from collections.abc import Iterable
-from itertools import islice
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any, Literal
 
 from pydantic import ValidationError
