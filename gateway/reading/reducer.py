@@ -261,18 +261,35 @@ _DELTAS: dict[bytes, BlockKind] = {b"message.delta": "text", b"reasoning.delta":
 _TYPE_OF = {kind: event_type for event_type, kind in _DELTAS.items()}
 
 
+def split_delta(data: bytes) -> tuple[bytes, bytes]:
+    """A delta's JSON as everything up to its text's opening quote, and the text as it is escaped.
+    Deltas that share the first part are of the same run and agent, and their texts join as they
+    are: no parsing for the deltas a worker wrote (`{"run_id":..,["agent":..,]"text":".."}`, text
+    last); any other form is parsed and written that way."""
+    split = data.find(b',"text":"') + 9
+    if split > 8 and data.endswith(b'"}'):
+        text = data[split:-2]
+        if text.count(b'"') == text.count(b'\\"'):  # every quote escaped: the text is the last field
+            return data[:split], text
+    parsed = json.loads(data)
+    text = json.dumps(parsed.pop("text"), ensure_ascii=False)[1:-1].encode()
+    return json.dumps(parsed, separators=(",", ":"), ensure_ascii=False)[:-1].encode() + b',"text":"', text
+
+
 def _delta_text(data: bytes, head: bytes) -> str | None:
     """The text of a delta written as `{"run_id":<the run shown>,"text":"..."}` (no `agent`), else None."""
-    if not data.startswith(head) or not data.endswith(b'"}'):
+    if not data.startswith(head):
         return None
-    raw = data[len(head) : -2]
-    if b"\\" in raw:  # escaped characters: JSON decodes them
-        try:
-            text = json.loads(data[len(head) - 1 : -1])
-        except ValueError:  # more after the text: not the worker's form
-            return None
-        return text if isinstance(text, str) else None
-    return None if b'"' in raw else raw.decode()
+    found, text = split_delta(data)
+    if found != head:
+        return None  # more fields after the text: not the worker's form
+    if b"\\" not in text:
+        return text.decode()
+    try:  # escaped characters: JSON decodes them
+        decoded = json.loads(b'"' + text + b'"')
+    except ValueError:
+        return None
+    return decoded if isinstance(decoded, str) else None
 
 
 _DATA_PREFIX = DATA_PREFIX.encode()

@@ -18,7 +18,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from tokentail.gateway.reading.reducer import drop_point, dropped_by, parse
+from tokentail.gateway.reading.reducer import drop_point, dropped_by, parse, split_delta
 from tokentail.shared.events import TERMINAL_EVENTS, EventType
 from tokentail.shared.store import SessionStore, StoredEvent
 
@@ -99,27 +99,12 @@ class Compactor:
         self._frame_bytes += len(frame)
 
 
-def _split_delta(data: bytes) -> tuple[bytes, bytes]:
-    """A delta's JSON as everything up to its text's opening quote, and the text as it is escaped.
-    Deltas that share the first part are of the same run and agent, and their texts join as they
-    are: no parsing for the deltas a worker wrote (`{"run_id":..,["agent":..,]"text":".."}`, text
-    last); any other form is parsed and written that way."""
-    split = data.find(b',"text":"') + 9
-    if split > 8 and data.endswith(b'"}'):
-        text = data[split:-2]
-        if text.count(b'"') == text.count(b'\\"'):  # every quote escaped: the text is the last field
-            return data[:split], text
-    parsed = json.loads(data)
-    text = json.dumps(parsed.pop("text"), ensure_ascii=False)[1:-1].encode()
-    return json.dumps(parsed, separators=(",", ":"), ensure_ascii=False)[:-1].encode() + b',"text":"', text
-
-
 class _Deltas:
     """Consecutive deltas of one kind, run and agent: one frame, with the id of the last."""
 
     def __init__(self, first: StoredEvent) -> None:
         self.last = first
-        self.head, text = _split_delta(first.data)
+        self.head, text = split_delta(first.data)
         self.texts = [text]
 
     def takes(self, event: StoredEvent) -> bool:
@@ -127,7 +112,7 @@ class _Deltas:
         last: a dropped event between them may have been a cut's)."""
         if event.type != self.last.type or event.seq != self.last.seq + 1:
             return False
-        head, text = _split_delta(event.data)
+        head, text = split_delta(event.data)
         if head != self.head:
             return False
         self.last = event
