@@ -99,6 +99,14 @@ class LeaseLost(TokentailError):
     pass
 
 
+class WritesLost(Exception):
+    """Redis lost events this run's worker appended (see worker/recovery/lost_writes.py)."""
+
+    def __init__(self, last_seq: int) -> None:
+        super().__init__(f"the session's last seq is {last_seq}, below what this run wrote")
+        self.last_seq = last_seq
+
+
 class StepTooLarge(ValueError):
     """A step's result too large to record (shared/records.py MAX_STEP_BYTES), or one that would take
     the run's recorded steps past MAX_RUN_STEPS_BYTES."""

@@ -12,17 +12,16 @@
 -- response. With `ended_at_question`, not while it waits for the answer either: the response ended
 -- at its question (a stream's client leaving then leaves the question to be answered).
 --
--- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] cancel_channel, ARGV[11] reason,
---   ARGV[12] the run expected active ('' the active one, whichever), ARGV[13] its answers so far
---   ('' any number), ARGV[14] '1' to leave it alone while it waits for the answer to that question
+-- Keys and arguments: shared/scripts/runs.py `CancelRun` (`expected`: the run expected active, ''
+-- the active one, whichever; `segment`: its answers so far, '' any number; `ended_at_question`: '1'
+-- to leave it alone while it waits for the answer to that question).
 -- Returns {'signalled', run_id} | {'cancelled', run_id} | {'idle'} | {'not_active', run_id}
 --   | {'no_run'} (the run named is not the session's) | {'missing'} | {'gone'}
-local k, s = session_context()
 if redis.call('EXISTS', k.meta) == 0 then
   if redis.call('EXISTS', k.gone) == 1 then return {'gone'} end
   return {'missing'}
 end
-local expected, segment, ended_at_question = ARGV[12], ARGV[13], ARGV[14] == '1'
+local expected, segment, ended_at_question = a.expected, a.segment, a.ended_at_question == '1'
 local run_id = redis.call('HGET', k.meta, 'active_run')
 if expected ~= '' then
   if redis.call('HEXISTS', k.runs, expected) == 0 then return {'no_run'} end
@@ -36,11 +35,11 @@ if expected ~= '' then
 end
 if not run_id or run_id == '' then return {'idle'} end
 if redis.call('EXISTS', k.lease) == 0 then
-  cancel_unheld(k, s, run_id, ARGV[11])
+  cancel_unheld(k, s, run_id, a.reason)
   return {'cancelled', run_id}
 end
 if redis.call('HGET', k.meta, 'cancel_run') ~= run_id then
   redis.call('HSET', k.meta, 'cancel_run', run_id)
-  redis.call('PUBLISH', ARGV[10], run_id)
+  redis.call('PUBLISH', a.cancel_channel, run_id)
 end
 return {'signalled', run_id}

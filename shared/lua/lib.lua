@@ -117,15 +117,16 @@ local function add_event(k, s, event_type, data, ts, output)
   return seq
 end
 
--- Push a job to arq, on the queue's Redis: the job in arq 0.28's layout (JSON: try, function, args,
--- kwargs, enqueue time; see shared/jobs.py), the queue entry, and a wake-up for idle workers. A job
--- id arq still holds is left alone, so pushing the same job twice queues it once. arq's keys carry
--- no hash tag.
-local function push_job(q, session_id, run_id, job_id, now_ms)
-  local job = cjson.encode({t = cjson.null, f = q.job_function, a = {session_id, run_id}, k = {}, et = now_ms})
-  if redis.call('SET', q.job_prefix .. job_id, job, 'PX', q.job_ttl_ms, 'NX') then
-    redis.call('ZADD', q.queue, now_ms, job_id)
-    redis.call('PUBLISH', q.wake_channel, job_id)
+-- Push a job to arq, on the queue's Redis (its key `queue`): the job in arq 0.28's layout (JSON: try,
+-- function, args, kwargs, enqueue time; see shared/jobs.py), the queue entry, and a wake-up for idle
+-- workers; `j` holds the job settings (job_function, job_prefix, job_ttl_ms, wake_channel). A job id
+-- arq still holds is left alone, so pushing the same job twice queues it once. arq's keys carry no
+-- hash tag.
+local function push_job(queue, j, session_id, run_id, job_id, now_ms)
+  local job = cjson.encode({t = cjson.null, f = j.job_function, a = {session_id, run_id}, k = {}, et = now_ms})
+  if redis.call('SET', j.job_prefix .. job_id, job, 'PX', j.job_ttl_ms, 'NX') then
+    redis.call('ZADD', queue, now_ms, job_id)
+    redis.call('PUBLISH', j.wake_channel, job_id)
   end
 end
 
@@ -140,11 +141,11 @@ local function index_lease(k, s, deadline)
 end
 
 -- Hand the session's active run to arq: now, or through the outbox (see Jobs above).
-local function queue_job(k, q, run_id, job_id, now_ms)
+local function queue_job(k, s, run_id, job_id, now_ms)
   if SPLIT_QUEUE then
     redis.call('HSET', k.meta, 'dispatch', job_id .. ' ' .. run_id)
   else
-    push_job(q, q.session_id, run_id, job_id, now_ms)
+    push_job(k.queue, s, s.session_id, run_id, job_id, now_ms)
   end
 end
 
@@ -213,20 +214,4 @@ local function resume_run(k, s, run_id, run, received, answers, job_id, ts, now_
   index_lease(k, s, nil)
   queue_job(k, s, run_id, job_id, now_ms)
   return seq
-end
-
--- The keys and settings of a script that may end or queue runs, from its KEYS and ARGV. Such
--- scripts take KEYS meta, runs, events, lease, gone, pending, hooks, steps, then the queue, the leases
--- index and the webhooks index (only when they are on the same Redis), last the archive index (only
--- with an archive), and ARGV session_id, maxlen,
--- ttl_seconds, tombstone_seconds, job_ttl_ms, wake_channel, job key prefix, job function,
--- hooks_ttl_ms, then their own (from ARGV[10]).
-local function session_context()
-  local k = {meta = KEYS[1], runs = KEYS[2], events = KEYS[3], lease = KEYS[4], gone = KEYS[5], pending = KEYS[6],
-             hooks = KEYS[7], steps = KEYS[8], index = KEYS[10], hook_index = KEYS[11],
-             archive = ARCHIVE and KEYS[#KEYS] or nil}
-  local s = {session_id = ARGV[1], maxlen = ARGV[2], ttl = tonumber(ARGV[3]), tombstone = tonumber(ARGV[4]),
-             job_ttl_ms = ARGV[5], wake_channel = ARGV[6], job_prefix = ARGV[7], job_function = ARGV[8],
-             hooks_ttl_ms = ARGV[9], queue = KEYS[9]}
-  return k, s
 end

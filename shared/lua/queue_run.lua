@@ -6,24 +6,20 @@
 -- cancels the active run: at once if no worker holds it (this run then starts now), else through
 -- its worker; lib.lua's end_run starts the next in line when a run ends.
 --
--- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] run_id, ARGV[11] run_json,
---             ARGV[12] multitask, ARGV[13] queued_data_json, ARGV[14] create: '1' a new session,
---             '2' the session, made now if missing (a client-chosen chat id), '0' an existing one,
---             ARGV[15] cancel_channel, then session fields as name, value pairs
+-- Keys and arguments: shared/scripts/runs.py `QueueRun`.
 -- Returns {'ok', seq, 'started'|'pending'} | {'again', seq} | {'missing'} | {'gone'} | {'exists'} |
 -- {'conflict', active_run_id}. 'again': the run is recorded already, queued by this same request sent
 -- before (its id comes from the request's idempotency key: gateway/access/ids.py); nothing changes.
-local k, s = session_context()
-local run_id, multitask = ARGV[10], ARGV[12]
+local run_id, multitask = a.run_id, a.multitask
 if redis.call('HEXISTS', k.runs, run_id) == 1 then return {'again', get_run(k.runs, run_id).queued_seq} end
 
-local create = ARGV[14] == '1'
+local create = a.create == '1'
 if create then
   if redis.call('EXISTS', k.meta) == 1 then return {'exists'} end
   if redis.call('EXISTS', k.gone) == 1 then return {'gone'} end  -- (a deleted session's id, made again)
 elseif redis.call('EXISTS', k.meta) == 0 then
   if redis.call('EXISTS', k.gone) == 1 then return {'gone'} end
-  if ARGV[14] ~= '2' then return {'missing'} end
+  if a.create ~= '2' then return {'missing'} end
   create = true
 end
 local active = redis.call('HGET', k.meta, 'active_run')
@@ -31,11 +27,11 @@ if active == '' then active = false end
 if active and multitask == 'reject' then return {'conflict', active} end
 
 if create then
-  for i = 16, #ARGV, 2 do redis.call('HSET', k.meta, ARGV[i], ARGV[i + 1]) end
+  for i = 1, #a.fields, 2 do redis.call('HSET', k.meta, a.fields[i], a.fields[i + 1]) end
 end
 local ts, now_ms, now_s = clock()
-local seq = add_event(k, s, 'run.queued', ARGV[13], ts)
-local run = cjson.decode(ARGV[11])
+local seq = add_event(k, s, 'run.queued', a.queued_data, ts)
+local run = cjson.decode(a.run_json)
 run.queued_seq = seq
 run.queued_at = now_s
 redis.call('HSET', k.runs, run_id, cjson.encode(run))
@@ -69,6 +65,6 @@ if redis.call('EXISTS', k.lease) == 0 then
 end
 if redis.call('HGET', k.meta, 'cancel_run') ~= active then
   redis.call('HSET', k.meta, 'cancel_run', active)
-  redis.call('PUBLISH', ARGV[15], active)
+  redis.call('PUBLISH', a.cancel_channel, active)
 end
 return {'ok', seq, 'pending'}

@@ -5,12 +5,12 @@
 -- Beside the steps, by keys that no step key (`<name>#<n>`) can be: `seq`, the session's last event
 -- id at the last step (what an agent that redoes what followed its last step keeps; the worker
 -- flushed what it streamed before the step), and `bytes`, the steps' total size, bounded.
--- KEYS: steps, lease, meta   ARGV: run_id, lease_token, step key, value (JSON), max total bytes
+-- Keys and arguments: shared/scripts/runs.py `RecordStep`.
 -- Returns the steps' total size, or {'too_large', total it would be} (nothing written).
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then
-  return redis.error_reply('FENCED run ' .. ARGV[1] .. ' no longer holds its lease')
+if redis.call('GET', k.lease) ~= a.lease_token then
+  return redis.error_reply('FENCED run ' .. a.run_id .. ' no longer holds its lease')
 end
-local total = tonumber(redis.call('HGET', KEYS[1], 'bytes') or 0) - redis.call('HSTRLEN', KEYS[1], ARGV[3]) + #ARGV[4]
-if total > tonumber(ARGV[5]) then return {'too_large', total} end
-redis.call('HSET', KEYS[1], ARGV[3], ARGV[4], 'seq', redis.call('HGET', KEYS[3], 'seq'), 'bytes', total)
+local total = tonumber(redis.call('HGET', k.steps, 'bytes') or 0) - redis.call('HSTRLEN', k.steps, a.step_key) + #a.value
+if total > tonumber(a.max_bytes) then return {'too_large', total} end
+redis.call('HSET', k.steps, a.step_key, a.value, 'seq', redis.call('HGET', k.meta, 'seq'), 'bytes', total)
 return total

@@ -2,14 +2,14 @@
 -- usage reports: worker/usage.py), under the run's lease: an attempt that dies still counts what was
 -- reported before. With it, the session's last event id: the output streamed after it was not
 -- reported yet (the estimate for a model call cut short starts there). Sent again, it changes nothing.
--- KEYS: runs, lease, meta   ARGV: run_id, lease_token, attempt, usage (JSON object of counts)
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then
-  return redis.error_reply('FENCED run ' .. ARGV[1] .. ' no longer holds its lease')
+-- Keys and arguments: shared/scripts/runs.py `RecordUsage`.
+if redis.call('GET', k.lease) ~= a.lease_token then
+  return redis.error_reply('FENCED run ' .. a.run_id .. ' no longer holds its lease')
 end
-local run = cjson.decode(redis.call('HGET', KEYS[1], ARGV[1]))
+local run = cjson.decode(redis.call('HGET', k.runs, a.run_id))
 if type(run.attempt_usage) ~= 'table' then run.attempt_usage = {} end
-local usage = cjson.decode(ARGV[4])
-usage.seq = tonumber(redis.call('HGET', KEYS[3], 'seq'))
-run.attempt_usage[ARGV[3]] = usage
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(run))
+local usage = cjson.decode(a.usage)
+usage.seq = tonumber(redis.call('HGET', k.meta, 'seq'))
+run.attempt_usage[a.attempt] = usage
+redis.call('HSET', k.runs, a.run_id, cjson.encode(run))
 return 1

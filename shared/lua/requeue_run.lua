@@ -7,21 +7,19 @@
 -- died before pushing it). The lease is taken away with the requeue, so a run is requeued once.
 --
 -- A third: a worker whose run's events Redis lost, and which cannot append them again as they were
--- (lifecycle.py `_append_again`), hands the run over past them: followers may have read those ids,
--- so the session's seq moves up to the last one the worker was told it wrote (ARGV[12]) and the run
+-- (worker/recovery/lost_writes.py), hands the run over past them: followers may have read those ids,
+-- so the session's seq moves up to the last one the worker was told it wrote (`past_seq`) and the run
 -- goes on after them. No id is given out twice with two contents; readers find a hole there, which
 -- the gateway announces as a `gap` (or the archive fills, with what followers read).
 --
--- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] lease_token or '', ARGV[11] a random job
--- id suffix (arq refuses a job id it still remembers: each requeue is a job of its own), ARGV[12]
--- with a lease token: the seq to move the session's up to ('' for none)
+-- Keys and arguments: shared/scripts/runs.py `RequeueRun` (`job_suffix`: random, as arq refuses a
+-- job id it still remembers: each requeue is a job of its own).
 -- A run waiting for an answer (ask.lua) has no lease: a reaper that finds its question's deadline
 -- passed ends the question as the agent chose: the run fails (`input_expired`), or goes on with the
 -- default answer; before the deadline, it looks again then.
 -- Returns {'requeued'} | {'renewed', lease_until} | {'cleared'} | {'not_holder'} | {'dispatch'};
 -- with SPLIT_QUEUE, 'requeued', 'cleared' and 'dispatch' also return the outbox (`<job_id> <run_id>`) to push.
-local k, s = session_context()
-local token = ARGV[10]
+local token = a.lease_token
 local _, now_ms = clock()
 if token ~= '' then
   if redis.call('GET', k.lease) ~= token then return {'not_holder'} end
@@ -35,7 +33,7 @@ elseif redis.call('EXISTS', k.lease) == 0 then
   if run.waiting_until > now_ms then return {'renewed', run.waiting_until} end
   local ts, _, now_s = clock()
   if run.on_expiry_answers then
-    resume_run(k, s, run_id, run, run.on_expiry_received, run.on_expiry_answers, run_id .. '.x' .. ARGV[11], ts, now_ms)
+    resume_run(k, s, run_id, run, run.on_expiry_received, run.on_expiry_answers, run_id .. '.x' .. a.job_suffix, ts, now_ms)
     return {'requeued', redis.call('HGET', k.meta, 'dispatch')}
   end
   local error = {type = 'input_expired', message = 'no answer to question ' .. run.waiting_for .. ' came before it expired'}
@@ -54,8 +52,8 @@ if token ~= '' then
   local run = get_run(k.runs, run_id)
   run.handovers = (run.handovers or 0) + 1
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
-  local past = tonumber(ARGV[12])
+  local past = tonumber(a.past_seq)
   if past and past > tonumber(redis.call('HGET', k.meta, 'seq') or 0) then redis.call('HSET', k.meta, 'seq', past) end
 end
-queue_job(k, s, run_id, run_id .. '.' .. ARGV[11], now_ms)
+queue_job(k, s, run_id, run_id .. '.' .. a.job_suffix, now_ms)
 return {'requeued', redis.call('HGET', k.meta, 'dispatch')}

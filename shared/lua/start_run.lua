@@ -13,15 +13,12 @@
 -- and this script leaves the job to be picked again within seconds; a job that got this far must
 -- not be picked again when that mark lapses.
 --
--- KEYS, ARGV: as lib.lua's session_context, then ARGV[10] run_id, ARGV[11] lease_token,
---             ARGV[12] lease_ms, ARGV[13] max_attempts, ARGV[14] job_id, ARGV[15] for a takeover:
---             keep_until, 'restart', or '' (not decided yet)
+-- Keys and arguments: shared/scripts/runs.py `StartRun`.
 -- Returns {'ok', seq, run_json, verdict, steps} with verdict '' (run it), 'cancel' (a cancel is
 -- pending: end it cancelled) or 'exhausted' (too many attempts: end it failed), and the steps the run
 -- recorded, to replay (the steps hash, flat: see record_step.lua); or {'inactive'} | {'leased'}
--- | {'not_running', status} | {'decide'} (a takeover, and ARGV[15] is '': nothing was changed)
-local k, s = session_context()
-local run_id, token, lease_ms, max_attempts = ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
+-- | {'not_running', status} | {'decide'} (a takeover, and `keep_until` is '': nothing was changed)
+local run_id, token, lease_ms, max_attempts = a.run_id, a.lease_token, tonumber(a.lease_ms), tonumber(a.max_attempts)
 
 if redis.call('HGET', k.meta, 'active_run') ~= run_id then return {'inactive'} end
 if redis.call('EXISTS', k.lease) == 1 then return {'leased'} end
@@ -38,7 +35,7 @@ elseif reason == 'takeover' and run.attempt - (run.handovers or 0) >= max_attemp
   verdict = 'exhausted'
 end
 
-if reason == 'takeover' and verdict == '' and ARGV[15] == '' then return {'decide'} end
+if reason == 'takeover' and verdict == '' and a.keep_until == '' then return {'decide'} end
 
 redis.call('SET', k.lease, token)
 redis.call('HSET', k.meta, 'lease_until', now_ms + lease_ms)
@@ -46,7 +43,7 @@ index_lease(k, s, now_ms + lease_ms)
 -- With an archive, a running session is archived as it goes (a long run outgrows the stream's bound).
 if ARCHIVE then redis.call('ZADD', k.archive, 'NX', now_ms + ARCHIVE_RUNNING_MS, s.session_id) end
 redis.call('HDEL', k.meta, 'dispatch')
-if not SPLIT_QUEUE then redis.call('ZREM', s.queue, ARGV[14]) end
+if not SPLIT_QUEUE then redis.call('ZREM', k.queue, a.job_id) end
 if verdict ~= '' then
   -- The lease lets the worker write the terminal event through the usual fenced append.
   return {'ok', redis.call('HGET', k.meta, 'seq'), redis.call('HGET', k.runs, run_id), verdict, {}}
@@ -54,8 +51,8 @@ end
 
 if reason ~= 'resume' then run.attempt = run.attempt + 1 end
 local seq
-if reason == 'takeover' and ARGV[15] ~= 'restart' then
-  local data = {run_id = run_id, attempt = run.attempt, from_event_id = tonumber(ARGV[15])}
+if reason == 'takeover' and a.keep_until ~= 'restart' then
+  local data = {run_id = run_id, attempt = run.attempt, from_event_id = tonumber(a.keep_until)}
   seq = add_event(k, s, 'run.continued', cjson.encode(data), ts)
 else
   if reason == 'takeover' then

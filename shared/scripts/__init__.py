@@ -1,0 +1,1 @@
+"""The Lua scripts' contracts (one typed class per script) and the runner that calls them."""

@@ -1,0 +1,183 @@
+"""A Lua script's contract, declared once in Python: its keys, its arguments and its reply.
+
+A contract is a frozen dataclass whose fields are, in order, what the script is called with:
+
+- one field typed as a `KeyGroup` (a dataclass of key names): the script's KEYS, bound in Lua as a
+  table named after the field (`k.meta`). A key field declared `only_if(...)` is passed, and bound,
+  only in the topologies it names (`k.queue` exists only when the job queue shares the Redis);
+- fields typed as an `ArgGroup` (a dataclass of arguments that several scripts share): bound as a
+  table named after the field (`s.session_id`);
+- every other field: an argument, bound as `a.<name>`. A `list` field goes as its items, after
+  their count unless it is the last field, and is bound as a Lua table.
+
+From the declaration come both sides of a call: `lua_source` puts the bindings in front of the
+hand-written script (which reads names, never `KEYS[n]` or `ARGV[n]`), and `keys`/`args` pack a
+call in the same order. Each contract's `parse` turns the script's reply into a typed value.
+"""
+
+import dataclasses
+import functools
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, ClassVar, Generic, TypeVar
+
+from tokentail.shared.settings import Settings
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """What a deployment's scripts are written for (lib.lua's first line): a Redis Cluster (a
+    session's notifications are published on its shard), the job queue on a Redis of its own
+    (jobs go through the session's outbox), an archive (streams trimmed only past what it has)."""
+
+    cluster: bool = False
+    split_queue: bool = False
+    archive: bool = False
+
+    @classmethod
+    def of(cls, settings: Settings) -> "Topology":
+        return cls(settings.redis_cluster, settings.split_queue, bool(settings.archive_url))
+
+
+def only_if(condition: Callable[[Topology], bool]) -> Any:
+    """A key field present only in the topologies `condition` accepts (None in the others)."""
+    return dataclasses.field(default=None, metadata={"present": condition})
+
+
+def shared_queue(topology: Topology) -> bool:
+    return not topology.split_queue
+
+
+def archived(topology: Topology) -> bool:
+    return topology.archive
+
+
+class KeyGroup:
+    """Base of a dataclass of Redis keys: a script's KEYS, in field order."""
+
+
+class ArgGroup:
+    """Base of a dataclass of arguments several scripts take first (bound as one Lua table)."""
+
+
+def _lua_string(value: bool | str) -> str:
+    return str(value).lower() if isinstance(value, bool) else f"'{value}'"
+
+
+class Script(Generic[R]):
+    """Base of a contract. `SOURCE`: the script's file in shared/lua/, without `.lua`. `JOINABLE`: the
+    script takes many calls in one (worker/pipelines.py): its argument groups come once, first, then
+    each call's keys and arguments follow the previous call's (every list counted), and Lua binds
+    `calls`, a list of `{k = ..., a = ...}`, one per call."""
+
+    SOURCE: ClassVar[str]
+    JOINABLE: ClassVar[bool] = False
+
+    @classmethod
+    @functools.cache
+    def _layout(cls) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        """Each field: its name, what it is (keys, group, list or value), and a group's member names."""
+        hints = typing.get_type_hints(cls)
+        layout = []
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+            hint = hints[field.name]
+            members = tuple(f.name for f in dataclasses.fields(hint)) if dataclasses.is_dataclass(hint) else ()
+            if isinstance(hint, type) and issubclass(hint, KeyGroup):
+                layout.append((field.name, "keys", members))
+            elif isinstance(hint, type) and issubclass(hint, ArgGroup):
+                layout.append((field.name, "group", members))
+            elif typing.get_origin(hint) is list:
+                layout.append((field.name, "list", ()))
+            else:
+                layout.append((field.name, "value", ()))
+        return tuple(layout)
+
+    @classmethod
+    @functools.cache
+    def _key_fields(cls, topology: Topology) -> tuple[str, ...]:
+        hints = typing.get_type_hints(cls)
+        for name, kind, _ in cls._layout():
+            if kind == "keys":
+                fields = dataclasses.fields(hints[name])
+                return tuple(f.name for f in fields if f.metadata.get("present", bool)(topology))
+        return ()
+
+    def _counted(self, name: str) -> bool:
+        return self.JOINABLE or name != self._layout()[-1][0]
+
+    @classmethod
+    @functools.cache
+    def lua_source(cls, topology: Topology) -> str:
+        """The script as Redis runs it: the topology's constants, lib.lua, the bindings, the script."""
+        lua = resources.files("tokentail.shared.lua")
+        lib, body = lua.joinpath("lib.lua").read_text(), lua.joinpath(f"{cls.SOURCE}.lua").read_text()
+        return "\n".join((cls._topology_line(topology), lib, cls.lua_bindings(topology), body))
+
+    @staticmethod
+    def _topology_line(topology: Topology) -> str:
+        publish = "SPUBLISH" if topology.cluster else "PUBLISH"
+        values = ", ".join(map(_lua_string, (publish, topology.split_queue, topology.archive)))
+        return f"local PUBLISH_EVENTS, SPLIT_QUEUE, ARCHIVE = {values}"
+
+    @classmethod
+    def lua_bindings(cls, topology: Topology) -> str:
+        """`local k = {...}` for the keys, a table per argument group, `local a = {...}` for the rest
+        (a joinable script: `calls`, each call's `k` and `a`)."""
+        keys = cls._key_fields(topology)
+        layout = cls._layout()
+        groups = [(name, members) for name, kind, members in layout if kind == "group"]
+        lines = ["-- Generated from the script's contract (shared/scripts/): keys and arguments by name."]
+        lines += [f"local {name} = {{}}" for name, _ in groups]
+        lines += ["local at = 1  -- the next argument: a list moves it by its length"]
+        lines += [f"{name}.{member} = ARGV[at]; at = at + 1" for name, members in groups for member in members]
+        per_call = []
+        for name, kind, _ in layout:
+            if kind == "keys":
+                offset = f"(c - 1) * {len(keys)} + " if cls.JOINABLE else ""
+                bound = ", ".join(f"{key} = KEYS[{offset}{i}]" for i, key in enumerate(keys, 1))
+                per_call.append(f"local {name} = {{{bound}}}")
+            elif kind == "list":
+                counted = cls.JOINABLE or name != layout[-1][0]
+                count, skip = ("tonumber(ARGV[at])", "at = at + 1; ") if counted else ("#ARGV - at + 1", "")
+                per_call.append(f"local n = {count}; {skip}a.{name} = {{}}")
+                per_call.append(f"for i = 1, n do a.{name}[i] = ARGV[at + i - 1] end; at = at + n")
+            elif kind == "value":
+                per_call.append(f"a.{name} = ARGV[at]; at = at + 1")
+        if not cls.JOINABLE:
+            return "\n".join([*lines, "local a = {}", *per_call])
+        key_names = [name for name, kind, _ in layout if kind == "keys"]
+        call = ", ".join(f"{name} = {name}" for name in [*key_names, "a"])
+        body = ["local a = {}", *per_call, f"calls[c] = {{{call}}}"]
+        return "\n".join([*lines, "local calls = {}", f"for c = 1, #KEYS / {len(keys)} do", *(f"  {line}" for line in body), "end"])
+
+    def keys(self, topology: Topology) -> list[str]:
+        for name, kind, _ in self._layout():
+            if kind == "keys":
+                group = getattr(self, name)
+                values = [getattr(group, key) for key in self._key_fields(topology)]
+                if None in values:
+                    raise ValueError(f"{type(self).__name__}: a key its topology needs is missing: {group!r}")
+                return values
+        return []
+
+    def args(self) -> list[Any]:
+        args: list[Any] = []
+        for name, kind, members in self._layout():
+            value = getattr(self, name)
+            if kind == "group":
+                args += [getattr(value, member) for member in members]
+            elif kind == "list":
+                if self._counted(name):
+                    args.append(len(value))
+                args += value
+            elif kind == "value":
+                args.append(value)
+        return args
+
+    def parse(self, reply: Any) -> R:
+        """The reply, typed. By default as Redis gave it."""
+        return typing.cast(R, reply)

@@ -1,0 +1,72 @@
+"""Calls scripts by their contracts (shared/scripts/contract.py) on one Redis.
+
+`ScriptRunner` is the one way a script is called: it packs the contract's keys and arguments for
+the deployment's topology, sends the script (EVALSHA, loaded again by redis-py if Redis forgot it,
+or through a pipeline that joins many processes' calls: worker/pipelines.py), turns a fenced
+script's FENCED and LOST errors into `LeaseLost` and `WritesLost`, and parses the reply. What a
+deployment adds around some scripts (a replica's acknowledgement, the queue's outbox, the archive's
+revival) wraps it once at start-up (shared/scripts/policies.py): callers never ask which.
+"""
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, Protocol, TypeVar
+
+from redis.exceptions import ResponseError
+
+from tokentail.shared.redis_clients import AnyRedis
+from tokentail.shared.scripts.contract import Script, Topology
+from tokentail.shared.scripts.runs import raise_fenced
+
+R = TypeVar("R")
+
+
+class Batched(Protocol):
+    """A script sent with other processes' calls of it (worker/pipelines.py `ScriptPipeline`)."""
+
+    async def __call__(self, keys: list[Any], args: list[Any]) -> Any: ...
+
+    def submit(self, keys: list[Any], args: list[Any]) -> "asyncio.Future[Any]": ...
+
+
+class Run(Protocol):
+    """A script runner, or a policy around one: `await run(script)` is the script's parsed reply."""
+
+    async def __call__(self, script: Script[R], client: Any = None) -> R: ...
+
+
+class ScriptRunner:
+    """`batched`: the contracts whose calls go through a pipeline of their own instead (the worker's
+    per-token appends and its lease renewals)."""
+
+    def __init__(self, redis: AnyRedis, topology: Topology, batched: Mapping[type[Script[Any]], Batched] = {}) -> None:
+        self.redis = redis
+        self.topology = topology
+        self._batched = dict(batched)
+        self._registered: dict[type[Script[Any]], Any] = {}
+
+    async def __call__(self, script: Script[R], client: Any = None) -> R:
+        """The script's reply, parsed; `client`: a pipeline to send it in (a replica's wait follows)."""
+        keys, args = script.keys(self.topology), script.args()
+        try:
+            if (batched := self._batched.get(type(script))) is not None and client is None:
+                return script.parse(await batched(keys, args))
+            return script.parse(await self._script(type(script))(keys=keys, args=args, client=client))
+        except ResponseError as error:
+            raise_fenced(error)
+            raise
+
+    def submit(self, script: Script[Any]) -> "asyncio.Future[Any]":
+        """A batched script's call as a future of its raw reply (`script.parse` reads it), for a caller
+        that does not wait in a task of its own; None if the script is not batched here."""
+        return self._batched[type(script)].submit(script.keys(self.topology), script.args())
+
+    def batches(self, contract: type[Script[Any]]) -> bool:
+        return contract in self._batched
+
+    def _script(self, contract: type[Script[Any]]) -> Any:
+        if (script := self._registered.get(contract)) is None:
+            # A cluster client registers scripts too (and loads them on the node of the keys).
+            script = self.redis.register_script(contract.lua_source(self.topology))  # type: ignore[misc]
+            self._registered[contract] = script
+        return script

@@ -1,0 +1,515 @@
+"""The contracts of the scripts that change a session (shared/lua/): its runs, its events, its lease.
+
+Those that queue or end runs (lib.lua's `end_run`, `queue_job`) take the session's `RunKeys` and
+`SessionArgs` first; the rest take the few keys they touch. Each parses its reply into a typed value.
+"""
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Any, NamedTuple
+
+from redis.exceptions import ResponseError
+
+from tokentail.shared.errors import LeaseLost, WritesLost
+from tokentail.shared.jobs import JOB_TTL_MS, RUN_JOB
+from tokentail.shared.keys import Keys
+from tokentail.shared.scripts.contract import ArgGroup, KeyGroup, Script, archived, only_if, shared_queue
+from tokentail.shared.settings import Settings
+
+# A session's undelivered webhook events are kept this long past the retry window, for the
+# deliverer to find them expired and count them given up.
+HOOKS_KEPT_AFTER_RETRIES = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class RunKeys(KeyGroup):
+    """A session's keys, then the queue's that a script writes in the same step when they share a
+    Redis (arq's queue, the leases and webhooks indexes), then the archive index, with an archive."""
+
+    meta: str
+    runs: str
+    events: str
+    lease: str
+    gone: str
+    pending: str
+    hooks: str
+    steps: str
+    queue: str | None = only_if(shared_queue)
+    index: str | None = only_if(shared_queue)
+    hook_index: str | None = only_if(shared_queue)
+    archive: str | None = only_if(archived)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionArgs(ArgGroup):
+    """The deployment's settings a script that queues or ends runs needs, and the session's id."""
+
+    session_id: str
+    maxlen: int
+    ttl: int
+    tombstone: int
+    job_ttl_ms: int
+    wake_channel: str
+    job_prefix: str
+    job_function: str
+    hooks_ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunScope:
+    """Builds `RunKeys` and `SessionArgs` for a session of this deployment."""
+
+    keys: Keys
+    settings: Settings
+
+    def run_keys(self, session_id: str) -> RunKeys:
+        k, keys = self.keys.session(session_id), self.keys
+        session = (k.meta, k.runs, k.events, k.lease, k.gone, k.pending, k.hooks, k.steps)
+        return RunKeys(*session, keys.queue, keys.lease_checks, keys.webhook_checks, keys.archive_checks)
+
+    def args(self, session_id: str) -> SessionArgs:
+        settings = self.settings
+        return SessionArgs(
+            session_id,
+            settings.stream_maxlen,
+            settings.session_ttl_seconds,
+            settings.tombstone_ttl_seconds,
+            JOB_TTL_MS,
+            self.keys.wake_channel,
+            self.keys.arq_job(""),
+            RUN_JOB,
+            (settings.webhook_retry_seconds + HOOKS_KEPT_AFTER_RETRIES) * 1000,
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def raise_fenced(error: ResponseError) -> None:
+    """A fenced script's FENCED error as LeaseLost, its LOST error as WritesLost (lib.lua's check_holder)."""
+    message = str(error)
+    if message.startswith("FENCED"):
+        raise LeaseLost(message) from None
+    if message.startswith("LOST"):
+        raise WritesLost(int(message.split()[1])) from None
+
+
+class Creation(IntEnum):
+    """What became of a session to make (create_session.lua, fork_session.lua)."""
+
+    MADE = 1
+    EXISTS = 0  # a session of that id exists already
+    GONE = -1  # the id is a deleted or expired session's
+
+
+@dataclass(frozen=True, slots=True)
+class CreateKeys(KeyGroup):
+    meta: str
+    gone: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateSession(Script[Creation]):
+    SOURCE = "create_session"
+    k: CreateKeys
+    ttl: int
+    tombstone: int
+    tenant: str
+    fields: list[str]  # the session's meta fields, as name, value pairs
+
+    def parse(self, reply: Any) -> Creation:
+        return Creation(int(reply))
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteKeys(KeyGroup):
+    meta: str
+    runs: str
+    events: str
+    lease: str
+    pending: str
+    gone: str
+    steps: str
+    index: str | None = only_if(shared_queue)
+    archive: str | None = only_if(archived)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSession(Script[None]):
+    SOURCE = "delete_session"
+    k: DeleteKeys
+    tenant: str
+    tombstone: int
+    session_id: str
+
+    def parse(self, reply: Any) -> None:
+        return None
+
+
+class Queued(StrEnum):
+    """Where a queued run stands (queue_run.lua)."""
+
+    STARTED = "started"  # its job is queued: it starts now
+    PENDING = "pending"  # it waits in line behind the active run
+    AGAIN = "again"  # queued before: a request sent again with its idempotency key
+
+
+class QueueOutcome(StrEnum):
+    OK = "ok"
+    AGAIN = "again"
+    MISSING = "missing"
+    GONE = "gone"
+    EXISTS = "exists"
+    CONFLICT = "conflict"
+
+
+class QueueReply(NamedTuple):
+    outcome: QueueOutcome
+    seq: int | None = None  # of its `run.queued`
+    queued: Queued | None = None
+    active_run: str | None = None  # the run in the way (CONFLICT)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRun(Script[QueueReply]):
+    SOURCE = "queue_run"
+    k: RunKeys
+    s: SessionArgs
+    run_id: str
+    run_json: str
+    multitask: str
+    queued_data: str
+    create: str  # '1' a new session, '2' the session, made now if missing, '0' an existing one
+    cancel_channel: str
+    fields: list[str]  # a session made: its meta fields, as name, value pairs
+
+    def parse(self, reply: Any) -> QueueReply:
+        outcome = QueueOutcome(_text(reply[0]))
+        if outcome is QueueOutcome.OK:
+            return QueueReply(outcome, int(reply[1]), Queued(_text(reply[2])))
+        if outcome is QueueOutcome.AGAIN:
+            return QueueReply(outcome, int(reply[1]), Queued.AGAIN)
+        if outcome is QueueOutcome.CONFLICT:
+            return QueueReply(outcome, active_run=_text(reply[1]))
+        return QueueReply(outcome)
+
+
+class StartVerdict(StrEnum):
+    """What a worker that claimed a run does with it (start_run.lua)."""
+
+    RUN = ""
+    CANCEL = "cancel"  # a cancel is pending: end it cancelled
+    EXHAUSTED = "exhausted"  # too many attempts: end it failed
+
+
+class Claim(NamedTuple):
+    """start_run.lua's reply: `claimed`, or why not; `decide`: a takeover to decide first."""
+
+    claimed: bool
+    decide: bool = False
+    run_json: bytes = b""
+    verdict: StartVerdict = StartVerdict.RUN
+    steps: Any = ()  # the steps the run recorded, to replay: the steps hash, flat
+
+
+@dataclass(frozen=True, slots=True)
+class StartRun(Script[Claim]):
+    SOURCE = "start_run"
+    k: RunKeys
+    s: SessionArgs
+    run_id: str
+    lease_token: str
+    lease_ms: int
+    max_attempts: int
+    job_id: str
+    keep_until: str | int  # for a takeover: the id to keep events up to, 'restart', or '' (not decided)
+
+    def parse(self, reply: Any) -> Claim:
+        outcome = _text(reply[0])
+        if outcome == "ok":
+            return Claim(True, run_json=reply[2], verdict=StartVerdict(_text(reply[3])), steps=reply[4])
+        return Claim(False, decide=outcome == "decide")
+
+
+@dataclass(frozen=True, slots=True)
+class Append(Script[int]):
+    """An append that may end the run or report to its webhook (the rest: `AppendEvents`)."""
+
+    SOURCE = "append"
+    k: RunKeys
+    s: SessionArgs
+    run_id: str
+    lease_token: str
+    append_id: str
+    outcome: str  # the record's fields of a terminal event (JSON), or ''
+    expect: int
+    events: list[str]  # type, data pairs
+
+    def parse(self, reply: Any) -> int:
+        return int(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendShared(ArgGroup):
+    maxlen: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendKeys(KeyGroup):
+    meta: str
+    events: str
+    lease: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEvents(Script[int]):
+    """The per-token path: events that neither end a run nor go to a webhook, many runs' appends in
+    one call (worker/pipelines.py joins them); one reply per append."""
+
+    SOURCE = "append_events"
+    JOINABLE = True
+    s: AppendShared
+    k: AppendKeys
+    run_id: str
+    lease_token: str
+    append_id: str
+    expect: int
+    events: list[str]  # type, data pairs
+
+    def parse(self, reply: Any) -> int:
+        (seq,) = reply  # one call's reply, in a list of one
+        if isinstance(seq, ResponseError):
+            raise_fenced(seq)
+            raise seq
+        return int(seq)
+
+
+class Asked(StrEnum):
+    """What became of a question a run asked (ask.lua)."""
+
+    WAITING = "waiting"  # recorded: the run waits without a worker
+    CANCEL = "cancel"  # a cancel is pending: end the run cancelled instead
+
+
+@dataclass(frozen=True, slots=True)
+class Ask(Script[Asked]):
+    SOURCE = "ask"
+    k: RunKeys
+    s: SessionArgs
+    run_id: str
+    lease_token: str
+    event: str  # the input.required event's data
+    asked: str  # the run's questions (JSON, kept opaque)
+    input_id: str
+    deadline: str  # Redis ms, or '' for none
+    expect: int
+    on_expiry: list[str]  # the answers and the input.received data an expired question goes on with, or none
+
+    def parse(self, reply: Any) -> Asked:
+        return Asked(_text(reply[0]))
+
+
+class AnswerOutcome(StrEnum):
+    OK = "ok"
+    NOT_WAITING = "not_waiting"
+    NO_RUN = "no_run"
+    MISSING = "missing"
+    GONE = "gone"
+
+
+class AnswerReply(NamedTuple):
+    outcome: AnswerOutcome
+    seq: int | None = None  # of `input.received`
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(Script[AnswerReply]):
+    SOURCE = "answer"
+    k: RunKeys
+    s: SessionArgs
+    run_id: str
+    input_id: str
+    answers: str  # the run's answers, this one included (JSON)
+    received: str  # the input.received event's data
+    job_suffix: str
+
+    def parse(self, reply: Any) -> AnswerReply:
+        outcome = AnswerOutcome(_text(reply[0]))
+        return AnswerReply(outcome, int(reply[1]) if outcome is AnswerOutcome.OK else None)
+
+
+class Cancel(StrEnum):
+    SIGNALLED = "signalled"  # its worker was told, and writes `run.cancelled`
+    CANCELLED = "cancelled"  # no worker held it: it ended at once
+    IDLE = "idle"  # no run was active
+    NOT_ACTIVE = "not_active"  # the run (or the segment of it) named is not the active one: left alone
+    NO_RUN = "no_run"  # the run named is not the session's
+    MISSING = "missing"
+    GONE = "gone"
+
+
+class CancelReply(NamedTuple):
+    outcome: Cancel
+    run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRun(Script[CancelReply]):
+    SOURCE = "cancel_run"
+    k: RunKeys
+    s: SessionArgs
+    cancel_channel: str
+    reason: str
+    expected: str  # the run expected active, or '' (whichever)
+    segment: str  # its answers so far, or '' (any number)
+    ended_at_question: str  # '1': left alone while it waits for the answer to that question
+
+    def parse(self, reply: Any) -> CancelReply:
+        return CancelReply(Cancel(_text(reply[0])), _text(reply[1]) if len(reply) > 1 else None)
+
+
+class Requeue(StrEnum):
+    REQUEUED = "requeued"
+    RENEWED = "renewed"  # the holder renewed in time: nothing to take over
+    CLEARED = "cleared"  # no active run behind the entry (deleted session, ended run), or another reaper's
+    NOT_HOLDER = "not_holder"  # a hand-over by a worker that no longer holds the lease
+    PUSHED = "dispatch"  # no lease, but a job the outbox held: pushed (again) to the queue
+
+
+class Look(NamedTuple):
+    """What a reaper found at a session, and when to look again if its lease was renewed."""
+
+    outcome: Requeue
+    lease_until: int | None = None
+    dispatch: bytes | None = None  # with the queue apart: the job its outbox holds, to push
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueRun(Script[Look]):
+    SOURCE = "requeue_run"
+    k: RunKeys
+    s: SessionArgs
+    lease_token: str  # the holder's handing over, or '' (a reaper)
+    job_suffix: str
+    past_seq: str | int  # after lost events: the seq to move the session's up to, or ''
+
+    def parse(self, reply: Any) -> Look:
+        look = Look(Requeue(_text(reply[0])))
+        if look.outcome is Requeue.RENEWED:
+            return look._replace(lease_until=int(reply[1]))
+        return look._replace(dispatch=reply[1] or None) if len(reply) > 1 else look
+
+
+class Renewal(IntEnum):
+    LOST = 0  # another worker holds the run now, or it ended: stop
+    RENEWED = 1
+    CANCEL_PENDING = 2  # renewed, and a cancel of the run is pending
+
+
+@dataclass(frozen=True, slots=True)
+class RenewKeys(KeyGroup):
+    lease: str
+    meta: str
+    index: str | None = only_if(shared_queue)
+
+
+@dataclass(frozen=True, slots=True)
+class RenewLease(Script[Renewal]):
+    SOURCE = "renew_lease"
+    k: RenewKeys
+    lease_token: str
+    lease_ms: int
+    run_id: str
+    session_id: str
+
+    def parse(self, reply: Any) -> Renewal:
+        return Renewal(int(reply))
+
+
+@dataclass(frozen=True, slots=True)
+class StepKeys(KeyGroup):
+    steps: str
+    lease: str
+    meta: str
+
+
+class StepsTooLarge(NamedTuple):
+    total: int  # what the run's recorded steps would total: nothing was written
+
+
+@dataclass(frozen=True, slots=True)
+class RecordStep(Script[int | StepsTooLarge]):
+    SOURCE = "record_step"
+    k: StepKeys
+    run_id: str
+    lease_token: str
+    step_key: str
+    value: str  # JSON
+    max_bytes: int
+
+    def parse(self, reply: Any) -> int | StepsTooLarge:
+        return StepsTooLarge(int(reply[1])) if isinstance(reply, list) else int(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageKeys(KeyGroup):
+    runs: str
+    lease: str
+    meta: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordUsage(Script[None]):
+    SOURCE = "record_usage"
+    k: UsageKeys
+    run_id: str
+    lease_token: str
+    attempt: int
+    usage: str  # JSON object of counts
+
+    def parse(self, reply: Any) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ReviveKeys(KeyGroup):
+    meta: str
+    runs: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReviveSession(Script[bool]):
+    SOURCE = "revive_session"
+    k: ReviveKeys
+    last_event_id: int
+    ttl: int
+    fields: list[str]  # meta fields as name, value pairs
+    runs: list[str]  # run id, run JSON pairs
+
+    def parse(self, reply: Any) -> bool:
+        return bool(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class ForkKeys(KeyGroup):
+    meta: str
+    runs: str
+    events: str
+    gone: str
+    archive: str | None = only_if(archived)
+
+
+@dataclass(frozen=True, slots=True)
+class ForkSession(Script[Creation]):
+    SOURCE = "fork_session"
+    k: ForkKeys
+    session_id: str
+    ttl: int
+    tombstone: int
+    fields: list[str]  # meta fields as name, value pairs
+    runs: list[str]  # run id, run JSON pairs (as stored)
+    events: list[Any]  # seq, type, data, ts quadruples, in order
+
+    def parse(self, reply: Any) -> Creation:
+        return Creation(int(reply))
