@@ -29,10 +29,11 @@ from light_producer import LEASE, begin
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
+from tests.writes import AllWrites
 from tokentail.shared.events import MessageDelta, RunCompleted
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.response_ids import response_id
 from tokentail.shared.settings import Settings
+from tokentail.worker.run_writes import RunLease
 
 RESUME_DELTAS = 500
 # Where clients resume a completed run, by the text deltas they hold: at its middle (what a Responses
@@ -140,7 +141,7 @@ async def follow_cost(stack: Stack, encoding: Encoding, streams: int, tokens: in
 async def completed_runs(stack: Stack, count: int) -> list[tuple[str, str]]:
     """`count` completed runs of RESUME_DELTAS text deltas each, written as a worker writes them."""
     redis = Redis.from_url(stack.redis.url)
-    lifecycle = RunLifecycle(redis, Settings(redis_url=stack.redis.url, key_prefix=stack.prefix))
+    lifecycle = AllWrites(redis, Settings(redis_url=stack.redis.url, key_prefix=stack.prefix))
     made = []
     for _ in range(count):
         session_id, run_id = await begin(lifecycle)

@@ -25,19 +25,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 
 from control import serve_starts  # noqa: E402
 
+from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared.events import RunCompleted
 from tokentail.shared.gc_tuning import tune_for_server
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.runs import AppendEvents, RenewLease
 from tokentail.shared.settings import Settings
 from tokentail.worker.pipelines import ScriptPipeline
+from tokentail.worker.run_writes import RunLease
 
 FLUSH_SECONDS = 0.05
 LEASE = "bench-light-producer"
 
 
-async def begin(runs: RunLifecycle) -> tuple[str, str]:
+async def begin(runs: AllWrites) -> tuple[str, str]:
     """A session with a run whose lease this process holds."""
     session = SessionRecord(session_id=new_session_id(), created_at=time.time())
     run = RunRecord(run_id=new_run_id(), input="benchmark", model="scripted", queued_at=time.time())
@@ -46,7 +49,7 @@ async def begin(runs: RunLifecycle) -> tuple[str, str]:
     return session.session_id, run.run_id
 
 
-async def produce(runs: RunLifecycle, session_id: str, run_id: str, tokens: int, rate: float) -> None:
+async def produce(runs: AllWrites, session_id: str, run_id: str, tokens: int, rate: float) -> None:
     started, sent = time.monotonic(), 0
     while sent < tokens:
         due = min(tokens, int((time.monotonic() - started) * rate) + 1)
@@ -61,7 +64,12 @@ async def produce(runs: RunLifecycle, session_id: str, run_id: str, tokens: int,
 async def main(port: int) -> None:
     settings = Settings()
     redis = Redis.from_url(str(settings.redis_url))
-    runs = RunLifecycle(redis, settings, batched=lambda script, joinable: ScriptPipeline(redis, script, joinable))
+    topology = Topology.of(settings)
+    pipelines = {
+        AppendEvents: ScriptPipeline(redis, AppendEvents.lua_source(topology), joinable=True),
+        RenewLease: ScriptPipeline(redis, RenewLease.lua_source(topology)),
+    }
+    runs = AllWrites(redis, settings, batched=pipelines)
 
     async def start(query: dict[str, str]) -> tuple[dict[str, str], Coroutine[Any, Any, None]]:
         session_id, run_id = await begin(runs)

@@ -17,6 +17,7 @@ from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamS
 from tokentail.gateway.api_docs import add_api_docs
 from tokentail.gateway.body_limit import BodySizeLimit
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.cors import Cors
 from tokentail.gateway.errors import error_response, install_error_handlers, outage_response
 from tokentail.gateway.reading.finished import FinishedStreams
@@ -26,7 +27,6 @@ from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.routes import ag_ui, ai_sdk, ai_sdk_socket, events, responses, sessions, socket, tenant_webhook
 from tokentail.shared.archive import open_archive
 from tokentail.shared.keys import Keys
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.redis_clients import queue_client, sessions_client
 from tokentail.shared.settings import Settings, get_settings
 from tokentail.shared.store import SessionStore
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await hub.start()
         app.state.shutdown.on_begin(hub.stop)
         app.state.store = SessionStore(redis, settings, archive)
-        app.state.runs = RunLifecycle(redis, settings, queue=queue, archive=archive)
+        app.state.runs = SessionWrites(redis, settings, queue=queue, archive=archive)
         app.state.webhooks = SessionWebhooks(WebhookPolicy(settings.webhook_allowed_urls), TenantWebhooks(redis, keys))
         app.state.hub = hub
         app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute)

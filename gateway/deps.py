@@ -19,11 +19,11 @@ from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamS
 from tokentail.gateway.commands.responses import ResponseRequests
 from tokentail.gateway.commands.turns import ChatTurns, RunCommands
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.reading.finished import FinishedStreams
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.reading.streams import Streams
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 
@@ -39,7 +39,7 @@ def _app_state(name: str) -> Callable[[HTTPConnection], Awaitable[Any]]:
 
 SettingsDep = Annotated[Settings, Depends(_app_state("settings"))]
 StoreDep = Annotated[SessionStore, Depends(_app_state("store"))]
-RunsDep = Annotated[RunLifecycle, Depends(_app_state("runs"))]
+RunsDep = Annotated[SessionWrites, Depends(_app_state("runs"))]
 HubDep = Annotated[StreamHub, Depends(_app_state("hub"))]
 ShutdownDep = Annotated[StreamShutdown, Depends(_app_state("shutdown"))]
 AuthDep = Annotated[Authenticator, Depends(_app_state("auth"))]

@@ -9,9 +9,9 @@ from tokentail.gateway.access.ids import CHAT_ID_PATTERN
 from tokentail.gateway.access.tokens import Scope
 from tokentail.shared.catalog import parse_model
 from tokentail.shared.errors import InvalidInput
-from tokentail.shared.lifecycle import Cancel
 from tokentail.shared.params import RunParams
 from tokentail.shared.records import ForkOrigin, Multitask, RunRecord, SessionStatus, Turn
+from tokentail.shared.scripts.runs import Cancel
 from tokentail.shared.tenant_webhooks import WebhookFormat
 
 MAX_NESTING = 32

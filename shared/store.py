@@ -1,6 +1,6 @@
 """The session store's reads: session records, stream positions and events, as the gateway and
 the worker read them. What changes a session (queue, start, append, end) is a Lua script, run by
-`RunLifecycle` (shared/lifecycle.py).
+the write side (shared/writes.py).
 
 With an archive (shared/archive.py), what Redis no longer holds is read from it: a session whose
 Redis copy expired, and the events before the first its stream keeps. Redis is asked first, and the

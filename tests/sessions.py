@@ -7,10 +7,12 @@ from typing import Any
 import httpx2
 
 from tests.waiting import TIMEOUT, eventually
+from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared.events import RunCompleted
-from tokentail.shared.lifecycle import RunLease, RunLifecycle, StartVerdict
 from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.scripts.runs import StartVerdict
+from tokentail.worker.run_writes import RunLease
 
 
 def make_session(tenant: str = "public") -> SessionRecord:
@@ -30,7 +32,7 @@ def completion(run_id: str, output: str = "") -> RunCompleted:
     return RunCompleted(run_id=run_id, output=output, usage={"output_tokens": 1})
 
 
-async def start_a_run(runs: RunLifecycle, tenant: str = "public") -> tuple[str, RunRecord]:
+async def start_a_run(runs: AllWrites, tenant: str = "public") -> tuple[str, RunRecord]:
     """A new session whose run a worker started under the lease token "lease-1"; its id and the run."""
     session = make_session(tenant)
     run = make_run()
@@ -55,7 +57,7 @@ async def waiting_for_input(
     return await eventually(asked, within=within, what="the run waiting for input")
 
 
-async def write_turns(runs: RunLifecycle, turns: int, deltas: int, *, last_ends: bool = True) -> tuple[str, RunLease]:
+async def write_turns(runs: AllWrites, turns: int, deltas: int, *, last_ends: bool = True) -> tuple[str, RunLease]:
     """A session of `turns` runs of `deltas` one-word deltas each, written as a worker would."""
     session = make_session()
     lease = None

@@ -5,7 +5,8 @@ import logging
 from collections.abc import Callable
 from types import TracebackType
 
-from tokentail.shared.lifecycle import Renewal, RunLease
+from tokentail.shared.scripts.runs import Renewal
+from tokentail.worker.run_writes import RunLease
 
 logger = logging.getLogger(__name__)
 

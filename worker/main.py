@@ -43,9 +43,11 @@ from redis.asyncio import Redis
 from tokentail.shared import jobs
 from tokentail.shared.archive import open_archive
 from tokentail.shared.keys import Keys
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.redis_clients import close_sentinels, redis_client, sessions_client
 from tokentail.shared.redis_urls import sentinel_setup
+from tokentail.shared.scripts.contract import Script, Topology
+from tokentail.shared.scripts.runner import Batched
+from tokentail.shared.scripts.runs import AppendEvents, RenewLease
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.archiver import Archiver
@@ -54,6 +56,7 @@ from tokentail.worker.probe import ProbeServer, probe_app
 from tokentail.worker.providers import Providers
 from tokentail.worker.reaper import Reaper
 from tokentail.worker.run import run_agent
+from tokentail.worker.run_writes import RunWrites
 from tokentail.worker.running import RunningRuns
 from tokentail.worker.watchdog import LoopWatchdog
 from tokentail.worker.webhook_delivery import WebhookDeliverer
@@ -216,10 +219,14 @@ async def _startup(ctx: dict[str, Any]) -> None:
             settings, max_connections=settings.worker_concurrency + 8, wait=10, socket_keepalive=True
         )
     # Appends and renewals batched in pipelines, on one server (a cluster client routes per call).
-    batched = None if settings.redis_cluster else (lambda script, joinable: ScriptPipeline(sessions, script, joinable))
+    topology = Topology.of(settings)
+    batched: dict[type[Script[Any]], Batched] = {}
+    if not settings.redis_cluster:
+        batched[AppendEvents] = ScriptPipeline(sessions, AppendEvents.lua_source(topology), joinable=True)
+        batched[RenewLease] = ScriptPipeline(sessions, RenewLease.lua_source(topology))
     ctx["store"] = SessionStore(sessions, settings)
     ctx["flush_ticks"] = FlushTicks(settings.flush_interval_ms / 1000)  # one window for all its runs
-    ctx["runs"] = RunLifecycle(sessions, settings, batched=batched, queue=queue if settings.split_queue else None)
+    ctx["runs"] = RunWrites(sessions, settings, queue=queue if settings.split_queue else None, batched=batched)
     ctx.setdefault("providers", Providers(settings))
     if settings.webhook_allowed_urls:
         ctx["webhooks"] = WebhookDeliverer(sessions, ctx["runs"].webhooks, settings)

@@ -30,7 +30,7 @@ JOINED_CALLS = 64
 
 
 class ScriptPipeline:
-    """Called as the script is (`await call(keys=..., args=...)`), by `RunLifecycle`.
+    """Called as the script is (`await call(keys=..., args=...)`), by the script runner (shared/scripts/runner.py).
 
     `joinable`: the script takes any number of calls in one (append_events.lua): its first argument
     is shared, then each call's keys and arguments follow the previous call's, and it replies with a

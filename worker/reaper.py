@@ -23,7 +23,8 @@ from collections.abc import Callable
 
 from redis import exceptions as redis_errors
 
-from tokentail.shared.lifecycle import Requeue, RunLifecycle
+from tokentail.shared.scripts.runs import Requeue
+from tokentail.worker.run_writes import RunWrites
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ PAGE = 100
 class Reaper:
     def __init__(
         self,
-        runs: RunLifecycle,
+        runs: RunWrites,
         interval: float,
         lease_seconds: float,
         clock: Callable[[], float] = time.monotonic,

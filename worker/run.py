@@ -16,10 +16,10 @@ from tokentail.shared.events import (
     RunFailed,
     Status,
 )
-from tokentail.shared.lifecycle import Asked, RunLease, RunLifecycle, StartVerdict, Takeover
 from tokentail.shared.logs import bind
 from tokentail.shared.records import Question, RunRecord, transcript
 from tokentail.shared.run_log import RunLog
+from tokentail.shared.scripts.runs import Asked, StartVerdict
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore, compact_json
 from tokentail.worker import metrics
@@ -32,6 +32,7 @@ from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
 from tokentail.worker.replay import Replay
 from tokentail.worker.retry import RetryPolicy
+from tokentail.worker.run_writes import RunLease, RunWrites, Takeover
 from tokentail.worker.running import RunningRuns, Stop
 from tokentail.worker.usage import UsageMeter
 from tokentail.worker.watchdog import HOW_TO_FIX, BlockingCall
@@ -46,7 +47,7 @@ NO_ANSWER = "The agent finished without an answer: it streamed no text, tool cal
 
 
 async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
-    runs: RunLifecycle = ctx["runs"]
+    runs: RunWrites = ctx["runs"]
     settings: Settings = ctx["settings"]
     running: RunningRuns = ctx["running"]
     bind(session_id=session_id, run_id=run_id)  # each arq job runs in a task of its own

@@ -37,10 +37,10 @@ from tokentail.shared.events import (
     ReasoningDelta,
     event_type_of,
 )
-from tokentail.shared.lifecycle import RunLease
 from tokentail.shared.outage import is_outage
 from tokentail.worker import metrics
 from tokentail.worker.replay import Replay
+from tokentail.worker.run_writes import RunLease
 
 logger = logging.getLogger(__name__)
 

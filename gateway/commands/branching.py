@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokentail.gateway.access.ids import new_session_id
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.schemas import ChatRequest
 from tokentail.shared.errors import InputTooLarge, InvalidInput
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
@@ -29,7 +29,7 @@ _RUN_ID = re.compile(r"r_[A-Za-z0-9_-]{12}")  # gateway/access/ids.py new_run_id
 
 async def fork_session(
     store: SessionStore,
-    runs: RunLifecycle,
+    runs: SessionWrites,
     settings: Settings,
     session_id: str,
     after: int,
@@ -89,7 +89,7 @@ def _check_boundary(session: SessionRecord, after: int) -> None:
 
 
 async def fork_after_run(
-    store: SessionStore, runs: RunLifecycle, settings: Settings, session: SessionRecord, run: RunRecord
+    store: SessionStore, runs: SessionWrites, settings: Settings, session: SessionRecord, run: RunRecord
 ) -> SessionRecord:
     """A fork of `session` after `run` ended: the conversation up to that turn, to go on from there."""
     if run.finished_seq is None:

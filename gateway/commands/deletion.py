@@ -5,15 +5,15 @@ copy once the archive answers (worker/archiver.py), while the tombstone lasts.""
 
 import logging
 
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.shared.errors import ArchiveUnavailable
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.records import SessionRecord
 from tokentail.shared.store import SessionStore
 
 logger = logging.getLogger(__name__)
 
 
-async def delete_session(runs: RunLifecycle, store: SessionStore, session: SessionRecord) -> bool:
+async def delete_session(runs: SessionWrites, store: SessionStore, session: SessionRecord) -> bool:
     """Delete `session`; whether its archive's copy is gone too (False: the archive is down, and
     the copy is deleted when it is back). The session is deleted either way."""
     await runs.delete_session(session)

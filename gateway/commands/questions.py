@@ -6,15 +6,15 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.shared.errors import InputNotPending, InputTooLarge, InvalidInput, QuestionNotFound, RunNotFound
 from tokentail.shared.events import MAX_EVENT_BYTES, InputReceived
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.records import RunRecord
 from tokentail.shared.store import SessionStore
 
 
 async def answer_question(
-    store: SessionStore, runs: RunLifecycle, session_id: str, run_id: str, input_id: str, answer: Any
+    store: SessionStore, runs: SessionWrites, session_id: str, run_id: str, input_id: str, answer: Any
 ) -> int:
     """The seq of the `input.received` event the answer became."""
     session = await store.get_session(session_id)
@@ -24,7 +24,7 @@ async def answer_question(
     return await answer_run(runs, session_id, run, input_id, answer)
 
 
-async def answer_run(runs: RunLifecycle, session_id: str, run: RunRecord, input_id: str, answer: Any) -> int:
+async def answer_run(runs: SessionWrites, session_id: str, run: RunRecord, input_id: str, answer: Any) -> int:
     """`answer_question`, for the `run` record just read."""
     run_id = run.run_id
     question = next((question for question in run.asked if question.input_id == input_id), None)

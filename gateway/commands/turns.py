@@ -10,6 +10,7 @@ from tokentail.gateway.access.limits import RunBudget
 from tokentail.gateway.commands.branching import ClientChat, branch_point, fork_session
 from tokentail.gateway.commands.questions import answer_run
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.schemas import CreateRun
 from tokentail.shared.catalog import check_agent, parse_model
 from tokentail.shared.errors import (
@@ -20,7 +21,6 @@ from tokentail.shared.errors import (
     SessionExpired,
     SessionNotFound,
 )
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.params import check_params_for
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.settings import Settings
@@ -69,7 +69,7 @@ def check_chat_token_choices(caller: Caller, body: CreateRun, settings: Settings
 
 async def queue_follow_up(
     store: SessionStore,
-    runs: RunLifecycle,
+    runs: SessionWrites,
     settings: Settings,
     budget: RunBudget,
     caller: Caller,
@@ -99,7 +99,7 @@ class RunCommands:
         caller: Caller,
         auth: Authenticator,
         store: SessionStore,
-        runs: RunLifecycle,
+        runs: SessionWrites,
         settings: Settings,
         budget: RunBudget,
         webhooks: SessionWebhooks,

@@ -27,6 +27,7 @@ from tokentail.gateway.access.auth import Caller
 from tokentail.gateway.access.limits import RunBudget
 from tokentail.gateway.commands.questions import answer_question
 from tokentail.gateway.commands.turns import queue_follow_up
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.errors import describe, describe_outage
 from tokentail.gateway.reading.feed import Batch, EventFeed, parse_last_event_id, start_position
 from tokentail.gateway.reading.hub import StreamHub
@@ -42,7 +43,6 @@ from tokentail.shared.errors import (
     RunNotFound,
 )
 from tokentail.shared.events import Gap
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore, StoredEvent
 
@@ -114,7 +114,7 @@ class Conversation:
         caller: Caller,
         session_id: str,
         store: SessionStore,
-        runs: RunLifecycle,
+        runs: SessionWrites,
         hub: StreamHub,
         settings: Settings,
         budget: RunBudget,

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 
 from tokentail.gateway.commands import deletion
 from tokentail.gateway.commands.responses import ResponseRef, find_response
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.deps import (
     AuthDep,
     CallerDep,
@@ -46,7 +47,6 @@ from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.reading.streams import SSE_HEADERS
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
 from tokentail.shared.errors import SessionExpired, SessionNotFound
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.store import SessionStore
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
@@ -106,7 +106,7 @@ async def keep_if_ended(finished: FinishedStreams, key: str, events: ResponseEve
 
 
 async def cancel_unless_ended(
-    runs: RunLifecycle, shutdown: StreamShutdown, ref: ResponseRef, events: ResponseEvents
+    runs: SessionWrites, shutdown: StreamShutdown, ref: ResponseRef, events: ResponseEvents
 ) -> None:
     """A request that is not `background` ended before its response did: its client left, or was
     dropped as stalled. So does the response, as OpenAI's does; only that response, though: its run

@@ -20,6 +20,7 @@ import functools
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Flag, auto
 from importlib import resources
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -56,6 +57,17 @@ def archived(topology: Topology) -> bool:
     return topology.archive
 
 
+class Effect(Flag):
+    """What a script may do beyond its keys' session, which some topologies add steps around."""
+
+    # What a client is told is done, or a run's first or last write: a failover must not take it back.
+    ACKNOWLEDGED = auto()
+    QUEUES_JOB = auto()  # may queue a job (with the queue apart: through the session's outbox)
+    REPORTS = auto()  # may report an event to the session's webhook
+    FREES_NEXT = auto()  # ends a run: the next in line may be queued (its outbox covered by the lease's entry)
+    NONE = 0
+
+
 class KeyGroup:
     """Base of a dataclass of Redis keys: a script's KEYS, in field order."""
 
@@ -76,6 +88,10 @@ class Script(Generic[R]):
 
     SOURCE: ClassVar[str]
     JOINABLE: ClassVar[bool] = False
+    EFFECTS: ClassVar[Effect] = Effect.NONE
+
+    def effects(self) -> Effect:
+        return self.EFFECTS
 
     @classmethod
     @functools.cache
@@ -120,7 +136,7 @@ class Script(Generic[R]):
     @staticmethod
     def _topology_line(topology: Topology) -> str:
         publish = "SPUBLISH" if topology.cluster else "PUBLISH"
-        values = ", ".join(map(_lua_string, (publish, topology.split_queue, topology.archive)))
+        values = ", ".join(_lua_string(value) for value in (publish, topology.split_queue, topology.archive))
         return f"local PUBLISH_EVENTS, SPLIT_QUEUE, ARCHIVE = {values}"
 
     @classmethod
@@ -152,7 +168,9 @@ class Script(Generic[R]):
         key_names = [name for name, kind, _ in layout if kind == "keys"]
         call = ", ".join(f"{name} = {name}" for name in [*key_names, "a"])
         body = ["local a = {}", *per_call, f"calls[c] = {{{call}}}"]
-        return "\n".join([*lines, "local calls = {}", f"for c = 1, #KEYS / {len(keys)} do", *(f"  {line}" for line in body), "end"])
+        return "\n".join(
+            [*lines, "local calls = {}", f"for c = 1, #KEYS / {len(keys)} do", *(f"  {line}" for line in body), "end"]
+        )
 
     def keys(self, topology: Topology) -> list[str]:
         for name, kind, _ in self._layout():

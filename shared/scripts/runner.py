@@ -3,9 +3,10 @@
 `ScriptRunner` is the one way a script is called: it packs the contract's keys and arguments for
 the deployment's topology, sends the script (EVALSHA, loaded again by redis-py if Redis forgot it,
 or through a pipeline that joins many processes' calls: worker/pipelines.py), turns a fenced
-script's FENCED and LOST errors into `LeaseLost` and `WritesLost`, and parses the reply. What a
-deployment adds around some scripts (a replica's acknowledgement, the queue's outbox, the archive's
-revival) wraps it once at start-up (shared/scripts/policies.py): callers never ask which.
+script's FENCED and LOST errors into `LeaseLost` and `WritesLost`, and parses the reply. On a
+Sentinel setup (`acknowledge`), a script whose contract says a failover must not take it back waits
+for a replica to have it. What a deployment adds around some scripts (the queue's outbox, the
+archive's revival) wraps it once at start-up (shared/scripts/policies.py): callers never ask which.
 """
 
 import asyncio
@@ -14,8 +15,8 @@ from typing import Any, Protocol, TypeVar
 
 from redis.exceptions import ResponseError
 
-from tokentail.shared.redis_clients import AnyRedis
-from tokentail.shared.scripts.contract import Script, Topology
+from tokentail.shared.redis_clients import AnyRedis, write_replicated
+from tokentail.shared.scripts.contract import Effect, Script, Topology
 from tokentail.shared.scripts.runs import raise_fenced
 
 R = TypeVar("R")
@@ -32,26 +33,36 @@ class Batched(Protocol):
 class Run(Protocol):
     """A script runner, or a policy around one: `await run(script)` is the script's parsed reply."""
 
-    async def __call__(self, script: Script[R], client: Any = None) -> R: ...
+    async def __call__(self, script: Script[R]) -> R: ...
 
 
 class ScriptRunner:
-    """`batched`: the contracts whose calls go through a pipeline of their own instead (the worker's
+    """`acknowledge`: wait for a replica after the scripts that say so (`Effect.ACKNOWLEDGED`);
+    `batched`: the contracts whose calls go through a pipeline of their own instead (the worker's
     per-token appends and its lease renewals)."""
 
-    def __init__(self, redis: AnyRedis, topology: Topology, batched: Mapping[type[Script[Any]], Batched] = {}) -> None:
+    def __init__(
+        self,
+        redis: AnyRedis,
+        topology: Topology,
+        acknowledge: bool = False,
+        batched: Mapping[type[Script[Any]], Batched] = {},
+    ) -> None:
         self.redis = redis
         self.topology = topology
+        self._acknowledge = acknowledge
         self._batched = dict(batched)
         self._registered: dict[type[Script[Any]], Any] = {}
 
-    async def __call__(self, script: Script[R], client: Any = None) -> R:
-        """The script's reply, parsed; `client`: a pipeline to send it in (a replica's wait follows)."""
+    async def __call__(self, script: Script[R]) -> R:
         keys, args = script.keys(self.topology), script.args()
         try:
-            if (batched := self._batched.get(type(script))) is not None and client is None:
+            if (batched := self._batched.get(type(script))) is not None:
                 return script.parse(await batched(keys, args))
-            return script.parse(await self._script(type(script))(keys=keys, args=args, client=client))
+            registered = self._script(type(script))
+            acknowledged = self._acknowledge and Effect.ACKNOWLEDGED in script.effects()
+            call = lambda client: registered(keys=keys, args=args, client=client)  # noqa: E731
+            return script.parse(await write_replicated(self.redis, call, acknowledged))  # type: ignore[arg-type]
         except ResponseError as error:
             raise_fenced(error)
             raise

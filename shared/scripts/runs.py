@@ -13,8 +13,10 @@ from redis.exceptions import ResponseError
 from tokentail.shared.errors import LeaseLost, WritesLost
 from tokentail.shared.jobs import JOB_TTL_MS, RUN_JOB
 from tokentail.shared.keys import Keys
-from tokentail.shared.scripts.contract import ArgGroup, KeyGroup, Script, archived, only_if, shared_queue
+from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.scripts.contract import ArgGroup, Effect, KeyGroup, Script, archived, only_if, shared_queue
 from tokentail.shared.settings import Settings
+from tokentail.shared.store import OPAQUE_RUN_FIELDS, compact_json
 
 # A session's undelivered webhook events are kept this long past the retry window, for the
 # deliverer to find them expired and count them given up.
@@ -82,6 +84,32 @@ class RunScope:
         )
 
 
+def encode_run(run: RunRecord) -> str:
+    """A run record as the scripts take it. They decode and re-encode run records with cjson, which
+    turns [] into {} and large integers into floats: params travel through them as an opaque string."""
+    record = run.model_dump(mode="json")
+    for name in OPAQUE_RUN_FIELDS:
+        record[name] = compact_json(record[name])
+    return compact_json(record)
+
+
+def session_fields(session: SessionRecord) -> list[str]:
+    """A session's meta fields, as name, value pairs."""
+    fields = [
+        ("created_at", repr(session.created_at)),
+        ("tenant", session.tenant),
+        ("model", session.model or ""),
+        ("agent", session.agent or ""),
+        ("params", compact_json(session.params)),
+        ("metadata", compact_json(session.metadata)),
+    ]
+    if session.lineage:
+        fields.append(("lineage", compact_json([origin.model_dump() for origin in session.lineage])))
+    if session.webhook:
+        fields.append(("webhook", session.webhook))
+    return [item for pair in fields for item in pair]
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -112,6 +140,7 @@ class CreateKeys(KeyGroup):
 @dataclass(frozen=True, slots=True)
 class CreateSession(Script[Creation]):
     SOURCE = "create_session"
+    EFFECTS = Effect.ACKNOWLEDGED
     k: CreateKeys
     ttl: int
     tombstone: int
@@ -174,6 +203,7 @@ class QueueReply(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class QueueRun(Script[QueueReply]):
     SOURCE = "queue_run"
+    EFFECTS = Effect.ACKNOWLEDGED | Effect.QUEUES_JOB
     k: RunKeys
     s: SessionArgs
     run_id: str
@@ -216,6 +246,7 @@ class Claim(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class StartRun(Script[Claim]):
     SOURCE = "start_run"
+    EFFECTS = Effect.ACKNOWLEDGED
     k: RunKeys
     s: SessionArgs
     run_id: str
@@ -245,6 +276,11 @@ class Append(Script[int]):
     outcome: str  # the record's fields of a terminal event (JSON), or ''
     expect: int
     events: list[str]  # type, data pairs
+
+    def effects(self) -> Effect:
+        # A terminal event is the run's last write (nothing would write it again after a failover),
+        # goes to its webhook, and frees the session for the next run in line.
+        return Effect.ACKNOWLEDGED | Effect.REPORTS | Effect.FREES_NEXT if self.outcome else Effect.NONE
 
     def parse(self, reply: Any) -> int:
         return int(reply)
@@ -295,6 +331,7 @@ class Asked(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Ask(Script[Asked]):
     SOURCE = "ask"
+    EFFECTS = Effect.ACKNOWLEDGED | Effect.REPORTS
     k: RunKeys
     s: SessionArgs
     run_id: str
@@ -326,6 +363,7 @@ class AnswerReply(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Answer(Script[AnswerReply]):
     SOURCE = "answer"
+    EFFECTS = Effect.ACKNOWLEDGED | Effect.QUEUES_JOB
     k: RunKeys
     s: SessionArgs
     run_id: str
@@ -357,6 +395,7 @@ class CancelReply(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class CancelRun(Script[CancelReply]):
     SOURCE = "cancel_run"
+    EFFECTS = Effect.ACKNOWLEDGED | Effect.QUEUES_JOB
     k: RunKeys
     s: SessionArgs
     cancel_channel: str
@@ -388,6 +427,7 @@ class Look(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class RequeueRun(Script[Look]):
     SOURCE = "requeue_run"
+    EFFECTS = Effect.REPORTS
     k: RunKeys
     s: SessionArgs
     lease_token: str  # the holder's handing over, or '' (a reaper)
@@ -503,6 +543,7 @@ class ForkKeys(KeyGroup):
 @dataclass(frozen=True, slots=True)
 class ForkSession(Script[Creation]):
     SOURCE = "fork_session"
+    EFFECTS = Effect.ACKNOWLEDGED
     k: ForkKeys
     session_id: str
     ttl: int

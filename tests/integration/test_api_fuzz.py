@@ -53,11 +53,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.fixtures.stack import Gateway
+from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.app import create_app
 from tokentail.shared.events import MessageDelta, RunCompleted, RunFailed
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.settings import Settings
+from tokentail.worker.run_writes import RunLease
 
 T = TypeVar("T")
 
@@ -186,7 +187,7 @@ class FuzzTarget:
         settings = self.gateway.settings
         redis = Redis.from_url(str(settings.redis_url))
         try:
-            yield RunLifecycle(redis, settings)
+            yield AllWrites(redis, settings)
         finally:
             await redis.aclose()
 

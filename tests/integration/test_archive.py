@@ -22,14 +22,15 @@ from tests.postgres_server import PostgresServer
 from tests.sessions import completion, delta_of, make_run, write_turns
 from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
+from tests.writes import AllWrites
 from tokentail.cli import main
 from tokentail.shared.archive import Archive, ArchiveError, migrate
 from tokentail.shared.errors import ArchiveUnavailable
 from tokentail.shared.keys import Keys
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore, StoredEvent
 from tokentail.worker.archiver import BATCH, Archiver
+from tokentail.worker.run_writes import RunLease
 
 
 async def archive_all(archiver: Archiver) -> None:
@@ -82,7 +83,7 @@ async def test_migrations_run_once_and_a_schema_behind_is_refused_with_what_to_d
 async def test_a_finished_session_is_read_back_from_the_archive_once_redis_forgot_it(
     redis: Redis, archive_settings: Settings, archive: Archive, start_gateway: Any
 ) -> None:
-    runs = RunLifecycle(redis, archive_settings)
+    runs = AllWrites(redis, archive_settings)
     session_id, _ = await write_turns(runs, turns=3, deltas=40)
     gateway = await start_gateway(archive_url=archive_settings.archive_url)
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
@@ -123,7 +124,7 @@ async def test_a_stream_is_trimmed_only_past_what_the_archive_has_and_reads_on_w
     redis: Redis, archive_settings: Settings, archive: Archive, start_gateway: Any
 ) -> None:
     settings = archive_settings.model_copy(update={"stream_maxlen": 100})
-    runs = RunLifecycle(redis, settings)
+    runs = AllWrites(redis, settings)
     session_id, lease = await write_turns(runs, turns=1, deltas=400, last_ends=False)
     events_key = Keys(settings.key_prefix).session(session_id).events
     assert await redis.xlen(events_key) == 402  # nothing archived: nothing trimmed, past the bound
@@ -146,7 +147,7 @@ async def test_a_postgres_down_delays_the_archiving_and_loses_nothing(
 ) -> None:
     server, settings, archive = own_postgres
     server.pause()  # stopped while a session waits to be archived
-    runs = RunLifecycle(redis, settings)
+    runs = AllWrites(redis, settings)
     session_id, _ = await write_turns(runs, turns=2, deltas=20)  # runs end as ever
     archiver = Archiver(redis, archive, settings, claim_ms=1000)
     with pytest.raises(ArchiveUnavailable):
@@ -169,7 +170,7 @@ async def test_a_postgres_down_delays_the_archiving_and_loses_nothing(
 async def test_retention_deletes_what_was_archived_before_it(
     redis: Redis, archive_settings: Settings, archive: Archive
 ) -> None:
-    runs = RunLifecycle(redis, archive_settings)
+    runs = AllWrites(redis, archive_settings)
     session_id, _ = await write_turns(runs, turns=1, deltas=5)
     await archive_all(Archiver(redis, archive, archive_settings))
     assert await archive.session(session_id) is not None
@@ -224,7 +225,7 @@ async def test_the_migrate_and_archiver_commands(
     refused = await asyncio.to_thread(CliRunner().invoke, main, ["archiver"], env={"TOKENTAIL_ARCHIVE_URL": None})
     assert refused.exit_code != 0 and "TOKENTAIL_ARCHIVE_URL is not set" in refused.output
     # `tokentail archiver` as its own process copies a session the workers did not.
-    session_id, _ = await write_turns(RunLifecycle(redis, archive_settings), turns=2, deltas=10)
+    session_id, _ = await write_turns(AllWrites(redis, archive_settings), turns=2, deltas=10)
     env = {
         **os.environ,
         "TOKENTAIL_REDIS_URL": str(archive_settings.redis_url),
@@ -249,7 +250,7 @@ async def test_a_run_that_ends_during_a_pass_of_several_batches_is_archived_ende
     # Regression: the record was read once, before the pass; a run that ended between its batches was
     # archived `running`, with a last id before its end; a session brought back from that record gave
     # its ids out again, and its new turn was lost to the archive's `ON CONFLICT DO NOTHING`.
-    runs = RunLifecycle(redis, archive_settings, archive=archive)
+    runs = AllWrites(redis, archive_settings, archive=archive)
     session_id, lease = await write_turns(runs, turns=1, deltas=2 * BATCH + 500, last_ends=False)
     saved = archive.save
     batches = 0
@@ -295,7 +296,7 @@ async def test_a_session_brought_back_starts_after_the_last_archived_event_even_
     redis: Redis, archive_settings: Settings, archive: Archive
 ) -> None:
     # As an archive written by a version that saved a stale record left it: events up to 8, a record at 5.
-    runs = RunLifecycle(redis, archive_settings, archive=archive)
+    runs = AllWrites(redis, archive_settings, archive=archive)
     session_id, lease = await write_turns(runs, turns=1, deltas=4)  # 7 events
     record = await SessionStore(redis, archive_settings).get_session(session_id)
     events = await SessionStore(redis, archive_settings).read_hot(session_id, 0, 100)
@@ -310,7 +311,7 @@ async def test_a_session_brought_back_starts_after_the_last_archived_event_even_
 async def test_events_that_differ_from_the_archives_under_the_same_ids_stop_archiving_that_session_loudly(
     redis: Redis, archive_settings: Settings, archive: Archive, caplog: pytest.LogCaptureFixture
 ) -> None:
-    runs = RunLifecycle(redis, archive_settings)
+    runs = AllWrites(redis, archive_settings)
     clashing, _ = await write_turns(runs, turns=1, deltas=4)
     fine, _ = await write_turns(runs, turns=1, deltas=4)
     store = SessionStore(redis, archive_settings)
@@ -339,7 +340,7 @@ async def test_a_reconnect_inside_what_redis_holds_follows_a_live_session_while_
     # start at 1 (a long or a revived session): with Postgres down, every reconnect to a live turn was 503.
     server, settings, archive = own_postgres
     settings = settings.model_copy(update={"stream_maxlen": 100})
-    session_id, lease = await write_turns(RunLifecycle(redis, settings), turns=1, deltas=400, last_ends=False)
+    session_id, lease = await write_turns(AllWrites(redis, settings), turns=1, deltas=400, last_ends=False)
     await redis.zadd(Keys(settings.key_prefix).archive_checks, {session_id: 0})
     await Archiver(redis, archive, settings).archive_due()
     await lease.append([delta_of(lease.run_id, "more ") for _ in range(200)])  # trimmed past what is archived
@@ -367,7 +368,7 @@ async def test_a_frozen_postgres_holds_a_reader_no_longer_than_the_archive_timeo
     # Regression: with Postgres stopped by SIGSTOP, a read of what only the archive had answered after
     # 120 s (asyncpg's 60 s command timeout, then its cancel waiting on the frozen server as long).
     server, settings, archive = own_postgres
-    session_id, _ = await write_turns(RunLifecycle(redis, settings), turns=2, deltas=10)
+    session_id, _ = await write_turns(AllWrites(redis, settings), turns=2, deltas=10)
     await archive_all(Archiver(redis, archive, settings))
     await redis.delete(*await session_keys(redis, settings, session_id))
     gateway = await start_gateway(archive_url=settings.archive_url, archive_timeout_seconds=1.0)
@@ -393,7 +394,7 @@ async def test_a_delete_while_postgres_is_down_deletes_the_session_and_says_its_
 ) -> None:
     # Regression: the deletion took effect, yet the answer was 503 (and a retry 410).
     server, settings, archive = own_postgres
-    session_id, _ = await write_turns(RunLifecycle(redis, settings), turns=1, deltas=5)
+    session_id, _ = await write_turns(AllWrites(redis, settings), turns=1, deltas=5)
     archiver = Archiver(redis, archive, settings, claim_ms=500)
     await archive_all(archiver)
     assert await archive.session(session_id) is not None

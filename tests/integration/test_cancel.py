@@ -11,10 +11,11 @@ import websockets
 from tests.sessions import completion
 from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
+from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.records import RunRecord
 from tokentail.shared.store import SessionStore
+from tokentail.worker.run_writes import RunLease
 
 
 async def _cancel_after(client: httpx2.AsyncClient, created: dict[str, Any], events: int) -> list[Any]:
@@ -139,7 +140,7 @@ STOPS = ["native", "native without run_id", "ai-sdk", "ag-ui", "websocket"]
 
 @pytest.mark.parametrize("path", STOPS)
 async def test_a_stop_for_the_run_the_client_saw_does_not_cancel_the_next_one(
-    path: str, start_gateway: Any, runs: RunLifecycle, store: SessionStore
+    path: str, start_gateway: Any, runs: AllWrites, store: SessionStore
 ) -> None:
     """Each way a client stops a run, at its worst instant: between what the client saw (run 1
     going) and the cancel, run 1 ends and run 2 starts. Only a client that names no run over
@@ -149,7 +150,7 @@ async def test_a_stop_for_the_run_the_client_saw_does_not_cancel_the_next_one(
         created = (await client.post("/v1/sessions", json={"chat_id": "chat-stop", "input": "first"})).json()
         session_id, first = created["session_id"], created["run_id"]
         assert await runs.start_run(session_id, first, first, token="lease") is not None
-        gateway_runs: RunLifecycle = gateway.app.state.runs
+        gateway_runs: AllWrites = gateway.app.state.runs
         cancel = gateway_runs.cancel_run
         second = RunRecord(run_id=new_run_id(), input="second")
 

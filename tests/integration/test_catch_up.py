@@ -11,8 +11,8 @@ import websockets
 from tests.fixtures.stack import Gateway
 from tests.sessions import completion, delta_of, write_turns
 from tests.sse_client import read_events
+from tests.writes import AllWrites
 from tokentail import AsyncTokentail
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.run_log import RunLog
 
 
@@ -36,7 +36,7 @@ def expanded(received: list[tuple[int | None, str, dict[str, Any]]]) -> list[tup
 
 
 async def test_a_finished_session_reopens_as_snapshots_with_the_same_text(
-    gateway: Gateway, client: httpx2.AsyncClient, runs: RunLifecycle
+    gateway: Gateway, client: httpx2.AsyncClient, runs: AllWrites
 ) -> None:
     session_id, _ = await write_turns(runs, turns=40, deltas=50)
     url = f"/v1/sessions/{session_id}/events"
@@ -60,7 +60,7 @@ async def test_a_finished_session_reopens_as_snapshots_with_the_same_text(
 
 
 async def test_a_run_still_streaming_comes_after_the_snapshot_delta_by_delta(
-    gateway: Gateway, client: httpx2.AsyncClient, runs: RunLifecycle
+    gateway: Gateway, client: httpx2.AsyncClient, runs: AllWrites
 ) -> None:
     session_id, lease = await write_turns(runs, turns=5, deltas=100, last_ends=False)
     async with AsyncTokentail(gateway.url) as tokentail:
@@ -78,7 +78,7 @@ async def test_a_run_still_streaming_comes_after_the_snapshot_delta_by_delta(
 
 
 async def test_ndjson_and_the_websocket_send_the_same_snapshot(
-    gateway: Gateway, client: httpx2.AsyncClient, runs: RunLifecycle
+    gateway: Gateway, client: httpx2.AsyncClient, runs: AllWrites
 ) -> None:
     session_id, _ = await write_turns(runs, turns=3, deltas=20)
     sse = await read_events(client, f"/v1/sessions/{session_id}/events?catch_up=snapshot")

@@ -10,15 +10,16 @@ from redis.asyncio import Redis
 
 from tests.sse_client import Received, read_events
 from tests.waiting import eventually, scaled
+from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared.events import RunCompleted
 from tokentail.shared.keys import Keys
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.main import TokentailWorker
 from tokentail.worker.providers.scripted import scripted_tokens
+from tokentail.worker.run_writes import RunLease
 
 FAST = {"tokens": 60, "tokens_per_second": 0}
 
@@ -174,7 +175,7 @@ async def test_a_failing_run_ends_with_run_failed(client: httpx2.AsyncClient, wo
 
 
 async def test_a_run_recorded_with_invalid_params_ends_with_a_clear_error(
-    client: httpx2.AsyncClient, worker: TokentailWorker, store: SessionStore, runs: RunLifecycle
+    client: httpx2.AsyncClient, worker: TokentailWorker, store: SessionStore, runs: AllWrites
 ) -> None:
     # The gateway refuses such params (422); a run recorded by an older version may still hold them.
     session = SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted")
@@ -189,7 +190,7 @@ async def test_a_run_recorded_with_invalid_params_ends_with_a_clear_error(
 async def test_trimmed_history_is_announced_with_a_gap_frame(
     client: httpx2.AsyncClient, redis: Redis, settings: Settings
 ) -> None:
-    runs = RunLifecycle(redis, settings.model_copy(update={"stream_maxlen": 100}))
+    runs = AllWrites(redis, settings.model_copy(update={"stream_maxlen": 100}))
     created = await _create(client)  # no worker: this test writes the run itself, 500 deltas
     assert await runs.start_run(created["session_id"], created["run_id"], created["run_id"], token="lease")
     delta = json.dumps({"run_id": created["run_id"], "text": "x"})

@@ -12,14 +12,15 @@ from redis.asyncio import Redis
 
 from tests.sessions import start_a_run
 from tests.waiting import eventually
+from tests.writes import AllWrites
 from tokentail.gateway import metrics as gateway_metrics
 from tokentail.gateway.reading import hub as hub_module
 from tokentail.gateway.reading.feed import EventFeed, Start
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.events import RunCompleted
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.worker.run_writes import RunLease
 
 
 @pytest.fixture
@@ -31,13 +32,13 @@ async def hub(settings: Settings) -> AsyncIterator[StreamHub]:
 
 
 @pytest.fixture
-async def alone(private_redis_url: str, settings: Settings) -> AsyncIterator[tuple[Redis, RunLifecycle, StreamHub]]:
+async def alone(private_redis_url: str, settings: Settings) -> AsyncIterator[tuple[Redis, AllWrites, StreamHub]]:
     """A Redis of this test's own (it kills clients, counts them), its run lifecycle and a hub on it."""
     settings = settings.model_copy(update={"redis_url": private_redis_url})
     redis = Redis.from_url(private_redis_url)
     hub = StreamHub(settings, read_connections=3)
     await hub.start()
-    yield redis, RunLifecycle(redis, settings), hub
+    yield redis, AllWrites(redis, settings), hub
     await hub.aclose()
     await redis.aclose()
 
@@ -72,7 +73,7 @@ class Follower:
             await self.task
 
 
-async def _append(runs: RunLifecycle, session_id: str, run_id: str, n: int = 1, text: str = "x") -> int:
+async def _append(runs: AllWrites, session_id: str, run_id: str, n: int = 1, text: str = "x") -> int:
     delta = json.dumps({"run_id": run_id, "text": text})
     return await RunLease(runs, session_id, run_id, "lease-1").append([("message.delta", delta)] * n)
 
@@ -87,7 +88,7 @@ async def _command_calls(redis: Redis, *commands: str) -> int:
 
 
 async def test_a_hundred_followers_of_one_session_cost_one_notification_per_event_and_no_read(
-    hub: StreamHub, store: SessionStore, runs: RunLifecycle, redis: Redis
+    hub: StreamHub, store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     session_id, run = await start_a_run(runs)
     followers = [Follower(hub, session_id) for _ in range(100)]
@@ -109,7 +110,7 @@ async def test_a_hundred_followers_of_one_session_cost_one_notification_per_even
 
 
 async def test_followers_joining_while_a_writer_appends_get_every_id_once_in_order(
-    hub: StreamHub, store: SessionStore, runs: RunLifecycle
+    hub: StreamHub, store: SessionStore, runs: AllWrites
 ) -> None:
     session_id, run = await start_a_run(runs)
     followers: list[Follower] = []
@@ -140,7 +141,7 @@ async def test_followers_joining_while_a_writer_appends_get_every_id_once_in_ord
 
 
 async def test_a_follower_that_stops_reading_is_bounded_then_reads_the_rest_from_redis(
-    hub: StreamHub, store: SessionStore, runs: RunLifecycle, monkeypatch: pytest.MonkeyPatch
+    hub: StreamHub, store: SessionStore, runs: AllWrites, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(hub_module, "BUFFER_BYTES", 10_000)
     session_id, run = await start_a_run(runs)
@@ -164,7 +165,7 @@ async def test_a_follower_that_stops_reading_is_bounded_then_reads_the_rest_from
 
 
 async def test_followers_lose_nothing_when_the_hubs_connection_is_killed_mid_stream(
-    alone: tuple[Redis, RunLifecycle, StreamHub],
+    alone: tuple[Redis, AllWrites, StreamHub],
 ) -> None:
     redis, runs, hub = alone
     session_id, run = await start_a_run(runs)
@@ -188,7 +189,7 @@ async def test_followers_lose_nothing_when_the_hubs_connection_is_killed_mid_str
 
 
 async def test_open_streams_share_a_fixed_number_of_redis_connections(
-    alone: tuple[Redis, RunLifecycle, StreamHub],
+    alone: tuple[Redis, AllWrites, StreamHub],
 ) -> None:
     redis, runs, hub = alone
     sessions = [await start_a_run(runs) for _ in range(50)]
@@ -207,7 +208,7 @@ async def test_open_streams_share_a_fixed_number_of_redis_connections(
 
 
 async def test_a_completed_run_reaches_live_followers_with_its_output_and_ends_their_streams(
-    hub: StreamHub, store: SessionStore, runs: RunLifecycle
+    hub: StreamHub, store: SessionStore, runs: AllWrites
 ) -> None:
     session_id, run = await start_a_run(runs)
     follower = Follower(hub, session_id, until_idle=True)
@@ -222,7 +223,7 @@ async def test_a_completed_run_reaches_live_followers_with_its_output_and_ends_t
 
 
 async def test_followers_of_a_deleted_session_end_at_once_not_at_their_next_heartbeat(
-    hub: StreamHub, store: SessionStore, runs: RunLifecycle, settings: Settings
+    hub: StreamHub, store: SessionStore, runs: AllWrites, settings: Settings
 ) -> None:
     session_id, _ = await start_a_run(runs)
     follower = Follower(hub, session_id)
@@ -233,7 +234,7 @@ async def test_followers_of_a_deleted_session_end_at_once_not_at_their_next_hear
 
 
 async def test_an_idle_follower_gets_heartbeats(
-    hub: StreamHub, store: SessionStore, runs: RunLifecycle, settings: Settings
+    hub: StreamHub, store: SessionStore, runs: AllWrites, settings: Settings
 ) -> None:
     session_id, _ = await start_a_run(runs)
     follower = Follower(hub, session_id)
@@ -244,7 +245,7 @@ async def test_an_idle_follower_gets_heartbeats(
         await follower.close()
 
 
-async def test_stopping_the_hub_ends_every_stream(hub: StreamHub, store: SessionStore, runs: RunLifecycle) -> None:
+async def test_stopping_the_hub_ends_every_stream(hub: StreamHub, store: SessionStore, runs: AllWrites) -> None:
     session_id, _ = await start_a_run(runs)
     followers = [Follower(hub, session_id) for _ in range(3)]
     await _live(*followers)

@@ -18,13 +18,14 @@ from redis.asyncio import Redis
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, SLOW, bearer, ws_exchange, ws_url
 from tests.integration.test_chat_protocols import agent_input, chat_body
 from tests.waiting import eventually, scaled
+from tests.writes import AllWrites
 from tokentail.gateway import cors
 from tokentail.shared.events import MessageDelta
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.logs import RateLimitedLogger
 from tokentail.shared.records import PUBLIC_TENANT
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.worker.run_writes import RunLease
 
 AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET)}
 
@@ -239,7 +240,7 @@ async def test_a_413_for_a_declared_body_leaves_the_connection_serving(
 
 
 async def test_a_client_that_stops_reading_is_dropped_and_frees_its_stream(
-    start_gateway: Callable[..., Any], store: SessionStore, runs: RunLifecycle, redis: Redis
+    start_gateway: Callable[..., Any], store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     gateway = await start_gateway(stalled_client_seconds=1)
     async with httpx2.AsyncClient(base_url=gateway.url) as http:

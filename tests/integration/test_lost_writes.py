@@ -14,15 +14,17 @@ from redis.asyncio import Redis
 from tests.redis_faults import rolled_back_after
 from tests.sessions import completion, delta_of, start_a_run
 from tests.sse_client import read_events
+from tests.writes import AllWrites
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.events import InputRequired
 from tokentail.shared.keys import Keys
-from tokentail.shared.lifecycle import Asked, RunLease, RunLifecycle
-from tokentail.shared.lua import load_script
 from tokentail.shared.records import Question
+from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.runs import AppendEvents, Asked
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.pipelines import ScriptPipeline
+from tokentail.worker.run_writes import RunLease
 
 
 def _texts(events: list[tuple[int, str, str]]) -> list[tuple[int, str]]:
@@ -34,17 +36,11 @@ async def _stored(store: SessionStore, session_id: str) -> list[tuple[int, str, 
 
 
 @pytest.fixture(params=["plain", "batched"])
-def lifecycle(request: pytest.FixtureRequest, redis: Redis, settings: Settings) -> RunLifecycle:
+def lifecycle(request: pytest.FixtureRequest, redis: Redis, settings: Settings) -> AllWrites:
     if request.param == "plain":
-        return RunLifecycle(redis, settings)
-    appends = ScriptPipeline(redis, load_script("append_events"), joinable=True)
-    return RunLifecycle(
-        redis,
-        settings,
-        batched=lambda script, joinable: (
-            appends if script == load_script("append_events") else ScriptPipeline(redis, script, joinable)
-        ),
-    )
+        return AllWrites(redis, settings)
+    appends = ScriptPipeline(redis, AppendEvents.lua_source(Topology()), joinable=True)
+    return AllWrites(redis, settings, batched={AppendEvents: appends})
 
 
 async def _append_soon(lease: RunLease, text: str) -> int:
@@ -60,7 +56,7 @@ async def test_lost_events_are_appended_again_under_their_ids_before_the_next(
     redis: Redis,
     settings: Settings,
     store: SessionStore,
-    lifecycle: RunLifecycle,
+    lifecycle: AllWrites,
     append: Callable[[RunLease, str], object],
 ) -> None:
     session_id, run = await start_a_run(lifecycle)  # run.queued 1, run.started 2
@@ -80,7 +76,7 @@ async def test_lost_events_are_appended_again_under_their_ids_before_the_next(
 
 
 async def test_a_question_asked_after_lost_events_comes_after_them(
-    redis: Redis, settings: Settings, store: SessionStore, lifecycle: RunLifecycle
+    redis: Redis, settings: Settings, store: SessionStore, lifecycle: AllWrites
 ) -> None:
     session_id, run = await start_a_run(lifecycle)
     lease = RunLease(lifecycle, session_id, run.run_id, "lease-1")
@@ -96,7 +92,7 @@ async def test_a_question_asked_after_lost_events_comes_after_them(
 
 
 async def test_lost_events_it_cannot_append_as_they_were_stop_the_run(
-    redis: Redis, settings: Settings, store: SessionStore, lifecycle: RunLifecycle
+    redis: Redis, settings: Settings, store: SessionStore, lifecycle: AllWrites
 ) -> None:
     session_id, run = await start_a_run(lifecycle)
     lease = RunLease(lifecycle, session_id, run.run_id, "lease-1")
@@ -111,7 +107,7 @@ async def test_lost_events_it_cannot_append_as_they_were_stop_the_run(
 
 
 async def test_lost_events_it_cannot_append_again_are_never_given_out_again_with_other_content(
-    redis: Redis, settings: Settings, store: SessionStore, lifecycle: RunLifecycle, start_gateway: Any
+    redis: Redis, settings: Settings, store: SessionStore, lifecycle: AllWrites, start_gateway: Any
 ) -> None:
     # Regression: the run stopped, was taken over, and its next attempt appended from the first lost id:
     # a follower that had read the lost events was then given other events under the same ids.

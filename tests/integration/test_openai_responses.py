@@ -23,14 +23,16 @@ from tests.fixtures.stack import Gateway
 from tests.sessions import completion
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
+from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id
 from tokentail.shared.events import InputRequired, MessageDelta
 from tokentail.shared.keys import Keys
-from tokentail.shared.lifecycle import Asked, RunLease, RunLifecycle
 from tokentail.shared.records import Question, RunRecord
 from tokentail.shared.response_ids import parse_response_id
+from tokentail.shared.scripts.runs import Asked
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.worker.run_writes import RunLease
 
 KEY = "acme-key-0123456789abcdef"
 OTHER_KEY = "beta-key-0123456789abcdef"
@@ -425,7 +427,7 @@ async def _slots_taken(redis: Redis, settings: Settings, tenant: str = "acme") -
 
 
 async def test_a_stalled_stream_s_client_leaving_after_the_next_response_started_does_not_cancel_it(
-    start_gateway: Callable[..., Any], runs: RunLifecycle, redis: Redis, settings: Settings
+    start_gateway: Callable[..., Any], runs: AllWrites, redis: Redis, settings: Settings
 ) -> None:
     """Response A's client stopped reading (A's end is stored but not yet written to it); the
     application made response B from A meanwhile; then A's client goes away. B goes on."""
@@ -460,7 +462,7 @@ async def test_a_stalled_stream_s_client_leaving_after_the_next_response_started
 
 
 async def test_a_cancel_of_a_response_whose_run_ended_just_then_does_not_cancel_the_next(
-    start_gateway: Callable[..., Any], runs: RunLifecycle, store: SessionStore
+    start_gateway: Callable[..., Any], runs: AllWrites, store: SessionStore
 ) -> None:
     """POST /v1/responses/{A}/cancel reads A's state, then cancels: B is made from A in between."""
     gateway = await start_gateway(**AUTH)
@@ -470,7 +472,7 @@ async def test_a_cancel_of_a_response_whose_run_ended_just_then_does_not_cancel_
     assert parsed is not None
     session_id, run_id, _ = parsed
     assert await runs.start_run(session_id, run_id, run_id, token="lease") is not None
-    gateway_runs: RunLifecycle = gateway.app.state.runs
+    gateway_runs: AllWrites = gateway.app.state.runs
     cancel = gateway_runs.cancel_run
     made: list[RunRecord] = []
 
@@ -553,7 +555,7 @@ async def test_openai_webhooks_of_a_deleted_conversation_name_each_response(
 
 
 async def test_a_background_response_is_queued_until_started_and_an_answer_s_is_in_progress_at_once(
-    start_gateway: Callable[..., Any], runs: RunLifecycle
+    start_gateway: Callable[..., Any], runs: AllWrites
 ) -> None:
     """What docs/openai-responses.md says `POST /v1/responses` with `background` answers at once."""
     gateway = await start_gateway(**AUTH)  # no worker: this test starts the run and asks its question

@@ -9,18 +9,20 @@ from redis.asyncio import Redis
 
 from tests.sessions import start_a_run
 from tests.waiting import eventually
+from tests.writes import AllWrites
 from tokentail.shared.errors import LeaseLost
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
-from tokentail.shared.lua import load_script
+from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.runs import AppendEvents, AppendKeys, AppendShared, RenewLease
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.lease import LeaseKeeper
 from tokentail.worker.pipelines import JOINED_CALLS, ScriptPipeline
+from tokentail.worker.run_writes import RunLease
 
 
 @pytest.fixture
 def pipeline(redis: Redis) -> ScriptPipeline:
-    return ScriptPipeline(redis, load_script("append_events"), joinable=True)
+    return ScriptPipeline(redis, AppendEvents.lua_source(Topology()), joinable=True)
 
 
 def _count_round_trips(pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -36,15 +38,9 @@ def _count_round_trips(pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch
     return round_trips
 
 
-def _batched(redis: Redis, settings: Settings, appends: ScriptPipeline) -> RunLifecycle:
+def _batched(redis: Redis, settings: Settings, appends: ScriptPipeline) -> AllWrites:
     """A run lifecycle that sends its appends through `appends`, as the worker's does."""
-    return RunLifecycle(
-        redis,
-        settings,
-        batched=lambda script, joinable: (
-            appends if script == load_script("append_events") else ScriptPipeline(redis, script, joinable)
-        ),
-    )
+    return AllWrites(redis, settings, batched={AppendEvents: appends})
 
 
 def delta_of(run_id: str, text: str) -> tuple[str, str]:
@@ -54,7 +50,7 @@ def delta_of(run_id: str, text: str) -> tuple[str, str]:
 async def test_many_runs_share_round_trips_and_each_keeps_its_order(
     redis: Redis,
     store: SessionStore,
-    runs: RunLifecycle,
+    runs: AllWrites,
     settings: Settings,
     pipeline: ScriptPipeline,
     monkeypatch: pytest.MonkeyPatch,
@@ -78,7 +74,7 @@ async def test_many_runs_share_round_trips_and_each_keeps_its_order(
 
 
 async def test_a_fenced_run_fails_alone_in_a_shared_round_trip(
-    redis: Redis, store: SessionStore, runs: RunLifecycle, settings: Settings, pipeline: ScriptPipeline
+    redis: Redis, store: SessionStore, runs: AllWrites, settings: Settings, pipeline: ScriptPipeline
 ) -> None:
     runs = _batched(redis, settings, pipeline)
     (ours, ours_run), (theirs, theirs_run) = await start_a_run(runs), await start_a_run(runs)
@@ -103,7 +99,7 @@ async def test_appends_go_on_after_redis_lost_its_scripts(
 
 
 async def test_a_retried_append_is_not_written_twice(
-    redis: Redis, store: SessionStore, runs: RunLifecycle, settings: Settings, pipeline: ScriptPipeline
+    redis: Redis, store: SessionStore, runs: AllWrites, settings: Settings, pipeline: ScriptPipeline
 ) -> None:
     runs = _batched(redis, settings, pipeline)
     session_id, run = await start_a_run(runs)
@@ -136,14 +132,8 @@ async def test_a_broken_round_trip_fails_every_append_in_it(
 async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone_is_told(
     redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    renewals = ScriptPipeline(redis, load_script("renew_lease"))
-    runs = RunLifecycle(
-        redis,
-        settings,
-        batched=lambda script, joinable: (
-            renewals if script == load_script("renew_lease") else ScriptPipeline(redis, script, joinable)
-        ),
-    )
+    renewals = ScriptPipeline(redis, RenewLease.lua_source(Topology()))
+    runs = AllWrites(redis, settings, batched={RenewLease: renewals})
     started = [await start_a_run(runs) for _ in range(20)]
     round_trips = _count_round_trips(renewals, monkeypatch)
     lost: list[int] = []
@@ -173,14 +163,22 @@ async def _hold(keeper: LeaseKeeper) -> None:
 
 
 async def test_a_round_trip_cancelled_before_its_replies_leaves_no_reply_behind(
-    redis: Redis, store: SessionStore, runs: RunLifecycle, settings: Settings, pipeline: ScriptPipeline
+    redis: Redis, store: SessionStore, runs: AllWrites, settings: Settings, pipeline: ScriptPipeline
 ) -> None:
     # The round trip reads its replies itself (not through redis-py's Pipeline): a connection left
     # with replies owed must not give them to the next round trip as its own.
     runs = _batched(redis, settings, pipeline)
     session_id, run = await start_a_run(runs)
-    keys, head = runs._run_script_args(session_id)
-    call = (keys, [*head, run.run_id, "lease-1", "cancelled-1", "", 0, *delta_of(run.run_id, "a")])
+    append = AppendEvents(
+        AppendShared(settings.stream_maxlen),
+        AppendKeys(*(getattr(runs.keys.session(session_id), key) for key in ("meta", "events", "lease"))),
+        run.run_id,
+        "lease-1",
+        "cancelled-1",
+        0,
+        list(delta_of(run.run_id, "a")),
+    )
+    call = (append.keys(Topology()), append.args())
     cut = asyncio.create_task(pipeline._pipeline([call] * 50))
     await asyncio.sleep(0)  # sent (or sending), no reply read yet
     cut.cancel()

@@ -19,13 +19,14 @@ from tests.redis_faults import rolled_back_after
 from tests.redis_sentinel import LocalSentinels
 from tests.sessions import completion, delta_of, start_a_run
 from tests.sse_client import Received, read_events
+from tests.writes import AllWrites
 from tokentail.client import AsyncTokentail
 from tokentail.shared.errors import LeaseLost
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.redis_clients import close_sentinels, redis_client
 from tokentail.shared.redis_urls import SentinelSetup, sentinel_setup
 from tokentail.shared.settings import Settings
 from tokentail.worker.main import arq_redis_settings
+from tokentail.worker.run_writes import RunLease
 
 SLOW = {"tokens": 30, "tokens_per_second": 20}  # 1.5 s a run
 
@@ -149,7 +150,7 @@ async def test_writes_a_replica_must_have_are_still_fenced(sentinels: LocalSenti
     """The writes that wait for a replica (a run's start and end, a question) go with WAIT in a
     pipeline: their FENCED and LOST answers still stop or recover the run as on one Redis."""
     redis = redis_client(sentinels.url, 4, wait=10)
-    runs = RunLifecycle(redis, settings.model_copy(update={"redis_url": sentinels.url}))
+    runs = AllWrites(redis, settings.model_copy(update={"redis_url": sentinels.url}))
     try:
         session_id, run = await start_a_run(runs)
         with pytest.raises(LeaseLost):

@@ -6,19 +6,20 @@ import json
 from redis.asyncio import Redis
 
 from tests.sessions import start_a_run
+from tests.writes import AllWrites
 from tokentail.gateway.encodings.sse import encode_events, encode_gap
 from tokentail.gateway.reading.feed import READ_BUDGET_BYTES, EventFeed, Start
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.events import MessageDelta, RunCompleted
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.settings import Settings
+from tokentail.worker.run_writes import RunLease
 from tokentail.worker.writer import MAX_DELTA_CHARS
 
 
 async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip(
     redis: Redis, settings: Settings
 ) -> None:
-    runs = RunLifecycle(redis, settings.model_copy(update={"stream_maxlen": 100}))
+    runs = AllWrites(redis, settings.model_copy(update={"stream_maxlen": 100}))
     session_id, run = await start_a_run(runs)
     delta = json.dumps({"run_id": run.run_id, "text": "x"})
     await RunLease(runs, session_id, run.run_id, "lease-1").append([("message.delta", delta)] * 20)
@@ -44,7 +45,7 @@ async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip
 
 
 async def test_a_reader_holds_a_bounded_part_of_a_session_however_large(redis: Redis, settings: Settings) -> None:
-    runs = RunLifecycle(redis, settings)
+    runs = AllWrites(redis, settings)
     session_id, run = await start_a_run(runs)
     delta = MessageDelta(run_id=run.run_id, text="é" * MAX_DELTA_CHARS).model_dump_json()  # the largest delta
     for _ in range(10):
@@ -73,7 +74,7 @@ async def test_a_stream_opened_on_a_running_run_still_ends_when_its_catch_up_bri
 ) -> None:
     # The start read saw the run going (so the feed skips asking Redis after its first catch-up), but
     # the run ended before that catch-up: its events are what says so, and the stream must end.
-    runs = RunLifecycle(redis, settings)
+    runs = AllWrites(redis, settings)
     session_id, run = await start_a_run(runs)
     await RunLease(runs, session_id, run.run_id, "lease-1").append(
         [("message.delta", json.dumps({"run_id": run.run_id, "text": "x"}))],

@@ -8,12 +8,13 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.sessions import completion, start_a_run
+from tests.writes import AllWrites
 from tokentail.shared.errors import StepTooLarge
 from tokentail.shared.keys import Keys
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.records import MAX_RUN_STEPS_BYTES, MAX_STEP_BYTES
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.worker.run_writes import RunLease
 
 
 async def _record_size(redis: Redis, settings: Settings, session_id: str, run_id: str) -> int:
@@ -21,7 +22,7 @@ async def _record_size(redis: Redis, settings: Settings, session_id: str, run_id
 
 
 async def test_recording_steps_leaves_the_run_record_its_size_and_a_takeover_gets_them_all(
-    redis: Redis, settings: Settings, runs: RunLifecycle, store: SessionStore
+    redis: Redis, settings: Settings, runs: AllWrites, store: SessionStore
 ) -> None:
     # Regression: each step was decoded and re-encoded with the whole run record, by every script that
     # touches the run: 20-40 large steps blocked Redis for seconds.
@@ -46,7 +47,7 @@ async def test_recording_steps_leaves_the_run_record_its_size_and_a_takeover_get
 
 
 async def test_a_run_s_steps_are_bounded_in_all_with_a_clear_error_and_nothing_written(
-    redis: Redis, settings: Settings, runs: RunLifecycle, store: SessionStore
+    redis: Redis, settings: Settings, runs: AllWrites, store: SessionStore
 ) -> None:
     session_id, run = await start_a_run(runs)
     lease = RunLease(runs, session_id, run.run_id, "lease-1")
@@ -63,7 +64,7 @@ async def test_a_run_s_steps_are_bounded_in_all_with_a_clear_error_and_nothing_w
 
 
 async def test_a_run_that_starts_over_or_a_deleted_session_keeps_no_steps(
-    redis: Redis, settings: Settings, runs: RunLifecycle, store: SessionStore
+    redis: Redis, settings: Settings, runs: AllWrites, store: SessionStore
 ) -> None:
     session_id, run = await start_a_run(runs)
     await RunLease(runs, session_id, run.run_id, "lease-1").record_step("a#0", "1")

@@ -11,15 +11,17 @@ from redis.asyncio import Redis
 
 from tests.redis_faults import fill
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
+from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.shared.jobs import RUN_JOB
-from tokentail.shared.lifecycle import Queued, RunLease, RunLifecycle
 from tokentail.shared.outage import out_of_memory
+from tokentail.shared.scripts.runs import Queued
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.worker.run_writes import RunLease
 
 
-async def test_jobs_are_written_in_arq_s_layout(store: SessionStore, runs: RunLifecycle, redis: Redis) -> None:
+async def test_jobs_are_written_in_arq_s_layout(store: SessionStore, runs: AllWrites, redis: Redis) -> None:
     # arq calls the job's function with `k` as keyword arguments: it must be a JSON object, even empty.
     session_id, run = await start_a_run(runs)
     second = make_run("second")
@@ -37,7 +39,7 @@ async def _snapshot(redis: Redis, prefix: str) -> dict[bytes, bytes | None]:
 async def test_scripts_refused_by_a_full_redis_change_nothing(private_redis_url: str, settings: Settings) -> None:
     redis = Redis.from_url(private_redis_url)
     store = SessionStore(redis, settings.model_copy(update={"redis_url": private_redis_url}))
-    runs = RunLifecycle(redis, settings.model_copy(update={"redis_url": private_redis_url}))
+    runs = AllWrites(redis, settings.model_copy(update={"redis_url": private_redis_url}))
     running, run = await start_a_run(runs)
     queued, waiting = make_session(), make_run()
     await runs.queue_run(queued.session_id, waiting, create=queued)

@@ -19,12 +19,14 @@ from tests.sessions import completion, delta_of, make_run, make_session, start_a
 from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
 from tests.webhook_receiver import Receiver
+from tests.writes import AllWrites
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.redis_server import RedisServer
-from tokentail.shared.lifecycle import Queued, Requeue, RunLease, RunLifecycle, StartVerdict
+from tokentail.shared.scripts.runs import Queued, Requeue, StartVerdict
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.reaper import Reaper
+from tokentail.worker.run_writes import RunLease
 from tokentail.worker.webhook_delivery import WebhookDeliverer
 
 
@@ -73,11 +75,11 @@ def store(sessions: RedisCluster, settings: Settings) -> SessionStore:
 
 
 @pytest.fixture
-def runs(sessions: RedisCluster, queue: Redis, settings: Settings) -> RunLifecycle:
-    return RunLifecycle(sessions, settings, queue=queue)
+def runs(sessions: RedisCluster, queue: Redis, settings: Settings) -> AllWrites:
+    return AllWrites(sessions, settings, queue=queue)
 
 
-def _reaper(runs: RunLifecycle) -> Reaper:
+def _reaper(runs: AllWrites) -> Reaper:
     return Reaper(runs, interval=1.0, lease_seconds=runs.settings.lease_ms / 1000)
 
 
@@ -147,7 +149,7 @@ async def test_a_run_on_a_cluster_is_cancelled_through_its_worker(
 
 
 async def test_a_run_is_queued_through_the_session_s_outbox_and_leaves_the_queue_when_claimed(
-    store: SessionStore, runs: RunLifecycle, sessions: RedisCluster, queue: Redis
+    store: SessionStore, runs: AllWrites, sessions: RedisCluster, queue: Redis
 ) -> None:
     session, run = make_session(), make_run()
     assert await runs.queue_run(session.session_id, run, create=session) is Queued.STARTED
@@ -162,7 +164,7 @@ async def test_a_run_is_queued_through_the_session_s_outbox_and_leaves_the_queue
 
 
 async def test_a_gateway_that_dies_between_its_script_and_the_push_loses_no_run(
-    store: SessionStore, runs: RunLifecycle, queue: Redis, monkeypatch: pytest.MonkeyPatch
+    store: SessionStore, runs: AllWrites, queue: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def dies(*args: object) -> None:
         raise ConnectionError("the gateway died here")
@@ -183,7 +185,7 @@ async def test_a_gateway_that_dies_between_its_script_and_the_push_loses_no_run(
 
 
 async def test_a_worker_that_dies_after_ending_its_run_loses_no_run_in_line(
-    store: SessionStore, runs: RunLifecycle, queue: Redis, monkeypatch: pytest.MonkeyPatch
+    store: SessionStore, runs: AllWrites, queue: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     session_id, first = await start_a_run(runs)
     second = make_run("next")
@@ -207,7 +209,7 @@ async def test_a_worker_that_dies_after_ending_its_run_loses_no_run_in_line(
 
 
 async def test_a_run_whose_lease_ran_out_is_requeued_on_the_queue_apart(
-    store: SessionStore, runs: RunLifecycle, sessions: RedisCluster, queue: Redis
+    store: SessionStore, runs: AllWrites, sessions: RedisCluster, queue: Redis
 ) -> None:
     session_id, run = await start_a_run(runs)
     await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id)])
@@ -226,7 +228,7 @@ async def test_a_run_whose_lease_ran_out_is_requeued_on_the_queue_apart(
 
 
 async def test_a_reaper_keeps_an_entry_a_worker_wrote_while_it_looked(
-    store: SessionStore, runs: RunLifecycle, queue: Redis
+    store: SessionStore, runs: AllWrites, queue: Redis
 ) -> None:
     session, run = make_session(), make_run()
     await runs.queue_run(session.session_id, run, create=session)
@@ -276,7 +278,7 @@ def _slots_of(client: sync_redis.Redis) -> set[int]:
 
 
 async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primary(
-    store: SessionStore, runs: RunLifecycle, sessions: RedisCluster, settings: Settings, cluster: LocalCluster
+    store: SessionStore, runs: AllWrites, sessions: RedisCluster, settings: Settings, cluster: LocalCluster
 ) -> None:
     hub = StreamHub(settings, read_connections=3)
     await hub.start()
@@ -359,11 +361,11 @@ async def _index_empty(queue: Redis, settings: Settings) -> bool:
 
 
 async def test_a_worker_that_dies_right_after_ending_its_run_loses_no_webhook(
-    runs: RunLifecycle, sessions: RedisCluster, queue: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    runs: AllWrites, sessions: RedisCluster, queue: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with Receiver() as receiver:
         hooked = settings.model_copy(update={"webhook_allowed_urls": [receiver.url]})
-        runs = RunLifecycle(sessions, hooked, queue=queue)
+        runs = AllWrites(sessions, hooked, queue=queue)
         session, run = make_session(), make_run()
         session.webhook = receiver.url + "/s"
         await runs.queue_run(session.session_id, run, create=session)

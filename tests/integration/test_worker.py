@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from tests.waiting import eventually, scaled
+from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
@@ -23,7 +23,7 @@ from tokentail.worker.running import RunningRuns
 from tokentail.worker.writer import FlushTicks
 
 
-async def _queue(runs: RunLifecycle, **params: Any) -> tuple[str, str]:
+async def _queue(runs: AllWrites, **params: Any) -> tuple[str, str]:
     session = SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted")
     run = RunRecord(run_id=new_run_id(), input="hello", model="scripted", params=params)
     await runs.queue_run(session.session_id, run, create=session)
@@ -35,7 +35,7 @@ def _job_context(store: SessionStore, settings: Settings, job_id: str) -> dict[s
     running = RunningRuns()
     return {
         "store": store,
-        "runs": RunLifecycle(store.redis, settings),
+        "runs": AllWrites(store.redis, settings),
         "settings": settings,
         "providers": Providers(settings),
         "running": running,
@@ -52,7 +52,7 @@ async def _wait_for_status(store: SessionStore, session_id: str, status: str, wi
 
 
 async def test_a_wake_up_starts_the_job_without_waiting_for_the_poll(
-    store: SessionStore, runs: RunLifecycle, redis: Redis, start_worker: Any
+    store: SessionStore, runs: AllWrites, redis: Redis, start_worker: Any
 ) -> None:
     # The timed poll is 60 s here: only the wake-up can start the run within the test's timeout.
     await start_worker(poll_interval_seconds=60)
@@ -69,7 +69,7 @@ async def test_a_wake_up_starts_the_job_without_waiting_for_the_poll(
 
 
 async def test_a_finished_run_frees_its_slot_for_the_next_job_at_once(
-    store: SessionStore, runs: RunLifecycle, start_worker: Any
+    store: SessionStore, runs: AllWrites, start_worker: Any
 ) -> None:
     await start_worker(poll_interval_seconds=60, worker_concurrency=1)
     first, _ = await _queue(runs, tokens=20, tokens_per_second=100)
@@ -79,7 +79,7 @@ async def test_a_finished_run_frees_its_slot_for_the_next_job_at_once(
 
 
 async def test_a_duplicate_delivery_of_a_job_changes_nothing(
-    store: SessionStore, runs: RunLifecycle, settings: Any
+    store: SessionStore, runs: AllWrites, settings: Any
 ) -> None:
     session_id, run_id = await _queue(runs, tokens=5, tokens_per_second=0)
     ctx = _job_context(store, settings, run_id)
@@ -91,7 +91,7 @@ async def test_a_duplicate_delivery_of_a_job_changes_nothing(
 
 
 async def test_a_run_that_loses_its_lease_stops_writing(
-    store: SessionStore, runs: RunLifecycle, settings: Any, redis: Redis
+    store: SessionStore, runs: AllWrites, settings: Any, redis: Redis
 ) -> None:
     session_id, run_id = await _queue(runs, tokens=10_000, tokens_per_second=200)
     ctx = _job_context(store, settings.model_copy(update={"lease_ms": 600}), run_id)
@@ -107,7 +107,7 @@ async def test_a_run_that_loses_its_lease_stops_writing(
 
 
 async def test_the_flush_window_bounds_how_often_a_run_appends(
-    store: SessionStore, runs: RunLifecycle, settings: Any
+    store: SessionStore, runs: AllWrites, settings: Any
 ) -> None:
     # The first token goes at once, then at most one append per window: fewer deltas than tokens
     # however fast or slow Redis answers (a slow one only joins more tokens per append).
@@ -134,7 +134,7 @@ async def test_the_flush_window_bounds_how_often_a_run_appends(
     ids=["full", "read-only", "busy", "script-error"],
 )
 async def test_a_redis_error_reply_in_the_poll_loop_does_not_end_the_worker(
-    store: SessionStore, runs: RunLifecycle, start_worker: Any, monkeypatch: pytest.MonkeyPatch, error: Exception
+    store: SessionStore, runs: AllWrites, start_worker: Any, monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
     # arq's poll re-raises what a job's task raised, and records its health with a write: a full
     # or read-only Redis fails it. arq's own loop would let that end the process.
@@ -157,7 +157,7 @@ async def test_a_redis_error_reply_in_the_poll_loop_does_not_end_the_worker(
 
 
 async def test_a_run_whose_worker_dies_between_pickup_and_start_is_picked_again_within_a_lease(
-    store: SessionStore, runs: RunLifecycle, redis: Redis, start_worker: Any, settings: Settings
+    store: SessionStore, runs: AllWrites, redis: Redis, start_worker: Any, settings: Settings
 ) -> None:
     picked = asyncio.Event()
 
@@ -196,7 +196,7 @@ async def test_closing_a_worker_waits_for_its_main_task_before_arq_closes_the_po
 
 
 async def test_a_connection_lost_while_claiming_a_job_costs_the_worker_no_slot(
-    store: SessionStore, runs: RunLifecycle, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+    store: SessionStore, runs: AllWrites, start_worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # arq takes a slot before the WATCH/MULTI that claims a job, and gives it back only on the errors
     # it expects: each connection lost mid-claim would shrink the worker by one slot, for good.

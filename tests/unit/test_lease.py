@@ -4,8 +4,9 @@ import asyncio
 from collections.abc import Iterator
 
 from tests.waiting import eventually
-from tokentail.shared.lifecycle import Renewal, RunLease
+from tokentail.shared.scripts.runs import Renewal
 from tokentail.worker.lease import LeaseKeeper
+from tokentail.worker.run_writes import RunLease
 
 LEASE_MS = 30  # a beat every 10 ms
 

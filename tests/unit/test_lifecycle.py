@@ -13,6 +13,7 @@ from redis.asyncio.client import PubSub
 
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.waiting import eventually
+from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.shared.errors import (
     InputNotPending,
@@ -25,13 +26,14 @@ from tokentail.shared.errors import (
 )
 from tokentail.shared.events import ErrorInfo, InputRequired, RunCancelled, RunFailed
 from tokentail.shared.jobs import RUN_JOB
-from tokentail.shared.lifecycle import Asked, Cancel, Queued, Renewal, Requeue, RunLease, RunLifecycle, StartVerdict
 from tokentail.shared.records import Question, RunRecord
+from tokentail.shared.scripts.runs import Asked, Cancel, Look, Queued, Renewal, Requeue, StartVerdict
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SESSION_GONE, SessionStore
+from tokentail.worker.run_writes import RunLease
 
 
-def _lease(runs: RunLifecycle, session_id: str, run: RunRecord, token: str = "lease-1") -> RunLease:
+def _lease(runs: AllWrites, session_id: str, run: RunRecord, token: str = "lease-1") -> RunLease:
     return RunLease(runs, session_id, run.run_id, token)
 
 
@@ -64,7 +66,7 @@ async def _expire(store: SessionStore, redis: Redis, session_id: str) -> None:
 
 
 async def test_queue_run_creates_the_session_records_the_run_and_queues_its_job(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     session, run = make_session(), make_run()
     assert await runs.queue_run(session.session_id, run, create=session) is Queued.STARTED
@@ -79,7 +81,7 @@ async def test_queue_run_creates_the_session_records_the_run_and_queues_its_job(
 
 
 async def test_creating_a_session_that_exists_is_refused_unless_only_if_missing(
-    store: SessionStore, runs: RunLifecycle
+    store: SessionStore, runs: AllWrites
 ) -> None:
     session = make_session()
     await runs.queue_run(session.session_id, make_run(), create=session)
@@ -97,7 +99,7 @@ async def test_creating_a_session_that_exists_is_refused_unless_only_if_missing(
     assert (await store.get_session(fresh.session_id)).active_run_id == third.run_id
 
 
-async def test_a_gone_session_is_not_made_again(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_a_gone_session_is_not_made_again(store: SessionStore, runs: AllWrites) -> None:
     session = make_session()
     await runs.create_session(session)
     await runs.delete_session(await store.get_session(session.session_id))
@@ -108,7 +110,7 @@ async def test_a_gone_session_is_not_made_again(store: SessionStore, runs: RunLi
 
 
 async def test_a_session_created_without_a_run_is_idle_and_expires_unless_used(
-    store: SessionStore, runs: RunLifecycle, redis: Redis, settings: Settings
+    store: SessionStore, runs: AllWrites, redis: Redis, settings: Settings
 ) -> None:
     session = make_session("acme")
     await runs.create_session(session)
@@ -121,7 +123,7 @@ async def test_a_session_created_without_a_run_is_idle_and_expires_unless_used(
     assert await redis.ttl(keys.meta) == -1  # work to do: no expiry
 
 
-async def test_runs_on_unknown_or_deleted_sessions_are_refused(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_runs_on_unknown_or_deleted_sessions_are_refused(store: SessionStore, runs: AllWrites) -> None:
     with pytest.raises(SessionNotFound) as missing:
         await runs.queue_run(new_session_id(), make_run())
     assert not isinstance(missing.value, SessionExpired)
@@ -133,7 +135,7 @@ async def test_runs_on_unknown_or_deleted_sessions_are_refused(store: SessionSto
         await runs.cancel_run(session_id)
 
 
-async def test_a_second_run_while_one_is_active_is_a_conflict(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_a_second_run_while_one_is_active_is_a_conflict(store: SessionStore, runs: AllWrites) -> None:
     session_id, started = await start_a_run(runs)
     with pytest.raises(RunConflict) as info:
         await runs.queue_run(session_id, make_run("again"))
@@ -142,7 +144,7 @@ async def test_a_second_run_while_one_is_active_is_a_conflict(store: SessionStor
 
 
 async def test_enqueue_waits_in_line_and_starts_when_the_active_run_ends(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     session_id, run = await start_a_run(runs)
     second, third = make_run("second"), make_run("third")
@@ -159,9 +161,7 @@ async def test_enqueue_waits_in_line_and_starts_when_the_active_run_ends(
     assert started is not None and started.run.attempt == 1
 
 
-async def test_interrupt_cancels_the_active_run_and_supersedes_the_line(
-    store: SessionStore, runs: RunLifecycle
-) -> None:
+async def test_interrupt_cancels_the_active_run_and_supersedes_the_line(store: SessionStore, runs: AllWrites) -> None:
     session_id, run = await start_a_run(runs)
     waiting, urgent, latest = make_run("waiting"), make_run("urgent"), make_run("latest")
     await runs.queue_run(session_id, waiting, multitask="enqueue")
@@ -183,7 +183,7 @@ async def test_interrupt_cancels_the_active_run_and_supersedes_the_line(
 
 
 async def test_interrupting_a_run_no_worker_holds_starts_the_new_one_at_once(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     session, first = make_session(), make_run("first")
     await runs.queue_run(session.session_id, first, create=session)
@@ -196,7 +196,7 @@ async def test_interrupting_a_run_no_worker_holds_starts_the_new_one_at_once(
     assert await runs.start_run(session.session_id, first.run_id, first.run_id, token="late") is None  # its job
 
 
-async def test_params_survive_the_lua_scripts_exactly(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_params_survive_the_lua_scripts_exactly(store: SessionStore, runs: AllWrites) -> None:
     # cjson would turn [] into {} (fakeredis's into []) and large integers into floats: params travel as a string.
     session = make_session()
     params = {"seed": 123456789012345678, "stop": [], "none": {}, "nested": {"list": [1, 2.5, "x"]}}
@@ -211,7 +211,7 @@ async def test_params_survive_the_lua_scripts_exactly(store: SessionStore, runs:
 
 
 async def test_start_appends_run_started_and_a_second_start_is_refused(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     session_id, started = await start_a_run(runs)
     assert started.status == "running" and started.attempt == 1 and started.started_seq == 2
@@ -222,7 +222,7 @@ async def test_start_appends_run_started_and_a_second_start_is_refused(
     assert await _types(store, session_id) == [b"run.queued", b"run.started"]
 
 
-async def test_only_the_active_run_of_an_existing_session_starts(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_only_the_active_run_of_an_existing_session_starts(store: SessionStore, runs: AllWrites) -> None:
     session_id, run = await start_a_run(runs)
     await _lease(runs, session_id, run).append([], ending=completion(run.run_id))
     assert await runs.start_run(session_id, run.run_id, "late-job", token="lease-2") is None  # ended
@@ -232,7 +232,7 @@ async def test_only_the_active_run_of_an_existing_session_starts(store: SessionS
 
 async def test_after_max_attempts_the_run_is_to_be_failed(redis: Redis, settings: Settings) -> None:
     settings = settings.model_copy(update={"max_attempts": 1})
-    store, runs = SessionStore(redis, settings), RunLifecycle(redis, settings)
+    store, runs = SessionStore(redis, settings), AllWrites(redis, settings)
     session_id, run = await start_a_run(runs)
     await _expire(store, redis, session_id)
     assert (await runs.look(session_id)).outcome is Requeue.REQUEUED
@@ -244,18 +244,18 @@ async def test_after_max_attempts_the_run_is_to_be_failed(redis: Redis, settings
 # -- appending ----------------------------------------------------------------------------------
 
 
-async def test_appends_take_contiguous_ids_and_are_fenced_by_the_lease(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_appends_take_contiguous_ids_and_are_fenced_by_the_lease(store: SessionStore, runs: AllWrites) -> None:
     session_id, run = await start_a_run(runs)
     assert await _lease(runs, session_id, run).append([delta_of(run.run_id)] * 3) == 5
     with pytest.raises(LeaseLost, match="FENCED"):
         await _lease(runs, session_id, run, "someone-else").append([delta_of(run.run_id)])
-    assert await runs.requeue_run(session_id, "lease-1") is Requeue.REQUEUED  # handed over: the lease is gone
+    assert (await runs.requeue(session_id, "lease-1")).outcome is Requeue.REQUEUED  # handed over: the lease is gone
     with pytest.raises(LeaseLost):
         await _lease(runs, session_id, run).append([delta_of(run.run_id)])
     assert [e.seq for e in await store.read(session_id, 0, 100)] == [1, 2, 3, 4, 5]
 
 
-async def test_a_run_that_ended_takes_no_more_appends(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_a_run_that_ended_takes_no_more_appends(store: SessionStore, runs: AllWrites) -> None:
     session_id, run = await start_a_run(runs)
     await _lease(runs, session_id, run).append([], ending=completion(run.run_id))
     with pytest.raises(LeaseLost):
@@ -265,7 +265,7 @@ async def test_a_run_that_ended_takes_no_more_appends(store: SessionStore, runs:
     assert await _types(store, session_id) == [b"run.queued", b"run.started", b"run.completed"]
 
 
-async def test_an_append_sent_twice_with_one_id_lands_once(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_an_append_sent_twice_with_one_id_lands_once(store: SessionStore, runs: AllWrites) -> None:
     session_id, run = await start_a_run(runs)
     lease = _lease(runs, session_id, run)
     assert await lease.append([delta_of(run.run_id)], append_id="a1") == 3
@@ -279,7 +279,7 @@ async def test_an_append_sent_twice_with_one_id_lands_once(store: SessionStore, 
 
 
 async def test_a_terminal_event_closes_the_run_frees_the_session_and_starts_retention(
-    store: SessionStore, runs: RunLifecycle, redis: Redis, settings: Settings
+    store: SessionStore, runs: AllWrites, redis: Redis, settings: Settings
 ) -> None:
     session_id, run = await start_a_run(runs)
     await _lease(runs, session_id, run).append([delta_of(run.run_id, "hi")], ending=completion(run.run_id, "hi"))
@@ -297,7 +297,7 @@ async def test_a_terminal_event_closes_the_run_frees_the_session_and_starts_rete
     assert await redis.ttl(keys.events) == -1
 
 
-async def test_failure_is_recorded_with_its_error(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_failure_is_recorded_with_its_error(store: SessionStore, runs: AllWrites) -> None:
     session_id, run = await start_a_run(runs)
     failed = RunFailed(run_id=run.run_id, error=ErrorInfo(type="internal_error", message="boom"))
     await _lease(runs, session_id, run).append([], ending=failed)
@@ -306,7 +306,7 @@ async def test_failure_is_recorded_with_its_error(store: SessionStore, runs: Run
 
 
 async def test_every_event_is_published_on_the_session_s_channel(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     session_id, run = await start_a_run(runs)
     channel = store.keys.session(session_id).events
@@ -321,7 +321,7 @@ async def test_every_event_is_published_on_the_session_s_channel(
 # -- leases: renewals, takeovers, hand-overs ---------------------------------------------------
 
 
-async def test_a_renewal_answers_its_holder_only(store: SessionStore, runs: RunLifecycle, redis: Redis) -> None:
+async def test_a_renewal_answers_its_holder_only(store: SessionStore, runs: AllWrites, redis: Redis) -> None:
     session_id, run = await start_a_run(runs)
     meta = store.keys.session(session_id).meta
     await redis.hset(meta, "lease_until", "1")  # type: ignore[misc]
@@ -336,13 +336,13 @@ async def test_a_renewal_answers_its_holder_only(store: SessionStore, runs: RunL
 
 
 async def test_a_run_whose_lease_expired_is_requeued_once_and_taken_over_as_the_next_attempt(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     session_id, run = await start_a_run(runs)
     assert await runs.leases.due(0, 100) == []  # the index holds it at its lease's deadline
     await _expire(store, redis, session_id)
     assert [entry.member for entry in await runs.leases.due(0, 100)] == [session_id]
-    assert await runs.look(session_id) == (Requeue.REQUEUED, None)
+    assert await runs.look(session_id) == Look(Requeue.REQUEUED)
     assert (await runs.look(session_id)).outcome is Requeue.CLEARED  # another reaper finds nothing to do
     with pytest.raises(LeaseLost):  # the dead worker, were it only stalled, is fenced out
         await _lease(runs, session_id, run).append([delta_of(run.run_id)])
@@ -357,7 +357,7 @@ async def test_a_run_whose_lease_expired_is_requeued_once_and_taken_over_as_the_
 
 
 async def test_a_holder_that_renews_after_its_deadline_keeps_its_run(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     # Redis was out of reach for longer than a lease; the worker came back before any reaper acted.
     session_id, run = await start_a_run(runs)
@@ -370,7 +370,7 @@ async def test_a_holder_that_renews_after_its_deadline_keeps_its_run(
 
 
 async def test_a_reaper_clears_index_entries_with_nothing_to_take_over(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     ended, run = await start_a_run(runs)
     await _lease(runs, ended, run).append([], ending=completion(run.run_id))
@@ -382,9 +382,9 @@ async def test_a_reaper_clears_index_entries_with_nothing_to_take_over(
 
 
 async def test_a_hand_over_needs_the_current_lease_and_costs_no_attempt(redis: Redis, settings: Settings) -> None:
-    runs = RunLifecycle(redis, settings.model_copy(update={"max_attempts": 1}))
+    runs = AllWrites(redis, settings.model_copy(update={"max_attempts": 1}))
     session_id, run = await start_a_run(runs)
-    assert await runs.requeue_run(session_id, "not-mine") is Requeue.NOT_HOLDER
+    assert (await runs.requeue(session_id, "not-mine")).outcome is Requeue.NOT_HOLDER
     for attempt in range(2, 5):  # three deploys in a row
         assert await _lease(runs, session_id, run, f"lease-{attempt - 1}").hand_over() is Requeue.REQUEUED
         taken = await runs.start_run(session_id, run.run_id, "any", token=f"lease-{attempt}")
@@ -394,7 +394,7 @@ async def test_a_hand_over_needs_the_current_lease_and_costs_no_attempt(redis: R
 # -- cancels and deletes -----------------------------------------------------------------------
 
 
-async def test_cancel_ends_a_run_no_worker_holds_at_once(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_cancel_ends_a_run_no_worker_holds_at_once(store: SessionStore, runs: AllWrites) -> None:
     session = make_session()
     with pytest.raises(SessionNotFound):
         await runs.cancel_run(session.session_id)
@@ -409,7 +409,7 @@ async def test_cancel_ends_a_run_no_worker_holds_at_once(store: SessionStore, ru
 
 
 async def test_cancel_signals_the_worker_holding_the_run_once(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     session_id, run = await start_a_run(runs)
     async with redis.pubsub() as pubsub:
@@ -428,7 +428,7 @@ async def test_cancel_signals_the_worker_holding_the_run_once(
 
 
 async def test_a_cancel_naming_a_run_cancels_it_only_while_it_is_the_active_one(
-    store: SessionStore, runs: RunLifecycle
+    store: SessionStore, runs: AllWrites
 ) -> None:
     session_id, first = await start_a_run(runs)
     second = make_run("next")
@@ -445,7 +445,7 @@ async def test_a_cancel_naming_a_run_cancels_it_only_while_it_is_the_active_one(
 
 
 async def test_a_cancel_naming_a_segment_cancels_the_run_only_while_it_is_in_it(
-    store: SessionStore, runs: RunLifecycle
+    store: SessionStore, runs: AllWrites
 ) -> None:
     """A Responses API response is a run's segment: its part after the run's k-th answer."""
     session_id, run = await start_a_run(runs)
@@ -471,7 +471,7 @@ async def test_a_cancel_naming_a_segment_cancels_the_run_only_while_it_is_in_it(
 
 
 async def test_an_explicit_cancel_of_the_segment_that_asked_ends_the_waiting_run(
-    store: SessionStore, runs: RunLifecycle
+    store: SessionStore, runs: AllWrites
 ) -> None:
     session_id, run = await start_a_run(runs)
     question = _question()
@@ -481,7 +481,7 @@ async def test_an_explicit_cancel_of_the_segment_that_asked_ends_the_waiting_run
 
 
 async def test_deleting_a_session_fences_its_run_and_tells_its_followers(
-    store: SessionStore, runs: RunLifecycle, redis: Redis, settings: Settings
+    store: SessionStore, runs: AllWrites, redis: Redis, settings: Settings
 ) -> None:
     session_id, run = await start_a_run(runs, tenant="acme")
     keys = store.keys.session(session_id)
@@ -503,11 +503,11 @@ async def test_deleting_a_session_fences_its_run_and_tells_its_followers(
 
 
 @pytest.fixture
-async def split(redis: Redis, settings: Settings) -> tuple[SessionStore, RunLifecycle, fakeredis.FakeAsyncRedis]:
+async def split(redis: Redis, settings: Settings) -> tuple[SessionStore, AllWrites, fakeredis.FakeAsyncRedis]:
     """Sessions on `redis`, the queue and the leases index on a second (fake) Redis."""
     settings = settings.model_copy(update={"queue_redis_url": "redis://queue.invalid:6379/0"})
     queue = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-    return SessionStore(redis, settings), RunLifecycle(redis, settings, queue=queue), queue
+    return SessionStore(redis, settings), AllWrites(redis, settings, queue=queue), queue
 
 
 async def _queued_jobs(store: SessionStore, queue: Redis) -> list[str]:
@@ -515,7 +515,7 @@ async def _queued_jobs(store: SessionStore, queue: Redis) -> list[str]:
 
 
 async def test_with_the_queue_apart_a_run_goes_through_the_session_s_outbox(
-    split: tuple[SessionStore, RunLifecycle, fakeredis.FakeAsyncRedis], redis: Redis
+    split: tuple[SessionStore, AllWrites, fakeredis.FakeAsyncRedis], redis: Redis
 ) -> None:
     store, runs, queue = split
     session, run = make_session(), make_run()
@@ -531,7 +531,7 @@ async def test_with_the_queue_apart_a_run_goes_through_the_session_s_outbox(
 
 
 async def test_with_the_queue_apart_a_gateway_that_dies_before_the_push_loses_no_run(
-    split: tuple[SessionStore, RunLifecycle, fakeredis.FakeAsyncRedis], monkeypatch: pytest.MonkeyPatch
+    split: tuple[SessionStore, AllWrites, fakeredis.FakeAsyncRedis], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, runs, queue = split
 
@@ -567,7 +567,7 @@ def _required(run_id: str, question: Question) -> InputRequired:
 
 
 async def test_a_question_gives_the_run_up_and_one_answer_queues_it_again(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     session_id, run = await start_a_run(runs)
     question = _question()
@@ -577,7 +577,7 @@ async def test_a_question_gives_the_run_up_and_one_answer_queues_it_again(
     assert waiting.status == "waiting" and waiting.waiting_for == "in_1" and waiting.question == question
     assert (await store.get_session(session_id)).status == "waiting_for_input"
     assert not await redis.exists(store.keys.session(session_id).lease)  # no worker holds it
-    assert await runs.leases.due(0, 100) == [] and await runs.look(session_id) == (Requeue.CLEARED, None)
+    assert await runs.leases.due(0, 100) == [] and await runs.look(session_id) == Look(Requeue.CLEARED)
     with pytest.raises(LeaseLost):  # the worker that asked writes no more
         await lease.append([delta_of(run.run_id)])
 
@@ -601,7 +601,7 @@ async def test_a_question_gives_the_run_up_and_one_answer_queues_it_again(
 
 
 async def test_an_answered_question_resumes_the_same_attempt_and_only_a_takeover_counts_one(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     # run.started's attempt rose with every answer (1, 2, 3 with no crash): a UI took each for a retry.
     session_id, run = await start_a_run(runs)
@@ -628,7 +628,7 @@ async def test_an_answered_question_resumes_the_same_attempt_and_only_a_takeover
 
 async def test_resumes_do_not_count_as_attempts(redis: Redis, settings: Settings) -> None:
     settings = settings.model_copy(update={"max_attempts": 1})
-    store, runs = SessionStore(redis, settings), RunLifecycle(redis, settings)
+    store, runs = SessionStore(redis, settings), AllWrites(redis, settings)
     session_id, run = await start_a_run(runs)
     for number, token in ((1, "lease-1"), (2, "lease-2")):
         asked = [_question(f"in_{n}") for n in range(1, number + 1)]
@@ -643,7 +643,7 @@ async def test_resumes_do_not_count_as_attempts(redis: Redis, settings: Settings
         assert taken is not None and taken.verdict is StartVerdict.RUN
 
 
-async def test_a_cancel_pending_as_the_run_asks_wins(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_a_cancel_pending_as_the_run_asks_wins(store: SessionStore, runs: AllWrites) -> None:
     session_id, run = await start_a_run(runs)
     assert await runs.cancel_run(session_id) == (Cancel.SIGNALLED, run.run_id)
     question = _question()
@@ -652,7 +652,7 @@ async def test_a_cancel_pending_as_the_run_asks_wins(store: SessionStore, runs: 
 
 
 async def test_an_expired_question_fails_the_run_or_takes_its_default(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     for default in (False, True):
         session_id, run = await start_a_run(runs)
@@ -678,9 +678,9 @@ async def test_an_expired_question_fails_the_run_or_takes_its_default(
 
 
 async def test_a_question_not_yet_due_is_looked_at_again_at_its_deadline(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     session_id, run = await start_a_run(runs)
     question = _question(expires_at=4_000_000_000.0)
     await _lease(runs, session_id, run).ask([question], _required(run.run_id, question), None)
-    assert await runs.look(session_id) == (Requeue.RENEWED, 4_000_000_000_000)
+    assert await runs.look(session_id) == Look(Requeue.RENEWED, 4_000_000_000_000)

@@ -4,8 +4,9 @@ index entries it has nothing to do for."""
 import pytest
 from redis import exceptions as redis_errors
 
+from tests.writes import AllWrites
 from tokentail.shared.lease_index import Due
-from tokentail.shared.lifecycle import Look, Requeue, RunLifecycle
+from tokentail.shared.scripts.runs import Look, Requeue
 from tokentail.worker.reaper import PAGE, Reaper
 
 LEASE = 5.0
@@ -77,7 +78,7 @@ def store(clock: Clock) -> FakeLifecycle:
 
 @pytest.fixture
 def reaper(store: FakeLifecycle, clock: Clock) -> Reaper:
-    fake: RunLifecycle = store  # type: ignore[assignment]
+    fake: AllWrites = store  # type: ignore[assignment]
     return Reaper(fake, INTERVAL, LEASE, clock=clock)
 
 

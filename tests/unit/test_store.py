@@ -6,14 +6,15 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
+from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.shared.errors import SessionExpired, SessionNotFound
-from tokentail.shared.lifecycle import RunLease, RunLifecycle
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.worker.run_writes import RunLease
 
 
-async def test_unknown_and_deleted_sessions_are_told_apart(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_unknown_and_deleted_sessions_are_told_apart(store: SessionStore, runs: AllWrites) -> None:
     unknown = new_session_id()
     for read in (store.get_session, store.stream_position, store.stream_start):
         with pytest.raises(SessionNotFound) as info:
@@ -26,7 +27,7 @@ async def test_unknown_and_deleted_sessions_are_told_apart(store: SessionStore, 
             await read(session_id)
 
 
-async def test_a_session_reads_back_as_it_was_created(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_a_session_reads_back_as_it_was_created(store: SessionStore, runs: AllWrites) -> None:
     session = make_session("acme").model_copy(update={"params": {"tokens": 3}, "metadata": {"user": "u1"}})
     first, second = make_run("first"), make_run("second")
     await runs.queue_run(session.session_id, first, create=session)
@@ -41,7 +42,7 @@ async def test_a_session_reads_back_as_it_was_created(store: SessionStore, runs:
     assert await store.stream_start(session.session_id) == (2, True, 1)
 
 
-async def test_reads_start_after_an_id_and_stop_at_a_count(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_reads_start_after_an_id_and_stop_at_a_count(store: SessionStore, runs: AllWrites) -> None:
     session_id, run = await start_a_run(runs)
     await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id, str(i)) for i in range(5)])
     assert [e.seq for e in await store.read(session_id, 0, 100)] == [1, 2, 3, 4, 5, 6, 7]
@@ -53,7 +54,7 @@ async def test_reads_start_after_an_id_and_stop_at_a_count(store: SessionStore, 
 
 
 async def test_a_completed_run_s_output_is_stored_once_and_read_back_with_its_event(
-    store: SessionStore, runs: RunLifecycle, redis: Redis
+    store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     session_id, run = await start_a_run(runs)
     answer = 'Say "hi" \\ ünïcode'
@@ -69,7 +70,7 @@ async def test_a_completed_run_s_output_is_stored_once_and_read_back_with_its_ev
 
 async def test_streams_are_trimmed_to_about_maxlen(redis: Redis, settings: Settings) -> None:
     settings = settings.model_copy(update={"stream_maxlen": 100})
-    store, runs = SessionStore(redis, settings), RunLifecycle(redis, settings)
+    store, runs = SessionStore(redis, settings), AllWrites(redis, settings)
     session_id, run = await start_a_run(runs)
     assert await store.stream_start(session_id) == (2, True, 1)  # run.queued, run.started
     for _ in range(10):
@@ -81,13 +82,13 @@ async def test_streams_are_trimmed_to_about_maxlen(redis: Redis, settings: Setti
     assert await redis.xlen(store.keys.session(session_id).events) < 300
 
 
-async def test_partial_text_is_the_active_attempt_s_deltas(store: SessionStore, runs: RunLifecycle) -> None:
+async def test_partial_text_is_the_active_attempt_s_deltas(store: SessionStore, runs: AllWrites) -> None:
     session_id, run = await start_a_run(runs)
     for text in ["Hel", "lo"]:
         await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id, text)])
     assert await store.partial_text(session_id, run) == "Hello"
     # Taken over: the next attempt starts from nothing.
-    await runs.requeue_run(session_id, "lease-1")
+    await runs.requeue(session_id, "lease-1")
     taken = await runs.start_run(session_id, run.run_id, "job", token="lease-2")
     assert taken is not None
     assert await store.partial_text(session_id, taken.run) == ""
@@ -96,9 +97,7 @@ async def test_partial_text_is_the_active_attempt_s_deltas(store: SessionStore, 
     assert await store.partial_text(session_id, make_run()) == ""  # never started
 
 
-async def test_the_owner_of_a_session_is_known_while_it_lives_and_after(
-    store: SessionStore, runs: RunLifecycle
-) -> None:
+async def test_the_owner_of_a_session_is_known_while_it_lives_and_after(store: SessionStore, runs: AllWrites) -> None:
     session_id, run = await start_a_run(runs, tenant="acme")
     assert await store.session_owner(session_id) == "acme"
     await runs.delete_session(await store.get_session(session_id))

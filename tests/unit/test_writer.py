@@ -9,8 +9,8 @@ from redis import exceptions as redis_errors
 from tests.waiting import eventually
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.events import MAX_EVENT_BYTES, Ending, RunCompleted, Status, event_type_of
-from tokentail.shared.lifecycle import RunLease
 from tokentail.worker import writer as writer_module
+from tokentail.worker.run_writes import RunLease
 from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, FlushTicks, OutputTooLarge
 
 

@@ -1,4 +1,4 @@
-"""What a run's worker appended lately, to append again what Redis lost.
+"""Writes Redis lost: what a run's worker appended lately, to append again what Redis lost.
 
 Redis acknowledges a write before its replica has it. A failover to a replica a moment behind (a
 Sentinel promotion, a Redis Cluster failover) or a restart that lost the last writes takes back
@@ -6,7 +6,7 @@ the last events a run appended, though its followers may have read them: appendi
 the next events the ids of the lost ones, and followers that had the lost ones would skip the new.
 So each append tells Redis the last seq its worker was told it wrote (`expect`); a session below it
 answers LOST (lib.lua's check_holder), and the worker appends the lost events again, as they were,
-under the same ids and append ids (shared/lifecycle.py), before going on.
+under the same ids and append ids (`through_lost_writes`), before going on.
 
 The journal keeps the appends of the last `JOURNAL_BYTES` of event data: a replica's lag is
 milliseconds of a run's output. Lost events that are not all in it (older, or appended by someone
@@ -16,9 +16,19 @@ follower may have read is given out again with other content: readers find a hol
 `gap`) and stops as if it had lost its lease; the next attempt goes on after them.
 """
 
+import logging
 from collections import deque
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple, NoReturn, TypeVar
+
+from tokentail.shared.errors import LeaseLost, WritesLost
+from tokentail.shared.logs import log_context
+
+if TYPE_CHECKING:
+    from tokentail.worker.run_writes import RunLease
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 JOURNAL_BYTES = 64 * 1024
 
@@ -58,3 +68,39 @@ class WriteJournal:
         if any(earlier.last + 1 != later.first for earlier, later in zip(appends, appends[1:], strict=False)):
             return None  # someone else's events between two of ours
         return appends
+
+
+async def through_lost_writes(lease: "RunLease", write: Callable[[], Awaitable[T]]) -> T:
+    """`write()`, a write of the run's worker; if Redis lost events the run wrote before (LOST),
+    those first, appended again under their ids, then `write()` again."""
+    while True:
+        try:
+            return await write()
+        except WritesLost as lost:
+            await _append_again(lease, lost.last_seq)
+
+
+async def _append_again(lease: "RunLease", last_seq: int) -> None:
+    """Append again, under their ids, the run's events after `last_seq` that Redis lost; if it
+    cannot as they were, hand the run over past them and stop (LeaseLost)."""
+    lost = lease.journal.lost(last_seq)
+    if lost is None:
+        await _hand_over_past_lost(lease)
+    for append in lost or ():
+        if await lease.append_as_written(append) != append.last:
+            await _hand_over_past_lost(lease)  # someone appended meanwhile: the ids cannot be the same
+    with log_context(session_id=lease.session_id, run_id=lease.run_id):  # called back in any run's context
+        logger.warning("appended again the %d events Redis lost", lease.journal.written - last_seq)
+
+
+async def _hand_over_past_lost(lease: "RunLease") -> NoReturn:
+    """Events lost that the run cannot append again as they were: followers may have read them, so
+    the run goes on after them (requeue_run.lua), in another attempt, and this one stops."""
+    handed = await lease.hand_over(past_seq=lease.journal.written)
+    with log_context(session_id=lease.session_id, run_id=lease.run_id):
+        logger.warning(
+            "Redis lost events the run cannot append again as they were: it goes on after %d (%s)",
+            lease.journal.written,
+            handed,
+        )
+    raise LeaseLost(f"Redis lost events of run {lease.run_id} that its worker cannot append again as they were")

@@ -1,0 +1,194 @@
+"""The gateway's writes: a session made, a run queued, answered or cancelled, a session deleted or
+forked. Each is one script (shared/scripts/runs.py), whose typed reply becomes a result or an error."""
+
+import secrets
+from typing import Any
+
+from tokentail.shared.errors import (
+    InputNotPending,
+    RunConflict,
+    RunNotFound,
+    SessionExists,
+    SessionExpired,
+    SessionNotFound,
+)
+from tokentail.shared.events import CANCELLED_BY_REQUEST, InputReceived
+from tokentail.shared.records import Multitask, RunRecord, SessionRecord
+from tokentail.shared.scripts.runs import (
+    Answer,
+    AnswerOutcome,
+    Cancel,
+    CancelRun,
+    CreateKeys,
+    CreateSession,
+    Creation,
+    DeleteKeys,
+    DeleteSession,
+    ForkKeys,
+    ForkSession,
+    Queued,
+    QueueOutcome,
+    QueueRun,
+    encode_run,
+    session_fields,
+)
+from tokentail.shared.store import ForkSource, branch_kept_seconds, compact_json
+from tokentail.shared.writes import Writes
+
+
+def _missing_or_gone(outcome: str, session_id: str) -> None:
+    if outcome == "gone":
+        raise SessionExpired(session_id)
+    if outcome == "missing":
+        raise SessionNotFound(session_id)
+
+
+class SessionWrites(Writes):
+    async def create_session(self, session: SessionRecord) -> bool:
+        """Create a session with no run yet; like a finished one, it expires if left unused. False if
+        it exists already (a client-chosen chat id used before)."""
+        keys = self.keys.session(session.session_id)
+        settings = self.settings
+        create = CreateSession(
+            CreateKeys(keys.meta, keys.gone),
+            settings.session_ttl_seconds,
+            settings.tombstone_ttl_seconds,
+            session.tenant,
+            session_fields(session),
+        )
+        made = await self.run(create)
+        if made is Creation.GONE:
+            raise SessionExpired(session.session_id)
+        return made is Creation.MADE
+
+    async def queue_run(
+        self,
+        session_id: str,
+        run: RunRecord,
+        *,
+        multitask: Multitask = "reject",
+        create: SessionRecord | None = None,
+        if_missing: bool = False,
+    ) -> Queued:
+        """Record `run` (setting its `queued_seq`), append `run.queued` and queue its job; with
+        `create`, make the session first (`if_missing`: only if it does not exist yet). With a run
+        already active, `multitask` decides (see queue_run.lua)."""
+        reply = await self.run(
+            QueueRun(
+                self.scope.run_keys(session_id),
+                self.scope.args(session_id),
+                run.run_id,
+                encode_run(run),
+                multitask,
+                compact_json({"run_id": run.run_id, "input": run.input}),
+                "0" if create is None else "2" if if_missing else "1",
+                self.keys.cancel_channel,
+                session_fields(create) if create else [],
+            )
+        )
+        if reply.queued is not None:
+            run.queued_seq = reply.seq
+            return reply.queued
+        if reply.outcome is QueueOutcome.CONFLICT:
+            raise RunConflict(session_id, reply.active_run or "")
+        if reply.outcome is QueueOutcome.EXISTS:
+            raise SessionExists(session_id)
+        _missing_or_gone(reply.outcome, session_id)
+        raise RuntimeError(f"queue_run.lua answered {reply!r}")
+
+    async def fork(self, fork: SessionRecord, source: ForkSource) -> bool:
+        """Make session `fork` (its record: the source's, with its own id, time and lineage) from
+        `source`, read just before (`SessionStore.fork_source`): its events, and the runs `fork`
+        lists, as stored (fork_session.lua). False if a session of that id exists already."""
+        keys = self.keys.session(fork.session_id)
+        records = [item for run in fork.runs for item in (run.run_id, source.runs[run.run_id])]
+        events = [item for event in source.events for item in (event.seq, event.type, event.data, event.ts_us)]
+        made = await self.run(
+            ForkSession(
+                ForkKeys(keys.meta, keys.runs, keys.events, keys.gone, self.keys.archive_checks),
+                fork.session_id,
+                self.settings.session_ttl_seconds,
+                self.settings.tombstone_ttl_seconds,
+                session_fields(fork),
+                records,
+                events,
+            )
+        )
+        if made is Creation.GONE:
+            raise SessionExpired(fork.session_id)
+        return made is Creation.MADE
+
+    async def point_chat(self, chat_session_id: str, branch: str) -> None:
+        """From now on the chat of session `chat_session_id` goes on in session `branch` (a fork),
+        for as long as the chat is used (`SessionStore.chat_branch` keeps it)."""
+        key = self.keys.session(chat_session_id).branch
+        if self.settings.archive_url:
+            await self.redis.set(key, branch)  # sessions are kept for good: so is the chat's branch
+        else:
+            await self.redis.set(key, branch, ex=branch_kept_seconds(self.settings))
+
+    async def answer(self, session_id: str, run: RunRecord, input_id: str, answer: Any) -> int:
+        """Answer the question `run` waits for (see answer.lua) and queue it again; the seq of
+        `input.received`. `run` as read just before: its answers so far are kept."""
+        reply = await self.run(
+            Answer(
+                self.scope.run_keys(session_id),
+                self.scope.args(session_id),
+                run.run_id,
+                input_id,
+                compact_json({**run.answers, input_id: answer}),
+                InputReceived(run_id=run.run_id, input_id=input_id, answer=answer).model_dump_json(),
+                secrets.token_hex(4),
+            )
+        )
+        if reply.seq is not None:
+            return reply.seq
+        if reply.outcome is AnswerOutcome.NOT_WAITING:
+            raise InputNotPending(f"run {run.run_id!r} is not waiting for an answer to {input_id!r}")
+        if reply.outcome is AnswerOutcome.NO_RUN:
+            raise RunNotFound(session_id, run.run_id)
+        _missing_or_gone(reply.outcome, session_id)
+        raise RuntimeError(f"answer.lua answered {reply!r}")
+
+    async def cancel_run(
+        self,
+        session_id: str,
+        run_id: str | None = None,
+        segment: int | None = None,
+        ended_at_question: bool = False,
+    ) -> tuple[Cancel, str | None]:
+        """Cancel the active run (see cancel_run.lua); what became of it, and its id. A caller that
+        saw a run names it (`run_id`): only that run is cancelled, if it is still the active one
+        (`NOT_ACTIVE` otherwise). A Responses API response adds its `segment` (the run's answers
+        before it): only while the run is still in it; `ended_at_question`: not while the run waits
+        for the answer to the question that ended it either. `RunNotFound` if the run is not the session's."""
+        if segment is not None and run_id is None:
+            raise ValueError("a segment is a run's: name the run")
+        reply = await self.run(
+            CancelRun(
+                self.scope.run_keys(session_id),
+                self.scope.args(session_id),
+                self.keys.cancel_channel,
+                CANCELLED_BY_REQUEST,
+                run_id or "",
+                "" if segment is None else str(segment),
+                "1" if ended_at_question else "0",
+            )
+        )
+        _missing_or_gone(reply.outcome, session_id)
+        if reply.outcome is Cancel.NO_RUN:
+            raise RunNotFound(session_id, run_id or "")
+        return reply.outcome, reply.run_id
+
+    async def delete_session(self, session: SessionRecord) -> None:
+        """Delete the session (see delete_session.lua): its run's worker is fenced, its followers end."""
+        k, keys = self.keys.session(session.session_id), self.keys
+        session_keys = (k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps)
+        await self.run(
+            DeleteSession(
+                DeleteKeys(*session_keys, keys.lease_checks, keys.archive_checks),
+                session.tenant,
+                self.settings.tombstone_ttl_seconds,
+                session.session_id,
+            )
+        )

@@ -1,0 +1,139 @@
+"""What a deployment adds around some scripts, wrapped once around the script runner at start-up.
+
+Each policy is a `Run` around a `Run`, and acts on what a contract declares it does (its
+`Effect`s), never on which method called it. `runner_for` builds the stack a deployment needs:
+
+- `QueueApart`, with the job queue on a Redis of its own: a script that queues a job leaves it in
+  the session's outbox; the job is pushed after the script, with an intent left in the leases index
+  before, so that a reaper pushes it if this process dies in between; the webhooks index gets the
+  session before and after a script that may report to its webhook. A run's claim is watched before
+  (a reaper must find every lease) and its job taken out of the queue after (shared/lease_index.py).
+- `Revival`, with an archive: a new turn on a session that only the archive still holds brings it
+  back into Redis (revive_session.lua), once, and is queued again.
+
+How to add a topology option: a policy here, acting on effects (declare a new `Effect` on the
+contracts it concerns), and a line in `runner_for`.
+"""
+
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from tokentail.shared.keys import Keys
+from tokentail.shared.lease_index import LeaseIndex
+from tokentail.shared.records import SessionRecord
+from tokentail.shared.redis_clients import AnyRedis, replicated
+from tokentail.shared.scripts.contract import Effect, Script, Topology
+from tokentail.shared.scripts.runner import Batched, Run, ScriptRunner
+from tokentail.shared.scripts.runs import (
+    Look,
+    QueueOutcome,
+    QueueReply,
+    QueueRun,
+    ReviveKeys,
+    ReviveSession,
+    SessionArgs,
+    StartRun,
+    encode_run,
+    session_fields,
+)
+from tokentail.shared.settings import Settings
+from tokentail.shared.webhook_index import WebhookIndex
+
+if TYPE_CHECKING:
+    from tokentail.shared.archive import Archive
+
+R = TypeVar("R")
+
+
+def _session_of(script: Script[Any]) -> str:
+    """The session of a script that queues or ends runs (its `SessionArgs`)."""
+    args: SessionArgs = cast(Any, script).s
+    return args.session_id
+
+
+class QueueApart:
+    def __init__(
+        self, run: Run, redis: AnyRedis, keys: Keys, leases: LeaseIndex, webhooks: WebhookIndex | None
+    ) -> None:
+        """`redis`: the sessions'; `webhooks`: the webhooks index to keep, when webhooks are on."""
+        self._run = run
+        self._redis = redis
+        self._keys = keys
+        self._leases = leases
+        self._webhooks = webhooks
+
+    async def __call__(self, script: Script[R]) -> R:
+        effects = script.effects()
+        if not effects & (Effect.QUEUES_JOB | Effect.REPORTS | Effect.FREES_NEXT) and not isinstance(script, StartRun):
+            return await self._run(script)
+        session_id = _session_of(script)
+        if isinstance(script, StartRun):
+            await self._leases.watch(session_id)
+        intent = await self._leases.intend(session_id) if Effect.QUEUES_JOB in effects else None
+        reports = self._webhooks is not None and bool(effects & (Effect.QUEUES_JOB | Effect.REPORTS))
+        if reports:
+            await self._webhooks.intend(session_id)  # type: ignore[union-attr]
+        reply = await self._run(script)
+        if reports:
+            await self._webhooks.due_now(session_id)  # type: ignore[union-attr]
+        if effects & (Effect.QUEUES_JOB | Effect.FREES_NEXT):
+            await self._push_outbox(session_id)
+        if intent is not None:
+            await self._leases.forget(intent)
+        if isinstance(script, StartRun) and reply.claimed:  # type: ignore[attr-defined]
+            await self._leases.take(script.job_id)
+        if isinstance(reply, Look) and reply.dispatch:
+            await self._leases.push(session_id, reply.dispatch)
+        return reply
+
+    async def _push_outbox(self, session_id: str) -> None:
+        dispatch = await self._redis.hget(self._keys.session(session_id).meta, "dispatch")  # type: ignore[misc]
+        if dispatch:
+            await self._leases.push(session_id, dispatch)
+
+
+class Revival:
+    def __init__(self, run: Run, archive: "Archive") -> None:
+        self._run = run
+        self._archive = archive
+
+    async def __call__(self, script: Script[R]) -> R:
+        reply = await self._run(script)
+        queued = script if isinstance(script, QueueRun) else None
+        if queued is not None and queued.create == "0" and cast(QueueReply, reply).outcome is QueueOutcome.MISSING:
+            if await self._revive(queued):
+                return await self._run(script)
+        return reply
+
+    async def _revive(self, queued: QueueRun) -> bool:
+        """A session only the archive still holds, back in Redis: whether it was."""
+        archived = await self._archive.session(queued.s.session_id)
+        if archived is None:
+            return False
+        session = SessionRecord.model_validate_json(archived.record)
+        runs = [item for run in session.runs for item in (run.run_id, encode_run(run))]
+        keys = ReviveKeys(queued.k.meta, queued.k.runs)
+        await self._run(ReviveSession(keys, archived.last_event_id, queued.s.ttl, session_fields(session), runs))
+        return True
+
+
+def sessions_runner(
+    redis: AnyRedis, settings: Settings, batched: dict[type[Script[Any]], Batched] | None = None
+) -> ScriptRunner:
+    """The script runner of the sessions' Redis. On a Sentinel setup, what a client is told is done,
+    and a run's first and last writes, wait for a replica; the events between do not: a run appends
+    again what a failover lost (worker/recovery/lost_writes.py)."""
+    acknowledge = not settings.redis_cluster and replicated(settings.redis_url)
+    return ScriptRunner(redis, Topology.of(settings), acknowledge, batched or {})
+
+
+def with_policies(
+    runner: ScriptRunner, settings: Settings, leases: LeaseIndex, webhooks: WebhookIndex, archive: "Archive | None"
+) -> Run:
+    """`runner`, wrapped in what this deployment uses."""
+    run: Run = runner
+    if settings.split_queue:
+        hooks = webhooks if settings.webhook_allowed_urls else None
+        run = QueueApart(run, runner.redis, Keys(settings.key_prefix), leases, hooks)
+    if archive is not None:
+        run = Revival(run, archive)
+    return run

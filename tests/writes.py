@@ -1,0 +1,9 @@
+"""Both sides of the write side on one object: tests and benchmarks play the gateway (create,
+queue, answer, cancel) and the worker (start, append) on the same sessions."""
+
+from tokentail.gateway.commands.writes import SessionWrites
+from tokentail.worker.run_writes import RunWrites
+
+
+class AllWrites(SessionWrites, RunWrites):
+    pass

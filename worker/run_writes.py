@@ -1,0 +1,296 @@
+"""A worker's writes on the runs it holds: claim a run under a lease, then append, ask, record,
+renew and hand over through the `RunLease` it was given, each one script (shared/scripts/runs.py).
+
+Every append also tells Redis the last seq the worker was told it wrote, so that events Redis lost
+are appended again under their ids first (worker/recovery/lost_writes.py).
+"""
+
+import asyncio
+import dataclasses
+import functools
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+from tokentail.shared.errors import StepTooLarge, WritesLost
+from tokentail.shared.events import Ending, InputRequired, RunCompleted, RunFailed, event_type_of
+from tokentail.shared.records import MAX_RUN_STEPS_BYTES, Question, RunRecord
+from tokentail.shared.scripts.runs import (
+    Append,
+    AppendEvents,
+    AppendKeys,
+    AppendShared,
+    Ask,
+    Asked,
+    Look,
+    RecordStep,
+    RecordUsage,
+    Renewal,
+    RenewKeys,
+    RenewLease,
+    Requeue,
+    RequeueRun,
+    StartRun,
+    StartVerdict,
+    StepKeys,
+    StepsTooLarge,
+    UsageKeys,
+)
+from tokentail.shared.store import add_steps, compact_json, decode_run
+from tokentail.shared.webhook_messages import HOOKED_EVENTS
+from tokentail.shared.writes import Writes
+from tokentail.worker.recovery.lost_writes import Appended, WriteJournal, through_lost_writes
+
+Takeover = int | Literal["restart"]  # how a taken-over run goes: on, keeping its events up to an id; or over
+
+
+@dataclass(frozen=True, slots=True)
+class RunLease:
+    """A run as the one worker that started it holds it: every write it makes on the run is fenced
+    by `token`, and fails with `LeaseLost` once another worker holds the run or it ended."""
+
+    runs: "RunWrites"
+    session_id: str
+    run_id: str
+    token: str
+    journal: WriteJournal = field(default_factory=WriteJournal, compare=False, repr=False)
+
+    async def append(
+        self, events: Sequence[tuple[str, str]], append_id: str | None = None, ending: Ending | None = None
+    ) -> int:
+        """Append `(type, data_json)` events, then the run's terminal event if it `ending`; returns the
+        last seq. Sending the same `append_id` again (after a lost reply) appends nothing twice."""
+        append_id = append_id or secrets.token_hex(8)
+        seq = await through_lost_writes(self, lambda: self.runs.append(self, events, append_id, ending))
+        if ending is None:
+            self.journal.wrote(append_id, events, seq)
+        return seq
+
+    def append_soon(self, events: Sequence[tuple[str, str]], append_id: str) -> "asyncio.Future[int]":
+        """`append(events, append_id)` for events that neither end the run nor go to a webhook, as a
+        future: on the worker's batched path, without a task of its own."""
+        return self.runs.append_soon(self, events, append_id)
+
+    async def append_as_written(self, append: Appended) -> int:
+        """An append Redis lost, again as it was (worker/recovery/lost_writes.py)."""
+        return await self.runs.append(self, append.events, append.append_id, None, append.first - 1)
+
+    async def renew(self) -> Renewal:
+        return await self.runs.renew_lease(self)
+
+    async def ask(self, asked: list[Question], event: InputRequired, on_expiry: tuple[str, str] | None) -> Asked:
+        """Record the last question of `asked` and give the run up until it is answered; `on_expiry`:
+        the answers and the `input.received` data a question that takes its default answer when it
+        expires goes on with."""
+        return await through_lost_writes(self, lambda: self.runs.ask(self, asked, event, on_expiry))
+
+    async def hand_over(self, past_seq: int | None = None) -> Requeue:
+        """Give the run to another worker (this one is stopping); `past_seq`: after events Redis
+        lost, the run goes on after this id (see requeue_run.lua)."""
+        return (await self.runs.requeue(self.session_id, self.token, past_seq)).outcome
+
+    async def record_step(self, key: str, value_json: str) -> None:
+        """Keep the result of step `key` in the run's record, for a worker that continues the run."""
+        await self.runs.record_step(self, key, value_json)
+
+    async def record_usage(self, attempt: int, usage: dict[str, int]) -> None:
+        """Keep what attempt `attempt` has cost so far in the run's record (record_usage.lua)."""
+        await self.runs.record_usage(self, attempt, usage)
+
+
+class Started(NamedTuple):
+    lease: RunLease
+    run: RunRecord
+    verdict: StartVerdict
+
+
+def stored_ending(ending: Ending) -> tuple[str, str]:
+    """A terminal event as the stream keeps it, and the fields its run record keeps (append.lua).
+    A completed run's output is stored once, in its record; the store's `with_output` adds it back."""
+    if isinstance(ending, RunCompleted):
+        fields = {"output": ending.output, "usage": ending.usage}
+        return ending.model_dump_json(exclude={"output"}), compact_json(fields)
+    usage = {"usage": ending.usage} if ending.usage is not None else {}
+    if isinstance(ending, RunFailed):
+        return ending.model_dump_json(), compact_json({"error": ending.error.model_dump(), **usage})
+    return ending.model_dump_json(), compact_json({"reason": ending.reason, **usage})
+
+
+def _flat(events: Sequence[tuple[str, str]]) -> list[str]:
+    return [item for event in events for item in event]
+
+
+class RunWrites(Writes):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._appending_again: set[asyncio.Future[int]] = set()  # held: the loop keeps tasks weakly
+
+    async def start_run(
+        self,
+        session_id: str,
+        run_id: str,
+        job_id: str,
+        token: str | None = None,
+        takeover: Takeover | Callable[[], Awaitable[Takeover]] = "restart",
+    ) -> Started | None:
+        """Claim the run under a new lease (`run.started`) and take job `job_id` out of arq's queue;
+        None if it is not ours to run. A takeover goes as `takeover` says: on, keeping the run's
+        events up to that id (`run.continued`), or over (`restart`: `run.retrying`, `run.started`);
+        a function decides, called only for a takeover (worker/recovery/takeover.py)."""
+        lease = RunLease(self, session_id, run_id, token or secrets.token_hex(16))
+        settings = self.settings
+        start = StartRun(
+            self.scope.run_keys(session_id),
+            self.scope.args(session_id),
+            run_id,
+            lease.token,
+            settings.lease_ms,
+            settings.max_attempts,
+            job_id,
+            "" if callable(takeover) else takeover,
+        )
+        claim = await self.run(start)
+        if claim.decide and callable(takeover):  # nothing changed: decide, and claim it again
+            claim = await self.run(dataclasses.replace(start, keep_until=await takeover()))
+        if not claim.claimed:
+            return None
+        run = decode_run(claim.run_json)
+        add_steps(run, claim.steps)
+        return Started(lease, run, claim.verdict)
+
+    async def append(
+        self,
+        lease: RunLease,
+        events: Sequence[tuple[str, str]],
+        append_id: str,
+        ending: Ending | None = None,
+        expect: int | None = None,
+    ) -> int:
+        """One try of `RunLease.append` (WritesLost if Redis lost events the run wrote before);
+        `expect`: the last seq Redis must have, by default the last the run was told it wrote."""
+        expect = lease.journal.written if expect is None else expect
+        if ending is None and not any(event_type in HOOKED_EVENTS for event_type, _ in events):
+            return await self.run(self._plain_append(lease, events, append_id, expect))
+        outcome = ""
+        if ending is not None:
+            stored, outcome = stored_ending(ending)
+            events = [*events, (event_type_of(ending), stored)]
+        keys, args = self.scope.run_keys(lease.session_id), self.scope.args(lease.session_id)
+        run_id, token = lease.run_id, lease.token
+        return await self.run(Append(keys, args, run_id, token, append_id, outcome, expect, _flat(events)))
+
+    def _plain_append(
+        self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str, expect: int
+    ) -> AppendEvents:
+        """The per-token path: events that neither end the run nor go to a webhook, whose calls the
+        worker sends many runs' at a time."""
+        keys = self.keys.session(lease.session_id)
+        return AppendEvents(
+            AppendShared(self.settings.stream_maxlen),
+            AppendKeys(keys.meta, keys.events, keys.lease),
+            lease.run_id,
+            lease.token,
+            append_id,
+            expect,
+            _flat(events),
+        )
+
+    def append_soon(self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str) -> "asyncio.Future[int]":
+        """See `RunLease.append_soon`."""
+        if not self.runner.batches(AppendEvents):
+            return asyncio.ensure_future(lease.append(events, append_id))
+        appended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        append = self._plain_append(lease, events, append_id, lease.journal.written)
+        sent = self.runner.submit(append)
+        sent.add_done_callback(functools.partial(self._settle_soon, lease, append, events, appended))
+        return appended
+
+    def _settle_soon(
+        self,
+        lease: RunLease,
+        append: AppendEvents,
+        events: Sequence[tuple[str, str]],
+        appended: "asyncio.Future[int]",
+        sent: "asyncio.Future[Any]",
+    ) -> None:
+        if appended.done():
+            return
+        try:
+            seq = append.parse(sent.result())
+        except WritesLost:  # rare: append the lost events again, then this one, in a task
+            again = asyncio.ensure_future(lease.append(events, append.append_id))
+            self._appending_again.add(again)
+            again.add_done_callback(self._appending_again.discard)
+            again.add_done_callback(functools.partial(_pass_on, appended))
+        except BaseException as exc:  # the round trip's error, or the append's own
+            appended.set_exception(exc)
+        else:
+            lease.journal.wrote(append.append_id, events, seq)
+            appended.set_result(seq)
+
+    async def ask(
+        self, lease: RunLease, asked: list[Question], event: InputRequired, on_expiry: tuple[str, str] | None
+    ) -> Asked:
+        """One try of `RunLease.ask`."""
+        question = asked[-1]
+        return await self.run(
+            Ask(
+                self.scope.run_keys(lease.session_id),
+                self.scope.args(lease.session_id),
+                lease.run_id,
+                lease.token,
+                event.model_dump_json(by_alias=True),
+                compact_json([q.model_dump(mode="json", by_alias=True) for q in asked]),
+                question.input_id,
+                "" if question.expires_at is None else str(int(question.expires_at * 1000)),
+                lease.journal.written,
+                list(on_expiry or ()),
+            )
+        )
+
+    async def record_step(self, lease: RunLease, key: str, value_json: str) -> None:
+        keys = self.keys.session(lease.session_id)
+        step_keys = StepKeys(keys.steps, keys.lease, keys.meta)
+        step = RecordStep(step_keys, lease.run_id, lease.token, key, value_json, MAX_RUN_STEPS_BYTES)
+        recorded = await self.run(step)
+        if isinstance(recorded, StepsTooLarge):  # nothing was written
+            raise StepTooLarge(
+                f"step {key!r}: the run's recorded steps would total {recorded.total} bytes, over"
+                f" {MAX_RUN_STEPS_BYTES} (MAX_RUN_STEPS_BYTES): record less (a key to a result kept elsewhere)"
+            )
+
+    async def record_usage(self, lease: RunLease, attempt: int, usage: dict[str, int]) -> None:
+        keys = self.keys.session(lease.session_id)
+        usage_keys = UsageKeys(keys.runs, keys.lease, keys.meta)
+        await self.run(RecordUsage(usage_keys, lease.run_id, lease.token, attempt, compact_json(usage)))
+
+    async def renew_lease(self, lease: RunLease) -> Renewal:
+        keys = self.keys.session(lease.session_id)
+        renew_keys = RenewKeys(keys.lease, keys.meta, self.keys.lease_checks)
+        return await self.run(
+            RenewLease(renew_keys, lease.token, self.settings.lease_ms, lease.run_id, lease.session_id)
+        )
+
+    async def look(self, session_id: str) -> Look:
+        """A reaper's look at a session the leases index named: requeue its run if its lease ran
+        out, push a job its outbox still holds, or find it renewed or with nothing to do."""
+        return await self.requeue(session_id, "")
+
+    async def requeue(self, session_id: str, lease_token: str, past_seq: int | None = None) -> Look:
+        """Hand the session's running run, held under `lease_token` (or none: a reaper's look), to
+        another worker; `past_seq`: see `RunLease.hand_over`."""
+        keys, args = self.scope.run_keys(session_id), self.scope.args(session_id)
+        past = "" if past_seq is None else past_seq
+        return await self.run(RequeueRun(keys, args, lease_token, secrets.token_hex(4), past))
+
+
+def _pass_on(appended: "asyncio.Future[int]", done: "asyncio.Future[int]") -> None:
+    if appended.done():
+        return
+    if done.cancelled():
+        appended.cancel()
+    elif (error := done.exception()) is not None:
+        appended.set_exception(error)
+    else:
+        appended.set_result(done.result())
