@@ -1,7 +1,9 @@
--- The vocabulary every tokentail script shares; shared/store.py prepends this file to each, after
--- two constants of the topology: PUBLISH_EVENTS ('PUBLISH', or 'SPUBLISH' on a Redis Cluster, so a
--- session's notifications stay on its shard) and SPLIT_QUEUE (true when the job queue is on a Redis
--- of its own, which no script here can write to).
+-- The vocabulary every tokentail script shares. Its contract (shared/scripts/contract.py) puts this
+-- file in front of each script, after three constants of the topology: PUBLISH_EVENTS ('PUBLISH',
+-- or 'SPUBLISH' on a Redis Cluster, so a session's notifications stay on its shard), SPLIT_QUEUE
+-- (true when the job queue is on a Redis of its own, which no script here can write to) and ARCHIVE;
+-- and before it, the script's keys and arguments bound by name: `k` (keys), `s` (the settings and
+-- session id of a script that queues or ends runs: shared/scripts/runs.py `SessionArgs`), `a` (its own).
 --
 -- Leases. A run's `lease` key holds the token of the worker running it, with no expiry: it is the
 -- fence (appends and renewals must present it). When the lease runs out is the meta field

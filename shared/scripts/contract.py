@@ -17,6 +17,7 @@ call in the same order. Each contract's `parse` turns the script's reply into a 
 
 import dataclasses
 import functools
+import operator
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -122,9 +123,6 @@ class Script(Generic[R]):
                 return tuple(f.name for f in fields if f.metadata.get("present", bool)(topology))
         return ()
 
-    def _counted(self, name: str) -> bool:
-        return self.JOINABLE or name != self._layout()[-1][0]
-
     @classmethod
     @functools.cache
     def lua_source(cls, topology: Topology) -> str:
@@ -173,29 +171,74 @@ class Script(Generic[R]):
         )
 
     def keys(self, topology: Topology) -> list[str]:
-        for name, kind, _ in self._layout():
-            if kind == "keys":
-                group = getattr(self, name)
-                values = [getattr(group, key) for key in self._key_fields(topology)]
-                if None in values:
-                    raise ValueError(f"{type(self).__name__}: a key its topology needs is missing: {group!r}")
-                return values
-        return []
+        """The call's KEYS, in this topology."""
+        return Packer.of(type(self), topology).keys(self)
 
     def args(self) -> list[Any]:
-        args: list[Any] = []
-        for name, kind, members in self._layout():
-            value = getattr(self, name)
-            if kind == "group":
-                args += [getattr(value, member) for member in members]
-            elif kind == "list":
-                if self._counted(name):
-                    args.append(len(value))
-                args += value
-            elif kind == "value":
-                args.append(value)
-        return args
+        """The call's ARGV."""
+        return Packer.of(type(self), Topology()).args(self)
 
     def parse(self, reply: Any) -> R:
         """The reply, typed. By default as Redis gave it."""
         return typing.cast(R, reply)
+
+
+def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """What `names` (dotted: `k.meta`) are on a contract, as a tuple, in one call."""
+    if len(names) == 1:
+        one = operator.attrgetter(names[0])
+        return lambda script: (one(script),)
+    return operator.attrgetter(*names)  # type: ignore[return-value]
+
+
+class Packer:
+    """How one contract's calls are packed in one topology, worked out once from its declaration:
+    on the per-token path a call is packed in a few attribute lookups."""
+
+    _made: ClassVar[dict[tuple[type, Topology], "Packer"]] = {}
+
+    @classmethod
+    def of(cls, contract: type[Script[Any]], topology: Topology) -> "Packer":
+        if (packer := cls._made.get((contract, topology))) is None:
+            packer = cls._made[contract, topology] = cls(contract, topology)
+        return packer
+
+    def __init__(self, contract: type[Script[Any]], topology: Topology) -> None:
+        keys: list[str] = []
+        segments: list[tuple[Callable[[Any], tuple[Any, ...]] | None, str, bool]] = []
+        fixed: list[str] = []  # arguments at known places since the last list
+        last = contract._layout()[-1][0]
+        for name, kind, members in contract._layout():
+            if kind == "keys":
+                keys = [f"{name}.{key}" for key in contract._key_fields(topology)]
+            elif kind == "group":
+                fixed += [f"{name}.{member}" for member in members]
+            elif kind == "value":
+                fixed.append(name)
+            else:
+                if fixed:
+                    segments.append((_getter(fixed), "", False))
+                    fixed = []
+                segments.append((None, name, contract.JOINABLE or name != last))
+        if fixed:
+            segments.append((_getter(fixed), "", False))
+        self._keys = _getter(keys) if keys else (lambda script: ())
+        self._segments = tuple(segments)
+
+    def keys(self, script: Script[Any]) -> list[Any]:
+        values = list(self._keys(script))
+        if None in values:
+            raise ValueError(f"{type(script).__name__}: a key its topology needs is missing: {values!r}")
+        return values
+
+    def args(self, script: Script[Any]) -> list[Any]:
+        args: list[Any] = []
+        for fixed, name, counted in self._segments:
+            if fixed is not None:
+                args += fixed(script)
+                continue
+            items = getattr(script, name)
+            if counted:
+                args.append(len(items))
+            args += items
+        return args

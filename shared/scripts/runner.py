@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 from redis.exceptions import ResponseError
 
 from tokentail.shared.redis_clients import AnyRedis, write_replicated
-from tokentail.shared.scripts.contract import Effect, Script, Topology
+from tokentail.shared.scripts.contract import Effect, Packer, Script, Topology
 from tokentail.shared.scripts.runs import raise_fenced
 
 R = TypeVar("R")
@@ -53,9 +53,11 @@ class ScriptRunner:
         self._acknowledge = acknowledge
         self._batched = dict(batched)
         self._registered: dict[type[Script[Any]], Any] = {}
+        self._packers: dict[type[Script[Any]], Packer] = {}
 
     async def __call__(self, script: Script[R]) -> R:
-        keys, args = script.keys(self.topology), script.args()
+        packer = self._packers.get(type(script)) or self._packer(type(script))
+        keys, args = packer.keys(script), packer.args(script)
         try:
             if (batched := self._batched.get(type(script))) is not None:
                 return script.parse(await batched(keys, args))
@@ -70,10 +72,15 @@ class ScriptRunner:
     def submit(self, script: Script[Any]) -> "asyncio.Future[Any]":
         """A batched script's call as a future of its raw reply (`script.parse` reads it), for a caller
         that does not wait in a task of its own; None if the script is not batched here."""
-        return self._batched[type(script)].submit(script.keys(self.topology), script.args())
+        packer = self._packers.get(type(script)) or self._packer(type(script))
+        return self._batched[type(script)].submit(packer.keys(script), packer.args(script))
 
     def batches(self, contract: type[Script[Any]]) -> bool:
         return contract in self._batched
+
+    def _packer(self, contract: type[Script[Any]]) -> Packer:
+        packer = self._packers[contract] = Packer.of(contract, self.topology)
+        return packer
 
     def _script(self, contract: type[Script[Any]]) -> Any:
         if (script := self._registered.get(contract)) is None:

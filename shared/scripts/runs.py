@@ -23,7 +23,7 @@ from tokentail.shared.store import OPAQUE_RUN_FIELDS, compact_json
 HOOKS_KEPT_AFTER_RETRIES = 3600
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunKeys(KeyGroup):
     """A session's keys, then the queue's that a script writes in the same step when they share a
     Redis (arq's queue, the leases and webhooks indexes), then the archive index, with an archive."""
@@ -42,7 +42,7 @@ class RunKeys(KeyGroup):
     archive: str | None = only_if(archived)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionArgs(ArgGroup):
     """The deployment's settings a script that queues or ends runs needs, and the session's id."""
 
@@ -57,7 +57,7 @@ class SessionArgs(ArgGroup):
     hooks_ttl_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunScope:
     """Builds `RunKeys` and `SessionArgs` for a session of this deployment."""
 
@@ -131,13 +131,13 @@ class Creation(IntEnum):
     GONE = -1  # the id is a deleted or expired session's
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CreateKeys(KeyGroup):
     meta: str
     gone: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CreateSession(Script[Creation]):
     SOURCE = "create_session"
     EFFECTS = Effect.ACKNOWLEDGED
@@ -151,7 +151,7 @@ class CreateSession(Script[Creation]):
         return Creation(int(reply))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeleteKeys(KeyGroup):
     meta: str
     runs: str
@@ -164,7 +164,7 @@ class DeleteKeys(KeyGroup):
     archive: str | None = only_if(archived)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeleteSession(Script[None]):
     SOURCE = "delete_session"
     k: DeleteKeys
@@ -200,7 +200,7 @@ class QueueReply(NamedTuple):
     active_run: str | None = None  # the run in the way (CONFLICT)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QueueRun(Script[QueueReply]):
     SOURCE = "queue_run"
     EFFECTS = Effect.ACKNOWLEDGED | Effect.QUEUES_JOB
@@ -243,7 +243,7 @@ class Claim(NamedTuple):
     steps: Any = ()  # the steps the run recorded, to replay: the steps hash, flat
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartRun(Script[Claim]):
     SOURCE = "start_run"
     EFFECTS = Effect.ACKNOWLEDGED
@@ -263,7 +263,7 @@ class StartRun(Script[Claim]):
         return Claim(False, decide=outcome == "decide")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Append(Script[int]):
     """An append that may end the run or report to its webhook (the rest: `AppendEvents`)."""
 
@@ -286,19 +286,19 @@ class Append(Script[int]):
         return int(reply)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AppendShared(ArgGroup):
     maxlen: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AppendKeys(KeyGroup):
     meta: str
     events: str
     lease: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AppendEvents(Script[int]):
     """The per-token path: events that neither end a run nor go to a webhook, many runs' appends in
     one call (worker/pipelines.py joins them); one reply per append."""
@@ -328,7 +328,7 @@ class Asked(StrEnum):
     CANCEL = "cancel"  # a cancel is pending: end the run cancelled instead
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ask(Script[Asked]):
     SOURCE = "ask"
     EFFECTS = Effect.ACKNOWLEDGED | Effect.REPORTS
@@ -360,7 +360,7 @@ class AnswerReply(NamedTuple):
     seq: int | None = None  # of `input.received`
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Answer(Script[AnswerReply]):
     SOURCE = "answer"
     EFFECTS = Effect.ACKNOWLEDGED | Effect.QUEUES_JOB
@@ -392,7 +392,7 @@ class CancelReply(NamedTuple):
     run_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CancelRun(Script[CancelReply]):
     SOURCE = "cancel_run"
     EFFECTS = Effect.ACKNOWLEDGED | Effect.QUEUES_JOB
@@ -424,7 +424,7 @@ class Look(NamedTuple):
     dispatch: bytes | None = None  # with the queue apart: the job its outbox holds, to push
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequeueRun(Script[Look]):
     SOURCE = "requeue_run"
     EFFECTS = Effect.REPORTS
@@ -447,14 +447,14 @@ class Renewal(IntEnum):
     CANCEL_PENDING = 2  # renewed, and a cancel of the run is pending
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RenewKeys(KeyGroup):
     lease: str
     meta: str
     index: str | None = only_if(shared_queue)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RenewLease(Script[Renewal]):
     SOURCE = "renew_lease"
     k: RenewKeys
@@ -467,7 +467,7 @@ class RenewLease(Script[Renewal]):
         return Renewal(int(reply))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StepKeys(KeyGroup):
     steps: str
     lease: str
@@ -478,7 +478,7 @@ class StepsTooLarge(NamedTuple):
     total: int  # what the run's recorded steps would total: nothing was written
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordStep(Script[int | StepsTooLarge]):
     SOURCE = "record_step"
     k: StepKeys
@@ -492,14 +492,14 @@ class RecordStep(Script[int | StepsTooLarge]):
         return StepsTooLarge(int(reply[1])) if isinstance(reply, list) else int(reply)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageKeys(KeyGroup):
     runs: str
     lease: str
     meta: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordUsage(Script[None]):
     SOURCE = "record_usage"
     k: UsageKeys
@@ -512,13 +512,13 @@ class RecordUsage(Script[None]):
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReviveKeys(KeyGroup):
     meta: str
     runs: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReviveSession(Script[bool]):
     SOURCE = "revive_session"
     k: ReviveKeys
@@ -531,7 +531,7 @@ class ReviveSession(Script[bool]):
         return bool(reply)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ForkKeys(KeyGroup):
     meta: str
     runs: str
@@ -540,7 +540,7 @@ class ForkKeys(KeyGroup):
     archive: str | None = only_if(archived)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ForkSession(Script[Creation]):
     SOURCE = "fork_session"
     EFFECTS = Effect.ACKNOWLEDGED

@@ -1,0 +1,135 @@
+"""A script's contract (shared/scripts/contract.py): what Python packs is what the Lua side reads by name."""
+
+import itertools
+import json
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+import fakeredis
+from lupa import lua51
+import pytest
+
+from tokentail.shared.scripts import runs
+from tokentail.shared.scripts.contract import Packer, Script, Topology
+from tokentail.shared.scripts.runs import (
+    Append,
+    AppendEvents,
+    AppendKeys,
+    AppendShared,
+    Ask,
+    ForkKeys,
+    ForkSession,
+    RunKeys,
+    SessionArgs,
+)
+
+TOPOLOGIES = [Topology(*flags) for flags in itertools.product((False, True), repeat=3)]
+CONTRACTS = [
+    value
+    for value in vars(runs).values()
+    if isinstance(value, type) and issubclass(value, Script) and value is not Script
+]
+
+# The bindings, then what they bound, as JSON (instead of the script's own body).
+ECHO = """
+local bound = {}
+if calls then bound.calls = calls else bound.k, bound.a = k, a end
+for name, value in pairs({s = s}) do bound[name] = value end
+return cjson.encode(bound)
+"""
+
+
+def _run_keys(topology: Topology) -> RunKeys:
+    return RunKeys(
+        *(f"key:{name}" for name in ("meta", "runs", "events", "lease", "gone", "pending", "hooks", "steps")),
+        "queue",
+        "index",
+        "hook_index",
+        "archive",
+    )
+
+
+def _args() -> SessionArgs:
+    return SessionArgs("sid", 1000, 60, 600, 86400000, "wake", "arq:job:", "run_agent", 5000)
+
+
+def _echoed(script: Script[Any], topology: Topology) -> Any:
+    source = type(script).lua_bindings(topology) + ECHO
+    server = fakeredis.FakeRedis()
+    return json.loads(server.eval(source, len(script.keys(topology)), *script.keys(topology), *script.args()))
+
+
+def _as_lua(value: Any) -> Any:
+    """A Python value as the bindings give it back (ARGV are strings)."""
+    if is_dataclass(value):
+        return {f.name: _as_lua(getattr(value, f.name)) for f in fields(value) if getattr(value, f.name) is not None}
+    if isinstance(value, list):
+        return [str(item) for item in value]
+    return str(value)
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES, ids=str)
+def test_a_script_reads_by_name_what_its_caller_packed(topology: Topology) -> None:
+    asked = Ask(_run_keys(topology), _args(), "r1", "token", "{}", "[]", "q1", "", 7, ["{}", '{"a":1}'])
+    bound = _echoed(asked, topology)
+    keys = {name: value for name, value in _as_lua(asked.k).items()}
+    if topology.split_queue:
+        keys = {name: value for name, value in keys.items() if name not in ("queue", "index", "hook_index")}
+    if not topology.archive:
+        keys.pop("archive")
+    assert bound["k"] == keys
+    assert bound["s"] == _as_lua(asked.s)
+    assert bound["a"] == {
+        name: _as_lua(getattr(asked, name))
+        for name in ("run_id", "lease_token", "event", "asked", "input_id", "deadline", "expect", "on_expiry")
+    }
+
+
+def test_lists_in_the_middle_are_counted_and_the_last_one_takes_the_rest() -> None:
+    topology = Topology(archive=True)
+    fork = ForkSession(
+        ForkKeys("m", "r", "e", "g", "arch"), "sid", 60, 600, ["f", "v"], [], [1, "t", "d", "ts", 2, "t", "d", "ts"]
+    )
+    bound = _echoed(fork, topology)
+    assert bound["k"] == {"meta": "m", "runs": "r", "events": "e", "gone": "g", "archive": "arch"}
+    assert bound["a"]["fields"] == ["f", "v"] and bound["a"].get("runs", {}) in ([], {})  # cjson: {} for an empty table
+    assert bound["a"]["events"] == ["1", "t", "d", "ts", "2", "t", "d", "ts"]
+
+
+def test_a_joinable_script_binds_each_joined_call() -> None:
+    topology = Topology()
+    calls = [
+        AppendEvents(
+            AppendShared(1000), AppendKeys(f"m{i}", f"e{i}", f"l{i}"), f"r{i}", "t", f"id{i}", i, ["x", "y"] * i
+        )
+        for i in (1, 2)
+    ]
+    packer = Packer.of(AppendEvents, topology)
+    keys = [key for call in calls for key in packer.keys(call)]
+    args = packer.args(calls[0]) + packer.args(calls[1])[1:]  # the shared argument once (worker/pipelines.py)
+    source = AppendEvents.lua_bindings(topology) + ECHO
+    bound = json.loads(fakeredis.FakeRedis().eval(source, len(keys), *keys, *args))
+    assert bound["s"] == {"maxlen": "1000"}
+    assert [call["k"] for call in bound["calls"]] == [
+        {"meta": "m1", "events": "e1", "lease": "l1"},
+        {"meta": "m2", "events": "e2", "lease": "l2"},
+    ]
+    assert [call["a"]["events"] for call in bound["calls"]] == [["x", "y"], ["x", "y", "x", "y"]]
+
+
+def test_a_key_the_topology_needs_cannot_be_left_out() -> None:
+    keys = RunKeys(*"abcdefgh")  # no queue keys: fine with the queue apart only
+    append = Append(keys, _args(), "r", "t", "id", "", 0, [])
+    assert len(append.keys(Topology(split_queue=True))) == 8
+    with pytest.raises(ValueError, match="a key its topology needs is missing"):
+        append.keys(Topology())
+
+
+@pytest.mark.parametrize("contract", CONTRACTS, ids=lambda contract: contract.__name__)
+def test_every_script_compiles_with_its_bindings_in_every_topology(contract: type[Script[Any]]) -> None:
+    load = lua51.LuaRuntime().eval("loadstring")  # Redis's Lua 5.1: compiles, runs nothing
+    for topology in TOPOLOGIES:
+        compiled, error = load(contract.lua_source(topology)), None
+        if not compiled:
+            _, error = load(contract.lua_source(topology))
+        assert compiled, error
