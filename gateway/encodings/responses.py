@@ -33,13 +33,14 @@ input item of a new response with `previous_response_id`, goes on as that run's 
 
 Each event's `sequence_number` counts the events of its response from 0 (`response.created`): a
 replay from the run's start numbers them the same, so `starting_after=N` sends only what follows
-N, on any gateway. Item ids are made from event ids for the same reason.
+N, on any gateway. Item ids are made from event ids for the same reason. The items themselves, and
+their events, are the response's output (gateway/encodings/responses_output.py).
 """
 
-import json
 from typing import Any, assert_never
 
 from tokentail.gateway.encodings.renderer import Renderer, compact
+from tokentail.gateway.encodings.responses_output import Numbering, Part, ResponseOutput, copied
 from tokentail.gateway.reading.finished import STREAM_BYTES
 from tokentail.gateway.reading.reducer import (
     AttemptStarted,
@@ -68,7 +69,6 @@ from tokentail.shared.store import StoredEvent
 INPUT_TOOL = "tokentail_input"  # the function_call item a question (not an approval) becomes
 SERVER_LABEL = "tokentail"  # the mcp_approval_request's server_label
 MEDIA_TYPE = "text/event-stream; charset=utf-8"
-Part = dict[str, Any]
 
 
 class ResponseEvents(Renderer[Part]):
@@ -88,17 +88,14 @@ class ResponseEvents(Renderer[Part]):
         self.starting_after = starting_after
         self.kept: list[bytes] | None = [] if keep else None
         self._kept_bytes = 0
-        self.next_sequence = 0
+        self.numbering = Numbering()
         self.answers_seen = 0  # input.received events of the run so far
         self.status = "queued"
         self.created_at: float | None = None
         self.completed_at: float | None = None
         self.usage: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
-        self.items: list[Part] = []  # every output item, by output_index
-        self.dropped: set[int] = set()  # indexes of a dead attempt's items
-        self._open: tuple[str, int] | None = None  # the open item: ("message" | "reasoning", output_index)
-        self._pieces: list[str] = []  # the open item's text, joined when it is read (+= would copy it each time)
+        self.output = ResponseOutput(self.numbering)
         self._tools: dict[str, tuple[str, str]] = {}  # call_id -> (name, arguments), for approvals
         self._created = False  # response.created was sent
 
@@ -106,14 +103,12 @@ class ResponseEvents(Renderer[Part]):
 
     def response(self) -> Part:
         """The Response object as the events so far make it."""
-        self._sync_open()
-        output = [item for index, item in enumerate(self.items) if index not in self.dropped]
         return {
             **self.header,
             "object": "response",
             "created_at": self.created_at if self.created_at is not None else self.header.get("created_at", 0),
             "status": self.status,
-            "output": output,
+            "output": self.output.listed(),
             "error": self.error,
             "incomplete_details": None,
             "completed_at": self.completed_at,
@@ -134,20 +129,15 @@ class ResponseEvents(Renderer[Part]):
 
     def pass_quietly(self, events: list[StoredEvent], index: int) -> int:
         """A resume's deltas before `starting_after`, in the open item: only counted."""
-        if self._open is None or not self._in_segment or self.next_sequence > self.starting_after:
+        if self.numbering.next > self.starting_after or not self.output.is_open or not self._in_segment:
             return 0
-        taken, texts = self.reducer.pass_deltas(events, index, self.starting_after - self.next_sequence + 1)
-        self._pieces += texts
-        self.next_sequence += len(texts)
+        taken, texts = self.reducer.pass_deltas(events, index, self.starting_after - self.numbering.next + 1)
+        self.output.passed(texts)
+        self.numbering.next += len(texts)
         return taken
 
-    def _event(self, type_: str, **fields: Any) -> Part:
-        event = {"type": type_, **fields, "sequence_number": self.next_sequence}
-        self.next_sequence += 1
-        return event
-
     def _lifecycle(self, type_: str) -> Part:
-        return self._event(type_, response=_copy(self.response()))
+        return self.numbering.event(type_, response=copied(self.response()))
 
     @property
     def _in_segment(self) -> bool:
@@ -183,14 +173,14 @@ class ResponseEvents(Renderer[Part]):
                 self._created, self.created_at, self.status = True, self.reducer.event_ts, "in_progress"
                 return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
             case BlockOpened(kind=kind, block=block):
-                return self._open_item(kind, block) if self._in_segment else []
+                return self.output.open(kind, block) if self._in_segment else []
             case BlockAppended(kind=kind, text=text):
-                return self._delta(kind, text) if self._in_segment and self._open is not None else []
+                return self._delta(kind, text) if self._in_segment and self.output.is_open else []
             case BlockClosed(reason="dropped"):
                 return []  # the drop that follows ends it, with the text it keeps
             case BlockClosed(reason=reason):
                 return (
-                    self._close("completed" if reason in ("next", "completed") else "incomplete")
+                    self.output.close("completed" if reason in ("next", "completed") else "incomplete")
                     if self._in_segment
                     else []
                 )
@@ -207,11 +197,11 @@ class ResponseEvents(Renderer[Part]):
             case QuestionAsked(question=question, seq=seq):
                 return self._question(question, seq) if self._in_segment else []
             case ContentDropped(after=after, kept=kept):
-                return self._drop(after, kept) if self._in_segment else []
+                return self.output.drop(after, kept) if self._in_segment else []
             case RunEnded(ending=ending):
                 return self._ended(ending)
             case GapFound(gap=gap):
-                return [self._event("error", code="gap", message=_gap_message(gap), param=None)]
+                return [self.numbering.event("error", code="gap", message=_gap_message(gap), param=None)]
             case _:
                 assert_never(operation)
 
@@ -228,48 +218,12 @@ class ResponseEvents(Renderer[Part]):
             case _:
                 assert_never(ending)
 
-    def _drop(self, after: int, kept: tuple[Operation, ...]) -> list[Part]:
-        """A takeover dropped the run's events after `after` (0: all): the items they opened leave
-        the final response; an item opened before keeps the text the reducer keeps (`kept`); the
-        open item ends `incomplete`. Item ids end in the id of the event that opened them (an
-        approval's: its input id)."""
-        texts = {shown.block: shown.text for shown in kept if isinstance(shown, BlockAppended)}
-        parts = []
-        if self._open is not None:
-            if (block := _opened_by(self.items[self._open[1]])) is not None and block <= after:
-                self._pieces = [texts.get(block, "")]
-            parts = self._close("incomplete")
-        for index, item in enumerate(self.items):
-            if (block := _opened_by(item)) is None:
-                continue
-            if block > after:
-                self.dropped.add(index)
-            elif block in texts and item["type"] in ("message", "reasoning"):
-                item["content" if item["type"] == "message" else "summary"][0]["text"] = texts[block]
-        return parts
-
     def _tool_call(self, call: ToolCalled) -> list[Part]:
         arguments = compact(call.arguments)
         self._tools[call.call_id] = (call.name, arguments)
         if not self._in_segment:
             return []
-        item = {
-            "type": "function_call",
-            "id": f"fc_{call.seq}",
-            "call_id": call.call_id,
-            "name": call.name,
-            "arguments": "",
-            "status": "in_progress",
-        }
-        parts, index = self._add_item(item)
-        position = {"item_id": item["id"], "output_index": index}
-        parts.append(self._event("response.function_call_arguments.delta", **position, delta=arguments))
-        item.update(arguments=arguments, status="completed")
-        parts.append(
-            self._event("response.function_call_arguments.done", **position, name=call.name, arguments=arguments)
-        )
-        parts.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
-        return parts
+        return self.output.add_call(f"fc_{call.seq}", call.call_id, call.name, arguments)
 
     def _question(self, question: InputRequired, seq: int) -> list[Part]:
         """An approval of a tool call: an `mcp_approval_request` item; any other question: a
@@ -294,99 +248,31 @@ class ResponseEvents(Renderer[Part]):
                 "arguments": compact(asked),
                 "status": "completed",
             }
-        return [*self._close("completed"), *self._add_whole(item), *self._end("completed", "response.completed")]
-
-    # -- items -------------------------------------------------------------------------------------
+        return [
+            *self.output.close("completed"),
+            *self.output.add_whole(item),
+            *self._end("completed", "response.completed"),
+        ]
 
     def _tool_output(self, call_id: str, output: Any, seq: int) -> list[Part]:
         if not self._in_segment:
             return []
         text = output if isinstance(output, str) else compact(output)
         item = {"type": "function_call_output", "id": f"fco_{seq}", "call_id": call_id, "output": text}
-        return self._add_whole({**item, "status": "completed"})
-
-    def _add_item(self, item: Part) -> tuple[list[Part], int]:
-        parts = self._close("completed")
-        self.items.append(item)
-        index = len(self.items) - 1
-        parts.append(self._event("response.output_item.added", output_index=index, item=dict(item)))
-        return parts, index
-
-    def _add_whole(self, item: Part) -> list[Part]:
-        """An item that is complete as it is added."""
-        parts, index = self._add_item(item)
-        parts.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
-        return parts
+        return self.output.add_whole({**item, "status": "completed"})
 
     def _delta(self, kind: BlockKind, text: str) -> list[Part]:
         """Text (or reasoning) streamed, in the open item."""
-        assert self._open is not None
-        index = self._open[1]
-        self._pieces.append(text)
-        if self.next_sequence <= self.starting_after:  # a resume past it: only counted (most of a resume)
-            self.next_sequence += 1
+        if self.numbering.next <= self.starting_after:  # a resume past it: only counted (most of a resume)
+            self.output.passed([text])
+            self.numbering.next += 1
             return []
-        position = {"item_id": self.items[index]["id"], "output_index": index}
-        if kind == "text":
-            return [self._event("response.output_text.delta", **position, content_index=0, delta=text, logprobs=[])]
-        return [self._event("response.reasoning_summary_text.delta", **position, summary_index=0, delta=text)]
-
-    def _open_item(self, kind: BlockKind, seq: int) -> list[Part]:
-        # Events are serialised after the whole batch is rendered, so each carries copies: the
-        # item's content (or summary) is a new list, and the added event keeps its empty one.
-        if kind == "text":
-            item: Part = {"type": "message", "id": f"msg_{seq}", "role": "assistant", "status": "in_progress"}
-            part: Part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            parts, index = self._add_item({**item, "content": []})
-            self.items[index]["content"] = [part]
-            position = {"item_id": item["id"], "output_index": index, "content_index": 0}
-            parts.append(self._event("response.content_part.added", **position, part=dict(part)))
-        else:
-            item = {"type": "reasoning", "id": f"rs_{seq}", "summary": [], "status": "in_progress"}
-            part = {"type": "summary_text", "text": ""}
-            parts, index = self._add_item(item)
-            self.items[index]["summary"] = [part]
-            position = {"item_id": item["id"], "output_index": index, "summary_index": 0}
-            parts.append(self._event("response.reasoning_summary_part.added", **position, part=dict(part)))
-        self._open = ("message" if kind == "text" else "reasoning", index)
-        self._pieces = []
-        return parts
-
-    def _sync_open(self) -> None:
-        """The open item's text, joined into it."""
-        if self._open is not None:
-            kind, index = self._open
-            self.items[index]["content" if kind == "message" else "summary"][0]["text"] = "".join(self._pieces)
-
-    def _close(self, status: str) -> list[Part]:
-        """The open text or reasoning item's done events, ending it `status`."""
-        if self._open is None:
-            return []
-        self._sync_open()
-        kind, index = self._open
-        self._open = None
-        item = self.items[index]
-        item["status"] = status
-        if kind == "message":
-            part = item["content"][0]
-            position = {"item_id": item["id"], "output_index": index, "content_index": 0}
-            parts = [
-                self._event("response.output_text.done", **position, text=part["text"], logprobs=[]),
-                self._event("response.content_part.done", **position, part=dict(part)),
-            ]
-        else:
-            summary = item["summary"][0]
-            position = {"item_id": item["id"], "output_index": index, "summary_index": 0}
-            parts = [
-                self._event("response.reasoning_summary_text.done", **position, text=summary["text"]),
-                self._event("response.reasoning_summary_part.done", **position, part=dict(summary)),
-            ]
-        return [*parts, self._event("response.output_item.done", output_index=index, item=_copy(item))]
+        return [self.output.delta(kind, text)]
 
     def _end(self, status: str, type_: str) -> list[Part]:
         if not self._in_segment:
             return []
-        parts = self._close("completed" if status == "completed" else "incomplete")
+        parts = self.output.close("completed" if status == "completed" else "incomplete")
         self.status = status
         self.completed_at = self.reducer.event_ts
         self.finished = True
@@ -397,19 +283,8 @@ def frame(part: Part) -> bytes:
     return f"event: {part['type']}\ndata: {compact(part)}\n\n".encode()
 
 
-def _opened_by(item: Part) -> int | None:
-    """The id of the event that opened an item (None for an approval request: its id is the input's)."""
-    opened = item["id"].rsplit("_", 1)[-1]
-    return int(opened) if opened.isdigit() else None
-
-
 def _gap_message(gap: Gap) -> str:
     return f"events were lost before this response: {gap.reason}, first available {gap.first_available}"
-
-
-def _copy(item: Part) -> Part:
-    copied: Part = json.loads(json.dumps(item))  # an item's content lists go on changing in self.items
-    return copied
 
 
 def _usage(usage: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from pydantic import TypeAdapter
 from tests.unit.test_ui_protocols import EVENTS, RUN, _taken_over, sse_data, stored, translate
 from tokentail.gateway.encodings.responses import ResponseEvents
 from tokentail.shared.events import Gap
-from tokentail.shared.response_ids import parse_response_id, response_id
 
 EVENT = TypeAdapter[Any](ResponseStreamEvent)
 HEADER: dict[str, Any] = {
@@ -124,14 +123,6 @@ def test_a_gap_is_an_error_event() -> None:
             "sequence_number": 0,
         }
     ]
-
-
-def test_response_ids_name_the_session_run_and_segment() -> None:
-    session, run = "s_" + "a-b_" * 5 + "cd", "r_" + "x_y-" * 3
-    assert parse_response_id(response_id(session, run)) == (session, run, 0)
-    assert parse_response_id(response_id(session, run, 12)) == (session, run, 12)
-    for wrong in ("resp_nothing", response_id(session, run) + ".0", "resp_" + session + run[:-1], session):
-        assert parse_response_id(wrong) is None
 
 
 def test_a_continued_run_goes_on_in_its_item_and_a_cut_turn_s_item_ends_incomplete_and_is_left_out() -> None:
