@@ -1,3 +1,5 @@
+"""shared/records.py: a session's runs as a chat's transcript."""
+
 from tokentail.shared.records import RunRecord, transcript
 
 

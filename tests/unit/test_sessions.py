@@ -1,3 +1,5 @@
+"""gateway/routes/sessions.py: the events URL its answers name, built without the router's search."""
+
 import pytest
 from starlette.requests import Request
 

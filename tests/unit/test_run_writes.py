@@ -1,0 +1,330 @@
+"""A worker's writes under a run's lease (worker/run_writes.py) and their Lua scripts, run by
+fakeredis's Lua: starting, fenced and idempotent appends, renewals, takeovers and hand-overs,
+questions and what answering them resumes."""
+
+import json
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
+from tests.unit.write_side import a_question, event_types, expire_lease, input_required, lease_of, next_published
+from tests.writes import AllWrites
+from tokentail.gateway.access.ids import new_session_id
+from tokentail.shared.errors import (
+    InputNotPending,
+    LeaseLost,
+)
+from tokentail.shared.events import ErrorInfo, RunFailed
+from tokentail.shared.scripts.runs import Asked, Cancel, Look, Queued, Renewal, Requeue, StartVerdict
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+
+# -- starting -----------------------------------------------------------------------------------
+
+
+async def test_start_appends_run_started_and_a_second_start_is_refused(
+    store: SessionStore, runs: AllWrites, redis: Redis
+) -> None:
+    session_id, started = await start_a_run(runs)
+    assert started.status == "running" and started.attempt == 1 and started.started_seq == 2
+    assert await redis.zscore(store.keys.queue, started.run_id) is None  # its job left arq's queue
+    assert await redis.get(store.keys.session(session_id).lease) == b"lease-1"
+    # arq may deliver the same job twice: the duplicate must not start the run again.
+    assert await runs.start_run(session_id, started.run_id, started.run_id, token="lease-2") is None
+    assert await event_types(store, session_id) == [b"run.queued", b"run.started"]
+
+
+async def test_only_the_active_run_of_an_existing_session_starts(store: SessionStore, runs: AllWrites) -> None:
+    session_id, run = await start_a_run(runs)
+    await lease_of(runs, session_id, run).append([], ending=completion(run.run_id))
+    assert await runs.start_run(session_id, run.run_id, "late-job", token="lease-2") is None  # ended
+    assert await runs.start_run(session_id, "r_other", "job", token="lease-2") is None  # not its run
+    assert await runs.start_run(new_session_id(), "r_x", "job", token="lease-2") is None  # no session
+
+
+async def test_after_max_attempts_the_run_is_to_be_failed(redis: Redis, settings: Settings) -> None:
+    settings = settings.model_copy(update={"max_attempts": 1})
+    store, runs = SessionStore(redis, settings), AllWrites(redis, settings)
+    session_id, run = await start_a_run(runs)
+    await expire_lease(store, redis, session_id)
+    assert (await runs.look(session_id)).outcome is Requeue.REQUEUED
+    taken = await runs.start_run(session_id, run.run_id, "any", token="lease-2")
+    assert taken is not None and taken.verdict is StartVerdict.EXHAUSTED
+    assert await event_types(store, session_id) == [b"run.queued", b"run.started"]  # its worker writes run.failed
+
+
+# -- appending ----------------------------------------------------------------------------------
+
+
+async def test_appends_take_contiguous_ids_and_are_fenced_by_the_lease(store: SessionStore, runs: AllWrites) -> None:
+    session_id, run = await start_a_run(runs)
+    assert await lease_of(runs, session_id, run).append([delta_of(run.run_id)] * 3) == 5
+    with pytest.raises(LeaseLost, match="FENCED"):
+        await lease_of(runs, session_id, run, "someone-else").append([delta_of(run.run_id)])
+    assert (await runs.requeue(session_id, "lease-1")).outcome is Requeue.REQUEUED  # handed over: the lease is gone
+    with pytest.raises(LeaseLost):
+        await lease_of(runs, session_id, run).append([delta_of(run.run_id)])
+    assert [e.seq for e in await store.read(session_id, 0, 100)] == [1, 2, 3, 4, 5]
+
+
+async def test_a_run_that_ended_takes_no_more_appends(store: SessionStore, runs: AllWrites) -> None:
+    session_id, run = await start_a_run(runs)
+    await lease_of(runs, session_id, run).append([], ending=completion(run.run_id))
+    with pytest.raises(LeaseLost):
+        await lease_of(runs, session_id, run).append([delta_of(run.run_id)])
+    with pytest.raises(LeaseLost):  # nor a second ending
+        await lease_of(runs, session_id, run).append([], ending=completion(run.run_id))
+    assert await event_types(store, session_id) == [b"run.queued", b"run.started", b"run.completed"]
+
+
+async def test_an_append_sent_twice_with_one_id_lands_once(store: SessionStore, runs: AllWrites) -> None:
+    session_id, run = await start_a_run(runs)
+    lease = lease_of(runs, session_id, run)
+    assert await lease.append([delta_of(run.run_id)], append_id="a1") == 3
+    assert await lease.append([delta_of(run.run_id)], append_id="a1") == 3
+    assert await lease.append([delta_of(run.run_id)], append_id="a2") == 4
+    done = completion(run.run_id, "x")
+    last = await lease.append([], append_id="a3", ending=done)
+    # The terminal append dropped the lease; its retry must still answer, not be fenced.
+    assert await lease.append([], append_id="a3", ending=done) == last == 5
+    assert [e.seq for e in await store.read(session_id, 0, 100)] == [1, 2, 3, 4, 5]
+
+
+async def test_a_terminal_event_closes_the_run_frees_the_session_and_starts_retention(
+    store: SessionStore, runs: AllWrites, redis: Redis, settings: Settings
+) -> None:
+    session_id, run = await start_a_run(runs)
+    await lease_of(runs, session_id, run).append([delta_of(run.run_id, "hi")], ending=completion(run.run_id, "hi"))
+    state = await store.get_session(session_id)
+    assert state.active_run_id is None and state.status == "idle" and state.last_event_id == 4
+    assert state.runs[0].status == "completed" and state.runs[0].output == "hi" and state.runs[0].finished_seq == 4
+    keys = store.keys.session(session_id)
+    assert not await redis.exists(keys.lease) and await redis.zscore(store.keys.lease_checks, session_id) is None
+    for key in (keys.meta, keys.runs, keys.events):
+        assert 0 < await redis.ttl(key) <= settings.session_ttl_seconds
+    assert await redis.ttl(keys.gone) > settings.session_ttl_seconds  # an expired id answers 410
+    # A follow-up run appends to the same stream and clears the TTL.
+    assert await runs.queue_run(session_id, make_run("more")) is Queued.STARTED
+    assert (await store.stream_position(session_id))[0] == 5
+    assert await redis.ttl(keys.events) == -1
+
+
+async def test_failure_is_recorded_with_its_error(store: SessionStore, runs: AllWrites) -> None:
+    session_id, run = await start_a_run(runs)
+    failed = RunFailed(run_id=run.run_id, error=ErrorInfo(type="internal_error", message="boom"))
+    await lease_of(runs, session_id, run).append([], ending=failed)
+    record = (await store.get_session(session_id)).runs[0]
+    assert record.status == "failed" and record.error is not None and record.error.message == "boom"
+
+
+async def test_every_event_is_published_on_the_session_s_channel(
+    store: SessionStore, runs: AllWrites, redis: Redis
+) -> None:
+    session_id, run = await start_a_run(runs)
+    channel = store.keys.session(session_id).events
+    async with redis.pubsub() as pubsub:
+        await pubsub.subscribe(channel)
+        await lease_of(runs, session_id, run).append([delta_of(run.run_id, "a"), delta_of(run.run_id, "b")])
+        published = [message.split(b" ", 3) for message in await next_published(pubsub, 2)]
+    assert [(seq, kind) for seq, _, kind, _ in published] == [(b"3", b"message.delta"), (b"4", b"message.delta")]
+    assert [json.loads(data)["text"] for *_, data in published] == ["a", "b"]
+
+
+# -- leases: renewals, takeovers, hand-overs ---------------------------------------------------
+
+
+async def test_a_renewal_answers_its_holder_only(store: SessionStore, runs: AllWrites, redis: Redis) -> None:
+    session_id, run = await start_a_run(runs)
+    meta = store.keys.session(session_id).meta
+    await redis.hset(meta, "lease_until", "1")  # type: ignore[misc]
+    assert await lease_of(runs, session_id, run).renew() is Renewal.RENEWED
+    deadline = int(await redis.hget(meta, "lease_until"))  # type: ignore[misc]
+    seconds, _ = await redis.time()
+    assert deadline > seconds * 1000  # pushed a lease past now
+    assert await redis.zscore(store.keys.lease_checks, session_id) == deadline  # the index follows
+    assert await lease_of(runs, session_id, run, "not-mine").renew() is Renewal.LOST
+    await lease_of(runs, session_id, run).append([], ending=completion(run.run_id))
+    assert await lease_of(runs, session_id, run).renew() is Renewal.LOST  # ended
+
+
+async def test_a_run_whose_lease_expired_is_requeued_once_and_taken_over_as_the_next_attempt(
+    store: SessionStore, runs: AllWrites, redis: Redis
+) -> None:
+    session_id, run = await start_a_run(runs)
+    assert await runs.leases.due(0, 100) == []  # the index holds it at its lease's deadline
+    await expire_lease(store, redis, session_id)
+    assert [entry.member for entry in await runs.leases.due(0, 100)] == [session_id]
+    assert await runs.look(session_id) == Look(Requeue.REQUEUED)
+    assert (await runs.look(session_id)).outcome is Requeue.CLEARED  # another reaper finds nothing to do
+    with pytest.raises(LeaseLost):  # the dead worker, were it only stalled, is fenced out
+        await lease_of(runs, session_id, run).append([delta_of(run.run_id)])
+    [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
+    assert job_id.startswith(run.run_id + ".")  # a job of its own: the first one's id may still be marked
+    taken = await runs.start_run(session_id, run.run_id, job_id, token="lease-2")
+    assert taken is not None and taken.verdict is StartVerdict.RUN and taken.run.attempt == 2
+    events = await store.read(session_id, 0, 100)
+    assert [e.type for e in events] == [b"run.queued", b"run.started", b"run.retrying", b"run.started"]
+    assert json.loads(events[2].data)["attempt"] == 2 and taken.run.started_seq == 4
+    assert await runs.start_run(session_id, run.run_id, run.run_id, token="lease-3") is None  # the stale first job
+
+
+async def test_a_holder_that_renews_after_its_deadline_keeps_its_run(
+    store: SessionStore, runs: AllWrites, redis: Redis
+) -> None:
+    # Redis was out of reach for longer than a lease; the worker came back before any reaper acted.
+    session_id, run = await start_a_run(runs)
+    await expire_lease(store, redis, session_id)
+    assert await lease_of(runs, session_id, run).renew() is Renewal.RENEWED
+    look = await runs.look(session_id)  # a reaper that read the entry before the renewal
+    seconds, _ = await redis.time()
+    assert look.outcome is Requeue.RENEWED and look.lease_until is not None and look.lease_until > seconds * 1000
+    await lease_of(runs, session_id, run).append([delta_of(run.run_id)])  # not fenced
+
+
+async def test_a_reaper_clears_index_entries_with_nothing_to_take_over(
+    store: SessionStore, runs: AllWrites, redis: Redis
+) -> None:
+    ended, run = await start_a_run(runs)
+    await lease_of(runs, ended, run).append([], ending=completion(run.run_id))
+    queued = make_session()
+    await runs.queue_run(queued.session_id, make_run(), create=queued)  # no lease: its job is queued already
+    for session_id in (ended, new_session_id(), queued.session_id):  # ended, never existed, not started
+        await expire_lease(store, redis, session_id)
+        assert (await runs.look(session_id)).outcome is Requeue.CLEARED  # the reaper drops the entry
+
+
+async def test_a_hand_over_needs_the_current_lease_and_costs_no_attempt(redis: Redis, settings: Settings) -> None:
+    runs = AllWrites(redis, settings.model_copy(update={"max_attempts": 1}))
+    session_id, run = await start_a_run(runs)
+    assert (await runs.requeue(session_id, "not-mine")).outcome is Requeue.NOT_HOLDER
+    for attempt in range(2, 5):  # three deploys in a row
+        assert await lease_of(runs, session_id, run, f"lease-{attempt - 1}").hand_over() is Requeue.REQUEUED
+        taken = await runs.start_run(session_id, run.run_id, "any", token=f"lease-{attempt}")
+        assert taken is not None and taken.verdict is StartVerdict.RUN and taken.run.attempt == attempt
+
+
+# -- questions ----------------------------------------------------------------------------------
+
+
+async def test_a_question_gives_the_run_up_and_one_answer_queues_it_again(
+    store: SessionStore, runs: AllWrites, redis: Redis
+) -> None:
+    session_id, run = await start_a_run(runs)
+    question = a_question()
+    lease = lease_of(runs, session_id, run)
+    assert await lease.ask([question], input_required(run.run_id, question), None) is Asked.WAITING
+    waiting = (await store.get_session(session_id)).runs[0]
+    assert waiting.status == "waiting" and waiting.waiting_for == "in_1" and waiting.question == question
+    assert (await store.get_session(session_id)).status == "waiting_for_input"
+    assert not await redis.exists(store.keys.session(session_id).lease)  # no worker holds it
+    assert await runs.leases.due(0, 100) == [] and await runs.look(session_id) == Look(Requeue.CLEARED)
+    with pytest.raises(LeaseLost):  # the worker that asked writes no more
+        await lease.append([delta_of(run.run_id)])
+
+    seq = await runs.answer(session_id, waiting, "in_1", "Ada")
+    with pytest.raises(InputNotPending):  # the first answer wins
+        await runs.answer(session_id, waiting, "in_1", "Bob")
+    answered = (await store.get_session(session_id)).runs[0]
+    assert answered.status == "queued" and answered.answers == {"in_1": "Ada"} and answered.resumes == 1
+    [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
+    taken = await runs.start_run(session_id, run.run_id, job_id, token="lease-2")
+    assert taken is not None and taken.verdict is StartVerdict.RUN
+    events = await store.read(session_id, 0, 100)
+    assert [e.type for e in events] == [
+        b"run.queued",
+        b"run.started",
+        b"input.required",
+        b"input.received",
+        b"run.started",
+    ]
+    assert json.loads(events[3].data) == {"run_id": run.run_id, "input_id": "in_1", "answer": "Ada"} and seq == 4
+
+
+async def test_an_answered_question_resumes_the_same_attempt_and_only_a_takeover_counts_one(
+    store: SessionStore, runs: AllWrites, redis: Redis
+) -> None:
+    # run.started's attempt rose with every answer (1, 2, 3 with no crash): a UI took each for a retry.
+    session_id, run = await start_a_run(runs)
+    for number in (1, 2):
+        asked = [a_question(f"in_{n}") for n in range(1, number + 1)]
+        lease = lease_of(runs, session_id, run, f"lease-{number}")
+        assert await lease.ask(asked, input_required(run.run_id, asked[-1]), None) is Asked.WAITING
+        await runs.answer(session_id, (await store.get_session(session_id)).runs[0], f"in_{number}", "x")
+        [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
+        resumed = await runs.start_run(session_id, run.run_id, job_id, token=f"lease-{number + 1}")
+        assert resumed is not None and resumed.run.attempt == 1 and resumed.run.started_as == "resume"
+    await expire_lease(store, redis, session_id)  # its worker dies, and a reaper requeues it
+    assert (await runs.look(session_id)).outcome is Requeue.REQUEUED
+    [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
+    taken = await runs.start_run(session_id, run.run_id, job_id, token="lease-4")
+    assert taken is not None and taken.run.attempt == 2 and taken.run.started_as == "takeover"
+    starts = [
+        json.loads(e.data) for e in await store.read(session_id, 0, 100) if e.type in (b"run.started", b"run.retrying")
+    ]
+    assert [(start["attempt"], start.get("reason")) for start in starts] == [
+        (1, "start"), (1, "resume"), (1, "resume"), (2, "the worker running attempt 1 stopped"), (2, "takeover"),
+    ]  # fmt: skip
+
+
+async def test_resumes_do_not_count_as_attempts(redis: Redis, settings: Settings) -> None:
+    settings = settings.model_copy(update={"max_attempts": 1})
+    store, runs = SessionStore(redis, settings), AllWrites(redis, settings)
+    session_id, run = await start_a_run(runs)
+    for number, token in ((1, "lease-1"), (2, "lease-2")):
+        asked = [a_question(f"in_{n}") for n in range(1, number + 1)]
+        assert (
+            await lease_of(runs, session_id, run, token).ask(asked, input_required(run.run_id, asked[-1]), None)
+            is Asked.WAITING
+        )
+        waiting = (await store.get_session(session_id)).runs[0]
+        await runs.answer(session_id, waiting, f"in_{number}", "x")
+        [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
+        taken = await runs.start_run(session_id, run.run_id, job_id, token=f"lease-{number + 1}")
+        assert taken is not None and taken.verdict is StartVerdict.RUN
+
+
+async def test_a_cancel_pending_as_the_run_asks_wins(store: SessionStore, runs: AllWrites) -> None:
+    session_id, run = await start_a_run(runs)
+    assert await runs.cancel_run(session_id) == (Cancel.SIGNALLED, run.run_id)
+    question = a_question()
+    assert (
+        await lease_of(runs, session_id, run).ask([question], input_required(run.run_id, question), None)
+        is Asked.CANCEL
+    )
+    assert (await store.get_session(session_id)).runs[0].status == "running"  # its worker writes run.cancelled
+
+
+async def test_an_expired_question_fails_the_run_or_takes_its_default(
+    store: SessionStore, runs: AllWrites, redis: Redis
+) -> None:
+    for default in (False, True):
+        session_id, run = await start_a_run(runs)
+        question = a_question(expires_at=1.0)  # long past
+        expiry = (
+            json.dumps({"in_1": "nobody"}),
+            json.dumps({"run_id": run.run_id, "input_id": "in_1", "answer": "nobody"}),
+        )
+        await lease_of(runs, session_id, run).ask(
+            [question], input_required(run.run_id, question), expiry if default else None
+        )
+        assert [entry.member for entry in await runs.leases.due(0, 100)] == [session_id]  # due at its deadline
+        ended = await runs.look(session_id)
+        record = (await store.get_session(session_id)).runs[0]
+        if default:
+            assert (
+                ended.outcome is Requeue.REQUEUED and record.status == "queued" and record.answers == {"in_1": "nobody"}
+            )
+        else:
+            assert ended.outcome is Requeue.CLEARED and record.status == "failed"
+            assert record.error is not None and record.error.type == "input_expired"
+        await redis.delete(store.keys.lease_checks)
+
+
+async def test_a_question_not_yet_due_is_looked_at_again_at_its_deadline(
+    store: SessionStore, runs: AllWrites, redis: Redis
+) -> None:
+    session_id, run = await start_a_run(runs)
+    question = a_question(expires_at=4_000_000_000.0)
+    await lease_of(runs, session_id, run).ask([question], input_required(run.run_id, question), None)
+    assert await runs.look(session_id) == Look(Requeue.RENEWED, 4_000_000_000_000)
