@@ -32,8 +32,8 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.redis_server import RedisServer, free_port
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
@@ -116,7 +116,7 @@ def spawn_worker(tree: Path, redis_url: str, prefix: str) -> subprocess.Popen[by
     return worker
 
 
-async def queue_runs(lifecycle: RunLifecycle, count: int) -> list[str]:
+async def queue_runs(lifecycle: SessionWrites, count: int) -> list[str]:
     async def one(delay: float) -> str:
         await asyncio.sleep(delay)
         session = SessionRecord(session_id=new_session_id(), created_at=time.time())
@@ -156,7 +156,7 @@ async def level(tree: Path, runs: int) -> Level:
         worker = spawn_worker(tree, server.url, prefix)
         redis = Redis.from_url(server.url)
         settings = Settings(redis_url=server.url, key_prefix=prefix)
-        store, lifecycle = SessionStore(redis, settings), RunLifecycle(redis, settings)
+        store, lifecycle = SessionStore(redis, settings), SessionWrites(redis, settings)
         assert server.process is not None
         pids = (worker.pid, server.process.pid)
         samples: list[tuple[float, float]] = []

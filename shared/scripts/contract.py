@@ -188,7 +188,7 @@ def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
     if len(names) == 1:
         one = operator.attrgetter(names[0])
         return lambda script: (one(script),)
-    return operator.attrgetter(*names)  # type: ignore[return-value]
+    return operator.attrgetter(*names)
 
 
 class Packer:

@@ -6,8 +6,8 @@ from dataclasses import fields, is_dataclass
 from typing import Any
 
 import fakeredis
-from lupa import lua51
 import pytest
+from lupa import lua51  # type: ignore[import-untyped]
 
 from tokentail.shared.scripts import runs
 from tokentail.shared.scripts.contract import Packer, Script, Topology
@@ -39,14 +39,10 @@ return cjson.encode(bound)
 """
 
 
-def _run_keys(topology: Topology) -> RunKeys:
-    return RunKeys(
-        *(f"key:{name}" for name in ("meta", "runs", "events", "lease", "gone", "pending", "hooks", "steps")),
-        "queue",
-        "index",
-        "hook_index",
-        "archive",
-    )
+def _run_keys() -> RunKeys:
+    session = ("meta", "runs", "events", "lease", "gone", "pending", "hooks", "steps")
+    keys = {name: f"key:{name}" for name in session}
+    return RunKeys(**keys, queue="queue", index="index", hook_index="hook_index", archive="archive")
 
 
 def _args() -> SessionArgs:
@@ -56,7 +52,8 @@ def _args() -> SessionArgs:
 def _echoed(script: Script[Any], topology: Topology) -> Any:
     source = type(script).lua_bindings(topology) + ECHO
     server = fakeredis.FakeRedis()
-    return json.loads(server.eval(source, len(script.keys(topology)), *script.keys(topology), *script.args()))
+    reply: Any = server.eval(source, len(script.keys(topology)), *script.keys(topology), *script.args())
+    return json.loads(reply)
 
 
 def _as_lua(value: Any) -> Any:
@@ -70,9 +67,9 @@ def _as_lua(value: Any) -> Any:
 
 @pytest.mark.parametrize("topology", TOPOLOGIES, ids=str)
 def test_a_script_reads_by_name_what_its_caller_packed(topology: Topology) -> None:
-    asked = Ask(_run_keys(topology), _args(), "r1", "token", "{}", "[]", "q1", "", 7, ["{}", '{"a":1}'])
+    asked = Ask(_run_keys(), _args(), "r1", "token", "{}", "[]", "q1", "", 7, ["{}", '{"a":1}'])
     bound = _echoed(asked, topology)
-    keys = {name: value for name, value in _as_lua(asked.k).items()}
+    keys = dict(_as_lua(asked.k))
     if topology.split_queue:
         keys = {name: value for name, value in keys.items() if name not in ("queue", "index", "hook_index")}
     if not topology.archive:
@@ -108,7 +105,8 @@ def test_a_joinable_script_binds_each_joined_call() -> None:
     keys = [key for call in calls for key in packer.keys(call)]
     args = packer.args(calls[0]) + packer.args(calls[1])[1:]  # the shared argument once (worker/pipelines.py)
     source = AppendEvents.lua_bindings(topology) + ECHO
-    bound = json.loads(fakeredis.FakeRedis().eval(source, len(keys), *keys, *args))
+    reply: Any = fakeredis.FakeRedis().eval(source, len(keys), *keys, *args)
+    bound = json.loads(reply)
     assert bound["s"] == {"maxlen": "1000"}
     assert [call["k"] for call in bound["calls"]] == [
         {"meta": "m1", "events": "e1", "lease": "l1"},
@@ -118,7 +116,7 @@ def test_a_joinable_script_binds_each_joined_call() -> None:
 
 
 def test_a_key_the_topology_needs_cannot_be_left_out() -> None:
-    keys = RunKeys(*"abcdefgh")  # no queue keys: fine with the queue apart only
+    keys = RunKeys("m", "r", "e", "l", "g", "p", "h", "s")  # no queue keys: fine with the queue apart only
     append = Append(keys, _args(), "r", "t", "id", "", 0, [])
     assert len(append.keys(Topology(split_queue=True))) == 8
     with pytest.raises(ValueError, match="a key its topology needs is missing"):
