@@ -19,28 +19,15 @@ before pushing its job finds the job still in the outbox and pushes it (pushing 
 
 import secrets
 import time
-from typing import NamedTuple
 
 from redis.asyncio import Redis
 
-from tokentail.shared.jobs import JOB_TTL_MS, RUN_JOB
 from tokentail.shared.keys import Keys
-from tokentail.shared.lua import load_script
 from tokentail.shared.redis_clients import replicated, write_replicated
+from tokentail.shared.scripts.checks import Due, ExpiredLeases, IndexKey, JobArgs, PushJob, QueueKey, SettleCheck
+from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.runner import ScriptRunner
 from tokentail.shared.settings import Settings
-
-
-class Due(NamedTuple):
-    member: str
-    score: bytes  # as Redis wrote it: a reaper settles the entry only if it still reads so
-
-    @property
-    def session_id(self) -> str:
-        return self.member.partition(" ")[0]
-
-    @property
-    def is_intent(self) -> bool:
-        return " " in self.member
 
 
 class LeaseIndex:
@@ -49,13 +36,14 @@ class LeaseIndex:
         self.redis = queue
         self._keys = Keys(settings.key_prefix)
         self._key = self._keys.lease_checks
+        self._index = IndexKey(self._key)
+        self._job = JobArgs.of(self._keys)
         self._lease_ms = settings.lease_ms
-        self._due = queue.register_script(load_script("expired_leases"))
-        self._settle = queue.register_script(load_script("settle_check"))
-        self._push = queue.register_script(load_script("push_job"))
         # On a Sentinel setup a failover promotes a replica, losing what it did not have yet: a job
         # pushed counts as queued once a replica has it too.
         self._replica = replicated(settings.queue_redis_url or settings.redis_url)
+        # The index scripts read nothing of the topology: the default one will do.
+        self._scripts = ScriptRunner(queue, Topology(), acknowledge=self._replica)
 
     async def watch(self, session_id: str) -> None:
         """Before claiming the session's run, with the queue apart: look at its lease when the lease
@@ -77,29 +65,17 @@ class LeaseIndex:
 
     async def due(self, offset: int, count: int) -> list[Due]:
         """Entries whose time came (the queue's Redis time), oldest first: one page."""
-        flat = await self._due(keys=[self._key], args=[offset, count])
-        return [Due(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+        return await self._scripts(ExpiredLeases(self._index, offset, count))
 
     async def settle(self, entry: Due, look_again_at: int | None = None) -> None:
         """Drop the entry (or move it to `look_again_at`, ms), unless it was written since it was read."""
         next_score = str(look_again_at) if look_again_at else ""
-        await self._settle(keys=[self._key], args=[entry.member, entry.score, next_score])
+        await self._scripts(SettleCheck(self._index, entry.member, entry.score, next_score))
 
     async def push(self, session_id: str, dispatch: bytes) -> None:
         """Push the job an outbox held (`<job_id> <run_id>`) to arq's queue; pushing twice queues once."""
         job_id, _, run_id = dispatch.decode().partition(" ")
-        args: list[str | int] = [
-            session_id,
-            JOB_TTL_MS,
-            self._keys.wake_channel,
-            self._keys.arq_job(""),
-            RUN_JOB,
-            job_id,
-            run_id,
-        ]
-        await write_replicated(
-            self.redis, lambda client: self._push(keys=[self._keys.queue], args=args, client=client), self._replica
-        )
+        await self._scripts(PushJob(QueueKey(self._keys.queue), self._job, session_id, run_id, job_id))
 
     async def take(self, job_id: str) -> None:
         """Take a claimed run's job out of arq's queue (with the queue apart, start_run.lua cannot)."""

@@ -19,7 +19,9 @@ from typing import NamedTuple
 from redis.asyncio import Redis
 
 from tokentail.shared.keys import Keys
-from tokentail.shared.lua import load_script
+from tokentail.shared.scripts.checks import ClaimChecks, IndexKey, SettleCheck
+from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.runner import ScriptRunner
 
 GRACE_MS = 10_000  # longer than a script call takes; an intent looked at earlier is looked at again
 
@@ -34,8 +36,8 @@ class WebhookIndex:
         """`queue`: the queue's Redis (the sessions' Redis when they share one)."""
         self.redis = queue
         self._key = keys.webhook_checks
-        self._claim = queue.register_script(load_script("claim_checks"))
-        self._settle = queue.register_script(load_script("settle_check"))
+        self._index = IndexKey(self._key)
+        self._scripts = ScriptRunner(queue, Topology())  # the index scripts read nothing of the topology
 
     async def intend(self, session_id: str) -> None:
         """Before a script that may report an event, with the queue apart."""
@@ -46,13 +48,13 @@ class WebhookIndex:
         await self.redis.zadd(self._key, {session_id: _now_ms()})
 
     async def claim(self, count: int, claim_ms: int) -> list[Claim]:
-        score, *members = await self._claim(keys=[self._key], args=[count, claim_ms])
-        return [Claim(member.decode(), score.decode()) for member in members]
+        claimed = await self._scripts(ClaimChecks(self._index, count, claim_ms))
+        return [Claim(member, claimed.score) for member in claimed.members]
 
     async def settle(self, claim: Claim, look_again_at_ms: int | None = None) -> None:
         """Drop the entry (or move it to `look_again_at_ms`), unless it was written since the claim."""
         next_score = str(look_again_at_ms) if look_again_at_ms is not None else ""
-        await self._settle(keys=[self._key], args=[claim.session_id, claim.score, next_score])
+        await self._scripts(SettleCheck(self._index, claim.session_id, claim.score, next_score))
 
 
 def _now_ms() -> int:

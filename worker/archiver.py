@@ -27,8 +27,10 @@ from tokentail.shared.archive import Archive, ArchiveConflict, ArchiveError
 from tokentail.shared.errors import ArchiveUnavailable
 from tokentail.shared.keys import Keys
 from tokentail.shared.logs import RateLimitedLogger
-from tokentail.shared.lua import load_script
 from tokentail.shared.outage import is_outage
+from tokentail.shared.scripts.checks import Archived, ArchivedKeys, Archiving, ClaimChecks, IndexKey
+from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.runner import ScriptRunner
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker import metrics
@@ -56,8 +58,7 @@ class Archiver:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self._store = SessionStore(redis, settings)  # Redis only: what the archive does not have yet
-        self._claim = redis.register_script(load_script("claim_checks"))
-        self._archived = redis.register_script(load_script("archived"))
+        self._scripts = ScriptRunner(redis, Topology.of(settings))
         self._log = RateLimitedLogger(logger, every_seconds=30)
 
     async def run_forever(self) -> None:
@@ -93,21 +94,20 @@ class Archiver:
 
     async def archive_due(self) -> int:
         """Archive the sessions whose entry came due; how many."""
-        score, *members = await self._claim(keys=[self.keys.archive_checks], args=[CLAIMS_PER_ROUND, self.claim_ms])
-        for member in members:
-            session_id = member.decode()
+        claimed = await self._scripts(ClaimChecks(IndexKey(self.keys.archive_checks), CLAIMS_PER_ROUND, self.claim_ms))
+        for session_id in claimed.members:
             try:
-                await self.archive_session(session_id, score.decode())
+                await self.archive_session(session_id, claimed.score)
             except ArchiveConflict as exc:
                 # Not a pause of the archive: this session alone stays in Redis, unarchived, and is
                 # tried again after a while; the others go on.
                 metrics.ARCHIVE_CONFLICTS.inc()
                 logger.error("not archiving session %s until an operator looks: %s", session_id, exc)
                 await self.redis.zadd(self.keys.archive_checks, {session_id: _now_ms() + CONFLICT_RETRY_MS}, xx=True)
-        return len(members)
+        return len(claimed.members)
 
-    async def archive_session(self, session_id: str, claim: str) -> str:
-        """Copy what the archive lacks of one session; 'done', 'more' or 'gone' (archived.lua). Each
+    async def archive_session(self, session_id: str, claim: str) -> Archiving:
+        """Copy what the archive lacks of one session; where it then stands (archived.lua). Each
         batch of events goes with the session's record as Redis had it when the batch was read, and
         the last with the record as the pass ends, so the archive's record is never behind its events."""
         keys = self.keys.session(session_id)
@@ -128,10 +128,7 @@ class Archiver:
                 return await self._settle(session_id, after, claim)
             await self._settle(session_id, after, claim)  # its stream may now be trimmed up to here
 
-    async def _settle(self, session_id: str, archived: int, claim: str) -> str:
-        keys = self.keys.session(session_id)
-        outcome = await self._archived(
-            keys=[keys.meta, keys.runs, keys.events, keys.gone, self.keys.archive_checks],
-            args=[session_id, archived, claim, self.settings.session_ttl_seconds],
-        )
-        return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+    async def _settle(self, session_id: str, archived: int, claim: str) -> Archiving:
+        k = self.keys.session(session_id)
+        keys = ArchivedKeys(k.meta, k.runs, k.events, k.gone, self.keys.archive_checks)
+        return await self._scripts(Archived(keys, session_id, archived, claim, self.settings.session_ttl_seconds))

@@ -25,9 +25,11 @@ import httpx2
 from redis import exceptions as redis_errors
 
 from tokentail.shared.keys import Keys
-from tokentail.shared.lua import load_script
 from tokentail.shared.records import RunRecord
 from tokentail.shared.redis_clients import AnyRedis
+from tokentail.shared.scripts.checks import DropHook, HooksKey
+from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.runner import ScriptRunner
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import decode_run
 from tokentail.shared.tenant_webhooks import TenantWebhooks
@@ -67,7 +69,7 @@ class WebhookDeliverer:
         # Redirects are not followed: a receiver could otherwise send the worker past the allowlist.
         self._http = httpx2.AsyncClient(timeout=self._timeout, follow_redirects=False)
         self._posting = Counter[str]()  # sessions being posted to, by "tenant:<t>" and "host:<h>"
-        self._drop = sessions.register_script(load_script("drop_hook"))  # type: ignore[misc]
+        self._scripts = ScriptRunner(sessions, Topology.of(settings))
 
     async def run_forever(self) -> None:
         """Claim due sessions as posting slots free up: a slow receiver holds one slot, not a pass."""
@@ -139,13 +141,13 @@ class WebhookDeliverer:
                 hook = Hook.parse(claim.session_id, raw)
             except (ValueError, KeyError, TypeError):  # not one this version wrote: never deliverable
                 logger.error("webhooks of session %s: dropped an unreadable entry %r", claim.session_id, raw[:200])
-                await self._drop(keys=[hooks_key], args=[raw])
+                await self._scripts(DropHook(HooksKey(hooks_key), raw))
                 continue
             if not await self._deliver(hook):
                 age = time.time() - hook.ts_ms / 1000
                 await self._index.settle(claim, int((time.time() + retry_delay(age)) * 1000))
                 return
-            await self._drop(keys=[hooks_key], args=[raw])
+            await self._scripts(DropHook(HooksKey(hooks_key), raw))
         await self._index.settle(claim, int(time.time() * 1000))  # more to post: due again now
 
     async def _run_of(self, hook: Hook) -> RunRecord | None:

@@ -1,4 +1,4 @@
 -- Entries of the leases index due for a look (Redis time), oldest first, with their scores: a page.
--- KEYS: the leases index (zset)   ARGV: offset, count
+-- Keys and arguments: shared/scripts/checks.py `ExpiredLeases`.
 local _, now_ms = clock()
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'WITHSCORES', 'LIMIT', ARGV[1], ARGV[2])
+return redis.call('ZRANGEBYSCORE', k.index, '-inf', now_ms, 'WITHSCORES', 'LIMIT', a.offset, a.count)

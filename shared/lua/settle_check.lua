@@ -2,11 +2,12 @@
 -- index): drop it, or (given a score) look again then; unless the entry changed since it was read
 -- (a worker that starts a run writes its entry first; so does a new webhook event), so that what
 -- came meanwhile is never left out of the index.
--- KEYS: the index   ARGV: member, score read, next score or ''
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-if ARGV[3] == '' then
-  redis.call('ZREM', KEYS[1], ARGV[1])
+-- Keys and arguments: shared/scripts/checks.py `SettleCheck`.
+-- Returns 1 if settled, 0 if the entry changed since.
+if redis.call('ZSCORE', k.index, a.member) ~= a.score then return 0 end
+if a.next_score == '' then
+  redis.call('ZREM', k.index, a.member)
 else
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  redis.call('ZADD', k.index, a.next_score, a.member)
 end
 return 1

@@ -5,7 +5,7 @@ import pytest
 from redis import exceptions as redis_errors
 
 from tests.writes import AllWrites
-from tokentail.shared.lease_index import Due
+from tokentail.shared.scripts.checks import Due
 from tokentail.shared.scripts.runs import Look, Requeue
 from tokentail.worker.reaper import PAGE, Reaper
 
