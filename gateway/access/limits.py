@@ -22,8 +22,10 @@ from tokentail.gateway import metrics
 from tokentail.gateway.access.auth import Caller
 from tokentail.shared.errors import RateLimited, TooManyStreams
 from tokentail.shared.keys import Keys
-from tokentail.shared.lua import load_script
 from tokentail.shared.redis_clients import AnyRedis
+from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.limits import Count, CounterKey, SlotsKey, TakeSlot
+from tokentail.shared.scripts.runner import ScriptRunner
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ GIVEN_BACK_PER_TAKE = 1000  # well below Lua's bound on a script's arguments
 
 class RunBudget:
     def __init__(self, redis: AnyRedis, keys: Keys, per_minute: int) -> None:
-        self._count = redis.register_script(load_script("count"))  # type: ignore[misc]  # a cluster client has it too
+        self._scripts = ScriptRunner(redis, Topology())  # count.lua reads nothing of the topology
         self._keys = keys
         self._per_minute = per_minute
 
@@ -47,7 +49,7 @@ class RunBudget:
             return
         now = time.time()
         key = self._keys.tenant_runs(tenant, int(now // WINDOW_SECONDS))
-        count = await self._count(keys=[key], args=[2 * WINDOW_SECONDS])
+        count = await self._scripts(Count(CounterKey(key), 2 * WINDOW_SECONDS))
         if count > self._per_minute:
             metrics.RATE_LIMITED.labels("runs").inc()
             retry_after = max(1, math.ceil(WINDOW_SECONDS - now % WINDOW_SECONDS))
@@ -66,7 +68,7 @@ class StreamSlots:
         self._keys = keys
         self._limit = limit
         self._wait_seconds = wait_seconds
-        self._take = redis.register_script(load_script("take_slot"))  # type: ignore[misc]
+        self._scripts = ScriptRunner(redis, Topology())  # take_slot.lua reads nothing of the topology
         self._held: dict[str, str] = {}  # slot id -> tenant
         self._given_back: dict[str, set[str]] = collections.defaultdict(set)  # tenant -> slot ids
         self._to_flush = asyncio.Event()
@@ -99,9 +101,11 @@ class StreamSlots:
         now_ms = int(time.time() * 1000)
         key = self._keys.tenant_streams(tenant)
         given_back = list(itertools.islice(self._given_back.get(tenant, ()), GIVEN_BACK_PER_TAKE))
-        taken = await self._take(keys=[key], args=[slot_id, self._limit, now_ms, SLOT_TTL_SECONDS * 1000, *given_back])
+        taken = await self._scripts(
+            TakeSlot(SlotsKey(key), slot_id, self._limit, now_ms, SLOT_TTL_SECONDS * 1000, given_back)
+        )
         self._given_back[tenant].difference_update(given_back)  # the script removed them
-        return bool(taken)
+        return taken
 
     async def release(self, slot_id: str | None) -> None:
         """Give the slot back (returns at once: `flush_forever` removes it from Redis)."""

@@ -1,5 +1,6 @@
 -- Count one more in a window's counter, which expires with its window.
--- KEYS: counter   ARGV: ttl_seconds   Returns the count.
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+-- Keys and arguments: shared/scripts/limits.py `Count`.
+-- Returns the count.
+local count = redis.call('INCR', k.counter)
+if count == 1 then redis.call('EXPIRE', k.counter, a.ttl) end
 return count
