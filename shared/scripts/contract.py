@@ -1,12 +1,12 @@
 """A Lua script's contract, declared once in Python: its keys, its arguments and its reply.
 
-A contract is a frozen dataclass whose fields are, in order, what the script is called with:
+A contract is a dataclass whose fields are, in order, what the script is called with:
 
 - one field typed as a `KeyGroup` (a dataclass of key names): the script's KEYS, bound in Lua as a
   table named after the field (`k.meta`). A key field declared `only_if(...)` is passed, and bound,
   only in the topologies it names (`k.queue` exists only when the job queue shares the Redis);
-- fields typed as an `ArgGroup` (a dataclass of arguments that several scripts share): bound as a
-  table named after the field (`s.session_id`);
+- fields typed as an `ArgGroup` (a dataclass of arguments that several scripts share), before the
+  other arguments: bound as a table named after the field (`s.session_id`);
 - every other field: an argument, bound as `a.<name>`. A `list` field goes as its items, after
   their count unless it is the last field, and is bound as a Lua table.
 
@@ -111,6 +111,10 @@ class Script(Generic[R]):
                 layout.append((field.name, "list", ()))
             else:
                 layout.append((field.name, "value", ()))
+        arguments = [kind for _, kind, _ in layout if kind != "keys"]
+        last_group = max((i for i, kind in enumerate(arguments) if kind == "group"), default=-1)
+        if any(kind != "group" for kind in arguments[: last_group + 1]):
+            raise TypeError(f"{cls.__name__}: argument groups come before the other arguments (they are bound first)")
         return tuple(layout)
 
     @classmethod

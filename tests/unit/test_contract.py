@@ -2,14 +2,14 @@
 
 import itertools
 import json
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 import fakeredis
 import pytest
 from lupa import lua51  # type: ignore[import-untyped]
 
-from tokentail.shared.scripts import runs
+from tokentail.shared.scripts import checks, limits, runs
 from tokentail.shared.scripts.contract import Packer, Script, Topology
 from tokentail.shared.scripts.runs import (
     Append,
@@ -26,7 +26,8 @@ from tokentail.shared.scripts.runs import (
 TOPOLOGIES = [Topology(*flags) for flags in itertools.product((False, True), repeat=3)]
 CONTRACTS = [
     value
-    for value in vars(runs).values()
+    for module in (runs, checks, limits)
+    for value in vars(module).values()
     if isinstance(value, type) and issubclass(value, Script) and value is not Script
 ]
 
@@ -131,3 +132,15 @@ def test_every_script_compiles_with_its_bindings_in_every_topology(contract: typ
         if not compiled:
             _, error = load(contract.lua_source(topology))
         assert compiled, error
+
+
+def test_argument_groups_are_declared_before_the_other_arguments() -> None:
+    @dataclass(slots=True)
+    class Misordered(Script[None]):
+        SOURCE = "count"
+        k: AppendKeys
+        first: str
+        s: AppendShared
+
+    with pytest.raises(TypeError, match="argument groups come before"):
+        Misordered(AppendKeys("m", "e", "l"), "x", AppendShared(1)).args()
