@@ -32,8 +32,8 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.redis_server import RedisServer, free_port
-from tokentail.shared.lifecycle import RunLifecycle
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
@@ -116,13 +116,13 @@ def spawn_worker(tree: Path, redis_url: str, prefix: str) -> subprocess.Popen[by
     return worker
 
 
-async def queue_runs(lifecycle: RunLifecycle, count: int) -> list[str]:
+async def queue_runs(writes: SessionWrites, count: int) -> list[str]:
     async def one(delay: float) -> str:
         await asyncio.sleep(delay)
         session = SessionRecord(session_id=new_session_id(), created_at=time.time())
         params = {"tokens": TOKENS, "tokens_per_second": RATE}
         run = RunRecord(run_id=new_run_id(), input="benchmark", model="scripted", params=params, queued_at=time.time())
-        await lifecycle.queue_run(session.session_id, run, create=session)
+        await writes.queue_run(session.session_id, run, create=session)
         return session.session_id
 
     return await asyncio.gather(*(one(i / count) for i in range(count)))
@@ -156,7 +156,7 @@ async def level(tree: Path, runs: int) -> Level:
         worker = spawn_worker(tree, server.url, prefix)
         redis = Redis.from_url(server.url)
         settings = Settings(redis_url=server.url, key_prefix=prefix)
-        store, lifecycle = SessionStore(redis, settings), RunLifecycle(redis, settings)
+        store, writes = SessionStore(redis, settings), SessionWrites(redis, settings)
         assert server.process is not None
         pids = (worker.pid, server.process.pid)
         samples: list[tuple[float, float]] = []
@@ -170,7 +170,7 @@ async def level(tree: Path, runs: int) -> Level:
             sampler = asyncio.create_task(sample())
             before = [cpu_seconds(pid) for pid in (*pids, os.getpid())]
             busy, began = busy_seconds(), time.monotonic()
-            sessions = await queue_runs(lifecycle, runs)
+            sessions = await queue_runs(writes, runs)
             await wait_for_endings(store, sessions, within=60 + TOKENS / RATE + runs / 20)
             after = [cpu_seconds(pid) for pid in (*pids, os.getpid())]
             others = busy_seconds() - busy - sum(after) + sum(before)
