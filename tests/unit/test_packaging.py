@@ -1,5 +1,5 @@
-"""pyproject.toml installs every package folder of the repository, under the one import name; the
-framework environments' locks hold versions their extras allow."""
+"""pyproject.toml installs every package folder of the repository, under the one import name, and
+editors see them so; the framework environments' locks hold versions their extras allow."""
 
 import runpy
 import tomllib
@@ -24,6 +24,18 @@ def test_every_package_folder_is_installed_and_under_tokentail() -> None:
     }
     assert set(setuptools["packages"]) == folders
     assert setuptools["package-dir"] == {f"tokentail.{folder}": folder for folder in INSTALLED_INSIDE}
+
+
+def test_editors_see_the_package_as_installed_in_the_view_that_install_lays_out() -> None:
+    # pyright (so VS Code's Pylance) and mypy find tokentail.gateway, .worker and .shared in links laid
+    # out by ./scripts/install, which the tests run after: one for each entry of tokentail/ and of package-dir.
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    installed = {entry.name: entry for entry in (ROOT / "tokentail").iterdir()}
+    for name, folder in tool["setuptools"]["package-dir"].items():
+        installed[name.removeprefix("tokentail.")] = ROOT / folder
+    view = ROOT / tool["pyright"]["extraPaths"][0] / "tokentail"
+    shown = {link.name: link.resolve() for link in view.iterdir() if link.name != "__pycache__"}
+    assert shown == {name: path.resolve() for name, path in installed.items() if name != "__pycache__"}
 
 
 def test_each_framework_environment_s_lock_satisfies_the_extras_it_installs() -> None:
