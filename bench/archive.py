@@ -23,24 +23,27 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(ROOT))  # the tests' PostgreSQL helper
 from tests.postgres_server import PostgresServer  # noqa: E402
-from tests.writes import AllWrites  # noqa: E402
 from tokentail.gateway.access.ids import new_run_id, new_session_id  # noqa: E402
+from tokentail.gateway.commands.writes import SessionWrites  # noqa: E402
 from tokentail.shared.archive import Archive, migrate  # noqa: E402
 from tokentail.shared.events import MessageDelta, RunCompleted  # noqa: E402
 from tokentail.shared.records import RunRecord, SessionRecord  # noqa: E402
 from tokentail.shared.settings import Settings  # noqa: E402
 from tokentail.worker.archiver import Archiver  # noqa: E402
-from tokentail.worker.run_writes import RunLease  # noqa: E402
+from tokentail.worker.run_writes import (
+    RunLease,  # noqa: E402
+    RunWrites,  # noqa: E402
+)
 
 DELTAS_PER_TURN = 100
 
 
 async def write_session(redis: Redis, settings: Settings, events: int) -> str:
-    runs = AllWrites(redis, settings)
+    gateway, runs = SessionWrites(redis, settings), RunWrites(redis, settings)
     session = SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted")
     for number in range(max(1, events // (DELTAS_PER_TURN + 3))):
         run = RunRecord(run_id=new_run_id(), input=f"question {number}", model="scripted")
-        await runs.queue_run(session.session_id, run, create=session if number == 0 else None)
+        await gateway.queue_run(session.session_id, run, create=session if number == 0 else None)
         assert await runs.start_run(session.session_id, run.run_id, run.run_id, token="t") is not None
         lease = RunLease(runs, session.session_id, run.run_id, "t")
         deltas = [MessageDelta(run_id=run.run_id, text=f"word{i} ").model_dump_json() for i in range(DELTAS_PER_TURN)]

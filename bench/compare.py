@@ -28,13 +28,14 @@ import harness
 import httpx2
 from redis.asyncio import Redis
 
-from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.redis_server import RedisServer, free_port
 from tokentail.shared.events import RunCompleted
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.settings import Settings
+from tokentail.worker.run_writes import RunWrites
 
 PEERS = Path(__file__).resolve().parent / "peers"
 TOKENS, RATE = 300, 50
@@ -195,10 +196,10 @@ class Tokentail(System):
         settings = Settings(redis_url=self.redis.url, key_prefix=self.stack.prefix)
         redis = Redis.from_url(self.redis.url)
         self.producer.send_signal(signal.SIGSTOP)  # the worker must not take this run: it is ours
-        runs = AllWrites(redis, settings)
+        gateway, runs = SessionWrites(redis, settings), RunWrites(redis, settings)
         session = SessionRecord(session_id=new_session_id(), tenant="public", created_at=time.time())
         run = RunRecord(run_id=new_run_id(), input="benchmark", queued_at=time.time(), model="scripted")
-        await runs.queue_run(session.session_id, run, create=session)
+        await gateway.queue_run(session.session_id, run, create=session)
         started = await runs.start_run(session.session_id, run.run_id, run.run_id)
         assert started is not None
         lease = started.lease

@@ -29,11 +29,11 @@ from light_producer import LEASE, begin
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
-from tests.writes import AllWrites
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.shared.events import MessageDelta, RunCompleted
 from tokentail.shared.response_ids import response_id
 from tokentail.shared.settings import Settings
-from tokentail.worker.run_writes import RunLease
+from tokentail.worker.run_writes import RunLease, RunWrites
 
 RESUME_DELTAS = 500
 # Where clients resume a completed run, by the text deltas they hold: at its middle (what a Responses
@@ -141,11 +141,12 @@ async def follow_cost(stack: Stack, encoding: Encoding, streams: int, tokens: in
 async def completed_runs(stack: Stack, count: int) -> list[tuple[str, str]]:
     """`count` completed runs of RESUME_DELTAS text deltas each, written as a worker writes them."""
     redis = Redis.from_url(stack.redis.url)
-    lifecycle = AllWrites(redis, Settings(redis_url=stack.redis.url, key_prefix=stack.prefix))
+    settings = Settings(redis_url=stack.redis.url, key_prefix=stack.prefix)
+    gateway, runs = SessionWrites(redis, settings), RunWrites(redis, settings)
     made = []
     for _ in range(count):
-        session_id, run_id = await begin(lifecycle)
-        lease = RunLease(lifecycle, session_id, run_id, LEASE)
+        session_id, run_id = await begin(gateway, runs)
+        lease = RunLease(runs, session_id, run_id, LEASE)
         texts = [f" token{i}" for i in range(RESUME_DELTAS)]
         for start in range(0, RESUME_DELTAS, 50):  # appends of the size a worker's are
             deltas = [MessageDelta(run_id=run_id, text=text).model_dump_json() for text in texts[start : start + 50]]

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 
 from control import serve_starts  # noqa: E402
 
-from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.shared.events import RunCompleted
 from tokentail.shared.gc_tuning import tune_for_server
 from tokentail.shared.records import RunRecord, SessionRecord
@@ -34,22 +34,22 @@ from tokentail.shared.scripts.contract import Topology
 from tokentail.shared.scripts.runs import AppendEvents, RenewLease
 from tokentail.shared.settings import Settings
 from tokentail.worker.pipelines import ScriptPipeline
-from tokentail.worker.run_writes import RunLease
+from tokentail.worker.run_writes import RunLease, RunWrites
 
 FLUSH_SECONDS = 0.05
 LEASE = "bench-light-producer"
 
 
-async def begin(runs: AllWrites) -> tuple[str, str]:
+async def begin(gateway: SessionWrites, runs: RunWrites) -> tuple[str, str]:
     """A session with a run whose lease this process holds."""
     session = SessionRecord(session_id=new_session_id(), created_at=time.time())
     run = RunRecord(run_id=new_run_id(), input="benchmark", model="scripted", queued_at=time.time())
-    await runs.queue_run(session.session_id, run, create=session)
+    await gateway.queue_run(session.session_id, run, create=session)
     await runs.start_run(session.session_id, run.run_id, run.run_id, token=LEASE)
     return session.session_id, run.run_id
 
 
-async def produce(runs: AllWrites, session_id: str, run_id: str, tokens: int, rate: float) -> None:
+async def produce(runs: RunWrites, session_id: str, run_id: str, tokens: int, rate: float) -> None:
     started, sent = time.monotonic(), 0
     while sent < tokens:
         due = min(tokens, int((time.monotonic() - started) * rate) + 1)
@@ -69,10 +69,10 @@ async def main(port: int) -> None:
         AppendEvents: ScriptPipeline(redis, AppendEvents.lua_source(topology), joinable=True),
         RenewLease: ScriptPipeline(redis, RenewLease.lua_source(topology)),
     }
-    runs = AllWrites(redis, settings, batched=pipelines)
+    gateway, runs = SessionWrites(redis, settings), RunWrites(redis, settings, batched=pipelines)
 
     async def start(query: dict[str, str]) -> tuple[dict[str, str], Coroutine[Any, Any, None]]:
-        session_id, run_id = await begin(runs)
+        session_id, run_id = await begin(gateway, runs)
         return {"session_id": session_id}, produce(runs, session_id, run_id, int(query["tokens"]), float(query["rate"]))
 
     await serve_starts(port, start)

@@ -4,7 +4,7 @@
     .venv/bin/python bench/reopen.py                     # 1,000 turns of 60 deltas, 5 reopens each way
     .venv/bin/python bench/reopen.py --turns 100 -r 2    # a small run, to check the script itself
 
-The session is written as a worker writes it (the run scripts, through `AllWrites`): each turn a
+The session is written as a worker writes it (the run scripts, through `SessionWrites` and `RunWrites`): each turn a
 run queued and started, its answer in deltas of about four words, then `run.completed`. Figures are
 bytes on the wire and the time from the request to the last byte (the gateway ends the stream once
 the session is idle), then the events tokentail's Python client yields and its time to the last,
@@ -20,25 +20,25 @@ import httpx2
 from harness import Stack, percentile
 from redis.asyncio import Redis
 
-from tests.writes import AllWrites
 from tokentail.client import AsyncTokentail, CatchUp
 from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.shared.events import MessageDelta, RunCompleted
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.settings import Settings
-from tokentail.worker.run_writes import RunLease
+from tokentail.worker.run_writes import RunLease, RunWrites
 
 WORDS = "the quick brown fox jumps over a lazy dog while it streams ".split()
 
 
 async def write_session(settings: Settings, turns: int, deltas: int) -> str:
     redis = Redis.from_url(str(settings.redis_url))
-    runs = AllWrites(redis, settings)
+    gateway, runs = SessionWrites(redis, settings), RunWrites(redis, settings)
     session = SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted")
     try:
         for number in range(turns):
             run = RunRecord(run_id=new_run_id(), input=f"question {number}", model="scripted")
-            await runs.queue_run(session.session_id, run, create=session if number == 0 else None)
+            await gateway.queue_run(session.session_id, run, create=session if number == 0 else None)
             started = await runs.start_run(session.session_id, run.run_id, run.run_id, token=f"t{number}")
             assert started is not None
             lease = RunLease(runs, session.session_id, run.run_id, f"t{number}")
