@@ -3,10 +3,11 @@ installed, to run with this venv's interpreter (harness.Stack's `gateway_tree`).
 
 The repository keeps tokentail.gateway, .shared and .worker in the folders gateway/, shared/ and
 worker/ beside tokentail/ (pyproject.toml's package-dir); the editable install maps them for this
-tree only. So the revision is extracted (`git archive`) and viewed through links, as scripts/check
-does for mypy: view/tokentail/ holds tokentail/'s entries and gateway, shared, worker. With the view
-first on the import path, `import tokentail.gateway` finds the revision's (the editable install's
-finder comes after the path's), and the check below says so before anything is measured.
+tree only. So the revision is extracted (`git archive`) and viewed through links, as
+./scripts/install lays out for pyright and mypy: view/tokentail/ holds tokentail/'s entries and
+gateway, shared, worker. With the view first on the import path, `import tokentail.gateway` finds
+the revision's (the editable install's finder comes after the path's), and the check below says so
+before anything is measured.
 """
 
 import subprocess
