@@ -4,7 +4,7 @@ their progress, feed the results back, and ask again, until it answers without t
 Each model turn that called tools, and each tool call's result, is a step of the run
 (`RunContext.step`): recorded once, replayed when the run goes on, after a takeover or after the
 answer to a question. So a run that goes on asks the model only for the turn a crash cut (continuing
-its text where the provider can, worker/continuation.py) and runs a tool only if its result was not
+its text where the provider can, worker/recovery/takeover.py) and runs a tool only if its result was not
 recorded; a tool cut mid-call runs again with the same call id, which it can take as an idempotency
 key (a `call_id` parameter). A tool that needs approval runs once a person approves the call
 (`ctx.ask`, kind `approval`); the run waits without a worker meanwhile.
@@ -24,7 +24,6 @@ from tokentail.shared.params import RunParams
 from tokentail.worker import metrics
 from tokentail.worker.agents import Agent
 from tokentail.worker.context import RunContext
-from tokentail.worker.continuation import TURN_STEP
 from tokentail.worker.providers.base import (
     Chunk,
     InvalidRequest,
@@ -38,6 +37,7 @@ from tokentail.worker.providers.base import (
     ToolCall,
     Usage,
 )
+from tokentail.worker.recovery.takeover import TURN_STEP
 from tokentail.worker.retry import RetryPolicy, stream_with_retries
 from tokentail.worker.tools import Tool, ToolError
 
@@ -196,7 +196,8 @@ async def _run_tool(
     shown already). The result is recorded before the call is shown finished: a crash in between
     replays it, never runs it again."""
     if (recorded := context.recorded_step(_tool_step(call))) is not None:
-        await context.tool_started(call.call_id, call.name, call.arguments)  # each shown once: see worker/replay.py
+        # Each shown once: see worker/recovery/replay.py.
+        await context.tool_started(call.call_id, call.name, call.arguments)
         outcome = {key: recorded.get(key) for key in ("result", "error")}
         await context.tool_finished(call.call_id, **outcome, denied=recorded.get("denied", False))
         return recorded["content"], recorded["failed"]

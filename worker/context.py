@@ -19,7 +19,7 @@ A run can ask a person and wait for the answer, for minutes or days, with no wor
 While it waits, the worker is free; the answer (from any client, through any gateway) queues the
 run again, and a worker runs the agent again from its start, with the run's record: each `ask`
 answered before returns its answer at once, and what the record holds is not streamed again
-(worker/replay.py). A worker that takes over a crashed run does the same (for your own agent, when
+(worker/recovery/replay.py). A worker that takes over a crashed run does the same (for your own agent, when
 it is marked `@continues`). Work that must not be done twice goes in a step, recorded once and
 replayed after:
 

@@ -26,11 +26,11 @@ from tokentail.worker import metrics
 from tokentail.worker.agent_loop import AgentError, run_model_agent
 from tokentail.worker.agents import Agent, load_agent
 from tokentail.worker.context import RunContext, WaitingForInput
-from tokentail.worker.continuation import plan_takeover
 from tokentail.worker.lease import LeaseKeeper
 from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
-from tokentail.worker.replay import Replay
+from tokentail.worker.recovery.replay import Replay
+from tokentail.worker.recovery.takeover import plan_takeover
 from tokentail.worker.retry import RetryPolicy
 from tokentail.worker.run_writes import RunLease, RunWrites, Takeover
 from tokentail.worker.running import RunningRuns, Stop

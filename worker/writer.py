@@ -39,7 +39,7 @@ from tokentail.shared.events import (
 )
 from tokentail.shared.outage import is_outage
 from tokentail.worker import metrics
-from tokentail.worker.replay import Replay
+from tokentail.worker.recovery.replay import Replay
 from tokentail.worker.run_writes import RunLease
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class EventWriter:
         self._started = clock()
 
     def go_on(self, replay: Replay) -> None:
-        """This attempt goes on from the run's record (worker/replay.py)."""
+        """This attempt goes on from the run's record (worker/recovery/replay.py)."""
         self.replay = replay
         self.text_parts = [replay.text] if replay.text else []
         self.answered = any(_is_answer(event.type) for event in replay.log.events)

@@ -204,7 +204,7 @@ async def test_openai_compatible_reasoning_content_streams_as_reasoning_apart_fr
     ]
 
 
-# -- continuing a partial answer after a takeover (worker/continuation.py) ---------------------------
+# -- continuing a partial answer after a takeover (worker/recovery/takeover.py) ---------------------------
 
 CUT = ModelRequest("m", MESSAGES, TOOLS, continue_text="The answer is ")
 

@@ -15,12 +15,12 @@ from tokentail.shared.run_log import RunLog
 from tokentail.worker.agent_loop import run_model_agent
 from tokentail.worker.agents import Agent
 from tokentail.worker.context import RunContext, WaitingForInput
-from tokentail.worker.continuation import kept_until
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.providers.base import Provider
 from tokentail.worker.providers.openai_chat import OpenAIProvider
 from tokentail.worker.providers.scripted import ScriptedProvider
-from tokentail.worker.replay import Replay
+from tokentail.worker.recovery.replay import Replay
+from tokentail.worker.recovery.takeover import kept_until
 from tokentail.worker.retry import RetryPolicy
 from tokentail.worker.tools import tool
 from tokentail.worker.writer import EventWriter, FlushTicks
