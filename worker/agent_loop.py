@@ -67,7 +67,7 @@ async def run_model_agent(
         raise InvalidRequest(f"invalid params: {exc}") from None
 
     async def on_retry(error: ProviderError, delay: float) -> None:
-        metrics.PROVIDER_ERRORS.labels(context.writer.provider, error.kind).inc()
+        metrics.PROVIDER_ERRORS.labels(context.hooks.writer.provider, error.kind).inc()
         await context.status(f"{error} Retrying in {delay:.1f} s.")
 
     for _ in range(agent.max_steps):
@@ -97,10 +97,11 @@ async def _turn(
 ) -> Message:
     """One model turn: replayed from the record, or streamed (continuing the text clients have of
     it, when the provider can); a turn that called tools is recorded."""
-    key = context.step_key(TURN_STEP)
-    if (recorded := context.recorded_step(key)) is not None:
+    hooks = context.hooks
+    key = hooks.step_key(TURN_STEP)
+    if (recorded := hooks.recorded_step(key)) is not None:
         turn = _message(recorded["message"])
-        context.replayed(turn.content, recorded["reasoning_chars"])  # the stream has them
+        hooks.replayed(turn.content, recorded["reasoning_chars"])  # the stream has them
         return turn  # (its usage counts for the attempt that made it: worker/usage.py)
     prefix = context.resume_text() if provider.continues else ""
     streamed = False
@@ -122,7 +123,7 @@ async def _turn(
         # 400) before it said anything: the turn starts over, and clients drop what they had of it.
         if not prefix or streamed or exc.kind != "invalid_request":
             raise
-        await context.restart_resumed_text(prefix)
+        await hooks.restart_resumed_text(prefix)
         turn, reasoning_chars = await model("")
     if turn.tool_calls:
         await context.record_step(key, {"message": asdict(turn), "reasoning_chars": reasoning_chars})
@@ -161,7 +162,7 @@ async def _approve(
     for call in calls:
         if not (call.name in tools and tools[call.name].needs_approval):
             continue
-        if context.recorded_step(_tool_step(call)) is not None:
+        if context.hooks.recorded_step(_tool_step(call)) is not None:
             continue  # it ran, after its answer: the replay has its result
         await context.tool_started(call.call_id, call.name, call.arguments)
         arguments = json.dumps(call.arguments, ensure_ascii=False)
@@ -195,7 +196,7 @@ async def _run_tool(
     and whether it failed. `approved`: a person's decision on a call that needed one (its start is
     shown already). The result is recorded before the call is shown finished: a crash in between
     replays it, never runs it again."""
-    if (recorded := context.recorded_step(_tool_step(call))) is not None:
+    if (recorded := context.hooks.recorded_step(_tool_step(call))) is not None:
         # Each shown once: see worker/recovery/replay.py.
         await context.tool_started(call.call_id, call.name, call.arguments)
         outcome = {key: recorded.get(key) for key in ("result", "error")}

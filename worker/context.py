@@ -19,9 +19,9 @@ A run can ask a person and wait for the answer, for minutes or days, with no wor
 While it waits, the worker is free; the answer (from any client, through any gateway) queues the
 run again, and a worker runs the agent again from its start, with the run's record: each `ask`
 answered before returns its answer at once, and what the record holds is not streamed again
-(worker/recovery/replay.py). A worker that takes over a crashed run does the same (for your own agent, when
-it is marked `@continues`). Work that must not be done twice goes in a step, recorded once and
-replayed after:
+(worker/recovery/replay.py). A worker that takes over a crashed run does the same (for your own
+agent, when it is marked `@continues`). Work that must not be done twice goes in a step, recorded
+once and replayed after:
 
     order = await ctx.step("fetch-order", fetch_order, order_id)    # its result is kept with the run
     prefix = ctx.resume_text()       # the answer text clients have and this attempt has not streamed
@@ -30,6 +30,10 @@ Frameworks report a tool's start and its end as two callbacks, not one scope: fo
 `ctx.tool_started(call_id, name, arguments)` and later `ctx.tool_finished(call_id, result=...)` (or
 `error=...`). Every call takes `agent=`: the sub-agent or branch the event comes from, when several
 stream into one run side by side.
+
+That is all an agent needs. tokentail's own code (the run, the built-in loop, the framework adapters)
+reaches the attempt's internals through `ctx.hooks` (worker/recovery/hooks.py), which is not part of
+this API.
 """
 
 import asyncio
@@ -38,7 +42,6 @@ import json
 import re
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -46,20 +49,19 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
-from tokentail.shared.errors import StepTooLarge
 from tokentail.shared.events import (
     DATA_NAME,
     MAX_EVENT_BYTES,
     CustomData,
-    EventType,
     InputKind,
-    RunContinued,
     Status,
     ToolCompleted,
     ToolFailed,
     ToolStarted,
 )
-from tokentail.shared.records import MAX_STEP_BYTES, OnExpiry, Question, RunRecord, Turn
+from tokentail.shared.records import OnExpiry, Question, RunRecord, Turn
+from tokentail.shared.run_log import RunLog
+from tokentail.worker.recovery.hooks import RunHooks
 from tokentail.worker.usage import UsageMeter
 from tokentail.worker.writer import EventWriter
 
@@ -131,23 +133,35 @@ class ToolScope:
 
 class RunContext:
     def __init__(
-        self, writer: EventWriter, session_id: str, run: RunRecord, history: list[Turn], meter: UsageMeter | None = None
+        self,
+        writer: EventWriter,
+        session_id: str,
+        run: RunRecord,
+        history: list[Turn],
+        meter: UsageMeter | None = None,
+        log: RunLog | None = None,
     ) -> None:
-        self.writer = writer
+        """`log`: the run's record, when this attempt goes on from it (worker/recovery/)."""
         self.session_id = session_id
         self.run_id = run.run_id
         self.input = run.input
         self.params = run.params
         self.attempt = run.attempt
         self.history = history  # earlier completed turns of this session
-        self.meter = meter if meter is not None else UsageMeter(run, writer)
-        self._tools_started: dict[str, tuple[float, str | None]] = {}  # call id -> when it started, by which agent
+        meter = meter if meter is not None else UsageMeter(run, writer)
+        self._hooks = RunHooks(self, writer, run, meter, log)
+        self._writer = writer  # the hooks' own, kept here for the per-token path
+        self._meter = meter
         self._asked = run.asked  # questions asked before this attempt, all answered
         self._answers = run.answers
         self._asks = 0  # `ask` calls so far in this attempt
         self._tool_calls = 0
-        self._steps = dict(run.steps)  # recorded before this attempt, and by it
-        self._step_names: Counter[str] = Counter()  # calls of `step` so far in this attempt, by name
+
+    @property
+    def hooks(self) -> RunHooks:
+        """Not the agent API: the attempt's internals, for tokentail's own run, built-in loop and
+        framework adapters (worker/recovery/hooks.py). They may change in any release."""
+        return self._hooks
 
     async def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """`fn(*args, **kwargs)` (awaited if it returns an awaitable), done once for the run: its
@@ -155,69 +169,30 @@ class RunContext:
         answer gets the recorded result back without calling `fn`. Steps are told apart by `name`
         and by their order among the steps of that name. A step that raised is not recorded: it is
         done again."""
-        key = self.step_key(name)
-        if (recorded := self.recorded_step(key)) is not None:
+        key = self._hooks.step_key(name)
+        if (recorded := self._hooks.recorded_step(key)) is not None:
             return recorded
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
             value = await value
-        return await self.record_step(key, value)
-
-    def step_key(self, name: str) -> str:
-        """The key of the next step named `name` in this attempt."""
-        index = self._step_names[name]
-        self._step_names[name] += 1
-        return f"{name}#{index}"
-
-    def recorded_step(self, key: str) -> Any:
-        """The result step `key` recorded (None if it was not)."""
-        stored = self._steps.get(key)
-        return None if stored is None else json.loads(stored)
+        return await self._hooks.record_step(key, value)
 
     async def record_step(self, key: str, value: Any) -> Any:
-        """Record `value` as step `key`'s result, after what the run streamed before it; returns
-        the value as a replay would (through JSON)."""
-        try:
-            stored = json.dumps(value, ensure_ascii=False)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"a step's result must be JSON: {exc}") from None
-        if (size := len(stored.encode())) > MAX_STEP_BYTES:
-            raise StepTooLarge(f"step {key!r}: a result of {size} bytes exceeds {MAX_STEP_BYTES} (MAX_STEP_BYTES)")
-        await self.writer.record_step(key, stored)
-        self._steps[key] = stored
-        return json.loads(stored)
+        """Record `value` (JSON) as step `key`'s result, after what the run streamed before it;
+        returns the value as a replay would (through JSON). `step` does this with the result of its
+        `fn`; an adapter that records its framework's own state (LangGraph's checkpoints) does it
+        by a key of its own."""
+        return await self._hooks.record_step(key, value)
 
     @property
     def streamed_text(self) -> str:
         """The answer text the run's clients had when this attempt started ("" on a first attempt)."""
-        return self.writer.replay.text if self.writer.replay is not None else ""
-
-    def replayed(self, text: str, reasoning_chars: int = 0) -> None:
-        """Count a replayed step's text and reasoning, which the record holds, as streamed again."""
-        if self.writer.replay is not None:
-            self.writer.replay.skip(EventType.MESSAGE_DELTA, len(text))
-            self.writer.replay.skip(EventType.REASONING_DELTA, reasoning_chars)
-
-    def skip_recorded(self) -> None:
-        """Count everything the record holds as streamed: for an agent that goes on from its last
-        step (`continues(..., redoes_after_last_step=True)`) and streams only what follows it."""
-        if self.writer.replay is not None:
-            self.writer.replay.skip_all()
-
-    async def restart_resumed_text(self, text: str) -> None:
-        """The model could not continue `text`, which `resume_text()` gave: clients drop it (a
-        `run.continued` keeping the run's events up to before it), and the turn starts over."""
-        replay = self.writer.replay
-        if replay is None or not text:
-            return
-        before, _ = replay.log.cut(len(replay.text) - len(text))
-        self.writer.drop_text(len(text))
-        await self.writer.emit(RunContinued(run_id=self.run_id, attempt=self.attempt, from_event_id=before))
+        return self._hooks.streamed_text
 
     def resume_text(self) -> str:
         """The answer text the run's clients have and this attempt has not streamed yet, counted as
         streamed now: give it to a model that continues a partial answer, and stream what follows."""
-        return self.writer.replay.take_text() if self.writer.replay is not None else ""
+        return self._hooks.resume_text()
 
     async def ask(
         self,
@@ -249,7 +224,7 @@ class RunContext:
             json.dumps(state)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"a question's state must be JSON: {exc}") from None
-        await self.writer.flush()
+        await self._writer.flush()
         question = Question(
             input_id=f"in_{secrets.token_hex(8)}",
             kind=kind,
@@ -259,7 +234,7 @@ class RunContext:
             on_expiry=on_expiry,
             default=default,
             call_id=call_id,
-            output_before=self.writer.text,
+            output_before=self._hooks.output,
             state=state,
         )
         raise WaitingForInput(question)
@@ -271,25 +246,25 @@ class RunContext:
         if not self._asked:
             return None
         self._asks = len(self._asked) - 1
-        self.skip_recorded()  # it goes on from the question: what follows is new
+        self._hooks.skip_recorded()  # it goes on from the question: what follows is new
         return self._asked[-1].state
 
     async def delta(self, text: str, *, agent: str | None = None) -> None:
-        self.meter.streamed(len(text))
-        await self.writer.delta(text, agent)
+        self._meter.streamed(len(text))
+        await self._writer.delta(text, agent)
 
     async def reasoning(self, text: str, *, agent: str | None = None) -> None:
-        self.meter.streamed(len(text))
-        await self.writer.reasoning(text, agent)
+        self._meter.streamed(len(text))
+        await self._writer.reasoning(text, agent)
 
     async def status(self, text: str, *, agent: str | None = None) -> None:
-        await self.writer.emit(Status(run_id=self.run_id, text=text, agent=agent))
+        await self._writer.emit(Status(run_id=self.run_id, text=text, agent=agent))
 
     async def data(self, name: str, data: Any, *, agent: str | None = None) -> None:
         """A `data.<name>` event holding `data` (any JSON value); `name`: letters, digits, - and _."""
         if not re.match(DATA_NAME, name):
             raise ValueError(f"data event names are 1-64 letters, digits, '-' or '_', not {name!r}")
-        await self.writer.emit(CustomData(run_id=self.run_id, name=name, data=data, agent=agent))
+        await self._writer.emit(CustomData(run_id=self.run_id, name=name, data=data, agent=agent))
 
     def tool(
         self, name: str, arguments: dict[str, Any], call_id: str | None = None, *, agent: str | None = None
@@ -301,8 +276,8 @@ class RunContext:
     async def tool_started(
         self, call_id: str, name: str, arguments: dict[str, Any], *, agent: str | None = None
     ) -> None:
-        self._tools_started[call_id] = (time.monotonic(), agent)
-        await self.writer.emit(
+        self._hooks.open_calls[call_id] = (time.monotonic(), agent)
+        await self._writer.emit(
             ToolStarted(run_id=self.run_id, call_id=call_id, name=name, arguments=arguments, agent=agent)
         )
 
@@ -318,7 +293,7 @@ class RunContext:
         """`tool.completed` with `result`, or `tool.failed` with `error` (`denied`: a person denied
         the call, which did not run); a call whose start this context did not see is reported with a
         duration of 0."""
-        started, _ = self._tools_started.pop(call_id, (None, None))
+        started, _ = self._hooks.open_calls.pop(call_id, (None, None))
         duration_ms = int((time.monotonic() - started) * 1000) if started is not None else 0
         if error is None:
             completed = ToolCompleted(
@@ -328,29 +303,19 @@ class RunContext:
                 # The model gets the whole result; the stream shows its beginning.
                 preview = json.dumps(result, ensure_ascii=False, default=str)[:PREVIEW_CHARS]
                 completed.result = f"{preview}… (truncated: {len(whole)} bytes)"
-            await self.writer.emit(completed)
+            await self._writer.emit(completed)
             return
         if isinstance(error, BaseException):
             # A cancelled run (or a stopping worker) ends its tool calls too: say so in the stream.
             cancelled = isinstance(error, asyncio.CancelledError)
             error = "cancelled" if cancelled else str(error)[:PREVIEW_CHARS] or type(error).__name__
-        await self.writer.emit(
+        await self._writer.emit(
             ToolFailed(
                 run_id=self.run_id, call_id=call_id, error=error, duration_ms=duration_ms, denied=denied, agent=agent
             )
         )
 
-    async def fail_open_tools(self, error: BaseException) -> None:
-        """`tool.failed` for every call started and not finished: the agent raised `error` meanwhile."""
-        for call_id, (_, agent) in list(self._tools_started.items()):
-            await self.tool_finished(call_id, error=error, agent=agent)
-
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
         """Report what a model call cost (tokens in, tokens out): counted for this attempt, recorded
         with the run as it comes, summed over the run's attempts at its end (worker/usage.py)."""
-        self.meter.add(input_tokens, output_tokens)
-
-    @property
-    def usage(self) -> dict[str, int]:
-        """This attempt's usage so far."""
-        return self.meter.usage
+        self._meter.add(input_tokens, output_tokens)

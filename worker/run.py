@@ -29,7 +29,6 @@ from tokentail.worker.context import RunContext, WaitingForInput
 from tokentail.worker.lease import LeaseKeeper
 from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
-from tokentail.worker.recovery.replay import Replay
 from tokentail.worker.recovery.takeover import plan_takeover
 from tokentail.worker.retry import RetryPolicy
 from tokentail.worker.run_writes import RunLease, RunWrites, Takeover
@@ -216,13 +215,12 @@ async def _generate(
     # It goes on from its record (after an answer; taken over, unless it started over), and what
     # the record holds is not streamed again.
     log = await store.run_log(session_id, run) if run.started_as == "resume" else kept
-    if log is not None:
-        writer.go_on(Replay(log))
     agent = load_agent(run.agent, settings)
     meter.reports = meter.reports or isinstance(agent, Agent)  # a model-driven agent's providers report usage
     if run.started_as == "takeover":  # the attempt before was cut short: what it streamed unreported is estimated
         await meter.estimate_taken_over(store, session_id, run)
-    context = RunContext(writer, session_id, run, history, meter)
+    context = RunContext(writer, session_id, run, history, meter, log)
+    hooks = context.hooks
     try:
         async with asyncio.timeout(settings.run_timeout_seconds):
             if isinstance(agent, Agent):
@@ -235,13 +233,13 @@ async def _generate(
                 await agent(context)
     except Exception as exc:
         # A framework's tool that raised out of its run (PydanticAI lets it) left its call open: end it.
-        await context.fail_open_tools(exc)
+        await hooks.fail_open_tools(exc)
         raise
-    if not writer.answered:
+    if not hooks.answered:
         logger.warning("run %s of session %s: agent %s finished without an answer", run.run_id, session_id, run.agent)
         await writer.emit(Status(run_id=run.run_id, text=NO_ANSWER))
     await writer.flush()
-    return RunCompleted(run_id=run.run_id, output=writer.text, usage=meter.total())
+    return RunCompleted(run_id=run.run_id, output=hooks.output, usage=meter.total())
 
 
 def _uncancel() -> None:

@@ -14,6 +14,11 @@ What one run may store is bounded: a delta holds at most `MAX_DELTA_CHARS` (a lo
 several), any other event at most `MAX_EVENT_BYTES`, and an attempt's text `max_output_chars`; past
 the last two, the run fails with `output_too_large` or `event_too_large`. Readers can then hold a
 bounded amount of a session in memory, however long it is.
+
+An attempt that goes on from its run's record (a takeover, an answer: worker/recovery/) streams
+again some of what the record holds. All the writer knows of that is `recorded`, which it asks of
+each event what the record holds of it, and it appends only the rest; its `text` is then the
+answer this attempt added.
 """
 
 import asyncio
@@ -24,7 +29,7 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from tokentail.shared.events import (
     DATA_PREFIX,
@@ -39,7 +44,6 @@ from tokentail.shared.events import (
 )
 from tokentail.shared.outage import is_outage
 from tokentail.worker import metrics
-from tokentail.worker.recovery.replay import Replay
 from tokentail.worker.run_writes import RunLease
 
 logger = logging.getLogger(__name__)
@@ -56,10 +60,22 @@ _TEXT_EVENTS: dict[type[MessageDelta | ReasoningDelta], str] = {
 }
 
 
-def _is_answer(event_type: str) -> bool:
+def is_answer(event_type: str) -> bool:
     """Whether an event shows the run's answer, or part of it: its text, a tool call, a data event
     (not a status or reasoning, which say how the agent gets there)."""
     return event_type == EventType.MESSAGE_DELTA or event_type.startswith(("tool.", DATA_PREFIX))
+
+
+class Recorded(Protocol):
+    """What the run's record holds of what this attempt streams again (worker/recovery/replay.py)."""
+
+    def new_text(self, event_type: str, text: str) -> str:
+        """The part of `text` (of a text or reasoning delta) past what the record holds."""
+        ...
+
+    def holds(self, event_type: str, data: EventData) -> bool:
+        """Whether the record holds this event already."""
+        ...
 
 
 class OutputTooLarge(Exception):
@@ -126,31 +142,19 @@ class EventWriter:
         # Append ids: unique per writer (random) and per append (counted), without a random draw each.
         self._id_prefix = secrets.token_hex(6) + "-"
         self._appends = 0
-        self.text_parts: list[str] = []  # the run's answer: recorded before this attempt, then streamed
+        self.text_parts: list[str] = []  # the answer text this attempt streamed (past the record)
         # A run that goes on runs its agent again: what the record holds is not appended again.
-        self.replay: Replay | None = None
+        self.recorded: Recorded | None = None
         self._answering = False  # this attempt streamed answer text
-        # The run has shown something as its answer: text, a tool call or a data event (worker/run.py
-        # says so in the stream when it ends without any).
+        # This attempt showed something as the run's answer: text, a tool call or a data event.
         self.answered = False
         self.events_appended = 0
         self.provider = "custom"  # the metrics label of what produces the text; set once it is known
         self._tokens = metrics.TOKENS.labels(self.provider)
         self._started = clock()
 
-    def go_on(self, replay: Replay) -> None:
-        """This attempt goes on from the run's record (worker/recovery/replay.py)."""
-        self.replay = replay
-        self.text_parts = [replay.text] if replay.text else []
-        self.answered = any(_is_answer(event.type) for event in replay.log.events)
-
-    def drop_text(self, chars: int) -> None:
-        """The run's answer without its last `chars` characters (clients drop them: see RunContext)."""
-        text = self.text
-        self.text_parts = [text[: len(text) - chars]]
-
     async def delta(self, text: str, agent: str | None = None) -> None:
-        """Answer text, coalesced into `message.delta` events; the run's output is all of it."""
+        """Answer text, coalesced into `message.delta` events: this attempt's part of the run's output."""
         await self._text(MessageDelta, text, agent)
 
     async def reasoning(self, text: str, agent: str | None = None) -> None:
@@ -160,8 +164,8 @@ class EventWriter:
     async def _text(self, kind: type[MessageDelta | ReasoningDelta], text: str, agent: str | None) -> None:
         if self._failure is not None:
             raise self._failure
-        if self.replay is not None:
-            text = self.replay.new_text(_TEXT_EVENTS[kind], text)
+        if self.recorded is not None:
+            text = self.recorded.new_text(_TEXT_EVENTS[kind], text)
         if not text:
             return
         if (kind, agent) != self._pending_kind:
@@ -187,8 +191,8 @@ class EventWriter:
         event_type = event_type_of(data)
         if event_type in TERMINAL_EVENTS:
             raise TypeError(f"{event_type} ends the run: use finish()")
-        self.answered = self.answered or _is_answer(event_type)
-        if self.replay is not None and self.replay.holds(event_type, data):
+        self.answered = self.answered or is_answer(event_type)
+        if self.recorded is not None and self.recorded.holds(event_type, data):
             return
         stored = data.model_dump_json()
         if (size := len(stored.encode())) > MAX_EVENT_BYTES:
@@ -206,7 +210,8 @@ class EventWriter:
         """Record a step's result with the run, after the text streamed before it (see RunContext.step)."""
         await self.flush()
         # Recording the same result again changes nothing: a try whose reply was lost is harmless.
-        await self._through_outage(lambda: self._lease.record_step(key, value_json), "step", self._clock())
+        step = functools.partial(self._lease.record_step, key, value_json)
+        await _through_outage(step, "step", self._run_id, self._clock, self._clock())
 
     async def flush(self) -> None:
         """Append the pending text now, after any append in flight."""
@@ -349,22 +354,26 @@ class EventWriter:
         # Through an outage, keep trying with the same append id, so a try whose reply was lost is
         # not appended twice. The lease bounds it: if a reaper gave the run to another worker
         # meanwhile, the retry is fenced.
-        await self._through_outage(lambda: self._lease.append(events, append_id, ending), "append", started)
+        append = functools.partial(self._lease.append, events, append_id, ending)
+        await _through_outage(append, "append", self._run_id, self._clock, started)
 
-    async def _through_outage(self, call: Callable[[], Awaitable[Any]], what: str, started: float) -> None:
-        """`call()`, tried again through a Redis outage for up to OUTAGE_SECONDS since `started`."""
-        for failures in itertools.count():
-            try:
-                await call()
-            except Exception as exc:
-                if not is_outage(exc) or self._clock() - started > OUTAGE_SECONDS:
-                    raise
-                if not failures:  # once per outage, not once per try
-                    logger.warning(
-                        "%s for run %s failed (%s); retrying for up to %.0f s", what, self._run_id, exc, OUTAGE_SECONDS
-                    )
-                await asyncio.sleep(min(1.0, 0.05 * 2**failures))
-            else:
-                if failures:
-                    logger.info("%s for run %s went through after %.1f s", what, self._run_id, self._clock() - started)
-                return
+
+async def _through_outage(
+    call: Callable[[], Awaitable[Any]], what: str, run_id: str, clock: Callable[[], float], started: float
+) -> None:
+    """`call()`, tried again through a Redis outage for up to OUTAGE_SECONDS since `started`."""
+    for failures in itertools.count():
+        try:
+            await call()
+        except Exception as exc:
+            if not is_outage(exc) or clock() - started > OUTAGE_SECONDS:
+                raise
+            if not failures:  # once per outage, not once per try
+                logger.warning(
+                    "%s for run %s failed (%s); retrying for up to %.0f s", what, run_id, exc, OUTAGE_SECONDS
+                )
+            await asyncio.sleep(min(1.0, 0.05 * 2**failures))
+        else:
+            if failures:
+                logger.info("%s for run %s went through after %.1f s", what, run_id, clock() - started)
+            return

@@ -26,7 +26,7 @@ def _context(store: RecordingLease, text: str, **params: Any) -> RunContext:
 
 
 async def _events(store: RecordingLease, context: RunContext) -> list[tuple[str, dict[str, Any]]]:
-    await context.writer.flush()
+    await context.hooks.writer.flush()
     return store.events
 
 
@@ -43,7 +43,7 @@ async def test_the_scripted_model_calls_the_calculator_and_answers_with_its_resu
     assert completed["call_id"] == started["call_id"] and completed["result"] == 42
     text = "".join(data["text"] for kind, data in events if kind == "message.delta")
     assert text.startswith("Let me calculate that. The calculator says 42.")
-    assert context.usage["output_tokens"] > 0
+    assert context.hooks.meter.usage["output_tokens"] > 0
 
 
 async def test_parallel_calls_run_and_their_results_go_back_to_the_model() -> None:
@@ -115,7 +115,7 @@ async def test_a_reasoning_model_s_thinking_streams_as_reasoning_and_stays_out_o
         ("reasoning.delta", "Six sevens... "),
         ("message.delta", "42."),
     ]
-    assert context.writer.text == "42."
+    assert context.hooks.writer.text == "42."
 
 
 async def test_anthropic_thinking_streams_as_reasoning_and_its_signed_block_goes_back_with_the_tool_call() -> None:

@@ -19,7 +19,6 @@ from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.providers.base import Provider
 from tokentail.worker.providers.openai_chat import OpenAIProvider
 from tokentail.worker.providers.scripted import ScriptedProvider
-from tokentail.worker.recovery.replay import Replay
 from tokentail.worker.recovery.takeover import kept_until
 from tokentail.worker.retry import RetryPolicy
 from tokentail.worker.tools import tool
@@ -45,19 +44,18 @@ class CountingCalculator:
 
 async def _attempt(
     agent: Agent, provider: Provider, record: list[Event], steps: dict[str, str], attempt: int, question: str
-) -> tuple[RecordingLease, EventWriter]:
+) -> tuple[RecordingLease, RunContext]:
     params = {"tokens": 60, "tokens_per_second": 400} if isinstance(provider, ScriptedProvider) else {}
     """One attempt of the run, going on from `record` and `steps` (none on the first)."""
     lease = RecordingLease()
     writer = EventWriter(lease, FlushTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
-    if attempt > 1:
-        writer.go_on(Replay(RunLog.of("r", record)))
+    log = RunLog.of("r", record) if attempt > 1 else None
     run = RunRecord(run_id="r", input=question, params=params)
     run.attempt, run.steps = attempt, dict(steps)
-    context = RunContext(writer, "s", run, history=[])
+    context = RunContext(writer, "s", run, history=[], log=log)
     await run_model_agent(agent, context, provider, "m", RetryPolicy(), tool_timeout=5)
     await writer.flush()
-    return lease, writer
+    return lease, context
 
 
 def _landed(journal: list[tuple[str, Any]], first_seq: int) -> tuple[list[Event], dict[str, str]]:
@@ -78,8 +76,8 @@ async def _killed_at_every_instant(
     """For each instant: whether the second attempt kept every event, and the tool's runs in it."""
     counter = CountingCalculator()
     agent = Agent(name="counting", tools=(counter.tool,))
-    whole, writer = await _attempt(agent, make_provider(0), [], {}, 1, question)
-    answer, tool_used = writer.text, bool(counter.runs)
+    whole, context = await _attempt(agent, make_provider(0), [], {}, 1, question)
+    answer, tool_used = context.hooks.output, bool(counter.runs)
     assert answer
     outcomes = []
     for instant in range(len(whole.journal) + 1):
@@ -91,11 +89,11 @@ async def _killed_at_every_instant(
         continued = {"run_id": "r", "attempt": 2, "from_event_id": keep}
         record.append((len(record) + 1, "run.continued", json.dumps(continued)))
         turns_recorded = sum(key.startswith("turn#") for key in steps)
-        second, writer = await _attempt(agent, make_provider(turns_recorded), record, steps, 2, question)
+        second, context = await _attempt(agent, make_provider(turns_recorded), record, steps, 2, question)
         after, _ = _landed(second.journal, first_seq=len(record) + 1)
         seen = RunLog.of("r", [*record, *after])
         assert seen.text == answer, f"killed after {instant} of {len(whole.journal)} writes"
-        assert writer.text == answer  # the run's output
+        assert context.hooks.output == answer  # the run's output
         tool_recorded = any(key.startswith("tool:") for key in steps)
         assert len(counter.runs) == (1 if tool_used and not tool_recorded else 0)
         outcomes.append((instant, keep == len(record) - 1, len(counter.runs)))
@@ -252,12 +250,12 @@ async def test_a_model_that_refuses_to_continue_starts_the_turn_over_and_clients
     ]
     lease = RecordingLease()
     writer = EventWriter(lease, FlushTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
-    writer.go_on(Replay(RunLog.of("r", record)))
-    context = RunContext(writer, "s", RunRecord(run_id="r", input="time?", attempt=2), history=[])
+    run = RunRecord(run_id="r", input="time?", attempt=2)
+    context = RunContext(writer, "s", run, history=[], log=RunLog.of("r", record))
     await run_model_agent(Agent(name="a"), context, AnthropicProvider(fake.anthropic()), "m", RetryPolicy(), 5)
     await writer.flush()
     assert fake.requests[0]["messages"][-1] == {"role": "assistant", "content": "It is"}  # refused
     assert fake.requests[1]["messages"][-1]["role"] == "user"  # the turn again, from its start
     after, _ = _landed(lease.journal, first_seq=4)
     assert after[0][1] == "run.continued" and json.loads(after[0][2])["from_event_id"] == 1
-    assert RunLog.of("r", [*record, *after]).text == writer.text == "It is noon."
+    assert RunLog.of("r", [*record, *after]).text == context.hooks.output == "It is noon."

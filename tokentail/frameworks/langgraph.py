@@ -82,10 +82,10 @@ def langgraph_agent(
         if (state := ctx.resumed_state()) is not None:  # going on after the answer to an interrupt
             load_saver(saver, state["checkpoints"])
             graph_input = Command(resume=await ctx.ask(""))  # the answer recorded for it
-        elif (checkpoints := ctx.recorded_step(CHECKPOINTS)) is not None:  # taken over: from the last one
+        elif (checkpoints := ctx.hooks.recorded_step(CHECKPOINTS)) is not None:  # taken over: from the last one
             load_saver(saver, checkpoints)
             graph_input = None  # LangGraph resumes the thread from its last checkpoint
-            ctx.skip_recorded()  # clients have what came before it (and dropped what came after)
+            ctx.hooks.skip_recorded()  # clients have what came before it (and dropped what came after)
         configurable = {**(config or {}).get("configurable", {}), "thread_id": ctx.run_id}
         run_config = cast(RunnableConfig, {**(config or {}), "configurable": configurable})
         stream = cast(  # an async generator: closed on the way out

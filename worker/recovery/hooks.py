@@ -1,0 +1,126 @@
+"""RunHooks: what tokentail's own code drives an attempt with, beyond the agent API.
+
+`RunContext` (worker/context.py) is the agent author's API. The run (worker/run.py), the built-in
+loop (worker/agent_loop.py) and the framework adapters (tokentail/frameworks/) also need the
+attempt's internals, which they reach as `ctx.hooks`; an agent of your own needs none of them, and
+they may change in any release. Most of them are how an attempt goes on from its run's record:
+
+- Steps (`step_key`, `recorded_step`, `record_step`; `RunContext.step` is made of them): results
+  recorded with the run once, which an attempt that goes on finds by key instead of doing again.
+- The replay (worker/recovery/replay.py): what the record holds is not appended again. The writer
+  asks it of each event (as its `recorded`, the one tie between the two); the loop and the adapters
+  tell it what they replayed or skip (`replayed`, `skip_recorded`), and take or drop the text
+  clients have of a cut model turn (`resume_text`, `restart_resumed_text`).
+- The run's answer (`output`, `answered`): what clients kept from before this attempt, then what
+  this attempt streamed.
+
+The rest: the attempt's writer, its usage meter, and the tool calls it has open (`fail_open_tools`).
+"""
+
+import json
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from tokentail.shared.errors import StepTooLarge
+from tokentail.shared.events import EventType, RunContinued
+from tokentail.shared.records import MAX_STEP_BYTES, RunRecord
+from tokentail.shared.run_log import RunLog
+from tokentail.worker.recovery.replay import Replay
+from tokentail.worker.usage import UsageMeter
+from tokentail.worker.writer import EventWriter, is_answer
+
+if TYPE_CHECKING:
+    from tokentail.worker.context import RunContext
+
+
+class RunHooks:
+    def __init__(
+        self, context: "RunContext", writer: EventWriter, run: RunRecord, meter: UsageMeter, log: RunLog | None
+    ) -> None:
+        self.writer = writer
+        self.meter = meter
+        self.open_calls: dict[str, tuple[float, str | None]] = {}  # call id -> when it started, by which agent
+        self._context = context
+        self._run_id = run.run_id
+        self._attempt = run.attempt
+        self._steps = dict(run.steps)  # recorded before this attempt, and by it
+        self._step_names: Counter[str] = Counter()  # steps taken so far in this attempt, by name
+        # `log`: the run's record, when this attempt goes on from it (after an answer; taken over,
+        # unless it started over). Its agent runs again, and what the record holds is not appended again.
+        self._replay = None if log is None else Replay(log)
+        writer.recorded = self._replay
+        self._kept_text = "" if self._replay is None else self._replay.text  # the answer clients kept
+        self._answered_before = log is not None and any(is_answer(event.type) for event in log.events)
+
+    def step_key(self, name: str) -> str:
+        """The key of the next step named `name` in this attempt."""
+        index = self._step_names[name]
+        self._step_names[name] += 1
+        return f"{name}#{index}"
+
+    def recorded_step(self, key: str) -> Any:
+        """The result step `key` recorded (None if it was not)."""
+        stored = self._steps.get(key)
+        return None if stored is None else json.loads(stored)
+
+    async def record_step(self, key: str, value: Any) -> Any:
+        """Record `value` as step `key`'s result, after what the run streamed before it; returns
+        the value as a replay would (through JSON)."""
+        try:
+            stored = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"a step's result must be JSON: {exc}") from None
+        if (size := len(stored.encode())) > MAX_STEP_BYTES:
+            raise StepTooLarge(f"step {key!r}: a result of {size} bytes exceeds {MAX_STEP_BYTES} (MAX_STEP_BYTES)")
+        await self.writer.record_step(key, stored)
+        self._steps[key] = stored
+        return json.loads(stored)
+
+    @property
+    def streamed_text(self) -> str:
+        """The answer text the run's clients had when this attempt started ("" on a first attempt)."""
+        return self._replay.text if self._replay is not None else ""
+
+    def resume_text(self) -> str:
+        """The answer text the run's clients have and this attempt has not streamed yet, counted as
+        streamed now."""
+        return self._replay.take_text() if self._replay is not None else ""
+
+    def replayed(self, text: str, reasoning_chars: int = 0) -> None:
+        """Count a replayed step's text and reasoning, which the record holds, as streamed again."""
+        if self._replay is not None:
+            self._replay.skip(EventType.MESSAGE_DELTA, len(text))
+            self._replay.skip(EventType.REASONING_DELTA, reasoning_chars)
+
+    def skip_recorded(self) -> None:
+        """Count everything the record holds as streamed: for an agent that goes on from its last
+        step (`continues(..., redoes_after_last_step=True)`) and streams only what follows it."""
+        if self._replay is not None:
+            self._replay.skip_all()
+
+    async def restart_resumed_text(self, text: str) -> None:
+        """The model could not continue `text`, which `resume_text()` gave (the end of the answer
+        clients kept): clients drop it (a `run.continued` keeping the run's events up to before it),
+        and the turn starts over."""
+        replay = self._replay
+        if replay is None or not text:
+            return
+        before, _ = replay.log.cut(len(replay.text) - len(text))
+        self._kept_text = self._kept_text[: len(self._kept_text) - len(text)]
+        await self.writer.emit(RunContinued(run_id=self._run_id, attempt=self._attempt, from_event_id=before))
+
+    @property
+    def output(self) -> str:
+        """The run's answer: the text clients kept from before this attempt, then what it streamed."""
+        return self._kept_text + self.writer.text
+
+    @property
+    def answered(self) -> bool:
+        """Whether the run has shown something as its answer: text, a tool call or a data event
+        (worker/run.py says so in the stream when it ends without any)."""
+        return self._answered_before or self.writer.answered
+
+    async def fail_open_tools(self, error: BaseException) -> None:
+        """`tool.failed` for every call started and not finished: the agent raised `error` meanwhile."""
+        for call_id, (_, agent) in list(self.open_calls.items()):
+            await self._context.tool_finished(call_id, error=error, agent=agent)
