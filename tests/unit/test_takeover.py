@@ -1,21 +1,21 @@
-"""A run that goes on after its worker died, killed at every instant of a run: what the record held
-at that instant (the appends and steps that had landed), then a second attempt from it. Clients'
-text reads as the uninterrupted answer, and a tool whose result was recorded never runs again."""
+"""A run that goes on after its worker died (worker/recovery/takeover.py), killed at every instant
+of a run: what the record held at that instant (the appends and steps that had landed), then a
+second attempt from it. Clients' text reads as the uninterrupted answer, and a tool whose result was
+recorded never runs again."""
 
 import json
 from typing import Any
 
 import pytest
 
-from tests.fake_llm import FakeLLM, Reply, anthropic_stream, openai_stream
+from tests.fake_llm import FakeLLM, Reply, openai_stream
+from tests.unit.test_run_log import _log
 from tests.unit.test_writer import RecordingLease
-from tokentail.shared.errors import StepTooLarge
-from tokentail.shared.records import MAX_STEP_BYTES, RunRecord
+from tokentail.shared.records import RunRecord
 from tokentail.shared.run_log import RunLog
 from tokentail.worker.agent_loop import run_model_agent
 from tokentail.worker.agents import Agent
-from tokentail.worker.context import RunContext, WaitingForInput
-from tokentail.worker.providers.anthropic_messages import AnthropicProvider
+from tokentail.worker.context import RunContext
 from tokentail.worker.providers.base import Provider
 from tokentail.worker.providers.openai_chat import OpenAIProvider
 from tokentail.worker.providers.scripted import ScriptedProvider
@@ -127,32 +127,6 @@ async def test_with_openai_s_own_api_only_the_cut_turn_restarts() -> None:
     assert asked[0] == 0 and max(asked) == 1
 
 
-def _log(*events: tuple[str, dict[str, Any]]) -> RunLog:
-    return RunLog.of(
-        "r", [(seq, kind, json.dumps({"run_id": "r", **data})) for seq, (kind, data) in enumerate(events, 1)]
-    )
-
-
-def test_the_log_keeps_what_clients_keep() -> None:
-    log = _log(
-        ("run.started", {"attempt": 1}),
-        ("message.delta", {"text": "dead "}),
-        ("run.retrying", {"attempt": 2, "reason": "x"}),  # 3: drops what came before
-        ("run.started", {"attempt": 2}),
-        ("message.delta", {"text": "Hello "}),  # 5
-        ("tool.started", {"call_id": "c1", "name": "t", "arguments": {}}),
-        ("tool.completed", {"call_id": "c1", "result": 1, "duration_ms": 0}),
-        ("reasoning.delta", {"text": "hmm"}),  # 8
-        ("message.delta", {"text": "wor"}),  # 9
-        ("run.continued", {"attempt": 3, "from_event_id": 7}),  # drops 8 and 9
-        ("message.delta", {"text": "world"}),
-        ("status", {"text": "s"}),
-    )
-    assert log.text == "Hello world" and log.last_seq == 12
-    assert log.started_calls == log.finished_calls == {"c1"} and log.reasoning_chars == 0
-    assert log.counts() == {"status": 1}
-
-
 def test_the_cut_is_what_came_since_the_last_tool_or_question_past_the_recorded_turns() -> None:
     log = _log(
         ("message.delta", {"text": "Let me look. "}),  # turn 0, recorded
@@ -171,91 +145,8 @@ def test_the_cut_is_what_came_since_the_last_tool_or_question_past_the_recorded_
     assert kept_until(agent, turn, log, continues=False) == 3
 
 
-async def test_a_step_is_done_once_and_replayed_after() -> None:
-    lease = RecordingLease()
-    writer = EventWriter(lease, FlushTicks(0), max_output_chars=100)  # type: ignore[arg-type]
-    calls: list[int] = []
-
-    async def fetch(order: int) -> dict[str, Any]:
-        calls.append(order)
-        return {"order": order, "items": []}
-
-    context = RunContext(writer, "s", RunRecord(run_id="r", input="x"), history=[])
-    assert await context.step("fetch", fetch, 7) == {"order": 7, "items": []}
-    assert await context.step("fetch", fetch, 8) == {"order": 8, "items": []}  # the second of that name
-    with pytest.raises(ValueError, match="must be JSON"):
-        await context.step("bad", lambda: object())
-    assert list(lease.steps) == ["fetch#0", "fetch#1"]
-    again = RunContext(writer, "s", RunRecord(run_id="r", input="x", steps=lease.steps), history=[])
-    assert await again.step("fetch", fetch, 7) == {"order": 7, "items": []}
-    assert await again.step("fetch", fetch, 8) == {"order": 8, "items": []}
-    assert calls == [7, 8]  # replayed, not done again
-
-
 def test_a_tool_s_call_id_parameter_is_its_idempotency_key_never_the_model_s() -> None:
     counter = CountingCalculator()
     assert counter.tool.takes_call_id
     assert "call_id" not in counter.tool.spec.parameters["properties"]
     assert counter.tool.spec.parameters["required"] == ["expression"]
-
-
-async def test_a_step_too_large_to_keep_with_the_run_is_refused_clearly() -> None:
-    lease = RecordingLease()
-    writer = EventWriter(lease, FlushTicks(0), max_output_chars=100)  # type: ignore[arg-type]
-    context = RunContext(writer, "s", RunRecord(run_id="r", input="x"), history=[])
-    with pytest.raises(StepTooLarge, match="exceeds"):
-        await context.step("big", lambda: "x" * (MAX_STEP_BYTES + 1))
-    assert lease.steps == {}
-
-
-async def test_a_denied_call_replayed_after_a_crash_is_still_shown_denied() -> None:
-    """Killed after the denial was recorded and before `tool.failed` was appended: the next attempt
-    shows the call failed as denied, without asking again or running the tool."""
-    counter = CountingCalculator()
-    agent = Agent(name="careful", tools=(counter.tool.asking_first(),))
-    question = "what is 6 * 7?"
-    with pytest.raises(WaitingForInput) as waiting:
-        await _attempt(agent, ScriptedProvider(), [], {}, 1, question)
-    asked = waiting.value.question
-    resumed = RunRecord(run_id="r", input=question, params={"tokens_per_second": 0}, attempt=1)
-    resumed.asked, resumed.answers = [asked], {asked.input_id: {"approved": False}}
-    lease = RecordingLease()
-    writer = EventWriter(lease, FlushTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
-    await run_model_agent(
-        agent, RunContext(writer, "s", resumed, history=[]), ScriptedProvider(), "m", RetryPolicy(), 5
-    )
-    await writer.flush()
-    (failed,) = [data for kind, data in lease.events if kind == "tool.failed"]
-    assert failed["denied"] is True and counter.runs == []
-    # Replayed with the denial recorded but none of its events appended (no record of them to skip):
-    steps = dict(lease.steps)
-    again = RunRecord(run_id="r", input=question, params={"tokens_per_second": 0}, attempt=2, steps=steps)
-    again.asked, again.answers = resumed.asked, resumed.answers
-    replayer = RecordingLease()
-    writer = EventWriter(replayer, FlushTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
-    await run_model_agent(agent, RunContext(writer, "s", again, history=[]), ScriptedProvider(), "m", RetryPolicy(), 5)
-    await writer.flush()
-    (shown,) = [data for kind, data in replayer.events if kind == "tool.failed"]
-    assert shown["denied"] is True and counter.runs == []
-
-
-async def test_a_model_that_refuses_to_continue_starts_the_turn_over_and_clients_drop_its_text() -> None:
-    """Anthropic's newest models answer a prefill with 400: the turn starts over, after a
-    `run.continued` that drops the text clients had of it."""
-    fake = FakeLLM([Reply(status=400), Reply(chunks=anthropic_stream(["It is ", "noon."]))])
-    record: list[Event] = [
-        (1, "run.started", json.dumps({"run_id": "r", "attempt": 1})),
-        (2, "message.delta", json.dumps({"run_id": "r", "text": "It is "})),
-        (3, "run.continued", json.dumps({"run_id": "r", "attempt": 2, "from_event_id": 2})),
-    ]
-    lease = RecordingLease()
-    writer = EventWriter(lease, FlushTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
-    run = RunRecord(run_id="r", input="time?", attempt=2)
-    context = RunContext(writer, "s", run, history=[], log=RunLog.of("r", record))
-    await run_model_agent(Agent(name="a"), context, AnthropicProvider(fake.anthropic()), "m", RetryPolicy(), 5)
-    await writer.flush()
-    assert fake.requests[0]["messages"][-1] == {"role": "assistant", "content": "It is"}  # refused
-    assert fake.requests[1]["messages"][-1]["role"] == "user"  # the turn again, from its start
-    after, _ = _landed(lease.journal, first_seq=4)
-    assert after[0][1] == "run.continued" and json.loads(after[0][2])["from_event_id"] == 1
-    assert RunLog.of("r", [*record, *after]).text == context.hooks.output == "It is noon."
