@@ -3,11 +3,11 @@ their progress, feed the results back, and ask again, until it answers without t
 
 Each model turn that called tools, and each tool call's result, is a step of the run
 (`RunContext.step`): recorded once, replayed when the run goes on, after a takeover or after the
-answer to a question. So a run that goes on asks the model only for the turn a crash cut (continuing
-its text where the provider can, worker/recovery/takeover.py) and runs a tool only if its result was not
-recorded; a tool cut mid-call runs again with the same call id, which it can take as an idempotency
-key (a `call_id` parameter). A tool that needs approval runs once a person approves the call
-(`ctx.ask`, kind `approval`); the run waits without a worker meanwhile.
+answer to a question. So a run that goes on asks the model only for the turn a crash cut
+(continuing its text where the provider can, worker/recovery/takeover.py) and runs a tool only if
+its result was not recorded; a tool cut mid-call runs again with the same call id, which it can take
+as an idempotency key (a `call_id` parameter). A tool that needs approval runs once a person
+approves the call (`ctx.ask`, kind `approval`); the run waits without a worker meanwhile.
 """
 
 import asyncio

@@ -2,4 +2,9 @@
 
 The takeover decision (go on from a recorded point, or start over), the replay of what a run
 recorded before, and the journal of what a worker wrote, to append again what Redis lost.
+
+- takeover.py: the takeover decision, before the new attempt claims the run (`plan_takeover`).
+- replay.py: what the run's record holds that the attempt streams again (`Replay`); the writer asks
+  it of each event (`EventWriter.recorded`, worker/writer.py) and appends only the rest.
+- hooks.py: the attempt's side of it (`RunHooks`, `ctx.hooks`): steps, the replay, the run's answer.
 """
