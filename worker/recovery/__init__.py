@@ -7,4 +7,5 @@ recorded before, and the journal of what a worker wrote, to append again what Re
 - replay.py: what the run's record holds that the attempt streams again (`Replay`); the writer asks
   it of each event (`EventWriter.recorded`, worker/writer.py) and appends only the rest.
 - hooks.py: the attempt's side of it (`RunHooks`, `ctx.hooks`): steps, the replay, the run's answer.
+- lost_writes.py: the journal of a run's last appends, appended again when Redis lost them.
 """
