@@ -3,7 +3,7 @@
 A `run.retrying` drops everything the run streamed before it (the run started over); a
 `run.continued` drops the run's events after its `from_event_id` (a model turn cut by a crash, whose
 provider cannot continue it). What is left is what every client shows: the worker continues from it
-(worker/context.py), and the session's partial text is read from it (shared/store.py).
+(worker/recovery/), and the session's partial text is read from it (shared/store.py).
 """
 
 import json

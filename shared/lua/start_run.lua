@@ -1,7 +1,7 @@
 -- A worker claims the session's active run: take the lease, count the attempt, append `run.started`
 -- with its `reason`: `start` (its first) or `resume`. A run whose last worker died or handed it over
 -- (status `running`, no lease) is taken over: the attempt goes up and, as the worker decided from the
--- run's record (worker/continuation.py), it goes on (`run.continued` keeping the run's events up to
+-- run's record (worker/recovery/takeover.py), it goes on (`run.continued` keeping the run's events up to
 -- `keep_until`) or, with no `keep_until`, starts over (`run.retrying`, then `run.started`: clients
 -- drop what it streamed). A run queued again by the answer to its question (started before, status
 -- `queued`) resumes as the same attempt: it goes on, nothing to drop. A duplicate delivery of a job
