@@ -6,7 +6,7 @@ The benchmark uses it to measure the gateway when the worker, not the gateway, i
 runs out of first: each stream is a session and a run recorded by the store's own scripts, its
 lease taken by this process, then the same tokens as the scripted model (the first at once, then
 those due every 50 ms joined into one `message.delta`) appended through `SessionStore.append` over
-the worker's pipelines (worker/pipelines.py), then `run.completed`. No arq worker runs: the run's
+the worker's pipelines (shared/scripts/pipeline.py), then `run.completed`. No arq worker runs: the run's
 job waits in the queue, unclaimed.
 """
 
@@ -31,9 +31,9 @@ from tokentail.shared.events import RunCompleted
 from tokentail.shared.gc_tuning import tune_for_server
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.pipeline import ScriptPipeline
 from tokentail.shared.scripts.runs import AppendEvents, RenewLease
 from tokentail.shared.settings import Settings
-from tokentail.worker.pipelines import ScriptPipeline
 from tokentail.worker.run_writes import RunLease, RunWrites
 
 FLUSH_SECONDS = 0.05

@@ -46,12 +46,12 @@ from tokentail.shared.keys import Keys
 from tokentail.shared.redis_clients import close_sentinels, redis_client, sessions_client
 from tokentail.shared.redis_urls import sentinel_setup
 from tokentail.shared.scripts.contract import Script, Topology
+from tokentail.shared.scripts.pipeline import ScriptPipeline
 from tokentail.shared.scripts.runner import Batched
 from tokentail.shared.scripts.runs import AppendEvents, RenewLease
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.archiver import Archiver
-from tokentail.worker.pipelines import ScriptPipeline
 from tokentail.worker.probe import ProbeServer, probe_app
 from tokentail.worker.providers import Providers
 from tokentail.worker.reaper import Reaper

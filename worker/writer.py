@@ -5,7 +5,7 @@ with those that arrive together with it (in the same loop step: one network read
 follow within `flush_interval` of the last append are joined into one `message.delta` when the
 window closes. Windows close on one grid of ticks for every writer of the process (`FlushTicks`):
 the runs whose windows close together append at the same tick, which the worker sends to Redis as
-one round trip and one script call (worker/pipelines.py). Appends run in the background, one at a
+one round trip and one script call (shared/scripts/pipeline.py). Appends run in the background, one at a
 time, so the model's stream never waits on Redis: tokens that arrive while an append is in flight
 join the next one, which batches harder exactly when Redis or the network is slow. Any other
 event first flushes the pending text, so the stream keeps the order in which the agent produced it.
@@ -90,7 +90,7 @@ class FlushTicks:
     """The coalescing windows of every writer of a process, on one grid: a window that ends between
     two ticks ends at the later one (at most `period` late), so the writers whose windows end close
     together append at the same instant, and the worker sends their appends as one round trip and
-    one script call (worker/pipelines.py). One timer per tick, not one per writer."""
+    one script call (shared/scripts/pipeline.py). One timer per tick, not one per writer."""
 
     def __init__(self, interval: float, period: float = 0.005) -> None:
         self.interval = interval

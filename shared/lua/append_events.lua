@@ -1,5 +1,5 @@
 -- Append events of running runs, one append per run, as many runs as the worker had waiting
--- (worker/pipelines.py sends them together): the per-token path. None of the events ends a run or
+-- (shared/scripts/pipeline.py sends them together): the per-token path. None of the events ends a run or
 -- is reported to a webhook (append.lua takes those). Each append is fenced and idempotent as in
 -- append.lua, and each has its own reply: one fenced run does not stop the others.
 --

@@ -83,7 +83,7 @@ def _lua_string(value: bool | str) -> str:
 
 class Script(Generic[R]):
     """Base of a contract. `SOURCE`: the script's file in shared/lua/, without `.lua`. `JOINABLE`: the
-    script takes many calls in one (worker/pipelines.py): its argument groups come once, first, then
+    script takes many calls in one (shared/scripts/pipeline.py): its argument groups come once, first, then
     each call's keys and arguments follow the previous call's (every list counted), and Lua binds
     `calls`, a list of `{k = ..., a = ...}`, one per call."""
 

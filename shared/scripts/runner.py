@@ -2,7 +2,7 @@
 
 `ScriptRunner` is the one way a script is called: it packs the contract's keys and arguments for
 the deployment's topology, sends the script (EVALSHA, loaded again by redis-py if Redis forgot it,
-or through a pipeline that joins many processes' calls: worker/pipelines.py), turns a fenced
+or through a pipeline that joins many processes' calls: shared/scripts/pipeline.py), turns a fenced
 script's FENCED and LOST errors into `LeaseLost` and `WritesLost`, and parses the reply. On a
 Sentinel setup (`acknowledge`), a script whose contract says a failover must not take it back waits
 for a replica to have it. What a deployment adds around some scripts (the queue's outbox, the
@@ -23,7 +23,7 @@ R = TypeVar("R")
 
 
 class Batched(Protocol):
-    """A script sent with other processes' calls of it (worker/pipelines.py `ScriptPipeline`)."""
+    """A script sent with other processes' calls of it (shared/scripts/pipeline.py `ScriptPipeline`)."""
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any: ...
 

@@ -301,7 +301,7 @@ class AppendKeys(KeyGroup):
 @dataclass(slots=True)
 class AppendEvents(Script[int]):
     """The per-token path: events that neither end a run nor go to a webhook, many runs' appends in
-    one call (worker/pipelines.py joins them); one reply per append."""
+    one call (shared/scripts/pipeline.py joins them); one reply per append."""
 
     SOURCE = "append_events"
     JOINABLE = True

@@ -20,10 +20,10 @@ from tokentail.shared.events import InputRequired
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import Question
 from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.pipeline import ScriptPipeline
 from tokentail.shared.scripts.runs import AppendEvents, Asked
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
-from tokentail.worker.pipelines import ScriptPipeline
 from tokentail.worker.run_writes import RunLease
 
 

@@ -104,7 +104,7 @@ def test_a_joinable_script_binds_each_joined_call() -> None:
     ]
     packer = Packer.of(AppendEvents, topology)
     keys = [key for call in calls for key in packer.keys(call)]
-    args = packer.args(calls[0]) + packer.args(calls[1])[1:]  # the shared argument once (worker/pipelines.py)
+    args = packer.args(calls[0]) + packer.args(calls[1])[1:]  # the shared argument once (shared/scripts/pipeline.py)
     source = AppendEvents.lua_bindings(topology) + ECHO
     reply: Any = fakeredis.FakeRedis().eval(source, len(keys), *keys, *args)
     bound = json.loads(reply)

@@ -12,11 +12,11 @@ from tests.waiting import eventually
 from tests.writes import AllWrites
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.pipeline import JOINED_CALLS, ScriptPipeline
 from tokentail.shared.scripts.runs import AppendEvents, AppendKeys, AppendShared, RenewLease
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.lease import LeaseKeeper
-from tokentail.worker.pipelines import JOINED_CALLS, ScriptPipeline
 from tokentail.worker.run_writes import RunLease
 
 

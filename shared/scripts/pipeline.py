@@ -1,4 +1,5 @@
-"""The script calls of every run in this worker process, sent to Redis together.
+"""A script's calls from every run of a process, sent to Redis together (a worker's appends and
+lease renewals: the script runner sends those contracts this way, shared/scripts/runner.py).
 
 One append at a time goes out per run (the writer waits for each), but a worker runs many runs: the
 calls they make while a round trip is on its way wait for it to come back, then go together as one
