@@ -55,6 +55,12 @@ class RunLease:
     run_id: str
     token: str
     journal: WriteJournal = field(default_factory=WriteJournal, compare=False, repr=False)
+    # The keys of its per-token appends, worked out once.
+    append_keys: AppendKeys = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        keys = self.runs.keys.session(self.session_id)
+        object.__setattr__(self, "append_keys", AppendKeys(keys.meta, keys.events, keys.lease))
 
     async def append(
         self, events: Sequence[tuple[str, str]], append_id: str | None = None, ending: Ending | None = None
@@ -125,6 +131,7 @@ class RunWrites(Writes):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._appending_again: set[asyncio.Future[int]] = set()  # held: the loop keeps tasks weakly
+        self._append_shared = AppendShared(self.settings.stream_maxlen)
 
     async def start_run(
         self,
@@ -185,10 +192,9 @@ class RunWrites(Writes):
     ) -> AppendEvents:
         """The per-token path: events that neither end the run nor go to a webhook, whose calls the
         worker sends many runs' at a time."""
-        keys = self.keys.session(lease.session_id)
         return AppendEvents(
-            AppendShared(self.settings.stream_maxlen),
-            AppendKeys(keys.meta, keys.events, keys.lease),
+            self._append_shared,
+            lease.append_keys,
             lease.run_id,
             lease.token,
             append_id,

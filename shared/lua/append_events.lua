@@ -3,13 +3,12 @@
 -- is reported to a webhook (append.lua takes those). Each append is fenced and idempotent as in
 -- append.lua, and each has its own reply: one fenced run does not stop the others.
 --
--- Keys and arguments: shared/scripts/runs.py `AppendEvents` (`calls`: each append's `k` and `a`;
--- `expect`: see lib.lua's check_holder).
+-- Keys and arguments: shared/scripts/runs.py `AppendEvents` (`each_call`: each append's `k` and
+-- `a`; `expect`: see lib.lua's check_holder).
 -- Returns, per append, the seq of its last event, or a FENCED or LOST error.
 local ts = clock()
 local replies = {}
-for i, call in ipairs(calls) do
-  local k, a = call.k, call.a
+for i, k, a in each_call do
   local done, fenced, seq = check_append(k, a.run_id, a.lease_token, a.append_id, a.expect)
   if done or fenced then
     seq = done or fenced

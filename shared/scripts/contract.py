@@ -143,36 +143,76 @@ class Script(Generic[R]):
 
     @classmethod
     def lua_bindings(cls, topology: Topology) -> str:
-        """`local k = {...}` for the keys, a table per argument group, `local a = {...}` for the rest
-        (a joinable script: `calls`, each call's `k` and `a`)."""
-        keys = cls._key_fields(topology)
-        layout = cls._layout()
-        groups = [(name, members) for name, kind, members in layout if kind == "group"]
+        """The Lua that binds the script's keys and arguments by name: a table per argument group
+        (`s`), then `k` for the keys and `a` for the rest; for a joinable script, the iterator
+        `each_call` of every call's index, `k` and `a`."""
         lines = ["-- Generated from the script's contract (shared/scripts/): keys and arguments by name."]
-        lines += [f"local {name} = {{}}" for name, _ in groups]
-        lines += ["local at = 1  -- the next argument: a list moves it by its length"]
-        lines += [f"{name}.{member} = ARGV[at]; at = at + 1" for name, members in groups for member in members]
-        per_call = []
+        at = 1  # the groups' arguments come first, at known places
+        for name, kind, members in cls._layout():
+            if kind == "group":
+                bound = ", ".join(f"{member} = ARGV[{at + i}]" for i, member in enumerate(members))
+                lines.append(f"local {name} = {{{bound}}}")
+                at += len(members)
+        lines.append(f"local at = {at}  -- the next argument: a list moves it by its length")
+        return "\n".join(lines + (cls._each_call(topology) if cls.JOINABLE else cls._one_call(topology)))
+
+    @classmethod
+    def _one_call(cls, topology: Topology) -> list[str]:
+        """Each table made whole by one constructor, a list by `unpack`."""
+        layout = cls._layout()
+        lines: list[str] = []
+        values: list[str] = []  # the arguments before the first list, at known places after `at`
+        bound_a = False
         for name, kind, _ in layout:
             if kind == "keys":
-                offset = f"(c - 1) * {len(keys)} + " if cls.JOINABLE else ""
-                bound = ", ".join(f"{key} = KEYS[{offset}{i}]" for i, key in enumerate(keys, 1))
-                per_call.append(f"local {name} = {{{bound}}}")
-            elif kind == "list":
-                counted = cls.JOINABLE or name != layout[-1][0]
-                count, skip = ("tonumber(ARGV[at])", "at = at + 1; ") if counted else ("#ARGV - at + 1", "")
-                per_call.append(f"local n = {count}; {skip}a.{name} = {{}}")
-                per_call.append(f"for i = 1, n do a.{name}[i] = ARGV[at + i - 1] end; at = at + n")
+                bound = ", ".join(f"{key} = KEYS[{i}]" for i, key in enumerate(cls._key_fields(topology), 1))
+                lines.append(f"local {name} = {{{bound}}}")
+            elif kind == "value" and bound_a:  # after a list: at a place known only then
+                lines.append(f"a.{name} = ARGV[at]; at = at + 1")
             elif kind == "value":
-                per_call.append(f"a.{name} = ARGV[at]; at = at + 1")
-        if not cls.JOINABLE:
-            return "\n".join([*lines, "local a = {}", *per_call])
-        key_names = [name for name, kind, _ in layout if kind == "keys"]
-        call = ", ".join(f"{name} = {name}" for name in [*key_names, "a"])
-        body = ["local a = {}", *per_call, f"calls[c] = {{{call}}}"]
-        return "\n".join(
-            [*lines, "local calls = {}", f"for c = 1, #KEYS / {len(keys)} do", *(f"  {line}" for line in body), "end"]
-        )
+                values.append(name)
+            elif kind == "list":
+                if not bound_a:
+                    lines.append(cls._constructor(values))
+                    bound_a = True
+                count, skip = (
+                    ("#ARGV - at + 1", "") if name == layout[-1][0] else ("tonumber(ARGV[at])", "; at = at + 1")
+                )
+                lines.append(f"local n = {count}{skip}")
+                # unpack returns at most a few thousand values: a longer list is copied one by one.
+                lines.append(f"if n <= 4000 then a.{name} = {{unpack(ARGV, at, at + n - 1)}}")
+                lines.append(f"else a.{name} = {{}}; for i = 1, n do a.{name}[i] = ARGV[at + i - 1] end end")
+                lines.append("at = at + n")
+        return lines if bound_a else [*lines, cls._constructor(values)]
+
+    @staticmethod
+    def _constructor(values: list[str]) -> str:
+        bound = ", ".join(f"{value} = ARGV[at + {i}]" for i, value in enumerate(values))
+        return f"local a = {{{bound}}}; at = at + {len(values)}"
+
+    @classmethod
+    def _each_call(cls, topology: Topology) -> list[str]:
+        """An iterator over the calls joined into this one. It fills the same `k` and `a` for each
+        call, making no table per call (the per-token script takes dozens of calls in one): the
+        script keeps nothing of them past its call's turn."""
+        keys = cls._key_fields(topology)
+        tables = [f"local {name} = {{}}" for name, kind, _ in cls._layout() if kind == "keys"]
+        lines = [*tables, "local a = {}", "local call = 0", "local function each_call()"]
+        body = [f"if call == #KEYS / {len(keys)} then return nil end", "call = call + 1"]
+        for name, kind, _ in cls._layout():
+            if kind == "keys":
+                body += [f"{name}.{key} = KEYS[(call - 1) * {len(keys)} + {i}]" for i, key in enumerate(keys, 1)]
+            elif kind == "value":
+                body.append(f"a.{name} = ARGV[at]; at = at + 1")
+            elif kind == "list":
+                body.append("local n = tonumber(ARGV[at]); at = at + 1")
+                body.append(f"a.{name} = a.{name} or {{}}")
+                body.append(f"for i = 1, n do a.{name}[i] = ARGV[at + i - 1] end")
+                body.append(f"for i = n + 1, #a.{name} do a.{name}[i] = nil end")
+                body.append("at = at + n")
+        key_tables = ", ".join(name for name, kind, _ in cls._layout() if kind == "keys")
+        body.append(f"return call, {key_tables}, a")
+        return [*lines, *(f"  {line}" for line in body), "end"]
 
     def keys(self, topology: Topology) -> list[str]:
         """The call's KEYS, in this topology."""

@@ -33,9 +33,13 @@ CONTRACTS = [
 
 # The bindings, then what they bound, as JSON (instead of the script's own body).
 ECHO = """
-local bound = {}
-if calls then bound.calls = calls else bound.k, bound.a = k, a end
-for name, value in pairs({s = s}) do bound[name] = value end
+local bound = {s = s}
+if each_call then
+  bound.calls = {}
+  for i, k, a in each_call do bound.calls[i] = cjson.encode({k = k, a = a}) end  -- (its tables are reused)
+else
+  bound.k, bound.a = k, a
+end
 return cjson.encode(bound)
 """
 
@@ -95,25 +99,27 @@ def test_lists_in_the_middle_are_counted_and_the_last_one_takes_the_rest() -> No
 
 
 def test_a_joinable_script_binds_each_joined_call() -> None:
+    # Each call's tables are filled again for the next: a shorter list keeps nothing of a longer one.
     topology = Topology()
-    calls = [
+    appends = [
         AppendEvents(
             AppendShared(1000), AppendKeys(f"m{i}", f"e{i}", f"l{i}"), f"r{i}", "t", f"id{i}", i, ["x", "y"] * i
         )
-        for i in (1, 2)
+        for i in (2, 1)
     ]
     packer = Packer.of(AppendEvents, topology)
-    keys = [key for call in calls for key in packer.keys(call)]
-    args = packer.args(calls[0]) + packer.args(calls[1])[1:]  # the shared argument once (shared/scripts/pipeline.py)
+    keys = [key for append in appends for key in packer.keys(append)]
+    args = packer.args(appends[0]) + packer.args(appends[1])[1:]  # the shared argument once (pipeline.py)
     source = AppendEvents.lua_bindings(topology) + ECHO
     reply: Any = fakeredis.FakeRedis().eval(source, len(keys), *keys, *args)
     bound = json.loads(reply)
     assert bound["s"] == {"maxlen": "1000"}
-    assert [call["k"] for call in bound["calls"]] == [
-        {"meta": "m1", "events": "e1", "lease": "l1"},
+    calls = [json.loads(call) for call in bound["calls"]]
+    assert [call["k"] for call in calls] == [
         {"meta": "m2", "events": "e2", "lease": "l2"},
+        {"meta": "m1", "events": "e1", "lease": "l1"},
     ]
-    assert [call["a"]["events"] for call in bound["calls"]] == [["x", "y"], ["x", "y", "x", "y"]]
+    assert [call["a"]["events"] for call in calls] == [["x", "y", "x", "y"], ["x", "y"]]
 
 
 def test_a_key_the_topology_needs_cannot_be_left_out() -> None:
