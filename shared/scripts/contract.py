@@ -175,10 +175,8 @@ class Script(Generic[R]):
                 if not bound_a:
                     lines.append(cls._constructor(values))
                     bound_a = True
-                count, skip = (
-                    ("#ARGV - at + 1", "") if name == layout[-1][0] else ("tonumber(ARGV[at])", "; at = at + 1")
-                )
-                lines.append(f"local n = {count}{skip}")
+                last = name == layout[-1][0]  # the rest of ARGV; any other list is counted
+                lines.append("local n = #ARGV - at + 1" if last else "local n = tonumber(ARGV[at]); at = at + 1")
                 # unpack returns at most a few thousand values: a longer list is copied one by one.
                 lines.append(f"if n <= 4000 then a.{name} = {{unpack(ARGV, at, at + n - 1)}}")
                 lines.append(f"else a.{name} = {{}}; for i = 1, n do a.{name}[i] = ARGV[at + i - 1] end end")
