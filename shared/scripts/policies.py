@@ -24,6 +24,7 @@ from tokentail.shared.redis_clients import AnyRedis, replicated
 from tokentail.shared.scripts.contract import Effect, Script, Topology
 from tokentail.shared.scripts.runner import Batched, Run, ScriptRunner
 from tokentail.shared.scripts.runs import (
+    Claim,
     Look,
     QueueOutcome,
     QueueReply,
@@ -69,17 +70,17 @@ class QueueApart:
         if isinstance(script, StartRun):
             await self._leases.watch(session_id)
         intent = await self._leases.intend(session_id) if Effect.QUEUES_JOB in effects else None
-        reports = self._webhooks is not None and bool(effects & (Effect.QUEUES_JOB | Effect.REPORTS))
-        if reports:
-            await self._webhooks.intend(session_id)  # type: ignore[union-attr]
+        hooks = self._webhooks if effects & (Effect.QUEUES_JOB | Effect.REPORTS) else None
+        if hooks is not None:
+            await hooks.intend(session_id)
         reply = await self._run(script)
-        if reports:
-            await self._webhooks.due_now(session_id)  # type: ignore[union-attr]
+        if hooks is not None:
+            await hooks.due_now(session_id)
         if effects & (Effect.QUEUES_JOB | Effect.FREES_NEXT):
             await self._push_outbox(session_id)
         if intent is not None:
             await self._leases.forget(intent)
-        if isinstance(script, StartRun) and reply.claimed:  # type: ignore[attr-defined]
+        if isinstance(script, StartRun) and cast(Claim, reply).claimed:
             await self._leases.take(script.job_id)
         if isinstance(reply, Look) and reply.dispatch:
             await self._leases.push(session_id, reply.dispatch)
