@@ -19,6 +19,12 @@ from tokentail.shared.scripts.runs import (
     AnswerOutcome,
     Cancel,
     CancelRun,
+    Queued,
+    QueueOutcome,
+    QueueRun,
+    encode_run,
+)
+from tokentail.shared.scripts.sessions import (
     CreateKeys,
     CreateSession,
     Creation,
@@ -26,10 +32,6 @@ from tokentail.shared.scripts.runs import (
     DeleteSession,
     ForkKeys,
     ForkSession,
-    Queued,
-    QueueOutcome,
-    QueueRun,
-    encode_run,
     session_fields,
 )
 from tokentail.shared.store import ForkSource, branch_kept_seconds, compact_json

@@ -4,7 +4,7 @@
 -- and only the fork's keys are written here: on a Redis Cluster the two sessions' keys live in
 -- different slots, and one script may touch one slot only. Like a session whose run ended, the fork
 -- starts its retention clock (or, with an archive, is handed to the archiver, which starts it).
--- Keys and arguments: shared/scripts/runs.py `ForkSession`.
+-- Keys and arguments: shared/scripts/sessions.py `ForkSession`.
 -- Returns 1 if made, 0 if a session of that id exists already (the same request sent again with its
 -- idempotency key), -1 if it is gone.
 if redis.call('EXISTS', k.meta) == 1 then return 0 end

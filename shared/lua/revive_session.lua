@@ -2,7 +2,7 @@
 -- that a new turn can be queued on it: its meta, with `seq` and `archived` at its last id (its
 -- events go on from there; readers find the earlier ones in the archive), and its runs, with the
 -- hot retention until a run is queued (queue_run.lua keeps it then). Nothing if it exists again.
--- Keys and arguments: shared/scripts/runs.py `ReviveSession`.
+-- Keys and arguments: shared/scripts/sessions.py `ReviveSession`.
 if redis.call('EXISTS', k.meta) == 1 then return 0 end
 for i = 1, #a.fields, 2 do redis.call('HSET', k.meta, a.fields[i], a.fields[i + 1]) end
 redis.call('HSET', k.meta, 'seq', a.last_event_id, 'archived', a.last_event_id, 'active_run', '')

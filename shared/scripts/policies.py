@@ -29,13 +29,11 @@ from tokentail.shared.scripts.runs import (
     QueueOutcome,
     QueueReply,
     QueueRun,
-    ReviveKeys,
-    ReviveSession,
     SessionArgs,
     StartRun,
     encode_run,
-    session_fields,
 )
+from tokentail.shared.scripts.sessions import ReviveKeys, ReviveSession, session_fields
 from tokentail.shared.settings import Settings
 from tokentail.shared.webhook_index import WebhookIndex
 

@@ -9,24 +9,15 @@ import fakeredis
 import pytest
 from lupa import lua51  # type: ignore[import-untyped]
 
-from tokentail.shared.scripts import checks, limits, runs
+from tokentail.shared.scripts import checks, limits, runs, sessions
 from tokentail.shared.scripts.contract import Packer, Script, Topology
-from tokentail.shared.scripts.runs import (
-    Append,
-    AppendEvents,
-    AppendKeys,
-    AppendShared,
-    Ask,
-    ForkKeys,
-    ForkSession,
-    RunKeys,
-    SessionArgs,
-)
+from tokentail.shared.scripts.runs import Append, AppendEvents, AppendKeys, AppendShared, Ask, RunKeys, SessionArgs
+from tokentail.shared.scripts.sessions import ForkKeys, ForkSession
 
 TOPOLOGIES = [Topology(*flags) for flags in itertools.product((False, True), repeat=3)]
 CONTRACTS = [
     value
-    for module in (runs, checks, limits)
+    for module in (runs, sessions, checks, limits)
     for value in vars(module).values()
     if isinstance(value, type) and issubclass(value, Script) and value is not Script
 ]

@@ -10,17 +10,8 @@ import pytest
 from tokentail.shared.errors import LeaseLost, WritesLost
 from tokentail.shared.scripts.contract import Topology
 from tokentail.shared.scripts.runner import ScriptRunner
-from tokentail.shared.scripts.runs import (
-    AppendEvents,
-    AppendKeys,
-    AppendShared,
-    CreateKeys,
-    CreateSession,
-    Creation,
-    Renewal,
-    RenewKeys,
-    RenewLease,
-)
+from tokentail.shared.scripts.runs import AppendEvents, AppendKeys, AppendShared, Renewal, RenewKeys, RenewLease
+from tokentail.shared.scripts.sessions import CreateKeys, CreateSession, Creation
 
 
 def _append(expect: int, token: str = "token") -> AppendEvents:

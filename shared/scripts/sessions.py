@@ -1,0 +1,123 @@
+"""The contracts of the scripts that make, copy, bring back and delete a session (shared/lua/)."""
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from tokentail.shared.records import SessionRecord
+from tokentail.shared.scripts.contract import Effect, KeyGroup, Script, archived, only_if, shared_queue
+from tokentail.shared.store import compact_json
+
+
+def session_fields(session: SessionRecord) -> list[str]:
+    """A session's meta fields, as name, value pairs."""
+    fields = [
+        ("created_at", repr(session.created_at)),
+        ("tenant", session.tenant),
+        ("model", session.model or ""),
+        ("agent", session.agent or ""),
+        ("params", compact_json(session.params)),
+        ("metadata", compact_json(session.metadata)),
+    ]
+    if session.lineage:
+        fields.append(("lineage", compact_json([origin.model_dump() for origin in session.lineage])))
+    if session.webhook:
+        fields.append(("webhook", session.webhook))
+    return [item for pair in fields for item in pair]
+
+
+class Creation(IntEnum):
+    """What became of a session to make (create_session.lua, fork_session.lua)."""
+
+    MADE = 1
+    EXISTS = 0  # a session of that id exists already
+    GONE = -1  # the id is a deleted or expired session's
+
+
+@dataclass(slots=True)
+class CreateKeys(KeyGroup):
+    meta: str
+    gone: str
+
+
+@dataclass(slots=True)
+class CreateSession(Script[Creation]):
+    SOURCE = "create_session"
+    EFFECTS = Effect.ACKNOWLEDGED
+    k: CreateKeys
+    ttl: int
+    tombstone: int
+    tenant: str
+    fields: list[str]  # the session's meta fields, as name, value pairs
+
+    def parse(self, reply: Any) -> Creation:
+        return Creation(int(reply))
+
+
+@dataclass(slots=True)
+class DeleteKeys(KeyGroup):
+    meta: str
+    runs: str
+    events: str
+    lease: str
+    pending: str
+    gone: str
+    steps: str
+    index: str | None = only_if(shared_queue)
+    archive: str | None = only_if(archived)
+
+
+@dataclass(slots=True)
+class DeleteSession(Script[None]):
+    SOURCE = "delete_session"
+    k: DeleteKeys
+    tenant: str
+    tombstone: int
+    session_id: str
+
+    def parse(self, reply: Any) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class ReviveKeys(KeyGroup):
+    meta: str
+    runs: str
+
+
+@dataclass(slots=True)
+class ReviveSession(Script[bool]):
+    SOURCE = "revive_session"
+    k: ReviveKeys
+    last_event_id: int
+    ttl: int
+    fields: list[str]  # meta fields as name, value pairs
+    runs: list[str]  # run id, run JSON pairs
+
+    def parse(self, reply: Any) -> bool:
+        return bool(reply)
+
+
+@dataclass(slots=True)
+class ForkKeys(KeyGroup):
+    meta: str
+    runs: str
+    events: str
+    gone: str
+    archive: str | None = only_if(archived)
+
+
+@dataclass(slots=True)
+class ForkSession(Script[Creation]):
+    SOURCE = "fork_session"
+    EFFECTS = Effect.ACKNOWLEDGED
+    k: ForkKeys
+    session_id: str
+    ttl: int
+    tombstone: int
+    fields: list[str]  # meta fields as name, value pairs
+    runs: list[str]  # run id, run JSON pairs (as stored)
+    events: list[Any]  # seq, type, data, ts quadruples, in order
+
+    def parse(self, reply: Any) -> Creation:
+        return Creation(int(reply))
