@@ -12,9 +12,9 @@ from typing import Any, NamedTuple
 from redis.exceptions import ResponseError
 
 from tokentail.shared.errors import LeaseLost, WritesLost
-from tokentail.shared.jobs import JOB_TTL_MS, RUN_JOB
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import RunRecord
+from tokentail.shared.scripts.checks import JobArgs
 from tokentail.shared.scripts.contract import ArgGroup, Effect, KeyGroup, Script, archived, only_if, shared_queue
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import OPAQUE_RUN_FIELDS, compact_json
@@ -71,16 +71,16 @@ class RunScope:
         return RunKeys(*session, keys.queue, keys.lease_checks, keys.webhook_checks, keys.archive_checks)
 
     def args(self, session_id: str) -> SessionArgs:
-        settings = self.settings
+        settings, job = self.settings, JobArgs.of(self.keys)  # the job settings, as push_job.lua's
         return SessionArgs(
             session_id,
             settings.stream_maxlen,
             settings.session_ttl_seconds,
             settings.tombstone_ttl_seconds,
-            JOB_TTL_MS,
-            self.keys.wake_channel,
-            self.keys.arq_job(""),
-            RUN_JOB,
+            job.job_ttl_ms,
+            job.wake_channel,
+            job.job_prefix,
+            job.job_function,
             (settings.webhook_retry_seconds + HOOKS_KEPT_AFTER_RETRIES) * 1000,
         )
 
