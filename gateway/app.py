@@ -24,7 +24,17 @@ from tokentail.gateway.reading.finished import FinishedStreams
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.response import call_detaching
 from tokentail.gateway.reading.shutdown import StreamShutdown
-from tokentail.gateway.routes import ag_ui, ai_sdk, ai_sdk_socket, events, responses, sessions, socket, tenant_webhook
+from tokentail.gateway.routes import (
+    ag_ui,
+    ai_sdk,
+    ai_sdk_socket,
+    events,
+    hot,
+    responses,
+    sessions,
+    socket,
+    tenant_webhook,
+)
 from tokentail.shared.archive import open_archive
 from tokentail.shared.keys import Keys
 from tokentail.shared.redis_clients import queue_client, sessions_client
@@ -107,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ai_sdk.router)
     app.include_router(ag_ui.router)
     app.include_router(responses.router)
+    hot.install(app)  # the requests every stream starts with, first (gateway/routes/hot.py)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     add_api_docs(app)

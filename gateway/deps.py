@@ -50,16 +50,18 @@ WebhooksDep = Annotated[SessionWebhooks, Depends(_app_state("webhooks"))]
 FinishedStreamsDep = Annotated[FinishedStreams, Depends(_app_state("finished_streams"))]
 
 # These two also document the credentials in the OpenAPI schema.
-_bearer = HTTPBearer(auto_error=False, description="an API key, or a stream token (one session: read, or chat)")
-_token_query = APIKeyQuery(
+bearer_credentials = HTTPBearer(
+    auto_error=False, description="an API key, or a stream token (one session: read, or chat)"
+)
+query_token = APIKeyQuery(
     name="token", auto_error=False, description="a stream token, for clients that cannot send headers (EventSource)"
 )
 
 
-async def _caller(
+async def authenticated_caller(
     auth: AuthDep,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    token: Annotated[str | None, Depends(_token_query)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_credentials)],
+    token: Annotated[str | None, Depends(query_token)],
 ) -> Caller:
     return auth.authenticate(bearer.credentials if bearer else None, token)
 
@@ -67,7 +69,7 @@ async def _caller(
 def _caller_who(requirement: Callable[[Caller], None]) -> Callable[..., Awaitable[Caller]]:
     """The caller, if it meets `requirement` (which raises Forbidden otherwise)."""
 
-    async def dependency(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+    async def dependency(caller: Annotated[Caller, Depends(authenticated_caller)]) -> Caller:
         requirement(caller)
         return caller
 
@@ -77,7 +79,7 @@ def _caller_who(requirement: Callable[[Caller], None]) -> Callable[..., Awaitabl
 _api_key_caller = _caller_who(Caller.require_api_key)
 _chat_caller = _caller_who(Caller.require_chat)
 
-CallerDep = Annotated[Caller, Depends(_caller)]
+CallerDep = Annotated[Caller, Depends(authenticated_caller)]
 ApiKeyCallerDep = Annotated[Caller, Depends(_api_key_caller)]
 ChatCallerDep = Annotated[Caller, Depends(_chat_caller)]
 
@@ -113,11 +115,12 @@ def _chat_of(who: Callable[..., Awaitable[Caller]]) -> Callable[..., Awaitable[s
 
 # A request's `Idempotency-Key`: sent again with the same key, it names the same session or run, made
 # once (gateway/access/ids.py `idempotent_id`), so a client may resend a write whose answer it lost.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 IdempotencyKeyDep = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        pattern=r"^[\x21-\x7e]{1,255}$",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
         description="makes the request safe to send again: the same key names the same session or run (1-255"
         " printable ASCII characters; a UUID)",
     ),
@@ -125,11 +128,11 @@ IdempotencyKeyDep = Annotated[
 
 # A session the caller may read (API key of its tenant, or a stream token for it), chat in (queue and
 # cancel runs: API key, or a chat token for it) or change (API key).
-ReadableSessionDep = Annotated[str, Depends(_session_of(_caller))]
+ReadableSessionDep = Annotated[str, Depends(_session_of(authenticated_caller))]
 ChatSessionDep = Annotated[str, Depends(_session_of(_chat_caller))]
 OwnedSessionDep = Annotated[str, Depends(_session_of(_api_key_caller))]
 # The session of the path's `{chat_id}`, which the caller may read, or chat in.
-ReadableChatDep = Annotated[str, Depends(_chat_of(_caller))]
+ReadableChatDep = Annotated[str, Depends(_chat_of(authenticated_caller))]
 ChattingChatDep = Annotated[str, Depends(_chat_of(_chat_caller))]
 
 
@@ -163,4 +166,4 @@ def _commands(kind: type[Commands], who: Callable[..., Awaitable[Caller]]) -> Ca
 # an API key); a Responses API request (a new conversation needs an API key: checked there).
 StreamsDep = Annotated[Streams, Depends(_streams)]
 ChatTurnsDep = Annotated[ChatTurns, Depends(_commands(ChatTurns, _chat_caller))]
-ResponseRequestsDep = Annotated[ResponseRequests, Depends(_commands(ResponseRequests, _caller))]
+ResponseRequestsDep = Annotated[ResponseRequests, Depends(_commands(ResponseRequests, authenticated_caller))]

@@ -1,0 +1,205 @@
+"""The requests every stream starts with, answered without FastAPI's request path.
+
+`POST /v1/sessions`, `POST /v1/sessions/{id}/runs` and `GET /v1/sessions/{id}/events` are what a
+chat client sends for every answer it shows. Through FastAPI each costs more CPU than the work it
+asks for: dependency solving (a dozen `Depends`), parameter and body validation field by field,
+the response model's serialisation, the route's own exit stacks. Here each is a plain handler that
+reads what its FastAPI route declares, by hand, and calls that route's own function: one
+implementation of what the request does, documented by the FastAPI route (the OpenAPI schema is
+its), and answered here.
+
+A hot route sits first among the app's routes, so it is reached through every middleware and the
+app's exception handlers, as the FastAPI route is: a middleware added later wraps both. It only
+takes requests it reads entirely: anything it does not (a body that is not valid JSON for the
+model, a bad header or query value, another content type) is `Declined` before anything was done,
+and goes on to the FastAPI route with its body, which answers it with FastAPI's own errors. So the
+two cannot disagree on an error, and tests/integration/test_hot_routes.py checks that they agree on
+every answer, and pins what the FastAPI routes declare so that a new parameter or dependency there
+fails until the handler here reads it too.
+"""
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from fastapi import FastAPI, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Match
+from starlette.types import Message, Receive, Scope, Send
+
+from tokentail.gateway import deps
+from tokentail.gateway.access.auth import Caller
+from tokentail.gateway.reading.streams import Streams
+from tokentail.gateway.routes import events, sessions
+from tokentail.gateway.schemas import CreateRun, CreateSession
+
+# Set in a request's scope once its hot route declined it, so that the router passes it on.
+DECLINED = "tokentail.hot_route_declined"
+_IDEMPOTENCY_KEY = re.compile(deps.IDEMPOTENCY_KEY_PATTERN)
+_CATCH_UP = ("events", "snapshot")
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class Declined(Exception):
+    """The request is not one the handler reads entirely: the FastAPI route answers it."""
+
+
+Handler = Callable[[Request, bytes], Awaitable[Response]]
+
+
+class HotRoute(BaseRoute):
+    """`documented` (a FastAPI route: its path, its methods, its OpenAPI entry), answered by `handler`."""
+
+    def __init__(self, documented: APIRoute, handler: Handler, reads_body: bool) -> None:
+        self.documented = documented
+        self.path_format = documented.path_format  # as the router reports the route it chose
+        self.name = documented.name
+        self.handler = handler
+        self.reads_body = reads_body
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if DECLINED in scope:
+            return Match.NONE, {}
+        match, child_scope = self.documented.matches(scope)
+        return (Match.FULL, child_scope) if match is Match.FULL else (Match.NONE, {})
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        body = await request.body() if self.reads_body else b""
+        try:
+            response = await self.handler(request, body)
+        except Declined:
+            scope[DECLINED] = True
+            await scope["router"](scope, _replaying(body, receive) if self.reads_body else receive, send)
+            return
+        await response(scope, receive, send)
+
+
+def install(app: FastAPI) -> None:
+    """Put the hot routes first among `app`'s routes (after every FastAPI route is included)."""
+    if app.router.dependencies:
+        # Dependencies of the whole app would run for FastAPI's routes only: refuse, rather than
+        # skip them silently on the requests that matter most.
+        raise RuntimeError("the gateway's hot routes cannot run app-wide dependencies: declare them on routes")
+    by_name = {
+        route.name: route for route in (*sessions.router.routes, *events.router.routes) if isinstance(route, APIRoute)
+    }
+    hot = [
+        HotRoute(by_name["create_session"], _create_session, reads_body=True),
+        HotRoute(by_name["create_run"], _create_run, reads_body=True),
+        HotRoute(by_name["stream_events"], _stream_events, reads_body=False),
+    ]
+    app.router.routes[0:0] = hot
+
+
+async def _create_session(request: Request, body: bytes) -> Response:
+    created = _json_body(request, body, CreateSession)
+    idempotency_key = _idempotency_key(request)
+    state = request.app.state
+    caller = await _caller(request)
+    caller.require_api_key()
+    answer = _sub_response()
+    result = await sessions.create_session(
+        created,
+        request,
+        answer,
+        caller,
+        state.store,
+        state.runs,
+        state.settings,
+        state.run_budget,
+        state.auth,
+        state.webhooks,
+        idempotency_key,
+    )
+    return _json(result, 201, answer)
+
+
+async def _create_run(request: Request, body: bytes) -> Response:
+    run = _json_body(request, body, CreateRun)
+    idempotency_key = _idempotency_key(request)
+    session_id = request.path_params["session_id"]
+    state = request.app.state
+    caller = await _caller(request)
+    caller.require_chat()
+    await state.auth.check_access(caller, session_id, state.store)
+    result = await sessions.create_run(
+        session_id, run, request, caller, state.store, state.runs, state.settings, state.run_budget, idempotency_key
+    )
+    return _json(result, 202)
+
+
+async def _stream_events(request: Request, body: bytes) -> Response:
+    query, headers = request.query_params, request.headers
+    catch_up = query.get("catch_up", "events")
+    if catch_up not in _CATCH_UP:
+        raise Declined
+    session_id = request.path_params["session_id"]
+    state = request.app.state
+    caller = await _caller(request)
+    await state.auth.check_access(caller, session_id, state.store)
+    streams = Streams(caller, state.store, state.hub, state.settings, state.stream_slots)
+    return await events.stream_events(
+        session_id,
+        streams,
+        state.settings,
+        query.get("last_event_id"),
+        headers.get("last-event-id"),
+        headers.get("accept"),
+        catch_up,  # type: ignore[arg-type]  # one of _CATCH_UP
+    )
+
+
+async def _caller(request: Request) -> Caller:
+    """The caller, as `deps.authenticated_caller` finds it (from the same two credentials)."""
+    bearer, token = await deps.bearer_credentials(request), await deps.query_token(request)
+    return await deps.authenticated_caller(request.app.state.auth, bearer, token)
+
+
+def _json_body(request: Request, body: bytes, model: type[Model]) -> Model:
+    """The body as `model`, if it is JSON FastAPI would read the same way (else Declined)."""
+    content_type = request.headers.get("content-type", "")
+    if not body or content_type.partition(";")[0].strip().lower() != "application/json":
+        raise Declined
+    try:
+        return model.model_validate(json.loads(body))
+    except (ValueError, ValidationError):  # json.JSONDecodeError, UnicodeDecodeError are ValueErrors
+        raise Declined from None
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and _IDEMPOTENCY_KEY.match(key) is None:
+        raise Declined
+    return key
+
+
+def _sub_response() -> Response:
+    """What FastAPI gives a route's `response: Response` parameter: no status until the route sets one."""
+    response = Response()
+    del response.headers["content-length"]
+    response.status_code = None  # type: ignore[assignment]
+    return response
+
+
+def _json(result: BaseModel, status: int, sub_response: Response | None = None) -> Response:
+    """`result` as FastAPI answers a route's return value, with what the route set on its sub-response."""
+    if sub_response is not None and sub_response.status_code:
+        status = sub_response.status_code
+    response = Response(result.__pydantic_serializer__.to_json(result), status, media_type="application/json")
+    if sub_response is not None:
+        response.headers.raw.extend(sub_response.headers.raw)
+    return response
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """`receive`, with the body the hot route read given again first."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
