@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from tokentail.gateway import hot_routes
 from tokentail.gateway.access.auth import Authenticator
 from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamSlots
 from tokentail.gateway.api_docs import add_api_docs
@@ -29,7 +30,6 @@ from tokentail.gateway.routes import (
     ai_sdk,
     ai_sdk_socket,
     events,
-    hot,
     responses,
     sessions,
     socket,
@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ai_sdk.router)
     app.include_router(ag_ui.router)
     app.include_router(responses.router)
-    hot.install(app)  # the requests every stream starts with, first (gateway/routes/hot.py)
+    hot_routes.install(app)  # the requests every stream starts with, first (gateway/hot_routes.py)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     add_api_docs(app)

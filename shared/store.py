@@ -18,6 +18,7 @@ from tokentail.shared.events import EventType
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import PUBLIC_TENANT, RunRecord, SessionRecord
 from tokentail.shared.redis_clients import AnyRedis
+from tokentail.shared.round_trips import round_trips
 from tokentail.shared.run_log import RunLog
 from tokentail.shared.settings import Settings
 
@@ -102,6 +103,7 @@ class SessionStore:
         """`redis`: the sessions' Redis (a `RedisCluster` with `settings.redis_cluster`); `archive`:
         where sessions are kept once Redis forgot them, if anywhere."""
         self.redis = redis
+        self.round_trips = round_trips(redis)  # reads joined with the process's other commands
         self.settings = settings
         self.archive = archive
         self.keys = Keys(settings.key_prefix)
@@ -192,10 +194,9 @@ class SessionStore:
         """The tenant owning the session, or the gone session its tombstone remembers; None if
         neither is known (no such session, or a tombstone from before tombstones named owners)."""
         keys = self.keys.session(session_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.meta, ["tenant", "created_at"])
-            pipe.get(keys.gone)
-            (tenant, created), gone = await pipe.execute()
+        (tenant, created), gone = await self.round_trips(
+            ("HMGET", keys.meta, "tenant", "created_at"), ("GET", keys.gone)
+        )
         if created is not None:
             return tenant.decode() if tenant else PUBLIC_TENANT  # sessions from before tenants existed
         if gone:
@@ -221,10 +222,9 @@ class SessionStore:
         that client needs events Redis no longer holds: a reconnect inside Redis's range never waits
         on Postgres, nor fails with it."""
         keys = self.keys.session(session_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.meta, ["seq", "active_run"])
-            pipe.execute_command(self._xrange, keys.events, "(0-0", "+", b"COUNT", 1)
-            (seq, active), oldest = await pipe.execute()
+        (seq, active), oldest = await self.round_trips(
+            ("HMGET", keys.meta, "seq", "active_run"), (self._xrange, keys.events, "(0-0", "+", b"COUNT", 1)
+        )
         entries = parse_raw_entries(oldest)
         first = entries[0].seq if entries else None
         if seq is None and active is None:
@@ -263,9 +263,7 @@ class SessionStore:
         run_ids = [json.loads(event.data)["run_id"] for event in events if event.type == _RUN_COMPLETED]
         if not run_ids:
             return events
-        records = await cast(
-            Awaitable[list[bytes | None]], self.redis.hmget(self.keys.session(session_id).runs, run_ids)
-        )
+        (records,) = await self.round_trips(("HMGET", self.keys.session(session_id).runs, *run_ids))
         outputs = {
             run_id: json.loads(record).get("output") for run_id, record in zip(run_ids, records, strict=True) if record
         }
@@ -273,7 +271,7 @@ class SessionStore:
 
     async def _range(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
         key = self.keys.session(session_id).events
-        entries = await self.redis.execute_command(self._xrange, key, f"({after}-0", "+", b"COUNT", count)
+        (entries,) = await self.round_trips((self._xrange, key, f"({after}-0", "+", b"COUNT", count))
         return parse_raw_entries(entries)
 
     async def partial_text(self, session_id: str, run: RunRecord) -> str:

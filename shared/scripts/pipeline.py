@@ -2,28 +2,21 @@
 lease renewals: the script runner sends those contracts this way, shared/scripts/runner.py).
 
 One append at a time goes out per run (the writer waits for each), but a worker runs many runs: the
-calls they make while a round trip is on its way wait for it to come back, then go together as one
-pipeline (one write, one read, one pool checkout). Under load a round trip carries many calls;
-alone, a call goes at once. Each call keeps its own reply: a fenced run (its lease lost) fails
-alone, the others go on, and a retried append keeps its id, as before. Appends and lease renewals
-(which the lease keepers make at the same instants, so that they share round trips) go this way.
+calls they make while a round trip is on its way wait for it to come back, then go together, with
+whatever else the process sends then (shared/round_trips.py: one write, one read, one pool
+checkout). Under load a round trip carries many calls; alone, a call goes at once. Each call keeps
+its own reply: a fenced run (its lease lost) fails alone, the others go on, and a retried append
+keeps its id, as before. Appends and lease renewals (which the lease keepers make at the same
+instants, so that they share round trips) go this way.
 """
 
 import asyncio
-import inspect
 from typing import Any
 
-import hiredis
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, ConnectionPool
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
-
-def _checkout_args(pool: ConnectionPool) -> tuple[str, ...]:
-    """redis-py 5.2 requires a command name to check out a connection; 5.3 deprecates passing one."""
-    name = inspect.signature(pool.get_connection).parameters.get("command_name")
-    return ("EVALSHA",) if name is not None and name.default is inspect.Parameter.empty else ()
-
+from tokentail.shared.round_trips import round_trips
 
 # The most calls joined into one script call: Redis runs a script without serving anyone else, and
 # sends what it published (the gateways' notifications) only once it returns.
@@ -45,7 +38,7 @@ class ScriptPipeline:
         self._joinable = joinable
         self._waiting: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
         self._sending: asyncio.Task[None] | None = None
-        self._checkout = _checkout_args(redis.connection_pool)
+        self._round_trips = round_trips(redis)  # with everything else the process sends on `redis`
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
         return await self.submit(keys, args)
@@ -98,44 +91,13 @@ class ScriptPipeline:
         return replies
 
     async def _execute(self, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
-        replies = await self._pipeline(calls)
+        sha = self._script.sha
+        commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
+        replies = await self._round_trips.submit(commands)
         if any(isinstance(reply, NoScriptError) for reply in replies):
             # Redis lost its scripts (a restart, SCRIPT FLUSH): load it, send those calls again.
             await self._redis.script_load(self._script.script)
             again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            for i, reply in zip(again, await self._pipeline([calls[i] for i in again]), strict=True):
+            for i, reply in zip(again, await self._round_trips.submit([commands[i] for i in again]), strict=True):
                 replies[i] = reply
-        return replies
-
-    async def _pipeline(self, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
-        """One round trip: every call written at once, then their replies read in order; a call that
-        Redis refused keeps its error as its reply (as `raise_on_error=False` would).
-
-        Not through redis-py's Pipeline: its asyncio connection packs commands in Python, argument by
-        argument, which was a quarter of the worker's CPU (an append has 20-odd arguments); hiredis
-        packs them in C. What the Pipeline did around the round trip is kept: the pool's connection,
-        its retry policy, and a disconnect on any error, cancellation included (redis-py's send and
-        read do it), so a connection with replies still owed never goes back to the pool."""
-        sha = self._script.sha
-        packed = [hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)) for keys, args in calls]
-        pool = self._redis.connection_pool
-        connection: Connection = await pool.get_connection(*self._checkout)
-        try:
-            return await connection.retry.call_with_retry(
-                lambda: self._round_trip(connection, packed), lambda error: connection.disconnect()
-            )
-        finally:
-            await pool.release(connection)
-
-    @staticmethod
-    async def _round_trip(connection: Connection, packed: list[bytes]) -> list[Any]:
-        # One buffer, one write: given a list, the transport writes each item as it comes (uvloop
-        # tries a send per item), which cost as much as the rest of the round trip.
-        await connection.send_packed_command(b"".join(packed), check_health=False)  # the pool checked it
-        replies: list[Any] = []
-        for _ in packed:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as exc:  # the error reply of one call: the connection is fine
-                replies.append(exc)
         return replies

@@ -1,8 +1,9 @@
 """Calls scripts by their contracts (shared/scripts/contract.py) on one Redis.
 
 `ScriptRunner` is the one way a script is called: it packs the contract's keys and arguments for
-the deployment's topology, sends the script (EVALSHA, loaded again by redis-py if Redis forgot it,
-or through a pipeline that joins many processes' calls: shared/scripts/pipeline.py), turns a fenced
+the deployment's topology, sends the script (EVALSHA, loaded again if Redis forgot it, with the
+process's other commands: shared/round_trips.py; or through a pipeline that joins many runs' calls
+into one: shared/scripts/pipeline.py), turns a fenced
 script's FENCED and LOST errors into `LeaseLost` and `WritesLost`, and parses the reply. On a
 Sentinel setup (`acknowledge`), a script whose contract says a failover must not take it back waits
 for a replica to have it. What a deployment adds around some scripts (the queue's outbox, the
@@ -13,9 +14,11 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar
 
+from redis.asyncio import RedisCluster
 from redis.exceptions import ResponseError
 
 from tokentail.shared.redis_clients import AnyRedis, write_replicated
+from tokentail.shared.round_trips import round_trips
 from tokentail.shared.scripts.contract import Effect, Packer, Script, Topology
 from tokentail.shared.scripts.runs import raise_fenced
 
@@ -54,6 +57,8 @@ class ScriptRunner:
         self._batched = dict(batched)
         self._registered: dict[type[Script[Any]], Any] = {}
         self._packers: dict[type[Script[Any]], Packer] = {}
+        # With the process's other commands on a single Redis; a cluster's scripts go to their keys' node.
+        self._joined = None if isinstance(redis, RedisCluster) else round_trips(redis)
 
     async def __call__(self, script: Script[R]) -> R:
         packer = self._packers.get(type(script)) or self._packer(type(script))
@@ -63,6 +68,8 @@ class ScriptRunner:
                 return script.parse(await batched(keys, args))
             registered = self._script(type(script))
             acknowledged = self._acknowledge and Effect.ACKNOWLEDGED in script.effects()
+            if self._joined is not None and not acknowledged:
+                return script.parse(await self._joined.script(registered, keys, args))
             call = lambda client: registered(keys=keys, args=args, client=client)  # noqa: E731
             return script.parse(await write_replicated(self.redis, call, acknowledged))  # type: ignore[arg-type]
         except ResponseError as error:

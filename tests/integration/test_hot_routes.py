@@ -1,4 +1,4 @@
-"""The hot routes (gateway/routes/hot.py) answer as the FastAPI routes they stand for.
+"""The hot routes (gateway/hot_routes.py) answer as the FastAPI routes they stand for.
 
 Two gateways on real uvicorn, the same settings (auth, CORS, a small body limit, a run budget and a
 stream limit that the requests run into), each on its own key prefix: one as the app is, one with
@@ -26,8 +26,8 @@ from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tokentail.gateway import cors
 from tokentail.gateway.app import create_app
+from tokentail.gateway.hot_routes import HotRoute
 from tokentail.gateway.routes import events, sessions
-from tokentail.gateway.routes.hot import HotRoute
 from tokentail.shared.logs import RateLimitedLogger
 from tokentail.shared.settings import Settings
 
@@ -371,7 +371,7 @@ async def test_a_middleware_added_later_sees_the_hot_requests(settings: Settings
 
 
 # What the FastAPI routes the hot routes stand for declare: their parameters and dependencies, as
-# FastAPI solves them. The hot handlers (gateway/routes/hot.py) read each by hand: if one changes
+# FastAPI solves them. The hot handlers (gateway/hot_routes.py) read each by hand: if one changes
 # here, change the handler to read it the same way, then this list.
 DECLARED = {
     "create_session": [

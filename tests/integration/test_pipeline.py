@@ -4,6 +4,7 @@ appends stay ordered, fenced and idempotent, and renewals of many leases go toge
 import asyncio
 import json
 
+import hiredis
 import pytest
 from redis.asyncio import Redis
 
@@ -26,15 +27,15 @@ def pipeline(redis: Redis) -> ScriptPipeline:
 
 
 def _count_round_trips(pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The pipeline's round trips from now on: one entry (its number of calls) per round trip."""
+    """The pipeline's round trips from now on: one entry (its number of script calls) per round trip."""
     round_trips: list[int] = []
-    send = pipeline._pipeline
+    send = pipeline._round_trips._round_trip
 
-    async def counted(calls):  # type: ignore[no-untyped-def]
-        round_trips.append(len(calls))
-        return await send(calls)
+    async def counted(packed):  # type: ignore[no-untyped-def]
+        round_trips.append(len(packed))
+        return await send(packed)
 
-    monkeypatch.setattr(pipeline, "_pipeline", counted)
+    monkeypatch.setattr(pipeline._round_trips, "_round_trip", counted)
     return round_trips
 
 
@@ -118,7 +119,7 @@ async def test_a_broken_round_trip_fails_every_append_in_it(
     async def broken(calls):  # type: ignore[no-untyped-def]
         raise ConnectionError("Redis went away")
 
-    monkeypatch.setattr(pipeline, "_pipeline", broken)
+    monkeypatch.setattr(pipeline._round_trips, "_round_trip", broken)
     results = await asyncio.gather(
         *(RunLease(runs, sid, run.run_id, "lease-1").append([delta_of(run.run_id, "a")]) for sid, run in started),
         return_exceptions=True,
@@ -178,8 +179,9 @@ async def test_a_round_trip_cancelled_before_its_replies_leaves_no_reply_behind(
         0,
         list(delta_of(run.run_id, "a")),
     )
-    call = (append.keys(Topology()), append.args())
-    cut = asyncio.create_task(pipeline._pipeline([call] * 50))
+    keys, args = append.keys(Topology()), append.args()
+    call = hiredis.pack_command(("EVALSHA", pipeline._script.sha, len(keys), *keys, *args))
+    cut = asyncio.create_task(pipeline._round_trips._round_trip([call] * 50))
     await asyncio.sleep(0)  # sent (or sending), no reply read yet
     cut.cancel()
     await asyncio.gather(cut, return_exceptions=True)

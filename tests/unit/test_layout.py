@@ -32,7 +32,9 @@ GATEWAY_PARTS: dict[str, set[str]] = {
     "commands": {"access", "schemas"},
     "deps": {"access", "reading", "commands"},
     "routes": {"access", "reading", "encodings", "commands", "deps", "schemas", "errors"},
-    "app": {"access", "reading", "commands", "routes", "errors", "body_limit", "cors", "api_docs"},
+    # The requests every stream starts with, answered by the routes' own functions (gateway/hot_routes.py).
+    "hot_routes": {"access", "reading", "routes", "deps", "schemas"},
+    "app": {"access", "reading", "commands", "routes", "hot_routes", "errors", "body_limit", "cors", "api_docs"},
     "server": {"app", "protocol"},
 }
 

@@ -21,11 +21,12 @@ fails until the handler here reads it too.
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import URLPath
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Match
 from starlette.types import Message, Receive, Scope, Send
@@ -59,6 +60,9 @@ class HotRoute(BaseRoute):
         self.name = documented.name
         self.handler = handler
         self.reads_body = reads_body
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        return self.documented.url_path_for(name, **path_params)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if DECLINED in scope:

@@ -1,0 +1,141 @@
+"""Redis commands from every concurrent request or run of a process, sent together.
+
+A gateway serves many requests at once, a worker many runs; each asks Redis a command or a few at a
+time. Sent one by one, each pays a pool checkout, a packing and a write of its own, and Redis a read
+of its own: more than the command itself costs either side. Here the commands asked while a round
+trip is on its way wait for it to come back, then go together, as one buffer on one connection, and
+their replies are read in order and handed back to each caller. Alone, a command goes at once. Each
+caller keeps its own replies: an error reply fails only its own command.
+
+`round_trips(redis)` is the one `RoundTrips` of a client. A Redis Cluster client's commands go per
+caller in a pipeline of its own, which redis-py routes node by node.
+"""
+
+import asyncio
+import inspect
+import weakref
+from collections.abc import Sequence
+from typing import Any, cast
+
+import hiredis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.connection import Connection, ConnectionPool
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, ResponseError
+
+Command = Sequence[Any]
+
+
+def _checkout_args(pool: ConnectionPool) -> tuple[str, ...]:
+    """redis-py 5.2 requires a command name to check out a connection; 5.3 deprecates passing one."""
+    name = inspect.signature(pool.get_connection).parameters.get("command_name")
+    return ("EVALSHA",) if name is not None and name.default is inspect.Parameter.empty else ()
+
+
+class RoundTrips:
+    def __init__(self, redis: Redis | RedisCluster) -> None:
+        self.redis = redis
+        self._waiting: list[tuple[list[bytes], asyncio.Future[list[Any]]]] = []
+        self._sending: asyncio.Task[None] | None = None
+        self._cluster = isinstance(redis, RedisCluster)
+        self._pool = None if isinstance(redis, RedisCluster) else cast(ConnectionPool, redis.connection_pool)
+        self._checkout = () if self._pool is None else _checkout_args(self._pool)
+
+    async def __call__(self, *commands: Command) -> list[Any]:
+        """The replies of `commands`, in order, as Redis sent them (no redis-py response callbacks);
+        an error reply is raised, the first one, as a pipeline's `execute()` does."""
+        replies = await self.submit(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def script(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """`script`'s reply to `keys` and `args` (EVALSHA; loaded again if Redis forgot it)."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        (reply,) = await self.submit([command])
+        if isinstance(reply, NoScriptError):  # Redis restarted, or SCRIPT FLUSH
+            await self.redis.script_load(script.script)
+            (reply,) = await self.submit([command])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def submit(self, commands: Sequence[Command]) -> "asyncio.Future[list[Any]]":
+        """The replies of `commands` as a future, each error reply as its exception (for a caller that
+        does not wait in a task of its own, or keeps each command's error apart)."""
+        if self._cluster:
+            return asyncio.ensure_future(self._cluster_pipeline(commands))
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append(([hiredis.pack_command(tuple(command)) for command in commands], future))
+        if self._sending is None:
+            self._sending = asyncio.create_task(self._send())
+        return future
+
+    async def _send(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    replies = await self._round_trip([packed for commands, _ in batch for packed in commands])
+                except BaseException as exc:  # the round trip failed: every command in it did
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                start = 0
+                for commands, future in batch:
+                    if not future.done():  # else its caller stopped waiting (cancelled)
+                        future.set_result(replies[start : start + len(commands)])
+                    start += len(commands)
+        finally:
+            self._sending = None
+
+    async def _round_trip(self, packed: list[bytes]) -> list[Any]:
+        """Every command written at once, then their replies read in order. What redis-py's Pipeline
+        does around a round trip is kept: the pool's connection, its retry policy, and a disconnect on
+        any error, cancellation included (redis-py's send and read do it), so a connection with
+        replies still owed never goes back to the pool."""
+        pool = cast(ConnectionPool, self._pool)  # not a cluster's
+        connection = cast(Connection, await pool.get_connection(*self._checkout))
+        try:
+            return cast(
+                list[Any],
+                await connection.retry.call_with_retry(
+                    lambda: self._exchange(connection, packed), lambda error: connection.disconnect()
+                ),
+            )
+        finally:
+            await pool.release(connection)
+
+    @staticmethod
+    async def _exchange(connection: Connection, packed: list[bytes]) -> list[Any]:
+        # One buffer, one write: given a list, the transport writes each item as it comes (uvloop
+        # tries a send per item), which cost as much as the rest of the round trip.
+        await connection.send_packed_command(b"".join(packed), check_health=False)  # the pool checked it
+        replies: list[Any] = []
+        for _ in packed:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:  # the error reply of one command: the connection is fine
+                replies.append(exc)
+        return replies
+
+    async def _cluster_pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return await pipe.execute(raise_on_error=False)
+
+
+_of_client: "weakref.WeakKeyDictionary[Redis | RedisCluster, RoundTrips]" = weakref.WeakKeyDictionary()
+
+
+def round_trips(redis: Redis | RedisCluster) -> RoundTrips:
+    """The `RoundTrips` of `redis`: one per client, so that everything the process sends on it is joined."""
+    trips = _of_client.get(redis)
+    if trips is None:
+        trips = _of_client[redis] = RoundTrips(redis)
+    return trips
