@@ -78,4 +78,5 @@ class StreamTokens:
         return grant
 
     def _sign(self, payload: str) -> str:
-        return _b64encode(hmac.new(self._key, f"{VERSION}.{payload}".encode(), hashlib.sha256).digest())
+        # hmac.digest: OpenSSL's one-shot HMAC, a fifth of hmac.new's cost (a token is checked per request).
+        return _b64encode(hmac.digest(self._key, f"{VERSION}.{payload}".encode(), "sha256"))
