@@ -3,8 +3,8 @@
 A gateway serves many requests at once, a worker many runs; each asks Redis a command or a few at a
 time. Sent one by one, each pays a pool checkout, a packing and a write of its own, and Redis a read
 of its own: more than the command itself costs either side. Here the commands asked while a round
-trip is on its way wait for it to come back, then go together, as one buffer on one connection, and
-their replies are read in order and handed back to each caller. Alone, a command goes at once. Each
+trip is on its way wait for it to come back, then go together (shared/joiner.py), as one buffer on
+one connection, and their replies are read in order and handed back to each caller. Alone, a command goes at once. Each
 caller keeps its own replies: an error reply fails only its own command.
 
 `round_trips(redis)` is the one `RoundTrips` of a client. A Redis Cluster client's commands go per
@@ -23,6 +23,8 @@ from redis.asyncio.connection import Connection, ConnectionPool
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
+from tokentail.shared.joiner import Joiner
+
 Command = Sequence[Any]
 
 
@@ -35,8 +37,7 @@ def _checkout_args(pool: ConnectionPool) -> tuple[str, ...]:
 class RoundTrips:
     def __init__(self, redis: Redis | RedisCluster) -> None:
         self.redis = redis
-        self._waiting: list[tuple[list[bytes], asyncio.Future[list[Any]]]] = []
-        self._sending: asyncio.Task[None] | None = None
+        self._joiner: Joiner[list[bytes], list[Any]] = Joiner(self._send)
         self._cluster = isinstance(redis, RedisCluster)
         self._pool = None if isinstance(redis, RedisCluster) else cast(ConnectionPool, redis.connection_pool)
         self._checkout = () if self._pool is None else _checkout_args(self._pool)
@@ -66,32 +67,15 @@ class RoundTrips:
         does not wait in a task of its own, or keeps each command's error apart)."""
         if self._cluster:
             return asyncio.ensure_future(self._cluster_pipeline(commands))
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._waiting.append(([hiredis.pack_command(tuple(command)) for command in commands], future))
-        if self._sending is None:
-            self._sending = asyncio.create_task(self._send())
-        return future
+        return self._joiner.submit([hiredis.pack_command(tuple(command)) for command in commands])
 
-    async def _send(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    replies = await self._round_trip([packed for commands, _ in batch for packed in commands])
-                except BaseException as exc:  # the round trip failed: every command in it did
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                start = 0
-                for commands, future in batch:
-                    if not future.done():  # else its caller stopped waiting (cancelled)
-                        future.set_result(replies[start : start + len(commands)])
-                    start += len(commands)
-        finally:
-            self._sending = None
+    async def _send(self, batch: list[list[bytes]]) -> list[list[Any]]:
+        replies = await self._round_trip([packed for commands in batch for packed in commands])
+        split, start = [], 0
+        for commands in batch:
+            split.append(replies[start : start + len(commands)])
+            start += len(commands)
+        return split
 
     async def _round_trip(self, packed: list[bytes]) -> list[Any]:
         """Every command written at once, then their replies read in order. What redis-py's Pipeline

@@ -16,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from tokentail.shared.joiner import Joiner
 from tokentail.shared.round_trips import round_trips
 
 # The most calls joined into one script call: Redis runs a script without serving anyone else, and
@@ -36,8 +37,7 @@ class ScriptPipeline:
         self._redis = redis
         self._script = redis.register_script(script)
         self._joinable = joinable
-        self._waiting: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
-        self._sending: asyncio.Task[None] | None = None
+        self._joiner: Joiner[tuple[list[Any], list[Any]], Any] = Joiner(self._replies)
         self._round_trips = round_trips(redis)  # with everything else the process sends on `redis`
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
@@ -45,34 +45,7 @@ class ScriptPipeline:
 
     def submit(self, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
         """The call, as a future of its reply (for callers that do not wait in a task of their own)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append((keys, args, future))
-        if self._sending is None:
-            self._sending = asyncio.create_task(self._send())
-        return future
-
-    async def _send(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    replies = await self._replies([(keys, args) for keys, args, _ in batch])
-                except BaseException as exc:  # the round trip failed: every call in it did
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                for (_, _, future), reply in zip(batch, replies, strict=True):
-                    if future.done():  # its caller stopped waiting (the run was cancelled)
-                        continue
-                    if isinstance(reply, Exception):
-                        future.set_exception(reply)
-                    else:
-                        future.set_result(reply)
-        finally:
-            self._sending = None
+        return self._joiner.submit((keys, args))
 
     async def _replies(self, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
         if not self._joinable:
