@@ -24,8 +24,11 @@ request, and takes over the runs of workers that died.
 - **Redis errors never end the worker.** A poll that fails (Redis unreachable, out of memory,
   read-only after a failover, busy, loading) is logged and retried with a growing pause, cut short
   when the wake-up listener subscribes again (Redis is back, a failover is over); arq's own
-  loop would let the exception end the process. Nor do they shrink it: a job claim that fails gives
-  its slot back.
+  loop would let the exception end the process. Nor do they shrink it: a job claim that fails takes
+  no slot.
+- **Pickup** (`worker/pickup.py`). A poll claims its jobs in one script, which also reads them, and
+  the jobs' finishes that wait for the same round trip go together: arq's keys and their meaning
+  are kept, so a plain arq client sees what it saw.
 """
 
 import asyncio
@@ -36,7 +39,7 @@ import time
 from typing import Any
 
 from arq.connections import RedisSettings
-from arq.worker import Worker, func
+from arq.worker import func
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
@@ -52,6 +55,7 @@ from tokentail.shared.scripts.runs import AppendEvents, RenewLease
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.archiver import Archiver
+from tokentail.worker.pickup import BatchedPickup
 from tokentail.worker.probe import ProbeServer, probe_app
 from tokentail.worker.providers import Providers
 from tokentail.worker.reaper import Reaper
@@ -67,7 +71,7 @@ logger = logging.getLogger(__name__)
 MAX_POLL_BACKOFF_SECONDS = 5.0
 
 
-class TokentailWorker(Worker):
+class TokentailWorker(BatchedPickup):
     def __init__(
         self,
         *,
@@ -149,17 +153,6 @@ class TokentailWorker(Worker):
             if self._poll_failures:
                 logger.warning("queue poll works again after %d failures", self._poll_failures)
             self._poll_failures = 0
-
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        try:
-            await super().start_jobs(job_ids)
-        except (redis_errors.RedisError, OSError):
-            # arq takes a job's slot before the WATCH/MULTI that claims the job, and gives it back
-            # only on the errors it expects. Give back the slot of the claim that failed, or every
-            # connection lost mid-claim would shrink this worker by one slot for good.
-            self.job_counter -= 1
-            self.sem.release()
-            raise
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
