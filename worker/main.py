@@ -3,7 +3,8 @@ request, and takes over the runs of workers that died.
 
 - **Wake-ups.** arq polls its queue every `poll_delay` (0.5 s by default), which a person waiting
   for a first token would feel. Queueing publishes a wake-up on `Keys.wake_channel`; this worker
-  polls at once, and also as soon as one of its own runs finishes and frees a slot. The timed poll
+  polls at once, and also as soon as one of its own runs finishes and frees a slot that a due job
+  waits for (its last poll left jobs for want of one: `short_of_slots`). The timed poll
   stays as a fallback for a missed wake-up (reconnects, a full worker).
 - **Cancels** arrive on `Keys.cancel_channel` (and, as a fallback, with the next lease renewal),
   published by the sessions' scripts: with the queue on a Redis of its own, this worker listens
@@ -156,8 +157,10 @@ class TokentailWorker(BatchedPickup):
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
-        if self._wake_channel is not None:
-            self._wake.set()  # a slot is free: take the next queued job now
+        if self._wake_channel is not None and self.short_of_slots:
+            # A slot is free and the last poll left jobs for want of one: take the next now. (A job
+            # queued meanwhile wakes the worker itself.)
+            self._wake.set()
 
     async def _listen(self, redis: Redis, channels: list[str]) -> None:
         if not channels:

@@ -51,6 +51,8 @@ class BatchedPickup(ClaimedJobRun):
         )
         self._scripts: ScriptRunner | None = None  # on arq's pool, made by main()
         self._finishes = Joiner(self._finish_jobs, FINISH_MOST)
+        # The last poll left due jobs behind for want of a slot: a slot that frees should poll again.
+        self.short_of_slots = False
 
     @property
     def scripts(self) -> ScriptRunner:
@@ -68,6 +70,8 @@ class BatchedPickup(ClaimedJobRun):
             count = min(remaining, count)
         if self.allow_pick_jobs and self.job_counter < self.max_jobs:
             await self.claim_jobs(count)
+        elif self.allow_pick_jobs:
+            self.short_of_slots = True
         if self.allow_abort_jobs:
             await self._cancel_aborted_jobs()
         for job_id, task in list(self.tasks.items()):
@@ -99,8 +103,11 @@ class BatchedPickup(ClaimedJobRun):
                 task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
                 self.tasks[job.job_id] = task
             if len(claim.jobs) < slots:  # nothing more due, or the rest in progress elsewhere
+                self.short_of_slots = False
                 return
             count -= len(claim.jobs)
+        # Every slot taken (any freed during a claim went to the next claim): more may be due.
+        self.short_of_slots = self.job_counter >= self.max_jobs
 
     async def finish_job(
         self,

@@ -197,9 +197,11 @@ async def test_one_poll_claims_as_many_jobs_as_slots_in_claims_of_a_bounded_size
     await worker._poll_iteration()
     assert calls.claims == [3, 3, 3, 1] and worker.job_counter == 10 and len(worker.tasks) == 10
     assert worker.sem._value == 1  # one slot each, as arq takes them (its semaphore holds max_jobs + 1)
+    assert worker.short_of_slots  # two jobs wait for a slot: one that frees polls again
     release.set()
     await worker.main()
     assert await pool.zcard(queue) == 0 and worker.jobs_complete == 12 and worker.sem._value == 11
+    assert not worker.short_of_slots
 
 
 async def test_the_finishes_of_jobs_ending_together_go_in_one_call(
