@@ -4,7 +4,7 @@ jobs what it sees of arq's own worker's, and a poll's claims and its jobs' finis
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from arq import constants
@@ -20,6 +20,7 @@ from tokentail.worker import pickup
 from tokentail.worker.pickup import BatchedPickup
 
 WORKERS = [Worker, BatchedPickup]
+W = TypeVar("W", bound=Worker)
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ async def pool(redis_url: str, queue: str) -> AsyncIterator[ArqRedis]:
     await pool.aclose()
 
 
-def _worker(kind: type[Worker], pool: ArqRedis, functions: list[Any], **options: Any) -> Worker:
+def _worker(kind: type[W], pool: ArqRedis, functions: list[Any], **options: Any) -> W:
     """arq's test worker: burst, no poll delay, drained with `await worker.main()`."""
     return kind(
         functions=functions,
@@ -157,7 +158,9 @@ async def test_arq_s_own_worker_and_the_batched_pickup_never_run_a_job_twice(poo
         await asyncio.sleep(0.01)
 
     jobs = [await pool.enqueue_job("work", _queue_name=queue) for _ in range(40)]
-    workers = [_worker(kind, pool, [func(work, name="work")], keep_result=0, max_jobs=7) for kind in WORKERS]
+    workers: list[Worker] = [
+        _worker(kind, pool, [func(work, name="work")], keep_result=0, max_jobs=7) for kind in WORKERS
+    ]
     await asyncio.gather(*(worker.main() for worker in workers))
     assert sorted(ran) == sorted(job.job_id for job in jobs if job is not None)
 
