@@ -125,6 +125,7 @@ class ClaimedJobRun(Worker):
                 extra += f" delayed={(start_ms - score) / 1000:0.2f}s"
             arq_log.info("%6.2fs → %s(%s)%s", (start_ms - enqueue_time_ms) / 1000, ref, s, extra)
             self.job_tasks[job_id] = task = self.loop.create_task(function.coroutine(ctx, *args, **kwargs))
+            # run repr(result) and extra inside try/except as they can raise exceptions
             try:
                 result = await asyncio.wait_for(task, timeout_s)
             except (Exception, asyncio.CancelledError) as e:
