@@ -3,7 +3,8 @@ request, and takes over the runs of workers that died.
 
 - **Wake-ups.** arq polls its queue every `poll_delay` (0.5 s by default), which a person waiting
   for a first token would feel. Queueing publishes a wake-up on `Keys.wake_channel`; this worker
-  polls at once, and also as soon as one of its own runs finishes and frees a slot. The timed poll
+  polls at once, and also as soon as one of its own runs finishes and frees a slot that a due job
+  waits for (its last poll left jobs for want of one: `short_of_slots`). The timed poll
   stays as a fallback for a missed wake-up (reconnects, a full worker).
 - **Cancels** arrive on `Keys.cancel_channel` (and, as a fallback, with the next lease renewal),
   published by the sessions' scripts: with the queue on a Redis of its own, this worker listens
@@ -24,8 +25,11 @@ request, and takes over the runs of workers that died.
 - **Redis errors never end the worker.** A poll that fails (Redis unreachable, out of memory,
   read-only after a failover, busy, loading) is logged and retried with a growing pause, cut short
   when the wake-up listener subscribes again (Redis is back, a failover is over); arq's own
-  loop would let the exception end the process. Nor do they shrink it: a job claim that fails gives
-  its slot back.
+  loop would let the exception end the process. Nor do they shrink it: a job claim that fails takes
+  no slot.
+- **Pickup** (`worker/pickup.py`). A poll claims its jobs in one script, which also reads them, and
+  the jobs' finishes that wait for the same round trip go together: arq's keys and their meaning
+  are kept, so a plain arq client sees what it saw.
 """
 
 import asyncio
@@ -36,7 +40,7 @@ import time
 from typing import Any
 
 from arq.connections import RedisSettings
-from arq.worker import Worker, func
+from arq.worker import func
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
@@ -52,6 +56,7 @@ from tokentail.shared.scripts.runs import AppendEvents, RenewLease
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.archiver import Archiver
+from tokentail.worker.pickup import BatchedPickup
 from tokentail.worker.probe import ProbeServer, probe_app
 from tokentail.worker.providers import Providers
 from tokentail.worker.reaper import Reaper
@@ -67,7 +72,7 @@ logger = logging.getLogger(__name__)
 MAX_POLL_BACKOFF_SECONDS = 5.0
 
 
-class TokentailWorker(Worker):
+class TokentailWorker(BatchedPickup):
     def __init__(
         self,
         *,
@@ -150,21 +155,12 @@ class TokentailWorker(Worker):
                 logger.warning("queue poll works again after %d failures", self._poll_failures)
             self._poll_failures = 0
 
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        try:
-            await super().start_jobs(job_ids)
-        except (redis_errors.RedisError, OSError):
-            # arq takes a job's slot before the WATCH/MULTI that claims the job, and gives it back
-            # only on the errors it expects. Give back the slot of the claim that failed, or every
-            # connection lost mid-claim would shrink this worker by one slot for good.
-            self.job_counter -= 1
-            self.sem.release()
-            raise
-
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
-        if self._wake_channel is not None:
-            self._wake.set()  # a slot is free: take the next queued job now
+        if self._wake_channel is not None and self.short_of_slots:
+            # A slot is free and the last poll left jobs for want of one: take the next now. (A job
+            # queued meanwhile wakes the worker itself.)
+            self._wake.set()
 
     async def _listen(self, redis: Redis, channels: list[str]) -> None:
         if not channels:

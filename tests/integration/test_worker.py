@@ -9,12 +9,14 @@ import pytest
 from arq.worker import Worker
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from tests.waiting import eventually, scaled
 from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.scripts.contract import Script
+from tokentail.shared.scripts.pickup import ClaimJobs
+from tokentail.shared.scripts.runner import ScriptRunner
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.providers import Providers
@@ -179,8 +181,8 @@ async def test_a_run_whose_worker_dies_between_pickup_and_start_is_picked_again_
 async def test_closing_a_worker_waits_for_its_main_task_before_arq_closes_the_pool(
     start_worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # arq's close() closes the pool at once; with the main task still unwinding (a WATCH pipeline in
-    # start_jobs), that left an unclosed pipeline behind: a ResourceWarning, failing a test now and then.
+    # arq's close() closes the pool at once; with the main task still unwinding (a claim in its
+    # poll), that left an unclosed pipeline behind: a ResourceWarning, failing a test now and then.
     main_done_when_arq_closed: list[bool] = []
     close = Worker.close
 
@@ -199,18 +201,20 @@ async def test_a_connection_lost_while_claiming_a_job_costs_the_worker_no_slot(
     store: SessionStore, runs: AllWrites, start_worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # arq takes a slot before the WATCH/MULTI that claims a job, and gives it back only on the errors
-    # it expects: each connection lost mid-claim would shrink the worker by one slot, for good.
+    # it expects: each connection lost mid-claim would shrink the worker by one slot, for good. The
+    # claim is now one script (worker/pickup.py), which takes the slots of the jobs it claimed only
+    # once it is back.
     failures = 5
-    watch = Pipeline.watch
+    call = ScriptRunner.__call__
 
-    async def flaky_watch(self: Pipeline, *names: Any) -> Any:
+    async def flaky_claim(self: ScriptRunner, script: Script[Any]) -> Any:
         nonlocal failures
-        if failures:
+        if failures and isinstance(script, ClaimJobs):
             failures -= 1
             raise redis_errors.ConnectionError("Connection reset by peer")
-        return await watch(self, *names)
+        return await call(self, script)
 
-    monkeypatch.setattr(Pipeline, "watch", flaky_watch)
+    monkeypatch.setattr(ScriptRunner, "__call__", flaky_claim)
     worker = await start_worker(worker_concurrency=2)
     sessions = [(await _queue(runs, tokens=3, tokens_per_second=0))[0] for _ in range(4)]
     for session_id in sessions:

@@ -9,15 +9,16 @@ import fakeredis
 import pytest
 from lupa import lua51  # type: ignore[import-untyped]
 
-from tokentail.shared.scripts import checks, limits, runs, sessions
+from tokentail.shared.scripts import checks, limits, pickup, runs, sessions
 from tokentail.shared.scripts.contract import Packer, Script, Topology
+from tokentail.shared.scripts.pickup import ArqKeys, ArqPrefixes, Finish, FinishJobs
 from tokentail.shared.scripts.runs import Append, AppendEvents, AppendKeys, AppendShared, Ask, RunKeys, SessionArgs
 from tokentail.shared.scripts.sessions import ForkKeys, ForkSession
 
 TOPOLOGIES = [Topology(*flags) for flags in itertools.product((False, True), repeat=3)]
 CONTRACTS = [
     value
-    for module in (runs, sessions, checks, limits)
+    for module in (runs, sessions, checks, limits, pickup)
     for value in vars(module).values()
     if isinstance(value, type) and issubclass(value, Script) and value is not Script
 ]
@@ -111,6 +112,14 @@ def test_a_joinable_script_binds_each_joined_call() -> None:
         {"meta": "m1", "events": "e1", "lease": "l1"},
     ]
     assert [call["a"]["events"] for call in calls] == [["x", "y", "x", "y"], ["x", "y"]]
+
+
+def test_arq_job_finishes_go_six_values_each_in_the_order_finish_jobs_lua_reads() -> None:
+    finishes = [Finish("j1", True, b"result", 60_000), Finish("j2", False, incr_score=5, keep_in_progress_ms=100)]
+    finish = FinishJobs.of(ArqKeys("queue", "aborts"), ArqPrefixes("ip:", "job:", "retry:", "result:"), finishes)
+    bound = _echoed(finish, Topology())
+    assert bound["k"] == {"queue": "queue", "aborts": "aborts"}
+    assert bound["a"]["finishes"] == ["j1", "1", "result", "60000", "", "", "j2", "0", "", "", "5", "100"]
 
 
 def test_a_key_the_topology_needs_cannot_be_left_out() -> None:

@@ -1,0 +1,30 @@
+-- Finish arq jobs, each as arq 0.28's Worker.finish_job does in a transaction of its own: its
+-- in-progress key goes (or is kept a while), and a job that is over loses its retry count, its
+-- payload and its place in the queue (and in the aborts), keeping its result if asked; one to run
+-- again later moves in the queue by its deferral. A worker's finishes that wait for the same round
+-- trip go together (worker/pickup.py).
+-- Keys and arguments: shared/scripts/pickup.py `FinishJobs` (`finishes`: 6 values per job, as `Finish`).
+-- Returns how many jobs it finished.
+local f = a.finishes
+for i = 1, #f, 6 do
+  local job_id, over, result, result_ms, incr_score, keep_ms = f[i], f[i + 1], f[i + 2], f[i + 3], f[i + 4], f[i + 5]
+  local in_progress = p.in_progress .. job_id
+  if keep_ms == '' then
+    redis.call('DEL', in_progress)
+  else
+    redis.call('PEXPIRE', in_progress, keep_ms)
+  end
+  if over == '1' then
+    if result ~= '' and result_ms == '' then
+      redis.call('SET', p.result .. job_id, result)
+    elseif result ~= '' then
+      redis.call('SET', p.result .. job_id, result, 'PX', result_ms)
+    end
+    redis.call('DEL', p.retry .. job_id, p.job .. job_id)
+    redis.call('ZREM', k.aborts, job_id)
+    redis.call('ZREM', k.queue, job_id)
+  elseif incr_score ~= '' then
+    redis.call('ZINCRBY', k.queue, incr_score, job_id)
+  end
+end
+return #f / 6

@@ -1,0 +1,104 @@
+"""The contracts of the scripts by which a worker claims and finishes arq jobs (worker/pickup.py).
+
+They run on the queue's Redis and keep arq 0.28's keys and their meaning, so a plain arq client or
+the `arq` CLI sees what arq's own worker would leave: a claimed job's in-progress key, its retry
+count, its job key until it ends, its entry in the queue until it ends (or `start_run.lua` takes it
+out). arq's keys of one job are named from its id and arq's prefixes (arq.constants), as arq names
+them, so the scripts take the prefixes and build them (as `push_job` in lib.lua builds the job key).
+"""
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from tokentail.shared.scripts.contract import ArgGroup, KeyGroup, Script
+
+# The most jobs one claim takes: Redis serves nobody else while a script runs.
+CLAIM_MOST = 256
+
+
+@dataclass(slots=True)
+class ArqKeys(KeyGroup):
+    """arq's queue (a sorted set of job ids by when they are due, ms) and its set of jobs to abort."""
+
+    queue: str
+    aborts: str
+
+
+@dataclass(slots=True)
+class ArqPrefixes(ArgGroup):
+    """arq's prefixes of a job's keys (arq.constants): `<prefix><job id>`."""
+
+    in_progress: str
+    job: str
+    retry: str
+    result: str
+
+
+class ClaimedJob(NamedTuple):
+    job_id: str
+    score: int  # when it was due (ms), as arq's run_job is given it
+    payload: bytes | None  # None: the job key expired
+    job_try: int  # arq's retry count, counted by the claim as arq's run_job counts it
+    aborted: bool  # an abort was asked (and taken) before it started
+
+
+class Claim(NamedTuple):
+    jobs: list[ClaimedJob]
+    looked: int  # ids of due jobs read: fewer than asked means the end of what is due
+
+
+@dataclass(slots=True)
+class ClaimJobs(Script[Claim]):
+    """Claim up to `most` of the jobs due by `now_ms` (the worker's clock, as arq's), looking at
+    most at `count` ids from `offset` in the queue: each not in progress is marked in progress for
+    `in_progress_ms`, its retry count goes up (kept `retry_ttl` s), and it is returned with its
+    payload. With `abort` (arq's allow_abort_jobs), an abort asked for it is taken and told."""
+
+    SOURCE = "claim_jobs"
+    k: ArqKeys
+    p: ArqPrefixes
+    now_ms: int
+    offset: int
+    count: int
+    most: int
+    in_progress_ms: int
+    retry_ttl: int
+    abort: int
+
+    def parse(self, reply: Any) -> Claim:
+        looked, *flat = reply
+        jobs = [
+            ClaimedJob(job_id.decode(), int(float(score)), payload or None, int(job_try), bool(aborted))
+            for job_id, score, payload, job_try, aborted in zip(*[iter(flat)] * 5, strict=True)
+        ]
+        return Claim(jobs, int(looked))
+
+
+class Finish(NamedTuple):
+    """What arq's `Worker.finish_job` is told of one job, as the script takes it ('' for none)."""
+
+    job_id: str
+    finish: bool  # the job is over: its keys go (else it stays queued, to run again)
+    result: bytes | str = ""  # arq's serialised result, kept under its result key
+    result_ms: int | str = ""  # how long ('': for ever)
+    incr_score: int | str = ""  # a retry deferred: its score moves by this (ms)
+    keep_in_progress_ms: int | str = ""  # the in-progress key kept this long ('': deleted)
+
+
+@dataclass(slots=True)
+class FinishJobs(Script[None]):
+    """Finish many jobs, each as arq's `finish_job` would in a transaction of its own.
+    `finishes`: each job's `Finish`, its fields in order."""
+
+    SOURCE = "finish_jobs"
+    k: ArqKeys
+    p: ArqPrefixes
+    finishes: list[Any]
+
+    @classmethod
+    def of(cls, keys: ArqKeys, prefixes: ArqPrefixes, finishes: list[Finish]) -> "FinishJobs":
+        flat = [value for one in finishes for value in (*one[:1], int(one.finish), *one[2:])]
+        return cls(keys, prefixes, flat)
+
+    def parse(self, reply: Any) -> None:
+        return None
