@@ -8,7 +8,10 @@ one connection, and their replies are read in order and handed back to each call
 caller keeps its own replies: an error reply fails only its own command.
 
 `round_trips(redis)` is the one `RoundTrips` of a client. A Redis Cluster client's commands go per
-caller in a pipeline of its own, which redis-py routes node by node.
+caller in a pipeline of its own, which redis-py routes node by node, and whose replies pass through
+redis-py's reply callbacks: send this way only commands whose replies those leave as Redis sent
+them (HMGET, GET, EXISTS, HVALS, EVALSHA; XRANGE, whose callback the store makes the identity), not
+HGETALL, which a cluster client would make a dict.
 """
 
 import asyncio
