@@ -16,7 +16,8 @@ Everything runs here as real processes, as in production: private redis-servers,
 and one worker (or producer) process per system (Durable Streams: its server, on its own files, and
 a producer). The load generator (raw asyncio sockets, uvloop) shares the same cores, so capacity
 figures are lower bounds. Figures are printed, never asserted; ratios compare systems measured in
-this same invocation.
+this same invocation. A calibration first measures how slow the box is now, and every wait for a
+process scales with it (harness.calibrate): a busy box gives worse figures, not a failed run.
 """
 
 import argparse
@@ -33,6 +34,7 @@ from typing import Any
 import baseline as baseline_tree
 import compare
 import encodings_phase
+import harness
 import httpx2
 import uvloop
 from harness import OtherWork, Stack, create, percentile, read_sse
@@ -91,8 +93,10 @@ async def main(
     baseline: str | None,
 ) -> None:
     began = time.monotonic()
+    slowness = harness.calibrate()
+    print(f"== calibration: this box takes {slowness:.2f}x the reference box's time; waits scale with it")
     results: dict[str, Any] = {
-        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0], "slowness": round(slowness, 2)},
         "options": {
             "quick": quick,
             "repeats": repeats,

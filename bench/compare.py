@@ -107,20 +107,18 @@ class System:
         """Fresh processes, and the Redis clients they hold before any stream is started."""
         self.stop()
         self.start()
-        await asyncio.sleep(0.5)  # clients that connect at startup have
+        await asyncio.sleep(harness.patience(0.5))  # clients that connect at startup have
         self.base_clients = await redis_clients(self.redis)
 
     def stop(self) -> None:
         for process in (self.gateway, self.producer):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(10)
+            harness.stop_process(process)
 
     def _wait_for(self, port: int) -> None:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + harness.patience(20)
         while time.monotonic() < deadline:
             try:
-                with __import__("socket").create_connection(("127.0.0.1", port), timeout=1):
+                with __import__("socket").create_connection(("127.0.0.1", port), timeout=harness.patience(1)):
                     return
             except OSError:
                 time.sleep(0.05)
@@ -167,6 +165,10 @@ class Tokentail(System):
             "TOKENTAIL_LOG_LEVEL": "warning",
             "TOKENTAIL_RUNS_PER_MINUTE": "0",
             "TOKENTAIL_MAX_STREAMS_PER_TENANT": "0",
+            # The idle streams' runs are silent for as long as the phase lasts, which on a slow box
+            # passed the default 60 s: runs must not fail for it (thousands failing at once, and a
+            # worker slow to stop, ended a run of the benchmark).
+            "TOKENTAIL_IDLE_TIMEOUT_SECONDS": "3600",
         }
         self.stack.gateway = self.stack.worker = None
         self.stack.start(TOKENTAIL_WORKER_CONCURRENCY="5000")
@@ -222,8 +224,7 @@ class TokentailGateway(Tokentail):
     def start(self) -> None:
         super().start()
         assert self.producer is not None
-        self.producer.terminate()
-        self.producer.wait(10)
+        harness.stop_process(self.producer)
         env = {**self.stack.env, "TOKENTAIL_KEY_PREFIX": self.stack.prefix}
         script = str(Path(__file__).resolve().parent / "light_producer.py")
         self.producer = subprocess.Popen([sys.executable, script, str(self.producer_port)], env=env)
@@ -370,13 +371,16 @@ async def run_level(system: System, streams: int, tokens: int) -> Run:
         readings.append(reading())
 
     all_frames: list[list[harness.Frame]] = []
-    async with httpx2.AsyncClient(base_url=system.url, limits=httpx2.Limits(max_connections=50), timeout=30) as client:
+    limits = httpx2.Limits(max_connections=50)
+    async with httpx2.AsyncClient(base_url=system.url, limits=limits, timeout=harness.patience(30)) as client:
 
         async def one(delay: float) -> None:
             await asyncio.sleep(delay)
             path = await system.start_stream(client, tokens=tokens)
             try:  # a stream that never ends (its producer failed) fails the level, not the benchmark
-                frames = await asyncio.wait_for(harness.read_sse(system.port, path), tokens / RATE + 60)
+                frames = await asyncio.wait_for(
+                    harness.read_sse(system.port, path), tokens / RATE + harness.patience(60)
+                )
             except TimeoutError:
                 run.incomplete += 1
                 return
@@ -404,9 +408,11 @@ async def run_level(system: System, streams: int, tokens: int) -> Run:
 async def idle_streams(system: System, count: int) -> dict[str, float]:
     """`count` open SSE streams with nothing to send: gateway memory and Redis connections each."""
     assert system.gateway is not None
-    async with httpx2.AsyncClient(base_url=system.url, limits=httpx2.Limits(max_connections=50), timeout=60) as client:
-        # Runs that will not produce for the whole measurement: one token, then a long pause.
-        paths = [await system.start_stream(client, tokens=2, rate=0.01) for _ in range(count)]
+    limits = httpx2.Limits(max_connections=50)
+    async with httpx2.AsyncClient(base_url=system.url, limits=limits, timeout=harness.patience(60)) as client:
+        # Runs that will not produce for the whole measurement, however slow the box: one token, then
+        # a pause of 1,000 s.
+        paths = [await system.start_stream(client, tokens=2, rate=0.001) for _ in range(count)]
     await asyncio.sleep(1)
     rss_before = rss_kb(system.gateway.pid)
     if system.uses_redis:
@@ -420,7 +426,7 @@ async def idle_streams(system: System, count: int) -> dict[str, float]:
             sockets.append((reader, writer))
         await asyncio.sleep(0.05)
     await asyncio.gather(*(reader.readuntil(b"\r\n\r\n") for reader, _ in sockets))
-    await asyncio.sleep(3)
+    await asyncio.sleep(harness.patience(3))
     figures: dict[str, float] = {"streams": count, "kb_per_stream": (rss_kb(system.gateway.pid) - rss_before) / count}
     if system.uses_redis:
         figures |= {
@@ -446,7 +452,7 @@ async def fan_out(system: System, watchers: int) -> dict[str, Any]:
         stats = await redis.info("commandstats") if reads else {}
         return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in reads}
 
-    async with httpx2.AsyncClient(base_url=system.url, timeout=30) as client:
+    async with httpx2.AsyncClient(base_url=system.url, timeout=harness.patience(30)) as client:
         path = await system.start_stream(client, tokens=100, rate=50)
         # Everyone connects first (the early part comes as one catch-up), then counting starts.
         readers = [asyncio.create_task(harness.read_sse(system.port, path)) for _ in range(watchers)]
@@ -467,7 +473,7 @@ async def fan_out(system: System, watchers: int) -> dict[str, Any]:
 async def first_event_ms(system: System, runs: int) -> dict[str, float]:
     """Start a run (before the request) -> its first token event read by a fresh SSE client."""
     times: list[float] = []
-    async with httpx2.AsyncClient(base_url=system.url, timeout=30) as client:
+    async with httpx2.AsyncClient(base_url=system.url, timeout=harness.patience(30)) as client:
         for _ in range(runs):
             await asyncio.sleep(0.05)
             begun = time.time()
@@ -480,7 +486,7 @@ async def first_event_ms(system: System, runs: int) -> dict[str, float]:
 async def resume_backlog(system: System, events: int, repeats: int) -> dict[str, float]:
     """A client resuming from the start of a stream `events` long: first and last event received."""
     delta = b"\nevent: %s\n" % system.delta
-    async with httpx2.AsyncClient(base_url=system.url, timeout=120) as client:
+    async with httpx2.AsyncClient(base_url=system.url, timeout=harness.patience(120)) as client:
         path = await system.backlog(client, events)
         await asyncio.sleep(1)
     firsts, lasts = [], []
