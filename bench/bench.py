@@ -36,6 +36,7 @@ import compare
 import encodings_phase
 import harness
 import httpx2
+import report
 import uvloop
 from harness import OtherWork, Stack, create, percentile, read_sse
 from redis.asyncio import Redis
@@ -150,7 +151,7 @@ async def main(
         f"== summary, after {results['seconds']} s"
         f" (ratios: how many times better tokentail is; costs at {levels[0]} streams)"
     )
-    for row in compare.table(results["side_by_side"], levels[0]):
+    for row in report.table(results["side_by_side"], levels[0]):
         print("  | " + " | ".join(row) + " |")
 
 
