@@ -40,15 +40,19 @@ def _calibration_work() -> None:
 
 
 def calibrate() -> float:
-    """Measure how slow the box is now (the median of 15 tries, wall clock, so a busy box counts as
-    slow: the work waits for a core), set SLOWNESS from it (1 to 10) and return it."""
+    """Measure how slow the box is now, set SLOWNESS from it (1 to 10) and return it: the median of
+    15 tries of the work against the reference (wall clock, so a core shared counts), or, if more,
+    the share of the cores other work leaves (the benchmark's processes, four or more, need them all)."""
     global SLOWNESS
+    cores = os.cpu_count() or 1
+    meter = OtherWork([])
     tries = []
     for _ in range(15):
         began = time.perf_counter()
         _calibration_work()
         tries.append(time.perf_counter() - began)
-    SLOWNESS = min(10.0, max(1.0, statistics.median(tries) / REFERENCE_SECONDS))
+    left = max(0.5, cores - meter.share())
+    SLOWNESS = min(10.0, max(1.0, statistics.median(tries) / REFERENCE_SECONDS, cores / left))
     return SLOWNESS
 
 
@@ -107,7 +111,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 class Stack:
-    gateway_tree: Path | None = None  # also for a Stack made without __init__ (compare.py's)
+    gateway_tree: Path | None = None  # also for a Stack made without __init__ (systems.py's)
 
     def __init__(self, data_dir: str, gateway_tree: Path | None = None, **env: str) -> None:
         """`gateway_tree`: a folder whose `tokentail` package the gateway runs instead of this one's
