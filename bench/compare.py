@@ -5,7 +5,9 @@ Each system (bench/systems.py) is a gateway process and a producer process on a 
 redis-server, driven by the same load generator (raw asyncio sockets, harness.read_sse) with the
 same workload: runs of 300 tokens at 50 tokens/s, tokens due every 50 ms joined into one event.
 Measured for each, in this order: idle streams (on fresh processes), start -> first token, resume
-of a backlog, one stream's fan-out, here; then streams held (bench/levels.py).
+of a backlog, one stream's fan-out, here; then the start rate and CPU per start (bench/starts.py),
+streams held started in a burst and spread, with the latency curve and CPU per 1,000 tokens
+(bench/levels.py), and a reconnect storm (bench/storm.py).
 """
 
 import asyncio
@@ -16,7 +18,9 @@ from typing import Any
 
 import harness
 import httpx2
-from levels import capacity
+import starts
+import storm
+from levels import capacity, spread_capacity
 from redis.asyncio import Redis
 from systems import SYSTEMS, System, TokentailGateway, connections_of, redis_clients, rss_kb
 
@@ -130,6 +134,18 @@ async def resume_backlog(system: System, events: int, repeats: int) -> dict[str,
     return {"first_byte_ms": statistics.median(firsts), "last_byte_ms": statistics.median(lasts)}
 
 
+async def reconnect_storm(system: System, quick: bool) -> dict[str, Any] | None:
+    """Clients of streaming runs (5 tokens/s), 10 per stream, away together for a while, then all
+    back at once where they were (bench/storm.py). None for a system whose resume it cannot check."""
+    if system.resume_by is None:
+        return None
+    sessions, clients, away = (10, 100, 0.5) if quick else (100, 1000, 2.0)
+    async with httpx2.AsyncClient(base_url=system.url, timeout=harness.patience(30)) as client:
+        paths = [await system.start_stream(client, tokens=100_000, rate=5) for _ in range(sessions)]
+    by_offset = system.resume_by == "offset"
+    return await storm.reconnect_storm(system.port, paths, clients, away, by_offset, warm=away)
+
+
 async def compare(
     data_dir: str, quick: bool, repeats: int, levels: list[int], systems: list[str], max_other: float
 ) -> dict[str, Any]:
@@ -180,7 +196,7 @@ async def measure(system: System, quick: bool, repeats: int, levels: list[int], 
     )
     backlog, meter = 1000 if quick else 10_000, harness.OtherWork(system.pids)
     resume = figures["resume"] = await resume_backlog(system, backlog, 3 if quick else 10)
-    resume["other_cpu_share"] = meter.share()
+    resume |= {"events": backlog, "other_cpu_share": meter.share()}
     print(
         f"  resume of {backlog} events: first {resume['first_byte_ms']:.1f} ms, last {resume['last_byte_ms']:.1f} ms"
         f"  (other CPU {resume['other_cpu_share']:.0%})"
@@ -188,5 +204,12 @@ async def measure(system: System, quick: bool, repeats: int, levels: list[int], 
     figures["fan_out"] = await fan_out(system, 20 if quick else 100)
     per_event = " (per_event: Redis commands per event)" if system.uses_redis else ""
     print(f"  one stream, {20 if quick else 100} watchers{per_event}: {figures['fan_out']}")
+    figures["starts"] = await starts.start_rate(system, quick, max_other)
     await capacity(system, figures, quick, repeats, levels, max_other)
+    await spread_capacity(system, figures, quick, levels, max_other)
+    meter = harness.OtherWork(system.pids)
+    reconnects = figures["storm"] = await reconnect_storm(system, quick)
+    if reconnects is not None:
+        reconnects["other_cpu_share"] = meter.share()
+        print(f"  reconnect storm: {storm.report(reconnects)}  (other CPU {reconnects['other_cpu_share']:.0%})")
     return figures

@@ -66,6 +66,12 @@ class System:
     name = ""
     delta = b"message.delta"  # the SSE event type of a token event
     uses_redis = True  # False: no Redis figures (its private Redis runs idle, its CPU not counted)
+    # How a client that dropped resumes (bench/storm.py): "last-event-id" (the header), "offset" (the
+    # characters it had read, `?skip=`: Vercel's package), or None (not measured).
+    resume_by: str | None = "last-event-id"
+    # The run a start is measured with (bench/starts.py): tokens and tokens/s. Two tokens 100 ms
+    # apart: a stream that ended before its client's GET cannot be followed in Vercel's package.
+    short_run: tuple[int, float] = (2, 10)
 
     def __init__(self, redis: RedisServer) -> None:
         self.redis = redis
@@ -146,6 +152,9 @@ class System:
 
 class Tokentail(System):
     name = "tokentail"
+    # The scripted model answers a whole sentence at least (about 16 tokens): at once, so that the
+    # writer joins it into one or two events, as the peers' two tokens.
+    short_run = (2, 0)
 
     def start(self) -> None:
         self.stack = harness.Stack.__new__(harness.Stack)  # its process handling, on this Redis and port
@@ -211,6 +220,7 @@ class TokentailGateway(Tokentail):
     capacity, on a box where the worker would run out of CPU first."""
 
     name = "tokentail-gateway"
+    short_run = System.short_run  # the light producer paces every stream
 
     def start(self) -> None:
         super().start()
@@ -273,6 +283,7 @@ class NodePeer(System):
 class Vercel(NodePeer):
     name = "vercel-rs"
     folder = "vercel"
+    resume_by = "offset"
 
     def env(self) -> dict[str, str]:
         return {"REDIS_URL": self.redis.url}
@@ -286,6 +297,7 @@ class DurableStreams(NodePeer):
     folder = "durable-streams"
     delta = b"data"
     uses_redis = False
+    resume_by = None  # by the offset its control events carry; its frames have no id to check the order by
 
     def env(self) -> dict[str, str]:
         return {"DATA_DIR": str(self.redis.data_dir / "streams"), "GATEWAY_URL": self.url}
