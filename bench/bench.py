@@ -1,6 +1,8 @@
 """tokentail's benchmark: queue pickup, events per token and the gateway's CPU by encoding
 (bench/encodings_phase.py), then side by side with the naive gateway, Vercel's resumable-stream and
-the Durable Streams reference server (bench/compare.py).
+the Durable Streams reference server (bench/compare.py), and a summary (bench/report.py): the
+headline figures with ratios, the latency-versus-load curve, CPU per 1,000 tokens by process, and
+issue 43's goals, each met or not.
 
     ./scripts/install bench && .venv/bin/python bench/bench.py   # the full run (see docs/benchmarks.md)
     .venv/bin/python bench/bench.py --quick                      # a small run, to check the script itself
@@ -16,7 +18,8 @@ Everything runs here as real processes, as in production: private redis-servers,
 and one worker (or producer) process per system (Durable Streams: its server, on its own files, and
 a producer). The load generator (raw asyncio sockets, uvloop) shares the same cores, so capacity
 figures are lower bounds. Figures are printed, never asserted; ratios compare systems measured in
-this same invocation.
+this same invocation. A calibration first measures how slow the box is now, and every wait for a
+process scales with it (harness.calibrate): a busy box gives worse figures, not a failed run.
 """
 
 import argparse
@@ -33,7 +36,9 @@ from typing import Any
 import baseline as baseline_tree
 import compare
 import encodings_phase
+import harness
 import httpx2
+import report
 import uvloop
 from harness import OtherWork, Stack, create, percentile, read_sse
 from redis.asyncio import Redis
@@ -89,10 +94,13 @@ async def main(
     systems: list[str],
     max_other: float,
     baseline: str | None,
+    start_cpu_before: dict[str, float],
 ) -> None:
     began = time.monotonic()
+    slowness = harness.calibrate()
+    print(f"== calibration: this box takes {slowness:.2f}x the reference box's time; waits scale with it")
     results: dict[str, Any] = {
-        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0], "slowness": round(slowness, 2)},
         "options": {
             "quick": quick,
             "repeats": repeats,
@@ -100,6 +108,7 @@ async def main(
             "systems": systems,
             "max_other": max_other,
             "baseline": baseline,
+            "start_cpu_before_ms": start_cpu_before,
         },
     }
     with tempfile.TemporaryDirectory() as data_dir:
@@ -146,7 +155,18 @@ async def main(
         f"== summary, after {results['seconds']} s"
         f" (ratios: how many times better tokentail is; costs at {levels[0]} streams)"
     )
-    for row in compare.table(results["side_by_side"], levels[0]):
+    side_by_side = results["side_by_side"]
+    print_table(report.table(side_by_side, levels[0]))
+    print("== delivery delay by load: p50 / p99 ms (median of the repeats), streams started in a burst, then spread")
+    print_table(report.curve(side_by_side))
+    print("== CPU s per 1,000 delivered tokens, by process (steady part, median of the repeats)")
+    print_table(report.cpu_by_process(side_by_side))
+    print("== issue 43's goals (tokentail; ratios against vercel-rs)")
+    print_table([("goal", "this run", ""), *report.goals(side_by_side, start_cpu_before)])
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    for row in rows:
         print("  | " + " | ".join(row) + " |")
 
 
@@ -175,7 +195,20 @@ if __name__ == "__main__":
         help="also run the encodings phase against the gateway of this git revision (e.g. main), in turns"
         " with this tree's, and print both side by side",
     )
+    parser.add_argument(
+        "--start-cpu-before",
+        metavar="MS,MS,MS",
+        default=",".join(map(str, report.START_CPU_BEFORE_MS.values())),
+        help="CPU per start before issue 43's work, ms: gateway, worker, Redis, which the goals halve (default:"
+        " the issue's own measure, %(default)s; a run of this benchmark on the code before gives its own)",
+    )
     args = parser.parse_args()
+    try:
+        start_cpu_before = dict(
+            zip(report.START_CPU_BEFORE_MS, map(float, args.start_cpu_before.split(",")), strict=True)
+        )
+    except ValueError:
+        parser.error("--start-cpu-before: three numbers, gateway,worker,redis (ms)")
     default_levels = "25,50" if args.quick else "100,200,400,600,800,1000,1200,1500"
     levels = [int(level) for level in (args.levels or default_levels).split(",")]
     repeats = args.repeats or (1 if args.quick else 3)
@@ -186,4 +219,4 @@ if __name__ == "__main__":
         parser.error(f"unknown systems: {', '.join(unknown)}")
     if args.baseline is not None and baseline_tree.commit_of(args.baseline) is None:
         parser.error(f"--baseline: no commit {args.baseline!r} in this repository")
-    uvloop.run(main(args.quick, args.output, repeats, levels, systems, args.max_other, args.baseline))
+    uvloop.run(main(args.quick, args.output, repeats, levels, systems, args.max_other, args.baseline, start_cpu_before))

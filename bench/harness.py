@@ -3,7 +3,9 @@ processes on a private Redis (`Stack`), and a raw-socket SSE reader cheap enough
 streams."""
 
 import asyncio
+import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -21,6 +23,55 @@ from tokentail.redis_server import RedisServer, free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 TICKS = os.sysconf("SC_CLK_TCK")
+
+# How many times longer this machine takes than the reference box (the quiet 2-vCPU box of
+# docs/benchmarks.md) for the same work, measured once at the start of a run by `calibrate()`.
+# Every wait for a process (to start, to answer, to stop) is scaled by it: a slow or busy box must
+# not fail the benchmark where the reference box would not. Figures are never scaled.
+SLOWNESS = 1.0
+REFERENCE_SECONDS = 0.062  # `_calibration_work` on the reference box: the fastest of many tries
+
+
+def _calibration_work() -> None:
+    """What the load generator and the Python processes do most: JSON in and out, bytes split."""
+    event = {"run_id": "run_0123456789abcdef", "text": " token" * 4, "t": 1764000000000.5}
+    for _ in range(20_000):
+        json.loads(json.dumps(event))["text"].split()
+
+
+def calibrate() -> float:
+    """Measure how slow the box is now, set SLOWNESS from it (1 to 10) and return it: the median of
+    15 tries of the work against the reference (wall clock, so a core shared counts), or, if more,
+    the share of the cores other work leaves (the benchmark's processes, four or more, need them all)."""
+    global SLOWNESS
+    cores = os.cpu_count() or 1
+    meter = OtherWork([])
+    tries = []
+    for _ in range(15):
+        began = time.perf_counter()
+        _calibration_work()
+        tries.append(time.perf_counter() - began)
+    left = max(0.5, cores - meter.share())
+    SLOWNESS = min(10.0, max(1.0, statistics.median(tries) / REFERENCE_SECONDS, cores / left))
+    return SLOWNESS
+
+
+def patience(seconds: float) -> float:
+    """`seconds` on the reference box, on this one."""
+    return seconds * SLOWNESS
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, seconds: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `seconds` (scaled): a worker handing over
+    thousands of runs on a busy box may take longer than any fixed wait, and the benchmark goes on."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(patience(seconds))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -60,7 +111,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 class Stack:
-    gateway_tree: Path | None = None  # also for a Stack made without __init__ (compare.py's)
+    gateway_tree: Path | None = None  # also for a Stack made without __init__ (systems.py's)
 
     def __init__(self, data_dir: str, gateway_tree: Path | None = None, **env: str) -> None:
         """`gateway_tree`: a folder whose `tokentail` package the gateway runs instead of this one's
@@ -95,14 +146,14 @@ class Stack:
             self.gateway_tree or ROOT, "gateway", "--host", "127.0.0.1", "--port", str(self.port)
         )
         self.worker = self._spawn(ROOT, "worker", "--port", "0", **worker_env) if with_worker else None
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + patience(20)
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1):
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=patience(1)):
                     break
             except OSError:
                 time.sleep(0.05)
-        time.sleep(0.5)  # let the worker subscribe and poll once
+        time.sleep(patience(0.5))  # let the worker subscribe and poll once
 
     @property
     def url(self) -> str:
@@ -115,9 +166,7 @@ class Stack:
 
     def stop(self) -> None:
         for process in (self.gateway, self.worker):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(10)
+            stop_process(process)
 
     def close(self) -> None:
         self.stop()

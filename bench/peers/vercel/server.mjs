@@ -1,7 +1,7 @@
 // Vercel's `resumable-stream` as a producer and a gateway, for tokentail's side-by-side benchmark.
 //
 //   node server.mjs producer <port>   POST /start?id=&tokens=&rate=  starts a stream (the "worker")
-//   node server.mjs gateway <port>    GET /stream/<id>                 follows it as SSE (any replica)
+//   node server.mjs gateway <port>    GET /stream/<id>[?skip=<chars>]  follows it as SSE (any replica)
 //
 // The producer runs `createNewResumableStream`, as the route that starts a generation would, and
 // drains what it returns (that route's own client). The gateway serves other clients with
@@ -69,8 +69,10 @@ async function produce(request, response) {
 }
 
 async function follow(request, response) {
-  const id = decodeURIComponent(request.url.split("?")[0].slice("/stream/".length));
-  const stream = await context.resumeExistingStream(id);
+  const url = new URL(request.url, "http://bench");
+  const id = decodeURIComponent(url.pathname.slice("/stream/".length));
+  // `?skip=`: the characters a client already read, the package's way to resume (a reconnect storm).
+  const stream = await context.resumeExistingStream(id, Number(url.searchParams.get("skip") ?? 0));
   if (!stream) {
     response.writeHead(stream === null ? 204 : 404).end();
     return;
