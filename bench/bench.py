@@ -39,10 +39,13 @@ import encodings_phase
 import harness
 import httpx2
 import report
+import starts
+import systems
 import uvloop
 from harness import OtherWork, Stack, create, percentile, read_sse
 from redis.asyncio import Redis
 
+from tokentail.redis_server import RedisServer
 from tokentail.shared.keys import Keys
 
 
@@ -145,6 +148,8 @@ async def main(
 
         finally:
             stack.close()
+        if baseline is not None:
+            results["start_cpu_against_baseline"] = await start_cpu_against(baseline, data_dir, quick)
         print(f"  ({time.monotonic() - began:.0f} s so far)")
         print(f"== side by side: {', '.join(systems)}")
         results["side_by_side"] = await compare.compare(data_dir, quick, repeats, levels, systems, max_other)
@@ -162,7 +167,33 @@ async def main(
     print("== CPU s per 1,000 delivered tokens, by process (steady part, median of the repeats)")
     print_table(report.cpu_by_process(side_by_side))
     print("== issue 43's goals (tokentail; ratios against vercel-rs)")
-    print_table([("goal", "this run", ""), *report.goals(side_by_side, start_cpu_before)])
+    goals = report.goals(side_by_side, start_cpu_before, results.get("start_cpu_against_baseline"), baseline)
+    print_table([("goal", "this run", ""), *goals])
+
+
+async def start_cpu_against(rev: str, data_dir: str, quick: bool) -> dict[str, dict[str, float]]:
+    """CPU per start of each process, this tree's tokentail (gateway and worker) and revision `rev`'s,
+    in turns on one Redis: issue 43's "CPU per start" goal as a before and after from one run."""
+    rate, seconds, rounds = (50, 1.5, 1) if quick else (100, 10.0, 3)
+    print(f"== CPU ms per start, this tree against {rev}: {rounds} steps each of {rate} starts/s, in turns")
+    commit = baseline_tree.commit_of(rev)
+    assert commit is not None  # checked with the arguments
+    folder = Path(data_dir) / "start-cpu"
+    folder.mkdir()
+    with RedisServer(folder) as redis:
+        ours, theirs = systems.Tokentail(redis), systems.Tokentail(redis)
+        theirs.tree = baseline_tree.gateway_tree(commit, folder / "tree")
+        try:
+            figures = await starts.before_and_after(ours, theirs, rate, seconds, rounds)
+        finally:
+            ours.stop()
+            theirs.stop()
+    for label in ("before", "after", "ratio"):
+        cells = " ".join(
+            f"{role} {value:.2f}{'x' if label == 'ratio' else ''}" for role, value in figures[label].items()
+        )
+        print(f"  {label + (f' ({rev})' if label == 'before' else ''):14} {cells}")
+    return figures
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:

@@ -112,6 +112,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 class Stack:
     gateway_tree: Path | None = None  # also for a Stack made without __init__ (systems.py's)
+    worker_tree: Path | None = None  # the same, for the worker (bench/starts.py's `before_and_after`)
 
     def __init__(self, data_dir: str, gateway_tree: Path | None = None, **env: str) -> None:
         """`gateway_tree`: a folder whose `tokentail` package the gateway runs instead of this one's
@@ -145,7 +146,9 @@ class Stack:
         self.gateway = self._spawn(
             self.gateway_tree or ROOT, "gateway", "--host", "127.0.0.1", "--port", str(self.port)
         )
-        self.worker = self._spawn(ROOT, "worker", "--port", "0", **worker_env) if with_worker else None
+        self.worker = (
+            self._spawn(self.worker_tree or ROOT, "worker", "--port", "0", **worker_env) if with_worker else None
+        )
         deadline = time.monotonic() + patience(20)
         while time.monotonic() < deadline:
             try:

@@ -190,12 +190,29 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "not met"
 
 
-def goals(results: dict[str, Any], start_cpu_before: dict[str, float] = START_CPU_BEFORE_MS) -> list[Goal]:
-    """Issue 43's goals, each with this run's figures: met, not met, or not measured."""
+def goals(
+    results: dict[str, Any],
+    start_cpu_before: dict[str, float] = START_CPU_BEFORE_MS,
+    against_baseline: dict[str, dict[str, float]] | None = None,
+    baseline: str | None = None,
+) -> list[Goal]:
+    """Issue 43's goals, each with this run's figures: met, not met, or not measured. CPU per start is
+    judged against `--baseline`'s, measured in this run (`against_baseline`), if given."""
     ours = results.get("tokentail")
     if ours is None:
         return [("every goal", "tokentail not in --systems", "not measured")]
-    return [*against_peer(ours, results.get(PEER)), *per_start(ours, start_cpu_before), *absolute(ours)]
+    starts = per_start_against(against_baseline, baseline) if against_baseline else per_start(ours, start_cpu_before)
+    return [*against_peer(ours, results.get(PEER)), *starts, *absolute(ours)]
+
+
+def per_start_against(figures: dict[str, dict[str, float]], baseline: str | None) -> list[Goal]:
+    """CPU per start, each process, <= half of `baseline`'s, both measured in this run."""
+    out = []
+    for role, ratio in figures["ratio"].items():
+        label = f"CPU per start, {'worker' if role == 'producer' else role} <= 0.5x {baseline}'s"
+        value = f"{figures['after'][role]:.2f} against {figures['before'][role]:.2f} ms ({ratio:.2f}x)"
+        out.append((label, value, verdict(ratio <= 0.5)))
+    return out
 
 
 def against_peer(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Goal]:

@@ -132,3 +132,23 @@ async def start_rate(system: System, quick: bool, max_other: float) -> dict[str,
     figures["cpu_ms_per_start"] = reference["cpu_ms_per_start"]
     print(f"  sustained start rate, first token p99 <= {FIRST_TOKEN_BOUND_MS} ms: {figures['rate_held']} starts/s")
     return figures
+
+
+async def before_and_after(
+    ours: System, theirs: System, rate: float, seconds: float, rounds: int
+) -> dict[str, dict[str, float]]:
+    """CPU per start of each process, this tree's system (`ours`) and another revision's (`theirs`)
+    in turns, `rounds` steps each at `rate`: the medians, and their ratios (after / before)."""
+    measured: dict[str, list[dict[str, float]]] = {"after": [], "before": []}
+    for _ in range(rounds):
+        for label, system in (("before", theirs), ("after", ours)):
+            await system.restart()
+            idle = await idle_cpu(system, min(seconds / 2, 5.0))
+            measured[label].append((await start_step(system, rate, seconds, idle))["cpu_ms_per_start"])
+            system.stop()
+    medians = {
+        label: {role: sorted(step[role] for step in steps)[len(steps) // 2] for role in steps[0]}
+        for label, steps in measured.items()
+    }
+    medians["ratio"] = {role: medians["after"][role] / medians["before"][role] for role in medians["after"]}
+    return medians

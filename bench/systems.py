@@ -155,10 +155,12 @@ class Tokentail(System):
     # The scripted model answers a whole sentence at least (about 16 tokens): at once, so that the
     # writer joins it into one or two events, as the peers' two tokens.
     short_run = (2, 0)
+    tree: Path | None = None  # another revision's package (bench/baseline.py), gateway and worker; else this one
 
     def start(self) -> None:
         self.stack = harness.Stack.__new__(harness.Stack)  # its process handling, on this Redis and port
         self.stack.redis, self.stack.port = self.redis, self.port
+        self.stack.gateway_tree = self.stack.worker_tree = self.tree
         self.stack.env = {
             **os.environ,
             "TOKENTAIL_REDIS_URL": self.redis.url,
