@@ -40,10 +40,10 @@ import harness
 import httpx2
 import report
 import starts
-import systems
 import uvloop
 from harness import OtherWork, Stack, create, percentile, read_sse
 from redis.asyncio import Redis
+from systems import Tokentail
 
 from tokentail.redis_server import RedisServer
 from tokentail.shared.keys import Keys
@@ -181,7 +181,7 @@ async def start_cpu_against(rev: str, data_dir: str, quick: bool) -> dict[str, d
     folder = Path(data_dir) / "start-cpu"
     folder.mkdir()
     with RedisServer(folder) as redis:
-        ours, theirs = systems.Tokentail(redis), systems.Tokentail(redis)
+        ours, theirs = Tokentail(redis), Tokentail(redis)
         theirs.tree = baseline_tree.gateway_tree(commit, folder / "tree")
         try:
             figures = await starts.before_and_after(ours, theirs, rate, seconds, rounds)
