@@ -4,11 +4,12 @@ A gateway serves many requests at once, a worker many runs; each asks Redis a co
 time. Sent one by one, each pays a pool checkout, a packing and a write of its own, and Redis a read
 of its own: more than the command itself costs either side. Here the commands asked while a round
 trip is on its way wait for it to come back, then go together (shared/joiner.py), as one buffer on
-one connection, and their replies are read in order and handed back to each caller. Alone, a command goes at once. Each
-caller keeps its own replies: an error reply fails only its own command.
+the one connection they all use, and their replies are read in order and handed back to each
+caller. Alone, a command goes at once. Each caller keeps its own replies: an error reply fails
+only its own command.
 
 `round_trips(redis)` is the one `RoundTrips` of a client. A Redis Cluster client's commands go per
-caller in a pipeline of its own, which redis-py routes node by node, and whose replies pass through
+caller, alone or in a pipeline of their own, which redis-py routes node by node, and whose replies pass through
 redis-py's reply callbacks: send this way only commands whose replies those leave as Redis sent
 them (HMGET, GET, EXISTS, HVALS, EVALSHA; XRANGE, whose callback the store makes the identity), not
 HGETALL, which a cluster client would make a dict.
@@ -16,6 +17,7 @@ HGETALL, which a cluster client would make a dict.
 
 import asyncio
 import inspect
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any, cast
@@ -29,6 +31,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from tokentail.shared.joiner import Joiner
 
 Command = Sequence[Any]
+IDLE_CHECK_SECONDS = 1.0  # a connection unused this long is checked before its next round trip
 
 
 def _checkout_args(pool: ConnectionPool) -> tuple[str, ...]:
@@ -44,6 +47,8 @@ class RoundTrips:
         self._cluster = isinstance(redis, RedisCluster)
         self._pool = None if isinstance(redis, RedisCluster) else cast(ConnectionPool, redis.connection_pool)
         self._checkout = () if self._pool is None else _checkout_args(self._pool)
+        self._held: Connection | None = None
+        self._used = 0.0
 
     async def __call__(self, *commands: Command) -> list[Any]:
         """The replies of `commands`, in order, as Redis sent them (no redis-py response callbacks);
@@ -82,20 +87,29 @@ class RoundTrips:
 
     async def _round_trip(self, packed: list[bytes]) -> list[Any]:
         """Every command written at once, then their replies read in order. What redis-py's Pipeline
-        does around a round trip is kept: the pool's connection, its retry policy, and a disconnect on
-        any error, cancellation included (redis-py's send and read do it), so a connection with
-        replies still owed never goes back to the pool."""
+        does around a round trip is kept: its retry policy, and a disconnect on any error,
+        cancellation included (redis-py's send and read do it), so that no reply is left owed on the
+        connection: the next round trip connects again."""
+        connection = await self._connection()
+        return cast(
+            list[Any],
+            await connection.retry.call_with_retry(
+                lambda: self._exchange(connection, packed), lambda error: connection.disconnect()
+            ),
+        )
+
+    async def _connection(self) -> Connection:
+        """The one connection the round trips go on, one at a time: taken from the pool once, for good
+        (a checkout per round trip cost a lock, a wait and a read of the socket each). One that sat
+        idle a while is checked as the pool checks its own (Redis may have restarted meanwhile)."""
         pool = cast(ConnectionPool, self._pool)  # not a cluster's
-        connection = cast(Connection, await pool.get_connection(*self._checkout))
-        try:
-            return cast(
-                list[Any],
-                await connection.retry.call_with_retry(
-                    lambda: self._exchange(connection, packed), lambda error: connection.disconnect()
-                ),
-            )
-        finally:
-            await pool.release(connection)
+        now = time.monotonic()
+        if self._held is None:
+            self._held = cast(Connection, await pool.get_connection(*self._checkout))
+        elif now - self._used > IDLE_CHECK_SECONDS:
+            await pool.ensure_connection(self._held)
+        self._used = now
+        return self._held
 
     @staticmethod
     async def _exchange(connection: Connection, packed: list[bytes]) -> list[Any]:
@@ -111,6 +125,11 @@ class RoundTrips:
         return replies
 
     async def _cluster_pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        if len(commands) == 1:  # alone, as redis-py sends a command: retried through a failover as it retries those
+            try:
+                return [await self.redis.execute_command(*commands[0])]
+            except ResponseError as exc:
+                return [exc]
         async with self.redis.pipeline(transaction=False) as pipe:
             for command in commands:
                 pipe.execute_command(*command)
