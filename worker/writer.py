@@ -35,6 +35,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from pydantic_core import to_json
+
 from tokentail.shared.events import (
     DATA_PREFIX,
     MAX_EVENT_BYTES,
@@ -57,6 +59,7 @@ logger = logging.getLogger(__name__)
 OUTAGE_SECONDS = 60.0
 MAX_DELTA_CHARS = 16_384
 _DELTAS = metrics.EVENTS_APPENDED.labels("message.delta")  # the one appended most often
+_EMPTY_TEXT = '""}'
 # The text a writer coalesces: the answer, and reasoning kept apart from it.
 _TEXT_EVENTS: dict[type[MessageDelta | ReasoningDelta], str] = {
     MessageDelta: EventType.MESSAGE_DELTA,
@@ -80,6 +83,15 @@ class Recorded(Protocol):
     def holds(self, event_type: str, data: EventData) -> bool:
         """Whether the record holds this event already."""
         ...
+
+
+def delta_head(run_id: str, model: type[MessageDelta | ReasoningDelta], agent: str | None) -> tuple[str, str]:
+    """A text delta's event type, and its JSON up to the text (`{"run_id":…,"text":`), as its model
+    writes it: a delta is that head, its text as pydantic writes a string, and `}`, the same bytes as
+    the model's, without a model per append. Made once per kind and agent."""
+    empty = model(run_id=run_id, text="", agent=agent).model_dump_json()  # checks `agent` too
+    assert empty.endswith(_EMPTY_TEXT)  # `text` is the model's last field
+    return _TEXT_EVENTS[model], empty[: -len(_EMPTY_TEXT)]
 
 
 class OutputTooLarge(Exception):
@@ -134,6 +146,8 @@ class EventWriter:
         self._pending: list[str] = []
         # What the pending text is: its event, and the agent that streams it (see AgentEventData).
         self._pending_kind: tuple[type[MessageDelta | ReasoningDelta], str | None] = (MessageDelta, None)
+        self._head_kind: tuple[type[MessageDelta | ReasoningDelta], str | None] | None = None
+        self._head = ("", "")  # its event type and JSON head (see delta_head)
         self._last_flush = float("-inf")
         self._ticking = False  # waiting for the next tick
         self._window_end: float | None = None  # when the window it waits for closes
@@ -324,12 +338,11 @@ class EventWriter:
         now = self._clock()
         self._last_flush = now if self._window_end is None else min(now, self._window_end)
         self._window_end = None
-        model, agent = self._pending_kind
+        if self._head_kind != self._pending_kind:
+            self._head_kind, self._head = self._pending_kind, delta_head(self._run_id, *self._pending_kind)
+        event_type, head = self._head
         return [
-            (
-                _TEXT_EVENTS[model],
-                model(run_id=self._run_id, text=text[i : i + MAX_DELTA_CHARS], agent=agent).model_dump_json(),
-            )
+            (event_type, head + to_json(text[i : i + MAX_DELTA_CHARS]).decode() + "}")
             for i in range(0, len(text), MAX_DELTA_CHARS)
         ]
 
