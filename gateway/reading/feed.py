@@ -123,6 +123,7 @@ class EventFeed:
                 try:
                     async for batch in self._events(subscription):
                         yield batch
+                        del batch  # see _events
                     return
                 except Exception as exc:
                     if not is_outage(exc):
@@ -148,18 +149,24 @@ class EventFeed:
                 self.after = snapshot.up_to
                 metrics.SNAPSHOTS.labels(self._transport).inc()
                 yield Batch(snapshot=snapshot)
+                del snapshot  # see below
             self._snapshot_until = 0
         while not subscription.closed:
             if subscription.pending:  # live: the hub's chunks, as they are
                 chunks = subscription.take()
                 self.after = chunks[-1].last
                 self._count_sent(chunks)
+                ended = chunks[-1].events[-1].type in _TERMINAL
                 yield Batch(chunks)
-                if chunks[-1].events[-1].type in _TERMINAL and await self._finished():
+                # An open stream mostly waits: what it sent last is not kept meanwhile (its events and
+                # their frames, a snapshot of up to READ_BUDGET_BYTES), nor by the loops above this one.
+                del chunks
+                if ended and await self._finished():
                     return
             elif not subscription.live and subscription.ready:
                 async for batch in self._catch_up(subscription):
                     yield batch
+                    del batch
                 finished = not self._run_going and await self._finished()
                 self._run_going = False
                 if finished:

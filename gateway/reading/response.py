@@ -76,6 +76,7 @@ class EventStreamResponse(Response):
         except BaseException:
             await self._on_close()
             raise
+        self.raw_headers, self._head = [], b""  # sent: not kept for as long as the stream stays open
         if (detached := scope.get(DETACHED)) is not None:
             detached.append(self._body)
         else:
@@ -92,6 +93,7 @@ class EventStreamResponse(Response):
                             await send({"type": "http.response.body", "body": body, "more_body": True})
                         if encoding.finished:
                             break
+                        del batch, body  # see EventFeed._events: kept by no frame while the stream waits
                 await send({"type": "http.response.body", "body": encoding.tail(), "more_body": False})
             finally:
                 watching.cancel()
