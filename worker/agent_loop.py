@@ -104,24 +104,18 @@ async def _turn(
         hooks.replayed(turn.content, recorded["reasoning_chars"])  # the stream has them
         return turn  # (its usage counts for the attempt that made it: worker/usage.py)
     prefix = context.resume_text() if provider.continues else ""
-    streamed = False
+    progress = _Progress()
 
     async def model(continue_text: str) -> tuple[Message, int]:
-        async def noted(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-            nonlocal streamed
-            async for chunk in chunks:
-                streamed = True
-                yield chunk
-
         chunks = stream_with_retries(provider, replace(request, continue_text=continue_text), policy, on_retry)
-        return await _model_turn(context, noted(chunks), continue_text)
+        return await _model_turn(context, chunks, continue_text, progress)
 
     try:
         turn, reasoning_chars = await model(prefix)
     except ProviderError as exc:
         # A model that refuses to continue an answer (Anthropic's newest refuse a prefill with a
         # 400) before it said anything: the turn starts over, and clients drop what they had of it.
-        if not prefix or streamed or exc.kind != "invalid_request":
+        if not prefix or progress.streamed or exc.kind != "invalid_request":
             raise
         await hooks.restart_resumed_text(prefix)
         turn, reasoning_chars = await model("")
@@ -130,14 +124,27 @@ async def _turn(
     return turn
 
 
-async def _model_turn(context: RunContext, chunks: AsyncIterator[Chunk], prefix: str) -> tuple[Message, int]:
+class _Progress:
+    """Whether the model's stream gave anything yet: a turn that fails after that cannot start over."""
+
+    __slots__ = ("streamed",)
+
+    def __init__(self) -> None:
+        self.streamed = False
+
+
+async def _model_turn(
+    context: RunContext, chunks: AsyncIterator[Chunk], prefix: str, progress: _Progress
+) -> tuple[Message, int]:
     """Stream one answer of the model to the run, after `prefix` (what clients have of it); what it
-    said, as the assistant's message, and how much reasoning it streamed."""
+    said, as the assistant's message, and how much reasoning it streamed. (`progress` is marked here,
+    not by a generator around `chunks`, which would be one more step of every token.)"""
     text: list[str] = [prefix]
     reasoning_chars = 0
     calls: list[ToolCall] = []
     thinking: list[ThinkingBlock] = []
     async for chunk in chunks:
+        progress.streamed = True
         if isinstance(chunk, TextDelta):
             text.append(chunk.text)
             await context.delta(chunk.text)

@@ -1,14 +1,18 @@
 """The event writer of one run attempt: coalesces token deltas and keeps appends in order.
 
-A token that arrives after a quiet spell is appended at once (the first token is never held),
-with those that arrive together with it (in the same loop step: one network read); tokens that
-follow within `flush_interval` of the last append are joined into one `message.delta` when the
-window closes. Windows close on one grid of ticks for every writer of the process (`FlushTicks`):
-the runs whose windows close together append at the same tick, which the worker sends to Redis as
-one round trip and one script call (shared/scripts/pipeline.py). Appends run in the background, one at a
-time, so the model's stream never waits on Redis: tokens that arrive while an append is in flight
-join the next one, which batches harder exactly when Redis or the network is slow. Any other
-event first flushes the pending text, so the stream keeps the order in which the agent produced it.
+A token that arrives after a quiet spell (two windows without an append) is appended at once (the
+first token is never held), with those that arrive together with it (in the same loop step: one
+network read); tokens that follow within `flush_interval` of the last append are joined into one
+`message.delta` when the window closes. Windows close on one grid of ticks for every writer of the
+process (`FlushTicks`): the runs whose windows close together append at the same tick, which the
+worker sends to Redis as one round trip and one script call (shared/scripts/pipeline.py). Text that
+keeps coming just after its window closed (a model whose chunks come about a window apart) waits
+for the next tick too, at most its `period`: appended at once, each run would go at a moment of its
+own, and the worker would send twice as many round trips, each carrying half as many runs. Appends
+run in the background, one at a time, so the model's stream never waits on Redis: tokens that
+arrive while an append is in flight join the next one, which batches harder exactly when Redis or
+the network is slow. Any other event first flushes the pending text, so the stream keeps the order
+in which the agent produced it.
 
 What one run may store is bounded: a delta holds at most `MAX_DELTA_CHARS` (a longer text becomes
 several), any other event at most `MAX_EVENT_BYTES`, and an attempt's text `max_output_chars`; past
@@ -30,6 +34,8 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+
+from pydantic_core import to_json
 
 from tokentail.shared.events import (
     DATA_PREFIX,
@@ -53,6 +59,7 @@ logger = logging.getLogger(__name__)
 OUTAGE_SECONDS = 60.0
 MAX_DELTA_CHARS = 16_384
 _DELTAS = metrics.EVENTS_APPENDED.labels("message.delta")  # the one appended most often
+_EMPTY_TEXT = '""}'
 # The text a writer coalesces: the answer, and reasoning kept apart from it.
 _TEXT_EVENTS: dict[type[MessageDelta | ReasoningDelta], str] = {
     MessageDelta: EventType.MESSAGE_DELTA,
@@ -76,6 +83,15 @@ class Recorded(Protocol):
     def holds(self, event_type: str, data: EventData) -> bool:
         """Whether the record holds this event already."""
         ...
+
+
+def delta_head(run_id: str, model: type[MessageDelta | ReasoningDelta], agent: str | None) -> tuple[str, str]:
+    """A text delta's event type, and its JSON up to the text (`{"run_id":…,"text":`), as its model
+    writes it: a delta is that head, its text as pydantic writes a string, and `}`, the same bytes as
+    the model's, without a model per append. Made once per kind and agent."""
+    empty = model(run_id=run_id, text="", agent=agent).model_dump_json()  # checks `agent` too
+    assert empty.endswith(_EMPTY_TEXT)  # `text` is the model's last field
+    return _TEXT_EVENTS[model], empty[: -len(_EMPTY_TEXT)]
 
 
 class OutputTooLarge(Exception):
@@ -130,6 +146,8 @@ class EventWriter:
         self._pending: list[str] = []
         # What the pending text is: its event, and the agent that streams it (see AgentEventData).
         self._pending_kind: tuple[type[MessageDelta | ReasoningDelta], str | None] = (MessageDelta, None)
+        self._head_kind: tuple[type[MessageDelta | ReasoningDelta], str | None] | None = None
+        self._head = ("", "")  # its event type and JSON head (see delta_head)
         self._last_flush = float("-inf")
         self._ticking = False  # waiting for the next tick
         self._window_end: float | None = None  # when the window it waits for closes
@@ -245,18 +263,22 @@ class EventWriter:
     def _schedule(self) -> None:
         if self._ticking or self._flushing is not None or self._closed:
             return  # the tick or the append in flight will pick the text up
-        wait = self._last_flush + self._flush_interval - self._clock()
-        if wait <= 0:
-            # Not now but once this loop step is over: tokens that arrive together (one network
-            # read, the scripted model's tick) go together. Taken with the first of them alone, the
-            # rest would wait a whole window for the next append.
+        now = self._clock()
+        window_end = self._last_flush + self._flush_interval
+        if now - self._last_flush >= 2 * self._flush_interval:
+            # After a quiet spell (the first token too): not held, but appended once this loop step
+            # is over: tokens that arrive together (one network read) go together. Taken with the
+            # first of them alone, the rest would wait a whole window for the next append.
             loop = asyncio.get_running_loop()
             self._flushing = loop.create_future()
             loop.call_soon(self._start_flush)
         else:
+            # Within the window, or just past it while the text still flows (a model whose chunks
+            # come about a window apart, as the scripted model's ticks do): at the window's tick,
+            # with the other writers whose windows close then, not alone at a moment of its own.
             self._ticking = True
-            self._window_end = self._last_flush + self._flush_interval
-            self._ticks.join(self, wait)
+            self._window_end = max(now, window_end)
+            self._ticks.join(self, self._window_end - now)
 
     def on_tick(self) -> None:
         if not self._ticking:
@@ -316,12 +338,11 @@ class EventWriter:
         now = self._clock()
         self._last_flush = now if self._window_end is None else min(now, self._window_end)
         self._window_end = None
-        model, agent = self._pending_kind
+        if self._head_kind != self._pending_kind:
+            self._head_kind, self._head = self._pending_kind, delta_head(self._run_id, *self._pending_kind)
+        event_type, head = self._head
         return [
-            (
-                _TEXT_EVENTS[model],
-                model(run_id=self._run_id, text=text[i : i + MAX_DELTA_CHARS], agent=agent).model_dump_json(),
-            )
+            (event_type, head + to_json(text[i : i + MAX_DELTA_CHARS]).decode() + "}")
             for i in range(0, len(text), MAX_DELTA_CHARS)
         ]
 

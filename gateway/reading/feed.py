@@ -123,6 +123,7 @@ class EventFeed:
                 try:
                     async for batch in self._events(subscription):
                         yield batch
+                        del batch  # see _events
                     return
                 except Exception as exc:
                     if not is_outage(exc):
@@ -148,18 +149,24 @@ class EventFeed:
                 self.after = snapshot.up_to
                 metrics.SNAPSHOTS.labels(self._transport).inc()
                 yield Batch(snapshot=snapshot)
+                del snapshot  # see below
             self._snapshot_until = 0
         while not subscription.closed:
             if subscription.pending:  # live: the hub's chunks, as they are
                 chunks = subscription.take()
                 self.after = chunks[-1].last
                 self._count_sent(chunks)
+                ended = chunks[-1].events[-1].type in _TERMINAL
                 yield Batch(chunks)
-                if chunks[-1].events[-1].type in _TERMINAL and await self._finished():
+                # An open stream mostly waits: what it sent last is not kept meanwhile (its events and
+                # their frames, a snapshot of up to READ_BUDGET_BYTES), nor by the loops above this one.
+                del chunks
+                if ended and await self._finished():
                     return
             elif not subscription.live and subscription.ready:
                 async for batch in self._catch_up(subscription):
                     yield batch
+                    del batch
                 finished = not self._run_going and await self._finished()
                 self._run_going = False
                 if finished:
@@ -209,7 +216,8 @@ class EventFeed:
         return Batch(chunks, gap)
 
     def _count_sent(self, chunks: list[Chunk]) -> None:
-        self._sent.inc(sum(len(chunk.events) for chunk in chunks))
+        # Live, a batch is mostly one chunk (one notification): counted without a generator.
+        self._sent.inc(len(chunks[0].events) if len(chunks) == 1 else sum(len(chunk.events) for chunk in chunks))
         if chunks[0].first <= self._replay_until:
             replayed = sum(1 for chunk in chunks for e in chunk.events if e.seq <= self._replay_until)
             metrics.RESUMED_EVENTS.labels(self._transport).inc(replayed)

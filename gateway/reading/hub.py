@@ -45,6 +45,7 @@ outage_log = RateLimitedLogger(logger, every_seconds=30)
 T = TypeVar("T")
 BUFFER_BYTES = 1_048_576  # what waits for one slow client before it reads from Redis instead
 _RUN_COMPLETED = EventType.RUN_COMPLETED.encode()
+_new_event = tuple.__new__
 _RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0)
 # A Redis that vanished without closing the connection is found by TCP keepalive, within about 25 s.
 KEEPALIVE = {
@@ -64,7 +65,7 @@ class Chunk:
         self.events = events
         self.first = events[0].seq
         self.last = events[-1].seq
-        self.size = sum(len(event.data) for event in events)
+        self.size = len(events[0].data) if len(events) == 1 else sum(len(event.data) for event in events)
         self._encoded: dict[Callable[[list[StoredEvent]], Any], Any] | None = None
 
     def encoded(self, encode: Callable[[list[StoredEvent]], T]) -> T:
@@ -390,7 +391,7 @@ class StreamHub:
                 subscription.ping()  # it checks on its session, finds it gone, and ends now
             return
         seq, ts, type_, data = payload.split(b" ", 3)
-        event = StoredEvent(int(seq), type_, data, int(ts))
+        event = _new_event(StoredEvent, (int(seq), type_, data, int(ts)))  # as parse_raw_entries: no Python __new__
         if channel.held is not None:
             channel.held.append(event)
         elif type_ == _RUN_COMPLETED:

@@ -8,7 +8,15 @@ from redis import exceptions as redis_errors
 
 from tests.waiting import eventually
 from tokentail.shared.errors import LeaseLost
-from tokentail.shared.events import MAX_EVENT_BYTES, Ending, RunCompleted, Status, event_type_of
+from tokentail.shared.events import (
+    MAX_EVENT_BYTES,
+    Ending,
+    MessageDelta,
+    ReasoningDelta,
+    RunCompleted,
+    Status,
+    event_type_of,
+)
 from tokentail.worker import writer as writer_module
 from tokentail.worker.run_writes import RunLease
 from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, FlushTicks, OutputTooLarge
@@ -279,3 +287,38 @@ async def test_a_background_append_gives_up_once_the_outage_outlasts_its_bound(
             await asyncio.sleep(0.05)
             await writer.flush()
     assert 2 <= len(store.ids) < 20 and len(set(store.ids)) == 1  # retried with one id, then stopped
+
+
+async def test_text_that_keeps_coming_past_its_window_waits_for_the_tick_not_alone() -> None:
+    # A model whose chunks come about a window apart (the scripted model's ticks) would otherwise
+    # append each run at a moment of its own: as many round trips as runs, not one per tick.
+    ticks = FlushTicks(0.02, period=3600)  # a tick that never comes within the test
+    store = RecordingLease()
+    writer = EventWriter(store, ticks, max_output_chars=1_000)  # type: ignore[arg-type]
+    await _arrive(writer, "first")
+    await _append_landed(store, 1)
+    await asyncio.sleep(0.025)  # just past the window
+    await _arrive(writer, " second")
+    await asyncio.sleep(0.01)
+    assert store.texts() == ["first"]  # held for the tick
+    await writer.flush()
+    await asyncio.sleep(0.05)  # a quiet spell: two windows and more without an append
+    await _arrive(writer, " third")
+    await asyncio.sleep(0.01)
+    assert store.texts() == ["first", " second", " third"]  # at once, without waiting for a tick
+
+
+@pytest.mark.parametrize("agent", [None, "researcher"])
+async def test_deltas_are_stored_as_their_models_write_them(agent: str | None) -> None:
+    # The writer splices the text into a head made once per kind and agent: the bytes must be the model's.
+    store = RecordingLease()
+    writer = _writer(store, 0)
+    text = 'quote " backslash \\ newline \n control \x01 slash / é 😀 \u2028'
+    await writer.delta(text, agent)
+    await writer.reasoning(text, agent)
+    await writer.flush()
+    stored = [data for call in store.calls for _, data in call]
+    assert stored == [
+        MessageDelta(run_id="r", text=text, agent=agent).model_dump_json(),
+        ReasoningDelta(run_id="r", text=text, agent=agent).model_dump_json(),
+    ]
