@@ -8,11 +8,11 @@ is one run (a UI protocol's) ends it after that run's last event.
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from tokentail.gateway.reading.feed import Batch, EventFeed
 from tokentail.shared.events import Gap
@@ -84,7 +84,7 @@ class EventStreamResponse(Response):
 
     async def _body(self, receive: Receive, send: Send) -> None:
         try:
-            watching = Disconnect(receive, self._feed.stop)
+            watching = asyncio.create_task(self._watch(receive))
             try:
                 encoding = self._encoding
                 async with contextlib.aclosing(self._feed.__aiter__()) as batches:
@@ -96,58 +96,13 @@ class EventStreamResponse(Response):
                         del batch, body  # see EventFeed._events: kept by no frame while the stream waits
                 await send({"type": "http.response.body", "body": encoding.tail(), "more_body": False})
             finally:
-                watching.stop()
+                watching.cancel()
         finally:
             await self._on_close()
 
-
-class Disconnect:
-    """Calls `then()` once the client has gone (`receive()` answers `http.disconnect`), without a task.
-
-    An open stream waits for two things: its feed, and its client leaving. A task for the second
-    (its frames, its entry among the loop's tasks) was about 1 KB of every open stream; here the
-    `receive()` coroutine is stepped by hand instead, each time a future it waits on is done, as a
-    task would step it. `stop()` closes it (its `finally` blocks run) wherever it waits.
-    """
-
-    __slots__ = ("_receive", "_then", "_waiting")
-
-    def __init__(self, receive: Receive, then: Callable[[], None]) -> None:
-        self._receive = receive
-        self._then = then
-        self._waiting: Generator[Any, None, Message] | None = None
-        self._next()
-
-    def stop(self) -> None:
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.close()
-
-    def _next(self) -> None:
-        self._waiting = self._receive().__await__()
-        self._step()
-
-    def _step(self, _: object = None) -> None:
-        if (waiting := self._waiting) is None:
-            return  # stopped meanwhile
-        try:
-            future = waiting.send(None)
-        except StopIteration as done:
-            self._waiting = None
-            if done.value["type"] == "http.disconnect":
-                self._then()
-            else:  # the request's body (read already by the route, if at all): only its end is awaited
-                self._next()
-            return
-        except BaseException:
-            self._waiting = None
-            self._then()  # whatever failed, the stream does not outlive what watches its client
-            raise
-        if future is None:  # a bare yield (`asyncio.sleep(0)`): the next loop step
-            asyncio.get_running_loop().call_soon(self._step)
-        else:
-            future._asyncio_future_blocking = False  # taken, as a task takes it
-            future.add_done_callback(self._step)
+    async def _watch(self, receive: Receive) -> None:
+        await disconnected(receive)
+        self._feed.stop()
 
 
 async def disconnected(receive: Receive) -> None:
