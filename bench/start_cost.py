@@ -25,17 +25,11 @@ import urllib.request
 from pathlib import Path
 
 import baseline
-from harness import ROOT
+from harness import ROOT, cpu_seconds
 
 from tokentail.redis_server import RedisServer, free_port
 
-TICKS = os.sysconf("SC_CLK_TCK")
 KEY = "bench-key-0123456789abcdef"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 async def request(port: int, head: bytes, body: bytes = b"", until: bytes = b"\r\n\r\n") -> bytes:
