@@ -11,6 +11,8 @@ hot routes pass through, and what their FastAPI routes declare, pinned.
 import asyncio
 import logging
 import re
+import time
+import types
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tokentail.gateway import cors
+from tokentail.gateway.access import limits
 from tokentail.gateway.app import create_app
 from tokentail.gateway.hot_routes import HotRoute
 from tokentail.gateway.routes import events, sessions
@@ -257,6 +260,14 @@ def remember(client: Client, index: int, answer: Answer, options: dict[str, Any]
         client.values.update(session2=found["session_id"], token2=found["stream_token"])
     if options.get("remember"):
         client.values[options["remember"]] = found["session_id"]
+
+
+@pytest.fixture(autouse=True)
+def one_budget_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tenants' run budgets count in minutes of the clock: a test that crossed into the next one
+    would find its budget spent on one gateway and fresh on the other. The limits' clock stands still."""
+    now = time.time()
+    monkeypatch.setattr(limits, "time", types.SimpleNamespace(time=lambda: now))
 
 
 @pytest.fixture
