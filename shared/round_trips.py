@@ -44,7 +44,6 @@ class RoundTrips:
     def __init__(self, redis: Redis | RedisCluster) -> None:
         self.redis = redis
         self._joiner: Joiner[list[bytes], list[Any]] = Joiner(self._send)
-        self._cluster = isinstance(redis, RedisCluster)
         self._pool = None if isinstance(redis, RedisCluster) else cast(ConnectionPool, redis.connection_pool)
         self._checkout = () if self._pool is None else _checkout_args(self._pool)
         self._held: Connection | None = None
@@ -61,19 +60,30 @@ class RoundTrips:
 
     async def script(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """`script`'s reply to `keys` and `args` (EVALSHA; loaded again if Redis forgot it)."""
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        (reply,) = await self.submit([command])
-        if isinstance(reply, NoScriptError):  # Redis restarted, or SCRIPT FLUSH
-            await self.redis.script_load(script.script)
-            (reply,) = await self.submit([command])
+        (reply,) = await self.script_calls(script, [(keys, args)])
         if isinstance(reply, Exception):
             raise reply
         return reply
 
+    async def script_calls(
+        self, script: AsyncScript, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+    ) -> list[Any]:
+        """`script`'s reply to each call's keys and arguments, in one round trip, an error reply as its
+        exception. If Redis forgot the script (a restart, SCRIPT FLUSH), it is loaded and the calls
+        that found it missing are sent again."""
+        commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
+        replies = await self.submit(commands)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            await self.redis.script_load(script.script)
+            again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            for i, reply in zip(again, await self.submit([commands[i] for i in again]), strict=True):
+                replies[i] = reply
+        return replies
+
     def submit(self, commands: Sequence[Command]) -> "asyncio.Future[list[Any]]":
         """The replies of `commands` as a future, each error reply as its exception (for a caller that
         does not wait in a task of its own, or keeps each command's error apart)."""
-        if self._cluster:
+        if self._pool is None:  # a cluster's
             return asyncio.ensure_future(self._cluster_pipeline(commands))
         return self._joiner.submit([hiredis.pack_command(tuple(command)) for command in commands])
 
@@ -115,7 +125,8 @@ class RoundTrips:
     async def _exchange(connection: Connection, packed: list[bytes]) -> list[Any]:
         # One buffer, one write: given a list, the transport writes each item as it comes (uvloop
         # tries a send per item), which cost as much as the rest of the round trip.
-        await connection.send_packed_command(b"".join(packed), check_health=False)  # the pool checked it
+        # No health check per round trip: `_connection` checks one that sat idle.
+        await connection.send_packed_command(b"".join(packed), check_health=False)
         replies: list[Any] = []
         for _ in packed:
             try:

@@ -14,7 +14,6 @@ import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from tokentail.shared.joiner import Joiner
 from tokentail.shared.round_trips import round_trips
@@ -34,7 +33,6 @@ class ScriptPipeline:
     reply, as a list of one."""
 
     def __init__(self, redis: Redis, script: str, joinable: bool = False) -> None:
-        self._redis = redis
         self._script = redis.register_script(script)
         self._joinable = joinable
         self._joiner: Joiner[tuple[list[Any], list[Any]], Any] = Joiner(self._replies)
@@ -64,13 +62,4 @@ class ScriptPipeline:
         return replies
 
     async def _execute(self, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
-        sha = self._script.sha
-        commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
-        replies = await self._round_trips.submit(commands)
-        if any(isinstance(reply, NoScriptError) for reply in replies):
-            # Redis lost its scripts (a restart, SCRIPT FLUSH): load it, send those calls again.
-            await self._redis.script_load(self._script.script)
-            again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            for i, reply in zip(again, await self._round_trips.submit([commands[i] for i in again]), strict=True):
-                replies[i] = reply
-        return replies
+        return await self._round_trips.script_calls(self._script, calls)
