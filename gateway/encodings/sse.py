@@ -29,8 +29,6 @@ def encode_batch(batch: Batch) -> bytes:
         return b"id: %d\nevent: snapshot\ndata: %s\n\n" % (batch.snapshot.up_to, batch.snapshot.data)
     if not batch.chunks:
         return PING
-    if len(batch.chunks) == 1 and batch.gap is None:  # live, mostly: one notification's chunk
-        return batch.chunks[0].encoded(encode_events)
     frames = [chunk.encoded(encode_events) for chunk in batch.chunks]  # made once per chunk, for all its readers
     if batch.gap is not None:
         frames.insert(0, encode_gap(batch.gap))

@@ -216,8 +216,7 @@ class EventFeed:
         return Batch(chunks, gap)
 
     def _count_sent(self, chunks: list[Chunk]) -> None:
-        # Live, a batch is mostly one chunk (one notification): counted without a generator.
-        self._sent.inc(len(chunks[0].events) if len(chunks) == 1 else sum(len(chunk.events) for chunk in chunks))
+        self._sent.inc(sum(len(chunk.events) for chunk in chunks))
         if chunks[0].first <= self._replay_until:
             replayed = sum(1 for chunk in chunks for e in chunk.events if e.seq <= self._replay_until)
             metrics.RESUMED_EVENTS.labels(self._transport).inc(replayed)

@@ -37,7 +37,7 @@ from tokentail.shared.logs import RateLimitedLogger
 from tokentail.shared.outage import is_outage
 from tokentail.shared.redis_clients import sessions_client
 from tokentail.shared.settings import Settings
-from tokentail.shared.store import SESSION_GONE, SessionStore, StoredEvent
+from tokentail.shared.store import SESSION_GONE, SessionStore, StoredEvent, stored_event
 
 logger = logging.getLogger(__name__)
 outage_log = RateLimitedLogger(logger, every_seconds=30)
@@ -45,7 +45,6 @@ outage_log = RateLimitedLogger(logger, every_seconds=30)
 T = TypeVar("T")
 BUFFER_BYTES = 1_048_576  # what waits for one slow client before it reads from Redis instead
 _RUN_COMPLETED = EventType.RUN_COMPLETED.encode()
-_new_event = tuple.__new__
 _RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0)
 # A Redis that vanished without closing the connection is found by TCP keepalive, within about 25 s.
 KEEPALIVE = {
@@ -65,7 +64,7 @@ class Chunk:
         self.events = events
         self.first = events[0].seq
         self.last = events[-1].seq
-        self.size = len(events[0].data) if len(events) == 1 else sum(len(event.data) for event in events)
+        self.size = sum(len(event.data) for event in events)
         self._encoded: dict[Callable[[list[StoredEvent]], Any], Any] | None = None
 
     def encoded(self, encode: Callable[[list[StoredEvent]], T]) -> T:
@@ -391,7 +390,7 @@ class StreamHub:
                 subscription.ping()  # it checks on its session, finds it gone, and ends now
             return
         seq, ts, type_, data = payload.split(b" ", 3)
-        event = _new_event(StoredEvent, (int(seq), type_, data, int(ts)))  # as parse_raw_entries: no Python __new__
+        event = stored_event((int(seq), type_, data, int(ts)))
         if channel.held is not None:
             channel.held.append(event)
         elif type_ == _RUN_COMPLETED:
