@@ -1,0 +1,272 @@
+"""A2A 1.0's task events (what `a2a-sdk` and `@a2a-js/sdk` clients read from SendStreamingMessage and
+SubscribeToTask), from a run's stored events.
+
+An A2A task is a run (its id: `task_id(session, run)`, its context: the session). A renderer of one run
+builds the Task as the run's events make it and the events that change it:
+
+    run.queued            the Task is made: submitted, its history the user's message (generation 1)
+    run.started           status working (a first start; a takeover or a resume adds nothing)
+    message.delta         an artifact update of the `answer` artifact: the first text makes it
+                          (append false), the rest append (one part each, as A2A streams text)
+    status                status working, with the agent's text as the status message
+    input.required        status input_required, the question as the status message (its prompt as
+                          text, then a data part: inputId, kind, schema, callId); the stream ends
+                          there, as A2A's own servers end it, unless the question is answered
+    input.received        status working, the answer as a user message (added to the history)
+    run.retrying/continued  what a takeover drops: the `answer` artifact sent again whole (append
+                          false), as the run still shows it; nothing if it drops no text
+    run.completed         status completed
+    run.failed            status failed, the error as the status message
+    run.cancelled         status canceled
+    gap                   a status update with the state unchanged and the gap in its metadata
+    reasoning, tools, data  nothing (A2A has no such parts of a task)
+
+Every event, and the Task, carries tokentail's resume extension in its metadata (`RESUME_EXTENSION`:
+`eventId` and `generation`). `generation` is the A2A 1.1 draft's (a2aproject/A2A#1810): 1 when the
+task is made, one more for each event, so a client that saw N and then gets N+2 knows it missed one,
+and a stream that ends on a state that is not final was cut. The event id is the generation as a
+string: a subscribe with `Last-Event-ID: N` gets the Task as it was at N, then every event after N.
+Both are functions of the stored events, read from the run's start, so any gateway numbers them the
+same.
+"""
+
+from typing import Any, assert_never
+
+from a2a.types.a2a_pb2 import (
+    Artifact,
+    Message,
+    Part,
+    Role,
+    Task,
+    TaskArtifactUpdateEvent,
+    TaskState,
+    TaskStatus,
+    TaskStatusUpdateEvent,
+)
+from google.protobuf.struct_pb2 import Struct, Value
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from tokentail.gateway.encodings.renderer import Renderer
+from tokentail.gateway.reading.feed import Batch
+from tokentail.gateway.reading.reducer import (
+    AttemptStarted,
+    BlockAppended,
+    BlockClosed,
+    BlockOpened,
+    ContentDropped,
+    DataShown,
+    GapFound,
+    Operation,
+    QuestionAnswered,
+    QuestionAsked,
+    Reducer,
+    RunEnded,
+    RunOpened,
+    StatusShown,
+    ToolCalled,
+    ToolDenied,
+    ToolFailedOp,
+    ToolFinished,
+)
+from tokentail.shared.events import InputRequired, RunCancelled, RunCompleted, RunFailed
+
+# tokentail's resume extension: declared in the agent card, its values in each event's metadata.
+RESUME_EXTENSION = "urn:tokentail:a2a:resume:v1"
+ANSWER_ARTIFACT = "answer"
+
+Event = Task | TaskStatusUpdateEvent | TaskArtifactUpdateEvent
+
+TERMINAL = frozenset({TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELED})
+# A stream ends at these (A2A's own servers end it at input_required too: the client answers by a new message).
+FINAL = TERMINAL | {TaskState.TASK_STATE_INPUT_REQUIRED}
+
+
+class A2AEvents(Renderer[Event]):
+    """One task (run `run_id` of session `context_id`) as A2A's events.
+
+    `after`: the generation the client has (a subscribe's `Last-Event-ID`): the stream opens with the
+    Task as it was then, and goes on with the events after it. None: it opens with the Task as the
+    stream's first batch leaves it (the current Task). `answered`: the input ids of the questions
+    answered when the stream opened, which do not end it."""
+
+    def __init__(
+        self, task_id: str, context_id: str, run_id: str, after: int | None = None, answered: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(Reducer(run_id, answered=answered))
+        self.task_id = task_id
+        self.context_id = context_id
+        self.after = None if after is None else max(after, 1)
+        self.opened = False  # the Task that opens the stream was given out
+        self.generation = 0
+        self.state: TaskState.ValueType = TaskState.TASK_STATE_SUBMITTED
+        self.message: Message | None = None
+        self.timestamp = 0.0
+        self.text: list[str] = []  # the `answer` artifact's parts
+        self.history: list[Message] = []
+        self._opening: list[Event] = []
+
+    # -- what the handler reads -------------------------------------------------------------------
+
+    def events(self, batch: Batch) -> list[Event]:
+        """What a batch of stored events becomes for the client: the Task that opens the stream (once),
+        then the events after it."""
+        self._opening = []
+        out = [event for parts, _ in self.rendered(batch) for event in parts]
+        if self.after is None:  # the Task opening the stream has what the batch did
+            self.after, out = self.generation, []
+        if not self.opened and self.generation >= self.after and self.generation:
+            return [*self._opening, self._open(), *out]
+        return [*self._opening, *out]
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    def task(self, history_length: int | None = None) -> Task:
+        """The Task as the events so far make it."""
+        status = TaskStatus(state=self.state, timestamp=_timestamp(self.timestamp))
+        if self.message is not None:
+            status.message.CopyFrom(self.message)
+        history = self.history if history_length is None else self.history[-history_length:] if history_length else []
+        task = Task(id=self.task_id, context_id=self.context_id, status=status, history=history)
+        if self.text:
+            task.artifacts.append(_artifact(["".join(self.text)]))
+        task.metadata.update(self._resume())
+        return task
+
+    def frames(self, parts: list[Event], seq: int | None) -> bytes:
+        raise NotImplementedError("A2A's framing is a2a-sdk's (its JSON-RPC and REST dispatchers)")
+
+    # -- the run's operations ---------------------------------------------------------------------
+
+    def render(self, operation: Operation) -> list[Event]:  # noqa: C901 (one case per operation)
+        match operation:
+            case RunOpened(input=text):
+                self.generation, self.timestamp = 1, self.reducer.event_ts
+                self.history = [self._message(Role.ROLE_USER, text, f"in-{operation.seq}")]
+                return []
+            case AttemptStarted():
+                return self._status(TaskState.TASK_STATE_WORKING) if self.state == TaskState.TASK_STATE_SUBMITTED else []
+            case BlockAppended(kind="text", text=text):
+                return self._appended(text)
+            case BlockOpened() | BlockClosed() | BlockAppended():
+                return []  # text is the artifact's; reasoning is not shown
+            case StatusShown(text=text, seq=seq):
+                return self._status(self.state, self._message(Role.ROLE_AGENT, text, f"status-{seq}"))
+            case ToolCalled() | ToolFinished() | ToolFailedOp() | ToolDenied() | DataShown():
+                return []  # A2A has no such parts of a task
+            case QuestionAsked(question=question, answered=answered, seq=seq):
+                events = self._status(TaskState.TASK_STATE_INPUT_REQUIRED, self._question(question, seq))
+                self.finished = self.finished or not answered
+                return events
+            case QuestionAnswered(answer=answer, seq=seq):
+                said = self._message(Role.ROLE_USER, None, f"answer-{seq}", answer)
+                self.history.append(said)
+                return self._status(TaskState.TASK_STATE_WORKING, said)
+            case ContentDropped(kept=kept):
+                text = "".join(op.text for op in kept if isinstance(op, BlockAppended) and op.kind == "text")
+                if text == "".join(self.text):
+                    return []
+                return self._replaced(text)
+            case RunEnded(ending=ending):
+                return self._ended(ending)
+            case GapFound(gap=gap):
+                note = {"gap": {"reason": gap.reason, "firstAvailable": gap.first_available}}
+                return self._status(self.state, self.message, note)
+            case _:
+                assert_never(operation)
+
+    def _ended(self, ending: RunCompleted | RunFailed | RunCancelled) -> list[Event]:
+        match ending:
+            case RunCompleted():
+                return self._status(TaskState.TASK_STATE_COMPLETED)
+            case RunFailed(error=error):
+                said = self._message(Role.ROLE_AGENT, f"{error.type}: {error.message}", f"error-{self.task_id}")
+                return self._status(TaskState.TASK_STATE_FAILED, said)
+            case RunCancelled():
+                return self._status(TaskState.TASK_STATE_CANCELED)
+            case _:
+                assert_never(ending)
+
+    # -- the events -------------------------------------------------------------------------------
+
+    def _changing(self) -> None:
+        """Before a change: the Task that opens the stream is the one the client has (`after`)."""
+        if not self.opened and self.after is not None and self.generation >= self.after:
+            self._opening.append(self._open())
+
+    def _open(self) -> Task:
+        self.opened = True
+        return self.task()
+
+    def _emitted(self, event: Event, note: dict[str, Any] | None = None) -> list[Event]:
+        self.generation += 1
+        resume = self._resume()
+        resume[RESUME_EXTENSION].update(note or {})
+        event.metadata.update(resume)
+        return [event] if self.after is None or self.generation > self.after else []
+
+    def _status(
+        self, state: TaskState.ValueType, message: Message | None = None, note: dict[str, Any] | None = None
+    ) -> list[Event]:
+        self._changing()
+        self.state, self.message, self.timestamp = state, message, self.reducer.event_ts
+        status = TaskStatus(state=state, timestamp=_timestamp(self.timestamp))
+        if message is not None:
+            status.message.CopyFrom(message)
+        return self._emitted(TaskStatusUpdateEvent(task_id=self.task_id, context_id=self.context_id, status=status), note)
+
+    def _appended(self, text: str) -> list[Event]:
+        self._changing()
+        append = bool(self.text)
+        self.text.append(text)
+        update = TaskArtifactUpdateEvent(
+            task_id=self.task_id, context_id=self.context_id, artifact=_artifact([text]), append=append
+        )
+        return self._emitted(update)
+
+    def _replaced(self, text: str) -> list[Event]:
+        self._changing()
+        self.text = [text] if text else []
+        update = TaskArtifactUpdateEvent(
+            task_id=self.task_id, context_id=self.context_id, artifact=_artifact([text]), append=False
+        )
+        return self._emitted(update)
+
+    def _message(self, role: Role.ValueType, text: str | None, message_id: str, data: Any = None) -> Message:
+        message = Message(message_id=message_id, context_id=self.context_id, task_id=self.task_id, role=role)
+        if text is not None:
+            message.parts.append(Part(text=text))
+        elif isinstance(data, str):
+            message.parts.append(Part(text=data))
+        else:
+            message.parts.append(Part(data=_value(data)))
+        return message
+
+    def _question(self, question: InputRequired, seq: int) -> Message:
+        """The question as the status message: its prompt, then what an answer must be (a data part)."""
+        asked: dict[str, Any] = {"inputId": question.input_id, "kind": question.kind, "schema": question.answer_schema}
+        if question.call_id is not None:
+            asked["callId"] = question.call_id
+        message = self._message(Role.ROLE_AGENT, question.prompt, f"question-{seq}")
+        message.parts.append(Part(data=_value(asked)))
+        return message
+
+    def _resume(self) -> dict[str, Any]:
+        return {RESUME_EXTENSION: {"eventId": str(self.generation), "generation": self.generation}}
+
+
+def _artifact(texts: list[str]) -> Artifact:
+    return Artifact(artifact_id=ANSWER_ARTIFACT, name=ANSWER_ARTIFACT, parts=[Part(text=text) for text in texts])
+
+
+def _value(data: Any) -> Value:
+    holder = Struct()
+    holder.update({"v": data})
+    return holder.fields["v"]
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
