@@ -26,6 +26,7 @@ from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.response import call_detaching
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.routes import (
+    a2a,
     ag_ui,
     ai_sdk,
     ai_sdk_socket,
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ai_sdk.router)
     app.include_router(ag_ui.router)
     app.include_router(responses.router)
+    app.include_router(a2a.router)
     hot_routes.install(app)  # the requests every stream starts with, first (gateway/hot_routes.py)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

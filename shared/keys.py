@@ -73,6 +73,16 @@ class Keys:
         start (shared/agent_catalog.py)."""
         return f"{self.prefix}:agents"
 
+    def a2a_push(self, session_id: str) -> str:
+        """Hash, beside the session's keys (its hash tag): its A2A tasks' push notification configs,
+        `<run id> <config id>` -> JSON (shared/a2a_push.py)."""
+        return f"{self.prefix}:{{{session_id}}}:a2a-push"
+
+    def a2a_tasks(self, tenant: str, agent: str) -> str:
+        """Sorted set: the task ids a tenant started through A2A with an agent -> when (ms); its
+        newest only (gateway/commands/a2a.py `TaskIndex`)."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:a2a-tasks:{agent}"
+
     @property
     def probe(self) -> str:
         """A short-lived key written to find out whether Redis accepts writes (readiness, reapers)."""

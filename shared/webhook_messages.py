@@ -55,10 +55,11 @@ class Hook(NamedTuple):
     ts_ms: int
     type: str
     data: bytes
-    url: str
+    url: str  # "" for a session with A2A push configs only
     tenant: str
     output: str | None
     segment: int | None  # the run's answers when the event came: None in entries of older versions
+    a2a: bool = False  # its session's A2A tasks may have push configs (shared/a2a_push.py)
 
     @classmethod
     def parse(cls, session_id: str, raw: bytes) -> "Hook":
@@ -75,6 +76,7 @@ class Hook(NamedTuple):
             entry["tenant"],
             entry.get("output"),
             None if entry.get("segment") is None else int(entry["segment"]),
+            bool(entry.get("a2a")),
         )
 
     @property

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx2
 from redis import exceptions as redis_errors
 
+from tokentail.shared.a2a_push import PushConfigs, push_body
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import RunRecord
 from tokentail.shared.redis_clients import AnyRedis
@@ -60,6 +61,7 @@ class WebhookDeliverer:
         self._index = index
         self._keys = Keys(settings.key_prefix)
         self._tenants = TenantWebhooks(sessions, self._keys)
+        self._pushes = PushConfigs(sessions, self._keys, settings.session_ttl_seconds)
         self._policy = WebhookPolicy(settings.webhook_allowed_urls)
         self._retry_seconds = settings.webhook_retry_seconds
         # One deliverer at a time posts a session's events, for at most half its claim: time for a
@@ -156,42 +158,55 @@ class WebhookDeliverer:
         return decode_run(raw) if raw else None
 
     async def _deliver(self, hook: Hook) -> bool:
-        """Post one event; True once it is done with (delivered, or dropped for good)."""
+        """Post one event, to its session's URL and to its A2A task's push configs; True once it is
+        done with (delivered everywhere, or dropped for good)."""
         age = time.time() - hook.ts_ms / 1000
         if age > self._retry_seconds:
             logger.warning(
                 "webhook %s (%s) to %s given up: not accepted within %d s",
                 hook.webhook_id,
                 hook.type,
-                hook.url,
+                hook.url or "A2A push configs",
                 self._retry_seconds,
             )
             metrics.WEBHOOK_DELIVERIES.labels("gave_up").inc()
             return True
-        if not self._policy.allows(hook.url):  # the operator narrowed the allowlist since
-            logger.warning("webhook %s dropped: %s is no longer an allowed URL", hook.webhook_id, hook.url)
+        tenant = await self._tenants.get(hook.tenant)
+        posts: list[tuple[str, bytes, dict[str, str]]] = []
+        if hook.url:
+            if tenant.format == "tokentail":
+                body = hook.body()
+            else:  # an entry of an older version does not keep its segment: its run's record tells
+                body = hook.openai_body(await self._run_of(hook) if hook.segment is None else None)
+            posts.append((hook.url, body, {"content-type": "application/json"}))
+        if hook.a2a:
+            configs = await self._pushes.of_run(hook.session_id, hook.run_id)
+            posts += [(config.url, push_body(hook), config.headers()) for config in configs]
+        posted = await asyncio.gather(*(self._post(hook, tenant.secret, *post) for post in posts))
+        return all(posted)
+
+    async def _post(self, hook: Hook, secret: str, url: str, body: bytes, extra: dict[str, str]) -> bool:
+        """Post the hook's event to one URL; True once it is done with there."""
+        if not self._policy.allows(url):  # the operator narrowed the allowlist since
+            logger.warning("webhook %s dropped: %s is no longer an allowed URL", hook.webhook_id, url)
             metrics.WEBHOOK_DELIVERIES.labels("not_allowed").inc()
             return True
-        tenant = await self._tenants.get(hook.tenant)
-        if tenant.format == "tokentail":
-            body = hook.body()
-        else:  # an entry of an older version does not keep its segment: its run's record tells
-            body = hook.openai_body(await self._run_of(hook) if hook.segment is None else None)
         timestamp = int(time.time())
         headers = {
-            "content-type": "application/json",
+            **extra,
             "user-agent": "tokentail-webhooks",
             "webhook-id": hook.webhook_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(tenant.secret, hook.webhook_id, timestamp, body),
+            "webhook-signature": sign(secret, hook.webhook_id, timestamp, body),
         }
+        age = time.time() - hook.ts_ms / 1000
         try:
             # A deadline for the whole attempt, not only each read (a receiver trickling its answer
             # would hold the slot for ever); and only the status is read, never the body (a receiver
             # answering a gigabyte would have it in the worker's memory).
             async with (
                 asyncio.timeout(self._timeout),
-                self._http.stream("POST", hook.url, content=body, headers=headers) as response,
+                self._http.stream("POST", url, content=body, headers=headers) as response,
             ):
                 status = response.status_code
         except (httpx2.HTTPError, TimeoutError) as exc:
@@ -202,7 +217,7 @@ class WebhookDeliverer:
                 metrics.WEBHOOK_DELAY.observe(max(0.0, age))
                 return True
             failure = f"HTTP {status}"
-        logger.info("webhook %s (%s) to %s not accepted (%s); retried", hook.webhook_id, hook.type, hook.url, failure)
+        logger.info("webhook %s (%s) to %s not accepted (%s); retried", hook.webhook_id, hook.type, url, failure)
         metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
         return False
 

@@ -32,6 +32,8 @@ from tokentail.shared.scripts.sessions import (
     DeleteSession,
     ForkKeys,
     ForkSession,
+    MetaKey,
+    WatchA2APush,
     session_fields,
 )
 from tokentail.shared.store import ForkSource, branch_kept_seconds, compact_json
@@ -62,6 +64,11 @@ class SessionWrites(Writes):
         if made is Creation.GONE:
             raise SessionExpired(session.session_id)
         return made is Creation.MADE
+
+    async def watch_a2a_push(self, session_id: str) -> bool:
+        """Keep the events the session's webhooks report for its A2A tasks' push configs too
+        (shared/a2a_push.py); False if the session is gone."""
+        return await self.run(WatchA2APush(MetaKey(self.keys.session(session_id).meta)))
 
     async def queue_run(
         self,

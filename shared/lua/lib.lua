@@ -53,13 +53,16 @@ end
 
 -- An entry also keeps the segment of its run that the event ends (its answers so far): an OpenAI
 -- webhook names that response, and the run's record may be gone (deleted) by its delivery.
+-- A session with A2A push configs (`a2a_push`, watch_a2a_push.lua) keeps them too, with or without a
+-- URL of its own: the deliverer posts each to its task's configs (shared/a2a_push.py).
 local function add_hook(k, s, seq, event_type, data, ts, output)
-  local hook = redis.call('HMGET', k.meta, 'webhook', 'tenant')
-  if not hook[1] or hook[1] == '' then return end
+  local hook = redis.call('HMGET', k.meta, 'webhook', 'tenant', 'a2a_push')
+  local url = hook[1] or ''
+  if url == '' and not hook[3] then return end
   local record = redis.call('HGET', k.runs, cjson.decode(data).run_id)
   local segment = record and answer_count(cjson.decode(record)) or 0
-  local entry = {seq = seq, ts = ts, type = event_type, data = data, url = hook[1], tenant = hook[2] or 'public',
-                 output = output, segment = segment}
+  local entry = {seq = seq, ts = ts, type = event_type, data = data, url = url, tenant = hook[2] or 'public',
+                 output = output, segment = segment, a2a = hook[3] and true or nil}
   redis.call('RPUSH', k.hooks, cjson.encode(entry))
   redis.call('PEXPIRE', k.hooks, s.hooks_ttl_ms)
   if not SPLIT_QUEUE then redis.call('ZADD', k.hook_index, math.floor(tonumber(ts) / 1000), s.session_id) end

@@ -121,3 +121,19 @@ class ForkSession(Script[Creation]):
 
     def parse(self, reply: Any) -> Creation:
         return Creation(int(reply))
+
+
+@dataclass(slots=True)
+class MetaKey(KeyGroup):
+    meta: str
+
+
+@dataclass(slots=True)
+class WatchA2APush(Script[bool]):
+    """Mark a session whose A2A tasks may have push configs (watch_a2a_push.lua); False if it is gone."""
+
+    SOURCE = "watch_a2a_push"
+    k: MetaKey
+
+    def parse(self, reply: Any) -> bool:
+        return bool(int(reply))

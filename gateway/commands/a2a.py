@@ -1,0 +1,85 @@
+"""What an A2A request asks of tokentail's tasks (gateway/routes/a2a.py serves it): a message's input,
+the answer it gives to a task's question, and the index that lists a tenant's A2A tasks.
+
+A message's text parts, joined, are the run's input for an agent that takes text; an agent that
+declares its own arguments (`input_schema`) takes one data part, an object, checked against it. A
+message on a task that waits for input answers its question: its data part if it has one (a choice,
+a JSON answer), else its text.
+"""
+
+from typing import Any
+
+from a2a.types.a2a_pb2 import Message
+from google.protobuf.json_format import MessageToDict
+
+from tokentail.shared.agent_catalog import AgentInfo
+from tokentail.shared.errors import InvalidInput
+from tokentail.shared.keys import Keys
+from tokentail.shared.redis_clients import AnyRedis
+
+
+def _texts(message: Message) -> list[str]:
+    return [part.text for part in message.parts if part.WhichOneof("content") == "text"]
+
+
+def _data(message: Message) -> list[Any]:
+    return [MessageToDict(part)["data"] for part in message.parts if part.WhichOneof("content") == "data"]
+
+
+def message_input(agent: AgentInfo, message: Message) -> str:
+    """The input of the run a message starts."""
+    if not message.parts:
+        raise InvalidInput("message.parts: a message to an agent has a text part (or, for its arguments, a data part)")
+    data = _data(message)
+    if agent.takes_text:
+        if data and not _texts(message):
+            arguments = data[0] if len(data) == 1 and isinstance(data[0], dict) else None
+            if arguments is None:
+                raise InvalidInput(f"agent {agent.name!r} takes text: send a text part")
+            return agent.input_text(arguments)
+        return agent.input_text({"input": "\n".join(_texts(message))})
+    if len(data) != 1 or not isinstance(data[0], dict):
+        raise InvalidInput(
+            f"agent {agent.name!r} takes arguments: send them as one data part, an object (its agent card's skill "
+            "says what it takes)"
+        )
+    return agent.input_text(data[0])
+
+
+def message_answer(message: Message) -> Any:
+    """The answer a message gives to the question its task waits on."""
+    data = _data(message)
+    if data:
+        return data[0]
+    texts = _texts(message)
+    if not texts:
+        raise InvalidInput("message.parts: an answer is a text part or a data part")
+    return "\n".join(texts)
+
+
+class TaskIndex:
+    """The tasks each tenant started through A2A with each agent, newest first: what ListTasks reads
+    when it is not given a context. Only A2A's start writes it, and it keeps the newest `LIMIT` only
+    (older tasks are still found by id, or by context); an entry whose session is gone is dropped by
+    the listing that finds it so. Its key lapses when no task was started for a finished session's
+    retention."""
+
+    LIMIT = 1000
+
+    def __init__(self, redis: AnyRedis, keys: Keys, ttl_seconds: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl = ttl_seconds
+
+    async def add(self, tenant: str, agent: str, task_id: str, at: float) -> None:
+        key = self._keys.a2a_tasks(tenant, agent)
+        await self._redis.zadd(key, {task_id: int(at * 1000)})
+        await self._redis.zremrangebyrank(key, 0, -self.LIMIT - 1)
+        await self._redis.expire(key, self._ttl)
+
+    async def ids(self, tenant: str, agent: str) -> list[str]:
+        return [raw.decode() for raw in await self._redis.zrevrange(self._keys.a2a_tasks(tenant, agent), 0, -1)]
+
+    async def drop(self, tenant: str, agent: str, task_ids: list[str]) -> None:
+        if task_ids:
+            await self._redis.zrem(self._keys.a2a_tasks(tenant, agent), *task_ids)

@@ -1,0 +1,393 @@
+"""a2a-sdk's `RequestHandler` over tokentail's runs: what each A2A method does, for one agent and the
+calling tenant. The SDK's dispatchers (JSON-RPC, HTTP+JSON) parse the requests, call this, and write
+the answers and streams; gateway/routes/a2a.py mounts them.
+
+Nothing is kept in this process: a task is its run (`RunTasks`), its events are read from the run's
+start and rendered (gateway/encodings/a2a.py), its push configs and the tenant's index of A2A tasks
+are in Redis. So every method answers the same on any gateway, and a task outlives the gateway that
+started it and the worker that runs it.
+"""
+
+import asyncio
+import base64
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from a2a.server.context import ServerCallContext
+from a2a.server.request_handlers.request_handler import RequestHandler
+from a2a.types.a2a_pb2 import (
+    AgentCard,
+    Artifact,
+    CancelTaskRequest,
+    DeleteTaskPushNotificationConfigRequest,
+    GetExtendedAgentCardRequest,
+    GetTaskPushNotificationConfigRequest,
+    GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest,
+    ListTaskPushNotificationConfigsResponse,
+    ListTasksRequest,
+    ListTasksResponse,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    SubscribeToTaskRequest,
+    TaskPushNotificationConfig,
+    TaskState,
+)
+from a2a.types.a2a_pb2 import Task as A2ATask
+from a2a.utils.errors import (
+    A2AError,
+    ExtendedAgentCardNotConfiguredError,
+    InternalError,
+    InvalidParamsError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
+
+from tokentail.gateway.commands.a2a import TaskIndex, message_answer, message_input
+from tokentail.gateway.commands.tasks import RunTasks, Task
+from tokentail.gateway.encodings.a2a import A2AEvents, Event
+from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
+from tokentail.gateway.reading.hub import Chunk, StreamHub
+from tokentail.gateway.reading.streams import Streams
+from tokentail.shared.a2a_push import MAX_CONFIGS, PushConfig, PushConfigs
+from tokentail.shared.agent_catalog import AgentInfo
+from tokentail.shared.errors import (
+    InvalidInput,
+    SessionExpired,
+    SessionNotFound,
+    TaskNotFound,
+    TokentailError,
+)
+
+SEND_WAIT_SECONDS = 300.0  # a blocking SendMessage answers with the task as it is then, if still working
+CANCEL_WAIT_SECONDS = 10.0  # a cancel waits so long for the run's end before answering with the task as it is
+DEFAULT_PAGE = 50
+MAX_PAGE = 100
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _a2a_error(exc: TokentailError) -> A2AError:
+    if isinstance(exc, TaskNotFound | SessionNotFound):
+        return TaskNotFoundError(str(exc))
+    if isinstance(exc, InvalidInput):
+        return InvalidParamsError(str(exc))
+    return InternalError(str(exc))  # a limit (429 elsewhere): the message says which
+
+
+def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """tokentail's errors as A2A's (the dispatchers answer anything else as an internal error)."""
+
+    @wraps(method)
+    async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except TokentailError as exc:
+            raise _a2a_error(exc) from exc
+
+    return translated
+
+
+@contextlib.asynccontextmanager
+async def _translating() -> AsyncIterator[None]:
+    """As `_translated`, around a stream's work."""
+    try:
+        yield
+    except TokentailError as exc:
+        raise _a2a_error(exc) from exc
+
+
+class TaskHandler(RequestHandler):
+    def __init__(
+        self,
+        agent: AgentInfo,
+        tasks: RunTasks,
+        hub: StreamHub,
+        streams: Streams,
+        pushes: PushConfigs,
+        index: TaskIndex,
+    ) -> None:
+        self.agent = agent
+        self.tasks = tasks
+        self.hub = hub
+        self.streams = streams
+        self.pushes = pushes
+        self.index = index
+
+    # -- messages ---------------------------------------------------------------------------------
+
+    @_translated
+    async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> A2ATask | Message:
+        task = await self._send(params)
+        if not params.configuration.return_immediately:
+            task = await self.tasks.settle(task, self.hub, SEND_WAIT_SECONDS, "a2a")
+        return await self._task(task, _history_length(params.configuration))
+
+    async def on_message_send_stream(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event]:
+        async with _translating(), self.streams.reserve():  # a slot first: a 429 started nothing
+            task = await self._send(params)
+            async for event in self._follow(task, None):
+                yield event
+
+    async def _send(self, params: SendMessageRequest) -> Task:
+        """The task a message starts, or the one whose question it answers."""
+        message = params.message
+        if message.task_id:
+            task = await self._find(message.task_id)
+            if message.context_id and message.context_id != task.session.session_id:
+                raise InvalidParamsError(f"message.contextId: task {task.id!r} is of context {task.session.session_id!r}")
+            if task.status != "input_required":
+                raise UnsupportedOperationError(
+                    f"task {task.id!r} is {task.status}: a message on a task answers its question; "
+                    "start a new task in its context (contextId) instead"
+                )
+            task = await self.tasks.answer(task, message_answer(message))
+        else:
+            text = message_input(self.agent, message)
+            try:
+                task = await self.tasks.start(self.agent.name, text, message.context_id or None)
+            except (SessionNotFound, SessionExpired):
+                raise InvalidParamsError(f"message.contextId: no context {message.context_id!r}") from None
+            await self.index.add(self.tasks.caller.tenant, self.agent.name, task.id, task.created_at)
+            await self.tasks.runs.watch_a2a_push(task.session.session_id)
+        if params.configuration.HasField("task_push_notification_config"):
+            await self._put_push(task, params.configuration.task_push_notification_config)
+        return task
+
+    # -- tasks ------------------------------------------------------------------------------------
+
+    @_translated
+    async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> A2ATask | None:
+        task = await self._find(params.id)
+        return await self._task(task, params.history_length if params.HasField("history_length") else None)
+
+    @_translated
+    async def on_list_tasks(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        size = params.page_size if params.HasField("page_size") else DEFAULT_PAGE
+        if not 1 <= size <= MAX_PAGE:
+            raise InvalidParamsError(f"pageSize: from 1 to {MAX_PAGE}")
+        found = await (self._of_context(params.context_id) if params.context_id else self._indexed())
+        if params.status:
+            found = [task for task in found if _state(task) == params.status]
+        if params.HasField("status_timestamp_after"):
+            after = params.status_timestamp_after.ToNanoseconds() / 1e9
+            found = [task for task in found if task.updated_at > after]
+        found.sort(key=lambda task: (-task.updated_at, task.id))
+        if params.page_token:
+            cursor = _cursor(params.page_token)
+            found = [task for task in found if (-task.updated_at, task.id) > cursor]
+        page, rest = found[:size], found[size:]
+        history = params.history_length if params.HasField("history_length") else None
+        listed = [_listed(task, history, params.include_artifacts) for task in page]
+        token = _token(page[-1]) if rest else ""
+        return ListTasksResponse(tasks=listed, next_page_token=token, page_size=size, total_size=len(found))
+
+    async def _of_context(self, context_id: str) -> list[Task]:
+        try:
+            tasks = await self.tasks.of_session(context_id)
+        except (SessionNotFound, SessionExpired):
+            return []
+        return [task for task in tasks if task.agent == self.agent.name]
+
+    async def _indexed(self) -> list[Task]:
+        """The tenant's A2A tasks with this agent, the index's entries whose session is gone dropped."""
+        tenant = self.tasks.caller.tenant
+        ids = await self.index.ids(tenant, self.agent.name)
+        found = await asyncio.gather(*(self._maybe(task_id) for task_id in ids))
+        await self.index.drop(tenant, self.agent.name, [task_id for task_id, task in zip(ids, found) if task is None])
+        return [task for task in found if task is not None]
+
+    async def _maybe(self, task_id: str) -> Task | None:
+        try:
+            return await self.tasks.get(task_id)
+        except (TaskNotFound, SessionNotFound):
+            return None
+
+    @_translated
+    async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> A2ATask | None:
+        task = await self._find(params.id)
+        if task.status in ("completed", "failed"):
+            raise TaskNotCancelableError(f"task {task.id!r} is {task.status}")
+        task = await self.tasks.cancel(task)
+        task = await self.tasks.settle(task, self.hub, CANCEL_WAIT_SECONDS, "a2a")
+        return await self._task(task)
+
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event]:
+        """The Task, then its events to its end. With the resume extension's `Last-Event-ID: N`: the
+        Task as the client had it at N, then every event after N, also of a task that has ended since
+        (a stream cut before its end gets the rest); without it, a task that has ended is the spec's
+        error."""
+        after = _last_event_id(context)
+        async with _translating(), self.streams.reserve():
+            task = await self._find(params.id)
+            if task.terminal and after is None:
+                raise UnsupportedOperationError(f"task {task.id!r} is {task.status}: read it with GetTask")
+            async for event in self._follow(task, after):
+                yield event
+
+    # -- push notification configs ----------------------------------------------------------------
+
+    @_translated
+    async def on_create_task_push_notification_config(
+        self, params: TaskPushNotificationConfig, context: ServerCallContext
+    ) -> TaskPushNotificationConfig:
+        task = await self._find(params.task_id)
+        return await self._put_push(task, params)
+
+    async def _put_push(self, task: Task, params: TaskPushNotificationConfig) -> TaskPushNotificationConfig:
+        url = self.tasks.webhooks.policy.check(params.url)  # the operator's allowlist (422 otherwise)
+        session_id, run_id = task.session.session_id, task.run.run_id
+        config_id = params.id or secrets.token_urlsafe(9)
+        existing = await self.pushes.of_run(session_id, run_id)
+        if config_id not in {config.id for config in existing} and len(existing) >= MAX_CONFIGS:
+            raise InvalidParamsError(f"task {task.id!r} has {MAX_CONFIGS} push configs already")
+        auth = params.authentication
+        config = PushConfig(
+            id=config_id, task_id=task.id, url=url, token=params.token, scheme=auth.scheme, credentials=auth.credentials
+        )
+        await self.pushes.put(session_id, run_id, config)
+        await self.tasks.runs.watch_a2a_push(session_id)
+        return _push_config(config)
+
+    @_translated
+    async def on_get_task_push_notification_config(
+        self, params: GetTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> TaskPushNotificationConfig:
+        task = await self._find(params.task_id)
+        config = await self.pushes.get(task.session.session_id, task.run.run_id, params.id)
+        if config is None:
+            raise TaskNotFoundError(f"task {task.id!r} has no push config {params.id!r}")
+        return _push_config(config)
+
+    @_translated
+    async def on_list_task_push_notification_configs(
+        self, params: ListTaskPushNotificationConfigsRequest, context: ServerCallContext
+    ) -> ListTaskPushNotificationConfigsResponse:
+        task = await self._find(params.task_id)
+        configs = await self.pushes.of_run(task.session.session_id, task.run.run_id)
+        return ListTaskPushNotificationConfigsResponse(configs=[_push_config(config) for config in configs])
+
+    @_translated
+    async def on_delete_task_push_notification_config(
+        self, params: DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> None:
+        task = await self._find(params.task_id)
+        await self.pushes.delete(task.session.session_id, task.run.run_id, params.id)  # none: done already
+
+    async def on_get_extended_agent_card(
+        self, params: GetExtendedAgentCardRequest, context: ServerCallContext
+    ) -> AgentCard:
+        raise ExtendedAgentCardNotConfiguredError("this agent has no extended card: its card is public")
+
+    # -- reading a task ---------------------------------------------------------------------------
+
+    async def _find(self, task_id: str) -> Task:
+        task = await self.tasks.get(task_id)
+        if task.agent != self.agent.name:
+            raise TaskNotFound(task_id)  # another agent's, as a missing one
+        return task
+
+    def _renderer(self, task: Task, after: int | None) -> A2AEvents:
+        run = task.run
+        return A2AEvents(task.id, task.session.session_id, run.run_id, after, tuple(run.answers))
+
+    async def _task(self, task: Task, history_length: int | None = None) -> A2ATask:
+        """The Task as its run's stored events make it (the same as a stream's, generation included)."""
+        events = self._renderer(task, None)
+        session_id, after = task.session.session_id, (task.run.queued_seq or 1) - 1
+        store = self.tasks.store
+        while not events.finished and (stored := await store.read(session_id, after, 1000)):
+            events.events(Batch([Chunk(stored)]))
+            after = stored[-1].seq
+        return events.task(history_length)
+
+    async def _follow(self, task: Task, after: int | None) -> AsyncIterator[Event]:
+        """The task's events from its run's start (any gateway), rendered, to its end or its question."""
+        events = self._renderer(task, after)
+        session_id = task.session.session_id
+        start = await start_position(self.tasks.store, session_id, (task.run.queued_seq or 1) - 1)
+        batch = self.tasks.settings.sse_batch
+        feed = EventFeed(self.hub, session_id, start, batch, until_idle=True, transport="a2a")
+        async with contextlib.aclosing(feed.__aiter__()) as batches:
+            async for got in batches:
+                for event in events.events(got):
+                    yield event
+                if events.finished:
+                    return
+        if not events.opened:  # the session's stream ended before the task's point: the Task as it is
+            yield events.task()
+
+
+def _last_event_id(context: ServerCallContext) -> int | None:
+    raw = context.state.get("headers", {}).get("last-event-id")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise InvalidParamsError("Last-Event-ID: an event id of the resume extension (a generation) is an integer")
+    return int(raw)
+
+
+def _history_length(configuration: Any) -> int | None:
+    return configuration.history_length if configuration.HasField("history_length") else None
+
+
+_STATES = {
+    "submitted": TaskState.TASK_STATE_SUBMITTED,
+    "working": TaskState.TASK_STATE_WORKING,
+    "input_required": TaskState.TASK_STATE_INPUT_REQUIRED,
+    "completed": TaskState.TASK_STATE_COMPLETED,
+    "failed": TaskState.TASK_STATE_FAILED,
+    "cancelled": TaskState.TASK_STATE_CANCELED,
+}
+
+
+def _state(task: Task) -> TaskState.ValueType:
+    return _STATES[task.status]
+
+
+def _listed(task: Task, history_length: int | None, artifacts: bool) -> A2ATask:
+    """A task as ListTasks shows it: from its run's record (its answer: the run's output), not its
+    events, so a page costs a record read per task."""
+    listed = A2ATask(id=task.id, context_id=task.session.session_id)
+    listed.status.state = _state(task)
+    listed.status.timestamp.FromNanoseconds(int(task.updated_at * 1e9))
+    if history_length != 0:
+        said = Message(message_id=f"in-{task.run.run_id}", context_id=task.session.session_id, task_id=task.id)
+        said.role = Role.ROLE_USER
+        said.parts.append(Part(text=task.run.input))
+        listed.history.append(said)
+    if artifacts and task.output:
+        listed.artifacts.append(Artifact(artifact_id="answer", name="answer", parts=[Part(text=task.output)]))
+    return listed
+
+
+def _token(task: Task) -> str:
+    return base64.urlsafe_b64encode(json.dumps([task.updated_at, task.id]).encode()).decode()
+
+
+def _cursor(token: str) -> tuple[float, str]:
+    try:
+        updated_at, task_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return -float(updated_at), str(task_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidParamsError("pageToken: not a token this server gave") from exc
+
+
+def _push_config(config: PushConfig) -> TaskPushNotificationConfig:
+    made = TaskPushNotificationConfig(id=config.id, task_id=config.task_id, url=config.url, token=config.token)
+    if config.scheme:
+        made.authentication.scheme = config.scheme
+        made.authentication.credentials = config.credentials
+    return made
