@@ -2,7 +2,9 @@
 gateways, a real worker and Redis: discovery, both bindings, streams resumed on another gateway,
 questions, cancel, push notification configs delivered as signed webhooks, keys."""
 
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,7 +12,12 @@ import pytest
 from a2a.client import A2AClientError, ClientCallContext, ClientConfig, create_client
 from a2a.client.client import Client
 from a2a.types.a2a_pb2 import (
+    AuthenticationInfo,
     CancelTaskRequest,
+    DeleteTaskPushNotificationConfigRequest,
+    GetTaskPushNotificationConfigRequest,
+    ListTaskPushNotificationConfigsRequest,
+    TaskPushNotificationConfig,
     GetTaskRequest,
     ListTasksRequest,
     Message,
@@ -21,26 +28,49 @@ from a2a.types.a2a_pb2 import (
     SubscribeToTaskRequest,
     TaskState,
 )
+from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.struct_pb2 import Value
 from pydantic import SecretStr
 
+from tests.asking_agent import AFTER_THE_ANSWER, BEFORE_THE_QUESTION
+from tests.counting_agents import own_answer
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
+from tests.waiting import eventually
+from tests.webhook_receiver import Receiver
 from tokentail.gateway.encodings.a2a import RESUME_EXTENSION
 
 AGENTS = {
-    "approve": "tests.asking_agent:approval",
+    "asking": "tests.asking_agent:ask_then_go_on",
     "described": "tests.described_agents:add",
     "slow": "tests.slow_agent:slow_tool_agent",
+    "stepping": "tests.counting_agents:stepping",
 }
-AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET)}
+HOOKS = "/a2a-hooks/"
+SETTINGS = {
+    "agents": AGENTS,
+    "api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"),
+    "secret": SecretStr(SECRET),
+}
 
 
 @pytest.fixture
-async def gateways(start_gateway: Any, start_worker: Any) -> tuple[Gateway, Gateway]:
-    one: Gateway = await start_gateway(agents=AGENTS, **AUTH)
-    two: Gateway = await start_gateway(agents=AGENTS, **AUTH)
-    await start_worker(agents=AGENTS)
+async def receiver() -> AsyncIterator[Receiver]:
+    async with Receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+async def gateways(
+    start_gateway: Any, start_worker: Any, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Gateway, Gateway]:
+    monkeypatch.setenv("TOKENTAIL_TEST_TOOL_RUNS", str(tmp_path / "runs"))
+    (tmp_path / "runs").touch()
+    settings = {**SETTINGS, "webhook_allowed_urls": [receiver.url + HOOKS]}
+    one: Gateway = await start_gateway(**settings)
+    two: Gateway = await start_gateway(**settings)
+    await start_worker(**settings)
     return one, two
 
 
@@ -61,6 +91,34 @@ def say(text: str, **ids: str) -> SendMessageRequest:
     return SendMessageRequest(message=message)
 
 
+def answer(task_id: str, data: dict[str, Any]) -> SendMessageRequest:
+    value = Value()
+    value.struct_value.update(data)
+    message = Message(message_id="m-answer", role=Role.ROLE_USER, parts=[Part(data=value)], task_id=task_id)
+    return SendMessageRequest(message=message)
+
+
+def text_of(events: list[StreamResponse]) -> str:
+    """The `answer` artifact as a client folds the events: the Task's, then each update."""
+    parts: list[str] = []
+    for event in events:
+        if event.HasField("task"):
+            parts = [part.text for artifact in event.task.artifacts for part in artifact.parts]
+        elif event.HasField("artifact_update"):
+            update = event.artifact_update
+            texts = [part.text for part in update.artifact.parts]
+            parts = parts + texts if update.append else texts
+    return "".join(parts)
+
+
+def status_of(event: StreamResponse) -> Any:
+    return event.task.status if event.HasField("task") else event.status_update.status
+
+
+def generation(event: StreamResponse) -> int:
+    return int(resume(event)["generation"])
+
+
 def resume(event: StreamResponse) -> dict[str, Any]:
     kind = event.WhichOneof("payload")
     found: dict[str, Any] = MessageToDict(getattr(event, kind))["metadata"][RESUME_EXTENSION]
@@ -75,7 +133,7 @@ async def test_discover_and_stream_a_task_then_read_it_on_another_gateway(
     events = [event async for event in client.send_message(say("hello there"))]
     first = events[0]
     assert first.HasField("task")  # the Task first, as the run's events so far make it
-    assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+    assert status_of(events[-1]).state == TaskState.TASK_STATE_COMPLETED
     text = "".join(
         [part.text for artifact in first.task.artifacts for part in artifact.parts]
         + [part.text for e in events if e.HasField("artifact_update") for part in e.artifact_update.artifact.parts]
@@ -88,3 +146,134 @@ async def test_discover_and_stream_a_task_then_read_it_on_another_gateway(
     assert task.status.state == TaskState.TASK_STATE_COMPLETED
     assert task.artifacts[0].parts[0].text == text
     assert MessageToDict(task)["metadata"][RESUME_EXTENSION]["generation"] == generations[-1]
+
+
+async def test_a_dropped_stream_resumes_on_the_other_gateway_with_nothing_lost_or_twice(
+    gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient
+) -> None:
+    one, two = gateways
+    client = await client_of(one.url, http, "stepping")
+    seen: list[StreamResponse] = []
+    async for event in client.send_message(say("count")):
+        seen.append(event)
+        if event.HasField("artifact_update") and len(seen) > 5:
+            break  # the client drops the stream mid-answer
+    task_id = seen[0].task.id
+    last = resume(seen[-1])["eventId"]
+    other = await client_of(two.url, http, "stepping")
+    resumed = ClientCallContext(service_parameters={"Last-Event-ID": last})
+    rest = [event async for event in other.subscribe(SubscribeToTaskRequest(id=task_id), context=resumed)]
+    assert rest[0].HasField("task") and generation(rest[0]) == generation(seen[-1])
+    assert text_of(rest[:1]) == text_of(seen)  # the Task as the client had it
+    assert [generation(e) for e in rest[1:]] == list(range(generation(seen[-1]) + 1, generation(rest[-1]) + 1))
+    assert text_of(seen + rest[1:]) == own_answer(42)
+    assert status_of(rest[-1]).state == TaskState.TASK_STATE_COMPLETED
+    # Without the extension, an ended task is the spec's error; GetTask has it whole.
+    with pytest.raises(UnsupportedOperationError, match="completed"):
+        [event async for event in other.subscribe(SubscribeToTaskRequest(id=task_id))]
+    task = await other.get_task(GetTaskRequest(id=task_id))
+    assert task.artifacts[0].parts[0].text == own_answer(42)
+
+
+async def test_a_question_answered_by_the_next_message_on_its_task(
+    gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient
+) -> None:
+    one, two = gateways
+    asked = [event async for event in (await client_of(one.url, http, "asking")).send_message(say("delete"))]
+    status = status_of(asked[-1])
+    assert status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    prompt, needed = status.message.parts
+    assert prompt.text == "Delete 3 files?" and MessageToDict(needed)["data"]["kind"] == "approval"
+    task_id = asked[0].task.id
+    other = await client_of(two.url, http, "asking")
+    went_on = [event async for event in other.send_message(answer(task_id, {"approved": True}))]
+    assert went_on[0].HasField("task") and status_of(went_on[-1]).state == TaskState.TASK_STATE_COMPLETED
+    words = "".join(f"Word {word}. " for word in range(AFTER_THE_ANSWER))
+    assert text_of(went_on) == BEFORE_THE_QUESTION + words
+    with pytest.raises(UnsupportedOperationError, match="completed"):  # a message on an ended task
+        [event async for event in other.send_message(answer(task_id, {"approved": True}))]
+
+
+async def test_cancel_from_the_other_gateway_and_list_the_tasks(
+    gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient
+) -> None:
+    one, two = gateways
+    polling = await client_of(one.url, http, "slow", streaming=False, polling=True)
+    started = [event async for event in polling.send_message(say("search"))][0].task
+    assert started.status.state in (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
+    other = await client_of(two.url, http, "slow")
+    cancelled = await other.cancel_task(CancelTaskRequest(id=started.id))
+    assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
+    again = await other.cancel_task(CancelTaskRequest(id=started.id))  # idempotent
+    assert again.status.state == TaskState.TASK_STATE_CANCELED
+    follow_up = [e async for e in polling.send_message(say("more", context_id=started.context_id))][0].task
+    third = [e async for e in polling.send_message(say("third"))][0].task
+    listed = await other.list_tasks(ListTasksRequest(page_size=2))
+    assert [task.id for task in listed.tasks] == [third.id, follow_up.id] and listed.next_page_token
+    rest = await other.list_tasks(ListTasksRequest(page_size=2, page_token=listed.next_page_token))
+    assert [task.id for task in rest.tasks] == [started.id] and rest.next_page_token == ""
+    of_context = await other.list_tasks(ListTasksRequest(context_id=started.context_id))
+    assert {task.id for task in of_context.tasks} == {started.id, follow_up.id}
+    for task in (follow_up, third):
+        await other.cancel_task(CancelTaskRequest(id=task.id))
+
+
+async def test_push_configs_are_delivered_as_signed_stream_responses(
+    gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    one, two = gateways
+    client = await client_of(one.url, http, "slow", streaming=False, polling=True)
+    task = [e async for e in client.send_message(say("search"))][0].task
+    other = await client_of(two.url, http, "slow")
+    auth = AuthenticationInfo(scheme="Bearer", credentials="receiver-secret")
+    config = TaskPushNotificationConfig(task_id=task.id, url=receiver.url + HOOKS + "a", token="t1", authentication=auth)
+    made = await other.create_task_push_notification_config(config)
+    assert made.id and made.url == config.url
+    got = await client.get_task_push_notification_config(GetTaskPushNotificationConfigRequest(task_id=task.id, id=made.id))
+    assert got.url == config.url
+    listed = await client.list_task_push_notification_configs(ListTaskPushNotificationConfigsRequest(task_id=task.id))
+    assert [c.id for c in listed.configs] == [made.id]
+    refused = TaskPushNotificationConfig(task_id=task.id, url="http://169.254.169.254/latest")
+    with pytest.raises(InvalidParamsError, match="not under any URL the operator allows"):
+        await other.create_task_push_notification_config(refused)
+    await other.cancel_task(CancelTaskRequest(id=task.id))
+
+    def delivered() -> dict[str, Any]:
+        assert receiver.accepted(), "no delivery yet"
+        delivery = receiver.accepted()[0]
+        return {"headers": delivery.headers, "body": json.loads(delivery.body)}
+
+    delivery = await eventually(delivered)
+    assert delivery["headers"]["authorization"] == "Bearer receiver-secret"
+    assert delivery["headers"]["x-a2a-notification-token"] == "t1"
+    assert delivery["headers"]["webhook-signature"].startswith("v1,")
+    update = delivery["body"]["statusUpdate"]
+    assert (update["taskId"], update["status"]["state"]) == (task.id, "TASK_STATE_CANCELED")
+    for _ in range(2):  # deleting twice is no error
+        request = DeleteTaskPushNotificationConfigRequest(task_id=task.id, id=made.id)
+        await client.delete_task_push_notification_config(request)
+    listed = await client.list_task_push_notification_configs(ListTaskPushNotificationConfigsRequest(task_id=task.id))
+    assert list(listed.configs) == []
+
+
+async def test_http_json_binding_and_keys(gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient) -> None:
+    one, _ = gateways
+    rest = await client_of(one.url, http, supported_protocol_bindings=["HTTP+JSON"])
+    events = [event async for event in rest.send_message(say("hello there"))]
+    assert status_of(events[-1]).state == TaskState.TASK_STATE_COMPLETED
+    task_id = events[0].task.id
+    assert (await rest.get_task(GetTaskRequest(id=task_id))).status.state == TaskState.TASK_STATE_COMPLETED
+    async with httpx.AsyncClient(headers={"Authorization": "Bearer wrong"}, timeout=30) as wrong:
+        refused = await client_of(one.url, wrong)  # the card is public
+        with pytest.raises(A2AClientError, match="401"):
+            await refused.get_task(GetTaskRequest(id=task_id))
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY_B}"}, timeout=30) as beta:
+        other_tenant = await client_of(one.url, beta)
+        with pytest.raises(TaskNotFoundError):
+            await other_tenant.get_task(GetTaskRequest(id=task_id))
+    card = (await http.get(f"{one.url}/a2a/described/.well-known/agent-card.json")).json()
+    assert card["description"] == "Adds two numbers."
+    assert [i["protocolBinding"] for i in card["supportedInterfaces"]] == ["JSONRPC", "HTTP+JSON"]
+    assert card["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"] == "Bearer"
+    assert card["capabilities"]["extensions"][0]["uri"] == RESUME_EXTENSION
+    assert card["capabilities"]["pushNotifications"] is True
