@@ -10,7 +10,7 @@ a JSON answer), else its text.
 from typing import Any
 
 from a2a.types.a2a_pb2 import Message
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 
 from tokentail.shared.agent_catalog import AgentInfo
 from tokentail.shared.errors import InvalidInput

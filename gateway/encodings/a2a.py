@@ -43,8 +43,8 @@ from a2a.types.a2a_pb2 import (
     TaskStatus,
     TaskStatusUpdateEvent,
 )
-from google.protobuf.struct_pb2 import Struct, Value
-from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.struct_pb2 import Struct, Value  # type: ignore[import-untyped]
+from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]
 
 from tokentail.gateway.encodings.renderer import Renderer
 from tokentail.gateway.reading.feed import Batch
@@ -98,7 +98,7 @@ class A2AEvents(Renderer[Event]):
         self.after = None if after is None else max(after, 1)
         self.opened = False  # the Task that opens the stream was given out
         self.generation = 0
-        self.state: TaskState.ValueType = TaskState.TASK_STATE_SUBMITTED
+        self.state: TaskState = TaskState.TASK_STATE_SUBMITTED
         self.message: Message | None = None
         self.timestamp = 0.0
         self.text: list[str] = []  # the `answer` artifact's parts
@@ -146,7 +146,9 @@ class A2AEvents(Renderer[Event]):
                 self.history = [self._message(Role.ROLE_USER, text, f"in-{operation.seq}")]
                 return []
             case AttemptStarted():
-                return self._status(TaskState.TASK_STATE_WORKING) if self.state == TaskState.TASK_STATE_SUBMITTED else []
+                return (
+                    self._status(TaskState.TASK_STATE_WORKING) if self.state == TaskState.TASK_STATE_SUBMITTED else []
+                )
             case BlockAppended(kind="text", text=text):
                 return self._appended(text)
             case BlockOpened() | BlockClosed() | BlockAppended():
@@ -207,14 +209,16 @@ class A2AEvents(Renderer[Event]):
         return [event] if self.after is None or self.generation > self.after else []
 
     def _status(
-        self, state: TaskState.ValueType, message: Message | None = None, note: dict[str, Any] | None = None
+        self, state: TaskState, message: Message | None = None, note: dict[str, Any] | None = None
     ) -> list[Event]:
         self._changing()
         self.state, self.message, self.timestamp = state, message, self.reducer.event_ts
         status = TaskStatus(state=state, timestamp=_timestamp(self.timestamp))
         if message is not None:
             status.message.CopyFrom(message)
-        return self._emitted(TaskStatusUpdateEvent(task_id=self.task_id, context_id=self.context_id, status=status), note)
+        return self._emitted(
+            TaskStatusUpdateEvent(task_id=self.task_id, context_id=self.context_id, status=status), note
+        )
 
     def _appended(self, text: str) -> list[Event]:
         self._changing()
@@ -233,7 +237,7 @@ class A2AEvents(Renderer[Event]):
         )
         return self._emitted(update)
 
-    def _message(self, role: Role.ValueType, text: str | None, message_id: str, data: Any = None) -> Message:
+    def _message(self, role: Role, text: str | None, message_id: str, data: Any = None) -> Message:
         message = Message(message_id=message_id, context_id=self.context_id, task_id=self.task_id, role=role)
         if text is not None:
             message.parts.append(Part(text=text))

@@ -16,9 +16,9 @@ are described by the agent card and the A2A specification. docs/a2a.md has what 
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.server.routes.jsonrpc_dispatcher import JsonRpcDispatcher
 from a2a.server.routes.rest_dispatcher import RestDispatcher
-from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.types.a2a_pb2 import (
     AgentCapabilities,
     AgentCard,
@@ -28,6 +28,7 @@ from a2a.types.a2a_pb2 import (
     HTTPAuthSecurityScheme,
     SecurityRequirement,
     SecurityScheme,
+    StringList,
 )
 from a2a.utils.constants import PROTOCOL_VERSION_1_0, TransportProtocol
 from fastapi import APIRouter, Depends, Request, Response
@@ -97,9 +98,7 @@ def agent_card(info: AgentInfo, base_url: str, settings: Settings) -> AgentCard:
         default_input_modes=modes,
         default_output_modes=["text/plain"],
         skills=[
-            AgentSkill(
-                id=info.name, name=info.name, description=description, tags=["tokentail"], input_modes=modes
-            )
+            AgentSkill(id=info.name, name=info.name, description=description, tags=["tokentail"], input_modes=modes)
         ],
     )
     if not info.takes_text:
@@ -107,7 +106,7 @@ def agent_card(info: AgentInfo, base_url: str, settings: Settings) -> AgentCard:
     if settings.auth_enabled:
         scheme = HTTPAuthSecurityScheme(scheme="Bearer", description="a tokentail API key")
         card.security_schemes["bearer"].CopyFrom(SecurityScheme(http_auth_security_scheme=scheme))
-        card.security_requirements.append(SecurityRequirement(schemes={"bearer": {}}))
+        card.security_requirements.append(SecurityRequirement(schemes={"bearer": StringList()}))
     return card
 
 

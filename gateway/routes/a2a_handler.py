@@ -13,7 +13,7 @@ import base64
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
@@ -83,7 +83,7 @@ def _a2a_error(exc: TokentailError) -> A2AError:
     return InternalError(str(exc))  # a limit (429 elsewhere): the message says which
 
 
-def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def _translated(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """tokentail's errors as A2A's (the dispatchers answer anything else as an internal error)."""
 
     @wraps(method)
@@ -145,7 +145,9 @@ class TaskHandler(RequestHandler):
         if message.task_id:
             task = await self._find(message.task_id)
             if message.context_id and message.context_id != task.session.session_id:
-                raise InvalidParamsError(f"message.contextId: task {task.id!r} is of context {task.session.session_id!r}")
+                raise InvalidParamsError(
+                    f"message.contextId: task {task.id!r} is of context {task.session.session_id!r}"
+                )
             if task.status != "input_required":
                 raise UnsupportedOperationError(
                     f"task {task.id!r} is {task.status}: a message on a task answers its question; "
@@ -204,7 +206,8 @@ class TaskHandler(RequestHandler):
         tenant = self.tasks.caller.tenant
         ids = await self.index.ids(tenant, self.agent.name)
         found = await asyncio.gather(*(self._maybe(task_id) for task_id in ids))
-        await self.index.drop(tenant, self.agent.name, [task_id for task_id, task in zip(ids, found) if task is None])
+        gone = [task_id for task_id, task in zip(ids, found, strict=True) if task is None]
+        await self.index.drop(tenant, self.agent.name, gone)
         return [task for task in found if task is not None]
 
     async def _maybe(self, task_id: str) -> Task | None:
@@ -353,7 +356,7 @@ _STATES = {
 }
 
 
-def _state(task: Task) -> TaskState.ValueType:
+def _state(task: Task) -> TaskState:
     return _STATES[task.status]
 
 

@@ -16,9 +16,8 @@ from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     DeleteTaskPushNotificationConfigRequest,
     GetTaskPushNotificationConfigRequest,
-    ListTaskPushNotificationConfigsRequest,
-    TaskPushNotificationConfig,
     GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest,
     ListTasksRequest,
     Message,
     Part,
@@ -26,11 +25,12 @@ from a2a.types.a2a_pb2 import (
     SendMessageRequest,
     StreamResponse,
     SubscribeToTaskRequest,
+    TaskPushNotificationConfig,
     TaskState,
 )
 from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.struct_pb2 import Value
+from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
+from google.protobuf.struct_pb2 import Value  # type: ignore[import-untyped]
 from pydantic import SecretStr
 
 from tests.asking_agent import AFTER_THE_ANSWER, BEFORE_THE_QUESTION
@@ -226,10 +226,14 @@ async def test_push_configs_are_delivered_as_signed_stream_responses(
     task = [e async for e in client.send_message(say("search"))][0].task
     other = await client_of(two.url, http, "slow")
     auth = AuthenticationInfo(scheme="Bearer", credentials="receiver-secret")
-    config = TaskPushNotificationConfig(task_id=task.id, url=receiver.url + HOOKS + "a", token="t1", authentication=auth)
+    config = TaskPushNotificationConfig(
+        task_id=task.id, url=receiver.url + HOOKS + "a", token="t1", authentication=auth
+    )
     made = await other.create_task_push_notification_config(config)
     assert made.id and made.url == config.url
-    got = await client.get_task_push_notification_config(GetTaskPushNotificationConfigRequest(task_id=task.id, id=made.id))
+    got = await client.get_task_push_notification_config(
+        GetTaskPushNotificationConfigRequest(task_id=task.id, id=made.id)
+    )
     assert got.url == config.url
     listed = await client.list_task_push_notification_configs(ListTaskPushNotificationConfigsRequest(task_id=task.id))
     assert [c.id for c in listed.configs] == [made.id]

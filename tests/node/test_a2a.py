@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.counting_agents import own_answer
 from tests.asking_agent import AFTER_THE_ANSWER, BEFORE_THE_QUESTION
+from tests.counting_agents import own_answer
 from tests.e2e.conftest import Stack
 from tests.node.conftest import API_KEY, ChatStack, run_node
 from tests.waiting import eventually_sync
@@ -32,15 +32,16 @@ class ThreadedReceiver:
 
     def __init__(self) -> None:
         self.receiver = Receiver()
-        self._stop = threading.Event()
         self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
 
     async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         async with self.receiver:
             self._ready.set()
-            while not self._stop.is_set():
-                await asyncio.sleep(0.05)
+            await self._stop.wait()
 
     def __enter__(self) -> Receiver:
         self._thread.start()
@@ -48,7 +49,8 @@ class ThreadedReceiver:
         return self.receiver
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from a2a.types.a2a_pb2 import Task, TaskArtifactUpdateEvent, TaskState, TaskStatusUpdateEvent
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 
 from tokentail.gateway.encodings.a2a import RESUME_EXTENSION, A2AEvents, Event
 from tokentail.gateway.reading.feed import Batch
@@ -60,7 +60,7 @@ class Folded:
     """What an A2A client keeps: the Task it opened with, then each event applied (a2a-sdk's way)."""
 
     def __init__(self) -> None:
-        self.state: TaskState.ValueType | None = None
+        self.state: TaskState | None = None
         self.text: list[str] = []
         self.generations: list[int] = []
 
@@ -96,7 +96,7 @@ def play(events: list[StoredEvent], after: int | None = None, answered: tuple[st
     ],
 )
 def test_a_stream_resumed_after_any_event_ends_the_same_with_no_event_twice(
-    events: list[StoredEvent], text: str, state: TaskState.ValueType, answered: tuple[str, ...]
+    events: list[StoredEvent], text: str, state: TaskState, answered: tuple[str, ...]
 ) -> None:
     whole = play(events, answered=answered)
     assert isinstance(whole[0], Task)
