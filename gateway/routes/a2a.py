@@ -1,5 +1,5 @@
 """A2A 1.0 (the JSON-RPC and HTTP+JSON bindings) for every agent of the deployment, on a2a-sdk's own
-dispatchers, which call `TaskHandler` (gateway/routes/a2a_handler.py) over tokentail's runs.
+dispatchers, which call `TaskHandler` (gateway/encodings/a2a_handler.py) over tokentail's runs.
 
     GET  /.well-known/agent-card.json              the default agent's card
     GET  /a2a/{agent}/.well-known/agent-card.json  an agent's card
@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException
 from tokentail.gateway.commands.a2a import TaskIndex
 from tokentail.gateway.deps import AgentsDep, HubDep, SettingsDep, StreamsDep, TasksDep
 from tokentail.gateway.encodings.a2a import RESUME_EXTENSION
-from tokentail.gateway.routes.a2a_handler import TaskHandler
+from tokentail.gateway.encodings.a2a_handler import TaskHandler
 from tokentail.shared.a2a_push import PushConfigs
 from tokentail.shared.agent_catalog import AgentInfo
 from tokentail.shared.catalog import DEFAULT_AGENT
