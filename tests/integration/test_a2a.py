@@ -48,6 +48,12 @@ AGENTS = {
     "stepping": "tests.counting_agents:stepping",
 }
 HOOKS = "/a2a-hooks/"
+FINAL_STATES = (
+    TaskState.TASK_STATE_COMPLETED,
+    TaskState.TASK_STATE_FAILED,
+    TaskState.TASK_STATE_CANCELED,
+    TaskState.TASK_STATE_INPUT_REQUIRED,
+)
 SETTINGS = {
     "agents": AGENTS,
     "api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"),
@@ -281,3 +287,23 @@ async def test_http_json_binding_and_keys(gateways: tuple[Gateway, Gateway], htt
     assert card["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"] == "Bearer"
     assert card["capabilities"]["extensions"][0]["uri"] == RESUME_EXTENSION
     assert card["capabilities"]["pushNotifications"] is True
+
+
+async def test_a_gateway_that_stops_mid_stream_cuts_it_and_the_client_can_tell(
+    gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient
+) -> None:
+    one, two = gateways
+    client = await client_of(one.url, http, "stepping")
+    seen: list[StreamResponse] = []
+    async for event in client.send_message(say("count")):
+        seen.append(event)
+        if event.HasField("artifact_update") and len(seen) == 5:
+            await one.stop()  # a deploy: the stream ends, cleanly, before the task does
+    assert status_of(seen[-1]).state not in FINAL_STATES  # the last event is no end: a cut
+    last = resume(seen[-1])["eventId"]
+    other = await client_of(two.url, http, "stepping")
+    resumed = ClientCallContext(service_parameters={"Last-Event-ID": last})
+    request = SubscribeToTaskRequest(id=seen[0].task.id)
+    rest = [event async for event in other.subscribe(request, context=resumed)]
+    assert [generation(e) for e in rest[1:]] == list(range(generation(seen[-1]) + 1, generation(rest[-1]) + 1))
+    assert text_of(seen + rest[1:]) == own_answer(42)

@@ -8,9 +8,11 @@ import pytest
 from a2a.types.a2a_pb2 import Task, TaskArtifactUpdateEvent, TaskState, TaskStatusUpdateEvent
 from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 
+from tests.unit.test_protocol_cases import CASES, Case, Log
 from tokentail.gateway.encodings.a2a import RESUME_EXTENSION, A2AEvents, Event
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import Chunk
+from tokentail.shared.events import Gap
 from tokentail.shared.store import StoredEvent
 
 RUN = "r_case"
@@ -140,3 +142,63 @@ def test_a_question_is_the_status_message_and_ends_the_stream() -> None:
     prompt, schema = asked.status.message.parts
     assert prompt.text == "Which file?"
     assert MessageToDict(schema)["data"] == {"inputId": "in_1", "kind": "text", "schema": {}}
+
+
+# -- every case of the protocols' table (tests/unit/test_protocol_cases.py), as A2A's clients play it --
+
+ENDED = {"completed": TaskState.TASK_STATE_COMPLETED, "cancelled": TaskState.TASK_STATE_CANCELED}
+
+
+def stream(log: Log, at: int, after: int | None) -> list[tuple[int, list[Event]]]:
+    """A stream opened when id `at` is the last stored (its catch-up is one batch), then live: what each
+    batch became, with the last id it read. `after`: the resume extension's Last-Event-ID."""
+    renderer = A2AEvents(TASK, "s_ctx", RUN, after, tuple(log.answered(at)))
+    stored = log.events
+    caught_up = [event for event in stored if event.seq <= at]
+    gap = Gap(reason="trimmed", first_available=stored[0].seq) if stored[0].seq > 1 else None
+    out = [(at, renderer.events(Batch([Chunk(caught_up)] if caught_up else [], gap)))]
+    for event in stored:
+        if event.seq > at and not renderer.finished:
+            out.append((event.seq, renderer.events(Batch([Chunk([event])]))))
+    return out
+
+
+def journey(log: Log) -> list[int]:
+    """Where each of the client's streams opens: its message (after run.queued), then each answer."""
+    return [log.seqs("run.queued")[0], *log.seqs("input.received")]
+
+
+def play_case(log: Log, cut: tuple[int, int] | None = None) -> Folded:
+    """The case as an A2A client plays it; with `cut` (stream k, batch i), that stream drops after its
+    batch i and the client subscribes with Last-Event-ID, as the resume extension says."""
+    folded = Folded()
+    for k, at in enumerate(journey(log)):
+        batches = stream(log, at, None)
+        if cut is not None and cut[0] == k:
+            batches = batches[: cut[1] + 1]
+        for _, events in batches:
+            for event in events:
+                folded.apply(event)
+        if cut is not None and cut[0] == k:
+            seen = folded.generations[-1]
+            resumed = stream(log, batches[-1][0], seen)
+            opening = [event for _, events in resumed for event in events]
+            assert isinstance(opening[0], Task)
+            before = list(folded.generations)
+            for event in opening:
+                folded.apply(event)
+            after = folded.generations[len(before) :]
+            assert after[0] == seen and after[1:] == list(range(seen + 1, seen + len(after))), after
+    return folded
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for case in CASES])
+def test_every_case_shows_the_run_s_text_whole_and_resumed_after_any_batch(case: Case) -> None:
+    log = Log(case)
+    whole = play_case(log)
+    assert "".join(whole.text) == case.expected_text
+    assert whole.state == ENDED[case.ended]
+    for k, at in enumerate(journey(log)):
+        for i in range(len(stream(log, at, None)) - 1):
+            resumed = play_case(log, (k, i))
+            assert ("".join(resumed.text), resumed.state) == ("".join(whole.text), whole.state), (k, i)
