@@ -23,7 +23,19 @@ def _texts(message: Message) -> list[str]:
 
 
 def _data(message: Message) -> list[Any]:
-    return [MessageToDict(part)["data"] for part in message.parts if part.WhichOneof("content") == "data"]
+    return [_numbers(MessageToDict(part)["data"]) for part in message.parts if part.WhichOneof("content") == "data"]
+
+
+def _numbers(value: Any) -> Any:
+    """A data part's JSON with its whole numbers as integers: protobuf's Struct, which carries it, has
+    only doubles, and `{"a": 2}` reaches an agent as the client wrote it, not as `{"a": 2.0}`."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers(item) for item in value]
+    return value
 
 
 def message_input(agent: AgentInfo, message: Message) -> str:

@@ -59,7 +59,9 @@ from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.a2a_push import MAX_CONFIGS, PushConfig, PushConfigs
 from tokentail.shared.agent_catalog import AgentInfo
 from tokentail.shared.errors import (
+    InputNotPending,
     InvalidInput,
+    RunConflict,
     SessionExpired,
     SessionNotFound,
     TaskNotFound,
@@ -80,6 +82,10 @@ def _a2a_error(exc: TokentailError) -> A2AError:
         return TaskNotFoundError(str(exc))
     if isinstance(exc, InvalidInput):
         return InvalidParamsError(str(exc))
+    if isinstance(exc, RunConflict):  # a message in a context whose task is still going
+        return UnsupportedOperationError(f"{exc}: a context takes a new task once its last one has ended")
+    if isinstance(exc, InputNotPending):  # answered meanwhile, elsewhere
+        return UnsupportedOperationError(str(exc))
     return InternalError(str(exc))  # a limit (429 elsewhere): the message says which
 
 

@@ -307,3 +307,28 @@ async def test_a_gateway_that_stops_mid_stream_cuts_it_and_the_client_can_tell(
     rest = [event async for event in other.subscribe(request, context=resumed)]
     assert [generation(e) for e in rest[1:]] == list(range(generation(seen[-1]) + 1, generation(rest[-1]) + 1))
     assert text_of(seen + rest[1:]) == own_answer(42)
+
+
+async def test_an_agent_s_arguments_as_a_data_part_and_a_push_config_given_with_the_message(
+    gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    one, _ = gateways
+    client = await client_of(one.url, http, "described", streaming=False)
+    arguments = Value()
+    arguments.struct_value.update({"a": 2, "b": 3})
+    request = SendMessageRequest(message=Message(message_id="m-add", role=Role.ROLE_USER, parts=[Part(data=arguments)]))
+    request.configuration.task_push_notification_config.url = receiver.url + HOOKS + "inline"
+    task = [event async for event in client.send_message(request)][0].task
+    assert (task.status.state, task.artifacts[0].parts[0].text) == (TaskState.TASK_STATE_COMPLETED, "5")
+
+    def delivered() -> dict[str, Any]:
+        assert receiver.accepted(), "no delivery yet"
+        body: dict[str, Any] = json.loads(receiver.accepted()[0].body)
+        return body
+
+    pushed = (await eventually(delivered))["task"]
+    assert (pushed["id"], pushed["status"]["state"]) == (task.id, "TASK_STATE_COMPLETED")
+    assert pushed["artifacts"][0]["parts"] == [{"text": "5"}]
+    wrong = say("not arguments")
+    with pytest.raises(InvalidParamsError, match="takes arguments"):
+        [event async for event in client.send_message(wrong)]

@@ -5,15 +5,17 @@ import json
 from typing import Any
 
 import pytest
-from a2a.types.a2a_pb2 import Task, TaskArtifactUpdateEvent, TaskState, TaskStatusUpdateEvent
-from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
+from a2a.types.a2a_pb2 import StreamResponse, Task, TaskArtifactUpdateEvent, TaskState, TaskStatusUpdateEvent
+from google.protobuf.json_format import MessageToDict, Parse  # type: ignore[import-untyped]
 
 from tests.unit.test_protocol_cases import CASES, Case, Log
 from tokentail.gateway.encodings.a2a import RESUME_EXTENSION, A2AEvents, Event
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import Chunk
+from tokentail.shared.a2a_push import push_body
 from tokentail.shared.events import Gap
 from tokentail.shared.store import StoredEvent
+from tokentail.shared.webhook_messages import Hook
 
 RUN = "r_case"
 TASK = "s_casecasecasecasecasecar_casecasecase"
@@ -202,3 +204,37 @@ def test_every_case_shows_the_run_s_text_whole_and_resumed_after_any_batch(case:
         for i in range(len(stream(log, at, None)) - 1):
             resumed = play_case(log, (k, i))
             assert ("".join(resumed.text), resumed.state) == ("".join(whole.text), whole.state), (k, i)
+
+
+def _hook(kind: str, data: dict[str, Any], output: str | None = None) -> Hook:
+    entry = {"seq": 7, "ts": "1700000000123456", "type": kind, "data": json.dumps({"run_id": "r_abcdefghijkl", **data})}
+    entry |= {"url": "", "tenant": "acme", "output": output, "segment": 0, "a2a": True}
+    return Hook.parse("s_" + "a" * 22, json.dumps(entry).encode())
+
+
+def test_a_push_is_a_stream_response_the_task_at_its_end_else_a_status_update() -> None:
+    task_id = "s_" + "a" * 22 + "r_abcdefghijkl"
+    done = json.loads(push_body(_hook("run.completed", {"usage": {}}, output="Hi")))
+    assert done == {
+        "task": {
+            "id": task_id,
+            "contextId": "s_" + "a" * 22,
+            "status": {"state": "TASK_STATE_COMPLETED", "timestamp": "2023-11-14T22:13:20.123Z"},
+            "artifacts": [{"artifactId": "answer", "name": "answer", "parts": [{"text": "Hi"}]}],
+        }
+    }
+    asked = _hook("input.required", {"input_id": "in_1", "kind": "text", "prompt": "Which?", "schema": {}})
+    assert asked.a2a and asked.url == ""
+    update = json.loads(push_body(asked))["statusUpdate"]
+    assert update["taskId"] == task_id and update["status"]["state"] == "TASK_STATE_INPUT_REQUIRED"
+    assert update["status"]["message"]["parts"] == [
+        {"text": "Which?"},
+        {"data": {"inputId": "in_1", "kind": "text", "schema": {}}},
+    ]
+    failed = _hook("run.failed", {"error": {"type": "agent_error", "message": "boom"}})
+    assert json.loads(push_body(failed))["statusUpdate"]["status"]["message"]["parts"] == [
+        {"text": "agent_error: boom"}
+    ]
+    # The body parses as a2a-sdk's own StreamResponse.
+    parsed = Parse(push_body(asked), StreamResponse())
+    assert parsed.status_update.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
