@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import secrets
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -50,6 +51,7 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 
+from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.commands.a2a import TaskIndex, message_answer, message_input
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.encodings.a2a import A2AEvents, Event
@@ -58,6 +60,7 @@ from tokentail.gateway.reading.hub import Chunk, StreamHub
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.a2a_push import MAX_CONFIGS, PushConfig, PushConfigs
 from tokentail.shared.agent_catalog import AgentInfo
+from tokentail.shared.catalog import DEFAULT_AGENT
 from tokentail.shared.errors import (
     InputNotPending,
     InvalidInput,
@@ -67,6 +70,7 @@ from tokentail.shared.errors import (
     TaskNotFound,
     TokentailError,
 )
+from tokentail.shared.records import SessionRecord
 
 SEND_WAIT_SECONDS = 300.0  # a blocking SendMessage answers with the task as it is then, if still working
 CANCEL_WAIT_SECONDS = 10.0  # a cancel waits so long for the run's end before answering with the task as it is
@@ -163,14 +167,33 @@ class TaskHandler(RequestHandler):
         else:
             text = message_input(self.agent, message)
             try:
-                task = await self.tasks.start(self.agent.name, text, message.context_id or None)
+                context_id = await self._watched(message.context_id or None)
+                task = await self.tasks.start(self.agent.name, text, context_id)
             except (SessionNotFound, SessionExpired):
                 raise InvalidParamsError(f"message.contextId: no context {message.context_id!r}") from None
             await self.index.add(self.tasks.caller.tenant, self.agent.name, task.id, task.created_at)
-            await self.tasks.runs.watch_a2a_push(task.session.session_id)
         if params.configuration.HasField("task_push_notification_config"):
             await self._put_push(task, params.configuration.task_push_notification_config)
         return task
+
+    async def _watched(self, context_id: str | None) -> str | None:
+        """The session a new task goes in, marked (with push notifications on) before its run can end,
+        so that its ends and questions are kept for its push configs, one given with this message
+        included (shared/a2a_push.py): a new session is made first, empty, to be marked."""
+        tasks = self.tasks
+        if not tasks.webhooks.policy.enabled:
+            return context_id
+        if context_id is None:
+            agent = None if self.agent.name == DEFAULT_AGENT else self.agent.name
+            session = SessionRecord(
+                session_id=new_session_id(), created_at=time.time(), tenant=tasks.caller.tenant, agent=agent
+            )
+            await tasks.runs.create_session(session)
+            context_id = session.session_id
+        else:
+            await tasks.auth.check_access(tasks.caller, context_id, tasks.store)
+        await tasks.runs.watch_a2a_push(context_id)
+        return context_id
 
     # -- tasks ------------------------------------------------------------------------------------
 
@@ -191,6 +214,7 @@ class TaskHandler(RequestHandler):
             after = params.status_timestamp_after.ToNanoseconds() / 1e9
             found = [task for task in found if task.updated_at > after]
         found.sort(key=lambda task: (-task.updated_at, task.id))
+        total = len(found)
         if params.page_token:
             cursor = _cursor(params.page_token)
             found = [task for task in found if (-task.updated_at, task.id) > cursor]
@@ -198,7 +222,7 @@ class TaskHandler(RequestHandler):
         history = params.history_length if params.HasField("history_length") else None
         listed = [_listed(task, history, params.include_artifacts) for task in page]
         token = _token(page[-1]) if rest else ""
-        return ListTasksResponse(tasks=listed, next_page_token=token, page_size=size, total_size=len(found))
+        return ListTasksResponse(tasks=listed, next_page_token=token, page_size=size, total_size=total)
 
     async def _of_context(self, context_id: str) -> list[Task]:
         try:
