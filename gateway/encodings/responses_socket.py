@@ -196,7 +196,7 @@ class ResponsesSocket:
             await self.error(503, outage[0], outage[1], stream_id)  # Redis is unwell: the create may be sent again
 
     async def send(self, parts: list[Part], stream_id: str | None) -> None:
-        messages = [_message(part, stream_id) for part in parts]
+        messages = [socket_message(part, stream_id) for part in parts]
         async with self._lock:
             for message in messages:
                 await self.websocket.send_text(message)
@@ -228,7 +228,7 @@ def _report(task: asyncio.Task[None]) -> None:
         logger.error("a Responses API socket's lane failed", exc_info=exc)
 
 
-def _message(part: Part, stream_id: str | None) -> str:
+def socket_message(part: Part, stream_id: str | None) -> str:
     if part["type"] == "error":  # a gap: over a socket, an error event nests its fields in `error`
         error = {"type": part["code"], "code": part["code"], "message": part["message"], "param": part["param"]}
         part = {"type": "error", "sequence_number": part["sequence_number"], "error": error}

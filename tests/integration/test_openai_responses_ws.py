@@ -16,6 +16,7 @@ from openai import AsyncOpenAI
 from openai.lib.responses_websocket import (
     AsyncResponsesWebSocketLane,
     AsyncResponsesWebSocketSession,
+    ResponsesWebSocketError,
     ResponsesWebSocketLimits,
 )
 from openai.resources.responses.responses import AsyncResponsesConnection
@@ -259,3 +260,24 @@ async def test_a_stopping_gateway_closes_the_socket_1012_and_the_response_goes_o
     seen += [e async for e in resumed]
     assert [e.sequence_number for e in seen] == list(range(len(seen)))
     assert seen[-1].type == "response.completed"
+
+
+async def test_each_response_in_flight_holds_a_stream_slot_taken_before_its_run_is_queued(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+) -> None:
+    await start_worker(**AUTH)
+    gateway = await start_gateway(max_streams_per_tenant=1, **AUTH)
+    async with (
+        sdk(gateway).responses.connect() as connection,
+        AsyncResponsesWebSocketSession(connection, limits=LIMITS) as session,
+    ):
+        a, b = session.lane("a"), session.lane("b")
+        await a.send(create(model="scripted", input="holds the slot", **SLOW))
+        assert (await a.recv()).type == "response.created"
+        refused = await one_response(b, model="scripted", input="one too many", **FAST)
+        assert [(e.type, e.status, e.error.code) for e in refused] == [("error", 429, "too_many_streams")]
+        with pytest.raises(ResponsesWebSocketError):
+            await b.get_final_response()
+        # Nothing was started for it; once `a` ends, its slot is given back and `b` is served.
+        assert (await a.get_final_response()).status == "completed"
+        assert (await one_response(b, model="scripted", input="now", **FAST))[-1].type == "response.completed"
