@@ -100,6 +100,7 @@ class ResponsesSocket:
         self.waiting = 0
         self.active = asyncio.Semaphore(MAX_ACTIVE)
         self.in_flight: dict[str, InFlight] = {}  # by response id: what a closing socket may cancel
+        self.creating: list[tuple[asyncio.Future[ResponseRef], bool]] = []  # creates the close cut short
         self._lock = asyncio.Lock()  # every lane sends
 
     async def take(self, text: str | None) -> None:
@@ -175,7 +176,7 @@ class ResponsesSocket:
     async def _respond(self, stream_id: str | None, body: CreateResponse) -> None:
         try:
             async with self.streams.reserve():  # taken first: a 429 started nothing
-                ref = await self.requests.create(body)
+                ref = await self._create_response(body)
                 events = events_of(ref, background=body.background)
                 self.in_flight[ref.id] = InFlight(ref, events, body.background)
                 async for parts in follow(self.streams.hub, ref, events, self.streams.settings.sse_batch, TRANSPORT):
@@ -194,6 +195,16 @@ class ResponsesSocket:
             if (outage := describe_outage(exc)) is None:
                 raise
             await self.error(503, outage[0], outage[1], stream_id)  # Redis is unwell: the create may be sent again
+
+    async def _create_response(self, body: CreateResponse) -> ResponseRef:
+        """`POST /v1/responses`'s create, carried through a close of the socket meanwhile: `close`
+        then finds it, to cancel its response once its run is queued."""
+        creating = asyncio.ensure_future(self.requests.create(body))
+        try:
+            return await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            self.creating.append((creating, body.background))
+            raise
 
     async def send(self, parts: list[Part], stream_id: str | None) -> None:
         messages = [socket_message(part, stream_id) for part in parts]
@@ -217,6 +228,12 @@ class ResponsesSocket:
             for task in pending:
                 task.cancel()
             await asyncio.wait(pending, timeout=0.1)
+        for creating, background in self.creating:  # their runs were queued, or refused
+            try:
+                ref = await creating
+            except Exception:
+                continue
+            self.in_flight[ref.id] = InFlight(ref, events_of(ref), background)
         for left in self.in_flight.values():
             if not left.background:
                 await cancel_unless_ended(self.runs, self.shutdown, left.ref, left.events)

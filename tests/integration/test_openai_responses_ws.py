@@ -22,10 +22,13 @@ from openai.lib.responses_websocket import (
 from openai.resources.responses.responses import AsyncResponsesConnection
 from openai.types.responses.responses_server_event import ResponsesServerEvent
 from pydantic import SecretStr, TypeAdapter
+from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
 from tests.waiting import eventually
 from tokentail.gateway.encodings.responses_socket import MAX_WAITING
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
 
 KEY = "acme-key-0123456789abcdef"
 AUTH = {"api_keys": SecretStr(f"acme:{KEY}"), "secret": SecretStr("s" * 40)}
@@ -281,3 +284,22 @@ async def test_each_response_in_flight_holds_a_stream_slot_taken_before_its_run_
         # Nothing was started for it; once `a` ends, its slot is given back and `b` is served.
         assert (await a.get_final_response()).status == "completed"
         assert (await one_response(b, model="scripted", input="now", **FAST))[-1].type == "response.completed"
+
+
+async def test_a_create_sent_just_before_its_socket_closes_leaves_no_run_going(
+    two_gateways: list[Gateway], redis: Redis, store: SessionStore, settings: Settings
+) -> None:
+    """The close may come before the create started (nothing is started then), while it queues its
+    run (cancelled once queued), or while its response streams (cancelled)."""
+    url = two_gateways[0].url.replace("http://", "ws://") + "/v1/responses"
+    for delay in (0, 0.001, 0.002, 0.005, 0.01, 0.05, 0.2):
+        async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as socket:
+            await socket.send(json.dumps(create(model="scripted", input="and gone", **SLOW)))
+            await asyncio.sleep(delay)
+
+    async def none_going() -> bool:
+        keys = [key.decode() async for key in redis.scan_iter(f"{settings.key_prefix}:*:meta")]
+        sessions = [await store.get_session(key.split("{")[1].split("}")[0]) for key in keys]
+        return len(sessions) >= 2 and all(session.runs[0].status == "cancelled" for session in sessions)
+
+    await eventually(none_going)
