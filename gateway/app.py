@@ -35,7 +35,9 @@ from tokentail.gateway.routes import (
     socket,
     tenant_webhook,
 )
+from tokentail.shared.agent_catalog import AgentDirectory
 from tokentail.shared.archive import open_archive
+from tokentail.shared.catalog import BUILTIN_AGENTS
 from tokentail.shared.keys import Keys
 from tokentail.shared.redis_clients import queue_client, sessions_client
 from tokentail.shared.settings import Settings, get_settings
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runs = SessionWrites(redis, settings, queue=queue, archive=archive)
         app.state.webhooks = SessionWebhooks(WebhookPolicy(settings.webhook_allowed_urls), TenantWebhooks(redis, keys))
         app.state.hub = hub
+        app.state.agents = AgentDirectory(redis, keys, [*BUILTIN_AGENTS, *settings.agents])
         app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute)
         app.state.stream_slots = slots = StreamSlots(redis, keys, settings.max_streams_per_tenant)
         slot_tasks = [asyncio.create_task(slots.renew_forever()), asyncio.create_task(slots.flush_forever())]

@@ -17,6 +17,7 @@ from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import CHAT_ID_PATTERN
 from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamSlots
 from tokentail.gateway.commands.responses import ResponseRequests
+from tokentail.gateway.commands.tasks import RunTasks
 from tokentail.gateway.commands.turns import ChatTurns, RunCommands
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
 from tokentail.gateway.commands.writes import SessionWrites
@@ -24,6 +25,7 @@ from tokentail.gateway.reading.finished import FinishedStreams
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.reading.streams import Streams
+from tokentail.shared.agent_catalog import AgentDirectory
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 
@@ -48,6 +50,7 @@ StreamSlotsDep = Annotated[StreamSlots, Depends(_app_state("stream_slots"))]
 ChatRequestsDep = Annotated[RequestsInFlight, Depends(_app_state("chat_requests"))]
 WebhooksDep = Annotated[SessionWebhooks, Depends(_app_state("webhooks"))]
 FinishedStreamsDep = Annotated[FinishedStreams, Depends(_app_state("finished_streams"))]
+AgentsDep = Annotated[AgentDirectory, Depends(_app_state("agents"))]
 
 # These two also document the credentials in the OpenAPI schema.
 bearer_credentials = HTTPBearer(
@@ -167,3 +170,5 @@ def _commands(kind: type[Commands], who: Callable[..., Awaitable[Caller]]) -> Ca
 StreamsDep = Annotated[Streams, Depends(_streams)]
 ChatTurnsDep = Annotated[ChatTurns, Depends(_commands(ChatTurns, _chat_caller))]
 ResponseRequestsDep = Annotated[ResponseRequests, Depends(_commands(ResponseRequests, authenticated_caller))]
+# The agent protocols' tasks (MCP, A2A): an API key's tenant (every caller, with auth off).
+TasksDep = Annotated[RunTasks, Depends(_commands(RunTasks, _api_key_caller))]

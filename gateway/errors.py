@@ -25,6 +25,7 @@ from tokentail.shared.errors import (
     SessionExists,
     SessionExpired,
     SessionNotFound,
+    TaskNotFound,
     TokenExpired,
     TokentailError,
     TooManyStreams,
@@ -37,6 +38,7 @@ _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (SessionExpired, 410, "session_expired"),  # before its parent, SessionNotFound
     (SessionNotFound, 404, "session_not_found"),
     (RunNotFound, 404, "run_not_found"),
+    (TaskNotFound, 404, "task_not_found"),
     (QuestionNotFound, 404, "question_not_found"),
     (RunConflict, 409, "run_conflict"),
     (InputNotPending, 409, "input_not_pending"),

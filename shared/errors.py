@@ -3,6 +3,7 @@
 TokentailError           the base of every error tokentail raises (the clients' ApiError too)
 ├── SessionNotFound      404: no such session (or another tenant's)
 │   └── SessionExpired   410: it existed, and its retention ran out or it was deleted
+├── TaskNotFound         404: no such task of an agent protocol (or another tenant's)
 ├── RunConflict          409: a run is already active and the follow-up asked `reject`
 ├── SessionExists        409: a chat's session exists already, and an input asked to make it anew
 ├── InvalidLastEventId   400: `Last-Event-ID` is not a non-negative integer
@@ -47,6 +48,12 @@ class SessionExists(TokentailError):
 class RunNotFound(TokentailError):
     def __init__(self, session_id: str, run_id: str) -> None:
         super().__init__(f"session {session_id!r} has no run {run_id!r}")
+
+
+class TaskNotFound(TokentailError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id!r} not found")
+        self.task_id = task_id
 
 
 class QuestionNotFound(TokentailError):

@@ -68,6 +68,12 @@ class Keys:
         return f"{self.prefix}:tenant:{{{tenant}}}:webhook"
 
     @property
+    def agents(self) -> str:
+        """Hash: agent name -> what it says about itself (JSON), published by the workers as they
+        start (shared/agent_catalog.py)."""
+        return f"{self.prefix}:agents"
+
+    @property
     def probe(self) -> str:
         """A short-lived key written to find out whether Redis accepts writes (readiness, reapers)."""
         return f"{self.prefix}:probe"

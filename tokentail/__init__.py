@@ -3,6 +3,7 @@
     from tokentail import AsyncTokentail, Tokentail      # clients that stream with automatic resume
     from tokentail import RunContext, tool, Agent        # for your own agents and tools
     from tokentail import continues                      # your agent goes on after a takeover
+    from tokentail import describe                       # what your agent says of itself to MCP and A2A clients
 
 Everything else (`tokentail.gateway`, `tokentail.worker`, `tokentail.shared`) is internal: see docs/python.md.
 The agent-side names come from the worker and are imported when first used, so that a program
@@ -17,7 +18,7 @@ from tokentail.shared.errors import TokentailError
 from tokentail.shared.events import Event, EventType
 
 if TYPE_CHECKING:
-    from tokentail.worker.agents import Agent, continues
+    from tokentail.worker.agents import Agent, continues, describe
     from tokentail.worker.context import RunContext
     from tokentail.worker.tools import tool
 
@@ -33,12 +34,14 @@ __all__ = [
     "Tokentail",
     "TokentailError",
     "continues",
+    "describe",
     "tool",
 ]
 
 _FROM_THE_WORKER = {
     "Agent": "tokentail.worker.agents",
     "continues": "tokentail.worker.agents",
+    "describe": "tokentail.worker.agents",
     "RunContext": "tokentail.worker.context",
     "tool": "tokentail.worker.tools",
 }

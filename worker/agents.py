@@ -5,10 +5,12 @@ where `support` is either an `Agent` or `async def support(ctx: RunContext) -> N
 """
 
 import importlib
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
+from tokentail.shared.agent_catalog import AgentInfo, TaskSupport
 from tokentail.shared.catalog import DEFAULT_AGENT
 from tokentail.shared.settings import Settings
 from tokentail.worker.context import RunContext
@@ -26,10 +28,15 @@ class Agent:
     tools: tuple[Tool, ...] = ()
     max_steps: int = 8  # model calls per run; each step may call tools
     model: str | None = None  # used when the run names no model
+    # What the agent protocols show of it (shared/agent_catalog.py): MCP's tool, A2A's agent card.
+    description: str = ""
+    input_schema: dict[str, Any] | None = None  # None: one string, `input`
+    task_support: TaskSupport = "optional"
 
 
 ASSISTANT = Agent(
     name=DEFAULT_AGENT,
+    description="A helpful assistant that answers a message, with a calculator and the current time as tools.",
     system_prompt="You are a helpful assistant. Use a tool when it gives a more reliable answer. Be concise.",
     tools=(calculator, current_time),
 )
@@ -62,6 +69,35 @@ def continues(agent: Function, *, redoes_after_last_step: bool = False) -> Funct
     return agent
 
 
+def describe(
+    agent: Function,
+    *,
+    description: str | None = None,
+    input_schema: dict[str, Any] | None = None,
+    task_support: TaskSupport = "optional",
+) -> Function:
+    """Say what your agent function is, for the agent protocols (MCP's tools, A2A's agent cards):
+    `description` (default: its docstring), `input_schema` (the JSON Schema of a call's arguments,
+    which it reads as `ctx.arguments`; default: one string, `input`), `task_support` (MCP's: whether
+    a call of it becomes a task the client polls: "optional", "required", or "forbidden")."""
+    schema = {"input_schema": input_schema} if input_schema is not None else {}
+    # Made now, so that a schema that is none is refused as the module loads, not at a call.
+    info = AgentInfo(name="", description=description or "", task_support=task_support, **schema)
+    agent.tokentail_info = info  # type: ignore[attr-defined]
+    return agent
+
+
+def info_of(name: str, agent: "Agent | AgentFunction") -> AgentInfo:
+    """What the agent says about itself, under the name it is configured by."""
+    if isinstance(agent, Agent):
+        schema = {"input_schema": agent.input_schema} if agent.input_schema is not None else {}
+        return AgentInfo(name=name, description=agent.description, task_support=agent.task_support, **schema)
+    declared: AgentInfo | None = getattr(agent, "tokentail_info", None)
+    description = (declared.description if declared else "") or inspect.getdoc(agent) or ""
+    fields = declared.model_dump(exclude={"name", "description"}) if declared else {}
+    return AgentInfo(name=name, description=description, **fields)
+
+
 def continuation_of(agent: "Agent | AgentFunction") -> Continuation | None:
     """How a takeover continues the agent's run: from the text, from its last step, or not (it starts over)."""
     if isinstance(agent, Agent):
@@ -84,6 +120,18 @@ def check_agents(settings: Settings) -> None:
     told now, naming both, rather than by the first run that uses the agent."""
     for name in settings.agents:
         load_agent(name, settings)
+
+
+def agent_infos(settings: Settings) -> list[AgentInfo]:
+    """What each agent that loads, built-in ones included, says about itself (one that does not
+    load fails its runs with the reason: see `load_agent`)."""
+    infos = []
+    for name in [*BUILTIN, *(name for name in settings.agents if name not in BUILTIN)]:
+        try:
+            infos.append(info_of(name, load_agent(name, settings)))
+        except InvalidRequest:
+            continue
+    return infos
 
 
 def _import(name: str, path: str) -> Agent | AgentFunction:

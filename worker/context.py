@@ -49,6 +49,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
+from tokentail.shared.agent_catalog import arguments_of
 from tokentail.shared.events import (
     DATA_NAME,
     MAX_EVENT_BYTES,
@@ -156,6 +157,13 @@ class RunContext:
         self._answers = run.answers
         self._asks = 0  # `ask` calls so far in this attempt
         self._tool_calls = 0
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The arguments of the call that queued the run (an MCP tool call, an A2A data part) for an
+        agent that declares an `input_schema` (`describe`): the JSON object its input is. Otherwise
+        `{"input": <the text>}`."""
+        return arguments_of(self.input)
 
     @property
     def hooks(self) -> RunHooks:

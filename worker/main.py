@@ -44,7 +44,7 @@ from arq.worker import func
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from tokentail.shared import jobs
+from tokentail.shared import agent_catalog, jobs
 from tokentail.shared.archive import open_archive
 from tokentail.shared.keys import Keys
 from tokentail.shared.redis_clients import close_sentinels, redis_client, sessions_client
@@ -55,6 +55,7 @@ from tokentail.shared.scripts.runner import Batched
 from tokentail.shared.scripts.runs import AppendEvents, RenewLease
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.worker.agents import agent_infos
 from tokentail.worker.archiver import Archiver
 from tokentail.worker.pickup import BatchedPickup
 from tokentail.worker.probe import ProbeServer, probe_app
@@ -224,6 +225,10 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx["flush_ticks"] = FlushTicks(settings.flush_interval_ms / 1000)  # one window for all its runs
     ctx["runs"] = RunWrites(sessions, settings, queue=queue if settings.split_queue else None, batched=batched)
     ctx.setdefault("providers", Providers(settings))
+    try:
+        await agent_catalog.publish(sessions, Keys(settings.key_prefix), agent_infos(settings))
+    except redis_errors.RedisError as exc:  # a full Redis: the gateways show the agents' defaults meanwhile
+        logger.warning("could not publish the agents' descriptions: %s", exc)
     if settings.webhook_allowed_urls:
         ctx["webhooks"] = WebhookDeliverer(sessions, ctx["runs"].webhooks, settings)
     if (archive := await open_archive(settings)) is not None:

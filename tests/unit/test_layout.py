@@ -29,7 +29,8 @@ GATEWAY_PARTS: dict[str, set[str]] = {
     "reading": {"access", "metrics"},
     # A socket's conversation (encodings/websocket.py, ai_sdk_socket.py) asks for runs and answers.
     "encodings": {"access", "reading", "commands", "schemas", "errors"},
-    "commands": {"access", "schemas"},
+    # The agent protocols' tasks (commands/tasks.py) wait for their run to settle through the hub.
+    "commands": {"access", "reading", "schemas"},
     "deps": {"access", "reading", "commands"},
     "routes": {"access", "reading", "encodings", "commands", "deps", "schemas", "errors"},
     # The requests every stream starts with, answered by the routes' own functions (gateway/hot_routes.py).

@@ -1,0 +1,183 @@
+"""A run as the agent protocols show it: a task (MCP's Tasks extension, A2A's tasks).
+
+Every protocol is a thin user of this: what a task's status is, whether a failure was the agent's own
+or tokentail's, and how a task is started, found, answered and cancelled (for the calling tenant
+only), are decided here once. A task's id names its session and its run (shared/response_ids.py), so
+any gateway finds it with no lookup; its record in Redis is the only state, so a task outlives the
+gateway that started it and the worker that runs it.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.gateway.commands.questions import answer_run
+from tokentail.gateway.commands.turns import RunCommands, check_agent_name, check_size, queue_follow_up
+from tokentail.gateway.reading.hub import StreamHub
+from tokentail.gateway.reading.settling import wait_until_settled
+from tokentail.gateway.schemas import CreateRun
+from tokentail.shared.catalog import DEFAULT_AGENT
+from tokentail.shared.errors import InputNotPending, InvalidInput, RunNotFound, SessionNotFound, TaskNotFound
+from tokentail.shared.events import ErrorInfo
+from tokentail.shared.records import Question, RunRecord, SessionRecord
+from tokentail.shared.response_ids import parse_task_id, task_id
+
+TaskStatus = Literal["submitted", "working", "input_required", "completed", "failed", "cancelled"]
+TERMINAL: frozenset[TaskStatus] = frozenset({"completed", "failed", "cancelled"})
+SETTLED: frozenset[TaskStatus] = TERMINAL | {"input_required"}  # where a call that waits for its task returns
+
+# The `error.type`s of a run that failed for a reason of tokentail's making (worker/run.py's
+# `_error_info`, requeue_run.lua): a bound (time, sizes, a question left unanswered, a blocked event
+# loop), its workers lost (`attempts_exhausted`), or a request it could not run (`invalid_request`:
+# an unknown model). Any other failure is the agent's own: its code raised, or its model's API refused.
+TOKENTAIL_FAILURES = frozenset(
+    {
+        "attempts_exhausted",
+        "timeout",
+        "blocked_event_loop",
+        "output_too_large",
+        "event_too_large",
+        "step_too_large",
+        "input_expired",
+        "invalid_request",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Task:
+    session: SessionRecord
+    run: RunRecord
+
+    @property
+    def id(self) -> str:
+        return task_id(self.session.session_id, self.run.run_id)
+
+    @property
+    def agent(self) -> str:
+        return self.run.agent or self.session.agent or DEFAULT_AGENT
+
+    @property
+    def status(self) -> TaskStatus:
+        run = self.run
+        match run.status:
+            case "queued":
+                # In line again after a takeover or an answer, it is under way as far as a client knows.
+                return "working" if run.attempt or run.resumes else "submitted"
+            case "running":
+                return "working"
+            case "waiting":
+                return "input_required"
+            case other:
+                return other
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def agent_failed(self) -> bool:
+        """It failed with the agent's own error (a tool that failed, for MCP), not tokentail's."""
+        error = self.run.error
+        return self.run.status == "failed" and error is not None and error.type not in TOKENTAIL_FAILURES
+
+    @property
+    def created_at(self) -> float:
+        return self.run.queued_at or self.session.created_at
+
+    @property
+    def updated_at(self) -> float:
+        run = self.run
+        return max(t for t in (run.finished_at, run.started_at, run.queued_at, self.session.created_at) if t)
+
+    @property
+    def output(self) -> str | None:
+        return self.run.output
+
+    @property
+    def error(self) -> ErrorInfo | None:
+        return self.run.error
+
+    @property
+    def question(self) -> Question | None:
+        """What it waits for an answer to (status `input_required`)."""
+        return self.run.question
+
+
+class RunTasks(RunCommands):
+    """Tasks, for the calling tenant: another tenant's, like a missing one, is `TaskNotFound`."""
+
+    async def start(
+        self, agent: str, text: str, context_id: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> Task:
+        """Queue a run of `agent` on `text`: in a new session, or as the next turn of the session
+        `context_id` (which must be the caller's, and of that agent)."""
+        check_size(text, self.settings)
+        check_agent_name(agent, self.settings)
+        if context_id is not None:
+            session = await self._session(context_id)
+            if (had := session.agent or DEFAULT_AGENT) != agent:
+                raise InvalidInput(f"context {context_id!r} is a conversation with agent {had!r}, not {agent!r}")
+            args = (self.store, self.runs, self.settings, self.budget, self.caller, context_id, CreateRun(input=text))
+            run = await queue_follow_up(*args)
+            return await self._task(context_id, run.run_id)
+        await self.budget.spend(self.caller.tenant)
+        session = SessionRecord(
+            session_id=new_session_id(),
+            created_at=time.time(),
+            tenant=self.caller.tenant,
+            agent=None if agent == DEFAULT_AGENT else agent,
+            metadata=metadata or {},
+        )
+        run = RunRecord(run_id=new_run_id(), input=text, agent=session.agent)
+        await self.runs.queue_run(session.session_id, run, create=session)
+        return await self._task(session.session_id, run.run_id)
+
+    async def get(self, task_id: str) -> Task:
+        parsed = parse_task_id(task_id)
+        if parsed is None:
+            raise TaskNotFound(task_id)
+        try:
+            return await self._task(*parsed)
+        except (SessionNotFound, RunNotFound):
+            raise TaskNotFound(task_id) from None
+
+    async def answer(self, task: Task, answer: Any) -> Task:
+        """Answer the question the task waits on; the run goes on, on any worker."""
+        question = task.question
+        if question is None:
+            raise InputNotPending(f"task {task.id!r} waits for no answer (it is {task.status})")
+        await answer_run(self.runs, task.session.session_id, task.run, question.input_id, answer)
+        return await self.get(task.id)
+
+    async def cancel(self, task: Task) -> Task:
+        """Cancel the task's run, from any gateway: idempotent, and nothing for one that has ended."""
+        if not task.terminal:
+            await self.runs.cancel_run(task.session.session_id, task.run.run_id)
+        return await self.get(task.id)
+
+    async def settle(self, task: Task, hub: StreamHub, seconds: float, transport: str) -> Task:
+        """The task once its run has ended or stopped at a question, or as it is after `seconds`:
+        followed from what its record had seen (its session's events after it), from any gateway."""
+        if task.status in SETTLED:
+            return task
+        session_id, run_id = task.session.session_id, task.run.run_id
+        await wait_until_settled(hub, session_id, run_id, task.session.last_event_id, seconds, transport)
+        return await self.get(task.id)
+
+    async def of_session(self, session_id: str) -> list[Task]:
+        """The tasks of one of the caller's sessions, oldest first."""
+        session = await self._session(session_id)
+        return [Task(session, run) for run in session.runs]
+
+    async def _session(self, session_id: str) -> SessionRecord:
+        await self.auth.check_access(self.caller, session_id, self.store)
+        return await self.store.get_session(session_id)
+
+    async def _task(self, session_id: str, run_id: str) -> Task:
+        session = await self._session(session_id)
+        run = next((run for run in session.runs if run.run_id == run_id), None)
+        if run is None:
+            raise RunNotFound(session_id, run_id)
+        return Task(session, run)
