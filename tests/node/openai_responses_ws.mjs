@@ -111,7 +111,7 @@ async function until(check, seconds = 60) {
 }
 
 const scenarios = {
-  // Two lanes at once, a follow-up on one of them, and an approval asked and answered on the socket.
+  // Two lanes at once, a follow-up on one of them, an approval asked and answered on the socket; a wrong key.
   async lanes() {
     const { connection, events, session } = await connect(options.gateways[0]);
     const [a, b] = [session.lane("a"), session.lane("b")];
@@ -135,8 +135,15 @@ const scenarios = {
     for await (const e of await client(options.gateways[1]).responses.retrieve(one.id, { stream: true })) http.push(e);
     session.close();
     connection.close();
+    let refused = null; // a wrong key: the upgrade is refused, the socket never opens
+    try {
+      await connect(options.gateways[0], "not-a-key-0123456789");
+    } catch (error) {
+      refused = String(error?.message ?? error);
+    }
     say({
       result: {
+        refused,
         one: { ...summary(of(events, "a").slice(0, of(events, "a").findIndex((e) => e.type === "response.completed") + 1)), id: one.id, sdkText: one.output_text },
         two: { status: two.status, sdkText: two.output_text },
         next: { status: next.status, previous: next.previous_response_id },
@@ -170,17 +177,6 @@ const scenarios = {
     const final = await client(options.gateways[1]).responses.retrieve(responseId);
     session.close();
     say({ result: { ...summary(kept), retrieved: { status: final.status, outputText: final.output_text } } });
-  },
-
-  // A wrong key: the upgrade is refused, the socket never opens.
-  async refused() {
-    let refused = null;
-    try {
-      await connect(options.gateways[0], "not-a-key-0123456789");
-    } catch (error) {
-      refused = String(error?.message ?? error);
-    }
-    say({ result: { refused } });
   },
 };
 
