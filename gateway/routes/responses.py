@@ -10,10 +10,10 @@
     GET    /v1/responses  (WebSocket)       the WebSocket mode: `response.create` messages, each answered
                                             with its response's events (gateway/encodings/responses_socket.py)
 
-A response that is not `background` ends with its request (or socket), as OpenAI's does: a client that goes
-away before its end (streamed, or waiting for it) cancels it. A stream, or a request that waits,
-holds one of the tenant's stream slots, taken before anything else. docs/openai-responses.md has
-what maps to what.
+A response that is not `background` ends with its request (or socket), as OpenAI's does: a client
+that goes away before its end (streamed, or waiting for it) cancels it. A stream, or a request that
+waits, holds one of the tenant's stream slots, taken before anything else.
+docs/openai-responses.md has what maps to what.
 """
 
 import asyncio
