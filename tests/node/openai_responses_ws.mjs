@@ -7,7 +7,7 @@
 // Prints JSON lines: {"step": ...} as the scenario goes (the test may act on them: kill the worker,
 // or the gateway), then {"result": {...}} with what the client saw.
 import OpenAI from "openai";
-import { ResponsesWSBase } from "openai/resources/responses/ws-base";
+import { ResponsesWS } from "openai/resources/responses/ws"; // on the `ws` package, as the SDK asks
 import { ResponsesWebSocketSession } from "openai/lib/responses/responses-websocket-session";
 import { play, say } from "./driver.mjs";
 
@@ -16,67 +16,7 @@ const client = (gateway, apiKey = options.apiKey) =>
   new OpenAI({ baseURL: `${gateway}/v1`, apiKey, maxRetries: 0, timeout: 60_000 });
 const LIMITS = { maxLanes: 8, maxBufferedEvents: 10_000, maxBufferedBytes: 1 << 26 };
 
-// The SDK's `ResponsesWS` runs on the optional `ws` package, which this folder's lockfile does not
-// hold: the SDK's own base class, on Node's built-in WebSocket (undici's, which takes headers), in
-// the transport hook the SDK leaves for a platform (`_createSocket`). With `ws` installed, the SDK's.
-class BuiltInSocket {
-  constructor(url, headers) {
-    this.ws = new WebSocket(url, { headers });
-    this.ws.binaryType = "arraybuffer";
-    this.handlers = new Map(); // (event, listener) -> the DOM handler added for it
-  }
-  get readyState() {
-    return this.ws.readyState;
-  }
-  send(data) {
-    this.ws.send(data);
-  }
-  close(code, reason) {
-    this.ws.close(code, reason);
-  }
-  on(event, listener) {
-    const handler = {
-      open: () => listener(),
-      message: (e) => listener(e.data, typeof e.data !== "string"),
-      close: (e) => listener(e.code, e.reason),
-      error: (e) => listener(e.error instanceof Error ? e.error : new Error(e.message ?? "WebSocket error")),
-    }[event] ?? ((...args) => listener(...args));
-    this.handlers.set(listener, [...(this.handlers.get(listener) ?? []), [event, handler]]);
-    this.ws.addEventListener(event, handler);
-  }
-  off(event, listener) {
-    const kept = [];
-    for (const [name, handler] of this.handlers.get(listener) ?? []) {
-      if (name === event) this.ws.removeEventListener(name, handler);
-      else kept.push([name, handler]);
-    }
-    this.handlers.set(listener, kept);
-  }
-  once(event, listener) {
-    const once = (...args) => {
-      this.off(event, once);
-      listener(...args);
-    };
-    this.on(event, once);
-  }
-}
-
-class BuiltInResponsesWS extends ResponsesWSBase {
-  constructor(openai, socketOptions) {
-    super(openai, socketOptions);
-    this._connectInitial();
-  }
-  _createSocket(url, authHeaders) {
-    return new BuiltInSocket(url, authHeaders);
-  }
-}
-
 async function connect(gateway, apiKey) {
-  let ResponsesWS = BuiltInResponsesWS;
-  try {
-    await import("ws");
-    ({ ResponsesWS } = await import("openai/resources/responses/ws"));
-  } catch {}
   const connection = new ResponsesWS(client(gateway, apiKey));
   const events = [];
   connection.on("event", (event) => events.push(event)); // every event, as the lanes get them too
