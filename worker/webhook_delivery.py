@@ -226,6 +226,9 @@ def _shares(raw: bytes) -> list[tuple[str, int]]:
     """The shares of the slots a session's webhooks count against, from its first entry."""
     try:
         entry = json.loads(raw)
-        return [(f"tenant:{entry['tenant']}", PER_TENANT), (f"host:{urlsplit(entry['url']).netloc}", PER_HOST)]
+        shares = [(f"tenant:{entry['tenant']}", PER_TENANT)]
+        if entry["url"]:  # none for a session with A2A push configs only: their hosts are many
+            shares.append((f"host:{urlsplit(entry['url']).netloc}", PER_HOST))
+        return shares
     except (ValueError, KeyError, TypeError):  # unreadable: the delivery drops it
         return []
