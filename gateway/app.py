@@ -30,6 +30,7 @@ from tokentail.gateway.routes import (
     ai_sdk,
     ai_sdk_socket,
     events,
+    mcp,
     responses,
     sessions,
     socket,
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ai_sdk.router)
     app.include_router(ag_ui.router)
     app.include_router(responses.router)
+    app.include_router(mcp.router)
     hot_routes.install(app)  # the requests every stream starts with, first (gateway/hot_routes.py)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
