@@ -15,14 +15,38 @@ task's `tasks/get` is a `DetailedTask`.
 The question's answer schema is the elicitation's `requestedSchema` when it is an object (an
 approval, a JSON question of an object); any other (text, a choice, a number) is put under one
 property, `answer`, and taken out of the response again, as elicitation asks for an object.
+
+A call that waits with a progress token (`_meta.progressToken`) is sent the run as it goes, as
+`notifications/progress` (`Progress`, a renderer of the reducer): each text delta, tool call,
+status and question a message, numbered in order.
 """
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 
 from pydantic import BaseModel
 
 from tokentail.gateway.commands.tasks import Task
+from tokentail.gateway.encodings.renderer import Renderer
+from tokentail.gateway.reading.reducer import (
+    AttemptStarted,
+    BlockAppended,
+    BlockClosed,
+    BlockOpened,
+    ContentDropped,
+    DataShown,
+    GapFound,
+    Operation,
+    QuestionAnswered,
+    QuestionAsked,
+    RunEnded,
+    RunOpened,
+    StatusShown,
+    ToolCalled,
+    ToolDenied,
+    ToolFailedOp,
+    ToolFinished,
+)
 from tokentail.shared.agent_catalog import AgentInfo
 from tokentail.shared.records import Question
 
@@ -123,3 +147,48 @@ def answer_of(question: Question, responses: dict[str, Any] | None) -> tuple[boo
     if question.answer_schema.get("type") != "object" and isinstance(content, dict):
         return True, content.get(_WRAPPED)
     return True, content
+
+
+class Progress(Renderer[str]):
+    """A run's events as the messages of MCP progress notifications, while its tool call waits.
+    `finished` once the run ended, `asked` once it stopped at a question (the call answers then)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked = False
+
+    def render(self, operation: Operation) -> list[str]:
+        match operation:
+            case BlockAppended(kind="text", text=text) if text:
+                return [text]
+            case ToolCalled(name=name):
+                return [f"calling {name}"]
+            case ToolFailedOp(error=error) | ToolDenied(error=error):
+                return [f"a tool call failed: {error}"]
+            case StatusShown(text=text):
+                return [text]
+            case QuestionAsked(question=question, answered=False):
+                self.asked = True
+                return [question.prompt]
+            case ContentDropped(after=0):
+                return ["its worker stopped: the agent starts again"]
+            case (
+                RunOpened()
+                | AttemptStarted()
+                | BlockOpened()
+                | BlockAppended()
+                | BlockClosed()
+                | ToolFinished()
+                | DataShown()
+                | QuestionAsked()
+                | QuestionAnswered()
+                | ContentDropped()
+                | RunEnded()
+                | GapFound()
+            ):
+                return []
+            case _:
+                assert_never(operation)
+
+    def frames(self, parts: list[str], seq: int | None) -> bytes:
+        raise NotImplementedError("sent as notifications by the SDK's transport, not framed here")

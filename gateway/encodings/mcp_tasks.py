@@ -12,6 +12,8 @@ answers with what the run reached: the tool result; its question, as an `InputRe
 any call, retry or poll of a run another gateway started.
 """
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,8 @@ from starlette.requests import Request
 
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.encodings import mcp
+from tokentail.gateway.reading.feed import EventFeed, start_position
+from tokentail.gateway.reading.reducer import Reducer
 from tokentail.shared.agent_catalog import AgentDirectory
 from tokentail.shared.errors import InputNotPending, InputTooLarge, InvalidInput, TaskNotFound
 from tokentail.shared.settings import Settings
@@ -68,9 +72,31 @@ class Calls:
         tasks = RunTasks(caller, state.auth, state.store, state.runs, state.settings, state.run_budget, state.webhooks)
         return cls(tasks, state.agents, state.settings, request)
 
-    async def settle(self, task: Task, seconds: float) -> Task:
-        """The task once its run ended or asked, or as it is after `seconds`."""
-        return await self.tasks.settle(task, self.request.app.state.hub, seconds, transport="mcp")
+    async def settle(self, task: Task, seconds: float, ctx: ServerRequestContext[Any, Any]) -> Task:
+        """The task once its run ended or asked, or as it is after `seconds`; its client, if it gave a
+        progress token, told how the run goes meanwhile."""
+        hub = self.request.app.state.hub
+        if not _progress_token(ctx) or task.terminal or task.status == "input_required":
+            return await self.tasks.settle(task, hub, seconds, transport="mcp")
+        progress = mcp.Progress(Reducer(run_id=task.run.run_id))
+        session_id, sent = task.session.session_id, 0
+        start = await start_position(hub.store, session_id, task.session.last_event_id)
+        feed = EventFeed(hub, session_id, start, 256, until_idle=True, transport="mcp")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds), contextlib.aclosing(feed.__aiter__()) as batches:
+                async for batch in batches:
+                    for messages, _ in progress.rendered(batch):
+                        for message in messages:
+                            sent += 1
+                            await ctx.session.report_progress(sent, None, message)
+                    if progress.finished or progress.asked:
+                        break
+        return await self.tasks.get(task.id)
+
+
+def _progress_token(ctx: ServerRequestContext[Any, Any]) -> bool:
+    meta = (ctx.params or {}).get("_meta")
+    return isinstance(meta, dict) and meta.get("progressToken") is not None
 
 
 def declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
@@ -159,7 +185,7 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
         task = await calls.tasks.start(info.name, text, metadata=trace_context(ctx))
     settings = calls.settings
     seconds = settings.mcp_task_after_seconds if as_task else settings.mcp_wait_seconds
-    task = await calls.settle(task, seconds)
+    task = await calls.settle(task, seconds, ctx)
     if task.status == "input_required" and not (as_task or can_elicit(ctx)):
         await calls.tasks.cancel(task)  # nobody could answer its question
         raise MCPError(

@@ -3,7 +3,8 @@ auth on: what no conformance suite tests and tokentail promises. A task whose wo
 completes, its answer once; a question asked on one gateway is answered through `tasks/update` on
 the other, and a task is cancelled from the other; a wrong key is refused, and a task is another
 tenant's to no one. Also the paths a client without the Tasks extension takes: a call that waits
-for its answer, and a run's question answered by the client's elicitation callback (SEP-2322)."""
+for its answer (and tells how its run goes meanwhile), and a run's question answered by the
+client's elicitation callback (SEP-2322)."""
 
 import asyncio
 import json
@@ -130,6 +131,16 @@ async def test_without_the_tasks_extension_a_call_waits_and_a_question_is_asked_
     async with connect(first, KEY, tasks=False, elicitation_callback=elicit) as client:
         waited = await client.call_tool("slow_compute", {"seconds": 1, "label": "it"})
         assert waited.content == [TextContent(type="text", text="computed it in 1 s")] and not waited.is_error
+        # While it waits, the client is told how the run goes: here, each word as it comes.
+        told: list[tuple[float, str | None]] = []
+
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            told.append((progress, message))
+
+        counted = await client.call_tool("count_words", {"input": "count"}, progress_callback=progress)
+        assert counted.content == [TextContent(type="text", text=COUNTED)]
+        assert "".join(message or "" for _, message in told) == COUNTED
+        assert [number for number, _ in told] == list(range(1, len(told) + 1))
         with pytest.raises(MCPError) as required:
             await client.call_tool("test_tool_with_task", {})
         assert required.value.error.code == -32021
