@@ -220,7 +220,7 @@ def settled(calls: Calls, task: Task, as_task: bool) -> HandlerResult:
     if task.status == "cancelled":
         if as_task:  # it was cancelled by the time the call answered: a task that says so
             return mcp.created(task, calls.settings.session_ttl_seconds)
-        raise MCPError(code=REQUEST_TIMEOUT, message="the agent's run was cancelled")
+        raise MCPError(code=mcp.INTERNAL_ERROR, message="the agent's run was cancelled", data={"type": "cancelled"})
     return None
 
 
