@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver.server import require_client_extension
@@ -134,7 +135,10 @@ class AgentTasks(Extension):
     async def update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> HandlerResult:
         """Answers the question the task waits on; responses for anything else are ignored (acked)."""
         calls, task = await self._task(ctx, params)
-        await answer(calls.tasks, task, params.input_responses)
+        try:
+            await answer(calls.tasks, task, params.input_responses)
+        except InvalidInput as exc:  # the answer does not match the question's schema
+            raise invalid(str(exc)) from None
         return {}
 
     async def cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> HandlerResult:
@@ -185,7 +189,14 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
         task = await calls.tasks.start(info.name, text, metadata=trace_context(ctx))
     settings = calls.settings
     seconds = settings.mcp_task_after_seconds if as_task else settings.mcp_wait_seconds
-    task = await calls.settle(task, seconds, ctx)
+    try:
+        task = await calls.settle(task, seconds, ctx)
+    except asyncio.CancelledError:
+        # The client closed the call before its answer (MCP's cancel, at 2026-07-28), or the gateway
+        # stops: nobody holds the run's id to read it, so it stops too.
+        with anyio.CancelScope(shield=True):
+            await calls.tasks.cancel(task)
+        raise
     if task.status == "input_required" and not (as_task or can_elicit(ctx)):
         await calls.tasks.cancel(task)  # nobody could answer its question
         raise MCPError(
@@ -233,7 +244,12 @@ async def answer(tasks: RunTasks, task: Task, responses: dict[str, Any] | None) 
         given, value = mcp.answer_of(question, responses)
     except mcp.Declined:
         return await tasks.cancel(task)  # the person declined to answer: the run cannot go on
-    return await tasks.answer(task, value) if given else task
+    if not given:
+        return task
+    try:
+        return await tasks.answer(task, value)
+    except InputNotPending:  # answered meanwhile, through another gateway or the REST API
+        return await tasks.get(task.id)
 
 
 def trace_context(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any]:

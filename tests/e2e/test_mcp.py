@@ -15,7 +15,7 @@ import httpx2
 import pytest
 from mcp.client.context import ClientRequestContext
 from mcp.shared.exceptions import MCPError
-from mcp.types import ElicitRequestParams, ElicitResult, InputRequiredResult, TextContent
+from mcp.types import ElicitRequestParams, ElicitResult, InputRequiredResult, InputResponses, TextContent
 
 from tests.e2e.conftest import Stack
 from tests.fixtures.processes import outlives_the_test
@@ -154,7 +154,7 @@ async def test_without_the_tasks_extension_a_call_waits_and_a_question_is_asked_
         assert isinstance(question, InputRequiredResult) and question.input_requests
     async with connect(second, KEY, tasks=False, elicitation_callback=elicit) as other:
         (key,) = question.input_requests
-        yes = {key: ElicitResult(action="accept", content={"confirm": True})}
+        yes: InputResponses = {key: ElicitResult(action="accept", content={"confirm": True})}
         result = await other.session.call_tool(
             "confirm_delete", args, input_responses=yes, request_state=question.request_state
         )
