@@ -27,6 +27,7 @@ from tokentail.shared.response_ids import parse_task_id
 KEY = "tk_mcp_tests_acme_key"
 OTHER_KEY = "tk_mcp_tests_other_key"
 AGENTS = ["greet", "slow_compute", "confirm_delete", "count_words", "test_tool_with_task"]
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 COUNTED = "".join(f"word {word}. " for word in range(WORDS))
 
 
@@ -55,27 +56,31 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateways]:
 
 async def test_a_task_whose_worker_is_killed_completes_with_its_answer_once(gateways: Gateways) -> None:
     first, second = gateways.urls
-    async with connect(first, KEY) as client:
-        created = await client.session.call_tool("count_words", {"input": "count"}, allow_claimed=True)
+    rest = httpx2.AsyncClient(base_url=first, headers={"Authorization": f"Bearer {KEY}"})
+    async with connect(first, KEY) as client, rest:
+        meta: Any = {"traceparent": TRACEPARENT}  # kept with the run, as it came
+        created = await client.session.call_tool("count_words", {"input": "count"}, meta=meta, allow_claimed=True)
         task_id = created.task_id  # type: ignore[union-attr]
         session_id, _ = parse_task_id(task_id) or ("", "")
-        async with httpx2.AsyncClient(base_url=first, headers={"Authorization": f"Bearer {KEY}"}) as rest:
 
-            async def counting() -> bool:
-                state = (await rest.get(f"/v1/sessions/{session_id}")).json()
-                return int(state["last_event_id"]) >= 8  # queued, started, some words
+        async def counting() -> bool:
+            state = (await rest.get(f"/v1/sessions/{session_id}")).json()
+            return int(state["last_event_id"]) >= 8  # queued, started, some words
 
-            await eventually(counting, within=20, interval=0.02)
+        await eventually(counting, within=20, interval=0.02)
         doomed = gateways.workers.pop()
         gateways.workers.append(standby := gateways.stack.worker())
         outlives_the_test(standby.pid)  # the module's stack stops it
         await asyncio.to_thread(gateways.stack.wait_for_workers, 2)
         doomed.kill()
         await asyncio.to_thread(doomed.wait)
-    async with connect(second, KEY) as client:
-        task = await until_status(client.session, task_id, "completed", within=60)
-    assert task["status"] == "completed"
-    assert task["result"]["content"] == [{"type": "text", "text": COUNTED}]  # started over: the text once
+        async with connect(second, KEY) as other:
+            task = await until_status(other.session, task_id, "completed", within=60)
+        assert task["status"] == "completed"
+        assert task["result"]["content"] == [{"type": "text", "text": COUNTED}]  # started over: the text once
+        state = (await rest.get(f"/v1/sessions/{session_id}")).json()
+    assert state["runs"][0]["attempt"] == 2, "taken over by the other worker"
+    assert state["metadata"] == {"trace": {"traceparent": TRACEPARENT}}
 
 
 async def test_a_question_is_answered_and_a_task_cancelled_through_the_other_gateway(gateways: Gateways) -> None:

@@ -64,6 +64,9 @@ def gateway(tmp_path: Path) -> Iterator[str]:
         tmp_path,
         TOKENTAIL_AGENTS=json.dumps({name: f"tests.mcp_agents:{name}" for name in AGENTS}),
         TOKENTAIL_MCP_SERVER="tests.mcp_server:server",
+        # A call answers with a task after this: a run of `slow_compute` (1 s at least) must be one, and
+        # `test_tool_with_task` must have asked its question by then, on a busy machine too.
+        TOKENTAIL_MCP_TASK_AFTER_SECONDS="0.8",
     )
     try:
         url = stack.gateway()
