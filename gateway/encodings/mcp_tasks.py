@@ -31,6 +31,7 @@ from mcp_types import (
     CallToolRequestParams,
     RequestParams,
 )
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 from starlette.requests import Request
 
@@ -101,15 +102,18 @@ def _progress_token(ctx: ServerRequestContext[Any, Any]) -> bool:
 
 
 def declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
-    """Whether this request's client declared the Tasks extension (its capabilities, or the request's `_meta`)."""
+    """Whether this request's client declared the Tasks extension (its capabilities, or the request's
+    `_meta`): a 2026-07-28 one (its tasks and its input requests are that revision's)."""
     capabilities = ctx.session.client_capabilities
-    return bool(capabilities and capabilities.extensions and mcp.TASKS in capabilities.extensions)
+    declared = bool(capabilities and capabilities.extensions and mcp.TASKS in capabilities.extensions)
+    return declared and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
 
 
 def can_elicit(ctx: ServerRequestContext[Any, Any]) -> bool:
     """Whether the client can be asked a question (an `elicitation/create` input request)."""
     capabilities = ctx.session.client_capabilities
-    return bool(capabilities and capabilities.elicitation is not None)
+    declared = bool(capabilities and capabilities.elicitation is not None)
+    return declared and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS  # an earlier wire has no input requests
 
 
 def invalid(message: str) -> MCPError:
@@ -201,7 +205,8 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
         await calls.tasks.cancel(task)  # nobody could answer its question
         raise MCPError(
             code=MISSING_REQUIRED_CLIENT_CAPABILITY,
-            message="the agent asks a question, and this client declared no elicitation capability",
+            message="the agent asks a question, which this client cannot be asked: it needs the elicitation "
+            "capability, at protocol version 2026-07-28",
             data={"requiredCapabilities": {"elicitation": {}}},
         )
     if (result := settled(calls, task, as_task and not can_elicit(ctx))) is not None:

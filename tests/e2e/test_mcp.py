@@ -4,7 +4,7 @@ completes, its answer once; a question asked on one gateway is answered through 
 the other, and a task is cancelled from the other; a wrong key is refused, and a task is another
 tenant's to no one. Also the paths a client without the Tasks extension takes: a call that waits
 for its answer (and tells how its run goes meanwhile), and a run's question answered by the
-client's elicitation callback (SEP-2322)."""
+client's elicitation callback (SEP-2322); and a client of the revision before, with its handshake."""
 
 import asyncio
 import json
@@ -164,6 +164,11 @@ async def test_without_the_tasks_extension_a_call_waits_and_a_question_is_asked_
             "confirm_delete", args, input_responses=yes, request_state=question.request_state
         )
     assert result.content == [TextContent(type="text", text="c.txt deleted")]
+    # A client of the revision before (2025-11-25, the initialize handshake), as most are today.
+    async with connect(first, KEY, tasks=False, mode="legacy") as legacy:
+        assert "greet" in {tool.name for tool in (await legacy.list_tools()).tools}
+        greeted = await legacy.call_tool("greet", {"name": "Ada"})
+        assert greeted.content == [TextContent(type="text", text="Hello, Ada!")]
 
 
 def _server_info() -> dict[str, Any]:
