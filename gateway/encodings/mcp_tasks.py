@@ -209,7 +209,7 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
             "capability, at protocol version 2026-07-28",
             data={"requiredCapabilities": {"elicitation": {}}},
         )
-    if (result := settled(calls, task, as_task and not can_elicit(ctx))) is not None:
+    if (result := settled(calls, task, as_task, can_elicit(ctx))) is not None:
         return result
     if as_task:
         return mcp.created(task, settings.session_ttl_seconds)
@@ -221,13 +221,13 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
     )
 
 
-def settled(calls: Calls, task: Task, as_task: bool) -> HandlerResult:
-    """What a call answers for a run that ended or asks (a task, for a client that cannot answer
-    its question in the call but can through `tasks/update`); None while it runs."""
+def settled(calls: Calls, task: Task, as_task: bool, elicit: bool) -> HandlerResult:
+    """What a call answers for a run that ended or asks (its question in the call, if the client
+    can be asked one, else a task it answers through `tasks/update`); None while it runs."""
     if task.status == "input_required" and task.question is not None:
-        if as_task:
-            return mcp.created(task, calls.settings.session_ttl_seconds)
-        return mcp.input_required(task.question, task.id)
+        if elicit:
+            return mcp.input_required(task.question, task.id)
+        return mcp.created(task, calls.settings.session_ttl_seconds)
     if task.status == "completed" or task.agent_failed:
         return mcp.tool_result(task)
     if task.status == "failed":
