@@ -7,78 +7,56 @@
     POST   /v1/responses/{id}/cancel        cancel its run; the Response, once the run has ended
     GET    /v1/responses/{id}/input_items   what it was asked
     DELETE /v1/responses/{id}               delete its conversation (the session, every response of it)
+    GET    /v1/responses  (WebSocket)       the WebSocket mode: `response.create` messages, each answered
+                                            with its response's events (gateway/encodings/responses_socket.py)
 
-A response that is not `background` ends with its request, as OpenAI's does: a client that goes
-away before its end (streamed, or waiting for it) cancels it. A stream, or a request that waits,
-holds one of the tenant's stream slots, taken before anything else. docs/openai-responses.md has
-what maps to what.
+A response that is not `background` ends with its request (or socket), as OpenAI's does: a client
+that goes away before its end (streamed, or waiting for it) cancels it. A stream, or a request that
+waits, holds one of the tenant's stream slots, taken before anything else.
+docs/openai-responses.md has what maps to what.
 """
 
 import asyncio
-import contextlib
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
+from tokentail.gateway.access.auth import bearer_credential
 from tokentail.gateway.commands import deletion
-from tokentail.gateway.commands.responses import ResponseRef, find_response
-from tokentail.gateway.commands.writes import SessionWrites
+from tokentail.gateway.commands.responses import ResponseRef, ResponseRequests, find_response
 from tokentail.gateway.deps import (
     AuthDep,
     CallerDep,
     FinishedStreamsDep,
     HubDep,
     ResponseRequestsDep,
+    RunBudgetDep,
     RunsDep,
     SettingsDep,
     ShutdownDep,
     StoreDep,
     StreamsDep,
+    StreamSlotsDep,
+    WebhooksDep,
 )
+from tokentail.gateway.encodings.ai_sdk_socket import closed_by_client
 from tokentail.gateway.encodings.renderer import compact
 from tokentail.gateway.encodings.responses import MEDIA_TYPE, ResponseEvents
-from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
+from tokentail.gateway.encodings.responses_follow import cancel_unless_ended, events_of, replay, wait_for_end
+from tokentail.gateway.encodings.responses_socket import ResponsesSocket
+from tokentail.gateway.errors import describe, error_headers, error_response
 from tokentail.gateway.reading.finished import FinishedStreams
-from tokentail.gateway.reading.hub import Chunk, StreamHub
+from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.response import disconnected
-from tokentail.gateway.reading.shutdown import StreamShutdown
-from tokentail.gateway.reading.streams import SSE_HEADERS
+from tokentail.gateway.reading.streams import SSE_HEADERS, Streams
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
-from tokentail.shared.errors import SessionExpired, SessionNotFound
-from tokentail.shared.store import SessionStore
+from tokentail.shared.errors import TokentailError
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 
 CANCEL_WAIT_SECONDS = 10.0  # how long a cancel waits for the run's end before answering as it is
-
-
-def events_of(ref: ResponseRef, starting_after: int = -1, keep: bool = False, **known: Any) -> ResponseEvents:
-    return ResponseEvents(ref.run.run_id, ref.segment, ref.header(**known), starting_after, keep)
-
-
-async def replay(store: SessionStore, ref: ResponseRef, events: ResponseEvents) -> None:
-    """Run the response's stored events so far through `events` (a Response object as of now)."""
-    after = ref.after
-    while not events.finished and (stored := await store.read(ref.session.session_id, after, 1000)):
-        events.rendered(Batch([Chunk(stored)]))
-        after = stored[-1].seq
-
-
-async def wait_for_end(
-    hub: StreamHub, ref: ResponseRef, events: ResponseEvents, batch: int, seconds: float | None
-) -> None:
-    """Follow the response's events until it ends (or `seconds` pass)."""
-    session_id = ref.session.session_id
-    start = await start_position(hub.store, session_id, ref.after)
-    feed = EventFeed(hub, session_id, start, batch, until_idle=True, transport="responses")
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds), contextlib.aclosing(feed.__aiter__()) as batches:
-            async for got in batches:
-                events.rendered(got)
-                if events.finished:
-                    break
 
 
 async def wait_unless_left(
@@ -103,21 +81,6 @@ async def keep_if_ended(finished: FinishedStreams, key: str, events: ResponseEve
     """A response's stream that saw its end: its frames, for the next reader to resume by a slice."""
     if events.finished and events.kept is not None:
         finished.keep(key, events.starting_after + 1, events.kept)
-
-
-async def cancel_unless_ended(
-    runs: SessionWrites, shutdown: StreamShutdown, ref: ResponseRef, events: ResponseEvents
-) -> None:
-    """A request that is not `background` ended before its response did: its client left, or was
-    dropped as stalled. So does the response, as OpenAI's does; only that response, though: its run
-    is cancelled only while it is still in the response's segment and that segment has not ended at
-    a question (cancel_run.lua decides, in the same step as the cancel). `events` may lag behind
-    (a client that stopped reading), and by then the run may have ended, or gone on after an
-    answer as the next response. Not when this gateway is stopping (a deploy): the request ended
-    for it, not for the client, which may read on elsewhere."""
-    if not events.finished and not shutdown.started:
-        with contextlib.suppress(SessionNotFound, SessionExpired):  # deleted meanwhile: nothing left to cancel
-            await runs.cancel_run(ref.session.session_id, ref.run.run_id, segment=ref.segment, ended_at_question=True)
 
 
 @router.post("", responses=STREAM_RESPONSES)
@@ -256,3 +219,39 @@ async def delete_response(
     ref = await find_response(auth, caller, store, response_id)
     await deletion.delete_session(runs, store, ref.session)
     return {"id": ref.id, "object": "response.deleted", "deleted": True}
+
+
+@router.websocket("")
+async def response_socket(
+    websocket: WebSocket,
+    auth: AuthDep,
+    store: StoreDep,
+    runs: RunsDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    shutdown: ShutdownDep,
+    slots: StreamSlotsDep,
+    budget: RunBudgetDep,
+    webhooks: WebhooksDep,
+    token: Annotated[str | None, Query()] = None,
+) -> None:
+    """The WebSocket mode (`client.responses.connect()`). Credentials as for the HTTP API: a refused
+    upgrade is answered as that request would be (401, OpenAI's error body), so the SDK raises at
+    connect. The socket holds nothing of the tenant's until a response is in flight."""
+    try:
+        caller = auth.authenticate(bearer_credential(websocket.headers.get("authorization")), token)
+    except TokentailError as exc:
+        status, type_ = describe(exc)
+        await websocket.send_denial_response(error_response(status, type_, str(exc), error_headers(exc)))
+        return
+    await websocket.accept()
+    requests = ResponseRequests(caller, auth, store, runs, settings, budget, webhooks)
+    responses = ResponsesSocket(websocket, requests, Streams(caller, store, hub, settings, slots), runs, shutdown)
+    try:
+        while (message := await websocket.receive())["type"] != "websocket.disconnect":
+            await responses.take(message.get("text"))
+    except Exception as exc:
+        if not closed_by_client(exc):
+            raise
+    finally:
+        await responses.close()

@@ -1,0 +1,123 @@
+// npm `openai`'s Responses API WebSocket mode (its socket and ResponsesWebSocketSession's lanes)
+// against tokentail gateways, configured as docs/openai-responses.md says (baseURL, apiKey, model).
+// Driven by test_openai_responses_ws.py:
+//
+//   node openai_responses_ws.mjs <scenario> <json options>   options: {gateways: [url, url], apiKey, input, params}
+//
+// Prints JSON lines: {"step": ...} as the scenario goes (the test may act on them: kill the worker,
+// or the gateway), then {"result": {...}} with what the client saw.
+import OpenAI from "openai";
+import { ResponsesWS } from "openai/resources/responses/ws"; // on the `ws` package, as the SDK asks
+import { ResponsesWebSocketSession } from "openai/lib/responses/responses-websocket-session";
+import { play, say } from "./driver.mjs";
+
+const options = JSON.parse(process.argv[3]);
+const client = (gateway, apiKey = options.apiKey) =>
+  new OpenAI({ baseURL: `${gateway}/v1`, apiKey, maxRetries: 0, timeout: 60_000 });
+const LIMITS = { maxLanes: 8, maxBufferedEvents: 10_000, maxBufferedBytes: 1 << 26 };
+
+async function connect(gateway, apiKey) {
+  const connection = new ResponsesWS(client(gateway, apiKey));
+  const events = [];
+  connection.on("event", (event) => events.push(event)); // every event, as the lanes get them too
+  connection.on("error", () => {}); // the lanes' (or the refusal's) to handle
+  await new Promise((resolve, reject) => {
+    connection.socket.once("open", resolve);
+    connection.socket.once("close", (code) => reject(new Error(`closed: ${code}`)));
+    connection.socket.once("error", reject);
+  });
+  return { connection, events, session: new ResponsesWebSocketSession(connection, LIMITS) };
+}
+
+const of = (events, streamId) => events.filter((e) => e.stream_id === streamId);
+
+function summary(events) {
+  const final = events.at(-1).response;
+  return {
+    types: events.map((e) => e.type),
+    sequence: events.map((e) => e.sequence_number),
+    status: final.status,
+    text: events.filter((e) => e.type === "response.output_text.delta").map((e) => e.delta).join(""),
+    outputText: final.output.filter((i) => i.type === "message").flatMap((i) => i.content.map((p) => p.text)).join(""),
+  };
+}
+
+async function until(check, seconds = 60) {
+  const deadline = Date.now() + seconds * 1000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+const scenarios = {
+  // Two lanes at once, a follow-up on one of them, an approval asked and answered on the socket; a wrong key.
+  async lanes() {
+    const { connection, events, session } = await connect(options.gateways[0]);
+    const [a, b] = [session.lane("a"), session.lane("b")];
+    a.create({ model: "scripted", input: options.input, params: { tokens: 20, tokens_per_second: 0 } });
+    b.create({ model: "scripted", input: "the other lane", params: { tokens: 20, tokens_per_second: 0 } });
+    const [one, two] = await Promise.all([a.finalResponse(), b.finalResponse()]);
+    a.create({ model: "scripted", input: "and again", previous_response_id: one.id, params: { tokens: 5, tokens_per_second: 0 } });
+    const next = await a.finalResponse();
+    const tools = session.lane("tools");
+    tools.create({ model: "careful", input: "What is 6 * 7?" });
+    const asked = await tools.finalResponse();
+    const request = asked.output.at(-1);
+    tools.create({
+      model: "careful",
+      previous_response_id: asked.id,
+      input: [{ type: "mcp_approval_response", approval_request_id: request.id, approve: true }],
+    });
+    const answered = await tools.finalResponse();
+    // The same response read over HTTP, from the other gateway.
+    const http = [];
+    for await (const e of await client(options.gateways[1]).responses.retrieve(one.id, { stream: true })) http.push(e);
+    session.close();
+    connection.close();
+    let refused = null; // a wrong key: the upgrade is refused, the socket never opens
+    try {
+      await connect(options.gateways[0], "not-a-key-0123456789");
+    } catch (error) {
+      refused = String(error?.message ?? error);
+    }
+    say({
+      result: {
+        refused,
+        one: { ...summary(of(events, "a").slice(0, of(events, "a").findIndex((e) => e.type === "response.completed") + 1)), id: one.id, sdkText: one.output_text },
+        two: { status: two.status, sdkText: two.output_text },
+        next: { status: next.status, previous: next.previous_response_id },
+        asked: { status: asked.status, type: request.type, name: request.name },
+        answered: { status: answered.status, text: answered.output_text, previous: answered.previous_response_id },
+        httpTypes: http.map((e) => e.type),
+      },
+    });
+  },
+
+  // A response on a socket cut mid-answer (the socket drops; `background` keeps the response, or the
+  // gateway that held it is killed: the test acts on the "cut" step), read on from where it was with
+  // retrieve(stream, starting_after) on the other gateway.
+  async drop() {
+    const { connection, events, session } = await connect(options.gateways[0]);
+    const lane = session.lane("long");
+    const body = { model: "scripted", input: options.input, params: options.params };
+    if (options.background) {
+      // A lane's create leaves `background` out (OpenAI's WebSocket mode does not take it): tokentail
+      // does, sent on the socket itself, in the lane's stream.
+      connection.send({ type: "response.create", stream_id: "long", ...body, background: true });
+    } else lane.create(body);
+    await until(() => events.filter((e) => e.type === "response.output_text.delta").length >= 10);
+    const kept = events.slice();
+    if (options.background) connection.close(); // else the test kills the gateway
+    const responseId = kept[0].response.id;
+    const last = kept.at(-1).sequence_number;
+    say({ step: "cut", responseId, last });
+    const resumed = await client(options.gateways[1]).responses.retrieve(responseId, { stream: true, starting_after: last });
+    for await (const event of resumed) kept.push(event);
+    const final = await client(options.gateways[1]).responses.retrieve(responseId);
+    session.close();
+    say({ result: { ...summary(kept), retrieved: { status: final.status, outputText: final.output_text } } });
+  },
+};
+
+await play(scenarios);

@@ -1,0 +1,59 @@
+"""npm `openai`'s Responses API WebSocket mode (pinned by this folder's lockfile) against tokentail
+gateways and a worker as separate processes: lanes, a follow-up and an approval on one socket; a
+response cut mid-answer (its socket dropped, or its gateway killed -9, its worker killed -9 too) read
+on from where it was on the other gateway; a wrong key."""
+
+import signal
+from typing import Any
+
+from tests.node.conftest import API_KEY, SLOW, ChatStack, run_node
+from tokentail.worker.providers.scripted import scripted_tokens
+
+INPUT = "hello from a socket"
+ANSWER = "".join(scripted_tokens(INPUT, SLOW["tokens"]))
+
+
+def options(chats: ChatStack, gateways: list[str] | None = None, background: bool = False) -> dict[str, Any]:
+    gateways = gateways or [chats.url, chats.stack.gateway()]
+    return {"gateways": gateways, "apiKey": API_KEY, "input": INPUT, "params": SLOW, "background": background}
+
+
+def test_lanes_a_follow_up_and_an_approval_on_one_socket_and_a_wrong_key(chats: ChatStack) -> None:
+    result = run_node("openai_responses_ws.mjs", "lanes", options(chats)).result
+    one = result["one"]
+    assert one["sequence"] == list(range(len(one["sequence"]))) and one["types"] == result["httpTypes"]
+    assert one["status"] == "completed" and one["text"] == one["outputText"] == one["sdkText"] != ""
+    assert result["two"]["status"] == "completed" and result["two"]["sdkText"]
+    assert result["next"] == {"status": "completed", "previous": one["id"]}
+    assert result["asked"] == {"status": "completed", "type": "mcp_approval_request", "name": "calculator"}
+    assert result["answered"]["status"] == "completed" and "42" in result["answered"]["text"]
+    assert result["refused"] is not None and "401" in result["refused"], result["refused"]  # refused at the upgrade
+
+
+def test_a_background_response_whose_socket_dropped_and_worker_died_resumes_on_the_other_gateway(
+    chats: ChatStack,
+) -> None:
+    result = run_node(
+        "openai_responses_ws.mjs",
+        "drop",
+        options(chats, background=True),
+        on_step=lambda step: chats.crash_worker() if step["step"] == "cut" else None,
+    ).result
+    assert result["sequence"] == list(range(len(result["sequence"]))), "no gap, no duplicate"
+    assert result["types"][-1] == "response.completed" and result["status"] == "completed"
+    assert result["text"] == result["outputText"] == ANSWER
+    assert result["retrieved"] == {"status": "completed", "outputText": ANSWER}
+
+
+def test_a_response_whose_gateway_was_killed_goes_on_and_resumes_on_the_other_gateway(chats: ChatStack) -> None:
+    doomed = chats.stack.gateway()
+
+    def kill_gateway(step: dict[str, Any]) -> None:
+        if step["step"] == "cut":
+            chats.stack.gateways[doomed].send_signal(signal.SIGKILL)
+
+    result = run_node(
+        "openai_responses_ws.mjs", "drop", options(chats, [doomed, chats.url]), on_step=kill_gateway
+    ).result
+    assert result["sequence"] == list(range(len(result["sequence"]))), "no gap, no duplicate"
+    assert result["status"] == "completed" and result["text"] == result["outputText"] == ANSWER
