@@ -31,6 +31,7 @@ from tokentail.gateway.routes import (
     ai_sdk,
     ai_sdk_socket,
     events,
+    mcp,
     responses,
     sessions,
     socket,
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ag_ui.router)
     app.include_router(responses.router)
     app.include_router(a2a.router)
+    app.include_router(mcp.router)
     hot_routes.install(app)  # the requests every stream starts with, first (gateway/hot_routes.py)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

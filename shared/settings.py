@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     agents: dict[str, str] = Field(
         default_factory=dict, description='your own agents, JSON {"name": "package.module:attribute"}'
     )
+    mcp_server: str | None = Field(None, description="`module:function` building your MCPServer (docs/mcp.md)")
+    mcp_wait_seconds: float = Field(60.0, gt=0, description="an MCP tool call without the Tasks extension waits")
+    mcp_task_after_seconds: float = Field(0.5, ge=0, description="an MCP tool call waits, then answers a task")
     max_input_chars: int = Field(100_000, ge=1)
     max_output_chars: int = Field(
         1_000_000, ge=1, description="longest answer one run may stream (it fails with `output_too_large` beyond)"

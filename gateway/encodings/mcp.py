@@ -1,0 +1,194 @@
+"""MCP (revision 2026-07-28, with the Tasks extension `io.modelcontextprotocol/tasks`): what a run is
+on MCP's wire. An agent is a tool; a call of it is a task (a flat `CreateTaskResult`), or, when its
+run ended or asked within the call's wait, a tool result or an `InputRequiredResult` (SEP-2322); a
+task's `tasks/get` is a `DetailedTask`.
+
+    run                               MCP
+    an agent                          a tool: its name, description, input schema, execution.taskSupport
+    completed, output                 completed, result.content [{type: text, text: output}]
+    failed, the agent's own error     completed, result.isError: true (a tool that failed)
+    failed, of tokentail's making     failed, error {code: -32603, message, data: {type}}
+    cancelled                         cancelled
+    waiting on a question             input_required, inputRequests {input_id: elicitation/create}
+    an answer (tasks/update)          inputResponses {input_id: {action: accept, content}}
+
+The question's answer schema is the elicitation's `requestedSchema` when it is an object (an
+approval, a JSON question of an object); any other (text, a choice, a number) is put under one
+property, `answer`, and taken out of the response again, as elicitation asks for an object.
+
+A call that waits with a progress token (`_meta.progressToken`) is sent the run as it goes, as
+`notifications/progress` (`Progress`, a renderer of the reducer): each text delta, tool call,
+status and question a message, numbered in order.
+"""
+
+from datetime import UTC, datetime
+from typing import Any, assert_never
+
+from pydantic import BaseModel
+
+from tokentail.gateway.commands.tasks import Task
+from tokentail.gateway.encodings.renderer import Renderer
+from tokentail.gateway.reading.reducer import (
+    AttemptStarted,
+    BlockAppended,
+    BlockClosed,
+    BlockOpened,
+    ContentDropped,
+    DataShown,
+    GapFound,
+    Operation,
+    QuestionAnswered,
+    QuestionAsked,
+    RunEnded,
+    RunOpened,
+    StatusShown,
+    ToolCalled,
+    ToolDenied,
+    ToolFailedOp,
+    ToolFinished,
+)
+from tokentail.shared.agent_catalog import AgentInfo
+from tokentail.shared.records import Question
+
+TASKS = "io.modelcontextprotocol/tasks"
+INTERNAL_ERROR = -32603  # JSON-RPC's: a failure of the server's making, not the tool's
+POLL_INTERVAL_MS = 500  # what a client polling tasks/get is told to wait between polls
+_WRAPPED = "answer"  # the one property a question whose answer is not an object is asked under
+
+
+def tool(info: AgentInfo) -> dict[str, Any]:
+    """An agent, as `tools/list` shows it."""
+    return {
+        "name": info.name,
+        "description": info.description or f"the {info.name} agent",
+        "inputSchema": info.input_schema,
+        "execution": {"taskSupport": info.task_support},
+    }
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _task_fields(task: Task, ttl_seconds: int) -> dict[str, Any]:
+    return {
+        "taskId": task.id,
+        "status": task.status,
+        "createdAt": _timestamp(task.created_at),
+        "lastUpdatedAt": _timestamp(task.updated_at),
+        "ttlMs": ttl_seconds * 1000,  # a finished session is kept this long, and its task with it
+        "pollIntervalMs": POLL_INTERVAL_MS,
+    }
+
+
+def created(task: Task, ttl_seconds: int) -> dict[str, Any]:
+    """The flat `CreateTaskResult` a tool call answers with when its run goes on as a task."""
+    return {"resultType": "task", **_task_fields(task, ttl_seconds)}
+
+
+def detailed(task: Task, ttl_seconds: int) -> dict[str, Any]:
+    """`tasks/get`'s `DetailedTask`: a completed task inlines its tool result, a failed one its
+    JSON-RPC error, one that waits its input requests."""
+    fields = _task_fields(task, ttl_seconds)
+    if task.status == "completed" or task.agent_failed:
+        fields["status"] = "completed"
+        fields["result"] = tool_result(task)
+    elif task.status == "failed":
+        fields["error"] = protocol_error(task)
+    elif task.status == "input_required" and task.question is not None:
+        fields["inputRequests"] = input_requests(task.question)
+    return fields
+
+
+def tool_result(task: Task) -> dict[str, Any]:
+    """What a task that ended as a tool call ends is: its output, or its agent's error (`isError`)."""
+    if task.agent_failed and task.error is not None:
+        return {"resultType": "complete", "content": [{"type": "text", "text": task.error.message}], "isError": True}
+    return {"resultType": "complete", "content": [{"type": "text", "text": task.output or ""}], "isError": False}
+
+
+def protocol_error(task: Task) -> dict[str, Any]:
+    """A run that failed for a reason of tokentail's making (a bound, lost workers), as a JSON-RPC error."""
+    error = task.error
+    kind, message = (error.type, error.message) if error is not None else ("failed", "the run failed")
+    return {"code": INTERNAL_ERROR, "message": message, "data": {"type": kind}}
+
+
+def input_required(question: Question, request_state: str) -> dict[str, Any]:
+    """The `InputRequiredResult` a tool call answers with when its run asks within the call's wait;
+    `request_state` brings the client's retry back to the same run."""
+    return {"resultType": "input_required", "inputRequests": input_requests(question), "requestState": request_state}
+
+
+def input_requests(question: Question) -> dict[str, Any]:
+    """A question as the one input request it is, keyed by its id."""
+    schema = question.answer_schema
+    if schema.get("type") != "object":
+        schema = {"type": "object", "properties": {_WRAPPED: schema}, "required": [_WRAPPED]}
+    params = {"mode": "form", "message": question.prompt, "requestedSchema": schema}
+    return {question.input_id: {"method": "elicitation/create", "params": params}}
+
+
+class Declined(Exception):
+    """The person declined the question, or dismissed it (an elicitation's `decline`, `cancel`)."""
+
+
+def answer_of(question: Question, responses: dict[str, Any] | None) -> tuple[bool, Any]:
+    """(True, the answer) if `responses` answers the question (other keys are not for it: ignored),
+    else (False, None). Raises `Declined` for a response that gives no answer."""
+    response = (responses or {}).get(question.input_id)
+    if isinstance(response, BaseModel):  # as the SDK parsed a tool call's (an `ElicitResult`)
+        response = response.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if not isinstance(response, dict):
+        return False, None
+    if response.get("action") != "accept":
+        raise Declined(question.input_id)
+    content = response.get("content")
+    if question.answer_schema.get("type") != "object" and isinstance(content, dict):
+        return True, content.get(_WRAPPED)
+    return True, content
+
+
+class Progress(Renderer[str]):
+    """A run's events as the messages of MCP progress notifications, while its tool call waits.
+    `finished` once the run ended, `asked` once it stopped at a question (the call answers then)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked = False
+
+    def render(self, operation: Operation) -> list[str]:
+        match operation:
+            case BlockAppended(kind="text", text=text) if text:
+                return [text]
+            case ToolCalled(name=name):
+                return [f"calling {name}"]
+            case ToolFailedOp(error=error) | ToolDenied(error=error):
+                return [f"a tool call failed: {error}"]
+            case StatusShown(text=text):
+                return [text]
+            case QuestionAsked(question=question, answered=False):
+                self.asked = True
+                return [question.prompt]
+            case ContentDropped(after=0):
+                return ["its worker stopped: the agent starts again"]
+            case (
+                RunOpened()
+                | AttemptStarted()
+                | BlockOpened()
+                | BlockAppended()
+                | BlockClosed()
+                | ToolFinished()
+                | DataShown()
+                | QuestionAsked()
+                | QuestionAnswered()
+                | ContentDropped()
+                | RunEnded()
+                | GapFound()
+            ):
+                return []
+            case _:
+                assert_never(operation)
+
+    def frames(self, parts: list[str], seq: int | None) -> bytes:
+        raise NotImplementedError("sent as notifications by the SDK's transport, not framed here")

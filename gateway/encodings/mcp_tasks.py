@@ -1,0 +1,281 @@
+"""MCP's tools and tasks over tokentail's runs: each agent of the deployment is a tool, and a call of
+it a run. An extension of the `mcp` SDK's server (`mcp.server.extension`), which serves the wire
+(Streamable HTTP, JSON-RPC, the 2026-07-28 envelope, `requestState`'s sealing): the Tasks
+extension's methods (`tasks/get`, `tasks/update`, `tasks/cancel`), a `tools/call` interceptor for the
+agents, and a middleware that lists them (`tools/list`) beside the server's own tools.
+
+A call waits for its run to settle (end, or ask a question) for a short while if the client declared
+the Tasks extension (`TOKENTAIL_MCP_TASK_AFTER_SECONDS`), else up to `TOKENTAIL_MCP_WAIT_SECONDS`. It
+answers with what the run reached: the tool result; its question, as an `InputRequiredResult` whose
+`requestState` names the run, so the client's retry with the answer goes on with the same run
+(SEP-2322); or, still running, a task. Every answer reads the run's record, so any gateway serves
+any call, retry or poll of a run another gateway started.
+"""
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.extension import Extension, MethodBinding
+from mcp.server.mcpserver.server import require_client_extension
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    HEADER_MISMATCH,
+    INVALID_PARAMS,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
+    REQUEST_TIMEOUT,
+    CallToolRequestParams,
+    RequestParams,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import Field
+from starlette.requests import Request
+
+from tokentail.gateway.commands.tasks import RunTasks, Task
+from tokentail.gateway.encodings import mcp
+from tokentail.gateway.reading.feed import EventFeed, start_position
+from tokentail.gateway.reading.reducer import Reducer
+from tokentail.shared.agent_catalog import AgentDirectory
+from tokentail.shared.errors import InputNotPending, InputTooLarge, InvalidInput, TaskNotFound
+from tokentail.shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TRACE_KEYS = ("traceparent", "tracestate", "baggage")  # W3C trace context, as MCP carries it in `_meta`
+
+
+class TaskParams(RequestParams):
+    task_id: str
+
+
+class UpdateTaskParams(TaskParams):
+    input_responses: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Calls:
+    """What one MCP request reaches of the gateway: the caller's tasks, the agents, the hub."""
+
+    tasks: RunTasks
+    agents: AgentDirectory
+    settings: Settings
+    request: Request
+
+    @classmethod
+    def of(cls, ctx: ServerRequestContext[Any, Any]) -> "Calls":
+        request = ctx.request
+        assert isinstance(request, Request), "served over HTTP only (gateway/routes/mcp.py)"
+        state = request.app.state
+        caller = request.state.caller  # authenticated by the route, before the SDK read the request
+        tasks = RunTasks(caller, state.auth, state.store, state.runs, state.settings, state.run_budget, state.webhooks)
+        return cls(tasks, state.agents, state.settings, request)
+
+    async def settle(self, task: Task, seconds: float, ctx: ServerRequestContext[Any, Any]) -> Task:
+        """The task once its run ended or asked, or as it is after `seconds`; its client, if it gave a
+        progress token, told how the run goes meanwhile."""
+        hub = self.request.app.state.hub
+        if not _progress_token(ctx) or task.terminal or task.status == "input_required":
+            return await self.tasks.settle(task, hub, seconds, transport="mcp")
+        progress = mcp.Progress(Reducer(run_id=task.run.run_id))
+        session_id, sent = task.session.session_id, 0
+        start = await start_position(hub.store, session_id, task.session.last_event_id)
+        feed = EventFeed(hub, session_id, start, 256, until_idle=True, transport="mcp")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds), contextlib.aclosing(feed.__aiter__()) as batches:
+                async for batch in batches:
+                    for messages, _ in progress.rendered(batch):
+                        for message in messages:
+                            sent += 1
+                            await ctx.session.report_progress(sent, None, message)
+                    if progress.finished or progress.asked:
+                        break
+        return await self.tasks.get(task.id)
+
+
+def _progress_token(ctx: ServerRequestContext[Any, Any]) -> bool:
+    meta = (ctx.params or {}).get("_meta")
+    return isinstance(meta, dict) and meta.get("progressToken") is not None
+
+
+def declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
+    """Whether this request's client declared the Tasks extension (its capabilities, or the request's
+    `_meta`): a 2026-07-28 one (its tasks and its input requests are that revision's)."""
+    capabilities = ctx.session.client_capabilities
+    declared = bool(capabilities and capabilities.extensions and mcp.TASKS in capabilities.extensions)
+    return declared and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+
+def can_elicit(ctx: ServerRequestContext[Any, Any]) -> bool:
+    """Whether the client can be asked a question (an `elicitation/create` input request)."""
+    capabilities = ctx.session.client_capabilities
+    declared = bool(capabilities and capabilities.elicitation is not None)
+    return declared and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS  # an earlier wire has no input requests
+
+
+def invalid(message: str) -> MCPError:
+    return MCPError(code=INVALID_PARAMS, message=message)
+
+
+class AgentTasks(Extension):
+    """The Tasks extension, its tasks tokentail's runs, and the agents' tool calls."""
+
+    identifier = mcp.TASKS
+
+    def methods(self) -> list[MethodBinding]:
+        return [
+            MethodBinding("tasks/get", TaskParams, self.get),
+            MethodBinding("tasks/update", UpdateTaskParams, self.update),
+            MethodBinding("tasks/cancel", TaskParams, self.cancel),
+        ]
+
+    async def get(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> HandlerResult:
+        calls, task = await self._task(ctx, params)
+        return mcp.detailed(task, calls.settings.session_ttl_seconds)
+
+    async def update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> HandlerResult:
+        """Answers the question the task waits on; responses for anything else are ignored (acked)."""
+        calls, task = await self._task(ctx, params)
+        try:
+            await answer(calls.tasks, task, params.input_responses)
+        except InvalidInput as exc:  # the answer does not match the question's schema
+            raise invalid(str(exc)) from None
+        return {}
+
+    async def cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> HandlerResult:
+        calls, task = await self._task(ctx, params)
+        await calls.tasks.cancel(task)  # idempotent: a task that ended is left as it is
+        return {}
+
+    async def _task(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> tuple[Calls, Task]:
+        require_client_extension(ctx, mcp.TASKS)
+        calls = Calls.of(ctx)
+        # SEP-2243 (routing headers): a request about a task names it in `Mcp-Name` too.
+        named = calls.request.headers.get("mcp-name")
+        if named is not None and named.strip() != params.task_id:
+            raise MCPError(code=HEADER_MISMATCH, message="the Mcp-Name header does not match params.taskId")
+        try:
+            return calls, await calls.tasks.get(params.task_id)
+        except TaskNotFound:
+            raise invalid(f"unknown task {params.task_id!r}") from None
+
+    async def intercept_tool_call(
+        self, params: CallToolRequestParams, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        calls = Calls.of(ctx)
+        if params.name not in {info.name for info in await calls.agents.all()}:
+            return await call_next(ctx)  # a tool of the server's own
+        try:
+            return await call_agent(calls, ctx, params)
+        except (InvalidInput, InputTooLarge, InputNotPending) as exc:
+            raise invalid(str(exc)) from None
+
+
+async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: CallToolRequestParams) -> HandlerResult:
+    info = await calls.agents.get(params.name)
+    as_task = declares_tasks(ctx) and info.task_support != "forbidden"
+    if params.request_state is not None:  # a retry with the answer to its run's question (unsealed by the SDK)
+        try:
+            task = await calls.tasks.get(params.request_state)
+        except TaskNotFound:
+            raise invalid("requestState names no task of yours") from None
+        task = await answer(calls.tasks, task, params.input_responses)
+    else:
+        if info.task_support == "required":
+            require_client_extension(ctx, mcp.TASKS)
+        try:
+            text = info.input_text(params.arguments or {})
+        except InvalidInput as exc:  # a tool's input error, which a model can read and correct
+            return {"resultType": "complete", "content": [{"type": "text", "text": str(exc)}], "isError": True}
+        task = await calls.tasks.start(info.name, text, metadata=trace_context(ctx))
+    settings = calls.settings
+    seconds = settings.mcp_task_after_seconds if as_task else settings.mcp_wait_seconds
+    try:
+        task = await calls.settle(task, seconds, ctx)
+    except asyncio.CancelledError:
+        # The client closed the call before its answer (MCP's cancel, at 2026-07-28), or the gateway
+        # stops: nobody holds the run's id to read it, so it stops too.
+        with anyio.CancelScope(shield=True):
+            await calls.tasks.cancel(task)
+        raise
+    if task.status == "input_required" and not (as_task or can_elicit(ctx)):
+        await calls.tasks.cancel(task)  # nobody could answer its question
+        raise MCPError(
+            code=MISSING_REQUIRED_CLIENT_CAPABILITY,
+            message="the agent asks a question, which this client cannot be asked: it needs the elicitation "
+            "capability, at protocol version 2026-07-28",
+            data={"requiredCapabilities": {"elicitation": {}}},
+        )
+    if (result := settled(calls, task, as_task, can_elicit(ctx))) is not None:
+        return result
+    if as_task:
+        return mcp.created(task, settings.session_ttl_seconds)
+    await calls.tasks.cancel(task)  # its caller gives up on it: nobody would read its answer
+    raise MCPError(
+        code=REQUEST_TIMEOUT,
+        message=f"the agent did not answer within {seconds:g} s (TOKENTAIL_MCP_WAIT_SECONDS), and was cancelled; "
+        f"a client that declares the {mcp.TASKS} extension gets a task to poll instead",
+    )
+
+
+def settled(calls: Calls, task: Task, as_task: bool, elicit: bool) -> HandlerResult:
+    """What a call answers for a run that ended or asks (its question in the call, if the client
+    can be asked one, else a task it answers through `tasks/update`); None while it runs."""
+    if task.status == "input_required" and task.question is not None:
+        if elicit:
+            return mcp.input_required(task.question, task.id)
+        return mcp.created(task, calls.settings.session_ttl_seconds)
+    if task.status == "completed" or task.agent_failed:
+        return mcp.tool_result(task)
+    if task.status == "failed":
+        error = mcp.protocol_error(task)
+        raise MCPError(code=error["code"], message=error["message"], data=error["data"])
+    if task.status == "cancelled":
+        if as_task:  # it was cancelled by the time the call answered: a task that says so
+            return mcp.created(task, calls.settings.session_ttl_seconds)
+        raise MCPError(code=mcp.INTERNAL_ERROR, message="the agent's run was cancelled", data={"type": "cancelled"})
+    return None
+
+
+async def answer(tasks: RunTasks, task: Task, responses: dict[str, Any] | None) -> Task:
+    """Answer the task's question from MCP input responses, if they hold its answer; the task after."""
+    question = task.question
+    if question is None:
+        return task
+    try:
+        given, value = mcp.answer_of(question, responses)
+    except mcp.Declined:
+        return await tasks.cancel(task)  # the person declined to answer: the run cannot go on
+    if not given:
+        return task
+    try:
+        return await tasks.answer(task, value)
+    except InputNotPending:  # answered meanwhile, through another gateway or the REST API
+        return await tasks.get(task.id)
+
+
+def trace_context(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any]:
+    """The request's trace context (`_meta`'s traceparent, tracestate, baggage), kept with its session
+    as it came, for a run's spans to join the caller's trace."""
+    meta = (ctx.params or {}).get("_meta")
+    if not isinstance(meta, dict):
+        return {}
+    kept = {key: meta[key] for key in TRACE_KEYS if isinstance(meta.get(key), str)}
+    return {"trace": kept} if kept else {}
+
+
+class AgentTools:
+    """A middleware of the SDK's server that lists the agents as tools after the server's own (an
+    agent hides a tool of the same name: calls of that name go to the agent)."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        if ctx.method != "tools/list" or not isinstance(result, dict) or result.get("nextCursor"):
+            return result
+        infos = await Calls.of(ctx).agents.all()
+        names = {info.name for info in infos}
+        own = [tool for tool in result.get("tools", []) if tool.get("name") not in names]
+        return {**result, "tools": [*own, *(mcp.tool(info) for info in infos)]}

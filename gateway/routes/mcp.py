@@ -1,0 +1,114 @@
+"""MCP at `/mcp` (Streamable HTTP, stateless: revision 2026-07-28, and the handshake revisions
+before it), served by the `mcp` SDK's server with tokentail's agents and the Tasks extension in it
+(gateway/encodings/mcp_tasks.py). Outside the OpenAPI schema: it is JSON-RPC, documented in docs/mcp.md.
+
+The server is yours when `TOKENTAIL_MCP_SERVER` names a function that builds one from tokentail's
+extensions (`def server(extensions): return MCPServer("name", extensions=extensions)`): its
+tools, resources, prompts and completions are served beside the agents. Otherwise tokentail's own
+has the agents alone.
+
+Auth is the REST API's: an API key (`Authorization: Bearer`), whose tenant's tasks alone the caller
+sees. With auth off, a gateway on a loopback address takes only requests whose `Host` and `Origin`
+are loopback ones, so a web page cannot reach it through DNS rebinding.
+"""
+
+import importlib
+import ipaddress
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+from fastapi import APIRouter, FastAPI
+from mcp.server.caching import CacheableMethod, CacheHint
+from mcp.server.extension import Extension
+from mcp.server.mcpserver import MCPServer, RequestStateSecurity
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.requests import Request
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from tokentail.gateway.encodings.mcp_tasks import AgentTasks, AgentTools
+from tokentail.gateway.errors import describe, error_response
+from tokentail.shared.errors import TokentailError
+from tokentail.shared.settings import Settings
+
+LOOPBACK = TransportSecuritySettings(
+    enable_dns_rebinding_protection=True,
+    allowed_hosts=["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"],
+    allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+)
+UNGUARDED = TransportSecuritySettings(enable_dns_rebinding_protection=False)  # checked here, by the endpoint
+REQUEST_STATE_TTL = 3600.0  # how long a client may take to retry a call with its question's answer
+
+
+def build_server(settings: Settings) -> MCPServer[Any]:
+    """The deployment's MCP server: yours (`TOKENTAIL_MCP_SERVER`), or tokentail's, with the agents."""
+    extensions: Sequence[Extension] = [AgentTasks()]
+    if settings.mcp_server is not None:
+        module, _, name = settings.mcp_server.partition(":")
+        factory = cast(Callable[[list[Extension]], MCPServer[Any]], getattr(importlib.import_module(module), name))
+        server = factory(list(extensions))
+    else:
+        # A shared key seals `requestState` (the question a retry answers), so any gateway takes the retry.
+        secret = settings.secret.get_secret_value() if settings.secret is not None else None
+        security = RequestStateSecurity(keys=[secret], ttl=REQUEST_STATE_TTL) if secret else None
+        # The agents' list changes only when workers start with other agents.
+        hints: dict[CacheableMethod, CacheHint] = {"tools/list": CacheHint(ttl_ms=5000, scope="public")}
+        server = MCPServer("tokentail", extensions=extensions, request_state_security=security, cache_hints=hints)
+    server.middleware.append(AgentTools())
+    # Builds the server's session manager (its Starlette app is not used: the endpoint below serves it).
+    server.streamable_http_app(stateless_http=True, transport_security=UNGUARDED)
+    return server
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[None]:
+    server = build_server(app.state.settings)
+    async with server.session_manager.run():
+        app.state.mcp = server
+        yield
+
+
+class Endpoint:
+    """`/mcp`: who calls, then the SDK's transport (an ASGI app, as the SDK serves it)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _serve(scope, receive, send)
+
+
+async def _serve(scope: Scope, receive: Receive, send: Send) -> None:
+    request = Request(scope, receive)
+    state = request.app.state
+    if not state.auth.enabled and _on_loopback(scope):
+        refused = await TransportSecurityMiddleware(LOOPBACK).validate_request(
+            request, is_post=request.method == "POST"
+        )
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+    try:
+        header = request.headers.get("authorization", "")
+        bearer = header[7:] if header[:7].lower() == "bearer " else None
+        caller = state.auth.authenticate(bearer, None)
+        caller.require_api_key()
+    except TokentailError as exc:
+        status, kind = describe(exc)
+        await error_response(status, kind, str(exc), {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        return
+    scope.setdefault("state", {})["caller"] = caller
+    server: MCPServer[Any] = state.mcp
+    await server.session_manager.handle_request(scope, receive, send)
+
+
+def _on_loopback(scope: Scope) -> bool:
+    """Whether the gateway took the request on a loopback address (where a DNS rebinding attack lands)."""
+    server = scope.get("server")
+    host = str(server[0]) if server else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+router = APIRouter(lifespan=serving)
+router.routes.append(Route("/mcp", endpoint=Endpoint(), methods=["GET", "POST", "DELETE"]))

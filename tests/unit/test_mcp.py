@@ -1,0 +1,103 @@
+"""What a run is on MCP's wire (gateway/encodings/mcp.py): a task at each status, a question as an
+elicitation and its answer back, and the progress messages of a run a tool call waits for."""
+
+import json
+from typing import Any
+
+import pytest
+
+from tokentail.gateway.commands.tasks import Task
+from tokentail.gateway.encodings import mcp
+from tokentail.gateway.reading.feed import Batch
+from tokentail.gateway.reading.hub import Chunk
+from tokentail.gateway.reading.reducer import Reducer
+from tokentail.shared.events import ErrorInfo
+from tokentail.shared.records import Question, RunRecord, SessionRecord
+from tokentail.shared.store import StoredEvent
+
+SESSION = "s_" + "a" * 22
+RUN = "r_" + "b" * 12
+APPROVAL = {"type": "object", "properties": {"approved": {"type": "boolean"}}, "required": ["approved"]}
+
+
+def task(**run: Any) -> Task:
+    record = RunRecord(run_id=RUN, input="hi", queued_at=1_764_000_000.0, **run)
+    return Task(SessionRecord(session_id=SESSION, created_at=1_764_000_000.0, runs=[record]), record)
+
+
+def question(schema: dict[str, Any]) -> Question:
+    return Question.model_validate({"input_id": "in_1", "kind": "json", "prompt": "Which?", "schema": schema})
+
+
+def test_a_task_created_is_flat_with_integer_milliseconds() -> None:
+    created = mcp.created(task(status="running"), ttl_seconds=86_400)
+    assert created == {
+        "resultType": "task",
+        "taskId": SESSION + RUN,
+        "status": "working",
+        "createdAt": "2025-11-24T16:00:00.000Z",
+        "lastUpdatedAt": "2025-11-24T16:00:00.000Z",
+        "ttlMs": 86_400_000,
+        "pollIntervalMs": mcp.POLL_INTERVAL_MS,
+    }
+
+
+def test_a_task_s_outcome_inline_the_agent_s_failure_a_tool_error_tokentail_s_a_protocol_one() -> None:
+    done = mcp.detailed(task(status="completed", output="Sunny."), 60)
+    assert done["status"] == "completed" and "error" not in done
+    assert done["result"] == {
+        "resultType": "complete",
+        "content": [{"type": "text", "text": "Sunny."}],
+        "isError": False,
+    }
+    own = mcp.detailed(task(status="failed", error=ErrorInfo(type="agent_error", message="boom")), 60)
+    assert own["status"] == "completed" and own["result"]["isError"] is True
+    assert own["result"]["content"] == [{"type": "text", "text": "boom"}]
+    ours = mcp.detailed(task(status="failed", error=ErrorInfo(type="timeout", message="too long")), 60)
+    assert ours["status"] == "failed" and "result" not in ours
+    assert ours["error"] == {"code": -32603, "message": "too long", "data": {"type": "timeout"}}
+    assert set(mcp.detailed(task(status="cancelled"), 60)) == set(mcp.created(task(), 60)) - {"resultType"}
+
+
+def test_a_question_is_an_elicitation_its_answer_taken_back_out_of_the_form() -> None:
+    approval = question(APPROVAL)
+    waiting = mcp.detailed(task(status="waiting", asked=[approval], waiting_for="in_1"), 60)
+    assert waiting["status"] == "input_required"
+    request = {"mode": "form", "message": "Which?", "requestedSchema": APPROVAL}
+    assert waiting["inputRequests"] == {"in_1": {"method": "elicitation/create", "params": request}}
+    assert mcp.answer_of(approval, {"in_1": {"action": "accept", "content": {"approved": True}}}) == (
+        True,
+        {"approved": True},
+    )
+    assert mcp.answer_of(approval, {"other": {"action": "accept", "content": {}}}) == (False, None)
+    with pytest.raises(mcp.Declined):
+        mcp.answer_of(approval, {"in_1": {"action": "decline"}})
+
+    choice = question({"type": "string", "enum": ["red", "blue"]})  # not an object: asked as one field
+    (asked,) = mcp.input_requests(choice).values()
+    assert asked["params"]["requestedSchema"] == {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "enum": ["red", "blue"]}},
+        "required": ["answer"],
+    }
+    assert mcp.answer_of(choice, {"in_1": {"action": "accept", "content": {"answer": "red"}}}) == (True, "red")
+
+
+def test_progress_tells_a_waiting_call_the_run_s_text_tools_and_question() -> None:
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("run.queued", {"input": "hi"}),
+        ("run.started", {"attempt": 1}),
+        ("message.delta", {"text": "Looking "}),
+        ("tool.started", {"call_id": "c1", "name": "lookup", "arguments": {}}),
+        ("tool.completed", {"call_id": "c1", "result": 3, "duration_ms": 5}),
+        ("status", {"text": "almost"}),
+        ("input.required", {"input_id": "in_1", "kind": "text", "prompt": "Which city?", "schema": {}}),
+    ]
+    stored = [
+        StoredEvent(seq, kind.encode(), json.dumps({"run_id": RUN, **data}).encode(), 0)
+        for seq, (kind, data) in enumerate(events, start=1)
+    ]
+    progress = mcp.Progress(Reducer(run_id=RUN))
+    told = [message for messages, _ in progress.rendered(Batch([Chunk(stored)])) for message in messages]
+    assert told == ["Looking ", "calling lookup", "almost", "Which city?"]
+    assert progress.asked and not progress.finished
