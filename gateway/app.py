@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import prometheus_client
-from fastapi import FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import Request
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tokentail.gateway import hot_routes
@@ -31,7 +33,6 @@ from tokentail.gateway.routes import (
     ai_sdk,
     ai_sdk_socket,
     events,
-    mcp,
     responses,
     sessions,
     socket,
@@ -123,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ag_ui.router)
     app.include_router(responses.router)
     app.include_router(a2a.router)
-    app.include_router(mcp.router)
+    app.include_router(_mcp_router())
     hot_routes.install(app)  # the requests every stream starts with, first (gateway/hot_routes.py)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -152,3 +153,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _mcp_router() -> APIRouter:
+    """MCP's endpoint, with the `mcp` extra installed; without it, `/mcp` says how to get it."""
+    try:
+        from tokentail.gateway.routes import mcp
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "mcp":
+            raise
+
+        async def not_installed(request: Request) -> Response:
+            message = "MCP is not installed on this gateway: pip install 'tokentail[mcp]' (docs/mcp.md)"
+            return error_response(501, "not_installed", message)
+
+        router = APIRouter()
+        router.routes.append(Route("/mcp", not_installed, methods=["GET", "POST", "DELETE"]))
+        return router
+    return mcp.router

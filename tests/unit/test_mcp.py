@@ -2,10 +2,14 @@
 elicitation and its answer back, and the progress messages of a run a tool call waits for."""
 
 import json
+import sys
 from typing import Any
 
+import httpx2
 import pytest
+from fastapi import FastAPI
 
+from tokentail.gateway.app import _mcp_router
 from tokentail.gateway.commands.tasks import Task
 from tokentail.gateway.encodings import mcp
 from tokentail.gateway.reading.feed import Batch
@@ -101,3 +105,15 @@ def test_progress_tells_a_waiting_call_the_run_s_text_tools_and_question() -> No
     told = [message for messages, _ in progress.rendered(Batch([Chunk(stored)])) for message in messages]
     assert told == ["Looking ", "calling lookup", "almost", "Which city?"]
     assert progress.asked and not progress.finished
+
+
+async def test_without_the_mcp_extra_the_endpoint_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in sys.modules if name.partition(".")[0] == "mcp" or ".gateway.routes.mcp" in name]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "mcp", None)  # as if not installed: importing it raises ModuleNotFoundError
+    app = FastAPI()
+    app.include_router(_mcp_router())
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://gateway") as client:
+        answer = await client.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert answer.status_code == 501
+    assert "pip install 'tokentail[mcp]'" in answer.json()["error"]["message"]
