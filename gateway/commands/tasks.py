@@ -123,16 +123,21 @@ class RunTasks(RunCommands):
             run = await queue_follow_up(*args)
             return await self._task(context_id, run.run_id)
         await self.budget.spend(self.caller.tenant)
-        session = SessionRecord(
+        session = await self.new_session(agent, metadata)
+        run = RunRecord(run_id=new_run_id(), input=text, agent=session.agent)
+        await self.runs.queue_run(session.session_id, run, create=session)
+        return await self._task(session.session_id, run.run_id)
+
+    async def new_session(self, agent: str, metadata: dict[str, Any] | None = None) -> SessionRecord:
+        """The record of a new session of the caller's with `agent` (not made yet)."""
+        return SessionRecord(
             session_id=new_session_id(),
             created_at=time.time(),
             tenant=self.caller.tenant,
             agent=None if agent == DEFAULT_AGENT else agent,
             metadata=metadata or {},
+            webhook=await self.webhooks.url_for(self.caller.tenant),  # its tenant's, as any session it makes
         )
-        run = RunRecord(run_id=new_run_id(), input=text, agent=session.agent)
-        await self.runs.queue_run(session.session_id, run, create=session)
-        return await self._task(session.session_id, run.run_id)
 
     async def get(self, task_id: str) -> Task:
         parsed = parse_task_id(task_id)

@@ -13,7 +13,6 @@ import base64
 import contextlib
 import json
 import secrets
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -51,7 +50,6 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 
-from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.commands.a2a import TaskIndex, message_answer, message_input
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.encodings.a2a import A2AEvents, Event
@@ -60,7 +58,6 @@ from tokentail.gateway.reading.hub import Chunk, StreamHub
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.a2a_push import MAX_CONFIGS, PushConfig, PushConfigs
 from tokentail.shared.agent_catalog import AgentInfo
-from tokentail.shared.catalog import DEFAULT_AGENT
 from tokentail.shared.errors import (
     InputNotPending,
     InvalidInput,
@@ -70,7 +67,6 @@ from tokentail.shared.errors import (
     TaskNotFound,
     TokentailError,
 )
-from tokentail.shared.records import SessionRecord
 
 SEND_WAIT_SECONDS = 300.0  # a blocking SendMessage answers with the task as it is then, if still working
 CANCEL_WAIT_SECONDS = 10.0  # a cancel waits so long for the run's end before answering with the task as it is
@@ -184,10 +180,7 @@ class TaskHandler(RequestHandler):
         if not tasks.webhooks.policy.enabled:
             return context_id
         if context_id is None:
-            agent = None if self.agent.name == DEFAULT_AGENT else self.agent.name
-            session = SessionRecord(
-                session_id=new_session_id(), created_at=time.time(), tenant=tasks.caller.tenant, agent=agent
-            )
+            session = await tasks.new_session(self.agent.name)
             await tasks.runs.create_session(session)
             context_id = session.session_id
         else:

@@ -13,7 +13,7 @@ OFFLINE = {"PIP_INDEX_URL": "http://127.0.0.1:9/", "PIP_NO_INDEX": "1", "PIP_FIN
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The repository's files (tracked, and new ones not ignored), installed once by ./scripts/install."""
+    """The repository's files (tracked, and new ones not ignored), installed once as ./scripts/dev does."""
     copy = tmp_path_factory.mktemp("checkout")
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -25,7 +25,7 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if name and (ROOT / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, copy / name)
-    _run(copy, "./scripts/install")
+    _run(copy, "./scripts/install", "mcp")
     return copy
 
 

@@ -9,6 +9,7 @@ import httpx2
 import pytest
 from fastapi import FastAPI
 
+from tokentail.gateway import routes
 from tokentail.gateway.app import _mcp_router
 from tokentail.gateway.commands.tasks import Task
 from tokentail.gateway.encodings import mcp
@@ -111,6 +112,7 @@ async def test_without_the_mcp_extra_the_endpoint_says_how_to_get_it(monkeypatch
     for name in [name for name in sys.modules if name.partition(".")[0] == "mcp" or ".gateway.routes.mcp" in name]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "mcp", None)  # as if not installed: importing it raises ModuleNotFoundError
+    monkeypatch.delattr(routes, "mcp", raising=False)  # else `from ...routes import mcp` finds it imported
     app = FastAPI()
     app.include_router(_mcp_router())
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://gateway") as client:
