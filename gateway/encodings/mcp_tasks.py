@@ -39,13 +39,23 @@ from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.encodings import mcp
 from tokentail.gateway.reading.feed import EventFeed, start_position
 from tokentail.gateway.reading.reducer import Reducer
+from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.agent_catalog import AgentDirectory
-from tokentail.shared.errors import InputNotPending, InputTooLarge, InvalidInput, TaskNotFound
+from tokentail.shared.errors import (
+    InputNotPending,
+    InputTooLarge,
+    InvalidInput,
+    RateLimited,
+    TaskNotFound,
+    TooManyStreams,
+)
 from tokentail.shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 TRACE_KEYS = ("traceparent", "tracestate", "baggage")  # W3C trace context, as MCP carries it in `_meta`
+# A tenant over its runs per minute or its open streams: JSON-RPC leaves -32000 to -32099 to servers.
+RATE_LIMITED = -32029
 
 
 class TaskParams(RequestParams):
@@ -64,6 +74,7 @@ class Calls:
     agents: AgentDirectory
     settings: Settings
     request: Request
+    streams: Streams
 
     @classmethod
     def of(cls, ctx: ServerRequestContext[Any, Any]) -> "Calls":
@@ -72,7 +83,8 @@ class Calls:
         state = request.app.state
         caller = request.state.caller  # authenticated by the route, before the SDK read the request
         tasks = RunTasks(caller, state.auth, state.store, state.runs, state.settings, state.run_budget, state.webhooks)
-        return cls(tasks, state.agents, state.settings, request)
+        streams = Streams(caller, state.store, state.hub, state.settings, state.stream_slots)
+        return cls(tasks, state.agents, state.settings, request, streams)
 
     async def settle(self, task: Task, seconds: float, ctx: ServerRequestContext[Any, Any]) -> Task:
         """The task once its run ended or asked, or as it is after `seconds`; its client, if it gave a
@@ -169,9 +181,15 @@ class AgentTasks(Extension):
         if params.name not in {info.name for info in await calls.agents.all()}:
             return await call_next(ctx)  # a tool of the server's own
         try:
-            return await call_agent(calls, ctx, params)
+            # A call waits for its run as a stream does, holding one of the tenant's stream slots, taken
+            # first: then being refused for want of one (or of runs per minute) started nothing.
+            async with calls.streams.reserve():
+                return await call_agent(calls, ctx, params)
         except (InvalidInput, InputTooLarge, InputNotPending) as exc:
             raise invalid(str(exc)) from None
+        except RateLimited as exc:
+            kind = "too_many_streams" if isinstance(exc, TooManyStreams) else "rate_limited"
+            raise MCPError(RATE_LIMITED, str(exc), {"type": kind, "retryAfter": exc.retry_after}) from None
 
 
 async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: CallToolRequestParams) -> HandlerResult:
