@@ -132,9 +132,11 @@ class TaskHandler(RequestHandler):
 
     @_translated
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> A2ATask | Message:
-        task = await self._send(params)
-        if not params.configuration.return_immediately:
-            task = await self.tasks.settle(task, self.hub, SEND_WAIT_SECONDS, "a2a")
+        if params.configuration.return_immediately:
+            task = await self._send(params)
+        else:
+            async with self.streams.reserve():  # it waits as a stream does: a slot first, a 429 started nothing
+                task = await self.tasks.settle(await self._send(params), self.hub, SEND_WAIT_SECONDS, "a2a")
         return await self._task(task, _history_length(params.configuration))
 
     async def on_message_send_stream(

@@ -9,13 +9,15 @@ is one run (a UI protocol's) ends it after that run's last event.
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from tokentail.gateway.reading.feed import Batch, EventFeed
 from tokentail.shared.events import Gap
+
+T = TypeVar("T")
 
 # The scope key of the list in which `call_detaching` collects the streams to continue (see there).
 DETACHED = "tokentail.detached_streams"
@@ -109,6 +111,27 @@ async def disconnected(receive: Receive) -> None:
     """Return once the client has gone (its request's body was read already: only that is left)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class ClientLeft(Exception):
+    """The client of a request that waits left before its answer."""
+
+
+async def unless_left(receive: Receive, work: Awaitable[T]) -> T:
+    """What `work` gives, unless the request's client leaves first: then `work` is cancelled and
+    ClientLeft raised, so a request that waits (for a run's end) holds nothing once nobody reads it.
+    For a request whose body was read already: all that may follow on `receive` is its client leaving."""
+    working = asyncio.ensure_future(work)
+    leaving = asyncio.ensure_future(disconnected(receive))
+    try:
+        await asyncio.wait({working, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (working, leaving):
+            task.cancel()
+        await asyncio.gather(working, leaving, return_exceptions=True)
+    if working.cancelled():
+        raise ClientLeft
+    return working.result()
 
 
 async def call_detaching(

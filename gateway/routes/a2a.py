@@ -39,6 +39,7 @@ from tokentail.gateway.commands.a2a import TaskIndex
 from tokentail.gateway.deps import AgentsDep, HubDep, SettingsDep, StreamsDep, TasksDep
 from tokentail.gateway.encodings.a2a import RESUME_EXTENSION
 from tokentail.gateway.encodings.a2a_handler import TaskHandler
+from tokentail.gateway.reading.response import ClientLeft, unless_left
 from tokentail.shared.a2a_push import PushConfigs
 from tokentail.shared.agent_catalog import AgentInfo
 from tokentail.shared.catalog import DEFAULT_AGENT
@@ -129,9 +130,19 @@ async def card_of_agent(agent: AgentDep, request: Request, settings: SettingsDep
 # -- JSON-RPC ---------------------------------------------------------------------------------------
 
 
+async def _answer(request: Request, answering: Awaitable[Response]) -> Response:
+    """A request's answer, unless its client leaves first (a blocking `SendMessage` waits for its
+    task): then its wait ends, and the stream slot it holds is given back. Its task goes on."""
+    await request.body()  # read now, for the dispatcher: what follows on `receive` is only the client leaving
+    try:
+        return await unless_left(request.receive, answering)
+    except ClientLeft:
+        return Response(status_code=499)  # nobody reads it
+
+
 @router.post("/a2a/{agent}")
 async def json_rpc(request: Request, handler: HandlerDep) -> Response:
-    return await JsonRpcDispatcher(handler).handle_requests(request)
+    return await _answer(request, JsonRpcDispatcher(handler).handle_requests(request))
 
 
 # -- HTTP+JSON: a2a-sdk's REST routes, in its order (a `:verb` path before the plain one it ends) ------
@@ -141,8 +152,7 @@ Endpoint = Callable[[RestDispatcher, Request], Awaitable[Any]]
 
 def _rest(method: str, path: str, endpoint: Endpoint) -> None:
     async def route(request: Request, handler: HandlerDep) -> Response:
-        response: Response = await endpoint(RestDispatcher(handler), request)
-        return response
+        return await _answer(request, endpoint(RestDispatcher(handler), request))
 
     router.add_api_route(f"/a2a/{{agent}}{path}", route, methods=[method], name=f"a2a {method} {path}")
 

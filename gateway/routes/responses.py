@@ -16,7 +16,6 @@ waits, holds one of the tenant's stream slots, taken before anything else.
 docs/openai-responses.md has what maps to what.
 """
 
-import asyncio
 from functools import partial
 from typing import Annotated, Any
 
@@ -48,8 +47,7 @@ from tokentail.gateway.encodings.responses_follow import cancel_unless_ended, ev
 from tokentail.gateway.encodings.responses_socket import ResponsesSocket
 from tokentail.gateway.errors import describe, error_headers, error_response
 from tokentail.gateway.reading.finished import FinishedStreams
-from tokentail.gateway.reading.hub import StreamHub
-from tokentail.gateway.reading.response import disconnected
+from tokentail.gateway.reading.response import ClientLeft, unless_left
 from tokentail.gateway.reading.streams import SSE_HEADERS, Streams
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
 from tokentail.shared.errors import TokentailError
@@ -57,24 +55,6 @@ from tokentail.shared.errors import TokentailError
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 
 CANCEL_WAIT_SECONDS = 10.0  # how long a cancel waits for the run's end before answering as it is
-
-
-async def wait_unless_left(
-    request: Request, hub: StreamHub, ref: ResponseRef, events: ResponseEvents, batch: int
-) -> bool:
-    """Follow the response until it ends, watching its client: False if the client left first."""
-    ending = asyncio.ensure_future(wait_for_end(hub, ref, events, batch, seconds=None))
-    leaving = asyncio.ensure_future(disconnected(request.receive))
-    try:
-        await asyncio.wait({ending, leaving}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (ending, leaving):
-            task.cancel()
-        await asyncio.gather(ending, leaving, return_exceptions=True)
-    if ending.done() and not ending.cancelled():
-        ending.result()  # its error, if it had one
-        return True
-    return False
 
 
 async def keep_if_ended(finished: FinishedStreams, key: str, events: ResponseEvents) -> None:
@@ -118,7 +98,9 @@ async def create_response(
                 on_close=on_close,
                 reserved=reserved,
             )
-        if not await wait_unless_left(request, hub, ref, events, settings.sse_batch):
+        try:
+            await unless_left(request.receive, wait_for_end(hub, ref, events, settings.sse_batch, seconds=None))
+        except ClientLeft:
             await cancel_unless_ended(runs, shutdown, ref, events)
     return JSONResponse(events.response())
 

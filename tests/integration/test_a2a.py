@@ -2,6 +2,8 @@
 gateways, a real worker and Redis: discovery, both bindings, streams resumed on another gateway,
 questions, cancel, push notification configs delivered as signed webhooks, keys."""
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +30,7 @@ from a2a.types.a2a_pb2 import (
     TaskPushNotificationConfig,
     TaskState,
 )
-from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
+from a2a.utils.errors import InternalError, InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
 from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 from google.protobuf.struct_pb2 import Value  # type: ignore[import-untyped]
 from pydantic import SecretStr
@@ -332,3 +334,24 @@ async def test_an_agent_s_arguments_as_a_data_part_and_a_push_config_given_with_
     wrong = say("not arguments")
     with pytest.raises(InvalidParamsError, match="takes arguments"):
         [event async for event in client.send_message(wrong)]
+
+
+async def test_a_blocking_send_holds_a_stream_slot_while_it_waits(
+    start_gateway: Any, start_worker: Any, http: httpx.AsyncClient
+) -> None:
+    """A `SendMessage` that waits for its task holds one of the tenant's stream slots, as a stream
+    does, taken before its run is queued: with none left, a send is refused and starts nothing."""
+    settings = {**SETTINGS, "max_streams_per_tenant": 1}
+    gateway: Gateway = await start_gateway(**settings)
+    await start_worker(**settings)
+    blocking = await client_of(gateway.url, http, "slow", streaming=False)
+    waiting = asyncio.create_task(anext(blocking.send_message(say("search"))))
+    slots = gateway.app.state.stream_slots
+    await eventually(lambda: slots._held, what="the waiting send's slot")
+    with pytest.raises(InternalError, match="1 streams open already"):  # A2A has no 429: its message says
+        [event async for event in blocking.send_message(say("another"))]
+    assert len(await gateway.app.state.store.redis.keys("*:runs")) == 1  # the refused send queued nothing
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    await eventually(lambda: not slots._held, what="the slot given back when the send's client left")
