@@ -345,7 +345,10 @@ async def test_a_blocking_send_holds_a_stream_slot_while_it_waits(
     gateway: Gateway = await start_gateway(**settings)
     await start_worker(**settings)
     blocking = await client_of(gateway.url, http, "slow", streaming=False)
-    waiting = asyncio.create_task(anext(blocking.send_message(say("search"))))
+    async def send() -> list[StreamResponse]:
+        return [event async for event in blocking.send_message(say("search"))]
+
+    waiting = asyncio.create_task(send())
     slots = gateway.app.state.stream_slots
     await eventually(lambda: slots._held, what="the waiting send's slot")
     with pytest.raises(InternalError, match="1 streams open already"):  # A2A has no 429: its message says
