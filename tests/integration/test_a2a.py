@@ -345,6 +345,7 @@ async def test_a_blocking_send_holds_a_stream_slot_while_it_waits(
     gateway: Gateway = await start_gateway(**settings)
     await start_worker(**settings)
     blocking = await client_of(gateway.url, http, "slow", streaming=False)
+
     async def send() -> list[StreamResponse]:
         return [event async for event in blocking.send_message(say("search"))]
 
