@@ -160,9 +160,9 @@ class RunContext:
 
     @property
     def arguments(self) -> dict[str, Any]:
-        """The arguments of the call that queued the run (an MCP tool call, an A2A data part) for an
-        agent that declares an `input_schema` (`describe`): the JSON object its input is. Otherwise
-        `{"input": <the text>}`."""
+        """The arguments of the call that queued the run (an MCP tool call, an A2A data part), for an
+        agent that declares an `input_schema` (`describe`): the JSON object its input is. An input
+        that is not a JSON object (text, from any client) is `{"input": <the text>}`."""
         return arguments_of(self.input)
 
     @property

@@ -182,8 +182,23 @@ class WebhookDeliverer:
         if hook.a2a:
             configs = await self._pushes.of_run(hook.session_id, hook.run_id)
             posts += [(config.url, push_body(hook), config.headers()) for config in configs]
+        if len(posts) < 2:
+            return all([await self._post(hook, tenant.secret, *post) for post in posts])
+        # To several URLs: those that took it are remembered, so that a retry for the others does not
+        # post it to them again.
+        done_key = f"{self._keys.session(hook.session_id).hooks}:done:{hook.webhook_id}"
+        done = {raw.decode() for raw in await self._redis.smembers(done_key)}  # type: ignore[misc]
+        posts = [post for post in posts if post[0] not in done]
         posted = await asyncio.gather(*(self._post(hook, tenant.secret, *post) for post in posts))
-        return all(posted)
+        if all(posted):
+            await self._redis.delete(done_key)
+            return True
+        if accepted := [post[0] for post, ok in zip(posts, posted, strict=True) if ok]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(done_key, *accepted)
+                pipe.expire(done_key, self._retry_seconds + 3600)
+                await pipe.execute()
+        return False
 
     async def _post(self, hook: Hook, secret: str, url: str, body: bytes, extra: dict[str, str]) -> bool:
         """Post the hook's event to one URL; True once it is done with there."""

@@ -60,13 +60,17 @@ from tokentail.shared.a2a_push import MAX_CONFIGS, PushConfig, PushConfigs
 from tokentail.shared.agent_catalog import AgentInfo
 from tokentail.shared.errors import (
     InputNotPending,
+    InputTooLarge,
     InvalidInput,
+    QuestionNotFound,
+    RateLimited,
     RunConflict,
     SessionExpired,
     SessionNotFound,
     TaskNotFound,
     TokentailError,
 )
+from tokentail.shared.response_ids import parse_task_id
 
 SEND_WAIT_SECONDS = 300.0  # a blocking SendMessage answers with the task as it is then, if still working
 CANCEL_WAIT_SECONDS = 10.0  # a cancel waits so long for the run's end before answering with the task as it is
@@ -80,13 +84,15 @@ R = TypeVar("R")
 def _a2a_error(exc: TokentailError) -> A2AError:
     if isinstance(exc, TaskNotFound | SessionNotFound):
         return TaskNotFoundError(str(exc))
-    if isinstance(exc, InvalidInput):
+    if isinstance(exc, InvalidInput | InputTooLarge | QuestionNotFound):
         return InvalidParamsError(str(exc))
     if isinstance(exc, RunConflict):  # a message in a context whose task is still going
         return UnsupportedOperationError(f"{exc}: a context takes a new task once its last one has ended")
     if isinstance(exc, InputNotPending):  # answered meanwhile, elsewhere
         return UnsupportedOperationError(str(exc))
-    return InternalError(str(exc))  # a limit (429 elsewhere): the message says which
+    if isinstance(exc, RateLimited):  # 429 elsewhere: A2A has no error for it, so its message says which and when
+        return InternalError(f"{exc}; retry after {exc.retry_after} s")
+    return InternalError(str(exc))
 
 
 def _translated(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -230,16 +236,12 @@ class TaskHandler(RequestHandler):
         """The tenant's A2A tasks with this agent, the index's entries whose session is gone dropped."""
         tenant = self.tasks.caller.tenant
         ids = await self.index.ids(tenant, self.agent.name)
-        found = await asyncio.gather(*(self._maybe(task_id) for task_id in ids))
-        gone = [task_id for task_id, task in zip(ids, found, strict=True) if task is None]
-        await self.index.drop(tenant, self.agent.name, gone)
-        return [task for task in found if task is not None]
-
-    async def _maybe(self, task_id: str) -> Task | None:
-        try:
-            return await self.tasks.get(task_id)
-        except (TaskNotFound, SessionNotFound):
-            return None
+        # Each session read once, however many of its tasks are listed (a context of many turns).
+        sessions = {parsed[0] for task_id in ids if (parsed := parse_task_id(task_id)) is not None}
+        read = await asyncio.gather(*(self._of_context(session_id) for session_id in sessions))
+        found = {task.id: task for tasks in read for task in tasks}
+        await self.index.drop(tenant, self.agent.name, [task_id for task_id in ids if task_id not in found])
+        return [found[task_id] for task_id in ids if task_id in found]
 
     @_translated
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> A2ATask | None:

@@ -208,7 +208,7 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
             text = info.input_text(params.arguments or {})
         except InvalidInput as exc:  # a tool's input error, which a model can read and correct
             return {"resultType": "complete", "content": [{"type": "text", "text": str(exc)}], "isError": True}
-        task = await calls.tasks.start(info.name, text, metadata=trace_context(ctx))
+        task = await _start(calls.tasks, info.name, text, trace_context(ctx))
     settings = calls.settings
     seconds = settings.mcp_task_after_seconds if as_task else settings.mcp_wait_seconds
     try:
@@ -237,6 +237,28 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
         message=f"the agent did not answer within {seconds:g} s (TOKENTAIL_MCP_WAIT_SECONDS), and was cancelled; "
         f"a client that declares the {mcp.TASKS} extension gets a task to poll instead",
     )
+
+
+_CANCELLING: set[asyncio.Task[Task]] = set()  # cancels of runs whose call was closed as they were queued
+
+
+async def _start(tasks: RunTasks, agent: str, text: str, metadata: dict[str, Any]) -> Task:
+    """The call's run, queued; a call closed meanwhile has it cancelled once it is queued (nobody
+    else holds its id), rather than leaving it going."""
+    starting = asyncio.ensure_future(tasks.start(agent, text, metadata=metadata))
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        starting.add_done_callback(lambda started: _cancel_started(tasks, started))
+        raise
+
+
+def _cancel_started(tasks: RunTasks, started: "asyncio.Future[Task]") -> None:
+    if started.cancelled() or started.exception() is not None:
+        return  # nothing was queued
+    cancelling = asyncio.ensure_future(tasks.cancel(started.result()))
+    _CANCELLING.add(cancelling)
+    cancelling.add_done_callback(_CANCELLING.discard)
 
 
 def settled(calls: Calls, task: Task, as_task: bool, elicit: bool) -> HandlerResult:

@@ -161,16 +161,25 @@ class ResponsesSocket:
         lane.waiting.append(body)
         self.waiting += 1
         if lane.task is None:
-            lane.task = asyncio.create_task(self._serve(lane))
-            lane.task.add_done_callback(_report)
+            self._start(lane)
+
+    def _start(self, lane: Lane) -> None:
+        lane.task = asyncio.create_task(self._serve(lane))
+        lane.task.add_done_callback(_report)
 
     async def _serve(self, lane: Lane) -> None:
         """The lane's creates, one response after another."""
-        while lane.waiting:
-            async with self.active:
-                body = lane.waiting.popleft()
-                self.waiting -= 1
-                await self._respond(lane.stream_id, body)
+        try:
+            while lane.waiting:
+                async with self.active:
+                    body = lane.waiting.popleft()
+                    self.waiting -= 1
+                    await self._respond(lane.stream_id, body)
+        except Exception:  # a bug, which _report logs: the lane's other creates are still served
+            lane.task = None
+            if lane.waiting:
+                self._start(lane)
+            raise
         lane.task = None  # no await since the loop's check: a create appended now starts a new task
 
     async def _respond(self, stream_id: str | None, body: CreateResponse) -> None:

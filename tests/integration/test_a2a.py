@@ -359,3 +359,29 @@ async def test_a_blocking_send_holds_a_stream_slot_while_it_waits(
     with contextlib.suppress(asyncio.CancelledError):
         await waiting
     await eventually(lambda: not slots._held, what="the slot given back when the send's client left")
+
+
+async def test_a_push_refused_by_one_config_is_retried_to_it_alone(
+    start_gateway: Any, start_worker: Any, http: httpx.AsyncClient
+) -> None:
+    """An event goes to each of its task's push configs: one that refused it gets it again, and one
+    that took it does not (the deliverer remembers who took it)."""
+    async with Receiver(refuse_first=1) as receiver:  # the first post of each event refused, whichever config
+        settings = {**SETTINGS, "webhook_allowed_urls": [receiver.url + HOOKS]}
+        gateway: Gateway = await start_gateway(**settings)
+        await start_worker(**settings)
+        client = await client_of(gateway.url, http, "slow", streaming=False, polling=True)
+        task = [e async for e in client.send_message(say("search"))][0].task
+        for path in ("a", "b"):
+            config = TaskPushNotificationConfig(task_id=task.id, url=receiver.url + HOOKS + path)
+            await client.create_task_push_notification_config(config)
+        await client.cancel_task(CancelTaskRequest(id=task.id))
+
+        def accepted_by_both() -> list[str]:
+            paths = sorted(delivery.path for delivery in receiver.accepted())
+            assert len(paths) >= 2, paths
+            return paths
+
+        paths = await eventually(accepted_by_both)
+        assert paths == [HOOKS + "a", HOOKS + "b"]  # each took it once
+        assert len(receiver.deliveries) == 3  # and only the one that refused it got it again
