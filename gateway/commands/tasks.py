@@ -28,9 +28,10 @@ TERMINAL: frozenset[TaskStatus] = frozenset({"completed", "failed", "cancelled"}
 SETTLED: frozenset[TaskStatus] = TERMINAL | {"input_required"}  # where a call that waits for its task returns
 
 # The `error.type`s of a run that failed for a reason of tokentail's making (worker/run.py's
-# `_error_info`, requeue_run.lua): a bound (time, sizes, a question left unanswered, a blocked event
-# loop), its workers lost (`attempts_exhausted`), or a request it could not run (`invalid_request`:
-# an unknown model). Any other failure is the agent's own: its code raised, or its model's API refused.
+# `_error_info`, worker/retry.py, requeue_run.lua): one of its bounds (the run's time, a model's
+# silence past the first-token or idle timeout, sizes, a question left unanswered, a blocked event
+# loop) or its workers lost (`attempts_exhausted`). Any other failure is the agent's own: its code
+# raised, its model's API refused it (`invalid_request`, `rate_limited`, ...), or it names no model.
 TOKENTAIL_FAILURES = frozenset(
     {
         "attempts_exhausted",
@@ -40,7 +41,6 @@ TOKENTAIL_FAILURES = frozenset(
         "event_too_large",
         "step_too_large",
         "input_expired",
-        "invalid_request",
     }
 )
 

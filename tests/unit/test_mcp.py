@@ -119,3 +119,22 @@ async def test_without_the_mcp_extra_the_endpoint_says_how_to_get_it(monkeypatch
         answer = await client.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert answer.status_code == 501
     assert "pip install 'tokentail[mcp]'" in answer.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("error_type", "agents_own"),
+    [
+        ("agent_error", True),
+        ("internal_error", True),
+        ("invalid_request", True),
+        ("rate_limited", True),
+        ("timeout", False),
+        ("attempts_exhausted", False),
+        ("event_too_large", False),
+        ("input_expired", False),
+    ],
+)
+def test_a_failure_is_the_agents_own_unless_a_bound_or_lost_workers_ended_it(error_type: str, agents_own: bool) -> None:
+    failed = task(status="failed", error=ErrorInfo(type=error_type, message="m"))
+    assert failed.agent_failed is agents_own
+    assert task(status="completed").agent_failed is False
