@@ -68,7 +68,7 @@ from tokentail.gateway.reading.reducer import (
     ToolFailedOp,
     ToolFinished,
 )
-from tokentail.shared.events import InputRequired, RunCancelled, RunCompleted, RunFailed
+from tokentail.shared.events import Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 
 # tokentail's resume extension: declared in the agent card, its values in each event's metadata.
 RESUME_EXTENSION = "urn:tokentail:a2a:resume:v1"
@@ -95,7 +95,7 @@ class A2AEvents(Renderer[Event]):
         super().__init__(Reducer(run_id, answered=answered))
         self.task_id = task_id
         self.context_id = context_id
-        self.after = None if after is None else max(after, 1)
+        self.after = after
         self.opened = False  # the Task that opens the stream was given out
         self.generation = 0
         self.state: TaskState = TaskState.TASK_STATE_SUBMITTED
@@ -104,6 +104,8 @@ class A2AEvents(Renderer[Event]):
         self.text: list[str] = []  # the `answer` artifact's parts
         self.history: list[Message] = []
         self._opening: list[Event] = []
+        self.gapped = False  # a gap was found before any of the task's events (its start was trimmed)
+        self._gap_note: dict[str, Any] | None = None  # a gap found before the opening Task, which tells it
 
     # -- what the handler reads -------------------------------------------------------------------
 
@@ -114,7 +116,7 @@ class A2AEvents(Renderer[Event]):
         out = [event for parts, _ in self.rendered(batch) for event in parts]
         if self.after is None:  # the Task opening the stream has what the batch did
             self.after, out = self.generation, []
-        if not self.opened and self.generation >= self.after and self.generation:
+        if not self.opened and self.generation >= self.after and (self.generation or self.gapped):
             return [*self._opening, self._open(), *out]
         return [*self._opening, *out]
 
@@ -173,8 +175,7 @@ class A2AEvents(Renderer[Event]):
             case RunEnded(ending=ending):
                 return self._ended(ending)
             case GapFound(gap=gap):
-                note = {"gap": {"reason": gap.reason, "firstAvailable": gap.first_available}}
-                return self._status(self.state, self.message, note)
+                return self._gap(gap)
             case _:
                 assert_never(operation)
 
@@ -199,26 +200,39 @@ class A2AEvents(Renderer[Event]):
 
     def _open(self) -> Task:
         self.opened = True
-        return self.task()
+        task = self.task()
+        if self._gap_note is not None:
+            task.metadata.update(self._resume(self._gap_note))
+        return task
 
-    def _emitted(self, event: Event, note: dict[str, Any] | None = None) -> list[Event]:
+    def _emitted(self, event: Event) -> list[Event]:
         self.generation += 1
-        resume = self._resume()
-        resume[RESUME_EXTENSION].update(note or {})
-        event.metadata.update(resume)
+        event.metadata.update(self._resume())
         return [event] if self.after is None or self.generation > self.after else []
 
-    def _status(
-        self, state: TaskState, message: Message | None = None, note: dict[str, Any] | None = None
-    ) -> list[Event]:
+    def _status(self, state: TaskState, message: Message | None = None) -> list[Event]:
         self._changing()
         self.state, self.message, self.timestamp = state, message, self.reducer.event_ts
-        status = TaskStatus(state=state, timestamp=_timestamp(self.timestamp))
-        if message is not None:
-            status.message.CopyFrom(message)
-        return self._emitted(
-            TaskStatusUpdateEvent(task_id=self.task_id, context_id=self.context_id, status=status), note
-        )
+        return self._emitted(self._status_update())
+
+    def _status_update(self) -> TaskStatusUpdateEvent:
+        status = TaskStatus(state=self.state, timestamp=_timestamp(self.timestamp))
+        if self.message is not None:
+            status.message.CopyFrom(self.message)
+        return TaskStatusUpdateEvent(task_id=self.task_id, context_id=self.context_id, status=status)
+
+    def _gap(self, gap: Gap) -> list[Event]:
+        """This reader's own news (its position was trimmed away, or never was), not the task's: the
+        status as it is, with the gap in its resume metadata, and no generation counted, so that
+        every reader and GetTask number the task's events alike."""
+        self.gapped = True
+        note = {"reason": gap.reason, "firstAvailable": gap.first_available}
+        if not self.opened:  # told by the Task that opens the stream, which comes first
+            self._gap_note = note
+            return []
+        event = self._status_update()
+        event.metadata.update(self._resume(note))
+        return [event]
 
     def _appended(self, text: str) -> list[Event]:
         self._changing()
@@ -256,8 +270,9 @@ class A2AEvents(Renderer[Event]):
         message.parts.append(Part(data=_value(asked)))
         return message
 
-    def _resume(self) -> dict[str, Any]:
-        return {RESUME_EXTENSION: {"eventId": str(self.generation), "generation": self.generation}}
+    def _resume(self, gap: dict[str, Any] | None = None) -> dict[str, Any]:
+        values: dict[str, Any] = {"eventId": str(self.generation), "generation": self.generation}
+        return {RESUME_EXTENSION: values | ({"gap": gap} if gap is not None else {})}
 
 
 def _artifact(texts: list[str]) -> Artifact:

@@ -238,3 +238,15 @@ def test_a_push_is_a_stream_response_the_task_at_its_end_else_a_status_update() 
     # The body parses as a2a-sdk's own StreamResponse.
     parsed = Parse(push_body(asked), StreamResponse())
     assert parsed.status_update.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+
+
+def test_a_gap_is_the_readers_news_and_numbers_no_generation() -> None:
+    """A reader whose position was trimmed away is told of the gap, and numbers the task's events as a
+    reader without one does (another gateway, GetTask): its resume cursor means the same everywhere."""
+    trimmed = PLAIN[2:]  # its first events gone
+    told = A2AEvents(TASK, "s_ctx", RUN).events(Batch([Chunk(trimmed)], Gap(reason="trimmed", first_available=3)))
+    untold = A2AEvents(TASK, "s_ctx", RUN).events(Batch([Chunk(trimmed)]))
+    assert len(told) == len(untold) == 1  # the Task, as the events make it
+    told_resume = MessageToDict(told[0])["metadata"][RESUME_EXTENSION]
+    assert told_resume.pop("gap") == {"reason": "trimmed", "firstAvailable": 3}
+    assert told_resume == MessageToDict(untold[0])["metadata"][RESUME_EXTENSION]
