@@ -52,6 +52,7 @@ from a2a.utils.errors import (
 
 from tokentail.gateway.commands.a2a import TaskIndex, message_answer, message_input
 from tokentail.gateway.commands.tasks import RunTasks, Task
+from tokentail.gateway.commands.turns import check_size
 from tokentail.gateway.encodings.a2a import A2AEvents, Event
 from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
 from tokentail.gateway.reading.hub import Chunk, StreamHub
@@ -170,8 +171,10 @@ class TaskHandler(RequestHandler):
             task = await self.tasks.answer(task, message_answer(message))
         else:
             text = message_input(self.agent, message)
+            check_size(text, self.tasks.settings)  # before a session is made for it
+            pushed = params.configuration.HasField("task_push_notification_config")
             try:
-                context_id = await self._watched(message.context_id or None)
+                context_id = await self._watched(message.context_id or None) if pushed else message.context_id or None
                 task = await self.tasks.start(self.agent.name, text, context_id)
             except (SessionNotFound, SessionExpired):
                 raise InvalidParamsError(f"message.contextId: no context {message.context_id!r}") from None
@@ -181,9 +184,9 @@ class TaskHandler(RequestHandler):
         return task
 
     async def _watched(self, context_id: str | None) -> str | None:
-        """The session a new task goes in, marked (with push notifications on) before its run can end,
-        so that its ends and questions are kept for its push configs, one given with this message
-        included (shared/a2a_push.py): a new session is made first, empty, to be marked."""
+        """The session a new task given a push config with its message goes in, marked (with push
+        notifications on) before its run can end, so that its ends and questions are kept for the
+        config (shared/a2a_push.py): a new session is made first, empty, to be marked."""
         tasks = self.tasks
         if not tasks.webhooks.policy.enabled:
             return context_id
@@ -287,8 +290,9 @@ class TaskHandler(RequestHandler):
         config = PushConfig(
             id=config_id, task_id=task.id, url=url, token=params.token, scheme=auth.scheme, credentials=auth.credentials
         )
-        await self.pushes.put(session_id, run_id, config)
+        # Marked first: an end that comes after the config is stored is then kept for it.
         await self.tasks.runs.watch_a2a_push(session_id)
+        await self.pushes.put(session_id, run_id, config)
         return _push_config(config)
 
     @_translated
