@@ -195,7 +195,7 @@ class SessionWrites(Writes):
         session_keys = (k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps)
         await self.run(
             DeleteSession(
-                DeleteKeys(*session_keys, keys.lease_checks, keys.archive_checks),
+                DeleteKeys(*session_keys, keys.a2a_push(session.session_id), keys.lease_checks, keys.archive_checks),
                 session.tenant,
                 self.settings.tombstone_ttl_seconds,
                 session.session_id,

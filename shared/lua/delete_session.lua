@@ -4,7 +4,7 @@
 -- With an archive, the session goes in the archive index, due now: the archiver deletes the archive's
 -- copy too (the gateway deletes it at once; this is for a gateway that failed to).
 -- Keys and arguments: shared/scripts/sessions.py `DeleteSession`.
-redis.call('DEL', k.meta, k.runs, k.events, k.lease, k.pending, k.steps)
+redis.call('DEL', k.meta, k.runs, k.events, k.lease, k.pending, k.steps, k.a2a_push)
 if not SPLIT_QUEUE then redis.call('ZREM', k.index, a.session_id) end
 if ARCHIVE then
   local _, now_ms = clock()

@@ -385,3 +385,6 @@ async def test_a_push_refused_by_one_config_is_retried_to_it_alone(
         paths = await eventually(accepted_by_both)
         assert paths == [HOOKS + "a", HOOKS + "b"]  # each took it once
         assert len(receiver.deliveries) == 3  # and only the one that refused it got it again
+        state = gateway.app.state
+        await state.runs.delete_session(await state.store.get_session(task.context_id))
+        assert not await state.store.redis.exists(state.runs.keys.a2a_push(task.context_id))  # nor its credentials
