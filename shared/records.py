@@ -28,6 +28,7 @@ class Question(BaseModel):
     prompt: str
     answer_schema: dict[str, Any] = Field(alias="schema")
     expires_at: float | None = None
+    asked_at: float | None = None  # when (epoch seconds): a task's last change (gateway/commands/tasks.py)
     on_expiry: OnExpiry = "fail"
     default: Any = None
     call_id: str | None = None

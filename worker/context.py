@@ -233,12 +233,14 @@ class RunContext:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"a question's state must be JSON: {exc}") from None
         await self._writer.flush()
+        now = time.time()
         question = Question(
             input_id=f"in_{secrets.token_hex(8)}",
             kind=kind,
             prompt=prompt,
             answer_schema=schema_of_answer,
-            expires_at=None if expires_in is None else time.time() + expires_in,
+            expires_at=None if expires_in is None else now + expires_in,
+            asked_at=now,
             on_expiry=on_expiry,
             default=default,
             call_id=call_id,

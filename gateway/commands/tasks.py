@@ -88,8 +88,10 @@ class Task:
 
     @property
     def updated_at(self) -> float:
+        """Its last change: queued, started (an answer's resume too), a question asked, ended."""
         run = self.run
-        return max(t for t in (run.finished_at, run.started_at, run.queued_at, self.session.created_at) if t)
+        asked = run.asked[-1].asked_at if run.asked else None
+        return max(t for t in (run.finished_at, asked, run.started_at, run.queued_at, self.session.created_at) if t)
 
     @property
     def output(self) -> str | None:

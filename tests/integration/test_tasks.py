@@ -75,6 +75,7 @@ async def test_a_question_is_answered_through_the_task_once(gateway: Gateway) ->
     tasks = tasks_of(gateway)
     task = await settled(gateway, tasks, await tasks.start("approve", "clean up"))
     assert task.status == "input_required" and task.question is not None
+    assert task.question.asked_at is not None and task.updated_at == task.question.asked_at  # its last change
     with pytest.raises(InvalidInput, match="schema"):
         await tasks.answer(task, {"approved": "yes"})
     answered = await tasks.answer(task, {"approved": True})
