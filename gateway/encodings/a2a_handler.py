@@ -354,8 +354,12 @@ class TaskHandler(RequestHandler):
         start = await start_position(self.tasks.store, session_id, (task.run.queued_seq or 1) - 1)
         batch = self.tasks.settings.sse_batch
         feed = EventFeed(self.hub, session_id, start, batch, until_idle=True, transport="a2a")
+        gap = start.gap  # the run's start trimmed away (or expired): told with the first batch
         async with contextlib.aclosing(feed.__aiter__()) as batches:
             async for got in batches:
+                if gap is not None and got.gap is None:
+                    got = Batch(got.chunks, gap, got.snapshot)
+                gap = None
                 for event in events.events(got):
                     yield event
                 if events.finished:
