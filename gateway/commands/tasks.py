@@ -8,12 +8,14 @@ gateway that started it and the worker that runs it.
 """
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.commands.questions import answer_run
 from tokentail.gateway.commands.turns import RunCommands, check_agent_name, check_size, queue_follow_up
+from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.settling import wait_until_settled
 from tokentail.gateway.schemas import CreateRun
@@ -164,13 +166,21 @@ class RunTasks(RunCommands):
             await self.runs.cancel_run(task.session.session_id, task.run.run_id)
         return await self.get(task.id)
 
-    async def settle(self, task: Task, hub: StreamHub, seconds: float, transport: str) -> Task:
+    async def settle(
+        self,
+        task: Task,
+        hub: StreamHub,
+        seconds: float,
+        transport: str,
+        each: Callable[[Batch], Awaitable[None]] | None = None,
+    ) -> Task:
         """The task once its run has ended or stopped at a question, or as it is after `seconds`:
-        followed from what its record had seen (its session's events after it), from any gateway."""
+        followed from what its record had seen (its session's events after it), from any gateway.
+        `each`: given every batch of events read meanwhile."""
         if task.status in SETTLED:
             return task
-        session_id, run_id = task.session.session_id, task.run.run_id
-        await wait_until_settled(hub, session_id, run_id, task.session.last_event_id, seconds, transport)
+        session_id, run_id, after = task.session.session_id, task.run.run_id, task.session.last_event_id
+        await wait_until_settled(hub, session_id, run_id, after, seconds, transport, each)
         return await self.get(task.id)
 
     async def of_session(self, session_id: str) -> list[Task]:

@@ -150,12 +150,8 @@ def answer_of(question: Question, responses: dict[str, Any] | None) -> tuple[boo
 
 
 class Progress(Renderer[str]):
-    """A run's events as the messages of MCP progress notifications, while its tool call waits.
-    `finished` once the run ended, `asked` once it stopped at a question (the call answers then)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.asked = False
+    """A run's events as the messages of MCP progress notifications, while its tool call waits (until
+    the run ends or stops at a question: gateway/reading/settling.py)."""
 
     def render(self, operation: Operation) -> list[str]:
         match operation:
@@ -168,7 +164,6 @@ class Progress(Renderer[str]):
             case StatusShown(text=text):
                 return [text]
             case QuestionAsked(question=question, answered=False):
-                self.asked = True
                 return [question.prompt]
             case ContentDropped(after=0):
                 return ["its worker stopped: the agent starts again"]

@@ -13,7 +13,6 @@ any call, retry or poll of a run another gateway started.
 """
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,7 @@ from starlette.requests import Request
 
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.encodings import mcp
-from tokentail.gateway.reading.feed import EventFeed, start_position
+from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.agent_catalog import AgentDirectory
@@ -90,22 +89,19 @@ class Calls:
         """The task once its run ended or asked, or as it is after `seconds`; its client, if it gave a
         progress token, told how the run goes meanwhile."""
         hub = self.request.app.state.hub
-        if not _progress_token(ctx) or task.terminal or task.status == "input_required":
+        if not _progress_token(ctx):
             return await self.tasks.settle(task, hub, seconds, transport="mcp")
         progress = mcp.Progress(Reducer(run_id=task.run.run_id))
-        session_id, sent = task.session.session_id, 0
-        start = await start_position(hub.store, session_id, task.session.last_event_id)
-        feed = EventFeed(hub, session_id, start, 256, until_idle=True, transport="mcp")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds), contextlib.aclosing(feed.__aiter__()) as batches:
-                async for batch in batches:
-                    for messages, _ in progress.rendered(batch):
-                        for message in messages:
-                            sent += 1
-                            await ctx.session.report_progress(sent, None, message)
-                    if progress.finished or progress.asked:
-                        break
-        return await self.tasks.get(task.id)
+        sent = 0
+
+        async def report(batch: Batch) -> None:
+            nonlocal sent
+            for messages, _ in progress.rendered(batch):
+                for message in messages:
+                    sent += 1
+                    await ctx.session.report_progress(sent, None, message)
+
+        return await self.tasks.settle(task, hub, seconds, transport="mcp", each=report)
 
 
 def _progress_token(ctx: ServerRequestContext[Any, Any]) -> bool:

@@ -6,8 +6,9 @@ stream does, so the end is seen at once, from any gateway, whichever worker ran 
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 
-from tokentail.gateway.reading.feed import EventFeed, start_position
+from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.events import TERMINAL_EVENTS, EventType
 
@@ -15,16 +16,26 @@ SETTLED = frozenset(event.encode() for event in (*TERMINAL_EVENTS, EventType.INP
 
 
 async def wait_until_settled(
-    hub: StreamHub, session_id: str, run_id: str, after: int, seconds: float, transport: str, batch: int = 256
+    hub: StreamHub,
+    session_id: str,
+    run_id: str,
+    after: int,
+    seconds: float,
+    transport: str,
+    each: Callable[[Batch], Awaitable[None]] | None = None,
+    batch: int = 256,
 ) -> bool:
     """Follow the session's events after `after` until run `run_id` ends or asks a question (True),
-    or `seconds` pass, or the session's stream ends without it (False)."""
+    or `seconds` pass, or the session's stream ends without it (False). `each`: given every batch
+    read meanwhile (a call's progress told from them)."""
     needle = f'"run_id":"{run_id}"'.encode()
     start = await start_position(hub.store, session_id, after)
     feed = EventFeed(hub, session_id, start, batch, until_idle=True, transport=transport)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds), contextlib.aclosing(feed.__aiter__()) as batches:
             async for got in batches:
+                if each is not None:
+                    await each(got)
                 for event in got.events:
                     if event.type in SETTLED and needle in event.data and _of_run(event.data, run_id):
                         return True

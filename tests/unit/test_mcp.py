@@ -105,7 +105,7 @@ def test_progress_tells_a_waiting_call_the_run_s_text_tools_and_question() -> No
     progress = mcp.Progress(Reducer(run_id=RUN))
     told = [message for messages, _ in progress.rendered(Batch([Chunk(stored)])) for message in messages]
     assert told == ["Looking ", "calling lookup", "almost", "Which city?"]
-    assert progress.asked and not progress.finished
+    assert not progress.finished  # stopped at a question: the run goes on after its answer
 
 
 async def test_without_the_mcp_extra_the_endpoint_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
