@@ -174,13 +174,16 @@ class RunTasks(RunCommands):
         transport: str,
         each: Callable[[Batch], Awaitable[None]] | None = None,
     ) -> Task:
-        """The task once its run has ended or stopped at a question, or as it is after `seconds`:
-        followed from what its record had seen (its session's events after it), from any gateway.
-        `each`: given every batch of events read meanwhile."""
+        """The task once its run has ended or stopped at a question, or as it is after `seconds`,
+        followed from any gateway. `each`: given every batch of events read meanwhile. Read from the
+        run's start while it has asked nothing (none of its events can have settled it: its record
+        says so), so `each` misses none of what the worker wrote before the record was read; else
+        from what its record had seen (its earlier questions are not this wait's)."""
         if task.status in SETTLED:
             return task
-        session_id, run_id, after = task.session.session_id, task.run.run_id, task.session.last_event_id
-        await wait_until_settled(hub, session_id, run_id, after, seconds, transport, each)
+        run = task.run
+        after = task.session.last_event_id if run.asked else (run.queued_seq or 1) - 1
+        await wait_until_settled(hub, task.session.session_id, run.run_id, after, seconds, transport, each)
         return await self.get(task.id)
 
     async def of_session(self, session_id: str) -> list[Task]:
