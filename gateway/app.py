@@ -106,6 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served offline by add_api_docs
         redoc_url=None,
+        # With traces on (shared/tracing.py), FastAPI's own server span per request and socket, its
+        # parent from the request's traceparent; Prometheus (/metrics) keeps the HTTP metrics.
+        telemetry={"operation_spans": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.shutdown = StreamShutdown()

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from tokentail.gateway.app import create_app
 from tokentail.gateway.protocol import GatewayHttpProtocol
+from tokentail.shared import tracing
 from tokentail.shared.gc_tuning import tune_for_server
 from tokentail.shared.settings import Settings
 
@@ -52,6 +53,7 @@ def server_config(app: FastAPI, settings: Settings, host: str, port: int, log_le
 
 
 def serve(settings: Settings, host: str, port: int, log_level: str = "info") -> None:
+    tracing.setup(tracing.GATEWAY)
     app = create_app(settings)
     tune_for_server()
     GatewayServer(server_config(app, settings, host, port, log_level), app).run()

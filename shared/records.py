@@ -68,6 +68,7 @@ class RunRecord(BaseModel):
     started_seq: int | None = None
     finished_seq: int | None = None
     queued_at: float | None = None
+    received_at: float | None = None  # when the gateway received the request that queued it (its clock)
     started_at: float | None = None
     finished_at: float | None = None
     output: str | None = None
@@ -81,6 +82,9 @@ class RunRecord(BaseModel):
     waiting_for: str | None = None
     waiting_until: int | None = None
     resumes: int = 0  # starts after an answer
+    # The trace context of the span that queued it (W3C traceparent, tracestate; empty with traces
+    # off): every attempt of the run joins that trace, on whichever worker (shared/tracing.py).
+    trace: dict[str, str] = Field(default_factory=dict)
     # The results of the steps it recorded (RunContext.step), as JSON text by step key, while it is
     # active: a worker that continues it replays them. Kept apart from the record (the session's
     # steps hash: record_step.lua), and here only for the worker that starts the run. Never shown.

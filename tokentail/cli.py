@@ -7,6 +7,7 @@ import sys
 import click
 from click.core import ParameterSource
 
+from tokentail.shared import tracing
 from tokentail.shared.gc_tuning import tune_for_server
 from tokentail.shared.logs import configure_logging
 from tokentail.shared.settings import get_settings
@@ -148,6 +149,7 @@ def worker(host: str, port: int) -> None:
     from tokentail.worker.providers.base import InvalidRequest
 
     settings = get_settings()
+    tracing.setup(tracing.WORKER)  # before the agents load: their modules may set up instrumentations
     try:
         check_agents(settings)
     except InvalidRequest as exc:

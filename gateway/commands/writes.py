@@ -4,6 +4,9 @@ forked. Each is one script (shared/scripts/runs.py), whose typed reply becomes a
 import secrets
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
+from tokentail.shared import tracing
 from tokentail.shared.errors import (
     InputNotPending,
     RunConflict,
@@ -81,7 +84,28 @@ class SessionWrites(Writes):
     ) -> Queued:
         """Record `run` (setting its `queued_seq`), append `run.queued` and queue its job; with
         `create`, make the session first (`if_missing`: only if it does not exist yet). With a run
-        already active, `multitask` decides (see queue_run.lua)."""
+        already active, `multitask` decides (see queue_run.lua). Traced, the run carries the
+        context of a producer span (messaging conventions) that every attempt's spans join."""
+        if not tracing.ON:
+            return await self._queue_run(session_id, run, multitask, create, if_missing)
+        attributes = {
+            "messaging.system": "arq",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": self.keys.queue,
+            "messaging.message.id": run.run_id,
+            "gen_ai.conversation.id": session_id,
+        }
+        with tracing.tracer().start_as_current_span(
+            f"send {self.keys.queue}", kind=SpanKind.PRODUCER, attributes=attributes
+        ) as span:
+            run.trace = tracing.carrier()
+            queued = await self._queue_run(session_id, run, multitask, create, if_missing)
+            span.set_attribute("tokentail.run.queued", queued.value)  # started, pending, or again
+            return queued
+
+    async def _queue_run(
+        self, session_id: str, run: RunRecord, multitask: Multitask, create: SessionRecord | None, if_missing: bool
+    ) -> Queued:
         reply = await self.run(
             QueueRun(
                 self.scope.run_keys(session_id),

@@ -1,0 +1,72 @@
+"""shared/tracing.py: when traces are on, what a process exports, and the span ids processes share."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.otlp_receiver import otlp_receiver
+from tokentail.shared import tracing
+
+
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({}, False),
+        ({"OTEL_SERVICE_NAME": "x"}, False),  # a name alone exports nothing
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, False),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, False),
+    ],
+)
+def test_traces_are_off_unless_configured(env: dict[str, str], on: bool) -> None:
+    assert tracing.configured(env) is on
+
+
+def test_derived_span_ids_agree_across_processes_and_differ_by_part() -> None:
+    trace_id = 0x0AF7651916CD43DD8448EB211C80319C
+    first = tracing.derived_span_id(trace_id, "r_1", 1, 0)
+    assert first == tracing.derived_span_id(trace_id, "r_1", 1, 0)
+    assert 0 < first < 2**64
+    assert (
+        len({first, tracing.derived_span_id(trace_id, "r_1", 2, 0), tracing.derived_span_id(trace_id + 1, "r_1", 1, 0)})
+        == 3
+    )
+
+
+SCRIPT = textwrap.dedent(
+    """
+    from tokentail.shared import tracing
+    assert tracing.setup(tracing.GATEWAY)
+    trace_id = 0x0AF7651916CD43DD8448EB211C80319C
+    run_span = tracing.derived_span_id(trace_id, "r_1")
+    with tracing.span_id(run_span):
+        parent = tracing.tracer().start_span("invoke_agent", context=tracing.remote(trace_id, 0x00F067AA0BA902B7))
+    with tracing.tracer().start_as_current_span("child", context=tracing.remote(trace_id, run_span)):
+        carried = tracing.carrier()
+    parent.end()
+    print(carried["traceparent"])
+    """
+)
+
+
+def test_a_configured_process_exports_over_otlp_http_with_derived_ids() -> None:
+    with otlp_receiver() as receiver:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        done = subprocess.run(
+            [sys.executable, "-c", SCRIPT], env={**env, **receiver.env()}, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        spans = receiver.wait_for(lambda spans: len(spans) == 2)
+    by_name = {s.name: s for s in spans}
+    run_span = tracing.derived_span_id(0x0AF7651916CD43DD8448EB211C80319C, "r_1")
+    assert by_name["invoke_agent"].span_id == f"{run_span:016x}"
+    assert by_name["invoke_agent"].parent_id == "00f067aa0ba902b7"
+    assert by_name["child"].parent_id == f"{run_span:016x}"
+    assert by_name["child"].span_id != by_name["invoke_agent"].span_id  # the derived id was for one span only
+    assert {s.service for s in spans} == {"tokentail-gateway"}  # no OTEL_SERVICE_NAME: tokentail's name
+    assert done.stdout.strip() == f"00-0af7651916cd43dd8448eb211c80319c-{by_name['child'].span_id}-01"
