@@ -149,11 +149,11 @@ def worker(host: str, port: int) -> None:
     from tokentail.worker.providers.base import InvalidRequest
 
     settings = get_settings()
-    tracing.setup(tracing.WORKER)  # before the agents load: their modules may set up instrumentations
     try:
         check_agents(settings)
     except InvalidRequest as exc:
         raise click.ClickException(f"TOKENTAIL_AGENTS: {exc}") from None
+    tracing.setup(tracing.WORKER)  # after the agents' modules: one that set up its own provider (Logfire's) keeps it
     # arq's Worker binds to the current event loop when it is built, so set one up first.
     asyncio.set_event_loop(uvloop.new_event_loop())
     try:
