@@ -4,7 +4,8 @@ and credentials scrubbed.
     with log_context(session_id=sid, run_id=rid):   # every record logged inside carries both
         logger.info("run started")
 
-JSON lines: {"time", "level", "logger", "message", "session_id"?, "run_id"?, "exception"?}.
+JSON lines: {"time", "level", "logger", "message", "session_id"?, "run_id"?, "trace_id"?, "span_id"?,
+"exception"?}: with traces on (shared/tracing.py), a line logged inside a span names it.
 Stream tokens ride in URLs (`?token=`, for EventSource), so access logs would show them: every
 formatted line, exception text included, passes through `scrub`. It hides bearer credentials and
 the value of every credential-like query parameter (token, api_key, secret, password, signature...),
@@ -20,6 +21,10 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import unquote_plus
+
+from opentelemetry import trace
+
+from tokentail.shared import tracing
 
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("tokentail_log_context", default=None)
 
@@ -43,6 +48,14 @@ def scrub(text: str) -> str:
 
 def current_context() -> dict[str, str]:
     return _context.get() or {}
+
+
+def _fields() -> dict[str, str]:
+    """The log context, and the current span's ids when traces are on."""
+    fields = current_context()
+    if tracing.ON and (span := trace.get_current_span().get_span_context()).is_valid:
+        return {**fields, "trace_id": f"{span.trace_id:032x}", "span_id": f"{span.span_id:016x}"}
+    return fields
 
 
 @contextlib.contextmanager
@@ -86,7 +99,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": scrub(record.getMessage()),
-            **current_context(),
+            **_fields(),
         }
         if record.exc_info:
             line["exception"] = scrub(self.formatException(record.exc_info))
@@ -99,7 +112,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        context = " ".join(f"{key}={value}" for key, value in current_context().items())
+        context = " ".join(f"{key}={value}" for key, value in _fields().items())
         return scrub(f"{text} [{context}]" if context else text)
 
 

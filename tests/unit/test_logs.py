@@ -5,8 +5,10 @@ import logging
 import sys
 
 import pytest
+from opentelemetry import trace
 from pydantic import ValidationError
 
+from tokentail.shared import tracing
 from tokentail.shared.logs import JsonFormatter, TextFormatter, log_context, scrub
 from tokentail.shared.settings import Settings
 
@@ -76,3 +78,15 @@ def test_a_bad_api_keys_setting_never_prints_the_keys() -> None:
         Settings(api_keys="acme:" + "k" * 20 + ",beta:" + "k" * 20, secret="s" * 40)
     assert "listed twice" in str(info.value) and "k" * 20 not in str(info.value)
     assert Settings(api_keys="acme:" + "k" * 20, secret="s" * 40).tenants_by_key == {"k" * 20: "acme"}
+
+
+def test_with_traces_on_a_line_logged_in_a_span_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    span = trace.NonRecordingSpan(trace.SpanContext(0xABC, 0xDEF, is_remote=False))
+    with trace.use_span(span):
+        assert "trace_id" not in json.loads(JsonFormatter().format(record("off")))  # traces off: nothing
+        monkeypatch.setattr(tracing, "ON", True)
+        line = json.loads(JsonFormatter().format(record("on")))
+        text = TextFormatter().format(record("on"))
+    assert (line["trace_id"], line["span_id"]) == (f"{0xABC:032x}", f"{0xDEF:016x}")
+    assert f"trace_id={0xABC:032x}" in text
+    assert "trace_id" not in json.loads(JsonFormatter().format(record("outside")))  # no span current
