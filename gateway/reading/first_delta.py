@@ -72,13 +72,13 @@ class FirstDeltas:
         run = decode_run(raw)
         if run.received_at is None:
             return  # queued over a socket, or before gateways stamped requests
-        trace_id = _trace_id(run.trace.get("traceparent", ""))
+        trace_id = trace_id_of(run.trace.get("traceparent", ""))
         metrics.FIRST_DELTA.observe(
             max(0.0, written_at - run.received_at), exemplar={"trace_id": trace_id} if trace_id else None
         )
 
 
-def _trace_id(traceparent: str) -> str | None:
+def trace_id_of(traceparent: str) -> str | None:
     """The trace id of a W3C traceparent (`00-<trace id>-<span id>-<flags>`), if it is one."""
     parts = traceparent.split("-")
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
