@@ -15,8 +15,9 @@ from typing import cast
 
 from opentelemetry.trace import Span, SpanContext, TraceFlags
 
-from tokentail.gateway.reading.first_delta import run_id_of
+from tokentail.gateway.reading.first_delta import head_of, run_id_of
 from tokentail.gateway.reading.hub import Chunk
+from tokentail.gateway.reading.snapshot import Snapshot
 from tokentail.shared import tracing
 from tokentail.shared.events import Gap
 from tokentail.shared.store import SessionStore, decode_run
@@ -55,8 +56,13 @@ class ConnectionSpan:
             self.bytes += chunk.size
             for event in chunk.events:
                 if not event.data.startswith(self._run_head) and (run_id := run_id_of(event.data)) is not None:
-                    self._run_head = b'{"run_id":"%s"' % run_id.encode()
+                    self._run_head = head_of(run_id)
                     self.runs[run_id] = None
+
+    def snapshot(self, snapshot: Snapshot) -> None:
+        """A compacted catch-up event: its bytes count; the runs it folded are not read out of it."""
+        self.snapshots += 1
+        self.bytes += len(snapshot.data)
 
     def gap(self, gap: Gap) -> None:
         self.span.set_attribute("tokentail.stream.gap", gap.reason)  # the last one, if several

@@ -5,6 +5,9 @@ from Redis (XRANGE) only to catch up; live, it takes the chunks the gateway's hu
 (gateway/reading/hub.py), shared with every other follower of the session. What one read may bring is
 bounded by bytes, not only by count: a feed replaying a long session holds about
 `READ_BUDGET_BYTES` of it at a time, however large its events are.
+
+A feed also tells the gateway of each run whose first delta it writes (first_delta.py) and, with
+traces on, makes its connection's span (connection_span.py).
 """
 
 import asyncio
@@ -13,7 +16,7 @@ from dataclasses import dataclass, field
 
 from tokentail.gateway import metrics
 from tokentail.gateway.reading.connection_span import ConnectionSpan
-from tokentail.gateway.reading.first_delta import DELTA, run_id_of
+from tokentail.gateway.reading.first_delta import DELTA, head_of, run_id_of
 from tokentail.gateway.reading.hub import Chunk, StreamHub, Subscription
 from tokentail.gateway.reading.snapshot import SNAPSHOT_BEHIND, Snapshot, read_snapshots
 from tokentail.shared import tracing
@@ -188,7 +191,7 @@ class EventFeed:
                 self.after = snapshot.up_to
                 metrics.SNAPSHOTS.labels(self._transport).inc()
                 if self._span is not None:
-                    self._span.snapshots += 1
+                    self._span.snapshot(snapshot)
                 yield Batch(snapshot=snapshot)
                 del snapshot  # see below
             self._snapshot_until = 0
@@ -275,7 +278,7 @@ class EventFeed:
     def _first_delta(self, data: bytes) -> None:
         run_id = run_id_of(data)
         if run_id is not None and self._first_deltas is not None:
-            self._delta_head = b'{"run_id":"%s"' % run_id.encode()
+            self._delta_head = head_of(run_id)
             self._first_deltas.written(self._session_id, run_id)
 
     def _ended(self) -> str:

@@ -29,6 +29,11 @@ REMEMBERED = 10_000  # runs this process knows it counted (or saw counted): the 
 KEY_TTL_SECONDS = 7 * 86_400  # past any run and its readers: a key gone, a late reader counts it again
 
 
+def head_of(run_id: str) -> bytes:
+    """How the data of every event of run `run_id` starts."""
+    return b'%s%s"' % (RUN_ID_HEAD, run_id.encode())
+
+
 def run_id_of(data: bytes) -> str | None:
     """The run id an event's data starts with, without parsing the rest."""
     if not data.startswith(RUN_ID_HEAD):
