@@ -131,6 +131,7 @@ async def test_a_client_that_drops_and_resumes_on_another_gateway_has_two_spans_
     spans = traced.receiver.wait_for(lambda spans: len(streams_of(session_id)(spans)) == 2)
     dropped, resumed = sorted(streams_of(session_id)(spans), key=lambda s: s.start_ns)
     assert dropped.attributes["tokentail.stream.end"] == "client_left"
+    assert one(spans, span_id=dropped.parent_id).status == "unset"  # a client that leaves is no server error
     assert dropped.attributes["tokentail.stream.resumed"] is False
     assert dropped.attributes["tokentail.stream.after"] == 0
     assert resumed.attributes["tokentail.stream.resumed"] is True
