@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,9 +11,10 @@ import prometheus_client
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokentail.gateway import hot_routes
 from tokentail.gateway.access.auth import Authenticator
@@ -23,6 +25,7 @@ from tokentail.gateway.commands.webhook_urls import SessionWebhooks
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.cors import Cors
 from tokentail.gateway.errors import error_response, install_error_handlers, outage_response
+from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.finished import FinishedStreams
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.response import call_detaching
@@ -55,7 +58,25 @@ logger = logging.getLogger(__name__)
 
 class GatewayApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await call_detaching(super().__call__, scope, receive, send)  # event streams outlive the call
+        if scope["type"] == "http":
+            first_delta.RECEIVED_AT.set(time.time())  # for the run this request may queue (first_delta.py)
+        await super().__call__(scope, receive, send)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        # Event streams outlive the framework's call (call_detaching), but not FastAPI's telemetry,
+        # which wraps this stack: so a request's server span ends with its stream, not as an
+        # incomplete response when the call returns, and the stream's own span is its child.
+        return Detaching(super().build_middleware_stack())
+
+
+class Detaching:
+    """The app's middleware stack, called through `call_detaching`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app  # named so, as middleware name what they wrap (FastAPI looks for contrib's through them)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await call_detaching(self.app, scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -152,8 +173,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        # OpenMetrics when the scraper asks for it: the only format that carries exemplars (trace ids).
+        encode, media_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(prometheus_client.REGISTRY), media_type=media_type)
 
     return app
 

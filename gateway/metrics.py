@@ -4,7 +4,7 @@ Labels take a few fixed values each (transport, gap reason, limit): never a sess
 id, which would make a time series per session.
 """
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 CONNECTIONS = Gauge("tokentail_connections", "Open event streams", ["transport"])
 CONNECTIONS_OPENED = Counter("tokentail_connections_opened", "Event streams opened", ["transport"])
@@ -26,4 +26,10 @@ HUB_CATCH_UPS = Counter(
     "Live followers sent back to reading Redis: a slow client (behind), a missed notification (hole), "
     "or the hub's connection came back (reconnect)",
     ["reason"],
+)
+FIRST_DELTA = Histogram(
+    "tokentail_first_delta_seconds",
+    "From the request that queued a run, received by a gateway, to the run's first text delta written to a "
+    "client by any gateway: the time to first token a user feels (once per run; an exemplar names its trace)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120),
 )

@@ -68,7 +68,9 @@ class RunRecord(BaseModel):
     started_seq: int | None = None
     finished_seq: int | None = None
     queued_at: float | None = None
-    received_at: float | None = None  # when the gateway received the request that queued it (its clock)
+    # When the gateway received the request that queued it (that gateway's clock; None for a run queued
+    # over a socket): where the time to first delta that a user feels starts (gateway/reading/first_delta.py).
+    received_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
     output: str | None = None

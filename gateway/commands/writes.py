@@ -6,6 +6,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from tokentail.gateway.reading import first_delta
 from tokentail.shared import tracing
 from tokentail.shared.errors import (
     InputNotPending,
@@ -86,6 +87,8 @@ class SessionWrites(Writes):
         `create`, make the session first (`if_missing`: only if it does not exist yet). With a run
         already active, `multitask` decides (see queue_run.lua). Traced, the run carries the
         context of a producer span (messaging conventions) that every attempt's spans join."""
+        if run.received_at is None:
+            run.received_at = first_delta.RECEIVED_AT.get()  # the time to first delta starts there
         if not tracing.ON:
             return await self._queue_run(session_id, run, multitask, create, if_missing)
         attributes = {

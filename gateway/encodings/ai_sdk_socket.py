@@ -28,6 +28,7 @@ from tokentail.gateway.access.limits import RequestsInFlight
 from tokentail.gateway.commands.branching import ui_messages_chat
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.encodings.ai_sdk import UiMessageStream
+from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.feed import EventFeed, start_position
 from tokentail.gateway.reading.streams import Streams
 from tokentail.gateway.schemas import ChatRequest
@@ -69,6 +70,7 @@ class ChatSocket:
             await self.send({"type": "error", "requestId": request_id, "errorText": f"too_many_requests: {limit} "
                              "requests are in flight on this socket (or this token) already: abort one"})  # fmt: skip
             return
+        first_delta.RECEIVED_AT.set(time.time())  # the request's task starts with it: a run it queues is stamped
         task = asyncio.create_task(self.serve(request_id, frame))
         self.requests[request_id] = task
         task.add_done_callback(lambda done: self._finished(request_id, done))

@@ -52,7 +52,6 @@ from tokentail.shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-TRACE_KEYS = ("traceparent", "tracestate", "baggage")  # W3C trace context, as MCP carries it in `_meta`
 # A tenant over its runs per minute or its open streams: JSON-RPC leaves -32000 to -32099 to servers.
 RATE_LIMITED = -32029
 
@@ -204,7 +203,9 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
             text = info.input_text(params.arguments or {})
         except InvalidInput as exc:  # a tool's input error, which a model can read and correct
             return {"resultType": "complete", "content": [{"type": "text", "text": str(exc)}], "isError": True}
-        task = await _start(calls.tasks, info.name, text, trace_context(ctx))
+        # Traced, the run joins the call's trace: the SDK's span for the call, current here, takes its
+        # parent from `_meta`'s traceparent, and the run's record carries the context (writes.py).
+        task = await _start(calls.tasks, info.name, text)
     settings = calls.settings
     seconds = settings.mcp_task_after_seconds if as_task else settings.mcp_wait_seconds
     try:
@@ -238,10 +239,10 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
 _CANCELLING: set[asyncio.Task[Task]] = set()  # cancels of runs whose call was closed as they were queued
 
 
-async def _start(tasks: RunTasks, agent: str, text: str, metadata: dict[str, Any]) -> Task:
+async def _start(tasks: RunTasks, agent: str, text: str) -> Task:
     """The call's run, queued; a call closed meanwhile has it cancelled once it is queued (nobody
     else holds its id), rather than leaving it going."""
-    starting = asyncio.ensure_future(tasks.start(agent, text, metadata=metadata))
+    starting = asyncio.ensure_future(tasks.start(agent, text))
     try:
         return await asyncio.shield(starting)
     except asyncio.CancelledError:
@@ -291,16 +292,6 @@ async def answer(tasks: RunTasks, task: Task, responses: dict[str, Any] | None) 
         return await tasks.answer(task, value)
     except InputNotPending:  # answered meanwhile, through another gateway or the REST API
         return await tasks.get(task.id)
-
-
-def trace_context(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any]:
-    """The request's trace context (`_meta`'s traceparent, tracestate, baggage), kept with its session
-    as it came, for a run's spans to join the caller's trace."""
-    meta = (ctx.params or {}).get("_meta")
-    if not isinstance(meta, dict):
-        return {}
-    kept = {key: meta[key] for key in TRACE_KEYS if isinstance(meta.get(key), str)}
-    return {"trace": kept} if kept else {}
 
 
 class AgentTools:

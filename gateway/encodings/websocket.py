@@ -17,6 +17,7 @@ batch sends nothing. routes/socket.py has the credentials, limits and close code
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from tokentail.gateway.commands.questions import answer_question
 from tokentail.gateway.commands.turns import queue_follow_up
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.errors import describe, describe_outage
+from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.feed import Batch, EventFeed, parse_last_event_id, start_position
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.schemas import Answer, CancelAccepted, CreateRun
@@ -194,6 +196,7 @@ class Conversation:
         return message
 
     async def handle(self, message: dict[str, Any]) -> None:
+        first_delta.RECEIVED_AT.set(time.time())  # a run it queues: its time to first delta starts here
         try:
             match message.get("type"):
                 case "run":

@@ -5,21 +5,29 @@ from Redis (XRANGE) only to catch up; live, it takes the chunks the gateway's hu
 (gateway/reading/hub.py), shared with every other follower of the session. What one read may bring is
 bounded by bytes, not only by count: a feed replaying a long session holds about
 `READ_BUDGET_BYTES` of it at a time, however large its events are.
+
+A feed also tells the gateway of each run whose first delta it writes (first_delta.py) and, with
+traces on, makes its connection's span (connection_span.py).
 """
 
 import asyncio
+import operator
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from tokentail.gateway import metrics
+from tokentail.gateway.reading.connection_span import ConnectionSpan
+from tokentail.gateway.reading.first_delta import DELTA, head_of, run_id_of
 from tokentail.gateway.reading.hub import Chunk, StreamHub, Subscription
 from tokentail.gateway.reading.snapshot import SNAPSHOT_BEHIND, Snapshot, read_snapshots
+from tokentail.shared import tracing
 from tokentail.shared.errors import InvalidLastEventId, SessionNotFound
 from tokentail.shared.events import TERMINAL_EVENTS, Gap
 from tokentail.shared.outage import is_outage
 from tokentail.shared.store import SessionStore, StoredEvent
 
 _TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)
+_TYPE = operator.itemgetter(1)  # a StoredEvent's type
 REDIS_RETRY_SECONDS = 0.5
 READ_BUDGET_BYTES = 262_144
 FIRST_READ_COUNT = 16  # before a feed knows how large this session's events are
@@ -85,8 +93,17 @@ class Batch:
 
 class EventFeed:
     def __init__(
-        self, hub: StreamHub, session_id: str, start: Start, batch: int, until_idle: bool, transport: str
+        self,
+        hub: StreamHub,
+        session_id: str,
+        start: Start,
+        batch: int,
+        until_idle: bool,
+        transport: str,
+        writes_deltas: bool = True,
     ) -> None:
+        """`writes_deltas`: False for a feed whose reader only waits for a run to end, which shows a
+        client nothing as it goes (it does not count a run's first delta: first_delta.py)."""
         self._store = hub.store
         self._hub = hub
         self._session_id = session_id
@@ -104,12 +121,22 @@ class EventFeed:
         # check a stream opening would otherwise pay); after that, `_finished` always asks.
         self._run_going = start.active
         self._snapshot_until = start.snapshot_until
+        self._start = start
+        self._first_deltas = hub.first_deltas if writes_deltas else None
+        self._delta_head = b"\0"  # how the data of the run's deltas starts, once one was counted
+        self._span: ConnectionSpan | None = None
+        self._ending: str | None = None  # how it ends, when its reader knows better than the feed
 
     def stop(self) -> None:
         """The client left: end the feed now, whatever it waits for."""
         self._stopped = True
+        self._ending = self._ending or "client_left"
         if self._subscription is not None:
             self._subscription.close()
+
+    def ends(self, how: str) -> None:
+        """What its reader says of the stream's end, if it ends it (`finished`: what it was about is over)."""
+        self._ending = how
 
     async def __aiter__(self) -> AsyncGenerator[Batch]:
         metrics.CONNECTIONS_OPENED.labels(self._transport).inc()
@@ -117,6 +144,12 @@ class EventFeed:
             metrics.RESUMES.labels(self._transport).inc()
         open_streams = metrics.CONNECTIONS.labels(self._transport)
         open_streams.inc()
+        if tracing.ON:
+            start = self._start
+            self._span = ConnectionSpan(
+                self._store, self._session_id, self._transport, start.after, start.replay_until > 0, start.gap
+            )
+        how = "error"
         try:
             while not self._stopped:
                 subscription = self._subscription = self._hub.subscribe(self._session_id)
@@ -124,11 +157,13 @@ class EventFeed:
                     async for batch in self._events(subscription):
                         yield batch
                         del batch  # see _events
+                    how = self._ended()
                     return
                 except Exception as exc:
                     if not is_outage(exc):
                         raise
                     if subscription.closed:
+                        how = self._ended()
                         return
                     # Redis is restarting, failing over or busy: keep the client's connection (idle
                     # batches become heartbeats) and carry on from the last id sent once it answers.
@@ -136,8 +171,17 @@ class EventFeed:
                     await asyncio.sleep(REDIS_RETRY_SECONDS)
                 finally:
                     self._hub.unsubscribe(subscription)
+            how = self._ended()
+        except GeneratorExit:  # its reader had what it wanted (a UI protocol's run ended, a wait is over)
+            how = self._ending or "closed"
+            raise
+        except asyncio.CancelledError:  # its reader was cancelled: the client left, or resumed on its socket
+            how = self._ending or "cancelled"
+            raise
         finally:
             open_streams.dec()
+            if self._span is not None:
+                self._span.end(how)
 
     async def _events(self, subscription: Subscription) -> AsyncIterator[Batch]:
         if self._snapshot_until > self.after:
@@ -148,6 +192,8 @@ class EventFeed:
             async for snapshot in snapshots:
                 self.after = snapshot.up_to
                 metrics.SNAPSHOTS.labels(self._transport).inc()
+                if self._span is not None:
+                    self._span.snapshot(snapshot)
                 yield Batch(snapshot=snapshot)
                 del snapshot  # see below
             self._snapshot_until = 0
@@ -205,6 +251,8 @@ class EventFeed:
         if events[0].seq > self.after + 1:
             gap = Gap(reason="trimmed", first_available=events[0].seq)
             metrics.GAPS.labels(gap.reason).inc()
+            if self._span is not None:
+                self._span.gap(gap)
         self.after = events[-1].seq
         if self._run_going and any(event.type in _TERMINAL for event in events):
             self._run_going = False
@@ -220,11 +268,48 @@ class EventFeed:
         if chunks[0].first <= self._replay_until:
             replayed = sum(1 for chunk in chunks for e in chunk.events if e.seq <= self._replay_until)
             metrics.RESUMED_EVENTS.labels(self._transport).inc(replayed)
+        if self._first_deltas is not None:
+            for chunk in chunks:
+                self._find_first_delta(chunk.events)
+        if self._span is not None:
+            self._span.carried(chunks)
+
+    def _find_first_delta(self, events: list[StoredEvent]) -> None:
+        """Tell of the run of a delta in `events` this feed has not told of yet. A session's runs go one
+        after another, so once the last delta here is of the run told of last, all of them are: a
+        run's later deltas cost a look at the types (in C, past one event) and one comparison."""
+        if len(events) == 1:  # a live append, mostly
+            last = events[0]
+            if last.type != DELTA:
+                return
+        else:
+            types = list(map(_TYPE, events))
+            if DELTA not in types:
+                return
+            types.reverse()
+            last = events[len(events) - 1 - types.index(DELTA)]
+        if last.data.startswith(self._delta_head):
+            return
+        for event in events:  # a new run's first delta: once per run
+            if event.type == DELTA and not event.data.startswith(self._delta_head):
+                run_id = run_id_of(event.data)
+                if run_id is not None and self._first_deltas is not None:
+                    self._delta_head = head_of(run_id)
+                    self._first_deltas.written(self._session_id, run_id)
+
+    def _ended(self) -> str:
+        """How the stream ended, when the feed ended it (its reader may have said: `ends`)."""
+        if self._ending is not None:
+            return self._ending
+        if self._hub.stopping:
+            return "shutdown"
+        return "finished"
 
     async def _finished(self) -> bool:
         """The session is gone, or (for a feed that ends when idle) nothing is left or coming."""
         try:
             last_seq, active = await self._store.stream_position(self._session_id)
         except SessionNotFound:  # deleted or expired while we streamed
+            self._ending = self._ending or "session_gone"
             return True
         return self._until_idle and not active and last_seq <= self.after

@@ -31,6 +31,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 from tokentail.gateway import metrics
+from tokentail.gateway.reading.first_delta import FirstDeltas
 from tokentail.shared.archive import Archive
 from tokentail.shared.events import EventType
 from tokentail.shared.logs import RateLimitedLogger
@@ -219,6 +220,7 @@ class StreamHub:
             settings, read_connections, wait=None, socket_keepalive=True, socket_keepalive_options=KEEPALIVE
         )
         self.store = SessionStore(self._redis, settings, archive)
+        self.first_deltas = FirstDeltas(self.store)  # the runs' first deltas its followers write
         self._cluster = self._redis if isinstance(self._redis, RedisCluster) else None
         self._subscribe, self._unsubscribe = (
             (b"SSUBSCRIBE", b"SUNSUBSCRIBE") if self._cluster else (b"SUBSCRIBE", b"UNSUBSCRIBE")
@@ -258,6 +260,10 @@ class StreamHub:
             if channel.link is not None:
                 channel.link.channels.discard(channel)
                 self._send(channel.link, self._unsubscribe, [channel])
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopped
 
     def stop(self) -> None:
         """The gateway is stopping: every follower ends its stream now (its client comes back elsewhere)."""

@@ -94,6 +94,7 @@ class EventStreamResponse(Response):
                         if body := encoding.batch(batch):
                             await send({"type": "http.response.body", "body": body, "more_body": True})
                         if encoding.finished:
+                            self._feed.ends("finished")
                             break
                         del batch, body  # see EventFeed._events: kept by no frame while the stream waits
                 await send({"type": "http.response.body", "body": encoding.tail(), "more_body": False})

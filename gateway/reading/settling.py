@@ -30,7 +30,9 @@ async def wait_until_settled(
     read meanwhile (a call's progress told from them)."""
     needle = f'"run_id":"{run_id}"'.encode()
     start = await start_position(hub.store, session_id, after)
-    feed = EventFeed(hub, session_id, start, batch, until_idle=True, transport=transport)
+    feed = EventFeed(
+        hub, session_id, start, batch, until_idle=True, transport=transport, writes_deltas=each is not None
+    )
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds), contextlib.aclosing(feed.__aiter__()) as batches:
             async for got in batches:

@@ -336,6 +336,7 @@ def test_hot_routes_are_tried_first_below_every_middleware(settings: Settings) -
     routes are: the router tries the hot routes first. A middleware added later wraps both."""
     app = create_app(settings)
     assert middleware_chain(app) == [
+        "Detaching",  # the gateway's: event streams outlive the framework's call (app.py)
         "ServerErrorMiddleware",  # Starlette's: a 500 for what nothing else answered
         "ExceptionTelemetryMiddleware",  # FastAPI's
         "AppBodyLimitMiddleware",  # FastAPI's (no limit of its own set: BodySizeLimit is the gateway's)

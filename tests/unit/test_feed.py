@@ -87,6 +87,7 @@ async def test_a_stream_gone_behind_its_meta_is_an_expired_gap() -> None:
 
 class _Hub:
     store = None
+    first_deltas = None  # counts no run's first delta
 
 
 def _events(first: int, count: int, size: int) -> list[StoredEvent]:

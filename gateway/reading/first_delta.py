@@ -1,0 +1,89 @@
+"""The end-to-end time to first token, as a user feels it: from the request that queued a run,
+received by a gateway, to the first text delta of that run written to a client, on any gateway
+(`metrics.FIRST_DELTA`, once per run).
+
+`RECEIVED_AT` is stamped as a request comes in (`GatewayApp.__call__`), and `SessionWrites.queue_run`
+keeps it in the run's record (`RunRecord.received_at`). A feed tells `FirstDeltas.written` of each run
+whose delta it writes (once per run and feed); in each process a run is counted once, and across
+gateways the first to set the run's key (`Keys.first_delta`, SET NX) counts it. That and reading the
+run's record are one round trip, per run and gateway, in a task of its own: never on the stream's path.
+The two times come from two gateways' clocks when the run was queued on one and read on another.
+"""
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from contextvars import ContextVar
+
+from tokentail.gateway import metrics
+from tokentail.shared.outage import is_outage
+from tokentail.shared.store import SessionStore, decode_run
+
+logger = logging.getLogger(__name__)
+
+RECEIVED_AT: ContextVar[float | None] = ContextVar("tokentail_received_at", default=None)
+DELTA = b"message.delta"
+RUN_ID_HEAD = b'{"run_id":"'  # how every event's data starts (shared/events.py: EventData)
+REMEMBERED = 10_000  # runs this process knows it counted (or saw counted): the newest
+KEY_TTL_SECONDS = 7 * 86_400  # past any run and its readers: a key gone, a late reader counts it again
+
+
+def head_of(run_id: str) -> bytes:
+    """How the data of every event of run `run_id` starts."""
+    return b'%s%s"' % (RUN_ID_HEAD, run_id.encode())
+
+
+def run_id_of(data: bytes) -> str | None:
+    """The run id an event's data starts with, without parsing the rest."""
+    if not data.startswith(RUN_ID_HEAD):
+        return None
+    end = data.find(b'"', len(RUN_ID_HEAD))
+    return data[len(RUN_ID_HEAD) : end].decode() if end > 0 else None
+
+
+class FirstDeltas:
+    """This gateway's part of the count: one per hub (`StreamHub.first_deltas`)."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def written(self, session_id: str, run_id: str) -> None:
+        """A delta of `run_id` was just written to a client of this gateway."""
+        if run_id in self._seen:
+            return
+        self._seen[run_id] = None
+        if len(self._seen) > REMEMBERED:
+            self._seen.popitem(last=False)
+        task = asyncio.create_task(self._count(session_id, run_id, time.time()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _count(self, session_id: str, run_id: str, written_at: float) -> None:
+        keys = self._store.keys
+        try:
+            async with self._store.redis.pipeline(transaction=False) as pipe:  # one slot: one round trip
+                pipe.set(keys.first_delta(session_id, run_id), b"1", nx=True, ex=KEY_TTL_SECONDS)
+                pipe.hget(keys.session(session_id).runs, run_id)
+                first, raw = await pipe.execute()
+        except Exception as exc:  # a metric is not worth a stream's trouble: an outage loses one sample
+            if not is_outage(exc):
+                logger.exception("time to first delta not counted for run %s", run_id)
+            return
+        if not first or raw is None:
+            return  # another gateway counted it, or the run is gone
+        run = decode_run(raw)
+        if run.received_at is None:
+            return  # queued over a socket, or before gateways stamped requests
+        trace_id = trace_id_of(run.trace.get("traceparent", ""))
+        metrics.FIRST_DELTA.observe(
+            max(0.0, written_at - run.received_at), exemplar={"trace_id": trace_id} if trace_id else None
+        )
+
+
+def trace_id_of(traceparent: str) -> str | None:
+    """The trace id of a W3C traceparent (`00-<trace id>-<span id>-<flags>`), if it is one."""
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None

@@ -1,0 +1,43 @@
+"""The time to first delta without traces: two gateways in this process (traces off here), two
+clients of one run, one on each: the run is counted once, with no exemplar, and its key says which
+gateway counted it. In-process, both gateways observe the same histogram, so a run counted twice
+would show."""
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+
+from tests.sse_client import read_events
+from tests.waiting import eventually
+from tokentail.shared import tracing
+from tokentail.shared.keys import Keys
+from tokentail.shared.settings import Settings
+
+
+def counted() -> float:
+    return REGISTRY.get_sample_value("tokentail_first_delta_seconds_count") or 0.0
+
+
+async def test_a_run_read_on_two_gateways_is_counted_once_without_an_exemplar(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any], settings: Settings, redis: Redis
+) -> None:
+    assert not tracing.ON
+    first, second = await start_gateway(), await start_gateway()
+    await start_worker()
+    before = counted()
+    async with httpx2.AsyncClient(timeout=30) as client:
+        created = (await client.post(f"{first.url}/v1/sessions", json={"input": "hi", "params": {"tokens": 30}})).json()
+        path = created["events_url"].removeprefix(first.url)
+        for url in (first.url, second.url):
+            assert (await read_events(client, url + path)).events[-1][1] == "run.completed"
+        key = Keys(settings.key_prefix).first_delta(created["session_id"], created["run_id"])
+        # Each gateway tried the run's key as it wrote the first delta: the second found it set.
+        hubs = [gateway.app.state.hub for gateway in (first, second)]
+        await eventually(lambda: not any(hub.first_deltas._tasks for hub in hubs), what="both gateways' tries")
+        assert await redis.exists(key) and 0 < await redis.ttl(key)
+        scraped = await client.get(f"{first.url}/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert counted() == before + 1
+    assert not [line for line in scraped.text.splitlines() if line.startswith("tokentail_first_delta") and "#" in line]
