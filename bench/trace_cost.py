@@ -81,7 +81,7 @@ class Sink:
         """Until no export has come for longer than the batch processor's delay: the spans of what has
         ended are out. (Off, nothing comes: the same wait, idle.)"""
         last, since = await self.received(), time.monotonic()
-        while time.monotonic() - since < harness.patience(BSP_DELAY_MS / 1000 + 0.3):
+        while time.monotonic() - since < BSP_DELAY_MS / 1000 + harness.patience(0.3):  # the delay is wall time
             await asyncio.sleep(0.1)
             if (now := await self.received()) != last:
                 last, since = now, time.monotonic()
@@ -93,17 +93,17 @@ class Sink:
 
 async def turn(system: Tokentail, sink: Sink, quick: bool) -> dict[str, Any]:
     """One way's turn on fresh processes: a warm-up, then CPU per start and per 1,000 tokens."""
-    rate, seconds = (50, 1.5) if quick else (100, 10.0)
-    runs_rate, tokens = (20, 150) if quick else (20, TOKENS)
+    rate, seconds, warm = (50, 1.0, 0.5) if quick else (100, 10.0, 1.0)
+    tokens = 100 if quick else TOKENS
     await system.restart()
     try:
         unmeasured = dict.fromkeys(system.processes, 0.0)
-        await starts.start_step(system, rate, 1.0, unmeasured, settle=sink.quiet)  # imports, first exports
+        await starts.start_step(system, rate, warm, unmeasured, settle=sink.quiet)  # imports, first exports
         idle = await starts.idle_cpu(system, min(seconds / 2, 5.0))
         before = await sink.received()
         short = await starts.start_step(system, rate, seconds, idle, settle=sink.quiet)
         middle = await sink.received()
-        long = await starts.start_step(system, runs_rate, seconds, idle, run=(tokens, RATE), settle=sink.quiet)
+        long = await starts.start_step(system, 20, seconds, idle, run=(tokens, RATE), settle=sink.quiet)
         after = await sink.received()
     finally:
         system.stop()
