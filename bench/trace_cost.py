@@ -37,6 +37,7 @@ from typing import Any
 
 import harness
 import httpx2
+import levels
 import starts
 import uvloop
 from harness import ROOT
@@ -92,7 +93,8 @@ class Sink:
 
 
 async def turn(system: Tokentail, sink: Sink, quick: bool) -> dict[str, Any]:
-    """One way's turn on fresh processes: a warm-up, then CPU per start and per 1,000 tokens."""
+    """One way's turn on fresh processes: a warm-up, then CPU per start and per 1,000 tokens of whole runs;
+    and, but with `quick`, per 1,000 tokens over the steady part of a level, as bench.py measures it."""
     rate, seconds, warm = (50, 1.0, 0.5) if quick else (100, 10.0, 1.0)
     tokens = 100 if quick else TOKENS
     await system.restart()
@@ -105,9 +107,10 @@ async def turn(system: Tokentail, sink: Sink, quick: bool) -> dict[str, Any]:
         middle = await sink.received()
         long = await starts.start_step(system, 20, seconds, idle, run=(tokens, RATE), settle=sink.quiet)
         after = await sink.received()
+        steady = None if quick else await levels.run_level(system, 100, tokens)  # CI's time: not in --quick
     finally:
         system.stop()
-    return {
+    figures = {
         "failed": short["failed"] + long["failed"],
         "other_cpu_share": max(short["cpu_share"]["other"], long["cpu_share"]["other"]),
         "first_token_p50_ms": short["first_token_p50_ms"],
@@ -125,6 +128,14 @@ async def turn(system: Tokentail, sink: Sink, quick: bool) -> dict[str, Any]:
         "otlp_kb_per_1k_tokens": (after["bytes"] - middle["bytes"]) / max(1, long["tokens"]),
         "otlp_exports": after["exports"] - before["exports"],
     }
+    if steady is not None:  # the middle of the runs alone: every stream started, none ended
+        figures["ms_per_1k_tokens_steady"] = {
+            ROLES[role]: 1e6 * steady.cpu[role] / max(1, steady.tokens) for role in ROLES
+        }
+        figures["streams"] = steady.streams
+        figures["failed"] += steady.incomplete
+        figures["other_cpu_share"] = max(figures["other_cpu_share"], steady.cpu["other"] / steady.seconds)
+    return figures
 
 
 def commit() -> str:
@@ -171,9 +182,11 @@ async def main(quick: bool, rounds: int, output: str | None) -> None:
 def line(figures: dict[str, Any]) -> str:
     per_start = " ".join(f"{role} {ms:.2f}" for role, ms in figures["ms_per_start"].items())
     per_1k = " ".join(f"{role} {ms:.1f}" for role, ms in figures["ms_per_1k_tokens"].items())
+    steady = " ".join(f"{role} {ms:.1f}" for role, ms in figures.get("ms_per_1k_tokens_steady", {}).items())
     return (
-        f"CPU ms per start: {per_start}; per 1k tokens: {per_1k}  (first token p50 {figures['first_token_p50_ms']:.1f}"
-        f" ms; failed {figures['failed']}; other CPU {figures['other_cpu_share']:.0%})"
+        f"CPU ms per start: {per_start}; per 1k tokens: {per_1k}{f'; steady: {steady}' if steady else ''}"
+        f"  (first token p50 {figures['first_token_p50_ms']:.1f} ms; failed {figures['failed']};"
+        f" other CPU {figures['other_cpu_share']:.0%})"
     )
 
 
@@ -191,9 +204,17 @@ def report(results: dict[str, list[dict[str, Any]]]) -> None:
     print(
         f"== median of {len(results['on'])} round(s): CPU ms, tracing off and on (every span exported);"
         f" per start: {on['starts']} starts; per 1k tokens: {on['runs']} runs, {on['tokens']} tokens"
+        + (f"; steady: {on['streams']} streams" if "streams" in on else "")
     )
     rows = [("", "off", "on", "on / off")]
-    for measure, label in (("ms_per_start", "per start"), ("ms_per_1k_tokens", "per 1k tokens")):
+    measures = (
+        ("ms_per_start", "per start"),
+        ("ms_per_1k_tokens", "per 1k tokens"),
+        ("ms_per_1k_tokens_steady", "per 1k tokens, steady"),
+    )
+    for measure, label in measures:
+        if measure not in on:
+            continue
         for role in ROLES.values():
             off_ms, on_ms = median("off", measure, role), median("on", measure, role)
             ratio = f"{on_ms / off_ms:.2f}x" if off_ms else "n/a"
