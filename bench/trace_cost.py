@@ -2,7 +2,7 @@
 (every span sampled and exported over OTLP/HTTP) against off, in one command.
 
     .venv/bin/python bench/trace_cost.py           # 3 rounds each way, in turns (see docs/benchmarks.md)
-    .venv/bin/python bench/trace_cost.py --quick   # 1 round of short steps, to check the script (CI)
+    .venv/bin/python bench/trace_cost.py --quick   # 1 round of short steps, about 25 s: to check the script (CI)
 
 One private redis-server and two tokentail systems on it (bench/systems.py: `tokentail gateway` and
 `tokentail worker` with the offline scripted model), alike but for their environment: "on" exports every
@@ -10,12 +10,15 @@ span (OTEL_TRACES_SAMPLER=always_on) to bench/otlp_sink.py, a collector stand-in
 that discards them (its CPU is no one's here); "off" has no OTEL_* at all. They run in turns, the order
 swapped every round so that the box's drift counts for both alike, each turn on fresh processes after a
 warm-up. A turn is two of bench/starts.py's steps (starts arriving as a Poisson process, each read by a
-new SSE client to its end; each process's CPU from /proc over the step, less its idle CPU):
+new SSE client to its end; each process's CPU from /proc over the step, less its idle CPU) and a level:
 
 - per start: the scripted model's shortest answer, as bench.py's CPU per start: the request, the queue,
   the run, the stream's opening and end, where a run's spans are made;
 - per 1,000 tokens: runs of 300 tokens at 50 tokens/s (bench.py's streams), whole: their starts and ends
-  included, for the same reason (bench.py's own figure counts only the steady middle of its runs).
+  included, for the same reason;
+- per 1,000 tokens, steady: bench.py's own measure (bench/levels.py), 100 such runs started within a
+  second, CPU over the middle of the runs only (all started, none ended), over the tokens read meanwhile:
+  what is paid per token, apart from what is paid per run. Not with `--quick` (CI's time).
 
 A step's window closes once the sink has been quiet for longer than the batch processor's delay, which
 is 500 ms here (OTEL_BSP_SCHEDULE_DELAY, 5 s by default) so that each window holds its own exports: "on"
