@@ -2,7 +2,7 @@
 (every span sampled and exported over OTLP/HTTP) against off, in one command.
 
     .venv/bin/python bench/trace_cost.py           # 3 rounds each way, in turns (see docs/benchmarks.md)
-    .venv/bin/python bench/trace_cost.py --quick   # 1 round of short steps, about 25 s: to check the script (CI)
+    .venv/bin/python bench/trace_cost.py --quick   # 1 round of short steps, under 30 s: to check the script (CI)
 
 One private redis-server and two tokentail systems on it (bench/systems.py: `tokentail gateway` and
 `tokentail worker` with the offline scripted model), alike but for their environment: "on" exports every
