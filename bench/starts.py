@@ -17,6 +17,7 @@ just before, for as long as a step), divided by the starts: the idle share matte
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import harness
@@ -43,8 +44,18 @@ async def idle_cpu(system: System, seconds: float) -> dict[str, float]:
     return {role: (after[role] - before[role]) / elapsed for role in system.processes}
 
 
-async def start_step(system: System, rate: float, seconds: float, idle: dict[str, float]) -> dict[str, Any]:
-    """Starts arriving at `rate` a second for `seconds`: first-token times, failures, CPU per start."""
+async def start_step(
+    system: System,
+    rate: float,
+    seconds: float,
+    idle: dict[str, float],
+    run: tuple[int, float] | None = None,
+    settle: Callable[[], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """Starts arriving at `rate` a second for `seconds`: first-token times, failures, CPU per start,
+    tokens delivered. `run`: its tokens and tokens/s, if not the system's `short_run`; `settle`: what
+    to wait for once every stream has ended, inside the CPU window (bench/trace_cost.py: the spans'
+    export, which comes after)."""
     rng = random.Random(43)
     arrivals, at = [], rng.expovariate(rate)
     while at < seconds:
@@ -52,15 +63,15 @@ async def start_step(system: System, rate: float, seconds: float, idle: dict[str
         at += rng.expovariate(rate)
     first_ms: list[float] = []
     lags: list[float] = []  # how late the load generator sent each start: a saturated generator shows here
-    failed = 0
+    failed = tokens_read = 0
 
     async def one(client: httpx2.AsyncClient, due: float) -> None:
-        nonlocal failed
+        nonlocal failed, tokens_read
         await asyncio.sleep(max(0.0, due - (time.monotonic() - began)))
         lags.append(time.monotonic() - began - due)
         sent = time.time()
         try:
-            tokens, pace = system.short_run
+            tokens, pace = run or system.short_run
             path = await system.start_stream(client, tokens=tokens, rate=pace)
             frames = await asyncio.wait_for(harness.read_sse(system.port, path), harness.patience(30))
         except (httpx2.HTTPError, OSError, TimeoutError):
@@ -71,11 +82,14 @@ async def start_step(system: System, rate: float, seconds: float, idle: dict[str
             failed += 1
             return
         first_ms.append((deltas[0].received - sent) * 1000)
+        tokens_read += sum(len(system.payload(frame)["text"].split()) for frame in deltas)
 
     limits = httpx2.Limits(max_connections=100)
     async with httpx2.AsyncClient(base_url=system.url, limits=limits, timeout=harness.patience(30)) as client:
         before, began = cpu_reading(system), time.monotonic()
         await asyncio.gather(*(one(client, due) for due in arrivals))
+        if settle is not None:
+            await settle()
         after, elapsed = cpu_reading(system), time.monotonic() - began
     cpu = {name: after[name] - before[name] for name in before}
     cpu["other"] = cpu.pop("box") - sum(cpu.values())
@@ -84,6 +98,7 @@ async def start_step(system: System, rate: float, seconds: float, idle: dict[str
         "rate": rate,
         "starts": starts,
         "failed": failed,
+        "tokens": tokens_read,
         "first_token_p50_ms": harness.percentile(first_ms, 50) if first_ms else float("inf"),
         "first_token_p99_ms": harness.percentile(first_ms, 99) if first_ms else float("inf"),
         "send_lag_p99_ms": harness.percentile(lags, 99) * 1000,

@@ -156,6 +156,7 @@ class Tokentail(System):
     # writer joins it into one or two events, as the peers' two tokens.
     short_run = (2, 0)
     tree: Path | None = None  # another revision's package (bench/baseline.py), gateway and worker; else this one
+    extra_env: dict[str, str] = {}  # for both processes, last (bench/trace_cost.py: OTEL_*, tracing on)
 
     def start(self) -> None:
         self.stack = harness.Stack.__new__(harness.Stack)  # its process handling, on this Redis and port
@@ -171,6 +172,7 @@ class Tokentail(System):
             # passed the default 60 s: runs must not fail for it (thousands failing at once, and a
             # worker slow to stop, ended a run of the benchmark).
             "TOKENTAIL_IDLE_TIMEOUT_SECONDS": "3600",
+            **self.extra_env,
         }
         self.stack.gateway = self.stack.worker = None
         self.stack.start(TOKENTAIL_WORKER_CONCURRENCY="5000")
