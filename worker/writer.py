@@ -49,7 +49,7 @@ from tokentail.shared.events import (
     event_type_of,
 )
 from tokentail.shared.outage import is_outage
-from tokentail.worker import metrics
+from tokentail.worker import metrics, traces
 from tokentail.worker.run_writes import RunLease
 
 logger = logging.getLogger(__name__)
@@ -168,6 +168,9 @@ class EventWriter:
         self.answered = False
         self.events_appended = 0
         self.provider = "custom"  # the metrics label of what produces the text; set once it is known
+        self.ended: Ending | None = None  # the terminal event it wrote
+        # Told the time to the attempt's first answer text, once (its span's event: worker/traces.py).
+        self.first_text: Callable[[float], None] | None = None
         self._tokens = metrics.TOKENS.labels(self.provider)
         self._started = clock()
 
@@ -197,7 +200,12 @@ class EventWriter:
             self.answered = True
             if not self._answering:
                 self._answering = True
-                metrics.TIME_TO_FIRST_TOKEN.labels(self.provider).observe(self._clock() - self._started)
+                waited = self._clock() - self._started
+                if self.first_text is None:
+                    metrics.TIME_TO_FIRST_TOKEN.labels(self.provider).observe(waited)
+                else:  # traced: the metric's exemplar names the trace
+                    metrics.TIME_TO_FIRST_TOKEN.labels(self.provider).observe(waited, traces.exemplar())
+                    self.first_text(waited)
                 self._tokens = metrics.TOKENS.labels(self.provider)  # per token: looked up once
             self._tokens.inc()
             self.text_parts.append(text)
@@ -250,6 +258,7 @@ class EventWriter:
         self._pending.clear()
         self._failure = None
         await self._write([], ending)
+        self.ended = ending
 
     def close(self) -> None:
         """Stop flushing: the run ended, and text still pending is not written."""

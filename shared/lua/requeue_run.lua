@@ -51,6 +51,7 @@ if not run_id or run_id == '' then return {'cleared'} end
 if token ~= '' then
   local run = get_run(k.runs, run_id)
   run.handovers = (run.handovers or 0) + 1
+  run.handed_over = run.attempt  -- it ended its own span: the takeover writes none for it (worker/traces.py)
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
   local past = tonumber(a.past_seq)
   if past and past > tonumber(redis.call('HGET', k.meta, 'seq') or 0) then redis.call('HSET', k.meta, 'seq', past) end
