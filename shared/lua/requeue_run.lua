@@ -18,7 +18,8 @@
 -- passed ends the question as the agent chose: the run fails (`input_expired`), or goes on with the
 -- default answer; before the deadline, it looks again then.
 -- Returns {'requeued'} | {'renewed', lease_until} | {'cleared'} | {'not_holder'} | {'dispatch'};
--- with SPLIT_QUEUE, 'requeued', 'cleared' and 'dispatch' also return the outbox (`<job_id> <run_id>`) to push.
+-- with SPLIT_QUEUE, 'requeued', 'cleared' and 'dispatch' also return the outbox (`<job_id> <run_id>`) to push;
+-- a question that expired and failed its run: {'cleared', outbox or nil, the run's record}.
 local token = a.lease_token
 local _, now_ms = clock()
 if token ~= '' then
@@ -38,7 +39,8 @@ elseif redis.call('EXISTS', k.lease) == 0 then
   end
   local error = {type = 'input_expired', message = 'no answer to question ' .. run.waiting_for .. ' came before it expired'}
   end_run(k, s, run_id, 'failed', 'run.failed', cjson.encode({run_id = run_id, error = error}), {error = error}, ts, now_ms, now_s)
-  return {'cleared', redis.call('HGET', k.meta, 'dispatch')}
+  -- The run it ended, for the run's span (worker/reaper.py).
+  return {'cleared', redis.call('HGET', k.meta, 'dispatch'), redis.call('HGET', k.runs, run_id)}
 else
   local deadline = tonumber(redis.call('HGET', k.meta, 'lease_until') or 0)
   if deadline > now_ms then return {'renewed', deadline} end

@@ -21,6 +21,7 @@ from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.providers import Providers
+from tokentail.worker.reaper import Reaper
 from tokentail.worker.run import run_agent
 from tokentail.worker.running import RunningRuns
 from tokentail.worker.writer import FlushTicks
@@ -39,10 +40,10 @@ def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     provider.shutdown()
 
 
-async def _queue(runs: AllWrites, traced: bool = True, **params: Any) -> tuple[str, str]:
+async def _queue(runs: AllWrites, traced: bool = True, agent: str | None = None, **params: Any) -> tuple[str, str]:
     """Queue a run as a gateway would, with its traces on (the run carries its producer span) or off."""
     session = SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted")
-    run = RunRecord(run_id=new_run_id(), input="hello", model="scripted", params=params)
+    run = RunRecord(run_id=new_run_id(), input="hello", model="scripted", params=params, agent=agent)
     on, tracing.ON = tracing.ON, traced
     try:
         await runs.queue_run(session.session_id, run, create=session)
@@ -167,3 +168,26 @@ async def test_a_run_ended_at_its_start_writes_its_dead_attempt_and_its_own_span
         assert _attrs(run_span)["tokentail.run.status"] == "cancelled"
     else:
         assert _attrs(run_span)["error.type"] == "attempts_exhausted"
+
+
+async def test_a_question_that_expires_unanswered_has_its_run_span_written_by_the_reaper_that_ends_it(
+    store: SessionStore, runs: AllWrites, settings: Settings, exported: InMemorySpanExporter
+) -> None:
+    settings = settings.model_copy(update={"agents": {"expiring": "tests.asking_agent:expiring"}})
+    sid, rid = await _queue(runs, agent="expiring")
+    await run_agent(_job(store, settings, "job-1"), sid, rid)  # it asks, and its attempt ends waiting
+    (asked,) = _attempts(exported.get_finished_spans())
+    assert _attrs(asked)["tokentail.attempt.outcome"] == "waiting"
+    clock = [0.0]  # the reaper's: Redis healthy for a whole lease already
+    reaper = Reaper(AllWrites(store.redis, settings), interval=100, lease_seconds=1, clock=lambda: clock[0])
+    await reaper.sweep()
+    clock[0] = 2.0
+
+    async def expired() -> None:
+        await reaper.sweep()
+        assert (await store.get_run(sid, rid)).status == "failed"  # type: ignore[union-attr]
+
+    await eventually(expired)
+    run_span = _one(exported.get_finished_spans(), "invoke_agent expiring")
+    assert _attrs(run_span)["error.type"] == "input_expired" and _attrs(run_span)["tokentail.run.status"] == "failed"
+    assert asked.parent is not None and asked.parent.span_id == run_span.context.span_id
