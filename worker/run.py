@@ -90,6 +90,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     running.add(run_id, session_id)
     metrics.ACTIVE_RUNS.inc()
     outcome = "failed"
+    ended: Ending | None = None  # the terminal event this attempt wrote, if it did
     keeper = LeaseKeeper(
         lease,
         settings.lease_ms,
@@ -101,11 +102,11 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
             with _in_attempt(attempt):
                 completed = await _generate(ctx, session_id, run, writer, meter, kept, attempt)
         await writer.finish(completed)
-        outcome = "completed"
+        outcome, ended = "completed", completed
     except WaitingForInput as waiting:  # the run waits for an answer, without this worker
         if attempt is not None:
             attempt.asked(waiting.question)  # its span ends waiting
-        outcome = await _wait_for_input(writer, meter, lease, run, waiting.question)
+        outcome, ended = await _wait_for_input(writer, meter, lease, run, waiting.question)
     except (LeaseLost, asyncio.CancelledError) as stopped:
         # One reason why the run stopped, recorded by whoever stopped it; none means arq is stopping.
         stop = Stop.LEASE_LOST if isinstance(stopped, LeaseLost) else running.stop_reason(run_id)
@@ -117,40 +118,45 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
             _uncancel()
         outcome = stop.value
         attempt = _handed_over(attempt, isinstance(stopped, HandedOver))  # as Redis lost its events
-        await _end_stopped(writer, meter, lease, stop, settings)
+        ended = await _end_stopped(writer, meter, lease, stop, settings)
     except Exception as exc:  # the run boundary: every failure ends the run with run.failed
         logger.warning("run %s of session %s failed: %s", run_id, session_id, exc, exc_info=True)
         if isinstance(exc, ProviderError):
             metrics.PROVIDER_ERRORS.labels(writer.provider, exc.kind).inc()
         error = _error_info(exc, settings)
-        await _finish(writer, RunFailed(run_id=run_id, error=error, usage=meter.total(cut=True)), lease)
+        ended = await _finish(writer, RunFailed(run_id=run_id, error=error, usage=meter.total(cut=True)), lease)
     finally:
         writer.close()
         running.discard(run_id)
         metrics.ACTIVE_RUNS.dec()
         metrics.RUNS.labels(outcome).inc()
-        _end_attempt(session_id, run, attempt, outcome, writer.ended)
+        _end_attempt(session_id, run, attempt, outcome, ended)
 
 
-async def _end_stopped(writer: EventWriter, meter: UsageMeter, lease: RunLease, stop: Stop, settings: Settings) -> None:
+async def _end_stopped(
+    writer: EventWriter, meter: UsageMeter, lease: RunLease, stop: Stop, settings: Settings
+) -> Ending | None:
+    """End a run stopped by a cancel or a blocked loop: the terminal event written, if any."""
     if stop is Stop.CANCELLED:
         logger.info("run %s of session %s cancelled", lease.run_id, lease.session_id)
         cancelled = RunCancelled(run_id=lease.run_id, reason=CANCELLED_BY_REQUEST, usage=meter.total(cut=True))
-        await _finish(writer, cancelled, lease)
-    elif stop is Stop.BLOCKED_LOOP:
+        return await _finish(writer, cancelled, lease)
+    if stop is Stop.BLOCKED_LOOP:
         message = (
             f"the agent blocked the worker's event loop for over {settings.blocked_loop_seconds:g} s: {HOW_TO_FIX}"
         )
         error = ErrorInfo(type="blocked_event_loop", message=message)
-        await _finish(writer, RunFailed(run_id=lease.run_id, error=error, usage=meter.total(cut=True)), lease)
-    else:  # the run is another worker's now, or gone: it must not write its end
-        logger.warning("run %s of session %s stopped: lease lost", lease.run_id, lease.session_id)
+        return await _finish(writer, RunFailed(run_id=lease.run_id, error=error, usage=meter.total(cut=True)), lease)
+    # The run is another worker's now, or gone: it must not write its end.
+    logger.warning("run %s of session %s stopped: lease lost", lease.run_id, lease.session_id)
+    return None
 
 
 async def _wait_for_input(
     writer: EventWriter, meter: UsageMeter, lease: RunLease, run: RunRecord, question: Question
-) -> str:
-    """Record the question and give the run up; what became of it (a metrics label)."""
+) -> tuple[str, Ending | None]:
+    """Record the question and give the run up; what became of it (a metrics label), and the terminal
+    event written if the run ended instead (a cancel was pending)."""
     event = question.event(run.run_id)
     on_expiry = None
     if question.on_expiry == "default":
@@ -163,16 +169,15 @@ async def _wait_for_input(
         asked = await lease.ask([*run.asked, question], event, on_expiry)
     except LeaseLost:
         logger.warning("run %s of session %s lost its lease as it asked for input", run.run_id, lease.session_id)
-        return "lease_lost"
+        return "lease_lost", None
     except Exception:  # its lease lapses, and the worker that takes it over asks again
         logger.error("run %s of session %s could not ask for input", run.run_id, lease.session_id, exc_info=True)
-        return "failed"
+        return "failed", None
     if asked is Asked.CANCEL:
         cancelled = RunCancelled(run_id=run.run_id, reason=CANCELLED_BY_REQUEST, usage=meter.total())
-        await _finish(writer, cancelled, lease)
-        return "cancelled"
+        return "cancelled", await _finish(writer, cancelled, lease)
     logger.info("run %s of session %s waits for an answer to %s", run.run_id, lease.session_id, question.input_id)
-    return "waiting"
+    return "waiting", None
 
 
 async def _end_at_start(
@@ -188,9 +193,9 @@ async def _end_at_start(
         )
     )
     metrics.RUNS.labels("cancelled" if verdict is StartVerdict.CANCEL else "failed").inc()
-    await _finish(writer, ending, lease)
+    ended = await _finish(writer, ending, lease)
     if tracing.ON:
-        _trace_verdict(lease.session_id, run, verdict, writer.ended)
+        _trace_verdict(lease.session_id, run, verdict, ended)
 
 
 def _start_attempt(session_id: str, run: RunRecord, writer: EventWriter) -> traces.AttemptSpan | None:
@@ -251,11 +256,14 @@ def _count_start(run: RunRecord) -> None:
         metrics.TAKEOVERS.inc()
 
 
-async def _finish(writer: EventWriter, ending: RunCancelled | RunFailed, lease: RunLease) -> None:
+async def _finish(writer: EventWriter, ending: RunCancelled | RunFailed, lease: RunLease) -> Ending | None:
+    """Write the run's terminal event: `ending`, or None if it could not."""
     try:
         await asyncio.shield(writer.finish(ending))
     except Exception:  # Redis gone or lease lost: nothing more this worker can do for the run
         logger.error("run %s of session %s could not record its end", lease.run_id, lease.session_id, exc_info=True)
+        return None
+    return ending
 
 
 async def _hand_over(lease: RunLease) -> bool:

@@ -128,6 +128,15 @@ class FlushTicks:
             writer.on_tick()
 
 
+def _first_text(provider: str, waited: float, traced: Callable[[float], None] | None) -> None:
+    """An attempt's first answer text came, `waited` seconds after its start (once per attempt)."""
+    if traced is None:
+        metrics.TIME_TO_FIRST_TOKEN.labels(provider).observe(waited)
+        return
+    metrics.TIME_TO_FIRST_TOKEN.labels(provider).observe(waited, traces.exemplar())  # the trace, to find it
+    traced(waited)
+
+
 class EventWriter:
     def __init__(
         self,
@@ -168,9 +177,7 @@ class EventWriter:
         self.answered = False
         self.events_appended = 0
         self.provider = "custom"  # the metrics label of what produces the text; set once it is known
-        self.ended: Ending | None = None  # the terminal event it wrote
-        # Told the time to the attempt's first answer text, once (its span's event: worker/traces.py).
-        self.first_text: Callable[[float], None] | None = None
+        self.first_text: Callable[[float], None] | None = None  # traced: told when the first answer text came
         self._tokens = metrics.TOKENS.labels(self.provider)
         self._started = clock()
 
@@ -200,12 +207,7 @@ class EventWriter:
             self.answered = True
             if not self._answering:
                 self._answering = True
-                waited = self._clock() - self._started
-                if self.first_text is None:
-                    metrics.TIME_TO_FIRST_TOKEN.labels(self.provider).observe(waited)
-                else:  # traced: the metric's exemplar names the trace
-                    metrics.TIME_TO_FIRST_TOKEN.labels(self.provider).observe(waited, traces.exemplar())
-                    self.first_text(waited)
+                _first_text(self.provider, self._clock() - self._started, self.first_text)
                 self._tokens = metrics.TOKENS.labels(self.provider)  # per token: looked up once
             self._tokens.inc()
             self.text_parts.append(text)
@@ -258,7 +260,6 @@ class EventWriter:
         self._pending.clear()
         self._failure = None
         await self._write([], ending)
-        self.ended = ending
 
     def close(self) -> None:
         """Stop flushing: the run ended, and text still pending is not written."""
