@@ -33,6 +33,7 @@ GATEWAY = "tokentail-gateway"  # the services' names unless OTEL_SERVICE_NAME sa
 WORKER = "tokentail-worker"
 
 _SPAN_ID: ContextVar[int | None] = ContextVar("tokentail_span_id", default=None)
+_TRACE_ID: ContextVar[int | None] = ContextVar("tokentail_trace_id", default=None)
 
 
 def configured(env: Mapping[str, str] = os.environ) -> bool:
@@ -123,6 +124,13 @@ def derived_span_id(trace_id: int, *parts: object) -> int:
     return int.from_bytes(digest) or 1
 
 
+def derived_trace_id(*parts: object) -> int:
+    """A trace id every process computes alike from `parts`: the trace of a run queued with traces
+    off at its gateway (an empty `RunRecord.trace`), so that the workers of its attempts still agree."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=16).digest()
+    return int.from_bytes(digest) or 1
+
+
 def remote(trace_id: int, span_id: int, sampled: bool = True) -> Context:
     """A context whose parent is span `span_id` of trace `trace_id`, made by another process."""
     flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
@@ -139,8 +147,18 @@ def span_id(value: int) -> Iterator[None]:
         _SPAN_ID.reset(token)
 
 
+@contextmanager
+def trace_id(value: int) -> Iterator[None]:
+    """Give the next root span started here the trace id `value` (see `derived_trace_id`)."""
+    token = _TRACE_ID.set(value)
+    try:
+        yield
+    finally:
+        _TRACE_ID.reset(token)
+
+
 class _DerivedSpanIds:
-    """The provider's id generator, except for a span started under `span_id`."""
+    """The provider's id generator, except for a span started under `span_id` (or a root under `trace_id`)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -153,7 +171,11 @@ class _DerivedSpanIds:
         return value
 
     def generate_trace_id(self) -> int:
-        return int(self.inner.generate_trace_id())
+        value = _TRACE_ID.get()
+        if value is None:
+            return int(self.inner.generate_trace_id())
+        _TRACE_ID.set(None)
+        return value
 
     def is_trace_id_random(self) -> bool:
         return bool(getattr(self.inner, "is_trace_id_random", lambda: False)())

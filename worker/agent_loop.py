@@ -19,9 +19,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tokentail.shared import tracing
 from tokentail.shared.errors import StepTooLarge
 from tokentail.shared.params import RunParams
-from tokentail.worker import metrics
+from tokentail.worker import metrics, traces
 from tokentail.worker.agents import Agent
 from tokentail.worker.context import RunContext
 from tokentail.worker.providers.base import (
@@ -102,6 +103,7 @@ async def _turn(
     if (recorded := hooks.recorded_step(key)) is not None:
         turn = _message(recorded["message"])
         hooks.replayed(turn.content, recorded["reasoning_chars"])  # the stream has them
+        hooks.traced_replay(**{"tokentail.step.key": key})
         return turn  # (its usage counts for the attempt that made it: worker/usage.py)
     prefix = context.resume_text() if provider.continues else ""
     progress = _Progress()
@@ -205,6 +207,7 @@ async def _run_tool(
     replays it, never runs it again."""
     if (recorded := context.hooks.recorded_step(_tool_step(call))) is not None:
         # Each shown once: see worker/recovery/replay.py.
+        context.hooks.traced_replay(**{"gen_ai.tool.name": call.name, "gen_ai.tool.call.id": call.call_id})
         await context.tool_started(call.call_id, call.name, call.arguments)
         outcome = {key: recorded.get(key) for key in ("result", "error")}
         await context.tool_finished(call.call_id, **outcome, denied=recorded.get("denied", False))
@@ -218,7 +221,7 @@ async def _run_tool(
             raise ToolError(f"arguments are not a JSON object: {call.invalid_arguments[:200]!r}")
         if call.name not in tools:
             raise ToolError(f"there is no tool {call.name!r}; available: {', '.join(sorted(tools)) or 'none'}")
-        result = _jsonable(await tools[call.name].run(call.arguments, time_limit, call.call_id))
+        result = _jsonable(await _execute(tools[call.name], call, time_limit))
     except ToolError as exc:
         denied = approved is False
         error = "a person denied this call" if denied else str(exc)
@@ -236,6 +239,13 @@ async def _run_tool(
         logger.warning("a result of %s (call %s) is too large to record: not replayed", call.name, call.call_id)
     await context.tool_finished(call.call_id, result=result)
     return content, False
+
+
+async def _execute(tool: Tool, call: ToolCall, time_limit: float) -> Any:
+    if not tracing.ON:
+        return await tool.run(call.arguments, time_limit, call.call_id)
+    with traces.executing_tool(call.name, call.call_id):
+        return await tool.run(call.arguments, time_limit, call.call_id)
 
 
 def _jsonable(value: Any) -> Any:

@@ -49,6 +49,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
+from tokentail.shared import tracing
 from tokentail.shared.agent_catalog import arguments_of
 from tokentail.shared.events import (
     DATA_NAME,
@@ -62,6 +63,7 @@ from tokentail.shared.events import (
 )
 from tokentail.shared.records import OnExpiry, Question, RunRecord, Turn
 from tokentail.shared.run_log import RunLog
+from tokentail.worker import traces
 from tokentail.worker.recovery.hooks import RunHooks
 from tokentail.worker.usage import UsageMeter
 from tokentail.worker.writer import EventWriter
@@ -102,6 +104,11 @@ def answer_schema(kind: InputKind, choices: list[str] | None, schema: dict[str, 
     except SchemaError as exc:  # here, in the agent, rather than at the first answer
         raise ValueError(f"not a JSON Schema: {exc.message}") from None
     return schema
+
+
+async def _called(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    value = fn(*args, **kwargs)
+    return await value if inspect.isawaitable(value) else value
 
 
 class ToolScope:
@@ -179,10 +186,14 @@ class RunContext:
         done again."""
         key = self._hooks.step_key(name)
         if (recorded := self._hooks.recorded_step(key)) is not None:
+            self._hooks.traced_replay(**{"tokentail.step.key": key})
             return recorded
-        value = fn(*args, **kwargs)
-        if inspect.isawaitable(value):
-            value = await value
+        if tracing.ON:
+            with traces.executing_tool(name, None) as span:
+                span.set_attribute("tokentail.step.key", key)
+                value = await _called(fn, *args, **kwargs)
+        else:
+            value = await _called(fn, *args, **kwargs)
         return await self._hooks.record_step(key, value)
 
     async def record_step(self, key: str, value: Any) -> Any:

@@ -23,7 +23,11 @@ from collections.abc import Callable
 
 from redis import exceptions as redis_errors
 
+from tokentail.shared import tracing
+from tokentail.shared.events import RunFailed
 from tokentail.shared.scripts.runs import Requeue
+from tokentail.shared.store import decode_run
+from tokentail.worker import traces
 from tokentail.worker.run_writes import RunWrites
 
 logger = logging.getLogger(__name__)
@@ -100,6 +104,15 @@ class Reaper:
                     logger.warning("the run of session %s lost its worker; queued for takeover", entry.session_id)
                 elif look.outcome is Requeue.PUSHED:  # queued again: a no-op unless its queuer died first
                     logger.info("session %s: pushed the job its outbox held", entry.session_id)
+                elif look.expired is not None and tracing.ON:  # the run ended here: its span is written here
+                    _trace_expired(entry.session_id, look.expired)
             if len(page) < PAGE:
                 break
         return requeued
+
+
+def _trace_expired(session_id: str, record: bytes) -> None:
+    """The span of a run that failed here, as its question expired unanswered."""
+    run = decode_run(record)
+    if run.error is not None:
+        traces.write_run(run, session_id, RunFailed(run_id=run.run_id, error=run.error, usage=run.usage))

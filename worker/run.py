@@ -3,12 +3,15 @@
 import asyncio
 import logging
 import os
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from tokentail.shared import tracing
 from tokentail.shared.catalog import parse_model
 from tokentail.shared.errors import LeaseLost, StepTooLarge
 from tokentail.shared.events import (
     CANCELLED_BY_REQUEST,
+    Ending,
     ErrorInfo,
     InputReceived,
     RunCancelled,
@@ -19,16 +22,17 @@ from tokentail.shared.events import (
 from tokentail.shared.logs import bind
 from tokentail.shared.records import Question, RunRecord, transcript
 from tokentail.shared.run_log import RunLog
-from tokentail.shared.scripts.runs import Asked, StartVerdict
+from tokentail.shared.scripts.runs import Asked, Requeue, StartVerdict
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore, compact_json
-from tokentail.worker import metrics
+from tokentail.worker import metrics, traces
 from tokentail.worker.agent_loop import AgentError, run_model_agent
 from tokentail.worker.agents import Agent, load_agent
 from tokentail.worker.context import RunContext, WaitingForInput
 from tokentail.worker.lease import LeaseKeeper
 from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
+from tokentail.worker.recovery.lost_writes import HandedOver
 from tokentail.worker.recovery.takeover import plan_takeover
 from tokentail.worker.retry import RetryPolicy
 from tokentail.worker.run_writes import RunLease, RunWrites, Takeover
@@ -69,16 +73,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     writer = EventWriter(lease, ctx["flush_ticks"], settings.max_output_chars)
     meter = UsageMeter(run, writer)
     if verdict is not StartVerdict.RUN:
-        usage = meter.total()  # what its earlier attempts spent
-        ending: RunCancelled | RunFailed = (
-            RunCancelled(run_id=run_id, reason=CANCELLED_BY_REQUEST, usage=usage)
-            if verdict is StartVerdict.CANCEL
-            else RunFailed(
-                run_id=run_id, error=ErrorInfo(type="attempts_exhausted", message=_exhausted(run)), usage=usage
-            )
-        )
-        metrics.RUNS.labels("cancelled" if verdict is StartVerdict.CANCEL else "failed").inc()
-        await _finish(writer, ending, lease)
+        await _end_at_start(writer, meter, lease, run, verdict)
         return
     # The pid says which worker holds the run: the one to kill to see a takeover (`tokentail dev` names its
     # workers' pids as it starts them).
@@ -91,9 +86,11 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         os.getpid(),
     )
     _count_start(run)
+    attempt = _start_attempt(session_id, run, writer)
     running.add(run_id, session_id)
     metrics.ACTIVE_RUNS.inc()
     outcome = "failed"
+    ended: Ending | None = None  # the terminal event this attempt wrote, if it did
     keeper = LeaseKeeper(
         lease,
         settings.lease_ms,
@@ -102,54 +99,64 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     )
     try:
         async with keeper:
-            completed = await _generate(ctx, session_id, run, writer, meter, kept)
+            with _in_attempt(attempt):
+                completed = await _generate(ctx, session_id, run, writer, meter, kept, attempt)
         await writer.finish(completed)
-        outcome = "completed"
+        outcome, ended = "completed", completed
     except WaitingForInput as waiting:  # the run waits for an answer, without this worker
-        outcome = await _wait_for_input(writer, meter, lease, run, waiting.question)
+        if attempt is not None:
+            attempt.asked(waiting.question)  # its span ends waiting
+        outcome, ended = await _wait_for_input(writer, meter, lease, run, waiting.question)
     except (LeaseLost, asyncio.CancelledError) as stopped:
         # One reason why the run stopped, recorded by whoever stopped it; none means arq is stopping.
         stop = Stop.LEASE_LOST if isinstance(stopped, LeaseLost) else running.stop_reason(run_id)
         if stop is None:  # SIGTERM: hand the run over now rather than let its lease run out
             outcome = "handed_over"
-            await _hand_over(lease)
+            attempt = _handed_over(attempt, await _hand_over(lease))
             raise
         if isinstance(stopped, asyncio.CancelledError):
             _uncancel()
         outcome = stop.value
-        await _end_stopped(writer, meter, lease, stop, settings)
+        attempt = _handed_over(attempt, isinstance(stopped, HandedOver))  # as Redis lost its events
+        ended = await _end_stopped(writer, meter, lease, stop, settings)
     except Exception as exc:  # the run boundary: every failure ends the run with run.failed
         logger.warning("run %s of session %s failed: %s", run_id, session_id, exc, exc_info=True)
         if isinstance(exc, ProviderError):
             metrics.PROVIDER_ERRORS.labels(writer.provider, exc.kind).inc()
         error = _error_info(exc, settings)
-        await _finish(writer, RunFailed(run_id=run_id, error=error, usage=meter.total(cut=True)), lease)
+        ended = await _finish(writer, RunFailed(run_id=run_id, error=error, usage=meter.total(cut=True)), lease)
     finally:
         writer.close()
         running.discard(run_id)
         metrics.ACTIVE_RUNS.dec()
         metrics.RUNS.labels(outcome).inc()
+        _end_attempt(session_id, run, attempt, outcome, ended)
 
 
-async def _end_stopped(writer: EventWriter, meter: UsageMeter, lease: RunLease, stop: Stop, settings: Settings) -> None:
+async def _end_stopped(
+    writer: EventWriter, meter: UsageMeter, lease: RunLease, stop: Stop, settings: Settings
+) -> Ending | None:
+    """End a run stopped by a cancel or a blocked loop: the terminal event written, if any."""
     if stop is Stop.CANCELLED:
         logger.info("run %s of session %s cancelled", lease.run_id, lease.session_id)
         cancelled = RunCancelled(run_id=lease.run_id, reason=CANCELLED_BY_REQUEST, usage=meter.total(cut=True))
-        await _finish(writer, cancelled, lease)
-    elif stop is Stop.BLOCKED_LOOP:
+        return await _finish(writer, cancelled, lease)
+    if stop is Stop.BLOCKED_LOOP:
         message = (
             f"the agent blocked the worker's event loop for over {settings.blocked_loop_seconds:g} s: {HOW_TO_FIX}"
         )
         error = ErrorInfo(type="blocked_event_loop", message=message)
-        await _finish(writer, RunFailed(run_id=lease.run_id, error=error, usage=meter.total(cut=True)), lease)
-    else:  # the run is another worker's now, or gone: it must not write its end
-        logger.warning("run %s of session %s stopped: lease lost", lease.run_id, lease.session_id)
+        return await _finish(writer, RunFailed(run_id=lease.run_id, error=error, usage=meter.total(cut=True)), lease)
+    # The run is another worker's now, or gone: it must not write its end.
+    logger.warning("run %s of session %s stopped: lease lost", lease.run_id, lease.session_id)
+    return None
 
 
 async def _wait_for_input(
     writer: EventWriter, meter: UsageMeter, lease: RunLease, run: RunRecord, question: Question
-) -> str:
-    """Record the question and give the run up; what became of it (a metrics label)."""
+) -> tuple[str, Ending | None]:
+    """Record the question and give the run up; what became of it (a metrics label), and the terminal
+    event written if the run ended instead (a cancel was pending)."""
     event = question.event(run.run_id)
     on_expiry = None
     if question.on_expiry == "default":
@@ -162,16 +169,82 @@ async def _wait_for_input(
         asked = await lease.ask([*run.asked, question], event, on_expiry)
     except LeaseLost:
         logger.warning("run %s of session %s lost its lease as it asked for input", run.run_id, lease.session_id)
-        return "lease_lost"
+        return "lease_lost", None
     except Exception:  # its lease lapses, and the worker that takes it over asks again
         logger.error("run %s of session %s could not ask for input", run.run_id, lease.session_id, exc_info=True)
-        return "failed"
+        return "failed", None
     if asked is Asked.CANCEL:
         cancelled = RunCancelled(run_id=run.run_id, reason=CANCELLED_BY_REQUEST, usage=meter.total())
-        await _finish(writer, cancelled, lease)
-        return "cancelled"
+        return "cancelled", await _finish(writer, cancelled, lease)
     logger.info("run %s of session %s waits for an answer to %s", run.run_id, lease.session_id, question.input_id)
-    return "waiting"
+    return "waiting", None
+
+
+async def _end_at_start(
+    writer: EventWriter, meter: UsageMeter, lease: RunLease, run: RunRecord, verdict: StartVerdict
+) -> None:
+    """End a run its start found cancelled, or out of attempts."""
+    usage = meter.total()  # what its earlier attempts spent
+    ending: RunCancelled | RunFailed = (
+        RunCancelled(run_id=run.run_id, reason=CANCELLED_BY_REQUEST, usage=usage)
+        if verdict is StartVerdict.CANCEL
+        else RunFailed(
+            run_id=run.run_id, error=ErrorInfo(type="attempts_exhausted", message=_exhausted(run)), usage=usage
+        )
+    )
+    metrics.RUNS.labels("cancelled" if verdict is StartVerdict.CANCEL else "failed").inc()
+    ended = await _finish(writer, ending, lease)
+    if tracing.ON:
+        _trace_verdict(lease.session_id, run, verdict, ended)
+
+
+def _start_attempt(session_id: str, run: RunRecord, writer: EventWriter) -> traces.AttemptSpan | None:
+    """The span of the attempt starting here, when traced."""
+    if not tracing.ON:
+        return None
+    if run.started_as == "takeover":  # the attempt before never ended its span, unless it handed the run over
+        traces.write_lost_attempt(run, session_id, run.attempt - 1, run.previous_started_at, "takeover")
+    attempt = traces.AttemptSpan(run, session_id)
+    writer.first_text = attempt.first_text
+    return attempt
+
+
+def _in_attempt(attempt: traces.AttemptSpan | None) -> AbstractContextManager[object]:
+    """The attempt's context, current around the agent's code (when traced)."""
+    return nullcontext() if attempt is None else attempt.current()
+
+
+def _handed_over(attempt: traces.AttemptSpan | None, handed: bool) -> traces.AttemptSpan | None:
+    """A run handed over to another worker ends its attempt's span here: the next attempt sees the
+    hand-over in the record (`handed_over`) and writes no stand-in for it. What is left to end."""
+    if attempt is None or not handed:
+        return attempt
+    attempt.end("handed_over")
+    return None
+
+
+def _end_attempt(
+    session_id: str, run: RunRecord, attempt: traces.AttemptSpan | None, outcome: str, ended: Ending | None
+) -> None:
+    """End this attempt's span, and the run's if it ended here. Unless the run ended or waits for an
+    answer, the span is left unended: the run is another worker's, or will be once its lease lapses,
+    and that worker writes a stand-in under the span's id (a lease lost, an end or a question that
+    could not be written)."""
+    if attempt is None or (ended is None and outcome != "waiting"):
+        return
+    attempt.end(outcome, ended.error.type if isinstance(ended, RunFailed) else None)
+    if ended is not None:
+        traces.write_run(run, session_id, ended, attempt.model)
+
+
+def _trace_verdict(session_id: str, run: RunRecord, verdict: StartVerdict, ended: Ending | None) -> None:
+    """A run ended at its start (cancelled, or out of attempts): the attempt before, if a worker died
+    in it (the run is `running`), and the run's span."""
+    if run.status == "running":
+        by = "cancel" if verdict is StartVerdict.CANCEL else "exhausted"
+        traces.write_lost_attempt(run, session_id, run.attempt, run.started_at, by)
+    if ended is not None:
+        traces.write_run(run, session_id, ended)
 
 
 def _count_start(run: RunRecord) -> None:
@@ -183,20 +256,25 @@ def _count_start(run: RunRecord) -> None:
         metrics.TAKEOVERS.inc()
 
 
-async def _finish(writer: EventWriter, ending: RunCancelled | RunFailed, lease: RunLease) -> None:
+async def _finish(writer: EventWriter, ending: RunCancelled | RunFailed, lease: RunLease) -> Ending | None:
+    """Write the run's terminal event: `ending`, or None if it could not."""
     try:
         await asyncio.shield(writer.finish(ending))
     except Exception:  # Redis gone or lease lost: nothing more this worker can do for the run
         logger.error("run %s of session %s could not record its end", lease.run_id, lease.session_id, exc_info=True)
+        return None
+    return ending
 
 
-async def _hand_over(lease: RunLease) -> None:
+async def _hand_over(lease: RunLease) -> bool:
+    """Whether the run was handed over."""
     try:
         requeued = await asyncio.shield(lease.hand_over())
     except Exception:  # the lease will expire instead, and a reaper requeue the run
         logger.error("run %s of session %s could not be handed over", lease.run_id, lease.session_id, exc_info=True)
-        return
+        return False
     logger.info("run %s of session %s handed over: %s", lease.run_id, lease.session_id, requeued)
+    return requeued is Requeue.REQUEUED
 
 
 def _exhausted(run: RunRecord) -> str:
@@ -204,9 +282,16 @@ def _exhausted(run: RunRecord) -> str:
 
 
 async def _generate(
-    ctx: dict[str, Any], session_id: str, run: RunRecord, writer: EventWriter, meter: UsageMeter, kept: RunLog | None
+    ctx: dict[str, Any],
+    session_id: str,
+    run: RunRecord,
+    writer: EventWriter,
+    meter: UsageMeter,
+    kept: RunLog | None,
+    attempt: traces.AttemptSpan | None = None,
 ) -> RunCompleted:
-    """Run the agent; `kept`: a takeover's record as it goes on, read when it was decided."""
+    """Run the agent; `kept`: a takeover's record as it goes on, read when it was decided; `attempt`:
+    its span, when traced."""
     store: SessionStore = ctx["store"]
     settings: Settings = ctx["settings"]
     providers: Providers = ctx["providers"]
@@ -221,10 +306,13 @@ async def _generate(
         await meter.estimate_taken_over(store, session_id, run)
     context = RunContext(writer, session_id, run, history, meter, log)
     hooks = context.hooks
+    hooks.attempt = attempt
     try:
         async with asyncio.timeout(settings.run_timeout_seconds):
             if isinstance(agent, Agent):
                 model_ref = run.model or agent.model or settings.model
+                if attempt is not None:
+                    attempt.model = model_ref
                 provider, model = await providers.resolve(model_ref)
                 writer.provider = parse_model(model_ref).provider
                 policy = RetryPolicy.from_settings(settings)

@@ -49,7 +49,7 @@ from tokentail.shared.events import (
     event_type_of,
 )
 from tokentail.shared.outage import is_outage
-from tokentail.worker import metrics
+from tokentail.worker import metrics, traces
 from tokentail.worker.run_writes import RunLease
 
 logger = logging.getLogger(__name__)
@@ -128,6 +128,15 @@ class FlushTicks:
             writer.on_tick()
 
 
+def _first_text(provider: str, waited: float, traced: Callable[[float], None] | None) -> None:
+    """An attempt's first answer text came, `waited` seconds after its start (once per attempt)."""
+    if traced is None:
+        metrics.TIME_TO_FIRST_TOKEN.labels(provider).observe(waited)
+        return
+    metrics.TIME_TO_FIRST_TOKEN.labels(provider).observe(waited, traces.exemplar())  # the trace, to find it
+    traced(waited)
+
+
 class EventWriter:
     def __init__(
         self,
@@ -168,6 +177,7 @@ class EventWriter:
         self.answered = False
         self.events_appended = 0
         self.provider = "custom"  # the metrics label of what produces the text; set once it is known
+        self.first_text: Callable[[float], None] | None = None  # traced: told when the first answer text came
         self._tokens = metrics.TOKENS.labels(self.provider)
         self._started = clock()
 
@@ -197,7 +207,7 @@ class EventWriter:
             self.answered = True
             if not self._answering:
                 self._answering = True
-                metrics.TIME_TO_FIRST_TOKEN.labels(self.provider).observe(self._clock() - self._started)
+                _first_text(self.provider, self._clock() - self._started, self.first_text)
                 self._tokens = metrics.TOKENS.labels(self.provider)  # per token: looked up once
             self._tokens.inc()
             self.text_parts.append(text)

@@ -18,7 +18,8 @@
 -- passed ends the question as the agent chose: the run fails (`input_expired`), or goes on with the
 -- default answer; before the deadline, it looks again then.
 -- Returns {'requeued'} | {'renewed', lease_until} | {'cleared'} | {'not_holder'} | {'dispatch'};
--- with SPLIT_QUEUE, 'requeued', 'cleared' and 'dispatch' also return the outbox (`<job_id> <run_id>`) to push.
+-- with SPLIT_QUEUE, 'requeued', 'cleared' and 'dispatch' also return the outbox (`<job_id> <run_id>`) to push;
+-- a question that expired and failed its run: {'cleared', outbox or nil, the run's record}.
 local token = a.lease_token
 local _, now_ms = clock()
 if token ~= '' then
@@ -38,7 +39,8 @@ elseif redis.call('EXISTS', k.lease) == 0 then
   end
   local error = {type = 'input_expired', message = 'no answer to question ' .. run.waiting_for .. ' came before it expired'}
   end_run(k, s, run_id, 'failed', 'run.failed', cjson.encode({run_id = run_id, error = error}), {error = error}, ts, now_ms, now_s)
-  return {'cleared', redis.call('HGET', k.meta, 'dispatch')}
+  -- The run it ended, for the run's span (worker/reaper.py).
+  return {'cleared', redis.call('HGET', k.meta, 'dispatch'), redis.call('HGET', k.runs, run_id)}
 else
   local deadline = tonumber(redis.call('HGET', k.meta, 'lease_until') or 0)
   if deadline > now_ms then return {'renewed', deadline} end
@@ -51,6 +53,7 @@ if not run_id or run_id == '' then return {'cleared'} end
 if token ~= '' then
   local run = get_run(k.runs, run_id)
   run.handovers = (run.handovers or 0) + 1
+  run.handed_over = run.attempt  -- it ended its own span: the takeover writes none for it (worker/traces.py)
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
   local past = tonumber(a.past_seq)
   if past and past > tonumber(redis.call('HGET', k.meta, 'seq') or 0) then redis.call('HSET', k.meta, 'seq', past) end

@@ -65,6 +65,7 @@ else
 end
 run.status = 'running'
 run.started_seq = seq
+run.previous_started_at = run.started_at  -- a dead attempt's start, for its span (worker/traces.py)
 run.started_at = now_s
 run.started_as = reason
 local run_json = cjson.encode(run)

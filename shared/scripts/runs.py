@@ -353,6 +353,7 @@ class Look(NamedTuple):
     outcome: Requeue
     lease_until: int | None = None
     dispatch: bytes | None = None  # with the queue apart: the job its outbox holds, to push
+    expired: bytes | None = None  # the record of a run it failed, its question expired
 
 
 @dataclass(slots=True)
@@ -369,6 +370,8 @@ class RequeueRun(Script[Look]):
         look = Look(Requeue(_text(reply[0])))
         if look.outcome is Requeue.RENEWED:
             return look._replace(lease_until=int(reply[1]))
+        if len(reply) > 2:
+            look = look._replace(expired=reply[2])
         return look._replace(dispatch=reply[1] or None) if len(reply) > 1 else look
 
 

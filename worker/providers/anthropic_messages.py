@@ -17,7 +17,9 @@ import anthropic
 import httpx2
 from anthropic import types
 
+from tokentail.shared import tracing
 from tokentail.shared.catalog import ANTHROPIC
+from tokentail.worker import traces
 from tokentail.worker.providers.base import (
     Chunk,
     Message,
@@ -123,12 +125,19 @@ class AnthropicProvider:
         prefill = request.continue_text.rstrip()
         if prefill:
             messages.append({"role": "assistant", "content": prefill})
-        return after_prefill(self._stream(request, system, messages), request.continue_text[len(prefill) :])
+        span = traces.ChatSpan(ANTHROPIC, request.model) if tracing.ON else None
+        chunks = self._stream(request, system, messages, span)
+        if span is not None:
+            chunks = traces.chat(span, chunks)
+        return after_prefill(chunks, request.continue_text[len(prefill) :])
 
-    async def _stream(self, request: ModelRequest, system: str, messages: list[dict[str, Any]]) -> AsyncIterator[Chunk]:
+    async def _stream(
+        self, request: ModelRequest, system: str, messages: list[dict[str, Any]], span: traces.ChatSpan | None
+    ) -> AsyncIterator[Chunk]:
         knobs = request.params
         blocks = _Blocks()
         input_tokens = output_tokens = 0
+        model, stop_reason = "", ""  # for its span
         budget = knobs.thinking_budget
         try:
             stream = await self._client.messages.create(
@@ -146,6 +155,7 @@ class AnthropicProvider:
                 if isinstance(event, types.RawMessageStartEvent):
                     input_tokens = event.message.usage.input_tokens
                     output_tokens = event.message.usage.output_tokens
+                    model = event.message.model
                 elif isinstance(event, types.RawContentBlockStartEvent):
                     blocks.start(event.index, event.content_block)
                 elif isinstance(event, types.RawContentBlockDeltaEvent):
@@ -156,10 +166,15 @@ class AnthropicProvider:
                         yield chunk
                 elif isinstance(event, types.RawMessageDeltaEvent):
                     output_tokens = event.usage.output_tokens
+                    stop_reason = event.delta.stop_reason or stop_reason
         except anthropic.APIStatusError as exc:
             raise _status_error(request.model, exc) from None
         except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
             raise connection_error("Anthropic", exc) from None
+        if span is not None:
+            span.usage(input_tokens, output_tokens)
+            span.response_model(model)
+            span.finish_reasons += [stop_reason] if stop_reason else []
         yield Usage(input_tokens, output_tokens)
 
 

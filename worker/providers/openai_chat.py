@@ -15,7 +15,9 @@ from typing import Any, cast
 import httpx2
 import openai
 
+from tokentail.shared import tracing
 from tokentail.shared.catalog import OPENAI
+from tokentail.worker import traces
 from tokentail.worker.providers.base import (
     Chunk,
     Message,
@@ -113,6 +115,14 @@ def _continuing(
     return [*messages, {"role": "assistant", "content": text}], extra
 
 
+def _usage(chunk: Any, span: traces.ChatSpan | None) -> Usage:
+    """The usage a stream's last chunk reports."""
+    if span is not None:
+        span.usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+        span.response_model(chunk.model)
+    return Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+
+
 class OpenAIProvider:
     def __init__(
         self, client: openai.AsyncOpenAI, name: str = "OpenAI", provider: str = OPENAI, continuation: str = "none"
@@ -124,7 +134,13 @@ class OpenAIProvider:
         self._continuation = continuation
         self.continues = continuation != "none"
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        if tracing.ON:
+            span = traces.ChatSpan(self._provider, request.model)
+            return traces.chat(span, self._stream(request, span))
+        return self._stream(request, None)
+
+    async def _stream(self, request: ModelRequest, span: traces.ChatSpan | None) -> AsyncIterator[Chunk]:
         request.check_params(self._provider)
         calls: dict[int, _PartialCall] = {}
         knobs = request.params
@@ -152,8 +168,10 @@ class OpenAIProvider:
             )
             async for chunk in stream:
                 if chunk.usage is not None:
-                    yield Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    yield _usage(chunk, span)
                 for choice in chunk.choices:
+                    if span is not None and choice.finish_reason:
+                        span.finish_reasons.append(choice.finish_reason)
                     for part in _delta_chunks(choice.delta, calls):
                         yield part
         except openai.APIStatusError as exc:

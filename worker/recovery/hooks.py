@@ -26,6 +26,7 @@ from tokentail.shared.events import EventType, RunContinued
 from tokentail.shared.records import MAX_STEP_BYTES, RunRecord
 from tokentail.shared.run_log import RunLog
 from tokentail.worker.recovery.replay import Replay
+from tokentail.worker.traces import AttemptSpan
 from tokentail.worker.usage import UsageMeter
 from tokentail.worker.writer import EventWriter, is_answer
 
@@ -40,6 +41,7 @@ class RunHooks:
         self.writer = writer
         self.meter = meter
         self.open_calls: dict[str, tuple[float, str | None]] = {}  # call id -> when it started, by which agent
+        self.attempt: AttemptSpan | None = None  # the attempt's span, when traced (worker/traces.py)
         self._context = context
         self._run_id = run.run_id
         self._attempt = run.attempt
@@ -62,6 +64,12 @@ class RunHooks:
         """The result step `key` recorded (None if it was not)."""
         stored = self._steps.get(key)
         return None if stored is None else json.loads(stored)
+
+    def traced_replay(self, **attributes: str) -> None:
+        """Mark a step or a tool call that this attempt replays from the record, executing nothing,
+        on its span (the tool's name and call id, or the step's key)."""
+        if self.attempt is not None:
+            self.attempt.replayed(**attributes)
 
     async def record_step(self, key: str, value: Any) -> Any:
         """Record `value` as step `key`'s result, after what the run streamed before it; returns

@@ -93,6 +93,11 @@ async def _append_again(lease: "RunLease", last_seq: int) -> None:
         logger.warning("appended again the %d events Redis lost", lease.journal.written - last_seq)
 
 
+class HandedOver(LeaseLost):
+    """The run is another worker's now because this one handed it over: unlike a lease lost to a
+    reaper, its attempt ended here, and its span with it (worker/traces.py)."""
+
+
 async def _hand_over_past_lost(lease: "RunLease") -> NoReturn:
     """Events lost that the run cannot append again as they were: followers may have read them, so
     the run goes on after them (requeue_run.lua), in another attempt, and this one stops."""
@@ -103,4 +108,4 @@ async def _hand_over_past_lost(lease: "RunLease") -> NoReturn:
             lease.journal.written,
             handed,
         )
-    raise LeaseLost(f"Redis lost events of run {lease.run_id} that its worker cannot append again as they were")
+    raise HandedOver(f"Redis lost events of run {lease.run_id} that its worker cannot append again as they were")

@@ -1,0 +1,193 @@
+"""The worker's spans (worker/traces.py) around real runs on a real Redis, exported in memory: who
+writes a dead attempt's span (the takeover, or the verdict that ends the run), and who must not
+(a hand-over ended its own; a stalled worker that lost its lease leaves its span unended)."""
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from redis.asyncio import Redis
+
+from tests.waiting import eventually, scaled
+from tests.writes import AllWrites
+from tokentail.gateway.access.ids import new_run_id, new_session_id
+from tokentail.shared import tracing
+from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+from tokentail.worker.providers import Providers
+from tokentail.worker.reaper import Reaper
+from tokentail.worker.run import run_agent
+from tokentail.worker.running import RunningRuns
+from tokentail.worker.writer import FlushTicks
+
+
+@pytest.fixture
+def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """Traces on for this test, into memory, with the worker process's derived ids."""
+    provider = TracerProvider()
+    provider.id_generator = tracing._DerivedSpanIds(provider.id_generator)  # type: ignore[assignment]
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "ON", True)
+    monkeypatch.setattr(tracing, "tracer", lambda: provider.get_tracer("tokentail"))
+    yield exporter
+    provider.shutdown()
+
+
+async def _queue(runs: AllWrites, traced: bool = True, agent: str | None = None, **params: Any) -> tuple[str, str]:
+    """Queue a run as a gateway would, with its traces on (the run carries its producer span) or off."""
+    session = SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted")
+    run = RunRecord(run_id=new_run_id(), input="hello", model="scripted", params=params, agent=agent)
+    on, tracing.ON = tracing.ON, traced
+    try:
+        await runs.queue_run(session.session_id, run, create=session)
+    finally:
+        tracing.ON = on
+    return session.session_id, run.run_id
+
+
+def _job(store: SessionStore, settings: Settings, job_id: str) -> dict[str, Any]:
+    return {
+        "store": store,
+        "runs": AllWrites(store.redis, settings),
+        "settings": settings,
+        "providers": Providers(settings),
+        "running": RunningRuns(),
+        "job_id": job_id,
+        "flush_ticks": FlushTicks(settings.flush_interval_ms / 1000),
+    }
+
+
+async def _dies_in_attempt_one(runs: AllWrites, redis: Redis, store: SessionStore, sid: str, rid: str) -> None:
+    """A worker starts the run and is killed -9: its lease lapses (deleted here), the run still `running`."""
+    started = await runs.start_run(sid, rid, "job-1")
+    assert started is not None and started.run.attempt == 1
+    await redis.delete(store.keys.session(sid).lease)
+
+
+def _attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def _attempts(spans: tuple[ReadableSpan, ...]) -> list[ReadableSpan]:
+    return sorted((s for s in spans if s.name == "attempt"), key=lambda s: int(_attrs(s)["tokentail.attempt"]))
+
+
+def _one(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
+    (span,) = [s for s in spans if s.name == name]
+    return span
+
+
+async def test_a_run_taken_over_from_a_dead_worker_gets_a_stand_in_and_a_linked_attempt(
+    store: SessionStore, runs: AllWrites, redis: Redis, settings: Settings, exported: InMemorySpanExporter
+) -> None:
+    sid, rid = await _queue(runs, tokens=5, tokens_per_second=0)
+    await _dies_in_attempt_one(runs, redis, store, sid, rid)
+    await run_agent(_job(store, settings, "job-2"), sid, rid)
+    spans = exported.get_finished_spans()
+    run_span = _one(spans, "invoke_agent assistant")
+    (producer,) = [s for s in spans if s.name.startswith("send ")]  # the gateway's
+    lost, second = _attempts(spans)
+    trace_id = producer.context.trace_id
+    run_id = tracing.derived_span_id(trace_id, rid)
+    assert run_span.context.trace_id == trace_id and run_span.context.span_id == run_id
+    assert run_span.parent is not None and run_span.parent.span_id == producer.context.span_id
+    assert _attrs(run_span)["tokentail.run.status"] == "completed"
+    assert _attrs(run_span)["tokentail.run.attempts"] == 2 and _attrs(run_span)["gen_ai.conversation.id"] == sid
+    assert lost.context.span_id == tracing.derived_span_id(trace_id, rid, 1, 0)
+    assert _attrs(lost)["tokentail.attempt.outcome"] == "lost"
+    assert _attrs(lost)["tokentail.attempt.written_by"] == "takeover"
+    assert second.context.span_id == tracing.derived_span_id(trace_id, rid, 2, 0)
+    assert _attrs(second)["tokentail.attempt.started_as"] == "takeover"
+    assert _attrs(second)["tokentail.attempt.outcome"] == "completed"
+    assert [link.context.span_id for link in second.links] == [lost.context.span_id]
+    assert {lost.parent.span_id, second.parent.span_id} == {run_id}  # type: ignore[union-attr]
+    assert lost.start_time is not None and second.start_time is not None and lost.start_time <= second.start_time
+    (chat,) = [s for s in spans if s.name == "chat scripted"]
+    assert chat.parent is not None and chat.parent.span_id == second.context.span_id
+
+
+async def test_a_run_handed_over_gets_no_stand_in_for_the_attempt_that_ended_its_own_span(
+    store: SessionStore, runs: AllWrites, settings: Settings, exported: InMemorySpanExporter
+) -> None:
+    sid, rid = await _queue(runs, tokens=5, tokens_per_second=0)
+    started = await runs.start_run(sid, rid, "job-1")
+    assert started is not None
+    await started.lease.hand_over()  # a stopping worker (SIGTERM); its own span it ends itself
+    await run_agent(_job(store, settings, "job-2"), sid, rid)
+    spans = exported.get_finished_spans()
+    (second,) = _attempts(spans)  # none written for attempt 1
+    assert _attrs(second)["tokentail.attempt"] == 2
+    linked = tracing.derived_span_id(second.context.trace_id, rid, 1, 0)
+    assert [link.context.span_id for link in second.links] == [linked]
+
+
+async def test_a_stalled_worker_that_lost_its_lease_does_not_end_its_attempt_span(
+    store: SessionStore, runs: AllWrites, redis: Redis, settings: Settings, exported: InMemorySpanExporter
+) -> None:
+    sid, rid = await _queue(runs, tokens=10_000, tokens_per_second=200)
+    task = asyncio.create_task(run_agent(_job(store, settings.model_copy(update={"lease_ms": 600}), "job-1"), sid, rid))
+
+    async def running() -> None:
+        assert (await store.get_run(sid, rid)).status == "running"  # type: ignore[union-attr]
+
+    await eventually(running)
+    await redis.set(store.keys.session(sid).lease, "another-worker")  # taken over elsewhere
+    await asyncio.wait_for(task, scaled(5))
+    names = [s.name for s in exported.get_finished_spans()]
+    assert "attempt" not in names and "invoke_agent assistant" not in names  # the next worker's to write
+
+
+@pytest.mark.parametrize("verdict", ["exhausted", "cancel"])
+async def test_a_run_ended_at_its_start_writes_its_dead_attempt_and_its_own_span(
+    store: SessionStore, runs: AllWrites, redis: Redis, settings: Settings, exported: InMemorySpanExporter, verdict: str
+) -> None:
+    sid, rid = await _queue(runs, traced=False, tokens=5, tokens_per_second=0)
+    await _dies_in_attempt_one(runs, redis, store, sid, rid)
+    if verdict == "cancel":
+        await redis.hset(store.keys.session(sid).meta, "cancel_run", rid)  # type: ignore[misc]
+    settings = settings.model_copy(update={"max_attempts": 1})
+    await run_agent(_job(store, settings, "job-2"), sid, rid)
+    spans = exported.get_finished_spans()
+    (lost,) = _attempts(spans)
+    run_span = _one(spans, "invoke_agent assistant")
+    # Queued with traces off: a trace of the run's own, whose root is the run's span.
+    trace_id = tracing.derived_trace_id("tokentail-run", rid)
+    assert run_span.context.trace_id == trace_id and run_span.parent is None
+    assert run_span.context.span_id == tracing.derived_span_id(trace_id, rid)
+    assert lost.context.span_id == tracing.derived_span_id(trace_id, rid, 1, 0)
+    assert lost.parent is not None and lost.parent.span_id == run_span.context.span_id
+    assert _attrs(lost)["tokentail.attempt.written_by"] == verdict
+    if verdict == "cancel":
+        assert _attrs(run_span)["tokentail.run.status"] == "cancelled"
+    else:
+        assert _attrs(run_span)["error.type"] == "attempts_exhausted"
+
+
+async def test_a_question_that_expires_unanswered_has_its_run_span_written_by_the_reaper_that_ends_it(
+    store: SessionStore, runs: AllWrites, settings: Settings, exported: InMemorySpanExporter
+) -> None:
+    settings = settings.model_copy(update={"agents": {"expiring": "tests.asking_agent:expiring"}})
+    sid, rid = await _queue(runs, agent="expiring")
+    await run_agent(_job(store, settings, "job-1"), sid, rid)  # it asks, and its attempt ends waiting
+    (asked,) = _attempts(exported.get_finished_spans())
+    assert _attrs(asked)["tokentail.attempt.outcome"] == "waiting"
+    clock = [0.0]  # the reaper's: Redis healthy for a whole lease already
+    reaper = Reaper(AllWrites(store.redis, settings), interval=100, lease_seconds=1, clock=lambda: clock[0])
+    await reaper.sweep()
+    clock[0] = 2.0
+
+    async def expired() -> None:
+        await reaper.sweep()
+        assert (await store.get_run(sid, rid)).status == "failed"  # type: ignore[union-attr]
+
+    await eventually(expired)
+    run_span = _one(exported.get_finished_spans(), "invoke_agent expiring")
+    assert _attrs(run_span)["error.type"] == "input_expired" and _attrs(run_span)["tokentail.run.status"] == "failed"
+    assert asked.parent is not None and asked.parent.span_id == run_span.context.span_id
