@@ -47,23 +47,27 @@ def configured(env: Mapping[str, str] = os.environ) -> bool:
 
 
 def setup(service: str) -> bool:
-    """Trace this process if configured; `service`: its name unless OTEL_SERVICE_NAME (or
-    OTEL_RESOURCE_ATTRIBUTES) names it. True if traces are on."""
+    """Trace this process if configured, or if the application already set up an SDK tracer provider of
+    its own (`logfire.configure()` in an agent's module, say: tokentail's spans go there too);
+    `service`: its name unless OTEL_SERVICE_NAME (or OTEL_RESOURCE_ATTRIBUTES) names it. True if on."""
     global ON
-    if ON or not configured():
+    if ON or os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return ON
     try:
         from opentelemetry.sdk.resources import OTELResourceDetector, Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
-        logger.warning("OTEL_* ask for traces, but tokentail[otel] is not installed: pip install 'tokentail[otel]'")
+        if configured():
+            logger.warning("OTEL_* ask for traces, but tokentail[otel] is not installed: pip install 'tokentail[otel]'")
         return False
     current = trace.get_tracer_provider()
-    if isinstance(current, TracerProvider):  # the application set up its own (Logfire, say): spans go there
+    if isinstance(current, TracerProvider):
         current.id_generator = _DerivedSpanIds(current.id_generator)  # type: ignore[assignment]  # an IdGenerator, duck-typed
         ON = True
         return ON
+    if not configured():
+        return False
     named = "service.name" in OTELResourceDetector().detect().attributes
     resource = Resource.create({} if named else {"service.name": service})
     provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER(_ARG)

@@ -23,11 +23,10 @@ from collections.abc import Callable
 
 from redis import exceptions as redis_errors
 
-from tokentail.shared import tracing
+from tokentail.shared import run_spans, tracing
 from tokentail.shared.events import RunFailed
 from tokentail.shared.scripts.runs import Requeue
 from tokentail.shared.store import decode_run
-from tokentail.worker import traces
 from tokentail.worker.run_writes import RunWrites
 
 logger = logging.getLogger(__name__)
@@ -115,4 +114,4 @@ def _trace_expired(session_id: str, record: bytes) -> None:
     """The span of a run that failed here, as its question expired unanswered."""
     run = decode_run(record)
     if run.error is not None:
-        traces.write_run(run, session_id, RunFailed(run_id=run.run_id, error=run.error, usage=run.usage))
+        run_spans.write_run(run, session_id, RunFailed(run_id=run.run_id, error=run.error, usage=run.usage))

@@ -6,7 +6,7 @@ import os
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from tokentail.shared import tracing
+from tokentail.shared import run_spans, tracing
 from tokentail.shared.catalog import parse_model
 from tokentail.shared.errors import LeaseLost, StepTooLarge
 from tokentail.shared.events import (
@@ -195,7 +195,8 @@ async def _end_at_start(
     metrics.RUNS.labels("cancelled" if verdict is StartVerdict.CANCEL else "failed").inc()
     ended = await _finish(writer, ending, lease)
     if tracing.ON:
-        _trace_verdict(lease.session_id, run, verdict, ended)
+        by = "cancel" if verdict is StartVerdict.CANCEL else "exhausted"
+        run_spans.write_unheld_end(run, lease.session_id, ended, by)
 
 
 def _start_attempt(session_id: str, run: RunRecord, writer: EventWriter) -> traces.AttemptSpan | None:
@@ -203,7 +204,7 @@ def _start_attempt(session_id: str, run: RunRecord, writer: EventWriter) -> trac
     if not tracing.ON:
         return None
     if run.started_as == "takeover":  # the attempt before never ended its span, unless it handed the run over
-        traces.write_lost_attempt(run, session_id, run.attempt - 1, run.previous_started_at, "takeover")
+        run_spans.write_lost_attempt(run, session_id, run.attempt - 1, run.previous_started_at, "takeover")
     attempt = traces.AttemptSpan(run, session_id)
     writer.first_text = attempt.first_text
     return attempt
@@ -234,17 +235,7 @@ def _end_attempt(
         return
     attempt.end(outcome, ended.error.type if isinstance(ended, RunFailed) else None)
     if ended is not None:
-        traces.write_run(run, session_id, ended, attempt.model)
-
-
-def _trace_verdict(session_id: str, run: RunRecord, verdict: StartVerdict, ended: Ending | None) -> None:
-    """A run ended at its start (cancelled, or out of attempts): the attempt before, if a worker died
-    in it (the run is `running`), and the run's span."""
-    if run.status == "running":
-        by = "cancel" if verdict is StartVerdict.CANCEL else "exhausted"
-        traces.write_lost_attempt(run, session_id, run.attempt, run.started_at, by)
-    if ended is not None:
-        traces.write_run(run, session_id, ended)
+        run_spans.write_run(run, session_id, ended, attempt.model)
 
 
 def _count_start(run: RunRecord) -> None:

@@ -1,91 +1,31 @@
 """The worker's spans of a run, in the run's one trace (shared/tracing.py; docs/observability.md):
 
-    invoke_agent {agent}      the run, from its queueing to its end: written by the worker that ends it
+    invoke_agent {agent}      the run, from its queueing to its end (shared/run_spans.py)
       attempt                 each start on a worker: the first, each takeover, each resume after an answer
         chat {model}          each model call (worker/providers/), CLIENT
         execute_tool {name}   each tool call or step tokentail runs for the agent
 
-A run outlives its workers, and a span is exported only once it ends, so no span waits for another
-process: the run's span is started and ended at the run's end (its start time: the run's queueing),
-and a worker killed -9 never ends its attempt's, so the worker that takes the run over (or ends it, out
-of attempts) writes a stand-in for it, under the same derived id. A stopping worker that hands its run
-over ends its own (the record's `handed_over` says so, and no stand-in is written); one that finds its
-lease lost ends nothing: its run may be another's now, which may have written its stand-in, and a
-span id is never exported twice.
+A stopping worker that hands its run over ends its attempt's span (the record's `handed_over` says so,
+and no stand-in is written for it); one that finds its lease lost ends nothing: its run may be
+another's now, which may have written its stand-in, and a span id is never exported twice.
 
 Everything here is called only when `tracing.ON`.
 """
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from contextlib import AbstractContextManager, contextmanager
+from typing import TypeVar
 
 from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode, TraceFlags
+from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
 from tokentail.shared import tracing
 from tokentail.shared.catalog import DEFAULT_AGENT
-from tokentail.shared.events import Ending, RunCompleted, RunFailed
 from tokentail.shared.records import Question, RunRecord
+from tokentail.shared.run_spans import OUTCOME, RunTrace, run_attributes
 
 FIRST_TOKEN = "First Token Stream Event"  # OpenInference's name: the one backends read time to first token from
-OUTCOME = "tokentail.attempt.outcome"
 T = TypeVar("T")
-
-
-def _ns(seconds: float) -> int:
-    return int(seconds * 1_000_000_000)
-
-
-@dataclass(frozen=True, slots=True)
-class RunTrace:
-    """A run's place in its trace: the ids every process derives alike."""
-
-    run_id: str
-    trace_id: int
-    parent: Context | None  # the span that queued the run; None: the run's span is the trace's root
-    sampled: bool
-
-    @classmethod
-    def of(cls, run: RunRecord) -> "RunTrace":
-        if run.trace:
-            parent = tracing.context_of(run.trace)
-            queued = trace.get_current_span(parent).get_span_context()
-            if queued.is_valid:
-                return cls(run.run_id, queued.trace_id, parent, queued.trace_flags.sampled)
-        # Queued with traces off at its gateway (or before they existed): a trace of its own, derived
-        # from the run, so that its attempts on any worker still find one another.
-        return cls(run.run_id, tracing.derived_trace_id("tokentail-run", run.run_id), None, True)
-
-    @property
-    def run_span_id(self) -> int:
-        return tracing.derived_span_id(self.trace_id, self.run_id)
-
-    def attempt_span_id(self, attempt: int, resumes: int) -> int:
-        return tracing.derived_span_id(self.trace_id, self.run_id, attempt, resumes)
-
-    def attempt_link(self, attempt: int, resumes: int, relation: str, **attributes: Any) -> Link:
-        flags = TraceFlags(TraceFlags.SAMPLED if self.sampled else TraceFlags.DEFAULT)
-        context = SpanContext(self.trace_id, self.attempt_span_id(attempt, resumes), True, flags)
-        return Link(context, {"tokentail.link": relation, **attributes})
-
-    def start_attempt(
-        self, attempt: int, resumes: int, start: float | None, links: list[Link], attributes: dict[str, Any]
-    ) -> Span:
-        with tracing.span_id(self.attempt_span_id(attempt, resumes)):
-            return tracing.tracer().start_span(
-                "attempt",
-                context=tracing.remote(self.trace_id, self.run_span_id, self.sampled),
-                links=links,
-                attributes=attributes,
-                start_time=None if start is None else _ns(start),
-            )
-
-
-def _run_attributes(run: RunRecord, session_id: str) -> dict[str, Any]:
-    return {"tokentail.run.id": run.run_id, "gen_ai.conversation.id": session_id}
 
 
 class AttemptSpan:
@@ -97,7 +37,7 @@ class AttemptSpan:
         self.trace = RunTrace.of(run)
         self.model: str | None = None  # the model it asked, once known: the run's span names it
         attributes = {
-            **_run_attributes(run, session_id),
+            **run_attributes(run, session_id),
             "gen_ai.agent.name": run.agent or DEFAULT_AGENT,
             "tokentail.attempt": run.attempt,
             "tokentail.attempt.resumes": run.resumes,
@@ -143,66 +83,6 @@ class AttemptSpan:
             self.span.set_attribute("error.type", error_type)
             self.span.set_status(StatusCode.ERROR, error_type)
         self.span.end()
-
-
-def write_lost_attempt(run: RunRecord, session_id: str, attempt: int, started_at: float | None, by: str) -> None:
-    """The span of attempt `attempt`, whose worker died without ending it (killed -9, frozen past its
-    lease): written by the worker that found it so (`by`: `takeover`, `exhausted` or `cancel`), unless
-    that attempt handed the run over and ended its span itself."""
-    if attempt < 1 or run.handed_over == attempt:
-        return
-    run_trace = RunTrace.of(run)
-    attributes = {
-        **_run_attributes(run, session_id),
-        "gen_ai.agent.name": run.agent or DEFAULT_AGENT,
-        "tokentail.attempt": attempt,
-        "tokentail.attempt.resumes": run.resumes,
-        "tokentail.attempt.written_by": by,  # not its own worker: a stand-in
-        OUTCOME: "lost",
-        "error.type": "worker_lost",
-    }
-    start = started_at if started_at is not None else run.queued_at  # the best known time
-    span = run_trace.start_attempt(attempt, run.resumes, start, [], attributes)
-    span.set_status(StatusCode.ERROR, "its worker stopped without ending it")
-    span.end()
-
-
-def write_run(run: RunRecord, session_id: str, ending: Ending, model: str | None = None) -> None:
-    """The run's span `invoke_agent {agent}`, from its queueing to now: the run ended here."""
-    run_trace = RunTrace.of(run)
-    agent = run.agent or DEFAULT_AGENT
-    attributes: dict[str, Any] = {
-        **_run_attributes(run, session_id),
-        "gen_ai.operation.name": "invoke_agent",
-        "gen_ai.agent.name": agent,
-        "tokentail.run.attempts": run.attempt,
-        "tokentail.run.resumes": run.resumes,
-    }
-    if model := model or run.model:
-        attributes["gen_ai.request.model"] = model
-    usage = ending.usage or {}
-    for name in ("input_tokens", "output_tokens"):
-        if isinstance(usage.get(name), int):
-            attributes[f"gen_ai.usage.{name}"] = usage[name]
-    if isinstance(ending, RunCompleted):
-        attributes["tokentail.run.status"] = "completed"
-    elif isinstance(ending, RunFailed):
-        attributes["tokentail.run.status"] = "failed"
-        attributes["error.type"] = ending.error.type
-    else:
-        attributes["tokentail.run.status"] = "cancelled"
-    parent = run_trace.parent if run_trace.parent is not None else Context()  # an empty one: a root
-    root = tracing.trace_id(run_trace.trace_id) if run_trace.parent is None else nullcontext()
-    with tracing.span_id(run_trace.run_span_id), root:
-        span = tracing.tracer().start_span(
-            f"invoke_agent {agent}",
-            context=parent,
-            attributes=attributes,
-            start_time=None if run.queued_at is None else _ns(run.queued_at),
-        )
-    if isinstance(ending, RunFailed):
-        span.set_status(StatusCode.ERROR, ending.error.type)
-    span.end()
 
 
 class ChatSpan:

@@ -2,12 +2,13 @@
 forked. Each is one script (shared/scripts/runs.py), whose typed reply becomes a result or an error."""
 
 import secrets
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 from opentelemetry.trace import SpanKind
 
 from tokentail.gateway.reading import first_delta
-from tokentail.shared import tracing
+from tokentail.shared import run_spans, tracing
 from tokentail.shared.errors import (
     InputNotPending,
     RunConflict,
@@ -16,7 +17,7 @@ from tokentail.shared.errors import (
     SessionExpired,
     SessionNotFound,
 )
-from tokentail.shared.events import CANCELLED_BY_REQUEST, InputReceived
+from tokentail.shared.events import CANCELLED_BY_REQUEST, InputReceived, RunCancelled
 from tokentail.shared.records import Multitask, RunRecord, SessionRecord
 from tokentail.shared.scripts.runs import (
     Answer,
@@ -40,8 +41,12 @@ from tokentail.shared.scripts.sessions import (
     WatchA2APush,
     session_fields,
 )
-from tokentail.shared.store import ForkSource, branch_kept_seconds, compact_json
+from tokentail.shared.store import ForkSource, branch_kept_seconds, compact_json, decode_run
 from tokentail.shared.writes import Writes
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else value or ""
 
 
 def _missing_or_gone(outcome: str, session_id: str) -> None:
@@ -200,6 +205,7 @@ class SessionWrites(Writes):
         for the answer to the question that ended it either. `RunNotFound` if the run is not the session's."""
         if segment is not None and run_id is None:
             raise ValueError("a segment is a run's: name the run")
+        before = await self._run_before_cancel(session_id, run_id) if tracing.ON else None
         reply = await self.run(
             CancelRun(
                 self.scope.run_keys(session_id),
@@ -214,7 +220,18 @@ class SessionWrites(Writes):
         _missing_or_gone(reply.outcome, session_id)
         if reply.outcome is Cancel.NO_RUN:
             raise RunNotFound(session_id, run_id or "")
+        if before is not None and reply.outcome is Cancel.CANCELLED and before.run_id == reply.run_id:
+            # No worker held it, so its end is recorded here, and so are its spans (shared/run_spans.py).
+            ended = RunCancelled(run_id=before.run_id, reason=CANCELLED_BY_REQUEST)
+            run_spans.write_unheld_end(before, session_id, ended, "cancel")
         return reply.outcome, reply.run_id
+
+    async def _run_before_cancel(self, session_id: str, run_id: str | None) -> RunRecord | None:
+        """The run a cancel is about, as it is before it (traced: its spans may be written here)."""
+        k = self.keys.session(session_id)
+        run_id = run_id or _text(await cast(Awaitable[bytes | None], self.redis.hget(k.meta, "active_run")))
+        raw = await cast(Awaitable[bytes | None], self.redis.hget(k.runs, run_id)) if run_id else None
+        return decode_run(raw) if raw else None
 
     async def delete_session(self, session: SessionRecord) -> None:
         """Delete the session (see delete_session.lua): its run's worker is fenced, its followers end."""

@@ -18,6 +18,7 @@ from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared import tracing
 from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.scripts.runs import Cancel
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.providers import Providers
@@ -191,3 +192,31 @@ async def test_a_question_that_expires_unanswered_has_its_run_span_written_by_th
     run_span = _one(exported.get_finished_spans(), "invoke_agent expiring")
     assert _attrs(run_span)["error.type"] == "input_expired" and _attrs(run_span)["tokentail.run.status"] == "failed"
     assert asked.parent is not None and asked.parent.span_id == run_span.context.span_id
+
+
+async def test_a_gateway_that_cancels_a_run_no_worker_holds_writes_its_dead_attempt_and_its_span(
+    store: SessionStore, runs: AllWrites, redis: Redis, exported: InMemorySpanExporter
+) -> None:
+    sid, rid = await _queue(runs, tokens=5, tokens_per_second=0)
+    await _dies_in_attempt_one(runs, redis, store, sid, rid)
+    outcome, _ = await runs.cancel_run(sid)  # as DELETE .../runs/active does: no worker to tell, it ends now
+    assert outcome is Cancel.CANCELLED
+    spans = exported.get_finished_spans()
+    run_span = _one(spans, "invoke_agent assistant")
+    (lost,) = _attempts(spans)
+    assert _attrs(run_span)["tokentail.run.status"] == "cancelled"
+    assert run_span.context.span_id == tracing.derived_span_id(run_span.context.trace_id, rid)
+    assert (
+        _attrs(lost)["tokentail.attempt.outcome"] == "lost" and _attrs(lost)["tokentail.attempt.written_by"] == "cancel"
+    )
+    assert lost.parent is not None and lost.parent.span_id == run_span.context.span_id
+
+
+async def test_a_queued_run_cancelled_before_any_start_has_its_run_span_and_no_attempt(
+    store: SessionStore, runs: AllWrites, exported: InMemorySpanExporter
+) -> None:
+    sid, rid = await _queue(runs)
+    assert (await runs.cancel_run(sid, rid))[0] is Cancel.CANCELLED
+    spans = exported.get_finished_spans()
+    assert _attrs(_one(spans, "invoke_agent assistant"))["tokentail.run.status"] == "cancelled"
+    assert _attempts(spans) == []

@@ -70,3 +70,30 @@ def test_a_configured_process_exports_over_otlp_http_with_derived_ids() -> None:
     assert by_name["child"].span_id != by_name["invoke_agent"].span_id  # the derived id was for one span only
     assert {s.service for s in spans} == {"tokentail-gateway"}  # no OTEL_SERVICE_NAME: tokentail's name
     assert done.stdout.strip() == f"00-0af7651916cd43dd8448eb211c80319c-{by_name['child'].span_id}-01"
+
+
+JOINING = textwrap.dedent(
+    """
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from tokentail.shared import tracing
+
+    exporter = InMemorySpanExporter()  # an application's own provider, as logfire.configure() sets one up
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    assert tracing.setup(tracing.WORKER)  # no OTEL_* at all: it joins the application's provider
+    with tracing.span_id(42):
+        tracing.tracer().start_span("run").end()
+    (span,) = exporter.get_finished_spans()
+    assert span.context.span_id == 42, span.context
+    """
+)
+
+
+def test_without_otel_variables_a_process_joins_the_tracer_provider_its_application_set_up() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([sys.executable, "-c", JOINING], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.fake_llm import FakeLLM, Reply, anthropic_stream, openai_stream
-from tokentail.shared import tracing
+from tokentail.shared import run_spans, tracing
 from tokentail.shared.params import RunParams
 from tokentail.shared.records import Question, RunRecord
 from tokentail.worker import traces
@@ -97,7 +97,7 @@ def test_a_resumed_attempt_links_the_attempt_that_asked_and_shows_the_wait(expor
     attempt = traces.AttemptSpan(run, "s_1")
     attempt.end("completed")
     (span,) = exported.get_finished_spans()
-    run_trace = traces.RunTrace.of(run)
+    run_trace = run_spans.RunTrace.of(run)
     assert span.context.span_id == run_trace.attempt_span_id(2, 1)
     assert span.parent is not None and span.parent.span_id == run_trace.run_span_id
     assert [link.context.span_id for link in span.links] == [run_trace.attempt_span_id(2, 0)]

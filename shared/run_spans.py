@@ -1,0 +1,148 @@
+"""The spans of a run that any process may write (shared/tracing.py; docs/observability.md): the run's
+own, `invoke_agent {agent}`, and an attempt's, with the ids every process derives alike from the run.
+
+A run outlives its workers, and a span is exported only once it ends, so no span waits for another
+process: the run's span is started and ended where the run's end is recorded (its start time: the run's
+queueing), by a worker, the reaper, or a gateway that cancels a run no worker holds. A worker killed -9
+never ends its attempt's span, so whoever finds the attempt dead (the worker that takes the run over,
+or whoever ends it) writes a stand-in under the same derived id (`write_lost_attempt`).
+
+Everything here is called only when `tracing.ON`.
+"""
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanContext, StatusCode, TraceFlags
+
+from tokentail.shared import tracing
+from tokentail.shared.catalog import DEFAULT_AGENT
+from tokentail.shared.events import Ending, RunCompleted, RunFailed
+from tokentail.shared.records import RunRecord
+
+OUTCOME = "tokentail.attempt.outcome"
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class RunTrace:
+    """A run's place in its trace: the ids every process derives alike."""
+
+    run_id: str
+    trace_id: int
+    parent: Context | None  # the span that queued the run; None: the run's span is the trace's root
+    sampled: bool
+
+    @classmethod
+    def of(cls, run: RunRecord) -> "RunTrace":
+        if run.trace:
+            parent = tracing.context_of(run.trace)
+            queued = trace.get_current_span(parent).get_span_context()
+            if queued.is_valid:
+                return cls(run.run_id, queued.trace_id, parent, queued.trace_flags.sampled)
+        # Queued with traces off at its gateway (or before they existed): a trace of its own, derived
+        # from the run, so that its attempts on any worker still find one another.
+        return cls(run.run_id, tracing.derived_trace_id("tokentail-run", run.run_id), None, True)
+
+    @property
+    def run_span_id(self) -> int:
+        return tracing.derived_span_id(self.trace_id, self.run_id)
+
+    def attempt_span_id(self, attempt: int, resumes: int) -> int:
+        return tracing.derived_span_id(self.trace_id, self.run_id, attempt, resumes)
+
+    def attempt_link(self, attempt: int, resumes: int, relation: str, **attributes: Any) -> Link:
+        flags = TraceFlags(TraceFlags.SAMPLED if self.sampled else TraceFlags.DEFAULT)
+        context = SpanContext(self.trace_id, self.attempt_span_id(attempt, resumes), True, flags)
+        return Link(context, {"tokentail.link": relation, **attributes})
+
+    def start_attempt(
+        self, attempt: int, resumes: int, start: float | None, links: list[Link], attributes: dict[str, Any]
+    ) -> Span:
+        with tracing.span_id(self.attempt_span_id(attempt, resumes)):
+            return tracing.tracer().start_span(
+                "attempt",
+                context=tracing.remote(self.trace_id, self.run_span_id, self.sampled),
+                links=links,
+                attributes=attributes,
+                start_time=None if start is None else _ns(start),
+            )
+
+
+def run_attributes(run: RunRecord, session_id: str) -> dict[str, Any]:
+    return {"tokentail.run.id": run.run_id, "gen_ai.conversation.id": session_id}
+
+
+def write_lost_attempt(run: RunRecord, session_id: str, attempt: int, started_at: float | None, by: str) -> None:
+    """The span of attempt `attempt`, whose worker died without ending it (killed -9, frozen past its
+    lease): written by the worker that found it so (`by`: `takeover`, `exhausted` or `cancel`), unless
+    that attempt handed the run over and ended its span itself."""
+    if attempt < 1 or run.handed_over == attempt:
+        return
+    run_trace = RunTrace.of(run)
+    attributes = {
+        **run_attributes(run, session_id),
+        "gen_ai.agent.name": run.agent or DEFAULT_AGENT,
+        "tokentail.attempt": attempt,
+        "tokentail.attempt.resumes": run.resumes,
+        "tokentail.attempt.written_by": by,  # not its own worker: a stand-in
+        OUTCOME: "lost",
+        "error.type": "worker_lost",
+    }
+    start = started_at if started_at is not None else run.queued_at  # the best known time
+    span = run_trace.start_attempt(attempt, run.resumes, start, [], attributes)
+    span.set_status(StatusCode.ERROR, "its worker stopped without ending it")
+    span.end()
+
+
+def write_run(run: RunRecord, session_id: str, ending: Ending, model: str | None = None) -> None:
+    """The run's span `invoke_agent {agent}`, from its queueing to now: the run ended here."""
+    run_trace = RunTrace.of(run)
+    agent = run.agent or DEFAULT_AGENT
+    attributes: dict[str, Any] = {
+        **run_attributes(run, session_id),
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": agent,
+        "tokentail.run.attempts": run.attempt,
+        "tokentail.run.resumes": run.resumes,
+    }
+    if model := model or run.model:
+        attributes["gen_ai.request.model"] = model
+    usage = ending.usage or {}
+    for name in ("input_tokens", "output_tokens"):
+        if isinstance(usage.get(name), int):
+            attributes[f"gen_ai.usage.{name}"] = usage[name]
+    if isinstance(ending, RunCompleted):
+        attributes["tokentail.run.status"] = "completed"
+    elif isinstance(ending, RunFailed):
+        attributes["tokentail.run.status"] = "failed"
+        attributes["error.type"] = ending.error.type
+    else:
+        attributes["tokentail.run.status"] = "cancelled"
+    parent = run_trace.parent if run_trace.parent is not None else Context()  # an empty one: a root
+    root = tracing.trace_id(run_trace.trace_id) if run_trace.parent is None else nullcontext()
+    with tracing.span_id(run_trace.run_span_id), root:
+        span = tracing.tracer().start_span(
+            f"invoke_agent {agent}",
+            context=parent,
+            attributes=attributes,
+            start_time=None if run.queued_at is None else _ns(run.queued_at),
+        )
+    if isinstance(ending, RunFailed):
+        span.set_status(StatusCode.ERROR, ending.error.type)
+    span.end()
+
+
+def write_unheld_end(run: RunRecord, session_id: str, ended: Ending | None, by: str) -> None:
+    """A run ended with no worker holding it (`by`: a cancel, or out of attempts): the stand-in of the
+    attempt a worker died in, if it was `running` (`run` as it was before its end), and the run's span."""
+    if run.status == "running":
+        write_lost_attempt(run, session_id, run.attempt, run.started_at, by)
+    if ended is not None:
+        write_run(run, session_id, ended)
