@@ -7,11 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import prometheus_client
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -45,6 +43,7 @@ from tokentail.shared.agent_catalog import AgentDirectory
 from tokentail.shared.archive import open_archive
 from tokentail.shared.catalog import BUILTIN_AGENTS
 from tokentail.shared.keys import Keys
+from tokentail.shared.prometheus import exposition
 from tokentail.shared.redis_clients import queue_client, sessions_client
 from tokentail.shared.settings import Settings, get_settings
 from tokentail.shared.store import SessionStore
@@ -174,9 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
-        # OpenMetrics when the scraper asks for it: the only format that carries exemplars (trace ids).
-        encode, media_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encode(prometheus_client.REGISTRY), media_type=media_type)
+        body, media_type = exposition(request.headers.get("accept", ""))
+        return Response(body, media_type=media_type)
 
     return app
 

@@ -3,7 +3,7 @@ and Kubernetes probes. It runs on the worker's event loop, so a loop that hangs 
 
     /healthz   200 while the event loop answers (liveness)
     /readyz    200 while Redis answered the worker recently, else 503 (readiness)
-    /metrics   Prometheus text
+    /metrics   Prometheus text, or OpenMetrics when asked (with exemplars)
 """
 
 import contextlib
@@ -11,12 +11,13 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 
-import prometheus_client
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tokentail.shared.prometheus import exposition
 
 
 def probe_app(last_redis_ok: Callable[[], float], ready_within: float) -> Starlette:
@@ -33,7 +34,8 @@ def probe_app(last_redis_ok: Callable[[], float], ready_within: float) -> Starle
         return JSONResponse({"status": "ready"})
 
     async def metrics(request: Request) -> Response:
-        return Response(prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST)
+        body, media_type = exposition(request.headers.get("accept", ""))
+        return Response(body, media_type=media_type)
 
     return Starlette(
         routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)],

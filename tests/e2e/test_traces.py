@@ -49,12 +49,19 @@ def _traced(stack: Stack, receiver: OtlpReceiver, llm_url: str = "", **env: str)
 
 
 async def _run_trace(receiver: OtlpReceiver, agent: str, ended: int = 1) -> list[Span]:
-    """The trace of the one run, once its span came (`ended` runs' spans, with the spans of their
-    processes' last batches: each process exports every 100 ms)."""
+    """The trace of the one run, once its span came (`ended` runs' spans) and the trace is whole: a root,
+    and every span's parent in it. A process exports its spans in the order they ended, so the run's
+    span, which its worker ends last, comes after the rest of that worker's."""
     name = f"invoke_agent {agent}"
     await asyncio.to_thread(receiver.wait_for, lambda spans: sum(s.name == name for s in spans) >= ended)
     (run,) = receiver.named(name)
-    await asyncio.sleep(scaled(0.5))  # the other processes' last batches
+
+    def whole(spans: list[Span]) -> bool:
+        ids = {s.span_id for s in spans if s.trace_id == run.trace_id}
+        parents = {s.parent_id for s in spans if s.trace_id == run.trace_id}
+        return "" in parents and parents - {""} <= ids
+
+    await asyncio.to_thread(receiver.wait_for, whole)
     return receiver.trace(run.trace_id)
 
 
