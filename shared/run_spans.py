@@ -54,12 +54,20 @@ class RunTrace:
     def run_span_id(self) -> int:
         return tracing.derived_span_id(self.trace_id, self.run_id)
 
+    @property
+    def run_span(self) -> SpanContext:
+        """The run span's context: what a client's connection links to (gateway/reading/connection_span.py)."""
+        return SpanContext(self.trace_id, self.run_span_id, True, self._flags)
+
+    @property
+    def _flags(self) -> TraceFlags:
+        return TraceFlags(TraceFlags.SAMPLED if self.sampled else TraceFlags.DEFAULT)
+
     def attempt_span_id(self, attempt: int, resumes: int) -> int:
         return tracing.derived_span_id(self.trace_id, self.run_id, attempt, resumes)
 
     def attempt_link(self, attempt: int, resumes: int, relation: str, **attributes: Any) -> Link:
-        flags = TraceFlags(TraceFlags.SAMPLED if self.sampled else TraceFlags.DEFAULT)
-        context = SpanContext(self.trace_id, self.attempt_span_id(attempt, resumes), True, flags)
+        context = SpanContext(self.trace_id, self.attempt_span_id(attempt, resumes), True, self._flags)
         return Link(context, {"tokentail.link": relation, **attributes})
 
     def start_attempt(

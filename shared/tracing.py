@@ -18,7 +18,7 @@ import importlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -141,24 +141,31 @@ def remote(trace_id: int, span_id: int, sampled: bool = True) -> Context:
     return trace.set_span_in_context(NonRecordingSpan(SpanContext(trace_id, span_id, True, flags)))
 
 
-@contextmanager
-def span_id(value: int) -> Iterator[None]:
+def span_id(value: int) -> AbstractContextManager[None]:
     """Give the next span started here the id `value` (see `derived_span_id`)."""
-    token = _SPAN_ID.set(value)
-    try:
-        yield
-    finally:
-        _SPAN_ID.reset(token)
+    return _preset(_SPAN_ID, value)
+
+
+def trace_id(value: int) -> AbstractContextManager[None]:
+    """Give the next root span started here the trace id `value` (see `derived_trace_id`)."""
+    return _preset(_TRACE_ID, value)
 
 
 @contextmanager
-def trace_id(value: int) -> Iterator[None]:
-    """Give the next root span started here the trace id `value` (see `derived_trace_id`)."""
-    token = _TRACE_ID.set(value)
+def _preset(var: ContextVar[int | None], value: int) -> Iterator[None]:
+    token = var.set(value)
     try:
         yield
     finally:
-        _TRACE_ID.reset(token)
+        var.reset(token)
+
+
+def _taken(var: ContextVar[int | None]) -> int | None:
+    """A preset id, for one span only: its children get ids of their own."""
+    value = var.get()
+    if value is not None:
+        var.set(None)
+    return value
 
 
 class _DerivedSpanIds:
@@ -168,18 +175,12 @@ class _DerivedSpanIds:
         self.inner = inner
 
     def generate_span_id(self) -> int:
-        value = _SPAN_ID.get()
-        if value is None:
-            return int(self.inner.generate_span_id())
-        _SPAN_ID.set(None)  # one span only: its children get ids of their own
-        return value
+        value = _taken(_SPAN_ID)
+        return int(self.inner.generate_span_id()) if value is None else value
 
     def generate_trace_id(self) -> int:
-        value = _TRACE_ID.get()
-        if value is None:
-            return int(self.inner.generate_trace_id())
-        _TRACE_ID.set(None)
-        return value
+        value = _taken(_TRACE_ID)
+        return int(self.inner.generate_trace_id()) if value is None else value
 
     def is_trace_id_random(self) -> bool:
         return bool(getattr(self.inner, "is_trace_id_random", lambda: False)())

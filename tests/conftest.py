@@ -7,5 +7,6 @@ pytest_plugins = [
     "tests.fixtures.postgres",  # postgres (a server of the tests' own, migrated), archive_settings, archive
     "tests.fixtures.processes",  # no_process_left: every process a test starts is stopped when it ends
     "tests.fixtures.slow_machine",  # each test's time limit, stretched on a loaded machine
+    "tests.fixtures.traces",  # exported: traces on, into memory, for one test
     "pytester",  # pytest's own, to test the plugins above
 ]

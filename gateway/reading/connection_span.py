@@ -13,13 +13,14 @@ import time
 from collections.abc import Awaitable, Iterable
 from typing import cast
 
-from opentelemetry.trace import Span, SpanContext, TraceFlags
+from opentelemetry.trace import Span
 
 from tokentail.gateway.reading.first_delta import head_of, run_id_of
 from tokentail.gateway.reading.hub import Chunk
 from tokentail.gateway.reading.snapshot import Snapshot
 from tokentail.shared import tracing
 from tokentail.shared.events import Gap
+from tokentail.shared.run_spans import RunTrace
 from tokentail.shared.store import SessionStore, decode_run
 
 logger = logging.getLogger(__name__)
@@ -95,25 +96,9 @@ class ConnectionSpan:
             key = self._store.keys.session(self._session_id).runs
             raws = await cast(Awaitable[list[bytes | None]], self._store.redis.hmget(key, runs))
             for run_id, raw in zip(runs, raws, strict=True):
-                if raw is not None and (context := run_span(decode_run(raw).trace, run_id)) is not None:
-                    self.span.add_link(context, {"tokentail.run.id": run_id})
+                if raw is not None:
+                    self.span.add_link(RunTrace.of(decode_run(raw)).run_span, {"tokentail.run.id": run_id})
         except Exception:  # the span goes out without its links rather than not at all
             logger.warning("the links of a stream's span to its runs were not read", exc_info=True)
         finally:
             self.span.end(ended)
-
-
-def run_span(carrier: dict[str, str], run_id: str) -> SpanContext | None:
-    """The span context of run `run_id`'s span (worker: `invoke_agent`), from the trace context its
-    record carries: the span id every process derives from the trace and the run."""
-    parts = carrier.get("traceparent", "").split("-")
-    if len(parts) != 4:
-        return None
-    try:
-        trace_id, flags = int(parts[1], 16), int(parts[3], 16)
-    except ValueError:
-        return None
-    if not trace_id:
-        return None
-    span_id = tracing.derived_span_id(trace_id, run_id)
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & TraceFlags.SAMPLED))

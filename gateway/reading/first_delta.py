@@ -18,6 +18,7 @@ from contextvars import ContextVar
 
 from tokentail.gateway import metrics
 from tokentail.shared.outage import is_outage
+from tokentail.shared.run_spans import RunTrace
 from tokentail.shared.store import SessionStore, decode_run
 
 logger = logging.getLogger(__name__)
@@ -77,13 +78,5 @@ class FirstDeltas:
         run = decode_run(raw)
         if run.received_at is None:
             return  # queued over a socket, or before gateways stamped requests
-        trace_id = trace_id_of(run.trace.get("traceparent", ""))
-        metrics.FIRST_DELTA.observe(
-            max(0.0, written_at - run.received_at), exemplar={"trace_id": trace_id} if trace_id else None
-        )
-
-
-def trace_id_of(traceparent: str) -> str | None:
-    """The trace id of a W3C traceparent (`00-<trace id>-<span id>-<flags>`), if it is one."""
-    parts = traceparent.split("-")
-    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+        exemplar = {"trace_id": f"{RunTrace.of(run).trace_id:032x}"} if run.trace else None
+        metrics.FIRST_DELTA.observe(max(0.0, written_at - run.received_at), exemplar=exemplar)

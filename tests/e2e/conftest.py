@@ -1,19 +1,22 @@
 """Real processes: a redis-server, `tokentail gateway` and `tokentail worker`, as users run them."""
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 from redis import Redis
 
+from tests.e2e.fake_llm_server import REQUESTS, app
 from tests.redis_cluster import LocalCluster, require
-from tests.waiting import eventually_sync
+from tests.waiting import eventually, eventually_sync
 from tokentail.redis_server import RedisServer, free_port
 from tokentail.shared.keys import Keys
 
@@ -104,3 +107,16 @@ def cluster_stack(tmp_path: Path) -> Iterator[Stack]:
         }
         yield stack
         stack.close()
+
+
+@pytest.fixture
+async def llm_url() -> AsyncIterator[str]:
+    """The fake OpenAI and Anthropic server (tests/e2e/fake_llm_server.py) on loopback, its requests cleared."""
+    REQUESTS.clear()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    await eventually(lambda: server.started)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task

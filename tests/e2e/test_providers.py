@@ -3,31 +3,16 @@ from a local server speaking the providers' wire formats, through the official S
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 
 from tests.e2e.conftest import Stack
-from tests.e2e.fake_llm_server import API_KEY, REQUESTS, app, slow_answer
+from tests.e2e.fake_llm_server import API_KEY, REQUESTS, slow_answer
 from tests.e2e.watcher import Watcher
 from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
-from tokentail.redis_server import free_port
-
-
-@pytest.fixture
-async def llm_url() -> AsyncIterator[str]:
-    REQUESTS.clear()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    await eventually(lambda: server.started)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
 
 
 def _provider_env(llm_url: str) -> dict[str, str]:

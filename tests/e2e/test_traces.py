@@ -4,20 +4,18 @@ it belongs: parents and links by id, services, and no tool span twice."""
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx2
 import pytest
-import uvicorn
 
 from tests.e2e.conftest import Stack
-from tests.e2e.fake_llm_server import API_KEY, app
+from tests.e2e.fake_llm_server import API_KEY
 from tests.e2e.watcher import Watcher
 from tests.otlp_receiver import OtlpReceiver, Span, otlp_receiver
 from tests.sessions import waiting_for_input
 from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
-from tokentail.redis_server import free_port
 from tokentail.shared import tracing
 
 GATEWAY, WORKER = tracing.GATEWAY, tracing.WORKER
@@ -28,17 +26,6 @@ AGENTS = json.dumps({"clock": "tests.traced_agents:CLOCK", "approve": "tests.ask
 def receiver() -> Iterator[OtlpReceiver]:
     with otlp_receiver() as receiver:
         yield receiver
-
-
-@pytest.fixture
-async def llm_url() -> AsyncIterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    await eventually(lambda: server.started)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
 
 
 def _traced(stack: Stack, receiver: OtlpReceiver, llm_url: str = "", **env: str) -> None:

@@ -4,12 +4,10 @@ writes a dead attempt's span (the takeover, or the verdict that ends the run), a
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
 
@@ -26,19 +24,6 @@ from tokentail.worker.reaper import Reaper
 from tokentail.worker.run import run_agent
 from tokentail.worker.running import RunningRuns
 from tokentail.worker.writer import FlushTicks
-
-
-@pytest.fixture
-def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    """Traces on for this test, into memory, with the worker process's derived ids."""
-    provider = TracerProvider()
-    provider.id_generator = tracing._DerivedSpanIds(provider.id_generator)  # type: ignore[assignment]
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(tracing, "ON", True)
-    monkeypatch.setattr(tracing, "tracer", lambda: provider.get_tracer("tokentail"))
-    yield exporter
-    provider.shutdown()
 
 
 async def _queue(runs: AllWrites, traced: bool = True, agent: str | None = None, **params: Any) -> tuple[str, str]:

@@ -5,14 +5,15 @@ whose first delta a feed tells of."""
 from typing import Any
 
 import pytest
-from opentelemetry.trace import TraceFlags
+from opentelemetry.trace import SpanContext, TraceFlags
 
-from tokentail.gateway.reading.connection_span import run_span
 from tokentail.gateway.reading.feed import EventFeed, Start
-from tokentail.gateway.reading.first_delta import run_id_of, trace_id_of
+from tokentail.gateway.reading.first_delta import run_id_of
 from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared import tracing
 from tokentail.shared.events import MessageDelta, RunStarted
+from tokentail.shared.records import RunRecord
+from tokentail.shared.run_spans import RunTrace
 from tokentail.shared.store import StoredEvent
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -36,25 +37,17 @@ def test_data_that_does_not_start_with_a_run_id_has_none(data: bytes) -> None:
 
 
 def test_a_connection_links_to_the_span_every_process_derives_for_the_run() -> None:
-    context = run_span({"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-01"}, "r_1")
-    assert context is not None
+    def run_span(carrier: dict[str, str]) -> SpanContext:
+        return RunTrace.of(RunRecord(run_id="r_1", input="hi", trace=carrier)).run_span
+
+    context = run_span({"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-01"})
     assert context.trace_id == int(TRACE_ID, 16)
     assert context.span_id == tracing.derived_span_id(int(TRACE_ID, 16), "r_1")
     assert context.trace_flags == TraceFlags.SAMPLED and context.is_remote
-    unsampled = run_span({"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-00"}, "r_1")
-    assert unsampled is not None and not unsampled.trace_flags.sampled
-
-
-@pytest.mark.parametrize(
-    "carrier", [{}, {"traceparent": "junk"}, {"traceparent": f"00-{'0' * 32}-b7ad6b7169203331-01"}]
-)
-def test_a_run_without_a_trace_has_no_span_to_link_to(carrier: dict[str, str]) -> None:
-    assert run_span(carrier, "r_1") is None
-
-
-def test_an_exemplar_takes_the_trace_id_of_the_runs_traceparent() -> None:
-    assert trace_id_of(f"00-{TRACE_ID}-b7ad6b7169203331-01") == TRACE_ID
-    assert trace_id_of("") is None and trace_id_of("00-short-b7ad6b7169203331-01") is None
+    assert not run_span({"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-00"}).trace_flags.sampled
+    # Queued with traces off (or a traceparent that is none): the trace every worker derives from the run.
+    for carrier in [{}, {"traceparent": "junk"}, {"traceparent": f"00-{'0' * 32}-b7ad6b7169203331-01"}]:
+        assert run_span(carrier).trace_id == tracing.derived_trace_id("tokentail-run", "r_1")
 
 
 class _Told:

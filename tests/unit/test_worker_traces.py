@@ -1,12 +1,10 @@
 """worker/traces.py: the spans of model calls in each provider, and what an attempt's span says of the
 attempt before it, exported in memory."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.fake_llm import FakeLLM, Reply, anthropic_stream, openai_stream
@@ -20,18 +18,6 @@ from tokentail.worker.providers.openai_chat import OpenAIProvider
 from tokentail.worker.providers.scripted import ScriptedProvider
 
 REQUEST = ModelRequest("m", [Message("user", "hi")])
-
-
-@pytest.fixture
-def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    provider = TracerProvider()
-    provider.id_generator = tracing._DerivedSpanIds(provider.id_generator)  # type: ignore[assignment]
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(tracing, "ON", True)
-    monkeypatch.setattr(tracing, "tracer", lambda: provider.get_tracer("tokentail"))
-    yield exporter
-    provider.shutdown()
 
 
 def _attrs(span: ReadableSpan) -> dict[str, Any]:
