@@ -83,12 +83,6 @@ class Keys:
         newest only (gateway/commands/a2a.py `TaskIndex`)."""
         return f"{self.prefix}:tenant:{{{tenant}}}:a2a-tasks:{agent}"
 
-    def first_delta(self, session_id: str, run_id: str) -> str:
-        """String, beside the session's keys (its hash tag), set (NX, with a TTL) by the first gateway to
-        write the run's first text delta to a client: that gateway alone observes its time to first
-        delta (gateway/reading/first_delta.py)."""
-        return f"{self.prefix}:{{{session_id}}}:first-delta:{run_id}"
-
     @property
     def probe(self) -> str:
         """A short-lived key written to find out whether Redis accepts writes (readiness, reapers)."""

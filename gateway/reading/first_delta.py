@@ -5,9 +5,9 @@ received by a gateway, to the first text delta of that run written to a client, 
 `RECEIVED_AT` is stamped as a request comes in (`GatewayApp.__call__`), and `SessionWrites.queue_run`
 keeps it in the run's record (`RunRecord.received_at`). A feed tells `FirstDeltas.written` of each run
 whose delta it writes (once per run and feed); in each process a run is counted once, and across
-gateways the first to set the run's key (`Keys.first_delta`, SET NX) counts it. That and reading the
-run's record are one round trip, per run and gateway, in a task of its own: never on the stream's path.
-The two times come from two gateways' clocks when the run was queued on one and read on another.
+gateways the first to tell Redis counts it (count_first_delta.lua, which also reads the run's record):
+one round trip per run and gateway, in a task of its own, never on the stream's path. The two times
+come from two gateways' clocks when the run was queued on one and read on another.
 """
 
 import asyncio
@@ -19,6 +19,8 @@ from contextvars import ContextVar
 from tokentail.gateway import metrics
 from tokentail.shared.outage import is_outage
 from tokentail.shared.run_spans import RunTrace
+from tokentail.shared.scripts.policies import sessions_runner
+from tokentail.shared.scripts.sessions import CountFirstDelta, MetaRunsKeys
 from tokentail.shared.store import SessionStore, decode_run
 
 logger = logging.getLogger(__name__)
@@ -27,7 +29,6 @@ RECEIVED_AT: ContextVar[float | None] = ContextVar("tokentail_received_at", defa
 DELTA = b"message.delta"
 RUN_ID_HEAD = b'{"run_id":"'  # how every event's data starts (shared/events.py: EventData)
 REMEMBERED = 10_000  # runs this process knows it counted (or saw counted): the newest
-KEY_TTL_SECONDS = 7 * 86_400  # past any run and its readers: a key gone, a late reader counts it again
 
 
 def head_of(run_id: str) -> bytes:
@@ -48,6 +49,7 @@ class FirstDeltas:
 
     def __init__(self, store: SessionStore) -> None:
         self._store = store
+        self._scripts = sessions_runner(store.redis, store.settings)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -63,17 +65,14 @@ class FirstDeltas:
         task.add_done_callback(self._tasks.discard)
 
     async def _count(self, session_id: str, run_id: str, written_at: float) -> None:
-        keys = self._store.keys
+        k = self._store.keys.session(session_id)
         try:
-            async with self._store.redis.pipeline(transaction=False) as pipe:  # one slot: one round trip
-                pipe.set(keys.first_delta(session_id, run_id), b"1", nx=True, ex=KEY_TTL_SECONDS)
-                pipe.hget(keys.session(session_id).runs, run_id)
-                first, raw = await pipe.execute()
+            raw = await self._scripts(CountFirstDelta(MetaRunsKeys(k.meta, k.runs), run_id))
         except Exception as exc:  # a metric is not worth a stream's trouble: an outage loses one sample
             if not is_outage(exc):
                 logger.exception("time to first delta not counted for run %s", run_id)
             return
-        if not first or raw is None:
+        if raw is None:
             return  # another gateway counted it, or the run is gone
         run = decode_run(raw)
         if run.received_at is None:

@@ -138,3 +138,22 @@ class WatchA2APush(Script[bool]):
 
     def parse(self, reply: Any) -> bool:
         return bool(int(reply))
+
+
+@dataclass(slots=True)
+class MetaRunsKeys(KeyGroup):
+    meta: str
+    runs: str
+
+
+@dataclass(slots=True)
+class CountFirstDelta(Script[bytes | None]):
+    """Whether this gateway counts run `run_id`'s time to first delta (count_first_delta.lua): its
+    record if so, None if another counted it (or a later run), or the session is gone."""
+
+    SOURCE = "count_first_delta"
+    k: MetaRunsKeys
+    run_id: str
+
+    def parse(self, reply: Any) -> bytes | None:
+        return reply or None

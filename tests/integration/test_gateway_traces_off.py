@@ -33,11 +33,12 @@ async def test_a_run_read_on_two_gateways_is_counted_once_without_an_exemplar(
         path = created["events_url"].removeprefix(first.url)
         for url in (first.url, second.url):
             assert (await read_events(client, url + path)).events[-1][1] == "run.completed"
-        key = Keys(settings.key_prefix).first_delta(created["session_id"], created["run_id"])
-        # Each gateway tried the run's key as it wrote the first delta: the second found it set.
+        # Each gateway told Redis as it wrote the run's first delta: the second found it counted.
         hubs = [gateway.app.state.hub for gateway in (first, second)]
         await eventually(lambda: not any(hub.first_deltas._tasks for hub in hubs), what="both gateways' tries")
-        assert await redis.exists(key) and 0 < await redis.ttl(key)
+        meta = Keys(settings.key_prefix).session(created["session_id"]).meta
+        counted_seq = await redis.hget(meta, "first_delta_seq")  # type: ignore[misc]
+        assert counted_seq == b"1"  # the run's queued_seq: nothing is kept per run
         scraped = await client.get(f"{first.url}/metrics", headers={"Accept": "application/openmetrics-text"})
     assert counted() == before + 1
     assert not [line for line in scraped.text.splitlines() if line.startswith("tokentail_first_delta") and "#" in line]
