@@ -3,8 +3,8 @@ it makes for each SDK call nest under tokentail's `chat` span, under the run's a
 
 from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
 
-from tokentail.worker.agents import Agent
-from tokentail.worker.tools.builtin import current_time
+from tokentail import Agent
+from tokentail.worker.tools.builtin import current_time  # the built-in tool the fake model calls
 
 OpenAIInstrumentor().instrument()
 
