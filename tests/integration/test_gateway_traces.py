@@ -143,8 +143,17 @@ async def test_a_client_that_drops_and_resumes_on_another_gateway_has_two_spans_
     run_span = (producer.trace_id, run_span_id(producer.trace_id, run_id))
     assert [(link.trace_id, link.span_id) for link in dropped.links] == [run_span]
     assert [(link.trace_id, link.span_id) for link in resumed.links] == [run_span]
-    # The clients' spans are in their own traces, linked: the run's trace holds none of them.
-    assert not [s for s in traced.receiver.trace(producer.trace_id) if s.name.startswith("stream ")]
+    # The clients' spans are in their own traces, linked: the run's trace holds none of them, and the
+    # drop took nothing from it: its run span (the one linked to) and its one attempt are all there.
+    run_trace = traced.receiver.wait_for(
+        lambda spans: any(s.name == "invoke_agent assistant" and s.trace_id == producer.trace_id for s in spans)
+    )
+    in_run_trace = [s for s in run_trace if s.trace_id == producer.trace_id]
+    assert not [s for s in in_run_trace if s.name.startswith("stream ")]
+    run = one(in_run_trace, name="invoke_agent assistant")
+    assert (run.trace_id, run.span_id) == run_span and run.parent_id == producer.span_id
+    assert run.attributes["tokentail.run.status"] == "completed"
+    assert one(in_run_trace, name="attempt").parent_id == run.span_id
 
 
 async def test_ndjson_and_socket_connections_have_their_spans(traced: Traced) -> None:
