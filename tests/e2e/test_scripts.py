@@ -25,7 +25,7 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if name and (ROOT / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, copy / name)
-    _run(copy, "./scripts/install", "mcp")
+    _run(copy, "./scripts/install", "mcp,otel")  # the extras ./scripts/dev asks for
     return copy
 
 
