@@ -11,7 +11,9 @@
     torn down        AttributeError or TypeError from redis-py's connection: a write on a connection
                      another task closed under it (the cluster client closes every connection when one
                      node fails) or the peer reset, which redis-py does not turn into a
-                     ConnectionError (redis/redis-py#4287, still so in 8.1)
+                     ConnectionError (redis/redis-py#4287, still so in 8.1); or from its cluster
+                     client, whose pipeline looks up a default node it has none of while it finds the
+                     cluster's nodes again after one failed (`get_default_node().name`)
 
 Workers retry what is an outage (an append keeps its id, so nothing is written twice) and stay up;
 the gateway answers 503 with `Retry-After`. Anything else (a script error, a wrong type) is a bug.
@@ -20,6 +22,7 @@ the gateway answers 503 with `Retry-After`. Anything else (a script error, a wro
 import traceback
 from pathlib import Path
 
+import redis.asyncio.cluster
 import redis.asyncio.connection
 from redis import exceptions as redis_errors
 
@@ -41,13 +44,13 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("BUSY ")
 
 
-_CONNECTION_MODULE = Path(redis.asyncio.connection.__file__)
+_REDIS_PY_MODULES = {Path(redis.asyncio.connection.__file__), Path(redis.asyncio.cluster.__file__)}
 
 
 def _torn_down(exc: BaseException) -> bool:
     if not isinstance(exc, AttributeError | TypeError):
         return False
-    return any(Path(frame.filename) == _CONNECTION_MODULE for frame in traceback.extract_tb(exc.__traceback__))
+    return any(Path(frame.filename) in _REDIS_PY_MODULES for frame in traceback.extract_tb(exc.__traceback__))
 
 
 def out_of_memory(exc: BaseException) -> bool:
