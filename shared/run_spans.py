@@ -78,13 +78,18 @@ class RunTrace:
                 "attempt",
                 context=tracing.remote(self.trace_id, self.run_span_id, self.sampled),
                 links=links,
-                attributes=attributes,
+                attributes={**attributes, "tokentail.attempt": attempt, "tokentail.attempt.resumes": resumes},
                 start_time=None if start is None else _ns(start),
             )
 
 
 def run_attributes(run: RunRecord, session_id: str) -> dict[str, Any]:
-    return {"tokentail.run.id": run.run_id, "gen_ai.conversation.id": session_id}
+    """What the run's span and each attempt's say of the run."""
+    return {
+        "tokentail.run.id": run.run_id,
+        "gen_ai.conversation.id": session_id,
+        "gen_ai.agent.name": run.agent or DEFAULT_AGENT,
+    }
 
 
 def write_lost_attempt(run: RunRecord, session_id: str, attempt: int, started_at: float | None, by: str) -> None:
@@ -96,9 +101,6 @@ def write_lost_attempt(run: RunRecord, session_id: str, attempt: int, started_at
     run_trace = RunTrace.of(run)
     attributes = {
         **run_attributes(run, session_id),
-        "gen_ai.agent.name": run.agent or DEFAULT_AGENT,
-        "tokentail.attempt": attempt,
-        "tokentail.attempt.resumes": run.resumes,
         "tokentail.attempt.written_by": by,  # not its own worker: a stand-in
         OUTCOME: "lost",
         "error.type": "worker_lost",
@@ -116,7 +118,6 @@ def write_run(run: RunRecord, session_id: str, ending: Ending, model: str | None
     attributes: dict[str, Any] = {
         **run_attributes(run, session_id),
         "gen_ai.operation.name": "invoke_agent",
-        "gen_ai.agent.name": agent,
         "tokentail.run.attempts": run.attempt,
         "tokentail.run.resumes": run.resumes,
     }

@@ -20,7 +20,6 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
 from tokentail.shared import tracing
-from tokentail.shared.catalog import DEFAULT_AGENT
 from tokentail.shared.records import Question, RunRecord
 from tokentail.shared.run_spans import OUTCOME, RunTrace, run_attributes
 
@@ -38,9 +37,6 @@ class AttemptSpan:
         self.model: str | None = None  # the model it asked, once known: the run's span names it
         attributes = {
             **run_attributes(run, session_id),
-            "gen_ai.agent.name": run.agent or DEFAULT_AGENT,
-            "tokentail.attempt": run.attempt,
-            "tokentail.attempt.resumes": run.resumes,
             "tokentail.attempt.started_as": run.started_as or "start",
         }
         links: list[Link] = []
