@@ -16,7 +16,7 @@ from redis.asyncio import RedisCluster
 
 from tokentail.shared.errors import SessionExpired, SessionNotFound
 from tokentail.shared.events import EventType
-from tokentail.shared.keys import Keys
+from tokentail.shared.keys import Keys, SessionKeys
 from tokentail.shared.records import PUBLIC_TENANT, RunRecord, SessionRecord
 from tokentail.shared.redis_clients import AnyRedis
 from tokentail.shared.round_trips import round_trips
@@ -79,6 +79,12 @@ def decode_run(raw: bytes | str) -> RunRecord:
         if isinstance(record.get(field), str):
             record[field] = json.loads(record[field])
     return RunRecord.model_validate(record)
+
+
+async def read_run(redis: AnyRedis, keys: SessionKeys, run_id: str) -> RunRecord | None:
+    """A run's record, or None if the session has no such run."""
+    raw = await cast(Awaitable[bytes | None], redis.hget(keys.runs, run_id))
+    return decode_run(raw) if raw is not None else None
 
 
 def add_steps(run: RunRecord, steps_hash: list[bytes]) -> None:
@@ -181,8 +187,7 @@ class SessionStore:
         """The run's record; with `steps`, and the steps it recorded (while it is active)."""
         keys = self.keys.session(session_id)
         if not steps:
-            raw = await cast(Awaitable[bytes | None], self.redis.hget(keys.runs, run_id))
-            return decode_run(raw) if raw is not None else None
+            return await read_run(self.redis, keys, run_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(keys.runs, run_id)
             pipe.hgetall(keys.steps)

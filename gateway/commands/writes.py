@@ -41,12 +41,8 @@ from tokentail.shared.scripts.sessions import (
     WatchA2APush,
     session_fields,
 )
-from tokentail.shared.store import ForkSource, branch_kept_seconds, compact_json, decode_run
+from tokentail.shared.store import ForkSource, branch_kept_seconds, compact_json, read_run
 from tokentail.shared.writes import Writes
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else value or ""
 
 
 def _missing_or_gone(outcome: str, session_id: str) -> None:
@@ -229,9 +225,10 @@ class SessionWrites(Writes):
     async def _run_before_cancel(self, session_id: str, run_id: str | None) -> RunRecord | None:
         """The run a cancel is about, as it is before it (traced: its spans may be written here)."""
         k = self.keys.session(session_id)
-        run_id = run_id or _text(await cast(Awaitable[bytes | None], self.redis.hget(k.meta, "active_run")))
-        raw = await cast(Awaitable[bytes | None], self.redis.hget(k.runs, run_id)) if run_id else None
-        return decode_run(raw) if raw else None
+        if not run_id:
+            active = await cast(Awaitable[bytes | None], self.redis.hget(k.meta, "active_run"))
+            run_id = (active or b"").decode()
+        return await read_run(self.redis, k, run_id) if run_id else None
 
     async def delete_session(self, session: SessionRecord) -> None:
         """Delete the session (see delete_session.lua): its run's worker is fenced, its followers end."""
