@@ -35,7 +35,13 @@ async def test_a_waiting_call_holds_a_stream_slot_and_a_refused_one_starts_nothi
         waiting = asyncio.create_task(holder.call_tool("slow_compute", {"seconds": 60}))
         slots = gateway.app.state.stream_slots
         await eventually(lambda: slots._held, what="the waiting call's slot")
-        made = await sessions_made(gateway)
+
+        async def its_session_made() -> int:
+            # its slot is taken before its run is queued: count once its session exists
+            assert (made := await sessions_made(gateway)) == 1
+            return made
+
+        made = await eventually(its_session_made, what="the waiting call's session")
         with pytest.raises(MCPError) as over:
             await refused.call_tool("greet", {"name": "World"})
         assert await sessions_made(gateway) == made  # the refused call started nothing
