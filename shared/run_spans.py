@@ -3,9 +3,11 @@ own, `invoke_agent {agent}`, and an attempt's, with the ids every process derive
 
 A run outlives its workers, and a span is exported only once it ends, so no span waits for another
 process: the run's span is started and ended where the run's end is recorded (its start time: the run's
-queueing), by a worker, the reaper, or a gateway that cancels a run no worker holds. A worker killed -9
-never ends its attempt's span, so whoever finds the attempt dead (the worker that takes the run over,
-or whoever ends it) writes a stand-in under the same derived id (`write_lost_attempt`).
+queueing), by a worker, the reaper, or a gateway that ends a run no worker holds (a cancel, an
+interrupt) or deletes its session. A worker killed -9 never ends its attempt's span, so whoever finds
+the attempt dead (the worker that takes the run over, or whoever ends it) writes a stand-in under the
+same derived id (`write_lost_attempt`); so does a gateway that deletes a session under a live attempt,
+whose worker, fenced, ends nothing.
 
 Everything here is called only when `tracing.ON`.
 """
@@ -94,20 +96,24 @@ def run_attributes(run: RunRecord, session_id: str) -> dict[str, Any]:
 
 def write_lost_attempt(run: RunRecord, session_id: str, attempt: int, started_at: float | None, by: str) -> None:
     """The span of attempt `attempt`, whose worker died without ending it (killed -9, frozen past its
-    lease): written by the worker that found it so (`by`: `takeover`, `exhausted` or `cancel`), unless
-    that attempt handed the run over and ended its span itself."""
+    lease): written by whoever found it so (`by`: `takeover`, `exhausted`, `cancel` or `interrupt`),
+    unless that attempt handed the run over and ended its span itself. `by` `delete`: its session was
+    deleted under it, and its worker, fenced, ends nothing."""
     if attempt < 1 or run.handed_over == attempt:
         return
-    run_trace = RunTrace.of(run)
+    if by == "delete":  # its worker lives on, fenced
+        outcome, error, why = "session_deleted", "session_deleted", "its session was deleted under it"
+    else:
+        outcome, error, why = "lost", "worker_lost", "its worker stopped without ending it"
     attributes = {
         **run_attributes(run, session_id),
         "tokentail.attempt.written_by": by,  # not its own worker: a stand-in
-        OUTCOME: "lost",
-        "error.type": "worker_lost",
+        OUTCOME: outcome,
+        "error.type": error,
     }
     start = started_at if started_at is not None else run.queued_at  # the best known time
-    span = run_trace.start_attempt(attempt, run.resumes, start, [], attributes)
-    span.set_status(StatusCode.ERROR, "its worker stopped without ending it")
+    span = RunTrace.of(run).start_attempt(attempt, run.resumes, start, [], attributes)
+    span.set_status(StatusCode.ERROR, why)
     span.end()
 
 
@@ -149,8 +155,9 @@ def write_run(run: RunRecord, session_id: str, ending: Ending, model: str | None
 
 
 def write_unheld_end(run: RunRecord, session_id: str, ended: Ending | None, by: str) -> None:
-    """A run ended with no worker holding it (`by`: a cancel, or out of attempts): the stand-in of the
-    attempt a worker died in, if it was `running` (`run` as it was before its end), and the run's span."""
+    """A run ended with no worker holding it (`by`: a cancel, an interrupt, out of attempts, or its
+    session deleted): the stand-in of the attempt a worker died in (or, deleted, is fenced in), if it
+    was `running` (`run` as it was before its end), and the run's span."""
     if run.status == "running":
         write_lost_attempt(run, session_id, run.attempt, run.started_at, by)
     if ended is not None:

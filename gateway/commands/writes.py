@@ -3,7 +3,7 @@ forked. Each is one script (shared/scripts/runs.py), whose typed reply becomes a
 
 import secrets
 from collections.abc import Awaitable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from opentelemetry.trace import SpanKind
 
@@ -41,7 +41,7 @@ from tokentail.shared.scripts.sessions import (
     WatchA2APush,
     session_fields,
 )
-from tokentail.shared.store import ForkSource, branch_kept_seconds, compact_json, read_run
+from tokentail.shared.store import ForkSource, branch_kept_seconds, compact_json, decode_run, read_run
 from tokentail.shared.writes import Writes
 
 
@@ -50,6 +50,11 @@ def _missing_or_gone(outcome: str, session_id: str) -> None:
         raise SessionExpired(session_id)
     if outcome == "missing":
         raise SessionNotFound(session_id)
+
+
+class _Queued(NamedTuple):
+    queued: Queued
+    ended: tuple[bytes, ...]  # traced: the runs an interrupt ended, as they were (QueueReply.ended)
 
 
 class SessionWrites(Writes):
@@ -91,7 +96,7 @@ class SessionWrites(Writes):
         if run.received_at is None:
             run.received_at = first_delta.RECEIVED_AT.get()  # the time to first delta starts there
         if not tracing.ON:
-            return await self._queue_run(session_id, run, multitask, create, if_missing)
+            return (await self._queue_run(session_id, run, multitask, create, if_missing)).queued
         attributes = {
             "messaging.system": "arq",
             "messaging.operation.type": "send",
@@ -103,13 +108,17 @@ class SessionWrites(Writes):
             f"send {self.keys.queue}", kind=SpanKind.PRODUCER, attributes=attributes
         ) as span:
             run.trace = tracing.carrier()
-            queued = await self._queue_run(session_id, run, multitask, create, if_missing)
-            span.set_attribute("tokentail.run.queued", queued.value)  # started, pending, or again
-            return queued
+            reply = await self._queue_run(session_id, run, multitask, create, if_missing)
+            span.set_attribute("tokentail.run.queued", reply.queued.value)  # started, pending, or again
+        # The runs it superseded ended here, with no worker: so are their spans written (shared/run_spans.py).
+        for before in map(decode_run, reply.ended):
+            ended = RunCancelled(run_id=before.run_id, reason=f"superseded by run {run.run_id}")
+            run_spans.write_unheld_end(before, session_id, ended, "interrupt")
+        return reply.queued
 
     async def _queue_run(
         self, session_id: str, run: RunRecord, multitask: Multitask, create: SessionRecord | None, if_missing: bool
-    ) -> Queued:
+    ) -> _Queued:
         reply = await self.run(
             QueueRun(
                 self.scope.run_keys(session_id),
@@ -120,12 +129,13 @@ class SessionWrites(Writes):
                 compact_json({"run_id": run.run_id, "input": run.input}),
                 "0" if create is None else "2" if if_missing else "1",
                 self.keys.cancel_channel,
+                "1" if tracing.ON else "0",
                 session_fields(create) if create else [],
             )
         )
         if reply.queued is not None:
             run.queued_seq = reply.seq
-            return reply.queued
+            return _Queued(reply.queued, reply.ended)
         if reply.outcome is QueueOutcome.CONFLICT:
             raise RunConflict(session_id, reply.active_run or "")
         if reply.outcome is QueueOutcome.EXISTS:
@@ -234,11 +244,16 @@ class SessionWrites(Writes):
         """Delete the session (see delete_session.lua): its run's worker is fenced, its followers end."""
         k, keys = self.keys.session(session.session_id), self.keys
         session_keys = (k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps)
-        await self.run(
+        ended = await self.run(
             DeleteSession(
                 DeleteKeys(*session_keys, keys.a2a_push(session.session_id), keys.lease_checks, keys.archive_checks),
                 session.tenant,
                 self.settings.tombstone_ttl_seconds,
                 session.session_id,
+                "1" if tracing.ON else "0",
             )
         )
+        # Its runs ended here: a worker running one is fenced and ends nothing (shared/run_spans.py).
+        for before in map(decode_run, ended):
+            cancelled = RunCancelled(run_id=before.run_id, reason="session deleted")
+            run_spans.write_unheld_end(before, session.session_id, cancelled, "delete")

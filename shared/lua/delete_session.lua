@@ -3,7 +3,19 @@
 -- following the session are told (`gone` on its channel) and end their streams now.
 -- With an archive, the session goes in the archive index, due now: the archiver deletes the archive's
 -- copy too (the gateway deletes it at once; this is for a gateway that failed to).
+-- Returns, when `traced`, the records of the runs it ends (the active run, then those in line), as
+-- they were: the gateway writes their spans (shared/run_spans.py).
 -- Keys and arguments: shared/scripts/sessions.py `DeleteSession`.
+local ended = {}
+if a.traced == '1' then
+  local runs = redis.call('LRANGE', k.pending, 0, -1)
+  local active = redis.call('HGET', k.meta, 'active_run')
+  if active and active ~= '' then table.insert(runs, 1, active) end
+  for _, run_id in ipairs(runs) do
+    local record = redis.call('HGET', k.runs, run_id)
+    if record then ended[#ended + 1] = record end
+  end
+end
 redis.call('DEL', k.meta, k.runs, k.events, k.lease, k.pending, k.steps, k.a2a_push)
 if not SPLIT_QUEUE then redis.call('ZREM', k.index, a.session_id) end
 if ARCHIVE then
@@ -12,4 +24,4 @@ if ARCHIVE then
 end
 redis.call('SET', k.gone, a.tenant, 'EX', math.max(1, tonumber(a.tombstone)))
 redis.call(PUBLISH_EVENTS, k.events, 'gone')
-return 1
+return ended

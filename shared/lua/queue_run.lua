@@ -7,8 +7,9 @@
 -- its worker; lib.lua's end_run starts the next in line when a run ends.
 --
 -- Keys and arguments: shared/scripts/runs.py `QueueRun`.
--- Returns {'ok', seq, 'started'|'pending'} | {'again', seq} | {'missing'} | {'gone'} | {'exists'} |
--- {'conflict', active_run_id}. 'again': the run is recorded already, queued by this same request sent
+-- Returns {'ok', seq, 'started'|'pending', ended...} | {'again', seq} | {'missing'} | {'gone'} |
+-- {'exists'} | {'conflict', active_run_id}. `ended`, when `traced`: the records, as they were, of the
+-- runs an interrupt ended here, whose spans the gateway writes (shared/run_spans.py). 'again': the run is recorded already, queued by this same request sent
 -- before (its id comes from the request's idempotency key: gateway/access/ids.py); nothing changes.
 local run_id, multitask = a.run_id, a.multitask
 if redis.call('HEXISTS', k.runs, run_id) == 1 then return {'again', get_run(k.runs, run_id).queued_seq} end
@@ -50,7 +51,12 @@ if multitask ~= 'interrupt' then
   return {'ok', seq, 'pending'}
 end
 local superseded = 'superseded by run ' .. run_id
+local reply = {'ok', seq, 'pending'}
+local function ending(ended_id)
+  if a.traced == '1' then reply[#reply + 1] = redis.call('HGET', k.runs, ended_id) end
+end
 for _, waiting in ipairs(redis.call('LRANGE', k.pending, 0, -1)) do
+  ending(waiting)
   local record = get_run(k.runs, waiting)
   record.status = 'cancelled'
   record.reason = superseded
@@ -60,11 +66,13 @@ end
 redis.call('DEL', k.pending)
 redis.call('RPUSH', k.pending, run_id)
 if redis.call('EXISTS', k.lease) == 0 then
+  ending(active)
   cancel_unheld(k, s, active, superseded)  -- which starts this run, the next in line
-  return {'ok', seq, 'started'}
+  reply[3] = 'started'
+  return reply
 end
 if redis.call('HGET', k.meta, 'cancel_run') ~= active then
   redis.call('HSET', k.meta, 'cancel_run', active)
   redis.call('PUBLISH', a.cancel_channel, active)
 end
-return {'ok', seq, 'pending'}
+return reply

@@ -129,6 +129,7 @@ class QueueReply(NamedTuple):
     seq: int | None = None  # of its `run.queued`
     queued: Queued | None = None
     active_run: str | None = None  # the run in the way (CONFLICT)
+    ended: tuple[bytes, ...] = ()  # traced: the records, as they were, of the runs an interrupt ended
 
 
 @dataclass(slots=True)
@@ -143,12 +144,13 @@ class QueueRun(Script[QueueReply]):
     queued_data: str
     create: str  # '1' a new session, '2' the session, made now if missing, '0' an existing one
     cancel_channel: str
+    traced: str  # '1': reply with the records of the runs an interrupt ended, for their spans
     fields: list[str]  # a session made: its meta fields, as name, value pairs
 
     def parse(self, reply: Any) -> QueueReply:
         outcome = QueueOutcome(_text(reply[0]))
         if outcome is QueueOutcome.OK:
-            return QueueReply(outcome, int(reply[1]), Queued(_text(reply[2])))
+            return QueueReply(outcome, int(reply[1]), Queued(_text(reply[2])), ended=tuple(reply[3:]))
         if outcome is QueueOutcome.AGAIN:
             return QueueReply(outcome, int(reply[1]), Queued.AGAIN)
         if outcome is QueueOutcome.CONFLICT:

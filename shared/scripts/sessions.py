@@ -69,15 +69,18 @@ class DeleteKeys(KeyGroup):
 
 
 @dataclass(slots=True)
-class DeleteSession(Script[None]):
+class DeleteSession(Script[tuple[bytes, ...]]):
+    """The session deleted; traced, the records of the runs it ended, as they were."""
+
     SOURCE = "delete_session"
     k: DeleteKeys
     tenant: str
     tombstone: int
     session_id: str
+    traced: str  # '1': reply with the records of the runs it ends, for their spans
 
-    def parse(self, reply: Any) -> None:
-        return None
+    def parse(self, reply: Any) -> tuple[bytes, ...]:
+        return tuple(reply)
 
 
 @dataclass(slots=True)

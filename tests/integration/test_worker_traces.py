@@ -15,7 +15,7 @@ from tests.waiting import eventually, scaled
 from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared import tracing
-from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.records import Multitask, RunRecord, SessionRecord
 from tokentail.shared.scripts.runs import Cancel
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
@@ -205,3 +205,47 @@ async def test_a_queued_run_cancelled_before_any_start_has_its_run_span_and_no_a
     spans = exported.get_finished_spans()
     assert _attrs(_one(spans, "invoke_agent assistant"))["tokentail.run.status"] == "cancelled"
     assert _attempts(spans) == []
+
+
+async def _queue_on(runs: AllWrites, sid: str, multitask: Multitask) -> str:
+    run = RunRecord(run_id=new_run_id(), input="and then", model="scripted")
+    await runs.queue_run(sid, run, multitask=multitask)
+    return run.run_id
+
+
+async def test_an_interrupt_writes_the_spans_of_the_runs_it_ended_with_no_worker(
+    store: SessionStore, runs: AllWrites, redis: Redis, exported: InMemorySpanExporter
+) -> None:
+    sid, dead = await _queue(runs, tokens=5, tokens_per_second=0)
+    await _dies_in_attempt_one(runs, redis, store, sid, dead)
+    in_line = await _queue_on(runs, sid, "enqueue")
+    exported.clear()
+    await _queue_on(runs, sid, "interrupt")  # supersedes the run in line, and cancels the unheld one now
+    spans = exported.get_finished_spans()
+    ended = {_attrs(s)["tokentail.run.id"]: _attrs(s) for s in spans if s.name == "invoke_agent assistant"}
+    assert set(ended) == {dead, in_line} and {a["tokentail.run.status"] for a in ended.values()} == {"cancelled"}
+    (lost,) = _attempts(spans)  # the one in line never started
+    assert _attrs(lost)["tokentail.run.id"] == dead and _attrs(lost)["tokentail.attempt.written_by"] == "interrupt"
+    assert _attrs(lost)["tokentail.attempt.outcome"] == "lost"
+
+
+async def test_a_session_deleted_under_a_running_worker_has_its_runs_and_the_fenced_attempt_written_once(
+    store: SessionStore, runs: AllWrites, settings: Settings, exported: InMemorySpanExporter
+) -> None:
+    sid, rid = await _queue(runs, tokens=10_000, tokens_per_second=200)
+    task = asyncio.create_task(run_agent(_job(store, settings, "job-1"), sid, rid))
+
+    async def running() -> None:
+        assert (await store.get_run(sid, rid)).status == "running"  # type: ignore[union-attr]
+
+    await eventually(running)
+    in_line = await _queue_on(runs, sid, "enqueue")
+    await runs.delete_session(await store.get_session(sid))
+    await asyncio.wait_for(task, scaled(5))  # fenced at its next write: it ends nothing of its own
+    spans = exported.get_finished_spans()
+    ended = {_attrs(s)["tokentail.run.id"]: _attrs(s) for s in spans if s.name == "invoke_agent assistant"}
+    assert set(ended) == {rid, in_line} and {a["tokentail.run.status"] for a in ended.values()} == {"cancelled"}
+    (fenced,) = _attempts(spans)
+    assert _attrs(fenced)["tokentail.run.id"] == rid and _attrs(fenced)["tokentail.attempt.written_by"] == "delete"
+    assert _attrs(fenced)["tokentail.attempt.outcome"] == "session_deleted"
+    assert fenced.context.span_id == tracing.derived_span_id(fenced.context.trace_id, rid, 1, 0)
