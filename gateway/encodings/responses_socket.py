@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ from tokentail.gateway.encodings.responses import ResponseEvents
 from tokentail.gateway.encodings.responses_follow import cancel_unless_ended, events_of, follow
 from tokentail.gateway.encodings.responses_output import Part
 from tokentail.gateway.errors import describe, describe_outage
+from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.reading.streams import Streams
 from tokentail.gateway.schemas import CreateResponse
@@ -69,7 +71,7 @@ class Refused(Exception):
 @dataclass
 class Lane:
     stream_id: str | None
-    waiting: deque[CreateResponse] = field(default_factory=deque)
+    waiting: deque[tuple[float, CreateResponse]] = field(default_factory=deque)  # with when each came
     task: asyncio.Task[None] | None = None
 
 
@@ -158,7 +160,7 @@ class ResponsesSocket:
         if self.waiting >= MAX_WAITING:
             raise Refused(429, "too_many_requests", f"{MAX_WAITING} creates wait on this socket already")
         lane = self.lanes.setdefault(stream_id, Lane(stream_id))
-        lane.waiting.append(body)
+        lane.waiting.append((time.time(), body))  # its run's time to first delta starts as it came
         self.waiting += 1
         if lane.task is None:
             self._start(lane)
@@ -172,8 +174,9 @@ class ResponsesSocket:
         try:
             while lane.waiting:
                 async with self.active:
-                    body = lane.waiting.popleft()
+                    received_at, body = lane.waiting.popleft()
                     self.waiting -= 1
+                    first_delta.RECEIVED_AT.set(received_at)  # the lane's own task: its own context
                     await self._respond(lane.stream_id, body)
         except Exception:  # a bug, which _report logs: the lane's other creates are still served
             lane.task = None

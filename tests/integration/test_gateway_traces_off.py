@@ -1,12 +1,13 @@
 """The time to first delta without traces: two gateways in this process (traces off here), two
-clients of one run, one on each: the run is counted once, with no exemplar, and its key says which
-gateway counted it. In-process, both gateways observe the same histogram, so a run counted twice
-would show."""
+clients of one run, one on each: the run is counted once, with no exemplar, and the session's meta
+keeps which run was counted. In-process, both gateways observe the same histogram, so a run counted
+twice would show. A response created over the Responses socket counts from its `response.create`."""
 
 from collections.abc import Callable
 from typing import Any
 
 import httpx2
+from openai import AsyncOpenAI
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
@@ -14,7 +15,9 @@ from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail.shared import tracing
 from tokentail.shared.keys import Keys
+from tokentail.shared.response_ids import parse_response_id
 from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
 
 
 def counted() -> float:
@@ -42,3 +45,24 @@ async def test_a_run_read_on_two_gateways_is_counted_once_without_an_exemplar(
         scraped = await client.get(f"{first.url}/metrics", headers={"Accept": "application/openmetrics-text"})
     assert counted() == before + 1
     assert not [line for line in scraped.text.splitlines() if line.startswith("tokentail_first_delta") and "#" in line]
+
+
+async def test_a_response_created_over_the_responses_socket_is_counted_from_its_create(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any], store: SessionStore
+) -> None:
+    gateway = await start_gateway()
+    await start_worker()
+    before = counted()
+    client = AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=20)
+    async with client, client.responses.connect() as connection:
+        await connection.send({"type": "response.create", "model": "scripted", "input": "hi", "params": {"tokens": 5}})  # type: ignore[arg-type]
+        async for event in connection:
+            if event.type == "response.completed":
+                ids = parse_response_id(event.response.id)
+                break
+    hub = gateway.app.state.hub
+    await eventually(lambda: not hub.first_deltas._tasks, what="the gateway's try")
+    assert counted() == before + 1
+    assert ids is not None
+    run = await store.get_run(ids[0], ids[1])
+    assert run is not None and run.received_at is not None and run.received_at <= run.queued_at  # type: ignore[operator]
