@@ -43,6 +43,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any
 
@@ -112,7 +113,8 @@ async def _called(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
 
 
 class ToolScope:
-    """One tool call as the stream shows it; set `result` before the block ends."""
+    """One tool call as the stream shows it (and, traced, as an `execute_tool` span current around
+    the block); set `result` before the block ends."""
 
     def __init__(
         self, context: "RunContext", call_id: str, name: str, arguments: dict[str, Any], agent: str | None
@@ -123,18 +125,24 @@ class ToolScope:
         self.arguments = arguments
         self.agent = agent
         self.result: Any = None
+        self._span: AbstractContextManager[Any] = nullcontext()
 
     async def __aenter__(self) -> "ToolScope":
         await self._context.tool_started(self.call_id, self.name, self.arguments, agent=self.agent)
+        if tracing.ON:
+            self._span = traces.executing_tool(self.name, self.call_id)
+        self._span.__enter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if isinstance(exc, WaitingForInput):
+            self._span.__exit__(None, None, None)  # not a failure: the call goes on when the run does
+            return  # and ends then
+        self._span.__exit__(exc_type, exc, tb)
         if exc is None:
             await self._context.tool_finished(self.call_id, result=self.result, agent=self.agent)
-        elif isinstance(exc, WaitingForInput):
-            return  # the call goes on when the run does: it ends then
         else:
             await self._context.tool_finished(self.call_id, error=exc, agent=self.agent)
 

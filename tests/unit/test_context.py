@@ -1,6 +1,7 @@
 """RunContext, the agent author's API: every kind of event it streams, with and without `agent`."""
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -8,6 +9,9 @@ from tests.unit.test_writer import RecordingLease, _writer
 from tokentail.shared.events import CustomData, Event, ReasoningDelta
 from tokentail.shared.records import RunRecord
 from tokentail.worker.context import RunContext, WaitingForInput
+
+if TYPE_CHECKING:  # the SDK is an extra
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 def _context(lease: RecordingLease, window: float = 0.0) -> RunContext:
@@ -122,3 +126,15 @@ async def test_ask_refuses_what_it_could_not_keep_or_check_before_the_run_waits(
     with pytest.raises(WaitingForInput) as waiting:
         await context.ask("Name?", kind="text", expires_in=60, on_expiry="default", default="nobody")
     assert waiting.value.question.answer_schema == {"type": "string"}
+
+
+async def test_a_tool_scope_is_an_execute_tool_span_ended_with_its_block(exported: "InMemorySpanExporter") -> None:
+    ctx = _context(RecordingLease())
+    async with ctx.tool("search", {"q": "x"}, call_id="c1") as call:
+        call.result = ["a"]
+    with pytest.raises(RuntimeError):
+        async with ctx.tool("search", {"q": "y"}, call_id="c2"):
+            raise RuntimeError("index offline")
+    ok, failed = exported.get_finished_spans()
+    assert (ok.name, dict(ok.attributes or {})["gen_ai.tool.call.id"]) == ("execute_tool search", "c1")
+    assert ok.status.is_ok and dict(failed.attributes or {})["error.type"] == "RuntimeError"
