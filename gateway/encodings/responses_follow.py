@@ -34,15 +34,16 @@ async def replay(store: SessionStore, ref: ResponseRef, events: ResponseEvents) 
 
 
 async def follow(
-    hub: StreamHub, ref: ResponseRef, events: ResponseEvents, batch: int, transport: str
+    hub: StreamHub, ref: ResponseRef, events: ResponseEvents, batch: int, transport: str, streamed: bool = True
 ) -> AsyncGenerator[list[Part]]:
     """The response's events from its run's start, a batch's at a time, until it ends: then
-    `events.finished`. Ends unfinished if its session went away, or the gateway is stopping."""
+    `events.finished`. Ends unfinished if its session went away, or the gateway is stopping.
+    `streamed`: False when the client gets only the finished response (no first delta is written to it)."""
     session_id = ref.session.session_id
     start = await start_position(hub.store, session_id, ref.after)
     if opening := events.opening(start.gap):
         yield opening
-    feed = EventFeed(hub, session_id, start, batch, until_idle=True, transport=transport)
+    feed = EventFeed(hub, session_id, start, batch, until_idle=True, transport=transport, writes_deltas=streamed)
     async with contextlib.aclosing(feed.__aiter__()) as batches:
         async for got in batches:
             if parts := [part for rendered, _ in events.rendered(got) for part in rendered]:
@@ -56,7 +57,7 @@ async def wait_for_end(
 ) -> None:
     """Follow the response's events until it ends (or `seconds` pass)."""
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds), contextlib.aclosing(follow(hub, ref, events, batch, "responses")) as parts:
+        async with asyncio.timeout(seconds), contextlib.aclosing(follow(hub, ref, events, batch, "responses", streamed=False)) as parts:
             async for _ in parts:
                 pass
 

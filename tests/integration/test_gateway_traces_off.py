@@ -1,7 +1,8 @@
 """The time to first delta without traces: two gateways in this process (traces off here), two
 clients of one run, one on each: the run is counted once, with no exemplar, and the session's meta
 keeps which run was counted. In-process, both gateways observe the same histogram, so a run counted
-twice would show. A response created over the Responses socket counts from its `response.create`."""
+twice would show. A response created over the Responses socket counts from its `response.create`;
+one waited for without a stream is not counted."""
 
 from collections.abc import Callable
 from typing import Any
@@ -66,3 +67,18 @@ async def test_a_response_created_over_the_responses_socket_is_counted_from_its_
     assert ids is not None
     run = await store.get_run(ids[0], ids[1])
     assert run is not None and run.received_at is not None and run.received_at <= run.queued_at  # type: ignore[operator]
+
+
+async def test_a_response_waited_for_without_a_stream_writes_no_first_delta(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+) -> None:
+    gateway = await start_gateway()
+    await start_worker()
+    before = counted()
+    async with httpx2.AsyncClient(timeout=30) as client:
+        body = {"model": "scripted", "input": "hi", "params": {"tokens": 5}}
+        answered = await client.post(f"{gateway.url}/v1/responses", json=body)
+    assert answered.status_code == 200 and answered.json()["status"] == "completed", answered.text
+    hub = gateway.app.state.hub
+    await eventually(lambda: not hub.first_deltas._tasks, what="no try left")
+    assert counted() == before  # its client got the whole answer at its end, not a first delta
