@@ -56,8 +56,9 @@ async def wait_for_end(
     hub: StreamHub, ref: ResponseRef, events: ResponseEvents, batch: int, seconds: float | None
 ) -> None:
     """Follow the response's events until it ends (or `seconds` pass)."""
+    unstreamed = follow(hub, ref, events, batch, "responses", streamed=False)
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds), contextlib.aclosing(follow(hub, ref, events, batch, "responses", streamed=False)) as parts:
+        async with asyncio.timeout(seconds), contextlib.aclosing(unstreamed) as parts:
             async for _ in parts:
                 pass
 
