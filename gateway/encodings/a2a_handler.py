@@ -54,6 +54,7 @@ from tokentail.gateway.commands.a2a import TaskIndex, message_answer, message_in
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.commands.turns import check_size
 from tokentail.gateway.encodings.a2a import A2AEvents, Event
+from tokentail.gateway.errors import describe
 from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
 from tokentail.gateway.reading.hub import Chunk, StreamHub
 from tokentail.gateway.reading.streams import Streams
@@ -91,8 +92,9 @@ def _a2a_error(exc: TokentailError) -> A2AError:
         return UnsupportedOperationError(f"{exc}: a context takes a new task once its last one has ended")
     if isinstance(exc, InputNotPending):  # answered meanwhile, elsewhere
         return UnsupportedOperationError(str(exc))
-    if isinstance(exc, RateLimited):  # 429 elsewhere: A2A has no error for it, so its message says which and when
-        return InternalError(f"{exc}; retry after {exc.retry_after} s")
+    if isinstance(exc, RateLimited):  # 429 elsewhere: A2A has no error for it, so it says which and when
+        limit = {"type": describe(exc)[1], "retryAfter": exc.retry_after}  # as MCP's -32029 says it
+        return InternalError(f"{exc}; retry after {exc.retry_after} s", data=limit)
     return InternalError(str(exc))
 
 

@@ -36,6 +36,7 @@ from starlette.requests import Request
 
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.encodings import mcp
+from tokentail.gateway.errors import describe
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.streams import Streams
@@ -46,7 +47,6 @@ from tokentail.shared.errors import (
     InvalidInput,
     RateLimited,
     TaskNotFound,
-    TooManyStreams,
 )
 from tokentail.shared.settings import Settings
 
@@ -183,8 +183,7 @@ class AgentTasks(Extension):
         except (InvalidInput, InputTooLarge, InputNotPending) as exc:
             raise invalid(str(exc)) from None
         except RateLimited as exc:
-            kind = "too_many_streams" if isinstance(exc, TooManyStreams) else "rate_limited"
-            raise MCPError(RATE_LIMITED, str(exc), {"type": kind, "retryAfter": exc.retry_after}) from None
+            raise MCPError(RATE_LIMITED, str(exc), {"type": describe(exc)[1], "retryAfter": exc.retry_after}) from None
 
 
 async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: CallToolRequestParams) -> HandlerResult:

@@ -352,9 +352,19 @@ async def test_a_blocking_send_holds_a_stream_slot_while_it_waits(
     waiting = asyncio.create_task(send())
     slots = gateway.app.state.stream_slots
     await eventually(lambda: slots._held, what="the waiting send's slot")
-    with pytest.raises(InternalError, match="1 streams open already"):  # A2A has no 429: its message says
+
+    async def tasks() -> int:
+        return len((await blocking.list_tasks(ListTasksRequest())).tasks)
+
+    async def its_task_made() -> None:  # its slot is taken before its task is made
+        assert await tasks() == 1
+
+    await eventually(its_task_made, what="the waiting send's task")
+    with pytest.raises(InternalError, match="1 streams open already") as refused:  # A2A has no 429
         [event async for event in blocking.send_message(say("another"))]
-    assert len((await blocking.list_tasks(ListTasksRequest())).tasks) == 1  # the refused send made no task
+    limit = refused.value.data or {}
+    assert limit["type"] == "too_many_streams" and limit["retryAfter"] >= 1, limit  # as MCP says it
+    assert await tasks() == 1  # the refused send made no task
     waiting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await waiting
