@@ -154,19 +154,25 @@ def exemplar() -> dict[str, str] | None:
 
 
 async def chat(span: ChatSpan, chunks: AsyncIterator[T]) -> AsyncIterator[T]:
-    """A provider's `chunks`, in `span`: current while the first is awaited (the SDK's call), ended with the stream."""
+    """A provider's `chunks`, in `span`: current while each is awaited (the SDK's call, then its reading of the
+    stream), ended with the stream.
+
+    Current around each step, not only the first: an instrumentation may keep its span attached until the
+    stream ends (Anthropic's official one, 1.3b0, does), and detaching it then puts back what was current when
+    it attached, this span. Inside a step of ours, that lands in our own attach, which our detach undoes; the
+    caller's code (the tool, the next model call) stays under the attempt."""
     error: BaseException | None = None
     try:
-        with span.calling():
-            first = await anext(chunks, None)
-        if first is None:
-            return
-        yield first
-        async for chunk in chunks:
+        while True:
+            with span.calling():
+                chunk = await anext(chunks, None)
+            if chunk is None:
+                return
             yield chunk
     except BaseException as exc:  # cancelled, or closed early (GeneratorExit): the call did not end well
         error = exc
         raise
     finally:
         span.end(error)
-        await chunks.aclose()  # type: ignore[attr-defined]
+        with span.calling():  # closed early: an instrumentation's stream, dropped here, may end its span here
+            await chunks.aclose()  # type: ignore[attr-defined]

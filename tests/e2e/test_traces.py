@@ -5,6 +5,7 @@ it belongs: parents and links by id, services, and no tool span twice."""
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import httpx2
 import pytest
@@ -19,7 +20,13 @@ from tests.waiting import eventually, scaled
 from tokentail.shared import tracing
 
 GATEWAY, WORKER = tracing.GATEWAY, tracing.WORKER
-AGENTS = json.dumps({"clock": "tests.traced_agents:CLOCK", "approve": "tests.asking_agent:approval"})
+AGENTS = json.dumps(
+    {
+        "clock": "tests.traced_agents:CLOCK",
+        "clock_claude": "tests.traced_agents:CLOCK_CLAUDE",
+        "approve": "tests.asking_agent:approval",
+    }
+)
 
 
 @pytest.fixture
@@ -33,6 +40,7 @@ def _traced(stack: Stack, receiver: OtlpReceiver, llm_url: str = "", **env: str)
     stack.env.pop("OTEL_SERVICE_NAME", None)  # the services' own names
     if llm_url:
         stack.env |= {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": f"{llm_url}/v1"}
+        stack.env |= {"ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": llm_url}
 
 
 async def _run_trace(receiver: OtlpReceiver, agent: str, ended: int = 1) -> list[Span]:
@@ -78,35 +86,68 @@ def _ids_unique(spans: list[Span]) -> None:
     assert len(ids) == len(set(ids)), "a span id exported twice"
 
 
-async def test_a_run_with_a_tool_through_the_openai_sdk_is_one_trace_with_the_sdk_spans_under_the_attempt(
-    stack: Stack, receiver: OtlpReceiver, llm_url: str
+@dataclass(frozen=True)
+class Sdk:
+    """An agent of tests/traced_agents.py that calls its model through an official SDK with its official
+    instrumentation on, and what its run's `chat` spans say, from the fake server's answers."""
+
+    agent: str
+    provider: str
+    model: str
+    finish_reasons: list[str]  # the tool call's turn, then the answer's, in the provider's own words
+    call_id: str  # the fake server's id of its tool call
+    env: dict[str, str] = field(default_factory=dict)  # the worker's
+
+    def __str__(self) -> str:
+        return self.provider
+
+
+SDKS = [
+    Sdk("clock", "openai", "gpt-test", ["tool_calls", "stop"], "call_time"),
+    # anthropic 2.x traces its calls itself too; beside the instrumentation, whose docs say to turn that off,
+    # each call would have two spans.
+    Sdk(
+        "clock_claude",
+        "anthropic",
+        "claude-test",
+        ["tool_use", "end_turn"],
+        "toolu_time",
+        {"ANTHROPIC_OPEN_TELEMETRY": "false"},
+    ),
+]
+
+
+@pytest.mark.parametrize("sdk", SDKS, ids=str)
+async def test_a_run_with_a_tool_through_an_official_sdk_is_one_trace_with_the_sdk_spans_under_the_attempt(
+    stack: Stack, receiver: OtlpReceiver, llm_url: str, sdk: Sdk
 ) -> None:
-    _traced(stack, receiver, llm_url)
+    agent, provider, model = sdk.agent, sdk.provider, sdk.model
+    _traced(stack, receiver, llm_url, **sdk.env)
     url = stack.gateway()
     stack.worker()
     async with httpx2.AsyncClient(timeout=30) as client:
-        created = await client.post(f"{url}/v1/sessions", json={"input": "what time is it?", "agent": "clock"})
+        created = await client.post(f"{url}/v1/sessions", json={"input": "what time is it?", "agent": agent})
         assert created.status_code == 201, created.text
         sid = created.json()["session_id"]
         received = await read_events(client, created.json()["events_url"])
     assert received.events[-1][1] == "run.completed"
-    spans = await _run_trace(receiver, "clock")
+    spans = await _run_trace(receiver, agent)
     _ids_unique(spans)
     # The gateway: the request's server span, the producer span under it, the run's span under that.
     server = _one(spans, "POST /v1/sessions", service=GATEWAY)
     assert server.kind == "server" and server.parent_id == ""
     (producer,) = [s for s in _children(spans, server) if s.kind == "producer"]
     assert producer.name.startswith("send ") and producer.service == GATEWAY
-    run = _one(spans, "invoke_agent clock", service=WORKER)
+    run = _one(spans, f"invoke_agent {agent}", service=WORKER)
     assert run.parent_id == producer.span_id
     assert {
         key: run.attributes[key] for key in ("gen_ai.operation.name", "gen_ai.agent.name", "gen_ai.conversation.id")
     } == {
         "gen_ai.operation.name": "invoke_agent",
-        "gen_ai.agent.name": "clock",
+        "gen_ai.agent.name": agent,
         "gen_ai.conversation.id": sid,
     }
-    assert run.attributes["gen_ai.request.model"] == "openai:gpt-test"
+    assert run.attributes["gen_ai.request.model"] == f"{provider}:{model}"
     assert run.attributes["gen_ai.usage.output_tokens"] > 0 and run.attributes["tokentail.run.status"] == "completed"
     assert run.start_ns <= producer.end_ns  # from its queueing
     # The worker: one attempt, two model calls (the tool call, then the answer) and the tool between.
@@ -116,19 +157,20 @@ async def test_a_run_with_a_tool_through_the_openai_sdk_is_one_trace_with_the_sd
     assert attempt.attributes["tokentail.queue_wait_s"] >= 0
     (first_token,) = [e for e in attempt.events if e.name == "First Token Stream Event"]
     assert first_token.attributes["tokentail.time_to_first_token_s"] >= 0
-    chats = sorted((s for s in spans if s.scope == "tokentail" and s.name == "chat gpt-test"), key=lambda s: s.start_ns)
+    chats = sorted((s for s in spans if s.scope == "tokentail" and s.name == f"chat {model}"), key=lambda s: s.start_ns)
     assert len(chats) == 2 and all(c.parent_id == attempt.span_id and c.kind == "client" for c in chats)
-    assert chats[0].attributes["gen_ai.response.finish_reasons"] == ["tool_calls"]
-    assert chats[1].attributes["gen_ai.response.finish_reasons"] == ["stop"]
-    assert all(c.attributes["gen_ai.provider.name"] == "openai" for c in chats)
+    assert [c.attributes["gen_ai.response.finish_reasons"] for c in chats] == [
+        [reason] for reason in sdk.finish_reasons
+    ]
+    assert all(c.attributes["gen_ai.provider.name"] == provider for c in chats)
     assert all(c.attributes["gen_ai.usage.output_tokens"] > 0 for c in chats)
     tool = _one(spans, "execute_tool current_time")
-    assert tool.parent_id == attempt.span_id and tool.attributes["gen_ai.tool.call.id"] == "call_time"
+    assert tool.parent_id == attempt.span_id and tool.attributes["gen_ai.tool.call.id"] == sdk.call_id
     assert chats[0].end_ns <= tool.start_ns <= tool.end_ns <= chats[1].start_ns
     # The official instrumentation's own spans, each under one of tokentail's chat spans.
-    sdk = [s for s in spans if s.service == WORKER and s.scope not in ("tokentail", "")]
-    assert len(sdk) == 2, [(s.name, s.scope) for s in spans]
-    assert sorted(s.parent_id for s in sdk) == sorted(c.span_id for c in chats)
+    theirs = [s for s in spans if s.service == WORKER and s.scope not in ("tokentail", "")]
+    assert len(theirs) == 2, [(s.name, s.scope) for s in spans]
+    assert sorted(s.parent_id for s in theirs) == sorted(c.span_id for c in chats)
     _no_tool_twice(spans)
 
 

@@ -91,18 +91,23 @@ Chunk = TextDelta | ReasoningDelta | ThinkingBlock | ToolCall | Usage | Progress
 async def after_prefill(chunks: AsyncIterator[Chunk], trimmed: str) -> AsyncIterator[Chunk]:
     """The continuation of an answer whose start was sent without its trailing whitespace `trimmed`
     (Anthropic refuses a final assistant message that ends in whitespace): a model that writes that
-    whitespace again has it dropped, once, so the text reads on without doubling it."""
-    async for chunk in chunks:
-        if trimmed and isinstance(chunk, TextDelta):
-            text = chunk.text
-            common = 0
-            while common < min(len(text), len(trimmed)) and text[common].isspace():
-                common += 1
-            trimmed = ""
-            if not (text := text[common:]):
-                continue
-            chunk = TextDelta(text)
-        yield chunk
+    whitespace again has it dropped, once, so the text reads on without doubling it. Closed early (a run
+    cancelled mid-answer), it closes `chunks` then, so that the model call, and its span, end in the caller's
+    task and context, not later in one of the event loop's own (which a context detached there cannot be)."""
+    try:
+        async for chunk in chunks:
+            if trimmed and isinstance(chunk, TextDelta):
+                text = chunk.text
+                common = 0
+                while common < min(len(text), len(trimmed)) and text[common].isspace():
+                    common += 1
+                trimmed = ""
+                if not (text := text[common:]):
+                    continue
+                chunk = TextDelta(text)
+            yield chunk
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
 
 
 class InvalidRequest(ValueError):
