@@ -1,5 +1,7 @@
 """The OpenAI and Anthropic providers through the official SDKs, on their exact streaming wire formats."""
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from tests.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_chunk, openai_stream
@@ -7,6 +9,7 @@ from tokentail.shared.catalog import OPENAI_COMPATIBLE
 from tokentail.shared.params import RunParams
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.providers.base import (
+    Chunk,
     InvalidRequest,
     Message,
     ModelRequest,
@@ -17,6 +20,7 @@ from tokentail.worker.providers.base import (
     ToolCall,
     ToolSpec,
     Usage,
+    after_prefill,
 )
 from tokentail.worker.providers.openai_chat import OpenAIProvider
 
@@ -224,6 +228,23 @@ async def test_anthropic_continuation_that_does_not_repeat_the_space_is_kept_as_
     fake = FakeLLM([Reply(chunks=anthropic_stream(["forty-two."]))])
     chunks = await _collect(AnthropicProvider(fake.anthropic()), CUT)
     assert [c.text for c in chunks if isinstance(c, TextDelta)] == ["forty-two."]
+
+
+async def test_a_continuation_closed_early_closes_its_model_stream_then() -> None:
+    # A run cancelled mid-answer: the model call (and its span) ends now, in the run's task.
+    closed: list[bool] = []
+
+    async def model() -> AsyncIterator[Chunk]:
+        try:
+            yield TextDelta(" forty")
+            yield TextDelta("-two.")
+        finally:
+            closed.append(True)
+
+    continued = after_prefill(model(), " ")
+    assert await anext(continued) == TextDelta("forty")
+    await continued.aclose()  # type: ignore[attr-defined]
+    assert closed == [True]
 
 
 @pytest.mark.parametrize(
