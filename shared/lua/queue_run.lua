@@ -9,8 +9,9 @@
 -- Keys and arguments: shared/scripts/runs.py `QueueRun`.
 -- Returns {'ok', seq, 'started'|'pending', ended...} | {'again', seq} | {'missing'} | {'gone'} |
 -- {'exists'} | {'conflict', active_run_id}. `ended`, when `traced`: the records, as they were, of the
--- runs an interrupt ended here, whose spans the gateway writes (shared/run_spans.py). 'again': the run is recorded already, queued by this same request sent
--- before (its id comes from the request's idempotency key: gateway/access/ids.py); nothing changes.
+-- runs an interrupt ended here, whose spans the gateway writes (shared/run_spans.py). 'again': the run
+-- is recorded already, queued by this same request sent before (its id comes from the request's
+-- idempotency key: gateway/access/ids.py); nothing changes.
 local run_id, multitask = a.run_id, a.multitask
 if redis.call('HEXISTS', k.runs, run_id) == 1 then return {'again', get_run(k.runs, run_id).queued_seq} end
 
