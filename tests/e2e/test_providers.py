@@ -1,7 +1,6 @@
 """Worker processes configured like production (API keys and base URLs in the environment) stream
 from a local server speaking the providers' wire formats, through the official SDKs."""
 
-import asyncio
 import json
 from typing import Any
 
@@ -10,9 +9,8 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.e2e.fake_llm_server import API_KEY, REQUESTS, slow_answer
-from tests.e2e.watcher import Watcher
+from tests.e2e.watcher import killed_in_second_turn
 from tests.sse_client import read_events
-from tests.waiting import eventually, scaled
 
 
 def _provider_env(llm_url: str) -> dict[str, str]:
@@ -78,19 +76,8 @@ async def test_a_run_killed_mid_answer_goes_on_from_its_record_as_its_provider_a
     text clients have and write on from it; OpenAI's own API cannot, so only the cut turn restarts
     and clients drop only its text."""
     stack.env |= _provider_env(llm_url) | {"TOKENTAIL_LEASE_MS": "2000", "TOKENTAIL_OPENAI_COMPATIBLE_CONTINUE": "vllm"}
-    url = stack.gateway()
-    doomed = stack.worker()
-    await asyncio.to_thread(stack.wait_for_workers, 1)
-    async with httpx2.AsyncClient(timeout=30) as client:
-        created = await client.post(f"{url}/v1/sessions", json={"input": "what time is it, slowly?", "model": model})
-        watcher = Watcher(client, created.json()["events_url"])
-        following = asyncio.create_task(watcher.follow())
-        await eventually(lambda: "run.started" in watcher.arrival, within=30)
-        stack.worker()  # before the instant: its start must not push the kill past it
-        await asyncio.to_thread(stack.wait_for_workers, 2)
-        await eventually(lambda: "tool.completed" in watcher.arrival and watcher.deltas() >= 6, within=30)
-        doomed.kill()
-        await asyncio.wait_for(following, scaled(60))
+    body = {"input": "what time is it, slowly?", "model": model}
+    watcher = await killed_in_second_turn(stack, stack.gateway(), body)
     seen = watcher.seen
     (result,) = seen.of("tool.completed")
     output = seen.events[-1][2]["output"]

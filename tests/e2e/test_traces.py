@@ -12,11 +12,10 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.e2e.fake_llm_server import API_KEY
-from tests.e2e.watcher import Watcher
+from tests.e2e.watcher import killed_in_second_turn
 from tests.otlp_receiver import OtlpReceiver, Span, otlp_receiver
 from tests.sessions import waiting_for_input
 from tests.sse_client import read_events
-from tests.waiting import eventually, scaled
 from tokentail.shared import tracing
 
 GATEWAY, WORKER = tracing.GATEWAY, tracing.WORKER
@@ -178,23 +177,13 @@ async def test_a_worker_killed_mid_answer_leaves_a_stand_in_its_takeover_links_t
     stack: Stack, receiver: OtlpReceiver, llm_url: str
 ) -> None:
     _traced(stack, receiver, llm_url, TOKENTAIL_LEASE_MS="2000")
-    url = stack.gateway()
-    doomed = stack.worker()
-    await asyncio.to_thread(stack.wait_for_workers, 1)
-    async with httpx2.AsyncClient(timeout=30) as client:
-        body = {"input": "what time is it, slowly?", "model": "openai:gpt-test"}
-        created = await client.post(f"{url}/v1/sessions", json=body)
-        watcher = Watcher(client, created.json()["events_url"])
-        following = asyncio.create_task(watcher.follow())
-        await eventually(lambda: "run.started" in watcher.arrival, within=30)
-        stack.worker()  # before the instant: its start must not push the kill past it
-        await asyncio.to_thread(stack.wait_for_workers, 2)
-        await eventually(lambda: "tool.completed" in watcher.arrival and watcher.deltas() >= 6, within=30)
-        # The tool's span and the first model call's went out in the dead worker's last batches.
+
+    async def tool_exported() -> None:  # the tool's span and the first model call's, in the dead worker's last batches
         tool_ran = lambda spans: any(s.name == "execute_tool current_time" for s in spans)  # noqa: E731
         await asyncio.to_thread(receiver.wait_for, tool_ran)
-        doomed.kill()
-        await asyncio.wait_for(following, scaled(60))
+
+    body = {"input": "what time is it, slowly?", "model": "openai:gpt-test"}
+    watcher = await killed_in_second_turn(stack, stack.gateway(), body, before_kill=tool_exported)
     assert watcher.seen.events[-1][1] == "run.completed"
     spans = await _run_trace(receiver, "assistant")
     _ids_unique(spans)

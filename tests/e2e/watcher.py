@@ -1,11 +1,15 @@
 """A client that follows a session's stream as a chat UI does, for the end-to-end tests."""
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx2
 
+from tests.e2e.conftest import Stack
 from tests.sse_client import Received, read_events
+from tests.waiting import eventually, scaled
 
 
 class Watcher:
@@ -58,3 +62,27 @@ class Watcher:
     def all_text(self) -> str:
         """Every delta it received, dropping none."""
         return "".join(data["text"] for _, kind, data in self.seen.events if kind == "message.delta")
+
+
+async def killed_in_second_turn(
+    stack: Stack, url: str, body: dict[str, Any], before_kill: Callable[[], Awaitable[None]] | None = None
+) -> "Watcher":
+    """A run of the fake LLM's slow answer with a tool (`body`'s input asks "slowly":
+    tests/e2e/fake_llm_server.py), its worker killed -9 in the model's second turn, after the tool, and
+    taken over by a second worker; `before_kill` awaited just before the kill. Returns its watcher once
+    the run has ended."""
+    doomed = stack.worker()
+    await asyncio.to_thread(stack.wait_for_workers, 1)
+    async with httpx2.AsyncClient(timeout=30) as client:
+        created = await client.post(f"{url}/v1/sessions", json=body)
+        watcher = Watcher(client, created.json()["events_url"])
+        following = asyncio.create_task(watcher.follow())
+        await eventually(lambda: "run.started" in watcher.arrival, within=30)
+        stack.worker()  # before the instant: its start must not push the kill past it
+        await asyncio.to_thread(stack.wait_for_workers, 2)
+        await eventually(lambda: "tool.completed" in watcher.arrival and watcher.deltas() >= 6, within=30)
+        if before_kill is not None:
+            await before_kill()
+        doomed.kill()
+        await asyncio.wait_for(following, scaled(60))
+    return watcher
