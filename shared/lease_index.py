@@ -1,20 +1,21 @@
-"""The leases index: where reapers find the runs that may have lost their worker.
+"""The leases index: where reapers find the runs that may have lost their worker, or their job.
 
-The truth is in each session's keys, written by its scripts: a run's lease and its deadline, and,
-when the job queue is on a Redis of its own, the job a script left in the session's outbox for its
-caller to push (lib.lua). The index, a sorted set beside the queue, lists the sessions to look at
-and when. On one Redis, the scripts keep it exact in the same step as the lease (the session, at its
-lease's deadline). With the queue apart, no script can reach it (a Redis Cluster forbids writing
-outside the session's slot), and the callers keep it as a list of places to look, complete because
-it is written before the truth it points at: a worker adds its session before it claims a run, and
-a caller whose script may leave a job in the outbox first adds an intent (`<sid> <random>`) that it
-removes once the job is pushed. Only a reaper drops or moves an entry, after looking at the
-session, and only if nobody wrote the entry meanwhile (settle_check.lua): a run claimed while a
-reaper looked keeps its entry.
+The truth is in each session's keys, written by its scripts: a run's lease and its deadline, and the
+job owed to a run queued but not started (the session's `dispatch`: lib.lua's Jobs). The index, a
+sorted set beside the queue, lists the sessions to look at and when. On one Redis, the scripts keep
+it exact in the same step as the lease (the session, at its lease's deadline; a queued run's, at its
+first look). With the queue apart, no script can reach it (a Redis Cluster forbids writing outside
+the session's slot), and the callers keep it as a list of places to look, complete because it is
+written before the truth it points at: a worker adds its session before it claims a run, and a caller
+whose script may owe a job first adds an intent (`<sid> <random>`), looked at after `queued_look_ms`.
+Only a reaper drops or moves an entry, after looking at the session, and only if nobody wrote the
+entry meanwhile (settle_check.lua): a run claimed while a reaper looked keeps its entry.
 
 An entry is looked at once its time comes: a lease is found renewed (the entry moves to the new
-deadline), or run out (the run is requeued), or gone with its run; an intent whose caller died
-before pushing its job finds the job still in the outbox and pushes it (pushing twice queues once).
+deadline), or run out (the run is requeued), or gone with its run; a run still owed its job gets it
+pushed again (pushing twice queues once: a no-op while the queue holds it; else its caller died
+before pushing it, or arq ended the job without starting the run) and is looked at again later, for
+as long as it waits.
 """
 
 import secrets
@@ -24,7 +25,16 @@ from redis.asyncio import Redis
 
 from tokentail.shared.keys import Keys
 from tokentail.shared.redis_clients import replicated, write_replicated
-from tokentail.shared.scripts.checks import Due, ExpiredLeases, IndexKey, JobArgs, PushJob, QueueKey, SettleCheck
+from tokentail.shared.scripts.checks import (
+    Due,
+    ExpiredLeases,
+    IndexKey,
+    JobArgs,
+    PushJob,
+    QueueKey,
+    SettleCheck,
+    queued_look_ms,
+)
 from tokentail.shared.scripts.contract import Topology
 from tokentail.shared.scripts.runner import ScriptRunner
 from tokentail.shared.settings import Settings
@@ -50,18 +60,14 @@ class LeaseIndex:
         would run out."""
         await self.redis.zadd(self._key, {session_id: _now_ms() + self._lease_ms})
 
-    async def intend(self, session_id: str) -> str:
-        """Before a script that may leave a job in the session's outbox; `forget` it once pushed.
-        Looked at after two leases, so a caller that is merely slow pushes its job first."""
+    async def intend(self, session_id: str) -> None:
+        """Before a script that may leave a job in the session's outbox: the session is looked at
+        after `queued_look_ms`, and for as long as its run waits for the job."""
         member = f"{session_id} {secrets.token_hex(4)}"
         # Replicated first: a promoted replica missing the job then has the intent (writes replicate in
-        # order: one that lacks the job lacks its `forget` too), and a reaper pushes the job again.
-        score = _now_ms() + 2 * self._lease_ms
+        # order), and a reaper pushes the job again.
+        score = _now_ms() + queued_look_ms(self._lease_ms)
         await write_replicated(self.redis, lambda client: client.zadd(self._key, {member: score}), self._replica)
-        return member
-
-    async def forget(self, member: str) -> None:
-        await self.redis.zrem(self._key, member)
 
     async def due(self, offset: int, count: int) -> list[Due]:
         """Entries whose time came (the queue's Redis time), oldest first: one page."""
@@ -72,10 +78,11 @@ class LeaseIndex:
         next_score = str(look_again_at) if look_again_at else ""
         await self._scripts(SettleCheck(self._index, entry.member, entry.score, next_score))
 
-    async def push(self, session_id: str, dispatch: bytes) -> None:
-        """Push the job an outbox held (`<job_id> <run_id>`) to arq's queue; pushing twice queues once."""
+    async def push(self, session_id: str, dispatch: bytes) -> bool:
+        """Push the job an outbox held (`<job_id> <run_id>`) to arq's queue; pushing twice queues once.
+        Whether it pushed it (the queue did not hold it)."""
         job_id, _, run_id = dispatch.decode().partition(" ")
-        await self._scripts(PushJob(QueueKey(self._keys.queue), self._job, session_id, run_id, job_id))
+        return await self._scripts(PushJob(QueueKey(self._keys.queue), self._job, session_id, run_id, job_id))
 
     async def take(self, job_id: str) -> None:
         """Take a claimed run's job out of arq's queue (with the queue apart, start_run.lua cannot)."""

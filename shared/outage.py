@@ -15,16 +15,33 @@
                      client, whose pipeline looks up a default node it has none of while it finds the
                      cluster's nodes again after one failed (`get_default_node().name`)
 
-Workers retry what is an outage (an append keeps its id, so nothing is written twice) and stay up;
-the gateway answers 503 with `Retry-After`. Anything else (a script error, a wrong type) is a bug.
+Both processes ride out an outage (`ride_out`) on the calls that are safe to send again: every
+script a run depends on recognises a try of its own whose reply was lost (an append by its id, a
+start by its lease token, a queued run by its id), and reads change nothing. A worker rides out up to
+a minute (OUTAGE_SECONDS), then gives the job back to the queue; the gateway a few seconds, then
+answers 503 with `Retry-After`. Anything else (a script error, a wrong type) is a bug, raised at once.
 """
 
+import asyncio
+import itertools
+import logging
+import time
 import traceback
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import redis.asyncio.cluster
 import redis.asyncio.connection
 from redis import exceptions as redis_errors
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long a worker's call a run depends on (a start, an append, a read of the session) keeps trying
+# through an outage before it fails; the run's lease stays, so it is taken over once Redis is back.
+OUTAGE_SECONDS = 60.0
+MAX_PAUSE_SECONDS = 1.0
 
 _OUTAGES = (
     redis_errors.ConnectionError,
@@ -36,6 +53,36 @@ _OUTAGES = (
     redis_errors.TryAgainError,
     redis_errors.RedisClusterException,
 )
+
+
+async def ride_out(
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    within: float | None = None,
+    since: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """`call()`, tried again through a Redis outage for up to `within` seconds (OUTAGE_SECONDS by
+    default) since `since` (its first try by default); any other error, or the outage's once that time
+    is up, is raised. `call` must be safe to send again: its first try may have run, its reply lost.
+    `what` names it in the log (once per outage, not per try)."""
+    within = OUTAGE_SECONDS if within is None else within
+    started = clock() if since is None else since
+    for failures in itertools.count():
+        try:
+            result = await call()
+        except Exception as exc:
+            if not is_outage(exc) or clock() - started > within:
+                raise
+            if not failures:
+                logger.warning("%s failed (%s: %s); retrying for up to %.0f s", what, type(exc).__name__, exc, within)
+            await asyncio.sleep(min(MAX_PAUSE_SECONDS, 0.05 * 2**failures))
+        else:
+            if failures:
+                logger.info("%s went through after %.1f s", what, clock() - started)
+            return result
+    raise AssertionError("unreachable")
 
 
 def is_outage(exc: BaseException) -> bool:

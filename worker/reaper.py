@@ -11,8 +11,9 @@ outage costs a wait, not a restart of every answer. A dead worker's run is taken
 after its last renewal (plus one sweep interval).
 
 Each sweep pages through all the entries that are due: `requeue_run.lua` looks at each session
-(requeues its run, finds it renewed, finds nothing to take over, or pushes a job its outbox still
-holds) and the entry is settled (dropped, or moved to the renewed deadline), so stale entries
+(requeues its run, finds it renewed, finds nothing to take over, or pushes again the job owed to a
+run queued and not started: a backstop, so no run stays queued without a job) and the entry is
+settled (dropped, or moved to the renewed deadline or the queued run's next look), so stale entries
 cannot starve the runs behind them.
 """
 
@@ -95,14 +96,14 @@ class Reaper:
                     logger.error("reaper: cannot requeue the run of session %s", entry.session_id, exc_info=True)
                     skipped += 1
                     continue
-                # An intent is done with once looked at: a lease has an entry of its own.
-                renewed = look.outcome is Requeue.RENEWED and not entry.is_intent
-                await leases.settle(entry, look.lease_until if renewed else None)
+                # An intent is done with once its run got its job: a lease has an entry of its own.
+                again = look.outcome is Requeue.PUSHED or (look.outcome is Requeue.RENEWED and not entry.is_intent)
+                await leases.settle(entry, look.look_again_at if again else None)
                 if look.outcome is Requeue.REQUEUED:
                     requeued += 1
                     logger.warning("the run of session %s lost its worker; queued for takeover", entry.session_id)
-                elif look.outcome is Requeue.PUSHED:  # queued again: a no-op unless its queuer died first
-                    logger.info("session %s: pushed the job its outbox held", entry.session_id)
+                elif look.pushed:  # its queuer died before pushing it, or arq ended the job unstarted
+                    logger.warning("the queued run of session %s had no job; queued it again", entry.session_id)
                 elif look.expired is not None and tracing.ON:  # the run ended here: its span is written here
                     _trace_expired(entry.session_id, look.expired)
             if len(page) < PAGE:

@@ -6,6 +6,8 @@ import os
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from arq.worker import Retry
+
 from tokentail.shared import run_spans, tracing
 from tokentail.shared.catalog import parse_model
 from tokentail.shared.errors import LeaseLost, StepTooLarge
@@ -20,6 +22,7 @@ from tokentail.shared.events import (
     Status,
 )
 from tokentail.shared.logs import bind
+from tokentail.shared.outage import ride_out
 from tokentail.shared.records import Question, RunRecord, transcript
 from tokentail.shared.run_log import RunLog
 from tokentail.shared.scripts.runs import Asked, Requeue, StartVerdict
@@ -35,7 +38,7 @@ from tokentail.worker.providers.base import InvalidRequest, ProviderError
 from tokentail.worker.recovery.lost_writes import HandedOver
 from tokentail.worker.recovery.takeover import plan_takeover
 from tokentail.worker.retry import RetryPolicy
-from tokentail.worker.run_writes import RunLease, RunWrites, Takeover
+from tokentail.worker.run_writes import RunLease, RunWrites, Started, Takeover
 from tokentail.worker.running import RunningRuns, Stop
 from tokentail.worker.usage import UsageMeter
 from tokentail.worker.watchdog import HOW_TO_FIX, BlockingCall
@@ -43,6 +46,7 @@ from tokentail.worker.writer import EventTooLarge, EventWriter, OutputTooLarge
 
 logger = logging.getLogger(__name__)
 
+MAX_START_DEFER_SECONDS = 60  # the longest a job whose run could not start waits before it runs again
 # What a run whose agent returned without showing any answer (no text, tool call or data event)
 # says before its `run.completed`, so that its empty `output` is never silent. It still completes:
 # what the agent did (its side effects, its status events) happened, and a retry would do it again.
@@ -50,21 +54,10 @@ NO_ANSWER = "The agent finished without an answer: it streamed no text, tool cal
 
 
 async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
-    runs: RunWrites = ctx["runs"]
     settings: Settings = ctx["settings"]
     running: RunningRuns = ctx["running"]
     bind(session_id=session_id, run_id=run_id)  # each arq job runs in a task of its own
-    kept: RunLog | None = None  # a takeover's record as it goes on (None: it starts over)
-
-    async def decide() -> Takeover:  # a takeover: on from the run's record, or over
-        nonlocal kept
-        try:
-            kept = await plan_takeover(ctx["store"], ctx["providers"], settings, session_id, run_id)
-        except Exception:  # never strand the run: it starts over, as it did before runs went on
-            logger.warning("run %s of session %s: could not read its record; it starts over", run_id, session_id)
-        return "restart" if kept is None else kept.last_seq
-
-    started = await runs.start_run(session_id, run_id, ctx["job_id"], takeover=decide)
+    started, kept = await _claim(ctx, session_id, run_id)
     if started is None:
         # A duplicate delivery, a deleted session, or a run another worker holds: nothing to do.
         logger.info("run %s of session %s is not ours to start", run_id, session_id)
@@ -131,6 +124,37 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         metrics.ACTIVE_RUNS.dec()
         metrics.RUNS.labels(outcome).inc()
         _end_attempt(session_id, run, attempt, outcome, ended)
+
+
+async def _claim(ctx: dict[str, Any], session_id: str, run_id: str) -> tuple[Started | None, RunLog | None]:
+    """Claim the run (None if it is not ours to start), and a takeover's record as it goes on (None:
+    it starts over, or it is no takeover)."""
+    settings: Settings = ctx["settings"]
+    kept: RunLog | None = None
+
+    async def decide() -> Takeover:  # a takeover: on from the run's record, or over
+        nonlocal kept
+        try:
+            plan = lambda: plan_takeover(ctx["store"], ctx["providers"], settings, session_id, run_id)  # noqa: E731
+            kept = await ride_out(plan, f"takeover plan of run {run_id}")
+        except Exception:  # never strand the run: it starts over, as it did before runs went on
+            logger.warning("run %s of session %s: could not read its record; it starts over", run_id, session_id)
+        return "restart" if kept is None else kept.last_seq
+
+    try:
+        runs: RunWrites = ctx["runs"]
+        started = await runs.start_run(session_id, run_id, ctx["job_id"], takeover=decide)
+    except Exception as exc:
+        # Redis stayed out of reach past the ride-out, or a bug: the run may still be queued, so its
+        # job must not end here (arq would finish it and strand the run): arq runs it again, later
+        # each time it failed so (Redis answers now, or its finish failed too and the job's short
+        # in-progress mark lapses: worker/main.py).
+        defer = min(MAX_START_DEFER_SECONDS, ctx.get("job_try", 1))
+        logger.warning(
+            "run %s of session %s could not start (%s); its job runs again in %d s", run_id, session_id, exc, defer
+        )
+        raise Retry(defer=defer) from exc
+    return started, kept
 
 
 async def _end_stopped(
@@ -286,15 +310,18 @@ async def _generate(
     store: SessionStore = ctx["store"]
     settings: Settings = ctx["settings"]
     providers: Providers = ctx["providers"]
-    session = await store.get_session(session_id)
+    session = await ride_out(lambda: store.get_session(session_id), f"session read of run {run.run_id}")
     history = transcript([r for r in session.runs if r.status == "completed" and r.run_id != run.run_id])
     # It goes on from its record (after an answer; taken over, unless it started over), and what
     # the record holds is not streamed again.
-    log = await store.run_log(session_id, run) if run.started_as == "resume" else kept
+    log = kept
+    if run.started_as == "resume":
+        log = await ride_out(lambda: store.run_log(session_id, run), f"record read of run {run.run_id}")
     agent = load_agent(run.agent, settings)
     meter.reports = meter.reports or isinstance(agent, Agent)  # a model-driven agent's providers report usage
     if run.started_as == "takeover":  # the attempt before was cut short: what it streamed unreported is estimated
-        await meter.estimate_taken_over(store, session_id, run)
+        estimate = lambda: meter.estimate_taken_over(store, session_id, run)  # noqa: E731
+        await ride_out(estimate, f"usage estimate of run {run.run_id}")
     context = RunContext(writer, session_id, run, history, meter, log)
     hooks = context.hooks
     hooks.attempt = attempt

@@ -2,7 +2,9 @@
 renew and hand over through the `RunLease` it was given, each one script (shared/scripts/runs.py).
 
 Every append also tells Redis the last seq the worker was told it wrote, so that events Redis lost
-are appended again under their ids first (worker/recovery/lost_writes.py).
+are appended again under their ids first (worker/recovery/lost_writes.py). Every write a run depends
+on (its start, appends, questions, steps, usage) rides out a Redis outage (shared/outage.py): each
+script recognises a try of its own whose reply was lost, so sending it again changes nothing twice.
 """
 
 import asyncio
@@ -11,10 +13,11 @@ import functools
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from tokentail.shared.errors import StepTooLarge, WritesLost
 from tokentail.shared.events import Ending, InputRequired, RunCompleted, RunFailed, event_type_of
+from tokentail.shared.outage import ride_out
 from tokentail.shared.records import MAX_RUN_STEPS_BYTES, Question, RunRecord
 from tokentail.shared.scripts.runs import (
     Append,
@@ -42,6 +45,7 @@ from tokentail.shared.webhook_messages import HOOKED_EVENTS
 from tokentail.shared.writes import Writes
 from tokentail.worker.recovery.lost_writes import Appended, WriteJournal, through_lost_writes
 
+T = TypeVar("T")
 Takeover = int | Literal["restart"]  # how a taken-over run goes: on, keeping its events up to an id; or over
 
 
@@ -68,7 +72,7 @@ class RunLease:
         """Append `(type, data_json)` events, then the run's terminal event if it `ending`; returns the
         last seq. Sending the same `append_id` again (after a lost reply) appends nothing twice."""
         append_id = append_id or secrets.token_hex(8)
-        seq = await through_lost_writes(self, lambda: self.runs.append(self, events, append_id, ending))
+        seq = await self._ridden("append", lambda: self.runs.append(self, events, append_id, ending))
         if ending is None:
             self.journal.wrote(append_id, events, seq)
         return seq
@@ -89,7 +93,7 @@ class RunLease:
         """Record the last question of `asked` and give the run up until it is answered; `on_expiry`:
         the answers and the `input.received` data a question that takes its default answer when it
         expires goes on with."""
-        return await through_lost_writes(self, lambda: self.runs.ask(self, asked, event, on_expiry))
+        return await self._ridden("question", lambda: self.runs.ask(self, asked, event, on_expiry))
 
     async def hand_over(self, past_seq: int | None = None) -> Requeue:
         """Give the run to another worker (this one is stopping); `past_seq`: after events Redis
@@ -98,11 +102,15 @@ class RunLease:
 
     async def record_step(self, key: str, value_json: str) -> None:
         """Keep the result of step `key` in the run's record, for a worker that continues the run."""
-        await self.runs.record_step(self, key, value_json)
+        await ride_out(lambda: self.runs.record_step(self, key, value_json), f"step of run {self.run_id}")
 
     async def record_usage(self, attempt: int, usage: dict[str, int]) -> None:
         """Keep what attempt `attempt` has cost so far in the run's record (record_usage.lua)."""
-        await self.runs.record_usage(self, attempt, usage)
+        await ride_out(lambda: self.runs.record_usage(self, attempt, usage), f"usage of run {self.run_id}")
+
+    async def _ridden(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
+        """`write()`, through a Redis outage and past events Redis lost."""
+        return await ride_out(lambda: through_lost_writes(self, write), f"{what} of run {self.run_id}")
 
 
 class Started(NamedTuple):
@@ -157,9 +165,11 @@ class RunWrites(Writes):
             job_id,
             "" if callable(takeover) else takeover,
         )
-        claim = await self.run(start)
+        what = f"start of run {run_id}"
+        claim = await ride_out(lambda: self.run(start), what)
         if claim.decide and callable(takeover):  # nothing changed: decide, and claim it again
-            claim = await self.run(dataclasses.replace(start, keep_until=await takeover()))
+            decided = dataclasses.replace(start, keep_until=await takeover())
+            claim = await ride_out(lambda: self.run(decided), what)
         if not claim.claimed:
             return None
         run = decode_run(claim.run_json)

@@ -27,12 +27,11 @@ answer this attempt added.
 
 import asyncio
 import functools
-import itertools
 import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from pydantic_core import to_json
@@ -54,9 +53,6 @@ from tokentail.worker.run_writes import RunLease
 
 logger = logging.getLogger(__name__)
 
-# How long an append keeps retrying through a Redis outage (unreachable, full, read-only) before
-# the run gives up; its lease stays, so the run is taken over once Redis is well again.
-OUTAGE_SECONDS = 60.0
 MAX_DELTA_CHARS = 16_384
 _DELTAS = metrics.EVENTS_APPENDED.labels("message.delta")  # the one appended most often
 _EMPTY_TEXT = '""}'
@@ -237,9 +233,7 @@ class EventWriter:
     async def record_step(self, key: str, value_json: str) -> None:
         """Record a step's result with the run, after the text streamed before it (see RunContext.step)."""
         await self.flush()
-        # Recording the same result again changes nothing: a try whose reply was lost is harmless.
-        step = functools.partial(self._lease.record_step, key, value_json)
-        await _through_outage(step, "step", self._run_id, self._clock, self._clock())
+        await self._lease.record_step(key, value_json)
 
     async def flush(self) -> None:
         """Append the pending text now, after any append in flight."""
@@ -312,23 +306,22 @@ class EventWriter:
             return
         events, append_id = self._take_pending(), self._next_append_id()
         sent = self._lease.append_soon(events, append_id)
-        sent.add_done_callback(functools.partial(self._flushed, flight, events, append_id, self._clock(), False))
+        sent.add_done_callback(functools.partial(self._flushed, flight, events, append_id, False))
 
     def _flushed(
         self,
         flight: asyncio.Future[None],
         events: list[tuple[str, str]],
         append_id: str,
-        started: float,
         retried: bool,
         done: asyncio.Future[Any],
     ) -> None:
         error = done.exception() if not done.cancelled() else asyncio.CancelledError()
         if error is not None and is_outage(error) and not retried:
             # Redis is out of reach: keep trying with the same id, as `_write` does, in a task now
-            # (which gives up once the outage lasted OUTAGE_SECONDS: its error is then the failure).
-            retry = asyncio.ensure_future(self._append_as(events, None, append_id, started))
-            retry.add_done_callback(functools.partial(self._flushed, flight, events, append_id, started, True))
+            # (the lease's append rides the outage out; its error, if it gives up, is the failure).
+            retry = asyncio.ensure_future(self._lease.append(events, append_id))
+            retry.add_done_callback(functools.partial(self._flushed, flight, events, append_id, True))
             return
         self._flushing = None
         if error is not None:  # surfaces on the run's next call, which owns error handling
@@ -361,7 +354,10 @@ class EventWriter:
 
     async def _write(self, events: list[tuple[str, str]], ending: Ending | None = None) -> None:
         async with self._lock:
-            await self._append_as(events, ending, self._next_append_id(), self._clock())
+            # Through an outage, the lease's append keeps trying with the same id, so a try whose reply
+            # was lost is not appended twice. The lease bounds it: if a reaper gave the run to another
+            # worker meanwhile, the retry is fenced.
+            await self._lease.append(events, self._next_append_id(), ending)
         self._count(events, ending)
         if self._pending:
             self._schedule()  # text that came meanwhile, which no background append could take
@@ -378,33 +374,3 @@ class EventWriter:
     def _next_append_id(self) -> str:
         self._appends += 1
         return f"{self._id_prefix}{self._appends}"
-
-    async def _append_as(
-        self, events: list[tuple[str, str]], ending: Ending | None, append_id: str, started: float
-    ) -> None:
-        # Through an outage, keep trying with the same append id, so a try whose reply was lost is
-        # not appended twice. The lease bounds it: if a reaper gave the run to another worker
-        # meanwhile, the retry is fenced.
-        append = functools.partial(self._lease.append, events, append_id, ending)
-        await _through_outage(append, "append", self._run_id, self._clock, started)
-
-
-async def _through_outage(
-    call: Callable[[], Awaitable[Any]], what: str, run_id: str, clock: Callable[[], float], started: float
-) -> None:
-    """`call()`, tried again through a Redis outage for up to OUTAGE_SECONDS since `started`."""
-    for failures in itertools.count():
-        try:
-            await call()
-        except Exception as exc:
-            if not is_outage(exc) or clock() - started > OUTAGE_SECONDS:
-                raise
-            if not failures:  # once per outage, not once per try
-                logger.warning(
-                    "%s for run %s failed (%s); retrying for up to %.0f s", what, run_id, exc, OUTAGE_SECONDS
-                )
-            await asyncio.sleep(min(1.0, 0.05 * 2**failures))
-        else:
-            if failures:
-                logger.info("%s for run %s went through after %.1f s", what, run_id, clock() - started)
-            return

@@ -8,8 +8,18 @@
 -- Keys and arguments: shared/scripts/runs.py `Ask` (`expect`: see lib.lua's check_holder;
 -- `on_expiry`: for a question that takes a default answer when it expires, the answers then (JSON)
 -- and the input.received event's data then).
+-- Sent again after its reply was lost, it finds its question asked (no lease, the run waiting for
+-- it: an input id is the one question's), and answers as it did.
 -- Returns {'waiting', seq} | {'cancel'}, or an error starting with FENCED or LOST.
 local run_id, token = a.run_id, a.lease_token
+if redis.call('EXISTS', k.lease) == 0 then
+  -- Asked already, by this same call sent again after its reply was lost (shared/outage.py's ride_out)?
+  local record = redis.call('HGET', k.runs, run_id)
+  local run = record and cjson.decode(record)
+  if run and run.status == 'waiting' and run.waiting_for == a.input_id then
+    return {'waiting', redis.call('HGET', k.meta, 'seq')}
+  end
+end
 local refused = check_holder(k, run_id, token, tonumber(redis.call('HGET', k.meta, 'seq') or 0), a.expect)
 if refused then return refused end
 if redis.call('HGET', k.meta, 'cancel_run') == run_id then return {'cancel'} end

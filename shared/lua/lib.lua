@@ -15,10 +15,13 @@
 -- lease's deadline, while its run holds a lease. With SPLIT_QUEUE it is on the queue's Redis, out of
 -- a script's reach: its callers keep it as a list of places to look, written before what it points at.
 --
--- Jobs. With the queue on the same Redis, a script that queues a run writes its arq job itself, in
--- the same atomic step. With SPLIT_QUEUE, it leaves the job in the session's `dispatch` field (an
--- outbox) for its caller to push to the queue, and to a reaper if the caller dies first; the
--- worker that starts the run clears it.
+-- Jobs. A script that queues a run records its job in the session's `dispatch` field (`<job_id>
+-- <run_id>`), which the worker that starts the run clears: until then a reaper that looks at the
+-- session pushes it again (pushing twice queues once), so a run is never left queued without a job,
+-- whatever ended its job (a worker that failed it, a job that expired). With the queue on the same
+-- Redis, the script also writes the arq job itself, in the same atomic step, and puts the session in
+-- the leases index for that look. With SPLIT_QUEUE, the field is an outbox: the caller pushes the job
+-- to the queue, and keeps the index's entry (shared/lease_index.py).
 --
 -- OOM. Over `maxmemory`, Redis refuses a script's first command that may grow memory, unless the
 -- script has written already; so a script fails at its first write, changing nothing, or runs to
@@ -126,13 +129,13 @@ end
 -- function, args, kwargs, enqueue time; see shared/jobs.py), the queue entry, and a wake-up for idle
 -- workers; `j` holds the job settings (job_function, job_prefix, job_ttl_ms, wake_channel). A job id
 -- arq still holds is left alone, so pushing the same job twice queues it once. arq's keys carry no
--- hash tag.
+-- hash tag. Returns whether it pushed the job (it was not there).
 local function push_job(queue, j, session_id, run_id, job_id, now_ms)
   local job = cjson.encode({t = cjson.null, f = j.job_function, a = {session_id, run_id}, k = {}, et = now_ms})
-  if redis.call('SET', j.job_prefix .. job_id, job, 'PX', j.job_ttl_ms, 'NX') then
-    redis.call('ZADD', queue, now_ms, job_id)
-    redis.call('PUBLISH', j.wake_channel, job_id)
-  end
+  if not redis.call('SET', j.job_prefix .. job_id, job, 'PX', j.job_ttl_ms, 'NX') then return false end
+  redis.call('ZADD', queue, now_ms, job_id)
+  redis.call('PUBLISH', j.wake_channel, job_id)
+  return true
 end
 
 -- The session's place in the leases index (see Leases above): at `deadline` (ms), or out of it.
@@ -147,10 +150,10 @@ end
 
 -- Hand the session's active run to arq: now, or through the outbox (see Jobs above).
 local function queue_job(k, s, run_id, job_id, now_ms)
-  if SPLIT_QUEUE then
-    redis.call('HSET', k.meta, 'dispatch', job_id .. ' ' .. run_id)
-  else
+  redis.call('HSET', k.meta, 'dispatch', job_id .. ' ' .. run_id, 'dispatched_at', now_ms)
+  if not SPLIT_QUEUE then
     push_job(k.queue, s, s.session_id, run_id, job_id, now_ms)
+    index_lease(k, s, now_ms + s.queued_look_ms)
   end
 end
 
@@ -178,7 +181,7 @@ local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_
   for field, value in pairs(outcome) do run[field] = value end
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
   redis.call('HSET', k.meta, 'active_run', '')
-  redis.call('HDEL', k.meta, 'cancel_run', 'lease_until', 'dispatch')
+  redis.call('HDEL', k.meta, 'cancel_run', 'lease_until', 'dispatch', 'dispatched_at', 'claim')
   redis.call('DEL', k.lease)
   index_lease(k, s, nil)
   local next_run = redis.call('LPOP', k.pending)

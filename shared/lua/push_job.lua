@@ -1,5 +1,5 @@
 -- Push a job the outbox of a session held (SPLIT_QUEUE) to arq's queue; pushing it twice queues it once.
 -- Keys and arguments: shared/scripts/checks.py `PushJob`.
+-- Returns 1 if it pushed the job, 0 if the queue held it already.
 local _, now_ms = clock()
-push_job(k.queue, j, a.session_id, a.run_id, a.job_id, now_ms)
-return 1
+return push_job(k.queue, j, a.session_id, a.run_id, a.job_id, now_ms) and 1 or 0

@@ -3,8 +3,9 @@
 -- still be the lease; a hand-over does not count against the run's attempts), and a reaper looking
 -- at a session the leases index named (it passes ''): it requeues a run whose lease deadline
 -- passed, and finds the rest renewed, or with nothing to take over (the session was deleted, the
--- run ended), or with a job its outbox still holds (SPLIT_QUEUE: the caller that queued it may have
--- died before pushing it). The lease is taken away with the requeue, so a run is requeued once.
+-- run ended), or with a run still owed its job (lib.lua's Jobs: its job is pushed again, here or, with
+-- SPLIT_QUEUE, by the caller: the one that queued it may have died before pushing it, or arq ended it
+-- unstarted). The lease is taken away with the requeue, so a run is requeued once.
 --
 -- A third: a worker whose run's events Redis lost, and which cannot append them again as they were
 -- (worker/recovery/lost_writes.py), hands the run over past them: followers may have read those ids,
@@ -17,8 +18,9 @@
 -- A run waiting for an answer (ask.lua) has no lease: a reaper that finds its question's deadline
 -- passed ends the question as the agent chose: the run fails (`input_expired`), or goes on with the
 -- default answer; before the deadline, it looks again then.
--- Returns {'requeued'} | {'renewed', lease_until} | {'cleared'} | {'not_holder'} | {'dispatch'};
--- with SPLIT_QUEUE, 'requeued', 'cleared' and 'dispatch' also return the outbox (`<job_id> <run_id>`) to push;
+-- Returns {'requeued'} | {'renewed', lease_until} | {'cleared'} | {'not_holder'}
+-- | {'dispatch', job, look_again_at, pushed (1: it was gone, and is queued again; 0)};
+-- 'requeued' and 'cleared' also return the job owed (`<job_id> <run_id>`), which SPLIT_QUEUE's caller pushes;
 -- a question that expired and failed its run: {'cleared', outbox or nil, the run's record}.
 local token = a.lease_token
 local _, now_ms = clock()
@@ -26,7 +28,19 @@ if token ~= '' then
   if redis.call('GET', k.lease) ~= token then return {'not_holder'} end
 elseif redis.call('EXISTS', k.lease) == 0 then
   local dispatch = redis.call('HGET', k.meta, 'dispatch')
-  if dispatch then return {'dispatch', dispatch} end
+  if dispatch then
+    -- A run owed a job, not started yet: its job is pushed again (arq may have ended it unstarted), a
+    -- no-op while the queue holds it; looked at again after as long as it has waited, so that a run
+    -- in a long line costs a few looks.
+    local dispatched_at = tonumber(redis.call('HGET', k.meta, 'dispatched_at') or now_ms)
+    local look_again = now_ms + math.max(tonumber(s.queued_look_ms), now_ms - dispatched_at)
+    local pushed = false
+    if not SPLIT_QUEUE then
+      local job_id, run_id = string.match(dispatch, '^(%S+) (%S+)$')
+      pushed = push_job(k.queue, s, s.session_id, run_id, job_id, now_ms)
+    end
+    return {'dispatch', dispatch, look_again, pushed and 1 or 0}
+  end
   local run_id = redis.call('HGET', k.meta, 'active_run')
   local run = run_id and run_id ~= '' and get_run(k.runs, run_id)
   if not run or run.status ~= 'waiting' or type(run.waiting_until) ~= 'number' then return {'cleared'} end

@@ -13,6 +13,9 @@
 -- and this script leaves the job to be picked again within seconds; a job that got this far must
 -- not be picked again when that mark lapses.
 --
+-- Sent again by the worker whose claim it was (its reply lost: the lease holds its token), it answers
+-- as it did, from the meta's `claim` (what the claim decided), changing nothing.
+--
 -- Keys and arguments: shared/scripts/runs.py `StartRun`.
 -- Returns {'ok', seq, run_json, verdict, steps} with verdict '' (run it), 'cancel' (a cancel is
 -- pending: end it cancelled) or 'exhausted' (too many attempts: end it failed), and the steps the run
@@ -21,7 +24,13 @@
 local run_id, token, lease_ms, max_attempts = a.run_id, a.lease_token, tonumber(a.lease_ms), tonumber(a.max_attempts)
 
 if redis.call('HGET', k.meta, 'active_run') ~= run_id then return {'inactive'} end
-if redis.call('EXISTS', k.lease) == 1 then return {'leased'} end
+local holder = redis.call('GET', k.lease)
+if holder == token then
+  -- This claim, sent again after its reply was lost (shared/outage.py's ride_out): as it answered then.
+  local claim = cjson.decode(redis.call('HGET', k.meta, 'claim'))
+  return {'ok', claim.seq, redis.call('HGET', k.runs, run_id), claim.verdict, redis.call('HGETALL', k.steps)}
+end
+if holder then return {'leased'} end
 local run = get_run(k.runs, run_id)
 if run.status ~= 'queued' and run.status ~= 'running' then return {'not_running', run.status} end
 
@@ -42,11 +51,13 @@ redis.call('HSET', k.meta, 'lease_until', now_ms + lease_ms)
 index_lease(k, s, now_ms + lease_ms)
 -- With an archive, a running session is archived as it goes (a long run outgrows the stream's bound).
 if ARCHIVE then redis.call('ZADD', k.archive, 'NX', now_ms + ARCHIVE_RUNNING_MS, s.session_id) end
-redis.call('HDEL', k.meta, 'dispatch')
+redis.call('HDEL', k.meta, 'dispatch', 'dispatched_at')
 if not SPLIT_QUEUE then redis.call('ZREM', k.queue, a.job_id) end
 if verdict ~= '' then
   -- The lease lets the worker write the terminal event through the usual fenced append.
-  return {'ok', redis.call('HGET', k.meta, 'seq'), redis.call('HGET', k.runs, run_id), verdict, {}}
+  local seq = redis.call('HGET', k.meta, 'seq')
+  redis.call('HSET', k.meta, 'claim', cjson.encode({seq = seq, verdict = verdict}))
+  return {'ok', seq, redis.call('HGET', k.runs, run_id), verdict, {}}
 end
 
 if reason ~= 'resume' then run.attempt = run.attempt + 1 end
@@ -70,4 +81,5 @@ run.started_at = now_s
 run.started_as = reason
 local run_json = cjson.encode(run)
 redis.call('HSET', k.runs, run_id, run_json)
+redis.call('HSET', k.meta, 'claim', cjson.encode({seq = seq, verdict = verdict}))
 return {'ok', seq, run_json, verdict, redis.call('HGETALL', k.steps)}

@@ -55,6 +55,13 @@ class SettleCheck(Script[bool]):
         return bool(reply)  # False: written since, left as it is
 
 
+def queued_look_ms(lease_ms: int) -> int:
+    """How long after a run is queued a reaper first looks at it (and at an intent, a caller's that
+    may not have pushed its job): two leases, so that a caller merely slow pushes its job first, and a
+    run that started (or ended) in the meantime costs the look nothing."""
+    return 2 * lease_ms
+
+
 class Due(NamedTuple):
     """An entry of the leases index whose time came: a session, or an intent (`<sid> <random>`)."""
 
@@ -103,8 +110,9 @@ class JobArgs(ArgGroup):
 
 
 @dataclass(slots=True)
-class PushJob(Script[None]):
-    """Push the job a session's outbox held to arq's queue (with the queue apart); twice queues it once."""
+class PushJob(Script[bool]):
+    """Push the job a session's outbox held to arq's queue (with the queue apart); twice queues it once.
+    Whether it pushed it (the queue did not hold it)."""
 
     SOURCE = "push_job"
     EFFECTS = Effect.ACKNOWLEDGED  # a job pushed counts as queued once a replica has it too
@@ -114,8 +122,8 @@ class PushJob(Script[None]):
     run_id: str
     job_id: str
 
-    def parse(self, reply: Any) -> None:
-        return None
+    def parse(self, reply: Any) -> bool:
+        return bool(reply)
 
 
 @dataclass(slots=True)

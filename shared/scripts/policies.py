@@ -5,7 +5,8 @@ Each policy is a `Run` around a `Run`, and acts on what a contract declares it d
 
 - `QueueApart`, with the job queue on a Redis of its own: a script that queues a job leaves it in
   the session's outbox; the job is pushed after the script, with an intent left in the leases index
-  before, so that a reaper pushes it if this process dies in between; the webhooks index gets the
+  before, so that a reaper pushes it if this process dies in between (or if arq ends the job
+  without starting the run), and a reaper's look pushes what it finds owed; the webhooks index gets the
   session before and after a script that may report to its webhook. A run's claim is watched before
   (a reaper must find every lease) and its job taken out of the queue after (shared/lease_index.py).
 - `Revival`, with an archive: a new turn on a session that only the archive still holds brings it
@@ -67,7 +68,8 @@ class QueueApart:
         session_id = _session_of(script)
         if isinstance(script, StartRun):
             await self._leases.watch(session_id)
-        intent = await self._leases.intend(session_id) if Effect.QUEUES_JOB in effects else None
+        if Effect.QUEUES_JOB in effects:
+            await self._leases.intend(session_id)
         hooks = self._webhooks if effects & (Effect.QUEUES_JOB | Effect.REPORTS) else None
         if hooks is not None:
             await hooks.intend(session_id)
@@ -76,12 +78,10 @@ class QueueApart:
             await hooks.due_now(session_id)
         if effects & (Effect.QUEUES_JOB | Effect.FREES_NEXT):
             await self._push_outbox(session_id)
-        if intent is not None:
-            await self._leases.forget(intent)
         if isinstance(script, StartRun) and cast(Claim, reply).claimed:
             await self._leases.take(script.job_id)
         if isinstance(reply, Look) and reply.dispatch:
-            await self._leases.push(session_id, reply.dispatch)
+            return cast(R, reply._replace(pushed=await self._leases.push(session_id, reply.dispatch)))
         return reply
 
     async def _push_outbox(self, session_id: str) -> None:

@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 from tokentail.shared.errors import LeaseLost, WritesLost
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import RunRecord
-from tokentail.shared.scripts.checks import JobArgs
+from tokentail.shared.scripts.checks import JobArgs, queued_look_ms
 from tokentail.shared.scripts.contract import ArgGroup, Effect, KeyGroup, Script, archived, only_if, shared_queue
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import OPAQUE_RUN_FIELDS, compact_json
@@ -56,6 +56,7 @@ class SessionArgs(ArgGroup):
     job_prefix: str
     job_function: str
     hooks_ttl_ms: int
+    queued_look_ms: int  # when a reaper first looks at a queued run (shared/lease_index.py)
 
 
 @dataclass(slots=True)
@@ -82,6 +83,7 @@ class RunScope:
             job.job_prefix,
             job.job_function,
             (settings.webhook_retry_seconds + HOOKS_KEPT_AFTER_RETRIES) * 1000,
+            queued_look_ms(settings.lease_ms),
         )
 
 
@@ -343,19 +345,20 @@ class CancelRun(Script[CancelReply]):
 
 class Requeue(StrEnum):
     REQUEUED = "requeued"
-    RENEWED = "renewed"  # the holder renewed in time: nothing to take over
+    RENEWED = "renewed"  # the holder renewed in time (or the question's deadline is to come): nothing to take over
     CLEARED = "cleared"  # no active run behind the entry (deleted session, ended run), or another reaper's
     NOT_HOLDER = "not_holder"  # a hand-over by a worker that no longer holds the lease
-    PUSHED = "dispatch"  # no lease, but a job the outbox held: pushed (again) to the queue
+    PUSHED = "dispatch"  # no lease, a run owed a job not started yet: its job pushed again (a no-op if queued)
 
 
 class Look(NamedTuple):
-    """What a reaper found at a session, and when to look again if its lease was renewed."""
+    """What a reaper found at a session, and when to look again (RENEWED, PUSHED)."""
 
     outcome: Requeue
-    lease_until: int | None = None
-    dispatch: bytes | None = None  # with the queue apart: the job its outbox holds, to push
+    look_again_at: int | None = None  # ms: the renewed lease's deadline, the question's, or a queued run's next look
+    dispatch: bytes | None = None  # the job owed to the session's run, which the queue apart must push
     expired: bytes | None = None  # the record of a run it failed, its question expired
+    pushed: bool = False  # PUSHED: the job was gone, and is queued again
 
 
 @dataclass(slots=True)
@@ -371,7 +374,9 @@ class RequeueRun(Script[Look]):
     def parse(self, reply: Any) -> Look:
         look = Look(Requeue(_text(reply[0])))
         if look.outcome is Requeue.RENEWED:
-            return look._replace(lease_until=int(reply[1]))
+            return look._replace(look_again_at=int(reply[1]))
+        if look.outcome is Requeue.PUSHED:
+            return look._replace(dispatch=reply[1], look_again_at=int(reply[2]), pushed=reply[3] == 1)
         if len(reply) > 2:
             look = look._replace(expired=reply[2])
         return look._replace(dispatch=reply[1] or None) if len(reply) > 1 else look

@@ -156,7 +156,7 @@ async def test_a_run_is_queued_through_the_session_s_outbox_and_leaves_the_queue
     job = json.loads(await queue.get(store.keys.arq_job(run.run_id)))
     assert job["a"] == [session.session_id, run.run_id]
     assert await _queued_jobs(store, queue) == [run.run_id]
-    assert await runs.leases.due(0, 10) == []  # the intent was removed once the job was pushed
+    assert await runs.leases.due(0, 10) == []  # the intent is looked at only if the run waits two leases
     started = await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1")
     assert started is not None and started.verdict is StartVerdict.RUN
     assert await _queued_jobs(store, queue) == []
@@ -182,6 +182,26 @@ async def test_a_gateway_that_dies_between_its_script_and_the_push_loses_no_run(
     assert await _queued_jobs(store, queue) == [run.run_id]
     assert await runs.leases.due(0, 10) == []
     assert await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1") is not None
+
+
+async def test_a_queued_run_whose_job_arq_ended_unstarted_is_queued_again_on_the_queue_apart(
+    store: SessionStore, runs: AllWrites, queue: Redis
+) -> None:
+    session, run = make_session(), make_run()
+    await runs.queue_run(session.session_id, run, create=session)
+    # arq finished the job without starting the run (its worker failed it, or it expired).
+    await queue.zrem(store.keys.queue, run.run_id)
+    await queue.delete(store.keys.arq_job(run.run_id))
+    await _make_due(store, queue)  # the intent its queuer left, kept for as long as the run waits
+    await _reaper(runs)._requeue_expired()
+    assert await _queued_jobs(store, queue) == [run.run_id]
+    await _make_due(store, queue)
+    await _reaper(runs)._requeue_expired()  # looked at again: queued, nothing to do
+    assert await _queued_jobs(store, queue) == [run.run_id]
+    assert await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1") is not None
+    await _make_due(store, queue)
+    await _reaper(runs)._requeue_expired()  # started: the intent is done with
+    assert [m for m in await queue.zrange(store.keys.lease_checks, 0, -1) if b" " in m] == []
 
 
 async def test_a_worker_that_dies_after_ending_its_run_loses_no_run_in_line(

@@ -43,7 +43,7 @@ def _run_keys() -> RunKeys:
 
 
 def _args() -> SessionArgs:
-    return SessionArgs("sid", 1000, 60, 600, 86400000, "wake", "arq:job:", "run_agent", 5000)
+    return SessionArgs("sid", 1000, 60, 600, 86400000, "wake", "arq:job:", "run_agent", 5000, 10000)
 
 
 def _echoed(script: Script[Any], topology: Topology) -> Any:

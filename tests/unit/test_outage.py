@@ -8,7 +8,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.connection import Connection
 
 from tokentail.gateway.errors import describe_outage
-from tokentail.shared.outage import is_outage
+from tokentail.shared.outage import is_outage, ride_out
 
 # Redis 6.2 wraps a command refused inside a script in an error of the script's own; 7.0 passes it on.
 FULL_IN_A_SCRIPT_6_2 = redis_errors.ResponseError(
@@ -91,3 +91,35 @@ def test_an_attribute_error_of_our_own_is_a_bug() -> None:
         None.append  # type: ignore[attr-defined]  # noqa: B018
     except AttributeError as exc:
         assert not is_outage(exc)
+
+
+class Outage:
+    """A call that fails with `error` for its first `failures` tries, then returns how often it ran."""
+
+    def __init__(self, error: Exception, failures: int) -> None:
+        self.error, self.failures, self.tries = error, failures, 0
+
+    async def __call__(self) -> int:
+        self.tries += 1
+        if self.tries <= self.failures:
+            raise self.error
+        return self.tries
+
+
+async def test_a_call_rides_out_an_outage_and_returns_what_it_returned() -> None:
+    call = Outage(redis_errors.ConnectionError("connection reset"), failures=3)
+    assert await ride_out(call, "a call") == 4
+
+
+async def test_a_call_gives_up_once_the_outage_outlasts_its_bound() -> None:
+    call = Outage(redis_errors.ConnectionError("connection refused"), failures=10**9)
+    with pytest.raises(redis_errors.ConnectionError):
+        await ride_out(call, "a call", within=0.3)
+    assert 2 <= call.tries < 20  # tried again, with growing pauses, then stopped
+
+
+async def test_an_error_that_is_no_outage_is_raised_at_once() -> None:
+    call = Outage(redis_errors.ResponseError("ERR user_script:12: Script attempted to access nonexistent global"), 1)
+    with pytest.raises(redis_errors.ResponseError):
+        await ride_out(call, "a call")
+    assert call.tries == 1

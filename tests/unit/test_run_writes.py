@@ -3,8 +3,11 @@ fakeredis's Lua: starting, fenced and idempotent appends, renewals, takeovers an
 questions and what answering them resumes."""
 
 import json
+import time
+from typing import Any
 
 import pytest
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
@@ -16,7 +19,19 @@ from tokentail.shared.errors import (
     LeaseLost,
 )
 from tokentail.shared.events import ErrorInfo, RunFailed
-from tokentail.shared.scripts.runs import Asked, Cancel, Look, Queued, Renewal, Requeue, StartVerdict
+from tokentail.shared.scripts.contract import Script
+from tokentail.shared.scripts.runs import (
+    AppendEvents,
+    Ask,
+    Asked,
+    Cancel,
+    Look,
+    Queued,
+    Renewal,
+    Requeue,
+    StartRun,
+    StartVerdict,
+)
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 
@@ -155,8 +170,9 @@ async def test_a_run_whose_lease_expired_is_requeued_once_and_taken_over_as_the_
     assert await runs.leases.due(0, 100) == []  # the index holds it at its lease's deadline
     await expire_lease(store, redis, session_id)
     assert [entry.member for entry in await runs.leases.due(0, 100)] == [session_id]
-    assert await runs.look(session_id) == Look(Requeue.REQUEUED)
-    assert (await runs.look(session_id)).outcome is Requeue.CLEARED  # another reaper finds nothing to do
+    assert (await runs.look(session_id)).outcome is Requeue.REQUEUED
+    again = await runs.look(session_id)  # another reaper finds nothing to do: the takeover's job is queued
+    assert again.outcome is Requeue.PUSHED and not again.pushed
     with pytest.raises(LeaseLost):  # the dead worker, were it only stalled, is fenced out
         await lease_of(runs, session_id, run).append([delta_of(run.run_id)])
     [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
@@ -178,7 +194,7 @@ async def test_a_holder_that_renews_after_its_deadline_keeps_its_run(
     assert await lease_of(runs, session_id, run).renew() is Renewal.RENEWED
     look = await runs.look(session_id)  # a reaper that read the entry before the renewal
     seconds, _ = await redis.time()
-    assert look.outcome is Requeue.RENEWED and look.lease_until is not None and look.lease_until > seconds * 1000
+    assert look.outcome is Requeue.RENEWED and look.look_again_at is not None and look.look_again_at > seconds * 1000
     await lease_of(runs, session_id, run).append([delta_of(run.run_id)])  # not fenced
 
 
@@ -187,11 +203,31 @@ async def test_a_reaper_clears_index_entries_with_nothing_to_take_over(
 ) -> None:
     ended, run = await start_a_run(runs)
     await lease_of(runs, ended, run).append([], ending=completion(run.run_id))
-    queued = make_session()
-    await runs.queue_run(queued.session_id, make_run(), create=queued)  # no lease: its job is queued already
-    for session_id in (ended, new_session_id(), queued.session_id):  # ended, never existed, not started
+    for session_id in (ended, new_session_id()):  # ended, never existed
         await expire_lease(store, redis, session_id)
         assert (await runs.look(session_id)).outcome is Requeue.CLEARED  # the reaper drops the entry
+
+
+async def test_a_queued_run_whose_job_arq_ended_unstarted_is_queued_again_by_a_reaper(
+    store: SessionStore, runs: AllWrites, redis: Redis, settings: Settings
+) -> None:
+    queued = make_session()
+    run = make_run()
+    await runs.queue_run(queued.session_id, run, create=queued)
+    # Looked at two leases after it was queued, and again for as long as it waits.
+    assert settings.lease_ms * 2 - 100 <= (await redis.zscore(store.keys.lease_checks, queued.session_id)) - _now_ms()
+    look = await runs.look(queued.session_id)
+    assert look.outcome is Requeue.PUSHED and not look.pushed  # its job is queued: nothing to do
+    assert look.look_again_at is not None and look.look_again_at >= _now_ms() + settings.lease_ms * 2 - 100
+    # A worker's arq failed its job without starting the run (a Redis error on its way to start_run.lua,
+    # an expired payload): arq finished the job, as finish_jobs.lua does.
+    await redis.zrem(store.keys.queue, run.run_id)
+    await redis.delete(f"arq:job:{run.run_id}")
+    look = await runs.look(queued.session_id)
+    assert look.outcome is Requeue.PUSHED and look.pushed
+    assert await redis.zscore(store.keys.queue, run.run_id) is not None and await redis.exists(f"arq:job:{run.run_id}")
+    assert await runs.start_run(queued.session_id, run.run_id, run.run_id, token="lease-1") is not None
+    assert (await runs.look(queued.session_id)).outcome is Requeue.RENEWED  # started: nothing owed any more
 
 
 async def test_a_hand_over_needs_the_current_lease_and_costs_no_attempt(redis: Redis, settings: Settings) -> None:
@@ -202,6 +238,59 @@ async def test_a_hand_over_needs_the_current_lease_and_costs_no_attempt(redis: R
         assert await lease_of(runs, session_id, run, f"lease-{attempt - 1}").hand_over() is Requeue.REQUEUED
         taken = await runs.start_run(session_id, run.run_id, "any", token=f"lease-{attempt}")
         assert taken is not None and taken.verdict is StartVerdict.RUN and taken.run.attempt == attempt
+
+
+# -- replies lost: a write sent again changes nothing twice ----------------------------------------
+
+
+def lose_next_reply(runs: AllWrites, kind: type[Script[Any]]) -> list[Script[Any]]:
+    """The next call of a `kind` script runs, and its reply is lost (a connection cut as Redis answered);
+    the calls whose replies were lost."""
+    run, lost = runs.run, []
+
+    async def losing(script: Script[Any]) -> Any:
+        reply = await run(script)
+        if isinstance(script, kind) and not lost:
+            lost.append(script)
+            raise redis_errors.ConnectionError("Connection closed by server.")
+        return reply
+
+    runs.run = losing  # type: ignore[method-assign]
+    return lost
+
+
+async def test_a_start_whose_reply_was_lost_is_claimed_once(store: SessionStore, runs: AllWrites) -> None:
+    session = make_session()
+    run = make_run()
+    await runs.queue_run(session.session_id, run, create=session)
+    lost = lose_next_reply(runs, StartRun)
+    started = await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1")
+    assert lost and started is not None and started.verdict is StartVerdict.RUN and started.run.attempt == 1
+    assert await event_types(store, session.session_id) == [b"run.queued", b"run.started"]
+
+
+async def test_a_takeover_whose_reply_was_lost_keeps_its_verdict(redis: Redis, settings: Settings) -> None:
+    settings = settings.model_copy(update={"max_attempts": 1})
+    store, runs = SessionStore(redis, settings), AllWrites(redis, settings)
+    session_id, run = await start_a_run(runs)
+    await expire_lease(store, redis, session_id)
+    assert (await runs.look(session_id)).outcome is Requeue.REQUEUED
+    lost = lose_next_reply(runs, StartRun)
+    taken = await runs.start_run(session_id, run.run_id, "any", token="lease-2")
+    assert lost and taken is not None and taken.verdict is StartVerdict.EXHAUSTED
+
+
+async def test_an_append_and_a_question_whose_replies_were_lost_land_once(
+    store: SessionStore, runs: AllWrites
+) -> None:
+    session_id, run = await start_a_run(runs)
+    lease = lease_of(runs, session_id, run)
+    lost = lose_next_reply(runs, AppendEvents)
+    assert await lease.append([delta_of(run.run_id)]) == 3 and lost
+    lost = lose_next_reply(runs, Ask)
+    question = a_question()
+    assert await lease.ask([question], input_required(run.run_id, question), None) is Asked.WAITING and lost
+    assert await event_types(store, session_id) == [b"run.queued", b"run.started", b"message.delta", b"input.required"]
 
 
 # -- questions ----------------------------------------------------------------------------------
@@ -328,3 +417,7 @@ async def test_a_question_not_yet_due_is_looked_at_again_at_its_deadline(
     question = a_question(expires_at=4_000_000_000.0)
     await lease_of(runs, session_id, run).ask([question], input_required(run.run_id, question), None)
     assert await runs.look(session_id) == Look(Requeue.RENEWED, 4_000_000_000_000)
+
+
+def _now_ms() -> float:
+    return time.time() * 1000

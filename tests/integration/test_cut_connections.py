@@ -1,0 +1,155 @@
+"""A worker's connections to Redis cut at the worst instants (tests/redis_faults.py `FaultyLink`): as it
+claims a run, as the run first reads its session, and a share of every reply lost. Nothing is stranded,
+failed or written twice: every call a run depends on rides out the outage (shared/outage.py), and a run
+left queued without its job gets it again from a reaper (worker/reaper.py)."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.protocol_clients import Frame, NativeClient
+from tests.redis_faults import FaultyLink
+from tests.sessions import make_run, make_session
+from tests.waiting import eventually
+from tests.writes import AllWrites
+from tokentail.shared import outage
+from tokentail.shared.records import RunRecord
+from tokentail.shared.scripts.contract import Script, Topology
+from tokentail.shared.scripts.runs import StartRun
+from tokentail.shared.settings import Settings
+from tokentail.shared.store import SessionStore
+from tokentail.worker.providers.scripted import scripted_tokens
+
+# Long enough that no reaper takes a run over, nor looks at a queued one, within a test: what saves a
+# run here is the worker's own call riding out the cut, not a backstop.
+NO_REAPER = {"lease_ms": 120_000}
+TOKENS = 30
+
+
+@pytest.fixture
+async def link(redis_url: str) -> AsyncIterator[FaultyLink]:
+    link = await FaultyLink(redis_url).start()
+    yield link
+    await link.close()
+
+
+async def _loaded(redis: Redis, contract: type[Script[Any]], settings: Settings) -> bytes:
+    """The sha a worker calls the script by, loaded already, so that its first call runs it."""
+    sha: str = await redis.script_load(contract.lua_source(Topology.of(settings)))
+    return sha.encode()
+
+
+async def _queue(runs: AllWrites, text: str = "hello") -> tuple[str, RunRecord]:
+    session, run = make_session(), make_run(text)
+    run.params = {"tokens": TOKENS, "tokens_per_second": 0}
+    await runs.queue_run(session.session_id, run, create=session)
+    return session.session_id, run
+
+
+async def _ended(store: SessionStore, session_id: str) -> RunRecord:
+    async def ended() -> RunRecord:
+        run = (await store.get_session(session_id)).runs[-1]
+        assert run.status not in ("queued", "running"), f"run {run.run_id} is {run.status}"
+        return run
+
+    ended_run: RunRecord = await eventually(ended, within=30)
+    return ended_run
+
+
+async def _types(store: SessionStore, session_id: str) -> list[str]:
+    return [event.type.decode() for event in await store.read(session_id, 0, 10_000)]
+
+
+@pytest.mark.parametrize("reply_lost", [False, True], ids=["before-redis-got-it", "as-redis-answered"])
+async def test_a_claim_cut_off_starts_its_run_once_all_the_same(
+    reply_lost: bool,
+    link: FaultyLink,
+    redis: Redis,
+    runs: AllWrites,
+    store: SessionStore,
+    settings: Settings,
+    start_worker: Any,
+) -> None:
+    # Before: the job failed and arq finished it, the run queued for good (cut before Redis got it), or
+    # taken over by a second attempt (cut as Redis answered).
+    cut = link.cut(await _loaded(redis, StartRun, settings), reply_lost=reply_lost)
+    await start_worker(redis_url=link.url, **NO_REAPER)
+    session_id, run = await _queue(runs)
+    await eventually(cut.done.is_set)
+    ended = await _ended(store, session_id)
+    assert ended.status == "completed" and ended.attempt == 1
+    types = await _types(store, session_id)
+    assert types.count("run.started") == 1 and "run.retrying" not in types and "run.continued" not in types
+
+
+async def test_a_run_whose_first_read_of_its_session_is_cut_goes_on(
+    link: FaultyLink, runs: AllWrites, store: SessionStore, start_worker: Any
+) -> None:
+    # Before: the run failed with internal_error.
+    session_id, run = await _queue(runs)
+    runs_key = store.keys.session(session_id).runs
+    cut = link.cut(f"HVALS\r\n${len(runs_key)}\r\n{runs_key}".encode(), reply_lost=True)
+    await start_worker(redis_url=link.url, **NO_REAPER)
+    await eventually(cut.done.is_set)
+    ended = await _ended(store, session_id)
+    assert ended.status == "completed" and ended.attempt == 1, ended.error
+
+
+async def test_with_a_share_of_the_worker_s_replies_lost_every_run_completes_once(
+    link: FaultyLink, runs: AllWrites, store: SessionStore, start_worker: Any
+) -> None:
+    # Before: 6 of 24 runs failed and 1 was left queued, at 12%. A claim whose reply is lost leaves its
+    # jobs marked in progress for a lease, and a run that missed its renewals is taken over: with the
+    # tests' short lease (3 s), both come back soon; a client shows each run whole all the same.
+    link.drop_replies(0.12)
+    await start_worker(redis_url=link.url)
+    queued = [await _queue(runs, f"question {i}") for i in range(24)]
+    ended = await asyncio.gather(*(_ended(store, session_id) for session_id, _ in queued))
+    assert link.replies_dropped > 0
+    for (session_id, run), record in zip(queued, ended, strict=True):
+        assert record.status == "completed", record.error
+        assert record.output == "".join(scripted_tokens(run.input, TOKENS))
+        client = NativeClient()
+        for event in await store.read(session_id, 0, 10_000):
+            client.feed(Frame(str(event.seq), event.type.decode(), event.data.decode()))
+        assert client.shown().text == record.output and client.ended == "completed"
+        assert (await _types(store, session_id)).count("run.completed") == 1
+    link.drop_replies(0)  # the worker stops on a sound link (arq's close deletes its health check first)
+
+
+async def test_a_run_that_cannot_start_keeps_its_job_until_it_can(
+    link: FaultyLink,
+    redis: Redis,
+    runs: AllWrites,
+    store: SessionStore,
+    settings: Settings,
+    start_worker: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before: the start's error failed the job, arq finished it, and the run stayed queued for good.
+    monkeypatch.setattr(outage, "OUTAGE_SECONDS", 0.3)  # the worker gives a start up after 0.3 s
+    cut = link.cut(await _loaded(redis, StartRun, settings), reply_lost=False, times=10**9)
+    await start_worker(redis_url=link.url, **NO_REAPER)
+    session_id, run = await _queue(runs)
+    await eventually(lambda: cut.made >= 12)  # given up at least twice, and tried again each time
+    assert await redis.zscore(store.keys.queue, run.run_id) is not None
+    link.stop_cutting()
+    ended = await _ended(store, session_id)
+    assert ended.status == "completed" and ended.attempt == 1
+
+
+@pytest.mark.parametrize("how", ["finished", "expired"])
+async def test_a_queued_run_whose_job_arq_ended_unstarted_is_queued_again(
+    how: str, redis: Redis, runs: AllWrites, store: SessionStore, start_worker: Any
+) -> None:
+    # Before: the run stayed queued for good, its session refusing new turns (409).
+    session_id, run = await _queue(runs)
+    if how == "finished":  # as finish_jobs.lua leaves a job its worker failed
+        await redis.zrem(store.keys.queue, run.run_id)
+    await redis.delete(store.keys.arq_job(run.run_id))  # a worker's claim finds it expired, and finishes it
+    await start_worker(lease_ms=1000)  # a reaper looks at a queued run after two leases
+    ended = await _ended(store, session_id)
+    assert ended.status == "completed" and ended.attempt == 1
