@@ -280,9 +280,7 @@ async def test_a_takeover_whose_reply_was_lost_keeps_its_verdict(redis: Redis, s
     assert lost and taken is not None and taken.verdict is StartVerdict.EXHAUSTED
 
 
-async def test_an_append_and_a_question_whose_replies_were_lost_land_once(
-    store: SessionStore, runs: AllWrites
-) -> None:
+async def test_an_append_and_a_question_whose_replies_were_lost_land_once(store: SessionStore, runs: AllWrites) -> None:
     session_id, run = await start_a_run(runs)
     lease = lease_of(runs, session_id, run)
     lost = lose_next_reply(runs, AppendEvents)
