@@ -19,6 +19,7 @@ from tokentail.shared.errors import (
     InvalidInput,
     InvalidLastEventId,
     QuestionNotFound,
+    QueueingUnanswered,
     RateLimited,
     RunConflict,
     RunNotFound,
@@ -52,15 +53,21 @@ _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (TooManyStreams, 429, "too_many_streams"),  # before its parent, RateLimited
     (RateLimited, 429, "rate_limited"),
     (ArchiveUnavailable, 503, "archive_unavailable"),
+    (QueueingUnanswered, 503, "redis_unavailable"),
 ]
+# 5xx errors whose message is for the client (what to do next), not an internal one.
+_TOLD = (ArchiveUnavailable, QueueingUnanswered)
 
 _outage_log = RateLimitedLogger(logging.getLogger(__name__), every_seconds=10)
 
 _HTTP_TYPES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "input_too_large"}
 
 
-def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"type": type_, "message": message, "param": None, "code": type_}}
+def error_response(
+    status: int, type_: str, message: str, headers: dict[str, str] | None = None, **details: str
+) -> JSONResponse:
+    """`details`: fields beside the message that a program reads (the ids of a run not known to be queued)."""
+    body = {"error": {"type": type_, "message": message, "param": None, "code": type_, **details}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -72,13 +79,16 @@ def describe(exc: TokentailError) -> tuple[int, str]:
 async def _tokentail_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TokentailError)
     status, type_ = describe(exc)
-    message = str(exc) if status < 500 or isinstance(exc, ArchiveUnavailable) else "internal error"
-    return error_response(status, type_, message, error_headers(exc))
+    message = str(exc) if status < 500 or isinstance(exc, _TOLD) else "internal error"
+    details = {"session_id": exc.session_id, "run_id": exc.run_id} if isinstance(exc, QueueingUnanswered) else {}
+    return error_response(status, type_, message, error_headers(exc), **details)
 
 
 def error_headers(exc: TokentailError) -> dict[str, str] | None:
     if isinstance(exc, RateLimited):
         return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, QueueingUnanswered):
+        return {"Retry-After": "1"}
     if isinstance(exc, Unauthorized):
         return {"WWW-Authenticate": 'Bearer realm="tokentail"'}
     return None

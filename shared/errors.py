@@ -14,6 +14,7 @@ TokentailError           the base of every error tokentail raises (the clients' 
 ├── Forbidden            403: valid credentials that do not allow this (a stream token used on another session)
 ├── RateLimited          429: a tenant's runs per minute are used up (with `retry_after`)
 │   └── TooManyStreams   429: a tenant has as many streams open as it may
+├── QueueingUnanswered  503: Redis did not answer whether a run was queued (with its ids, to look it up)
 └── LeaseLost            a worker's append was fenced: another worker owns the run now
 """
 
@@ -104,6 +105,19 @@ class TooManyStreams(RateLimited):
 
 class LeaseLost(TokentailError):
     pass
+
+
+class QueueingUnanswered(TokentailError):
+    """Redis did not answer whether the run was queued: a try's reply was lost, and Redis stayed out of
+    reach while the gateway tried again. The client learns the ids to look the run up by."""
+
+    def __init__(self, session_id: str, run_id: str) -> None:
+        super().__init__(
+            f"Redis did not answer in time whether run {run_id!r} of session {session_id!r} was queued: "
+            f"GET /v1/sessions/{session_id} shows it if it was; send the request again once it does not, or "
+            "with an Idempotency-Key, which makes a request safe to send again"
+        )
+        self.session_id, self.run_id = session_id, run_id
 
 
 class WritesLost(Exception):

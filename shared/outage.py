@@ -61,19 +61,22 @@ async def ride_out(
     *,
     within: float | None = None,
     since: float | None = None,
+    retried: Callable[[BaseException], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """`call()`, tried again through a Redis outage for up to `within` seconds (OUTAGE_SECONDS by
     default) since `since` (its first try by default); any other error, or the outage's once that time
-    is up, is raised. `call` must be safe to send again: its first try may have run, its reply lost.
-    `what` names it in the log (once per outage, not per try)."""
+    is up, is raised. `retried`: which errors are the outage to ride out (`is_outage` by default).
+    `call` must be safe to send again: its first try may have run, its reply lost. `what` names it in
+    the log (once per outage, not per try)."""
     within = OUTAGE_SECONDS if within is None else within
     started = clock() if since is None else since
+    retried = retried or is_outage
     for failures in itertools.count():
         try:
             result = await call()
         except Exception as exc:
-            if not is_outage(exc) or clock() - started > within:
+            if not retried(exc) or clock() - started > within:
                 raise
             if not failures:
                 logger.warning("%s failed (%s: %s); retrying for up to %.0f s", what, type(exc).__name__, exc, within)
@@ -86,9 +89,7 @@ async def ride_out(
 
 
 def is_outage(exc: BaseException) -> bool:
-    if isinstance(exc, _OUTAGES) or out_of_memory(exc) or read_only(exc) or _torn_down(exc):
-        return True
-    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("BUSY ")
+    return isinstance(exc, _OUTAGES) or refused(exc) or _torn_down(exc)
 
 
 _REDIS_PY_MODULES = {Path(redis.asyncio.connection.__file__), Path(redis.asyncio.cluster.__file__)}
@@ -98,6 +99,18 @@ def _torn_down(exc: BaseException) -> bool:
     if not isinstance(exc, AttributeError | TypeError):
         return False
     return any(Path(frame.filename) in _REDIS_PY_MODULES for frame in traceback.extract_tb(exc.__traceback__))
+
+
+def refused(exc: BaseException) -> bool:
+    """An outage in which Redis answered, refusing the command: nothing it asked was done (full,
+    read-only, busy), unlike a connection lost, which may have taken a reply with it."""
+    busy = isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("BUSY ")
+    return out_of_memory(exc) or read_only(exc) or busy
+
+
+def unanswered(exc: BaseException) -> bool:
+    """An outage that may have lost a reply: the command may have been done."""
+    return is_outage(exc) and not refused(exc)
 
 
 def out_of_memory(exc: BaseException) -> bool:

@@ -11,6 +11,7 @@ from tokentail.gateway.reading import first_delta
 from tokentail.shared import run_spans, tracing
 from tokentail.shared.errors import (
     InputNotPending,
+    QueueingUnanswered,
     RunConflict,
     RunNotFound,
     SessionExists,
@@ -18,6 +19,7 @@ from tokentail.shared.errors import (
     SessionNotFound,
 )
 from tokentail.shared.events import CANCELLED_BY_REQUEST, InputReceived, RunCancelled
+from tokentail.shared.outage import is_outage, ride_out, unanswered
 from tokentail.shared.records import Multitask, RunRecord, SessionRecord
 from tokentail.shared.scripts.runs import (
     Answer,
@@ -26,6 +28,7 @@ from tokentail.shared.scripts.runs import (
     CancelRun,
     Queued,
     QueueOutcome,
+    QueueReply,
     QueueRun,
     encode_run,
 )
@@ -50,6 +53,14 @@ def _missing_or_gone(outcome: str, session_id: str) -> None:
         raise SessionExpired(session_id)
     if outcome == "missing":
         raise SessionNotFound(session_id)
+
+
+# How long queueing a run rides out a lost connection to Redis (shared/outage.py) before the gateway
+# answers 503: long enough for a cut connection (the next try goes at once) or a Sentinel failover,
+# short enough for a client that waits. queue_run.lua answers a run it already has as queued before,
+# so a try whose reply was lost is safe to send again: the gateway finds out itself whether its run
+# was queued. A Redis that refuses the write (full, read-only) is answered at once: nothing was done.
+QUEUE_OUTAGE_SECONDS = 5.0
 
 
 class _Queued(NamedTuple):
@@ -119,20 +130,35 @@ class SessionWrites(Writes):
     async def _queue_run(
         self, session_id: str, run: RunRecord, multitask: Multitask, create: SessionRecord | None, if_missing: bool
     ) -> _Queued:
-        reply = await self.run(
-            QueueRun(
-                self.scope.run_keys(session_id),
-                self.scope.args(session_id),
-                run.run_id,
-                encode_run(run),
-                multitask,
-                compact_json({"run_id": run.run_id, "input": run.input}),
-                "0" if create is None else "2" if if_missing else "1",
-                self.keys.cancel_channel,
-                "1" if tracing.ON else "0",
-                session_fields(create) if create else [],
-            )
+        queue = QueueRun(
+            self.scope.run_keys(session_id),
+            self.scope.args(session_id),
+            run.run_id,
+            encode_run(run),
+            multitask,
+            compact_json({"run_id": run.run_id, "input": run.input}),
+            "0" if create is None else "2" if if_missing else "1",
+            self.keys.cancel_channel,
+            "1" if tracing.ON else "0",
+            session_fields(create) if create else [],
         )
+        lost_a_reply = False
+
+        async def queue_once() -> QueueReply:
+            nonlocal lost_a_reply
+            try:
+                return await self.run(queue)
+            except Exception as exc:
+                lost_a_reply = lost_a_reply or unanswered(exc)
+                raise
+
+        what = f"queueing run {run.run_id}"
+        try:
+            reply = await ride_out(queue_once, what, within=QUEUE_OUTAGE_SECONDS, retried=unanswered)
+        except Exception as exc:
+            if lost_a_reply and is_outage(exc):  # a try may have queued it: the client learns what to look up
+                raise QueueingUnanswered(session_id, run.run_id) from exc
+            raise
         if reply.queued is not None:
             run.queued_seq = reply.seq
             return _Queued(reply.queued, reply.ended)

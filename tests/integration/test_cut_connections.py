@@ -1,24 +1,27 @@
-"""A worker's connections to Redis cut at the worst instants (tests/redis_faults.py `FaultyLink`): as it
-claims a run, as the run first reads its session, and a share of every reply lost. Nothing is stranded,
-failed or written twice: every call a run depends on rides out the outage (shared/outage.py), and a run
-left queued without its job gets it again from a reaper (worker/reaper.py)."""
+"""Connections to Redis cut at the worst instants (tests/redis_faults.py `FaultyLink`): a worker's as it
+claims a run, as the run first reads its session, and a share of all its replies lost; a gateway's as it
+queues a run. Nothing is stranded, failed or done twice: every call a run depends on rides out the
+outage (shared/outage.py), a run left queued without its job gets it again from a reaper
+(worker/reaper.py), and a gateway finds out itself whether the run it queued was made."""
 
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx2
 import pytest
 from redis.asyncio import Redis
 
 from tests.protocol_clients import Frame, NativeClient
 from tests.redis_faults import FaultyLink
 from tests.sessions import make_run, make_session
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tests.writes import AllWrites
+from tokentail.gateway.commands import writes
 from tokentail.shared import outage
 from tokentail.shared.records import RunRecord
 from tokentail.shared.scripts.contract import Script, Topology
-from tokentail.shared.scripts.runs import StartRun
+from tokentail.shared.scripts.runs import QueueRun, StartRun
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.providers.scripted import scripted_tokens
@@ -153,3 +156,48 @@ async def test_a_queued_run_whose_job_arq_ended_unstarted_is_queued_again(
     await start_worker(lease_ms=1000)  # a reaper looks at a queued run after two leases
     ended = await _ended(store, session_id)
     assert ended.status == "completed" and ended.attempt == 1
+
+
+# -- the gateway's queueing -----------------------------------------------------------------------
+
+
+async def test_a_run_queued_as_its_reply_is_lost_is_answered_once_made(
+    link: FaultyLink, redis: Redis, store: SessionStore, settings: Settings, start_gateway: Any
+) -> None:
+    # Before: 503 "Redis is not reachable; try again", though the run was made (and ran): a client
+    # that tried again as told ran its message twice.
+    queue_sha = await _loaded(redis, QueueRun, settings)
+    gateway = await start_gateway(redis_url=link.url)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(scaled(20))) as client:
+        cut = link.cut(queue_sha, reply_lost=True)
+        created = await client.post("/v1/sessions", json={"input": "hello", "model": "scripted"})
+        assert cut.done.is_set() and created.status_code == 201, created.text
+        session_id = created.json()["session_id"]
+        cut = link.cut(queue_sha, reply_lost=True)
+        more = await client.post(f"/v1/sessions/{session_id}/runs", json={"input": "more", "multitask": "enqueue"})
+        assert cut.done.is_set() and more.status_code == 202, more.text
+    runs = (await store.get_session(session_id)).runs
+    assert [run.run_id for run in runs] == [created.json()["run_id"], more.json()["run_id"]]
+    assert (await _types(store, session_id)).count("run.queued") == 2
+
+
+async def test_a_run_whose_queueing_redis_never_answers_is_named_in_the_503(
+    link: FaultyLink,
+    redis: Redis,
+    store: SessionStore,
+    settings: Settings,
+    start_gateway: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(writes, "QUEUE_OUTAGE_SECONDS", 0.5)
+    queue_sha = await _loaded(redis, QueueRun, settings)
+    gateway = await start_gateway(redis_url=link.url)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(scaled(20))) as client:
+        link.cut(queue_sha, reply_lost=True)  # it ran, and its reply was lost...
+        link.cut(queue_sha, reply_lost=False, times=10**9)  # ...and every try after it is cut
+        refused = await client.post("/v1/sessions", json={"input": "hello", "model": "scripted"})
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    error = refused.json()["error"]
+    assert error["type"] == "redis_unavailable" and error["session_id"] in error["message"]
+    # What the client needs to find out: the run was made, under the ids the answer named.
+    assert [run.run_id for run in (await store.get_session(error["session_id"])).runs] == [error["run_id"]]
