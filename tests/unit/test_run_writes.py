@@ -246,7 +246,8 @@ async def test_a_hand_over_needs_the_current_lease_and_costs_no_attempt(redis: R
 def lose_next_reply(runs: AllWrites, kind: type[Script[Any]]) -> list[Script[Any]]:
     """The next call of a `kind` script runs, and its reply is lost (a connection cut as Redis answered);
     the calls whose replies were lost."""
-    run, lost = runs.run, []
+    run = runs.run
+    lost: list[Script[Any]] = []
 
     async def losing(script: Script[Any]) -> Any:
         reply = await run(script)
@@ -255,7 +256,7 @@ def lose_next_reply(runs: AllWrites, kind: type[Script[Any]]) -> list[Script[Any
             raise redis_errors.ConnectionError("Connection closed by server.")
         return reply
 
-    runs.run = losing  # type: ignore[method-assign]
+    runs.run = losing
     return lost
 
 
