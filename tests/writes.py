@@ -7,3 +7,8 @@ from tokentail.worker.run_writes import RunWrites
 
 class AllWrites(SessionWrites, RunWrites):
     pass
+
+
+class Died(BaseException):
+    """A process dying at this instant, raised where a test makes it die: a BaseException, so that no
+    retry of the process's own (shared/outage.py's ride_out) catches it, as none would run."""

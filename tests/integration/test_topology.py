@@ -19,7 +19,7 @@ from tests.sessions import completion, delta_of, make_run, make_session, start_a
 from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
 from tests.webhook_receiver import Receiver
-from tests.writes import AllWrites
+from tests.writes import AllWrites, Died
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.redis_server import RedisServer
 from tokentail.shared.scripts.runs import Queued, Requeue, StartVerdict
@@ -167,12 +167,12 @@ async def test_a_gateway_that_dies_between_its_script_and_the_push_loses_no_run(
     store: SessionStore, runs: AllWrites, queue: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def dies(*args: object) -> None:
-        raise ConnectionError("the gateway died here")
+        raise Died("the gateway died here")
 
     session, run = make_session(), make_run()
     with monkeypatch.context() as patch:
         patch.setattr(runs.leases, "push", dies)
-        with pytest.raises(ConnectionError):
+        with pytest.raises(Died):
             await runs.queue_run(session.session_id, run, create=session)
     assert await _queued_jobs(store, queue) == []  # recorded, never queued...
     [intent] = await queue.zrange(store.keys.lease_checks, 0, -1)
@@ -212,11 +212,11 @@ async def test_a_worker_that_dies_after_ending_its_run_loses_no_run_in_line(
     assert await runs.queue_run(session_id, second, multitask="enqueue") is Queued.PENDING
 
     async def dies(*args: object) -> None:
-        raise ConnectionError("the worker died here")
+        raise Died("the worker died here")
 
     with monkeypatch.context() as patch:
         patch.setattr(runs.leases, "push", dies)
-        with pytest.raises(ConnectionError):
+        with pytest.raises(Died):
             await RunLease(runs, session_id, first.run_id, "lease-1").append(
                 [delta_of(first.run_id)], ending=completion(first.run_id)
             )
@@ -392,11 +392,11 @@ async def test_a_worker_that_dies_right_after_ending_its_run_loses_no_webhook(
         assert await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1") is not None
 
         async def dies(*args: object) -> None:
-            raise ConnectionError("the worker died here")
+            raise Died("the worker died here")
 
         with monkeypatch.context() as patch:
             patch.setattr(runs.webhooks, "due_now", dies)
-            with pytest.raises(ConnectionError):
+            with pytest.raises(Died):
                 await RunLease(runs, session.session_id, run.run_id, "lease-1").append(
                     [], ending=completion(run.run_id)
                 )

@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.sessions import make_run, make_session
-from tests.writes import AllWrites
+from tests.writes import AllWrites, Died
 from tokentail.shared.scripts.runs import Queued, Requeue, StartVerdict
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
@@ -50,12 +50,12 @@ async def test_with_the_queue_apart_a_gateway_that_dies_before_the_push_loses_no
     store, runs, queue = split
 
     async def dies(*args: object) -> None:
-        raise ConnectionError("the gateway died here")
+        raise Died("the gateway died here")
 
     session, run = make_session(), make_run()
     with monkeypatch.context() as patch:
         patch.setattr(runs.leases, "push", dies)
-        with pytest.raises(ConnectionError):
+        with pytest.raises(Died):
             await runs.queue_run(session.session_id, run, create=session)
     assert await _queued_jobs(store, queue) == []  # recorded, never queued...
     [intent] = await queue.zrange(store.keys.lease_checks, 0, -1)  # ...but its intent is in the index
