@@ -1,4 +1,4 @@
-"""gateway/access/limits.py and its scripts (count.lua, take_slot.lua) on fakeredis, on the limits'
+"""gateway/access/limits.py and its scripts (count.lua, spend_fork.lua, take_slot.lua) on fakeredis, on the limits'
 clock held still (tests/fixtures/limits_clock.py). (Through the HTTP API and across replicas:
 tests/integration/test_limits.py.)"""
 
@@ -12,7 +12,7 @@ from tests.fixtures.limits_clock import START
 from tests.waiting import eventually, scaled
 from tokentail.gateway.access import limits
 from tokentail.gateway.access.limits import SLOT_TTL_SECONDS, STREAM_RETRY_AFTER, RunBudget, StreamSlots
-from tokentail.shared.errors import RateLimited, TooManyStreams
+from tokentail.shared.errors import ForkBytesLimited, RateLimited, TooManyStreams
 from tokentail.shared.keys import Keys
 from tokentail.shared.settings import Settings
 
@@ -22,7 +22,9 @@ def keys(settings: Settings) -> Keys:
     return Keys(settings.key_prefix)
 
 
-async def test_runs_are_counted_per_tenant_and_minute(redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace) -> None:
+async def test_runs_are_counted_per_tenant_and_minute(
+    redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace
+) -> None:
     budget = RunBudget(redis, keys, per_minute=3)
     for _ in range(3):
         await budget.spend("acme")
@@ -46,6 +48,42 @@ async def test_no_run_limit_counts_nothing(redis: Redis, keys: Keys, limits_cloc
     for _ in range(10):
         await budget.spend("acme")
     assert await redis.keys(f"{keys.prefix}:*") == []
+
+
+async def test_a_fork_spends_one_run_and_its_bytes_or_nothing(
+    redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace
+) -> None:
+    budget = RunBudget(redis, keys, per_minute=3, fork_bytes_per_hour=1000)
+    await budget.spend_fork("acme", 600)
+    with pytest.raises(ForkBytesLimited) as too_much:
+        await budget.spend_fork("acme", 401)
+    assert too_much.value.retry_after == 2810  # the hour's 2810 s left, exactly
+    await budget.spend_fork("acme", 400)  # the refused fork counted nothing: this one fills the hour
+    await budget.spend("acme")  # the minute's third run
+    with pytest.raises(RateLimited) as refused:
+        await budget.spend_fork("acme", 0)
+    assert type(refused.value) is RateLimited and refused.value.retry_after == 50
+    minute, hour = int(limits_clock.value // 60), int(limits_clock.value // 3600)
+    assert await redis.get(keys.tenant_runs("acme", minute)) == b"3"
+    assert await redis.get(keys.tenant_fork_bytes("acme", hour)) == b"1000"
+    assert 0 < await redis.ttl(keys.tenant_fork_bytes("acme", hour)) <= 7200  # kept two windows, as the runs'
+    await budget.spend_fork("beta", 1000)  # a budget of its own
+    limits_clock.value += 2810  # the next hour (and minute)
+    await budget.spend_fork("acme", 1000)
+
+
+async def test_no_fork_limit_counts_nothing_of_it(
+    redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace
+) -> None:
+    for _ in range(10):
+        await RunBudget(redis, keys, per_minute=0, fork_bytes_per_hour=0).spend_fork("acme", 10**9)
+    assert await redis.keys(f"{keys.prefix}:*") == []
+    await RunBudget(redis, keys, per_minute=0, fork_bytes_per_hour=1000).spend_fork("acme", 10)
+    hour = keys.tenant_fork_bytes("acme", int(limits_clock.value // 3600))
+    assert await redis.keys(f"{keys.prefix}:*") == [hour.encode()]
+    await RunBudget(redis, keys, per_minute=5, fork_bytes_per_hour=0).spend_fork("beta", 10**9)
+    assert await redis.get(keys.tenant_runs("beta", int(limits_clock.value // 60))) == b"1"
+    assert await redis.keys(f"{keys.prefix}:tenant:{{beta}}:fork-bytes:*") == []
 
 
 async def test_stream_slots_are_bounded_per_tenant_and_freed_on_release(
