@@ -22,6 +22,7 @@ from tokentail.gateway.commands.turns import (
     check_chat_token_choices,
     check_params,
     check_size,
+    follow_up_choices,
     queue_follow_up,
 )
 from tokentail.gateway.schemas import CreateResponse, CreateRun
@@ -174,8 +175,10 @@ class ResponseRequests(RunCommands):
             model=None if model in (None, session.model) else model,
             params=RunParams.model_validate(body.run_params()) if body.run_params() else None,
         )
+        # Checked before a branch is made for it: a refused request makes nothing.
         check_size(follow_up.input, self.settings)
-        check_chat_token_choices(self.caller, follow_up, self.settings)  # before a branch is made for it
+        check_chat_token_choices(self.caller, follow_up, self.settings)
+        follow_up_choices(session, follow_up)
         session_id = await self._branch(previous)
         forked = session_id != session.session_id  # the fork spent the request's run of the minute
         args = (self.store, self.runs, self.settings, self.budget, self.caller, session_id, follow_up)

@@ -67,6 +67,15 @@ def check_chat_token_choices(caller: Caller, body: CreateRun, settings: Settings
         )
 
 
+def follow_up_choices(session: SessionRecord, body: CreateRun) -> tuple[str | None, dict[str, Any]]:
+    """The model and params of a follow-up turn in `session`, or in a fork of it (which keeps them):
+    the session's unless `body` overrides them; a knob the model's provider does not take is a 422."""
+    model = body.model or session.model
+    params = {**session.params, **(body.params.given() if body.params else {})}
+    check_params(model, params)
+    return model, params
+
+
 async def queue_follow_up(
     store: SessionStore,
     runs: SessionWrites,
@@ -86,9 +95,7 @@ async def queue_follow_up(
     check_size(body.input, settings)
     check_chat_token_choices(caller, body, settings)
     session = await store.get_session(session_id)
-    model = body.model or session.model
-    params = {**session.params, **(body.params.given() if body.params else {})}
-    check_params(model, params)
+    model, params = follow_up_choices(session, body)
     if not spent:
         await budget.spend(caller.tenant)
     run = RunRecord(run_id=run_id or new_run_id(), input=body.input, model=model, params=params, agent=session.agent)

@@ -78,6 +78,13 @@ async def stored(redis: Redis, settings: Settings, session_id: str) -> list[tupl
     return [(event.seq, event.type, event.data, event.ts_us) for event in events]
 
 
+async def sessions_in(redis: Redis, settings: Settings) -> dict[bytes, bytes | None]:
+    """Every key of every session, with the value of the chat pointers among them: what a refused
+    request must leave as it was."""
+    keys = await redis.keys(f"{settings.key_prefix}:{{s_*")
+    return {key: await redis.get(key) if key.endswith(b":branch") else None for key in keys}
+
+
 async def test_a_fork_holds_the_events_up_to_a_turn_and_goes_on_from_there(
     http: httpx2.AsyncClient, redis: Redis, settings: Settings
 ) -> None:
@@ -209,6 +216,20 @@ async def test_an_older_previous_response_id_branches_the_conversation(sdk: Asyn
     assert streamed.output_text == "4" and streamed.previous_response_id == r1.id
 
 
+async def test_a_branching_response_refused_for_its_params_makes_no_branch(
+    sdk: AsyncOpenAI, redis: Redis, settings: Settings
+) -> None:
+    r1 = await sdk.responses.create(model="arithmetic", input="what is 2 + 3")
+    await sdk.responses.create(model="arithmetic", input="and times ten?", previous_response_id=r1.id)
+    before = await sessions_in(redis, settings)
+    with pytest.raises(openai.UnprocessableEntityError) as refused:  # Anthropic's API takes no temperature
+        await sdk.responses.create(
+            model="anthropic:claude-haiku-4-5", input="and times two?", previous_response_id=r1.id, temperature=0.5
+        )
+    assert "temperature" in refused.value.message
+    assert await sessions_in(redis, settings) == before
+
+
 async def test_a_response_that_ended_at_a_question_the_run_went_on_from_is_not_branched(sdk: AsyncOpenAI) -> None:
     asked = await sdk.responses.create(model="two", input="go")
     call: Any = asked.output[-1]
@@ -329,13 +350,6 @@ async def limited_stack(start_gateway: Callable[..., Any], start_worker: Callabl
 
 def api(gateway: Gateway, key: str = KEY) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=20)
-
-
-async def sessions_in(redis: Redis, settings: Settings) -> dict[bytes, bytes | None]:
-    """Every key of every session, with the value of the chat pointers among them: what a refused
-    request must leave as it was."""
-    keys = await redis.keys(f"{settings.key_prefix}:{{s_*")
-    return {key: await redis.get(key) if key.endswith(b":branch") else None for key in keys}
 
 
 async def test_a_fork_spends_one_of_its_tenant_s_runs_per_minute_and_a_refused_one_makes_nothing(
