@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.webhooks = SessionWebhooks(WebhookPolicy(settings.webhook_allowed_urls), TenantWebhooks(redis, keys))
         app.state.hub = hub
         app.state.agents = AgentDirectory(redis, keys, [*BUILTIN_AGENTS, *settings.agents])
-        app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute)
+        app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute, settings.fork_bytes_per_hour)
         app.state.stream_slots = slots = StreamSlots(redis, keys, settings.max_streams_per_tenant)
         slot_tasks = [asyncio.create_task(slots.renew_forever()), asyncio.create_task(slots.flush_forever())]
         if not settings.auth_enabled:

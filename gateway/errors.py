@@ -14,6 +14,7 @@ from starlette.routing import Match
 from tokentail.shared.errors import (
     ArchiveUnavailable,
     Forbidden,
+    ForkBytesLimited,
     InputNotPending,
     InputTooLarge,
     InvalidInput,
@@ -51,6 +52,7 @@ _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (Unauthorized, 401, "unauthorized"),
     (Forbidden, 403, "forbidden"),
     (TooManyStreams, 429, "too_many_streams"),  # before its parent, RateLimited
+    (ForkBytesLimited, 429, "fork_bytes_limited"),  # before its parent, RateLimited
     (RateLimited, 429, "rate_limited"),
     (ArchiveUnavailable, 503, "archive_unavailable"),
     (QueueingUnanswered, 503, "redis_unavailable"),

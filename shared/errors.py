@@ -13,7 +13,8 @@ TokentailError           the base of every error tokentail raises (the clients' 
 │   └── TokenExpired     401: a stream token past its expiry: refresh it
 ├── Forbidden            403: valid credentials that do not allow this (a stream token used on another session)
 ├── RateLimited          429: a tenant's runs per minute are used up (with `retry_after`)
-│   └── TooManyStreams   429: a tenant has as many streams open as it may
+│   ├── TooManyStreams   429: a tenant has as many streams open as it may
+│   └── ForkBytesLimited 429: a tenant's forks copied what they may this hour
 ├── QueueingUnanswered  503: Redis did not answer whether a run was queued (with its ids, to look it up)
 └── LeaseLost            a worker's append was fenced: another worker owns the run now
 """
@@ -100,6 +101,10 @@ class RateLimited(TokentailError):
 
 
 class TooManyStreams(RateLimited):
+    pass
+
+
+class ForkBytesLimited(RateLimited):
     pass
 
 

@@ -102,6 +102,10 @@ class Keys:
         """Counter of the runs and sessions a tenant created in one minute-long window."""
         return f"{self.prefix}:tenant:{{{tenant}}}:runs:{window}"
 
+    def tenant_fork_bytes(self, tenant: str, window: int) -> str:
+        """Counter of the bytes a tenant's forks copied in one hour-long window."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:fork-bytes:{window}"
+
     def tenant_streams(self, tenant: str) -> str:
         """Sorted set: the tenant's open streams (gateway-made ids) -> when each slot lapses (ms)."""
         return f"{self.prefix}:tenant:{{{tenant}}}:streams"

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     runs_per_minute: int = Field(
         600, ge=0, description="sessions and runs one tenant may create per minute (429 beyond); 0: no limit"
     )
+    fork_bytes_per_hour: int = Field(
+        256 * 1024 * 1024, ge=0, description="bytes one tenant's forks may copy per hour (429 beyond); 0: no limit"
+    )
     max_streams_per_tenant: int = Field(
         1000, ge=0, description="open SSE/WebSocket streams per tenant across all gateways (429 beyond); 0: no limit"
     )

@@ -8,5 +8,6 @@ pytest_plugins = [
     "tests.fixtures.processes",  # no_process_left: every process a test starts is stopped when it ends
     "tests.fixtures.slow_machine",  # each test's time limit, stretched on a loaded machine
     "tests.fixtures.traces",  # exported: traces on, into memory, for one test
+    "tests.fixtures.limits_clock",  # limits_clock: the tenant limits' clock, held still
     "pytester",  # pytest's own, to test the plugins above
 ]

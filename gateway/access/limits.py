@@ -1,10 +1,13 @@
-"""Per-tenant limits shared by all gateway replicas through Redis: runs per minute, open streams; and
-one kept by each gateway on its own: chat requests in flight per stream token.
+"""Per-tenant limits shared by all gateway replicas through Redis: runs per minute, the bytes forks
+copy per hour, open streams; and one kept by each gateway on its own: chat requests in flight per
+stream token.
 
-Runs use a fixed one-minute window (a counter per tenant and minute): cheap, and `Retry-After` is
-exact, at the price of allowing up to twice the rate across a window's edge. Streams hold slots in a
-sorted set that each gateway renews for its open streams, so a gateway that dies frees its slots
-within `SLOT_TTL_SECONDS`.
+Runs use a fixed one-minute window (a counter per tenant and minute), and fork bytes a fixed hour:
+cheap, and `Retry-After` is exact, at the price of allowing up to twice the rate across a window's
+edge. Forks are bounded by the hour, not the minute, because what they copy stays in Redis for the
+session's retention (a day by default): it is memory they bound, more than a rate. Streams hold
+slots in a sorted set that each gateway renews for its open streams, so a gateway that dies frees
+its slots within `SLOT_TTL_SECONDS`.
 """
 
 import asyncio
@@ -20,16 +23,25 @@ from redis import exceptions as redis_errors
 
 from tokentail.gateway import metrics
 from tokentail.gateway.access.auth import Caller
-from tokentail.shared.errors import RateLimited, TooManyStreams
+from tokentail.shared.errors import ForkBytesLimited, RateLimited, TooManyStreams
 from tokentail.shared.keys import Keys
 from tokentail.shared.redis_clients import AnyRedis
 from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.limits import Count, CounterKey, SlotsKey, TakeSlot
+from tokentail.shared.scripts.limits import (
+    Count,
+    CounterKey,
+    ForkCounters,
+    ForkSpend,
+    SlotsKey,
+    SpendFork,
+    TakeSlot,
+)
 from tokentail.shared.scripts.runner import ScriptRunner
 
 logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
+FORK_WINDOW_SECONDS = 3600
 SLOT_TTL_SECONDS = 60
 STREAM_RETRY_AFTER = 5  # an open stream ends any time; ask again soon
 SLOT_WAIT_SECONDS = 2.0  # what a stream waits for a slot of its tenant before 429
@@ -38,10 +50,15 @@ GIVEN_BACK_PER_TAKE = 1000  # well below Lua's bound on a script's arguments
 
 
 class RunBudget:
-    def __init__(self, redis: AnyRedis, keys: Keys, per_minute: int) -> None:
-        self._scripts = ScriptRunner(redis, Topology())  # count.lua reads nothing of the topology
+    """What a tenant creates, counted across gateways: one of its runs per minute for each request that
+    makes a session or queues a run (a session made with its first run, or a fork with the run it was
+    made for, is one), and the bytes its forks copy per hour. A limit of 0 counts nothing."""
+
+    def __init__(self, redis: AnyRedis, keys: Keys, per_minute: int, fork_bytes_per_hour: int = 0) -> None:
+        self._scripts = ScriptRunner(redis, Topology())  # count.lua, spend_fork.lua read nothing of the topology
         self._keys = keys
         self._per_minute = per_minute
+        self._fork_bytes_per_hour = fork_bytes_per_hour
 
     async def spend(self, tenant: str) -> None:
         """Count one new session or run against the tenant's minute; `RateLimited` once it is used up."""
@@ -51,9 +68,48 @@ class RunBudget:
         key = self._keys.tenant_runs(tenant, int(now // WINDOW_SECONDS))
         count = await self._scripts(Count(CounterKey(key), 2 * WINDOW_SECONDS))
         if count > self._per_minute:
-            metrics.RATE_LIMITED.labels("runs").inc()
-            retry_after = max(1, math.ceil(WINDOW_SECONDS - now % WINDOW_SECONDS))
-            raise RateLimited(f"this tenant may start {self._per_minute} runs per minute; try again later", retry_after)
+            raise self._runs_used_up(now)
+
+    async def spend_fork(self, tenant: str, copied: int) -> None:
+        """Count a fork that copies `copied` bytes: a new session of the tenant's minute, and its bytes
+        of the tenant's hour. `RateLimited` if the minute's runs are used up, `ForkBytesLimited` if the
+        bytes would pass the hour's bound; then neither is counted. Call it before the fork is written."""
+        if not self._per_minute and not self._fork_bytes_per_hour:
+            return
+        now = time.time()
+        counters = ForkCounters(
+            self._keys.tenant_runs(tenant, int(now // WINDOW_SECONDS)),
+            self._keys.tenant_fork_bytes(tenant, int(now // FORK_WINDOW_SECONDS)),
+        )
+        spent = await self._scripts(
+            SpendFork(
+                counters,
+                self._per_minute,
+                2 * WINDOW_SECONDS,
+                copied,
+                self._fork_bytes_per_hour,
+                2 * FORK_WINDOW_SECONDS,
+            )
+        )
+        if spent is ForkSpend.RUNS_USED_UP:
+            raise self._runs_used_up(now)
+        if spent is ForkSpend.BYTES_USED_UP:
+            metrics.RATE_LIMITED.labels("fork_bytes").inc()
+            raise ForkBytesLimited(
+                f"this tenant's forks may copy {self._fork_bytes_per_hour} bytes per hour, and this one's "
+                f"{copied} would pass it; try again later",
+                _left_of(now, FORK_WINDOW_SECONDS),
+            )
+
+    def _runs_used_up(self, now: float) -> RateLimited:
+        metrics.RATE_LIMITED.labels("runs").inc()
+        message = f"this tenant may start {self._per_minute} runs per minute; try again later"
+        return RateLimited(message, _left_of(now, WINDOW_SECONDS))
+
+
+def _left_of(now: float, window: int) -> int:
+    """Whole seconds left of the fixed window `now` is in (at least 1): an exact `Retry-After`."""
+    return max(1, math.ceil(window - now % window))
 
 
 class StreamSlots:

@@ -7,6 +7,11 @@ session holds for it. It is made from `POST /v1/sessions/{id}/fork`, from a Resp
 whose `previous_response_id` names a response before its conversation's latest, and from a chat UI
 whose message list shows a regenerated or edited turn (`branch_point`); a chat then goes on in the
 fork (its pointer: `SessionKeys.branch`).
+
+Whichever makes it, a fork costs its tenant what `fork_session` works out, before anything is written:
+one of its runs per minute (a fork is a session made; a fork made for a new message is one with the
+run queued in it, as a session made with its first run is) and the bytes it copies, of its hour's
+bound (`RunBudget.spend_fork`). A fork refused for either makes nothing.
 """
 
 import re
@@ -15,14 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokentail.gateway.access.ids import new_session_id
+from tokentail.gateway.access.limits import RunBudget
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.schemas import ChatRequest
 from tokentail.shared.errors import InputTooLarge, InvalidInput
 from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.scripts.sessions import session_fields
 from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.store import ForkSource, SessionStore
 
-# What one fork may copy: it is one script's arguments.
+# What one fork may copy (`copied_bytes`): it is one script's arguments.
 MAX_FORK_BYTES = 32 * 1024 * 1024
 _RUN_ID = re.compile(r"r_[A-Za-z0-9_-]{12}")  # gateway/access/ids.py new_run_id
 
@@ -31,6 +38,7 @@ async def fork_session(
     store: SessionStore,
     runs: SessionWrites,
     settings: Settings,
+    budget: RunBudget,
     session_id: str,
     after: int,
     fork_id: str | None = None,
@@ -38,7 +46,12 @@ async def fork_session(
     """A new session holding `session_id`'s events 1..`after` (a turn boundary: 0, or the terminal
     event of a run with no other run going then), its record and the runs ended by then; as
     `GET /v1/sessions/{id}` reads it. `fork_id`: the fork's id (from an idempotency key: a fork made
-    before under it is answered as it is), else a new one."""
+    before under it is answered as it is), else a new one.
+
+    What it copies (`copied_bytes`) is spent from its tenant's `budget` before anything is written
+    (`RateLimited`, `ForkBytesLimited`: nothing made), with the request's one run of the minute, so a
+    caller that queues a run in the fork spends no other. One that copies more than one fork may is
+    `InputTooLarge`."""
     if after > settings.stream_maxlen:
         bound = "events (the stream's bound)"
         raise InputTooLarge(settings.stream_maxlen, what=f"a fork after event {after}", unit=bound)
@@ -55,8 +68,6 @@ async def fork_session(
             f"session {session_id!r} no longer holds its events 1..{after} (its stream starts at {first}: "
             "trimmed past its retention): too long to fork"
         )
-    if sum(len(event.data) for event in events) > MAX_FORK_BYTES:
-        raise InputTooLarge(MAX_FORK_BYTES, what=f"events 1..{after} of the session", unit="bytes (a fork's copy)")
     fork = session.model_copy(
         update={
             "session_id": fork_id or new_session_id(),
@@ -67,8 +78,22 @@ async def fork_session(
             "lineage": session.lineage_after(after),
         }
     )
+    copied = copied_bytes(fork, source)
+    largest = min(MAX_FORK_BYTES, settings.fork_bytes_per_hour or MAX_FORK_BYTES)
+    if copied > largest:  # past the hour's bound, it could never be made: not a 429 to try again
+        raise InputTooLarge(largest, what=f"a fork after event {after} ({copied} bytes)", unit="bytes (a fork's copy)")
+    await budget.spend_fork(session.tenant, copied)
     await runs.fork(fork, source)  # or made before, under the same idempotency key
     return await store.get_session(fork.session_id)
+
+
+def copied_bytes(fork: SessionRecord, source: ForkSource) -> int:
+    """What making `fork` copies into Redis, in bytes: its record's fields, the runs it keeps as they
+    are stored (their outputs with them), and its events' types and data. A fork is bounded and
+    charged by it."""
+    fields = sum(len(item.encode()) for item in session_fields(fork))
+    records = sum(len(source.runs[run.run_id].encode()) for run in fork.runs)
+    return fields + records + sum(len(event.type) + len(event.data) for event in source.events)
 
 
 def _check_boundary(session: SessionRecord, after: int) -> None:
@@ -89,12 +114,17 @@ def _check_boundary(session: SessionRecord, after: int) -> None:
 
 
 async def fork_after_run(
-    store: SessionStore, runs: SessionWrites, settings: Settings, session: SessionRecord, run: RunRecord
+    store: SessionStore,
+    runs: SessionWrites,
+    settings: Settings,
+    budget: RunBudget,
+    session: SessionRecord,
+    run: RunRecord,
 ) -> SessionRecord:
     """A fork of `session` after `run` ended: the conversation up to that turn, to go on from there."""
     if run.finished_seq is None:
         raise InvalidInput(f"run {run.run_id} has not ended: a conversation branches after a turn that ended")
-    return await fork_session(store, runs, settings, session.session_id, run.finished_seq)
+    return await fork_session(store, runs, settings, budget, session.session_id, run.finished_seq)
 
 
 # -- where a chat UI's message list leaves the session ------------------------------------------------

@@ -22,6 +22,7 @@ from tokentail.gateway.commands.turns import (
     check_chat_token_choices,
     check_params,
     check_size,
+    follow_up_choices,
     queue_follow_up,
 )
 from tokentail.gateway.schemas import CreateResponse, CreateRun
@@ -174,11 +175,14 @@ class ResponseRequests(RunCommands):
             model=None if model in (None, session.model) else model,
             params=RunParams.model_validate(body.run_params()) if body.run_params() else None,
         )
+        # Checked before a branch is made for it: a refused request makes nothing.
         check_size(follow_up.input, self.settings)
-        check_chat_token_choices(self.caller, follow_up, self.settings)  # before a branch is made for it
+        check_chat_token_choices(self.caller, follow_up, self.settings)
+        follow_up_choices(session, follow_up)
         session_id = await self._branch(previous)
+        forked = session_id != session.session_id  # the fork spent the request's run of the minute
         args = (self.store, self.runs, self.settings, self.budget, self.caller, session_id, follow_up)
-        run = await queue_follow_up(*args)
+        run = await queue_follow_up(*args, spent=forked)
         session = await self.store.get_session(session_id)
         return ResponseRef(session, _run_in(session, run.run_id), 0)
 
@@ -197,7 +201,7 @@ class ResponseRequests(RunCommands):
         if session.runs[-1].run_id == run.run_id:
             return session.session_id
         self.caller.require_api_key()  # the branch is a session of its own, which a token of this one cannot use
-        return (await fork_after_run(self.store, self.runs, self.settings, session, run)).session_id
+        return (await fork_after_run(self.store, self.runs, self.settings, self.budget, session, run)).session_id
 
     def _model_choice(self, name: str) -> tuple[str | None, str | None]:
         """The agent, or else the model, that `model` names (`default`: the deployment's)."""

@@ -67,6 +67,15 @@ def check_chat_token_choices(caller: Caller, body: CreateRun, settings: Settings
         )
 
 
+def follow_up_choices(session: SessionRecord, body: CreateRun) -> tuple[str | None, dict[str, Any]]:
+    """The model and params of a follow-up turn in `session`, or in a fork of it (which keeps them):
+    the session's unless `body` overrides them; a knob the model's provider does not take is a 422."""
+    model = body.model or session.model
+    params = {**session.params, **(body.params.given() if body.params else {})}
+    check_params(model, params)
+    return model, params
+
+
 async def queue_follow_up(
     store: SessionStore,
     runs: SessionWrites,
@@ -76,16 +85,19 @@ async def queue_follow_up(
     session_id: str,
     body: CreateRun,
     run_id: str | None = None,
+    *,
+    spent: bool = False,
 ) -> RunRecord:
     """A follow-up turn, from REST or a WebSocket: the session's model and params unless overridden.
-    `run_id`: the id a request sent with an idempotency key gives it (else a new one)."""
+    `run_id`: the id a request sent with an idempotency key gives it (else a new one). `spent`: the
+    request spent its one run of the tenant's minute already, on the fork it made for this run
+    (`fork_session`)."""
     check_size(body.input, settings)
     check_chat_token_choices(caller, body, settings)
     session = await store.get_session(session_id)
-    model = body.model or session.model
-    params = {**session.params, **(body.params.given() if body.params else {})}
-    check_params(model, params)
-    await budget.spend(caller.tenant)
+    model, params = follow_up_choices(session, body)
+    if not spent:
+        await budget.spend(caller.tenant)
     run = RunRecord(run_id=run_id or new_run_id(), input=body.input, model=model, params=params, agent=session.agent)
     await runs.queue_run(session_id, run, multitask=body.multitask)
     return run
@@ -131,11 +143,12 @@ class ChatTurns(RunCommands):
         point = branch_point(chat, session)
         if point is not None:
             check_size(chat.text, self.settings)
-            session_id = (await fork_session(self.store, self.runs, self.settings, session_id, point)).session_id
+            fork = await fork_session(self.store, self.runs, self.settings, self.budget, session_id, point)
+            session_id = fork.session_id
             await self.runs.point_chat(await self.auth.chat_root(self.caller, chat_id, self.store), session_id)
         follow_up = CreateRun(input=chat.text, multitask="enqueue")
         args = (self.store, self.runs, self.settings, self.budget, self.caller, session_id, follow_up)
-        return session_id, await queue_follow_up(*args)
+        return session_id, await queue_follow_up(*args, spent=point is not None)  # the fork spent the request's run
 
     async def _first(self, session_id: str, text: str) -> RunRecord:
         """The chat's first run, in its session made now."""

@@ -165,6 +165,7 @@ async def fork_session(
     store: StoreDep,
     runs: RunsDep,
     settings: SettingsDep,
+    budget: RunBudgetDep,
     after: Annotated[
         int, Query(ge=0, description="the last event id the fork keeps: 0, or a run's terminal event (a turn's end)")
     ],
@@ -173,10 +174,12 @@ async def fork_session(
     """A new session holding this one's events 1..`after` (same ids and data; its ids go on from
     there), its record and the runs ended by then: a branch of the conversation after that turn. The
     session itself is untouched. `after` is a turn boundary (0, or the terminal event of a run with no
-    other run going then): else 422, naming the nearest. With an `Idempotency-Key`, the same request
-    sent again answers with the same fork."""
+    other run going then): else 422, naming the nearest. A fork is a session made: one of the tenant's
+    runs per minute, and its bytes of what its forks may copy per hour (429 beyond either, making
+    nothing). With an `Idempotency-Key`, the same request sent again answers with the same fork."""
     fork_id = idempotent_id("s_", caller.tenant, "fork", session_id, idempotency_key) if idempotency_key else None
-    return await _view(store, await branching.fork_session(store, runs, settings, session_id, after, fork_id))
+    fork = await branching.fork_session(store, runs, settings, budget, session_id, after, fork_id)
+    return await _view(store, fork)
 
 
 async def _view(store: SessionStore, session: SessionRecord) -> SessionView:

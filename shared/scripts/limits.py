@@ -1,6 +1,7 @@
 """The contracts of the scripts that count a tenant's use across gateways (gateway/access/limits.py)."""
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 from tokentail.shared.scripts.contract import KeyGroup, Script
@@ -21,6 +22,36 @@ class Count(Script[int]):
 
     def parse(self, reply: Any) -> int:
         return int(reply)
+
+
+class ForkSpend(IntEnum):
+    """What became of a fork's cost (spend_fork.lua)."""
+
+    SPENT = 1
+    RUNS_USED_UP = 0  # the tenant's runs of this minute: nothing spent
+    BYTES_USED_UP = -1  # the bytes its forks may copy this hour, with this one's: nothing spent
+
+
+@dataclass(slots=True)
+class ForkCounters(KeyGroup):
+    runs: str  # the tenant's runs counter of this minute (Count's)
+    bytes: str  # the tenant's fork bytes counter of this hour
+
+
+@dataclass(slots=True)
+class SpendFork(Script[ForkSpend]):
+    """Count a fork in both its tenant's counters, or in neither; a limit of 0 is none."""
+
+    SOURCE = "spend_fork"
+    k: ForkCounters
+    runs_limit: int
+    runs_ttl: int  # seconds
+    copied: int  # bytes
+    bytes_limit: int
+    bytes_ttl: int  # seconds
+
+    def parse(self, reply: Any) -> ForkSpend:
+        return ForkSpend(int(reply))
 
 
 @dataclass(slots=True)

@@ -3,6 +3,7 @@
 response (through the official `openai` SDK), and the chat UIs' message lists that regenerate or
 edit a turn (the real npm clients do the same in tests/node)."""
 
+import types
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -75,6 +76,13 @@ async def conversation(http: httpx2.AsyncClient) -> tuple[str, list[dict[str, An
 async def stored(redis: Redis, settings: Settings, session_id: str) -> list[tuple[int, bytes, bytes, int]]:
     events = await SessionStore(redis, settings).read_hot(session_id, 0, 10_000)
     return [(event.seq, event.type, event.data, event.ts_us) for event in events]
+
+
+async def sessions_in(redis: Redis, settings: Settings) -> dict[bytes, bytes | None]:
+    """Every key of every session, with the value of the chat pointers among them: what a refused
+    request must leave as it was."""
+    keys = await redis.keys(f"{settings.key_prefix}:{{s_*")
+    return {key: await redis.get(key) if key.endswith(b":branch") else None for key in keys}
 
 
 async def test_a_fork_holds_the_events_up_to_a_turn_and_goes_on_from_there(
@@ -208,6 +216,20 @@ async def test_an_older_previous_response_id_branches_the_conversation(sdk: Asyn
     assert streamed.output_text == "4" and streamed.previous_response_id == r1.id
 
 
+async def test_a_branching_response_refused_for_its_params_makes_no_branch(
+    sdk: AsyncOpenAI, redis: Redis, settings: Settings
+) -> None:
+    r1 = await sdk.responses.create(model="arithmetic", input="what is 2 + 3")
+    await sdk.responses.create(model="arithmetic", input="and times ten?", previous_response_id=r1.id)
+    before = await sessions_in(redis, settings)
+    with pytest.raises(openai.UnprocessableEntityError) as refused:  # Anthropic's API takes no temperature
+        await sdk.responses.create(
+            model="anthropic:claude-haiku-4-5", input="and times two?", previous_response_id=r1.id, temperature=0.5
+        )
+    assert "temperature" in refused.value.message
+    assert await sessions_in(redis, settings) == before
+
+
 async def test_a_response_that_ended_at_a_question_the_run_went_on_from_is_not_branched(sdk: AsyncOpenAI) -> None:
     asked = await sdk.responses.create(model="two", input="go")
     call: Any = asked.output[-1]
@@ -315,3 +337,123 @@ async def test_the_websocket_transport_s_regenerate_branches_and_the_token_outli
     assert refreshed.status_code == 200 and refreshed.json()["stream_token_scope"] == "chat"
     messages = (await http.get("/v1/ai-sdk/chat/socket/messages")).json()
     assert ["".join(p["text"] for p in m["parts"]) for m in messages] == ["What is 2 + 3?", "5", "and times ten?", "50"]
+
+
+# -- what forks cost ------------------------------------------------------------------------------------
+
+
+async def limited_stack(start_gateway: Callable[..., Any], start_worker: Callable[..., Any], **limits: Any) -> Gateway:
+    await start_worker(agents=AGENTS, **AUTH)
+    gateway: Gateway = await start_gateway(agents=AGENTS, **AUTH, **limits)
+    return gateway
+
+
+def api(gateway: Gateway, key: str = KEY) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=20)
+
+
+async def test_a_fork_spends_one_of_its_tenant_s_runs_per_minute_and_a_refused_one_makes_nothing(
+    start_gateway: Callable[..., Any],
+    start_worker: Callable[..., Any],
+    redis: Redis,
+    settings: Settings,
+    limits_clock: types.SimpleNamespace,
+) -> None:
+    gateway = await limited_stack(start_gateway, start_worker, runs_per_minute=3)
+    async with api(gateway) as http:
+        source, (first, _) = await conversation(http)  # a session and a follow-up: 2 of the minute's 3
+        after = {"after": first["finished_seq"]}
+        assert (await http.post(f"/v1/sessions/{source}/fork", params=after)).status_code == 201  # the third
+        before = await sessions_in(redis, settings)
+        refused = await http.post(f"/v1/sessions/{source}/fork", params=after)
+        assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limited", refused.text
+        assert refused.headers["Retry-After"] == "50"  # the minute's 50 s left (tests/fixtures/limits_clock.py)
+        assert await sessions_in(redis, settings) == before
+    async with api(gateway, OTHER_KEY) as other:  # another tenant's minute is its own
+        made = await other.post("/v1/sessions", json={"agent": "arithmetic", "input": "What is 1 + 1?"})
+        assert made.status_code == 201
+        forked = await other.post(f"/v1/sessions/{made.json()['session_id']}/fork", params={"after": 0})
+        assert forked.status_code == 201
+
+
+async def test_a_regenerate_spends_one_run_for_its_fork_and_its_run_and_a_refused_one_branches_nothing(
+    start_gateway: Callable[..., Any],
+    start_worker: Callable[..., Any],
+    redis: Redis,
+    settings: Settings,
+    limits_clock: types.SimpleNamespace,
+) -> None:
+    gateway = await limited_stack(start_gateway, start_worker, runs_per_minute=4)
+    async with api(gateway) as http:
+        await http.post("/v1/sessions", json={"chat_id": "sums", "agent": "arithmetic"})  # 1
+        q1, q2 = said("What is 2 + 3?", "u1"), said("and times ten?", "u2")
+        assert await chat(http, "sums", [q1]) == "5"  # 2
+        a1 = (await http.get("/v1/ai-sdk/chat/sums/messages")).json()[1]
+        assert await chat(http, "sums", [q1, a1, q2]) == "50"  # 3
+        # One request, one of the minute's runs: a fork with its run, as a session made with its first.
+        assert await chat(http, "sums", [q1, a1, q2], trigger="regenerate-message") == "50"  # 4
+        before = await sessions_in(redis, settings)
+        regenerate = {"id": "sums", "messages": [q1, a1, q2], "trigger": "regenerate-message"}
+        refused = await http.post("/v1/ai-sdk/chat", json=regenerate)
+        assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limited", refused.text
+        assert refused.headers["Retry-After"] == "50"
+        assert await sessions_in(redis, settings) == before  # no fork, and the chat is where it was
+
+
+async def test_a_branching_response_spends_one_run_and_a_refused_one_branches_nothing(
+    start_gateway: Callable[..., Any],
+    start_worker: Callable[..., Any],
+    redis: Redis,
+    settings: Settings,
+    limits_clock: types.SimpleNamespace,
+) -> None:
+    gateway = await limited_stack(start_gateway, start_worker, runs_per_minute=3)
+    async with AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0, timeout=20) as sdk:
+        r1 = await sdk.responses.create(model="arithmetic", input="what is 2 + 3")  # 1
+        await sdk.responses.create(model="arithmetic", input="and times ten?", previous_response_id=r1.id)  # 2
+        branched = await sdk.responses.create(model="arithmetic", input="and times two?", previous_response_id=r1.id)
+        assert branched.output_text == "10"  # 3: a fork and its run, one request
+        before = await sessions_in(redis, settings)
+        with pytest.raises(openai.RateLimitError) as refused:
+            await sdk.responses.create(model="arithmetic", input="and minus 1?", previous_response_id=r1.id)
+        assert (refused.value.code, refused.value.response.headers["Retry-After"]) == ("rate_limited", "50")
+        assert await sessions_in(redis, settings) == before
+
+
+async def test_the_bytes_forks_copy_are_bounded_per_tenant_and_hour(
+    start_gateway: Callable[..., Any],
+    start_worker: Callable[..., Any],
+    redis: Redis,
+    settings: Settings,
+    limits_clock: types.SimpleNamespace,
+) -> None:
+    bound = 8_000  # a few forks of a turn of arithmetic
+    gateway = await limited_stack(start_gateway, start_worker, fork_bytes_per_hour=bound)
+    async with api(gateway) as http:
+        source, (first, _) = await conversation(http)
+        after = {"after": first["finished_seq"]}
+        made = 0
+        while True:
+            before = await sessions_in(redis, settings)
+            answer = await http.post(f"/v1/sessions/{source}/fork", params=after)
+            if answer.status_code != 201:
+                break
+            made += 1
+            assert made < 30, "forks are not bounded"
+        assert made >= 1
+        assert answer.status_code == 429 and answer.json()["error"]["type"] == "fork_bytes_limited", answer.text
+        assert answer.headers["Retry-After"] == "2810"  # the hour's 2810 s left (tests/fixtures/limits_clock.py)
+        assert await sessions_in(redis, settings) == before
+        window = int(limits_clock.value // 3600)
+        copied = int(await redis.get(Keys(settings.key_prefix).tenant_fork_bytes("acme", window)) or 0)
+        assert 0 < copied <= bound
+    async with api(gateway, OTHER_KEY) as other:  # another tenant's hour is its own
+        other_source, (other_first, _) = await conversation(other)
+        forked = await other.post(f"/v1/sessions/{other_source}/fork", params={"after": other_first["finished_seq"]})
+        assert forked.status_code == 201, forked.text
+
+    # A fork that alone copies more than the bound could never be made: 413, not a 429 to retry.
+    smaller = await start_gateway(agents=AGENTS, fork_bytes_per_hour=copied // made // 2, **AUTH)
+    async with api(smaller) as http:
+        too_large = await http.post(f"/v1/sessions/{source}/fork", params=after)
+        assert too_large.status_code == 413 and too_large.json()["error"]["type"] == "input_too_large", too_large.text

@@ -11,7 +11,6 @@ hot routes pass through, and what their FastAPI routes declare, pinned.
 import asyncio
 import logging
 import re
-import time
 import types
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tokentail.gateway import cors
-from tokentail.gateway.access import limits
 from tokentail.gateway.app import create_app
 from tokentail.gateway.hot_routes import HotRoute
 from tokentail.gateway.routes import events, sessions
@@ -263,11 +261,9 @@ def remember(client: Client, index: int, answer: Answer, options: dict[str, Any]
 
 
 @pytest.fixture(autouse=True)
-def one_budget_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+def one_budget_minute(limits_clock: types.SimpleNamespace) -> None:
     """The tenants' run budgets count in minutes of the clock: a test that crossed into the next one
     would find its budget spent on one gateway and fresh on the other. The limits' clock stands still."""
-    now = time.time()
-    monkeypatch.setattr(limits, "time", types.SimpleNamespace(time=lambda: now))
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""gateway/access/limits.py and its scripts (count.lua, take_slot.lua) on fakeredis, on a clock of the
-test's own. (Through the HTTP API and across replicas: tests/integration/test_limits.py.)"""
+"""gateway/access/limits.py and its scripts (count.lua, spend_fork.lua, take_slot.lua) on fakeredis, on the limits'
+clock held still (tests/fixtures/limits_clock.py). (Through the HTTP API and across replicas:
+tests/integration/test_limits.py.)"""
 
 import asyncio
 import types
@@ -7,20 +8,13 @@ import types
 import pytest
 from redis.asyncio import Redis
 
+from tests.fixtures.limits_clock import START
 from tests.waiting import eventually, scaled
 from tokentail.gateway.access import limits
 from tokentail.gateway.access.limits import SLOT_TTL_SECONDS, STREAM_RETRY_AFTER, RunBudget, StreamSlots
-from tokentail.shared.errors import RateLimited, TooManyStreams
+from tokentail.shared.errors import ForkBytesLimited, RateLimited, TooManyStreams
 from tokentail.shared.keys import Keys
 from tokentail.shared.settings import Settings
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """The limits module's time.time(): 1_699_999_990 (10 s into a minute) until a test moves it."""
-    now = types.SimpleNamespace(value=1_699_999_990.0)
-    monkeypatch.setattr(limits, "time", types.SimpleNamespace(time=lambda: now.value))
-    return now
 
 
 @pytest.fixture
@@ -28,7 +22,9 @@ def keys(settings: Settings) -> Keys:
     return Keys(settings.key_prefix)
 
 
-async def test_runs_are_counted_per_tenant_and_minute(redis: Redis, keys: Keys, clock: types.SimpleNamespace) -> None:
+async def test_runs_are_counted_per_tenant_and_minute(
+    redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace
+) -> None:
     budget = RunBudget(redis, keys, per_minute=3)
     for _ in range(3):
         await budget.spend("acme")
@@ -36,26 +32,62 @@ async def test_runs_are_counted_per_tenant_and_minute(redis: Redis, keys: Keys, 
         await budget.spend("acme")
     assert refused.value.retry_after == 50  # the minute's 50 s left, exactly
     await budget.spend("beta")  # a budget of its own
-    clock.value += 49.5
+    limits_clock.value += 49.5
     with pytest.raises(RateLimited) as refused:
         await budget.spend("acme")
     assert refused.value.retry_after == 1
-    clock.value += 0.5  # the next minute
+    limits_clock.value += 0.5  # the next minute
     await budget.spend("acme")
     # Each minute's counter expires on its own (kept two windows, so a late request still finds it).
-    key = keys.tenant_runs("acme", int(clock.value // 60))
+    key = keys.tenant_runs("acme", int(limits_clock.value // 60))
     assert await redis.get(key) == b"1" and 0 < await redis.ttl(key) <= 120
 
 
-async def test_no_run_limit_counts_nothing(redis: Redis, keys: Keys, clock: types.SimpleNamespace) -> None:
+async def test_no_run_limit_counts_nothing(redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace) -> None:
     budget = RunBudget(redis, keys, per_minute=0)
     for _ in range(10):
         await budget.spend("acme")
     assert await redis.keys(f"{keys.prefix}:*") == []
 
 
+async def test_a_fork_spends_one_run_and_its_bytes_or_nothing(
+    redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace
+) -> None:
+    budget = RunBudget(redis, keys, per_minute=3, fork_bytes_per_hour=1000)
+    await budget.spend_fork("acme", 600)
+    with pytest.raises(ForkBytesLimited) as too_much:
+        await budget.spend_fork("acme", 401)
+    assert too_much.value.retry_after == 2810  # the hour's 2810 s left, exactly
+    await budget.spend_fork("acme", 400)  # the refused fork counted nothing: this one fills the hour
+    await budget.spend("acme")  # the minute's third run
+    with pytest.raises(RateLimited) as refused:
+        await budget.spend_fork("acme", 0)
+    assert type(refused.value) is RateLimited and refused.value.retry_after == 50
+    minute, hour = int(limits_clock.value // 60), int(limits_clock.value // 3600)
+    assert await redis.get(keys.tenant_runs("acme", minute)) == b"3"
+    assert await redis.get(keys.tenant_fork_bytes("acme", hour)) == b"1000"
+    assert 0 < await redis.ttl(keys.tenant_fork_bytes("acme", hour)) <= 7200  # kept two windows, as the runs'
+    await budget.spend_fork("beta", 1000)  # a budget of its own
+    limits_clock.value += 2810  # the next hour (and minute)
+    await budget.spend_fork("acme", 1000)
+
+
+async def test_no_fork_limit_counts_nothing_of_it(
+    redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace
+) -> None:
+    for _ in range(10):
+        await RunBudget(redis, keys, per_minute=0, fork_bytes_per_hour=0).spend_fork("acme", 10**9)
+    assert await redis.keys(f"{keys.prefix}:*") == []
+    await RunBudget(redis, keys, per_minute=0, fork_bytes_per_hour=1000).spend_fork("acme", 10)
+    hour = keys.tenant_fork_bytes("acme", int(limits_clock.value // 3600))
+    assert await redis.keys(f"{keys.prefix}:*") == [hour.encode()]
+    await RunBudget(redis, keys, per_minute=5, fork_bytes_per_hour=0).spend_fork("beta", 10**9)
+    assert await redis.get(keys.tenant_runs("beta", int(limits_clock.value // 60))) == b"1"
+    assert await redis.keys(f"{keys.prefix}:tenant:{{beta}}:fork-bytes:*") == []
+
+
 async def test_stream_slots_are_bounded_per_tenant_and_freed_on_release(
-    redis: Redis, keys: Keys, clock: types.SimpleNamespace
+    redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace
 ) -> None:
     slots = StreamSlots(redis, keys, limit=2, wait_seconds=0)
     first, second = await slots.take("acme"), await slots.take("acme")
@@ -73,27 +105,27 @@ async def test_stream_slots_are_bounded_per_tenant_and_freed_on_release(
 
 
 async def test_a_dead_gateway_s_slots_lapse_once_nobody_renews_them(
-    redis: Redis, keys: Keys, clock: types.SimpleNamespace
+    redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace
 ) -> None:
     dead, alive = StreamSlots(redis, keys, limit=1, wait_seconds=0), StreamSlots(redis, keys, limit=1, wait_seconds=0)
     assert await dead.take("acme") is not None  # never released: its gateway died
     with pytest.raises(TooManyStreams):
         await alive.take("acme")
-    clock.value += SLOT_TTL_SECONDS - 1
+    limits_clock.value += SLOT_TTL_SECONDS - 1
     with pytest.raises(TooManyStreams):
         await alive.take("acme")
-    clock.value += 1
+    limits_clock.value += 1
     assert await alive.take("acme") is not None
 
 
-async def test_no_stream_limit_takes_no_slot(redis: Redis, keys: Keys, clock: types.SimpleNamespace) -> None:
+async def test_no_stream_limit_takes_no_slot(redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace) -> None:
     slots = StreamSlots(redis, keys, limit=0)
     assert await slots.take("acme") is None
     assert await redis.keys(f"{keys.prefix}:*") == []
 
 
 async def test_a_live_gateway_renews_the_slots_of_its_open_streams(
-    redis: Redis, keys: Keys, clock: types.SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+    redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slots, other_gateway = (StreamSlots(redis, keys, limit=2, wait_seconds=0) for _ in range(2))
     open_slot, closed_slot = await slots.take("acme"), await slots.take("acme")
@@ -105,12 +137,12 @@ async def test_a_live_gateway_renews_the_slots_of_its_open_streams(
         if beats == 3:
             raise asyncio.CancelledError
         beats += 1
-        clock.value += seconds
+        limits_clock.value += seconds
 
     with monkeypatch.context() as patched, pytest.raises(asyncio.CancelledError):
         patched.setattr(limits, "asyncio", types.SimpleNamespace(sleep=beat))
         await slots.renew_forever()
-    assert clock.value == 1_699_999_990 + SLOT_TTL_SECONDS  # its first slot would have lapsed now
+    assert limits_clock.value == START + SLOT_TTL_SECONDS  # its first slot would have lapsed now
     assert await other_gateway.take("acme") is not None  # the released slot was not renewed...
     with pytest.raises(TooManyStreams):  # ...the open stream's was
         await other_gateway.take("acme")
@@ -118,7 +150,7 @@ async def test_a_live_gateway_renews_the_slots_of_its_open_streams(
 
 
 async def test_a_slot_given_back_leaves_redis_in_the_background_or_with_the_next_take_of_its_tenant(
-    redis: Redis, keys: Keys, clock: types.SimpleNamespace
+    redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace
 ) -> None:
     slots, other_gateway = (StreamSlots(redis, keys, limit=2, wait_seconds=0) for _ in range(2))
     for slot in [await slots.take("acme"), await slots.take("acme")]:
@@ -140,7 +172,7 @@ async def test_a_slot_given_back_leaves_redis_in_the_background_or_with_the_next
 
 
 async def test_a_take_waits_a_while_for_a_slot_of_its_tenant_before_refusing(
-    redis: Redis, keys: Keys, clock: types.SimpleNamespace
+    redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace
 ) -> None:
     # A client reconnecting may come before its old stream is seen to end: it waits, not 429.
     slots = StreamSlots(redis, keys, limit=1, wait_seconds=5)
