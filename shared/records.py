@@ -89,8 +89,8 @@ class RunRecord(BaseModel):
     waiting_for: str | None = None
     waiting_until: int | None = None
     resumes: int = 0  # starts after an answer
-    # The trace context of the span that queued it (W3C traceparent, tracestate; empty with traces
-    # off): every attempt of the run joins that trace, on whichever worker (shared/tracing.py).
+    # The trace context of the span that queued it (W3C traceparent, and tracestate within W3C's limits;
+    # empty with traces off): every attempt of the run joins that trace, on whichever worker (shared/tracing.py).
     trace: dict[str, str] = Field(default_factory=dict)
     # The results of the steps it recorded (RunContext.step), as JSON text by step key, while it is
     # active: a worker that continues it replays them. Kept apart from the record (the session's
