@@ -64,10 +64,11 @@ class RunRecord(BaseModel):
     attempt: int = 0  # 1 on its first start, one more at each takeover (an answer's resume is no attempt)
     handovers: int = 0  # attempts ended by a stopping worker handing the run over (not counted as failures)
     # For the traces of the attempts (worker/traces.py): the last attempt handed over, which ended its
-    # own span; and when the start before the latest one was, the start of an attempt a takeover writes
-    # the span of on its dead worker's behalf.
+    # own span; and when and how the start before the latest one was, the start of an attempt a
+    # takeover writes the span of on its dead worker's behalf (shared/run_spans.py).
     handed_over: int | None = Field(default=None, exclude=True)
     previous_started_at: float | None = Field(default=None, exclude=True)
+    previous_started_as: StartReason | None = Field(default=None, exclude=True)
     started_as: StartReason | None = None  # why its latest `run.started`: its first, a takeover, a resume
     queued_seq: int | None = None
     started_seq: int | None = None

@@ -104,6 +104,17 @@ async def test_a_callers_traceparent_continues_into_the_producer_span_and_the_st
     assert producer.attributes["messaging.message.id"] == run_id
     assert producer.attributes["gen_ai.conversation.id"] == session_id
 
+    # The queue's other end, in the worker: the run's CONSUMER span, the producer's child, so that a
+    # service graph (Tempo's, Jaeger's) draws the edge gateway -> worker through the queue.
+    def consumers(spans: list[Span]) -> list[Span]:
+        return [s for s in spans if s.trace_id == TRACE_ID and s.kind == "consumer"]
+
+    (run,) = consumers(traced.receiver.wait_for(lambda spans: bool(consumers(spans))))
+    assert (run.name, run.service, run.parent_id) == ("invoke_agent assistant", "tokentail-worker", producer.span_id)
+    queue = {key: producer.attributes[key] for key in ("messaging.system", "messaging.destination.name")}
+    assert {key: run.attributes[key] for key in queue} == queue
+    assert run.attributes["messaging.operation.type"] == "process" and run.attributes["messaging.message.id"] == run_id
+
     (stream,) = streams_of(session_id)(spans)
     get = one(spans, span_id=stream.parent_id)  # the request's server span, which lasts as long as its stream
     assert get.name == "GET /v1/sessions/{session_id}/events" and get.kind == "server"
@@ -140,7 +151,7 @@ async def test_a_run_keeps_of_its_callers_trace_context_what_the_trace_needs_bou
             created = (await client.post("/v1/sessions", json={"input": "hi", "params": QUICK}, headers=headers)).json()
             assert (await read_events(client, created["events_url"])).events[-1][1] == "run.completed"
             key = Keys(stack.env["TOKENTAIL_KEY_PREFIX"]).session(created["session_id"]).runs
-            runs.append((created["run_id"], await redis.hget(key, created["run_id"])))  # type: ignore[misc]
+            runs.append((created["run_id"], await redis.hget(key, created["run_id"])))
     (_, plain), (run_id, burdened) = runs
     spans = traced.receiver.wait_for(
         lambda spans: any(
@@ -194,7 +205,7 @@ async def test_a_client_that_drops_and_resumes_on_another_gateway_has_two_spans_
     run = one(in_run_trace, name="invoke_agent assistant")
     assert (run.trace_id, run.span_id) == run_span and run.parent_id == producer.span_id
     assert run.attributes["tokentail.run.status"] == "completed"
-    assert one(in_run_trace, name="attempt").parent_id == run.span_id
+    assert one(in_run_trace, name="attempt 1 start").parent_id == run.span_id
 
 
 async def test_ndjson_and_socket_connections_have_their_spans(traced: Traced) -> None:
