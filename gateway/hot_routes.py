@@ -11,11 +11,12 @@ its), and answered here.
 A hot route sits first among the app's routes, so it is reached through every middleware and the
 app's exception handlers, as the FastAPI route is: a middleware added later wraps both. It only
 takes requests it reads entirely: anything it does not (a body that is not valid JSON for the
-model, a bad header or query value, another content type) is `Declined` before anything was done,
-and goes on to the FastAPI route with its body, which answers it with FastAPI's own errors. So the
-two cannot disagree on an error, and tests/integration/test_hot_routes.py checks that they agree on
-every answer, and pins what the FastAPI routes declare so that a new parameter or dependency there
-fails until the handler here reads it too.
+model, a bad header or query value, another content type, a body its client cut short) is
+`Declined` before anything was done, and goes on to the FastAPI route with its body, which answers
+it with FastAPI's own errors. So the two cannot disagree on an error, and
+tests/integration/test_hot_routes.py checks that they agree on every answer, and pins what the
+FastAPI routes declare so that a new parameter or dependency there fails until the handler here
+reads it too.
 """
 
 import json
@@ -27,7 +28,7 @@ from fastapi import FastAPI, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import URLPath
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.routing import BaseRoute, Match
 from starlette.types import Message, Receive, Scope, Send
 
@@ -72,14 +73,25 @@ class HotRoute(BaseRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        body = await request.body() if self.reads_body else b""
+        try:
+            body = await request.body() if self.reads_body else b""
+        except ClientDisconnect:
+            # The client left before its body ended: a body not read entirely, declined as any other.
+            # The server answers every later `receive` with the disconnect too (ASGI), so FastAPI's
+            # route finds the client gone as this did, and ends it quietly (400, sent to nobody).
+            await self._decline(scope, receive, send)
+            return
         try:
             response = await self.handler(request, body)
         except Declined:
-            scope[DECLINED] = True
-            await scope["router"](scope, _replaying(body, receive) if self.reads_body else receive, send)
+            await self._decline(scope, _replaying(body, receive) if self.reads_body else receive, send)
             return
         await response(scope, receive, send)
+
+    async def _decline(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on to the router, which skips this route and answers it by FastAPI's."""
+        scope[DECLINED] = True
+        await scope["router"](scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

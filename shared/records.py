@@ -64,10 +64,11 @@ class RunRecord(BaseModel):
     attempt: int = 0  # 1 on its first start, one more at each takeover (an answer's resume is no attempt)
     handovers: int = 0  # attempts ended by a stopping worker handing the run over (not counted as failures)
     # For the traces of the attempts (worker/traces.py): the last attempt handed over, which ended its
-    # own span; and when the start before the latest one was, the start of an attempt a takeover writes
-    # the span of on its dead worker's behalf.
+    # own span; and when and how the start before the latest one was, the start of an attempt a
+    # takeover writes the span of on its dead worker's behalf (shared/run_spans.py).
     handed_over: int | None = Field(default=None, exclude=True)
     previous_started_at: float | None = Field(default=None, exclude=True)
+    previous_started_as: StartReason | None = Field(default=None, exclude=True)
     started_as: StartReason | None = None  # why its latest `run.started`: its first, a takeover, a resume
     queued_seq: int | None = None
     started_seq: int | None = None
@@ -89,8 +90,8 @@ class RunRecord(BaseModel):
     waiting_for: str | None = None
     waiting_until: int | None = None
     resumes: int = 0  # starts after an answer
-    # The trace context of the span that queued it (W3C traceparent, tracestate; empty with traces
-    # off): every attempt of the run joins that trace, on whichever worker (shared/tracing.py).
+    # The trace context of the span that queued it (W3C traceparent, and tracestate within W3C's limits;
+    # empty with traces off): every attempt of the run joins that trace, on whichever worker (shared/tracing.py).
     trace: dict[str, str] = Field(default_factory=dict)
     # The results of the steps it recorded (RunContext.step), as JSON text by step key, while it is
     # active: a worker that continues it replays them. Kept apart from the record (the session's

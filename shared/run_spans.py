@@ -1,5 +1,6 @@
 """The spans of a run that any process may write (shared/tracing.py; docs/observability.md): the run's
-own, `invoke_agent {agent}`, and an attempt's, with the ids every process derives alike from the run.
+own, `invoke_agent {agent}` (the CONSUMER of the job the gateway's PRODUCER span queued), and an
+attempt's, `attempt {n} {started_as}`, with the names and ids every process derives alike from the run.
 
 A run outlives its workers, and a span is exported only once it ends, so no span waits for another
 process: the run's span is started and ended where the run's end is recorded (its start time: the run's
@@ -14,15 +15,15 @@ Everything here is called only when `tracing.ON`.
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanContext, StatusCode, TraceFlags
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode, TraceFlags
 
 from tokentail.shared import tracing
 from tokentail.shared.catalog import DEFAULT_AGENT
-from tokentail.shared.events import Ending, RunCompleted, RunFailed
+from tokentail.shared.events import Ending, RunCompleted, RunFailed, StartReason
 from tokentail.shared.records import RunRecord
 
 OUTCOME = "tokentail.attempt.outcome"
@@ -73,16 +74,37 @@ class RunTrace:
         return Link(context, {"tokentail.link": relation, **attributes})
 
     def start_attempt(
-        self, attempt: int, resumes: int, start: float | None, links: list[Link], attributes: dict[str, Any]
+        self,
+        attempt: int,
+        resumes: int,
+        started_as: StartReason | None,
+        start: float | None,
+        links: list[Link],
+        attributes: dict[str, Any],
     ) -> Span:
+        """The span of attempt `attempt` after `resumes` answers, which started as `started_as` (None: a
+        record written before it was kept, taken as a `start`), for its worker or a stand-in's writer."""
+        started_as = started_as or "start"
         with tracing.span_id(self.attempt_span_id(attempt, resumes)):
             return tracing.tracer().start_span(
-                "attempt",
+                _attempt_name(attempt, resumes, started_as),
                 context=tracing.remote(self.trace_id, self.run_span_id, self.sampled),
                 links=links,
-                attributes={**attributes, "tokentail.attempt": attempt, "tokentail.attempt.resumes": resumes},
+                attributes={
+                    **attributes,
+                    "tokentail.attempt": attempt,
+                    "tokentail.attempt.resumes": resumes,
+                    "tokentail.attempt.started_as": started_as,
+                },
                 start_time=None if start is None else _ns(start),
             )
+
+
+def _attempt_name(attempt: int, resumes: int, started_as: StartReason) -> str:
+    """An attempt span's name, which says which start it was, so that a list of spans reads without
+    opening them: `attempt 1 start`, `attempt 2 takeover`, `attempt 2 resume 1` (after the first answer)."""
+    name = f"attempt {attempt} {started_as}"
+    return f"{name} {resumes}" if started_as == "resume" else name
 
 
 def run_attributes(run: RunRecord, session_id: str) -> dict[str, Any]:
@@ -94,11 +116,25 @@ def run_attributes(run: RunRecord, session_id: str) -> dict[str, Any]:
     }
 
 
-def write_lost_attempt(run: RunRecord, session_id: str, attempt: int, started_at: float | None, by: str) -> None:
-    """The span of attempt `attempt`, whose worker died without ending it (killed -9, frozen past its
-    lease): written by whoever found it so (`by`: `takeover`, `exhausted`, `cancel` or `interrupt`),
-    unless that attempt handed the run over and ended its span itself. `by` `delete`: its session was
-    deleted under it, and its worker, fenced, ends nothing."""
+def queue_message(queue: str, run_id: str, operation: Literal["send", "process"]) -> dict[str, Any]:
+    """What the run's job says of itself in OpenTelemetry's messaging conventions, on the span that
+    queues it (`send`, the gateway's PRODUCER span) and on the one that processes it (`process`, the
+    run's CONSUMER span): service graphs draw the queue's edge between the two."""
+    return {
+        "messaging.system": "arq",
+        "messaging.operation.type": operation,
+        "messaging.destination.name": queue,
+        "messaging.message.id": run_id,
+    }
+
+
+def write_lost_attempt(
+    run: RunRecord, session_id: str, attempt: int, started_as: StartReason | None, started_at: float | None, by: str
+) -> None:
+    """The span of attempt `attempt` (which started as `started_as`), whose worker died without ending
+    it (killed -9, frozen past its lease): written by whoever found it so (`by`: `takeover`,
+    `exhausted`, `cancel` or `interrupt`), unless that attempt handed the run over and ended its span
+    itself. `by` `delete`: its session was deleted under it, and its worker, fenced, ends nothing."""
     if attempt < 1 or run.handed_over == attempt:
         return
     if by == "delete":  # its worker lives on, fenced
@@ -112,17 +148,19 @@ def write_lost_attempt(run: RunRecord, session_id: str, attempt: int, started_at
         "error.type": error,
     }
     start = started_at if started_at is not None else run.queued_at  # the best known time
-    span = RunTrace.of(run).start_attempt(attempt, run.resumes, start, [], attributes)
+    span = RunTrace.of(run).start_attempt(attempt, run.resumes, started_as, start, [], attributes)
     span.set_status(StatusCode.ERROR, why)
     span.end()
 
 
-def write_run(run: RunRecord, session_id: str, ending: Ending, model: str | None = None) -> None:
-    """The run's span `invoke_agent {agent}`, from its queueing to now: the run ended here."""
+def write_run(run: RunRecord, session_id: str, ending: Ending, queue: str, model: str | None = None) -> None:
+    """The run's span `invoke_agent {agent}`, from its queueing to now: the run ended here. It is the
+    CONSUMER of the job queued on `queue`: its parent is the gateway's PRODUCER span."""
     run_trace = RunTrace.of(run)
     agent = run.agent or DEFAULT_AGENT
     attributes: dict[str, Any] = {
         **run_attributes(run, session_id),
+        **queue_message(queue, run.run_id, "process"),
         "gen_ai.operation.name": "invoke_agent",
         "tokentail.run.attempts": run.attempt,
         "tokentail.run.resumes": run.resumes,
@@ -146,6 +184,7 @@ def write_run(run: RunRecord, session_id: str, ending: Ending, model: str | None
         span = tracing.tracer().start_span(
             f"invoke_agent {agent}",
             context=parent,
+            kind=SpanKind.CONSUMER,
             attributes=attributes,
             start_time=None if run.queued_at is None else _ns(run.queued_at),
         )
@@ -154,11 +193,11 @@ def write_run(run: RunRecord, session_id: str, ending: Ending, model: str | None
     span.end()
 
 
-def write_unheld_end(run: RunRecord, session_id: str, ended: Ending | None, by: str) -> None:
+def write_unheld_end(run: RunRecord, session_id: str, ended: Ending | None, by: str, queue: str) -> None:
     """A run ended with no worker holding it (`by`: a cancel, an interrupt, out of attempts, or its
     session deleted): the stand-in of the attempt a worker died in (or, deleted, is fenced in), if it
-    was `running` (`run` as it was before its end), and the run's span."""
+    was `running` (`run` as it was before its end), and the run's span (`queue`: its job's)."""
     if run.status == "running":
-        write_lost_attempt(run, session_id, run.attempt, run.started_at, by)
+        write_lost_attempt(run, session_id, run.attempt, run.started_as, run.started_at, by)
     if ended is not None:
-        write_run(run, session_id, ended)
+        write_run(run, session_id, ended, queue)

@@ -22,15 +22,23 @@ from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 logger = logging.getLogger(__name__)
 
 ON = False  # set by `setup` when traces are configured: the one check on every traced path
 GATEWAY = "tokentail-gateway"  # the services' names unless OTEL_SERVICE_NAME says otherwise
 WORKER = "tokentail-worker"
+
+# W3C Trace Context's tracestate limits (§3.3.1.5), which a run's record keeps to (`carrier`).
+TRACESTATE_MEMBERS = 32
+TRACESTATE_CHARS = 512
+TRACESTATE_LONG_MEMBER = 128  # members over this go first when a tracestate must be cut
+# A run's record carries W3C trace context whatever OTEL_PROPAGATORS say: it is read back here alone.
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
 
 _SPAN_ID: ContextVar[int | None] = ContextVar("tokentail_span_id", default=None)
 _TRACE_ID: ContextVar[int | None] = ContextVar("tokentail_trace_id", default=None)
@@ -111,15 +119,34 @@ def tracer() -> Tracer:
 
 
 def carrier() -> dict[str, str]:
-    """The current trace context as W3C headers (traceparent, tracestate), to travel with a run."""
+    """The current span's trace context, to travel with a run in its record: W3C `traceparent`, and
+    `tracestate` within W3C's limits (`_bounded_tracestate`), so that a record stays small whatever a
+    client sent. Not baggage: it is no part of a trace's identity, and nothing reads it back from a
+    run (the attempts' spans are parented by derived ids, `remote`, which carry none)."""
     headers: dict[str, str] = {}
-    propagate.inject(headers)
+    _TRACE_CONTEXT.inject(headers)
+    if state := _bounded_tracestate(headers.pop("tracestate", "")):
+        headers["tracestate"] = state
     return headers
+
+
+def _bounded_tracestate(header: str) -> str:
+    """`header` (list-members `key=value` joined by commas, as OpenTelemetry writes it) within W3C Trace
+    Context's limits (§3.3.1.5): at most 32 list-members, and at most 512 characters, commas included,
+    the least a platform must pass on. It is cut as the spec says, by whole members: those over 128
+    characters first, then from the right (the leftmost are the most recent vendors')."""
+    if header.count(",") < TRACESTATE_MEMBERS and len(header) <= TRACESTATE_CHARS:
+        return header
+    members = [member for member in header.split(",") if len(member) <= TRACESTATE_LONG_MEMBER]
+    del members[TRACESTATE_MEMBERS:]
+    while len(",".join(members)) > TRACESTATE_CHARS:
+        members.pop()
+    return ",".join(members)
 
 
 def context_of(headers: Mapping[str, str]) -> Context:
     """The trace context `carrier` gave, to parent spans on."""
-    return propagate.extract(headers)
+    return _TRACE_CONTEXT.extract(headers)
 
 
 def derived_span_id(trace_id: int, *parts: object) -> int:

@@ -105,14 +105,14 @@ class Reaper:
                 elif look.pushed:  # its queuer died before pushing it, or arq ended the job unstarted
                     logger.warning("the queued run of session %s had no job; queued it again", entry.session_id)
                 elif look.expired is not None and tracing.ON:  # the run ended here: its span is written here
-                    _trace_expired(entry.session_id, look.expired)
+                    _trace_expired(entry.session_id, look.expired, self._runs.keys.queue)
             if len(page) < PAGE:
                 break
         return requeued
 
 
-def _trace_expired(session_id: str, record: bytes) -> None:
-    """The span of a run that failed here, as its question expired unanswered."""
+def _trace_expired(session_id: str, record: bytes, queue: str) -> None:
+    """The span of a run that failed here, as its question expired unanswered (`queue`: its job's)."""
     run = decode_run(record)
     if run.error is not None:
-        run_spans.write_run(run, session_id, RunFailed(run_id=run.run_id, error=run.error, usage=run.usage))
+        run_spans.write_run(run, session_id, RunFailed(run_id=run.run_id, error=run.error, usage=run.usage), queue)

@@ -123,7 +123,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         running.discard(run_id)
         metrics.ACTIVE_RUNS.dec()
         metrics.RUNS.labels(outcome).inc()
-        _end_attempt(session_id, run, attempt, outcome, ended)
+        _end_attempt(session_id, run, attempt, outcome, ended, lease.runs.keys.queue)
 
 
 async def _claim(ctx: dict[str, Any], session_id: str, run_id: str) -> tuple[Started | None, RunLog | None]:
@@ -220,7 +220,7 @@ async def _end_at_start(
     ended = await _finish(writer, ending, lease)
     if tracing.ON:
         by = "cancel" if verdict is StartVerdict.CANCEL else "exhausted"
-        run_spans.write_unheld_end(run, lease.session_id, ended, by)
+        run_spans.write_unheld_end(run, lease.session_id, ended, by, lease.runs.keys.queue)
 
 
 def _start_attempt(session_id: str, run: RunRecord, writer: EventWriter) -> traces.AttemptSpan | None:
@@ -228,7 +228,9 @@ def _start_attempt(session_id: str, run: RunRecord, writer: EventWriter) -> trac
     if not tracing.ON:
         return None
     if run.started_as == "takeover":  # the attempt before never ended its span, unless it handed the run over
-        run_spans.write_lost_attempt(run, session_id, run.attempt - 1, run.previous_started_at, "takeover")
+        run_spans.write_lost_attempt(
+            run, session_id, run.attempt - 1, run.previous_started_as, run.previous_started_at, "takeover"
+        )
     attempt = traces.AttemptSpan(run, session_id)
     writer.first_text = attempt.first_text
     return attempt
@@ -249,17 +251,22 @@ def _handed_over(attempt: traces.AttemptSpan | None, handed: bool) -> traces.Att
 
 
 def _end_attempt(
-    session_id: str, run: RunRecord, attempt: traces.AttemptSpan | None, outcome: str, ended: Ending | None
+    session_id: str,
+    run: RunRecord,
+    attempt: traces.AttemptSpan | None,
+    outcome: str,
+    ended: Ending | None,
+    queue: str,
 ) -> None:
-    """End this attempt's span, and the run's if it ended here. Unless the run ended or waits for an
-    answer, the span is left unended: the run is another worker's, or will be once its lease lapses,
-    and that worker writes a stand-in under the span's id (a lease lost, an end or a question that
-    could not be written)."""
+    """End this attempt's span, and the run's if it ended here (`queue`: its job's). Unless the run
+    ended or waits for an answer, the span is left unended: the run is another worker's, or will be
+    once its lease lapses, and that worker writes a stand-in under the span's id (a lease lost, an
+    end or a question that could not be written)."""
     if attempt is None or (ended is None and outcome != "waiting"):
         return
     attempt.end(outcome, ended.error.type if isinstance(ended, RunFailed) else None)
     if ended is not None:
-        run_spans.write_run(run, session_id, ended, attempt.model)
+        run_spans.write_run(run, session_id, ended, queue, attempt.model)
 
 
 def _count_start(run: RunRecord) -> None:

@@ -1,9 +1,9 @@
 """The worker's spans of a run, in the run's one trace (shared/tracing.py; docs/observability.md):
 
-    invoke_agent {agent}      the run, from its queueing to its end (shared/run_spans.py)
-      attempt                 each start on a worker: the first, each takeover, each resume after an answer
-        chat {model}          each model call (worker/providers/), CLIENT
-        execute_tool {name}   each tool call or step tokentail runs for the agent
+    invoke_agent {agent}          the run, from its queueing to its end (shared/run_spans.py), CONSUMER
+      attempt {n} {started_as}    each start on a worker: the first, each takeover, each resume after an answer
+        chat {model}              each model call (worker/providers/), CLIENT
+        execute_tool {name}       each tool call or step tokentail runs for the agent
 
 A stopping worker that hands its run over ends its attempt's span (the record's `handed_over` says so,
 and no stand-in is written for it); one that finds its lease lost ends nothing: its run may be
@@ -36,10 +36,7 @@ class AttemptSpan:
         self.session_id = session_id
         self.trace = RunTrace.of(run)
         self.model: str | None = None  # the model it asked, once known: the run's span names it
-        attributes = {
-            **run_attributes(run, session_id),
-            "tokentail.attempt.started_as": run.started_as or "start",
-        }
+        attributes = run_attributes(run, session_id)
         links: list[Link] = []
         if run.started_as == "takeover":
             links.append(self.trace.attempt_link(run.attempt - 1, run.resumes, "taken_over_from"))
@@ -53,7 +50,9 @@ class AttemptSpan:
                     attributes["tokentail.answer_wait_s"] = max(0.0, run.started_at - question.asked_at)
         elif run.queued_at is not None and run.started_at is not None:
             attributes["tokentail.queue_wait_s"] = max(0.0, run.started_at - run.queued_at)  # both Redis times
-        self.span = self.trace.start_attempt(run.attempt, run.resumes, run.started_at, links, attributes)
+        self.span = self.trace.start_attempt(
+            run.attempt, run.resumes, run.started_as, run.started_at, links, attributes
+        )
 
     def current(self) -> AbstractContextManager[Span]:
         """The attempt's context as the current one: the spans of the agent's code (tokentail's, an SDK's

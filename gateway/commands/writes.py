@@ -109,10 +109,7 @@ class SessionWrites(Writes):
         if not tracing.ON:
             return (await self._queue_run(session_id, run, multitask, create, if_missing)).queued
         attributes = {
-            "messaging.system": "arq",
-            "messaging.operation.type": "send",
-            "messaging.destination.name": self.keys.queue,
-            "messaging.message.id": run.run_id,
+            **run_spans.queue_message(self.keys.queue, run.run_id, "send"),
             "gen_ai.conversation.id": session_id,
         }
         with tracing.tracer().start_as_current_span(
@@ -124,7 +121,7 @@ class SessionWrites(Writes):
         # The runs it superseded ended here, with no worker: so are their spans written (shared/run_spans.py).
         for before in map(decode_run, reply.ended):
             ended = RunCancelled(run_id=before.run_id, reason=f"superseded by run {run.run_id}")
-            run_spans.write_unheld_end(before, session_id, ended, "interrupt")
+            run_spans.write_unheld_end(before, session_id, ended, "interrupt", self.keys.queue)
         return reply.queued
 
     async def _queue_run(
@@ -255,7 +252,7 @@ class SessionWrites(Writes):
         if before is not None and reply.outcome is Cancel.CANCELLED and before.run_id == reply.run_id:
             # No worker held it, so its end is recorded here, and so are its spans (shared/run_spans.py).
             ended = RunCancelled(run_id=before.run_id, reason=CANCELLED_BY_REQUEST)
-            run_spans.write_unheld_end(before, session_id, ended, "cancel")
+            run_spans.write_unheld_end(before, session_id, ended, "cancel", self.keys.queue)
         return reply.outcome, reply.run_id
 
     async def _run_before_cancel(self, session_id: str, run_id: str | None) -> RunRecord | None:
@@ -282,4 +279,4 @@ class SessionWrites(Writes):
         # Its runs ended here: a worker running one is fenced and ends nothing (shared/run_spans.py).
         for before in map(decode_run, ended):
             cancelled = RunCancelled(run_id=before.run_id, reason="session deleted")
-            run_spans.write_unheld_end(before, session.session_id, cancelled, "delete")
+            run_spans.write_unheld_end(before, session.session_id, cancelled, "delete", self.keys.queue)

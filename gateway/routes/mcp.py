@@ -73,7 +73,19 @@ class Endpoint:
     """`/mcp`: who calls, then the SDK's transport (an ASGI app, as the SDK serves it)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _serve(scope, receive, send)
+        await _serve(_trimmed(scope), receive, send)
+
+
+def _trimmed(scope: Scope) -> Scope:
+    """`scope` with its header values as HTTP reads a field value: without the spaces and tabs around it
+    (RFC 9110 §5.5: parsers MUST exclude them before evaluating the value).
+
+    uvicorn's httptools protocol keeps a value's trailing whitespace, and the `mcp` SDK (2.3.0) compares
+    the routing headers as they come, `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` in
+    `classify_inbound_request` (mcp/shared/inbound.py:452, 458, 467) and `Mcp-Param-*` in
+    `validate_mcp_param_headers` (:584): a call with `Mcp-Name:  greet ` was refused as a mismatch
+    (-32020). A value whose own spaces matter travels base64-encoded (SEP-2243), so trimming loses none."""
+    return {**scope, "headers": [(name, value.strip(b" \t")) for name, value in scope["headers"]]}
 
 
 async def _serve(scope: Scope, receive: Receive, send: Send) -> None:

@@ -76,7 +76,8 @@ else
 end
 run.status = 'running'
 run.started_seq = seq
-run.previous_started_at = run.started_at  -- a dead attempt's start, for its span (worker/traces.py)
+run.previous_started_at = run.started_at  -- a dead attempt's start and how, for its span (shared/run_spans.py)
+run.previous_started_as = run.started_as
 run.started_at = now_s
 run.started_as = reason
 local run_json = cjson.encode(run)

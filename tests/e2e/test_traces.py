@@ -70,7 +70,7 @@ def _children(spans: list[Span], parent: Span) -> list[Span]:
 
 
 def _attempts(spans: list[Span]) -> list[Span]:
-    attempts = [s for s in spans if s.name == "attempt"]
+    attempts = [s for s in spans if s.name.startswith("attempt ")]
     order = ("tokentail.attempt", "tokentail.attempt.resumes")
     return sorted(attempts, key=lambda s: tuple(s.attributes[name] for name in order))
 
@@ -138,7 +138,7 @@ async def test_a_run_with_a_tool_through_an_official_sdk_is_one_trace_with_the_s
     (producer,) = [s for s in _children(spans, server) if s.kind == "producer"]
     assert producer.name.startswith("send ") and producer.service == GATEWAY
     run = _one(spans, f"invoke_agent {agent}", service=WORKER)
-    assert run.parent_id == producer.span_id
+    assert run.parent_id == producer.span_id and run.kind == "consumer"  # the queue's two ends
     assert {
         key: run.attributes[key] for key in ("gen_ai.operation.name", "gen_ai.agent.name", "gen_ai.conversation.id")
     } == {
@@ -151,7 +151,7 @@ async def test_a_run_with_a_tool_through_an_official_sdk_is_one_trace_with_the_s
     assert run.start_ns <= producer.end_ns  # from its queueing
     # The worker: one attempt, two model calls (the tool call, then the answer) and the tool between.
     (attempt,) = _attempts(spans)
-    assert attempt.parent_id == run.span_id and attempt.service == WORKER
+    assert attempt.parent_id == run.span_id and attempt.service == WORKER and attempt.name == "attempt 1 start"
     assert attempt.attributes["tokentail.attempt.outcome"] == "completed"
     assert attempt.attributes["tokentail.queue_wait_s"] >= 0
     (first_token,) = [e for e in attempt.events if e.name == "First Token Stream Event"]
@@ -189,7 +189,7 @@ async def test_a_worker_killed_mid_answer_leaves_a_stand_in_its_takeover_links_t
     _ids_unique(spans)
     run = _one(spans, "invoke_agent assistant")
     lost, second = _attempts(spans)
-    assert lost.attributes["tokentail.attempt"] == 1 and second.attributes["tokentail.attempt"] == 2
+    assert (lost.name, second.name) == ("attempt 1 start", "attempt 2 takeover")
     assert lost.parent_id == second.parent_id == run.span_id
     assert lost.attributes["tokentail.attempt.outcome"] == "lost" and lost.status == "error"
     assert lost.attributes["tokentail.attempt.written_by"] == "takeover"
@@ -236,6 +236,7 @@ async def test_a_question_answered_through_another_gateway_resumes_in_a_linked_a
     (producer,) = [s for s in _children(spans, server) if s.kind == "producer"]
     assert run.parent_id == producer.span_id  # the answer, on the other gateway, changed nothing of that
     asked, resumed = _attempts(spans)
+    assert (asked.name, resumed.name) == ("attempt 1 start", "attempt 1 resume 1")
     assert asked.parent_id == resumed.parent_id == run.span_id
     assert asked.attributes["tokentail.attempt.outcome"] == "waiting"
     (event,) = [e for e in asked.events if e.name == "tokentail.input.required"]

@@ -17,6 +17,7 @@ import websockets
 from a2a.client import ClientConfig, create_client
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
 from mcp.types import CallToolResult
+from redis.asyncio import Redis
 
 from tests.e2e.conftest import Stack
 from tests.mcp_client import connect
@@ -24,6 +25,8 @@ from tests.otlp_receiver import OtlpReceiver, Span, otlp_receiver
 from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail.shared import tracing
+from tokentail.shared.keys import Keys
+from tokentail.shared.store import decode_run
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CALLER = "b7ad6b7169203331"  # the caller's own span, the parent it sends
@@ -101,6 +104,17 @@ async def test_a_callers_traceparent_continues_into_the_producer_span_and_the_st
     assert producer.attributes["messaging.message.id"] == run_id
     assert producer.attributes["gen_ai.conversation.id"] == session_id
 
+    # The queue's other end, in the worker: the run's CONSUMER span, the producer's child, so that a
+    # service graph (Tempo's, Jaeger's) draws the edge gateway -> worker through the queue.
+    def consumers(spans: list[Span]) -> list[Span]:
+        return [s for s in spans if s.trace_id == TRACE_ID and s.kind == "consumer"]
+
+    (run,) = consumers(traced.receiver.wait_for(lambda spans: bool(consumers(spans))))
+    assert (run.name, run.service, run.parent_id) == ("invoke_agent assistant", "tokentail-worker", producer.span_id)
+    queue = {key: producer.attributes[key] for key in ("messaging.system", "messaging.destination.name")}
+    assert {key: run.attributes[key] for key in queue} == queue
+    assert run.attributes["messaging.operation.type"] == "process" and run.attributes["messaging.message.id"] == run_id
+
     (stream,) = streams_of(session_id)(spans)
     get = one(spans, span_id=stream.parent_id)  # the request's server span, which lasts as long as its stream
     assert get.name == "GET /v1/sessions/{session_id}/events" and get.kind == "server"
@@ -114,6 +128,44 @@ async def test_a_callers_traceparent_continues_into_the_producer_span_and_the_st
     assert stream.attributes["tokentail.stream.resumed"] is False
     assert [(link.trace_id, link.span_id) for link in stream.links] == [(TRACE_ID, run_span_id(TRACE_ID, run_id))]
     assert stream.links[0].attributes == {"tokentail.run.id": run_id}
+
+
+async def test_a_run_keeps_of_its_callers_trace_context_what_the_trace_needs_bounded(traced: Traced) -> None:
+    """Issue 52: a caller's tracestate (32 members of 250 characters) and baggage were stored in the
+    run's record, and 608 bytes became 16,964. The record keeps the producer span's traceparent and a
+    tracestate within W3C Trace Context's limits (here none: each member is over 128 characters), no
+    baggage; the run's spans still continue the caller's trace."""
+    trace_id = "5" * 32
+    burden = {
+        "tracestate": ",".join(f"k{i:02d}=" + "v" * 246 for i in range(32)),
+        "baggage": ",".join(f"b{i:02d}=" + "x" * 246 for i in range(30)),
+    }
+    stack = traced.stack
+    runs: list[tuple[str, bytes]] = []
+    async with (
+        httpx2.AsyncClient(base_url=traced.urls[0], timeout=30) as client,
+        Redis.from_url(stack.env["TOKENTAIL_REDIS_URL"]) as redis,
+    ):
+        for extra in ({}, burden):
+            headers = {"traceparent": f"00-{trace_id}-{CALLER}-01", **extra}
+            created = (await client.post("/v1/sessions", json={"input": "hi", "params": QUICK}, headers=headers)).json()
+            assert (await read_events(client, created["events_url"])).events[-1][1] == "run.completed"
+            key = Keys(stack.env["TOKENTAIL_KEY_PREFIX"]).session(created["session_id"]).runs
+            runs.append((created["run_id"], await redis.hget(key, created["run_id"])))
+    (_, plain), (run_id, burdened) = runs
+    spans = traced.receiver.wait_for(
+        lambda spans: any(
+            s.name.startswith("invoke_agent") and s.attributes["tokentail.run.id"] == run_id for s in spans
+        )
+    )
+    of_run = [
+        s for s in spans if run_id in (s.attributes.get("messaging.message.id"), s.attributes.get("tokentail.run.id"))
+    ]
+    producer = one(of_run, kind="producer")
+    assert decode_run(burdened).trace == {"traceparent": f"00-{trace_id}-{producer.span_id}-01"}
+    assert len(burdened) < len(plain) + 16  # as small as a record with no tracestate or baggage (its times aside)
+    run = one(of_run, name="invoke_agent assistant")
+    assert producer.trace_id == run.trace_id == trace_id and run.parent_id == producer.span_id
 
 
 async def test_a_client_that_drops_and_resumes_on_another_gateway_has_two_spans_linked_to_the_run(
@@ -153,7 +205,7 @@ async def test_a_client_that_drops_and_resumes_on_another_gateway_has_two_spans_
     run = one(in_run_trace, name="invoke_agent assistant")
     assert (run.trace_id, run.span_id) == run_span and run.parent_id == producer.span_id
     assert run.attributes["tokentail.run.status"] == "completed"
-    assert one(in_run_trace, name="attempt").parent_id == run.span_id
+    assert one(in_run_trace, name="attempt 1 start").parent_id == run.span_id
 
 
 async def test_ndjson_and_socket_connections_have_their_spans(traced: Traced) -> None:

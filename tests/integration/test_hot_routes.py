@@ -21,14 +21,17 @@ import pytest
 from fastapi.routing import APIRoute
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
+from redis.asyncio import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
+from tests.waiting import eventually
 from tokentail.gateway import cors
 from tokentail.gateway.app import create_app
 from tokentail.gateway.hot_routes import HotRoute
 from tokentail.gateway.routes import events, sessions
+from tokentail.shared.keys import Keys
 from tokentail.shared.logs import RateLimitedLogger
 from tokentail.shared.settings import Settings
 
@@ -316,6 +319,67 @@ async def test_the_requests_cover_every_answer_the_issue_names(
         remember(client, index, answer, options)
         statuses.add(answer.status)
     assert {200, 201, 202, 204, 400, 401, 403, 404, 405, 409, 413, 422, 429} <= statuses
+
+
+class Finished:
+    """Counts the HTTP requests the app is done with: answered, or raised out of it to the server."""
+
+    def __init__(self, app: ASGIApp, finished: list[str]) -> None:
+        self.app = app
+        self.finished = finished
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if scope["type"] == "http":
+                self.finished.append(scope["path"])
+
+
+CUT_SHORT = 20  # requests, as many as the issue sent
+
+
+@pytest.mark.parametrize("hot", [True, False], ids=["hot-route", "fastapi-route"])
+@pytest.mark.parametrize("path", ["/v1/sessions", "/v1/sessions/{session}/runs"])
+async def test_a_body_its_client_cut_short_ends_quietly_and_creates_nothing(
+    settings: Settings, redis: Redis, caplog: pytest.LogCaptureFixture, hot: bool, path: str
+) -> None:
+    """A client declares 1000 bytes of body, sends 10 and closes: FastAPI's route finds it gone while
+    reading the body and answers 400 to nobody, with no log. The hot route logged an ERROR traceback
+    for each (issue 52); it must end as FastAPI's does, and neither makes a session or a run."""
+    gateway = Gateway(settings.model_copy(update={"max_request_bytes": 2048}))
+    if not hot:
+        gateway.app.router.routes[:] = [r for r in gateway.app.router.routes if not isinstance(r, HotRoute)]
+    finished: list[str] = []
+    gateway.app.add_middleware(Finished, finished=finished)
+    await gateway.start()
+    try:
+        async with httpx2.AsyncClient(base_url=gateway.url) as http:
+            session = (await http.post("/v1/sessions", json={})).json()["session_id"]
+        caplog.clear()
+        caplog.set_level(logging.INFO)
+        head = (
+            f"POST {path.format(session=session)} HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            "content-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+        )
+        for _ in range(CUT_SHORT):
+            _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+            writer.write(head.encode() + b'{"input": ')  # 10 of the 1000 bytes
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        # Done with each: the app returned or raised (counted), and the server's task for it ended
+        # (where uvicorn logs what the app raised).
+        await eventually(lambda: len(finished) == 1 + CUT_SHORT and not gateway.server.server_state.tasks)
+        logged = [f"{r.name} {r.levelname} {r.getMessage()}" for r in caplog.records if r.levelno >= logging.INFO]
+    finally:
+        await gateway.stop()
+    assert logged == []
+    keys = Keys(settings.key_prefix)
+    assert [key async for key in redis.scan_iter(match=f"{settings.key_prefix}:*:meta")] == [
+        keys.session(session).meta.encode()
+    ]
+    assert await redis.hlen(keys.session(session).runs) == 0  # type: ignore[misc]
 
 
 def middleware_chain(app: Any) -> list[str]:

@@ -1,14 +1,17 @@
 """What one tenant's MCP calls may hold, and what a call closed at the worst instant leaves: a call
 that waits for its run holds one of the tenant's stream slots, as a stream does, taken before its
 run is queued; refused for want of one, or of runs per minute, a call says so (-32029, with the kind
-and when to retry) and started nothing; a call closed while its run is queued leaves no run going."""
+and when to retry) and started nothing; a call closed while its run is queued leaves no run going.
+And a call's routing headers are read without the whitespace around their values, as HTTP says."""
 
 import asyncio
 import contextlib
+import json
 from typing import Any
 
 import pytest
 from mcp.shared.exceptions import MCPError
+from mcp.types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
 
 from tests.fixtures.stack import Gateway
 from tests.mcp_client import connect
@@ -94,3 +97,54 @@ async def test_a_call_closed_while_its_run_is_queued_leaves_no_run_going(
         return bool(session.runs[0].status == "cancelled")
 
     await eventually(cancelled, what="the run of the closed call cancelled")
+
+
+def tool_call(port: int, name: str, method: str = "tools/call") -> bytes:
+    """`tools/call greet` as written on the wire, its `Mcp-Method` and `Mcp-Name` header values exactly as
+    given: an HTTP client would refuse their whitespace, or trim it."""
+    meta = {PROTOCOL_VERSION_META_KEY: "2026-07-28", CLIENT_CAPABILITIES_META_KEY: {}}
+    params = {"name": "greet", "arguments": {"name": "Ada"}, "_meta": meta}
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).encode()
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n"
+        f"Mcp-Method: {method}\r\nMcp-Name: {name}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+@pytest.mark.parametrize(
+    ("method", "name", "answered"),
+    [
+        ("tools/call", "  greet  ", True),
+        (" tools/call\t", "\tgreet ", True),
+        ("tools/call", "  wrong  ", False),  # trimmed, still another tool's name
+    ],
+    ids=["spaces", "tabs", "mismatch"],
+)
+async def test_routing_header_values_are_read_without_the_whitespace_around_them(
+    start_gateway: Any, start_worker: Any, method: str, name: str, answered: bool
+) -> None:
+    """RFC 9110 §5.5: a field value is read without its leading and trailing whitespace. The `mcp` SDK
+    compared `Mcp-Name` with it (the conformance suite's `sep-2243-server-accepts-whitespace-header-value`),
+    and uvicorn's httptools keeps the trailing part: a call with `Mcp-Name:  greet  ` was refused -32020."""
+    gateway: Gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    directory = gateway.app.state.agents
+    directory.REFRESH_SECONDS = 0  # read what the worker published as it started, as soon as it has
+
+    async def published() -> bool:
+        return "name" in (await directory.get("greet")).input_schema["properties"]
+
+    await eventually(published, what="greet's input schema, as its worker published it")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(tool_call(gateway.port, name, method))
+        answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if answered:
+        assert head.startswith(b"HTTP/1.1 200 ") and b"Hello, Ada!" in body, answer
+    else:
+        assert head.startswith(b"HTTP/1.1 400 ") and b"-32020" in body, answer

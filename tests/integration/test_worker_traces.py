@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
 from tests.waiting import eventually, scaled
@@ -62,7 +63,10 @@ def _attrs(span: ReadableSpan) -> dict[str, Any]:
 
 
 def _attempts(spans: tuple[ReadableSpan, ...]) -> list[ReadableSpan]:
-    return sorted((s for s in spans if s.name == "attempt"), key=lambda s: int(_attrs(s)["tokentail.attempt"]))
+    attempts = [s for s in spans if s.name.startswith("attempt ")]
+    return sorted(
+        attempts, key=lambda s: (int(_attrs(s)["tokentail.attempt"]), int(_attrs(s)["tokentail.attempt.resumes"]))
+    )
 
 
 def _one(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
@@ -84,9 +88,17 @@ async def test_a_run_taken_over_from_a_dead_worker_gets_a_stand_in_and_a_linked_
     run_id = tracing.derived_span_id(trace_id, rid)
     assert run_span.context.trace_id == trace_id and run_span.context.span_id == run_id
     assert run_span.parent is not None and run_span.parent.span_id == producer.context.span_id
+    # The queue's two ends, as service graphs pair them: the gateway's PRODUCER, the run's CONSUMER.
+    assert (producer.kind, run_span.kind) == (SpanKind.PRODUCER, SpanKind.CONSUMER)
+    queue = {"messaging.system": "arq", "messaging.destination.name": store.keys.queue, "messaging.message.id": rid}
+    assert _attrs(producer) | queue == _attrs(producer) and _attrs(producer)["messaging.operation.type"] == "send"
+    assert _attrs(run_span) | queue == _attrs(run_span) and _attrs(run_span)["messaging.operation.type"] == "process"
     assert _attrs(run_span)["tokentail.run.status"] == "completed"
     assert _attrs(run_span)["tokentail.run.attempts"] == 2 and _attrs(run_span)["gen_ai.conversation.id"] == sid
     assert lost.context.span_id == tracing.derived_span_id(trace_id, rid, 1, 0)
+    # Named for the start each was: the stand-in too, from the record (the run's start is a takeover now).
+    assert (lost.name, second.name) == ("attempt 1 start", "attempt 2 takeover")
+    assert _attrs(lost)["tokentail.attempt.started_as"] == "start"
     assert _attrs(lost)["tokentail.attempt.outcome"] == "lost"
     assert _attrs(lost)["tokentail.attempt.written_by"] == "takeover"
     assert second.context.span_id == tracing.derived_span_id(trace_id, rid, 2, 0)
@@ -99,6 +111,22 @@ async def test_a_run_taken_over_from_a_dead_worker_gets_a_stand_in_and_a_linked_
     assert chat.parent is not None and chat.parent.span_id == second.context.span_id
 
 
+async def test_a_stand_in_is_named_for_the_start_its_attempt_was(
+    store: SessionStore, runs: AllWrites, redis: Redis, settings: Settings, exported: InMemorySpanExporter
+) -> None:
+    """Attempt 2 took the run over and died too: the stand-in the third writes for it says `takeover`,
+    as the record kept (its `started_as` is the third's by then)."""
+    sid, rid = await _queue(runs, tokens=5, tokens_per_second=0)
+    await _dies_in_attempt_one(runs, redis, store, sid, rid)
+    second = await runs.start_run(sid, rid, "job-2")
+    assert second is not None and second.run.started_as == "takeover"
+    await redis.delete(store.keys.session(sid).lease)  # killed -9 too
+    await run_agent(_job(store, settings, "job-3"), sid, rid)
+    lost, third = _attempts(exported.get_finished_spans())
+    assert (lost.name, third.name) == ("attempt 2 takeover", "attempt 3 takeover")
+    assert _attrs(lost)["tokentail.attempt.written_by"] == "takeover" and _attrs(lost)["tokentail.attempt"] == 2
+
+
 async def test_a_run_handed_over_gets_no_stand_in_for_the_attempt_that_ended_its_own_span(
     store: SessionStore, runs: AllWrites, settings: Settings, exported: InMemorySpanExporter
 ) -> None:
@@ -109,7 +137,7 @@ async def test_a_run_handed_over_gets_no_stand_in_for_the_attempt_that_ended_its
     await run_agent(_job(store, settings, "job-2"), sid, rid)
     spans = exported.get_finished_spans()
     (second,) = _attempts(spans)  # none written for attempt 1
-    assert _attrs(second)["tokentail.attempt"] == 2
+    assert _attrs(second)["tokentail.attempt"] == 2 and second.name == "attempt 2 takeover"
     linked = tracing.derived_span_id(second.context.trace_id, rid, 1, 0)
     assert [link.context.span_id for link in second.links] == [linked]
 
@@ -126,8 +154,8 @@ async def test_a_stalled_worker_that_lost_its_lease_does_not_end_its_attempt_spa
     await eventually(running)
     await redis.set(store.keys.session(sid).lease, "another-worker")  # taken over elsewhere
     await asyncio.wait_for(task, scaled(5))
-    names = [s.name for s in exported.get_finished_spans()]
-    assert "attempt" not in names and "invoke_agent assistant" not in names  # the next worker's to write
+    spans = exported.get_finished_spans()
+    assert _attempts(spans) == [] and "invoke_agent assistant" not in [s.name for s in spans]  # the next worker's
 
 
 @pytest.mark.parametrize("verdict", ["exhausted", "cancel"])
@@ -149,7 +177,8 @@ async def test_a_run_ended_at_its_start_writes_its_dead_attempt_and_its_own_span
     assert run_span.context.span_id == tracing.derived_span_id(trace_id, rid)
     assert lost.context.span_id == tracing.derived_span_id(trace_id, rid, 1, 0)
     assert lost.parent is not None and lost.parent.span_id == run_span.context.span_id
-    assert _attrs(lost)["tokentail.attempt.written_by"] == verdict
+    assert lost.name == "attempt 1 start" and _attrs(lost)["tokentail.attempt.written_by"] == verdict
+    assert run_span.kind == SpanKind.CONSUMER and _attrs(run_span)["messaging.operation.type"] == "process"
     if verdict == "cancel":
         assert _attrs(run_span)["tokentail.run.status"] == "cancelled"
     else:
@@ -163,7 +192,7 @@ async def test_a_question_that_expires_unanswered_has_its_run_span_written_by_th
     sid, rid = await _queue(runs, agent="expiring")
     await run_agent(_job(store, settings, "job-1"), sid, rid)  # it asks, and its attempt ends waiting
     (asked,) = _attempts(exported.get_finished_spans())
-    assert _attrs(asked)["tokentail.attempt.outcome"] == "waiting"
+    assert asked.name == "attempt 1 start" and _attrs(asked)["tokentail.attempt.outcome"] == "waiting"
     clock = [0.0]  # the reaper's: Redis healthy for a whole lease already
     reaper = Reaper(AllWrites(store.redis, settings), interval=100, lease_seconds=1, clock=lambda: clock[0])
     await reaper.sweep()
@@ -176,6 +205,7 @@ async def test_a_question_that_expires_unanswered_has_its_run_span_written_by_th
     await eventually(expired)
     run_span = _one(exported.get_finished_spans(), "invoke_agent expiring")
     assert _attrs(run_span)["error.type"] == "input_expired" and _attrs(run_span)["tokentail.run.status"] == "failed"
+    assert run_span.kind == SpanKind.CONSUMER and _attrs(run_span)["messaging.destination.name"] == store.keys.queue
     assert asked.parent is not None and asked.parent.span_id == run_span.context.span_id
 
 
@@ -191,6 +221,8 @@ async def test_a_gateway_that_cancels_a_run_no_worker_holds_writes_its_dead_atte
     (lost,) = _attempts(spans)
     assert _attrs(run_span)["tokentail.run.status"] == "cancelled"
     assert run_span.context.span_id == tracing.derived_span_id(run_span.context.trace_id, rid)
+    assert run_span.kind == SpanKind.CONSUMER and _attrs(run_span)["messaging.message.id"] == rid  # the gateway's
+    assert lost.name == "attempt 1 start"
     assert (
         _attrs(lost)["tokentail.attempt.outcome"] == "lost" and _attrs(lost)["tokentail.attempt.written_by"] == "cancel"
     )
@@ -247,5 +279,5 @@ async def test_a_session_deleted_under_a_running_worker_has_its_runs_and_the_fen
     assert set(ended) == {rid, in_line} and {a["tokentail.run.status"] for a in ended.values()} == {"cancelled"}
     (fenced,) = _attempts(spans)
     assert _attrs(fenced)["tokentail.run.id"] == rid and _attrs(fenced)["tokentail.attempt.written_by"] == "delete"
-    assert _attrs(fenced)["tokentail.attempt.outcome"] == "session_deleted"
+    assert _attrs(fenced)["tokentail.attempt.outcome"] == "session_deleted" and fenced.name == "attempt 1 start"
     assert fenced.context.span_id == tracing.derived_span_id(fenced.context.trace_id, rid, 1, 0)

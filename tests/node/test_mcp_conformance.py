@@ -35,9 +35,6 @@ KNOWN_FAILURES = {
     # A run asks one question at a time (ctx.ask waits for its answer): the fixture `multi_input`,
     # two questions pending at once, has no agent to be. Every other check of the scenario passes.
     ("tasks-mrtr-input", "tasks-mrtr-partial-fulfillment"),
-    # Pending in the suite (SEP-2243): the `mcp` SDK's header check (mcp.shared.inbound) compares
-    # `Mcp-Name` before trimming its whitespace; the request never reaches tokentail.
-    ("http-header-validation", "sep-2243-server-accepts-whitespace-header-value"),
 }
 # Checks the suite skips by itself, and why.
 SKIPPED_BY_THE_SUITE = {

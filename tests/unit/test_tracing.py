@@ -6,6 +6,8 @@ import sys
 import textwrap
 
 import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from tests.otlp_receiver import otlp_receiver
 from tokentail.shared import tracing
@@ -36,6 +38,45 @@ def test_derived_span_ids_agree_across_processes_and_differ_by_part() -> None:
         len({first, tracing.derived_span_id(trace_id, "r_1", 2, 0), tracing.derived_span_id(trace_id + 1, "r_1", 1, 0)})
         == 3
     )
+
+
+CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def carried(tracestate: str, baggage: str | None = None) -> dict[str, str]:
+    """What a run's record keeps of a caller's trace context, as a gateway reads it (OpenTelemetry's
+    default propagators: W3C trace context and baggage)."""
+    headers = {"traceparent": CALLER, "tracestate": tracestate, **({"baggage": baggage} if baggage else {})}
+    token = otel_context.attach(propagate.extract(headers))
+    try:
+        return tracing.carrier()
+    finally:
+        otel_context.detach(token)
+
+
+def members(count: int, chars: int) -> list[str]:
+    """`count` tracestate list-members of `chars` characters each (`k07=vvv...`)."""
+    return [f"k{i:02d}=" + "v" * (chars - 4) for i in range(count)]
+
+
+def test_a_runs_trace_context_is_its_traceparent_and_a_tracestate_within_w3cs_limits() -> None:
+    """Issue 52: a client's tracestate (32 members of 250 characters) and baggage were stored whole in
+    every run record (608 bytes became 16,964). W3C Trace Context asks a platform to pass on 32 members
+    and 512 characters at least, cut by whole members: those over 128 characters first, then from the
+    right. Baggage is no part of a trace's context: not kept."""
+    assert carried("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", "userId=alice,tier=gold") == {
+        "traceparent": CALLER,
+        "tracestate": "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+    }
+    assert carried(",".join(members(32, 250)), ",".join(f"b{i}={'x' * 245}" for i in range(30))) == {
+        "traceparent": CALLER  # every member over 128 characters: none left
+    }
+    hundreds = members(32, 100)
+    assert carried(",".join(hundreds))["tracestate"] == ",".join(hundreds[:5])  # 504 characters
+    long_first = ["a=1", "big=" + "x" * 250, "b=2", "c=" + "y" * 200, *members(3, 20)]  # 528 characters
+    assert carried(",".join(long_first))["tracestate"] == ",".join(["a=1", "b=2", *members(3, 20)])
+    for within in (members(32, 15), ["a=1", "big=" + "x" * 200]):  # 511 characters; one long member
+        assert carried(",".join(within))["tracestate"] == ",".join(within)  # nothing to cut: kept whole
 
 
 SCRIPT = textwrap.dedent(

@@ -85,6 +85,7 @@ def test_a_resumed_attempt_links_the_attempt_that_asked_and_shows_the_wait(expor
     (span,) = exported.get_finished_spans()
     run_trace = run_spans.RunTrace.of(run)
     assert span.context.span_id == run_trace.attempt_span_id(2, 1)
+    assert span.name == "attempt 2 resume 1"  # after the first answer
     assert span.parent is not None and span.parent.span_id == run_trace.run_span_id
     assert [link.context.span_id for link in span.links] == [run_trace.attempt_span_id(2, 0)]
     assert _attrs(span)["tokentail.answer_wait_s"] == 30.5 and _attrs(span)["tokentail.input.id"] == "in_1"
