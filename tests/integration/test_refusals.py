@@ -1,0 +1,135 @@
+"""A refused request creates nothing, on every protocol: what can refuse it (validation, the run
+budget, stream slots, push configs, size) is checked before any session, run, fork, push config or
+index entry is written. Each test spends its tenant's runs per minute, then sends what that budget
+refuses (a new conversation, a follow-up, a branch) and compares what Redis holds before and after,
+key by key with its size: a new key, a new field of a session's record or one more event is a run
+or a session made for a refusal. No worker runs: a run a test needs ended is ended by hand."""
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import pytest
+from mcp.shared.exceptions import MCPError
+from redis.asyncio import Redis
+
+from tests.fixtures.stack import Gateway
+from tests.mcp_client import connect
+from tests.sessions import completion
+from tests.writes import AllWrites
+from tokentail.shared.response_ids import parse_response_id
+from tokentail.shared.settings import Settings
+from tokentail.worker.run_writes import RunLease
+
+# What a refusal may change: the tenant's counter of runs per minute, and its stream slots.
+LIMIT_KEYS = re.compile(r":tenant:\{[^}]*\}:(runs:\d+|streams)$")
+SIZE = {"hash": "hlen", "stream": "xlen", "zset": "zcard", "list": "llen", "set": "scard", "string": "strlen"}
+
+
+async def held(redis: Redis, prefix: str) -> dict[str, int]:
+    """Every key of the test's prefix but the limits' counters, with its size (fields, events, members)."""
+    found = {}
+    async for raw in redis.scan_iter(f"{prefix}:*"):
+        key = raw.decode()
+        if not LIMIT_KEYS.search(key):
+            kind = (await redis.type(key)).decode()
+            found[key] = await getattr(redis, SIZE[kind])(key)
+    return found
+
+
+async def end_run(runs: AllWrites, session_id: str, run_id: str) -> None:
+    """End a queued run as a worker would: started, then completed."""
+    assert await runs.start_run(session_id, run_id, run_id, token="lease") is not None
+    await RunLease(runs, session_id, run_id, "lease").append([], ending=completion(run_id, "done"))
+
+
+async def refused_429(response: httpx2.Response, kind: str = "rate_limited") -> None:
+    assert response.status_code == 429, response.text
+    assert response.json()["error"]["type"] == kind and int(response.headers["Retry-After"]) >= 1
+
+
+@pytest.fixture
+async def http(start_gateway: Any, request: pytest.FixtureRequest) -> AsyncIterator[httpx2.AsyncClient]:
+    """A client of a gateway whose tenant may start `request.param` runs a minute (1 unless parametrized)."""
+    gateway: Gateway = await start_gateway(runs_per_minute=getattr(request, "param", 1))
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        yield client
+
+
+async def test_rest_refused_for_the_run_budget_makes_no_session_and_queues_no_run(
+    http: httpx2.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    made = (await http.post("/v1/sessions", json={"input": "the minute's one run"})).json()
+    before = await held(redis, settings.key_prefix)
+    for _ in range(3):
+        await refused_429(await http.post("/v1/sessions", json={"input": "another"}))
+        await refused_429(await http.post("/v1/sessions", json={}))  # a session alone counts too
+        follow_up = {"input": "more", "multitask": "enqueue"}
+        await refused_429(await http.post(f"/v1/sessions/{made['session_id']}/runs", json=follow_up))
+    assert await held(redis, settings.key_prefix) == before
+
+
+def ai_sdk(chat_id: str, said: list[tuple[str, str, str]]) -> tuple[str, dict[str, Any]]:
+    messages = [{"id": id_, "role": role, "parts": [{"type": "text", "text": text}]} for id_, role, text in said]
+    return "/v1/ai-sdk/chat", {"id": chat_id, "messages": messages, "trigger": "submit-message"}
+
+
+def ag_ui(chat_id: str, said: list[tuple[str, str, str]]) -> tuple[str, dict[str, Any]]:
+    messages = [{"id": id_, "role": role, "content": text} for id_, role, text in said]
+    body = {"threadId": chat_id, "runId": "r", "state": {}, "messages": messages, "tools": [], "context": []}
+    return "/v1/ag-ui", {**body, "forwardedProps": {}}
+
+
+@pytest.mark.parametrize("protocol", [ai_sdk, ag_ui], ids=["ai-sdk", "ag-ui"])
+async def test_a_chat_message_refused_for_the_run_budget_makes_no_session_fork_or_run(
+    protocol: Any, http: httpx2.AsyncClient, redis: Redis, runs: AllWrites, settings: Settings
+) -> None:
+    made = (await http.post("/v1/sessions", json={"chat_id": "chat", "input": "hello"})).json()
+    await end_run(runs, made["session_id"], made["run_id"])  # the chat's one turn
+    answered = [("u1", "user", "hello"), (made["run_id"], "assistant", "done")]
+    before = await held(redis, settings.key_prefix)
+    for said in (
+        [("u1", "user", "hello")],  # a new chat's first message
+        [*answered, ("u2", "user", "and then?")],  # the chat's next turn
+        [("u1", "user", "hello, edited"), (made["run_id"], "assistant", "done"), ("u2", "user", "then?")],  # a branch
+    ):
+        chat_id = "new-chat" if len(said) == 1 else "chat"
+        url, body = protocol(chat_id, said)
+        await refused_429(await http.post(url, json=body))
+    assert await held(redis, settings.key_prefix) == before
+
+
+@pytest.mark.parametrize("http", [2], indirect=True)
+async def test_a_responses_request_refused_for_the_run_budget_makes_no_conversation_fork_or_run(
+    http: httpx2.AsyncClient, redis: Redis, runs: AllWrites, settings: Settings
+) -> None:
+    async def respond(**body: Any) -> httpx2.Response:
+        return await http.post("/v1/responses", json={"model": "default", "background": True, **body})
+
+    async def answered(**body: Any) -> str:
+        made = (await respond(**body)).json()["id"]
+        session_id, run_id, _ = parse_response_id(made) or ("", "", 0)
+        await end_run(runs, session_id, run_id)
+        return str(made)
+
+    first = await answered(input="one")
+    second = await answered(input="two", previous_response_id=first)
+    before = await held(redis, settings.key_prefix)
+    await refused_429(await respond(input="a new conversation"))
+    await refused_429(await respond(input="next", previous_response_id=second))
+    await refused_429(await respond(input="a branch", previous_response_id=first))  # before the latest turn
+    assert await held(redis, settings.key_prefix) == before
+
+
+async def test_an_mcp_task_refused_for_the_run_budget_makes_no_session(
+    http: httpx2.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    assert (await http.post("/v1/sessions", json={"input": "the minute's one run"})).status_code == 201
+    before = await held(redis, settings.key_prefix)
+    async with connect(str(http.base_url).rstrip("/"), tasks=True) as client:
+        for _ in range(3):
+            with pytest.raises(MCPError) as refused:
+                await client.call_tool("assistant", {"input": "hi"})
+            assert refused.value.error.code == -32029 and refused.value.error.data["type"] == "rate_limited"
+    assert await held(redis, settings.key_prefix) == before
