@@ -202,6 +202,30 @@ async def test_a_question_answered_by_the_next_message_on_its_task(
         [event async for event in other.send_message(answer(task_id, {"approved": True}))]
 
 
+async def test_an_answer_refused_for_its_push_config_leaves_the_question_unanswered(
+    gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """A message that answers a task's question with a push config it cannot take answers nothing
+    (it answered the question, then was refused): the task still waits, and takes the answer again."""
+    one, _ = gateways
+    client = await client_of(one.url, http, "asking")
+    task_id = [event async for event in client.send_message(say("delete"))][0].task.id
+    for config in (
+        TaskPushNotificationConfig(url="http://169.254.169.254/latest"),
+        TaskPushNotificationConfig(url=receiver.url + HOOKS, token="jeton-à-moi"),
+    ):
+        refused = answer(task_id, {"approved": True})
+        refused.configuration.task_push_notification_config.CopyFrom(config)
+        with pytest.raises(InvalidParamsError):
+            [event async for event in client.send_message(refused)]
+        task = await client.get_task(GetTaskRequest(id=task_id))
+        assert task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED  # not answered
+        configs = ListTaskPushNotificationConfigsRequest(task_id=task_id)
+        assert list((await client.list_task_push_notification_configs(configs)).configs) == []
+    went_on = [event async for event in client.send_message(answer(task_id, {"approved": True}))]
+    assert status_of(went_on[-1]).state == TaskState.TASK_STATE_COMPLETED
+
+
 async def test_cancel_from_the_other_gateway_and_list_the_tasks(
     gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient
 ) -> None:

@@ -9,8 +9,13 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import httpx2
 import pytest
+from a2a.client import ClientConfig, create_client
+from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
+from a2a.utils.errors import InternalError, InvalidParamsError, PushNotificationNotSupportedError
+from google.protobuf.json_format import ParseDict  # type: ignore[import-untyped]
 from mcp.shared.exceptions import MCPError
 from redis.asyncio import Redis
 
@@ -22,6 +27,7 @@ from tokentail.shared.response_ids import parse_response_id
 from tokentail.shared.settings import Settings
 from tokentail.worker.run_writes import RunLease
 
+HOOKS = "http://127.0.0.1:9/a2a-hooks/"  # allowed, never posted to: no run ends here
 # What a refusal may change: the tenant's counter of runs per minute, and its stream slots.
 LIMIT_KEYS = re.compile(r":tenant:\{[^}]*\}:(runs:\d+|streams)$")
 SIZE = {"hash": "hlen", "stream": "xlen", "zset": "zcard", "list": "llen", "set": "scard", "string": "strlen"}
@@ -52,7 +58,7 @@ async def refused_429(response: httpx2.Response, kind: str = "rate_limited") -> 
 @pytest.fixture
 async def http(start_gateway: Any, request: pytest.FixtureRequest) -> AsyncIterator[httpx2.AsyncClient]:
     """A client of a gateway whose tenant may start `request.param` runs a minute (1 unless parametrized)."""
-    gateway: Gateway = await start_gateway(runs_per_minute=getattr(request, "param", 1))
+    gateway: Gateway = await start_gateway(runs_per_minute=getattr(request, "param", 1), webhook_allowed_urls=[HOOKS])
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
         yield client
 
@@ -132,4 +138,76 @@ async def test_an_mcp_task_refused_for_the_run_budget_makes_no_session(
             with pytest.raises(MCPError) as refused:
                 await client.call_tool("assistant", {"input": "hi"})
             assert refused.value.error.code == -32029 and refused.value.error.data["type"] == "rate_limited"
+    assert await held(redis, settings.key_prefix) == before
+
+
+def send(text: str, context_id: str = "", push: bool = False) -> SendMessageRequest:
+    message = Message(message_id="m", role=Role.ROLE_USER, parts=[Part(text=text)], context_id=context_id)
+    request = SendMessageRequest(message=message)
+    request.configuration.return_immediately = True
+    if push:
+        request.configuration.task_push_notification_config.url = HOOKS + "task"
+    return request
+
+
+async def test_an_a2a_send_refused_for_the_run_budget_makes_nothing_with_or_without_a_push_config(
+    http: httpx2.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    made = (await http.post("/v1/sessions", json={"input": "the minute's one run"})).json()
+    before = await held(redis, settings.key_prefix)
+    async with httpx.AsyncClient(timeout=30) as plain:
+        client = await create_client(str(http.base_url), ClientConfig(httpx_client=plain, streaming=False))
+        for request in (send("hi"), send("hi", push=True), send("hi", made["session_id"], push=True)) * 2:
+            with pytest.raises(InternalError) as refused:  # JSON-RPC: A2A has no error for a limit
+                [event async for event in client.send_message(request)]
+            limit = refused.value.data or {}  # the kind and when, as MCP's -32029 says them
+            assert limit["type"] == "rate_limited" and limit["retryAfter"] >= 1, limit
+    assert await held(redis, settings.key_prefix) == before
+
+
+NOT_ALLOWED = (InvalidParamsError, "INVALID_ARGUMENT")
+
+
+@pytest.mark.parametrize(
+    ("allowed", "push", "why", "refusal"),
+    [
+        ([HOOKS], {"url": "http://169.254.169.254/latest"}, "not under any URL the operator allows", NOT_ALLOWED),
+        ([], {"url": HOOKS}, "push notifications are off", (PushNotificationNotSupportedError, "FAILED_PRECONDITION")),
+        ([HOOKS], {"url": HOOKS, "token": "tökén"}, "token: printable ASCII", NOT_ALLOWED),
+        ([HOOKS], {"url": HOOKS, "token": "a\r\nX-Injected: 1"}, "token: printable ASCII", NOT_ALLOWED),
+        (
+            [HOOKS],
+            {"url": HOOKS, "authentication": {"scheme": "Bearer", "credentials": "sécret"}},
+            "credentials",
+            NOT_ALLOWED,
+        ),
+        ([HOOKS], {"url": HOOKS, "authentication": {"scheme": "Bear er", "credentials": "x"}}, "scheme", NOT_ALLOWED),
+    ],
+    ids=["url-not-allowed", "push-off", "token-not-ascii", "token-control", "credentials-not-ascii", "scheme"],
+)
+async def test_an_a2a_send_refused_for_its_push_config_queues_nothing(
+    allowed: list[str],
+    push: dict[str, Any],
+    why: str,
+    refusal: Any,
+    start_gateway: Any,
+    redis: Redis,
+    settings: Settings,
+) -> None:
+    """The config is checked before the task's run is queued: a refused send starts nothing (it did
+    start its run, then answered InvalidParams), on both bindings; and a config that could never be
+    delivered (its token or credentials not header values) is refused when it is set."""
+    gateway: Gateway = await start_gateway(webhook_allowed_urls=allowed)
+    before = await held(redis, settings.key_prefix)
+    body = {
+        "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]},
+        "configuration": {"returnImmediately": True, "taskPushNotificationConfig": push},
+    }
+    error, status = refusal
+    async with httpx.AsyncClient(timeout=30) as plain:
+        client = await create_client(gateway.url, ClientConfig(httpx_client=plain, streaming=False))
+        with pytest.raises(error, match=why):
+            [event async for event in client.send_message(ParseDict(body, SendMessageRequest()))]
+        rest = await plain.post(f"{gateway.url}/a2a/assistant/message:send", json=body, headers={"A2A-Version": "1.0"})
+        assert rest.status_code == 400 and rest.json()["error"]["status"] == status
     assert await held(redis, settings.key_prefix) == before
