@@ -41,7 +41,10 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.types.a2a_pb2 import Task as A2ATask
 from a2a.utils.errors import (
+    A2A_ERROR_MAPPING,
+    A2A_ERROR_REASONS,
     A2AError,
+    ErrorMapping,
     ExtendedAgentCardNotConfiguredError,
     InternalError,
     InvalidParamsError,
@@ -84,6 +87,22 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class LimitError(A2AError):
+    """A request refused for one of its tenant's limits (runs per minute, open streams: 429 on the
+    REST API). A2A 1.0 has no error for it: the HTTP+JSON binding answers it as google.rpc answers an
+    exhausted quota, 429 `RESOURCE_EXHAUSTED` (with `Retry-After`: gateway/routes/a2a.py), JSON-RPC
+    as an internal error (-32603, a2a-sdk's code for an error it has none for); both say which limit
+    and when to retry in its `data` (`ErrorInfo.metadata`): `{"type", "retryAfter"}`, as MCP's
+    -32029 says it."""
+
+    message = "a limit of this tenant is reached"
+
+
+# a2a-sdk's dispatchers map an error to its HTTP status and google.rpc reason by these tables.
+A2A_ERROR_MAPPING[LimitError] = ErrorMapping(429, "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED")
+A2A_ERROR_REASONS[LimitError] = A2A_ERROR_MAPPING[LimitError].reason
+
+
 def _a2a_error(exc: TokentailError) -> A2AError:
     if isinstance(exc, TaskNotFound | SessionNotFound):
         return TaskNotFoundError(str(exc))
@@ -93,9 +112,9 @@ def _a2a_error(exc: TokentailError) -> A2AError:
         return UnsupportedOperationError(f"{exc}: a context takes a new task once its last one has ended")
     if isinstance(exc, InputNotPending):  # answered meanwhile, elsewhere
         return UnsupportedOperationError(str(exc))
-    if isinstance(exc, RateLimited):  # 429 elsewhere: A2A has no error for it, so it says which and when
-        limit = {"type": describe(exc)[1], "retryAfter": exc.retry_after}  # as MCP's -32029 says it
-        return InternalError(f"{exc}; retry after {exc.retry_after} s", data=limit)
+    if isinstance(exc, RateLimited):
+        limit = {"type": describe(exc)[1], "retryAfter": exc.retry_after}
+        return LimitError(f"{exc}; retry after {exc.retry_after} s", data=limit)
     return InternalError(str(exc))
 
 

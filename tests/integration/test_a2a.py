@@ -388,7 +388,11 @@ async def test_a_blocking_send_holds_a_stream_slot_while_it_waits(
         [event async for event in blocking.send_message(say("another"))]
     limit = refused.value.data or {}
     assert limit["type"] == "too_many_streams" and limit["retryAfter"] >= 1, limit  # as MCP says it
-    assert await tasks() == 1  # the refused send made no task
+    body = {"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "another"}]}}
+    rest = await http.post(f"{gateway.url}/a2a/slow/message:send", json=body, headers={"A2A-Version": "1.0"})
+    assert (rest.status_code, rest.json()["error"]["status"]) == (429, "RESOURCE_EXHAUSTED")  # HTTP+JSON: a 429
+    assert int(rest.headers["Retry-After"]) == limit["retryAfter"]
+    assert await tasks() == 1  # the refused sends made no task
     waiting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await waiting

@@ -165,6 +165,22 @@ async def test_an_a2a_send_refused_for_the_run_budget_makes_nothing_with_or_with
     assert await held(redis, settings.key_prefix) == before
 
 
+async def test_an_a2a_limit_is_429_with_retry_after_on_the_http_json_binding(
+    http: httpx2.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    assert (await http.post("/v1/sessions", json={"input": "the minute's one run"})).status_code == 201
+    before = await held(redis, settings.key_prefix)
+    body = {"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]}}
+    for path in ("message:send", "message:stream"):
+        answer = await http.post(f"/a2a/assistant/{path}", json=body, headers={"A2A-Version": "1.0"})
+        assert answer.status_code == 429, answer.text
+        assert int(answer.headers["Retry-After"]) >= 1
+        error = answer.json()["error"]  # google.rpc.Status, as the binding writes every error
+        assert (error["code"], error["status"]) == (429, "RESOURCE_EXHAUSTED")
+        assert error["details"][0]["metadata"]["type"] == "rate_limited"
+    assert await held(redis, settings.key_prefix) == before
+
+
 NOT_ALLOWED = (InvalidParamsError, "INVALID_ARGUMENT")
 
 
