@@ -58,7 +58,7 @@ from tokentail.gateway.commands.a2a import TaskIndex, message_answer, message_in
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.encodings.a2a import A2AEvents, Event
 from tokentail.gateway.errors import describe
-from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
+from tokentail.gateway.reading.feed import Batch, EventFeed, parse_last_event_id, start_position
 from tokentail.gateway.reading.hub import Chunk, StreamHub
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.a2a_push import MAX_CONFIGS, PushConfig, PushConfigs
@@ -67,6 +67,7 @@ from tokentail.shared.errors import (
     InputNotPending,
     InputTooLarge,
     InvalidInput,
+    InvalidLastEventId,
     QuestionNotFound,
     RateLimited,
     RunConflict,
@@ -380,12 +381,15 @@ class TaskHandler(RequestHandler):
 
 
 def _last_event_id(context: ServerCallContext) -> int | None:
+    """The resume extension's `Last-Event-ID` (a generation), read as every route reads an event id;
+    None without one."""
     raw = context.state.get("headers", {}).get("last-event-id")
     if raw is None:
         return None
-    if not raw.isdigit():
-        raise InvalidParamsError("Last-Event-ID: an event id of the resume extension (a generation) is an integer")
-    return int(raw)
+    try:
+        return parse_last_event_id(raw)
+    except InvalidLastEventId as exc:
+        raise InvalidParamsError(f"{exc} (the resume extension's: a generation)") from None
 
 
 def _history_length(configuration: Any) -> int | None:

@@ -5,6 +5,7 @@ questions, cancel, push notification configs delivered as signed webhooks, keys.
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,28 @@ async def test_a_dropped_stream_resumes_on_the_other_gateway_with_nothing_lost_o
         [event async for event in other.subscribe(SubscribeToTaskRequest(id=task_id))]
     task = await other.get_task(GetTaskRequest(id=task_id))
     assert task.artifacts[0].parts[0].text == own_answer(42)
+
+
+@pytest.mark.parametrize(
+    "position", ["\u00b2", "1" * 5000, "-1", "x"], ids=["superscript-two", "5000-digits", "minus", "x"]
+)
+async def test_a_subscribe_with_a_last_event_id_that_is_no_event_id_is_invalid_params_and_logs_no_error(
+    position: str, gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Read as every route reads an event id (it was `isdigit()` then `int()`: `²` and 5,000 digits
+    pass the first and fail the second, an internal error with Python's message and a traceback)."""
+    one, _ = gateways
+    polling = await client_of(one.url, http, "slow", streaming=False, polling=True)
+    task_id = [event async for event in polling.send_message(say("search"))][0].task.id
+    headers = {b"A2A-Version": b"1.0", b"Last-Event-ID": position.encode("latin-1")}  # the bytes on the wire
+    subscribe = {"jsonrpc": "2.0", "id": 1, "method": "SubscribeToTask", "params": {"id": task_id}}
+    error = (await http.post(f"{one.url}/a2a/slow", json=subscribe, headers=headers)).json()["error"]
+    assert error["code"] == -32602 and "Last-Event-ID must be a non-negative integer event id" in error["message"]
+    rest = await http.get(f"{one.url}/a2a/slow/tasks/{task_id}:subscribe", headers=headers)
+    assert rest.status_code == 400 and rest.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert len(error["message"]) < 200 and len(rest.json()["error"]["message"]) < 200  # the id not echoed whole
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+    await polling.cancel_task(CancelTaskRequest(id=task_id))
 
 
 async def test_a_question_answered_by_the_next_message_on_its_task(
