@@ -43,6 +43,8 @@ from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
 from tokentail.gateway.encodings.a2a import RESUME_EXTENSION
+from tokentail.shared.a2a_push import PushConfig, PushConfigs
+from tokentail.worker import metrics
 
 AGENTS = {
     "asking": "tests.asking_agent:ask_then_go_on",
@@ -449,3 +451,33 @@ async def test_a_push_refused_by_one_config_is_retried_to_it_alone(
         state = gateway.app.state
         await state.runs.delete_session(await state.store.get_session(task.context_id))
         assert not await state.store.redis.exists(state.runs.keys.a2a_push(task.context_id))  # nor its credentials
+
+
+async def test_a_delivery_that_raises_fails_to_its_own_config_alone(
+    start_gateway: Any, start_worker: Any, http: httpx.AsyncClient
+) -> None:
+    """One config's delivery raising an error that is not httpx's (here a token no header can carry,
+    as a config stored before such tokens were refused) fails that delivery alone: the task's other
+    config takes the event once (it was posted it again each time the failed pass's claim lapsed)."""
+    async with Receiver() as receiver:
+        # Retried for 10 s: longer than a pass's claim of 6 s (6 timeouts), which a pass that raised left to lapse.
+        settings = {**SETTINGS, "webhook_allowed_urls": [receiver.url + HOOKS], "webhook_retry_seconds": 10}
+        gateway: Gateway = await start_gateway(**settings)
+        await start_worker(**settings, webhook_timeout_seconds=1)
+        client = await client_of(gateway.url, http, "slow", streaming=False, polling=True)
+        task = [e async for e in client.send_message(say("search"))][0].task
+        await client.create_task_push_notification_config(
+            TaskPushNotificationConfig(task_id=task.id, url=receiver.url + HOOKS + "good")
+        )
+        state = gateway.app.state
+        pushes = PushConfigs(state.store.redis, state.runs.keys, gateway.settings.session_ttl_seconds)
+        unsendable = PushConfig(id="bad", url=receiver.url + HOOKS + "bad", token="jeton-à-moi")
+        await pushes.put(task.context_id, task.id.removeprefix(task.context_id), unsendable)
+        gave_up = metrics.WEBHOOK_DELIVERIES.labels("gave_up")._value.get()
+        await client.cancel_task(CancelTaskRequest(id=task.id))
+        await eventually(
+            lambda: metrics.WEBHOOK_DELIVERIES.labels("gave_up")._value.get() > gave_up,
+            within=30,
+            what="the event given up for the config that cannot take it, once its retries ran out",
+        )
+    assert [delivery.path for delivery in receiver.deliveries] == [HOOKS + "good"]
