@@ -1,11 +1,13 @@
 """A2A push notifications: each task's configs, and what a delivery of one carries.
 
-A config (A2A's `TaskPushNotificationConfig`: a URL, a token, credentials) is kept in a hash beside its
-session's keys, for as long as a finished session is. Deliveries go the way tokentail's webhooks go:
-a session with push configs is marked (watch_a2a_push.lua), so the events its webhooks report
-(`run.completed/failed/cancelled`, `input.required`) are kept in its `hooks` list in the same step as
-the event, and a worker's deliverer (worker/webhook_delivery.py) posts each to every config its task
-has at that moment: bounded, retried, signed, to URLs the operator allows only.
+A config (A2A's `TaskPushNotificationConfig`: a URL, a token, credentials) is checked when it is set
+(its URL by the operator's allowlist, its token and credentials as the header values they become:
+`PushConfig.checked`), and kept in a hash beside its session's keys, for as long as a finished
+session is. Deliveries go the way tokentail's webhooks go: a session with push configs is marked
+(watch_a2a_push.lua, or queue_run.lua for a task given one as it is made), so the events its
+webhooks report (`run.completed/failed/cancelled`, `input.required`) are kept in its `hooks` list in
+the same step as the event, and a worker's deliverer (worker/webhook_delivery.py) posts each to every
+config its task has at that moment: bounded, retried, signed, to URLs the operator allows only.
 
 The body is an A2A `StreamResponse` (`application/a2a+json`): the Task, completed, with its answer as
 the `answer` artifact; else a status update (failed with the error, canceled, or input_required with

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from a2a.client import ClientConfig, create_client
+from a2a.client import A2AClientError, ClientConfig, create_client
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
 from a2a.utils.errors import InternalError, InvalidParamsError, PushNotificationNotSupportedError
 from google.protobuf.json_format import ParseDict  # type: ignore[import-untyped]
@@ -178,6 +178,11 @@ async def test_an_a2a_limit_is_429_with_retry_after_on_the_http_json_binding(
         error = answer.json()["error"]  # google.rpc.Status, as the binding writes every error
         assert (error["code"], error["status"]) == (429, "RESOURCE_EXHAUSTED")
         assert error["details"][0]["metadata"]["type"] == "rate_limited"
+    async with httpx.AsyncClient(timeout=30) as plain:
+        config = ClientConfig(httpx_client=plain, streaming=False, supported_protocol_bindings=["HTTP+JSON"])
+        client = await create_client(str(http.base_url), config)
+        with pytest.raises(A2AClientError, match="429"):  # a2a-sdk has no error of its own for it
+            [event async for event in client.send_message(send("hi"))]
     assert await held(redis, settings.key_prefix) == before
 
 
