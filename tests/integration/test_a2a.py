@@ -297,6 +297,9 @@ async def test_push_configs_are_delivered_as_signed_stream_responses(
     refused = TaskPushNotificationConfig(task_id=task.id, url="http://169.254.169.254/latest")
     with pytest.raises(InvalidParamsError, match="not under any URL the operator allows"):
         await other.create_task_push_notification_config(refused)
+    unsendable = TaskPushNotificationConfig(task_id=task.id, url=config.url, token="jeton-à-moi")
+    with pytest.raises(InvalidParamsError, match="token: printable ASCII"):  # no header could carry it
+        await other.create_task_push_notification_config(unsendable)
     await other.cancel_task(CancelTaskRequest(id=task.id))
 
     def delivered() -> dict[str, Any]:
