@@ -1,11 +1,13 @@
 """A2A push notifications: each task's configs, and what a delivery of one carries.
 
-A config (A2A's `TaskPushNotificationConfig`: a URL, a token, credentials) is kept in a hash beside its
-session's keys, for as long as a finished session is. Deliveries go the way tokentail's webhooks go:
-a session with push configs is marked (watch_a2a_push.lua), so the events its webhooks report
-(`run.completed/failed/cancelled`, `input.required`) are kept in its `hooks` list in the same step as
-the event, and a worker's deliverer (worker/webhook_delivery.py) posts each to every config its task
-has at that moment: bounded, retried, signed, to URLs the operator allows only.
+A config (A2A's `TaskPushNotificationConfig`: a URL, a token, credentials) is checked when it is set
+(its URL by the operator's allowlist, its token and credentials as the header values they become:
+`PushConfig.checked`), and kept in a hash beside its session's keys, for as long as a finished
+session is. Deliveries go the way tokentail's webhooks go: a session with push configs is marked
+(watch_a2a_push.lua, or queue_run.lua for a task given one as it is made), so the events its
+webhooks report (`run.completed/failed/cancelled`, `input.required`) are kept in its `hooks` list in
+the same step as the event, and a worker's deliverer (worker/webhook_delivery.py) posts each to every
+config its task has at that moment: bounded, retried, signed, to URLs the operator allows only.
 
 The body is an A2A `StreamResponse` (`application/a2a+json`): the Task, completed, with its answer as
 the `answer` artifact; else a status update (failed with the error, canceled, or input_required with
@@ -15,17 +17,22 @@ headers come too, so a receiver may check who sent it.
 """
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
+from tokentail.shared.errors import InvalidInput
 from tokentail.shared.keys import Keys
 from tokentail.shared.redis_clients import AnyRedis
 from tokentail.shared.response_ids import task_id
 from tokentail.shared.webhook_messages import Hook
 
 MAX_CONFIGS = 16  # per task: each is a post per reported event
+_PRINTABLE = re.compile(r"[\x20-\x7e]+")  # what a header value may hold (RFC 9110, less obs-text)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an auth scheme (RFC 9110's token)
+_WHAT = {_PRINTABLE: "printable ASCII characters only", _TOKEN: "an HTTP token (letters, digits, !#$%&'*+.^_`|~-)"}
 STATES = {
     "run.completed": "TASK_STATE_COMPLETED",
     "run.failed": "TASK_STATE_FAILED",
@@ -35,12 +42,27 @@ STATES = {
 
 
 class PushConfig(BaseModel):
+    """One config of a task (which its key in the hash names: a config stored before kept the task's
+    id in a field of its own, `task_id`, now ignored)."""
+
     id: str
-    task_id: str
     url: str
     token: str = ""
     scheme: str = ""  # its authentication: `Authorization: <scheme> <credentials>`
     credentials: str = ""
+
+    def checked(self) -> "PushConfig":
+        """Itself, if its token and authentication can be sent as the header values they become;
+        else InvalidInput naming the field: a value that is not printable ASCII (a non-ASCII
+        letter, a line break) could never be delivered, nor a scheme that is not an HTTP token."""
+        for field, value, pattern in (
+            ("token", self.token, _PRINTABLE),
+            ("authentication.scheme", self.scheme, _TOKEN),
+            ("authentication.credentials", self.credentials, _PRINTABLE),
+        ):
+            if value and not pattern.fullmatch(value):
+                raise InvalidInput(f"{field}: {_WHAT[pattern]}, as the header it is sent in")
+        return self
 
     def headers(self) -> dict[str, str]:
         headers = {"content-type": "application/a2a+json"}

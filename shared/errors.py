@@ -69,7 +69,8 @@ class InputNotPending(TokentailError):
 
 class InvalidLastEventId(TokentailError):
     def __init__(self, value: str) -> None:
-        super().__init__(f"Last-Event-ID must be a non-negative integer event id, got {value!r}")
+        shown = value if len(value) <= 40 else f"{value[:40]}... ({len(value)} characters)"
+        super().__init__(f"Last-Event-ID must be a non-negative integer event id, got {shown!r}")
 
 
 class InputTooLarge(TokentailError):

@@ -5,11 +5,13 @@ each session's events one by one, oldest first, signed (shared/webhook_messages.
 one receiving host, gets at most a share of a worker's posting slots (a session beyond it is looked
 at again a little later), and an attempt has a deadline as a whole, of which only the answer's status
 is read: so a tenant whose receivers trickle, hang or answer without end delays only its own. An
-event leaves its list once a receiver answers 2xx; any other answer, a timeout or a refused
-connection leaves it at the head, and the session is looked at again after a delay that grows with
-the event's age (1 s, then half its age, at most 15 min), until `webhook_retry_seconds` have passed:
-then it is dropped and counted `gave_up`. A deliverer that dies mid-post leaves its claim to lapse; another posts the
-event again, with the same `webhook-id`: delivery is at least once, and receivers drop repeats by id.
+event leaves its list once a receiver answers 2xx; any other answer, a timeout, a refused
+connection, or any other error of the attempt (a request no HTTP client can send) leaves it at the
+head, each URL's failure its own (the URLs that took it are not posted it again), and the session is
+looked at again after a delay that grows with the event's age (1 s, then half its age, at most
+15 min), until `webhook_retry_seconds` have passed: then it is dropped and counted `gave_up`. A
+deliverer that dies mid-post leaves its claim to lapse; another posts the event again, with the same
+`webhook-id`: delivery is at least once, and receivers drop repeats by id.
 Nothing here is on a run's path: a run only adds to its session's list.
 """
 
@@ -201,21 +203,23 @@ class WebhookDeliverer:
         return False
 
     async def _post(self, hook: Hook, secret: str, url: str, body: bytes, extra: dict[str, str]) -> bool:
-        """Post the hook's event to one URL; True once it is done with there."""
+        """Post the hook's event to one URL; True once it is done with there. Whatever fails in the
+        attempt fails this delivery alone: the hook's other URLs (gathered beside it) are posted, and
+        those that took it remembered, whatever this one raises."""
         if not self._policy.allows(url):  # the operator narrowed the allowlist since
             logger.warning("webhook %s dropped: %s is no longer an allowed URL", hook.webhook_id, url)
             metrics.WEBHOOK_DELIVERIES.labels("not_allowed").inc()
             return True
-        timestamp = int(time.time())
-        headers = {
-            **extra,
-            "user-agent": "tokentail-webhooks",
-            "webhook-id": hook.webhook_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret, hook.webhook_id, timestamp, body),
-        }
         age = time.time() - hook.ts_ms / 1000
         try:
+            timestamp = int(time.time())
+            headers = {
+                **extra,
+                "user-agent": "tokentail-webhooks",
+                "webhook-id": hook.webhook_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": sign(secret, hook.webhook_id, timestamp, body),
+            }
             # A deadline for the whole attempt, not only each read (a receiver trickling its answer
             # would hold the slot for ever); and only the status is read, never the body (a receiver
             # answering a gigabyte would have it in the worker's memory).
@@ -224,8 +228,15 @@ class WebhookDeliverer:
                 self._http.stream("POST", url, content=body, headers=headers) as response,
             ):
                 status = response.status_code
-        except (httpx2.HTTPError, TimeoutError) as exc:
+        except (httpx2.HTTPError, TimeoutError) as exc:  # the receiver's doing, or the network's
             failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except Exception as exc:  # not the receiver's: a request no HTTP client can send (a config stored
+            # before its token was checked: shared/a2a_push.py), or a bug. Retried as any failure, and said.
+            logger.warning(
+                "webhook %s (%s) to %s could not be sent; retried", hook.webhook_id, hook.type, url, exc_info=exc
+            )
+            metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+            return False
         else:
             if 200 <= status < 300:
                 metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()

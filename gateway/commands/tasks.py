@@ -113,10 +113,16 @@ class RunTasks(RunCommands):
     """Tasks, for the calling tenant: another tenant's, like a missing one, is `TaskNotFound`."""
 
     async def start(
-        self, agent: str, text: str, context_id: str | None = None, metadata: dict[str, Any] | None = None
+        self,
+        agent: str,
+        text: str,
+        context_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        a2a_push: bool = False,
     ) -> Task:
         """Queue a run of `agent` on `text`: in a new session, or as the next turn of the session
-        `context_id` (which must be the caller's, and of that agent)."""
+        `context_id` (which must be the caller's, and of that agent). `a2a_push`: the task is given
+        A2A push configs, so its session is marked for them in the step that queues it."""
         check_size(text, self.settings)
         check_agent_name(agent, self.settings)
         if context_id is not None:
@@ -124,15 +130,15 @@ class RunTasks(RunCommands):
             if (had := session.agent or DEFAULT_AGENT) != agent:
                 raise InvalidInput(f"context {context_id!r} is a conversation with agent {had!r}, not {agent!r}")
             args = (self.store, self.runs, self.settings, self.budget, self.caller, context_id, CreateRun(input=text))
-            run = await queue_follow_up(*args)
+            run = await queue_follow_up(*args, a2a_push=a2a_push)
             return await self._task(context_id, run.run_id)
         await self.budget.spend(self.caller.tenant)
-        session = await self.new_session(agent, metadata)
+        session = await self._new_session(agent, metadata)
         run = RunRecord(run_id=new_run_id(), input=text, agent=session.agent)
-        await self.runs.queue_run(session.session_id, run, create=session)
+        await self.runs.queue_run(session.session_id, run, create=session, a2a_push=a2a_push)
         return await self._task(session.session_id, run.run_id)
 
-    async def new_session(self, agent: str, metadata: dict[str, Any] | None = None) -> SessionRecord:
+    async def _new_session(self, agent: str, metadata: dict[str, Any] | None = None) -> SessionRecord:
         """The record of a new session of the caller's with `agent` (not made yet)."""
         return SessionRecord(
             session_id=new_session_id(),

@@ -87,11 +87,12 @@ async def queue_follow_up(
     run_id: str | None = None,
     *,
     spent: bool = False,
+    a2a_push: bool = False,
 ) -> RunRecord:
     """A follow-up turn, from REST or a WebSocket: the session's model and params unless overridden.
     `run_id`: the id a request sent with an idempotency key gives it (else a new one). `spent`: the
     request spent its one run of the tenant's minute already, on the fork it made for this run
-    (`fork_session`)."""
+    (`fork_session`). `a2a_push`: the run is an A2A task given push configs (`SessionWrites.queue_run`)."""
     check_size(body.input, settings)
     check_chat_token_choices(caller, body, settings)
     session = await store.get_session(session_id)
@@ -99,7 +100,7 @@ async def queue_follow_up(
     if not spent:
         await budget.spend(caller.tenant)
     run = RunRecord(run_id=run_id or new_run_id(), input=body.input, model=model, params=params, agent=session.agent)
-    await runs.queue_run(session_id, run, multitask=body.multitask)
+    await runs.queue_run(session_id, run, multitask=body.multitask, a2a_push=a2a_push)
     return run
 
 

@@ -99,15 +99,18 @@ class SessionWrites(Writes):
         multitask: Multitask = "reject",
         create: SessionRecord | None = None,
         if_missing: bool = False,
+        a2a_push: bool = False,
     ) -> Queued:
         """Record `run` (setting its `queued_seq`), append `run.queued` and queue its job; with
-        `create`, make the session first (`if_missing`: only if it does not exist yet). With a run
+        `create`, make the session first (`if_missing`: only if it does not exist yet); with
+        `a2a_push`, mark the session as `watch_a2a_push` does, in the same step. With a run
         already active, `multitask` decides (see queue_run.lua). Traced, the run carries the
         context of a producer span (messaging conventions) that every attempt's spans join."""
         if run.received_at is None:
             run.received_at = first_delta.RECEIVED_AT.get()  # the time to first delta starts there
+        queue = (session_id, run, multitask, create, if_missing, a2a_push)
         if not tracing.ON:
-            return (await self._queue_run(session_id, run, multitask, create, if_missing)).queued
+            return (await self._queue_run(*queue)).queued
         attributes = {
             **run_spans.queue_message(self.keys.queue, run.run_id, "send"),
             "gen_ai.conversation.id": session_id,
@@ -116,7 +119,7 @@ class SessionWrites(Writes):
             f"send {self.keys.queue}", kind=SpanKind.PRODUCER, attributes=attributes
         ) as span:
             run.trace = tracing.carrier()
-            reply = await self._queue_run(session_id, run, multitask, create, if_missing)
+            reply = await self._queue_run(*queue)
             span.set_attribute("tokentail.run.queued", reply.queued.value)  # started, pending, or again
         # The runs it superseded ended here, with no worker: so are their spans written (shared/run_spans.py).
         for before in map(decode_run, reply.ended):
@@ -125,7 +128,13 @@ class SessionWrites(Writes):
         return reply.queued
 
     async def _queue_run(
-        self, session_id: str, run: RunRecord, multitask: Multitask, create: SessionRecord | None, if_missing: bool
+        self,
+        session_id: str,
+        run: RunRecord,
+        multitask: Multitask,
+        create: SessionRecord | None,
+        if_missing: bool,
+        a2a_push: bool,
     ) -> _Queued:
         queue = QueueRun(
             self.scope.run_keys(session_id),
@@ -137,6 +146,7 @@ class SessionWrites(Writes):
             "0" if create is None else "2" if if_missing else "1",
             self.keys.cancel_channel,
             "1" if tracing.ON else "0",
+            "1" if a2a_push else "0",
             session_fields(create) if create else [],
         )
         lost_a_reply = False

@@ -7,7 +7,8 @@ builds the Task as the run's events make it and the events that change it:
     run.queued            the Task is made: submitted, its history the user's message (generation 1)
     run.started           status working (a first start; a takeover or a resume adds nothing)
     message.delta         an artifact update of the `answer` artifact: the first text makes it
-                          (append false), the rest append (one part each, as A2A streams text)
+                          (append false), the rest append (one part each, as A2A streams text); a
+                          stream whose opening Task holds text already gets appends only
     status                status working, with the agent's text as the status message
     input.required        status input_required, the question as the status message (its prompt as
                           text, then a data part: inputId, kind, schema, callId); the stream ends

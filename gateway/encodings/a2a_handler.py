@@ -41,10 +41,14 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.types.a2a_pb2 import Task as A2ATask
 from a2a.utils.errors import (
+    A2A_ERROR_MAPPING,
+    A2A_ERROR_REASONS,
     A2AError,
+    ErrorMapping,
     ExtendedAgentCardNotConfiguredError,
     InternalError,
     InvalidParamsError,
+    PushNotificationNotSupportedError,
     TaskNotCancelableError,
     TaskNotFoundError,
     UnsupportedOperationError,
@@ -52,10 +56,9 @@ from a2a.utils.errors import (
 
 from tokentail.gateway.commands.a2a import TaskIndex, message_answer, message_input
 from tokentail.gateway.commands.tasks import RunTasks, Task
-from tokentail.gateway.commands.turns import check_size
 from tokentail.gateway.encodings.a2a import A2AEvents, Event
 from tokentail.gateway.errors import describe
-from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
+from tokentail.gateway.reading.feed import Batch, EventFeed, parse_last_event_id, start_position
 from tokentail.gateway.reading.hub import Chunk, StreamHub
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.a2a_push import MAX_CONFIGS, PushConfig, PushConfigs
@@ -64,6 +67,7 @@ from tokentail.shared.errors import (
     InputNotPending,
     InputTooLarge,
     InvalidInput,
+    InvalidLastEventId,
     QuestionNotFound,
     RateLimited,
     RunConflict,
@@ -73,6 +77,7 @@ from tokentail.shared.errors import (
     TokentailError,
 )
 from tokentail.shared.response_ids import parse_task_id
+from tokentail.shared.webhook_policy import WebhookPolicy
 
 SEND_WAIT_SECONDS = 300.0  # a blocking SendMessage answers with the task as it is then, if still working
 CANCEL_WAIT_SECONDS = 10.0  # a cancel waits so long for the run's end before answering with the task as it is
@@ -81,6 +86,22 @@ MAX_PAGE = 100
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class LimitError(A2AError):
+    """A request refused for one of its tenant's limits (runs per minute, open streams: 429 on the
+    REST API). A2A 1.0 has no error for it: the HTTP+JSON binding answers it as google.rpc answers an
+    exhausted quota, 429 `RESOURCE_EXHAUSTED` (with `Retry-After`: gateway/routes/a2a.py), JSON-RPC
+    as an internal error (-32603, a2a-sdk's code for an error it has none for); both say which limit
+    and when to retry in its `data` (`ErrorInfo.metadata`): `{"type", "retryAfter"}`, as MCP's
+    -32029 says it."""
+
+    message = "a limit of this tenant is reached"
+
+
+# a2a-sdk's dispatchers map an error to its HTTP status and google.rpc reason by these tables.
+A2A_ERROR_MAPPING[LimitError] = ErrorMapping(429, "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED")
+A2A_ERROR_REASONS[LimitError] = A2A_ERROR_MAPPING[LimitError].reason
 
 
 def _a2a_error(exc: TokentailError) -> A2AError:
@@ -92,9 +113,9 @@ def _a2a_error(exc: TokentailError) -> A2AError:
         return UnsupportedOperationError(f"{exc}: a context takes a new task once its last one has ended")
     if isinstance(exc, InputNotPending):  # answered meanwhile, elsewhere
         return UnsupportedOperationError(str(exc))
-    if isinstance(exc, RateLimited):  # 429 elsewhere: A2A has no error for it, so it says which and when
-        limit = {"type": describe(exc)[1], "retryAfter": exc.retry_after}  # as MCP's -32029 says it
-        return InternalError(f"{exc}; retry after {exc.retry_after} s", data=limit)
+    if isinstance(exc, RateLimited):
+        limit = {"type": describe(exc)[1], "retryAfter": exc.retry_after}
+        return LimitError(f"{exc}; retry after {exc.retry_after} s", data=limit)
     return InternalError(str(exc))
 
 
@@ -157,8 +178,12 @@ class TaskHandler(RequestHandler):
                 yield event
 
     async def _send(self, params: SendMessageRequest) -> Task:
-        """The task a message starts, or the one whose question it answers."""
-        message = params.message
+        """The task a message starts, or the one whose question it answers. Everything that may
+        refuse it (its input, its answer, a push config given with it) is checked before its run is
+        queued or answered, so a refused message starts and changes nothing."""
+        message, configuration = params.message, params.configuration
+        pushed = configuration.HasField("task_push_notification_config")
+        push = _push(self.tasks.webhooks.policy, configuration.task_push_notification_config) if pushed else None
         if message.task_id:
             task = await self._find(message.task_id)
             if message.context_id and message.context_id != task.session.session_id:
@@ -170,36 +195,22 @@ class TaskHandler(RequestHandler):
                     f"task {task.id!r} is {task.status}: a message on a task answers its question; "
                     "start a new task in its context (contextId) instead"
                 )
-            task = await self.tasks.answer(task, message_answer(message))
-        else:
-            text = message_input(self.agent, message)
-            check_size(text, self.tasks.settings)  # before a session is made for it
-            pushed = params.configuration.HasField("task_push_notification_config")
-            try:
-                context_id = await self._watched(message.context_id or None) if pushed else message.context_id or None
-                task = await self.tasks.start(self.agent.name, text, context_id)
-            except (SessionNotFound, SessionExpired):
-                raise InvalidParamsError(f"message.contextId: no context {message.context_id!r}") from None
-            await self.index.add(self.tasks.caller.tenant, self.agent.name, task.id, task.created_at)
-        if params.configuration.HasField("task_push_notification_config"):
-            await self._put_push(task, params.configuration.task_push_notification_config)
+            answer = message_answer(message)
+            if push is not None:
+                await self._room_for(task, push)
+            task = await self.tasks.answer(task, answer)
+            if push is not None:
+                await self._keep_push(task, push)
+            return task
+        text = message_input(self.agent, message)
+        try:
+            task = await self.tasks.start(self.agent.name, text, message.context_id or None, a2a_push=push is not None)
+        except (SessionNotFound, SessionExpired):
+            raise InvalidParamsError(f"message.contextId: no context {message.context_id!r}") from None
+        if push is not None:  # its session marked as its run was queued (RunTasks.start)
+            await self.pushes.put(task.session.session_id, task.run.run_id, push)
+        await self.index.add(self.tasks.caller.tenant, self.agent.name, task.id, task.created_at)
         return task
-
-    async def _watched(self, context_id: str | None) -> str | None:
-        """The session a new task given a push config with its message goes in, marked (with push
-        notifications on) before its run can end, so that its ends and questions are kept for the
-        config (shared/a2a_push.py): a new session is made first, empty, to be marked."""
-        tasks = self.tasks
-        if not tasks.webhooks.policy.enabled:
-            return context_id
-        if context_id is None:
-            session = await tasks.new_session(self.agent.name)
-            await tasks.runs.create_session(session)
-            context_id = session.session_id
-        else:
-            await tasks.auth.check_access(tasks.caller, context_id, tasks.store)
-        await tasks.runs.watch_a2a_push(context_id)
-        return context_id
 
     # -- tasks ------------------------------------------------------------------------------------
 
@@ -279,23 +290,22 @@ class TaskHandler(RequestHandler):
         self, params: TaskPushNotificationConfig, context: ServerCallContext
     ) -> TaskPushNotificationConfig:
         task = await self._find(params.task_id)
-        return await self._put_push(task, params)
+        push = _push(self.tasks.webhooks.policy, params)
+        await self._room_for(task, push)
+        await self._keep_push(task, push)
+        return _push_config(task, push)
 
-    async def _put_push(self, task: Task, params: TaskPushNotificationConfig) -> TaskPushNotificationConfig:
-        url = self.tasks.webhooks.policy.check(params.url)  # the operator's allowlist (422 otherwise)
-        session_id, run_id = task.session.session_id, task.run.run_id
-        config_id = params.id or secrets.token_urlsafe(9)
-        existing = await self.pushes.of_run(session_id, run_id)
-        if config_id not in {config.id for config in existing} and len(existing) >= MAX_CONFIGS:
+    async def _room_for(self, task: Task, push: PushConfig) -> None:
+        """InvalidParams if the task has all the configs it may, none of them `push`'s id."""
+        existing = await self.pushes.of_run(task.session.session_id, task.run.run_id)
+        if push.id not in {config.id for config in existing} and len(existing) >= MAX_CONFIGS:
             raise InvalidParamsError(f"task {task.id!r} has {MAX_CONFIGS} push configs already")
-        auth = params.authentication
-        config = PushConfig(
-            id=config_id, task_id=task.id, url=url, token=params.token, scheme=auth.scheme, credentials=auth.credentials
-        )
+
+    async def _keep_push(self, task: Task, push: PushConfig) -> None:
+        session_id = task.session.session_id
         # Marked first: an end that comes after the config is stored is then kept for it.
         await self.tasks.runs.watch_a2a_push(session_id)
-        await self.pushes.put(session_id, run_id, config)
-        return _push_config(config)
+        await self.pushes.put(session_id, task.run.run_id, push)
 
     @_translated
     async def on_get_task_push_notification_config(
@@ -305,7 +315,7 @@ class TaskHandler(RequestHandler):
         config = await self.pushes.get(task.session.session_id, task.run.run_id, params.id)
         if config is None:
             raise TaskNotFoundError(f"task {task.id!r} has no push config {params.id!r}")
-        return _push_config(config)
+        return _push_config(task, config)
 
     @_translated
     async def on_list_task_push_notification_configs(
@@ -313,7 +323,7 @@ class TaskHandler(RequestHandler):
     ) -> ListTaskPushNotificationConfigsResponse:
         task = await self._find(params.task_id)
         configs = await self.pushes.of_run(task.session.session_id, task.run.run_id)
-        return ListTaskPushNotificationConfigsResponse(configs=[_push_config(config) for config in configs])
+        return ListTaskPushNotificationConfigsResponse(configs=[_push_config(task, config) for config in configs])
 
     @_translated
     async def on_delete_task_push_notification_config(
@@ -371,12 +381,15 @@ class TaskHandler(RequestHandler):
 
 
 def _last_event_id(context: ServerCallContext) -> int | None:
+    """The resume extension's `Last-Event-ID` (a generation), read as every route reads an event id;
+    None without one."""
     raw = context.state.get("headers", {}).get("last-event-id")
     if raw is None:
         return None
-    if not raw.isdigit():
-        raise InvalidParamsError("Last-Event-ID: an event id of the resume extension (a generation) is an integer")
-    return int(raw)
+    try:
+        return parse_last_event_id(raw)
+    except InvalidLastEventId as exc:
+        raise InvalidParamsError(f"{exc} (the resume extension's: a generation)") from None
 
 
 def _history_length(configuration: Any) -> int | None:
@@ -425,8 +438,26 @@ def _cursor(token: str) -> tuple[float, str]:
         raise InvalidParamsError("pageToken: not a token this server gave") from exc
 
 
-def _push_config(config: PushConfig) -> TaskPushNotificationConfig:
-    made = TaskPushNotificationConfig(id=config.id, task_id=config.task_id, url=config.url, token=config.token)
+def _push(policy: WebhookPolicy, params: TaskPushNotificationConfig) -> PushConfig:
+    """The push config asked for, checked: push notifications on, its URL under the operator's
+    allowlist, its token and authentication sendable as headers (InvalidParams otherwise)."""
+    if not policy.enabled:  # as the agent card says (capabilities.pushNotifications: false)
+        raise PushNotificationNotSupportedError(
+            "push notifications are off on this deployment (TOKENTAIL_WEBHOOK_ALLOWED_URLS is empty)"
+        )
+    auth = params.authentication
+    config = PushConfig(
+        id=params.id or secrets.token_urlsafe(9),
+        url=policy.check(params.url),
+        token=params.token,
+        scheme=auth.scheme,
+        credentials=auth.credentials,
+    )
+    return config.checked()
+
+
+def _push_config(task: Task, config: PushConfig) -> TaskPushNotificationConfig:
+    made = TaskPushNotificationConfig(id=config.id, task_id=task.id, url=config.url, token=config.token)
     if config.scheme:
         made.authentication.scheme = config.scheme
         made.authentication.credentials = config.credentials

@@ -136,9 +136,9 @@ class Conversation:
         self.sent_up_to = 0
         self.acked_up_to = 0
 
-    async def follow(self, last_event_id: str | None, catch_up: str | None) -> None:
+    async def follow(self, last_event_id: str | None, catch_up: str | None) -> int:
         """Send the session's events after `last_event_id`, from a task of their own; far behind, a
-        snapshot first if `catch_up` asks for one."""
+        snapshot first if `catch_up` asks for one. The id asked for, as read (`parse_last_event_id`)."""
         await self.stop_following()
         after = parse_last_event_id(last_event_id)
         start = await start_position(self.store, self.session_id, after, snapshot=catch_up == "snapshot")
@@ -155,6 +155,7 @@ class Conversation:
             return feed.after
 
         self.feed = asyncio.create_task(run())
+        return after
 
     async def stop_following(self) -> None:
         if self.feed is not None:
@@ -264,5 +265,5 @@ class Conversation:
         catch_up = message.get("catch_up")
         if catch_up not in (None, "events", "snapshot"):
             raise InvalidInput("catch_up must be events or snapshot")
-        await self.follow(position, catch_up)
-        await self.socket.send_json({"type": "ack", "request": "resume", "last_event_id": int(position or 0)})
+        after = await self.follow(position, catch_up)
+        await self.socket.send_json({"type": "ack", "request": "resume", "last_event_id": after})

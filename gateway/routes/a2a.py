@@ -13,6 +13,7 @@ does, and sees its tenant's tasks only. These routes are left out of the OpenAPI
 are described by the agent card and the A2A specification. docs/a2a.md has what maps to what.
 """
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -152,9 +153,18 @@ Endpoint = Callable[[RestDispatcher, Request], Awaitable[Any]]
 
 def _rest(method: str, path: str, endpoint: Endpoint) -> None:
     async def route(request: Request, handler: HandlerDep) -> Response:
-        return await _answer(request, endpoint(RestDispatcher(handler), request))
+        return _retry_after(await _answer(request, endpoint(RestDispatcher(handler), request)))
 
     router.add_api_route(f"/a2a/{{agent}}{path}", route, methods=[method], name=f"a2a {method} {path}")
+
+
+def _retry_after(response: Response) -> Response:
+    """A 429 (a tenant's limit: `LimitError`) with `Retry-After`, from the seconds its body's
+    ErrorInfo gives: a2a-sdk writes the body of an error, and no header."""
+    if response.status_code == 429:
+        details = json.loads(bytes(response.body))["error"]["details"]
+        response.headers["Retry-After"] = str(details[0]["metadata"]["retryAfter"])
+    return response
 
 
 _rest("POST", "/message:send", RestDispatcher.on_message_send)

@@ -147,6 +147,7 @@ class QueueRun(Script[QueueReply]):
     create: str  # '1' a new session, '2' the session, made now if missing, '0' an existing one
     cancel_channel: str
     traced: str  # '1': reply with the records of the runs an interrupt ended, for their spans
+    a2a_push: str  # '1': mark the session, whose A2A push configs this run has (shared/a2a_push.py)
     fields: list[str]  # a session made: its meta fields, as name, value pairs
 
     def parse(self, reply: Any) -> QueueReply:

@@ -5,6 +5,7 @@ questions, cancel, push notification configs delivered as signed webhooks, keys.
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
 from tokentail.gateway.encodings.a2a import RESUME_EXTENSION
+from tokentail.shared.a2a_push import PushConfig, PushConfigs
+from tokentail.worker import metrics
 
 AGENTS = {
     "asking": "tests.asking_agent:ask_then_go_on",
@@ -183,6 +186,28 @@ async def test_a_dropped_stream_resumes_on_the_other_gateway_with_nothing_lost_o
     assert task.artifacts[0].parts[0].text == own_answer(42)
 
 
+@pytest.mark.parametrize(
+    "position", ["\u00b2", "1" * 5000, "-1", "x"], ids=["superscript-two", "5000-digits", "minus", "x"]
+)
+async def test_a_subscribe_with_a_last_event_id_that_is_no_event_id_is_invalid_params_and_logs_no_error(
+    position: str, gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Read as every route reads an event id (it was `isdigit()` then `int()`: `²` and 5,000 digits
+    pass the first and fail the second, an internal error with Python's message and a traceback)."""
+    one, _ = gateways
+    polling = await client_of(one.url, http, "slow", streaming=False, polling=True)
+    task_id = [event async for event in polling.send_message(say("search"))][0].task.id
+    headers = {b"A2A-Version": b"1.0", b"Last-Event-ID": position.encode("latin-1")}  # the bytes on the wire
+    subscribe = {"jsonrpc": "2.0", "id": 1, "method": "SubscribeToTask", "params": {"id": task_id}}
+    error = (await http.post(f"{one.url}/a2a/slow", json=subscribe, headers=headers)).json()["error"]
+    assert error["code"] == -32602 and "Last-Event-ID must be a non-negative integer event id" in error["message"]
+    rest = await http.get(f"{one.url}/a2a/slow/tasks/{task_id}:subscribe", headers=headers)
+    assert rest.status_code == 400 and rest.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert len(error["message"]) < 200 and len(rest.json()["error"]["message"]) < 200  # the id not echoed whole
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+    await polling.cancel_task(CancelTaskRequest(id=task_id))
+
+
 async def test_a_question_answered_by_the_next_message_on_its_task(
     gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient
 ) -> None:
@@ -200,6 +225,30 @@ async def test_a_question_answered_by_the_next_message_on_its_task(
     assert text_of(went_on) == BEFORE_THE_QUESTION + words
     with pytest.raises(UnsupportedOperationError, match="completed"):  # a message on an ended task
         [event async for event in other.send_message(answer(task_id, {"approved": True}))]
+
+
+async def test_an_answer_refused_for_its_push_config_leaves_the_question_unanswered(
+    gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """A message that answers a task's question with a push config it cannot take answers nothing
+    (it answered the question, then was refused): the task still waits, and takes the answer again."""
+    one, _ = gateways
+    client = await client_of(one.url, http, "asking")
+    task_id = [event async for event in client.send_message(say("delete"))][0].task.id
+    for config in (
+        TaskPushNotificationConfig(url="http://169.254.169.254/latest"),
+        TaskPushNotificationConfig(url=receiver.url + HOOKS, token="jeton-à-moi"),
+    ):
+        refused = answer(task_id, {"approved": True})
+        refused.configuration.task_push_notification_config.CopyFrom(config)
+        with pytest.raises(InvalidParamsError):
+            [event async for event in client.send_message(refused)]
+        task = await client.get_task(GetTaskRequest(id=task_id))
+        assert task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED  # not answered
+        configs = ListTaskPushNotificationConfigsRequest(task_id=task_id)
+        assert list((await client.list_task_push_notification_configs(configs)).configs) == []
+    went_on = [event async for event in client.send_message(answer(task_id, {"approved": True}))]
+    assert status_of(went_on[-1]).state == TaskState.TASK_STATE_COMPLETED
 
 
 async def test_cancel_from_the_other_gateway_and_list_the_tasks(
@@ -248,6 +297,9 @@ async def test_push_configs_are_delivered_as_signed_stream_responses(
     refused = TaskPushNotificationConfig(task_id=task.id, url="http://169.254.169.254/latest")
     with pytest.raises(InvalidParamsError, match="not under any URL the operator allows"):
         await other.create_task_push_notification_config(refused)
+    unsendable = TaskPushNotificationConfig(task_id=task.id, url=config.url, token="jeton-à-moi")
+    with pytest.raises(InvalidParamsError, match="token: printable ASCII"):  # no header could carry it
+        await other.create_task_push_notification_config(unsendable)
     await other.cancel_task(CancelTaskRequest(id=task.id))
 
     def delivered() -> dict[str, Any]:
@@ -364,7 +416,11 @@ async def test_a_blocking_send_holds_a_stream_slot_while_it_waits(
         [event async for event in blocking.send_message(say("another"))]
     limit = refused.value.data or {}
     assert limit["type"] == "too_many_streams" and limit["retryAfter"] >= 1, limit  # as MCP says it
-    assert await tasks() == 1  # the refused send made no task
+    body = {"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "another"}]}}
+    rest = await http.post(f"{gateway.url}/a2a/slow/message:send", json=body, headers={"A2A-Version": "1.0"})
+    assert (rest.status_code, rest.json()["error"]["status"]) == (429, "RESOURCE_EXHAUSTED")  # HTTP+JSON: a 429
+    assert int(rest.headers["Retry-After"]) == limit["retryAfter"]
+    assert await tasks() == 1  # the refused sends made no task
     waiting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await waiting
@@ -398,3 +454,33 @@ async def test_a_push_refused_by_one_config_is_retried_to_it_alone(
         state = gateway.app.state
         await state.runs.delete_session(await state.store.get_session(task.context_id))
         assert not await state.store.redis.exists(state.runs.keys.a2a_push(task.context_id))  # nor its credentials
+
+
+async def test_a_delivery_that_raises_fails_to_its_own_config_alone(
+    start_gateway: Any, start_worker: Any, http: httpx.AsyncClient
+) -> None:
+    """One config's delivery raising an error that is not httpx's (here a token no header can carry,
+    as a config stored before such tokens were refused) fails that delivery alone: the task's other
+    config takes the event once (it was posted it again each time the failed pass's claim lapsed)."""
+    async with Receiver() as receiver:
+        # Retried for 10 s: longer than a pass's claim of 6 s (6 timeouts), which a pass that raised left to lapse.
+        settings = {**SETTINGS, "webhook_allowed_urls": [receiver.url + HOOKS], "webhook_retry_seconds": 10}
+        gateway: Gateway = await start_gateway(**settings)
+        await start_worker(**settings, webhook_timeout_seconds=1)
+        client = await client_of(gateway.url, http, "slow", streaming=False, polling=True)
+        task = [e async for e in client.send_message(say("search"))][0].task
+        await client.create_task_push_notification_config(
+            TaskPushNotificationConfig(task_id=task.id, url=receiver.url + HOOKS + "good")
+        )
+        state = gateway.app.state
+        pushes = PushConfigs(state.store.redis, state.runs.keys, gateway.settings.session_ttl_seconds)
+        unsendable = PushConfig(id="bad", url=receiver.url + HOOKS + "bad", token="jeton-à-moi")
+        await pushes.put(task.context_id, task.id.removeprefix(task.context_id), unsendable)
+        gave_up = metrics.WEBHOOK_DELIVERIES.labels("gave_up")._value.get()
+        await client.cancel_task(CancelTaskRequest(id=task.id))
+        await eventually(
+            lambda: metrics.WEBHOOK_DELIVERIES.labels("gave_up")._value.get() > gave_up,
+            within=30,
+            what="the event given up for the config that cannot take it, once its retries ran out",
+        )
+    assert [delivery.path for delivery in receiver.deliveries] == [HOOKS + "good"]
