@@ -15,7 +15,11 @@ Address = tuple[str, int]
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
+    """Copy one way until its end, then end it on the other side too. Any OSError is a side gone:
+    ConnectionError's resets and broken pipes, and ENOTCONN (Errno 107), which the half-close raises
+    when the other side has reset meanwhile (a browser that left mid-stream, its last chunks still
+    on their way). The other way ends by itself then; this one has nothing to report."""
+    with contextlib.suppress(OSError):
         while data := await reader.read(65_536):
             writer.write(data)
             await writer.drain()

@@ -1,4 +1,10 @@
-"""`tokentail chat`: a run's answer streamed to the terminal, progress on stderr."""
+"""`tokentail chat`: a run's answer streamed to the terminal, progress on stderr.
+
+A question the run asks (`input.required`) that is still open takes the next `--answer` given on
+the command line, else is asked at the terminal. With neither (a script, CI: stdin is not a
+terminal) the command says how to answer it and exits `INPUT_REQUIRED`, rather than wait for an
+answer no one is there to give. A question replayed from earlier, answered since, is skipped.
+"""
 
 import json
 import shlex
@@ -11,6 +17,16 @@ import click
 from tokentail.client import ApiError, Tokentail
 from tokentail.shared.events import Event
 
+INPUT_REQUIRED = 3  # the exit status when a question is left to answer, with no terminal to ask it at
+
+
+class Unanswered(Exception):
+    """An open question with no `--answer` left and no terminal to ask it at."""
+
+    def __init__(self, question: dict[str, Any]) -> None:
+        super().__init__(question["input_id"])
+        self.question = question
+
 
 def run_chat(
     url: str,
@@ -21,10 +37,14 @@ def run_chat(
     params: dict[str, object],
     api_key: str | None = None,
     reach: Sequence[str] = (),
+    answers: Sequence[str] = (),
 ) -> int:
-    """Returns the exit status: 0 when the last run completed, 1 otherwise. `reach`: the options that
-    reach this gateway again (`--url ...`), for the commands it suggests."""
+    """Returns the exit status: 0 when the last run completed, INPUT_REQUIRED when it waits for an
+    answer that `answers` (the `--answer`s, in the order the questions come) and the terminal cannot
+    give, 1 otherwise. `reach`: the options that reach this gateway again (`--url ...`), for the
+    commands it suggests."""
     screen = Screen()
+    left = list(answers)
     with Tokentail(url, api_key=api_key) as client:
         try:
             if session_id is None:
@@ -39,7 +59,11 @@ def run_chat(
             for event in client.stream(session_id, last_event_id=after, on_reconnect=_reconnecting):
                 status = screen.show(event, status)
                 if event.event == "input.required":
-                    _answer(client, session_id, event.data)
+                    _answer(client, session_id, event.data, left)
+        except Unanswered as exc:
+            assert session_id is not None
+            click.secho(_how_to_answer(url, api_key, reach, session_id, exc.question), err=True, fg="cyan")
+            return INPUT_REQUIRED
         except ApiError as exc:
             click.echo(f"tokentail: {exc.message} ({exc.status})", err=True)
             if exc.status == 401 and api_key is None:
@@ -64,15 +88,24 @@ def _command(reach: Sequence[str], session_id: str) -> str:
     return shlex.join(["tokentail", "chat", *reach, "--session", session_id])
 
 
-def _answer(client: Tokentail, session_id: str, question: dict[str, Any]) -> None:
-    """Ask the person at the terminal, until the gateway takes the answer (or another client answered)."""
-    if not _interactive():
-        click.secho(
-            f"[waiting for an answer to {question['input_id']}: POST .../runs/{question['run_id']}/input]", err=True
-        )
-        return
+def _answer(client: Tokentail, session_id: str, question: dict[str, Any], left: list[str]) -> None:
+    """Answer `question` if it is still open (the session's `pending_input`; a replayed one answered
+    since is not): with the next of the answers `left`, else at the terminal, until the gateway takes
+    one (or another client answered). Raises Unanswered when there is neither."""
+    pending = client.get_session(session_id)["pending_input"]
+    if pending is None or pending["input_id"] != question["input_id"]:
+        return  # answered, expired or cancelled: the stream goes on to say so
     while True:
-        answer = _prompt(question)
+        if left:
+            try:
+                answer = _given(question, left.pop(0))
+            except ValueError as exc:
+                click.secho(f"[{exc}]", err=True, fg="yellow")
+                continue
+        elif _interactive():
+            answer = _prompt(question)
+        else:
+            raise Unanswered(question)
         try:
             client.answer(session_id, question["run_id"], question["input_id"], answer)
             return
@@ -84,6 +117,52 @@ def _answer(client: Tokentail, session_id: str, question: dict[str, Any]) -> Non
 
 def _interactive() -> bool:
     return sys.stdin.isatty()
+
+
+def _given(question: dict[str, Any], text: str) -> Any:
+    """An `--answer` as the question's kind takes it: an approval's yes or no (or its JSON object,
+    with a `reason`), a JSON value for `json`, the text itself for `choice` and `text`."""
+    kind = question["kind"]
+    if kind == "approval" and not text.lstrip().startswith("{"):
+        try:
+            return {"approved": click.BOOL.convert(text, None, None)}
+        except click.BadParameter:
+            raise ValueError(f"--answer {text}: an approval is yes or no") from None
+    if kind in ("approval", "json"):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"--answer {text}: not JSON ({exc})") from None
+    return text
+
+
+def _how_to_answer(
+    url: str, api_key: str | None, reach: Sequence[str], session_id: str, question: dict[str, Any]
+) -> str:
+    """What to say of a question no one here can answer: which one, and the two ways to answer it."""
+    run_id, input_id = question["run_id"], question["input_id"]
+    given, answer = _example(question)
+    command = shlex.join(["tokentail", "chat", *reach, "--session", session_id, "--answer", given])
+    key = " -H 'Authorization: Bearer <your key>'" if api_key is not None else ""
+    body = json.dumps({"input_id": input_id, "answer": answer})
+    return (
+        f"\n[the run waits for an answer ({question['kind']}), and stdin is not a terminal to ask it at\n"
+        f" session {session_id}, run {run_id}, input_id {input_id}\n"
+        f" answer it with  {command}\n"
+        f" or  curl -X POST {url}/v1/sessions/{session_id}/runs/{run_id}/input{key}"
+        f" -H 'Content-Type: application/json' -d {shlex.quote(body)}]"
+    )
+
+
+def _example(question: dict[str, Any]) -> tuple[str, Any]:
+    """An answer to show, as `--answer` takes it and as the API does."""
+    kind = question["kind"]
+    if kind == "approval":
+        return "yes", {"approved": True}
+    if kind == "choice" and (choices := (question.get("schema") or {}).get("enum")):
+        return str(choices[0]), choices[0]
+    placeholder = "<JSON>" if kind == "json" else "<your answer>"
+    return placeholder, placeholder
 
 
 def _prompt(question: dict[str, Any]) -> Any:

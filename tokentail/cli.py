@@ -94,6 +94,14 @@ def offline(host: str, port: int) -> None:
 @click.option("--agent", help="an agent name (default: assistant)")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="a provider param; JSON values allowed")
 @click.option("--api-key", envvar="TOKENTAIL_API_KEY", help="when the gateway requires one [env: TOKENTAIL_API_KEY]")
+@click.option(
+    "--answer",
+    "answers",
+    multiple=True,
+    metavar="ANSWER",
+    help="the answer to the run's next question, in the order asked: an approval's yes or no, a choice, "
+    "a text, or a JSON value",
+)
 def chat(
     question: str | None,
     url: str,
@@ -102,8 +110,13 @@ def chat(
     agent: str | None,
     params: tuple[str, ...],
     api_key: str | None,
+    answers: tuple[str, ...],
 ) -> None:
-    """Ask a question and stream the answer to the terminal, resuming across dropped connections."""
+    """Ask a question and stream the answer to the terminal, resuming across dropped connections.
+
+    A question the run asks is answered by the next --answer, else asked at the terminal. With
+    neither (stdin is not a terminal), the command says how to answer it and exits with status 3.
+    """
     from tokentail.chat import run_chat
 
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per request would interleave with the answer
@@ -113,7 +126,7 @@ def chat(
     reach = [] if url == CHAT_URL else ["--url", url]
     if click.get_current_context().get_parameter_source("api_key") is ParameterSource.COMMANDLINE:
         reach += ["--api-key", "<your key>"]
-    sys.exit(run_chat(url, question, session_id, model, agent, _parse_params(params), api_key, reach))
+    sys.exit(run_chat(url, question, session_id, model, agent, _parse_params(params), api_key, reach, answers))
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, object]:

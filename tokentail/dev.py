@@ -2,6 +2,10 @@
 gateways, a round-robin balancer (tokentail/balancer.py) in front of them takes the port, as nginx
 does in docker-compose.yml.
 
+Its port is checked before anything starts: taken (by another `tokentail dev`, say), dev says so
+and exits 1. Found only by the gateway, the other stack's gateway answered dev's readiness check in
+its place, and the supervisor restarted the gateway, failing to bind each time, until it gave up.
+
 A gateway, worker or balancer that dies is started again, as compose's `restart:` would
 (tokentail/supervisor.py): killing a worker mid-answer shows the takeover. Redis is the state: its
 end ends everything. Every child, Redis too, runs in a process group of its own, so Ctrl-C reaches
@@ -11,8 +15,10 @@ is left behind.
 """
 
 import ctypes
+import errno
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -68,6 +74,7 @@ def run_dev(
     with tempfile.TemporaryDirectory(prefix="tokentail-dev-") as data_dir:
         redis = RedisServer(data_dir, preexec_fn=preexec, own_process_group=True) if redis_url is None else None
         try:
+            _check_free(host, port)
             if redis is not None:
                 redis_url = redis.start().url
             offline_port = free_port() if offline else None
@@ -131,6 +138,29 @@ def _start_gateways_and_workers(
             _wait_ready(f"http://{replica}", children, stopping, lost)
         spawn("balancer", sys.executable, "-m", "tokentail.balancer", f"{host}:{port}", *replicas)
     return replicas
+
+
+def _check_free(host: str, port: int) -> None:
+    """Raise RuntimeError, saying what to do, unless `host:port` can be listened on, as the gateway
+    (or the balancer) started next will: every address of `host`, SO_REUSEADDR (a port whose last
+    connections are in TIME_WAIT is free) and IPv6 apart from IPv4, as asyncio's servers bind."""
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise RuntimeError(
+                f"cannot listen on {host}:{port}: address already in use (by another tokentail dev?);"
+                f" stop what holds it, or choose another port: tokentail dev --port {port + 1}"
+            ) from None
+        raise RuntimeError(f"cannot listen on {host}:{port}: {exc}") from None
 
 
 def _environment(redis_url: str, log_level: str, log_format: str, offline_url: str | None) -> dict[str, str]:

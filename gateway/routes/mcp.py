@@ -16,6 +16,7 @@ import importlib
 import ipaddress
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI
@@ -54,7 +55,13 @@ def build_server(settings: Settings) -> MCPServer[Any]:
         security = RequestStateSecurity(keys=[secret], ttl=REQUEST_STATE_TTL) if secret else None
         # The agents' list changes only when workers start with other agents.
         hints: dict[CacheableMethod, CacheHint] = {"tools/list": CacheHint(ttl_ms=5000, scope="public")}
-        server = MCPServer("tokentail", extensions=extensions, request_state_security=security, cache_hints=hints)
+        server = MCPServer(
+            "tokentail",
+            version=version("tokentail"),  # its `serverInfo` (the SDK's default is "")
+            extensions=extensions,
+            request_state_security=security,
+            cache_hints=hints,
+        )
     server.middleware.append(AgentTools())
     # Builds the server's session manager (its Starlette app is not used: the endpoint below serves it).
     server.streamable_http_app(stateless_http=True, transport_security=UNGUARDED)

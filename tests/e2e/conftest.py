@@ -56,22 +56,29 @@ class Stack:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.gateways: dict[str, subprocess.Popen[bytes]] = {}  # by URL
 
-    def _spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([sys.executable, "-m", "tokentail.cli", *args], env={**self.env, **env})
+    def _spawn(self, *args: str, env: dict[str, str], output: Path | None = None) -> subprocess.Popen[bytes]:
+        """`tokentail args` with the stack's environment and `env`; its stdout and stderr to the file
+        `output`, else to the test's."""
+        command, environment = [sys.executable, "-m", "tokentail.cli", *args], {**self.env, **env}
+        if output is None:
+            process = subprocess.Popen(command, env=environment)
+        else:
+            with output.open("wb") as sink:
+                process = subprocess.Popen(command, env=environment, stdout=sink, stderr=subprocess.STDOUT)
         self.processes.append(process)
         return process
 
     def gateway(self, **env: str) -> str:
         port = free_port()
-        process = self._spawn("gateway", "--host", "127.0.0.1", "--port", str(port), **env)
+        process = self._spawn("gateway", "--host", "127.0.0.1", "--port", str(port), env=env)
         url = f"http://127.0.0.1:{port}"
         wait_until_ready(f"{url}/readyz", process)
         self.gateways[url] = process
         return url
 
-    def worker(self, **env: str) -> subprocess.Popen[bytes]:
+    def worker(self, output: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
         # Each on a port of its own for its probes, as each container would have 9100 to itself.
-        return self._spawn("worker", "--host", "127.0.0.1", "--port", str(free_port()), **env)
+        return self._spawn("worker", "--host", "127.0.0.1", "--port", str(free_port()), env=env, output=output)
 
     def wait_for_workers(self, count: int, timeout: float = 20.0) -> None:
         """Until `count` workers listen for cancels, i.e. have started and can take jobs."""

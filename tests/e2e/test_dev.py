@@ -5,10 +5,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 from redis import Redis
 
 from tests.e2e.conftest import wait_until_ready
-from tests.waiting import eventually_sync
+from tests.waiting import eventually_sync, scaled
 from tokentail.client import Tokentail
 from tokentail.redis_server import free_port
 from tokentail.shared.events import Event
@@ -397,3 +399,54 @@ def test_redis_dying_ends_dev_and_says_why() -> None:
         if dev.poll() is None:
             dev.kill()
             dev.communicate()
+
+
+class _Ready(BaseHTTPRequestHandler):
+    """200 to every GET, as another stack's gateway answers /readyz."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _port_held(port: int, by: str) -> Iterator[None]:
+    """`port` taken on 127.0.0.1 by another stack's gateway (`by="a gateway"`), or by a server that
+    answers nothing."""
+    if by == "a gateway":
+        server = ThreadingHTTPServer(("127.0.0.1", port), _Ready)
+        serving = threading.Thread(target=server.serve_forever, daemon=True)
+        serving.start()
+        try:
+            yield
+        finally:
+            server.shutdown()
+            server.server_close()
+            serving.join()
+    else:
+        with socket.create_server(("127.0.0.1", port)):
+            yield
+
+
+@pytest.mark.parametrize("by", ["a gateway", "a silent server"])
+def test_a_port_taken_is_said_once_and_nothing_is_started(by: str) -> None:
+    # Taken by another `tokentail dev` (or compose's stack), whose gateway answered dev's readiness
+    # check: dev said it was running, then started its gateway five times, each failing to bind,
+    # before it gave up. Taken by anything else: "gateway (pid ...) exited with 3 while starting".
+    port = free_port()
+    with _port_held(port, by):
+        dev = _start_dev(port)
+        try:
+            output = dev.communicate(timeout=scaled(60))[0].decode()
+        finally:
+            if dev.poll() is None:
+                dev.kill()
+                dev.communicate()
+    assert dev.returncode == 1, output
+    taken = f"tokentail dev: cannot listen on 127.0.0.1:{port}: address already in use"
+    assert output.count(taken) == 1, output
+    assert f"choose another port: tokentail dev --port {port + 1}" in output
+    assert "started" not in output and "tokentail dev is running" not in output, output

@@ -9,6 +9,7 @@ client's elicitation callback (SEP-2322); and a client of the revision before, w
 import asyncio
 import json
 from collections.abc import Iterator
+from importlib.metadata import version
 from typing import Any
 
 import httpx2
@@ -166,10 +167,11 @@ async def test_without_the_tasks_extension_a_call_waits_and_a_question_is_asked_
     assert result.content == [TextContent(type="text", text="c.txt deleted")]
     # A client of the revision before (2025-11-25, the initialize handshake), as most are today.
     async with connect(first, KEY, tasks=False, mode="legacy") as legacy:
+        assert legacy.server_info is not None and legacy.server_info.version == version("tokentail")
         assert "greet" in {tool.name for tool in (await legacy.list_tools()).tools}
         greeted = await legacy.call_tool("greet", {"name": "Ada"})
         assert greeted.content == [TextContent(type="text", text="Hello, Ada!")]
 
 
 def _server_info() -> dict[str, Any]:
-    return {"io.modelcontextprotocol/serverInfo": {"name": "tokentail", "version": ""}}
+    return {"io.modelcontextprotocol/serverInfo": {"name": "tokentail", "version": version("tokentail")}}

@@ -2,11 +2,13 @@
 that waits for its run holds one of the tenant's stream slots, as a stream does, taken before its
 run is queued; refused for want of one, or of runs per minute, a call says so (-32029, with the kind
 and when to retry) and started nothing; a call closed while its run is queued leaves no run going.
-And a call's routing headers are read without the whitespace around their values, as HTTP says."""
+And a call's routing headers are read without the whitespace around their values, as HTTP says;
+and the server says what it is, to either revision's client."""
 
 import asyncio
 import contextlib
 import json
+from importlib.metadata import version
 from typing import Any
 
 import pytest
@@ -148,3 +150,11 @@ async def test_routing_header_values_are_read_without_the_whitespace_around_them
         assert head.startswith(b"HTTP/1.1 200 ") and b"Hello, Ada!" in body, answer
     else:
         assert head.startswith(b"HTTP/1.1 400 ") and b"-32020" in body, answer
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_the_server_names_itself_with_tokentail_s_version(gateway: Gateway, mode: str) -> None:
+    # `serverInfo` of the initialize reply (legacy), or the `_meta` stamp of discover: the version was "".
+    async with connect(gateway.url, tasks=False, mode=mode) as client:
+        assert client.server_info is not None
+        assert (client.server_info.name, client.server_info.version) == ("tokentail", version("tokentail"))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tokentail.chat import Screen
+from tokentail.chat import Screen, _given
 from tokentail.shared.events import Event
 
 
@@ -43,3 +43,27 @@ def test_a_tool_s_end_is_shown_with_the_tool_s_name(capsys: pytest.CaptureFixtur
     assert "[calculator done: 42]" in err and "[search failed: no network]" in err
     assert "[call_1 done: 1]" in err
     assert "call_7" not in err and "call_8" not in err
+
+
+@pytest.mark.parametrize(
+    ("kind", "given", "answer"),
+    [
+        ("approval", "yes", {"approved": True}),
+        ("approval", "n", {"approved": False}),
+        ("approval", '{"approved": false, "reason": "not now"}', {"approved": False, "reason": "not now"}),
+        ("json", "3", 3),
+        ("json", "null", None),
+        ("choice", "blue", "blue"),
+        ("text", "3", "3"),  # a text is never parsed
+    ],
+)
+def test_an_answer_from_the_command_line_is_read_as_its_question_s_kind_takes_it(
+    kind: str, given: str, answer: object
+) -> None:
+    assert _given({"kind": kind}, given) == answer
+
+
+@pytest.mark.parametrize(("kind", "given"), [("approval", "maybe"), ("json", "three")])
+def test_an_answer_its_question_cannot_take_says_why(kind: str, given: str) -> None:
+    with pytest.raises(ValueError, match=f"--answer {given}: "):
+        _given({"kind": kind}, given)

@@ -72,7 +72,9 @@ def from_agent(agent: Agent) -> TokentailAgent:
         )
         await agent.run_async(
             history(ctx) + [ChatMessage.from_user(ctx.input)],
-            streaming_callback=mapper,
+            # Its bound coroutine method: Haystack tells an async callback by inspect.iscoroutinefunction,
+            # which the mapper object itself fails (it then logs that a sync callback may block the loop).
+            streaming_callback=mapper.__call__,
             generation_kwargs=_usage_kwargs(agent.chat_generator),
             hook_context={HOOK_CONTEXT_KEY: ctx},  # for AskTokentail
         )

@@ -4,6 +4,7 @@ client streaming from the local fake OpenAI server (fake_openai.py)."""
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -30,9 +31,11 @@ class Example:
     def gateway(self) -> str:
         return self.stack.gateway(TOKENTAIL_AGENTS=self.agents)
 
-    def worker(self, model: str = "gpt-test") -> Any:
-        """A worker whose example agents use `model` (`slow-<n>`: an answer `n` words longer, slowly)."""
+    def worker(self, model: str = "gpt-test", output: Path | None = None) -> Any:
+        """A worker whose example agents use `model` (`slow-<n>`: an answer `n` words longer, slowly);
+        its log to the file `output`, else the test's."""
         return self.stack.worker(
+            output,
             TOKENTAIL_AGENTS=self.agents,
             OPENAI_API_KEY=fake_openai.API_KEY,
             OPENAI_BASE_URL=self.llm,

@@ -6,6 +6,7 @@ conftest needs fakeredis, which the framework's environment does not have.)"""
 import asyncio
 import json
 import os
+from pathlib import Path
 from typing import Any, cast
 
 import httpx2
@@ -306,6 +307,25 @@ async def test_the_answer_streams_with_the_tool_call_and_usage(example: Example)
     assert ended["output"] == f"The weather tool says: {json.dumps(fake_openai.WEATHER)}."
     # Two model calls, each 20 prompt tokens (fake_openai's usage), from the streams' last chunks.
     assert ended["usage"]["input_tokens"] == 40, ended["usage"]
+
+
+async def test_haystack_takes_the_run_s_callback_for_the_async_one_it_is_and_warns_nothing(
+    example: Example, tmp_path: Path
+) -> None:
+    # Haystack tells an async streaming callback by inspect.iscoroutinefunction, which an object with
+    # an async __call__ fails: the worker logged "A sync streaming callback was provided at runtime
+    # ... may block it" for the agent and for each model call, three times for this run.
+    url = example.gateway()
+    example.env["TOKENTAIL_LOG_LEVEL"] = "info"
+    log = tmp_path / "worker.log"
+    example.worker(output=log)
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        made = (await client.post("/v1/sessions", json={"input": QUESTION, "agent": "weather"})).json()
+        received = await read_events(client, made["events_url"])
+    assert [kind for _, kind, _ in received.events][-1] == "run.completed"
+    logged = log.read_text()
+    assert f"run {made['run_id']} of session {made['session_id']} started" in logged  # its log is here
+    assert "streaming callback" not in logged, logged
 
 
 async def test_a_cancel_mid_answer_stops_the_model_s_stream(example: Example) -> None:
