@@ -106,10 +106,12 @@ def run_node(
 
 class ChatStack:
     """A gateway and a worker as separate processes (so a worker can be killed -9), with API keys on:
-    the browser-side clients get chat tokens, as a real app's server would hand them out."""
+    the browser-side clients get chat tokens, as a real app's server would hand them out. `gates`:
+    the stack's, where its gated agents wait (tests/gates.py)."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
+        self.gates = stack.gates
         self.url = stack.gateway()
         self.workers = [stack.worker()]
         stack.wait_for_workers(1)
