@@ -89,18 +89,16 @@ class Gates:
         (self.folder / _EVERY).touch()
 
 
-HELD_AT = 20  # tokens of the answer before its gate
-
-
 @continues
 async def held(ctx: RunContext) -> None:
     """Streams the scripted model's answer to its input (`params.tokens` long, as the model's) at once,
-    but waits at the run's gate after its first HELD_AT tokens. It goes on after a takeover
-    (`@continues`): run again, it streams the same text, of which the replay sends only what clients
-    did not have, and goes through its gate at once if it was released."""
+    but waits at the run's gate halfway through it. It goes on after a takeover (`@continues`): run
+    again, it streams the same text, of which the replay sends only what clients did not have, and
+    goes through its gate at once if it was released."""
     tokens = scripted_tokens(ctx.input, int(ctx.params.get("tokens", DEFAULT_TOKENS)))
-    for token in tokens[:HELD_AT]:
+    half = len(tokens) // 2
+    for token in tokens[:half]:
         await ctx.delta(token)
     await gate(ctx)
-    for token in tokens[HELD_AT:]:
+    for token in tokens[half:]:
         await ctx.delta(token)
