@@ -8,6 +8,7 @@ from openai import AsyncOpenAI
 from openai.lib.responses_websocket import AsyncResponsesWebSocketSession, ResponsesWebSocketLimits
 
 from tests.e2e.conftest import Stack
+from tests.integration.test_openai_responses import run_of
 from tokentail.worker.providers.scripted import scripted_tokens
 
 KEY = "acme-key-0123456789abcdef"
@@ -19,7 +20,11 @@ LIMITS = ResponsesWebSocketLimits(
 
 async def test_a_worker_killed_mid_response_is_taken_over_and_the_socket_reads_one_answer(tmp_path: Path) -> None:
     stack = Stack(
-        tmp_path, TOKENTAIL_API_KEYS=f"acme:{KEY}", TOKENTAIL_SECRET="e2e-" + "s" * 40, TOKENTAIL_LEASE_MS="1500"
+        tmp_path,
+        TOKENTAIL_API_KEYS=f"acme:{KEY}",
+        TOKENTAIL_SECRET="e2e-" + "s" * 40,
+        TOKENTAIL_LEASE_MS="1500",
+        TOKENTAIL_AGENTS='{"held": "tests.gates:held"}',  # the scripted answer, held at its gate (tests/gates.py)
     )
     try:
         url = stack.gateway()
@@ -32,15 +37,15 @@ async def test_a_worker_killed_mid_response_is_taken_over_and_the_socket_reads_o
             AsyncResponsesWebSocketSession(connection, limits=LIMITS) as session,
         ):
             lane = session.lane("crash")
-            create: Any = {"type": "response.create", "model": "scripted", "input": "survive", "params": PARAMS}
+            create: Any = {"type": "response.create", "model": "held", "input": "survive", "params": PARAMS}
             await lane.send(create)
             while seen[-1:] == [] or seen[-1].type != "response.completed":
                 seen.append(await lane.recv())
-                if sum(e.type == "response.output_text.delta" for e in seen) == 10 and doomed.poll() is None:
-                    stack.worker()  # the one that takes the run over
-                    stack.wait_for_workers(2)
-                    doomed.kill()
+                if seen[-1].type == "response.output_text.delta" and doomed.poll() is None:
+                    doomed.kill()  # while the run waits at its gate
                     doomed.wait()
+                    stack.worker()  # the one that takes the run over
+                    stack.gates.release(run_of(seen[0].response.id))
             final = await lane.get_final_response()
         await client.close()
         assert [e.sequence_number for e in seen] == list(range(len(seen))), "no gap, no duplicate"

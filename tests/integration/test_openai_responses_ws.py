@@ -26,9 +26,9 @@ from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
 from tests.gates import Gates
+from tests.integration.test_openai_responses import run_of
 from tests.waiting import eventually
 from tokentail.gateway.encodings.responses_socket import MAX_WAITING
-from tokentail.shared.response_ids import parse_response_id
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 
@@ -87,13 +87,6 @@ async def one_response(lane: AsyncResponsesWebSocketLane, **fields: Any) -> list
     while events[-1].type not in TERMINAL | {"error"}:
         events.append(checked(await lane.recv()))
     return events
-
-
-def run_of(response_id: str) -> str:
-    """The id of the run a response is."""
-    parsed = parse_response_id(response_id)
-    assert parsed is not None, response_id
-    return parsed[1]
 
 
 def as_retrieved(event: Any) -> dict[str, Any]:
