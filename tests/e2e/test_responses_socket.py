@@ -4,15 +4,17 @@ mid-response while the official Python SDK reads it on its socket."""
 from pathlib import Path
 from typing import Any
 
+import httpx2
 from openai import AsyncOpenAI
 from openai.lib.responses_websocket import AsyncResponsesWebSocketSession, ResponsesWebSocketLimits
 
 from tests.e2e.conftest import Stack
 from tests.integration.test_openai_responses import run_of
+from tokentail.shared.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens
 
 KEY = "acme-key-0123456789abcdef"
-PARAMS = {"tokens": 150, "tokens_per_second": 30}
+PARAMS = {"tokens": 150}
 LIMITS = ResponsesWebSocketLimits(
     max_lanes=4, max_events_per_lane=4096, max_events=4096, max_bytes_per_lane=1 << 24, max_bytes=1 << 24
 )
@@ -54,5 +56,10 @@ async def test_a_worker_killed_mid_response_is_taken_over_and_the_socket_reads_o
         assert final.status == "completed" and text == final.output_text == answer
         # The run went on where it stopped (run.continued): one message item, continued, none incomplete.
         assert [e.item.status for e in seen if e.type == "response.output_item.done"] == ["completed"]
+        parsed = parse_response_id(final.id)
+        assert parsed is not None
+        async with httpx2.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as rest:
+            run = (await rest.get(f"/v1/sessions/{parsed[0]}")).json()["runs"][-1]
+        assert run["attempt"] == 2, "the run was taken over"
     finally:
         stack.close()
