@@ -26,7 +26,7 @@ PARAMS = {"tokens": TOKENS, "tokens_per_second": 50}
 # The scripted model's answer of PARAMS' length, waiting halfway at its gate (tests/gates.py) until
 # the test releases it: still going when the standby workers are up and the first one dies, however
 # long they take to start. An agent that goes on after a takeover (`@continues`), as the built-in one.
-HELD = {"agent": "held", "params": {"tokens": TOKENS}}
+HELD: dict[str, Any] = {"agent": "held", "params": {"tokens": TOKENS}}
 AGENTS = '{"held": "tests.gates:held"}'
 
 
@@ -342,8 +342,8 @@ async def test_an_openai_sdk_client_gets_one_coherent_answer_after_a_worker_is_k
     assert final.output_text == "".join(scripted_tokens("survive this", TOKENS))
     parsed = parse_response_id(final.id)
     assert parsed is not None
-    async with httpx2.AsyncClient(base_url=urls[1], timeout=30) as client:
-        run = (await client.get(f"/v1/sessions/{parsed[0]}")).json()["runs"][-1]
+    async with httpx2.AsyncClient(base_url=urls[1], timeout=30) as rest:
+        run = (await rest.get(f"/v1/sessions/{parsed[0]}")).json()["runs"][-1]
     assert run["attempt"] == 2, "the run was taken over"
     # The run went on: its one message item continued, nothing was dropped.
     messages = [e.item for e in seen if e.type == "response.output_item.done" and e.item.type == "message"]
