@@ -2,6 +2,7 @@
 
 import asyncio
 
+from tests.gates import gate
 from tokentail.worker.agents import Agent, continues
 from tokentail.worker.context import RunContext
 from tokentail.worker.tools.builtin import calculator
@@ -40,26 +41,37 @@ async def expiring_to_default(ctx: RunContext) -> None:
 
 
 BEFORE_THE_QUESTION = "Before the question. "
-AFTER_THE_ANSWER = 40  # words, one delta each, about 80 ms apart: a worker can be killed mid-way
+AFTER_THE_ANSWER = 40  # words, one delta each
+HELD_AFTER = 10  # words after the answer, each a delta of its own, before the gate of the agents that hold
 
 
-async def _ask_then_stream(ctx: RunContext) -> None:
+async def _ask_then_stream(ctx: RunContext, *, held: bool) -> None:
     await ctx.delta(BEFORE_THE_QUESTION)
     async with ctx.tool("delete_files", {"count": 3}) as call:
         answer = await ctx.ask("Delete 3 files?", kind="approval", call_id=call.call_id)
         call.result = "deleted" if answer["approved"] else "kept"
     for word in range(AFTER_THE_ANSWER):
+        if held and word == HELD_AFTER:
+            await gate(ctx)  # the test kills the worker here, then releases it (tests/gates.py)
         await ctx.delta(f"Word {word}. ")
-        await asyncio.sleep(0.08)  # past the writer's flush window: each word is a delta of its own
+        if held and word < HELD_AFTER:
+            await asyncio.sleep(0.08)  # past the writer's flush window: each word is a delta of its own
+
+
+async def ask_then_answer(ctx: RunContext) -> None:
+    """Streams, asks for an approval, streams the rest of its answer."""
+    await _ask_then_stream(ctx, held=False)
 
 
 async def ask_then_stream(ctx: RunContext) -> None:
-    """Streams, asks for an approval, streams on slowly. Not `@continues`: a takeover starts it over
-    (`run.retrying`), and the new attempt streams the text before the question again."""
-    await _ask_then_stream(ctx)
+    """The same, but waits at its gate HELD_AFTER words after the answer, until the test releases it.
+    Not `@continues`: a takeover starts it over (`run.retrying`), and the new attempt streams the text
+    before the question again."""
+    await _ask_then_stream(ctx, held=True)
 
 
 @continues
 async def ask_then_go_on(ctx: RunContext) -> None:
-    """The same, marked `@continues`: a takeover goes on from what clients have (`run.continued`)."""
-    await _ask_then_stream(ctx)
+    """The same as `ask_then_stream`, marked `@continues`: a takeover goes on from what clients have
+    (`run.continued`)."""
+    await _ask_then_stream(ctx, held=True)

@@ -7,6 +7,7 @@ that goes on after a takeover (`@continues`) with a step and the text clients ha
 import asyncio
 import os
 
+from tests.gates import gate
 from tokentail.worker.agents import Agent, continues
 from tokentail.worker.context import RunContext
 from tokentail.worker.tools import tool
@@ -36,19 +37,34 @@ def own_answer(result: int) -> str:
     return f"The result is {result}." + "".join(f" Word {i}." for i in range(WORDS))
 
 
-@continues
-async def stepping(ctx: RunContext) -> None:
-    """Computes once (a step), then streams an answer word by word, going on from what clients have."""
+HELD_AT = 80  # characters of the answer before the gate of `stepping_held`
 
+
+async def _stepping(ctx: RunContext, *, held: bool) -> None:
     async def compute() -> int:
         _count(f"step-{ctx.run_id}")
         return 42
 
     answer = own_answer(await ctx.step("compute", compute))
-    rest = answer.removeprefix(ctx.resume_text())
-    for start in range(0, len(rest), 8):
-        await ctx.delta(rest[start : start + 8])
+    had = len(ctx.resume_text())
+    for start in range(had, len(answer), 8):
+        if held and start == HELD_AT:
+            await gate(ctx)
+        await ctx.delta(answer[start : start + 8])
         await asyncio.sleep(0.05)
+
+
+@continues
+async def stepping(ctx: RunContext) -> None:
+    """Computes once (a step), then streams an answer word by word, going on from what clients have."""
+    await _stepping(ctx, held=False)
+
+
+@continues
+async def stepping_held(ctx: RunContext) -> None:
+    """The same, but waits at its gate (tests/gates.py) HELD_AT characters into its answer, until the
+    test releases it; an attempt that goes on from past there does not wait."""
+    await _stepping(ctx, held=True)
 
 
 COUNTING = Agent(name="counting", tools=(counting_calculator,), model="scripted")

@@ -4,6 +4,7 @@ configured with TOKENTAIL_AGENTS (tests/mcp/test_conformance.py)."""
 
 import asyncio
 
+from tests.gates import gate
 from tokentail import RunContext, describe
 from tokentail.shared.events import MAX_EVENT_BYTES
 
@@ -130,10 +131,20 @@ json_schema_2020_12_tool = describe(
 
 
 WORDS = 40
+HELD_AFTER = 10  # words
 
 
 async def count_words(ctx: RunContext) -> None:
-    """Counts to WORDS, a word about every 80 ms: a worker can be killed mid-way."""
+    """Counts to WORDS, a word about every 80 ms."""
     for word in range(WORDS):
         await ctx.delta(f"word {word}. ")
         await asyncio.sleep(0.08)
+
+
+async def count_words_held(ctx: RunContext) -> None:
+    """Counts to WORDS, but waits at its gate (tests/gates.py) after HELD_AFTER words: a worker can be
+    killed mid-way. Not `@continues`: a takeover starts it over."""
+    for word in range(WORDS):
+        if word == HELD_AFTER:
+            await gate(ctx)
+        await ctx.delta(f"word {word}. ")

@@ -10,6 +10,7 @@ from playwright.async_api import Browser, Dialog, Page
 from pydantic import SecretStr
 
 from tests.fixtures.stack import Gateway
+from tests.gates import Gates
 from tests.integration.test_auth import KEY_A, SECRET
 
 LONG = quote(json.dumps({"tokens": 150, "tokens_per_second": 50}))
@@ -26,6 +27,11 @@ def _session_of(page: Page) -> str:
     return parse_qs(urlsplit(page.url).query)["session"][0]
 
 
+async def _release_shown_run(client: httpx2.AsyncClient, page: Page, gates: Gates) -> None:
+    """Release the gate (tests/gates.py) of the last run of the page's session: it goes on."""
+    gates.release((await client.get(f"/v1/sessions/{_session_of(page)}")).json()["runs"][-1]["run_id"])
+
+
 async def _answer(page: Page) -> str:
     return await page.locator(".turn .assistant").first.text_content() or ""
 
@@ -36,17 +42,17 @@ async def _final_output(client: httpx2.AsyncClient, page: Page) -> Any:
 
 
 async def test_text_streams_in_and_a_reload_mid_stream_neither_loses_nor_repeats_it(
-    browser: Browser, gateway: Gateway, worker: Any, client: httpx2.AsyncClient
+    browser: Browser, held_gateway: Gateway, client: httpx2.AsyncClient, gates: Gates
 ) -> None:
     page = await browser.new_page()
-    await _ask(page, gateway, "hello")
-    lengths: set[int] = set()
-    while len(lengths) < 4:  # the answer grows while the run streams
-        lengths.add(len(await _answer(page)))
-        await page.wait_for_timeout(50)
+    await _ask(page, held_gateway, "hello")
+    await page.wait_for_function("() => document.querySelector('.turn .assistant')?.textContent.length > 20")
+    before = await _answer(page)  # half the answer: the run waits at its gate
     assert await page.locator("#state").text_content() in ("live", "connecting")
     await page.reload()
-    assert await _final_output(client, page) == await _answer(page)
+    await _release_shown_run(client, page, gates)
+    output = await _final_output(client, page)
+    assert output == await _answer(page) and output.startswith(before) and len(output) > len(before)
     assert await page.locator(".turn").count() == 1
 
 
@@ -64,11 +70,9 @@ async def test_going_offline_mid_stream_and_back_resumes(
     await context.close()
 
 
-async def test_stop_cancels_the_run(
-    browser: Browser, gateway: Gateway, worker: Any, client: httpx2.AsyncClient
-) -> None:
+async def test_stop_cancels_the_run(browser: Browser, held_gateway: Gateway, client: httpx2.AsyncClient) -> None:
     page = await browser.new_page()
-    await _ask(page, gateway, "hello")
+    await _ask(page, held_gateway, "hello")  # the run waits at its gate for the stop
     await page.wait_for_function("() => document.querySelector('.turn .assistant')?.textContent.length > 5")
     await page.click("#stop")
     await page.wait_for_selector(".turn[data-status=cancelled]", timeout=10_000)

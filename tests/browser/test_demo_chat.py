@@ -15,17 +15,18 @@ from playwright.async_api import Browser, Dialog, Page, Request, Route, expect
 from pydantic import SecretStr
 
 from tests.browser.screenshots import screenshot
-from tests.browser.test_demo import _answer, _final_output, _session_of
+from tests.browser.test_demo import _answer, _final_output, _release_shown_run, _session_of
 from tests.fixtures.stack import Gateway
+from tests.gates import Gates
 from tests.integration.test_auth import KEY_A, SECRET
 
 ACCENT = (0x2F, 0x6F, 0xED)  # the Send button's blue
 VIEWPORT = {"width": 900, "height": 600}
-# Long enough to overflow the transcript many times over while the test looks at it.
+# Long enough to overflow the transcript many times over (half of it, where `held` waits: tests/gates.py).
 LONG = quote(json.dumps({"tokens": 1200, "tokens_per_second": 200}))
 # Longer than any test, however loaded the machine: the test stops it.
 ENDLESS = quote(json.dumps({"tokens": 100_000, "tokens_per_second": 200}))
-MEDIUM = quote(json.dumps({"tokens": 240, "tokens_per_second": 60}))  # long enough to act mid-answer
+MEDIUM = quote(json.dumps({"tokens": 240, "tokens_per_second": 60}))
 SHORT = quote(json.dumps({"tokens": 40, "tokens_per_second": 40}))
 
 GEOMETRY = """() => {
@@ -84,11 +85,11 @@ async def _assert_composer_and_last_message_in_view(page: Page, shot: Path) -> N
 
 
 async def test_a_long_answer_scrolls_in_the_transcript_and_the_input_stays_in_view(
-    browser: Browser, gateway: Gateway, worker: Any, client: httpx2.AsyncClient, tmp_path: Path
+    browser: Browser, held_gateway: Gateway, client: httpx2.AsyncClient, gates: Gates, tmp_path: Path
 ) -> None:
-    page = await _open(browser, gateway, LONG)
+    page = await _open(browser, held_gateway, LONG)
     await _send(page, "tell me everything")
-    # Mid-answer: well past one screen of text, still streaming.
+    # Mid-answer: well past one screen of text, still streaming (the run waits at its gate).
     await page.wait_for_function(
         "() => { const t = document.getElementById('transcript'); return t.scrollHeight > 2 * t.clientHeight; }",
         timeout=30_000,
@@ -101,6 +102,7 @@ async def test_a_long_answer_scrolls_in_the_transcript_and_the_input_stays_in_vi
     assert mid.has_colour_near(ACCENT, *bottom), f"no Send button at the bottom of {mid.path}"
     assert not mid.has_colour_near(ACCENT, *middle), f"the Send button is not at the bottom: {mid.path}"
 
+    await _release_shown_run(client, page, gates)
     output = await _final_output(client, page)
     done = await screenshot(page, tmp_path, "long-answer-done")
     await _assert_composer_and_last_message_in_view(page, done.path)
@@ -251,22 +253,25 @@ async def test_new_chat_starts_a_fresh_session_and_leaves_the_old_one_alone(
     await _close(page)
 
 
-async def test_stop_is_enabled_only_while_a_run_is_active(browser: Browser, gateway: Gateway, worker: Any) -> None:
-    page = await _open(browser, gateway)
+async def test_stop_is_enabled_only_while_a_run_is_active(
+    browser: Browser, held_gateway: Gateway, client: httpx2.AsyncClient, gates: Gates
+) -> None:
+    page = await _open(browser, held_gateway)
     stop = page.locator("#stop")
     await expect(stop).to_be_disabled()
     await _send(page, "hello")
     await expect(stop).to_be_enabled()
     await page.wait_for_function("() => document.querySelector('.turn .assistant')?.textContent.length > 10")
-    await page.reload()  # a reload mid-run knows the run is still going
+    await page.reload()  # a reload mid-run (it waits at its gate) knows the run is still going
     await expect(stop).to_be_enabled()
+    await _release_shown_run(client, page, gates)
     await expect(page.locator(".turn[data-status=completed]")).to_have_count(1, timeout=30_000)
     await expect(stop).to_be_disabled()
     await page.reload()
     await expect(page.locator(".turn[data-status=completed]")).to_have_count(1, timeout=30_000)
     await expect(stop).to_be_disabled()
 
-    await _send(page, "and more")
+    await _send(page, "and more")  # it too waits at its gate, for the stop
     await expect(stop).to_be_enabled()
     await page.wait_for_function("() => document.querySelectorAll('.turn .assistant')[1]?.textContent.length > 5")
     await stop.click()
@@ -276,14 +281,15 @@ async def test_stop_is_enabled_only_while_a_run_is_active(browser: Browser, gate
 
 
 async def test_connection_state_goes_from_ready_to_live_to_done(
-    browser: Browser, gateway: Gateway, worker: Any
+    browser: Browser, held_gateway: Gateway, client: httpx2.AsyncClient, gates: Gates
 ) -> None:
-    page = await _open(browser, gateway, SHORT)
+    page = await _open(browser, held_gateway, SHORT)
     state = page.locator("#state")
     await expect(state).to_have_text("ready")
     await _send(page, "hello")
-    await expect(state).to_have_text("live")
+    await expect(state).to_have_text("live")  # the run waits at its gate meanwhile
     await expect(state).to_have_attribute("data-state", "live")
+    await _release_shown_run(client, page, gates)
     await expect(page.locator(".turn[data-status=completed]")).to_have_count(1, timeout=30_000)
     await expect(state).to_have_text("done")
     await expect(state).to_have_attribute("data-state", "idle")
@@ -425,9 +431,9 @@ async def test_the_markdown_renderer_keeps_every_unsafe_link_and_tag_inert(brows
 
 
 async def test_the_inspector_shows_event_ids_and_where_a_reload_resumed(
-    browser: Browser, gateway: Gateway, worker: Any, client: httpx2.AsyncClient, tmp_path: Path
+    browser: Browser, held_gateway: Gateway, client: httpx2.AsyncClient, gates: Gates, tmp_path: Path
 ) -> None:
-    page = await _open(browser, gateway)
+    page = await _open(browser, held_gateway)  # its run waits at its gate: the reload comes mid-answer
     await _send(page, "hello")
     await page.wait_for_function("() => document.querySelector('.turn .assistant')?.textContent.length > 40")
     await page.click("#inspector summary")
@@ -438,6 +444,7 @@ async def test_the_inspector_shows_event_ids_and_where_a_reload_resumed(
     assert shown > 0
 
     await page.reload()
+    await _release_shown_run(client, page, gates)  # its new events come after the reload's resume
     resumed = events.locator("li[data-kind~=resume]")
     await expect(resumed).to_have_count(1, timeout=30_000)
     stored_before_reload = int(await resumed.get_attribute("data-from") or 0)
@@ -457,9 +464,10 @@ async def test_the_inspector_shows_event_ids_and_where_a_reload_resumed(
 
 
 async def test_a_dropped_gateway_connection_shows_reconnecting_then_resumes_from_the_last_id(
-    browser: Browser, gateway: Gateway, worker: Any, tmp_path: Path
+    browser: Browser, held_gateway: Gateway, client: httpx2.AsyncClient, gates: Gates, tmp_path: Path
 ) -> None:
-    page = await _open(browser, gateway)
+    gateway = held_gateway
+    page = await _open(browser, gateway)  # its run waits at its gate: the gateway stops mid-answer
     await page.click("#inspector summary")
     await _send(page, "hello")
     await page.wait_for_function("() => document.querySelector('.turn .assistant')?.textContent.length > 40")
@@ -475,10 +483,11 @@ async def test_a_dropped_gateway_connection_shows_reconnecting_then_resumes_from
         last_id = int(await resumed.get_attribute("data-from") or 0)
         assert last_id > 0
         await expect(resumed).to_have_text(f"↻reconnected: resumed from id {last_id}")
+        await _release_shown_run(client, page, gates)
         await expect(page.locator("#events li[data-kind~=resume] + li")).to_have_attribute("data-id", str(last_id + 1))
         await expect(page.locator("#inspector-summary")).to_contain_text("1 reconnects")
-        async with httpx2.AsyncClient(base_url=replacement.url) as client:
-            assert await _final_output(client, page) == await _answer(page)
+        async with httpx2.AsyncClient(base_url=replacement.url) as other:
+            assert await _final_output(other, page) == await _answer(page)
         await screenshot(page, tmp_path, "resumed")
     finally:
         await replacement.stop()

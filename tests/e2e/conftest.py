@@ -15,6 +15,7 @@ import uvicorn
 from redis import Redis
 
 from tests.e2e.fake_llm_server import REQUESTS, app
+from tests.gates import Gates
 from tests.redis_cluster import LocalCluster, require
 from tests.waiting import eventually, eventually_sync
 from tokentail.redis_server import RedisServer, free_port
@@ -42,15 +43,18 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 class Stack:
-    """One redis-server, gateways and workers; each a child process of the test."""
+    """One redis-server, gateways and workers; each a child process of the test. `gates` holds its
+    workers' gated runs (tests/gates.py)."""
 
     def __init__(self, data_dir: Path, **env: str) -> None:
         self.redis = RedisServer(data_dir, appendonly=True).start()  # AOF, as production should run
+        self.gates = Gates(data_dir / "gates")
         self.env = {
             **os.environ,
             "TOKENTAIL_REDIS_URL": self.redis.url,
             "TOKENTAIL_KEY_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}",
             "TOKENTAIL_LOG_LEVEL": "warning",
+            **self.gates.env,
             **env,
         }
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -89,6 +93,7 @@ class Stack:
             )
 
     def close(self) -> None:
+        self.gates.release_all()  # a run a failed test left held ends as its worker stops
         for process in self.processes:
             stop(process)
         self.redis.stop()

@@ -15,37 +15,40 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
+from tests.integration.test_openai_responses import run_of
 from tests.redis_cluster import LocalCluster, require
-from tests.waiting import eventually, scaled, slowdown
+from tests.waiting import eventually, scaled
+from tokentail.shared.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens
 
 TOKENS = 250
 PARAMS = {"tokens": TOKENS, "tokens_per_second": 50}
-
-
-def _paced() -> dict[str, float]:
-    """PARAMS, slower on a loaded machine: the run must still be streaming when the standby workers
-    are up and the first one dies (the answer is the same at any pace)."""
-    return {**PARAMS, "tokens_per_second": PARAMS["tokens_per_second"] / slowdown()}
+# The scripted model's answer of PARAMS' length, waiting halfway at its gate (tests/gates.py) until
+# the test releases it: still going when the standby workers are up and the first one dies, however
+# long they take to start. An agent that goes on after a takeover (`@continues`), as the built-in one.
+HELD: dict[str, Any] = {"agent": "held", "params": {"tokens": TOKENS}}
+AGENTS = '{"held": "tests.gates:held"}'
 
 
 async def _crash_mid_run(stack: Stack, how: signal.Signals) -> tuple[list[Watcher], float]:
-    """Two gateways, three workers: the first worker takes the run, then dies; four clients watch,
-    two through each gateway."""
+    """Two gateways, three workers: the first worker takes the run, then dies while it waits at its
+    gate; four clients watch, two through each gateway."""
+    stack.env["TOKENTAIL_AGENTS"] = AGENTS
     urls = [stack.gateway(), stack.gateway()]
     first = stack.worker()
     async with httpx2.AsyncClient(timeout=30) as client:
-        body = {"input": "survive this", "params": _paced()}
+        body = {"input": "survive this", **HELD}
         created = (await client.post(f"{urls[0]}/v1/sessions", json=body)).json()
         path = f"/v1/sessions/{created['session_id']}/events"
         watchers = [Watcher(client, f"{urls[i % 2]}{path}") for i in range(4)]
         following = [asyncio.create_task(watcher.follow()) for watcher in watchers]
-        await eventually(lambda: min(watcher.deltas() for watcher in watchers) >= 10, within=60, interval=0.02)
+        await eventually(lambda: min(watcher.deltas() for watcher in watchers) >= 1, within=60, interval=0.02)
         stack.worker()  # the two that may take over
         stack.worker()
         await asyncio.to_thread(stack.wait_for_workers, 3)
         first.send_signal(how)
         struck = time.monotonic()
+        stack.gates.release(created["run_id"])  # for the attempt that takes it over
         await asyncio.wait_for(asyncio.gather(*following), scaled(60))
     return watchers, min(watcher.arrival["first delta after run.continued"] for watcher in watchers) - struck
 
@@ -308,22 +311,24 @@ async def test_an_openai_sdk_client_gets_one_coherent_answer_after_a_worker_is_k
     from openai import AsyncOpenAI
 
     stack = fast_leases
+    stack.env["TOKENTAIL_AGENTS"] = AGENTS
     urls = [stack.gateway(), stack.gateway()]
     first = stack.worker()
     clients = [AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60) for url in urls]
     seen: list[Any] = []
     stream = await clients[0].responses.create(
-        model="scripted", input="survive this", background=True, stream=True, extra_body={"params": PARAMS}
+        model=HELD["agent"], input="survive this", background=True, stream=True, extra_body={"params": HELD["params"]}
     )
     async for event in stream:
         seen.append(event)
-        if sum(e.type == "response.output_text.delta" for e in seen) == 10:
-            break
+        if event.type == "response.output_text.delta":
+            break  # the run waits at its gate
     await stream.close()
     stack.worker()
     stack.worker()
     await asyncio.to_thread(stack.wait_for_workers, 3)
     first.send_signal(signal.SIGKILL)
+    stack.gates.release(run_of(seen[0].response.id))
     resumed = await clients[1].responses.retrieve(
         seen[0].response.id, stream=True, starting_after=seen[-1].sequence_number
     )
@@ -335,6 +340,11 @@ async def test_an_openai_sdk_client_gets_one_coherent_answer_after_a_worker_is_k
     final = seen[-1].response
     assert seen[-1].type == "response.completed" and final.status == "completed"
     assert final.output_text == "".join(scripted_tokens("survive this", TOKENS))
+    parsed = parse_response_id(final.id)
+    assert parsed is not None
+    async with httpx2.AsyncClient(base_url=urls[1], timeout=30) as rest:
+        run = (await rest.get(f"/v1/sessions/{parsed[0]}")).json()["runs"][-1]
+    assert run["attempt"] == 2, "the run was taken over"
     # The run went on: its one message item continued, nothing was dropped.
     messages = [e.item for e in seen if e.type == "response.output_item.done" and e.item.type == "message"]
     assert [m.status for m in messages] == ["completed"]

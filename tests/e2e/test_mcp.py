@@ -27,7 +27,7 @@ from tokentail.shared.response_ids import parse_task_id
 
 KEY = "tk_mcp_tests_acme_key"
 OTHER_KEY = "tk_mcp_tests_other_key"
-AGENTS = ["greet", "slow_compute", "confirm_delete", "count_words", "test_tool_with_task"]
+AGENTS = ["greet", "slow_compute", "confirm_delete", "count_words", "count_words_held", "test_tool_with_task"]
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 COUNTED = "".join(f"word {word}. " for word in range(WORDS))
 
@@ -60,21 +60,18 @@ async def test_a_task_whose_worker_is_killed_completes_with_its_answer_once(gate
     rest = httpx2.AsyncClient(base_url=first, headers={"Authorization": f"Bearer {KEY}"})
     async with connect(first, KEY) as client, rest:
         meta: Any = {"traceparent": TRACEPARENT}  # its span's parent, with traces on
-        created = await client.session.call_tool("count_words", {"input": "count"}, meta=meta, allow_claimed=True)
+        created = await client.session.call_tool("count_words_held", {"input": "count"}, meta=meta, allow_claimed=True)
         task_id = created.task_id  # type: ignore[union-attr]
-        session_id, _ = parse_task_id(task_id) or ("", "")
-
-        async def counting() -> bool:
-            state = (await rest.get(f"/v1/sessions/{session_id}")).json()
-            return int(state["last_event_id"]) >= 8  # queued, started, some words
-
-        await eventually(counting, within=20, interval=0.02)
+        session_id, run_id = parse_task_id(task_id) or ("", "")
+        gates = gateways.stack.gates
+        await eventually(lambda: gates.reached(run_id), within=20, what="some words, then the run held at its gate")
         doomed = gateways.workers.pop()
         gateways.workers.append(standby := gateways.stack.worker())
         outlives_the_test(standby.pid)  # the module's stack stops it
         await asyncio.to_thread(gateways.stack.wait_for_workers, 2)
         doomed.kill()
         await asyncio.to_thread(doomed.wait)
+        gates.release(run_id)  # the attempt that takes it over counts on
         async with connect(second, KEY) as other:
             task = await until_status(other.session, task_id, "completed", within=60)
         assert task["status"] == "completed"

@@ -81,17 +81,20 @@ async def test_a_client_moves_between_gateway_replicas_mid_run(stack: Stack) -> 
 
 
 async def test_sigterm_on_a_gateway_ends_its_streams_cleanly_and_clients_resume_elsewhere(stack: Stack) -> None:
+    stack.env["TOKENTAIL_AGENTS"] = '{"held": "tests.gates:held"}'  # waits at its gate (tests/gates.py)
     first, second = stack.gateway(), stack.gateway()
     stack.worker()
     async with httpx2.AsyncClient(base_url=first, timeout=10) as a, httpx2.AsyncClient(base_url=second) as b:
-        params = {"tokens": 300, "tokens_per_second": 100}
-        created = (await a.post("/v1/sessions", json={"input": "deploy", "params": params})).json()
+        body = {"input": "deploy", "agent": "held", "params": {"tokens": 300}}
+        created = (await a.post("/v1/sessions", json=body)).json()
         path = f"/v1/sessions/{created['session_id']}/events"
         reader = asyncio.create_task(read_events(a, path))
-        await read_events(a, path, limit=3)
+        await read_events(a, path, limit=3)  # queued, started, a delta: then the run waits at its gate
         stack.gateways[first].send_signal(signal.SIGTERM)
         partial = await asyncio.wait_for(reader, scaled(10))  # ends without a transport error
         assert partial.events and partial.events[-1][1] != "run.completed"
         assert stack.gateways[first].wait(10) is not None
+        assert (await b.get(f"/v1/sessions/{created['session_id']}")).json()["status"] == "running"
+        stack.gates.release(created["run_id"])
         rest = await read_events(b, path, last_event_id=partial.ids[-1])
         _assert_whole(Received(200, partial.events + rest.events))

@@ -30,7 +30,7 @@ AGENTS = json.dumps(
     {
         "counting": "tests.counting_agents:COUNTING",
         "approving": "tests.counting_agents:APPROVING",
-        "stepping": "tests.counting_agents:stepping",
+        "stepping": "tests.counting_agents:stepping_held",
     }
 )
 CALCULATED = 'Let me calculate that. The calculator says "42".'
@@ -47,6 +47,7 @@ class Instant:
     tool_seconds: float = 0.0
     runs_per_call: int = 1  # how many times the tool runs for each call id
     asks: bool = False
+    held: bool = False  # the agent waits at its gate (tests/gates.py) at the instant, until after the kill
     figures: dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,13 +80,15 @@ INSTANTS = {
         tool_seconds=60.0,
         runs_per_call=2,
     ),
-    # An agent of your own, marked @continues: its step is replayed, its text goes on.
+    # An agent of your own, marked @continues: its step is replayed, its text goes on. It waits at
+    # its gate mid-text, so however long the second worker takes to start, every run is still there.
     "during your own agent's text": Instant(
         "stepping",
         "go",
         {},
-        lambda watcher: watcher.deltas() >= 5,
+        lambda watcher: watcher.deltas() >= 1,
         own_answer(42),
+        held=True,
     ),
     "during a question's wait": Instant(
         "approving",
@@ -129,8 +132,11 @@ async def test_a_worker_killed_at_the_worst_instant_loses_nothing_and_repeats_no
         stack.worker()
         await asyncio.to_thread(stack.wait_for_workers, 2)
         await eventually(lambda: all(instant.reached(watcher) for watcher in watchers), within=60, interval=0.02)
+        if instant.held:
+            await eventually(lambda: all(stack.gates.reached(created["run_id"]) for created in made), within=60)
         doomed.send_signal(signal.SIGKILL)
         struck = time.monotonic()
+        stack.gates.release_all()  # for the attempts that take the runs over
         if instant.asks:  # the runs wait with no worker: answered now, through the REST API
             for created, watcher in zip(made, watchers, strict=True):
                 asked = watcher.seen.of("input.required")[0]

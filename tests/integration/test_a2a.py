@@ -47,7 +47,7 @@ from tokentail.shared.a2a_push import PushConfig, PushConfigs
 from tokentail.worker import metrics
 
 AGENTS = {
-    "asking": "tests.asking_agent:ask_then_go_on",
+    "asking": "tests.asking_agent:ask_then_answer",
     "described": "tests.described_agents:add",
     "slow": "tests.slow_agent:slow_tool_agent",
     "stepping": "tests.counting_agents:stepping",

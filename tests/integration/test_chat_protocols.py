@@ -13,13 +13,15 @@ import websockets
 from pydantic import SecretStr
 
 from tests.fixtures.stack import Gateway
+from tests.gates import Gates
 from tests.waiting import eventually, scaled
+from tokentail.shared.settings import Settings
 from tokentail.worker.main import TokentailWorker
 
 KEY_A = "acme-key-0123456789abcdef"
 KEY_B = "beta-key-0123456789abcdef"
 SECRET = "s" * 40
-SLOW = {"tokens": 300, "tokens_per_second": 40}
+HELD = {"agent": "held"}  # a session whose runs wait at their gate (tests/gates.py) until the test releases them
 
 
 def ui_message(text: str, role: str = "user") -> dict[str, Any]:
@@ -82,6 +84,19 @@ def types(frames: list[Frame]) -> list[str]:
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Every gateway and worker here knows the agent `held`."""
+    return settings.model_copy(update={"agents": {"held": "tests.gates:held"}})
+
+
+async def active_run(http: httpx2.AsyncClient, chat_id: str) -> str:
+    """The id of the run the chat's session has going."""
+    session_id = (await http.post("/v1/sessions", json={"chat_id": chat_id})).json()["session_id"]
+    run_id: str = (await http.get(f"/v1/sessions/{session_id}")).json()["active_run_id"]
+    return run_id
+
+
+@pytest.fixture
 async def http(gateway: Gateway, worker: TokentailWorker) -> AsyncIterator[httpx2.AsyncClient]:
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=15) as client:
         yield client
@@ -110,18 +125,21 @@ async def test_ai_sdk_send_streams_the_run_to_done_and_the_chat_keeps_its_histor
 
 
 async def test_ai_sdk_reconnect_replays_the_active_answer_from_its_start_else_204(
-    start_gateway: Callable[..., Any], worker: TokentailWorker
+    start_gateway: Callable[..., Any], worker: TokentailWorker, gates: Gates
 ) -> None:
-    gateway: Gateway = await start_gateway(ui_replay_seconds=0.5)
+    # A short replay window (so that the 204 comes soon), but one a busy machine's next request is inside.
+    gateway: Gateway = await start_gateway(ui_replay_seconds=scaled(1.0))
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=15) as http:
         assert (await http.get("/v1/ai-sdk/chat/chat-2/stream")).status_code == 204  # no such chat yet
-        created = await http.post("/v1/sessions", json={"chat_id": "chat-2", "params": SLOW})
+        created = await http.post("/v1/sessions", json={"chat_id": "chat-2", **HELD})
         assert created.status_code == 201
         async with http.stream("POST", "/v1/ai-sdk/chat", json=chat_body("chat-2")) as response:
             first = await sse_frames(response, until=lambda frames: "text-delta" in types(frames))
-        # The sender hung up mid-answer; the transport's reconnect gets the whole answer, from `start`.
+        # The sender hung up mid-answer (the run waits at its gate); the transport's reconnect gets the
+        # whole answer, from `start`.
         async with http.stream("GET", "/v1/ai-sdk/chat/chat-2/stream") as response:
             assert response.status_code == 200
+            gates.release(await active_run(http, "chat-2"))
             replayed = await sse_frames(response)
         assert replayed[0] == first[0]  # the same `start`, so the client replaces its partial message
         assert replayed[: len(first)] == first
@@ -135,8 +153,9 @@ async def test_ai_sdk_reconnect_replays_the_active_answer_from_its_start_else_20
         await eventually(over)
 
 
+@pytest.mark.usefixtures("gates")
 async def test_ai_sdk_stop_cancels_the_run_and_the_stream_says_abort(http: httpx2.AsyncClient) -> None:
-    await http.post("/v1/sessions", json={"chat_id": "chat-3", "params": SLOW})
+    await http.post("/v1/sessions", json={"chat_id": "chat-3", **HELD})  # its run waits at its gate for the stop
     async with http.stream("POST", "/v1/ai-sdk/chat", json=chat_body("chat-3")) as response:
         reader = SseReader(response)
         await reader.read(until=lambda frames: "text-delta" in types(frames))
@@ -166,7 +185,8 @@ async def test_ai_sdk_refuses_what_it_cannot_answer(
 
 
 async def test_ag_ui_run_and_a_reader_resuming_by_id_get_every_event_once(http: httpx2.AsyncClient) -> None:
-    await http.post("/v1/sessions", json={"chat_id": "thread-1", "params": SLOW})
+    # Many deltas, a few seconds of them; the resume holds whether the run still goes on then or not.
+    await http.post("/v1/sessions", json={"chat_id": "thread-1", "params": {"tokens": 300, "tokens_per_second": 40}})
     async with http.stream("POST", "/v1/ag-ui", json=agent_input("thread-1")) as response:
         assert response.status_code == 200
         head = await sse_frames(response, until=lambda frames: len([i for i, _ in frames if i]) >= 5)
@@ -277,26 +297,30 @@ def ws_url(http: httpx2.AsyncClient) -> str:
     return str(http.base_url).replace("http://", "ws://").rstrip("/") + "/v1/ai-sdk/chat/ws"
 
 
-async def test_ai_sdk_websocket_transport_sends_resumes_and_aborts_requests(http: httpx2.AsyncClient) -> None:
-    await http.post("/v1/sessions", json={"chat_id": "chat-ws", "params": SLOW})
+async def test_ai_sdk_websocket_transport_sends_resumes_and_aborts_requests(
+    http: httpx2.AsyncClient, gates: Gates
+) -> None:
+    await http.post("/v1/sessions", json={"chat_id": "chat-ws", **HELD})
     async with websockets.connect(ws_url(http)) as socket:
         chat = ChatSocket(socket)
         await chat.request({"type": "resume", "requestId": "q0", "id": "chat-ws"})
         assert await chat.frames("q0", lambda f: True) == [{"type": "no-active", "requestId": "q0"}]
         send = {"type": "send", "requestId": "q1", "trigger": "submit-message", **chat_body("chat-ws")}
         await chat.request(send)
-        head = await chat.frames("q1", lambda f: f["type"] == "chunk" and f["sequence"] == 5)
+        head = await chat.frames("q1", lambda f: f["type"] == "chunk" and f["chunk"]["type"] == "text-delta")
+        held_at = head[-1]["sequence"]  # the run waits at its gate
         await chat.request({"type": "abort", "requestId": "q1"})  # stops the sending, not the run
         # A resume replays the answer from its start with the same numbers; lastSequence skips what is held.
         await chat.request({"type": "resume", "requestId": "q2", "id": "chat-ws"})
+        gates.release(await active_run(http, "chat-ws"))
         whole = await chat.frames("q2", lambda f: f["type"] in ("end", "error"))
-        await chat.request({"type": "resume", "requestId": "q3", "id": "chat-ws", "lastSequence": 5})
+        await chat.request({"type": "resume", "requestId": "q3", "id": "chat-ws", "lastSequence": held_at})
         rest = await chat.frames("q3", lambda f: f["type"] in ("end", "error"))
     chunks = [frame for frame in whole if frame["type"] == "chunk"]
     assert whole[0]["type"] == "start" and whole[-1]["type"] == "end"
     assert [frame["sequence"] for frame in chunks] == list(range(len(chunks)))  # contiguous, as the SDK checks
-    assert [frame["chunk"] for frame in head[1:]] == [frame["chunk"] for frame in chunks[:6]]
-    assert [frame["sequence"] for frame in rest if frame["type"] == "chunk"] == list(range(6, len(chunks)))
+    assert [frame["chunk"] for frame in head[1:]] == [frame["chunk"] for frame in chunks[: held_at + 1]]
+    assert [frame["sequence"] for frame in rest if frame["type"] == "chunk"] == list(range(held_at + 1, len(chunks)))
     assert chunks[-1]["chunk"]["type"] == "finish"
 
 

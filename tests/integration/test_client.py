@@ -162,13 +162,15 @@ async def test_chat_s_continue_with_line_works_as_printed_on_a_gateway_that_is_n
     assert key not in with_key.stderr and "--api-key '<your key>' --session s_" in with_key.stderr
 
 
+@pytest.mark.usefixtures("gates")
 async def test_ctrl_c_mid_answer_says_which_session_goes_on_and_how_to_follow_it(
-    gateway: Gateway, start_worker: Any
+    start_gateway: Any, start_worker: Any
 ) -> None:
-    await start_worker()
+    held = {"agents": {"held": "tests.gates:held"}}  # its run waits at its gate (tests/gates.py)
+    gateway: Gateway = await start_gateway(**held)
+    await start_worker(**held)
     chat = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tokentail.cli", "chat", "--url", gateway.url, "hello",
-        "--param", "tokens=400", "--param", "tokens_per_second=20",
+        sys.executable, "-m", "tokentail.cli", "chat", "--url", gateway.url, "hello", "--agent", "held",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert chat.stdout is not None

@@ -6,8 +6,10 @@ import time
 from typing import Any
 
 import httpx2
+import pytest
 from redis.asyncio import Redis
 
+from tests.gates import Gates
 from tests.sse_client import Received, read_events
 from tests.waiting import eventually, scaled
 from tests.writes import AllWrites
@@ -26,6 +28,20 @@ FAST = {"tokens": 60, "tokens_per_second": 0}
 
 async def _create(client: httpx2.AsyncClient, text: str = "hello", **params: Any) -> dict[str, Any]:
     response = await client.post("/v1/sessions", json={"input": text, "model": "scripted", "params": params or FAST})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Every gateway and worker here knows the agent `held`, which waits at its gate (tests/gates.py)."""
+    return settings.model_copy(update={"agents": {"held": "tests.gates:held"}})
+
+
+async def _create_held(client: httpx2.AsyncClient) -> dict[str, Any]:
+    """A session whose run streams a little, then waits at its gate until the test releases it."""
+    response = await client.post("/v1/sessions", json={"input": "hello", "agent": "held"})
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -141,11 +157,12 @@ async def test_a_request_sent_again_with_its_idempotency_key_makes_nothing_twice
     assert bad.status_code == 422
 
 
+@pytest.mark.usefixtures("gates")
 async def test_the_session_shows_partial_text_while_running(
     client: httpx2.AsyncClient, worker: TokentailWorker
 ) -> None:
-    created = await _create(client, tokens=1000, tokens_per_second=200)
-    await read_events(client, created["events_url"], limit=6)
+    created = await _create_held(client)
+    await read_events(client, created["events_url"], limit=3)  # queued, started, a delta: then it waits
     state = (await client.get(f"/v1/sessions/{created['session_id']}")).json()
     assert state["status"] == "running"
     partial = state["transcript"][-1]
@@ -215,15 +232,19 @@ async def test_an_id_ahead_of_the_stream_is_an_unknown_id_gap(
     assert received.events[1:] == full.events
 
 
-async def test_idle_streams_get_heartbeat_comments(client: httpx2.AsyncClient, worker: TokentailWorker) -> None:
-    # Two tokens 2 s apart; the heartbeat is 1 s in tests, so a ping must come between them.
-    created = await _create(client, tokens=2, tokens_per_second=0.5)
+async def test_idle_streams_get_heartbeat_comments(
+    client: httpx2.AsyncClient, worker: TokentailWorker, gates: Gates
+) -> None:
+    # The run waits at its gate until a ping came (the heartbeat is 1 s in tests), then ends.
+    created = await _create_held(client)
     async with client.stream("GET", created["events_url"]) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"].startswith("no-cache")
         body = b""
         async for chunk in response.aiter_bytes():
             body += chunk
+            if b"\n: ping\n\n" in body or body.startswith(b": ping"):
+                gates.release(created["run_id"])
     assert b"\n: ping\n\n" in body or body.startswith(b": ping")
     assert body.rstrip().split(b"\n\n")[-1].startswith(b"id:")  # the stream still ends with the last event
 
@@ -245,17 +266,20 @@ async def test_deleting_a_session_stops_its_run_and_its_streams(
 
 
 async def test_a_stopping_gateway_ends_streams_cleanly_and_another_resumes_them(
-    start_gateway: Any, worker: TokentailWorker
+    start_gateway: Any, worker: TokentailWorker, gates: Gates
 ) -> None:
     first, second = await start_gateway(), await start_gateway()
     async with httpx2.AsyncClient(base_url=first.url) as client_a, httpx2.AsyncClient(base_url=second.url) as client_b:
-        created = await _create(client_a, tokens=300, tokens_per_second=100)
+        created = await _create_held(client_a)
         path = f"/v1/sessions/{created['session_id']}/events"
         reader = asyncio.create_task(read_events(client_a, path))
-        await read_events(client_a, path, limit=5)
+        await read_events(client_a, path, limit=3)  # queued, started, a delta: then the run waits at its gate
         await first.stop()
         partial = await asyncio.wait_for(reader, scaled(10))  # a clean end, not an error
         assert partial.events and partial.events[-1][1] != "run.completed"
+        state = (await client_b.get(f"/v1/sessions/{created['session_id']}")).json()
+        assert state["status"] == "running"  # mid-answer: the run waits at its gate
+        gates.release(created["run_id"])
         rest = await read_events(client_b, path, last_event_id=partial.ids[-1])
         _assert_complete(Received(200, partial.events + rest.events))
 

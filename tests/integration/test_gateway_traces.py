@@ -32,7 +32,7 @@ TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CALLER = "b7ad6b7169203331"  # the caller's own span, the parent it sends
 TRACEPARENT = f"00-{TRACE_ID}-{CALLER}-01"
 QUICK = {"tokens": 5}
-SLOW = {"tokens": 60, "tokens_per_second": 40}  # about 1.5 s: a client may drop and come back meanwhile
+SLOW = {"tokens": 60, "tokens_per_second": 40}  # about 1.5 s of deltas
 
 
 class Traced:
@@ -49,7 +49,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
     with otlp_receiver() as receiver:
         stack = Stack(
             tmp_path_factory.mktemp("traces"),
-            TOKENTAIL_AGENTS=json.dumps({"greet": "tests.mcp_agents:greet"}),
+            TOKENTAIL_AGENTS=json.dumps({"greet": "tests.mcp_agents:greet", "held": "tests.gates:held"}),
             **receiver.env(),
         )
         try:
@@ -173,9 +173,14 @@ async def test_a_client_that_drops_and_resumes_on_another_gateway_has_two_spans_
 ) -> None:
     first, second = traced.urls
     async with httpx2.AsyncClient(timeout=30) as client:
-        created = (await client.post(f"{first}/v1/sessions", json={"input": "hi", "params": SLOW})).json()
+        created = (await client.post(f"{first}/v1/sessions", json={"input": "hi", "agent": "held"})).json()
         path = created["events_url"].removeprefix(first)
-        before = await read_events(client, first + path, limit=4)  # then drops the connection
+        # Queued, started, a delta: then the run waits at its gate, and the client drops the connection;
+        # the run goes on once the gateway has seen it leave (its stream's span ended).
+        before = await read_events(client, first + path, limit=3)
+        traced.receiver.wait_for(lambda spans: len(streams_of(created["session_id"])(spans)) == 1)
+        assert (await client.get(f"{first}/v1/sessions/{created['session_id']}")).json()["status"] == "running"
+        traced.stack.gates.release(created["run_id"])
         after = await read_events(client, second + path, last_event_id=before.ids[-1])
     assert after.events[-1][1] == "run.completed"
     session_id, run_id = created["session_id"], created["run_id"]
@@ -198,11 +203,11 @@ async def test_a_client_that_drops_and_resumes_on_another_gateway_has_two_spans_
     # The clients' spans are in their own traces, linked: the run's trace holds none of them, and the
     # drop took nothing from it: its run span (the one linked to) and its one attempt are all there.
     run_trace = traced.receiver.wait_for(
-        lambda spans: any(s.name == "invoke_agent assistant" and s.trace_id == producer.trace_id for s in spans)
+        lambda spans: any(s.name == "invoke_agent held" and s.trace_id == producer.trace_id for s in spans)
     )
     in_run_trace = [s for s in run_trace if s.trace_id == producer.trace_id]
     assert not [s for s in in_run_trace if s.name.startswith("stream ")]
-    run = one(in_run_trace, name="invoke_agent assistant")
+    run = one(in_run_trace, name="invoke_agent held")
     assert (run.trace_id, run.span_id) == run_span and run.parent_id == producer.span_id
     assert run.attributes["tokentail.run.status"] == "completed"
     assert one(in_run_trace, name="attempt 1 start").parent_id == run.span_id

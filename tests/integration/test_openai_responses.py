@@ -20,6 +20,7 @@ from pydantic import SecretStr, TypeAdapter
 from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
+from tests.gates import Gates
 from tests.sessions import completion
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
@@ -37,7 +38,11 @@ from tokentail.worker.run_writes import RunLease
 KEY = "acme-key-0123456789abcdef"
 OTHER_KEY = "beta-key-0123456789abcdef"
 AUTH = {"api_keys": SecretStr(f"acme:{KEY},beta:{OTHER_KEY}"), "secret": SecretStr("s" * 40)}
-AGENTS = {"careful": "tests.asking_agent:CAREFUL", "two": "tests.asking_agent:two_questions"}
+AGENTS = {
+    "careful": "tests.asking_agent:CAREFUL",
+    "two": "tests.asking_agent:two_questions",
+    "held": "tests.gates:held",  # waits at its gate (tests/gates.py) until the test releases it
+}
 SLOW = {"params": {"tokens": 120, "tokens_per_second": 40}}
 FAST = {"params": {"tokens": 30, "tokens_per_second": 0}}
 
@@ -65,6 +70,13 @@ def checked(event: Any) -> Any:
     """The event, validated against the SDK's union of stream events (strictly: every required field)."""
     EVENT.validate_python(event.to_dict())
     return event
+
+
+def run_of(response_id: str) -> str:
+    """The id of the run a response is."""
+    parsed = parse_response_id(response_id)
+    assert parsed is not None, response_id
+    return parsed[1]
 
 
 def text_of(events: list[Any], final: Response) -> str:
@@ -125,20 +137,21 @@ async def test_a_background_stream_cut_mid_answer_resumes_on_another_gateway(two
     assert "content-length" in kept.headers and "content-length" not in rendered.headers  # a copy, a stream
 
 
-async def test_polling_a_background_response_until_it_ends(two_gateways: list[Gateway]) -> None:
+async def test_polling_a_background_response_until_it_ends(two_gateways: list[Gateway], gates: Gates) -> None:
     first, second = two_gateways
-    created = await sdk(first).responses.create(model="scripted", input="hello", background=True, extra_body=SLOW)
+    created = await sdk(first).responses.create(model="held", input="hello", background=True)
     assert created.status in ("queued", "in_progress") and created.background is True
-    statuses = []
 
-    async def done() -> bool:
-        polled = await sdk(second).responses.retrieve(created.id)
-        statuses.append(polled.status)
-        return polled.status == "completed"
+    async def polled(*statuses: str) -> Response:
+        response = await sdk(second).responses.retrieve(created.id)
+        assert response.status in statuses, response.status
+        return response
 
-    await eventually(done, within=20, interval=0.2)
-    final = await sdk(second).responses.retrieve(created.id)
-    assert "in_progress" in statuses and final.output_text.startswith("Hello")
+    # The run waits at its gate: started, not ended, however long the polls take on a busy machine.
+    assert (await eventually(lambda: polled("in_progress"))).completed_at is None
+    gates.release(run_of(created.id))
+    final = await eventually(lambda: polled("completed"))
+    assert final.output_text.startswith("Hello")
     assert final.id == created.id and final.completed_at is not None
 
 
@@ -376,9 +389,9 @@ async def test_a_request_that_waits_for_its_run_holds_a_stream_slot(
     assert done.status == "completed"
 
 
-async def test_a_plain_stream_ended_by_a_deploy_leaves_its_run_going(two_gateways: list[Gateway]) -> None:
+async def test_a_plain_stream_ended_by_a_deploy_leaves_its_run_going(two_gateways: list[Gateway], gates: Gates) -> None:
     first, second = two_gateways
-    stream = await sdk(first).responses.create(model="scripted", input="hi", stream=True, extra_body=SLOW)
+    stream = await sdk(first).responses.create(model="held", input="hi", stream=True)
     seen: list[Any] = []
     async for event in stream:
         seen.append(event)
@@ -388,7 +401,10 @@ async def test_a_plain_stream_ended_by_a_deploy_leaves_its_run_going(two_gateway
     rest = [event async for event in stream]
     await stopping
     assert rest == [] or rest[-1].type != "response.completed"  # cut short by the deploy, not by the client
-    await eventually(lambda: _status(second, seen[0].response.id, "completed"), within=20, interval=0.2)
+    response_id = seen[0].response.id
+    assert (await sdk(second).responses.retrieve(response_id)).status == "in_progress"  # held at its gate
+    gates.release(run_of(response_id))
+    await eventually(lambda: _status(second, response_id, "completed"), interval=0.05)
 
 
 # -- a response's client leaving, cancels and slots, at their worst instants -------------------------

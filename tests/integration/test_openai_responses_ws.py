@@ -25,6 +25,8 @@ from pydantic import SecretStr, TypeAdapter
 from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
+from tests.gates import Gates
+from tests.integration.test_openai_responses import run_of
 from tests.waiting import eventually
 from tokentail.gateway.encodings.responses_socket import MAX_WAITING
 from tokentail.shared.settings import Settings
@@ -32,8 +34,10 @@ from tokentail.shared.store import SessionStore
 
 KEY = "acme-key-0123456789abcdef"
 AUTH = {"api_keys": SecretStr(f"acme:{KEY}"), "secret": SecretStr("s" * 40)}
-AGENTS = {"careful": "tests.asking_agent:CAREFUL"}
-SLOW = {"params": {"tokens": 120, "tokens_per_second": 40}}
+AGENTS = {
+    "careful": "tests.asking_agent:CAREFUL",
+    "held": "tests.gates:held",  # waits at its gate (tests/gates.py) until the test releases it
+}
 FAST = {"params": {"tokens": 30, "tokens_per_second": 0}}
 TERMINAL = {"response.completed", "response.failed", "response.incomplete"}
 LIMITS = ResponsesWebSocketLimits(
@@ -191,17 +195,16 @@ async def test_a_wrong_key_is_refused_at_the_upgrade_as_the_http_api_refuses_it(
     assert json.loads(refused.value.response.body)["error"]["type"] == "unauthorized"
 
 
+@pytest.mark.usefixtures("gates")
 async def test_creates_past_the_socket_s_bound_are_refused_and_its_close_cancels_what_it_started(
     two_gateways: list[Gateway],
 ) -> None:
     first, second = two_gateways
     connection: AsyncResponsesConnection
     async with sdk(first).responses.connect() as connection:
-        # The default lane: one response at a time, the others wait in it, up to the bound.
+        # The default lane: one response at a time (held at its gate), the others wait in it, up to the bound.
         for i in range(MAX_WAITING + 2):
-            await connection.send_raw(
-                json.dumps({"type": "response.create", "model": "scripted", "input": f"n{i}", **SLOW})
-            )
+            await connection.send_raw(json.dumps({"type": "response.create", "model": "held", "input": f"n{i}"}))
         seen: list[Any] = []
         while not any(e.type == "error" for e in seen) or not any(e.type == "response.output_text.delta" for e in seen):
             seen.append(checked(await connection.recv()))
@@ -220,7 +223,7 @@ async def test_creates_past_the_socket_s_bound_are_refused_and_its_close_cancels
 
 
 async def test_a_background_response_outlives_its_socket_and_resumes_on_another_gateway(
-    two_gateways: list[Gateway],
+    two_gateways: list[Gateway], gates: Gates
 ) -> None:
     first, second = two_gateways
     async with (
@@ -228,12 +231,15 @@ async def test_a_background_response_outlives_its_socket_and_resumes_on_another_
         AsyncResponsesWebSocketSession(connection, limits=LIMITS) as session,
     ):
         lane = session.lane("long")
-        await lane.send(create(model="scripted", input="go on", background=True, **SLOW))
+        await lane.send(create(model="held", input="go on", background=True))
         seen = [checked(await lane.recv())]
-        while sum(e.type == "response.output_text.delta" for e in seen) < 10:
+        while seen[-1].type != "response.output_text.delta":
             seen.append(checked(await lane.recv()))
-    # The socket dropped mid-answer; the response goes on, and is read on from where it was.
+    # The socket dropped mid-answer (the run waits at its gate); the response goes on, and is read on
+    # from where it was.
     response_id = seen[0].response.id
+    assert (await sdk(second).responses.retrieve(response_id)).status == "in_progress"
+    gates.release(run_of(response_id))
     resumed = await sdk(second).responses.retrieve(response_id, stream=True, starting_after=seen[-1].sequence_number)
     seen += [e async for e in resumed]
     assert [e.sequence_number for e in seen] == list(range(len(seen)))  # nothing lost, nothing twice
@@ -243,22 +249,28 @@ async def test_a_background_response_outlives_its_socket_and_resumes_on_another_
     assert final.status == "completed" and text == final.output_text
 
 
-async def test_a_stopping_gateway_closes_the_socket_1012_and_the_response_goes_on(two_gateways: list[Gateway]) -> None:
+async def test_a_stopping_gateway_closes_the_socket_1012_and_the_response_goes_on(
+    two_gateways: list[Gateway], gates: Gates
+) -> None:
     first, second = two_gateways
     seen: list[Any] = []
+    stopping: list[asyncio.Task[None]] = []
     with pytest.raises(websockets.ConnectionClosedError) as cut:  # noqa: PT012 (the events before the cut are kept)
         async with (
             sdk(first).responses.connect() as connection,
             AsyncResponsesWebSocketSession(connection, limits=LIMITS) as session,
         ):
             lane = session.lane("deploy")
-            await lane.send(create(model="scripted", input="a deploy", **SLOW))
+            await lane.send(create(model="held", input="a deploy"))
             while True:
                 seen.append(checked(await lane.recv()))
-                if sum(e.type == "response.output_text.delta" for e in seen) == 10:
-                    asyncio.create_task(first.stop())
+                if seen[-1].type == "response.output_text.delta" and not stopping:
+                    stopping.append(asyncio.create_task(first.stop()))  # the run waits at its gate meanwhile
     assert cut.value.rcvd is not None and cut.value.rcvd.code == 1012  # the SDK may reconnect (on_reconnecting)
+    await stopping[0]
     response_id = seen[0].response.id
+    assert (await sdk(second).responses.retrieve(response_id)).status == "in_progress"  # not cancelled
+    gates.release(run_of(response_id))
     resumed = await sdk(second).responses.retrieve(response_id, stream=True, starting_after=seen[-1].sequence_number)
     seen += [e async for e in resumed]
     assert [e.sequence_number for e in seen] == list(range(len(seen)))
@@ -266,35 +278,39 @@ async def test_a_stopping_gateway_closes_the_socket_1012_and_the_response_goes_o
 
 
 async def test_each_response_in_flight_holds_a_stream_slot_taken_before_its_run_is_queued(
-    start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
 ) -> None:
-    await start_worker(**AUTH)
-    gateway = await start_gateway(max_streams_per_tenant=1, **AUTH)
+    await start_worker(agents=AGENTS, **AUTH)
+    gateway = await start_gateway(max_streams_per_tenant=1, agents=AGENTS, **AUTH)
     async with (
         sdk(gateway).responses.connect() as connection,
         AsyncResponsesWebSocketSession(connection, limits=LIMITS) as session,
     ):
         a, b = session.lane("a"), session.lane("b")
-        await a.send(create(model="scripted", input="holds the slot", **SLOW))
-        assert (await a.recv()).type == "response.created"
+        await a.send(create(model="held", input="holds the slot"))  # until its gate is released
+        created = await a.recv()
+        assert created.type == "response.created"
         refused = await one_response(b, model="scripted", input="one too many", **FAST)
         assert [(e.type, e.status, e.error.code) for e in refused] == [("error", 429, "too_many_streams")]
         with pytest.raises(ResponsesWebSocketError):
             await b.get_final_response()
         # Nothing was started for it; once `a` ends, its slot is given back and `b` is served.
+        gates.release(run_of(created.response.id))
         assert (await a.get_final_response()).status == "completed"
         assert (await one_response(b, model="scripted", input="now", **FAST))[-1].type == "response.completed"
 
 
+@pytest.mark.usefixtures("gates")
 async def test_a_create_sent_just_before_its_socket_closes_leaves_no_run_going(
     two_gateways: list[Gateway], redis: Redis, store: SessionStore, settings: Settings
 ) -> None:
     """The close may come before the create started (nothing is started then), while it queues its
-    run (cancelled once queued), or while its response streams (cancelled)."""
+    run (cancelled once queued), or while its response streams (cancelled: it waits at its gate, never
+    released, so that it cannot end first)."""
     url = two_gateways[0].url.replace("http://", "ws://") + "/v1/responses"
     for delay in (0, 0.001, 0.002, 0.005, 0.01, 0.05, 0.2):
         async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as socket:
-            await socket.send(json.dumps(create(model="scripted", input="and gone", **SLOW)))
+            await socket.send(json.dumps(create(model="held", input="and gone")))
             await asyncio.sleep(delay)
 
     async def none_going() -> bool:

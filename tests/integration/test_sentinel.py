@@ -15,10 +15,12 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.gates import Gates
 from tests.redis_faults import rolled_back_after
 from tests.redis_sentinel import LocalSentinels
 from tests.sessions import completion, delta_of, start_a_run
 from tests.sse_client import Received, read_events
+from tests.waiting import eventually
 from tests.writes import AllWrites
 from tokentail.client import AsyncTokentail
 from tokentail.shared.errors import LeaseLost
@@ -28,14 +30,14 @@ from tokentail.shared.settings import Settings
 from tokentail.worker.main import arq_redis_settings
 from tokentail.worker.run_writes import RunLease
 
-SLOW = {"tokens": 30, "tokens_per_second": 20}  # 1.5 s a run
+AGENTS = {"held": "tests.gates:held"}  # streams a little, then waits at its gate (tests/gates.py)
 
 
 async def _queue_run(client: httpx2.AsyncClient, within: float = 30.0) -> dict[str, Any]:
-    """A new session with a slow run, retried while the queue's Redis fails over (503)."""
+    """A new session whose run waits at its gate, retried while the queue's Redis fails over (503)."""
     deadline = time.monotonic() + within
     while True:
-        response = await client.post("/v1/sessions", json={"input": "hi", "params": SLOW})
+        response = await client.post("/v1/sessions", json={"input": "hi", "agent": "held"})
         if response.status_code == 201 or time.monotonic() > deadline:
             assert response.status_code == 201, response.text
             created: dict[str, Any] = response.json()
@@ -60,15 +62,16 @@ def sentinels(tmp_path: Path) -> Iterator[LocalSentinels]:
 
 
 async def test_the_queue_s_primary_killed_with_runs_queued_and_running_loses_none_and_runs_none_twice(
-    sentinels: LocalSentinels, start_gateway: Any, start_worker: Any
+    sentinels: LocalSentinels, start_gateway: Any, start_worker: Any, gates: Gates
 ) -> None:
-    gateway = await start_gateway(queue_redis_url=sentinels.url)
-    await start_worker(queue_redis_url=sentinels.url, worker_concurrency=2)
+    gateway = await start_gateway(queue_redis_url=sentinels.url, agents=AGENTS)
+    await start_worker(queue_redis_url=sentinels.url, worker_concurrency=2, agents=AGENTS)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
         before = [await _queue_run(client) for _ in range(6)]
-        waiting = await _waiting_once_two_run(client, before)
+        waiting = await _waiting_once_two_run(client, gates, before)
         killed_at = time.monotonic()
         old_primary = await asyncio.to_thread(sentinels.kill_primary)
+        gates.release_all()  # the two running end, and the runs queued then and after go through
         # The first of the runs waiting in the queue to start: the queue works again.
         first_from_queue = asyncio.ensure_future(
             _first_of([_first_token(client, created["events_url"]) for created in waiting])
@@ -93,13 +96,14 @@ async def test_the_queue_s_primary_killed_with_runs_queued_and_running_loses_non
 
 
 async def test_sessions_on_a_sentinel_setup_follow_the_promoted_primary_with_every_event_once(
-    sentinels: LocalSentinels, start_gateway: Any, start_worker: Any
+    sentinels: LocalSentinels, start_gateway: Any, start_worker: Any, gates: Gates
 ) -> None:
-    gateway = await start_gateway(redis_url=sentinels.url)
-    await start_worker(redis_url=sentinels.url, worker_concurrency=2)
+    gateway = await start_gateway(redis_url=sentinels.url, agents=AGENTS)
+    await start_worker(redis_url=sentinels.url, worker_concurrency=2, agents=AGENTS)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
-        before = [await _queue_run(client) for _ in range(4)]  # 2 running, 2 waiting in the queue
-        followed = before[0]["session_id"]
+        before = [await _queue_run(client) for _ in range(4)]
+        waiting = await _waiting_once_two_run(client, gates, before)  # 2 running (held), 2 waiting in the queue
+        followed = next(created for created in before if created not in waiting)["session_id"]
         async with AsyncTokentail(gateway.url) as tokentail:
             stream = tokentail.stream(followed, catch_up="events")
             live = [await anext(stream)]  # run.queued
@@ -107,6 +111,7 @@ async def test_sessions_on_a_sentinel_setup_follow_the_promoted_primary_with_eve
                 live.append(await anext(stream))
             killed_at = time.monotonic()
             await asyncio.to_thread(sentinels.kill_primary)
+            gates.release_all()  # the run followed goes on through the failover
             resumed_at = None
             async for event in stream:
                 live.append(event)
@@ -129,10 +134,11 @@ async def test_sessions_on_a_sentinel_setup_follow_the_promoted_primary_with_eve
 
 
 async def test_a_replica_that_does_not_answer_slows_queueing_by_at_most_a_second_and_refuses_nothing(
-    sentinels: LocalSentinels, start_gateway: Any, start_worker: Any
+    sentinels: LocalSentinels, start_gateway: Any, start_worker: Any, gates: Gates
 ) -> None:
-    gateway = await start_gateway(redis_url=sentinels.url)
-    await start_worker(redis_url=sentinels.url)
+    gateway = await start_gateway(redis_url=sentinels.url, agents=AGENTS)
+    await start_worker(redis_url=sentinels.url, agents=AGENTS)
+    gates.release_all()  # its run need not wait
     sentinels.replica.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
     try:
         async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
@@ -170,17 +176,21 @@ def _run_twice(streams: list[Received]) -> int:
     return sum(1 for count in starts if count["start"] > 1 or count["takeover"] > 0)
 
 
-async def _waiting_once_two_run(client: httpx2.AsyncClient, sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Once the worker's 2 slots run 2 of the sessions, the others, whose runs wait in the queue."""
-    deadline = time.monotonic() + 10
-    while True:
+async def _waiting_once_two_run(
+    client: httpx2.AsyncClient, gates: Gates, sessions: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Once the worker's 2 slots run 2 of the sessions (held at their gates), the others, whose runs
+    wait in the queue."""
+
+    async def two_held() -> list[dict[str, Any]]:
         states = [(await client.get(f"/v1/sessions/{created['session_id']}")).json() for created in sessions]
-        queued = [state["runs"][-1]["status"] == "queued" for state in states]
-        waiting = [created for created, is_queued in zip(sessions, queued, strict=True) if is_queued]
-        if len(waiting) == len(sessions) - 2 or time.monotonic() > deadline:
-            assert len(waiting) == len(sessions) - 2, states
-            return waiting
-        await asyncio.sleep(0.05)
+        waiting = [c for c, state in zip(sessions, states, strict=True) if state["runs"][-1]["status"] == "queued"]
+        held = [created for created in sessions if gates.reached(created["run_id"])]
+        assert len(held) == 2 and len(waiting) == len(sessions) - 2, states
+        return waiting
+
+    waiting: list[dict[str, Any]] = await eventually(two_held)
+    return waiting
 
 
 async def _first_of(moments: list[Coroutine[Any, Any, float]]) -> float:

@@ -27,12 +27,17 @@ HOOKS = "/hooks/"
 
 
 async def _stack(start_gateway: Any, start_worker: Any, receiver: Receiver, **overrides: Any) -> Gateway:
-    settings = {"agents": AGENTS, "webhook_allowed_urls": [receiver.url + HOOKS], **overrides}
+    settings = {
+        "agents": {**AGENTS, "held": "tests.gates:held"},
+        "webhook_allowed_urls": [receiver.url + HOOKS],
+        **overrides,
+    }
     gateway: Gateway = await start_gateway(**settings)
     await start_worker(**settings)
     return gateway
 
 
+@pytest.mark.usefixtures("gates")
 async def test_run_ends_and_questions_are_signed_retried_and_accepted_once(
     start_gateway: Any, start_worker: Any
 ) -> None:
@@ -50,15 +55,15 @@ async def test_run_ends_and_questions_are_signed_retried_and_accepted_once(
                 "webhook": receiver.url + HOOKS + "own",
             }
             failed = (await client.post("/v1/sessions", json=failing)).json()
-            slow = {"input": "slow", "params": {"tokens": 500, "tokens_per_second": 20}}
-            cancelled = (await client.post("/v1/sessions", json=slow)).json()
+            held = {"input": "slow", "agent": "held"}  # waits at its gate (tests/gates.py) for the cancel
+            cancelled = (await client.post("/v1/sessions", json=held)).json()
             asking = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
 
             question = (await waiting_for_input(client, f"/v1/sessions/{asking['session_id']}"))["pending_input"]
             url = f"/v1/sessions/{asking['session_id']}/runs/{asking['run_id']}/input"
             answer = {"input_id": question["input_id"], "answer": {"approved": True}}
             assert (await client.post(url, json=answer)).status_code == 202
-            await eventually(lambda: _started(client, cancelled), what="the slow run started")
+            await eventually(lambda: _started(client, cancelled), what="the held run started")
             assert (await client.post(f"/v1/sessions/{cancelled['session_id']}/cancel")).status_code == 202
 
             expected = 5  # completed, failed, cancelled, input.required, completed

@@ -36,10 +36,14 @@ AGENTS = json.dumps(
         "ask_then_stream": "tests.asking_agent:ask_then_stream",
         "ask_then_go_on": "tests.asking_agent:ask_then_go_on",
         "arithmetic": "tests.arithmetic_agent:arithmetic",  # answers from the conversation it was given
+        "held": "tests.gates:held",  # the scripted answer, held at its gate until the test releases it
     }
 )
-# A reply long and slow enough to be cut, stopped or crashed mid-way: 150 tokens over about 5 s.
+# A reply long enough to be cut or reloaded mid-way: 150 tokens over about 5 s.
 SLOW = {"tokens": 150, "tokens_per_second": 30}
+# A reply to stop, cut or crash mid-way: the same text as SLOW's, which waits at its gate after its
+# first tokens (tests/gates.py) until the test releases it (`ChatStack.release`), or stops it.
+HELD = {"agent": "held", "params": {"tokens": SLOW["tokens"]}}
 
 
 @dataclass
@@ -106,10 +110,12 @@ def run_node(
 
 class ChatStack:
     """A gateway and a worker as separate processes (so a worker can be killed -9), with API keys on:
-    the browser-side clients get chat tokens, as a real app's server would hand them out."""
+    the browser-side clients get chat tokens, as a real app's server would hand them out. `gates`:
+    the stack's, where its gated agents wait (tests/gates.py)."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
+        self.gates = stack.gates
         self.url = stack.gateway()
         self.workers = [stack.worker()]
         stack.wait_for_workers(1)
@@ -130,13 +136,18 @@ class ChatStack:
         state: dict[str, Any] = self.http.get(f"/v1/sessions/{named.json()['session_id']}").json()
         return state
 
+    def release(self, chat_id: str) -> None:
+        """Release the gate of the chat's last run (tests/gates.py): it goes on."""
+        self.gates.release(self.session(chat_id)["runs"][-1]["run_id"])
+
     def crash_worker(self) -> None:
-        """SIGKILL the worker running the run, and start the one that takes it over."""
+        """SIGKILL the worker running the run, now, and start the one that takes it over (its start,
+        seconds on a busy machine, comes after the instant the test chose)."""
         doomed = self.workers.pop()
-        self.workers.append(self.stack.worker())
-        self.stack.wait_for_workers(2)
         doomed.kill()
         doomed.wait()
+        self.workers.append(self.stack.worker())
+        self.stack.wait_for_workers(1)
 
 
 def _until_listening(url: str, within: float = 20.0) -> None:

@@ -40,12 +40,13 @@ function summary(events) {
 }
 
 const scenarios = {
-  // A background stream cut after some text (the network drops), resumed on the other gateway
-  // with retrieve(stream, starting_after): the test may kill the worker at the cut.
+  // A background stream cut after some text (`cutAfter` deltas, 10 by default: the network drops),
+  // resumed on the other gateway with retrieve(stream, starting_after): the test may kill the worker
+  // at the cut. `model`: the agent, `scripted` by default.
   async resume() {
     const events = [];
     const stream = await client(0).responses.create({
-      model: "scripted",
+      model: options.model ?? "scripted",
       input: options.input,
       background: true,
       stream: true,
@@ -53,7 +54,7 @@ const scenarios = {
     });
     for await (const event of stream) {
       events.push(event);
-      if (events.filter((e) => e.type === "response.output_text.delta").length === 10) break;
+      if (events.filter((e) => e.type === "response.output_text.delta").length === (options.cutAfter ?? 10)) break;
     }
     stream.controller.abort();
     const responseId = events[0].response.id;

@@ -94,19 +94,20 @@ const scenarios = {
     });
   },
 
-  // A response on a socket cut mid-answer (the socket drops; `background` keeps the response, or the
-  // gateway that held it is killed: the test acts on the "cut" step), read on from where it was with
-  // retrieve(stream, starting_after) on the other gateway.
+  // A response on a socket cut mid-answer, after `cutAfter` deltas (10 by default; the socket drops:
+  // `background` keeps the response, or the gateway that held it is killed: the test acts on the
+  // "cut" step), read on from where it was with retrieve(stream, starting_after) on the other
+  // gateway. `model`: the agent, `scripted` by default.
   async drop() {
     const { connection, events, session } = await connect(options.gateways[0]);
     const lane = session.lane("long");
-    const body = { model: "scripted", input: options.input, params: options.params };
+    const body = { model: options.model ?? "scripted", input: options.input, params: options.params };
     if (options.background) {
       // A lane's create leaves `background` out (OpenAI's WebSocket mode does not take it): tokentail
       // does, sent on the socket itself, in the lane's stream.
       connection.send({ type: "response.create", stream_id: "long", ...body, background: true });
     } else lane.create(body);
-    await until(() => events.filter((e) => e.type === "response.output_text.delta").length >= 10);
+    await until(() => events.filter((e) => e.type === "response.output_text.delta").length >= (options.cutAfter ?? 10));
     const kept = events.slice();
     if (options.background) connection.close(); // else the test kills the gateway
     const responseId = kept[0].response.id;

@@ -21,7 +21,7 @@ from tests.webhook_receiver import Delivery, Receiver
 
 AGENTS = {
     "stepping": "tests.counting_agents:stepping",  # streams word by word for about 9 s, @continues
-    "asking": "tests.asking_agent:ask_then_go_on",
+    "asking": "tests.asking_agent:ask_then_answer",
     "slow": "tests.slow_agent:slow_tool_agent",
 }
 HOOKS = "/a2a-hooks/"

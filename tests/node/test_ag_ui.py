@@ -4,7 +4,7 @@ docs/ui-protocols.md says: the messages it assembles are the run tokentail recor
 
 from typing import Any
 
-from tests.node.conftest import SLOW, ChatStack, Outcome, run_node
+from tests.node.conftest import HELD, SLOW, ChatStack, Outcome, run_node
 from tests.waiting import eventually_sync
 from tokentail.worker.providers.scripted import scripted_tokens
 
@@ -90,7 +90,12 @@ def test_connect_agent_on_a_page_loaded_mid_answer_catches_up_and_follows(chats:
 
 
 def test_after_a_worker_is_killed_mid_answer_the_message_goes_on_with_no_snapshot(chats: ChatStack) -> None:
-    outcome = agent(chats, "crash", "crashed", on_step=lambda step: chats.crash_worker(), timeout=120)
+    def crash(step: dict[str, Any]) -> None:  # at the first text, while the run waits at its gate
+        chats.crash_worker()
+        chats.release("crashed")
+
+    token = chats.chat("crashed", **HELD)
+    outcome = agent(chats, "crash", "crashed", token=token, on_step=crash, timeout=120)
     run = last_run(chats, "crashed")
     assert run["status"] == "completed" and run["attempt"] == 2, "the run was taken over"
     # run.continued: the same message goes on, nothing is replaced.
@@ -99,7 +104,7 @@ def test_after_a_worker_is_killed_mid_answer_the_message_goes_on_with_no_snapsho
 
 
 def test_abort_run_cancels_the_run_in_tokentail(chats: ChatStack) -> None:
-    outcome = agent(chats, "stop", "stopped")
+    outcome = agent(chats, "stop", "stopped", token=chats.chat("stopped", **HELD))  # stopped while it waits at its gate
     stopped = outcome.step("stopped")
     run = last_run(chats, "stopped")
     assert stopped["http"] == 202 and stopped["body"] == {"run_id": run["run_id"], "status": "cancelling"}

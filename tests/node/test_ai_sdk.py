@@ -4,12 +4,16 @@ docs/ui-protocols.md says: the message it assembles is the run tokentail recorde
 
 from typing import Any
 
-from tests.node.conftest import SLOW, ChatStack, Outcome, run_node
+from tests.node.conftest import HELD, SLOW, ChatStack, Outcome, run_node
 from tokentail.worker.providers.scripted import scripted_tokens
 
 
-def chat(chats: ChatStack, scenario: str, chat_id: str, input: str = "hello", **kwargs: Any) -> Outcome:
-    options = {"gateway": chats.url, "chatId": chat_id, "token": chats.chat(chat_id, params=SLOW), "input": input}
+def chat(
+    chats: ChatStack, scenario: str, chat_id: str, input: str = "hello", held: bool = False, **kwargs: Any
+) -> Outcome:
+    """The scenario on a chat whose run is SLOW's answer; `held`: which waits at its gate (tests/gates.py)."""
+    session = HELD if held else {"params": SLOW}
+    options = {"gateway": chats.url, "chatId": chat_id, "token": chats.chat(chat_id, **session), "input": input}
     return run_node("ai_sdk.mjs", scenario, options, **kwargs)
 
 
@@ -74,7 +78,11 @@ def test_use_chat_reloaded_mid_answer_shows_the_history_then_the_answer_going_on
 def test_use_chat_after_a_worker_is_killed_mid_answer_has_the_answer_going_on_with_no_reset(
     chats: ChatStack,
 ) -> None:
-    outcome = chat(chats, "crash", "crashed", on_step=lambda step: chats.crash_worker(), timeout=120)
+    def crash(step: dict[str, Any]) -> None:  # at the first text, while the run waits at its gate
+        chats.crash_worker()
+        chats.release("crashed")
+
+    outcome = chat(chats, "crash", "crashed", held=True, on_step=crash, timeout=120)
     assert outcome.step("text")
     run = last_run(chats, "crashed")
     assert run["status"] == "completed" and run["attempt"] == 2, "the run was taken over"
@@ -87,7 +95,7 @@ def test_use_chat_after_a_worker_is_killed_mid_answer_has_the_answer_going_on_wi
 
 
 def test_use_chat_stop_with_the_stop_endpoint_cancels_the_run(chats: ChatStack) -> None:
-    outcome = chat(chats, "stop", "stopped")
+    outcome = chat(chats, "stop", "stopped", held=True)  # stopped while it waits at its gate
     stopped = outcome.step("stopped")
     run = last_run(chats, "stopped")
     assert stopped["http"] == 202 and stopped["body"] == {"run_id": run["run_id"], "status": "cancelling"}
@@ -102,7 +110,7 @@ def test_use_chat_stop_with_the_stop_endpoint_cancels_the_run(chats: ChatStack) 
 
 
 def test_websocket_chat_transport_sends_and_resumes_on_the_gateway_socket(chats: ChatStack) -> None:
-    outcome = chat(chats, "websocket", "socket")
+    outcome = chat(chats, "websocket", "socket", held=True, on_step=lambda step: chats.release("socket"))
     partial = outcome.step("stopped")["text"]
     run = last_run(chats, "socket")
     whole = text_of(assistant(outcome))

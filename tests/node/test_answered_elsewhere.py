@@ -1,37 +1,39 @@
 """Issue 41's scenario with the real clients: an agent streams "Before the question. ", asks for an
 approval, the question is answered on another device (REST), the agent streams on, and its worker is
-killed -9 ten deltas after the answer. The real `useChat` (ai 7's AbstractChat, resumeStream) and
-`@ag-ui/client` (connectAgent) must end showing `run.completed.output`, each piece once: with an
-agent that starts over (`run.retrying`) and with one that goes on (`@continues`, `run.continued`)."""
+killed -9 ten deltas after the answer, while the run waits at its gate (tests/gates.py). The real
+`useChat` (ai 7's AbstractChat, resumeStream) and `@ag-ui/client` (connectAgent) must end showing
+`run.completed.output`, each piece once: with an agent that starts over (`run.retrying`) and with one
+that goes on (`@continues`, `run.continued`)."""
 
 from typing import Any
 
 import pytest
 
-from tests.asking_agent import BEFORE_THE_QUESTION
+from tests.asking_agent import BEFORE_THE_QUESTION, HELD_AFTER
 from tests.node.conftest import ChatStack, Outcome, run_node
 from tests.waiting import eventually_sync
 
-DELTAS_BEFORE_THE_KILL = 10
-
 
 def answer_elsewhere_then_kill(chats: ChatStack, session_id: str) -> None:
-    """Another device answers the question (REST); ten deltas later, the worker is killed -9."""
+    """Another device answers the question (REST); once the run streamed its ten words after the
+    answer and waits at its gate, the worker is killed -9, and the gate released for the next."""
     state = chats.http.get(f"/v1/sessions/{session_id}").json()
     question = state["pending_input"]
+    run_id = question["run_id"]
     answered = chats.http.post(
-        f"/v1/sessions/{session_id}/runs/{question['run_id']}/input",
+        f"/v1/sessions/{session_id}/runs/{run_id}/input",
         json={"input_id": question["input_id"], "answer": {"approved": True}},
     )
     assert answered.status_code == 202, answered.text
-    # After input.received: run.started, tool.completed, then a delta per word.
-    enough = answered.json()["event_id"] + 2 + DELTAS_BEFORE_THE_KILL
 
-    def streamed() -> None:
-        assert chats.http.get(f"/v1/sessions/{session_id}").json()["last_event_id"] >= enough
+    def held_after_the_words() -> None:
+        assert chats.gates.reached(run_id), "the run is not at its gate yet"
+        text = chats.http.get(f"/v1/sessions/{session_id}").json()["transcript"][-1]["content"]
+        assert text.endswith(f"Word {HELD_AFTER - 1}. "), text  # stored: the clients may have it
 
-    eventually_sync(streamed, what=f"{DELTAS_BEFORE_THE_KILL} deltas after the answer")
+    eventually_sync(held_after_the_words, what=f"the run held {HELD_AFTER} deltas after the answer")
     chats.crash_worker()
+    chats.gates.release(run_id)  # the attempt that takes the run over goes through
 
 
 def play(chats: ChatStack, driver: str, agent: str) -> tuple[Outcome, dict[str, Any]]:

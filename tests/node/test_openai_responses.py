@@ -5,7 +5,8 @@ wrong key."""
 
 from typing import Any
 
-from tests.node.conftest import API_KEY, SLOW, ChatStack, run_node
+from tests.node.conftest import API_KEY, HELD, SLOW, ChatStack, run_node
+from tokentail.shared.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens
 
 INPUT = "hello from node"
@@ -26,13 +27,31 @@ def test_a_cut_background_stream_resumes_on_the_other_gateway(chats: ChatStack) 
     assert result["itemsDone"] == ["completed"]
 
 
+def crashed_at_the_cut(chats: ChatStack, driver: str, scenario: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The driver's scenario on a response whose run waits at its gate (tests/gates.py) after its
+    first delta, where the driver cuts: its worker killed -9 then, and the gate released for the
+    worker that takes the run over. Its result, once the run was taken over."""
+
+    def ids(step: dict[str, Any]) -> tuple[str, str, int]:
+        parsed = parse_response_id(step["responseId"])
+        assert parsed is not None
+        return parsed
+
+    def crash(step: dict[str, Any]) -> None:
+        if step["step"] == "cut":
+            chats.crash_worker()
+            chats.gates.release(ids(step)[1])
+
+    held = {**options, "model": HELD["agent"], "params": HELD["params"], "cutAfter": 1}
+    outcome = run_node(driver, scenario, held, on_step=crash)
+    session_id, _, _ = ids(outcome.step("cut"))
+    run = chats.http.get(f"/v1/sessions/{session_id}").json()["runs"][-1]
+    assert run["status"] == "completed" and run["attempt"] == 2, "the run was taken over"
+    return outcome.result
+
+
 def test_after_a_worker_is_killed_the_answer_is_one_coherent_text(chats: ChatStack) -> None:
-    result = run_node(
-        "openai_responses.mjs",
-        "resume",
-        options(chats),
-        on_step=lambda step: chats.crash_worker() if step["step"] == "cut" else None,
-    ).result
+    result = crashed_at_the_cut(chats, "openai_responses.mjs", "resume", options(chats))
     assert result["sequence"] == list(range(len(result["sequence"])))
     assert result["status"] == "completed" and result["keptText"] == result["outputText"] == ANSWER
     # The run went on where it stopped (run.continued): its one message item went on too.

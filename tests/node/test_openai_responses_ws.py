@@ -7,6 +7,7 @@ import signal
 from typing import Any
 
 from tests.node.conftest import API_KEY, SLOW, ChatStack, run_node
+from tests.node.test_openai_responses import crashed_at_the_cut
 from tokentail.worker.providers.scripted import scripted_tokens
 
 INPUT = "hello from a socket"
@@ -33,12 +34,7 @@ def test_lanes_a_follow_up_and_an_approval_on_one_socket_and_a_wrong_key(chats: 
 def test_a_background_response_whose_socket_dropped_and_worker_died_resumes_on_the_other_gateway(
     chats: ChatStack,
 ) -> None:
-    result = run_node(
-        "openai_responses_ws.mjs",
-        "drop",
-        options(chats, background=True),
-        on_step=lambda step: chats.crash_worker() if step["step"] == "cut" else None,
-    ).result
+    result = crashed_at_the_cut(chats, "openai_responses_ws.mjs", "drop", options(chats, background=True))
     assert result["sequence"] == list(range(len(result["sequence"]))), "no gap, no duplicate"
     assert result["types"][-1] == "response.completed" and result["status"] == "completed"
     assert result["text"] == result["outputText"] == ANSWER
