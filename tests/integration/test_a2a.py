@@ -82,6 +82,8 @@ async def gateways(
     one: Gateway = await start_gateway(**settings)
     two: Gateway = await start_gateway(**settings)
     await start_worker(**settings)
+    for gateway in (one, two):  # the agents' cards and arguments as the worker says, not the defaults
+        await gateway.sees_published("described")
     return one, two
 
 

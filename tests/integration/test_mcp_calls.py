@@ -132,13 +132,7 @@ async def test_routing_header_values_are_read_without_the_whitespace_around_them
     and uvicorn's httptools keeps the trailing part: a call with `Mcp-Name:  greet  ` was refused -32020."""
     gateway: Gateway = await start_gateway(agents=AGENTS)
     await start_worker(agents=AGENTS)
-    directory = gateway.app.state.agents
-    directory.REFRESH_SECONDS = 0  # read what the worker published as it started, as soon as it has
-
-    async def published() -> bool:
-        return "name" in (await directory.get("greet")).input_schema["properties"]
-
-    await eventually(published, what="greet's input schema, as its worker published it")
+    await gateway.sees_published("greet")
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     try:
         writer.write(tool_call(gateway.port, name, method))
