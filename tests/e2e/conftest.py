@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 from redis import Redis
 
-from tests.e2e.fake_llm_server import REQUESTS, app
+from tests.e2e.fake_llm_server import REQUESTS, app, clear_hold
 from tests.gates import Gates
 from tests.redis_cluster import LocalCluster, require
 from tests.waiting import eventually, eventually_sync
@@ -125,10 +125,12 @@ def cluster_stack(tmp_path: Path) -> Iterator[Stack]:
 async def llm_url() -> AsyncIterator[str]:
     """The fake OpenAI and Anthropic server (tests/e2e/fake_llm_server.py) on loopback, its requests cleared."""
     REQUESTS.clear()
+    clear_hold()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     await eventually(lambda: server.started)
     yield f"http://127.0.0.1:{port}"
+    clear_hold()  # a held answer's response ends, so the server can stop
     server.should_exit = True
     await task

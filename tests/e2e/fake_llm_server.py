@@ -2,8 +2,9 @@
 
 It answers in a scripted way: offered `current_time` and asked about the time, it calls the tool
 first; given tool results, it reports them; otherwise it echoes. A wrong API key gets 401. Asked
-"slowly", its answer after the tool is long (SLOW_WORDS words) and comes a word every 50 ms, so a
-test can kill a worker mid-text. It continues a partial answer as each API says (Anthropic: a final
+"slowly", its answer after the tool is long (SLOW_WORDS words) and comes a piece every 50 ms; a test
+that must act mid-text holds it there (`hold_slow_answers`: its first HOLD_AT pieces, then it waits
+until the test releases it), never by its length. It continues a partial answer as each API says (Anthropic: a final
 assistant message; vLLM: `continue_final_message`): with only what follows it. It keeps the body of
 every request, which `GET /requests` returns.
 """
@@ -22,8 +23,35 @@ from tests.fake_llm import anthropic_stream, openai_stream
 API_KEY = "e2e-key"
 
 
-SLOW_WORDS = 200  # about 10 s: a busy machine still kills a worker mid-answer
+SLOW_WORDS = 200
+HOLD_AT = 12  # chunks of a held slow answer sent before it waits
 REQUESTS: list[dict[str, Any]] = []
+
+
+class Hold:
+    """Slow answers wait after HOLD_AT chunks until `released` is set (for good: a later request, the
+    takeover's, goes through at once); `reached` is set when one waits."""
+
+    def __init__(self) -> None:
+        self.reached, self.released = asyncio.Event(), asyncio.Event()
+
+
+_hold: Hold | None = None
+
+
+def hold_slow_answers() -> Hold:
+    """From now on, until the server stops or it is released, slow answers wait mid-text (the server
+    runs in the test's own event loop: tests/e2e/conftest.py `llm_url`)."""
+    global _hold
+    _hold = Hold()
+    return _hold
+
+
+def clear_hold() -> None:
+    global _hold
+    if _hold is not None:
+        _hold.released.set()
+    _hold = None
 
 
 def slow_answer(tool_result: str) -> str:
@@ -57,7 +85,7 @@ async def openai_chat(request: Request) -> Response:
     last = messages[-1].get("content") or ""
     text, call = _plan(last if isinstance(last, str) else "", results, names, slow)
     calls = [(0, "call_time", "current_time", ['{"timez', 'one": "UTC"}'])] if call else []
-    return _stream(openai_stream(_after(prefix, text), calls), slow)
+    return _stream(openai_stream(_after(prefix, text), calls), slow, held=slow and bool(results))
 
 
 async def anthropic_messages(request: Request) -> Response:
@@ -82,7 +110,7 @@ async def anthropic_messages(request: Request) -> Response:
     slow = any("slowly" in m["content"] for m in messages if m["role"] == "user" and isinstance(m["content"], str))
     text, call = _plan(last["content"] if isinstance(last["content"], str) else "", results, names, slow)
     uses = [("toolu_time", "current_time", ['{"timezone":', ' "UTC"}'])] if call else []
-    return _stream(anthropic_stream(_after(prefix, text), uses), slow)
+    return _stream(anthropic_stream(_after(prefix, text), uses), slow, held=slow and bool(results))
 
 
 def _after(prefix: str, parts: list[str]) -> list[str]:
@@ -99,10 +127,17 @@ async def requests(request: Request) -> Response:
     return JSONResponse(REQUESTS)
 
 
-def _stream(chunks: list[bytes], slow: bool) -> StreamingResponse:
+def _stream(chunks: list[bytes], slow: bool, held: bool) -> StreamingResponse:
+    """`chunks`, each 50 ms after the one before if `slow`; the slow answer after the tool (`held`)
+    waits after HOLD_AT of them while slow answers are held."""
+    hold = _hold if held else None
+
     async def body() -> AsyncIterator[bytes]:
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
             yield chunk
+            if hold is not None and i + 1 == HOLD_AT:
+                hold.reached.set()
+                await hold.released.wait()
             if slow:
                 await asyncio.sleep(0.05)
 

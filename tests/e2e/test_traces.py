@@ -218,6 +218,7 @@ async def test_a_question_answered_through_another_gateway_resumes_in_a_linked_a
     _traced(stack, receiver)
     asking_gateway, answering_gateway = stack.gateway(), stack.gateway()
     stack.worker()
+    await asyncio.to_thread(stack.wait_for_workers, 1)  # a busy box's slow start is not the run's time
     async with httpx2.AsyncClient(timeout=30) as client:
         made = (
             await client.post(f"{asking_gateway}/v1/sessions", json={"input": "clean up", "agent": "approve"})

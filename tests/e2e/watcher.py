@@ -8,6 +8,7 @@ from typing import Any
 import httpx2
 
 from tests.e2e.conftest import Stack
+from tests.e2e.fake_llm_server import hold_slow_answers
 from tests.sse_client import Received, read_events
 from tests.waiting import eventually, scaled
 
@@ -68,9 +69,10 @@ async def killed_in_second_turn(
     stack: Stack, url: str, body: dict[str, Any], before_kill: Callable[[], Awaitable[None]] | None = None
 ) -> "Watcher":
     """A run of the fake LLM's slow answer with a tool (`body`'s input asks "slowly":
-    tests/e2e/fake_llm_server.py), its worker killed -9 in the model's second turn, after the tool, and
-    taken over by a second worker; `before_kill` awaited just before the kill. Returns its watcher once
-    the run has ended."""
+    tests/e2e/fake_llm_server.py, in this process: the `llm_url` fixture), its worker killed -9 in the
+    model's second turn, after the tool, while the model's answer is held mid-text, and taken over by a
+    second worker; `before_kill` awaited just before the kill. Returns its watcher once the run has ended."""
+    hold = hold_slow_answers()
     doomed = stack.worker()
     await asyncio.to_thread(stack.wait_for_workers, 1)
     async with httpx2.AsyncClient(timeout=30) as client:
@@ -80,9 +82,16 @@ async def killed_in_second_turn(
         await eventually(lambda: "run.started" in watcher.arrival, within=30)
         stack.worker()  # before the instant: its start must not push the kill past it
         await asyncio.to_thread(stack.wait_for_workers, 2)
-        await eventually(lambda: "tool.completed" in watcher.arrival and watcher.deltas() >= 6, within=30)
+        await asyncio.wait_for(hold.reached.wait(), scaled(30))
+
+        def second_turn_shown() -> bool:  # some of the held answer's text reached the client
+            tool = [kind for _, kind, _ in watcher.seen.events].index("tool.completed")
+            return any(kind == "message.delta" for _, kind, _ in watcher.seen.events[tool:])
+
+        await eventually(second_turn_shown, ignoring=(ValueError,), what="the held answer's first text")
         if before_kill is not None:
             await before_kill()
         doomed.kill()
+        hold.released.set()  # the takeover's model call goes through at once
         await asyncio.wait_for(following, scaled(60))
     return watcher
