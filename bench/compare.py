@@ -22,7 +22,7 @@ import starts
 import storm
 from levels import capacity, spread_capacity
 from redis.asyncio import Redis
-from systems import SYSTEMS, System, TokentailGateway, connections_of, redis_clients, rss_kb
+from systems import SYSTEMS, System, connections_of, redis_clients, rss_kb
 
 from tokentail.redis_server import RedisServer
 
@@ -83,7 +83,7 @@ async def fan_out(system: System, watchers: int) -> dict[str, Any]:
         results = await asyncio.gather(*readers)
         after = await calls()
     await redis.aclose()
-    counted = sum(1 for f in results[0] if f.event == system.delta and f.received > counting_from)
+    counted = sum(1 for f in results[0] if system.is_token(f) and f.received > counting_from)
     figures: dict[str, Any] = {"events": counted, "complete_watchers": sum(map(system.finished, results))}
     if system.uses_redis:
         figures["per_event"] = {
@@ -100,7 +100,7 @@ async def first_event_ms(system: System, runs: int) -> dict[str, float]:
             await asyncio.sleep(0.05)
             begun = time.time()
             path = await system.start_stream(client, tokens=10, rate=50)  # Vercel's cannot be followed once done
-            frames = await harness.read_sse(system.port, path, lambda f: f.event == system.delta)
+            frames = await harness.read_sse(system.port, path, system.is_token)
             times.append((frames[-1].received - begun) * 1000)
     return {"p50_ms": harness.percentile(times, 50), "p99_ms": harness.percentile(times, 99)}
 
@@ -169,8 +169,9 @@ async def measure(system: System, quick: bool, repeats: int, levels: list[int], 
     name = system.name
     figures: dict[str, Any] = {"levels": []}
     print(f"== {name}")
-    if isinstance(system, TokentailGateway):  # what the worker would limit: streams held
+    if system.capacity_only:
         await capacity(system, figures, quick, repeats, levels, max_other)
+        await spread_capacity(system, figures, quick, levels, max_other)
         return figures
     # First, on a fresh gateway process: a heap grown by the loads below would hide what streams cost.
     meter = harness.OtherWork(system.pids)

@@ -105,7 +105,7 @@ async def run_level(system: System, streams: int, tokens: int, spread: float = 1
                 return
             run.incomplete += not system.finished(frames)
             delays = await system.delays_ms(path, frames)  # one per token event, in order
-            received = [frame.received for frame in frames if frame.event == system.delta]
+            received = [frame.received for frame in frames if system.is_token(frame)]
             run.appended += [at - delay / 1000 - began for at, delay in zip(received, delays, strict=True)]
             run.delays_ms += delays
             all_frames.append(frames)
@@ -118,7 +118,7 @@ async def run_level(system: System, streams: int, tokens: int, spread: float = 1
     run.cpu["other"] = run.cpu.pop("box") - sum(run.cpu.values())
     for frames in all_frames:
         for frame in frames:
-            if frame.event == system.delta and window[0] <= frame.received < window[1]:
+            if system.is_token(frame) and window[0] <= frame.received < window[1]:
                 run.events += 1
                 run.tokens += len(system.payload(frame)["text"].split())
     return run

@@ -34,6 +34,11 @@ from tokentail.worker.run_writes import RunWrites
 
 PEERS = Path(__file__).resolve().parent / "peers"
 TOKENS, RATE = 300, 50
+# What a delivery delay is timed from (bench.py --clock): `due`, each token's due time, which every
+# producer writes as the token itself, so the producer -> Redis leg counts for every system alike;
+# or `append`, when the event was appended (tokentail: Redis TIME in the append script; the peers:
+# their producer's clock as it built the frame), the figure before issue 53.
+CLOCK = "due"
 
 
 def rss_kb(pid: int) -> int:
@@ -129,14 +134,33 @@ class System:
         """Where the gateway serves a peer's stream as SSE."""
         return f"/stream/{stream_id}"
 
+    # The only systems of which the levels are measured (streams held, the curve, CPU per token): a
+    # system that stands in for another's part (tokentail-gateway) or a product pipeline (vercel-ai).
+    capacity_only = False
+
+    def is_token(self, frame: harness.Frame) -> bool:
+        """Whether `frame` is a token event."""
+        return frame.event == self.delta
+
     def payload(self, frame: harness.Frame) -> dict[str, Any]:
-        """A token event's data: the producer's clock `t` (ms) and the tokens `text`."""
+        """A token event's data: its tokens `text` (each the time it was due, ms since the epoch:
+        every system's producer stamps them so) and, for the peers, the producer's clock `t` (ms)
+        when it built the frame."""
         payload: dict[str, Any] = json.loads(frame.data)
         return payload
 
+    def due_ms(self, frame: harness.Frame) -> float:
+        """When the last token of a token event was due: the model spoke it then."""
+        return float(self.payload(frame)["text"].split()[-1])
+
     async def delays_ms(self, path: str, frames: list[harness.Frame]) -> list[float]:
-        """Append -> receipt delay of each token event of a stream read whole."""
-        return [frame.received * 1000 - self.payload(frame)["t"] for frame in frames if frame.event == self.delta]
+        """Delivery delay of each token event of a stream read whole, on the benchmark's clock
+        (`CLOCK`): from its last token's due time (`due`: every hop counts, the producer's too), or
+        from when it was appended (`append`: the producer's clock as it built the frame)."""
+        tokens = [frame for frame in frames if self.is_token(frame)]
+        if CLOCK == "due":
+            return [frame.received * 1000 - self.due_ms(frame) for frame in tokens]
+        return [frame.received * 1000 - self.payload(frame)["t"] for frame in tokens]
 
     def finished(self, frames: list[harness.Frame]) -> bool:
         return bool(frames) and frames[-1].event == b"done"
@@ -180,10 +204,12 @@ class Tokentail(System):
         self.keys = Keys(self.stack.prefix)
 
     async def start_stream(self, client: httpx2.AsyncClient, tokens: int = TOKENS, rate: float = RATE) -> str:
-        created = await harness.create(client, tokens=tokens, tokens_per_second=rate)
+        created = await harness.create(client, tokens=tokens, tokens_per_second=rate, due_stamps=True)
         return f"/v1/sessions/{created['session_id']}/events"
 
     async def delays_ms(self, path: str, frames: list[harness.Frame]) -> list[float]:
+        if CLOCK == "due":
+            return await super().delays_ms(path, frames)
         redis = Redis.from_url(self.redis.url)
         try:
             entries = await redis.xrange(self.keys.session(path.split("/")[3]).events)
@@ -225,6 +251,7 @@ class TokentailGateway(Tokentail):
 
     name = "tokentail-gateway"
     short_run = System.short_run  # the light producer paces every stream
+    capacity_only = True  # what the worker would limit: streams held
 
     def start(self) -> None:
         super().start()
