@@ -147,28 +147,49 @@ async def reconnect_storm(system: System, quick: bool) -> dict[str, Any] | None:
 
 
 async def compare(
-    data_dir: str, quick: bool, repeats: int, levels: list[int], systems: list[str], max_other: float
+    data_dir: str,
+    quick: bool,
+    repeats: int,
+    levels: list[int],
+    systems: list[str],
+    max_other: float,
+    aof: tuple[str, ...] = ("no",),
 ) -> dict[str, Any]:
+    """Each system in turn on a private Redis. tokentail's (and tokentail-gateway's) runs with each of
+    the `aof` modes (`--redis-aof`): with the first, measured whole, under its own name; with the
+    others, its levels only, as "<name> (AOF <mode>)". The peers' Redis keeps no AOF: they promise
+    nothing of a Redis restart."""
     results: dict[str, Any] = {}
     for name in systems:
-        folder = Path(data_dir) / name
-        folder.mkdir()
-        with RedisServer(folder) as redis:
-            system = SYSTEMS[name](redis)
-            began = time.monotonic()
-            try:
-                await system.restart()
-                results[system.name] = await measure(system, quick, repeats, levels, max_other)
-            finally:
-                system.stop()
-            print(f"  ({name}: {time.monotonic() - began:.0f} s)")
+        for index, mode in enumerate(aof if name.startswith("tokentail") else ("no",)):
+            label = name if index == 0 else f"{name} (AOF {mode})"
+            folder = Path(data_dir) / label.replace(" ", "-").strip("()")
+            folder.mkdir()
+            with redis_server(folder, mode) as redis:
+                system = SYSTEMS[name](redis)
+                system.name = label
+                system.capacity_only |= index > 0
+                began = time.monotonic()
+                try:
+                    await system.restart()
+                    results[label] = await measure(system, quick, repeats, levels, max_other)
+                finally:
+                    system.stop()
+                print(f"  ({label}: {time.monotonic() - began:.0f} s)")
     return results
+
+
+def redis_server(folder: Path, aof: str) -> RedisServer:
+    """A private redis-server with AOF `aof` (`no`, or its fsync policy: `everysec`, `always`)."""
+    if aof == "no":
+        return RedisServer(folder)
+    return RedisServer(folder, appendonly=True, extra_args=("--appendfsync", aof))
 
 
 async def measure(system: System, quick: bool, repeats: int, levels: list[int], max_other: float) -> dict[str, Any]:
     name = system.name
     figures: dict[str, Any] = {"levels": []}
-    print(f"== {name}")
+    print(f"== {name}" + (" (its levels only)" if system.capacity_only else ""))
     if system.capacity_only:
         await capacity(system, figures, quick, repeats, levels, max_other)
         await spread_capacity(system, figures, quick, levels, max_other)
