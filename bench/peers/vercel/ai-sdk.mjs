@@ -15,7 +15,14 @@
 // producer of the benchmark writes it: the load generator times delivery from it (bench/systems.py,
 // CLOCK). REDIS_URL names the Redis, as the package expects.
 import http from "node:http";
-import { createUIMessageStreamResponse, streamText, toUIMessageStream, UI_MESSAGE_STREAM_HEADERS } from "ai";
+import {
+  convertToModelMessages,
+  createUIMessageStreamResponse,
+  generateId,
+  streamText,
+  toUIMessageStream,
+  UI_MESSAGE_STREAM_HEADERS,
+} from "ai";
 import { MockLanguageModelV4 } from "ai/test";
 import { createResumableStreamContext } from "resumable-stream";
 
@@ -63,16 +70,24 @@ async function produce(request, response) {
   const id = url.searchParams.get("id");
   const [tokens, rate] = [Number(url.searchParams.get("tokens")), Number(url.searchParams.get("rate"))];
   const model = new MockLanguageModelV4({ doStream: async () => ({ stream: modelStream(tokens, rate) }) });
-  const result = streamText({ model, prompt: "benchmark" });
+  // The docs' handler, less its chat store: the messages are the user's one, and `onEnd` (where the
+  // docs save the chat and clear its active stream) saves nothing; the SDK still builds the message for it.
+  const messages = [{ id: `user-${id}`, role: "user", parts: [{ type: "text", text: "benchmark" }] }];
+  const result = streamText({ model, messages: await convertToModelMessages(messages) });
   let created;
   const answer = createUIMessageStreamResponse({
-    stream: toUIMessageStream({ stream: result.stream }),
+    stream: toUIMessageStream({
+      stream: result.stream,
+      originalMessages: messages,
+      generateMessageId: generateId,
+      onEnd: () => {},
+    }),
     consumeSseStream: ({ stream }) => {
       created = context.createNewResumableStream(id, () => stream);
       return created;
     },
   });
-  await created;
+  await created; // called at once by createUIMessageStreamResponse, which does not wait for it
   response.writeHead(200).end();
   for await (const _ of answer.body) {
     // the starting route's own client, here a drain
