@@ -265,8 +265,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--systems",
         default="tokentail,naive,vercel-rs,durable-streams",
-        help="comma-separated, in order, from: tokentail, naive, vercel-rs, durable-streams, tokentail-gateway"
-        " (tokentail's gateway fed by bench/light_producer.py instead of a worker: capacity only)",
+        help="comma-separated, in order, from: tokentail, naive, vercel-rs, vercel-ai, durable-streams,"
+        " tokentail-gateway (vercel-ai: the AI SDK's resumable chat pipeline over vercel-rs's package;"
+        " tokentail-gateway: tokentail's gateway fed by bench/light_producer.py instead of a worker;"
+        " both capacity only)",
     )
     parser.add_argument(
         "--max-other",
@@ -304,7 +306,7 @@ if __name__ == "__main__":
     repeats = args.repeats or (1 if args.quick else 3)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures appear as measured
     systems = args.systems.split(",")
-    known = ("tokentail", "naive", "vercel-rs", "durable-streams", "tokentail-gateway")
+    known = ("tokentail", "naive", "vercel-rs", "vercel-ai", "durable-streams", "tokentail-gateway")
     if unknown := [name for name in systems if name not in known]:
         parser.error(f"unknown systems: {', '.join(unknown)}")
     if args.baseline is not None and baseline_tree.commit_of(args.baseline) is None:

@@ -3,7 +3,8 @@ and the Durable Streams reference server, each a gateway process and a producer 
 private redis-server, and how the load generator starts a stream on each and reads it.
 
 tokentail: `tokentail gateway` and `tokentail worker` with the offline scripted model; naive:
-bench/peers/naive.py; Vercel: bench/peers/vercel/server.mjs; Durable Streams:
+bench/peers/naive.py; Vercel: bench/peers/vercel/server.mjs, and the AI SDK's resumable chat
+pipeline over it, bench/peers/vercel/ai-sdk.mjs (streams held only); Durable Streams:
 bench/peers/durable-streams/server.mjs, its server file-backed and without Redis.
 """
 
@@ -290,10 +291,11 @@ class Naive(System):
 
 
 class NodePeer(System):
-    """A peer in Node: bench/peers/<folder>/server.mjs, as `gateway` and as `producer`, its packages
+    """A peer in Node: bench/peers/<folder>/<script>, as `gateway` and as `producer`, its packages
     installed from its lockfile on first use."""
 
     folder = ""
+    script = "server.mjs"
 
     def env(self) -> dict[str, str]:
         return {}
@@ -303,9 +305,9 @@ class NodePeer(System):
         if not (folder / "node_modules").exists():
             subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True)
         env = {**os.environ, **self.env()}
-        self.gateway = subprocess.Popen(["node", "server.mjs", "gateway", str(self.port)], cwd=folder, env=env)
+        self.gateway = subprocess.Popen(["node", self.script, "gateway", str(self.port)], cwd=folder, env=env)
         self.producer = subprocess.Popen(
-            ["node", "server.mjs", "producer", str(self.producer_port)], cwd=folder, env=env
+            ["node", self.script, "producer", str(self.producer_port)], cwd=folder, env=env
         )
         self._wait_for(self.port)
         self._wait_for(self.producer_port)
@@ -320,6 +322,47 @@ class Vercel(NodePeer):
 
     def env(self) -> dict[str, str]:
         return {"REDIS_URL": self.redis.url}
+
+
+class VercelAI(NodePeer):
+    """The AI SDK's resumable chat pipeline as its docs show it ("Chatbot Resume Streams"):
+    `streamText` over a mock model, `toUIMessageStream`, `createUIMessageStreamResponse` with
+    `consumeSseStream` -> `createNewResumableStream`; `resumeExistingStream` for each client. One SSE
+    event per model chunk, each a data-only frame of JSON (`{"type":"text-delta","id":"0","delta":...}`),
+    the stream ended by `data: [DONE]`. What the product's users run: measured for streams held only."""
+
+    name = "vercel-ai"
+    folder = "vercel"
+    script = "ai-sdk.mjs"
+    delta = b"message"  # data-only frames: every one is a `message` (harness.read_sse)
+    capacity_only = True
+    resume_by = None  # the package's `?skip=` is not in the docs' resume route
+
+    def env(self) -> dict[str, str]:
+        return {"REDIS_URL": self.redis.url}
+
+    def is_token(self, frame: harness.Frame) -> bool:
+        # A text-delta chunk. The data is the SDK's JSON.stringify of the chunk, so `"type":"text-delta"`
+        # can only be its structure (a quote inside a string would be escaped): no parse per frame for
+        # the load generator, which tells every frame of thousands of streams apart several times.
+        return b'"type":"text-delta"' in frame.data
+
+    def payload(self, frame: harness.Frame) -> dict[str, Any]:
+        return {"text": json.loads(frame.data)["delta"]}
+
+    async def delays_ms(self, path: str, frames: list[harness.Frame]) -> list[float]:
+        # The `append` clock has no producer time here: the SDK's chunks carry none (the UI message
+        # stream is the SDK's, not ours to stamp), so on either clock a delay is from the token's due time.
+        return [frame.received * 1000 - self.due_ms(frame) for frame in frames if self.is_token(frame)]
+
+    def finished(self, frames: list[harness.Frame]) -> bool:
+        # The SDK ends its SSE with the finish chunk, `{"type":"finish","finishReason":"stop"}` (no
+        # usage: the UI message stream does not carry it), then `data: [DONE]`. It ends so after a
+        # model's error too, with an error chunk and `"finishReason":"error"`: only "stop" is complete.
+        if len(frames) < 2 or frames[-1].data != b"[DONE]":
+            return False
+        finish = json.loads(frames[-2].data)
+        return bool(finish.get("type") == "finish" and finish.get("finishReason") == "stop")
 
 
 class DurableStreams(NodePeer):
@@ -351,5 +394,5 @@ class DurableStreams(NodePeer):
 
 
 SYSTEMS: dict[str, Callable[[RedisServer], System]] = {
-    system.name: system for system in (Tokentail, Naive, Vercel, DurableStreams, TokentailGateway)
+    system.name: system for system in (Tokentail, Naive, Vercel, VercelAI, DurableStreams, TokentailGateway)
 }
