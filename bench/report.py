@@ -223,7 +223,10 @@ def streams_held(ours: dict[str, Any], results: dict[str, Any]) -> list[Goal]:
         except (KeyError, TypeError):
             out.append((label, f"{peer} not measured", "not measured"))
             continue
-        out.append((label, f"{a} against {b} ({a / b if b else math.inf:.2f}x)", verdict(a >= bound * b)))
+        if not b:  # the peer held not even the first level: no ratio says anything
+            out.append((label, f"{a} against {b}", "not measured"))
+            continue
+        out.append((label, f"{a} against {b} ({a / b:.2f}x)", verdict(a >= bound * b)))
     return out
 
 
