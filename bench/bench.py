@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -38,12 +39,14 @@ import compare
 import encodings_phase
 import harness
 import httpx2
+import levels
 import report
 import starts
+import systems as systems_module
 import uvloop
 from harness import OtherWork, Stack, create, percentile, read_sse
 from redis.asyncio import Redis
-from systems import Tokentail
+from systems import TOKENS, Tokentail
 
 from tokentail.redis_server import RedisServer
 from tokentail.shared.keys import Keys
@@ -97,7 +100,7 @@ async def main(
     systems: list[str],
     max_other: float,
     baseline: str | None,
-    start_cpu_before: dict[str, float],
+    aof: tuple[str, ...],
 ) -> None:
     began = time.monotonic()
     slowness = harness.calibrate()
@@ -111,7 +114,8 @@ async def main(
             "systems": systems,
             "max_other": max_other,
             "baseline": baseline,
-            "start_cpu_before_ms": start_cpu_before,
+            "clock": systems_module.CLOCK,
+            "redis_aof": aof,
         },
     }
     with tempfile.TemporaryDirectory() as data_dir:
@@ -150,9 +154,10 @@ async def main(
             stack.close()
         if baseline is not None:
             results["start_cpu_against_baseline"] = await start_cpu_against(baseline, data_dir, quick)
+            results["per_token_against_baseline"] = await per_token_against(baseline, data_dir, quick, aof[0])
         print(f"  ({time.monotonic() - began:.0f} s so far)")
         print(f"== side by side: {', '.join(systems)}")
-        results["side_by_side"] = await compare.compare(data_dir, quick, repeats, levels, systems, max_other)
+        results["side_by_side"] = await compare.compare(data_dir, quick, repeats, levels, systems, max_other, aof)
     results["seconds"] = round(time.monotonic() - began)
     if output:
         Path(output).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240  # once, at the end
@@ -166,14 +171,14 @@ async def main(
     print_table(report.curve(side_by_side))
     print("== CPU s per 1,000 delivered tokens, by process (steady part, median of the repeats)")
     print_table(report.cpu_by_process(side_by_side))
-    print("== issue 43's goals (tokentail; ratios against vercel-rs)")
-    goals = report.goals(side_by_side, start_cpu_before, results.get("start_cpu_against_baseline"), baseline)
+    print("== issue 53's goals (tokentail; ratios against vercel-rs and vercel-ai)")
+    goals = report.goals(side_by_side, aof, results.get("per_token_against_baseline"), baseline)
     print_table([("goal", "this run", ""), *goals])
 
 
 async def start_cpu_against(rev: str, data_dir: str, quick: bool) -> dict[str, dict[str, float]]:
     """CPU per start of each process, this tree's tokentail (gateway and worker) and revision `rev`'s,
-    in turns on one Redis: issue 43's "CPU per start" goal as a before and after from one run."""
+    in turns on one Redis: a before and after from one run."""
     rate, seconds, rounds = (50, 1.5, 1) if quick else (100, 10.0, 3)
     print(f"== CPU ms per start, this tree against {rev}: {rounds} steps each of {rate} starts/s, in turns")
     commit = baseline_tree.commit_of(rev)
@@ -196,6 +201,56 @@ async def start_cpu_against(rev: str, data_dir: str, quick: bool) -> dict[str, d
     return figures
 
 
+async def per_token_against(rev: str, data_dir: str, quick: bool, aof: str) -> dict[str, dict[str, float]]:
+    """Worker CPU per 1,000 tokens and Redis CPU per appended event, this tree's tokentail against
+    revision `rev`'s, in turns on one Redis (AOF `aof`): a level of 400 streams (`--quick`: 50) each
+    way, 3 rounds (`--quick`: 1); the medians and their ratios (after / before). Timed on the append
+    clock: another revision's scripted model may not stamp its tokens."""
+    streams, tokens, rounds = (50, 150, 1) if quick else (400, TOKENS, 3)
+    print(
+        f"== worker and Redis CPU per token, this tree against {rev}:"
+        f" {rounds} levels of {streams} streams each, in turns"
+    )
+    commit = baseline_tree.commit_of(rev)
+    assert commit is not None  # checked with the arguments
+    folder = Path(data_dir) / "per-token"
+    folder.mkdir()
+    measured: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    with compare.redis_server(folder, aof) as redis:
+        ours, theirs = Tokentail(redis), Tokentail(redis)
+        theirs.tree = baseline_tree.gateway_tree(commit, folder / "tree")
+        clock, systems_module.CLOCK = systems_module.CLOCK, "append"
+        try:
+            for _ in range(rounds):
+                for label, system in (("before", theirs), ("after", ours)):
+                    await system.restart()
+                    run = await levels.run_level(system, streams, tokens)
+                    system.stop()
+                    measured[label].append(
+                        {
+                            "producer": 1000 * run.cpu["producer"] / max(1, run.tokens),
+                            "redis": 1e6 * run.cpu["redis"] / max(1, run.events),
+                        }
+                    )
+        finally:
+            systems_module.CLOCK = clock
+            ours.stop()
+            theirs.stop()
+    figures = {
+        label: {role: statistics.median(step[role] for step in steps) for role in steps[0]}
+        for label, steps in measured.items()
+    }
+    figures["ratio"] = {role: figures["after"][role] / figures["before"][role] for role in figures["after"]}
+    for label in ("before", "after", "ratio"):
+        worker, redis_us = figures[label]["producer"], figures[label]["redis"]
+        unit = ("x", "x") if label == "ratio" else (" s/1k tokens", " µs/event")
+        print(
+            f"  {label + (f' ({rev})' if label == 'before' else ''):14}"
+            f" worker {worker:.4f}{unit[0]}  Redis {redis_us:.2f}{unit[1]}"
+        )
+    return figures
+
+
 def print_table(rows: list[tuple[str, ...]]) -> None:
     for row in rows:
         print("  | " + " | ".join(row) + " |")
@@ -210,8 +265,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--systems",
         default="tokentail,naive,vercel-rs,durable-streams",
-        help="comma-separated, in order, from: tokentail, naive, vercel-rs, durable-streams, tokentail-gateway"
-        " (tokentail's gateway fed by bench/light_producer.py instead of a worker: capacity only)",
+        help="comma-separated, in order, from: tokentail, naive, vercel-rs, vercel-ai, durable-streams,"
+        " tokentail-gateway (vercel-ai: the AI SDK's resumable chat pipeline over vercel-rs's package;"
+        " tokentail-gateway: tokentail's gateway fed by bench/light_producer.py instead of a worker;"
+        " both capacity only)",
     )
     parser.add_argument(
         "--max-other",
@@ -227,27 +284,31 @@ if __name__ == "__main__":
         " with this tree's, and print both side by side",
     )
     parser.add_argument(
-        "--start-cpu-before",
-        metavar="MS,MS,MS",
-        default=",".join(map(str, report.START_CPU_BEFORE_MS.values())),
-        help="CPU per start before issue 43's work, ms: gateway, worker, Redis, which the goals halve (default:"
-        " the issue's own measure, %(default)s; a run of this benchmark on the code before gives its own)",
+        "--clock",
+        choices=("due", "append"),
+        default="due",
+        help="what delivery delay is timed from: each token's due time, which every producer stamps (every hop"
+        " counts, the producer's too), or when its event was appended (the figure before issue 53); default due",
+    )
+    parser.add_argument(
+        "--redis-aof",
+        help="AOF modes of tokentail's Redis, comma-separated: the first measured whole, the others for their"
+        " levels only, as 'tokentail (AOF <mode>)' (default everysec,no: as a deployment that promises to"
+        " survive a Redis restart runs it, and without; --quick: everysec); the peers' Redis keeps none",
     )
     args = parser.parse_args()
-    try:
-        start_cpu_before = dict(
-            zip(report.START_CPU_BEFORE_MS, map(float, args.start_cpu_before.split(",")), strict=True)
-        )
-    except ValueError:
-        parser.error("--start-cpu-before: three numbers, gateway,worker,redis (ms)")
-    default_levels = "25,50" if args.quick else "100,200,400,600,800,1000,1200,1500"
+    aof = tuple((args.redis_aof or ("everysec" if args.quick else "everysec,no")).split(","))
+    if bad := [mode for mode in aof if mode not in ("no", "everysec", "always")]:
+        parser.error(f"--redis-aof: no mode {', '.join(bad)} (no, everysec, always)")
+    systems_module.CLOCK = args.clock
+    default_levels = "25,50" if args.quick else "100,200,400,600,800,1000,1200,1500,2000,2500"
     levels = [int(level) for level in (args.levels or default_levels).split(",")]
     repeats = args.repeats or (1 if args.quick else 3)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures appear as measured
     systems = args.systems.split(",")
-    known = ("tokentail", "naive", "vercel-rs", "durable-streams", "tokentail-gateway")
+    known = ("tokentail", "naive", "vercel-rs", "vercel-ai", "durable-streams", "tokentail-gateway")
     if unknown := [name for name in systems if name not in known]:
         parser.error(f"unknown systems: {', '.join(unknown)}")
     if args.baseline is not None and baseline_tree.commit_of(args.baseline) is None:
         parser.error(f"--baseline: no commit {args.baseline!r} in this repository")
-    uvloop.run(main(args.quick, args.output, repeats, levels, systems, args.max_other, args.baseline, start_cpu_before))
+    uvloop.run(main(args.quick, args.output, repeats, levels, systems, args.max_other, args.baseline, aof))

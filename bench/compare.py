@@ -22,7 +22,7 @@ import starts
 import storm
 from levels import capacity, spread_capacity
 from redis.asyncio import Redis
-from systems import SYSTEMS, System, TokentailGateway, connections_of, redis_clients, rss_kb
+from systems import SYSTEMS, System, connections_of, redis_clients, rss_kb
 
 from tokentail.redis_server import RedisServer
 
@@ -83,7 +83,7 @@ async def fan_out(system: System, watchers: int) -> dict[str, Any]:
         results = await asyncio.gather(*readers)
         after = await calls()
     await redis.aclose()
-    counted = sum(1 for f in results[0] if f.event == system.delta and f.received > counting_from)
+    counted = sum(1 for f in results[0] if system.is_token(f) and f.received > counting_from)
     figures: dict[str, Any] = {"events": counted, "complete_watchers": sum(map(system.finished, results))}
     if system.uses_redis:
         figures["per_event"] = {
@@ -100,7 +100,7 @@ async def first_event_ms(system: System, runs: int) -> dict[str, float]:
             await asyncio.sleep(0.05)
             begun = time.time()
             path = await system.start_stream(client, tokens=10, rate=50)  # Vercel's cannot be followed once done
-            frames = await harness.read_sse(system.port, path, lambda f: f.event == system.delta)
+            frames = await harness.read_sse(system.port, path, system.is_token)
             times.append((frames[-1].received - begun) * 1000)
     return {"p50_ms": harness.percentile(times, 50), "p99_ms": harness.percentile(times, 99)}
 
@@ -147,30 +147,52 @@ async def reconnect_storm(system: System, quick: bool) -> dict[str, Any] | None:
 
 
 async def compare(
-    data_dir: str, quick: bool, repeats: int, levels: list[int], systems: list[str], max_other: float
+    data_dir: str,
+    quick: bool,
+    repeats: int,
+    levels: list[int],
+    systems: list[str],
+    max_other: float,
+    aof: tuple[str, ...] = ("no",),
 ) -> dict[str, Any]:
+    """Each system in turn on a private Redis. tokentail's (and tokentail-gateway's) runs with each of
+    the `aof` modes (`--redis-aof`): with the first, measured whole, under its own name; with the
+    others, its levels only, as "<name> (AOF <mode>)". The peers' Redis keeps no AOF: they promise
+    nothing of a Redis restart."""
     results: dict[str, Any] = {}
     for name in systems:
-        folder = Path(data_dir) / name
-        folder.mkdir()
-        with RedisServer(folder) as redis:
-            system = SYSTEMS[name](redis)
-            began = time.monotonic()
-            try:
-                await system.restart()
-                results[system.name] = await measure(system, quick, repeats, levels, max_other)
-            finally:
-                system.stop()
-            print(f"  ({name}: {time.monotonic() - began:.0f} s)")
+        for index, mode in enumerate(aof if name.startswith("tokentail") else ("no",)):
+            label = name if index == 0 else f"{name} (AOF {mode})"
+            folder = Path(data_dir) / label.replace(" ", "-").strip("()")
+            folder.mkdir()
+            with redis_server(folder, mode) as redis:
+                system = SYSTEMS[name](redis)
+                system.name = label
+                system.capacity_only |= index > 0
+                began = time.monotonic()
+                try:
+                    await system.restart()
+                    results[label] = await measure(system, quick, repeats, levels, max_other)
+                finally:
+                    system.stop()
+                print(f"  ({label}: {time.monotonic() - began:.0f} s)")
     return results
+
+
+def redis_server(folder: Path, aof: str) -> RedisServer:
+    """A private redis-server with AOF `aof` (`no`, or its fsync policy: `everysec`, `always`)."""
+    if aof == "no":
+        return RedisServer(folder)
+    return RedisServer(folder, appendonly=True, extra_args=("--appendfsync", aof))
 
 
 async def measure(system: System, quick: bool, repeats: int, levels: list[int], max_other: float) -> dict[str, Any]:
     name = system.name
     figures: dict[str, Any] = {"levels": []}
-    print(f"== {name}")
-    if isinstance(system, TokentailGateway):  # what the worker would limit: streams held
+    print(f"== {name}" + (" (its levels only)" if system.capacity_only else ""))
+    if system.capacity_only:
         await capacity(system, figures, quick, repeats, levels, max_other)
+        await spread_capacity(system, figures, quick, levels, max_other)
         return figures
     # First, on a fresh gateway process: a heap grown by the loads below would hide what streams cost.
     meter = harness.OtherWork(system.pids)

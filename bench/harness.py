@@ -209,8 +209,11 @@ async def read_sse(port: int, path: str, on_frame: Callable[[Frame], bool] | Non
                     for name, _, value in (line.partition(b":") for line in raw.split(b"\n"))
                     if name
                 }
-                if b"event" in fields:  # without `id:` (Durable Streams has none), the id is -1
-                    frame = Frame(int(fields.get(b"id", -1)), fields[b"event"], fields.get(b"data", b""), now)
+                # Without `id:` (Durable Streams has none), the id is -1; without `event:` (the AI SDK's
+                # UI message stream), the type is `message`, as the SSE spec says; a comment is no event.
+                if b"event" in fields or b"data" in fields:
+                    event = fields.get(b"event", b"message")
+                    frame = Frame(int(fields.get(b"id", -1)), event, fields.get(b"data", b""), now)
                     frames.append(frame)
                     if on_frame is not None and on_frame(frame):
                         return frames

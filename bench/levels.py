@@ -11,6 +11,7 @@ system measured.
 import asyncio
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ BOUND_MS = 100  # a level is held when the median of its runs' p99 delivery dela
 # Past the streams held, the burst's levels go on while the median p99 stays under this (and every
 # stream ends): the curve shows where it bends, and both systems have costs at the levels the goals name.
 CURVE_MS = 500
+MAX_STREAMS = 10_000  # where the search for a system's first missed level stops (`to_the_first_miss`)
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -105,7 +107,7 @@ async def run_level(system: System, streams: int, tokens: int, spread: float = 1
                 return
             run.incomplete += not system.finished(frames)
             delays = await system.delays_ms(path, frames)  # one per token event, in order
-            received = [frame.received for frame in frames if frame.event == system.delta]
+            received = [frame.received for frame in frames if system.is_token(frame)]
             run.appended += [at - delay / 1000 - began for at, delay in zip(received, delays, strict=True)]
             run.delays_ms += delays
             all_frames.append(frames)
@@ -118,7 +120,7 @@ async def run_level(system: System, streams: int, tokens: int, spread: float = 1
     run.cpu["other"] = run.cpu.pop("box") - sum(run.cpu.values())
     for frames in all_frames:
         for frame in frames:
-            if frame.event == system.delta and window[0] <= frame.received < window[1]:
+            if system.is_token(frame) and window[0] <= frame.received < window[1]:
                 run.events += 1
                 run.tokens += len(system.payload(frame)["text"].split())
     return run
@@ -162,6 +164,9 @@ def level_figures(system: System, streams: int, runs: list[Run], discarded: int)
         },
         "cpu_share": {k: statistics.median(run.cpu[k] / run.seconds for run in runs) for k in runs[0].cpu},
         "events_per_s": statistics.median(run.events / run.seconds for run in runs),
+        # Token events delivered per token: how much each system joins (tokentail's writer joins harder
+        # under load; the product peer sends one event per chunk).
+        "events_per_token": statistics.median(run.events / max(1, run.tokens) for run in runs),
         "other_cpu_share_max": max(run.cpu["other"] / run.seconds for run in runs),  # the worst repeat
         "disturbed_runs_discarded": discarded,
     }
@@ -186,7 +191,8 @@ def print_level(system: System, level: dict[str, Any]) -> None:
     print(
         f"  {level['streams']:5} streams: p99 {p99['min']:7.1f} / {p99['median']:7.1f} / {p99['max']:7.1f} ms"
         f" (min/median/max)  gateway {level['gateway_us_per_event']['median']:6.1f} µs/event"
-        f"  system {level['system_s_per_1k_tokens']['median']:.3f} s/1k tokens  CPU {cpu}"
+        f"  system {level['system_s_per_1k_tokens']['median']:.3f} s/1k tokens"
+        f"  {level['events_per_token']:.2f} events/token  CPU {cpu}"
         f"  {redis}  failed {level['incomplete']}"
         f"  (p99 by phase, median: {' / '.join(f'{v:.1f}' for v in level['p99_ms_by_phase'].values())} ms"
         " starting / steady / ending)"
@@ -209,21 +215,72 @@ def held(levels: list[dict[str, Any]]) -> int:
     return count
 
 
+def first_miss(levels: list[dict[str, Any]]) -> int | None:
+    """The level after the unbroken run of held levels from the first, if one was measured."""
+    count = held(levels)
+    return next((level["streams"] for level in levels if level["streams"] > count and not is_held(level)), None)
+
+
+async def to_the_first_miss(
+    measure: Callable[[int], Awaitable[dict[str, Any]]], levels: list[dict[str, Any]], bisect: bool
+) -> dict[str, Any]:
+    """Streams held, never a ceiling: past the last level while every level is held (each 1.25x the
+    one before, to MAX_STREAMS), then halving the gap between the last level held and the first
+    missed until it is within 5% (25 streams at least). `measure` runs one level; the levels it ran
+    are in "bisection", apart from the listed ones (the curve)."""
+    count, miss = held(levels), first_miss(levels)
+    tried: list[dict[str, Any]] = []
+
+    async def at(streams: int) -> bool:
+        level = await measure(streams)
+        tried.append(level)
+        return is_held(level)
+
+    while bisect and miss is None and count and count < MAX_STREAMS and count == levels[-1]["streams"]:
+        streams = min(MAX_STREAMS, _rounded(count * 1.25))
+        if await at(streams):
+            count = streams
+        else:
+            miss = streams
+    while bisect and count and miss is not None and miss - count > max(25, 0.05 * count):
+        streams = _rounded((count + miss) / 2)
+        if streams in (count, miss):
+            break
+        if await at(streams):
+            count = streams
+        else:
+            miss = streams
+    return {"streams_held": count, "first_miss": miss, "bisection": tried}
+
+
+def _rounded(streams: float) -> int:
+    return max(10, int(round(streams / 10)) * 10)
+
+
 async def capacity(
     system: System, figures: dict[str, Any], quick: bool, repeats: int, levels: list[int], max_other: float
 ) -> None:
     """Streams started within one second, level by level: held while the median p99 is at most
-    BOUND_MS, measured on while it is under CURVE_MS."""
+    BOUND_MS, measured on while it is under CURVE_MS; then to the first miss (`to_the_first_miss`,
+    not with `--quick`)."""
     tokens = 150 if quick else TOKENS
-    for streams in levels:
+
+    async def measure(streams: int) -> dict[str, Any]:
         runs, discarded = await repeat_level(system, streams, tokens, repeats, max_other)
         level = level_figures(system, streams, runs, discarded)
-        figures["levels"].append(level)
         print_level(system, level)
+        return level
+
+    for streams in levels:
+        level = await measure(streams)
+        figures["levels"].append(level)
         if level["p99_ms"]["median"] > CURVE_MS or level["incomplete"]:
             break
-    figures["streams_held"] = held(figures["levels"])
-    print(f"  held with median p99 <= {BOUND_MS} ms: {figures['streams_held']} streams")
+    figures |= await to_the_first_miss(measure, figures["levels"], bisect=not quick)
+    print(
+        f"  held with median p99 <= {BOUND_MS} ms: {figures['streams_held']} streams"
+        f" (first missed: {figures['first_miss']})"
+    )
 
 
 async def spread_capacity(
@@ -236,12 +293,20 @@ async def spread_capacity(
     tokens = int(RATE * (spread + (2.5 if quick else 5)))
     figures["spread"] = {"seconds": spread, "levels": []}
     print(f"  -- starts spread over {spread:g} s, runs of {tokens} tokens")
-    for streams in levels[:1] if quick else levels:
+
+    async def measure(streams: int) -> dict[str, Any]:
         runs, discarded = await repeat_level(system, streams, tokens, 1, max_other, spread)
         level = level_figures(system, streams, runs, discarded)
-        figures["spread"]["levels"].append(level)
         print_level(system, level)
+        return level
+
+    for streams in levels[:1] if quick else levels:
+        level = await measure(streams)
+        figures["spread"]["levels"].append(level)
         if not is_held(level):
             break
-    figures["spread"]["streams_held"] = held(figures["spread"]["levels"])
-    print(f"  held with starts spread over {spread:g} s: {figures['spread']['streams_held']} streams")
+    figures["spread"] |= await to_the_first_miss(measure, figures["spread"]["levels"], bisect=not quick)
+    print(
+        f"  held with starts spread over {spread:g} s: {figures['spread']['streams_held']} streams"
+        f" (first missed: {figures['spread']['first_miss']})"
+    )

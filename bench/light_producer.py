@@ -51,10 +51,12 @@ async def begin(gateway: SessionWrites, runs: RunWrites) -> tuple[str, str]:
 
 async def produce(runs: RunWrites, session_id: str, run_id: str, tokens: int, rate: float) -> None:
     started, sent = time.monotonic(), 0
+    due_ms = time.time() * 1000  # token i is due i / rate after it, and is that time (bench/systems.py, CLOCK)
     while sent < tokens:
         due = min(tokens, int((time.monotonic() - started) * rate) + 1)
         if due > sent:
-            delta = json.dumps({"run_id": run_id, "text": "".join(f" tok{i}" for i in range(sent, due))})
+            text = "".join(f"{due_ms + (i * 1000 / rate if rate else 0):.1f} " for i in range(sent, due))
+            delta = json.dumps({"run_id": run_id, "text": text})
             await RunLease(runs, session_id, run_id, LEASE).append([("message.delta", delta)])
             sent = due
         await asyncio.sleep(FLUSH_SECONDS)

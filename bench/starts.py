@@ -77,7 +77,7 @@ async def start_step(
         except (httpx2.HTTPError, OSError, TimeoutError):
             failed += 1
             return
-        deltas = [frame for frame in frames if frame.event == system.delta]
+        deltas = [frame for frame in frames if system.is_token(frame)]
         if not deltas or not system.finished(frames):
             failed += 1
             return

@@ -3,7 +3,8 @@ and the Durable Streams reference server, each a gateway process and a producer 
 private redis-server, and how the load generator starts a stream on each and reads it.
 
 tokentail: `tokentail gateway` and `tokentail worker` with the offline scripted model; naive:
-bench/peers/naive.py; Vercel: bench/peers/vercel/server.mjs; Durable Streams:
+bench/peers/naive.py; Vercel: bench/peers/vercel/server.mjs, and the AI SDK's resumable chat
+pipeline over it, bench/peers/vercel/ai-sdk.mjs (streams held only); Durable Streams:
 bench/peers/durable-streams/server.mjs, its server file-backed and without Redis.
 """
 
@@ -34,6 +35,11 @@ from tokentail.worker.run_writes import RunWrites
 
 PEERS = Path(__file__).resolve().parent / "peers"
 TOKENS, RATE = 300, 50
+# What a delivery delay is timed from (bench.py --clock): `due`, each token's due time, which every
+# producer writes as the token itself, so the producer -> Redis leg counts for every system alike;
+# or `append`, when the event was appended (tokentail: Redis TIME in the append script; the peers:
+# their producer's clock as it built the frame), the figure before issue 53.
+CLOCK = "due"
 
 
 def rss_kb(pid: int) -> int:
@@ -129,14 +135,33 @@ class System:
         """Where the gateway serves a peer's stream as SSE."""
         return f"/stream/{stream_id}"
 
+    # The only systems of which the levels are measured (streams held, the curve, CPU per token): a
+    # system that stands in for another's part (tokentail-gateway) or a product pipeline (vercel-ai).
+    capacity_only = False
+
+    def is_token(self, frame: harness.Frame) -> bool:
+        """Whether `frame` is a token event."""
+        return frame.event == self.delta
+
     def payload(self, frame: harness.Frame) -> dict[str, Any]:
-        """A token event's data: the producer's clock `t` (ms) and the tokens `text`."""
+        """A token event's data: its tokens `text` (each the time it was due, ms since the epoch:
+        every system's producer stamps them so) and, for the peers, the producer's clock `t` (ms)
+        when it built the frame."""
         payload: dict[str, Any] = json.loads(frame.data)
         return payload
 
+    def due_ms(self, frame: harness.Frame) -> float:
+        """When the last token of a token event was due: the model spoke it then."""
+        return float(self.payload(frame)["text"].split()[-1])
+
     async def delays_ms(self, path: str, frames: list[harness.Frame]) -> list[float]:
-        """Append -> receipt delay of each token event of a stream read whole."""
-        return [frame.received * 1000 - self.payload(frame)["t"] for frame in frames if frame.event == self.delta]
+        """Delivery delay of each token event of a stream read whole, on the benchmark's clock
+        (`CLOCK`): from its last token's due time (`due`: every hop counts, the producer's too), or
+        from when it was appended (`append`: the producer's clock as it built the frame)."""
+        tokens = [frame for frame in frames if self.is_token(frame)]
+        if CLOCK == "due":
+            return [frame.received * 1000 - self.due_ms(frame) for frame in tokens]
+        return [frame.received * 1000 - self.payload(frame)["t"] for frame in tokens]
 
     def finished(self, frames: list[harness.Frame]) -> bool:
         return bool(frames) and frames[-1].event == b"done"
@@ -180,10 +205,14 @@ class Tokentail(System):
         self.keys = Keys(self.stack.prefix)
 
     async def start_stream(self, client: httpx2.AsyncClient, tokens: int = TOKENS, rate: float = RATE) -> str:
-        created = await harness.create(client, tokens=tokens, tokens_per_second=rate)
+        # Another revision's scripted model may not know `due_stamps` (bench.py measures only its CPU).
+        stamps = {"due_stamps": True} if self.tree is None else {}
+        created = await harness.create(client, tokens=tokens, tokens_per_second=rate, **stamps)
         return f"/v1/sessions/{created['session_id']}/events"
 
     async def delays_ms(self, path: str, frames: list[harness.Frame]) -> list[float]:
+        if CLOCK == "due":
+            return await super().delays_ms(path, frames)
         redis = Redis.from_url(self.redis.url)
         try:
             entries = await redis.xrange(self.keys.session(path.split("/")[3]).events)
@@ -225,6 +254,7 @@ class TokentailGateway(Tokentail):
 
     name = "tokentail-gateway"
     short_run = System.short_run  # the light producer paces every stream
+    capacity_only = True  # what the worker would limit: streams held
 
     def start(self) -> None:
         super().start()
@@ -261,10 +291,11 @@ class Naive(System):
 
 
 class NodePeer(System):
-    """A peer in Node: bench/peers/<folder>/server.mjs, as `gateway` and as `producer`, its packages
+    """A peer in Node: bench/peers/<folder>/<script>, as `gateway` and as `producer`, its packages
     installed from its lockfile on first use."""
 
     folder = ""
+    script = "server.mjs"
 
     def env(self) -> dict[str, str]:
         return {}
@@ -274,9 +305,9 @@ class NodePeer(System):
         if not (folder / "node_modules").exists():
             subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True)
         env = {**os.environ, **self.env()}
-        self.gateway = subprocess.Popen(["node", "server.mjs", "gateway", str(self.port)], cwd=folder, env=env)
+        self.gateway = subprocess.Popen(["node", self.script, "gateway", str(self.port)], cwd=folder, env=env)
         self.producer = subprocess.Popen(
-            ["node", "server.mjs", "producer", str(self.producer_port)], cwd=folder, env=env
+            ["node", self.script, "producer", str(self.producer_port)], cwd=folder, env=env
         )
         self._wait_for(self.port)
         self._wait_for(self.producer_port)
@@ -291,6 +322,47 @@ class Vercel(NodePeer):
 
     def env(self) -> dict[str, str]:
         return {"REDIS_URL": self.redis.url}
+
+
+class VercelAI(NodePeer):
+    """The AI SDK's resumable chat pipeline as its docs show it ("Chatbot Resume Streams"):
+    `streamText` over a mock model, `toUIMessageStream`, `createUIMessageStreamResponse` with
+    `consumeSseStream` -> `createNewResumableStream`; `resumeExistingStream` for each client. One SSE
+    event per model chunk, each a data-only frame of JSON (`{"type":"text-delta","id":"0","delta":...}`),
+    the stream ended by `data: [DONE]`. What the product's users run: measured for streams held only."""
+
+    name = "vercel-ai"
+    folder = "vercel"
+    script = "ai-sdk.mjs"
+    delta = b"message"  # data-only frames: every one is a `message` (harness.read_sse)
+    capacity_only = True
+    resume_by = None  # the package's `?skip=` is not in the docs' resume route
+
+    def env(self) -> dict[str, str]:
+        return {"REDIS_URL": self.redis.url}
+
+    def is_token(self, frame: harness.Frame) -> bool:
+        # A text-delta chunk. The data is the SDK's JSON.stringify of the chunk, so `"type":"text-delta"`
+        # can only be its structure (a quote inside a string would be escaped): no parse per frame for
+        # the load generator, which tells every frame of thousands of streams apart several times.
+        return b'"type":"text-delta"' in frame.data
+
+    def payload(self, frame: harness.Frame) -> dict[str, Any]:
+        return {"text": json.loads(frame.data)["delta"]}
+
+    async def delays_ms(self, path: str, frames: list[harness.Frame]) -> list[float]:
+        # The `append` clock has no producer time here: the SDK's chunks carry none (the UI message
+        # stream is the SDK's, not ours to stamp), so on either clock a delay is from the token's due time.
+        return [frame.received * 1000 - self.due_ms(frame) for frame in frames if self.is_token(frame)]
+
+    def finished(self, frames: list[harness.Frame]) -> bool:
+        # The SDK ends its SSE with the finish chunk, `{"type":"finish","finishReason":"stop"}` (no
+        # usage: the UI message stream does not carry it), then `data: [DONE]`. It ends so after a
+        # model's error too, with an error chunk and `"finishReason":"error"`: only "stop" is complete.
+        if len(frames) < 2 or frames[-1].data != b"[DONE]":
+            return False
+        finish = json.loads(frames[-2].data)
+        return bool(finish.get("type") == "finish" and finish.get("finishReason") == "stop")
 
 
 class DurableStreams(NodePeer):
@@ -322,5 +394,5 @@ class DurableStreams(NodePeer):
 
 
 SYSTEMS: dict[str, Callable[[RedisServer], System]] = {
-    system.name: system for system in (Tokentail, Naive, Vercel, DurableStreams, TokentailGateway)
+    system.name: system for system in (Tokentail, Naive, Vercel, VercelAI, DurableStreams, TokentailGateway)
 }

@@ -16,8 +16,8 @@ prompt, nor ask for several completions.
     presence_penalty      yes     yes                -          (ignored)
     frequency_penalty     yes     yes                -          (ignored)
     thinking_budget       -       -                  yes        (ignored)
-    tokens, tokens_per_second, fail_at_token, first_token_seconds:  scripted only (its length, pace,
-                          failure, time to first token)
+    tokens, tokens_per_second, fail_at_token, first_token_seconds, due_stamps:  scripted only (its
+                          length, pace, failure, time to first token, tokens stamped with their due time)
 
 (Anthropic's current API and SDK take no sampling knobs: its models choose their own.)
 """
@@ -50,6 +50,9 @@ class RunParams(BaseModel):
     fail_at_token: int | None = Field(None, ge=0, description="scripted: fail after this many tokens")
     first_token_seconds: float | None = Field(
         None, ge=0, le=60, description="scripted: its wait before each answer's first token, as a model's (0)"
+    )
+    due_stamps: bool | None = Field(
+        None, description="scripted: each token is the time it was due, ms since the epoch (benchmarks)"
     )
 
     def given(self) -> dict[str, Any]:

@@ -15,8 +15,8 @@ tools, it calls the one the last user message is about (the calculator for arith
 `GET /v1/models` lists `scripted`; any model name is taken, and any API key.
 
 The scripted model's own params may come as extra fields of the body (`extra_body` in the SDK):
-`tokens`, `tokens_per_second` (25 when streamed; a whole answer does not wait), `first_token_seconds`
-and `fail_at_token`. The sampling knobs (temperature, max_tokens, ...) are taken and ignored.
+`tokens`, `tokens_per_second` (25 when streamed; a whole answer does not wait), `first_token_seconds`,
+`fail_at_token` and `due_stamps`. The sampling knobs (temperature, max_tokens, ...) are taken and ignored.
 """
 
 import json
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 MODEL = "scripted"
 # The scripted model's own params, which a request may give as fields of its body.
-SCRIPTED_PARAMS = ("tokens", "tokens_per_second", "first_token_seconds", "fail_at_token")
+SCRIPTED_PARAMS = ("tokens", "tokens_per_second", "first_token_seconds", "fail_at_token", "due_stamps")
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 _provider = ScriptedProvider()

@@ -57,6 +57,7 @@ def gateway() -> FastAPI:
 
 async def produce(redis: Redis, stream_id: str, tokens: int, rate: float, burst: bool) -> None:
     key, started, sent, seq = PREFIX + stream_id, time.monotonic(), 0, 0
+    due_ms = time.time() * 1000  # token i is due i / rate after it, and is that time (bench/systems.py, CLOCK)
     if burst:  # a backlog: one token per entry, all at once
         async with redis.pipeline(transaction=False) as pipe:
             for seq in range(1, tokens + 1):
@@ -69,7 +70,7 @@ async def produce(redis: Redis, stream_id: str, tokens: int, rate: float, burst:
         due = min(tokens, int((time.monotonic() - started) * rate) + 1)
         if due > sent:
             seq += 1
-            text = "".join(f"tok{i} " for i in range(sent, due))
+            text = "".join(f"{due_ms + (i * 1000 / rate if rate else 0):.1f} " for i in range(sent, due))
             data = json.dumps({"t": time.time() * 1000, "text": text})
             await redis.xadd(key, {"data": data, "ts": int(time.time() * 1e6)}, id=f"{seq}-0")
             sent = due

@@ -1,6 +1,7 @@
 import asyncio
 import json
 import math
+import time
 
 import pytest
 
@@ -63,6 +64,19 @@ async def test_sampling_knobs_change_nothing_of_the_scripted_text() -> None:
     # So that a run can switch between a real model and the offline one with the same params.
     plain = await _collect(_request(tokens=8, tokens_per_second=0))
     assert await _collect(_request(tokens=8, tokens_per_second=0, temperature=0.2, stop=["x"], seed=1)) == plain
+
+
+async def test_due_stamps_make_each_token_the_time_it_was_due() -> None:
+    # What the benchmark times delivery from: token i is due i / pace after the first, each no later
+    # than it came (the model never speaks early), as many as the text would have.
+    before = time.time() * 1000
+    chunks = await _collect(_request(tokens=5, tokens_per_second=100, due_stamps=True))
+    texts = [c.text for c in chunks if isinstance(c, TextDelta)]
+    assert len(texts) == len(scripted_tokens("hello", 5))
+    stamps = [float(text) for text in texts]
+    assert all(text.endswith(" ") for text in texts)
+    assert before <= stamps[0] <= time.time() * 1000
+    assert [round(b - a, 1) for a, b in zip(stamps, stamps[1:], strict=False)] == [10.0] * (len(stamps) - 1)
 
 
 async def test_paced_stream_takes_about_tokens_over_rate() -> None:

@@ -5,6 +5,8 @@ ends with its sentence), `tokens_per_second` (0 streams as fast as possible), `f
 (a wait before each answer, as a real model's time to first token) and `fail_at_token` (raise after
 that many tokens, to exercise failure paths). The same input and params always give
 the same text: a first sentence that answers the input, then sentences about how the stream works.
+`due_stamps` makes each token the time it was due instead (ms since the epoch), so a benchmark times
+delivery from when the model spoke, every hop counted (bench/systems.py).
 
 It uses tools like a real model would (`plan_tool_call`): offered the `calculator` and asked something
 with arithmetic in it ("Please calculate 12 * (3 + 4).", "what is two plus two"), it calls the tool; a
@@ -18,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -260,6 +263,15 @@ def _after(text: str, tokens: list[str]) -> tuple[str, list[str]]:
     return "", []
 
 
+def _due_stamps(count: int, pace: float) -> list[str]:
+    """`count` tokens, each the wall-clock time it is due at `pace` from now, in ms: what a benchmark
+    subtracts from the time it received the token. (Not continued after a takeover: the stamps
+    of another attempt differ, so its text starts again.)"""
+    now_ms = time.time() * 1000
+    step_ms = 1000 / pace if pace else 0.0
+    return [f"{now_ms + i * step_ms:.1f} " for i in range(count)]
+
+
 def _usage(span: traces.ChatSpan | None, usage: Usage, finish_reason: str) -> Usage:
     if span is not None:
         span.usage(usage.input_tokens, usage.output_tokens)
@@ -299,6 +311,8 @@ class ScriptedProvider:
                 yield TextDelta(rest)
         loop = asyncio.get_running_loop()
         start = loop.time()
+        if params.due_stamps:
+            tokens = _due_stamps(len(tokens), pace)
         for i, token in enumerate(tokens):
             if params.fail_at_token is not None and i == params.fail_at_token:
                 raise ScriptedFailure(f"scripted failure at token {i}, as asked by params.fail_at_token")

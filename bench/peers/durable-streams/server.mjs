@@ -59,6 +59,9 @@ function create(id) {
 }
 
 const stamp = (text) => JSON.stringify({ t: performance.timeOrigin + performance.now(), text });
+// Each token is the time it was due (ms since the epoch), as every producer of the benchmark writes it:
+// the load generator times delivery from it (bench/systems.py, CLOCK).
+const dueStamp = (started, i, rate) => `${(performance.timeOrigin + started + (rate ? (i * 1000) / rate : 0)).toFixed(1)} `;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function produce(id, tokens, rate, burst) {
@@ -70,7 +73,7 @@ async function produce(id, tokens, rate, burst) {
     for (let sent = 0; sent < tokens; ) {
       const due = Math.min(tokens, Math.floor(((performance.now() - started) / 1000) * rate) + 1);
       if (due > sent) {
-        const text = Array.from({ length: due - sent }, (_, i) => `tok${sent + i} `).join("");
+        const text = Array.from({ length: due - sent }, (_, i) => dueStamp(started, sent + i, rate)).join("");
         await send(id, seq++, stamp(text));
         sent = due;
       }

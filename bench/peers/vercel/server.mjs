@@ -7,14 +7,18 @@
 // drains what it returns (that route's own client). The gateway serves other clients with
 // `resumeExistingStream`: the package's path for a refresh or another replica, through Redis pub/sub.
 // Each chunk is one SSE frame, written like tokentail's worker writes: the first token at once, then
-// the tokens due every 50 ms joined. Frames carry the producer's clock (`t`, ms since the epoch) so
-// the load generator can time delivery. REDIS_URL names the Redis, as the package expects.
+// the tokens due every 50 ms joined. Each token is its due time, and frames carry the producer's
+// clock as it built them (`t`, ms since the epoch), so the load generator can time delivery from either. REDIS_URL names the Redis, as the package expects.
 import http from "node:http";
 import { createResumableStreamContext } from "resumable-stream";
 
 const [role, port] = [process.argv[2], Number(process.argv[3])];
 const context = createResumableStreamContext({ waitUntil: null, keyPrefix: "bench" });
 const FLUSH_MS = 50;
+
+// Each token is the time it was due (ms since the epoch), as every producer of the benchmark writes it:
+// the load generator times delivery from it (bench/systems.py, CLOCK).
+const dueStamp = (started, i, rate) => `${(performance.timeOrigin + started + (rate ? (i * 1000) / rate : 0)).toFixed(1)} `;
 
 function tokenStream(tokens, rate, burst) {
   const started = performance.now();
@@ -35,7 +39,7 @@ function tokenStream(tokens, rate, burst) {
       const flush = () => {
         const due = Math.min(tokens, Math.floor(((performance.now() - started) / 1000) * rate) + 1);
         if (due > sent) {
-          const text = Array.from({ length: due - sent }, (_, i) => `tok${sent + i} `).join("");
+          const text = Array.from({ length: due - sent }, (_, i) => dueStamp(started, sent + i, rate)).join("");
           const data = JSON.stringify({ t: performance.timeOrigin + performance.now(), text });
           controller.enqueue(`id: ${++seq}\nevent: message.delta\ndata: ${data}\n\n`);
           sent = due;
