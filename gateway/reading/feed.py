@@ -231,6 +231,7 @@ class EventFeed:
         same time (`_on_its_way`)."""
         subscription.begin_read()
         entries, count = await self._store.read_entries(self._session_id, self.after, self._count), self._count
+        first = True  # the first batch goes at once: its client waits for it, and it is small
         while not subscription.closed:
             batch = self._deliver(entries) if entries else None
             if len(entries) < count and subscription.join(self.after):
@@ -243,7 +244,9 @@ class EventFeed:
             )
             try:
                 if batch is not None:
-                    await _on_its_way()
+                    if not first:
+                        await _on_its_way()
+                    first = False
                     yield batch
                 entries = await reading
             finally:
