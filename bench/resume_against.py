@@ -6,9 +6,10 @@
 Both gateways (with their workers, stopped while the backlog is written: systems.Tokentail.backlog)
 run at once on one private redis-server, each with a backlog of its own, as long, written the same
 way. A round reads each backlog `--repeats` times (one client at a time, from the start, as
-compare.resume_backlog does), the revision's first, then this tree's. Printed: each round's medians,
-then the medians over the rounds of the first and last token event (ms after the request) and of
-the gateway's and Redis's CPU per resume, and their ratios (this tree / the revision). The box's load goes
+compare.resume_backlog does), one gateway then the other, which goes first in the next round.
+Printed: each round's medians, then the medians over the rounds of the first and last token event
+(ms after the request) and of the gateway's and Redis's CPU per resume (from /proc: 10 ms ticks,
+over all the round's reads), and their ratios (this tree / the revision). The box's load goes
 beside: figures of one run are compared with each other, not with another run's.
 """
 
@@ -49,7 +50,8 @@ async def measure(ref: str, events: int, repeats: int, rounds: int) -> dict[str,
             measured: dict[str, list[dict[str, float]]] = {label: [] for label in systems}
             for round_ in range(rounds):
                 load = os.getloadavg()[0]
-                for label, system in systems.items():
+                turns = list(systems.items())
+                for label, system in turns if round_ % 2 == 0 else reversed(turns):  # each goes first as often
                     assert system.gateway is not None
                     assert redis.process is not None
                     cpu = harness.cpu_seconds(system.gateway.pid), harness.cpu_seconds(redis.process.pid)
