@@ -2,6 +2,7 @@
 
     cd bench && ../.venv/bin/python resume_against.py --ref main                # 10,000 events, 5 rounds of 10 reads
     cd bench && ../.venv/bin/python resume_against.py --ref main -n 1000 --rounds 3
+    .venv/bin/python bench/resume_against.py --quick --ref HEAD   # a check of the script (CI), not a figure
 
 Both gateways (with their workers, stopped while the backlog is written: systems.Tokentail.backlog)
 run at once on one private redis-server, each with a backlog of its own, as long, written the same
@@ -15,6 +16,7 @@ beside: figures of one run are compared with each other, not with another run's.
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import tempfile
@@ -67,7 +69,8 @@ async def measure(ref: str, events: int, repeats: int, rounds: int) -> dict[str,
     medians = {
         label: {name: statistics.median(r[name] for r in runs) for name in runs[0]} for label, runs in measured.items()
     }
-    medians["tree / " + ref] = {name: medians["tree"][name] / medians[ref][name] for name in medians["tree"]}
+    ours, theirs = medians["tree"], medians[ref]  # a CPU figure under a tick of /proc is 0: no ratio
+    medians["tree / " + ref] = {name: ours[name] / theirs[name] if theirs[name] else math.nan for name in ours}
     return medians
 
 
@@ -77,7 +80,10 @@ def main() -> None:
     parser.add_argument("-n", "--events", type=int, default=10_000, help="token events in each backlog")
     parser.add_argument("-r", "--repeats", type=int, default=10, help="reads of each backlog per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="1,000 events, 2 rounds of 3 reads: the script runs")
     args = parser.parse_args()
+    if args.quick:
+        args.events, args.repeats, args.rounds = 1000, 3, 2
     if baseline.commit_of(args.ref) is None:
         parser.error(f"--ref: no commit {args.ref!r} in this repository")
     began, load = time.monotonic(), os.getloadavg()
