@@ -107,10 +107,16 @@ async def first_event_ms(system: System, runs: int) -> dict[str, float]:
 
 async def resume_backlog(system: System, events: int, repeats: int) -> dict[str, float]:
     """A client resuming from the start of a stream `events` long: first and last event received."""
-    delta = b"\nevent: %s\n" % system.delta
     async with httpx2.AsyncClient(base_url=system.url, timeout=harness.patience(120)) as client:
         path = await system.backlog(client, events)
         await asyncio.sleep(1)
+    return await read_backlog(system, path, events, repeats)
+
+
+async def read_backlog(system: System, path: str, events: int, repeats: int) -> dict[str, float]:
+    """`repeats` clients, one at a time, reading the backlog at `path` from its start: the medians of
+    their first and last token events, ms after the request."""
+    delta = b"\nevent: %s\n" % system.delta
     firsts, lasts = [], []
     for _ in range(repeats):
         reader, writer = await asyncio.open_connection("127.0.0.1", system.port)

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.redis_server import RedisServer, free_port
-from tokentail.shared.events import RunCompleted
+from tokentail.shared.events import MessageDelta, RunCompleted
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.settings import Settings
@@ -238,7 +238,7 @@ class Tokentail(System):
         started = await runs.start_run(session.session_id, run.run_id, run.run_id)
         assert started is not None
         lease = started.lease
-        delta = json.dumps({"run_id": run.run_id, "text": "token "})
+        delta = MessageDelta(run_id=run.run_id, text="token ").model_dump_json()  # compact, as a worker writes it
         for _ in range(events // 100):
             await lease.append([("message.delta", delta)] * 100)
         ending = RunCompleted(run_id=run.run_id, output="token " * events, usage={})

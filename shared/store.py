@@ -9,6 +9,7 @@ archive only for what Redis lacks, so a live stream never waits on Postgres.
 
 import functools
 import json
+import operator
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -52,13 +53,29 @@ class ForkSource(NamedTuple):
 SESSION_GONE = b"gone"
 
 
-def parse_raw_entries(entries: Sequence[list[Any]]) -> list[StoredEvent]:
-    """Entries as Redis sends them: `[id, [b"type", type, b"data", data, b"ts", ts]]`, in the order
-    lib.lua's add_event writes the fields."""
+# A stream entry as XRANGE sends it: `[b"<seq>-0", [b"type", type, b"data", data, b"ts", ts]]`, its
+# fields in the order lib.lua's add_event writes them (lists, as the reply parsers make them).
+Entry = list[Any]
+ENTRY_FIELDS = operator.itemgetter(1)  # of an entry: its fields
+FIELD_TYPE, FIELD_DATA = operator.itemgetter(1), operator.itemgetter(3)  # of its fields: the event's type, data
+
+
+def entry_seq(entry: Entry) -> int:
+    """The id of the event an entry holds: its stream id's first part."""
+    return int(entry[0].partition(b"-")[0])
+
+
+def parse_raw_entries(entries: Sequence[Entry]) -> list[StoredEvent]:
+    """The events that entries as Redis sends them (`Entry`) hold."""
     new = stored_event
     return [
         new((int(entry_id.partition(b"-")[0]), fields[1], fields[3], int(fields[5]))) for entry_id, fields in entries
     ]
+
+
+def entry_of(event: StoredEvent) -> Entry:
+    """An event as XRANGE would send its entry (one the archive read, for a reader of entries)."""
+    return [b"%d-0" % event.seq, [b"type", event.type, b"data", event.data, b"ts", b"%d" % event.ts_us]]
 
 
 def with_output(data: bytes, output: str) -> bytes:
@@ -250,6 +267,26 @@ class SessionStore:
         events = await self.read_hot(session_id, after, count)
         if self.archive is None or (events and events[0].seq == after + 1):
             return events
+        return await self._with_archived(session_id, after, count, events)
+
+    async def read_entries(self, session_id: str, after: int, count: int) -> list[Entry]:
+        """What `read` returns, as the stream's entries (`Entry`) rather than events: for a reader that
+        frames them as Redis sent them, with no object made of each (gateway/reading/feed.py). Each
+        `run.completed` has its output added back (`with_outputs`), in its entry. Where the archive
+        may hold some (Redis's first entry is not the next id), the events `read` adds from it come
+        as entries too."""
+        (entries,) = await self.round_trips(self._range_command(session_id, after, count))
+        if self.archive is None or (entries and entry_seq(entries[0]) == after + 1):
+            return await self._entries_with_outputs(session_id, entries)
+        events = await self.with_outputs(session_id, parse_raw_entries(entries))
+        return [entry_of(event) for event in await self._with_archived(session_id, after, count, events)]
+
+    async def _with_archived(
+        self, session_id: str, after: int, count: int, events: list[StoredEvent]
+    ) -> list[StoredEvent]:
+        """`read`'s events, given Redis's (`events`), which do not start at `after` + 1: with those
+        that the archive holds before them."""
+        assert self.archive is not None
         if not events and await self.redis.exists(self.keys.session(session_id).events):
             return events  # at the end of the stream
         archived = await self.archive.read(session_id, after, count, before=events[0].seq if events else None)
@@ -277,9 +314,22 @@ class SessionStore:
         }
         return _with_outputs_of(events, outputs)
 
+    async def _entries_with_outputs(self, session_id: str, entries: list[Entry]) -> list[Entry]:
+        """`entries`, each `run.completed` given its output (`with_outputs`, on those alone), in place.
+        Whether there is one is asked in C: a read of 500 entries makes no object for the others."""
+        if _RUN_COMPLETED not in map(FIELD_TYPE, map(ENTRY_FIELDS, entries)):
+            return entries
+        completed = [entry for entry in entries if entry[1][1] == _RUN_COMPLETED]
+        events = await self.with_outputs(session_id, parse_raw_entries(completed))
+        for entry, event in zip(completed, events, strict=True):
+            entry[1][3] = event.data
+        return entries
+
+    def _range_command(self, session_id: str, after: int, count: int) -> tuple[Any, ...]:
+        return (self._xrange, self.keys.session(session_id).events, f"({after}-0", "+", b"COUNT", count)
+
     async def _range(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
-        key = self.keys.session(session_id).events
-        (entries,) = await self.round_trips((self._xrange, key, f"({after}-0", "+", b"COUNT", count))
+        (entries,) = await self.round_trips(self._range_command(session_id, after, count))
         return parse_raw_entries(entries)
 
     async def partial_text(self, session_id: str, run: RunRecord) -> str:

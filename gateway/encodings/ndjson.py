@@ -4,12 +4,19 @@ compacted catch-up is one `{"id", "event": "snapshot", "data": {"events": [...]}
 
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.events import Gap
-from tokentail.shared.store import StoredEvent
+from tokentail.shared.store import Entry, StoredEvent
 
 
 def ndjson_events(events: list[StoredEvent]) -> bytes:
     # The stored data is JSON already: splice it in rather than parse and re-serialise it.
     return b"".join(b'{"id":%d,"event":"%s","data":%s}\n' % (e.seq, e.type, e.data) for e in events)
+
+
+def ndjson_entries(entries: list[Entry]) -> bytes:
+    """`ndjson_events` of the events these entries hold, from the entries (as sse.frame_entries)."""
+    return b"".join(
+        [b'{"id":%s,"event":"%s","data":%s}\n' % (i.partition(b"-")[0], fields[1], fields[3]) for i, fields in entries]
+    )
 
 
 def ndjson_gap(gap: Gap) -> bytes:
@@ -28,7 +35,7 @@ class Ndjson:
             return b'{"id":%d,"event":"snapshot","data":%s}\n' % (batch.snapshot.up_to, batch.snapshot.data)
         if not batch.chunks:
             return b"\n"
-        lines = b"".join(chunk.encoded(ndjson_events) for chunk in batch.chunks)
+        lines = b"".join(chunk.encoded(ndjson_events, ndjson_entries) for chunk in batch.chunks)
         return lines if batch.gap is None else ndjson_gap(batch.gap) + lines
 
     def tail(self) -> bytes:

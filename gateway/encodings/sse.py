@@ -6,18 +6,28 @@
     id: <seq> / event: <type> / data: <json>   catch-up by XRANGE, then live from the gateway's hub
     : ping                         after a heartbeat with nothing to send, so proxies keep the connection
 
-The stored JSON is spliced in as it is, and each chunk is framed once for all its readers.
+The stored JSON is spliced in as it is, and each chunk is framed once for all its readers. A
+catch-up read is framed from the stream's entries as Redis sent them (`frame_entries`): the same
+bytes, with no object made of each event.
 """
 
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.events import Gap
-from tokentail.shared.store import StoredEvent
+from tokentail.shared.store import Entry, StoredEvent
 
 PING = b": ping\n\n"
 
 
 def encode_events(events: list[StoredEvent]) -> bytes:
     return b"".join(b"id: %d\nevent: %s\ndata: %s\n\n" % (e.seq, e.type, e.data) for e in events)
+
+
+def frame_entries(entries: list[Entry]) -> bytes:
+    """`encode_events` of the events these entries hold, from the entries: an event's id is the first
+    part of its entry's id (`<seq>-0`), written by Redis in decimal as `%d` writes it."""
+    return b"".join(
+        [b"id: %s\nevent: %s\ndata: %s\n\n" % (i.partition(b"-")[0], fields[1], fields[3]) for i, fields in entries]
+    )
 
 
 def encode_gap(gap: Gap) -> bytes:
@@ -29,7 +39,8 @@ def encode_batch(batch: Batch) -> bytes:
         return b"id: %d\nevent: snapshot\ndata: %s\n\n" % (batch.snapshot.up_to, batch.snapshot.data)
     if not batch.chunks:
         return PING
-    frames = [chunk.encoded(encode_events) for chunk in batch.chunks]  # made once per chunk, for all its readers
+    # Made once per chunk, for all its readers; a read's from its entries.
+    frames = [chunk.encoded(encode_events, frame_entries) for chunk in batch.chunks]
     if batch.gap is not None:
         frames.insert(0, encode_gap(batch.gap))
     return frames[0] if len(frames) == 1 else b"".join(frames)

@@ -12,7 +12,7 @@ traces on, makes its connection's span (connection_span.py).
 
 import asyncio
 import operator
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from tokentail.gateway import metrics
@@ -24,10 +24,10 @@ from tokentail.shared import tracing
 from tokentail.shared.errors import InvalidLastEventId, SessionNotFound
 from tokentail.shared.events import TERMINAL_EVENTS, Gap
 from tokentail.shared.outage import is_outage
-from tokentail.shared.store import SessionStore, StoredEvent
+from tokentail.shared.store import ENTRY_FIELDS, FIELD_DATA, FIELD_TYPE, Entry, SessionStore, StoredEvent
 
 _TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)
-_TYPE = operator.itemgetter(1)  # a StoredEvent's type
+_TYPE, _DATA = operator.itemgetter(1), operator.itemgetter(2)  # of a StoredEvent
 REDIS_RETRY_SECONDS = 0.5
 READ_BUDGET_BYTES = 262_144
 FIRST_READ_COUNT = 16  # before a feed knows how large this session's events are
@@ -227,72 +227,90 @@ class EventFeed:
 
     async def _catch_up(self, subscription: Subscription) -> AsyncIterator[Batch]:
         """Read from Redis (XRANGE, in batches) until the end of the stream, then go live. While one
-        batch goes to the client, the next is read: Redis and the gateway work at the same time."""
+        batch is framed and goes to the client, the next is read: Redis and the gateway work at the
+        same time (`_on_its_way`)."""
         subscription.begin_read()
-        events, count = await self._store.read(self._session_id, self.after, self._count), self._count
+        entries, count = await self._store.read_entries(self._session_id, self.after, self._count), self._count
+        first = True  # the first batch goes at once: its client waits for it, and it is small
         while not subscription.closed:
-            batch = self._deliver(events) if events else None
-            if len(events) < count and subscription.join(self.after):
+            batch = self._deliver(entries) if entries else None
+            if len(entries) < count and subscription.join(self.after):
                 if batch is not None:
                     yield batch
                 return
             subscription.begin_read()  # the spill now follows this read
-            reading = asyncio.ensure_future(self._store.read(self._session_id, self.after, count := self._count))
+            reading = asyncio.ensure_future(
+                self._store.read_entries(self._session_id, self.after, count := self._count)
+            )
             try:
                 if batch is not None:
+                    if not first:
+                        await _on_its_way()
+                    first = False
                     yield batch
-                events = await reading
+                entries = await reading
             finally:
                 reading.cancel()  # the client left while the read was on its way
 
-    def _deliver(self, events: list[StoredEvent]) -> Batch:
+    def _deliver(self, entries: list[Entry]) -> Batch:
+        """A read's entries, as Redis sent them, made a batch. What the feed needs of them (their
+        types, the size of their data) is taken in C, as columns: no object is made of each event
+        (the encoding frames the entries as they are, or asks the chunk for its events)."""
+        fields = list(map(ENTRY_FIELDS, entries))
+        types, datas = list(map(FIELD_TYPE, fields)), list(map(FIELD_DATA, fields))
+        size = sum(map(len, datas))
+        chunk = Chunk.of_entries(entries, size)
         # A reader slower than the stream's trimming finds its next id gone: say so, never skip silently.
         gap = None
-        if events[0].seq > self.after + 1:
-            gap = Gap(reason="trimmed", first_available=events[0].seq)
+        if chunk.first > self.after + 1:
+            gap = Gap(reason="trimmed", first_available=chunk.first)
             metrics.GAPS.labels(gap.reason).inc()
             if self._span is not None:
                 self._span.gap(gap)
-        self.after = events[-1].seq
-        if self._run_going and any(event.type in _TERMINAL for event in events):
+        self.after = chunk.last
+        if self._run_going and not _TERMINAL.isdisjoint(types):
             self._run_going = False
         # The next read: as many events of this size as fit the budget, growing by doubling at most.
-        fit = max(1, len(events) * READ_BUDGET_BYTES // max(1, sum(len(event.data) for event in events)))
+        fit = max(1, len(entries) * READ_BUDGET_BYTES // max(1, size))
         self._count = min(self._batch, 2 * self._count, fit)
-        chunks = [Chunk(events)]
-        self._count_sent(chunks)
+        chunks = [chunk]
+        self._count_sent(chunks, [(types, datas)])
         return Batch(chunks, gap)
 
-    def _count_sent(self, chunks: list[Chunk]) -> None:
-        self._sent.inc(sum(len(chunk.events) for chunk in chunks))
+    def _count_sent(
+        self, chunks: list[Chunk], columns: list[tuple[Sequence[bytes], Sequence[bytes]]] | None = None
+    ) -> None:
+        """Count what goes to the client, and tell of the runs whose first delta it carries. `columns`:
+        each chunk's types and data, where the caller has them (else taken of its events)."""
+        self._sent.inc(sum(chunk.count for chunk in chunks))
         if chunks[0].first <= self._replay_until:
-            replayed = sum(1 for chunk in chunks for e in chunk.events if e.seq <= self._replay_until)
+            replayed = sum(chunk.up_to(self._replay_until) for chunk in chunks)
             metrics.RESUMED_EVENTS.labels(self._transport).inc(replayed)
         if self._first_deltas is not None:
-            for chunk in chunks:
-                self._find_first_delta(chunk.events)
+            if columns is None:
+                columns = [_columns(chunk.events) for chunk in chunks]
+            for types, datas in columns:
+                self._find_first_delta(types, datas)
         if self._span is not None:
             self._span.carried(chunks)
 
-    def _find_first_delta(self, events: list[StoredEvent]) -> None:
-        """Tell of the run of a delta in `events` this feed has not told of yet. A session's runs go one
-        after another, so once the last delta here is of the run told of last, all of them are: a
-        run's later deltas cost a look at the types (in C, past one event) and one comparison."""
-        if len(events) == 1:  # a live append, mostly
-            last = events[0]
-            if last.type != DELTA:
+    def _find_first_delta(self, types: Sequence[bytes], datas: Sequence[bytes]) -> None:
+        """Tell of the run of a delta among events of these `types` and `datas` this feed has not told
+        of yet. A session's runs go one after another, so once the last delta here is of the run told
+        of last, all of them are: a run's later deltas cost a look at the types (in C) and one comparison."""
+        if len(types) == 1:  # a live append, mostly
+            if types[0] != DELTA:
                 return
-        else:
-            types = list(map(_TYPE, events))
-            if DELTA not in types:
-                return
-            types.reverse()
-            last = events[len(events) - 1 - types.index(DELTA)]
-        if last.data.startswith(self._delta_head):
+            last = 0
+        elif DELTA not in types:
             return
-        for event in events:  # a new run's first delta: once per run
-            if event.type == DELTA and not event.data.startswith(self._delta_head):
-                run_id = run_id_of(event.data)
+        else:
+            last = len(types) - 1 - types[::-1].index(DELTA)
+        if datas[last].startswith(self._delta_head):
+            return
+        for type_, data in zip(types, datas, strict=True):  # a new run's first delta: once per run
+            if type_ == DELTA and not data.startswith(self._delta_head):
+                run_id = run_id_of(data)
                 if run_id is not None and self._first_deltas is not None:
                     self._delta_head = head_of(run_id)
                     self._first_deltas.written(self._session_id, run_id)
@@ -313,3 +331,19 @@ class EventFeed:
             self._ending = self._ending or "session_gone"
             return True
         return self._until_idle and not active and last_seq <= self.after
+
+
+def _columns(events: list[StoredEvent]) -> tuple[Sequence[bytes], Sequence[bytes]]:
+    """The types and the data of `events`, as `_find_first_delta` reads them."""
+    if len(events) == 1:  # a live append, mostly
+        return (events[0].type,), (events[0].data,)
+    return list(map(_TYPE, events)), list(map(_DATA, events))
+
+
+async def _on_its_way() -> None:
+    """Two turns of the event loop, for the read just asked for: its task's first step hands its
+    command to the joiner (shared/round_trips.py), whose task's first step writes it. A batch yielded
+    at once would be framed and sent first (nothing in between gives the loop a turn), and Redis
+    would start on the next page only once this one was out."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)

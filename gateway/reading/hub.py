@@ -18,9 +18,11 @@ the hub's connection came back (notifications sent meanwhile were lost).
 """
 
 import asyncio
+import bisect
 import contextlib
 import functools
 import logging
+import operator
 import socket
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
@@ -38,7 +40,15 @@ from tokentail.shared.logs import RateLimitedLogger
 from tokentail.shared.outage import is_outage
 from tokentail.shared.redis_clients import sessions_client
 from tokentail.shared.settings import Settings
-from tokentail.shared.store import SESSION_GONE, SessionStore, StoredEvent, stored_event
+from tokentail.shared.store import (
+    SESSION_GONE,
+    Entry,
+    SessionStore,
+    StoredEvent,
+    entry_seq,
+    parse_raw_entries,
+    stored_event,
+)
 
 logger = logging.getLogger(__name__)
 outage_log = RateLimitedLogger(logger, every_seconds=30)
@@ -46,6 +56,7 @@ outage_log = RateLimitedLogger(logger, every_seconds=30)
 T = TypeVar("T")
 BUFFER_BYTES = 1_048_576  # what waits for one slow client before it reads from Redis instead
 _RUN_COMPLETED = EventType.RUN_COMPLETED.encode()
+_SEQ = operator.itemgetter(0)  # a StoredEvent's seq
 _RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0)
 # A Redis that vanished without closing the connection is found by TCP keepalive, within about 25 s.
 KEEPALIVE = {
@@ -57,24 +68,61 @@ KEEPALIVE = {
 
 class Chunk:
     """Consecutive events of one session, as one read or notification brought them. Shared by all the
-    followers of the session: each encoding is made once, by the first follower that needs it."""
+    followers of the session: each encoding is made once, by the first follower that needs it.
 
-    __slots__ = ("events", "first", "last", "size", "_encoded")
+    A catch-up read's chunk (`of_entries`) holds the stream's entries as Redis sent them: an encoding
+    that frames them as they are (`encoded`'s `from_entries`: tokentail's own SSE and NDJSON) makes
+    no object of each event, and `events` are made of them only for a reader that asks."""
+
+    __slots__ = ("_events", "entries", "first", "last", "count", "size", "_encoded")
 
     def __init__(self, events: list[StoredEvent]) -> None:
-        self.events = events
+        self._events: list[StoredEvent] | None = events
+        self.entries: list[Entry] | None = None
         self.first = events[0].seq
         self.last = events[-1].seq
+        self.count = len(events)
         self.size = sum(len(event.data) for event in events)
         self._encoded: dict[Callable[[list[StoredEvent]], Any], Any] | None = None
 
-    def encoded(self, encode: Callable[[list[StoredEvent]], T]) -> T:
+    @classmethod
+    def of_entries(cls, entries: list[Entry], size: int) -> "Chunk":
+        """The events of stream entries as XRANGE sent them (`Entry`), `size` their data's bytes."""
+        chunk = cls.__new__(cls)
+        chunk._events, chunk.entries, chunk._encoded = None, entries, None
+        chunk.first, chunk.last = entry_seq(entries[0]), entry_seq(entries[-1])
+        chunk.count, chunk.size = len(entries), size
+        return chunk
+
+    @property
+    def events(self) -> list[StoredEvent]:
+        if (events := self._events) is None:
+            assert self.entries is not None
+            events = self._events = parse_raw_entries(self.entries)
+        return events
+
+    def encoded(
+        self, encode: Callable[[list[StoredEvent]], T], from_entries: Callable[[list[Entry]], T] | None = None
+    ) -> T:
+        """`encode(self.events)`, made once; or `from_entries`, which makes the same of the entries the
+        chunk holds, if it holds them."""
         if self._encoded is None:
             self._encoded = {}
         elif (done := self._encoded.get(encode)) is not None:
             return done  # type: ignore[no-any-return]
-        value = self._encoded[encode] = encode(self.events)
+        if from_entries is not None and self.entries is not None:
+            value = self._encoded[encode] = from_entries(self.entries)
+        else:
+            value = self._encoded[encode] = encode(self.events)
         return value
+
+    def up_to(self, seq: int) -> int:
+        """How many of its events have ids up to `seq`."""
+        if self.last <= seq:
+            return self.count
+        if self.entries is not None:
+            return bisect.bisect_right(self.entries, seq, key=entry_seq)
+        return bisect.bisect_right(self.events, seq, key=_SEQ)
 
     def after(self, seq: int) -> "Chunk":
         return Chunk([event for event in self.events if event.seq > seq])

@@ -2,7 +2,9 @@
 
 import asyncio
 import json
+from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from tests.sessions import start_a_run
@@ -11,6 +13,7 @@ from tokentail.gateway.encodings.sse import encode_events, encode_gap
 from tokentail.gateway.reading.feed import READ_BUDGET_BYTES, EventFeed, Start
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.events import MessageDelta, RunCompleted
+from tokentail.shared.round_trips import RoundTrips
 from tokentail.shared.settings import Settings
 from tokentail.worker.run_writes import RunLease
 from tokentail.worker.writer import MAX_DELTA_CHARS
@@ -89,3 +92,37 @@ async def test_a_stream_opened_on_a_running_run_still_ends_when_its_catch_up_bri
     finally:
         await hub.aclose()
     assert seqs == [1, 2, 3, 4]
+
+
+async def test_the_next_catch_up_read_is_on_its_way_before_a_batch_is_framed(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis reads the next page while the gateway frames and sends this one: its command is written
+    # before the batch reaches its encoding, not after.
+    runs = AllWrites(redis, settings)
+    session_id, run = await start_a_run(runs)
+    delta = json.dumps({"run_id": run.run_id, "text": "x"})
+    await RunLease(runs, session_id, run.run_id, "lease-1").append(
+        [("message.delta", delta)] * 45, ending=RunCompleted(run_id=run.run_id, output="x" * 45, usage={})
+    )
+    written: list[bytes] = []
+    exchange = RoundTrips._exchange
+
+    async def logged(connection: Any, packed: list[bytes]) -> list[Any]:
+        written.extend(command for command in packed if b"XRANGE" in command)
+        return await exchange(connection, packed)
+
+    monkeypatch.setattr(RoundTrips, "_exchange", staticmethod(logged))
+    hub = StreamHub(settings, 2)
+    await hub.start()
+    reads_out = []
+    try:
+        feed = EventFeed(hub, session_id, Start(0, None, False), batch=10, until_idle=True, transport="sse")
+        async for batch in feed:
+            if batch.chunks:
+                reads_out.append(len(written))
+    finally:
+        await hub.aclose()
+    # 48 events in reads of 10: on each batch but the first (it goes at once) and the last (a short
+    # read: the end), the next read is out.
+    assert reads_out == [1, 3, 4, 5, 5]

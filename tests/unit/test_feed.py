@@ -16,7 +16,7 @@ from tokentail.gateway.reading.feed import (
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.errors import InvalidLastEventId
 from tokentail.shared.events import Gap
-from tokentail.shared.store import SessionStore, StoredEvent
+from tokentail.shared.store import Entry, SessionStore, StoredEvent, entry_of
 
 
 @dataclass
@@ -90,8 +90,9 @@ class _Hub:
     first_deltas = None  # counts no run's first delta
 
 
-def _events(first: int, count: int, size: int) -> list[StoredEvent]:
-    return [StoredEvent(seq, b"message.delta", b"x" * size, 0) for seq in range(first, first + count)]
+def _events(first: int, count: int, size: int) -> list[Entry]:
+    """A catch-up read's entries, as Redis sends them."""
+    return [entry_of(StoredEvent(seq, b"message.delta", b"x" * size, 0)) for seq in range(first, first + count)]
 
 
 def _feed(after: int = 0, batch: int = 500) -> EventFeed:

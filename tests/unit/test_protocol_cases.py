@@ -35,7 +35,7 @@ from tokentail.gateway.encodings.sse import NativeSse
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared.events import Gap
-from tokentail.shared.store import StoredEvent
+from tokentail.shared.store import StoredEvent, entry_of
 
 RUN = "r_case"
 Json = dict[str, Any]
@@ -354,16 +354,18 @@ class Request:
 Piece = tuple[int, bytes]  # the frames one stored event became, with its id
 
 
-def serve(encoding: Any, log: Log, after: int, until: int | None) -> list[Piece]:
-    """What a stream opened after id `after` sends, event by event (as live notifications bring them),
-    until the encoding says it is finished or `until`."""
+def serve(encoding: Any, log: Log, after: int, until: int | None, read: bool = False) -> list[Piece]:
+    """What a stream opened after id `after` sends, event by event (as live notifications bring them;
+    `read`: as catch-up reads do, the stream's entries as Redis sends them), until the encoding says it
+    is finished or `until`."""
     stored = [event for event in log.events if event.seq > after and (until is None or event.seq <= until)]
     first = log.events[0].seq
     gap = Gap(reason="trimmed", first_available=first) if first > after + 1 else None
     head = encoding.head(gap)
     pieces: list[Piece] = []
     for event in stored:
-        pieces.append((event.seq, encoding.batch(Batch([Chunk([event])]))))
+        chunk = Chunk.of_entries([entry_of(event)], len(event.data)) if read else Chunk([event])
+        pieces.append((event.seq, encoding.batch(Batch([chunk]))))
         if encoding.finished:
             break
     if not pieces:
@@ -418,8 +420,8 @@ def responses_stream(log: Log, request: Request) -> list[Piece]:
 
 
 def native_stream(log: Log, request: Request) -> list[Piece]:
-    """gateway/routes/events.py: the session's events after Last-Event-ID `after`."""
-    return serve(NativeSse(1000), log, max(request.after, 0), request.until)
+    """gateway/routes/events.py: the session's events after Last-Event-ID `after`, as a resume reads them."""
+    return serve(NativeSse(1000), log, max(request.after, 0), request.until, read=True)
 
 
 # -- each protocol's client: its requests, and how it resumes -----------------------------------------

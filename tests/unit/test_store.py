@@ -10,7 +10,7 @@ from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.shared.errors import SessionExpired, SessionNotFound
 from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.store import SessionStore, parse_raw_entries
 from tokentail.worker.run_writes import RunLease
 
 
@@ -66,6 +66,22 @@ async def test_a_completed_run_s_output_is_stored_once_and_read_back_with_its_ev
     [completed] = [e for e in await store.read(session_id, 0, 100) if e.type == b"run.completed"]
     assert json.loads(completed.data) == {"run_id": run.run_id, "usage": {"output_tokens": 1}, "output": answer}
     assert (await store.get_session(session_id)).runs[0].output == answer
+
+
+async def test_entries_read_hold_the_events_read_outputs_added(store: SessionStore, runs: AllWrites) -> None:
+    # The gateway's catch-up reads entries as Redis sends them (read_entries); every other reader, events.
+    session_id, run = await start_a_run(runs)
+    lease = RunLease(runs, session_id, run.run_id, "lease-1")
+    await lease.append([delta_of(run.run_id, str(i)) for i in range(5)], ending=completion(run.run_id, "ünï"))
+    second = make_run("second")
+    await runs.queue_run(session_id, second)
+    for after, count in ((0, 100), (0, 3), (3, 2), (6, 1), (7, 2), (7, 100), (9, 10)):
+        entries = await store.read_entries(session_id, after, count)
+        assert parse_raw_entries(entries) == await store.read(session_id, after, count), (after, count)
+    [completed] = [
+        e for e in parse_raw_entries(await store.read_entries(session_id, 0, 100)) if e.type == b"run.completed"
+    ]
+    assert json.loads(completed.data)["output"] == "ünï"
 
 
 async def test_streams_are_trimmed_to_about_maxlen(redis: Redis, settings: Settings) -> None:
