@@ -30,6 +30,7 @@ from tokentail.worker.run_writes import RunLease
 AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET)}
 
 
+@pytest.mark.usefixtures("limits_clock")  # the minute held still: crossing into the next finds a fresh budget
 async def test_runs_per_minute_are_counted_per_tenant_with_retry_after(start_gateway: Callable[..., Any]) -> None:
     gateway = await start_gateway(runs_per_minute=2, **AUTH)
     async with httpx2.AsyncClient(base_url=gateway.url) as http:

@@ -27,6 +27,10 @@ from tokentail.shared.response_ids import parse_response_id
 from tokentail.shared.settings import Settings
 from tokentail.worker.run_writes import RunLease
 
+# The budget's minute held still (tests/fixtures/limits_clock.py): a test that crossed into the next
+# minute found its budget fresh, and its "refused" chat request streamed a run no worker takes.
+pytestmark = pytest.mark.usefixtures("limits_clock")
+
 HOOKS = "http://127.0.0.1:9/a2a-hooks/"  # allowed, never posted to: no run ends here
 # What a refusal may change: the tenant's counter of runs per minute, and its stream slots.
 LIMIT_KEYS = re.compile(r":tenant:\{[^}]*\}:(runs:\d+|streams)$")
