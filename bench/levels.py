@@ -253,6 +253,20 @@ async def to_the_first_miss(
     return {"streams_held": count, "first_miss": miss, "bisection": tried}
 
 
+def measurer(
+    system: System, tokens: int, repeats: int, max_other: float, spread: float = 1.0
+) -> Callable[[int], Awaitable[dict[str, Any]]]:
+    """One level's figures, printed: `repeats` undisturbed runs of `tokens` tokens, started over `spread` s."""
+
+    async def measure(streams: int) -> dict[str, Any]:
+        runs, discarded = await repeat_level(system, streams, tokens, repeats, max_other, spread)
+        level = level_figures(system, streams, runs, discarded)
+        print_level(system, level)
+        return level
+
+    return measure
+
+
 def _rounded(streams: float) -> int:
     return max(10, int(round(streams / 10)) * 10)
 
@@ -263,14 +277,7 @@ async def capacity(
     """Streams started within one second, level by level: held while the median p99 is at most
     BOUND_MS, measured on while it is under CURVE_MS; then to the first miss (`to_the_first_miss`,
     not with `--quick`)."""
-    tokens = 150 if quick else TOKENS
-
-    async def measure(streams: int) -> dict[str, Any]:
-        runs, discarded = await repeat_level(system, streams, tokens, repeats, max_other)
-        level = level_figures(system, streams, runs, discarded)
-        print_level(system, level)
-        return level
-
+    measure = measurer(system, 150 if quick else TOKENS, repeats, max_other)
     for streams in levels:
         level = await measure(streams)
         figures["levels"].append(level)
@@ -293,13 +300,7 @@ async def spread_capacity(
     tokens = int(RATE * (spread + (2.5 if quick else 5)))
     figures["spread"] = {"seconds": spread, "levels": []}
     print(f"  -- starts spread over {spread:g} s, runs of {tokens} tokens")
-
-    async def measure(streams: int) -> dict[str, Any]:
-        runs, discarded = await repeat_level(system, streams, tokens, 1, max_other, spread)
-        level = level_figures(system, streams, runs, discarded)
-        print_level(system, level)
-        return level
-
+    measure = measurer(system, tokens, 1, max_other, spread)
     for streams in levels[:1] if quick else levels:
         level = await measure(streams)
         figures["spread"]["levels"].append(level)
