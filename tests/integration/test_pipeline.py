@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from tests.sessions import start_a_run
 from tests.waiting import eventually
 from tests.writes import AllWrites
+from tokentail.shared import outage
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.scripts.contract import Topology
 from tokentail.shared.scripts.pipeline import JOINED_CALLS, ScriptPipeline
@@ -120,6 +121,7 @@ async def test_a_broken_round_trip_fails_every_append_in_it(
         raise ConnectionError("Redis went away")
 
     monkeypatch.setattr(pipeline._round_trips, "_round_trip", broken)
+    monkeypatch.setattr(outage, "OUTAGE_SECONDS", 0.5)  # the appends ride the outage out, briefly here
     results = await asyncio.gather(
         *(RunLease(runs, sid, run.run_id, "lease-1").append([delta_of(run.run_id, "a")]) for sid, run in started),
         return_exceptions=True,
