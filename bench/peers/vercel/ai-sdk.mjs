@@ -14,7 +14,6 @@
 // that timer drift does not add up), and each token is that due time (ms since the epoch), as every
 // producer of the benchmark writes it: the load generator times delivery from it (bench/systems.py,
 // CLOCK). REDIS_URL names the Redis, as the package expects.
-import http from "node:http";
 import {
   convertToModelMessages,
   createUIMessageStreamResponse,
@@ -25,6 +24,7 @@ import {
 } from "ai";
 import { MockLanguageModelV4 } from "ai/test";
 import { createResumableStreamContext } from "resumable-stream";
+import { follower, serve } from "./serve.mjs";
 
 const [role, port] = [process.argv[2], Number(process.argv[3])];
 const context = createResumableStreamContext({ waitUntil: null, keyPrefix: "bench-ai" });
@@ -94,32 +94,5 @@ async function produce(request, response) {
   }
 }
 
-async function follow(request, response) {
-  const url = new URL(request.url, "http://bench");
-  const id = decodeURIComponent(url.pathname.slice("/stream/".length));
-  const stream = await context.resumeExistingStream(id);
-  if (!stream) {
-    response.writeHead(stream === null ? 204 : 404).end();
-    return;
-  }
-  response.writeHead(200, UI_MESSAGE_STREAM_HEADERS);
-  const reader = stream.getReader();
-  request.on("close", () => reader.cancel().catch(() => {}));
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    response.write(value);
-  }
-  response.end();
-}
-
-const handler = role === "producer" ? produce : follow;
-http
-  .createServer((request, response) => {
-    handler(request, response).catch((error) => {
-      console.error(error);
-      if (!response.headersSent) response.writeHead(500);
-      response.end();
-    });
-  })
-  .listen(port, "127.0.0.1", () => console.log(`${role} listening on ${port}`));
+const follow = follower(context, UI_MESSAGE_STREAM_HEADERS);
+serve(role, port, role === "producer" ? produce : follow);

@@ -9,8 +9,8 @@
 // Each chunk is one SSE frame, written like tokentail's worker writes: the first token at once, then
 // the tokens due every 50 ms joined. Each token is its due time, and frames carry the producer's
 // clock as it built them (`t`, ms since the epoch), so the load generator can time delivery from either. REDIS_URL names the Redis, as the package expects.
-import http from "node:http";
 import { createResumableStreamContext } from "resumable-stream";
+import { follower, serve } from "./serve.mjs";
 
 const [role, port] = [process.argv[2], Number(process.argv[3])];
 const context = createResumableStreamContext({ waitUntil: null, keyPrefix: "bench" });
@@ -72,33 +72,5 @@ async function produce(request, response) {
   }
 }
 
-async function follow(request, response) {
-  const url = new URL(request.url, "http://bench");
-  const id = decodeURIComponent(url.pathname.slice("/stream/".length));
-  // `?skip=`: the characters a client already read, the package's way to resume (a reconnect storm).
-  const stream = await context.resumeExistingStream(id, Number(url.searchParams.get("skip") ?? 0));
-  if (!stream) {
-    response.writeHead(stream === null ? 204 : 404).end();
-    return;
-  }
-  response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
-  const reader = stream.getReader();
-  request.on("close", () => reader.cancel().catch(() => {}));
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    response.write(value);
-  }
-  response.end();
-}
-
-const handler = role === "producer" ? produce : follow;
-http
-  .createServer((request, response) => {
-    handler(request, response).catch((error) => {
-      console.error(error);
-      if (!response.headersSent) response.writeHead(500);
-      response.end();
-    });
-  })
-  .listen(port, "127.0.0.1", () => console.log(`${role} listening on ${port}`));
+const follow = follower(context, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+serve(role, port, role === "producer" ? produce : follow);
