@@ -367,6 +367,8 @@ class StreamHub:
     async def _listen(self, link: _Link) -> None:
         failures = 0
         while True:
+            if failures and self._forgot_idle(link):
+                return
             connection = link.new_connection()
             try:
                 await connection.connect()  # type: ignore[no-untyped-call]
@@ -394,11 +396,19 @@ class StreamHub:
             if self._cluster is not None and failures:
                 # Still failing after a retry: the primary may have gone (failover): look again.
                 await self._reroute(link.channels)
-                if not link.channels and self._links.get(link.address) is link:
-                    del self._links[link.address]  # all gone to other primaries: a dead node is not tried for ever
+                if self._forgot_idle(link):
                     return
             await asyncio.sleep(_RECONNECT_SECONDS[min(failures, len(_RECONNECT_SECONDS) - 1)])
             failures += 1
+
+    def _forgot_idle(self, link: _Link) -> bool:
+        """In a cluster, a failing link whose channels all left (moved to other primaries, or their
+        followers ended) is dropped, not tried again: a dead node is not reconnected to for ever."""
+        if self._cluster is None or link.channels:
+            return False
+        if self._links.get(link.address) is link:
+            del self._links[link.address]
+        return True
 
     def _send(self, link: _Link, command: bytes, channels: list[_Channel]) -> None:
         # Without a connection there is nothing to send: the next connection subscribes to every

@@ -14,6 +14,7 @@ from tests.sessions import completion, delta_of, make_run, make_session, start_a
 from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.shared.jobs import RUN_JOB
+from tokentail.shared import outage
 from tokentail.shared.outage import out_of_memory
 from tokentail.shared.scripts.runs import Queued
 from tokentail.shared.settings import Settings
@@ -36,7 +37,11 @@ async def _snapshot(redis: Redis, prefix: str) -> dict[bytes, bytes | None]:
     return {key: await redis.dump(key) async for key in redis.scan_iter(f"{prefix}:*")}
 
 
-async def test_scripts_refused_by_a_full_redis_change_nothing(private_redis_url: str, settings: Settings) -> None:
+async def test_scripts_refused_by_a_full_redis_change_nothing(
+    private_redis_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker's writes ride a full Redis out as an outage (a minute), then give up: briefly here.
+    monkeypatch.setattr(outage, "OUTAGE_SECONDS", 0.5)
     redis = Redis.from_url(private_redis_url)
     store = SessionStore(redis, settings.model_copy(update={"redis_url": private_redis_url}))
     runs = AllWrites(redis, settings.model_copy(update={"redis_url": private_redis_url}))
