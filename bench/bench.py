@@ -124,11 +124,11 @@ async def main(
             print("== queue pickup: enqueue -> run.started at the client, one run at a time")
             stack.start()
             meter = OtherWork(stack.pids)
-            woken = await pickup_latency(stack, 20 if quick else 200)
+            woken = await pickup_latency(stack, 10 if quick else 200)
             woken["other_cpu_share"] = meter.share()
             stack.start(TOKENTAIL_WORKER_WAKEUPS="false")
             meter = OtherWork(stack.pids)
-            polled = await pickup_latency(stack, 10 if quick else 60)
+            polled = await pickup_latency(stack, 5 if quick else 60)
             polled["other_cpu_share"] = meter.share()
             results["pickup"] = {"wakeup": woken, "arq_poll_0.5s": polled}
             for name, figures in results["pickup"].items():
@@ -301,7 +301,7 @@ if __name__ == "__main__":
     if bad := [mode for mode in aof if mode not in ("no", "everysec", "always")]:
         parser.error(f"--redis-aof: no mode {', '.join(bad)} (no, everysec, always)")
     systems_module.CLOCK = args.clock
-    default_levels = "25,50" if args.quick else "100,200,400,600,800,1000,1200,1500,2000,2500"
+    default_levels = "25" if args.quick else "100,200,400,600,800,1000,1200,1500,2000,2500"
     levels = [int(level) for level in (args.levels or default_levels).split(",")]
     repeats = args.repeats or (1 if args.quick else 3)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures appear as measured

@@ -145,7 +145,7 @@ async def reconnect_storm(system: System, quick: bool) -> dict[str, Any] | None:
     back at once where they were (bench/storm.py). None for a system whose resume it cannot check."""
     if system.resume_by is None:
         return None
-    sessions, clients, away = (10, 100, 0.5) if quick else (100, 1000, 2.0)
+    sessions, clients, away = (5, 20, 0.5) if quick else (100, 1000, 2.0)
     async with httpx2.AsyncClient(base_url=system.url, timeout=harness.patience(30)) as client:
         paths = [await system.start_stream(client, tokens=100_000, rate=5) for _ in range(sessions)]
     by_offset = system.resume_by == "offset"
@@ -202,7 +202,7 @@ async def measure(system: System, quick: bool, repeats: int, levels: list[int], 
         return figures
     # First, on a fresh gateway process: a heap grown by the loads below would hide what streams cost.
     meter = harness.OtherWork(system.pids)
-    idle = figures["idle"] = await idle_streams(system, 500 if quick else 5000)
+    idle = figures["idle"] = await idle_streams(system, 100 if quick else 5000)
     idle["other_cpu_share"] = meter.share()
     redis = (
         f" {idle['gateway_redis_connections']} gateway Redis connections,"
@@ -216,14 +216,14 @@ async def measure(system: System, quick: bool, repeats: int, levels: list[int], 
     )
     await system.restart()  # and with it the idle runs, which would otherwise go on in the producer
     meter = harness.OtherWork(system.pids)
-    first = figures["first_event"] = await first_event_ms(system, 20 if quick else 100)
+    first = figures["first_event"] = await first_event_ms(system, 10 if quick else 100)
     first["other_cpu_share"] = meter.share()
     print(
         f"  start a run -> first token at a new client: p50 {first['p50_ms']:.1f} ms, p99 {first['p99_ms']:.1f} ms"
         f"  (other CPU {first['other_cpu_share']:.0%})"
     )
     backlog, meter = 1000 if quick else 10_000, harness.OtherWork(system.pids)
-    resume = figures["resume"] = await resume_backlog(system, backlog, 3 if quick else 10)
+    resume = figures["resume"] = await resume_backlog(system, backlog, 2 if quick else 10)
     resume |= {"events": backlog, "other_cpu_share": meter.share()}
     print(
         f"  resume of {backlog} events: first {resume['first_byte_ms']:.1f} ms, last {resume['last_byte_ms']:.1f} ms"

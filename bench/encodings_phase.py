@@ -241,11 +241,11 @@ async def phase(stacks: dict[str, Stack], quick: bool) -> dict[str, dict[str, An
     for turn in range(turns):
         for index, (name, encoding) in enumerate(ENCODINGS.items()):  # in turns: a slow spell falls on all
             for label, stack in alternately(stacks, turn + index):
-                seconds, deltas = await follow_cost(stack, encoding, 20 if quick else 100, 100 if quick else 250)
+                seconds, deltas = await follow_cost(stack, encoding, 5 if quick else 100, 50 if quick else 250)
                 follow.add(label, name, seconds, deltas)
     other = {"following": meter.share()}
 
-    runs_each, clients = (5, 20) if quick else (20, 10)
+    runs_each, clients = (2, 5) if quick else (20, 10)
     for stack in stacks.values():
         stack.start(with_worker=False)
     meter = OtherWork([pid for stack in stacks.values() for pid in stack.pids])

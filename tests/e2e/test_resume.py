@@ -41,7 +41,8 @@ def _assert_whole(received: Received) -> None:
 async def test_clients_dropping_at_random_positions_see_every_event_once(stack: Stack, flush_ms: str) -> None:
     url = stack.gateway()
     stack.worker(TOKENTAIL_FLUSH_INTERVAL_MS=flush_ms)
-    async with httpx2.AsyncClient(base_url=url, timeout=10) as client:
+    await asyncio.to_thread(stack.wait_for_workers, 1)  # a worker's start is no silence on the stream
+    async with httpx2.AsyncClient(base_url=url, timeout=scaled(10)) as client:
         params: dict[str, Any] = {"tokens": 400, "tokens_per_second": 200}
         created = (await client.post("/v1/sessions", json={"input": "resume me", "params": params})).json()
         results = await asyncio.gather(*(_follow_with_drops(client, created["events_url"], seed) for seed in range(4)))
@@ -84,7 +85,12 @@ async def test_sigterm_on_a_gateway_ends_its_streams_cleanly_and_clients_resume_
     stack.env["TOKENTAIL_AGENTS"] = '{"held": "tests.gates:held"}'  # waits at its gate (tests/gates.py)
     first, second = stack.gateway(), stack.gateway()
     stack.worker()
-    async with httpx2.AsyncClient(base_url=first, timeout=10) as a, httpx2.AsyncClient(base_url=second) as b:
+    await asyncio.to_thread(stack.wait_for_workers, 1)
+    timeout = scaled(10)
+    async with (
+        httpx2.AsyncClient(base_url=first, timeout=timeout) as a,
+        httpx2.AsyncClient(base_url=second, timeout=timeout) as b,
+    ):
         body = {"input": "deploy", "agent": "held", "params": {"tokens": 300}}
         created = (await a.post("/v1/sessions", json=body)).json()
         path = f"/v1/sessions/{created['session_id']}/events"

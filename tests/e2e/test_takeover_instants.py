@@ -60,12 +60,12 @@ INSTANTS = {
         "".join(scripted_tokens("tell me about streams", STORY["tokens"])),
         runs_per_call=0,  # no tool
     ),
-    # The model takes 4 s to its first token: the kill lands after the tool's result was recorded
+    # The model takes 6 s to its first token: the kill lands after the tool's result was recorded
     # (and shown) and before the next model call streams anything.
     "between a tool's result and the next model call": Instant(
         "counting",
         "what is 6 * 7?",
-        {"first_token_seconds": 4, "tokens_per_second": 40},
+        {"first_token_seconds": 6, "tokens_per_second": 40},
         lambda watcher: "tool.completed" in watcher.arrival,
         CALCULATED,
     ),
@@ -117,25 +117,33 @@ async def test_a_worker_killed_at_the_worst_instant_loses_nothing_and_repeats_no
     url = stack.gateway()
     doomed = stack.worker()
     await asyncio.to_thread(stack.wait_for_workers, 1)
+    # The one that takes over has started (seconds on a busy machine: started after the runs, it
+    # delayed the kill past the instant), and is held still (SIGSTOP) until the kill, so it takes
+    # none of the runs first.
+    taking_over = stack.worker()
+    await asyncio.to_thread(stack.wait_for_workers, 2)
+    taking_over.send_signal(signal.SIGSTOP)
     async with httpx2.AsyncClient(base_url=url, timeout=60, limits=httpx2.Limits(max_connections=None)) as client:
-        # Each run its own expression, so its own call id (the scripted model's ids come from it).
-        bodies = [
-            {"input": instant.question.replace("7", str(7 + i)), "agent": instant.agent, "params": instant.params}
-            for i in range(RUNS)
-        ]
-        made = [(await client.post("/v1/sessions", json=body)).json() for body in bodies]
-        watchers = [Watcher(client, created["events_url"]) for created in made]
-        following = [asyncio.create_task(watcher.follow()) for watcher in watchers]
-        # The one that takes over starts once the doomed one holds every run, and before the
-        # instant: its start (seconds on a busy machine) must not delay the kill past it.
-        await eventually(lambda: all("run.started" in watcher.arrival for watcher in watchers), within=60)
-        stack.worker()
-        await asyncio.to_thread(stack.wait_for_workers, 2)
-        await eventually(lambda: all(instant.reached(watcher) for watcher in watchers), within=60, interval=0.02)
-        if instant.held:
-            await eventually(lambda: all(stack.gates.reached(created["run_id"]) for created in made), within=60)
-        doomed.send_signal(signal.SIGKILL)
-        struck = time.monotonic()
+        try:
+            # Each run its own expression, so its own call id (the scripted model's ids come from it).
+            bodies = [
+                {"input": instant.question.replace("7", str(7 + i)), "agent": instant.agent, "params": instant.params}
+                for i in range(RUNS)
+            ]
+            # At once, so the runs reach the instant close together.
+            made = [
+                response.json()
+                for response in await asyncio.gather(*(client.post("/v1/sessions", json=body) for body in bodies))
+            ]
+            watchers = [Watcher(client, created["events_url"]) for created in made]
+            following = [asyncio.create_task(watcher.follow()) for watcher in watchers]
+            await eventually(lambda: all(instant.reached(watcher) for watcher in watchers), within=60, interval=0.02)
+            if instant.held:
+                await eventually(lambda: all(stack.gates.reached(created["run_id"]) for created in made), within=60)
+            doomed.send_signal(signal.SIGKILL)
+            struck = time.monotonic()
+        finally:
+            taking_over.send_signal(signal.SIGCONT)
         stack.gates.release_all()  # for the attempts that take the runs over
         if instant.asks:  # the runs wait with no worker: answered now, through the REST API
             for created, watcher in zip(made, watchers, strict=True):

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.stack import Gateway
 from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail.cli import main
 from tokentail.redis_server import free_port
 from tokentail.worker.providers.scripted import scripted_tokens
@@ -106,9 +106,10 @@ async def test_gaps_and_provider_errors_are_counted(gateway: Gateway, worker: An
 
 async def test_healthcheck_command_exits_0_when_healthy_and_1_when_not(gateway: Gateway) -> None:
     runner = CliRunner()
-    healthy = await asyncio.to_thread(runner.invoke, main, ["healthcheck", f"{gateway.url}/healthz"])
+    wait = ["--timeout", str(scaled(10))]  # its 2 s default is for a quiet container, not a busy test box
+    healthy = await asyncio.to_thread(runner.invoke, main, ["healthcheck", *wait, f"{gateway.url}/healthz"])
     assert healthy.exit_code == 0, healthy.output
     down = await asyncio.to_thread(runner.invoke, main, ["healthcheck", f"http://127.0.0.1:{free_port()}/healthz"])
     assert down.exit_code == 1 and "unhealthy" in down.output
-    missing = await asyncio.to_thread(runner.invoke, main, ["healthcheck", f"{gateway.url}/nothing-here"])
+    missing = await asyncio.to_thread(runner.invoke, main, ["healthcheck", *wait, f"{gateway.url}/nothing-here"])
     assert missing.exit_code == 1

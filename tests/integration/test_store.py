@@ -13,8 +13,8 @@ from tests.redis_faults import fill
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
-from tokentail.shared.jobs import RUN_JOB
 from tokentail.shared import outage
+from tokentail.shared.jobs import RUN_JOB
 from tokentail.shared.outage import out_of_memory
 from tokentail.shared.scripts.runs import Queued
 from tokentail.shared.settings import Settings

@@ -291,19 +291,21 @@ async def test_a_background_append_whose_lease_gave_up_fails_the_run_s_next_call
 async def test_text_that_keeps_coming_past_its_window_waits_for_the_tick_not_alone() -> None:
     # A model whose chunks come about a window apart (the scripted model's ticks) would otherwise
     # append each run at a moment of its own: as many round trips as runs, not one per tick.
+    # The writer's own clock is the test's: a busy machine's late wake-up is no quiet spell.
     ticks = FlushTicks(0.02, period=3600)  # a tick that never comes within the test
     store = RecordingLease()
-    writer = EventWriter(store, ticks, max_output_chars=1_000)  # type: ignore[arg-type]
+    now = [0.0]
+    writer = EventWriter(store, ticks, max_output_chars=1_000, clock=lambda: now[0])  # type: ignore[arg-type]
     await _arrive(writer, "first")
     await _append_landed(store, 1)
-    await asyncio.sleep(0.025)  # just past the window
+    now[0] += 0.025  # just past the window
     await _arrive(writer, " second")
     await asyncio.sleep(0.01)
     assert store.texts() == ["first"]  # held for the tick
     await writer.flush()
-    await asyncio.sleep(0.05)  # a quiet spell: two windows and more without an append
+    now[0] += 0.05  # a quiet spell: two windows and more without an append
     await _arrive(writer, " third")
-    await asyncio.sleep(0.01)
+    await _append_landed(store, 3)
     assert store.texts() == ["first", " second", " third"]  # at once, without waiting for a tick
 
 
