@@ -46,12 +46,20 @@ from tokentail.shared.errors import (
 )
 from tokentail.shared.events import Gap
 from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore, StoredEvent
+from tokentail.shared.store import Entry, SessionStore, StoredEvent
 
 
 def event_messages(events: list[StoredEvent]) -> list[str]:
     # The stored data is JSON already: splice it in rather than parse and re-serialise it.
     return [f'{{"id":{e.seq},"event":"{e.type.decode()}","data":{e.data.decode()}}}' for e in events]
+
+
+def entry_messages(entries: list[Entry]) -> list[str]:
+    """`event_messages` of the events these entries hold, from the entries (as sse.frame_entries)."""
+    return [
+        (b'{"id":%s,"event":"%s","data":%s}' % (i.partition(b"-")[0], fields[1], fields[3])).decode()
+        for i, fields in entries
+    ]
 
 
 def gap_message(gap: Gap) -> str:
@@ -63,7 +71,7 @@ def batch_messages(batch: Batch) -> list[str]:
         return [f'{{"id":{batch.snapshot.up_to},"event":"snapshot","data":{batch.snapshot.data.decode()}}}']
     messages = [gap_message(batch.gap)] if batch.gap is not None else []
     for chunk in batch.chunks:
-        messages += chunk.encoded(event_messages)  # made once per chunk, for all its readers
+        messages += chunk.encoded(event_messages, entry_messages)  # once per chunk, for all its readers
     return messages
 
 

@@ -1,21 +1,26 @@
 """A resume's catch-up is framed from the stream's entries as Redis sent them (gateway/encodings/sse.py's
-`frame_entries`, ndjson.py's `ndjson_entries`), with no event made of each: through uvicorn, on a
+`frame_entries`, ndjson.py's `ndjson_entries`, websocket.py's `entry_messages`), with no event made of
+each: through uvicorn, on a
 real Redis, its bytes are those of the general path, which frames the events read and parsed, for a
 session of several runs with tools, agent data, reasoning, a question answered, a takeover that goes
 on (`run.continued`), a failure and a cancel, in pages of several sizes, resumed from every kind of
 place."""
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx2
 import pytest
+import websockets
 from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
 from tests.sessions import make_run, make_session
+from tests.waiting import scaled
 from tests.writes import AllWrites
-from tokentail.gateway.encodings import ndjson, sse
+from tokentail.gateway.encodings import ndjson, sse, websocket
 from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared.events import (
     CustomData,
@@ -237,3 +242,43 @@ async def test_a_chunk_of_entries_makes_its_events_only_for_a_reader_that_asks(
     )
     assert chunk._events is None  # framed from the entries
     assert chunk.events == await store.read(session_id, 0, 500)  # made for a renderer, as read
+
+
+async def test_a_socket_s_resume_framed_from_entries_is_the_general_path_s_messages(
+    start_gateway: Callable[..., Any],
+    session_id: str,
+    store: SessionStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gateway: Gateway = await start_gateway()
+    events = await store.read(session_id, 0, 10_000)
+    last = events[-1].seq
+    continued = next(event.seq for event in events if event.type == b"run.continued")
+    places = [0, 350, continued - 3, last - 1]  # continued - 3: inside the hole the hand-over left
+
+    async def messages(after: int) -> list[str]:
+        url = f"ws://127.0.0.1:{gateway.port}/v1/sessions/{session_id}/ws?last_event_id={after}"
+        received: list[str] = []
+        async with websockets.connect(url, max_size=None) as ws, asyncio.timeout(scaled(30)):
+            while not received or json.loads(received[-1]).get("id") != last:
+                received.append(str(await ws.recv()))
+        return received
+
+    fast_calls = 0
+    entry_messages = websocket.entry_messages
+
+    def counted(entries: list[Any]) -> list[str]:
+        nonlocal fast_calls
+        fast_calls += 1
+        return entry_messages(entries)
+
+    monkeypatch.setattr(websocket, "entry_messages", counted)
+    fast = {place: await messages(place) for place in places}
+    assert fast_calls >= len(places)
+    monkeypatch.setattr(websocket, "entry_messages", None)
+    for place in places:
+        assert await messages(place) == fast[place], place
+        shown = [event for event in events if event.seq > place]
+        gap = Gap(reason="trimmed", first_available=shown[0].seq) if shown[0].seq > place + 1 else None
+        expected = ([websocket.gap_message(gap)] if gap is not None else []) + websocket.event_messages(shown)
+        assert fast[place] == expected, place
