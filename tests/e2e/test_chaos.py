@@ -48,7 +48,10 @@ async def _crash_mid_run(stack: Stack, how: signal.Signals) -> tuple[list[Watche
         await asyncio.to_thread(stack.wait_for_workers, 3)
         first.send_signal(how)
         struck = time.monotonic()
-        stack.gates.release(created["run_id"])  # for the attempt that takes it over
+        # Released for the attempt that takes it over, once it has begun: released at once, the dying
+        # one (a SIGTERM is handled a moment later on a busy machine) could go on past its gate itself.
+        await eventually(lambda: any("run.continued" in watcher.arrival for watcher in watchers), within=30)
+        stack.gates.release(created["run_id"])
         await asyncio.wait_for(asyncio.gather(*following), scaled(60))
     return watchers, min(watcher.arrival["first delta after run.continued"] for watcher in watchers) - struck
 

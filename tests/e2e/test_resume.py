@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.sse_client import Received, read_events
-from tests.waiting import scaled
+from tests.waiting import eventually, scaled
 
 
 async def _follow_with_drops(client: httpx2.AsyncClient, url: str, seed: int) -> tuple[Received, int]:
@@ -94,8 +94,11 @@ async def test_sigterm_on_a_gateway_ends_its_streams_cleanly_and_clients_resume_
         body = {"input": "deploy", "agent": "held", "params": {"tokens": 300}}
         created = (await a.post("/v1/sessions", json=body)).json()
         path = f"/v1/sessions/{created['session_id']}/events"
-        reader = asyncio.create_task(read_events(a, path))
-        await read_events(a, path, limit=3)  # queued, started, a delta: then the run waits at its gate
+        arrived: list[str] = []
+        reader = asyncio.create_task(read_events(a, path, on_event=lambda event: arrived.append(event[1])))
+        # The reader has its events (queued, started, a delta: then the run waits at its gate) before
+        # the SIGTERM: on a busy machine it could still be connecting, and find the gateway stopping.
+        await eventually(lambda: "message.delta" in arrived, within=60, interval=0.02)
         stack.gateways[first].send_signal(signal.SIGTERM)
         partial = await asyncio.wait_for(reader, scaled(10))  # ends without a transport error
         assert partial.events and partial.events[-1][1] != "run.completed"
