@@ -1,10 +1,9 @@
 """A resume's catch-up is framed from the stream's entries as Redis sent them (gateway/encodings/sse.py's
 `frame_entries`, ndjson.py's `ndjson_entries`, websocket.py's `entry_messages`), with no event made of
-each: through uvicorn, on a
-real Redis, its bytes are those of the general path, which frames the events read and parsed, for a
-session of several runs with tools, agent data, reasoning, a question answered, a takeover that goes
-on (`run.continued`), a failure and a cancel, in pages of several sizes, resumed from every kind of
-place."""
+each: through uvicorn, on a real Redis, its bytes are those of the general path, which frames the
+events read and parsed, for a session of several runs with tools, agent data, reasoning, a question
+answered, a takeover that goes on (`run.continued`), a failure and a cancel, in pages of several
+sizes, resumed from every kind of place."""
 
 import asyncio
 import json
@@ -40,7 +39,7 @@ from tokentail.shared.events import (
 from tokentail.shared.records import Question
 from tokentail.shared.scripts.runs import Asked
 from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.store import SessionStore, StoredEvent
 from tokentail.worker.run_writes import RunLease
 
 SSE, NDJSON = "text/event-stream", "application/x-ndjson"
@@ -172,8 +171,28 @@ def general_path(monkeypatch: pytest.MonkeyPatch) -> Callable[[], Any]:
     def off() -> None:
         monkeypatch.setattr(sse, "frame_entries", None)
         monkeypatch.setattr(ndjson, "ndjson_entries", None)
+        monkeypatch.setattr(websocket, "entry_messages", None)
 
     return off
+
+
+def _counted(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
+    """Counts the calls of `module.name` from now on, in the list's one item."""
+    calls, framer = [0], getattr(module, name)
+
+    def counted(entries: list[Any]) -> Any:
+        calls[0] += 1
+        return framer(entries)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def _shown_after(events: list[StoredEvent], place: int) -> tuple[list[StoredEvent], Gap | None]:
+    """What a resume after `place` shows: the events past it, and, resumed inside the hole, a gap
+    first (the next read starts past it: feed.py's `_deliver`)."""
+    shown = [event for event in events if event.seq > place]
+    return shown, Gap(reason="trimmed", first_available=shown[0].seq) if shown[0].seq > place + 1 else None
 
 
 @pytest.fixture
@@ -204,17 +223,9 @@ async def test_a_resume_framed_from_entries_is_byte_for_byte_the_general_path(
     places = [None, 0, 350, asked - 1, continued - 1, continued - 3, ids[len(ids) // 2], last - 1]
     assert any(p is not None and p not in ids for p in places)  # one inside the hole
 
-    fast_calls = 0
-    frame_entries = sse.frame_entries
-
-    def counted(entries: list[Any]) -> bytes:
-        nonlocal fast_calls
-        fast_calls += 1
-        return frame_entries(entries)
-
-    monkeypatch.setattr(sse, "frame_entries", counted)
+    fast_calls = _counted(monkeypatch, sse, "frame_entries")
     fast = {(accept, p): await _body(client, url, accept, p) for accept in (SSE, NDJSON) for p in places}
-    assert fast_calls >= len(places)  # the SSE reads were framed from their entries
+    assert fast_calls[0] >= len(places)  # the SSE reads were framed from their entries
     general_path()
     general = {(accept, p): await _body(client, url, accept, p) for accept in (SSE, NDJSON) for p in places}
     for key, body in fast.items():
@@ -222,10 +233,7 @@ async def test_a_resume_framed_from_entries_is_byte_for_byte_the_general_path(
     # And both are the events as the store reads them, framed as the live path frames them.
     retry = b"retry: %d\n\n" % settings.sse_retry_ms
     for place in places:
-        after = place or 0
-        shown = [event for event in events if event.seq > after]
-        # Resumed inside the hole, the next read starts past it: a gap says so (feed.py's `_deliver`).
-        gap = Gap(reason="trimmed", first_available=shown[0].seq) if shown[0].seq > after + 1 else None
+        shown, gap = _shown_after(events, place or 0)
         sse_gap, ndjson_gap = (sse.encode_gap(gap), ndjson.ndjson_gap(gap)) if gap is not None else (b"", b"")
         assert fast[(SSE, place)] == retry + sse_gap + sse.encode_events(shown), place
         assert fast[(NDJSON, place)] == ndjson_gap + ndjson.ndjson_events(shown), place
@@ -248,6 +256,7 @@ async def test_a_socket_s_resume_framed_from_entries_is_the_general_path_s_messa
     start_gateway: Callable[..., Any],
     session_id: str,
     store: SessionStore,
+    general_path: Callable[[], None],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     gateway: Gateway = await start_gateway()
@@ -264,21 +273,12 @@ async def test_a_socket_s_resume_framed_from_entries_is_the_general_path_s_messa
                 received.append(str(await ws.recv()))
         return received
 
-    fast_calls = 0
-    entry_messages = websocket.entry_messages
-
-    def counted(entries: list[Any]) -> list[str]:
-        nonlocal fast_calls
-        fast_calls += 1
-        return entry_messages(entries)
-
-    monkeypatch.setattr(websocket, "entry_messages", counted)
+    fast_calls = _counted(monkeypatch, websocket, "entry_messages")
     fast = {place: await messages(place) for place in places}
-    assert fast_calls >= len(places)
-    monkeypatch.setattr(websocket, "entry_messages", None)
+    assert fast_calls[0] >= len(places)
+    general_path()
     for place in places:
         assert await messages(place) == fast[place], place
-        shown = [event for event in events if event.seq > place]
-        gap = Gap(reason="trimmed", first_available=shown[0].seq) if shown[0].seq > place + 1 else None
+        shown, gap = _shown_after(events, place)
         expected = ([websocket.gap_message(gap)] if gap is not None else []) + websocket.event_messages(shown)
         assert fast[place] == expected, place
