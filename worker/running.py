@@ -2,6 +2,7 @@
 task that runs it, and the run ends the one way its stop calls for."""
 
 import asyncio
+from collections.abc import Callable
 from enum import StrEnum
 
 
@@ -18,12 +19,16 @@ class RunningRuns:
         self._tasks: dict[str, asyncio.Task[object]] = {}
         self._sessions: dict[str, str] = {}
         self._stops: dict[str, Stop] = {}
+        self._on_stop: dict[str, Callable[[], None]] = {}
 
-    def add(self, run_id: str, session_id: str) -> None:
+    def add(self, run_id: str, session_id: str, on_stop: Callable[[], None] = lambda: None) -> None:
+        """The current task runs `run_id`; `on_stop` is told when it is stopped, after its task is
+        cancelled (the run's writer: so that an agent that swallowed the cancel stops all the same)."""
         task = asyncio.current_task()
         assert task is not None
         self._tasks[run_id] = task
         self._sessions[run_id] = session_id
+        self._on_stop[run_id] = on_stop
 
     def run_of(self, task: "asyncio.Task[object]") -> tuple[str, str] | None:
         """The run (and its session) that `task` runs, if any. Read from another thread while the loop
@@ -40,6 +45,7 @@ class RunningRuns:
             del self._tasks[run_id]
             self._sessions.pop(run_id, None)
             self._stops.pop(run_id, None)
+            self._on_stop.pop(run_id, None)
 
     def stop(self, run_id: str, reason: Stop) -> bool:
         """Cancel the run's task if it runs here, recording why; the first reason stands."""
@@ -48,6 +54,7 @@ class RunningRuns:
             return False
         self._stops[run_id] = reason
         task.cancel()
+        self._on_stop[run_id]()
         return True
 
     def cancel(self, run_id: str) -> bool:

@@ -45,6 +45,8 @@ from tokentail.shared.events import (
     EventType,
     MessageDelta,
     ReasoningDelta,
+    ToolCompleted,
+    ToolFailed,
     event_type_of,
 )
 from tokentail.shared.outage import is_outage
@@ -159,6 +161,7 @@ class EventWriter:
         self._flushing: asyncio.Future[Any] | None = None  # the background append on its way
         self._failure: BaseException | None = None
         self._closed = False
+        self._stopped = False  # see stop()
         # One append in flight at a time, in the order asked (asyncio.Lock is FIFO): the order of the
         # stream, and the idempotency of a retried append, both rely on it.
         self._lock = asyncio.Lock()
@@ -186,6 +189,7 @@ class EventWriter:
         await self._text(ReasoningDelta, text, agent)
 
     async def _text(self, kind: type[MessageDelta | ReasoningDelta], text: str, agent: str | None) -> None:
+        self._refuse_if_stopped()
         if self._failure is not None:
             raise self._failure
         if self.recorded is not None:
@@ -215,6 +219,8 @@ class EventWriter:
         event_type = event_type_of(data)
         if event_type in TERMINAL_EVENTS:
             raise TypeError(f"{event_type} ends the run: use finish()")
+        if not isinstance(data, ToolCompleted | ToolFailed):  # a stopped run still ends the calls it had open
+            self._refuse_if_stopped()
         self.answered = self.answered or is_answer(event_type)
         if self.recorded is not None and self.recorded.holds(event_type, data):
             return
@@ -254,6 +260,18 @@ class EventWriter:
         self._pending.clear()
         self._failure = None
         await self._write([], ending)
+
+    def stop(self) -> None:
+        """The run was stopped (a cancel, a lost lease, a blocked loop) and its task cancelled: the
+        agent's next text or event (but the end of a tool call) raises CancelledError. Agent code can
+        swallow a task's cancel (Python 3.11's `asyncio.wait_for` does when it lands as what it waits
+        for completes, cpython gh-86296, and LangChain waits for each chunk so): the agent then stops
+        at its next event all the same, rather than answer to its end. finish() still writes the end."""
+        self._stopped = True
+
+    def _refuse_if_stopped(self) -> None:
+        if self._stopped:
+            raise asyncio.CancelledError(f"run {self._run_id} was stopped")
 
     def close(self) -> None:
         """Stop flushing: the run ended, and text still pending is not written."""

@@ -65,6 +65,19 @@ async def test_cancelling_during_a_tool_call_fails_the_call_then_the_run(start_g
     assert events[-2][2]["error"] == "cancelled"
 
 
+async def test_an_agent_that_swallowed_its_cancel_stops_at_its_next_word(start_gateway: Any, start_worker: Any) -> None:
+    agents = {"swallows": "tests.slow_agent:cancel_swallowing_agent"}
+    gateway = await start_gateway(agents=agents)
+    worker = await start_worker(agents=agents)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        created = (await client.post("/v1/sessions", json={"input": "talk", "agent": "swallows"})).json()
+        events = await _cancel_after(client, created, 5)  # before: it talked its minute out, and completed
+    kinds = [kind for _, kind, _ in events]
+    assert kinds[-1] == "run.cancelled" and "run.completed" not in kinds
+    assert kinds.count("message.delta") < 100, "it stopped at its next word, not at its end"
+    await eventually(lambda: len(worker.running) == 0, what="the run's task ended")
+
+
 async def test_a_queued_run_no_worker_holds_is_cancelled_at_once(start_gateway: Any, start_worker: Any) -> None:
     gateway = await start_gateway()
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
