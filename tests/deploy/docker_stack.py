@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.deploy.stack import COMPOSE_FILE, load_compose
+from tests.waiting import scaled
 
 # Set by .ci/run once it has an engine: the docker tests must then run, and fail rather than skip.
 REQUIRED_ENV = "TOKENTAIL_DOCKER_REQUIRED"
@@ -189,7 +190,7 @@ class DockerCompose:
         """The container that started the latest attempt of each run that started, once all of them (or
         `at_least` of them) have."""
         wanted = len(run_ids) if at_least is None else at_least
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             starts = self.starts(containers)
             if sum(run_id in starts for run_id in run_ids) >= wanted:

@@ -18,12 +18,15 @@ import pytest
 from tests.deploy.docker_stack import API_KEY, REQUIRED_ENV, TENANT, DockerCompose, handed_over, unavailable
 from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
+from tokentail.worker.providers.scripted import scripted_tokens
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]  # the first test pays for the image build
 
 Event = tuple[int | None, str, dict[str, Any]]
 CONCURRENCY = 2
 TERMINAL = {"run.completed", "run.failed", "run.cancelled"}
+HELD_TOKENS = 100_000  # over an hour at 25 a second: such a run ends when it is cancelled
+HELD_ANSWER = "".join(scripted_tokens("compose", HELD_TOKENS))
 
 
 @pytest.fixture(scope="module")
@@ -61,20 +64,26 @@ async def _create(client: httpx2.AsyncClient, tokens: int, per_second: int) -> d
     return created
 
 
-def _assert_whole(events: list[Event], takeovers: int) -> None:
-    """Ids 1..n with no gap or duplicate, one run that completed after `takeovers` takeovers, each going on
-    where it stopped (`run.continued`, nothing dropped), and its text equal to the output it completed with."""
+async def _cancel(client: httpx2.AsyncClient, session_id: str, run_id: str) -> None:
+    response = await client.post(f"/v1/sessions/{session_id}/cancel", json={"run_id": run_id})
+    assert response.status_code == 202, response.text
+
+
+def _assert_whole(events: list[Event], takeovers: int, ended: str = "run.completed") -> None:
+    """Ids 1..n with no gap or duplicate, one run that `ended` after `takeovers` takeovers, each going on
+    where it stopped (`run.continued`, nothing dropped), and its text the output it completed with (or,
+    cancelled, the start of its scripted answer)."""
     ids = [event_id for event_id, _, _ in events if event_id is not None]
     assert len(ids) == len(events), "a gap frame: the stream skipped events"
     assert ids == list(range(1, len(ids) + 1)), f"ids must be 1..n with no gap or duplicate: {ids}"
     kinds = [kind for _, kind, _ in events]
-    assert kinds[-1] == "run.completed", kinds[-3:]
+    assert kinds[-1] == ended, kinds[-3:]
     assert "run.retrying" not in kinds and kinds.count("run.started") == 1, kinds
     continued = [(ids[i], data) for i, (_, kind, data) in enumerate(events) if kind == "run.continued"]
     assert len(continued) == takeovers, kinds
     assert all(data["from_event_id"] == event_id - 1 for event_id, data in continued), "nothing dropped"
     text = "".join(data["text"] for _, kind, data in events if kind == "message.delta")
-    assert text and text == events[-1][2]["output"]
+    assert text and text == (events[-1][2]["output"] if ended == "run.completed" else HELD_ANSWER[: len(text)])
 
 
 class Follower:
@@ -86,6 +95,10 @@ class Follower:
 
     def deltas(self) -> int:
         return sum(kind == "message.delta" for _, kind, _ in self.events)
+
+    def goes_on_after_takeover(self) -> bool:
+        kinds = [kind for _, kind, _ in self.events]
+        return "run.continued" in kinds and "message.delta" in kinds[kinds.index("run.continued") :]
 
     def ended(self) -> bool:
         return bool(self.events) and self.events[-1][1] in TERMINAL
@@ -159,10 +172,14 @@ async def test_scaling_workers_up_and_down_with_runs_in_flight(stack: DockerComp
     assert len(before) == 3
     slots = 3 * CONCURRENCY
     async with _client(stack) as client:
-        created = [await _create(client, tokens=400, per_second=25) for _ in range(slots + 4)]  # 16 s each
+        # Runs that end when the test cancels them, never by their length: scaling a busy machine's
+        # containers takes what it takes, and every run must still be in flight when it is done.
+        created = [await _create(client, tokens=HELD_TOKENS, per_second=25) for _ in range(slots + 4)]
         runs = [session["run_id"] for session in created]
-        followers = [Follower(client, session["events_url"]) for session in created]
-        following = [asyncio.create_task(follower.follow()) for follower in followers]
+        followers = {
+            run_id: Follower(client, session["events_url"]) for run_id, session in zip(runs, created, strict=True)
+        }
+        following = [asyncio.create_task(follower.follow()) for follower in followers.values()]
         # Every slot of the three workers taken: the last four runs wait in the queue.
         await asyncio.to_thread(stack.wait_started, runs, before, at_least=slots)
 
@@ -172,7 +189,6 @@ async def test_scaling_workers_up_and_down_with_runs_in_flight(stack: DockerComp
         assert set(before) <= set(grown) and len(added) == 2, "scaling up must leave the running workers alone"
         started = await asyncio.to_thread(stack.wait_started, runs, grown)
         assert {start.container for start in started.values()} & added, "the added workers took no queued run"
-        assert not any(follower.ended() for follower in followers), "runs ended before the scale-down"
 
         # Down to two, with every run in flight: the workers removed hand their runs over as they stop.
         watching = {container: stack.follow_logs(container) for container in grown}
@@ -181,13 +197,28 @@ async def test_scaling_workers_up_and_down_with_runs_in_flight(stack: DockerComp
         removed = set(grown) - set(kept)
         assert set(kept) <= set(grown) and len(kept) == 2 and len(removed) == 3
         logs = {c: await asyncio.to_thread(watch.lines, c in removed) for c, watch in watching.items()}
+        handed = set().union(*(handed_over(logs[container]) for container in removed))
+        assert handed, "the removed workers handed no run over"
+
+        # The runs the workers left kept are cancelled, which frees their slots; then each run handed
+        # over, once it goes on from where it stopped on a worker left, is cancelled in its turn.
+        for run_id in set(runs) - handed:
+            await _cancel(client, created[runs.index(run_id)]["session_id"], run_id)
+        waiting = set(handed)
+        while waiting:
+            going_on = await eventually(
+                lambda: {run_id for run_id in waiting if followers[run_id].goes_on_after_takeover()},
+                within=120,
+                what=f"a run of {sorted(waiting)} going on after its takeover",
+            )
+            assert going_on
+            for run_id in going_on:
+                await _cancel(client, created[runs.index(run_id)]["session_id"], run_id)
+            waiting.difference_update(going_on)
         results = await asyncio.wait_for(asyncio.gather(*following), scaled(240))
 
-    handed = set().union(*(handed_over(logs[container]) for container in removed))
-    assert handed, "the removed workers handed no run over"
     for run_id, events in zip(runs, results, strict=True):
-        retried = run_id in handed
-        _assert_whole(events, takeovers=int(retried))
+        _assert_whole(events, takeovers=int(run_id in handed), ended="run.cancelled")
     final = await asyncio.to_thread(stack.starts, kept)
     for run_id in handed:  # each taken over, as its second attempt, by a worker that is left
         assert [start.attempt for start in final[run_id]] == [2], final.get(run_id)
