@@ -189,7 +189,8 @@ class EventWriter:
         await self._text(ReasoningDelta, text, agent)
 
     async def _text(self, kind: type[MessageDelta | ReasoningDelta], text: str, agent: str | None) -> None:
-        self._refuse_if_stopped()
+        if self._stopped:
+            raise asyncio.CancelledError(f"run {self._run_id} was stopped")
         if self._failure is not None:
             raise self._failure
         if self.recorded is not None:
@@ -219,8 +220,8 @@ class EventWriter:
         event_type = event_type_of(data)
         if event_type in TERMINAL_EVENTS:
             raise TypeError(f"{event_type} ends the run: use finish()")
-        if not isinstance(data, ToolCompleted | ToolFailed):  # a stopped run still ends the calls it had open
-            self._refuse_if_stopped()
+        if self._stopped and not isinstance(data, ToolCompleted | ToolFailed):  # open calls still end
+            raise asyncio.CancelledError(f"run {self._run_id} was stopped")
         self.answered = self.answered or is_answer(event_type)
         if self.recorded is not None and self.recorded.holds(event_type, data):
             return
@@ -262,16 +263,10 @@ class EventWriter:
         await self._write([], ending)
 
     def stop(self) -> None:
-        """The run was stopped (a cancel, a lost lease, a blocked loop) and its task cancelled: the
-        agent's next text or event (but the end of a tool call) raises CancelledError. Agent code can
-        swallow a task's cancel (Python 3.11's `asyncio.wait_for` does when it lands as what it waits
-        for completes, cpython gh-86296, and LangChain waits for each chunk so): the agent then stops
-        at its next event all the same, rather than answer to its end. finish() still writes the end."""
+        """The run was stopped and its task cancelled: should the agent's code have swallowed the cancel
+        (Python 3.11's `asyncio.wait_for` can: cpython gh-86296), its next text or event (but the end
+        of a tool call) raises CancelledError, rather than it answer on to its end."""
         self._stopped = True
-
-    def _refuse_if_stopped(self) -> None:
-        if self._stopped:
-            raise asyncio.CancelledError(f"run {self._run_id} was stopped")
 
     def close(self) -> None:
         """Stop flushing: the run ended, and text still pending is not written."""
@@ -381,14 +376,19 @@ class EventWriter:
             self._schedule()  # text that came meanwhile, which no background append could take
 
     def _count(self, events: list[tuple[str, str]], ending: Ending | None) -> None:
-        appended = [event_type for event_type, _ in events] + ([event_type_of(ending)] if ending else [])
-        self.events_appended += len(appended)
-        for event_type in appended:
-            if event_type == EventType.MESSAGE_DELTA:
-                _DELTAS.inc()
-            else:  # the agents' own `data.<name>` events count as one label: names are unbounded
-                metrics.EVENTS_APPENDED.labels("data" if event_type.startswith(DATA_PREFIX) else event_type).inc()
+        self.events_appended += _count_appended([event_type for event_type, _ in events], ending)
 
     def _next_append_id(self) -> str:
         self._appends += 1
         return f"{self._id_prefix}{self._appends}"
+
+
+def _count_appended(event_types: list[str], ending: Ending | None) -> int:
+    """Count appended events in the metrics; how many."""
+    appended = event_types + ([event_type_of(ending)] if ending else [])
+    for event_type in appended:
+        if event_type == EventType.MESSAGE_DELTA:
+            _DELTAS.inc()
+        else:  # the agents' own `data.<name>` events count as one label: names are unbounded
+            metrics.EVENTS_APPENDED.labels("data" if event_type.startswith(DATA_PREFIX) else event_type).inc()
+    return len(appended)
