@@ -138,9 +138,11 @@ class SessionStore:
         # which redis-py's reply parsers are not looked up by; a cluster client needs the name to
         # route the command, so its parser for XRANGE is the identity.
         self._xrange: str | bytes = b"XRANGE"
+        self._xrevrange: str | bytes = b"XREVRANGE"
         if isinstance(redis, RedisCluster):
-            redis.set_response_callback("XRANGE", lambda response, **options: response)
-            self._xrange = "XRANGE"
+            for command in ("XRANGE", "XREVRANGE"):
+                redis.set_response_callback(command, lambda response, **options: response)
+            self._xrange, self._xrevrange = "XRANGE", "XREVRANGE"
 
     async def get_session(self, session_id: str) -> SessionRecord:
         keys = self.keys.session(session_id)
@@ -148,14 +150,15 @@ class SessionStore:
             pipe.hgetall(keys.meta)
             pipe.hvals(keys.runs)
             pipe.exists(keys.gone)
-            meta, runs_json, gone = await pipe.execute()
+            pipe.execute_command(*self._top(keys.events))
+            meta, runs_json, gone, top = await pipe.execute()
         if not meta:
             if gone:  # deleted (or expired with no archive)
                 raise SessionExpired(session_id)
             if (archived := await self._archived(session_id)) is not None:
                 return SessionRecord.model_validate_json(archived.record)
             raise SessionNotFound(session_id)
-        return _session_record(session_id, meta, runs_json)
+        return _session_record(session_id, meta, runs_json, top)
 
     async def archivable(
         self, session_id: str, after: int, count: int
@@ -168,10 +171,11 @@ class SessionStore:
             pipe.hgetall(keys.meta)
             pipe.hvals(keys.runs)
             pipe.execute_command(self._xrange, keys.events, f"({after}-0", "+", b"COUNT", count)
-            meta, runs_json, entries = await pipe.execute()
+            pipe.execute_command(*self._top(keys.events))
+            meta, runs_json, entries, top = await pipe.execute()
         if not meta:
             return None, []
-        session = _session_record(session_id, meta, runs_json)
+        session = _session_record(session_id, meta, runs_json, top)
         return session, _with_outputs_of(parse_raw_entries(entries), {run.run_id: run.output for run in session.runs})
 
     async def fork_source(self, session_id: str, after: int) -> ForkSource | None:
@@ -183,11 +187,12 @@ class SessionStore:
             pipe.hgetall(keys.meta)
             pipe.hgetall(keys.runs)
             pipe.execute_command(self._xrange, keys.events, "1-0", f"{after}-0")
-            meta, runs, entries = await pipe.execute()
+            pipe.execute_command(*self._top(keys.events))
+            meta, runs, entries, top = await pipe.execute()
         if not meta:
             return None
         stored = {run_id.decode(): record.decode() for run_id, record in runs.items()}
-        session = _session_record(session_id, meta, list(runs.values()))
+        session = _session_record(session_id, meta, list(runs.values()), top)
         return ForkSource(session, stored, parse_raw_entries(entries) if after else [])
 
     async def chat_branch(self, session_id: str) -> str | None:
@@ -232,14 +237,14 @@ class SessionStore:
     async def stream_position(self, session_id: str) -> tuple[int, bool]:
         """The last event id given out, and whether a run is queued or running."""
         keys = self.keys.session(session_id)
-        seq, active = await cast(Awaitable[list[bytes | None]], self.redis.hmget(keys.meta, ["seq", "active_run"]))
+        (seq, active), top = await self.round_trips(("HMGET", keys.meta, "seq", "active_run"), self._top(keys.events))
         if seq is None and active is None and not await self.redis.exists(keys.meta):
             if await self.redis.exists(keys.gone):
                 raise SessionExpired(session_id)
             if (archived := await self._archived(session_id)) is not None:
                 return archived.last_event_id, False
             raise SessionNotFound(session_id)
-        return int(seq or 0), bool(active)
+        return last_seq(seq, top), bool(active)
 
     async def stream_start(self, session_id: str, after: int = 0) -> tuple[int, bool, int | None]:
         """`stream_position` and `first_available` in one round trip: what a client opening the
@@ -247,15 +252,18 @@ class SessionStore:
         that client needs events Redis no longer holds: a reconnect inside Redis's range never waits
         on Postgres, nor fails with it."""
         keys = self.keys.session(session_id)
-        (seq, active), oldest = await self.round_trips(
-            ("HMGET", keys.meta, "seq", "active_run"), (self._xrange, keys.events, "(0-0", "+", b"COUNT", 1)
+        (seq, active), oldest, top = await self.round_trips(
+            ("HMGET", keys.meta, "seq", "active_run"),
+            (self._xrange, keys.events, "(0-0", "+", b"COUNT", 1),
+            self._top(keys.events),
         )
         entries = parse_raw_entries(oldest)
         first = entries[0].seq if entries else None
         if seq is None and active is None:
-            last_seq, running = await self.stream_position(session_id)  # raises for a missing or gone session
-            seq, active = last_seq, running  # (or found it in the archive)
-        last = int(seq or 0)
+            last, running = await self.stream_position(session_id)  # raises for a missing or gone session
+            active = running  # (or found it in the archive)
+        else:
+            last = last_seq(seq, top)
         hot_from = first if first is not None else last + 1  # the first id Redis can serve
         if self.archive is not None and hot_from > 1 and (after + 1 < hot_from or after > last):
             first = await self.archive.first_seq(session_id) or first
@@ -299,6 +307,10 @@ class SessionStore:
     async def read_hot(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
         """As `read`, from Redis only."""
         return await self.with_outputs(session_id, await self._range(session_id, after, count))
+
+    def _top(self, events_key: str) -> tuple[Any, ...]:
+        """The command that reads a stream's last entry (see `last_seq`)."""
+        return (self._xrevrange, events_key, "+", "-", b"COUNT", 1)
 
     async def _archived(self, session_id: str) -> "ArchivedSession | None":
         return await self.archive.session(session_id) if self.archive is not None else None
@@ -366,7 +378,13 @@ def _with_outputs_of(events: list[StoredEvent], outputs: dict[str, str | None]) 
     ]
 
 
-def _session_record(session_id: str, meta: dict[bytes, bytes], runs_json: list[bytes]) -> SessionRecord:
+def last_seq(floor: bytes | None, top: list[Any]) -> int:
+    """The last event id a session gave out: its stream's last entry (`top`, as XREVRANGE ... COUNT 1
+    sends it), or the meta's `seq` where that is higher (a floor: see lib.lua's Seqs)."""
+    return max(int(top[0][0].split(b"-", 1)[0]) if top else 0, int(floor or 0))
+
+
+def _session_record(session_id: str, meta: dict[bytes, bytes], runs_json: list[bytes], top: list[Any]) -> SessionRecord:
     """A session's record from its meta hash and run records, as Redis holds them."""
     runs = sorted((decode_run(raw) for raw in runs_json), key=lambda r: r.queued_seq or 0)
     return SessionRecord(
@@ -379,7 +397,7 @@ def _session_record(session_id: str, meta: dict[bytes, bytes], runs_json: list[b
         metadata=json.loads(meta[b"metadata"]),
         webhook=meta[b"webhook"].decode() if b"webhook" in meta else None,
         lineage=json.loads(meta[b"lineage"]) if b"lineage" in meta else [],
-        last_event_id=int(meta.get(b"seq", 0)),
+        last_event_id=last_seq(meta.get(b"seq"), top),
         active_run_id=meta.get(b"active_run", b"").decode() or None,
         runs=runs,
     )

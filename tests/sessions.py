@@ -57,6 +57,16 @@ async def waiting_for_input(
     return await eventually(asked, within=within, what="the run waiting for input")
 
 
+async def held(runs: AllWrites, session_id: str, run_id: str, token: str = "lease-1") -> RunLease:
+    """The run's lease as its worker holds it now, the session's last event its own last write: a worker
+    names the ids of its appends after the last it wrote (append_events.lua), which `start_run` tells it
+    first; a lease made anew for each append must be told where it stands."""
+    lease = RunLease(runs, session_id, run_id, token)
+    top = await runs.redis.xrevrange(runs.keys.session(session_id).events, count=1)  # type: ignore[misc]
+    lease.journal.written = int(top[0][0].split(b"-")[0]) if top else 0
+    return lease
+
+
 async def write_turns(runs: AllWrites, turns: int, deltas: int, *, last_ends: bool = True) -> tuple[str, RunLease]:
     """A session of `turns` runs of `deltas` one-word deltas each, written as a worker would."""
     session = make_session()

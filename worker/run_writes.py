@@ -174,6 +174,7 @@ class RunWrites(Writes):
             return None
         run = decode_run(claim.run_json)
         add_steps(run, claim.steps)
+        lease.journal.written = claim.seq  # its appends go on after the event that started it
         return Started(lease, run, claim.verdict)
 
     async def append(
@@ -268,7 +269,8 @@ class RunWrites(Writes):
     async def record_step(self, lease: RunLease, key: str, value_json: str) -> None:
         keys = self.keys.session(lease.session_id)
         step_keys = StepKeys(keys.steps, keys.lease, keys.meta)
-        step = RecordStep(step_keys, lease.run_id, lease.token, key, value_json, MAX_RUN_STEPS_BYTES)
+        written = lease.journal.written
+        step = RecordStep(step_keys, lease.run_id, lease.token, key, value_json, MAX_RUN_STEPS_BYTES, written)
         recorded = await self.run(step)
         if isinstance(recorded, StepsTooLarge):  # nothing was written
             raise StepTooLarge(
@@ -279,7 +281,8 @@ class RunWrites(Writes):
     async def record_usage(self, lease: RunLease, attempt: int, usage: dict[str, int]) -> None:
         keys = self.keys.session(lease.session_id)
         usage_keys = UsageKeys(keys.runs, keys.lease, keys.meta)
-        await self.run(RecordUsage(usage_keys, lease.run_id, lease.token, attempt, compact_json(usage)))
+        usage_json = compact_json(usage)
+        await self.run(RecordUsage(usage_keys, lease.run_id, lease.token, attempt, usage_json, lease.journal.written))
 
     async def renew_lease(self, lease: RunLease) -> Renewal:
         keys = self.keys.session(lease.session_id)

@@ -14,8 +14,7 @@ if redis.call('EXISTS', k.meta) == 0 then
 end
 local archived = math.max(tonumber(redis.call('HGET', k.meta, 'archived') or 0), tonumber(a.archived))
 redis.call('HSET', k.meta, 'archived', archived)
-local state = redis.call('HMGET', k.meta, 'seq', 'active_run')
-if (state[2] or '') ~= '' or tonumber(state[1] or 0) > archived then return 'more' end
+if (redis.call('HGET', k.meta, 'active_run') or '') ~= '' or last_seq(k) > archived then return 'more' end
 for _, key in ipairs({k.meta, k.runs, k.events, k.gone}) do redis.call('EXPIRE', key, a.ttl) end
 settle()
 return 'done'

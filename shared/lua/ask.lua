@@ -17,10 +17,10 @@ if redis.call('EXISTS', k.lease) == 0 then
   local record = redis.call('HGET', k.runs, run_id)
   local run = record and cjson.decode(record)
   if run and run.status == 'waiting' and run.waiting_for == a.input_id then
-    return {'waiting', redis.call('HGET', k.meta, 'seq')}
+    return {'waiting', last_seq(k)}
   end
 end
-local refused = check_holder(k, run_id, token, tonumber(redis.call('HGET', k.meta, 'seq') or 0), a.expect)
+local refused = check_holder(k, run_id, token, last_seq(k), a.expect)
 if refused then return refused end
 if redis.call('HGET', k.meta, 'cancel_run') == run_id then return {'cancel'} end
 

@@ -71,6 +71,20 @@ local function add_hook(k, s, seq, event_type, data, ts, output)
   if not SPLIT_QUEUE then redis.call('ZADD', k.hook_index, math.floor(tonumber(ts) / 1000), s.session_id) end
 end
 
+-- Seqs. A session's events are its stream's entries `<seq>-0`, seq 1, 2, ...: the stream's last
+-- entry is the last seq given out. The meta's `seq` is only a floor under it, for a session whose
+-- stream holds none of its events yet (brought back from the archive: revive_session.lua; a fork)
+-- and for ids that must not be given out again (lost with Redis: requeue_run.lua's `past_seq`).
+-- The per-token path (append_events.lua) reads neither: its worker names the ids.
+local function top_seq(k)
+  local top = redis.call('XREVRANGE', k.events, '+', '-', 'COUNT', 1)[1]
+  return top and tonumber(string.match(top[1], '^%d+')) or 0
+end
+
+local function last_seq(k)
+  return math.max(top_seq(k), tonumber(redis.call('HGET', k.meta, 'seq') or 0))
+end
+
 -- Whether the run's worker may write: the FENCED error when the run's lease is no longer its
 -- `token`; the LOST error when the session's last seq is below `expect`, the last seq the worker
 -- was told it wrote (Redis lost writes it acknowledged: a failover to a replica a moment behind, a
@@ -84,30 +98,49 @@ local function check_holder(k, run_id, token, seq, expect)
   end
 end
 
--- The checks before an append (append.lua, append_events.lua), with `k` the session's keys: the
--- seq of the first try when this append went through already (sent again after its reply was lost:
--- by the writer, or by the Redis client's own retry, so even a "first" try may be a second); or
--- nil and check_holder's error; or nil, nil and the session's last seq, when the append may go ahead.
+-- The checks before an append (append.lua), with `k` the session's keys: the seq of the first try
+-- when this append went through already (sent again after its reply was lost: by the writer, or by
+-- the Redis client's own retry, so even a "first" try may be a second); or nil and check_holder's
+-- error; or nil, nil when the append may go ahead.
 local function check_append(k, run_id, token, append_id, expect)
-  local meta = redis.call('HMGET', k.meta, 'last_append', 'last_append_seq', 'seq')
+  local meta = redis.call('HMGET', k.meta, 'last_append', 'last_append_seq')
   if meta[1] == append_id then
     return tonumber(meta[2])
   end
-  local seq = tonumber(meta[3] or 0)
-  return nil, check_holder(k, run_id, token, seq, expect), seq
+  return nil, check_holder(k, run_id, token, last_seq(k), expect)
+end
+
+-- The seq of the last of `events` (type, data pairs) if they are entries of the stream after
+-- `expect`, one after the other: an append of the per-token path sent again whose first try went
+-- through, maybe after another writer's events. Asked for the lease's holder only: its worker appends
+-- nothing else meanwhile (one append in flight per run), and no one else writes its run's events
+-- after `expect` (an earlier attempt is fenced): entries equal to its own are its own.
+local function appended_after(k, expect, events)
+  local entries = redis.call('XRANGE', k.events, '(' .. expect .. '-0', '+')
+  for i, entry in ipairs(entries) do
+    if entry[2][2] == events[1] and entry[2][4] == events[2] then
+      local n = #events / 2
+      for j = 2, n do
+        local fields = (entries[i + j - 1] or {})[2]
+        if not fields or fields[2] ~= events[2 * j - 1] or fields[4] ~= events[2 * j] then return nil end
+      end
+      return tonumber(string.match(entries[i + n - 1][1], '^%d+'))
+    end
+  end
+  return nil
 end
 
 -- With an archive, a session whose run is going is looked at this often (worker/archiver.py's claim).
 local ARCHIVE_RUNNING_MS = 30000
 
--- Store an event as stream entry `<seq>-0` (the caller took `seq` from the meta's `seq`), and
+-- Store an event as stream entry `<seq>-0` (the caller took `seq` past the last: see Seqs), and
 -- publish it, as `<seq> <ts> <type> <data>`, on the channel named like the stream key: the gateways'
 -- hubs (gateway/reading/hub.py) follow live sessions by these notifications, not by reading.
 -- With an archive, the stream keeps every event the archive does not have yet (its `archived` id in
 -- the meta, which the archiver moves on), past the bound if it must: nothing is forgotten unarchived.
-local function put_event(k, s, seq, event_type, data, ts)
+local function put_event(k, s, seq, event_type, data, ts, archived)
   if ARCHIVE then
-    local archived = tonumber(redis.call('HGET', k.meta, 'archived') or 0)
+    archived = archived or tonumber(redis.call('HGET', k.meta, 'archived') or 0)
     local keep_from = math.max(0, math.min(seq - tonumber(s.maxlen), archived) + 1)
     redis.call('XADD', k.events, 'MINID', '~', keep_from, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
   else
@@ -119,7 +152,7 @@ end
 -- Append one event as the session's next seq; returns the seq. `output`: a completed run's answer,
 -- which its webhook carries (the stream leaves it to the record).
 local function add_event(k, s, event_type, data, ts, output)
-  local seq = redis.call('HINCRBY', k.meta, 'seq', 1)
+  local seq = last_seq(k) + 1
   put_event(k, s, seq, event_type, data, ts)
   if HOOKED[event_type] then add_hook(k, s, seq, event_type, data, ts, output) end
   return seq

@@ -2,8 +2,8 @@
 -- lease: a worker that takes the run over replays it instead of doing it again. Kept in the session's
 -- steps hash, apart from the run's record (which every script acting on the run decodes: a step costs
 -- its own size, not the run's), until the run ends or starts over (lib.lua's end_run, start_run.lua).
--- Beside the steps, by keys that no step key (`<name>#<n>`) can be: `seq`, the session's last event
--- id at the last step (what an agent that redoes what followed its last step keeps; the worker
+-- Beside the steps, by keys that no step key (`<name>#<n>`) can be: `seq`, the last event id the run
+-- wrote before its last step (what an agent that redoes what followed its last step keeps; the worker
 -- flushed what it streamed before the step), and `bytes`, the steps' total size, bounded.
 -- Keys and arguments: shared/scripts/runs.py `RecordStep`.
 -- Returns the steps' total size, or {'too_large', total it would be} (nothing written).
@@ -12,5 +12,5 @@ if redis.call('GET', k.lease) ~= a.lease_token then
 end
 local total = tonumber(redis.call('HGET', k.steps, 'bytes') or 0) - redis.call('HSTRLEN', k.steps, a.step_key) + #a.value
 if total > tonumber(a.max_bytes) then return {'too_large', total} end
-redis.call('HSET', k.steps, a.step_key, a.value, 'seq', redis.call('HGET', k.meta, 'seq'), 'bytes', total)
+redis.call('HSET', k.steps, a.step_key, a.value, 'seq', a.seq, 'bytes', total)
 return total

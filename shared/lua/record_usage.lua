@@ -1,6 +1,6 @@
 -- Record what one attempt of the active run has cost so far, as its worker counts it (the providers'
 -- usage reports: worker/usage.py), under the run's lease: an attempt that dies still counts what was
--- reported before. With it, the session's last event id: the output streamed after it was not
+-- reported before. With it, the last event id the run wrote: the output streamed after it was not
 -- reported yet (the estimate for a model call cut short starts there). Sent again, it changes nothing.
 -- Keys and arguments: shared/scripts/runs.py `RecordUsage`.
 if redis.call('GET', k.lease) ~= a.lease_token then
@@ -9,7 +9,7 @@ end
 local run = cjson.decode(redis.call('HGET', k.runs, a.run_id))
 if type(run.attempt_usage) ~= 'table' then run.attempt_usage = {} end
 local usage = cjson.decode(a.usage)
-usage.seq = tonumber(redis.call('HGET', k.meta, 'seq'))
+usage.seq = tonumber(a.seq)
 run.attempt_usage[a.attempt] = usage
 redis.call('HSET', k.runs, a.run_id, cjson.encode(run))
 return 1

@@ -70,7 +70,7 @@ if token ~= '' then
   run.handed_over = run.attempt  -- it ended its own span: the takeover writes none for it (worker/traces.py)
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
   local past = tonumber(a.past_seq)
-  if past and past > tonumber(redis.call('HGET', k.meta, 'seq') or 0) then redis.call('HSET', k.meta, 'seq', past) end
+  if past and past > last_seq(k) then redis.call('HSET', k.meta, 'seq', past) end
 end
 queue_job(k, s, run_id, run_id .. '.' .. a.job_suffix, now_ms)
 return {'requeued', redis.call('HGET', k.meta, 'dispatch')}

@@ -55,7 +55,7 @@ redis.call('HDEL', k.meta, 'dispatch', 'dispatched_at')
 if not SPLIT_QUEUE then redis.call('ZREM', k.queue, a.job_id) end
 if verdict ~= '' then
   -- The lease lets the worker write the terminal event through the usual fenced append.
-  local seq = redis.call('HGET', k.meta, 'seq')
+  local seq = last_seq(k)
   redis.call('HSET', k.meta, 'claim', cjson.encode({seq = seq, verdict = verdict}))
   return {'ok', seq, redis.call('HGET', k.runs, run_id), verdict, {}}
 end

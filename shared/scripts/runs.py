@@ -177,6 +177,7 @@ class Claim(NamedTuple):
     run_json: bytes = b""
     verdict: StartVerdict = StartVerdict.RUN
     steps: Any = ()  # the steps the run recorded, to replay: the steps hash, flat
+    seq: int = 0  # the id of the event that started the attempt
 
 
 @dataclass(slots=True)
@@ -195,7 +196,8 @@ class StartRun(Script[Claim]):
     def parse(self, reply: Any) -> Claim:
         outcome = _text(reply[0])
         if outcome == "ok":
-            return Claim(True, run_json=reply[2], verdict=StartVerdict(_text(reply[3])), steps=reply[4])
+            verdict = StartVerdict(_text(reply[3]))
+            return Claim(True, run_json=reply[2], verdict=verdict, steps=reply[4], seq=int(reply[1]))
         return Claim(False, decide=outcome == "decide")
 
 
@@ -429,6 +431,7 @@ class RecordStep(Script[int | StepsTooLarge]):
     step_key: str
     value: str  # JSON
     max_bytes: int
+    seq: int  # the last event id the run wrote before the step
 
     def parse(self, reply: Any) -> int | StepsTooLarge:
         return StepsTooLarge(int(reply[1])) if isinstance(reply, list) else int(reply)
@@ -449,6 +452,7 @@ class RecordUsage(Script[None]):
     lease_token: str
     attempt: int
     usage: str  # JSON object of counts
+    seq: int  # the last event id the run wrote: what it streamed after is not reported yet
 
     def parse(self, reply: Any) -> None:
         return None

@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.gates import Gates
+from tests.sessions import held
 from tests.sse_client import Received, read_events
 from tests.waiting import eventually, scaled
 from tests.writes import AllWrites
@@ -21,7 +22,6 @@ from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.main import TokentailWorker
 from tokentail.worker.providers.scripted import scripted_tokens
-from tokentail.worker.run_writes import RunLease
 
 FAST = {"tokens": 60, "tokens_per_second": 0}
 
@@ -212,9 +212,11 @@ async def test_trimmed_history_is_announced_with_a_gap_frame(
     assert await runs.start_run(created["session_id"], created["run_id"], created["run_id"], token="lease")
     delta = json.dumps({"run_id": created["run_id"], "text": "x"})
     for _ in range(10):
-        await RunLease(runs, created["session_id"], created["run_id"], "lease").append([("message.delta", delta)] * 50)
+        await (await held(runs, created["session_id"], created["run_id"], "lease")).append(
+            [("message.delta", delta)] * 50
+        )
     done = RunCompleted(run_id=created["run_id"], output="x" * 500, usage={})
-    last = await RunLease(runs, created["session_id"], created["run_id"], "lease").append([], ending=done)
+    last = await (await held(runs, created["session_id"], created["run_id"], "lease")).append([], ending=done)
     received = await read_events(client, created["events_url"], last_event_id=1)
     assert received.events[0][1] == "gap"
     gap = received.events[0][2]

@@ -5,12 +5,14 @@ import asyncio
 import contextlib
 import json
 import random
+import secrets
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from tests.sessions import start_a_run
+from tests.sessions import delta_of, start_a_run
+from tests.unit.write_side import lease_of
 from tests.waiting import eventually
 from tests.writes import AllWrites
 from tokentail.gateway import metrics as gateway_metrics
@@ -73,8 +75,11 @@ class Follower:
             await self.task
 
 
-async def _append(runs: AllWrites, session_id: str, run_id: str, n: int = 1, text: str = "x") -> int:
-    delta = json.dumps({"run_id": run_id, "text": text})
+async def _append(runs: AllWrites, session_id: str, run_id: str, n: int = 1, text: str | None = None) -> int:
+    """`n` deltas of the run; a new text each call by default (each call is another worker's append
+    that knows nothing of the last: equal to an append after the last seq it knew, it would be taken
+    for that one sent again)."""
+    delta = json.dumps({"run_id": run_id, "text": text or secrets.token_hex(4)})
     return await RunLease(runs, session_id, run_id, "lease-1").append([("message.delta", delta)] * n)
 
 
@@ -94,12 +99,14 @@ async def test_a_hundred_followers_of_one_session_cost_one_notification_per_even
     followers = [Follower(hub, session_id) for _ in range(100)]
     try:
         await _live(*followers)
-        reads_before = await _command_calls(redis, "xrange", "xread", "xrevrange")
-        for _ in range(50):
-            last = await _append(runs, session_id, run.run_id)
+        # (The append script reads the stream's last id: XREVRANGE. The hub's and the store's reads:)
+        reads_before = await _command_calls(redis, "xrange", "xread")
+        lease = lease_of(runs, session_id, run)
+        for i in range(50):
+            last = await lease.append([delta_of(run.run_id, str(i))])
         for follower in followers:
             await follower.until(last)
-        assert await _command_calls(redis, "xrange", "xread", "xrevrange") == reads_before
+        assert await _command_calls(redis, "xrange", "xread") == reads_before
         assert all(follower.seqs == list(range(1, last + 1)) for follower in followers)
         # Each event came as one chunk (encoded once) handed to every follower: one object, not copies.
         assert len({id(follower.chunks[last]) for follower in followers}) == 1
@@ -152,7 +159,7 @@ async def test_a_follower_that_stops_reading_is_bounded_then_reads_the_rest_from
     (subscription,) = hub._channels[next(iter(hub._channels))].subscriptions
     assert subscription.live
     for _ in range(100):  # 100 events of 1 KB while the client reads nothing
-        last = await _append(runs, session_id, run.run_id, text="y" * 1000)
+        last = await _append(runs, session_id, run.run_id, text=secrets.token_hex(500))
         assert subscription.pending_bytes + subscription.spill_bytes <= 10_000
     assert not subscription.live  # it fell behind, dropping what waited
     try:

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, SLOW, bearer, ws_exchange, ws_url
 from tests.integration.test_chat_protocols import agent_input, chat_body
+from tests.sessions import held
 from tests.waiting import eventually, scaled
 from tests.writes import AllWrites
 from tokentail.gateway import cors
@@ -25,7 +26,6 @@ from tokentail.shared.logs import RateLimitedLogger
 from tokentail.shared.records import PUBLIC_TENANT
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
-from tokentail.worker.run_writes import RunLease
 
 AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET)}
 
@@ -250,7 +250,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_frees_its_stream(
     await runs.start_run(session_id, run_id, run_id, token="lease")
     delta = MessageDelta(run_id=run_id, text="x" * 16_000).model_dump_json()
     for _ in range(20):  # 10 MB: more than the sockets' buffers hold
-        await RunLease(runs, session_id, run_id, "lease").append([("message.delta", delta)] * 32)
+        await (await held(runs, session_id, run_id, "lease")).append([("message.delta", delta)] * 32)
     slots = store.keys.tenant_streams(PUBLIC_TENANT)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

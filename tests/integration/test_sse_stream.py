@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.sessions import start_a_run
+from tests.sessions import held, start_a_run
 from tests.writes import AllWrites
 from tokentail.gateway.encodings.sse import encode_events, encode_gap
 from tokentail.gateway.reading.feed import READ_BUDGET_BYTES, EventFeed, Start
@@ -15,7 +15,6 @@ from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.events import MessageDelta, RunCompleted
 from tokentail.shared.round_trips import RoundTrips
 from tokentail.shared.settings import Settings
-from tokentail.worker.run_writes import RunLease
 from tokentail.worker.writer import MAX_DELTA_CHARS
 
 
@@ -25,7 +24,7 @@ async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip
     runs = AllWrites(redis, settings.model_copy(update={"stream_maxlen": 100}))
     session_id, run = await start_a_run(runs)
     delta = json.dumps({"run_id": run.run_id, "text": "x"})
-    await RunLease(runs, session_id, run.run_id, "lease-1").append([("message.delta", delta)] * 20)
+    await (await held(runs, session_id, run.run_id, "lease-1")).append([("message.delta", delta)] * 20)
     hub = StreamHub(settings.model_copy(update={"stream_maxlen": 100, "sse_heartbeat_seconds": 1.0}), 2)
     await hub.start()
     feed = EventFeed(hub, session_id, Start(0, None, False), batch=10, until_idle=True, transport="sse").__aiter__()
@@ -33,7 +32,7 @@ async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip
         first = await anext(feed)
         assert [e.seq for e in first.events] == list(range(1, 11)) and first.gap is None
         for _ in range(10):  # the writer races ahead; the stream is trimmed under the reader
-            await RunLease(runs, session_id, run.run_id, "lease-1").append([("message.delta", delta)] * 50)
+            await (await held(runs, session_id, run.run_id, "lease-1")).append([("message.delta", delta)] * 50)
         seen = first.events[-1].seq
         while (following := await anext(feed)).gap is None:  # what was read ahead of the trimming
             assert following.events[0].seq == seen + 1
@@ -52,8 +51,10 @@ async def test_a_reader_holds_a_bounded_part_of_a_session_however_large(redis: R
     session_id, run = await start_a_run(runs)
     delta = MessageDelta(run_id=run.run_id, text="é" * MAX_DELTA_CHARS).model_dump_json()  # the largest delta
     for _ in range(10):
-        await RunLease(runs, session_id, run.run_id, "lease-1").append([("message.delta", delta)] * 30)  # 10 MB in all
-    await RunLease(runs, session_id, run.run_id, "lease-1").append(
+        await (await held(runs, session_id, run.run_id, "lease-1")).append(
+            [("message.delta", delta)] * 30
+        )  # 10 MB in all
+    await (await held(runs, session_id, run.run_id, "lease-1")).append(
         [], ending=RunCompleted(run_id=run.run_id, output="", usage={})
     )
     hub = StreamHub(settings, 2)
@@ -79,7 +80,7 @@ async def test_a_stream_opened_on_a_running_run_still_ends_when_its_catch_up_bri
     # the run ended before that catch-up: its events are what says so, and the stream must end.
     runs = AllWrites(redis, settings)
     session_id, run = await start_a_run(runs)
-    await RunLease(runs, session_id, run.run_id, "lease-1").append(
+    await (await held(runs, session_id, run.run_id, "lease-1")).append(
         [("message.delta", json.dumps({"run_id": run.run_id, "text": "x"}))],
         ending=RunCompleted(run_id=run.run_id, output="x", usage={}),
     )
@@ -102,7 +103,7 @@ async def test_the_next_catch_up_read_is_on_its_way_before_a_batch_is_framed(
     runs = AllWrites(redis, settings)
     session_id, run = await start_a_run(runs)
     delta = json.dumps({"run_id": run.run_id, "text": "x"})
-    await RunLease(runs, session_id, run.run_id, "lease-1").append(
+    await (await held(runs, session_id, run.run_id, "lease-1")).append(
         [("message.delta", delta)] * 45, ending=RunCompleted(run_id=run.run_id, output="x" * 45, usage={})
     )
     written: list[bytes] = []

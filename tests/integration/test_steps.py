@@ -7,14 +7,13 @@ import json
 import pytest
 from redis.asyncio import Redis
 
-from tests.sessions import completion, start_a_run
+from tests.sessions import completion, held, start_a_run
 from tests.writes import AllWrites
 from tokentail.shared.errors import StepTooLarge
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import MAX_RUN_STEPS_BYTES, MAX_STEP_BYTES
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
-from tokentail.worker.run_writes import RunLease
 
 
 async def _record_size(redis: Redis, settings: Settings, session_id: str, run_id: str) -> int:
@@ -27,7 +26,7 @@ async def test_recording_steps_leaves_the_run_record_its_size_and_a_takeover_get
     # Regression: each step was decoded and re-encoded with the whole run record, by every script that
     # touches the run: 20-40 large steps blocked Redis for seconds.
     session_id, run = await start_a_run(runs)
-    lease = RunLease(runs, session_id, run.run_id, "lease-1")
+    lease = await held(runs, session_id, run.run_id, "lease-1")
     before = await _record_size(redis, settings, session_id, run.run_id)
     big = json.dumps("x" * 400_000)
     for number in range(20):
@@ -42,7 +41,7 @@ async def test_recording_steps_leaves_the_run_record_its_size_and_a_takeover_get
     assert started is not None
     assert started.run.steps == {f"fetch#{number}": big for number in range(20)} and started.run.step_seq == 2
     # The run ends: its steps go with it.
-    await RunLease(runs, session_id, run.run_id, "lease-2").append([], ending=completion(run.run_id))
+    await (await held(runs, session_id, run.run_id, "lease-2")).append([], ending=completion(run.run_id))
     assert not await redis.exists(Keys(settings.key_prefix).session(session_id).steps)
 
 
@@ -50,7 +49,7 @@ async def test_a_run_s_steps_are_bounded_in_all_with_a_clear_error_and_nothing_w
     redis: Redis, settings: Settings, runs: AllWrites, store: SessionStore
 ) -> None:
     session_id, run = await start_a_run(runs)
-    lease = RunLease(runs, session_id, run.run_id, "lease-1")
+    lease = await held(runs, session_id, run.run_id, "lease-1")
     step = json.dumps("x" * (MAX_STEP_BYTES - 100))
     count = MAX_RUN_STEPS_BYTES // len(step)
     for number in range(count):
@@ -67,12 +66,12 @@ async def test_a_run_that_starts_over_or_a_deleted_session_keeps_no_steps(
     redis: Redis, settings: Settings, runs: AllWrites, store: SessionStore
 ) -> None:
     session_id, run = await start_a_run(runs)
-    await RunLease(runs, session_id, run.run_id, "lease-1").record_step("a#0", "1")
+    await (await held(runs, session_id, run.run_id, "lease-1")).record_step("a#0", "1")
     steps_key = Keys(settings.key_prefix).session(session_id).steps
     await redis.hset(Keys(settings.key_prefix).session(session_id).meta, "lease_until", "0")  # type: ignore[misc]
     await runs.look(session_id)
     started = await runs.start_run(session_id, run.run_id, "job-2", token="lease-2", takeover="restart")
     assert started is not None and started.run.steps == {} and not await redis.exists(steps_key)
-    await RunLease(runs, session_id, run.run_id, "lease-2").record_step("a#0", "2")
+    await (await held(runs, session_id, run.run_id, "lease-2")).record_step("a#0", "2")
     await runs.delete_session(await store.get_session(session_id))
     assert not await redis.exists(steps_key)

@@ -97,13 +97,33 @@ async def test_an_append_sent_twice_with_one_id_lands_once(store: SessionStore, 
     session_id, run = await start_a_run(runs)
     lease = lease_of(runs, session_id, run)
     assert await lease.append([delta_of(run.run_id)], append_id="a1") == 3
-    assert await lease.append([delta_of(run.run_id)], append_id="a1") == 3
+    # Sent again as it was, its reply lost: the same id, after the same last seq it knew of (2).
+    assert await runs.append(lease, [delta_of(run.run_id)], "a1", None, 2) == 3
     assert await lease.append([delta_of(run.run_id)], append_id="a2") == 4
     done = completion(run.run_id, "x")
     last = await lease.append([], append_id="a3", ending=done)
     # The terminal append dropped the lease; its retry must still answer, not be fenced.
     assert await lease.append([], append_id="a3", ending=done) == last == 5
     assert [e.seq for e in await store.read(session_id, 0, 100)] == [1, 2, 3, 4, 5]
+
+
+async def test_an_append_goes_on_after_another_writer_s_events_and_its_retry_finds_itself_past_them(
+    store: SessionStore, runs: AllWrites
+) -> None:
+    session_id, run = await start_a_run(runs)
+    lease = lease_of(runs, session_id, run)
+    assert await lease.append([delta_of(run.run_id, "a")]) == 3
+    assert await runs.queue_run(session_id, make_run("next"), multitask="enqueue") is Queued.PENDING  # run.queued: 4
+    events = [delta_of(run.run_id, "b")]
+    assert await lease.append(events, append_id="b1") == 5  # its worker knew of 3 only
+    assert await runs.append(lease, events, "b1", None, 3) == 5, "sent again, it finds itself past run.queued"
+    assert await event_types(store, session_id) == [
+        b"run.queued",
+        b"run.started",
+        b"message.delta",
+        b"run.queued",
+        b"message.delta",
+    ]
 
 
 async def test_a_terminal_event_closes_the_run_frees_the_session_and_starts_retention(

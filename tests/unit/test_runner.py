@@ -28,7 +28,8 @@ async def test_a_reply_comes_back_typed(redis: fakeredis.FakeAsyncRedis) -> None
 async def test_a_fenced_script_fails_as_a_lost_lease_and_lost_writes_as_such(redis: fakeredis.FakeAsyncRedis) -> None:
     run = ScriptRunner(redis, Topology())
     await redis.set("s:lease", "token")
-    await redis.hset("s:meta", "seq", "3")  # type: ignore[misc]
+    for seq in (1, 2, 3):  # the session's events 1..3
+        await redis.xadd("s:events", {"type": "status", "data": "{}", "ts": "0"}, id=f"{seq}-0")
     with pytest.raises(LeaseLost):
         await run(_append(expect=3, token="another"))
     with pytest.raises(WritesLost) as lost:

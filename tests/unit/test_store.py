@@ -89,8 +89,9 @@ async def test_streams_are_trimmed_to_about_maxlen(redis: Redis, settings: Setti
     store, runs = SessionStore(redis, settings), AllWrites(redis, settings)
     session_id, run = await start_a_run(runs)
     assert await store.stream_start(session_id) == (2, True, 1)  # run.queued, run.started
+    lease = RunLease(runs, session_id, run.run_id, "lease-1")
     for _ in range(10):
-        await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id)] * 50)
+        await lease.append([delta_of(run.run_id)] * 50)
     last_seq, active, first = await store.stream_start(session_id)
     assert first is not None and first > 1 and (last_seq, active) == (502, True)
     assert [e.seq for e in await store.read(session_id, 0, 1)] == [first]  # reads start where the stream does

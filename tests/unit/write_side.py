@@ -13,7 +13,10 @@ from tokentail.worker.run_writes import RunLease
 
 
 def lease_of(runs: AllWrites, session_id: str, run: RunRecord, token: str = "lease-1") -> RunLease:
-    return RunLease(runs, session_id, run.run_id, token)
+    """The run's lease as its worker holds it from its start: its appends go on after `run.started`."""
+    lease = RunLease(runs, session_id, run.run_id, token)
+    lease.journal.written = run.started_seq or 0
+    return lease
 
 
 async def event_types(store: SessionStore, session_id: str) -> list[bytes]:
