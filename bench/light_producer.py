@@ -29,9 +29,10 @@ from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.shared.events import RunCompleted
 from tokentail.shared.gc_tuning import tune_for_server
+from tokentail.shared.keys import Keys
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.pipeline import ScriptPipeline
+from tokentail.shared.scripts.pipeline import ScriptPipeline, append_pipeline
 from tokentail.shared.scripts.runs import AppendEvents, RenewLease
 from tokentail.shared.settings import Settings
 from tokentail.worker.run_writes import RunLease, RunWrites
@@ -68,7 +69,7 @@ async def main(port: int) -> None:
     redis = Redis.from_url(str(settings.redis_url))
     topology = Topology.of(settings)
     pipelines = {
-        AppendEvents: ScriptPipeline(redis, AppendEvents.lua_source(topology), joinable=True),
+        AppendEvents: append_pipeline(redis, topology, Keys(settings.key_prefix)),
         RenewLease: ScriptPipeline(redis, RenewLease.lua_source(topology)),
     }
     gateway, runs = SessionWrites(redis, settings), RunWrites(redis, settings, batched=pipelines)

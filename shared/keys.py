@@ -45,6 +45,11 @@ class Keys:
         """arq queue (sorted set of job ids); also the stem of arq's health-check key."""
         return f"{self.prefix}:queue"
 
+    def joined_count(self, writer_id: str) -> str:
+        """String: how many joined append calls a worker process (`writer_id`, its own) has sent, on
+        the sessions' Redis (shared/scripts/pipeline.py `JoinCounter`)."""
+        return f"{self.prefix}:joined-count:{writer_id}"
+
     @property
     def lease_checks(self) -> str:
         """Sorted set, on the queue's Redis: what reapers look at and when (ms), a session id (its

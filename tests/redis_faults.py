@@ -48,14 +48,23 @@ def resume(pid: int) -> None:
 
 @contextlib.asynccontextmanager
 async def rolled_back_after(redis: Redis, settings: Settings, session_id: str) -> AsyncIterator[None]:
-    """What is written to the session's events and meta inside the block is lost when it ends, as a
-    failover to a replica that had not received it yet loses it."""
-    keys = Keys(settings.key_prefix).session(session_id)
-    saved = [(key, await redis.dump(key)) for key in (keys.meta, keys.events)]
+    """What is written inside the block to the session's events and meta, and to every other key of
+    tokentail's (a worker's count of its joined calls: shared/scripts/pipeline.py), is lost when it
+    ends, as a failover to a replica that had not received it yet loses it: all of it, since the
+    replica has a prefix of what the primary was sent. The session's runs and lease stay (they
+    changed nothing inside the block that a test reads)."""
+    session = Keys(settings.key_prefix).session(session_id)
+    kept = {session.runs, session.lease}
+    names = {key async for key in redis.scan_iter(match=f"{settings.key_prefix}:*")} - {k.encode() for k in kept}
+    saved = {key: await redis.dump(key) for key in names}
     yield
+    after = {key async for key in redis.scan_iter(match=f"{settings.key_prefix}:*")} - {k.encode() for k in kept}
     async with redis.pipeline(transaction=True) as pipe:
-        for key, dumped in saved:
-            pipe.restore(key, 0, dumped, replace=True)
+        for key in after - saved.keys():
+            pipe.delete(key)
+        for key, dumped in saved.items():
+            if dumped is not None:
+                pipe.restore(key, 0, dumped, replace=True)
         await pipe.execute()
 
 

@@ -50,7 +50,7 @@ from tokentail.shared.keys import Keys
 from tokentail.shared.redis_clients import close_sentinels, redis_client, sessions_client
 from tokentail.shared.redis_urls import sentinel_setup
 from tokentail.shared.scripts.contract import Script, Topology
-from tokentail.shared.scripts.pipeline import ScriptPipeline
+from tokentail.shared.scripts.pipeline import ScriptPipeline, append_pipeline
 from tokentail.shared.scripts.runner import Batched
 from tokentail.shared.scripts.runs import AppendEvents, RenewLease
 from tokentail.shared.settings import Settings
@@ -219,7 +219,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     topology = Topology.of(settings)
     batched: dict[type[Script[Any]], Batched] = {}
     if not settings.redis_cluster:
-        batched[AppendEvents] = ScriptPipeline(sessions, AppendEvents.lua_source(topology), joinable=True)
+        batched[AppendEvents] = append_pipeline(sessions, topology, Keys(settings.key_prefix))
         batched[RenewLease] = ScriptPipeline(sessions, RenewLease.lua_source(topology))
     ctx["store"] = SessionStore(sessions, settings)
     ctx["flush_ticks"] = FlushTicks(settings.flush_interval_ms / 1000)  # one window for all its runs

@@ -86,13 +86,18 @@ local function last_seq(k)
 end
 
 -- Whether the run's worker may write: the FENCED error when the run's lease is no longer its
--- `token`; the LOST error when the session's last seq is below `expect`, the last seq the worker
+-- `token` (`fenced`: that check alone); the LOST error when the session's last seq is below `expect`, the last seq the worker
 -- was told it wrote (Redis lost writes it acknowledged: a failover to a replica a moment behind, a
 -- restart without them), for the worker to write them again under their ids before going on; else nil.
-local function check_holder(k, run_id, token, seq, expect)
+local function fenced(k, run_id, token)
   if redis.call('GET', k.lease) ~= token then
     return redis.error_reply('FENCED run ' .. run_id .. ' no longer holds its lease')
   end
+end
+
+local function check_holder(k, run_id, token, seq, expect)
+  local refused = fenced(k, run_id, token)
+  if refused then return refused end
   if seq < tonumber(expect) then
     return redis.error_reply('LOST ' .. seq .. ' is the last seq of run ' .. run_id .. "'s session, not " .. expect)
   end
@@ -138,15 +143,21 @@ local ARCHIVE_RUNNING_MS = 30000
 -- hubs (gateway/reading/hub.py) follow live sessions by these notifications, not by reading.
 -- With an archive, the stream keeps every event the archive does not have yet (its `archived` id in
 -- the meta, which the archiver moves on), past the bound if it must: nothing is forgotten unarchived.
-local function put_event(k, s, seq, event_type, data, ts, archived)
+-- `try`: the stream may refuse `seq`, not past its last entry; then nothing is stored or published,
+-- and it returns false.
+local function put_event(k, s, seq, event_type, data, ts, archived, try)
+  local xadd = try and redis.pcall or redis.call
+  local added
   if ARCHIVE then
     archived = archived or tonumber(redis.call('HGET', k.meta, 'archived') or 0)
     local keep_from = math.max(0, math.min(seq - tonumber(s.maxlen), archived) + 1)
-    redis.call('XADD', k.events, 'MINID', '~', keep_from, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
+    added = xadd('XADD', k.events, 'MINID', '~', keep_from, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
   else
-    redis.call('XADD', k.events, 'MAXLEN', '~', s.maxlen, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
+    added = xadd('XADD', k.events, 'MAXLEN', '~', s.maxlen, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
   end
+  if type(added) == 'table' and added.err then return false end
   redis.call(PUBLISH_EVENTS, k.events, seq .. ' ' .. ts .. ' ' .. event_type .. ' ' .. data)
+  return true
 end
 
 -- Append one event as the session's next seq; returns the seq. `output`: a completed run's answer,

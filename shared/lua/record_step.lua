@@ -7,9 +7,8 @@
 -- flushed what it streamed before the step), and `bytes`, the steps' total size, bounded.
 -- Keys and arguments: shared/scripts/runs.py `RecordStep`.
 -- Returns the steps' total size, or {'too_large', total it would be} (nothing written).
-if redis.call('GET', k.lease) ~= a.lease_token then
-  return redis.error_reply('FENCED run ' .. a.run_id .. ' no longer holds its lease')
-end
+local refused = fenced(k, a.run_id, a.lease_token)
+if refused then return refused end
 local total = tonumber(redis.call('HGET', k.steps, 'bytes') or 0) - redis.call('HSTRLEN', k.steps, a.step_key) + #a.value
 if total > tonumber(a.max_bytes) then return {'too_large', total} end
 redis.call('HSET', k.steps, a.step_key, a.value, 'seq', a.seq, 'bytes', total)

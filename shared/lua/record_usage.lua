@@ -3,9 +3,8 @@
 -- reported before. With it, the last event id the run wrote: the output streamed after it was not
 -- reported yet (the estimate for a model call cut short starts there). Sent again, it changes nothing.
 -- Keys and arguments: shared/scripts/runs.py `RecordUsage`.
-if redis.call('GET', k.lease) ~= a.lease_token then
-  return redis.error_reply('FENCED run ' .. a.run_id .. ' no longer holds its lease')
-end
+local refused = fenced(k, a.run_id, a.lease_token)
+if refused then return refused end
 local run = cjson.decode(redis.call('HGET', k.runs, a.run_id))
 if type(run.attempt_usage) ~= 'table' then run.attempt_usage = {} end
 local usage = cjson.decode(a.usage)

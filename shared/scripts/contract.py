@@ -85,7 +85,9 @@ class Script(Generic[R]):
     """Base of a contract. `SOURCE`: the script's file in shared/lua/, without `.lua`. `JOINABLE`: the
     script takes many calls in one (shared/scripts/pipeline.py): its argument groups come once, first, then
     each call's keys and arguments follow the previous call's (every list counted), and Lua binds
-    `calls`, a list of `{k = ..., a = ...}`, one per call."""
+    `each_call`, an iterator of each call's index, `k` and `a`. A joined call may come with a key of
+    its own first, its pipeline's count of joined calls (`JoinCounter`), bound as `joined_count`: nil
+    in a call made alone (by the runner; every call on a Redis Cluster)."""
 
     SOURCE: ClassVar[str]
     JOINABLE: ClassVar[bool] = False
@@ -126,6 +128,11 @@ class Script(Generic[R]):
                 fields = dataclasses.fields(hints[name])
                 return tuple(f.name for f in fields if f.metadata.get("present", bool)(topology))
         return ()
+
+    @classmethod
+    def shared_args(cls) -> int:
+        """How many arguments the argument groups take: what a joined call shares."""
+        return sum(len(members) for _, kind, members in cls._layout() if kind == "group")
 
     @classmethod
     @functools.cache
@@ -194,12 +201,21 @@ class Script(Generic[R]):
         call, making no table per call (the per-token script takes dozens of calls in one): the
         script keeps nothing of them past its call's turn."""
         keys = cls._key_fields(topology)
+        n = len(keys)
+        assert n >= 2, "a joined call's count key is told apart from its calls' keys by their number"
         tables = [f"local {name} = {{}}" for name, kind, _ in cls._layout() if kind == "keys"]
-        lines = [*tables, "local a = {}", "local call = 0", "local function each_call()"]
-        body = [f"if call == #KEYS / {len(keys)} then return nil end", "call = call + 1"]
+        lines = [
+            *tables,
+            f"local joined = #KEYS % {n}  -- 1 with the count's key first, else 0",
+            "local joined_count = joined == 1 and KEYS[1] or nil",
+            "local a = {}",
+            "local call = 0",
+            "local function each_call()",
+        ]
+        body = [f"if call == (#KEYS - joined) / {n} then return nil end", "call = call + 1"]
         for name, kind, _ in cls._layout():
             if kind == "keys":
-                body += [f"{name}.{key} = KEYS[(call - 1) * {len(keys)} + {i}]" for i, key in enumerate(keys, 1)]
+                body += [f"{name}.{key} = KEYS[joined + (call - 1) * {n} + {i}]" for i, key in enumerate(keys, 1)]
             elif kind == "value":
                 body.append(f"a.{name} = ARGV[at]; at = at + 1")
             elif kind == "list":

@@ -11,30 +11,65 @@ instants, so that they share round trips) go this way.
 """
 
 import asyncio
+import secrets
 from typing import Any
 
 from redis.asyncio import Redis
 
 from tokentail.shared.joiner import Joiner
+from tokentail.shared.keys import Keys
 from tokentail.shared.round_trips import round_trips
+from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.runs import AppendEvents
 
 # The most calls joined into one script call: Redis runs a script without serving anyone else, and
 # sends what it published (the gateways' notifications) only once it returns.
 JOINED_CALLS = 64
 
 
+class JoinCounter:
+    """The count of the joined calls a process sent, kept in a key of its own that each call
+    increments (append_events.lua), and the count the process expects Redis to be at. A call that
+    finds it so knows Redis holds every call of the process before it, and none the process did not
+    hear back from: none of its appends is a try sent again, and Redis lost none of their events
+    (it loses a suffix of what it was sent: a replica's lag, the AOF's last second), so it skips the
+    checks only those need. Unknown at first, and after a call whose reply did not come: the next
+    call checks everything, and makes it known again."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.expected: int | None = None
+
+
+def append_pipeline(redis: Redis, topology: Topology, keys: Keys) -> "ScriptPipeline":
+    """The per-token path's pipeline of a process: append_events.lua's calls joined, counted."""
+    counter = JoinCounter(keys.joined_count(secrets.token_hex(8)))
+    source = AppendEvents.lua_source(topology)
+    return ScriptPipeline(redis, source, joinable=True, shared_args=AppendEvents.shared_args(), counter=counter)
+
+
 class ScriptPipeline:
     """Called as the script is (`await call(keys=..., args=...)`), by the script runner (shared/scripts/runner.py).
 
-    `joinable`: the script takes any number of calls in one (append_events.lua): its first argument
-    is shared, then each call's keys and arguments follow the previous call's, and it replies with a
-    list, one reply per call. Calls that wait together then go as one script call (up to
-    `JOINED_CALLS`): Redis pays for one script call, not one per run. Each caller still gets its own
-    reply, as a list of one."""
+    `joinable`: the script takes any number of calls in one (append_events.lua): its first
+    `shared_args` arguments are shared, then each call's keys and arguments follow the previous
+    call's, and it replies with a list: the joined calls' count, then one reply per call. Calls that
+    wait together then go as one script call (up to `JOINED_CALLS`): Redis pays for one script call,
+    not one per run. Each caller still gets its own reply, as a list of one. With a `counter`, the
+    joined call's first key is its key, and its last shared argument the count it expects."""
 
-    def __init__(self, redis: Redis, script: str, joinable: bool = False) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        script: str,
+        joinable: bool = False,
+        shared_args: int = 1,
+        counter: JoinCounter | None = None,
+    ) -> None:
         self._script = redis.register_script(script)
         self._joinable = joinable
+        self._shared_args = shared_args
+        self._counter = counter
         self._joiner: Joiner[tuple[list[Any], list[Any]], Any] = Joiner(self._replies)
         self._round_trips = round_trips(redis)  # with everything else the process sends on `redis`
 
@@ -49,16 +84,28 @@ class ScriptPipeline:
         if not self._joinable:
             return await self._execute(calls)
         groups = [calls[i : i + JOINED_CALLS] for i in range(0, len(calls), JOINED_CALLS)]
-        joined = [
-            (
-                [key for keys, _ in group for key in keys],
-                [group[0][1][0], *(arg for _, args in group for arg in args[1:])],
-            )
-            for group in groups
-        ]
+        shared, counter = self._shared_args, self._counter
+        expected = None if counter is None else counter.expected
+        joined = []
+        for number, group in enumerate(groups):
+            keys = [key for keys, _ in group for key in keys]
+            args = [*group[0][1][:shared], *(arg for _, args in group for arg in args[shared:])]
+            if counter is not None:  # the groups go in order, each one more than the last
+                keys.insert(0, counter.key)
+                args[shared - 1] = "" if expected is None else expected + number
+            joined.append((keys, args))
+        if counter is not None:
+            counter.expected = None  # until the replies say: a call may go through unheard of
         replies: list[Any] = []
         for group, reply in zip(groups, await self._execute(joined), strict=True):
-            replies += [reply] * len(group) if isinstance(reply, Exception) else [[one] for one in reply]
+            if isinstance(reply, Exception):
+                replies += [reply] * len(group)
+                continue
+            if counter is not None:
+                counter.expected = int(reply[0])
+            replies += [[one] for one in reply[1:]]
+        if counter is not None and any(isinstance(reply, Exception) for reply in replies):
+            counter.expected = None
         return replies
 
     async def _execute(self, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:

@@ -227,6 +227,7 @@ class Append(Script[int]):
 @dataclass(slots=True)
 class AppendShared(ArgGroup):
     maxlen: int
+    count: int | str = ""  # the joined calls' count its pipeline expects (JoinCounter), or '': unknown
 
 
 @dataclass(slots=True)
@@ -252,7 +253,7 @@ class AppendEvents(Script[int]):
     events: list[str]  # type, data pairs
 
     def parse(self, reply: Any) -> int:
-        (seq,) = reply  # one call's reply, in a list of one
+        seq = reply[-1]  # one call's reply: a joined call's part, or a call's own after its count
         if isinstance(seq, ResponseError):
             raise_fenced(seq)
             raise seq

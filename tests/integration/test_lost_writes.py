@@ -20,7 +20,7 @@ from tokentail.shared.events import InputRequired
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import Question
 from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.pipeline import ScriptPipeline
+from tokentail.shared.scripts.pipeline import append_pipeline
 from tokentail.shared.scripts.runs import AppendEvents, Asked
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
@@ -39,7 +39,7 @@ async def _stored(store: SessionStore, session_id: str) -> list[tuple[int, str, 
 def lifecycle(request: pytest.FixtureRequest, redis: Redis, settings: Settings) -> AllWrites:
     if request.param == "plain":
         return AllWrites(redis, settings)
-    appends = ScriptPipeline(redis, AppendEvents.lua_source(Topology()), joinable=True)
+    appends = append_pipeline(redis, Topology(), Keys(settings.key_prefix))
     return AllWrites(redis, settings, batched={AppendEvents: appends})
 
 

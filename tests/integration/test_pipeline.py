@@ -3,18 +3,21 @@ appends stay ordered, fenced and idempotent, and renewals of many leases go toge
 
 import asyncio
 import json
+from typing import Any
 
 import hiredis
 import pytest
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from tests.sessions import start_a_run
+from tests.sessions import held, start_a_run
 from tests.waiting import eventually
 from tests.writes import AllWrites
 from tokentail.shared import outage
 from tokentail.shared.errors import LeaseLost
+from tokentail.shared.keys import Keys
 from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.pipeline import JOINED_CALLS, ScriptPipeline
+from tokentail.shared.scripts.pipeline import JOINED_CALLS, ScriptPipeline, append_pipeline
 from tokentail.shared.scripts.runs import AppendEvents, AppendKeys, AppendShared, RenewLease
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
@@ -23,8 +26,8 @@ from tokentail.worker.run_writes import RunLease
 
 
 @pytest.fixture
-def pipeline(redis: Redis) -> ScriptPipeline:
-    return ScriptPipeline(redis, AppendEvents.lua_source(Topology()), joinable=True)
+def pipeline(redis: Redis, settings: Settings) -> ScriptPipeline:
+    return append_pipeline(redis, Topology(), Keys(settings.key_prefix))
 
 
 def _count_round_trips(pipeline: ScriptPipeline, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -101,14 +104,30 @@ async def test_appends_go_on_after_redis_lost_its_scripts(
 
 
 async def test_a_retried_append_is_not_written_twice(
-    redis: Redis, store: SessionStore, runs: AllWrites, settings: Settings, pipeline: ScriptPipeline
+    redis: Redis,
+    store: SessionStore,
+    runs: AllWrites,
+    settings: Settings,
+    pipeline: ScriptPipeline,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     runs = _batched(redis, settings, pipeline)
     session_id, run = await start_a_run(runs)
-    first = await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id, "a")], append_id="x-1")
-    again = await RunLease(runs, session_id, run.run_id, "lease-1").append([delta_of(run.run_id, "a")], append_id="x-1")
-    assert first == again == 3
-    assert len(await store.read(session_id, 0, 10)) == 3
+    await (await held(runs, session_id, run.run_id)).append([delta_of(run.run_id, "a")])  # the count is known
+    lease = await held(runs, session_id, run.run_id)
+    execute, lost = pipeline._execute, []
+
+    async def losing(calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
+        replies = await execute(calls)  # Redis ran the joined call...
+        if not lost:
+            lost.append(calls)
+            raise redis_errors.ConnectionError("Connection closed by server.")  # ...and its reply was lost
+        return replies
+
+    monkeypatch.setattr(pipeline, "_execute", losing)
+    # Sent again by the lease's ride-out, with the same last seq: found where its first try put it.
+    assert await lease.append([delta_of(run.run_id, "b")], append_id="x-1") == 4 and lost
+    assert len(await store.read(session_id, 0, 10)) == 4
 
 
 async def test_a_broken_round_trip_fails_every_append_in_it(

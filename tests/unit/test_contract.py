@@ -25,7 +25,7 @@ CONTRACTS = [
 
 # The bindings, then what they bound, as JSON (instead of the script's own body).
 ECHO = """
-local bound = {s = s}
+local bound = {s = s, joined_count = joined_count}
 if each_call then
   bound.calls = {}
   for i, k, a in each_call do bound.calls[i] = cjson.encode({k = k, a = a}) end  -- (its tables are reused)
@@ -101,11 +101,20 @@ def test_a_joinable_script_binds_each_joined_call() -> None:
     ]
     packer = Packer.of(AppendEvents, topology)
     keys = [key for append in appends for key in packer.keys(append)]
-    args = packer.args(appends[0]) + packer.args(appends[1])[1:]  # the shared argument once (pipeline.py)
+    shared = AppendEvents.shared_args()
+    args = packer.args(appends[0]) + packer.args(appends[1])[shared:]  # the shared arguments once (pipeline.py)
     source = AppendEvents.lua_bindings(topology) + ECHO
     reply: Any = fakeredis.FakeRedis().eval(source, len(keys), *keys, *args)
     bound = json.loads(reply)
-    assert bound["s"] == {"maxlen": "1000"}
+    assert bound["s"] == {"maxlen": "1000", "count": ""} and "joined_count" not in bound
+    # A joined call's count key comes first: bound apart, the calls' keys as before.
+    counted: Any = fakeredis.FakeRedis().eval(source, len(keys) + 1, "count-key", *keys, *args)
+    assert json.loads(counted)["joined_count"] == "count-key"
+    assert [json.loads(call)["k"] for call in json.loads(counted)["calls"]][1] == {
+        "meta": "m1",
+        "events": "e1",
+        "lease": "l1",
+    }
     calls = [json.loads(call) for call in bound["calls"]]
     assert [call["k"] for call in calls] == [
         {"meta": "m2", "events": "e2", "lease": "l2"},
