@@ -12,6 +12,7 @@ instants, so that they share round trips) go this way.
 
 import asyncio
 import secrets
+from collections import OrderedDict
 from typing import Any
 
 from redis.asyncio import Redis
@@ -31,14 +32,36 @@ class JoinCounter:
     """The count of the joined calls a process sent, kept in a key of its own that each call
     increments (append_events.lua), and the count the process expects Redis to be at. A call that
     finds it so knows Redis holds every call of the process before it, and none the process did not
-    hear back from: none of its appends is a try sent again, and Redis lost none of their events
-    (it loses a suffix of what it was sent: a replica's lag, the AOF's last second), so it skips the
-    checks only those need. Unknown at first, and after a call whose reply did not come: the next
-    call checks everything, and makes it known again."""
+    hear back from: none of its appends is a try sent again, and Redis lost none of what they wrote
+    (it loses a suffix of what it was sent: a replica's lag, the AOF's last second).
+
+    That covers the events of the runs whose appends were checked whole since the count was last
+    found off (`trusted`: the runs of a call that checked everything, or that the count vouched
+    for); a run that was idle when it was found off may have lost events then. So a call is sent
+    with the count only when all its runs are trusted; else with none, and it checks each append
+    whole (then its runs are trusted). Unknown at first, after a round trip that failed, and for a
+    run forgotten (the most kept is bounded): it checks everything, and knows again."""
+
+    TRUSTED = 100_000
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.expected: int | None = None
+        self._trusted: OrderedDict[Any, None] = OrderedDict()  # a run's session's first key
+
+    def vouches_for(self, sessions: list[Any]) -> bool:
+        return self.expected is not None and all(session in self._trusted for session in sessions)
+
+    def counted(self, sessions: list[Any], sent: int | None, count: int) -> None:
+        """A call of `sessions`' appends that expected `sent` came back with `count`."""
+        if sent is None or count != sent + 1:
+            self._trusted.clear()  # Redis may have lost what any run wrote: each is checked again
+        for session in sessions:
+            self._trusted[session] = None
+            self._trusted.move_to_end(session)
+        while len(self._trusted) > self.TRUSTED:
+            self._trusted.popitem(last=False)
+        self.expected = count
 
 
 def append_pipeline(redis: Redis, topology: Topology, keys: Keys) -> "ScriptPipeline":
@@ -85,28 +108,39 @@ class ScriptPipeline:
             return await self._execute(calls)
         groups = [calls[i : i + JOINED_CALLS] for i in range(0, len(calls), JOINED_CALLS)]
         shared, counter = self._shared_args, self._counter
-        expected = None if counter is None else counter.expected
-        joined = []
+        joined, sent = [], []
         for number, group in enumerate(groups):
             keys = [key for keys, _ in group for key in keys]
             args = [*group[0][1][:shared], *(arg for _, args in group for arg in args[shared:])]
-            if counter is not None:  # the groups go in order, each one more than the last
+            if counter is not None:  # the groups go in order: each expects one more than the last
+                expected = None if counter.expected is None else counter.expected + number
                 keys.insert(0, counter.key)
-                args[shared - 1] = "" if expected is None else expected + number
+                args[shared - 1] = expected if counter.vouches_for([k[0] for k, _ in group]) else ""
+                sent.append(expected)
             joined.append((keys, args))
-        if counter is not None:
-            counter.expected = None  # until the replies say: a call may go through unheard of
+        answered = await self._answered(joined)
         replies: list[Any] = []
-        for group, reply in zip(groups, await self._execute(joined), strict=True):
+        for number, (group, reply) in enumerate(zip(groups, answered, strict=True)):
             if isinstance(reply, Exception):
                 replies += [reply] * len(group)
                 continue
-            if counter is not None:
-                counter.expected = int(reply[0])
+            if counter is not None:  # (a run refused, LOST above all, is not trusted: it is checked again)
+                written = [
+                    keys[0] for (keys, _), one in zip(group, reply[1:], strict=True) if not isinstance(one, Exception)
+                ]
+                counter.counted(written, sent[number], int(reply[0]))
             replies += [[one] for one in reply[1:]]
-        if counter is not None and any(isinstance(reply, Exception) for reply in replies):
-            counter.expected = None
+        if counter is not None and any(isinstance(reply, Exception) for reply in answered):
+            counter.expected = None  # a call may have gone through unheard of
         return replies
+
+    async def _answered(self, joined: list[tuple[list[Any], list[Any]]]) -> list[Any]:
+        try:
+            return await self._execute(joined)
+        except BaseException:
+            if self._counter is not None:
+                self._counter.expected = None  # it may have gone through unheard of
+            raise
 
     async def _execute(self, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
         return await self._round_trips.script_calls(self._script, calls)

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.redis_faults import rolled_back_after
-from tests.sessions import completion, delta_of, start_a_run
+from tests.sessions import completion, delta_of, held, start_a_run
 from tests.sse_client import read_events
 from tests.writes import AllWrites
 from tokentail.shared.errors import LeaseLost
@@ -73,6 +73,24 @@ async def test_lost_events_are_appended_again_under_their_ids_before_the_next(
     events = await _stored(store, session_id)
     assert _texts(events) == [(3, "a"), (4, "b"), (5, "c"), (6, "d")]
     assert [seq for seq, _, _ in events] == list(range(1, 8))
+
+
+async def test_a_run_idle_when_a_loss_was_noticed_is_checked_at_its_next_append(
+    redis: Redis, settings: Settings, store: SessionStore, lifecycle: AllWrites
+) -> None:
+    # On the counted pipeline, the call that notices the count off (Redis lost writes) checks only
+    # its own runs: another run's next append must be checked too, not trusted to the count.
+    (one, first), (two, second) = [await start_a_run(lifecycle) for _ in range(2)]
+    leases = [await held(lifecycle, one, first.run_id), await held(lifecycle, two, second.run_id)]
+    for lease in leases:
+        assert await _append(lease, "a") == 3
+    async with rolled_back_after(redis, settings, one):  # (every key: the other session's too)
+        for lease in leases:
+            assert await _append(lease, "b") == 4
+    assert await _append(leases[0], "c") == 5  # notices the loss: b again, then c
+    assert await _append(leases[1], "c") == 5  # idle meanwhile: its b too
+    for session_id in (one, two):
+        assert _texts(await _stored(store, session_id)) == [(3, "a"), (4, "b"), (5, "c")]
 
 
 async def test_a_question_asked_after_lost_events_comes_after_them(
