@@ -75,7 +75,8 @@ end
 -- entry is the last seq given out. The meta's `seq` is only a floor under it, for a session whose
 -- stream holds none of its events yet (brought back from the archive: revive_session.lua; a fork)
 -- and for ids that must not be given out again (lost with Redis: requeue_run.lua's `past_seq`).
--- The per-token path (append_events.lua) reads neither: its worker names the ids.
+-- A running run's stream is never below that floor (its start wrote past it), so the per-token path
+-- (append_events.lua) reads the stream alone, and only when it checks an append whole.
 local function top_seq(k)
   local top = redis.call('XREVRANGE', k.events, '+', '-', 'COUNT', 1)[1]
   return top and tonumber(string.match(top[1], '^%d+')) or 0
@@ -86,9 +87,10 @@ local function last_seq(k)
 end
 
 -- Whether the run's worker may write: the FENCED error when the run's lease is no longer its
--- `token` (`fenced`: that check alone); the LOST error when the session's last seq is below `expect`, the last seq the worker
--- was told it wrote (Redis lost writes it acknowledged: a failover to a replica a moment behind, a
--- restart without them), for the worker to write them again under their ids before going on; else nil.
+-- `token` (`fenced`: that check alone); the LOST error when the session's last seq is below
+-- `expect`, the last seq the worker was told it wrote (Redis lost writes it acknowledged: a failover
+-- to a replica a moment behind, a restart without them), for the worker to write them again under
+-- their ids before going on; else nil.
 local function fenced(k, run_id, token)
   if redis.call('GET', k.lease) ~= token then
     return redis.error_reply('FENCED run ' .. run_id .. ' no longer holds its lease')

@@ -99,8 +99,8 @@ async def test_a_full_redis_stops_no_worker_and_loses_no_run(stack: Stack) -> No
 
 
 async def test_events_a_failover_lost_are_written_again_under_the_same_ids(stack: Stack) -> None:
-    """As a failover to a replica a moment behind would: every session's events and meta lose their
-    last LOST_SECONDS of writes under live followers. Each run writes what it lost again, under the
+    """As a failover to a replica a moment behind would: every session's events and meta, and the
+    workers' counts of their appends, lose their last LOST_SECONDS of writes under live followers. Each run writes what it lost again, under the
     same ids, so followers and later readers all get the whole answer."""
     prefix = stack.env["TOKENTAIL_KEY_PREFIX"]
 
@@ -108,6 +108,9 @@ async def test_events_a_failover_lost_are_written_again_under_the_same_ids(stack
         async with Redis.from_url(stack.redis.url) as redis:
             keys = [key async for key in redis.scan_iter(f"{prefix}:*:meta")]
             keys += [key async for key in redis.scan_iter(f"{prefix}:*:events")]
+            # The workers' counts of their joined appends too (shared/scripts/pipeline.py): a replica
+            # a moment behind is behind on every key the primary was sent.
+            keys += [key async for key in redis.scan_iter(f"{prefix}:joined-count:*")]
             async with redis.pipeline(transaction=True) as pipe:
                 for key in keys:
                     pipe.dump(key)
