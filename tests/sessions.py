@@ -62,7 +62,7 @@ async def held(runs: AllWrites, session_id: str, run_id: str, token: str = "leas
     names the ids of its appends after the last it wrote (append_events.lua), which `start_run` tells it
     first; a lease made anew for each append must be told where it stands."""
     lease = RunLease(runs, session_id, run_id, token)
-    top = await runs.redis.xrevrange(runs.keys.session(session_id).events, count=1)  # type: ignore[misc]
+    top = await runs.redis.xrevrange(runs.keys.session(session_id).events, count=1)
     lease.journal.written = int(top[0][0].split(b"-")[0]) if top else 0
     return lease
 

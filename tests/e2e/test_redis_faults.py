@@ -100,8 +100,9 @@ async def test_a_full_redis_stops_no_worker_and_loses_no_run(stack: Stack) -> No
 
 async def test_events_a_failover_lost_are_written_again_under_the_same_ids(stack: Stack) -> None:
     """As a failover to a replica a moment behind would: every session's events and meta, and the
-    workers' counts of their appends, lose their last LOST_SECONDS of writes under live followers. Each run writes what it lost again, under the
-    same ids, so followers and later readers all get the whole answer."""
+    workers' counts of their appends, lose their last LOST_SECONDS of writes under live followers.
+    Each run writes what it lost again, under the same ids, so followers and later readers all get
+    the whole answer."""
     prefix = stack.env["TOKENTAIL_KEY_PREFIX"]
 
     async def lose_last_writes(client: httpx2.AsyncClient, url: str) -> None:

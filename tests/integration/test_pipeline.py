@@ -115,7 +115,8 @@ async def test_a_retried_append_is_not_written_twice(
     session_id, run = await start_a_run(runs)
     await (await held(runs, session_id, run.run_id)).append([delta_of(run.run_id, "a")])  # the count is known
     lease = await held(runs, session_id, run.run_id)
-    execute, lost = pipeline._execute, []
+    execute = pipeline._execute
+    lost: list[Any] = []
 
     async def losing(calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
         replies = await execute(calls)  # Redis ran the joined call...
