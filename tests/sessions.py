@@ -12,6 +12,7 @@ from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared.events import RunCompleted
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.scripts.runs import StartVerdict
+from tokentail.shared.store import last_seq
 from tokentail.worker.run_writes import RunLease
 
 
@@ -63,7 +64,7 @@ async def held(runs: AllWrites, session_id: str, run_id: str, token: str = "leas
     first; a lease made anew for each append must be told where it stands."""
     lease = RunLease(runs, session_id, run_id, token)
     top = await runs.redis.xrevrange(runs.keys.session(session_id).events, count=1)
-    lease.journal.written = int(top[0][0].split(b"-")[0]) if top else 0
+    lease.journal.written = last_seq(None, top)
     return lease
 
 

@@ -26,31 +26,30 @@ if joined_count then
   sure = s.count ~= '' and count == tonumber(s.count) + 1
 end
 
--- An append checked whole: its lease, events lost (LOST), a try sent again that went through.
-local function checked(k, a, expect, archived)
-  local top = top_seq(k)
-  local refused = check_holder(k, a.run_id, a.lease_token, top, expect)
-  if refused then return refused end
-  local landed = not sure and top > expect and appended_after(k, expect, a.events)
-  if landed then return landed end
-  local seq = top
-  for j = 1, #a.events, 2 do
+-- The append's events from its `from`th pair on, as entries `first`, `first + 1`, ...: the seq of the last.
+local function put_events(k, a, from, first, archived)
+  local seq = first - 1
+  for j = 2 * from - 1, #a.events, 2 do
     seq = seq + 1
     put_event(k, s, seq, a.events[j], a.events[j + 1], ts, archived)
   end
   return seq
 end
 
+-- An append checked whole: its lease, events lost (LOST), a try sent again that went through.
+local function checked(k, a, expect, archived)
+  local top = top_seq(k)
+  local refused = check_holder(k, a.run_id, a.lease_token, top, expect)
+  if refused then return refused end
+  local landed = not sure and top > expect and appended_after(k, expect, a.events)
+  return landed or put_events(k, a, 1, top + 1, archived)
+end
+
 -- An append whose events take the ids after `expect`: the seq of the last, or false if the stream
--- refused the first (another writer went past `expect`; then it refused none of the next either).
+-- refused the first (another writer went past `expect`; then it refuses none of the next either).
 local function appended(k, a, expect, archived)
   if not put_event(k, s, expect + 1, a.events[1], a.events[2], ts, archived, true) then return false end
-  local seq = expect + 1
-  for j = 3, #a.events, 2 do
-    seq = seq + 1
-    put_event(k, s, seq, a.events[j], a.events[j + 1], ts, archived)
-  end
-  return seq
+  return put_events(k, a, 2, expect + 2, archived)
 end
 
 local replies = {count}
