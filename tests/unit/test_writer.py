@@ -17,7 +17,7 @@ from tokentail.shared.events import (
     Status,
     event_type_of,
 )
-from tokentail.worker.run_writes import RunLease
+from tokentail.worker.run_writes import Landed, RunLease, call_when_landed
 from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, FlushTicks, OutputTooLarge
 
 
@@ -52,8 +52,8 @@ class RecordingLease:
         self.journal.append(("events", self.calls[-1]))
         return len(self.calls)
 
-    def append_soon(self, events: Sequence[tuple[str, str]], append_id: str) -> "asyncio.Future[int]":
-        return asyncio.ensure_future(self.append(events, append_id))
+    def append_soon(self, events: Sequence[tuple[str, str]], append_id: str, landed: Landed) -> None:
+        call_when_landed(asyncio.ensure_future(self.append(events, append_id)), landed)
 
     async def record_step(self, key: str, value_json: str) -> None:
         if self.fail:
