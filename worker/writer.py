@@ -103,25 +103,38 @@ class FlushTicks:
     """The coalescing windows of every writer of a process, on one grid: a window that ends between
     two ticks ends at the later one (at most `period` late), so the writers whose windows end close
     together append at the same instant, and the worker sends their appends as one round trip and
-    one script call (shared/scripts/pipeline.py). One timer per tick, not one per writer."""
+    one script call (shared/scripts/pipeline.py). One timer per tick, not one per writer.
+
+    A busy process (the last tick called `BUSY` writers or more) joins every other tick of the grid
+    until a tick is quieter: twice the appends per call and half the round trips, for its Redis and
+    itself, each window at most one more `period` late."""
+
+    BUSY = 32
 
     def __init__(self, interval: float, period: float = 0.005) -> None:
         self.interval = interval
         self.period = period
         self._due: dict[int, list[EventWriter]] = {}
+        self._coarse = False
 
-    def join(self, writer: "EventWriter", wait: float) -> None:
-        """Call `writer.on_tick()` at the first tick at least `wait` seconds from now."""
+    def join(self, writer: "EventWriter", wait: float) -> int:
+        """Call `writer.on_tick()` at the first tick at least `wait` seconds from now; which tick
+        (its loop time: that times `period`)."""
         loop = asyncio.get_running_loop()
         tick = math.ceil((loop.time() + wait) / self.period)
+        if self._coarse and tick % 2:
+            tick += 1
         due = self._due.get(tick)
         if due is None:
             due = self._due[tick] = []
             loop.call_at(tick * self.period, self._tick, tick)
         due.append(writer)
+        return tick
 
     def _tick(self, tick: int) -> None:
-        for writer in self._due.pop(tick):
+        due = self._due.pop(tick)
+        self._coarse = len(due) >= self.BUSY
+        for writer in due:
             writer.on_tick()
 
 
