@@ -31,7 +31,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic_core import to_json
 
@@ -89,6 +89,27 @@ def delta_head(run_id: str, model: type[MessageDelta | ReasoningDelta], agent: s
     empty = model(run_id=run_id, text="", agent=agent).model_dump_json()  # checks `agent` too
     assert empty.endswith(_EMPTY_TEXT)  # `text` is the model's last field
     return _TEXT_EVENTS[model], empty[: -len(_EMPTY_TEXT)]
+
+
+class _Tally:
+    """Counts added to the metrics once per loop step, not per append: the appends of a tick are
+    counted together (a counter's `inc` takes a lock each time)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[Any, int] = {}
+
+    def add(self, counter: Any, amount: int) -> None:
+        if not self._counts:
+            asyncio.get_running_loop().call_soon(self._add_up)
+        self._counts[counter] = self._counts.get(counter, 0) + amount
+
+    def _add_up(self) -> None:
+        counts, self._counts = self._counts, {}
+        for counter, amount in counts.items():
+            counter.inc(amount)
+
+
+_tally = _Tally()
 
 
 class OutputTooLarge(Exception):
@@ -415,7 +436,7 @@ class EventWriter:
 
     def _count_tokens(self) -> None:
         if self._tokens_seen:
-            self._tokens.inc(self._tokens_seen)
+            _tally.add(self._tokens, self._tokens_seen)
             self._tokens_seen = 0
 
     def _count(self, events: list[tuple[str, str]], ending: Ending | None) -> None:
@@ -431,7 +452,7 @@ def _count_appended(event_types: list[str], ending: Ending | None) -> int:
     appended = event_types + ([event_type_of(ending)] if ending else [])
     for event_type in appended:
         if event_type == EventType.MESSAGE_DELTA:
-            _DELTAS.inc()
+            _tally.add(_DELTAS, 1)
         else:  # the agents' own `data.<name>` events count as one label: names are unbounded
             metrics.EVENTS_APPENDED.labels("data" if event_type.startswith(DATA_PREFIX) else event_type).inc()
     return len(appended)
