@@ -10,6 +10,7 @@ script recognises a try of its own whose reply was lost, so sending it again cha
 import asyncio
 import dataclasses
 import functools
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from tokentail.shared.webhook_messages import HOOKED_EVENTS
 from tokentail.shared.writes import Writes
 from tokentail.worker.recovery.lost_writes import Appended, WriteJournal, through_lost_writes
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Landed = Callable[[int | BaseException], None]  # told an append's last seq, or its error
 Takeover = int | Literal["restart"]  # how a taken-over run goes: on, keeping its events up to an id; or over
@@ -78,7 +80,7 @@ class RunLease:
             self.journal.wrote(append_id, events, seq)
         return seq
 
-    def append_soon(self, events: Sequence[tuple[str, str]], append_id: str, landed: "Landed") -> None:
+    def append_soon(self, events: Sequence[tuple[str, str]], append_id: str, landed: Landed) -> None:
         """`append(events, append_id)` for events that neither end the run nor go to a webhook, on the
         worker's batched path: sent with the other runs' appends of this loop step, and `landed` told
         its last seq (or its error) once its reply came. No future, no task of its own."""
@@ -219,7 +221,7 @@ class RunWrites(Writes):
             _flat(events),
         )
 
-    def append_soon(self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str, landed: "Landed") -> None:
+    def append_soon(self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str, landed: Landed) -> None:
         """See `RunLease.append_soon`: the appends asked in one loop step (the runs whose windows close
         at one tick: worker/writer.py) go to the pipeline together, as one list of calls, and one
         callback walks their replies."""
@@ -240,18 +242,21 @@ class RunWrites(Writes):
         if isinstance(replies, BaseException):  # the round trip failed: each append did
             replies = [replies] * len(tick)
         for (lease, append, events, landed), reply in zip(tick, replies, strict=True):
-            if isinstance(reply, BaseException):
-                landed(reply)
-                continue
             try:
-                seq = append.parse(reply)
-            except WritesLost:  # rare: append the lost events again, then this one, in a task
-                call_when_landed(asyncio.ensure_future(lease.append(events, append.append_id)), landed)
-            except Exception as exc:  # the append's own: fenced
-                landed(exc)
-            else:
-                lease.journal.wrote(append.append_id, events, seq)
-                landed(seq)
+                if isinstance(reply, BaseException):
+                    landed(reply)
+                    continue
+                try:
+                    seq = append.parse(reply)
+                except WritesLost:  # rare: append the lost events again, then this one, in a task
+                    call_when_landed(asyncio.ensure_future(lease.append(events, append.append_id)), landed)
+                except Exception as exc:  # the append's own: fenced
+                    landed(exc)
+                else:
+                    lease.journal.wrote(append.append_id, events, seq)
+                    landed(seq)
+            except Exception:  # a bug in one run's writer: the others of the tick are still told
+                logger.exception("run %s: its append's reply could not be handled", lease.run_id)
 
     async def ask(
         self, lease: RunLease, asked: list[Question], event: InputRequired, on_expiry: tuple[str, str] | None
