@@ -2,6 +2,7 @@
 appends stay ordered, fenced and idempotent, and renewals of many leases go together."""
 
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -117,7 +118,7 @@ async def test_a_tick_s_appends_are_one_call_and_each_writer_is_told_its_own_rep
             raise RuntimeError("a bug in one writer")  # the writers after it are told all the same
 
     for number, lease in enumerate(leases):  # in one loop step, as at a tick
-        lease.append_soon([delta_of(lease.run_id, "a")], f"append-{number}", lambda r, n=number: landed(n, r))
+        lease.append_soon([delta_of(lease.run_id, "a")], f"append-{number}", functools.partial(landed, number))
     await asyncio.wait_for(everyone_told.wait(), timeout=scaled(10))
     assert round_trips == [1]  # one round trip, one script call
     assert isinstance(told[1], LeaseLost)
