@@ -11,8 +11,8 @@ only its own command.
 `round_trips(redis)` is the one `RoundTrips` of a client. A Redis Cluster client's commands go per
 caller, alone or in a pipeline of their own, which redis-py routes node by node, and whose replies pass through
 redis-py's reply callbacks: send this way only commands whose replies those leave as Redis sent
-them (HMGET, GET, EXISTS, HVALS, EVALSHA; XRANGE, whose callback the store makes the identity), not
-HGETALL, which a cluster client would make a dict.
+them (HMGET, GET, EXISTS, HVALS, EVALSHA; XRANGE, whose callback the store makes the identity); a
+caller of HGETALL, which a cluster client makes a dict, takes either (the store's `get_session`).
 """
 
 import asyncio

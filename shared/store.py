@@ -146,12 +146,11 @@ class SessionStore:
 
     async def get_session(self, session_id: str) -> SessionRecord:
         keys = self.keys.session(session_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.meta)
-            pipe.hvals(keys.runs)
-            pipe.exists(keys.gone)
-            pipe.execute_command(*self._top(keys.events))
-            meta, runs_json, gone, top = await pipe.execute()
+        fields, runs_json, gone, top = await self.round_trips(
+            ("HGETALL", keys.meta), ("HVALS", keys.runs), ("EXISTS", keys.gone), self._top(keys.events)
+        )
+        # As Redis sent it, a list of field, value, ...; a cluster client's callback makes it a dict.
+        meta = fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
         if not meta:
             if gone:  # deleted (or expired with no archive)
                 raise SessionExpired(session_id)

@@ -10,6 +10,7 @@ script recognises a try of its own whose reply was lost, so sending it again cha
 import asyncio
 import dataclasses
 import functools
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ from tokentail.shared.webhook_messages import HOOKED_EVENTS
 from tokentail.shared.writes import Writes
 from tokentail.worker.recovery.lost_writes import Appended, WriteJournal, through_lost_writes
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
+Landed = Callable[[int | BaseException], None]  # told an append's last seq, or its error
 Takeover = int | Literal["restart"]  # how a taken-over run goes: on, keeping its events up to an id; or over
 
 
@@ -77,10 +80,11 @@ class RunLease:
             self.journal.wrote(append_id, events, seq)
         return seq
 
-    def append_soon(self, events: Sequence[tuple[str, str]], append_id: str) -> "asyncio.Future[int]":
-        """`append(events, append_id)` for events that neither end the run nor go to a webhook, as a
-        future: on the worker's batched path, without a task of its own."""
-        return self.runs.append_soon(self, events, append_id)
+    def append_soon(self, events: Sequence[tuple[str, str]], append_id: str, landed: Landed) -> None:
+        """`append(events, append_id)` for events that neither end the run nor go to a webhook, on the
+        worker's batched path: sent with the other runs' appends of this loop step, and `landed` told
+        its last seq (or its error) once its reply came. No future, no task of its own."""
+        self.runs.append_soon(self, events, append_id, landed)
 
     async def append_as_written(self, append: Appended) -> int:
         """An append Redis lost, again as it was (worker/recovery/lost_writes.py)."""
@@ -113,6 +117,10 @@ class RunLease:
         return await ride_out(lambda: through_lost_writes(self, write), f"{what} of run {self.run_id}")
 
 
+_TickAppend = tuple["RunLease", AppendEvents, Sequence[tuple[str, str]], Landed]
+_appending: "set[asyncio.Future[int]]" = set()  # appends in tasks of their own, until they land
+
+
 class Started(NamedTuple):
     lease: RunLease
     run: RunRecord
@@ -138,7 +146,7 @@ def _flat(events: Sequence[tuple[str, str]]) -> list[str]:
 class RunWrites(Writes):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._appending_again: set[asyncio.Future[int]] = set()  # held: the loop keeps tasks weakly
+        self._tick: list[_TickAppend] = []  # the appends asked in this loop step
         self._append_shared = AppendShared(self.settings.stream_maxlen)
 
     async def start_run(
@@ -213,38 +221,42 @@ class RunWrites(Writes):
             _flat(events),
         )
 
-    def append_soon(self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str) -> "asyncio.Future[int]":
-        """See `RunLease.append_soon`."""
-        if not self.runner.batches(AppendEvents):
-            return asyncio.ensure_future(lease.append(events, append_id))
-        appended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        append = self._plain_append(lease, events, append_id, lease.journal.written)
-        sent = self.runner.submit(append)
-        sent.add_done_callback(functools.partial(self._settle_soon, lease, append, events, appended))
-        return appended
-
-    def _settle_soon(
-        self,
-        lease: RunLease,
-        append: AppendEvents,
-        events: Sequence[tuple[str, str]],
-        appended: "asyncio.Future[int]",
-        sent: "asyncio.Future[Any]",
-    ) -> None:
-        if appended.done():
+    def append_soon(self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str, landed: Landed) -> None:
+        """See `RunLease.append_soon`: the appends asked in one loop step (the runs whose windows close
+        at one tick: worker/writer.py) go to the pipeline together, as one list of calls, and one
+        callback walks their replies."""
+        if not self.runner.batches(AppendEvents):  # a cluster's: each append is a call of its own
+            call_when_landed(asyncio.ensure_future(lease.append(events, append_id)), landed)
             return
-        try:
-            seq = append.parse(sent.result())
-        except WritesLost:  # rare: append the lost events again, then this one, in a task
-            again = asyncio.ensure_future(lease.append(events, append.append_id))
-            self._appending_again.add(again)
-            again.add_done_callback(self._appending_again.discard)
-            again.add_done_callback(functools.partial(_pass_on, appended))
-        except BaseException as exc:  # the round trip's error, or the append's own
-            appended.set_exception(exc)
-        else:
-            lease.journal.wrote(append.append_id, events, seq)
-            appended.set_result(seq)
+        if not self._tick:
+            asyncio.get_running_loop().call_soon(self._send_tick)
+        self._tick.append((lease, self._plain_append(lease, events, append_id, lease.journal.written), events, landed))
+
+    def _send_tick(self) -> None:
+        tick, self._tick = self._tick, []
+        sent = self.runner.submit_many([append for _, append, _, _ in tick])
+        sent.add_done_callback(functools.partial(self._settle_tick, tick))
+
+    def _settle_tick(self, tick: "list[_TickAppend]", sent: "asyncio.Future[list[Any]]") -> None:
+        replies = outcome(sent)
+        if isinstance(replies, BaseException):  # the round trip failed: each append did
+            replies = [replies] * len(tick)
+        for (lease, append, events, landed), reply in zip(tick, replies, strict=True):
+            try:
+                if isinstance(reply, BaseException):
+                    landed(reply)
+                    continue
+                try:
+                    seq = append.parse(reply)
+                except WritesLost:  # rare: append the lost events again, then this one, in a task
+                    call_when_landed(asyncio.ensure_future(lease.append(events, append.append_id)), landed)
+                except Exception as exc:  # the append's own: fenced
+                    landed(exc)
+                else:
+                    lease.journal.wrote(append.append_id, events, seq)
+                    landed(seq)
+            except Exception:  # a bug in one run's writer: the others of the tick are still told
+                logger.exception("run %s: its append's reply could not be handled", lease.run_id)
 
     async def ask(
         self, lease: RunLease, asked: list[Question], event: InputRequired, on_expiry: tuple[str, str] | None
@@ -304,12 +316,15 @@ class RunWrites(Writes):
         return await self.run(RequeueRun(keys, args, lease_token, secrets.token_hex(4), past))
 
 
-def _pass_on(appended: "asyncio.Future[int]", done: "asyncio.Future[int]") -> None:
-    if appended.done():
-        return
+def call_when_landed(append: "asyncio.Future[int]", landed: Landed) -> None:
+    """Tell `landed` what became of `append` (a task) once it is done."""
+    _appending.add(append)  # held: the loop keeps tasks weakly
+    append.add_done_callback(_appending.discard)
+    append.add_done_callback(lambda done: landed(outcome(done)))
+
+
+def outcome(done: "asyncio.Future[Any]") -> Any:
+    """A future's result, or its error (a cancel as CancelledError)."""
     if done.cancelled():
-        appended.cancel()
-    elif (error := done.exception()) is not None:
-        appended.set_exception(error)
-    else:
-        appended.set_result(done.result())
+        return asyncio.CancelledError()
+    return done.exception() or done.result()

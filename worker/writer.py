@@ -26,7 +26,6 @@ answer this attempt added.
 """
 
 import asyncio
-import functools
 import logging
 import math
 import secrets
@@ -51,7 +50,7 @@ from tokentail.shared.events import (
 )
 from tokentail.shared.outage import is_outage
 from tokentail.worker import metrics, traces
-from tokentail.worker.run_writes import RunLease
+from tokentail.worker.run_writes import RunLease, call_when_landed
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +91,27 @@ def delta_head(run_id: str, model: type[MessageDelta | ReasoningDelta], agent: s
     return _TEXT_EVENTS[model], empty[: -len(_EMPTY_TEXT)]
 
 
+class _Tally:
+    """Counts added to the metrics once per loop step, not per append: the appends of a tick are
+    counted together (a counter's `inc` takes a lock each time)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[Any, int] = {}
+
+    def add(self, counter: Any, amount: int) -> None:
+        if not self._counts:
+            asyncio.get_running_loop().call_soon(self._add_up)
+        self._counts[counter] = self._counts.get(counter, 0) + amount
+
+    def _add_up(self) -> None:
+        counts, self._counts = self._counts, {}
+        for counter, amount in counts.items():
+            counter.inc(amount)
+
+
+_tally = _Tally()
+
+
 class OutputTooLarge(Exception):
     pass
 
@@ -104,25 +124,38 @@ class FlushTicks:
     """The coalescing windows of every writer of a process, on one grid: a window that ends between
     two ticks ends at the later one (at most `period` late), so the writers whose windows end close
     together append at the same instant, and the worker sends their appends as one round trip and
-    one script call (shared/scripts/pipeline.py). One timer per tick, not one per writer."""
+    one script call (shared/scripts/pipeline.py). One timer per tick, not one per writer.
+
+    A busy process (the last tick called `BUSY` writers or more) joins every other tick of the grid
+    until a tick is quieter: twice the appends per call and half the round trips, for its Redis and
+    itself, each window at most one more `period` late."""
+
+    BUSY = 32
 
     def __init__(self, interval: float, period: float = 0.005) -> None:
         self.interval = interval
         self.period = period
         self._due: dict[int, list[EventWriter]] = {}
+        self._coarse = False
 
-    def join(self, writer: "EventWriter", wait: float) -> None:
-        """Call `writer.on_tick()` at the first tick at least `wait` seconds from now."""
+    def join(self, writer: "EventWriter", wait: float) -> int:
+        """Call `writer.on_tick()` at the first tick at least `wait` seconds from now; which tick
+        (its loop time: that times `period`)."""
         loop = asyncio.get_running_loop()
         tick = math.ceil((loop.time() + wait) / self.period)
+        if self._coarse and tick % 2:
+            tick += 1
         due = self._due.get(tick)
         if due is None:
             due = self._due[tick] = []
             loop.call_at(tick * self.period, self._tick, tick)
         due.append(writer)
+        return tick
 
     def _tick(self, tick: int) -> None:
-        for writer in self._due.pop(tick):
+        due = self._due.pop(tick)
+        self._coarse = len(due) >= self.BUSY
+        for writer in due:
             writer.on_tick()
 
 
@@ -133,6 +166,33 @@ def _first_text(provider: str, waited: float, traced: Callable[[float], None] | 
         return
     metrics.TIME_TO_FIRST_TOKEN.labels(provider).observe(waited, traces.exemplar())  # the trace, to find it
     traced(waited)
+
+
+class _Background:
+    """Whether a writer's background append is on its way (or asked for this loop step), what it
+    sends, and a wait for it to land that costs a future only when something waits (flush, emit,
+    finish)."""
+
+    __slots__ = ("on", "events", "append_id", "retried", "_waiter")
+
+    def __init__(self) -> None:
+        self.on = False
+        self.events: list[tuple[str, str]] = []
+        self.append_id = ""
+        self.retried = False  # it is being sent again, through an outage
+        self._waiter: asyncio.Future[None] | None = None
+
+    def done(self) -> None:
+        self.on, self.events, self.retried = False, [], False
+        if self._waiter is not None:
+            waiter, self._waiter = self._waiter, None
+            waiter.set_result(None)
+
+    async def landed(self) -> None:
+        while self.on:
+            if self._waiter is None:
+                self._waiter = asyncio.get_running_loop().create_future()
+            await asyncio.wait([self._waiter])  # not cancelled with the task that waits
 
 
 class EventWriter:
@@ -158,7 +218,7 @@ class EventWriter:
         self._last_flush = float("-inf")
         self._ticking = False  # waiting for the next tick
         self._window_end: float | None = None  # when the window it waits for closes
-        self._flushing: asyncio.Future[Any] | None = None  # the background append on its way
+        self._background = _Background()
         self._failure: BaseException | None = None
         self._closed = False
         self._stopped = False  # see stop()
@@ -178,29 +238,39 @@ class EventWriter:
         self.provider = "custom"  # the metrics label of what produces the text; set once it is known
         self.first_text: Callable[[float], None] | None = None  # traced: told when the first answer text came
         self._tokens = metrics.TOKENS.labels(self.provider)
+        self._tokens_seen = 0  # not yet added to `_tokens`: counted per append, not per token
         self._started = clock()
 
     async def delta(self, text: str, agent: str | None = None) -> None:
-        """Answer text, coalesced into `message.delta` events: this attempt's part of the run's output."""
-        await self._text(MessageDelta, text, agent)
+        """Answer text, coalesced into `message.delta` events: this attempt's part of the run's output.
+        Nothing is awaited unless text of another kind is pending (the per-token path)."""
+        if self._pending and (MessageDelta, agent) != self._pending_kind:
+            await self._flush_other_kind()
+        self._text(MessageDelta, text, agent)
 
     async def reasoning(self, text: str, agent: str | None = None) -> None:
         """Reasoning text, coalesced into `reasoning.delta` events, never part of the output."""
-        await self._text(ReasoningDelta, text, agent)
+        if self._pending and (ReasoningDelta, agent) != self._pending_kind:
+            await self._flush_other_kind()
+        self._text(ReasoningDelta, text, agent)
 
-    async def _text(self, kind: type[MessageDelta | ReasoningDelta], text: str, agent: str | None) -> None:
+    async def _flush_other_kind(self) -> None:
+        self._check_open()  # (text of another kind, or of another agent, is appended before what follows)
+        await self.flush()
+
+    def _check_open(self) -> None:
         if self._stopped:
             raise asyncio.CancelledError(f"run {self._run_id} was stopped")
         if self._failure is not None:
             raise self._failure
+
+    def _text(self, kind: type[MessageDelta | ReasoningDelta], text: str, agent: str | None) -> None:
+        self._check_open()
         if self.recorded is not None:
             text = self.recorded.new_text(_TEXT_EVENTS[kind], text)
         if not text:
             return
-        if (kind, agent) != self._pending_kind:
-            if self._pending:  # text of another kind, or of another agent, is appended first
-                await self.flush()
-            self._pending_kind = (kind, agent)
+        self._pending_kind = (kind, agent)
         self._output_chars += len(text)
         if self._output_chars > self._max_output_chars:
             raise OutputTooLarge(f"the run's text exceeded {self._max_output_chars} characters")
@@ -210,7 +280,7 @@ class EventWriter:
                 self._answering = True
                 _first_text(self.provider, self._clock() - self._started, self.first_text)
                 self._tokens = metrics.TOKENS.labels(self.provider)  # per token: looked up once
-            self._tokens.inc()
+            self._tokens_seen += 1
             self.text_parts.append(text)
         self._pending.append(text)
         self._schedule()
@@ -244,8 +314,7 @@ class EventWriter:
 
     async def flush(self) -> None:
         """Append the pending text now, after any append in flight."""
-        while self._flushing is not None:
-            await asyncio.wait([self._flushing])
+        await self._background.landed()
         self._skip_tick()
         if self._failure is not None:
             raise self._failure
@@ -256,8 +325,7 @@ class EventWriter:
         """Write the run's terminal event, even after an append failed: a run must always end.
         Text not yet appended is dropped; the terminal event says what became of the run."""
         self.close()
-        while self._flushing is not None:
-            await asyncio.wait([self._flushing])
+        await self._background.landed()
         self._pending.clear()
         self._failure = None
         await self._write([], ending)
@@ -272,13 +340,14 @@ class EventWriter:
         """Stop flushing: the run ended, and text still pending is not written."""
         self._closed = True
         self._skip_tick()
+        self._count_tokens()
 
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
 
     def _schedule(self) -> None:
-        if self._ticking or self._flushing is not None or self._closed:
+        if self._ticking or self._background.on or self._closed:
             return  # the tick or the append in flight will pick the text up
         now = self._clock()
         window_end = self._last_flush + self._flush_interval
@@ -286,9 +355,8 @@ class EventWriter:
             # After a quiet spell (the first token too): not held, but appended once this loop step
             # is over: tokens that arrive together (one network read) go together. Taken with the
             # first of them alone, the rest would wait a whole window for the next append.
-            loop = asyncio.get_running_loop()
-            self._flushing = loop.create_future()
-            loop.call_soon(self._start_flush)
+            self._background.on = True
+            asyncio.get_running_loop().call_soon(self._start_append)
         else:
             # Within the window, or just past it while the text still flows (a model whose chunks
             # come about a window apart, as the scripted model's ticks do): at the window's tick,
@@ -301,53 +369,44 @@ class EventWriter:
         if not self._ticking:
             return  # flushed meanwhile
         self._ticking = False
-        if self._pending and self._flushing is None and not self._closed:
-            self._flushing = asyncio.get_running_loop().create_future()
-            self._start_flush()
+        if self._pending and not self._background.on and not self._closed:
+            self._background.on = True
+            self._start_append()
 
-    def _start_flush(self) -> None:
-        """Append the pending text in the background: no task, only the append's future and a callback
-        when it lands, which is all the per-token path of thousands of runs can afford. `_flushing`
-        is done once it landed (or failed), for `flush` and `finish` to wait on."""
-        flight = self._flushing
-        assert flight is not None
+    def _start_append(self) -> None:
+        """Append the pending text in the background, with the other runs' appends of this loop step
+        (`RunLease.append_soon`): no task, no future, only `_landed` called back with its reply,
+        which is all the per-token path of thousands of runs can afford."""
         if not self._pending or self._lock.locked():
             # An append of `_write` is on its way (in order, after what was appended before): its
             # end schedules the text that came meanwhile.
-            self._flushing = None
-            flight.set_result(None)
+            self._background.done()
             return
-        events, append_id = self._take_pending(), self._next_append_id()
-        sent = self._lease.append_soon(events, append_id)
-        sent.add_done_callback(functools.partial(self._flushed, flight, events, append_id, False))
+        background = self._background
+        background.events, background.append_id = self._take_pending(), self._next_append_id()
+        self._lease.append_soon(background.events, background.append_id, self._landed)
 
-    def _flushed(
-        self,
-        flight: asyncio.Future[None],
-        events: list[tuple[str, str]],
-        append_id: str,
-        retried: bool,
-        done: asyncio.Future[Any],
-    ) -> None:
-        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
-        if error is not None and is_outage(error) and not retried:
-            # Redis is out of reach: keep trying with the same id, as `_write` does, in a task now
-            # (the lease's append rides the outage out; its error, if it gives up, is the failure).
-            retry = asyncio.ensure_future(self._lease.append(events, append_id))
-            retry.add_done_callback(functools.partial(self._flushed, flight, events, append_id, True))
-            return
-        self._flushing = None
-        if error is not None:  # surfaces on the run's next call, which owns error handling
-            self._failure = error
+    def _landed(self, reply: int | BaseException) -> None:
+        background = self._background
+        if isinstance(reply, BaseException):
+            if is_outage(reply) and not background.retried:
+                # Redis is out of reach: keep trying with the same id, as `_write` does, in a task now
+                # (the lease's append rides the outage out; its error, if it gives up, is the failure).
+                background.retried = True
+                append = self._lease.append(background.events, background.append_id)
+                call_when_landed(asyncio.ensure_future(append), self._landed)
+                return
+            self._failure = reply  # surfaces on the run's next call, which owns error handling
         else:
-            self._count(events, None)
-        flight.set_result(None)
+            self._count(background.events, None)
+        background.done()
         if self._pending and self._failure is None:
             self._schedule()
 
     def _take_pending(self) -> list[tuple[str, str]]:
         text = "".join(self._pending)
         self._pending.clear()
+        self._count_tokens()
         # A window that closed late (at its tick, after an append in flight) counts from when it
         # should have closed: the next window is not pushed later each time, which would hold text
         # longer and longer.
@@ -375,6 +434,11 @@ class EventWriter:
         if self._pending:
             self._schedule()  # text that came meanwhile, which no background append could take
 
+    def _count_tokens(self) -> None:
+        if self._tokens_seen:
+            _tally.add(self._tokens, self._tokens_seen)
+            self._tokens_seen = 0
+
     def _count(self, events: list[tuple[str, str]], ending: Ending | None) -> None:
         self.events_appended += _count_appended([event_type for event_type, _ in events], ending)
 
@@ -388,7 +452,7 @@ def _count_appended(event_types: list[str], ending: Ending | None) -> int:
     appended = event_types + ([event_type_of(ending)] if ending else [])
     for event_type in appended:
         if event_type == EventType.MESSAGE_DELTA:
-            _DELTAS.inc()
+            _tally.add(_DELTAS, 1)
         else:  # the agents' own `data.<name>` events count as one label: names are unbounded
             metrics.EVENTS_APPENDED.labels("data" if event_type.startswith(DATA_PREFIX) else event_type).inc()
     return len(appended)

@@ -93,15 +93,28 @@ class ScriptPipeline:
         self._joinable = joinable
         self._shared_args = shared_args
         self._counter = counter
-        self._joiner: Joiner[tuple[list[Any], list[Any]], Any] = Joiner(self._replies)
+        # An item is a list of calls (a tick's appends): one future for them all, not one per call.
+        self._joiner: Joiner[list[tuple[list[Any], list[Any]]], list[Any]] = Joiner(self._batches)
         self._round_trips = round_trips(redis)  # with everything else the process sends on `redis`
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
-        return await self.submit(keys, args)
+        reply = (await self._joiner.submit([(keys, args)]))[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
-    def submit(self, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
-        """The call, as a future of its reply (for callers that do not wait in a task of their own)."""
-        return self._joiner.submit((keys, args))
+    def submit_many(self, calls: list[tuple[list[Any], list[Any]]]) -> "asyncio.Future[list[Any]]":
+        """The replies of `calls`, in order, as one future (an error reply as its exception), for a
+        caller that sends many at once and does not wait in a task of its own (the worker's tick)."""
+        return self._joiner.submit(calls)
+
+    async def _batches(self, batches: list[list[tuple[list[Any], list[Any]]]]) -> list[list[Any]]:
+        replies = await self._replies([call for calls in batches for call in calls])
+        split, start = [], 0
+        for calls in batches:
+            split.append(replies[start : start + len(calls)])
+            start += len(calls)
+        return split
 
     async def _replies(self, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
         if not self._joinable:

@@ -30,7 +30,7 @@ class Batched(Protocol):
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any: ...
 
-    def submit(self, keys: list[Any], args: list[Any]) -> "asyncio.Future[Any]": ...
+    def submit_many(self, calls: list[tuple[list[Any], list[Any]]]) -> "asyncio.Future[list[Any]]": ...
 
 
 class Run(Protocol):
@@ -76,11 +76,13 @@ class ScriptRunner:
             raise_fenced(error)
             raise
 
-    def submit(self, script: Script[Any]) -> "asyncio.Future[Any]":
-        """A batched script's call as a future of its raw reply (`script.parse` reads it), for a caller
-        that does not wait in a task of its own; None if the script is not batched here."""
-        packer = self._packers.get(type(script)) or self._packer(type(script))
-        return self._batched[type(script)].submit(packer.keys(script), packer.args(script))
+    def submit_many(self, scripts: list[Script[Any]]) -> "asyncio.Future[list[Any]]":
+        """Calls of one batched contract, as one future of their raw replies in order (`script.parse`
+        reads each; an error reply is its exception), for a caller that does not wait in a task of
+        its own."""
+        contract = type(scripts[0])
+        packer = self._packers.get(contract) or self._packer(contract)
+        return self._batched[contract].submit_many([(packer.keys(script), packer.args(script)) for script in scripts])
 
     def batches(self, contract: type[Script[Any]]) -> bool:
         return contract in self._batched

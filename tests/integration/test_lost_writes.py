@@ -3,6 +3,7 @@ restart without its last writes), on a real Redis: the session's keys are rolled
 failover would, and the run's next write appends the lost events again under their ids first, on
 the batched path as on the plain one; events it cannot append as they were stop the run instead."""
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +45,11 @@ def lifecycle(request: pytest.FixtureRequest, redis: Redis, settings: Settings) 
 
 
 async def _append_soon(lease: RunLease, text: str) -> int:
-    return await lease.append_soon([delta_of(lease.run_id, text)], f"{lease.run_id}.{text}")
+    landed: asyncio.Future[int | BaseException] = asyncio.get_running_loop().create_future()
+    lease.append_soon([delta_of(lease.run_id, text)], f"{lease.run_id}.{text}", landed.set_result)
+    if isinstance(reply := await landed, BaseException):
+        raise reply
+    return reply
 
 
 async def _append(lease: RunLease, text: str) -> int:

@@ -2,6 +2,7 @@
 appends stay ordered, fenced and idempotent, and renewals of many leases go together."""
 
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -11,7 +12,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from tests.sessions import held, start_a_run
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tests.writes import AllWrites
 from tokentail.shared import outage
 from tokentail.shared.errors import LeaseLost
@@ -90,6 +91,41 @@ async def test_a_fenced_run_fails_alone_in_a_shared_round_trip(
     )
     assert isinstance(results[0], int) and isinstance(results[1], LeaseLost)
     assert [e.seq for e in await store.read(theirs, 0, 10)] == [1, 2]  # nothing written for the fenced run
+
+
+async def test_a_tick_s_appends_are_one_call_and_each_writer_is_told_its_own_reply(
+    redis: Redis,
+    store: SessionStore,
+    settings: Settings,
+    pipeline: ScriptPipeline,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs = _batched(redis, settings, pipeline)
+    started = [await start_a_run(runs) for _ in range(4)]
+    leases = [await held(runs, session_id, run.run_id) for session_id, run in started]
+    leases[1] = RunLease(runs, started[1][0], started[1][1].run_id, "not-the-lease")  # fenced
+    await redis.script_load(AppendEvents.lua_source(Topology()))  # not a NOSCRIPT and a second try
+    round_trips = _count_round_trips(pipeline, monkeypatch)
+    told: dict[int, int | BaseException] = {}
+    everyone_told = asyncio.Event()
+
+    def landed(number: int, reply: int | BaseException) -> None:
+        told[number] = reply
+        if len(told) == len(leases):
+            everyone_told.set()
+        if number == 2:
+            raise RuntimeError("a bug in one writer")  # the writers after it are told all the same
+
+    for number, lease in enumerate(leases):  # in one loop step, as at a tick
+        lease.append_soon([delta_of(lease.run_id, "a")], f"append-{number}", functools.partial(landed, number))
+    await asyncio.wait_for(everyone_told.wait(), timeout=scaled(10))
+    assert round_trips == [1]  # one round trip, one script call
+    assert isinstance(told[1], LeaseLost)
+    assert [told[n] for n in (0, 2, 3)] == [3, 3, 3]  # each after its run.queued and run.started
+    assert "its append's reply could not be handled" in caplog.text
+    for number, (session_id, _) in enumerate(started):
+        assert len(await store.read(session_id, 0, 10)) == (2 if number == 1 else 3)
 
 
 async def test_appends_go_on_after_redis_lost_its_scripts(

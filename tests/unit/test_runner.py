@@ -49,10 +49,10 @@ class _Recording:
         self.calls.append((keys, args))
         return self._reply
 
-    def submit(self, keys: list[Any], args: list[Any]) -> "asyncio.Future[Any]":
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.calls.append((keys, args))
-        future.set_result(self._reply)
+    def submit_many(self, calls: list[tuple[list[Any], list[Any]]]) -> "asyncio.Future[list[Any]]":
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self.calls += calls
+        future.set_result([self._reply] * len(calls))
         return future
 
 
@@ -65,7 +65,7 @@ async def test_a_batched_contract_goes_through_its_pipeline_and_the_rest_do_not(
     assert await run(renew) is Renewal.CANCEL_PENDING
     assert renewals.calls == [(["s:lease", "s:meta"], ["token", 3000, "r1", "s"])]
     assert run.batches(RenewLease) and not run.batches(AppendEvents)
-    sent = run.submit(renew)
-    assert renew.parse(await sent) is Renewal.CANCEL_PENDING and len(renewals.calls) == 2
+    (sent,) = await run.submit_many([renew])
+    assert renew.parse(sent) is Renewal.CANCEL_PENDING and len(renewals.calls) == 2
     create = CreateSession(CreateKeys("s:meta", "s:gone"), 60, 600, "public", [])
     assert await run(create) is Creation.MADE and len(renewals.calls) == 2  # on the Redis itself

@@ -17,7 +17,7 @@ from tokentail.shared.events import (
     Status,
     event_type_of,
 )
-from tokentail.worker.run_writes import RunLease
+from tokentail.worker.run_writes import Landed, RunLease, call_when_landed
 from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, FlushTicks, OutputTooLarge
 
 
@@ -52,8 +52,8 @@ class RecordingLease:
         self.journal.append(("events", self.calls[-1]))
         return len(self.calls)
 
-    def append_soon(self, events: Sequence[tuple[str, str]], append_id: str) -> "asyncio.Future[int]":
-        return asyncio.ensure_future(self.append(events, append_id))
+    def append_soon(self, events: Sequence[tuple[str, str]], append_id: str, landed: Landed) -> None:
+        call_when_landed(asyncio.ensure_future(self.append(events, append_id)), landed)
 
     async def record_step(self, key: str, value_json: str) -> None:
         if self.fail:
@@ -275,6 +275,36 @@ async def test_writers_whose_windows_close_together_append_at_one_tick_not_a_tim
         await _append_landed(store, 2)
     assert [store.texts() for store in stores] == [["first", " more"]] * 10
     assert sum(fired) == 10 and len(fired) <= 2  # one tick for all (two if a grid line fell between)
+
+
+class _Due:
+    """A writer as the ticks see one: it notes that its tick came."""
+
+    def __init__(self, came: list["_Due"]) -> None:
+        self._came = came
+
+    def on_tick(self) -> None:
+        self._came.append(self)
+
+
+async def test_a_busy_process_joins_every_other_tick_until_a_tick_is_quiet_again() -> None:
+    ticks = FlushTicks(0.05, period=0.01)
+    came: list[_Due] = []
+
+    async def tick_of(writers: int) -> None:  # a tick that calls `writers` writers
+        came.clear()
+        for _ in range(writers):
+            ticks.join(_Due(came), 0)  # type: ignore[arg-type]
+        await eventually(lambda: len(came) == writers)
+
+    def joined() -> set[int]:  # the parities of ticks joined a period apart, far off: none comes in the test
+        return {ticks.join(_Due([]), 3600 + 0.01 * step) % 2 for step in range(1, 5)}  # type: ignore[arg-type]
+
+    assert joined() == {0, 1}  # every tick of the grid
+    await tick_of(FlushTicks.BUSY)
+    assert joined() == {0}  # busy: every other tick, twice the writers each
+    await tick_of(FlushTicks.BUSY - 1)
+    assert joined() == {0, 1}
 
 
 async def test_a_background_append_whose_lease_gave_up_fails_the_run_s_next_call() -> None:
