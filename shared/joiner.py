@@ -64,3 +64,14 @@ class Joiner(Generic[T, R]):
                         future.set_result(reply)
         finally:
             self._sending = None
+
+
+async def split_replies(batches: list[list[T]], send: Callable[[list[T]], Awaitable[Sequence[R]]]) -> list[list[R]]:
+    """The items of every batch sent together, in one `send`, and its replies split back per batch
+    (for a `Joiner` whose items are each a batch of several)."""
+    replies = await send([item for batch in batches for item in batch])
+    split, start = [], 0
+    for batch in batches:
+        split.append(list(replies[start : start + len(batch)]))
+        start += len(batch)
+    return split

@@ -28,7 +28,7 @@ from redis.asyncio.connection import Connection, ConnectionPool
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
-from tokentail.shared.joiner import Joiner
+from tokentail.shared.joiner import Joiner, split_replies
 
 Command = Sequence[Any]
 IDLE_CHECK_SECONDS = 1.0  # a connection unused this long is checked before its next round trip
@@ -88,12 +88,7 @@ class RoundTrips:
         return self._joiner.submit([hiredis.pack_command(tuple(command)) for command in commands])
 
     async def _send(self, batch: list[list[bytes]]) -> list[list[Any]]:
-        replies = await self._round_trip([packed for commands in batch for packed in commands])
-        split, start = [], 0
-        for commands in batch:
-            split.append(replies[start : start + len(commands)])
-            start += len(commands)
-        return split
+        return await split_replies(batch, self._round_trip)
 
     async def _round_trip(self, packed: list[bytes]) -> list[Any]:
         """Every command written at once, then their replies read in order. What redis-py's Pipeline

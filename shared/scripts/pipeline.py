@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from tokentail.shared.joiner import Joiner
+from tokentail.shared.joiner import Joiner, split_replies
 from tokentail.shared.keys import Keys
 from tokentail.shared.round_trips import round_trips
 from tokentail.shared.scripts.contract import Topology
@@ -109,12 +109,7 @@ class ScriptPipeline:
         return self._joiner.submit(calls)
 
     async def _batches(self, batches: list[list[tuple[list[Any], list[Any]]]]) -> list[list[Any]]:
-        replies = await self._replies([call for calls in batches for call in calls])
-        split, start = [], 0
-        for calls in batches:
-            split.append(replies[start : start + len(calls)])
-            start += len(calls)
-        return split
+        return await split_replies(batches, self._replies)
 
     async def _replies(self, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
         if not self._joinable:
