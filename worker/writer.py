@@ -97,13 +97,18 @@ class _Tally:
 
     def __init__(self) -> None:
         self._counts: dict[Any, int] = {}
+        # The loop that will add them up: another loop (the one before closed first) is asked again.
+        self._adding_on: asyncio.AbstractEventLoop | None = None
 
     def add(self, counter: Any, amount: int) -> None:
-        if not self._counts:
-            asyncio.get_running_loop().call_soon(self._add_up)
+        loop = asyncio.get_running_loop()
+        if self._adding_on is not loop:
+            self._adding_on = loop
+            loop.call_soon(self._add_up)
         self._counts[counter] = self._counts.get(counter, 0) + amount
 
     def _add_up(self) -> None:
+        self._adding_on = None
         counts, self._counts = self._counts, {}
         for counter, amount in counts.items():
             counter.inc(amount)

@@ -18,7 +18,7 @@ from tokentail.shared.events import (
     event_type_of,
 )
 from tokentail.worker.run_writes import Landed, RunLease, call_when_landed
-from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, FlushTicks, OutputTooLarge
+from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, FlushTicks, OutputTooLarge, _tally
 
 
 class RecordingLease:
@@ -353,3 +353,32 @@ async def test_deltas_are_stored_as_their_models_write_them(agent: str | None) -
         MessageDelta(run_id="r", text=text, agent=agent).model_dump_json(),
         ReasoningDelta(run_id="r", text=text, agent=agent).model_dump_json(),
     ]
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int) -> None:
+        self.value += amount
+
+
+def test_counts_left_by_a_loop_that_closed_first_are_added_up_by_the_next() -> None:
+    counter = _Counter()
+    first = asyncio.new_event_loop()
+
+    def count_and_stop() -> None:
+        _tally.add(counter, 1)
+        first.stop()  # the loop stops before it adds up
+
+    first.call_soon(count_and_stop)
+    first.run_forever()
+    first.close()
+    assert counter.value == 0
+
+    async def count() -> None:
+        _tally.add(counter, 1)
+        await asyncio.sleep(0)
+
+    asyncio.run(count())
+    assert counter.value == 2
