@@ -238,7 +238,7 @@ class RunWrites(Writes):
         sent.add_done_callback(functools.partial(self._settle_tick, tick))
 
     def _settle_tick(self, tick: "list[_TickAppend]", sent: "asyncio.Future[list[Any]]") -> None:
-        replies = outcome(sent)
+        replies = _outcome(sent)
         if isinstance(replies, BaseException):  # the round trip failed: each append did
             replies = [replies] * len(tick)
         for (lease, append, events, landed), reply in zip(tick, replies, strict=True):
@@ -320,10 +320,10 @@ def call_when_landed(append: "asyncio.Future[int]", landed: Landed) -> None:
     """Tell `landed` what became of `append` (a task) once it is done."""
     _appending.add(append)  # held: the loop keeps tasks weakly
     append.add_done_callback(_appending.discard)
-    append.add_done_callback(lambda done: landed(outcome(done)))
+    append.add_done_callback(lambda done: landed(_outcome(done)))
 
 
-def outcome(done: "asyncio.Future[Any]") -> Any:
+def _outcome(done: "asyncio.Future[Any]") -> Any:
     """A future's result, or its error (a cancel as CancelledError)."""
     if done.cancelled():
         return asyncio.CancelledError()
