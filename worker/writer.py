@@ -228,14 +228,13 @@ class EventWriter:
         self._closed = False
         self._stopped = False  # see stop()
         # One append in flight at a time, in the order asked (asyncio.Lock is FIFO): the order of the
-        # stream, and the idempotency of a retried append, both rely on it.
+        # stream, the idempotency of a retried append, and the last id a record (usage, step) notes.
         self._lock = asyncio.Lock()
         # Append ids: unique per writer (random) and per append (counted), without a random draw each.
         self._id_prefix = secrets.token_hex(6) + "-"
         self._appends = 0
         self.text_parts: list[str] = []  # the answer text this attempt streamed (past the record)
-        # A run that goes on runs its agent again: what the record holds is not appended again.
-        self.recorded: Recorded | None = None
+        self.recorded: Recorded | None = None  # a run that goes on: what its record holds is not appended again
         self._answering = False  # this attempt streamed answer text
         # This attempt showed something as the run's answer: text, a tool call or a data event.
         self.answered = False
@@ -307,15 +306,16 @@ class EventWriter:
         await self._write([(event_type, stored)])
 
     async def record_usage(self, attempt: int, usage: dict[str, int]) -> None:
-        """Record an attempt's usage so far with the run, after the text streamed before it (see
-        worker/usage.py): the output streamed past it is what was not reported yet."""
+        """Record an attempt's usage so far with the run, after the text streamed before it (worker/usage.py)."""
         await self.flush()
-        await self._lease.record_usage(attempt, usage)
+        async with self._lock:  # after an append another task has on its way: the text it reports
+            await self._lease.record_usage(attempt, usage)
 
     async def record_step(self, key: str, value_json: str) -> None:
         """Record a step's result with the run, after the text streamed before it (see RunContext.step)."""
         await self.flush()
-        await self._lease.record_step(key, value_json)
+        async with self._lock:
+            await self._lease.record_step(key, value_json)
 
     async def flush(self) -> None:
         """Append the pending text now, after any append in flight."""

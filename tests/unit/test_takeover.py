@@ -65,7 +65,7 @@ def _landed(journal: list[tuple[str, Any]], first_seq: int) -> tuple[list[Event]
     for kind, entry in journal:
         if kind == "step":
             steps[entry[0]] = entry[1]
-        else:
+        elif kind == "events":  # (a usage record is no event)
             events += [(first_seq + len(events), event_type, data) for event_type, data in entry]
     return events, steps
 

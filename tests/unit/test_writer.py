@@ -61,6 +61,9 @@ class RecordingLease:
         self.steps[key] = value_json
         self.journal.append(("step", (key, value_json)))
 
+    async def record_usage(self, attempt: int, usage: dict[str, int]) -> None:
+        self.journal.append(("usage", (attempt, usage)))
+
     @property
     def events(self) -> list[tuple[str, dict[str, object]]]:
         return [(kind, json.loads(data)) for call in self.calls for kind, data in call]
@@ -146,6 +149,27 @@ async def test_tokens_that_come_while_an_append_is_in_flight_follow_it_in_order(
     store.gate.set()
     await writer.flush()
     assert store.texts() == [tokens[0], "".join(tokens[1:])]
+
+
+async def test_usage_is_recorded_after_text_another_task_is_appending() -> None:
+    """A usage report's record says which text it covers (the run's last id then): recorded while the
+    agent's own append of that text was on its way, it covered less, and a takeover estimated (so
+    billed twice) the text that had been reported."""
+    store = RecordingLease()
+    writer = _writer(store, 60.0)
+    await writer.delta("Let me")
+    await writer.flush()
+    await writer.delta(" calculate.")  # held by the window
+    store.gate = asyncio.Event()  # Redis holds the next append
+    emitting = asyncio.create_task(writer.emit(Status(run_id="r", text="calling")))  # flushes the text first
+    await eventually(lambda: writer._lock.locked())
+    recording = asyncio.create_task(writer.record_usage(1, {"output_tokens": 3}))
+    await asyncio.sleep(0.01)
+    assert not recording.done()  # it waits for the text on its way
+    store.gate.set()
+    await asyncio.gather(emitting, recording)
+    assert [kind for kind, _ in store.journal] == ["events", "events", "usage", "events"]
+    assert store.journal[1][1] == [("message.delta", '{"run_id":"r","text":" calculate."}')]
 
 
 async def test_a_failed_background_flush_surfaces_on_the_next_call() -> None:
