@@ -383,9 +383,14 @@ def last_seq(floor: bytes | None, top: list[Any]) -> int:
     return max(int(top[0][0].split(b"-", 1)[0]) if top else 0, int(floor or 0))
 
 
+def runs_in_order(runs_json: list[bytes]) -> list[RunRecord]:
+    """A session's run records (its runs hash's values), in the order they were queued."""
+    return sorted((decode_run(raw) for raw in runs_json), key=lambda r: r.queued_seq or 0)
+
+
 def _session_record(session_id: str, meta: dict[bytes, bytes], runs_json: list[bytes], top: list[Any]) -> SessionRecord:
     """A session's record from its meta hash and run records, as Redis holds them."""
-    runs = sorted((decode_run(raw) for raw in runs_json), key=lambda r: r.queued_seq or 0)
+    runs = runs_in_order(runs_json)
     return SessionRecord(
         session_id=session_id,
         created_at=float(meta[b"created_at"]),

@@ -62,7 +62,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
         # A duplicate delivery, a deleted session, or a run another worker holds: nothing to do.
         logger.info("run %s of session %s is not ours to start", run_id, session_id)
         return
-    lease, run, verdict = started
+    lease, run, verdict, earlier = started
     writer = EventWriter(lease, ctx["flush_ticks"], settings.max_output_chars)
     meter = UsageMeter(run, writer)
     if verdict is not StartVerdict.RUN:
@@ -93,7 +93,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     try:
         async with keeper:
             with _in_attempt(attempt):
-                completed = await _generate(ctx, session_id, run, writer, meter, kept, attempt)
+                completed = await _generate(ctx, session_id, run, earlier, writer, meter, kept, attempt)
         await writer.finish(completed)
         outcome, ended = "completed", completed
     except WaitingForInput as waiting:  # the run waits for an answer, without this worker
@@ -307,18 +307,18 @@ async def _generate(
     ctx: dict[str, Any],
     session_id: str,
     run: RunRecord,
+    earlier: list[RunRecord],
     writer: EventWriter,
     meter: UsageMeter,
     kept: RunLog | None,
     attempt: traces.AttemptSpan | None = None,
 ) -> RunCompleted:
-    """Run the agent; `kept`: a takeover's record as it goes on, read when it was decided; `attempt`:
-    its span, when traced."""
+    """Run the agent; `earlier`: the session's runs that completed before it, as its start read them;
+    `kept`: a takeover's record as it goes on, read when it was decided; `attempt`: its span, when traced."""
     store: SessionStore = ctx["store"]
     settings: Settings = ctx["settings"]
     providers: Providers = ctx["providers"]
-    session = await ride_out(lambda: store.get_session(session_id), f"session read of run {run.run_id}")
-    history = transcript([r for r in session.runs if r.status == "completed" and r.run_id != run.run_id])
+    history = transcript(earlier)
     # It goes on from its record (after an answer; taken over, unless it started over), and what
     # the record holds is not streamed again.
     log = kept

@@ -41,7 +41,7 @@ from tokentail.shared.scripts.runs import (
     StepsTooLarge,
     UsageKeys,
 )
-from tokentail.shared.store import add_steps, compact_json, decode_run
+from tokentail.shared.store import add_steps, compact_json, decode_run, runs_in_order
 from tokentail.shared.webhook_messages import HOOKED_EVENTS
 from tokentail.shared.writes import Writes
 from tokentail.worker.recovery.lost_writes import Appended, WriteJournal, through_lost_writes
@@ -125,6 +125,7 @@ class Started(NamedTuple):
     lease: RunLease
     run: RunRecord
     verdict: StartVerdict
+    earlier: list[RunRecord]  # the session's other runs that completed, in order: the conversation so far
 
 
 def stored_ending(ending: Ending) -> tuple[str, str]:
@@ -183,7 +184,9 @@ class RunWrites(Writes):
         run = decode_run(claim.run_json)
         add_steps(run, claim.steps)
         lease.journal.written = claim.seq  # its appends go on after the event that started it
-        return Started(lease, run, claim.verdict)
+        runs = runs_in_order(claim.runs)
+        earlier = [other for other in runs if other.status == "completed" and other.run_id != run_id]
+        return Started(lease, run, claim.verdict, earlier)
 
     async def append(
         self,

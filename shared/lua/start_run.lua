@@ -17,18 +17,26 @@
 -- as it did, from the meta's `claim` (what the claim decided), changing nothing.
 --
 -- Keys and arguments: shared/scripts/runs.py `StartRun`.
--- Returns {'ok', seq, run_json, verdict, steps} with verdict '' (run it), 'cancel' (a cancel is
--- pending: end it cancelled) or 'exhausted' (too many attempts: end it failed), and the steps the run
--- recorded, to replay (the steps hash, flat: see record_step.lua); or {'inactive'} | {'leased'}
--- | {'not_running', status} | {'decide'} (a takeover, and `keep_until` is '': nothing was changed)
+-- Returns {'ok', seq, run_json, verdict, steps, runs} with verdict '' (run it), 'cancel' (a cancel is
+-- pending: end it cancelled) or 'exhausted' (too many attempts: end it failed), the steps the run
+-- recorded, to replay (the steps hash, flat: see record_step.lua), and the records of the session's
+-- runs, for the run's history (none when it is the session's only run; none for a verdict: it ends at
+-- once); or {'inactive'} | {'leased'} | {'not_running', status} | {'decide'} (a takeover, and
+-- `keep_until` is '': nothing was changed)
 local run_id, token, lease_ms, max_attempts = a.run_id, a.lease_token, tonumber(a.lease_ms), tonumber(a.max_attempts)
+
+-- The session's runs, what the worker's agent is given as the conversation so far (its history).
+local function session_runs()
+  if redis.call('HLEN', k.runs) == 1 then return {} end  -- this run alone: its own record is sent apart
+  return redis.call('HVALS', k.runs)
+end
 
 if redis.call('HGET', k.meta, 'active_run') ~= run_id then return {'inactive'} end
 local holder = redis.call('GET', k.lease)
 if holder == token then
   -- This claim, sent again after its reply was lost (shared/outage.py's ride_out): as it answered then.
   local claim = cjson.decode(redis.call('HGET', k.meta, 'claim'))
-  return {'ok', claim.seq, redis.call('HGET', k.runs, run_id), claim.verdict, redis.call('HGETALL', k.steps)}
+  return {'ok', claim.seq, redis.call('HGET', k.runs, run_id), claim.verdict, redis.call('HGETALL', k.steps), claim.verdict == '' and session_runs() or {}}
 end
 if holder then return {'leased'} end
 local run = get_run(k.runs, run_id)
@@ -57,7 +65,7 @@ if verdict ~= '' then
   -- The lease lets the worker write the terminal event through the usual fenced append.
   local seq = last_seq(k)
   redis.call('HSET', k.meta, 'claim', cjson.encode({seq = seq, verdict = verdict}))
-  return {'ok', seq, redis.call('HGET', k.runs, run_id), verdict, {}}
+  return {'ok', seq, redis.call('HGET', k.runs, run_id), verdict, {}, {}}
 end
 
 if reason ~= 'resume' then run.attempt = run.attempt + 1 end
@@ -83,4 +91,4 @@ run.started_as = reason
 local run_json = cjson.encode(run)
 redis.call('HSET', k.runs, run_id, run_json)
 redis.call('HSET', k.meta, 'claim', cjson.encode({seq = seq, verdict = verdict}))
-return {'ok', seq, run_json, verdict, redis.call('HGETALL', k.steps)}
+return {'ok', seq, run_json, verdict, redis.call('HGETALL', k.steps), session_runs()}

@@ -178,6 +178,7 @@ class Claim(NamedTuple):
     verdict: StartVerdict = StartVerdict.RUN
     steps: Any = ()  # the steps the run recorded, to replay: the steps hash, flat
     seq: int = 0  # the id of the event that started the attempt
+    runs: Any = ()  # the records of the session's runs (JSON), none when the run is its only one
 
 
 @dataclass(slots=True)
@@ -197,7 +198,7 @@ class StartRun(Script[Claim]):
         outcome = _text(reply[0])
         if outcome == "ok":
             verdict = StartVerdict(_text(reply[3]))
-            return Claim(True, run_json=reply[2], verdict=verdict, steps=reply[4], seq=int(reply[1]))
+            return Claim(True, run_json=reply[2], verdict=verdict, steps=reply[4], seq=int(reply[1]), runs=reply[5])
         return Claim(False, decide=outcome == "decide")
 
 
