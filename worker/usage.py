@@ -5,7 +5,9 @@ cancelled mid-answer. So:
 
 - A provider's usage report (`RunContext.add_usage`) counts for the attempt it came in, and is
   recorded with the run as it comes (record_usage.lua, with the session's last id then): an attempt
-  that dies still counts what was reported before.
+  that dies still counts what was reported before. A report still unsent when the run ends (the last
+  model call's, most often) is left to the end, whose terminal event records the run's total: no
+  record is sent for a run that has just ended.
 - Output streamed after an attempt's last report and never reported (a model call cut by a crash, a
   hand-over, a cancel or a failure: the provider's report comes at the call's end) is estimated at
   `CHARS_PER_TOKEN` characters a token, and the attempt's entry says how much was estimated. Its
@@ -19,7 +21,7 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from tokentail.shared.events import EventType
@@ -94,7 +96,8 @@ class UsageMeter:
         self.reports = bool(run.attempt_usage)  # the agent reports usage (a model-driven one does: see run.py)
         self._recorder = recorder
         self._unreported_chars = 0  # streamed since the last report
-        self._due: AttemptUsage | None = None
+        self._due: AttemptUsage | None = None  # the latest report, not recorded yet
+        self._ended = False  # the run's end took its total: nothing more to record
         self._recording: asyncio.Future[None] | None = None
 
     def add(self, input_tokens: int, output_tokens: int) -> None:
@@ -103,7 +106,7 @@ class UsageMeter:
         self.reports = True
         self._unreported_chars = 0
         self._due = dict(self.usage)
-        if self._recording is None or self._recording.done():
+        if not self._ended and (self._recording is None or self._recording.done()):
             self._recording = asyncio.ensure_future(self._record())
 
     def streamed(self, chars: int) -> None:
@@ -135,22 +138,29 @@ class UsageMeter:
             await asyncio.shield(self._recording)
 
     def total(self, cut: bool = False) -> dict[str, Any]:
-        """The run's usage at its end; `cut`: this attempt stopped mid-answer (a cancel, a failure),
-        so what it streamed past its last report is estimated."""
+        """The run's usage for its end, whose terminal event records it (a report not sent yet is not
+        sent); `cut`: this attempt stopped mid-answer (a cancel, a failure), so what it streamed past
+        its last report is estimated."""
+        self._ended = True
         unreported = self._unreported_chars if cut and self.reports else 0
         return run_usage({**self._earlier, str(self.attempt): with_estimate(self.usage, unreported)})
 
+    def _take_due(self) -> AttemptUsage | None:
+        """The report to record as it is sent: the latest, or None (sent already, or left to the end)."""
+        due, self._due = self._due, None
+        return None if self._ended else due
+
     async def _record(self) -> None:
-        while (usage := self._due) is not None:
-            self._due = None
+        while self._due is not None and not self._ended:
             try:
-                await self._recorder.record_usage(self.attempt, usage)
+                await self._recorder.record_usage(self.attempt, self._take_due)
             except Exception as exc:  # the run's own writes report a lost lease or an outage
                 logger.debug("usage not recorded (%s): a takeover estimates it", exc)
                 return
 
 
 class UsageRecorder(Protocol):
-    """What records an attempt's usage with the run: its EventWriter, after the text before it."""
+    """What records an attempt's usage with the run: its EventWriter, after the text before it, taking
+    the report (`take_usage`) as it sends it; None: nothing to send."""
 
-    async def record_usage(self, attempt: int, usage: AttemptUsage) -> None: ...
+    async def record_usage(self, attempt: int, take_usage: Callable[[], AttemptUsage | None]) -> None: ...

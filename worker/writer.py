@@ -305,11 +305,12 @@ class EventWriter:
         await self.flush()
         await self._write([(event_type, stored)])
 
-    async def record_usage(self, attempt: int, usage: dict[str, int]) -> None:
-        """Record an attempt's usage so far with the run, after the text streamed before it (worker/usage.py)."""
+    async def record_usage(self, attempt: int, take_usage: Callable[[], dict[str, int] | None]) -> None:
+        """Record an attempt's usage with the run, after the text streamed before it (worker/usage.py)."""
         await self.flush()
         async with self._lock:  # after an append another task has on its way: the text it reports
-            await self._lease.record_usage(attempt, usage)
+            if (usage := take_usage()) is not None:  # taken now: the latest, unless the run's end took it
+                await self._lease.record_usage(attempt, usage)
 
     async def record_step(self, key: str, value_json: str) -> None:
         """Record a step's result with the run, after the text streamed before it (see RunContext.step)."""
@@ -320,7 +321,7 @@ class EventWriter:
     async def flush(self) -> None:
         """Append the pending text now, after any append in flight."""
         await self._background.landed()
-        self._skip_tick()
+        self._ticking = False  # the tick it joined passes it by
         if self._failure is not None:
             raise self._failure
         if self._pending:
@@ -344,7 +345,7 @@ class EventWriter:
     def close(self) -> None:
         """Stop flushing: the run ended, and text still pending is not written."""
         self._closed = True
-        self._skip_tick()
+        self._ticking = False  # the tick it joined passes it by
         self._count_tokens()
 
     @property
@@ -425,9 +426,6 @@ class EventWriter:
             (event_type, head + to_json(text[i : i + MAX_DELTA_CHARS]).decode() + "}")
             for i in range(0, len(text), MAX_DELTA_CHARS)
         ]
-
-    def _skip_tick(self) -> None:
-        self._ticking = False  # the tick it joined passes it by
 
     async def _write(self, events: list[tuple[str, str]], ending: Ending | None = None) -> None:
         async with self._lock:

@@ -2,7 +2,10 @@
 
 from typing import Any
 
-from tokentail.worker.usage import estimated_tokens, run_usage, unreported_chars, with_estimate
+from tests.sessions import make_run
+from tests.unit.test_writer import RecordingLease
+from tokentail.worker.usage import UsageMeter, estimated_tokens, run_usage, unreported_chars, with_estimate
+from tokentail.worker.writer import EventWriter, FlushTicks
 
 
 def test_one_attempt_reports_its_counts_alone() -> None:
@@ -52,3 +55,20 @@ def test_unreported_chars_are_those_of_the_last_attempt_after_its_last_report() 
     ]
     assert unreported_chars(events, "r", since=3, until=5) == 4  # attempt 1: "efgh"
     assert unreported_chars(events, "r", since=0, until=10) == 10  # attempt 2: "thinking", "ij"
+
+
+async def test_a_report_is_recorded_as_it_comes_unless_the_run_s_end_takes_it() -> None:
+    """A report is recorded with the run (a takeover counts it); one still unsent when the run ends is
+    left to the end, whose terminal event records the total: no record for a run that has just ended."""
+    lease = RecordingLease()
+    writer = EventWriter(lease, FlushTicks(0.01), max_output_chars=1000)  # type: ignore[arg-type]
+    meter = UsageMeter(make_run(), writer)
+    meter.add(3, 5)
+    await meter.settle()
+    meter.add(2, 7)  # the last model call's report, and the run ends at once
+    assert meter.total() == {"input_tokens": 5, "output_tokens": 12}
+    await meter.settle()
+    meter.add(1, 1)  # (an agent that reports after its end: counted nowhere else either)
+    await meter.settle()
+    recorded = [usage for kind, (_, usage) in lease.journal if kind == "usage"]
+    assert recorded == [{"input_tokens": 3, "output_tokens": 5}]

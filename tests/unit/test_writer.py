@@ -163,7 +163,7 @@ async def test_usage_is_recorded_after_text_another_task_is_appending() -> None:
     store.gate = asyncio.Event()  # Redis holds the next append
     emitting = asyncio.create_task(writer.emit(Status(run_id="r", text="calling")))  # flushes the text first
     await eventually(lambda: writer._lock.locked())
-    recording = asyncio.create_task(writer.record_usage(1, {"output_tokens": 3}))
+    recording = asyncio.create_task(writer.record_usage(1, lambda: {"output_tokens": 3}))
     await asyncio.sleep(0.01)
     assert not recording.done()  # it waits for the text on its way
     store.gate.set()
