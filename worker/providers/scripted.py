@@ -92,27 +92,31 @@ _GREETING = re.compile(r"(?i)(hello|hi|hey|good (morning|afternoon|evening))\b[\
 _ARITHMETIC_CHARACTERS = re.compile(r"[\d\s.()+\-*/%^]+")
 _OPERATION = re.compile(r"(?:^|\s)([-+*/%^])\s*(\d+(?:\.\d+)?)")  # " * 2": an operation, no left operand
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_WORDS = (
-    (r"multiplied by|times", "*"),
-    (r"divided by|over", "/"),
-    (r"plus", "+"),
-    (r"minus", "-"),
-    *(
-        (word, str(value))
+_DIGIT = re.compile(r"\d")  # a stretch without one is no arithmetic (most are spaces between words)
+# Arithmetic spelled out in words, and how it is written with digits and operators.
+_SPELLED = {
+    "multiplied by": "*",
+    "times": "*",
+    "divided by": "/",
+    "over": "/",
+    "plus": "+",
+    "minus": "-",
+    **{
+        word: str(value)
         for value, word in enumerate(
             "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
             "sixteen seventeen eighteen nineteen twenty".split()
         )
-    ),
-)
+    },
+}
+_SPELLED_WORD = re.compile(rf"(?i)\b(?:{'|'.join(_SPELLED)})\b")  # one pass over the text, not one per word
+_TIMES_SIGN = re.compile(r"(?<=\d)\s*[x×]\s*(?=\d)")
 
 
 def _symbols(text: str) -> str:
     """`text` with the arithmetic it spells out in words (or with x and ÷) written with digits and operators."""
-    for words, symbol in _WORDS:
-        text = re.sub(rf"(?i)\b(?:{words})\b", symbol, text)
-    text = re.sub(r"(?<=\d)\s*[x×]\s*(?=\d)", " * ", text)
-    return text.replace("÷", "/")
+    text = _SPELLED_WORD.sub(lambda match: _SPELLED[match.group().lower()], text)
+    return _TIMES_SIGN.sub(" * ", text).replace("÷", "/")
 
 
 def _trimmed(stretch: str) -> str:
@@ -144,7 +148,7 @@ def find_arithmetic(text: str, previous_answer: str | None = None) -> str | None
 
     symbolic = _symbols(text)
     for match in _ARITHMETIC_CHARACTERS.finditer(symbolic):
-        if is_arithmetic(candidate := _trimmed(match.group())):
+        if _DIGIT.search(stretch := match.group()) and is_arithmetic(candidate := _trimmed(stretch)):
             return candidate
     operation = _OPERATION.search(symbolic)
     numbers = _NUMBER.findall(previous_answer or "")
