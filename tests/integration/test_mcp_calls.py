@@ -85,7 +85,8 @@ async def test_a_call_closed_while_its_run_is_queued_leaves_no_run_going(
     monkeypatch.setattr(RunTasks, "start", start_slowly)
     async with connect(gateway.url, tasks=False) as client:
         call = asyncio.create_task(client.call_tool("slow_compute", {"seconds": 60}))
-        await queued.wait()
+        await eventually(lambda: queued.is_set() or call.done(), what="the call's run queued")
+        assert queued.is_set(), f"the call ended before its run was queued: {call.result()!r}"
         call.cancel()  # the client closes its call
         with contextlib.suppress(asyncio.CancelledError):
             await call
