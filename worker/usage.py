@@ -126,9 +126,9 @@ class UsageMeter:
             after = batch[-1].seq
         chars = unreported_chars(events, run.run_id, reported.get("seq", 0), run.started_seq)
         if chars:
-            self._earlier[previous] = with_estimate(reported, chars)
+            estimate = self._earlier[previous] = with_estimate(reported, chars)
             try:
-                await self._recorder.record_usage(int(previous), self._earlier[previous])
+                await self._recorder.record_usage(int(previous), lambda: estimate)
             except Exception as exc:  # the run's total has it all the same; only a later takeover would not
                 logger.warning("the estimate of attempt %s was not recorded: %s", previous, exc)
 

@@ -1,9 +1,11 @@
 """worker/usage.py: the run's usage from its attempts', and what a cut attempt streamed unreported."""
 
+import json
 from typing import Any
 
 from tests.sessions import make_run
 from tests.unit.test_writer import RecordingLease
+from tokentail.shared.store import StoredEvent
 from tokentail.worker.usage import UsageMeter, estimated_tokens, run_usage, unreported_chars, with_estimate
 from tokentail.worker.writer import EventWriter, FlushTicks
 
@@ -72,3 +74,39 @@ async def test_a_report_is_recorded_as_it_comes_unless_the_run_s_end_takes_it() 
     await meter.settle()
     recorded = [usage for kind, (_, usage) in lease.journal if kind == "usage"]
     assert recorded == [{"input_tokens": 3, "output_tokens": 5}]
+
+
+class _Stream:
+    """Stands in for the session store: the events a takeover reads, as Redis holds them."""
+
+    def __init__(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        self.events = [
+            StoredEvent(seq, kind.encode(), json.dumps(data).encode(), 0) for seq, (kind, data) in enumerate(events, 1)
+        ]
+
+    async def read(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
+        return [event for event in self.events if event.seq > after][:count]
+
+
+async def test_a_takeover_records_its_estimate_of_what_the_cut_attempt_streamed_unreported() -> None:
+    """What attempt 1 streamed past its last report is estimated by attempt 2, and recorded with the run
+    under attempt 1: a later takeover counts it too."""
+    run = make_run()
+    run.attempt, run.queued_seq, run.started_seq = 2, 1, 5
+    run.attempt_usage = {"1": {"input_tokens": 3, "output_tokens": 2, "seq": 3}}
+    stream = _Stream(
+        [
+            ("run.queued", {"run_id": run.run_id, "input": "hello"}),
+            ("run.started", {"run_id": run.run_id, "attempt": 1}),
+            ("message.delta", {"run_id": run.run_id, "text": "reported"}),
+            ("message.delta", {"run_id": run.run_id, "text": "12345678"}),  # past the report: 2 tokens
+            ("run.continued", {"run_id": run.run_id, "attempt": 2, "from_event_id": 4}),
+        ]
+    )
+    lease = RecordingLease()
+    meter = UsageMeter(run, EventWriter(lease, FlushTicks(0.01), max_output_chars=1000))  # type: ignore[arg-type]
+    meter.reports = True
+    await meter.estimate_taken_over(stream, "s", run)  # type: ignore[arg-type]
+    estimate = {"input_tokens": 3, "output_tokens": 4, "estimated_output_tokens": 2}
+    assert [entry for entry in lease.journal if entry[0] == "usage"] == [("usage", (1, estimate))]
+    assert meter.total()["attempts"] == [{"attempt": 1, **estimate}]
