@@ -256,7 +256,9 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
         print("  | " + " | ".join(row) + " |")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Parse the arguments and run (a function: names of the command line must not shadow the
+    modules of the same names, as `levels` did for `per_token_against`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs and levels")
     parser.add_argument("--json", dest="output", help="also write the figures to this file")
@@ -312,3 +314,7 @@ if __name__ == "__main__":
     if args.baseline is not None and baseline_tree.commit_of(args.baseline) is None:
         parser.error(f"--baseline: no commit {args.baseline!r} in this repository")
     uvloop.run(main(args.quick, args.output, repeats, levels, systems, args.max_other, args.baseline, aof))
+
+
+if __name__ == "__main__":
+    cli()
