@@ -321,12 +321,14 @@ class ScriptedProvider:
             if params.fail_at_token is not None and i == params.fail_at_token:
                 raise ScriptedFailure(f"scripted failure at token {i}, as asked by params.fail_at_token")
             # Paced against the start time, so timer drift does not add up; the tokens already due
-            # come without a timer each (a fast pace costs one timer per TICK, not one per token).
-            # Even unpaced, yield to the loop now and then, as a network stream would.
+            # come without a timer each (a fast pace costs one timer per TICK, not one per token),
+            # in one loop step, as one network read brings them: a writer's tick between two of
+            # them would take the first alone and hold the rest a whole flush window. Unpaced, it
+            # yields to the loop every 16 tokens, as a network stream would.
             delay = start + i / pace - loop.time() if pace else 0.0
             if delay > 0:
                 await asyncio.sleep(max(delay, TICK))
-            elif i % 16 == 0:
+            elif not pace and i % 16 == 0:
                 await asyncio.sleep(0)
             yield TextDelta(token)
         yield _usage(span, Usage(input_tokens=len(last.content.split()), output_tokens=len(tokens)), "stop")
