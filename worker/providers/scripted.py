@@ -50,6 +50,7 @@ DEFAULT_TOKENS_PER_SECOND = 25.0
 # The shortest wait between tokens: those due meanwhile come together, as a network stream delivers
 # them, and the writer's flush window (50 ms by default) coalesces them anyway.
 TICK = 0.05
+STEP_TOKENS = 16  # the most tokens it yields in one loop step
 
 
 class ScriptedFailure(RuntimeError):
@@ -317,18 +318,23 @@ class ScriptedProvider:
         start = loop.time()
         if params.due_stamps:
             tokens = _due_stamps(len(tokens), pace)
+        in_step = 0  # tokens yielded since the loop last ran
         for i, token in enumerate(tokens):
             if params.fail_at_token is not None and i == params.fail_at_token:
                 raise ScriptedFailure(f"scripted failure at token {i}, as asked by params.fail_at_token")
             # Paced against the start time, so timer drift does not add up; the tokens already due
             # come without a timer each (a fast pace costs one timer per TICK, not one per token),
-            # in one loop step, as one network read brings them: a writer's tick between two of
-            # them would take the first alone and hold the rest a whole flush window. Unpaced, it
-            # yields to the loop every 16 tokens, as a network stream would.
+            # in one loop step, as one network read brings them, up to STEP_TOKENS: then it yields
+            # to the loop, as a network stream would (unpaced, or behind its pace, it never sleeps).
+            # Counted from the step's start, not by the token's index: a writer's tick between two
+            # tokens due together would take the first alone and hold the rest a whole flush window.
             delay = start + i / pace - loop.time() if pace else 0.0
             if delay > 0:
                 await asyncio.sleep(max(delay, TICK))
-            elif not pace and i % 16 == 0:
+                in_step = 0
+            elif in_step == STEP_TOKENS:
                 await asyncio.sleep(0)
+                in_step = 0
+            in_step += 1
             yield TextDelta(token)
         yield _usage(span, Usage(input_tokens=len(last.content.split()), output_tokens=len(tokens)), "stop")
