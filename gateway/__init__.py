@@ -1,11 +1,15 @@
 """The stateless HTTP gateway: REST to queue runs, and each session's stream to clients, resumable.
 
 app, server, protocol   the FastAPI app, uvicorn with its bounds, the HTTP protocol
+hot_routes              the requests every stream starts with, answered without FastAPI's routing
 body_limit, cors        request bodies bounded; which other origins' pages may call, and why not
 deps, schemas, errors   FastAPI wiring, request and response bodies, errors as JSON
+socket_tasks            what the WebSocket conversations that serve requests as tasks share
 access/                 who is calling and what they may do: API keys, stream tokens, limits, ids
-reading/                a session's events from Redis to one client: the hub, feeds, the response
-encodings/              one module per wire protocol: SSE, NDJSON, WebSocket, AI SDK, AG-UI
-commands/               what changes a session: turns, answers to questions, webhook URLs
-routes/                 the HTTP and WebSocket endpoints, one module per API (none imports another)
+reading/                a session's events from Redis to one client: the hub, feeds, the response,
+                        the reducer and the renderer base every other protocol renders with
+encodings/              tokentail's own framings: SSE, NDJSON, its WebSocket
+commands/               what changes a session: turns, answers to questions, webhook URLs, tasks
+routes/                 tokentail's own endpoints, one module per API (none imports another)
+protocols/              the protocols of others, a package each: AI SDK, AG-UI, Responses, MCP, A2A
 """

@@ -7,14 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
-from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tokentail.gateway import hot_routes
+from tokentail.gateway import hot_routes, protocols
 from tokentail.gateway.access.auth import Authenticator
 from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamSlots
 from tokentail.gateway.api_docs import add_api_docs
@@ -28,17 +27,7 @@ from tokentail.gateway.reading.finished import FinishedStreams
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.response import call_detaching
 from tokentail.gateway.reading.shutdown import StreamShutdown
-from tokentail.gateway.routes import (
-    a2a,
-    ag_ui,
-    ai_sdk,
-    ai_sdk_socket,
-    events,
-    responses,
-    sessions,
-    socket,
-    tenant_webhook,
-)
+from tokentail.gateway.routes import events, sessions, socket, tenant_webhook
 from tokentail.shared.agent_catalog import AgentDirectory
 from tokentail.shared.archive import open_archive
 from tokentail.shared.catalog import BUILTIN_AGENTS
@@ -142,12 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenant_webhook.router)
     app.include_router(events.router)
     app.include_router(socket.router)
-    app.include_router(ai_sdk_socket.router)
-    app.include_router(ai_sdk.router)
-    app.include_router(ag_ui.router)
-    app.include_router(responses.router)
-    app.include_router(a2a.router)
-    app.include_router(_mcp_router())
+    for router in protocols.routers():
+        app.include_router(router)
     hot_routes.install(app)  # the requests every stream starts with, first (gateway/hot_routes.py)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -177,21 +162,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(body, media_type=media_type)
 
     return app
-
-
-def _mcp_router() -> APIRouter:
-    """MCP's endpoint, with the `mcp` extra installed; without it, `/mcp` says how to get it."""
-    try:
-        from tokentail.gateway.routes import mcp
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").partition(".")[0] != "mcp":
-            raise
-
-        async def not_installed(request: Request) -> Response:
-            message = "MCP is not installed on this gateway: pip install 'tokentail[mcp]' (docs/mcp.md)"
-            return error_response(501, "not_installed", message)
-
-        router = APIRouter()
-        router.routes.append(Route("/mcp", not_installed, methods=["GET", "POST", "DELETE"]))
-        return router
-    return mcp.router

@@ -21,7 +21,7 @@ from tokentail.shared.logs import RateLimitedLogger
 
 ANY_PORT = ":*"
 METHODS = ["GET", "POST", "DELETE"]
-# The OpenAI SDKs (the Responses API, gateway/routes/responses.py) send their own headers on every
+# The OpenAI SDKs (the Responses API, gateway/protocols/responses/routes.py) send their own headers on every
 # request; a browser asks leave for each in the preflight, and one refused fails the whole call.
 OPENAI_SDK_HEADERS = [
     *(

@@ -16,7 +16,6 @@ from starlette.requests import HTTPConnection
 from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import CHAT_ID_PATTERN
 from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamSlots
-from tokentail.gateway.commands.responses import ResponseRequests
 from tokentail.gateway.commands.tasks import RunTasks
 from tokentail.gateway.commands.turns import ChatTurns, RunCommands
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
@@ -148,7 +147,7 @@ async def _streams(
 Commands = TypeVar("Commands", bound=RunCommands)
 
 
-def _commands(kind: type[Commands], who: Callable[..., Awaitable[Caller]]) -> Callable[..., Awaitable[Commands]]:
+def commands_for(kind: type[Commands], who: Callable[..., Awaitable[Caller]]) -> Callable[..., Awaitable[Commands]]:
     """`kind` (a RunCommands) for the caller `who` gives."""
 
     async def dependency(
@@ -166,9 +165,8 @@ def _commands(kind: type[Commands], who: Callable[..., Awaitable[Caller]]) -> Ca
 
 
 # Opening a session's stream for the caller, in any encoding; what a chat UI sends (a chat token or
-# an API key); a Responses API request (a new conversation needs an API key: checked there).
+# an API key).
 StreamsDep = Annotated[Streams, Depends(_streams)]
-ChatTurnsDep = Annotated[ChatTurns, Depends(_commands(ChatTurns, _chat_caller))]
-ResponseRequestsDep = Annotated[ResponseRequests, Depends(_commands(ResponseRequests, authenticated_caller))]
+ChatTurnsDep = Annotated[ChatTurns, Depends(commands_for(ChatTurns, _chat_caller))]
 # The agent protocols' tasks (MCP, A2A): an API key's tenant (every caller, with auth off).
-TasksDep = Annotated[RunTasks, Depends(_commands(RunTasks, _api_key_caller))]
+TasksDep = Annotated[RunTasks, Depends(commands_for(RunTasks, _api_key_caller))]

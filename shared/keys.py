@@ -85,7 +85,7 @@ class Keys:
 
     def a2a_tasks(self, tenant: str, agent: str) -> str:
         """Sorted set: the task ids a tenant started through A2A with an agent -> when (ms); its
-        newest only (gateway/commands/a2a.py `TaskIndex`)."""
+        newest only (gateway/protocols/a2a/tasks.py `TaskIndex`)."""
         return f"{self.prefix}:tenant:{{{tenant}}}:a2a-tasks:{agent}"
 
     @property

@@ -1,7 +1,7 @@
 """Ids made of a session's and a run's ids, so that any gateway finds them, and the worker names them
 in webhooks, with no lookup; as unguessable as a session id.
 
-- The Responses API's (gateway/routes/responses.py): a response is a run's segment, its part after
+- The Responses API's (gateway/protocols/responses/routes.py): a response is a run's segment, its part after
   its `segment`-th answer.
 - The agent protocols' tasks (MCP's, A2A's: gateway/commands/tasks.py): a task is a run.
 """

@@ -1,13 +1,11 @@
-"""The wire protocols a session's stream is served in, one module each: each turns the feed's batches
-of stored events into its protocol's bytes (`Encoding`, gateway/reading/response.py).
+"""tokentail's own wire framings of a session's stream, one module each: each turns the feed's
+batches of stored events into bytes (`Encoding`, gateway/reading/response.py), the stored JSON
+spliced in as it is.
 
-    sse            tokentail's Server-Sent Events (the stored JSON spliced in as it is)
-    ndjson         one JSON event per line, for scripts
-    websocket      the session's socket: one JSON message per event, and runs, cancels, answers from the client
-    renderer       what the other protocols share: each renders the reducer's operations
-                   (gateway/reading/reducer.py), which decide once what a client is shown
-    ai_sdk         the Vercel AI SDK's UI message stream (useChat), over HTTP
-    ai_sdk_socket  the same, over the SDK's WebSocketChatTransport
-    ag_ui          AG-UI (CopilotKit, @ag-ui/client)
-    responses      OpenAI's Responses API stream events
+    sse        Server-Sent Events
+    ndjson     one JSON event per line, for scripts
+    websocket  the session's socket: one JSON message per event, and runs, cancels, answers from the client
+
+The protocols of others (the AI SDK, AG-UI, the Responses API, MCP, A2A) are packages of
+gateway/protocols/, each a renderer of the reducer's operations (gateway/reading/renderer.py).
 """

@@ -12,10 +12,9 @@ bytes, with no object made of each event.
 """
 
 from tokentail.gateway.reading.feed import Batch
+from tokentail.gateway.reading.streams import SSE_PING
 from tokentail.shared.events import Gap
 from tokentail.shared.store import Entry, StoredEvent
-
-PING = b": ping\n\n"
 
 
 def encode_events(events: list[StoredEvent]) -> bytes:
@@ -38,7 +37,7 @@ def encode_batch(batch: Batch) -> bytes:
     if batch.snapshot is not None:
         return b"id: %d\nevent: snapshot\ndata: %s\n\n" % (batch.snapshot.up_to, batch.snapshot.data)
     if not batch.chunks:
-        return PING
+        return SSE_PING
     # Made once per chunk, for all its readers; a read's from its entries.
     frames = [chunk.encoded(encode_events, frame_entries) for chunk in batch.chunks]
     if batch.gap is not None:

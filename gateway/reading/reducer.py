@@ -1,6 +1,6 @@
 """What a client shows of a session's runs: stored events reduced to protocol-neutral operations.
 
-Every protocol that is not tokentail's own (the AI SDK, AG-UI, the Responses API: gateway/encodings/)
+Every protocol that is not tokentail's own (the AI SDK, AG-UI, the Responses API, MCP, A2A: gateway/protocols/)
 renders these operations, so the rules below are decided here once, for all of them:
 
 - **Blocks.** Consecutive deltas of one kind (text, reasoning) are one block, opened by the first

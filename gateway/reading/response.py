@@ -25,8 +25,8 @@ Body = Callable[[Receive, Send], Awaitable[None]]
 
 
 class Encoding(Protocol):
-    """How a feed's batches become bytes on one connection: what each module of gateway/encodings/
-    that speaks over HTTP implements."""
+    """How a feed's batches become bytes on one connection: what each module of gateway/encodings/ and
+    each renderer of gateway/protocols/ that speaks over HTTP implement."""
 
     media_type: str
 

@@ -18,6 +18,9 @@ from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 
+# A Server-Sent Events comment: every SSE encoding sends it after a heartbeat with nothing to send, so
+# proxies keep the connection.
+SSE_PING = b": ping\n\n"
 SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream

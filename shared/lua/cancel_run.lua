@@ -7,7 +7,7 @@
 -- A caller that saw a run names it, and the run is cancelled only if it is still the active one:
 -- the check and the cancel are one step, so a cancel meant for a run that ended meanwhile never
 -- lands on the run that came after it. A Responses API response is a run's segment (its part
--- after its k-th answer; gateway/commands/responses.py): a caller naming one also gives k, and the
+-- after its k-th answer; gateway/protocols/responses/requests.py): a caller naming one also gives k, and the
 -- run is cancelled only while it has exactly k answers, i.e. before the answer that opens the next
 -- response. With `ended_at_question`, not while it waits for the answer either: the response ended
 -- at its question (a stream's client leaving then leaves the question to be answered).

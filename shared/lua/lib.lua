@@ -43,7 +43,7 @@ end
 local HOOKED = {['run.completed'] = true, ['run.failed'] = true, ['run.cancelled'] = true, ['input.required'] = true}
 
 -- How many answers a run record holds (its `answers`, kept as opaque JSON): which of the run's
--- segments, the Responses API's responses, is going on (gateway/commands/responses.py).
+-- segments, the Responses API's responses, is going on (gateway/protocols/responses/requests.py).
 local function answer_count(run)
   local answers = run.answers
   if type(answers) == 'string' then answers = cjson.decode(answers) end

@@ -1,4 +1,4 @@
-"""A2A 1.0 (gateway/routes/a2a.py) judged by its official Python client, `a2a-sdk`, against real
+"""A2A 1.0 (gateway/protocols/a2a/routes.py) judged by its official Python client, `a2a-sdk`, against real
 gateways, a real worker and Redis: discovery, both bindings, streams resumed on another gateway,
 questions, cancel, push notification configs delivered as signed webhooks, keys."""
 
@@ -42,7 +42,7 @@ from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
-from tokentail.gateway.encodings.a2a import RESUME_EXTENSION
+from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION
 from tokentail.shared.a2a_push import PushConfig, PushConfigs
 from tokentail.worker import metrics
 

@@ -28,7 +28,7 @@ from tests.fixtures.stack import Gateway
 from tests.gates import Gates
 from tests.integration.test_openai_responses import run_of
 from tests.waiting import eventually
-from tokentail.gateway.encodings.responses_socket import MAX_WAITING
+from tokentail.gateway.protocols.responses.socket import MAX_WAITING
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 

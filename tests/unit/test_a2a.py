@@ -1,4 +1,4 @@
-"""A2A's task events from a run's stored events (gateway/encodings/a2a.py): what a client folds them
+"""A2A's task events from a run's stored events (gateway/protocols/a2a/render.py): what a client folds them
 into, whole and resumed after every event (the resume extension's `Last-Event-ID`)."""
 
 import json
@@ -9,7 +9,7 @@ from a2a.types.a2a_pb2 import StreamResponse, Task, TaskArtifactUpdateEvent, Tas
 from google.protobuf.json_format import MessageToDict, Parse  # type: ignore[import-untyped]
 
 from tests.unit.test_protocol_cases import CASES, Case, Log
-from tokentail.gateway.encodings.a2a import RESUME_EXTENSION, A2AEvents, Event
+from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION, A2AEvents, Event
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared.a2a_push import push_body

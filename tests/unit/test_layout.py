@@ -24,18 +24,32 @@ GATEWAY_PARTS: dict[str, set[str]] = {
     "api_docs": set(),
     "body_limit": {"errors"},
     "cors": set(),
+    "socket_tasks": set(),
     "access": {"metrics"},
     "schemas": {"access"},
     "reading": {"access", "metrics"},
-    # A socket's conversation (encodings/websocket.py, ai_sdk_socket.py) asks for runs and answers.
+    # tokentail's own socket (encodings/websocket.py) is a conversation: it asks for runs and answers.
     "encodings": {"access", "reading", "commands", "schemas", "errors"},
     # The agent protocols' tasks (commands/tasks.py) wait for their run to settle through the hub.
     "commands": {"access", "reading", "schemas"},
     "deps": {"access", "reading", "commands"},
     "routes": {"access", "reading", "encodings", "commands", "deps", "schemas", "errors"},
+    # Each protocol of others (a package under protocols/) over the core: none imports another (below).
+    "protocols": {"access", "reading", "commands", "deps", "schemas", "errors", "socket_tasks"},
     # The requests every stream starts with, answered by the routes' own functions (gateway/hot_routes.py).
     "hot_routes": {"access", "reading", "routes", "deps", "schemas"},
-    "app": {"access", "reading", "commands", "routes", "hot_routes", "errors", "body_limit", "cors", "api_docs"},
+    "app": {
+        "access",
+        "reading",
+        "commands",
+        "routes",
+        "protocols",
+        "hot_routes",
+        "errors",
+        "body_limit",
+        "cors",
+        "api_docs",
+    },
     "server": {"app", "protocol"},
 }
 
@@ -131,6 +145,26 @@ def test_route_modules_do_not_import_each_other() -> None:
         if importer.startswith("tokentail.gateway.routes.") and module.startswith("tokentail.gateway.routes.")
     )
     assert crossing == []
+
+
+def test_a_protocol_imports_the_core_never_another_protocol() -> None:
+    def protocol(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[3] if len(parts) > 3 and parts[:3] == ["tokentail", "gateway", "protocols"] else None
+
+    crossing = sorted(
+        f"{importer} imports {module}"
+        for importer, module in imports("gateway/protocols")
+        if protocol(importer) is not None and protocol(module) not in (None, protocol(importer))
+    )
+    assert crossing == []
+    assert {path.parent.name for path in (ROOT / "gateway/protocols").glob("*/__init__.py")} == {
+        "ai_sdk",
+        "ag_ui",
+        "responses",
+        "mcp",
+        "a2a",
+    }
 
 
 def test_importing_the_client_imports_no_server_code() -> None:

@@ -1,4 +1,4 @@
-"""What a run is on MCP's wire (gateway/encodings/mcp.py): a task at each status, a question as an
+"""What a run is on MCP's wire (gateway/protocols/mcp/render.py): a task at each status, a question as an
 elicitation and its answer back, and the progress messages of a run a tool call waits for."""
 
 import json
@@ -9,10 +9,9 @@ import httpx2
 import pytest
 from fastapi import FastAPI
 
-from tokentail.gateway import routes
-from tokentail.gateway.app import _mcp_router
 from tokentail.gateway.commands.tasks import Task
-from tokentail.gateway.encodings import mcp
+from tokentail.gateway.protocols import _mcp_router
+from tokentail.gateway.protocols.mcp import render as mcp
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import Chunk
 from tokentail.gateway.reading.reducer import Reducer
@@ -109,10 +108,12 @@ def test_progress_tells_a_waiting_call_the_run_s_text_tools_and_question() -> No
 
 
 async def test_without_the_mcp_extra_the_endpoint_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [name for name in sys.modules if name.partition(".")[0] == "mcp" or ".gateway.routes.mcp" in name]:
+    package = "tokentail.gateway.protocols.mcp"
+    for name in [name for name in sys.modules if name.partition(".")[0] == "mcp" or name.startswith(f"{package}.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "mcp", None)  # as if not installed: importing it raises ModuleNotFoundError
-    monkeypatch.delattr(routes, "mcp", raising=False)  # else `from ...routes import mcp` finds it imported
+    for module in ("routes", "tasks", "render"):  # else `from <package> import routes` finds it imported
+        monkeypatch.delattr(sys.modules[package], module, raising=False)
     app = FastAPI()
     app.include_router(_mcp_router())
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://gateway") as client:

@@ -28,10 +28,10 @@ from tests.protocol_clients import (
     Shown,
     parse_sse,
 )
-from tokentail.gateway.encodings.ag_ui import AgUiEvents
-from tokentail.gateway.encodings.ai_sdk import UiMessageStream
-from tokentail.gateway.encodings.responses import ResponseEvents
 from tokentail.gateway.encodings.sse import NativeSse
+from tokentail.gateway.protocols.ag_ui.render import AgUiEvents
+from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
+from tokentail.gateway.protocols.responses.render import ResponseEvents
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared.events import Gap
@@ -379,7 +379,7 @@ def serve(encoding: Any, log: Log, after: int, until: int | None, read: bool = F
 
 
 def ai_sdk_stream(log: Log, request: Request) -> list[Piece]:
-    """gateway/routes/ai_sdk.py: `send`: a new message's run; `answer`: addToolApprovalResponse's send,
+    """gateway/protocols/ai_sdk/routes.py: `send`: a new message's run; `answer`: addToolApprovalResponse's send,
     which continues the message after the answer; `replay`: GET …/stream, the run from its start."""
     queued = log.seqs("run.queued")[0]
     if request.kind == "send":
@@ -392,7 +392,7 @@ def ai_sdk_stream(log: Log, request: Request) -> list[Piece]:
 
 
 def ag_ui_stream(log: Log, request: Request) -> list[Piece]:
-    """gateway/routes/ag_ui.py: `run`: POST a message; `resume`: POST with the interrupt's answer;
+    """gateway/protocols/ag_ui/routes.py: `run`: POST a message; `resume`: POST with the interrupt's answer;
     `connect`: GET without an id; `reconnect`: GET with Last-Event-ID `after`."""
     queued = log.seqs("run.queued")[0]
     answered = log.answered(request.at)
@@ -410,7 +410,7 @@ def ag_ui_stream(log: Log, request: Request) -> list[Piece]:
 
 
 def responses_stream(log: Log, request: Request) -> list[Piece]:
-    """gateway/routes/responses.py: `create`: the response of segment `segment` (a request, or the answer
+    """gateway/protocols/responses/routes.py: `create`: the response of segment `segment` (a request, or the answer
     to a question); `resume`: retrieve(stream=True, starting_after=`after`)."""
     queued = log.seqs("run.queued")[0]
     header = {"id": f"resp_{RUN}_{request.segment}", "model": "scripted", "metadata": {}, "created_at": 0}

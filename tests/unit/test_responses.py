@@ -8,7 +8,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from tests.unit.test_ui_protocols import EVENTS, RUN, _taken_over, sse_data, stored, translate
-from tokentail.gateway.encodings.responses import ResponseEvents
+from tokentail.gateway.protocols.responses.render import ResponseEvents
 from tokentail.shared.events import Gap
 
 EVENT = TypeAdapter[Any](ResponseStreamEvent)

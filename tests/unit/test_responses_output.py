@@ -1,7 +1,7 @@
-"""A response's output items (gateway/encodings/responses_output.py): what the events of an item say,
+"""A response's output items (gateway/protocols/responses/output.py): what the events of an item say,
 and what the Response object's `output` keeps. tests/unit/test_responses.py plays whole runs."""
 
-from tokentail.gateway.encodings.responses_output import Numbering, ResponseOutput
+from tokentail.gateway.protocols.responses.output import Numbering, ResponseOutput
 from tokentail.gateway.reading.reducer import BlockAppended
 
 

@@ -10,12 +10,12 @@ import pytest
 from ag_ui.core import Event
 from pydantic import TypeAdapter
 
-from tokentail.gateway.encodings.ag_ui import AgUiEvents, thread_messages
-from tokentail.gateway.encodings.ai_sdk import UiMessageStream
-from tokentail.gateway.encodings.renderer import Renderer
-from tokentail.gateway.encodings.sse import PING
+from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, thread_messages
+from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import Chunk
+from tokentail.gateway.reading.renderer import Renderer
+from tokentail.gateway.reading.streams import SSE_PING
 from tokentail.shared.events import Gap
 from tokentail.shared.records import RunRecord
 from tokentail.shared.store import StoredEvent
@@ -120,7 +120,7 @@ def test_gaps_and_heartbeats_are_said_in_each_protocol() -> None:
     after = sse_data(ag_ui.batch(Batch([Chunk(stored([("message.delta", {"text": "lo"})], first=9))])))
     assert [event["type"] for event in after] == ["RUN_STARTED", "CUSTOM", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT"]
     assert after[1] == {"type": "CUSTOM", "name": "gap", "value": {"reason": "trimmed", "first_available": 9}}
-    assert UiMessageStream(RUN).batch(Batch()) == AgUiEvents("t", []).batch(Batch()) == PING
+    assert UiMessageStream(RUN).batch(Batch()) == AgUiEvents("t", []).batch(Batch()) == SSE_PING
 
 
 AG_UI_EVENT = TypeAdapter(Event)

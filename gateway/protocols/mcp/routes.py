@@ -1,6 +1,6 @@
 """MCP at `/mcp` (Streamable HTTP, stateless: revision 2026-07-28, and the handshake revisions
 before it), served by the `mcp` SDK's server with tokentail's agents and the Tasks extension in it
-(gateway/encodings/mcp_tasks.py). Outside the OpenAPI schema: it is JSON-RPC, documented in docs/mcp.md.
+(gateway/protocols/mcp/tasks.py). Outside the OpenAPI schema: it is JSON-RPC, documented in docs/mcp.md.
 
 The server is yours when `TOKENTAIL_MCP_SERVER` names a function that builds one from tokentail's
 extensions (`def server(extensions): return MCPServer("name", extensions=extensions)`): its
@@ -28,8 +28,8 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tokentail.gateway.encodings.mcp_tasks import AgentTasks, AgentTools
 from tokentail.gateway.errors import describe, error_response
+from tokentail.gateway.protocols.mcp.tasks import AgentTasks, AgentTools
 from tokentail.shared.errors import TokentailError
 from tokentail.shared.settings import Settings
 

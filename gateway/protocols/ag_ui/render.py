@@ -58,7 +58,6 @@ from ag_ui.core import (
     UserMessage,
 )
 
-from tokentail.gateway.encodings.renderer import Renderer, compact
 from tokentail.gateway.reading.reducer import (
     AttemptStarted,
     BlockAppended,
@@ -79,6 +78,7 @@ from tokentail.gateway.reading.reducer import (
     ToolFailedOp,
     ToolFinished,
 )
+from tokentail.gateway.reading.renderer import Renderer, compact
 from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 from tokentail.shared.records import RunRecord
 

@@ -34,13 +34,12 @@ input item of a new response with `previous_response_id`, goes on as that run's 
 Each event's `sequence_number` counts the events of its response from 0 (`response.created`): a
 replay from the run's start numbers them the same, so `starting_after=N` sends only what follows
 N, on any gateway. Item ids are made from event ids for the same reason. The items themselves, and
-their events, are the response's output (gateway/encodings/responses_output.py).
+their events, are the response's output (gateway/protocols/responses/output.py).
 """
 
 from typing import Any, assert_never
 
-from tokentail.gateway.encodings.renderer import Renderer, compact
-from tokentail.gateway.encodings.responses_output import Numbering, Part, ResponseOutput, copied
+from tokentail.gateway.protocols.responses.output import Numbering, Part, ResponseOutput, copied
 from tokentail.gateway.reading.finished import STREAM_BYTES
 from tokentail.gateway.reading.reducer import (
     AttemptStarted,
@@ -63,6 +62,7 @@ from tokentail.gateway.reading.reducer import (
     ToolFailedOp,
     ToolFinished,
 )
+from tokentail.gateway.reading.renderer import Renderer, compact
 from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 from tokentail.shared.store import StoredEvent
 

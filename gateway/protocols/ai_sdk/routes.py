@@ -25,7 +25,7 @@ from tokentail.gateway.deps import (
     StoreDep,
     StreamsDep,
 )
-from tokentail.gateway.encodings.ai_sdk import HEADERS, UiMessageStream
+from tokentail.gateway.protocols.ai_sdk.render import HEADERS, UiMessageStream
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun, ChatRequest
 from tokentail.shared.errors import SessionExpired, SessionNotFound
 from tokentail.shared.records import transcript

@@ -47,7 +47,6 @@ from a2a.types.a2a_pb2 import (
 from google.protobuf.struct_pb2 import Struct, Value  # type: ignore[import-untyped]
 from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]
 
-from tokentail.gateway.encodings.renderer import Renderer
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import (
     AttemptStarted,
@@ -69,6 +68,7 @@ from tokentail.gateway.reading.reducer import (
     ToolFailedOp,
     ToolFinished,
 )
+from tokentail.gateway.reading.renderer import Renderer
 from tokentail.shared.events import Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 
 # tokentail's resume extension: declared in the agent card, its values in each event's metadata.

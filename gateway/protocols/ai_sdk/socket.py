@@ -1,5 +1,5 @@
 """The Vercel AI SDK's `WebSocketChatTransport` (v7) conversation: many chat requests over one socket
-(routes/ai_sdk_socket.py serves it).
+(protocols/ai_sdk/socket_routes.py serves it).
 
     client → server   {"type": "send", "requestId", "id", "trigger", "messageId"?, "messages", ...}
                       {"type": "resume", "requestId", "id", "lastSequence"?, ...}
@@ -21,13 +21,14 @@ import logging
 import time
 from typing import Any
 
-from fastapi import WebSocket, WebSocketDisconnect
+from fastapi import WebSocket
 from pydantic import ValidationError
 
+from tokentail.gateway import socket_tasks
 from tokentail.gateway.access.limits import RequestsInFlight
 from tokentail.gateway.commands.branching import ui_messages_chat
 from tokentail.gateway.commands.turns import ChatTurns
-from tokentail.gateway.encodings.ai_sdk import UiMessageStream
+from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
 from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.feed import EventFeed, start_position
 from tokentail.gateway.reading.streams import Streams
@@ -62,7 +63,7 @@ class ChatSocket:
             return  # not a frame of this protocol: it cannot even be answered
         if (replaced := self.requests.pop(request_id, None)) is not None:
             # An abort, or the id reused: the client reads only the newest request of an id.
-            await _stop([replaced])
+            await socket_tasks.stop([replaced])
         if frame.get("type") == "abort":
             return
         if len(self.requests) >= self._token_requests.limit or not self._token_requests.take(self.streams.caller):
@@ -79,7 +80,7 @@ class ChatSocket:
         if self.requests.get(request_id) is task:
             del self.requests[request_id]
         self._token_requests.give_back(self.streams.caller)
-        if not task.cancelled() and (exc := task.exception()) is not None and not closed_by_client(exc):
+        if not task.cancelled() and (exc := task.exception()) is not None and not socket_tasks.closed_by_client(exc):
             logger.error("an AI SDK chat request failed", exc_info=exc)
 
     async def serve(self, request_id: str, frame: dict[str, Any]) -> None:
@@ -104,7 +105,7 @@ class ChatSocket:
             request = ChatRequest.model_validate(frame)
             if approvals := request.approvals():  # addToolApprovalResponse: the run goes on
                 run, received = await self.turns.answer(await self.turns.store.get_session(session_id), approvals)
-                # From the run's start, quiet up to the answer (see routes/ai_sdk.py).
+                # From the run's start, quiet up to the answer (see protocols/ai_sdk/routes.py).
                 translation = UiMessageStream(run.run_id, frozenset(run.answers), continuing=True, quiet_until=received)
             else:
                 session_id, run = await self.turns.send(frame["id"], session_id, ui_messages_chat(request))
@@ -151,20 +152,4 @@ class ChatSocket:
         return False
 
     async def close(self) -> None:
-        await _stop(list(self.requests.values()))
-
-
-async def _stop(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel requests and wait for their end, cancelling again those that go on: on Python 3.11 an
-    `asyncio.wait_for` inside (redis-py's, the stream slots') can swallow a cancellation that lands
-    as what it waits for completes (python/cpython#86296). Such a request went on streaming, and the
-    socket's receiving loop, waiting for it, stopped reading: pongs too, so the socket was closed."""
-    while pending := [task for task in tasks if not task.done()]:
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=0.1)
-
-
-def closed_by_client(exc: BaseException) -> bool:
-    """A send on a socket the client closed meanwhile: nothing went wrong here."""
-    return isinstance(exc, WebSocketDisconnect) or (isinstance(exc, RuntimeError) and "close message" in str(exc))
+        await socket_tasks.stop(list(self.requests.values()))

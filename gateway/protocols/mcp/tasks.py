@@ -35,8 +35,8 @@ from pydantic import Field
 from starlette.requests import Request
 
 from tokentail.gateway.commands.tasks import RunTasks, Task
-from tokentail.gateway.encodings import mcp
 from tokentail.gateway.errors import describe
+from tokentail.gateway.protocols.mcp import render
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.streams import Streams
@@ -77,7 +77,7 @@ class Calls:
     @classmethod
     def of(cls, ctx: ServerRequestContext[Any, Any]) -> "Calls":
         request = ctx.request
-        assert isinstance(request, Request), "served over HTTP only (gateway/routes/mcp.py)"
+        assert isinstance(request, Request), "served over HTTP only (gateway/protocols/mcp/routes.py)"
         state = request.app.state
         caller = request.state.caller  # authenticated by the route, before the SDK read the request
         tasks = RunTasks(caller, state.auth, state.store, state.runs, state.settings, state.run_budget, state.webhooks)
@@ -90,7 +90,7 @@ class Calls:
         hub = self.request.app.state.hub
         if not _progress_token(ctx):
             return await self.tasks.settle(task, hub, seconds, transport="mcp")
-        progress = mcp.Progress(Reducer(run_id=task.run.run_id))
+        progress = render.Progress(Reducer(run_id=task.run.run_id))
         sent = 0
 
         async def report(batch: Batch) -> None:
@@ -112,7 +112,7 @@ def declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
     """Whether this request's client declared the Tasks extension (its capabilities, or the request's
     `_meta`): a 2026-07-28 one (its tasks and its input requests are that revision's)."""
     capabilities = ctx.session.client_capabilities
-    declared = bool(capabilities and capabilities.extensions and mcp.TASKS in capabilities.extensions)
+    declared = bool(capabilities and capabilities.extensions and render.TASKS in capabilities.extensions)
     return declared and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
 
 
@@ -130,7 +130,7 @@ def invalid(message: str) -> MCPError:
 class AgentTasks(Extension):
     """The Tasks extension, its tasks tokentail's runs, and the agents' tool calls."""
 
-    identifier = mcp.TASKS
+    identifier = render.TASKS
 
     def methods(self) -> list[MethodBinding]:
         return [
@@ -141,7 +141,7 @@ class AgentTasks(Extension):
 
     async def get(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> HandlerResult:
         calls, task = await self._task(ctx, params)
-        return mcp.detailed(task, calls.settings.session_ttl_seconds)
+        return render.detailed(task, calls.settings.session_ttl_seconds)
 
     async def update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> HandlerResult:
         """Answers the question the task waits on; responses for anything else are ignored (acked)."""
@@ -158,7 +158,7 @@ class AgentTasks(Extension):
         return {}
 
     async def _task(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> tuple[Calls, Task]:
-        require_client_extension(ctx, mcp.TASKS)
+        require_client_extension(ctx, render.TASKS)
         calls = Calls.of(ctx)
         # SEP-2243 (routing headers): a request about a task names it in `Mcp-Name` too.
         named = calls.request.headers.get("mcp-name")
@@ -197,7 +197,7 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
         task = await answer(calls.tasks, task, params.input_responses)
     else:
         if info.task_support == "required":
-            require_client_extension(ctx, mcp.TASKS)
+            require_client_extension(ctx, render.TASKS)
         try:
             text = info.input_text(params.arguments or {})
         except InvalidInput as exc:  # a tool's input error, which a model can read and correct
@@ -226,12 +226,12 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
     if (result := settled(calls, task, as_task, can_elicit(ctx))) is not None:
         return result
     if as_task:
-        return mcp.created(task, settings.session_ttl_seconds)
+        return render.created(task, settings.session_ttl_seconds)
     await calls.tasks.cancel(task)  # its caller gives up on it: nobody would read its answer
     raise MCPError(
         code=REQUEST_TIMEOUT,
         message=f"the agent did not answer within {seconds:g} s (TOKENTAIL_MCP_WAIT_SECONDS), and was cancelled; "
-        f"a client that declares the {mcp.TASKS} extension gets a task to poll instead",
+        f"a client that declares the {render.TASKS} extension gets a task to poll instead",
     )
 
 
@@ -262,17 +262,17 @@ def settled(calls: Calls, task: Task, as_task: bool, elicit: bool) -> HandlerRes
     can be asked one, else a task it answers through `tasks/update`); None while it runs."""
     if task.status == "input_required" and task.question is not None:
         if elicit:
-            return mcp.input_required(task.question, task.id)
-        return mcp.created(task, calls.settings.session_ttl_seconds)
+            return render.input_required(task.question, task.id)
+        return render.created(task, calls.settings.session_ttl_seconds)
     if task.status == "completed" or task.agent_failed:
-        return mcp.tool_result(task)
+        return render.tool_result(task)
     if task.status == "failed":
-        error = mcp.protocol_error(task)
+        error = render.protocol_error(task)
         raise MCPError(code=error["code"], message=error["message"], data=error["data"])
     if task.status == "cancelled":
         if as_task:  # it was cancelled by the time the call answered: a task that says so
-            return mcp.created(task, calls.settings.session_ttl_seconds)
-        raise MCPError(code=mcp.INTERNAL_ERROR, message="the agent's run was cancelled", data={"type": "cancelled"})
+            return render.created(task, calls.settings.session_ttl_seconds)
+        raise MCPError(code=render.INTERNAL_ERROR, message="the agent's run was cancelled", data={"type": "cancelled"})
     return None
 
 
@@ -282,8 +282,8 @@ async def answer(tasks: RunTasks, task: Task, responses: dict[str, Any] | None) 
     if question is None:
         return task
     try:
-        given, value = mcp.answer_of(question, responses)
-    except mcp.Declined:
+        given, value = render.answer_of(question, responses)
+    except render.Declined:
         return await tasks.cancel(task)  # the person declined to answer: the run cannot go on
     if not given:
         return task
@@ -304,4 +304,4 @@ class AgentTools:
         infos = await Calls.of(ctx).agents.all()
         names = {info.name for info in infos}
         own = [tool for tool in result.get("tools", []) if tool.get("name") not in names]
-        return {**result, "tools": [*own, *(mcp.tool(info) for info in infos)]}
+        return {**result, "tools": [*own, *(render.tool(info) for info in infos)]}

@@ -1,4 +1,4 @@
-"""A response's `output` (gateway/encodings/responses.py): its items by output_index, the message or
+"""A response's `output` (gateway/protocols/responses/render.py): its items by output_index, the message or
 reasoning item open for the text streamed into it, the items a takeover leaves out, and the stream
 events of each item (`response.output_item.*`, `.content_part.*`, `.output_text.*`,
 `.reasoning_summary_*`, `.function_call_arguments.*`).

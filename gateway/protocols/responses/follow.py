@@ -1,6 +1,6 @@
 """One response of OpenAI's Responses API followed from its run's events: what its two transports
-share, the HTTP route (gateway/routes/responses.py) and the WebSocket mode
-(gateway/encodings/responses_socket.py). Both read the same events through the same renderer
+share, the HTTP route (gateway/protocols/responses/routes.py) and the WebSocket mode
+(gateway/protocols/responses/socket.py). Both read the same events through the same renderer
 (responses.py), so a response has the same events, ids and sequence numbers on either, and either
 can resume the other's with `GET /v1/responses/{id}?stream=true&starting_after=N`.
 """
@@ -10,10 +10,10 @@ import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from tokentail.gateway.commands.responses import ResponseRef
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.gateway.encodings.responses import ResponseEvents
-from tokentail.gateway.encodings.responses_output import Part
+from tokentail.gateway.protocols.responses.output import Part
+from tokentail.gateway.protocols.responses.render import ResponseEvents
+from tokentail.gateway.protocols.responses.requests import ResponseRef
 from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
 from tokentail.gateway.reading.hub import Chunk, StreamHub
 from tokentail.gateway.reading.shutdown import StreamShutdown

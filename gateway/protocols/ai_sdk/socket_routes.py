@@ -1,5 +1,5 @@
 """The Vercel AI SDK's `WebSocketChatTransport` (v7) endpoint, `GET /v1/ai-sdk/chat/ws`: many chat
-requests over one socket; the conversation's frames are gateway/encodings/ai_sdk_socket.py's.
+requests over one socket; the conversation's frames are gateway/protocols/ai_sdk/socket.py's.
 
 As over HTTP, `abort` (the SDK's `stop()`) stops sending, not the run: `POST
 /v1/ai-sdk/chat/{id}/stop` cancels it. Credentials: a bearer header, or `?token=` (a browser
@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket
 
+from tokentail.gateway import socket_tasks
 from tokentail.gateway.access.auth import bearer_credential
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.deps import (
@@ -28,8 +29,8 @@ from tokentail.gateway.deps import (
     StreamSlotsDep,
     WebhooksDep,
 )
-from tokentail.gateway.encodings.ai_sdk_socket import ChatSocket, closed_by_client
 from tokentail.gateway.errors import describe
+from tokentail.gateway.protocols.ai_sdk.socket import ChatSocket
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.errors import TokentailError
 
@@ -78,7 +79,7 @@ async def chat_socket(
             if isinstance(frame, dict):
                 await chat.take(frame)
     except Exception as exc:
-        if not closed_by_client(exc):
+        if not socket_tasks.closed_by_client(exc):
             raise
     finally:
         await chat.close()

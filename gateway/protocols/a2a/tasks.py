@@ -1,4 +1,4 @@
-"""What an A2A request asks of tokentail's tasks (gateway/routes/a2a.py serves it): a message's input,
+"""What an A2A request asks of tokentail's tasks (gateway/protocols/a2a/routes.py serves it): a message's input,
 the answer it gives to a task's question, and the index that lists a tenant's A2A tasks.
 
 A message's text parts, joined, are the run's input for an agent that takes text; an agent that

@@ -8,7 +8,7 @@
     GET    /v1/responses/{id}/input_items   what it was asked
     DELETE /v1/responses/{id}               delete its conversation (the session, every response of it)
     GET    /v1/responses  (WebSocket)       the WebSocket mode: `response.create` messages, each answered
-                                            with its response's events (gateway/encodings/responses_socket.py)
+                                            with its response's events (gateway/protocols/responses/socket.py)
 
 A response that is not `background` ends with its request (or socket), as OpenAI's does: a client
 that goes away before its end (streamed, or waiting for it) cancels it. A stream, or a request that
@@ -19,18 +19,17 @@ docs/openai-responses.md has what maps to what.
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
+from tokentail.gateway import socket_tasks
 from tokentail.gateway.access.auth import bearer_credential
 from tokentail.gateway.commands import deletion
-from tokentail.gateway.commands.responses import ResponseRef, ResponseRequests, find_response
 from tokentail.gateway.deps import (
     AuthDep,
     CallerDep,
     FinishedStreamsDep,
     HubDep,
-    ResponseRequestsDep,
     RunBudgetDep,
     RunsDep,
     SettingsDep,
@@ -39,14 +38,16 @@ from tokentail.gateway.deps import (
     StreamsDep,
     StreamSlotsDep,
     WebhooksDep,
+    authenticated_caller,
+    commands_for,
 )
-from tokentail.gateway.encodings.ai_sdk_socket import closed_by_client
-from tokentail.gateway.encodings.renderer import compact
-from tokentail.gateway.encodings.responses import MEDIA_TYPE, ResponseEvents
-from tokentail.gateway.encodings.responses_follow import cancel_unless_ended, events_of, replay, wait_for_end
-from tokentail.gateway.encodings.responses_socket import ResponsesSocket
 from tokentail.gateway.errors import describe, error_headers, error_response
+from tokentail.gateway.protocols.responses.follow import cancel_unless_ended, events_of, replay, wait_for_end
+from tokentail.gateway.protocols.responses.render import MEDIA_TYPE, ResponseEvents
+from tokentail.gateway.protocols.responses.requests import ResponseRef, ResponseRequests, find_response
+from tokentail.gateway.protocols.responses.socket import ResponsesSocket
 from tokentail.gateway.reading.finished import FinishedStreams
+from tokentail.gateway.reading.renderer import compact
 from tokentail.gateway.reading.response import ClientLeft, unless_left
 from tokentail.gateway.reading.streams import SSE_HEADERS, Streams
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
@@ -54,6 +55,9 @@ from tokentail.shared.errors import TokentailError
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 
+# A Responses API request: a stream token of the session, or an API key (a new conversation needs an
+# API key: checked there).
+ResponseRequestsDep = Annotated[ResponseRequests, Depends(commands_for(ResponseRequests, authenticated_caller))]
 CANCEL_WAIT_SECONDS = 10.0  # how long a cancel waits for the run's end before answering as it is
 
 
@@ -233,7 +237,7 @@ async def response_socket(
         while (message := await websocket.receive())["type"] != "websocket.disconnect":
             await responses.take(message.get("text"))
     except Exception as exc:
-        if not closed_by_client(exc):
+        if not socket_tasks.closed_by_client(exc):
             raise
     finally:
         await responses.close()

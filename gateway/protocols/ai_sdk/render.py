@@ -27,7 +27,7 @@
 
 A question not yet answered ends the response (`finish`, as the SDK's own servers do after an
 approval request): the SDK's `addToolApprovalResponse` then sends the chat again, with the answer in
-the tool part, which tokentail takes as the answer (gateway/routes/ai_sdk.py); a question of another
+the tool part, which tokentail takes as the answer (gateway/protocols/ai_sdk/routes.py); a question of another
 kind is answered through the REST API, then `resumeStream()`. A response that continues the message
 after an answer (`continuing`) opens with `start` and goes on from there: it reads the run from its
 start, quietly up to the answer, so that a drop after it knows what the message holds.
@@ -42,7 +42,6 @@ no word for it, and saying nothing would be a silent skip.
 
 from typing import Any, assert_never
 
-from tokentail.gateway.encodings.renderer import Renderer, compact
 from tokentail.gateway.reading.reducer import (
     AttemptStarted,
     BlockAppended,
@@ -63,6 +62,7 @@ from tokentail.gateway.reading.reducer import (
     ToolFailedOp,
     ToolFinished,
 )
+from tokentail.gateway.reading.renderer import Renderer, compact
 from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}

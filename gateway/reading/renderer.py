@@ -12,9 +12,9 @@ same frames again.
 import json
 from typing import Any, Generic, TypeVar
 
-from tokentail.gateway.encodings.sse import PING
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import GapFound, Operation, Reducer, RunEnded
+from tokentail.gateway.reading.streams import SSE_PING
 from tokentail.shared.events import Gap
 from tokentail.shared.store import StoredEvent
 
@@ -46,7 +46,7 @@ class Renderer(Generic[Part]):
 
     def batch(self, batch: Batch) -> bytes:
         if not batch.chunks:
-            return PING
+            return SSE_PING
         return b"".join(self.frames(parts, seq) for parts, seq in self.rendered(batch))
 
     def rendered(self, batch: Batch) -> list[tuple[list[Part], int | None]]:

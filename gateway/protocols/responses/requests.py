@@ -1,6 +1,6 @@
 """What a Responses API request asks of tokentail: its body, its input items, and the run (or the
-answer to a run's question) it becomes. gateway/routes/responses.py serves it; the events are
-gateway/encodings/responses.py's.
+answer to a run's question) it becomes. gateway/protocols/responses/routes.py serves it; the events are
+gateway/protocols/responses/render.py's.
 
 A response is a run's segment (see there): a new input queues a run, in a new session, or in the
 session of `previous_response_id` (in a fork of it, after that response, if it was not its

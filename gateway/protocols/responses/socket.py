@@ -1,5 +1,5 @@
 """OpenAI's Responses API in WebSocket mode (`client.responses.connect()` in the SDKs): many responses
-over one socket, `GET /v1/responses` upgraded (routes/responses.py serves it).
+over one socket, `GET /v1/responses` upgraded (protocols/responses/routes.py serves it).
 
     client → server   {"type": "response.create", "stream_id"?: "<lane>", ...the body of POST /v1/responses}
     server → client   the response's stream events, as over HTTP, one text message each, with the
@@ -7,8 +7,8 @@ over one socket, `GET /v1/responses` upgraded (routes/responses.py serves it).
                       {"type": "error", "status": 4xx, "error": {"type", "code", "message", "param"},
                        "stream_id"?}   a create refused (nothing started), or a message that is none
 
-A create is `POST /v1/responses` (gateway/commands/responses.py) and its events are the HTTP
-stream's (responses_follow.py): the same ids and sequence numbers, so a response begun here is
+A create is `POST /v1/responses` (gateway/protocols/responses/requests.py) and its events are the HTTP
+stream's (follow.py): the same ids and sequence numbers, so a response begun here is
 resumed by `GET /v1/responses/{id}?stream=true&starting_after=N` on any gateway.
 
 Lanes, as OpenAI's: a create's `stream_id` names its lane (none: the default lane). A lane serves
@@ -19,7 +19,7 @@ from before its run is queued to its end, as an HTTP stream does (a 429 means no
 
 A response that is not `background` ends with its socket, as an HTTP stream's ends with its
 request: a socket that closes mid-response (the client left, the network dropped) cancels it
-(responses_follow.cancel_unless_ended), except when the gateway is stopping (closed 1012: the client
+(follow.cancel_unless_ended), except when the gateway is stopping (closed 1012: the client
 reconnects and reads on). `background: true`, which OpenAI's WebSocket mode does not take, is
 tokentail's way to keep a response through a dropped socket.
 """
@@ -36,15 +36,15 @@ from typing import Any
 from fastapi import WebSocket
 from pydantic import ValidationError
 
-from tokentail.gateway.commands.responses import ResponseRef, ResponseRequests
+from tokentail.gateway import socket_tasks
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.gateway.encodings.ai_sdk_socket import closed_by_client
-from tokentail.gateway.encodings.renderer import compact
-from tokentail.gateway.encodings.responses import ResponseEvents
-from tokentail.gateway.encodings.responses_follow import cancel_unless_ended, events_of, follow
-from tokentail.gateway.encodings.responses_output import Part
 from tokentail.gateway.errors import describe, describe_outage
+from tokentail.gateway.protocols.responses.follow import cancel_unless_ended, events_of, follow
+from tokentail.gateway.protocols.responses.output import Part
+from tokentail.gateway.protocols.responses.render import ResponseEvents
+from tokentail.gateway.protocols.responses.requests import ResponseRef, ResponseRequests
 from tokentail.gateway.reading import first_delta
+from tokentail.gateway.reading.renderer import compact
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.reading.streams import Streams
 from tokentail.gateway.schemas import CreateResponse
@@ -234,12 +234,7 @@ class ResponsesSocket:
         """The socket closed: stop its lanes, then cancel its responses that were not `background`
         and had not ended (unless the gateway is stopping)."""
         tasks = [lane.task for lane in self.lanes.values() if lane.task is not None]
-        # Cancelled again if one goes on: on Python 3.11 a wait_for inside (redis-py's) can swallow a
-        # cancellation that lands as what it waits for completes (see ai_sdk_socket._stop).
-        while pending := [task for task in tasks if not task.done()]:
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=0.1)
+        await socket_tasks.stop(tasks)
         for creating, background in self.creating:  # their runs were queued, or refused
             try:
                 ref = await creating
@@ -253,7 +248,7 @@ class ResponsesSocket:
 
 
 def _report(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and (exc := task.exception()) is not None and not closed_by_client(exc):
+    if not task.cancelled() and (exc := task.exception()) is not None and not socket_tasks.closed_by_client(exc):
         logger.error("a Responses API socket's lane failed", exc_info=exc)
 
 

@@ -1,5 +1,5 @@
 """A2A 1.0 (the JSON-RPC and HTTP+JSON bindings) for every agent of the deployment, on a2a-sdk's own
-dispatchers, which call `TaskHandler` (gateway/encodings/a2a_handler.py) over tokentail's runs.
+dispatchers, which call `TaskHandler` (gateway/protocols/a2a/handler.py) over tokentail's runs.
 
     GET  /.well-known/agent-card.json              the default agent's card
     GET  /a2a/{agent}/.well-known/agent-card.json  an agent's card
@@ -36,10 +36,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from tokentail.gateway.commands.a2a import TaskIndex
 from tokentail.gateway.deps import AgentsDep, HubDep, SettingsDep, StreamsDep, TasksDep
-from tokentail.gateway.encodings.a2a import RESUME_EXTENSION
-from tokentail.gateway.encodings.a2a_handler import TaskHandler
+from tokentail.gateway.protocols.a2a.handler import TaskHandler
+from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION
+from tokentail.gateway.protocols.a2a.tasks import TaskIndex
 from tokentail.gateway.reading.response import ClientLeft, unless_left
 from tokentail.shared.a2a_push import PushConfigs
 from tokentail.shared.agent_catalog import AgentInfo

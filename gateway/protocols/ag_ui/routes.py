@@ -29,7 +29,7 @@ from tokentail.gateway.deps import (
     StoreDep,
     StreamsDep,
 )
-from tokentail.gateway.encodings.ag_ui import AgUiEvents, thread_messages
+from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, thread_messages
 from tokentail.gateway.reading.feed import parse_last_event_id
 from tokentail.gateway.reading.streams import Reserved, Streams
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun

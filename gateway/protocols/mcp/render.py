@@ -27,7 +27,6 @@ from typing import Any, assert_never
 from pydantic import BaseModel
 
 from tokentail.gateway.commands.tasks import Task
-from tokentail.gateway.encodings.renderer import Renderer
 from tokentail.gateway.reading.reducer import (
     AttemptStarted,
     BlockAppended,
@@ -47,6 +46,7 @@ from tokentail.gateway.reading.reducer import (
     ToolFailedOp,
     ToolFinished,
 )
+from tokentail.gateway.reading.renderer import Renderer
 from tokentail.shared.agent_catalog import AgentInfo
 from tokentail.shared.records import Question
 

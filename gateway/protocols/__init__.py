@@ -1,0 +1,45 @@
+"""The protocols of others that the gateway speaks, one package each over the shared core (access/,
+reading/ with the reducer and the renderer base, commands/, deps):
+
+    ai_sdk     the Vercel AI SDK's UI message stream (useChat), over HTTP and its WebSocketChatTransport
+    ag_ui      AG-UI (CopilotKit, @ag-ui/client)
+    responses  OpenAI's Responses API, over HTTP and its WebSocket mode
+    mcp        MCP's streamable HTTP, an agent a tool and its run a task (the `mcp` extra)
+    a2a        A2A 1.0: agent cards, JSON-RPC and HTTP+JSON, push notifications
+
+Each holds its renderer (`render`), its conversations and request handlers, its commands and its
+routes. A protocol imports the core, never another protocol (tests/unit/test_layout.py). The app
+includes every protocol's routers from `routers()`; adding a protocol is a package and a line here.
+"""
+
+from importlib import import_module
+
+from fastapi import APIRouter, Request, Response
+from starlette.routing import Route
+
+from tokentail.gateway.errors import error_response
+
+# The modules whose `router` serves each protocol, in the order they are included.
+ROUTES = ("ai_sdk.socket_routes", "ai_sdk.routes", "ag_ui.routes", "responses.routes", "a2a.routes")
+
+
+def routers() -> list[APIRouter]:
+    return [*(import_module(f"{__name__}.{name}").router for name in ROUTES), _mcp_router()]
+
+
+def _mcp_router() -> APIRouter:
+    """MCP's endpoint, with the `mcp` extra installed; without it, `/mcp` says how to get it."""
+    try:
+        from tokentail.gateway.protocols.mcp import routes
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "mcp":
+            raise
+
+        async def not_installed(request: Request) -> Response:
+            message = "MCP is not installed on this gateway: pip install 'tokentail[mcp]' (docs/mcp.md)"
+            return error_response(501, "not_installed", message)
+
+        router = APIRouter()
+        router.routes.append(Route("/mcp", not_installed, methods=["GET", "POST", "DELETE"]))
+        return router
+    return routes.router

@@ -1,0 +1,7 @@
+"""The Vercel AI SDK (`useChat`):
+
+render         the UI message stream, from a run's stored events
+routes         the chat endpoints over HTTP (DefaultChatTransport)
+socket         the WebSocketChatTransport conversation: many chat requests over one socket
+socket_routes  its endpoint
+"""

@@ -1,0 +1,6 @@
+"""MCP with the Tasks extension (the `mcp` extra):
+
+render  what a run is on MCP's wire: a task, a tool result, a question
+tasks   the tools and tasks over tokentail's runs, an extension of the mcp SDK's server
+routes  `/mcp`, served by the mcp SDK
+"""
