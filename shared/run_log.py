@@ -1,8 +1,10 @@
 """A run's events as its clients keep them: the record a taken-over or resumed run goes on from.
 
-A `run.retrying` drops everything the run streamed before it (the run started over); a
-`run.continued` drops the run's events after its `from_event_id` (a model turn cut by a crash, whose
-provider cannot continue it). What is left is what every client shows: the worker continues from it
+What a takeover drops is decided here, once (`drop_point`, `dropped_by`), for both sides: a
+`run.retrying` drops everything the run streamed before it, its questions too (the run started
+over); a `run.continued` drops the run's agent events after its `from_event_id` (a model turn cut by
+a crash, whose provider cannot continue it). What is left is what every client shows (the gateway's
+reducer and snapshot apply the same rule: gateway/reading/): the worker continues from it
 (worker/recovery/), and the session's partial text is read from it (shared/store.py).
 """
 
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokentail.shared.events import EventType
+from tokentail.shared.events import DATA_PREFIX, EventData, EventType, RunContinued, RunRetrying
 
 _TEXT = EventType.MESSAGE_DELTA.value
 _REASONING = EventType.REASONING_DELTA.value
@@ -29,6 +31,39 @@ _LIFECYCLE = frozenset(
         EventType.INPUT_RECEIVED,
     }
 )
+
+
+# What a run's agent makes (and `data.<name>` events): what a takeover's drop takes back.
+AGENT_EVENTS = frozenset(
+    {
+        EventType.MESSAGE_DELTA,
+        EventType.REASONING_DELTA,
+        EventType.STATUS,
+        EventType.TOOL_STARTED,
+        EventType.TOOL_COMPLETED,
+        EventType.TOOL_FAILED,
+    }
+)
+_QUESTION_EVENTS = frozenset({EventType.INPUT_REQUIRED, EventType.INPUT_RECEIVED})
+_TAKEOVER_DATA: dict[str, type[RunRetrying | RunContinued]] = {
+    EventType.RUN_RETRYING: RunRetrying,
+    EventType.RUN_CONTINUED: RunContinued,
+}
+
+
+def drop_point(data: EventData) -> int | None:
+    """The id after which a takeover event drops its run's events (0: all of them), else None."""
+    if isinstance(data, RunRetrying):
+        return 0
+    if isinstance(data, RunContinued):
+        return data.from_event_id
+    return None
+
+
+def dropped_by(after: int, seq: int, event_type: str) -> bool:
+    """Whether a drop of its run's events after `after` drops event `seq` of `event_type`."""
+    agents = event_type in AGENT_EVENTS or event_type.startswith(DATA_PREFIX)
+    return seq > after and (agents or (after == 0 and event_type in _QUESTION_EVENTS))
 
 
 def is_turn_boundary(event_type: str) -> bool:
@@ -60,10 +95,10 @@ class RunLog:
             if data.get("run_id") != run_id:
                 continue  # another run's (one queued behind this one)
             log.last_seq = seq
-            if event_type == EventType.RUN_RETRYING:
-                log.events.clear()
-            elif event_type == EventType.RUN_CONTINUED:
-                log.events = log.kept_until(data["from_event_id"]).events
+            if (takeover := _TAKEOVER_DATA.get(event_type)) is not None:
+                after = drop_point(takeover.model_validate(data))
+                assert after is not None
+                log.events = [kept for kept in log.events if not dropped_by(after, kept.seq, kept.type)]
             elif event_type not in _LIFECYCLE:
                 log.events.append(LoggedEvent(seq, event_type, data))
         return log

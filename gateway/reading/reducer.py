@@ -52,6 +52,7 @@ from tokentail.shared.events import (
     ToolFailed,
     ToolStarted,
 )
+from tokentail.shared.run_log import AGENT_EVENTS, drop_point, dropped_by
 from tokentail.shared.store import StoredEvent
 
 BlockKind = Literal["text", "reasoning"]
@@ -222,38 +223,7 @@ Operation = (
 
 # What an agent streams: what a `run.continued` may drop. Questions and answers are the run's: it goes
 # on after them. A `run.retrying` drops everything the run showed, them included.
-AGENT_EVENTS = frozenset(
-    {
-        EventType.MESSAGE_DELTA,
-        EventType.REASONING_DELTA,
-        EventType.STATUS,
-        EventType.TOOL_STARTED,
-        EventType.TOOL_COMPLETED,
-        EventType.TOOL_FAILED,
-    }
-)
-
-
 _AGENT_TYPES = frozenset(event_type.encode() for event_type in AGENT_EVENTS)
-QUESTION_EVENTS = frozenset({EventType.INPUT_REQUIRED, EventType.INPUT_RECEIVED})
-
-
-def is_agent_event(event_type: str) -> bool:
-    return event_type in AGENT_EVENTS or event_type.startswith(DATA_PREFIX)
-
-
-def drop_point(data: EventData) -> int | None:
-    """The id after which a takeover event drops its run's events (0: all of them), else None."""
-    if isinstance(data, RunRetrying):
-        return 0
-    if isinstance(data, RunContinued):
-        return data.from_event_id
-    return None
-
-
-def dropped_by(after: int, seq: int, event_type: str) -> bool:
-    """Whether a drop of its run's events after `after` drops event `seq` of `event_type`."""
-    return seq > after and (is_agent_event(event_type) or (after == 0 and event_type in QUESTION_EVENTS))
 
 
 _MODELS = {event_type.encode(): model for event_type, model in EVENT_DATA.items()}

@@ -22,8 +22,8 @@ from tokentail.gateway.reading.reducer import (
     ToolCalled,
     ToolDenied,
     ToolFinished,
-    dropped_by,
 )
+from tokentail.shared.run_log import dropped_by
 from tokentail.shared.store import StoredEvent
 
 RUN = "r_one"
