@@ -1,10 +1,14 @@
-"""tokentail's exceptions. The gateway maps them to HTTP statuses; the worker ends runs with them.
+"""tokentail's exceptions. The gateway maps them to HTTP statuses (gateway/errors.py); the worker
+ends runs with them.
 
 TokentailError           the base of every error tokentail raises (the clients' ApiError too)
 ├── SessionNotFound      404: no such session (or another tenant's)
 │   └── SessionExpired   410: it existed, and its retention ran out or it was deleted
+├── RunNotFound          404: the session has no such run
 ├── TaskNotFound         404: no such task of an agent protocol (or another tenant's)
+├── QuestionNotFound     404: the run asked no such question
 ├── RunConflict          409: a run is already active and the follow-up asked `reject`
+├── InputNotPending      409: an answer to a question the run no longer waits for
 ├── SessionExists        409: a chat's session exists already, and an input asked to make it anew
 ├── InvalidLastEventId   400: `Last-Event-ID` is not a non-negative integer
 ├── InputTooLarge        413: the input is longer than the configured bound
@@ -15,8 +19,13 @@ TokentailError           the base of every error tokentail raises (the clients' 
 ├── RateLimited          429: a tenant's runs per minute are used up (with `retry_after`)
 │   ├── TooManyStreams   429: a tenant has as many streams open as it may
 │   └── ForkBytesLimited 429: a tenant's forks copied what they may this hour
-├── QueueingUnanswered  503: Redis did not answer whether a run was queued (with its ids, to look it up)
+├── ArchiveUnavailable   503: the archive did not answer, for a read Redis could not serve
+├── QueueingUnanswered   503: Redis did not answer whether a run was queued (with its ids, to look it up)
 └── LeaseLost            a worker's append was fenced: another worker owns the run now
+
+(not a client's error, never answered as one)
+WritesLost               Redis lost events a run's worker appended: the run is taken over
+StepTooLarge             a ValueError: a step's result too large to record
 """
 
 

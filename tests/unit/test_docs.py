@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import tokentail
+from tokentail.shared import errors
 from tokentail.shared.settings import Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -25,3 +26,20 @@ def test_the_public_names_are_the_ones_the_python_api_page_lists() -> None:
 
 def test_the_client_s_errors_are_tokentail_errors() -> None:
     assert issubclass(tokentail.ApiError, tokentail.TokentailError)
+
+
+def test_the_errors_module_draws_every_error_class_it_defines_under_its_parent() -> None:
+    drawn = {}  # the class each line of the tree names -> the class one level up (None at the top)
+    parents: list[str] = []
+    for line in (errors.__doc__ or "").splitlines():
+        if match := re.match(r"^((?:[│ ]   )*)(?:[├└]── )?([A-Z]\w+) ", line):
+            depth = len(match.group(1)) // 4 + (1 if "──" in line else 0)
+            parents[depth:] = [match.group(2)]
+            drawn[match.group(2)] = parents[depth - 1] if depth and "──" in line else None
+    defined = {
+        name: cls for name, cls in vars(errors).items() if isinstance(cls, type) and cls.__module__ == errors.__name__
+    }
+    assert set(drawn) == set(defined)
+    for name, parent in drawn.items():
+        if parent is not None:
+            assert defined[name].__base__ is defined[parent], name

@@ -5,8 +5,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_chunk, openai_stream
-from tokentail.shared.catalog import OPENAI_COMPATIBLE
+from tokentail.shared.catalog import OPENAI_COMPATIBLE, PROVIDERS
 from tokentail.shared.params import RunParams
+from tokentail.worker.providers import BUILDERS
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.providers.base import (
     Chunk,
@@ -276,3 +277,7 @@ async def test_openai_s_own_api_cannot_continue_so_it_is_never_sent_the_partial_
     await _collect(provider, CUT)
     assert fake.requests[0]["messages"][-1] == {"role": "user", "content": "hi"}
     assert "continue_final_message" not in fake.requests[0]
+
+
+def test_every_provider_the_catalog_names_has_a_builder() -> None:
+    assert set(BUILDERS) == PROVIDERS

@@ -8,6 +8,7 @@ stalled them all, for seconds on a busy box, and the loop watchdog took the run 
 
 import asyncio
 import os
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from tokentail.shared.catalog import ANTHROPIC, OPENAI, OPENAI_COMPATIBLE, SCRIPTED, parse_model
@@ -35,39 +36,59 @@ class Providers:
         return self._built[ref.provider], ref.name
 
     def _build(self, provider: str) -> Provider:
-        # The SDKs' own retries are off: tokentail retries, and only before the first token.
-        if provider == SCRIPTED:
-            return ScriptedProvider()
-        if provider == OPENAI:
-            if not os.environ.get("OPENAI_API_KEY"):
-                raise ProviderError("OPENAI_API_KEY is not set on the worker", kind="authentication_error")
-            import openai
+        build = BUILDERS.get(provider)
+        if build is None:
+            raise InvalidRequest(f"unknown provider {provider!r}")
+        return build(self._settings)
 
-            from tokentail.worker.providers.openai_chat import OpenAIProvider
 
-            return OpenAIProvider(openai.AsyncOpenAI(max_retries=0))
-        if provider == ANTHROPIC:
-            if not os.environ.get("ANTHROPIC_API_KEY"):
-                raise ProviderError("ANTHROPIC_API_KEY is not set on the worker", kind="authentication_error")
-            import anthropic
+# How each provider of shared/catalog.py's is built, from the worker's settings. The SDKs' own
+# retries are off: tokentail retries, and only before the first token.
 
-            from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 
-            return AnthropicProvider(anthropic.AsyncAnthropic(max_retries=0))
-        if provider == OPENAI_COMPATIBLE:
-            import openai
+def _scripted(settings: Settings) -> Provider:
+    return ScriptedProvider()
 
-            from tokentail.worker.providers.openai_chat import OpenAIProvider
 
-            base_url = self._settings.openai_compatible_base_url
-            if not base_url:
-                raise InvalidRequest("set TOKENTAIL_OPENAI_COMPATIBLE_BASE_URL to use openai-compatible models")
-            key = self._settings.openai_compatible_api_key
-            client = openai.AsyncOpenAI(
-                base_url=base_url, api_key=key.get_secret_value() if key else "unused", max_retries=0
-            )
-            # Only the host: a URL may carry credentials, and this name reaches clients in messages.
-            name = f"the OpenAI-compatible server at {urlsplit(base_url).hostname}"
-            continuation = self._settings.openai_compatible_continue
-            return OpenAIProvider(client, name=name, provider=OPENAI_COMPATIBLE, continuation=continuation)
-        raise InvalidRequest(f"unknown provider {provider!r}")
+def _openai(settings: Settings) -> Provider:
+    if not os.environ.get("OPENAI_API_KEY"):
+        raise ProviderError("OPENAI_API_KEY is not set on the worker", kind="authentication_error")
+    import openai
+
+    from tokentail.worker.providers.openai_chat import OpenAIProvider
+
+    return OpenAIProvider(openai.AsyncOpenAI(max_retries=0))
+
+
+def _anthropic(settings: Settings) -> Provider:
+    if not os.environ.get("ANTHROPIC_API_KEY"):
+        raise ProviderError("ANTHROPIC_API_KEY is not set on the worker", kind="authentication_error")
+    import anthropic
+
+    from tokentail.worker.providers.anthropic_messages import AnthropicProvider
+
+    return AnthropicProvider(anthropic.AsyncAnthropic(max_retries=0))
+
+
+def _openai_compatible(settings: Settings) -> Provider:
+    import openai
+
+    from tokentail.worker.providers.openai_chat import OpenAIProvider
+
+    base_url = settings.openai_compatible_base_url
+    if not base_url:
+        raise InvalidRequest("set TOKENTAIL_OPENAI_COMPATIBLE_BASE_URL to use openai-compatible models")
+    key = settings.openai_compatible_api_key
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=key.get_secret_value() if key else "unused", max_retries=0)
+    # Only the host: a URL may carry credentials, and this name reaches clients in messages.
+    name = f"the OpenAI-compatible server at {urlsplit(base_url).hostname}"
+    continuation = settings.openai_compatible_continue
+    return OpenAIProvider(client, name=name, provider=OPENAI_COMPATIBLE, continuation=continuation)
+
+
+BUILDERS: dict[str, Callable[[Settings], Provider]] = {
+    SCRIPTED: _scripted,
+    OPENAI: _openai,
+    ANTHROPIC: _anthropic,
+    OPENAI_COMPATIBLE: _openai_compatible,
+}
