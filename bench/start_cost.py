@@ -3,6 +3,7 @@ that session's event stream, each measured apart, on gateways of several revisio
 
     .venv/bin/python bench/start_cost.py                                 # this work tree
     .venv/bin/python bench/start_cost.py --ref main --ref tree -n 3000   # main's and this tree's, in turns
+    .venv/bin/python bench/start_cost.py --hot-routes both               # FastAPI's routes, then the hot routes
 
 Each round: a private redis-server, one `tokentail gateway` process (auth on: an API key, stream
 tokens; no tenant limits), and a client of raw asyncio sockets with `--concurrency` requests in
@@ -83,7 +84,7 @@ def spawn_gateway(tree: Path | None, port: int, env: dict[str, str]) -> subproce
     return subprocess.Popen(command, env={**env, **({"PYTHONPATH": str(tree)} if tree else {})}, cwd=tree or ROOT)
 
 
-async def measure(tree: Path | None, requests: int, concurrency: int) -> dict[str, float]:
+async def measure(tree: Path | None, requests: int, concurrency: int, hot_routes: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as data_dir:
         redis = RedisServer(data_dir, port=free_port())
         redis.start()
@@ -96,6 +97,7 @@ async def measure(tree: Path | None, requests: int, concurrency: int) -> dict[st
             "TOKENTAIL_LOG_LEVEL": "warning",
             "TOKENTAIL_RUNS_PER_MINUTE": "0",
             "TOKENTAIL_MAX_STREAMS_PER_TENANT": "0",
+            "TOKENTAIL_HOT_ROUTES": "true" if hot_routes else "false",  # a revision before the switch has them on
         }
         gateway = spawn_gateway(tree, port, env)
         try:
@@ -138,7 +140,7 @@ async def measure(tree: Path | None, requests: int, concurrency: int) -> dict[st
     }
 
 
-async def main(refs: list[str | None], requests: int, concurrency: int, repeats: int) -> None:
+async def main(refs: list[str | None], requests: int, concurrency: int, repeats: int, hot: list[bool]) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         trees: dict[str | None, Path | None] = {}
         for ref in refs:
@@ -149,21 +151,28 @@ async def main(refs: list[str | None], requests: int, concurrency: int, repeats:
             if commit is None:
                 raise SystemExit(f"no commit {ref!r}")
             trees[ref] = baseline.gateway_tree(commit, Path(scratch) / ref.replace("/", "_"))
-        figures: dict[str | None, list[dict[str, float]]] = {ref: [] for ref in refs}
+        runs = [(ref, on) for ref in refs for on in hot]
+        figures: dict[tuple[str | None, bool], list[dict[str, float]]] = {run: [] for run in runs}
         for round_ in range(repeats):
-            for ref in refs:
+            for ref, on in runs:
                 began = time.monotonic()
-                figures[ref].append(await measure(trees[ref], requests, concurrency))
-                print(f"round {round_ + 1} {ref or 'tree'}: {figures[ref][-1]} ({time.monotonic() - began:.0f} s)")
-    names = list(figures[refs[0]][0])
+                figures[ref, on].append(await measure(trees[ref], requests, concurrency, on))
+                print(f"round {round_ + 1} {label(ref, on)}: {figures[ref, on][-1]} ({time.monotonic() - began:.0f} s)")
+    names = list(figures[runs[0]][0])
     print(f"\nCPU ms per request (median of {repeats}), {requests} requests, {concurrency} in flight")
-    print("  " + " ".join(f"{name:>16}" for name in ["revision", *names]))
-    medians = {ref: {n: sorted(f[n] for f in runs)[len(runs) // 2] for n in names} for ref, runs in figures.items()}
-    for ref in refs:
-        print("  " + f"{ref or 'tree':>16} " + " ".join(f"{medians[ref][n]:16.3f}" for n in names))
-    if len(refs) > 1:
-        first, last = medians[refs[0]], medians[refs[-1]]
-        print("  " + f"{'ratio':>16} " + " ".join(f"{last[n] / first[n]:15.2f}x" for n in names))
+    print("  " + " ".join(f"{name:>24}" for name in ["revision", *names]))
+    medians = {
+        run: {n: sorted(f[n] for f in rounds)[len(rounds) // 2] for n in names} for run, rounds in figures.items()
+    }
+    for run in runs:
+        print("  " + f"{label(*run):>24} " + " ".join(f"{medians[run][n]:24.3f}" for n in names))
+    if len(runs) > 1:
+        first, last = medians[runs[0]], medians[runs[-1]]
+        print("  " + f"{'ratio, last / first':>24} " + " ".join(f"{last[n] / first[n]:23.2f}x" for n in names))
+
+
+def label(ref: str | None, hot_routes: bool) -> str:
+    return f"{ref or 'tree'}{'' if hot_routes else ', no hot routes'}"
 
 
 if __name__ == "__main__":
@@ -174,5 +183,12 @@ if __name__ == "__main__":
     parser.add_argument("-n", "--requests", type=int, default=2000)
     parser.add_argument("-c", "--concurrency", type=int, default=20)
     parser.add_argument("-r", "--repeats", type=int, default=3)
+    parser.add_argument(
+        "--hot-routes",
+        choices=("on", "off", "both"),
+        default="on",
+        help="the gateway's hot routes (TOKENTAIL_HOT_ROUTES): on, off (FastAPI's routes), or both in turns",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.ref or [None], args.requests, args.concurrency, args.repeats))
+    hot = {"on": [True], "off": [False], "both": [False, True]}[args.hot_routes]
+    asyncio.run(main(args.ref or [None], args.requests, args.concurrency, args.repeats, hot))

@@ -7,11 +7,12 @@ use them too.
 """
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Path
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 
 from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import CHAT_ID_PATTERN
@@ -60,42 +61,63 @@ query_token = APIKeyQuery(
 )
 
 
-async def authenticated_caller(
-    auth: AuthDep,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_credentials)],
-    token: Annotated[str | None, Depends(query_token)],
-) -> Caller:
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_credentials)]
+QueryToken = Annotated[str | None, Depends(query_token)]
+# Who calls, as a plain function of the request and its two credentials: a route's one dependency
+# (below), which the hot routes call as FastAPI does (gateway/hot_routes.py).
+CallerOf = Callable[[HTTPConnection, HTTPAuthorizationCredentials | None, str | None], Awaitable[Caller]]
+
+
+async def authenticated_caller(connection: HTTPConnection, bearer: Bearer, token: QueryToken) -> Caller:
+    auth: Authenticator = connection.app.state.auth
     return auth.authenticate(bearer.credentials if bearer else None, token)
 
 
-def _caller_who(requirement: Callable[[Caller], None]) -> Callable[..., Awaitable[Caller]]:
+def _caller_who(requirement: Callable[[Caller], None]) -> CallerOf:
     """The caller, if it meets `requirement` (which raises Forbidden otherwise)."""
 
-    async def dependency(caller: Annotated[Caller, Depends(authenticated_caller)]) -> Caller:
+    async def caller_who(connection: HTTPConnection, bearer: Bearer, token: QueryToken) -> Caller:
+        caller = await authenticated_caller(connection, bearer, token)
         requirement(caller)
         return caller
 
-    return dependency
+    return caller_who
 
 
-_api_key_caller = _caller_who(Caller.require_api_key)
-_chat_caller = _caller_who(Caller.require_chat)
-
-CallerDep = Annotated[Caller, Depends(authenticated_caller)]
-ApiKeyCallerDep = Annotated[Caller, Depends(_api_key_caller)]
-ChatCallerDep = Annotated[Caller, Depends(_chat_caller)]
+api_key_caller = _caller_who(Caller.require_api_key)
+chat_caller = _caller_who(Caller.require_chat)  # queue and cancel runs: an API key, or a chat token
 
 
-def _session_of(who: Callable[..., Awaitable[Caller]]) -> Callable[..., Awaitable[str]]:
+@dataclass(frozen=True, slots=True)
+class Access:
+    """A caller, and the session of the request's path it may use."""
+
+    caller: Caller
+    session_id: str
+
+
+def _session_access(who: CallerOf) -> Callable[..., Awaitable[Access]]:
     """The path's `{session_id}`, if the caller `who` gives may use it."""
 
-    async def dependency(
-        session_id: str, auth: AuthDep, store: StoreDep, caller: Annotated[Caller, Depends(who)]
-    ) -> str:
-        await auth.check_access(caller, session_id, store)
-        return session_id
+    async def access(request: Request, session_id: str, bearer: Bearer, token: QueryToken) -> Access:
+        caller = await who(request, bearer, token)
+        state = request.app.state
+        await state.auth.check_access(caller, session_id, state.store)
+        return Access(caller, session_id)
 
-    return dependency
+    return access
+
+
+readable_session = _session_access(authenticated_caller)  # its tenant's API key, or a stream token for it
+chat_session = _session_access(chat_caller)  # an API key, or a chat token for it
+owned_session = _session_access(api_key_caller)  # an API key
+
+CallerDep = Annotated[Caller, Depends(authenticated_caller)]
+ApiKeyCallerDep = Annotated[Caller, Depends(api_key_caller)]
+ChatCallerDep = Annotated[Caller, Depends(chat_caller)]
+ReadableSessionDep = Annotated[Access, Depends(readable_session)]
+ChatSessionDep = Annotated[Access, Depends(chat_session)]
+OwnedSessionDep = Annotated[Access, Depends(owned_session)]
 
 
 # A chat id in a path, as the routes take it (also what the OpenAPI document says of it).
@@ -128,38 +150,35 @@ IdempotencyKeyDep = Annotated[
     ),
 ]
 
-# A session the caller may read (API key of its tenant, or a stream token for it), chat in (queue and
-# cancel runs: API key, or a chat token for it) or change (API key).
-ReadableSessionDep = Annotated[str, Depends(_session_of(authenticated_caller))]
-ChatSessionDep = Annotated[str, Depends(_session_of(_chat_caller))]
-OwnedSessionDep = Annotated[str, Depends(_session_of(_api_key_caller))]
 # The session of the path's `{chat_id}`, which the caller may read, or chat in.
 ReadableChatDep = Annotated[str, Depends(_chat_of(authenticated_caller))]
-ChattingChatDep = Annotated[str, Depends(_chat_of(_chat_caller))]
+ChattingChatDep = Annotated[str, Depends(_chat_of(chat_caller))]
 
 
-async def _streams(
-    caller: CallerDep, store: StoreDep, hub: HubDep, settings: SettingsDep, slots: StreamSlotsDep
-) -> Streams:
-    return Streams(caller, store, hub, settings, slots)
+def streams_for(connection: HTTPConnection, caller: Caller) -> Streams:
+    """Opening streams of the app's for `caller`."""
+    state = connection.app.state
+    return Streams(caller, state.store, state.hub, state.settings, state.stream_slots)
+
+
+async def _streams(connection: HTTPConnection, caller: CallerDep) -> Streams:
+    return streams_for(connection, caller)
 
 
 Commands = TypeVar("Commands", bound=RunCommands)
 
 
-def commands_for(kind: type[Commands], who: Callable[..., Awaitable[Caller]]) -> Callable[..., Awaitable[Commands]]:
-    """`kind` (a RunCommands) for the caller `who` gives."""
+def run_commands(kind: type[Commands], connection: HTTPConnection, caller: Caller) -> Commands:
+    """`kind` (a RunCommands) of the app's, for `caller`."""
+    state = connection.app.state
+    return kind(caller, state.auth, state.store, state.runs, state.settings, state.run_budget, state.webhooks)
 
-    async def dependency(
-        caller: Annotated[Caller, Depends(who)],
-        auth: AuthDep,
-        store: StoreDep,
-        runs: RunsDep,
-        settings: SettingsDep,
-        budget: RunBudgetDep,
-        webhooks: WebhooksDep,
-    ) -> Commands:
-        return kind(caller, auth, store, runs, settings, budget, webhooks)
+
+def commands_for(kind: type[Commands], who: Callable[..., Awaitable[Caller]]) -> Callable[..., Awaitable[Commands]]:
+    """A dependency: `kind` for the caller `who` gives."""
+
+    async def dependency(connection: HTTPConnection, caller: Annotated[Caller, Depends(who)]) -> Commands:
+        return run_commands(kind, connection, caller)
 
     return dependency
 
@@ -167,6 +186,6 @@ def commands_for(kind: type[Commands], who: Callable[..., Awaitable[Caller]]) ->
 # Opening a session's stream for the caller, in any encoding; what a chat UI sends (a chat token or
 # an API key).
 StreamsDep = Annotated[Streams, Depends(_streams)]
-ChatTurnsDep = Annotated[ChatTurns, Depends(commands_for(ChatTurns, _chat_caller))]
+ChatTurnsDep = Annotated[ChatTurns, Depends(commands_for(ChatTurns, chat_caller))]
 # The agent protocols' tasks (MCP, A2A): an API key's tenant (every caller, with auth off).
-TasksDep = Annotated[RunTasks, Depends(commands_for(RunTasks, _api_key_caller))]
+TasksDep = Annotated[RunTasks, Depends(commands_for(RunTasks, api_key_caller))]

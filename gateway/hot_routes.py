@@ -4,9 +4,10 @@
 chat client sends for every answer it shows. Through FastAPI each costs more CPU than the work it
 asks for: dependency solving (a dozen `Depends`), parameter and body validation field by field,
 the response model's serialisation, the route's own exit stacks. Here each is a plain handler that
-reads what its FastAPI route declares, by hand, and calls that route's own function: one
-implementation of what the request does, documented by the FastAPI route (the OpenAPI schema is
-its), and answered here.
+reads what its FastAPI route declares, by hand, calls the route's one dependency (a plain function
+of the request, gateway/deps.py: who calls, and the session it may use) and then the route's own
+function: one implementation of what the request does, documented by the FastAPI route (the
+OpenAPI schema is its), and answered here.
 
 A hot route sits first among the app's routes, so it is reached through every middleware and the
 app's exception handlers, as the FastAPI route is: a middleware added later wraps both. It only
@@ -15,8 +16,8 @@ model, a bad header or query value, another content type, a body its client cut 
 `Declined` before anything was done, and goes on to the FastAPI route with its body, which answers
 it with FastAPI's own errors. So the two cannot disagree on an error, and
 tests/integration/test_hot_routes.py checks that they agree on every answer, and pins what the
-FastAPI routes declare so that a new parameter or dependency there fails until the handler here
-reads it too.
+FastAPI routes declare (their one dependency by identity) so that a new parameter or dependency
+there fails until the handler here reads it too.
 """
 
 import json
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Response
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import URLPath
 from starlette.requests import ClientDisconnect, Request
@@ -33,8 +35,6 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import Message, Receive, Scope, Send
 
 from tokentail.gateway import deps
-from tokentail.gateway.access.auth import Caller
-from tokentail.gateway.reading.streams import Streams
 from tokentail.gateway.routes import events, sessions
 from tokentail.gateway.schemas import CreateRun, CreateSession
 
@@ -96,6 +96,8 @@ class HotRoute(BaseRoute):
 
 def install(app: FastAPI) -> None:
     """Put the hot routes first among `app`'s routes (after every FastAPI route is included)."""
+    if not app.state.settings.hot_routes:
+        return  # TOKENTAIL_HOT_ROUTES=false: FastAPI's routes answer them
     if app.router.dependencies:
         # Dependencies of the whole app would run for FastAPI's routes only: refuse, rather than
         # skip them silently on the requests that matter most.
@@ -114,38 +116,17 @@ def install(app: FastAPI) -> None:
 async def _create_session(request: Request, body: bytes) -> Response:
     created = _json_body(request, body, CreateSession)
     idempotency_key = _idempotency_key(request)
-    state = request.app.state
-    caller = await _caller(request)
-    caller.require_api_key()
+    caller = await deps.api_key_caller(request, *await _credentials(request))  # the FastAPI route's one dependency
     answer = _sub_response()
-    result = await sessions.create_session(
-        created,
-        request,
-        answer,
-        caller,
-        state.store,
-        state.runs,
-        state.settings,
-        state.run_budget,
-        state.auth,
-        state.webhooks,
-        idempotency_key,
-    )
+    result = await sessions.create_session(created, request, answer, caller, idempotency_key)
     return _json(result, 201, answer)
 
 
 async def _create_run(request: Request, body: bytes) -> Response:
     run = _json_body(request, body, CreateRun)
     idempotency_key = _idempotency_key(request)
-    session_id = request.path_params["session_id"]
-    state = request.app.state
-    caller = await _caller(request)
-    caller.require_chat()
-    await state.auth.check_access(caller, session_id, state.store)
-    result = await sessions.create_run(
-        session_id, run, request, caller, state.store, state.runs, state.settings, state.run_budget, idempotency_key
-    )
-    return _json(result, 202)
+    access = await deps.chat_session(request, request.path_params["session_id"], *await _credentials(request))
+    return _json(await sessions.create_run(run, request, access, idempotency_key), 202)
 
 
 async def _stream_events(request: Request, body: bytes) -> Response:
@@ -153,15 +134,10 @@ async def _stream_events(request: Request, body: bytes) -> Response:
     catch_up = query.get("catch_up", "events")
     if catch_up not in _CATCH_UP:
         raise Declined
-    session_id = request.path_params["session_id"]
-    state = request.app.state
-    caller = await _caller(request)
-    await state.auth.check_access(caller, session_id, state.store)
-    streams = Streams(caller, state.store, state.hub, state.settings, state.stream_slots)
+    access = await deps.readable_session(request, request.path_params["session_id"], *await _credentials(request))
     return await events.stream_events(
-        session_id,
-        streams,
-        state.settings,
+        request,
+        access,
         query.get("last_event_id"),
         headers.get("last-event-id"),
         headers.get("accept"),
@@ -169,10 +145,9 @@ async def _stream_events(request: Request, body: bytes) -> Response:
     )
 
 
-async def _caller(request: Request) -> Caller:
-    """The caller, as `deps.authenticated_caller` finds it (from the same two credentials)."""
-    bearer, token = await deps.bearer_credentials(request), await deps.query_token(request)
-    return await deps.authenticated_caller(request.app.state.auth, bearer, token)
+async def _credentials(request: Request) -> tuple[HTTPAuthorizationCredentials | None, str | None]:
+    """The two credentials the routes' one dependency takes, read by the schemes that FastAPI calls."""
+    return await deps.bearer_credentials(request), await deps.query_token(request)
 
 
 def _json_body(request: Request, body: bytes, model: type[Model]) -> Model:

@@ -112,6 +112,7 @@ class Settings(BaseSettings):
     # Gateway
     sse_heartbeat_seconds: float = Field(15.0, gt=0, description="idle time before a `: ping` comment")
     sse_retry_ms: int = Field(1000, ge=0, description="the `retry:` hint sent to EventSource clients")
+    hot_routes: bool = Field(True, description="answer the requests each stream starts with without FastAPI's routes")
     sse_batch: int = Field(500, ge=1, description="events read from Redis per call (fewer when they are large)")
     ui_replay_seconds: float = Field(
         60.0,

@@ -13,7 +13,6 @@ from tokentail.gateway.commands.turns import check_agent_name, check_params, che
 from tokentail.gateway.deps import (
     ApiKeyCallerDep,
     AuthDep,
-    CallerDep,
     ChatSessionDep,
     IdempotencyKeyDep,
     OwnedSessionDep,
@@ -22,7 +21,6 @@ from tokentail.gateway.deps import (
     RunsDep,
     SettingsDep,
     StoreDep,
-    WebhooksDep,
 )
 from tokentail.gateway.schemas import (
     ERROR_RESPONSES,
@@ -58,17 +56,15 @@ async def create_session(
     request: Request,
     response: Response,
     caller: ApiKeyCallerDep,
-    store: StoreDep,
-    runs: RunsDep,
-    settings: SettingsDep,
-    budget: RunBudgetDep,
-    auth: AuthDep,
-    webhooks: WebhooksDep,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> SessionCreated:
     """Create a session; with `input`, queue its first run. With `chat_id`, the session of a chat id
     your frontend chose: made now (201), or the existing one (200, with a fresh token). With an
     `Idempotency-Key`, the same request sent again answers as the first did, making nothing twice."""
+    # One dependency (the caller), the rest of the app's state read here: the hot route calls this
+    # with what FastAPI gives it (gateway/hot_routes.py).
+    state = request.app.state
+    store, runs, settings, auth = state.store, state.runs, state.settings, state.auth
     check_size(body.input, settings)
     check_agent_name(body.agent, settings)
     params = body.params.given() if body.params else {}
@@ -76,8 +72,8 @@ async def create_session(
     session_id = idempotent_id("s_", caller.tenant, idempotency_key) if idempotency_key else new_session_id()
     if body.chat_id is not None:
         session_id = await auth.chat_session(caller, body.chat_id, store)  # another tenant's: 404
-    webhook = await webhooks.url_for(caller.tenant, body.webhook)
-    await budget.spend(caller.tenant)
+    webhook = await state.webhooks.url_for(caller.tenant, body.webhook)
+    await state.run_budget.spend(caller.tenant)
     session = SessionRecord(
         session_id=session_id,
         created_at=time.time(),
@@ -115,53 +111,47 @@ async def create_session(
 
 @router.post("/{session_id}/runs", status_code=202, responses=ERROR_RESPONSES)
 async def create_run(
-    session_id: ChatSessionDep,
-    body: CreateRun,
-    request: Request,
-    caller: CallerDep,
-    store: StoreDep,
-    runs: RunsDep,
-    settings: SettingsDep,
-    budget: RunBudgetDep,
-    idempotency_key: IdempotencyKeyDep = None,
+    body: CreateRun, request: Request, access: ChatSessionDep, idempotency_key: IdempotencyKeyDep = None
 ) -> RunAccepted:
     """Queue a follow-up turn. With an `Idempotency-Key`, the same request sent again queues nothing
     more and answers with the same run."""
+    caller, session_id, state = access.caller, access.session_id, request.app.state
     run_id = idempotent_id("r_", caller.tenant, session_id, idempotency_key) if idempotency_key else None
-    run = await queue_follow_up(store, runs, settings, budget, caller, session_id, body, run_id)
+    run = await queue_follow_up(
+        state.store, state.runs, state.settings, state.run_budget, caller, session_id, body, run_id
+    )
     return RunAccepted(run_id=run.run_id, events_url=_events_url(request, session_id))
 
 
 @router.post("/{session_id}/cancel", status_code=202, responses=ERROR_RESPONSES)
-async def cancel_run(session_id: ChatSessionDep, runs: RunsDep, body: CancelRun | None = None) -> CancelAccepted:
+async def cancel_run(access: ChatSessionDep, runs: RunsDep, body: CancelRun | None = None) -> CancelAccepted:
     """Cancel the active run, from any replica. Idempotent: the worker running it stops the model
     and writes `run.cancelled` as the run's last event; a run no worker holds yet (still queued)
     ends at once. With `run_id` (the run the client saw), only that run, if it is still the active
     one: else `not_active`, and nothing is cancelled. Closing a stream never cancels a run."""
-    outcome, run_id = await runs.cancel_run(session_id, body.run_id if body is not None else None)
+    outcome, run_id = await runs.cancel_run(access.session_id, body.run_id if body is not None else None)
     return CancelAccepted.of(outcome, run_id)
 
 
 @router.post("/{session_id}/runs/{run_id}/input", status_code=202, responses=ERROR_RESPONSES)
 async def answer_input(
-    session_id: ChatSessionDep, run_id: str, body: Answer, store: StoreDep, runs: RunsDep
+    access: ChatSessionDep, run_id: str, body: Answer, store: StoreDep, runs: RunsDep
 ) -> AnswerAccepted:
     """Answer the question a run waits for (its `input.required` event), from any client: the run
     goes on, on any worker. Once: a second answer, or one to an expired or cancelled question, is 409;
     an answer that does not match the question's schema is 422."""
-    seq = await answer_question(store, runs, session_id, run_id, body.input_id, body.answer)
+    seq = await answer_question(store, runs, access.session_id, run_id, body.input_id, body.answer)
     return AnswerAccepted(run_id=run_id, input_id=body.input_id, event_id=seq)
 
 
 @router.get("/{session_id}", responses=ERROR_RESPONSES)
-async def get_session(session_id: ReadableSessionDep, store: StoreDep) -> SessionView:
-    return await _view(store, await store.get_session(session_id))
+async def get_session(access: ReadableSessionDep, store: StoreDep) -> SessionView:
+    return await _view(store, await store.get_session(access.session_id))
 
 
 @router.post("/{session_id}/fork", status_code=201, responses=ERROR_RESPONSES)
 async def fork_session(
-    session_id: OwnedSessionDep,
-    caller: ApiKeyCallerDep,
+    access: OwnedSessionDep,
     store: StoreDep,
     runs: RunsDep,
     settings: SettingsDep,
@@ -177,6 +167,7 @@ async def fork_session(
     other run going then): else 422, naming the nearest. A fork is a session made: one of the tenant's
     runs per minute, and its bytes of what its forks may copy per hour (429 beyond either, making
     nothing). With an `Idempotency-Key`, the same request sent again answers with the same fork."""
+    caller, session_id = access.caller, access.session_id
     fork_id = idempotent_id("s_", caller.tenant, "fork", session_id, idempotency_key) if idempotency_key else None
     fork = await branching.fork_session(store, runs, settings, budget, session_id, after, fork_id)
     return await _view(store, fork)
@@ -215,8 +206,9 @@ def _pending_input(run: RunRecord | None) -> PendingInput | None:
     status_code=204,
     responses={**ERROR_RESPONSES, 202: {"model": SessionDeleted, "description": "deleted; the archive's copy later"}},
 )
-async def delete_session(session_id: OwnedSessionDep, store: StoreDep, runs: RunsDep) -> Response:
+async def delete_session(access: OwnedSessionDep, store: StoreDep, runs: RunsDep) -> Response:
     """Delete the session: 204, or 202 when the archive is down (deleted, its archived copy once it is back)."""
+    session_id = access.session_id
     session = await store.get_session(session_id)  # 404 or 410 if there is nothing to delete
     if await deletion.delete_session(runs, store, session):
         return Response(status_code=204)
@@ -225,8 +217,7 @@ async def delete_session(session_id: OwnedSessionDep, store: StoreDep, runs: Run
 
 @router.post("/{session_id}/token", responses=ERROR_RESPONSES)
 async def refresh_token(
-    session_id: ReadableSessionDep,
-    caller: CallerDep,
+    access: ReadableSessionDep,
     auth: AuthDep,
     store: StoreDep,
     body: TokenRequest | None = None,
@@ -234,6 +225,7 @@ async def refresh_token(
     """A fresh stream token for the session, for an API key or a stream token that has not expired
     yet (refresh before it does: an expired token is refused everywhere, here too). A token refreshes
     to its own scope unless a body asks otherwise; only an API key or a chat token gets a chat token."""
+    caller, session_id = access.caller, access.session_id
     scope = (
         body.scope if body is not None and body.scope is not None else "read" if caller.has_api_key else caller.scope
     )

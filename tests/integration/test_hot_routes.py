@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tests.waiting import eventually
-from tokentail.gateway import cors
+from tokentail.gateway import cors, deps
 from tokentail.gateway.app import create_app
 from tokentail.gateway.hot_routes import HotRoute
 from tokentail.gateway.routes import events, sessions
@@ -272,8 +272,10 @@ def one_budget_minute(limits_clock: types.SimpleNamespace) -> None:
 @pytest.fixture
 async def gateways(settings: Settings) -> AsyncIterator[tuple[Gateway, Gateway]]:
     hot = Gateway(settings.model_copy(update={**SETTINGS, "key_prefix": settings.key_prefix + "-hot"}))
-    documented = Gateway(settings.model_copy(update={**SETTINGS, "key_prefix": settings.key_prefix + "-doc"}))
-    documented.app.router.routes[:] = [r for r in documented.app.router.routes if not isinstance(r, HotRoute)]
+    # TOKENTAIL_HOT_ROUTES=false: the same requests answered by FastAPI's routes.
+    off = {**SETTINGS, "key_prefix": settings.key_prefix + "-doc", "hot_routes": False}
+    documented = Gateway(settings.model_copy(update=off))
+    assert not any(isinstance(route, HotRoute) for route in documented.app.router.routes)
     started = [await hot.start()]
     try:
         started.append(await documented.start())
@@ -347,9 +349,7 @@ async def test_a_body_its_client_cut_short_ends_quietly_and_creates_nothing(
     """A client declares 1000 bytes of body, sends 10 and closes: FastAPI's route finds it gone while
     reading the body and answers 400 to nobody, with no log. The hot route logged an ERROR traceback
     for each (issue 52); it must end as FastAPI's does, and neither makes a session or a run."""
-    gateway = Gateway(settings.model_copy(update={"max_request_bytes": 2048}))
-    if not hot:
-        gateway.app.router.routes[:] = [r for r in gateway.app.router.routes if not isinstance(r, HotRoute)]
+    gateway = Gateway(settings.model_copy(update={"max_request_bytes": 2048, "hot_routes": hot}))
     finished: list[str] = []
     gateway.app.add_middleware(Finished, finished=finished)
     await gateway.start()
@@ -442,62 +442,40 @@ async def test_a_middleware_added_later_sees_the_hot_requests(settings: Settings
     ]
 
 
-# What the FastAPI routes the hot routes stand for declare: their parameters and dependencies, as
-# FastAPI solves them. The hot handlers (gateway/hot_routes.py) read each by hand: if one changes
-# here, change the handler to read it the same way, then this list.
+# What the FastAPI routes the hot routes stand for declare: their parameters and their one
+# dependency, as FastAPI solves them. The hot handlers (gateway/hot_routes.py) read the parameters
+# by hand and call the same dependency (checked by identity below): if one changes here, change the
+# handler to read it the same way, then this list.
+CREDENTIALS = ["  depends bearer: HTTPBearer", "  depends token: APIKeyQuery"]
 DECLARED = {
     "create_session": [
         "header idempotency_key Idempotency-Key",
         "body body body",
-        "depends caller: _caller_who.<locals>.dependency",
-        "  depends caller: authenticated_caller",
-        "    depends auth: _app_state.<locals>.dependency",
-        "    depends bearer: HTTPBearer",
-        "    depends token: APIKeyQuery",
-        *(
-            f"depends {name}: _app_state.<locals>.dependency"
-            for name in ("store", "runs", "settings", "budget", "auth", "webhooks")
-        ),  # fmt: skip
+        "depends caller: _caller_who.<locals>.caller_who",
+        *CREDENTIALS,
     ],
     "create_run": [
         "header idempotency_key Idempotency-Key",
         "body body body",
-        "depends session_id: _session_of.<locals>.dependency",
+        "depends access: _session_access.<locals>.access",
         "  path session_id session_id",
-        "  depends auth: _app_state.<locals>.dependency",
-        "  depends store: _app_state.<locals>.dependency",
-        "  depends caller: _caller_who.<locals>.dependency",
-        "    depends caller: authenticated_caller",
-        "      depends auth: _app_state.<locals>.dependency",
-        "      depends bearer: HTTPBearer",
-        "      depends token: APIKeyQuery",
-        "depends caller: authenticated_caller",
-        "  depends auth: _app_state.<locals>.dependency",
-        "  depends bearer: HTTPBearer",
-        "  depends token: APIKeyQuery",
-        *(f"depends {name}: _app_state.<locals>.dependency" for name in ("store", "runs", "settings", "budget")),
+        *CREDENTIALS,
     ],
     "stream_events": [
         "query last_event_id last_event_id",
         "query catch_up catch_up",
         "header last_event_id_header Last-Event-ID",
         "header accept accept",
-        "depends session_id: _session_of.<locals>.dependency",
+        "depends access: _session_access.<locals>.access",
         "  path session_id session_id",
-        "  depends auth: _app_state.<locals>.dependency",
-        "  depends store: _app_state.<locals>.dependency",
-        "  depends caller: authenticated_caller",
-        "    depends auth: _app_state.<locals>.dependency",
-        "    depends bearer: HTTPBearer",
-        "    depends token: APIKeyQuery",
-        "depends streams: _streams",
-        "  depends caller: authenticated_caller",
-        "    depends auth: _app_state.<locals>.dependency",
-        "    depends bearer: HTTPBearer",
-        "    depends token: APIKeyQuery",
-        *(f"  depends {name}: _app_state.<locals>.dependency" for name in ("store", "hub", "settings", "slots")),
-        "depends settings: _app_state.<locals>.dependency",
+        *CREDENTIALS,
     ],
+}
+# The one dependency of each: the very function its hot handler calls.
+DEPENDENCY = {
+    "create_session": deps.api_key_caller,
+    "create_run": deps.chat_session,
+    "stream_events": deps.readable_session,
 }
 
 
@@ -518,3 +496,5 @@ def test_what_the_fastapi_routes_declare_is_what_the_hot_handlers_read() -> None
     routes = {r.name: r for r in (*sessions.router.routes, *events.router.routes) if isinstance(r, APIRoute)}
     for name, lines in DECLARED.items():
         assert declared(routes[name].dependant) == lines, name
+        (dependency,) = routes[name].dependant.dependencies
+        assert dependency.call is DEPENDENCY[name], name

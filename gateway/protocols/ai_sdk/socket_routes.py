@@ -21,17 +21,13 @@ from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.deps import (
     AuthDep,
     ChatRequestsDep,
-    HubDep,
-    RunBudgetDep,
-    RunsDep,
     SettingsDep,
-    StoreDep,
     StreamSlotsDep,
-    WebhooksDep,
+    run_commands,
+    streams_for,
 )
 from tokentail.gateway.errors import describe
 from tokentail.gateway.protocols.ai_sdk.socket import ChatSocket
-from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.errors import TokentailError
 
 router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
@@ -41,14 +37,9 @@ logger = logging.getLogger(__name__)
 @router.websocket("/ws")
 async def chat_socket(
     websocket: WebSocket,
-    store: StoreDep,
-    runs: RunsDep,
-    hub: HubDep,
-    settings: SettingsDep,
     auth: AuthDep,
+    settings: SettingsDep,
     slots: StreamSlotsDep,
-    budget: RunBudgetDep,
-    webhooks: WebhooksDep,
     token_requests: ChatRequestsDep,
     token: Annotated[str | None, Query()] = None,
 ) -> None:
@@ -61,9 +52,9 @@ async def chat_socket(
         await websocket.send_text(json.dumps({"type": "error", "requestId": "", "errorText": f"{type_}: {exc}"}))
         await websocket.close(code=4000 + status if status < 500 else 1011)
         return
-    streams = Streams(caller, store, hub, settings, slots)
-    turns = ChatTurns(caller, auth, store, runs, settings, budget, webhooks)
-    chat = ChatSocket(websocket, streams, turns, token_requests)
+    chat = ChatSocket(
+        websocket, streams_for(websocket, caller), run_commands(ChatTurns, websocket, caller), token_requests
+    )
     try:
         while True:
             message = await websocket.receive()

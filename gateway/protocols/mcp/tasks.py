@@ -35,6 +35,7 @@ from pydantic import Field
 from starlette.requests import Request
 
 from tokentail.gateway.commands.tasks import RunTasks, Task
+from tokentail.gateway.deps import run_commands, streams_for
 from tokentail.gateway.errors import describe
 from tokentail.gateway.protocols.mcp import render
 from tokentail.gateway.reading.feed import Batch
@@ -80,8 +81,7 @@ class Calls:
         assert isinstance(request, Request), "served over HTTP only (gateway/protocols/mcp/routes.py)"
         state = request.app.state
         caller = request.state.caller  # authenticated by the route, before the SDK read the request
-        tasks = RunTasks(caller, state.auth, state.store, state.runs, state.settings, state.run_budget, state.webhooks)
-        streams = Streams(caller, state.store, state.hub, state.settings, state.stream_slots)
+        tasks, streams = run_commands(RunTasks, request, caller), streams_for(request, caller)
         return cls(tasks, state.agents, state.settings, request, streams)
 
     async def settle(self, task: Task, seconds: float, ctx: ServerRequestContext[Any, Any]) -> Task:

@@ -30,16 +30,15 @@ from tokentail.gateway.deps import (
     CallerDep,
     FinishedStreamsDep,
     HubDep,
-    RunBudgetDep,
     RunsDep,
     SettingsDep,
     ShutdownDep,
     StoreDep,
     StreamsDep,
-    StreamSlotsDep,
-    WebhooksDep,
     authenticated_caller,
     commands_for,
+    run_commands,
+    streams_for,
 )
 from tokentail.gateway.errors import describe, error_headers, error_response
 from tokentail.gateway.protocols.responses.follow import cancel_unless_ended, events_of, replay, wait_for_end
@@ -49,7 +48,7 @@ from tokentail.gateway.protocols.responses.socket import ResponsesSocket
 from tokentail.gateway.reading.finished import FinishedStreams
 from tokentail.gateway.reading.renderer import compact
 from tokentail.gateway.reading.response import ClientLeft, unless_left
-from tokentail.gateway.reading.streams import SSE_HEADERS, Streams
+from tokentail.gateway.reading.streams import SSE_HEADERS
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
 from tokentail.shared.errors import TokentailError
 
@@ -211,14 +210,8 @@ async def delete_response(
 async def response_socket(
     websocket: WebSocket,
     auth: AuthDep,
-    store: StoreDep,
     runs: RunsDep,
-    hub: HubDep,
-    settings: SettingsDep,
     shutdown: ShutdownDep,
-    slots: StreamSlotsDep,
-    budget: RunBudgetDep,
-    webhooks: WebhooksDep,
     token: Annotated[str | None, Query()] = None,
 ) -> None:
     """The WebSocket mode (`client.responses.connect()`). Credentials as for the HTTP API: a refused
@@ -231,8 +224,8 @@ async def response_socket(
         await websocket.send_denial_response(error_response(status, type_, str(exc), error_headers(exc)))
         return
     await websocket.accept()
-    requests = ResponseRequests(caller, auth, store, runs, settings, budget, webhooks)
-    responses = ResponsesSocket(websocket, requests, Streams(caller, store, hub, settings, slots), runs, shutdown)
+    requests = run_commands(ResponseRequests, websocket, caller)
+    responses = ResponsesSocket(websocket, requests, streams_for(websocket, caller), runs, shutdown)
     try:
         while (message := await websocket.receive())["type"] != "websocket.disconnect":
             await responses.take(message.get("text"))
