@@ -27,7 +27,7 @@ request, and takes over the runs of workers that died.
   when the wake-up listener subscribes again (Redis is back, a failover is over); arq's own
   loop would let the exception end the process. Nor do they shrink it: a job claim that fails takes
   no slot.
-- **Pickup** (`worker/pickup.py`). A poll claims its jobs in one script, which also reads them, and
+- **Pickup** (`worker/arq_shell.py`). A poll claims its jobs in one script, which also reads them, and
   the jobs' finishes that wait for the same round trip go together: arq's keys and their meaning
   are kept, so a plain arq client sees what it saw.
 """
@@ -57,7 +57,7 @@ from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.agents import agent_infos
 from tokentail.worker.archiver import Archiver
-from tokentail.worker.pickup import BatchedPickup
+from tokentail.worker.arq_shell import BatchedPickup
 from tokentail.worker.probe import ProbeServer, probe_app
 from tokentail.worker.providers import Providers
 from tokentail.worker.reaper import Reaper

@@ -1,4 +1,4 @@
-"""The batched pickup (worker/pickup.py) against a real redis-server: a plain arq client sees of its
+"""The batched pickup (worker/arq_shell.py) against a real redis-server: a plain arq client sees of its
 jobs what it sees of arq's own worker's, and a poll's claims and its jobs' finishes are joined."""
 
 import asyncio
@@ -16,8 +16,8 @@ from tests.waiting import eventually
 from tokentail.shared.scripts.contract import Script
 from tokentail.shared.scripts.pickup import ClaimJobs, FinishJobs
 from tokentail.shared.scripts.runner import ScriptRunner
-from tokentail.worker import pickup
-from tokentail.worker.pickup import BatchedPickup
+from tokentail.worker import arq_shell
+from tokentail.worker.arq_shell import BatchedPickup
 
 WORKERS = [Worker, BatchedPickup]
 W = TypeVar("W", bound=Worker)
@@ -187,7 +187,7 @@ class _Calls:
 async def test_one_poll_claims_as_many_jobs_as_slots_in_claims_of_a_bounded_size(
     pool: ArqRedis, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pickup, "CLAIM_MOST", 3)
+    monkeypatch.setattr(arq_shell, "CLAIM_MOST", 3)
     calls = _Calls(monkeypatch)
     release = asyncio.Event()
 

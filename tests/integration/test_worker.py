@@ -202,7 +202,7 @@ async def test_a_connection_lost_while_claiming_a_job_costs_the_worker_no_slot(
 ) -> None:
     # arq takes a slot before the WATCH/MULTI that claims a job, and gives it back only on the errors
     # it expects: each connection lost mid-claim would shrink the worker by one slot, for good. The
-    # claim is now one script (worker/pickup.py), which takes the slots of the jobs it claimed only
+    # claim is now one script (worker/arq_shell.py), which takes the slots of the jobs it claimed only
     # once it is back.
     failures = 5
     call = ScriptRunner.__call__

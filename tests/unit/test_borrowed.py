@@ -1,0 +1,75 @@
+"""What tokentail borrows from arq's and redis-py's insides, pinned: the source of each function it
+copies, overrides or calls past the public API (a hash of it), and each attribute it uses. A new
+release that changes one fails here, naming it: read the change against the module that relies on it
+(worker/arq_shell.py; shared/round_trips.py and gateway/reading/hub.py for redis-py), adapt that
+module, then the hash. A release that leaves them as they are passes."""
+
+import hashlib
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq.worker import Worker
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.retry import Retry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SOURCES: list[tuple[Any, str, str, str]] = [
+    # arq: the run body copied as `run_claimed`, and what the shell overrides (worker/arq_shell.py, main.py)
+    (Worker, "run_job", "589a19059ff84ee7", "copied as ClaimedJobRun.run_claimed"),
+    (Worker, "_poll_iteration", "f8d39d823a0a59f2", "replaced by BatchedPickup's and TokentailWorker's"),
+    (Worker, "finish_job", "903f09c92830d3fd", "overridden: its arguments become a joined Finish"),
+    (Worker, "finish_failed_job", "3e16087f318a7acf", "overridden: its arguments become a joined Finish"),
+    (Worker, "close", "5bcc9cb356680829", "extended: the finishes and the worker's tasks end first"),
+    (Worker, "_release_sem_dec_counter_on_complete", "0ed101482e942c33", "extended: a freed slot polls again"),
+    # redis-py: the joined round trips' send and read (shared/round_trips.py), the hub's (gateway/reading/hub.py)
+    (AbstractConnection, "send_packed_command", "cad238c0be555d05", "sends a joined round trip"),
+    (AbstractConnection, "read_response", "aabcda8ed58d0a36", "reads each reply of it, and the hub's"),
+    (AbstractConnection, "pack_command", "9a0e503fdcf56314", "packs the hub's (un)subscriptions"),
+    (ConnectionPool, "get_connection", "4876bc7de473dbc8", "the one connection of the round trips"),
+    (ConnectionPool, "ensure_connection", "e2790e7163da5032", "checks it after it sat idle"),
+    (Retry, "call_with_retry", "0afbb6dfc34fdd0f", "a round trip retried as redis-py retries a command"),
+]
+
+
+@pytest.mark.parametrize(("owner", "name", "pinned", "why"), SOURCES, ids=lambda value: getattr(value, "__name__", ""))
+def test_the_source_tokentail_relies_on_is_the_one_it_was_read_against(
+    owner: Any, name: str, pinned: str, why: str
+) -> None:
+    source = inspect.getsource(getattr(owner, name))
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == pinned, f"{owner.__qualname__}.{name} changed ({why})"
+
+
+def _used_and_defined(path: Path, class_names: set[str]) -> tuple[set[str], set[str]]:
+    """The `self.<name>`s the classes `class_names` of a module use, and the names they define."""
+    source = path.read_text()
+    used, defined = set(), set()
+    for block in re.split(r"\n(?=class )", source):
+        if (match := re.match(r"class (\w+)", block)) and match.group(1) in class_names:
+            used |= set(re.findall(r"self\.(\w+)", block))
+            defined |= set(re.findall(r"self\.(\w+)(?:: [^=\n]+)? = ", block))
+            defined |= set(re.findall(r"\n    (?:async )?def (\w+)", block))
+    return used, defined
+
+
+def test_every_attribute_of_arqs_worker_the_shell_uses_exists() -> None:
+    used, defined = set(), set()
+    for path, classes in (
+        (ROOT / "worker/arq_shell.py", {"ClaimedJobRun", "BatchedPickup"}),
+        (ROOT / "worker/main.py", {"TokentailWorker"}),
+    ):
+        module_used, module_defined = _used_and_defined(path, classes)
+        used |= module_used
+        defined |= module_defined
+    arqs = set(dir(Worker)) | set(re.findall(r"self\.(\w+)(?:: [^=\n]+)? = ", inspect.getsource(Worker.__init__)))
+    borrowed = used - defined
+    assert len(borrowed) > 20  # the shell's reach into arq: the check below reads real names
+    assert sorted(borrowed - arqs) == []
+
+
+def test_the_hub_writes_on_the_connection_redis_py_opens() -> None:
+    # gateway/reading/hub.py writes its (un)subscriptions on the connection's own stream writer.
+    assert "self._writer" in inspect.getsource(AbstractConnection)
