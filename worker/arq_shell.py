@@ -60,7 +60,7 @@ _NO_RESULT = object()
 class ClaimedJobRun(Worker):
     """An arq `Worker` that runs a job it claimed with its payload: `run_claimed`, not `run_job`."""
 
-    async def run_claimed(self, claimed: ClaimedJob) -> None:  # noqa: C901
+    async def run_claimed(self, claimed: ClaimedJob) -> None:  # noqa: C901 (arq's run_job as arq wrote it, to be read against it)
         """arq's `run_job`, given what the claim read: from here on, its body as arq 0.28 has it."""
         job_id, score, v, job_try, abort_job = claimed
         start_ms = timestamp_ms()

@@ -66,6 +66,9 @@ class Effect(Flag):
     QUEUES_JOB = auto()  # may queue a job (with the queue apart: through the session's outbox)
     REPORTS = auto()  # may report an event to the session's webhook
     FREES_NEXT = auto()  # ends a run: the next in line may be queued (its outbox covered by the lease's entry)
+    CLAIMS_RUN = auto()  # takes a run's lease and its job (`job_id`); its reply says whether (`claimed`)
+    MAY_DISPATCH = auto()  # its reply may name a job owed (`dispatch`), pushed after it (`pushed`: whether)
+    MAY_REVIVE = auto()  # queues on a session only the archive may still hold (its reply's `outcome`: MISSING)
     NONE = 0
 
 

@@ -16,7 +16,7 @@ How to add a topology option: a policy here, acting on effects (declare a new `E
 contracts it concerns), and a line in `runner_for`.
 """
 
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from tokentail.shared.keys import Keys
 from tokentail.shared.lease_index import LeaseIndex
@@ -24,16 +24,7 @@ from tokentail.shared.records import SessionRecord
 from tokentail.shared.redis_clients import AnyRedis, replicated
 from tokentail.shared.scripts.contract import Effect, Script, Topology
 from tokentail.shared.scripts.runner import Batched, Run, ScriptRunner
-from tokentail.shared.scripts.runs import (
-    Claim,
-    Look,
-    QueueOutcome,
-    QueueReply,
-    QueueRun,
-    SessionArgs,
-    StartRun,
-    encode_run,
-)
+from tokentail.shared.scripts.runs import QueueOutcome, RunKeys, SessionArgs, encode_run
 from tokentail.shared.scripts.sessions import ReviveKeys, ReviveSession, session_fields
 from tokentail.shared.settings import Settings
 from tokentail.shared.webhook_index import WebhookIndex
@@ -44,10 +35,33 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 
+# What the effects say a script or its reply has (shared/scripts/contract.py `Effect`).
+class _OfSession(Protocol):
+    k: RunKeys
+    s: SessionArgs
+
+
+class _Claiming(_OfSession, Protocol):  # CLAIMS_RUN
+    job_id: str
+
+
+class _Claimed(Protocol):  # CLAIMS_RUN's reply
+    claimed: bool
+
+
+class _Dispatching(Protocol):  # MAY_DISPATCH's reply
+    dispatch: bytes | None
+
+    def _replace(self, *, pushed: bool) -> Any: ...
+
+
+class _Queued(Protocol):  # MAY_REVIVE's reply
+    outcome: QueueOutcome
+
+
 def _session_of(script: Script[Any]) -> str:
-    """The session of a script that queues or ends runs (its `SessionArgs`)."""
-    args: SessionArgs = cast(Any, script).s
-    return args.session_id
+    """The session of a script that queues, claims or ends runs (its `SessionArgs`)."""
+    return cast(_OfSession, script).s.session_id
 
 
 class QueueApart:
@@ -63,10 +77,10 @@ class QueueApart:
 
     async def __call__(self, script: Script[R]) -> R:
         effects = script.effects()
-        if not effects & (Effect.QUEUES_JOB | Effect.REPORTS | Effect.FREES_NEXT) and not isinstance(script, StartRun):
+        if not effects & (Effect.QUEUES_JOB | Effect.REPORTS | Effect.FREES_NEXT | Effect.CLAIMS_RUN):
             return await self._run(script)
         session_id = _session_of(script)
-        if isinstance(script, StartRun):
+        if Effect.CLAIMS_RUN in effects:
             await self._leases.watch(session_id)
         if Effect.QUEUES_JOB in effects:
             await self._leases.intend(session_id)
@@ -78,10 +92,11 @@ class QueueApart:
             await hooks.due_now(session_id)
         if effects & (Effect.QUEUES_JOB | Effect.FREES_NEXT):
             await self._push_outbox(session_id)
-        if isinstance(script, StartRun) and cast(Claim, reply).claimed:
-            await self._leases.take(script.job_id)
-        if isinstance(reply, Look) and reply.dispatch:
-            return cast(R, reply._replace(pushed=await self._leases.push(session_id, reply.dispatch)))
+        if Effect.CLAIMS_RUN in effects and cast(_Claimed, reply).claimed:
+            await self._leases.take(cast(_Claiming, script).job_id)
+        if Effect.MAY_DISPATCH in effects and (dispatch := cast(_Dispatching, reply).dispatch):
+            pushed = await self._leases.push(session_id, dispatch)
+            return cast(R, cast(_Dispatching, reply)._replace(pushed=pushed))
         return reply
 
     async def _push_outbox(self, session_id: str) -> None:
@@ -97,13 +112,12 @@ class Revival:
 
     async def __call__(self, script: Script[R]) -> R:
         reply = await self._run(script)
-        queued = script if isinstance(script, QueueRun) else None
-        if queued is not None and queued.create == "0" and cast(QueueReply, reply).outcome is QueueOutcome.MISSING:
-            if await self._revive(queued):
+        if Effect.MAY_REVIVE in script.effects() and cast(_Queued, reply).outcome is QueueOutcome.MISSING:
+            if await self._revive(cast(_OfSession, script)):
                 return await self._run(script)
         return reply
 
-    async def _revive(self, queued: QueueRun) -> bool:
+    async def _revive(self, queued: _OfSession) -> bool:
         """A session only the archive still holds, back in Redis: whether it was."""
         archived = await self._archive.session(queued.s.session_id)
         if archived is None:

@@ -150,6 +150,9 @@ class QueueRun(Script[QueueReply]):
     a2a_push: str  # '1': mark the session, whose A2A push configs this run has (shared/a2a_push.py)
     fields: list[str]  # a session made: its meta fields, as name, value pairs
 
+    def effects(self) -> Effect:
+        return self.EFFECTS | Effect.MAY_REVIVE if self.create == "0" else self.EFFECTS
+
     def parse(self, reply: Any) -> QueueReply:
         outcome = QueueOutcome(_text(reply[0]))
         if outcome is QueueOutcome.OK:
@@ -184,7 +187,7 @@ class Claim(NamedTuple):
 @dataclass(slots=True)
 class StartRun(Script[Claim]):
     SOURCE = "start_run"
-    EFFECTS = Effect.ACKNOWLEDGED
+    EFFECTS = Effect.ACKNOWLEDGED | Effect.CLAIMS_RUN
     k: RunKeys
     s: SessionArgs
     run_id: str
@@ -369,7 +372,7 @@ class Look(NamedTuple):
 @dataclass(slots=True)
 class RequeueRun(Script[Look]):
     SOURCE = "requeue_run"
-    EFFECTS = Effect.REPORTS
+    EFFECTS = Effect.REPORTS | Effect.MAY_DISPATCH
     k: RunKeys
     s: SessionArgs
     lease_token: str  # the holder's handing over, or '' (a reaper)
