@@ -6,28 +6,24 @@ from Redis (XRANGE) only to catch up; live, it takes the chunks the gateway's hu
 bounded by bytes, not only by count: a feed replaying a long session holds about
 `READ_BUDGET_BYTES` of it at a time, however large its events are.
 
-A feed also tells the gateway of each run whose first delta it writes (first_delta.py) and, with
-traces on, makes its connection's span (connection_span.py).
+What is told of a feed besides its events (metrics, its connection's span, each run's first delta)
+is its observer's (feed_observer.py), which it calls at a few points.
 """
 
 import asyncio
-import operator
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from tokentail.gateway import metrics
-from tokentail.gateway.reading.connection_span import ConnectionSpan
-from tokentail.gateway.reading.first_delta import DELTA, head_of, run_id_of
+from tokentail.gateway.reading.feed_observer import FeedObserver
 from tokentail.gateway.reading.hub import Chunk, StreamHub, Subscription
 from tokentail.gateway.reading.snapshot import SNAPSHOT_BEHIND, Snapshot, read_snapshots
-from tokentail.shared import tracing
 from tokentail.shared.errors import InvalidLastEventId, SessionNotFound
 from tokentail.shared.events import TERMINAL_EVENTS, Gap
 from tokentail.shared.outage import is_outage
 from tokentail.shared.store import ENTRY_FIELDS, FIELD_DATA, FIELD_TYPE, Entry, SessionStore, StoredEvent
 
 _TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)
-_TYPE, _DATA = operator.itemgetter(1), operator.itemgetter(2)  # of a StoredEvent
 REDIS_RETRY_SECONDS = 0.5
 READ_BUDGET_BYTES = 262_144
 FIRST_READ_COUNT = 16  # before a feed knows how large this session's events are
@@ -108,12 +104,9 @@ class EventFeed:
         self._hub = hub
         self._session_id = session_id
         self.after = start.after
-        self._replay_until = start.replay_until
         self._batch = batch
         self._count = min(batch, FIRST_READ_COUNT)  # events per read: as many as fit READ_BUDGET_BYTES, up to batch
         self._until_idle = until_idle  # end once nothing is left and nothing is coming (SSE)
-        self._transport = transport
-        self._sent = metrics.EVENTS_SENT.labels(transport)
         self._subscription: Subscription | None = None
         self._stopped = False
         # The run `start` saw queued or running has not ended yet as far as this feed has read: no need
@@ -122,9 +115,8 @@ class EventFeed:
         self._run_going = start.active
         self._snapshot_until = start.snapshot_until
         self._start = start
-        self._first_deltas = hub.first_deltas if writes_deltas else None
-        self._delta_head = b"\0"  # how the data of the run's deltas starts, once one was counted
-        self._span: ConnectionSpan | None = None
+        first_deltas = hub.first_deltas if writes_deltas else None
+        self._observer = FeedObserver(self._store, session_id, transport, start.replay_until, first_deltas)
         self._ending: str | None = None  # how it ends, when its reader knows better than the feed
 
     def stop(self) -> None:
@@ -139,16 +131,7 @@ class EventFeed:
         self._ending = how
 
     async def __aiter__(self) -> AsyncGenerator[Batch]:
-        metrics.CONNECTIONS_OPENED.labels(self._transport).inc()
-        if self._replay_until:
-            metrics.RESUMES.labels(self._transport).inc()
-        open_streams = metrics.CONNECTIONS.labels(self._transport)
-        open_streams.inc()
-        if tracing.ON:
-            start = self._start
-            self._span = ConnectionSpan(
-                self._store, self._session_id, self._transport, start.after, start.replay_until > 0, start.gap
-            )
+        self._observer.opened(self._start.after, self._start.gap)
         how = "error"
         try:
             while not self._stopped:
@@ -179,9 +162,7 @@ class EventFeed:
             how = self._ending or "cancelled"
             raise
         finally:
-            open_streams.dec()
-            if self._span is not None:
-                self._span.end(how)
+            self._observer.closed(how)
 
     async def _events(self, subscription: Subscription) -> AsyncIterator[Batch]:
         if self._snapshot_until > self.after:
@@ -191,9 +172,7 @@ class EventFeed:
             )
             async for snapshot in snapshots:
                 self.after = snapshot.up_to
-                metrics.SNAPSHOTS.labels(self._transport).inc()
-                if self._span is not None:
-                    self._span.snapshot(snapshot)
+                self._observer.snapshot(snapshot)
                 yield Batch(snapshot=snapshot)
                 del snapshot  # see below
             self._snapshot_until = 0
@@ -201,7 +180,7 @@ class EventFeed:
             if subscription.pending:  # live: the hub's chunks, as they are
                 chunks = subscription.take()
                 self.after = chunks[-1].last
-                self._count_sent(chunks)
+                self._observer.sent(chunks)
                 ended = chunks[-1].events[-1].type in _TERMINAL
                 yield Batch(chunks)
                 # An open stream mostly waits: what it sent last is not kept meanwhile (its events and
@@ -264,9 +243,7 @@ class EventFeed:
         gap = None
         if chunk.first > self.after + 1:
             gap = Gap(reason="trimmed", first_available=chunk.first)
-            metrics.GAPS.labels(gap.reason).inc()
-            if self._span is not None:
-                self._span.gap(gap)
+            self._observer.gap(gap)
         self.after = chunk.last
         if self._run_going and not _TERMINAL.isdisjoint(types):
             self._run_going = False
@@ -274,46 +251,8 @@ class EventFeed:
         fit = max(1, len(entries) * READ_BUDGET_BYTES // max(1, size))
         self._count = min(self._batch, 2 * self._count, fit)
         chunks = [chunk]
-        self._count_sent(chunks, [(types, datas)])
+        self._observer.sent(chunks, [(types, datas)])
         return Batch(chunks, gap)
-
-    def _count_sent(
-        self, chunks: list[Chunk], columns: list[tuple[Sequence[bytes], Sequence[bytes]]] | None = None
-    ) -> None:
-        """Count what goes to the client, and tell of the runs whose first delta it carries. `columns`:
-        each chunk's types and data, where the caller has them (else taken of its events)."""
-        self._sent.inc(sum(chunk.count for chunk in chunks))
-        if chunks[0].first <= self._replay_until:
-            replayed = sum(chunk.up_to(self._replay_until) for chunk in chunks)
-            metrics.RESUMED_EVENTS.labels(self._transport).inc(replayed)
-        if self._first_deltas is not None:
-            if columns is None:
-                columns = [_columns(chunk.events) for chunk in chunks]
-            for types, datas in columns:
-                self._find_first_delta(types, datas)
-        if self._span is not None:
-            self._span.carried(chunks)
-
-    def _find_first_delta(self, types: Sequence[bytes], datas: Sequence[bytes]) -> None:
-        """Tell of the run of a delta among events of these `types` and `datas` this feed has not told
-        of yet. A session's runs go one after another, so once the last delta here is of the run told
-        of last, all of them are: a run's later deltas cost a look at the types (in C) and one comparison."""
-        if len(types) == 1:  # a live append, mostly
-            if types[0] != DELTA:
-                return
-            last = 0
-        elif DELTA not in types:
-            return
-        else:
-            last = len(types) - 1 - types[::-1].index(DELTA)
-        if datas[last].startswith(self._delta_head):
-            return
-        for type_, data in zip(types, datas, strict=True):  # a new run's first delta: once per run
-            if type_ == DELTA and not data.startswith(self._delta_head):
-                run_id = run_id_of(data)
-                if run_id is not None and self._first_deltas is not None:
-                    self._delta_head = head_of(run_id)
-                    self._first_deltas.written(self._session_id, run_id)
 
     def _ended(self) -> str:
         """How the stream ended, when the feed ended it (its reader may have said: `ends`)."""
@@ -331,13 +270,6 @@ class EventFeed:
             self._ending = self._ending or "session_gone"
             return True
         return self._until_idle and not active and last_seq <= self.after
-
-
-def _columns(events: list[StoredEvent]) -> tuple[Sequence[bytes], Sequence[bytes]]:
-    """The types and the data of `events`, as `_find_first_delta` reads them."""
-    if len(events) == 1:  # a live append, mostly
-        return (events[0].type,), (events[0].data,)
-    return list(map(_TYPE, events)), list(map(_DATA, events))
 
 
 async def _on_its_way() -> None:

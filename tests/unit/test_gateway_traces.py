@@ -79,12 +79,12 @@ def test_a_feed_tells_of_each_runs_first_delta_once_in_reads_and_live_chunks() -
         _event(4, "run.started", RunStarted(run_id="r_2", attempt=1)),
         _event(5, "message.delta", MessageDelta(run_id="r_2", agent="helper", text="c")),
     ]
-    feed._count_sent([Chunk(read)])
+    feed._observer.sent([Chunk(read)])
     assert hub.first_deltas.runs == ["r_1", "r_2"]
-    feed._count_sent([Chunk([_event(6, "message.delta", MessageDelta(run_id="r_2", text="d"))])])
-    feed._count_sent([Chunk([_event(7, "run.started", RunStarted(run_id="r_3", attempt=1))])])
+    feed._observer.sent([Chunk([_event(6, "message.delta", MessageDelta(run_id="r_2", text="d"))])])
+    feed._observer.sent([Chunk([_event(7, "run.started", RunStarted(run_id="r_3", attempt=1))])])
     assert hub.first_deltas.runs == ["r_1", "r_2"]  # no delta of a run it had not told of
-    feed._count_sent([Chunk([_event(8, "message.delta", MessageDelta(run_id="r_3", text="e"))])])
+    feed._observer.sent([Chunk([_event(8, "message.delta", MessageDelta(run_id="r_3", text="e"))])])
     assert hub.first_deltas.runs == ["r_1", "r_2", "r_3"]
 
 
@@ -92,5 +92,5 @@ def test_a_wait_that_shows_no_client_a_delta_tells_of_none() -> None:
     hub = _Hub()
     start = Start(0, None, False)
     feed = EventFeed(hub, "s_1", start, 100, until_idle=True, transport="mcp", writes_deltas=False)  # type: ignore[arg-type]
-    feed._count_sent([Chunk([_event(1, "message.delta", MessageDelta(run_id="r_1", text="a"))])])
+    feed._observer.sent([Chunk([_event(1, "message.delta", MessageDelta(run_id="r_1", text="a"))])])
     assert hub.first_deltas.runs == []
