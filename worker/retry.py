@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from tokentail.shared.settings import Settings
+from tokentail.worker import traces
 from tokentail.worker.providers.base import Chunk, ModelRequest, Provider, ProviderError
 
 # Retry-After beyond this is not waited for: the run fails and says why.
@@ -101,7 +102,7 @@ async def stream_with_retries(
     retry = 0
     while True:
         produced = False
-        chunks = provider.stream(request)
+        chunks = traces.chat(provider, request)  # in its span, with traces on
         try:
             limit = policy.first_token_timeout
             try:

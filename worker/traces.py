@@ -23,6 +23,7 @@ from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 from tokentail.shared import tracing
 from tokentail.shared.records import Question, RunRecord
 from tokentail.shared.run_spans import OUTCOME, RunTrace, run_attributes
+from tokentail.worker.providers.base import Chunk, ModelRequest, Provider, Usage
 
 FIRST_TOKEN = "First Token Stream Event"  # OpenInference's name: the one backends read time to first token from
 T = TypeVar("T")
@@ -99,13 +100,12 @@ class ChatSpan:
         )
         self.context = trace.set_span_in_context(self.span)  # made once: it is attached around each chunk's read
 
-    def usage(self, input_tokens: int, output_tokens: int) -> None:
-        self.span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
-        self.span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
-
-    def response_model(self, model: str | None) -> None:
-        if model:
-            self.span.set_attribute("gen_ai.response.model", model)
+    def usage(self, usage: Usage) -> None:
+        self.span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+        self.span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+        self.finish_reasons += usage.finish_reasons
+        if usage.response_model:
+            self.span.set_attribute("gen_ai.response.model", usage.response_model)
 
     def end(self, error: BaseException | None = None) -> None:
         if self.finish_reasons:
@@ -150,7 +150,17 @@ def exemplar() -> dict[str, str] | None:
     return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
 
 
-async def chat(span: ChatSpan, chunks: AsyncIterator[T]) -> AsyncIterator[T]:
+def chat(provider: Provider, request: ModelRequest) -> AsyncIterator[Chunk]:
+    """`provider.stream(request)`, with traces on in its `chat {model}` span: one wrapper over every
+    provider, which reads the span's usage, finish reasons and response model from the `Usage` chunk
+    the provider yields."""
+    chunks = provider.stream(request)
+    if not tracing.ON:
+        return chunks
+    return _in_span(ChatSpan(provider.provider, request.model or provider.provider), chunks)
+
+
+async def _in_span(span: ChatSpan, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
     """A provider's `chunks`, in `span`: current while each is awaited (the SDK's call, then its reading of the
     stream), ended with the stream.
 
@@ -165,6 +175,8 @@ async def chat(span: ChatSpan, chunks: AsyncIterator[T]) -> AsyncIterator[T]:
                 chunk = await _in(span, anext(chunks))
             except StopAsyncIteration:
                 return
+            if isinstance(chunk, Usage):
+                span.usage(chunk)
             yield chunk
     except BaseException as exc:  # cancelled, or closed early (GeneratorExit): the call did not end well
         error = exc

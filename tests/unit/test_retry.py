@@ -83,6 +83,7 @@ def test_backoff_grows_with_jitter_and_respects_its_cap() -> None:
 class _Paced:
     """A provider whose chunks come `gap` seconds apart, after which it goes silent for `stall`."""
 
+    provider = "scripted"
     continues = False
 
     def __init__(self, chunks: int, gap: float, stall: float = 0.0) -> None:

@@ -25,7 +25,7 @@ def _attrs(span: ReadableSpan) -> dict[str, Any]:
 
 
 async def _drain(provider: Provider, request: ModelRequest = REQUEST) -> None:
-    async for _ in provider.stream(request):
+    async for _ in traces.chat(provider, request):  # the one seam every provider's calls go through
         pass
 
 
@@ -62,7 +62,9 @@ async def test_a_model_call_that_fails_or_is_closed_early_ends_its_span_with_the
 ) -> None:
     with pytest.raises(ProviderError):
         await _drain(OpenAIProvider(FakeLLM([Reply(status=429)]).openai()))
-    stream = ScriptedProvider().stream(ModelRequest("", [Message("user", "hi")], params=RunParams(tokens_per_second=0)))
+    stream = traces.chat(
+        ScriptedProvider(), ModelRequest("", [Message("user", "hi")], params=RunParams(tokens_per_second=0))
+    )
     await anext(stream)
     await stream.aclose()  # type: ignore[attr-defined]  # the run was cancelled: the agent loop closes the model's stream
     failed, closed = exported.get_finished_spans()
@@ -72,7 +74,8 @@ async def test_a_model_call_that_fails_or_is_closed_early_ends_its_span_with_the
 
 def test_with_traces_off_a_provider_makes_no_span() -> None:
     assert not tracing.ON
-    assert type(ScriptedProvider().stream(REQUEST)).__name__ == "async_generator"  # its own, unwrapped
+    stream = traces.chat(ScriptedProvider(), REQUEST)
+    assert stream.ag_code.co_name == "stream"  # type: ignore[attr-defined]  # the provider's own, unwrapped
 
 
 def test_a_resumed_attempt_links_the_attempt_that_asked_and_shows_the_wait(exported: InMemorySpanExporter) -> None:

@@ -17,9 +17,7 @@ import anthropic
 import httpx2
 from anthropic import types
 
-from tokentail.shared import tracing
 from tokentail.shared.catalog import ANTHROPIC
-from tokentail.worker import traces
 from tokentail.worker.providers.base import (
     Chunk,
     Message,
@@ -113,6 +111,7 @@ class _Blocks:
 
 
 class AnthropicProvider:
+    provider = ANTHROPIC
     continues = True  # a final assistant message is continued (prefill)
 
     def __init__(self, client: anthropic.AsyncAnthropic) -> None:
@@ -125,19 +124,14 @@ class AnthropicProvider:
         prefill = request.continue_text.rstrip()
         if prefill:
             messages.append({"role": "assistant", "content": prefill})
-        span = traces.ChatSpan(ANTHROPIC, request.model) if tracing.ON else None
-        chunks = self._stream(request, system, messages, span)
-        if span is not None:
-            chunks = traces.chat(span, chunks)
+        chunks = self._stream(request, system, messages)
         return after_prefill(chunks, request.continue_text[len(prefill) :])
 
-    async def _stream(
-        self, request: ModelRequest, system: str, messages: list[dict[str, Any]], span: traces.ChatSpan | None
-    ) -> AsyncIterator[Chunk]:
+    async def _stream(self, request: ModelRequest, system: str, messages: list[dict[str, Any]]) -> AsyncIterator[Chunk]:
         knobs = request.params
         blocks = _Blocks()
         input_tokens = output_tokens = 0
-        model, stop_reason = "", ""  # for its span
+        model, stop_reason = "", ""  # for the call's span
         budget = knobs.thinking_budget
         try:
             stream = await self._client.messages.create(
@@ -171,11 +165,7 @@ class AnthropicProvider:
             raise _status_error(request.model, exc) from None
         except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
             raise connection_error("Anthropic", exc) from None
-        if span is not None:
-            span.usage(input_tokens, output_tokens)
-            span.response_model(model)
-            span.finish_reasons += [stop_reason] if stop_reason else []
-        yield Usage(input_tokens, output_tokens)
+        yield Usage(input_tokens, output_tokens, (stop_reason,) if stop_reason else (), model)
 
 
 def _status_error(model: str, exc: anthropic.APIStatusError) -> ProviderError:

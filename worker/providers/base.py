@@ -78,6 +78,9 @@ class ThinkingBlock:
 class Usage:
     input_tokens: int
     output_tokens: int
+    # For the call's span (worker/traces.py): why the model stopped, and the model that answered.
+    finish_reasons: tuple[str, ...] = field(default=(), compare=False)
+    response_model: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +128,10 @@ class ProviderError(Exception):
 
 
 class Provider(Protocol):
+    provider: str  # its name in shared/catalog.py, as traces name it (`gen_ai.provider.name`)
     continues: bool  # it can continue a partial answer (`ModelRequest.continue_text`)
 
     def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
-        """Text deltas as they come, then each tool call whole, and usage when the provider reports it."""
+        """Text deltas as they come, then each tool call whole, and usage when the provider reports it
+        (with its finish reasons and the model that answered, for the call's span: worker/traces.py)."""
         ...

@@ -15,9 +15,7 @@ from typing import Any, cast
 import httpx2
 import openai
 
-from tokentail.shared import tracing
 from tokentail.shared.catalog import OPENAI
-from tokentail.worker import traces
 from tokentail.worker.providers.base import (
     Chunk,
     Message,
@@ -115,12 +113,10 @@ def _continuing(
     return [*messages, {"role": "assistant", "content": text}], extra
 
 
-def _usage(chunk: Any, span: traces.ChatSpan | None) -> Usage:
-    """The usage a stream's last chunk reports."""
-    if span is not None:
-        span.usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-        span.response_model(chunk.model)
-    return Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+def _usage(chunk: Any, finish_reasons: list[str]) -> Usage:
+    """The usage a stream's last chunk reports (after its choices' finish reasons)."""
+    usage = chunk.usage
+    return Usage(usage.prompt_tokens, usage.completion_tokens, tuple(finish_reasons), chunk.model or "")
 
 
 class OpenAIProvider:
@@ -129,20 +125,15 @@ class OpenAIProvider:
     ) -> None:
         self._client = client
         self._name = name
-        self._provider = provider  # `openai` or `openai-compatible`: which params it takes
+        self.provider = provider  # `openai` or `openai-compatible`: which params it takes
         # How the server continues a partial answer: `vllm`, `prefix`, or `none` (OpenAI's own API cannot).
         self._continuation = continuation
         self.continues = continuation != "none"
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
-        if tracing.ON:
-            span = traces.ChatSpan(self._provider, request.model)
-            return traces.chat(span, self._stream(request, span))
-        return self._stream(request, None)
-
-    async def _stream(self, request: ModelRequest, span: traces.ChatSpan | None) -> AsyncIterator[Chunk]:
-        request.check_params(self._provider)
+    async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        request.check_params(self.provider)
         calls: dict[int, _PartialCall] = {}
+        finish_reasons: list[str] = []
         knobs = request.params
         messages, extra_body = _messages(request.messages), dict[str, Any]()
         if request.continue_text and self.continues:
@@ -168,10 +159,10 @@ class OpenAIProvider:
             )
             async for chunk in stream:
                 if chunk.usage is not None:
-                    yield _usage(chunk, span)
+                    yield _usage(chunk, finish_reasons)
                 for choice in chunk.choices:
-                    if span is not None and choice.finish_reason:
-                        span.finish_reasons.append(choice.finish_reason)
+                    if choice.finish_reason:
+                        finish_reasons.append(choice.finish_reason)
                     for part in _delta_chunks(choice.delta, calls):
                         yield part
         except openai.APIStatusError as exc:

@@ -24,9 +24,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tokentail.shared import tracing
 from tokentail.shared.catalog import SCRIPTED
-from tokentail.worker import traces
 from tokentail.worker.providers.base import Chunk, Message, ModelRequest, TextDelta, ToolCall, ToolSpec, Usage
 
 _SENTENCES = (
@@ -277,23 +275,11 @@ def _due_stamps(count: int, pace: float) -> list[str]:
     return [f"{now_ms + i * step_ms:.1f} " for i in range(count)]
 
 
-def _usage(span: traces.ChatSpan | None, usage: Usage, finish_reason: str) -> Usage:
-    if span is not None:
-        span.usage(usage.input_tokens, usage.output_tokens)
-        span.finish_reasons.append(finish_reason)
-    return usage
-
-
 class ScriptedProvider:
+    provider = SCRIPTED
     continues = True  # it is deterministic: the same request gives the same text, so it goes on exactly
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
-        if tracing.ON:
-            span = traces.ChatSpan(SCRIPTED, request.model or SCRIPTED)
-            return traces.chat(span, self._stream(request, span))
-        return self._stream(request, None)
-
-    async def _stream(self, request: ModelRequest, span: traces.ChatSpan | None) -> AsyncIterator[Chunk]:
+    async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
         params = request.params  # the sampling knobs do not apply: the text is scripted
         count = DEFAULT_TOKENS if params.tokens is None else params.tokens
         pace = DEFAULT_TOKENS_PER_SECOND if params.tokens_per_second is None else params.tokens_per_second
@@ -306,7 +292,7 @@ class ScriptedProvider:
             if call.name == "calculator" and (lead := _after(request.continue_text, ["Let me calculate that. "])[0]):
                 yield TextDelta(lead)
             yield call
-            yield _usage(span, Usage(input_tokens=len(last.content.split()), output_tokens=4), "tool_calls")
+            yield Usage(len(last.content.split()), 4, ("tool_calls",))
             return
         else:
             tokens = scripted_tokens(last.content, count)
@@ -337,4 +323,4 @@ class ScriptedProvider:
                 in_step = 0
             in_step += 1
             yield TextDelta(token)
-        yield _usage(span, Usage(input_tokens=len(last.content.split()), output_tokens=len(tokens)), "stop")
+        yield Usage(len(last.content.split()), len(tokens), ("stop",))
