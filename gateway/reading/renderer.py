@@ -1,12 +1,15 @@
 """What the protocols that are not tokentail's own share: a stream of one reducer's operations
 (gateway/reading/reducer.py), each protocol a renderer of them.
 
-A renderer holds only its framing: what each operation becomes (its `render`, a `match` over the
-closed set of operations ending in `assert_never`, so the type checker names a case it misses), its
-ids and sequence numbers, and how parts are framed. What a takeover drops, what is open, what a
-client resuming is owed: the reducer decides, once for every protocol. So catch-up, live tail and
-resume go through the same feed as tokentail's own stream, and a client that comes back gets the
-same frames again.
+A renderer holds only what each operation becomes (its `render`, a `match` over the closed set of
+operations ending in `assert_never`, so the type checker names a case it misses), its ids and
+sequence numbers. What a takeover drops, what is open, what a client resuming is owed: the reducer
+decides, once for every protocol. So catch-up, live tail and resume go through the same feed as
+tokentail's own stream, and a client that comes back gets the same frames again.
+
+`Renderer` renders; `FramedRenderer` also frames, for the protocols whose HTTP stream the gateway
+writes (the AI SDK, AG-UI, the Responses API: an `Encoding`, gateway/reading/response.py). A2A's and
+MCP's are framed by their SDKs' transports, which take the rendered parts.
 """
 
 import json
@@ -22,8 +25,6 @@ Part = TypeVar("Part")  # what an operation becomes before framing: a JSON objec
 
 
 class Renderer(Generic[Part]):
-    media_type = "text/event-stream"
-
     def __init__(self, reducer: Reducer) -> None:
         self.reducer = reducer
         # Over: the run of a run's stream ended, or a pause its protocol ends the response at.
@@ -33,21 +34,9 @@ class Renderer(Generic[Part]):
         """What one operation becomes."""
         raise NotImplementedError
 
-    def frames(self, parts: list[Part], seq: int | None) -> bytes:
-        """The protocol's framing of what one event (with its id: None for a gap) became."""
-        raise NotImplementedError
-
     def opening(self, gap: Gap | None) -> list[Part]:
         """What the stream starts with, before the first event."""
         return self.render(GapFound(gap)) if gap is not None else []
-
-    def head(self, gap: Gap | None) -> bytes:
-        return self.frames(self.opening(gap), None)
-
-    def batch(self, batch: Batch) -> bytes:
-        if not batch.chunks:
-            return SSE_PING
-        return b"".join(self.frames(parts, seq) for parts, seq in self.rendered(batch))
 
     def rendered(self, batch: Batch) -> list[tuple[list[Part], int | None]]:
         """What each event of the batch became, with its id (None for a gap), leaving out events that
@@ -78,6 +67,24 @@ class Renderer(Generic[Part]):
         """How many events from `index` on this renderer's client is owed nothing for, reduced
         without operations (the deltas a resume passes: most of one), so many fewer to render."""
         return 0
+
+
+class FramedRenderer(Renderer[Part]):
+    """A renderer that frames its parts too: an `Encoding` of an HTTP stream (Server-Sent Events)."""
+
+    media_type = "text/event-stream"
+
+    def frames(self, parts: list[Part], seq: int | None) -> bytes:
+        """The protocol's framing of what one event (with its id: None for a gap) became."""
+        raise NotImplementedError
+
+    def head(self, gap: Gap | None) -> bytes:
+        return self.frames(self.opening(gap), None)
+
+    def batch(self, batch: Batch) -> bytes:
+        if not batch.chunks:
+            return SSE_PING
+        return b"".join(self.frames(parts, seq) for parts, seq in self.rendered(batch))
 
     def tail(self) -> bytes:
         return b""

@@ -14,7 +14,7 @@ from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, thread_messages
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import Chunk
-from tokentail.gateway.reading.renderer import Renderer
+from tokentail.gateway.reading.renderer import FramedRenderer
 from tokentail.gateway.reading.streams import SSE_PING
 from tokentail.shared.events import Gap
 from tokentail.shared.records import RunRecord
@@ -52,7 +52,7 @@ def sse_data(body: bytes) -> list[Any]:
     return [json.loads(line[6:]) for frame in frames for line in frame.split("\n") if line.startswith("data: {")]
 
 
-def translate(translation: Renderer[Any], events: list[StoredEvent], gap: Gap | None = None) -> bytes:
+def translate(translation: FramedRenderer[Any], events: list[StoredEvent], gap: Gap | None = None) -> bytes:
     return translation.head(gap) + translation.batch(Batch([Chunk(events)]))
 
 

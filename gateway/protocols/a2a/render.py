@@ -137,9 +137,6 @@ class A2AEvents(Renderer[Event]):
         task.metadata.update(self._resume())
         return task
 
-    def frames(self, parts: list[Event], seq: int | None) -> bytes:
-        raise NotImplementedError("A2A's framing is a2a-sdk's (its JSON-RPC and REST dispatchers)")
-
     # -- the run's operations ---------------------------------------------------------------------
 
     def render(self, operation: Operation) -> list[Event]:  # noqa: C901 (one case per operation)

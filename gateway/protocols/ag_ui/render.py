@@ -78,7 +78,7 @@ from tokentail.gateway.reading.reducer import (
     ToolFailedOp,
     ToolFinished,
 )
-from tokentail.gateway.reading.renderer import Renderer, compact
+from tokentail.gateway.reading.renderer import FramedRenderer, compact
 from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 from tokentail.shared.records import RunRecord
 
@@ -96,7 +96,7 @@ def thread_messages(runs: list[RunRecord]) -> list[Message]:
 Part = str  # an event as JSON
 
 
-class AgUiEvents(Renderer[Part]):
+class AgUiEvents(FramedRenderer[Part]):
     def __init__(
         self,
         thread_id: str,

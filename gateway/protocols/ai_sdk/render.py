@@ -62,14 +62,14 @@ from tokentail.gateway.reading.reducer import (
     ToolFailedOp,
     ToolFinished,
 )
-from tokentail.gateway.reading.renderer import Renderer, compact
+from tokentail.gateway.reading.renderer import FramedRenderer, compact
 from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
 Part = dict[str, Any]
 
 
-class UiMessageStream(Renderer[Part]):
+class UiMessageStream(FramedRenderer[Part]):
     def __init__(
         self, run_id: str, answered: frozenset[str] = frozenset(), continuing: bool = False, quiet_until: int = 0
     ) -> None:

@@ -184,6 +184,3 @@ class Progress(Renderer[str]):
                 return []
             case _:
                 assert_never(operation)
-
-    def frames(self, parts: list[str], seq: int | None) -> bytes:
-        raise NotImplementedError("sent as notifications by the SDK's transport, not framed here")

@@ -62,7 +62,7 @@ from tokentail.gateway.reading.reducer import (
     ToolFailedOp,
     ToolFinished,
 )
-from tokentail.gateway.reading.renderer import Renderer, compact
+from tokentail.gateway.reading.renderer import FramedRenderer, compact
 from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 from tokentail.shared.store import StoredEvent
 
@@ -71,7 +71,7 @@ SERVER_LABEL = "tokentail"  # the mcp_approval_request's server_label
 MEDIA_TYPE = "text/event-stream; charset=utf-8"
 
 
-class ResponseEvents(Renderer[Part]):
+class ResponseEvents(FramedRenderer[Part]):
     """One response (`segment` of run `run_id`) as the SDK's stream events. `header` holds the
     Response object's fields that are not built from events (id, model, metadata, ...)."""
 
