@@ -22,14 +22,66 @@ from tokentail.redis_server import RedisServer, free_port
 from tokentail.shared.keys import Keys
 
 
+class PortTaken(RuntimeError):
+    """The server could not have its port: another test's took it between free_port() and its bind."""
+
+
 def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Until `process` answers at `url`: itself, not another test's server that took the same port
+    meanwhile (which answers as well, while this one fails to bind and exits: PortTaken)."""
+    port = int(url.rsplit(":", 1)[1].partition("/")[0])
+
     def ready() -> bool:
         if process.poll() is not None:
+            if not listens(process.pid, port) and _listening(port):
+                raise PortTaken(f"port {port} was taken by another process before {url} could bind it")
             raise RuntimeError(f"process exited with {process.returncode} before {url} was ready")
         with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
+            return bool(response.status == 200) and listens(process.pid, port)
 
     eventually_sync(ready, within=timeout, ignoring=(OSError,), what=f"{url} ready")
+
+
+def _listening(port: int) -> set[str]:
+    """The inodes of the sockets listening on `port` (Linux's /proc/net/tcp)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:  # 0A: LISTEN
+            inodes.add(fields[9])
+    return inodes
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid`, or one it started (`tokentail dev`'s gateway), holds a socket listening on `port`."""
+    inodes = _listening(port)
+    for member in _family(pid):
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{member}/fd").iterdir()]
+        except OSError:  # it exited, or its fds are not ours to read
+            continue
+        if any(link.startswith("socket:[") and link[8:-1] in inodes for link in links):
+            return True
+    return False
+
+
+def _family(pid: int) -> set[int]:
+    """`pid` and its descendants."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    family, grew = {pid}, True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in family and child not in family:
+                family.add(child)
+                grew = True
+    return family
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -73,12 +125,17 @@ class Stack:
         return process
 
     def gateway(self, **env: str) -> str:
-        port = free_port()
-        process = self._spawn("gateway", "--host", "127.0.0.1", "--port", str(port), env=env)
-        url = f"http://127.0.0.1:{port}"
-        wait_until_ready(f"{url}/readyz", process)
-        self.gateways[url] = process
-        return url
+        for _ in range(3):  # a port another test's server took first: another port
+            port = free_port()
+            process = self._spawn("gateway", "--host", "127.0.0.1", "--port", str(port), env=env)
+            url = f"http://127.0.0.1:{port}"
+            try:
+                wait_until_ready(f"{url}/readyz", process)
+            except PortTaken:
+                continue
+            self.gateways[url] = process
+            return url
+        raise PortTaken("three ports in a row were taken by other processes")
 
     def worker(self, output: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
         # Each on a port of its own for its probes, as each container would have 9100 to itself.
