@@ -1,5 +1,6 @@
 import asyncio
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -312,17 +313,22 @@ class _Due:
 
 
 async def test_a_busy_process_joins_every_other_tick_until_a_tick_is_quiet_again() -> None:
-    ticks = FlushTicks(0.05, period=0.01)
+    ticks = FlushTicks(0.05, period=0.1)
     came: list[_Due] = []
+    loop = asyncio.get_running_loop()
 
     async def tick_of(writers: int) -> None:  # a tick that calls `writers` writers
         came.clear()
+        # All due at one instant, mid-way between two lines of the grid, however long the joins take
+        # on a busy box (joined with no wait, a line crossed meanwhile split them over two ticks).
+        due = (math.floor(loop.time() / ticks.period) + 2.5) * ticks.period
         for _ in range(writers):
-            ticks.join(_Due(came), 0)  # type: ignore[arg-type]
+            ticks.join(_Due(came), due - loop.time())  # type: ignore[arg-type]
         await eventually(lambda: len(came) == writers)
 
     def joined() -> set[int]:  # the parities of ticks joined a period apart, far off: none comes in the test
-        return {ticks.join(_Due([]), 3600 + 0.01 * step) % 2 for step in range(1, 5)}  # type: ignore[arg-type]
+        far = (math.floor(loop.time() / ticks.period) + 36_000.5) * ticks.period
+        return {ticks.join(_Due([]), far + ticks.period * step - loop.time()) % 2 for step in range(4)}  # type: ignore[arg-type]
 
     assert joined() == {0, 1}  # every tick of the grid
     await tick_of(FlushTicks.BUSY)
