@@ -71,7 +71,7 @@ class LeaseIndex:
 
     async def due(self, offset: int, count: int) -> list[Due]:
         """Entries whose time came (the queue's Redis time), oldest first: one page."""
-        return await self._scripts(ExpiredLeases(self._index, offset, count))
+        return (await self._scripts(ExpiredLeases(self._index, offset, count))).due
 
     async def settle(self, entry: Due, look_again_at: int | None = None) -> None:
         """Drop the entry (or move it to `look_again_at`, ms), unless it was written since it was read."""

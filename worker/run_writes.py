@@ -28,6 +28,7 @@ from tokentail.shared.scripts.runs import (
     Ask,
     Asked,
     Look,
+    Recorded,
     RecordStep,
     RecordUsage,
     Renewal,
@@ -38,7 +39,6 @@ from tokentail.shared.scripts.runs import (
     StartRun,
     StartVerdict,
     StepKeys,
-    StepsTooLarge,
     UsageKeys,
 )
 from tokentail.shared.store import add_steps, compact_json, decode_run, runs_in_order
@@ -266,7 +266,7 @@ class RunWrites(Writes):
     ) -> Asked:
         """One try of `RunLease.ask`."""
         question = asked[-1]
-        return await self.run(
+        asking = await self.run(
             Ask(
                 self.scope.run_keys(lease.session_id),
                 self.scope.args(lease.session_id),
@@ -280,6 +280,7 @@ class RunWrites(Writes):
                 list(on_expiry or ()),
             )
         )
+        return asking.outcome
 
     async def record_step(self, lease: RunLease, key: str, value_json: str) -> None:
         keys = self.keys.session(lease.session_id)
@@ -287,7 +288,7 @@ class RunWrites(Writes):
         written = lease.journal.written
         step = RecordStep(step_keys, lease.run_id, lease.token, key, value_json, MAX_RUN_STEPS_BYTES, written)
         recorded = await self.run(step)
-        if isinstance(recorded, StepsTooLarge):  # nothing was written
+        if recorded.outcome is Recorded.TOO_LARGE:  # nothing was written
             raise StepTooLarge(
                 f"step {key!r}: the run's recorded steps would total {recorded.total} bytes, over"
                 f" {MAX_RUN_STEPS_BYTES} (MAX_RUN_STEPS_BYTES): record less (a key to a result kept elsewhere)"

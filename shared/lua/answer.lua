@@ -3,20 +3,15 @@
 -- while the run waits) and queue the run again; any worker continues it from there. An answer to a
 -- question the run no longer waits for (answered already, expired, cancelled) changes nothing.
 --
--- Keys and arguments: shared/scripts/runs.py `Answer`.
--- Returns {'ok', seq} | {'not_waiting', status, waiting_for or ''} | {'no_run'} | {'missing'} | {'gone'}
+-- Keys, arguments and replies: shared/scripts/runs.py `Answer`.
 if redis.call('EXISTS', k.meta) == 0 then
-  if redis.call('EXISTS', k.gone) == 1 then return {'gone'} end
-  return {'missing'}
+  if redis.call('EXISTS', k.gone) == 1 then return reply.gone{} end
+  return reply.missing{}
 end
 local run_id = a.run_id
 local raw = redis.call('HGET', k.runs, run_id)
-if not raw then return {'no_run'} end
+if not raw then return reply.no_run{} end
 local run = cjson.decode(raw)
-if run.status ~= 'waiting' or run.waiting_for ~= a.input_id then
-  local waiting = run.waiting_for
-  if type(waiting) ~= 'string' then waiting = '' end
-  return {'not_waiting', run.status, waiting}
-end
+if run.status ~= 'waiting' or run.waiting_for ~= a.input_id then return reply.not_waiting{} end
 local ts, now_ms = clock()
-return {'ok', resume_run(k, s, run_id, run, a.received, a.answers, run_id .. '.a' .. a.job_suffix, ts, now_ms)}
+return reply.ok{seq = resume_run(k, s, run_id, run, a.received, a.answers, run_id .. '.a' .. a.job_suffix, ts, now_ms)}

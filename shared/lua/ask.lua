@@ -10,19 +10,19 @@
 -- and the input.received event's data then).
 -- Sent again after its reply was lost, it finds its question asked (no lease, the run waiting for
 -- it: an input id is the one question's), and answers as it did.
--- Returns {'waiting', seq} | {'cancel'}, or an error starting with FENCED or LOST.
+-- Replies: shared/scripts/runs.py `Ask`'s, or an error starting with FENCED or LOST.
 local run_id, token = a.run_id, a.lease_token
 if redis.call('EXISTS', k.lease) == 0 then
   -- Asked already, by this same call sent again after its reply was lost (shared/outage.py's ride_out)?
   local record = redis.call('HGET', k.runs, run_id)
   local run = record and cjson.decode(record)
   if run and run.status == 'waiting' and run.waiting_for == a.input_id then
-    return {'waiting', last_seq(k)}
+    return reply.waiting{seq = last_seq(k)}
   end
 end
 local refused = check_holder(k, run_id, token, last_seq(k), a.expect)
 if refused then return refused end
-if redis.call('HGET', k.meta, 'cancel_run') == run_id then return {'cancel'} end
+if redis.call('HGET', k.meta, 'cancel_run') == run_id then return reply.cancel{} end
 
 local ts = clock()
 local seq = add_event(k, s, 'input.required', a.event, ts)
@@ -40,4 +40,4 @@ redis.call('HSET', k.runs, run_id, cjson.encode(run))
 redis.call('DEL', k.lease)
 redis.call('HDEL', k.meta, 'lease_until')
 index_lease(k, s, deadline)
-return {'waiting', seq}
+return reply.waiting{seq = seq}

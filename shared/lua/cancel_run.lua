@@ -12,34 +12,32 @@
 -- response. With `ended_at_question`, not while it waits for the answer either: the response ended
 -- at its question (a stream's client leaving then leaves the question to be answered).
 --
--- Keys and arguments: shared/scripts/runs.py `CancelRun` (`expected`: the run expected active, ''
--- the active one, whichever; `segment`: its answers so far, '' any number; `ended_at_question`: '1'
--- to leave it alone while it waits for the answer to that question).
--- Returns {'signalled', run_id} | {'cancelled', run_id} | {'idle'} | {'not_active', run_id}
---   | {'no_run'} (the run named is not the session's) | {'missing'} | {'gone'}
+-- Keys, arguments and replies: shared/scripts/runs.py `CancelRun` (`expected`: the run expected
+-- active, '' the active one, whichever; `segment`: its answers so far, '' any number;
+-- `ended_at_question`: '1' to leave it alone while it waits for the answer to that question).
 if redis.call('EXISTS', k.meta) == 0 then
-  if redis.call('EXISTS', k.gone) == 1 then return {'gone'} end
-  return {'missing'}
+  if redis.call('EXISTS', k.gone) == 1 then return reply.gone{} end
+  return reply.missing{}
 end
 local expected, segment, ended_at_question = a.expected, a.segment, a.ended_at_question == '1'
 local run_id = redis.call('HGET', k.meta, 'active_run')
 if expected ~= '' then
-  if redis.call('HEXISTS', k.runs, expected) == 0 then return {'no_run'} end
-  if run_id ~= expected then return {'not_active', expected} end
+  if redis.call('HEXISTS', k.runs, expected) == 0 then return reply.no_run{} end
+  if run_id ~= expected then return reply.not_active{run_id = expected} end
   if segment ~= '' then
     local run = get_run(k.runs, run_id)
     if answer_count(run) ~= tonumber(segment) or (ended_at_question and run.status == 'waiting') then
-      return {'not_active', expected}
+      return reply.not_active{run_id = expected}
     end
   end
 end
-if not run_id or run_id == '' then return {'idle'} end
+if not run_id or run_id == '' then return reply.idle{} end
 if redis.call('EXISTS', k.lease) == 0 then
   cancel_unheld(k, s, run_id, a.reason)
-  return {'cancelled', run_id}
+  return reply.cancelled{run_id = run_id}
 end
 if redis.call('HGET', k.meta, 'cancel_run') ~= run_id then
   redis.call('HSET', k.meta, 'cancel_run', run_id)
   redis.call('PUBLISH', a.cancel_channel, run_id)
 end
-return {'signalled', run_id}
+return reply.signalled{run_id = run_id}

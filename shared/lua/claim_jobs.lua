@@ -3,10 +3,9 @@
 -- run_job does (INCR and EXPIRE of the retry key): all of a poll's jobs in one step, returned with
 -- their payloads, so the worker reads nothing more before it runs them (worker/pickup.py).
 -- A job is claimed if it is due (its score, read here, at most now) and not in progress elsewhere.
--- Keys and arguments: shared/scripts/pickup.py `ClaimJobs`.
--- Returns {ids looked at, then per job claimed: id, score, payload (false: expired), try, aborted}.
+-- Keys, arguments and reply: shared/scripts/pickup.py `ClaimJobs` (a job's payload nil: expired).
 local most, count = tonumber(a.most), tonumber(a.count)
-local claimed, looked, taken = {0}, 0, 0
+local jobs, looked, taken = {}, 0, 0
 while taken < most and looked < count do
   local window = math.min(256, count - looked)  -- a reply of a bounded size, however far it looks
   local due = redis.call('ZRANGEBYSCORE', k.queue, '-inf', a.now_ms, 'WITHSCORES', 'LIMIT', a.offset + looked, window)
@@ -21,12 +20,11 @@ while taken < most and looked < count do
       redis.call('EXPIRE', retry, a.retry_ttl)
       local aborted = a.abort == '1' and redis.call('ZREM', k.aborts, job_id) or 0
       local payload = redis.call('GET', p.job .. job_id)
-      for _, value in ipairs({job_id, due[i + 1], payload, job_try, aborted}) do claimed[#claimed + 1] = value end
+      jobs[#jobs + 1] = {job_id = job_id, score = due[i + 1], payload = payload, job_try = job_try, aborted = aborted == 1}
       taken = taken + 1
       if taken == most then break end
     end
   end
   if #due < 2 * window then break end  -- the end of what is due
 end
-claimed[1] = looked
-return claimed
+return reply.value{looked = looked, jobs = jobs}

@@ -6,27 +6,25 @@
 -- cancels the active run: at once if no worker holds it (this run then starts now), else through
 -- its worker; lib.lua's end_run starts the next in line when a run ends.
 --
--- Keys and arguments: shared/scripts/runs.py `QueueRun`.
--- Returns {'ok', seq, 'started'|'pending', ended...} | {'again', seq} | {'missing'} | {'gone'} |
--- {'exists'} | {'conflict', active_run_id}. `ended`, when `traced`: the records, as they were, of the
--- runs an interrupt ended here, whose spans the gateway writes (shared/run_spans.py). 'again': the run
--- is recorded already, queued by this same request sent before (its id comes from the request's
--- idempotency key: gateway/access/ids.py); nothing changes.
+-- Keys, arguments and replies: shared/scripts/runs.py `QueueRun`. `ended`, when `traced`: the
+-- records, as they were, of the runs an interrupt ended here, whose spans the gateway writes
+-- (shared/run_spans.py). 'again': the run is recorded already, queued by this same request sent
+-- before (its id comes from the request's idempotency key: gateway/access/ids.py); nothing changes.
 local run_id, multitask = a.run_id, a.multitask
-if redis.call('HEXISTS', k.runs, run_id) == 1 then return {'again', get_run(k.runs, run_id).queued_seq} end
+if redis.call('HEXISTS', k.runs, run_id) == 1 then return reply.again{seq = get_run(k.runs, run_id).queued_seq, queued = 'again'} end
 
 local create = a.create == '1'
 if create then
-  if redis.call('EXISTS', k.meta) == 1 then return {'exists'} end
-  if redis.call('EXISTS', k.gone) == 1 then return {'gone'} end  -- (a deleted session's id, made again)
+  if redis.call('EXISTS', k.meta) == 1 then return reply.exists{} end
+  if redis.call('EXISTS', k.gone) == 1 then return reply.gone{} end  -- (a deleted session's id, made again)
 elseif redis.call('EXISTS', k.meta) == 0 then
-  if redis.call('EXISTS', k.gone) == 1 then return {'gone'} end
-  if a.create ~= '2' then return {'missing'} end
+  if redis.call('EXISTS', k.gone) == 1 then return reply.gone{} end
+  if a.create ~= '2' then return reply.missing{} end
   create = true
 end
 local active = redis.call('HGET', k.meta, 'active_run')
 if active == '' then active = false end
-if active and multitask == 'reject' then return {'conflict', active} end
+if active and multitask == 'reject' then return reply.conflict{active_run = active} end
 
 if create then
   for i = 1, #a.fields, 2 do redis.call('HSET', k.meta, a.fields[i], a.fields[i + 1]) end
@@ -48,16 +46,16 @@ redis.call('PERSIST', k.events)
 if not active then
   redis.call('HSET', k.meta, 'active_run', run_id)
   queue_job(k, s, run_id, run_id, now_ms)
-  return {'ok', seq, 'started'}
+  return reply.ok{seq = seq, queued = 'started'}
 end
 if multitask ~= 'interrupt' then
   redis.call('RPUSH', k.pending, run_id)
-  return {'ok', seq, 'pending'}
+  return reply.ok{seq = seq, queued = 'pending'}
 end
 local superseded = 'superseded by run ' .. run_id
-local reply = {'ok', seq, 'pending'}
+local ended = {}
 local function ending(ended_id)
-  if a.traced == '1' then reply[#reply + 1] = redis.call('HGET', k.runs, ended_id) end
+  if a.traced == '1' then ended[#ended + 1] = redis.call('HGET', k.runs, ended_id) end
 end
 for _, waiting in ipairs(redis.call('LRANGE', k.pending, 0, -1)) do
   ending(waiting)
@@ -72,11 +70,10 @@ redis.call('RPUSH', k.pending, run_id)
 if redis.call('EXISTS', k.lease) == 0 then
   ending(active)
   cancel_unheld(k, s, active, superseded)  -- which starts this run, the next in line
-  reply[3] = 'started'
-  return reply
+  return reply.ok{seq = seq, queued = 'started', ended = ended}
 end
 if redis.call('HGET', k.meta, 'cancel_run') ~= active then
   redis.call('HSET', k.meta, 'cancel_run', active)
   redis.call('PUBLISH', a.cancel_channel, active)
 end
-return reply
+return reply.ok{seq = seq, queued = 'pending', ended = ended}

@@ -5,11 +5,11 @@
 -- Beside the steps, by keys that no step key (`<name>#<n>`) can be: `seq`, the last event id the run
 -- wrote before its last step (what an agent that redoes what followed its last step keeps; the worker
 -- flushed what it streamed before the step), and `bytes`, the steps' total size, bounded.
--- Keys and arguments: shared/scripts/runs.py `RecordStep`.
--- Returns the steps' total size, or {'too_large', total it would be} (nothing written).
+-- Keys, arguments and replies: shared/scripts/runs.py `RecordStep`: the steps' total size, or the
+-- total it would be (too_large: nothing written).
 local refused = fenced(k, a.run_id, a.lease_token)
 if refused then return refused end
 local total = tonumber(redis.call('HGET', k.steps, 'bytes') or 0) - redis.call('HSTRLEN', k.steps, a.step_key) + #a.value
-if total > tonumber(a.max_bytes) then return {'too_large', total} end
+if total > tonumber(a.max_bytes) then return reply.too_large{total = total} end
 redis.call('HSET', k.steps, a.step_key, a.value, 'seq', a.seq, 'bytes', total)
-return total
+return reply.ok{total = total}

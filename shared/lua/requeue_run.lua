@@ -18,14 +18,13 @@
 -- A run waiting for an answer (ask.lua) has no lease: a reaper that finds its question's deadline
 -- passed ends the question as the agent chose: the run fails (`input_expired`), or goes on with the
 -- default answer; before the deadline, it looks again then.
--- Returns {'requeued'} | {'renewed', lease_until} | {'cleared'} | {'not_holder'}
--- | {'dispatch', job, look_again_at, pushed (1: it was gone, and is queued again; 0)};
--- 'requeued' and 'cleared' also return the job owed (`<job_id> <run_id>`), which SPLIT_QUEUE's caller pushes;
--- a question that expired and failed its run: {'cleared', outbox or nil, the run's record}.
+-- Replies: shared/scripts/runs.py `RequeueRun`'s. 'requeued' and 'cleared' carry the job owed
+-- (`<job_id> <run_id>`), which SPLIT_QUEUE's caller pushes; 'cleared' by a question that expired and
+-- failed its run, that run's record too.
 local token = a.lease_token
 local _, now_ms = clock()
 if token ~= '' then
-  if redis.call('GET', k.lease) ~= token then return {'not_holder'} end
+  if redis.call('GET', k.lease) ~= token then return reply.not_holder{} end
 elseif redis.call('EXISTS', k.lease) == 0 then
   local dispatch = redis.call('HGET', k.meta, 'dispatch')
   if dispatch then
@@ -39,31 +38,31 @@ elseif redis.call('EXISTS', k.lease) == 0 then
       local job_id, run_id = string.match(dispatch, '^(%S+) (%S+)$')
       pushed = push_job(k.queue, s, s.session_id, run_id, job_id, now_ms)
     end
-    return {'dispatch', dispatch, look_again, pushed and 1 or 0}
+    return reply.dispatch{dispatch = dispatch, look_again_at = look_again, pushed = pushed}
   end
   local run_id = redis.call('HGET', k.meta, 'active_run')
   local run = run_id and run_id ~= '' and get_run(k.runs, run_id)
-  if not run or run.status ~= 'waiting' or type(run.waiting_until) ~= 'number' then return {'cleared'} end
+  if not run or run.status ~= 'waiting' or type(run.waiting_until) ~= 'number' then return reply.cleared{} end
   -- A run waiting for an answer: look again at its question's deadline, or end the question now.
-  if run.waiting_until > now_ms then return {'renewed', run.waiting_until} end
+  if run.waiting_until > now_ms then return reply.renewed{look_again_at = run.waiting_until} end
   local ts, _, now_s = clock()
   if run.on_expiry_answers then
     resume_run(k, s, run_id, run, run.on_expiry_received, run.on_expiry_answers, run_id .. '.x' .. a.job_suffix, ts, now_ms)
-    return {'requeued', redis.call('HGET', k.meta, 'dispatch')}
+    return reply.requeued{dispatch = redis.call('HGET', k.meta, 'dispatch')}
   end
   local error = {type = 'input_expired', message = 'no answer to question ' .. run.waiting_for .. ' came before it expired'}
   end_run(k, s, run_id, 'failed', 'run.failed', cjson.encode({run_id = run_id, error = error}), {error = error}, ts, now_ms, now_s)
   -- The run it ended, for the run's span (worker/reaper.py).
-  return {'cleared', redis.call('HGET', k.meta, 'dispatch'), redis.call('HGET', k.runs, run_id)}
+  return reply.cleared{dispatch = redis.call('HGET', k.meta, 'dispatch'), expired = redis.call('HGET', k.runs, run_id)}
 else
   local deadline = tonumber(redis.call('HGET', k.meta, 'lease_until') or 0)
-  if deadline > now_ms then return {'renewed', deadline} end
+  if deadline > now_ms then return reply.renewed{look_again_at = deadline} end
 end
 redis.call('DEL', k.lease)
 redis.call('HDEL', k.meta, 'lease_until')
 index_lease(k, s, nil)
 local run_id = redis.call('HGET', k.meta, 'active_run')
-if not run_id or run_id == '' then return {'cleared'} end
+if not run_id or run_id == '' then return reply.cleared{} end
 if token ~= '' then
   local run = get_run(k.runs, run_id)
   run.handovers = (run.handovers or 0) + 1
@@ -73,4 +72,4 @@ if token ~= '' then
   if past and past > last_seq(k) then redis.call('HSET', k.meta, 'seq', past) end
 end
 queue_job(k, s, run_id, run_id .. '.' .. a.job_suffix, now_ms)
-return {'requeued', redis.call('HGET', k.meta, 'dispatch')}
+return reply.requeued{dispatch = redis.call('HGET', k.meta, 'dispatch')}

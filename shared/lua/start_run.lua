@@ -16,13 +16,11 @@
 -- Sent again by the worker whose claim it was (its reply lost: the lease holds its token), it answers
 -- as it did, from the meta's `claim` (what the claim decided), changing nothing.
 --
--- Keys and arguments: shared/scripts/runs.py `StartRun`.
--- Returns {'ok', seq, run_json, verdict, steps, runs} with verdict '' (run it), 'cancel' (a cancel is
--- pending: end it cancelled) or 'exhausted' (too many attempts: end it failed), the steps the run
--- recorded, to replay (the steps hash, flat: see record_step.lua), and the records of the session's
--- runs, for the run's history (none when it is the session's only run; none for a verdict: it ends at
--- once); or {'inactive'} | {'leased'} | {'not_running', status} | {'decide'} (a takeover, and
--- `keep_until` is '': nothing was changed)
+-- Keys, arguments and replies: shared/scripts/runs.py `StartRun`. Claimed, its reply has the verdict
+-- '' (run it), 'cancel' (a cancel is pending: end it cancelled) or 'exhausted' (too many attempts: end
+-- it failed), the steps the run recorded, to replay (the steps hash, flat: see record_step.lua), and
+-- the records of the session's runs, for the run's history (none when it is the session's only run;
+-- none for a verdict: it ends at once). 'decide': a takeover, and `keep_until` is '' (nothing changed).
 local run_id, token, lease_ms, max_attempts = a.run_id, a.lease_token, tonumber(a.lease_ms), tonumber(a.max_attempts)
 
 -- The session's runs, what the worker's agent is given as the conversation so far (its history).
@@ -31,16 +29,18 @@ local function session_runs()
   return redis.call('HVALS', k.runs)
 end
 
-if redis.call('HGET', k.meta, 'active_run') ~= run_id then return {'inactive'} end
+if redis.call('HGET', k.meta, 'active_run') ~= run_id then return reply.inactive{} end
 local holder = redis.call('GET', k.lease)
 if holder == token then
   -- This claim, sent again after its reply was lost (shared/outage.py's ride_out): as it answered then.
   local claim = cjson.decode(redis.call('HGET', k.meta, 'claim'))
-  return {'ok', claim.seq, redis.call('HGET', k.runs, run_id), claim.verdict, redis.call('HGETALL', k.steps), claim.verdict == '' and session_runs() or {}}
+  local run_json, steps = redis.call('HGET', k.runs, run_id), redis.call('HGETALL', k.steps)
+  local runs = claim.verdict == '' and session_runs() or {}
+  return reply.ok{seq = claim.seq, run_json = run_json, verdict = claim.verdict, steps = steps, runs = runs}
 end
-if holder then return {'leased'} end
+if holder then return reply.leased{} end
 local run = get_run(k.runs, run_id)
-if run.status ~= 'queued' and run.status ~= 'running' then return {'not_running', run.status} end
+if run.status ~= 'queued' and run.status ~= 'running' then return reply.not_running{} end
 
 local ts, now_ms, now_s = clock()
 local reason = 'start'
@@ -52,7 +52,7 @@ elseif reason == 'takeover' and run.attempt - (run.handovers or 0) >= max_attemp
   verdict = 'exhausted'
 end
 
-if reason == 'takeover' and verdict == '' and a.keep_until == '' then return {'decide'} end
+if reason == 'takeover' and verdict == '' and a.keep_until == '' then return reply.decide{} end
 
 redis.call('SET', k.lease, token)
 redis.call('HSET', k.meta, 'lease_until', now_ms + lease_ms)
@@ -65,7 +65,7 @@ if verdict ~= '' then
   -- The lease lets the worker write the terminal event through the usual fenced append.
   local seq = last_seq(k)
   redis.call('HSET', k.meta, 'claim', cjson.encode({seq = seq, verdict = verdict}))
-  return {'ok', seq, redis.call('HGET', k.runs, run_id), verdict, {}, {}}
+  return reply.ok{seq = seq, run_json = redis.call('HGET', k.runs, run_id), verdict = verdict, steps = {}, runs = {}}
 end
 
 if reason ~= 'resume' then run.attempt = run.attempt + 1 end
@@ -91,4 +91,4 @@ run.started_as = reason
 local run_json = cjson.encode(run)
 redis.call('HSET', k.runs, run_id, run_json)
 redis.call('HSET', k.meta, 'claim', cjson.encode({seq = seq, verdict = verdict}))
-return {'ok', seq, run_json, verdict, redis.call('HGETALL', k.steps), session_runs()}
+return reply.ok{seq = seq, run_json = run_json, verdict = verdict, steps = redis.call('HGETALL', k.steps), runs = session_runs()}

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from tokentail.shared.jobs import JOB_TTL_MS, RUN_JOB
 from tokentail.shared.keys import Keys
 from tokentail.shared.scripts.contract import ArgGroup, Effect, KeyGroup, Script
+from tokentail.shared.scripts.reply import Reply
 
 
 @dataclass(slots=True)
@@ -36,9 +37,7 @@ class ClaimChecks(Script[Claimed]):
     count: int
     claim_ms: int
 
-    def parse(self, reply: Any) -> Claimed:
-        score, *members = reply
-        return Claimed(score.decode(), [member.decode() for member in members])
+    REPLY = Reply.of(Claimed, "score", "members")
 
 
 @dataclass(slots=True)
@@ -77,8 +76,12 @@ class Due(NamedTuple):
         return " " in self.member
 
 
+class DuePage(NamedTuple):
+    due: list[Due]  # oldest first
+
+
 @dataclass(slots=True)
-class ExpiredLeases(Script[list[Due]]):
+class ExpiredLeases(Script[DuePage]):
     """A page of the leases index's due entries (Redis time), oldest first."""
 
     SOURCE = "expired_leases"
@@ -86,8 +89,7 @@ class ExpiredLeases(Script[list[Due]]):
     offset: int
     count: int
 
-    def parse(self, reply: Any) -> list[Due]:
-        return [Due(reply[i].decode(), reply[i + 1]) for i in range(0, len(reply), 2)]
+    REPLY = Reply.of(DuePage, "due")
 
 
 @dataclass(slots=True)

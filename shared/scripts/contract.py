@@ -12,7 +12,8 @@ A contract is a dataclass whose fields are, in order, what the script is called 
 
 From the declaration come both sides of a call: `lua_source` puts the bindings in front of the
 hand-written script (which reads names, never `KEYS[n]` or `ARGV[n]`), and `keys`/`args` pack a
-call in the same order. Each contract's `parse` turns the script's reply into a typed value.
+call in the same order. A contract's `REPLY` declares its reply by name the same way (reply.py): the
+script builds it with constructors put in front of it, and `parse` reads it by name.
 """
 
 import dataclasses
@@ -25,6 +26,7 @@ from enum import Flag, auto
 from importlib import resources
 from typing import Any, ClassVar, Generic, TypeVar
 
+from tokentail.shared.scripts.reply import Reply
 from tokentail.shared.settings import Settings
 
 R = TypeVar("R")
@@ -95,6 +97,7 @@ class Script(Generic[R]):
     SOURCE: ClassVar[str]
     JOINABLE: ClassVar[bool] = False
     EFFECTS: ClassVar[Effect] = Effect.NONE
+    REPLY: ClassVar[Reply[Any] | None] = None  # a reply that is more than one value, by name
 
     def effects(self) -> Effect:
         return self.EFFECTS
@@ -143,7 +146,8 @@ class Script(Generic[R]):
         """The script as Redis runs it: the topology's constants, lib.lua, the bindings, the script."""
         lua = resources.files("tokentail.shared.lua")
         lib, body = lua.joinpath("lib.lua").read_text(), lua.joinpath(f"{cls.SOURCE}.lua").read_text()
-        return "\n".join((cls._topology_line(topology), lib, cls.lua_bindings(topology), body))
+        replies = cls.REPLY.lua() if cls.REPLY else ""
+        return "\n".join((cls._topology_line(topology), lib, cls.lua_bindings(topology), replies, body))
 
     @staticmethod
     def _topology_line(topology: Topology) -> str:
@@ -240,8 +244,8 @@ class Script(Generic[R]):
         return Packer.of(type(self), Topology()).args(self)
 
     def parse(self, reply: Any) -> R:
-        """The reply, typed. By default as Redis gave it."""
-        return typing.cast(R, reply)
+        """The reply, typed: as its `REPLY` declares it, or else as Redis gave it."""
+        return typing.cast(R, self.REPLY.parse(reply) if self.REPLY else reply)
 
 
 def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:

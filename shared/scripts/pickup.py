@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from tokentail.shared.scripts.contract import ArgGroup, KeyGroup, Script
+from tokentail.shared.scripts.reply import Reply
 
 # The most jobs one claim takes: Redis serves nobody else while a script runs.
 CLAIM_MOST = 256
@@ -65,13 +66,7 @@ class ClaimJobs(Script[Claim]):
     retry_ttl: int
     abort: int
 
-    def parse(self, reply: Any) -> Claim:
-        looked, *flat = reply
-        jobs = [
-            ClaimedJob(job_id.decode(), int(float(score)), payload or None, int(job_try), bool(aborted))
-            for job_id, score, payload, job_try, aborted in zip(*[iter(flat)] * 5, strict=True)
-        ]
-        return Claim(jobs, int(looked))
+    REPLY = Reply.of(Claim, "looked", "jobs")
 
 
 class Finish(NamedTuple):

@@ -2,7 +2,8 @@
 ask, answer, cancel, hand over, renew, record (making, copying and deleting a session: sessions.py).
 
 Those that queue or end runs (lib.lua's `end_run`, `queue_job`) take the session's `RunKeys` and
-`SessionArgs` first; the rest take the few keys they touch. Each parses its reply into a typed value.
+`SessionArgs` first; the rest take the few keys they touch. Each declares its reply (a reply of more
+than one value: by outcome, each field by name) as it declares its arguments.
 """
 
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from tokentail.shared.keys import Keys
 from tokentail.shared.records import RunRecord
 from tokentail.shared.scripts.checks import JobArgs, queued_look_ms
 from tokentail.shared.scripts.contract import ArgGroup, Effect, KeyGroup, Script, archived, only_if, shared_queue
+from tokentail.shared.scripts.reply import Reply
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import OPAQUE_RUN_FIELDS, compact_json
 
@@ -96,10 +98,6 @@ def encode_run(run: RunRecord) -> str:
     return compact_json(record)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def raise_fenced(error: ResponseError) -> None:
     """A fenced script's FENCED error as LeaseLost, its LOST error as WritesLost (lib.lua's check_holder)."""
     message = str(error)
@@ -150,18 +148,18 @@ class QueueRun(Script[QueueReply]):
     a2a_push: str  # '1': mark the session, whose A2A push configs this run has (shared/a2a_push.py)
     fields: list[str]  # a session made: its meta fields, as name, value pairs
 
+    REPLY = Reply(
+        QueueReply,
+        ok=("seq", "queued", "ended"),
+        again=("seq", "queued"),
+        conflict=("active_run",),
+        missing=(),
+        gone=(),
+        exists=(),
+    )
+
     def effects(self) -> Effect:
         return self.EFFECTS | Effect.MAY_REVIVE if self.create == "0" else self.EFFECTS
-
-    def parse(self, reply: Any) -> QueueReply:
-        outcome = QueueOutcome(_text(reply[0]))
-        if outcome is QueueOutcome.OK:
-            return QueueReply(outcome, int(reply[1]), Queued(_text(reply[2])), ended=tuple(reply[3:]))
-        if outcome is QueueOutcome.AGAIN:
-            return QueueReply(outcome, int(reply[1]), Queued.AGAIN)
-        if outcome is QueueOutcome.CONFLICT:
-            return QueueReply(outcome, active_run=_text(reply[1]))
-        return QueueReply(outcome)
 
 
 class StartVerdict(StrEnum):
@@ -172,16 +170,31 @@ class StartVerdict(StrEnum):
     EXHAUSTED = "exhausted"  # too many attempts: end it failed
 
 
-class Claim(NamedTuple):
-    """start_run.lua's reply: `claimed`, or why not; `decide`: a takeover to decide first."""
+class ClaimOutcome(StrEnum):
+    OK = "ok"  # claimed
+    DECIDE = "decide"  # a takeover, which the worker decides first (nothing was changed)
+    INACTIVE = "inactive"  # the run is not the session's active one
+    LEASED = "leased"  # another worker holds it
+    NOT_RUNNING = "not_running"  # it ended
 
-    claimed: bool
-    decide: bool = False
+
+class Claim(NamedTuple):
+    """start_run.lua's reply: `claimed`, or why not."""
+
+    outcome: ClaimOutcome
+    seq: int = 0  # the id of the event that started the attempt
     run_json: bytes = b""
     verdict: StartVerdict = StartVerdict.RUN
     steps: Any = ()  # the steps the run recorded, to replay: the steps hash, flat
-    seq: int = 0  # the id of the event that started the attempt
     runs: Any = ()  # the records of the session's runs (JSON), none when the run is its only one
+
+    @property
+    def claimed(self) -> bool:
+        return self.outcome is ClaimOutcome.OK
+
+    @property
+    def decide(self) -> bool:
+        return self.outcome is ClaimOutcome.DECIDE
 
 
 @dataclass(slots=True)
@@ -197,12 +210,9 @@ class StartRun(Script[Claim]):
     job_id: str
     keep_until: str | int  # for a takeover: the id to keep events up to, 'restart', or '' (not decided)
 
-    def parse(self, reply: Any) -> Claim:
-        outcome = _text(reply[0])
-        if outcome == "ok":
-            verdict = StartVerdict(_text(reply[3]))
-            return Claim(True, run_json=reply[2], verdict=verdict, steps=reply[4], seq=int(reply[1]), runs=reply[5])
-        return Claim(False, decide=outcome == "decide")
+    REPLY = Reply(
+        Claim, ok=("seq", "run_json", "verdict", "steps", "runs"), decide=(), inactive=(), leased=(), not_running=()
+    )
 
 
 @dataclass(slots=True)
@@ -271,8 +281,13 @@ class Asked(StrEnum):
     CANCEL = "cancel"  # a cancel is pending: end the run cancelled instead
 
 
+class AskReply(NamedTuple):
+    outcome: Asked
+    seq: int | None = None  # of its `input.required`
+
+
 @dataclass(slots=True)
-class Ask(Script[Asked]):
+class Ask(Script[AskReply]):
     SOURCE = "ask"
     EFFECTS = Effect.ACKNOWLEDGED | Effect.REPORTS
     k: RunKeys
@@ -286,8 +301,7 @@ class Ask(Script[Asked]):
     expect: int
     on_expiry: list[str]  # the answers and the input.received data an expired question goes on with, or none
 
-    def parse(self, reply: Any) -> Asked:
-        return Asked(_text(reply[0]))
+    REPLY = Reply(AskReply, waiting=("seq",), cancel=())
 
 
 class AnswerOutcome(StrEnum):
@@ -315,9 +329,7 @@ class Answer(Script[AnswerReply]):
     received: str  # the input.received event's data
     job_suffix: str
 
-    def parse(self, reply: Any) -> AnswerReply:
-        outcome = AnswerOutcome(_text(reply[0]))
-        return AnswerReply(outcome, int(reply[1]) if outcome is AnswerOutcome.OK else None)
+    REPLY = Reply(AnswerReply, ok=("seq",), not_waiting=(), no_run=(), missing=(), gone=())
 
 
 class Cancel(StrEnum):
@@ -332,7 +344,7 @@ class Cancel(StrEnum):
 
 class CancelReply(NamedTuple):
     outcome: Cancel
-    run_id: str | None = None
+    run_id: str | None = None  # the run it cancelled, or the one named that is not active
 
 
 @dataclass(slots=True)
@@ -347,8 +359,16 @@ class CancelRun(Script[CancelReply]):
     segment: str  # its answers so far, or '' (any number)
     ended_at_question: str  # '1': left alone while it waits for the answer to that question
 
-    def parse(self, reply: Any) -> CancelReply:
-        return CancelReply(Cancel(_text(reply[0])), _text(reply[1]) if len(reply) > 1 else None)
+    REPLY = Reply(
+        CancelReply,
+        signalled=("run_id",),
+        cancelled=("run_id",),
+        not_active=("run_id",),
+        idle=(),
+        no_run=(),
+        missing=(),
+        gone=(),
+    )
 
 
 class Requeue(StrEnum):
@@ -379,15 +399,14 @@ class RequeueRun(Script[Look]):
     job_suffix: str
     past_seq: str | int  # after lost events: the seq to move the session's up to, or ''
 
-    def parse(self, reply: Any) -> Look:
-        look = Look(Requeue(_text(reply[0])))
-        if look.outcome is Requeue.RENEWED:
-            return look._replace(look_again_at=int(reply[1]))
-        if look.outcome is Requeue.PUSHED:
-            return look._replace(dispatch=reply[1], look_again_at=int(reply[2]), pushed=reply[3] == 1)
-        if len(reply) > 2:
-            look = look._replace(expired=reply[2])
-        return look._replace(dispatch=reply[1] or None) if len(reply) > 1 else look
+    REPLY = Reply(
+        Look,
+        requeued=("dispatch",),
+        renewed=("look_again_at",),
+        cleared=("dispatch", "expired"),
+        not_holder=(),
+        dispatch=("dispatch", "look_again_at", "pushed"),
+    )
 
 
 class Renewal(IntEnum):
@@ -423,12 +442,18 @@ class StepKeys(KeyGroup):
     meta: str
 
 
-class StepsTooLarge(NamedTuple):
-    total: int  # what the run's recorded steps would total: nothing was written
+class Recorded(StrEnum):
+    OK = "ok"
+    TOO_LARGE = "too_large"  # nothing was written
+
+
+class StepRecord(NamedTuple):
+    outcome: Recorded
+    total: int  # what the run's recorded steps total (TOO_LARGE: would total)
 
 
 @dataclass(slots=True)
-class RecordStep(Script[int | StepsTooLarge]):
+class RecordStep(Script[StepRecord]):
     SOURCE = "record_step"
     k: StepKeys
     run_id: str
@@ -438,8 +463,7 @@ class RecordStep(Script[int | StepsTooLarge]):
     max_bytes: int
     seq: int  # the last event id the run wrote before the step
 
-    def parse(self, reply: Any) -> int | StepsTooLarge:
-        return StepsTooLarge(int(reply[1])) if isinstance(reply, list) else int(reply)
+    REPLY = Reply(StepRecord, ok=("total",), too_large=("total",))
 
 
 @dataclass(slots=True)

@@ -1,8 +1,11 @@
-"""A script's contract (shared/scripts/contract.py): what Python packs is what the Lua side reads by name."""
+"""A script's contract (shared/scripts/contract.py, reply.py): what Python packs is what the Lua side reads
+by name, and what the Lua side replies by name is what Python reads."""
 
 import itertools
 import json
+import re
 from dataclasses import dataclass, fields, is_dataclass
+from importlib import resources
 from typing import Any
 
 import fakeredis
@@ -10,9 +13,24 @@ import pytest
 from lupa import lua51  # type: ignore[import-untyped]
 
 from tokentail.shared.scripts import checks, limits, pickup, runs, sessions
+from tokentail.shared.scripts.checks import Claimed
 from tokentail.shared.scripts.contract import Packer, Script, Topology
-from tokentail.shared.scripts.pickup import ArqKeys, ArqPrefixes, Finish, FinishJobs
-from tokentail.shared.scripts.runs import Append, AppendEvents, AppendKeys, AppendShared, Ask, RunKeys, SessionArgs
+from tokentail.shared.scripts.pickup import ArqKeys, ArqPrefixes, Claim, ClaimedJob, Finish, FinishJobs
+from tokentail.shared.scripts.reply import Reply
+from tokentail.shared.scripts.runs import (
+    Append,
+    AppendEvents,
+    AppendKeys,
+    AppendShared,
+    Ask,
+    Look,
+    Queued,
+    QueueOutcome,
+    QueueReply,
+    Requeue,
+    RunKeys,
+    SessionArgs,
+)
 from tokentail.shared.scripts.sessions import ForkKeys, ForkSession
 
 TOPOLOGIES = [Topology(*flags) for flags in itertools.product((False, True), repeat=3)]
@@ -159,3 +177,60 @@ def test_argument_groups_are_declared_before_the_other_arguments() -> None:
 
     with pytest.raises(TypeError, match="argument groups come before"):
         Misordered(AppendKeys("m", "e", "l"), "x", AppendShared(1)).args()
+
+
+def _replied(declared: Reply[Any], lua: str) -> Any:
+    """What a script whose body is `lua` replies, through Redis's conversion, parsed as declared."""
+    return declared.parse(fakeredis.FakeRedis().eval(declared.lua() + "\n" + lua, 0))
+
+
+def test_a_reply_is_built_and_read_by_name_and_a_nil_field_cuts_off_none_after_it() -> None:
+    bare: dict[str, tuple[str, ...]] = dict.fromkeys(("again", "missing", "gone", "exists"), ())
+    queued = Reply(QueueReply, ok=("seq", "queued", "ended"), conflict=("active_run",), **bare)
+    assert _replied(queued, "return reply.ok{seq = 7, queued = 'pending', ended = {'a', 'b'}}") == QueueReply(
+        QueueOutcome.OK, 7, Queued.PENDING, ended=(b"a", b"b")
+    )
+    assert _replied(queued, "return reply.ok{queued = 'started'}") == QueueReply(QueueOutcome.OK, None, Queued.STARTED)
+    assert _replied(queued, "return reply.conflict{active_run = 'r1'}") == QueueReply(
+        QueueOutcome.CONFLICT, active_run="r1"
+    )
+    assert _replied(queued, "return reply.gone{}") == QueueReply(QueueOutcome.GONE)
+
+
+def test_a_bool_field_is_true_only_when_the_script_said_true() -> None:
+    requeue = runs.RequeueRun.REPLY
+    assert requeue is not None
+    pushed = "return reply.dispatch{dispatch = 'j r', look_again_at = 5, pushed = %s}"
+    assert _replied(requeue, pushed % "true") == Look(Requeue.PUSHED, 5, b"j r", pushed=True)
+    assert _replied(requeue, pushed % "false").pushed is False
+    assert _replied(requeue, "return reply.cleared{expired = 'record'}") == Look(Requeue.CLEARED, expired=b"record")
+
+
+def test_an_untagged_reply_takes_its_fields_in_order_and_a_list_of_records_the_rest() -> None:
+    claim = pickup.ClaimJobs.REPLY
+    assert claim is not None
+    jobs = "{job_id = 'j1', score = '1700', job_try = 2, aborted = true}, {job_id = 'j2', score = '1800', job_try = 1}"
+    assert _replied(claim, f"return reply.value{{looked = 9, jobs = {{{jobs}}}}}") == Claim(
+        [ClaimedJob("j1", 1700, None, 2, True), ClaimedJob("j2", 1800, None, 1, False)], 9
+    )
+    assert _replied(claim, "return reply.value{looked = 0, jobs = {}}") == Claim([], 0)
+    checked = checks.ClaimChecks.REPLY
+    assert checked is not None
+    assert _replied(checked, "return reply.value{score = '12', members = {'a', 'b'}}") == Claimed("12", ["a", "b"])
+
+
+def test_a_reply_declaration_names_every_outcome_and_only_those() -> None:
+    with pytest.raises(TypeError, match="outcomes declared and its outcome's values differ: {'exists'}"):
+        Reply(QueueReply, ok=(), again=(), missing=(), gone=(), conflict=())
+    with pytest.raises(TypeError, match="a list takes the rest of the reply, and so comes last"):
+        Reply.of(Claim, "jobs", "looked")
+
+
+@pytest.mark.parametrize("contract", [c for c in CONTRACTS if c.REPLY], ids=lambda contract: contract.__name__)
+def test_a_script_with_a_declared_reply_builds_it_only_with_its_constructors(contract: type[Script[Any]]) -> None:
+    body = resources.files("tokentail.shared.lua").joinpath(f"{contract.SOURCE}.lua").read_text()
+    assert contract.REPLY is not None
+    declared = set(contract.REPLY.constructors())
+    used = set(re.findall(r"\breply\.(\w+)", body))
+    assert used and used <= declared, f"{contract.SOURCE}.lua replies {used - declared} it does not declare"
+    assert not re.search(r"return \{'", body), f"{contract.SOURCE}.lua writes a reply by position"
