@@ -23,6 +23,7 @@ from tokentail.shared.errors import (
     QueueingUnanswered,
     RateLimited,
     RunConflict,
+    RunNotActive,
     RunNotFound,
     SessionExists,
     SessionExpired,
@@ -30,6 +31,7 @@ from tokentail.shared.errors import (
     TaskNotFound,
     TokenExpired,
     TokentailError,
+    TooManySteers,
     TooManyStreams,
     Unauthorized,
 )
@@ -44,6 +46,7 @@ _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (QuestionNotFound, 404, "question_not_found"),
     (RunConflict, 409, "run_conflict"),
     (InputNotPending, 409, "input_not_pending"),
+    (RunNotActive, 409, "run_not_active"),
     (SessionExists, 409, "session_exists"),
     (InvalidLastEventId, 400, "invalid_last_event_id"),
     (InputTooLarge, 413, "input_too_large"),
@@ -53,6 +56,7 @@ _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (Forbidden, 403, "forbidden"),
     (TooManyStreams, 429, "too_many_streams"),  # before its parent, RateLimited
     (ForkBytesLimited, 429, "fork_bytes_limited"),  # before its parent, RateLimited
+    (TooManySteers, 429, "too_many_pending_steers"),  # before its parent, RateLimited
     (RateLimited, 429, "rate_limited"),
     (ArchiveUnavailable, 503, "archive_unavailable"),
     (QueueingUnanswered, 503, "redis_unavailable"),

@@ -110,7 +110,8 @@ class CreateRun(_RunOptions):
     input: str
     multitask: Multitask = Field(
         "reject",
-        description="while a run is active: `reject` (409), `enqueue` (after it), `interrupt` (cancel it, then run)",
+        description="while a run is active: `reject` (409), `enqueue` (after it), `interrupt` (cancel it, then run), "
+        "`steer` (no run: the active run takes the input in at its agent's next boundary; `run_id` names it)",
     )
 
 
@@ -134,6 +135,24 @@ class StreamToken(BaseModel):
 class RunAccepted(BaseModel):
     run_id: str
     events_url: str
+
+
+class SteerRequest(_Request):
+    input: str = Field(description="what the running agent is to take in, as a user message of its conversation")
+    run_id: str | None = Field(
+        None,
+        description="steer this run only if it is still the active one (the run the client saw); without it, "
+        "the active run",
+    )
+
+
+class SteerAccepted(BaseModel):
+    steer_id: str
+    run_id: str = Field(description="the run it steers")
+    status: Literal["accepted"] = Field(
+        description="stored with the session: the run's agent takes it in at its next boundary (`steer.applied`), "
+        "or it fails when the run ends first (`steer.failed`)"
+    )
 
 
 class Answer(_Request):

@@ -9,6 +9,7 @@ TokentailError           the base of every error tokentail raises (the clients' 
 ├── QuestionNotFound     404: the run asked no such question
 ├── RunConflict          409: a run is already active and the follow-up asked `reject`
 ├── InputNotPending      409: an answer to a question the run no longer waits for
+├── RunNotActive         409: a steer for a run that is not active (or none is)
 ├── SessionExists        409: a chat's session exists already, and an input asked to make it anew
 ├── InvalidLastEventId   400: `Last-Event-ID` is not a non-negative integer
 ├── InputTooLarge        413: the input is longer than the configured bound
@@ -18,7 +19,8 @@ TokentailError           the base of every error tokentail raises (the clients' 
 ├── Forbidden            403: valid credentials that do not allow this (a stream token used on another session)
 ├── RateLimited          429: a tenant's runs per minute are used up (with `retry_after`)
 │   ├── TooManyStreams   429: a tenant has as many streams open as it may
-│   └── ForkBytesLimited 429: a tenant's forks copied what they may this hour
+│   ├── ForkBytesLimited 429: a tenant's forks copied what they may this hour
+│   └── TooManySteers    429: as many steers wait for the run as may
 ├── ArchiveUnavailable   503: the archive did not answer, for a read Redis could not serve
 ├── QueueingUnanswered   503: Redis did not answer whether a run was queued (with its ids, to look it up)
 └── LeaseLost            a worker's append was fenced: another worker owns the run now
@@ -76,6 +78,20 @@ class InputNotPending(TokentailError):
     """An answer to a question the run no longer waits for: answered already, expired or cancelled."""
 
 
+class RunNotActive(TokentailError):
+    """A steer for a session with no active run, or for a run that is not the active one."""
+
+    def __init__(self, session_id: str, run_id: str | None, active_run_id: str | None) -> None:
+        if run_id and active_run_id:
+            message = f"run {run_id!r} is not active: session {session_id!r} runs {active_run_id!r} now"
+        elif run_id:
+            message = f"run {run_id!r} is not active: session {session_id!r} has no active run"
+        else:
+            message = f"session {session_id!r} has no active run to steer: queue one with POST .../runs"
+        super().__init__(message)
+        self.active_run_id = active_run_id
+
+
 class InvalidLastEventId(TokentailError):
     def __init__(self, value: str) -> None:
         shown = value if len(value) <= 40 else f"{value[:40]}... ({len(value)} characters)"
@@ -115,6 +131,10 @@ class TooManyStreams(RateLimited):
 
 
 class ForkBytesLimited(RateLimited):
+    pass
+
+
+class TooManySteers(RateLimited):
     pass
 
 

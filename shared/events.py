@@ -29,6 +29,9 @@ class EventType(StrEnum):
     RUN_CANCELLED = "run.cancelled"
     INPUT_REQUIRED = "input.required"
     INPUT_RECEIVED = "input.received"
+    STEER_ACCEPTED = "steer.accepted"
+    STEER_APPLIED = "steer.applied"
+    STEER_FAILED = "steer.failed"
 
 
 CANCELLED_BY_REQUEST = "cancelled by request"  # the reason of a run cancelled through the API
@@ -163,6 +166,29 @@ class InputReceived(EventData):
     answer: Any
 
 
+class SteerAccepted(EventData):
+    """Input for the run while it runs (a steer), stored: its agent takes it in at its next boundary."""
+
+    steer_id: str
+    input: str
+
+
+class SteerApplied(EventData):
+    """The run's agent took the steer in (the commit point: never applied twice)."""
+
+    steer_id: str
+
+
+SteerFailure = Literal["run_ended", "not_supported"]
+
+
+class SteerFailed(EventData):
+    """The steer will not be applied: the run ended first, or its agent takes no steers."""
+
+    steer_id: str
+    reason: SteerFailure
+
+
 Ending = RunCompleted | RunFailed | RunCancelled  # what a run's terminal event holds
 
 
@@ -182,6 +208,9 @@ EVENT_DATA: dict[EventType, type[EventData]] = {
     EventType.RUN_CANCELLED: RunCancelled,
     EventType.INPUT_REQUIRED: InputRequired,
     EventType.INPUT_RECEIVED: InputReceived,
+    EventType.STEER_ACCEPTED: SteerAccepted,
+    EventType.STEER_APPLIED: SteerApplied,
+    EventType.STEER_FAILED: SteerFailed,
 }
 
 

@@ -17,6 +17,7 @@ class SessionKeys:
     pending: str  # list: runs queued behind the active one (multitask `enqueue`/`interrupt`)
     hooks: str  # list: events its webhook has yet to deliver (shared/webhook_messages.py); outlives the session
     steps: str  # hash: the active run's recorded steps (key -> JSON), their last seq and their total size
+    steers: str  # list: steers waiting for the active run's agent (`Steer` records, JSON; lib.lua: Steers)
     # string: for the session of a chat id, the session the chat goes on in since it branched (a fork:
     # gateway/commands/branching.py); kept while the chat is used
     branch: str
@@ -37,6 +38,7 @@ class Keys:
             pending=f"{base}:pending",
             hooks=f"{base}:hooks",
             steps=f"{base}:steps",
+            steers=f"{base}:steers",
             branch=f"{base}:branch",
         )
 
@@ -97,6 +99,11 @@ class Keys:
     def cancel_channel(self) -> str:
         """Pub/sub channel carrying the run ids to cancel, to whichever worker runs them."""
         return f"{self.prefix}:cancel"
+
+    @property
+    def steer_channel(self) -> str:
+        """Pub/sub channel carrying the ids of runs just steered, to whichever worker runs them."""
+        return f"{self.prefix}:steer"
 
     @property
     def wake_channel(self) -> str:

@@ -18,6 +18,28 @@ OnExpiry = Literal["fail", "default"]
 MAX_STEP_BYTES = 4 * 1024 * 1024
 MAX_RUN_STEPS_BYTES = 16 * 1024 * 1024
 
+# Steers: input for the active run while it runs (docs/steering.md). A few may wait at once; those its
+# agent took in are recorded as steps of this name, so an attempt that goes on replays them.
+MAX_PENDING_STEERS = 8
+STEERS_STEP = "steers"
+STEERED_APART = "\n\n"  # in a run's answer, between the text before steers and the text after them
+
+
+class Steer(BaseModel):
+    """A steer as the session keeps it while it waits for its run's agent (lib.lua: Steers)."""
+
+    steer_id: str
+    run_id: str
+    input: str
+
+
+class SteerTaken(BaseModel):
+    """A steer its run's agent took in, as the run's record keeps it (apply_steers.lua)."""
+
+    steer_id: str
+    input: str
+    output_at: int  # how many characters of the run's answer came before it
+
 
 class Question(BaseModel):
     """A question a run asked (`ctx.ask`), as its record keeps it: what was asked, and what a worker
@@ -50,7 +72,7 @@ class Question(BaseModel):
         )
 
 
-Multitask = Literal["reject", "enqueue", "interrupt"]
+Multitask = Literal["reject", "enqueue", "interrupt", "steer"]
 SessionStatus = Literal["idle", "queued", "running", "waiting_for_input"]
 
 
@@ -90,6 +112,7 @@ class RunRecord(BaseModel):
     waiting_for: str | None = None
     waiting_until: int | None = None
     resumes: int = 0  # starts after an answer
+    steers: list[SteerTaken] = Field(default_factory=list)  # taken in, in order: the transcript shows them
     # The trace context of the span that queued it (W3C traceparent, and tracestate within W3C's limits;
     # empty with traces off): every attempt of the run joins that trace, on whichever worker (shared/tracing.py).
     trace: dict[str, str] = Field(default_factory=dict)
@@ -192,12 +215,20 @@ class Turn(BaseModel):
 
 
 def transcript(runs: list[RunRecord], partial_text: str = "") -> list[Turn]:
-    """User inputs and assistant answers in order; the active run's answer is the text streamed so far."""
+    """User inputs and assistant answers in order; the active run's answer is the text streamed so far.
+    The steers a run took in are user turns of their own, where its answer took them in."""
     turns: list[Turn] = []
     for run in runs:
         turns.append(Turn(role="user", content=run.input, run_id=run.run_id))
         if run.status == "queued":
             continue
         content = run.output if run.output is not None else partial_text if run.active else ""
-        turns.append(Turn(role="assistant", content=content, run_id=run.run_id, status=run.status))
+        before = 0
+        for steer in run.steers:
+            if answered := content[before : steer.output_at]:
+                turns.append(Turn(role="assistant", content=answered, run_id=run.run_id, status=run.status))
+            turns.append(Turn(role="user", content=steer.input, run_id=run.run_id))
+            before = steer.output_at
+        rest = content[before:].removeprefix(STEERED_APART) if run.steers else content
+        turns.append(Turn(role="assistant", content=rest, run_id=run.run_id, status=run.status))
     return turns

@@ -1,11 +1,12 @@
 """A run's events as its clients keep them: the record a taken-over or resumed run goes on from.
 
 What a takeover drops is decided here, once (`drop_point`, `dropped_by`), for both sides: a
-`run.retrying` drops everything the run streamed before it, its questions too (the run started
-over); a `run.continued` drops the run's agent events after its `from_event_id` (a model turn cut by
-a crash, whose provider cannot continue it). What is left is what every client shows (the gateway's
-reducer and snapshot apply the same rule: gateway/reading/): the worker continues from it
-(worker/recovery/), and the session's partial text is read from it (shared/store.py).
+`run.retrying` drops everything the run streamed before it, its questions and the steers it took in
+too (the run started over, and takes them in again); a `run.continued` drops the run's agent events
+after its `from_event_id` (a model turn cut by a crash, whose provider cannot continue it). What is
+left is what every client shows (the gateway's reducer and snapshot apply the same rule:
+gateway/reading/): the worker continues from it (worker/recovery/), and the session's partial text is
+read from it (shared/store.py).
 """
 
 import json
@@ -29,6 +30,8 @@ _LIFECYCLE = frozenset(
         EventType.RUN_CONTINUED,
         EventType.INPUT_REQUIRED,
         EventType.INPUT_RECEIVED,
+        EventType.STEER_ACCEPTED,
+        EventType.STEER_FAILED,
     }
 )
 
@@ -44,7 +47,8 @@ AGENT_EVENTS = frozenset(
         EventType.TOOL_FAILED,
     }
 )
-_QUESTION_EVENTS = frozenset({EventType.INPUT_REQUIRED, EventType.INPUT_RECEIVED})
+# What the run took in (its questions' answers, its steers): a start over drops them with the rest.
+_TAKEN_IN = frozenset({EventType.INPUT_REQUIRED, EventType.INPUT_RECEIVED, EventType.STEER_APPLIED})
 _TAKEOVER_DATA: dict[str, type[RunRetrying | RunContinued]] = {
     EventType.RUN_RETRYING: RunRetrying,
     EventType.RUN_CONTINUED: RunContinued,
@@ -63,13 +67,14 @@ def drop_point(data: EventData) -> int | None:
 def dropped_by(after: int, seq: int, event_type: str) -> bool:
     """Whether a drop of its run's events after `after` drops event `seq` of `event_type`."""
     agents = event_type in AGENT_EVENTS or event_type.startswith(DATA_PREFIX)
-    return seq > after and (agents or (after == 0 and event_type in _QUESTION_EVENTS))
+    return seq > after and (agents or (after == 0 and event_type in _TAKEN_IN))
 
 
 def is_turn_boundary(event_type: str) -> bool:
-    """Whether an event of a run ends a model turn: a tool's or a question's. Text, reasoning, status
-    and data events belong to the turn they come in; the UI encodings show each turn as a step."""
-    return event_type.startswith(("tool.", "input."))
+    """Whether an event of a run ends a model turn: a tool's, a question's, or steers taken in. Text,
+    reasoning, status and data events belong to the turn they come in; the UI encodings show each
+    turn as a step."""
+    return event_type.startswith(("tool.", "input.")) or event_type == EventType.STEER_APPLIED
 
 
 @dataclass(frozen=True, slots=True)

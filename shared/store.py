@@ -87,7 +87,7 @@ def with_output(data: bytes, output: str) -> bytes:
 
 # Fields of a run record that hold any JSON: stored as strings, which the Lua scripts do not
 # decode (their cjson would turn [] into {} and large integers into floats).
-OPAQUE_RUN_FIELDS = ("params", "asked", "answers", "trace")
+OPAQUE_RUN_FIELDS = ("params", "asked", "answers", "trace", "steers")
 
 
 def decode_run(raw: bytes | str) -> RunRecord:

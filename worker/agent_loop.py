@@ -8,9 +8,17 @@ answer to a question. So a run that goes on asks the model only for the turn a c
 its result was not recorded; a tool cut mid-call runs again with the same call id, which it can take
 as an idempotency key (a `call_id` parameter). A tool that needs approval runs once a person
 approves the call (`ctx.ask`, kind `approval`); the run waits without a worker meanwhile.
+
+Steers (input sent while the run works: docs/steering.md) are taken in at the loop's boundaries:
+before its first model request (if one came before it), after a turn's tool results, at the end of a
+turn that called none, or at a safe point of its text,
+where the model's stream is cut and what was shown is kept as the turn. The next model request
+carries each steer as a user message, once; a turn that steers followed is recorded first, so an
+attempt that goes on replays it, then the steers taken after it.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +30,7 @@ from pydantic import ValidationError
 from tokentail.shared import tracing
 from tokentail.shared.errors import StepTooLarge
 from tokentail.shared.params import RunParams
+from tokentail.shared.records import STEERED_APART
 from tokentail.worker import metrics, traces
 from tokentail.worker.agents import Agent
 from tokentail.worker.context import RunContext
@@ -43,6 +52,12 @@ from tokentail.worker.retry import RetryPolicy, stream_with_retries
 from tokentail.worker.tools import Tool, ToolError
 
 logger = logging.getLogger(__name__)
+
+# Where a model's text may be cut for a steer: before a piece that starts with a space, or after a
+# punctuation mark, so no word is cut in two; a model that gives no such point for this many
+# characters after the steer came is cut where it is.
+SAFE_POINT_END = (".", ",", ";", ":", "!", "?", ")")
+CUT_AFTER_CHARS = 200
 
 
 class AgentError(Exception):
@@ -71,22 +86,41 @@ async def run_model_agent(
         metrics.PROVIDER_ERRORS.labels(context.hooks.writer.provider, error.kind).inc()
         await context.status(f"{error} Retrying in {delay:.1f} s.")
 
+    # Steers that came before its first model request (sent while it was queued, or waited for an answer).
+    messages += [Message("user", steer.input) for steer in await context.hooks.take_steers(only_if_told=True)]
     for _ in range(agent.max_steps):
-        turn = await _turn(
-            context, provider, ModelRequest(model, messages, [t.spec for t in agent.tools], params), policy, on_retry
-        )
-        if not turn.tool_calls:
-            return
+        request = ModelRequest(model, messages, [t.spec for t in agent.tools], params)
+        turn, unrecorded = await _turn(context, provider, request, policy, on_retry)
         messages.append(turn)
-        calls, decisions = list(turn.tool_calls), dict[str, bool]()
-        await _approve(context, tools, calls, decisions)
-        # Parallel calls of one turn run together; their events interleave, each with its call_id.
-        results = await asyncio.gather(
-            *(_run_tool(context, tools, call, tool_timeout, decisions.get(call.call_id)) for call in calls)
-        )
-        for call, (content, failed) in zip(calls, results, strict=True):
-            messages.append(Message("tool", content, call_id=call.call_id, is_error=failed))
+        if turn.tool_calls:
+            calls, decisions = list(turn.tool_calls), dict[str, bool]()
+            await _approve(context, tools, calls, decisions)
+            # Parallel calls of one turn run together; their events interleave, each with its call_id.
+            results = await asyncio.gather(
+                *(_run_tool(context, tools, call, tool_timeout, decisions.get(call.call_id)) for call in calls)
+            )
+            for call, (content, failed) in zip(calls, results, strict=True):
+                messages.append(Message("tool", content, call_id=call.call_id, is_error=failed))
+        steers = await _steers(context, unrecorded)
+        if not steers and not turn.tool_calls:
+            return
+        if steers and turn.content and not turn.tool_calls:
+            await context.delta(STEERED_APART)
+        messages += [Message("user", text) for text in steers]
     raise AgentError(f"agent {agent.name!r} did not answer within {agent.max_steps} steps")
+
+
+async def _steers(context: RunContext, unrecorded: tuple[str, dict[str, Any]] | None) -> list[str]:
+    """The steers sent since the last boundary, taken in now. `unrecorded`: the turn just made, as its
+    step (key, value), when it is not recorded: recorded first if a steer is known to wait (else
+    right after one is found), so that an attempt that goes on replays the turn, then the steers."""
+    if unrecorded is not None and context.steered:
+        await context.record_step(*unrecorded)
+        unrecorded = None
+    steers = await context.steers()
+    if steers and unrecorded is not None:
+        await context.record_step(*unrecorded)
+    return steers
 
 
 async def _turn(
@@ -95,16 +129,17 @@ async def _turn(
     request: ModelRequest,
     policy: RetryPolicy,
     on_retry: Callable[[ProviderError, float], Awaitable[None]],
-) -> Message:
+) -> tuple[Message, tuple[str, dict[str, Any]] | None]:
     """One model turn: replayed from the record, or streamed (continuing the text clients have of
-    it, when the provider can); a turn that called tools is recorded."""
+    it, when the provider can). A turn that called tools is recorded; any other is returned with its
+    step (key, value), for the caller to record if steers follow it."""
     hooks = context.hooks
     key = hooks.step_key(TURN_STEP)
     if (recorded := hooks.recorded_step(key)) is not None:
         turn = _message(recorded["message"])
         hooks.replayed(turn.content, recorded["reasoning_chars"])  # the stream has them
         hooks.traced_replay(**{"tokentail.step.key": key})
-        return turn  # (its usage counts for the attempt that made it: worker/usage.py)
+        return turn, None  # (its usage counts for the attempt that made it: worker/usage.py)
     prefix = context.resume_text() if provider.continues else ""
     progress = _Progress()
 
@@ -121,9 +156,11 @@ async def _turn(
             raise
         await hooks.restart_resumed_text(prefix)
         turn, reasoning_chars = await model("")
-    if turn.tool_calls:
-        await context.record_step(key, {"message": asdict(turn), "reasoning_chars": reasoning_chars})
-    return turn
+    step = {"message": asdict(turn), "reasoning_chars": reasoning_chars}
+    if not turn.tool_calls:
+        return turn, (key, step)
+    await context.record_step(key, step)
+    return turn, None
 
 
 class _Progress:
@@ -139,16 +176,24 @@ async def _model_turn(
     context: RunContext, chunks: AsyncIterator[Chunk], prefix: str, progress: _Progress
 ) -> tuple[Message, int]:
     """Stream one answer of the model to the run, after `prefix` (what clients have of it); what it
-    said, as the assistant's message, and how much reasoning it streamed. (`progress` is marked here,
-    not by a generator around `chunks`, which would be one more step of every token.)"""
+    said, as the assistant's message, and how much reasoning it streamed. A steer sent meanwhile cuts
+    the stream at the next safe point of its text (`_SteerCut`), unless it called a tool: what was
+    shown is the turn. (`progress` is marked here, not by a generator around `chunks`, which would be
+    one more step of every token.)"""
     text: list[str] = [prefix]
     reasoning_chars = 0
     calls: list[ToolCall] = []
     thinking: list[ThinkingBlock] = []
+    cut, steered = _SteerCut(prefix), context.hooks.writer.lease.inbox.sent  # (read per token: no lookups)
     async for chunk in chunks:
         progress.streamed = True
         if isinstance(chunk, TextDelta):
+            if steered.is_set() and not calls and cut.before(chunk.text):
+                with contextlib.suppress(Exception):  # the model's stream, closed early: its errors are moot
+                    await chunks.aclose()  # type: ignore[attr-defined]
+                break
             text.append(chunk.text)
+            cut.shown(chunk.text)
             await context.delta(chunk.text)
         elif isinstance(chunk, ReasoningDelta):
             reasoning_chars += len(chunk.text)
@@ -160,6 +205,32 @@ async def _model_turn(
         elif isinstance(chunk, Usage):
             context.add_usage(chunk.input_tokens, chunk.output_tokens)
     return Message("assistant", "".join(text), tool_calls=tuple(calls), thinking=tuple(thinking)), reasoning_chars
+
+
+class _SteerCut:
+    """Where a turn's text may be cut for a steer: before a piece that starts with a space, after a
+    punctuation mark (SAFE_POINT_END), or CUT_AFTER_CHARS after the steer was seen, wherever it is."""
+
+    __slots__ = ("_last", "_chars", "_seen_at")
+
+    def __init__(self, prefix: str) -> None:
+        self._last = prefix[-1:]  # the last character shown
+        self._chars = len(prefix)
+        self._seen_at: int | None = None  # the text's length when the steer was seen
+
+    def shown(self, text: str) -> None:
+        if text:
+            self._last = text[-1]
+            self._chars += len(text)
+
+    def before(self, text: str) -> bool:
+        """Whether to cut before `text`, a steer having been sent."""
+        if self._seen_at is None:
+            self._seen_at = self._chars
+        if not self._chars:
+            return False  # nothing shown yet: the turn would be empty
+        safe = text[:1].isspace() or self._last.isspace() or self._last in SAFE_POINT_END
+        return safe or self._chars - self._seen_at >= CUT_AFTER_CHARS
 
 
 async def _approve(

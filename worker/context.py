@@ -26,6 +26,15 @@ once and replayed after:
     order = await ctx.step("fetch-order", fetch_order, order_id)    # its result is kept with the run
     prefix = ctx.resume_text()       # the answer text clients have and this attempt has not streamed
 
+A person may add input while the run works (a steer: `POST /v1/sessions/{id}/steer`; docs/steering.md).
+An agent takes it in where it can, between its own steps, each steer once, also across a takeover:
+
+    for text in await ctx.steers():               # [] when none was sent; each returned once
+        messages.append({"role": "user", "content": text})
+    if ctx.steered: ...                           # one was sent since: stop streaming at a safe point
+
+An agent that never calls `ctx.steers()` takes no steers: those sent to its run fail `not_supported`.
+
 Frameworks report a tool's start and its end as two callbacks, not one scope: for them,
 `ctx.tool_started(call_id, name, arguments)` and later `ctx.tool_finished(call_id, result=...)` (or
 `error=...`). Every call takes `agent=`: the sub-agent or branch the event comes from, when several
@@ -267,6 +276,19 @@ class RunContext:
             state=state,
         )
         raise WaitingForInput(question)
+
+    async def steers(self) -> list[str]:
+        """The input sent to this run while it runs (steers), in the order sent, taken in now: each
+        is returned once, by the first call after it was stored (its `steer.applied`, the commit
+        point). An attempt that goes on after a takeover or an answer gets, at each call, the steers
+        that call took before, and no new ones until it has replayed its record."""
+        return [steer.input for steer in await self._hooks.take_steers()]
+
+    @property
+    def steered(self) -> bool:
+        """Whether a steer was sent since this agent last took steers in (as this worker was told: no
+        Redis read): an agent streaming a long answer may stop at a safe point and call `steers()`."""
+        return self._hooks.steers_sent
 
     def resumed_state(self) -> Any:
         """The `state` given with the last question answered, when the run goes on after it (else

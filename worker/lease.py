@@ -17,7 +17,7 @@ class LeaseKeeper:
     the next (fenced) append.
     A renewal that fails (Redis unreachable, full) is tried again at the next beat: the lease stays
     this worker's until a reaper takes it, which no reaper does while Redis is unwell. A renewal
-    also learns of a pending cancel, in case its pub/sub message was missed."""
+    also learns of a pending cancel, and of steers waiting, in case their pub/sub messages were missed."""
 
     def __init__(
         self, lease: RunLease, lease_ms: int, on_cancel: Callable[[], object], on_lost: Callable[[], object]
@@ -54,6 +54,8 @@ class LeaseKeeper:
                 continue
             if renewed is Renewal.CANCEL_PENDING:
                 self._on_cancel()
+            elif renewed is Renewal.STEERED:
+                self._lease.inbox.sent.set()
             elif renewed is Renewal.LOST:
                 logger.warning("run of session %s lost its lease; stopping it", self._lease.session_id)
                 self._on_lost()

@@ -6,9 +6,10 @@ request, and takes over the runs of workers that died.
   polls at once, and also as soon as one of its own runs finishes and frees a slot that a due job
   waits for (its last poll left jobs for want of one: `short_of_slots`). The timed poll
   stays as a fallback for a missed wake-up (reconnects, a full worker).
-- **Cancels** arrive on `Keys.cancel_channel` (and, as a fallback, with the next lease renewal),
-  published by the sessions' scripts: with the queue on a Redis of its own, this worker listens
-  for them on the sessions' Redis (one node of a cluster: Redis broadcasts classic pub/sub to all).
+- **Cancels and steers** arrive on `Keys.cancel_channel` and `Keys.steer_channel` (and, as a
+  fallback, with the next lease renewal), published by the sessions' scripts: with the queue on a
+  Redis of its own, this worker listens for them on the sessions' Redis (one node of a cluster:
+  Redis broadcasts classic pub/sub to all).
 - **Reaper** (`worker/reaper.py`). Every `reap_interval_seconds`, each worker looks for runs whose
   lease ran out (their worker was killed, or lost its host) and queues them again; the worker that
   picks one up takes it over as the next attempt. arq alone would wait job_timeout + 10 s, and then
@@ -117,10 +118,11 @@ class TokentailWorker(BatchedPickup):
             settings = self._settings
             self.reaper = Reaper(self.ctx["runs"], settings.reap_interval_seconds, settings.lease_ms / 1000)
             wake = [self._wake_channel] if self._wake_channel else []
+            told = [self._keys.cancel_channel, self._keys.steer_channel]
             if self._cancels is None:
-                listeners = [self._listen(self.pool, [self._keys.cancel_channel, *wake])]
+                listeners = [self._listen(self.pool, [*told, *wake])]
             else:
-                listeners = [self._listen(self.pool, wake), self._listen(self._cancels, [self._keys.cancel_channel])]
+                listeners = [self._listen(self.pool, wake), self._listen(self._cancels, told)]
             self._background = [*map(asyncio.create_task, listeners), asyncio.create_task(self.reaper.run_forever())]
             self._watchdog = LoopWatchdog(asyncio.get_running_loop(), self.running, settings.blocked_loop_seconds)
             self._watchdog.start()
@@ -174,8 +176,11 @@ class TokentailWorker(BatchedPickup):
                     async for message in pubsub.listen():
                         if message["type"] != "message":
                             continue
-                        if message["channel"].decode() == self._keys.cancel_channel:
+                        channel = message["channel"].decode()
+                        if channel == self._keys.cancel_channel:
                             self.running.cancel(message["data"].decode())
+                        elif channel == self._keys.steer_channel:
+                            self.running.steered(message["data"].decode())
                         else:
                             self._wake.set()
             except (redis_errors.RedisError, OSError):

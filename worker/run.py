@@ -80,7 +80,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
     )
     _count_start(run)
     attempt = _start_attempt(session_id, run, writer)
-    running.add(run_id, session_id, on_stop=writer.stop)
+    running.add(run_id, session_id, on_stop=writer.stop, on_steer=lease.inbox.sent.set)
     metrics.ACTIVE_RUNS.inc()
     outcome = "failed"
     ended: Ending | None = None  # the terminal event this attempt wrote, if it did

@@ -25,6 +25,8 @@ from tokentail.shared.scripts.runs import (
     AppendEvents,
     AppendKeys,
     AppendShared,
+    AppliedSteers,
+    ApplySteers,
     Ask,
     Asked,
     Look,
@@ -45,6 +47,7 @@ from tokentail.shared.store import add_steps, compact_json, decode_run, runs_in_
 from tokentail.shared.webhook_messages import HOOKED_EVENTS
 from tokentail.shared.writes import Writes
 from tokentail.worker.recovery.lost_writes import Appended, WriteJournal, through_lost_writes
+from tokentail.worker.steer_inbox import SteerInbox
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,6 +65,7 @@ class RunLease:
     run_id: str
     token: str
     journal: WriteJournal = field(default_factory=WriteJournal, compare=False, repr=False)
+    inbox: SteerInbox = field(default_factory=SteerInbox, compare=False, repr=False)
     # The keys of its per-token appends, worked out once.
     append_keys: AppendKeys = field(init=False, compare=False, repr=False)
 
@@ -98,6 +102,16 @@ class RunLease:
         the answers and the `input.received` data a question that takes its default answer when it
         expires goes on with."""
         return await self._ridden("question", lambda: self.runs.ask(self, asked, event, on_expiry))
+
+    async def apply_steers(self, step_key: str, output_at: int) -> AppliedSteers:
+        """Take in the steers waiting for the run, recorded as its step `step_key`, after `output_at`
+        characters of its answer (apply_steers.lua)."""
+        self.inbox.sent.clear()  # what is sent from now on is for the next boundary
+        self.inbox.listening = True
+        applied = await self._ridden("steers", lambda: self.runs.apply_steers(self, step_key, output_at))
+        if applied.seq is not None:
+            self.journal.written = max(self.journal.written, applied.seq)
+        return applied
 
     async def hand_over(self, past_seq: int | None = None) -> Requeue:
         """Give the run to another worker (this one is stopping); `past_seq`: after events Redis
@@ -184,6 +198,8 @@ class RunWrites(Writes):
         run = decode_run(claim.run_json)
         add_steps(run, claim.steps)
         lease.journal.written = claim.seq  # its appends go on after the event that started it
+        if claim.steered:
+            lease.inbox.sent.set()
         runs = runs_in_order(claim.runs)
         earlier = [other for other in runs if other.status == "completed" and other.run_id != run_id]
         return Started(lease, run, claim.verdict, earlier)
@@ -206,8 +222,8 @@ class RunWrites(Writes):
             stored, outcome = stored_ending(ending)
             events = [*events, (event_type_of(ending), stored)]
         keys, args = self.scope.run_keys(lease.session_id), self.scope.args(lease.session_id)
-        run_id, token = lease.run_id, lease.token
-        return await self.run(Append(keys, args, run_id, token, append_id, outcome, expect, _flat(events)))
+        run_id, token, failure = lease.run_id, lease.token, lease.inbox.failure if ending is not None else ""
+        return await self.run(Append(keys, args, run_id, token, append_id, outcome, failure, expect, _flat(events)))
 
     def _plain_append(
         self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str, expect: int
@@ -261,6 +277,12 @@ class RunWrites(Writes):
             except Exception:  # a bug in one run's writer: the others of the tick are still told
                 logger.exception("run %s: its append's reply could not be handled", lease.run_id)
 
+    async def apply_steers(self, lease: RunLease, step_key: str, output_at: int) -> AppliedSteers:
+        """One try of `RunLease.apply_steers`."""
+        keys, args = self.scope.run_keys(lease.session_id), self.scope.args(lease.session_id)
+        applying = ApplySteers(keys, args, lease.run_id, lease.token, step_key, output_at, lease.journal.written)
+        return await self.run(applying)
+
     async def ask(
         self, lease: RunLease, asked: list[Question], event: InputRequired, on_expiry: tuple[str, str] | None
     ) -> Asked:
@@ -302,7 +324,7 @@ class RunWrites(Writes):
 
     async def renew_lease(self, lease: RunLease) -> Renewal:
         keys = self.keys.session(lease.session_id)
-        renew_keys = RenewKeys(keys.lease, keys.meta, self.keys.lease_checks)
+        renew_keys = RenewKeys(keys.lease, keys.meta, keys.steers, self.keys.lease_checks)
         return await self.run(
             RenewLease(renew_keys, lease.token, self.settings.lease_ms, lease.run_id, lease.session_id)
         )

@@ -20,15 +20,24 @@ class RunningRuns:
         self._sessions: dict[str, str] = {}
         self._stops: dict[str, Stop] = {}
         self._on_stop: dict[str, Callable[[], None]] = {}
+        self._on_steer: dict[str, Callable[[], None]] = {}
 
-    def add(self, run_id: str, session_id: str, on_stop: Callable[[], None] = lambda: None) -> None:
+    def add(
+        self,
+        run_id: str,
+        session_id: str,
+        on_stop: Callable[[], None] = lambda: None,
+        on_steer: Callable[[], None] = lambda: None,
+    ) -> None:
         """The current task runs `run_id`; `on_stop` is told when it is stopped, after its task is
-        cancelled (the run's writer: so that an agent that swallowed the cancel stops all the same)."""
+        cancelled (the run's writer: so that an agent that swallowed the cancel stops all the same);
+        `on_steer` when it is steered."""
         task = asyncio.current_task()
         assert task is not None
         self._tasks[run_id] = task
         self._sessions[run_id] = session_id
         self._on_stop[run_id] = on_stop
+        self._on_steer[run_id] = on_steer
 
     def run_of(self, task: "asyncio.Task[object]") -> tuple[str, str] | None:
         """The run (and its session) that `task` runs, if any. Read from another thread while the loop
@@ -46,6 +55,7 @@ class RunningRuns:
             self._sessions.pop(run_id, None)
             self._stops.pop(run_id, None)
             self._on_stop.pop(run_id, None)
+            self._on_steer.pop(run_id, None)
 
     def stop(self, run_id: str, reason: Stop) -> bool:
         """Cancel the run's task if it runs here, recording why; the first reason stands."""
@@ -60,6 +70,11 @@ class RunningRuns:
     def cancel(self, run_id: str) -> bool:
         """A client's cancel: the run ends with `run.cancelled`."""
         return self.stop(run_id, Stop.CANCELLED)
+
+    def steered(self, run_id: str) -> None:
+        """A steer was sent to the run: tell it, if it runs here."""
+        if (on_steer := self._on_steer.get(run_id)) is not None:
+            on_steer()
 
     def stop_reason(self, run_id: str) -> Stop | None:
         return self._stops.get(run_id)

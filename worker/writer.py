@@ -30,8 +30,8 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 from pydantic_core import to_json
 
@@ -53,6 +53,7 @@ from tokentail.worker import metrics, traces
 from tokentail.worker.run_writes import RunLease, call_when_landed
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_DELTA_CHARS = 16_384
 _DELTAS = metrics.EVENTS_APPENDED.labels("message.delta")  # the one appended most often
@@ -208,7 +209,7 @@ class EventWriter:
         max_output_chars: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._lease = lease
+        self.lease = lease  # (the hooks take steers in through it)
         self._run_id = lease.run_id
         self._ticks = ticks
         self._flush_interval = ticks.interval
@@ -310,13 +311,14 @@ class EventWriter:
         await self.flush()
         async with self._lock:  # after an append another task has on its way: the text it reports
             if (usage := take_usage()) is not None:  # taken now: the latest, unless the run's end took it
-                await self._lease.record_usage(attempt, usage)
+                await self.lease.record_usage(attempt, usage)
 
-    async def record_step(self, key: str, value_json: str) -> None:
-        """Record a step's result with the run, after the text streamed before it (see RunContext.step)."""
+    async def in_order(self, write: Callable[[], Awaitable[T]]) -> T:
+        """`write()` (a step recorded, steers taken in) after the text streamed before it, once the
+        appends on their way landed."""
         await self.flush()
         async with self._lock:
-            await self._lease.record_step(key, value_json)
+            return await write()
 
     async def flush(self) -> None:
         """Append the pending text now, after any append in flight."""
@@ -390,7 +392,7 @@ class EventWriter:
             return
         background = self._background
         background.events, background.append_id = self._take_pending(), self._next_append_id()
-        self._lease.append_soon(background.events, background.append_id, self._landed)
+        self.lease.append_soon(background.events, background.append_id, self._landed)
 
     def _landed(self, reply: int | BaseException) -> None:
         background = self._background
@@ -399,7 +401,7 @@ class EventWriter:
                 # Redis is out of reach: keep trying with the same id, as `_write` does, in a task now
                 # (the lease's append rides the outage out; its error, if it gives up, is the failure).
                 background.retried = True
-                append = self._lease.append(background.events, background.append_id)
+                append = self.lease.append(background.events, background.append_id)
                 call_when_landed(asyncio.ensure_future(append), self._landed)
                 return
             self._failure = reply  # surfaces on the run's next call, which owns error handling
@@ -432,7 +434,7 @@ class EventWriter:
             # Through an outage, the lease's append keeps trying with the same id, so a try whose reply
             # was lost is not appended twice. The lease bounds it: if a reaper gave the run to another
             # worker meanwhile, the retry is fenced.
-            await self._lease.append(events, self._next_append_id(), ending)
+            await self.lease.append(events, self._next_append_id(), ending)
         self._count(events, ending)
         if self._pending:
             self._schedule()  # text that came meanwhile, which no background append could take

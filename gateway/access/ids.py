@@ -18,6 +18,10 @@ def new_run_id() -> str:
     return "r_" + secrets.token_urlsafe(9)
 
 
+def new_steer_id() -> str:
+    return "st_" + secrets.token_urlsafe(9)
+
+
 def idempotent_id(prefix: str, *names: str) -> str:
     """The id a request sent with an `Idempotency-Key` gives its session (`s_`) or run (`r_`), from
     the key and what scopes it (the tenant; the session): the same request sent again names the same

@@ -13,14 +13,16 @@ from tokentail.shared.errors import (
     InputNotPending,
     QueueingUnanswered,
     RunConflict,
+    RunNotActive,
     RunNotFound,
     SessionExists,
     SessionExpired,
     SessionNotFound,
+    TooManySteers,
 )
 from tokentail.shared.events import CANCELLED_BY_REQUEST, InputReceived, RunCancelled
 from tokentail.shared.outage import is_outage, ride_out, unanswered
-from tokentail.shared.records import Multitask, RunRecord, SessionRecord
+from tokentail.shared.records import MAX_PENDING_STEERS, Multitask, RunRecord, SessionRecord
 from tokentail.shared.scripts.runs import (
     Answer,
     AnswerOutcome,
@@ -30,6 +32,9 @@ from tokentail.shared.scripts.runs import (
     QueueOutcome,
     QueueReply,
     QueueRun,
+    Steered,
+    SteerReply,
+    SteerRun,
     encode_run,
 )
 from tokentail.shared.scripts.sessions import (
@@ -55,6 +60,18 @@ def _missing_or_gone(outcome: str, session_id: str) -> None:
         raise SessionNotFound(session_id)
 
 
+# A client that finds MAX_PENDING_STEERS waiting is told to try again after this many seconds: about
+# one of the agent's boundaries, which take them in.
+STEERS_RETRY_AFTER = 2
+
+
+def too_many_steers(run_id: str) -> TooManySteers:
+    return TooManySteers(
+        f"{MAX_PENDING_STEERS} steers wait for run {run_id!r} already: send more once it has taken them in",
+        STEERS_RETRY_AFTER,
+    )
+
+
 # How long queueing a run rides out a lost connection to Redis (shared/outage.py) before the gateway
 # answers 503: long enough for a cut connection (the next try goes at once) or a Sentinel failover,
 # short enough for a client that waits. queue_run.lua answers a run it already has as queued before,
@@ -63,9 +80,17 @@ def _missing_or_gone(outcome: str, session_id: str) -> None:
 QUEUE_OUTAGE_SECONDS = 5.0
 
 
-class _Queued(NamedTuple):
+class QueueResult(NamedTuple):
     queued: Queued
-    ended: tuple[bytes, ...]  # traced: the runs an interrupt ended, as they were (QueueReply.ended)
+    run_id: str  # the run queued; STEERED: the active run, which its input steers
+    seq: int | None  # of its `run.queued` (STEERED: of its `steer.accepted`; None if sent before)
+    ended: tuple[bytes, ...] = ()  # traced: the runs an interrupt ended, as they were (QueueReply.ended)
+
+
+def steer_id_of(run_id: str) -> str:
+    """The id of the steer a follow-up becomes with multitask `steer`: made from its run's id, so the
+    same request sent again (the same idempotency key) is the same steer."""
+    return "st_" + run_id.removeprefix("r_")
 
 
 class SessionWrites(Writes):
@@ -100,17 +125,18 @@ class SessionWrites(Writes):
         create: SessionRecord | None = None,
         if_missing: bool = False,
         a2a_push: bool = False,
-    ) -> Queued:
+    ) -> QueueResult:
         """Record `run` (setting its `queued_seq`), append `run.queued` and queue its job; with
         `create`, make the session first (`if_missing`: only if it does not exist yet); with
         `a2a_push`, mark the session as `watch_a2a_push` does, in the same step. With a run
-        already active, `multitask` decides (see queue_run.lua). Traced, the run carries the
-        context of a producer span (messaging conventions) that every attempt's spans join."""
+        already active, `multitask` decides (see queue_run.lua; `steer`: no run is recorded, its
+        input steers the active run). Traced, the run carries the context of a producer span
+        (messaging conventions) that every attempt's spans join."""
         if run.received_at is None:
             run.received_at = first_delta.RECEIVED_AT.get()  # the time to first delta starts there
         queue = (session_id, run, multitask, create, if_missing, a2a_push)
         if not tracing.ON:
-            return (await self._queue_run(*queue)).queued
+            return await self._queue_run(*queue)
         attributes = {
             **run_spans.queue_message(self.keys.queue, run.run_id, "send"),
             "gen_ai.conversation.id": session_id,
@@ -125,7 +151,7 @@ class SessionWrites(Writes):
         for before in map(decode_run, reply.ended):
             ended = RunCancelled(run_id=before.run_id, reason=f"superseded by run {run.run_id}")
             run_spans.write_unheld_end(before, session_id, ended, "interrupt", self.keys.queue)
-        return reply.queued
+        return reply
 
     async def _queue_run(
         self,
@@ -135,7 +161,7 @@ class SessionWrites(Writes):
         create: SessionRecord | None,
         if_missing: bool,
         a2a_push: bool,
-    ) -> _Queued:
+    ) -> QueueResult:
         queue = QueueRun(
             self.scope.run_keys(session_id),
             self.scope.args(session_id),
@@ -147,6 +173,8 @@ class SessionWrites(Writes):
             self.keys.cancel_channel,
             "1" if tracing.ON else "0",
             "1" if a2a_push else "0",
+            steer_id_of(run.run_id),
+            self.keys.steer_channel,
             session_fields(create) if create else [],
         )
         lost_a_reply = False
@@ -168,7 +196,11 @@ class SessionWrites(Writes):
             raise
         if reply.queued is not None:
             run.queued_seq = reply.seq
-            return _Queued(reply.queued, reply.ended)
+            return QueueResult(reply.queued, run.run_id, reply.seq, reply.ended)
+        if reply.outcome is QueueOutcome.STEERED:
+            return QueueResult(Queued.STEERED, reply.active_run or "", reply.seq)
+        if reply.outcome is QueueOutcome.TOO_MANY_STEERS:
+            raise too_many_steers(reply.active_run or "")
         if reply.outcome is QueueOutcome.CONFLICT:
             raise RunConflict(session_id, reply.active_run or "")
         if reply.outcome is QueueOutcome.EXISTS:
@@ -230,6 +262,26 @@ class SessionWrites(Writes):
         _missing_or_gone(reply.outcome, session_id)
         raise RuntimeError(f"answer.lua answered {reply!r}")
 
+    async def steer(self, session_id: str, steer_id: str, text: str, run_id: str | None = None) -> SteerReply:
+        """Steer the session's active run with `text` (see steer.lua), or only run `run_id` if it is
+        the active one; `RunNotActive` otherwise, `TooManySteers` when as many wait as may."""
+        reply = await self.run(
+            SteerRun(
+                self.scope.run_keys(session_id),
+                self.scope.args(session_id),
+                steer_id,
+                text,
+                run_id or "",
+                self.keys.steer_channel,
+            )
+        )
+        _missing_or_gone(reply.outcome, session_id)
+        if reply.outcome is Steered.NOT_ACTIVE:
+            raise RunNotActive(session_id, run_id, reply.run_id)
+        if reply.outcome is Steered.TOO_MANY:
+            raise too_many_steers(reply.run_id or "")
+        return reply
+
     async def cancel_run(
         self,
         session_id: str,
@@ -276,7 +328,7 @@ class SessionWrites(Writes):
     async def delete_session(self, session: SessionRecord) -> None:
         """Delete the session (see delete_session.lua): its run's worker is fenced, its followers end."""
         k, keys = self.keys.session(session.session_id), self.keys
-        session_keys = (k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps)
+        session_keys = (k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps, k.steers)
         ended = await self.run(
             DeleteSession(
                 DeleteKeys(*session_keys, keys.a2a_push(session.session_id), keys.lease_checks, keys.archive_checks),

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from tokentail.gateway.access.ids import idempotent_id, new_run_id, new_session_id
+from tokentail.gateway.access.ids import idempotent_id, new_run_id, new_session_id, new_steer_id
 from tokentail.gateway.commands import branching, deletion
 from tokentail.gateway.commands.questions import answer_question
 from tokentail.gateway.commands.turns import check_agent_name, check_params, check_size, queue_follow_up
@@ -35,6 +35,8 @@ from tokentail.gateway.schemas import (
     SessionCreated,
     SessionDeleted,
     SessionView,
+    SteerAccepted,
+    SteerRequest,
     StreamToken,
     TokenRequest,
 )
@@ -131,6 +133,27 @@ async def cancel_run(access: ChatSessionDep, runs: RunsDep, body: CancelRun | No
     one: else `not_active`, and nothing is cancelled. Closing a stream never cancels a run."""
     outcome, run_id = await runs.cancel_run(access.session_id, body.run_id if body is not None else None)
     return CancelAccepted.of(outcome, run_id)
+
+
+@router.post("/{session_id}/steer", status_code=202, responses=ERROR_RESPONSES)
+async def steer_run(
+    body: SteerRequest,
+    access: ChatSessionDep,
+    runs: RunsDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKeyDep = None,
+) -> SteerAccepted:
+    """Add input to the active run while it works, without cancelling it: stored with the session
+    before this answers (`steer.accepted`), taken in by the run's agent at its next boundary, once
+    (`steer.applied`), through a dropped connection, a gateway replaced or a worker killed. With
+    `run_id`, only if that run is still the active one. 409 `run_not_active` when no run is active
+    (or not the one named); 429 when as many steers wait as may. With an `Idempotency-Key`, the same
+    request sent again steers once."""
+    check_size(body.input, settings)
+    caller, session_id = access.caller, access.session_id
+    steer_id = idempotent_id("st_", caller.tenant, session_id, idempotency_key) if idempotency_key else new_steer_id()
+    steered = await runs.steer(session_id, steer_id, body.input, body.run_id)
+    return SteerAccepted(steer_id=steer_id, run_id=steered.run_id or "", status="accepted")
 
 
 @router.post("/{session_id}/runs/{run_id}/input", status_code=202, responses=ERROR_RESPONSES)

@@ -22,7 +22,8 @@ for i = 1, #a.events, 2 do
   local event_type, data = a.events[i], a.events[i + 1]
   local status = ending[event_type]
   if status then
-    seq = end_run(k, s, run_id, status, event_type, data, cjson.decode(a.outcome), ts, now_ms, now_s)
+    local failure = a.steer_failure ~= '' and a.steer_failure or nil
+    seq = end_run(k, s, run_id, status, event_type, data, cjson.decode(a.outcome), ts, now_ms, now_s, failure)
   else
     seq = add_event(k, s, event_type, data, ts)
   end

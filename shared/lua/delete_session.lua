@@ -16,7 +16,7 @@ if a.traced == '1' then
     if record then ended[#ended + 1] = record end
   end
 end
-redis.call('DEL', k.meta, k.runs, k.events, k.lease, k.pending, k.steps, k.a2a_push)
+redis.call('DEL', k.meta, k.runs, k.events, k.lease, k.pending, k.steps, k.steers, k.a2a_push)
 if not SPLIT_QUEUE then redis.call('ZREM', k.index, a.session_id) end
 if ARCHIVE then
   local _, now_ms = clock()

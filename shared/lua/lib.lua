@@ -1,8 +1,8 @@
 -- The vocabulary every tokentail script shares. Its contract (shared/scripts/contract.py) puts this
 -- file in front of each script, after three constants of the topology: PUBLISH_EVENTS ('PUBLISH',
 -- or 'SPUBLISH' on a Redis Cluster, so a session's notifications stay on its shard), SPLIT_QUEUE
--- (true when the job queue is on a Redis of its own, which no script here can write to) and ARCHIVE;
--- and before it, the script's keys and arguments bound by name: `k` (keys), `s` (the settings and
+-- (true when the job queue is on a Redis of its own, which no script here can write to) and ARCHIVE,
+-- and two that Python shares (shared/records.py: STEERS_STEP, MAX_PENDING_STEERS); and after it, the script's keys and arguments bound by name: `k` (keys), `s` (the settings and
 -- session id of a script that queues or ends runs: shared/scripts/runs.py `SessionArgs`), `a` (its own).
 --
 -- Leases. A run's `lease` key holds the token of the worker running it, with no expiry: it is the
@@ -213,10 +213,59 @@ local function bury(k, ttl, tombstone)
   redis.call('SET', k.gone, tenant, 'EX', ttl + tombstone)
 end
 
+-- Steers. Input for the active run while it runs waits in the session's `steers` list (each a JSON
+-- record {steer_id, run_id, input}, in the order sent: steer.lua) until its agent takes it in
+-- (apply_steers.lua: `steer.applied`, and the steers recorded as a step of the run, so an attempt that
+-- goes on replays them and never applies them twice) or the run ends (`steer.failed`, here).
+-- At most MAX_PENDING_STEERS wait per run; a client that sends more is told to wait (429).
+local function fail_steers(k, s, reason, ts)
+  local steers = redis.call('LRANGE', k.steers, 0, -1)
+  if #steers == 0 then return end  -- (no DEL: a script's first write must be one a full Redis refuses)
+  for _, raw in ipairs(steers) do
+    local steer = cjson.decode(raw)
+    local data = cjson.encode({run_id = steer.run_id, steer_id = steer.steer_id, reason = reason})
+    add_event(k, s, 'steer.failed', data, ts)
+  end
+  redis.call('DEL', k.steers)
+end
+
+-- Keep a steer for the session's active run `run_id` (steer.lua; queue_run.lua's multitask `steer`):
+-- its record, then `steer.accepted`, then a word to the worker (`channel`). Returns 'ok' and the
+-- event's seq; 'again' for a steer kept already (a request sent again); 'too_many'.
+local function add_steer(k, s, run_id, steer_id, input, channel)
+  local steers = redis.call('LRANGE', k.steers, 0, -1)
+  for _, raw in ipairs(steers) do
+    if cjson.decode(raw).steer_id == steer_id then return 'again' end
+  end
+  if #steers >= MAX_PENDING_STEERS then return 'too_many' end
+  redis.call('RPUSH', k.steers, cjson.encode({steer_id = steer_id, run_id = run_id, input = input}))
+  local data = cjson.encode({run_id = run_id, steer_id = steer_id, input = input})
+  local seq = add_event(k, s, 'steer.accepted', data, (clock()))
+  redis.call('PUBLISH', channel, run_id)
+  return 'ok', seq
+end
+
+-- A run that starts over takes in again the steers its dropped attempts took (`steps`: the steps
+-- hash, flat): the drop took their `steer.applied` back. They go first, in the order they came.
+local function steer_again(k, steps)
+  local taken = {}
+  for i = 1, #steps, 2 do
+    local n = string.match(steps[i], '^' .. STEERS_STEP .. '#(%d+)$')
+    if n then taken[#taken + 1] = {tonumber(n), cjson.decode(steps[i + 1])} end
+  end
+  table.sort(taken, function(x, y) return x[1] < y[1] end)
+  for i = #taken, 1, -1 do
+    local steers = taken[i][2]
+    for j = #steers, 1, -1 do redis.call('LPUSH', k.steers, cjson.encode(steers[j])) end
+  end
+end
+
 -- End the active run with its terminal event (`data` as stored; `outcome` the record's fields):
--- record the outcome, free the session and the lease, then start the next run in line or, with
--- none, start the retention clock. Returns the terminal event's seq.
-local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_ms, now_s)
+-- fail the steers it did not take in (`steer_failure`: why, 'run_ended' by default), record the
+-- outcome, free the session and the lease, then start the next run in line or, with none, start the
+-- retention clock. Returns the terminal event's seq.
+local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_ms, now_s, steer_failure)
+  fail_steers(k, s, steer_failure or 'run_ended', ts)
   local seq = add_event(k, s, event_type, data, ts, outcome.output)
   local run = get_run(k.runs, run_id)
   run.status = status

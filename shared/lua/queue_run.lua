@@ -4,7 +4,8 @@
 -- While another run is active, `multitask` decides: `reject` refuses, `enqueue` puts the run in
 -- line behind it, `interrupt` supersedes the runs in line (they end cancelled, never started) and
 -- cancels the active run: at once if no worker holds it (this run then starts now), else through
--- its worker; lib.lua's end_run starts the next in line when a run ends.
+-- its worker; lib.lua's end_run starts the next in line when a run ends. `steer` steers the active
+-- run with the input instead (as `steer_id`), and records no run.
 --
 -- Keys, arguments and replies: shared/scripts/runs.py `QueueRun`. `ended`, when `traced`: the
 -- records, as they were, of the runs an interrupt ended here, whose spans the gateway writes
@@ -25,6 +26,11 @@ end
 local active = redis.call('HGET', k.meta, 'active_run')
 if active == '' then active = false end
 if active and multitask == 'reject' then return reply.conflict{active_run = active} end
+if active and multitask == 'steer' then  -- the active run takes the input in instead (lib.lua: Steers)
+  local outcome, seq = add_steer(k, s, active, a.steer_id, cjson.decode(a.run_json).input, a.steer_channel)
+  if outcome == 'too_many' then return reply.too_many_steers{active_run = active} end
+  return reply.steered{seq = seq, active_run = active}
+end
 
 if create then
   for i = 1, #a.fields, 2 do redis.call('HSET', k.meta, a.fields[i], a.fields[i + 1]) end

@@ -22,6 +22,7 @@
 -- the records of the session's runs, for the run's history (none when it is the session's only run;
 -- none for a verdict: it ends at once). 'decide': a takeover, and `keep_until` is '' (nothing changed).
 local run_id, token, lease_ms, max_attempts = a.run_id, a.lease_token, tonumber(a.lease_ms), tonumber(a.max_attempts)
+local function steered() return redis.call('EXISTS', k.steers) == 1 end  -- steers wait: its first boundary takes them
 
 -- The session's runs, what the worker's agent is given as the conversation so far (its history).
 local function session_runs()
@@ -36,7 +37,7 @@ if holder == token then
   local claim = cjson.decode(redis.call('HGET', k.meta, 'claim'))
   local run_json, steps = redis.call('HGET', k.runs, run_id), redis.call('HGETALL', k.steps)
   local runs = claim.verdict == '' and session_runs() or {}
-  return reply.ok{seq = claim.seq, run_json = run_json, verdict = claim.verdict, steps = steps, runs = runs}
+  return reply.ok{seq = claim.seq, run_json = run_json, verdict = claim.verdict, steps = steps, runs = runs, steered = steered()}
 end
 if holder then return reply.leased{} end
 local run = get_run(k.runs, run_id)
@@ -78,6 +79,8 @@ else
     local data = cjson.encode({run_id = run_id, attempt = run.attempt, reason = 'the worker running attempt ' .. (run.attempt - 1) .. ' stopped'})
     add_event(k, s, 'run.retrying', data, ts)
     run.steps, run.step_seq = nil, nil  -- it starts over: nothing of it is replayed
+    steer_again(k, redis.call('HGETALL', k.steps))
+    run.steers = nil  -- (taken in again, at their new place in its answer)
     redis.call('DEL', k.steps)
   end
   seq = add_event(k, s, 'run.started', cjson.encode({run_id = run_id, attempt = run.attempt, reason = reason}), ts)
@@ -91,4 +94,5 @@ run.started_as = reason
 local run_json = cjson.encode(run)
 redis.call('HSET', k.runs, run_id, run_json)
 redis.call('HSET', k.meta, 'claim', cjson.encode({seq = seq, verdict = verdict}))
-return reply.ok{seq = seq, run_json = run_json, verdict = verdict, steps = redis.call('HGETALL', k.steps), runs = session_runs()}
+local steps = redis.call('HGETALL', k.steps)
+return reply.ok{seq = seq, run_json = run_json, verdict = verdict, steps = steps, runs = session_runs(), steered = steered()}

@@ -26,6 +26,7 @@ from enum import Flag, auto
 from importlib import resources
 from typing import Any, ClassVar, Generic, TypeVar
 
+from tokentail.shared.records import MAX_PENDING_STEERS, STEERS_STEP
 from tokentail.shared.scripts.reply import Reply
 from tokentail.shared.settings import Settings
 
@@ -151,9 +152,11 @@ class Script(Generic[R]):
 
     @staticmethod
     def _topology_line(topology: Topology) -> str:
+        """The topology's constants, and those Python and the scripts share (shared/records.py)."""
         publish = "SPUBLISH" if topology.cluster else "PUBLISH"
         values = ", ".join(_lua_string(value) for value in (publish, topology.split_queue, topology.archive))
-        return f"local PUBLISH_EVENTS, SPLIT_QUEUE, ARCHIVE = {values}"
+        shared = f"local STEERS_STEP, MAX_PENDING_STEERS = '{STEERS_STEP}', {MAX_PENDING_STEERS}"
+        return f"local PUBLISH_EVENTS, SPLIT_QUEUE, ARCHIVE = {values}\n{shared}"
 
     @classmethod
     def lua_bindings(cls, topology: Topology) -> str:

@@ -39,6 +39,7 @@ class RunKeys(KeyGroup):
     pending: str
     hooks: str
     steps: str
+    steers: str
     queue: str | None = only_if(shared_queue)
     index: str | None = only_if(shared_queue)
     hook_index: str | None = only_if(shared_queue)
@@ -70,7 +71,7 @@ class RunScope:
 
     def run_keys(self, session_id: str) -> RunKeys:
         k, keys = self.keys.session(session_id), self.keys
-        session = (k.meta, k.runs, k.events, k.lease, k.gone, k.pending, k.hooks, k.steps)
+        session = (k.meta, k.runs, k.events, k.lease, k.gone, k.pending, k.hooks, k.steps, k.steers)
         return RunKeys(*session, keys.queue, keys.lease_checks, keys.webhook_checks, keys.archive_checks)
 
     def args(self, session_id: str) -> SessionArgs:
@@ -113,6 +114,7 @@ class Queued(StrEnum):
     STARTED = "started"  # its job is queued: it starts now
     PENDING = "pending"  # it waits in line behind the active run
     AGAIN = "again"  # queued before: a request sent again with its idempotency key
+    STEERED = "steered"  # not queued: its input steers the active run (multitask `steer`)
 
 
 class QueueOutcome(StrEnum):
@@ -122,13 +124,15 @@ class QueueOutcome(StrEnum):
     GONE = "gone"
     EXISTS = "exists"
     CONFLICT = "conflict"
+    STEERED = "steered"  # multitask `steer`: the active run takes the input in; no run recorded
+    TOO_MANY_STEERS = "too_many_steers"  # multitask `steer`, and MAX_PENDING_STEERS wait already
 
 
 class QueueReply(NamedTuple):
     outcome: QueueOutcome
-    seq: int | None = None  # of its `run.queued`
+    seq: int | None = None  # of its `run.queued` (STEERED: of its `steer.accepted`, None if kept before)
     queued: Queued | None = None
-    active_run: str | None = None  # the run in the way (CONFLICT)
+    active_run: str | None = None  # the run in the way (CONFLICT), or steered (STEERED, TOO_MANY_STEERS)
     ended: tuple[bytes, ...] = ()  # traced: the records, as they were, of the runs an interrupt ended
 
 
@@ -146,6 +150,8 @@ class QueueRun(Script[QueueReply]):
     cancel_channel: str
     traced: str  # '1': reply with the records of the runs an interrupt ended, for their spans
     a2a_push: str  # '1': mark the session, whose A2A push configs this run has (shared/a2a_push.py)
+    steer_id: str  # multitask `steer`: the steer's id, should the input steer the active run
+    steer_channel: str
     fields: list[str]  # a session made: its meta fields, as name, value pairs
 
     REPLY = Reply(
@@ -156,6 +162,8 @@ class QueueRun(Script[QueueReply]):
         missing=(),
         gone=(),
         exists=(),
+        steered=("seq", "active_run"),
+        too_many_steers=("active_run",),
     )
 
     def effects(self) -> Effect:
@@ -187,6 +195,7 @@ class Claim(NamedTuple):
     verdict: StartVerdict = StartVerdict.RUN
     steps: Any = ()  # the steps the run recorded, to replay: the steps hash, flat
     runs: Any = ()  # the records of the session's runs (JSON), none when the run is its only one
+    steered: bool = False  # steers wait for it (lib.lua: Steers)
 
     @property
     def claimed(self) -> bool:
@@ -211,7 +220,12 @@ class StartRun(Script[Claim]):
     keep_until: str | int  # for a takeover: the id to keep events up to, 'restart', or '' (not decided)
 
     REPLY = Reply(
-        Claim, ok=("seq", "run_json", "verdict", "steps", "runs"), decide=(), inactive=(), leased=(), not_running=()
+        Claim,
+        ok=("seq", "run_json", "verdict", "steps", "runs", "steered"),
+        decide=(),
+        inactive=(),
+        leased=(),
+        not_running=(),
     )
 
 
@@ -226,6 +240,7 @@ class Append(Script[int]):
     lease_token: str
     append_id: str
     outcome: str  # the record's fields of a terminal event (JSON), or ''
+    steer_failure: str  # with a terminal event: why the steers still waiting fail (`SteerFailure`), or ''
     expect: int
     events: list[str]  # type, data pairs
 
@@ -272,6 +287,69 @@ class AppendEvents(Script[int]):
             raise_fenced(seq)
             raise seq
         return int(seq)
+
+
+class Steered(StrEnum):
+    OK = "ok"  # kept: the run's agent takes it in at its next boundary
+    AGAIN = "again"  # kept before: a request sent again
+    NOT_ACTIVE = "not_active"  # no run is active, or not the one named
+    TOO_MANY = "too_many"  # MAX_PENDING_STEERS wait already
+    MISSING = "missing"
+    GONE = "gone"
+
+
+class SteerReply(NamedTuple):
+    outcome: Steered
+    seq: int | None = None  # of its `steer.accepted`
+    run_id: str | None = None  # the run it steers (NOT_ACTIVE: the active run, if any)
+
+
+@dataclass(slots=True)
+class SteerRun(Script[SteerReply]):
+    SOURCE = "steer"
+    EFFECTS = Effect.ACKNOWLEDGED
+    k: RunKeys
+    s: SessionArgs
+    steer_id: str
+    input: str
+    expected: str  # the run expected active, or '' (whichever)
+    steer_channel: str
+
+    REPLY = Reply(
+        SteerReply,
+        ok=("seq", "run_id"),
+        again=("run_id",),
+        not_active=("run_id",),
+        too_many=("run_id",),
+        missing=(),
+        gone=(),
+    )
+
+
+class Applied(StrEnum):
+    APPLIED = "applied"
+    NONE = "none"  # no steer waits
+
+
+class AppliedSteers(NamedTuple):
+    outcome: Applied
+    seq: int | None = None  # of the last `steer.applied`
+    steers: bytes | None = None  # the `Steer` records applied (a JSON list), as recorded in the step
+
+
+@dataclass(slots=True)
+class ApplySteers(Script[AppliedSteers]):
+    SOURCE = "apply_steers"
+    EFFECTS = Effect.ACKNOWLEDGED
+    k: RunKeys
+    s: SessionArgs
+    run_id: str
+    lease_token: str
+    step_key: str
+    output_at: int  # how many characters of the run's answer came before them
+    expect: int
+
+    REPLY = Reply(AppliedSteers, applied=("seq", "steers"), none=())
 
 
 class Asked(StrEnum):
@@ -413,12 +491,14 @@ class Renewal(IntEnum):
     LOST = 0  # another worker holds the run now, or it ended: stop
     RENEWED = 1
     CANCEL_PENDING = 2  # renewed, and a cancel of the run is pending
+    STEERED = 3  # renewed, and steers wait for the run's agent
 
 
 @dataclass(slots=True)
 class RenewKeys(KeyGroup):
     lease: str
     meta: str
+    steers: str
     index: str | None = only_if(shared_queue)
 
 

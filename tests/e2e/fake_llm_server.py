@@ -79,7 +79,10 @@ async def openai_chat(request: Request) -> Response:
     prefix = ""
     if messages[-1]["role"] == "assistant" and (body.get("continue_final_message") or messages[-1].get("prefix")):
         prefix, messages = messages[-1]["content"], messages[:-1]
-    results = [m["content"] for m in messages if m["role"] == "tool"]
+    # The results the model is given now: the tool messages that end the conversation (a user message
+    # after them, a steer, is answered instead).
+    trailing = len(messages) - next((i for i, m in enumerate(reversed(messages)) if m["role"] != "tool"), 0)
+    results = [m["content"] for m in messages[trailing:]]
     names = [t["function"]["name"] for t in body.get("tools", [])]
     slow = any("slowly" in (m.get("content") or "") for m in messages if m["role"] == "user")
     last = messages[-1].get("content") or ""

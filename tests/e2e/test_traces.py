@@ -178,7 +178,8 @@ async def test_a_worker_killed_mid_answer_leaves_a_stand_in_its_takeover_links_t
 ) -> None:
     _traced(stack, receiver, llm_url, TOKENTAIL_LEASE_MS="2000")
 
-    async def tool_exported() -> None:  # the tool's span and the first model call's, in the dead worker's last batches
+    # The tool's span and the first model call's, in the dead worker's last batches.
+    async def tool_exported(_: str) -> None:
         tool_ran = lambda spans: any(s.name == "execute_tool current_time" for s in spans)  # noqa: E731
         await asyncio.to_thread(receiver.wait_for, tool_ran)
 

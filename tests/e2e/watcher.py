@@ -66,18 +66,19 @@ class Watcher:
 
 
 async def killed_in_second_turn(
-    stack: Stack, url: str, body: dict[str, Any], before_kill: Callable[[], Awaitable[None]] | None = None
+    stack: Stack, url: str, body: dict[str, Any], before_kill: Callable[[str], Awaitable[None]] | None = None
 ) -> "Watcher":
     """A run of the fake LLM's slow answer with a tool (`body`'s input asks "slowly":
     tests/e2e/fake_llm_server.py, in this process: the `llm_url` fixture), its worker killed -9 in the
     model's second turn, after the tool, while the model's answer is held mid-text, and taken over by a
-    second worker; `before_kill` awaited just before the kill. Returns its watcher once the run has ended."""
+    second worker; `before_kill(session_id)` awaited just before the kill. Returns its watcher once the
+    run has ended."""
     hold = hold_slow_answers()
     doomed = stack.worker()
     await asyncio.to_thread(stack.wait_for_workers, 1)
     async with httpx2.AsyncClient(timeout=30) as client:
-        created = await client.post(f"{url}/v1/sessions", json=body)
-        watcher = Watcher(client, created.json()["events_url"])
+        created = (await client.post(f"{url}/v1/sessions", json=body)).json()
+        watcher = Watcher(client, created["events_url"])
         following = asyncio.create_task(watcher.follow())
         await eventually(lambda: "run.started" in watcher.arrival, within=30)
         stack.worker()  # before the instant: its start must not push the kill past it
@@ -90,7 +91,7 @@ async def killed_in_second_turn(
 
         await eventually(second_turn_shown, ignoring=(ValueError,), what="the held answer's first text")
         if before_kill is not None:
-            await before_kill()
+            await before_kill(created["session_id"])
         doomed.kill()
         hold.released.set()  # the takeover's model call goes through at once
         await asyncio.wait_for(following, scaled(60))

@@ -16,6 +16,7 @@ from tokentail.gateway.access.ids import new_session_id
 from tokentail.shared import outage
 from tokentail.shared.jobs import RUN_JOB
 from tokentail.shared.outage import out_of_memory
+from tokentail.shared.records import STEERS_STEP
 from tokentail.shared.scripts.runs import Queued
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
@@ -26,7 +27,7 @@ async def test_jobs_are_written_in_arq_s_layout(store: SessionStore, runs: AllWr
     # arq calls the job's function with `k` as keyword arguments: it must be a JSON object, even empty.
     session_id, run = await start_a_run(runs)
     second = make_run("second")
-    assert await runs.queue_run(session_id, second, multitask="enqueue") is Queued.PENDING
+    assert (await runs.queue_run(session_id, second, multitask="enqueue")).queued is Queued.PENDING
     await RunLease(runs, session_id, run.run_id, "lease-1").append([], ending=completion(run.run_id))
     job = json.loads(await redis.get(store.keys.arq_job(second.run_id)))  # queued by the end of the first run
     assert job == {"t": None, "f": RUN_JOB, "a": [session_id, second.run_id], "k": {}, "et": job["et"]}
@@ -48,6 +49,7 @@ async def test_scripts_refused_by_a_full_redis_change_nothing(
     running, run = await start_a_run(runs)
     queued, waiting = make_session(), make_run()
     await runs.queue_run(queued.session_id, waiting, create=queued)
+    await runs.steer(running, "st_0", "waiting for the run's agent")  # a run's end fails it, first
     await fill(redis)
     before = await _snapshot(redis, store.keys.prefix)
     refused: dict[str, Callable[[], Awaitable[object]]] = {
@@ -58,6 +60,8 @@ async def test_scripts_refused_by_a_full_redis_change_nothing(
         "end": lambda: RunLease(runs, running, run.run_id, "lease-1").append([], ending=completion(run.run_id)),
         "renew_lease": lambda: RunLease(runs, running, run.run_id, "lease-1").renew(),
         "cancel_run": lambda: runs.cancel_run(queued.session_id),
+        "steer": lambda: runs.steer(running, "st_1", "x"),
+        "apply_steers": lambda: RunLease(runs, running, run.run_id, "lease-1").apply_steers(f"{STEERS_STEP}#0", 0),
         "writable": runs.writable,
     }
     for name, call in refused.items():

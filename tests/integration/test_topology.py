@@ -152,7 +152,7 @@ async def test_a_run_is_queued_through_the_session_s_outbox_and_leaves_the_queue
     store: SessionStore, runs: AllWrites, sessions: RedisCluster, queue: Redis
 ) -> None:
     session, run = make_session(), make_run()
-    assert await runs.queue_run(session.session_id, run, create=session) is Queued.STARTED
+    assert (await runs.queue_run(session.session_id, run, create=session)).queued is Queued.STARTED
     job = json.loads(await queue.get(store.keys.arq_job(run.run_id)))
     assert job["a"] == [session.session_id, run.run_id]
     assert await _queued_jobs(store, queue) == [run.run_id]
@@ -209,7 +209,7 @@ async def test_a_worker_that_dies_after_ending_its_run_loses_no_run_in_line(
 ) -> None:
     session_id, first = await start_a_run(runs)
     second = make_run("next")
-    assert await runs.queue_run(session_id, second, multitask="enqueue") is Queued.PENDING
+    assert (await runs.queue_run(session_id, second, multitask="enqueue")).queued is Queued.PENDING
 
     async def dies(*args: object) -> None:
         raise Died("the worker died here")

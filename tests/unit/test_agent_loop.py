@@ -1,6 +1,8 @@
 """The agent loop: tools called, progress shown, results fed back, until the model answers."""
 
 import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from tokentail.worker.agent_loop import AgentError, run_model_agent
 from tokentail.worker.agents import ASSISTANT, Agent
 from tokentail.worker.context import RunContext
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
+from tokentail.worker.providers.base import Chunk, ModelRequest, TextDelta, ToolCall
 from tokentail.worker.providers.openai_chat import OpenAIProvider
 from tokentail.worker.providers.scripted import ScriptedProvider
 from tokentail.worker.retry import RetryPolicy
@@ -144,3 +147,102 @@ async def test_anthropic_thinking_streams_as_reasoning_and_its_signed_block_goes
         "signature": "c2lnbmF0dXJl",
     }
     assert [block["type"] for block in second["messages"][1]["content"]] == ["thinking", "text", "tool_use"]
+
+
+class _SteeredMidAnswer:
+    """A model that, while it streams its first answer, sees a steer sent (at `steer_after` pieces);
+    then answers the steer."""
+
+    provider = "fake"
+    continues = False
+
+    def __init__(self, store: RecordingLease, first: list[str], steer_after: int, tool_call: bool = False) -> None:
+        self.store, self.first, self.steer_after, self.tool_call = store, first, steer_after, tool_call
+        self.requests: list[ModelRequest] = []
+        self.closed = False
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        self.requests.append(replace(request, messages=list(request.messages)))  # as sent: the loop goes on
+        if len(self.requests) > 1:
+            yield TextDelta("Paris est la capitale.")
+            return
+        try:
+            for n, piece in enumerate(self.first):
+                if n == self.steer_after:
+                    self.store.steer("in French")
+                yield TextDelta(piece)
+            if self.steer_after == len(self.first):
+                self.store.steer("in French")
+            if self.tool_call:
+                yield ToolCall("c1", "current_time", {})
+        finally:
+            self.closed = True
+
+
+def _text(events: list[tuple[str, dict[str, Any]]]) -> str:
+    return "".join(str(data["text"]) for kind, data in events if kind == "message.delta")
+
+
+async def test_a_steer_cuts_the_answer_at_a_safe_point_and_the_next_request_carries_it_once() -> None:
+    store = RecordingLease()
+    context = _context(store, "What is the capital of France?")
+    model = _SteeredMidAnswer(store, ["Paris", " is", " the", " capital", " of", " France."], steer_after=2)
+    await run_model_agent(ASSISTANT, context, model, "m", RetryPolicy(), tool_timeout=5)
+    events = await _events(store, context)
+    # Cut before " the" (a word's start), its stream closed: what was shown is the turn, kept.
+    assert model.closed and _text(events) == "Paris is\n\nParis est la capitale."
+    assert [kind for kind, _ in events].count("steer.applied") == 1
+    second = model.requests[1].messages
+    assert [(m.role, m.content) for m in second[-2:]] == [("assistant", "Paris is"), ("user", "in French")]
+    assert len(model.requests) == 2  # answered once: the steer is not taken in again
+    # The cut turn was recorded before the steers: an attempt that goes on replays both.
+    assert list(store.steps) == ["turn#0", "steers#1"]  # ("steers#0": before the first request, none)
+    assert json.loads(store.steps["turn#0"])["message"]["content"] == "Paris is"
+
+
+async def test_a_steer_sent_during_a_turn_that_calls_a_tool_comes_after_the_tool_s_result() -> None:
+    store = RecordingLease()
+    context = _context(store, "What time is it?")
+    model = _SteeredMidAnswer(store, ["Let", " me", " look."], steer_after=3, tool_call=True)  # after its text
+    await run_model_agent(ASSISTANT, context, model, "m", RetryPolicy(), tool_timeout=5)
+    second = model.requests[1].messages
+    assert [m.role for m in second[-3:]] == ["assistant", "tool", "user"] and second[-1].content == "in French"
+    assert second[-3].content == "Let me look."  # not cut: the turn called a tool
+    assert _text(await _events(store, context)) == "Let me look.Paris est la capitale."
+
+
+async def test_a_steer_whose_word_was_missed_is_found_as_the_answer_ends_and_answered() -> None:
+    store = RecordingLease()
+    context = _context(store, "Capital of France?")
+    model = _SteeredMidAnswer(store, ["Paris."], steer_after=-1)
+    store.steers.append("in French")  # kept with the session; its worker was not told
+    await run_model_agent(ASSISTANT, context, model, "m", RetryPolicy(), tool_timeout=5)
+    assert _text(await _events(store, context)) == "Paris.\n\nParis est la capitale."
+    assert list(store.steps) == ["steers#1", "turn#0"]  # the turn recorded right after: replayed before them
+
+
+async def test_a_steer_sent_before_the_first_request_goes_with_it() -> None:
+    store = RecordingLease()
+    context = _context(store, "Capital of France?")
+    store.steer("in French")  # sent while the run was queued: its start says so
+    model = _SteeredMidAnswer(store, ["Paris", " est."], steer_after=-1)
+    await run_model_agent(ASSISTANT, context, model, "m", RetryPolicy(), tool_timeout=5)
+    first = model.requests[0].messages
+    assert [(m.role, m.content) for m in first[-2:]] == [("user", "Capital of France?"), ("user", "in French")]
+    assert _text(await _events(store, context)) == "Paris est." and list(store.steps) == ["steers#0"]
+
+
+async def test_an_attempt_that_goes_on_replays_the_steers_taken_in_and_takes_no_new_one_while_replaying() -> None:
+    store = RecordingLease()
+    steered = json.dumps([{"steer_id": "st_0", "run_id": "r", "input": "in French"}])
+    message: dict[str, object] = {"role": "assistant", "content": "Paris", "tool_calls": [], "call_id": None}
+    turn = json.dumps({"message": {**message, "is_error": False, "thinking": []}, "reasoning_chars": 0})
+    run = RunRecord(run_id="r", input="Capital?", attempt=2, steps={"steers#0": steered, "turn#0": turn})
+    writer = EventWriter(store, FlushTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
+    hooks = RunContext(writer, "s", run, history=[]).hooks
+    store.steer("a new one")  # sent while the run was taken over
+    assert [steer.input for steer in await hooks.take_steers()] == ["in French"]  # replayed, not applied again
+    assert await hooks.take_steers() == []  # "turn#0" is still to replay: what follows was made without it
+    assert hooks.recorded_step(hooks.step_key("turn")) is not None
+    assert [steer.input for steer in await hooks.take_steers()] == ["a new one"]  # the record replayed: new ones
+    assert list(store.steps) == ["steers#2"]

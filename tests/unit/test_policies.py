@@ -33,7 +33,7 @@ async def test_with_the_queue_apart_a_run_goes_through_the_session_s_outbox(
 ) -> None:
     store, runs, queue = split
     session, run = make_session(), make_run()
-    assert await runs.queue_run(session.session_id, run, create=session) is Queued.STARTED
+    assert (await runs.queue_run(session.session_id, run, create=session)).queued is Queued.STARTED
     assert not await redis.exists(store.keys.queue)  # nothing of the queue's on the sessions' Redis
     assert json.loads(await queue.get(store.keys.arq_job(run.run_id)))["a"] == [session.session_id, run.run_id]
     assert await _queued_jobs(store, queue) == [run.run_id]

@@ -113,7 +113,9 @@ async def test_an_append_goes_on_after_another_writer_s_events_and_its_retry_fin
     session_id, run = await start_a_run(runs)
     lease = lease_of(runs, session_id, run)
     assert await lease.append([delta_of(run.run_id, "a")]) == 3
-    assert await runs.queue_run(session_id, make_run("next"), multitask="enqueue") is Queued.PENDING  # run.queued: 4
+    assert (
+        await runs.queue_run(session_id, make_run("next"), multitask="enqueue")
+    ).queued is Queued.PENDING  # run.queued: 4
     events = [delta_of(run.run_id, "b")]
     assert await lease.append(events, append_id="b1") == 5  # its worker knew of 3 only
     assert await runs.append(lease, events, "b1", None, 3) == 5, "sent again, it finds itself past run.queued"
@@ -140,7 +142,7 @@ async def test_a_terminal_event_closes_the_run_frees_the_session_and_starts_rete
         assert 0 < await redis.ttl(key) <= settings.session_ttl_seconds
     assert await redis.ttl(keys.gone) > settings.session_ttl_seconds  # an expired id answers 410
     # A follow-up run appends to the same stream and clears the TTL.
-    assert await runs.queue_run(session_id, make_run("more")) is Queued.STARTED
+    assert (await runs.queue_run(session_id, make_run("more"))).queued is Queued.STARTED
     assert (await store.stream_position(session_id))[0] == 5
     assert await redis.ttl(keys.events) == -1
 

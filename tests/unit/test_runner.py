@@ -61,9 +61,9 @@ async def test_a_batched_contract_goes_through_its_pipeline_and_the_rest_do_not(
 ) -> None:
     renewals = _Recording(2)
     run = ScriptRunner(redis, Topology(split_queue=True), batched={RenewLease: renewals})
-    renew = RenewLease(RenewKeys("s:lease", "s:meta"), "token", 3000, "r1", "s")
+    renew = RenewLease(RenewKeys("s:lease", "s:meta", "s:steers"), "token", 3000, "r1", "s")
     assert await run(renew) is Renewal.CANCEL_PENDING
-    assert renewals.calls == [(["s:lease", "s:meta"], ["token", 3000, "r1", "s"])]
+    assert renewals.calls == [(["s:lease", "s:meta", "s:steers"], ["token", 3000, "r1", "s"])]
     assert run.batches(RenewLease) and not run.batches(AppendEvents)
     (sent,) = await run.submit_many([renew])
     assert renew.parse(sent) is Renewal.CANCEL_PENDING and len(renewals.calls) == 2

@@ -18,7 +18,10 @@ from tokentail.shared.events import (
     Status,
     event_type_of,
 )
+from tokentail.shared.records import Steer
+from tokentail.shared.scripts.runs import Applied, AppliedSteers
 from tokentail.worker.run_writes import Landed, RunLease, call_when_landed
+from tokentail.worker.steer_inbox import SteerInbox
 from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, FlushTicks, OutputTooLarge, _tally
 
 
@@ -36,6 +39,26 @@ class RecordingLease:
         self.steps: dict[str, str] = {}  # recorded by RunContext.step
         # Appends and steps in the order they landed: ("events", [(type, data)]) or ("step", (key, value)).
         self.journal: list[tuple[str, Any]] = []
+        self.inbox = SteerInbox()
+        self.steers: list[str] = []  # steers sent to the run and not taken in yet (their inputs)
+
+    def steer(self, text: str) -> None:
+        """A steer sent to the run: kept, and its worker told."""
+        self.steers.append(text)
+        self.inbox.sent.set()
+
+    async def apply_steers(self, step_key: str, output_at: int) -> AppliedSteers:
+        self.inbox.sent.clear()
+        self.inbox.listening = True
+        if not self.steers:
+            return AppliedSteers(Applied.NONE)
+        records = [Steer(steer_id=f"st_{n}", run_id=self.run_id, input=text) for n, text in enumerate(self.steers)]
+        taken = json.dumps([record.model_dump() for record in records])
+        self.steers = []
+        await self.record_step(step_key, taken)
+        applied = [("steer.applied", json.dumps({"run_id": self.run_id, "steer_id": r.steer_id})) for r in records]
+        self.calls.append(applied)
+        return AppliedSteers(Applied.APPLIED, len(self.calls), taken.encode())
 
     async def append(
         self,

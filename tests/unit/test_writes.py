@@ -35,7 +35,7 @@ async def test_queue_run_creates_the_session_records_the_run_and_queues_its_job(
     store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
     session, run = make_session(), make_run()
-    assert await runs.queue_run(session.session_id, run, create=session) is Queued.STARTED
+    assert (await runs.queue_run(session.session_id, run, create=session)).queued is Queued.STARTED
     events = await store.read(session.session_id, 0, 10)
     assert [(e.seq, e.type) for e in events] == [(1, b"run.queued")]
     assert json.loads(events[0].data) == {"run_id": run.run_id, "input": "hello"}
@@ -85,7 +85,7 @@ async def test_a_session_created_without_a_run_is_idle_and_expires_unless_used(
     keys = store.keys.session(session.session_id)
     assert 0 < await redis.ttl(keys.meta) <= settings.session_ttl_seconds
     assert await store.session_owner(session.session_id) == "acme"
-    assert await runs.queue_run(session.session_id, make_run()) is Queued.STARTED
+    assert (await runs.queue_run(session.session_id, make_run())).queued is Queued.STARTED
     assert await redis.ttl(keys.meta) == -1  # work to do: no expiry
 
 
@@ -114,8 +114,8 @@ async def test_enqueue_waits_in_line_and_starts_when_the_active_run_ends(
 ) -> None:
     session_id, run = await start_a_run(runs)
     second, third = make_run("second"), make_run("third")
-    assert await runs.queue_run(session_id, second, multitask="enqueue") is Queued.PENDING
-    assert await runs.queue_run(session_id, third, multitask="enqueue") is Queued.PENDING
+    assert (await runs.queue_run(session_id, second, multitask="enqueue")).queued is Queued.PENDING
+    assert (await runs.queue_run(session_id, third, multitask="enqueue")).queued is Queued.PENDING
     assert not await redis.exists(store.keys.arq_job(second.run_id))  # no job until its turn
     await lease_of(runs, session_id, run).append([], ending=completion(run.run_id))
     state = await store.get_session(session_id)
@@ -131,8 +131,10 @@ async def test_interrupt_cancels_the_active_run_and_supersedes_the_line(store: S
     session_id, run = await start_a_run(runs)
     waiting, urgent, latest = make_run("waiting"), make_run("urgent"), make_run("latest")
     await runs.queue_run(session_id, waiting, multitask="enqueue")
-    assert await runs.queue_run(session_id, urgent, multitask="interrupt") is Queued.PENDING
-    assert await runs.queue_run(session_id, latest, multitask="interrupt") is Queued.PENDING  # supersedes `urgent` too
+    assert (await runs.queue_run(session_id, urgent, multitask="interrupt")).queued is Queued.PENDING
+    assert (
+        await runs.queue_run(session_id, latest, multitask="interrupt")
+    ).queued is Queued.PENDING  # supersedes `urgent` too
     assert await lease_of(runs, session_id, run).renew() is Renewal.CANCEL_PENDING
     cancelled = RunCancelled(run_id=run.run_id, reason="cancelled by request")
     await lease_of(runs, session_id, run).append([], ending=cancelled)
@@ -154,7 +156,7 @@ async def test_interrupting_a_run_no_worker_holds_starts_the_new_one_at_once(
     session, first = make_session(), make_run("first")
     await runs.queue_run(session.session_id, first, create=session)
     second = make_run("second")
-    assert await runs.queue_run(session.session_id, second, multitask="interrupt") is Queued.STARTED
+    assert (await runs.queue_run(session.session_id, second, multitask="interrupt")).queued is Queued.STARTED
     state = await store.get_session(session.session_id)
     assert state.active_run_id == second.run_id
     assert [r.status for r in state.runs] == ["cancelled", "queued"]

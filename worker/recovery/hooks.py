@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokentail.shared.errors import StepTooLarge
 from tokentail.shared.events import EventType, RunContinued
-from tokentail.shared.records import MAX_STEP_BYTES, RunRecord
+from tokentail.shared.records import MAX_STEP_BYTES, STEERS_STEP, RunRecord, Steer
 from tokentail.shared.run_log import RunLog
 from tokentail.worker.recovery.replay import Replay
 from tokentail.worker.traces import AttemptSpan
@@ -46,6 +46,7 @@ class RunHooks:
         self._run_id = run.run_id
         self._attempt = run.attempt
         self._steps = dict(run.steps)  # recorded before this attempt, and by it
+        self._not_replayed = set(run.steps)  # recorded before this attempt, and not reached by it yet
         self._step_names: Counter[str] = Counter()  # steps taken so far in this attempt, by name
         # `log`: the run's record, when this attempt goes on from it (after an answer; taken over,
         # unless it started over). Its agent runs again, and what the record holds is not appended again.
@@ -63,6 +64,7 @@ class RunHooks:
     def recorded_step(self, key: str) -> Any:
         """The result step `key` recorded (None if it was not)."""
         stored = self._steps.get(key)
+        self._not_replayed.discard(key)
         return None if stored is None else json.loads(stored)
 
     def traced_replay(self, **attributes: str) -> None:
@@ -80,9 +82,38 @@ class RunHooks:
             raise ValueError(f"a step's result must be JSON: {exc}") from None
         if (size := len(stored.encode())) > MAX_STEP_BYTES:
             raise StepTooLarge(f"step {key!r}: a result of {size} bytes exceeds {MAX_STEP_BYTES} (MAX_STEP_BYTES)")
-        await self.writer.record_step(key, stored)
+        lease = self.writer.lease
+        await self.writer.in_order(lambda: lease.record_step(key, stored))
         self._steps[key] = stored
         return json.loads(stored)
+
+    async def take_steers(self, only_if_told: bool = False) -> list[Steer]:
+        """The steers sent to the run since its agent last took them in, taken in now, once (see
+        `RunContext.steers`); in an attempt that goes on, those taken at this point before. An attempt
+        still replaying what its record holds takes none: what it replays was made without them.
+        `only_if_told`: look for them only if this worker was told of one (no round trip otherwise)."""
+        key = self.step_key(STEERS_STEP)
+        lease = self.writer.lease
+        inbox = lease.inbox
+        inbox.listening = True
+        recorded = self.recorded_step(key)
+        if recorded is None and (self._not_replayed or (only_if_told and not inbox.sent.is_set())):
+            return []
+        if recorded is None:
+            output_at = len(self.output)
+            applied = await self.writer.in_order(lambda: lease.apply_steers(key, output_at))
+            if applied.steers is None:
+                return []
+            self._steps[key] = applied.steers.decode()
+            recorded = json.loads(applied.steers)
+        else:
+            self.traced_replay(**{"tokentail.step.key": key})
+        return [Steer.model_validate(steer) for steer in recorded]
+
+    @property
+    def steers_sent(self) -> bool:
+        """Whether a steer was sent since the agent last took steers in (no Redis read)."""
+        return self.writer.lease.inbox.sent.is_set()
 
     @property
     def streamed_text(self) -> str:
@@ -103,6 +134,7 @@ class RunHooks:
     def skip_recorded(self) -> None:
         """Count everything the record holds as streamed: for an agent that goes on from its last
         step (`continues(..., redoes_after_last_step=True)`) and streams only what follows it."""
+        self._not_replayed.clear()
         if self._replay is not None:
             self._replay.skip_all()
 

@@ -1,0 +1,34 @@
+-- The run's agent takes in the steers waiting for it (lib.lua: Steers), at one of its boundaries:
+-- fenced as an append, each gets its `steer.applied`, and together they are recorded as the run's
+-- step `step_key` (after the events they follow: the step's seq), so an attempt that goes on from the
+-- run's record replays them, and none is ever applied twice. The run's record keeps them too, with
+-- how much of its answer came before them (`output_at`), for its transcript. Sent again after its
+-- reply was lost, it finds its step recorded and answers as it did.
+--
+-- Keys, arguments and replies: shared/scripts/runs.py `ApplySteers` (`expect`: see lib.lua's
+-- check_holder), or an error starting with FENCED or LOST.
+local recorded = redis.call('HGET', k.steps, a.step_key)
+if recorded then return reply.applied{seq = last_seq(k), steers = recorded} end
+local refused = check_holder(k, a.run_id, a.lease_token, last_seq(k), a.expect)
+if refused then return refused end
+local raws = redis.call('LRANGE', k.steers, 0, -1)
+if #raws == 0 then return reply.none{} end
+local ts = clock()
+local seq
+for _, raw in ipairs(raws) do
+  local steer = cjson.decode(raw)
+  seq = add_event(k, s, 'steer.applied', cjson.encode({run_id = a.run_id, steer_id = steer.steer_id}), ts)
+end
+local run = get_run(k.runs, a.run_id)
+local taken = run.steers and cjson.decode(run.steers) or {}
+for _, raw in ipairs(raws) do
+  local steer = cjson.decode(raw)
+  taken[#taken + 1] = {steer_id = steer.steer_id, input = steer.input, output_at = tonumber(a.output_at)}
+end
+run.steers = cjson.encode(taken)  -- (opaque, as the record's lists are: shared/store.py)
+redis.call('HSET', k.runs, a.run_id, cjson.encode(run))
+local steers = '[' .. table.concat(raws, ',') .. ']'
+local bytes = tonumber(redis.call('HGET', k.steps, 'bytes') or 0) + #steers
+redis.call('HSET', k.steps, a.step_key, steers, 'seq', seq, 'bytes', bytes)
+redis.call('DEL', k.steers)
+return reply.applied{seq = seq, steers = steers}

@@ -1,0 +1,92 @@
+"""Steering through the gateway and a worker in this process (docs/steering.md): a steer taken in
+once by an agent of your own, one its agent never takes, one after its run ended, a follow-up that
+steers, and the bounds."""
+
+from typing import Any
+
+import httpx2
+
+from tests.gates import Gates
+from tests.sse_client import read_events
+from tests.waiting import eventually
+
+AGENTS = {"listening": "tests.steering_agent:listening", "deaf": "tests.steering_agent:deaf"}
+
+
+async def _held_run(client: httpx2.AsyncClient, gates: Gates, agent: str) -> dict[str, Any]:
+    """A session whose run waits at its agent's gate."""
+    created = (await client.post("/v1/sessions", json={"input": "go", "agent": agent})).json()
+    await eventually(lambda: gates.reached(created["run_id"]) == [1], what="the run at its gate")
+    return dict(created)
+
+
+async def test_an_agent_takes_a_steer_in_once_and_the_stream_says_when(
+    start_gateway: Any, start_worker: Any, gates: Gates
+) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        created = await _held_run(client, gates, "listening")
+        sid, rid = created["session_id"], created["run_id"]
+        steered = await client.post(f"/v1/sessions/{sid}/steer", json={"input": "be brief", "run_id": rid})
+        assert steered.status_code == 202, steered.text
+        accepted = steered.json()
+        assert accepted["run_id"] == rid and accepted["status"] == "accepted" and accepted["steer_id"].startswith("st_")
+        gates.release(rid)
+        received = await read_events(client, created["events_url"])
+    kinds = [kind for _, kind, _ in received.events]
+    assert kinds == [
+        "run.queued", "run.started", "message.delta", "steer.accepted", "steer.applied", "message.delta",
+        "run.completed",
+    ]  # fmt: skip
+    steer_id = accepted["steer_id"]
+    assert received.events[3][2] == {"run_id": rid, "steer_id": steer_id, "input": "be brief"}
+    assert received.events[4][2] == {"run_id": rid, "steer_id": steer_id}
+    assert received.events[-1][2]["output"] == "Working. Taken in: be brief."
+
+
+async def test_an_agent_that_takes_no_steers_fails_them_and_an_ended_run_takes_none(
+    start_gateway: Any, start_worker: Any, gates: Gates
+) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        created = await _held_run(client, gates, "deaf")
+        sid, rid = created["session_id"], created["run_id"]
+        steer_id = (await client.post(f"/v1/sessions/{sid}/steer", json={"input": "stop"})).json()["steer_id"]
+        gates.release(rid)
+        received = await read_events(client, created["events_url"])
+        assert [kind for _, kind, _ in received.events][-2:] == ["steer.failed", "run.completed"]
+        assert received.events[-2][2] == {"run_id": rid, "steer_id": steer_id, "reason": "not_supported"}
+        late = await client.post(f"/v1/sessions/{sid}/steer", json={"input": "too late"})
+        assert late.status_code == 409 and late.json()["error"]["type"] == "run_not_active"
+        named = await client.post(f"/v1/sessions/{sid}/steer", json={"input": "x", "run_id": rid})
+        assert named.status_code == 409 and rid in named.json()["error"]["message"]
+        after = await read_events(client, created["events_url"], last_event_id=received.ids[-1])
+        assert after.status == 204  # nothing was written for them
+
+
+async def test_a_follow_up_that_steers_queues_no_second_run_and_too_many_steers_wait(
+    start_gateway: Any, start_worker: Any, gates: Gates
+) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        created = await _held_run(client, gates, "listening")
+        sid, rid = created["session_id"], created["run_id"]
+        follow_up = await client.post(f"/v1/sessions/{sid}/runs", json={"input": "in French", "multitask": "steer"})
+        assert follow_up.status_code == 202 and follow_up.json()["run_id"] == rid
+        for n in range(7):
+            assert (await client.post(f"/v1/sessions/{sid}/steer", json={"input": f"more {n}"})).status_code == 202
+        refused = await client.post(f"/v1/sessions/{sid}/steer", json={"input": "one too many"})
+        assert refused.status_code == 429 and refused.json()["error"]["type"] == "too_many_pending_steers"
+        assert int(refused.headers["retry-after"]) > 0
+        too_long = await client.post(f"/v1/sessions/{sid}/steer", json={"input": "x" * 2_000_000})
+        assert too_long.status_code == 413
+        gates.release(rid)
+        received = await read_events(client, created["events_url"])
+        state = (await client.get(f"/v1/sessions/{sid}")).json()
+    assert [run["run_id"] for run in state["runs"]] == [rid]
+    output = received.events[-1][2]["output"]
+    assert output.startswith("Working. Taken in: in French. Taken in: more 0.") and output.endswith("more 6.")
+    assert [kind for _, kind, _ in received.events].count("steer.applied") == 8

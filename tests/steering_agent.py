@@ -1,0 +1,17 @@
+"""Agents for the steering tests: one that takes steers in where it stops (at its gate), one that
+never does."""
+
+from tests.gates import gate
+from tokentail.worker.context import RunContext
+
+
+async def listening(ctx: RunContext) -> None:
+    await ctx.delta("Working.")
+    await gate(ctx)  # the test steers meanwhile, then lets it go on
+    for text in await ctx.steers():
+        await ctx.delta(f" Taken in: {text}.")
+
+
+async def deaf(ctx: RunContext) -> None:
+    await ctx.delta("Working.")
+    await gate(ctx)
