@@ -303,6 +303,14 @@ class AsyncTokentail:
         ]
         return cancelled
 
+    async def steer(self, session_id: str, input: str, run_id: str | None = None) -> dict[str, str]:
+        """Add `input` to the active run while it works (docs/steering.md): its agent takes it in at
+        its next boundary, once. `run_id`: only that run, if it is still the active one. Returns
+        `{"steer_id", "run_id", "status"}`; `ApiError` 409 `run_not_active` when no run is active."""
+        body = {"input": input, **({"run_id": run_id} if run_id is not None else {})}
+        accepted: dict[str, str] = await self._call("POST", f"/v1/sessions/{session_id}/steer", body, keyed=True)
+        return accepted
+
     async def answer(self, session_id: str, run_id: str, input_id: str, answer: Any) -> int:
         """Answer the question a run asked (its `input.required` event); the `input.received` event's id."""
         body = {"input_id": input_id, "answer": answer}
@@ -414,6 +422,12 @@ class Tokentail:
         body = {"run_id": run_id} if run_id is not None else None
         cancelled: str | None = self._call("POST", f"/v1/sessions/{session_id}/cancel", body, safe=True)["run_id"]
         return cancelled
+
+    def steer(self, session_id: str, input: str, run_id: str | None = None) -> dict[str, str]:
+        """See `AsyncTokentail.steer`."""
+        body = {"input": input, **({"run_id": run_id} if run_id is not None else {})}
+        accepted: dict[str, str] = self._call("POST", f"/v1/sessions/{session_id}/steer", body, keyed=True)
+        return accepted
 
     def answer(self, session_id: str, run_id: str, input_id: str, answer: Any) -> int:
         """Answer the question a run asked (its `input.required` event); the `input.received` event's id."""

@@ -11,7 +11,7 @@ from tokentail.gateway.commands.branching import ClientChat, branch_point, fork_
 from tokentail.gateway.commands.questions import answer_run
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.gateway.schemas import CreateRun
+from tokentail.gateway.schemas import CreateRun, SteerAccepted, SteerRequest
 from tokentail.shared.catalog import check_agent, parse_model
 from tokentail.shared.errors import (
     Forbidden,
@@ -108,6 +108,16 @@ async def queue_follow_up(
     if queued.queued is Queued.STEERED:
         return run.model_copy(update={"run_id": queued.run_id, "queued_seq": queued.seq})
     return run
+
+
+async def steer_active_run(
+    runs: SessionWrites, settings: Settings, session_id: str, body: SteerRequest, steer_id: str
+) -> SteerAccepted:
+    """A steer for the session's active run (or for `body.run_id` only, if it is still active), from
+    REST or a WebSocket: stored before this returns (see `SessionWrites.steer`)."""
+    check_size(body.input, settings)
+    steered = await runs.steer(session_id, steer_id, body.input, body.run_id)
+    return SteerAccepted(steer_id=steer_id, run_id=steered.run_id or "", status="accepted")
 
 
 class RunCommands:

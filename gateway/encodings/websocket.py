@@ -3,12 +3,13 @@
     server → client   {"id": 7, "event": "message.delta", "data": {...}}   one text message per event
                       {"event": "gap", "data": {...}}                      (no id)
                       {"id": 9, "event": "snapshot", "data": {"events": [...]}}   a compacted catch-up
-                      {"type": "ack", "request": "run" | "cancel" | "resume" | "input", ...}
+                      {"type": "ack", "request": "run" | "cancel" | "resume" | "input" | "steer", ...}
                       {"type": "error", "error": {"type": ..., "message": ...}}
     client → server   {"type": "run", "input": "...", "model"?, "params"?, "multitask"?}
                       {"type": "cancel", "run_id"?: "r_…"}   (without run_id: the run this socket showed going)
                       {"type": "resume", "last_event_id": N, "catch_up"?: "snapshot"}
                       {"type": "input", "run_id": "r_…", "input_id": "in_…", "answer": ...}
+                      {"type": "steer", "input": "...", "run_id"?: "r_…"}
 
 The stored event data is spliced in as it is; heartbeats are the socket's own pings, so an empty
 batch sends nothing. routes/socket.py has the credentials, limits and close codes.
@@ -25,15 +26,16 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from tokentail.gateway.access.auth import Caller
+from tokentail.gateway.access.ids import new_steer_id
 from tokentail.gateway.access.limits import RunBudget
 from tokentail.gateway.commands.questions import answer_question
-from tokentail.gateway.commands.turns import queue_follow_up
+from tokentail.gateway.commands.turns import queue_follow_up, steer_active_run
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.errors import describe, describe_outage
 from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.feed import Batch, EventFeed, parse_last_event_id, start_position
 from tokentail.gateway.reading.hub import StreamHub
-from tokentail.gateway.schemas import Answer, CancelAccepted, CreateRun
+from tokentail.gateway.schemas import Answer, CancelAccepted, CreateRun, SteerRequest
 from tokentail.shared.errors import (
     Forbidden,
     InputNotPending,
@@ -42,6 +44,7 @@ from tokentail.shared.errors import (
     QuestionNotFound,
     RateLimited,
     RunConflict,
+    RunNotActive,
     RunNotFound,
 )
 from tokentail.shared.events import Gap
@@ -78,6 +81,7 @@ def batch_messages(batch: Batch) -> list[str]:
 # Refusals of one client message: the error goes back on the socket, which stays open.
 REFUSALS = (
     RunConflict,
+    RunNotActive,
     InputTooLarge,
     InvalidInput,
     Forbidden,
@@ -216,8 +220,11 @@ class Conversation:
                     await self._resume(message)
                 case "input":
                     await self._input(message)
+                case "steer":
+                    await self._steer(message)
                 case _:
-                    await self.socket.error(ValueError("type must be run, cancel, resume or input"), "validation_error")
+                    refused = ValueError("type must be run, cancel, resume, input or steer")
+                    await self.socket.error(refused, "validation_error")
         except ValidationError as exc:
             await self.socket.error(exc, "validation_error")
         except REFUSALS as exc:
@@ -267,6 +274,13 @@ class Conversation:
             await answer(
                 {"type": "ack", "request": "input", "run_id": run_id, "input_id": body.input_id, "event_id": seq}
             )
+
+    async def _steer(self, message: dict[str, Any]) -> None:
+        self.caller.require_chat()
+        body = SteerRequest.model_validate({k: v for k, v in message.items() if k != "type"})
+        async with self.socket.before_any_event() as answer:
+            accepted = await steer_active_run(self.runs, self.settings, self.session_id, body, new_steer_id())
+            await answer({"type": "ack", "request": "steer", **accepted.model_dump()})
 
     async def _resume(self, message: dict[str, Any]) -> None:
         position = str(message.get("last_event_id", ""))

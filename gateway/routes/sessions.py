@@ -9,7 +9,13 @@ from fastapi.responses import JSONResponse
 from tokentail.gateway.access.ids import idempotent_id, new_run_id, new_session_id, new_steer_id
 from tokentail.gateway.commands import branching, deletion
 from tokentail.gateway.commands.questions import answer_question
-from tokentail.gateway.commands.turns import check_agent_name, check_params, check_size, queue_follow_up
+from tokentail.gateway.commands.turns import (
+    check_agent_name,
+    check_params,
+    check_size,
+    queue_follow_up,
+    steer_active_run,
+)
 from tokentail.gateway.deps import (
     ApiKeyCallerDep,
     AuthDep,
@@ -149,11 +155,9 @@ async def steer_run(
     `run_id`, only if that run is still the active one. 409 `run_not_active` when no run is active
     (or not the one named); 429 when as many steers wait as may. With an `Idempotency-Key`, the same
     request sent again steers once."""
-    check_size(body.input, settings)
     caller, session_id = access.caller, access.session_id
     steer_id = idempotent_id("st_", caller.tenant, session_id, idempotency_key) if idempotency_key else new_steer_id()
-    steered = await runs.steer(session_id, steer_id, body.input, body.run_id)
-    return SteerAccepted(steer_id=steer_id, run_id=steered.run_id or "", status="accepted")
+    return await steer_active_run(runs, settings, session_id, body, steer_id)
 
 
 @router.post("/{session_id}/runs/{run_id}/input", status_code=202, responses=ERROR_RESPONSES)

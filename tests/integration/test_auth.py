@@ -51,6 +51,7 @@ def routes(session_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
     return [
         ("POST", f"/v1/sessions/{session_id}/runs", {"input": "more", "multitask": "enqueue"}),
         ("POST", f"/v1/sessions/{session_id}/cancel", None),
+        ("POST", f"/v1/sessions/{session_id}/steer", {"input": "shorter"}),
         ("GET", f"/v1/sessions/{session_id}", None),
         ("POST", f"/v1/sessions/{session_id}/token", None),
         ("GET", f"/v1/sessions/{session_id}/events", None),
@@ -120,7 +121,7 @@ async def test_another_tenants_gone_session_is_not_found_either(
 
 
 async def test_the_owner_reaches_every_route_with_its_key(http: httpx2.AsyncClient, session: dict[str, Any]) -> None:
-    expected = {"runs": 202, "cancel": 202, "token": 200, "events": 200}
+    expected = {"runs": 202, "cancel": 202, "steer": 202, "token": 200, "events": 200}  # (steers the run in line)
     for method, path, body in routes(session["session_id"]):
         status, _ = await status_of(http, method, path, body, headers=bearer(KEY_A))
         assert status == expected.get(path.rsplit("/", 1)[-1], 204 if method == "DELETE" else 200), (method, path)
@@ -140,7 +141,7 @@ async def test_a_stream_token_reads_its_session_and_nothing_else(
             assert status == 200
         elif last in allowed:
             assert status == allowed[last], (method, path)
-        else:  # runs, cancel, delete need an API key
+        else:  # runs, cancel, steer, delete need an API key
             assert (status, error["error"]["type"]) == (403, "forbidden"), (method, path)
     other = (await http.post("/v1/sessions", json=SLOW, headers=bearer(KEY_A))).json()["session_id"]
     status, error = await status_of(http, "GET", f"/v1/sessions/{other}/events", None, **kwargs)

@@ -2,13 +2,19 @@
 once by an agent of your own, one its agent never takes, one after its run ended, a follow-up that
 steers, and the bounds."""
 
+import asyncio
+import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
+import pytest
+import websockets
 
 from tests.gates import Gates
 from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
+from tokentail import ApiError, AsyncTokentail, Tokentail
 
 AGENTS = {"listening": "tests.steering_agent:listening", "deaf": "tests.steering_agent:deaf"}
 
@@ -90,3 +96,52 @@ async def test_a_follow_up_that_steers_queues_no_second_run_and_too_many_steers_
     output = received.events[-1][2]["output"]
     assert output.startswith("Working. Taken in: in French. Taken in: more 0.") and output.endswith("more 6.")
     assert [kind for _, kind, _ in received.events].count("steer.applied") == 8
+
+
+async def test_the_python_clients_steer_once_and_say_when_no_run_is_active(
+    start_gateway: Any, start_worker: Any, gates: Gates
+) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    async with AsyncTokentail(gateway.url) as client, httpx2.AsyncClient(base_url=gateway.url, timeout=30) as http:
+        created = await _held_run(http, gates, "listening")
+        sid, rid = created["session_id"], created["run_id"]
+        accepted = await client.steer(sid, "from async", run_id=rid)
+        assert accepted["run_id"] == rid and accepted["status"] == "accepted"
+        with Tokentail(gateway.url) as blocking:
+            assert (await asyncio.to_thread(blocking.steer, sid, "from blocking"))["run_id"] == rid
+            gates.release(rid)
+            events = [event async for event in client.stream(sid)]
+            assert events[-1].data["output"] == "Working. Taken in: from async. Taken in: from blocking."
+            with pytest.raises(ApiError) as refused:
+                await asyncio.to_thread(blocking.steer, sid, "too late")
+        assert (refused.value.status, refused.value.type) == (409, "run_not_active")
+
+
+async def test_the_session_socket_steers_and_refuses_as_rest_does(
+    start_gateway: Any, start_worker: Any, gates: Gates
+) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as http:
+        created = await _held_run(http, gates, "listening")
+    sid, rid = created["session_id"], created["run_id"]
+    messages: list[dict[str, Any]] = []
+
+    async def until(done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        while True:
+            messages.append(json.loads(await asyncio.wait_for(ws.recv(), scaled(10))))
+            if done(messages[-1]):
+                return messages[-1]
+
+    async with websockets.connect(f"ws://127.0.0.1:{gateway.port}/v1/sessions/{sid}/ws") as ws:
+        await ws.send(json.dumps({"type": "steer", "input": "over the socket", "run_id": rid}))
+        ack = await until(lambda m: m.get("type") == "ack")
+        assert ack["request"] == "steer" and ack["run_id"] == rid and ack["status"] == "accepted"
+        gates.release(rid)
+        completed = await until(lambda m: m.get("event") == "run.completed")
+        assert completed["data"]["output"] == "Working. Taken in: over the socket."
+        await ws.send(json.dumps({"type": "steer", "input": "too late"}))
+        refused = await until(lambda m: m.get("type") == "error")
+    assert refused["error"]["type"] == "run_not_active"
+    assert [m["event"] for m in messages if "event" in m].count("steer.applied") == 1
