@@ -48,6 +48,9 @@ from tokentail.shared.events import (
     RunStarted,
     StartReason,
     Status,
+    SteerAccepted,
+    SteerApplied,
+    SteerFailed,
     ToolCompleted,
     ToolFailed,
     ToolStarted,
@@ -173,6 +176,22 @@ class QuestionAnswered:
     seq: int
 
 
+SteerStatus = Literal["accepted", "applied", "failed"]
+
+
+@dataclass(slots=True)
+class SteerShown:
+    """A steer for the run (docs/steering.md): stored (`accepted`, with its `input`), taken in
+    (`applied`: the turn before it ends here) or never to be (`failed`, with its `reason`)."""
+
+    run_id: str
+    steer_id: str
+    status: SteerStatus
+    input: str | None
+    reason: str | None
+    seq: int
+
+
 @dataclass(slots=True)
 class ContentDropped:
     """A takeover dropped the run's content after `after` (0: all of it, the run starts over).
@@ -213,6 +232,7 @@ Operation = (
     | DataShown
     | QuestionAsked
     | QuestionAnswered
+    | SteerShown
     | ContentDropped
     | RunEnded
     | GapFound
@@ -346,7 +366,7 @@ class Reducer:
             return []
         self.event_ts = event.ts_us / 1e6
         seq = event.seq
-        if data.run_id != self._shown and not isinstance(data, RunQueued | RunCancelled):
+        if data.run_id != self._shown and not isinstance(data, RunQueued | RunCancelled | SteerAccepted | SteerFailed):
             self._shown, self._content, self._open = data.run_id, [], None  # a run queued behind may end unshown
             self._delta_head = b'{"run_id":%s,"text":"' % json.dumps(data.run_id).encode()
         agent = event.type in _AGENT_TYPES or event.type.startswith(_DATA_PREFIX)
@@ -409,6 +429,12 @@ class Reducer:
                 return [*self._close(seq), *self._show(asked)]
             case InputReceived(input_id=input_id, answer=answer):
                 return self._show(QuestionAnswered(run_id, input_id, answer, seq))
+            case SteerAccepted(steer_id=steer_id, input=text):
+                return [SteerShown(run_id, steer_id, "accepted", text, None, seq)]
+            case SteerApplied(steer_id=steer_id):
+                return [*self._close(seq), SteerShown(run_id, steer_id, "applied", None, None, seq)]
+            case SteerFailed(steer_id=steer_id, reason=reason):
+                return [SteerShown(run_id, steer_id, "failed", None, reason, seq)]
             case RunRetrying() | RunContinued():
                 after = drop_point(data)
                 assert after is not None

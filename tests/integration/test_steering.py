@@ -145,3 +145,35 @@ async def test_the_session_socket_steers_and_refuses_as_rest_does(
         refused = await until(lambda m: m.get("type") == "error")
     assert refused["error"]["type"] == "run_not_active"
     assert [m["event"] for m in messages if "event" in m].count("steer.applied") == 1
+
+
+async def test_the_chat_protocols_show_a_steer_as_they_can(start_gateway: Any, start_worker: Any, gates: Gates) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        body = {"chat_id": "steered-chat", "input": "go", "agent": "listening"}
+        created = (await client.post("/v1/sessions", json=body)).json()
+        sid, rid = created["session_id"], created["run_id"]
+        await eventually(lambda: gates.reached(rid) == [1], what="the run at its gate")
+        steer_id = (await client.post(f"/v1/sessions/{sid}/steer", json={"input": "be brief"})).json()["steer_id"]
+        gates.release(rid)
+        await read_events(client, created["events_url"])  # to its end
+        # The AI SDK: one data part per steer, its status replaced in place by its id.
+        ai_sdk = await client.get("/v1/ai-sdk/chat/steered-chat/stream")
+        parts = [json.loads(line[6:]) for line in ai_sdk.text.splitlines() if line.startswith("data: {")]
+        steers = [part for part in parts if part["type"] == "data-steer"]
+        assert steers == [
+            {"type": "data-steer", "id": steer_id, "data": {"status": "accepted", "input": "be brief"}},
+            {"type": "data-steer", "id": steer_id, "data": {"status": "applied"}},
+        ]
+        kinds = [part["type"] for part in parts]
+        applied = kinds.index("data-steer", kinds.index("data-steer") + 1)
+        assert kinds[applied - 1] == "text-end" and kinds[applied + 1] == "text-start"  # the text before it ends
+        # AG-UI: a CUSTOM event of its own.
+        ag_ui = await client.get("/v1/ag-ui/steered-chat", params={"last_event_id": "0"})
+        events = [json.loads(line[6:]) for line in ag_ui.text.splitlines() if line.startswith("data: {")]
+    custom = [event["value"] for event in events if event["type"] == "CUSTOM" and event["name"] == "steer"]
+    assert custom == [
+        {"steerId": steer_id, "status": "accepted", "input": "be brief"},
+        {"steerId": steer_id, "status": "applied"},
+    ]

@@ -19,6 +19,7 @@ from tokentail.gateway.reading.reducer import (
     RunEnded,
     RunOpened,
     StatusShown,
+    SteerShown,
     ToolCalled,
     ToolDenied,
     ToolFinished,
@@ -178,3 +179,32 @@ def test_a_denial_an_unknown_event_and_the_end() -> None:
     assert operations[2] == ToolDenied(RUN, "c1", "denied", 3)
     assert isinstance(operations[-1], RunEnded) and len(operations) == 4
     assert isinstance(operations[1], AttemptStarted) and not isinstance(operations[2], ToolCalled)
+
+
+def test_a_steer_is_shown_as_it_goes_and_its_taking_in_ends_the_text_before_it() -> None:
+    events = stored(
+        [
+            *START,
+            ("message.delta", {"text": "Paris is"}),
+            ("steer.accepted", {"steer_id": "st_1", "input": "in French"}),
+            ("message.delta", {"text": " the"}),
+            ("steer.applied", {"steer_id": "st_1"}),
+            ("message.delta", {"text": "\n\nParis est."}),
+            ("steer.accepted", {"steer_id": "st_2", "input": "late"}),
+            ("steer.failed", {"steer_id": "st_2", "reason": "run_ended"}),
+            ("run.completed", {"output": "Paris is the\n\nParis est.", "usage": {}}),
+        ]
+    )
+    operations = reduce(Reducer(), events)
+    steers = [op for op in operations if isinstance(op, SteerShown)]
+    assert [(op.steer_id, op.status, op.input, op.reason) for op in steers] == [
+        ("st_1", "accepted", "in French", None),
+        ("st_1", "applied", None, None),
+        ("st_2", "accepted", "late", None),
+        ("st_2", "failed", None, "run_ended"),
+    ]
+    applied = operations.index(steers[1])
+    assert isinstance(operations[applied - 1], BlockClosed)  # the text before it ends there...
+    assert isinstance(operations[applied + 1], BlockOpened)  # ...and the answer after it is a block of its own
+    # Accepted while the text streams, it leaves the block open: one block until the steer is taken in.
+    assert [op.text for op in operations[: applied - 1] if isinstance(op, BlockAppended)] == ["Paris is", " the"]

@@ -63,6 +63,7 @@ from tokentail.gateway.reading.reducer import (
     RunEnded,
     RunOpened,
     StatusShown,
+    SteerShown,
     ToolCalled,
     ToolDenied,
     ToolFailedOp,
@@ -161,6 +162,12 @@ class A2AEvents(Renderer[Event]):
                 events = self._status(TaskState.TASK_STATE_INPUT_REQUIRED, self._question(question, seq))
                 self.finished = self.finished or not answered
                 return events
+            case SteerShown(status="accepted", input=text, seq=seq):  # what a person added, as their message
+                said = self._message(Role.ROLE_USER, text, f"steer-{seq}")
+                self.history.append(said)
+                return self._status(self.state, said)
+            case SteerShown():
+                return []
             case QuestionAnswered(answer=answer, seq=seq):
                 said = self._message(Role.ROLE_USER, None, f"answer-{seq}", answer)
                 self.history.append(said)

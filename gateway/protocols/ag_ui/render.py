@@ -73,6 +73,7 @@ from tokentail.gateway.reading.reducer import (
     RunEnded,
     RunOpened,
     StatusShown,
+    SteerShown,
     ToolCalled,
     ToolDenied,
     ToolFailedOp,
@@ -187,6 +188,9 @@ class AgUiEvents(FramedRenderer[Part]):
                 return _parts(CustomEvent(name="status", value={"text": text}))
             case DataShown(name=name, data=data):
                 return _parts(CustomEvent(name=name, value=data))
+            case SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
+                steer = {"steerId": steer_id, "status": status, "input": text, "reason": reason}
+                return _parts(CustomEvent(name="steer", value={k: v for k, v in steer.items() if v is not None}))
             case QuestionAsked(answered=True) | QuestionAnswered():
                 return []  # the run goes on: as one AG-UI run, or the next one (`continuing`)
             case QuestionAsked(run_id=run_id, question=question):

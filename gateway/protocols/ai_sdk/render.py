@@ -57,6 +57,7 @@ from tokentail.gateway.reading.reducer import (
     RunEnded,
     RunOpened,
     StatusShown,
+    SteerShown,
     ToolCalled,
     ToolDenied,
     ToolFailedOp,
@@ -129,6 +130,10 @@ class UiMessageStream(FramedRenderer[Part]):
                 return [_asked(question), {"type": "finish-step"}, {"type": "finish", "finishReason": "tool-calls"}]
             case QuestionAnswered(input_id=input_id, answer=answer):
                 return [_answered(input_id, answer)]
+            case SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
+                # One data part per steer, its status updated in place (the SDK replaces a part by its id).
+                steer = {"status": status} | ({"input": text} if text is not None else {})
+                return [{"type": "data-steer", "id": steer_id, "data": steer | ({"reason": reason} if reason else {})}]
             case ContentDropped(kept=kept):
                 return [{"type": "reset-step"}, *(part for shown in kept for part in self.render(shown))]
             case RunEnded(ending=ending):

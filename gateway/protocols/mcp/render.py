@@ -41,6 +41,7 @@ from tokentail.gateway.reading.reducer import (
     RunEnded,
     RunOpened,
     StatusShown,
+    SteerShown,
     ToolCalled,
     ToolDenied,
     ToolFailedOp,
@@ -177,6 +178,7 @@ class Progress(Renderer[str]):
                 | DataShown()
                 | QuestionAsked()
                 | QuestionAnswered()
+                | SteerShown()
                 | ContentDropped()
                 | RunEnded()
                 | GapFound()

@@ -57,6 +57,7 @@ from tokentail.gateway.reading.reducer import (
     RunEnded,
     RunOpened,
     StatusShown,
+    SteerShown,
     ToolCalled,
     ToolDenied,
     ToolFailedOp,
@@ -192,8 +193,8 @@ class ResponseEvents(FramedRenderer[Part]):
                 ToolFailedOp(call_id=call_id, error=error, seq=seq) | ToolDenied(call_id=call_id, error=error, seq=seq)
             ):
                 return self._tool_output(call_id, {"error": error}, seq)
-            case StatusShown() | DataShown():
-                return []  # the Responses API has no such item
+            case StatusShown() | DataShown() | SteerShown():
+                return []  # the Responses API has no such item (its steers are its WebSocket mode's)
             case QuestionAsked(question=question, seq=seq):
                 return self._question(question, seq) if self._in_segment else []
             case ContentDropped(after=after, kept=kept):
