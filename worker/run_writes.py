@@ -107,7 +107,6 @@ class RunLease:
         """Take in the steers waiting for the run, recorded as its step `step_key`, after `output_at`
         characters of its answer (apply_steers.lua)."""
         self.inbox.sent.clear()  # what is sent from now on is for the next boundary
-        self.inbox.listening = True
         applied = await self._ridden("steers", lambda: self.runs.apply_steers(self, step_key, output_at))
         if applied.seq is not None:
             self.journal.written = max(self.journal.written, applied.seq)

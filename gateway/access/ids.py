@@ -22,6 +22,12 @@ def new_steer_id() -> str:
     return "st_" + secrets.token_urlsafe(9)
 
 
+def steer_id_of(run_id: str) -> str:
+    """The id of the steer a follow-up becomes with multitask `steer`: made from its run's id, so the
+    same request sent again (the same idempotency key) is the same steer."""
+    return "st_" + run_id.removeprefix("r_")
+
+
 def idempotent_id(prefix: str, *names: str) -> str:
     """The id a request sent with an `Idempotency-Key` gives its session (`s_`) or run (`r_`), from
     the key and what scopes it (the tenant; the session): the same request sent again names the same

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, cast
 
 from opentelemetry.trace import SpanKind
 
+from tokentail.gateway.access.ids import steer_id_of
 from tokentail.gateway.reading import first_delta
 from tokentail.shared import run_spans, tracing
 from tokentail.shared.errors import (
@@ -85,12 +86,6 @@ class QueueResult(NamedTuple):
     run_id: str  # the run queued; STEERED: the active run, which its input steers
     seq: int | None  # of its `run.queued` (STEERED: of its `steer.accepted`; None if sent before)
     ended: tuple[bytes, ...] = ()  # traced: the runs an interrupt ended, as they were (QueueReply.ended)
-
-
-def steer_id_of(run_id: str) -> str:
-    """The id of the steer a follow-up becomes with multitask `steer`: made from its run's id, so the
-    same request sent again (the same idempotency key) is the same steer."""
-    return "st_" + run_id.removeprefix("r_")
 
 
 class SessionWrites(Writes):

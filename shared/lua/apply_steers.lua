@@ -14,15 +14,12 @@ if refused then return refused end
 local raws = redis.call('LRANGE', k.steers, 0, -1)
 if #raws == 0 then return reply.none{} end
 local ts = clock()
+local run = get_run(k.runs, a.run_id)
+local taken = run.steers and cjson.decode(run.steers) or {}
 local seq
 for _, raw in ipairs(raws) do
   local steer = cjson.decode(raw)
   seq = add_event(k, s, 'steer.applied', cjson.encode({run_id = a.run_id, steer_id = steer.steer_id}), ts)
-end
-local run = get_run(k.runs, a.run_id)
-local taken = run.steers and cjson.decode(run.steers) or {}
-for _, raw in ipairs(raws) do
-  local steer = cjson.decode(raw)
   taken[#taken + 1] = {steer_id = steer.steer_id, input = steer.input, output_at = tonumber(a.output_at)}
 end
 run.steers = cjson.encode(taken)  -- (opaque, as the record's lists are: shared/store.py)

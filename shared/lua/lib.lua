@@ -2,8 +2,9 @@
 -- file in front of each script, after three constants of the topology: PUBLISH_EVENTS ('PUBLISH',
 -- or 'SPUBLISH' on a Redis Cluster, so a session's notifications stay on its shard), SPLIT_QUEUE
 -- (true when the job queue is on a Redis of its own, which no script here can write to) and ARCHIVE,
--- and two that Python shares (shared/records.py: STEERS_STEP, MAX_PENDING_STEERS); and after it, the script's keys and arguments bound by name: `k` (keys), `s` (the settings and
--- session id of a script that queues or ends runs: shared/scripts/runs.py `SessionArgs`), `a` (its own).
+-- and two that Python shares (shared/records.py: STEERS_STEP, MAX_PENDING_STEERS); and after it, the
+-- script's keys and arguments bound by name: `k` (keys), `s` (the settings and session id of a script
+-- that queues or ends runs: shared/scripts/runs.py `SessionArgs`), `a` (its own).
 --
 -- Leases. A run's `lease` key holds the token of the worker running it, with no expiry: it is the
 -- fence (appends and renewals must present it). When the lease runs out is the meta field
@@ -238,9 +239,9 @@ local function add_steer(k, s, run_id, steer_id, input, channel)
     if cjson.decode(raw).steer_id == steer_id then return 'again' end
   end
   if #steers >= MAX_PENDING_STEERS then return 'too_many' end
-  redis.call('RPUSH', k.steers, cjson.encode({steer_id = steer_id, run_id = run_id, input = input}))
-  local data = cjson.encode({run_id = run_id, steer_id = steer_id, input = input})
-  local seq = add_event(k, s, 'steer.accepted', data, (clock()))
+  local steer = cjson.encode({steer_id = steer_id, run_id = run_id, input = input})  -- the record, and the event's data
+  redis.call('RPUSH', k.steers, steer)
+  local seq = add_event(k, s, 'steer.accepted', steer, (clock()))
   redis.call('PUBLISH', channel, run_id)
   return 'ok', seq
 end

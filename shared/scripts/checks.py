@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from tokentail.shared.jobs import JOB_TTL_MS, RUN_JOB
 from tokentail.shared.keys import Keys
 from tokentail.shared.scripts.contract import ArgGroup, Effect, KeyGroup, Script
-from tokentail.shared.scripts.reply import Reply
+from tokentail.shared.scripts.reply import Reply, text_of
 
 
 @dataclass(slots=True)
@@ -172,4 +172,4 @@ class Archived(Script[Archiving]):
     ttl: int  # the session's retention in Redis, seconds
 
     def parse(self, reply: Any) -> Archiving:
-        return Archiving(reply.decode() if isinstance(reply, bytes) else str(reply))
+        return Archiving(text_of(reply))

@@ -26,7 +26,8 @@ T = TypeVar("T")
 VALUE = "value"
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
+    """A string Redis replied (bytes), or a number, as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -39,9 +40,9 @@ def _converter(hint: Any) -> Callable[[Any], Any]:
         return lambda value: value == 1  # Lua's true reaches Redis's reply as 1
     convert: Callable[[Any], Any]
     if isinstance(hint, type) and issubclass(hint, Enum):
-        convert = (lambda value: hint(_text(value))) if issubclass(hint, str) else (lambda value: hint(int(value)))
+        convert = (lambda value: hint(text_of(value))) if issubclass(hint, str) else (lambda value: hint(int(value)))
     elif hint is str:
-        convert = _text
+        convert = text_of
     elif hint is int:
         convert = int
     else:
@@ -82,7 +83,7 @@ class Reply(Generic[T]):
             unknown = set(outcomes) ^ {member.value for member in outcome}
             if unknown:
                 raise TypeError(f"{of.__name__}: the outcomes declared and its outcome's values differ: {unknown}")
-            self._outcome: Callable[[Any], Any] = lambda value: outcome(_text(value))
+            self._outcome: Callable[[Any], Any] = lambda value: outcome(text_of(value))
         self._fields = {
             tag: tuple(self._field(hints, name, name == names[-1]) for name in names) for tag, names in outcomes.items()
         }

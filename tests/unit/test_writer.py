@@ -49,7 +49,6 @@ class RecordingLease:
 
     async def apply_steers(self, step_key: str, output_at: int) -> AppliedSteers:
         self.inbox.sent.clear()
-        self.inbox.listening = True
         if not self.steers:
             return AppliedSteers(Applied.NONE)
         records = [Steer(steer_id=f"st_{n}", run_id=self.run_id, input=text) for n, text in enumerate(self.steers)]
