@@ -2,6 +2,7 @@
 jobs what it sees of arq's own worker's, and a poll's claims and its jobs' finishes are joined."""
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -12,7 +13,7 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.jobs import Job, JobStatus
 from arq.worker import Retry, Worker, func
 
-from tests.waiting import eventually
+from tests.waiting import eventually, scaled
 from tokentail.shared.scripts.contract import Script
 from tokentail.shared.scripts.pickup import ClaimJobs, FinishJobs
 from tokentail.shared.scripts.runner import ScriptRunner
@@ -30,8 +31,9 @@ def queue() -> str:
 
 @pytest.fixture
 async def pool(redis_url: str, queue: str) -> AsyncIterator[ArqRedis]:
-    """A plain arq client."""
-    pool = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=queue)
+    """A plain arq client; its connections may take a loaded machine's time to open (arq's default: 1 s)."""
+    settings = dataclasses.replace(RedisSettings.from_dsn(redis_url), conn_timeout=int(scaled(10)))
+    pool = await create_pool(settings, default_queue_name=queue)
     yield pool
     await pool.aclose()
 
