@@ -130,6 +130,14 @@ class RunRecord(BaseModel):
         return self.status in ("queued", "running", "waiting")
 
     @property
+    def segment(self) -> int:
+        """Which of its segments is going on: one more after each answer and each steer it took in.
+        A segment is one response of the Responses API (gateway/protocols/responses/render.py): a
+        response ends at a question, or where a steer was taken in, and the run goes on as the next
+        one. lib.lua's segment_of counts the same."""
+        return len(self.answers) + len(self.steers)
+
+    @property
     def question(self) -> Question | None:
         """The question the run waits for an answer to."""
         return next((q for q in self.asked if q.input_id == self.waiting_for), None) if self.waiting_for else None

@@ -113,7 +113,7 @@ class Hook(NamedTuple):
                 input_id = json.loads(self.data)["input_id"]
                 segment = next((i for i, q in enumerate(run.asked) if q.input_id == input_id), len(run.answers))
             else:
-                segment = len(run.answers)
+                segment = run.segment
         payload = {
             "id": f"evt_{self.session_id}_{self.seq}",
             "object": "event",

@@ -15,3 +15,9 @@ async def listening(ctx: RunContext) -> None:
 async def deaf(ctx: RunContext) -> None:
     await ctx.delta("Working.")
     await gate(ctx)
+
+
+async def listening_then_held(ctx: RunContext) -> None:
+    """As `listening`, then waits at a second gate ("after"): its run goes on past the steer."""
+    await listening(ctx)
+    await gate(ctx, "after")

@@ -7,13 +7,13 @@
 -- A caller that saw a run names it, and the run is cancelled only if it is still the active one:
 -- the check and the cancel are one step, so a cancel meant for a run that ended meanwhile never
 -- lands on the run that came after it. A Responses API response is a run's segment (its part
--- after its k-th answer; gateway/protocols/responses/requests.py): a caller naming one also gives k, and the
--- run is cancelled only while it has exactly k answers, i.e. before the answer that opens the next
--- response. With `ended_at_question`, not while it waits for the answer either: the response ended
+-- after its k-th answer or steer taken in; lib.lua's segment_of): a caller naming one also gives k,
+-- and the run is cancelled only while it is in segment k, i.e. before the answer or steer that opens
+-- the next response. With `ended_at_question`, not while it waits for the answer either: the response ended
 -- at its question (a stream's client leaving then leaves the question to be answered).
 --
 -- Keys, arguments and replies: shared/scripts/runs.py `CancelRun` (`expected`: the run expected
--- active, '' the active one, whichever; `segment`: its answers so far, '' any number;
+-- active, '' the active one, whichever; `segment`: segment_of the run, '' any;
 -- `ended_at_question`: '1' to leave it alone while it waits for the answer to that question).
 if redis.call('EXISTS', k.meta) == 0 then
   if redis.call('EXISTS', k.gone) == 1 then return reply.gone{} end
@@ -26,7 +26,7 @@ if expected ~= '' then
   if run_id ~= expected then return reply.not_active{run_id = expected} end
   if segment ~= '' then
     local run = get_run(k.runs, run_id)
-    if answer_count(run) ~= tonumber(segment) or (ended_at_question and run.status == 'waiting') then
+    if segment_of(run) ~= tonumber(segment) or (ended_at_question and run.status == 'waiting') then
       return reply.not_active{run_id = expected}
     end
   end

@@ -43,19 +43,22 @@ end
 -- SPLIT_QUEUE, the caller does, before and after the script.
 local HOOKED = {['run.completed'] = true, ['run.failed'] = true, ['run.cancelled'] = true, ['input.required'] = true}
 
--- How many answers a run record holds (its `answers`, kept as opaque JSON): which of the run's
--- segments, the Responses API's responses, is going on (gateway/protocols/responses/requests.py).
-local function answer_count(run)
-  local answers = run.answers
-  if type(answers) == 'string' then answers = cjson.decode(answers) end
+-- Which of a run's segments, the Responses API's responses, is going on: one more after each answer
+-- and each steer taken in (its `answers` and `steers`, kept as opaque JSON). As RunRecord.segment
+-- (shared/records.py), which says why.
+local function segment_of(run)
   local count = 0
-  if type(answers) == 'table' then
-    for _ in pairs(answers) do count = count + 1 end
+  for _, field in ipairs({'answers', 'steers'}) do
+    local value = run[field]
+    if type(value) == 'string' then value = cjson.decode(value) end
+    if type(value) == 'table' then
+      for _ in pairs(value) do count = count + 1 end
+    end
   end
   return count
 end
 
--- An entry also keeps the segment of its run that the event ends (its answers so far): an OpenAI
+-- An entry also keeps the segment of its run that the event ends (segment_of): an OpenAI
 -- webhook names that response, and the run's record may be gone (deleted) by its delivery.
 -- A session with A2A push configs (`a2a_push`, watch_a2a_push.lua) keeps them too, with or without a
 -- URL of its own: the deliverer posts each to its task's configs (shared/a2a_push.py).
@@ -64,7 +67,7 @@ local function add_hook(k, s, seq, event_type, data, ts, output)
   local url = hook[1] or ''
   if url == '' and not hook[3] then return end
   local record = redis.call('HGET', k.runs, cjson.decode(data).run_id)
-  local segment = record and answer_count(cjson.decode(record)) or 0
+  local segment = record and segment_of(cjson.decode(record)) or 0
   local entry = {seq = seq, ts = ts, type = event_type, data = data, url = url, tenant = hook[2] or 'public',
                  output = output, segment = segment, a2a = hook[3] and true or nil}
   redis.call('RPUSH', k.hooks, cjson.encode(entry))

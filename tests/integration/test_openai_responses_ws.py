@@ -151,7 +151,7 @@ async def test_bad_messages_are_answered_with_error_events_and_the_socket_stays_
     async with sdk(two_gateways[0]).responses.connect() as connection:
         sent: list[str] = [
             "not json",
-            json.dumps({"type": "response.steer", "previous_response_id": "resp_x", "input": "faster"}),
+            json.dumps({"type": "response.cancel"}),
             json.dumps({"type": "response.create", "model": "scripted", "input": "x", "stream_id": "no spaces"}),
             json.dumps({"type": "response.create", "model": "scripted", "input": "x", "generate": False}),
             json.dumps({"type": "response.create", "input": "no model", "stream_id": "l1"}),

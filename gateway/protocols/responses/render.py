@@ -1,9 +1,12 @@
 """OpenAI's Responses API streaming events (what `openai`'s `responses.create(stream=True)` and
 `responses.retrieve(id, stream=True, starting_after=N)` read), from a run's stored events.
 
-A response is a run, or the part of a run between two of its questions (a "segment"): a run that
-asks a person ends its response with the question as an output item, and the answer, sent as an
-input item of a new response with `previous_response_id`, goes on as that run's next segment.
+A response is a run, or the part of a run between two of its questions or steers (a "segment",
+RunRecord.segment): a run that asks a person ends its response with the question as an output item,
+and the answer, sent as an input item of a new response with `previous_response_id`, goes on as that
+run's next segment; a steer the run takes in ends its response `incomplete` (reason `steered`), and
+the run goes on with it as the next segment, the successor, whose id is found with no lookup
+(`resp_<session><run>.<n+1>`).
 
     run.queued            response.created, response.queued (status queued)
     run.started           response.in_progress (a first start; a takeover or a resume adds nothing)
@@ -27,7 +30,11 @@ input item of a new response with `previous_response_id`, goes on as that run's 
                           question's input id); any other question: a `function_call` item named
                           `tokentail_input` (call_id: the input id, arguments: prompt, kind, schema);
                           then response.completed: the run waits for the answer
-    input.received        the k-th answer opens the run's segment k: response.created, .in_progress
+    input.received        an answer opens the run's next segment: response.created, .in_progress
+    steer.applied         the response ends response.incomplete (incomplete_details.reason `steered`)
+                          and the steer opens the run's next segment: response.created, .in_progress
+                          (a steer taken in again after a start over opens none: it has its segment)
+    steer.accepted/failed nothing: WebSocket mode answers its `response.steer` itself (socket.py)
     status, data.<name>   nothing (the Responses API has no such item)
     gap                   an `error` event (code `gap`): the stream was trimmed past the run's start
 
@@ -90,7 +97,9 @@ class ResponseEvents(FramedRenderer[Part]):
         self.kept: list[bytes] | None = [] if keep else None
         self._kept_bytes = 0
         self.numbering = Numbering()
-        self.answers_seen = 0  # input.received events of the run so far
+        self.segments_seen = 0  # segments of the run begun so far, less one (answers, steers taken in)
+        self.incomplete_reason: str | None = None
+        self._steers_taken: set[str] = set()
         self.status = "queued"
         self.created_at: float | None = None
         self.completed_at: float | None = None
@@ -111,7 +120,7 @@ class ResponseEvents(FramedRenderer[Part]):
             "status": self.status,
             "output": self.output.listed(),
             "error": self.error,
-            "incomplete_details": None,
+            "incomplete_details": None if self.incomplete_reason is None else {"reason": self.incomplete_reason},
             "completed_at": self.completed_at,
             "usage": _usage(self.usage) if self.usage is not None else None,
             "parallel_tool_calls": False,
@@ -142,7 +151,12 @@ class ResponseEvents(FramedRenderer[Part]):
 
     @property
     def _in_segment(self) -> bool:
-        return self.answers_seen == self.segment
+        return self.segments_seen == self.segment
+
+    @property
+    def steered(self) -> bool:
+        """It ended where its run took in a steer: the run goes on as the next segment."""
+        return self.incomplete_reason == "steered"
 
     # -- the run's operations ---------------------------------------------------------------------
 
@@ -168,11 +182,13 @@ class ResponseEvents(FramedRenderer[Part]):
                 self.status = "in_progress"
                 return [self._lifecycle("response.in_progress")]
             case QuestionAnswered():
-                self.answers_seen += 1
-                if not self._in_segment:
+                return self._next_segment()
+            case SteerShown(status="applied", steer_id=steer_id):
+                if steer_id in self._steers_taken:
                     return []
-                self._created, self.created_at, self.status = True, self.reducer.event_ts, "in_progress"
-                return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
+                self._steers_taken.add(steer_id)
+                self.incomplete_reason = "steered" if self._in_segment else None
+                return [*self._end("incomplete", "response.incomplete"), *self._next_segment()]
             case BlockOpened(kind=kind, block=block):
                 return self.output.open(kind, block) if self._in_segment else []
             case BlockAppended(kind=kind, text=text):
@@ -205,6 +221,14 @@ class ResponseEvents(FramedRenderer[Part]):
                 return [self.numbering.event("error", code="gap", message=_gap_message(gap), param=None)]
             case _:
                 assert_never(operation)
+
+    def _next_segment(self) -> list[Part]:
+        """An answer or a steer taken in: the run goes on as its next segment, this response if it is."""
+        self.segments_seen += 1
+        if not self._in_segment:
+            return []
+        self._created, self.created_at, self.status = True, self.reducer.event_ts, "in_progress"
+        return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
 
     def _ended(self, ending: Ending) -> list[Part]:
         match ending:

@@ -120,7 +120,7 @@ class ResponseRef:
         elif position:
             # A run a fork copied is named as in the session it was made in: the id the client sent.
             before = runs[position - 1]
-            previous = response_id(self.session.origin_of(before), before.run_id, len(before.answers))
+            previous = response_id(self.session.origin_of(before), before.run_id, before.segment)
         else:
             previous = None
         return {
@@ -132,6 +132,10 @@ class ResponseRef:
             "created_at": self.run.queued_at or self.session.created_at,
             **known,
         }
+
+    def successor(self) -> "ResponseRef":
+        """The response its run goes on as after it (an answer, or a steer taken in)."""
+        return ResponseRef(self.session, self.run, self.segment + 1)
 
     @property
     def after(self) -> int:
@@ -148,7 +152,7 @@ async def find_response(auth: Authenticator, caller: Caller, store: SessionStore
     await auth.check_access(caller, session_id, store)
     session = await store.get_session(session_id)
     run = next((run for run in session.runs if run.run_id == run_id), None)
-    if run is None or segment > len(run.answers):
+    if run is None or segment > run.segment:
         raise RunNotFound(session_id, value)
     return ResponseRef(session, run, segment)
 
@@ -192,10 +196,10 @@ class ResponseRequests(RunCommands):
         (gateway/commands/branching.py). A response that ended at a question its run went on from
         has no turn of its own to go on from: refused."""
         run, session = previous.run, previous.session
-        if previous.segment < len(run.answers):
-            latest = response_id(session.session_id, run.run_id, len(run.answers))
+        if previous.segment < run.segment:
+            latest = response_id(session.session_id, run.run_id, run.segment)
             raise InvalidInput(
-                f"previous_response_id: response {previous.id} ended at a question its run went on from: "
+                f"previous_response_id: response {previous.id} ended where its run went on from: "
                 f"a new message goes after the run's last response, {latest}"
             )
         if session.runs[-1].run_id == run.run_id:
@@ -247,8 +251,8 @@ class ResponseRequests(RunCommands):
         input_id = run.waiting_for
         await answer_run(self.runs, previous.session.session_id, run, input_id, answers[input_id])
         session = await self.store.get_session(previous.session.session_id)
-        answered = _run_in(session, run.run_id)
-        return ResponseRef(session, answered, len(answered.answers))
+        # The segment the answer opens (not the run's now: a steer taken in since opened another).
+        return ResponseRef(session, _run_in(session, run.run_id), run.segment + 1)
 
 
 def _run_in(session: SessionRecord, run_id: str) -> RunRecord:

@@ -2,6 +2,7 @@
 over one socket, `GET /v1/responses` upgraded (protocols/responses/routes.py serves it).
 
     client → server   {"type": "response.create", "stream_id"?: "<lane>", ...the body of POST /v1/responses}
+                      {"type": "response.steer", "previous_response_id", "input"}: steering.py
     server → client   the response's stream events, as over HTTP, one text message each, with the
                       create's "stream_id" added when it gave one
                       {"type": "error", "status": 4xx, "error": {"type", "code", "message", "param"},
@@ -16,6 +17,9 @@ its creates in order, each once the response before it ended; lanes go at once, 
 `MAX_ACTIVE` responses in flight on a socket, further creates waiting in their lanes (up to
 `MAX_WAITING`: past that, an error). Each response in flight holds one of the tenant's stream slots
 from before its run is queued to its end, as an HTTP stream does (a 429 means nothing started).
+
+A response that ends where its run took in a steer (`incomplete`, reason `steered`) is followed in
+its lane by its successor, the run's next segment, as OpenAI's WebSocket mode sends it.
 
 A response that is not `background` ends with its socket, as an HTTP stream's ends with its
 request: a socket that closes mid-response (the client left, the network dropped) cancels it
@@ -43,6 +47,7 @@ from tokentail.gateway.protocols.responses.follow import cancel_unless_ended, ev
 from tokentail.gateway.protocols.responses.output import Part
 from tokentail.gateway.protocols.responses.render import ResponseEvents
 from tokentail.gateway.protocols.responses.requests import ResponseRef, ResponseRequests
+from tokentail.gateway.protocols.responses.steering import SteerFailed, accepted, failed, pending, steer_response
 from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.renderer import compact
 from tokentail.gateway.reading.shutdown import StreamShutdown
@@ -80,6 +85,7 @@ class InFlight:
     ref: ResponseRef
     events: ResponseEvents
     background: bool
+    stream_id: str | None = None
 
 
 class ResponsesSocket:
@@ -111,6 +117,8 @@ class ResponsesSocket:
         stream_id = None
         try:
             message = self._parse(text)
+            if message.get("type") == "response.steer":
+                return await self._steer(message)
             stream_id = self._stream_id(message)
             self._enqueue(stream_id, self._create(message))
         except Refused as exc:
@@ -147,8 +155,7 @@ class ResponsesSocket:
     def _create(self, message: dict[str, Any]) -> CreateResponse:
         kind = message.get("type")
         if kind != "response.create":
-            what = "steering is" if kind == "response.steer" else f"{kind!r} is"
-            raise Refused(400, "unsupported_event", f"{what} not supported: send response.create")
+            raise Refused(400, "unsupported_event", f"{kind!r} is not supported: send response.create (or .steer)")
         if message.get("generate") is False:
             raise Refused(400, "unsupported_parameter", "generate: a warm-up (false) is not supported: send the turn")
         # `stream` is implicit over a socket; `background` is taken (see the module's docstring).
@@ -190,11 +197,17 @@ class ResponsesSocket:
             async with self.streams.reserve():  # taken first: a 429 started nothing
                 ref = await self._create_response(body)
                 events = events_of(ref, background=body.background)
-                self.in_flight[ref.id] = InFlight(ref, events, body.background)
-                async for parts in follow(self.streams.hub, ref, events, self.streams.settings.sse_batch, TRANSPORT):
-                    await self.send(parts, stream_id)
-                # Not reached if the socket closed meanwhile: `close` then finds it in flight.
-                del self.in_flight[ref.id]
+                batch = self.streams.settings.sse_batch
+                while True:
+                    self.in_flight[ref.id] = InFlight(ref, events, body.background, stream_id)
+                    async for parts in follow(self.streams.hub, ref, events, batch, TRANSPORT):
+                        await self.send(parts, stream_id)
+                    # Not reached if the socket closed meanwhile: `close` then finds it in flight.
+                    del self.in_flight[ref.id]
+                    if not events.steered:
+                        break
+                    ref = ref.successor()  # the run goes on with the steer: its next response
+                    events = events_of(ref, background=body.background)
             if not events.finished and not self.shutdown.started:  # (a stopping gateway closes the socket: 1012)
                 gone = SessionNotFound(ref.session.session_id)
                 await self.error(*describe(gone), "the response's conversation was deleted", stream_id)
@@ -207,6 +220,29 @@ class ResponsesSocket:
             if (outage := describe_outage(exc)) is None:
                 raise
             await self.error(503, outage[0], outage[1], stream_id)  # Redis is unwell: the create may be sent again
+
+    async def _steer(self, message: dict[str, Any]) -> None:
+        """A `response.steer`: stored, then answered (steering.py); refused with `response.steer.failed`."""
+        target = self.in_flight.get(str(message.get("previous_response_id")))
+        sent = max(target.events.numbering.next - 1, 0) if target else 0
+        stream_id = target.stream_id if target else None
+        try:
+            async with self._lock:  # its lane sends nothing meanwhile: `accepted` comes before the successor
+                ref, steer_id = await steer_response(self.requests, self.runs, message)
+                answers = [accepted(steer_id, ref.id, sent)]
+                if waits := pending(steer_id, ref.id, ref.run, sent):
+                    answers.append(waits)
+                for answer in answers:
+                    await self.websocket.send_text(socket_message(answer, stream_id))
+        except SteerFailed as exc:
+            await self.send([failed(exc, message, sent)], stream_id)
+        except TokentailError as exc:  # a read token's (403)
+            status, code = describe(exc)
+            await self.error(status, code, str(exc) if status < 500 else "internal error", None)
+        except Exception as exc:
+            if (outage := describe_outage(exc)) is None:
+                raise
+            await self.error(503, outage[0], outage[1], None)  # whether it was stored is not known
 
     async def _create_response(self, body: CreateResponse) -> ResponseRef:
         """`POST /v1/responses`'s create, carried through a close of the socket meanwhile: `close`
