@@ -184,11 +184,12 @@ async def _model_turn(
     reasoning_chars = 0
     calls: list[ToolCall] = []
     thinking: list[ThinkingBlock] = []
-    cut, steered = _SteerCut(prefix), context.hooks.writer.lease.inbox.sent  # (read per token: no lookups)
+    lease = context.hooks.writer.lease
+    cut, steered = _SteerCut(prefix), lease.inbox.sent  # (read per token: no lookups)
     async for chunk in chunks:
         progress.streamed = True
         if isinstance(chunk, TextDelta):
-            if steered.is_set() and not calls and cut.before(chunk.text):
+            if steered.is_set() and not calls and cut.before(chunk.text) and await lease.steers_wait():
                 with contextlib.suppress(Exception):  # the model's stream, closed early: its errors are moot
                     await chunks.aclose()  # type: ignore[attr-defined]
                 break

@@ -112,6 +112,19 @@ class RunLease:
             self.journal.written = max(self.journal.written, applied.seq)
         return applied
 
+    async def steers_wait(self) -> bool:
+        """Whether steers wait for the run now: asked where `inbox.sent` would cut the model's text,
+        since it may say so late (a renewal's reply computed before the last steers were taken in,
+        a notification delivered after): a cut with nothing to take in would end the answer there."""
+        self.inbox.sent.clear()  # (first: a steer sent during the read sets it again)
+        try:
+            waiting = await self.runs.steers_waiting(self)
+        except Exception:  # Redis unwell: go by what the worker was told; taking them in rides it out
+            waiting = True
+        if waiting:
+            self.inbox.sent.set()
+        return waiting
+
     async def hand_over(self, past_seq: int | None = None) -> Requeue:
         """Give the run to another worker (this one is stopping); `past_seq`: after events Redis
         lost, the run goes on after this id (see requeue_run.lua)."""
@@ -281,6 +294,9 @@ class RunWrites(Writes):
         keys, args = self.scope.run_keys(lease.session_id), self.scope.args(lease.session_id)
         applying = ApplySteers(keys, args, lease.run_id, lease.token, step_key, output_at, lease.journal.written)
         return await self.run(applying)
+
+    async def steers_waiting(self, lease: RunLease) -> bool:
+        return bool(await self.redis.exists(self.keys.session(lease.session_id).steers))
 
     async def ask(
         self, lease: RunLease, asked: list[Question], event: InputRequired, on_expiry: tuple[str, str] | None

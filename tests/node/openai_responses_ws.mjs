@@ -119,6 +119,52 @@ const scenarios = {
     session.close();
     say({ result: { ...summary(kept), retrieved: { status: final.status, outputText: final.output_text } } });
   },
+
+  // A response steered mid-answer (`connection.send({type: "response.steer", ...})`, as the SDK's
+  // types have it), its successor followed on the lane; then steers for an unknown and a finished
+  // response. With `cut`, the socket's gateway is killed once the steer was accepted (the test acts
+  // on the "accepted" step), and the rest is read on the other gateway: the steered response to
+  // its end, then its successor.
+  async steer() {
+    const { connection, events, session } = await connect(options.gateways[0]);
+    const lane = session.lane("chat");
+    lane.create({ model: "scripted", input: options.input, params: options.params });
+    await until(() => events.filter((e) => e.type === "response.output_text.delta").length >= 5);
+    const steeredId = events[0].response.id;
+    const successorId = `${steeredId}.1`;
+    connection.send({ type: "response.steer", previous_response_id: steeredId, input: options.steer });
+    await until(() => events.some((e) => e.type.startsWith("response.steer.")));
+    const answer = events.find((e) => e.type.startsWith("response.steer."));
+    let steered;
+    let successor;
+    if (options.cut) {
+      steered = events.filter((e) => e !== answer);
+      const last = steered.at(-1).sequence_number;
+      say({ step: "accepted", responseId: steeredId, last });
+      const other = client(options.gateways[1]);
+      for await (const e of await other.responses.retrieve(steeredId, { stream: true, starting_after: last })) steered.push(e);
+      successor = [];
+      for await (const e of await other.responses.retrieve(successorId, { stream: true })) successor.push(e);
+    } else {
+      await until(() => events.some((e) => e.type === "response.completed" && e.response.id === successorId));
+      const start = events.findIndex((e) => e.type === "response.created" && e.response.id === successorId);
+      steered = events.slice(0, start).filter((e) => e !== answer);
+      successor = events.slice(start);
+      connection.send({ type: "response.steer", previous_response_id: `${steeredId.slice(0, -4)}zzzz`, input: "x" });
+      connection.send({ type: "response.steer", previous_response_id: successorId, input: "too late" });
+      await until(() => events.filter((e) => e.type === "response.steer.failed").length >= 2);
+    }
+    session.close();
+    connection.close();
+    say({
+      result: {
+        answer: { type: answer.type, steeredId: answer.steer.previous_response_id, streamId: answer.stream_id ?? null },
+        steered: { ...summary(steered), reason: steered.at(-1).response.incomplete_details?.reason ?? null },
+        successor: { ...summary(successor), id: successor[0].response.id, previous: successor[0].response.previous_response_id },
+        failed: events.filter((e) => e.type === "response.steer.failed").map((e) => e.error.code),
+      },
+    });
+  },
 };
 
 await play(scenarios);

@@ -53,3 +53,38 @@ def test_a_response_whose_gateway_was_killed_goes_on_and_resumes_on_the_other_ga
     ).result
     assert result["sequence"] == list(range(len(result["sequence"]))), "no gap, no duplicate"
     assert result["status"] == "completed" and result["text"] == result["outputText"] == ANSWER
+
+
+STEER = "say it in French"
+
+
+def test_a_steer_ends_the_response_steered_and_its_successor_follows_on_the_lane(chats: ChatStack) -> None:
+    result = run_node("openai_responses_ws.mjs", "steer", options(chats) | {"steer": STEER}).result
+    assert result["answer"]["type"] == "response.steer.accepted" and result["answer"]["streamId"] == "chat"
+    _check_steered(result)
+    assert result["failed"] == ["response_not_found", "response_already_completed"]
+
+
+def test_a_steer_accepted_by_a_gateway_killed_right_after_is_followed_on_the_other_gateway(chats: ChatStack) -> None:
+    doomed = chats.stack.gateway()
+
+    def kill_gateway(step: dict[str, Any]) -> None:
+        if step["step"] == "accepted":
+            chats.stack.gateways[doomed].send_signal(signal.SIGKILL)
+
+    opts = options(chats, [doomed, chats.url]) | {"steer": STEER, "cut": True}
+    result = run_node("openai_responses_ws.mjs", "steer", opts, on_step=kill_gateway).result
+    assert result["answer"]["type"] == "response.steer.accepted"
+    _check_steered(result)
+
+
+def _check_steered(result: dict[str, Any]) -> None:
+    steered, successor = result["steered"], result["successor"]
+    assert steered["sequence"] == list(range(len(steered["sequence"]))), "no gap, no duplicate"
+    assert steered["types"][-1] == "response.incomplete" and steered["reason"] == "steered"
+    assert steered["text"] == steered["outputText"] != "" and ANSWER.startswith(steered["text"])
+    assert len(steered["text"]) < len(ANSWER), "cut where the steer was taken in"
+    assert successor["id"] == f"{result['answer']['steeredId']}.1" and successor["previous"] == result["answer"]["steeredId"]
+    assert successor["sequence"] == list(range(len(successor["sequence"])))
+    assert successor["types"][-1] == "response.completed" and successor["status"] == "completed"
+    assert f'"{STEER}"' in successor["text"] and successor["text"] == successor["outputText"]

@@ -200,6 +200,18 @@ async def test_a_steer_cuts_the_answer_at_a_safe_point_and_the_next_request_carr
     assert json.loads(store.steps["turn#0"])["message"]["content"] == "Paris is"
 
 
+async def test_word_of_a_steer_already_taken_in_cuts_nothing() -> None:
+    # A lease renewal's reply said steers wait, computed before the last ones were taken in: the
+    # answer after them streams whole (a cut with nothing to take in would have ended the run there).
+    store = RecordingLease()
+    context = _context(store, "Capital of France?")
+    model = _SteeredMidAnswer(store, ["Paris", " is", " it."], steer_after=-1)
+    store.inbox.sent.set()
+    await run_model_agent(ASSISTANT, context, model, "m", RetryPolicy(), tool_timeout=5)
+    assert _text(await _events(store, context)) == "Paris is it."
+    assert len(model.requests) == 1 and not store.inbox.sent.is_set()
+
+
 async def test_a_steer_sent_during_a_turn_that_calls_a_tool_comes_after_the_tool_s_result() -> None:
     store = RecordingLease()
     context = _context(store, "What time is it?")

@@ -47,6 +47,12 @@ class RecordingLease:
         self.steers.append(text)
         self.inbox.sent.set()
 
+    async def steers_wait(self) -> bool:
+        """As RunLease's: `inbox.sent` set only while steers wait."""
+        if not self.steers:
+            self.inbox.sent.clear()
+        return bool(self.steers)
+
     async def apply_steers(self, step_key: str, output_at: int) -> AppliedSteers:
         self.inbox.sent.clear()
         if not self.steers:
