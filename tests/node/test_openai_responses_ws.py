@@ -84,7 +84,8 @@ def _check_steered(result: dict[str, Any]) -> None:
     assert steered["types"][-1] == "response.incomplete" and steered["reason"] == "steered"
     assert steered["text"] == steered["outputText"] != "" and ANSWER.startswith(steered["text"])
     assert len(steered["text"]) < len(ANSWER), "cut where the steer was taken in"
-    assert successor["id"] == f"{result['answer']['steeredId']}.1" and successor["previous"] == result["answer"]["steeredId"]
+    steered_id = result["answer"]["steeredId"]
+    assert successor["id"] == f"{steered_id}.1" and successor["previous"] == steered_id
     assert successor["sequence"] == list(range(len(successor["sequence"])))
     assert successor["types"][-1] == "response.completed" and successor["status"] == "completed"
     assert f'"{STEER}"' in successor["text"] and successor["text"] == successor["outputText"]
