@@ -18,6 +18,12 @@ input items, and its `stream_events()` become tokentail events:
   (`agent_updated_stream_event`);
 - the run's usage, summed by the SDK over its model calls, -> `run.completed`.
 
+Steers (docs/steering.md) are taken between the SDK's turns: before a model call, those the worker
+was told of go into its input as user messages (through `RunConfig.call_model_input_filter`,
+after which yours, if any, is called), where they stay for the run's later calls; when the run ends,
+the adapter looks for more (one Redis round trip), and if one was sent, runs the last agent again on
+the whole conversation with it. The SDK's streams are not cut mid-text.
+
 `run_streamed` runs the agent loop in a background task of the SDK's. When tokentail cancels the
 run's task (a client's cancel, a stopping worker), the adapter calls `result.cancel()`, which
 cancels that background task and with it the model's HTTP stream: the token spend stops.
@@ -40,7 +46,7 @@ from agents import (
     ToolCallOutputItem,
     TResponseInputItem,
 )
-from agents.run_config import DEFAULT_MAX_TURNS, ToolErrorFormatterArgs
+from agents.run_config import DEFAULT_MAX_TURNS, CallModelData, ModelInputData, ToolErrorFormatterArgs
 
 from tokentail.frameworks import as_json
 from tokentail.worker.context import RunContext
@@ -74,28 +80,73 @@ def openai_agent(
 
     async def run(ctx: RunContext) -> None:
         failed: dict[str, Failure] = {}
-        result = Runner.run_streamed(
-            agent,
-            input_items(ctx),
-            context=context(ctx) if context is not None else None,
-            max_turns=max_turns,
-            run_config=_telling_failures(run_config or RunConfig(), failed),
-        )
-        label = agent.name
-        try:
-            async for event in result.stream_events():
-                if isinstance(event, AgentUpdatedStreamEvent):  # the start, and each handoff
-                    label = event.new_agent.name
-                else:
-                    await _emit(ctx, event, label, failed)
-        finally:
-            # A no-op once the run is over. Cancelled while this task was not waiting on the SDK's
-            # queue (writing an event, say), the SDK would not know: stop its run loop here.
-            result.cancel()
-        usage = result.context_wrapper.usage
-        ctx.add_usage(usage.input_tokens, usage.output_tokens)
+        steers = Steers(ctx)
+        config = steers.taking(_telling_failures(run_config or RunConfig(), failed))
+        items, current = input_items(ctx), agent
+        while True:
+            result = Runner.run_streamed(
+                current,
+                items,
+                context=context(ctx) if context is not None else None,
+                max_turns=max_turns,
+                run_config=config,
+            )
+            label = current.name
+            try:
+                async for event in result.stream_events():
+                    if isinstance(event, AgentUpdatedStreamEvent):  # the start, and each handoff
+                        label = event.new_agent.name
+                    else:
+                        await _emit(ctx, event, label, failed)
+            finally:
+                # A no-op once the run is over. Cancelled while this task was not waiting on the SDK's
+                # queue (writing an event, say), the SDK would not know: stop its run loop here.
+                result.cancel()
+            usage = result.context_wrapper.usage
+            ctx.add_usage(usage.input_tokens, usage.output_tokens)
+            if not (sent := await ctx.steers()):
+                return
+            # Sent while it made its last answer: the conversation goes on with them.
+            items, current = [*steers.placed(result.to_input_list()), *map(_user, sent)], result.last_agent
+            steers.taken.clear()
 
     return run
+
+
+class Steers:
+    """The steers taken in during one `run_streamed`, each with where it goes in the SDK's input
+    (the input's length when it was taken: the SDK's input only grows within a run)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+        self.taken: list[tuple[int, TResponseInputItem]] = []
+
+    def placed(self, items: list[TResponseInputItem]) -> list[TResponseInputItem]:
+        """`items` with the steers taken in at their places."""
+        placed = list(items)
+        for at, message in reversed(self.taken):
+            placed.insert(at, message)
+        return placed
+
+    def taking(self, config: RunConfig) -> RunConfig:
+        """`config`, with a model input filter that puts the steers in (then calls yours, if any)."""
+        yours = config.call_model_input_filter
+
+        async def steered(data: CallModelData[Any]) -> ModelInputData:
+            sent = data.model_data.input
+            if self._ctx.steered:
+                self.taken += [(len(sent), _user(text)) for text in await self._ctx.steers()]
+            data = dataclasses.replace(data, model_data=dataclasses.replace(data.model_data, input=self.placed(sent)))
+            if yours is None:
+                return data.model_data
+            filtered = yours(data)
+            return await filtered if inspect.isawaitable(filtered) else filtered
+
+        return dataclasses.replace(config, call_model_input_filter=steered)
+
+
+def _user(text: str) -> TResponseInputItem:
+    return {"role": "user", "content": text}
 
 
 class Failure(NamedTuple):

@@ -15,12 +15,20 @@ Mapping (`stream_event`): a text part's start and deltas -> `message.delta`; a t
 `FunctionToolResultEvent` -> `tool.completed`, or `tool.failed` when the tool raised or its call
 was rejected (the outcomes PydanticAI sends to the model as an error); the run's result -> its
 usage (`run.completed`), and a structured (non-text) output as a `data.output` event.
+
+Steers (docs/steering.md) go into the agent's message history as user prompts, through a capability
+of the run (`Steers`), with PydanticAI's own queue (`RunContext.enqueue`): those the worker was told
+of before a model request go into that request; after each model response it looks for more (one
+Redis round trip per model turn), which go into the next request, or, when the agent would end
+there, into one more request. The model's text is not cut mid-stream.
 """
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic_ai import Agent, AgentRunResultEvent
+from pydantic_ai import RunContext as PydanticRunContext
+from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import (
     ERROR_OUTCOMES,
     AgentStreamEvent,
@@ -37,6 +45,7 @@ from pydantic_ai.messages import (
     ThinkingPartDelta,
     UserPromptPart,
 )
+from pydantic_ai.models import ModelRequestContext
 from pydantic_core import to_jsonable_python
 
 from tokentail.worker.context import RunContext
@@ -62,13 +71,38 @@ def pydantic_ai_agent(agent: Agent[Any, Any], deps: Callable[[RunContext], Any] 
 
     async def run(ctx: RunContext) -> None:
         stream = agent.run_stream_events(
-            ctx.input, message_history=history(ctx), deps=deps(ctx) if deps is not None else None
+            ctx.input,
+            message_history=history(ctx),
+            deps=deps(ctx) if deps is not None else None,
+            capabilities=[Steers(ctx)],
         )
         async with stream as events:
             async for event in events:
                 await stream_event(ctx, event)
 
     return run
+
+
+class Steers(AbstractCapability[Any]):  # type: ignore[misc]  # (Any where mypy runs: no pydantic_ai there)
+    """Takes the run's steers into the agent's history (see the module's docstring)."""
+
+    def __init__(self, run: RunContext) -> None:
+        self._run = run
+
+    async def before_model_request(
+        self, ctx: PydanticRunContext[Any], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
+        if self._run.steered:  # told of one since the last look: into this request, and the history
+            for text in await self._run.steers():
+                ctx.enqueue(text)
+        return request_context
+
+    async def after_model_request(
+        self, ctx: PydanticRunContext[Any], *, request_context: ModelRequestContext, response: ModelResponse
+    ) -> ModelResponse:
+        for text in await self._run.steers():
+            ctx.enqueue(text)  # the next request, or one more if the agent would end here
+        return response
 
 
 async def stream_event(ctx: RunContext, event: AgentStreamEvent | AgentRunResultEvent[Any]) -> None:

@@ -21,7 +21,9 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
 from tests.waiting import scaled  # noqa: E402
 from tokentail.shared.events import EventData, event_type_of  # noqa: E402
 from tokentail.shared.records import RunRecord, Turn  # noqa: E402
+from tokentail.shared.scripts.runs import Applied, AppliedSteers  # noqa: E402
 from tokentail.worker.context import RunContext  # noqa: E402
+from tokentail.worker.steer_inbox import SteerInbox  # noqa: E402
 from tokentail.worker.writer import EventWriter  # noqa: E402
 
 AGENTS = '{"weather": "examples.openai_agents_agent:weather"}'
@@ -57,6 +59,15 @@ class Recorder:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.hold: asyncio.Event | None = None
         self.held = asyncio.Event()
+        self.lease = self  # the run's lease: no steer is ever sent to it
+        self.inbox = SteerInbox()
+        self.text = ""
+
+    async def apply_steers(self, step_key: str, output_at: int) -> AppliedSteers:
+        return AppliedSteers(Applied.NONE)
+
+    async def in_order(self, write: Any) -> Any:
+        return await write()
 
     async def delta(self, text: str, agent: str | None = None) -> None:
         self.events.append(("message.delta", {"text": text, "agent": agent}))
@@ -129,6 +140,81 @@ async def test_a_handoff_relabels_the_events_and_usage_adds_up_over_the_model_ca
         {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": "What is the weather in Paris?"},
     ]
+
+
+class _Steered(RunContext):
+    """A run's context whose steers the test sends (`steer`), as the worker would have them."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__(cast(EventWriter, recorder), "s", RunRecord(run_id="r", input="Weather in Paris?"), [])
+        self.waiting: list[str] = []
+        self.told = False
+
+    def steer(self, text: str, told: bool = True) -> None:
+        self.waiting.append(text)
+        self.told = self.told or told
+
+    async def steers(self) -> list[str]:
+        taken, self.waiting, self.told = self.waiting, [], False
+        return taken
+
+    @property
+    def steered(self) -> bool:
+        return self.told
+
+
+def _user_messages(call: Any) -> list[str]:
+    return [item["content"] for item in call.input if isinstance(item, dict) and item.get("role") == "user"]
+
+
+async def test_steers_go_in_between_turns_stay_for_later_calls_and_one_after_the_answer_runs_on() -> None:
+    from agents import Agent, RunConfig, function_tool
+    from agents.testing import ScriptedModel, assistant_message, function_call
+
+    from tokentail.frameworks.openai_agents import openai_agent
+
+    ctx = _Steered(Recorder())
+
+    def get_weather(city: str) -> dict[str, object]:
+        """The weather in a city."""
+        ctx.steer("in French")  # sent while the tool runs: the worker is told
+        return {"city": city, "sky": "sunny"}
+
+    model = ScriptedModel(
+        [
+            [function_call("get_weather", {"city": "Paris"}, call_id="call_1")],
+            [function_call("get_weather", {"city": "Lyon"}, call_id="call_2")],
+            [assistant_message("Ensoleillé.")],
+            [assistant_message("Oui, ensoleillé.")],
+        ]
+    )
+    seen_filter: list[int] = []
+
+    def yours(data: Any) -> Any:  # the user's own filter still runs, after the steers are in
+        seen_filter.append(len(data.model_data.input))
+        return data.model_data
+
+    weather = Agent(name="weather", model=model, tools=[function_tool(get_weather)])
+    agent = openai_agent(weather, run_config=RunConfig(tracing_disabled=True, call_model_input_filter=yours))
+
+    original = ctx.steers
+
+    async def steers_then_one_more() -> list[str]:
+        taken = await original()
+        if len(model.calls) == 3 and not taken and not ctx.waiting:
+            ctx.steer("sure?", told=False)  # sent during the last answer, its word missed
+            return await original()
+        return taken
+
+    ctx.steers = steers_then_one_more  # type: ignore[method-assign]
+    await agent(ctx)
+    calls = model.calls
+    assert len(calls) == 4 and len(seen_filter) == 4
+    assert _user_messages(calls[0]) == ["Weather in Paris?"]
+    assert _user_messages(calls[1]) == ["Weather in Paris?", "in French"]  # after the tool's result
+    assert _user_messages(calls[2]) == ["Weather in Paris?", "in French", "in French"]
+    assert _user_messages(calls[3]) == ["Weather in Paris?", "in French", "in French", "sure?"]
+    assert calls[3].input[-1] == {"role": "user", "content": "sure?"}
 
 
 async def test_a_cancel_while_an_event_is_being_written_still_stops_the_model_s_stream() -> None:

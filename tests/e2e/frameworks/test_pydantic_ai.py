@@ -53,6 +53,18 @@ class Recorder:
         self.history = turns or []
         self.calls: list[tuple[Any, ...]] = []
         self.usage: dict[str, int] = {}
+        self.waiting: list[str] = []  # steers sent and not taken in
+        self.steered = False  # as RunContext.steered: the worker was told of one
+
+    def steer(self, text: str, told: bool = True) -> None:
+        self.waiting.append(text)
+        self.steered = self.steered or told
+
+    async def steers(self) -> list[str]:
+        taken, self.waiting, self.steered = self.waiting, [], False
+        if taken:
+            self.calls.append(("steers", taken))
+        return taken
 
     async def delta(self, text: str, *, agent: str | None = None) -> None:
         self.calls.append(("delta", text))
@@ -179,6 +191,58 @@ async def test_the_agent_is_given_the_history() -> None:
         if isinstance(part, UserPromptPart | TextPart)
     ]
     assert prompts == [("ModelRequest", "Hi"), ("ModelResponse", "Hello!"), ("ModelRequest", "Again")]
+
+
+def _prompts(messages: list[ModelMessage]) -> list[str]:
+    return [
+        str(p.content)
+        for m in messages
+        if isinstance(m, ModelRequest)
+        for p in m.parts
+        if isinstance(p, UserPromptPart)
+    ]
+
+
+async def test_a_steer_sent_while_a_tool_runs_goes_into_the_next_model_request_once() -> None:
+    seen: list[list[ModelMessage]] = []
+    recorder = Recorder("What is the weather in Paris?")
+
+    def get_weather(city: str) -> dict[str, Any]:
+        recorder.steer("in French")  # sent while the tool runs: the worker is told
+        return {"city": city, "sky": "sunny"}
+
+    model = _weather_model()
+    stream_function = model.stream_function
+    assert stream_function is not None
+
+    async def recording(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        seen.append(list(messages))
+        async for piece in stream_function(messages, info):
+            yield piece
+
+    await _run(Agent(_FunctionModel(stream_function=recording), tools=[get_weather]), recorder)
+    assert [_prompts(messages) for messages in seen] == [
+        ["What is the weather in Paris?"],
+        ["What is the weather in Paris?", "in French"],
+    ]
+    assert ("steers", ["in French"]) in recorder.calls and recorder.text() == "It is sunny in Paris."
+
+
+async def test_a_steer_sent_during_the_last_answer_gets_one_more_request() -> None:
+    seen: list[list[ModelMessage]] = []
+    recorder = Recorder("Capital of France?")
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        seen.append(list(messages))
+        if len(seen) == 1:
+            yield "Paris."
+            recorder.steer("in French", told=False)  # its word missed: found when the answer ends
+        else:
+            yield " Paris est la capitale."
+
+    await _run(Agent(_FunctionModel(stream_function=stream)), recorder)
+    assert len(seen) == 2 and _prompts(seen[1]) == ["Capital of France?", "in French"]
+    assert recorder.text() == "Paris. Paris est la capitale."
 
 
 # End to end: real gateway and worker processes, the fake OpenAI server.
