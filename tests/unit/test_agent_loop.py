@@ -244,6 +244,20 @@ async def test_a_steer_sent_before_the_first_request_goes_with_it() -> None:
     assert _text(await _events(store, context)) == "Paris est." and list(store.steps) == ["steers#0"]
 
 
+async def test_steers_an_agent_s_own_saved_state_holds_are_not_given_again() -> None:
+    # A LangGraph thread's checkpoints hold the steers its first look took in (steers_taken: 1).
+    store = RecordingLease()
+    steered = json.dumps([{"steer_id": "st_0", "run_id": "r", "input": "in French"}])
+    run = RunRecord(run_id="r", input="Capital?", attempt=2, steps={"steers#0": steered})
+    writer = EventWriter(store, FlushTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
+    hooks = RunContext(writer, "s", run, history=[]).hooks
+    hooks.skip_recorded()
+    hooks.skip_steers(1)
+    store.steer("a new one")
+    assert [steer.input for steer in await hooks.take_steers()] == ["a new one"]
+    assert list(store.steps) == ["steers#1"]
+
+
 async def test_an_attempt_that_goes_on_replays_the_steers_taken_in_and_takes_no_new_one_while_replaying() -> None:
     store = RecordingLease()
     steered = json.dumps([{"steer_id": "st_0", "run_id": "r", "input": "in French"}])

@@ -34,6 +34,14 @@ thread: completed nodes do not run again, the node that was cut runs again from 
 clients drop what the run streamed since that checkpoint (`run.continued`). Killed before the first
 node finished, the graph runs again from its input.
 
+Steers (docs/steering.md) go into the graph's state when a pass of it ends: the adapter looks for
+them then (one Redis round trip), and if one was sent, runs the graph on, on the same thread, with
+`steer_input(texts)` as its input (by default `{"messages": [HumanMessage(text), ...]}`, which a
+`messages` state with `add_messages` appends), until a pass ends with none sent. A graph is not cut
+mid-pass. `steer_input=None` takes no steers (a graph whose state has no place for them): they fail
+`not_supported`. The checkpoints the adapter records say how many times it took steers in, so a
+worker that goes on from them does not give the graph those steers again.
+
 Events from inside a subgraph carry its node's name as their `agent` label, so a UI can group a
 supervisor's workers. The graph's input is the session's turns and the run's input as `messages`
 (give `make_input` for a graph whose state has another shape). Cancelling the run cancels the
@@ -68,58 +76,98 @@ def messages_input(ctx: RunContext) -> dict[str, Any]:
     return {"messages": [*history(ctx), HumanMessage(ctx.input)]}
 
 
+def messages_steer(texts: list[str]) -> dict[str, Any]:
+    return {"messages": [HumanMessage(text) for text in texts]}
+
+
 def langgraph_agent(
     graph: Pregel[Any, Any, Any, Any],
     *,
     make_input: Callable[[RunContext], Any] = messages_input,
+    steer_input: Callable[[list[str]], Any] | None = messages_steer,
     config: RunnableConfig | None = None,
 ) -> TokentailAgent:
     """A tokentail agent that streams a run of the compiled `graph`."""
 
     async def run(ctx: RunContext) -> None:
-        saver = InMemorySaver()
+        saver = _Saver(ctx)
         graph_input: Any = make_input(ctx)
         if (state := ctx.resumed_state()) is not None:  # going on after the answer to an interrupt
-            load_saver(saver, state["checkpoints"])
+            saver.load(state["checkpoints"])
             graph_input = Command(resume=await ctx.ask(""))  # the answer recorded for it
         elif (checkpoints := ctx.hooks.recorded_step(CHECKPOINTS)) is not None:  # taken over: from the last one
-            load_saver(saver, checkpoints)
+            saver.load(checkpoints)
             graph_input = None  # LangGraph resumes the thread from its last checkpoint
             ctx.hooks.skip_recorded()  # clients have what came before it (and dropped what came after)
         configurable = {**(config or {}).get("configurable", {}), "thread_id": ctx.run_id}
         run_config = cast(RunnableConfig, {**(config or {}), "configurable": configurable})
-        stream = cast(  # an async generator: closed on the way out
-            AsyncGenerator[tuple[tuple[str, ...], str, Any], None],
-            graph.copy(update={"checkpointer": saver}).astream(
-                graph_input, run_config, stream_mode=["messages", "updates", "custom"], subgraphs=True
-            ),
-        )
-        calls = _ToolCalls(ctx)
-        interrupts: list[Interrupt] = []
-        try:
-            # aclosing: should writing an event fail, the graph's tasks (and the model's stream) end too.
-            async with aclosing(stream):
-                async for namespace, mode, data in stream:
-                    if mode == "updates" and isinstance(data, dict) and "__interrupt__" in data:
-                        interrupts.extend(data["__interrupt__"])
-                    await _event(ctx, calls, _agent_of(namespace), mode, data)
-                    if mode == "updates" and not namespace and not interrupts:
-                        await _record_checkpoints(ctx, saver)
-        except BaseException as exc:  # CancelledError too: the stream says how the open calls ended
-            await calls.fail_open(exc)
-            raise
-        if interrupts:  # the graph waits for a person: so does the run
-            await ctx.ask(**_question(interrupts[0], calls.open_call()), state={"checkpoints": dump_saver(saver)})
+        graph_with_saver = graph.copy(update={"checkpointer": saver.saver})
+        while True:
+            calls = _ToolCalls(ctx)
+            interrupts = await _pass(ctx, graph_with_saver, graph_input, run_config, calls, saver)
+            if interrupts:  # the graph waits for a person: so does the run
+                await ctx.ask(**_question(interrupts[0], calls.open_call()), state={"checkpoints": saver.dump()})
+                return
+            if steer_input is None or not (sent := await ctx.steers()):
+                return
+            saver.steers_taken += 1
+            graph_input = steer_input(sent)  # the graph goes on, on its thread, with them
 
     return continues(run, redoes_after_last_step=True)
 
 
-async def _record_checkpoints(ctx: RunContext, saver: InMemorySaver) -> None:
-    """A node of the graph is done: its writes are in the saver, kept for a worker that takes over."""
+async def _pass(
+    ctx: RunContext,
+    graph: Pregel[Any, Any, Any, Any],
+    graph_input: Any,
+    run_config: RunnableConfig,
+    calls: "_ToolCalls",
+    saver: "_Saver",
+) -> list[Interrupt]:
+    """Stream one pass of the graph, to its end or an interrupt (the interrupts, if any)."""
+    stream = cast(  # an async generator: closed on the way out
+        AsyncGenerator[tuple[tuple[str, ...], str, Any], None],
+        graph.astream(graph_input, run_config, stream_mode=["messages", "updates", "custom"], subgraphs=True),
+    )
+    interrupts: list[Interrupt] = []
     try:
-        await ctx.record_step(CHECKPOINTS, dump_saver(saver))
-    except StepTooLarge:  # not kept: a takeover goes on from the last checkpoint that was
-        logger.warning("run %s: the graph's checkpoints are too large to record", ctx.run_id)
+        # aclosing: should writing an event fail, the graph's tasks (and the model's stream) end too.
+        async with aclosing(stream):
+            async for namespace, mode, data in stream:
+                if mode == "updates" and isinstance(data, dict) and "__interrupt__" in data:
+                    interrupts.extend(data["__interrupt__"])
+                await _event(ctx, calls, _agent_of(namespace), mode, data)
+                if mode == "updates" and not namespace and not interrupts:
+                    await saver.record()
+    except BaseException as exc:  # CancelledError too: the stream says how the open calls ended
+        await calls.fail_open(exc)
+        raise
+    return interrupts
+
+
+class _Saver:
+    """The graph's checkpoints (an InMemorySaver per run), and how many times the run took steers in
+    before its latest: kept together, with the run's record or its question."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+        self.saver = InMemorySaver()
+        self.steers_taken = 0
+
+    def dump(self) -> dict[str, Any]:
+        return {**dump_saver(self.saver), "steers_taken": self.steers_taken}
+
+    def load(self, data: dict[str, Any]) -> None:
+        load_saver(self.saver, data)
+        self.steers_taken = int(data.get("steers_taken", 0))
+        self._ctx.hooks.skip_steers(self.steers_taken)  # the thread's state has them
+
+    async def record(self) -> None:
+        """A node of the graph is done: its writes are in the saver, kept for a worker that takes over."""
+        try:
+            await self._ctx.record_step(CHECKPOINTS, self.dump())
+        except StepTooLarge:  # not kept: a takeover goes on from the last checkpoint that was
+            logger.warning("run %s: the graph's checkpoints are too large to record", self._ctx.run_id)
 
 
 async def _event(ctx: RunContext, calls: "_ToolCalls", agent: str | None, mode: str, data: Any) -> None:

@@ -131,6 +131,11 @@ class RunHooks:
             self._replay.skip(EventType.MESSAGE_DELTA, len(text))
             self._replay.skip(EventType.REASONING_DELTA, reasoning_chars)
 
+    def skip_steers(self, calls: int) -> None:
+        """The agent's own saved state (a LangGraph thread's checkpoints) holds what its first
+        `calls` looks for steers took in: a replay does not give those again."""
+        self._step_names[STEERS_STEP] = max(self._step_names[STEERS_STEP], calls)
+
     def skip_recorded(self) -> None:
         """Count everything the record holds as streamed: for an agent that goes on from its last
         step (`continues(..., redoes_after_last_step=True)`) and streams only what follows it."""

@@ -3,6 +3,7 @@
 the local fake OpenAI server; and the graph mapping in process."""
 
 import asyncio
+import json
 from typing import Any
 
 import httpx2
@@ -131,6 +132,44 @@ async def test_a_react_graph_s_tool_call_tokens_and_usage_in_order() -> None:
     assert "".join(lease.texts()) == "Sunny in Paris."  # once: not again from the node's update
     assert ctx.hooks.meter.usage == {"input_tokens": 30, "output_tokens": 9}
     assert [m.content for m in SEEN[0]] == ["Hi", "Hello!", "Weather in Paris?"]
+
+
+async def test_a_steer_sent_during_a_pass_goes_into_the_graph_s_state_and_the_graph_goes_on_with_it() -> None:
+    from langchain_core.messages import AIMessage
+    from langchain_core.tools import tool
+
+    from tests.e2e.frameworks.test_langchain import SEEN, StreamingFakeChatModel, context, weather_call
+    from tokentail.frameworks.langgraph import CHECKPOINTS, langgraph_agent
+
+    SEEN.clear()
+    ctx, lease = context()
+
+    @tool  # type: ignore[untyped-decorator]  # Any where LangChain is not installed
+    def get_weather(city: str) -> dict[str, object]:
+        """The current weather in a city."""
+        lease.steer("in French")  # sent while the tool runs
+        return {"city": city, "sky": "sunny"}
+
+    replies = iter([weather_call(), AIMessage("Sunny."), AIMessage(" Ensoleillé.")])
+    await langgraph_agent(_react(StreamingFakeChatModel(messages=replies), [get_weather]))(ctx)
+    await ctx.hooks.writer.flush()
+    assert "".join(lease.texts()) == "Sunny. Ensoleillé."
+    assert [kind for kind, _ in lease.events].count("steer.applied") == 1
+    assert len(SEEN) == 3 and [m.content for m in SEEN[2]][-2:] == ["Sunny.", "in French"]  # once, at the end
+    assert lease.steps["steers#0"] and json.loads(lease.steps[CHECKPOINTS])["steers_taken"] == 1
+
+
+async def test_a_graph_that_takes_no_steers_leaves_them_to_fail() -> None:
+    from langchain_core.messages import AIMessage
+
+    from tests.e2e.frameworks.test_langchain import StreamingFakeChatModel, context, get_weather
+    from tokentail.frameworks.langgraph import langgraph_agent
+
+    ctx, lease = context()
+    lease.steer("in French")
+    replies = iter([AIMessage("Sunny.")])
+    await langgraph_agent(_react(StreamingFakeChatModel(messages=replies), [get_weather]), steer_input=None)(ctx)
+    assert lease.steers == ["in French"] and not lease.inbox.listening  # its run's end fails it not_supported
 
 
 async def test_a_tool_message_with_status_error_is_a_failed_call() -> None:
