@@ -14,6 +14,10 @@
 // (`follow(id, { catchUp: "events" })` asks for every delta instead).
 // A run that asks a question (`input.required`) has `turn.status` "waiting" and `turn.question`,
 // after a reload too; `client.answer(sessionId, runId, inputId, answer)` answers it.
+// `client.steer(sessionId, input, runId)` sends input to the run while it works (docs/steering.md):
+// `turn.steers` holds each steer, `{ steerId, input, status: "accepted" | "applied" | "failed", at, reason }`,
+// where `at` (once applied) is the length of `turn.text` where the answer took it in: the text before
+// ends there, the answer to it comes after (after a blank line).
 //
 // A turn keeps the answer (`text`) apart from the model's thinking (`reasoning`). Agents' own
 // `data.<name>` events are followed when named: `follow(id, { data: ["chart"] })` (an EventSource
@@ -32,7 +36,7 @@ const AGENT_EVENTS = new Set(["message.delta", "reasoning.delta", "status", "too
 const EVENTS = [
   "run.queued", "run.started", "message.delta", "reasoning.delta", "status", "tool.started", "tool.completed",
   "tool.failed", "run.retrying", "run.continued", "run.completed", "run.failed", "run.cancelled", "input.required",
-  "input.received", "gap", "snapshot",
+  "input.received", "steer.accepted", "steer.applied", "steer.failed", "gap", "snapshot",
 ];
 
 export class TokentailError extends Error {
@@ -92,6 +96,13 @@ export class Tokentail {
     return this.#call("POST", `/v1/sessions/${sessionId}/cancel`, runId ? { run_id: runId } : undefined);
   }
 
+  // Input for run `runId` while it works (without it, whatever run is active): 202 `{steer_id, run_id,
+  // status}`. A 409 `run_not_active` says no run (or not that one) is active any more: nothing was
+  // stored, send it as a new message instead. 429 `too_many_pending_steers`: 8 wait already.
+  steer(sessionId, input, runId = null) {
+    return this.#call("POST", `/v1/sessions/${sessionId}/steer`, runId ? { input, run_id: runId } : { input });
+  }
+
   // The answer to a run's question (`turn.question`, from its input.required event): the run goes on.
   answer(sessionId, runId, inputId, answer, token = null) {
     const path = `/v1/sessions/${sessionId}/runs/${runId}/input`;
@@ -124,7 +135,7 @@ export class Tokentail {
 }
 
 // One session followed live.
-// `turns`: [{ runId, input, text, reasoning, status, attempt, tools: [...], notes: [...], data: [...] }].
+// `turns`: [{ runId, input, text, reasoning, status, attempt, tools: [...], notes: [...], data: [...], steers: [...] }].
 export class SessionFollower {
   constructor(
     client,
@@ -273,7 +284,7 @@ export class SessionFollower {
   #turn(runId) {
     let turn = this.turns.find((t) => t.runId === runId);
     if (!turn) {
-      turn = { runId, input: "", text: "", reasoning: "", status: "queued", attempt: 0, tools: [], notes: [], data: [] };
+      turn = { runId, input: "", text: "", reasoning: "", status: "queued", attempt: 0, tools: [], notes: [], data: [], steers: [] };
       this.turns.push(turn);
     }
     return turn;
@@ -282,7 +293,7 @@ export class SessionFollower {
   #apply(name, data) {
     if (name === "gap") {
       this.turns.push({
-        runId: null, input: "", text: "", reasoning: "", status: "gap", tools: [], data: [],
+        runId: null, input: "", text: "", reasoning: "", status: "gap", tools: [], data: [], steers: [],
         notes: [`earlier events are gone (${data.reason})`],
       });
       return;
@@ -333,6 +344,19 @@ export class SessionFollower {
         if (call) Object.assign(call, { state: name === "tool.completed" ? "done" : "failed", result: data.result, error: data.error });
         break;
       }
+      case "steer.accepted":
+      case "steer.applied":
+      case "steer.failed": {
+        let steer = turn.steers.find((s) => s.steerId === data.steer_id);
+        if (!steer) {
+          steer = { steerId: data.steer_id, input: "", status: "accepted", at: null, reason: null };
+          turn.steers.push(steer);
+        }
+        if (name === "steer.accepted") steer.input = data.input;
+        if (name === "steer.applied") Object.assign(steer, { status: "applied", at: turn.text.length });
+        if (name === "steer.failed") Object.assign(steer, { status: "failed", reason: data.reason });
+        break;
+      }
       case "run.continued": {
         // The run goes on from its record: drop only the events after from_event_id (the text of
         // a model turn a crash cut, when its provider could not continue it; what a graph did after
@@ -345,6 +369,7 @@ export class SessionFollower {
           turn.data = turn.data.slice(0, cut.data);
           turn.tools = turn.tools.slice(0, cut.tools);
           turn.since = turn.since.filter((mark) => mark.id < cut.id);
+          for (const steer of turn.steers) if (steer.at > turn.text.length) steer.at = turn.text.length;
         }
         turn.status = "running";
         turn.attempt = data.attempt;
@@ -359,6 +384,9 @@ export class SessionFollower {
         turn.data = [];
         turn.answers = [];
         turn.since = [];
+        for (const steer of turn.steers) {
+          if (steer.status === "applied") Object.assign(steer, { status: "accepted", at: null }); // taken in again
+        }
         turn.notes.push(`retrying (attempt ${data.attempt})`);
         break;
       }
