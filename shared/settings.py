@@ -103,6 +103,9 @@ class Settings(BaseSettings):
         description="requests one AI SDK chat WebSocket may have in flight at once, and one stream token across "
         "its sockets on a gateway; more are answered with an `error` frame",
     )
+    chat_while_running: Literal["queue", "steer"] = Field(
+        "queue", description="a chat UI's message sent while its chat's run is active: waits behind it, or steers it"
+    )
     chat_token_may_set: Annotated[list[Literal["model", "params", "interrupt"]], NoDecode] = Field(
         default_factory=list,
         description="what a browser's chat token may choose for a run it queues (comma-separated: `model`, "
@@ -214,14 +217,6 @@ class Settings(BaseSettings):
             parse_api_keys(value.get_secret_value())  # fails early, with a message that shows no key
         return value
 
-    @model_validator(mode="after")
-    def _check_secret(self) -> "Settings":
-        if self.secret is not None and len(self.secret.get_secret_value()) < MIN_SECRET_CHARS:
-            raise ValueError(f"TOKENTAIL_SECRET must be at least {MIN_SECRET_CHARS} characters")
-        if self.api_keys is not None and self.secret is None:
-            raise ValueError("TOKENTAIL_SECRET is required when TOKENTAIL_API_KEYS is set: it signs stream tokens")
-        return self
-
     @field_validator("redis_url", "queue_redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
@@ -231,17 +226,18 @@ class Settings(BaseSettings):
         return str(_REDIS_DSN.validate_python(value))
 
     @model_validator(mode="after")
-    def _check_topology(self) -> "Settings":
+    def _check_together(self) -> "Settings":
+        """Settings that hold only with others."""
+        if self.secret is not None and len(self.secret.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"TOKENTAIL_SECRET must be at least {MIN_SECRET_CHARS} characters")
+        if self.api_keys is not None and self.secret is None:
+            raise ValueError("TOKENTAIL_SECRET is required when TOKENTAIL_API_KEYS is set: it signs stream tokens")
         if self.redis_cluster and self.queue_redis_url is None:
             raise ValueError(
                 "TOKENTAIL_REDIS_CLUSTER needs TOKENTAIL_QUEUE_REDIS_URL: the job queue (arq) is single-node"
             )
         if self.redis_cluster and sentinel_setup(self.redis_url) is not None:
             raise ValueError("TOKENTAIL_REDIS_URL names a Sentinel setup: a Redis Cluster fails over by itself")
-        return self
-
-    @model_validator(mode="after")
-    def _check_archive(self) -> "Settings":
         if self.archive_url is not None and self.redis_cluster:
             raise ValueError("TOKENTAIL_ARCHIVE_URL does not work with TOKENTAIL_REDIS_CLUSTER yet: use one Redis")
         return self

@@ -2,7 +2,7 @@
 spend the tenant's run budget, and queue the run."""
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import new_run_id
@@ -137,6 +137,12 @@ class RunCommands:
         self.settings, self.budget, self.webhooks = settings, budget, webhooks
 
 
+class ChatSent(NamedTuple):
+    session_id: str  # the session the chat goes on in
+    run: RunRecord  # the run queued; `steered`: the active run the message steered
+    steered: bool  # (chat_while_running `steer`): `run.queued_seq` is then the steer's steer.accepted
+
+
 class ChatTurns(RunCommands):
     """What a chat UI sends (useChat over HTTP or its socket, AG-UI): its chat id names a session of
     the caller's tenant, made on the first turn with the deployment's defaults."""
@@ -144,28 +150,35 @@ class ChatTurns(RunCommands):
     async def session(self, chat_id: str) -> str:
         return await self.auth.chat_session(self.caller, chat_id, self.store)
 
-    async def send(self, chat_id: str, session_id: str, chat: ClientChat) -> tuple[str, RunRecord]:
+    async def send(self, chat_id: str, session_id: str, chat: ClientChat) -> ChatSent:
         """A run with the chat's next message, in the session it goes on in: `session_id` (the chat's
         now), or a fork of it where the client's message list shows its conversation branching
-        (gateway/commands/branching.py), which the chat goes on in from then on. Such a UI sends only
-        while idle; one posted while a run is active (from another tab) waits in line behind it
-        rather than being refused."""
+        (gateway/commands/branching.py), which the chat goes on in from then on. One posted while a run
+        is active (from another tab, or a UI that sends while it streams) waits in line behind it
+        rather than being refused; or, with `chat_while_running` `steer`, steers it: the record
+        returned is then the active run's, its `queued_seq` the steer's `steer.accepted`."""
         self.caller.require_chat()
         try:
             session = await self.store.get_session(session_id)
         except SessionExpired:
             raise
         except SessionNotFound:
-            return session_id, await self._first(session_id, chat.text)
+            return ChatSent(session_id, await self._first(session_id, chat.text), steered=False)
         point = branch_point(chat, session)
         if point is not None:
             check_size(chat.text, self.settings)
             fork = await fork_session(self.store, self.runs, self.settings, self.budget, session_id, point)
             session_id = fork.session_id
             await self.runs.point_chat(await self.auth.chat_root(self.caller, chat_id, self.store), session_id)
-        follow_up = CreateRun(input=chat.text, multitask="enqueue")
-        args = (self.store, self.runs, self.settings, self.budget, self.caller, session_id, follow_up)
-        return session_id, await queue_follow_up(*args, spent=point is not None)  # the fork spent the request's run
+        follow_up = CreateRun(input=chat.text, multitask="steer" if point is None and self.steers else "enqueue")
+        args = (self.store, self.runs, self.settings, self.budget, self.caller, session_id, follow_up, new_run_id())
+        run = await queue_follow_up(*args, spent=point is not None)  # (a fork spent the request's run)
+        return ChatSent(session_id, run, steered=run.run_id != args[-1])
+
+    @property
+    def steers(self) -> bool:
+        """Whether a message sent while the chat's run is active steers it (else it waits in line)."""
+        return self.settings.chat_while_running == "steer"
 
     async def _first(self, session_id: str, text: str) -> RunRecord:
         """The chat's first run, in its session made now."""

@@ -177,3 +177,42 @@ async def test_the_chat_protocols_show_a_steer_as_they_can(start_gateway: Any, s
         {"steerId": steer_id, "status": "accepted", "input": "be brief"},
         {"steerId": steer_id, "status": "applied"},
     ]
+
+
+async def test_a_chat_message_sent_while_its_run_works_steers_it_where_the_deployment_says_so(
+    start_gateway: Any, start_worker: Any, gates: Gates
+) -> None:
+    gateway = await start_gateway(agents=AGENTS, chat_while_running="steer")
+    await start_worker(agents=AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        body = {"chat_id": "chat-that-steers", "input": "go", "agent": "listening"}
+        created = (await client.post("/v1/sessions", json=body)).json()
+        sid, rid = created["session_id"], created["run_id"]
+        await eventually(lambda: gates.reached(rid) == [1], what="the run at its gate")
+        # useChat's request for the next message, sent while the answer streams (the first one shown).
+        messages = [
+            {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "go"}]},
+            {"id": rid, "role": "assistant", "parts": [{"type": "text", "text": "Working."}]},
+            {"id": "u2", "role": "user", "parts": [{"type": "text", "text": "be brief"}]},
+        ]
+        chat = {"id": "chat-that-steers", "messages": messages, "trigger": "submit-message"}
+        async with client.stream("POST", "/v1/ai-sdk/chat", json=chat) as sent:
+            assert sent.status_code == 200
+            lines = sent.aiter_lines()
+            parts: list[dict[str, Any]] = []
+            async for line in lines:
+                if line.startswith("data: {"):
+                    parts.append(json.loads(line[6:]))
+                    if parts[-1]["type"] == "data-steer":
+                        break
+            gates.release(rid)
+            async for line in lines:
+                if line.startswith("data: {"):
+                    parts.append(json.loads(line[6:]))
+        session = (await client.get(f"/v1/sessions/{sid}")).json()
+    assert [run["run_id"] for run in session["runs"]] == [rid]  # no second run: the message steered this one
+    assert parts[0]["type"] == "start" and parts[0]["messageId"].startswith(f"{rid}-steer-")  # a message of its own
+    steers = [part["data"]["status"] for part in parts if part["type"] == "data-steer"]
+    assert steers == ["accepted", "applied"]
+    text = "".join(part["delta"] for part in parts if part["type"] == "text-delta")
+    assert text == " Taken in: be brief." and parts[-1]["type"] == "finish"

@@ -385,7 +385,7 @@ def ai_sdk_stream(log: Log, request: Request) -> list[Piece]:
     if request.kind == "send":
         return serve(UiMessageStream(RUN), log, queued - 1, request.until)
     if request.kind == "answer":  # from the run's start, quiet up to the answer
-        events = UiMessageStream(RUN, log.answered(request.at), continuing=True, quiet_until=request.at)
+        events = UiMessageStream(RUN, log.answered(request.at), opens=RUN, quiet_until=request.at)
         return serve(events, log, queued - 1, request.until)
     assert request.kind == "replay"
     return serve(UiMessageStream(RUN, log.answered(request.at)), log, queued - 1, request.until)

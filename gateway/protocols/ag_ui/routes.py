@@ -67,7 +67,7 @@ async def run_agent(body: RunAgentInput, turns: ChatTurnsDep, streams: StreamsDe
     async with streams.reserve() as reserved:  # the stream's slot first: a 429 queued nothing
         if body.resume:
             return await _resume(body, session_id, turns, streams, reserved)
-        session_id, run = await turns.send(body.thread_id, session_id, ag_ui_chat(body.messages, _user_text(body)))
+        session_id, run, _ = await turns.send(body.thread_id, session_id, ag_ui_chat(body.messages, _user_text(body)))
         assert run.queued_seq is not None
         session = await turns.store.get_session(session_id)
         events = AgUiEvents(body.thread_id, thread_messages(_before(session.runs, run.run_id)), run_id=run.run_id)

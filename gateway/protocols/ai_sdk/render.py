@@ -65,23 +65,31 @@ from tokentail.gateway.reading.reducer import (
 )
 from tokentail.gateway.reading.renderer import FramedRenderer, compact
 from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
+from tokentail.shared.records import RunRecord
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
 Part = dict[str, Any]
 
 
+def steered_message(run: RunRecord) -> str:
+    """The message a chat request that steered `run` opens: what the run says from its steer on
+    (`run.queued_seq`, the steer's steer.accepted), as an answer of its own after the user's message."""
+    return f"{run.run_id}-steer-{run.queued_seq}"
+
+
 class UiMessageStream(FramedRenderer[Part]):
     def __init__(
-        self, run_id: str, answered: frozenset[str] = frozenset(), continuing: bool = False, quiet_until: int = 0
+        self, run_id: str, answered: frozenset[str] = frozenset(), opens: str | None = None, quiet_until: int = 0
     ) -> None:
         """`answered`: the input ids of the run's questions answered when the response opens (a
-        replay goes past them); `continuing`: the response goes on with the message after an answer
-        (read from the run's start, quiet up to `quiet_until`)."""
+        replay goes past them); `opens`: the message a response that starts mid-run opens: the run's
+        own, which it goes on with after an answer (read from the run's start, quiet up to
+        `quiet_until`), or one of its own for what follows a steer the request sent."""
         super().__init__(Reducer(run_id, quiet_until, answered))
-        self._continuing = continuing
+        self._opens = opens
 
     def opening(self, gap: Gap | None) -> list[Part]:
-        start = [{"type": "start", "messageId": self.reducer.run_id}] if self._continuing else []
+        start = [{"type": "start", "messageId": self._opens}] if self._opens is not None else []
         return start + super().opening(gap)
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:

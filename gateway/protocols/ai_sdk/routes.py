@@ -25,7 +25,7 @@ from tokentail.gateway.deps import (
     StoreDep,
     StreamsDep,
 )
-from tokentail.gateway.protocols.ai_sdk.render import HEADERS, UiMessageStream
+from tokentail.gateway.protocols.ai_sdk.render import HEADERS, UiMessageStream, steered_message
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun, ChatRequest
 from tokentail.shared.errors import SessionExpired, SessionNotFound
 from tokentail.shared.records import transcript
@@ -44,13 +44,14 @@ async def send(body: ChatRequest, turns: ChatTurnsDep, streams: StreamsDep) -> R
         if approvals := body.approvals():  # sent by addToolApprovalResponse: the run goes on
             waiting, received = await turns.answer(await turns.store.get_session(session_id), approvals)
             # Read from the run's start, quiet up to the answer: a drop after it knows what the message holds.
-            events = UiMessageStream(waiting.run_id, frozenset(waiting.answers), continuing=True, quiet_until=received)
+            answered = frozenset(waiting.answers)
+            events = UiMessageStream(waiting.run_id, answered, opens=waiting.run_id, quiet_until=received)
             assert waiting.queued_seq is not None
             after = waiting.queued_seq - 1
             return await streams.open(session_id, after, events, "ai-sdk", HEADERS, resuming=False, reserved=reserved)
-        session_id, run = await turns.send(body.id, session_id, ui_messages_chat(body))
+        session_id, run, steered = await turns.send(body.id, session_id, ui_messages_chat(body))
         assert run.queued_seq is not None
-        events = UiMessageStream(run.run_id)
+        events = UiMessageStream(run.run_id, opens=steered_message(run) if steered else None)
         after = run.queued_seq - 1
         return await streams.open(session_id, after, events, "ai-sdk", HEADERS, resuming=False, reserved=reserved)
 

@@ -28,7 +28,7 @@ from tokentail.gateway import socket_tasks
 from tokentail.gateway.access.limits import RequestsInFlight
 from tokentail.gateway.commands.branching import ui_messages_chat
 from tokentail.gateway.commands.turns import ChatTurns
-from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
+from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream, steered_message
 from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.feed import EventFeed, start_position
 from tokentail.gateway.reading.streams import Streams
@@ -106,9 +106,12 @@ class ChatSocket:
             if approvals := request.approvals():  # addToolApprovalResponse: the run goes on
                 run, received = await self.turns.answer(await self.turns.store.get_session(session_id), approvals)
                 # From the run's start, quiet up to the answer (see protocols/ai_sdk/routes.py).
-                translation = UiMessageStream(run.run_id, frozenset(run.answers), continuing=True, quiet_until=received)
+                answered = frozenset(run.answers)
+                translation = UiMessageStream(run.run_id, answered, opens=run.run_id, quiet_until=received)
             else:
-                session_id, run = await self.turns.send(frame["id"], session_id, ui_messages_chat(request))
+                session_id, run, steered = await self.turns.send(frame["id"], session_id, ui_messages_chat(request))
+                if steered:
+                    translation = UiMessageStream(run.run_id, opens=steered_message(run))
         else:
             skip = frame.get("lastSequence", -1)
             if not isinstance(skip, int) or skip < -1:
