@@ -189,10 +189,12 @@ async def _model_turn(
     async for chunk in chunks:
         progress.streamed = True
         if isinstance(chunk, TextDelta):
-            if steered.is_set() and not calls and cut.before(chunk.text) and await lease.steers_wait():
-                with contextlib.suppress(Exception):  # the model's stream, closed early: its errors are moot
-                    await chunks.aclose()  # type: ignore[attr-defined]
-                break
+            if steered.is_set() and not calls and cut.before(chunk.text):
+                if await lease.steers_wait():
+                    with contextlib.suppress(Exception):  # the model's stream, closed early: its errors are moot
+                        await chunks.aclose()  # type: ignore[attr-defined]
+                    break
+                cut.told_late()
             text.append(chunk.text)
             cut.shown(chunk.text)
             await context.delta(chunk.text)
@@ -223,6 +225,10 @@ class _SteerCut:
         if text:
             self._last = text[-1]
             self._chars += len(text)
+
+    def told_late(self) -> None:
+        """The word of a steer was stale (none waits): the next one counts its characters afresh."""
+        self._seen_at = None
 
     def before(self, text: str) -> bool:
         """Whether to cut before `text`, a steer having been sent."""

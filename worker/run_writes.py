@@ -115,12 +115,13 @@ class RunLease:
     async def steers_wait(self) -> bool:
         """Whether steers wait for the run now: asked where `inbox.sent` would cut the model's text,
         since it may say so late (a renewal's reply computed before the last steers were taken in,
-        a notification delivered after): a cut with nothing to take in would end the answer there."""
+        a notification delivered after): a cut with nothing to take in would end the answer there.
+        Redis unwell: no cut (the turn's end looks for steers again, and rides the outage out)."""
         self.inbox.sent.clear()  # (first: a steer sent during the read sets it again)
         try:
             waiting = await self.runs.steers_waiting(self)
-        except Exception:  # Redis unwell: go by what the worker was told; taking them in rides it out
-            waiting = True
+        except Exception:
+            return False
         if waiting:
             self.inbox.sent.set()
         return waiting

@@ -165,11 +165,21 @@ def branch_point(chat: ClientChat, session: SessionRecord) -> int | None:
     again) or an edit (of the turn whose message id it names, else of the first)."""
     runs = session.runs
     if chat.history:
-        agreed = 0
-        for said, run in zip(chat.history, runs, strict=False):
-            if said.text != run.input or (said.answer_id is not None and said.answer_id != run.run_id):
+        # The session's user turns: each run's input, then the steers it took in (a chat that steers:
+        # TOKENTAIL_CHAT_WHILE_RUNNING), each with its run's index. A turn that disagrees within a
+        # run's steers leaves the run agreed on: its steers are its own.
+        turns = [
+            (text, index, is_input)
+            for index, run in enumerate(runs)
+            for text, is_input in [(run.input, True), *((steer.input, False) for steer in run.steers)]
+        ]
+        agreed = len(runs)
+        for position, (text, index, is_input) in enumerate(turns):
+            said = chat.history[position] if position < len(chat.history) else None
+            answer_id = said.answer_id if said is not None else None
+            if said is None or said.text != text or (is_input and answer_id not in (None, runs[index].run_id)):
+                agreed = index if is_input else index + 1
                 break
-            agreed += 1
     elif chat.regenerate:
         asked = [index for index, run in enumerate(runs) if run.input == chat.text and not run.active]
         if not asked:

@@ -286,8 +286,8 @@ class SessionWrites(Writes):
     ) -> tuple[Cancel, str | None]:
         """Cancel the active run (see cancel_run.lua); what became of it, and its id. A caller that
         saw a run names it (`run_id`): only that run is cancelled, if it is still the active one
-        (`NOT_ACTIVE` otherwise). A Responses API response adds its `segment` (the run's answers
-        before it): only while the run is still in it; `ended_at_question`: not while the run waits
+        (`NOT_ACTIVE` otherwise). A Responses API response adds its `segment` (RunRecord.segment
+        then): only while the run is still in it; `ended_at_question`: not while the run waits
         for the answer to the question that ended it either. `RunNotFound` if the run is not the session's."""
         if segment is not None and run_id is None:
             raise ValueError("a segment is a run's: name the run")

@@ -2,7 +2,8 @@
 -- fenced as an append, each gets its `steer.applied`, and together they are recorded as the run's
 -- step `step_key` (after the events they follow: the step's seq), so an attempt that goes on from the
 -- run's record replays them, and none is ever applied twice. The run's record keeps them too, with
--- how much of its answer came before them (`output_at`), for its transcript. Sent again after its
+-- how much of its answer came before them (`output_at`), for its transcript; one taken in again after
+-- a start over keeps its entry, at its new place (the run's segments only grow: RunRecord.segment). Sent again after its
 -- reply was lost, it finds its step recorded and answers as it did.
 --
 -- Keys, arguments and replies: shared/scripts/runs.py `ApplySteers` (`expect`: see lib.lua's
@@ -20,7 +21,11 @@ local seq
 for _, raw in ipairs(raws) do
   local steer = cjson.decode(raw)
   seq = add_event(k, s, 'steer.applied', cjson.encode({run_id = a.run_id, steer_id = steer.steer_id}), ts)
-  taken[#taken + 1] = {steer_id = steer.steer_id, input = steer.input, output_at = tonumber(a.output_at)}
+  local at = #taken + 1
+  for i, before in ipairs(taken) do
+    if before.steer_id == steer.steer_id then at = i end
+  end
+  taken[at] = {steer_id = steer.steer_id, input = steer.input, output_at = tonumber(a.output_at)}
 end
 run.steers = cjson.encode(taken)  -- (opaque, as the record's lists are: shared/store.py)
 redis.call('HSET', k.runs, a.run_id, cjson.encode(run))

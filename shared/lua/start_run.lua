@@ -79,8 +79,7 @@ else
     local data = cjson.encode({run_id = run_id, attempt = run.attempt, reason = 'the worker running attempt ' .. (run.attempt - 1) .. ' stopped'})
     add_event(k, s, 'run.retrying', data, ts)
     run.steps, run.step_seq = nil, nil  -- it starts over: nothing of it is replayed
-    steer_again(k, redis.call('HGETALL', k.steps))
-    run.steers = nil  -- (taken in again, at their new place in its answer)
+    steer_again(k, redis.call('HGETALL', k.steps))  -- (run.steers keeps them: each its segment)
     redis.call('DEL', k.steps)
   end
   seq = add_event(k, s, 'run.started', cjson.encode({run_id = run_id, attempt = run.attempt, reason = reason}), ts)

@@ -2,7 +2,7 @@
 and where a session may be forked (`SessionRecord.turn_boundaries`), on records made by hand."""
 
 from tokentail.gateway.commands.branching import ClientChat, Said, branch_point
-from tokentail.shared.records import RunRecord, RunStatus, SessionRecord
+from tokentail.shared.records import RunRecord, RunStatus, SessionRecord, SteerTaken
 
 
 def run(run_id: str, text: str, queued: int, finished: int | None, status: RunStatus = "completed") -> RunRecord:
@@ -43,6 +43,18 @@ def test_a_list_with_no_earlier_turn_says_nothing_unless_it_regenerates_or_edits
 def test_runs_still_going_that_the_list_lacks_are_no_branch() -> None:
     going = SESSION.model_copy(update={"runs": [*SESSION.runs, run("r_3", "from another tab", 11, None, "running")]})
     assert branch_point(ClientChat("and plus 1?", [Q1, Q2]), going) is None
+
+
+def test_the_steers_a_run_took_in_are_turns_of_the_conversation() -> None:
+    # A chat that steers (TOKENTAIL_CHAT_WHILE_RUNNING=steer): "in words" steered r_1's answer.
+    steered = run("r_1", "What is 2 + 3?", 1, 5).model_copy(
+        update={"steers": [SteerTaken(steer_id="st_1", input="in words", output_at=3)]}
+    )
+    session = SESSION.model_copy(update={"runs": [steered, SESSION.runs[1]]})
+    told = Said("in words", "r_1-steer-3")  # its answer, a message of its own (no run id: not compared)
+    assert branch_point(ClientChat("and plus 1?", [Q1, told, Q2]), session) is None
+    assert branch_point(ClientChat("and times ten?", [Q1, told], regenerate=True), session) == 5
+    assert branch_point(ClientChat("x", [Q1, Said("in French"), Q2]), session) == 5  # the steer edited: after r_1
 
 
 def test_a_session_is_forked_only_where_it_was_idle() -> None:

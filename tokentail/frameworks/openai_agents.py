@@ -83,11 +83,12 @@ def openai_agent(
         steers = Steers(ctx)
         config = steers.taking(_telling_failures(run_config or RunConfig(), failed))
         items, current = input_items(ctx), agent
+        made = context(ctx) if context is not None else None  # one for the run: tools may keep state in it
         while True:
             result = Runner.run_streamed(
                 current,
                 items,
-                context=context(ctx) if context is not None else None,
+                context=made,
                 max_turns=max_turns,
                 run_config=config,
             )

@@ -88,7 +88,7 @@ async def _resume(
     if entry.status == "cancelled":
         after = session.last_event_id
         # Only this run, and only while it still waits for this answer (another may have come first).
-        await turns.runs.cancel_run(session_id, waiting.run_id, segment=len(waiting.answers))
+        await turns.runs.cancel_run(session_id, waiting.run_id, segment=waiting.segment)
     else:
         waiting, after = await turns.answer(session, {entry.interrupt_id: entry.payload})
     history = thread_messages(_before(session.runs, waiting.run_id))

@@ -48,11 +48,15 @@ def steer_text(message: dict[str, Any]) -> str:
     if not isinstance(message.get("previous_response_id"), str):
         raise SteerFailed("invalid_input", "previous_response_id: the id of the response to steer")
     given = message.get("input")
-    if isinstance(given, str) and given:
-        return given
-    if not isinstance(given, list) or not given:
+    if isinstance(given, str):
+        text = given
+    elif isinstance(given, list) and given:
+        text = "\n\n".join(_message_text(item) for item in given)
+    else:
         raise SteerFailed("invalid_input", "input: a string, or a non-empty list of user messages")
-    return "\n\n".join(_message_text(item) for item in given)
+    if not text.strip():
+        raise SteerFailed("invalid_input", "input: a steer says something (its text is empty)")
+    return text
 
 
 def _message_text(item: Any) -> str:
