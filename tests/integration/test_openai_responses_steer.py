@@ -79,6 +79,9 @@ async def test_a_steer_is_accepted_ends_its_response_steered_and_the_lane_follow
         assert [as_retrieved(e) for e in events] == [e.to_dict() for e in streamed]
     retrieved = await sdk(second).responses.retrieve(steered_id)
     assert retrieved.status == "incomplete" and retrieved.incomplete_details.reason == "steered"  # type: ignore[union-attr]
+    # The successor's input is the steer.
+    (item,) = [item async for item in sdk(second).responses.input_items.list(f"{steered_id}.1")]
+    assert item.type == "message" and item.role == "user" and item.content[0].text == "be brief"  # type: ignore[union-attr]
 
 
 async def test_a_steer_that_cannot_be_taken_is_failed_with_its_code_and_nothing_stored(
@@ -100,6 +103,7 @@ async def test_a_steer_that_cannot_be_taken_is_failed_with_its_code_and_nothing_
             ("response_already_completed", {"previous_response_id": finished, "input": "too late"}),
             ("invalid_input", {"previous_response_id": finished, "input": image}),
             ("invalid_input", {"previous_response_id": finished, "input": []}),
+            ("invalid_input", {"previous_response_id": finished, "input": "  "}),
             ("invalid_input", {"previous_response_id": finished, "input": [{"role": "assistant", "content": "x"}]}),
         ]
         for _, fields in cases:

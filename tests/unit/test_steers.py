@@ -130,8 +130,14 @@ async def test_a_run_that_starts_over_takes_its_steers_in_again(store: SessionSt
     # The restart dropped what the first attempt took in: both wait again, in the order they came,
     # and its worker is told at its start.
     assert started.lease.inbox.sent.is_set()
-    applied = await started.lease.apply_steers(f"{STEERS_STEP}#0", 0)
+    before = await store.get_run(session_id, run.run_id)
+    assert before is not None and [steer.steer_id for steer in before.steers] == ["st_1"]
+    applied = await started.lease.apply_steers(f"{STEERS_STEP}#0", 7)
     assert [steer["input"] for steer in json.loads(applied.steers or b"[]")] == ["first", "second"]
+    # The run's record keeps each once, at its new place: its segments (Responses API) only grow.
+    after = await store.get_run(session_id, run.run_id)
+    assert after is not None
+    assert [(steer.steer_id, steer.output_at) for steer in after.steers] == [("st_1", 7), ("st_2", 7)]
 
 
 async def test_a_follow_up_with_multitask_steer_steers_the_active_run_and_queues_none(
