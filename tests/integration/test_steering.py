@@ -19,9 +19,9 @@ from tokentail import ApiError, AsyncTokentail, Tokentail
 AGENTS = {"listening": "tests.steering_agent:listening", "deaf": "tests.steering_agent:deaf"}
 
 
-async def _held_run(client: httpx2.AsyncClient, gates: Gates, agent: str) -> dict[str, Any]:
-    """A session whose run waits at its agent's gate."""
-    created = (await client.post("/v1/sessions", json={"input": "go", "agent": agent})).json()
+async def _held_run(client: httpx2.AsyncClient, gates: Gates, agent: str, **body: str) -> dict[str, Any]:
+    """A session whose run waits at its agent's gate (`body`: more of the session's fields, a chat id)."""
+    created = (await client.post("/v1/sessions", json={"input": "go", "agent": agent, **body})).json()
     await eventually(lambda: gates.reached(created["run_id"]) == [1], what="the run at its gate")
     return dict(created)
 
@@ -151,10 +151,8 @@ async def test_the_chat_protocols_show_a_steer_as_they_can(start_gateway: Any, s
     gateway = await start_gateway(agents=AGENTS)
     await start_worker(agents=AGENTS)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
-        body = {"chat_id": "steered-chat", "input": "go", "agent": "listening"}
-        created = (await client.post("/v1/sessions", json=body)).json()
+        created = await _held_run(client, gates, "listening", chat_id="steered-chat")
         sid, rid = created["session_id"], created["run_id"]
-        await eventually(lambda: gates.reached(rid) == [1], what="the run at its gate")
         steer_id = (await client.post(f"/v1/sessions/{sid}/steer", json={"input": "be brief"})).json()["steer_id"]
         gates.release(rid)
         await read_events(client, created["events_url"])  # to its end
@@ -185,10 +183,8 @@ async def test_a_chat_message_sent_while_its_run_works_steers_it_where_the_deplo
     gateway = await start_gateway(agents=AGENTS, chat_while_running="steer")
     await start_worker(agents=AGENTS)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
-        body = {"chat_id": "chat-that-steers", "input": "go", "agent": "listening"}
-        created = (await client.post("/v1/sessions", json=body)).json()
+        created = await _held_run(client, gates, "listening", chat_id="chat-that-steers")
         sid, rid = created["session_id"], created["run_id"]
-        await eventually(lambda: gates.reached(rid) == [1], what="the run at its gate")
         # useChat's request for the next message, sent while the answer streams (the first one shown).
         messages = [
             {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "go"}]},

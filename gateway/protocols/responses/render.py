@@ -99,6 +99,9 @@ class ResponseEvents(FramedRenderer[Part]):
         self.numbering = Numbering()
         self.segments_seen = 0  # segments of the run begun so far, less one (answers, steers taken in)
         self.incomplete_reason: str | None = None
+        # What opened this response's segment: ("input", the answer's input id) or ("steer", its id);
+        # None for the run's first.
+        self.opened_by: tuple[str, str] | None = None
         self._steers_taken: set[str] = set()
         self.status = "queued"
         self.created_at: float | None = None
@@ -181,14 +184,14 @@ class ResponseEvents(FramedRenderer[Part]):
                     return []
                 self.status = "in_progress"
                 return [self._lifecycle("response.in_progress")]
-            case QuestionAnswered():
-                return self._next_segment()
+            case QuestionAnswered(input_id=input_id):
+                return self._next_segment(("input", input_id))
             case SteerShown(status="applied", steer_id=steer_id):
                 if steer_id in self._steers_taken:
                     return []
                 self._steers_taken.add(steer_id)
                 self.incomplete_reason = "steered" if self._in_segment else None
-                return [*self._end("incomplete", "response.incomplete"), *self._next_segment()]
+                return [*self._end("incomplete", "response.incomplete"), *self._next_segment(("steer", steer_id))]
             case BlockOpened(kind=kind, block=block):
                 return self.output.open(kind, block) if self._in_segment else []
             case BlockAppended(kind=kind, text=text):
@@ -222,11 +225,12 @@ class ResponseEvents(FramedRenderer[Part]):
             case _:
                 assert_never(operation)
 
-    def _next_segment(self) -> list[Part]:
+    def _next_segment(self, opened_by: tuple[str, str]) -> list[Part]:
         """An answer or a steer taken in: the run goes on as its next segment, this response if it is."""
         self.segments_seen += 1
         if not self._in_segment:
             return []
+        self.opened_by = opened_by
         self._created, self.created_at, self.status = True, self.reducer.event_ts, "in_progress"
         return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
 

@@ -16,7 +16,6 @@ waits, holds one of the tenant's stream slots, taken before anything else.
 docs/openai-responses.md has what maps to what.
 """
 
-import json
 from functools import partial
 from typing import Annotated, Any
 
@@ -52,7 +51,6 @@ from tokentail.gateway.reading.response import ClientLeft, unless_left
 from tokentail.gateway.reading.streams import SSE_HEADERS
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
 from tokentail.shared.errors import TokentailError
-from tokentail.shared.store import SessionStore
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 
@@ -165,37 +163,20 @@ async def list_input_items(response_id: str, caller: CallerDep, auth: AuthDep, s
     """What the response was asked: the user's message, the answer to the run's question, or the steer
     the run took in."""
     ref = await find_response(auth, caller, store, response_id)
-    items = [_input_item(ref, await _opened_by(store, ref))]
+    events = events_of(ref)
+    await replay(store, ref, events)  # which answer or steer opened it, as its events say
+    items = [_input_item(ref, events.opened_by)]
     return {"object": "list", "data": items, "first_id": items[0]["id"], "last_id": items[-1]["id"], "has_more": False}
 
 
-async def _opened_by(store: SessionStore, ref: ResponseRef) -> tuple[str, str] | None:
-    """What opened the response's segment, as render.py counts them: the answer (`input`, its input
-    id) or the steer (`steer`, its id) after which the run went on as it; None for the run's first."""
-    if ref.segment == 0:
-        return None
-    after, opened, steers = ref.after, 0, set[str]()
-    while stored := await store.read(ref.session.session_id, after, 1000):
-        for event in stored:
-            data = json.loads(event.data) if event.type in (b"input.received", b"steer.applied") else None
-            if data is None or data.get("run_id") != ref.run.run_id:
-                continue
-            if event.type == b"steer.applied":
-                if data["steer_id"] in steers:
-                    continue  # taken in again after a start over: it opened its segment already
-                steers.add(data["steer_id"])
-            opened += 1
-            if opened == ref.segment:
-                return ("input", data["input_id"]) if event.type == b"input.received" else ("steer", data["steer_id"])
-        after = stored[-1].seq
-    return None
-
-
 def _input_item(ref: ResponseRef, opened_by: tuple[str, str] | None) -> dict[str, Any]:
+    """The item the response's segment was opened by (ResponseEvents.opened_by)."""
     run = ref.run
     if opened_by is None or opened_by[0] == "steer":
-        steer = next((steer for steer in run.steers if opened_by and steer.steer_id == opened_by[1]), None)
-        text, item_id = (steer.input, f"msg_{steer.steer_id}") if steer else (run.input, f"msg_{run.run_id}")
+        text, item_id = run.input, f"msg_{run.run_id}"
+        if opened_by is not None:
+            text = next(steer.input for steer in run.steers if steer.steer_id == opened_by[1])
+            item_id = f"msg_{opened_by[1]}"
         content = [{"type": "input_text", "text": text}]
         return {"type": "message", "id": item_id, "role": "user", "status": "completed", "content": content}
     question = next(question for question in run.asked if question.input_id == opened_by[1])
