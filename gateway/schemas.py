@@ -240,7 +240,11 @@ class SessionView(BaseModel):
     last_event_id: int
     active_run_id: str | None
     pending_input: PendingInput | None = Field(
-        None, description="while `status` is `waiting_for_input`: the question to answer"
+        None, description="while `status` is `waiting_for_input`: the (first) question to answer"
+    )
+    pending_inputs: list[PendingInput] = Field(
+        default_factory=list,
+        description="every question the run waits for, in the order asked: several when asked at once",
     )
     forked_from: ForkOrigin | None = Field(
         None, description="a fork's source: the session it copied, and the last event id it copied"

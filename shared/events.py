@@ -159,11 +159,16 @@ class InputRequired(EventData):
     answer_schema: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
     expires_at: float | None = Field(default=None, exclude_if=lambda value: value is None)
     call_id: str | None = Field(default=None, exclude_if=lambda value: value is None)  # the tool call to approve
+    # Questions asked at once (ctx.ask called concurrently) are consecutive events: how many follow this
+    # one. A client shows them together; a protocol's response that ends at questions ends at the last.
+    more: int = Field(default=0, exclude_if=lambda value: value == 0)
 
 
 class InputReceived(EventData):
     input_id: str
     answer: Any
+    # The questions asked with it still unanswered: the run goes on at the answer that leaves none.
+    waiting_for: list[str] = Field(default_factory=list, exclude_if=lambda value: not value)
 
 
 class SteerAccepted(EventData):

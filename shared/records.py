@@ -1,8 +1,8 @@
 """What Redis keeps about a session and its runs, and the transcript derived from it."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from tokentail.shared.events import ErrorInfo, InputKind, InputRequired, StartReason
 
@@ -41,6 +41,12 @@ class SteerTaken(BaseModel):
     output_at: int  # how many characters of the run's answer came before it
 
 
+def _listed(value: Any) -> Any:
+    """`waiting_for` as a list: a record from before several questions could be open has one id (or
+    None), and Lua's cjson writes an empty list back as `{}`."""
+    return [value] if isinstance(value, str) else [] if value is None or value == {} else value
+
+
 class Question(BaseModel):
     """A question a run asked (`ctx.ask`), as its record keeps it: what was asked, and what a worker
     that continues the run needs (the text streamed before it, the agent's saved state)."""
@@ -56,11 +62,14 @@ class Question(BaseModel):
     call_id: str | None = None
     output_before: str = ""
     state: Any = None
+    # Which of the run's batches of questions it was asked in (how many times the run had gone on
+    # after answers then): questions asked at once share it. None in records from before batches.
+    batch: int | None = None
 
     model_config = {"populate_by_name": True, "serialize_by_alias": True}
 
-    def event(self, run_id: str) -> InputRequired:
-        """The `input.required` event that asks it."""
+    def event(self, run_id: str, more: int = 0) -> InputRequired:
+        """The `input.required` event that asks it, with `more` questions asked with it after it."""
         return InputRequired(
             run_id=run_id,
             input_id=self.input_id,
@@ -69,6 +78,7 @@ class Question(BaseModel):
             answer_schema=self.answer_schema,
             expires_at=self.expires_at,
             call_id=self.call_id,
+            more=more,
         )
 
 
@@ -105,13 +115,14 @@ class RunRecord(BaseModel):
     usage: dict[str, Any] | None = None
     error: ErrorInfo | None = None
     reason: str | None = None
-    # Questions (ctx.ask): those asked, in order, and their answers by input id; `waiting_for` is the
-    # one unanswered while the run waits (status `waiting`), `waiting_until` its deadline (ms).
+    # Questions (ctx.ask): those asked, in order, and their answers by input id; `waiting_for`: those
+    # still unanswered while the run waits (status `waiting`; several may be open at once: asked together),
+    # `waiting_until` their earliest deadline (ms).
     asked: list[Question] = Field(default_factory=list)
     answers: dict[str, Any] = Field(default_factory=dict)
-    waiting_for: str | None = None
+    waiting_for: Annotated[list[str], BeforeValidator(_listed)] = Field(default_factory=list)
     waiting_until: int | None = None
-    resumes: int = 0  # starts after an answer
+    resumes: int = 0  # starts after its questions were answered (each batch of them once)
     steers: list[SteerTaken] = Field(default_factory=list)  # taken in, in order: the transcript shows them
     # The trace context of the span that queued it (W3C traceparent, and tracestate within W3C's limits;
     # empty with traces off): every attempt of the run joins that trace, on whichever worker (shared/tracing.py).
@@ -131,16 +142,22 @@ class RunRecord(BaseModel):
 
     @property
     def segment(self) -> int:
-        """Which of its segments is going on: one more after each answer and each steer it took in.
-        A segment is one response of the Responses API (gateway/protocols/responses/render.py): a
-        response ends at a question, or where a steer was taken in, and the run goes on as the next
-        one. lib.lua's segment_of counts the same."""
-        return len(self.answers) + len(self.steers)
+        """Which of its segments is going on: one more each time it went on after its questions were
+        answered, and after each steer it took in. A segment is one response of the Responses API
+        (gateway/protocols/responses/render.py): a response ends at its questions (one, or several
+        asked at once), or where a steer was taken in, and the run goes on as the next one. lib.lua's
+        segment_of counts the same."""
+        return self.resumes + len(self.steers)
+
+    @property
+    def questions(self) -> list[Question]:
+        """The questions the run waits for answers to, in the order asked."""
+        return [question for question in self.asked if question.input_id in self.waiting_for]
 
     @property
     def question(self) -> Question | None:
-        """The question the run waits for an answer to."""
-        return next((q for q in self.asked if q.input_id == self.waiting_for), None) if self.waiting_for else None
+        """The first of them (a protocol that shows one question at a time shows it)."""
+        return next(iter(self.questions), None)
 
 
 class ForkOrigin(BaseModel):

@@ -143,13 +143,14 @@ class AiSdkChat:
         self._begin(json.loads(json.dumps(last)) if keeps else self._new_message(), replay=True)
 
     def answer_approval(self, approved: bool = True) -> None:
-        """`addToolApprovalResponse` on the approval the message asks for."""
-        for part in self.messages[-1]["parts"]:
-            if part.get("state") == "approval-requested":
-                part["state"] = "approval-responded"
-                part["approval"] = {**part["approval"], "approved": approved}
-                return
-        raise ClientError("no approval is requested")
+        """`addToolApprovalResponse` on each approval the message asks for (the SDK sends the chat once
+        each has its response: `lastAssistantMessageIsCompleteWithApprovalResponses`)."""
+        asked = [part for part in self.messages[-1]["parts"] if part.get("state") == "approval-requested"]
+        if not asked:
+            raise ClientError("no approval is requested")
+        for part in asked:
+            part["state"] = "approval-responded"
+            part["approval"] = {**part["approval"], "approved": approved}
 
     def feed(self, frame: Frame) -> None:
         if frame.data == "[DONE]":
@@ -648,7 +649,7 @@ class NativeClient:
         elif kind == "input.required":
             self.ended = "waiting"
         elif kind == "input.received":
-            self.ended = None
+            self.ended = "waiting" if data.get("waiting_for") else None
         self.ended = _TERMINAL.get(kind, self.ended)
         self.events.append((seq, kind, data))
 

@@ -89,11 +89,11 @@ def _command(reach: Sequence[str], session_id: str) -> str:
 
 
 def _answer(client: Tokentail, session_id: str, question: dict[str, Any], left: list[str]) -> None:
-    """Answer `question` if it is still open (the session's `pending_input`; a replayed one answered
-    since is not): with the next of the answers `left`, else at the terminal, until the gateway takes
-    one (or another client answered). Raises Unanswered when there is neither."""
-    pending = client.get_session(session_id)["pending_input"]
-    if pending is None or pending["input_id"] != question["input_id"]:
+    """Answer `question` if it is still open (among the session's `pending_inputs`; a replayed one
+    answered since is not): with the next of the answers `left`, else at the terminal, until the
+    gateway takes one (or another client answered). Raises Unanswered when there is neither."""
+    pending = client.get_session(session_id)["pending_inputs"]
+    if question["input_id"] not in {open_question["input_id"] for open_question in pending}:
         return  # answered, expired or cancelled: the stream goes on to say so
     while True:
         if left:

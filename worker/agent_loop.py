@@ -243,18 +243,30 @@ class _SteerCut:
 async def _approve(
     context: RunContext, tools: dict[str, Tool], calls: list[ToolCall], decisions: dict[str, bool]
 ) -> None:
-    """Ask a person about each call of a tool that needs approval, one after the other, recording the
-    decisions; a call waiting for its answer is shown started. A run that goes on after the answer
-    replays up to here, and each `ask` answered returns its answer."""
-    for call in calls:
-        if not (call.name in tools and tools[call.name].needs_approval):
-            continue
-        if context.hooks.recorded_step(_tool_step(call)) is not None:
-            continue  # it ran, after its answer: the replay has its result
+    """Ask a person about each call of a tool that needs approval, all at once (each its own question,
+    answered in any order), recording the decisions; a call waiting for its answer is shown started.
+    A run that goes on after the answers replays up to here, and each `ask` answered returns its answer."""
+    asking = [
+        call
+        for call in calls
+        if call.name in tools
+        and tools[call.name].needs_approval
+        # (one that ran, after its answer: the replay has its result)
+        and context.hooks.recorded_step(_tool_step(call)) is None
+    ]
+    for call in asking:
         await context.tool_started(call.call_id, call.name, call.arguments)
-        arguments = json.dumps(call.arguments, ensure_ascii=False)
-        answer = await context.ask(f"Run {call.name} {arguments}?", kind="approval", call_id=call.call_id)
-        decisions[call.call_id] = bool(answer["approved"])
+    answers = await asyncio.gather(
+        *(
+            context.ask(
+                f"Run {call.name} {json.dumps(call.arguments, ensure_ascii=False)}?",
+                kind="approval",
+                call_id=call.call_id,
+            )
+            for call in asking
+        )
+    )
+    decisions.update((call.call_id, bool(answer["approved"])) for call, answer in zip(asking, answers, strict=True))
 
 
 def _message(data: dict[str, Any]) -> Message:

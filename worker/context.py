@@ -15,10 +15,12 @@ A run can ask a person and wait for the answer, for minutes or days, with no wor
     colour = await ctx.ask("Which colour?", kind="choice", choices=["red", "blue"])
     name = await ctx.ask("Your name?")                                # kind="text": a string
     form = await ctx.ask("Details", kind="json", schema={...})         # any JSON Schema
+    a, b = await asyncio.gather(ctx.ask("Send?", kind="approval"), ctx.ask("Pay?", kind="approval"))
 
-While it waits, the worker is free; the answer (from any client, through any gateway) queues the
-run again, and a worker runs the agent again from its start, with the run's record: each `ask`
-answered before returns its answer at once, and what the record holds is not streamed again
+Questions asked at once (concurrent calls) are open together, each its own `input.required`, answered
+in any order. While it waits, the worker is free; the last answer (from any client, through any
+gateway) queues the run again, and a worker runs the agent again from its start, with the run's
+record: each `ask` answered before returns its answer at once, and what the record holds is not streamed again
 (worker/recovery/replay.py). A worker that takes over a crashed run does the same (for your own
 agent, when it is marked `@continues`). Work that must not be done twice goes in a step, recorded
 once and replayed after:
@@ -54,7 +56,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn, cast
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
@@ -90,12 +92,64 @@ APPROVAL_SCHEMA = {
 
 
 class WaitingForInput(BaseException):  # noqa: N818  (a signal, as asyncio.CancelledError: not an error)
-    """Raised by `ctx.ask` to end the attempt while the run waits for an answer. A BaseException, so
-    that an agent's `except Exception` lets it through."""
+    """Raised by `ctx.ask` to end the attempt while the run waits for answers: to the questions asked
+    at once (one, or several from concurrent calls). A BaseException, so that an agent's `except
+    Exception` lets it through."""
 
-    def __init__(self, question: Question) -> None:
-        super().__init__(question.input_id)
-        self.question = question
+    def __init__(self, questions: list[Question]) -> None:
+        super().__init__(", ".join(question.input_id for question in questions))
+        self.questions = questions
+
+
+def waiting_in(group: BaseExceptionGroup[BaseException]) -> WaitingForInput | None:
+    """The questions a TaskGroup's tasks asked at once, when that is all the group holds besides the
+    cancellations it made (its other tasks, stopped as the first one's `ask` ended them)."""
+    waiting, rest = group.split(WaitingForInput)
+    if waiting is None or (rest is not None and rest.split(asyncio.CancelledError)[1] is not None):
+        return None
+    first: BaseException = waiting
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return cast(WaitingForInput, first)
+
+
+# How many turns of the event loop a question waits for others asked at once, after the run's writes on
+# their way landed (concurrent tasks, as `asyncio.gather` runs them, reach their `ask` a few turns after
+# their last write, a tool's start): counted, not timed, so a busy machine batches the same questions.
+# Each question that joins waits as long again; one asked after its task waited on other I/O is the
+# next batch's (asked when the run goes on).
+BATCH_TURNS = 8
+
+
+class _Batch:
+    """The questions of an attempt asked at once: the first `ask` waits for others (the run's writes
+    landed, then a few turns of the event loop, again while more come), then each raises
+    `WaitingForInput` with all of them, recorded together (worker/run.py)."""
+
+    def __init__(self, writer: EventWriter) -> None:
+        self._writer = writer
+        self._questions: list[Question] = []
+        self._closed: asyncio.Future[list[Question]] | None = None
+
+    async def join(self, question: Question) -> NoReturn:
+        if self._closed is None:
+            self._closed = asyncio.ensure_future(self._close())
+        if not self._closed.done():  # a question after the batch closed is not in it: asked again on resume
+            self._questions.append(question)
+        raise WaitingForInput(await asyncio.shield(self._closed))
+
+    async def _close(self) -> list[Question]:
+        joined = 0
+        while joined != len(self._questions):
+            joined = len(self._questions)
+            await self._writer.in_order(_landed)  # what came before the questions is recorded before them
+            for _ in range(BATCH_TURNS):
+                await asyncio.sleep(0)
+        return list(self._questions)
+
+
+async def _landed() -> None:
+    """Nothing: written in order, once the writes on their way have landed."""
 
 
 def answer_schema(kind: InputKind, choices: list[str] | None, schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -180,6 +234,9 @@ class RunContext:
         self._asked = run.asked  # questions asked before this attempt, all answered
         self._answers = run.answers
         self._asks = 0  # `ask` calls so far in this attempt
+        self._resumes = run.resumes
+        self._returned: set[str] = set()  # the questions answered before it that those calls returned
+        self._batch = _Batch(writer)
         self._tool_calls = 0
 
     @property
@@ -247,10 +304,11 @@ class RunContext:
         ({"approved": bool, "reason"?: str}), `choice` (one of `choices`), `text` (a string) or
         `json` (`schema`). Unanswered after `expires_in` seconds, the run fails (`input_expired`), or
         with `on_expiry="default"` goes on with `default`. `call_id`: the tool call it approves.
-        `state`: any JSON, returned by `resumed_state()` when the run goes on."""
-        index, self._asks = self._asks, self._asks + 1
-        if index < len(self._asked):  # answered before this attempt
-            return self._answers.get(self._asked[index].input_id)
+        `state`: any JSON, returned by `resumed_state()` when the run goes on. Calls made at once
+        (tasks of an `asyncio.gather` or a TaskGroup) ask their questions together: the run waits
+        until each has its answer, given in any order."""
+        if (answered := self._answered_before(prompt, call_id)) is not None:
+            return self._answers.get(answered.input_id)
         schema_of_answer = answer_schema(kind, choices, schema)
         if on_expiry == "default" and (
             error := best_match(Draft202012Validator(schema_of_answer).iter_errors(default))
@@ -260,7 +318,6 @@ class RunContext:
             json.dumps(state)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"a question's state must be JSON: {exc}") from None
-        await self._writer.flush()
         now = time.time()
         question = Question(
             input_id=f"in_{secrets.token_hex(8)}",
@@ -274,8 +331,22 @@ class RunContext:
             call_id=call_id,
             output_before=self._hooks.output,
             state=state,
+            batch=self._resumes,
         )
-        raise WaitingForInput(question)
+        await self._batch.join(question)
+
+    def _answered_before(self, prompt: str, call_id: str | None) -> Question | None:
+        """The question answered before this attempt that this `ask` call asks again (the run goes on
+        from its start): of those not returned yet, the one asking the same (concurrent calls may
+        come in another order than they did), else the next in order; None past them: a new question."""
+        index, self._asks = self._asks, self._asks + 1
+        if index >= len(self._asked):
+            return None
+        left = [question for question in self._asked if question.input_id not in self._returned]
+        same = next((question for question in left if (question.prompt, question.call_id) == (prompt, call_id)), None)
+        answered = same or left[0]
+        self._returned.add(answered.input_id)
+        return answered
 
     async def steers(self) -> list[str]:
         """The input sent to this run while it runs (steers), in the order sent, taken in now: each
@@ -293,10 +364,14 @@ class RunContext:
     def resumed_state(self) -> Any:
         """The `state` given with the last question answered, when the run goes on after it (else
         None). An agent that restores its work from it skips what came before: its next `ask` is
-        that question again, and returns its answer."""
+        that question again, and returns its answer (with questions asked at once, its next asks
+        are those, in the order asked)."""
         if not self._asked:
             return None
-        self._asks = len(self._asked) - 1
+        last = self._asked[-1].batch
+        again = [q for q in self._asked if q.batch == last] if last is not None else self._asked[-1:]
+        self._asks = len(self._asked) - len(again)
+        self._returned = {question.input_id for question in self._asked[: self._asks]}
         self._hooks.skip_recorded()  # it goes on from the question: what follows is new
         return self._asked[-1].state
 

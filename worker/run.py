@@ -15,7 +15,6 @@ from tokentail.shared.events import (
     CANCELLED_BY_REQUEST,
     Ending,
     ErrorInfo,
-    InputReceived,
     RunCancelled,
     RunCompleted,
     RunFailed,
@@ -27,11 +26,11 @@ from tokentail.shared.records import Question, RunRecord, transcript
 from tokentail.shared.run_log import RunLog
 from tokentail.shared.scripts.runs import Asked, Requeue, StartVerdict
 from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore, compact_json
+from tokentail.shared.store import SessionStore
 from tokentail.worker import metrics, traces
 from tokentail.worker.agent_loop import AgentError, run_model_agent
 from tokentail.worker.agents import Agent, load_agent
-from tokentail.worker.context import RunContext, WaitingForInput
+from tokentail.worker.context import RunContext, WaitingForInput, waiting_in
 from tokentail.worker.lease import LeaseKeeper
 from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
@@ -96,10 +95,10 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
                 completed = await _generate(ctx, session_id, run, earlier, writer, meter, kept, attempt)
         await writer.finish(completed)
         outcome, ended = "completed", completed
-    except WaitingForInput as waiting:  # the run waits for an answer, without this worker
+    except WaitingForInput as waiting:  # the run waits for answers, without this worker
         if attempt is not None:
-            attempt.asked(waiting.question)  # its span ends waiting
-        outcome, ended = await _wait_for_input(writer, meter, lease, run, waiting.question)
+            attempt.asked(waiting.questions)  # its span ends waiting
+        outcome, ended = await _wait_for_input(writer, meter, lease, run, waiting.questions)
     except (LeaseLost, asyncio.CancelledError) as stopped:
         # One reason why the run stopped, recorded by whoever stopped it; none means arq is stopping.
         stop = Stop.LEASE_LOST if isinstance(stopped, LeaseLost) else running.stop_reason(run_id)
@@ -177,20 +176,14 @@ async def _end_stopped(
 
 
 async def _wait_for_input(
-    writer: EventWriter, meter: UsageMeter, lease: RunLease, run: RunRecord, question: Question
+    writer: EventWriter, meter: UsageMeter, lease: RunLease, run: RunRecord, questions: list[Question]
 ) -> tuple[str, Ending | None]:
-    """Record the question and give the run up; what became of it (a metrics label), and the terminal
-    event written if the run ended instead (a cancel was pending)."""
-    event = question.event(run.run_id)
-    on_expiry = None
-    if question.on_expiry == "default":
-        answers = compact_json({**run.answers, question.input_id: question.default})
-        received = InputReceived(run_id=run.run_id, input_id=question.input_id, answer=question.default)
-        on_expiry = (answers, received.model_dump_json())
+    """Record the questions asked at once and give the run up; what became of it (a metrics label),
+    and the terminal event written if the run ended instead (a cancel was pending)."""
     try:
         await writer.flush()
         await meter.settle()  # recorded while the lease is this worker's: the resume goes on counting
-        asked = await lease.ask([*run.asked, question], event, on_expiry)
+        asked = await lease.ask([*run.asked, *questions], questions)
     except LeaseLost:
         logger.warning("run %s of session %s lost its lease as it asked for input", run.run_id, lease.session_id)
         return "lease_lost", None
@@ -200,7 +193,8 @@ async def _wait_for_input(
     if asked is Asked.CANCEL:
         cancelled = RunCancelled(run_id=run.run_id, reason=CANCELLED_BY_REQUEST, usage=meter.total())
         return "cancelled", await _finish(writer, cancelled, lease)
-    logger.info("run %s of session %s waits for an answer to %s", run.run_id, lease.session_id, question.input_id)
+    waits_for = ", ".join(question.input_id for question in questions)
+    logger.info("run %s of session %s waits for answers to %s", run.run_id, lease.session_id, waits_for)
     return "waiting", None
 
 
@@ -344,9 +338,12 @@ async def _generate(
                 await run_model_agent(agent, context, provider, model, policy, settings.tool_timeout_seconds)
             else:
                 await agent(context)
-    except Exception as exc:
-        # A framework's tool that raised out of its run (PydanticAI lets it) left its call open: end it.
-        await hooks.fail_open_tools(exc)
+    except BaseException as exc:
+        if isinstance(exc, BaseExceptionGroup) and (waiting := waiting_in(exc)) is not None:
+            raise waiting from None  # questions asked at once by a TaskGroup's tasks
+        if isinstance(exc, Exception):
+            # A framework's tool that raised out of its run (PydanticAI lets it) left its call open: end it.
+            await hooks.fail_open_tools(exc)
         raise
     if not hooks.answered:
         logger.warning("run %s of session %s: agent %s finished without an answer", run.run_id, session_id, run.agent)

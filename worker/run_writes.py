@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TypeVar
 
 from tokentail.shared.errors import StepTooLarge, WritesLost
-from tokentail.shared.events import Ending, InputRequired, RunCompleted, RunFailed, event_type_of
+from tokentail.shared.events import Ending, RunCompleted, RunFailed, event_type_of
 from tokentail.shared.outage import ride_out
 from tokentail.shared.records import MAX_RUN_STEPS_BYTES, Question, RunRecord
 from tokentail.shared.scripts.runs import (
@@ -97,11 +97,10 @@ class RunLease:
     async def renew(self) -> Renewal:
         return await self.runs.renew_lease(self)
 
-    async def ask(self, asked: list[Question], event: InputRequired, on_expiry: tuple[str, str] | None) -> Asked:
-        """Record the last question of `asked` and give the run up until it is answered; `on_expiry`:
-        the answers and the `input.received` data a question that takes its default answer when it
-        expires goes on with."""
-        return await self._ridden("question", lambda: self.runs.ask(self, asked, event, on_expiry))
+    async def ask(self, asked: list[Question], questions: list[Question]) -> Asked:
+        """Record `questions`, asked at once, the last of the run's `asked`, and give the run up until
+        each has its answer."""
+        return await self._ridden("question", lambda: self.runs.ask(self, asked, questions))
 
     async def apply_steers(self, step_key: str, output_at: int) -> AppliedSteers:
         """Take in the steers waiting for the run, recorded as its step `step_key`, after `output_at`
@@ -299,23 +298,21 @@ class RunWrites(Writes):
     async def steers_waiting(self, lease: RunLease) -> bool:
         return bool(await self.redis.exists(self.keys.session(lease.session_id).steers))
 
-    async def ask(
-        self, lease: RunLease, asked: list[Question], event: InputRequired, on_expiry: tuple[str, str] | None
-    ) -> Asked:
+    async def ask(self, lease: RunLease, asked: list[Question], questions: list[Question]) -> Asked:
         """One try of `RunLease.ask`."""
-        question = asked[-1]
+        last = len(questions) - 1
         asking = await self.run(
             Ask(
                 self.scope.run_keys(lease.session_id),
                 self.scope.args(lease.session_id),
                 lease.run_id,
                 lease.token,
-                event.model_dump_json(by_alias=True),
                 compact_json([q.model_dump(mode="json", by_alias=True) for q in asked]),
-                question.input_id,
-                "" if question.expires_at is None else str(int(question.expires_at * 1000)),
                 lease.journal.written,
-                list(on_expiry or ()),
+                [q.event(lease.run_id, more=last - i).model_dump_json(by_alias=True) for i, q in enumerate(questions)],
+                [q.input_id for q in questions],
+                ["" if q.expires_at is None else str(int(q.expires_at * 1000)) for q in questions],
+                [compact_json(q.default) if q.on_expiry == "default" else "" for q in questions],
             )
         )
         return asking.outcome

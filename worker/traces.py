@@ -65,10 +65,10 @@ class AttemptSpan:
         self.span.set_attribute("tokentail.time_to_first_token_s", seconds)
         self.span.add_event(FIRST_TOKEN, {"tokentail.time_to_first_token_s": seconds})
 
-    def asked(self, question: Question) -> None:
-        self.span.add_event(
-            "tokentail.input.required", {"tokentail.input.id": question.input_id, "tokentail.input.kind": question.kind}
-        )
+    def asked(self, questions: list[Question]) -> None:
+        for question in questions:
+            attributes = {"tokentail.input.id": question.input_id, "tokentail.input.kind": question.kind}
+            self.span.add_event("tokentail.input.required", attributes)
 
     def replayed(self, **attributes: str) -> None:
         """A tool's result or a step's, taken from the run's record: not executed again, so no span."""

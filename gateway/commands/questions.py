@@ -1,5 +1,6 @@
 """Answering a question a run asked (`ctx.ask`), from REST or a WebSocket: find it, check the answer
-against its schema, then answer.lua, which records it once and queues the run again."""
+against its schema, then answer.lua, which records it once and queues the run again when it was the
+last one the run waited for (several questions may be open at once, answered in any order)."""
 
 from typing import Any
 
@@ -32,7 +33,7 @@ async def answer_run(runs: SessionWrites, session_id: str, run: RunRecord, input
         raise QuestionNotFound(run_id, input_id)
     if input_id in run.answers:
         raise InputNotPending(f"question {input_id!r} is answered already")
-    if run.waiting_for != input_id:
+    if input_id not in run.waiting_for:
         raise InputNotPending(f"run {run_id!r} no longer waits for an answer to {input_id!r} (it is {run.status})")
     if len(InputReceived(run_id=run_id, input_id=input_id, answer=answer).model_dump_json().encode()) > MAX_EVENT_BYTES:
         raise InputTooLarge(MAX_EVENT_BYTES, "the answer's event", "bytes of JSON")

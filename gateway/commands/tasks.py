@@ -104,9 +104,9 @@ class Task:
         return self.run.error
 
     @property
-    def question(self) -> Question | None:
-        """What it waits for an answer to (status `input_required`)."""
-        return self.run.question
+    def questions(self) -> list[Question]:
+        """What it waits for answers to (status `input_required`): one question, or several asked at once."""
+        return self.run.questions
 
 
 class RunTasks(RunCommands):
@@ -158,12 +158,12 @@ class RunTasks(RunCommands):
         except (SessionNotFound, RunNotFound):
             raise TaskNotFound(task_id) from None
 
-    async def answer(self, task: Task, answer: Any) -> Task:
-        """Answer the question the task waits on; the run goes on, on any worker."""
-        question = task.question
-        if question is None:
+    async def answer(self, task: Task, answer: Any, input_id: str | None = None) -> Task:
+        """Answer a question the task waits on (`input_id`'s; None: the first still open); the run goes
+        on, on any worker, once each question it waits on has its answer."""
+        if not task.questions:
             raise InputNotPending(f"task {task.id!r} waits for no answer (it is {task.status})")
-        await answer_run(self.runs, task.session.session_id, task.run, question.input_id, answer)
+        await answer_run(self.runs, task.session.session_id, task.run, input_id or task.questions[0].input_id, answer)
         return await self.get(task.id)
 
     async def cancel(self, task: Task) -> Task:

@@ -193,14 +193,22 @@ class ChatTurns(RunCommands):
         return run
 
     async def answer(self, session: SessionRecord, answers: dict[str, Any]) -> tuple[RunRecord, int]:
-        """The chat's waiting run, answered with the one of `answers` (by input id) it waits for; and
-        the seq of the `input.received` event. `session` as just read."""
+        """The chat's waiting run, answered with those of `answers` (by input id) it waits for (several
+        questions may be open at once; one answered meanwhile, from another device, is left as it
+        is); and the seq of the last `input.received` event. `session` as just read."""
         self.caller.require_chat()
         run = session.active_run
-        if run is None or run.waiting_for is None or run.waiting_for not in answers:
+        open_ids = [input_id for input_id in run.waiting_for if input_id in answers] if run is not None else []
+        if run is None or not open_ids:
             waiting = f"waits for {run.waiting_for!r}" if run is not None and run.waiting_for else "waits for nothing"
             raise InputNotPending(f"the chat's run {waiting}: the answers sent are to {sorted(answers)}")
-        input_id = run.waiting_for
-        seq = await answer_run(self.runs, session.session_id, run, input_id, answers[input_id])
-        run.answers[input_id] = answers[input_id]
+        seq = None
+        for input_id in open_ids:
+            try:
+                seq = await answer_run(self.runs, session.session_id, run, input_id, answers[input_id])
+            except InputNotPending:
+                continue
+            run.answers[input_id] = answers[input_id]
+        if seq is None:
+            raise InputNotPending(f"the chat's run no longer waits for {open_ids!r}")
         return run, seq

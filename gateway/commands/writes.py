@@ -21,7 +21,7 @@ from tokentail.shared.errors import (
     SessionNotFound,
     TooManySteers,
 )
-from tokentail.shared.events import CANCELLED_BY_REQUEST, InputReceived, RunCancelled
+from tokentail.shared.events import CANCELLED_BY_REQUEST, RunCancelled
 from tokentail.shared.outage import is_outage, ride_out, unanswered
 from tokentail.shared.records import MAX_PENDING_STEERS, Multitask, RunRecord, SessionRecord
 from tokentail.shared.scripts.runs import (
@@ -235,16 +235,15 @@ class SessionWrites(Writes):
             await self.redis.set(key, branch, ex=branch_kept_seconds(self.settings))
 
     async def answer(self, session_id: str, run: RunRecord, input_id: str, answer: Any) -> int:
-        """Answer the question `run` waits for (see answer.lua) and queue it again; the seq of
-        `input.received`. `run` as read just before: its answers so far are kept."""
+        """Answer a question `run` waits for (see answer.lua), which queues it again if it waits for
+        no other; the seq of `input.received`."""
         reply = await self.run(
             Answer(
                 self.scope.run_keys(session_id),
                 self.scope.args(session_id),
                 run.run_id,
                 input_id,
-                compact_json({**run.answers, input_id: answer}),
-                InputReceived(run_id=run.run_id, input_id=input_id, answer=answer).model_dump_json(),
+                compact_json(answer),
                 secrets.token_hex(4),
             )
         )

@@ -165,6 +165,9 @@ class QuestionAsked:
     run_id: str
     question: InputRequired
     answered: bool  # its answer was known when the stream opened: the run goes on past it
+    # The run stops here for this stream: the last of the questions asked at once (`question.more`
+    # is 0), one of which was unanswered when the stream opened. A response that ends at questions ends here.
+    stops: bool
     seq: int
 
 
@@ -173,6 +176,7 @@ class QuestionAnswered:
     run_id: str
     input_id: str
     answer: Any
+    waiting_for: list[str]  # the questions asked with it still unanswered: the run goes on when none is
     seq: int
 
 
@@ -349,6 +353,7 @@ class Reducer:
         self._content: list[_Block | Shown] = []  # what it shows since it last started over
         self._open: _Block | None = None
         self._delta_head = b""  # how the run shown's deltas begin, as the worker writes them
+        self._asking = False  # one of the questions asked at once being reduced was unanswered at the open
 
     def quiet(self, seq: int) -> bool:
         """Whether the client has the operations of event `seq` already (a resume after it)."""
@@ -425,10 +430,13 @@ class Reducer:
             case RunStarted(attempt=attempt, reason=reason):
                 return [*self._close(seq), AttemptStarted(run_id, attempt, reason, seq)]
             case InputRequired() as question:
-                asked = QuestionAsked(run_id, question, question.input_id in self.answered, seq)
+                answered = question.input_id in self.answered
+                self._asking = self._asking or not answered
+                stops, self._asking = (self._asking, False) if question.more == 0 else (False, self._asking)
+                asked = QuestionAsked(run_id, question, answered, stops, seq)
                 return [*self._close(seq), *self._show(asked)]
-            case InputReceived(input_id=input_id, answer=answer):
-                return self._show(QuestionAnswered(run_id, input_id, answer, seq))
+            case InputReceived(input_id=input_id, answer=answer, waiting_for=waiting_for):
+                return self._show(QuestionAnswered(run_id, input_id, answer, waiting_for, seq))
             case SteerAccepted(steer_id=steer_id, input=text):
                 return [SteerShown(run_id, steer_id, "accepted", text, None, seq)]
             case SteerApplied(steer_id=steer_id):
@@ -483,7 +491,7 @@ class Reducer:
                 if not _dropped(item, after):
                     content.append(item)
                     # A question kept was answered (the run went on): it no longer stops a stream.
-                    kept.append(replace(item, answered=True) if isinstance(item, QuestionAsked) else item)
+                    kept.append(replace(item, answered=True, stops=False) if isinstance(item, QuestionAsked) else item)
                 continue
             pieces = [(at, text) for at, text in item.pieces if at <= after]
             if not pieces:

@@ -214,18 +214,18 @@ async def _view(store: SessionStore, session: SessionRecord) -> SessionView:
         metadata=session.metadata,
         last_event_id=session.last_event_id,
         active_run_id=session.active_run_id,
-        pending_input=_pending_input(active),
+        pending_input=next(iter(pending := _pending_inputs(active)), None),
+        pending_inputs=pending,
         forked_from=session.forked_from,
         runs=session.runs,
         transcript=transcript(session.runs, partial),
     )
 
 
-def _pending_input(run: RunRecord | None) -> PendingInput | None:
-    question = run.question if run is not None else None
-    if run is None or question is None:
-        return None
-    return PendingInput.model_validate(question.event(run.run_id).model_dump(by_alias=True))
+def _pending_inputs(run: RunRecord | None) -> list[PendingInput]:
+    if run is None:
+        return []
+    return [PendingInput.model_validate(q.event(run.run_id).model_dump(by_alias=True)) for q in run.questions]
 
 
 @router.delete(

@@ -7,10 +7,11 @@
 -- A caller that saw a run names it, and the run is cancelled only if it is still the active one:
 -- the check and the cancel are one step, so a cancel meant for a run that ended meanwhile never
 -- lands on the run that came after it. A Responses API response is a run's segment (its part
--- after its k-th answer or steer taken in; lib.lua's segment_of): a caller naming one also gives k,
--- and the run is cancelled only while it is in segment k, i.e. before the answer or steer that opens
--- the next response. With `ended_at_question`, not while it waits for the answer either: the response ended
--- at its question (a stream's client leaving then leaves the question to be answered).
+-- after it went on from its questions or took a steer in, k times; lib.lua's segment_of): a caller
+-- naming one also gives k, and the run is cancelled only while it is in segment k, i.e. before the
+-- answers or steer that open the next response. With `ended_at_question`, not while it waits for
+-- answers either: the response ended at its questions (a stream's client leaving then leaves them to
+-- be answered).
 --
 -- Keys, arguments and replies: shared/scripts/runs.py `CancelRun` (`expected`: the run expected
 -- active, '' the active one, whichever; `segment`: segment_of the run, '' any;

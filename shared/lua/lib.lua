@@ -43,17 +43,15 @@ end
 -- SPLIT_QUEUE, the caller does, before and after the script.
 local HOOKED = {['run.completed'] = true, ['run.failed'] = true, ['run.cancelled'] = true, ['input.required'] = true}
 
--- Which of a run's segments, the Responses API's responses, is going on: one more after each answer
--- and each steer taken in (its `answers` and `steers`, kept as opaque JSON). As RunRecord.segment
--- (shared/records.py), which says why.
+-- Which of a run's segments, the Responses API's responses, is going on: one more after each time it
+-- went on after its questions were answered (`resumes`) and each steer taken in (its `steers`, kept as
+-- opaque JSON). As RunRecord.segment (shared/records.py), which says why.
 local function segment_of(run)
-  local count = 0
-  for _, field in ipairs({'answers', 'steers'}) do
-    local value = run[field]
-    if type(value) == 'string' then value = cjson.decode(value) end
-    if type(value) == 'table' then
-      for _ in pairs(value) do count = count + 1 end
-    end
+  local count = run.resumes or 0
+  local steers = run.steers
+  if type(steers) == 'string' then steers = cjson.decode(steers) end
+  if type(steers) == 'table' then
+    for _ in pairs(steers) do count = count + 1 end
   end
   return count
 end
@@ -306,16 +304,58 @@ local function cancel_unheld(k, s, run_id, reason)
   return end_run(k, s, run_id, 'cancelled', 'run.cancelled', data, {reason = reason}, ts, now_ms, now_s)
 end
 
--- Continue a run that waited for an answer (answer.lua; or a reaper, with the answer an expired
--- question takes by default): append `input.received`, record the answers and queue the run again.
-local function resume_run(k, s, run_id, run, received, answers, job_id, ts, now_ms)
-  local seq = add_event(k, s, 'input.received', received, ts)
+-- The questions a waiting run waits for (ask.lua), their input ids in the order asked; `run.expiry` has
+-- each one's deadline (`at`, ms) and default answer (JSON text) if it takes one when it expires. A record
+-- written before several questions could be open names one: it is read as a list of one.
+local function open_questions(run)
+  if type(run.waiting_for) == 'string' then
+    local expiry = {at = run.waiting_until}
+    if run.on_expiry_received then expiry.default = cjson.encode(cjson.decode(run.on_expiry_received).answer) end
+    run.expiry = {[run.waiting_for] = expiry}
+    run.waiting_for = {run.waiting_for}
+    run.on_expiry_answers, run.on_expiry_received = nil, nil
+  end
+  return run.waiting_for or {}
+end
+
+-- The earliest deadline of the questions the run waits for, or nil.
+local function next_deadline(run)
+  local earliest
+  for _, input_id in ipairs(open_questions(run)) do
+    local at = run.expiry and run.expiry[input_id] and run.expiry[input_id].at
+    if at and (not earliest or at < earliest) then earliest = at end
+  end
+  return earliest
+end
+
+-- Take the answer (JSON text) to one of the questions a waiting run waits for (answer.lua; or a reaper,
+-- with the answer an expired question takes by default): append `input.received` and record it. The
+-- run's answers are a JSON object's text, kept opaque (cjson would round numbers and turn [] into {}):
+-- the answer is spliced in, its input id new to it. The last answer the run waits for queues it again
+-- (one more of its `resumes`); until then `input.received` names those still open (`waiting_for`).
+local function take_answer(k, s, run_id, run, input_id, answer, job_id, ts, now_ms)
+  local open = {}
+  for _, id in ipairs(open_questions(run)) do
+    if id ~= input_id then open[#open + 1] = id end
+  end
+  local entry = cjson.encode(input_id) .. ':' .. answer
+  local answers = run.answers
+  if type(answers) == 'table' then answers = cjson.encode(answers) end
+  if not answers or answers == '{}' then run.answers = '{' .. entry .. '}'
+  else run.answers = string.sub(answers, 1, -2) .. ',' .. entry .. '}' end
+  local received = '{"run_id":' .. cjson.encode(run_id) .. ',"input_id":' .. cjson.encode(input_id) .. ',"answer":' .. answer
+  if #open > 0 then received = received .. ',"waiting_for":' .. cjson.encode(open) end
+  local seq = add_event(k, s, 'input.received', received .. '}', ts)
+  if run.expiry then run.expiry[input_id] = nil end
+  if #open > 0 then
+    run.waiting_for = open
+    run.waiting_until = next_deadline(run)
+    redis.call('HSET', k.runs, run_id, cjson.encode(run))
+    index_lease(k, s, run.waiting_until)
+    return seq
+  end
   run.status = 'queued'
-  run.answers = answers
-  run.waiting_for = nil
-  run.waiting_until = nil
-  run.on_expiry_answers = nil
-  run.on_expiry_received = nil
+  run.waiting_for, run.waiting_until, run.expiry = nil, nil, nil
   run.resumes = (run.resumes or 0) + 1
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
   index_lease(k, s, nil)

@@ -15,9 +15,9 @@
 --
 -- Keys and arguments: shared/scripts/runs.py `RequeueRun` (`job_suffix`: random, as arq refuses a
 -- job id it still remembers: each requeue is a job of its own).
--- A run waiting for an answer (ask.lua) has no lease: a reaper that finds its question's deadline
--- passed ends the question as the agent chose: the run fails (`input_expired`), or goes on with the
--- default answer; before the deadline, it looks again then.
+-- A run waiting for answers (ask.lua) has no lease: a reaper that finds a question's deadline passed
+-- ends the question as the agent chose: the run fails (`input_expired`), or the question takes its
+-- default answer (and the run goes on once none is left open); before the deadline, it looks again then.
 -- Replies: shared/scripts/runs.py `RequeueRun`'s. 'requeued' and 'cleared' carry the job owed
 -- (`<job_id> <run_id>`), which SPLIT_QUEUE's caller pushes; 'cleared' by a question that expired and
 -- failed its run, that run's record too.
@@ -43,17 +43,31 @@ elseif redis.call('EXISTS', k.lease) == 0 then
   local run_id = redis.call('HGET', k.meta, 'active_run')
   local run = run_id and run_id ~= '' and get_run(k.runs, run_id)
   if not run or run.status ~= 'waiting' or type(run.waiting_until) ~= 'number' then return reply.cleared{} end
-  -- A run waiting for an answer: look again at its question's deadline, or end the question now.
+  -- A run waiting for answers: look again at its questions' earliest deadline, or end those expired now,
+  -- each as its agent chose: one that fails the run fails it; the others take their default answers.
   if run.waiting_until > now_ms then return reply.renewed{look_again_at = run.waiting_until} end
   local ts, _, now_s = clock()
-  if run.on_expiry_answers then
-    resume_run(k, s, run_id, run, run.on_expiry_received, run.on_expiry_answers, run_id .. '.x' .. a.job_suffix, ts, now_ms)
-    return reply.requeued{dispatch = redis.call('HGET', k.meta, 'dispatch')}
+  local expired = {}
+  for _, input_id in ipairs(open_questions(run)) do
+    local expiry = run.expiry and run.expiry[input_id]
+    if expiry and expiry.at and expiry.at <= now_ms then
+      if not expiry.default then
+        local error = {type = 'input_expired', message = 'no answer to question ' .. input_id .. ' came before it expired'}
+        end_run(k, s, run_id, 'failed', 'run.failed', cjson.encode({run_id = run_id, error = error}), {error = error}, ts, now_ms, now_s)
+        -- The run it ended, for the run's span (worker/reaper.py).
+        return reply.cleared{dispatch = redis.call('HGET', k.meta, 'dispatch'), expired = redis.call('HGET', k.runs, run_id)}
+      end
+      expired[#expired + 1] = input_id
+    end
   end
-  local error = {type = 'input_expired', message = 'no answer to question ' .. run.waiting_for .. ' came before it expired'}
-  end_run(k, s, run_id, 'failed', 'run.failed', cjson.encode({run_id = run_id, error = error}), {error = error}, ts, now_ms, now_s)
-  -- The run it ended, for the run's span (worker/reaper.py).
-  return reply.cleared{dispatch = redis.call('HGET', k.meta, 'dispatch'), expired = redis.call('HGET', k.runs, run_id)}
+  for _, input_id in ipairs(expired) do
+    take_answer(k, s, run_id, run, input_id, run.expiry[input_id].default, run_id .. '.x' .. a.job_suffix, ts, now_ms)
+  end
+  if run.status == 'waiting' then  -- answers still to come, by a later deadline or none
+    if run.waiting_until then return reply.renewed{look_again_at = run.waiting_until} end
+    return reply.cleared{}
+  end
+  return reply.requeued{dispatch = redis.call('HGET', k.meta, 'dispatch')}
 else
   local deadline = tonumber(redis.call('HGET', k.meta, 'lease_until') or 0)
   if deadline > now_ms then return reply.renewed{look_again_at = deadline} end

@@ -361,7 +361,7 @@ class Asked(StrEnum):
 
 class AskReply(NamedTuple):
     outcome: Asked
-    seq: int | None = None  # of its `input.required`
+    seq: int | None = None  # of its (last) `input.required`
 
 
 @dataclass(slots=True)
@@ -372,12 +372,14 @@ class Ask(Script[AskReply]):
     s: SessionArgs
     run_id: str
     lease_token: str
-    event: str  # the input.required event's data
     asked: str  # the run's questions (JSON, kept opaque)
-    input_id: str
-    deadline: str  # Redis ms, or '' for none
     expect: int
-    on_expiry: list[str]  # the answers and the input.received data an expired question goes on with, or none
+    # Per question asked now, in order: its input.required event's data, its input id, its deadline
+    # (Redis ms, or '' for none) and the answer it takes when it expires (JSON text, or '': the run fails).
+    events: list[str]
+    input_ids: list[str]
+    deadlines: list[str]
+    defaults: list[str]
 
     REPLY = Reply(AskReply, waiting=("seq",), cancel=())
 
@@ -403,8 +405,7 @@ class Answer(Script[AnswerReply]):
     s: SessionArgs
     run_id: str
     input_id: str
-    answers: str  # the run's answers, this one included (JSON)
-    received: str  # the input.received event's data
+    answer: str  # JSON text
     job_suffix: str
 
     REPLY = Reply(AnswerReply, ok=("seq",), not_waiting=(), no_run=(), missing=(), gone=())

@@ -17,7 +17,6 @@ from tests.sessions import completion, delta_of, held, start_a_run
 from tests.sse_client import read_events
 from tests.writes import AllWrites
 from tokentail.shared.errors import LeaseLost
-from tokentail.shared.events import InputRequired
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import Question
 from tokentail.shared.scripts.contract import Topology
@@ -106,10 +105,7 @@ async def test_a_question_asked_after_lost_events_comes_after_them(
     async with rolled_back_after(redis, settings, session_id):
         await _append(lease, "a")
     question = Question(input_id="q1", kind="text", prompt="Name?", answer_schema={"type": "string"})
-    event = InputRequired(
-        run_id=run.run_id, input_id="q1", kind="text", prompt="Name?", answer_schema={"type": "string"}
-    )
-    assert await lease.ask([question], event, None) is Asked.WAITING
+    assert await lease.ask([question], [question]) is Asked.WAITING
     events = await _stored(store, session_id)
     assert [(seq, kind) for seq, kind, _ in events][2:] == [(3, "message.delta"), (4, "input.required")]
 

@@ -25,7 +25,6 @@ from tokentail.shared.events import (
     CustomData,
     ErrorInfo,
     Gap,
-    InputRequired,
     MessageDelta,
     ReasoningDelta,
     RunCancelled,
@@ -97,8 +96,7 @@ async def _session(runs: AllWrites, redis: Redis, settings: Settings) -> str:
     call = ToolStarted(run_id=rid, call_id="call_2", name="delete_files", arguments={"count": 3})
     await lease.append([("tool.started", call.model_dump_json())])
     question = Question(input_id="in_1", kind="approval", prompt="Delete 3 files?", answer_schema={})
-    asking = InputRequired(run_id=rid, input_id="in_1", kind="approval", prompt="Delete 3 files?", answer_schema={})
-    assert await lease.ask([question], asking, None) is Asked.WAITING
+    assert await lease.ask([question], [question]) is Asked.WAITING
     waiting = await SessionStore(redis, settings).get_run(sid, rid)
     assert waiting is not None
     await runs.answer(sid, waiting, "in_1", {"approved": True})

@@ -74,8 +74,8 @@ async def test_another_tenants_or_a_malformed_task_is_not_found(start_gateway: A
 async def test_a_question_is_answered_through_the_task_once(gateway: Gateway) -> None:
     tasks = tasks_of(gateway)
     task = await settled(gateway, tasks, await tasks.start("approve", "clean up"))
-    assert task.status == "input_required" and task.question is not None
-    assert task.question.asked_at is not None and task.updated_at == task.question.asked_at  # its last change
+    assert task.status == "input_required" and len(task.questions) == 1
+    assert task.questions[0].asked_at is not None and task.updated_at == task.questions[0].asked_at  # its last change
     with pytest.raises(InvalidInput, match="schema"):
         await tasks.answer(task, {"approved": "yes"})
     answered = await tasks.answer(task, {"approved": True})

@@ -7,8 +7,8 @@ import pytest
 
 from tests.unit.test_writer import RecordingLease, _writer
 from tokentail.shared.events import CustomData, Event, ReasoningDelta
-from tokentail.shared.records import RunRecord
-from tokentail.worker.context import RunContext, WaitingForInput
+from tokentail.shared.records import Question, RunRecord
+from tokentail.worker.context import RunContext, WaitingForInput, waiting_in
 
 if TYPE_CHECKING:  # the SDK is an extra
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -125,7 +125,47 @@ async def test_ask_refuses_what_it_could_not_keep_or_check_before_the_run_waits(
         await context.ask("Name?", state={"at": object()})
     with pytest.raises(WaitingForInput) as waiting:
         await context.ask("Name?", kind="text", expires_in=60, on_expiry="default", default="nobody")
-    assert waiting.value.question.answer_schema == {"type": "string"}
+    assert waiting.value.questions[0].answer_schema == {"type": "string"}
+
+
+async def _two_tools(ctx: RunContext, grouped: bool) -> tuple[object, object]:
+    async def tool(name: str) -> object:
+        await ctx.delta(f"{name} ")
+        for _ in range(3 if name == "b" else 0):  # some work first: its question comes a few turns later
+            await asyncio.sleep(0)
+        return await ctx.ask(f"Run {name}?", kind="approval", call_id=name)
+
+    if not grouped:
+        first, second = await asyncio.gather(tool("a"), tool("b"))
+        return first, second
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(tool("a")), group.create_task(tool("b"))]
+    return tasks[0].result(), tasks[1].result()
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["gather", "task_group"])
+async def test_questions_asked_at_once_wait_together_and_each_gets_its_answer_in_any_order(grouped: bool) -> None:
+    with pytest.raises(BaseException) as raised:  # noqa: PT011 (a TaskGroup wraps it: worker/run.py unwraps)
+        await _two_tools(_context(RecordingLease()), grouped)
+    waiting = raised.value if isinstance(raised.value, WaitingForInput) else waiting_in(raised.value)  # type: ignore[arg-type]
+    assert waiting is not None
+    assert [(q.prompt, q.call_id) for q in waiting.questions] == [("Run a?", "a"), ("Run b?", "b")]
+    # The run goes on with both answers; its calls may come in the other order this time.
+    run = RunRecord(run_id="r", input="hi", asked=list(reversed(waiting.questions)))
+    run.answers = {q.input_id: {"approved": q.call_id == "a"} for q in waiting.questions}
+    ctx = RunContext(_writer(RecordingLease(), 0.0), "s", run, history=[])
+    assert await _two_tools(ctx, grouped) == ({"approved": True}, {"approved": False})
+
+
+async def test_a_resumed_state_replays_the_last_questions_asked_at_once_and_only_those() -> None:
+    def question(input_id: str, batch: int) -> Question:
+        return Question(input_id=input_id, kind="text", prompt="?", answer_schema={}, batch=batch, state=batch)
+
+    run = RunRecord(run_id="r", input="hi", resumes=2, asked=[question("a", 0), question("b", 1), question("c", 1)])
+    run.answers = {"a": "A", "b": "B", "c": "C"}
+    ctx = RunContext(_writer(RecordingLease(), 0.0), "s", run, history=[])
+    assert ctx.resumed_state() == 1
+    assert [await ctx.ask(""), await ctx.ask("")] == ["B", "C"]
 
 
 async def test_a_tool_scope_is_an_execute_tool_span_ended_with_its_block(exported: "InMemorySpanExporter") -> None:

@@ -82,7 +82,7 @@ def _as_lua(value: Any) -> Any:
 
 @pytest.mark.parametrize("topology", TOPOLOGIES, ids=str)
 def test_a_script_reads_by_name_what_its_caller_packed(topology: Topology) -> None:
-    asked = Ask(_run_keys(), _args(), "r1", "token", "{}", "[]", "q1", "", 7, ["{}", '{"a":1}'])
+    asked = Ask(_run_keys(), _args(), "r1", "token", "[]", 7, ["{}", '{"a":1}'], ["q1", "q2"], ["", "9"], ["", "null"])
     bound = _echoed(asked, topology)
     keys = dict(_as_lua(asked.k))
     if topology.split_queue:
@@ -93,7 +93,7 @@ def test_a_script_reads_by_name_what_its_caller_packed(topology: Topology) -> No
     assert bound["s"] == _as_lua(asked.s)
     assert bound["a"] == {
         name: _as_lua(getattr(asked, name))
-        for name in ("run_id", "lease_token", "event", "asked", "input_id", "deadline", "expect", "on_expiry")
+        for name in ("run_id", "lease_token", "asked", "expect", "events", "input_ids", "deadlines", "defaults")
     }
 
 

@@ -78,7 +78,7 @@ def test_a_question_is_an_elicitation_its_answer_taken_back_out_of_the_form() ->
         mcp.answer_of(approval, {"in_1": {"action": "decline"}})
 
     choice = question({"type": "string", "enum": ["red", "blue"]})  # not an object: asked as one field
-    (asked,) = mcp.input_requests(choice).values()
+    (asked,) = mcp.input_requests([choice]).values()
     assert asked["params"]["requestedSchema"] == {
         "type": "object",
         "properties": {"answer": {"type": "string", "enum": ["red", "blue"]}},

@@ -64,6 +64,27 @@ def _asked(call_id: str = "call_1") -> list[Event]:
     ]
 
 
+def _asked_at_once() -> list[Event]:
+    """Two tool calls approved in parallel: both questions open at once (`more` on the first)."""
+    asking = {"kind": "approval", "prompt": "Delete 3 files?", "schema": {}}
+    return [
+        ("tool.started", {"call_id": "call_1", "name": "delete_files", "arguments": {"count": 3}}),
+        ("tool.started", {"call_id": "call_2", "name": "delete_files", "arguments": {"count": 4}}),
+        ("input.required", {"input_id": "in_1", **asking, "call_id": "call_1", "more": 1}),
+        ("input.required", {"input_id": "in_2", **asking, "call_id": "call_2"}),
+    ]
+
+
+# Answered in the other order; the run goes on at the last answer.
+ANSWERED_BOTH: list[Event] = [
+    ("input.received", {"input_id": "in_2", "answer": {"approved": True}, "waiting_for": ["in_1"]}),
+    ("input.received", {"input_id": "in_1", "answer": {"approved": True}}),
+    _started("resume"),
+    ("tool.completed", {"call_id": "call_1", "result": "deleted", "duration_ms": 1}),
+    ("tool.completed", {"call_id": "call_2", "result": "deleted", "duration_ms": 1}),
+]
+BOTH_DELETED = (("call_1", "completed"), ("call_2", "completed"))
+
 ANSWERED: list[Event] = [
     ("input.received", {"input_id": "in_1", "answer": {"approved": True}}),
     _started("resume"),
@@ -86,6 +107,15 @@ def _completed(output: str) -> Event:
 QUEUED: Event = ("run.queued", {"input": "clean up"})
 BEFORE = "Before the question. "
 DELETED = (("call_1", "completed"),)
+TWO_AT_ONCE = [
+    QUEUED,
+    _started(),
+    _text(BEFORE),
+    *_asked_at_once(),
+    *ANSWERED_BOTH,
+    _text("Done."),
+    _completed(BEFORE + "Done."),
+]
 
 
 @dataclass(frozen=True)
@@ -191,6 +221,8 @@ CASES = [
         _text("world."),
         _completed("Hello world."),
     ),
+    _case("two_questions_at_once", *TWO_AT_ONCE, tools=BOTH_DELETED),
+    _case("two_questions_at_once_answered_elsewhere", *TWO_AT_ONCE, tools=BOTH_DELETED, elsewhere=True),
     _case(
         "restart_before_a_question",
         QUEUED,
@@ -330,6 +362,14 @@ class Log:
     def seqs(self, kind: str) -> list[int]:
         return [seq for seq, (k, _) in enumerate(self.case.events, start=1) if k == kind]
 
+    def resumes(self) -> list[int]:
+        """The ids of the answers that let the run go on: each one, or the last of those asked at once."""
+        return [
+            seq
+            for seq, (kind, data) in enumerate(self.case.events, start=1)
+            if kind == "input.received" and not data.get("waiting_for")
+        ]
+
     def answered(self, at: int) -> frozenset[str]:
         """The run's questions answered by id `at` (the run record's `answers` then)."""
         return frozenset(
@@ -453,7 +493,7 @@ class Protocol:
 
 def _ai_sdk_journey(log: Log) -> list[Step]:
     steps = [Step(Request("send", log.seqs("run.queued")[0]), lambda chat: chat.send())]
-    for received in log.seqs("input.received"):
+    for received in log.resumes():
         if log.case.elsewhere:  # the page learns of the answer and resumes (resumeStream)
             steps.append(Step(Request("replay", received), lambda chat: chat.resume()))
         else:
@@ -468,7 +508,7 @@ def _reload_and_connect(agent: AgUiAgent) -> None:
 
 def _ag_ui_journey(log: Log) -> list[Step]:
     steps = [Step(Request("run", log.seqs("run.queued")[0]), lambda agent: agent.run())]
-    for received in log.seqs("input.received"):
+    for received in log.resumes():
         if log.case.elsewhere:  # answered elsewhere: the page, reloaded, calls connectAgent()
             steps.append(Step(Request("connect", received), _reload_and_connect))
         else:  # runAgent({resume: [...]})
@@ -483,8 +523,7 @@ def _ag_ui_reconnect(agent: AgUiAgent, cut: Request, at: int, end: int) -> Step:
 
 
 def _responses_journey(log: Log) -> list[Step]:
-    answers = log.seqs("input.received")
-    starts = [log.seqs("run.queued")[0], *answers]
+    starts = [log.seqs("run.queued")[0], *log.resumes()]
     return [Step(Request("create", at, segment=s), lambda client: client.create()) for s, at in enumerate(starts)]
 
 

@@ -21,7 +21,7 @@ async def test_a_denied_call_replayed_after_a_crash_is_still_shown_denied() -> N
     question = "what is 6 * 7?"
     with pytest.raises(WaitingForInput) as waiting:
         await _attempt(agent, ScriptedProvider(), [], {}, 1, question)
-    asked = waiting.value.question
+    (asked,) = waiting.value.questions
     resumed = RunRecord(run_id="r", input=question, params={"tokens_per_second": 0}, attempt=1)
     resumed.asked, resumed.answers = [asked], {asked.input_id: {"approved": False}}
     lease = RecordingLease()

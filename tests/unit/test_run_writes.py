@@ -11,7 +11,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
-from tests.unit.write_side import a_question, event_types, expire_lease, input_required, lease_of, next_published
+from tests.unit.write_side import a_question, event_types, expire_lease, lease_of, next_published
 from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.shared.errors import (
@@ -310,7 +310,7 @@ async def test_an_append_and_a_question_whose_replies_were_lost_land_once(store:
     assert await lease.append([delta_of(run.run_id)]) == 3 and lost
     lost = lose_next_reply(runs, Ask)
     question = a_question()
-    assert await lease.ask([question], input_required(run.run_id, question), None) is Asked.WAITING and lost
+    assert await lease.ask([question], [question]) is Asked.WAITING and lost
     assert await event_types(store, session_id) == [b"run.queued", b"run.started", b"message.delta", b"input.required"]
 
 
@@ -323,9 +323,9 @@ async def test_a_question_gives_the_run_up_and_one_answer_queues_it_again(
     session_id, run = await start_a_run(runs)
     question = a_question()
     lease = lease_of(runs, session_id, run)
-    assert await lease.ask([question], input_required(run.run_id, question), None) is Asked.WAITING
+    assert await lease.ask([question], [question]) is Asked.WAITING
     waiting = (await store.get_session(session_id)).runs[0]
-    assert waiting.status == "waiting" and waiting.waiting_for == "in_1" and waiting.question == question
+    assert waiting.status == "waiting" and waiting.waiting_for == ["in_1"] and waiting.question == question
     assert (await store.get_session(session_id)).status == "waiting_for_input"
     assert not await redis.exists(store.keys.session(session_id).lease)  # no worker holds it
     assert await runs.leases.due(0, 100) == [] and await runs.look(session_id) == Look(Requeue.CLEARED)
@@ -351,6 +351,86 @@ async def test_a_question_gives_the_run_up_and_one_answer_queues_it_again(
     assert json.loads(events[3].data) == {"run_id": run.run_id, "input_id": "in_1", "answer": "Ada"} and seq == 4
 
 
+async def test_questions_asked_at_once_are_answered_in_any_order_and_the_last_answer_queues_the_run(
+    store: SessionStore, runs: AllWrites, redis: Redis
+) -> None:
+    for order in ((0, 1), (1, 0)):
+        session_id, run = await start_a_run(runs)
+        asked = [a_question("in_1"), a_question("in_2")]
+        assert await lease_of(runs, session_id, run).ask(asked, asked) is Asked.WAITING
+        waiting = (await store.get_session(session_id)).runs[0]
+        assert waiting.waiting_for == ["in_1", "in_2"] and waiting.questions == asked
+        first, second = (asked[i].input_id for i in order)
+        jobs = await redis.zcard(store.keys.queue)
+        # An answer is spliced into the run's answers as sent: cjson would round this float and make [] {}.
+        await runs.answer(session_id, waiting, first, {"n": 0.30000000000000004, "list": []})
+        partly = (await store.get_session(session_id)).runs[0]
+        assert partly.status == "waiting" and partly.waiting_for == [second] and partly.questions == [asked[order[1]]]
+        assert partly.segment == 0 and await redis.zcard(store.keys.queue) == jobs  # nothing queued yet
+        with pytest.raises(InputNotPending):  # each question is answered once
+            await runs.answer(session_id, partly, first, "again")
+        await runs.answer(session_id, partly, second, "Ada")
+        done = (await store.get_session(session_id)).runs[0]
+        assert done.status == "queued" and done.waiting_for == [] and done.resumes == 1 and done.segment == 1
+        assert done.answers == {first: {"n": 0.30000000000000004, "list": []}, second: "Ada"}
+        assert await redis.zcard(store.keys.queue) == jobs + 1
+        events = await store.read(session_id, 0, 100)
+        asking = [json.loads(e.data) for e in events if e.type == b"input.required"]
+        assert [(q["input_id"], q.get("more", 0)) for q in asking] == [("in_1", 1), ("in_2", 0)]
+        received = [json.loads(e.data) for e in events if e.type == b"input.received"]
+        assert [(r["input_id"], r.get("waiting_for")) for r in received] == [(first, [second]), (second, None)]
+
+
+async def test_of_questions_asked_at_once_each_expires_as_its_agent_chose(
+    store: SessionStore, runs: AllWrites, redis: Redis
+) -> None:
+    session_id, run = await start_a_run(runs)
+    soon, later = a_question("in_1", expires_at=1.0), a_question("in_2", expires_at=4_000_000_000.0)
+    soon.on_expiry, soon.default = "default", "nobody"
+    await lease_of(runs, session_id, run).ask([soon, later], [soon, later])
+    # The first deadline passed: its question takes its default; the run waits on for the other, till its own.
+    assert await runs.look(session_id) == Look(Requeue.RENEWED, 4_000_000_000_000)
+    waiting = (await store.get_session(session_id)).runs[0]
+    assert waiting.status == "waiting" and waiting.waiting_for == ["in_2"] and waiting.answers == {"in_1": "nobody"}
+    await runs.answer(session_id, waiting, "in_2", "Ada")
+    assert (await store.get_session(session_id)).runs[0].status == "queued"
+    await redis.delete(store.keys.lease_checks)
+
+    session_id, run = await start_a_run(runs)
+    failing, later = a_question("in_1", expires_at=1.0), a_question("in_2", expires_at=4_000_000_000.0)
+    await lease_of(runs, session_id, run).ask([failing, later], [failing, later])
+    assert (await runs.look(session_id)).outcome is Requeue.CLEARED  # one that fails the run fails it
+    record = (await store.get_session(session_id)).runs[0]
+    assert record.status == "failed" and record.error is not None and record.error.type == "input_expired"
+    await redis.delete(store.keys.lease_checks)
+
+
+async def test_a_run_that_waited_before_several_questions_could_be_open_is_answered_as_it_was(
+    store: SessionStore, runs: AllWrites, redis: Redis
+) -> None:
+    """A record an older tokentail wrote (one `waiting_for` id, the expired answer precomputed) still
+    takes its answer, or its default when it expires."""
+    for expired in (False, True):
+        session_id, run = await start_a_run(runs)
+        question = a_question(expires_at=1.0)
+        await lease_of(runs, session_id, run).ask([question], [question])
+        runs_key = store.keys.session(session_id).runs
+        record = json.loads(await redis.hget(runs_key, run.run_id))  # type: ignore[misc]
+        del record["expiry"]
+        record |= {
+            "waiting_for": "in_1",
+            "on_expiry_received": json.dumps({"run_id": run.run_id, "input_id": "in_1", "answer": "nobody"}),
+        }
+        await redis.hset(runs_key, run.run_id, json.dumps(record))  # type: ignore[misc]
+        if expired:
+            assert (await runs.look(session_id)).outcome is Requeue.REQUEUED
+        else:
+            await runs.answer(session_id, (await store.get_session(session_id)).runs[0], "in_1", "Ada")
+        answered = (await store.get_session(session_id)).runs[0]
+        assert answered.status == "queued" and answered.answers == {"in_1": "nobody" if expired else "Ada"}
+        await redis.delete(store.keys.lease_checks)
+
+
 async def test_an_answered_question_resumes_the_same_attempt_and_only_a_takeover_counts_one(
     store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
@@ -359,7 +439,7 @@ async def test_an_answered_question_resumes_the_same_attempt_and_only_a_takeover
     for number in (1, 2):
         asked = [a_question(f"in_{n}") for n in range(1, number + 1)]
         lease = lease_of(runs, session_id, run, f"lease-{number}")
-        assert await lease.ask(asked, input_required(run.run_id, asked[-1]), None) is Asked.WAITING
+        assert await lease.ask(asked, asked[-1:]) is Asked.WAITING
         await runs.answer(session_id, (await store.get_session(session_id)).runs[0], f"in_{number}", "x")
         [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
         resumed = await runs.start_run(session_id, run.run_id, job_id, token=f"lease-{number + 1}")
@@ -383,10 +463,7 @@ async def test_resumes_do_not_count_as_attempts(redis: Redis, settings: Settings
     session_id, run = await start_a_run(runs)
     for number, token in ((1, "lease-1"), (2, "lease-2")):
         asked = [a_question(f"in_{n}") for n in range(1, number + 1)]
-        assert (
-            await lease_of(runs, session_id, run, token).ask(asked, input_required(run.run_id, asked[-1]), None)
-            is Asked.WAITING
-        )
+        assert await lease_of(runs, session_id, run, token).ask(asked, asked[-1:]) is Asked.WAITING
         waiting = (await store.get_session(session_id)).runs[0]
         await runs.answer(session_id, waiting, f"in_{number}", "x")
         [job_id] = [job.decode() for job in await redis.zrange(store.keys.queue, 0, -1)]
@@ -398,10 +475,7 @@ async def test_a_cancel_pending_as_the_run_asks_wins(store: SessionStore, runs: 
     session_id, run = await start_a_run(runs)
     assert await runs.cancel_run(session_id) == (Cancel.SIGNALLED, run.run_id)
     question = a_question()
-    assert (
-        await lease_of(runs, session_id, run).ask([question], input_required(run.run_id, question), None)
-        is Asked.CANCEL
-    )
+    assert await lease_of(runs, session_id, run).ask([question], [question]) is Asked.CANCEL
     assert (await store.get_session(session_id)).runs[0].status == "running"  # its worker writes run.cancelled
 
 
@@ -411,13 +485,9 @@ async def test_an_expired_question_fails_the_run_or_takes_its_default(
     for default in (False, True):
         session_id, run = await start_a_run(runs)
         question = a_question(expires_at=1.0)  # long past
-        expiry = (
-            json.dumps({"in_1": "nobody"}),
-            json.dumps({"run_id": run.run_id, "input_id": "in_1", "answer": "nobody"}),
-        )
-        await lease_of(runs, session_id, run).ask(
-            [question], input_required(run.run_id, question), expiry if default else None
-        )
+        if default:
+            question.on_expiry, question.default = "default", "nobody"
+        await lease_of(runs, session_id, run).ask([question], [question])
         assert [entry.member for entry in await runs.leases.due(0, 100)] == [session_id]  # due at its deadline
         ended = await runs.look(session_id)
         record = (await store.get_session(session_id)).runs[0]
@@ -436,7 +506,7 @@ async def test_a_question_not_yet_due_is_looked_at_again_at_its_deadline(
 ) -> None:
     session_id, run = await start_a_run(runs)
     question = a_question(expires_at=4_000_000_000.0)
-    await lease_of(runs, session_id, run).ask([question], input_required(run.run_id, question), None)
+    await lease_of(runs, session_id, run).ask([question], [question])
     assert await runs.look(session_id) == Look(Requeue.RENEWED, 4_000_000_000_000)
 
 

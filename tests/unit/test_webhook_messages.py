@@ -58,5 +58,5 @@ def test_an_openai_body_names_the_segment_its_entry_keeps_and_an_older_entry_s_f
     expected = response_id(session_id, run_id, 2)
     assert json.loads(hook.openai_body())["data"]["id"] == expected == f"resp_{session_id}{run_id}.2"
     older = Hook.parse(session_id, json.dumps({k: v for k, v in entry.items() if k != "segment"}).encode())
-    run = RunRecord(run_id=run_id, input="go", answers={"in_1": "a", "in_2": "b"})
+    run = RunRecord(run_id=run_id, input="go", answers={"in_1": "a", "in_2": "b"}, resumes=2)
     assert older.segment is None and json.loads(older.openai_body(run))["data"]["id"] == expected

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
-from tests.unit.write_side import a_question, event_types, expire_lease, input_required, lease_of, next_published
+from tests.unit.write_side import a_question, event_types, expire_lease, lease_of, next_published
 from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.shared.errors import (
@@ -225,7 +225,7 @@ async def test_a_cancel_naming_a_segment_cancels_the_run_only_while_it_is_in_it(
     question = a_question()
     assert await runs.cancel_run(session_id, run.run_id, segment=1) == (Cancel.NOT_ACTIVE, run.run_id)  # not yet
     lease = lease_of(runs, session_id, run)
-    assert await lease.ask([question], input_required(run.run_id, question), None) is Asked.WAITING
+    assert await lease.ask([question], [question]) is Asked.WAITING
     # Segment 0 ended at its question: a stream of it that ends now leaves the question to be answered...
     assert await runs.cancel_run(session_id, run.run_id, segment=0, ended_at_question=True) == (
         Cancel.NOT_ACTIVE,
@@ -248,10 +248,7 @@ async def test_an_explicit_cancel_of_the_segment_that_asked_ends_the_waiting_run
 ) -> None:
     session_id, run = await start_a_run(runs)
     question = a_question()
-    assert (
-        await lease_of(runs, session_id, run).ask([question], input_required(run.run_id, question), None)
-        is Asked.WAITING
-    )
+    assert await lease_of(runs, session_id, run).ask([question], [question]) is Asked.WAITING
     assert await runs.cancel_run(session_id, run.run_id, segment=0) == (Cancel.CANCELLED, run.run_id)
     assert (await store.get_session(session_id)).runs[0].status == "cancelled"
 

@@ -6,7 +6,6 @@ from redis.asyncio.client import PubSub
 
 from tests.waiting import eventually
 from tests.writes import AllWrites
-from tokentail.shared.events import InputRequired
 from tokentail.shared.records import Question, RunRecord
 from tokentail.shared.store import SessionStore
 from tokentail.worker.run_writes import RunLease
@@ -47,10 +46,4 @@ async def expire_lease(store: SessionStore, redis: Redis, session_id: str) -> No
 def a_question(input_id: str = "in_1", expires_at: float | None = None) -> Question:
     return Question(
         input_id=input_id, kind="text", prompt="Name?", answer_schema={"type": "string"}, expires_at=expires_at
-    )
-
-
-def input_required(run_id: str, question: Question) -> InputRequired:
-    return InputRequired(
-        run_id=run_id, input_id=question.input_id, kind="text", prompt=question.prompt, answer_schema={"type": "string"}
     )

@@ -57,7 +57,7 @@ from a2a.utils.errors import (
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.errors import describe
 from tokentail.gateway.protocols.a2a.render import A2AEvents, Event
-from tokentail.gateway.protocols.a2a.tasks import TaskIndex, message_answer, message_input
+from tokentail.gateway.protocols.a2a.tasks import TaskIndex, answered_input, message_answer, message_input
 from tokentail.gateway.reading.feed import Batch, EventFeed, parse_last_event_id, start_position
 from tokentail.gateway.reading.hub import Chunk, StreamHub
 from tokentail.gateway.reading.streams import Streams
@@ -198,7 +198,7 @@ class TaskHandler(RequestHandler):
             answer = message_answer(message)
             if push is not None:
                 await self._room_for(task, push)
-            task = await self.tasks.answer(task, answer)
+            task = await self.tasks.answer(task, answer, answered_input(message))
             if push is not None:
                 await self._keep_push(task, push)
             return task

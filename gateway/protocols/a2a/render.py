@@ -158,9 +158,9 @@ class A2AEvents(Renderer[Event]):
                 return self._status(self.state, self._message(Role.ROLE_AGENT, text, f"status-{seq}"))
             case ToolCalled() | ToolFinished() | ToolFailedOp() | ToolDenied() | DataShown():
                 return []  # A2A has no such parts of a task
-            case QuestionAsked(question=question, answered=answered, seq=seq):
+            case QuestionAsked(question=question, stops=stops, seq=seq):
                 events = self._status(TaskState.TASK_STATE_INPUT_REQUIRED, self._question(question, seq))
-                self.finished = self.finished or not answered
+                self.finished = self.finished or stops  # the last asked at once: the stream ends while it waits
                 return events
             case SteerShown(status="accepted", input=text, seq=seq):  # what a person added, as their message
                 said = self._message(Role.ROLE_USER, text, f"steer-{seq}")
@@ -168,10 +168,11 @@ class A2AEvents(Renderer[Event]):
                 return self._status(self.state, said)
             case SteerShown():
                 return []
-            case QuestionAnswered(answer=answer, seq=seq):
+            case QuestionAnswered(answer=answer, waiting_for=waiting_for, seq=seq):
                 said = self._message(Role.ROLE_USER, None, f"answer-{seq}", answer)
                 self.history.append(said)
-                return self._status(TaskState.TASK_STATE_WORKING, said)
+                state = TaskState.TASK_STATE_INPUT_REQUIRED if waiting_for else TaskState.TASK_STATE_WORKING
+                return self._status(state, said)
             case ContentDropped(kept=kept):
                 text = "".join(op.text for op in kept if isinstance(op, BlockAppended) and op.kind == "text")
                 if text == "".join(self.text):

@@ -69,6 +69,13 @@ def message_answer(message: Message) -> Any:
     return "\n".join(texts)
 
 
+def answered_input(message: Message) -> str | None:
+    """The question a message answers when its task waits on several: the one its metadata's `inputId`
+    names (as each question's status message shows it); None: the first still open."""
+    value = message.metadata.fields.get("inputId") if message.HasField("metadata") else None
+    return value.string_value if value is not None and value.WhichOneof("kind") == "string_value" else None
+
+
 class TaskIndex:
     """The tasks each tenant started through A2A with each agent, newest first: what ListTasks reads
     when it is not given a context. Only A2A's start writes it, and it keeps the newest `LIMIT` only

@@ -124,6 +124,7 @@ class AgUiEvents(FramedRenderer[Part]):
         self._run: str | None = None  # the run being shown: runs of a session go one at a time
         self._last_text: str | None = None  # the message a tool call belongs to
         self._gap: Gap | None = None  # one found before any run: said after its RUN_STARTED
+        self._interrupts: list[Interrupt] = []  # of the questions asked at once so far, unanswered
 
     def opening(self, gap: Gap | None) -> list[Part]:
         run_id = self.reducer.run_id
@@ -191,13 +192,18 @@ class AgUiEvents(FramedRenderer[Part]):
             case SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
                 steer = {"steerId": steer_id, "status": status, "input": text, "reason": reason}
                 return _parts(CustomEvent(name="steer", value={k: v for k, v in steer.items() if v is not None}))
-            case QuestionAsked(answered=True) | QuestionAnswered():
-                return []  # the run goes on: as one AG-UI run, or the next one (`continuing`)
-            case QuestionAsked(run_id=run_id, question=question):
+            case QuestionAsked(run_id=run_id, question=question, answered=answered, stops=stops):
+                if not answered:
+                    self._interrupts.append(_interrupt(question))
+                if not stops:
+                    return []  # the run goes on past it (as one AG-UI run, or the next: `continuing`), or more follow
                 if self.reducer.run_id is not None:
                     self.finished = True  # the response ends while the run waits
-                outcome = RunFinishedInterruptOutcome(interrupts=[_interrupt(question)])
+                outcome = RunFinishedInterruptOutcome(interrupts=self._interrupts)
+                self._interrupts = []
                 return self._end(RunFinishedEvent(thread_id=self.thread_id, run_id=run_id, outcome=outcome))
+            case QuestionAnswered():
+                return []
             case ContentDropped(kept=kept):
                 self._last_text = None
                 shown = [*self._messages, *self._shown(kept)]

@@ -80,17 +80,17 @@ async def _resume(
     assert body.resume is not None
     session = await turns.store.get_session(session_id)
     waiting = session.active_run
-    if waiting is None or waiting.waiting_for is None:
+    if waiting is None or not waiting.waiting_for:
         raise InputNotPending("no run of this thread waits for an answer")
-    entry = next((entry for entry in body.resume if entry.interrupt_id == waiting.waiting_for), None)
-    if entry is None:
+    entries = [entry for entry in body.resume if entry.interrupt_id in waiting.waiting_for]
+    if not entries:
         raise InputNotPending(f"the thread's run waits for {waiting.waiting_for!r}: resume names other interrupts")
-    if entry.status == "cancelled":
+    if any(entry.status == "cancelled" for entry in entries):
         after = session.last_event_id
-        # Only this run, and only while it still waits for this answer (another may have come first).
+        # Only this run, and only while it still waits for these answers (another may have come first).
         await turns.runs.cancel_run(session_id, waiting.run_id, segment=waiting.segment)
     else:
-        waiting, after = await turns.answer(session, {entry.interrupt_id: entry.payload})
+        waiting, after = await turns.answer(session, {entry.interrupt_id: entry.payload for entry in entries})
     history = thread_messages(_before(session.runs, waiting.run_id))
     # Read from the run's start, quiet up to the answer: a drop after it knows what the run showed.
     events = AgUiEvents(

@@ -131,10 +131,10 @@ class UiMessageStream(FramedRenderer[Part]):
                 return [{"type": "data-status", "id": "status", "data": {"text": text}}]
             case DataShown(name=name, data=data):
                 return [{"type": f"data-{name}", "data": data}]
-            case QuestionAsked(question=question, answered=answered):
-                if answered:
-                    return [_asked(question)]
-                self.finished = True  # the response ends while the run waits
+            case QuestionAsked(question=question, stops=False):
+                return [_asked(question)]
+            case QuestionAsked(question=question):  # the last asked at once: the response ends while the run waits
+                self.finished = True
                 return [_asked(question), {"type": "finish-step"}, {"type": "finish", "finishReason": "tool-calls"}]
             case QuestionAnswered(input_id=input_id, answer=answer):
                 return [_answered(input_id, answer)]

@@ -96,8 +96,8 @@ def detailed(task: Task, ttl_seconds: int) -> dict[str, Any]:
         fields["result"] = tool_result(task)
     elif task.status == "failed":
         fields["error"] = protocol_error(task)
-    elif task.status == "input_required" and task.question is not None:
-        fields["inputRequests"] = input_requests(task.question)
+    elif task.status == "input_required" and task.questions:
+        fields["inputRequests"] = input_requests(task.questions)
     return fields
 
 
@@ -115,19 +115,23 @@ def protocol_error(task: Task) -> dict[str, Any]:
     return {"code": INTERNAL_ERROR, "message": message, "data": {"type": kind}}
 
 
-def input_required(question: Question, request_state: str) -> dict[str, Any]:
+def input_required(questions: list[Question], request_state: str) -> dict[str, Any]:
     """The `InputRequiredResult` a tool call answers with when its run asks within the call's wait;
     `request_state` brings the client's retry back to the same run."""
-    return {"resultType": "input_required", "inputRequests": input_requests(question), "requestState": request_state}
+    return {"resultType": "input_required", "inputRequests": input_requests(questions), "requestState": request_state}
 
 
-def input_requests(question: Question) -> dict[str, Any]:
-    """A question as the one input request it is, keyed by its id."""
+def input_requests(questions: list[Question]) -> dict[str, Any]:
+    """The questions the run waits on as input requests, each keyed by its id."""
+    return {question.input_id: _input_request(question) for question in questions}
+
+
+def _input_request(question: Question) -> dict[str, Any]:
     schema = question.answer_schema
     if schema.get("type") != "object":
         schema = {"type": "object", "properties": {_WRAPPED: schema}, "required": [_WRAPPED]}
     params = {"mode": "form", "message": question.prompt, "requestedSchema": schema}
-    return {question.input_id: {"method": "elicitation/create", "params": params}}
+    return {"method": "elicitation/create", "params": params}
 
 
 class Declined(Exception):

@@ -260,9 +260,9 @@ def _cancel_started(tasks: RunTasks, started: "asyncio.Future[Task]") -> None:
 def settled(calls: Calls, task: Task, as_task: bool, elicit: bool) -> HandlerResult:
     """What a call answers for a run that ended or asks (its question in the call, if the client
     can be asked one, else a task it answers through `tasks/update`); None while it runs."""
-    if task.status == "input_required" and task.question is not None:
+    if task.status == "input_required" and task.questions:
         if elicit:
-            return render.input_required(task.question, task.id)
+            return render.input_required(task.questions, task.id)
         return render.created(task, calls.settings.session_ttl_seconds)
     if task.status == "completed" or task.agent_failed:
         return render.tool_result(task)
@@ -277,20 +277,22 @@ def settled(calls: Calls, task: Task, as_task: bool, elicit: bool) -> HandlerRes
 
 
 async def answer(tasks: RunTasks, task: Task, responses: dict[str, Any] | None) -> Task:
-    """Answer the task's question from MCP input responses, if they hold its answer; the task after."""
-    question = task.question
-    if question is None:
-        return task
-    try:
-        given, value = render.answer_of(question, responses)
-    except render.Declined:
-        return await tasks.cancel(task)  # the person declined to answer: the run cannot go on
-    if not given:
-        return task
-    try:
-        return await tasks.answer(task, value)
-    except InputNotPending:  # answered meanwhile, through another gateway or the REST API
-        return await tasks.get(task.id)
+    """Answer the task's questions from MCP input responses, those they hold answers to (the others stay
+    open: a partial answer); the task after."""
+    answered = False
+    for question in task.questions:
+        try:
+            given, value = render.answer_of(question, responses)
+        except render.Declined:
+            return await tasks.cancel(task)  # the person declined to answer: the run cannot go on
+        if not given:
+            continue
+        try:
+            await tasks.answer(task, value, question.input_id)
+        except InputNotPending:  # answered meanwhile, through another gateway or the REST API
+            pass
+        answered = True
+    return await tasks.get(task.id) if answered else task
 
 
 class AgentTools:

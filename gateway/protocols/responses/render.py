@@ -99,9 +99,10 @@ class ResponseEvents(FramedRenderer[Part]):
         self.numbering = Numbering()
         self.segments_seen = 0  # segments of the run begun so far, less one (answers, steers taken in)
         self.incomplete_reason: str | None = None
-        # What opened this response's segment: ("input", the answer's input id) or ("steer", its id);
-        # None for the run's first.
-        self.opened_by: tuple[str, str] | None = None
+        # What opened this response's segment: ("input", the answers' input ids: of the questions asked
+        # at once) or ("steer", its id); None for the run's first.
+        self.opened_by: tuple[str, ...] | None = None
+        self._answered: list[str] = []  # the answers so far to the questions the run waits for
         self._steers_taken: set[str] = set()
         self.status = "queued"
         self.created_at: float | None = None
@@ -184,8 +185,12 @@ class ResponseEvents(FramedRenderer[Part]):
                     return []
                 self.status = "in_progress"
                 return [self._lifecycle("response.in_progress")]
-            case QuestionAnswered(input_id=input_id):
-                return self._next_segment(("input", input_id))
+            case QuestionAnswered(input_id=input_id, waiting_for=waiting_for):
+                self._answered.append(input_id)
+                if waiting_for:
+                    return []
+                answered, self._answered = self._answered, []
+                return self._next_segment(("input", *answered))  # the last answer: the run goes on
             case SteerShown(status="applied", steer_id=steer_id):
                 if steer_id in self._steers_taken:
                     return []
@@ -225,8 +230,8 @@ class ResponseEvents(FramedRenderer[Part]):
             case _:
                 assert_never(operation)
 
-    def _next_segment(self, opened_by: tuple[str, str]) -> list[Part]:
-        """An answer or a steer taken in: the run goes on as its next segment, this response if it is."""
+    def _next_segment(self, opened_by: tuple[str, ...]) -> list[Part]:
+        """Answers or a steer taken in: the run goes on as its next segment, this response if it is."""
         self.segments_seen += 1
         if not self._in_segment:
             return []
@@ -256,7 +261,8 @@ class ResponseEvents(FramedRenderer[Part]):
 
     def _question(self, question: InputRequired, seq: int) -> list[Part]:
         """An approval of a tool call: an `mcp_approval_request` item; any other question: a
-        `function_call` of `tokentail_input`. The response completes with it: the run waits."""
+        `function_call` of `tokentail_input`. The response completes with it (with the last of those
+        asked at once): the run waits."""
         call_id = question.call_id
         if question.kind == "approval" and call_id in self._tools:
             name, arguments = self._tools[call_id]
@@ -277,11 +283,10 @@ class ResponseEvents(FramedRenderer[Part]):
                 "arguments": compact(asked),
                 "status": "completed",
             }
-        return [
-            *self.output.close("completed"),
-            *self.output.add_whole(item),
-            *self._end("completed", "response.completed"),
-        ]
+        parts = [*self.output.close("completed"), *self.output.add_whole(item)]
+        if question.more == 0:  # questions asked at once are items of one response, which ends at the last
+            parts += self._end("completed", "response.completed")
+        return parts
 
     def _tool_output(self, call_id: str, output: Any, seq: int) -> list[Part]:
         if not self._in_segment:

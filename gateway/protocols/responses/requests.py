@@ -245,11 +245,13 @@ class ResponseRequests(RunCommands):
 
     async def _answer(self, previous: ResponseRef, answers: dict[str, Any]) -> ResponseRef:
         run = previous.run
-        if run.waiting_for is None or run.waiting_for not in answers:
-            waits = f"waits for an answer to {run.waiting_for!r}" if run.waiting_for else "waits for no answer"
+        # A response that ended at several questions (asked at once) goes on when each is answered:
+        # one request answers them all, as OpenAI's approvals and tool outputs are sent together.
+        if not run.waiting_for or not set(run.waiting_for) <= answers.keys():
+            waits = f"waits for answers to {run.waiting_for!r}" if run.waiting_for else "waits for no answer"
             raise InvalidInput(f"response {previous.id} {waits}: the input answers {sorted(answers)}")
-        input_id = run.waiting_for
-        await answer_run(self.runs, previous.session.session_id, run, input_id, answers[input_id])
+        for input_id in run.waiting_for:
+            await answer_run(self.runs, previous.session.session_id, run, input_id, answers[input_id])
         session = await self.store.get_session(previous.session.session_id)
         # The segment the answer opens (not the run's now: a steer taken in since opened another).
         return ResponseRef(session, _run_in(session, run.run_id), run.segment + 1)

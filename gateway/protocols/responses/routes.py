@@ -51,6 +51,7 @@ from tokentail.gateway.reading.response import ClientLeft, unless_left
 from tokentail.gateway.reading.streams import SSE_HEADERS
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
 from tokentail.shared.errors import TokentailError
+from tokentail.shared.records import Question
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 
@@ -160,17 +161,17 @@ async def cancel_response(
 
 @router.get("/{response_id}/input_items", responses=ERROR_RESPONSES)
 async def list_input_items(response_id: str, caller: CallerDep, auth: AuthDep, store: StoreDep) -> dict[str, Any]:
-    """What the response was asked: the user's message, the answer to the run's question, or the steer
+    """What the response was asked: the user's message, the answers to the run's questions, or the steer
     the run took in."""
     ref = await find_response(auth, caller, store, response_id)
     events = events_of(ref)
-    await replay(store, ref, events)  # which answer or steer opened it, as its events say
-    items = [_input_item(ref, events.opened_by)]
+    await replay(store, ref, events)  # which answers or steer opened it, as its events say
+    items = _input_items(ref, events.opened_by)
     return {"object": "list", "data": items, "first_id": items[0]["id"], "last_id": items[-1]["id"], "has_more": False}
 
 
-def _input_item(ref: ResponseRef, opened_by: tuple[str, str] | None) -> dict[str, Any]:
-    """The item the response's segment was opened by (ResponseEvents.opened_by)."""
+def _input_items(ref: ResponseRef, opened_by: tuple[str, ...] | None) -> list[dict[str, Any]]:
+    """The items the response's segment was opened by (ResponseEvents.opened_by)."""
     run = ref.run
     if opened_by is None or opened_by[0] == "steer":
         text, item_id = run.input, f"msg_{run.run_id}"
@@ -178,9 +179,15 @@ def _input_item(ref: ResponseRef, opened_by: tuple[str, str] | None) -> dict[str
             text = next(steer.input for steer in run.steers if steer.steer_id == opened_by[1])
             item_id = f"msg_{opened_by[1]}"
         content = [{"type": "input_text", "text": text}]
-        return {"type": "message", "id": item_id, "role": "user", "status": "completed", "content": content}
-    question = next(question for question in run.asked if question.input_id == opened_by[1])
-    answer = run.answers[question.input_id]
+        return [{"type": "message", "id": item_id, "role": "user", "status": "completed", "content": content}]
+    return [
+        _answer_item(question, run.answers[question.input_id])
+        for question in run.asked
+        if question.input_id in opened_by[1:]
+    ]
+
+
+def _answer_item(question: Question, answer: Any) -> dict[str, Any]:
     item_id = f"in_{question.input_id}"
     if question.kind == "approval" and question.call_id is not None and isinstance(answer, dict):
         reason = {"reason": answer["reason"]} if "reason" in answer else {}
