@@ -28,6 +28,21 @@ async def two_questions(ctx: RunContext) -> None:
     await ctx.delta(f"{size} of them.")
 
 
+async def parallel_approvals(ctx: RunContext) -> None:
+    """Two tools needing approval at once, as an agent runs tools in parallel: both questions open
+    together, answered in any order."""
+
+    async def delete(what: str) -> str:
+        async with ctx.tool("delete", {"what": what}) as call:
+            answer = await ctx.ask(f"Delete {what}?", kind="approval", call_id=call.call_id)
+            call.result = "deleted" if answer["approved"] else "kept"
+        return f"{what} {call.result}"
+
+    await ctx.delta("Checking. ")
+    done = await asyncio.gather(delete("logs"), delete("cache"))
+    await ctx.delta(", ".join(done) + ".")
+
+
 async def expiring(ctx: RunContext) -> None:
     """Asks with a short deadline: the run fails when it passes."""
     answer = await ctx.ask("Proceed?", expires_in=0.5)

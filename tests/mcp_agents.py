@@ -82,6 +82,21 @@ confirm_delete = describe(
 NAME = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
 
 
+async def _multi_input(ctx: RunContext) -> None:
+    await asyncio.sleep(1)  # works first, as confirm_delete: the call has become a task by the time it asks
+    name, confirm = await asyncio.gather(  # two questions open at once, answered in any order
+        ctx.ask("Your name?", kind="json", schema=NAME), ctx.ask("Go ahead?", kind="json", schema=CONFIRM)
+    )
+    await ctx.delta(f"{name['name']}: {'done' if confirm['confirm'] else 'stopped'}")
+
+
+multi_input = describe(
+    _multi_input,
+    description="Asks two questions at once, then answers with both.",
+    input_schema={"type": "object", "properties": {}},
+)
+
+
 async def _test_tool_with_task(ctx: RunContext) -> None:
     answer = await ctx.ask("What is your name?", kind="json", schema=NAME)  # at once: the call asks it
     await asyncio.sleep(1)  # then works: the call with the answer becomes a task

@@ -5,6 +5,7 @@ import json
 import time
 
 import httpx2
+import pytest
 
 from tests.e2e.conftest import Stack
 from tests.sessions import waiting_for_input
@@ -12,7 +13,7 @@ from tests.sse_client import read_events
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
 
-AGENTS = '{"approve": "tests.asking_agent:approval"}'
+AGENTS = '{"approve": "tests.asking_agent:approval", "parallel": "tests.asking_agent:parallel_approvals"}'
 
 
 async def test_a_pending_question_survives_a_killed_worker_and_is_answered_from_another_client(stack: Stack) -> None:
@@ -50,6 +51,45 @@ async def test_a_pending_question_survives_a_killed_worker_and_is_answered_from_
     assert "run.retrying" not in kinds, "a waiting run holds no worker: nothing to take over"
     assert received.ids == list(range(1, len(kinds) + 1))
     assert received.events[-1][2]["output"] == "Checking. Done: deleted."
+
+
+@pytest.mark.parametrize("first", ["logs", "cache"])
+async def test_two_questions_open_at_once_are_answered_in_either_order_from_two_gateways_through_a_worker_kill(
+    stack: Stack, first: str
+) -> None:
+    stack.env |= {"TOKENTAIL_AGENTS": AGENTS, "TOKENTAIL_LEASE_MS": "1500"}
+    gateways = stack.gateway(), stack.gateway()
+    asker = stack.worker()
+    await asyncio.to_thread(stack.wait_for_workers, 1)
+    async with httpx2.AsyncClient(timeout=30) as client:
+        body = {"input": "clean up", "agent": "parallel"}
+        made = (await client.post(f"{gateways[0]}/v1/sessions", json=body)).json()
+        sid, rid = made["session_id"], made["run_id"]
+        state = await waiting_for_input(client, f"{gateways[0]}/v1/sessions/{sid}")
+        asked = {q["prompt"]: q for q in state["pending_inputs"]}
+        assert sorted(asked) == ["Delete cache?", "Delete logs?"] and state["pending_input"] in asked.values()
+        asker.kill()  # the worker that asked is killed while the run waits
+        asker.wait()
+        answerer = stack.worker()
+        order = [first, "cache" if first == "logs" else "logs"]
+        for gateway, what in zip(gateways[::-1], order, strict=True):  # one answer from each gateway
+            question = asked[f"Delete {what}?"]
+            answer = {"input_id": question["input_id"], "answer": {"approved": what == "logs"}}
+            assert (await client.post(f"{gateway}/v1/sessions/{sid}/runs/{rid}/input", json=answer)).status_code == 202
+            if what == first:  # the run still waits, for the other one only
+                state = (await client.get(f"{gateways[0]}/v1/sessions/{sid}")).json()
+                assert state["status"] == "waiting_for_input"
+                assert [q["prompt"] for q in state["pending_inputs"]] == [f"Delete {order[1]}?"]
+        received = await read_events(client, f"{gateways[0]}/v1/sessions/{sid}/events")
+        assert answerer.poll() is None
+    kinds = [kind for _, kind, _ in received.events]
+    assert kinds == [
+        "run.queued", "run.started", "message.delta", "tool.started", "tool.started", "input.required",
+        "input.required", "input.received", "input.received", "run.started", "tool.completed", "tool.completed",
+        "message.delta", "run.completed",
+    ]  # fmt: skip
+    assert received.ids == list(range(1, len(kinds) + 1))  # nothing twice, nothing missing
+    assert received.events[-1][2]["output"] == "Checking. logs deleted, cache kept."
 
 
 async def test_a_worker_killed_mid_delivery_leaves_its_webhook_to_another_worker(stack: Stack) -> None:

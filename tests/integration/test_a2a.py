@@ -48,6 +48,7 @@ from tokentail.worker import metrics
 
 AGENTS = {
     "asking": "tests.asking_agent:ask_then_answer",
+    "parallel": "tests.asking_agent:parallel_approvals",
     "described": "tests.described_agents:add",
     "slow": "tests.slow_agent:slow_tool_agent",
     "stepping": "tests.counting_agents:stepping",
@@ -109,6 +110,13 @@ def answer(task_id: str, data: dict[str, Any]) -> SendMessageRequest:
     value.struct_value.update(data)
     message = Message(message_id="m-answer", role=Role.ROLE_USER, parts=[Part(data=value)], task_id=task_id)
     return SendMessageRequest(message=message)
+
+
+def answer_to(task_id: str, input_id: str, data: dict[str, Any]) -> SendMessageRequest:
+    """An answer to the question `input_id` names (its task waits on several)."""
+    request = answer(task_id, data)
+    request.message.metadata.update({"inputId": input_id})
+    return request
 
 
 def text_of(events: list[StreamResponse]) -> str:
@@ -227,6 +235,26 @@ async def test_a_question_answered_by_the_next_message_on_its_task(
     assert text_of(went_on) == BEFORE_THE_QUESTION + words
     with pytest.raises(UnsupportedOperationError, match="completed"):  # a message on an ended task
         [event async for event in other.send_message(answer(task_id, {"approved": True}))]
+
+
+async def test_two_questions_asked_at_once_are_answered_by_messages_naming_each(
+    gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient
+) -> None:
+    one, two = gateways
+    asked = [event async for event in (await client_of(one.url, http, "parallel")).send_message(say("clean up"))]
+    questions = {
+        status.message.parts[0].text: MessageToDict(status.message.parts[1])["data"]["inputId"]
+        for status in map(status_of, asked)
+        if status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    }
+    assert sorted(questions) == ["Delete cache?", "Delete logs?"]
+    task_id = asked[0].task.id
+    other = await client_of(two.url, http, "parallel")
+    first = [e async for e in other.send_message(answer_to(task_id, questions["Delete cache?"], {"approved": False}))]
+    assert status_of(first[-1]).state == TaskState.TASK_STATE_INPUT_REQUIRED  # the other question is still open
+    went_on = [e async for e in other.send_message(answer_to(task_id, questions["Delete logs?"], {"approved": True}))]
+    assert status_of(went_on[-1]).state == TaskState.TASK_STATE_COMPLETED
+    assert text_of(went_on) == "Checking. logs deleted, cache kept."
 
 
 async def test_an_answer_refused_for_its_push_config_leaves_the_question_unanswered(

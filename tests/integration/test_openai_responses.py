@@ -26,7 +26,7 @@ from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
 from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id
-from tokentail.shared.events import InputRequired, MessageDelta
+from tokentail.shared.events import MessageDelta
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import Question, RunRecord
 from tokentail.shared.response_ids import parse_response_id
@@ -41,6 +41,7 @@ AUTH = {"api_keys": SecretStr(f"acme:{KEY},beta:{OTHER_KEY}"), "secret": SecretS
 AGENTS = {
     "careful": "tests.asking_agent:CAREFUL",
     "two": "tests.asking_agent:two_questions",
+    "parallel": "tests.asking_agent:parallel_approvals",
     "held": "tests.gates:held",  # waits at its gate (tests/gates.py) until the test releases it
 }
 SLOW = {"params": {"tokens": 120, "tokens_per_second": 40}}
@@ -226,6 +227,27 @@ async def test_an_approval_asked_and_answered(two_gateways: list[Gateway]) -> No
     assert [item.type for item in went_on.output] == ["function_call_output", "message"]
     items = await sdk(first).responses.input_items.list(went_on.id)
     assert items.data[0].type == "mcp_approval_response" and items.data[0].approve is True
+
+
+async def test_two_approvals_asked_at_once_end_one_response_and_are_answered_in_one_request(
+    two_gateways: list[Gateway],
+) -> None:
+    first, second = two_gateways
+    asked = await sdk(first).responses.create(model="parallel", input="clean up")
+    requests: list[Any] = [item for item in asked.output if item.type == "mcp_approval_request"]
+    assert asked.status == "completed" and len(requests) == 2 and asked.output[-1] is requests[-1]
+    answers: list[Any] = [
+        {"type": "mcp_approval_response", "approval_request_id": item.id, "approve": "logs" in item.arguments}
+        for item in requests
+    ]
+    with pytest.raises(openai.UnprocessableEntityError, match="waits for answers"):  # one of two: nothing answered
+        await sdk(second).responses.create(model="parallel", input=answers[:1], previous_response_id=asked.id)
+    went_on = await sdk(second).responses.create(model="parallel", input=answers[::-1], previous_response_id=asked.id)
+    assert went_on.id == f"{asked.id}.1" and went_on.output_text == "logs deleted, cache kept."
+    items = await sdk(first).responses.input_items.list(went_on.id)
+    assert sorted((item.approval_request_id, item.approve) for item in items.data) == sorted(  # type: ignore[union-attr]
+        (answer["approval_request_id"], answer["approve"]) for answer in answers
+    )
 
 
 async def test_a_question_is_a_function_call_answered_with_its_output(two_gateways: list[Gateway]) -> None:
@@ -584,8 +606,7 @@ async def test_a_background_response_is_queued_until_started_and_an_answer_s_is_
     assert await runs.start_run(session_id, run_id, run_id, token="lease") is not None
     schema = {"type": "string"}
     question = Question(input_id="in_colour", kind="text", prompt="Colour?", answer_schema=schema)
-    asking = InputRequired(run_id=run_id, input_id="in_colour", kind="text", prompt="Colour?", answer_schema=schema)
-    assert await RunLease(runs, session_id, run_id, "lease").ask([question], asking, None) is Asked.WAITING
+    assert await RunLease(runs, session_id, run_id, "lease").ask([question], [question]) is Asked.WAITING
     assert (await client.responses.retrieve(created.id)).status == "completed"  # it ended at its question
     answer: list[Any] = [{"type": "function_call_output", "call_id": "in_colour", "output": "red"}]
     going_on = await client.responses.create(

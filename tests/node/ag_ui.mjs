@@ -68,12 +68,16 @@ function finish(agent, seen, extra = {}) {
   });
 }
 
-// The interrupt a run finished with, answered as a page's approve button would: runAgent with `resume`.
+// The interrupts a run finished with, answered as a page's approve buttons would: runAgent with `resume`,
+// an entry each (options.denied: the messages of those to deny).
 async function answerInterrupt(agent, seen) {
   const finished = seen.events.findLast((event) => event.type === "RUN_FINISHED");
   say({ step: "interrupted", outcome: finished.outcome });
-  const [interrupt] = finished.outcome.interrupts;
-  const resume = [{ interruptId: interrupt.id, status: "resolved", payload: { approved: options.approved ?? true } }];
+  const resume = finished.outcome.interrupts.map((interrupt) => ({
+    interruptId: interrupt.id,
+    status: "resolved",
+    payload: { approved: options.denied?.includes(interrupt.message) ? false : (options.approved ?? true) },
+  }));
   return attempt(agent.runAgent({ resume }));
 }
 

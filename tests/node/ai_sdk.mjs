@@ -100,6 +100,22 @@ const scenarios = {
     transport.close?.();
   },
 
+  // Two tool calls wait for approval at once: the page answers the second first; the SDK sends the
+  // chat once both have a response (lastAssistantMessageIsCompleteWithApprovalResponses).
+  async approvals() {
+    const { chat, state } = makeChat({ transport: httpTransport() });
+    await chat.sendMessage(userMessage());
+    const requested = () => state.messages.at(-1)?.parts.filter((part) => part.state === "approval-requested") ?? [];
+    await until(() => chat.status === "ready" && requested().length === 2, "two approval requests");
+    const asked = structuredClone(requested());
+    say({ step: "asked", parts: asked });
+    for (const part of [...asked].reverse()) {
+      await chat.addToolApprovalResponse({ id: part.approval.id, approved: part.input.what === "logs" });
+    }
+    await until(() => chat.status === "ready" && !requested().length && state.messages.at(-1).metadata, "the end");
+    finish(chat, state);
+  },
+
   // The page is reloaded while the run waits: the new page gets the question again and answers it.
   async approvalAfterReload() {
     const first = makeChat({ transport: httpTransport() });

@@ -138,6 +138,21 @@ def test_an_interrupt_is_resumed_with_run_agent_and_the_run_goes_on(chats: ChatS
     assert run["status"] == "completed" and run["output"] == "Checking. Done: deleted."
 
 
+def test_two_interrupts_open_at_once_are_resumed_together_with_run_agent(chats: ChatStack) -> None:
+    options = {"gateway": chats.url, "threadId": "parallel", "token": chats.chat("parallel", agent="parallel")}
+    outcome = run_node("ag_ui.mjs", "approval", options | {"input": "clean up", "denied": ["Delete cache?"]})
+    run = last_run(chats, "parallel")
+    interrupts = outcome.step("interrupted")["outcome"]["interrupts"]
+    assert [(i["id"], i["message"]) for i in interrupts] == [(q["input_id"], q["prompt"]) for q in run["asked"]]
+    assert outcome.result["firstError"] is None and outcome.result["error"] is None and not outcome.result["invalid"]
+    kinds = types(outcome)
+    assert kinds.count("RUN_STARTED") == 2 and kinds.count("RUN_FINISHED") == 2  # interrupted once, then done
+    assert run["status"] == "completed" and run["output"] == "Checking. logs deleted, cache kept."
+    messages = outcome.result["messages"]
+    assert sorted(m["content"] for m in messages if m["role"] == "tool") == ["deleted", "kept"]
+    assert "".join(m.get("content") or "" for m in messages if m["role"] == "assistant") == run["output"]
+
+
 def test_a_page_that_connects_while_the_run_waits_gets_the_interrupt_and_answers_it(chats: ChatStack) -> None:
     token = chats.chat("elsewhere", agent="approve", input="clean up")  # asked from another device
     eventually_sync(lambda: chats.session("elsewhere")["status"] == "waiting_for_input", what="the question")

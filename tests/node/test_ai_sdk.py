@@ -143,6 +143,17 @@ def test_use_chat_approves_a_tool_call_with_add_tool_approval_response(chats: Ch
         assert run["status"] == "completed" and message["metadata"]["run_id"] == run["run_id"]
 
 
+def test_use_chat_answers_two_approvals_open_at_once_in_either_order(chats: ChatStack) -> None:
+    outcome, run = _approving_chat(chats, "approvals", "two-approvals", agent="parallel")
+    asked = outcome.step("asked")["parts"]
+    assert sorted(part["approval"]["id"] for part in asked) == sorted(q["input_id"] for q in run["asked"])
+    tools = [part for part in assistant(outcome)["parts"] if part["type"] == "tool-delete"]
+    shown = sorted((tool["input"]["what"], tool["state"], tool["approval"]["approved"]) for tool in tools)
+    assert shown == [("cache", "output-available", False), ("logs", "output-available", True)], tools
+    assert text_of(assistant(outcome)) == run["output"] == "Checking. logs deleted, cache kept."
+    assert run["status"] == "completed" and run["resumes"] == 1
+
+
 def test_use_chat_denies_a_tool_call(chats: ChatStack) -> None:
     outcome, run = _approving_chat(chats, "approval", "deny", approved=False)
     assert text_of(assistant(outcome)) == run["output"] == "Checking. Done: kept."

@@ -28,14 +28,11 @@ AGENTS = [
     "confirm_delete",
     "test_tool_with_task",
     "json_schema_2020_12_tool",
+    "multi_input",
 ]
 
-# Checks that fail, and why: each names a scenario and a check id.
-KNOWN_FAILURES = {
-    # A run asks one question at a time (ctx.ask waits for its answer): the fixture `multi_input`,
-    # two questions pending at once, has no agent to be. Every other check of the scenario passes.
-    ("tasks-mrtr-input", "tasks-mrtr-partial-fulfillment"),
-}
+# Checks that fail, and why: each names a scenario and a check id (none now).
+KNOWN_FAILURES: set[tuple[str, str]] = set()
 # Checks the suite skips by itself, and why.
 SKIPPED_BY_THE_SUITE = {
     # "pending subscriptions/listen rewrite": the suite has no harness for notifications/tasks yet.
