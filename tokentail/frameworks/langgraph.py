@@ -25,7 +25,8 @@ question in Redis while the run waits), so a graph needs none of its own; the in
 again from its start, as LangGraph does it. `value` says what to ask: a string is a text question; a
 dict may give `prompt` (or `question`, `message`), `kind` (`approval`, `choice`, `text`, `json`),
 `choices`, `schema` and `expires_in`; the interrupt's `response_schema` is the answer's schema;
-anything else is shown as JSON and takes any JSON answer.
+anything else is shown as JSON and takes any JSON answer. Nodes that interrupt in the same step ask
+at once (questions open together); the graph goes on with `Command(resume={interrupt id: answer})`.
 
 A worker killed mid-run does not start the graph over: after each step of the graph (a node of the
 top-level graph done), the adapter records its checkpoints with the run (`ctx.record_step`), and the
@@ -48,6 +49,7 @@ supervisor's workers. The graph's input is the session's turns and the run's inp
 graph's task and, with it, the model's HTTP stream.
 """
 
+import asyncio
 import base64
 import json
 import logging
@@ -92,9 +94,9 @@ def langgraph_agent(
     async def run(ctx: RunContext) -> None:
         saver = _Saver(ctx)
         graph_input: Any = make_input(ctx)
-        if (state := ctx.resumed_state()) is not None:  # going on after the answer to an interrupt
+        if (state := ctx.resumed_state()) is not None:  # going on after the answers to its interrupts
             saver.load(state["checkpoints"])
-            graph_input = Command(resume=await ctx.ask(""))  # the answer recorded for it
+            graph_input = Command(resume=await _answers(ctx, state.get("interrupts")))
         elif (checkpoints := ctx.hooks.recorded_step(CHECKPOINTS)) is not None:  # taken over: from the last one
             saver.load(checkpoints)
             graph_input = None  # LangGraph resumes the thread from its last checkpoint
@@ -106,7 +108,7 @@ def langgraph_agent(
             calls = _ToolCalls(ctx)
             interrupts = await _pass(ctx, graph_with_saver, graph_input, run_config, calls, saver)
             if interrupts:  # the graph waits for a person: so does the run
-                await ctx.ask(**_question(interrupts[0], calls.open_call()), state={"checkpoints": saver.dump()})
+                await _ask(ctx, interrupts, calls, saver)
                 return
             if steer_input is None or not (sent := await ctx.steers()):
                 return
@@ -114,6 +116,24 @@ def langgraph_agent(
             graph_input = steer_input(sent)  # the graph goes on, on its thread, with them
 
     return continues(run, redoes_after_last_step=True)
+
+
+async def _ask(ctx: RunContext, interrupts: list[Interrupt], calls: "_ToolCalls", saver: "_Saver") -> None:
+    """Ask a person what the graph's interrupts ask: one question, or one each asked at once (nodes
+    that interrupt in parallel), answered in any order. Raises WaitingForInput."""
+    state: dict[str, Any] = {"checkpoints": saver.dump()}
+    if len(interrupts) == 1:
+        await ctx.ask(**_question(interrupts[0], calls.open_call()), state=state)
+        return
+    state["interrupts"] = [interrupt.id for interrupt in interrupts]
+    await asyncio.gather(*(ctx.ask(**_question(interrupt, None), state=state) for interrupt in interrupts))
+
+
+async def _answers(ctx: RunContext, interrupts: list[str] | None) -> Any:
+    """What resumes the graph: the recorded answer to its interrupt, or to each of its interrupts by id."""
+    if interrupts is None:
+        return await ctx.ask("")
+    return {interrupt_id: await ctx.ask("") for interrupt_id in interrupts}
 
 
 async def _pass(

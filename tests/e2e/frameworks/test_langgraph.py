@@ -311,6 +311,32 @@ async def test_an_interrupt_asks_through_tokentail_and_the_graph_resumes_on_anot
     assert received.events[-1][1] == "run.completed" and received.events[-1][2]["output"] == "Drafted the email. Sent."
 
 
+async def test_interrupts_in_parallel_nodes_are_questions_open_at_once_and_resume_the_graph_with_each_answer(
+    stack: Stack,
+) -> None:
+    stack.env |= {"TOKENTAIL_AGENTS": '{"emailer": "tests.e2e.frameworks.interrupt_graph:parallel_agent"}'}
+    url = stack.gateway()
+    asker = stack.worker()
+    await asyncio.to_thread(stack.wait_for_workers, 1)
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        made = (await client.post("/v1/sessions", json={"input": "email Bob", "agent": "emailer"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        state = await waiting_for_input(client, f"/v1/sessions/{sid}")
+        asked = {q["prompt"]: q["input_id"] for q in state["pending_inputs"]}
+        assert sorted(asked) == ["Archive the thread?", "Send the email?"]
+        asker.kill()  # the worker that ran the graph is gone; its checkpoints are in Redis
+        asker.wait()
+        stack.worker()
+        for prompt, approved in (("Archive the thread?", False), ("Send the email?", True)):  # in either order
+            answer = {"input_id": asked[prompt], "answer": {"approved": approved}}
+            assert (await client.post(f"/v1/sessions/{sid}/runs/{rid}/input", json=answer)).status_code == 202
+        received = await read_events(client, made["events_url"])
+    text = "".join(data["text"] for _, kind, data in received.events if kind == "message.delta")
+    # Each node resumed with its own answer; the draft node is not run (nor shown) again.
+    assert text in ("Drafted the email. Sent. Not archived.", "Drafted the email. Not archived.Sent. "), text
+    assert received.events[-1][1] == "run.completed" and received.events[-1][2]["output"] == text
+
+
 async def test_a_synchronous_langchain_call_fails_its_run_at_once_and_hangs_neither_the_worker_nor_its_runs(
     stack: Stack, llm: str
 ) -> None:
