@@ -12,8 +12,9 @@
 // A reload of a long session catches up compacted (`?catch_up=snapshot`): each block of text so far
 // comes as one delta, in a `snapshot` event the follower applies as the events it holds
 // (`follow(id, { catchUp: "events" })` asks for every delta instead).
-// A run that asks a question (`input.required`) has `turn.status` "waiting" and `turn.question`,
-// after a reload too; `client.answer(sessionId, runId, inputId, answer)` answers it.
+// A run that asks (`input.required`) has `turn.status` "waiting" and `turn.questions`, those still
+// open (several when asked at once, answered in any order), after a reload too;
+// `client.answer(sessionId, runId, inputId, answer)` answers one.
 // `client.steer(sessionId, input, runId)` sends input to the run while it works (docs/steering.md):
 // `turn.steers` holds each steer, `{ steerId, input, status: "accepted" | "applied" | "failed", at, reason }`,
 // where `at` (once applied) is the length of `turn.text` where the answer took it in: the text before
@@ -103,7 +104,8 @@ export class Tokentail {
     return this.#call("POST", `/v1/sessions/${sessionId}/steer`, runId ? { input, run_id: runId } : { input });
   }
 
-  // The answer to a run's question (`turn.question`, from its input.required event): the run goes on.
+  // The answer to one of a run's questions (`turn.questions`, from its input.required events): the run
+  // goes on once each has its answer.
   answer(sessionId, runId, inputId, answer, token = null) {
     const path = `/v1/sessions/${sessionId}/runs/${runId}/input`;
     return this.#call("POST", path, { input_id: inputId, answer }, this.apiKey ?? token ?? this.streamToken(sessionId));
@@ -284,7 +286,7 @@ export class SessionFollower {
   #turn(runId) {
     let turn = this.turns.find((t) => t.runId === runId);
     if (!turn) {
-      turn = { runId, input: "", text: "", reasoning: "", status: "queued", attempt: 0, tools: [], notes: [], data: [], steers: [] };
+      turn = { runId, input: "", text: "", reasoning: "", status: "queued", attempt: 0, tools: [], notes: [], data: [], steers: [], questions: [] };
       this.turns.push(turn);
     }
     return turn;
@@ -293,7 +295,7 @@ export class SessionFollower {
   #apply(name, data) {
     if (name === "gap") {
       this.turns.push({
-        runId: null, input: "", text: "", reasoning: "", status: "gap", tools: [], data: [], steers: [],
+        runId: null, input: "", text: "", reasoning: "", status: "gap", tools: [], data: [], steers: [], questions: [],
         notes: [`earlier events are gone (${data.reason})`],
       });
       return;
@@ -314,16 +316,16 @@ export class SessionFollower {
       case "run.started":
         turn.status = "running";
         turn.attempt = data.attempt;
-        turn.question = null;
+        turn.questions = [];
         this.active.add(data.run_id);
         break;
       case "input.required":
         turn.status = "waiting";
-        turn.question = data; // {input_id, kind, prompt, schema, expires_at?, call_id?}: answer with answer()
+        turn.questions = [...turn.questions, data]; // {input_id, kind, prompt, schema, expires_at?, call_id?}: answer()
         break;
       case "input.received":
-        turn.status = "queued";
-        turn.question = null;
+        turn.questions = turn.questions.filter((question) => question.input_id !== data.input_id);
+        turn.status = data.waiting_for?.length ? "waiting" : "queued"; // the last answer lets the run go on
         turn.answers = [...(turn.answers ?? []), { inputId: data.input_id, answer: data.answer }];
         break;
       case "message.delta":
