@@ -82,8 +82,9 @@ class RunTrace:
         links: list[Link],
         attributes: dict[str, Any],
     ) -> Span:
-        """The span of attempt `attempt` after `resumes` answers, which started as `started_as` (None: a
-        record written before it was kept, taken as a `start`), for its worker or a stand-in's writer."""
+        """The span of attempt `attempt` after `resumes` resumes (after answers to its questions), which
+        started as `started_as` (None: a record written before it was kept, taken as a `start`), for its
+        worker or a stand-in's writer."""
         started_as = started_as or "start"
         with tracing.span_id(self.attempt_span_id(attempt, resumes)):
             return tracing.tracer().start_span(

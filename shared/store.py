@@ -345,8 +345,8 @@ class SessionStore:
 
     async def partial_text(self, session_id: str, run: RunRecord) -> str:
         """The text `run` has streamed so far, as its clients keep it (shared/run_log.py)."""
-        if run.status == "waiting" and run.question is not None:
-            return run.question.output_before
+        if run.status == "waiting" and run.questions:
+            return run.questions[-1].output_before  # of those asked at once, the last saw the most
         log = await self.run_log(session_id, run)
         return log.text if log is not None else ""
 

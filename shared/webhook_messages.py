@@ -58,7 +58,7 @@ class Hook(NamedTuple):
     url: str  # "" for a session with A2A push configs only
     tenant: str
     output: str | None
-    segment: int | None  # the run's answers when the event came: None in entries of older versions
+    segment: int | None  # the run's segment when the event came (RunRecord.segment): None in entries of older versions
     a2a: bool = False  # its session's A2A tasks may have push configs (shared/a2a_push.py)
 
     @classmethod
@@ -100,6 +100,11 @@ class Hook(NamedTuple):
     def run_id(self) -> str:
         run_id: str = json.loads(self.data)["run_id"]
         return run_id
+
+    @property
+    def asks_more(self) -> bool:
+        """An `input.required` followed by more questions asked at once (its `more`)."""
+        return self.type == "input.required" and bool(json.loads(self.data).get("more"))
 
     def openai_body(self, run: RunRecord | None = None) -> bytes:
         """The body as OpenAI's webhook event, naming the response that ended: the run's segment the

@@ -338,14 +338,17 @@ class RunContext:
     def _answered_before(self, prompt: str, call_id: str | None) -> Question | None:
         """The question answered before this attempt that this `ask` call asks again (the run goes on
         from its start): of those not returned yet, the one asking the same (concurrent calls may
-        come in another order than they did), else the next in order; None past them: a new question."""
+        come in another order than they did), else the next in order if it is about the same tool call
+        (its prompt may have changed: a model wrote it); None past them, or for a call about another
+        tool call (one asked after its batch closed, coming first now): a new question."""
         index, self._asks = self._asks, self._asks + 1
         if index >= len(self._asked):
             return None
         left = [question for question in self._asked if question.input_id not in self._returned]
         same = next((question for question in left if (question.prompt, question.call_id) == (prompt, call_id)), None)
-        answered = same or left[0]
-        self._returned.add(answered.input_id)
+        answered = same or (left[0] if left[0].call_id == call_id else None)
+        if answered is not None:
+            self._returned.add(answered.input_id)
         return answered
 
     async def steers(self) -> list[str]:

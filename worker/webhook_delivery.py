@@ -175,11 +175,11 @@ class WebhookDeliverer:
             return True
         tenant = await self._tenants.get(hook.tenant)
         posts: list[tuple[str, bytes, dict[str, str]]] = []
-        if hook.url:
-            if tenant.format == "tokentail":
-                body = hook.body()
-            else:  # an entry of an older version does not keep its segment: its run's record tells
-                body = hook.openai_body(await self._run_of(hook) if hook.segment is None else None)
+        if hook.url and tenant.format == "tokentail":
+            posts.append((hook.url, hook.body(), {"content-type": "application/json"}))
+        elif hook.url and not hook.asks_more:  # OpenAI's response completes once, at the last question
+            # An entry of an older version does not keep its segment: its run's record tells.
+            body = hook.openai_body(await self._run_of(hook) if hook.segment is None else None)
             posts.append((hook.url, body, {"content-type": "application/json"}))
         if hook.a2a:
             configs = await self._pushes.of_run(hook.session_id, hook.run_id)

@@ -27,6 +27,28 @@ async def answer_question(
 
 async def answer_run(runs: SessionWrites, session_id: str, run: RunRecord, input_id: str, answer: Any) -> int:
     """`answer_question`, for the `run` record just read."""
+    check_answer(run, input_id, answer)
+    return await runs.answer(session_id, run, input_id, answer)
+
+
+async def answer_all(runs: SessionWrites, session_id: str, run: RunRecord, answers: dict[str, Any]) -> int | None:
+    """Answer several of the questions `run` (just read) waits for: each answer is checked first, so one
+    refused answers none; one answered meanwhile (from another client or gateway) is left as it is.
+    The seq of the last `input.received` written, None if each was answered elsewhere first."""
+    for input_id, answer in answers.items():
+        check_answer(run, input_id, answer)
+    seq = None
+    for input_id, answer in answers.items():
+        try:
+            seq = await runs.answer(session_id, run, input_id, answer)
+        except InputNotPending:
+            continue
+    return seq
+
+
+def check_answer(run: RunRecord, input_id: str, answer: Any) -> None:
+    """Whether `answer` may answer the question `input_id` of `run`: pending, within the event bound,
+    and matching the question's schema."""
     run_id = run.run_id
     question = next((question for question in run.asked if question.input_id == input_id), None)
     if question is None:
@@ -35,10 +57,11 @@ async def answer_run(runs: SessionWrites, session_id: str, run: RunRecord, input
         raise InputNotPending(f"question {input_id!r} is answered already")
     if input_id not in run.waiting_for:
         raise InputNotPending(f"run {run_id!r} no longer waits for an answer to {input_id!r} (it is {run.status})")
-    if len(InputReceived(run_id=run_id, input_id=input_id, answer=answer).model_dump_json().encode()) > MAX_EVENT_BYTES:
+    others = [open_id for open_id in run.waiting_for if open_id != input_id]  # what answer.lua adds to the event
+    received = InputReceived(run_id=run_id, input_id=input_id, answer=answer, waiting_for=others)
+    if len(received.model_dump_json().encode()) > MAX_EVENT_BYTES:
         raise InputTooLarge(MAX_EVENT_BYTES, "the answer's event", "bytes of JSON")
     error = best_match(Draft202012Validator(question.answer_schema).iter_errors(answer))
     if error is not None:
         where = "".join(f"[{part!r}]" for part in error.absolute_path) or "the answer"
         raise InvalidInput(f"{where} does not match the question's schema: {error.message}")
-    return await runs.answer(session_id, run, input_id, answer)

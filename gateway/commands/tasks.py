@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tokentail.gateway.access.ids import new_run_id, new_session_id
-from tokentail.gateway.commands.questions import answer_run
+from tokentail.gateway.commands.questions import answer_all
 from tokentail.gateway.commands.turns import RunCommands, check_agent_name, check_size, queue_follow_up
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import StreamHub
@@ -158,12 +158,12 @@ class RunTasks(RunCommands):
         except (SessionNotFound, RunNotFound):
             raise TaskNotFound(task_id) from None
 
-    async def answer(self, task: Task, answer: Any, input_id: str | None = None) -> Task:
-        """Answer a question the task waits on (`input_id`'s; None: the first still open); the run goes
-        on, on any worker, once each question it waits on has its answer."""
+    async def answer(self, task: Task, answers: dict[str, Any]) -> Task:
+        """Answer questions the task waits on (`answers` by input id: some or all of them, checked
+        first); the run goes on, on any worker, once each question it waits on has its answer."""
         if not task.questions:
             raise InputNotPending(f"task {task.id!r} waits for no answer (it is {task.status})")
-        await answer_run(self.runs, task.session.session_id, task.run, input_id or task.questions[0].input_id, answer)
+        await answer_all(self.runs, task.session.session_id, task.run, answers)
         return await self.get(task.id)
 
     async def cancel(self, task: Task) -> Task:

@@ -8,7 +8,7 @@ from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import new_run_id
 from tokentail.gateway.access.limits import RunBudget
 from tokentail.gateway.commands.branching import ClientChat, branch_point, fork_session
-from tokentail.gateway.commands.questions import answer_run
+from tokentail.gateway.commands.questions import answer_all
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.schemas import CreateRun, SteerAccepted, SteerRequest
@@ -193,22 +193,20 @@ class ChatTurns(RunCommands):
         return run
 
     async def answer(self, session: SessionRecord, answers: dict[str, Any]) -> tuple[RunRecord, int]:
-        """The chat's waiting run, answered with those of `answers` (by input id) it waits for (several
-        questions may be open at once; one answered meanwhile, from another device, is left as it
-        is); and the seq of the last `input.received` event. `session` as just read."""
+        """The chat's waiting run, answered with `answers` (by input id): one for each question it waits
+        for (several may be open at once, and the chat's response goes on from all of them: its clients
+        send them together, useChat once each approval has its response, AG-UI's resume addressing
+        each interrupt); and the seq of the last `input.received` event. `session` as just read."""
         self.caller.require_chat()
         run = session.active_run
-        open_ids = [input_id for input_id in run.waiting_for if input_id in answers] if run is not None else []
-        if run is None or not open_ids:
-            waiting = f"waits for {run.waiting_for!r}" if run is not None and run.waiting_for else "waits for nothing"
-            raise InputNotPending(f"the chat's run {waiting}: the answers sent are to {sorted(answers)}")
-        seq = None
-        for input_id in open_ids:
-            try:
-                seq = await answer_run(self.runs, session.session_id, run, input_id, answers[input_id])
-            except InputNotPending:
-                continue
-            run.answers[input_id] = answers[input_id]
+        if run is None or not run.waiting_for:
+            raise InputNotPending(f"the chat's run waits for nothing: the answers sent are to {sorted(answers)}")
+        if missing := [input_id for input_id in run.waiting_for if input_id not in answers]:
+            raise InvalidInput(f"the chat's run waits for answers to {missing!r} as well: send them together")
+        seq = await answer_all(self.runs, session.session_id, run, {i: answers[i] for i in run.waiting_for})
         if seq is None:
-            raise InputNotPending(f"the chat's run no longer waits for {open_ids!r}")
-        return run, seq
+            raise InputNotPending(f"the chat's run no longer waits for {run.waiting_for!r}")
+        # As it is now, answers given elsewhere meanwhile included: the stream that goes on from here
+        # replays the run past every question answered.
+        answered = await self.store.get_run(session.session_id, run.run_id)
+        return answered or run, seq

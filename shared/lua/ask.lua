@@ -36,7 +36,9 @@ for i, input_id in ipairs(a.input_ids) do
 end
 run.status = 'waiting'
 run.asked = a.asked
-run.waiting_for = a.input_ids
+-- One question: its id, as a record was before several could be open (a gateway or worker of the
+-- version before reads it during a rolling upgrade); several: the list.
+run.waiting_for = #a.input_ids == 1 and a.input_ids[1] or a.input_ids
 run.waiting_until = next_deadline(run)
 redis.call('HSET', k.runs, run_id, cjson.encode(run))
 redis.call('DEL', k.lease)

@@ -305,13 +305,16 @@ local function cancel_unheld(k, s, run_id, reason)
 end
 
 -- The questions a waiting run waits for (ask.lua), their input ids in the order asked; `run.expiry` has
--- each one's deadline (`at`, ms) and default answer (JSON text) if it takes one when it expires. A record
--- written before several questions could be open names one: it is read as a list of one.
+-- each one's deadline (`at`, ms) and default answer (JSON text) if it takes one when it expires. One
+-- question is named alone, as records were before several could be open: it is read as a list of one
+-- (and a record of then, with no `expiry`, has its deadline and default answer where it kept them: the
+-- answer's text is the last field of the input.received data it precomputed, taken as it is).
 local function open_questions(run)
   if type(run.waiting_for) == 'string' then
-    local expiry = {at = run.waiting_until}
-    if run.on_expiry_received then expiry.default = cjson.encode(cjson.decode(run.on_expiry_received).answer) end
-    run.expiry = {[run.waiting_for] = expiry}
+    if not run.expiry then
+      local default = run.on_expiry_received and string.match(run.on_expiry_received, '"answer":(.*)}$')
+      run.expiry = {[run.waiting_for] = {at = run.waiting_until, default = default}}
+    end
     run.waiting_for = {run.waiting_for}
     run.on_expiry_answers, run.on_expiry_received = nil, nil
   end

@@ -435,7 +435,7 @@ class CancelRun(Script[CancelReply]):
     cancel_channel: str
     reason: str
     expected: str  # the run expected active, or '' (whichever)
-    segment: str  # its answers so far, or '' (any number)
+    segment: str  # its segment (RunRecord.segment), or '' (any)
     ended_at_question: str  # '1': left alone while it waits for the answer to that question
 
     REPLY = Reply(

@@ -242,16 +242,21 @@ async def test_two_questions_asked_at_once_are_answered_by_messages_naming_each(
 ) -> None:
     one, two = gateways
     asked = [event async for event in (await client_of(one.url, http, "parallel")).send_message(say("clean up"))]
+    status = status_of(asked[-1])  # the status names each question open (the Task, or the last update)
+    assert status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    parts = status.message.parts
     questions = {
-        status.message.parts[0].text: MessageToDict(status.message.parts[1])["data"]["inputId"]
-        for status in map(status_of, asked)
-        if status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        text.text: MessageToDict(data)["data"]["inputId"] for text, data in zip(parts[::2], parts[1::2], strict=True)
     }
     assert sorted(questions) == ["Delete cache?", "Delete logs?"]
     task_id = asked[0].task.id
     other = await client_of(two.url, http, "parallel")
+    with pytest.raises(InvalidParamsError, match="several questions"):  # which one? it must say
+        [e async for e in other.send_message(answer(task_id, {"approved": True}))]
     first = [e async for e in other.send_message(answer_to(task_id, questions["Delete cache?"], {"approved": False}))]
-    assert status_of(first[-1]).state == TaskState.TASK_STATE_INPUT_REQUIRED  # the other question is still open
+    left = status_of(first[-1])  # the other question is still open, and the status says which
+    assert left.state == TaskState.TASK_STATE_INPUT_REQUIRED and left.message.parts[0].text == "Delete logs?"
+    assert len(left.message.parts) == 2
     went_on = [e async for e in other.send_message(answer_to(task_id, questions["Delete logs?"], {"approved": True}))]
     assert status_of(went_on[-1]).state == TaskState.TASK_STATE_COMPLETED
     assert text_of(went_on) == "Checking. logs deleted, cache kept."

@@ -25,6 +25,7 @@ AGENTS = {
     "expiring": "tests.asking_agent:expiring",
     "expiring_to_default": "tests.asking_agent:expiring_to_default",
     "careful": "tests.asking_agent:CAREFUL",
+    "parallel": "tests.asking_agent:parallel_approvals",
 }
 
 
@@ -227,3 +228,30 @@ async def test_a_chat_token_answers_from_another_device_a_read_token_may_not(
         for credential, status in ((read_token, 403), (KEY_B, 404), (chat_token, 202)):
             response = await client.post(url, json=answer, headers={"Authorization": f"Bearer {credential}"})
             assert response.status_code == status, response.text
+
+
+async def test_a_chat_sent_with_one_of_two_open_approvals_is_refused_and_answers_nothing(gateway: Gateway) -> None:
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=scaled(30)) as client:
+        made = (
+            await client.post("/v1/sessions", json={"chat_id": "c", "token_scope": "chat", "agent": "parallel"})
+        ).json()
+        headers = {"Authorization": f"Bearer {made['stream_token']}"}
+        user = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "clean up"}]}
+        asked = await client.post("/v1/ai-sdk/chat", json={"id": "c", "messages": [user]}, headers=headers)
+        assert asked.status_code == 200 and '"finishReason":"tool-calls"' in asked.text  # it ends at both questions
+        state = await waiting_for_input(client, f"/v1/sessions/{made['session_id']}")
+        first, second = (q["input_id"] for q in state["pending_inputs"])
+        parts = [
+            {
+                "type": "tool-delete",
+                "toolCallId": "c1",
+                "state": "approval-responded",
+                "approval": {"id": first, "approved": True},
+            },
+            {"type": "tool-delete", "toolCallId": "c2", "state": "approval-requested", "approval": {"id": second}},
+        ]
+        assistant = {"id": "a1", "role": "assistant", "parts": parts}
+        sent = await client.post("/v1/ai-sdk/chat", json={"id": "c", "messages": [user, assistant]}, headers=headers)
+        assert sent.status_code == 422 and second in sent.json()["message"]
+        still = (await client.get(f"/v1/sessions/{made['session_id']}")).json()
+        assert [q["input_id"] for q in still["pending_inputs"]] == [first, second]  # nothing was answered

@@ -34,6 +34,7 @@ from tokentail.shared.scripts.runs import (
 )
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.shared.webhook_messages import Hook
 
 # -- starting -----------------------------------------------------------------------------------
 
@@ -356,8 +357,13 @@ async def test_questions_asked_at_once_are_answered_in_any_order_and_the_last_an
 ) -> None:
     for order in ((0, 1), (1, 0)):
         session_id, run = await start_a_run(runs)
+        keys = store.keys.session(session_id)
+        await redis.hset(keys.meta, "webhook", "https://hooks.example/")  # type: ignore[misc]
         asked = [a_question("in_1"), a_question("in_2")]
         assert await lease_of(runs, session_id, run).ask(asked, asked) is Asked.WAITING
+        # Each question goes to the webhook (an OpenAI-format one skips those with `more`: Hook.asks_more).
+        hooks = [Hook.parse(session_id, entry) for entry in await redis.lrange(keys.hooks, 0, -1)]  # type: ignore[misc]
+        assert [(hook.type, hook.asks_more) for hook in hooks] == [("input.required", True), ("input.required", False)]
         waiting = (await store.get_session(session_id)).runs[0]
         assert waiting.waiting_for == ["in_1", "in_2"] and waiting.questions == asked
         first, second = (asked[i].input_id for i in order)
@@ -405,6 +411,9 @@ async def test_of_questions_asked_at_once_each_expires_as_its_agent_chose(
     await redis.delete(store.keys.lease_checks)
 
 
+DEFAULT = {"n": 0.30000000000000004, "none": []}  # as its text was: no cjson round trip (rounded, [] as {})
+
+
 async def test_a_run_that_waited_before_several_questions_could_be_open_is_answered_as_it_was(
     store: SessionStore, runs: AllWrites, redis: Redis
 ) -> None:
@@ -417,17 +426,15 @@ async def test_a_run_that_waited_before_several_questions_could_be_open_is_answe
         runs_key = store.keys.session(session_id).runs
         record = json.loads(await redis.hget(runs_key, run.run_id))  # type: ignore[misc]
         del record["expiry"]
-        record |= {
-            "waiting_for": "in_1",
-            "on_expiry_received": json.dumps({"run_id": run.run_id, "input_id": "in_1", "answer": "nobody"}),
-        }
+        received = {"run_id": run.run_id, "input_id": "in_1", "answer": DEFAULT}
+        record |= {"waiting_for": "in_1", "on_expiry_received": json.dumps(received, separators=(",", ":"))}
         await redis.hset(runs_key, run.run_id, json.dumps(record))  # type: ignore[misc]
         if expired:
             assert (await runs.look(session_id)).outcome is Requeue.REQUEUED
         else:
             await runs.answer(session_id, (await store.get_session(session_id)).runs[0], "in_1", "Ada")
         answered = (await store.get_session(session_id)).runs[0]
-        assert answered.status == "queued" and answered.answers == {"in_1": "nobody" if expired else "Ada"}
+        assert answered.status == "queued" and answered.answers == {"in_1": DEFAULT if expired else "Ada"}
         await redis.delete(store.keys.lease_checks)
 
 

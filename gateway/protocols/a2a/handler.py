@@ -57,7 +57,7 @@ from a2a.utils.errors import (
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.errors import describe
 from tokentail.gateway.protocols.a2a.render import A2AEvents, Event
-from tokentail.gateway.protocols.a2a.tasks import TaskIndex, answered_input, message_answer, message_input
+from tokentail.gateway.protocols.a2a.tasks import TaskIndex, answered_question, message_answer, message_input
 from tokentail.gateway.reading.feed import Batch, EventFeed, parse_last_event_id, start_position
 from tokentail.gateway.reading.hub import Chunk, StreamHub
 from tokentail.gateway.reading.streams import Streams
@@ -195,10 +195,10 @@ class TaskHandler(RequestHandler):
                     f"task {task.id!r} is {task.status}: a message on a task answers its question; "
                     "start a new task in its context (contextId) instead"
                 )
-            answer = message_answer(message)
+            answers = {answered_question(task, message): message_answer(message)}
             if push is not None:
                 await self._room_for(task, push)
-            task = await self.tasks.answer(task, answer, answered_input(message))
+            task = await self.tasks.answer(task, answers)
             if push is not None:
                 await self._keep_push(task, push)
             return task

@@ -105,6 +105,7 @@ class A2AEvents(Renderer[Event]):
         self.timestamp = 0.0
         self.text: list[str] = []  # the `answer` artifact's parts
         self.history: list[Message] = []
+        self._open: dict[str, InputRequired] = {}  # the questions asked and not answered yet, in order
         self._opening: list[Event] = []
         self.gapped = False  # a gap was found before any of the task's events (its start was trimmed)
         self._gap_note: dict[str, Any] | None = None  # a gap found before the opening Task, which tells it
@@ -159,7 +160,8 @@ class A2AEvents(Renderer[Event]):
             case ToolCalled() | ToolFinished() | ToolFailedOp() | ToolDenied() | DataShown():
                 return []  # A2A has no such parts of a task
             case QuestionAsked(question=question, stops=stops, seq=seq):
-                events = self._status(TaskState.TASK_STATE_INPUT_REQUIRED, self._question(question, seq))
+                self._open[question.input_id] = question
+                events = self._status(TaskState.TASK_STATE_INPUT_REQUIRED, self._questions(seq))
                 self.finished = self.finished or stops  # the last asked at once: the stream ends while it waits
                 return events
             case SteerShown(status="accepted", input=text, seq=seq):  # what a person added, as their message
@@ -168,11 +170,13 @@ class A2AEvents(Renderer[Event]):
                 return self._status(self.state, said)
             case SteerShown():
                 return []
-            case QuestionAnswered(answer=answer, waiting_for=waiting_for, seq=seq):
+            case QuestionAnswered(input_id=input_id, answer=answer, waiting_for=waiting_for, seq=seq):
+                self._open.pop(input_id, None)
                 said = self._message(Role.ROLE_USER, None, f"answer-{seq}", answer)
                 self.history.append(said)
-                state = TaskState.TASK_STATE_INPUT_REQUIRED if waiting_for else TaskState.TASK_STATE_WORKING
-                return self._status(state, said)
+                if waiting_for:  # the task still waits: its status shows the questions left
+                    return self._status(TaskState.TASK_STATE_INPUT_REQUIRED, self._questions(seq))
+                return self._status(TaskState.TASK_STATE_WORKING, said)
             case ContentDropped(kept=kept):
                 text = "".join(op.text for op in kept if isinstance(op, BlockAppended) and op.kind == "text")
                 if text == "".join(self.text):
@@ -267,13 +271,16 @@ class A2AEvents(Renderer[Event]):
             message.parts.append(Part(data=_value(data)))
         return message
 
-    def _question(self, question: InputRequired, seq: int) -> Message:
-        """The question as the status message: its prompt, then what an answer must be (a data part)."""
-        asked: dict[str, Any] = {"inputId": question.input_id, "kind": question.kind, "schema": question.answer_schema}
-        if question.call_id is not None:
-            asked["callId"] = question.call_id
-        message = self._message(Role.ROLE_AGENT, question.prompt, f"question-{seq}")
-        message.parts.append(Part(data=_value(asked)))
+    def _questions(self, seq: int) -> Message:
+        """The questions the task waits on as the status message: for each (several when asked at once),
+        its prompt, then what an answer must be (a data part, with the `inputId` an answer names)."""
+        message = Message(message_id=f"question-{seq}", context_id=self.context_id, task_id=self.task_id)
+        message.role = Role.ROLE_AGENT
+        for question in self._open.values():
+            asked = {"inputId": question.input_id, "kind": question.kind, "schema": question.answer_schema}
+            if question.call_id is not None:
+                asked["callId"] = question.call_id
+            message.parts.extend([Part(text=question.prompt), Part(data=_value(asked))])
         return message
 
     def _resume(self, gap: dict[str, Any] | None = None) -> dict[str, Any]:

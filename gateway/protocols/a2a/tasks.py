@@ -12,6 +12,7 @@ from typing import Any
 from a2a.types.a2a_pb2 import Message
 from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 
+from tokentail.gateway.commands.tasks import Task
 from tokentail.shared.agent_catalog import AgentInfo
 from tokentail.shared.errors import InvalidInput
 from tokentail.shared.keys import Keys
@@ -69,11 +70,20 @@ def message_answer(message: Message) -> Any:
     return "\n".join(texts)
 
 
-def answered_input(message: Message) -> str | None:
-    """The question a message answers when its task waits on several: the one its metadata's `inputId`
-    names (as each question's status message shows it); None: the first still open."""
+def answered_question(task: Task, message: Message) -> str:
+    """The input id of the question a message on a task answers: the one its metadata's `inputId`
+    names (as each question's status message shows it), or the only one open. A task that waits on
+    several questions (asked at once) needs the name."""
     value = message.metadata.fields.get("inputId") if message.HasField("metadata") else None
-    return value.string_value if value is not None and value.WhichOneof("kind") == "string_value" else None
+    if value is not None and value.WhichOneof("kind") == "string_value":
+        return str(value.string_value)
+    open_ids = [question.input_id for question in task.questions]
+    if len(open_ids) > 1:
+        raise InvalidInput(
+            f"task {task.id!r} waits on several questions ({', '.join(open_ids)}): "
+            "name the one this message answers in its metadata (inputId)"
+        )
+    return open_ids[0]
 
 
 class TaskIndex:

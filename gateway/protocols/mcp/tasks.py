@@ -279,20 +279,20 @@ def settled(calls: Calls, task: Task, as_task: bool, elicit: bool) -> HandlerRes
 async def answer(tasks: RunTasks, task: Task, responses: dict[str, Any] | None) -> Task:
     """Answer the task's questions from MCP input responses, those they hold answers to (the others stay
     open: a partial answer); the task after."""
-    answered = False
+    answers: dict[str, Any] = {}
     for question in task.questions:
         try:
             given, value = render.answer_of(question, responses)
         except render.Declined:
             return await tasks.cancel(task)  # the person declined to answer: the run cannot go on
-        if not given:
-            continue
-        try:
-            await tasks.answer(task, value, question.input_id)
-        except InputNotPending:  # answered meanwhile, through another gateway or the REST API
-            pass
-        answered = True
-    return await tasks.get(task.id) if answered else task
+        if given:
+            answers[question.input_id] = value
+    if not answers:
+        return task
+    try:
+        return await tasks.answer(task, answers)
+    except InputNotPending:  # answered meanwhile, through another gateway or the REST API
+        return await tasks.get(task.id)
 
 
 class AgentTools:

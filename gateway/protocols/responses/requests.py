@@ -16,7 +16,7 @@ from typing import Any
 from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.commands.branching import fork_after_run
-from tokentail.gateway.commands.questions import answer_run
+from tokentail.gateway.commands.questions import answer_all
 from tokentail.gateway.commands.turns import (
     RunCommands,
     check_chat_token_choices,
@@ -250,8 +250,7 @@ class ResponseRequests(RunCommands):
         if not run.waiting_for or not set(run.waiting_for) <= answers.keys():
             waits = f"waits for answers to {run.waiting_for!r}" if run.waiting_for else "waits for no answer"
             raise InvalidInput(f"response {previous.id} {waits}: the input answers {sorted(answers)}")
-        for input_id in run.waiting_for:
-            await answer_run(self.runs, previous.session.session_id, run, input_id, answers[input_id])
+        await answer_all(self.runs, previous.session.session_id, run, {i: answers[i] for i in run.waiting_for})
         session = await self.store.get_session(previous.session.session_id)
         # The segment the answer opens (not the run's now: a steer taken in since opened another).
         return ResponseRef(session, _run_in(session, run.run_id), run.segment + 1)
