@@ -166,7 +166,8 @@ class QuestionAsked:
     question: InputRequired
     answered: bool  # its answer was known when the stream opened: the run goes on past it
     # The run stops here for this stream: the last of the questions asked at once (`question.more`
-    # is 0), one of which was unanswered when the stream opened. A response that ends at questions ends here.
+    # is 0), one of which was unanswered when the stream opened, and none answered then (else it stops
+    # at the last of those answers). A response that ends at questions ends here.
     stops: bool
     seq: int
 
@@ -177,6 +178,7 @@ class QuestionAnswered:
     input_id: str
     answer: Any
     waiting_for: list[str]  # the questions asked with it still unanswered: the run goes on when none is
+    stops: bool  # the last answer known when the stream opened to questions some of which are still open
     seq: int
 
 
@@ -353,7 +355,9 @@ class Reducer:
         self._content: list[_Block | Shown] = []  # what it shows since it last started over
         self._open: _Block | None = None
         self._delta_head = b""  # how the run shown's deltas begin, as the worker writes them
-        self._asking = False  # one of the questions asked at once being reduced was unanswered at the open
+        # Of the questions asked at once being reduced: whether one was unanswered when the stream opened,
+        # and how many answers to them it will read (those known then).
+        self._asking, self._answers_due = False, 0
 
     def quiet(self, seq: int) -> bool:
         """Whether the client has the operations of event `seq` already (a resume after it)."""
@@ -432,11 +436,15 @@ class Reducer:
             case InputRequired() as question:
                 answered = question.input_id in self.answered
                 self._asking = self._asking or not answered
-                stops, self._asking = (self._asking, False) if question.more == 0 else (False, self._asking)
+                self._answers_due += answered
+                stops = question.more == 0 and self._asking and not self._answers_due
                 asked = QuestionAsked(run_id, question, answered, stops, seq)
                 return [*self._close(seq), *self._show(asked)]
             case InputReceived(input_id=input_id, answer=answer, waiting_for=waiting_for):
-                return self._show(QuestionAnswered(run_id, input_id, answer, waiting_for, seq))
+                self._answers_due = max(0, self._answers_due - 1)
+                stops = bool(waiting_for) and self._asking and not self._answers_due
+                self._asking = self._asking and bool(waiting_for)
+                return self._show(QuestionAnswered(run_id, input_id, answer, waiting_for, stops, seq))
             case SteerAccepted(steer_id=steer_id, input=text):
                 return [SteerShown(run_id, steer_id, "accepted", text, None, seq)]
             case SteerApplied(steer_id=steer_id):
@@ -491,7 +499,11 @@ class Reducer:
                 if not _dropped(item, after):
                     content.append(item)
                     # A question kept was answered (the run went on): it no longer stops a stream.
-                    kept.append(replace(item, answered=True, stops=False) if isinstance(item, QuestionAsked) else item)
+                    if isinstance(item, QuestionAsked):
+                        item = replace(item, answered=True, stops=False)
+                    elif isinstance(item, QuestionAnswered):
+                        item = replace(item, stops=False)
+                    kept.append(item)
                 continue
             pieces = [(at, text) for at, text in item.pieces if at <= after]
             if not pieces:

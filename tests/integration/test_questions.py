@@ -252,6 +252,6 @@ async def test_a_chat_sent_with_one_of_two_open_approvals_is_refused_and_answers
         ]
         assistant = {"id": "a1", "role": "assistant", "parts": parts}
         sent = await client.post("/v1/ai-sdk/chat", json={"id": "c", "messages": [user, assistant]}, headers=headers)
-        assert sent.status_code == 422 and second in sent.json()["message"]
+        assert sent.status_code == 422 and second in sent.json()["error"]["message"]
         still = (await client.get(f"/v1/sessions/{made['session_id']}")).json()
         assert [q["input_id"] for q in still["pending_inputs"]] == [first, second]  # nothing was answered

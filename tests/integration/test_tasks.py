@@ -76,13 +76,14 @@ async def test_a_question_is_answered_through_the_task_once(gateway: Gateway) ->
     task = await settled(gateway, tasks, await tasks.start("approve", "clean up"))
     assert task.status == "input_required" and len(task.questions) == 1
     assert task.questions[0].asked_at is not None and task.updated_at == task.questions[0].asked_at  # its last change
+    input_id = task.questions[0].input_id
     with pytest.raises(InvalidInput, match="schema"):
-        await tasks.answer(task, {"approved": "yes"})
-    answered = await tasks.answer(task, {"approved": True})
+        await tasks.answer(task, {input_id: {"approved": "yes"}})
+    answered = await tasks.answer(task, {input_id: {"approved": True}})
     assert answered.status in ("submitted", "working", "completed")  # going on: never `submitted` again
     assert answered.status != "submitted"
     with pytest.raises(InputNotPending):
-        await tasks.answer(answered, {"approved": True})
+        await tasks.answer(answered, {input_id: {"approved": True}})
     done = await settled(gateway, tasks, answered)
     assert done.status == "completed" and done.output == "Checking. Done: deleted."
 

@@ -493,12 +493,11 @@ class Protocol:
 
 def _ai_sdk_journey(log: Log) -> list[Step]:
     steps = [Step(Request("send", log.seqs("run.queued")[0]), lambda chat: chat.send())]
-    for received in log.resumes():
-        if log.case.elsewhere:  # the page learns of the answer and resumes (resumeStream)
-            steps.append(Step(Request("replay", received), lambda chat: chat.resume()))
-        else:
-            steps.append(Step(Request("answer", received), _approve_and_send))
-    return steps
+    if log.case.elsewhere:  # the page learns of each answer and resumes (resumeStream)
+        return steps + [
+            Step(Request("replay", received), lambda chat: chat.resume()) for received in log.seqs("input.received")
+        ]
+    return steps + [Step(Request("answer", received), _approve_and_send) for received in log.resumes()]
 
 
 def _reload_and_connect(agent: AgUiAgent) -> None:
@@ -508,12 +507,14 @@ def _reload_and_connect(agent: AgUiAgent) -> None:
 
 def _ag_ui_journey(log: Log) -> list[Step]:
     steps = [Step(Request("run", log.seqs("run.queued")[0]), lambda agent: agent.run())]
-    for received in log.resumes():
-        if log.case.elsewhere:  # answered elsewhere: the page, reloaded, calls connectAgent()
-            steps.append(Step(Request("connect", received), _reload_and_connect))
-        else:  # runAgent({resume: [...]})
-            steps.append(Step(Request("resume", received), lambda agent: agent.run(answering=True)))
-    return steps
+    if log.case.elsewhere:  # answered elsewhere: the page, reloaded at each answer, calls connectAgent()
+        return steps + [
+            Step(Request("connect", received), _reload_and_connect) for received in log.seqs("input.received")
+        ]
+    # runAgent({resume: [...]}), once every question has its answer
+    return steps + [
+        Step(Request("resume", received), lambda agent: agent.run(answering=True)) for received in log.resumes()
+    ]
 
 
 def _ag_ui_reconnect(agent: AgUiAgent, cut: Request, at: int, end: int) -> Step:

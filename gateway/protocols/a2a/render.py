@@ -105,7 +105,7 @@ class A2AEvents(Renderer[Event]):
         self.timestamp = 0.0
         self.text: list[str] = []  # the `answer` artifact's parts
         self.history: list[Message] = []
-        self._open: dict[str, InputRequired] = {}  # the questions asked and not answered yet, in order
+        self._waiting_on: dict[str, InputRequired] = {}  # the questions asked and not answered yet, in order
         self._opening: list[Event] = []
         self.gapped = False  # a gap was found before any of the task's events (its start was trimmed)
         self._gap_note: dict[str, Any] | None = None  # a gap found before the opening Task, which tells it
@@ -160,7 +160,7 @@ class A2AEvents(Renderer[Event]):
             case ToolCalled() | ToolFinished() | ToolFailedOp() | ToolDenied() | DataShown():
                 return []  # A2A has no such parts of a task
             case QuestionAsked(question=question, stops=stops, seq=seq):
-                self._open[question.input_id] = question
+                self._waiting_on[question.input_id] = question
                 events = self._status(TaskState.TASK_STATE_INPUT_REQUIRED, self._questions(seq))
                 self.finished = self.finished or stops  # the last asked at once: the stream ends while it waits
                 return events
@@ -170,11 +170,12 @@ class A2AEvents(Renderer[Event]):
                 return self._status(self.state, said)
             case SteerShown():
                 return []
-            case QuestionAnswered(input_id=input_id, answer=answer, waiting_for=waiting_for, seq=seq):
-                self._open.pop(input_id, None)
+            case QuestionAnswered(input_id=input_id, answer=answer, waiting_for=waiting_for, stops=stops, seq=seq):
+                self._waiting_on.pop(input_id, None)
                 said = self._message(Role.ROLE_USER, None, f"answer-{seq}", answer)
                 self.history.append(said)
                 if waiting_for:  # the task still waits: its status shows the questions left
+                    self.finished = self.finished or stops
                     return self._status(TaskState.TASK_STATE_INPUT_REQUIRED, self._questions(seq))
                 return self._status(TaskState.TASK_STATE_WORKING, said)
             case ContentDropped(kept=kept):
@@ -276,7 +277,7 @@ class A2AEvents(Renderer[Event]):
         its prompt, then what an answer must be (a data part, with the `inputId` an answer names)."""
         message = Message(message_id=f"question-{seq}", context_id=self.context_id, task_id=self.task_id)
         message.role = Role.ROLE_AGENT
-        for question in self._open.values():
+        for question in self._waiting_on.values():
             asked = {"inputId": question.input_id, "kind": question.kind, "schema": question.answer_schema}
             if question.call_id is not None:
                 asked["callId"] = question.call_id

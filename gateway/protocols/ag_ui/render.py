@@ -195,15 +195,10 @@ class AgUiEvents(FramedRenderer[Part]):
             case QuestionAsked(run_id=run_id, question=question, answered=answered, stops=stops):
                 if not answered:
                     self._interrupts.append(_interrupt(question))
-                if not stops:
-                    return []  # the run goes on past it (as one AG-UI run, or the next: `continuing`), or more follow
-                if self.reducer.run_id is not None:
-                    self.finished = True  # the response ends while the run waits
-                outcome = RunFinishedInterruptOutcome(interrupts=self._interrupts)
-                self._interrupts = []
-                return self._end(RunFinishedEvent(thread_id=self.thread_id, run_id=run_id, outcome=outcome))
-            case QuestionAnswered():
-                return []
+                # The run goes on past it (as one AG-UI run, or the next: `continuing`), or more follow.
+                return self._interrupted(run_id) if stops else []
+            case QuestionAnswered(run_id=run_id, stops=stops):
+                return self._interrupted(run_id) if stops else []
             case ContentDropped(kept=kept):
                 self._last_text = None
                 shown = [*self._messages, *self._shown(kept)]
@@ -248,6 +243,14 @@ class AgUiEvents(FramedRenderer[Part]):
             events.append(CustomEvent(name="gap", value=self._gap.model_dump()))
             self._gap = None
         return _parts(*events)
+
+    def _interrupted(self, run_id: str) -> list[Part]:
+        """The AG-UI run ends at the questions still open (the run waits for their answers)."""
+        if self.reducer.run_id is not None:
+            self.finished = True  # the response ends while the run waits
+        outcome = RunFinishedInterruptOutcome(interrupts=self._interrupts)
+        self._interrupts = []
+        return self._end(RunFinishedEvent(thread_id=self.thread_id, run_id=run_id, outcome=outcome))
 
     def _end(self, event: BaseEvent) -> list[Part]:
         self._run = None

@@ -136,8 +136,15 @@ class UiMessageStream(FramedRenderer[Part]):
             case QuestionAsked(question=question):  # the last asked at once: the response ends while the run waits
                 self.finished = True
                 return [_asked(question), {"type": "finish-step"}, {"type": "finish", "finishReason": "tool-calls"}]
-            case QuestionAnswered(input_id=input_id, answer=answer):
+            case QuestionAnswered(input_id=input_id, answer=answer, stops=False):
                 return [_answered(input_id, answer)]
+            case QuestionAnswered(input_id=input_id, answer=answer):  # others asked with it are still open
+                self.finished = True
+                return [
+                    _answered(input_id, answer),
+                    {"type": "finish-step"},
+                    {"type": "finish", "finishReason": "tool-calls"},
+                ]
             case SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
                 # One data part per steer, its status updated in place (the SDK replaces a part by its id).
                 steer = {"status": status} | ({"input": text} if text is not None else {})
