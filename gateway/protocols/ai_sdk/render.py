@@ -131,20 +131,10 @@ class UiMessageStream(FramedRenderer[Part]):
                 return [{"type": "data-status", "id": "status", "data": {"text": text}}]
             case DataShown(name=name, data=data):
                 return [{"type": f"data-{name}", "data": data}]
-            case QuestionAsked(question=question, stops=False):
-                return [_asked(question)]
-            case QuestionAsked(question=question):  # the last asked at once: the response ends while the run waits
-                self.finished = True
-                return [_asked(question), {"type": "finish-step"}, {"type": "finish", "finishReason": "tool-calls"}]
-            case QuestionAnswered(input_id=input_id, answer=answer, stops=False):
-                return [_answered(input_id, answer)]
-            case QuestionAnswered(input_id=input_id, answer=answer):  # others asked with it are still open
-                self.finished = True
-                return [
-                    _answered(input_id, answer),
-                    {"type": "finish-step"},
-                    {"type": "finish", "finishReason": "tool-calls"},
-                ]
+            case QuestionAsked(question=question, stops=stops):
+                return self._waiting_if([_asked(question)], stops)
+            case QuestionAnswered(input_id=input_id, answer=answer, stops=stops):
+                return self._waiting_if([_answered(input_id, answer)], stops)
             case SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
                 # One data part per steer, its status updated in place (the SDK replaces a part by its id).
                 steer = {"status": status} | ({"input": text} if text is not None else {})
@@ -158,6 +148,14 @@ class UiMessageStream(FramedRenderer[Part]):
                 return [{"type": "data-gap", "data": gap.model_dump(), "transient": True}]
             case _:
                 assert_never(operation)
+
+    def _waiting_if(self, parts: list[Part], stops: bool) -> list[Part]:
+        """`parts`, and where the run stops for this stream (at questions still open: the reducer's
+        `stops`) the response's end while it waits."""
+        if not stops:
+            return parts
+        self.finished = True
+        return [*parts, {"type": "finish-step"}, {"type": "finish", "finishReason": "tool-calls"}]
 
 
 def _ended(ending: Ending) -> list[Part]:
