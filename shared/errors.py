@@ -93,9 +93,9 @@ class RunNotActive(TokentailError):
 
 
 class InvalidLastEventId(TokentailError):
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, expected: str = "a non-negative integer event id") -> None:
         shown = value if len(value) <= 40 else f"{value[:40]}... ({len(value)} characters)"
-        super().__init__(f"Last-Event-ID must be a non-negative integer event id, got {shown!r}")
+        super().__init__(f"Last-Event-ID must be {expected}, got {shown!r}")
 
 
 class InputTooLarge(TokentailError):

@@ -4,6 +4,7 @@ A session's keys share the hash tag `{<sid>}` so they live in one Redis Cluster 
 script may touch them all.
 """
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -69,6 +70,13 @@ class Keys:
         """Sorted set, on the sessions' Redis: the sessions with events the archive may not have yet,
         and when to look (ms). See worker/archiver.py."""
         return f"{self.prefix}:archive-checks"
+
+    def client_run(self, tenant: str, client_run_id: str) -> str:
+        """String, on the sessions' Redis: `<session id> <run id> <thread id>` of the run an AG-UI client posted
+        as run `client_run_id` (hashed: any text a client sends), for TanStack AI's `joinRun`, which
+        names nothing else (gateway/protocols/ag_ui/routes.py). Kept as long as a chat's branch."""
+        digest = hashlib.sha256(client_run_id.encode()).hexdigest()[:32]
+        return f"{self.prefix}:tenant:{{{tenant}}}:client-run:{digest}"
 
     def tenant_webhook(self, tenant: str) -> str:
         """Hash: the tenant's webhook `url` and signing `secret`."""

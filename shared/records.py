@@ -206,7 +206,10 @@ class SessionRecord(BaseModel):
 
     @property
     def active_run(self) -> RunRecord | None:
-        return next((run for run in self.runs if run.run_id == self.active_run_id), None)
+        return self.run(self.active_run_id) if self.active_run_id is not None else None
+
+    def run(self, run_id: str) -> RunRecord | None:
+        return next((run for run in self.runs if run.run_id == run_id), None)
 
     def run_shown_at(self, seq: int) -> RunRecord | None:
         """The run that a client holding the session's events up to `seq` sees going: the first one

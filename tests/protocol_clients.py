@@ -312,6 +312,7 @@ class AgUiAgent:
             "TOOL_CALL_END": lambda e: self._calls.discard(e["toolCallId"]),
             "TOOL_CALL_RESULT": self._tool_result,
             "MESSAGES_SNAPSHOT": self._snapshot,
+            "ACTIVITY_SNAPSHOT": self._activity,
             "CUSTOM": lambda e: setattr(self, "_gap", self._gap or e["name"] == "gap"),
         }
 
@@ -451,6 +452,17 @@ class AgUiAgent:
         while at < len(self.messages) and self.messages[at]["role"] == "tool":
             at += 1
         self.messages.insert(at, result)
+
+    def _activity(self, event: Json) -> None:
+        """ACTIVITY_SNAPSHOT: an activity message, made or (`replace`, by default) its content replaced."""
+        message = self._find(event["messageId"])
+        if message is None:
+            self.messages.append(
+                {"id": event["messageId"], "role": "activity", "activityType": event["activityType"], "content": {}}
+            )
+            message = self.messages[-1]
+        if event.get("replace", True) or not message["content"]:
+            message["content"] = event["content"]
 
     def _snapshot(self, event: Json) -> None:
         """MESSAGES_SNAPSHOT: the messages it names replace theirs, others go (reasoning stays when it has

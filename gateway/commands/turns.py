@@ -150,20 +150,22 @@ class ChatTurns(RunCommands):
     async def session(self, chat_id: str) -> str:
         return await self.auth.chat_session(self.caller, chat_id, self.store)
 
-    async def send(self, chat_id: str, session_id: str, chat: ClientChat) -> ChatSent:
+    async def send(self, chat_id: str, session_id: str, chat: ClientChat, run_id: str | None = None) -> ChatSent:
         """A run with the chat's next message, in the session it goes on in: `session_id` (the chat's
         now), or a fork of it where the client's message list shows its conversation branching
         (gateway/commands/branching.py), which the chat goes on in from then on. One posted while a run
         is active (from another tab, or a UI that sends while it streams) waits in line behind it
         rather than being refused; or, with `chat_while_running` `steer`, steers it: the record
-        returned is then the active run's, its `queued_seq` the steer's `steer.accepted`."""
+        returned is then the active run's, its `queued_seq` the steer's `steer.accepted`. `run_id`: the
+        run's id, if the client's request names one (else a new one)."""
         self.caller.require_chat()
+        run_id = run_id or new_run_id()
         try:
             session = await self.store.get_session(session_id)
         except SessionExpired:
             raise
         except SessionNotFound:
-            return ChatSent(session_id, await self._first(session_id, chat.text), steered=False)
+            return ChatSent(session_id, await self._first(session_id, chat.text, run_id), steered=False)
         point = branch_point(chat, session)
         if point is not None:
             check_size(chat.text, self.settings)
@@ -171,7 +173,7 @@ class ChatTurns(RunCommands):
             session_id = fork.session_id
             await self.runs.point_chat(await self.auth.chat_root(self.caller, chat_id, self.store), session_id)
         follow_up = CreateRun(input=chat.text, multitask="steer" if point is None and self.steers else "enqueue")
-        args = (self.store, self.runs, self.settings, self.budget, self.caller, session_id, follow_up, new_run_id())
+        args = (self.store, self.runs, self.settings, self.budget, self.caller, session_id, follow_up, run_id)
         run = await queue_follow_up(*args, spent=point is not None)  # (a fork spent the request's run)
         return ChatSent(session_id, run, steered=run.run_id != args[-1])
 
@@ -180,14 +182,14 @@ class ChatTurns(RunCommands):
         """Whether a message sent while the chat's run is active steers it (else it waits in line)."""
         return self.settings.chat_while_running == "steer"
 
-    async def _first(self, session_id: str, text: str) -> RunRecord:
+    async def _first(self, session_id: str, text: str, run_id: str) -> RunRecord:
         """The chat's first run, in its session made now."""
         check_size(text, self.settings)
         await self.budget.spend(self.caller.tenant)
         tenant = self.caller.tenant
         webhook = await self.webhooks.url_for(tenant)
         session = SessionRecord(session_id=session_id, created_at=time.time(), tenant=tenant, webhook=webhook)
-        run = RunRecord(run_id=new_run_id(), input=text)
+        run = RunRecord(run_id=run_id, input=text)
         # Made here unless another request of the same new chat made it first: then this run joins it.
         await self.runs.queue_run(session_id, run, multitask="enqueue", create=session, if_missing=True)
         return run

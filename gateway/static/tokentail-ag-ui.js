@@ -78,8 +78,8 @@ export class TokentailAgent extends HttpAgent {
     );
   }
 
-  // The response, whose body goes on across dropped connections. The gateway puts an event's id on
-  // the last SSE frame it became, so frames are passed on a whole event at a time.
+  // The response, whose body goes on across dropped connections. Every frame the gateway sends has an
+  // id (`<event id>.<k>` for all but the last frame an event became), passed on once it is whole.
   async resumable(threadId, request) {
     const first = await request();
     if (!first.ok || !first.body) return first;
@@ -89,7 +89,7 @@ export class TokentailAgent extends HttpAgent {
     const encoder = new TextEncoder();
     let reader = first.body.getReader();
     let partial = ""; // the start of a line
-    let frames = ""; // whole frames of an event whose last frame has not come yet
+    let frames = ""; // the lines of the frame being read
     let frameId = null; // the id: line of the frame being read
     let failures = 0;
 

@@ -41,17 +41,23 @@ def test_run_agent_assembles_reasoning_tool_call_result_and_text(chats: ChatStac
     outcome = agent(chats, "run", "tools", token=chats.chat("tools", agent="every_event"))
     assert outcome.result["error"] is None
     assert types(outcome) == [
-        "RUN_STARTED", "REASONING_START", "REASONING_MESSAGE_START", "REASONING_MESSAGE_CONTENT", "CUSTOM",
-        "REASONING_MESSAGE_END", "REASONING_END", "TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END",
-        "TOOL_CALL_RESULT", "CUSTOM", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED",
+        "RUN_STARTED", "REASONING_START", "REASONING_MESSAGE_START", "REASONING_MESSAGE_CONTENT",
+        "ACTIVITY_SNAPSHOT", "REASONING_MESSAGE_END", "REASONING_END", "TOOL_CALL_START", "TOOL_CALL_ARGS",
+        "TOOL_CALL_END", "TOOL_CALL_RESULT", "CUSTOM", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END",
+        "RUN_FINISHED",
     ]  # fmt: skip
     run = last_run(chats, "tools")
     assert outcome.events[0]["runId"] == outcome.events[-1]["runId"] == run["run_id"]
     assert [(e["name"], e["value"]) for e in outcome.events if e["type"] == "CUSTOM"] == [
-        ("status", {"text": "Looking it up"}),
-        ("chart", {"points": [1, 2, 3]}),
+        ("chart", {"points": [1, 2, 3]})
     ]
-    user, reasoning, call, result, text = outcome.result["messages"]
+    user, reasoning, status, call, result, text = outcome.result["messages"]
+    # The status is an activity message (AG-UI's place for progress that is not the conversation).
+    assert (status["role"], status["activityType"], status["content"]) == (
+        "activity",
+        "status",
+        {"text": "Looking it up"},
+    )
     assert user["content"] == "hello"
     assert reasoning == {"id": reasoning["id"], "role": "reasoning", "content": "Thinking it over. Look it up first."}
     assert call["toolCalls"] == [

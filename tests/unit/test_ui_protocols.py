@@ -10,12 +10,13 @@ import pytest
 from ag_ui.core import Event
 from pydantic import TypeAdapter
 
-from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, thread_messages
+from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, Position, protocol_version, thread_messages
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import Chunk
 from tokentail.gateway.reading.renderer import FramedRenderer
 from tokentail.gateway.reading.streams import SSE_PING
+from tokentail.shared.errors import InvalidLastEventId
 from tokentail.shared.events import Gap
 from tokentail.shared.records import RunRecord
 from tokentail.shared.store import StoredEvent
@@ -135,12 +136,18 @@ def test_ag_ui_events_of_a_run_validate_and_drop_the_dead_attempt() -> None:
     assert [event["type"] for event in events] == [
         "RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT",
         "TEXT_MESSAGE_END", "MESSAGES_SNAPSHOT",
-        "REASONING_START", "REASONING_MESSAGE_START", "REASONING_MESSAGE_CONTENT", "CUSTOM",
+        "REASONING_START", "REASONING_MESSAGE_START", "REASONING_MESSAGE_CONTENT", "ACTIVITY_SNAPSHOT",
         "REASONING_MESSAGE_END", "REASONING_END", "TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END",
         "TOOL_CALL_RESULT", "TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END", "TOOL_CALL_RESULT", "CUSTOM",
         "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED",
     ]  # fmt: skip
-    assert events[0] == {"type": "RUN_STARTED", "threadId": "thread-1", "runId": RUN}
+    assert events[0] == {"type": "RUN_STARTED", "threadId": "thread-1", "runId": RUN, "protocolVersion": "1.1"}
+    assert events[8] == {
+        "type": "ACTIVITY_SNAPSHOT",
+        "messageId": f"{RUN}-status",
+        "activityType": "status",
+        "content": {"text": "Looking"},
+    }  # no `replace`: each replaces the last
     # The snapshot on the takeover is the thread without the dead attempt's "Lost ".
     assert events[4]["messages"] == [
         {"id": "r_zero-input", "role": "user", "content": "hi"},
@@ -154,16 +161,41 @@ def test_ag_ui_events_of_a_run_validate_and_drop_the_dead_attempt() -> None:
     assert events[-1]["usage"] == [{"inputTokens": 3, "outputTokens": 2}]
 
 
-def test_ag_ui_frames_carry_the_id_of_the_event_they_finish() -> None:
+def test_ag_ui_frames_each_carry_an_id_the_last_of_an_event_its_own() -> None:
     body = translate(AgUiEvents("t", [], run_id=RUN), stored(EVENTS[:3])).decode()
     frames = [frame for frame in body.split("\n\n") if frame]
     start = {"type": "TEXT_MESSAGE_START", "messageId": "r_one-3", "role": "assistant"}
-    # message.delta (id 3) became TEXT_MESSAGE_START and _CONTENT: only the last says "3 is all here".
-    assert [frame.split("\n")[0] for frame in frames] == [
-        "id: 1",
-        f"data: {json.dumps(start, separators=(',', ':'))}",
-        "id: 3",
+    # message.delta (id 3) became TEXT_MESSAGE_START and _CONTENT: the first is 3.0, the last says "3 is all here".
+    assert [frame.split("\n")[:2] for frame in frames] == [
+        ["id: 1", frames[0].split("\n")[1]],
+        ["id: 3.0", f"data: {json.dumps(start, separators=(',', ':'))}"],
+        ["id: 3", frames[2].split("\n")[1]],
     ]
+
+
+def test_ag_ui_resuming_inside_an_event_sends_its_frames_after_the_one_the_client_has() -> None:
+    events = stored(EVENTS)
+    whole = translate(AgUiEvents("t", [], run_id=RUN), events).decode()
+    frames = [frame for frame in whole.split("\n\n") if frame]
+    for cut, frame in enumerate(frames[:-1]):
+        position = Position.of(frame.split("\n")[0].removeprefix("id: "))
+        resumed = translate(AgUiEvents("t", [], quiet_until=position.after, within=position.within), events).decode()
+        assert [f for f in resumed.split("\n\n") if f] == frames[cut + 1 :], f"cut after {frame[:20]!r}"
+
+
+def test_an_ag_ui_frame_id_is_an_event_id_or_one_of_its_frames() -> None:
+    assert Position.of("12") == Position(12)
+    assert Position.of("12.0") == Position(11, within=1)
+    assert Position.of("12.2") == Position(11, within=3)
+    for bad in ("", "-1", "1.2.3", "x", "1.", "1e3"):
+        with pytest.raises(InvalidLastEventId):
+            Position.of(bad)
+
+
+def test_an_ag_ui_stream_declares_the_clients_older_minor_or_its_own() -> None:
+    assert protocol_version("1.0") == "1.0"
+    assert protocol_version(None) == protocol_version("1.1") == protocol_version("1.7") == "1.1"
+    assert protocol_version("2.0") == protocol_version("garbage") == "1.1"
 
 
 def test_ag_ui_resuming_mid_message_sends_only_what_follows_and_keeps_the_message_open() -> None:

@@ -1,5 +1,7 @@
-"""AG-UI (CopilotKit, `@ag-ui/client`):
+"""AG-UI (CopilotKit, `@ag-ui/client`, TanStack AI):
 
-render  AG-UI events, from a session's stored events
-routes  the endpoints HttpAgent is pointed at
+render        AG-UI events, from a session's stored events, each frame with an id to resume after
+routes        the endpoints HttpAgent and TanStack AI's fetchServerSentEvents are pointed at
+capabilities  the capabilities document: resumable streams and push notifications, and how
+client_runs   the runs AG-UI clients posted, by their own run id (TanStack AI's joinRun)
 """

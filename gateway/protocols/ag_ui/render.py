@@ -1,11 +1,14 @@
-"""AG-UI 1.0 events (what CopilotKit and `@ag-ui/client` read) from a session's stored events.
+"""AG-UI 1.1 events (what CopilotKit, `@ag-ui/client` and TanStack AI read) from a session's stored events.
 
-    run.queued / run.started  RUN_STARTED (once per run: the first of the two it sees)
+    run.queued / run.started  RUN_STARTED {protocolVersion} (once per run: the first of the two it sees)
     message.delta             TEXT_MESSAGE_START (once per block), TEXT_MESSAGE_CONTENT
     reasoning.delta           REASONING_START, REASONING_MESSAGE_START, REASONING_MESSAGE_CONTENT
     tool.started              TOOL_CALL_START, TOOL_CALL_ARGS (the whole arguments), TOOL_CALL_END
     tool.completed / .failed  TOOL_CALL_RESULT (a failure's content is {"error": ...})
-    status, data.<name>       CUSTOM {name: "status" | <name>, value}
+    status                    ACTIVITY_SNAPSHOT {activityType: "status", content: {text}}: one message
+                              per run, each status replacing the last
+    data.<name>               CUSTOM {name, value}
+    steer.*                   CUSTOM {name: "steer", value: {steerId, status, input?, reason?}}
     run.retrying              MESSAGES_SNAPSHOT: the thread without anything of the run (it starts
                               over, and streams again what came before an answered question too)
     run.continued             nothing, or when it drops the text of a model turn a crash cut,
@@ -17,18 +20,23 @@
                               `RunAgentInput.resume` answers it, and the run goes on as a new AG-UI run
     gap                       CUSTOM {name: "gap", value: {reason, first_available}}
 
-Each frame is `data: <json>` and the last frame an event became carries its `id:`, so an
-EventSource (or any reader) that reconnects with `Last-Event-ID` continues after what it fully has.
+Every frame is `id: <id>` and `data: <json>`: the last frame a stored event became has the event's id,
+the ones before it `<id>.<k>` (the k-th, from 0), so a client that drops ids it has seen (TanStack AI)
+keeps each, and one that reconnects with `Last-Event-ID` continues after the frame it has, even within
+an event (`Position`). What a stream opens with before any event has the id it was opened after.
 Ids of messages are made from event ids, so a replay gives a client the same messages again. A
 thread's messages (for the snapshots) start from the session's record and follow the runs. A stream
 that goes on after an answer reads the run from its start, quietly up to the answer, so that a
 snapshot after it holds what the run showed before the question.
 """
 
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import assert_never
+from typing import Any, assert_never
 
 from ag_ui.core import (
+    ActivitySnapshotEvent,
     AssistantMessage,
     BaseEvent,
     CustomEvent,
@@ -58,6 +66,7 @@ from ag_ui.core import (
     UserMessage,
 )
 
+from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import (
     AttemptStarted,
     BlockAppended,
@@ -80,8 +89,36 @@ from tokentail.gateway.reading.reducer import (
     ToolFinished,
 )
 from tokentail.gateway.reading.renderer import FramedRenderer, compact
+from tokentail.shared.errors import InvalidLastEventId
 from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 from tokentail.shared.records import RunRecord
+
+PROTOCOL_VERSION = "1.1"  # what RUN_STARTED declares: AG-UI's in-band version, MAJOR.MINOR
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where an AG-UI client resumes: after event `after`, having also the first `within` frames of
+    the event after it (a `Last-Event-ID` of `<id>.<k>`: a stream cut inside an event)."""
+
+    after: int
+    within: int = 0
+
+    @classmethod
+    def of(cls, last_event_id: str) -> "Position":
+        match = re.fullmatch(r"(\d{1,18})(?:\.(\d{1,4}))?", last_event_id)
+        if match is None:
+            raise InvalidLastEventId(last_event_id, "an AG-UI frame id: <event id> or <event id>.<frame>")
+        seq, part = match.groups()
+        return cls(int(seq)) if part is None else cls(int(seq) - 1, int(part) + 1)
+
+
+def protocol_version(client: str | None) -> str:
+    """The version a stream declares: the client's own, if it declared an older minor (AG-UI 1.x;
+    tokentail sends nothing an older 1.x client lacks), else tokentail's."""
+    if client is None or re.fullmatch(r"1\.\d{1,4}", client) is None:
+        return PROTOCOL_VERSION
+    return client if int(client.split(".")[1]) < int(PROTOCOL_VERSION.split(".")[1]) else PROTOCOL_VERSION
 
 
 def thread_messages(runs: list[RunRecord]) -> list[Message]:
@@ -107,6 +144,8 @@ class AgUiEvents(FramedRenderer[Part]):
         snapshot_first: bool = False,
         answered: frozenset[str] = frozenset(),
         continuing: bool = False,
+        within: int = 0,
+        protocol: str = PROTOCOL_VERSION,
     ) -> None:
         """`thread_id` as the client named it; `history`: the thread's messages before the first
         run this stream shows; `quiet_until`: the client has the events up to this id;
@@ -114,8 +153,13 @@ class AgUiEvents(FramedRenderer[Part]):
         its messages from it rather than doubling what it holds); `answered`: the input ids of
         questions answered when the stream opens (a replay goes past them: only a question still
         waiting interrupts the run); `continuing`: the stream goes on with run `run_id` after an
-        answer (`RunAgentInput.resume`), as an AG-UI run of its own."""
+        answer (`RunAgentInput.resume`), as an AG-UI run of its own; `within`: the client has that
+        many frames of the event after `quiet_until` too (`Position`); `protocol`: the version
+        RUN_STARTED declares (`protocol_version`)."""
         super().__init__(Reducer(run_id, quiet_until, answered))
+        self._opened_after = quiet_until
+        self._within = within
+        self._protocol = protocol
         self.thread_id = thread_id
         self._messages = list(history)
         self._snapshot_first = snapshot_first
@@ -125,19 +169,30 @@ class AgUiEvents(FramedRenderer[Part]):
         self._last_text: str | None = None  # the message a tool call belongs to
         self._gap: Gap | None = None  # one found before any run: said after its RUN_STARTED
         self._interrupts: list[Interrupt] = []  # of the questions asked at once so far, unanswered
+        self._calls: dict[str, ToolCalled] = {}  # the tool calls seen, for the approvals that name them
 
     def opening(self, gap: Gap | None) -> list[Part]:
         run_id = self.reducer.run_id
-        started = (
-            _parts(RunStartedEvent(thread_id=self.thread_id, run_id=run_id)) if self._continuing and run_id else []
-        )
+        started = _parts(self._started(run_id)) if self._continuing and run_id else []
         return started + super().opening(gap)
 
+    def head(self, gap: Gap | None) -> bytes:
+        return self.frames(self.opening(gap), self._opened_after)
+
+    def rendered(self, batch: Batch) -> list[tuple[list[Part], int | None]]:
+        out = super().rendered(batch)
+        if batch.gap is not None and out and out[0][1] is None:  # a gap's frame: after it, what is left
+            out[0] = (out[0][0], batch.gap.first_available - 1)
+        return out
+
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
-        lines = [f"data: {part}\n\n" for part in parts]
-        if seq is not None and lines:
-            lines[-1] = f"id: {seq}\n{lines[-1]}"
-        return "".join(lines).encode()
+        assert seq is not None  # every frame has an id (`head`, `rendered`)
+        last = len(parts) - 1
+        frames = [f"id: {seq if k == last else f'{seq}.{k}'}\ndata: {part}\n\n" for k, part in enumerate(parts)]
+        if self._within and seq == self._opened_after + 1:
+            frames = frames[self._within :]  # the client has these: its stream was cut inside this event
+            self._within = 0
+        return "".join(frames).encode()
 
     def render(self, operation: Operation) -> list[Part]:
         """The operation's events, after RUN_STARTED for a run first seen mid-way (a stream trimmed
@@ -178,6 +233,7 @@ class AgUiEvents(FramedRenderer[Part]):
                 message_id = f"{run_id}-{block}"
                 return _parts(ReasoningMessageEndEvent(message_id=message_id), ReasoningEndEvent(message_id=message_id))
             case ToolCalled(call_id=call_id, name=name, arguments=arguments):
+                self._calls[call_id] = operation
                 return _parts(
                     ToolCallStartEvent(tool_call_id=call_id, tool_call_name=name, parent_message_id=self._last_text),
                     ToolCallArgsEvent(tool_call_id=call_id, delta=compact(arguments)),
@@ -185,8 +241,12 @@ class AgUiEvents(FramedRenderer[Part]):
                 )
             case ToolFinished() | ToolFailedOp() | ToolDenied():
                 return _parts(_result(operation))
-            case StatusShown(text=text):
-                return _parts(CustomEvent(name="status", value={"text": text}))
+            case StatusShown(run_id=run_id, text=text):
+                # One activity message per run, its content the latest status (each snapshot replaces it).
+                status = ActivitySnapshotEvent(
+                    message_id=f"{run_id}-status", activity_type="status", content={"text": text}
+                )
+                return _parts(status)
             case DataShown(name=name, data=data):
                 return _parts(CustomEvent(name=name, value=data))
             case SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
@@ -194,7 +254,8 @@ class AgUiEvents(FramedRenderer[Part]):
                 return _parts(CustomEvent(name="steer", value={k: v for k, v in steer.items() if v is not None}))
             case QuestionAsked(run_id=run_id, question=question, answered=answered, stops=stops):
                 if not answered:
-                    self._interrupts.append(_interrupt(question))
+                    call = self._calls.get(question.call_id or "")
+                    self._interrupts.append(_interrupt(question, call))
                 # The run goes on past it (as one AG-UI run, or the next: `continuing`), or more follow.
                 return self._interrupted(run_id) if stops else []
             case QuestionAnswered(run_id=run_id, stops=stops):
@@ -235,7 +296,7 @@ class AgUiEvents(FramedRenderer[Part]):
             self._messages.append(UserMessage(id=f"{run_id}-input", content=text))
         if self._continuing:
             return []
-        events: list[BaseEvent] = [RunStartedEvent(thread_id=self.thread_id, run_id=run_id)]
+        events: list[BaseEvent] = [self._started(run_id)]
         if self._snapshot_first:
             self._snapshot_first = False
             events.append(MessagesSnapshotEvent(messages=self._messages))
@@ -243,6 +304,9 @@ class AgUiEvents(FramedRenderer[Part]):
             events.append(CustomEvent(name="gap", value=self._gap.model_dump()))
             self._gap = None
         return _parts(*events)
+
+    def _started(self, run_id: str) -> RunStartedEvent:
+        return RunStartedEvent(thread_id=self.thread_id, run_id=run_id, protocol_version=self._protocol)
 
     def _interrupted(self, run_id: str) -> list[Part]:
         """The AG-UI run ends at the questions still open (the run waits for their answers)."""
@@ -292,8 +356,13 @@ def _result(operation: ToolFinished | ToolFailedOp | ToolDenied) -> ToolCallResu
     return ToolCallResultEvent(message_id=f"{call_id}-result", tool_call_id=call_id, content=content, role="tool")
 
 
-def _interrupt(question: InputRequired) -> Interrupt:
+def _interrupt(question: InputRequired, call: ToolCalled | None) -> Interrupt:
+    """`metadata`: the question's kind; and an approval's tool call (`toolName`, `input`: its
+    arguments), which TanStack AI's client needs to resolve it."""
     expires_at = question.expires_at
+    metadata: dict[str, Any] = {"kind": question.kind}
+    if question.kind == "approval" and call is not None:
+        metadata |= {"toolName": call.name, "input": call.arguments}
     return Interrupt(
         id=question.input_id,
         reason="approval" if question.kind == "approval" else "input_required",
@@ -301,7 +370,7 @@ def _interrupt(question: InputRequired) -> Interrupt:
         tool_call_id=question.call_id,
         response_schema=question.answer_schema,
         expires_at=datetime.fromtimestamp(expires_at, UTC).isoformat() if expires_at is not None else None,
-        metadata={"kind": question.kind},
+        metadata=metadata,
     )
 
 

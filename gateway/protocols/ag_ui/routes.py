@@ -1,6 +1,13 @@
-"""AG-UI endpoints, for `HttpAgent` (CopilotKit's runtime, `@ag-ui/client`) pointed at the gateway.
+"""AG-UI endpoints, for `HttpAgent` (CopilotKit's runtime, `@ag-ui/client`) and TanStack AI's
+`fetchServerSentEvents` pointed at the gateway.
 
-    POST /v1/ag-ui                    RunAgentInput: queue a run with the last user message, answer its events
+    GET  /v1/ag-ui/capabilities       what tokentail's agent does (`HttpAgent.getCapabilities()`): resumable
+                                      streams and push notifications, and how each works
+    POST /v1/ag-ui                    RunAgentInput: queue a run with the last user message, answer its events;
+                                      with `resume`, answer the interrupts a run waits on. With `Last-Event-ID`
+                                      (TanStack AI's reconnect: the same POST again), no write: the rest of it
+    GET  /v1/ag-ui?runId=&offset=     TanStack AI's `joinRun`: the run a client posted as `runId`, from its start
+                                      (`offset=-1`), from now (`now`) or after `Last-Event-ID` (which wins)
     GET  /v1/ag-ui/{thread_id}         with `Last-Event-ID` (or `?last_event_id=`): the thread's events after
                                       it; without: the active run from its start, the thread so far first
                                       (`TokentailAgent.connect()`, gateway/static/tokentail-ag-ui.js); or 204
@@ -8,35 +15,52 @@
 
 `threadId` is the chat id (see gateway/access/ids.py). The thread's history stays in tokentail: a run's
 input is the last user message, after the turns of the input's messages (a regenerated or edited turn
-branches: gateway/commands/branching.py).
+branches: gateway/commands/branching.py). A client's `runId` names the run it makes (the same POST sent
+again, before it saw any id, streams that run again rather than making a second); RUN_STARTED carries
+tokentail's run id. Event ids: gateway/protocols/ag_ui/render.py.
 """
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
-from ag_ui.core import RunAgentInput
+from ag_ui.core import RunAgentInput, RunErrorEvent
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
+from tokentail.gateway.access.ids import idempotent_id
 from tokentail.gateway.commands.branching import ag_ui_chat, message_text
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.deps import (
+    AuthDep,
+    CallerDep,
     ChatIdPath,
     ChattingChatDep,
     ChatTurnsDep,
     ReadableChatDep,
     RunsDep,
+    SettingsDep,
     StoreDep,
     StreamsDep,
 )
-from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, thread_messages
-from tokentail.gateway.reading.feed import parse_last_event_id
-from tokentail.gateway.reading.streams import Reserved, Streams
+from tokentail.gateway.errors import describe
+from tokentail.gateway.protocols.ag_ui.capabilities import capabilities_of
+from tokentail.gateway.protocols.ag_ui.client_runs import client_run, name_client_run
+from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, Position, protocol_version, thread_messages
+from tokentail.gateway.reading.streams import SSE_HEADERS, Reserved, Streams
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun
-from tokentail.shared.errors import InputNotPending, InvalidInput, SessionExpired, SessionNotFound
-from tokentail.shared.records import RunRecord
+from tokentail.shared.errors import (
+    InputNotPending,
+    InvalidInput,
+    RunNotFound,
+    SessionExpired,
+    SessionNotFound,
+    TokentailError,
+)
+from tokentail.shared.records import RunRecord, SessionRecord
 
 router = APIRouter(prefix="/v1/ag-ui", tags=["ag-ui"])
+
+LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", description="resume after this frame id")]
 
 
 def _user_text(body: RunAgentInput) -> str:
@@ -45,7 +69,7 @@ def _user_text(body: RunAgentInput) -> str:
         raise InvalidInput("the last message must be the user's: it is the input of the run")
     text = message_text(last)
     if not text:
-        raise InvalidInput("the last user message has no text")
+        raise InvalidInput("the last message has no text")
     return text
 
 
@@ -57,40 +81,101 @@ def _before(runs: list[RunRecord], run_id: str) -> list[RunRecord]:
     return runs[: next(index for index, run in enumerate(runs) if run.run_id == run_id)]
 
 
+def _run_id_of(turns: ChatTurns, body: RunAgentInput) -> str:
+    """Tokentail's id for the run a client posts as `runId` with its last message: the same POST sent
+    again names the same run (a client that reuses one `runId` for another message makes a new one)."""
+    last = body.messages[-1] if body.messages else None
+    said = (last.id, message_text(last)) if last is not None else ("", "")
+    return idempotent_id("r_", turns.caller.tenant, "ag-ui", body.thread_id, body.run_id, *said)
+
+
+@router.get("/capabilities")
+async def capabilities(settings: SettingsDep) -> dict[str, Any]:
+    """The agent's capabilities (AG-UI's `AgentCapabilities`, what `HttpAgent.getCapabilities()` reads):
+    `transport.resumable` and `transport.pushNotifications`, with how each works under `custom`."""
+    return capabilities_of(settings)
+
+
 @router.post("", responses=STREAM_RESPONSES, response_class=StreamingResponse)
-async def run_agent(body: RunAgentInput, turns: ChatTurnsDep, streams: StreamsDep) -> Response:
+async def run_agent(
+    body: RunAgentInput, turns: ChatTurnsDep, streams: StreamsDep, last_event_id: LastEventIdHeader = None
+) -> Response:
     """Queue a run with the last user message and answer with its AG-UI events (`RUN_STARTED` with
     tokentail's run id ... `RUN_FINISHED`). The thread's session is made on its first run. With
-    `resume` (the answer to the interrupt a waiting run finished with): the run goes on, or ends if
-    the entry is `cancelled`, and these are its events from there."""
+    `resume` (the answers to the interrupts a waiting run finished with): the run goes on, or ends if
+    an entry is `cancelled`, and these are its events from there; a resume that answers nothing open
+    is a `RUN_ERROR`, and changes nothing. With `Last-Event-ID`, the client reconnects: nothing is
+    written, and the stream goes on after that id."""
+    position = Position.of(last_event_id) if last_event_id is not None else None
     session_id = await turns.session(body.thread_id)
+    protocol = protocol_version(body.protocol_version)
+    if position is not None:
+        return await _reconnect(body, session_id, position, turns, streams, protocol)
     async with streams.reserve() as reserved:  # the stream's slot first: a 429 queued nothing
         if body.resume:
-            return await _resume(body, session_id, turns, streams, reserved)
-        session_id, run, _ = await turns.send(body.thread_id, session_id, ag_ui_chat(body.messages, _user_text(body)))
+            return await _resume(body, session_id, turns, streams, reserved, protocol)
+        run_id = _run_id_of(turns, body)
+        run = await _posted(turns, session_id, run_id)  # sent again: that run, not a second
+        if run is None:
+            chat = ag_ui_chat(body.messages, _user_text(body))
+            session_id, run, _ = await turns.send(body.thread_id, session_id, chat, run_id)
+        await name_client_run(turns.store, turns.caller.tenant, body.run_id, session_id, run.run_id, body.thread_id)
         assert run.queued_seq is not None
         session = await turns.store.get_session(session_id)
-        events = AgUiEvents(body.thread_id, thread_messages(_before(session.runs, run.run_id)), run_id=run.run_id)
+        history = thread_messages(_before(session.runs, run.run_id))
+        events = AgUiEvents(body.thread_id, history, run_id=run.run_id, protocol=protocol)
         return await streams.open(session_id, run.queued_seq - 1, events, "ag-ui", resuming=False, reserved=reserved)
 
 
+async def _posted(turns: ChatTurns, session_id: str, run_id: str) -> RunRecord | None:
+    """The run, if the chat's session has it already (the POST that made it, sent again)."""
+    try:
+        session = await turns.store.get_session(session_id)
+    except SessionNotFound:
+        return None
+    return session.run(run_id)
+
+
+async def _reconnect(
+    body: RunAgentInput, session_id: str, position: Position, turns: ChatTurns, streams: Streams, protocol: str
+) -> Response:
+    """The same POST sent again with `Last-Event-ID`: the run it made, or the run its `resume`
+    answered, after that id (the thread's events after it, if the run is not found)."""
+    session = await turns.store.get_session(session_id)
+    if body.resume:
+        named = {entry.interrupt_id for entry in body.resume}
+        run = next((r for r in session.runs if named & ({*r.waiting_for} | r.answers.keys())), None)
+    else:
+        run = session.run(_run_id_of(turns, body))
+    if run is None:
+        return await _thread_after(body.thread_id, session, position, streams, protocol)
+    return await _run_after(body.thread_id, session, run, position, streams, protocol)
+
+
 async def _resume(
-    body: RunAgentInput, session_id: str, turns: ChatTurns, streams: Streams, reserved: Reserved
+    body: RunAgentInput, session_id: str, turns: ChatTurns, streams: Streams, reserved: Reserved, protocol: str
 ) -> Response:
     assert body.resume is not None
     session = await turns.store.get_session(session_id)
     waiting = session.active_run
-    if waiting is None or not waiting.waiting_for:
-        raise InputNotPending("no run of this thread waits for an answer")
-    entries = [entry for entry in body.resume if entry.interrupt_id in waiting.waiting_for]
-    if not entries:
-        raise InputNotPending(f"the thread's run waits for {waiting.waiting_for!r}: resume names other interrupts")
-    if any(entry.status == "cancelled" for entry in entries):
-        after = session.last_event_id
-        # Only this run, and only while it still waits for these answers (another may have come first).
-        await turns.runs.cancel_run(session_id, waiting.run_id, segment=waiting.segment)
-    else:
-        waiting, after = await turns.answer(session, {entry.interrupt_id: entry.payload for entry in entries})
+    try:
+        if waiting is None or not waiting.waiting_for:
+            raise InputNotPending("no run of this thread waits for an answer")
+        entries = [entry for entry in body.resume if entry.interrupt_id in waiting.waiting_for]
+        if not entries:
+            raise InputNotPending(f"the thread's run waits for {waiting.waiting_for!r}: resume names other interrupts")
+        if any(entry.status == "cancelled" for entry in entries):
+            after = session.last_event_id
+            # Only this run, and only while it still waits for these answers (another may have come first).
+            await turns.runs.cancel_run(session_id, waiting.run_id, segment=waiting.segment)
+            answered = frozenset({*waiting.answers, *waiting.waiting_for})  # none stops the stream: the run ends
+        else:
+            waiting, after = await turns.answer(session, {entry.interrupt_id: entry.payload for entry in entries})
+            answered = frozenset(waiting.answers)
+    except (InputNotPending, InvalidInput) as refused:
+        # AG-UI's answer to a stale or partial resume: a stream that opens with RUN_ERROR, nothing changed.
+        return _refused(refused, session.last_event_id)
+    await name_client_run(turns.store, turns.caller.tenant, body.run_id, session_id, waiting.run_id, body.thread_id)
     history = thread_messages(_before(session.runs, waiting.run_id))
     # Read from the run's start, quiet up to the answer: a drop after it knows what the run showed.
     events = AgUiEvents(
@@ -98,11 +183,63 @@ async def _resume(
         history,
         run_id=waiting.run_id,
         quiet_until=after,
-        answered=frozenset(waiting.answers),
+        answered=answered,
         continuing=True,
+        protocol=protocol,
     )
     assert waiting.queued_seq is not None
     return await streams.open(session_id, waiting.queued_seq - 1, events, "ag-ui", resuming=False, reserved=reserved)
+
+
+def _refused(error: TokentailError, last_event_id: int) -> Response:
+    event = RunErrorEvent(message=str(error), code=describe(error)[1])
+    frame = f"id: {last_event_id}\ndata: {event.model_dump_json(by_alias=True, exclude_none=True)}\n\n"
+    return Response(frame, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.get("", responses={**STREAM_RESPONSES, 404: {"description": "no run of that id"}})
+async def join_run(
+    caller: CallerDep,
+    auth: AuthDep,
+    store: StoreDep,
+    streams: StreamsDep,
+    run_id: Annotated[str, Query(alias="runId", description="the `runId` the client posted the run as")],
+    offset: Annotated[str, Query(description="`-1`: from the run's start; `now`: from now; or a frame id")] = "-1",
+    last_event_id: LastEventIdHeader = None,
+) -> Response:
+    """TanStack AI's `joinRun(runId)`: the run a client posted (or resumed) as `runId`, on any gateway,
+    to its end or its next interrupt. `Last-Event-ID` (its reconnect) wins over `offset`."""
+    named = await client_run(store, caller.tenant, run_id)
+    if named is None:
+        raise RunNotFound("", run_id)
+    session_id, tokentail_run_id, thread_id = named
+    await auth.check_access(caller, session_id, store)
+    session = await store.get_session(session_id)
+    run = session.run(tokentail_run_id)
+    if run is None:
+        raise RunNotFound(session_id, run_id)
+    if last_event_id is not None:
+        position = Position.of(last_event_id)
+    elif offset == "now":
+        position = Position(session.last_event_id)
+    else:
+        position = Position(0) if offset == "-1" else Position.of(offset)
+    return await _run_after(thread_id, session, run, position, streams, protocol_version(None))
+
+
+async def _run_after(
+    thread_id: str, session: SessionRecord, run: RunRecord, position: Position, streams: Streams, protocol: str
+) -> Response:
+    """Run `run`'s events after `position` (from its start, read quietly up to there), to its end."""
+    assert run.queued_seq is not None
+    history = thread_messages(_before(session.runs, run.run_id))
+    answered = _answered(session.runs)
+    after = max(position.after, run.queued_seq - 1)
+    within = position.within if after == position.after else 0
+    events = AgUiEvents(
+        thread_id, history, run_id=run.run_id, quiet_until=after, answered=answered, within=within, protocol=protocol
+    )
+    return await streams.open(session.session_id, run.queued_seq - 1, events, "ag-ui")
 
 
 @router.get(
@@ -116,38 +253,56 @@ async def thread_events(
     store: StoreDep,
     streams: StreamsDep,
     last_event_id: Annotated[str | None, Query(description="resume after this id; wins over the header")] = None,
-    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id_header: LastEventIdHeader = None,
 ) -> Response:
     """After an id: the thread's events that follow it, up to the end of the runs active or queued
     (a run resumed mid-way is read from its start, to know what is open, and sent from the id on).
     Without one: the active run from its start (or one that ended moments ago), opened by a
     `MESSAGES_SNAPSHOT` of the thread, so a client that connects mid-run rebuilds its messages."""
-    position = last_event_id if last_event_id is not None else last_event_id_header
-    after = parse_last_event_id(position) if position is not None else None  # a bad id is a 422, session or not
+    given = last_event_id if last_event_id is not None else last_event_id_header
+    position = Position.of(given) if given is not None else None  # a bad id is a 422, session or not
     try:
         session = await store.get_session(session_id)
     except SessionExpired:
         raise
     except SessionNotFound:
         return Response(status_code=204)  # a thread with no run yet
-    if after is None:
-        replayed = streams.run_to_replay(session, time.time())
-        if replayed is None or replayed.queued_seq is None:
-            return Response(status_code=204)
-        history = thread_messages(_before(session.runs, replayed.run_id))
-        answered = _answered(session.runs)
-        events = AgUiEvents(chat_id, history, run_id=replayed.run_id, snapshot_first=True, answered=answered)
-        return await streams.open(session_id, replayed.queued_seq - 1, events, "ag-ui")
-    shown = session.run_shown_at(after)
+    protocol = protocol_version(None)
+    if position is not None:
+        return await _thread_after(chat_id, session, position, streams, protocol)
+    replayed = streams.run_to_replay(session, time.time())
+    if replayed is None or replayed.queued_seq is None:
+        return Response(status_code=204)
+    history = thread_messages(_before(session.runs, replayed.run_id))
+    answered = _answered(session.runs)
+    events = AgUiEvents(chat_id, history, run_id=replayed.run_id, snapshot_first=True, answered=answered)
+    return await streams.open(session_id, replayed.queued_seq - 1, events, "ag-ui")
+
+
+async def _thread_after(
+    thread_id: str, session: SessionRecord, position: Position, streams: Streams, protocol: str
+) -> Response:
+    """The thread's events after `position`, up to the end of the runs active or queued: several runs
+    on one stream, each closed before the next opens."""
+    answered = _answered(session.runs)
+    shown = session.run_shown_at(position.after + 1 if position.within else position.after)
     if shown is None:  # between runs
-        history = thread_messages([run for run in session.runs if run.finished_seq and run.finished_seq <= after])
-        return await streams.open(
-            session_id, after, AgUiEvents(chat_id, history, answered=_answered(session.runs)), "ag-ui"
+        history = thread_messages(
+            [run for run in session.runs if run.finished_seq and run.finished_seq <= position.after]
         )
+        events = AgUiEvents(thread_id, history, quiet_until=position.after, answered=answered, protocol=protocol)
+        return await streams.open(session.session_id, position.after, events, "ag-ui")
     assert shown.queued_seq is not None
     history = thread_messages(_before(session.runs, shown.run_id))
-    events = AgUiEvents(chat_id, history, quiet_until=after, answered=_answered(session.runs))
-    return await streams.open(session_id, shown.queued_seq - 1, events, "ag-ui")
+    events = AgUiEvents(
+        thread_id,
+        history,
+        quiet_until=position.after,
+        answered=answered,
+        within=position.within,
+        protocol=protocol,
+    )
+    return await streams.open(session.session_id, shown.queued_seq - 1, events, "ag-ui")
 
 
 @router.post("/{chat_id}/stop", status_code=202, responses=ERROR_RESPONSES)

@@ -1,0 +1,141 @@
+"""AG-UI's resumable binding and 1.1 negotiation, on a real gateway, worker and Redis (docs/ag-ui-resume.md):
+an id on every frame, the same POST sent again (with `Last-Event-ID`, or before any id) writing nothing,
+`joinRun`'s GET by the client's run id, the capabilities document, `protocolVersion`, and resume[]
+refused with RUN_ERROR or cancelling with RUN_FINISHED. TanStack AI's and @ag-ui/client's own runs of
+these: tests/node."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import pytest
+from ag_ui.core import AgentCapabilities, Event
+from pydantic import TypeAdapter
+
+from tests.fixtures.stack import Gateway
+from tests.gates import Gates
+from tests.integration.test_chat_protocols import Frame, agent_input, sse_frames, types
+from tokentail.shared.settings import Settings
+from tokentail.worker.main import TokentailWorker
+
+AG_UI_EVENT: TypeAdapter[Any] = TypeAdapter(Event)
+SLOW = {"params": {"tokens": 40, "tokens_per_second": 40}}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    agents = {"held": "tests.gates:held", "approve": "tests.asking_agent:approval"}
+    return settings.model_copy(update={"agents": agents, "webhook_allowed_urls": ["http://127.0.0.1:9/"]})
+
+
+@pytest.fixture
+async def http(gateway: Gateway, worker: TokentailWorker) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=15) as client:
+        yield client
+
+
+async def post(http: httpx2.AsyncClient, body: dict[str, Any], **headers: str) -> list[Frame]:
+    async with http.stream("POST", "/v1/ag-ui", json=body, headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        frames = await sse_frames(response)
+    for _, event in frames:
+        AG_UI_EVENT.validate_python(event)  # AG-UI's own models
+    return frames
+
+
+async def runs_of(http: httpx2.AsyncClient, thread_id: str) -> list[dict[str, Any]]:
+    session_id = (await http.post("/v1/sessions", json={"chat_id": thread_id})).json()["session_id"]
+    runs: list[dict[str, Any]] = (await http.get(f"/v1/sessions/{session_id}")).json()["runs"]
+    return runs
+
+
+async def test_every_frame_has_an_id_and_the_same_post_with_one_continues_after_it(http: httpx2.AsyncClient) -> None:
+    await http.post("/v1/sessions", json={"chat_id": "same-post", **SLOW})
+    body = agent_input("same-post")
+    whole = await post(http, body)
+    assert all(frame_id is not None for frame_id, _ in whole) and len({i for i, _ in whole}) == len(whole)
+    assert any("." in str(frame_id) for frame_id, _ in whole), "an event of several frames: <id>.<k> before its last"
+    for cut in range(len(whole) - 1):  # cut after every frame, inside events too
+        last_event_id = whole[cut][0]
+        assert last_event_id is not None
+        assert await post(http, body, **{"Last-Event-ID": last_event_id}) == whole[cut + 1 :]
+    # The same POST again, before it had any id: that run from its start, not a second run.
+    assert await post(http, body) == whole
+    assert len(await runs_of(http, "same-post")) == 1
+    # A new message (a new runId, or a client reusing one with another message): a new run.
+    await post(http, {**agent_input("same-post", "again"), "runId": "client-run"})
+    assert len(await runs_of(http, "same-post")) == 2
+
+
+async def test_join_run_by_the_clients_run_id_from_the_start_now_or_an_id(
+    http: httpx2.AsyncClient, gates: Gates
+) -> None:
+    await http.post("/v1/sessions", json={"chat_id": "join", "agent": "held"})
+    body = {**agent_input("join"), "runId": "tanstack-run-1"}
+    async with http.stream("POST", "/v1/ag-ui", json=body) as response:
+        head = await sse_frames(response, until=lambda frames: "TEXT_MESSAGE_CONTENT" in types(frames))
+    [run] = await runs_of(http, "join")
+    joined = {"runId": "tanstack-run-1", "offset": "-1"}
+    async with http.stream("GET", "/v1/ag-ui", params=joined) as response:  # no Accept header, as TanStack AI
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        start = await sse_frames(response, until=lambda frames: len(frames) >= len(head))
+    assert start == head, "joinRun from the start: the frames the poster had"
+    gates.release(run["run_id"])
+    async with http.stream("GET", "/v1/ag-ui", params=joined, headers={"Last-Event-ID": head[-1][0] or ""}) as response:
+        rest = await sse_frames(response)
+    assert types(rest)[-1] == "RUN_FINISHED" and rest[-1][1]["runId"] == run["run_id"]
+    async with http.stream("GET", "/v1/ag-ui", params={"runId": "tanstack-run-1", "offset": "0"}) as response:
+        assert await sse_frames(response) == head + rest  # an offset is a frame id
+    missing = await http.get("/v1/ag-ui", params={"runId": "no-such-run"})
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "run_not_found"
+    assert (await http.get("/v1/ag-ui", params={"runId": "tanstack-run-1", "offset": "x"})).status_code == 400
+
+
+async def test_capabilities_declare_resumable_and_push_with_their_mechanisms(
+    http: httpx2.AsyncClient, start_gateway: Any
+) -> None:
+    answer = await http.get("/v1/ag-ui/capabilities")
+    assert answer.status_code == 200
+    capabilities = AgentCapabilities.model_validate(answer.json())
+    assert capabilities.transport is not None
+    assert capabilities.transport.resumable is True and capabilities.transport.push_notifications is True
+    assert capabilities.custom is not None
+    described = capabilities.custom["tokentail"]
+    assert (
+        "Last-Event-ID" in described["resume"]["reconnect"]
+        and "PUT /v1/webhook" in described["pushNotifications"]["configure"]
+    )
+    no_webhooks: Gateway = await start_gateway(webhook_allowed_urls=[])
+    async with httpx2.AsyncClient(base_url=no_webhooks.url) as other:
+        declared = (await other.get("/v1/ag-ui/capabilities")).json()
+    assert declared["transport"]["pushNotifications"] is False, "no push while webhooks are off"
+
+
+async def test_a_run_declares_the_clients_older_minor_or_its_own(http: httpx2.AsyncClient) -> None:
+    await http.post("/v1/sessions", json={"chat_id": "versions"})
+    older = await post(http, {**agent_input("versions"), "protocolVersion": "1.0"})
+    current = await post(http, {**agent_input("versions", "next"), "runId": "r2"})
+    assert older[0][1]["protocolVersion"] == "1.0" and current[0][1]["protocolVersion"] == "1.1"
+
+
+async def test_resume_refused_with_run_error_or_cancelling_with_run_finished(http: httpx2.AsyncClient) -> None:
+    await http.post("/v1/sessions", json={"chat_id": "asks", "agent": "approve"})
+    asked = await post(http, agent_input("asks"))
+    [interrupt] = asked[-1][1]["outcome"]["interrupts"]
+    assert interrupt["metadata"] == {"kind": "approval", "toolName": "delete_files", "input": {"count": 3}}
+
+    def resume(interrupt_id: str, status: str = "resolved", run_id: str = "r-resume") -> dict[str, Any]:
+        entry = {"interruptId": interrupt_id, "status": status, "payload": {"approved": True}}
+        return {**agent_input("asks"), "runId": run_id, "resume": [entry]}
+
+    stale = await post(http, resume("in_nothing"))
+    assert types(stale) == ["RUN_ERROR"] and stale[0][1]["code"] == "input_not_pending"
+    [run] = await runs_of(http, "asks")
+    assert run["status"] == "waiting", "nothing changed"
+    cancelled = await post(http, resume(interrupt["id"], "cancelled"))
+    assert types(cancelled) == ["RUN_STARTED", "RUN_FINISHED"]
+    assert cancelled[-1][1]["outcome"] == {"type": "cancelled"}
+    [run] = await runs_of(http, "asks")
+    assert run["status"] == "cancelled"
+    again = await post(http, resume(interrupt["id"], run_id="r-again"))
+    assert types(again) == ["RUN_ERROR"], "an interrupt of a run that ended is stale"

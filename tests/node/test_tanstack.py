@@ -1,0 +1,91 @@
+"""TanStack AI's client (`@tanstack/ai-client`, pinned by this folder's lockfile) against tokentail's
+AG-UI endpoint, configured as docs/ui-protocols.md says: its resumable SSE (an `id:` on every frame, a
+reconnect that sends the same POST with `Last-Event-ID`) through a gateway killed -9, `joinRun(runId)`
+on a run half streamed and through a worker killed -9, and an interrupt approved with `resume[]`."""
+
+from typing import Any
+
+import httpx2
+
+from tests.node.conftest import API_KEY, HELD, SLOW, ChatStack, Outcome, run_node
+from tokentail.worker.providers.scripted import scripted_tokens
+
+ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
+
+
+def client(chats: ChatStack, scenario: str, thread_id: str, token: str, gateways: list[str], **kwargs: Any) -> Outcome:
+    options = {"gateways": gateways, "threadId": thread_id, "token": token, "input": "hello"}
+    return run_node("tanstack.mjs", scenario, options, timeout=120, **kwargs)
+
+
+def session_on(gateway: str, thread_id: str) -> dict[str, Any]:
+    with httpx2.Client(base_url=gateway, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as http:
+        named = http.post("/v1/sessions", json={"chat_id": thread_id})
+        assert named.status_code == 200, named.text
+        state: dict[str, Any] = http.get(f"/v1/sessions/{named.json()['session_id']}").json()
+        return state
+
+
+def test_a_reconnect_through_a_gateway_killed_mid_answer_continues_the_run_on_the_other(chats: ChatStack) -> None:
+    token = chats.chat("tan-send", **HELD)
+    other = chats.stack.gateway()
+
+    def kill_the_gateway(step: dict[str, Any]) -> None:  # at the first text, while the run waits at its gate
+        run_id = chats.session("tan-send")["runs"][-1]["run_id"]
+        chats.stack.gateways[chats.url].kill()
+        chats.gates.release(run_id)
+
+    outcome = client(chats, "send", "tan-send", token, [chats.url, other], on_step=kill_the_gateway)
+    result = outcome.result
+    assert result["error"] is None, result
+    session = session_on(other, "tan-send")
+    [run] = session["runs"]  # the reconnect (the same POST again) made no second run
+    assert run["status"] == "completed"
+    assert result["text"] == run["output"] == ANSWER, "nothing missing, nothing twice"
+    assert result["runIds"] == [run["run_id"]]
+    types = result["types"]
+    assert types.count("RUN_STARTED") == types.count("TEXT_MESSAGE_START") == types.count("RUN_FINISHED") == 1
+    requests = result["requests"]
+    assert {(r["method"], r["path"], r["runId"]) for r in requests} == {("POST", "/v1/ag-ui", result["runId"])}
+    assert requests[0]["gateway"] == 0 and requests[0]["lastEventId"] is None
+    resumed = [r for r in requests if r["lastEventId"] is not None]
+    assert resumed and resumed[-1]["gateway"] == 1, "the reconnect went on at the other gateway"
+
+
+def test_join_run_on_a_run_half_streamed_through_a_worker_killed(chats: ChatStack) -> None:
+    token = chats.chat("tan-join", **HELD)
+
+    def crash(step: dict[str, Any]) -> None:
+        if step["step"] == "joined":  # the joined stream has text; the run waits at its gate
+            chats.crash_worker()
+            chats.release("tan-join")
+
+    outcome = client(chats, "join", "tan-join", token, [chats.url], on_step=crash)
+    result = outcome.result
+    closed = outcome.step("closed")
+    assert "TEXT_MESSAGE_CONTENT" in closed["types"] and "RUN_FINISHED" not in closed["types"]
+    assert result["error"] is None, result
+    [run] = chats.session("tan-join")["runs"]
+    assert run["status"] == "completed" and run["attempt"] == 2, "the run was taken over"
+    assert result["text"] == run["output"] == ANSWER
+    assert result["finished"]["outcome"] == {"type": "success"} and result["runIds"] == [run["run_id"]]
+    [join, *reconnects] = result["requests"]
+    assert (join["method"], join["path"]) == ("GET", f"/v1/ag-ui?offset=-1&runId={closed['runId']}")
+    assert all(r["lastEventId"] is not None for r in reconnects)
+
+
+def test_an_interrupt_approved_with_resume_goes_on_in_the_same_messages(chats: ChatStack) -> None:
+    token = chats.chat("tan-approve", agent="approve")
+    outcome = client(chats, "approve", "tan-approve", token, [chats.url])
+    result = outcome.result
+    assert result["error"] is None, result
+    [interrupt] = result["interrupted"]["outcome"]["interrupts"]
+    assert interrupt["reason"] == "approval" and interrupt["toolCallId"]
+    # The approval names its tool call, so the client can resolve it (an interrupt it cannot place, it shows only).
+    metadata = {"kind": "approval", "toolName": "delete_files", "input": {"count": 3}}
+    assert result["shown"] == [{"kind": "generic", "canResolve": True, "metadata": metadata}]
+    [run] = chats.session("tan-approve")["runs"]
+    assert run["status"] == "completed" and run["output"].endswith("Done: deleted.")
+    assert result["text"] == run["output"]
+    posts = [r for r in result["requests"] if r["method"] == "POST"]
+    assert len(posts) == 2 and posts[0]["runId"] != posts[1]["runId"]
