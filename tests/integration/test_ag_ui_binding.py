@@ -139,3 +139,31 @@ async def test_resume_refused_with_run_error_or_cancelling_with_run_finished(htt
     assert run["status"] == "cancelled"
     again = await post(http, resume(interrupt["id"], run_id="r-again"))
     assert types(again) == ["RUN_ERROR"], "an interrupt of a run that ended is stale"
+
+
+async def test_a_resume_cut_and_sent_again_with_last_event_id_continues_without_answering_twice(
+    http: httpx2.AsyncClient,
+) -> None:
+    await http.post("/v1/sessions", json={"chat_id": "resumed", "agent": "approve"})
+    [interrupt] = (await post(http, agent_input("resumed")))[-1][1]["outcome"]["interrupts"]
+    entry = {"interruptId": interrupt["id"], "status": "resolved", "payload": {"approved": True}}
+    body = {**agent_input("resumed"), "runId": "r-resume", "resume": [entry]}
+    whole = await post(http, body)
+    assert types(whole)[0] == "RUN_STARTED" and whole[-1][1]["outcome"] == {"type": "success"}
+    for cut in range(len(whole) - 1):
+        last_event_id = whole[cut][0]
+        assert last_event_id is not None
+        assert await post(http, body, **{"Last-Event-ID": last_event_id}) == whole[cut + 1 :]
+    [run] = await runs_of(http, "resumed")
+    assert run["status"] == "completed" and run["output"] == "Checking. Done: deleted."
+
+
+async def test_a_thread_caught_up_from_its_start_is_several_runs_on_one_stream(http: httpx2.AsyncClient) -> None:
+    await http.post("/v1/sessions", json={"chat_id": "caught-up"})
+    first = await post(http, agent_input("caught-up", "one"))
+    second = await post(http, {**agent_input("caught-up", "two"), "runId": "second"})
+    async with http.stream("GET", "/v1/ag-ui/caught-up", headers={"Last-Event-ID": "0"}) as response:
+        thread = await sse_frames(response)
+    # Each run closed (RUN_FINISHED) before the next opens; the same frames, ids included, as each POST had.
+    assert thread == first + second
+    assert types(thread).count("RUN_STARTED") == types(thread).count("RUN_FINISHED") == 2

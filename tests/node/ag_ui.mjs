@@ -8,7 +8,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { EventSchemas } from "@ag-ui/core/schemas";
+import { AgentCapabilitiesSchema, EventSchemas } from "@ag-ui/core/schemas";
 import { cuttableFetch, play, say, untilAnswered } from "./driver.mjs";
 
 const options = JSON.parse(process.argv[3]);
@@ -27,8 +27,26 @@ async function servedAgentClass() {
 
 const TokentailAgent = await servedAgentClass();
 
-function makeAgent({ fetch: fetchFn, withInput = true } = {}) {
-  const agent = new TokentailAgent({
+// What @ag-ui/client warns about (a producer declaring a protocol newer than the client's, material it
+// strips), noted per scenario.
+const warnings = [];
+const warn = console.warn;
+console.warn = (...args) => {
+  warnings.push(args.map(String).join(" "));
+  warn(...args);
+};
+
+// An AG-UI 1.1 client: it declares 1.1 on its input (@ag-ui/client 1.0.0 declares 1.0).
+function newerAgentClass() {
+  return class extends TokentailAgent {
+    prepareRunAgentInput(parameters) {
+      return { ...super.prepareRunAgentInput(parameters), protocolVersion: "1.1" };
+    }
+  };
+}
+
+function makeAgent({ fetch: fetchFn, withInput = true, AgentClass = TokentailAgent } = {}) {
+  const agent = new AgentClass({
     url: `${options.gateway}/v1/ag-ui`,
     threadId: options.threadId,
     headers,
@@ -63,6 +81,7 @@ function finish(agent, seen, extra = {}) {
       invalid: seen.invalid,
       messages: agent.messages,
       lastEventId: agent.lastEventId,
+      warnings,
       ...extra,
     },
   });
@@ -135,6 +154,22 @@ const scenarios = {
     const { error } = await attempt(loaded.agent.connectAgent());
     say({ step: "reloaded", messages: loaded.agent.messages, error });
     finish(agent, seen);
+  },
+
+  // The capabilities document, as HttpAgent.getCapabilities() fetches it ({url}/capabilities; not
+  // implemented by @ag-ui/client 1.0.0's HttpAgent itself), checked against @ag-ui/core's schema.
+  async capabilities() {
+    const response = await fetch(`${options.gateway}/v1/ag-ui/capabilities`, { headers });
+    const document = await response.json();
+    const checked = AgentCapabilitiesSchema.safeParse(document);
+    say({ result: { status: response.status, document, issues: checked.success ? [] : checked.error.issues } });
+  },
+
+  // runAgent to the end, by an AG-UI 1.1 client.
+  async runNewer() {
+    const { agent, seen } = makeAgent({ AgentClass: newerAgentClass() });
+    const { error } = await attempt(agent.runAgent());
+    finish(agent, seen, { error });
   },
 
   // runAgent to the end.

@@ -68,6 +68,29 @@ def test_run_agent_assembles_reasoning_tool_call_result_and_text(chats: ChatStac
     assert outcome.result["lastEventId"] == str(run["finished_seq"])
 
 
+def test_a_1_0_client_and_a_1_1_client_each_get_their_own_version_and_no_warning(chats: ChatStack) -> None:
+    for thread_id, scenario, version in (("older", "run", "1.0"), ("newer", "runNewer", "1.1")):
+        outcome = agent(chats, scenario, thread_id)
+        assert outcome.result["error"] is None
+        assert outcome.events[0]["protocolVersion"] == version and outcome.events[-1]["type"] == "RUN_FINISHED"
+        # @ag-ui/client 1.0.0 warns of a producer declaring a newer protocol than its input did (so only
+        # where the input said 1.1: this client is itself 1.0), and of anything it strips (nothing).
+        newer_notice = "[ag-ui] The producer speaks protocol 1.1; this client speaks 1.0."
+        assert [w for w in outcome.result["warnings"] if not w.startswith(newer_notice)] == []
+        assert len(outcome.result["warnings"]) == (version == "1.1")
+        run = last_run(chats, thread_id)
+        assert answer_of(outcome, run) == run["output"]
+
+
+def test_the_capabilities_document_is_valid_and_declares_resume_and_push(chats: ChatStack) -> None:
+    outcome = run_node("ag_ui.mjs", "capabilities", {"gateway": chats.url, "token": chats.chat("caps")})
+    assert outcome.result["status"] == 200 and outcome.result["issues"] == [], "valid by @ag-ui/core's schema"
+    transport = outcome.result["document"]["transport"]
+    assert transport["resumable"] is True and transport["streaming"] is True
+    assert "pushNotifications" in transport  # true where the operator allows webhook URLs
+    assert outcome.result["document"]["custom"]["tokentail"]["resume"]["join"].startswith("GET /v1/ag-ui?runId=")
+
+
 def test_a_dropped_connection_is_resumed_by_the_agent_after_its_last_id(chats: ChatStack) -> None:
     outcome = agent(chats, "drop", "dropped")
     cuts = [step["lastEventId"] for step in outcome.steps]

@@ -5,7 +5,8 @@ worker/recovery/takeover.py, shared/lua/start_run.lua) and what any client must 
 `run.completed.output`, each piece once, the tool calls each once with their outcome, the reasoning,
 how the run ended. For each protocol the case is played as its client plays it (the requests it makes,
 tests/protocol_clients.py's fold of what it receives), then again cut after every event of every
-response and resumed as that client resumes: it must end showing the same.
+response (AG-UI's after every frame: each has an id, inside an event too) and resumed as that client
+resumes: it must end showing the same.
 
 How the gateway builds each protocol's stream for a request is in ONE adapter function per protocol
 below (`ai_sdk_stream`, `ag_ui_stream`, `responses_stream`, `native_stream`): the table, the journeys
@@ -29,7 +30,7 @@ from tests.protocol_clients import (
     parse_sse,
 )
 from tokentail.gateway.encodings.sse import NativeSse
-from tokentail.gateway.protocols.ag_ui.render import AgUiEvents
+from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, Position
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
 from tokentail.gateway.protocols.responses.render import ResponseEvents
 from tokentail.gateway.reading.feed import Batch
@@ -389,6 +390,7 @@ class Request:
     after: int = -1
     until: int | None = None
     segment: int = 0
+    within: int = 0  # AG-UI: the frames of the event after `after` the client has too
 
 
 Piece = tuple[int, bytes]  # the frames one stored event became, with its id
@@ -433,20 +435,23 @@ def ai_sdk_stream(log: Log, request: Request) -> list[Piece]:
 
 def ag_ui_stream(log: Log, request: Request) -> list[Piece]:
     """gateway/protocols/ag_ui/routes.py: `run`: POST a message; `resume`: POST with the interrupt's answer;
-    `connect`: GET without an id; `reconnect`: GET with Last-Event-ID `after`."""
+    `connect`: GET without an id; `reconnect`: GET with Last-Event-ID `after` (and `within`). A piece
+    per frame: every frame has an id, so a connection may drop inside an event and resume there."""
     queued = log.seqs("run.queued")[0]
     answered = log.answered(request.at)
     if request.kind == "run":
-        return serve(AgUiEvents("t", [], run_id=RUN), log, queued - 1, request.until)
-    if request.kind == "resume":  # from the run's start, quiet up to the answer
+        events = AgUiEvents("t", [], run_id=RUN)
+    elif request.kind == "resume":  # from the run's start, quiet up to the answer
         events = AgUiEvents("t", [], run_id=RUN, quiet_until=request.at, answered=answered, continuing=True)
-        return serve(events, log, queued - 1, request.until)
-    if request.kind == "connect":
+    elif request.kind == "connect":
         events = AgUiEvents("t", [], run_id=RUN, snapshot_first=True, answered=answered)
-        return serve(events, log, queued - 1, request.until)
-    assert request.kind == "reconnect"
-    events = AgUiEvents("t", [], quiet_until=request.after, answered=answered)
-    return serve(events, log, queued - 1, request.until)
+    else:
+        assert request.kind == "reconnect"
+        events = AgUiEvents("t", [], quiet_until=request.after, within=request.within, answered=answered)
+    framed: list[Piece] = []
+    for seq, body in serve(events, log, queued - 1, request.until):
+        framed += [(seq, frame + b"\n\n") for frame in body.split(b"\n\n") if frame] or [(seq, body)]
+    return framed
 
 
 def responses_stream(log: Log, request: Request) -> list[Piece]:
@@ -520,7 +525,8 @@ def _ag_ui_journey(log: Log) -> list[Step]:
 def _ag_ui_reconnect(agent: AgUiAgent, cut: Request, at: int, end: int) -> Step:
     if agent.last_event_id is None:
         raise ClientError("TokentailAgent cannot resume: no event id received yet")
-    return Step(Request("reconnect", at, after=int(agent.last_event_id), until=end), _nothing)
+    position = Position.of(agent.last_event_id)
+    return Step(Request("reconnect", at, after=position.after, within=position.within, until=end), _nothing)
 
 
 def _responses_journey(log: Log) -> list[Step]:
