@@ -10,11 +10,11 @@ from typing import Any
 import httpx2
 import pytest
 from ag_ui.core import AgentCapabilities, Event
-from pydantic import TypeAdapter
+from pydantic import SecretStr, TypeAdapter
 
 from tests.fixtures.stack import Gateway
 from tests.gates import Gates
-from tests.integration.test_chat_protocols import Frame, agent_input, sse_frames, types
+from tests.integration.test_chat_protocols import KEY_A, KEY_B, SECRET, Frame, agent_input, bearer, sse_frames, types
 from tokentail.shared.settings import Settings
 from tokentail.worker.main import TokentailWorker
 
@@ -24,7 +24,11 @@ SLOW = {"params": {"tokens": 40, "tokens_per_second": 40}}
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    agents = {"held": "tests.gates:held", "approve": "tests.asking_agent:approval"}
+    agents = {
+        "held": "tests.gates:held",
+        "approve": "tests.asking_agent:approval",
+        "parallel": "tests.asking_agent:parallel_approvals",
+    }
     return settings.model_copy(update={"agents": agents, "webhook_allowed_urls": ["http://127.0.0.1:9/"]})
 
 
@@ -167,3 +171,39 @@ async def test_a_thread_caught_up_from_its_start_is_several_runs_on_one_stream(h
     # Each run closed (RUN_FINISHED) before the next opens; the same frames, ids included, as each POST had.
     assert thread == first + second
     assert types(thread).count("RUN_STARTED") == types(thread).count("RUN_FINISHED") == 2
+
+
+async def test_join_run_is_the_posting_tenants_and_chats_only(start_gateway: Any, worker: TokentailWorker) -> None:
+    keys = SecretStr(f"acme:{KEY_A},beta:{KEY_B}")
+    gateway: Gateway = await start_gateway(api_keys=keys, secret=SecretStr(SECRET))
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=15) as http:
+
+        async def chat_token(chat_id: str) -> str:
+            made = await http.post(
+                "/v1/sessions", json={"chat_id": chat_id, "token_scope": "chat"}, headers=bearer(KEY_A)
+            )
+            token: str = made.json()["stream_token"]
+            return token
+
+        mine, other = await chat_token("join-mine"), await chat_token("join-other")
+        body = {**agent_input("join-mine"), "runId": "tanstack-run-2"}
+        await post(http, body, Authorization=f"Bearer {mine}")
+        joined = {"runId": "tanstack-run-2"}
+        assert (await http.get("/v1/ag-ui", params=joined, headers=bearer(mine))).status_code == 200
+        assert (await http.get("/v1/ag-ui", params=joined, headers=bearer(KEY_A))).status_code == 200
+        assert (await http.get("/v1/ag-ui", params=joined, headers=bearer(other))).status_code == 403
+        assert (await http.get("/v1/ag-ui", params=joined, headers=bearer(KEY_B))).status_code == 404
+        assert (await http.get("/v1/ag-ui", params=joined)).status_code == 401
+
+
+async def test_a_resume_that_leaves_an_open_interrupt_out_is_refused_and_answers_none(http: httpx2.AsyncClient) -> None:
+    await http.post("/v1/sessions", json={"chat_id": "two-asked", "agent": "parallel"})
+    interrupts = (await post(http, agent_input("two-asked")))[-1][1]["outcome"]["interrupts"]
+    assert len(interrupts) == 2
+    entries = [{"interruptId": i["id"], "status": "resolved", "payload": {"approved": True}} for i in interrupts]
+    partial = await post(http, {**agent_input("two-asked"), "runId": "partial", "resume": entries[:1]})
+    assert types(partial) == ["RUN_ERROR"] and partial[0][1]["code"] == "validation_error"
+    [run] = await runs_of(http, "two-asked")
+    assert run["status"] == "waiting" and run["answers"] == {}, "nothing answered"
+    whole = await post(http, {**agent_input("two-asked"), "runId": "whole", "resume": entries})
+    assert whole[-1][1]["outcome"] == {"type": "success"}

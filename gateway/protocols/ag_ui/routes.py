@@ -213,7 +213,7 @@ async def join_run(
     if named is None:
         raise RunNotFound("", run_id)
     session_id, tokentail_run_id, thread_id = named
-    await auth.check_access(caller, session_id, store)
+    await auth.chat_root(caller, thread_id, store)  # the caller's chat (a chat token's, or any with an API key)
     session = await store.get_session(session_id)
     run = session.run(tokentail_run_id)
     if run is None:
