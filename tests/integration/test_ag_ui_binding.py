@@ -11,10 +11,13 @@ import httpx2
 import pytest
 from ag_ui.core import AgentCapabilities, Event
 from pydantic import SecretStr, TypeAdapter
+from standardwebhooks import Webhook
 
 from tests.fixtures.stack import Gateway
 from tests.gates import Gates
 from tests.integration.test_chat_protocols import KEY_A, KEY_B, SECRET, Frame, agent_input, bearer, sse_frames, types
+from tests.waiting import eventually
+from tests.webhook_receiver import Receiver
 from tokentail.shared.settings import Settings
 from tokentail.worker.main import TokentailWorker
 
@@ -207,3 +210,29 @@ async def test_a_resume_that_leaves_an_open_interrupt_out_is_refused_and_answers
     assert run["status"] == "waiting" and run["answers"] == {}, "nothing answered"
     whole = await post(http, {**agent_input("two-asked"), "runId": "whole", "resume": entries})
     assert whole[-1][1]["outcome"] == {"type": "success"}
+
+
+async def test_push_as_the_capabilities_describe_it_posts_the_interrupt_and_the_end_signed(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    async with Receiver() as receiver:
+        settings = {
+            "agents": {"approve": "tests.asking_agent:approval"},
+            "webhook_allowed_urls": [receiver.url + "/hooks/"],
+        }
+        gateway: Gateway = await start_gateway(**settings)
+        await start_worker(**settings)
+        async with httpx2.AsyncClient(base_url=gateway.url, timeout=15) as http:
+            push = (await http.get("/v1/ag-ui/capabilities")).json()["custom"]["tokentail"]["pushNotifications"]
+            assert push["enabled"] and push["configure"].startswith("PUT /v1/webhook")
+            config = (await http.put("/v1/webhook", json={"url": receiver.url + "/hooks/ag-ui"})).json()
+            await http.post("/v1/sessions", json={"chat_id": "pushed", "agent": "approve"})
+            [interrupt] = (await post(http, agent_input("pushed")))[-1][1]["outcome"]["interrupts"]
+            await eventually(lambda: len(receiver.accepted()) == 1, within=30, what="the interrupt posted")
+            entry = {"interruptId": interrupt["id"], "status": "resolved", "payload": {"approved": True}}
+            await post(http, {**agent_input("pushed"), "runId": "r2", "resume": [entry]})
+            await eventually(lambda: len(receiver.accepted()) == 2, within=30, what="the end posted")
+    verifier = Webhook(config["secret"])
+    posted = [verifier.verify(d.body, d.headers) for d in receiver.accepted()]  # each signed
+    assert [p["type"] for p in posted] == ["input.required", "run.completed"]
+    assert posted[0]["data"]["input_id"] == interrupt["id"]
