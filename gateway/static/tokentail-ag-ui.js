@@ -8,9 +8,9 @@
 //   agent.abortRun();              // POST {url}/{threadId}/stop: cancels the run shown, then hangs up
 //
 // - A connection that drops mid-stream is resumed within the same run: the agent asks again with the
-//   id of the last event it fully received (`Last-Event-ID`) and reads on, so subscribers see one
-//   stream with nothing missing and nothing twice. Only whole events are passed on: an event cut
-//   in the middle is read again whole.
+//   id of the last frame it fully received (`Last-Event-ID`) and reads on, so subscribers see one
+//   stream with nothing missing and nothing twice. Only whole frames are passed on: a frame cut in
+//   the middle is read again whole.
 // - connectAgent() rebuilds: a MESSAGES_SNAPSHOT of the thread, then the active run (or one that
 //   ended moments ago) from its start; with nothing to show it completes at once.
 // - abortRun() stops the run in tokentail; HttpAgent's only closes the connection. It names the run
@@ -29,12 +29,15 @@ export class TokentailAgent extends HttpAgent {
   lastEventId = null;
   // tokentail's id of the last run whose RUN_STARTED came: the run abortRun() stops.
   shownRunId = null;
+  // The AG-UI version connectAgent() declares (its input's protocolVersion), for the stream's RUN_STARTED.
+  protocolVersion = null;
 
   run(input) {
     return this.events(input, () => this.fetch(this.url, this.requestInit(enforceOutgoingInput(input))));
   }
 
   connect(input) {
+    this.protocolVersion = input.protocolVersion ?? null; // the version this client declares, as runAgent's input does
     return this.events(input, () => this.getThread(input.threadId, null));
   }
 
@@ -62,7 +65,8 @@ export class TokentailAgent extends HttpAgent {
   async getThread(threadId, lastEventId) {
     const headers = { ...this.headers, Accept: "text/event-stream" };
     if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
-    const response = await this.fetch(this.threadUrl(threadId), {
+    const version = this.protocolVersion ? `?protocolVersion=${encodeURIComponent(this.protocolVersion)}` : "";
+    const response = await this.fetch(this.threadUrl(threadId) + version, {
       method: "GET",
       headers,
       signal: this.abortController.signal,

@@ -112,6 +112,8 @@ def test_connect_agent_on_a_page_loaded_mid_answer_catches_up_and_follows(chats:
     eventually_sync(lambda: chats.session("elsewhere")["transcript"][-1]["role"] == "assistant", what="some text")
     outcome = agent(chats, "connect", "elsewhere", token=token)
     assert types(outcome)[:2] == ["RUN_STARTED", "MESSAGES_SNAPSHOT"]
+    # connectAgent() declares the client's version too (?protocolVersion=): no newer one is declared to it.
+    assert outcome.events[0]["protocolVersion"] == "1.0" and outcome.result["warnings"] == []
     run = last_run(chats, "elsewhere")
     assert answer_of(outcome, run) == run["output"] == ANSWER
     assert outcome.result["messages"][0] == {"id": f"{run['run_id']}-input", "role": "user", "content": "hello"}

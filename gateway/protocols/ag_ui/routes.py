@@ -254,6 +254,9 @@ async def thread_events(
     streams: StreamsDep,
     last_event_id: Annotated[str | None, Query(description="resume after this id; wins over the header")] = None,
     last_event_id_header: LastEventIdHeader = None,
+    client_version: Annotated[
+        str | None, Query(alias="protocolVersion", description="the AG-UI version the client declares")
+    ] = None,
 ) -> Response:
     """After an id: the thread's events that follow it, up to the end of the runs active or queued
     (a run resumed mid-way is read from its start, to know what is open, and sent from the id on).
@@ -267,7 +270,7 @@ async def thread_events(
         raise
     except SessionNotFound:
         return Response(status_code=204)  # a thread with no run yet
-    protocol = protocol_version(None)
+    protocol = protocol_version(client_version)
     if position is not None:
         return await _thread_after(chat_id, session, position, streams, protocol)
     replayed = streams.run_to_replay(session, time.time())
@@ -275,7 +278,9 @@ async def thread_events(
         return Response(status_code=204)
     history = thread_messages(_before(session.runs, replayed.run_id))
     answered = _answered(session.runs)
-    events = AgUiEvents(chat_id, history, run_id=replayed.run_id, snapshot_first=True, answered=answered)
+    events = AgUiEvents(
+        chat_id, history, run_id=replayed.run_id, snapshot_first=True, answered=answered, protocol=protocol
+    )
     return await streams.open(session_id, replayed.queued_seq - 1, events, "ag-ui")
 
 
