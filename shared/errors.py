@@ -5,6 +5,7 @@ TokentailError           the base of every error tokentail raises (the clients' 
 ├── SessionNotFound      404: no such session (or another tenant's)
 │   └── SessionExpired   410: it existed, and its retention ran out or it was deleted
 ├── RunNotFound          404: the session has no such run
+│   └── ClientRunNotFound 404: no run was posted as this AG-UI `runId` (or it is forgotten)
 ├── TaskNotFound         404: no such task of an agent protocol (or another tenant's)
 ├── QuestionNotFound     404: the run asked no such question
 ├── RunConflict          409: a run is already active and the follow-up asked `reject`
@@ -61,6 +62,12 @@ class SessionExists(TokentailError):
 class RunNotFound(TokentailError):
     def __init__(self, session_id: str, run_id: str) -> None:
         super().__init__(f"session {session_id!r} has no run {run_id!r}")
+
+
+class ClientRunNotFound(RunNotFound):
+    def __init__(self, client_run_id: str) -> None:
+        shown = client_run_id if len(client_run_id) <= 80 else f"{client_run_id[:80]}..."
+        TokentailError.__init__(self, f"no run was posted as runId {shown!r}, or it is no longer kept")
 
 
 class TaskNotFound(TokentailError):

@@ -74,7 +74,7 @@ class Keys:
     def client_run(self, tenant: str, client_run_id: str) -> str:
         """String, on the sessions' Redis: `<session id> <run id> <thread id>` of the run an AG-UI client posted
         as run `client_run_id` (hashed: any text a client sends), for TanStack AI's `joinRun`, which
-        names nothing else (gateway/protocols/ag_ui/routes.py). Kept as long as a chat's branch."""
+        names nothing else (gateway/protocols/ag_ui/client_runs.py). Kept as long as a chat's branch."""
         digest = hashlib.sha256(client_run_id.encode()).hexdigest()[:32]
         return f"{self.prefix}:tenant:{{{tenant}}}:client-run:{digest}"
 

@@ -8,9 +8,9 @@
 //   agent.abortRun();              // POST {url}/{threadId}/stop: cancels the run shown, then hangs up
 //
 // - A connection that drops mid-stream is resumed within the same run: the agent asks again with the
-//   id of the last frame it fully received (`Last-Event-ID`) and reads on, so subscribers see one
-//   stream with nothing missing and nothing twice. Only whole frames are passed on: a frame cut in
-//   the middle is read again whole.
+//   id of the last event it fully received (`Last-Event-ID`) and reads on, so subscribers see one
+//   stream with nothing missing and nothing twice. Only whole events are passed on: an event cut
+//   in the middle is read again whole.
 // - connectAgent() rebuilds: a MESSAGES_SNAPSHOT of the thread, then the active run (or one that
 //   ended moments ago) from its start; with nothing to show it completes at once.
 // - abortRun() stops the run in tokentail; HttpAgent's only closes the connection. It names the run
@@ -83,7 +83,8 @@ export class TokentailAgent extends HttpAgent {
   }
 
   // The response, whose body goes on across dropped connections. Every frame the gateway sends has an
-  // id (`<event id>.<k>` for all but the last frame an event became), passed on once it is whole.
+  // id (`<event id>.<k>` for all but the last frame an event became): frames are passed on a whole
+  // event at a time, so a reconnect never starts inside one.
   async resumable(threadId, request) {
     const first = await request();
     if (!first.ok || !first.body) return first;
@@ -93,7 +94,7 @@ export class TokentailAgent extends HttpAgent {
     const encoder = new TextEncoder();
     let reader = first.body.getReader();
     let partial = ""; // the start of a line
-    let frames = ""; // the lines of the frame being read
+    let frames = ""; // whole frames of an event whose last frame has not come yet
     let frameId = null; // the id: line of the frame being read
     let failures = 0;
 
@@ -116,11 +117,14 @@ export class TokentailAgent extends HttpAgent {
         if (bare.startsWith("data:") && bare.includes('"RUN_STARTED"')) runStarted(bare.slice(5));
         if (bare.startsWith("id:")) frameId = bare.slice(3).trim();
         else if (bare === "" && frameId !== null) {
-          out += frames;
-          frames = "";
-          agent.lastEventId = frameId;
+          // An event's last frame has its id alone; those before it `<id>.<k>`: pass an event on whole.
+          if (!frameId.includes(".")) {
+            out += frames;
+            frames = "";
+            agent.lastEventId = frameId;
+            failures = 0;
+          }
           frameId = null;
-          failures = 0;
         }
       }
       return out;

@@ -142,6 +142,10 @@ async def test_resume_refused_with_run_error_or_cancelling_with_run_finished(htt
     cancelled = await post(http, resume(interrupt["id"], "cancelled"))
     assert types(cancelled) == ["RUN_STARTED", "RUN_FINISHED"]
     assert cancelled[-1][1]["outcome"] == {"type": "cancelled"}
+    # Cut after its RUN_STARTED, the same POST again with that id: the rest (the question is no stop now).
+    after_start = cancelled[0][0]
+    assert after_start is not None
+    assert await post(http, resume(interrupt["id"], "cancelled"), **{"Last-Event-ID": after_start}) == cancelled[1:]
     [run] = await runs_of(http, "asks")
     assert run["status"] == "cancelled"
     again = await post(http, resume(interrupt["id"], run_id="r-again"))
@@ -236,3 +240,46 @@ async def test_push_as_the_capabilities_describe_it_posts_the_interrupt_and_the_
     posted = [verifier.verify(d.body, d.headers) for d in receiver.accepted()]  # each signed
     assert [p["type"] for p in posted] == ["input.required", "run.completed"]
     assert posted[0]["data"]["input_id"] == interrupt["id"]
+
+
+async def test_a_thread_of_a_run_queued_behind_another_resumes_after_any_frame(
+    http: httpx2.AsyncClient, gates: Gates
+) -> None:
+    await http.post("/v1/sessions", json={"chat_id": "in-line", "agent": "held"})
+    async with http.stream("POST", "/v1/ag-ui", json=agent_input("in-line", "first")) as response:
+        await sse_frames(response, until=lambda frames: "TEXT_MESSAGE_CONTENT" in types(frames))
+    async with http.stream("POST", "/v1/ag-ui", json={**agent_input("in-line", "second"), "runId": "2"}) as response:
+        assert response.status_code == 200  # queued behind the first
+    first, second = await runs_of(http, "in-line")
+    gates.release(first["run_id"])
+    gates.release(second["run_id"])
+    async with http.stream("GET", "/v1/ag-ui/in-line", params={"last_event_id": "0"}) as response:
+        thread = await sse_frames(response)
+    assert types(thread).count("RUN_STARTED") == types(thread).count("RUN_FINISHED") == 2
+    for cut in range(len(thread) - 1):  # the first run's end, the second's start among them
+        last_event_id = thread[cut][0]
+        assert last_event_id is not None
+        async with http.stream("GET", "/v1/ag-ui/in-line", headers={"Last-Event-ID": last_event_id}) as response:
+            assert await sse_frames(response) == thread[cut + 1 :], f"after {last_event_id}"
+
+
+async def test_a_steering_message_sent_again_steers_once(
+    start_gateway: Any, worker: TokentailWorker, gates: Gates
+) -> None:
+    gateway: Gateway = await start_gateway(chat_while_running="steer")
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=15) as http:
+        await http.post("/v1/sessions", json={"chat_id": "steered", "agent": "held"})
+        async with http.stream("POST", "/v1/ag-ui", json=agent_input("steered")) as response:
+            await sse_frames(response, until=lambda frames: "TEXT_MESSAGE_CONTENT" in types(frames))
+        steer = {**agent_input("steered", "shorter, please"), "runId": "steer-1"}
+        for _ in range(2):  # the second: the same POST sent again while the steer waits
+            async with http.stream("POST", "/v1/ag-ui", json=steer) as response:
+                assert response.status_code == 200
+                frames = await sse_frames(response, until=lambda frames: "CUSTOM" in types(frames) or len(frames) > 1)
+            assert types(frames)[0] == "RUN_STARTED"
+        [run] = await runs_of(http, "steered")
+        gates.release(run["run_id"])
+        async with http.stream("GET", "/v1/ag-ui/steered", params={"last_event_id": "0"}) as response:
+            thread = await sse_frames(response)
+    steers = [event["value"] for _, event in thread if event["type"] == "CUSTOM" and event["name"] == "steer"]
+    assert [s["status"] for s in steers if s["status"] == "accepted"] == ["accepted"], steers

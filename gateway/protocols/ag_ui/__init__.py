@@ -2,6 +2,6 @@
 
 render        AG-UI events, from a session's stored events, each frame with an id to resume after
 routes        the endpoints HttpAgent and TanStack AI's fetchServerSentEvents are pointed at
-capabilities  the capabilities document: resumable streams and push notifications, and how
+capabilities  the capabilities document: resumable streams and push notifications, and how each works
 client_runs   the runs AG-UI clients posted, by their own run id (TanStack AI's joinRun)
 """

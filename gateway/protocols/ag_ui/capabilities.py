@@ -22,11 +22,12 @@ from tokentail.shared.settings import Settings
 
 RESUME = {
     "eventIds": "every SSE frame has an `id:`: a stored event's id on its last frame, `<id>.<k>` on the ones before",
-    "reconnect": "send the same POST /v1/ag-ui again with `Last-Event-ID`: the rest of that run, nothing written",
+    "reconnect": "send the same POST /v1/ag-ui again with `Last-Event-ID`: the rest of that run, nothing written; "
+    "sent again before any id, the same run from its start (a resume[] sent so is stale: join it instead)",
     "join": "GET /v1/ag-ui?runId=<the runId posted>&offset=-1 (from the run's start) or `now`; "
     "`Last-Event-ID` wins over `offset`",
     "thread": "GET /v1/ag-ui/{threadId} with `Last-Event-ID`: the thread's runs after it, several on one stream; "
-    "without: the active run from its start, after a MESSAGES_SNAPSHOT",
+    "without: the active run from its start, its RUN_STARTED followed by a MESSAGES_SNAPSHOT of the thread",
     "anyReplica": True,
 }
 

@@ -23,7 +23,8 @@
 Every frame is `id: <id>` and `data: <json>`: the last frame a stored event became has the event's id,
 the ones before it `<id>.<k>` (the k-th, from 0), so a client that drops ids it has seen (TanStack AI)
 keeps each, and one that reconnects with `Last-Event-ID` continues after the frame it has, even within
-an event (`Position`). What a stream opens with before any event has the id it was opened after.
+an event (`Position`). What a stream opens with before any event (the `RUN_STARTED` of a run the
+client joins mid-way) has the id of the position the client has (`quiet_until`).
 Ids of messages are made from event ids, so a replay gives a client the same messages again. A
 thread's messages (for the snapshots) start from the session's record and follow the runs. A stream
 that goes on after an answer reads the run from its start, quietly up to the answer, so that a
@@ -157,7 +158,7 @@ class AgUiEvents(FramedRenderer[Part]):
         many frames of the event after `quiet_until` too (`Position`); `protocol`: the version
         RUN_STARTED declares (`protocol_version`)."""
         super().__init__(Reducer(run_id, quiet_until, answered))
-        self._opened_after = quiet_until
+        self._has_until = quiet_until  # the client has the events up to it: the id of what opens the stream
         self._within = within
         self._protocol = protocol
         self.thread_id = thread_id
@@ -177,7 +178,7 @@ class AgUiEvents(FramedRenderer[Part]):
         return started + super().opening(gap)
 
     def head(self, gap: Gap | None) -> bytes:
-        return self.frames(self.opening(gap), self._opened_after)
+        return self.frames(self.opening(gap), self._has_until)
 
     def rendered(self, batch: Batch) -> list[tuple[list[Part], int | None]]:
         out = super().rendered(batch)
@@ -189,7 +190,7 @@ class AgUiEvents(FramedRenderer[Part]):
         assert seq is not None  # every frame has an id (`head`, `rendered`)
         last = len(parts) - 1
         frames = [f"id: {seq if k == last else f'{seq}.{k}'}\ndata: {part}\n\n" for k, part in enumerate(parts)]
-        if self._within and seq == self._opened_after + 1:
+        if self._within and seq == self._has_until + 1:
             frames = frames[self._within :]  # the client has these: its stream was cut inside this event
             self._within = 0
         return "".join(frames).encode()

@@ -21,6 +21,7 @@ tokentail's run id. Event ids: gateway/protocols/ag_ui/render.py.
 """
 
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from ag_ui.core import RunAgentInput, RunErrorEvent
@@ -49,9 +50,9 @@ from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, Position, proto
 from tokentail.gateway.reading.streams import SSE_HEADERS, Reserved, Streams
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun
 from tokentail.shared.errors import (
+    ClientRunNotFound,
     InputNotPending,
     InvalidInput,
-    RunNotFound,
     SessionExpired,
     SessionNotFound,
     TokentailError,
@@ -73,8 +74,14 @@ def _user_text(body: RunAgentInput) -> str:
     return text
 
 
-def _answered(runs: list[RunRecord]) -> frozenset[str]:
-    return frozenset(input_id for run in runs for input_id in run.answers)
+def _closed(runs: list[RunRecord]) -> frozenset[str]:
+    """The questions no stream stops at: those answered, and those of runs that ended without their
+    answers (cancelled, failed, expired): a replay goes past them."""
+    return frozenset(
+        input_id
+        for run in runs
+        for input_id in (*run.answers, *(run.waiting_for if run.finished_seq is not None else ()))
+    )
 
 
 def _before(runs: list[RunRecord], run_id: str) -> list[RunRecord]:
@@ -115,41 +122,49 @@ async def run_agent(
         if body.resume:
             return await _resume(body, session_id, turns, streams, reserved, protocol)
         run_id = _run_id_of(turns, body)
-        run = await _posted(turns, session_id, run_id)  # sent again: that run, not a second
-        if run is None:
-            chat = ag_ui_chat(body.messages, _user_text(body))
-            session_id, run, _ = await turns.send(body.thread_id, session_id, chat, run_id)
-        await name_client_run(turns.store, turns.caller.tenant, body.run_id, session_id, run.run_id, body.thread_id)
-        assert run.queued_seq is not None
-        session = await turns.store.get_session(session_id)
-        history = thread_messages(_before(session.runs, run.run_id))
-        events = AgUiEvents(body.thread_id, history, run_id=run.run_id, protocol=protocol)
-        return await streams.open(session_id, run.queued_seq - 1, events, "ag-ui", resuming=False, reserved=reserved)
+        sent = await _session_with(turns, session_id, run_id)  # sent again: that run, not a second
+        if sent is not None:
+            session, steered_at = sent, None
+        else:
+            session_id, made, steered = await turns.send(
+                body.thread_id, session_id, ag_ui_chat(body.messages, _user_text(body)), run_id
+            )
+            session = await turns.store.get_session(session_id)
+            run_id = made.run_id
+            # A steer shows the run it steered from the steer on (one sent again, from now on).
+            steered_at = (made.queued_seq or session.last_event_id + 1) - 1 if steered else None
+        await name_client_run(turns.store, turns.caller.tenant, body.run_id, session_id, run_id, body.thread_id)
+        run = session.run(run_id)
+        assert run is not None
+        shown = Shown(body.thread_id, session, run, protocol)
+        fresh = steered_at is not None
+        return await shown.open(streams, Position(steered_at or 0), fresh=fresh, reserved=reserved, resuming=False)
 
 
-async def _posted(turns: ChatTurns, session_id: str, run_id: str) -> RunRecord | None:
-    """The run, if the chat's session has it already (the POST that made it, sent again)."""
+async def _session_with(turns: ChatTurns, session_id: str, run_id: str) -> SessionRecord | None:
+    """The chat's session, if it has the run already (the POST that made it, sent again)."""
     try:
         session = await turns.store.get_session(session_id)
     except SessionNotFound:
         return None
-    return session.run(run_id)
+    return session if session.run(run_id) is not None else None
 
 
 async def _reconnect(
     body: RunAgentInput, session_id: str, position: Position, turns: ChatTurns, streams: Streams, protocol: str
 ) -> Response:
-    """The same POST sent again with `Last-Event-ID`: the run it made, or the run its `resume`
-    answered, after that id (the thread's events after it, if the run is not found)."""
+    """The same POST sent again with `Last-Event-ID`: the run it made (or steered, or went on with
+    after its `resume`), after that id; the thread's events after it, if no run is found."""
     session = await turns.store.get_session(session_id)
-    if body.resume:
-        named = {entry.interrupt_id for entry in body.resume}
-        run = next((r for r in session.runs if named & ({*r.waiting_for} | r.answers.keys())), None)
-    else:
-        run = session.run(_run_id_of(turns, body))
+    run = None if body.resume else session.run(_run_id_of(turns, body))
+    if run is None and (named := await client_run(turns.store, turns.caller.tenant, body.run_id)) is not None:
+        named_session, named_run, thread_id = named
+        if thread_id == body.thread_id:
+            session = session if named_session == session.session_id else await turns.store.get_session(named_session)
+            run = session.run(named_run)
     if run is None:
         return await _thread_after(body.thread_id, session, position, streams, protocol)
-    return await _run_after(body.thread_id, session, run, position, streams, protocol)
+    return await Shown(body.thread_id, session, run, protocol).open(streams, position)
 
 
 async def _resume(
@@ -168,27 +183,17 @@ async def _resume(
             after = session.last_event_id
             # Only this run, and only while it still waits for these answers (another may have come first).
             await turns.runs.cancel_run(session_id, waiting.run_id, segment=waiting.segment)
-            answered = frozenset({*waiting.answers, *waiting.waiting_for})  # none stops the stream: the run ends
+            closed = frozenset({*waiting.answers, *waiting.waiting_for})  # none stops the stream: the run ends
         else:
             waiting, after = await turns.answer(session, {entry.interrupt_id: entry.payload for entry in entries})
-            answered = frozenset(waiting.answers)
+            closed = frozenset(waiting.answers)
     except (InputNotPending, InvalidInput) as refused:
         # AG-UI's answer to a stale or partial resume: a stream that opens with RUN_ERROR, nothing changed.
         return _refused(refused, session.last_event_id)
     await name_client_run(turns.store, turns.caller.tenant, body.run_id, session_id, waiting.run_id, body.thread_id)
-    history = thread_messages(_before(session.runs, waiting.run_id))
     # Read from the run's start, quiet up to the answer: a drop after it knows what the run showed.
-    events = AgUiEvents(
-        body.thread_id,
-        history,
-        run_id=waiting.run_id,
-        quiet_until=after,
-        answered=answered,
-        continuing=True,
-        protocol=protocol,
-    )
-    assert waiting.queued_seq is not None
-    return await streams.open(session_id, waiting.queued_seq - 1, events, "ag-ui", resuming=False, reserved=reserved)
+    shown = Shown(body.thread_id, session, waiting, protocol, closed)
+    return await shown.open(streams, Position(after), fresh=True, reserved=reserved, resuming=False)
 
 
 def _refused(error: TokentailError, last_event_id: int) -> Response:
@@ -208,38 +213,65 @@ async def join_run(
     last_event_id: LastEventIdHeader = None,
 ) -> Response:
     """TanStack AI's `joinRun(runId)`: the run a client posted (or resumed) as `runId`, on any gateway,
-    to its end or its next interrupt. `Last-Event-ID` (its reconnect) wins over `offset`."""
+    to its end or its next interrupt, opened by `RUN_STARTED`. `Last-Event-ID` (its reconnect) wins
+    over `offset`."""
     named = await client_run(store, caller.tenant, run_id)
     if named is None:
-        raise RunNotFound("", run_id)
+        raise ClientRunNotFound(run_id)
     session_id, tokentail_run_id, thread_id = named
     await auth.chat_root(caller, thread_id, store)  # the caller's chat (a chat token's, or any with an API key)
     session = await store.get_session(session_id)
     run = session.run(tokentail_run_id)
     if run is None:
-        raise RunNotFound(session_id, run_id)
+        raise ClientRunNotFound(run_id)
+    shown = Shown(thread_id, session, run, protocol_version(None))
     if last_event_id is not None:
-        position = Position.of(last_event_id)
-    elif offset == "now":
-        position = Position(session.last_event_id)
-    else:
-        position = Position(0) if offset == "-1" else Position.of(offset)
-    return await _run_after(thread_id, session, run, position, streams, protocol_version(None))
+        return await shown.open(streams, Position.of(last_event_id))
+    if offset == "now":
+        return await shown.open(streams, Position(session.last_event_id), fresh=True)
+    return await shown.open(streams, Position(0) if offset == "-1" else Position.of(offset))
 
 
-async def _run_after(
-    thread_id: str, session: SessionRecord, run: RunRecord, position: Position, streams: Streams, protocol: str
-) -> Response:
-    """Run `run`'s events after `position` (from its start, read quietly up to there), to its end."""
-    assert run.queued_seq is not None
-    history = thread_messages(_before(session.runs, run.run_id))
-    answered = _answered(session.runs)
-    after = max(position.after, run.queued_seq - 1)
-    within = position.within if after == position.after else 0
-    events = AgUiEvents(
-        thread_id, history, run_id=run.run_id, quiet_until=after, answered=answered, within=within, protocol=protocol
-    )
-    return await streams.open(session.session_id, run.queued_seq - 1, events, "ag-ui")
+@dataclass(frozen=True)
+class Shown:
+    """A stream of one run of a thread (to its end, or the interrupt that stops it), read from its start,
+    quiet up to what the client has. `closed`: the questions it goes past (else `_closed`)."""
+
+    thread_id: str
+    session: SessionRecord
+    run: RunRecord
+    protocol: str
+    closed: frozenset[str] | None = None
+
+    async def open(
+        self,
+        streams: Streams,
+        position: Position,
+        *,
+        fresh: bool = False,
+        snapshot_first: bool = False,
+        reserved: Reserved | None = None,
+        resuming: bool = True,
+    ) -> Response:
+        """After `position` (the run's start, if it is before it). `fresh`: the client has not been
+        shown the run, which it joins at `position` (after an answer, a steer, or `offset=now`): the
+        stream opens with `RUN_STARTED`, whose id is `position`'s. `snapshot_first`: and before that,
+        the thread so far (a page that connects without an id)."""
+        assert self.run.queued_seq is not None
+        start = self.run.queued_seq - 1
+        position = position if position.after >= start else Position(start)
+        events = AgUiEvents(
+            self.thread_id,
+            thread_messages(_before(self.session.runs, self.run.run_id)),
+            run_id=self.run.run_id,
+            quiet_until=position.after,
+            within=position.within,
+            snapshot_first=snapshot_first,
+            answered=self.closed if self.closed is not None else _closed(self.session.runs),
+            continuing=fresh,
+            protocol=self.protocol,
+        )
+        return await streams.open(self.session.session_id, start, events, "ag-ui", resuming=resuming, reserved=reserved)
 
 
 @router.get(
@@ -258,8 +290,7 @@ async def thread_events(
         str | None, Query(alias="protocolVersion", description="the AG-UI version the client declares")
     ] = None,
 ) -> Response:
-    """After an id: the thread's events that follow it, up to the end of the runs active or queued
-    (a run resumed mid-way is read from its start, to know what is open, and sent from the id on).
+    """After an id: the thread's events that follow it, up to the end of the runs active or queued.
     Without one: the active run from its start (or one that ended moments ago), opened by a
     `MESSAGES_SNAPSHOT` of the thread, so a client that connects mid-run rebuilds its messages."""
     given = last_event_id if last_event_id is not None else last_event_id_header
@@ -276,38 +307,29 @@ async def thread_events(
     replayed = streams.run_to_replay(session, time.time())
     if replayed is None or replayed.queued_seq is None:
         return Response(status_code=204)
-    history = thread_messages(_before(session.runs, replayed.run_id))
-    answered = _answered(session.runs)
-    events = AgUiEvents(
-        chat_id, history, run_id=replayed.run_id, snapshot_first=True, answered=answered, protocol=protocol
-    )
-    return await streams.open(session_id, replayed.queued_seq - 1, events, "ag-ui")
+    return await Shown(chat_id, session, replayed, protocol).open(streams, Position(0), snapshot_first=True)
 
 
 async def _thread_after(
     thread_id: str, session: SessionRecord, position: Position, streams: Streams, protocol: str
 ) -> Response:
     """The thread's events after `position`, up to the end of the runs active or queued: several runs
-    on one stream, each closed before the next opens."""
-    answered = _answered(session.runs)
-    shown = session.run_shown_at(position.after + 1 if position.within else position.after)
-    if shown is None:  # between runs
-        history = thread_messages(
-            [run for run in session.runs if run.finished_seq and run.finished_seq <= position.after]
-        )
-        events = AgUiEvents(thread_id, history, quiet_until=position.after, answered=answered, protocol=protocol)
-        return await streams.open(session.session_id, position.after, events, "ag-ui")
-    assert shown.queued_seq is not None
-    history = thread_messages(_before(session.runs, shown.run_id))
+    on one stream, each closed before the next opens. Read from the start of the run the client was
+    shown then, or of the one going when that one was queued, and so on back: a run queued behind
+    another is shown once that one ends, as a stream read through them both showed it."""
+    start = position.after
+    while (going := session.run_shown_at(start)) is not None and going.queued_seq is not None:
+        start = going.queued_seq - 1
+    history = thread_messages([run for run in session.runs if run.finished_seq and run.finished_seq <= start])
     events = AgUiEvents(
         thread_id,
         history,
         quiet_until=position.after,
-        answered=answered,
         within=position.within,
+        answered=_closed(session.runs),
         protocol=protocol,
     )
-    return await streams.open(session.session_id, shown.queued_seq - 1, events, "ag-ui")
+    return await streams.open(session.session_id, start, events, "ag-ui")
 
 
 @router.post("/{chat_id}/stop", status_code=202, responses=ERROR_RESPONSES)
