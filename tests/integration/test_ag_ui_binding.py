@@ -272,14 +272,25 @@ async def test_a_steering_message_sent_again_steers_once(
         async with http.stream("POST", "/v1/ag-ui", json=agent_input("steered")) as response:
             await sse_frames(response, until=lambda frames: "TEXT_MESSAGE_CONTENT" in types(frames))
         steer = {**agent_input("steered", "shorter, please"), "runId": "steer-1"}
-        for _ in range(2):  # the second: the same POST sent again while the steer waits
+        shown: list[list[Frame]] = []
+        for wanted in ("CUSTOM", "RUN_STARTED"):  # the second: the same POST again while the steer waits (was: 500)
+
+            def seen(frames: list[Frame], wanted: str = wanted) -> bool:
+                return wanted in types(frames)
+
             async with http.stream("POST", "/v1/ag-ui", json=steer) as response:
                 assert response.status_code == 200
-                frames = await sse_frames(response, until=lambda frames: "CUSTOM" in types(frames) or len(frames) > 1)
-            assert types(frames)[0] == "RUN_STARTED"
+                shown.append(await sse_frames(response, until=seen))
         [run] = await runs_of(http, "steered")
-        gates.release(run["run_id"])
+        async with http.stream("GET", "/v1/ag-ui/steered", params={"last_event_id": "0"}) as response:
+            early = await sse_frames(response, until=lambda frames: "CUSTOM" in types(frames))
+        assert types(early)[-1] == "CUSTOM", "the thread read while its steer waits shows it"
+        assert (await http.post("/v1/ag-ui/steered/stop")).status_code == 202
         async with http.stream("GET", "/v1/ag-ui/steered", params={"last_event_id": "0"}) as response:
             thread = await sse_frames(response)
-    steers = [event["value"] for _, event in thread if event["type"] == "CUSTOM" and event["name"] == "steer"]
-    assert [s["status"] for s in steers if s["status"] == "accepted"] == ["accepted"], steers
+    first, again = shown
+    assert types(first) == ["RUN_STARTED", "CUSTOM"] and first[1][1]["value"]["status"] == "accepted"
+    # Sent again: the steered run from then on, and no second steer.
+    assert types(again) == ["RUN_STARTED"] and again[0][1]["runId"] == run["run_id"]
+    steers = [e["value"] for _, e in thread if e["type"] == "CUSTOM" and e["name"] == "steer"]
+    assert [s["status"] for s in steers].count("accepted") == 1, steers
