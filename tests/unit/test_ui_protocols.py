@@ -187,7 +187,7 @@ def test_an_ag_ui_frame_id_is_an_event_id_or_one_of_its_frames() -> None:
     assert Position.of("12") == Position(12)
     assert Position.of("12.0") == Position(11, within=1)
     assert Position.of("12.2") == Position(11, within=3)
-    for bad in ("", "-1", "1.2.3", "x", "1.", "1e3"):
+    for bad in ("", "-1", "1.2.3", "x", "1.", "1e3", "0.1"):
         with pytest.raises(InvalidLastEventId):
             Position.of(bad)
 

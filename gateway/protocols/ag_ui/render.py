@@ -108,10 +108,12 @@ class Position:
     @classmethod
     def of(cls, last_event_id: str) -> "Position":
         match = re.fullmatch(r"(\d{1,18})(?:\.(\d{1,4}))?", last_event_id)
-        if match is None:
+        seq, part = match.groups() if match is not None else ("", None)
+        if part is None and seq:
+            return cls(int(seq))
+        if not seq or int(seq) == 0:  # not an id; or frames of event 0, which there is not
             raise InvalidLastEventId(last_event_id, "an AG-UI frame id: <event id> or <event id>.<frame>")
-        seq, part = match.groups()
-        return cls(int(seq)) if part is None else cls(int(seq) - 1, int(part) + 1)
+        return cls(int(seq) - 1, int(part or 0) + 1)
 
 
 def protocol_version(client: str | None) -> str:
@@ -153,8 +155,9 @@ class AgUiEvents(FramedRenderer[Part]):
         `snapshot_first`: open that run with the thread so far (a client connecting mid-run rebuilds
         its messages from it rather than doubling what it holds); `answered`: the input ids of
         questions answered when the stream opens (a replay goes past them: only a question still
-        waiting interrupts the run); `continuing`: the stream goes on with run `run_id` after an
-        answer (`RunAgentInput.resume`), as an AG-UI run of its own; `within`: the client has that
+        waiting interrupts the run); `continuing`: the client joins run `run_id` at `quiet_until`
+        (after an answer to `RunAgentInput.resume`, a steer, `offset=now`), so the stream opens with
+        its RUN_STARTED, as an AG-UI run of its own; `within`: the client has that
         many frames of the event after `quiet_until` too (`Position`); `protocol`: the version
         RUN_STARTED declares (`protocol_version`)."""
         super().__init__(Reducer(run_id, quiet_until, answered))
