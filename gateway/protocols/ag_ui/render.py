@@ -191,8 +191,7 @@ class AgUiEvents(FramedRenderer[Part]):
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
         assert seq is not None  # every frame has an id (`head`, `rendered`)
-        last = len(parts) - 1
-        frames = [f"id: {seq if k == last else f'{seq}.{k}'}\ndata: {part}\n\n" for k, part in enumerate(parts)]
+        frames = _framed(parts, seq)
         if self._within and seq == self._has_until + 1:
             frames = frames[self._within :]  # the client has these: its stream was cut inside this event
             self._within = 0
@@ -376,6 +375,18 @@ def _interrupt(question: InputRequired, call: ToolCalled | None) -> Interrupt:
         expires_at=datetime.fromtimestamp(expires_at, UTC).isoformat() if expires_at is not None else None,
         metadata=metadata,
     )
+
+
+def refused(message: str, code: str, last_event_id: int) -> bytes:
+    """A stream of one RUN_ERROR: AG-UI's answer to a request it refuses (a stale or partial resume),
+    with the id of the thread's last event."""
+    return "".join(_framed(_parts(RunErrorEvent(message=message, code=code)), last_event_id)).encode()
+
+
+def _framed(parts: list[Part], seq: int) -> list[str]:
+    """The SSE frames of what event `seq` became: its id on the last, `<seq>.<k>` on those before."""
+    last = len(parts) - 1
+    return [f"id: {seq if k == last else f'{seq}.{k}'}\ndata: {part}\n\n" for k, part in enumerate(parts)]
 
 
 def _parts(*events: BaseEvent) -> list[Part]:

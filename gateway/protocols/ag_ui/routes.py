@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from ag_ui.core import RunAgentInput, RunErrorEvent
+from ag_ui.core import RunAgentInput
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
@@ -46,7 +46,13 @@ from tokentail.gateway.deps import (
 from tokentail.gateway.errors import describe
 from tokentail.gateway.protocols.ag_ui.capabilities import capabilities_of
 from tokentail.gateway.protocols.ag_ui.client_runs import client_run, name_client_run
-from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, Position, protocol_version, thread_messages
+from tokentail.gateway.protocols.ag_ui.render import (
+    AgUiEvents,
+    Position,
+    protocol_version,
+    refused,
+    thread_messages,
+)
 from tokentail.gateway.reading.streams import SSE_HEADERS, Reserved, Streams
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun
 from tokentail.shared.errors import (
@@ -197,9 +203,8 @@ async def _resume(
 
 
 def _refused(error: TokentailError, last_event_id: int) -> Response:
-    event = RunErrorEvent(message=str(error), code=describe(error)[1])
-    frame = f"id: {last_event_id}\ndata: {event.model_dump_json(by_alias=True, exclude_none=True)}\n\n"
-    return Response(frame, media_type="text/event-stream", headers=SSE_HEADERS)
+    body = refused(str(error), describe(error)[1], last_event_id)
+    return Response(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @router.get("", responses={**STREAM_RESPONSES, 404: {"description": "no run of that id"}})
