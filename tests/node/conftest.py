@@ -130,12 +130,13 @@ class ChatStack:
         token: str = made.json()["stream_token"]
         return token
 
-    def session(self, chat_id: str) -> dict[str, Any]:
-        """The chat's session as tokentail has it (POST with a chat id that exists names its session)."""
-        named = self.http.post("/v1/sessions", json={"chat_id": chat_id})
-        assert named.status_code == 200, named.text
-        state: dict[str, Any] = self.http.get(f"/v1/sessions/{named.json()['session_id']}").json()
-        return state
+    def session(self, chat_id: str, gateway: str | None = None) -> dict[str, Any]:
+        """The chat's session as tokentail has it, asked of the stack's first gateway, or of `gateway`
+        (another the test started)."""
+        if gateway is None:
+            return _session_of(self.http, chat_id)
+        with httpx2.Client(base_url=gateway, headers=self.http.headers, timeout=30) as http:
+            return _session_of(http, chat_id)
 
     def release(self, chat_id: str) -> None:
         """Release the gate of the chat's last run (tests/gates.py): it goes on."""
@@ -149,6 +150,14 @@ class ChatStack:
         doomed.wait()
         self.workers.append(self.stack.worker())
         self.stack.wait_for_workers(1)
+
+
+def _session_of(http: httpx2.Client, chat_id: str) -> dict[str, Any]:
+    """POST with a chat id that exists names its session; then its state."""
+    named = http.post("/v1/sessions", json={"chat_id": chat_id})
+    assert named.status_code == 200, named.text
+    state: dict[str, Any] = http.get(f"/v1/sessions/{named.json()['session_id']}").json()
+    return state
 
 
 def _until_listening(url: str, within: float = 20.0) -> None:

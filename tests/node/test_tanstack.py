@@ -5,9 +5,7 @@ on a run half streamed and through a worker killed -9, and an interrupt approved
 
 from typing import Any
 
-import httpx2
-
-from tests.node.conftest import API_KEY, HELD, SLOW, ChatStack, Outcome, run_node
+from tests.node.conftest import HELD, SLOW, ChatStack, Outcome, run_node
 from tokentail.worker.providers.scripted import scripted_tokens
 
 ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
@@ -16,14 +14,6 @@ ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
 def client(chats: ChatStack, scenario: str, thread_id: str, token: str, gateways: list[str], **kwargs: Any) -> Outcome:
     options = {"gateways": gateways, "threadId": thread_id, "token": token, "input": "hello"}
     return run_node("tanstack.mjs", scenario, options, timeout=120, **kwargs)
-
-
-def session_on(gateway: str, thread_id: str) -> dict[str, Any]:
-    with httpx2.Client(base_url=gateway, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as http:
-        named = http.post("/v1/sessions", json={"chat_id": thread_id})
-        assert named.status_code == 200, named.text
-        state: dict[str, Any] = http.get(f"/v1/sessions/{named.json()['session_id']}").json()
-        return state
 
 
 def test_a_reconnect_through_a_gateway_killed_mid_answer_continues_the_run_on_the_other(chats: ChatStack) -> None:
@@ -38,7 +28,7 @@ def test_a_reconnect_through_a_gateway_killed_mid_answer_continues_the_run_on_th
     outcome = client(chats, "send", "tan-send", token, [chats.url, other], on_step=kill_the_gateway)
     result = outcome.result
     assert result["error"] is None, result
-    session = session_on(other, "tan-send")
+    session = chats.session("tan-send", gateway=other)
     [run] = session["runs"]  # the reconnect (the same POST again) made no second run
     assert run["status"] == "completed"
     assert result["text"] == run["output"] == ANSWER, "nothing missing, nothing twice"
