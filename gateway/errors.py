@@ -20,6 +20,7 @@ from tokentail.shared.errors import (
     InvalidInput,
     InvalidLastEventId,
     QuestionNotFound,
+    QueuedRunLimit,
     QueueingUnanswered,
     RateLimited,
     RunConflict,
@@ -57,6 +58,7 @@ _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (TooManyStreams, 429, "too_many_streams"),  # before its parent, RateLimited
     (ForkBytesLimited, 429, "fork_bytes_limited"),  # before its parent, RateLimited
     (TooManySteers, 429, "too_many_pending_steers"),  # before its parent, RateLimited
+    (QueuedRunLimit, 429, "queued_run_limit"),  # before its parent, RateLimited
     (RateLimited, 429, "rate_limited"),
     (ArchiveUnavailable, 503, "archive_unavailable"),
     (QueueingUnanswered, 503, "redis_unavailable"),

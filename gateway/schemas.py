@@ -51,6 +51,13 @@ class _Request(BaseModel):
 
 class _RunOptions(_Request):
     model: str | None = Field(None, description="`scripted`, or `<provider>:<model>`; defaults to the session's")
+    user: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="your end user's id: their runs running at once count against "
+        "TOKENTAIL_MAX_ACTIVE_RUNS_PER_USER; defaults to the session's",
+    )
     params: RunParams | None = Field(
         None,
         description="sampling knobs (see docs/agents.md for which provider takes which); for `scripted`: length, pace",
@@ -331,6 +338,13 @@ class CreateResponse(_Request):
     top_p: float | None = None
     max_output_tokens: int | None = None
     params: RunParams | None = Field(None, description="tokentail's run params (the SDK's `extra_body`)")
+    safety_identifier: str | None = Field(None, min_length=1, max_length=256, description="the end user")
+    user: str | None = Field(None, min_length=1, max_length=256, description="the end user (OpenAI's older name)")
+
+    @property
+    def end_user(self) -> str | None:
+        """Whom the run counts against for the per-user cap: `safety_identifier`, else `user`."""
+        return self.safety_identifier or self.user
 
     def run_params(self) -> dict[str, Any]:
         """`params`, with OpenAI's own sampling fields in tokentail's names."""

@@ -21,7 +21,8 @@ TokentailError           the base of every error tokentail raises (the clients' 
 ├── RateLimited          429: a tenant's runs per minute are used up (with `retry_after`)
 │   ├── TooManyStreams   429: a tenant has as many streams open as it may
 │   ├── ForkBytesLimited 429: a tenant's forks copied what they may this hour
-│   └── TooManySteers    429: as many steers wait for the run as may
+│   ├── TooManySteers    429: as many steers wait for the run as may
+│   └── QueuedRunLimit   429: a tenant's line holds as many runs waiting to start as it may
 ├── ArchiveUnavailable   503: the archive did not answer, for a read Redis could not serve
 ├── QueueingUnanswered   503: Redis did not answer whether a run was queued (with its ids, to look it up)
 └── LeaseLost            a worker's append was fenced: another worker owns the run now
@@ -142,6 +143,10 @@ class ForkBytesLimited(RateLimited):
 
 
 class TooManySteers(RateLimited):
+    pass
+
+
+class QueuedRunLimit(RateLimited):
     pass
 
 

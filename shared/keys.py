@@ -48,6 +48,25 @@ class Keys:
         """arq queue (sorted set of job ids); also the stem of arq's health-check key."""
         return f"{self.prefix}:queue"
 
+    @property
+    def admission(self) -> str:
+        """Prefix of the admission keys, on the queue's Redis (lib.lua's Admission, which names them
+        from it as these methods do; shared/admission.py)."""
+        return f"{self.prefix}:admission:"
+
+    @property
+    def admission_tenants(self) -> str:
+        """Set: the tenants whose runs held slots (their running hashes, for the audit and metrics)."""
+        return f"{self.admission}tenants"
+
+    def tenant_line(self, tenant: str) -> str:
+        """Sorted set: the first jobs of the tenant's runs waiting for their turn -> when queued (ms)."""
+        return f"{self.admission}line:{tenant}"
+
+    def tenant_running(self, tenant: str) -> str:
+        """Hash: the tenant's runs holding a slot, `<sid> <run id>` -> `<job id> <user>`."""
+        return f"{self.admission}running:{tenant}"
+
     def joined_count(self, writer_id: str) -> str:
         """String: how many joined append calls a worker process (`writer_id`, its own) has sent, on
         the sessions' Redis (shared/scripts/pipeline.py `JoinCounter`)."""

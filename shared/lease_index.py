@@ -33,6 +33,7 @@ from tokentail.shared.scripts.checks import (
     PushJob,
     QueueKey,
     SettleCheck,
+    UnqueueJob,
     queued_look_ms,
 )
 from tokentail.shared.scripts.contract import Topology
@@ -79,10 +80,13 @@ class LeaseIndex:
         await self._scripts(SettleCheck(self._index, entry.member, entry.score, next_score))
 
     async def push(self, session_id: str, dispatch: bytes) -> bool:
-        """Push the job an outbox held (`<job_id> <run_id>`) to arq's queue; pushing twice queues once.
-        Whether it pushed it (the queue did not hold it)."""
-        job_id, _, run_id = dispatch.decode().partition(" ")
-        return await self._scripts(PushJob(QueueKey(self._keys.queue), self._job, session_id, run_id, job_id))
+        """Push the job an outbox held (`<job_id> <run_id> <tenant> <user>`) to arq's queue, or its
+        tenant's line; pushing twice queues once. Whether it pushed it (the queue did not hold it)."""
+        return await self._scripts(PushJob(QueueKey(self._keys.queue), self._job, session_id, dispatch))
+
+    async def unqueue(self, dispatch: bytes) -> None:
+        """Take a job an outbox held out of its tenant's line, if it still waits there: its run ended."""
+        await self._scripts(UnqueueJob(QueueKey(self._keys.queue), self._job, dispatch))
 
     async def take(self, job_id: str) -> None:
         """Take a claimed run's job out of arq's queue (with the queue apart, start_run.lua cannot)."""

@@ -92,6 +92,7 @@ class RunRecord(BaseModel):
     model: str | None = None  # None: the agent's model, else the worker's default
     params: dict[str, Any] = Field(default_factory=dict)
     agent: str | None = None
+    user: str | None = None  # the caller's end user (a request's `user`), for the per-user cap; else the session's
     status: RunStatus = "queued"
     attempt: int = 0  # 1 on its first start, one more at each takeover (an answer's resume is no attempt)
     handovers: int = 0  # attempts ended by a stopping worker handing the run over (not counted as failures)
@@ -176,6 +177,7 @@ class SessionRecord(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
     webhook: str | None = None  # the URL its webhook events go to (shared/webhook_policy.py)
+    user: str | None = None  # the end user its runs count against, when a run names none (shared/admission.py)
     last_event_id: int = 0
     active_run_id: str | None = None
     runs: list[RunRecord] = Field(default_factory=list)

@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, RedisDsn, SecretStr, TypeAdapter, field_validator, model_validator
+from pydantic import Field, RedisDsn, SecretStr, TypeAdapter, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tokentail.shared.redis_urls import sentinel_setup
@@ -19,7 +19,46 @@ MIN_SECRET_CHARS = 32
 ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(:(\d{1,5}|\*))?")
 
 
-class Settings(BaseSettings):
+class AdmissionSettings(BaseSettings):
+    """How many runs run at once, and in what order they start (shared/admission.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True)
+
+    max_active_runs_per_tenant: int = Field(
+        0,
+        ge=0,
+        description="runs of one tenant running at once, across all workers; beyond, a run waits in its "
+        "tenant's line; 0: no cap",
+    )
+    max_active_runs_per_user: int = Field(
+        0, ge=0, description="runs of one end user (a request's `user`) running at once; 0: no cap"
+    )
+    tenant_max_active_runs: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict,
+        description="per-tenant overrides of TOKENTAIL_MAX_ACTIVE_RUNS_PER_TENANT: `tenant:n` pairs, comma-separated",
+    )
+    max_queued_runs_per_tenant: int = Field(
+        10_000,
+        ge=0,
+        description="runs one tenant may have waiting in its line (429 `queued_run_limit` beyond); 0: no bound",
+    )
+    tenant_weights: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict,
+        description="how many runs a tenant starts per turn of the tenants' lines (`tenant:n` pairs, "
+        "comma-separated; 1 for a tenant not listed)",
+    )
+
+    @field_validator("tenant_max_active_runs", "tenant_weights", mode="before")
+    @classmethod
+    def _tenant_numbers(cls, value: object, info: ValidationInfo) -> object:
+        return (
+            parse_tenant_numbers(value, f"TOKENTAIL_{(info.field_name or '').upper()}")
+            if isinstance(value, str)
+            else value
+        )
+
+
+class Settings(AdmissionSettings):
     # hide_input_in_errors: a bad TOKENTAIL_API_KEYS must not print its keys in the error.
     model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True, hide_input_in_errors=True)
 
@@ -265,6 +304,19 @@ class Settings(BaseSettings):
         if os.environ.get("ANTHROPIC_API_KEY"):
             return "anthropic:claude-haiku-4-5"
         return "scripted"
+
+
+def parse_tenant_numbers(value: str, name: str) -> dict[str, int]:
+    """`tenant:n,tenant:n` -> {tenant: n}, each n a whole number of at least 1."""
+    numbers: dict[str, int] = {}
+    for pair in (p.strip() for p in value.split(",") if p.strip()):
+        tenant, _, number = pair.partition(":")
+        if not TENANT_PATTERN.fullmatch(tenant) or not number.isdigit() or int(number) < 1:
+            raise ValueError(f"{name}: {pair!r} is not `tenant:n` with n a whole number of at least 1")
+        if tenant in numbers:
+            raise ValueError(f"{name}: tenant {tenant!r} is listed twice")
+        numbers[tenant] = int(number)
+    return numbers
 
 
 def parse_api_keys(value: str) -> dict[str, str]:

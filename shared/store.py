@@ -400,6 +400,7 @@ def _session_record(session_id: str, meta: dict[bytes, bytes], runs_json: list[b
         params=json.loads(meta[b"params"]),
         metadata=json.loads(meta[b"metadata"]),
         webhook=meta[b"webhook"].decode() if b"webhook" in meta else None,
+        user=meta[b"user"].decode() if b"user" in meta else None,
         lineage=json.loads(meta[b"lineage"]) if b"lineage" in meta else [],
         last_event_id=last_seq(meta.get(b"seq"), top),
         active_run_id=meta.get(b"active_run", b"").decode() or None,

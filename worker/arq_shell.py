@@ -46,7 +46,9 @@ from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
 from arq.utils import args_to_string, ms_to_datetime, timestamp_ms, to_ms, truncate
 from arq.worker import JobExecutionFailed, Retry, RetryJob, Worker
 
+from tokentail.shared.admission import Admission
 from tokentail.shared.joiner import Joiner
+from tokentail.shared.keys import Keys
 from tokentail.shared.scripts.contract import Topology
 from tokentail.shared.scripts.pickup import CLAIM_MOST, ArqKeys, ArqPrefixes, ClaimedJob, ClaimJobs, Finish, FinishJobs
 from tokentail.shared.scripts.runner import ScriptRunner
@@ -239,8 +241,11 @@ FINISH_MOST = 256  # the most finishes in one script call (Redis serves nobody e
 class BatchedPickup(ClaimedJobRun):
     """An arq `Worker` whose poll claims its jobs in one script and whose finishes are joined."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, admission: Admission | None = None, **kwargs: Any) -> None:
+        """`admission`: the deployment's (shared/admission.py); by default, no caps and equal weights,
+        under the prefix of the keys of the queue `queue_name`."""
         super().__init__(**kwargs)
+        self.admission = admission or Admission(Keys(self.queue_name.removesuffix(":queue")))
         self._arq_keys = ArqKeys(self.queue_name, constants.abort_jobs_ss)
         self._prefixes = ArqPrefixes(
             constants.in_progress_key_prefix,
@@ -282,10 +287,12 @@ class BatchedPickup(ClaimedJobRun):
     async def claim_jobs(self, count: int) -> None:
         """Claim and start due jobs, as many as the free slots, looking at most at `count` ids."""
         while (slots := min(self.max_jobs - self.job_counter, CLAIM_MOST, count)) > 0:
+            admission = self.admission
             claim = await self.scripts(
                 ClaimJobs(
                     self._arq_keys,
                     self._prefixes,
+                    admission.claim_args(),
                     timestamp_ms(),
                     self._queue_read_offset,
                     count,
@@ -293,6 +300,8 @@ class BatchedPickup(ClaimedJobRun):
                     int(self.in_progress_timeout_s * 1000),
                     RETRY_TTL_SECONDS,
                     int(self.allow_abort_jobs),
+                    admission.flat_caps(),
+                    admission.flat_weights(),
                 )
             )
             for job in claim.jobs:
@@ -337,7 +346,8 @@ class BatchedPickup(ClaimedJobRun):
         await self._finishes.submit(Finish(job_id, True, (result_data or "") if kept else "", result_ms))
 
     async def _finish_jobs(self, finishes: list[Finish]) -> list[None]:
-        await self.scripts(FinishJobs.of(self._arq_keys, self._prefixes, finishes))
+        keys = self.admission.keys
+        await self.scripts(FinishJobs.of(self._arq_keys, self._prefixes, keys.admission, keys.wake_channel, finishes))
         return [None] * len(finishes)
 
     async def close(self) -> None:

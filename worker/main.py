@@ -46,6 +46,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from tokentail.shared import agent_catalog, jobs
+from tokentail.shared.admission import Admission, SlotAudit
 from tokentail.shared.archive import open_archive
 from tokentail.shared.keys import Keys
 from tokentail.shared.redis_clients import close_sentinels, redis_client, sessions_client
@@ -130,6 +131,9 @@ class TokentailWorker(BatchedPickup):
                 self._background.append(asyncio.create_task(self.ctx["webhooks"].run_forever()))
             if "archiver" in self.ctx:
                 self._background.append(asyncio.create_task(self.ctx["archiver"].run_forever()))
+            sessions = self.ctx.get("sessions_redis", self.pool)
+            audit = SlotAudit(self.pool, sessions, self._keys, settings.lease_ms / 1000)
+            self._background.append(asyncio.create_task(audit.run_forever()))
             if self._probe is not None:
                 self._probe_task = asyncio.create_task(self._probe.serve())
         if not self._wake.is_set():
@@ -285,6 +289,7 @@ def create_worker(settings: Settings, **overrides: Any) -> TokentailWorker:
         "job_deserializer": jobs.deserialize,
         "health_check_interval": 10,
         "ctx": {"settings": settings},
+        "admission": Admission.of(settings),
         "on_startup": _startup,
         "on_shutdown": _shutdown,
     }

@@ -52,7 +52,8 @@ MAX_START_DEFER_SECONDS = 60  # the longest a job whose run could not start wait
 NO_ANSWER = "The agent finished without an answer: it streamed no text, tool call or data."
 
 
-async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str) -> None:
+async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: str) -> None:
+    # `owner`: the run's tenant and user, which its job names for the claim's caps (lib.lua's Admission).
     settings: Settings = ctx["settings"]
     running: RunningRuns = ctx["running"]
     bind(session_id=session_id, run_id=run_id)  # each arq job runs in a task of its own

@@ -23,6 +23,7 @@ from redis import exceptions as redis_errors
 
 from tokentail.gateway import metrics
 from tokentail.gateway.access.auth import Caller
+from tokentail.shared.admission import TenantLines
 from tokentail.shared.errors import ForkBytesLimited, RateLimited, TooManyStreams
 from tokentail.shared.keys import Keys
 from tokentail.shared.redis_clients import AnyRedis
@@ -54,14 +55,26 @@ class RunBudget:
     makes a session or queues a run (a session made with its first run, or a fork with the run it was
     made for, is one), and the bytes its forks copy per hour. A limit of 0 counts nothing."""
 
-    def __init__(self, redis: AnyRedis, keys: Keys, per_minute: int, fork_bytes_per_hour: int = 0) -> None:
+    def __init__(
+        self,
+        redis: AnyRedis,
+        keys: Keys,
+        per_minute: int,
+        fork_bytes_per_hour: int = 0,
+        lines: TenantLines | None = None,
+    ) -> None:
+        """`lines`: the tenants' lines, whose bound a request that queues a run must find room in."""
         self._scripts = ScriptRunner(redis, Topology())  # count.lua, spend_fork.lua read nothing of the topology
         self._keys = keys
         self._per_minute = per_minute
         self._fork_bytes_per_hour = fork_bytes_per_hour
+        self._lines = lines
 
-    async def spend(self, tenant: str) -> None:
-        """Count one new session or run against the tenant's minute; `RateLimited` once it is used up."""
+    async def spend(self, tenant: str, *, queues: bool = True) -> None:
+        """Count one new session or run against the tenant's minute; `RateLimited` once it is used up.
+        One that `queues` a run (not a steer) first needs room in the tenant's line (`QueuedRunLimit`)."""
+        if queues and self._lines is not None:
+            await self._lines.check_room(tenant)
         if not self._per_minute:
             return
         now = time.time()
@@ -74,6 +87,8 @@ class RunBudget:
         """Count a fork that copies `copied` bytes: a new session of the tenant's minute, and its bytes
         of the tenant's hour. `RateLimited` if the minute's runs are used up, `ForkBytesLimited` if the
         bytes would pass the hour's bound; then neither is counted. Call it before the fork is written."""
+        if self._lines is not None:
+            await self._lines.check_room(tenant)
         if not self._per_minute and not self._fork_bytes_per_hour:
             return
         now = time.time()

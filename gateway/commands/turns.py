@@ -102,8 +102,10 @@ async def queue_follow_up(
     session = await store.get_session(session_id)
     model, params = follow_up_choices(session, body)
     if not spent:
-        await budget.spend(caller.tenant)
-    run = RunRecord(run_id=run_id or new_run_id(), input=body.input, model=model, params=params, agent=session.agent)
+        await budget.spend(caller.tenant, queues=body.multitask != "steer")
+    run = RunRecord(
+        run_id=run_id or new_run_id(), input=body.input, model=model, params=params, agent=session.agent, user=body.user
+    )
     queued = await runs.queue_run(session_id, run, multitask=body.multitask, a2a_push=a2a_push)
     if queued.queued is Queued.STEERED:
         return run.model_copy(update={"run_id": queued.run_id, "queued_seq": queued.seq})

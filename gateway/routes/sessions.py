@@ -81,7 +81,7 @@ async def create_session(
     if body.chat_id is not None:
         session_id = await auth.chat_session(caller, body.chat_id, store)  # another tenant's: 404
     webhook = await state.webhooks.url_for(caller.tenant, body.webhook)
-    await state.run_budget.spend(caller.tenant)
+    await state.run_budget.spend(caller.tenant, queues=body.input is not None)
     session = SessionRecord(
         session_id=session_id,
         created_at=time.time(),
@@ -91,6 +91,7 @@ async def create_session(
         params=params,
         metadata=body.metadata,
         webhook=webhook,
+        user=body.user,
     )
     run_id = None
     if body.input is None:

@@ -2,29 +2,92 @@
 -- WATCH on the in-progress key, EXISTS, ZSCORE, then PSETEX in a MULTI), and count their try as its
 -- run_job does (INCR and EXPIRE of the retry key): all of a poll's jobs in one step, returned with
 -- their payloads, so the worker reads nothing more before it runs them (worker/pickup.py).
--- A job is claimed if it is due (its score, read here, at most now) and not in progress elsewhere.
+-- First the jobs due in arq's queue (runs that started before: takeovers, hand-overs, resumes; and
+-- jobs whose worker died before starting them), oldest first; then, with slots left, runs' first jobs
+-- from the tenants' lines, in turn (lib.lua's Admission): each turn goes to the tenant with the
+-- lowest pass, which starts its oldest run whose tenant and end user are below their caps. A job
+-- claimed holds a slot of its run's tenant and user until its run gives it back (finish_jobs.lua).
 -- Keys, arguments and reply: shared/scripts/pickup.py `ClaimJobs` (a job's payload nil: expired).
 local most, count = tonumber(a.most), tonumber(a.count)
 local jobs, looked, taken = {}, 0, 0
+local A = q.admission
+
+local function claim(job_id, score)
+  local in_progress = p.in_progress .. job_id
+  redis.call('SET', in_progress, '1', 'PX', a.in_progress_ms)
+  local retry = p.retry .. job_id
+  local job_try = redis.call('INCR', retry)
+  redis.call('EXPIRE', retry, a.retry_ttl)
+  local aborted = a.abort == '1' and redis.call('ZREM', k.aborts, job_id) or 0
+  local payload = redis.call('GET', p.job .. job_id)
+  local job = payload and owned_job(payload)
+  if job then hold_slot(A, job_id, job) end
+  jobs[#jobs + 1] = {job_id = job_id, score = score, payload = payload, job_try = job_try, aborted = aborted == 1}
+  taken = taken + 1
+end
+
 while taken < most and looked < count do
   local window = math.min(256, count - looked)  -- a reply of a bounded size, however far it looks
   local due = redis.call('ZRANGEBYSCORE', k.queue, '-inf', a.now_ms, 'WITHSCORES', 'LIMIT', a.offset + looked, window)
   for i = 1, #due, 2 do
     looked = looked + 1
-    local job_id = due[i]
-    local in_progress = p.in_progress .. job_id
-    if redis.call('EXISTS', in_progress) == 0 then
-      redis.call('SET', in_progress, '1', 'PX', a.in_progress_ms)
-      local retry = p.retry .. job_id
-      local job_try = redis.call('INCR', retry)
-      redis.call('EXPIRE', retry, a.retry_ttl)
-      local aborted = a.abort == '1' and redis.call('ZREM', k.aborts, job_id) or 0
-      local payload = redis.call('GET', p.job .. job_id)
-      jobs[#jobs + 1] = {job_id = job_id, score = due[i + 1], payload = payload, job_try = job_try, aborted = aborted == 1}
-      taken = taken + 1
+    if redis.call('EXISTS', p.in_progress .. due[i]) == 0 then
+      claim(due[i], due[i + 1])
       if taken == most then break end
     end
   end
   if #due < 2 * window then break end  -- the end of what is due
+end
+
+-- The tenants' lines, in turn.
+local caps, weights = {}, {}
+for i = 1, #a.tenant_caps, 2 do caps[a.tenant_caps[i]] = tonumber(a.tenant_caps[i + 1]) end
+for i = 1, #a.weights, 2 do weights[a.weights[i]] = tonumber(a.weights[i + 1]) end
+local tenant_cap, user_cap = tonumber(q.tenant_cap), tonumber(q.user_cap)
+local lines, parked = A .. 'lines', A .. 'parked'
+local looks = 0  -- jobs of the lines looked at: bounded, however many wait behind users at their caps
+
+-- The first job of the tenant's line whose user is below the cap, looking at up to `q.user_looks`.
+local function first_admissible(tenant, line)
+  local waiting = redis.call('ZRANGE', line, 0, q.user_looks - 1)
+  for _, job_id in ipairs(waiting) do
+    looks = looks + 1
+    local payload = redis.call('GET', p.job .. job_id)
+    if not payload then
+      -- Expired while it waited: the reaper that finds its run still owed a job pushes it again.
+      redis.call('ZREM', line, job_id)
+      redis.call('ZREM', k.queue, job_id)
+    else
+      local job = owned_job(payload)
+      local user = job and job.k.user
+      if user_cap == 0 or type(user) ~= 'string' or redis.call('HLEN', A .. 'running:' .. tenant .. ':' .. user) < user_cap then
+        return job_id
+      end
+    end
+  end
+end
+
+while taken < most and looks < tonumber(q.most_looks) do
+  local head = redis.call('ZRANGE', lines, 0, 0, 'WITHSCORES')
+  if #head == 0 then break end
+  local tenant, pass = head[1], tonumber(head[2])
+  local cap = caps[tenant] or tenant_cap
+  local line = A .. 'line:' .. tenant
+  if cap > 0 and redis.call('HLEN', A .. 'running:' .. tenant) >= cap then
+    redis.call('ZREM', lines, tenant)  -- back when one of its runs gives its slot back
+    redis.call('ZADD', parked, pass, tenant)
+  else
+    local job_id = first_admissible(tenant, line)
+    redis.call('SET', A .. 'clock', pass)
+    if job_id then
+      local score = redis.call('ZSCORE', line, job_id)
+      redis.call('ZREM', line, job_id)
+      redis.call('ZADD', k.queue, score, job_id)  -- due, as arq sees it: picked again if its worker dies
+      claim(job_id, score)
+    end
+    redis.call('ZADD', lines, pass + 1 / (weights[tenant] or 1), tenant)
+    if redis.call('EXISTS', line) == 0 then leave_turn(A, tenant) end
+  end
+  looks = looks + 1
 end
 return reply.value{looked = looked, jobs = jobs}

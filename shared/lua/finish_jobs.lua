@@ -3,6 +3,9 @@
 -- payload and its place in the queue (and in the aborts), keeping its result if asked; one to run
 -- again later moves in the queue by its deferral. A worker's finishes that wait for the same round
 -- trip go together (worker/pickup.py).
+-- A job that is over gives back the slot its run holds (claim_jobs.lua), unless a later job of the
+-- run holds it now (a takeover's, while this one's worker was cut off); the tenant, if it was parked
+-- at its cap, takes turns again, and idle workers are woken to start its next run.
 -- Keys and arguments: shared/scripts/pickup.py `FinishJobs` (`finishes`: 6 values per job, as `Finish`).
 -- Returns how many jobs it finished.
 local f = a.finishes
@@ -15,6 +18,9 @@ for i = 1, #f, 6 do
     redis.call('PEXPIRE', in_progress, keep_ms)
   end
   if over == '1' then
+    local payload = redis.call('GET', p.job .. job_id)
+    local job = payload and owned_job(payload)
+    if job then give_back_slot(a.admission, a.wake_channel, job_id, job) end
     if result ~= '' and result_ms == '' then
       redis.call('SET', p.result .. job_id, result)
     elseif result ~= '' then

@@ -173,17 +173,122 @@ local function add_event(k, s, event_type, data, ts, output)
   return seq
 end
 
+-- Admission. A run's first job waits its turn in its tenant's line; workers take the tenants' lines
+-- in turn, and a run starts only while its tenant and its end user hold fewer slots than their caps
+-- (claim_jobs.lua). Its later jobs (a takeover, a hand-over, a resume after its answers) go to arq's
+-- queue at once: a run that started is never held back again. Keys on the queue's Redis, under the
+-- prefix `j.admission` (shared/keys.py names them the same way):
+--   line:<tenant>           sorted set: the tenant's waiting first jobs -> when queued (ms)
+--   lines                   sorted set: the tenants whose line may be taken from -> their pass
+--   parked                  sorted set: tenants at their cap, with a line -> their pass (back in `lines`
+--                           when one of their runs gives its slot back)
+--   clock                   the pass of the last turn taken: where a tenant joining comes in
+--   passes                  hash: a tenant whose line emptied -> its pass then, if past the clock: back
+--                           with a run soon after, it does not take a turn it was owed no longer
+--   tenants                 set: the tenants whose runs held slots (shared/admission.py reads them)
+--   running:<tenant>        hash: the tenant's runs holding a slot, `<sid> <run id>` -> `<job id> <user>`
+--   running:<tenant>:<user> hash: the same, of one end user -> `<job id>`
+-- Each turn moves the tenant's pass on by 1 / its weight (stride scheduling), so a tenant with a long
+-- line delays a newcomer by about one turn, never by its line's length. A waiting job is in arq's
+-- queue too, deferred (its score WAITING_MS later), so an arq client sees it; its turn makes it due.
+-- A job names its run's owner in its kwargs (`tenant`, `user`: a digest of the request's `user`).
+local WAITING_MS = 1e13
+
+-- A job owed (the session's `dispatch`): `<job id> <run id> <tenant> <user>`, the last two optional
+-- (an owed job written by a version before admission has none, and runs with no slot).
+local function parse_dispatch(dispatch)
+  return string.match(dispatch, '^(%S+) (%S+) ?(%S*) ?(%S*)$')
+end
+
+-- A run's first job waits in its tenant's line; the tenant joins the turn if it is not in it.
+local function wait_in_line(queue, j, tenant, job_id, now_ms)
+  redis.call('ZADD', j.admission .. 'line:' .. tenant, now_ms, job_id)
+  redis.call('ZADD', queue, WAITING_MS + now_ms, job_id)
+  local lines = j.admission .. 'lines'
+  if not redis.call('ZSCORE', lines, tenant) and not redis.call('ZSCORE', j.admission .. 'parked', tenant) then
+    local clock = tonumber(redis.call('GET', j.admission .. 'clock') or 0)
+    local pass = tonumber(redis.call('HGET', j.admission .. 'passes', tenant) or 0)
+    redis.call('HDEL', j.admission .. 'passes', tenant)
+    redis.call('ZADD', lines, math.max(clock, pass), tenant)
+  end
+end
+
+-- The tenant's line is empty: it leaves the turn (`lines` or `parked`), its pass kept (see `passes`).
+local function leave_turn(A, tenant)
+  local pass = redis.call('ZSCORE', A .. 'lines', tenant) or redis.call('ZSCORE', A .. 'parked', tenant)
+  if not pass then return end
+  redis.call('ZREM', A .. 'lines', tenant)
+  redis.call('ZREM', A .. 'parked', tenant)
+  if tonumber(pass) > tonumber(redis.call('GET', A .. 'clock') or 0) then redis.call('HSET', A .. 'passes', tenant, pass) end
+end
+
+-- A job's payload decoded, if it is one of tokentail's naming its run's owner (arq's own jobs are
+-- pickled, by default): its run `a` (session id, run id) and its owner `k` (tenant, user); else nil.
+local function owned_job(payload)
+  local ok, job = pcall(cjson.decode, payload)
+  if ok and type(job) == 'table' and type(job.k) == 'table' and type(job.k.tenant) == 'string' then return job end
+end
+
+-- The slot of a claimed job's run (`job`: owned_job's), in its tenant's and user's running hashes
+-- under the prefix `A`; a run's later job takes over the slot its run holds.
+local function hold_slot(A, job_id, job)
+  local owner = job.k
+  local run, user = job.a[1] .. ' ' .. job.a[2], type(owner.user) == 'string' and owner.user or ''
+  redis.call('HSET', A .. 'running:' .. owner.tenant, run, job_id .. ' ' .. user)
+  redis.call('SADD', A .. 'tenants', owner.tenant)
+  if user ~= '' then redis.call('HSET', A .. 'running:' .. owner.tenant .. ':' .. user, run, job_id) end
+end
+
+-- Give back the slot the run of job `job_id` holds, unless a later job of the run holds it now (a
+-- takeover's, while this one's worker was cut off). A tenant parked at its cap takes turns again, and
+-- idle workers are woken (`wake_channel`) to start its next run. Returns whether it gave it back.
+local function give_back_slot(A, wake_channel, job_id, job)
+  local owner = job.k
+  local run, running = job.a[1] .. ' ' .. job.a[2], A .. 'running:' .. owner.tenant
+  local held = redis.call('HGET', running, run)
+  if not held or string.match(held, '^%S+') ~= job_id then return false end
+  redis.call('HDEL', running, run)
+  if type(owner.user) == 'string' then redis.call('HDEL', running .. ':' .. owner.user, run) end
+  local pass = redis.call('ZSCORE', A .. 'parked', owner.tenant)
+  if pass then
+    redis.call('ZREM', A .. 'parked', owner.tenant)
+    redis.call('ZADD', A .. 'lines', math.max(tonumber(pass), tonumber(redis.call('GET', A .. 'clock') or 0)), owner.tenant)
+  end
+  if redis.call('EXISTS', A .. 'line:' .. owner.tenant) == 1 then redis.call('PUBLISH', wake_channel, job_id) end
+  return true
+end
+
 -- Push a job to arq, on the queue's Redis (its key `queue`): the job in arq 0.28's layout (JSON: try,
--- function, args, kwargs, enqueue time; see shared/jobs.py), the queue entry, and a wake-up for idle
--- workers; `j` holds the job settings (job_function, job_prefix, job_ttl_ms, wake_channel). A job id
--- arq still holds is left alone, so pushing the same job twice queues it once. arq's keys carry no
--- hash tag. Returns whether it pushed the job (it was not there).
-local function push_job(queue, j, session_id, run_id, job_id, now_ms)
-  local job = cjson.encode({t = cjson.null, f = j.job_function, a = {session_id, run_id}, k = {}, et = now_ms})
+-- function, args, kwargs, enqueue time; see shared/jobs.py), its place (its tenant's line, or the
+-- queue), and a wake-up for idle workers; `j` holds the job settings (job_function, job_prefix,
+-- job_ttl_ms, wake_channel, admission). A job id arq still holds is left alone, so pushing the same job
+-- twice queues it once. arq's keys carry no hash tag. Returns whether it pushed the job (it was not there).
+local function push_job(queue, j, session_id, dispatch, now_ms)
+  local job_id, run_id, tenant, user = parse_dispatch(dispatch)
+  local owner = {}
+  if tenant ~= '' then owner.tenant = tenant end
+  if user ~= '' then owner.user = user end
+  local job = cjson.encode({t = cjson.null, f = j.job_function, a = {session_id, run_id}, k = owner, et = now_ms})
   if not redis.call('SET', j.job_prefix .. job_id, job, 'PX', j.job_ttl_ms, 'NX') then return false end
-  redis.call('ZADD', queue, now_ms, job_id)
+  if job_id == run_id and owner.tenant then
+    wait_in_line(queue, j, tenant, job_id, now_ms)
+  else
+    redis.call('ZADD', queue, now_ms, job_id)
+  end
   redis.call('PUBLISH', j.wake_channel, job_id)
   return true
+end
+
+-- Take an owed job out of its tenant's line, if it still waits there (its run ended unstarted): its
+-- place frees at once. A job admitted already is left to its worker, which finds its run ended.
+local function unqueue_job(queue, j, dispatch)
+  local job_id, _, tenant = parse_dispatch(dispatch)
+  if tenant == '' then return end
+  local line = j.admission .. 'line:' .. tenant
+  if redis.call('ZREM', line, job_id) == 0 then return end
+  redis.call('ZREM', queue, job_id)
+  redis.call('DEL', j.job_prefix .. job_id)
+  if redis.call('EXISTS', line) == 0 then leave_turn(j.admission, tenant) end
 end
 
 -- The session's place in the leases index (see Leases above): at `deadline` (ms), or out of it.
@@ -196,11 +301,18 @@ local function index_lease(k, s, deadline)
   end
 end
 
--- Hand the session's active run to arq: now, or through the outbox (see Jobs above).
+-- Hand the session's active run to arq: now, or through the outbox (see Jobs above). The job names
+-- the run's owner: the session's tenant, and a digest of its end user (any text a request named):
+-- the run's `user`, else the session's.
 local function queue_job(k, s, run_id, job_id, now_ms)
-  redis.call('HSET', k.meta, 'dispatch', job_id .. ' ' .. run_id, 'dispatched_at', now_ms)
+  local meta = redis.call('HMGET', k.meta, 'tenant', 'user')
+  local dispatch = job_id .. ' ' .. run_id .. ' ' .. (meta[1] or 'public')
+  local user = cjson.decode(redis.call('HGET', k.runs, run_id)).user
+  if type(user) ~= 'string' then user = meta[2] end
+  if user then dispatch = dispatch .. ' ' .. string.sub(redis.sha1hex(user), 1, 16) end
+  redis.call('HSET', k.meta, 'dispatch', dispatch, 'dispatched_at', now_ms)
   if not SPLIT_QUEUE then
-    push_job(k.queue, s, s.session_id, run_id, job_id, now_ms)
+    push_job(k.queue, s, s.session_id, dispatch, now_ms)
     index_lease(k, s, now_ms + s.queued_look_ms)
   end
 end
@@ -297,9 +409,17 @@ local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_
   return seq
 end
 
--- End the active run as cancelled, without a worker: it is queued, or no worker holds it.
+-- End the active run as cancelled, without a worker: it is queued, or no worker holds it. A job
+-- still waiting in its tenant's line leaves it (with SPLIT_QUEUE, the caller takes it out: the meta's
+-- `unqueue` names it).
 local function cancel_unheld(k, s, run_id, reason)
   local ts, now_ms, now_s = clock()
+  local owed = redis.call('HGET', k.meta, 'dispatch')
+  if owed and SPLIT_QUEUE then
+    redis.call('HSET', k.meta, 'unqueue', owed)
+  elseif owed then
+    unqueue_job(k.queue, s, owed)
+  end
   local data = cjson.encode({run_id = run_id, reason = reason})
   return end_run(k, s, run_id, 'cancelled', 'run.cancelled', data, {reason = reason}, ts, now_ms, now_s)
 end

@@ -2,4 +2,4 @@
 -- Keys and arguments: shared/scripts/checks.py `PushJob`.
 -- Returns 1 if it pushed the job, 0 if the queue held it already.
 local _, now_ms = clock()
-return push_job(k.queue, j, a.session_id, a.run_id, a.job_id, now_ms) and 1 or 0
+return push_job(k.queue, j, a.session_id, a.dispatch, now_ms) and 1 or 0

@@ -35,8 +35,7 @@ elseif redis.call('EXISTS', k.lease) == 0 then
     local look_again = now_ms + math.max(tonumber(s.queued_look_ms), now_ms - dispatched_at)
     local pushed = false
     if not SPLIT_QUEUE then
-      local job_id, run_id = string.match(dispatch, '^(%S+) (%S+)$')
-      pushed = push_job(k.queue, s, s.session_id, run_id, job_id, now_ms)
+      pushed = push_job(k.queue, s, s.session_id, dispatch, now_ms)
     end
     return reply.dispatch{dispatch = dispatch, look_again_at = look_again, pushed = pushed}
   end

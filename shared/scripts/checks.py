@@ -105,10 +105,11 @@ class JobArgs(ArgGroup):
     wake_channel: str
     job_prefix: str
     job_function: str
+    admission: str  # the prefix of the admission keys (lib.lua's Admission)
 
     @classmethod
     def of(cls, keys: Keys) -> "JobArgs":
-        return cls(JOB_TTL_MS, keys.wake_channel, keys.arq_job(""), RUN_JOB)
+        return cls(JOB_TTL_MS, keys.wake_channel, keys.arq_job(""), RUN_JOB, keys.admission)
 
 
 @dataclass(slots=True)
@@ -121,11 +122,24 @@ class PushJob(Script[bool]):
     k: QueueKey
     j: JobArgs  # an argument group: bound before the arguments that follow, so declared first
     session_id: str
-    run_id: str
-    job_id: str
+    dispatch: bytes | str  # as the outbox held it: `<job id> <run id> <tenant> <user>` (lib.lua's Admission)
 
     def parse(self, reply: Any) -> bool:
         return bool(reply)
+
+
+@dataclass(slots=True)
+class UnqueueJob(Script[None]):
+    """Take the job a session's outbox held out of its tenant's line, if it still waits there: its run
+    ended before it started (with the queue apart; lib.lua's cancel_unheld)."""
+
+    SOURCE = "unqueue_job"
+    k: QueueKey
+    j: JobArgs
+    dispatch: bytes | str
+
+    def parse(self, reply: Any) -> None:
+        return None
 
 
 @dataclass(slots=True)

@@ -35,6 +35,19 @@ class ArqPrefixes(ArgGroup):
     result: str
 
 
+@dataclass(slots=True)
+class AdmissionArgs(ArgGroup):
+    """What the claim needs of the deployment's admission (lib.lua's Admission; shared/admission.py):
+    the keys' prefix, the caps on a tenant's and an end user's runs running at once (0: none), and how
+    many jobs of the lines one claim looks at, in all and of one tenant's line in one turn."""
+
+    admission: str
+    tenant_cap: int
+    user_cap: int
+    most_looks: int
+    user_looks: int
+
+
 class ClaimedJob(NamedTuple):
     job_id: str
     score: int  # when it was due (ms), as arq's run_job is given it
@@ -53,11 +66,14 @@ class ClaimJobs(Script[Claim]):
     """Claim up to `most` of the jobs due by `now_ms` (the worker's clock, as arq's), looking at
     most at `count` ids from `offset` in the queue: each not in progress is marked in progress for
     `in_progress_ms`, its retry count goes up (kept `retry_ttl` s), and it is returned with its
-    payload. With `abort` (arq's allow_abort_jobs), an abort asked for it is taken and told."""
+    payload. With `abort` (arq's allow_abort_jobs), an abort asked for it is taken and told. With
+    slots left, runs' first jobs from the tenants' lines, in turn (`q`; `tenant_caps`: the tenants
+    whose cap is not `q.tenant_cap`, and `weights`, flat `tenant, n` pairs)."""
 
     SOURCE = "claim_jobs"
     k: ArqKeys
     p: ArqPrefixes
+    q: AdmissionArgs
     now_ms: int
     offset: int
     count: int
@@ -65,6 +81,8 @@ class ClaimJobs(Script[Claim]):
     in_progress_ms: int
     retry_ttl: int
     abort: int
+    tenant_caps: list[Any]
+    weights: list[Any]
 
     REPLY = Reply.of(Claim, "looked", "jobs")
 
@@ -88,12 +106,39 @@ class FinishJobs(Script[None]):
     SOURCE = "finish_jobs"
     k: ArqKeys
     p: ArqPrefixes
+    admission: str  # the admission keys' prefix: a job over gives its run's slot back
+    wake_channel: str  # idle workers are woken there when a slot frees for a waiting run
     finishes: list[Any]
 
     @classmethod
-    def of(cls, keys: ArqKeys, prefixes: ArqPrefixes, finishes: list[Finish]) -> "FinishJobs":
+    def of(
+        cls, keys: ArqKeys, prefixes: ArqPrefixes, admission: str, wake_channel: str, finishes: list[Finish]
+    ) -> "FinishJobs":
         flat = [value for one in finishes for value in (*one[:1], int(one.finish), *one[2:])]
-        return cls(keys, prefixes, flat)
+        return cls(keys, prefixes, admission, wake_channel, flat)
 
     def parse(self, reply: Any) -> None:
         return None
+
+
+@dataclass(slots=True)
+class RunningKey(KeyGroup):
+    running: str  # a tenant's running hash (lib.lua's Admission)
+
+
+@dataclass(slots=True)
+class GiveBack(Script[bool]):
+    """Give back the slot run `run` (`<sid> <run id>`) holds, if it still holds it as `held` (its
+    job and user, as read), as a job of it that is over would (lib.lua's give_back_slot); a tenant
+    left with no slot and no line leaves the tenants' set. Whether it gave it back."""
+
+    SOURCE = "give_back"
+    k: RunningKey
+    admission: str
+    wake_channel: str
+    tenant: str
+    run: str
+    held: bytes | str
+
+    def parse(self, reply: Any) -> bool:
+        return bool(reply)

@@ -100,9 +100,16 @@ class QueueApart:
         return reply
 
     async def _push_outbox(self, session_id: str) -> None:
-        dispatch = await self._redis.hget(self._keys.session(session_id).meta, "dispatch")  # type: ignore[misc]
+        """Push the job the outbox holds; and take out of its tenant's line the job of a run that ended
+        unstarted (lib.lua's cancel_unheld). A process that dies before leaves that job to its worker,
+        which finds its run ended."""
+        meta = self._keys.session(session_id).meta
+        dispatch, unqueue = await self._redis.hmget(meta, ["dispatch", "unqueue"])  # type: ignore[misc]
         if dispatch:
             await self._leases.push(session_id, dispatch)
+        if unqueue:
+            await self._leases.unqueue(unqueue)
+            await self._redis.hdel(meta, "unqueue")  # type: ignore[misc]
 
 
 class Revival:

@@ -60,6 +60,7 @@ class SessionArgs(ArgGroup):
     job_function: str
     hooks_ttl_ms: int
     queued_look_ms: int  # when a reaper first looks at a queued run (shared/lease_index.py)
+    admission: str  # as JobArgs'
 
 
 @dataclass(slots=True)
@@ -87,6 +88,7 @@ class RunScope:
             job.job_function,
             (settings.webhook_retry_seconds + HOOKS_KEPT_AFTER_RETRIES) * 1000,
             queued_look_ms(settings.lease_ms),
+            job.admission,
         )
 
 

@@ -23,6 +23,8 @@ def session_fields(session: SessionRecord) -> list[str]:
         fields.append(("lineage", compact_json([origin.model_dump() for origin in session.lineage])))
     if session.webhook:
         fields.append(("webhook", session.webhook))
+    if session.user:
+        fields.append(("user", session.user))
     return [item for pair in fields for item in pair]
 
 

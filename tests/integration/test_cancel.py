@@ -7,13 +7,16 @@ from typing import Any
 import httpx2
 import pytest
 import websockets
+from redis.asyncio import Redis
 
 from tests.sessions import completion
 from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
 from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id
+from tokentail.shared.keys import Keys
 from tokentail.shared.records import RunRecord
+from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.run_writes import RunLease
 
@@ -78,16 +81,23 @@ async def test_an_agent_that_swallowed_its_cancel_stops_at_its_next_word(start_g
     await eventually(lambda: len(worker.running) == 0, what="the run's task ended")
 
 
-async def test_a_queued_run_no_worker_holds_is_cancelled_at_once(start_gateway: Any, start_worker: Any) -> None:
+async def test_a_queued_run_no_worker_holds_is_cancelled_at_once(
+    start_gateway: Any, start_worker: Any, redis: Redis, settings: Settings
+) -> None:
     gateway = await start_gateway()
+    keys = Keys(settings.key_prefix)
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
         created = (await client.post("/v1/sessions", json={"input": "hi"})).json()
+        assert await redis.zcard(keys.tenant_line("public")) == 1
         cancel = await client.post(f"/v1/sessions/{created['session_id']}/cancel")
         assert cancel.json() == {"run_id": created["run_id"], "status": "cancelled"}
         received = await asyncio.wait_for(read_events(client, created["events_url"]), scaled(5))  # no worker needed
         assert [kind for _, kind, _ in received.events] == ["run.queued", "run.cancelled"]
-        worker = await start_worker()  # its job, picked up now, finds the run over
-        await eventually(lambda: worker.jobs_complete >= 1, within=5)
+        # Its job left its tenant's line and arq's queue with the cancel: its place is free at once.
+        assert await redis.zcard(keys.tenant_line("public")) == 0
+        assert await redis.zcard(keys.queue) == 0
+        assert not await redis.exists(keys.arq_job(created["run_id"]))
+        await start_worker()  # finds nothing to run
         again = await read_events(client, created["events_url"], last_event_id=received.ids[-1])
         assert again.status == 204
 

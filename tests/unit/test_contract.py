@@ -61,7 +61,7 @@ def _run_keys() -> RunKeys:
 
 
 def _args() -> SessionArgs:
-    return SessionArgs("sid", 1000, 60, 600, 86400000, "wake", "arq:job:", "run_agent", 5000, 10000)
+    return SessionArgs("sid", 1000, 60, 600, 86400000, "wake", "arq:job:", "run_agent", 5000, 10000, "tt:admission:")
 
 
 def _echoed(script: Script[Any], topology: Topology) -> Any:
@@ -143,9 +143,11 @@ def test_a_joinable_script_binds_each_joined_call() -> None:
 
 def test_arq_job_finishes_go_six_values_each_in_the_order_finish_jobs_lua_reads() -> None:
     finishes = [Finish("j1", True, b"result", 60_000), Finish("j2", False, incr_score=5, keep_in_progress_ms=100)]
-    finish = FinishJobs.of(ArqKeys("queue", "aborts"), ArqPrefixes("ip:", "job:", "retry:", "result:"), finishes)
+    prefixes = ArqPrefixes("ip:", "job:", "retry:", "result:")
+    finish = FinishJobs.of(ArqKeys("queue", "aborts"), prefixes, "adm:", "wake", finishes)
     bound = _echoed(finish, Topology())
     assert bound["k"] == {"queue": "queue", "aborts": "aborts"}
+    assert (bound["a"]["admission"], bound["a"]["wake_channel"]) == ("adm:", "wake")
     assert bound["a"]["finishes"] == ["j1", "1", "result", "60000", "", "", "j2", "0", "", "", "5", "100"]
 
 

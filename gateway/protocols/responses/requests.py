@@ -178,6 +178,7 @@ class ResponseRequests(RunCommands):
             input=given.text or "",
             model=None if model in (None, session.model) else model,
             params=RunParams.model_validate(body.run_params()) if body.run_params() else None,
+            user=body.end_user,
         )
         # Checked before a branch is made for it: a refused request makes nothing.
         check_size(follow_up.input, self.settings)
@@ -237,6 +238,7 @@ class ResponseRequests(RunCommands):
             params=params,
             metadata=body.metadata or {},
             webhook=await self.webhooks.url_for(self.caller.tenant),
+            user=body.end_user,
         )
         run = RunRecord(run_id=new_run_id(), input=text, model=model, params=params, agent=agent)
         await self.runs.queue_run(session.session_id, run, create=session)

@@ -1,0 +1,180 @@
+"""Fair admission: which queued runs start, and when, across tenants and end users.
+
+A run's first job waits in its tenant's line on the queue's Redis; a worker's poll takes the tenants'
+lines in turn (weighted by `TOKENTAIL_TENANT_WEIGHTS`), and starts a run only while its tenant and its
+end user hold fewer slots than their caps (`TOKENTAIL_MAX_ACTIVE_RUNS_PER_TENANT`, `..._PER_USER`). A
+run holds its slot from its claim until its job is over (it ended, waits for answers, or was handed
+over) and takes it again, without waiting, when it goes on: a run that started is never held back.
+How the keys are kept is lib.lua's Admission; the claim is claim_jobs.lua and the give-back
+finish_jobs.lua, all on the queue's Redis, where the caps are counted on every topology.
+
+This module holds what Python adds: the claim's arguments, a tenant's line bound (checked before
+anything is created, `QueuedRunLimit`), the figures the metrics show, and the audit that gives back
+a slot whose job will never finish (its worker died and its run ended without it: deleted, cancelled
+while it waited for a takeover), so that no slot leaks.
+"""
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from tokentail.shared.errors import QueuedRunLimit
+from tokentail.shared.keys import Keys
+from tokentail.shared.redis_clients import AnyRedis
+from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.pickup import AdmissionArgs, GiveBack, RunningKey
+from tokentail.shared.scripts.runner import ScriptRunner
+from tokentail.shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MOST_LOOKS = 256  # jobs of the lines one claim looks at: Redis serves nobody else while a script runs
+USER_LOOKS = 32  # of one tenant's line in one turn, for a run whose user is below the cap
+LINE_RETRY_AFTER = 5  # a full line empties as the tenant's runs start: ask again soon
+# A run's slot is audited once it has held it this long: a younger one may not have started yet.
+AUDIT_AFTER_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A deployment's caps and weights, as the claim takes them (none, by default)."""
+
+    keys: Keys
+    tenant_cap: int = 0
+    user_cap: int = 0
+    tenant_caps: dict[str, int] = field(default_factory=dict)  # the tenants with a cap of their own
+    weights: dict[str, int] = field(default_factory=dict)  # 1 for a tenant not listed
+
+    @classmethod
+    def of(cls, settings: Settings) -> "Admission":
+        return cls(
+            Keys(settings.key_prefix),
+            settings.max_active_runs_per_tenant,
+            settings.max_active_runs_per_user,
+            settings.tenant_max_active_runs,
+            settings.tenant_weights,
+        )
+
+    def claim_args(self) -> AdmissionArgs:
+        return AdmissionArgs(self.keys.admission, self.tenant_cap, self.user_cap, MOST_LOOKS, USER_LOOKS)
+
+    def flat_caps(self) -> list[Any]:
+        """The per-tenant caps, flat `tenant, n` pairs (claim_jobs.lua)."""
+        return [value for pair in self.tenant_caps.items() for value in pair]
+
+    def flat_weights(self) -> list[Any]:
+        return [value for pair in self.weights.items() for value in pair]
+
+
+class TenantLines:
+    """What the gateways read of the lines, on the queue's Redis: a tenant's line bound."""
+
+    def __init__(self, queue: AnyRedis, keys: Keys, bound: int) -> None:
+        self._redis = queue
+        self._keys = keys
+        self._bound = bound
+
+    async def check_room(self, tenant: str) -> None:
+        """`QueuedRunLimit` if the tenant's line holds as many runs as it may. Read before anything is
+        created: requests of one tenant in flight together may each pass it (by their number)."""
+        if not self._bound:
+            return
+        waiting = await self._redis.zcard(self._keys.tenant_line(tenant))
+        if waiting >= self._bound:
+            raise QueuedRunLimit(
+                f"this tenant has {self._bound} runs waiting to start already; try again once some have started",
+                LINE_RETRY_AFTER,
+            )
+
+
+class TenantFigures:
+    """The runs waiting and running per tenant, as the metrics show them (read on the queue's Redis)."""
+
+    def __init__(self, queue: AnyRedis, keys: Keys) -> None:
+        self._redis = queue
+        self._keys = keys
+
+    async def read(self) -> dict[str, tuple[int, int]]:
+        """tenant -> (waiting, running)."""
+        tenants = {member.decode() for member in await self._redis.smembers(self._keys.admission_tenants)}  # type: ignore[misc]
+        if not tenants:
+            return {}
+        ordered = sorted(tenants)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tenant in ordered:
+                pipe.zcard(self._keys.tenant_line(tenant))
+                pipe.hlen(self._keys.tenant_running(tenant))
+            counts = await pipe.execute()
+        return {tenant: (counts[2 * i], counts[2 * i + 1]) for i, tenant in enumerate(ordered)}
+
+
+class SlotAudit:
+    """Gives back the slots of runs that no longer run: each held slot, once old enough, is checked
+    against its session (the run is still its active run, queued or running), and given back if not,
+    unless its job changed meanwhile. A run whose worker died keeps its slot until it is taken over or
+    fails; one deleted or cancelled meanwhile has no job left to give it back."""
+
+    def __init__(self, queue: AnyRedis, sessions: AnyRedis, keys: Keys, interval: float) -> None:
+        self._queue = queue
+        self._sessions = sessions
+        self._keys = keys
+        self._interval = interval
+        self._scripts = ScriptRunner(queue, Topology())  # the queue's Redis: one server
+        self._seen: dict[tuple[str, str], tuple[bytes, float]] = {}  # (tenant, run) -> (held, first seen)
+
+    async def run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.audit()
+            except (redis_errors.RedisError, OSError) as exc:
+                logger.warning("slot audit failed (%s: %s); trying again later", type(exc).__name__, exc)
+
+    async def audit(self, now: float | None = None) -> int:
+        """One pass; how many slots it gave back."""
+        now = asyncio.get_running_loop().time() if now is None else now
+        seen: dict[tuple[str, str], tuple[bytes, float]] = {}
+        old: list[tuple[str, str, bytes]] = []
+        for raw_tenant in await self._queue.smembers(self._keys.admission_tenants):  # type: ignore[misc]
+            tenant = raw_tenant.decode()
+            held = await self._queue.hgetall(self._keys.tenant_running(tenant))  # type: ignore[misc]
+            for raw_run, value in held.items():
+                key = (tenant, raw_run.decode())
+                before = self._seen.get(key)
+                since = before[1] if before is not None and before[0] == value else now
+                seen[key] = (value, since)
+                if now - since >= AUDIT_AFTER_SECONDS:
+                    old.append((*key, value))
+        self._seen = seen
+        gone = [entry for entry, running in zip(old, await self._still_running(old), strict=True) if not running]
+        for tenant, run, value in gone:
+            running = RunningKey(self._keys.tenant_running(tenant))
+            keys = self._keys
+            await self._scripts(GiveBack(running, keys.admission, keys.wake_channel, tenant, run, value))
+        return len(gone)
+
+    async def _still_running(self, slots: list[tuple[str, str, bytes]]) -> list[bool]:
+        """Whether each slot's run is still its session's active run, queued or running."""
+        if not slots:
+            return []
+        async with self._sessions.pipeline(transaction=False) as pipe:
+            for _, run, _ in slots:
+                session_id, _, run_id = run.partition(" ")
+                keys = self._keys.session(session_id)
+                pipe.hget(keys.meta, "active_run")
+                pipe.hget(keys.runs, run_id)
+            replies = await pipe.execute()
+        running = []
+        for i, (_, run, _) in enumerate(slots):
+            active, record = replies[2 * i], replies[2 * i + 1]
+            run_id = run.partition(" ")[2]
+            running.append(active is not None and active.decode() == run_id and _queued_or_running(record))
+        return running
+
+
+def _queued_or_running(record: bytes | None) -> bool:
+    return record is not None and json.loads(record).get("status") in ("queued", "running")

@@ -1,0 +1,213 @@
+"""Fair admission (shared/admission.py): caps on a tenant's and an end user's runs running at once, each
+tenant its own line taken in turn, the line's bound; and what is never refused or delayed by them."""
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from tests.gates import Gates
+from tests.integration.test_auth import KEY_A, KEY_B, SECRET, bearer
+from tests.sse_client import read_events
+from tests.waiting import eventually, scaled
+from tokentail.shared.admission import AUDIT_AFTER_SECONDS, SlotAudit
+from tokentail.shared.keys import Keys
+from tokentail.shared.settings import Settings
+
+AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET), "runs_per_minute": 0}
+AGENTS = {"agents": {"held": "tests.gates:held", "approval": "tests.asking_agent:approval"}}
+HELD = {"input": "hi", "agent": "held", "params": {"tokens": 4}}
+FOLLOW_UP = {"input": "and then?", "params": {"tokens": 4}, "multitask": "enqueue"}  # the session's agent
+
+
+async def _status(http: httpx2.AsyncClient, key: str, session_id: str) -> str:
+    status: str = (await http.get(f"/v1/sessions/{session_id}", headers=bearer(key))).json()["status"]
+    return status
+
+
+async def _post(http: httpx2.AsyncClient, key: str, **body: Any) -> dict[str, Any]:
+    response = await http.post("/v1/sessions", json={**HELD, **body}, headers=bearer(key))
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def _reached(gates: Gates, run_id: str) -> None:
+    await eventually(lambda: gates.reached(run_id), what=f"run {run_id} at its gate")
+
+
+async def _completed(http: httpx2.AsyncClient, key: str, session_id: str) -> None:
+    async def done() -> None:
+        assert await _status(http, key, session_id) == "idle"
+
+    await eventually(done, what=f"session {session_id} done")
+
+
+async def test_a_run_beyond_its_tenant_s_cap_waits_and_starts_when_one_of_the_tenant_s_ends(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
+) -> None:
+    gateway = await start_gateway(max_active_runs_per_tenant=1, **AUTH, **AGENTS)
+    await start_worker(max_active_runs_per_tenant=1, worker_concurrency=4, **AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
+        first, second = [await _post(http, KEY_A) for _ in range(2)]
+        other = await _post(http, KEY_B)
+        await _reached(gates, first["run_id"])
+        await _reached(gates, other["run_id"])  # another tenant's run is not held back by acme's cap
+        assert await _status(http, KEY_A, second["session_id"]) == "queued"
+        assert gates.reached(second["run_id"]) == []
+        # Its client sees it queued, then started once acme's first run ends.
+        gates.release(first["run_id"])
+        await _reached(gates, second["run_id"])
+        gates.release(second["run_id"])
+        gates.release(other["run_id"])
+        received = await read_events(http, second["events_url"])
+        kinds = [kind for _, kind, _ in received.events]
+        assert kinds[:2] == ["run.queued", "run.started"] and kinds[-1] == "run.completed"
+
+
+async def test_a_run_beyond_its_user_s_cap_waits_while_the_tenant_s_other_users_run(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
+) -> None:
+    gateway = await start_gateway(max_active_runs_per_user=1, **AUTH, **AGENTS)
+    await start_worker(max_active_runs_per_user=1, worker_concurrency=4, **AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
+        ann_first = await _post(http, KEY_A, user="ann")
+        await _reached(gates, ann_first["run_id"])
+        # A follow-up in a session made for ann counts as hers, as does one naming her.
+        session_of_ann = await _post(http, KEY_A, input=None, user="ann")
+        follow_up = await http.post(f"/v1/sessions/{session_of_ann['session_id']}/runs", json=FOLLOW_UP)
+        ann_second = await _post(http, KEY_A, user="ann")
+        bob = await _post(http, KEY_A, user="bob")
+        await _reached(gates, bob["run_id"])  # behind ann's waiting runs in acme's line, yet not held by them
+        for waiting in (follow_up.json()["run_id"], ann_second["run_id"]):
+            assert gates.reached(waiting) == []
+        gates.release(ann_first["run_id"])
+        await eventually(lambda: gates.reached(follow_up.json()["run_id"]) or gates.reached(ann_second["run_id"]))
+        assert not (gates.reached(follow_up.json()["run_id"]) and gates.reached(ann_second["run_id"]))
+        gates.release_all()
+        for session_id in (session_of_ann["session_id"], ann_second["session_id"], bob["session_id"]):
+            await _completed(http, KEY_A, session_id)
+
+
+async def test_a_tenant_s_backlog_delays_another_tenant_s_run_by_about_one_turn(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
+) -> None:
+    gateway = await start_gateway(**AUTH, **AGENTS)
+    await start_worker(worker_concurrency=2, **AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
+        backlog = [await _post(http, KEY_A) for _ in range(30)]
+        await eventually(lambda: sum(bool(gates.reached(run["run_id"])) for run in backlog) == 2)
+        newcomer = await _post(http, KEY_B)
+        # Each run that ends frees a slot: the next turn is beta's, whose pass is the lowest.
+        for run in backlog:
+            if gates.reached(newcomer["run_id"]):
+                break
+            if gates.reached(run["run_id"]):
+                gates.release(run["run_id"])
+                await eventually(lambda: gates.reached(newcomer["run_id"]) or _started(gates, backlog) > 2)
+        started_before = _started(gates, backlog)
+        assert gates.reached(newcomer["run_id"])
+        assert started_before <= 3, f"{started_before} of acme's runs started before beta's"
+
+
+def _started(gates: Gates, runs: list[dict[str, Any]]) -> int:
+    return sum(bool(gates.reached(run["run_id"])) for run in runs)
+
+
+async def test_a_full_line_answers_429_and_creates_nothing_while_reads_steers_and_cancels_are_served(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates, redis: Redis, settings: Settings
+) -> None:
+    caps = {"max_active_runs_per_tenant": 1, "max_queued_runs_per_tenant": 1}
+    gateway = await start_gateway(**caps, **AUTH, **AGENTS)
+    await start_worker(**caps, **AGENTS)
+    keys = Keys(settings.key_prefix)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
+        running = await _post(http, KEY_A)
+        await _reached(gates, running["run_id"])
+        waiting = await _post(http, KEY_A)
+        sessions_before = len(await redis.keys(f"{settings.key_prefix}:*:meta"))
+        refused = await http.post("/v1/sessions", json=HELD, headers=bearer(KEY_A))
+        assert refused.status_code == 429 and refused.json()["error"]["type"] == "queued_run_limit"
+        assert int(refused.headers["Retry-After"]) >= 1
+        refused = await http.post(f"/v1/sessions/{running['session_id']}/runs", json=FOLLOW_UP)
+        assert refused.status_code == 429 and refused.json()["error"]["type"] == "queued_run_limit"
+        # The OpenAI SDK is told so as it tells a rate limit; its retry would find room once runs start.
+        sdk = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=KEY_A, max_retries=0)
+        with pytest.raises(openai.RateLimitError) as raised:
+            await sdk.responses.create(model="held", input="hi")
+        assert raised.value.code == "queued_run_limit" or "queued_run_limit" in str(raised.value)
+        await sdk.close()
+        assert len(await redis.keys(f"{settings.key_prefix}:*:meta")) == sessions_before  # nothing created
+        assert await redis.zcard(keys.tenant_line("acme")) == 1
+        # Never refused: reads, a stream's resume, a steer, another tenant's run.
+        assert await _status(http, KEY_A, waiting["session_id"]) == "queued"
+        resumed = await read_events(http, waiting["events_url"], limit=1)
+        assert [kind for _, kind, _ in resumed.events] == ["run.queued"]
+        steer = {"input": "and shorter", "multitask": "steer"}
+        steered = await http.post(f"/v1/sessions/{running['session_id']}/runs", json=steer, headers=bearer(KEY_A))
+        assert steered.status_code == 202, steered.text
+        assert (await http.post("/v1/sessions", json=HELD, headers=bearer(KEY_B))).status_code == 201
+        # A cancelled waiting run frees its place at once.
+        cancelled = await http.post(f"/v1/sessions/{waiting['session_id']}/cancel", headers=bearer(KEY_A))
+        assert cancelled.json()["status"] == "cancelled"
+        assert await redis.zcard(keys.tenant_line("acme")) == 0
+        assert (await http.post("/v1/sessions", json=HELD, headers=bearer(KEY_A))).status_code == 201
+        gates.release_all()
+
+
+async def test_an_answer_resumes_its_run_at_once_even_with_its_tenant_at_its_cap(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
+) -> None:
+    gateway = await start_gateway(max_active_runs_per_tenant=1, **AUTH, **AGENTS)
+    await start_worker(max_active_runs_per_tenant=1, worker_concurrency=4, **AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
+        asking = await _post(http, KEY_A, agent="approval")
+
+        async def asked() -> str:
+            state = (await http.get(f"/v1/sessions/{asking['session_id']}", headers=bearer(KEY_A))).json()
+            assert state["status"] == "waiting_for_input"
+            input_id: str = state["pending_input"]["input_id"]
+            return input_id
+
+        input_id = await eventually(asked)
+        # Waiting for its answer, it holds no slot: acme's next run starts, and holds the only one.
+        other = await _post(http, KEY_A)
+        await _reached(gates, other["run_id"])
+        url = f"/v1/sessions/{asking['session_id']}/runs/{asking['run_id']}/input"
+        answered = await http.post(
+            url, json={"input_id": input_id, "answer": {"approved": True}}, headers=bearer(KEY_A)
+        )
+        assert answered.status_code == 202
+        await _completed(http, KEY_A, asking["session_id"])  # while acme's other run still holds its slot
+        assert gates.reached(other["run_id"]) and await _status(http, KEY_A, other["session_id"]) == "running"
+        gates.release_all()
+
+
+async def test_the_audit_gives_back_a_slot_whose_run_no_longer_runs(
+    redis: Redis, settings: Settings, start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
+) -> None:
+    keys = Keys(settings.key_prefix)
+    gateway = await start_gateway(max_active_runs_per_tenant=1, **AUTH, **AGENTS)
+    await start_worker(max_active_runs_per_tenant=1, **AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
+        # A slot left by a worker that died holding a run since deleted: nothing would give it back.
+        await redis.hset(keys.tenant_running("acme"), "s_gone r_gone", "r_gone ")  # type: ignore[misc]
+        await redis.sadd(keys.admission_tenants, "acme")  # type: ignore[misc]
+        waiting = await _post(http, KEY_A)
+        audit = SlotAudit(redis, redis, keys, interval=1)
+        assert await audit.audit(now=0) == 0  # seen now: too young to judge
+        assert gates.reached(waiting["run_id"]) == []
+        assert await audit.audit(now=AUDIT_AFTER_SECONDS) == 1
+        await _reached(gates, waiting["run_id"])  # the tenant takes turns again, and its next run starts
+        assert await audit.audit(now=2 * AUDIT_AFTER_SECONDS) == 0  # a running run's slot is kept
+        gates.release_all()
+        await _completed(http, KEY_A, waiting["session_id"])
+    await eventually(lambda: _no_slots(redis, keys), within=scaled(10))
+
+
+async def _no_slots(redis: Redis, keys: Keys) -> None:
+    assert await redis.hlen(keys.tenant_running("acme")) == 0  # type: ignore[misc]
