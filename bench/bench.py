@@ -149,6 +149,7 @@ async def main(
             print(f"  coalescing saves {1 - per_token['50'] / per_token['0']:.0%} of appends")
 
             results["encodings"] = await encodings_phase.measure(stack, data_dir, quick, baseline)
+            results["caps_cost"] = await caps_cost(data_dir, quick)
 
         finally:
             stack.close()
@@ -198,6 +199,38 @@ async def start_cpu_against(rev: str, data_dir: str, quick: bool) -> dict[str, d
             f"{role} {value:.2f}{'x' if label == 'ratio' else ''}" for role, value in figures[label].items()
         )
         print(f"  {label + (f' ({rev})' if label == 'before' else ''):14} {cells}")
+    return figures
+
+
+# Caps that never bind at the bench's load: what checking them costs, not what waiting for them does.
+CAPS = {
+    "TOKENTAIL_MAX_ACTIVE_RUNS_PER_TENANT": "100000",
+    "TOKENTAIL_MAX_ACTIVE_RUNS_PER_USER": "100000",
+    "TOKENTAIL_TENANT_WEIGHTS": "public:2",
+}
+
+
+async def caps_cost(data_dir: str, quick: bool) -> dict[str, dict[str, float]]:
+    """CPU per start of each process with the caps on (shared/admission.py) against off, in turns on one
+    Redis: what fair admission costs a start, beyond the tenants' lines both have."""
+    rate, seconds, rounds = (50, 1.5, 1) if quick else (100, 10.0, 3)
+    print(f"== CPU ms per start, caps on against off: {rounds} steps each of {rate} starts/s, in turns")
+    folder = Path(data_dir) / "caps-cost"
+    folder.mkdir()
+    with RedisServer(folder) as redis:
+        on, off = Tokentail(redis), Tokentail(redis)
+        on.extra_env = CAPS
+        try:
+            figures = await starts.before_and_after(on, off, rate, seconds, rounds)
+        finally:
+            on.stop()
+            off.stop()
+    names = {"before": "caps off", "after": "caps on", "ratio": "ratio"}
+    for label, name in names.items():
+        cells = " ".join(
+            f"{role} {value:.2f}{'x' if label == 'ratio' else ''}" for role, value in figures[label].items()
+        )
+        print(f"  {name:14} {cells}")
     return figures
 
 

@@ -49,12 +49,15 @@ class _Request(BaseModel):
         return self
 
 
+MAX_USER_CHARS = 256  # an end user's id, as any request names it (`user`)
+
+
 class _RunOptions(_Request):
     model: str | None = Field(None, description="`scripted`, or `<provider>:<model>`; defaults to the session's")
     user: str | None = Field(
         None,
         min_length=1,
-        max_length=256,
+        max_length=MAX_USER_CHARS,
         description="your end user's id: their runs running at once count against "
         "TOKENTAIL_MAX_ACTIVE_RUNS_PER_USER; defaults to the session's",
     )
@@ -338,8 +341,8 @@ class CreateResponse(_Request):
     top_p: float | None = None
     max_output_tokens: int | None = None
     params: RunParams | None = Field(None, description="tokentail's run params (the SDK's `extra_body`)")
-    safety_identifier: str | None = Field(None, min_length=1, max_length=256, description="the end user")
-    user: str | None = Field(None, min_length=1, max_length=256, description="the end user (OpenAI's older name)")
+    safety_identifier: str | None = Field(None, min_length=1, max_length=MAX_USER_CHARS, description="the end user")
+    user: str | None = Field(None, min_length=1, max_length=MAX_USER_CHARS, description="the end user (older name)")
 
     @property
     def end_user(self) -> str | None:

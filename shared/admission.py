@@ -9,14 +9,15 @@ How the keys are kept is lib.lua's Admission; the claim is claim_jobs.lua and th
 finish_jobs.lua, all on the queue's Redis, where the caps are counted on every topology.
 
 This module holds what Python adds: the claim's arguments, a tenant's line bound (checked before
-anything is created, `QueuedRunLimit`), the figures the metrics show, and the audit that gives back
-a slot whose job will never finish (its worker died and its run ended without it: deleted, cancelled
-while it waited for a takeover), so that no slot leaks.
+anything is created, `QueuedRunLimit`), and the audit that gives back a slot whose job will never
+finish (its worker died and its run ended without it: deleted, cancelled while it waited for a
+takeover), so that no slot leaks, and reads the figures the metrics show.
 """
 
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,27 +92,6 @@ class TenantLines:
             )
 
 
-class TenantFigures:
-    """The runs waiting and running per tenant, as the metrics show them (read on the queue's Redis)."""
-
-    def __init__(self, queue: AnyRedis, keys: Keys) -> None:
-        self._redis = queue
-        self._keys = keys
-
-    async def read(self) -> dict[str, tuple[int, int]]:
-        """tenant -> (waiting, running)."""
-        tenants = {member.decode() for member in await self._redis.smembers(self._keys.admission_tenants)}  # type: ignore[misc]
-        if not tenants:
-            return {}
-        ordered = sorted(tenants)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for tenant in ordered:
-                pipe.zcard(self._keys.tenant_line(tenant))
-                pipe.hlen(self._keys.tenant_running(tenant))
-            counts = await pipe.execute()
-        return {tenant: (counts[2 * i], counts[2 * i + 1]) for i, tenant in enumerate(ordered)}
-
-
 class SlotAudit:
     """Gives back the slots of runs that no longer run: each held slot, once old enough, is checked
     against its session (the run is still its active run, queued or running), and given back if not,
@@ -126,13 +106,25 @@ class SlotAudit:
         self._scripts = ScriptRunner(queue, Topology())  # the queue's Redis: one server
         self._seen: dict[tuple[str, str], tuple[bytes, float]] = {}  # (tenant, run) -> (held, first seen)
 
-    async def run_forever(self) -> None:
+    async def run_forever(self, show: Callable[[dict[str, tuple[int, int]]], None]) -> None:
+        """Audit every `interval`, and `show` the runs waiting and running per tenant after each pass."""
         while True:
             await asyncio.sleep(self._interval)
             try:
                 await self.audit()
+                show(await self.figures())
             except (redis_errors.RedisError, OSError) as exc:
                 logger.warning("slot audit failed (%s: %s); trying again later", type(exc).__name__, exc)
+
+    async def figures(self) -> dict[str, tuple[int, int]]:
+        """tenant -> (runs waiting in its line, runs holding a slot)."""
+        tenants = sorted(member.decode() for member in await self._queue.smembers(self._keys.admission_tenants))  # type: ignore[misc]
+        async with self._queue.pipeline(transaction=False) as pipe:
+            for tenant in tenants:
+                pipe.zcard(self._keys.tenant_line(tenant))
+                pipe.hlen(self._keys.tenant_running(tenant))
+            counts = await pipe.execute()
+        return {tenant: (counts[2 * i], counts[2 * i + 1]) for i, tenant in enumerate(tenants)}
 
     async def audit(self, now: float | None = None) -> int:
         """One pass; how many slots it gave back."""

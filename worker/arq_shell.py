@@ -52,6 +52,7 @@ from tokentail.shared.keys import Keys
 from tokentail.shared.scripts.contract import Topology
 from tokentail.shared.scripts.pickup import CLAIM_MOST, ArqKeys, ArqPrefixes, ClaimedJob, ClaimJobs, Finish, FinishJobs
 from tokentail.shared.scripts.runner import ScriptRunner
+from tokentail.worker.metrics import LINE_WAIT
 
 arq_log = logging.getLogger("arq.worker")  # a run's lines as arq's worker writes them
 
@@ -64,7 +65,7 @@ class ClaimedJobRun(Worker):
 
     async def run_claimed(self, claimed: ClaimedJob) -> None:  # noqa: C901 (arq's run_job as arq wrote it, to be read against it)
         """arq's `run_job`, given what the claim read: from here on, its body as arq 0.28 has it."""
-        job_id, score, v, job_try, abort_job = claimed
+        job_id, score, v, job_try, abort_job, _ = claimed
         start_ms = timestamp_ms()
         function_name, enqueue_time_ms = "<unknown>", 0
         args: tuple[Any, ...] = ()
@@ -304,7 +305,10 @@ class BatchedPickup(ClaimedJobRun):
                     admission.flat_weights(),
                 )
             )
+            claimed_ms = timestamp_ms()
             for job in claim.jobs:
+                if job.admitted:
+                    LINE_WAIT.observe(max(0, claimed_ms - job.score) / 1000)
                 await self.sem.acquire()  # never waits: the slot was free when the claim asked
                 self.job_counter += 1
                 task = self.loop.create_task(self.run_claimed(job))

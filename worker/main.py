@@ -57,6 +57,7 @@ from tokentail.shared.scripts.runner import Batched
 from tokentail.shared.scripts.runs import AppendEvents, RenewLease
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.worker import metrics
 from tokentail.worker.agents import agent_infos
 from tokentail.worker.archiver import Archiver
 from tokentail.worker.arq_shell import BatchedPickup
@@ -133,7 +134,7 @@ class TokentailWorker(BatchedPickup):
                 self._background.append(asyncio.create_task(self.ctx["archiver"].run_forever()))
             sessions = self.ctx.get("sessions_redis", self.pool)
             audit = SlotAudit(self.pool, sessions, self._keys, settings.lease_ms / 1000)
-            self._background.append(asyncio.create_task(audit.run_forever()))
+            self._background.append(asyncio.create_task(audit.run_forever(metrics.show_tenant_runs)))
             if self._probe is not None:
                 self._probe_task = asyncio.create_task(self._probe.serve())
         if not self._wake.is_set():

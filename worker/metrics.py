@@ -12,6 +12,17 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 QUEUE_WAIT = Histogram(
     "tokentail_queue_wait_seconds", "From a run's enqueue to its start on a worker", buckets=_LATENCY_BUCKETS
 )
+LINE_WAIT = Histogram(
+    "tokentail_tenant_line_wait_seconds",
+    "From a run's enqueue to its turn in its tenant's line (shared/admission.py)",
+    buckets=(*_LATENCY_BUCKETS, 300, 600, 1800),
+)
+# Every worker reads the same figures, of the whole deployment: take the max across workers, not the sum.
+TENANT_RUNS = Gauge(
+    "tokentail_tenant_runs",
+    "Runs per tenant, waiting in its line or running (holding a slot); the top tenants by both, the rest as `other`",
+    ["tenant", "state"],
+)
 TIME_TO_FIRST_TOKEN = Histogram(
     "tokentail_time_to_first_token_seconds",
     "From a run's start on a worker to its first text",
@@ -49,3 +60,19 @@ LOOP_BLOCKED = Histogram(
     "Blocks of the worker's event loop of a second or more (a synchronous call in an agent: worker/watchdog.py)",
     buckets=(1, 2, 5, 10, 30, 60, 300),
 )
+
+
+TOP_TENANTS = 20  # the label's bound: more tenants are summed as `other`
+
+
+def show_tenant_runs(figures: dict[str, tuple[int, int]]) -> None:
+    """Set `tokentail_tenant_runs` from (waiting, running) per tenant: the top TOP_TENANTS by both."""
+    ranked = sorted(figures.items(), key=lambda item: sum(item[1]), reverse=True)
+    shown = dict(ranked[:TOP_TENANTS])
+    rest = ranked[TOP_TENANTS:]
+    if rest:
+        shown["other"] = (sum(waiting for _, (waiting, _) in rest), sum(running for _, (_, running) in rest))
+    TENANT_RUNS.clear()  # a tenant that left the top is no longer shown under its name
+    for tenant, (waiting, running) in shown.items():
+        TENANT_RUNS.labels(tenant, "waiting").set(waiting)
+        TENANT_RUNS.labels(tenant, "running").set(running)

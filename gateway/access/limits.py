@@ -24,7 +24,7 @@ from redis import exceptions as redis_errors
 from tokentail.gateway import metrics
 from tokentail.gateway.access.auth import Caller
 from tokentail.shared.admission import TenantLines
-from tokentail.shared.errors import ForkBytesLimited, RateLimited, TooManyStreams
+from tokentail.shared.errors import ForkBytesLimited, QueuedRunLimit, RateLimited, TooManyStreams
 from tokentail.shared.keys import Keys
 from tokentail.shared.redis_clients import AnyRedis
 from tokentail.shared.scripts.contract import Topology
@@ -73,8 +73,8 @@ class RunBudget:
     async def spend(self, tenant: str, *, queues: bool = True) -> None:
         """Count one new session or run against the tenant's minute; `RateLimited` once it is used up.
         One that `queues` a run (not a steer) first needs room in the tenant's line (`QueuedRunLimit`)."""
-        if queues and self._lines is not None:
-            await self._lines.check_room(tenant)
+        if queues:
+            await self._check_line(tenant)
         if not self._per_minute:
             return
         now = time.time()
@@ -87,8 +87,7 @@ class RunBudget:
         """Count a fork that copies `copied` bytes: a new session of the tenant's minute, and its bytes
         of the tenant's hour. `RateLimited` if the minute's runs are used up, `ForkBytesLimited` if the
         bytes would pass the hour's bound; then neither is counted. Call it before the fork is written."""
-        if self._lines is not None:
-            await self._lines.check_room(tenant)
+        await self._check_line(tenant)
         if not self._per_minute and not self._fork_bytes_per_hour:
             return
         now = time.time()
@@ -115,6 +114,15 @@ class RunBudget:
                 f"{copied} would pass it; try again later",
                 _left_of(now, FORK_WINDOW_SECONDS),
             )
+
+    async def _check_line(self, tenant: str) -> None:
+        if self._lines is None:
+            return
+        try:
+            await self._lines.check_room(tenant)
+        except QueuedRunLimit:
+            metrics.RATE_LIMITED.labels("queued_runs").inc()
+            raise
 
     def _runs_used_up(self, now: float) -> RateLimited:
         metrics.RATE_LIMITED.labels("runs").inc()

@@ -18,7 +18,7 @@ from tokentail.gateway.commands.turns import RunCommands, check_agent_name, chec
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.settling import wait_until_settled
-from tokentail.gateway.schemas import CreateRun
+from tokentail.gateway.schemas import MAX_USER_CHARS, CreateRun
 from tokentail.shared.catalog import DEFAULT_AGENT
 from tokentail.shared.errors import InputNotPending, InvalidInput, RunNotFound, SessionNotFound, TaskNotFound
 from tokentail.shared.events import ErrorInfo
@@ -109,6 +109,15 @@ class Task:
         return self.run.questions
 
 
+def end_user(value: object) -> str | None:
+    """The end user a protocol's metadata names (`user`): text of 1 to 256 characters, or none."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_USER_CHARS:
+        raise InvalidInput(f"user: expected text of at most {MAX_USER_CHARS} characters")
+    return value
+
+
 class RunTasks(RunCommands):
     """Tasks, for the calling tenant: another tenant's, like a missing one, is `TaskNotFound`."""
 
@@ -119,21 +128,25 @@ class RunTasks(RunCommands):
         context_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         a2a_push: bool = False,
+        user: object = None,
     ) -> Task:
         """Queue a run of `agent` on `text`: in a new session, or as the next turn of the session
         `context_id` (which must be the caller's, and of that agent). `a2a_push`: the task is given
-        A2A push configs, so its session is marked for them in the step that queues it."""
+        A2A push configs, so its session is marked for them in the step that queues it. `user`: the
+        end user, as the protocol's metadata named it (docs/api.md, Fair admission), checked here."""
         check_size(text, self.settings)
+        user = end_user(user)
         check_agent_name(agent, self.settings)
         if context_id is not None:
             session = await self._session(context_id)
             if (had := session.agent or DEFAULT_AGENT) != agent:
                 raise InvalidInput(f"context {context_id!r} is a conversation with agent {had!r}, not {agent!r}")
-            args = (self.store, self.runs, self.settings, self.budget, self.caller, context_id, CreateRun(input=text))
+            follow_up = CreateRun(input=text, user=user)
+            args = (self.store, self.runs, self.settings, self.budget, self.caller, context_id, follow_up)
             run = await queue_follow_up(*args, a2a_push=a2a_push)
             return await self._task(context_id, run.run_id)
         await self.budget.spend(self.caller.tenant)
-        session = await self._new_session(agent, metadata)
+        session = (await self._new_session(agent, metadata)).model_copy(update={"user": user})
         run = RunRecord(run_id=new_run_id(), input=text, agent=session.agent)
         await self.runs.queue_run(session.session_id, run, create=session, a2a_push=a2a_push)
         return await self._task(session.session_id, run.run_id)

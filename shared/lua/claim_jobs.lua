@@ -12,7 +12,7 @@ local most, count = tonumber(a.most), tonumber(a.count)
 local jobs, looked, taken = {}, 0, 0
 local A = q.admission
 
-local function claim(job_id, score)
+local function claim(job_id, score, admitted)
   local in_progress = p.in_progress .. job_id
   redis.call('SET', in_progress, '1', 'PX', a.in_progress_ms)
   local retry = p.retry .. job_id
@@ -22,7 +22,8 @@ local function claim(job_id, score)
   local payload = redis.call('GET', p.job .. job_id)
   local job = payload and owned_job(payload)
   if job then hold_slot(A, job_id, job) end
-  jobs[#jobs + 1] = {job_id = job_id, score = score, payload = payload, job_try = job_try, aborted = aborted == 1}
+  jobs[#jobs + 1] = {job_id = job_id, score = score, payload = payload, job_try = job_try, aborted = aborted == 1,
+                     admitted = admitted}
   taken = taken + 1
 end
 
@@ -32,7 +33,7 @@ while taken < most and looked < count do
   for i = 1, #due, 2 do
     looked = looked + 1
     if redis.call('EXISTS', p.in_progress .. due[i]) == 0 then
-      claim(due[i], due[i + 1])
+      claim(due[i], due[i + 1], false)
       if taken == most then break end
     end
   end
@@ -83,7 +84,7 @@ while taken < most and looks < tonumber(q.most_looks) do
       local score = redis.call('ZSCORE', line, job_id)
       redis.call('ZREM', line, job_id)
       redis.call('ZADD', k.queue, score, job_id)  -- due, as arq sees it: picked again if its worker dies
-      claim(job_id, score)
+      claim(job_id, score, true)
     end
     redis.call('ZADD', lines, pass + 1 / (weights[tenant] or 1), tenant)
     if redis.call('EXISTS', line) == 0 then leave_turn(A, tenant) end

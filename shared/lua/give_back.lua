@@ -6,8 +6,4 @@ local job_id, user = string.match(a.held, '^(%S+) ?(%S*)$')
 local session_id, run_id = string.match(a.run, '^(%S+) (%S+)$')
 local owner = {tenant = a.tenant}
 if user ~= '' then owner.user = user end
-local given = give_back_slot(a.admission, a.wake_channel, job_id, {a = {session_id, run_id}, k = owner})
-if redis.call('EXISTS', k.running) == 0 and redis.call('EXISTS', a.admission .. 'line:' .. a.tenant) == 0 then
-  redis.call('SREM', a.admission .. 'tenants', a.tenant)
-end
-return given and 1 or 0
+return give_back_slot(a.admission, a.wake_channel, job_id, {a = {session_id, run_id}, k = owner}) and 1 or 0

@@ -185,7 +185,8 @@ end
 --   clock                   the pass of the last turn taken: where a tenant joining comes in
 --   passes                  hash: a tenant whose line emptied -> its pass then, if past the clock: back
 --                           with a run soon after, it does not take a turn it was owed no longer
---   tenants                 set: the tenants whose runs held slots (shared/admission.py reads them)
+--   tenants                 set: the tenants that queued runs (shared/admission.py reads them; as
+--                           many as the API keys name)
 --   running:<tenant>        hash: the tenant's runs holding a slot, `<sid> <run id>` -> `<job id> <user>`
 --   running:<tenant>:<user> hash: the same, of one end user -> `<job id>`
 -- Each turn moves the tenant's pass on by 1 / its weight (stride scheduling), so a tenant with a long
@@ -202,6 +203,7 @@ end
 
 -- A run's first job waits in its tenant's line; the tenant joins the turn if it is not in it.
 local function wait_in_line(queue, j, tenant, job_id, now_ms)
+  redis.call('SADD', j.admission .. 'tenants', tenant)
   redis.call('ZADD', j.admission .. 'line:' .. tenant, now_ms, job_id)
   redis.call('ZADD', queue, WAITING_MS + now_ms, job_id)
   local lines = j.admission .. 'lines'
@@ -235,7 +237,6 @@ local function hold_slot(A, job_id, job)
   local owner = job.k
   local run, user = job.a[1] .. ' ' .. job.a[2], type(owner.user) == 'string' and owner.user or ''
   redis.call('HSET', A .. 'running:' .. owner.tenant, run, job_id .. ' ' .. user)
-  redis.call('SADD', A .. 'tenants', owner.tenant)
   if user ~= '' then redis.call('HSET', A .. 'running:' .. owner.tenant .. ':' .. user, run, job_id) end
 end
 

@@ -54,6 +54,7 @@ class ClaimedJob(NamedTuple):
     payload: bytes | None  # None: the job key expired
     job_try: int  # arq's retry count, counted by the claim as arq's run_job counts it
     aborted: bool  # an abort was asked (and taken) before it started
+    admitted: bool = False  # a run's first job, which waited in its tenant's line since `score`
 
 
 class Claim(NamedTuple):
@@ -129,8 +130,8 @@ class RunningKey(KeyGroup):
 @dataclass(slots=True)
 class GiveBack(Script[bool]):
     """Give back the slot run `run` (`<sid> <run id>`) holds, if it still holds it as `held` (its
-    job and user, as read), as a job of it that is over would (lib.lua's give_back_slot); a tenant
-    left with no slot and no line leaves the tenants' set. Whether it gave it back."""
+    job and user, as read), as a job of it that is over would (lib.lua's give_back_slot). Whether it
+    gave it back."""
 
     SOURCE = "give_back"
     k: RunningKey

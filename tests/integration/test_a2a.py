@@ -519,3 +519,17 @@ async def test_a_delivery_that_raises_fails_to_its_own_config_alone(
             what="the event given up for the config that cannot take it, once its retries ran out",
         )
     assert [delivery.path for delivery in receiver.deliveries] == [HOOKS + "good"]
+
+
+async def test_a_message_s_metadata_user_is_the_end_user_its_run_counts_against(
+    gateways: tuple[Gateway, Gateway], http: httpx.AsyncClient
+) -> None:
+    # docs/api.md, Fair admission: the per-user cap counts the runs of the user the metadata names.
+    one, _ = gateways
+    client = await client_of(one.url, http)
+    request = say("hello there")
+    request.message.metadata.update({"user": "ann@example.com"})
+    events = [event async for event in client.send_message(request)]
+    task_id = events[0].task.id
+    session = await one.app.state.store.get_session(events[0].task.context_id)
+    assert session.user == "ann@example.com" and task_id

@@ -211,3 +211,28 @@ async def test_the_audit_gives_back_a_slot_whose_run_no_longer_runs(
 
 async def _no_slots(redis: Redis, keys: Keys) -> None:
     assert await redis.hlen(keys.tenant_running("acme")) == 0  # type: ignore[misc]
+
+
+async def test_a_responses_api_request_counts_against_the_user_its_safety_identifier_names(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
+) -> None:
+    gateway = await start_gateway(max_active_runs_per_user=1, **AUTH, **AGENTS)
+    await start_worker(max_active_runs_per_user=1, worker_concurrency=4, **AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
+        running = await _post(http, KEY_A, user="ann")
+        await _reached(gates, running["run_id"])
+        sdk = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=KEY_A)
+        anns = [
+            await sdk.responses.create(model="held", input="hi", background=True, **named)  # type: ignore[call-overload]
+            for named in ({"safety_identifier": "ann"}, {"user": "ann"})  # OpenAI's name, then its older one
+        ]
+        other = await sdk.responses.create(model="held", input="hi", background=True, safety_identifier="bo")
+        await eventually(lambda: _in_progress(sdk, other.id), what="another user's response started")
+        # Queued after ann's, bo's started; ann's wait behind her running run.
+        assert [(await sdk.responses.retrieve(ann.id)).status for ann in anns] == ["queued", "queued"]
+        gates.release_all()
+        await sdk.close()
+
+
+async def _in_progress(sdk: openai.AsyncOpenAI, response_id: str) -> None:
+    assert (await sdk.responses.retrieve(response_id)).status in ("in_progress", "completed")

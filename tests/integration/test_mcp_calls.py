@@ -153,3 +153,17 @@ async def test_the_server_names_itself_with_tokentail_s_version(gateway: Gateway
     async with connect(gateway.url, tasks=False, mode=mode) as client:
         assert client.server_info is not None
         assert (client.server_info.name, client.server_info.version) == ("tokentail", version("tokentail"))
+
+
+async def test_a_call_s_meta_user_is_the_end_user_its_run_counts_against(gateway: Gateway) -> None:
+    # docs/api.md, Fair admission: the per-user cap counts the runs of the user `_meta` names.
+    async with connect(gateway.url, tasks=False) as client:
+        ann: Any = {"user": "ann@example.com"}
+        too_long: Any = {"user": "x" * 257}
+        await client.call_tool("greet", {"name": "Ada"}, meta=ann)
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("greet", {"name": "Bo"}, meta=too_long)
+    assert "user" in refused.value.error.message
+    redis = gateway.app.state.store.redis
+    [meta_key] = await redis.keys(f"{gateway.settings.key_prefix}:{{s_*}}:meta")  # the refused call made none
+    assert await redis.hget(meta_key, "user") == b"ann@example.com"

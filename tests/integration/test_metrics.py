@@ -72,6 +72,7 @@ async def test_metrics_move_as_a_run_streams_and_a_client_resumes(
         )
         assert appended == len(received.ids) - 1  # all but run.queued, which the gateway appends
         assert moved(w0, w1, "tokentail_queue_wait_seconds_count") == 1
+        assert moved(w0, w1, "tokentail_tenant_line_wait_seconds_count") == 1  # a first start, in its tenant's turn
         assert moved(w0, w1, "tokentail_time_to_first_token_seconds_count", provider="scripted") == 1
         assert value(w1, "tokentail_active_runs") == 0
 

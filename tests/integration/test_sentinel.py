@@ -8,12 +8,14 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+import redis
 
 from tests.gates import Gates
 from tests.redis_faults import rolled_back_after
@@ -238,3 +240,38 @@ def test_sentinel_urls_name_their_sentinels_service_db_and_credentials() -> None
 
 def _completed(state: dict[str, Any]) -> bool:
     return state["status"] == "idle" and bool(state["runs"]) and state["runs"][-1]["status"] == "completed"
+
+
+async def test_a_tenant_s_cap_is_counted_on_the_queue_s_sentinel_setup_and_holds_through_a_failover(
+    sentinels: LocalSentinels, start_gateway: Any, start_worker: Any, gates: Gates
+) -> None:
+    options = {"queue_redis_url": sentinels.url, "agents": AGENTS, "max_active_runs_per_tenant": 1}
+    gateway = await start_gateway(**options)
+    await start_worker(worker_concurrency=4, **options)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        runs = [await _queue_run(client) for _ in range(3)]
+
+        def started() -> list[str]:
+            return [run["run_id"] for run in runs if gates.reached(run["run_id"])]
+
+        await eventually(lambda: len(started()) == 1, what="the first run started, alone")
+        # What the primary counted reaches the replica before the crash (replication is asynchronous).
+        port = sentinels.primary_port()
+        assert port is not None
+        with redis.Redis(port=port) as primary:
+            assert primary.wait(1, 5000) == 1
+        old_primary = await asyncio.to_thread(sentinels.kill_primary)
+        await asyncio.to_thread(sentinels.wait_for, lambda: sentinels.primary_port() not in (None, old_primary))
+        # The promoted replica holds the first run's slot: the next starts only when that run ends, and
+        # the third only when the second does.
+        for count in (2, 3):
+            gates.release(started()[-1])
+            await eventually(partial(_started_count, started, count), within=60, what=f"run {count} started")
+            assert len(started()) == count
+        gates.release_all()
+        finished = await _finished(client, runs, within=60)
+    assert len(finished) == len(runs)
+
+
+def _started_count(started: Callable[[], list[str]], count: int) -> bool:
+    return len(started()) == count

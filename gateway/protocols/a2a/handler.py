@@ -204,7 +204,9 @@ class TaskHandler(RequestHandler):
             return task
         text = message_input(self.agent, message)
         try:
-            task = await self.tasks.start(self.agent.name, text, message.context_id or None, a2a_push=push is not None)
+            user = message.metadata.fields["user"].string_value if "user" in message.metadata.fields else None
+            context_id = message.context_id or None
+            task = await self.tasks.start(self.agent.name, text, context_id, a2a_push=push is not None, user=user)
         except (SessionNotFound, SessionExpired):
             raise InvalidParamsError(f"message.contextId: no context {message.context_id!r}") from None
         if push is not None:  # its session marked as its run was queued (RunTasks.start)

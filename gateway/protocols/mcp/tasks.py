@@ -103,6 +103,12 @@ class Calls:
         return await self.tasks.settle(task, hub, seconds, transport="mcp", each=report)
 
 
+def _user(ctx: ServerRequestContext[Any, Any]) -> object:
+    """The end user the call's `_meta` names (`user`), for the per-user cap (docs/mcp.md)."""
+    meta = (ctx.params or {}).get("_meta")
+    return meta.get("user") if isinstance(meta, dict) else None
+
+
 def _progress_token(ctx: ServerRequestContext[Any, Any]) -> bool:
     meta = (ctx.params or {}).get("_meta")
     return isinstance(meta, dict) and meta.get("progressToken") is not None
@@ -204,7 +210,7 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
             return {"resultType": "complete", "content": [{"type": "text", "text": str(exc)}], "isError": True}
         # Traced, the run joins the call's trace: the SDK's span for the call, current here, takes its
         # parent from `_meta`'s traceparent, and the run's record carries the context (writes.py).
-        task = await _start(calls.tasks, info.name, text)
+        task = await _start(calls.tasks, info.name, text, _user(ctx))
     settings = calls.settings
     seconds = settings.mcp_task_after_seconds if as_task else settings.mcp_wait_seconds
     try:
@@ -238,10 +244,10 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
 _CANCELLING: set[asyncio.Task[Task]] = set()  # cancels of runs whose call was closed as they were queued
 
 
-async def _start(tasks: RunTasks, agent: str, text: str) -> Task:
+async def _start(tasks: RunTasks, agent: str, text: str, user: object) -> Task:
     """The call's run, queued; a call closed meanwhile has it cancelled once it is queued (nobody
     else holds its id), rather than leaving it going."""
-    starting = asyncio.ensure_future(tasks.start(agent, text))
+    starting = asyncio.ensure_future(tasks.start(agent, text, user=user))
     try:
         return await asyncio.shield(starting)
     except asyncio.CancelledError:
