@@ -27,7 +27,7 @@ from tokentail.shared.errors import QueuedRunLimit
 from tokentail.shared.keys import Keys
 from tokentail.shared.redis_clients import AnyRedis
 from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.pickup import AdmissionArgs, GiveBack, RunningKey
+from tokentail.shared.scripts.pickup import AdmissionArgs, GiveBack, RunningKey, Unpark
 from tokentail.shared.scripts.runner import ScriptRunner
 from tokentail.shared.settings import Settings
 
@@ -96,7 +96,8 @@ class SlotAudit:
     """Gives back the slots of runs that no longer run: each held slot, once old enough, is checked
     against its session (the run is still its active run, queued or running), and given back if not,
     unless its job changed meanwhile. A run whose worker died keeps its slot until it is taken over or
-    fails; one deleted or cancelled meanwhile has no job left to give it back."""
+    fails; one deleted or cancelled meanwhile has no job left to give it back. And a tenant parked at
+    its cap while holding no slot (a failover lost the give-backs) takes turns again."""
 
     def __init__(self, queue: AnyRedis, sessions: AnyRedis, keys: Keys, interval: float) -> None:
         self._queue = queue
@@ -143,10 +144,15 @@ class SlotAudit:
                     old.append((*key, value))
         self._seen = seen
         gone = [entry for entry, running in zip(old, await self._still_running(old), strict=True) if not running]
+        keys = self._keys
         for tenant, run, value in gone:
-            running = RunningKey(self._keys.tenant_running(tenant))
-            keys = self._keys
+            running = RunningKey(keys.tenant_running(tenant))
             await self._scripts(GiveBack(running, keys.admission, keys.wake_channel, tenant, run, value))
+        for raw_tenant in await self._queue.zrange(keys.admission_parked, 0, -1):
+            tenant = raw_tenant.decode()
+            await self._scripts(
+                Unpark(RunningKey(keys.tenant_running(tenant)), keys.admission, keys.wake_channel, tenant)
+            )
         return len(gone)
 
     async def _still_running(self, slots: list[tuple[str, str, bytes]]) -> list[bool]:

@@ -59,6 +59,11 @@ class Keys:
         """Set: the tenants whose runs held slots (their running hashes, for the audit and metrics)."""
         return f"{self.admission}tenants"
 
+    @property
+    def admission_parked(self) -> str:
+        """Sorted set: the tenants at their cap with runs waiting -> their pass (lib.lua's Admission)."""
+        return f"{self.admission}parked"
+
     def tenant_line(self, tenant: str) -> str:
         """Sorted set: the first jobs of the tenant's runs waiting for their turn -> when queued (ms)."""
         return f"{self.admission}line:{tenant}"

@@ -240,6 +240,14 @@ local function hold_slot(A, job_id, job)
   if user ~= '' then redis.call('HSET', A .. 'running:' .. owner.tenant .. ':' .. user, run, job_id) end
 end
 
+-- A tenant parked at its cap takes turns again, at the pass it had, or the clock's if that is past it.
+local function unpark(A, tenant)
+  local pass = redis.call('ZSCORE', A .. 'parked', tenant)
+  if not pass then return end
+  redis.call('ZREM', A .. 'parked', tenant)
+  redis.call('ZADD', A .. 'lines', math.max(tonumber(pass), tonumber(redis.call('GET', A .. 'clock') or 0)), tenant)
+end
+
 -- Give back the slot the run of job `job_id` holds, unless a later job of the run holds it now (a
 -- takeover's, while this one's worker was cut off). A tenant parked at its cap takes turns again, and
 -- idle workers are woken (`wake_channel`) to start its next run. Returns whether it gave it back.
@@ -250,11 +258,7 @@ local function give_back_slot(A, wake_channel, job_id, job)
   if not held or string.match(held, '^%S+') ~= job_id then return false end
   redis.call('HDEL', running, run)
   if type(owner.user) == 'string' then redis.call('HDEL', running .. ':' .. owner.user, run) end
-  local pass = redis.call('ZSCORE', A .. 'parked', owner.tenant)
-  if pass then
-    redis.call('ZREM', A .. 'parked', owner.tenant)
-    redis.call('ZADD', A .. 'lines', math.max(tonumber(pass), tonumber(redis.call('GET', A .. 'clock') or 0)), owner.tenant)
-  end
+  unpark(A, owner.tenant)
   if redis.call('EXISTS', A .. 'line:' .. owner.tenant) == 1 then redis.call('PUBLISH', wake_channel, job_id) end
   return true
 end
@@ -412,17 +416,18 @@ end
 
 -- End the active run as cancelled, without a worker: it is queued, or no worker holds it. A job
 -- still waiting in its tenant's line leaves it (with SPLIT_QUEUE, the caller takes it out: the meta's
--- `unqueue` names it).
+-- `unqueue` names it); after the run's end, whose first write a full Redis refuses (see OOM above).
 local function cancel_unheld(k, s, run_id, reason)
   local ts, now_ms, now_s = clock()
   local owed = redis.call('HGET', k.meta, 'dispatch')
+  local data = cjson.encode({run_id = run_id, reason = reason})
+  local seq = end_run(k, s, run_id, 'cancelled', 'run.cancelled', data, {reason = reason}, ts, now_ms, now_s)
   if owed and SPLIT_QUEUE then
     redis.call('HSET', k.meta, 'unqueue', owed)
   elseif owed then
     unqueue_job(k.queue, s, owed)
   end
-  local data = cjson.encode({run_id = run_id, reason = reason})
-  return end_run(k, s, run_id, 'cancelled', 'run.cancelled', data, {reason = reason}, ts, now_ms, now_s)
+  return seq
 end
 
 -- The questions a waiting run waits for (ask.lua), their input ids in the order asked; `run.expiry` has

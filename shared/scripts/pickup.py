@@ -143,3 +143,17 @@ class GiveBack(Script[bool]):
 
     def parse(self, reply: Any) -> bool:
         return bool(reply)
+
+
+@dataclass(slots=True)
+class Unpark(Script[bool]):
+    """Let a tenant parked at its cap while holding no slot take turns again (unpark.lua)."""
+
+    SOURCE = "unpark"
+    k: RunningKey
+    admission: str
+    wake_channel: str
+    tenant: str
+
+    def parse(self, reply: Any) -> bool:
+        return bool(reply)

@@ -236,3 +236,21 @@ async def test_a_responses_api_request_counts_against_the_user_its_safety_identi
 
 async def _in_progress(sdk: openai.AsyncOpenAI, response_id: str) -> None:
     assert (await sdk.responses.retrieve(response_id)).status in ("in_progress", "completed")
+
+
+async def test_a_tenant_parked_at_its_cap_with_no_slot_left_takes_turns_again(
+    redis: Redis, settings: Settings, start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
+) -> None:
+    keys = Keys(settings.key_prefix)
+    gateway = await start_gateway(max_active_runs_per_tenant=1, **AUTH, **AGENTS)
+    await start_worker(max_active_runs_per_tenant=1, **AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
+        running = await _post(http, KEY_A)
+        await _reached(gates, running["run_id"])
+        waiting = await _post(http, KEY_A)
+        await eventually(lambda: redis.zscore(keys.admission_parked, "acme"), what="acme parked at its cap")
+        # A failover lost what held the slot, and what would give it back: nothing would unpark acme.
+        await redis.delete(keys.tenant_running("acme"))
+        assert await SlotAudit(redis, redis, keys, interval=1).audit(now=0) == 0
+        await _reached(gates, waiting["run_id"])
+        gates.release_all()

@@ -24,14 +24,18 @@ from tokentail.worker.run_writes import RunLease
 
 
 async def test_jobs_are_written_in_arq_s_layout(store: SessionStore, runs: AllWrites, redis: Redis) -> None:
-    # arq calls the job's function with `k` as keyword arguments: it must be a JSON object, even empty.
+    # arq calls the job's function with `k` as keyword arguments: a JSON object, here the run's owner
+    # (lib.lua's Admission), which run_agent takes.
     session_id, run = await start_a_run(runs)
     second = make_run("second")
     assert (await runs.queue_run(session_id, second, multitask="enqueue")).queued is Queued.PENDING
     await RunLease(runs, session_id, run.run_id, "lease-1").append([], ending=completion(run.run_id))
     job = json.loads(await redis.get(store.keys.arq_job(second.run_id)))  # queued by the end of the first run
-    assert job == {"t": None, "f": RUN_JOB, "a": [session_id, second.run_id], "k": {}, "et": job["et"]}
-    assert await redis.zscore(store.keys.queue, second.run_id) == job["et"]
+    owner = {"tenant": "public"}
+    assert job == {"t": None, "f": RUN_JOB, "a": [session_id, second.run_id], "k": owner, "et": job["et"]}
+    # A run's first job waits in its tenant's line, and in arq's queue as a deferred job (due once its turn came).
+    assert await redis.zscore(store.keys.tenant_line("public"), second.run_id) == job["et"]
+    assert await redis.zscore(store.keys.queue, second.run_id) == 1e13 + job["et"]
 
 
 async def _snapshot(redis: Redis, prefix: str) -> dict[bytes, bytes | None]:
