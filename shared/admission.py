@@ -70,6 +70,9 @@ class Admission:
     def flat_weights(self) -> list[Any]:
         return [value for pair in self.weights.items() for value in pair]
 
+    def cap_of(self, tenant: str) -> int:
+        return self.tenant_caps.get(tenant, self.tenant_cap)
+
 
 class TenantLines:
     """What the gateways read of the lines, on the queue's Redis: a tenant's line bound."""
@@ -97,12 +100,14 @@ class SlotAudit:
     against its session (the run is still its active run, queued or running), and given back if not,
     unless its job changed meanwhile. A run whose worker died keeps its slot until it is taken over or
     fails; one deleted or cancelled meanwhile has no job left to give it back. And a tenant parked at
-    its cap while holding no slot (a failover lost the give-backs) takes turns again."""
+    its cap while holding fewer slots than its cap now (raised since, or a failover lost give-backs)
+    takes turns again."""
 
-    def __init__(self, queue: AnyRedis, sessions: AnyRedis, keys: Keys, interval: float) -> None:
+    def __init__(self, queue: AnyRedis, sessions: AnyRedis, admission: Admission, interval: float) -> None:
         self._queue = queue
         self._sessions = sessions
-        self._keys = keys
+        self._admission = admission
+        self._keys = admission.keys
         self._interval = interval
         self._scripts = ScriptRunner(queue, Topology())  # the queue's Redis: one server
         self._seen: dict[tuple[str, str], tuple[bytes, float]] = {}  # (tenant, run) -> (held, first seen)
@@ -150,9 +155,9 @@ class SlotAudit:
             await self._scripts(GiveBack(running, keys.admission, keys.wake_channel, tenant, run, value))
         for raw_tenant in await self._queue.zrange(keys.admission_parked, 0, -1):
             tenant = raw_tenant.decode()
-            await self._scripts(
-                Unpark(RunningKey(keys.tenant_running(tenant)), keys.admission, keys.wake_channel, tenant)
-            )
+            running = RunningKey(keys.tenant_running(tenant))
+            cap = self._admission.cap_of(tenant)
+            await self._scripts(Unpark(running, keys.admission, keys.wake_channel, tenant, cap))
         return len(gone)
 
     async def _still_running(self, slots: list[tuple[str, str, bytes]]) -> list[bool]:

@@ -133,7 +133,7 @@ class TokentailWorker(BatchedPickup):
             if "archiver" in self.ctx:
                 self._background.append(asyncio.create_task(self.ctx["archiver"].run_forever()))
             sessions = self.ctx.get("sessions_redis", self.pool)
-            audit = SlotAudit(self.pool, sessions, self._keys, settings.lease_ms / 1000)
+            audit = SlotAudit(self.pool, sessions, self.admission, settings.lease_ms / 1000)
             self._background.append(asyncio.create_task(audit.run_forever(metrics.show_tenant_runs)))
             if self._probe is not None:
                 self._probe_task = asyncio.create_task(self._probe.serve())

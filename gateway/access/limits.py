@@ -83,11 +83,13 @@ class RunBudget:
         if count > self._per_minute:
             raise self._runs_used_up(now)
 
-    async def spend_fork(self, tenant: str, copied: int) -> None:
+    async def spend_fork(self, tenant: str, copied: int, *, queues: bool = True) -> None:
         """Count a fork that copies `copied` bytes: a new session of the tenant's minute, and its bytes
         of the tenant's hour. `RateLimited` if the minute's runs are used up, `ForkBytesLimited` if the
-        bytes would pass the hour's bound; then neither is counted. Call it before the fork is written."""
-        await self._check_line(tenant)
+        bytes would pass the hour's bound; then neither is counted. Call it before the fork is written.
+        A fork made for a run it `queues` first needs room in the tenant's line (`QueuedRunLimit`)."""
+        if queues:
+            await self._check_line(tenant)
         if not self._per_minute and not self._fork_bytes_per_hour:
             return
         now = time.time()

@@ -42,6 +42,8 @@ async def fork_session(
     session_id: str,
     after: int,
     fork_id: str | None = None,
+    *,
+    for_a_run: bool = True,
 ) -> SessionRecord:
     """A new session holding `session_id`'s events 1..`after` (a turn boundary: 0, or the terminal
     event of a run with no other run going then), its record and the runs ended by then; as
@@ -50,8 +52,9 @@ async def fork_session(
 
     What it copies (`copied_bytes`) is spent from its tenant's `budget` before anything is written
     (`RateLimited`, `ForkBytesLimited`: nothing made), with the request's one run of the minute, so a
-    caller that queues a run in the fork spends no other. One that copies more than one fork may is
-    `InputTooLarge`."""
+    caller that queues a run in the fork spends no other; and, `for_a_run` (a branch made for the
+    run queued next in it), it needs room in its tenant's line (`QueuedRunLimit`). One that copies more
+    than one fork may is `InputTooLarge`."""
     if after > settings.stream_maxlen:
         bound = "events (the stream's bound)"
         raise InputTooLarge(settings.stream_maxlen, what=f"a fork after event {after}", unit=bound)
@@ -82,7 +85,7 @@ async def fork_session(
     largest = min(MAX_FORK_BYTES, settings.fork_bytes_per_hour or MAX_FORK_BYTES)
     if copied > largest:  # past the hour's bound, it could never be made: not a 429 to try again
         raise InputTooLarge(largest, what=f"a fork after event {after} ({copied} bytes)", unit="bytes (a fork's copy)")
-    await budget.spend_fork(session.tenant, copied)
+    await budget.spend_fork(session.tenant, copied, queues=for_a_run)
     await runs.fork(fork, source)  # or made before, under the same idempotency key
     return await store.get_session(fork.session_id)
 

@@ -101,8 +101,8 @@ async def queue_follow_up(
     check_chat_token_choices(caller, body, settings)
     session = await store.get_session(session_id)
     model, params = follow_up_choices(session, body)
-    if not spent:
-        await budget.spend(caller.tenant, queues=body.multitask != "steer")
+    if not spent:  # a steer queues no run, unless no run is active (then it queues one)
+        await budget.spend(caller.tenant, queues=body.multitask != "steer" or session.active_run_id is None)
     run = RunRecord(
         run_id=run_id or new_run_id(), input=body.input, model=model, params=params, agent=session.agent, user=body.user
     )

@@ -24,6 +24,7 @@ from tokentail.shared.errors import (
 from tokentail.shared.events import CANCELLED_BY_REQUEST, RunCancelled
 from tokentail.shared.outage import is_outage, ride_out, unanswered
 from tokentail.shared.records import MAX_PENDING_STEERS, Multitask, RunRecord, SessionRecord
+from tokentail.shared.scripts.checks import JobArgs
 from tokentail.shared.scripts.runs import (
     Answer,
     AnswerOutcome,
@@ -325,7 +326,10 @@ class SessionWrites(Writes):
         session_keys = (k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps, k.steers)
         ended = await self.run(
             DeleteSession(
-                DeleteKeys(*session_keys, keys.a2a_push(session.session_id), keys.lease_checks, keys.archive_checks),
+                DeleteKeys(
+                    *session_keys, keys.a2a_push(session.session_id), keys.lease_checks, keys.archive_checks, keys.queue
+                ),
+                JobArgs.of(keys),
                 session.tenant,
                 self.settings.tombstone_ttl_seconds,
                 session.session_id,

@@ -197,7 +197,7 @@ async def fork_session(
     nothing). With an `Idempotency-Key`, the same request sent again answers with the same fork."""
     caller, session_id = access.caller, access.session_id
     fork_id = idempotent_id("s_", caller.tenant, "fork", session_id, idempotency_key) if idempotency_key else None
-    fork = await branching.fork_session(store, runs, settings, budget, session_id, after, fork_id)
+    fork = await branching.fork_session(store, runs, settings, budget, session_id, after, fork_id, for_a_run=False)
     return await _view(store, fork)
 
 

@@ -56,12 +56,11 @@ local function first_admissible(tenant, line)
     local payload = redis.call('GET', p.job .. job_id)
     if not payload then
       -- Expired while it waited: the reaper that finds its run still owed a job pushes it again.
-      redis.call('ZREM', line, job_id)
-      redis.call('ZREM', k.queue, job_id)
+      leave_line(k.queue, A, tenant, job_id)
     else
       local job = owned_job(payload)
       local user = job and job.k.user
-      if user_cap == 0 or type(user) ~= 'string' or redis.call('HLEN', A .. 'running:' .. tenant .. ':' .. user) < user_cap then
+      if user_cap == 0 or type(user) ~= 'string' or redis.call('HLEN', running_key(A, tenant, user)) < user_cap then
         return job_id
       end
     end
@@ -73,10 +72,10 @@ while taken < most and looks < tonumber(q.most_looks) do
   if #head == 0 then break end
   local tenant, pass = head[1], tonumber(head[2])
   local cap = caps[tenant] or tenant_cap
-  local line = A .. 'line:' .. tenant
-  if cap > 0 and redis.call('HLEN', A .. 'running:' .. tenant) >= cap then
-    redis.call('ZREM', lines, tenant)  -- back when one of its runs gives its slot back
-    redis.call('ZADD', parked, pass, tenant)
+  local line = line_key(A, tenant)
+  if cap > 0 and redis.call('HLEN', running_key(A, tenant)) >= cap then
+    redis.call('ZADD', parked, pass, tenant)  -- back in `lines` when one of its runs gives its slot back
+    redis.call('ZREM', lines, tenant)
   else
     local job_id = first_admissible(tenant, line)
     redis.call('SET', A .. 'clock', pass)

@@ -5,7 +5,7 @@
 -- copy too (the gateway deletes it at once; this is for a gateway that failed to).
 -- Returns, when `traced`, the records of the runs it ends (the active run, then those in line), as
 -- they were: the gateway writes their spans (shared/run_spans.py).
--- Keys and arguments: shared/scripts/sessions.py `DeleteSession`.
+-- Keys and arguments: shared/scripts/sessions.py `DeleteSession` (`j`: the job settings, as push_job.lua's).
 local ended = {}
 if a.traced == '1' then
   local runs = redis.call('LRANGE', k.pending, 0, -1)
@@ -16,8 +16,14 @@ if a.traced == '1' then
     if record then ended[#ended + 1] = record end
   end
 end
+local owed = redis.call('HGET', k.meta, 'dispatch')
 redis.call('DEL', k.meta, k.runs, k.events, k.lease, k.pending, k.steps, k.steers, k.a2a_push)
-if not SPLIT_QUEUE then redis.call('ZREM', k.index, a.session_id) end
+if not SPLIT_QUEUE then
+  redis.call('ZREM', k.index, a.session_id)
+  -- Its run's job, if it still waits in its tenant's line, frees its place (with the queue apart, it
+  -- stays there until its turn, when its worker finds the session gone).
+  if owed then unqueue_job(k.queue, j, owed) end
+end
 if ARCHIVE then
   local _, now_ms = clock()
   redis.call('ZADD', k.archive, now_ms, a.session_id)

@@ -20,7 +20,7 @@ for i = 1, #f, 6 do
   if over == '1' then
     local payload = redis.call('GET', p.job .. job_id)
     local job = payload and owned_job(payload)
-    if job then give_back_slot(a.admission, a.wake_channel, job_id, job) end
+    if job then job_over(a.admission, a.wake_channel, job_id, job) end
     if result ~= '' and result_ms == '' then
       redis.call('SET', p.result .. job_id, result)
     elseif result ~= '' then

@@ -195,6 +195,13 @@ end
 -- A job names its run's owner in its kwargs (`tenant`, `user`: a digest of the request's `user`).
 local WAITING_MS = 1e13
 
+-- The keys of a tenant's line, and of the slots of its runs (of one user's, with `user`).
+local function line_key(A, tenant) return A .. 'line:' .. tenant end
+local function running_key(A, tenant, user)
+  if user then return A .. 'running:' .. tenant .. ':' .. user end
+  return A .. 'running:' .. tenant
+end
+
 -- A job owed (the session's `dispatch`): `<job id> <run id> <tenant> <user>`, the last two optional
 -- (an owed job written by a version before admission has none, and runs with no slot).
 local function parse_dispatch(dispatch)
@@ -204,7 +211,7 @@ end
 -- A run's first job waits in its tenant's line; the tenant joins the turn if it is not in it.
 local function wait_in_line(queue, j, tenant, job_id, now_ms)
   redis.call('SADD', j.admission .. 'tenants', tenant)
-  redis.call('ZADD', j.admission .. 'line:' .. tenant, now_ms, job_id)
+  redis.call('ZADD', line_key(j.admission, tenant), now_ms, job_id)
   redis.call('ZADD', queue, WAITING_MS + now_ms, job_id)
   local lines = j.admission .. 'lines'
   if not redis.call('ZSCORE', lines, tenant) and not redis.call('ZSCORE', j.admission .. 'parked', tenant) then
@@ -224,6 +231,16 @@ local function leave_turn(A, tenant)
   if tonumber(pass) > tonumber(redis.call('GET', A .. 'clock') or 0) then redis.call('HSET', A .. 'passes', tenant, pass) end
 end
 
+-- A job leaves its tenant's line (and arq's queue, where it waited deferred); the tenant leaves the
+-- turn if its line is empty now. Returns whether the job was in the line.
+local function leave_line(queue, A, tenant, job_id)
+  local line = line_key(A, tenant)
+  if redis.call('ZREM', line, job_id) == 0 then return false end
+  redis.call('ZREM', queue, job_id)
+  if redis.call('EXISTS', line) == 0 then leave_turn(A, tenant) end
+  return true
+end
+
 -- A job's payload decoded, if it is one of tokentail's naming its run's owner (arq's own jobs are
 -- pickled, by default): its run `a` (session id, run id) and its owner `k` (tenant, user); else nil.
 local function owned_job(payload)
@@ -236,8 +253,8 @@ end
 local function hold_slot(A, job_id, job)
   local owner = job.k
   local run, user = job.a[1] .. ' ' .. job.a[2], type(owner.user) == 'string' and owner.user or ''
-  redis.call('HSET', A .. 'running:' .. owner.tenant, run, job_id .. ' ' .. user)
-  if user ~= '' then redis.call('HSET', A .. 'running:' .. owner.tenant .. ':' .. user, run, job_id) end
+  redis.call('HSET', running_key(A, owner.tenant), run, job_id .. ' ' .. user)
+  if user ~= '' then redis.call('HSET', running_key(A, owner.tenant, user), run, job_id) end
 end
 
 -- A tenant parked at its cap takes turns again, at the pass it had, or the clock's if that is past it.
@@ -248,19 +265,26 @@ local function unpark(A, tenant)
   redis.call('ZADD', A .. 'lines', math.max(tonumber(pass), tonumber(redis.call('GET', A .. 'clock') or 0)), tenant)
 end
 
--- Give back the slot the run of job `job_id` holds, unless a later job of the run holds it now (a
--- takeover's, while this one's worker was cut off). A tenant parked at its cap takes turns again, and
--- idle workers are woken (`wake_channel`) to start its next run. Returns whether it gave it back.
-local function give_back_slot(A, wake_channel, job_id, job)
-  local owner = job.k
-  local run, running = job.a[1] .. ' ' .. job.a[2], A .. 'running:' .. owner.tenant
-  local held = redis.call('HGET', running, run)
-  if not held or string.match(held, '^%S+') ~= job_id then return false end
+-- Give back the slot run `run` (`<sid> <run id>`) of `tenant` holds, if it is held as `held` (`<job
+-- id> <user>`: a job that is over gives back its run's slot only while that job holds it, not a later
+-- job's, a takeover's while this one's worker was cut off). A tenant parked at its cap takes turns
+-- again, and idle workers are woken (`wake_channel`) to start its next run. Whether it gave it back.
+local function give_back_slot(A, wake_channel, tenant, run, held)
+  local running = running_key(A, tenant)
+  if redis.call('HGET', running, run) ~= held then return false end
   redis.call('HDEL', running, run)
-  if type(owner.user) == 'string' then redis.call('HDEL', running .. ':' .. owner.user, run) end
-  unpark(A, owner.tenant)
-  if redis.call('EXISTS', A .. 'line:' .. owner.tenant) == 1 then redis.call('PUBLISH', wake_channel, job_id) end
+  local user = string.match(held, '^%S+ (%S+)$')
+  if user then redis.call('HDEL', running_key(A, tenant, user), run) end
+  unpark(A, tenant)
+  if redis.call('EXISTS', line_key(A, tenant)) == 1 then redis.call('PUBLISH', wake_channel, tenant) end
   return true
+end
+
+-- Give back the slot of a job that is over (`job`: owned_job's), if that job holds it.
+local function job_over(A, wake_channel, job_id, job)
+  local run, running = job.a[1] .. ' ' .. job.a[2], running_key(A, job.k.tenant)
+  local held = redis.call('HGET', running, run)
+  if held and string.match(held, '^%S+') == job_id then give_back_slot(A, wake_channel, job.k.tenant, run, held) end
 end
 
 -- Push a job to arq, on the queue's Redis (its key `queue`): the job in arq 0.28's layout (JSON: try,
@@ -288,12 +312,7 @@ end
 -- place frees at once. A job admitted already is left to its worker, which finds its run ended.
 local function unqueue_job(queue, j, dispatch)
   local job_id, _, tenant = parse_dispatch(dispatch)
-  if tenant == '' then return end
-  local line = j.admission .. 'line:' .. tenant
-  if redis.call('ZREM', line, job_id) == 0 then return end
-  redis.call('ZREM', queue, job_id)
-  redis.call('DEL', j.job_prefix .. job_id)
-  if redis.call('EXISTS', line) == 0 then leave_turn(j.admission, tenant) end
+  if tenant ~= '' and leave_line(queue, j.admission, tenant, job_id) then redis.call('DEL', j.job_prefix .. job_id) end
 end
 
 -- The session's place in the leases index (see Leases above): at `deadline` (ms), or out of it.

@@ -147,13 +147,14 @@ class GiveBack(Script[bool]):
 
 @dataclass(slots=True)
 class Unpark(Script[bool]):
-    """Let a tenant parked at its cap while holding no slot take turns again (unpark.lua)."""
+    """Let a tenant parked at its cap take turns again if it holds fewer slots than `cap` (unpark.lua)."""
 
     SOURCE = "unpark"
     k: RunningKey
     admission: str
     wake_channel: str
     tenant: str
+    cap: int  # the tenant's cap now (0: none)
 
     def parse(self, reply: Any) -> bool:
         return bool(reply)

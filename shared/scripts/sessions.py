@@ -5,6 +5,7 @@ from enum import IntEnum
 from typing import Any
 
 from tokentail.shared.records import SessionRecord
+from tokentail.shared.scripts.checks import JobArgs
 from tokentail.shared.scripts.contract import Effect, KeyGroup, Script, archived, only_if, shared_queue
 from tokentail.shared.store import compact_json
 
@@ -69,6 +70,7 @@ class DeleteKeys(KeyGroup):
     a2a_push: str  # its A2A push configs, with their credentials
     index: str | None = only_if(shared_queue)
     archive: str | None = only_if(archived)
+    queue: str | None = only_if(shared_queue)  # a job still waiting in its tenant's line leaves it
 
 
 @dataclass(slots=True)
@@ -77,6 +79,7 @@ class DeleteSession(Script[tuple[bytes, ...]]):
 
     SOURCE = "delete_session"
     k: DeleteKeys
+    j: JobArgs
     tenant: str
     tombstone: int
     session_id: str

@@ -6,6 +6,7 @@ is running, so what runs at once is read from the gates, at every step, as the t
 import os
 import signal
 import threading
+from functools import partial
 from typing import Any
 
 import httpx2
@@ -71,16 +72,17 @@ def test_a_backlog_of_120_delays_another_tenant_s_run_by_about_one_turn(stack: S
     (newcomer,) = _queue(url, KEY_B, 1)
     released: set[str] = set()
 
-    def one_more_started() -> bool:
-        return bool(stack.gates.reached(newcomer["run_id"])) or any(r["run_id"] not in released for r in started())
+    def one_more_started(before: int) -> bool:
+        return bool(stack.gates.reached(newcomer["run_id"])) or len(started()) > before
 
-    # Acme's runs go through one at a time, each freeing a slot, until beta's starts.
+    # Acme's runs end one at a time, each freeing one slot, and the next run to start is waited for
+    # before the next ends: until beta's starts.
     while not stack.gates.reached(newcomer["run_id"]):
-        eventually_sync(one_more_started, within=30, what="a run started")
         running = [run["run_id"] for run in started() if run["run_id"] not in released]
-        if running and not stack.gates.reached(newcomer["run_id"]):
-            stack.gates.release(running[0])
-            released.add(running[0])
+        before = len(started())
+        stack.gates.release(running[0])
+        released.add(running[0])
+        eventually_sync(partial(one_more_started, before), within=30, what="the next run started")
     started_before = len(started())
     print(f"\nfairness: {started_before} of acme's 120 queued runs started before beta's one")  # noqa: T201
     assert started_before <= 6

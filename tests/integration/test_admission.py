@@ -14,7 +14,7 @@ from tests.gates import Gates
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, bearer
 from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
-from tokentail.shared.admission import AUDIT_AFTER_SECONDS, SlotAudit
+from tokentail.shared.admission import AUDIT_AFTER_SECONDS, Admission, SlotAudit
 from tokentail.shared.keys import Keys
 from tokentail.shared.settings import Settings
 
@@ -151,10 +151,21 @@ async def test_a_full_line_answers_429_and_creates_nothing_while_reads_steers_an
         steered = await http.post(f"/v1/sessions/{running['session_id']}/runs", json=steer, headers=bearer(KEY_A))
         assert steered.status_code == 202, steered.text
         assert (await http.post("/v1/sessions", json=HELD, headers=bearer(KEY_B))).status_code == 201
-        # A cancelled waiting run frees its place at once.
+        # A fork queues no run: not refused. A steer on a session with no run active queues one: refused.
+        idle = (await http.post("/v1/sessions", json={"agent": "held"})).json()
+        forked = await http.post(f"/v1/sessions/{idle['session_id']}/fork", params={"after": 0})
+        assert forked.status_code == 201, forked.text
+        refused = await http.post(f"/v1/sessions/{idle['session_id']}/runs", json=steer)
+        assert refused.status_code == 429 and refused.json()["error"]["type"] == "queued_run_limit"
+        # A cancelled waiting run frees its place at once; so does a deleted session's.
         cancelled = await http.post(f"/v1/sessions/{waiting['session_id']}/cancel", headers=bearer(KEY_A))
         assert cancelled.json()["status"] == "cancelled"
         assert await redis.zcard(keys.tenant_line("acme")) == 0
+        deleted = await _post(http, KEY_A)
+        assert await redis.zcard(keys.tenant_line("acme")) == 1
+        assert (await http.delete(f"/v1/sessions/{deleted['session_id']}")).status_code == 204
+        assert await redis.zcard(keys.tenant_line("acme")) == 0
+        assert not await redis.exists(keys.arq_job(deleted["run_id"]))
         assert (await http.post("/v1/sessions", json=HELD, headers=bearer(KEY_A))).status_code == 201
         gates.release_all()
 
@@ -198,7 +209,7 @@ async def test_the_audit_gives_back_a_slot_whose_run_no_longer_runs(
         await redis.hset(keys.tenant_running("acme"), "s_gone r_gone", "r_gone ")  # type: ignore[misc]
         await redis.sadd(keys.admission_tenants, "acme")  # type: ignore[misc]
         waiting = await _post(http, KEY_A)
-        audit = SlotAudit(redis, redis, keys, interval=1)
+        audit = SlotAudit(redis, redis, Admission(keys, tenant_cap=1), interval=1)
         assert await audit.audit(now=0) == 0  # seen now: too young to judge
         assert gates.reached(waiting["run_id"]) == []
         assert await audit.audit(now=AUDIT_AFTER_SECONDS) == 1
@@ -249,8 +260,11 @@ async def test_a_tenant_parked_at_its_cap_with_no_slot_left_takes_turns_again(
         await _reached(gates, running["run_id"])
         waiting = await _post(http, KEY_A)
         await eventually(lambda: redis.zscore(keys.admission_parked, "acme"), what="acme parked at its cap")
+        audit = SlotAudit(redis, redis, Admission(keys, tenant_cap=1), interval=1)
+        await audit.audit(now=0)  # at its cap: it stays parked
+        assert await redis.zscore(keys.admission_parked, "acme") is not None and not gates.reached(waiting["run_id"])
         # A failover lost what held the slot, and what would give it back: nothing would unpark acme.
         await redis.delete(keys.tenant_running("acme"))
-        assert await SlotAudit(redis, redis, keys, interval=1).audit(now=0) == 0
+        await audit.audit(now=0)
         await _reached(gates, waiting["run_id"])
         gates.release_all()

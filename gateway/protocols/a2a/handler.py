@@ -53,6 +53,7 @@ from a2a.utils.errors import (
     TaskNotFoundError,
     UnsupportedOperationError,
 )
+from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.errors import describe
@@ -204,7 +205,7 @@ class TaskHandler(RequestHandler):
             return task
         text = message_input(self.agent, message)
         try:
-            user = message.metadata.fields["user"].string_value if "user" in message.metadata.fields else None
+            user = MessageToDict(message.metadata).get("user")  # checked as any request's (RunTasks.start)
             context_id = message.context_id or None
             task = await self.tasks.start(self.agent.name, text, context_id, a2a_push=push is not None, user=user)
         except (SessionNotFound, SessionExpired):
