@@ -323,18 +323,12 @@ class SessionWrites(Writes):
     async def delete_session(self, session: SessionRecord) -> None:
         """Delete the session (see delete_session.lua): its run's worker is fenced, its followers end."""
         k, keys = self.keys.session(session.session_id), self.keys
-        session_keys = (k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps, k.steers)
+        beside = (keys.a2a_push(session.session_id), keys.lease_checks, keys.archive_checks, keys.queue)
+        deleted = DeleteKeys(k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps, k.steers, *beside)
+        traced = "1" if tracing.ON else "0"
+        tombstone = self.settings.tombstone_ttl_seconds
         ended = await self.run(
-            DeleteSession(
-                DeleteKeys(
-                    *session_keys, keys.a2a_push(session.session_id), keys.lease_checks, keys.archive_checks, keys.queue
-                ),
-                JobArgs.of(keys),
-                session.tenant,
-                self.settings.tombstone_ttl_seconds,
-                session.session_id,
-                "1" if tracing.ON else "0",
-            )
+            DeleteSession(deleted, JobArgs.of(keys), session.tenant, tombstone, session.session_id, traced)
         )
         # Its runs ended here: a worker running one is fenced and ends nothing (shared/run_spans.py).
         for before in map(decode_run, ended):
