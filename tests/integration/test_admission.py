@@ -24,6 +24,13 @@ HELD = {"input": "hi", "agent": "held", "params": {"tokens": 4}}
 FOLLOW_UP = {"input": "and then?", "params": {"tokens": 4}, "multitask": "enqueue"}  # the session's agent
 
 
+async def _stack(start_gateway: Callable[..., Any], start_worker: Callable[..., Any], **settings: Any) -> Any:
+    """A gateway and a worker (of 4 slots unless `settings` say otherwise), both with `settings`."""
+    gateway = await start_gateway(**settings, **AUTH, **AGENTS)
+    await start_worker(**{"worker_concurrency": 4, **settings}, **AGENTS)
+    return gateway
+
+
 async def _status(http: httpx2.AsyncClient, key: str, session_id: str) -> str:
     status: str = (await http.get(f"/v1/sessions/{session_id}", headers=bearer(key))).json()["status"]
     return status
@@ -50,8 +57,7 @@ async def _completed(http: httpx2.AsyncClient, key: str, session_id: str) -> Non
 async def test_a_run_beyond_its_tenant_s_cap_waits_and_starts_when_one_of_the_tenant_s_ends(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
 ) -> None:
-    gateway = await start_gateway(max_active_runs_per_tenant=1, **AUTH, **AGENTS)
-    await start_worker(max_active_runs_per_tenant=1, worker_concurrency=4, **AGENTS)
+    gateway = await _stack(start_gateway, start_worker, max_active_runs_per_tenant=1)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
         first, second = [await _post(http, KEY_A) for _ in range(2)]
         other = await _post(http, KEY_B)
@@ -72,8 +78,7 @@ async def test_a_run_beyond_its_tenant_s_cap_waits_and_starts_when_one_of_the_te
 async def test_a_run_beyond_its_user_s_cap_waits_while_the_tenant_s_other_users_run(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
 ) -> None:
-    gateway = await start_gateway(max_active_runs_per_user=1, **AUTH, **AGENTS)
-    await start_worker(max_active_runs_per_user=1, worker_concurrency=4, **AGENTS)
+    gateway = await _stack(start_gateway, start_worker, max_active_runs_per_user=1)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
         ann_first = await _post(http, KEY_A, user="ann")
         await _reached(gates, ann_first["run_id"])
@@ -96,8 +101,7 @@ async def test_a_run_beyond_its_user_s_cap_waits_while_the_tenant_s_other_users_
 async def test_a_tenant_s_backlog_delays_another_tenant_s_run_by_about_one_turn(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
 ) -> None:
-    gateway = await start_gateway(**AUTH, **AGENTS)
-    await start_worker(worker_concurrency=2, **AGENTS)
+    gateway = await _stack(start_gateway, start_worker, worker_concurrency=2)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
         backlog = [await _post(http, KEY_A) for _ in range(30)]
         await eventually(lambda: sum(bool(gates.reached(run["run_id"])) for run in backlog) == 2)
@@ -122,8 +126,7 @@ async def test_a_full_line_answers_429_and_creates_nothing_while_reads_steers_an
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates, redis: Redis, settings: Settings
 ) -> None:
     caps = {"max_active_runs_per_tenant": 1, "max_queued_runs_per_tenant": 1}
-    gateway = await start_gateway(**caps, **AUTH, **AGENTS)
-    await start_worker(**caps, **AGENTS)
+    gateway = await _stack(start_gateway, start_worker, **caps)
     keys = Keys(settings.key_prefix)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
         running = await _post(http, KEY_A)
@@ -173,8 +176,7 @@ async def test_a_full_line_answers_429_and_creates_nothing_while_reads_steers_an
 async def test_an_answer_resumes_its_run_at_once_even_with_its_tenant_at_its_cap(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
 ) -> None:
-    gateway = await start_gateway(max_active_runs_per_tenant=1, **AUTH, **AGENTS)
-    await start_worker(max_active_runs_per_tenant=1, worker_concurrency=4, **AGENTS)
+    gateway = await _stack(start_gateway, start_worker, max_active_runs_per_tenant=1)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
         asking = await _post(http, KEY_A, agent="approval")
 
@@ -202,8 +204,7 @@ async def test_the_audit_gives_back_a_slot_whose_run_no_longer_runs(
     redis: Redis, settings: Settings, start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
 ) -> None:
     keys = Keys(settings.key_prefix)
-    gateway = await start_gateway(max_active_runs_per_tenant=1, **AUTH, **AGENTS)
-    await start_worker(max_active_runs_per_tenant=1, **AGENTS)
+    gateway = await _stack(start_gateway, start_worker, max_active_runs_per_tenant=1)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
         # A slot left by a worker that died holding a run since deleted: nothing would give it back.
         await redis.hset(keys.tenant_running("acme"), "s_gone r_gone", "r_gone ")  # type: ignore[misc]
@@ -227,8 +228,7 @@ async def _no_slots(redis: Redis, keys: Keys) -> None:
 async def test_a_responses_api_request_counts_against_the_user_its_safety_identifier_names(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
 ) -> None:
-    gateway = await start_gateway(max_active_runs_per_user=1, **AUTH, **AGENTS)
-    await start_worker(max_active_runs_per_user=1, worker_concurrency=4, **AGENTS)
+    gateway = await _stack(start_gateway, start_worker, max_active_runs_per_user=1)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
         running = await _post(http, KEY_A, user="ann")
         await _reached(gates, running["run_id"])
@@ -253,8 +253,7 @@ async def test_a_tenant_parked_at_its_cap_with_no_slot_left_takes_turns_again(
     redis: Redis, settings: Settings, start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
 ) -> None:
     keys = Keys(settings.key_prefix)
-    gateway = await start_gateway(max_active_runs_per_tenant=1, **AUTH, **AGENTS)
-    await start_worker(max_active_runs_per_tenant=1, **AGENTS)
+    gateway = await _stack(start_gateway, start_worker, max_active_runs_per_tenant=1)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
         running = await _post(http, KEY_A)
         await _reached(gates, running["run_id"])
