@@ -3,7 +3,15 @@
 import json
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 from tokentail.gateway.access.ids import CHAT_ID_PATTERN
 from tokentail.gateway.access.tokens import Scope
@@ -49,15 +57,16 @@ class _Request(BaseModel):
         return self
 
 
-MAX_USER_CHARS = 256  # an end user's id, as any request names it (`user`)
+# An end user's id, as any request names it (`user`): what the per-user cap counts (docs/api.md).
+MAX_USER_CHARS = 256
+EndUser = Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_CHARS)]
+END_USER: TypeAdapter[EndUser] = TypeAdapter(EndUser)
 
 
 class _RunOptions(_Request):
     model: str | None = Field(None, description="`scripted`, or `<provider>:<model>`; defaults to the session's")
-    user: str | None = Field(
+    user: EndUser | None = Field(
         None,
-        min_length=1,
-        max_length=MAX_USER_CHARS,
         description="your end user's id: their runs running at once count against "
         "TOKENTAIL_MAX_ACTIVE_RUNS_PER_USER; defaults to the session's",
     )
@@ -341,8 +350,8 @@ class CreateResponse(_Request):
     top_p: float | None = None
     max_output_tokens: int | None = None
     params: RunParams | None = Field(None, description="tokentail's run params (the SDK's `extra_body`)")
-    safety_identifier: str | None = Field(None, min_length=1, max_length=MAX_USER_CHARS, description="the end user")
-    user: str | None = Field(None, min_length=1, max_length=MAX_USER_CHARS, description="the end user (older name)")
+    safety_identifier: EndUser | None = Field(None, description="the end user")
+    user: EndUser | None = Field(None, description="the end user (OpenAI's older name)")
 
     @property
     def end_user(self) -> str | None:

@@ -65,10 +65,10 @@ class Admission:
 
     def flat_caps(self) -> list[Any]:
         """The per-tenant caps, flat `tenant, n` pairs (claim_jobs.lua)."""
-        return [value for pair in self.tenant_caps.items() for value in pair]
+        return _flat(self.tenant_caps)
 
     def flat_weights(self) -> list[Any]:
-        return [value for pair in self.weights.items() for value in pair]
+        return _flat(self.weights)
 
     def cap_of(self, tenant: str) -> int:
         return self.tenant_caps.get(tenant, self.tenant_cap)
@@ -177,6 +177,10 @@ class SlotAudit:
             run_id = run.partition(" ")[2]
             running.append(active is not None and active.decode() == run_id and _queued_or_running(record))
         return running
+
+
+def _flat(numbers: dict[str, int]) -> list[Any]:
+    return [value for pair in numbers.items() for value in pair]
 
 
 def _queued_or_running(record: bytes | None) -> bool:

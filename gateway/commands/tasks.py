@@ -12,13 +12,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.commands.questions import answer_all
 from tokentail.gateway.commands.turns import RunCommands, check_agent_name, check_size, queue_follow_up
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.settling import wait_until_settled
-from tokentail.gateway.schemas import MAX_USER_CHARS, CreateRun
+from tokentail.gateway.schemas import END_USER, MAX_USER_CHARS, CreateRun
 from tokentail.shared.catalog import DEFAULT_AGENT
 from tokentail.shared.errors import InputNotPending, InvalidInput, RunNotFound, SessionNotFound, TaskNotFound
 from tokentail.shared.events import ErrorInfo
@@ -110,12 +112,14 @@ class Task:
 
 
 def end_user(value: object) -> str | None:
-    """The end user a protocol's metadata names (`user`): text of 1 to 256 characters, or none."""
+    """The end user a protocol's metadata names (`user`), checked as a request's `user` is; none if
+    it names none (or the empty text)."""
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > MAX_USER_CHARS:
-        raise InvalidInput(f"user: expected text of at most {MAX_USER_CHARS} characters")
-    return value
+    try:
+        return END_USER.validate_python(value, strict=True)
+    except ValidationError:
+        raise InvalidInput(f"user: expected text of at most {MAX_USER_CHARS} characters") from None
 
 
 class RunTasks(RunCommands):

@@ -208,17 +208,21 @@ local function parse_dispatch(dispatch)
   return string.match(dispatch, '^(%S+) (%S+) ?(%S*) ?(%S*)$')
 end
 
+-- The tenant takes turns (again): at the pass it had, or the clock's if that is past it, so it is
+-- never owed the turns it missed while out of them.
+local function join_turn(A, tenant, pass)
+  redis.call('ZADD', A .. 'lines', math.max(tonumber(pass), tonumber(redis.call('GET', A .. 'clock') or 0)), tenant)
+end
+
 -- A run's first job waits in its tenant's line; the tenant joins the turn if it is not in it.
 local function wait_in_line(queue, j, tenant, job_id, now_ms)
-  redis.call('SADD', j.admission .. 'tenants', tenant)
-  redis.call('ZADD', line_key(j.admission, tenant), now_ms, job_id)
+  local A = j.admission
+  redis.call('SADD', A .. 'tenants', tenant)
+  redis.call('ZADD', line_key(A, tenant), now_ms, job_id)
   redis.call('ZADD', queue, WAITING_MS + now_ms, job_id)
-  local lines = j.admission .. 'lines'
-  if not redis.call('ZSCORE', lines, tenant) and not redis.call('ZSCORE', j.admission .. 'parked', tenant) then
-    local clock = tonumber(redis.call('GET', j.admission .. 'clock') or 0)
-    local pass = tonumber(redis.call('HGET', j.admission .. 'passes', tenant) or 0)
-    redis.call('HDEL', j.admission .. 'passes', tenant)
-    redis.call('ZADD', lines, math.max(clock, pass), tenant)
+  if not redis.call('ZSCORE', A .. 'lines', tenant) and not redis.call('ZSCORE', A .. 'parked', tenant) then
+    join_turn(A, tenant, redis.call('HGET', A .. 'passes', tenant) or 0)
+    redis.call('HDEL', A .. 'passes', tenant)
   end
 end
 
@@ -257,12 +261,12 @@ local function hold_slot(A, job_id, job)
   if user ~= '' then redis.call('HSET', running_key(A, owner.tenant, user), run, job_id) end
 end
 
--- A tenant parked at its cap takes turns again, at the pass it had, or the clock's if that is past it.
+-- A tenant parked at its cap takes turns again.
 local function unpark(A, tenant)
   local pass = redis.call('ZSCORE', A .. 'parked', tenant)
   if not pass then return end
   redis.call('ZREM', A .. 'parked', tenant)
-  redis.call('ZADD', A .. 'lines', math.max(tonumber(pass), tonumber(redis.call('GET', A .. 'clock') or 0)), tenant)
+  join_turn(A, tenant, pass)
 end
 
 -- Give back the slot run `run` (`<sid> <run id>`) of `tenant` holds, if it is held as `held` (`<job
