@@ -74,7 +74,7 @@ class Keys:
 
     def joined_count(self, writer_id: str) -> str:
         """String: how many joined append calls a worker process (`writer_id`, its own) has sent, on
-        the sessions' Redis (shared/scripts/pipeline.py `JoinCounter`)."""
+        the sessions' Redis (worker/appends.py `JoinCounter`)."""
         return f"{self.prefix}:joined-count:{writer_id}"
 
     @property

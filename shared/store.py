@@ -169,7 +169,7 @@ class SessionStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(keys.meta)
             pipe.hvals(keys.runs)
-            pipe.execute_command(self._xrange, keys.events, f"({after}-0", "+", b"COUNT", count)
+            pipe.execute_command(self._xrange, keys.events, after + 1, "+", b"COUNT", count)
             pipe.execute_command(*self._top(keys.events))
             meta, runs_json, entries, top = await pipe.execute()
         if not meta:
@@ -185,7 +185,7 @@ class SessionStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(keys.meta)
             pipe.hgetall(keys.runs)
-            pipe.execute_command(self._xrange, keys.events, "1-0", f"{after}-0")
+            pipe.execute_command(self._xrange, keys.events, 1, after)  # (`<after>-1` too: lib.lua's Seqs)
             pipe.execute_command(*self._top(keys.events))
             meta, runs, entries, top = await pipe.execute()
         if not meta:
@@ -253,7 +253,7 @@ class SessionStore:
         keys = self.keys.session(session_id)
         (seq, active), oldest, top = await self.round_trips(
             ("HMGET", keys.meta, "seq", "active_run"),
-            (self._xrange, keys.events, "(0-0", "+", b"COUNT", 1),
+            (self._xrange, keys.events, 1, "+", b"COUNT", 1),
             self._top(keys.events),
         )
         entries = parse_raw_entries(oldest)
@@ -337,7 +337,7 @@ class SessionStore:
         return entries
 
     def _range_command(self, session_id: str, after: int, count: int) -> tuple[Any, ...]:
-        return (self._xrange, self.keys.session(session_id).events, f"({after}-0", "+", b"COUNT", count)
+        return (self._xrange, self.keys.session(session_id).events, after + 1, "+", b"COUNT", count)
 
     async def _range(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
         (entries,) = await self.round_trips(self._range_command(session_id, after, count))

@@ -8,16 +8,14 @@ the queue shares the Redis), so the sessions' Redis may be a Cluster; with the q
 leases and webhooks indexes are kept beside the queue (shared/lease_index.py, webhook_index.py).
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis, RedisCluster
 
 from tokentail.shared.keys import Keys
 from tokentail.shared.lease_index import LeaseIndex
 from tokentail.shared.redis_clients import AnyRedis
-from tokentail.shared.scripts.contract import Script
 from tokentail.shared.scripts.policies import sessions_runner, with_policies
-from tokentail.shared.scripts.runner import Batched
 from tokentail.shared.scripts.runs import RunScope
 from tokentail.shared.settings import Settings
 from tokentail.shared.webhook_index import WebhookIndex
@@ -33,11 +31,10 @@ class Writes:
         settings: Settings,
         queue: Redis | None = None,
         archive: "Archive | None" = None,
-        batched: dict[type[Script[Any]], Batched] | None = None,
     ) -> None:
         """`redis`: the sessions' Redis (a `RedisCluster` with `settings.redis_cluster`); `queue`:
         the queue's, when it is apart (`settings.queue_redis_url`); `archive`: where a session Redis
-        forgot is brought back from; `batched`: the scripts sent through a pipeline of their own."""
+        forgot is brought back from."""
         if queue is None and isinstance(redis, RedisCluster):
             raise ValueError("a Redis Cluster cannot hold the job queue: give the queue's Redis")
         self.redis = redis
@@ -46,7 +43,7 @@ class Writes:
         self.scope = RunScope(self.keys, settings)
         self.leases = LeaseIndex(queue or redis, settings)  # type: ignore[arg-type]
         self.webhooks = WebhookIndex(queue or redis, self.keys)  # type: ignore[arg-type]
-        self.runner = sessions_runner(redis, settings, batched)
+        self.runner = sessions_runner(redis, settings)
         self.run = with_policies(self.runner, settings, self.leases, self.webhooks, archive)
 
     async def writable(self) -> None:

@@ -51,14 +51,11 @@ from tokentail.shared.archive import open_archive
 from tokentail.shared.keys import Keys
 from tokentail.shared.redis_clients import close_sentinels, redis_client, sessions_client
 from tokentail.shared.redis_urls import sentinel_setup
-from tokentail.shared.scripts.contract import Script, Topology
-from tokentail.shared.scripts.pipeline import ScriptPipeline, append_pipeline
-from tokentail.shared.scripts.runner import Batched
-from tokentail.shared.scripts.runs import AppendEvents, RenewLease
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker import metrics
 from tokentail.worker.agents import agent_infos
+from tokentail.worker.appends import AppendTicks
 from tokentail.worker.archiver import Archiver
 from tokentail.worker.arq_shell import BatchedPickup
 from tokentail.worker.probe import ProbeServer, probe_app
@@ -69,7 +66,6 @@ from tokentail.worker.run_writes import RunWrites
 from tokentail.worker.running import RunningRuns
 from tokentail.worker.watchdog import LoopWatchdog
 from tokentail.worker.webhook_delivery import WebhookDeliverer
-from tokentail.worker.writer import FlushTicks
 
 logger = logging.getLogger(__name__)
 
@@ -225,15 +221,9 @@ async def _startup(ctx: dict[str, Any]) -> None:
         sessions = ctx["sessions_redis"] = sessions_client(
             settings, max_connections=settings.worker_concurrency + 8, wait=10, socket_keepalive=True
         )
-    # Appends and renewals batched in pipelines, on one server (a cluster client routes per call).
-    topology = Topology.of(settings)
-    batched: dict[type[Script[Any]], Batched] = {}
-    if not settings.redis_cluster:
-        batched[AppendEvents] = append_pipeline(sessions, topology, Keys(settings.key_prefix))
-        batched[RenewLease] = ScriptPipeline(sessions, RenewLease.lua_source(topology))
     ctx["store"] = SessionStore(sessions, settings)
-    ctx["flush_ticks"] = FlushTicks(settings.flush_interval_ms / 1000)  # one window for all its runs
-    ctx["runs"] = RunWrites(sessions, settings, queue=queue if settings.split_queue else None, batched=batched)
+    ctx["appends"] = AppendTicks(sessions, settings)  # every run's per-token appends, a tick at a time
+    ctx["runs"] = RunWrites(sessions, settings, queue=queue if settings.split_queue else None)
     ctx.setdefault("providers", Providers(settings))
     try:
         await agent_catalog.publish(sessions, Keys(settings.key_prefix), agent_infos(settings))

@@ -63,7 +63,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
         logger.info("run %s of session %s is not ours to start", run_id, session_id)
         return
     lease, run, verdict, earlier = started
-    writer = EventWriter(lease, ctx["flush_ticks"], settings.max_output_chars)
+    writer = EventWriter(lease, ctx["appends"], settings.max_output_chars)
     meter = UsageMeter(run, writer)
     if verdict is not StartVerdict.RUN:
         await _end_at_start(writer, meter, lease, run, verdict)

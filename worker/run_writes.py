@@ -9,14 +9,13 @@ script recognises a try of its own whose reply was lost, so sending it again cha
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TypeVar
 
-from tokentail.shared.errors import StepTooLarge, WritesLost
+from tokentail.shared.errors import StepTooLarge
 from tokentail.shared.events import Ending, RunCompleted, RunFailed, event_type_of
 from tokentail.shared.outage import ride_out
 from tokentail.shared.records import MAX_RUN_STEPS_BYTES, Question, RunRecord
@@ -77,22 +76,18 @@ class RunLease:
         self, events: Sequence[tuple[str, str]], append_id: str | None = None, ending: Ending | None = None
     ) -> int:
         """Append `(type, data_json)` events, then the run's terminal event if it `ending`; returns the
-        last seq. Sending the same `append_id` again (after a lost reply) appends nothing twice."""
+        last seq. Sending it again (after a lost reply, with the same `append_id` for an `ending`)
+        appends nothing twice. The per-token path's appends go with the other runs' instead
+        (worker/appends.py), and come here when Redis was out of reach or lost what the run wrote."""
         append_id = append_id or secrets.token_hex(8)
         seq = await self._ridden("append", lambda: self.runs.append(self, events, append_id, ending))
         if ending is None:
-            self.journal.wrote(append_id, events, seq)
+            self.journal.wrote(events, seq)
         return seq
-
-    def append_soon(self, events: Sequence[tuple[str, str]], append_id: str, landed: Landed) -> None:
-        """`append(events, append_id)` for events that neither end the run nor go to a webhook, on the
-        worker's batched path: sent with the other runs' appends of this loop step, and `landed` told
-        its last seq (or its error) once its reply came. No future, no task of its own."""
-        self.runs.append_soon(self, events, append_id, landed)
 
     async def append_as_written(self, append: Appended) -> int:
         """An append Redis lost, again as it was (worker/recovery/lost_writes.py)."""
-        return await self.runs.append(self, append.events, append.append_id, None, append.first - 1)
+        return await self.runs.append(self, append.events, "", None, append.first - 1)
 
     async def renew(self) -> Renewal:
         return await self.runs.renew_lease(self)
@@ -143,7 +138,6 @@ class RunLease:
         return await ride_out(lambda: through_lost_writes(self, write), f"{what} of run {self.run_id}")
 
 
-_TickAppend = tuple["RunLease", AppendEvents, Sequence[tuple[str, str]], Landed]
 _appending: "set[asyncio.Future[int]]" = set()  # appends in tasks of their own, until they land
 
 
@@ -173,7 +167,6 @@ def _flat(events: Sequence[tuple[str, str]]) -> list[str]:
 class RunWrites(Writes):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._tick: list[_TickAppend] = []  # the appends asked in this loop step
         self._append_shared = AppendShared(self.settings.stream_maxlen)
 
     async def start_run(
@@ -228,7 +221,10 @@ class RunWrites(Writes):
         `expect`: the last seq Redis must have, by default the last the run was told it wrote."""
         expect = lease.journal.written if expect is None else expect
         if ending is None and not any(event_type in HOOKED_EVENTS for event_type, _ in events):
-            return await self.run(self._plain_append(lease, events, append_id, expect))
+            plain = AppendEvents(
+                self._append_shared, lease.append_keys, lease.run_id, lease.token, expect, _flat(events)
+            )
+            return await self.run(plain)
         outcome = ""
         if ending is not None:
             stored, outcome = stored_ending(ending)
@@ -236,58 +232,6 @@ class RunWrites(Writes):
         keys, args = self.scope.run_keys(lease.session_id), self.scope.args(lease.session_id)
         run_id, token, failure = lease.run_id, lease.token, lease.inbox.failure if ending is not None else ""
         return await self.run(Append(keys, args, run_id, token, append_id, outcome, failure, expect, _flat(events)))
-
-    def _plain_append(
-        self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str, expect: int
-    ) -> AppendEvents:
-        """The per-token path: events that neither end the run nor go to a webhook, whose calls the
-        worker sends many runs' at a time."""
-        return AppendEvents(
-            self._append_shared,
-            lease.append_keys,
-            lease.run_id,
-            lease.token,
-            append_id,
-            expect,
-            _flat(events),
-        )
-
-    def append_soon(self, lease: RunLease, events: Sequence[tuple[str, str]], append_id: str, landed: Landed) -> None:
-        """See `RunLease.append_soon`: the appends asked in one loop step (the runs whose windows close
-        at one tick: worker/writer.py) go to the pipeline together, as one list of calls, and one
-        callback walks their replies."""
-        if not self.runner.batches(AppendEvents):  # a cluster's: each append is a call of its own
-            call_when_landed(asyncio.ensure_future(lease.append(events, append_id)), landed)
-            return
-        if not self._tick:
-            asyncio.get_running_loop().call_soon(self._send_tick)
-        self._tick.append((lease, self._plain_append(lease, events, append_id, lease.journal.written), events, landed))
-
-    def _send_tick(self) -> None:
-        tick, self._tick = self._tick, []
-        sent = self.runner.submit_many([append for _, append, _, _ in tick])
-        sent.add_done_callback(functools.partial(self._settle_tick, tick))
-
-    def _settle_tick(self, tick: "list[_TickAppend]", sent: "asyncio.Future[list[Any]]") -> None:
-        replies = _outcome(sent)
-        if isinstance(replies, BaseException):  # the round trip failed: each append did
-            replies = [replies] * len(tick)
-        for (lease, append, events, landed), reply in zip(tick, replies, strict=True):
-            try:
-                if isinstance(reply, BaseException):
-                    landed(reply)
-                    continue
-                try:
-                    seq = append.parse(reply)
-                except WritesLost:  # rare: append the lost events again, then this one, in a task
-                    call_when_landed(asyncio.ensure_future(lease.append(events, append.append_id)), landed)
-                except Exception as exc:  # the append's own: fenced
-                    landed(exc)
-                else:
-                    lease.journal.wrote(append.append_id, events, seq)
-                    landed(seq)
-            except Exception:  # a bug in one run's writer: the others of the tick are still told
-                logger.exception("run %s: its append's reply could not be handled", lease.run_id)
 
     async def apply_steers(self, lease: RunLease, step_key: str, output_at: int) -> AppliedSteers:
         """One try of `RunLease.apply_steers`."""
@@ -359,10 +303,10 @@ def call_when_landed(append: "asyncio.Future[int]", landed: Landed) -> None:
     """Tell `landed` what became of `append` (a task) once it is done."""
     _appending.add(append)  # held: the loop keeps tasks weakly
     append.add_done_callback(_appending.discard)
-    append.add_done_callback(lambda done: landed(_outcome(done)))
+    append.add_done_callback(lambda done: landed(outcome(done)))
 
 
-def _outcome(done: "asyncio.Future[Any]") -> Any:
+def outcome(done: "asyncio.Future[Any]") -> Any:
     """A future's result, or its error (a cancel as CancelledError)."""
     if done.cancelled():
         return asyncio.CancelledError()

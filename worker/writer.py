@@ -4,15 +4,17 @@ A token that arrives after a quiet spell (two windows without an append) is appe
 first token is never held), with those that arrive together with it (in the same loop step: one
 network read); tokens that follow within `flush_interval` of the last append are joined into one
 `message.delta` when the window closes. Windows close on one grid of ticks for every writer of the
-process (`FlushTicks`): the runs whose windows close together append at the same tick, which the
-worker sends to Redis as one round trip and one script call (shared/scripts/pipeline.py). Text that
-keeps coming just after its window closed (a model whose chunks come about a window apart) waits
-for the next tick too, at most its `period`: appended at once, each run would go at a moment of its
-own, and the worker would send twice as many round trips, each carrying half as many runs. Appends
-run in the background, one at a time, so the model's stream never waits on Redis: tokens that
-arrive while an append is in flight join the next one, which batches harder exactly when Redis or
-the network is slow. Any other event first flushes the pending text, so the stream keeps the order
-in which the agent produced it.
+process (worker/appends.py `AppendTicks`): the runs whose windows close together append at the same
+tick, which the worker sends to Redis as one round trip and one script call. Text that keeps coming
+just after its window closed (a model whose chunks come about a window apart) waits for the next tick
+too, at most its `period`: appended at once, each run would go at a moment of its own, and the worker
+would send twice as many round trips, each carrying half as many runs. Appends run in the
+background, one at a time, so the model's stream never waits on Redis: tokens that arrive while an
+append is in flight join the next one, which batches harder exactly when Redis or the network is
+slow. `delta` only adds the text to the run's buffer: the tick takes it (`take`) and tells the writer
+what became of it (`landed`), with no future, task or lock per append; an append something waits for
+(`flush`, `emit`) makes one future. Any other event first flushes the pending text, so the stream
+keeps the order in which the agent produced it.
 
 What one run may store is bounded: a delta holds at most `MAX_DELTA_CHARS` (a longer text becomes
 several), any other event at most `MAX_EVENT_BYTES`, and an attempt's text `max_output_chars`; past
@@ -27,14 +29,13 @@ answer this attempt added.
 
 import asyncio
 import logging
-import math
-import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic_core import to_json
 
+from tokentail.shared.errors import WritesLost
 from tokentail.shared.events import (
     DATA_PREFIX,
     MAX_EVENT_BYTES,
@@ -50,6 +51,7 @@ from tokentail.shared.events import (
 )
 from tokentail.shared.outage import is_outage
 from tokentail.worker import metrics, traces
+from tokentail.worker.appends import Events, TickGrid, tally
 from tokentail.worker.run_writes import RunLease, call_when_landed
 
 logger = logging.getLogger(__name__)
@@ -92,32 +94,6 @@ def delta_head(run_id: str, model: type[MessageDelta | ReasoningDelta], agent: s
     return _TEXT_EVENTS[model], empty[: -len(_EMPTY_TEXT)]
 
 
-class _Tally:
-    """Counts added to the metrics once per loop step, not per append: the appends of a tick are
-    counted together (a counter's `inc` takes a lock each time)."""
-
-    def __init__(self) -> None:
-        self._counts: dict[Any, int] = {}
-        # The loop that will add them up: another loop (the one before closed first) is asked again.
-        self._adding_on: asyncio.AbstractEventLoop | None = None
-
-    def add(self, counter: Any, amount: int) -> None:
-        loop = asyncio.get_running_loop()
-        if self._adding_on is not loop:
-            self._adding_on = loop
-            loop.call_soon(self._add_up)
-        self._counts[counter] = self._counts.get(counter, 0) + amount
-
-    def _add_up(self) -> None:
-        self._adding_on = None
-        counts, self._counts = self._counts, {}
-        for counter, amount in counts.items():
-            counter.inc(amount)
-
-
-_tally = _Tally()
-
-
 class OutputTooLarge(Exception):
     pass
 
@@ -126,43 +102,12 @@ class EventTooLarge(Exception):
     pass
 
 
-class FlushTicks:
-    """The coalescing windows of every writer of a process, on one grid: a window that ends between
-    two ticks ends at the later one (at most `period` late), so the writers whose windows end close
-    together append at the same instant, and the worker sends their appends as one round trip and
-    one script call (shared/scripts/pipeline.py). One timer per tick, not one per writer.
-
-    A busy process (the last tick called `BUSY` writers or more) joins every other tick of the grid
-    until a tick is quieter: twice the appends per call and half the round trips, for its Redis and
-    itself, each window at most one more `period` late."""
-
-    BUSY = 32
-
-    def __init__(self, interval: float, period: float = 0.005) -> None:
-        self.interval = interval
-        self.period = period
-        self._due: dict[int, list[EventWriter]] = {}
-        self._coarse = False
-
-    def join(self, writer: "EventWriter", wait: float) -> int:
-        """Call `writer.on_tick()` at the first tick at least `wait` seconds from now; which tick
-        (its loop time: that times `period`)."""
-        loop = asyncio.get_running_loop()
-        tick = math.ceil((loop.time() + wait) / self.period)
-        if self._coarse and tick % 2:
-            tick += 1
-        due = self._due.get(tick)
-        if due is None:
-            due = self._due[tick] = []
-            loop.call_at(tick * self.period, self._tick, tick)
-        due.append(writer)
-        return tick
-
-    def _tick(self, tick: int) -> None:
-        due = self._due.pop(tick)
-        self._coarse = len(due) >= self.BUSY
-        for writer in due:
-            writer.on_tick()
+def deltas(event_type: str, head: str, text: str) -> list[tuple[str, str]]:
+    """A run's text as text deltas of at most `MAX_DELTA_CHARS` each, their JSON `head` + text + `}`."""
+    return [
+        (event_type, head + to_json(text[i : i + MAX_DELTA_CHARS]).decode() + "}")
+        for i in range(0, len(text), MAX_DELTA_CHARS)
+    ]
 
 
 def _first_text(provider: str, waited: float, traced: Callable[[float], None] | None) -> None:
@@ -175,37 +120,49 @@ def _first_text(provider: str, waited: float, traced: Callable[[float], None] | 
 
 
 class _Background:
-    """Whether a writer's background append is on its way (or asked for this loop step), what it
-    sends, and a wait for it to land that costs a future only when something waits (flush, emit,
-    finish)."""
+    """A writer's append on its way (asked of the ticks, or sent), what it sends, and a wait for it to
+    land that costs a future only when something waits (flush, emit, finish)."""
 
-    __slots__ = ("on", "events", "append_id", "retried", "_waiter")
+    __slots__ = ("on", "events", "awaited", "retried", "_waiter")
 
     def __init__(self) -> None:
         self.on = False
-        self.events: list[tuple[str, str]] = []
-        self.append_id = ""
-        self.retried = False  # it is being sent again, through an outage
+        self.events: Events = []  # set before it is sent only for an awaited append (`_write`)
+        self.awaited = False  # `_write`'s, under the writer's lock: what waits for it queues on the lock
+        self.retried = False  # it is being sent again, through an outage or past lost events
         self._waiter: asyncio.Future[None] | None = None
 
     def done(self) -> None:
-        self.on, self.events, self.retried = False, [], False
+        self.on, self.events, self.awaited, self.retried = False, [], False, False
         if self._waiter is not None:
             waiter, self._waiter = self._waiter, None
             waiter.set_result(None)
 
     async def landed(self) -> None:
-        while self.on:
+        """Until the background append on its way landed (not `_write`'s: the lock orders those)."""
+        while self.on and not self.awaited:
+            await self.settled()
+
+    async def settled(self) -> None:
+        """Until the append on its way landed, whichever it is."""
+        if self.on:
             if self._waiter is None:
                 self._waiter = asyncio.get_running_loop().create_future()
             await asyncio.wait([self._waiter])  # not cancelled with the task that waits
+
+    def send_again(self, lease: RunLease, landed: Callable[[int | BaseException], None]) -> None:
+        """Through the lease, in a task: Redis was out of reach, or lost events the run wrote before. The
+        lease's append rides the outage out, appends lost events again first, and finds a try whose
+        reply was lost rather than append it twice; its error, if it gives up, is the run's failure."""
+        self.retried = True
+        call_when_landed(asyncio.ensure_future(lease.append(self.events)), landed)
 
 
 class EventWriter:
     def __init__(
         self,
         lease: RunLease,
-        ticks: FlushTicks,
+        ticks: TickGrid,
         max_output_chars: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -231,9 +188,6 @@ class EventWriter:
         # One append in flight at a time, in the order asked (asyncio.Lock is FIFO): the order of the
         # stream, the idempotency of a retried append, and the last id a record (usage, step) notes.
         self._lock = asyncio.Lock()
-        # Append ids: unique per writer (random) and per append (counted), without a random draw each.
-        self._id_prefix = secrets.token_hex(6) + "-"
-        self._appends = 0
         self.text_parts: list[str] = []  # the answer text this attempt streamed (past the record)
         self.recorded: Recorded | None = None  # a run that goes on: what its record holds is not appended again
         self._answering = False  # this attempt streamed answer text
@@ -349,6 +303,7 @@ class EventWriter:
         self._closed = True
         self._ticking = False  # the tick it joined passes it by
         self._count_tokens()
+        tally.flush()
 
     @property
     def text(self) -> str:
@@ -363,8 +318,9 @@ class EventWriter:
             # After a quiet spell (the first token too): not held, but appended once this loop step
             # is over: tokens that arrive together (one network read) go together. Taken with the
             # first of them alone, the rest would wait a whole window for the next append.
-            self._background.on = True
-            asyncio.get_running_loop().call_soon(self._start_append)
+            if not self._lock.locked():  # else `_write`'s end schedules it, after its append
+                self._background.on = True
+                self._ticks.soon(self)
         else:
             # Within the window, or just past it while the text still flows (a model whose chunks
             # come about a window apart, as the scripted model's ticks do): at the window's tick,
@@ -373,42 +329,41 @@ class EventWriter:
             self._window_end = max(now, window_end)
             self._ticks.join(self, self._window_end - now)
 
-    def on_tick(self) -> None:
+    def on_tick(self) -> bool:
+        """The tick it joined: whether it has text to append now (then `take` follows)."""
         if not self._ticking:
-            return  # flushed meanwhile
+            return False  # flushed meanwhile
         self._ticking = False
-        if self._pending and not self._background.on and not self._closed:
-            self._background.on = True
-            self._start_append()
+        if not self._pending or self._background.on or self._closed or self._lock.locked():
+            return False  # (an append of `_write` is on its way: its end schedules the text)
+        self._background.on = True
+        return True
 
-    def _start_append(self) -> None:
-        """Append the pending text in the background, with the other runs' appends of this loop step
-        (`RunLease.append_soon`): no task, no future, only `_landed` called back with its reply,
-        which is all the per-token path of thousands of runs can afford."""
-        if not self._pending or self._lock.locked():
-            # An append of `_write` is on its way (in order, after what was appended before): its
-            # end schedules the text that came meanwhile.
-            self._background.done()
-            return
+    def take(self) -> Events | None:
+        """What its append on its way sends (called once by the ticks, as they send it): an awaited
+        append's events, else the pending text; None when nothing is left to send."""
         background = self._background
-        background.events, background.append_id = self._take_pending(), self._next_append_id()
-        self.lease.append_soon(background.events, background.append_id, self._landed)
+        if not background.events:
+            if not self._pending:
+                background.done()
+                return None
+            background.events = self._take_pending()
+        return background.events
 
-    def _landed(self, reply: int | BaseException) -> None:
+    def landed(self, reply: int | BaseException) -> None:
+        """What became of its append: the seq of its last event, or its error."""
         background = self._background
         if isinstance(reply, BaseException):
-            if is_outage(reply) and not background.retried:
-                # Redis is out of reach: keep trying with the same id, as `_write` does, in a task now
-                # (the lease's append rides the outage out; its error, if it gives up, is the failure).
-                background.retried = True
-                append = self.lease.append(background.events, background.append_id)
-                call_when_landed(asyncio.ensure_future(append), self._landed)
+            if (is_outage(reply) or isinstance(reply, WritesLost)) and not background.retried:
+                background.send_again(self.lease, self.landed)
                 return
             self._failure = reply  # surfaces on the run's next call, which owns error handling
         else:
+            if not background.retried:  # (the lease's append noted its own)
+                self.lease.journal.wrote(background.events, reply)
             self._count(background.events, None)
         background.done()
-        if self._pending and self._failure is None:
+        if self._pending and self._failure is None and not self._lock.locked():
             self._schedule()
 
     def _take_pending(self) -> list[tuple[str, str]]:
@@ -423,33 +378,35 @@ class EventWriter:
         self._window_end = None
         if self._head_kind != self._pending_kind:
             self._head_kind, self._head = self._pending_kind, delta_head(self._run_id, *self._pending_kind)
-        event_type, head = self._head
-        return [
-            (event_type, head + to_json(text[i : i + MAX_DELTA_CHARS]).decode() + "}")
-            for i in range(0, len(text), MAX_DELTA_CHARS)
-        ]
+        return deltas(*self._head, text)
 
     async def _write(self, events: list[tuple[str, str]], ending: Ending | None = None) -> None:
         async with self._lock:
-            # Through an outage, the lease's append keeps trying with the same id, so a try whose reply
-            # was lost is not appended twice. The lease bounds it: if a reaper gave the run to another
-            # worker meanwhile, the retry is fenced.
-            await self.lease.append(events, self._next_append_id(), ending)
-        self._count(events, ending)
+            if ending is None:  # with the tick's other appends, this loop step
+                background = self._background
+                await background.landed()  # one that began before the lock was taken
+                background.on, background.events, background.awaited = True, events, True
+                self._ticks.soon(self)
+                await background.settled()
+                if self._failure is not None:
+                    raise self._failure
+            else:
+                # Through an outage, the lease's append keeps trying with the same id, so a try whose
+                # reply was lost is not appended twice. The lease bounds it: if a reaper gave the run to
+                # another worker meanwhile, the retry is fenced.
+                await self.lease.append(events, ending=ending)
+                self._count(events, ending)
+                tally.flush()
         if self._pending:
             self._schedule()  # text that came meanwhile, which no background append could take
 
     def _count_tokens(self) -> None:
         if self._tokens_seen:
-            _tally.add(self._tokens, self._tokens_seen)
+            tally.add(self._tokens, self._tokens_seen)
             self._tokens_seen = 0
 
-    def _count(self, events: list[tuple[str, str]], ending: Ending | None) -> None:
+    def _count(self, events: Events, ending: Ending | None) -> None:
         self.events_appended += _count_appended([event_type for event_type, _ in events], ending)
-
-    def _next_append_id(self) -> str:
-        self._appends += 1
-        return f"{self._id_prefix}{self._appends}"
 
 
 def _count_appended(event_types: list[str], ending: Ending | None) -> int:
@@ -457,7 +414,7 @@ def _count_appended(event_types: list[str], ending: Ending | None) -> int:
     appended = event_types + ([event_type_of(ending)] if ending else [])
     for event_type in appended:
         if event_type == EventType.MESSAGE_DELTA:
-            _tally.add(_DELTAS, 1)
+            tally.add(_DELTAS, 1)
         else:  # the agents' own `data.<name>` events count as one label: names are unbounded
             metrics.EVENTS_APPENDED.labels("data" if event_type.startswith(DATA_PREFIX) else event_type).inc()
     return len(appended)

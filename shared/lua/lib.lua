@@ -78,7 +78,19 @@ end
 -- stream holds none of its events yet (brought back from the archive: revive_session.lua; a fork)
 -- and for ids that must not be given out again (lost with Redis: requeue_run.lua's `past_seq`).
 -- A running run's stream is never below that floor (its start wrote past it), so the per-token path
--- (append_events.lua) reads the stream alone, and only when it checks an append whole.
+-- (append_at.lua, append_events.lua) reads the stream alone, and only when it checks an append whole.
+--
+-- The fence. The per-token path (append_at.lua) checks no lease: it appends a run's events at the ids
+-- after the last its worker was told it wrote, `<seq>-0`, and Redis refuses an id not past the
+-- stream's last generated id. So every script that takes a run's lease away from a worker that may
+-- still be running it (a reaper's takeover, a hand-over, a cancel of a run no worker holds, a delete)
+-- fences the stream: `fence` moves its last generated id past its top (XSETID `<top+1>-0`, no entry
+-- written), and the old holder's next `XADD <top+1>-0` is refused by Redis itself, before and after
+-- the new owner writes (a deleted stream refuses it too: NOMKSTREAM). The first entry after a fence
+-- takes `<seq>-1` (put_event): seqs stay contiguous, and every reader takes an entry's seq as the
+-- number before its dash, so ids, `MINID` retention and resumes are unchanged. A read after seq `n`
+-- therefore starts at `n + 1` (inclusive), never at `(n-0` (which `n-1` would pass). The contracts say
+-- which scripts fence (`Effect.TAKES_LEASE`), and tests/unit/test_contract.py checks that they do.
 local function top_seq(k)
   local top = redis.call('XREVRANGE', k.events, '+', '-', 'COUNT', 1)[1]
   return top and tonumber(string.match(top[1], '^%d+')) or 0
@@ -125,7 +137,7 @@ end
 -- nothing else meanwhile (one append in flight per run), and no one else writes its run's events
 -- after `expect` (an earlier attempt is fenced): entries equal to its own are its own.
 local function appended_after(k, expect, events)
-  local entries = redis.call('XRANGE', k.events, '(' .. expect .. '-0', '+')
+  local entries = redis.call('XRANGE', k.events, expect + 1, '+')
   for i, entry in ipairs(entries) do
     if entry[2][2] == events[1] and entry[2][4] == events[2] then
       local n = #events / 2
@@ -142,26 +154,35 @@ end
 -- With an archive, a session whose run is going is looked at this often (worker/archiver.py's claim).
 local ARCHIVE_RUNNING_MS = 30000
 
--- Store an event as stream entry `<seq>-0` (the caller took `seq` past the last: see Seqs), and
--- publish it, as `<seq> <ts> <type> <data>`, on the channel named like the stream key: the gateways'
--- hubs (gateway/reading/hub.py) follow live sessions by these notifications, not by reading.
+-- Store an event as stream entry `<seq>-0` (the caller took `seq` past the last: see Seqs), or
+-- `<seq>-1` right after a fence, and publish it, as `<seq> <ts> <type> <data>`, on the channel named
+-- like the stream key: the gateways' hubs (gateway/reading/hub.py) follow live sessions by these
+-- notifications, not by reading.
 -- With an archive, the stream keeps every event the archive does not have yet (its `archived` id in
 -- the meta, which the archiver moves on), past the bound if it must: nothing is forgotten unarchived.
 -- `try`: the stream may refuse `seq`, not past its last entry; then nothing is stored or published,
 -- and it returns false.
 local function put_event(k, s, seq, event_type, data, ts, archived, try)
-  local xadd = try and redis.pcall or redis.call
-  local added
+  local trim, bound = 'MAXLEN', s.maxlen
   if ARCHIVE then
     archived = archived or tonumber(redis.call('HGET', k.meta, 'archived') or 0)
-    local keep_from = math.max(0, math.min(seq - tonumber(s.maxlen), archived) + 1)
-    added = xadd('XADD', k.events, 'MINID', '~', keep_from, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
-  else
-    added = xadd('XADD', k.events, 'MAXLEN', '~', s.maxlen, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
+    trim, bound = 'MINID', math.max(0, math.min(seq - tonumber(s.maxlen), archived) + 1)
   end
-  if type(added) == 'table' and added.err then return false end
+  local added = redis.pcall('XADD', k.events, trim, '~', bound, seq .. '-0', 'type', event_type, 'data', data, 'ts', ts)
+  if type(added) == 'table' and added.err then
+    -- Refused: another writer took the id (`try`), or a fence moved the stream's last id to `<seq>-0`
+    -- with no entry there, and the entry takes `<seq>-1` (or the write itself failed: raised here).
+    if try or top_seq(k) >= seq then return false end
+    redis.call('XADD', k.events, trim, '~', bound, seq .. '-1', 'type', event_type, 'data', data, 'ts', ts)
+  end
   redis.call(PUBLISH_EVENTS, k.events, seq .. ' ' .. ts .. ' ' .. event_type .. ' ' .. data)
   return true
+end
+
+-- Fence the session's stream (see Seqs): its last id past its top, so that a worker that held its run's
+-- lease until now can no longer append there. A stream not there (deleted, never made) needs none.
+local function fence(k)
+  if redis.call('EXISTS', k.events) == 1 then redis.call('XSETID', k.events, (last_seq(k) + 1) .. '-0') end
 end
 
 -- Append one event as the session's next seq; returns the seq. `output`: a completed run's answer,
@@ -444,6 +465,7 @@ local function cancel_unheld(k, s, run_id, reason)
   local ts, now_ms, now_s = clock()
   local owed = redis.call('HGET', k.meta, 'dispatch')
   local data = cjson.encode({run_id = run_id, reason = reason})
+  fence(k)  -- (its first write, which a full Redis refuses: XSETID may grow memory)
   local seq = end_run(k, s, run_id, 'cancelled', 'run.cancelled', data, {reason = reason}, ts, now_ms, now_s)
   if owed and SPLIT_QUEUE then
     redis.call('HSET', k.meta, 'unqueue', owed)

@@ -84,5 +84,7 @@ if token ~= '' then
   local past = tonumber(a.past_seq)
   if past and past > last_seq(k) then redis.call('HSET', k.meta, 'seq', past) end
 end
+-- The lease's holder, stalled or cut off, may still append: from now on Redis refuses it (lib.lua's Seqs).
+fence(k)
 queue_job(k, s, run_id, run_id .. '.' .. a.job_suffix, now_ms)
 return reply.requeued{dispatch = redis.call('HGET', k.meta, 'dispatch')}

@@ -72,6 +72,9 @@ class Effect(Flag):
     CLAIMS_RUN = auto()  # takes a run's lease and its job (`job_id`); its reply says whether (`claimed`)
     MAY_DISPATCH = auto()  # its reply may name a job owed (`dispatch`), pushed after it (`pushed`: whether)
     MAY_REVIVE = auto()  # queues on a session only the archive may still hold (its reply's `outcome`: MISSING)
+    # May take a run's lease away from a worker still running it: fences its stream (lib.lua's Seqs),
+    # which tests/unit/test_contract.py checks.
+    TAKES_LEASE = auto()
     NONE = 0
 
 
@@ -93,10 +96,13 @@ class Script(Generic[R]):
     each call's keys and arguments follow the previous call's (every list counted), and Lua binds
     `each_call`, an iterator of each call's index, `k` and `a`. A joined call may come with a key of
     its own first, its pipeline's count of joined calls (`JoinCounter`), bound as `joined_count`: nil
-    in a call made alone (by the runner; every call on a Redis Cluster)."""
+    in a call made alone (by the runner; every call on a Redis Cluster). `COUNTED`: it is always called
+    with that key (its calls' keys may then be one each)."""
 
     SOURCE: ClassVar[str]
     JOINABLE: ClassVar[bool] = False
+    COUNTED: ClassVar[bool] = False  # joinable: always called with its pipeline's count key first
+    LIB: ClassVar[bool] = True  # lib.lua goes in front of it (the per-token path's lean script goes without)
     EFFECTS: ClassVar[Effect] = Effect.NONE
     REPLY: ClassVar[Reply[Any] | None] = None  # a reply that is more than one value, by name
 
@@ -146,7 +152,8 @@ class Script(Generic[R]):
     def lua_source(cls, topology: Topology) -> str:
         """The script as Redis runs it: the topology's constants, lib.lua, the bindings, the script."""
         lua = resources.files("tokentail.shared.lua")
-        lib, body = lua.joinpath("lib.lua").read_text(), lua.joinpath(f"{cls.SOURCE}.lua").read_text()
+        lib = lua.joinpath("lib.lua").read_text() if cls.LIB else ""
+        body = lua.joinpath(f"{cls.SOURCE}.lua").read_text()
         replies = cls.REPLY.lua() if cls.REPLY else ""
         return "\n".join((cls._topology_line(topology), lib, cls.lua_bindings(topology), replies, body))
 
@@ -212,11 +219,14 @@ class Script(Generic[R]):
         script keeps nothing of them past its call's turn."""
         keys = cls._key_fields(topology)
         n = len(keys)
-        assert n >= 2, "a joined call's count key is told apart from its calls' keys by their number"
+        assert cls.COUNTED or n >= 2, "a joined call's count key is told apart from its calls' keys by their number"
         tables = [f"local {name} = {{}}" for name, kind, _ in cls._layout() if kind == "keys"]
+        joined = "1  -- the count's key first, always"
+        if not cls.COUNTED:
+            joined = f"#KEYS % {n}  -- 1 with the count's key first, else 0"
         lines = [
             *tables,
-            f"local joined = #KEYS % {n}  -- 1 with the count's key first, else 0",
+            f"local joined = {joined}",
             "local joined_count = joined == 1 and KEYS[1] or nil",
             "local a = {}",
             "local call = 0",

@@ -23,7 +23,7 @@ from tokentail.shared.lease_index import LeaseIndex
 from tokentail.shared.records import SessionRecord
 from tokentail.shared.redis_clients import AnyRedis, replicated
 from tokentail.shared.scripts.contract import Effect, Script, Topology
-from tokentail.shared.scripts.runner import Batched, Run, ScriptRunner
+from tokentail.shared.scripts.runner import Run, ScriptRunner
 from tokentail.shared.scripts.runs import QueueOutcome, RunKeys, SessionArgs, encode_run
 from tokentail.shared.scripts.sessions import ReviveKeys, ReviveSession, session_fields
 from tokentail.shared.settings import Settings
@@ -136,14 +136,12 @@ class Revival:
         return True
 
 
-def sessions_runner(
-    redis: AnyRedis, settings: Settings, batched: dict[type[Script[Any]], Batched] | None = None
-) -> ScriptRunner:
+def sessions_runner(redis: AnyRedis, settings: Settings) -> ScriptRunner:
     """The script runner of the sessions' Redis. On a Sentinel setup, what a client is told is done,
     and a run's first and last writes, wait for a replica; the events between do not: a run appends
     again what a failover lost (worker/recovery/lost_writes.py)."""
     acknowledge = not settings.redis_cluster and replicated(settings.redis_url)
-    return ScriptRunner(redis, Topology.of(settings), acknowledge, batched or {})
+    return ScriptRunner(redis, Topology.of(settings), acknowledge)
 
 
 def with_policies(

@@ -2,16 +2,14 @@
 
 `ScriptRunner` is the one way a script is called: it packs the contract's keys and arguments for
 the deployment's topology, sends the script (EVALSHA, loaded again if Redis forgot it, with the
-process's other commands: shared/round_trips.py; or through a pipeline that joins many runs' calls
-into one: shared/scripts/pipeline.py), turns a fenced
-script's FENCED and LOST errors into `LeaseLost` and `WritesLost`, and parses the reply. On a
-Sentinel setup (`acknowledge`), a script whose contract says a failover must not take it back waits
-for a replica to have it. What a deployment adds around some scripts (the queue's outbox, the
-archive's revival) wraps it once at start-up (shared/scripts/policies.py): callers never ask which.
+process's other commands: shared/round_trips.py), turns a fenced script's FENCED and LOST errors
+into `LeaseLost` and `WritesLost`, and parses the reply. On a Sentinel setup (`acknowledge`), a script
+whose contract says a failover must not take it back waits for a replica to have it. What a
+deployment adds around some scripts (the queue's outbox, the archive's revival) wraps it once at
+start-up (shared/scripts/policies.py): callers never ask which. The worker's per-token appends are the
+one path of their own (worker/appends.py).
 """
 
-import asyncio
-from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import RedisCluster
@@ -25,14 +23,6 @@ from tokentail.shared.scripts.runs import raise_fenced
 R = TypeVar("R")
 
 
-class Batched(Protocol):
-    """A script sent with other processes' calls of it (shared/scripts/pipeline.py `ScriptPipeline`)."""
-
-    async def __call__(self, keys: list[Any], args: list[Any]) -> Any: ...
-
-    def submit_many(self, calls: list[tuple[list[Any], list[Any]]]) -> "asyncio.Future[list[Any]]": ...
-
-
 class Run(Protocol):
     """A script runner, or a policy around one: `await run(script)` is the script's parsed reply."""
 
@@ -40,21 +30,12 @@ class Run(Protocol):
 
 
 class ScriptRunner:
-    """`acknowledge`: wait for a replica after the scripts that say so (`Effect.ACKNOWLEDGED`);
-    `batched`: the contracts whose calls go through a pipeline of their own instead (the worker's
-    per-token appends and its lease renewals)."""
+    """`acknowledge`: wait for a replica after the scripts that say so (`Effect.ACKNOWLEDGED`)."""
 
-    def __init__(
-        self,
-        redis: AnyRedis,
-        topology: Topology,
-        acknowledge: bool = False,
-        batched: Mapping[type[Script[Any]], Batched] = {},
-    ) -> None:
+    def __init__(self, redis: AnyRedis, topology: Topology, acknowledge: bool = False) -> None:
         self.redis = redis
         self.topology = topology
         self._acknowledge = acknowledge
-        self._batched = dict(batched)
         self._registered: dict[type[Script[Any]], Any] = {}
         self._packers: dict[type[Script[Any]], Packer] = {}
         # With the process's other commands on a single Redis; a cluster's scripts go to their keys' node.
@@ -64,8 +45,6 @@ class ScriptRunner:
         packer = self._packers.get(type(script)) or self._packer(type(script))
         keys, args = packer.keys(script), packer.args(script)
         try:
-            if (batched := self._batched.get(type(script))) is not None:
-                return script.parse(await batched(keys, args))
             registered = self._script(type(script))
             acknowledged = self._acknowledge and Effect.ACKNOWLEDGED in script.effects()
             if self._joined is not None and not acknowledged:
@@ -75,17 +54,6 @@ class ScriptRunner:
         except ResponseError as error:
             raise_fenced(error)
             raise
-
-    def submit_many(self, scripts: list[Script[Any]]) -> "asyncio.Future[list[Any]]":
-        """Calls of one batched contract, as one future of their raw replies in order (`script.parse`
-        reads each; an error reply is its exception), for a caller that does not wait in a task of
-        its own."""
-        contract = type(scripts[0])
-        packer = self._packers.get(contract) or self._packer(contract)
-        return self._batched[contract].submit_many([(packer.keys(script), packer.args(script)) for script in scripts])
-
-    def batches(self, contract: type[Script[Any]]) -> bool:
-        return contract in self._batched
 
     def _packer(self, contract: type[Script[Any]]) -> Packer:
         packer = self._packers[contract] = Packer.of(contract, self.topology)

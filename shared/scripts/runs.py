@@ -141,7 +141,7 @@ class QueueReply(NamedTuple):
 @dataclass(slots=True)
 class QueueRun(Script[QueueReply]):
     SOURCE = "queue_run"
-    EFFECTS = Effect.ACKNOWLEDGED | Effect.QUEUES_JOB
+    EFFECTS = Effect.ACKNOWLEDGED | Effect.QUEUES_JOB | Effect.TAKES_LEASE  # an interrupt's cancel
     k: RunKeys
     s: SessionArgs
     run_id: str
@@ -270,8 +270,9 @@ class AppendKeys(KeyGroup):
 
 @dataclass(slots=True)
 class AppendEvents(Script[int]):
-    """The per-token path: events that neither end a run nor go to a webhook, many runs' appends in
-    one call (shared/scripts/pipeline.py joins them); one reply per append."""
+    """The per-token path's checked appends: events that neither end a run nor go to a webhook, each
+    append checked whole (its lease, a retry, events lost), many runs' in one call; one reply per
+    append. What the lean path (`AppendAt`) refused comes here (worker/appends.py)."""
 
     SOURCE = "append_events"
     JOINABLE = True
@@ -279,7 +280,6 @@ class AppendEvents(Script[int]):
     k: AppendKeys
     run_id: str
     lease_token: str
-    append_id: str
     expect: int
     events: list[str]  # type, data pairs
 
@@ -289,6 +289,29 @@ class AppendEvents(Script[int]):
             raise_fenced(seq)
             raise seq
         return int(seq)
+
+
+@dataclass(slots=True)
+class AppendAtKeys(KeyGroup):
+    events: str
+    meta: str | None = only_if(archived)  # its `archived` id: the stream keeps what the archive lacks
+
+
+@dataclass(slots=True)
+class AppendAt(Script[int]):
+    """The per-token path's lean appends: each run's events at the ids after the last its worker was
+    told it wrote, fenced by the stream itself (lib.lua's Seqs); one reply per append, its last seq or
+    0 when refused (then it goes through `AppendEvents`). Only in a call joined with the process's
+    count (worker/appends.py): it writes nothing unless the count is as its worker expects."""
+
+    SOURCE = "append_at"
+    JOINABLE = True
+    COUNTED = True
+    LIB = False
+    s: AppendShared
+    k: AppendAtKeys
+    first: int  # the seq of its first event
+    events: list[str]  # type, data pairs
 
 
 class Steered(StrEnum):
@@ -431,7 +454,7 @@ class CancelReply(NamedTuple):
 @dataclass(slots=True)
 class CancelRun(Script[CancelReply]):
     SOURCE = "cancel_run"
-    EFFECTS = Effect.ACKNOWLEDGED | Effect.QUEUES_JOB
+    EFFECTS = Effect.ACKNOWLEDGED | Effect.QUEUES_JOB | Effect.TAKES_LEASE
     k: RunKeys
     s: SessionArgs
     cancel_channel: str
@@ -473,7 +496,7 @@ class Look(NamedTuple):
 @dataclass(slots=True)
 class RequeueRun(Script[Look]):
     SOURCE = "requeue_run"
-    EFFECTS = Effect.REPORTS | Effect.MAY_DISPATCH
+    EFFECTS = Effect.REPORTS | Effect.MAY_DISPATCH | Effect.TAKES_LEASE
     k: RunKeys
     s: SessionArgs
     lease_token: str  # the holder's handing over, or '' (a reaper)

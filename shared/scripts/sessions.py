@@ -78,6 +78,7 @@ class DeleteSession(Script[tuple[bytes, ...]]):
     """The session deleted; traced, the records of the runs it ended, as they were."""
 
     SOURCE = "delete_session"
+    EFFECTS = Effect.TAKES_LEASE  # fenced by the stream's deletion (append_at.lua's NOMKSTREAM)
     k: DeleteKeys
     j: JobArgs
     tenant: str

@@ -19,10 +19,10 @@ from tokentail.shared.scripts.pickup import ClaimJobs
 from tokentail.shared.scripts.runner import ScriptRunner
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.worker.appends import AppendTicks
 from tokentail.worker.providers import Providers
 from tokentail.worker.run import run_agent
 from tokentail.worker.running import RunningRuns
-from tokentail.worker.writer import FlushTicks
 
 
 async def _queue(runs: AllWrites, **params: Any) -> tuple[str, str]:
@@ -42,7 +42,7 @@ def _job_context(store: SessionStore, settings: Settings, job_id: str) -> dict[s
         "providers": Providers(settings),
         "running": running,
         "job_id": job_id,
-        "flush_ticks": FlushTicks(settings.flush_interval_ms / 1000),
+        "appends": AppendTicks(store.redis, settings),
     }
 
 

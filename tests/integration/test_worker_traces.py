@@ -20,11 +20,11 @@ from tokentail.shared.records import Multitask, RunRecord, SessionRecord
 from tokentail.shared.scripts.runs import Cancel
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.worker.appends import AppendTicks
 from tokentail.worker.providers import Providers
 from tokentail.worker.reaper import Reaper
 from tokentail.worker.run import run_agent
 from tokentail.worker.running import RunningRuns
-from tokentail.worker.writer import FlushTicks
 
 
 async def _queue(runs: AllWrites, traced: bool = True, agent: str | None = None, **params: Any) -> tuple[str, str]:
@@ -47,7 +47,7 @@ def _job(store: SessionStore, settings: Settings, job_id: str) -> dict[str, Any]
         "providers": Providers(settings),
         "running": RunningRuns(),
         "job_id": job_id,
-        "flush_ticks": FlushTicks(settings.flush_interval_ms / 1000),
+        "appends": AppendTicks(store.redis, settings),
     }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.fake_llm import FakeLLM, Reply, anthropic_stream, openai_chunk, openai_stream
-from tests.unit.test_writer import RecordingLease
+from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.records import RunRecord
 from tokentail.worker.agent_loop import AgentError, run_model_agent
 from tokentail.worker.agents import ASSISTANT, Agent
@@ -19,11 +19,11 @@ from tokentail.worker.providers.openai_chat import OpenAIProvider
 from tokentail.worker.providers.scripted import ScriptedProvider
 from tokentail.worker.retry import RetryPolicy
 from tokentail.worker.tools import tool
-from tokentail.worker.writer import EventWriter, FlushTicks
+from tokentail.worker.writer import EventWriter
 
 
 def _context(store: RecordingLease, text: str, **params: Any) -> RunContext:
-    writer = EventWriter(store, FlushTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
+    writer = EventWriter(store, LeaseTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
     run = RunRecord(run_id="r", input=text, params=params, attempt=1)
     return RunContext(writer, "s", run, history=[])
 
@@ -249,7 +249,7 @@ async def test_steers_an_agent_s_own_saved_state_holds_are_not_given_again() -> 
     store = RecordingLease()
     steered = json.dumps([{"steer_id": "st_0", "run_id": "r", "input": "in French"}])
     run = RunRecord(run_id="r", input="Capital?", attempt=2, steps={"steers#0": steered})
-    writer = EventWriter(store, FlushTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
+    writer = EventWriter(store, LeaseTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
     hooks = RunContext(writer, "s", run, history=[]).hooks
     hooks.skip_recorded()
     hooks.skip_steers(1)
@@ -264,7 +264,7 @@ async def test_an_attempt_that_goes_on_replays_the_steers_taken_in_and_takes_no_
     message: dict[str, object] = {"role": "assistant", "content": "Paris", "tool_calls": [], "call_id": None}
     turn = json.dumps({"message": {**message, "is_error": False, "thinking": []}, "reasoning_chars": 0})
     run = RunRecord(run_id="r", input="Capital?", attempt=2, steps={"steers#0": steered, "turn#0": turn})
-    writer = EventWriter(store, FlushTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
+    writer = EventWriter(store, LeaseTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
     hooks = RunContext(writer, "s", run, history=[]).hooks
     store.steer("a new one")  # sent while the run was taken over
     assert [steer.input for steer in await hooks.take_steers()] == ["in French"]  # replayed, not applied again

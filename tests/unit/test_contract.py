@@ -14,7 +14,7 @@ from lupa import lua51  # type: ignore[import-untyped]
 
 from tokentail.shared.scripts import checks, limits, pickup, runs, sessions
 from tokentail.shared.scripts.checks import Claimed
-from tokentail.shared.scripts.contract import Packer, Script, Topology
+from tokentail.shared.scripts.contract import Effect, Packer, Script, Topology
 from tokentail.shared.scripts.pickup import ArqKeys, ArqPrefixes, Claim, ClaimedJob, Finish, FinishJobs
 from tokentail.shared.scripts.reply import Reply
 from tokentail.shared.scripts.runs import (
@@ -112,9 +112,7 @@ def test_a_joinable_script_binds_each_joined_call() -> None:
     # Each call's tables are filled again for the next: a shorter list keeps nothing of a longer one.
     topology = Topology()
     appends = [
-        AppendEvents(
-            AppendShared(1000), AppendKeys(f"m{i}", f"e{i}", f"l{i}"), f"r{i}", "t", f"id{i}", i, ["x", "y"] * i
-        )
+        AppendEvents(AppendShared(1000), AppendKeys(f"m{i}", f"e{i}", f"l{i}"), f"r{i}", "t", i, ["x", "y"] * i)
         for i in (2, 1)
     ]
     packer = Packer.of(AppendEvents, topology)
@@ -236,3 +234,54 @@ def test_a_script_with_a_declared_reply_builds_it_only_with_its_constructors(con
     used = set(re.findall(r"\breply\.(\w+)", body))
     assert used and used <= declared, f"{contract.SOURCE}.lua replies {used - declared} it does not declare"
     assert not re.search(r"return \{'", body), f"{contract.SOURCE}.lua writes a reply by position"
+
+
+def _lib_functions() -> dict[str, str]:
+    """lib.lua's functions, each name with its body."""
+    lib = resources.files("tokentail.shared.lua").joinpath("lib.lua").read_text()
+    parts = re.split(r"^local function (\w+)\(", lib, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def _with_what_it_calls(body: str, lib: dict[str, str]) -> str:
+    """A script's body and the bodies of the lib.lua functions it calls, however deep."""
+    seen: set[str] = set()
+    todo = [body]
+    while todo:
+        for name in re.findall(r"\b(\w+)\(", todo.pop()):
+            if name in lib and name not in seen:
+                seen.add(name)
+                todo.append(lib[name])
+    return "\n".join([body, *(lib[name] for name in sorted(seen))])
+
+
+def _takes_the_lease(lua: str) -> bool:
+    return bool(re.search(r"'DEL', [^)]*\bk\.lease\b", lua))
+
+
+def _fences(lua: str) -> bool:
+    """`fence(k)`, or the stream deleted (append_at.lua's NOMKSTREAM refuses a stale append then)."""
+    return "fence(k)" in lua or bool(re.search(r"'DEL', [^)]*\bk\.events\b", lua))
+
+
+@pytest.mark.parametrize("contract", CONTRACTS, ids=lambda contract: contract.__name__)
+def test_a_script_that_takes_a_lease_away_fences_its_stream(contract: type[Script[Any]]) -> None:
+    # The per-token path checks no lease (append_at.lua): the stream refuses a stale worker's append only
+    # because every script that may take the lease from a worker still running fences it (lib.lua's Seqs).
+    # Ending one's own run, or asking, under one's own lease (check_holder) takes it from nobody.
+    lib = _lib_functions()
+    body = resources.files("tokentail.shared.lua").joinpath(f"{contract.SOURCE}.lua").read_text()
+    lua = _with_what_it_calls(body, lib)
+    declared = Effect.TAKES_LEASE in contract.EFFECTS
+    if declared:
+        assert _fences(lua), f"{contract.SOURCE}.lua takes leases and does not fence (lib.lua's fence)"
+    elif _takes_the_lease(lua):
+        assert "check_holder(" in lua, f"{contract.SOURCE}.lua takes a lease: declare Effect.TAKES_LEASE and fence"
+
+
+def test_the_fence_check_finds_a_script_that_forgets_to_fence() -> None:
+    lib = _lib_functions()
+    requeue = resources.files("tokentail.shared.lua").joinpath("requeue_run.lua").read_text()
+    assert _fences(_with_what_it_calls(requeue, lib))
+    assert not _fences(_with_what_it_calls(requeue.replace("fence(k)", ""), lib))
+    assert _takes_the_lease(requeue) and "check_holder(" not in _with_what_it_calls(requeue, lib)

@@ -8,7 +8,7 @@ import pytest
 
 from tests.fake_llm import FakeLLM, Reply, anthropic_stream
 from tests.unit.test_takeover import Event, _landed
-from tests.unit.test_writer import RecordingLease
+from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.errors import StepTooLarge
 from tokentail.shared.records import MAX_STEP_BYTES, RunRecord
 from tokentail.shared.run_log import RunLog
@@ -17,12 +17,12 @@ from tokentail.worker.agents import Agent
 from tokentail.worker.context import RunContext
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.retry import RetryPolicy
-from tokentail.worker.writer import EventWriter, FlushTicks
+from tokentail.worker.writer import EventWriter
 
 
 async def test_a_step_is_done_once_and_replayed_after() -> None:
     lease = RecordingLease()
-    writer = EventWriter(lease, FlushTicks(0), max_output_chars=100)  # type: ignore[arg-type]
+    writer = EventWriter(lease, LeaseTicks(0), max_output_chars=100)  # type: ignore[arg-type]
     calls: list[int] = []
 
     async def fetch(order: int) -> dict[str, Any]:
@@ -43,7 +43,7 @@ async def test_a_step_is_done_once_and_replayed_after() -> None:
 
 async def test_a_step_too_large_to_keep_with_the_run_is_refused_clearly() -> None:
     lease = RecordingLease()
-    writer = EventWriter(lease, FlushTicks(0), max_output_chars=100)  # type: ignore[arg-type]
+    writer = EventWriter(lease, LeaseTicks(0), max_output_chars=100)  # type: ignore[arg-type]
     context = RunContext(writer, "s", RunRecord(run_id="r", input="x"), history=[])
     with pytest.raises(StepTooLarge, match="exceeds"):
         await context.step("big", lambda: "x" * (MAX_STEP_BYTES + 1))
@@ -60,13 +60,13 @@ async def test_a_model_that_refuses_to_continue_starts_the_turn_over_and_clients
         (3, "run.continued", json.dumps({"run_id": "r", "attempt": 2, "from_event_id": 2})),
     ]
     lease = RecordingLease()
-    writer = EventWriter(lease, FlushTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
+    writer = EventWriter(lease, LeaseTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
     run = RunRecord(run_id="r", input="time?", attempt=2)
     context = RunContext(writer, "s", run, history=[], log=RunLog.of("r", record))
     await run_model_agent(Agent(name="a"), context, AnthropicProvider(fake.anthropic()), "m", RetryPolicy(), 5)
     await writer.flush()
     assert fake.requests[0]["messages"][-1] == {"role": "assistant", "content": "It is"}  # refused
     assert fake.requests[1]["messages"][-1]["role"] == "user"  # the turn again, from its start
-    after, _ = _landed(lease.journal, first_seq=4)
+    after, _ = _landed(lease.landed, first_seq=4)
     assert after[0][1] == "run.continued" and json.loads(after[0][2])["from_event_id"] == 1
     assert RunLog.of("r", [*record, *after]).text == context.hooks.output == "It is noon."

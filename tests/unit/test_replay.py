@@ -3,14 +3,14 @@
 import pytest
 
 from tests.unit.test_takeover import CountingCalculator, _attempt
-from tests.unit.test_writer import RecordingLease
+from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.records import RunRecord
 from tokentail.worker.agent_loop import run_model_agent
 from tokentail.worker.agents import Agent
 from tokentail.worker.context import RunContext, WaitingForInput
 from tokentail.worker.providers.scripted import ScriptedProvider
 from tokentail.worker.retry import RetryPolicy
-from tokentail.worker.writer import EventWriter, FlushTicks
+from tokentail.worker.writer import EventWriter
 
 
 async def test_a_denied_call_replayed_after_a_crash_is_still_shown_denied() -> None:
@@ -25,7 +25,7 @@ async def test_a_denied_call_replayed_after_a_crash_is_still_shown_denied() -> N
     resumed = RunRecord(run_id="r", input=question, params={"tokens_per_second": 0}, attempt=1)
     resumed.asked, resumed.answers = [asked], {asked.input_id: {"approved": False}}
     lease = RecordingLease()
-    writer = EventWriter(lease, FlushTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
+    writer = EventWriter(lease, LeaseTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
     await run_model_agent(
         agent, RunContext(writer, "s", resumed, history=[]), ScriptedProvider(), "m", RetryPolicy(), 5
     )
@@ -37,7 +37,7 @@ async def test_a_denied_call_replayed_after_a_crash_is_still_shown_denied() -> N
     again = RunRecord(run_id="r", input=question, params={"tokens_per_second": 0}, attempt=2, steps=steps)
     again.asked, again.answers = resumed.asked, resumed.answers
     replayer = RecordingLease()
-    writer = EventWriter(replayer, FlushTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
+    writer = EventWriter(replayer, LeaseTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
     await run_model_agent(agent, RunContext(writer, "s", again, history=[]), ScriptedProvider(), "m", RetryPolicy(), 5)
     await writer.flush()
     (shown,) = [data for kind, data in replayer.events if kind == "tool.failed"]

@@ -10,7 +10,7 @@ import pytest
 
 from tests.fake_llm import FakeLLM, Reply, openai_stream
 from tests.unit.test_run_log import _log
-from tests.unit.test_writer import RecordingLease
+from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.records import RunRecord
 from tokentail.shared.run_log import RunLog
 from tokentail.worker.agent_loop import run_model_agent
@@ -22,7 +22,7 @@ from tokentail.worker.providers.scripted import ScriptedProvider
 from tokentail.worker.recovery.takeover import kept_until
 from tokentail.worker.retry import RetryPolicy
 from tokentail.worker.tools import tool
-from tokentail.worker.writer import EventWriter, FlushTicks
+from tokentail.worker.writer import EventWriter
 
 Event = tuple[int, str, str]  # (seq, type, data JSON) as the session stream holds it
 
@@ -48,7 +48,7 @@ async def _attempt(
     params = {"tokens": 60, "tokens_per_second": 400} if isinstance(provider, ScriptedProvider) else {}
     """One attempt of the run, going on from `record` and `steps` (none on the first)."""
     lease = RecordingLease()
-    writer = EventWriter(lease, FlushTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
+    writer = EventWriter(lease, LeaseTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
     log = RunLog.of("r", record) if attempt > 1 else None
     run = RunRecord(run_id="r", input=question, params=params)
     run.attempt, run.steps = attempt, dict(steps)
@@ -80,19 +80,19 @@ async def _killed_at_every_instant(
     answer, tool_used = context.hooks.output, bool(counter.runs)
     assert answer
     outcomes = []
-    for instant in range(len(whole.journal) + 1):
+    for instant in range(len(whole.landed) + 1):
         counter.runs.clear()
         started = (1, "run.started", json.dumps({"run_id": "r", "attempt": 1}))
-        events, steps = _landed(whole.journal[:instant], first_seq=2)
+        events, steps = _landed(whole.landed[:instant], first_seq=2)
         record = [started, *events]
         keep = kept_until(agent, steps, RunLog.of("r", record), continues)
         continued = {"run_id": "r", "attempt": 2, "from_event_id": keep}
         record.append((len(record) + 1, "run.continued", json.dumps(continued)))
         turns_recorded = sum(key.startswith("turn#") for key in steps)
         second, context = await _attempt(agent, make_provider(turns_recorded), record, steps, 2, question)
-        after, _ = _landed(second.journal, first_seq=len(record) + 1)
+        after, _ = _landed(second.landed, first_seq=len(record) + 1)
         seen = RunLog.of("r", [*record, *after])
-        assert seen.text == answer, f"killed after {instant} of {len(whole.journal)} writes"
+        assert seen.text == answer, f"killed after {instant} of {len(whole.landed)} writes"
         assert context.hooks.output == answer  # the run's output
         tool_recorded = any(key.startswith("tool:") for key in steps)
         assert len(counter.runs) == (1 if tool_used and not tool_recorded else 0)

@@ -4,10 +4,10 @@ import json
 from typing import Any
 
 from tests.sessions import make_run
-from tests.unit.test_writer import RecordingLease
+from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.store import StoredEvent
 from tokentail.worker.usage import UsageMeter, estimated_tokens, run_usage, unreported_chars, with_estimate
-from tokentail.worker.writer import EventWriter, FlushTicks
+from tokentail.worker.writer import EventWriter
 
 
 def test_one_attempt_reports_its_counts_alone() -> None:
@@ -63,7 +63,7 @@ async def test_a_report_is_recorded_as_it_comes_unless_the_run_s_end_takes_it() 
     """A report is recorded with the run (a takeover counts it); one still unsent when the run ends is
     left to the end, whose terminal event records the total: no record for a run that has just ended."""
     lease = RecordingLease()
-    writer = EventWriter(lease, FlushTicks(0.01), max_output_chars=1000)  # type: ignore[arg-type]
+    writer = EventWriter(lease, LeaseTicks(0.01), max_output_chars=1000)  # type: ignore[arg-type]
     meter = UsageMeter(make_run(), writer)
     meter.add(3, 5)
     await meter.settle()
@@ -72,7 +72,7 @@ async def test_a_report_is_recorded_as_it_comes_unless_the_run_s_end_takes_it() 
     await meter.settle()
     meter.add(1, 1)  # (an agent that reports after its end: counted nowhere else either)
     await meter.settle()
-    recorded = [usage for kind, (_, usage) in lease.journal if kind == "usage"]
+    recorded = [usage for kind, (_, usage) in lease.landed if kind == "usage"]
     assert recorded == [{"input_tokens": 3, "output_tokens": 5}]
 
 
@@ -104,9 +104,9 @@ async def test_a_takeover_records_its_estimate_of_what_the_cut_attempt_streamed_
         ]
     )
     lease = RecordingLease()
-    meter = UsageMeter(run, EventWriter(lease, FlushTicks(0.01), max_output_chars=1000))  # type: ignore[arg-type]
+    meter = UsageMeter(run, EventWriter(lease, LeaseTicks(0.01), max_output_chars=1000))  # type: ignore[arg-type]
     meter.reports = True
     await meter.estimate_taken_over(stream, "s", run)  # type: ignore[arg-type]
     estimate = {"input_tokens": 3, "output_tokens": 4, "estimated_output_tokens": 2}
-    assert [entry for entry in lease.journal if entry[0] == "usage"] == [("usage", (1, estimate))]
+    assert [entry for entry in lease.landed if entry[0] == "usage"] == [("usage", (1, estimate))]
     assert meter.total()["attempts"] == [{"attempt": 1, **estimate}]

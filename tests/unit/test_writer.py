@@ -20,9 +20,11 @@ from tokentail.shared.events import (
 )
 from tokentail.shared.records import Steer
 from tokentail.shared.scripts.runs import Applied, AppliedSteers
-from tokentail.worker.run_writes import Landed, RunLease, call_when_landed
+from tokentail.worker.appends import TickGrid, tally
+from tokentail.worker.recovery.lost_writes import WriteJournal
+from tokentail.worker.run_writes import RunLease, outcome
 from tokentail.worker.steer_inbox import SteerInbox
-from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, FlushTicks, OutputTooLarge, _tally
+from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, OutputTooLarge
 
 
 class RecordingLease:
@@ -38,8 +40,9 @@ class RecordingLease:
         self.fail = False
         self.steps: dict[str, str] = {}  # recorded by RunContext.step
         # Appends and steps in the order they landed: ("events", [(type, data)]) or ("step", (key, value)).
-        self.journal: list[tuple[str, Any]] = []
+        self.landed: list[tuple[str, Any]] = []
         self.inbox = SteerInbox()
+        self.journal = WriteJournal()  # as a RunLease's: what the writer was told it wrote
         self.steers: list[str] = []  # steers sent to the run and not taken in yet (their inputs)
 
     def steer(self, text: str) -> None:
@@ -78,20 +81,17 @@ class RecordingLease:
         if self.fail:
             raise LeaseLost("fenced")
         self.calls.append(list(events) + ([(event_type_of(ending), ending.model_dump_json())] if ending else []))
-        self.journal.append(("events", self.calls[-1]))
+        self.landed.append(("events", self.calls[-1]))
         return len(self.calls)
-
-    def append_soon(self, events: Sequence[tuple[str, str]], append_id: str, landed: Landed) -> None:
-        call_when_landed(asyncio.ensure_future(self.append(events, append_id)), landed)
 
     async def record_step(self, key: str, value_json: str) -> None:
         if self.fail:
             raise LeaseLost("fenced")
         self.steps[key] = value_json
-        self.journal.append(("step", (key, value_json)))
+        self.landed.append(("step", (key, value_json)))
 
     async def record_usage(self, attempt: int, usage: dict[str, int]) -> None:
-        self.journal.append(("usage", (attempt, usage)))
+        self.landed.append(("usage", (attempt, usage)))
 
     @property
     def events(self) -> list[tuple[str, dict[str, object]]]:
@@ -116,9 +116,34 @@ async def _arrive(writer: EventWriter, *tokens: str) -> None:
         await asyncio.sleep(0)
 
 
+class LeaseTicks(TickGrid):
+    """worker/appends.py's grid, a round trip's appends each sent through its writer's lease (a test's
+    RecordingLease), all settled together once all landed, as AppendTicks settles a round trip: the
+    writer's side of the per-token path, without Redis."""
+
+    def _send(self) -> None:
+        ready, self._ready = self._ready, []
+        sends = [(writer, events) for writer in ready if (events := writer.take()) is not None]
+        if not sends:
+            self._sending = False
+            return
+        sent = asyncio.gather(*(writer.lease.append(events) for writer, events in sends), return_exceptions=True)
+
+        def settle(done: "asyncio.Future[list[Any]]") -> None:
+            replies = outcome(done)
+            for (writer, _), reply in zip(
+                sends, [replies] * len(sends) if isinstance(replies, BaseException) else replies, strict=True
+            ):
+                writer.landed(reply)
+            tally.flush()
+            self._sent()
+
+        sent.add_done_callback(settle)
+
+
 def _writer(store: RecordingLease, window: float) -> EventWriter:
     fake: RunLease = store  # type: ignore[assignment]
-    return EventWriter(fake, FlushTicks(window), max_output_chars=1_000_000)
+    return EventWriter(fake, LeaseTicks(window), max_output_chars=1_000_000)
 
 
 async def test_without_a_window_every_token_is_its_own_delta() -> None:
@@ -197,8 +222,8 @@ async def test_usage_is_recorded_after_text_another_task_is_appending() -> None:
     assert not recording.done()  # it waits for the text on its way
     store.gate.set()
     await asyncio.gather(emitting, recording)
-    assert [kind for kind, _ in store.journal] == ["events", "events", "usage", "events"]
-    assert store.journal[1][1] == [("message.delta", '{"run_id":"r","text":" calculate."}')]
+    assert [kind for kind, _ in store.landed] == ["events", "events", "usage", "events"]
+    assert store.landed[1][1] == [("message.delta", '{"run_id":"r","text":" calculate."}')]
 
 
 async def test_a_failed_background_flush_surfaces_on_the_next_call() -> None:
@@ -258,16 +283,15 @@ class FlakyStore(RecordingLease):
     ],
     ids=["unreachable", "full", "read-only", "busy"],
 )
-async def test_a_background_append_that_met_an_outage_goes_again_through_the_lease_with_its_id(
-    error: Exception,
-) -> None:
-    # The batched try failed; the lease's append (which rides the outage out: test_run_writes.py) goes next.
+async def test_a_background_append_that_met_an_outage_goes_again_through_the_lease(error: Exception) -> None:
+    # The tick's try failed; the lease's append (which rides the outage out: test_run_writes.py, and finds
+    # a try that went through: test_appends.py) goes next.
     store = FlakyStore(error, failures=1)
     writer = _writer(store, 0)
     await writer.delta("kept")
     await writer.finish(RunCompleted(run_id="r", output="kept", usage={}))
     assert [kind for kind, _ in store.events] == ["message.delta", "run.completed"]
-    assert store.ids[0] == store.ids[1]  # the delta's two tries share one append id
+    assert len(store.ids) == 3  # the delta's two tries, then the end
 
 
 async def test_a_redis_error_that_is_no_outage_is_not_retried() -> None:
@@ -295,7 +319,7 @@ async def test_a_long_text_is_stored_as_several_bounded_deltas() -> None:
 
 async def test_an_answer_past_the_output_bound_fails_the_run() -> None:
     store = RecordingLease()
-    writer = EventWriter(store, FlushTicks(0), max_output_chars=10)  # type: ignore[arg-type]
+    writer = EventWriter(store, LeaseTicks(0), max_output_chars=10)  # type: ignore[arg-type]
     await writer.delta("0123456789")
     with pytest.raises(OutputTooLarge):
         await writer.delta("!")
@@ -309,7 +333,7 @@ async def test_an_event_past_the_event_bound_is_refused() -> None:
 
 
 async def test_writers_whose_windows_close_together_append_at_one_tick_not_a_timer_each() -> None:
-    ticks = FlushTicks(0.05, period=0.2)
+    ticks = LeaseTicks(0.05, period=0.2)
     fired: list[int] = []  # writers due at each tick
     tick = ticks._tick
 
@@ -336,12 +360,13 @@ class _Due:
     def __init__(self, came: list["_Due"]) -> None:
         self._came = came
 
-    def on_tick(self) -> None:
+    def on_tick(self) -> bool:
         self._came.append(self)
+        return False
 
 
 async def test_a_busy_process_joins_every_other_tick_until_a_tick_is_quiet_again() -> None:
-    ticks = FlushTicks(0.05, period=0.1)
+    ticks = TickGrid(0.05, period=0.1)
     came: list[_Due] = []
     loop = asyncio.get_running_loop()
 
@@ -359,9 +384,9 @@ async def test_a_busy_process_joins_every_other_tick_until_a_tick_is_quiet_again
         return {ticks.join(_Due([]), far + ticks.period * step - loop.time()) % 2 for step in range(4)}  # type: ignore[arg-type]
 
     assert joined() == {0, 1}  # every tick of the grid
-    await tick_of(FlushTicks.BUSY)
+    await tick_of(TickGrid.BUSY)
     assert joined() == {0}  # busy: every other tick, twice the writers each
-    await tick_of(FlushTicks.BUSY - 1)
+    await tick_of(TickGrid.BUSY - 1)
     assert joined() == {0, 1}
 
 
@@ -373,14 +398,14 @@ async def test_a_background_append_whose_lease_gave_up_fails_the_run_s_next_call
         for _ in range(100):  # the failure surfaces on a call once the lease's append gave up
             await asyncio.sleep(0.05)
             await writer.flush()
-    assert len(store.ids) == 2 and len(set(store.ids)) == 1  # the batched try, then the lease's, with one id
+    assert len(store.ids) == 2  # the tick's try, then the lease's (which gave up)
 
 
 async def test_text_that_keeps_coming_past_its_window_waits_for_the_tick_not_alone() -> None:
     # A model whose chunks come about a window apart (the scripted model's ticks) would otherwise
     # append each run at a moment of its own: as many round trips as runs, not one per tick.
     # The writer's own clock is the test's: a busy machine's late wake-up is no quiet spell.
-    ticks = FlushTicks(0.02, period=3600)  # a tick that never comes within the test
+    ticks = LeaseTicks(0.02, period=3600)  # a tick that never comes within the test
     store = RecordingLease()
     now = [0.0]
     writer = EventWriter(store, ticks, max_output_chars=1_000, clock=lambda: now[0])  # type: ignore[arg-type]
@@ -411,32 +436,3 @@ async def test_deltas_are_stored_as_their_models_write_them(agent: str | None) -
         MessageDelta(run_id="r", text=text, agent=agent).model_dump_json(),
         ReasoningDelta(run_id="r", text=text, agent=agent).model_dump_json(),
     ]
-
-
-class _Counter:
-    def __init__(self) -> None:
-        self.value = 0
-
-    def inc(self, amount: int) -> None:
-        self.value += amount
-
-
-def test_counts_left_by_a_loop_that_closed_first_are_added_up_by_the_next() -> None:
-    counter = _Counter()
-    first = asyncio.new_event_loop()
-
-    def count_and_stop() -> None:
-        _tally.add(counter, 1)
-        first.stop()  # the loop stops before it adds up
-
-    first.call_soon(count_and_stop)
-    first.run_forever()
-    first.close()
-    assert counter.value == 0
-
-    async def count() -> None:
-        _tally.add(counter, 1)
-        await asyncio.sleep(0)
-
-    asyncio.run(count())
-    assert counter.value == 2

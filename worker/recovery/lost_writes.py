@@ -34,7 +34,6 @@ JOURNAL_BYTES = 64 * 1024
 
 
 class Appended(NamedTuple):
-    append_id: str
     events: Sequence[tuple[str, str]]  # (type, data_json)
     last: int  # the seq of its last event
 
@@ -51,9 +50,9 @@ class WriteJournal:
         self._appends: deque[tuple[Appended, int]] = deque()
         self._bytes = 0
 
-    def wrote(self, append_id: str, events: Sequence[tuple[str, str]], last: int) -> None:
+    def wrote(self, events: Sequence[tuple[str, str]], last: int) -> None:
         size = sum(len(data) for _, data in events)
-        self._appends.append((Appended(append_id, events, last), size))
+        self._appends.append((Appended(events, last), size))
         self._bytes += size
         while self._bytes > JOURNAL_BYTES and len(self._appends) > 1:
             self._bytes -= self._appends.popleft()[1]

@@ -1,0 +1,339 @@
+"""The per-token path of a worker process: every run's appends, sent and settled a tick at a time.
+
+Writers (worker/writer.py) join a run's text into events, in windows that close on one grid of ticks
+for the whole process (`period`, 5 ms). At a tick, `AppendTicks` asks every writer whose window closed
+for its events (`EventWriter.take`), writes all of them as one call of append_at.lua (up to
+`JOINED_CALLS` runs a call, a tick's calls in one round trip on the process's connection:
+shared/round_trips.py), and settles every reply in one pass (`EventWriter.landed`): no future, task
+or lock per append, and one round trip in flight, so the ticks that pass while it is out join the
+next. A busy process (a tick that called `BUSY` writers or more) joins every other tick of its grid
+until a tick is quieter: twice the appends per call, half the round trips.
+
+append_at.lua checks no lease and reads nothing: per event it is one XADD at the id the worker
+expects, and one PUBLISH. Redis refuses an append whose first id is not past the stream's last (another
+writer's event took it, a fence: lib.lua's Seqs, a session deleted), and it comes back refused. Such
+an append, and every append of a run the process's count of calls (`JoinCounter`) does not vouch
+for, goes in the next round trip's checked call (append_events.lua: the lease, a try sent again,
+events Redis lost), which answers a run that lost its lease FENCED (`LeaseLost`) and one whose events
+Redis lost LOST (`WritesLost`: the writer appends them again, worker/recovery/lost_writes.py).
+
+On a Redis Cluster a call's keys must share a slot, and the count's key has a slot of its own: a
+tick's appends go as checked calls, those of sessions in one slot joined, all in one pipeline (one
+round trip a node).
+"""
+
+import asyncio
+import functools
+import hashlib
+import logging
+import math
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import RedisCluster
+from redis.exceptions import NoScriptError, ResponseError
+
+from tokentail.shared.keys import Keys
+from tokentail.shared.redis_clients import AnyRedis
+from tokentail.shared.round_trips import round_trips
+from tokentail.shared.scripts.contract import Topology
+from tokentail.shared.scripts.runs import AppendAt, AppendEvents, raise_fenced
+from tokentail.shared.settings import Settings
+from tokentail.worker.run_writes import outcome
+
+if TYPE_CHECKING:
+    from tokentail.worker.writer import EventWriter
+
+logger = logging.getLogger(__name__)
+
+# The most appends joined into one script call: Redis runs a script without serving anyone else, and
+# sends what it published (the gateways' notifications) only once it returns.
+JOINED_CALLS = 64
+Events = Sequence[tuple[str, str]]  # (type, data JSON)
+_Group = list[tuple["EventWriter", Events]]
+
+
+class JoinCounter:
+    """The count of the joined calls a process sent, kept in a key of its own that each call
+    increments (append_at.lua, append_events.lua), and the count the process expects Redis to be at.
+    A call that finds it so knows Redis holds every call of the process before it, and none the
+    process did not hear back from: none of its appends is a try sent again, and Redis lost none of
+    what they wrote (it loses a suffix of what it was sent: a replica's lag, the AOF's last second).
+
+    That covers the events of the runs whose appends were checked whole since the count was last
+    found off (`trusted`); a run idle when it was found off may have lost events then. So a run's
+    append goes the lean way only while it is trusted, and a checked call makes its runs trusted.
+    Unknown at first, after a round trip that failed, and for runs past `TRUSTED` (forgotten all at
+    once): everything is checked, and known again."""
+
+    TRUSTED = 100_000
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.expected: int | None = None
+        self._trusted: set[str] = set()  # session ids
+
+    def vouches_for(self, session_id: str) -> bool:
+        return self.expected is not None and session_id in self._trusted
+
+    def counted(self, sent: int | None, count: int, checked: list[str]) -> None:
+        """A call that expected the count at `sent` came back with `count`; `checked`: the sessions
+        whose appends it checked whole (and that were not refused)."""
+        if sent is None or count != sent + 1 or len(self._trusted) > self.TRUSTED:
+            self._trusted.clear()  # Redis may have lost what any run wrote: each is checked again
+        self._trusted.update(checked)
+        self.expected = count
+
+    def unknown(self) -> None:
+        """A call may have gone through unheard of."""
+        self.expected = None
+
+
+class _Call:
+    """One script call of a round trip: its appends, and what its count was expected at."""
+
+    __slots__ = ("lean", "group", "expected")
+
+    def __init__(self, lean: bool, group: _Group, expected: int | None) -> None:
+        self.lean = lean
+        self.group = group
+        self.expected = expected
+
+
+class TickGrid:
+    """The coalescing windows of every writer of a process, on one grid of ticks: a window that ends
+    between two ticks ends at the later one (at most `period` late), so the writers whose windows end
+    close together append at the same instant, in one round trip. One timer per tick, not one per
+    writer. What a tick's writers send, and how, is `_send`'s (AppendTicks: to Redis)."""
+
+    BUSY = 32
+
+    def __init__(self, interval: float, period: float = 0.005) -> None:
+        self.interval = interval  # a writer's window
+        self.period = period
+        self._due: dict[int, list[EventWriter]] = {}
+        self._coarse = False
+        self._ready: list[EventWriter] = []  # asked to go in the next round trip
+        self._sending = False  # a round trip is out, or asked for this loop step
+
+    def join(self, writer: "EventWriter", wait: float) -> int:
+        """Ask `writer` for its events (`on_tick`) at the first tick at least `wait` seconds from now;
+        which tick (its loop time: that times `period`)."""
+        loop = asyncio.get_running_loop()
+        tick = math.ceil((loop.time() + wait) / self.period)
+        if self._coarse and tick % 2:
+            tick += 1
+        due = self._due.get(tick)
+        if due is None:
+            due = self._due[tick] = []
+            loop.call_at(tick * self.period, self._tick, tick)
+        due.append(writer)
+        return tick
+
+    def soon(self, writer: "EventWriter") -> None:
+        """`writer`'s events go in the next round trip: once this loop step is over (what else comes in
+        it goes with them), or when the round trip out comes back."""
+        self._ready.append(writer)
+        if not self._sending:
+            self._sending = True
+            asyncio.get_running_loop().call_soon(self._send)
+
+    def _tick(self, tick: int) -> None:
+        due = self._due.pop(tick)
+        self._coarse = len(due) >= self.BUSY
+        self._ready += [writer for writer in due if writer.on_tick()]
+        if self._ready and not self._sending:
+            self._sending = True
+            self._send()
+
+    def _send(self) -> None:
+        """Send what the `_ready` writers `take`, tell each what `landed`, then `_sent()`."""
+        raise NotImplementedError
+
+    def _sent(self) -> None:
+        """The round trip out came back: the next goes at once if writers wait for it."""
+        self._sending = bool(self._ready)
+        if self._sending:
+            self._send()
+
+
+class AppendTicks(TickGrid):
+    """The grid, and the path of every append of a process's runs to Redis."""
+
+    def __init__(self, redis: AnyRedis, settings: Settings, period: float = 0.005) -> None:
+        super().__init__(settings.flush_interval_ms / 1000, period)
+        topology = Topology.of(settings)
+        self._round_trips = round_trips(redis)
+        self._cluster = redis if isinstance(redis, RedisCluster) else None
+        self._archive = topology.archive
+        self._maxlen = settings.stream_maxlen
+        self._lean = _Source(AppendAt.lua_source(topology))
+        self._checked = _Source(AppendEvents.lua_source(topology))
+        count_key = Keys(settings.key_prefix).joined_count(secrets.token_hex(8))
+        self._counter = None if self._cluster else JoinCounter(count_key)
+        self._refused: _Group = []  # refused by append_at.lua: checked in the next round trip
+
+    # -- a round trip --------------------------------------------------------------------------
+
+    def _sent(self) -> None:
+        self._sending = bool(self._ready or self._refused)
+        if self._sending:
+            self._send()
+
+    def _send(self) -> None:
+        ready, self._ready = self._ready, []
+        checked, self._refused = self._refused, []
+        lean: _Group = []
+        counter = self._counter
+        for writer in ready:
+            events = writer.take()
+            if events is None:
+                continue
+            if counter is not None and counter.vouches_for(writer.lease.session_id):
+                lean.append((writer, events))
+            else:
+                checked.append((writer, events))
+        if not lean and not checked:
+            self._sending = False
+            return
+        calls: list[_Call] = []
+        commands: list[tuple[Any, ...]] = []
+        expected = None if counter is None else counter.expected
+        for group in _cut(lean):
+            assert counter is not None and expected is not None  # (lean only while the count is known)
+            calls.append(_Call(True, group, expected + len(calls)))
+            commands.append(self._lean_call(group, counter.key, expected + len(calls) - 1))
+        for group in _by_slot(self._cluster, checked) if self._cluster is not None else _cut(checked):
+            count_key = None if counter is None else counter.key
+            call = _Call(False, group, None if expected is None else expected + len(calls))
+            calls.append(call)
+            commands.append(self._checked_call(group, count_key, call.expected))
+        sent = self._round_trips.submit(commands)
+        sent.add_done_callback(functools.partial(self._settle, calls))
+
+    def _lean_call(self, group: _Group, count_key: str, expected: int) -> tuple[Any, ...]:
+        keys: list[Any] = [count_key]
+        args: list[Any] = [self._maxlen, expected]
+        for writer, events in group:
+            append_keys = writer.lease.append_keys
+            keys.append(append_keys.events)
+            if self._archive:
+                keys.append(append_keys.meta)
+            args += (writer.lease.journal.written + 1, 2 * len(events))
+            for event in events:
+                args += event
+        return (*self._lean.call(), len(keys), *keys, *args)
+
+    def _checked_call(self, group: _Group, count_key: str | None, expected: int | None) -> tuple[Any, ...]:
+        keys: list[Any] = [] if count_key is None else [count_key]
+        args: list[Any] = [self._maxlen, "" if expected is None else expected]
+        for writer, events in group:
+            lease = writer.lease
+            keys += (lease.append_keys.meta, lease.append_keys.events, lease.append_keys.lease)
+            args += (lease.run_id, lease.token, lease.journal.written, 2 * len(events))
+            for event in events:
+                args += event
+        return (*self._checked.call(), len(keys), *keys, *args)
+
+    def _settle(self, calls: list[_Call], sent: "asyncio.Future[list[Any]]") -> None:
+        """Every reply of a round trip, in one pass: each writer told its seq, or its error; appends
+        refused the lean way go in the next round trip's checked call."""
+        replies: list[Any] | BaseException = outcome(sent)
+        if isinstance(replies, BaseException):  # the round trip failed: each append did
+            replies = [replies] * len(calls)
+        for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, list):
+                self._settle_call(call, reply)
+                continue
+            if self._counter is not None:
+                self._counter.unknown()  # it may have gone through unheard of
+            if isinstance(reply, NoScriptError):  # not run (Redis restarted?): sent again, the script whole
+                (self._lean if call.lean else self._checked).forgotten = True
+                self._refused += call.group
+                continue
+            for writer, _ in call.group:
+                _tell(writer, reply)
+        tally.flush()
+        self._sent()
+
+    def _settle_call(self, call: _Call, reply: list[Any]) -> None:
+        checked: list[str] = []
+        for (writer, events), one in zip(call.group, reply[1:], strict=True):
+            if call.lean and not one:
+                self._refused.append((writer, events))
+                continue
+            if isinstance(one, ResponseError):
+                one = _fenced(one)
+            elif not call.lean:
+                checked.append(writer.lease.session_id)
+            _tell(writer, one)
+        if self._counter is not None:
+            self._counter.counted(call.expected, int(reply[0]), checked)
+
+
+def _tell(writer: "EventWriter", reply: Any) -> None:
+    """`writer.landed(reply)`: a bug in one run's writer does not keep the others of the round trip untold."""
+    try:
+        writer.landed(reply if isinstance(reply, BaseException) else int(reply))
+    except Exception:
+        logger.exception("run %s: its append's reply could not be handled", writer.lease.run_id)
+
+
+class Tally:
+    """Counts added to the metrics once per round trip, not per append (a counter's `inc` takes a lock
+    each time): the ticks flush it as they settle, and a write off their path right after it counted."""
+
+    def __init__(self) -> None:
+        self._counts: dict[Any, int] = {}
+
+    def add(self, counter: Any, amount: int) -> None:
+        self._counts[counter] = self._counts.get(counter, 0) + amount
+
+    def flush(self) -> None:
+        if self._counts:
+            counts, self._counts = self._counts, {}
+            for counter, amount in counts.items():
+                counter.inc(amount)
+
+
+tally = Tally()
+
+
+class _Source:
+    """A script, sent by its digest; whole (EVAL, which Redis keeps) the first time, and again after
+    Redis answered that it forgot it (a restart, SCRIPT FLUSH)."""
+
+    __slots__ = ("source", "sha", "forgotten")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self.forgotten = True
+
+    def call(self) -> tuple[str, str]:
+        if self.forgotten:
+            self.forgotten = False
+            return ("EVAL", self.source)
+        return ("EVALSHA", self.sha)
+
+
+def _cut(group: _Group) -> list[_Group]:
+    return [group[i : i + JOINED_CALLS] for i in range(0, len(group), JOINED_CALLS)]
+
+
+def _by_slot(cluster: RedisCluster, group: _Group) -> list[_Group]:
+    """A cluster's appends, those of sessions in one slot joined (a call's keys must share one)."""
+    slots: dict[int, _Group] = {}
+    for writer, events in group:
+        slots.setdefault(cluster.keyslot(writer.lease.append_keys.events), []).append((writer, events))
+    return [cut for joined in slots.values() for cut in _cut(joined)]
+
+
+def _fenced(error: ResponseError) -> BaseException:
+    """A checked append's error reply, as the writer is told it (FENCED: LeaseLost, LOST: WritesLost)."""
+    try:
+        raise_fenced(error)
+    except Exception as exc:
+        return exc
+    return error
