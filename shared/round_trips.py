@@ -69,14 +69,14 @@ class RoundTrips:
         self, script: AsyncScript, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
     ) -> list[Any]:
         """`script`'s reply to each call's keys and arguments, in one round trip, an error reply as its
-        exception. If Redis forgot the script (a restart, SCRIPT FLUSH), it is loaded and the calls
-        that found it missing are sent again."""
+        exception. If Redis forgot the script (a restart, SCRIPT FLUSH), the calls that found it
+        missing are sent again with the script whole (EVAL, which Redis keeps), joined like any other."""
         commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
         replies = await self.submit(commands)
-        if any(isinstance(reply, NoScriptError) for reply in replies):
-            await self.redis.script_load(script.script)
-            again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            for i, reply in zip(again, await self.submit([commands[i] for i in again]), strict=True):
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if again:
+            whole = [("EVAL", script.script, *commands[i][2:]) for i in again]
+            for i, reply in zip(again, await self.submit(whole), strict=True):
                 replies[i] = reply
         return replies
 

@@ -242,10 +242,12 @@ class AppendTicks(TickGrid):
         replies: list[Any] | BaseException = outcome(sent)
         if isinstance(replies, BaseException):  # the round trip failed: each append did
             replies = [replies] * len(calls)
+        count = None  # the count the call before left: Redis ran nothing of the process's in between
         for call, reply in zip(calls, replies, strict=True):
             if isinstance(reply, list):
-                self._settle_call(call, reply)
+                count = self._settle_call(call, reply, count)
                 continue
+            count = None
             if self._counter is not None:
                 self._counter.unknown()  # it may have gone through unheard of
             if isinstance(reply, NoScriptError):  # not run (Redis restarted?): sent again, the script whole
@@ -257,7 +259,8 @@ class AppendTicks(TickGrid):
         tally.flush()
         self._sent()
 
-    def _settle_call(self, call: _Call, reply: list[Any]) -> None:
+    def _settle_call(self, call: _Call, reply: list[Any], before: int | None) -> int:
+        """Tell each writer of the call what became of its append; the count the call left."""
         checked: list[str] = []
         for (writer, events), one in zip(call.group, reply[1:], strict=True):
             if call.lean and not one:
@@ -268,8 +271,10 @@ class AppendTicks(TickGrid):
             elif not call.lean:
                 checked.append(writer.lease.session_id)
             _tell(writer, one)
+        count = int(reply[0])
         if self._counter is not None:
-            self._counter.counted(call.expected, int(reply[0]), checked)
+            self._counter.counted(before if call.expected is None else call.expected, count, checked)
+        return count
 
 
 def _tell(writer: "EventWriter", reply: Any) -> None:

@@ -1,9 +1,9 @@
 """A run's events that Redis acknowledged and then lost (a failover to a replica a moment behind, a
 restart without its last writes), on a real Redis: the session's keys are rolled back as such a
 failover would, and the run's next write appends the lost events again under their ids first, on
-the batched path as on the plain one; events it cannot append as they were stop the run instead."""
+the worker's ticks (worker/appends.py, the lean script included) as on the plain path; events it
+cannot append as they were stop the run instead."""
 
-import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -19,12 +19,12 @@ from tests.writes import AllWrites
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import Question
-from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.pipeline import append_pipeline
-from tokentail.shared.scripts.runs import AppendEvents, Asked
+from tokentail.shared.scripts.runs import Asked
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
+from tokentail.worker.appends import AppendTicks
 from tokentail.worker.run_writes import RunLease
+from tokentail.worker.writer import EventWriter
 
 
 def _texts(events: list[tuple[int, str, str]]) -> list[tuple[int, str]]:
@@ -35,27 +35,39 @@ async def _stored(store: SessionStore, session_id: str) -> list[tuple[int, str, 
     return [(event.seq, event.type.decode(), event.data.decode()) for event in await store.read(session_id, 0, 100)]
 
 
-@pytest.fixture(params=["plain", "batched"])
-def lifecycle(request: pytest.FixtureRequest, redis: Redis, settings: Settings) -> AllWrites:
-    if request.param == "plain":
-        return AllWrites(redis, settings)
-    appends = append_pipeline(redis, Topology(), Keys(settings.key_prefix))
-    return AllWrites(redis, settings, batched={AppendEvents: appends})
+class _Appends:
+    """A run's appends of one text each: on the plain path (`RunLease.append`), or on the worker's ticks
+    (worker/appends.py), one writer per lease, as a worker's run makes them."""
+
+    def __init__(self, ticks: AppendTicks | None) -> None:
+        self._ticks = ticks
+        self._writers: dict[int, EventWriter] = {}
+
+    async def __call__(self, lease: RunLease, text: str) -> int:
+        if self._ticks is None:
+            return await lease.append([delta_of(lease.run_id, text)])
+        writer = self._writers.get(id(lease))
+        if writer is None:
+            writer = self._writers[id(lease)] = EventWriter(lease, self._ticks, max_output_chars=1_000_000)
+        await writer.delta(text)
+        await writer.flush()
+        return lease.journal.written
 
 
-async def _append_soon(lease: RunLease, text: str) -> int:
-    landed: asyncio.Future[int | BaseException] = asyncio.get_running_loop().create_future()
-    lease.append_soon([delta_of(lease.run_id, text)], f"{lease.run_id}.{text}", landed.set_result)
-    if isinstance(reply := await landed, BaseException):
-        raise reply
-    return reply
+@pytest.fixture(params=["plain", "ticks"])
+def append(request: pytest.FixtureRequest, redis: Redis, settings: Settings) -> _Appends:
+    return _Appends(AppendTicks(redis, settings) if request.param == "ticks" else None)
+
+
+@pytest.fixture
+def lifecycle(runs: AllWrites) -> AllWrites:
+    return runs
 
 
 async def _append(lease: RunLease, text: str) -> int:
-    return await lease.append([delta_of(lease.run_id, text)], f"{lease.run_id}.{text}")
+    return await lease.append([delta_of(lease.run_id, text)])
 
 
-@pytest.mark.parametrize("append", [_append, _append_soon], ids=["append", "append_soon"])
 async def test_lost_events_are_appended_again_under_their_ids_before_the_next(
     redis: Redis,
     settings: Settings,
@@ -72,7 +84,7 @@ async def test_lost_events_are_appended_again_under_their_ids_before_the_next(
     before = await _stored(store, session_id)
     assert _texts(before) == [(3, "a")]  # Redis forgot b and c
 
-    assert await append(lease, "d") == 6  # type: ignore[misc]
+    assert await append(lease, "d") == 6
     await lease.append([], ending=completion(run.run_id, "abcd"))
     events = await _stored(store, session_id)
     assert _texts(events) == [(3, "a"), (4, "b"), (5, "c"), (6, "d")]
@@ -80,19 +92,20 @@ async def test_lost_events_are_appended_again_under_their_ids_before_the_next(
 
 
 async def test_a_run_idle_when_a_loss_was_noticed_is_checked_at_its_next_append(
-    redis: Redis, settings: Settings, store: SessionStore, lifecycle: AllWrites
+    redis: Redis, settings: Settings, store: SessionStore, lifecycle: AllWrites, append: _Appends
 ) -> None:
-    # On the counted pipeline, the call that notices the count off (Redis lost writes) checks only
-    # its own runs: another run's next append must be checked too, not trusted to the count.
+    # On the ticks, the call that notices the count off (Redis lost writes) checks only its own runs:
+    # another run's next append must be checked too, not trusted to the count (nor written the lean way,
+    # past the hole).
     (one, first), (two, second) = [await start_a_run(lifecycle) for _ in range(2)]
     leases = [await held(lifecycle, one, first.run_id), await held(lifecycle, two, second.run_id)]
     for lease in leases:
-        assert await _append(lease, "a") == 3
+        assert await append(lease, "a") == 3
     async with rolled_back_after(redis, settings, one):  # (every key: the other session's too)
         for lease in leases:
-            assert await _append(lease, "b") == 4
-    assert await _append(leases[0], "c") == 5  # notices the loss: b again, then c
-    assert await _append(leases[1], "c") == 5  # idle meanwhile: its b too
+            assert await append(lease, "b") == 4
+    assert await append(leases[0], "c") == 5  # notices the loss: b again, then c
+    assert await append(leases[1], "c") == 5  # idle meanwhile: its b too
     for session_id in (one, two):
         assert _texts(await _stored(store, session_id)) == [(3, "a"), (4, "b"), (5, "c")]
 
