@@ -406,7 +406,7 @@ def serve(encoding: Any, log: Log, after: int, until: int | None, read: bool = F
     head = encoding.head(gap)
     pieces: list[Piece] = []
     for event in stored:
-        chunk = Chunk.of_entries([entry_of(event)], len(event.data)) if read else Chunk([event])
+        chunk = Chunk.of_entries([_entry(event)], len(event.data)) if read else Chunk([event])
         pieces.append((event.seq, encoding.batch(Batch([chunk]))))
         if encoding.finished:
             break
@@ -415,6 +415,15 @@ def serve(encoding: Any, log: Log, after: int, until: int | None, read: bool = F
     pieces[0] = (pieces[0][0], head + pieces[0][1])
     pieces[-1] = (pieces[-1][0], pieces[-1][1] + encoding.tail())
     return pieces
+
+
+def _entry(event: StoredEvent) -> list[Any]:
+    """The stream entry of an event as Redis keeps it: a takeover's first event is the first entry after
+    the reaper's fence, `<seq>-1` (lib.lua's Seqs), the others `<seq>-0`."""
+    entry = entry_of(event)
+    if event.type in (b"run.continued", b"run.retrying"):
+        entry[0] = b"%d-1" % event.seq
+    return entry
 
 
 # -- how the gateway builds each protocol's stream: ONE adapter per protocol ---------------------------
