@@ -173,6 +173,11 @@ class AppendTicks(TickGrid):
         count_key = Keys(settings.key_prefix).joined_count(secrets.token_hex(8))
         self._counter = None if self._cluster else JoinCounter(count_key)
         self._refused: _Group = []  # refused by append_at.lua: checked in the next round trip
+        # A process that heard nothing from Redis this long (stopped, cut off) may have lost runs it knows
+        # nothing of yet: a session deleted and made again under its id since (gateway/commands/writes.py
+        # keeps ids two leases at least). Its next appends are checked whole, the leases with them.
+        self._patience = settings.lease_ms / 3000
+        self._heard = -math.inf
 
     # -- a round trip --------------------------------------------------------------------------
 
@@ -186,6 +191,8 @@ class AppendTicks(TickGrid):
         checked, self._refused = self._refused, []
         lean: _Group = []
         counter = self._counter
+        if counter is not None and asyncio.get_running_loop().time() - self._heard > self._patience:
+            counter.unknown()
         for writer in ready:
             events = writer.take()
             if events is None:
@@ -210,7 +217,7 @@ class AppendTicks(TickGrid):
             calls.append(call)
             commands.append(self._checked_call(group, count_key, call.expected))
         sent = self._round_trips.submit(commands)
-        sent.add_done_callback(functools.partial(self._settle, calls))
+        sent.add_done_callback(functools.partial(self._settle, calls, asyncio.get_running_loop().time()))
 
     def _lean_call(self, group: _Group, count_key: str, expected: int) -> tuple[Any, ...]:
         keys: list[Any] = [count_key]
@@ -236,12 +243,14 @@ class AppendTicks(TickGrid):
                 args += event
         return (*self._checked.call(), len(keys), *keys, *args)
 
-    def _settle(self, calls: list[_Call], sent: "asyncio.Future[list[Any]]") -> None:
+    def _settle(self, calls: list[_Call], sent_at: float, sent: "asyncio.Future[list[Any]]") -> None:
         """Every reply of a round trip, in one pass: each writer told its seq, or its error; appends
         refused the lean way go in the next round trip's checked call."""
         replies: list[Any] | BaseException = outcome(sent)
         if isinstance(replies, BaseException):  # the round trip failed: each append did
             replies = [replies] * len(calls)
+        else:
+            self._heard = sent_at  # (a reply read late, after a stop, says nothing of Redis since)
         count = None  # the count the call before left: Redis ran nothing of the process's in between
         for call, reply in zip(calls, replies, strict=True):
             if isinstance(reply, list):

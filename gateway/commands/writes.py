@@ -1,6 +1,7 @@
 """The gateway's writes: a session made, a run queued, answered or cancelled, a session deleted or
 forked. Each is one script (shared/scripts/runs.py), whose typed reply becomes a result or an error."""
 
+import math
 import secrets
 from collections.abc import Awaitable
 from typing import Any, NamedTuple, cast
@@ -326,7 +327,10 @@ class SessionWrites(Writes):
         beside = (keys.a2a_push(session.session_id), keys.lease_checks, keys.archive_checks, keys.queue)
         deleted = DeleteKeys(k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps, k.steers, *beside)
         traced = "1" if tracing.ON else "0"
-        tombstone = self.settings.tombstone_ttl_seconds
+        # Its id is not made again before a worker still running its run learnt of the delete (at its
+        # next renewal, a third of a lease away): the per-token path reads no lease (append_at.lua), and
+        # a stalled worker's append would land in a new session's stream of the same id.
+        tombstone = max(self.settings.tombstone_ttl_seconds, math.ceil(2 * self.settings.lease_ms / 1000))
         ended = await self.run(
             DeleteSession(deleted, JobArgs.of(keys), session.tenant, tombstone, session.session_id, traced)
         )
