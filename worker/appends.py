@@ -113,17 +113,23 @@ class TickGrid:
         self.interval = interval  # a writer's window
         self.period = period
         self._due: dict[int, list[EventWriter]] = {}
-        self._coarse = False
+        self._spacing = 1  # ticks of the grid between two that are joined: 1, 2 or 4 (busy)
         self._ready: list[EventWriter] = []  # asked to go in the next round trip
         self._sending = False  # a round trip is out, or asked for this loop step
+        self._loop: asyncio.AbstractEventLoop | None = None  # (asked once: Python 3.11 asks getpid() each time)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def join(self, writer: "EventWriter", wait: float) -> int:
         """Ask `writer` for its events (`on_tick`) at the first tick at least `wait` seconds from now;
         which tick (its loop time: that times `period`)."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         tick = math.ceil((loop.time() + wait) / self.period)
-        if self._coarse and tick % 2:
-            tick += 1
+        tick += -tick % self._spacing
         due = self._due.get(tick)
         if due is None:
             due = self._due[tick] = []
@@ -137,11 +143,12 @@ class TickGrid:
         self._ready.append(writer)
         if not self._sending:
             self._sending = True
-            asyncio.get_running_loop().call_soon(self._send)
+            self.loop.call_soon(self._send)
 
     def _tick(self, tick: int) -> None:
         due = self._due.pop(tick)
-        self._coarse = len(due) >= self.BUSY
+        rate = len(due) / self._spacing  # writers a tick of the grid
+        self._spacing = 1 if rate < self.BUSY else 2 if rate < 2 * self.BUSY else 4
         self._ready += [writer for writer in due if writer.on_tick()]
         if self._ready and not self._sending:
             self._sending = True
@@ -191,7 +198,7 @@ class AppendTicks(TickGrid):
         checked, self._refused = self._refused, []
         lean: _Group = []
         counter = self._counter
-        if counter is not None and asyncio.get_running_loop().time() - self._heard > self._patience:
+        if counter is not None and self.loop.time() - self._heard > self._patience:
             counter.unknown()
         for writer in ready:
             events = writer.take()
@@ -217,7 +224,7 @@ class AppendTicks(TickGrid):
             calls.append(call)
             commands.append(self._checked_call(group, count_key, call.expected))
         sent = self._round_trips.submit(commands)
-        sent.add_done_callback(functools.partial(self._settle, calls, asyncio.get_running_loop().time()))
+        sent.add_done_callback(functools.partial(self._settle, calls, self.loop.time()))
 
     def _lean_call(self, group: _Group, count_key: str, expected: int) -> tuple[Any, ...]:
         keys: list[Any] = [count_key]

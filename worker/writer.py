@@ -104,6 +104,8 @@ class EventTooLarge(Exception):
 
 def deltas(event_type: str, head: str, text: str) -> list[tuple[str, str]]:
     """A run's text as text deltas of at most `MAX_DELTA_CHARS` each, their JSON `head` + text + `}`."""
+    if len(text) <= MAX_DELTA_CHARS:
+        return [(event_type, head + to_json(text).decode() + "}")]
     return [
         (event_type, head + to_json(text[i : i + MAX_DELTA_CHARS]).decode() + "}")
         for i in range(0, len(text), MAX_DELTA_CHARS)
@@ -203,13 +205,13 @@ class EventWriter:
     async def delta(self, text: str, agent: str | None = None) -> None:
         """Answer text, coalesced into `message.delta` events: this attempt's part of the run's output.
         Nothing is awaited unless text of another kind is pending (the per-token path)."""
-        if self._pending and (MessageDelta, agent) != self._pending_kind:
+        if self._pending and (self._pending_kind[0] is not MessageDelta or self._pending_kind[1] != agent):
             await self._flush_other_kind()
         self._text(MessageDelta, text, agent)
 
     async def reasoning(self, text: str, agent: str | None = None) -> None:
         """Reasoning text, coalesced into `reasoning.delta` events, never part of the output."""
-        if self._pending and (ReasoningDelta, agent) != self._pending_kind:
+        if self._pending and (self._pending_kind[0] is not ReasoningDelta or self._pending_kind[1] != agent):
             await self._flush_other_kind()
         self._text(ReasoningDelta, text, agent)
 
@@ -229,7 +231,8 @@ class EventWriter:
             text = self.recorded.new_text(_TEXT_EVENTS[kind], text)
         if not text:
             return
-        self._pending_kind = (kind, agent)
+        if not self._pending:
+            self._pending_kind = (kind, agent)
         self._output_chars += len(text)
         if self._output_chars > self._max_output_chars:
             raise OutputTooLarge(f"the run's text exceeded {self._max_output_chars} characters")
@@ -242,7 +245,8 @@ class EventWriter:
             self._tokens_seen += 1
             self.text_parts.append(text)
         self._pending.append(text)
-        self._schedule()
+        if not (self._ticking or self._background.on):  # else the tick or the append on its way takes it
+            self._schedule()
 
     async def emit(self, data: EventData) -> None:
         """Append any other event, after the text that came before it (a terminal one: `finish`)."""
@@ -353,15 +357,16 @@ class EventWriter:
     def landed(self, reply: int | BaseException) -> None:
         """What became of its append: the seq of its last event, or its error."""
         background = self._background
-        if isinstance(reply, BaseException):
+        if type(reply) is int:
+            if not background.retried:  # (the lease's append noted its own)
+                self.lease.journal.wrote(background.events, reply)
+            self.events_appended += _counted(background.events)
+        else:
+            assert isinstance(reply, BaseException)
             if (is_outage(reply) or isinstance(reply, WritesLost)) and not background.retried:
                 background.send_again(self.lease, self.landed)
                 return
             self._failure = reply  # surfaces on the run's next call, which owns error handling
-        else:
-            if not background.retried:  # (the lease's append noted its own)
-                self.lease.journal.wrote(background.events, reply)
-            self._count(background.events, None)
         background.done()
         if self._pending and self._failure is None and not self._lock.locked():
             self._schedule()
@@ -395,7 +400,7 @@ class EventWriter:
                 # reply was lost is not appended twice. The lease bounds it: if a reaper gave the run to
                 # another worker meanwhile, the retry is fenced.
                 await self.lease.append(events, ending=ending)
-                self._count(events, ending)
+                self.events_appended += _counted([*events, (event_type_of(ending), "")])
                 tally.flush()
         if self._pending:
             self._schedule()  # text that came meanwhile, which no background append could take
@@ -405,16 +410,13 @@ class EventWriter:
             tally.add(self._tokens, self._tokens_seen)
             self._tokens_seen = 0
 
-    def _count(self, events: Events, ending: Ending | None) -> None:
-        self.events_appended += _count_appended([event_type for event_type, _ in events], ending)
 
-
-def _count_appended(event_types: list[str], ending: Ending | None) -> int:
-    """Count appended events in the metrics; how many."""
-    appended = event_types + ([event_type_of(ending)] if ending else [])
-    for event_type in appended:
-        if event_type == EventType.MESSAGE_DELTA:
-            tally.add(_DELTAS, 1)
-        else:  # the agents' own `data.<name>` events count as one label: names are unbounded
-            metrics.EVENTS_APPENDED.labels("data" if event_type.startswith(DATA_PREFIX) else event_type).inc()
-    return len(appended)
+def _counted(events: Events) -> int:
+    """Count appended events in the metrics (in the tally: added up once per round trip); how many."""
+    if events[0][0] == EventType.MESSAGE_DELTA and len(events) == 1:  # an append of the per-token path
+        tally.add(_DELTAS, 1)
+        return 1
+    for event_type, _ in events:  # the agents' own `data.<name>` events count as one label: names are unbounded
+        label = "data" if event_type.startswith(DATA_PREFIX) else event_type
+        tally.add(_DELTAS if event_type == EventType.MESSAGE_DELTA else metrics.EVENTS_APPENDED.labels(label), 1)
+    return len(events)

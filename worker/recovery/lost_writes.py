@@ -51,7 +51,7 @@ class WriteJournal:
         self._bytes = 0
 
     def wrote(self, events: Sequence[tuple[str, str]], last: int) -> None:
-        size = sum(len(data) for _, data in events)
+        size = len(events[0][1]) if len(events) == 1 else sum(len(data) for _, data in events)
         self._appends.append((Appended(events, last), size))
         self._bytes += size
         while self._bytes > JOURNAL_BYTES and len(self._appends) > 1:
