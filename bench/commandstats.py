@@ -9,16 +9,15 @@ part. A tool to find what a per-event figure is made of, not a result to quote.
 """
 
 import argparse
-import asyncio
 import tempfile
 from pathlib import Path
 
 import baseline as baseline_tree
 import compare
 import levels
+import systems
 import uvloop
 from redis.asyncio import Redis
-import systems
 from systems import TOKENS, Tokentail
 
 

@@ -113,7 +113,7 @@ class TickGrid:
         self.interval = interval  # a writer's window
         self.period = period
         self._due: dict[int, list[EventWriter]] = {}
-        self._spacing = 1  # ticks of the grid between two that are joined: 1, 2 or 4 (busy)
+        self._coarse = False  # busy: every other tick of the grid
         self._ready: list[EventWriter] = []  # asked to go in the next round trip
         self._sending = False  # a round trip is out, or asked for this loop step
         self._loop: asyncio.AbstractEventLoop | None = None  # (asked once: Python 3.11 asks getpid() each time)
@@ -129,7 +129,8 @@ class TickGrid:
         which tick (its loop time: that times `period`)."""
         loop = self.loop
         tick = math.ceil((loop.time() + wait) / self.period)
-        tick += -tick % self._spacing
+        if self._coarse and tick % 2:
+            tick += 1
         due = self._due.get(tick)
         if due is None:
             due = self._due[tick] = []
@@ -147,8 +148,7 @@ class TickGrid:
 
     def _tick(self, tick: int) -> None:
         due = self._due.pop(tick)
-        rate = len(due) / self._spacing  # writers a tick of the grid
-        self._spacing = 1 if rate < self.BUSY else 2 if rate < 2 * self.BUSY else 4
+        self._coarse = len(due) >= self.BUSY
         self._ready += [writer for writer in due if writer.on_tick()]
         if self._ready and not self._sending:
             self._sending = True
