@@ -349,7 +349,7 @@ async def _generate(
     if not hooks.answered:
         logger.warning("run %s of session %s: agent %s finished without an answer", run.run_id, session_id, run.agent)
         await writer.emit(Status(run_id=run.run_id, text=NO_ANSWER))
-    await writer.flush()
+    # Its text not appended yet goes with its end, in one call (`EventWriter.finish`).
     return RunCompleted(run_id=run.run_id, output=hooks.output, usage=meter.total())
 
 

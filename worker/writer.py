@@ -45,6 +45,7 @@ from tokentail.shared.events import (
     EventType,
     MessageDelta,
     ReasoningDelta,
+    RunCompleted,
     ToolCompleted,
     ToolFailed,
     event_type_of,
@@ -121,6 +122,34 @@ def _first_text(provider: str, waited: float, traced: Callable[[float], None] | 
     traced(waited)
 
 
+Kind = tuple[type[MessageDelta | ReasoningDelta], str | None]  # a text delta's model, and the agent streaming it
+
+
+class PendingText:
+    """The text a writer holds until its next append: of one kind (answer or reasoning) and one agent
+    (see AgentEventData), made text deltas when taken, their JSON head written once per kind."""
+
+    __slots__ = ("parts", "kind", "_run_id", "_head_kind", "_head")
+
+    def __init__(self, run_id: str) -> None:
+        self.parts: list[str] = []
+        self.kind: Kind = (MessageDelta, None)
+        self._run_id = run_id
+        self._head_kind: Kind | None = None
+        self._head = ("", "")  # its event type and JSON head (see delta_head)
+
+    def other_than(self, model: type[MessageDelta | ReasoningDelta], agent: str | None) -> bool:
+        """Whether text of another kind waits (appended before this text)."""
+        return bool(self.parts) and (self.kind[0] is not model or self.kind[1] != agent)
+
+    def take(self) -> list[tuple[str, str]]:
+        text = "".join(self.parts)
+        self.parts.clear()
+        if self._head_kind != self.kind:
+            self._head_kind, self._head = self.kind, delta_head(self._run_id, *self.kind)
+        return deltas(*self._head, text)
+
+
 class _Background:
     """A writer's append on its way (asked of the ticks, or sent), what it sends, and a wait for it to
     land that costs a future only when something waits (flush, emit, finish)."""
@@ -175,11 +204,8 @@ class EventWriter:
         self._max_output_chars = max_output_chars
         self._output_chars = 0
         self._clock = clock
-        self._pending: list[str] = []
-        # What the pending text is: its event, and the agent that streams it (see AgentEventData).
-        self._pending_kind: tuple[type[MessageDelta | ReasoningDelta], str | None] = (MessageDelta, None)
-        self._head_kind: tuple[type[MessageDelta | ReasoningDelta], str | None] | None = None
-        self._head = ("", "")  # its event type and JSON head (see delta_head)
+        self._text_waiting = PendingText(lease.run_id)
+        self._pending = self._text_waiting.parts  # (read per token: one lookup less)
         self._last_flush = float("-inf")
         self._ticking = False  # waiting for the next tick
         self._window_end: float | None = None  # when the window it waits for closes
@@ -205,13 +231,13 @@ class EventWriter:
     async def delta(self, text: str, agent: str | None = None) -> None:
         """Answer text, coalesced into `message.delta` events: this attempt's part of the run's output.
         Nothing is awaited unless text of another kind is pending (the per-token path)."""
-        if self._pending and (self._pending_kind[0] is not MessageDelta or self._pending_kind[1] != agent):
+        if self._pending and self._text_waiting.other_than(MessageDelta, agent):
             await self._flush_other_kind()
         self._text(MessageDelta, text, agent)
 
     async def reasoning(self, text: str, agent: str | None = None) -> None:
         """Reasoning text, coalesced into `reasoning.delta` events, never part of the output."""
-        if self._pending and (self._pending_kind[0] is not ReasoningDelta or self._pending_kind[1] != agent):
+        if self._pending and self._text_waiting.other_than(ReasoningDelta, agent):
             await self._flush_other_kind()
         self._text(ReasoningDelta, text, agent)
 
@@ -232,7 +258,7 @@ class EventWriter:
         if not text:
             return
         if not self._pending:
-            self._pending_kind = (kind, agent)
+            self._text_waiting.kind = (kind, agent)
         self._output_chars += len(text)
         if self._output_chars > self._max_output_chars:
             raise OutputTooLarge(f"the run's text exceeded {self._max_output_chars} characters")
@@ -288,13 +314,16 @@ class EventWriter:
             await self._write(self._take_pending())
 
     async def finish(self, ending: Ending) -> None:
-        """Write the run's terminal event, even after an append failed: a run must always end.
-        Text not yet appended is dropped; the terminal event says what became of the run."""
+        """Write the run's terminal event, even after an append failed: a run must always end. A
+        completed run's text not yet appended goes with it, in the same call; any other drops it (the
+        terminal event says what became of the run)."""
         self.close()
         await self._background.landed()
+        completed = isinstance(ending, RunCompleted) and self._pending and self._failure is None
+        text = self._take_pending() if completed else []
         self._pending.clear()
         self._failure = None
-        await self._write([], ending)
+        await self._write(text, ending)
 
     def stop(self) -> None:
         """The run was stopped and its task cancelled: should the agent's code have swallowed the cancel
@@ -372,8 +401,6 @@ class EventWriter:
             self._schedule()
 
     def _take_pending(self) -> list[tuple[str, str]]:
-        text = "".join(self._pending)
-        self._pending.clear()
         self._count_tokens()
         # A window that closed late (at its tick, after an append in flight) counts from when it
         # should have closed: the next window is not pushed later each time, which would hold text
@@ -381,9 +408,7 @@ class EventWriter:
         now = self._clock()
         self._last_flush = now if self._window_end is None else min(now, self._window_end)
         self._window_end = None
-        if self._head_kind != self._pending_kind:
-            self._head_kind, self._head = self._pending_kind, delta_head(self._run_id, *self._pending_kind)
-        return deltas(*self._head, text)
+        return self._text_waiting.take()
 
     async def _write(self, events: list[tuple[str, str]], ending: Ending | None = None) -> None:
         async with self._lock:
