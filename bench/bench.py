@@ -235,13 +235,13 @@ async def caps_cost(data_dir: str, quick: bool) -> dict[str, dict[str, float]]:
 
 
 async def per_token_against(rev: str, data_dir: str, quick: bool, aof: str) -> dict[str, dict[str, float]]:
-    """Worker CPU per 1,000 tokens and Redis CPU per appended event, this tree's tokentail against
-    revision `rev`'s, in turns on one Redis (AOF `aof`): a level of 400 streams (`--quick`: 50) each
-    way, 3 rounds (`--quick`: 1); the medians and their ratios (after / before). Timed on the append
-    clock: another revision's scripted model may not stamp its tokens."""
+    """Worker CPU per 1,000 tokens, Redis CPU per appended event and gateway CPU per delivered event,
+    this tree's tokentail against revision `rev`'s, in turns on one Redis (AOF `aof`): a level of 400
+    streams (`--quick`: 50) each way, 3 rounds (`--quick`: 1); the medians and their ratios (after /
+    before). Timed on the append clock: another revision's scripted model may not stamp its tokens."""
     streams, tokens, rounds = (50, 150, 1) if quick else (400, TOKENS, 3)
     print(
-        f"== worker and Redis CPU per token, this tree against {rev}:"
+        f"== worker, Redis and gateway CPU per token event, this tree against {rev}:"
         f" {rounds} levels of {streams} streams each, in turns"
     )
     commit = baseline_tree.commit_of(rev)
@@ -263,6 +263,7 @@ async def per_token_against(rev: str, data_dir: str, quick: bool, aof: str) -> d
                         {
                             "producer": 1000 * run.cpu["producer"] / max(1, run.tokens),
                             "redis": 1e6 * run.cpu["redis"] / max(1, run.events),
+                            "gateway": 1e6 * run.cpu["gateway"] / max(1, run.events),
                         }
                     )
         finally:
@@ -275,11 +276,11 @@ async def per_token_against(rev: str, data_dir: str, quick: bool, aof: str) -> d
     }
     figures["ratio"] = {role: figures["after"][role] / figures["before"][role] for role in figures["after"]}
     for label in ("before", "after", "ratio"):
-        worker, redis_us = figures[label]["producer"], figures[label]["redis"]
-        unit = ("x", "x") if label == "ratio" else (" s/1k tokens", " µs/event")
+        worker, redis_us, gateway_us = (figures[label][role] for role in ("producer", "redis", "gateway"))
+        unit = ("x", "x", "x") if label == "ratio" else (" s/1k tokens", " µs/event", " µs/event delivered")
         print(
             f"  {label + (f' ({rev})' if label == 'before' else ''):14}"
-            f" worker {worker:.4f}{unit[0]}  Redis {redis_us:.2f}{unit[1]}"
+            f" worker {worker:.4f}{unit[0]}  Redis {redis_us:.2f}{unit[1]}  gateway {gateway_us:.2f}{unit[2]}"
         )
     return figures
 
