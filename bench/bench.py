@@ -156,6 +156,7 @@ async def main(
         if baseline is not None:
             results["start_cpu_against_baseline"] = await start_cpu_against(baseline, data_dir, quick)
             results["per_token_against_baseline"] = await per_token_against(baseline, data_dir, quick, aof[0])
+            results["idle_and_resume_against_baseline"] = await idle_and_resume_against(baseline, data_dir, quick)
         print(f"  ({time.monotonic() - began:.0f} s so far)")
         print(f"== side by side: {', '.join(systems)}")
         results["side_by_side"] = await compare.compare(data_dir, quick, repeats, levels, systems, max_other, aof)
@@ -172,8 +173,15 @@ async def main(
     print_table(report.curve(side_by_side))
     print("== CPU s per 1,000 delivered tokens, by process (steady part, median of the repeats)")
     print_table(report.cpu_by_process(side_by_side))
-    print("== issue 53's goals (tokentail; ratios against vercel-rs and vercel-ai)")
-    goals = report.goals(side_by_side, aof, results.get("per_token_against_baseline"), baseline)
+    print(f"== issue 69's goals (tokentail; ratios against vercel-rs, and against {baseline or 'a --baseline'})")
+    goals = report.goals(
+        side_by_side,
+        aof,
+        results.get("per_token_against_baseline"),
+        baseline,
+        results.get("start_cpu_against_baseline"),
+        results.get("idle_and_resume_against_baseline"),
+    )
     print_table([("goal", "this run", ""), *goals])
 
 
@@ -281,6 +289,36 @@ async def per_token_against(rev: str, data_dir: str, quick: bool, aof: str) -> d
         print(
             f"  {label + (f' ({rev})' if label == 'before' else ''):14}"
             f" worker {worker:.4f}{unit[0]}  Redis {redis_us:.2f}{unit[1]}  gateway {gateway_us:.2f}{unit[2]}"
+        )
+    return figures
+
+
+async def idle_and_resume_against(rev: str, data_dir: str, quick: bool) -> dict[str, dict[str, float]]:
+    """Gateway memory per idle open stream and the resume of a backlog (bench/compare.py's phases),
+    this tree's tokentail against revision `rev`'s, each on a fresh Redis and fresh processes."""
+    streams, backlog, repeats = (100, 1000, 2) if quick else (5000, 10_000, 10)
+    print(f"== memory per idle stream ({streams}) and the resume of {backlog} events, this tree against {rev}")
+    commit = baseline_tree.commit_of(rev)
+    assert commit is not None  # checked with the arguments
+    figures: dict[str, dict[str, float]] = {}
+    for label in ("before", "after"):
+        folder = Path(data_dir) / f"absolute-{label}"
+        folder.mkdir()
+        with RedisServer(folder) as redis:
+            system = Tokentail(redis)
+            if label == "before":
+                system.tree = baseline_tree.gateway_tree(commit, folder / "tree")
+            try:
+                await system.restart()
+                idle = await compare.idle_streams(system, streams)
+                await system.restart()
+                resume = await compare.resume_backlog(system, backlog, repeats)
+            finally:
+                system.stop()
+        figures[label] = {"kb_per_stream": idle["kb_per_stream"], "resume_last_ms": resume["last_byte_ms"]}
+        print(
+            f"  {label + (f' ({rev})' if label == 'before' else ''):14} {idle['kb_per_stream']:.1f} KB per idle stream,"
+            f" resume: last event {resume['last_byte_ms']:.1f} ms"
         )
     return figures
 

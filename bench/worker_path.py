@@ -61,12 +61,13 @@ async def _null(text: str, *, agent: str | None = None) -> None:
 
 async def level(redis: Redis, settings: Settings, runs: int, mode: str, profile: Path | None) -> dict[str, float]:
     writes, ticks = Writes(redis, settings), AppendTicks(redis, settings)
-    submitted = [0, 0]  # round trips, script calls
+    submitted = [0, 0]  # round trips, checked calls
     submit = ticks._round_trips.submit
+    checked = {ticks._checked.sha, ticks._checked.source}
 
     def counted(commands: Any) -> Any:
         submitted[0] += 1
-        submitted[1] += len(commands)
+        submitted[1] += sum(command[1] in checked for command in commands)
         return submit(commands)
 
     ticks._round_trips.submit = counted  # type: ignore[method-assign]
@@ -102,7 +103,7 @@ async def level(redis: Redis, settings: Settings, runs: int, mode: str, profile:
         return sum(context.hooks.writer.events_appended for context in contexts)
 
     profiler = cProfile.Profile() if profile else None
-    trips = submitted[0]
+    trips, checks = submitted
     events, cpu, redis_before, began = appended(), time.process_time(), await redis_cpu(redis), time.monotonic()
     if profiler:
         profiler.enable()
@@ -111,6 +112,7 @@ async def level(redis: Redis, settings: Settings, runs: int, mode: str, profile:
         profiler.disable()
         profiler.dump_stats(profile)
     events, cpu, trips = appended() - events, time.process_time() - cpu, submitted[0] - trips
+    checks = submitted[1] - checks
     redis_used, seconds = await redis_cpu(redis) - redis_before, time.monotonic() - began
     await asyncio.gather(*tasks)
     tokens = runs * RATE * seconds
@@ -120,6 +122,7 @@ async def level(redis: Redis, settings: Settings, runs: int, mode: str, profile:
         "events_per_token": events / tokens,
         "round_trips_per_s": trips / seconds,
         "events_per_round_trip": events / max(1, trips),
+        "checked_calls_per_s": checks / seconds,
     }
 
 
