@@ -352,11 +352,11 @@ end
 
 -- Hand the session's active run to arq: now, or through the outbox (see Jobs above). The job names
 -- the run's owner: the session's tenant, and a digest of its end user (any text a request named):
--- the run's `user`, else the session's.
-local function queue_job(k, s, run_id, job_id, now_ms)
+-- the run's `user`, else the session's. `run`: its record, when the caller has it decoded already.
+local function queue_job(k, s, run_id, job_id, now_ms, run)
   local meta = redis.call('HMGET', k.meta, 'tenant', 'user')
   local dispatch = job_id .. ' ' .. run_id .. ' ' .. (meta[1] or 'public')
-  local user = cjson.decode(redis.call('HGET', k.runs, run_id)).user
+  local user = (run or cjson.decode(redis.call('HGET', k.runs, run_id))).user
   if type(user) ~= 'string' then user = meta[2] end
   if user then dispatch = dispatch .. ' ' .. string.sub(redis.sha1hex(user), 1, 16) end
   redis.call('HSET', k.meta, 'dispatch', dispatch, 'dispatched_at', now_ms)
@@ -533,6 +533,6 @@ local function take_answer(k, s, run_id, run, input_id, answer, job_id, ts, now_
   run.resumes = (run.resumes or 0) + 1
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
   index_lease(k, s, nil)
-  queue_job(k, s, run_id, job_id, now_ms)
+  queue_job(k, s, run_id, job_id, now_ms, run)
   return seq
 end

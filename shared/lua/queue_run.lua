@@ -51,7 +51,7 @@ redis.call('PERSIST', k.events)
 
 if not active then
   redis.call('HSET', k.meta, 'active_run', run_id)
-  queue_job(k, s, run_id, run_id, now_ms)
+  queue_job(k, s, run_id, run_id, now_ms, run)
   return reply.ok{seq = seq, queued = 'started'}
 end
 if multitask ~= 'interrupt' then
