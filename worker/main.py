@@ -175,6 +175,8 @@ class TokentailWorker(BatchedPickup):
                     await pubsub.subscribe(*channels)
                     self._wake.set()  # anything queued while we were not listening
                     async for message in pubsub.listen():
+                        if message["type"] == "subscribe" and message["channel"].decode() == self._keys.steer_channel:
+                            self.running.hearing()  # Redis subscribed it: each steer from now on is told
                         if message["type"] != "message":
                             continue
                         channel = message["channel"].decode()
@@ -187,6 +189,8 @@ class TokentailWorker(BatchedPickup):
             except (redis_errors.RedisError, OSError):
                 logger.warning("pub/sub listener lost Redis; retrying (the timed poll and lease renewals still run)")
                 await asyncio.sleep(1)
+            finally:
+                self.running.deaf()
 
     async def close(self) -> None:
         if self._watchdog is not None:

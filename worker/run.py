@@ -57,15 +57,24 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
     settings: Settings = ctx["settings"]
     running: RunningRuns = ctx["running"]
     bind(session_id=session_id, run_id=run_id)  # each arq job runs in a task of its own
-    started, kept = await _claim(ctx, session_id, run_id)
+    told = running.told_of_steers()  # (asked before the start: of every steer sent after it)
+    running.expect(run_id)
+    try:
+        started, kept = await _claim(ctx, session_id, run_id)
+    except BaseException:
+        running.forget(run_id)
+        raise
     if started is None:
         # A duplicate delivery, a deleted session, or a run another worker holds: nothing to do.
+        running.forget(run_id)
         logger.info("run %s of session %s is not ours to start", run_id, session_id)
         return
     lease, run, verdict, earlier = started
+    lease.inbox.told = told
     writer = EventWriter(lease, ctx["appends"], settings.max_output_chars)
     meter = UsageMeter(run, writer)
     if verdict is not StartVerdict.RUN:
+        running.forget(run_id)
         await _end_at_start(writer, meter, lease, run, verdict)
         return
     # The pid says which worker holds the run: the one to kill to see a takeover (`tokentail dev` names its

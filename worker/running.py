@@ -20,7 +20,32 @@ class RunningRuns:
         self._sessions: dict[str, str] = {}
         self._stops: dict[str, Stop] = {}
         self._on_stop: dict[str, Callable[[], None]] = {}
-        self._on_steer: dict[str, Callable[[], None]] = {}
+        self._on_steer: dict[str, Callable[[], None] | None] = {}  # None: expected, not started yet
+        self._steered_early: set[str] = set()  # steered while expected
+        # The worker's subscription to the steer channel: its number while it holds (Redis confirmed it),
+        # None while it does not. A run that started while it held, and it held since, was told of every
+        # steer sent to it (worker/main.py's listener): the run need not ask Redis whether one waits.
+        self._hearing: int | None = None
+        self._subscriptions = 0
+
+    def hearing(self) -> None:
+        """The steer channel is subscribed (confirmed): from now on, every steer is told."""
+        self._subscriptions += 1
+        self._hearing = self._subscriptions
+
+    def deaf(self) -> None:
+        """The listener lost its subscription: steers sent meanwhile are not told."""
+        self._hearing = None
+
+    def told_of_steers(self) -> Callable[[], bool]:
+        """Whether every steer sent from now on is told to this worker, as long as the answer holds:
+        asked before a run starts (`expect`), what it says is true of all the run's steers."""
+        since = self._hearing
+        return lambda: since is not None and self._hearing == since
+
+    def expect(self, run_id: str) -> None:
+        """A run is about to start here: a steer told before it is `add`ed is kept for it."""
+        self._on_steer.setdefault(run_id, None)
 
     def add(
         self,
@@ -38,6 +63,9 @@ class RunningRuns:
         self._sessions[run_id] = session_id
         self._on_stop[run_id] = on_stop
         self._on_steer[run_id] = on_steer
+        if run_id in self._steered_early:
+            self._steered_early.discard(run_id)
+            on_steer()
 
     def run_of(self, task: "asyncio.Task[object]") -> tuple[str, str] | None:
         """The run (and its session) that `task` runs, if any. Read from another thread while the loop
@@ -57,6 +85,12 @@ class RunningRuns:
             self._on_stop.pop(run_id, None)
             self._on_steer.pop(run_id, None)
 
+    def forget(self, run_id: str) -> None:
+        """A run `expect`ed that did not start here."""
+        if run_id not in self._tasks:
+            self._on_steer.pop(run_id, None)
+            self._steered_early.discard(run_id)
+
     def stop(self, run_id: str, reason: Stop) -> bool:
         """Cancel the run's task if it runs here, recording why; the first reason stands."""
         task = self._tasks.get(run_id)
@@ -72,9 +106,13 @@ class RunningRuns:
         return self.stop(run_id, Stop.CANCELLED)
 
     def steered(self, run_id: str) -> None:
-        """A steer was sent to the run: tell it, if it runs here."""
-        if (on_steer := self._on_steer.get(run_id)) is not None:
+        """A steer was sent to the run: tell it, if it runs here (or keep it for it, if it is starting)."""
+        if run_id not in self._on_steer:
+            return
+        if (on_steer := self._on_steer[run_id]) is not None:
             on_steer()
+        else:
+            self._steered_early.add(run_id)
 
     def stop_reason(self, run_id: str) -> Stop | None:
         return self._stops.get(run_id)

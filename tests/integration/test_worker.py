@@ -22,6 +22,7 @@ from tokentail.shared.store import SessionStore
 from tokentail.worker.appends import AppendTicks
 from tokentail.worker.providers import Providers
 from tokentail.worker.run import run_agent
+from tokentail.worker.run_writes import RunLease
 from tokentail.worker.running import RunningRuns
 
 
@@ -221,3 +222,30 @@ async def test_a_connection_lost_while_claiming_a_job_costs_the_worker_no_slot(
         await _wait_for_status(store, session_id, "completed", within=20)
     await eventually(lambda: worker.job_counter == 0, within=5)  # arq counts a job done a moment after its run ended
     assert failures == 0 and worker.sem._value == worker.max_jobs + 1  # as arq made it
+
+
+async def test_a_worker_told_of_every_steer_asks_redis_for_none_at_a_boundary_and_still_takes_one_sent(
+    store: SessionStore, runs: AllWrites, redis: Redis, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its listener holds its subscription to the steer channel: a boundary with nothing told looks for
+    # no steer (no round trip); one sent while the run streams is told, and taken in at the next.
+    asked: list[str] = []
+    apply = RunLease.apply_steers
+
+    async def counted(lease: RunLease, step_key: str, output_at: int) -> Any:
+        asked.append(lease.run_id)
+        return await apply(lease, step_key, output_at)
+
+    monkeypatch.setattr(RunLease, "apply_steers", counted)
+    worker = await start_worker()
+    await eventually(lambda: worker.running.told_of_steers()(), what="the steer channel subscribed")
+    quiet, _ = await _queue(runs, tokens=5, tokens_per_second=0)
+    await _wait_for_status(store, quiet, "completed")
+    assert asked == []
+    steered, run_id = await _queue(runs, tokens=400, tokens_per_second=100)
+    await _wait_for_status(store, steered, "running")
+    await runs.steer(steered, "st_brief", "be brief")
+    await _wait_for_status(store, steered, "completed", within=scaled(20))
+    assert asked == [run_id]
+    types = [event.type for event in await store.read(steered, 0, 10_000)]
+    assert b"steer.applied" in types

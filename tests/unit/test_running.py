@@ -46,3 +46,30 @@ async def test_the_first_stop_reason_stands_and_an_unstopped_run_has_none() -> N
     await asyncio.gather(task, return_exceptions=True)
     assert task.cancelled()
     assert not running.cancel("unknown")
+
+
+def test_a_run_is_sure_to_be_told_of_its_steers_only_while_the_subscription_it_started_under_holds() -> None:
+    running = RunningRuns()
+    before = running.told_of_steers()  # the listener is not subscribed yet
+    running.hearing()
+    during = running.told_of_steers()
+    assert not before() and during()
+    running.deaf()  # lost: steers sent meanwhile were not told
+    running.hearing()  # subscribed again: from now on they are, but not those of the gap
+    assert not during() and running.told_of_steers()()
+
+
+async def test_a_steer_told_while_its_run_starts_reaches_it_once_it_runs() -> None:
+    running = RunningRuns()
+    running.expect("r")
+    running.steered("r")  # told between the run's start in Redis and its registration here
+    running.steered("other")  # not a run of this worker: nothing kept
+    steered: list[str] = []
+    running.add("r", "s", on_steer=lambda: steered.append("r"))
+    assert steered == ["r"]
+    running.discard("r")
+    running.expect("gone")
+    running.steered("gone")
+    running.forget("gone")  # it did not start here: nothing kept for it
+    running.add("gone", "s", on_steer=lambda: steered.append("gone"))
+    assert steered == ["r"]

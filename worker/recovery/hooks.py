@@ -91,12 +91,14 @@ class RunHooks:
         """The steers sent to the run since its agent last took them in, taken in now, once (see
         `RunContext.steers`); in an attempt that goes on, those taken at this point before. An attempt
         still replaying what its record holds takes none: what it replays was made without them.
-        `only_if_told`: look for them only if this worker was told of one (no round trip otherwise)."""
+        `only_if_told`: look for them only if this worker was told of one (no round trip otherwise),
+        as when it is sure to be told of each (`SteerInbox.told`)."""
         key = self.step_key(STEERS_STEP)
         lease = self.writer.lease
         inbox = lease.inbox
         inbox.listening = True
         recorded = self.recorded_step(key)
+        only_if_told = only_if_told or inbox.told()
         if recorded is None and (self._not_replayed or (only_if_told and not inbox.sent.is_set())):
             return []
         if recorded is None:
