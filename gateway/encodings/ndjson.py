@@ -3,6 +3,7 @@
 compacted catch-up is one `{"id", "event": "snapshot", "data": {"events": [...]}}` line."""
 
 from tokentail.gateway.reading.feed import Batch
+from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared.events import Gap
 from tokentail.shared.store import Entry, StoredEvent
 
@@ -19,6 +20,11 @@ def ndjson_entries(entries: list[Entry]) -> bytes:
     )
 
 
+def live_lines(chunk: Chunk) -> bytes:
+    """A chunk's lines, made once for all its readers (those the hub writes to, and the others)."""
+    return chunk.encoded(ndjson_events, ndjson_entries)
+
+
 def ndjson_gap(gap: Gap) -> bytes:
     return b'{"event":"gap","data":%s}\n' % gap.model_dump_json().encode()
 
@@ -26,6 +32,7 @@ def ndjson_gap(gap: Gap) -> bytes:
 class Ndjson:
     media_type = "application/x-ndjson"
     finished = False
+    live_frames = staticmethod(live_lines)
 
     def head(self, gap: Gap | None) -> bytes:
         return ndjson_gap(gap) if gap is not None else b""
@@ -35,7 +42,7 @@ class Ndjson:
             return b'{"id":%d,"event":"snapshot","data":%s}\n' % (batch.snapshot.up_to, batch.snapshot.data)
         if not batch.chunks:
             return b"\n"
-        lines = b"".join(chunk.encoded(ndjson_events, ndjson_entries) for chunk in batch.chunks)
+        lines = b"".join(live_lines(chunk) for chunk in batch.chunks)
         return lines if batch.gap is None else ndjson_gap(batch.gap) + lines
 
     def tail(self) -> bytes:

@@ -12,6 +12,7 @@ bytes, with no object made of each event.
 """
 
 from tokentail.gateway.reading.feed import Batch
+from tokentail.gateway.reading.hub import Chunk
 from tokentail.gateway.reading.streams import SSE_PING
 from tokentail.shared.events import Gap
 from tokentail.shared.store import Entry, StoredEvent
@@ -23,10 +24,16 @@ def encode_events(events: list[StoredEvent]) -> bytes:
 
 def frame_entries(entries: list[Entry]) -> bytes:
     """`encode_events` of the events these entries hold, from the entries: an event's id is the first
-    part of its entry's id (`<seq>-0`), written by Redis in decimal as `%d` writes it."""
+    part of its entry's id (`<seq>-0`, or `<seq>-1` for the first after a fence), written by Redis in
+    decimal as `%d` writes it (a live chunk's entries, made of notifications, have the seq alone)."""
     return b"".join(
         [b"id: %s\nevent: %s\ndata: %s\n\n" % (i.partition(b"-")[0], fields[1], fields[3]) for i, fields in entries]
     )
+
+
+def live_frames(chunk: Chunk) -> bytes:
+    """A chunk's frames, made once for all its readers (those the hub writes to, and the others)."""
+    return chunk.encoded(encode_events, frame_entries)
 
 
 def encode_gap(gap: Gap) -> bytes:
@@ -39,7 +46,7 @@ def encode_batch(batch: Batch) -> bytes:
     if not batch.chunks:
         return SSE_PING
     # Made once per chunk, for all its readers; a read's from its entries.
-    frames = [chunk.encoded(encode_events, frame_entries) for chunk in batch.chunks]
+    frames = [live_frames(chunk) for chunk in batch.chunks]
     if batch.gap is not None:
         frames.insert(0, encode_gap(batch.gap))
     return frames[0] if len(frames) == 1 else b"".join(frames)
@@ -56,6 +63,7 @@ class NativeSse:
         return b"retry: %d\n\n" % self._retry_ms + (encode_gap(gap) if gap is not None else b"")
 
     batch = staticmethod(encode_batch)
+    live_frames = staticmethod(live_frames)
 
     def tail(self) -> bytes:
         return b""

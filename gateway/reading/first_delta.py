@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from contextvars import ContextVar
 
 from tokentail.gateway import metrics
@@ -79,3 +80,37 @@ class FirstDeltas:
             return  # queued over a socket, or before gateways stamped requests
         exemplar = {"trace_id": f"{RunTrace.of(run).trace_id:032x}"} if run.trace else None
         metrics.FIRST_DELTA.observe(max(0.0, written_at - run.received_at), exemplar=exemplar)
+
+
+class DeltaMarks:
+    """Tells `FirstDeltas` of the runs whose deltas one reader writes: a feed's own (what it sends), or a
+    followed session's (what the hub writes straight to its clients, gateway/reading/hub.py), so that
+    the count is the same whichever path a delta took. Once per run: a session's runs go one after
+    another, so once the last delta of a chunk is of the run told of last, all of them are, and a
+    run's later deltas cost a look at the types (in C) and one comparison."""
+
+    __slots__ = ("_first_deltas", "_session_id", "_head")
+
+    def __init__(self, first_deltas: FirstDeltas, session_id: str) -> None:
+        self._first_deltas = first_deltas
+        self._session_id = session_id
+        self._head = b"\0"  # how the data of the run's deltas starts, once one was told of
+
+    def saw(self, types: Sequence[bytes], datas: Sequence[bytes]) -> None:
+        """Events of these `types` and `datas` were written to a client."""
+        if len(types) == 1:  # a live append, mostly
+            if types[0] != DELTA:
+                return
+            last = 0
+        elif DELTA not in types:
+            return
+        else:
+            last = len(types) - 1 - types[::-1].index(DELTA)
+        if datas[last].startswith(self._head):
+            return
+        for type_, data in zip(types, datas, strict=True):  # a new run's first delta: once per run
+            if type_ == DELTA and not data.startswith(self._head):
+                run_id = run_id_of(data)
+                if run_id is not None:
+                    self._head = head_of(run_id)
+                    self._first_deltas.written(self._session_id, run_id)

@@ -15,6 +15,17 @@ spill continues exactly after it, and the follower is live. The same path, never
 serves a follower that joins, one whose client reads too slowly (past `BUFFER_BYTES` waiting, it
 drops what is waiting and reads it again from Redis when it can take it), and every follower after
 the hub's connection came back (notifications sent meanwhile were lost).
+
+A live follower whose reader waits with nothing pending, and whose client's connection offers a
+direct write (gateway/protocol.py's `DirectBody`), holds a `Direct`: then the hub writes each
+contiguous chunk that ends no run straight to that client, in the callback that read it, with no
+task woken. Everything else (a run's end, a hole, a client whose connection is paused, a gap, a
+heartbeat, the end) wakes the reader, which takes it the usual way; its `Direct` is dropped on every
+wake and given again when it waits, so a direct write never overtakes what its task sends.
+
+The connections are redis-py's (connect, AUTH, SELECT, TLS, keepalive, Sentinel: all its own),
+read, once open, by a protocol of the hub's (`_Replies`): each network read is parsed by hiredis
+in C and handled whole in its callback, the notifications of one session in one read as one chunk.
 """
 
 import asyncio
@@ -25,22 +36,26 @@ import logging
 import operator
 import socket
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
+import hiredis
+from prometheus_client import Counter
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ResponseError
 
 from tokentail.gateway import metrics
-from tokentail.gateway.reading.first_delta import FirstDeltas
+from tokentail.gateway.reading.first_delta import DeltaMarks, FirstDeltas
 from tokentail.shared.archive import Archive
-from tokentail.shared.events import EventType
+from tokentail.shared.events import TERMINAL_EVENTS, EventType
 from tokentail.shared.logs import RateLimitedLogger
 from tokentail.shared.outage import is_outage
 from tokentail.shared.redis_clients import sessions_client
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import (
+    ENTRY_FIELDS,
+    FIELD_DATA,
+    FIELD_TYPE,
     SESSION_GONE,
     Entry,
     SessionStore,
@@ -56,7 +71,10 @@ outage_log = RateLimitedLogger(logger, every_seconds=30)
 T = TypeVar("T")
 BUFFER_BYTES = 1_048_576  # what waits for one slow client before it reads from Redis instead
 _RUN_COMPLETED = EventType.RUN_COMPLETED.encode()
+_TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)
+_MESSAGES = frozenset((b"message", b"smessage"))  # a notification, on a channel or a shard channel
 _SEQ = operator.itemgetter(0)  # a StoredEvent's seq
+Columns = tuple[Sequence[bytes], Sequence[bytes]]  # a chunk's events' types, and their data
 _RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0)
 # A Redis that vanished without closing the connection is found by TCP keepalive, within about 25 s.
 KEEPALIVE = {
@@ -70,11 +88,13 @@ class Chunk:
     """Consecutive events of one session, as one read or notification brought them. Shared by all the
     followers of the session: each encoding is made once, by the first follower that needs it.
 
-    A catch-up read's chunk (`of_entries`) holds the stream's entries as Redis sent them: an encoding
-    that frames them as they are (`encoded`'s `from_entries`: tokentail's own SSE and NDJSON) makes
-    no object of each event, and `events` are made of them only for a reader that asks."""
+    A catch-up read's chunk (`of_entries`) holds the stream's entries as Redis sent them, and a live
+    one (`notified`) its notifications made entries of the same shape (`[b"<seq>", [b"type", type,
+    b"data", data, b"ts", ts]]`): an encoding that frames them as they are (`encoded`'s
+    `from_entries`: tokentail's own SSE and NDJSON) makes no object of each event, and `events` are
+    made of them only for a reader that asks."""
 
-    __slots__ = ("_events", "entries", "first", "last", "count", "size", "_encoded")
+    __slots__ = ("_events", "entries", "first", "last", "count", "size", "terminal", "_encoded")
 
     def __init__(self, events: list[StoredEvent]) -> None:
         self._events: list[StoredEvent] | None = events
@@ -83,15 +103,25 @@ class Chunk:
         self.last = events[-1].seq
         self.count = len(events)
         self.size = sum(len(event.data) for event in events)
+        self.terminal = any(event.type in _TERMINAL for event in events)  # one of them ends a run
         self._encoded: dict[Callable[[list[StoredEvent]], Any], Any] | None = None
 
     @classmethod
-    def of_entries(cls, entries: list[Entry], size: int) -> "Chunk":
-        """The events of stream entries as XRANGE sent them (`Entry`), `size` their data's bytes."""
+    def of_entries(cls, entries: list[Entry], size: int, terminal: bool) -> "Chunk":
+        """The events of stream entries as XRANGE sent them (`Entry`), `size` their data's bytes,
+        `terminal` whether one of them ends a run."""
+        return cls._made(entries, entry_seq(entries[0]), entry_seq(entries[-1]), size, terminal)
+
+    @classmethod
+    def notified(cls, entries: list[Entry], size: int, terminal: bool) -> "Chunk":
+        """The events of notifications, made entries whose ids are their seqs."""
+        return cls._made(entries, int(entries[0][0]), int(entries[-1][0]), size, terminal)
+
+    @classmethod
+    def _made(cls, entries: list[Entry], first: int, last: int, size: int, terminal: bool) -> "Chunk":
         chunk = cls.__new__(cls)
         chunk._events, chunk.entries, chunk._encoded = None, entries, None
-        chunk.first, chunk.last = entry_seq(entries[0]), entry_seq(entries[-1])
-        chunk.count, chunk.size = len(entries), size
+        chunk.first, chunk.last, chunk.count, chunk.size, chunk.terminal = first, last, len(entries), size, terminal
         return chunk
 
     @property
@@ -100,6 +130,19 @@ class Chunk:
             assert self.entries is not None
             events = self._events = parse_raw_entries(self.entries)
         return events
+
+    def columns(self) -> Columns:
+        """Its events' types and their data, taken in C where it holds entries."""
+        if (entries := self.entries) is not None:
+            if len(entries) == 1:  # a live append, mostly
+                fields = entries[0][1]
+                return (fields[1],), (fields[3],)
+            fields_of = list(map(ENTRY_FIELDS, entries))
+            return list(map(FIELD_TYPE, fields_of)), list(map(FIELD_DATA, fields_of))
+        events = self.events
+        if len(events) == 1:
+            return (events[0].type,), (events[0].data,)
+        return [event.type for event in events], [event.data for event in events]
 
     def encoded(
         self, encode: Callable[[list[StoredEvent]], T], from_entries: Callable[[list[Entry]], T] | None = None
@@ -128,19 +171,42 @@ class Chunk:
         return Chunk([event for event in self.events if event.seq > seq])
 
 
+class Direct:
+    """A waiting reader's way to its client, while live: the hub writes a chunk through it, from the
+    callback that read the chunk, with no task woken (see the module's docstring).
+
+    `frames`: a chunk's bytes in the reader's encoding, the same for every client of it, so made once
+    per chunk (`Chunk.encoded`); `write`: writes them as the next piece of the client's response, or
+    says it could not (gateway/protocol.py's `DirectBody.write`); `sent`: the reader's counter of
+    events sent (`metrics.EVENTS_SENT` of its transport), which the hub adds to once per read;
+    `marks_deltas`: the reader tells of each run's first delta it writes (first_delta.py), which
+    the hub then does for it, once per chunk."""
+
+    __slots__ = ("frames", "write", "sent", "marks_deltas")
+
+    def __init__(
+        self, frames: Callable[[Chunk], bytes], write: Callable[[bytes], bool], sent: Counter, marks_deltas: bool
+    ) -> None:
+        self.frames = frames
+        self.write = write
+        self.sent = sent
+        self.marks_deltas = marks_deltas
+
+
 class Subscription:
     """One follower's place in its session's channel: what waits for it, and whether it is live."""
 
     __slots__ = (
-        "channel", "pending", "pending_bytes", "queued", "live", "spill", "spill_bytes", "dirty", "idle", "closed",
-        "last_tick", "_waiter",
+        "channel", "pending", "pending_bytes", "queued", "written", "live", "spill", "spill_bytes", "dirty", "idle",
+        "closed", "last_tick", "direct", "_waiter",
     )  # fmt: skip
 
     def __init__(self, channel: "_Channel", tick: int) -> None:
         self.channel = channel
         self.pending: list[Chunk] = []  # live chunks the follower has yet to take
         self.pending_bytes = 0
-        self.queued = 0  # the last seq put in `pending` (while live)
+        self.queued = 0  # the last seq put in `pending` or written straight to the client (while live)
+        self.written = 0  # the last seq written straight to the client (through `direct`)
         self.live = False  # False: catching up by reads; notifications go to the spill
         self.spill: list[Chunk] = []
         self.spill_bytes = 0
@@ -148,6 +214,7 @@ class Subscription:
         self.idle = False  # nothing for a heartbeat: the follower pings (and checks on its session)
         self.closed = False
         self.last_tick = tick
+        self.direct: Direct | None = None  # while its reader waits, live: how the hub writes to its client
         self._waiter: asyncio.Future[None] | None = None
 
     @property
@@ -155,15 +222,17 @@ class Subscription:
         """The channel is subscribed: from now on, every event appended is also notified."""
         return self.channel.ready
 
-    async def wait(self) -> None:
-        """Until there is something to do: chunks, a catch-up to make, a heartbeat, or the end."""
+    async def wait(self, direct: Direct | None = None) -> None:
+        """Until there is something to do: chunks, a catch-up to make, a heartbeat, or the end.
+        Meanwhile, if live, the hub writes through `direct` what it can (`written` says up to where)."""
         if self.pending or self.idle or self.closed or (not self.live and self.ready):
             return
+        self.direct = direct if self.live else None
         self._waiter = asyncio.get_running_loop().create_future()
         try:
             await self._waiter
         finally:
-            self._waiter = None
+            self._waiter = self.direct = None
 
     def take(self) -> list[Chunk]:
         chunks, self.pending, self.pending_bytes = self.pending, [], 0
@@ -187,27 +256,33 @@ class Subscription:
         self.live = True
         return True
 
-    def offer(self, chunk: Chunk, tick: int) -> None:
+    def offer(self, chunk: Chunk, tick: int) -> Direct | None:
+        """A chunk of its session's: written straight to the client (the `Direct` that wrote it is
+        returned), left for the follower to take, kept in the spill, or dropped for a read."""
         if self.closed:
-            return
+            return None
         if not self.live:
             if not self.dirty:
                 self.spill.append(chunk)
                 self.spill_bytes += chunk.size
                 if self.spill_bytes > BUFFER_BYTES:
                     self.spill, self.spill_bytes, self.dirty = [], 0, True
-            return
+            return None
         if chunk.last <= self.queued:
-            return
+            return None
         if chunk.first != self.queued + 1 or self.pending_bytes + chunk.size > BUFFER_BYTES:
             metrics.HUB_CATCH_UPS.labels("behind" if chunk.first == self.queued + 1 else "hole").inc()
             self.fall_behind()
-            return
-        self.pending.append(chunk)
-        self.pending_bytes += chunk.size
+            return None
         self.queued = chunk.last
         self.last_tick = tick
+        if (direct := self.direct) is not None and not chunk.terminal and direct.write(direct.frames(chunk)):
+            self.written = chunk.last
+            return direct
+        self.pending.append(chunk)  # for its reader: a run's end, or a client not taking more now
+        self.pending_bytes += chunk.size
         self._wake()
+        return None
 
     def fall_behind(self) -> None:
         """Drop what waits: the follower reads it again from Redis, from what it last took."""
@@ -225,12 +300,13 @@ class Subscription:
         self._wake()
 
     def _wake(self) -> None:
+        self.direct = None  # its reader has something to do: the hub writes nothing past it meanwhile
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
 
 class _Channel:
-    __slots__ = ("session_id", "name", "subscriptions", "ready", "held", "link")
+    __slots__ = ("session_id", "name", "subscriptions", "ready", "held", "link", "marks")
 
     def __init__(self, session_id: str, name: bytes) -> None:
         self.session_id = session_id
@@ -239,6 +315,7 @@ class _Channel:
         self.ready = False
         self.held: list[StoredEvent] | None = None  # events after a `run.completed` whose output is fetched
         self.link: _Link | None = None
+        self.marks: DeltaMarks | None = None  # the runs' first deltas the hub wrote to its followers
 
 
 class _Link:
@@ -256,6 +333,37 @@ class _Link:
         self.task: asyncio.Task[None] | None = None
 
 
+class _Replies(asyncio.Protocol):
+    """Reads one of the hub's connections once redis-py has opened it: each network read is parsed by
+    hiredis, in C, and handled whole in this callback, with no task woken and nothing awaited per
+    message. `lost` fails when the connection ends (or brought what is not Redis's protocol)."""
+
+    def __init__(self, pubsub: "_PubSub", link: _Link, transport: asyncio.Transport) -> None:
+        self._pubsub = pubsub
+        self._link = link
+        self._transport = transport
+        self._parser = hiredis.Reader()
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
+        try:
+            self._pubsub.on_replies(self._link, self._parser)
+        except Exception as exc:  # not Redis's protocol, or the hub's own fault: read on a new connection
+            self._end(exc)
+            self._transport.abort()
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc or ConnectionError("Redis closed the stream hub's connection"))
+
+    def _end(self, exc: BaseException) -> None:
+        if not self.lost.done():  # (cancelled when the hub closes: its listener no longer waits)
+            self.lost.set_exception(exc)
+
+
 class StreamHub:
     """The live reads of one gateway process: `subscribe` a follower, `unsubscribe` it when done."""
 
@@ -269,20 +377,16 @@ class StreamHub:
         )
         self.store = SessionStore(self._redis, settings, archive)
         self.first_deltas = FirstDeltas(self.store)  # the runs' first deltas its followers write
-        self._cluster = self._redis if isinstance(self._redis, RedisCluster) else None
-        self._subscribe, self._unsubscribe = (
-            (b"SSUBSCRIBE", b"SUNSUBSCRIBE") if self._cluster else (b"SUBSCRIBE", b"UNSUBSCRIBE")
-        )
         self._heartbeat = settings.sse_heartbeat_seconds
         self._channels: dict[bytes, _Channel] = {}
-        self._links: dict[str, _Link] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tick = 0
         self._stopped = False
+        self._sent: dict[Counter, int] = {}  # events written straight to clients, by transport, not yet counted
+        self._pubsub = _PubSub(self, self._redis)
 
     async def start(self) -> None:
-        if self._cluster is not None:
-            await self._cluster.initialize()  # the slot map, to route each session to its shard
+        await self._pubsub.start()
         self._spawn(self._beat())
 
     def subscribe(self, session_id: str) -> Subscription:
@@ -291,7 +395,7 @@ class StreamHub:
         if channel is None:
             channel = self._channels[name] = _Channel(session_id, name)
             metrics.HUB_CHANNELS.inc()
-            self._route(channel)
+            self._pubsub.route(channel)
         subscription = Subscription(channel, self._tick)
         if self._stopped:
             subscription.closed = True
@@ -305,9 +409,7 @@ class StreamHub:
         if not channel.subscriptions and self._channels.get(channel.name) is channel:
             del self._channels[channel.name]
             metrics.HUB_CHANNELS.dec()
-            if channel.link is not None:
-                channel.link.channels.discard(channel)
-                self._send(channel.link, self._unsubscribe, [channel])
+            self._pubsub.unroute(channel)
 
     @property
     def stopping(self) -> bool:
@@ -321,7 +423,7 @@ class StreamHub:
 
     async def aclose(self) -> None:
         self.stop()
-        tasks = [*self._tasks, *(link.task for link in self._links.values() if link.task is not None)]
+        tasks = [*self._tasks, *self._pubsub.tasks()]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -329,9 +431,122 @@ class StreamHub:
                 await task
         await self._redis.aclose()
 
-    # -- the notifications connections ---------------------------------------------------------
+    # -- notifications to chunks ---------------------------------------------------------------
 
-    def _route(self, channel: _Channel) -> None:
+    def _notify(self, notified: dict["_Channel", list[bytes]]) -> None:
+        """What one read of a pub/sub connection brought, by session; then the hub's direct writes counted."""
+        for channel, payloads in notified.items():
+            self._notified(channel, payloads)
+        self._count_sent()
+
+    def _notified(self, channel: _Channel, payloads: list[bytes]) -> None:
+        """A session's notifications of one read, in order: its events (`<seq> <ts> <type> <data>`,
+        made entries as a read's are, and one chunk of those that come together), or its end."""
+        entries: list[Entry] = []
+        size, terminal = 0, False
+        for payload in payloads:
+            if payload == SESSION_GONE:
+                if entries:
+                    self._deliver(channel, Chunk.notified(entries, size, terminal))
+                    entries, size, terminal = [], 0, False
+                for subscription in channel.subscriptions:
+                    subscription.ping()  # it checks on its session, finds it gone, and ends now
+                continue
+            seq, ts, type_, data = payload.split(b" ", 3)
+            if channel.held is None and type_ != _RUN_COMPLETED:
+                entries.append([seq, [b"type", type_, b"data", data, b"ts", ts]])
+                size += len(data)
+                terminal = terminal or type_ in _TERMINAL
+                continue
+            if entries:
+                self._deliver(channel, Chunk.notified(entries, size, terminal))
+                entries, size, terminal = [], 0, False
+            event = stored_event((int(seq), type_, data, int(ts)))
+            if channel.held is not None:
+                channel.held.append(event)
+            else:
+                # The stream keeps a completed run's output in its record: add it back (one read per
+                # gateway), holding the session's later events until it is done, so order is kept.
+                channel.held = [event]
+                self._spawn(self._complete(channel))
+        if entries:
+            self._deliver(channel, Chunk.notified(entries, size, terminal))
+
+    async def _complete(self, channel: _Channel) -> None:
+        try:
+            while channel.held:
+                events, channel.held = channel.held, []
+                self._deliver(channel, Chunk(await self.store.with_outputs(channel.session_id, events)))
+                self._count_sent()  # (a chunk after the run's end may go straight to clients)
+        except Exception as exc:
+            if not is_outage(exc):
+                logger.exception("could not add a completed run's output")
+            for subscription in channel.subscriptions:
+                subscription.fall_behind()  # each reads it from Redis when it can
+        finally:
+            channel.held = None
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _deliver(self, channel: _Channel, chunk: Chunk) -> None:
+        tick, sent, marks = self._tick, self._sent, False
+        for subscription in channel.subscriptions:
+            if (direct := subscription.offer(chunk, tick)) is not None:
+                sent[direct.sent] = sent.get(direct.sent, 0) + chunk.count
+                marks = marks or direct.marks_deltas
+        if marks:  # written to a client by the hub: it tells of a run's first delta, as a feed would
+            if channel.marks is None:
+                channel.marks = DeltaMarks(self.first_deltas, channel.session_id)
+            channel.marks.saw(*chunk.columns())
+
+    def _count_sent(self) -> None:
+        if self._sent:
+            for counter, count in self._sent.items():
+                counter.inc(count)
+            self._sent.clear()
+
+    # -- heartbeats ----------------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        # Half-heartbeat ticks: a follower with nothing sent for two ticks pings. One pass over the
+        # followers per tick, however many there are, instead of a timer per follower.
+        while True:
+            await asyncio.sleep(self._heartbeat / 2)
+            self._tick += 1
+            for subscription in self._subscriptions():
+                if self._tick - subscription.last_tick >= 2:
+                    subscription.last_tick = self._tick
+                    subscription.ping()
+
+    def _subscriptions(self) -> Iterable[Subscription]:
+        return [s for channel in list(self._channels.values()) for s in channel.subscriptions]
+
+
+class _PubSub:
+    """The hub's notifications connections: one to the Redis, or one per primary of a Redis Cluster
+    (whose sessions notify on their shard: SSUBSCRIBE), each subscribed to the channels it hears."""
+
+    def __init__(self, hub: StreamHub, redis: Redis | RedisCluster) -> None:
+        self._hub = hub
+        self._redis = redis
+        self._channels = hub._channels  # the hub's, the same dict
+        self._cluster = redis if isinstance(redis, RedisCluster) else None
+        self._subscribe, self._unsubscribe = (
+            (b"SSUBSCRIBE", b"SUNSUBSCRIBE") if self._cluster else (b"SUBSCRIBE", b"UNSUBSCRIBE")
+        )
+        self.links: dict[str, _Link] = {}
+
+    async def start(self) -> None:
+        if self._cluster is not None:
+            await self._cluster.initialize()  # the slot map, to route each session to its shard
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [link.task for link in self.links.values() if link.task is not None]
+
+    def route(self, channel: _Channel) -> None:
         """Subscribe the channel on the connection that hears it: the one connection, or the one to
         the primary that holds its slot in a cluster."""
         if self._cluster is None:
@@ -339,13 +554,18 @@ class StreamHub:
         else:
             node = self._cluster.get_node_from_key(channel.name)
             address, new_connection = node.name, functools.partial(node.connection_class, **node.connection_kwargs)
-        link = self._links.get(address)
+        link = self.links.get(address)
         if link is None:
-            link = self._links[address] = _Link(address, new_connection)
+            link = self.links[address] = _Link(address, new_connection)
             link.task = asyncio.create_task(self._listen(link))
         channel.link = link
         link.channels.add(channel)
         self._send(link, self._subscribe, [channel])
+
+    def unroute(self, channel: _Channel) -> None:
+        if channel.link is not None:
+            channel.link.channels.discard(channel)
+            self._send(channel.link, self._unsubscribe, [channel])
 
     def _connection_to_redis(self) -> AbstractConnection:
         pool = cast(Redis, self._redis).connection_pool
@@ -362,7 +582,7 @@ class StreamHub:
             if self._channels.get(channel.name) is channel:
                 if channel.link is not None:
                     channel.link.channels.discard(channel)
-                self._route(channel)
+                self.route(channel)
 
     async def _listen(self, link: _Link) -> None:
         failures = 0
@@ -372,18 +592,11 @@ class StreamHub:
             connection = link.new_connection()
             try:
                 await connection.connect()  # type: ignore[no-untyped-call]
+                replies = self._read(link, connection)
                 link.connection, failures = connection, 0
                 link.awaiting.clear()
                 self._send(link, self._subscribe, list(link.channels))
-                while True:
-                    try:
-                        reply = await connection.read_response()
-                    except ResponseError as exc:  # MOVED: this node no longer holds the channel's slot
-                        channel = link.awaiting.popleft()
-                        logger.info("the stream hub moves a channel (%s)", exc)
-                        self._spawn(self._reroute([channel]))
-                        continue
-                    self._on_reply(link, reply)
+                await replies.lost
             except Exception as exc:
                 if not is_outage(exc):
                     logger.exception("the stream hub's connection failed; reconnecting")
@@ -401,13 +614,22 @@ class StreamHub:
             await asyncio.sleep(_RECONNECT_SECONDS[min(failures, len(_RECONNECT_SECONDS) - 1)])
             failures += 1
 
+    def _read(self, link: _Link, connection: AbstractConnection) -> _Replies:
+        """From now on, what comes on `connection` (opened by redis-py, its handshake done, nothing
+        asked since) is read by the hub's own protocol instead of redis-py's stream reader."""
+        assert connection._writer is not None
+        transport = cast(asyncio.Transport, connection._writer.transport)
+        replies = _Replies(self, link, transport)
+        transport.set_protocol(replies)
+        return replies
+
     def _forgot_idle(self, link: _Link) -> bool:
         """In a cluster, a failing link whose channels all left (moved to other primaries, or their
         followers ended) is dropped, not tried again: a dead node is not reconnected to for ever."""
         if self._cluster is None or link.channels:
             return False
-        if self._links.get(link.address) is link:
-            del self._links[link.address]
+        if self.links.get(link.address) is link:
+            del self.links[link.address]
         return True
 
     def _send(self, link: _Link, command: bytes, channels: list[_Channel]) -> None:
@@ -424,13 +646,41 @@ class StreamHub:
         for start in range(0, len(names), per_command):
             connection._writer.writelines(connection.pack_command(command, *names[start : start + per_command]))  # type: ignore[union-attr]
 
+    def on_replies(self, link: _Link, parser: hiredis.Reader) -> None:
+        """Every reply one network read of `link`'s connection completed, in order. The notifications
+        of one session are taken together (until a reply of another kind), as one chunk: one write
+        to each client that follows it directly."""
+        channels = self._channels
+        notified: dict[_Channel, list[bytes]] = {}
+        while (reply := parser.gets()) is not False:
+            if reply.__class__ is list and reply[0] in _MESSAGES:
+                if (channel := channels.get(reply[1])) is not None:
+                    if (payloads := notified.get(channel)) is None:
+                        notified[channel] = [reply[2]]
+                    else:
+                        payloads.append(reply[2])
+                continue
+            if notified:
+                self._hub._notify(notified)
+                notified = {}
+            if isinstance(reply, hiredis.ReplyError):
+                self._refused(link, reply)
+            else:
+                self._on_reply(link, reply)
+        if notified:
+            self._hub._notify(notified)
+
+    def _refused(self, link: _Link, error: hiredis.ReplyError) -> None:
+        """An error reply: on a cluster, a MOVED for a channel whose slot this node no longer holds."""
+        if self._cluster is None or not link.awaiting:
+            raise error  # not one the hub asks for: a new connection subscribes again
+        channel = link.awaiting.popleft()
+        logger.info("the stream hub moves a channel (%s)", error)
+        self._hub._spawn(self._reroute([channel]))
+
     def _on_reply(self, link: _Link, reply: list[bytes]) -> None:
         kind = reply[0]
-        if kind == b"message" or kind == b"smessage":
-            channel = self._channels.get(reply[1])
-            if channel is not None:
-                self._notified(channel, reply[2])
-        elif kind == b"subscribe" or kind == b"ssubscribe":
+        if kind == b"subscribe" or kind == b"ssubscribe":
             channel = link.awaiting.popleft()
             if channel.ready:
                 # Subscribed again (the connection came back, the slot moved): what was sent
@@ -443,62 +693,7 @@ class StreamHub:
                 for subscription in channel.subscriptions:
                     subscription._wake()
         elif kind == b"sunsubscribe":
-            channel = self._channels.get(reply[1])
-            if channel is not None and channel.link is link:
+            moved = self._channels.get(reply[1])
+            if moved is not None and moved.link is link:
                 # Not asked for: the cluster moved the channel's slot to another primary.
-                self._spawn(self._reroute([channel]))
-
-    def _notified(self, channel: _Channel, payload: bytes) -> None:
-        if payload == SESSION_GONE:
-            for subscription in channel.subscriptions:
-                subscription.ping()  # it checks on its session, finds it gone, and ends now
-            return
-        seq, ts, type_, data = payload.split(b" ", 3)
-        event = stored_event((int(seq), type_, data, int(ts)))
-        if channel.held is not None:
-            channel.held.append(event)
-        elif type_ == _RUN_COMPLETED:
-            # The stream keeps a completed run's output in its record: add it back (one read per
-            # gateway), holding the session's later events until it is done, so order is kept.
-            channel.held = [event]
-            self._spawn(self._complete(channel))
-        else:
-            self._deliver(channel, Chunk([event]))
-
-    async def _complete(self, channel: _Channel) -> None:
-        try:
-            while channel.held:
-                events, channel.held = channel.held, []
-                self._deliver(channel, Chunk(await self.store.with_outputs(channel.session_id, events)))
-        except Exception as exc:
-            if not is_outage(exc):
-                logger.exception("could not add a completed run's output")
-            for subscription in channel.subscriptions:
-                subscription.fall_behind()  # each reads it from Redis when it can
-        finally:
-            channel.held = None
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _deliver(self, channel: _Channel, chunk: Chunk) -> None:
-        for subscription in channel.subscriptions:
-            subscription.offer(chunk, self._tick)
-
-    # -- heartbeats ----------------------------------------------------------------------------
-
-    async def _beat(self) -> None:
-        # Half-heartbeat ticks: a follower with nothing sent for two ticks pings. One pass over the
-        # followers per tick, however many there are, instead of a timer per follower.
-        while True:
-            await asyncio.sleep(self._heartbeat / 2)
-            self._tick += 1
-            for subscription in self._subscriptions():
-                if self._tick - subscription.last_tick >= 2:
-                    subscription.last_tick = self._tick
-                    subscription.ping()
-
-    def _subscriptions(self) -> Iterable[Subscription]:
-        return [s for channel in list(self._channels.values()) for s in channel.subscriptions]
+                self._hub._spawn(self._reroute([moved]))

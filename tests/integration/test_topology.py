@@ -115,7 +115,7 @@ async def test_runs_stream_end_to_end_with_sessions_on_every_shard_and_the_queue
     with sync_redis.RedisCluster.from_url(cluster.url) as client:
         shards = {client.get_node_from_key(f"{settings.key_prefix}:{{{c['session_id']}}}:events").name for c in created}
     assert len(shards) == 3
-    assert set(gateway.app.state.hub._links) == shards
+    assert set(gateway.app.state.hub._pubsub.links) == shards
     # The queue's Redis holds arq's keys and the index; the cluster holds none of them.
     assert await queue.exists(f"{settings.key_prefix}:lease-checks")
     with sync_redis.RedisCluster.from_url(cluster.url) as client:
