@@ -26,6 +26,9 @@ def frame_entries(entries: list[Entry]) -> bytes:
     """`encode_events` of the events these entries hold, from the entries: an event's id is the first
     part of its entry's id (`<seq>-0`, or `<seq>-1` for the first after a fence), written by Redis in
     decimal as `%d` writes it (a live chunk's entries, made of notifications, have the seq alone)."""
+    if len(entries) == 1:  # a live append, mostly
+        i, fields = entries[0]
+        return b"id: %s\nevent: %s\ndata: %s\n\n" % (i.partition(b"-")[0], fields[1], fields[3])
     return b"".join(
         [b"id: %s\nevent: %s\ndata: %s\n\n" % (i.partition(b"-")[0], fields[1], fields[3]) for i, fields in entries]
     )

@@ -89,12 +89,12 @@ class DeltaMarks:
     another, so once the last delta of a chunk is of the run told of last, all of them are, and a
     run's later deltas cost a look at the types (in C) and one comparison."""
 
-    __slots__ = ("_first_deltas", "_session_id", "_head")
+    __slots__ = ("_first_deltas", "_session_id", "head")
 
     def __init__(self, first_deltas: FirstDeltas, session_id: str) -> None:
         self._first_deltas = first_deltas
         self._session_id = session_id
-        self._head = b"\0"  # how the data of the run's deltas starts, once one was told of
+        self.head = b"\0"  # how the data of the last run told of starts (its deltas' too)
 
     def saw(self, types: Sequence[bytes], datas: Sequence[bytes]) -> None:
         """Events of these `types` and `datas` were written to a client."""
@@ -106,11 +106,11 @@ class DeltaMarks:
             return
         else:
             last = len(types) - 1 - types[::-1].index(DELTA)
-        if datas[last].startswith(self._head):
+        if datas[last].startswith(self.head):
             return
         for type_, data in zip(types, datas, strict=True):  # a new run's first delta: once per run
-            if type_ == DELTA and not data.startswith(self._head):
+            if type_ == DELTA and not data.startswith(self.head):
                 run_id = run_id_of(data)
                 if run_id is not None:
-                    self._head = head_of(run_id)
+                    self.head = head_of(run_id)
                     self._first_deltas.written(self._session_id, run_id)

@@ -45,7 +45,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
 from tokentail.gateway import metrics
-from tokentail.gateway.reading.first_delta import DeltaMarks, FirstDeltas
+from tokentail.gateway.reading.first_delta import DELTA, DeltaMarks, FirstDeltas
 from tokentail.shared.archive import Archive
 from tokentail.shared.events import TERMINAL_EVENTS, EventType
 from tokentail.shared.logs import RateLimitedLogger
@@ -115,7 +115,11 @@ class Chunk:
     @classmethod
     def notified(cls, entries: list[Entry], size: int, terminal: bool) -> "Chunk":
         """The events of notifications, made entries whose ids are their seqs."""
-        return cls._made(entries, int(entries[0][0]), int(entries[-1][0]), size, terminal)
+        chunk = cls.__new__(cls)
+        chunk._events, chunk.entries, chunk._encoded = None, entries, None
+        chunk.first, chunk.last = int(entries[0][0]), int(entries[-1][0])
+        chunk.count, chunk.size, chunk.terminal = len(entries), size, terminal
+        return chunk
 
     @classmethod
     def _made(cls, entries: list[Entry], first: int, last: int, size: int, terminal: bool) -> "Chunk":
@@ -433,22 +437,16 @@ class StreamHub:
 
     # -- notifications to chunks ---------------------------------------------------------------
 
-    def _notify(self, notified: dict["_Channel", list[bytes]]) -> None:
-        """What one read of a pub/sub connection brought, by session; then the hub's direct writes counted."""
-        for channel, payloads in notified.items():
-            self._notified(channel, payloads)
-        self._count_sent()
-
     def _notified(self, channel: _Channel, payloads: list[bytes]) -> None:
-        """A session's notifications of one read, in order: its events (`<seq> <ts> <type> <data>`,
-        made entries as a read's are, and one chunk of those that come together), or its end."""
+        """A session's notifications that came together, in order: its events (`<seq> <ts> <type>
+        <data>`, made entries as a read's are, one chunk of them), or its end."""
         entries: list[Entry] = []
-        size, terminal = 0, False
+        size, terminal, delta = 0, False, None
         for payload in payloads:
             if payload == SESSION_GONE:
                 if entries:
-                    self._deliver(channel, Chunk.notified(entries, size, terminal))
-                    entries, size, terminal = [], 0, False
+                    self._deliver(channel, Chunk.notified(entries, size, terminal), delta)
+                    entries, size, terminal, delta = [], 0, False, None
                 for subscription in channel.subscriptions:
                     subscription.ping()  # it checks on its session, finds it gone, and ends now
                 continue
@@ -456,11 +454,14 @@ class StreamHub:
             if channel.held is None and type_ != _RUN_COMPLETED:
                 entries.append([seq, [b"type", type_, b"data", data, b"ts", ts]])
                 size += len(data)
-                terminal = terminal or type_ in _TERMINAL
+                if type_ == DELTA:
+                    delta = data
+                elif type_ in _TERMINAL:
+                    terminal = True
                 continue
             if entries:
-                self._deliver(channel, Chunk.notified(entries, size, terminal))
-                entries, size, terminal = [], 0, False
+                self._deliver(channel, Chunk.notified(entries, size, terminal), delta)
+                entries, size, terminal, delta = [], 0, False, None
             event = stored_event((int(seq), type_, data, int(ts)))
             if channel.held is not None:
                 channel.held.append(event)
@@ -470,13 +471,15 @@ class StreamHub:
                 channel.held = [event]
                 self._spawn(self._complete(channel))
         if entries:
-            self._deliver(channel, Chunk.notified(entries, size, terminal))
+            self._deliver(channel, Chunk.notified(entries, size, terminal), delta)
 
     async def _complete(self, channel: _Channel) -> None:
         try:
             while channel.held:
                 events, channel.held = channel.held, []
-                self._deliver(channel, Chunk(await self.store.with_outputs(channel.session_id, events)))
+                chunk = Chunk(await self.store.with_outputs(channel.session_id, events))
+                delta = next((event.data for event in reversed(chunk.events) if event.type == DELTA), None)
+                self._deliver(channel, chunk, delta)
                 self._count_sent()  # (a chunk after the run's end may go straight to clients)
         except Exception as exc:
             if not is_outage(exc):
@@ -491,16 +494,18 @@ class StreamHub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _deliver(self, channel: _Channel, chunk: Chunk) -> None:
+    def _deliver(self, channel: _Channel, chunk: Chunk, delta: bytes | None) -> None:
+        """`chunk` to each follower of `channel`; `delta`: the data of its last text delta, if any."""
         tick, sent, marks = self._tick, self._sent, False
         for subscription in channel.subscriptions:
             if (direct := subscription.offer(chunk, tick)) is not None:
                 sent[direct.sent] = sent.get(direct.sent, 0) + chunk.count
                 marks = marks or direct.marks_deltas
-        if marks:  # written to a client by the hub: it tells of a run's first delta, as a feed would
-            if channel.marks is None:
-                channel.marks = DeltaMarks(self.first_deltas, channel.session_id)
-            channel.marks.saw(*chunk.columns())
+        if marks and delta is not None:  # written to a client by the hub: it tells of a run's first delta
+            if (told := channel.marks) is None:
+                told = channel.marks = DeltaMarks(self.first_deltas, channel.session_id)
+            if not delta.startswith(told.head):  # (else all its deltas are of the run told of last)
+                told.saw(*chunk.columns())
 
     def _count_sent(self) -> None:
         if self._sent:
@@ -648,27 +653,29 @@ class _PubSub:
 
     def on_replies(self, link: _Link, parser: hiredis.Reader) -> None:
         """Every reply one network read of `link`'s connection completed, in order. The notifications
-        of one session are taken together (until a reply of another kind), as one chunk: one write
-        to each client that follows it directly."""
-        channels = self._channels
-        notified: dict[_Channel, list[bytes]] = {}
+        of one session that come one after the other (as an append's do) are taken together, as one
+        chunk: one write to each client that follows it directly. What the hub wrote is counted once."""
+        channels, notified = self._channels, self._hub._notified
+        channel: _Channel | None = None
+        payloads: list[bytes] = []
         while (reply := parser.gets()) is not False:
             if reply.__class__ is list and reply[0] in _MESSAGES:
-                if (channel := channels.get(reply[1])) is not None:
-                    if (payloads := notified.get(channel)) is None:
-                        notified[channel] = [reply[2]]
-                    else:
-                        payloads.append(reply[2])
+                if (of := channels.get(reply[1])) is not channel:
+                    if channel is not None and payloads:
+                        notified(channel, payloads)
+                    channel, payloads = of, []
+                payloads.append(reply[2])
                 continue
-            if notified:
-                self._hub._notify(notified)
-                notified = {}
+            if channel is not None and payloads:
+                notified(channel, payloads)
+            channel, payloads = None, []
             if isinstance(reply, hiredis.ReplyError):
                 self._refused(link, reply)
             else:
                 self._on_reply(link, reply)
-        if notified:
-            self._hub._notify(notified)
+        if channel is not None and payloads:
+            notified(channel, payloads)
+        self._hub._count_sent()
 
     def _refused(self, link: _Link, error: hiredis.ReplyError) -> None:
         """An error reply: on a cluster, a MOVED for a channel whose slot this node no longer holds."""
