@@ -94,7 +94,7 @@ class Chunk:
     `from_entries`: tokentail's own SSE and NDJSON) makes no object of each event, and `events` are
     made of them only for a reader that asks."""
 
-    __slots__ = ("_events", "entries", "first", "last", "count", "size", "terminal", "_encoded")
+    __slots__ = ("_events", "entries", "first", "last", "count", "size", "terminal", "_key", "_value", "_encoded")
 
     def __init__(self, events: list[StoredEvent]) -> None:
         self._events: list[StoredEvent] | None = events
@@ -104,7 +104,10 @@ class Chunk:
         self.count = len(events)
         self.size = sum(len(event.data) for event in events)
         self.terminal = any(event.type in _TERMINAL for event in events)  # one of them ends a run
-        self._encoded: dict[Callable[[list[StoredEvent]], Any], Any] | None = None
+        # Its first encoding (`_key` made `_value`), and any other (by what made it).
+        self._key: Callable[..., Any] | None = None
+        self._value: Any = None
+        self._encoded: dict[Callable[..., Any], Any] | None = None
 
     @classmethod
     def of_entries(cls, entries: list[Entry], size: int, terminal: bool) -> "Chunk":
@@ -115,17 +118,15 @@ class Chunk:
     @classmethod
     def notified(cls, entries: list[Entry], size: int, terminal: bool) -> "Chunk":
         """The events of notifications, made entries whose ids are their seqs."""
-        chunk = cls.__new__(cls)
-        chunk._events, chunk.entries, chunk._encoded = None, entries, None
-        chunk.first, chunk.last = int(entries[0][0]), int(entries[-1][0])
-        chunk.count, chunk.size, chunk.terminal = len(entries), size, terminal
-        return chunk
+        first = int(entries[0][0])
+        return cls._made(entries, first, first if len(entries) == 1 else int(entries[-1][0]), size, terminal)
 
     @classmethod
     def _made(cls, entries: list[Entry], first: int, last: int, size: int, terminal: bool) -> "Chunk":
         chunk = cls.__new__(cls)
-        chunk._events, chunk.entries, chunk._encoded = None, entries, None
-        chunk.first, chunk.last, chunk.count, chunk.size, chunk.terminal = first, last, len(entries), size, terminal
+        chunk._events = chunk._key = chunk._value = chunk._encoded = None
+        chunk.entries, chunk.first, chunk.last, chunk.count, chunk.size = entries, first, last, len(entries), size
+        chunk.terminal = terminal
         return chunk
 
     @property
@@ -153,14 +154,20 @@ class Chunk:
     ) -> T:
         """`encode(self.events)`, made once; or `from_entries`, which makes the same of the entries the
         chunk holds, if it holds them."""
-        if self._encoded is None:
-            self._encoded = {}
-        elif (done := self._encoded.get(encode)) is not None:
+        if self._key is encode:
+            return self._value  # type: ignore[no-any-return]
+        if self._encoded is not None and (done := self._encoded.get(encode)) is not None:
             return done  # type: ignore[no-any-return]
         if from_entries is not None and self.entries is not None:
-            value = self._encoded[encode] = from_entries(self.entries)
+            value = from_entries(self.entries)
         else:
-            value = self._encoded[encode] = encode(self.events)
+            value = encode(self.events)
+        if self._key is None:  # (most chunks are framed once, for one encoding: no dict)
+            self._key, self._value = encode, value
+        else:
+            if self._encoded is None:
+                self._encoded = {}
+            self._encoded[encode] = value
         return value
 
     def up_to(self, seq: int) -> int:
@@ -263,6 +270,12 @@ class Subscription:
     def offer(self, chunk: Chunk, tick: int) -> Direct | None:
         """A chunk of its session's: written straight to the client (the `Direct` that wrote it is
         returned), left for the follower to take, kept in the spill, or dropped for a read."""
+        if (direct := self.direct) is not None and chunk.first == self.queued + 1 and not chunk.terminal:
+            # (Holding a `Direct`, it is live, open, and has nothing pending: see `wait` and `_wake`.)
+            if direct.write(direct.frames(chunk)):
+                self.queued = self.written = chunk.last
+                self.last_tick = tick
+                return direct
         if self.closed:
             return None
         if not self.live:
@@ -280,10 +293,7 @@ class Subscription:
             return None
         self.queued = chunk.last
         self.last_tick = tick
-        if (direct := self.direct) is not None and not chunk.terminal and direct.write(direct.frames(chunk)):
-            self.written = chunk.last
-            return direct
-        self.pending.append(chunk)  # for its reader: a run's end, or a client not taking more now
+        self.pending.append(chunk)  # for its reader: a run's end, a client not taking more for now...
         self.pending_bytes += chunk.size
         self._wake()
         return None
