@@ -173,10 +173,7 @@ class Gateway:
         paths.write_text("\n".join(f"/v1/sessions/{sid}/events" for sid, _ in made))
         await asyncio.sleep(1)
         before = _rss(self.process.pid)
-        self.clients = subprocess.Popen(
-            [sys.executable, __file__, "clients", str(self.port), str(paths)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        self.clients = _role("clients", str(self.port), str(paths), piped=True)
         assert self.clients.stdout is not None
         if (line := self.clients.stdout.readline().strip()) != "ready":
             raise RuntimeError(f"the {self.label} gateway's streams did not open: {line!r}")
@@ -191,12 +188,11 @@ class Gateway:
 
     async def turn(self, rate: float, warm_up: float, window: float) -> dict[str, float]:
         """Its sessions appended to at `rate` events/s in all; its CPU per delta frame read."""
-        publisher = subprocess.Popen(
-            [sys.executable, __file__, "publish", str(self.redis.port), self.prefix, str(self.sessions_file), str(rate)]
-        )
+        publisher = _role("publish", str(self.redis.port), self.prefix, str(self.sessions_file), str(rate))
         try:
             await asyncio.sleep(warm_up)
-            frames, cpu, split, began = self.frames(), harness.cpu_seconds(self.process.pid), _split(self.process.pid), time.monotonic()
+            frames, cpu = self.frames(), harness.cpu_seconds(self.process.pid)
+            split, began = _split(self.process.pid), time.monotonic()
             await asyncio.sleep(window)
             frames = self.frames() - frames
             cpu = harness.cpu_seconds(self.process.pid) - cpu
@@ -213,6 +209,12 @@ class Gateway:
             self.clients.kill()
             self.clients.wait()
         harness.stop_process(self.process)  # type: ignore[arg-type]
+
+
+def _role(*args: str, piped: bool = False) -> "subprocess.Popen[str]":
+    """This script in another process, as the clients or the publisher."""
+    pipe = subprocess.PIPE if piped else None
+    return subprocess.Popen([sys.executable, __file__, *args], stdin=pipe, stdout=pipe, text=True)
 
 
 def _split(pid: int) -> tuple[float, float]:
@@ -292,7 +294,8 @@ def main() -> None:
     memory = figures["rss_per_stream"]
     assert isinstance(memory, dict)
     print("  resident bytes per open stream: " + ", ".join(f"{label} {value:.0f}" for label, value in memory.items()))
-    print(f"  ratio (tree / {options.ref}): {figures['ratio']:.2f}x, median of the rounds' ratios {figures['ratio_of_rounds']:.2f}x")
+    ratio, of_rounds = figures["ratio"], figures["ratio_of_rounds"]
+    print(f"  ratio (tree / {options.ref}): {ratio:.2f}x, median of the rounds' ratios {of_rounds:.2f}x")
     if options.output:
         Path(options.output).write_text(json.dumps(figures, indent=2))
 

@@ -530,11 +530,16 @@ class StreamHub:
         # followers per tick, however many there are, instead of a timer per follower.
         while True:
             await asyncio.sleep(self._heartbeat / 2)
-            self._tick += 1
-            for subscription in self._subscriptions():
-                if self._tick - subscription.last_tick >= 2:
-                    subscription.last_tick = self._tick
-                    subscription.ping()
+            self.tick()
+
+    def tick(self) -> None:
+        """Half a heartbeat passed: each follower sent nothing for two ticks (by the hub's writes or
+        its own) pings."""
+        self._tick += 1
+        for subscription in self._subscriptions():
+            if self._tick - subscription.last_tick >= 2:
+                subscription.last_tick = self._tick
+                subscription.ping()
 
     def _subscriptions(self) -> Iterable[Subscription]:
         return [s for channel in list(self._channels.values()) for s in channel.subscriptions]

@@ -39,7 +39,8 @@ def test_a_read_is_framed_from_its_entries_as_from_its_events() -> None:
     assert ndjson_entries(entries) == ndjson_events(STORED)
     gap = Gap(reason="trimmed", first_available=1)
     for encode in (encode_batch, Ndjson().batch):
-        assert encode(Batch([Chunk.of_entries(entries, size=0, terminal=False)], gap)) == encode(Batch([Chunk(STORED)], gap))
+        of_entries = Chunk.of_entries(entries, size=0, terminal=False)
+        assert encode(Batch([of_entries], gap)) == encode(Batch([Chunk(STORED)], gap))
 
 
 def test_a_chunk_of_entries_counts_them_and_makes_events_of_them_only_if_asked() -> None:
