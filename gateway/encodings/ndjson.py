@@ -3,7 +3,6 @@
 compacted catch-up is one `{"id", "event": "snapshot", "data": {"events": [...]}}` line."""
 
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared.events import Gap
 from tokentail.shared.store import Entry, StoredEvent
 
@@ -15,14 +14,12 @@ def ndjson_events(events: list[StoredEvent]) -> bytes:
 
 def ndjson_entries(entries: list[Entry]) -> bytes:
     """`ndjson_events` of the events these entries hold, from the entries (as sse.frame_entries)."""
+    if len(entries) == 1:  # a live append, mostly
+        i, fields = entries[0]
+        return b'{"id":%s,"event":"%s","data":%s}\n' % (i.partition(b"-")[0], fields[1], fields[3])
     return b"".join(
         [b'{"id":%s,"event":"%s","data":%s}\n' % (i.partition(b"-")[0], fields[1], fields[3]) for i, fields in entries]
     )
-
-
-def live_lines(chunk: Chunk) -> bytes:
-    """A chunk's lines, made once for all its readers (those the hub writes to, and the others)."""
-    return chunk.encoded(ndjson_events, ndjson_entries)
 
 
 def ndjson_gap(gap: Gap) -> bytes:
@@ -32,7 +29,7 @@ def ndjson_gap(gap: Gap) -> bytes:
 class Ndjson:
     media_type = "application/x-ndjson"
     finished = False
-    live_frames = staticmethod(live_lines)
+    live_frames = staticmethod(ndjson_entries)  # the same for every client: the hub writes them
 
     def head(self, gap: Gap | None) -> bytes:
         return ndjson_gap(gap) if gap is not None else b""
@@ -42,7 +39,7 @@ class Ndjson:
             return b'{"id":%d,"event":"snapshot","data":%s}\n' % (batch.snapshot.up_to, batch.snapshot.data)
         if not batch.chunks:
             return b"\n"
-        lines = b"".join(live_lines(chunk) for chunk in batch.chunks)
+        lines = b"".join(chunk.encoded(ndjson_events, ndjson_entries) for chunk in batch.chunks)
         return lines if batch.gap is None else ndjson_gap(batch.gap) + lines
 
     def tail(self) -> bytes:

@@ -12,7 +12,6 @@ bytes, with no object made of each event.
 """
 
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.hub import Chunk
 from tokentail.gateway.reading.streams import SSE_PING
 from tokentail.shared.events import Gap
 from tokentail.shared.store import Entry, StoredEvent
@@ -34,11 +33,6 @@ def frame_entries(entries: list[Entry]) -> bytes:
     )
 
 
-def live_frames(chunk: Chunk) -> bytes:
-    """A chunk's frames, made once for all its readers (those the hub writes to, and the others)."""
-    return chunk.encoded(encode_events, frame_entries)
-
-
 def encode_gap(gap: Gap) -> bytes:
     return b"event: gap\ndata: %s\n\n" % gap.model_dump_json().encode()
 
@@ -49,7 +43,7 @@ def encode_batch(batch: Batch) -> bytes:
     if not batch.chunks:
         return SSE_PING
     # Made once per chunk, for all its readers; a read's from its entries.
-    frames = [live_frames(chunk) for chunk in batch.chunks]
+    frames = [chunk.encoded(encode_events, frame_entries) for chunk in batch.chunks]
     if batch.gap is not None:
         frames.insert(0, encode_gap(batch.gap))
     return frames[0] if len(frames) == 1 else b"".join(frames)
@@ -66,7 +60,7 @@ class NativeSse:
         return b"retry: %d\n\n" % self._retry_ms + (encode_gap(gap) if gap is not None else b"")
 
     batch = staticmethod(encode_batch)
-    live_frames = staticmethod(live_frames)
+    live_frames = staticmethod(frame_entries)  # the same for every client: the hub writes them
 
     def tail(self) -> bytes:
         return b""

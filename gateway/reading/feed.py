@@ -125,11 +125,11 @@ class EventFeed:
         self._ending: str | None = None  # how it ends, when its reader knows better than the feed
         self._direct: Direct | None = None  # how the hub may write live chunks to its client (else None)
 
-    def write_directly(self, frames: Callable[[Chunk], bytes], write: Callable[[bytes], bool]) -> None:
-        """Let the hub write the live chunks that need nothing of this feed straight to its client,
-        while it waits: `frames` makes a chunk's bytes (the same for every client of its encoding),
-        `write` writes them, or says it could not. Not with traces on: each chunk a feed sends goes
-        in its connection's span."""
+    def write_directly(self, frames: Callable[[list[Entry]], bytes], write: Callable[[bytes], bool]) -> None:
+        """Let the hub write the live events that need nothing of this feed straight to its client,
+        while it waits: `frames` makes their bytes of their entries (the same for every client of its
+        encoding), `write` writes them, or says it could not. Not with traces on: each chunk a feed
+        sends goes in its connection's span."""
         if not self._observer.traced:
             self._direct = Direct(frames, write, self._observer.sent_counter, self._observer.marks_deltas)
 

@@ -17,11 +17,12 @@ drops what is waiting and reads it again from Redis when it can take it), and ev
 the hub's connection came back (notifications sent meanwhile were lost).
 
 A live follower whose reader waits with nothing pending, and whose client's connection offers a
-direct write (gateway/protocol.py's `DirectBody`), holds a `Direct`: then the hub writes each
-contiguous chunk that ends no run straight to that client, in the callback that read it, with no
-task woken. Everything else (a run's end, a hole, a client whose connection is paused, a gap, a
-heartbeat, the end) wakes the reader, which takes it the usual way; its `Direct` is dropped on every
-wake and given again when it waits, so a direct write never overtakes what its task sends.
+direct write (gateway/protocol.py's `DirectBody`), holds a `Direct`: then the hub writes the events
+that continue it and end no run straight to that client, in the callback that read them, with no
+task woken, their bytes made once per encoding, and no `Chunk` made unless another follower needs
+one. Everything else (a run's end, a hole, a client whose connection is paused, a gap, a heartbeat,
+the end) wakes the reader, which takes it the usual way; its `Direct` is dropped on every wake and
+given again when it waits, so a direct write never overtakes what its task sends.
 
 The connections are redis-py's (connect, AUTH, SELECT, TLS, keepalive, Sentinel: all its own),
 read, once open, by a protocol of the hub's (`_Replies`): each network read is parsed by hiredis
@@ -113,16 +114,11 @@ class Chunk:
     def of_entries(cls, entries: list[Entry], size: int, terminal: bool) -> "Chunk":
         """The events of stream entries as XRANGE sent them (`Entry`), `size` their data's bytes,
         `terminal` whether one of them ends a run."""
-        return cls._made(entries, entry_seq(entries[0]), entry_seq(entries[-1]), size, terminal)
+        return cls.made(entries, entry_seq(entries[0]), entry_seq(entries[-1]), size, terminal)
 
     @classmethod
-    def notified(cls, entries: list[Entry], size: int, terminal: bool) -> "Chunk":
-        """The events of notifications, made entries whose ids are their seqs."""
-        first = int(entries[0][0])
-        return cls._made(entries, first, first if len(entries) == 1 else int(entries[-1][0]), size, terminal)
-
-    @classmethod
-    def _made(cls, entries: list[Entry], first: int, last: int, size: int, terminal: bool) -> "Chunk":
+    def made(cls, entries: list[Entry], first: int, last: int, size: int, terminal: bool) -> "Chunk":
+        """Of entries whose first and last ids are known (`first`, `last`)."""
         chunk = cls.__new__(cls)
         chunk._events = chunk._key = chunk._value = chunk._encoded = None
         chunk.entries, chunk.first, chunk.last, chunk.count, chunk.size = entries, first, last, len(entries), size
@@ -138,12 +134,8 @@ class Chunk:
 
     def columns(self) -> Columns:
         """Its events' types and their data, taken in C where it holds entries."""
-        if (entries := self.entries) is not None:
-            if len(entries) == 1:  # a live append, mostly
-                fields = entries[0][1]
-                return (fields[1],), (fields[3],)
-            fields_of = list(map(ENTRY_FIELDS, entries))
-            return list(map(FIELD_TYPE, fields_of)), list(map(FIELD_DATA, fields_of))
+        if self.entries is not None:
+            return columns_of(self.entries)
         events = self.events
         if len(events) == 1:
             return (events[0].type,), (events[0].data,)
@@ -182,12 +174,21 @@ class Chunk:
         return Chunk([event for event in self.events if event.seq > seq])
 
 
+def columns_of(entries: list[Entry]) -> Columns:
+    """The types and the data of the events of these entries."""
+    if len(entries) == 1:  # a live append, mostly
+        fields = entries[0][1]
+        return (fields[1],), (fields[3],)
+    fields_of = list(map(ENTRY_FIELDS, entries))
+    return list(map(FIELD_TYPE, fields_of)), list(map(FIELD_DATA, fields_of))
+
+
 class Direct:
     """A waiting reader's way to its client, while live: the hub writes a chunk through it, from the
     callback that read the chunk, with no task woken (see the module's docstring).
 
-    `frames`: a chunk's bytes in the reader's encoding, the same for every client of it, so made once
-    per chunk (`Chunk.encoded`); `write`: writes them as the next piece of the client's response, or
+    `frames`: the bytes of live events (their entries) in the reader's encoding, the same for every
+    client of it, so made once for all; `write`: writes them as the next piece of the client's response, or
     says it could not (gateway/protocol.py's `DirectBody.write`); `sent`: the reader's counter of
     events sent (`metrics.EVENTS_SENT` of its transport), which the hub adds to once per read;
     `marks_deltas`: the reader tells of each run's first delta it writes (first_delta.py), which
@@ -196,7 +197,7 @@ class Direct:
     __slots__ = ("frames", "write", "sent", "marks_deltas")
 
     def __init__(
-        self, frames: Callable[[Chunk], bytes], write: Callable[[bytes], bool], sent: Counter, marks_deltas: bool
+        self, frames: Callable[[list[Entry]], bytes], write: Callable[[bytes], bool], sent: Counter, marks_deltas: bool
     ) -> None:
         self.frames = frames
         self.write = write
@@ -267,36 +268,29 @@ class Subscription:
         self.live = True
         return True
 
-    def offer(self, chunk: Chunk, tick: int) -> Direct | None:
-        """A chunk of its session's: written straight to the client (the `Direct` that wrote it is
-        returned), left for the follower to take, kept in the spill, or dropped for a read."""
-        if (direct := self.direct) is not None and chunk.first == self.queued + 1 and not chunk.terminal:
-            # (Holding a `Direct`, it is live, open, and has nothing pending: see `wait` and `_wake`.)
-            if direct.write(direct.frames(chunk)):
-                self.queued = self.written = chunk.last
-                self.last_tick = tick
-                return direct
+    def offer(self, chunk: Chunk, tick: int) -> None:
+        """A chunk of its session's (one the hub did not write to its client: `StreamHub._deliver`):
+        left for the follower to take, kept in the spill, or dropped for a read."""
         if self.closed:
-            return None
+            return
         if not self.live:
             if not self.dirty:
                 self.spill.append(chunk)
                 self.spill_bytes += chunk.size
                 if self.spill_bytes > BUFFER_BYTES:
                     self.spill, self.spill_bytes, self.dirty = [], 0, True
-            return None
+            return
         if chunk.last <= self.queued:
-            return None
+            return
         if chunk.first != self.queued + 1 or self.pending_bytes + chunk.size > BUFFER_BYTES:
             metrics.HUB_CATCH_UPS.labels("behind" if chunk.first == self.queued + 1 else "hole").inc()
             self.fall_behind()
-            return None
-        self.queued = chunk.last
-        self.last_tick = tick
+            return
         self.pending.append(chunk)  # for its reader: a run's end, a client not taking more for now...
         self.pending_bytes += chunk.size
+        self.queued = chunk.last
+        self.last_tick = tick
         self._wake()
-        return None
 
     def fall_behind(self) -> None:
         """Drop what waits: the follower reads it again from Redis, from what it last took."""
@@ -455,7 +449,7 @@ class StreamHub:
         for payload in payloads:
             if payload == SESSION_GONE:
                 if entries:
-                    self._deliver(channel, Chunk.notified(entries, size, terminal), delta)
+                    self._deliver(channel, entries, size, terminal, delta)
                     entries, size, terminal, delta = [], 0, False, None
                 for subscription in channel.subscriptions:
                     subscription.ping()  # it checks on its session, finds it gone, and ends now
@@ -470,7 +464,7 @@ class StreamHub:
                     terminal = True
                 continue
             if entries:
-                self._deliver(channel, Chunk.notified(entries, size, terminal), delta)
+                self._deliver(channel, entries, size, terminal, delta)
                 entries, size, terminal, delta = [], 0, False, None
             event = stored_event((int(seq), type_, data, int(ts)))
             if channel.held is not None:
@@ -481,16 +475,15 @@ class StreamHub:
                 channel.held = [event]
                 self._spawn(self._complete(channel))
         if entries:
-            self._deliver(channel, Chunk.notified(entries, size, terminal), delta)
+            self._deliver(channel, entries, size, terminal, delta)
 
     async def _complete(self, channel: _Channel) -> None:
         try:
             while channel.held:
                 events, channel.held = channel.held, []
                 chunk = Chunk(await self.store.with_outputs(channel.session_id, events))
-                delta = next((event.data for event in reversed(chunk.events) if event.type == DELTA), None)
-                self._deliver(channel, chunk, delta)
-                self._count_sent()  # (a chunk after the run's end may go straight to clients)
+                for subscription in channel.subscriptions:  # (a run's end: each follower's reader takes it)
+                    subscription.offer(chunk, self._tick)
         except Exception as exc:
             if not is_outage(exc):
                 logger.exception("could not add a completed run's output")
@@ -504,18 +497,40 @@ class StreamHub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _deliver(self, channel: _Channel, chunk: Chunk, delta: bytes | None) -> None:
-        """`chunk` to each follower of `channel`; `delta`: the data of its last text delta, if any."""
-        tick, sent, marks = self._tick, self._sent, False
+    def _deliver(self, channel: _Channel, entries: list[Entry], size: int, terminal: bool, delta: bytes | None) -> None:
+        """Live events of `channel`'s session (as entries), to each follower: written straight to the
+        client of each that holds a `Direct` and is owed exactly these (their bytes made once per
+        encoding), else as one `Chunk` (made once, if any follower needs it). `size`: their data's
+        bytes; `terminal`: one of them ends a run; `delta`: the data of the last text delta, if any."""
+        first = int(entries[0][0])
+        last = first if len(entries) == 1 else int(entries[-1][0])
+        tick, sent, count = self._tick, self._sent, len(entries)
+        chunk, framer, body, bodies, marks = None, None, b"", None, False
         for subscription in channel.subscriptions:
-            if (direct := subscription.offer(chunk, tick)) is not None:
-                sent[direct.sent] = sent.get(direct.sent, 0) + chunk.count
-                marks = marks or direct.marks_deltas
+            direct = subscription.direct
+            if direct is not None and not terminal and subscription.queued == first - 1:
+                # (Holding a `Direct`, it is live, open, and has nothing pending: see `wait` and `_wake`.)
+                if direct.frames is not framer:
+                    if framer is not None:  # followers in another encoding too: each encoding's, once
+                        bodies = bodies or {framer: body}
+                        body = bodies.get(direct.frames) or bodies.setdefault(direct.frames, direct.frames(entries))
+                    else:
+                        body = direct.frames(entries)
+                    framer = direct.frames
+                if direct.write(body):
+                    subscription.queued = subscription.written = last
+                    subscription.last_tick = tick
+                    sent[direct.sent] = sent.get(direct.sent, 0) + count
+                    marks = marks or direct.marks_deltas
+                    continue
+            if chunk is None:
+                chunk = Chunk.made(entries, first, last, size, terminal)
+            subscription.offer(chunk, tick)
         if marks and delta is not None:  # written to a client by the hub: it tells of a run's first delta
             if (told := channel.marks) is None:
                 told = channel.marks = DeltaMarks(self.first_deltas, channel.session_id)
             if not delta.startswith(told.head):  # (else all its deltas are of the run told of last)
-                told.saw(*chunk.columns())
+                told.saw(*columns_of(entries))
 
     def _count_sent(self) -> None:
         if self._sent:

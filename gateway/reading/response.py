@@ -16,8 +16,8 @@ from starlette.types import Receive, Scope, Send
 
 from tokentail.gateway.protocol import DIRECT_BODY, DirectBody
 from tokentail.gateway.reading.feed import Batch, EventFeed
-from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared.events import Gap
+from tokentail.shared.store import Entry
 
 T = TypeVar("T")
 
@@ -46,10 +46,11 @@ class Encoding(Protocol):
         """What closes the stream."""
 
     @property
-    def live_frames(self) -> Callable[[Chunk], bytes] | None:
-        """A live chunk's bytes, where they are the same for every client of the encoding (a framing
-        of the stored events, with no state of its own): the hub writes them straight to each
-        client, made once. None for an encoding that keeps state per client (a renderer's)."""
+    def live_frames(self) -> Callable[[list[Entry]], bytes] | None:
+        """The bytes of live events (as entries: `Chunk`), where they are the same for every client of
+        the encoding (a framing of the stored events, with no state of its own): the hub writes them
+        straight to each client, made once. None for an encoding that keeps state per client (a
+        renderer's)."""
 
 
 class EventStreamResponse(Response):

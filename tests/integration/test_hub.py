@@ -64,7 +64,7 @@ class Follower:
         self.direct_writes = 0
         self.refusing = False
         if direct:
-            self.feed.write_directly(sse.live_frames, self._written)
+            self.feed.write_directly(sse.frame_entries, self._written)
         self.task = asyncio.create_task(self._read())
 
     def _written(self, body: bytes) -> bool:
