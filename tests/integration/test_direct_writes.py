@@ -165,6 +165,15 @@ async def _waiting(gateway: Gateway, store: SessionStore, session_id: str, direc
     return found
 
 
+async def _append(
+    runs: AllWrites, session_id: str, run_id: str, events: list[tuple[str, str]] | None = None, ending: Any = None
+) -> int:
+    """`events` (a text delta by default) appended as the run's worker would, from where it stands
+    now, and its `ending`; the last id."""
+    events = [_delta(run_id)] if events is None else events
+    return await (await held(runs, session_id, run_id)).append(events, ending=ending)
+
+
 def _delta(run_id: str, text: str | None = None) -> tuple[str, str]:
     return "message.delta", MessageDelta(run_id=run_id, text=text or secrets.token_hex(4)).model_dump_json()
 
@@ -187,9 +196,9 @@ async def _live_run(
         ]
         for events in appends:
             await _waiting(gateway, store, session_id, direct)
-            last = await (await held(runs, session_id, rid)).append(events)
+            last = await _append(runs, session_id, rid, events)
             await stream.until(last)
-        await (await held(runs, session_id, rid)).append([], ending=completion(rid, "Hello"))
+        await _append(runs, session_id, rid, [], ending=completion(rid, "Hello"))
         await asyncio.wait_for(stream.ended.wait(), 10)
     finally:
         await stream.close()
@@ -227,9 +236,9 @@ async def test_a_run_s_end_ends_the_stream_through_the_feed_and_the_next_reconne
     stream = await RawStream(gateway.port, path).open()
     for _ in range(3):
         await _waiting(gateway, store, session_id)
-        await stream.until(await (await held(runs, session_id, run.run_id)).append([_delta(run.run_id)]))
+        await stream.until(await _append(runs, session_id, run.run_id))
     assert len(direct_writes.bodies) == 3
-    last = await (await held(runs, session_id, run.run_id)).append([], ending=completion(run.run_id, "done"))
+    last = await _append(runs, session_id, run.run_id, [], ending=completion(run.run_id, "done"))
     await asyncio.wait_for(stream.ended.wait(), 10)
     await stream.close()
     assert stream.ids == list(range(1, last + 1))
@@ -250,7 +259,7 @@ async def test_no_live_frame_goes_ahead_of_a_catch_up_page_on_its_way(
     session_id, run = await start_a_run(runs)
     backlog = 0
     for _ in range(6):  # pages of a few hundred KB: several catch-up reads
-        backlog = await (await held(runs, session_id, run.run_id)).append([_delta(run.run_id, "x" * 4000)] * 40)
+        backlog = await _append(runs, session_id, run.run_id, [_delta(run.run_id, "x" * 4000)] * 40)
     # Hold the send of the page that ends the backlog, in uvicorn's own `send`, until the test says.
     last_page, holding, release = b"id: %d\n" % backlog, asyncio.Event(), asyncio.Event()
     send = RequestResponseCycle.send
@@ -268,7 +277,7 @@ async def test_no_live_frame_goes_ahead_of_a_catch_up_page_on_its_way(
         subscription = _subscription(gateway, store, session_id)
         live = 0
         for _ in range(5):  # notified while the page is on its way: the follower may well be live by now
-            live = await (await held(runs, session_id, run.run_id)).append([_delta(run.run_id)])
+            live = await _append(runs, session_id, run.run_id)
         await eventually(lambda: subscription.queued == live or not subscription.live, what="the hub's notifications")
         assert direct_writes.bodies == []
         assert not stream.ids or stream.ids[-1] < backlog  # nothing of the live events before the page
@@ -277,7 +286,7 @@ async def test_no_live_frame_goes_ahead_of_a_catch_up_page_on_its_way(
         assert stream.ids == list(range(1, live + 1))
         # And then live again, straight to the socket.
         await _waiting(gateway, store, session_id)
-        await stream.until(await (await held(runs, session_id, run.run_id)).append([_delta(run.run_id)]))
+        await stream.until(await _append(runs, session_id, run.run_id))
         assert len(direct_writes.bodies) == 1
         assert stream.ids == list(range(1, live + 2))
     finally:
@@ -302,12 +311,12 @@ async def test_a_client_too_slow_for_the_live_path_reads_from_redis_then_comes_b
         transport = subscription.direct.write.__self__._cycle.transport  # type: ignore[union-attr]
         # The kernel's buffer small too (on loopback it would grow to megabytes): the gateway's fill.
         transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        await stream.until(await (await held(runs, session_id, run.run_id)).append([_delta(run.run_id)]))
+        await stream.until(await _append(runs, session_id, run.run_id))
         assert len(direct_writes.bodies) == 1
         stream.pause()  # the client stops reading
         last, most_held = 0, 0
         for _ in range(100):  # 100 appends of 8 KB: far more than the sockets and the bound hold
-            last = await (await held(runs, session_id, run.run_id)).append([_delta(run.run_id, "y" * 8000)])
+            last = await _append(runs, session_id, run.run_id, [_delta(run.run_id, "y" * 8000)])
             waiting = subscription.pending_bytes + subscription.spill_bytes
             assert waiting <= bound  # what waits in the gateway for this client stays bounded...
             most_held = max(most_held, transport.get_write_buffer_size())
@@ -318,7 +327,7 @@ async def test_a_client_too_slow_for_the_live_path_reads_from_redis_then_comes_b
         await stream.until(last)
         # Back on the live path: the next append goes straight to its socket.
         await _waiting(gateway, store, session_id)
-        last = await (await held(runs, session_id, run.run_id)).append([_delta(run.run_id)])
+        last = await _append(runs, session_id, run.run_id)
         await stream.until(last)
         assert len(direct_writes.bodies) > direct_before
         assert stream.ids == list(range(1, last + 1))  # nothing lost, nothing twice
@@ -335,7 +344,7 @@ async def test_no_ping_while_frames_flow_and_one_after_a_heartbeat_with_nothing_
     try:
         for _ in range(6):  # a frame in every half heartbeat (the hub's tick)
             await _waiting(gateway, store, session_id)
-            await stream.until(await (await held(runs, session_id, run.run_id)).append([_delta(run.run_id)]))
+            await stream.until(await _append(runs, session_id, run.run_id))
             hub.tick()
         assert len(direct_writes.bodies) == 6
         assert b": ping" not in stream.body
@@ -368,11 +377,11 @@ async def test_events_sent_and_first_deltas_count_alike_on_both_paths(
     try:
         for events in ([("status", json.dumps({"run_id": run.run_id, "text": "looking"}))], [_delta(run.run_id)] * 3):
             await _waiting(gateway, store, session_id, direct)
-            await stream.until(await (await held(runs, session_id, run.run_id)).append(events))
+            await stream.until(await _append(runs, session_id, run.run_id, events))
         for _ in range(4):
             await _waiting(gateway, store, session_id, direct)
-            await stream.until(await (await held(runs, session_id, run.run_id)).append([_delta(run.run_id)]))
-        last = await (await held(runs, session_id, run.run_id)).append([], ending=completion(run.run_id))
+            await stream.until(await _append(runs, session_id, run.run_id))
+        last = await _append(runs, session_id, run.run_id, [], ending=completion(run.run_id))
         await asyncio.wait_for(stream.ended.wait(), 10)
     finally:
         await stream.close()
@@ -397,13 +406,13 @@ async def test_direct_followers_lose_nothing_when_the_hubs_connection_is_killed(
             for sid, _ in sessions:
                 await _waiting(gateway, store, sid)
             written = len(direct_writes.bodies)
-            lasts = [await (await held(runs, sid, run.run_id)).append([_delta(run.run_id)]) for sid, run in sessions]
+            lasts = [await _append(runs, sid, run.run_id) for sid, run in sessions]
             for stream, last in zip(streams, lasts, strict=True):
                 await stream.until(last)
             assert len(direct_writes.bodies) == written + len(sessions)  # straight to the sockets
             await redis.client_kill_filter(_type="pubsub")  # the hub's notifications connection
             for _ in range(5):  # appended while the hub is away: their notifications are lost
-                lasts = [await (await held(runs, sid, r.run_id)).append([_delta(r.run_id)]) for sid, r in sessions]
+                lasts = [await _append(runs, sid, r.run_id) for sid, r in sessions]
             for stream, last in zip(streams, lasts, strict=True):
                 await stream.until(last)
                 assert stream.ids == list(range(1, last + 1))
