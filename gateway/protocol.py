@@ -29,6 +29,7 @@ nothing on its way (gateway/reading/feed.py arms it only while that task waits).
 import asyncio
 import json
 import logging
+import weakref
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -43,21 +44,23 @@ DIRECT_BODY = "tokentail.direct_body"
 class DirectBody:
     """Writes chunks of one response's body straight to its connection, as uvicorn's `send` would
     write an `http.response.body` message with `more_body` (the same bytes: `%x\\r\\n<body>\\r\\n`),
-    when uvicorn's own state allows it; `write` says whether it did."""
+    when uvicorn's own state allows it; `write` says whether it did. (It knows its cycle by a weak
+    reference: the cycle's scope holds it, and no cycle of references keeps a request's objects.)"""
 
     __slots__ = ("_cycle", "_flow")
 
     def __init__(self, cycle: RequestResponseCycle) -> None:
-        self._cycle = cycle
+        self._cycle = weakref.ref(cycle)
         self._flow = cycle.flow
 
     def write(self, body: bytes) -> bool:
         """Write `body` (not empty) as the response's next chunk, unless the response has not started
         or is over, is not chunked, its client left, or its connection is closing or paused (a client
         reading slower than it is written to): then nothing is written, and False says so."""
-        cycle = self._cycle
+        cycle = self._cycle()
         if (
-            self._flow.write_paused
+            cycle is None
+            or self._flow.write_paused
             or cycle.chunked_encoding is not True
             or cycle.response_complete
             or cycle.disconnected

@@ -3,6 +3,7 @@ and only where uvicorn's state lets `send` write one (a response started, chunke
 client there, its connection open and not paused)."""
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from tokentail.gateway.protocol import DirectBody
+from tokentail.gateway.protocol import DIRECT_BODY, DirectBody
 
 START: Any = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
 
@@ -91,3 +92,19 @@ async def test_a_response_with_a_length_is_never_written_to() -> None:
     head = bytes(transport.written)
     await cycle.send({"type": "http.response.body", "body": b"hello", "more_body": False})
     assert transport.written == head + b"hello"
+
+
+async def test_a_request_s_objects_are_freed_with_it_not_kept_by_its_direct_write() -> None:
+    cycle, _ = _cycle()
+    scope: Any = cycle.scope
+    direct = scope[DIRECT_BODY] = DirectBody(cycle)  # as GatewayHttpProtocol offers it
+    await cycle.send(START)
+    collected = gc.isenabled()
+    gc.disable()  # freed by reference counting alone: no cycle of references through the scope
+    try:
+        del cycle
+        assert not direct.write(b"to nobody")
+        assert direct._cycle() is None
+    finally:
+        if collected:
+            gc.enable()
