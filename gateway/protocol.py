@@ -61,10 +61,9 @@ class DirectBody:
         if (
             cycle is None
             or self._flow.write_paused
-            or cycle.chunked_encoding is not True
+            or cycle.chunked_encoding is not True  # (None until the response started: `send` sets it then)
             or cycle.response_complete
             or cycle.disconnected
-            or not cycle.response_started
             or cycle.transport.is_closing()
         ):
             return False

@@ -510,17 +510,18 @@ class StreamHub:
             direct = subscription.direct
             if direct is not None and not terminal and subscription.queued == first - 1:
                 # (Holding a `Direct`, it is live, open, and has nothing pending: see `wait` and `_wake`.)
-                if direct.frames is not framer:
+                if (frames := direct.frames) is not framer:
                     if framer is not None:  # followers in another encoding too: each encoding's, once
                         bodies = bodies or {framer: body}
-                        body = bodies.get(direct.frames) or bodies.setdefault(direct.frames, direct.frames(entries))
+                        body = bodies.get(frames) or bodies.setdefault(frames, frames(entries))
                     else:
-                        body = direct.frames(entries)
-                    framer = direct.frames
+                        body = frames(entries)
+                    framer = frames
                 if direct.write(body):
                     subscription.queued = subscription.written = last
                     subscription.last_tick = tick
-                    sent[direct.sent] = sent.get(direct.sent, 0) + count
+                    counter = direct.sent
+                    sent[counter] = sent.get(counter, 0) + count
                     marks = marks or direct.marks_deltas
                     continue
             if chunk is None:
