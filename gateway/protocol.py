@@ -41,23 +41,26 @@ LINGER_SECONDS = 2.0
 DIRECT_BODY = "tokentail.direct_body"
 
 
-class DirectBody:
+class DirectBody(weakref.ref[RequestResponseCycle]):
     """Writes chunks of one response's body straight to its connection, as uvicorn's `send` would
     write an `http.response.body` message with `more_body` (the same bytes: `%x\\r\\n<body>\\r\\n`),
-    when uvicorn's own state allows it; `write` says whether it did. (It knows its cycle by a weak
-    reference: the cycle's scope holds it, and no cycle of references keeps a request's objects.)"""
+    when uvicorn's own state allows it; `write` says whether it did. A weak reference to the request's
+    cycle (calling it gives the cycle), whose scope holds it: no cycle of references keeps a request's
+    objects, and a stream keeps one small object for it."""
 
-    __slots__ = ("_cycle", "_flow")
+    __slots__ = ("_flow",)
 
-    def __init__(self, cycle: RequestResponseCycle) -> None:
-        self._cycle = weakref.ref(cycle)
+    def __new__(cls, cycle: RequestResponseCycle) -> "DirectBody":
+        return super().__new__(cls, cycle)
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:  # (the reference is made by `__new__`)
         self._flow = cycle.flow
 
     def write(self, body: bytes) -> bool:
         """Write `body` (not empty) as the response's next chunk, unless the response has not started
         or is over, is not chunked, its client left, or its connection is closing or paused (a client
         reading slower than it is written to): then nothing is written, and False says so."""
-        cycle = self._cycle()
+        cycle = self()
         if (
             cycle is None
             or self._flow.write_paused

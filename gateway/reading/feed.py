@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from tokentail.gateway import metrics
 from tokentail.gateway.reading.feed_observer import FeedObserver
-from tokentail.gateway.reading.hub import Chunk, Direct, StreamHub, Subscription
+from tokentail.gateway.reading.hub import Chunk, Direct, StreamHub, Subscription, Writer
 from tokentail.gateway.reading.snapshot import SNAPSHOT_BEHIND, Snapshot, read_snapshots
 from tokentail.shared.errors import InvalidLastEventId, SessionNotFound
 from tokentail.shared.events import TERMINAL_EVENTS, Gap
@@ -93,6 +93,25 @@ class Batch:
 
 
 class EventFeed:
+    __slots__ = (
+        "_store",
+        "_hub",
+        "_session_id",
+        "after",
+        "_batch",
+        "_count",
+        "_until_idle",
+        "_subscription",
+        "_stopped",
+        "_run_going",
+        "_snapshot_until",
+        "_start",
+        "_observer",
+        "_ending",
+        "_direct",
+        "_writer",
+    )  # fmt: skip  (slots: one of each open stream, kept as small as can be)
+
     def __init__(
         self,
         hub: StreamHub,
@@ -123,15 +142,17 @@ class EventFeed:
         first_deltas = hub.first_deltas if writes_deltas else None
         self._observer = FeedObserver(self._store, session_id, transport, start.replay_until, first_deltas)
         self._ending: str | None = None  # how it ends, when its reader knows better than the feed
-        self._direct: Direct | None = None  # how the hub may write live chunks to its client (else None)
+        self._direct: Direct | None = None  # how the hub may write live events to its client...
+        self._writer: Writer | None = None  # ...through this (else None)
 
-    def write_directly(self, frames: Callable[[list[Entry]], bytes], write: Callable[[bytes], bool]) -> None:
+    def write_directly(self, frames: Callable[[list[Entry]], bytes], writer: Writer) -> None:
         """Let the hub write the live events that need nothing of this feed straight to its client,
         while it waits: `frames` makes their bytes of their entries (the same for every client of its
-        encoding), `write` writes them, or says it could not. Not with traces on: each chunk a feed
+        encoding), `writer` writes them, or says it could not. Not with traces on: each chunk a feed
         sends goes in its connection's span."""
         if not self._observer.traced:
-            self._direct = Direct(frames, write, self._observer.sent_counter, self._observer.marks_deltas)
+            self._direct = Direct.of(frames, self._observer.sent_counter, self._observer.marks_deltas)
+            self._writer = writer
 
     def stop(self) -> None:
         """The client left: end the feed now, whatever it waits for."""
@@ -216,7 +237,7 @@ class EventFeed:
                 if await self._finished():
                     return
             else:
-                await subscription.wait(self._direct)
+                await subscription.wait(self._direct, self._writer)
                 self.after = max(self.after, subscription.written)  # what the hub wrote meanwhile
 
     async def _catch_up(self, subscription: Subscription) -> AsyncIterator[Batch]:

@@ -8,7 +8,7 @@ from prometheus_client import Counter
 
 from tokentail.gateway import metrics
 from tokentail.gateway.reading.connection_span import ConnectionSpan
-from tokentail.gateway.reading.first_delta import DeltaMarks, FirstDeltas
+from tokentail.gateway.reading.first_delta import FirstDeltas, tell_first_deltas
 from tokentail.gateway.reading.hub import Chunk, Columns
 from tokentail.gateway.reading.snapshot import Snapshot
 from tokentail.shared import tracing
@@ -17,6 +17,18 @@ from tokentail.shared.store import SessionStore
 
 
 class FeedObserver:
+    __slots__ = (
+        "_store",
+        "_session_id",
+        "_transport",
+        "_replay_until",
+        "_first_deltas",
+        "_sent",
+        "_open",
+        "_delta_head",
+        "_span",
+    )  # fmt: skip  (slots: one of each open stream, kept as small as can be)
+
     def __init__(
         self,
         store: SessionStore,
@@ -31,9 +43,10 @@ class FeedObserver:
         self._session_id = session_id
         self._transport = transport
         self._replay_until = replay_until
-        self._marks = DeltaMarks(first_deltas, session_id) if first_deltas is not None else None
+        self._first_deltas = first_deltas
         self._sent = metrics.EVENTS_SENT.labels(transport)
         self._open = metrics.CONNECTIONS.labels(transport)
+        self._delta_head = b"\0"  # how the data of the last run told of starts (first_delta.py)
         self._span: ConnectionSpan | None = None
 
     @property
@@ -44,7 +57,7 @@ class FeedObserver:
     @property
     def marks_deltas(self) -> bool:
         """Whether it tells of each run's first delta written (the hub does, for what it writes)."""
-        return self._marks is not None
+        return self._first_deltas is not None
 
     @property
     def traced(self) -> bool:
@@ -83,8 +96,8 @@ class FeedObserver:
         if chunks[0].first <= self._replay_until:
             replayed = sum(chunk.up_to(self._replay_until) for chunk in chunks)
             metrics.RESUMED_EVENTS.labels(self._transport).inc(replayed)
-        if self._marks is not None:
+        if (first_deltas := self._first_deltas) is not None:
             for types, datas in columns if columns is not None else (chunk.columns() for chunk in chunks):
-                self._marks.saw(types, datas)
+                self._delta_head = tell_first_deltas(first_deltas, self._session_id, self._delta_head, types, datas)
         if self._span is not None:
             self._span.carried(chunks)

@@ -82,35 +82,30 @@ class FirstDeltas:
         metrics.FIRST_DELTA.observe(max(0.0, written_at - run.received_at), exemplar=exemplar)
 
 
-class DeltaMarks:
-    """Tells `FirstDeltas` of the runs whose deltas one reader writes: a feed's own (what it sends), or a
-    followed session's (what the hub writes straight to its clients, gateway/reading/hub.py), so that
-    the count is the same whichever path a delta took. Once per run: a session's runs go one after
-    another, so once the last delta of a chunk is of the run told of last, all of them are, and a
-    run's later deltas cost a look at the types (in C) and one comparison."""
-
-    __slots__ = ("_first_deltas", "_session_id", "head")
-
-    def __init__(self, first_deltas: FirstDeltas, session_id: str) -> None:
-        self._first_deltas = first_deltas
-        self._session_id = session_id
-        self.head = b"\0"  # how the data of the last run told of starts (its deltas' too)
-
-    def saw(self, types: Sequence[bytes], datas: Sequence[bytes]) -> None:
-        """Events of these `types` and `datas` were written to a client."""
-        if len(types) == 1:  # a live append, mostly
-            if types[0] != DELTA:
-                return
-            last = 0
-        elif DELTA not in types:
-            return
-        else:
-            last = len(types) - 1 - types[::-1].index(DELTA)
-        if datas[last].startswith(self.head):
-            return
-        for type_, data in zip(types, datas, strict=True):  # a new run's first delta: once per run
-            if type_ == DELTA and not data.startswith(self.head):
-                run_id = run_id_of(data)
-                if run_id is not None:
-                    self.head = head_of(run_id)
-                    self._first_deltas.written(self._session_id, run_id)
+def tell_first_deltas(
+    first_deltas: FirstDeltas, session_id: str, head: bytes, types: Sequence[bytes], datas: Sequence[bytes]
+) -> bytes:
+    """Tell `first_deltas` of the runs of the deltas among events of these `types` and `datas` written
+    to a client, by one reader: a feed of what it sends, or the hub of what it writes straight to a
+    session's clients (gateway/reading/hub.py), so the count is the same whichever path a delta
+    took. `head`: how the data of the run the reader told of last starts (b"\\0" before any); returned,
+    as it is now. Once per run: a session's runs go one after another, so once the last delta here
+    is of the run told of last, all of them are, and a run's later deltas cost a look at the types (in
+    C) and one comparison."""
+    if len(types) == 1:  # a live append, mostly
+        if types[0] != DELTA:
+            return head
+        last = 0
+    elif DELTA not in types:
+        return head
+    else:
+        last = len(types) - 1 - types[::-1].index(DELTA)
+    if datas[last].startswith(head):
+        return head
+    for type_, data in zip(types, datas, strict=True):  # a new run's first delta: once per run
+        if type_ == DELTA and not data.startswith(head):
+            run_id = run_id_of(data)
+            if run_id is not None:
+                head = head_of(run_id)
+                first_deltas.written(session_id, run_id)
+    return head

@@ -38,7 +38,7 @@ import operator
 import socket
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 import hiredis
 from prometheus_client import Counter
@@ -46,7 +46,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
 from tokentail.gateway import metrics
-from tokentail.gateway.reading.first_delta import DELTA, DeltaMarks, FirstDeltas
+from tokentail.gateway.reading.first_delta import DELTA, FirstDeltas, tell_first_deltas
 from tokentail.shared.archive import Archive
 from tokentail.shared.events import TERMINAL_EVENTS, EventType
 from tokentail.shared.logs import RateLimitedLogger
@@ -183,26 +183,37 @@ def columns_of(entries: list[Entry]) -> Columns:
     return list(map(FIELD_TYPE, fields_of)), list(map(FIELD_DATA, fields_of))
 
 
+class Writer(Protocol):
+    """A client's response, to which the hub may write (gateway/protocol.py's `DirectBody`)."""
+
+    def write(self, body: bytes) -> bool:
+        """Write `body` as the next piece of the response, or say it could not (nothing written)."""
+
+
 class Direct:
-    """A waiting reader's way to its client, while live: the hub writes a chunk through it, from the
-    callback that read the chunk, with no task woken (see the module's docstring).
+    """How the hub writes live events to the waiting followers of one encoding and transport, from
+    the callback that read them, with no task woken (see the module's docstring); each follower's
+    own is its `Writer`. One for all of them (`of`): an open stream keeps nothing more for it.
 
-    `frames`: the bytes of live events (their entries) in the reader's encoding, the same for every
-    client of it, so made once for all; `write`: writes them as the next piece of the client's response, or
-    says it could not (gateway/protocol.py's `DirectBody.write`); `sent`: the reader's counter of
-    events sent (`metrics.EVENTS_SENT` of its transport), which the hub adds to once per read;
-    `marks_deltas`: the reader tells of each run's first delta it writes (first_delta.py), which
-    the hub then does for it, once per chunk."""
+    `frames`: the bytes of live events (their entries) in the encoding, the same for every client of
+    it, so made once for all; `sent`: the count of events sent on the transport (`metrics.EVENTS_SENT`),
+    which the hub adds to once per read; `marks_deltas`: its readers tell of each run's first delta
+    they write (first_delta.py), which the hub then does for them, once per chunk."""
 
-    __slots__ = ("frames", "write", "sent", "marks_deltas")
+    __slots__ = ("frames", "sent", "marks_deltas")
+    _made: ClassVar[dict[tuple[Callable[[list[Entry]], bytes], Counter, bool], "Direct"]] = {}
 
-    def __init__(
-        self, frames: Callable[[list[Entry]], bytes], write: Callable[[bytes], bool], sent: Counter, marks_deltas: bool
-    ) -> None:
+    def __init__(self, frames: Callable[[list[Entry]], bytes], sent: Counter, marks_deltas: bool) -> None:
         self.frames = frames
-        self.write = write
         self.sent = sent
         self.marks_deltas = marks_deltas
+
+    @classmethod
+    def of(cls, frames: Callable[[list[Entry]], bytes], sent: Counter, marks_deltas: bool) -> "Direct":
+        key = (frames, sent, marks_deltas)
+        if (made := cls._made.get(key)) is None:
+            made = cls._made[key] = cls(frames, sent, marks_deltas)
+        return made
 
 
 class Subscription:
@@ -210,7 +221,7 @@ class Subscription:
 
     __slots__ = (
         "channel", "pending", "pending_bytes", "queued", "written", "live", "spill", "spill_bytes", "dirty", "idle",
-        "closed", "last_tick", "direct", "_waiter",
+        "closed", "last_tick", "direct", "writer", "_waiter",
     )  # fmt: skip
 
     def __init__(self, channel: "_Channel", tick: int) -> None:
@@ -226,7 +237,8 @@ class Subscription:
         self.idle = False  # nothing for a heartbeat: the follower pings (and checks on its session)
         self.closed = False
         self.last_tick = tick
-        self.direct: Direct | None = None  # while its reader waits, live: how the hub writes to its client
+        self.direct: Direct | None = None  # while its reader waits, live: how the hub writes to its client...
+        self.writer: Writer | None = None  # ...through this
         self._waiter: asyncio.Future[None] | None = None
 
     @property
@@ -234,17 +246,18 @@ class Subscription:
         """The channel is subscribed: from now on, every event appended is also notified."""
         return self.channel.ready
 
-    async def wait(self, direct: Direct | None = None) -> None:
+    async def wait(self, direct: Direct | None = None, writer: Writer | None = None) -> None:
         """Until there is something to do: chunks, a catch-up to make, a heartbeat, or the end.
-        Meanwhile, if live, the hub writes through `direct` what it can (`written` says up to where)."""
+        Meanwhile, if live, the hub writes what it can to `writer`, as `direct` says (`written` says
+        up to where)."""
         if self.pending or self.idle or self.closed or (not self.live and self.ready):
             return
-        self.direct = direct if self.live else None
+        self.direct, self.writer = (direct, writer) if self.live and writer is not None else (None, None)
         self._waiter = asyncio.get_running_loop().create_future()
         try:
             await self._waiter
         finally:
-            self._waiter = self.direct = None
+            self._waiter = self.direct = self.writer = None
 
     def take(self) -> list[Chunk]:
         chunks, self.pending, self.pending_bytes = self.pending, [], 0
@@ -314,7 +327,7 @@ class Subscription:
 
 
 class _Channel:
-    __slots__ = ("session_id", "name", "subscriptions", "ready", "held", "link", "marks")
+    __slots__ = ("session_id", "name", "subscriptions", "ready", "held", "link", "delta_head")
 
     def __init__(self, session_id: str, name: bytes) -> None:
         self.session_id = session_id
@@ -323,7 +336,7 @@ class _Channel:
         self.ready = False
         self.held: list[StoredEvent] | None = None  # events after a `run.completed` whose output is fetched
         self.link: _Link | None = None
-        self.marks: DeltaMarks | None = None  # the runs' first deltas the hub wrote to its followers
+        self.delta_head = b"\0"  # the run whose first delta the hub told of last, written to a follower
 
 
 class _Link:
@@ -517,7 +530,7 @@ class StreamHub:
                     else:
                         body = frames(entries)
                     framer = frames
-                if direct.write(body):
+                if subscription.writer.write(body):  # type: ignore[union-attr]  # (held with `direct`)
                     subscription.queued = subscription.written = last
                     subscription.last_tick = tick
                     counter = direct.sent
@@ -527,11 +540,13 @@ class StreamHub:
             if chunk is None:
                 chunk = Chunk.made(entries, first, last, size, terminal)
             subscription.offer(chunk, tick)
-        if marks and delta is not None:  # written to a client by the hub: it tells of a run's first delta
-            if (told := channel.marks) is None:
-                told = channel.marks = DeltaMarks(self.first_deltas, channel.session_id)
-            if not delta.startswith(told.head):  # (else all its deltas are of the run told of last)
-                told.saw(*columns_of(entries))
+        # Written to a client by the hub: it tells of a run's first delta, as a feed would (unless all
+        # these deltas are of the run it told of last: the last one says).
+        if marks and delta is not None and not delta.startswith(channel.delta_head):
+            types, datas = columns_of(entries)
+            channel.delta_head = tell_first_deltas(
+                self.first_deltas, channel.session_id, channel.delta_head, types, datas
+            )
 
     def _count_sent(self) -> None:
         if self._sent:

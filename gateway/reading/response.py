@@ -93,7 +93,7 @@ class EventStreamResponse(Response):
         if (detached := scope.get(DETACHED)) is not None:
             direct: DirectBody | None = scope.get(DIRECT_BODY)
             if direct is not None and (frames := self._encoding.live_frames) is not None:
-                self._feed.write_directly(frames, direct.write)
+                self._feed.write_directly(frames, direct)
             detached.append(self._body)
         else:
             await self._body(receive, send)

@@ -64,10 +64,10 @@ class Follower:
         self.direct_writes = 0
         self.refusing = False
         if direct:
-            self.feed.write_directly(sse.frame_entries, self._written)
+            self.feed.write_directly(sse.frame_entries, self)
         self.task = asyncio.create_task(self._read())
 
-    def _written(self, body: bytes) -> bool:
+    def write(self, body: bytes) -> bool:  # (its feed's `Writer`)
         if self.refusing:
             return False
         self.direct_writes += 1

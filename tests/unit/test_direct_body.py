@@ -104,7 +104,7 @@ async def test_a_request_s_objects_are_freed_with_it_not_kept_by_its_direct_writ
     try:
         del cycle
         assert not direct.write(b"to nobody")
-        assert direct._cycle() is None
+        assert direct() is None
     finally:
         if collected:
             gc.enable()
