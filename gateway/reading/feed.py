@@ -34,7 +34,7 @@ READ_BUDGET_BYTES = 262_144
 FIRST_READ_COUNT = 16  # before a feed knows how large this session's events are
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Start:
     after: int  # the last id the client has (or is told to skip to, after a gap)
     gap: Gap | None
@@ -138,7 +138,7 @@ class EventFeed:
         # check a stream opening would otherwise pay); after that, `_finished` always asks.
         self._run_going = start.active
         self._snapshot_until = start.snapshot_until
-        self._start = start
+        self._start: Start | None = start  # until the feed opens: a stream keeps nothing it no longer needs
         first_deltas = hub.first_deltas if writes_deltas else None
         self._observer = FeedObserver(self._store, session_id, transport, start.replay_until, first_deltas)
         self._ending: str | None = None  # how it ends, when its reader knows better than the feed
@@ -166,7 +166,9 @@ class EventFeed:
         self._ending = how
 
     async def __aiter__(self) -> AsyncGenerator[Batch]:
+        assert self._start is not None  # (a feed is read once)
         self._observer.opened(self._start.after, self._start.gap)
+        self._start = None
         how = "error"
         try:
             while not self._stopped:
