@@ -3,10 +3,11 @@ primary on a Redis Cluster, where each session notifies on its shard).
 
 append.lua publishes each event it appends, as `<seq> <ts> <type> <data>`, on a channel named like
 the session's stream key. The hub subscribes to the sessions that have at least one follower in
-this process, reads each event once, wraps it in a `Chunk` that is encoded once per transport, and
-hands that same chunk to every follower. Open streams cost no Redis connection and no read of
-their own: the hub's connection, plus short catch-up reads from a small pool, serve them all, and
-the cost of one notification does not grow with the number of open streams.
+this process, reads each event once, and hands the same events to every follower: framed once per
+encoding for those it writes to straight (below), one `Chunk` for the others. Open streams cost no
+Redis connection and no read of their own: the hub's connection, plus short catch-up reads from a
+small pool, serve them all, and the cost of one notification does not grow with the number of open
+streams.
 
 Pub/sub delivers only while subscribed, so a follower that is not yet (or no longer) in step with
 the channel reads from the stream instead (`Subscription.live` is False) while the hub keeps the
@@ -90,8 +91,8 @@ class Chunk:
     followers of the session: each encoding is made once, by the first follower that needs it.
 
     A catch-up read's chunk (`of_entries`) holds the stream's entries as Redis sent them, and a live
-    one (`notified`) its notifications made entries of the same shape (`[b"<seq>", [b"type", type,
-    b"data", data, b"ts", ts]]`): an encoding that frames them as they are (`encoded`'s
+    one (`made` by the hub) its notifications made entries of the same shape (`[b"<seq>", [b"type",
+    type, b"data", data, b"ts", ts]]`): an encoding that frames them as they are (`encoded`'s
     `from_entries`: tokentail's own SSE and NDJSON) makes no object of each event, and `events` are
     made of them only for a reader that asks."""
 
