@@ -15,18 +15,63 @@
 
 (WebSockets are bounded by their protocol's own pings, sent every half of `stalled_client_seconds`:
 a client that does not answer one within the other half is closed; see gateway/server.py.)
+
+It also offers each HTTP request a **direct body write** (`DirectBody`, in the scope under
+`DIRECT_BODY`): a chunk of a streamed response's body written to the connection at once, framed as
+uvicorn frames one (`RequestResponseCycle.send`), from a callback rather than the response's task.
+The stream hub writes live events through it (gateway/reading/hub.py). It writes only into a
+response that has started, is chunked and is not over, on a connection that is open and not paused
+(above the transport's high-water mark): anything else it refuses, and the caller sends through
+ASGI instead. What the caller must keep is order: it writes only while the response's own task has
+nothing on its way (gateway/reading/feed.py arms it only while that task waits).
 """
 
 import asyncio
 import json
 import logging
+import weakref
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 logger = logging.getLogger(__name__)
 
 LINGER_SECONDS = 2.0
+# The scope key of a request's `DirectBody` (absent where the server is another, or for a WebSocket).
+DIRECT_BODY = "tokentail.direct_body"
+
+
+class DirectBody(weakref.ref[RequestResponseCycle]):
+    """Writes chunks of one response's body straight to its connection, as uvicorn's `send` would
+    write an `http.response.body` message with `more_body` (the same bytes: `%x\\r\\n<body>\\r\\n`),
+    when uvicorn's own state allows it; `write` says whether it did. A weak reference to the request's
+    cycle (calling it gives the cycle), whose scope holds it: no cycle of references keeps a request's
+    objects, and a stream keeps one small object for it."""
+
+    __slots__ = ("_flow",)
+
+    def __new__(cls, cycle: RequestResponseCycle) -> "DirectBody":
+        return super().__new__(cls, cycle)
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:  # (the reference is made by `__new__`)
+        self._flow = cycle.flow
+
+    def write(self, body: bytes) -> bool:
+        """Write `body` (not empty) as the response's next chunk, unless the response has not started
+        or is over, is not chunked, its client left, or its connection is closing or paused (a client
+        reading slower than it is written to): then nothing is written, and False says so."""
+        cycle = self()
+        if (
+            cycle is None
+            or self._flow.write_paused
+            or cycle.chunked_encoding is not True  # (None until the response started: `send` sets it then)
+            or cycle.response_complete
+            or cycle.disconnected
+            or cycle.transport.is_closing()
+        ):
+            return False
+        cycle.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+        return True
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -59,6 +104,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._bound.head_bytes = None
         super().on_headers_complete()
+        cycle = self.cycle
+        # (An upgrade to a WebSocket makes no cycle: this request's would be another's. A HEAD has no body.)
+        if cycle is not None and cycle.scope is self.scope and self.scope["method"] != "HEAD":
+            self.scope[DIRECT_BODY] = DirectBody(cycle)  # type: ignore[literal-required]
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -14,6 +14,9 @@ def ndjson_events(events: list[StoredEvent]) -> bytes:
 
 def ndjson_entries(entries: list[Entry]) -> bytes:
     """`ndjson_events` of the events these entries hold, from the entries (as sse.frame_entries)."""
+    if len(entries) == 1:  # a live append, mostly
+        i, fields = entries[0]
+        return b'{"id":%s,"event":"%s","data":%s}\n' % (i.partition(b"-")[0], fields[1], fields[3])
     return b"".join(
         [b'{"id":%s,"event":"%s","data":%s}\n' % (i.partition(b"-")[0], fields[1], fields[3]) for i, fields in entries]
     )
@@ -26,6 +29,7 @@ def ndjson_gap(gap: Gap) -> bytes:
 class Ndjson:
     media_type = "application/x-ndjson"
     finished = False
+    live_frames = staticmethod(ndjson_entries)  # the same for every client: the hub writes them
 
     def head(self, gap: Gap | None) -> bytes:
         return ndjson_gap(gap) if gap is not None else b""

@@ -23,7 +23,11 @@ def encode_events(events: list[StoredEvent]) -> bytes:
 
 def frame_entries(entries: list[Entry]) -> bytes:
     """`encode_events` of the events these entries hold, from the entries: an event's id is the first
-    part of its entry's id (`<seq>-0`), written by Redis in decimal as `%d` writes it."""
+    part of its entry's id (`<seq>-0`, or `<seq>-1` for the first after a fence), written by Redis in
+    decimal as `%d` writes it (a live chunk's entries, made of notifications, have the seq alone)."""
+    if len(entries) == 1:  # a live append, mostly
+        i, fields = entries[0]
+        return b"id: %s\nevent: %s\ndata: %s\n\n" % (i.partition(b"-")[0], fields[1], fields[3])
     return b"".join(
         [b"id: %s\nevent: %s\ndata: %s\n\n" % (i.partition(b"-")[0], fields[1], fields[3]) for i, fields in entries]
     )
@@ -56,6 +60,7 @@ class NativeSse:
         return b"retry: %d\n\n" % self._retry_ms + (encode_gap(gap) if gap is not None else b"")
 
     batch = staticmethod(encode_batch)
+    live_frames = staticmethod(frame_entries)  # the same for every client: the hub writes them
 
     def tail(self) -> bytes:
         return b""

@@ -6,30 +6,35 @@ from Redis (XRANGE) only to catch up; live, it takes the chunks the gateway's hu
 bounded by bytes, not only by count: a feed replaying a long session holds about
 `READ_BUDGET_BYTES` of it at a time, however large its events are.
 
+A feed given a way to write to its client (`write_directly`: an encoding whose live frames are the
+same for every client, on a connection that offers it) lets the hub write the live chunks that need
+nothing of it straight to the client while it waits, live, with nothing pending: its task then runs
+only for what does (catch-up, a gap, a run's end, a heartbeat, a client that takes no more for now).
+
 What is told of a feed besides its events (metrics, its connection's span, each run's first delta)
 is its observer's (feed_observer.py), which it calls at a few points.
 """
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from tokentail.gateway import metrics
 from tokentail.gateway.reading.feed_observer import FeedObserver
-from tokentail.gateway.reading.hub import Chunk, StreamHub, Subscription
+from tokentail.gateway.reading.hub import Chunk, Direct, StreamHub, Subscription, Writer
 from tokentail.gateway.reading.snapshot import SNAPSHOT_BEHIND, Snapshot, read_snapshots
 from tokentail.shared.errors import InvalidLastEventId, SessionNotFound
 from tokentail.shared.events import TERMINAL_EVENTS, Gap
 from tokentail.shared.outage import is_outage
 from tokentail.shared.store import ENTRY_FIELDS, FIELD_DATA, FIELD_TYPE, Entry, SessionStore, StoredEvent
 
-_TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)
+_TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)  # (types: a read's, as columns)
 REDIS_RETRY_SECONDS = 0.5
 READ_BUDGET_BYTES = 262_144
 FIRST_READ_COUNT = 16  # before a feed knows how large this session's events are
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Start:
     after: int  # the last id the client has (or is told to skip to, after a gap)
     gap: Gap | None
@@ -88,6 +93,25 @@ class Batch:
 
 
 class EventFeed:
+    __slots__ = (
+        "_store",
+        "_hub",
+        "_session_id",
+        "after",
+        "_batch",
+        "_count",
+        "_until_idle",
+        "_subscription",
+        "_stopped",
+        "_run_going",
+        "_snapshot_until",
+        "_start",
+        "_observer",
+        "_ending",
+        "_direct",
+        "_writer",
+    )  # fmt: skip  (slots: one of each open stream, kept as small as can be)
+
     def __init__(
         self,
         hub: StreamHub,
@@ -114,10 +138,21 @@ class EventFeed:
         # check a stream opening would otherwise pay); after that, `_finished` always asks.
         self._run_going = start.active
         self._snapshot_until = start.snapshot_until
-        self._start = start
+        self._start: Start | None = start  # until the feed opens: a stream keeps nothing it no longer needs
         first_deltas = hub.first_deltas if writes_deltas else None
         self._observer = FeedObserver(self._store, session_id, transport, start.replay_until, first_deltas)
         self._ending: str | None = None  # how it ends, when its reader knows better than the feed
+        self._direct: Direct | None = None  # how the hub may write live events to its client...
+        self._writer: Writer | None = None  # ...through this (else None)
+
+    def write_directly(self, frames: Callable[[list[Entry]], bytes], writer: Writer) -> None:
+        """Let the hub write the live events that need nothing of this feed straight to its client,
+        while it waits: `frames` makes their bytes of their entries (the same for every client of its
+        encoding), `writer` writes them, or says it could not. Not with traces on: each chunk a feed
+        sends goes in its connection's span."""
+        if not self._observer.traced:
+            self._direct = Direct.of(frames, self._observer.sent_counter, self._observer.marks_deltas)
+            self._writer = writer
 
     def stop(self) -> None:
         """The client left: end the feed now, whatever it waits for."""
@@ -131,7 +166,9 @@ class EventFeed:
         self._ending = how
 
     async def __aiter__(self) -> AsyncGenerator[Batch]:
+        assert self._start is not None  # (a feed is read once)
         self._observer.opened(self._start.after, self._start.gap)
+        self._start = None
         how = "error"
         try:
             while not self._stopped:
@@ -181,7 +218,7 @@ class EventFeed:
                 chunks = subscription.take()
                 self.after = chunks[-1].last
                 self._observer.sent(chunks)
-                ended = chunks[-1].events[-1].type in _TERMINAL
+                ended = any(chunk.terminal for chunk in chunks)
                 yield Batch(chunks)
                 # An open stream mostly waits: what it sent last is not kept meanwhile (its events and
                 # their frames, a snapshot of up to READ_BUDGET_BYTES), nor by the loops above this one.
@@ -202,7 +239,8 @@ class EventFeed:
                 if await self._finished():
                     return
             else:
-                await subscription.wait()
+                await subscription.wait(self._direct, self._writer)
+                self.after = max(self.after, subscription.written)  # what the hub wrote meanwhile
 
     async def _catch_up(self, subscription: Subscription) -> AsyncIterator[Batch]:
         """Read from Redis (XRANGE, in batches) until the end of the stream, then go live. While one
@@ -238,14 +276,15 @@ class EventFeed:
         fields = list(map(ENTRY_FIELDS, entries))
         types, datas = list(map(FIELD_TYPE, fields)), list(map(FIELD_DATA, fields))
         size = sum(map(len, datas))
-        chunk = Chunk.of_entries(entries, size)
+        terminal = not _TERMINAL.isdisjoint(types)
+        chunk = Chunk.of_entries(entries, size, terminal)
         # A reader slower than the stream's trimming finds its next id gone: say so, never skip silently.
         gap = None
         if chunk.first > self.after + 1:
             gap = Gap(reason="trimmed", first_available=chunk.first)
             self._observer.gap(gap)
         self.after = chunk.last
-        if self._run_going and not _TERMINAL.isdisjoint(types):
+        if terminal:
             self._run_going = False
         # The next read: as many events of this size as fit the budget, growing by doubling at most.
         fit = max(1, len(entries) * READ_BUDGET_BYTES // max(1, size))

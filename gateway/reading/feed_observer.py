@@ -4,23 +4,31 @@ snapshots, gaps), the connection's span with traces on (connection_span.py), and
 each run it writes (first_delta.py). The feed keeps to where a client starts, catch-up and live.
 """
 
-import operator
-from collections.abc import Sequence
+from prometheus_client import Counter
 
 from tokentail.gateway import metrics
 from tokentail.gateway.reading.connection_span import ConnectionSpan
-from tokentail.gateway.reading.first_delta import DELTA, FirstDeltas, head_of, run_id_of
-from tokentail.gateway.reading.hub import Chunk
+from tokentail.gateway.reading.first_delta import FirstDeltas, tell_first_deltas
+from tokentail.gateway.reading.hub import Chunk, Columns
 from tokentail.gateway.reading.snapshot import Snapshot
 from tokentail.shared import tracing
 from tokentail.shared.events import Gap
-from tokentail.shared.store import SessionStore, StoredEvent
-
-_TYPE, _DATA = operator.itemgetter(1), operator.itemgetter(2)  # of a StoredEvent
-Columns = tuple[Sequence[bytes], Sequence[bytes]]  # a chunk's events' types, and their data
+from tokentail.shared.store import SessionStore
 
 
 class FeedObserver:
+    __slots__ = (
+        "_store",
+        "_session_id",
+        "_transport",
+        "_replay_until",
+        "_first_deltas",
+        "_sent",
+        "_open",
+        "_delta_head",
+        "_span",
+    )  # fmt: skip  (slots: one of each open stream, kept as small as can be)
+
     def __init__(
         self,
         store: SessionStore,
@@ -38,8 +46,23 @@ class FeedObserver:
         self._first_deltas = first_deltas
         self._sent = metrics.EVENTS_SENT.labels(transport)
         self._open = metrics.CONNECTIONS.labels(transport)
-        self._delta_head = b"\0"  # how the data of the run's deltas starts, once one was counted
+        self._delta_head = b"\0"  # how the data of the last run told of starts (first_delta.py)
         self._span: ConnectionSpan | None = None
+
+    @property
+    def sent_counter(self) -> Counter:
+        """The count of events sent on its transport (which the hub adds to for what it writes)."""
+        return self._sent
+
+    @property
+    def marks_deltas(self) -> bool:
+        """Whether it tells of each run's first delta written (the hub does, for what it writes)."""
+        return self._first_deltas is not None
+
+    @property
+    def traced(self) -> bool:
+        """Whether its connection has a span (traces on), which each chunk sent goes in."""
+        return tracing.ON
 
     def opened(self, after: int, gap: Gap | None) -> None:
         metrics.CONNECTIONS_OPENED.labels(self._transport).inc()
@@ -73,37 +96,8 @@ class FeedObserver:
         if chunks[0].first <= self._replay_until:
             replayed = sum(chunk.up_to(self._replay_until) for chunk in chunks)
             metrics.RESUMED_EVENTS.labels(self._transport).inc(replayed)
-        if self._first_deltas is not None:
-            for types, datas in columns if columns is not None else map(_columns, chunks):
-                self._find_first_delta(types, datas)
+        if (first_deltas := self._first_deltas) is not None:
+            for types, datas in columns if columns is not None else (chunk.columns() for chunk in chunks):
+                self._delta_head = tell_first_deltas(first_deltas, self._session_id, self._delta_head, types, datas)
         if self._span is not None:
             self._span.carried(chunks)
-
-    def _find_first_delta(self, types: Sequence[bytes], datas: Sequence[bytes]) -> None:
-        """Tell of the run of a delta among events of these `types` and `datas` this feed has not told
-        of yet. A session's runs go one after another, so once the last delta here is of the run told
-        of last, all of them are: a run's later deltas cost a look at the types (in C) and one comparison."""
-        if len(types) == 1:  # a live append, mostly
-            if types[0] != DELTA:
-                return
-            last = 0
-        elif DELTA not in types:
-            return
-        else:
-            last = len(types) - 1 - types[::-1].index(DELTA)
-        if datas[last].startswith(self._delta_head):
-            return
-        for type_, data in zip(types, datas, strict=True):  # a new run's first delta: once per run
-            if type_ == DELTA and not data.startswith(self._delta_head):
-                run_id = run_id_of(data)
-                if run_id is not None and self._first_deltas is not None:
-                    self._delta_head = head_of(run_id)
-                    self._first_deltas.written(self._session_id, run_id)
-
-
-def _columns(chunk: Chunk) -> Columns:
-    """The types and the data of a chunk's events."""
-    events: list[StoredEvent] = chunk.events
-    if len(events) == 1:  # a live append, mostly
-        return (events[0].type,), (events[0].data,)
-    return list(map(_TYPE, events)), list(map(_DATA, events))

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from contextvars import ContextVar
 
 from tokentail.gateway import metrics
@@ -79,3 +80,32 @@ class FirstDeltas:
             return  # queued over a socket, or before gateways stamped requests
         exemplar = {"trace_id": f"{RunTrace.of(run).trace_id:032x}"} if run.trace else None
         metrics.FIRST_DELTA.observe(max(0.0, written_at - run.received_at), exemplar=exemplar)
+
+
+def tell_first_deltas(
+    first_deltas: FirstDeltas, session_id: str, head: bytes, types: Sequence[bytes], datas: Sequence[bytes]
+) -> bytes:
+    """Tell `first_deltas` of the runs of the deltas among events of these `types` and `datas` written
+    to a client, by one reader: a feed of what it sends, or the hub of what it writes straight to a
+    session's clients (gateway/reading/hub.py), so the count is the same whichever path a delta
+    took. `head`: how the data of the run the reader told of last starts (b"\\0" before any); returned,
+    as it is now. Once per run: a session's runs go one after another, so once the last delta here
+    is of the run told of last, all of them are, and a run's later deltas cost a look at the types (in
+    C) and one comparison."""
+    if len(types) == 1:  # a live append, mostly
+        if types[0] != DELTA:
+            return head
+        last = 0
+    elif DELTA not in types:
+        return head
+    else:
+        last = len(types) - 1 - types[::-1].index(DELTA)
+    if datas[last].startswith(head):
+        return head
+    for type_, data in zip(types, datas, strict=True):  # a new run's first delta: once per run
+        if type_ == DELTA and not data.startswith(head):
+            run_id = run_id_of(data)
+            if run_id is not None:
+                head = head_of(run_id)
+                first_deltas.written(session_id, run_id)
+    return head

@@ -73,6 +73,9 @@ class FramedRenderer(Renderer[Part]):
     """A renderer that frames its parts too: an `Encoding` of an HTTP stream (Server-Sent Events)."""
 
     media_type = "text/event-stream"
+    # A renderer keeps state per client (what is open, its ids and sequence numbers): its reader
+    # renders every chunk, live ones too, in its own task (gateway/reading/response.py).
+    live_frames = None
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
         """The protocol's framing of what one event (with its id: None for a gap) became."""

@@ -14,8 +14,10 @@ from typing import Protocol, TypeVar
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from tokentail.gateway.protocol import DIRECT_BODY, DirectBody
 from tokentail.gateway.reading.feed import Batch, EventFeed
 from tokentail.shared.events import Gap
+from tokentail.shared.store import Entry
 
 T = TypeVar("T")
 
@@ -43,6 +45,13 @@ class Encoding(Protocol):
     def tail(self) -> bytes:
         """What closes the stream."""
 
+    @property
+    def live_frames(self) -> Callable[[list[Entry]], bytes] | None:
+        """The bytes of live events (as entries: `Chunk`), where they are the same for every client of
+        the encoding (a framing of the stored events, with no state of its own): the hub writes them
+        straight to each client, made once. None for an encoding that keeps state per client (a
+        renderer's)."""
+
 
 class EventStreamResponse(Response):
     """The feed's batches in an encoding, one write per batch, straight to the ASGI server.
@@ -50,7 +59,9 @@ class EventStreamResponse(Response):
     A task waits for the client to leave and stops the feed then, so a stream with nothing to send
     ends at once, not at its next heartbeat. `on_close` runs however the stream ends (cleanup that
     must reach Redis, such as giving back the stream slot). Under `call_detaching`, the body goes
-    on after the framework's call returned.
+    on after the framework's call returned, on the server's own `send`: there, where the server
+    offers a direct write (gateway/protocol.py's `DirectBody`) and the encoding has `live_frames`,
+    the hub writes the live chunks that need nothing of the feed through it (gateway/reading/hub.py).
     """
 
     def __init__(
@@ -80,6 +91,9 @@ class EventStreamResponse(Response):
             raise
         self.raw_headers, self._head = [], b""  # sent: not kept for as long as the stream stays open
         if (detached := scope.get(DETACHED)) is not None:
+            direct: DirectBody | None = scope.get(DIRECT_BODY)
+            if direct is not None and (frames := self._encoding.live_frames) is not None:
+                self._feed.write_directly(frames, direct)
             detached.append(self._body)
         else:
             await self._body(receive, send)

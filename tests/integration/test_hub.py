@@ -1,10 +1,12 @@
 """The gateway's stream hub against a real Redis: one reader for all followers, and every hand-over
-(catch-up to live, live to catch-up, a lost connection) with no id dropped or repeated."""
+(catch-up to live, live to catch-up, a lost connection) with no id dropped or repeated, for followers
+whose live chunks the hub writes straight to their client (`direct`) and for those that take them."""
 
 import asyncio
 import contextlib
 import json
 import random
+import re
 import secrets
 from collections.abc import AsyncIterator
 
@@ -16,6 +18,7 @@ from tests.unit.write_side import lease_of
 from tests.waiting import eventually
 from tests.writes import AllWrites
 from tokentail.gateway import metrics as gateway_metrics
+from tokentail.gateway.encodings import sse
 from tokentail.gateway.reading import hub as hub_module
 from tokentail.gateway.reading.feed import EventFeed, Start
 from tokentail.gateway.reading.hub import StreamHub
@@ -46,15 +49,32 @@ async def alone(private_redis_url: str, settings: Settings) -> AsyncIterator[tup
 
 
 class Follower:
-    """A feed read into a list by a task of its own, as a transport would."""
+    """A feed read into a list by a task of its own, as a transport would; `direct`: also written to
+    by the hub (SSE frames, as gateway/protocol.py's `DirectBody` would), into the same list, in the
+    order of the writes, until `refusing` (a connection paused)."""
 
-    def __init__(self, hub: StreamHub, session_id: str, after: int = 0, until_idle: bool = False) -> None:
+    def __init__(
+        self, hub: StreamHub, session_id: str, after: int = 0, until_idle: bool = False, direct: bool = False
+    ) -> None:
         self.feed = EventFeed(hub, session_id, Start(after, None, False), 500, until_idle, "sse")
         self.seqs: list[int] = []
         self.datas: list[bytes] = []
         self.pings = 0
         self.chunks: dict[int, object] = {}  # last seq -> the chunk that brought it
+        self.direct_writes = 0
+        self.refusing = False
+        if direct:
+            self.feed.write_directly(sse.frame_entries, self)
         self.task = asyncio.create_task(self._read())
+
+    def write(self, body: bytes) -> bool:  # (its feed's `Writer`)
+        if self.refusing:
+            return False
+        self.direct_writes += 1
+        for seq, data in re.findall(rb"^id: (\d+)\nevent: [^\n]*\ndata: ([^\n]*)\n\n", body, re.MULTILINE):
+            self.seqs.append(int(seq))
+            self.datas.append(data)
+        return True
 
     async def _read(self) -> None:
         async for batch in self.feed:
@@ -92,11 +112,15 @@ async def _command_calls(redis: Redis, *commands: str) -> int:
     return sum(int(stats.get(f"cmdstat_{command}", {}).get("calls", 0)) for command in commands)
 
 
+DIRECT = pytest.mark.parametrize("direct", [False, True], ids=["taken", "direct"])
+
+
+@DIRECT
 async def test_a_hundred_followers_of_one_session_cost_one_notification_per_event_and_no_read(
-    hub: StreamHub, store: SessionStore, runs: AllWrites, redis: Redis
+    hub: StreamHub, store: SessionStore, runs: AllWrites, redis: Redis, direct: bool
 ) -> None:
     session_id, run = await start_a_run(runs)
-    followers = [Follower(hub, session_id) for _ in range(100)]
+    followers = [Follower(hub, session_id, direct=direct) for _ in range(100)]
     try:
         await _live(*followers)
         # (The append script reads the stream's last id: XREVRANGE. The hub's and the store's reads:)
@@ -108,16 +132,19 @@ async def test_a_hundred_followers_of_one_session_cost_one_notification_per_even
             await follower.until(last)
         assert await _command_calls(redis, "xrange", "xread") == reads_before
         assert all(follower.seqs == list(range(1, last + 1)) for follower in followers)
-        # Each event came as one chunk (encoded once) handed to every follower: one object, not copies.
-        assert len({id(follower.chunks[last]) for follower in followers}) == 1
+        if direct:  # each written by the hub, framed once for all
+            assert all(follower.direct_writes >= 40 for follower in followers)
+        else:  # each event came as one chunk (encoded once) handed to every follower: one object, not copies
+            assert len({id(follower.chunks[last]) for follower in followers}) == 1
     finally:
         for follower in followers:
             await follower.close()
     assert not hub._channels  # the last follower to leave unsubscribed the session
 
 
+@DIRECT
 async def test_followers_joining_while_a_writer_appends_get_every_id_once_in_order(
-    hub: StreamHub, store: SessionStore, runs: AllWrites
+    hub: StreamHub, store: SessionStore, runs: AllWrites, direct: bool
 ) -> None:
     session_id, run = await start_a_run(runs)
     followers: list[Follower] = []
@@ -133,7 +160,7 @@ async def test_followers_joining_while_a_writer_appends_get_every_id_once_in_ord
 
     writer = asyncio.create_task(write())
     while not writer.done():  # followers join at every point of the stream, resuming from anywhere in it
-        followers.append(Follower(hub, session_id, after=random.randint(0, max(0, written - 1))))
+        followers.append(Follower(hub, session_id, after=random.randint(0, max(0, written - 1)), direct=direct))
         await asyncio.sleep(random.random() / 500)
     last = await writer
     try:
@@ -171,12 +198,13 @@ async def test_a_follower_that_stops_reading_is_bounded_then_reads_the_rest_from
     assert seqs == list(range(1, last + 1))
 
 
+@DIRECT
 async def test_followers_lose_nothing_when_the_hubs_connection_is_killed_mid_stream(
-    alone: tuple[Redis, AllWrites, StreamHub],
+    alone: tuple[Redis, AllWrites, StreamHub], direct: bool
 ) -> None:
     redis, runs, hub = alone
     session_id, run = await start_a_run(runs)
-    followers = [Follower(hub, session_id) for _ in range(5)]
+    followers = [Follower(hub, session_id, direct=direct) for _ in range(5)]
     reconnects = gateway_metrics.HUB_RECONNECTS._value.get()
     try:
         await _live(*followers)
@@ -190,6 +218,8 @@ async def test_followers_lose_nothing_when_the_hubs_connection_is_killed_mid_str
                 await follower.until(last)
                 assert follower.seqs == list(range(1, last + 1))
         assert gateway_metrics.HUB_RECONNECTS._value.get() >= reconnects + 3
+        if direct:  # written by the hub before and after each reconnect
+            assert all(follower.direct_writes >= 3 for follower in followers)
     finally:
         for follower in followers:
             await follower.close()
@@ -216,11 +246,12 @@ async def test_open_streams_share_a_fixed_number_of_redis_connections(
             await follower.close()
 
 
+@DIRECT
 async def test_a_completed_run_reaches_live_followers_with_its_output_and_ends_their_streams(
-    hub: StreamHub, store: SessionStore, runs: AllWrites
+    hub: StreamHub, store: SessionStore, runs: AllWrites, direct: bool
 ) -> None:
     session_id, run = await start_a_run(runs)
-    follower = Follower(hub, session_id, until_idle=True)
+    follower = Follower(hub, session_id, until_idle=True, direct=direct)
     await _live(follower)
     await _append(runs, session_id, run.run_id, n=3)
     ending = RunCompleted(run_id=run.run_id, output="xxx", usage={})

@@ -241,7 +241,7 @@ async def test_a_chunk_of_entries_makes_its_events_only_for_a_reader_that_asks(
     store: SessionStore, session_id: str
 ) -> None:
     entries = await store.read_entries(session_id, 0, 500)
-    chunk = Chunk.of_entries(entries, size=0)
+    chunk = Chunk.of_entries(entries, size=0, terminal=False)
     assert chunk._events is None
     assert chunk.encoded(sse.encode_events, sse.frame_entries) == sse.encode_events(
         await store.read(session_id, 0, 500)

@@ -13,7 +13,7 @@ import pytest
 import redis as sync_redis
 from redis.asyncio import Redis, RedisCluster
 
-from tests.integration.test_hub import Follower, _append, _live
+from tests.integration.test_hub import DIRECT, Follower, _append, _live
 from tests.redis_cluster import LocalCluster, require
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.sse_client import read_events
@@ -115,7 +115,7 @@ async def test_runs_stream_end_to_end_with_sessions_on_every_shard_and_the_queue
     with sync_redis.RedisCluster.from_url(cluster.url) as client:
         shards = {client.get_node_from_key(f"{settings.key_prefix}:{{{c['session_id']}}}:events").name for c in created}
     assert len(shards) == 3
-    assert set(gateway.app.state.hub._links) == shards
+    assert set(gateway.app.state.hub._pubsub.links) == shards
     # The queue's Redis holds arq's keys and the index; the cluster holds none of them.
     assert await queue.exists(f"{settings.key_prefix}:lease-checks")
     with sync_redis.RedisCluster.from_url(cluster.url) as client:
@@ -297,14 +297,20 @@ def _slots_of(client: sync_redis.Redis) -> set[int]:
     return slots
 
 
+@DIRECT
 async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primary(
-    store: SessionStore, runs: AllWrites, sessions: RedisCluster, settings: Settings, cluster: LocalCluster
+    store: SessionStore,
+    runs: AllWrites,
+    sessions: RedisCluster,
+    settings: Settings,
+    cluster: LocalCluster,
+    direct: bool,
 ) -> None:
     hub = StreamHub(settings, read_connections=3)
     await hub.start()
     try:
         session_id, run = await start_a_run(runs)
-        followers = [Follower(hub, session_id) for _ in range(3)]
+        followers = [Follower(hub, session_id, direct=direct) for _ in range(3)]
         await _live(*followers)
         await _append(runs, session_id, run.run_id, 5)
         key = store.keys.session(session_id).events
@@ -323,6 +329,7 @@ async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primar
         for follower in followers:
             await follower.until(last)
             assert follower.seqs == list(range(1, last + 1))  # no id dropped or repeated across the move
+            assert follower.direct_writes > 0 if direct else follower.direct_writes == 0
             await follower.close()
     finally:
         await hub.aclose()

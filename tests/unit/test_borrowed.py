@@ -1,8 +1,9 @@
-"""What tokentail borrows from arq's and redis-py's insides, pinned: the source of each function it
-copies, overrides or calls past the public API (a hash of it), and each attribute it uses. A new
-release that changes one fails here, naming it: read the change against the module that relies on it
-(worker/arq_shell.py; shared/round_trips.py and gateway/reading/hub.py for redis-py), adapt that
-module, then the hash. A release that leaves them as they are passes."""
+"""What tokentail borrows from arq's, redis-py's and uvicorn's insides, pinned: the source of each
+function it copies, overrides or calls past the public API (a hash of it), and each attribute it
+uses. A new release that changes one fails here, naming it: read the change against the module that
+relies on it (worker/arq_shell.py; shared/round_trips.py and gateway/reading/hub.py for redis-py;
+gateway/protocol.py for uvicorn), adapt that module, then the hash. A release that leaves them as
+they are passes."""
 
 import hashlib
 import inspect
@@ -12,8 +13,10 @@ from typing import Any
 
 import pytest
 from arq.worker import Worker
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
 from redis.asyncio.retry import Retry
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,8 +30,14 @@ SOURCES: list[tuple[Any, str, str, str]] = [
     (Worker, "_release_sem_dec_counter_on_complete", "0ed101482e942c33", "extended: a freed slot polls again"),
     # redis-py: the joined round trips' send and read (shared/round_trips.py), the hub's (gateway/reading/hub.py)
     (AbstractConnection, "send_packed_command", "cad238c0be555d05", "sends a joined round trip"),
-    (AbstractConnection, "read_response", "aabcda8ed58d0a36", "reads each reply of it, and the hub's"),
+    (AbstractConnection, "read_response", "aabcda8ed58d0a36", "reads each reply of it"),
     (AbstractConnection, "pack_command", "9a0e503fdcf56314", "packs the hub's (un)subscriptions"),
+    (Connection, "_connect", "24cd655d5f27ddbb", "opens the hub's connections: a stream writer on a transport"),
+    (AbstractConnection, "on_connect", "e9580eed32f4bed0", "reads every reply of its handshake before the hub reads"),
+    (AbstractConnection, "disconnect", "48185738b741ade9", "closes the hub's (nowait: its transport is the hub's)"),
+    # uvicorn: what the gateway's direct body writes do as `send` does (gateway/protocol.py)
+    (RequestResponseCycle, "send", "abdd8601b326a8da", "DirectBody writes a body chunk as it does, in its state"),
+    (HttpToolsProtocol, "on_headers_complete", "1ea8589acfad92d8", "makes the cycle a DirectBody writes to"),
     (ConnectionPool, "get_connection", "4876bc7de473dbc8", "the one connection of the round trips"),
     (ConnectionPool, "ensure_connection", "e2790e7163da5032", "checks it after it sat idle"),
     (Retry, "call_with_retry", "0afbb6dfc34fdd0f", "a round trip retried as redis-py retries a command"),
@@ -73,3 +82,20 @@ def test_every_attribute_of_arqs_worker_the_shell_uses_exists() -> None:
 def test_the_hub_writes_on_the_connection_redis_py_opens() -> None:
     # gateway/reading/hub.py writes its (un)subscriptions on the connection's own stream writer.
     assert "self._writer" in inspect.getsource(AbstractConnection)
+
+
+def test_the_hub_reads_the_transport_of_the_connection_redis_py_opens() -> None:
+    # gateway/reading/hub.py hands the transport under the connection's stream writer to its own protocol.
+    assert "self._writer = writer" in inspect.getsource(Connection._connect)
+
+
+def test_every_attribute_of_uvicorns_cycle_a_direct_body_reads_exists() -> None:
+    source = (ROOT / "gateway/protocol.py").read_text()
+    block = source[source.index("class DirectBody") : source.index("class GatewayHttpProtocol")]
+    used = set(re.findall(r"cycle\.(\w+)", block))
+    assert used >= {"flow", "transport", "chunked_encoding", "response_complete", "disconnected"}
+    cycles = set(re.findall(r"self\.(\w+)(?:: [^=\n]+)? = ", inspect.getsource(RequestResponseCycle.__init__)))
+    assert sorted(used - cycles) == []
+    assert "self.write_paused = " in inspect.getsource(FlowControl.__init__)
+    protocol = inspect.getsource(HttpToolsProtocol)
+    assert "self.cycle = RequestResponseCycle(" in protocol and "self.scope = {" in protocol

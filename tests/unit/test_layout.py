@@ -27,7 +27,7 @@ GATEWAY_PARTS: dict[str, set[str]] = {
     "socket_tasks": set(),
     "access": {"metrics"},
     "schemas": {"access"},
-    "reading": {"access", "metrics"},
+    "reading": {"access", "metrics", "protocol"},  # protocol: the direct write its server offers
     # tokentail's own socket (encodings/websocket.py) is a conversation: it asks for runs and answers.
     "encodings": {"access", "reading", "commands", "schemas", "errors"},
     # The agent protocols' tasks (commands/tasks.py) wait for their run to settle through the hub.

@@ -406,7 +406,9 @@ def serve(encoding: Any, log: Log, after: int, until: int | None, read: bool = F
     head = encoding.head(gap)
     pieces: list[Piece] = []
     for event in stored:
-        chunk = Chunk.of_entries([_entry(event)], len(event.data)) if read else Chunk([event])
+        chunk = Chunk([event])
+        if read:
+            chunk = Chunk.of_entries([_entry(event)], len(event.data), chunk.terminal)
         pieces.append((event.seq, encoding.batch(Batch([chunk]))))
         if encoding.finished:
             break

@@ -39,12 +39,13 @@ def test_a_read_is_framed_from_its_entries_as_from_its_events() -> None:
     assert ndjson_entries(entries) == ndjson_events(STORED)
     gap = Gap(reason="trimmed", first_available=1)
     for encode in (encode_batch, Ndjson().batch):
-        assert encode(Batch([Chunk.of_entries(entries, size=0)], gap)) == encode(Batch([Chunk(STORED)], gap))
+        of_entries = Chunk.of_entries(entries, size=0, terminal=False)
+        assert encode(Batch([of_entries], gap)) == encode(Batch([Chunk(STORED)], gap))
 
 
 def test_a_chunk_of_entries_counts_them_and_makes_events_of_them_only_if_asked() -> None:
     entries = [entry_of(event) for event in STORED]
-    chunk = Chunk.of_entries(entries, size=7)
+    chunk = Chunk.of_entries(entries, size=7, terminal=False)
     assert (chunk.first, chunk.last, chunk.count, chunk.size) == (1, 10**17, 4, 7)
     assert [chunk.up_to(seq) for seq in (0, 1, 2, 98, 99, 10**17)] == [0, 1, 2, 2, 3, 4]
     assert chunk.encoded(encode_events, frame_entries) == encode_events(STORED)
