@@ -5,7 +5,6 @@ the worker's ticks (worker/appends.py, the lean script included) as on the plain
 cannot append as they were stop the run instead."""
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -73,7 +72,7 @@ async def test_lost_events_are_appended_again_under_their_ids_before_the_next(
     settings: Settings,
     store: SessionStore,
     lifecycle: AllWrites,
-    append: Callable[[RunLease, str], object],
+    append: _Appends,
 ) -> None:
     session_id, run = await start_a_run(lifecycle)  # run.queued 1, run.started 2
     lease = RunLease(lifecycle, session_id, run.run_id, "lease-1")
