@@ -15,8 +15,8 @@ from typing import cast
 
 from opentelemetry.trace import Span
 
+from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.first_delta import head_of, run_id_of
-from tokentail.gateway.reading.hub import Chunk
 from tokentail.gateway.reading.snapshot import Snapshot
 from tokentail.shared import tracing
 from tokentail.shared.events import Gap

@@ -20,9 +20,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from tokentail.gateway import metrics
+from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed_observer import FeedObserver
-from tokentail.gateway.reading.hub import Chunk, Direct, StreamHub, Subscription, Writer
+from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.snapshot import SNAPSHOT_BEHIND, Snapshot, read_snapshots
+from tokentail.gateway.reading.subscription import Direct, Subscription, Writer
 from tokentail.shared.errors import InvalidLastEventId, SessionNotFound
 from tokentail.shared.events import TERMINAL_EVENTS, Gap
 from tokentail.shared.outage import is_outage

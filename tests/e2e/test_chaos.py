@@ -18,7 +18,7 @@ from tests.e2e.watcher import Watcher
 from tests.integration.test_openai_responses import run_of
 from tests.redis_cluster import LocalCluster, require
 from tests.waiting import eventually, scaled
-from tokentail.gateway.reading import hub
+from tokentail.gateway.reading import pubsub
 from tokentail.shared.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens
 
@@ -292,7 +292,7 @@ async def test_on_a_redis_cluster_a_primary_killed_with_runs_in_flight_fails_non
         await asyncio.wait_for(asyncio.gather(*following), scaled(120))
         # The hub gave up the dead node's address (it tried it again for ever, every 2 s). A try under
         # way as the last follower ended may still fail once: it ends within the longest backoff.
-        await asyncio.sleep(max(hub._RECONNECT_SECONDS) + 0.5)
+        await asyncio.sleep(max(pubsub.RECONNECT_SECONDS) + 0.5)
         reconnects = await _hub_reconnects(client)
         await asyncio.sleep(5)
         assert await _hub_reconnects(client) == reconnects

@@ -23,10 +23,11 @@ from tests.writes import AllWrites
 from tokentail.gateway import metrics
 from tokentail.gateway.encodings import ndjson, sse
 from tokentail.gateway.protocol import DirectBody
-from tokentail.gateway.reading import hub as hub_module
+from tokentail.gateway.reading import subscription as subscription_module
 from tokentail.gateway.reading.feed import EventFeed
 from tokentail.gateway.reading.first_delta import FirstDeltas
-from tokentail.gateway.reading.hub import StreamHub, Subscription
+from tokentail.gateway.reading.hub import StreamHub
+from tokentail.gateway.reading.subscription import Subscription
 from tokentail.shared.events import MessageDelta, ToolCompleted, ToolStarted
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
@@ -302,7 +303,7 @@ async def test_a_client_too_slow_for_the_live_path_reads_from_redis_then_comes_b
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bound = 65_536
-    monkeypatch.setattr(hub_module, "BUFFER_BYTES", bound)
+    monkeypatch.setattr(subscription_module, "BUFFER_BYTES", bound)
     session_id, run = await start_a_run(runs)
     stream = await RawStream(gateway.port, f"/v1/sessions/{session_id}/events").open(receive_buffer=4096)
     behind = metrics.HUB_CATCH_UPS.labels("behind")._value.get()

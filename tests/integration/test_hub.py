@@ -19,7 +19,7 @@ from tests.waiting import eventually
 from tests.writes import AllWrites
 from tokentail.gateway import metrics as gateway_metrics
 from tokentail.gateway.encodings import sse
-from tokentail.gateway.reading import hub as hub_module
+from tokentail.gateway.reading import subscription as subscription_module
 from tokentail.gateway.reading.feed import EventFeed, Start
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.events import RunCompleted
@@ -177,7 +177,7 @@ async def test_followers_joining_while_a_writer_appends_get_every_id_once_in_ord
 async def test_a_follower_that_stops_reading_is_bounded_then_reads_the_rest_from_redis(
     hub: StreamHub, store: SessionStore, runs: AllWrites, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hub_module, "BUFFER_BYTES", 10_000)
+    monkeypatch.setattr(subscription_module, "BUFFER_BYTES", 10_000)
     session_id, run = await start_a_run(runs)
     feed = EventFeed(hub, session_id, Start(0, None, False), 500, False, "sse").__aiter__()
     seqs = [event.seq for event in (await anext(feed)).events]  # caught up

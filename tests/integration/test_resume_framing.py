@@ -20,7 +20,7 @@ from tests.sessions import make_run, make_session
 from tests.waiting import scaled
 from tests.writes import AllWrites
 from tokentail.gateway.encodings import ndjson, sse, websocket
-from tokentail.gateway.reading.hub import Chunk
+from tokentail.gateway.reading.chunk import Chunk
 from tokentail.shared.events import (
     CustomData,
     ErrorInfo,

@@ -10,8 +10,8 @@ from google.protobuf.json_format import MessageToDict, Parse  # type: ignore[imp
 
 from tests.unit.test_protocol_cases import CASES, Case, Log
 from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION, A2AEvents, Event
+from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared.a2a_push import push_body
 from tokentail.shared.events import Gap
 from tokentail.shared.store import StoredEvent

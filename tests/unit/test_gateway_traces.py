@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import EventFeed, Start
 from tokentail.gateway.reading.first_delta import run_id_of
-from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared import tracing
 from tokentail.shared.events import MessageDelta, RunStarted
 from tokentail.shared.records import RunRecord

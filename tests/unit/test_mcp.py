@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from tokentail.gateway.commands.tasks import Task
 from tokentail.gateway.protocols import _mcp_router
 from tokentail.gateway.protocols.mcp import render as mcp
+from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.hub import Chunk
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.shared.events import ErrorInfo
 from tokentail.shared.records import Question, RunRecord, SessionRecord

@@ -33,8 +33,8 @@ from tokentail.gateway.encodings.sse import NativeSse
 from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, Position
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
 from tokentail.gateway.protocols.responses.render import ResponseEvents
+from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared.events import Gap
 from tokentail.shared.store import StoredEvent, entry_of
 

@@ -11,8 +11,8 @@ from tests.unit.test_responses import HEADER
 from tests.unit.test_ui_protocols import EVENTS, RUN, stored
 from tokentail.gateway.protocols.responses.render import ResponseEvents
 from tokentail.gateway.protocols.responses.socket import socket_message
+from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared.events import Gap
 
 SERVER_EVENT = TypeAdapter[Any](ResponsesServerEvent)

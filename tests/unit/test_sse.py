@@ -2,8 +2,8 @@ import pytest
 
 from tokentail.gateway.encodings.ndjson import Ndjson, ndjson_entries, ndjson_events
 from tokentail.gateway.encodings.sse import encode_batch, encode_events, encode_gap, frame_entries
+from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch, parse_last_event_id
-from tokentail.gateway.reading.hub import Chunk
 from tokentail.shared.errors import InvalidLastEventId
 from tokentail.shared.events import Gap
 from tokentail.shared.store import StoredEvent, entry_of, parse_raw_entries

@@ -12,8 +12,8 @@ from pydantic import TypeAdapter
 
 from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, Position, protocol_version, thread_messages
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
+from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.hub import Chunk
 from tokentail.gateway.reading.renderer import FramedRenderer
 from tokentail.gateway.reading.streams import SSE_PING
 from tokentail.shared.errors import InvalidLastEventId

@@ -59,8 +59,9 @@ from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.errors import describe
 from tokentail.gateway.protocols.a2a.render import A2AEvents, Event
 from tokentail.gateway.protocols.a2a.tasks import TaskIndex, answered_question, message_answer, message_input
+from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch, EventFeed, parse_last_event_id, start_position
-from tokentail.gateway.reading.hub import Chunk, StreamHub
+from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.a2a_push import MAX_CONFIGS, PushConfig, PushConfigs
 from tokentail.shared.agent_catalog import AgentInfo

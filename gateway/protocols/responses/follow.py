@@ -14,8 +14,9 @@ from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.protocols.responses.output import Part
 from tokentail.gateway.protocols.responses.render import ResponseEvents
 from tokentail.gateway.protocols.responses.requests import ResponseRef
+from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
-from tokentail.gateway.reading.hub import Chunk, StreamHub
+from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.shared.errors import SessionExpired, SessionNotFound
 from tokentail.shared.store import SessionStore
