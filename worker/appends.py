@@ -201,7 +201,11 @@ class AppendTicks(TickGrid):
         if counter is not None and self.loop.time() - self._heard > self._patience:
             counter.unknown()
         for writer in ready:
-            events = writer.take()
+            try:
+                events = writer.take()
+            except Exception as exc:  # (its text could not be made an event: that run fails, alone)
+                _tell(writer, exc)
+                continue
             if events is None:
                 continue
             if counter is not None and counter.vouches_for(writer.lease.session_id):
@@ -216,8 +220,9 @@ class AppendTicks(TickGrid):
         expected = None if counter is None else counter.expected
         for group in _cut(lean):
             assert counter is not None and expected is not None  # (lean only while the count is known)
-            calls.append(_Call(True, group, expected + len(calls)))
-            commands.append(self._lean_call(group, counter.key, expected + len(calls) - 1))
+            at = expected + len(calls)  # (each call of a round trip counts one after the one before it)
+            calls.append(_Call(True, group, at))
+            commands.append(self._lean_call(group, counter.key, at))
         for group in _by_slot(self._cluster, checked) if self._cluster is not None else _cut(checked):
             count_key = None if counter is None else counter.key
             call = _Call(False, group, None if expected is None else expected + len(calls))

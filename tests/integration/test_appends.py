@@ -415,3 +415,22 @@ async def test_a_round_trip_cancelled_before_its_replies_leaves_no_reply_behind(
     await asyncio.gather(cut, return_exceptions=True)
     seq = await (await held(runs, session_id, run.run_id)).append([delta_of(run.run_id, "b")])
     assert seq == len(await store.read(session_id, 0, 100))  # its own reply: the seq of its event
+
+
+async def test_text_that_cannot_be_an_event_fails_its_run_alone_and_the_tick_goes_on(
+    runs: AllWrites, store: SessionStore, settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lone surrogate has no UTF-8: its delta's JSON cannot be made. Its run fails at its next call; the
+    # tick's other appends go, and the ticks go on (a tick that raised would have stopped every run's).
+    ticks = AppendTicks(redis, settings)
+    broken, fine = await _writers(runs, ticks, 2)
+    sent = _count_round_trips(ticks, monkeypatch)
+    await broken.delta("bad \ud800 text")
+    await fine.delta("good")
+    await fine.flush()
+    with pytest.raises(Exception, match="surrogates not allowed"):
+        await broken.flush()
+    await _say(fine, " and on")
+    assert sent == [["lean"], ["lean"]]
+    assert _texts(await store.read(fine.lease.session_id, 0, 10)) == ["first", "good", " and on"]
+    assert _texts(await store.read(broken.lease.session_id, 0, 10)) == ["first"]
