@@ -11,6 +11,7 @@ from tokentail.worker.providers.scripted import (
     STEP_TOKENS,
     ScriptedFailure,
     ScriptedProvider,
+    _pacer,
     find_arithmetic,
     plan_tool_call,
     scripted_tokens,
@@ -292,3 +293,25 @@ async def test_given_a_tool_s_result_it_answers_with_it() -> None:
     failed = [*messages[:2], Message("tool", "error: service down", call_id=call.call_id, is_error=True)]
     text = "".join(c.text for c in await _collect(ModelRequest("", failed, [WEATHER])) if isinstance(c, TextDelta))
     assert text == "The get_weather tool failed: service down."
+
+
+async def test_paced_runs_that_wake_at_one_moment_share_one_timer_and_a_cancelled_one_wakes_none() -> None:
+    loop = asyncio.get_running_loop()
+    timers: list[float] = []
+    call_at = loop.call_at
+
+    def counted(when: float, *args: object) -> asyncio.TimerHandle:
+        timers.append(when)
+        return call_at(when, *args)  # type: ignore[arg-type]
+
+    loop.call_at = counted  # type: ignore[method-assign]
+    try:
+        pacer = _pacer(loop)
+        at = (math.floor(loop.time() / pacer.GRID) + 20.5) * pacer.GRID  # mid-way between two lines, 20 ms on
+        woken = [pacer.until(at + offset) for offset in (0.0, 0.0001, 0.0002)]  # all before the next line
+        cancelled = woken.pop()
+        cancelled.cancel()
+        await asyncio.gather(*woken)
+    finally:
+        loop.call_at = call_at  # type: ignore[method-assign]
+    assert len(timers) == 1 and timers[0] >= at

@@ -19,8 +19,10 @@ Given the results, it answers with them ("The calculator says 84.").
 import asyncio
 import hashlib
 import json
+import math
 import re
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -49,6 +51,41 @@ DEFAULT_TOKENS_PER_SECOND = 25.0
 # them, and the writer's flush window (50 ms by default) coalesces them anyway.
 TICK = 0.05
 STEP_TOKENS = 16  # the most tokens it yields in one loop step
+
+
+class _Pacer:
+    """When the runs of a process wake to speak: on a grid of `GRID` seconds, each wake at the first line
+    of it at or after its time, one timer for all the runs that wake there (hundreds of paced runs
+    would otherwise make a timer each, every TICK, which costs more than the wake itself)."""
+
+    GRID = 0.001
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: dict[int, list[asyncio.Future[None]]] = {}
+
+    def until(self, when: float) -> "asyncio.Future[None]":
+        line = math.ceil(when / self.GRID)
+        waking = self._due.get(line)
+        if waking is None:
+            waking = self._due[line] = []
+            self._loop.call_at(line * self.GRID, self._wake, line)
+        waking.append(woken := self._loop.create_future())
+        return woken
+
+    def _wake(self, line: int) -> None:
+        for woken in self._due.pop(line):
+            if not woken.done():  # (its run was cancelled meanwhile)
+                woken.set_result(None)
+
+
+_pacers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pacer]" = weakref.WeakKeyDictionary()
+
+
+def _pacer(loop: asyncio.AbstractEventLoop) -> _Pacer:
+    if (pacer := _pacers.get(loop)) is None:
+        pacer = _pacers[loop] = _Pacer(loop)
+    return pacer
 
 
 class ScriptedFailure(RuntimeError):
@@ -309,14 +346,15 @@ class ScriptedProvider:
             if params.fail_at_token is not None and i == params.fail_at_token:
                 raise ScriptedFailure(f"scripted failure at token {i}, as asked by params.fail_at_token")
             # Paced against the start time, so timer drift does not add up; the tokens already due
-            # come without a timer each (a fast pace costs one timer per TICK, not one per token),
+            # come without a wake each (a fast pace costs one wake per TICK, not one per token, and the
+            # runs that wake at once share one timer: `_Pacer`),
             # in one loop step, as one network read brings them, up to STEP_TOKENS: then it yields
             # to the loop, as a network stream would (unpaced, or behind its pace, it never sleeps).
             # Counted from the step's start, not by the token's index: a writer's tick between two
             # tokens due together would take the first alone and hold the rest a whole flush window.
             delay = start + i / pace - loop.time() if pace else 0.0
             if delay > 0:
-                await asyncio.sleep(max(delay, TICK))
+                await _pacer(loop).until(loop.time() + max(delay, TICK))
                 in_step = 0
             elif in_step == STEP_TOKENS:
                 await asyncio.sleep(0)
