@@ -185,18 +185,18 @@ async def main(
     print_table([("goal", "this run", ""), *goals])
 
 
-async def start_cpu_against(rev: str, data_dir: str, quick: bool) -> dict[str, dict[str, float]]:
-    """CPU per start of each process, this tree's tokentail (gateway and worker) and revision `rev`'s,
-    in turns on one Redis: a before and after from one run."""
+async def start_cpu_against(
+    rev: str, data_dir: str, quick: bool, ours_rev: str | None = None
+) -> dict[str, dict[str, float]]:
+    """CPU per start of each process, this tree's tokentail (gateway and worker; or revision
+    `ours_rev`'s) and revision `rev`'s, in turns on one Redis: a before and after from one run."""
     rate, seconds, rounds = (50, 1.5, 1) if quick else (100, 10.0, 3)
-    print(f"== CPU ms per start, this tree against {rev}: {rounds} steps each of {rate} starts/s, in turns")
-    commit = baseline_tree.commit_of(rev)
-    assert commit is not None  # checked with the arguments
+    what = ours_rev or "this tree"
+    print(f"== CPU ms per start, {what} against {rev}: {rounds} steps each of {rate} starts/s, in turns")
     folder = Path(data_dir) / "start-cpu"
     folder.mkdir()
     with RedisServer(folder) as redis:
-        ours, theirs = Tokentail(redis), Tokentail(redis)
-        theirs.tree = baseline_tree.gateway_tree(commit, folder / "tree")
+        ours, theirs = _of_revisions(redis, folder, rev, ours_rev)
         try:
             figures = await starts.before_and_after(ours, theirs, rate, seconds, rounds)
         finally:
@@ -242,24 +242,34 @@ async def caps_cost(data_dir: str, quick: bool) -> dict[str, dict[str, float]]:
     return figures
 
 
-async def per_token_against(rev: str, data_dir: str, quick: bool, aof: str) -> dict[str, dict[str, float]]:
+def _of_revisions(redis: RedisServer, folder: Path, rev: str, ours_rev: str | None) -> tuple[Tokentail, Tokentail]:
+    """tokentail of this tree (or of revision `ours_rev`) and of revision `rev`, on `redis`."""
+    ours, theirs = Tokentail(redis), Tokentail(redis)
+    for system, revision, name in ((theirs, rev, "tree"), (ours, ours_rev, "ours")):
+        if revision is not None:
+            commit = baseline_tree.commit_of(revision)
+            assert commit is not None, revision  # checked with the arguments
+            system.tree = baseline_tree.gateway_tree(commit, folder / name)
+    return ours, theirs
+
+
+async def per_token_against(
+    rev: str, data_dir: str, quick: bool, aof: str, ours_rev: str | None = None
+) -> dict[str, dict[str, float]]:
     """Worker CPU per 1,000 tokens, Redis CPU per appended event and gateway CPU per delivered event,
     this tree's tokentail against revision `rev`'s, in turns on one Redis (AOF `aof`): a level of 400
     streams (`--quick`: 50) each way, 3 rounds (`--quick`: 1); the medians and their ratios (after /
     before). Timed on the append clock: another revision's scripted model may not stamp its tokens."""
     streams, tokens, rounds = (50, 150, 1) if quick else (400, TOKENS, 3)
     print(
-        f"== worker, Redis and gateway CPU per token event, this tree against {rev}:"
+        f"== worker, Redis and gateway CPU per token event, {ours_rev or 'this tree'} against {rev}:"
         f" {rounds} levels of {streams} streams each, in turns"
     )
-    commit = baseline_tree.commit_of(rev)
-    assert commit is not None  # checked with the arguments
     folder = Path(data_dir) / "per-token"
     folder.mkdir()
     measured: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     with compare.redis_server(folder, aof) as redis:
-        ours, theirs = Tokentail(redis), Tokentail(redis)
-        theirs.tree = baseline_tree.gateway_tree(commit, folder / "tree")
+        ours, theirs = _of_revisions(redis, folder, rev, ours_rev)
         clock, systems_module.CLOCK = systems_module.CLOCK, "append"
         try:
             for _ in range(rounds):
