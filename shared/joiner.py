@@ -3,8 +3,8 @@
 What a gateway's concurrent requests or a worker's concurrent runs ask of Redis, one call at a
 time each: alone, a call goes at once; under load, the calls made while one round trip is out wait
 for it to come back, then go together, and each caller gets its own reply. The round trips of
-shared/round_trips.py (any commands), of shared/scripts/pipeline.py (one script's calls, joined
-into one call) and of the worker's arq finishes are all this.
+shared/round_trips.py (any commands; the worker's ticks of appends, worker/appends.py, go through
+them) and of the worker's arq finishes are all this.
 """
 
 import asyncio

@@ -45,7 +45,7 @@ class LeaseKeeper:
         loop = asyncio.get_running_loop()
         while True:
             # On the beat shared by every run of this process (multiples of the interval), so that
-            # their renewals go to Redis together, as one pipeline (shared/scripts/pipeline.py).
+            # their renewals go to Redis together, in one round trip (shared/round_trips.py).
             await asyncio.sleep(self._interval - loop.time() % self._interval)
             try:
                 renewed = await self._lease.renew()

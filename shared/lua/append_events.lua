@@ -10,8 +10,8 @@
 -- writer's (the gateway's `run.queued` for a run in line, a steer: the append goes on after them) or
 -- this append's own, sent again after its first try went through (by the worker, or by the Redis
 -- client's own retry): then its first reply is given again. A call that finds the count of its
--- process's joined calls as expected (its pipeline's JoinCounter) knows no append of it is a try sent
--- again, and does not look for one.
+-- process's joined calls as expected (worker/appends.py's JoinCounter) knows no append of it is a try
+-- sent again, and does not look for one.
 --
 -- Keys and arguments: shared/scripts/runs.py `AppendEvents` (`each_call`: each append's `k` and
 -- `a`; `expect`: see lib.lua's check_holder; the count: `joined_count` and `s.count`).

@@ -92,16 +92,16 @@ def _lua_string(value: bool | str) -> str:
 
 class Script(Generic[R]):
     """Base of a contract. `SOURCE`: the script's file in shared/lua/, without `.lua`. `JOINABLE`: the
-    script takes many calls in one (shared/scripts/pipeline.py): its argument groups come once, first, then
-    each call's keys and arguments follow the previous call's (every list counted), and Lua binds
-    `each_call`, an iterator of each call's index, `k` and `a`. A joined call may come with a key of
-    its own first, its pipeline's count of joined calls (`JoinCounter`), bound as `joined_count`: nil
-    in a call made alone (by the runner; every call on a Redis Cluster). `COUNTED`: it is always called
-    with that key (its calls' keys may then be one each)."""
+    script takes many calls in one (worker/appends.py joins a tick's appends): its argument groups come
+    once, first, then each call's keys and arguments follow the previous call's (every list counted),
+    and Lua binds `each_call`, an iterator of each call's index, `k` and `a`. A joined call may come
+    with a key of its own first, its process's count of joined calls (`JoinCounter`), bound as
+    `joined_count`: nil in a call made alone (by the runner; every call on a Redis Cluster).
+    `COUNTED`: it is always called with that key (its calls' keys may then be one each)."""
 
     SOURCE: ClassVar[str]
     JOINABLE: ClassVar[bool] = False
-    COUNTED: ClassVar[bool] = False  # joinable: always called with its pipeline's count key first
+    COUNTED: ClassVar[bool] = False  # joinable: always called with its process's count key first
     LIB: ClassVar[bool] = True  # lib.lua goes in front of it (the per-token path's lean script goes without)
     EFFECTS: ClassVar[Effect] = Effect.NONE
     REPLY: ClassVar[Reply[Any] | None] = None  # a reply that is more than one value, by name

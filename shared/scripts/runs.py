@@ -258,7 +258,7 @@ class Append(Script[int]):
 @dataclass(slots=True)
 class AppendShared(ArgGroup):
     maxlen: int
-    count: int | str = ""  # the joined calls' count its pipeline expects (JoinCounter), or '': unknown
+    count: int | str = ""  # the joined calls' count its process expects (JoinCounter), or '': unknown
 
 
 @dataclass(slots=True)
