@@ -190,7 +190,7 @@ async def start_cpu_against(
 ) -> dict[str, dict[str, float]]:
     """CPU per start of each process, this tree's tokentail (gateway and worker; or revision
     `ours_rev`'s) and revision `rev`'s, in turns on one Redis: a before and after from one run."""
-    rate, seconds, rounds = (50, 1.5, 1) if quick else (100, 10.0, 3)
+    rate, seconds, rounds = (50, 1.5, 1) if quick else (100, 10.0, 4)
     what = ours_rev or "this tree"
     print(f"== CPU ms per start, {what} against {rev}: {rounds} steps each of {rate} starts/s, in turns")
     folder = Path(data_dir) / "start-cpu"
@@ -221,7 +221,7 @@ CAPS = {
 async def caps_cost(data_dir: str, quick: bool) -> dict[str, dict[str, float]]:
     """CPU per start of each process with the caps on (shared/admission.py) against off, in turns on one
     Redis: what fair admission costs a start, beyond the tenants' lines both have."""
-    rate, seconds, rounds = (50, 1.5, 1) if quick else (100, 10.0, 3)
+    rate, seconds, rounds = (50, 1.5, 1) if quick else (100, 10.0, 4)
     print(f"== CPU ms per start, caps on against off: {rounds} steps each of {rate} starts/s, in turns")
     folder = Path(data_dir) / "caps-cost"
     folder.mkdir()
@@ -258,9 +258,9 @@ async def per_token_against(
 ) -> dict[str, dict[str, float]]:
     """Worker CPU per 1,000 tokens, Redis CPU per appended event and gateway CPU per delivered event,
     this tree's tokentail against revision `rev`'s, in turns on one Redis (AOF `aof`): a level of 400
-    streams (`--quick`: 50) each way, 3 rounds (`--quick`: 1); the medians and their ratios (after /
+    streams (`--quick`: 50) each way, 4 rounds (`--quick`: 1); the medians and their ratios (after /
     before). Timed on the append clock: another revision's scripted model may not stamp its tokens."""
-    streams, tokens, rounds = (50, 150, 1) if quick else (400, TOKENS, 3)
+    streams, tokens, rounds = (50, 150, 1) if quick else (400, TOKENS, 4)
     print(
         f"== worker, Redis and gateway CPU per token event, {ours_rev or 'this tree'} against {rev}:"
         f" {rounds} levels of {streams} streams each, in turns"
@@ -272,18 +272,17 @@ async def per_token_against(
         ours, theirs = _of_revisions(redis, folder, rev, ours_rev)
         clock, systems_module.CLOCK = systems_module.CLOCK, "append"
         try:
-            for _ in range(rounds):
-                for label, system in (("before", theirs), ("after", ours)):
-                    await system.restart()
-                    run = await levels.run_level(system, streams, tokens)
-                    system.stop()
-                    measured[label].append(
-                        {
-                            "producer": 1000 * run.cpu["producer"] / max(1, run.tokens),
-                            "redis": 1e6 * run.cpu["redis"] / max(1, run.events),
-                            "gateway": 1e6 * run.cpu["gateway"] / max(1, run.events),
-                        }
-                    )
+            for label, system in harness.in_turns(rounds, ("before", theirs), ("after", ours)):
+                await system.restart()
+                run = await levels.run_level(system, streams, tokens)
+                system.stop()
+                measured[label].append(
+                    {
+                        "producer": 1000 * run.cpu["producer"] / max(1, run.tokens),
+                        "redis": 1e6 * run.cpu["redis"] / max(1, run.events),
+                        "gateway": 1e6 * run.cpu["gateway"] / max(1, run.events),
+                    }
+                )
         finally:
             systems_module.CLOCK = clock
             ours.stop()

@@ -155,12 +155,11 @@ async def before_and_after(
     """CPU per start of each process, this tree's system (`ours`) and another revision's (`theirs`)
     in turns, `rounds` steps each at `rate`: the medians, and their ratios (after / before)."""
     measured: dict[str, list[dict[str, float]]] = {"after": [], "before": []}
-    for _ in range(rounds):
-        for label, system in (("before", theirs), ("after", ours)):
-            await system.restart()
-            idle = await idle_cpu(system, min(seconds / 2, 5.0))
-            measured[label].append((await start_step(system, rate, seconds, idle))["cpu_ms_per_start"])
-            system.stop()
+    for label, system in harness.in_turns(rounds, ("before", theirs), ("after", ours)):
+        await system.restart()
+        idle = await idle_cpu(system, min(seconds / 2, 5.0))
+        measured[label].append((await start_step(system, rate, seconds, idle))["cpu_ms_per_start"])
+        system.stop()
     medians = {
         label: {role: sorted(step[role] for step in steps)[len(steps) // 2] for role in steps[0]}
         for label, steps in measured.items()
