@@ -107,9 +107,8 @@ class OtherWork:
 
 def in_turns(rounds: int, first: Any, second: Any) -> Iterator[Any]:
     """`first` and `second` in turns for `rounds` rounds, each going first in every other round: a
-    comparison on one Redis drifts with the order (its memory and AOF grow level by level), and the
-    same revision on both sides measured 0.90x worker and 0.91x Redis CPU for the side that always
-    went second (issue 69)."""
+    comparison on one Redis must not favour a side by its place (the Redis's memory and AOF grow level
+    by level). It did not remove all of it: docs/benchmarks.md, issue 69's section."""
     for i in range(rounds):
         yield from (first, second) if i % 2 == 0 else (second, first)
 
