@@ -304,7 +304,7 @@ async def test_paced_runs_that_wake_at_one_moment_share_one_timer_and_a_cancelle
         timers.append(when)
         return call_at(when, *args)  # type: ignore[arg-type]
 
-    loop.call_at = counted  # type: ignore[method-assign]
+    loop.call_at = counted  # type: ignore[method-assign,assignment]
     try:
         pacer = _pacer(loop)
         at = (math.floor(loop.time() / pacer.GRID) + 20.5) * pacer.GRID  # mid-way between two lines, 20 ms on
