@@ -307,8 +307,8 @@ class BatchedPickup(ClaimedJobRun):
             )
             claimed_ms = timestamp_ms()
             for job in claim.jobs:
-                if job.admitted:
-                    LINE_WAIT.observe(max(0, claimed_ms - job.score) / 1000)
+                if job.lined_at is not None:
+                    LINE_WAIT.observe(max(0, claimed_ms - job.lined_at) / 1000)
                 await self.sem.acquire()  # never waits: the slot was free when the claim asked
                 self.job_counter += 1
                 task = self.loop.create_task(self.run_claimed(job))

@@ -2,9 +2,9 @@
 -- WATCH on the in-progress key, EXISTS, ZSCORE, then PSETEX in a MULTI), and count their try as its
 -- run_job does (INCR and EXPIRE of the retry key): all of a poll's jobs in one step, returned with
 -- their payloads, so the worker reads nothing more before it runs them (worker/pickup.py).
--- First the jobs due in arq's queue (runs that started before: takeovers, hand-overs, resumes; and
--- jobs whose worker died before starting them), oldest first; then, with slots left, runs' first jobs
--- from the tenants' lines, in turn (lib.lua's Admission): each turn goes to the tenant with the
+-- First the jobs due in arq's queue (runs that started before: takeovers and hand-overs; and jobs
+-- whose worker died before starting them), oldest first; then, with slots left, runs' jobs from the
+-- tenants' lines (first jobs, and resumes after answers: lib.lua's push_job), in turn (lib.lua's Admission): each turn goes to the tenant with the
 -- lowest pass, which starts its oldest run whose tenant and end user are below their caps. A job
 -- claimed holds a slot of its run's tenant and user until its run gives it back (finish_jobs.lua).
 -- Keys, arguments and reply: shared/scripts/pickup.py `ClaimJobs` (a job's payload nil: expired).
@@ -23,7 +23,7 @@ local function claim(job_id, score, admitted)
   local job = payload and owned_job(payload)
   if job then hold_slot(A, job_id, job) end
   jobs[#jobs + 1] = {job_id = job_id, score = score, payload = payload, job_try = job_try, aborted = aborted == 1,
-                     admitted = admitted}
+                     lined_at = admitted and job and job.et or nil}
   taken = taken + 1
 end
 

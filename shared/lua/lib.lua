@@ -224,8 +224,12 @@ local function running_key(A, tenant, user)
 end
 
 -- A job owed (the session's `dispatch`): `<job id> <run id> <tenant> <user>`, the last two optional
--- (an owed job written by a version before admission has none, and runs with no slot).
+-- (an owed job written by a version before admission has none, and runs with no slot); or
+-- `<job id> <run id> <tenant> <user> <since>` (the user may be empty) for a run's later job that
+-- earns a slot again in its tenant's line, at the place `since` (ms: when the run first queued).
 local function parse_dispatch(dispatch)
+  local job_id, run_id, tenant, user, since = string.match(dispatch, '^(%S+) (%S+) (%S*) (%S*) (%d+)$')
+  if job_id then return job_id, run_id, tenant, user, tonumber(since) end
   return string.match(dispatch, '^(%S+) (%S+) ?(%S*) ?(%S*)$')
 end
 
@@ -235,12 +239,12 @@ local function join_turn(A, tenant, pass)
   redis.call('ZADD', A .. 'lines', math.max(tonumber(pass), tonumber(redis.call('GET', A .. 'clock') or 0)), tenant)
 end
 
--- A run's first job waits in its tenant's line; the tenant joins the turn if it is not in it.
-local function wait_in_line(queue, j, tenant, job_id, now_ms)
+-- A job waits in its tenant's line at place `at` (ms); the tenant joins the turn if it is not in it.
+local function wait_in_line(queue, j, tenant, job_id, at)
   local A = j.admission
   redis.call('SADD', A .. 'tenants', tenant)
-  redis.call('ZADD', line_key(A, tenant), now_ms, job_id)
-  redis.call('ZADD', queue, WAITING_MS + now_ms, job_id)
+  redis.call('ZADD', line_key(A, tenant), at, job_id)
+  redis.call('ZADD', queue, WAITING_MS + at, job_id)
   if not redis.call('ZSCORE', A .. 'lines', tenant) and not redis.call('ZSCORE', A .. 'parked', tenant) then
     join_turn(A, tenant, redis.call('HGET', A .. 'passes', tenant) or 0)
     redis.call('HDEL', A .. 'passes', tenant)
@@ -317,15 +321,18 @@ end
 -- queue), and a wake-up for idle workers; `j` holds the job settings (job_function, job_prefix,
 -- job_ttl_ms, wake_channel, admission). A job id arq still holds is left alone, so pushing the same job
 -- twice queues it once. arq's keys carry no hash tag. Returns whether it pushed the job (it was not there).
+-- A run's first job waits at the end of its tenant's line, and a run resumed after its answers at the
+-- place it first had (`since`: it waited for a person, holding no slot, and earns one again, ahead of
+-- the runs queued after it); a takeover's or a hand-over's job goes to the queue, due now.
 local function push_job(queue, j, session_id, dispatch, now_ms)
-  local job_id, run_id, tenant, user = parse_dispatch(dispatch)
+  local job_id, run_id, tenant, user, since = parse_dispatch(dispatch)
   local owner = {}
   if tenant ~= '' then owner.tenant = tenant end
   if user ~= '' then owner.user = user end
   local job = cjson.encode({t = cjson.null, f = j.job_function, a = {session_id, run_id}, k = owner, et = now_ms})
   if not redis.call('SET', j.job_prefix .. job_id, job, 'PX', j.job_ttl_ms, 'NX') then return false end
-  if job_id == run_id and owner.tenant then
-    wait_in_line(queue, j, tenant, job_id, now_ms)
+  if owner.tenant and (job_id == run_id or since) then
+    wait_in_line(queue, j, tenant, job_id, since or now_ms)
   else
     redis.call('ZADD', queue, now_ms, job_id)
   end
@@ -353,12 +360,19 @@ end
 -- Hand the session's active run to arq: now, or through the outbox (see Jobs above). The job names
 -- the run's owner: the session's tenant, and a digest of its end user (any text a request named):
 -- the run's `user`, else the session's. `run`: its record, when the caller has it decoded already.
-local function queue_job(k, s, run_id, job_id, now_ms, run)
+-- `in_line`: a later job of the run that earns a slot again in its tenant's line (push_job).
+local function queue_job(k, s, run_id, job_id, now_ms, run, in_line)
   local meta = redis.call('HMGET', k.meta, 'tenant', 'user')
   local dispatch = job_id .. ' ' .. run_id .. ' ' .. (meta[1] or 'public')
-  local user = (run or cjson.decode(redis.call('HGET', k.runs, run_id))).user
+  run = run or cjson.decode(redis.call('HGET', k.runs, run_id))
+  local user = run.user
   if type(user) ~= 'string' then user = meta[2] end
-  if user then dispatch = dispatch .. ' ' .. string.sub(redis.sha1hex(user), 1, 16) end
+  local digest = user and string.sub(redis.sha1hex(user), 1, 16)
+  if in_line then
+    dispatch = dispatch .. ' ' .. (digest or '') .. ' ' .. math.floor(1000 * (tonumber(run.queued_at) or now_ms / 1000))
+  elseif digest then
+    dispatch = dispatch .. ' ' .. digest
+  end
   redis.call('HSET', k.meta, 'dispatch', dispatch, 'dispatched_at', now_ms)
   if not SPLIT_QUEUE then
     push_job(k.queue, s, s.session_id, dispatch, now_ms)
@@ -533,6 +547,6 @@ local function take_answer(k, s, run_id, run, input_id, answer, job_id, ts, now_
   run.resumes = (run.resumes or 0) + 1
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
   index_lease(k, s, nil)
-  queue_job(k, s, run_id, job_id, now_ms, run)
+  queue_job(k, s, run_id, job_id, now_ms, run, true)
   return seq
 end

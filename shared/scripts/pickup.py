@@ -54,7 +54,7 @@ class ClaimedJob(NamedTuple):
     payload: bytes | None  # None: the job key expired
     job_try: int  # arq's retry count, counted by the claim as arq's run_job counts it
     aborted: bool  # an abort was asked (and taken) before it started
-    admitted: bool = False  # a run's first job, which waited in its tenant's line since `score`
+    lined_at: int | None = None  # a job the claim took from its tenant's line: when it joined it (ms)
 
 
 class Claim(NamedTuple):

@@ -173,31 +173,70 @@ async def test_a_full_line_answers_429_and_creates_nothing_while_reads_steers_an
         gates.release_all()
 
 
-async def test_an_answer_resumes_its_run_at_once_even_with_its_tenant_at_its_cap(
+async def _asked(http: httpx2.AsyncClient, key: str, session_id: str) -> str:
+    """The input id of the question the session's run waits for, once it waits."""
+
+    async def waiting() -> str:
+        state = (await http.get(f"/v1/sessions/{session_id}", headers=bearer(key))).json()
+        assert state["status"] == "waiting_for_input"
+        input_id: str = state["pending_input"]["input_id"]
+        return input_id
+
+    return await eventually(waiting)
+
+
+async def _answer(http: httpx2.AsyncClient, key: str, asking: dict[str, Any], input_id: str) -> None:
+    url = f"/v1/sessions/{asking['session_id']}/runs/{asking['run_id']}/input"
+    answered = await http.post(url, json={"input_id": input_id, "answer": {"approved": True}}, headers=bearer(key))
+    assert answered.status_code == 202, answered.text
+
+
+async def test_an_answered_run_earns_a_slot_again_at_the_head_of_its_tenant_s_line(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
 ) -> None:
     gateway = await _stack(start_gateway, start_worker, max_active_runs_per_tenant=1)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
         asking = await _post(http, KEY_A, agent="approval")
-
-        async def asked() -> str:
-            state = (await http.get(f"/v1/sessions/{asking['session_id']}", headers=bearer(KEY_A))).json()
-            assert state["status"] == "waiting_for_input"
-            input_id: str = state["pending_input"]["input_id"]
-            return input_id
-
-        input_id = await eventually(asked)
-        # Waiting for its answer, it holds no slot: acme's next run starts, and holds the only one.
+        input_id = await _asked(http, KEY_A, asking["session_id"])
+        # Waiting for its answer, it holds no slot: acme's next run starts, and holds the only one;
+        # a third waits in acme's line.
         other = await _post(http, KEY_A)
         await _reached(gates, other["run_id"])
-        url = f"/v1/sessions/{asking['session_id']}/runs/{asking['run_id']}/input"
-        answered = await http.post(
-            url, json={"input_id": input_id, "answer": {"approved": True}}, headers=bearer(KEY_A)
-        )
-        assert answered.status_code == 202
-        await _completed(http, KEY_A, asking["session_id"])  # while acme's other run still holds its slot
-        assert gates.reached(other["run_id"]) and await _status(http, KEY_A, other["session_id"]) == "running"
+        later = await _post(http, KEY_A)
+        await _answer(http, KEY_A, asking, input_id)
+        # The answer queues the run in acme's line, under acme's cap: a worker that has since claimed
+        # another tenant's run (a claim takes every job due first) has not started it.
+        beta = await _post(http, KEY_B)
+        await _reached(gates, beta["run_id"])
+        assert await _status(http, KEY_A, asking["session_id"]) == "queued"
+        # acme's slot given back, the answered run goes first: it was queued before `later`, which
+        # stays in line (its gate unreached) until the answered run has ended.
+        gates.release(other["run_id"])
+        await _completed(http, KEY_A, asking["session_id"])
+        await _reached(gates, later["run_id"])
         gates.release_all()
+
+
+async def test_answers_do_not_delay_another_tenant_s_run_beyond_one_turn(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
+) -> None:
+    # One slot: acme's answered runs and beta's new run take turns for it.
+    gateway = await _stack(start_gateway, start_worker, worker_concurrency=1)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=10, headers=bearer(KEY_A)) as http:
+        asking = [await _post(http, KEY_A, agent="approval") for _ in range(4)]
+        questions = [await _asked(http, KEY_A, run["session_id"]) for run in asking]
+        holder = await _post(http, KEY_A)
+        await _reached(gates, holder["run_id"])
+        for run, input_id in zip(asking, questions, strict=True):
+            await _answer(http, KEY_A, run, input_id)
+        newcomer = await _post(http, KEY_B)
+        gates.release(holder["run_id"])
+        await _reached(gates, newcomer["run_id"])  # it holds the one slot at its gate: nothing else runs
+        done = [await _status(http, KEY_A, run["session_id"]) == "idle" for run in asking]
+        assert sum(done) <= 1, f"{sum(done)} of acme's answered runs ran before beta's new one"
+        gates.release_all()
+        for run in asking:
+            await _completed(http, KEY_A, run["session_id"])
 
 
 async def test_the_audit_gives_back_a_slot_whose_run_no_longer_runs(
