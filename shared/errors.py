@@ -11,6 +11,7 @@ TokentailError           the base of every error tokentail raises (the clients' 
 ├── RunConflict          409: a run is already active and the follow-up asked `reject`
 ├── InputNotPending      409: an answer to a question the run no longer waits for
 ├── RunNotActive         409: a steer for a run that is not active (or none is)
+├── SteerLimit           409: a steer for a run that took in as many steers as one run may
 ├── SessionExists        409: a chat's session exists already, and an input asked to make it anew
 ├── InvalidLastEventId   400: `Last-Event-ID` is not a non-negative integer
 ├── InputTooLarge        413: the input is longer than the configured bound
@@ -98,6 +99,16 @@ class RunNotActive(TokentailError):
             message = f"session {session_id!r} has no active run to steer: queue one with POST .../runs"
         super().__init__(message)
         self.active_run_id = active_run_id
+
+
+class SteerLimit(TokentailError):
+    """A steer for a run that took in as many steers, or characters of steers, as one run may."""
+
+    def __init__(self, run_id: str, most: int, most_chars: int) -> None:
+        super().__init__(
+            f"run {run_id!r} took in as many steers as one run may ({most}, or {most_chars} characters in all:"
+            " TOKENTAIL_MAX_STEERS_PER_RUN, TOKENTAIL_MAX_STEER_CHARS_PER_RUN): queue a follow-up run instead"
+        )
 
 
 class InvalidLastEventId(TokentailError):

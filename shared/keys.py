@@ -19,6 +19,9 @@ class SessionKeys:
     hooks: str  # list: events its webhook has yet to deliver (shared/webhook_messages.py); outlives the session
     steps: str  # hash: the active run's recorded steps (key -> JSON), their last seq and their total size
     steers: str  # list: steers waiting for the active run's agent (`Steer` records, JSON; lib.lua: Steers)
+    # hash: each steer's id -> `<run id> <seq of its steer.accepted>`, and each steered run's count
+    # (`n:<run id>`) and characters (`c:<run id>`) of steers (lib.lua: Steers); kept for the session's TTL
+    steered: str
     # string: for the session of a chat id, the session the chat goes on in since it branched (a fork:
     # gateway/commands/branching.py); kept while the chat is used
     branch: str
@@ -40,6 +43,7 @@ class Keys:
             hooks=f"{base}:hooks",
             steps=f"{base}:steps",
             steers=f"{base}:steers",
+            steered=f"{base}:steered",
             branch=f"{base}:branch",
         )
 

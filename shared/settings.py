@@ -107,6 +107,8 @@ class Settings(AdmissionSettings):
     mcp_wait_seconds: float = Field(60.0, gt=0, description="an MCP tool call without the Tasks extension waits")
     mcp_task_after_seconds: float = Field(0.5, ge=0, description="an MCP tool call waits, then answers a task")
     max_input_chars: int = Field(100_000, ge=1)
+    max_steers_per_run: int = Field(32, ge=0, description="steers one run may take in (409 beyond); 0: no bound")
+    max_steer_chars_per_run: int = Field(200_000, ge=0, description="characters of steers one run may take in")
     max_output_chars: int = Field(
         1_000_000, ge=1, description="longest answer one run may stream (it fails with `output_too_large` beyond)"
     )

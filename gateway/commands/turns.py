@@ -113,11 +113,19 @@ async def queue_follow_up(
 
 
 async def steer_active_run(
-    runs: SessionWrites, settings: Settings, session_id: str, body: SteerRequest, steer_id: str
+    runs: SessionWrites,
+    settings: Settings,
+    budget: RunBudget,
+    tenant: str,
+    session_id: str,
+    body: SteerRequest,
+    steer_id: str,
 ) -> SteerAccepted:
     """A steer for the session's active run (or for `body.run_id` only, if it is still active), from
-    REST or a WebSocket: stored before this returns (see `SessionWrites.steer`)."""
+    any route: stored before this returns (see `SessionWrites.steer`). It spends the tenant's run
+    budget, as a follow-up with multitask `steer` does: the steer costs the model a turn."""
     check_size(body.input, settings)
+    await budget.spend(tenant, queues=False)
     steered = await runs.steer(session_id, steer_id, body.input, body.run_id)
     return SteerAccepted(steer_id=steer_id, run_id=steered.run_id or "", status="accepted")
 

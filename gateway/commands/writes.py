@@ -20,6 +20,7 @@ from tokentail.shared.errors import (
     SessionExists,
     SessionExpired,
     SessionNotFound,
+    SteerLimit,
     TooManySteers,
 )
 from tokentail.shared.events import CANCELLED_BY_REQUEST, RunCancelled
@@ -52,6 +53,7 @@ from tokentail.shared.scripts.sessions import (
     WatchA2APush,
     session_fields,
 )
+from tokentail.shared.settings import Settings
 from tokentail.shared.store import ForkSource, branch_kept_seconds, compact_json, decode_run, read_run
 from tokentail.shared.writes import Writes
 
@@ -66,6 +68,11 @@ def _missing_or_gone(outcome: str, session_id: str) -> None:
 # A client that finds MAX_PENDING_STEERS waiting is told to try again after this many seconds: about
 # one of the agent's boundaries, which take them in.
 STEERS_RETRY_AFTER = 2
+
+
+def steer_bounds(settings: Settings) -> tuple[int, int]:
+    """The steers, and characters of steers, one run may take in (0: no bound)."""
+    return settings.max_steers_per_run, settings.max_steer_chars_per_run
 
 
 def too_many_steers(run_id: str) -> TooManySteers:
@@ -172,6 +179,8 @@ class SessionWrites(Writes):
             "1" if a2a_push else "0",
             steer_id_of(run.run_id),
             self.keys.steer_channel,
+            len(run.input or ""),
+            *steer_bounds(self.settings),
             session_fields(create) if create else [],
         )
         lost_a_reply = False
@@ -198,6 +207,8 @@ class SessionWrites(Writes):
             return QueueResult(Queued.STEERED, reply.active_run or "", reply.seq)
         if reply.outcome is QueueOutcome.TOO_MANY_STEERS:
             raise too_many_steers(reply.active_run or "")
+        if reply.outcome is QueueOutcome.STEER_LIMIT:
+            raise SteerLimit(reply.active_run or "", *steer_bounds(self.settings))
         if reply.outcome is QueueOutcome.CONFLICT:
             raise RunConflict(session_id, reply.active_run or "")
         if reply.outcome is QueueOutcome.EXISTS:
@@ -260,22 +271,18 @@ class SessionWrites(Writes):
 
     async def steer(self, session_id: str, steer_id: str, text: str, run_id: str | None = None) -> SteerReply:
         """Steer the session's active run with `text` (see steer.lua), or only run `run_id` if it is
-        the active one; `RunNotActive` otherwise, `TooManySteers` when as many wait as may."""
-        reply = await self.run(
-            SteerRun(
-                self.scope.run_keys(session_id),
-                self.scope.args(session_id),
-                steer_id,
-                text,
-                run_id or "",
-                self.keys.steer_channel,
-            )
-        )
+        the active one; `RunNotActive` otherwise, `TooManySteers` when as many wait as may, `SteerLimit`
+        when the run took in as many as it may. A steer id kept before answers as it did (its run)."""
+        scope, bounds = self.scope, steer_bounds(self.settings)
+        steer = (steer_id, text, len(text), *bounds, run_id or "", self.keys.steer_channel)
+        reply = await self.run(SteerRun(scope.run_keys(session_id), scope.args(session_id), *steer))
         _missing_or_gone(reply.outcome, session_id)
         if reply.outcome is Steered.NOT_ACTIVE:
             raise RunNotActive(session_id, run_id, reply.run_id)
         if reply.outcome is Steered.TOO_MANY:
             raise too_many_steers(reply.run_id or "")
+        if reply.outcome is Steered.LIMIT:
+            raise SteerLimit(reply.run_id or "", *bounds)
         return reply
 
     async def cancel_run(
@@ -325,7 +332,8 @@ class SessionWrites(Writes):
         """Delete the session (see delete_session.lua): its run's worker is fenced, its followers end."""
         k, keys = self.keys.session(session.session_id), self.keys
         beside = (keys.a2a_push(session.session_id), keys.lease_checks, keys.archive_checks, keys.queue)
-        deleted = DeleteKeys(k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps, k.steers, *beside)
+        own = (k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps, k.steers, k.steered)
+        deleted = DeleteKeys(*own, *beside)
         traced = "1" if tracing.ON else "0"
         # Its id is not made again before a worker still running its run learnt of the delete (at its
         # next renewal, a third of a lease away): the per-token path reads no lease (append_at.lua), and

@@ -279,7 +279,9 @@ class Conversation:
         self.caller.require_chat()
         body = SteerRequest.model_validate({k: v for k, v in message.items() if k != "type"})
         async with self.socket.before_any_event() as answer:
-            accepted = await steer_active_run(self.runs, self.settings, self.session_id, body, new_steer_id())
+            accepted = await steer_active_run(
+                self.runs, self.settings, self.budget, self.caller.tenant, self.session_id, body, new_steer_id()
+            )
             await answer({"type": "ack", "request": "steer", **accepted.model_dump()})
 
     async def _resume(self, message: dict[str, Any]) -> None:

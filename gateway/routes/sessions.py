@@ -148,17 +148,19 @@ async def steer_run(
     access: ChatSessionDep,
     runs: RunsDep,
     settings: SettingsDep,
+    budget: RunBudgetDep,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> SteerAccepted:
     """Add input to the active run while it works, without cancelling it: stored with the session
     before this answers (`steer.accepted`), taken in by the run's agent at its next boundary, once
     (`steer.applied`), through a dropped connection, a gateway replaced or a worker killed. With
     `run_id`, only if that run is still the active one. 409 `run_not_active` when no run is active
-    (or not the one named); 429 when as many steers wait as may. With an `Idempotency-Key`, the same
-    request sent again steers once."""
+    (or not the one named), `steer_limit` when the run took in as many steers as one may; 429 when as
+    many steers wait as may, or the tenant's run budget is spent (a steer spends it as a run does).
+    With an `Idempotency-Key`, the same request sent again, whenever, steers once."""
     caller, session_id = access.caller, access.session_id
     steer_id = idempotent_id("st_", caller.tenant, session_id, idempotency_key) if idempotency_key else new_steer_id()
-    return await steer_active_run(runs, settings, session_id, body, steer_id)
+    return await steer_active_run(runs, settings, budget, caller.tenant, session_id, body, steer_id)
 
 
 @router.post("/{session_id}/runs/{run_id}/input", status_code=202, responses=ERROR_RESPONSES)

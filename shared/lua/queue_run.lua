@@ -23,12 +23,18 @@ elseif redis.call('EXISTS', k.meta) == 0 then
   if a.create ~= '2' then return reply.missing{} end
   create = true
 end
+if multitask == 'steer' then  -- sent again after it steered a run: it answers as it did, whenever
+  local steered, steered_seq = steered_before(k, a.steer_id)
+  if steered then return reply.steered{seq = steered_seq, active_run = steered} end
+end
 local active = redis.call('HGET', k.meta, 'active_run')
 if active == '' then active = false end
 if active and multitask == 'reject' then return reply.conflict{active_run = active} end
 if active and multitask == 'steer' then  -- the active run takes the input in instead (lib.lua: Steers)
-  local outcome, seq = add_steer(k, s, active, a.steer_id, cjson.decode(a.run_json).input, a.steer_channel)
+  local outcome, seq = add_steer(k, s, active, a.steer_id, cjson.decode(a.run_json).input, tonumber(a.steer_chars),
+                                 tonumber(a.most_steers), tonumber(a.most_steer_chars), a.steer_channel)
   if outcome == 'too_many' then return reply.too_many_steers{active_run = active} end
+  if outcome == 'limit' then return reply.steer_limit{active_run = active} end
   return reply.steered{seq = seq, active_run = active}
 end
 

@@ -40,6 +40,7 @@ class RunKeys(KeyGroup):
     hooks: str
     steps: str
     steers: str
+    steered: str
     queue: str | None = only_if(shared_queue)
     index: str | None = only_if(shared_queue)
     hook_index: str | None = only_if(shared_queue)
@@ -72,7 +73,7 @@ class RunScope:
 
     def run_keys(self, session_id: str) -> RunKeys:
         k, keys = self.keys.session(session_id), self.keys
-        session = (k.meta, k.runs, k.events, k.lease, k.gone, k.pending, k.hooks, k.steps, k.steers)
+        session = (k.meta, k.runs, k.events, k.lease, k.gone, k.pending, k.hooks, k.steps, k.steers, k.steered)
         return RunKeys(*session, keys.queue, keys.lease_checks, keys.webhook_checks, keys.archive_checks)
 
     def args(self, session_id: str) -> SessionArgs:
@@ -128,13 +129,14 @@ class QueueOutcome(StrEnum):
     CONFLICT = "conflict"
     STEERED = "steered"  # multitask `steer`: the active run takes the input in; no run recorded
     TOO_MANY_STEERS = "too_many_steers"  # multitask `steer`, and MAX_PENDING_STEERS wait already
+    STEER_LIMIT = "steer_limit"  # multitask `steer`, and the active run took in as many steers as it may
 
 
 class QueueReply(NamedTuple):
     outcome: QueueOutcome
-    seq: int | None = None  # of its `run.queued` (STEERED: of its `steer.accepted`, None if kept before)
+    seq: int | None = None  # of its `run.queued` (STEERED: of its `steer.accepted`)
     queued: Queued | None = None
-    active_run: str | None = None  # the run in the way (CONFLICT), or steered (STEERED, TOO_MANY_STEERS)
+    active_run: str | None = None  # the run in the way (CONFLICT), or steered (STEERED, TOO_MANY_STEERS, STEER_LIMIT)
     ended: tuple[bytes, ...] = ()  # traced: the records, as they were, of the runs an interrupt ended
 
 
@@ -154,6 +156,9 @@ class QueueRun(Script[QueueReply]):
     a2a_push: str  # '1': mark the session, whose A2A push configs this run has (shared/a2a_push.py)
     steer_id: str  # multitask `steer`: the steer's id, should the input steer the active run
     steer_channel: str
+    steer_chars: int  # multitask `steer`: the input's length, and the run's bounds (SteerRun's)
+    most_steers: int
+    most_steer_chars: int
     fields: list[str]  # a session made: its meta fields, as name, value pairs
 
     REPLY = Reply(
@@ -166,6 +171,7 @@ class QueueRun(Script[QueueReply]):
         exists=(),
         steered=("seq", "active_run"),
         too_many_steers=("active_run",),
+        steer_limit=("active_run",),
     )
 
     def effects(self) -> Effect:
@@ -316,9 +322,10 @@ class AppendAt(Script[int]):
 
 class Steered(StrEnum):
     OK = "ok"  # kept: the run's agent takes it in at its next boundary
-    AGAIN = "again"  # kept before: a request sent again
+    AGAIN = "again"  # kept before: a request sent again (its run may have ended since)
     NOT_ACTIVE = "not_active"  # no run is active, or not the one named
     TOO_MANY = "too_many"  # MAX_PENDING_STEERS wait already
+    LIMIT = "limit"  # the run took in as many steers, or characters of steers, as it may
     MISSING = "missing"
     GONE = "gone"
 
@@ -337,15 +344,19 @@ class SteerRun(Script[SteerReply]):
     s: SessionArgs
     steer_id: str
     input: str
+    chars: int  # the input's length (characters, as the bounds count them)
+    most: int  # steers one run may take in (0: no bound)
+    most_chars: int  # characters of steers one run may take in (0: no bound)
     expected: str  # the run expected active, or '' (whichever)
     steer_channel: str
 
     REPLY = Reply(
         SteerReply,
         ok=("seq", "run_id"),
-        again=("run_id",),
+        again=("seq", "run_id"),
         not_active=("run_id",),
         too_many=("run_id",),
+        limit=("run_id",),
         missing=(),
         gone=(),
     )

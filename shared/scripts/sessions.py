@@ -67,6 +67,7 @@ class DeleteKeys(KeyGroup):
     gone: str
     steps: str
     steers: str
+    steered: str
     a2a_push: str  # its A2A push configs, with their credentials
     index: str | None = only_if(shared_queue)
     archive: str | None = only_if(archived)

@@ -52,6 +52,17 @@ async def test_runs_per_minute_are_counted_per_tenant_with_retry_after(start_gat
         assert (await http.post("/v1/sessions", json=SLOW, headers=bearer(KEY_B))).status_code == 201
 
 
+@pytest.mark.usefixtures("limits_clock")
+async def test_a_steer_spends_its_tenant_s_run_budget_as_a_run_does(start_gateway: Callable[..., Any]) -> None:
+    gateway = await start_gateway(runs_per_minute=2, **AUTH)
+    async with httpx2.AsyncClient(base_url=gateway.url, headers=bearer(KEY_A)) as http:
+        created = await http.post("/v1/sessions", json=SLOW)
+        steer_url = f"/v1/sessions/{created.json()['session_id']}/steer"
+        assert (await http.post(steer_url, json={"input": "shorter"})).status_code == 202
+        refused = await http.post(steer_url, json={"input": "shorter still"})
+        assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limited"
+
+
 async def test_open_streams_are_bounded_per_tenant_and_freed_when_closed(start_gateway: Callable[..., Any]) -> None:
     gateway = await start_gateway(max_streams_per_tenant=1, **AUTH)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=10) as http:

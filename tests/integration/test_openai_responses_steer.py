@@ -105,6 +105,7 @@ async def test_a_steer_that_cannot_be_taken_is_failed_with_its_code_and_nothing_
             ("invalid_input", {"previous_response_id": finished, "input": []}),
             ("invalid_input", {"previous_response_id": finished, "input": "  "}),
             ("invalid_input", {"previous_response_id": finished, "input": [{"role": "assistant", "content": "x"}]}),
+            ("invalid_input", {"previous_response_id": finished, "input": "a lone \ud800 surrogate"}),
         ]
         for _, fields in cases:
             await connection.send_raw(json.dumps({"type": "response.steer", **fields}))

@@ -55,7 +55,7 @@ return cjson.encode(bound)
 
 
 def _run_keys() -> RunKeys:
-    session = ("meta", "runs", "events", "lease", "gone", "pending", "hooks", "steps", "steers")
+    session = ("meta", "runs", "events", "lease", "gone", "pending", "hooks", "steps", "steers", "steered")
     keys = {name: f"key:{name}" for name in session}
     return RunKeys(**keys, queue="queue", index="index", hook_index="hook_index", archive="archive")
 
@@ -150,9 +150,9 @@ def test_arq_job_finishes_go_six_values_each_in_the_order_finish_jobs_lua_reads(
 
 
 def test_a_key_the_topology_needs_cannot_be_left_out() -> None:
-    keys = RunKeys("m", "r", "e", "l", "g", "p", "h", "s", "st")  # no queue keys: fine with the queue apart only
+    keys = RunKeys("m", "r", "e", "l", "g", "p", "h", "s", "st", "sd")  # no queue keys: fine with the queue apart only
     append = Append(keys, _args(), "r", "t", "id", "", "", 0, [])
-    assert len(append.keys(Topology(split_queue=True))) == 9
+    assert len(append.keys(Topology(split_queue=True))) == 10
     with pytest.raises(ValueError, match="a key its topology needs is missing"):
         append.keys(Topology())
 

@@ -10,9 +10,9 @@ from redis.asyncio import Redis
 from tests.sessions import completion, delta_of, make_run, start_a_run
 from tests.unit.write_side import event_types, lease_of, next_published
 from tests.writes import AllWrites
-from tokentail.shared.errors import LeaseLost, RunNotActive, SessionNotFound, TooManySteers
-from tokentail.shared.records import MAX_PENDING_STEERS, STEERS_STEP, transcript
-from tokentail.shared.scripts.runs import Applied, Queued, Renewal, StartVerdict
+from tokentail.shared.errors import LeaseLost, RunNotActive, SessionNotFound, SteerLimit, TooManySteers
+from tokentail.shared.records import MAX_PENDING_STEERS, STEERS_STEP, RunRecord, transcript
+from tokentail.shared.scripts.runs import Applied, Queued, Renewal, StartVerdict, Steered
 from tokentail.shared.store import SessionStore
 
 
@@ -32,8 +32,9 @@ async def test_a_steer_is_kept_with_its_event_and_its_worker_is_told(
     assert await _events(store, session_id, b"steer.accepted") == [
         {"run_id": run.run_id, "steer_id": "st_1", "input": "Answer in French"}
     ]
-    # The same request sent again (its reply lost) keeps nothing twice.
-    assert (await runs.steer(session_id, "st_1", "Answer in French")).seq is None
+    # The same request sent again (its reply lost) keeps nothing twice, and answers as the first did.
+    again = await runs.steer(session_id, "st_1", "Answer in French")
+    assert (again.outcome, again.run_id, again.seq) == (Steered.AGAIN, run.run_id, 3)
     assert len(await _events(store, session_id, b"steer.accepted")) == 1
 
 
@@ -51,6 +52,60 @@ async def test_a_steer_needs_the_active_run_and_waits_in_a_bounded_line(runs: Al
         await runs.steer(session_id, "st_late", "too late")
     with pytest.raises(SessionNotFound):
         await runs.steer("s_" + "x" * 22, "st_none", "x")
+
+
+async def _next_run(runs: AllWrites, session_id: str) -> RunRecord:
+    """The session's next run, queued and started (its last run ended)."""
+    run = make_run()
+    await runs.queue_run(session_id, run)
+    started = await runs.start_run(session_id, run.run_id, run.run_id, token="lease-2")
+    assert started is not None and started.verdict is StartVerdict.RUN
+    return started.run
+
+
+async def test_a_steer_sent_again_after_it_was_taken_in_or_its_run_ended_answers_as_the_first(
+    store: SessionStore, runs: AllWrites
+) -> None:
+    session_id, run = await start_a_run(runs)
+    lease = lease_of(runs, session_id, run)
+    first = await runs.steer(session_id, "st_key", "in French")
+    await lease.apply_steers(f"{STEERS_STEP}#0", 0)  # taken in: no steer waits any more
+    again = await runs.steer(session_id, "st_key", "in French")
+    assert (again.outcome, again.run_id, again.seq) == (Steered.AGAIN, run.run_id, first.seq)
+    # A follow-up with multitask `steer` (its steer id is its run id's, from the idempotency key).
+    follow_up = make_run("in English")
+    steered = await runs.queue_run(session_id, follow_up, multitask="steer")
+    assert steered.queued is Queued.STEERED
+    await lease.append([], ending=completion(run.run_id))
+    later = await _next_run(runs, session_id)
+    # Another run is active now: each, sent again, still names the run it steered, and steers nothing.
+    late = await runs.steer(session_id, "st_key", "in French")
+    assert (late.outcome, late.run_id, late.seq) == (Steered.AGAIN, run.run_id, first.seq)
+    resent = await runs.queue_run(session_id, follow_up.model_copy(), multitask="steer")
+    assert (resent.queued, resent.run_id, resent.seq) == (Queued.STEERED, run.run_id, steered.seq)
+    assert later.run_id != run.run_id and len(await _events(store, session_id, b"steer.accepted")) == 2
+
+
+async def test_a_run_takes_in_a_bounded_count_and_size_of_steers(runs: AllWrites, redis: Redis) -> None:
+    bounded = AllWrites(
+        redis, runs.settings.model_copy(update={"max_steers_per_run": 3, "max_steer_chars_per_run": 10})
+    )
+    session_id, run = await start_a_run(bounded)
+    lease = lease_of(bounded, session_id, run)
+    await bounded.steer(session_id, "st_1", "abcd")
+    await bounded.steer(session_id, "st_2", "efgh")
+    with pytest.raises(SteerLimit, match="TOKENTAIL_MAX_STEERS_PER_RUN"):
+        await bounded.steer(session_id, "st_3", "ijk")  # 11 characters in all
+    await bounded.steer(session_id, "st_3", "ij")
+    await lease.apply_steers(f"{STEERS_STEP}#0", 0)  # taken in or waiting, each counts
+    with pytest.raises(SteerLimit):
+        await bounded.steer(session_id, "st_4", "")
+    with pytest.raises(SteerLimit):
+        await bounded.queue_run(session_id, make_run(""), multitask="steer")
+    # The bound is the run's: the session's next run takes steers in again.
+    await lease.append([], ending=completion(run.run_id))
+    await _next_run(bounded, session_id)
+    assert (await bounded.steer(session_id, "st_5", "next")).outcome is Steered.OK
 
 
 async def test_the_worker_takes_steers_in_once_recorded_as_a_step_of_its_run(

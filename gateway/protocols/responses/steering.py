@@ -10,7 +10,7 @@ so unlike OpenAI's it outlives the socket, and the run takes it in once, at its 
                           answer's `response.create` resumes the run, which then takes it in
                       response.steer.failed   {steer: {id?, previous_response_id, input}, error: {code, ...}}:
                           response_not_found, invalid_input, response_already_completed,
-                          response_not_active, too_many_pending_steers
+                          response_not_active, too_many_pending_steers, steer_limit, rate_limit_exceeded
 
 Taken in, the steer ends its response `incomplete` (reason `steered`) and the run goes on as the
 successor response (render.py), which the socket's lane then follows (a client elsewhere: with
@@ -22,10 +22,20 @@ event the socket sent of the response (0 if none).
 from typing import Any
 
 from tokentail.gateway.access.ids import new_steer_id
+from tokentail.gateway.commands.turns import steer_active_run
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.protocols.responses.render import INPUT_TOOL
 from tokentail.gateway.protocols.responses.requests import ResponseRef, ResponseRequests, find_response
-from tokentail.shared.errors import InputTooLarge, RunNotActive, RunNotFound, SessionNotFound, TooManySteers
+from tokentail.gateway.schemas import SteerRequest
+from tokentail.shared.errors import (
+    InputTooLarge,
+    RateLimited,
+    RunNotActive,
+    RunNotFound,
+    SessionNotFound,
+    SteerLimit,
+    TooManySteers,
+)
 from tokentail.shared.records import RunRecord
 
 STEER_FIELDS = frozenset({"type", "previous_response_id", "input"})
@@ -56,6 +66,10 @@ def steer_text(message: dict[str, Any]) -> str:
         raise SteerFailed("invalid_input", "input: a string, or a non-empty list of user messages")
     if not text.strip():
         raise SteerFailed("invalid_input", "input: a steer says something (its text is empty)")
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: JSON can carry it, UTF-8 (and so Redis) cannot
+        raise SteerFailed("invalid_input", "input: not valid Unicode (a lone surrogate)") from None
     return text
 
 
@@ -91,15 +105,21 @@ async def steer_response(
         raise SteerFailed("response_already_completed", f"response {ref.id} has ended: its run is {run.status}")
     if ref.segment != run.segment:
         raise SteerFailed("response_not_active", f"response {ref.id} has ended: its run went on from it")
-    if len(text) > requests.settings.max_input_chars:
-        raise SteerFailed("invalid_input", str(InputTooLarge(requests.settings.max_input_chars)))
-    steer_id = new_steer_id()
+    steer_id, settings = new_steer_id(), requests.settings
     try:
-        await runs.steer(ref.session.session_id, steer_id, text, run.run_id)
+        body = SteerRequest(input=text, run_id=run.run_id)
+        session_id = ref.session.session_id
+        await steer_active_run(runs, settings, requests.budget, requests.caller.tenant, session_id, body, steer_id)
+    except InputTooLarge as exc:
+        raise SteerFailed("invalid_input", str(exc)) from None
     except RunNotActive:
         raise SteerFailed("response_already_completed", f"response {ref.id} has ended") from None
     except TooManySteers as exc:
         raise SteerFailed("too_many_pending_steers", str(exc)) from None
+    except SteerLimit as exc:
+        raise SteerFailed("steer_limit", str(exc)) from None
+    except RateLimited as exc:
+        raise SteerFailed("rate_limit_exceeded", str(exc)) from None
     return ref, steer_id
 
 
@@ -131,6 +151,13 @@ def failed(failure: SteerFailed, message: dict[str, Any], sequence_number: int) 
     given = message.get("input")
     if failure.code == "invalid_input" and not isinstance(given, str):
         given = []  # what failed is not an input of the event's schema: none is returned
-    steer = {"previous_response_id": str(message.get("previous_response_id", "")), "input": given}
+    steer = {"previous_response_id": _sendable(str(message.get("previous_response_id", ""))), "input": given}
+    if isinstance(given, str):
+        steer["input"] = _sendable(given)
     error = {"code": failure.code, "message": str(failure), "type": "invalid_request_error"}
     return {"type": "response.steer.failed", "sequence_number": sequence_number, "steer": steer, "error": error}
+
+
+def _sendable(text: str) -> str:
+    """`text` as UTF-8 can carry it: a lone surrogate (which JSON can escape) becomes "?"."""
+    return text.encode("utf-8", "replace").decode()
