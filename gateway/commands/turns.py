@@ -50,11 +50,19 @@ def check_agent_name(agent: str | None, settings: Settings) -> None:
             raise InvalidInput(f"agent: {exc}") from None
 
 
-def check_chat_token_choices(caller: Caller, body: CreateRun, settings: Settings) -> None:
+def check_chat_token_choices(
+    caller: Caller, body: CreateRun, settings: Settings, session_user: str | None = None
+) -> None:
     """A chat token is a browser's: it runs what the backend that issued it chose (the session's model
-    and params) and waits for an active run, unless the operator lets browsers choose."""
+    and params) and waits for an active run, unless the operator lets browsers choose. Its runs are
+    its session's end user's (`session_user`), always: naming another would queue runs as someone
+    else, and escape one's own cap."""
     if caller.has_api_key:
         return
+    if body.user is not None and body.user != session_user:
+        raise Forbidden(
+            "a chat token's runs are its session's end user's: it may not name another `user` (an API key may)"
+        )
     chosen = {
         "model": body.model is not None,
         "params": body.params is not None and bool(body.params.given()),
@@ -98,8 +106,8 @@ async def queue_follow_up(
     record returned names it (its `queued_seq`: the steer's `steer.accepted`). It spends the tenant's
     run budget as a run does: the steer costs the model a turn."""
     check_size(body.input, settings)
-    check_chat_token_choices(caller, body, settings)
     session = await store.get_session(session_id)
+    check_chat_token_choices(caller, body, settings, session.user)
     model, params = follow_up_choices(session, body)
     if not spent:  # a steer queues no run, unless no run is active (then it queues one)
         await budget.spend(caller.tenant, queues=body.multitask != "steer" or session.active_run_id is None)

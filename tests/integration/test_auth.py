@@ -302,6 +302,23 @@ async def test_a_chat_token_runs_the_sessions_model_and_params_unless_the_operat
         assert allowed.status_code == 202, allowed.text
 
 
+async def test_a_chat_token_s_runs_are_its_session_s_user_s(secured: Gateway, http: httpx2.AsyncClient) -> None:
+    made = await http.post("/v1/sessions", json={**SLOW, "user": "ann", "token_scope": "chat"}, headers=bearer(KEY_A))
+    session_id, chat = made.json()["session_id"], made.json()["stream_token"]
+    url = f"/v1/sessions/{session_id}/runs"
+    for other in ("bob", "a-new-one-each-time"):
+        request = {"input": "more", "multitask": "enqueue", "user": other}
+        refused = await http.post(url, json=request, headers=bearer(chat))
+        assert (refused.status_code, refused.json()["error"]["type"]) == (403, "forbidden"), refused.text
+        _, answer = await ws_exchange(ws_url(secured, session_id, token=chat), send={"type": "run", **request})
+        assert (answer["type"], answer["error"]["type"]) == ("error", "forbidden")
+    runs = (await http.get(f"/v1/sessions/{session_id}", headers=bearer(KEY_A))).json()["runs"]
+    assert len(runs) == 1  # nothing queued
+    own = {"input": "more", "multitask": "enqueue", "user": "ann"}
+    assert (await http.post(url, json=own, headers=bearer(chat))).status_code == 202  # its own user it may name
+    assert (await http.post(url, json={**own, "user": "bob"}, headers=bearer(KEY_A))).status_code == 202  # a key may
+
+
 async def test_a_tenant_cannot_make_another_tenants_chat_session_first(http: httpx2.AsyncClient) -> None:
     # Anyone can compute the session id of acme's chat "support-7"; beta sends it as its own chat id.
     squatted = chat_session_id("acme", "support-7")

@@ -182,7 +182,7 @@ class ResponseRequests(RunCommands):
         )
         # Checked before a branch is made for it: a refused request makes nothing.
         check_size(follow_up.input, self.settings)
-        check_chat_token_choices(self.caller, follow_up, self.settings)
+        check_chat_token_choices(self.caller, follow_up, self.settings, session.user)
         follow_up_choices(session, follow_up)
         session_id = await self._branch(previous)
         forked = session_id != session.session_id  # the fork spent the request's run of the minute
