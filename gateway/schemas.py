@@ -40,6 +40,17 @@ def _nesting(value: Any) -> int:
     return depth
 
 
+def check_storable(value: object) -> None:
+    """A ValueError, saying why, unless `value` is JSON that UTF-8 (and so Redis) can carry: every
+    route's bodies, and what any protocol hands on to be stored (an answer from MCP or AG-UI)."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    except ValueError:
+        raise ValueError("numbers must be finite: NaN and Infinity are not JSON") from None
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -48,12 +59,7 @@ class _Request(BaseModel):
         values = self.model_dump()
         if _nesting(values) > MAX_NESTING:
             raise ValueError(f"a body may nest at most {MAX_NESTING - 1} levels (params, metadata, input items)")
-        try:
-            json.dumps(values, ensure_ascii=False, allow_nan=False).encode()
-        except UnicodeEncodeError:
-            raise ValueError("text must be valid Unicode (no lone surrogates)") from None
-        except ValueError:
-            raise ValueError("numbers must be finite: NaN and Infinity are not JSON") from None
+        check_storable(values)
         return self
 
 

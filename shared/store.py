@@ -121,7 +121,9 @@ def branch_kept_seconds(settings: Settings) -> int:
 
 
 def compact_json(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """`value` as the store writes JSON: compact, and never NaN or Infinity, which are not JSON (a
+    reader's parser would refuse the event): a ValueError instead."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class SessionStore:

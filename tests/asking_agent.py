@@ -21,6 +21,12 @@ async def approval(ctx: RunContext) -> None:
     await ctx.delta(f"Done: {call.result}.")
 
 
+async def how_much(ctx: RunContext) -> None:
+    """A question any number answers (JSON's numbers: NaN and Infinity are not among them)."""
+    amount = await ctx.ask("How much?", kind="json", schema={"type": "number"})
+    await ctx.delta(f"{amount} it is.")
+
+
 async def two_questions(ctx: RunContext) -> None:
     colour = await ctx.ask("Which colour?", kind="choice", choices=["red", "blue"])
     await ctx.delta(f"{colour} it is. ")

@@ -8,6 +8,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from tokentail.gateway.commands.writes import SessionWrites
+from tokentail.gateway.schemas import check_storable
 from tokentail.shared.errors import InputNotPending, InputTooLarge, InvalidInput, QuestionNotFound, RunNotFound
 from tokentail.shared.events import MAX_EVENT_BYTES, InputReceived
 from tokentail.shared.records import RunRecord
@@ -57,6 +58,10 @@ def check_answer(run: RunRecord, input_id: str, answer: Any) -> None:
         raise InputNotPending(f"question {input_id!r} is answered already")
     if input_id not in run.waiting_for:
         raise InputNotPending(f"run {run_id!r} no longer waits for an answer to {input_id!r} (it is {run.status})")
+    try:
+        check_storable(answer)
+    except ValueError as exc:
+        raise InvalidInput(f"the answer: {exc}") from None
     others = [open_id for open_id in run.waiting_for if open_id != input_id]  # what answer.lua adds to the event
     received = InputReceived(run_id=run_id, input_id=input_id, answer=answer, waiting_for=others)
     if len(received.model_dump_json().encode()) > MAX_EVENT_BYTES:

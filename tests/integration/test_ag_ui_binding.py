@@ -4,6 +4,7 @@ an id on every frame, the same POST sent again (with `Last-Event-ID`, or before 
 refused with RUN_ERROR or cancelling with RUN_FINISHED. TanStack AI's and @ag-ui/client's own runs of
 these: tests/node."""
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,6 +32,7 @@ def settings(settings: Settings) -> Settings:
         "held": "tests.gates:held",
         "approve": "tests.asking_agent:approval",
         "parallel": "tests.asking_agent:parallel_approvals",
+        "how_much": "tests.asking_agent:how_much",
     }
     return settings.model_copy(update={"agents": agents, "webhook_allowed_urls": ["http://127.0.0.1:9/"]})
 
@@ -150,6 +152,27 @@ async def test_resume_refused_with_run_error_or_cancelling_with_run_finished(htt
     assert run["status"] == "cancelled"
     again = await post(http, resume(interrupt["id"], run_id="r-again"))
     assert types(again) == ["RUN_ERROR"], "an interrupt of a run that ended is stale"
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+async def test_a_resume_with_a_number_json_has_not_is_refused_and_nothing_stored(
+    http: httpx2.AsyncClient, number: str
+) -> None:
+    chat_id = f"non-finite-{number}"
+    await http.post("/v1/sessions", json={"chat_id": chat_id, "agent": "how_much"})
+    [interrupt] = (await post(http, agent_input(chat_id)))[-1][1]["outcome"]["interrupts"]
+    entry = f'{{"interruptId": {json.dumps(interrupt["id"])}, "status": "resolved", "payload": {number}}}'
+    body = json.dumps({**agent_input(chat_id), "runId": "r-resume"})[:-1] + f', "resume": [{entry}]}}'
+    headers = {"content-type": "application/json"}
+    async with http.stream("POST", "/v1/ag-ui", content=body, headers=headers) as response:
+        frames = await sse_frames(response) if response.status_code == 200 else []
+        refused = response.status_code == 422 or [event["type"] for _, event in frames] == ["RUN_ERROR"]
+    assert refused, (response.status_code, frames)
+    [run] = await runs_of(http, chat_id)
+    assert run["status"] == "waiting", "nothing answered"
+    session_id = (await http.post("/v1/sessions", json={"chat_id": chat_id})).json()["session_id"]
+    state = await http.get(f"/v1/sessions/{session_id}")
+    json.loads(state.text, parse_constant=lambda name: pytest.fail(f"{name} stored"))  # every reader can parse it
 
 
 async def test_a_resume_cut_and_sent_again_with_last_event_id_continues_without_answering_twice(
