@@ -194,7 +194,7 @@ class Settings(AdmissionSettings):
 
     # Worker
     worker_concurrency: int = Field(100, ge=1, description="runs one worker process streams at once")
-    flush_interval_ms: int = Field(50, ge=0, description="token coalescing window; 0 appends every token")
+    flush_interval_ms: int = Field(50, ge=0, description="token coalescing window; 0: none (docs/configuration.md)")
     lease_ms: int = Field(5_000, ge=500, description="how long a run's lease lives without a heartbeat")
     blocked_loop_seconds: float = Field(
         10.0,
