@@ -99,11 +99,13 @@ class Keys:
         and when to look (ms). See worker/archiver.py."""
         return f"{self.prefix}:archive-checks"
 
-    def client_run(self, tenant: str, client_run_id: str) -> str:
+    def client_run(self, tenant: str, client_run_id: str, chat: str = "") -> str:
         """String, on the sessions' Redis: `<session id> <run id> <thread id>` of the run an AG-UI client posted
-        as run `client_run_id` (hashed: any text a client sends), for TanStack AI's `joinRun`, which
+        as run `client_run_id` (hashed: any text a client sends), in the chat whose own session is `chat`
+        (or in the tenant's, '': the first of its chats to use the id), for TanStack AI's `joinRun`, which
         names nothing else (gateway/protocols/ag_ui/client_runs.py). Kept as long as a chat's branch."""
-        digest = hashlib.sha256(client_run_id.encode()).hexdigest()[:32]
+        named = f"{chat}\n{client_run_id}" if chat else client_run_id
+        digest = hashlib.sha256(named.encode()).hexdigest()[:32]
         return f"{self.prefix}:tenant:{{{tenant}}}:client-run:{digest}"
 
     def tenant_webhook(self, tenant: str) -> str:

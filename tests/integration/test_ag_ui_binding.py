@@ -95,6 +95,11 @@ async def test_join_run_by_the_clients_run_id_from_the_start_now_or_an_id(
     assert types(rest)[-1] == "RUN_FINISHED" and rest[-1][1]["runId"] == run["run_id"]
     async with http.stream("GET", "/v1/ag-ui", params={"runId": "tanstack-run-1", "offset": "0"}) as response:
         assert await sse_frames(response) == head + rest  # an offset is a frame id
+    # A second device learned the run from the wire (RUN_STARTED's runId), not from the POST: it joins by it.
+    from_the_wire = head[0][1]["runId"]
+    assert head[0][1]["type"] == "RUN_STARTED" and from_the_wire != "tanstack-run-1"
+    async with http.stream("GET", "/v1/ag-ui", params={"runId": from_the_wire}) as response:
+        assert response.status_code == 200 and await sse_frames(response) == head + rest
     missing = await http.get("/v1/ag-ui", params={"runId": "no-such-run"})
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "run_not_found"
     assert (await http.get("/v1/ag-ui", params={"runId": "tanstack-run-1", "offset": "x"})).status_code == 400
@@ -221,9 +226,17 @@ async def test_join_run_is_the_posting_tenants_and_chats_only(start_gateway: Any
         joined = {"runId": "tanstack-run-2"}
         assert (await http.get("/v1/ag-ui", params=joined, headers=bearer(mine))).status_code == 200
         assert (await http.get("/v1/ag-ui", params=joined, headers=bearer(KEY_A))).status_code == 200
-        assert (await http.get("/v1/ag-ui", params=joined, headers=bearer(other))).status_code == 403
         assert (await http.get("/v1/ag-ui", params=joined, headers=bearer(KEY_B))).status_code == 404
         assert (await http.get("/v1/ag-ui", params=joined)).status_code == 401
+        # Another chat of the tenant: the id names no run of its own (it never learns of the other's), and
+        # it uses the same id for its own run, and joins that.
+        assert (await http.get("/v1/ag-ui", params=joined, headers=bearer(other))).status_code == 404
+        body = {**agent_input("join-other"), "runId": "tanstack-run-2"}
+        posted = await post(http, body, Authorization=f"Bearer {other}")
+        async with http.stream("GET", "/v1/ag-ui", params=joined, headers=bearer(other)) as response:
+            assert response.status_code == 200 and await sse_frames(response) == posted
+        async with http.stream("GET", "/v1/ag-ui", params=joined, headers=bearer(mine)) as response:
+            assert response.status_code == 200 and await sse_frames(response) != posted  # each its own
 
 
 async def test_a_resume_that_leaves_an_open_interrupt_out_is_refused_and_answers_none(http: httpx2.AsyncClient) -> None:

@@ -3,29 +3,43 @@ nothing else (no thread), so the gateway that took the POST notes which session 
 (`Keys.client_run`, on the sessions' Redis), and any gateway finds it there.
 
 A `runId` names the run it first made (a POST sent again, or a `runId` a client reuses, changes
-nothing), for as long as a chat's branch is kept past its last use: a join is for runs in flight or
-just ended, so it is kept without an archive's "for good" too.
+nothing), in its chat (two chats of a tenant may each post `run-1`), and in its tenant's names for
+the first chat that posts it (an API key's join names no chat), for as long as a chat's branch is kept
+past its last use: a join is for runs in flight or
+just ended, so it is kept without an archive's "for good" too. The run's own id, which `RUN_STARTED`
+carries, names it as well: a second device that learned the run from the wire (or from the session's
+state) joins it by that.
 """
 
 from collections.abc import Awaitable
 from typing import cast
 
+from tokentail.gateway.access.ids import chat_session_id
 from tokentail.shared.store import SessionStore, branch_kept_seconds
 
 
 async def name_client_run(
     store: SessionStore, tenant: str, client_run_id: str, session_id: str, run_id: str, thread_id: str
 ) -> None:
-    """Note that the tenant's client run `client_run_id` is run `run_id` of `session_id`, in thread
-    `thread_id`, unless it names a run already."""
-    key, named = store.keys.client_run(tenant, client_run_id), f"{session_id} {run_id} {thread_id}"
-    await store.redis.set(key, named, ex=branch_kept_seconds(store.settings), nx=True)
+    """Note that the tenant's client run `client_run_id`, and `run_id` itself, are run `run_id` of
+    `session_id`, in thread `thread_id`: in the thread's names, and in the tenant's (for an API key,
+    which names no thread), unless each names a run already."""
+    named, kept = f"{session_id} {run_id} {thread_id}", branch_kept_seconds(store.settings)
+    chat = chat_session_id(tenant, thread_id)
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for name in {client_run_id, run_id}:
+            for scope in (chat, ""):
+                pipe.set(store.keys.client_run(tenant, name, scope), named, ex=kept, nx=True)
+        await pipe.execute()
 
 
-async def client_run(store: SessionStore, tenant: str, client_run_id: str) -> tuple[str, str, str] | None:
-    """The session, run and thread of the run the tenant's client posted as `client_run_id`. Reading it
-    keeps it as long again."""
-    key = store.keys.client_run(tenant, client_run_id)
+async def client_run(
+    store: SessionStore, tenant: str, client_run_id: str, chat: str = ""
+) -> tuple[str, str, str] | None:
+    """The session, run and thread of the run the tenant's client posted as `client_run_id`, in the chat
+    whose own session is `chat` (a chat token's, or a thread's: `chat_session_id`); with none, the
+    first of the tenant's chats to post it. Reading it keeps it as long again."""
+    key = store.keys.client_run(tenant, client_run_id, chat)
     named = await cast(Awaitable[bytes | None], store.redis.getex(key, ex=branch_kept_seconds(store.settings)))
     if named is None:
         return None

@@ -28,7 +28,7 @@ from ag_ui.core import RunAgentInput
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
-from tokentail.gateway.access.ids import idempotent_id
+from tokentail.gateway.access.ids import chat_session_id, idempotent_id
 from tokentail.gateway.commands.branching import ag_ui_chat, message_text
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.deps import (
@@ -163,7 +163,8 @@ async def _reconnect(
     after its `resume`), after that id; the thread's events after it, if no run is found."""
     session = await turns.store.get_session(session_id)
     run = None if body.resume else session.run(_run_id_of(turns, body))
-    if run is None and (named := await client_run(turns.store, turns.caller.tenant, body.run_id)) is not None:
+    chat = chat_session_id(turns.caller.tenant, body.thread_id)
+    if run is None and (named := await client_run(turns.store, turns.caller.tenant, body.run_id, chat)) is not None:
         named_session, named_run, thread_id = named
         if thread_id == body.thread_id:
             session = session if named_session == session.session_id else await turns.store.get_session(named_session)
@@ -220,7 +221,7 @@ async def join_run(
     """TanStack AI's `joinRun(runId)`: the run a client posted (or resumed) as `runId`, on any gateway,
     to its end or its next interrupt, opened by `RUN_STARTED`. `Last-Event-ID` (its reconnect) wins
     over `offset`."""
-    named = await client_run(store, caller.tenant, run_id)
+    named = await client_run(store, caller.tenant, run_id, caller.session_id or "")  # a chat token's: its chat's
     if named is None:
         raise ClientRunNotFound(run_id)
     session_id, tokentail_run_id, thread_id = named
