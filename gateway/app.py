@@ -92,7 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.agents = AgentDirectory(redis, keys, [*BUILTIN_AGENTS, *settings.agents])
         lines = TenantLines(queue or redis, keys, settings.max_queued_runs_per_tenant)
         app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute, settings.fork_bytes_per_hour, lines)
-        app.state.stream_slots = slots = StreamSlots(redis, keys, settings.max_streams_per_tenant)
+        app.state.stream_slots = slots = StreamSlots(
+            redis, keys, settings.max_streams_per_tenant, settings.max_streams_per_token
+        )
         slot_tasks = [asyncio.create_task(slots.renew_forever()), asyncio.create_task(slots.flush_forever())]
         if not settings.auth_enabled:
             logger.warning("auth is off: anyone who can reach this gateway may use it (set TOKENTAIL_API_KEYS)")

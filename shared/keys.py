@@ -160,6 +160,11 @@ class Keys:
         """Sorted set: the tenant's open streams (gateway-made ids) -> when each slot lapses (ms)."""
         return f"{self.prefix}:tenant:{{{tenant}}}:streams"
 
+    def token_streams(self, tenant: str, session_id: str) -> str:
+        """Sorted set, as `tenant_streams`: those of the tenant's streams a stream token of session
+        `session_id` opened (one browser's share)."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:streams:{session_id}"
+
     @staticmethod
     def arq_job(job_id: str) -> str:
         # arq's own key layout (arq.constants.job_key_prefix); arq 0.28 does not namespace it.

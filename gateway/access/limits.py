@@ -33,6 +33,7 @@ from tokentail.shared.scripts.limits import (
     CounterKey,
     ForkCounters,
     ForkSpend,
+    Slot,
     SlotsKey,
     SpendFork,
     TakeSlot,
@@ -138,63 +139,81 @@ def _left_of(now: float, window: int) -> int:
 
 
 class StreamSlots:
-    """A tenant's open streams, counted across gateways. A stream that ends gives its slot back in
-    the background, many in one round trip: in a reconnect storm the slots of the dropped streams
-    must not queue for connections in front of the reconnects' own requests. Until it is flushed, a
-    slot given back is also removed by this gateway's next take of the same tenant, so a client that
-    reconnects at once never finds its old stream's slot still counted here."""
+    """A tenant's open streams, counted across gateways, and a stream token's (its session's) among
+    them, so that one browser's token holds a bounded share of its tenant's. A stream that ends gives
+    its slot back in the background, many in one round trip: in a reconnect storm the slots of the
+    dropped streams must not queue for connections in front of the reconnects' own requests. Until it
+    is flushed, a slot given back is also removed by this gateway's next take of the same tenant, so a
+    client that reconnects at once never finds its old stream's slot still counted here."""
 
-    def __init__(self, redis: AnyRedis, keys: Keys, limit: int, wait_seconds: float = SLOT_WAIT_SECONDS) -> None:
+    def __init__(
+        self, redis: AnyRedis, keys: Keys, limit: int, per_token: int = 0, wait_seconds: float = SLOT_WAIT_SECONDS
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._limit = limit
+        self._per_token = per_token
         self._wait_seconds = wait_seconds
         self._scripts = ScriptRunner(redis, Topology())  # take_slot.lua reads nothing of the topology
-        self._held: dict[str, str] = {}  # slot id -> tenant
-        self._given_back: dict[str, set[str]] = collections.defaultdict(set)  # tenant -> slot ids
+        self._held: dict[str, tuple[str, str | None]] = {}  # slot id -> tenant, token's session
+        # tenant -> slot id -> token's session
+        self._given_back: dict[str, dict[str, str | None]] = collections.defaultdict(dict)
         self._to_flush = asyncio.Event()
         self._one_given_back = asyncio.Event()  # replaced at each give-back: wakes the takes that wait
 
-    async def take(self, tenant: str) -> str | None:
-        """Take one of the tenant's stream slots, to `release` when the stream ends. A tenant that
-        holds all it may waits up to `wait_seconds` for one (a client reconnecting may come before
-        its old stream is seen to end), then `TooManyStreams`. None when streams are not limited."""
+    async def take(self, tenant: str, token: str | None = None) -> str | None:
+        """Take one of the tenant's stream slots, to `release` when the stream ends; `token`: the
+        session of the stream token asking, whose share is bounded too. A tenant (or token) that holds
+        all it may waits up to `wait_seconds` for one (a client reconnecting may come before its old
+        stream is seen to end), then `TooManyStreams`. None when streams are not limited."""
         if not self._limit:
             return None
         slot_id = secrets.token_hex(8)
         deadline = None
-        while not await self._take_once(tenant, slot_id):
+        while (taken := await self._take_once(tenant, token, slot_id)) is not Slot.TAKEN:
             now = asyncio.get_running_loop().time()
             deadline = deadline or now + self._wait_seconds
             if (left := deadline - now) <= 0:
                 metrics.RATE_LIMITED.labels("streams").inc()
-                raise TooManyStreams(f"this tenant has {self._limit} streams open already", STREAM_RETRY_AFTER)
+                if taken is Slot.TOKEN_FULL:
+                    message = f"this stream token has {self._per_token} streams open already, its share of its tenant's"
+                else:
+                    message = f"this tenant has {self._limit} streams open already"
+                raise TooManyStreams(message, STREAM_RETRY_AFTER)
             # Woken by a stream that ends here; one that ends on another gateway is seen on the next try.
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
             # lands as the event is set (python/cpython#86296), and a cancelled request went on.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(left, SLOT_RETRY_SECONDS)):
                     await self._one_given_back.wait()
-        self._held[slot_id] = tenant
+        self._held[slot_id] = (tenant, token)
         return slot_id
 
-    async def _take_once(self, tenant: str, slot_id: str) -> bool:
+    def _keys_of(self, tenant: str, token: str | None) -> SlotsKey:
+        return SlotsKey(self._keys.tenant_streams(tenant), self._keys.token_streams(tenant, token or ""))
+
+    async def _take_once(self, tenant: str, token: str | None, slot_id: str) -> Slot:
         now_ms = int(time.time() * 1000)
-        key = self._keys.tenant_streams(tenant)
-        given_back = list(itertools.islice(self._given_back.get(tenant, ()), GIVEN_BACK_PER_TAKE))
-        taken = await self._scripts(
-            TakeSlot(SlotsKey(key), slot_id, self._limit, now_ms, SLOT_TTL_SECONDS * 1000, given_back)
+        given = self._given_back.get(tenant, {})
+        given_back = list(itertools.islice(given, GIVEN_BACK_PER_TAKE))
+        per_token = self._per_token if token is not None else 0
+        take = TakeSlot(
+            self._keys_of(tenant, token), slot_id, self._limit, per_token, now_ms, SLOT_TTL_SECONDS * 1000, given_back
         )
-        self._given_back[tenant].difference_update(given_back)  # the script removed them
+        taken = await self._scripts(take)
+        for removed in given_back:  # the script removed them from the tenant's, and from this token's
+            if given.get(removed) in (None, token):
+                given.pop(removed, None)
         return taken
 
     async def release(self, slot_id: str | None) -> None:
         """Give the slot back (returns at once: `flush_forever` removes it from Redis)."""
         if slot_id is None:
             return
-        tenant = self._held.pop(slot_id, None)
-        if tenant is not None:
-            self._given_back[tenant].add(slot_id)
+        held = self._held.pop(slot_id, None)
+        if held is not None:
+            tenant, token = held
+            self._given_back[tenant][slot_id] = token
             self._to_flush.set()
             self._one_given_back.set()
             self._one_given_back = asyncio.Event()
@@ -210,7 +229,7 @@ class StreamSlots:
         """Remove the slots given back from Redis. One whose removal fails lapses on its own: nobody
         renews it any more."""
         self._to_flush.clear()
-        given_back, self._given_back = self._given_back, collections.defaultdict(set)
+        given_back, self._given_back = self._given_back, collections.defaultdict(dict)
         if not any(given_back.values()):
             return
         try:
@@ -218,6 +237,9 @@ class StreamSlots:
                 for tenant, slot_ids in given_back.items():
                     if slot_ids:
                         pipe.zrem(self._keys.tenant_streams(tenant), *slot_ids)
+                    for slot_id, token in slot_ids.items():
+                        if token is not None:
+                            pipe.zrem(self._keys.token_streams(tenant, token), slot_id)
                 await pipe.execute()
         except (redis_errors.RedisError, OSError):
             logger.warning("could not give back %d stream slots: they lapse", sum(map(len, given_back.values())))
@@ -229,10 +251,13 @@ class StreamSlots:
             expiry = int(time.time() * 1000) + SLOT_TTL_SECONDS * 1000
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for slot_id, tenant in list(self._held.items()):
-                        key = self._keys.tenant_streams(tenant)
-                        pipe.zadd(key, {slot_id: expiry}, xx=True)
-                        pipe.pexpire(key, SLOT_TTL_SECONDS * 1000)
+                    for slot_id, (tenant, token) in list(self._held.items()):
+                        keys = [self._keys.tenant_streams(tenant)]
+                        if token is not None and self._per_token:
+                            keys.append(self._keys.token_streams(tenant, token))
+                        for key in keys:
+                            pipe.zadd(key, {slot_id: expiry}, xx=True)
+                            pipe.pexpire(key, SLOT_TTL_SECONDS * 1000)
                     await pipe.execute()
             except (redis_errors.RedisError, OSError):
                 logger.warning("could not renew stream slots; retrying")

@@ -72,7 +72,7 @@ class Streams:
             start = replace(start, replay_until=0)
         if start.idle:
             return Response(status_code=204)
-        slot = await self.slots.take(self.caller.tenant) if reserved is None else reserved.slot
+        slot = await self.slots.take(self.caller.tenant, self.caller.session_id) if reserved is None else reserved.slot
         feed = EventFeed(self.hub, session_id, start, self.settings.sse_batch, until_idle=True, transport=transport)
         release = partial(self.slots.release, slot)
 
@@ -97,7 +97,7 @@ class Streams:
         a question) and then streams it or waits for it: it holds what a stream holds, and a
         `TooManyStreams` (429) comes before anything was done. Given back as the block ends, unless
         `open` handed it to a stream, which gives it back when it ends."""
-        reserved = Reserved(await self.slots.take(self.caller.tenant))
+        reserved = Reserved(await self.slots.take(self.caller.tenant, self.caller.session_id))
         try:
             yield reserved
         finally:

@@ -61,7 +61,7 @@ async def session_socket(
     try:
         caller = auth.authenticate(bearer_credential(websocket.headers.get("authorization")), token)
         await auth.check_access(caller, session_id, store)
-        slot = await slots.take(caller.tenant)
+        slot = await slots.take(caller.tenant, caller.session_id)
         conversation = Conversation(socket, caller, session_id, store, runs, hub, settings, budget)
         if catch_up not in (None, "events", "snapshot"):
             raise InvalidInput("catch_up must be events or snapshot")

@@ -57,19 +57,28 @@ class SpendFork(Script[ForkSpend]):
 @dataclass(slots=True)
 class SlotsKey(KeyGroup):
     slots: str  # the tenant's (sorted set: slot id -> when it lapses, ms)
+    token_slots: str  # a stream token's (its session's), alike: counted only with a `token_limit`
+
+
+class Slot(IntEnum):
+    TAKEN = 1
+    TENANT_FULL = 0
+    TOKEN_FULL = -1
 
 
 @dataclass(slots=True)
-class TakeSlot(Script[bool]):
-    """Take a slot unless the tenant holds `limit` live ones; False if not taken."""
+class TakeSlot(Script[Slot]):
+    """Take a slot unless the tenant holds `limit` live ones, or the token `token_limit` (0: a
+    request of an API key, not counted per token)."""
 
     SOURCE = "take_slot"
     k: SlotsKey
     slot_id: str
     limit: int
+    token_limit: int
     now_ms: int
     ttl_ms: int
     given_back: list[str]  # the tenant's slots given back but not yet removed: removed first
 
-    def parse(self, reply: Any) -> bool:
-        return bool(reply)
+    def parse(self, reply: Any) -> Slot:
+        return Slot(int(reply))

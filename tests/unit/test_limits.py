@@ -104,6 +104,28 @@ async def test_stream_slots_are_bounded_per_tenant_and_freed_on_release(
     assert await redis.zcard(keys.tenant_streams("acme")) == 2
 
 
+async def test_one_stream_token_holds_a_bounded_share_of_its_tenant_s_streams(
+    redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace
+) -> None:
+    slots = StreamSlots(redis, keys, limit=10, per_token=4, wait_seconds=0)
+    browser = [await slots.take("acme", "s_browser") for _ in range(4)]
+    with pytest.raises(TooManyStreams, match="this stream token has 4 streams open"):
+        await slots.take("acme", "s_browser")
+    # The tenant's other end users, and its backend (an API key: no token), still open theirs.
+    others = [await slots.take("acme", "s_other") for _ in range(4)] + [await slots.take("acme") for _ in range(2)]
+    assert None not in others
+    with pytest.raises(TooManyStreams, match="this tenant has 10"):
+        await slots.take("acme", "s_third")
+    # A stream the browser closes frees its share at once (given back, not yet flushed: removed first).
+    await slots.release(browser[0])
+    await slots.release(others[0])
+    assert await slots.take("acme", "s_browser") is not None
+    await slots.flush()
+    assert await redis.zcard(keys.token_streams("acme", "s_browser")) == 4
+    assert await redis.zcard(keys.token_streams("acme", "s_other")) == 3
+    assert await redis.zcard(keys.tenant_streams("acme")) == 9
+
+
 async def test_a_dead_gateway_s_slots_lapse_once_nobody_renews_them(
     redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace
 ) -> None:

@@ -46,7 +46,7 @@ async def chat_socket(
     await websocket.accept()
     try:
         caller = auth.authenticate(bearer_credential(websocket.headers.get("authorization")), token)
-        slot = await slots.take(caller.tenant)
+        slot = await slots.take(caller.tenant, caller.session_id)
     except TokentailError as exc:
         status, type_ = describe(exc)
         await websocket.send_text(json.dumps({"type": "error", "requestId": "", "errorText": f"{type_}: {exc}"}))
