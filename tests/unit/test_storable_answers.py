@@ -13,7 +13,7 @@ from tokentail.shared.store import compact_json
 
 
 def _waiting() -> RunRecord:
-    question = Question(input_id="in_1", kind="json", prompt="How much?", schema={})  # any JSON answers it
+    question = Question.model_validate({"input_id": "in_1", "kind": "json", "prompt": "How much?", "schema": {}})
     return RunRecord(run_id="r_1", input="hi", status="waiting", asked=[question], waiting_for=["in_1"])
 
 
