@@ -88,7 +88,8 @@ async def run_model_agent(
 
     # Steers that came before its first model request (sent while it was queued, or waited for an answer).
     messages += [Message("user", steer.input) for steer in await context.hooks.take_steers(only_if_told=True)]
-    for _ in range(agent.max_steps):
+    spent = 0  # the agent's steps: its turns, but for those a steer cut short (the run's steers are bounded)
+    while spent < agent.max_steps:
         request = ModelRequest(model, messages, [t.spec for t in agent.tools], params)
         turn, unrecorded = await _turn(context, provider, request, policy, on_retry)
         messages.append(turn)
@@ -104,6 +105,7 @@ async def run_model_agent(
         steers = await _steers(context, unrecorded)
         if not steers and not turn.tool_calls:
             return
+        spent += bool(turn.tool_calls)
         if steers and turn.content and not turn.tool_calls:
             await context.delta(STEERED_APART)
         messages += [Message("user", text) for text in steers]

@@ -26,7 +26,7 @@ class Agent:
     name: str
     system_prompt: str = ""
     tools: tuple[Tool, ...] = ()
-    max_steps: int = 8  # model calls per run; each step may call tools
+    max_steps: int = 8  # model calls per run, each of which may call tools (not counting those a steer cut short)
     model: str | None = None  # used when the run names no model
     # What the agent protocols show of it (shared/agent_catalog.py): MCP's tool, A2A's agent card.
     description: str = ""

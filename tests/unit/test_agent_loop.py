@@ -200,6 +200,34 @@ async def test_a_steer_cuts_the_answer_at_a_safe_point_and_the_next_request_carr
     assert json.loads(store.steps["turn#0"])["message"]["content"] == "Paris is"
 
 
+class _SteeredEachTurn:
+    """A model whose first `steers` answers each see a steer sent while they stream; then it answers."""
+
+    provider = "fake"
+    continues = False
+
+    def __init__(self, store: RecordingLease, steers: int) -> None:
+        self.store, self.steers, self.requests = store, steers, 0
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        self.requests += 1
+        if self.requests > self.steers:
+            yield TextDelta("Done.")
+            return
+        yield TextDelta("Working")
+        self.store.steer(f"steer {self.requests}")
+        yield TextDelta(" on it.")
+
+
+async def test_steers_taken_in_spend_none_of_the_agent_s_steps() -> None:
+    # Each steer cuts a model turn: that turn is the person's, not one of the agent's steps. (A run
+    # takes in a bounded number of steers: TOKENTAIL_MAX_STEERS_PER_RUN bounds these turns.)
+    store = RecordingLease()
+    model = _SteeredEachTurn(store, steers=5)
+    await run_model_agent(Agent("brief", max_steps=2), _context(store, "go"), model, "m", RetryPolicy(), 5)
+    assert model.requests == 6 and _text(await _events(store, _context(store, "go"))).endswith("Done.")
+
+
 async def test_word_of_a_steer_already_taken_in_cuts_nothing() -> None:
     # A lease renewal's reply said steers wait, computed before the last ones were taken in: the
     # answer after them streams whole (a cut with nothing to take in would have ended the run there).
