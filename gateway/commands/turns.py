@@ -5,7 +5,7 @@ import time
 from typing import Any, NamedTuple
 
 from tokentail.gateway.access.auth import Authenticator, Caller
-from tokentail.gateway.access.ids import new_run_id
+from tokentail.gateway.access.ids import idempotent_id, new_run_id
 from tokentail.gateway.access.limits import RunBudget
 from tokentail.gateway.commands.branching import ClientChat, branch_point, fork_session
 from tokentail.gateway.commands.questions import answer_all
@@ -187,7 +187,10 @@ class ChatTurns(RunCommands):
         point = branch_point(chat, session)
         if point is not None:
             check_size(chat.text, self.settings)
-            fork = await fork_session(self.store, self.runs, self.settings, self.budget, session_id, point)
+            # Named by the run it is made for: the same request sent twice at once makes one fork, one run.
+            fork_id = idempotent_id("s_", self.caller.tenant, session_id, "fork for", run_id)
+            args = (self.store, self.runs, self.settings, self.budget, session_id, point, fork_id)
+            fork = await fork_session(*args)
             session_id = fork.session_id
             await self.runs.point_chat(await self.auth.chat_root(self.caller, chat_id, self.store), session_id)
         follow_up = CreateRun(input=chat.text, multitask="steer" if point is None and self.steers else "enqueue")

@@ -3,6 +3,7 @@
 response (through the official `openai` SDK), and the chat UIs' message lists that regenerate or
 edit a turn (the real npm clients do the same in tests/node)."""
 
+import asyncio
 import types
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -299,6 +300,36 @@ async def test_an_ag_ui_thread_s_edited_turn_branches(http: httpx2.AsyncClient) 
     assert await run([q1, a1, user("and times two?", "u2")]) == "10"
     assert await run([q1, a1, user("and times two?", "u2"), {"id": "t", "role": "assistant", "content": "10"},
                       user("and plus 1?", "u3")]) == "11"  # fmt: skip
+
+
+async def test_one_branching_ag_ui_post_sent_twice_at_once_makes_one_fork_and_one_run(
+    http: httpx2.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    def user(text: str, message_id: str) -> dict[str, Any]:
+        return {"id": message_id, "role": "user", "content": text}
+
+    async def run(messages: list[dict[str, Any]], run_id: str) -> list[Any]:
+        body = {"threadId": "twice", "runId": run_id, "state": {}, "messages": messages, "tools": [], "context": []}
+        async with http.stream("POST", "/v1/ag-ui", json={**body, "forwardedProps": {}}) as response:
+            assert response.status_code == 200, await response.aread()
+            return await SseReader(response).read()
+
+    async def sessions() -> set[bytes]:
+        return {key for key in await sessions_in(redis, settings) if key.endswith(b":meta")}
+
+    await http.post("/v1/sessions", json={"chat_id": "twice", "agent": "arithmetic"})
+    q1, a1 = user("What is 2 + 3?", "u1"), {"id": "text-4", "role": "assistant", "content": "5"}
+    await run([q1], "r1")
+    await run([q1, a1, user("and times ten?", "u2")], "r2")
+    before = await sessions()
+    edited = [q1, a1, user("and times two?", "u2")]  # an edit of the last turn: a branch after the first
+    first, second = await asyncio.gather(run(edited, "r3"), run(edited, "r3"))
+    made = await sessions() - before
+    assert len(made) == 1, f"{len(made)} forks for one edit"
+    fork_id = next(iter(made)).decode().split("{")[1].split("}")[0]
+    fork = (await http.get(f"/v1/sessions/{fork_id}")).json()
+    assert [run["input"] for run in fork["runs"]][-1] == "and times two?" and len(fork["runs"]) == 2
+    assert first == second
 
 
 async def test_the_websocket_transport_s_regenerate_branches_and_the_token_outlives_the_first_session(
