@@ -158,8 +158,10 @@ class StreamToken(BaseModel):
 
 
 class RunAccepted(BaseModel):
-    run_id: str
+    run_id: str  # the run queued, or (`status` steered) the active run the input steered
     events_url: str
+    status: Literal["queued", "steered"] = "queued"
+    steer_id: str | None = None  # `steered`: the steer's id, as its `steer.accepted` names it
 
 
 class SteerRequest(_Request):

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from tokentail.gateway.access.ids import idempotent_id, new_run_id, new_session_id, new_steer_id
+from tokentail.gateway.access.ids import idempotent_id, new_run_id, new_session_id, new_steer_id, steer_id_of
 from tokentail.gateway.commands import branching, deletion
 from tokentail.gateway.commands.questions import answer_question
 from tokentail.gateway.commands.turns import (
@@ -122,14 +122,18 @@ async def create_session(
 async def create_run(
     body: CreateRun, request: Request, access: ChatSessionDep, idempotency_key: IdempotencyKeyDep = None
 ) -> RunAccepted:
-    """Queue a follow-up turn. With an `Idempotency-Key`, the same request sent again queues nothing
-    more and answers with the same run."""
+    """Queue a follow-up turn; with multitask `steer` and a run active, steer that run instead (`status`
+    steered, the steer's `steer_id`). With an `Idempotency-Key`, the same request sent again queues (or
+    steers) nothing more and answers as the first did."""
     caller, session_id, state = access.caller, access.session_id, request.app.state
-    run_id = idempotent_id("r_", caller.tenant, session_id, idempotency_key) if idempotency_key else None
+    run_id = idempotent_id("r_", caller.tenant, session_id, idempotency_key) if idempotency_key else new_run_id()
     run = await queue_follow_up(
         state.store, state.runs, state.settings, state.run_budget, caller, session_id, body, run_id
     )
-    return RunAccepted(run_id=run.run_id, events_url=_events_url(request, session_id))
+    accepted = RunAccepted(run_id=run.run_id, events_url=_events_url(request, session_id))
+    if run.run_id != run_id:  # it steered the active run (writes.py: the steer's id is the request's run's)
+        accepted.status, accepted.steer_id = "steered", steer_id_of(run_id)
+    return accepted
 
 
 @router.post("/{session_id}/cancel", status_code=202, responses=ERROR_RESPONSES)

@@ -82,6 +82,7 @@ async def test_a_follow_up_that_steers_queues_no_second_run_and_too_many_steers_
         sid, rid = created["session_id"], created["run_id"]
         follow_up = await client.post(f"/v1/sessions/{sid}/runs", json={"input": "in French", "multitask": "steer"})
         assert follow_up.status_code == 202 and follow_up.json()["run_id"] == rid
+        assert follow_up.json()["status"] == "steered" and follow_up.json()["steer_id"].startswith("st_")
         for n in range(7):
             assert (await client.post(f"/v1/sessions/{sid}/steer", json={"input": f"more {n}"})).status_code == 202
         refused = await client.post(f"/v1/sessions/{sid}/steer", json={"input": "one too many"})
@@ -96,6 +97,8 @@ async def test_a_follow_up_that_steers_queues_no_second_run_and_too_many_steers_
     output = received.events[-1][2]["output"]
     assert output.startswith("Working. Taken in: in French. Taken in: more 0.") and output.endswith("more 6.")
     assert [kind for _, kind, _ in received.events].count("steer.applied") == 8
+    accepted = [data for _, kind, data in received.events if kind == "steer.accepted"]
+    assert accepted[0]["steer_id"] == follow_up.json()["steer_id"], "the steer the answer named"
 
 
 async def test_the_python_clients_steer_once_and_say_when_no_run_is_active(
