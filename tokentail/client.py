@@ -285,8 +285,9 @@ class AsyncTokentail:
         params: dict[str, Any] | None = None,
         agent: str | None = None,
         metadata: dict[str, Any] | None = None,
+        user: str | None = None,
     ) -> SessionCreated:
-        body = _session_body(input, model=model, params=params, agent=agent, metadata=metadata)
+        body = _session_body(input, model=model, params=params, agent=agent, metadata=metadata, user=user)
         return SessionCreated.from_json(await self._call("POST", "/v1/sessions", body, keyed=True))
 
     async def send(self, session_id: str, input: str, *, multitask: str = "reject", **options: Any) -> str:
@@ -409,8 +410,9 @@ class Tokentail:
         params: dict[str, Any] | None = None,
         agent: str | None = None,
         metadata: dict[str, Any] | None = None,
+        user: str | None = None,
     ) -> SessionCreated:
-        body = _session_body(input, model=model, params=params, agent=agent, metadata=metadata)
+        body = _session_body(input, model=model, params=params, agent=agent, metadata=metadata, user=user)
         return SessionCreated.from_json(self._call("POST", "/v1/sessions", body, keyed=True))
 
     def send(self, session_id: str, input: str, *, multitask: str = "reject", **options: Any) -> str:

@@ -6,6 +6,7 @@ import re
 import shlex
 import signal
 import sys
+import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,26 @@ from tokentail.redis_server import RedisServer, free_port
 from tokentail.shared.events import Event, MessageDelta, RunCompleted
 from tokentail.shared.keys import Keys
 from tokentail.shared.settings import Settings
+
+
+async def test_both_clients_name_the_end_user_a_session_and_a_run_count_against(
+    gateway: Gateway, redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.key_prefix)
+    async with AsyncTokentail(gateway.url) as client:
+        made = await client.create_session(user="ann")
+
+    def sync_client() -> str:  # in a thread: the gateway serves on this test's loop
+        with Tokentail(gateway.url) as client:
+            made = client.create_session(user="bob")
+            client.send(made.session_id, "hello", user="carol")  # a run's own user wins over its session's
+            return made.session_id
+
+    other = types.SimpleNamespace(session_id=await asyncio.to_thread(sync_client))
+    assert await redis.hget(keys.session(made.session_id).meta, "user") == b"ann"
+    assert await redis.hget(keys.session(other.session_id).meta, "user") == b"bob"
+    [record] = (await redis.hgetall(keys.session(other.session_id).runs)).values()
+    assert b'"user":"carol"' in record
 
 
 async def test_async_client_streams_a_run_and_ends_at_204(gateway: Gateway, start_worker: Any) -> None:
