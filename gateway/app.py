@@ -28,7 +28,7 @@ from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.response import call_detaching
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.routes import events, sessions, socket, tenant_webhook
-from tokentail.shared.admission import TenantLines
+from tokentail.shared.admission import Admission, TenantLines
 from tokentail.shared.agent_catalog import AgentDirectory
 from tokentail.shared.archive import open_archive
 from tokentail.shared.catalog import BUILTIN_AGENTS
@@ -90,7 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.webhooks = SessionWebhooks(WebhookPolicy(settings.webhook_allowed_urls), TenantWebhooks(redis, keys))
         app.state.hub = hub
         app.state.agents = AgentDirectory(redis, keys, [*BUILTIN_AGENTS, *settings.agents])
-        lines = TenantLines(queue or redis, keys, settings.max_queued_runs_per_tenant)
+        lines = TenantLines(queue or redis, keys, settings.max_queued_runs_per_tenant, Admission.of(settings))
+        app.state.tenant_lines = lines
         app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute, settings.fork_bytes_per_hour, lines)
         app.state.stream_slots = slots = StreamSlots(
             redis, keys, settings.max_streams_per_tenant, settings.max_streams_per_token

@@ -25,6 +25,7 @@ from tokentail.gateway.reading.finished import FinishedStreams
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.reading.streams import Streams
+from tokentail.shared.admission import TenantLines
 from tokentail.shared.agent_catalog import AgentDirectory
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
@@ -46,6 +47,7 @@ HubDep = Annotated[StreamHub, Depends(_app_state("hub"))]
 ShutdownDep = Annotated[StreamShutdown, Depends(_app_state("shutdown"))]
 AuthDep = Annotated[Authenticator, Depends(_app_state("auth"))]
 RunBudgetDep = Annotated[RunBudget, Depends(_app_state("run_budget"))]
+TenantLinesDep = Annotated[TenantLines, Depends(_app_state("tenant_lines"))]
 StreamSlotsDep = Annotated[StreamSlots, Depends(_app_state("stream_slots"))]
 ChatRequestsDep = Annotated[RequestsInFlight, Depends(_app_state("chat_requests"))]
 WebhooksDep = Annotated[SessionWebhooks, Depends(_app_state("webhooks"))]

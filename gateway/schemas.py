@@ -256,6 +256,11 @@ class SessionDeleted(BaseModel):
     )
 
 
+class LineView(BaseModel):
+    place: int
+    waiting_for: Literal["turn", "tenant_cap", "user_cap"]
+
+
 class SessionView(BaseModel):
     session_id: str
     status: SessionStatus
@@ -275,6 +280,12 @@ class SessionView(BaseModel):
     )
     forked_from: ForkOrigin | None = Field(
         None, description="a fork's source: the session it copied, and the last event id it copied"
+    )
+    line: LineView | None = Field(
+        None,
+        description="while `status` is `queued` and its run waits in its tenant's line: its `place` (1: the "
+        "tenant's next to start) and what holds it (`waiting_for`: `turn`, the tenants' turns; `tenant_cap` "
+        "or `user_cap`, a cap on runs running at once)",
     )
     runs: list[RunRecord]
     transcript: list[Turn]

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from redis import exceptions as redis_errors
 
@@ -74,13 +74,41 @@ class Admission:
         return self.tenant_caps.get(tenant, self.tenant_cap)
 
 
-class TenantLines:
-    """What the gateways read of the lines, on the queue's Redis: a tenant's line bound."""
+class LinePlace(NamedTuple):
+    place: int  # 1: the next of its tenant's runs to start
+    waiting_for: Literal["turn", "tenant_cap", "user_cap"]  # what holds it: the tenants' turns, or a cap
 
-    def __init__(self, queue: AnyRedis, keys: Keys, bound: int) -> None:
+
+class TenantLines:
+    """What the gateways read of the lines, on the queue's Redis: a tenant's line bound, and where a
+    waiting run is in its line, and why it waits."""
+
+    def __init__(self, queue: AnyRedis, keys: Keys, bound: int, admission: Admission | None = None) -> None:
         self._redis = queue
         self._keys = keys
         self._bound = bound
+        self._admission = admission or Admission(keys)
+
+    async def place_of(self, dispatch: bytes) -> LinePlace | None:
+        """Where the job a session owes (its meta's `dispatch`: lib.lua's Jobs) waits in its tenant's
+        line, and what holds it; None if it does not wait in a line (started, or queued behind the
+        session's active run)."""
+        job_id, _, tenant, user, *_ = [*dispatch.decode().split(" "), "", ""]
+        if not tenant:
+            return None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrank(self._keys.tenant_line(tenant), job_id)
+            pipe.hlen(self._keys.tenant_running(tenant))
+            pipe.hlen(f"{self._keys.tenant_running(tenant)}:{user}")
+            rank, tenant_running, user_running = await pipe.execute()
+        if rank is None:
+            return None
+        cap, user_cap = self._admission.cap_of(tenant), self._admission.user_cap
+        if cap and tenant_running >= cap:
+            return LinePlace(rank + 1, "tenant_cap")
+        if user_cap and user and user_running >= user_cap:
+            return LinePlace(rank + 1, "user_cap")
+        return LinePlace(rank + 1, "turn")
 
     async def check_room(self, tenant: str) -> None:
         """`QueuedRunLimit` if the tenant's line holds as many runs as it may. Read before anything is

@@ -189,8 +189,7 @@ class ChatTurns(RunCommands):
             check_size(chat.text, self.settings)
             # Named by the run it is made for: the same request sent twice at once makes one fork, one run.
             fork_id = idempotent_id("s_", self.caller.tenant, session_id, "fork for", run_id)
-            args = (self.store, self.runs, self.settings, self.budget, session_id, point, fork_id)
-            fork = await fork_session(*args)
+            fork = await fork_session(self.store, self.runs, self.settings, self.budget, session_id, point, fork_id)
             session_id = fork.session_id
             await self.runs.point_chat(await self.auth.chat_root(self.caller, chat_id, self.store), session_id)
         follow_up = CreateRun(input=chat.text, multitask="steer" if point is None and self.steers else "enqueue")

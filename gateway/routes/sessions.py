@@ -1,7 +1,8 @@
 """REST: create sessions, queue runs, read and delete sessions."""
 
 import time
-from typing import Annotated
+from collections.abc import Awaitable
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -27,6 +28,7 @@ from tokentail.gateway.deps import (
     RunsDep,
     SettingsDep,
     StoreDep,
+    TenantLinesDep,
 )
 from tokentail.gateway.schemas import (
     ERROR_RESPONSES,
@@ -36,6 +38,7 @@ from tokentail.gateway.schemas import (
     CancelRun,
     CreateRun,
     CreateSession,
+    LineView,
     PendingInput,
     RunAccepted,
     SessionCreated,
@@ -179,8 +182,15 @@ async def answer_input(
 
 
 @router.get("/{session_id}", responses=ERROR_RESPONSES)
-async def get_session(access: ReadableSessionDep, store: StoreDep) -> SessionView:
-    return await _view(store, await store.get_session(access.session_id))
+async def get_session(access: ReadableSessionDep, store: StoreDep, lines: TenantLinesDep) -> SessionView:
+    session = await store.get_session(access.session_id)
+    view = await _view(store, session)
+    if session.status == "queued":  # where its run waits, and why (a cap, or its turn)
+        meta = store.keys.session(session.session_id).meta
+        owed = await cast(Awaitable[bytes | None], store.redis.hget(meta, "dispatch"))
+        place = await lines.place_of(owed) if owed else None
+        view.line = LineView(place=place.place, waiting_for=place.waiting_for) if place else None
+    return view
 
 
 @router.post("/{session_id}/fork", status_code=201, responses=ERROR_RESPONSES)

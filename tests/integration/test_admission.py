@@ -65,11 +65,19 @@ async def test_a_run_beyond_its_tenant_s_cap_waits_and_starts_when_one_of_the_te
         await _reached(gates, other["run_id"])  # another tenant's run is not held back by acme's cap
         assert await _status(http, KEY_A, second["session_id"]) == "queued"
         assert gates.reached(second["run_id"]) == []
+        # Its session says why it waits, and where: next in acme's line, held by acme's cap.
+        state = (await http.get(f"/v1/sessions/{second['session_id']}")).json()
+        assert state["line"] == {"place": 1, "waiting_for": "tenant_cap"}
+        third = await _post(http, KEY_A)
+        state = (await http.get(f"/v1/sessions/{third['session_id']}")).json()
+        assert state["line"] == {"place": 2, "waiting_for": "tenant_cap"}
+        assert (await http.get(f"/v1/sessions/{first['session_id']}")).json()["line"] is None  # it runs
         # Its client sees it queued, then started once acme's first run ends.
         gates.release(first["run_id"])
         await _reached(gates, second["run_id"])
         gates.release(second["run_id"])
         gates.release(other["run_id"])
+        gates.release_all()
         received = await read_events(http, second["events_url"])
         kinds = [kind for _, kind, _ in received.events]
         assert kinds[:2] == ["run.queued", "run.started"] and kinds[-1] == "run.completed"
@@ -90,6 +98,8 @@ async def test_a_run_beyond_its_user_s_cap_waits_while_the_tenant_s_other_users_
         await _reached(gates, bob["run_id"])  # behind ann's waiting runs in acme's line, yet not held by them
         for waiting in (follow_up.json()["run_id"], ann_second["run_id"]):
             assert gates.reached(waiting) == []
+        state = (await http.get(f"/v1/sessions/{ann_second['session_id']}")).json()
+        assert state["line"]["waiting_for"] == "user_cap"
         gates.release(ann_first["run_id"])
         await eventually(lambda: gates.reached(follow_up.json()["run_id"]) or gates.reached(ann_second["run_id"]))
         assert not (gates.reached(follow_up.json()["run_id"]) and gates.reached(ann_second["run_id"]))

@@ -7,9 +7,9 @@ import shlex
 import signal
 import sys
 import types
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import pytest
@@ -42,9 +42,12 @@ async def test_both_clients_name_the_end_user_a_session_and_a_run_count_against(
             return made.session_id
 
     other = types.SimpleNamespace(session_id=await asyncio.to_thread(sync_client))
-    assert await redis.hget(keys.session(made.session_id).meta, "user") == b"ann"
-    assert await redis.hget(keys.session(other.session_id).meta, "user") == b"bob"
-    [record] = (await redis.hgetall(keys.session(other.session_id).runs)).values()
+    meta = {
+        await cast(Awaitable[bytes], redis.hget(keys.session(sid).meta, "user"))
+        for sid in (made.session_id, other.session_id)
+    }
+    assert meta == {b"ann", b"bob"}
+    [record] = (await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(keys.session(other.session_id).runs))).values()
     assert b'"user":"carol"' in record
 
 
