@@ -108,6 +108,11 @@ def test_caps_hold_across_two_gateways_and_two_workers_and_a_worker_killed_leaks
         if released == 4:
             os.kill(workers[0].pid, signal.SIGKILL)
 
+    def both_at_their_caps() -> None:  # 8 slots: before any run is let go, each tenant reaches its cap
+        tenants = [run["tenant"] for run in _running(stack, runs, set())]
+        assert (tenants.count("acme"), tenants.count("beta")) == (3, 3), tenants
+
+    eventually_sync(both_at_their_caps, within=60, what="both tenants at their caps")
     most = _let_go(stack, runs, kill_a_worker)
     print(f"\ncaps: most running at once {most} (acme 3, beta 3, one user 1)")  # noqa: T201
     assert most == {"acme": 3, "beta": 3, "user": 1}  # each cap reached, none passed
