@@ -93,13 +93,13 @@ class TenantLines:
         """Where the job a session owes (its meta's `dispatch`: lib.lua's Jobs) waits in its tenant's
         line, and what holds it; None if it does not wait in a line (started, or queued behind the
         session's active run)."""
-        job_id, _, tenant, user, *_ = [*dispatch.decode().split(" "), "", ""]
+        job_id, _, tenant, user, *_ = [*dispatch.decode().split(" "), "", ""]  # (lib.lua's parse_dispatch)
         if not tenant:
             return None
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zrank(self._keys.tenant_line(tenant), job_id)
             pipe.hlen(self._keys.tenant_running(tenant))
-            pipe.hlen(f"{self._keys.tenant_running(tenant)}:{user}")
+            pipe.hlen(self._keys.tenant_running(tenant, user))
             rank, tenant_running, user_running = await pipe.execute()
         if rank is None:
             return None

@@ -69,12 +69,14 @@ class Keys:
         return f"{self.admission}parked"
 
     def tenant_line(self, tenant: str) -> str:
-        """Sorted set: the first jobs of the tenant's runs waiting for their turn -> when queued (ms)."""
+        """Sorted set: the jobs of the tenant's runs waiting for their turn (first jobs, and resumes after
+        answers) -> their place (ms: when the run first queued)."""
         return f"{self.admission}line:{tenant}"
 
-    def tenant_running(self, tenant: str) -> str:
-        """Hash: the tenant's runs holding a slot, `<sid> <run id>` -> `<job id> <user>`."""
-        return f"{self.admission}running:{tenant}"
+    def tenant_running(self, tenant: str, user: str = "") -> str:
+        """Hash: the tenant's runs holding a slot, `<sid> <run id>` -> `<job id> <user>`; with `user` (a
+        digest, as jobs name it), that user's alone, -> `<job id>` (lib.lua's running_key)."""
+        return f"{self.admission}running:{tenant}:{user}" if user else f"{self.admission}running:{tenant}"
 
     def joined_count(self, writer_id: str) -> str:
         """String: how many joined append calls a worker process (`writer_id`, its own) has sent, on

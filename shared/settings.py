@@ -135,10 +135,10 @@ class Settings(AdmissionSettings):
     fork_bytes_per_hour: int = Field(
         256 * 1024 * 1024, ge=0, description="bytes one tenant's forks may copy per hour (429 beyond); 0: no limit"
     )
-    max_streams_per_token: int = Field(16, ge=0, description="of those, one stream token's (0: no bound)")
     max_streams_per_tenant: int = Field(
         1000, ge=0, description="open SSE/WebSocket streams per tenant across all gateways (429 beyond); 0: no limit"
     )
+    max_streams_per_token: int = Field(16, ge=0, description="of a tenant's streams, one stream token's; 0: none")
     max_chat_socket_requests: int = Field(
         16,
         ge=1,

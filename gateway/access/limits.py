@@ -168,6 +168,7 @@ class StreamSlots:
         stream is seen to end), then `TooManyStreams`. None when streams are not limited."""
         if not self._limit:
             return None
+        token = token if self._per_token else None  # (counted per token only with a bound)
         slot_id = secrets.token_hex(8)
         deadline = None
         while (taken := await self._take_once(tenant, token, slot_id)) is not Slot.TAKEN:
@@ -196,7 +197,7 @@ class StreamSlots:
         now_ms = int(time.time() * 1000)
         given = self._given_back.get(tenant, {})
         given_back = list(itertools.islice(given, GIVEN_BACK_PER_TAKE))
-        per_token = self._per_token if token is not None else 0
+        per_token = self._per_token if token is not None else 0  # an API key's streams: the tenant's bound alone
         take = TakeSlot(
             self._keys_of(tenant, token), slot_id, self._limit, per_token, now_ms, SLOT_TTL_SECONDS * 1000, given_back
         )
@@ -253,7 +254,7 @@ class StreamSlots:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for slot_id, (tenant, token) in list(self._held.items()):
                         keys = [self._keys.tenant_streams(tenant)]
-                        if token is not None and self._per_token:
+                        if token is not None:
                             keys.append(self._keys.token_streams(tenant, token))
                         for key in keys:
                             pipe.zadd(key, {slot_id: expiry}, xx=True)

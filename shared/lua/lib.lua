@@ -368,8 +368,9 @@ local function queue_job(k, s, run_id, job_id, now_ms, run, in_line)
   local user = run.user
   if type(user) ~= 'string' then user = meta[2] end
   local digest = user and string.sub(redis.sha1hex(user), 1, 16)
-  if in_line then
-    dispatch = dispatch .. ' ' .. (digest or '') .. ' ' .. math.floor(1000 * (tonumber(run.queued_at) or now_ms / 1000))
+  if in_line then  -- its place: when the run first queued
+    local since = math.floor(1000 * (tonumber(run.queued_at) or now_ms / 1000))
+    dispatch = dispatch .. ' ' .. (digest or '') .. ' ' .. since
   elseif digest then
     dispatch = dispatch .. ' ' .. digest
   end

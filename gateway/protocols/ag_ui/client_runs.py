@@ -3,12 +3,11 @@ nothing else (no thread), so the gateway that took the POST notes which session 
 (`Keys.client_run`, on the sessions' Redis), and any gateway finds it there.
 
 A `runId` names the run it first made (a POST sent again, or a `runId` a client reuses, changes
-nothing), in its chat (two chats of a tenant may each post `run-1`), and in its tenant's names for
-the first chat that posts it (an API key's join names no chat), for as long as a chat's branch is kept
-past its last use: a join is for runs in flight or
-just ended, so it is kept without an archive's "for good" too. The run's own id, which `RUN_STARTED`
-carries, names it as well: a second device that learned the run from the wire (or from the session's
-state) joins it by that.
+nothing), in its chat (two chats of a tenant may each post `run-1`), and in its tenant's names for the
+first chat that posts it (an API key's join names no chat), for as long as a chat's branch is kept past
+its last use: a join is for runs in flight or just ended, so it is kept without an archive's "for
+good" too. The run's own id, which `RUN_STARTED` carries, names it as well: a second device that
+learned the run from the wire (or from the session's state) joins it by that.
 """
 
 from collections.abc import Awaitable

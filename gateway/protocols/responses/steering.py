@@ -26,7 +26,7 @@ from tokentail.gateway.commands.turns import steer_active_run
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.protocols.responses.render import INPUT_TOOL
 from tokentail.gateway.protocols.responses.requests import ResponseRef, ResponseRequests, find_response
-from tokentail.gateway.schemas import SteerRequest
+from tokentail.gateway.schemas import SteerRequest, check_storable
 from tokentail.shared.errors import (
     InputTooLarge,
     RateLimited,
@@ -67,9 +67,9 @@ def steer_text(message: dict[str, Any]) -> str:
     if not text.strip():
         raise SteerFailed("invalid_input", "input: a steer says something (its text is empty)")
     try:
-        text.encode()
-    except UnicodeEncodeError:  # a lone surrogate: JSON can carry it, UTF-8 (and so Redis) cannot
-        raise SteerFailed("invalid_input", "input: not valid Unicode (a lone surrogate)") from None
+        check_storable(text)  # a lone surrogate: JSON can carry it, UTF-8 (and so Redis) cannot
+    except ValueError as exc:
+        raise SteerFailed("invalid_input", f"input: {exc}") from None
     return text
 
 
