@@ -14,7 +14,8 @@ OPENAI_COMPATIBLE = "openai-compatible"
 PROVIDERS = frozenset({SCRIPTED, OPENAI, ANTHROPIC, OPENAI_COMPATIBLE})
 
 DEFAULT_AGENT = "assistant"
-BUILTIN_AGENTS = frozenset({DEFAULT_AGENT})
+ASKING_AGENT = "careful"  # the assistant, asking a person before each tool call: questions, offline
+BUILTIN_AGENTS = frozenset({DEFAULT_AGENT, ASKING_AGENT})
 
 
 class ModelRef(NamedTuple):

@@ -62,7 +62,10 @@ def run_chat(
                     _answer(client, session_id, event.data, left)
         except Unanswered as exc:
             assert session_id is not None
-            click.secho(_how_to_answer(url, api_key, reach, session_id, exc.question), err=True, fg="cyan")
+            # Every question open now, not only the one the stream came to: asked at once, they are
+            # answered at once (one `--answer` each, in the order they were asked).
+            open_questions = client.get_session(session_id)["pending_inputs"] or [exc.question]
+            click.secho(_how_to_answer(url, api_key, reach, session_id, open_questions), err=True, fg="cyan")
             return INPUT_REQUIRED
         except ApiError as exc:
             click.echo(f"tokentail: {exc.message} ({exc.status})", err=True)
@@ -137,21 +140,33 @@ def _given(question: dict[str, Any], text: str) -> Any:
 
 
 def _how_to_answer(
-    url: str, api_key: str | None, reach: Sequence[str], session_id: str, question: dict[str, Any]
+    url: str, api_key: str | None, reach: Sequence[str], session_id: str, questions: list[dict[str, Any]]
 ) -> str:
-    """What to say of a question no one here can answer: which one, and the two ways to answer it."""
-    run_id, input_id = question["run_id"], question["input_id"]
-    given, answer = _example(question)
-    command = shlex.join(["tokentail", "chat", *reach, "--session", session_id, "--answer", given])
+    """What to say of the open questions no one here can answer: which ones, and the two ways to
+    answer them (one `--answer` each, in their order; or one POST each)."""
+    examples = [_example(question) for question in questions]
+    givens = [argument for given, _ in examples for argument in ("--answer", given)]
+    command = shlex.join(["tokentail", "chat", *reach, "--session", session_id, *givens])
     key = " -H 'Authorization: Bearer <your key>'" if api_key is not None else ""
-    body = json.dumps({"input_id": input_id, "answer": answer})
-    return (
-        f"\n[the run waits for an answer ({question['kind']}), and stdin is not a terminal to ask it at\n"
-        f" session {session_id}, run {run_id}, input_id {input_id}\n"
-        f" answer it with  {command}\n"
-        f" or  curl -X POST {url}/v1/sessions/{session_id}/runs/{run_id}/input{key}"
-        f" -H 'Content-Type: application/json' -d {shlex.quote(body)}]"
-    )
+    several = len(questions) > 1
+    lines = [
+        f"\n[the run waits for {f'{len(questions)} answers' if several else 'an answer'}"
+        f" ({', '.join(question['kind'] for question in questions)}), and stdin is not a terminal to ask"
+        f" {'them' if several else 'it'} at"
+    ]
+    for question in questions:
+        prompt = f": {question['prompt']}" if several else ""
+        lines.append(f" session {session_id}, run {question['run_id']}, input_id {question['input_id']}{prompt}")
+    lines.append(f" answer {'them' if several else 'it'} with  {command}")
+    if several:
+        lines.append(" or with one POST each:")
+    for question, (_, answer) in zip(questions, examples, strict=True):
+        body = json.dumps({"input_id": question["input_id"], "answer": answer})
+        lines.append(
+            f" {'  ' if several else 'or'}  curl -X POST {url}/v1/sessions/{session_id}/runs/{question['run_id']}"
+            f"/input{key} -H 'Content-Type: application/json' -d {shlex.quote(body)}"
+        )
+    return "\n".join(lines) + "]"
 
 
 def _example(question: dict[str, Any]) -> tuple[str, Any]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from tokentail.shared.agent_catalog import AgentInfo, TaskSupport
-from tokentail.shared.catalog import DEFAULT_AGENT
+from tokentail.shared.catalog import ASKING_AGENT, DEFAULT_AGENT
 from tokentail.shared.settings import Settings
 from tokentail.worker.context import RunContext
 from tokentail.worker.providers.base import InvalidRequest
@@ -40,7 +40,16 @@ ASSISTANT = Agent(
     system_prompt="You are a helpful assistant. Use a tool when it gives a more reliable answer. Be concise.",
     tools=(calculator, current_time),
 )
-BUILTIN = {ASSISTANT.name: ASSISTANT}
+# The same assistant, asking a person's approval before each tool call: "What is 12 * 7 and 6 * 7?" (the
+# offline model calls the calculator twice in one turn) opens two questions at once, each waiting with
+# no worker held (docs/agents.md).
+CAREFUL = Agent(
+    name=ASKING_AGENT,
+    description="The assistant, asking your approval before each tool call (the calculator, the current time).",
+    system_prompt=ASSISTANT.system_prompt,
+    tools=tuple(tool.asking_first() for tool in ASSISTANT.tools),
+)
+BUILTIN = {agent.name: agent for agent in (ASSISTANT, CAREFUL)}
 
 
 # The framework a missing package comes with, as tokentail's extra that installs it.

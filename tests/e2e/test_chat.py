@@ -68,3 +68,31 @@ def test_answers_given_up_front_answer_the_questions_in_the_order_asked(stack: S
     assert refused.returncode == 3, refused.stderr
     assert "green" in refused.stderr and "not one of" in refused.stderr, refused.stderr
     assert "--answer red" in refused.stderr  # a choice's example: its first
+
+
+def test_the_built_in_careful_agent_asks_offline_and_two_questions_open_at_once_are_both_named(
+    stack: Stack,
+) -> None:
+    # No agent configured: the built-in `careful` with the offline model, as the README shows it. Two
+    # calculations are two calls in one turn, so two approvals open at once: both are named, with one
+    # `--answer` each (the command named one and suggested one `--answer`).
+    url = stack.gateway()
+    stack.worker()
+    stack.wait_for_workers(1)
+    asked = _chat(url, "--agent", "careful", "What is 12 * 7 and 6 * 7?")
+    assert asked.returncode == 3, asked.stderr
+    found = re.findall(r"session (s_\S+), run (r_\S+), input_id (in_\S+): (Run calculator .*\?)", asked.stderr)
+    assert [prompt for *_, prompt in found] == [
+        'Run calculator {"expression": "12 * 7"}?',
+        'Run calculator {"expression": "6 * 7"}?',
+    ], asked.stderr
+    session_id = found[0][0]
+    command = f"tokentail chat --url {url} --session {session_id} --answer yes --answer yes"
+    assert command in asked.stderr
+    assert asked.stderr.count(f"curl -X POST {url}/v1/sessions/{session_id}/runs/") == 2
+    answered = _chat(url, "--session", session_id, "--answer", "yes", "--answer", "no")
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout == (
+        "Let me calculate that. The calculator says 84."
+        " The calculator could not work that out: the user did not approve this call.\n"
+    )

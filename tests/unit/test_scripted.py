@@ -13,7 +13,7 @@ from tokentail.worker.providers.scripted import (
     ScriptedProvider,
     _pacer,
     find_arithmetic,
-    plan_tool_call,
+    plan_tool_calls,
     scripted_tokens,
 )
 from tokentail.worker.tools import ToolError
@@ -122,23 +122,24 @@ async def test_paced_stream_takes_about_tokens_over_rate() -> None:
 @pytest.mark.parametrize(
     ("text", "expression"),
     [
-        ("what is 12 * (3 + 4)?", "12 * (3 + 4)"),
-        ("calculate 2+2", "2+2"),
-        ("what is two plus three times four", "2 + 3 * 4"),
-        ("hello", None),
-        ("I have 3 cats", None),
+        ("what is 12 * (3 + 4)?", ["12 * (3 + 4)"]),
+        ("calculate 2+2", ["2+2"]),
+        ("what is two plus three times four", ["2 + 3 * 4"]),
+        ("What is 12 * 7 and 6*7? And 12 * 7 again?", ["12 * 7", "6*7"]),
+        ("hello", []),
+        ("I have 3 cats", []),
     ],
 )
-def test_arithmetic_is_found_in_questions(text: str, expression: str | None) -> None:
+def test_arithmetic_is_found_in_questions(text: str, expression: list[str]) -> None:
     assert find_arithmetic(text) == expression
 
 
 @pytest.mark.parametrize(
     ("text", "expression"),
-    [("and times two?", "84 * 2"), ("minus 4", "84 - 4"), ("what about step-2?", None), ("thanks!", None)],
+    [("and times two?", ["84 * 2"]), ("minus 4", ["84 - 4"]), ("what about step-2?", []), ("thanks!", [])],
 )
 def test_a_follow_up_operation_applies_to_the_last_number_of_the_previous_answer(
-    text: str, expression: str | None
+    text: str, expression: list[str]
 ) -> None:
     assert find_arithmetic(text, "Let me calculate that. The calculator says 84.") == expression
 
@@ -160,6 +161,26 @@ async def test_offered_a_calculator_it_calls_it_then_answers_with_the_result() -
     text = "".join(c.text for c in await _collect(follow_up) if isinstance(c, TextDelta))
     assert text.startswith("The calculator says 42.")
     assert text == "The calculator says 42."  # and nothing unrelated after it
+
+
+async def test_two_pieces_of_arithmetic_are_two_calls_in_one_turn_answered_together() -> None:
+    chunks = await _collect(_request("What is 12 * 7 and 6 * 7?", tools=[CALCULATOR], tokens_per_second=0))
+    calls = [c for c in chunks if isinstance(c, ToolCall)]
+    assert [call.arguments for call in calls] == [{"expression": "12 * 7"}, {"expression": "6 * 7"}]
+    assert calls[0].call_id != calls[1].call_id
+    answered = ModelRequest(
+        model="",
+        messages=[
+            Message("user", "What is 12 * 7 and 6 * 7?"),
+            Message("assistant", "Let me calculate that.", tool_calls=tuple(calls)),
+            Message("tool", "84", call_id=calls[0].call_id),
+            Message("tool", "42", call_id=calls[1].call_id),
+        ],
+        tools=[CALCULATOR],
+        params=RunParams(tokens_per_second=0),
+    )
+    text = "".join(c.text for c in await _collect(answered) if isinstance(c, TextDelta))
+    assert text == "The calculator says 84. The calculator says 42."
 
 
 async def test_without_the_tool_offered_it_just_answers() -> None:
@@ -273,16 +294,15 @@ def test_a_tool_the_question_mentions_is_called_with_arguments_from_it(
     question: str, tools: list[ToolSpec], call: tuple[str, dict[str, object]] | None
 ) -> None:
     request = ModelRequest(model="", messages=[Message("user", question)], tools=tools)
-    planned = plan_tool_call(request)
-    assert (None if planned is None else (planned.name, planned.arguments)) == call
-    if planned is not None:  # the same request, the same call id: a takeover calls it again alike
-        assert planned == plan_tool_call(request) and planned.call_id.startswith("call_")
+    planned = plan_tool_calls(request)
+    assert [(each.name, each.arguments) for each in planned] == ([] if call is None else [call])
+    # the same request, the same call id: a takeover calls it again alike
+    assert planned == plan_tool_calls(request) and all(each.call_id.startswith("call_") for each in planned)
 
 
 async def test_given_a_tool_s_result_it_answers_with_it() -> None:
     question = Message("user", "What is the weather in Paris?")
-    call = plan_tool_call(ModelRequest(model="", messages=[question], tools=[WEATHER]))
-    assert call is not None
+    [call] = plan_tool_calls(ModelRequest(model="", messages=[question], tools=[WEATHER]))
     messages = [
         question,
         Message("assistant", "", tool_calls=(call,)),

@@ -8,8 +8,9 @@ the same text: a first sentence that answers the input, then sentences about how
 `due_stamps` makes each token the time it was due instead (ms since the epoch), so a benchmark times
 delivery from when the model spoke, every hop counted (bench/systems.py).
 
-It uses tools like a real model would (`plan_tool_call`): offered the `calculator` and asked something
-with arithmetic in it ("Please calculate 12 * (3 + 4).", "what is two plus two"), it calls the tool; a
+It uses tools like a real model would (`plan_tool_calls`): offered the `calculator` and asked something
+with arithmetic in it ("Please calculate 12 * (3 + 4).", "what is two plus two"), it calls the tool, once
+for each piece of arithmetic ("What is 12 * 7 and 6 * 7?": two calls in one turn, as models call tools in parallel); a
 follow-up that only names an operation ("and times two?") applies it to the last number of the
 previous answer in the session. Offered another tool whose name the question mentions (`get_weather`:
 "What is the weather in Paris?"), it calls it, with the arguments it needs taken from the question.
@@ -175,22 +176,27 @@ def _trimmed(stretch: str) -> str:
     return text.strip().lstrip("*/%^").rstrip("+-*/%^ ").strip()
 
 
-def find_arithmetic(text: str, previous_answer: str | None = None) -> str | None:
-    """The first stretch of `text` that is arithmetic on numbers as the calculator takes it, e.g.
-    `12 * (3 + 4)` in "Please calculate 12 * (3 + 4)."; or, for a follow-up that only names an
-    operation ("and times two?"), that operation applied to the last number of `previous_answer`."""
+def find_arithmetic(text: str, previous_answer: str | None = None) -> list[str]:
+    """The stretches of `text` that are arithmetic on numbers as the calculator takes it, each once, in
+    order: `12 * (3 + 4)` in "Please calculate 12 * (3 + 4)."; `12 * 7` and `6 * 7` in "What is 12 * 7
+    and 6 * 7?" (a model calls a tool once for each, in one turn). Or, for a follow-up that only names
+    an operation ("and times two?"), that operation applied to the last number of `previous_answer`."""
     # Here, not at the top: the tools' package imports the providers' (for ToolSpec), which import this.
     from tokentail.worker.tools.builtin import is_arithmetic
 
     symbolic = _symbols(text)
+    found: list[str] = []
     for match in _ARITHMETIC_CHARACTERS.finditer(symbolic):
-        if _DIGIT.search(stretch := match.group()) and is_arithmetic(candidate := _trimmed(stretch)):
-            return candidate
+        stretch = match.group()
+        if _DIGIT.search(stretch) and is_arithmetic(candidate := _trimmed(stretch)) and candidate not in found:
+            found.append(candidate)
+    if found:
+        return found
     operation = _OPERATION.search(symbolic)
     numbers = _NUMBER.findall(previous_answer or "")
     if operation is not None and numbers:
-        return f"{numbers[-1]} {operation.group(1)} {operation.group(2)}"
-    return None
+        return [f"{numbers[-1]} {operation.group(1)} {operation.group(2)}"]
+    return []
 
 
 # Words of a tool's name that say nothing of what it is about ("get_weather" is about the weather).
@@ -250,26 +256,27 @@ def _call(name: str, arguments: dict[str, Any]) -> ToolCall:
     return ToolCall(f"call_{digest[:10]}", name, arguments)
 
 
-def plan_tool_call(request: ModelRequest) -> ToolCall | None:
-    """The tool the scripted model calls for the request's last message, if any: the `calculator`
-    when it holds arithmetic; else the first tool offered whose name's words it mentions
-    (`get_weather` for "What is the weather in Paris?"), each required argument filled from the
-    message (a string with the last name in it, "Paris"; a number with its first number)."""
+def plan_tool_calls(request: ModelRequest) -> list[ToolCall]:
+    """The tools the scripted model calls for the request's last message, in one turn: the
+    `calculator` once for each piece of arithmetic in it; else the first tool offered whose name's
+    words it mentions (`get_weather` for "What is the weather in Paris?"), each required argument
+    filled from the message (a string with the last name in it, "Paris"; a number with its first number)."""
     last = request.messages[-1]
     if last.role != "user":
-        return None
+        return []
     previous = next((m.content for m in reversed(request.messages[:-1]) if m.role == "assistant"), None)
-    for tool in request.tools:
-        if tool.name == "calculator" and (expression := find_arithmetic(last.content, previous)) is not None:
-            return ToolCall(
-                "call_" + hashlib.sha256(expression.encode()).hexdigest()[:10], "calculator", {"expression": expression}
-            )
+    if any(tool.name == "calculator" for tool in request.tools):
+        if expressions := find_arithmetic(last.content, previous):
+            return [
+                ToolCall("call_" + hashlib.sha256(expression.encode()).hexdigest()[:10], "calculator", {"expression": expression})
+                for expression in expressions
+            ]
     for tool in request.tools:
         if tool.name != "calculator" and _mentions(last.content, tool):
             properties = tool.parameters.get("properties") or {}
             required = tool.parameters.get("required") or []
-            return _call(tool.name, {key: _argument(last.content, properties.get(key) or {}) for key in required})
-    return None
+            return [_call(tool.name, {key: _argument(last.content, properties.get(key) or {}) for key in required})]
+    return []
 
 
 def _answer_tokens(messages: list[Message]) -> list[str]:
@@ -325,10 +332,11 @@ class ScriptedProvider:
             await asyncio.sleep(params.first_token_seconds)
         if last.role == "tool":
             tokens = _answer_tokens(request.messages)
-        elif (call := plan_tool_call(request)) is not None:
-            if call.name == "calculator" and (lead := _after(request.continue_text, ["Let me calculate that. "])[0]):
+        elif calls := plan_tool_calls(request):
+            if calls[0].name == "calculator" and (lead := _after(request.continue_text, ["Let me calculate that. "])[0]):
                 yield TextDelta(lead)
-            yield call
+            for call in calls:
+                yield call
             yield Usage(len(last.content.split()), 4, ("tool_calls",))
             return
         else:
