@@ -5,7 +5,11 @@ from typing import Any
 import httpx2
 from playwright.async_api import Browser, Page, expect
 
-AGENTS = {"approve": "tests.asking_agent:approval", "parallel": "tests.asking_agent:parallel_approvals"}
+AGENTS = {
+    "approve": "tests.asking_agent:approval",
+    "parallel": "tests.asking_agent:parallel_approvals",
+    "two": "tests.asking_agent:two_questions",
+}
 
 
 async def _demo_of_a_run(browser: Browser, start_gateway: Any, start_worker: Any, agent: str) -> tuple[Page, list[str]]:
@@ -54,4 +58,27 @@ async def test_the_demo_shows_two_questions_asked_at_once_and_answers_them_in_ei
     await expect(turn).to_have_attribute("data-status", "completed")
     await expect(turn.locator(".assistant")).to_have_text("Checking. logs deleted, cache kept.")
     await expect(questions).to_have_count(0)
+    assert errors == []
+
+
+async def test_a_question_asked_before_any_text_has_no_empty_bubble_and_the_box_says_to_answer_it(
+    browser: Browser, start_gateway: Any, start_worker: Any
+) -> None:
+    # It drew an empty answer bubble above the question, and its box said "Add to the answer while it
+    # streams" (and steered) while the run waited for the answer.
+    page, errors = await _demo_of_a_run(browser, start_gateway, start_worker, "two")
+    question = page.locator("form.question")
+    await expect(question).to_contain_text("Which colour?")
+    turn = page.locator("article.turn").last
+    await expect(turn).to_have_attribute("data-status", "waiting")
+    await expect(turn.locator(".assistant")).to_be_hidden()
+    box = page.get_by_label("Message")
+    await expect(box).to_have_attribute("placeholder", "Answer the question above first")
+    await question.get_by_role("button", name="blue").click()
+    await expect(question).to_contain_text("How many?")  # asked after the text "blue it is. "
+    await expect(turn.locator(".assistant")).to_have_text("blue it is.")
+    await question.locator("[name=answer]").fill("3")
+    await question.get_by_role("button", name="Answer").click()
+    await expect(turn).to_have_attribute("data-status", "completed")
+    await expect(box).to_have_attribute("placeholder", "Ask something")
     assert errors == []
