@@ -138,8 +138,9 @@ class Stack:
         raise PortTaken("three ports in a row were taken by other processes")
 
     def worker(self, output: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
-        # Each on a port of its own for its probes, as each container would have 9100 to itself.
-        return self._spawn("worker", "--host", "127.0.0.1", "--port", str(free_port()), env=env, output=output)
+        # Each on a port of its own for its probes, as each container would have 9100 to itself: one the
+        # kernel picks as the worker binds it (it logs which), never one picked here and taken meanwhile.
+        return self._spawn("worker", "--host", "127.0.0.1", "--port", "0", env=env, output=output)
 
     def wait_for_workers(self, count: int, timeout: float = 20.0) -> None:
         """Until `count` workers listen for cancels, i.e. have started and can take jobs."""
