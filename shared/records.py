@@ -37,8 +37,14 @@ class SteerTaken(BaseModel):
     """A steer its run's agent took in, as the run's record keeps it (apply_steers.lua)."""
 
     steer_id: str
-    input: str
     output_at: int  # how many characters of the run's answer came before it
+    # Its text: kept apart from the record, in the session's steered hash, and put back by the reads of
+    # the store (shared/store.py: with_steer_texts); inline in records from before, forks and revivals.
+    input: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.input or ""
 
 
 def _listed(value: Any) -> Any:
@@ -257,7 +263,7 @@ def transcript(runs: list[RunRecord], partial_text: str = "") -> list[Turn]:
         for steer in run.steers:
             if answered := content[before : steer.output_at]:
                 turns.append(Turn(role="assistant", content=answered, run_id=run.run_id, status=run.status))
-            turns.append(Turn(role="user", content=steer.input, run_id=run.run_id))
+            turns.append(Turn(role="user", content=steer.text, run_id=run.run_id))
             before = steer.output_at
         rest = content[before:].removeprefix(STEERED_APART) if run.steers else content
         turns.append(Turn(role="assistant", content=rest, run_id=run.run_id, status=run.status))

@@ -10,7 +10,7 @@ archive only for what Redis lacks, so a live stream never waits on Postgres.
 import functools
 import json
 import operator
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from redis.asyncio import RedisCluster
@@ -104,6 +104,23 @@ async def read_run(redis: AnyRedis, keys: SessionKeys, run_id: str) -> RunRecord
     return decode_run(raw) if raw is not None else None
 
 
+def with_steer_texts(runs: Iterable[RunRecord], steered: Mapping[bytes, bytes] | list[bytes]) -> None:
+    """Put back the texts of the steers `runs` took in, from the session's steered hash (a dict, or
+    flat as HGETALL sends it): a run's record keeps only their ids and places, so that taking one in
+    costs the same however many came before (lib.lua, Steers). A text Redis no longer has is empty."""
+    if isinstance(steered, list):
+        steered = dict(zip(steered[::2], steered[1::2], strict=True))
+    for run in runs:
+        for steer in run.steers:
+            if steer.input is None:
+                steer.input = steered.get(b"i:" + steer.steer_id.encode(), b"").decode()
+
+
+def without_steer_texts(runs: Iterable[RunRecord]) -> bool:
+    """Whether any of `runs` took in a steer whose text its record does not hold (with_steer_texts)."""
+    return any(steer.input is None for run in runs for steer in run.steers)
+
+
 def add_steps(run: RunRecord, steps_hash: list[bytes]) -> None:
     """Add to `run` the steps it recorded, from the session's steps hash as HGETALL sends it (flat;
     see record_step.lua): step keys and their results, `seq` and `bytes`."""
@@ -148,8 +165,12 @@ class SessionStore:
 
     async def get_session(self, session_id: str) -> SessionRecord:
         keys = self.keys.session(session_id)
-        fields, runs_json, gone, top = await self.round_trips(
-            ("HGETALL", keys.meta), ("HVALS", keys.runs), ("EXISTS", keys.gone), self._top(keys.events)
+        fields, runs_json, gone, top, steered = await self.round_trips(
+            ("HGETALL", keys.meta),
+            ("HVALS", keys.runs),
+            ("EXISTS", keys.gone),
+            self._top(keys.events),
+            ("HGETALL", keys.steered),
         )
         # As Redis sent it, a list of field, value, ...; a cluster client's callback makes it a dict.
         meta = fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
@@ -159,7 +180,7 @@ class SessionStore:
             if (archived := await self._archived(session_id)) is not None:
                 return SessionRecord.model_validate_json(archived.record)
             raise SessionNotFound(session_id)
-        return _session_record(session_id, meta, runs_json, top)
+        return _session_record(session_id, meta, runs_json, top, steered)
 
     async def archivable(
         self, session_id: str, after: int, count: int
@@ -173,10 +194,11 @@ class SessionStore:
             pipe.hvals(keys.runs)
             pipe.execute_command(self._xrange, keys.events, after + 1, "+", b"COUNT", count)
             pipe.execute_command(*self._top(keys.events))
-            meta, runs_json, entries, top = await pipe.execute()
+            pipe.hgetall(keys.steered)
+            meta, runs_json, entries, top, steered = await pipe.execute()
         if not meta:
             return None, []
-        session = _session_record(session_id, meta, runs_json, top)
+        session = _session_record(session_id, meta, runs_json, top, steered)  # the archive keeps the texts
         return session, _with_outputs_of(parse_raw_entries(entries), {run.run_id: run.output for run in session.runs})
 
     async def fork_source(self, session_id: str, after: int) -> ForkSource | None:
@@ -189,11 +211,17 @@ class SessionStore:
             pipe.hgetall(keys.runs)
             pipe.execute_command(self._xrange, keys.events, 1, after)  # (`<after>-1` too: lib.lua's Seqs)
             pipe.execute_command(*self._top(keys.events))
-            meta, runs, entries, top = await pipe.execute()
+            pipe.hgetall(keys.steered)
+            meta, runs, entries, top, steered = await pipe.execute()
         if not meta:
             return None
         stored = {run_id.decode(): record.decode() for run_id, record in runs.items()}
-        session = _session_record(session_id, meta, list(runs.values()), top)
+        session = _session_record(session_id, meta, list(runs.values()), top, steered)
+        for run in session.runs:  # the fork has no steered hash of its own: its records keep the texts
+            if run.steers:
+                record = json.loads(stored[run.run_id])
+                record["steers"] = compact_json([steer.model_dump() for steer in run.steers])
+                stored[run.run_id] = compact_json(record)
         return ForkSource(session, stored, parse_raw_entries(entries) if after else [])
 
     async def chat_branch(self, session_id: str) -> str | None:
@@ -390,9 +418,16 @@ def runs_in_order(runs_json: list[bytes]) -> list[RunRecord]:
     return sorted((decode_run(raw) for raw in runs_json), key=lambda r: r.queued_seq or 0)
 
 
-def _session_record(session_id: str, meta: dict[bytes, bytes], runs_json: list[bytes], top: list[Any]) -> SessionRecord:
-    """A session's record from its meta hash and run records, as Redis holds them."""
+def _session_record(
+    session_id: str,
+    meta: dict[bytes, bytes],
+    runs_json: list[bytes],
+    top: list[Any],
+    steered: Mapping[bytes, bytes] | list[bytes],
+) -> SessionRecord:
+    """A session's record from its meta hash, run records and steered hash, as Redis holds them."""
     runs = runs_in_order(runs_json)
+    with_steer_texts(runs, steered)
     return SessionRecord(
         session_id=session_id,
         created_at=float(meta[b"created_at"]),

@@ -21,3 +21,13 @@ async def listening_then_held(ctx: RunContext) -> None:
     """As `listening`, then waits at a second gate ("after"): its run goes on past the steer."""
     await listening(ctx)
     await gate(ctx, "after")
+
+
+async def remembering(ctx: RunContext) -> None:
+    """`listening` on its first run; on a later one, it says the user turns of its history (the
+    steers its earlier runs took in among them)."""
+    if not ctx.history:
+        await listening(ctx)
+        return
+    said = [turn.content for turn in ctx.history if turn.role == "user"]
+    await ctx.delta("I was told: " + " | ".join(said))

@@ -13,7 +13,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 from tokentail.shared.errors import StepTooLarge
 from tokentail.shared.events import Ending, RunCompleted, RunFailed, event_type_of
@@ -42,7 +42,14 @@ from tokentail.shared.scripts.runs import (
     StepKeys,
     UsageKeys,
 )
-from tokentail.shared.store import add_steps, compact_json, decode_run, runs_in_order
+from tokentail.shared.store import (
+    add_steps,
+    compact_json,
+    decode_run,
+    runs_in_order,
+    with_steer_texts,
+    without_steer_texts,
+)
 from tokentail.shared.webhook_messages import HOOKED_EVENTS
 from tokentail.shared.writes import Writes
 from tokentail.worker.recovery.lost_writes import Appended, WriteJournal, through_lost_writes
@@ -207,6 +214,10 @@ class RunWrites(Writes):
             lease.inbox.sent.set()
         runs = runs_in_order(claim.runs)
         earlier = [other for other in runs if other.status == "completed" and other.run_id != run_id]
+        if without_steer_texts(earlier):  # the agent's history shows the steers they took in
+            key = self.keys.session(lease.session_id).steered
+            steered = await ride_out(lambda: cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(key)), what)
+            with_steer_texts(earlier, steered)
         return Started(lease, run, claim.verdict, earlier)
 
     async def append(

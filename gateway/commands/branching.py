@@ -174,7 +174,7 @@ def branch_point(chat: ClientChat, session: SessionRecord) -> int | None:
         turns = [
             (text, index, is_input)
             for index, run in enumerate(runs)
-            for text, is_input in [(run.input, True), *((steer.input, False) for steer in run.steers)]
+            for text, is_input in [(run.input, True), *((steer.text, False) for steer in run.steers)]
         ]
         agreed = len(runs)
         for position, (text, index, is_input) in enumerate(turns):

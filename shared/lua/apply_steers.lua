@@ -1,8 +1,9 @@
 -- The run's agent takes in the steers waiting for it (lib.lua: Steers), at one of its boundaries:
 -- fenced as an append, each gets its `steer.applied`, and together they are recorded as the run's
 -- step `step_key` (after the events they follow: the step's seq), so an attempt that goes on from the
--- run's record replays them, and none is ever applied twice. The run's record keeps them too, with
--- how much of its answer came before them (`output_at`), for its transcript; one taken in again after
+-- run's record replays them, and none is ever applied twice. The run's record keeps their ids too, with
+-- how much of its answer came before them (`output_at`), for its transcript (their texts are the
+-- session's steered hash's: lib.lua, Steers); one taken in again after
 -- a start over keeps its entry, at its new place (the run's segments only grow: RunRecord.segment). Sent again after its
 -- reply was lost, it finds its step recorded and answers as it did.
 --
@@ -25,7 +26,7 @@ for _, raw in ipairs(raws) do
   for i, before in ipairs(taken) do
     if before.steer_id == steer.steer_id then at = i end
   end
-  taken[at] = {steer_id = steer.steer_id, input = steer.input, output_at = tonumber(a.output_at)}
+  taken[at] = {steer_id = steer.steer_id, output_at = tonumber(a.output_at)}
 end
 run.steers = cjson.encode(taken)  -- (opaque, as the record's lists are: shared/store.py)
 redis.call('HSET', k.runs, a.run_id, cjson.encode(run))

@@ -399,8 +399,11 @@ end
 -- is kept in the session's `steered` hash, under its id, with the run it went to and its
 -- `steer.accepted`, so that the same steer sent again, whenever it comes (waiting, taken in, its run
 -- ended), answers as the first did and is never kept twice; with each run's count and characters of
--- steers, which a run's bounds (`most`, `most_chars`; 0: none) refuse beyond. The hash is kept for the
--- session's TTL after its last steer.
+-- steers, which a run's bounds (`most`, `most_chars`; 0: none) refuse beyond; and its text (`i:<id>`),
+-- which a run's record does not keep: taking a steer in then rewrites a record that holds only the
+-- ids and places of those before it, never their texts, so its cost does not grow with them
+-- (apply_steers.lua; readers put the texts back: shared/store.py's with_steer_texts). The hash lives
+-- as the session's runs do: kept while a run is to come (queue_run.lua), expiring after the last.
 local function fail_steers(k, s, reason, ts)
   local steers = redis.call('LRANGE', k.steers, 0, -1)
   if #steers == 0 then return end  -- (no DEL: a script's first write must be one a full Redis refuses)
@@ -433,8 +436,8 @@ local function add_steer(k, s, run_id, steer_id, input, chars, most, most_chars,
   local steer = cjson.encode({steer_id = steer_id, run_id = run_id, input = input})  -- the record, and the event's data
   redis.call('RPUSH', k.steers, steer)
   local seq = add_event(k, s, 'steer.accepted', steer, (clock()))
-  redis.call('HSET', k.steered, steer_id, run_id .. ' ' .. seq, 'n:' .. run_id, count + 1, 'c:' .. run_id, taken + chars)
-  redis.call('EXPIRE', k.steered, s.ttl + s.tombstone)
+  redis.call('HSET', k.steered, steer_id, run_id .. ' ' .. seq, 'n:' .. run_id, count + 1, 'c:' .. run_id,
+             taken + chars, 'i:' .. steer_id, input)
   redis.call('PUBLISH', channel, run_id)
   return 'ok', seq
 end
@@ -484,6 +487,7 @@ local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_
     redis.call('EXPIRE', k.meta, s.ttl)
     redis.call('EXPIRE', k.runs, s.ttl)
     redis.call('EXPIRE', k.events, s.ttl)
+    redis.call('EXPIRE', k.steered, s.ttl + s.tombstone)  -- (a steer sent again is known while its session is)
     bury(k, s.ttl, s.tombstone)
   end
   return seq

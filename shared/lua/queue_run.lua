@@ -54,6 +54,7 @@ redis.call('HSET', k.runs, run_id, cjson.encode(run))
 redis.call('PERSIST', k.meta)
 redis.call('PERSIST', k.runs)
 redis.call('PERSIST', k.events)
+redis.call('PERSIST', k.steered)
 
 if not active then
   redis.call('HSET', k.meta, 'active_run', run_id)

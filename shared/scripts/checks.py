@@ -173,6 +173,7 @@ class ArchivedKeys(KeyGroup):
     runs: str
     events: str
     gone: str
+    steered: str
     index: str  # the archive index
 
 

@@ -19,14 +19,16 @@ from click.testing import CliRunner
 from redis.asyncio import Redis
 
 from tests.postgres_server import PostgresServer
-from tests.sessions import completion, delta_of, make_run, write_turns
+from tests.sessions import completion, delta_of, make_run, start_a_run, write_turns
 from tests.sse_client import read_events
+from tests.unit.write_side import lease_of
 from tests.waiting import eventually, scaled
 from tests.writes import AllWrites
 from tokentail.cli import main
 from tokentail.shared.archive import Archive, ArchiveError, migrate
 from tokentail.shared.errors import ArchiveUnavailable
 from tokentail.shared.keys import Keys
+from tokentail.shared.records import STEERS_STEP
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore, StoredEvent
 from tokentail.worker.archiver import BATCH, Archiver
@@ -118,6 +120,31 @@ async def test_a_finished_session_is_read_back_from_the_archive_once_redis_forgo
         assert (await client.delete(f"/v1/sessions/{session_id}")).status_code == 204
         assert await archive.session(session_id) is None
         assert (await client.get(f"/v1/sessions/{session_id}")).status_code == 410
+
+
+async def test_the_steers_a_run_took_in_are_archived_with_their_texts(
+    redis: Redis, archive_settings: Settings, archive: Archive, start_gateway: Any
+) -> None:
+    # Their texts are kept apart from the run's record, in the session's steered hash (lib.lua, Steers),
+    # which expires with the session once archived: the archive keeps them in the record.
+    runs = AllWrites(redis, archive_settings)
+    session_id, run = await start_a_run(runs)
+    lease = lease_of(runs, session_id, run)
+    await lease.append([delta_of(run.run_id, "Paris is")])
+    await runs.steer(session_id, "st_1", "in French")
+    await lease.apply_steers(f"{STEERS_STEP}#0", len("Paris is"))
+    await lease.append(
+        [delta_of(run.run_id, "\n\nParis est.")], ending=completion(run.run_id, "Paris is\n\nParis est.")
+    )
+    gateway = await start_gateway(archive_url=archive_settings.archive_url)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        state = (await client.get(f"/v1/sessions/{session_id}")).json()
+        assert [turn["content"] for turn in state["transcript"]] == [run.input, "Paris is", "in French", "Paris est."]
+        await archive_all(Archiver(redis, archive, archive_settings))
+        keys = await session_keys(redis, archive_settings, session_id)
+        assert all(0 < ttl <= archive_settings.session_ttl_seconds for ttl in await ttls(redis, keys))
+        await redis.delete(*keys)  # what the hot retention does
+        assert (await client.get(f"/v1/sessions/{session_id}")).json() == state
 
 
 async def test_a_stream_is_trimmed_only_past_what_the_archive_has_and_reads_on_with_no_gap(

@@ -16,7 +16,11 @@ from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
 from tokentail import ApiError, AsyncTokentail, Tokentail
 
-AGENTS = {"listening": "tests.steering_agent:listening", "deaf": "tests.steering_agent:deaf"}
+AGENTS = {
+    "listening": "tests.steering_agent:listening",
+    "deaf": "tests.steering_agent:deaf",
+    "remembering": "tests.steering_agent:remembering",
+}
 
 
 async def _held_run(client: httpx2.AsyncClient, gates: Gates, agent: str, **body: str) -> dict[str, Any]:
@@ -49,6 +53,28 @@ async def test_an_agent_takes_a_steer_in_once_and_the_stream_says_when(
     assert received.events[3][2] == {"run_id": rid, "steer_id": steer_id, "input": "be brief"}
     assert received.events[4][2] == {"run_id": rid, "steer_id": steer_id}
     assert received.events[-1][2]["output"] == "Working. Taken in: be brief."
+
+
+async def test_a_later_run_s_agent_is_told_the_steers_an_earlier_run_took_in(
+    start_gateway: Any, start_worker: Any, gates: Gates
+) -> None:
+    # The texts of steers taken in are kept apart from their run's record (lib.lua, Steers): the next
+    # run's history, the session's transcript and its fork still have them.
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        created = await _held_run(client, gates, "remembering")
+        sid, rid = created["session_id"], created["run_id"]
+        steered = await client.post(f"/v1/sessions/{sid}/steer", json={"input": "be brief", "run_id": rid})
+        assert steered.status_code == 202, steered.text
+        gates.release(rid)
+        await read_events(client, created["events_url"])
+        later = (await client.post(f"/v1/sessions/{sid}/runs", json={"input": "again"})).json()
+        received = await read_events(client, created["events_url"], last_event_id=0)
+        assert received.events[-1][2]["output"] == "I was told: go | be brief", received.events[-1]
+        state = (await client.get(f"/v1/sessions/{sid}")).json()
+        users = [turn["content"] for turn in state["transcript"] if turn["role"] == "user"]
+        assert users == ["go", "be brief", "again"] and later["run_id"] == received.events[-1][2]["run_id"]
 
 
 async def test_an_agent_that_takes_no_steers_fails_them_and_an_ended_run_takes_none(

@@ -141,6 +141,35 @@ async def test_the_worker_takes_steers_in_once_recorded_as_a_step_of_its_run(
     ]  # fmt: skip
 
 
+async def test_a_taken_steer_s_text_is_kept_apart_from_its_run_s_record_which_grows_by_its_id_alone(
+    store: SessionStore, runs: AllWrites, redis: Redis
+) -> None:
+    # Each take rewrote the run's record with the texts of every steer before it (722 steers of 100,000
+    # characters made it 72 MB): now the record keeps ids and places, the session's steered hash the texts.
+    session_id, run = await start_a_run(runs)
+    lease = lease_of(runs, session_id, run)
+    k = store.keys.session(session_id)
+    sizes = [len(await redis.hget(k.runs, run.run_id) or b"")]  # type: ignore[misc]
+    for n, letter in enumerate("abc"):
+        await runs.steer(session_id, f"st_{n}", letter * 20_000)
+        await lease.apply_steers(f"{STEERS_STEP}#{n}", n)
+        sizes.append(len(await redis.hget(k.runs, run.run_id) or b""))  # type: ignore[misc]
+    growth = [after - before for before, after in zip(sizes, sizes[1:], strict=False)]
+    assert all(0 < grown < 200 for grown in growth), growth
+    texts = ["a" * 20_000, "b" * 20_000, "c" * 20_000]
+    assert [steer.input for steer in (await store.get_session(session_id)).runs[0].steers] == texts
+    # A fork has no steered hash of its own: its records keep the texts.
+    source = await store.fork_source(session_id, 1)
+    assert (
+        source is not None
+        and [steer["input"] for steer in json.loads(json.loads(source.runs[run.run_id])["steers"])] == texts
+    )
+    # The texts live as long as the runs: kept while the run is active, expiring after its end with them.
+    assert await redis.ttl(k.steered) == -1
+    await lease.append([], ending=completion(run.run_id))
+    assert await redis.ttl(k.steered) >= await redis.ttl(k.runs) > 0
+
+
 @pytest.mark.parametrize("listening", [True, False])
 async def test_steers_left_when_the_run_ends_fail_before_its_end(
     store: SessionStore, runs: AllWrites, listening: bool

@@ -268,7 +268,11 @@ def plan_tool_calls(request: ModelRequest) -> list[ToolCall]:
     if any(tool.name == "calculator" for tool in request.tools):
         if expressions := find_arithmetic(last.content, previous):
             return [
-                ToolCall("call_" + hashlib.sha256(expression.encode()).hexdigest()[:10], "calculator", {"expression": expression})
+                ToolCall(
+                    "call_" + hashlib.sha256(expression.encode()).hexdigest()[:10],
+                    "calculator",
+                    {"expression": expression},
+                )
                 for expression in expressions
             ]
     for tool in request.tools:
@@ -319,6 +323,14 @@ def _due_stamps(count: int, pace: float) -> list[str]:
     return [f"{now_ms + i * step_ms:.1f} " for i in range(count)]
 
 
+def _calling(request: ModelRequest, calls: list[ToolCall]) -> list[Chunk]:
+    """A turn that calls tools: the calculator's lead-in (the rest of it, when the turn goes on from
+    text clients have), the calls, the usage."""
+    lead = _after(request.continue_text, ["Let me calculate that. "])[0] if calls[0].name == "calculator" else ""
+    usage = Usage(len(request.messages[-1].content.split()), 4, ("tool_calls",))
+    return [*([TextDelta(lead)] if lead else []), *calls, usage]
+
+
 class ScriptedProvider:
     provider = SCRIPTED
     continues = True  # it is deterministic: the same request gives the same text, so it goes on exactly
@@ -333,11 +345,8 @@ class ScriptedProvider:
         if last.role == "tool":
             tokens = _answer_tokens(request.messages)
         elif calls := plan_tool_calls(request):
-            if calls[0].name == "calculator" and (lead := _after(request.continue_text, ["Let me calculate that. "])[0]):
-                yield TextDelta(lead)
-            for call in calls:
-                yield call
-            yield Usage(len(last.content.split()), 4, ("tool_calls",))
+            for chunk in _calling(request, calls):
+                yield chunk
             return
         else:
             tokens = scripted_tokens(last.content, count)

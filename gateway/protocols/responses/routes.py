@@ -176,7 +176,7 @@ def _input_items(ref: ResponseRef, opened_by: tuple[str, ...] | None) -> list[di
     if opened_by is None or opened_by[0] == "steer":
         text, item_id = run.input, f"msg_{run.run_id}"
         if opened_by is not None:
-            text = next(steer.input for steer in run.steers if steer.steer_id == opened_by[1])
+            text = next(steer.text for steer in run.steers if steer.steer_id == opened_by[1])
             item_id = f"msg_{opened_by[1]}"
         content = [{"type": "input_text", "text": text}]
         return [{"type": "message", "id": item_id, "role": "user", "status": "completed", "content": content}]
