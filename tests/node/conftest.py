@@ -32,6 +32,7 @@ AGENTS = json.dumps(
     {
         "every_event": "tests.every_event_agent:every_event",
         "approve": "tests.asking_agent:approval",
+        "two_questions": "tests.asking_agent:two_questions",  # a choice, then a number: no tool call
         "parallel": "tests.asking_agent:parallel_approvals",  # two approvals open at once
         "careful": "tests.asking_agent:CAREFUL",  # the built-in agent loop, asking before its calculator
         "ask_then_stream": "tests.asking_agent:ask_then_stream",

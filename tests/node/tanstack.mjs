@@ -157,6 +157,37 @@ const scenarios = {
     await done;
     result(client, chunks, balanced, { interrupted, shown });
   },
+
+  // Questions not tied to a tool call (`ctx.ask` without `call_id`): each RUN_FINISHED with an
+  // interrupt is answered with resolveInterrupts, the answer options.answers holds for its message,
+  // until the run ends. An interrupt the client cannot resolve ends the scenario there (its resolver
+  // would not be called, and the run would wait for good).
+  async answer() {
+    const balanced = balancer(options.gateways);
+    const chunks = collector();
+    const client = new ChatClient({
+      connection: connection(balanced.fetchClient),
+      threadId: options.threadId,
+      onChunk: chunks.onChunk,
+    });
+    await client.sendMessage(options.input);
+    const asked = [];
+    while (chunks.finished?.outcome?.type === "interrupt") {
+      const shown = client.getInterrupts().map(({ kind, canResolve, message }) => ({ kind, canResolve, message }));
+      asked.push(shown);
+      say({ step: "interrupted", shown });
+      if (shown.length === 0 || !shown.every((interrupt) => interrupt.canResolve)) break;
+      const done = ended(chunks);
+      let resolved = 0;
+      client.resolveInterrupts((interrupt) => {
+        resolved += 1;
+        interrupt.resolveInterrupt(options.answers[interrupt.message]);
+      });
+      if (resolved !== shown.length) break;
+      await done;
+    }
+    result(client, chunks, balanced, { asked, interruptErrors: client.getInterruptState().interruptErrors });
+  },
 };
 
 await play(scenarios);
