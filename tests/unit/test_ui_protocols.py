@@ -295,10 +295,11 @@ def test_ag_ui_a_waiting_question_interrupts_the_run_and_a_restart_after_the_ans
 
 
 def test_ag_ui_every_question_carries_tanstack_s_binding_to_the_run_the_client_knows() -> None:
-    """A question tied to no tool call as well as an approval: TanStack AI's client answers only an
-    interrupt whose binding names the run it posted (or joined), with its digest of the schema."""
-    schema = {"type": "integer", "minimum": 1}
-    asked = [
+    """A question tied to no tool call too (an approval's: tests/integration/test_ag_ui_binding.py):
+    TanStack AI's client answers only an interrupt whose binding names the run it posted (or joined),
+    with its digest of the schema."""
+    schema: dict[str, Any] = {"type": "integer", "minimum": 1}
+    asked: list[tuple[str, dict[str, Any]]] = [
         ("run.queued", {"input": "how many?"}),
         ("run.started", {"attempt": 1}),
         ("input.required", {"input_id": "in_2", "kind": "json", "prompt": "How many?", "schema": schema}),

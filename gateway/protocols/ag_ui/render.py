@@ -69,6 +69,7 @@ from ag_ui.core import (
     UserMessage,
 )
 
+from tokentail.gateway.protocols.ag_ui.tanstack import BINDING_KEY, binding
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import (
     AttemptStarted,
@@ -91,7 +92,6 @@ from tokentail.gateway.reading.reducer import (
     ToolFailedOp,
     ToolFinished,
 )
-from tokentail.gateway.protocols.ag_ui.tanstack import BINDING_KEY, binding
 from tokentail.gateway.reading.renderer import FramedRenderer, compact
 from tokentail.shared.errors import InvalidLastEventId
 from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
