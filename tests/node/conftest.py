@@ -68,6 +68,7 @@ def run_node(
     options: dict[str, Any],
     on_step: Callable[[dict[str, Any]], None] | None = None,
     timeout: float = 90,
+    node_flags: tuple[str, ...] = (),
 ) -> Outcome:
     timeout = scaled(timeout)
     if not NODE.exists():
@@ -76,7 +77,7 @@ def run_node(
     result: dict[str, Any] | None = None
     failure: str | None = None
     with subprocess.Popen(
-        [str(NODE), driver, scenario, json.dumps(options)],
+        [str(NODE), *node_flags, driver, scenario, json.dumps(options)],
         cwd=HERE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -142,6 +143,17 @@ class ChatStack:
     def release(self, chat_id: str) -> None:
         """Release the gate of the chat's last run (tests/gates.py): it goes on."""
         self.gates.release(self.session(chat_id)["runs"][-1]["run_id"])
+
+    def kill_gateway(self) -> None:
+        """SIGKILL the stack's first gateway: nothing answers at its URL until `restart_gateway`."""
+        process = self.stack.gateways.pop(self.url)
+        process.kill()
+        process.wait()
+
+    def restart_gateway(self) -> None:
+        """A gateway at the first one's URL (its port) again, as `tokentail dev` brings its gateway back."""
+        port = int(self.url.rsplit(":", 1)[1])
+        assert self.stack.gateway(port=port) == self.url
 
     def crash_worker(self) -> None:
         """SIGKILL the worker running the run, now, and start the one that takes it over (its start,

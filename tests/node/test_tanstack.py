@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.node.conftest import HELD, SLOW, ChatStack, Outcome, run_node
+from tokentail.gateway.app import STATIC
 from tokentail.worker.providers.scripted import scripted_tokens
 
 ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
@@ -115,3 +116,30 @@ def test_questions_not_tied_to_a_tool_call_are_answered_with_resolve_interrupts(
     assert result["text"] == run["output"] and result["finished"]["outcome"] == {"type": "success"}
     posts = [r for r in result["requests"] if r["method"] == "POST"]
     assert len(posts) == 3 and len({r["runId"] for r in posts}) == 3, "the message, then each answer"
+
+
+def test_a_message_sent_while_the_gateway_is_down_goes_once_it_is_back(chats: ChatStack) -> None:
+    """With the fetch tokentail serves for TanStack AI (/static/tokentail-fetch.js): the gateway is
+    killed before the message is sent, and started again on its port once the client has failed to
+    reach it; the POST sent again makes the one run, and the client gets its whole answer."""
+    token = chats.chat("tan-down", params=SLOW)
+    chats.kill_gateway()
+    outcome = client(
+        chats,
+        "refused",
+        "tan-down",
+        token,
+        [chats.url],
+        on_step=lambda step: chats.restart_gateway(),
+        fetchModule=str(STATIC / "tokentail-fetch.js"),
+        retries=30,  # past a gateway's start on a busy machine (the default, 8, waits about 23 s)
+    )
+    result = outcome.result
+    assert [step["step"] for step in outcome.steps] == ["refused"]
+    assert result["error"] is None and result["refusals"] >= 1, result
+    [run] = chats.session("tan-down")["runs"]
+    assert run["status"] == "completed"
+    assert result["text"] == run["output"] == ANSWER and result["runIds"] == [run["run_id"]]
+    posts = result["requests"]
+    assert {(r["method"], r["path"], r["lastEventId"]) for r in posts} == {("POST", "/v1/ag-ui", None)}
+    assert len(posts) == result["refusals"] + 1 and len({r["runId"] for r in posts}) == 1, "one message, sent again"
