@@ -194,8 +194,9 @@ const scenarios = {
 
   // Questions not tied to a tool call (`ctx.ask` without `call_id`): each RUN_FINISHED with an
   // interrupt is answered with resolveInterrupts, the answer options.answers holds for its message,
-  // until the run ends. An interrupt the client cannot resolve ends the scenario there (its resolver
-  // would not be called, and the run would wait for good).
+  // until the run ends (with options.cancel, cancelled with cancelInterrupts instead). An interrupt
+  // the client cannot resolve ends the scenario there (its resolver would not be called, and the run
+  // would wait for good).
   async answer() {
     const balanced = balancer(options.gateways);
     const chunks = collector();
@@ -212,6 +213,11 @@ const scenarios = {
       say({ step: "interrupted", shown });
       if (shown.length === 0 || !shown.every((interrupt) => interrupt.canResolve)) break;
       const done = ended(chunks);
+      if (options.cancel) {
+        client.cancelInterrupts();
+        await done;
+        break;
+      }
       let resolved = 0;
       client.resolveInterrupts((interrupt) => {
         resolved += 1;

@@ -118,6 +118,15 @@ def test_questions_not_tied_to_a_tool_call_are_answered_with_resolve_interrupts(
     assert len(posts) == 3 and len({r["runId"] for r in posts}) == 3, "the message, then each answer"
 
 
+def test_a_question_cancelled_with_cancel_interrupts_cancels_the_run(chats: ChatStack) -> None:
+    token = chats.chat("tan-cancel", agent="two_questions")
+    result = client(chats, "answer", "tan-cancel", token, [chats.url], cancel=True).result
+    assert result["asked"] == [[{"kind": "generic", "canResolve": True, "message": "Which colour?"}]]
+    assert result["finished"]["outcome"] == {"type": "cancelled"} and result["interruptErrors"] == []
+    [run] = chats.session("tan-cancel")["runs"]
+    assert run["status"] == "cancelled"
+
+
 def test_a_message_sent_while_the_gateway_is_down_goes_once_it_is_back(chats: ChatStack) -> None:
     """With the fetch tokentail serves for TanStack AI (/static/tokentail-fetch.js): the gateway is
     killed before the message is sent, and started again on its port once the client has failed to
