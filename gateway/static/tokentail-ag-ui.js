@@ -11,6 +11,9 @@
 //   id of the last event it fully received (`Last-Event-ID`) and reads on, so subscribers see one
 //   stream with nothing missing and nothing twice. Only whole events are passed on: an event cut
 //   in the middle is read again whole.
+// - A first request the network fails (a gateway not up yet, or restarting) is sent again, with the
+//   waits a reconnect has: runAgent's POST (the same runId and message make no second run) and
+//   connectAgent's GET. An HTTP error is not retried, and the last failure fails the run.
 // - connectAgent() rebuilds: a MESSAGES_SNAPSHOT of the thread, then the active run (or one that
 //   ended moments ago) from its start; with nothing to show it completes at once.
 // - abortRun() stops the run in tokentail; HttpAgent's only closes the connection. It names the run
@@ -21,7 +24,8 @@
 import { HttpAgent, enforceOutgoingInput, runHttpRequest, transformHttpEventStream } from "@ag-ui/client";
 
 export class TokentailAgent extends HttpAgent {
-  // Reconnects in a row before a dropped stream fails the run, and the first wait (doubling, to 5 s).
+  // Tries in a row before a dropped stream (or a first request the network fails) fails the run, and
+  // the first wait (doubling, to 5 s): 8 cover about 23 s.
   maxReconnects = 8;
   reconnectDelayMs = 250;
   // The id of the last event fully received. A plain property (no #fields): AbstractAgent.clone()
@@ -58,6 +62,25 @@ export class TokentailAgent extends HttpAgent {
     return stopping;
   }
 
+  // The wait before try `failures + 1` of a request the network failed.
+  backoff(failures) {
+    return Math.min(this.reconnectDelayMs * 2 ** failures, 5000);
+  }
+
+  // The first response of a stream: a request the network fails is sent again, after the waits a
+  // reconnect has (a gateway not up yet, or restarting). An HTTP error is an answer: returned as it is.
+  async firstResponse(request) {
+    const signal = this.abortController.signal;
+    for (let failures = 0; ; failures += 1) {
+      try {
+        return await request();
+      } catch (error) {
+        if (signal.aborted || failures >= this.maxReconnects) throw error;
+        await pause(this.backoff(failures), signal);
+      }
+    }
+  }
+
   threadUrl(threadId) {
     return `${this.url}/${encodeURIComponent(threadId)}`;
   }
@@ -86,7 +109,7 @@ export class TokentailAgent extends HttpAgent {
   // id (`<event id>.<k>` for all but the last frame an event became): frames are passed on a whole
   // event at a time, so a reconnect never starts inside one.
   async resumable(threadId, request) {
-    const first = await request();
+    const first = await this.firstResponse(request);
     if (!first.ok || !first.body) return first;
     const agent = this;
     const signal = this.abortController.signal;
@@ -137,9 +160,9 @@ export class TokentailAgent extends HttpAgent {
       frameId = null;
       for (;;) {
         if (signal.aborted || agent.lastEventId === null || failures >= agent.maxReconnects) throw error;
-        const wait = Math.min(agent.reconnectDelayMs * 2 ** failures, 5000);
+        const wait = agent.backoff(failures);
         failures += 1;
-        await new Promise((resolve) => setTimeout(resolve, wait));
+        await pause(wait, signal);
         let response;
         try {
           response = await agent.getThread(threadId, agent.lastEventId);
@@ -182,4 +205,17 @@ export class TokentailAgent extends HttpAgent {
     });
     return new Response(body, { status: first.status, headers: first.headers });
   }
+}
+
+// Resolves after `ms`, or at once when `signal` aborts.
+function pause(ms, signal) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }

@@ -7,7 +7,7 @@
 //
 // `follow` rebuilds the session's transcript from its events (so a page reload shows the same text,
 // neither lost nor doubled), keeps following live, reconnects with the last event id after errors
-// (backing off), drops what a run's dead attempt streamed on `run.retrying` (and, on `run.continued`,
+// (backing off; its first connection too, when the gateway cannot be reached), drops what a run's dead attempt streamed on `run.retrying` (and, on `run.continued`,
 // the events after its `from_event_id`), and stops once the server has nothing left (204). The last event id of each session is kept in sessionStorage.
 // A reload of a long session catches up compacted (`?catch_up=snapshot`): each block of text so far
 // comes as one delta, in a `snapshot` event the follower applies as the events it holds
@@ -201,7 +201,9 @@ export class SessionFollower {
     const source = new EventSource(`${this.client.baseUrl}/v1/sessions/${this.sessionId}/events?${params}`);
     this.source = source;
     this.#setState(this.failures ? "reconnecting" : "connecting");
+    let opened = false;
     source.onopen = () => {
+      opened = true;
       this.failures = 0;
       this.#setState("live");
     };
@@ -215,11 +217,28 @@ export class SessionFollower {
       this.source = null;
       if (this.closed) return;
       if (this.active.size === 0) {
-        this.#setState("idle");
+        if (opened) this.#setState("idle"); // the stream ended: nothing left, nothing coming
+        else this.#unopened();
         return;
       }
       this.#scheduleRetry();
     };
+  }
+
+  // A connection that never opened, with no run known to be going: the gateway answered 204 (nothing
+  // left) or could not be reached (not up yet, restarting). The session says which: no active run and
+  // nothing after the last id is the 204's condition; else it is tried again, as a reconnect is.
+  async #unopened() {
+    try {
+      const session = await this.client.getSession(this.sessionId, this.token);
+      if (session.active_run_id === null && session.last_event_id <= this.lastId) {
+        if (!this.closed) this.#setState("idle");
+        return;
+      }
+    } catch (error) {
+      if (this.#stopFor(error, false)) return;
+    }
+    if (!this.closed) this.#scheduleRetry();
   }
 
   #scheduleRetry() {

@@ -5,7 +5,7 @@
 //
 // Prints JSON lines: {"step": ...} as the scenario goes (the test may act on them: kill a worker),
 // then {"result": {events, messages, error}}. Every event is checked against @ag-ui/core's schema.
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { AgentCapabilitiesSchema, EventSchemas } from "@ag-ui/core/schemas";
@@ -14,14 +14,21 @@ import { cuttableFetch, play, say, untilAnswered } from "./driver.mjs";
 const options = JSON.parse(process.argv[3]);
 const headers = options.token ? { Authorization: `Bearer ${options.token}` } : {};
 
-// The file exactly as the gateway serves it, put where "@ag-ui/client" resolves to this folder's
-// node_modules (a browser app maps the name with its bundler or an import map).
+// The file exactly as the gateway serves it (read where it serves it from, options.agentFile, while
+// the gateway is down), put where "@ag-ui/client" resolves to this folder's node_modules (a browser
+// app maps the name with its bundler or an import map).
 async function servedAgentClass() {
-  const response = await fetch(`${options.gateway}/static/tokentail-ag-ui.js`);
-  if (!response.ok) throw new Error(`GET /static/tokentail-ag-ui.js: ${response.status}`);
+  let text;
+  if (options.agentFile) {
+    text = await readFile(options.agentFile, "utf8");
+  } else {
+    const response = await fetch(`${options.gateway}/static/tokentail-ag-ui.js`);
+    if (!response.ok) throw new Error(`GET /static/tokentail-ag-ui.js: ${response.status}`);
+    text = await response.text();
+  }
   const path = join(dirname(fileURLToPath(import.meta.url)), "node_modules", ".served", "tokentail-ag-ui.js");
   await mkdir(dirname(path), { recursive: true });
-  await writeFile(path, await response.text());
+  await writeFile(path, text);
   return (await import(pathToFileURL(path).href)).TokentailAgent;
 }
 
@@ -219,6 +226,26 @@ const scenarios = {
     };
     const { error } = await attempt(agent.runAgent());
     finish(agent, seen, { error });
+  },
+
+  // The gateway is down as the agent makes its first request (options.via: "run", runAgent's POST; or
+  // "connect", connectAgent's GET of a run going). The test starts it again once it sees a request
+  // fail ("refused"); the agent, sending it again as it reconnects, gets the run whole.
+  async refused() {
+    let refusals = 0;
+    const noting = async (url, init) => {
+      try {
+        return await fetch(url, init);
+      } catch (error) {
+        refusals += 1;
+        if (refusals === 1) say({ step: "refused", error: String(error?.cause?.code ?? error) });
+        throw error;
+      }
+    };
+    const { agent, seen } = makeAgent({ fetch: noting, withInput: options.via === "run" });
+    agent.maxReconnects = options.maxReconnects ?? agent.maxReconnects;
+    const { error } = await attempt(options.via === "run" ? agent.runAgent() : agent.connectAgent());
+    finish(agent, seen, { error, refusals });
   },
 
   // The stop button: abortRun() cancels the run in tokentail, then hangs up.

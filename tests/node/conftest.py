@@ -32,6 +32,7 @@ AGENTS = json.dumps(
     {
         "every_event": "tests.every_event_agent:every_event",
         "approve": "tests.asking_agent:approval",
+        "two_questions": "tests.asking_agent:two_questions",  # a choice, then a number: no tool call
         "parallel": "tests.asking_agent:parallel_approvals",  # two approvals open at once
         "careful": "tests.asking_agent:CAREFUL",  # the built-in agent loop, asking before its calculator
         "ask_then_stream": "tests.asking_agent:ask_then_stream",
@@ -67,6 +68,7 @@ def run_node(
     options: dict[str, Any],
     on_step: Callable[[dict[str, Any]], None] | None = None,
     timeout: float = 90,
+    node_flags: tuple[str, ...] = (),
 ) -> Outcome:
     timeout = scaled(timeout)
     if not NODE.exists():
@@ -75,7 +77,7 @@ def run_node(
     result: dict[str, Any] | None = None
     failure: str | None = None
     with subprocess.Popen(
-        [str(NODE), driver, scenario, json.dumps(options)],
+        [str(NODE), *node_flags, driver, scenario, json.dumps(options)],
         cwd=HERE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -141,6 +143,17 @@ class ChatStack:
     def release(self, chat_id: str) -> None:
         """Release the gate of the chat's last run (tests/gates.py): it goes on."""
         self.gates.release(self.session(chat_id)["runs"][-1]["run_id"])
+
+    def kill_gateway(self) -> None:
+        """SIGKILL the stack's first gateway: nothing answers at its URL until `restart_gateway`."""
+        process = self.stack.gateways.pop(self.url)
+        process.kill()
+        process.wait()
+
+    def restart_gateway(self) -> None:
+        """A gateway at the first one's URL (its port) again, as `tokentail dev` brings its gateway back."""
+        port = int(self.url.rsplit(":", 1)[1])
+        assert self.stack.gateway(port=port) == self.url
 
     def crash_worker(self) -> None:
         """SIGKILL the worker running the run, now, and start the one that takes it over (its start,

@@ -7,6 +7,7 @@
 // Prints JSON lines: {"step": ...} as the scenario goes (the test acts on them: kill a gateway or a
 // worker, release a held run), then {"result": {...}}. Requests go through `balancer`: the first
 // gateway until it stops answering, then the next, as a load balancer in front of replicas would.
+import { pathToFileURL } from "node:url";
 import { ChatClient, fetchServerSentEvents } from "@tanstack/ai-client";
 import { play, say } from "./driver.mjs";
 
@@ -42,6 +43,21 @@ function balancer(gateways) {
 
 function connection(fetchClient) {
   return fetchServerSentEvents(url, { headers, fetchClient, reconnect: { maxAttempts: 20, delayMs: 250 } });
+}
+
+// A fetch that says when a request fails ("refused", the first time), and counts the failures.
+function noting(fetchClient) {
+  const noted = { refusals: 0 };
+  noted.fetch = async (input, init) => {
+    try {
+      return await fetchClient(input, init);
+    } catch (error) {
+      noted.refusals += 1;
+      if (noted.refusals === 1) say({ step: "refused", error: String(error?.cause?.code ?? error) });
+      throw error;
+    }
+  };
+  return noted;
 }
 
 function assistantText(client) {
@@ -156,6 +172,61 @@ const scenarios = {
     });
     await done;
     result(client, chunks, balanced, { interrupted, shown });
+  },
+
+  // The gateway is down as the client sends its message. Its fetch is the one tokentail serves for
+  // TanStack AI (/static/tokentail-fetch.js, imported from where the gateway serves it:
+  // options.fetchModule), which sends again a request the network failed; the test starts the gateway
+  // again once it sees one fail ("refused").
+  async refused() {
+    const { retryingFetch } = await import(pathToFileURL(options.fetchModule).href);
+    const balanced = balancer(options.gateways);
+    const noted = noting(balanced.fetchClient);
+    const chunks = collector();
+    const client = new ChatClient({
+      connection: connection(retryingFetch({ fetch: noted.fetch, retries: options.retries })),
+      threadId: options.threadId,
+      onChunk: chunks.onChunk,
+    });
+    await client.sendMessage(options.input);
+    result(client, chunks, balanced, { refusals: noted.refusals });
+  },
+
+  // Questions not tied to a tool call (`ctx.ask` without `call_id`): each RUN_FINISHED with an
+  // interrupt is answered with resolveInterrupts, the answer options.answers holds for its message,
+  // until the run ends (with options.cancel, cancelled with cancelInterrupts instead). An interrupt
+  // the client cannot resolve ends the scenario there (its resolver would not be called, and the run
+  // would wait for good).
+  async answer() {
+    const balanced = balancer(options.gateways);
+    const chunks = collector();
+    const client = new ChatClient({
+      connection: connection(balanced.fetchClient),
+      threadId: options.threadId,
+      onChunk: chunks.onChunk,
+    });
+    await client.sendMessage(options.input);
+    const asked = [];
+    while (chunks.finished?.outcome?.type === "interrupt") {
+      const shown = client.getInterrupts().map(({ kind, canResolve, message }) => ({ kind, canResolve, message }));
+      asked.push(shown);
+      say({ step: "interrupted", shown });
+      if (shown.length === 0 || !shown.every((interrupt) => interrupt.canResolve)) break;
+      const done = ended(chunks);
+      if (options.cancel) {
+        client.cancelInterrupts();
+        await done;
+        break;
+      }
+      let resolved = 0;
+      client.resolveInterrupts((interrupt) => {
+        resolved += 1;
+        interrupt.resolveInterrupt(options.answers[interrupt.message]);
+      });
+      if (resolved !== shown.length) break;
+      await done;
+    }
+    result(client, chunks, balanced, { asked, interruptErrors: client.getInterruptState().interruptErrors });
   },
 };
 

@@ -4,8 +4,11 @@ docs/ui-protocols.md says: the messages it assembles are the run tokentail recor
 
 from typing import Any
 
+import pytest
+
 from tests.node.conftest import HELD, SLOW, ChatStack, Outcome, run_node
 from tests.waiting import eventually_sync
+from tokentail.gateway.app import STATIC
 from tokentail.worker.providers.scripted import scripted_tokens
 
 ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
@@ -105,6 +108,39 @@ def test_a_dropped_connection_is_resumed_by_the_agent_after_its_last_id(chats: C
     assert outcome.events[-1]["usage"] == [
         {"inputTokens": usage["input_tokens"], "outputTokens": usage["output_tokens"]}
     ]
+
+
+@pytest.mark.parametrize("via", ["run", "connect"])
+def test_a_first_request_the_gateway_is_down_for_is_sent_again_until_it_is_back(chats: ChatStack, via: str) -> None:
+    """The gateway is killed before the agent's first request (runAgent's POST; connectAgent's GET of a
+    run going, held at its gate): it is started again on its port once the agent has failed to reach
+    it, and the agent, sending the request again as it reconnects, gets the whole answer."""
+    thread_id = f"down-{via}"
+    token = chats.chat(thread_id, input="hello", **HELD) if via == "connect" else chats.chat(thread_id, params=SLOW)
+    chats.kill_gateway()
+
+    def back(step: dict[str, Any]) -> None:  # a request failed: the gateway comes back
+        chats.restart_gateway()
+        if via == "connect":
+            chats.release(thread_id)
+
+    options = {
+        "gateway": chats.url,
+        "threadId": thread_id,
+        "token": token,
+        "input": "hello",
+        "via": via,
+        "agentFile": str(STATIC / "tokentail-ag-ui.js"),  # what the gateway serves, while it is down
+        "maxReconnects": 30,  # past a gateway's start on a busy machine (the default, 8, waits about 23 s)
+    }
+    outcome = run_node("ag_ui.mjs", "refused", options, on_step=back, timeout=150)
+    assert outcome.result["invalid"] == []
+    assert [step["step"] for step in outcome.steps] == ["refused"]
+    assert outcome.result["error"] is None and outcome.result["refusals"] >= 1
+    [run] = chats.session(thread_id)["runs"]  # a POST sent again made no second run
+    assert run["status"] == "completed"
+    assert answer_of(outcome, run) == run["output"] == ANSWER
+    assert types(outcome).count("RUN_STARTED") == 1 and outcome.events[-1]["outcome"] == {"type": "success"}
 
 
 def test_connect_agent_on_a_page_loaded_mid_answer_catches_up_and_follows(chats: ChatStack) -> None:

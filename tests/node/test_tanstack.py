@@ -3,17 +3,27 @@ AG-UI endpoint, configured as docs/ui-protocols.md says: its resumable SSE (an `
 reconnect that sends the same POST with `Last-Event-ID`) through a gateway killed -9, `joinRun(runId)`
 on a run half streamed and through a worker killed -9, and an interrupt approved with `resume[]`."""
 
+from collections.abc import Callable
 from typing import Any
 
 from tests.node.conftest import HELD, SLOW, ChatStack, Outcome, run_node
+from tokentail.gateway.app import STATIC
 from tokentail.worker.providers.scripted import scripted_tokens
 
 ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
 
 
-def client(chats: ChatStack, scenario: str, thread_id: str, token: str, gateways: list[str], **kwargs: Any) -> Outcome:
-    options = {"gateways": gateways, "threadId": thread_id, "token": token, "input": "hello"}
-    return run_node("tanstack.mjs", scenario, options, timeout=120, **kwargs)
+def client(
+    chats: ChatStack,
+    scenario: str,
+    thread_id: str,
+    token: str,
+    gateways: list[str],
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    **more: Any,
+) -> Outcome:
+    options = {"gateways": gateways, "threadId": thread_id, "token": token, "input": "hello", **more}
+    return run_node("tanstack.mjs", scenario, options, on_step=on_step, timeout=120)
 
 
 def test_a_reconnect_through_a_gateway_killed_mid_answer_continues_the_run_on_the_other(chats: ChatStack) -> None:
@@ -71,11 +81,74 @@ def test_an_interrupt_approved_with_resume_goes_on_in_the_same_messages(chats: C
     assert result["error"] is None, result
     [interrupt] = result["interrupted"]["outcome"]["interrupts"]
     assert interrupt["reason"] == "approval" and interrupt["toolCallId"]
-    # The approval names its tool call, so the client can resolve it (an interrupt it cannot place, it shows only).
-    metadata = {"kind": "approval", "toolName": "delete_files", "input": {"count": 3}}
-    assert result["shown"] == [{"kind": "generic", "canResolve": True, "metadata": metadata}]
+    # The approval names its tool call, which the client shows it on, and is bound to the run the client
+    # posted, so the client can resolve it (an interrupt it cannot place, it shows only).
+    [shown] = result["shown"]
+    binding = shown["metadata"].pop("tanstack:interruptBinding")
+    assert shown == {
+        "kind": "generic",
+        "canResolve": True,
+        "metadata": {"kind": "approval", "toolName": "delete_files", "input": {"count": 3}},
+    }
     [run] = chats.session("tan-approve")["runs"]
     assert run["status"] == "completed" and run["output"].endswith("Done: deleted.")
     assert result["text"] == run["output"]
     posts = [r for r in result["requests"] if r["method"] == "POST"]
     assert len(posts) == 2 and posts[0]["runId"] != posts[1]["runId"]
+    assert binding["interruptedRunId"] == posts[0]["runId"] and binding["interruptId"] == interrupt["id"]
+
+
+def test_questions_not_tied_to_a_tool_call_are_answered_with_resolve_interrupts(chats: ChatStack) -> None:
+    """`ctx.ask` without a `call_id`: each question is an interrupt TanStack AI's client can resolve
+    (its binding names the run the client posted), answered with `resolveInterrupts`; the second is
+    asked in the run that goes on after the first answer (posted as another client run)."""
+    token = chats.chat("tan-ask", agent="two_questions")
+    answers = {"Which colour?": "blue", "How many?": 3}
+    outcome = client(chats, "answer", "tan-ask", token, [chats.url], answers=answers)
+    result = outcome.result
+    assert result["asked"] == [
+        [{"kind": "generic", "canResolve": True, "message": "Which colour?"}],
+        [{"kind": "generic", "canResolve": True, "message": "How many?"}],
+    ]
+    assert result["error"] is None and result["interruptErrors"] == [], result
+    [run] = chats.session("tan-ask")["runs"]
+    assert run["status"] == "completed" and run["output"] == "blue it is. 3 of them."
+    assert result["text"] == run["output"] and result["finished"]["outcome"] == {"type": "success"}
+    posts = [r for r in result["requests"] if r["method"] == "POST"]
+    assert len(posts) == 3 and len({r["runId"] for r in posts}) == 3, "the message, then each answer"
+
+
+def test_a_question_cancelled_with_cancel_interrupts_cancels_the_run(chats: ChatStack) -> None:
+    token = chats.chat("tan-cancel", agent="two_questions")
+    result = client(chats, "answer", "tan-cancel", token, [chats.url], cancel=True).result
+    assert result["asked"] == [[{"kind": "generic", "canResolve": True, "message": "Which colour?"}]]
+    assert result["finished"]["outcome"] == {"type": "cancelled"} and result["interruptErrors"] == []
+    [run] = chats.session("tan-cancel")["runs"]
+    assert run["status"] == "cancelled"
+
+
+def test_a_message_sent_while_the_gateway_is_down_goes_once_it_is_back(chats: ChatStack) -> None:
+    """With the fetch tokentail serves for TanStack AI (/static/tokentail-fetch.js): the gateway is
+    killed before the message is sent, and started again on its port once the client has failed to
+    reach it; the POST sent again makes the one run, and the client gets its whole answer."""
+    token = chats.chat("tan-down", params=SLOW)
+    chats.kill_gateway()
+    outcome = client(
+        chats,
+        "refused",
+        "tan-down",
+        token,
+        [chats.url],
+        on_step=lambda step: chats.restart_gateway(),
+        fetchModule=str(STATIC / "tokentail-fetch.js"),
+        retries=30,  # past a gateway's start on a busy machine (the default, 8, waits about 23 s)
+    )
+    result = outcome.result
+    assert [step["step"] for step in outcome.steps] == ["refused"]
+    assert result["error"] is None and result["refusals"] >= 1, result
+    [run] = chats.session("tan-down")["runs"]
+    assert run["status"] == "completed"
+    assert result["text"] == run["output"] == ANSWER and result["runIds"] == [run["run_id"]]
+    posts = result["requests"]
+    assert {(r["method"], r["path"], r["lastEventId"]) for r in posts} == {("POST", "/v1/ag-ui", None)}
+    assert len(posts) == result["refusals"] + 1 and len({r["runId"] for r in posts}) == 1, "one message, sent again"

@@ -11,6 +11,7 @@ from ag_ui.core import Event
 from pydantic import TypeAdapter
 
 from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, Position, protocol_version, thread_messages
+from tokentail.gateway.protocols.ag_ui.tanstack import canonical_json, schema_hash
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
@@ -291,6 +292,58 @@ def test_ag_ui_a_waiting_question_interrupts_the_run_and_a_restart_after_the_ans
     assert [e["type"] for e in replayed].count("RUN_STARTED") == 1  # past the answered question: one run
     [snapshot] = [e for e in replayed if e["type"] == "MESSAGES_SNAPSHOT"]
     assert [m.get("content") for m in snapshot["messages"]] == ["clean up"]  # it streams the rest again
+
+
+def test_ag_ui_every_question_carries_tanstack_s_binding_to_the_run_the_client_knows() -> None:
+    """A question tied to no tool call too (an approval's: tests/integration/test_ag_ui_binding.py):
+    TanStack AI's client answers only an interrupt whose binding names the run it posted (or joined),
+    with its digest of the schema."""
+    schema: dict[str, Any] = {"type": "integer", "minimum": 1}
+    asked: list[tuple[str, dict[str, Any]]] = [
+        ("run.queued", {"input": "how many?"}),
+        ("run.started", {"attempt": 1}),
+        ("input.required", {"input_id": "in_2", "kind": "json", "prompt": "How many?", "schema": schema}),
+    ]
+    for client_run_id, named in ((None, RUN), ("run-1700000000000-abc123", "run-1700000000000-abc123")):
+        events = AgUiEvents("t", [], run_id=RUN, client_run_id=client_run_id)
+        [interrupt] = sse_data(translate(events, stored(asked)))[-1]["outcome"]["interrupts"]
+        assert "toolCallId" not in interrupt
+        assert interrupt["metadata"] == {
+            "kind": "json",
+            "tanstack:interruptBinding": {
+                "v": 1,
+                "kind": "generic",
+                "interruptId": "in_2",
+                "interruptedRunId": named,
+                "generation": 0,
+                "responseSchemaHash": schema_hash(schema),
+            },
+        }
+
+
+@pytest.mark.parametrize(
+    ("value", "canonical", "digest"),
+    [
+        # As @tanstack/ai 0.58.0's canonicalInterruptJson and digestInterruptJson make them.
+        (
+            {
+                "type": "object",
+                "required": ["approved"],
+                "properties": {"approved": {"type": "boolean"}, "reason": {"type": "string"}},
+            },
+            '{"properties":{"approved":{"type":"boolean"},"reason":{"type":"string"}},"required":["approved"],"type":"object"}',
+            "sha256:79f2d059262cd9d73db9a439f9cf17b9c122786b2f9e7d578c8f3ac45d8a1c70",
+        ),
+        (
+            {"b": [1.5, 2.0, 1e21, 1e-7, 123456789012345678901], "a": "é \n", "\uffff": 1, "\U0001f600": 2},
+            '{"a":"é \\n","b":[1.5,2,1e+21,1e-7,123456789012345680000],"\U0001f600":2,"\uffff":1}',
+            "sha256:8bce0ffbc052ba1db811006ded98d8140782e52b0df21f6a7aee5410f32da749",
+        ),
+    ],
+)
+def test_the_schema_digest_is_tanstack_s(value: Any, canonical: str, digest: str) -> None:
+    """Keys in UTF-16 order (an astral character before U+FFFF), numbers as JavaScript writes them."""
+    assert canonical_json(value) == canonical and schema_hash(value) == digest
 
 
 def test_a_denied_call_is_the_sdk_s_denied_state_not_an_error() -> None:

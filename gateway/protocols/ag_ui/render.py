@@ -17,7 +17,9 @@
     run.cancelled             RUN_FINISHED {outcome: cancelled}
     run.failed                RUN_ERROR {message, code: the error's type}
     input.required            RUN_FINISHED {outcome: interrupt, interrupts: [the question]}: the run waits;
-                              `RunAgentInput.resume` answers it, and the run goes on as a new AG-UI run
+                              `RunAgentInput.resume` answers it, and the run goes on as a new AG-UI run.
+                              Each interrupt carries TanStack AI's binding (tanstack.py), so its client
+                              can answer it, tied to a tool call or not
     gap                       CUSTOM {name: "gap", value: {reason, first_available}}
 
 Every frame is `id: <id>` and `data: <json>`: the last frame a stored event became has the event's id,
@@ -67,6 +69,7 @@ from ag_ui.core import (
     UserMessage,
 )
 
+from tokentail.gateway.protocols.ag_ui.tanstack import BINDING_KEY, binding
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import (
     AttemptStarted,
@@ -149,6 +152,7 @@ class AgUiEvents(FramedRenderer[Part]):
         continuing: bool = False,
         within: int = 0,
         protocol: str = PROTOCOL_VERSION,
+        client_run_id: str | None = None,
     ) -> None:
         """`thread_id` as the client named it; `history`: the thread's messages before the first
         run this stream shows; `quiet_until`: the client has the events up to this id;
@@ -159,11 +163,14 @@ class AgUiEvents(FramedRenderer[Part]):
         (after an answer to `RunAgentInput.resume`, a steer, `offset=now`), so the stream opens with
         its RUN_STARTED, as an AG-UI run of its own; `within`: the client has that
         many frames of the event after `quiet_until` too (`Position`); `protocol`: the version
-        RUN_STARTED declares (`protocol_version`)."""
+        RUN_STARTED declares (`protocol_version`); `client_run_id`: the run id the client knows the
+        stream by (the `runId` it posted, or joined by), which its interrupts' binding names (else
+        the run's own)."""
         super().__init__(Reducer(run_id, quiet_until, answered))
         self._has_until = quiet_until  # the client has the events up to it: the id of what opens the stream
         self._within = within
         self._protocol = protocol
+        self._client_run_id = client_run_id
         self.thread_id = thread_id
         self._messages = list(history)
         self._snapshot_first = snapshot_first
@@ -258,7 +265,7 @@ class AgUiEvents(FramedRenderer[Part]):
             case QuestionAsked(run_id=run_id, question=question, answered=answered, stops=stops):
                 if not answered:
                     call = self._calls.get(question.call_id or "")
-                    self._interrupts.append(_interrupt(question, call))
+                    self._interrupts.append(_interrupt(question, call, self._client_run_id or run_id))
                 # The run goes on past it (as one AG-UI run, or the next: `continuing`), or more follow.
                 return self._interrupted(run_id) if stops else []
             case QuestionAnswered(run_id=run_id, stops=stops):
@@ -359,13 +366,15 @@ def _result(operation: ToolFinished | ToolFailedOp | ToolDenied) -> ToolCallResu
     return ToolCallResultEvent(message_id=f"{call_id}-result", tool_call_id=call_id, content=content, role="tool")
 
 
-def _interrupt(question: InputRequired, call: ToolCalled | None) -> Interrupt:
-    """`metadata`: the question's kind; and an approval's tool call (`toolName`, `input`: its
-    arguments), which TanStack AI's client needs to resolve it."""
+def _interrupt(question: InputRequired, call: ToolCalled | None, interrupted_run_id: str) -> Interrupt:
+    """`metadata`: the question's kind; an approval's tool call (`toolName`, `input`: its arguments),
+    which TanStack AI's client shows on the call; and the binding by which that client answers it
+    (tanstack.py), in the run the client knows as `interrupted_run_id`."""
     expires_at = question.expires_at
     metadata: dict[str, Any] = {"kind": question.kind}
     if question.kind == "approval" and call is not None:
         metadata |= {"toolName": call.name, "input": call.arguments}
+    metadata[BINDING_KEY] = binding(question.input_id, interrupted_run_id, question.answer_schema)
     return Interrupt(
         id=question.input_id,
         reason="approval" if question.kind == "approval" else "input_required",

@@ -142,7 +142,7 @@ async def run_agent(
         await name_client_run(turns.store, turns.caller.tenant, body.run_id, session_id, run_id, body.thread_id)
         run = session.run(run_id)
         assert run is not None
-        shown = Shown(body.thread_id, session, run, protocol)
+        shown = Shown(body.thread_id, session, run, protocol, client_run_id=body.run_id)
         fresh = steered_at is not None
         return await shown.open(streams, Position(steered_at or 0), fresh=fresh, reserved=reserved, resuming=False)
 
@@ -170,8 +170,8 @@ async def _reconnect(
             session = session if named_session == session.session_id else await turns.store.get_session(named_session)
             run = session.run(named_run)
     if run is None:
-        return await _thread_after(body.thread_id, session, position, streams, protocol)
-    return await Shown(body.thread_id, session, run, protocol).open(streams, position)
+        return await _thread_after(body.thread_id, session, position, streams, protocol, body.run_id)
+    return await Shown(body.thread_id, session, run, protocol, client_run_id=body.run_id).open(streams, position)
 
 
 async def _resume(
@@ -199,7 +199,7 @@ async def _resume(
         return _refused(refused, session.last_event_id)
     await name_client_run(turns.store, turns.caller.tenant, body.run_id, session_id, waiting.run_id, body.thread_id)
     # Read from the run's start, quiet up to the answer: a drop after it knows what the run showed.
-    shown = Shown(body.thread_id, session, waiting, protocol, closed)
+    shown = Shown(body.thread_id, session, waiting, protocol, closed, body.run_id)
     return await shown.open(streams, Position(after), fresh=True, reserved=reserved, resuming=False)
 
 
@@ -230,7 +230,7 @@ async def join_run(
     run = session.run(tokentail_run_id)
     if run is None:
         raise ClientRunNotFound(run_id)
-    shown = Shown(thread_id, session, run, protocol_version(None))
+    shown = Shown(thread_id, session, run, protocol_version(None), client_run_id=run_id)
     if last_event_id is not None:
         return await shown.open(streams, Position.of(last_event_id))
     if offset == "now":
@@ -241,13 +241,15 @@ async def join_run(
 @dataclass(frozen=True)
 class Shown:
     """A stream of one run of a thread (to its end, or the interrupt that stops it), read from its start,
-    quiet up to what the client has. `closed`: the questions it goes past (else `_closed`)."""
+    quiet up to what the client has. `closed`: the questions it goes past (else `_closed`);
+    `client_run_id`: the run id the client knows the stream by (`AgUiEvents`)."""
 
     thread_id: str
     session: SessionRecord
     run: RunRecord
     protocol: str
     closed: frozenset[str] | None = None
+    client_run_id: str | None = None
 
     async def open(
         self,
@@ -276,6 +278,7 @@ class Shown:
             answered=self.closed if self.closed is not None else _closed(self.session.runs),
             continuing=fresh,
             protocol=self.protocol,
+            client_run_id=self.client_run_id,
         )
         return await streams.open(self.session.session_id, start, events, "ag-ui", resuming=resuming, reserved=reserved)
 
@@ -317,7 +320,12 @@ async def thread_events(
 
 
 async def _thread_after(
-    thread_id: str, session: SessionRecord, position: Position, streams: Streams, protocol: str
+    thread_id: str,
+    session: SessionRecord,
+    position: Position,
+    streams: Streams,
+    protocol: str,
+    client_run_id: str | None = None,
 ) -> Response:
     """The thread's events after `position`, up to the end of the runs active or queued: several runs
     on one stream, each closed before the next opens. Read from the start of the run the client was
@@ -334,6 +342,7 @@ async def _thread_after(
         within=position.within,
         answered=_closed(session.runs),
         protocol=protocol,
+        client_run_id=client_run_id,
     )
     return await streams.open(session.session_id, start, events, "ag-ui")
 
