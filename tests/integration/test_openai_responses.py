@@ -529,15 +529,24 @@ async def test_a_cancel_of_a_response_whose_run_ended_just_then_does_not_cancel_
     assert runs_now == {run_id: "completed", made[0].run_id: "queued"}  # B goes on
 
 
+class _Hasty(AsyncOpenAI):
+    """The SDK, retrying as it does but at once: not after the seconds the 429's Retry-After asks for
+    (what is tested is what its tries start, not how long it waits between them)."""
+
+    def _calculate_retry_timeout(self, *args: Any, **kwargs: Any) -> float:
+        return 0.01
+
+
 async def test_an_sdk_retrying_a_429_at_the_stream_limit_started_no_run(
     start_gateway: Callable[..., Any], redis: Redis, settings: Settings
 ) -> None:
     gateway = await start_gateway(max_streams_per_tenant=1, **AUTH)  # no worker: runs stay queued
+    gateway.app.state.stream_slots._wait_seconds = 0  # no slot comes: each try is refused at once, not in 2 s
     async with httpx2.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {KEY}"}) as http:
         holder = (await http.post("/v1/sessions", json={"input": "hold"})).json()
         async with http.stream("GET", holder["events_url"]) as held:  # the tenant's one stream
             assert held.status_code == 200
-            retrying = AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=2, timeout=30)
+            retrying = _Hasty(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=2, timeout=30)
             _clients.append(retrying)
             for streamed in (True, False):  # a stream, and a request that waits for its run
                 with pytest.raises(openai.RateLimitError):
