@@ -3,7 +3,8 @@ agent cards): a description, the arguments it takes, whether a call of it runs a
 
 The gateway never imports an agent, so the workers, which do, publish these as they start (one hash
 in Redis, `Keys.agents`), and a gateway reads them there. An agent the gateway's settings name that
-no worker has published yet (none started) is shown with the defaults.
+no worker has published yet (none started) is shown with the defaults, until one has: a gateway
+keeps what a worker published, never that nothing was (`AgentDirectory`).
 """
 
 import json
@@ -77,20 +78,26 @@ async def publish(redis: Any, keys: Keys, infos: list[AgentInfo]) -> None:
 
 class AgentDirectory:
     """The deployment's agents as a gateway sees them: the names its settings allow, each with what
-    a worker published about it (read again at most every few seconds), else the defaults."""
+    a worker published about it, else the defaults.
+
+    What was published is read again at most every `REFRESH_SECONDS` (it changes only when workers
+    start with other agents); while any name has nothing published, the catalog is read on each use
+    (one HMGET), so the first worker's word counts at once. A read from before any worker started,
+    kept for seconds, had a fresh gateway judge calls by the defaults after the workers published:
+    a call of `slow_compute` answered at once that `input` was required, and started no run."""
 
     REFRESH_SECONDS = 5.0
 
     def __init__(self, redis: Any, keys: Keys, names: list[str]) -> None:
         self._redis, self._keys, self._names = redis, keys, names
         self._infos: dict[str, AgentInfo] = {}
-        self._read_at = -math.inf
+        self._read_at = -math.inf  # never, or not all published: read on the next use
 
     async def all(self) -> list[AgentInfo]:
         if time.monotonic() - self._read_at > self.REFRESH_SECONDS:
             published = await self._redis.hmget(self._keys.agents, self._names)
             self._infos = {name: _info(name, raw) for name, raw in zip(self._names, published, strict=True)}
-            self._read_at = time.monotonic()
+            self._read_at = time.monotonic() if None not in published else -math.inf
         return list(self._infos.values())
 
     async def get(self, name: str) -> AgentInfo:

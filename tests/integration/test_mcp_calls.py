@@ -3,7 +3,8 @@ that waits for its run holds one of the tenant's stream slots, as a stream does,
 run is queued; refused for want of one, or of runs per minute, a call says so (-32029, with the kind
 and when to retry) and started nothing; a call closed while its run is queued leaves no run going.
 And a call's routing headers are read without the whitespace around their values, as HTTP says;
-and the server says what it is, to either revision's client."""
+the server says what it is, to either revision's client; and a fresh gateway judges a call by what
+its worker published, though it read the agents before the worker had."""
 
 import asyncio
 import contextlib
@@ -19,6 +20,8 @@ from tests.fixtures.stack import Gateway
 from tests.mcp_client import connect
 from tests.waiting import eventually
 from tokentail.gateway.commands.tasks import RunTasks, Task
+from tokentail.shared import agent_catalog
+from tokentail.shared.agent_catalog import INPUT_SCHEMA, AgentInfo
 
 AGENTS = {"slow_compute": "tests.mcp_agents:slow_compute", "greet": "tests.mcp_agents:greet"}
 
@@ -100,6 +103,35 @@ async def test_a_call_closed_while_its_run_is_queued_leaves_no_run_going(
         return bool(session.runs[0].status == "cancelled")
 
     await eventually(cancelled, what="the run of the closed call cancelled")
+
+
+async def test_a_fresh_gateway_judges_a_call_by_what_its_worker_published_after_it_read_the_agents(
+    start_gateway: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 70, item 13: the conformance suite's first call of `slow_compute` on a fresh stack was
+    answered `resultType: "complete"` at once, with no run: the gateway had read the agents before
+    its worker published them (a `tools/list`), and kept the defaults (one string, `input`) after."""
+    go, published = asyncio.Event(), asyncio.Event()
+    publish = agent_catalog.publish
+
+    async def publish_when_told(redis: Any, keys: Any, infos: list[AgentInfo]) -> None:
+        await go.wait()  # the worker started, its agents not published yet: the worst instant
+        await publish(redis, keys, infos)
+        published.set()
+
+    monkeypatch.setattr(agent_catalog, "publish", publish_when_told)
+    gateway: Gateway = await start_gateway(agents=AGENTS)
+    gateway.app.state.agents.REFRESH_SECONDS = 3600.0  # its refresh of what it read is not what the call waits for
+    await start_worker(agents=AGENTS)
+    async with connect(gateway.url) as client:
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+        assert listed["slow_compute"].input_schema == INPUT_SCHEMA  # nothing published: the defaults
+        go.set()
+        await eventually(published.is_set, what="the worker's agents published")
+        created = await client.session.call_tool("slow_compute", {"seconds": 0.5}, allow_claimed=True)
+        assert getattr(created, "task_id", None), f"a task of the run, not {created!r}"
+        result = await client.call_tool("slow_compute", {"seconds": 0, "label": "it"})
+    assert not result.is_error and result.content[0].text == "computed it in 0 s"  # type: ignore[union-attr]
 
 
 def tool_call(port: int, name: str, method: str = "tools/call") -> bytes:
