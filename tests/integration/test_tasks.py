@@ -11,6 +11,7 @@ from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tests.waiting import eventually, scaled
 from tokentail.gateway.access.auth import Caller
 from tokentail.gateway.commands.tasks import SETTLED, RunTasks, Task
+from tokentail.shared.catalog import BUILTIN_AGENTS
 from tokentail.shared.errors import InputNotPending, InvalidInput, TaskNotFound
 
 AGENTS = {
@@ -114,7 +115,7 @@ async def test_agents_say_what_they_are_and_arguments_are_checked(gateway: Gatew
         return infos
 
     infos = await eventually(published)
-    assert set(infos) == {"assistant", *AGENTS}
+    assert set(infos) == {*BUILTIN_AGENTS, *AGENTS}
     add = infos["described"]
     assert add.description == "Adds two numbers." and add.task_support == "required"
     assert add.input_schema["required"] == ["a", "b"]
