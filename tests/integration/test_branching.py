@@ -16,7 +16,9 @@ from openai import AsyncOpenAI
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from tests.arithmetic_agent import HOLD
 from tests.fixtures.stack import Gateway
+from tests.gates import Gates
 from tests.integration.test_chat_protocols import ChatSocket, SseReader, ws_url
 from tests.waiting import eventually
 from tokentail.shared.keys import Keys
@@ -132,7 +134,7 @@ async def test_a_fork_holds_the_events_up_to_a_turn_and_goes_on_from_there(
 
 
 async def test_a_fork_is_refused_inside_a_turn_across_tenants_and_past_the_stream(
-    gateway: Gateway, http: httpx2.AsyncClient, redis: Redis, settings: Settings
+    gateway: Gateway, http: httpx2.AsyncClient, redis: Redis, settings: Settings, gates: Gates
 ) -> None:
     source, (first, second) = await conversation(http)
     inside = first["finished_seq"] - 1
@@ -158,12 +160,10 @@ async def test_a_fork_is_refused_inside_a_turn_across_tenants_and_past_the_strea
         )
         assert answer.status_code == 403  # forking makes a session: an API key's
 
-    # A run still going cannot be forked mid-way.
-    slow = await http.post(
-        f"/v1/sessions/{source}/runs",
-        json={"input": "and times two?", "model": "scripted", "params": {"tokens": 500, "tokens_per_second": 20}},
-    )
-    running = slow.json()["run_id"]
+    # A run still going cannot be forked mid-way (it waits at its gate: its agent answers at once).
+    held = await http.post(f"/v1/sessions/{source}/runs", json={"input": f"and times two?{HOLD}"})
+    running = held.json()["run_id"]
+    await eventually(lambda: gates.reached(running) == [1], what="the run at its gate")
     state = (await http.get(f"/v1/sessions/{source}")).json()
     going = await http.post(f"/v1/sessions/{source}/fork", params={"after": state["last_event_id"]})
     assert going.status_code == 422 and f"run {running} is going" in going.json()["error"]["message"]
