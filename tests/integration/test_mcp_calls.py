@@ -120,7 +120,8 @@ async def test_a_fresh_gateway_judges_a_call_by_what_its_worker_published_after_
         published.set()
 
     monkeypatch.setattr(agent_catalog, "publish", publish_when_told)
-    gateway: Gateway = await start_gateway(agents=AGENTS)
+    # A task-supporting call answers with its task at once (not with its result, had it come first).
+    gateway: Gateway = await start_gateway(agents=AGENTS, mcp_task_after_seconds=0)
     gateway.app.state.agents.REFRESH_SECONDS = 3600.0  # its refresh of what it read is not what the call waits for
     await start_worker(agents=AGENTS)
     async with connect(gateway.url) as client:
