@@ -89,11 +89,11 @@ class TenantLines:
         self._bound = bound
         self._admission = admission or Admission(keys)
 
-    async def place_of(self, dispatch: bytes) -> LinePlace | None:
+    async def place_of(self, dispatch: str) -> LinePlace | None:
         """Where the job a session owes (its meta's `dispatch`: lib.lua's Jobs) waits in its tenant's
         line, and what holds it; None if it does not wait in a line (started, or queued behind the
         session's active run)."""
-        job_id, _, tenant, user, *_ = [*dispatch.decode().split(" "), "", ""]  # (lib.lua's parse_dispatch)
+        job_id, _, tenant, user, *_ = [*dispatch.split(" "), "", ""]  # (lib.lua's parse_dispatch)
         if not tenant:
             return None
         async with self._redis.pipeline(transaction=False) as pipe:

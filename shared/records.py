@@ -191,6 +191,9 @@ class SessionRecord(BaseModel):
     # it (shared/lua/fork_session.lua). The last is the session it was forked from; a run queued at or
     # before an entry's event id was made in that entry's session (`origin_of`).
     lineage: list[ForkOrigin] = Field(default_factory=list)
+    # The job it owes while a run of it waits to start (its meta's `dispatch`: lib.lua's Jobs), for where
+    # that run waits in its tenant's line (shared/admission.py's place_of). Neither shown nor archived.
+    dispatch: str | None = Field(default=None, exclude=True)
 
     @property
     def forked_from(self) -> ForkOrigin | None:

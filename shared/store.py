@@ -441,5 +441,6 @@ def _session_record(
         lineage=json.loads(meta[b"lineage"]) if b"lineage" in meta else [],
         last_event_id=last_seq(meta.get(b"seq"), top),
         active_run_id=meta.get(b"active_run", b"").decode() or None,
+        dispatch=meta.get(b"dispatch", b"").decode() or None,
         runs=runs,
     )

@@ -1,8 +1,7 @@
 """REST: create sessions, queue runs, read and delete sessions."""
 
 import time
-from collections.abc import Awaitable
-from typing import Annotated, cast
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -185,10 +184,8 @@ async def answer_input(
 async def get_session(access: ReadableSessionDep, store: StoreDep, lines: TenantLinesDep) -> SessionView:
     session = await store.get_session(access.session_id)
     view = await _view(store, session)
-    if session.status == "queued":  # where its run waits, and why (a cap, or its turn)
-        meta = store.keys.session(session.session_id).meta
-        owed = await cast(Awaitable[bytes | None], store.redis.hget(meta, "dispatch"))
-        place = await lines.place_of(owed) if owed else None
+    if session.status == "queued" and session.dispatch:  # where its run waits, and why (a cap, or its turn)
+        place = await lines.place_of(session.dispatch)
         view.line = LineView(place=place.place, waiting_for=place.waiting_for) if place else None
     return view
 
