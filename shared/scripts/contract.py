@@ -86,6 +86,18 @@ class ArgGroup:
     """Base of a dataclass of arguments several scripts take first (bound as one Lua table)."""
 
 
+# The shared helpers: shared/lua/lib/<name>.lua, joined in this order (one blank line between two)
+# in front of every script but the per-token path's lean one. The order matters: a Lua local is seen
+# only by the code after it, so a file comes after every file whose helpers or constants it uses.
+LIB_FILES = ("admission",)
+
+
+def lib_source() -> str:
+    """The shared helpers as the scripts get them (`Script.LIB`): LIB_FILES, in their order."""
+    lib = resources.files("tokentail.shared.lua").joinpath("lib")
+    return "\n".join(lib.joinpath(f"{name}.lua").read_text() for name in LIB_FILES)
+
+
 def _lua_string(value: bool | str) -> str:
     return str(value).lower() if isinstance(value, bool) else f"'{value}'"
 
@@ -152,7 +164,7 @@ class Script(Generic[R]):
     def lua_source(cls, topology: Topology) -> str:
         """The script as Redis runs it: the topology's constants, lib.lua, the bindings, the script."""
         lua = resources.files("tokentail.shared.lua")
-        lib = lua.joinpath("lib.lua").read_text() if cls.LIB else ""
+        lib = lib_source() if cls.LIB else ""
         body = lua.joinpath(f"{cls.SOURCE}.lua").read_text()
         replies = cls.REPLY.lua() if cls.REPLY else ""
         return "\n".join((cls._topology_line(topology), lib, cls.lua_bindings(topology), replies, body))

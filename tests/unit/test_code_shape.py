@@ -23,8 +23,8 @@ def test_no_class_of_the_server_is_over_250_lines() -> None:
 def test_hand_written_lua_reads_its_keys_and_arguments_by_name() -> None:
     positional = re.compile(r"\b(KEYS|ARGV)\s*\[")
     found = [
-        f"{path.name}:{number}: {line.strip()}"
-        for path in sorted((ROOT / "shared" / "lua").glob("*.lua"))
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "shared" / "lua").rglob("*.lua"))
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if positional.search(line.split("--", 1)[0])
     ]

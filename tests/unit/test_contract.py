@@ -14,7 +14,7 @@ from lupa import lua51  # type: ignore[import-untyped]
 
 from tokentail.shared.scripts import checks, limits, pickup, runs, sessions
 from tokentail.shared.scripts.checks import Claimed
-from tokentail.shared.scripts.contract import Effect, Packer, Script, Topology
+from tokentail.shared.scripts.contract import Effect, Packer, Script, Topology, lib_source
 from tokentail.shared.scripts.pickup import ArqKeys, ArqPrefixes, Claim, ClaimedJob, Finish, FinishJobs
 from tokentail.shared.scripts.reply import Reply
 from tokentail.shared.scripts.runs import (
@@ -238,7 +238,7 @@ def test_a_script_with_a_declared_reply_builds_it_only_with_its_constructors(con
 
 def _lib_functions() -> dict[str, str]:
     """lib.lua's functions, each name with its body."""
-    lib = resources.files("tokentail.shared.lua").joinpath("lib.lua").read_text()
+    lib = lib_source()
     parts = re.split(r"^local function (\w+)\(", lib, flags=re.MULTILINE)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
