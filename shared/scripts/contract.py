@@ -88,8 +88,11 @@ class ArgGroup:
 
 # The shared helpers: shared/lua/lib/<name>.lua, joined in this order (one blank line between two)
 # in front of every script but the per-token path's lean one. The order matters: a Lua local is seen
-# only by the code after it, so a file comes after every file whose helpers or constants it uses.
-LIB_FILES = ("admission",)
+# only by the code after it, so a file comes after every file whose helpers or constants it uses
+# (events after webhooks and seqs: add_event calls add_hook and last_seq; jobs after admission:
+# queue_job calls push_job; runs after jobs, records and steers: end_run calls queue_job, get_run and
+# fail_steers; questions last). The first opens with what every script keeps to (leases, jobs, OOM).
+LIB_FILES = ("clock", "webhooks", "seqs", "events", "admission", "jobs", "records", "steers", "runs", "questions")
 
 
 def lib_source() -> str:

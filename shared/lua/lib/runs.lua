@@ -1,0 +1,52 @@
+-- End the active run with its terminal event (`data` as stored; `outcome` the record's fields):
+-- fail the steers it did not take in (`steer_failure`: why, 'run_ended' by default), record the
+-- outcome, free the session and the lease, then start the next run in line or, with none, start the
+-- retention clock. Returns the terminal event's seq.
+local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_ms, now_s, steer_failure)
+  fail_steers(k, s, steer_failure or 'run_ended', ts)
+  local seq = add_event(k, s, event_type, data, ts, outcome.output)
+  local run = get_run(k.runs, run_id)
+  run.status = status
+  run.finished_seq = seq
+  run.finished_at = now_s
+  run.steps, run.step_seq = nil, nil  -- (kept in the record by versions before the steps hash)
+  redis.call('DEL', k.steps)  -- only a run that goes on replays them
+  for field, value in pairs(outcome) do run[field] = value end
+  redis.call('HSET', k.runs, run_id, cjson.encode(run))
+  redis.call('HSET', k.meta, 'active_run', '')
+  redis.call('HDEL', k.meta, 'cancel_run', 'lease_until', 'dispatch', 'dispatched_at', 'claim')
+  redis.call('DEL', k.lease)
+  index_lease(k, s, nil)
+  local next_run = redis.call('LPOP', k.pending)
+  if next_run then
+    redis.call('HSET', k.meta, 'active_run', next_run)
+    queue_job(k, s, next_run, next_run, now_ms)
+  elseif ARCHIVE then
+    -- The archiver copies the session, then starts its retention clock (archived.lua).
+    redis.call('ZADD', k.archive, now_ms, s.session_id)
+  else
+    redis.call('EXPIRE', k.meta, s.ttl)
+    redis.call('EXPIRE', k.runs, s.ttl)
+    redis.call('EXPIRE', k.events, s.ttl)
+    redis.call('EXPIRE', k.steered, s.ttl + s.tombstone)  -- (a steer sent again is known while its session is)
+    bury(k, s.ttl, s.tombstone)
+  end
+  return seq
+end
+
+-- End the active run as cancelled, without a worker: it is queued, or no worker holds it. A job
+-- still waiting in its tenant's line leaves it (with SPLIT_QUEUE, the caller takes it out: the meta's
+-- `unqueue` names it); after the run's end, whose first write a full Redis refuses (see OOM above).
+local function cancel_unheld(k, s, run_id, reason)
+  local ts, now_ms, now_s = clock()
+  local owed = redis.call('HGET', k.meta, 'dispatch')
+  local data = cjson.encode({run_id = run_id, reason = reason})
+  fence(k)  -- (its first write, which a full Redis refuses: XSETID may grow memory)
+  local seq = end_run(k, s, run_id, 'cancelled', 'run.cancelled', data, {reason = reason}, ts, now_ms, now_s)
+  if owed and SPLIT_QUEUE then
+    redis.call('HSET', k.meta, 'unqueue', owed)
+  elseif owed then
+    unqueue_job(k.queue, s, owed)
+  end
+  return seq
+end
