@@ -10,6 +10,19 @@
 --
 -- Idempotent: a worker that lost the reply (Redis restarted, the connection dropped) sends the same
 -- append_id again, and gets the first answer instead of a second copy of its events.
+
+-- The checks before an append (append.lua), with `k` the session's keys: the seq of the first try
+-- when this append went through already (sent again after its reply was lost: by the writer, or by
+-- the Redis client's own retry, so even a "first" try may be a second); or nil and check_holder's
+-- error; or nil, nil when the append may go ahead.
+local function check_append(k, run_id, token, append_id, expect)
+  local meta = redis.call('HMGET', k.meta, 'last_append', 'last_append_seq')
+  if meta[1] == append_id then
+    return tonumber(meta[2])
+  end
+  return nil, check_holder(k, run_id, token, last_seq(k), expect)
+end
+
 local run_id, token, append_id = a.run_id, a.lease_token, a.append_id
 
 local done, fenced = check_append(k, run_id, token, append_id, a.expect)

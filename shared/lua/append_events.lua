@@ -17,6 +17,27 @@
 -- `a`; `expect`: see lib.lua's check_holder; the count: `joined_count` and `s.count`).
 -- Returns the count (0 without one), then per append the seq of its last event, or a FENCED or LOST
 -- error.
+
+-- The seq of the last of `events` (type, data pairs) if they are entries of the stream after
+-- `expect`, one after the other: an append of the per-token path sent again whose first try went
+-- through, maybe after another writer's events. Asked for the lease's holder only: its worker appends
+-- nothing else meanwhile (one append in flight per run), and no one else writes its run's events
+-- after `expect` (an earlier attempt is fenced): entries equal to its own are its own.
+local function appended_after(k, expect, events)
+  local entries = redis.call('XRANGE', k.events, expect + 1, '+')
+  for i, entry in ipairs(entries) do
+    if entry[2][2] == events[1] and entry[2][4] == events[2] then
+      local n = #events / 2
+      for j = 2, n do
+        local fields = (entries[i + j - 1] or {})[2]
+        if not fields or fields[2] ~= events[2 * j - 1] or fields[4] ~= events[2 * j] then return nil end
+      end
+      return tonumber(string.match(entries[i + n - 1][1], '^%d+'))
+    end
+  end
+  return nil
+end
+
 local COUNT_KEPT_MS = 86400000  -- a worker quiet for a day starts its count again (checking it all)
 local ts = clock()
 local count, sure = 0, false

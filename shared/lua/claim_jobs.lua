@@ -13,6 +13,15 @@ local most, count = tonumber(a.most), tonumber(a.count)
 local jobs, looked, taken = {}, 0, 0
 local A = q.admission
 
+-- The slot of a claimed job's run (`job`: owned_job's), in its tenant's and user's running hashes
+-- under the prefix `A`; a run's later job takes over the slot its run holds.
+local function hold_slot(A, job_id, job)
+  local owner = job.k
+  local run, user = job.a[1] .. ' ' .. job.a[2], type(owner.user) == 'string' and owner.user or ''
+  redis.call('HSET', running_key(A, owner.tenant), run, job_id .. ' ' .. user)
+  if user ~= '' then redis.call('HSET', running_key(A, owner.tenant, user), run, job_id) end
+end
+
 local function claim(job_id, score, admitted)
   local in_progress = p.in_progress .. job_id
   redis.call('SET', in_progress, '1', 'PX', a.in_progress_ms)

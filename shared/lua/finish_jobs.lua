@@ -8,6 +8,14 @@
 -- at its cap, takes turns again, and idle workers are woken to start its next run.
 -- Keys and arguments: shared/scripts/pickup.py `FinishJobs` (`finishes`: 6 values per job, as `Finish`).
 -- Returns how many jobs it finished.
+
+-- Give back the slot of a job that is over (`job`: owned_job's), if that job holds it.
+local function job_over(A, wake_channel, job_id, job)
+  local run, running = job.a[1] .. ' ' .. job.a[2], running_key(A, job.k.tenant)
+  local held = redis.call('HGET', running, run)
+  if held and string.match(held, '^%S+') == job_id then give_back_slot(A, wake_channel, job.k.tenant, run, held) end
+end
+
 local f = a.finishes
 for i = 1, #f, 6 do
   local job_id, over, result, result_ms, incr_score, keep_ms = f[i], f[i + 1], f[i + 2], f[i + 3], f[i + 4], f[i + 5]

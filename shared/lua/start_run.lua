@@ -30,6 +30,24 @@ local function session_runs()
   return redis.call('HVALS', k.runs)
 end
 
+-- With an archive, a session whose run is going is looked at this often (worker/archiver.py's claim).
+local ARCHIVE_RUNNING_MS = 30000
+
+-- A run that starts over takes in again the steers its dropped attempts took (`steps`: the steps
+-- hash, flat): the drop took their `steer.applied` back. They go first, in the order they came.
+local function steer_again(k, steps)
+  local taken = {}
+  for i = 1, #steps, 2 do
+    local n = string.match(steps[i], '^' .. STEERS_STEP .. '#(%d+)$')
+    if n then taken[#taken + 1] = {tonumber(n), cjson.decode(steps[i + 1])} end
+  end
+  table.sort(taken, function(x, y) return x[1] < y[1] end)
+  for i = #taken, 1, -1 do
+    local steers = taken[i][2]
+    for j = #steers, 1, -1 do redis.call('LPUSH', k.steers, cjson.encode(steers[j])) end
+  end
+end
+
 if redis.call('HGET', k.meta, 'active_run') ~= run_id then return reply.inactive{} end
 local holder = redis.call('GET', k.lease)
 if holder == token then

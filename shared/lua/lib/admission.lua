@@ -81,15 +81,6 @@ local function owned_job(payload)
   if ok and type(job) == 'table' and type(job.k) == 'table' and type(job.k.tenant) == 'string' then return job end
 end
 
--- The slot of a claimed job's run (`job`: owned_job's), in its tenant's and user's running hashes
--- under the prefix `A`; a run's later job takes over the slot its run holds.
-local function hold_slot(A, job_id, job)
-  local owner = job.k
-  local run, user = job.a[1] .. ' ' .. job.a[2], type(owner.user) == 'string' and owner.user or ''
-  redis.call('HSET', running_key(A, owner.tenant), run, job_id .. ' ' .. user)
-  if user ~= '' then redis.call('HSET', running_key(A, owner.tenant, user), run, job_id) end
-end
-
 -- A tenant parked at its cap takes turns again.
 local function unpark(A, tenant)
   local pass = redis.call('ZSCORE', A .. 'parked', tenant)
@@ -111,13 +102,6 @@ local function give_back_slot(A, wake_channel, tenant, run, held)
   unpark(A, tenant)
   if redis.call('EXISTS', line_key(A, tenant)) == 1 then redis.call('PUBLISH', wake_channel, tenant) end
   return true
-end
-
--- Give back the slot of a job that is over (`job`: owned_job's), if that job holds it.
-local function job_over(A, wake_channel, job_id, job)
-  local run, running = job.a[1] .. ' ' .. job.a[2], running_key(A, job.k.tenant)
-  local held = redis.call('HGET', running, run)
-  if held and string.match(held, '^%S+') == job_id then give_back_slot(A, wake_channel, job.k.tenant, run, held) end
 end
 
 -- Push a job to arq, on the queue's Redis (its key `queue`): the job in arq 0.28's layout (JSON: try,

@@ -1,6 +1,3 @@
--- With an archive, a session whose run is going is looked at this often (worker/archiver.py's claim).
-local ARCHIVE_RUNNING_MS = 30000
-
 -- Store an event as stream entry `<seq>-0` (the caller took `seq` past the last: see Seqs), or
 -- `<seq>-1` right after a fence, and publish it, as `<seq> <ts> <type> <data>`, on the channel named
 -- like the stream key: the gateways' hubs (gateway/reading/hub.py) follow live sessions by these

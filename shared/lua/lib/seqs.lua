@@ -43,35 +43,3 @@ local function check_holder(k, run_id, token, seq, expect)
     return redis.error_reply('LOST ' .. seq .. ' is the last seq of run ' .. run_id .. "'s session, not " .. expect)
   end
 end
-
--- The checks before an append (append.lua), with `k` the session's keys: the seq of the first try
--- when this append went through already (sent again after its reply was lost: by the writer, or by
--- the Redis client's own retry, so even a "first" try may be a second); or nil and check_holder's
--- error; or nil, nil when the append may go ahead.
-local function check_append(k, run_id, token, append_id, expect)
-  local meta = redis.call('HMGET', k.meta, 'last_append', 'last_append_seq')
-  if meta[1] == append_id then
-    return tonumber(meta[2])
-  end
-  return nil, check_holder(k, run_id, token, last_seq(k), expect)
-end
-
--- The seq of the last of `events` (type, data pairs) if they are entries of the stream after
--- `expect`, one after the other: an append of the per-token path sent again whose first try went
--- through, maybe after another writer's events. Asked for the lease's holder only: its worker appends
--- nothing else meanwhile (one append in flight per run), and no one else writes its run's events
--- after `expect` (an earlier attempt is fenced): entries equal to its own are its own.
-local function appended_after(k, expect, events)
-  local entries = redis.call('XRANGE', k.events, expect + 1, '+')
-  for i, entry in ipairs(entries) do
-    if entry[2][2] == events[1] and entry[2][4] == events[2] then
-      local n = #events / 2
-      for j = 2, n do
-        local fields = (entries[i + j - 1] or {})[2]
-        if not fields or fields[2] ~= events[2 * j - 1] or fields[4] ~= events[2 * j] then return nil end
-      end
-      return tonumber(string.match(entries[i + n - 1][1], '^%d+'))
-    end
-  end
-  return nil
-end

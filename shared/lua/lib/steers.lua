@@ -48,18 +48,3 @@ local function add_steer(k, s, run_id, steer_id, input, chars, most, most_chars,
   redis.call('PUBLISH', channel, run_id)
   return 'ok', seq
 end
-
--- A run that starts over takes in again the steers its dropped attempts took (`steps`: the steps
--- hash, flat): the drop took their `steer.applied` back. They go first, in the order they came.
-local function steer_again(k, steps)
-  local taken = {}
-  for i = 1, #steps, 2 do
-    local n = string.match(steps[i], '^' .. STEERS_STEP .. '#(%d+)$')
-    if n then taken[#taken + 1] = {tonumber(n), cjson.decode(steps[i + 1])} end
-  end
-  table.sort(taken, function(x, y) return x[1] < y[1] end)
-  for i = #taken, 1, -1 do
-    local steers = taken[i][2]
-    for j = #steers, 1, -1 do redis.call('LPUSH', k.steers, cjson.encode(steers[j])) end
-  end
-end
