@@ -1,3 +1,21 @@
+-- Leases. A run's `lease` key holds the token of the worker running it, with no expiry: it is the
+-- fence (appends and renewals must present it). When the lease runs out is the meta field
+-- `lease_until` (Redis time, ms), pushed back by the holder; only a reaper, which requeues a run
+-- whose deadline passed while Redis was healthy, takes a lease away. So a worker cut off from
+-- Redis for longer than a lease carries on with its run if it comes back before a reaper acts.
+-- Reapers find the sessions to look at in the leases index (shared/lease_index.py). On one Redis,
+-- the scripts keep it exact, in the same step as the lease: a session is in it, scored with its
+-- lease's deadline, while its run holds a lease. With SPLIT_QUEUE it is on the queue's Redis, out of
+-- a script's reach: its callers keep it as a list of places to look, written before what it points at.
+--
+-- Jobs. A script that queues a run records its job in the session's `dispatch` field (`<job_id>
+-- <run_id>`), which the worker that starts the run clears: until then a reaper that looks at the
+-- session pushes it again (pushing twice queues once), so a run is never left queued without a job,
+-- whatever ended its job (a worker that failed it, a job that expired). With the queue on the same
+-- Redis, the script also writes the arq job itself, in the same atomic step, and puts the session in
+-- the leases index for that look. With SPLIT_QUEUE, the field is an outbox: the caller pushes the job
+-- to the queue, and keeps the index's entry (shared/lease_index.py).
+
 -- The session's place in the leases index (see Leases above): at `deadline` (ms), or out of it.
 local function index_lease(k, s, deadline)
   if SPLIT_QUEUE then return end
