@@ -5,7 +5,7 @@ lines in turn (weighted by `TOKENTAIL_TENANT_WEIGHTS`), and starts a run only wh
 end user hold fewer slots than their caps (`TOKENTAIL_MAX_ACTIVE_RUNS_PER_TENANT`, `..._PER_USER`). A
 run holds its slot from its claim until its job is over (it ended, waits for answers, or was handed
 over) and takes it again, without waiting, when it goes on: a run that started is never held back.
-How the keys are kept is lib.lua's Admission; the claim is claim_jobs.lua and the give-back
+How the keys are kept is shared/lua/lib/admission.lua; the claim is claim_jobs.lua and the give-back
 finish_jobs.lua, all on the queue's Redis, where the caps are counted on every topology.
 
 This module holds what Python adds: the claim's arguments, a tenant's line bound (checked before
@@ -90,10 +90,10 @@ class TenantLines:
         self._admission = admission or Admission(keys)
 
     async def place_of(self, dispatch: str) -> LinePlace | None:
-        """Where the job a session owes (its meta's `dispatch`: lib.lua's Jobs) waits in its tenant's
+        """Where the job a session owes (its meta's `dispatch`: lib/jobs.lua's Jobs) waits in its tenant's
         line, and what holds it; None if it does not wait in a line (started, or queued behind the
         session's active run)."""
-        job_id, _, tenant, user, *_ = [*dispatch.split(" "), "", ""]  # (lib.lua's parse_dispatch)
+        job_id, _, tenant, user, *_ = [*dispatch.split(" "), "", ""]  # (lib/admission.lua's parse_dispatch)
         if not tenant:
             return None
         async with self._redis.pipeline(transaction=False) as pipe:

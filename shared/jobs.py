@@ -1,8 +1,8 @@
 """The arq job that runs a session's run, and its wire format.
 
-The gateway queues jobs by name from Lua scripts (`queue_job` in lua/lib.lua writes arq 0.28's
-job layout), so it never imports the worker. Jobs are JSON, not arq's default pickle: a script
-can write them, and a job payload can never execute code when it is read.
+The gateway queues jobs by name from Lua scripts (`queue_job` in lua/lib/jobs.lua, through
+`push_job`, writes arq 0.28's job layout), so it never imports the worker. Jobs are JSON, not arq's
+default pickle: a script can write them, and a job payload can never execute code when it is read.
 """
 
 import json

@@ -18,9 +18,9 @@ class SessionKeys:
     pending: str  # list: runs queued behind the active one (multitask `enqueue`/`interrupt`)
     hooks: str  # list: events its webhook has yet to deliver (shared/webhook_messages.py); outlives the session
     steps: str  # hash: the active run's recorded steps (key -> JSON), their last seq and their total size
-    steers: str  # list: steers waiting for the active run's agent (`Steer` records, JSON; lib.lua: Steers)
+    steers: str  # list: steers waiting for the active run's agent (`Steer` records, JSON; lib/steers.lua)
     # hash: each steer's id -> `<run id> <seq of its steer.accepted>`, and each steered run's count
-    # (`n:<run id>`) and characters (`c:<run id>`) of steers (lib.lua: Steers); kept for the session's TTL
+    # (`n:<run id>`) and characters (`c:<run id>`) of steers (lib/steers.lua); kept for the session's TTL
     steered: str
     # string: for the session of a chat id, the session the chat goes on in since it branched (a fork:
     # gateway/commands/branching.py); kept while the chat is used
@@ -54,7 +54,7 @@ class Keys:
 
     @property
     def admission(self) -> str:
-        """Prefix of the admission keys, on the queue's Redis (lib.lua's Admission, which names them
+        """Prefix of the admission keys, on the queue's Redis (lib/admission.lua, which names them
         from it as these methods do; shared/admission.py)."""
         return f"{self.prefix}:admission:"
 
@@ -65,7 +65,7 @@ class Keys:
 
     @property
     def admission_parked(self) -> str:
-        """Sorted set: the tenants at their cap with runs waiting -> their pass (lib.lua's Admission)."""
+        """Sorted set: the tenants at their cap with runs waiting -> their pass (lib/admission.lua)."""
         return f"{self.admission}parked"
 
     def tenant_line(self, tenant: str) -> str:
@@ -75,7 +75,7 @@ class Keys:
 
     def tenant_running(self, tenant: str, user: str = "") -> str:
         """Hash: the tenant's runs holding a slot, `<sid> <run id>` -> `<job id> <user>`; with `user` (a
-        digest, as jobs name it), that user's alone, -> `<job id>` (lib.lua's running_key)."""
+        digest, as jobs name it), that user's alone, -> `<job id>` (lib/admission.lua's running_key)."""
         return f"{self.admission}running:{tenant}:{user}" if user else f"{self.admission}running:{tenant}"
 
     def joined_count(self, writer_id: str) -> str:

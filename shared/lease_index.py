@@ -1,7 +1,7 @@
 """The leases index: where reapers find the runs that may have lost their worker, or their job.
 
 The truth is in each session's keys, written by its scripts: a run's lease and its deadline, and the
-job owed to a run queued but not started (the session's `dispatch`: lib.lua's Jobs). The index, a
+job owed to a run queued but not started (the session's `dispatch`: lib/jobs.lua's Jobs). The index, a
 sorted set beside the queue, lists the sessions to look at and when. On one Redis, the scripts keep
 it exact in the same step as the lease (the session, at its lease's deadline; a queued run's, at its
 first look). With the queue apart, no script can reach it (a Redis Cluster forbids writing outside

@@ -26,7 +26,7 @@ STEERED_APART = "\n\n"  # in a run's answer, between the text before steers and 
 
 
 class Steer(BaseModel):
-    """A steer as the session keeps it while it waits for its run's agent (lib.lua: Steers)."""
+    """A steer as the session keeps it while it waits for its run's agent (lib/steers.lua)."""
 
     steer_id: str
     run_id: str
@@ -152,8 +152,8 @@ class RunRecord(BaseModel):
         """Which of its segments is going on: one more each time it went on after its questions were
         answered, and after each steer it took in. A segment is one response of the Responses API
         (gateway/protocols/responses/render.py): a response ends at its questions (one, or several
-        asked at once), or where a steer was taken in, and the run goes on as the next one. lib.lua's
-        segment_of counts the same."""
+        asked at once), or where a steer was taken in, and the run goes on as the next one.
+        lib/webhooks.lua's segment_of counts the same."""
         return self.resumes + len(self.steers)
 
     @property
@@ -191,7 +191,7 @@ class SessionRecord(BaseModel):
     # it (shared/lua/fork_session.lua). The last is the session it was forked from; a run queued at or
     # before an entry's event id was made in that entry's session (`origin_of`).
     lineage: list[ForkOrigin] = Field(default_factory=list)
-    # The job it owes while a run of it waits to start (its meta's `dispatch`: lib.lua's Jobs), for where
+    # The job it owes while a run of it waits to start (its meta's `dispatch`: lib/jobs.lua's Jobs), for where
     # that run waits in its tenant's line (shared/admission.py's place_of). Neither shown nor archived.
     dispatch: str | None = Field(default=None, exclude=True)
 

@@ -49,12 +49,12 @@ class ForkSource(NamedTuple):
 
 
 # Published on a session's channel (named like its stream key) when it is deleted; every other
-# message there is an event (lib.lua's add_event).
+# message there is an event (lib/events.lua's add_event).
 SESSION_GONE = b"gone"
 
 
 # A stream entry as XRANGE sends it: `[b"<seq>-0", [b"type", type, b"data", data, b"ts", ts]]`, its
-# fields in the order lib.lua's add_event writes them (lists, as the reply parsers make them).
+# fields in the order lib/events.lua's add_event writes them (lists, as the reply parsers make them).
 Entry = list[Any]
 ENTRY_FIELDS = operator.itemgetter(1)  # of an entry: its fields
 FIELD_TYPE, FIELD_DATA = operator.itemgetter(1), operator.itemgetter(3)  # of its fields: the event's type, data
@@ -107,7 +107,7 @@ async def read_run(redis: AnyRedis, keys: SessionKeys, run_id: str) -> RunRecord
 def with_steer_texts(runs: Iterable[RunRecord], steered: Mapping[bytes, bytes] | list[bytes]) -> None:
     """Put back the texts of the steers `runs` took in, from the session's steered hash (a dict, or
     flat as HGETALL sends it): a run's record keeps only their ids and places, so that taking one in
-    costs the same however many came before (lib.lua, Steers). A text Redis no longer has is empty."""
+    costs the same however many came before (lib/steers.lua). A text Redis no longer has is empty."""
     if isinstance(steered, list):
         steered = dict(zip(steered[::2], steered[1::2], strict=True))
     for run in runs:
@@ -209,7 +209,7 @@ class SessionStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(keys.meta)
             pipe.hgetall(keys.runs)
-            pipe.execute_command(self._xrange, keys.events, 1, after)  # (`<after>-1` too: lib.lua's Seqs)
+            pipe.execute_command(self._xrange, keys.events, 1, after)  # (`<after>-1` too: lib/seqs.lua)
             pipe.execute_command(*self._top(keys.events))
             pipe.hgetall(keys.steered)
             meta, runs, entries, top, steered = await pipe.execute()
@@ -409,7 +409,7 @@ def _with_outputs_of(events: list[StoredEvent], outputs: dict[str, str | None]) 
 
 def last_seq(floor: bytes | None, top: list[Any]) -> int:
     """The last event id a session gave out: its stream's last entry (`top`, as XREVRANGE ... COUNT 1
-    sends it), or the meta's `seq` where that is higher (a floor: see lib.lua's Seqs)."""
+    sends it), or the meta's `seq` where that is higher (a floor: see lib/seqs.lua)."""
     return max(int(top[0][0].split(b"-", 1)[0]) if top else 0, int(floor or 0))
 
 

@@ -1,11 +1,11 @@
 """The webhooks index: where deliverers find the sessions with webhook events to post, and when.
 
 The truth is each session's `hooks` list, written by its scripts in the same step as the events
-(lib.lua). The index, a sorted set beside the queue, names the sessions to look at (score: when,
-in ms), like the leases index (shared/lease_index.py) and for the same reasons: on one Redis, the
-scripts put the session in it, due at once, in that same step; with the queue apart no script can
-reach it, so the callers of scripts that may report an event put the session in it before (due
-after a grace, should the caller die before the script) and after (due now).
+(shared/lua/lib/webhooks.lua). The index, a sorted set beside the queue, names the sessions to look
+at (score: when, in ms), like the leases index (shared/lease_index.py) and for the same reasons: on
+one Redis, the scripts put the session in it, due at once, in that same step; with the queue apart
+no script can reach it, so the callers of scripts that may report an event put the session in it
+before (due after a grace, should the caller die before the script) and after (due now).
 
 A deliverer claims due entries (claim_checks.lua moves them a claim's length ahead, so no other
 takes them meanwhile, and a dead deliverer's come due again), then settles each: dropped once its

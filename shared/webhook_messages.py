@@ -1,7 +1,7 @@
 """What a webhook carries and how it is signed.
 
 From the moment a session is made with a URL, each event a webhook reports is kept, in the same
-step as the event (lib.lua), in the session's `hooks` list until a worker delivers it
+step as the event (shared/lua/lib/webhooks.lua), in the session's `hooks` list until a worker delivers it
 (worker/webhook_delivery.py). Signatures follow the Standard Webhooks scheme (standardwebhooks.com),
 which libraries in most languages verify: headers `webhook-id` (the idempotency id,
 `<session_id>.<event_id>`, the same on every retry), `webhook-timestamp` (Unix seconds) and
@@ -47,7 +47,7 @@ def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
 
 
 class Hook(NamedTuple):
-    """One event a webhook reports, as its session's `hooks` list keeps it (lib.lua's add_hook)."""
+    """One event a webhook reports, as its session's `hooks` list keeps it (lib/webhooks.lua's add_hook)."""
 
     session_id: str
     raw: bytes  # the list entry as stored: a deliverer removes exactly this one once delivered
@@ -108,7 +108,7 @@ class Hook(NamedTuple):
 
     def openai_body(self, run: RunRecord | None = None) -> bytes:
         """The body as OpenAI's webhook event, naming the response that ended: the run's segment the
-        entry keeps (lib.lua's add_hook). Only an entry stored by an older version lacks it: then
+        entry keeps (lib/webhooks.lua's add_hook). Only an entry stored by an older version lacks it: then
         `run`, the run's record, says how many answers came before (None if it is gone: the first)."""
         segment = 0
         if self.segment is not None:

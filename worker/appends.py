@@ -11,7 +11,7 @@ until a tick is quieter: twice the appends per call, half the round trips.
 
 append_at.lua checks no lease and reads nothing: per event it is one XADD at the id the worker
 expects, and one PUBLISH. Redis refuses an append whose first id is not past the stream's last (another
-writer's event took it, a fence: lib.lua's Seqs, a session deleted), and it comes back refused. Such
+writer's event took it, a fence: lib/seqs.lua, a session deleted), and it comes back refused. Such
 an append, and every append of a run the process's count of calls (`JoinCounter`) does not vouch
 for, goes in the next round trip's checked call (append_events.lua: the lease, a try sent again,
 events Redis lost), which answers a run that lost its lease FENCED (`LeaseLost`) and one whose events

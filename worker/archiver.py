@@ -36,7 +36,7 @@ from tokentail.shared.store import SessionStore
 from tokentail.worker import metrics
 
 logger = logging.getLogger(__name__)
-CLAIM_MS = 30_000  # an archiver holds a claimed entry this long; lib.lua looks at running sessions as often
+CLAIM_MS = 30_000  # an archiver holds a claimed entry this long; start_run.lua looks at running sessions as often
 BATCH = 1_000  # events per read and per transaction
 CLAIMS_PER_ROUND = 16
 POLL_SECONDS = 1.0  # with nothing due

@@ -53,7 +53,7 @@ NO_ANSWER = "The agent finished without an answer: it streamed no text, tool cal
 
 
 async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: str) -> None:
-    # `owner`: the run's tenant and user, which its job names for the claim's caps (lib.lua's Admission).
+    # `owner`: the run's tenant and user, which its job names for the claim's caps (lib/admission.lua).
     settings: Settings = ctx["settings"]
     running: RunningRuns = ctx["running"]
     bind(session_id=session_id, run_id=run_id)  # each arq job runs in a task of its own

@@ -1,2 +1,3 @@
-"""The Lua scripts. Each runs with lib.lua (the vocabulary they share) and the bindings of its
-contract (shared/scripts/) in front of it: `Script.lua_source`."""
+"""The Lua scripts. Each runs with the helpers they share (lib/, its files joined in the order of
+contract.py's LIB_FILES) and the bindings of its contract (shared/scripts/) in front of it:
+`Script.lua_source`."""

@@ -1,7 +1,7 @@
 -- Answer one of the questions a waiting run asked (ask.lua), once: append `input.received` and record
--- the answer (lib.lua's take_answer); the last answer the run waits for queues it again, and any worker
--- continues it from there. Answers to several questions may come in any order, from any gateway: each
--- is recorded here, in Redis, none read and written back by a caller. An answer to a question the run
+-- the answer (lib/questions.lua's take_answer); the last answer the run waits for queues it again, and
+-- any worker continues it from there. Answers to several questions may come in any order, from any
+-- gateway: each is recorded here, in Redis, none read and written back by a caller. An answer to a question the run
 -- no longer waits for (answered already, expired, cancelled) changes nothing.
 --
 -- Keys, arguments and replies: shared/scripts/runs.py `Answer` (`answer`: JSON text).

@@ -1,17 +1,17 @@
 -- The append path of a running run that may end it, or report to its webhook (events that do
 -- neither go through append_events.lua). Fenced: only the holder of the run's lease may write, so a
 -- worker that lost its lease (stalled, partitioned, replaced) cannot interleave its text. Each
--- event takes the next per-session seq. A terminal event also ends the run (lib.lua's end_run);
+-- event takes the next per-session seq. A terminal event also ends the run (lib/runs.lua's end_run);
 -- its `outcome` (the record's fields, JSON) travels apart from the event, so a completed run's
 -- output is stored once in its record, not again in `run.completed` (readers add it back).
 --
--- Keys and arguments: shared/scripts/runs.py `Append` (`expect`: see lib.lua's check_holder).
+-- Keys and arguments: shared/scripts/runs.py `Append` (`expect`: see lib/seqs.lua's check_holder).
 -- Returns the seq of the last event appended, or an error starting with FENCED or LOST.
 --
 -- Idempotent: a worker that lost the reply (Redis restarted, the connection dropped) sends the same
 -- append_id again, and gets the first answer instead of a second copy of its events.
 
--- The checks before an append (append.lua), with `k` the session's keys: the seq of the first try
+-- The checks before an append, with `k` the session's keys: the seq of the first try
 -- when this append went through already (sent again after its reply was lost: by the writer, or by
 -- the Redis client's own retry, so even a "first" try may be a second); or nil and check_holder's
 -- error; or nil, nil when the append may go ahead.

@@ -1,8 +1,8 @@
 -- The per-token path's appends (worker/appends.py): many runs' events at the ids their workers
 -- expect, one append per run, as many as a tick of the worker had due. Lean on purpose, and without
--- lib.lua in front of it: per event it is one XADD and one PUBLISH, and nothing else.
+-- lib/ in front of it: per event it is one XADD and one PUBLISH, and nothing else.
 --
--- No lease is read: the stream fences a worker that lost its run (lib.lua's Seqs). An append's events
+-- No lease is read: the stream fences a worker that lost its run (lib/seqs.lua). An append's events
 -- take the ids `<first>-0`, `<first + 1>-0`, ...: Redis refuses the first if it is not past the
 -- stream's last id (another writer's event took it, a fence moved the last id, or the stream is gone:
 -- NOMKSTREAM), and then the append is refused whole, nothing stored or published, and its worker
@@ -28,7 +28,7 @@ local maxlen = s.maxlen
 for i, k, a in each_call do
   local events, seq = a.events, tonumber(a.first)
   local trim, bound = 'MAXLEN', maxlen
-  if ARCHIVE then  -- the stream keeps what the archive does not have yet (lib.lua's put_event)
+  if ARCHIVE then  -- the stream keeps what the archive does not have yet (lib/events.lua's put_event)
     local archived = tonumber(redis.call('HGET', k.meta, 'archived') or 0)
     trim, bound = 'MINID', math.max(0, math.min(seq - tonumber(maxlen), archived) + 1)
   end

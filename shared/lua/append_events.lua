@@ -4,7 +4,7 @@
 -- reported to a webhook (append.lua takes those). Each append is fenced by the run's lease, and each
 -- has its own reply: one fenced run does not stop the others.
 --
--- Nothing in the meta is read or written on this path (see lib.lua's Seqs): the fence is the lease,
+-- Nothing in the meta is read or written on this path (see lib/seqs.lua): the fence is the lease,
 -- the order and the ids the stream's. An append's events take the ids after the stream's last entry,
 -- which is `expect`, the last seq its worker was told it wrote, unless entries past it are another
 -- writer's (the gateway's `run.queued` for a run in line, a steer: the append goes on after them) or
@@ -14,7 +14,7 @@
 -- sent again, and does not look for one.
 --
 -- Keys and arguments: shared/scripts/runs.py `AppendEvents` (`each_call`: each append's `k` and
--- `a`; `expect`: see lib.lua's check_holder; the count: `joined_count` and `s.count`).
+-- `a`; `expect`: see lib/seqs.lua's check_holder; the count: `joined_count` and `s.count`).
 -- Returns the count (0 without one), then per append the seq of its last event, or a FENCED or LOST
 -- error.
 

@@ -1,13 +1,13 @@
--- The run's agent takes in the steers waiting for it (lib.lua: Steers), at one of its boundaries:
+-- The run's agent takes in the steers waiting for it (lib/steers.lua), at one of its boundaries:
 -- fenced as an append, each gets its `steer.applied`, and together they are recorded as the run's
 -- step `step_key` (after the events they follow: the step's seq), so an attempt that goes on from the
 -- run's record replays them, and none is ever applied twice. The run's record keeps their ids too, with
 -- how much of its answer came before them (`output_at`), for its transcript (their texts are the
--- session's steered hash's: lib.lua, Steers); one taken in again after
+-- session's steered hash's: lib/steers.lua); one taken in again after
 -- a start over keeps its entry, at its new place (the run's segments only grow: RunRecord.segment). Sent again after its
 -- reply was lost, it finds its step recorded and answers as it did.
 --
--- Keys, arguments and replies: shared/scripts/runs.py `ApplySteers` (`expect`: see lib.lua's
+-- Keys, arguments and replies: shared/scripts/runs.py `ApplySteers` (`expect`: see lib/seqs.lua's
 -- check_holder), or an error starting with FENCED or LOST.
 local recorded = redis.call('HGET', k.steps, a.step_key)
 if recorded then return reply.applied{seq = last_seq(k), steers = recorded} end

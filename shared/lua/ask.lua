@@ -7,7 +7,7 @@
 -- earliest, so a reaper ends it when it expires (requeue_run.lua). A cancel asked for while the worker
 -- was on its way here wins.
 --
--- Keys and arguments: shared/scripts/runs.py `Ask` (`expect`: see lib.lua's check_holder; per question,
+-- Keys and arguments: shared/scripts/runs.py `Ask` (`expect`: see lib/seqs.lua's check_holder; per question,
 -- its event's data, input id, deadline (ms, or '') and default answer (JSON text, or '' to fail the run
 -- when it expires)).
 -- Sent again after its reply was lost, it finds its questions asked (no lease, the run waiting with the

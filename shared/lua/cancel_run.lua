@@ -7,7 +7,7 @@
 -- A caller that saw a run names it, and the run is cancelled only if it is still the active one:
 -- the check and the cancel are one step, so a cancel meant for a run that ended meanwhile never
 -- lands on the run that came after it. A Responses API response is a run's segment (its part
--- after it went on from its questions or took a steer in, k times; lib.lua's segment_of): a caller
+-- after it went on from its questions or took a steer in, k times; lib/webhooks.lua's segment_of): a caller
 -- naming one also gives k, and the run is cancelled only while it is in segment k, i.e. before the
 -- answers or steer that open the next response. With `ended_at_question`, not while it waits for
 -- answers either: the response ended at its questions (a stream's client leaving then leaves them to

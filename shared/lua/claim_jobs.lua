@@ -4,7 +4,7 @@
 -- their payloads, so the worker reads nothing more before it runs them (worker/pickup.py).
 -- First the jobs due in arq's queue (runs that started before: takeovers and hand-overs; and jobs
 -- whose worker died before starting them), oldest first; then, with slots left, runs' jobs from the
--- tenants' lines (first jobs, and resumes after answers: lib.lua's push_job), in turn (lib.lua's
+-- tenants' lines (first jobs, and resumes after answers: push_job), in turn (lib/admission.lua's
 -- Admission): each turn goes to the tenant with the lowest pass, which starts its oldest run whose
 -- tenant and end user are below their caps. A job claimed holds a slot of its run's tenant and user
 -- until its run gives it back (finish_jobs.lua).

@@ -1,5 +1,5 @@
 -- Delete a session and take away its run's lease: a worker still running it is fenced at its next
--- append (its stream is gone, which the per-token path's NOMKSTREAM finds: lib.lua's Seqs, the fence),
+-- append (its stream is gone, which the per-token path's NOMKSTREAM finds: lib/seqs.lua, the fence),
 -- and a reaper finds nothing to take over. The tombstone names the owner, and the gateways
 -- following the session are told (`gone` on its channel) and end their streams now.
 -- With an archive, the session goes in the archive index, due now: the archiver deletes the archive's

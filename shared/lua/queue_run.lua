@@ -4,7 +4,7 @@
 -- While another run is active, `multitask` decides: `reject` refuses, `enqueue` puts the run in
 -- line behind it, `interrupt` supersedes the runs in line (they end cancelled, never started) and
 -- cancels the active run: at once if no worker holds it (this run then starts now), else through
--- its worker; lib.lua's end_run starts the next in line when a run ends. `steer` steers the active
+-- its worker; lib/runs.lua's end_run starts the next in line when a run ends. `steer` steers the active
 -- run with the input instead (as `steer_id`), and records no run.
 --
 -- Keys, arguments and replies: shared/scripts/runs.py `QueueRun`. `ended`, when `traced`: the
@@ -30,7 +30,7 @@ end
 local active = redis.call('HGET', k.meta, 'active_run')
 if active == '' then active = false end
 if active and multitask == 'reject' then return reply.conflict{active_run = active} end
-if active and multitask == 'steer' then  -- the active run takes the input in instead (lib.lua: Steers)
+if active and multitask == 'steer' then  -- the active run takes the input in instead (lib/steers.lua)
   local outcome, seq = add_steer(k, s, active, a.steer_id, cjson.decode(a.run_json).input, tonumber(a.steer_chars),
                                  tonumber(a.most_steers), tonumber(a.most_steer_chars), a.steer_channel)
   if outcome == 'too_many' then return reply.too_many_steers{active_run = active} end

@@ -1,7 +1,7 @@
 -- Record the result of one step of the active run (worker/context.py `RunContext.step`), under its
 -- lease: a worker that takes the run over replays it instead of doing it again. Kept in the session's
 -- steps hash, apart from the run's record (which every script acting on the run decodes: a step costs
--- its own size, not the run's), until the run ends or starts over (lib.lua's end_run, start_run.lua).
+-- its own size, not the run's), until the run ends or starts over (lib/runs.lua's end_run, start_run.lua).
 -- Beside the steps, by keys that no step key (`<name>#<n>`) can be: `seq`, the last event id the run
 -- wrote before its last step (what an agent that redoes what followed its last step keeps; the worker
 -- flushed what it streamed before the step), and `bytes`, the steps' total size, bounded.

@@ -3,7 +3,7 @@
 -- still be the lease; a hand-over does not count against the run's attempts), and a reaper looking
 -- at a session the leases index named (it passes ''): it requeues a run whose lease deadline
 -- passed, and finds the rest renewed, or with nothing to take over (the session was deleted, the
--- run ended), or with a run still owed its job (lib.lua's Jobs: its job is pushed again, here or, with
+-- run ended), or with a run still owed its job (lib/jobs.lua's Jobs: its job is pushed again, here or, with
 -- SPLIT_QUEUE, by the caller: the one that queued it may have died before pushing it, or arq ended it
 -- unstarted). The lease is taken away with the requeue, so a run is requeued once.
 --
@@ -84,7 +84,7 @@ if token ~= '' then
   local past = tonumber(a.past_seq)
   if past and past > last_seq(k) then redis.call('HSET', k.meta, 'seq', past) end
 end
--- The lease's holder, stalled or cut off, may still append: from now on Redis refuses it (lib.lua's Seqs).
+-- The lease's holder, stalled or cut off, may still append: from now on Redis refuses it (lib/seqs.lua).
 fence(k)
 queue_job(k, s, run_id, run_id .. '.' .. a.job_suffix, now_ms)
 return reply.requeued{dispatch = redis.call('HGET', k.meta, 'dispatch')}

@@ -1,10 +1,10 @@
--- Steer the session's active run (lib.lua: Steers, add_steer): the worker running it takes the input
+-- Steer the session's active run (lib/steers.lua, add_steer): the worker running it takes the input
 -- in at its agent's next boundary. Any run still to finish may be steered: running, queued (it takes
 -- the steer in at its first boundary), or waiting for an answer (after it).
 --
 -- A caller that saw a run names it (`expected`): the steer is kept only if that run is still the
 -- active one. Sent again (its reply lost, or a client's retry with the same idempotency key), it
--- finds its steer kept and answers as it did, whenever it comes (lib.lua: Steers).
+-- finds its steer kept and answers as it did, whenever it comes (lib/steers.lua).
 --
 -- Keys, arguments and replies: shared/scripts/runs.py `SteerRun`.
 if redis.call('EXISTS', k.meta) == 0 then

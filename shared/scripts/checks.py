@@ -99,13 +99,13 @@ class QueueKey(KeyGroup):
 
 @dataclass(slots=True)
 class JobArgs(ArgGroup):
-    """What lib.lua's `push_job` needs of the deployment to write an arq job (named as in `SessionArgs`)."""
+    """What lib/admission.lua's `push_job` needs of the deployment to write an arq job (named as in `SessionArgs`)."""
 
     job_ttl_ms: int
     wake_channel: str
     job_prefix: str
     job_function: str
-    admission: str  # the prefix of the admission keys (lib.lua's Admission)
+    admission: str  # the prefix of the admission keys (lib/admission.lua)
 
     @classmethod
     def of(cls, keys: Keys) -> "JobArgs":
@@ -122,7 +122,7 @@ class PushJob(Script[bool]):
     k: QueueKey
     j: JobArgs  # an argument group: bound before the arguments that follow, so declared first
     session_id: str
-    dispatch: bytes | str  # as the outbox held it: `<job id> <run id> <tenant> <user>` (lib.lua's Admission)
+    dispatch: bytes | str  # as the outbox held it: `<job id> <run id> <tenant> <user>` (lib/admission.lua)
 
     def parse(self, reply: Any) -> bool:
         return bool(reply)
@@ -131,7 +131,7 @@ class PushJob(Script[bool]):
 @dataclass(slots=True)
 class UnqueueJob(Script[None]):
     """Take the job a session's outbox held out of its tenant's line, if it still waits there: its run
-    ended before it started (with the queue apart; lib.lua's cancel_unheld)."""
+    ended before it started (with the queue apart; lib/runs.lua's cancel_unheld)."""
 
     SOURCE = "unqueue_job"
     k: QueueKey

@@ -35,7 +35,7 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class Topology:
-    """What a deployment's scripts are written for (lib.lua's first line): a Redis Cluster (a
+    """What a deployment's scripts are written for (the first line of each): a Redis Cluster (a
     session's notifications are published on its shard), the job queue on a Redis of its own
     (jobs go through the session's outbox), an archive (streams trimmed only past what it has)."""
 
@@ -72,7 +72,7 @@ class Effect(Flag):
     CLAIMS_RUN = auto()  # takes a run's lease and its job (`job_id`); its reply says whether (`claimed`)
     MAY_DISPATCH = auto()  # its reply may name a job owed (`dispatch`), pushed after it (`pushed`: whether)
     MAY_REVIVE = auto()  # queues on a session only the archive may still hold (its reply's `outcome`: MISSING)
-    # May take a run's lease away from a worker still running it: fences its stream (lib.lua's Seqs),
+    # May take a run's lease away from a worker still running it: fences its stream (lib/seqs.lua),
     # which tests/unit/test_contract.py checks.
     TAKES_LEASE = auto()
     NONE = 0
@@ -117,7 +117,7 @@ class Script(Generic[R]):
     SOURCE: ClassVar[str]
     JOINABLE: ClassVar[bool] = False
     COUNTED: ClassVar[bool] = False  # joinable: always called with its process's count key first
-    LIB: ClassVar[bool] = True  # lib.lua goes in front of it (the per-token path's lean script goes without)
+    LIB: ClassVar[bool] = True  # lib/ goes in front of it (the per-token path's lean script goes without)
     EFFECTS: ClassVar[Effect] = Effect.NONE
     REPLY: ClassVar[Reply[Any] | None] = None  # a reply that is more than one value, by name
 
@@ -165,7 +165,7 @@ class Script(Generic[R]):
     @classmethod
     @functools.cache
     def lua_source(cls, topology: Topology) -> str:
-        """The script as Redis runs it: the topology's constants, lib.lua, the bindings, the script."""
+        """The script as Redis runs it: the topology's constants, lib/, the bindings, the script."""
         lua = resources.files("tokentail.shared.lua")
         lib = lib_source() if cls.LIB else ""
         body = lua.joinpath(f"{cls.SOURCE}.lua").read_text()

@@ -4,7 +4,7 @@ They run on the queue's Redis and keep arq 0.28's keys and their meaning, so a p
 the `arq` CLI sees what arq's own worker would leave: a claimed job's in-progress key, its retry
 count, its job key until it ends, its entry in the queue until it ends (or `start_run.lua` takes it
 out). arq's keys of one job are named from its id and arq's prefixes (arq.constants), as arq names
-them, so the scripts take the prefixes and build them (as `push_job` in lib.lua builds the job key).
+them, so the scripts take the prefixes and build them (as `push_job` in lib/admission.lua builds the job key).
 """
 
 from dataclasses import dataclass
@@ -37,7 +37,7 @@ class ArqPrefixes(ArgGroup):
 
 @dataclass(slots=True)
 class AdmissionArgs(ArgGroup):
-    """What the claim needs of the deployment's admission (lib.lua's Admission; shared/admission.py):
+    """What the claim needs of the deployment's admission (lib/admission.lua; shared/admission.py):
     the keys' prefix, the caps on a tenant's and an end user's runs running at once (0: none), and how
     many jobs of the lines one claim looks at, in all and of one tenant's line in one turn."""
 
@@ -124,13 +124,13 @@ class FinishJobs(Script[None]):
 
 @dataclass(slots=True)
 class RunningKey(KeyGroup):
-    running: str  # a tenant's running hash (lib.lua's Admission)
+    running: str  # a tenant's running hash (lib/admission.lua)
 
 
 @dataclass(slots=True)
 class GiveBack(Script[bool]):
     """Give back the slot run `run` (`<sid> <run id>`) holds, if it still holds it as `held` (its
-    job and user, as read), as a job of it that is over would (lib.lua's give_back_slot). Whether it
+    job and user, as read), as a job of it that is over would (lib/admission.lua's give_back_slot). Whether it
     gave it back."""
 
     SOURCE = "give_back"

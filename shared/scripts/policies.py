@@ -101,7 +101,7 @@ class QueueApart:
 
     async def _push_outbox(self, session_id: str) -> None:
         """Push the job the outbox holds; and take out of its tenant's line the job of a run that ended
-        unstarted (lib.lua's cancel_unheld). A process that dies before leaves that job to its worker,
+        unstarted (lib/runs.lua's cancel_unheld). A process that dies before leaves that job to its worker,
         which finds its run ended."""
         meta = self._keys.session(session_id).meta
         dispatch, unqueue = await self._redis.hmget(meta, ["dispatch", "unqueue"])  # type: ignore[misc]

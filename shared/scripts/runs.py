@@ -1,9 +1,10 @@
 """The contracts of the scripts that change a session's runs (shared/lua/): queue, start, append,
 ask, answer, cancel, hand over, renew, record (making, copying and deleting a session: sessions.py).
 
-Those that queue or end runs (lib.lua's `end_run`, `queue_job`) take the session's `RunKeys` and
-`SessionArgs` first; the rest take the few keys they touch. Each declares its reply (a reply of more
-than one value: by outcome, each field by name) as it declares its arguments.
+Those that queue or end runs (lib/runs.lua's `end_run`, lib/jobs.lua's `queue_job`) take the
+session's `RunKeys` and `SessionArgs` first; the rest take the few keys they touch. Each declares
+its reply (a reply of more than one value: by outcome, each field by name) as it declares its
+arguments.
 """
 
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ def encode_run(run: RunRecord) -> str:
 
 
 def raise_fenced(error: ResponseError) -> None:
-    """A fenced script's FENCED error as LeaseLost, its LOST error as WritesLost (lib.lua's check_holder)."""
+    """A fenced script's FENCED error as LeaseLost, its LOST error as WritesLost (lib/seqs.lua's check_holder)."""
     message = str(error)
     if message.startswith("FENCED"):
         raise LeaseLost(message) from None
@@ -203,7 +204,7 @@ class Claim(NamedTuple):
     verdict: StartVerdict = StartVerdict.RUN
     steps: Any = ()  # the steps the run recorded, to replay: the steps hash, flat
     runs: Any = ()  # the records of the session's runs (JSON), none when the run is its only one
-    steered: bool = False  # steers wait for it (lib.lua: Steers)
+    steered: bool = False  # steers wait for it (lib/steers.lua)
 
     @property
     def claimed(self) -> bool:
@@ -306,7 +307,7 @@ class AppendAtKeys(KeyGroup):
 @dataclass(slots=True)
 class AppendAt(Script[int]):
     """The per-token path's lean appends: each run's events at the ids after the last its worker was
-    told it wrote, fenced by the stream itself (lib.lua's Seqs); one reply per append, its last seq or
+    told it wrote, fenced by the stream itself (lib/seqs.lua); one reply per append, its last seq or
     0 when refused (then it goes through `AppendEvents`). Only in a call joined with the process's
     count (worker/appends.py): it writes nothing unless the count is as its worker expects."""
 

@@ -1,6 +1,6 @@
 """The per-token path (worker/appends.py) against a real redis-server: many runs' appends a tick at a
 time, one call and one round trip, each writer told its own reply; the lean script fenced by the
-stream itself (a takeover, a hand-over, a delete: lib.lua's Seqs), what it refuses checked whole."""
+stream itself (a takeover, a hand-over, a delete: lib/seqs.lua), what it refuses checked whole."""
 
 import asyncio
 import json

@@ -125,7 +125,7 @@ async def test_a_finished_session_is_read_back_from_the_archive_once_redis_forgo
 async def test_the_steers_a_run_took_in_are_archived_with_their_texts(
     redis: Redis, archive_settings: Settings, archive: Archive, start_gateway: Any
 ) -> None:
-    # Their texts are kept apart from the run's record, in the session's steered hash (lib.lua, Steers),
+    # Their texts are kept apart from the run's record, in the session's steered hash (lib/steers.lua),
     # which expires with the session once archived: the archive keeps them in the record.
     runs = AllWrites(redis, archive_settings)
     session_id, run = await start_a_run(runs)

@@ -1,4 +1,4 @@
-"""The fence (lib.lua's Seqs) against a real redis-server: the first entry after a reaper took a run's
+"""The fence (shared/lua/lib/seqs.lua) against a real redis-server: the first entry after a reaper took a run's
 lease away is `<seq>-1`, and every read after an id (the store's, a snapshot's, the archive's, a
 client's resume through a gateway) starts past that seq's entry whatever its second part, so nothing
 is repeated and nothing skipped."""

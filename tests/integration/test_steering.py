@@ -58,7 +58,7 @@ async def test_an_agent_takes_a_steer_in_once_and_the_stream_says_when(
 async def test_a_later_run_s_agent_is_told_the_steers_an_earlier_run_took_in(
     start_gateway: Any, start_worker: Any, gates: Gates
 ) -> None:
-    # The texts of steers taken in are kept apart from their run's record (lib.lua, Steers): the next
+    # The texts of steers taken in are kept apart from their run's record (lib/steers.lua): the next
     # run's history, the session's transcript and its fork still have them.
     gateway = await start_gateway(agents=AGENTS)
     await start_worker(agents=AGENTS)

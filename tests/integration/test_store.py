@@ -25,7 +25,7 @@ from tokentail.worker.run_writes import RunLease
 
 async def test_jobs_are_written_in_arq_s_layout(store: SessionStore, runs: AllWrites, redis: Redis) -> None:
     # arq calls the job's function with `k` as keyword arguments: a JSON object, here the run's owner
-    # (lib.lua's Admission), which run_agent takes.
+    # (lib/admission.lua), which run_agent takes.
     session_id, run = await start_a_run(runs)
     second = make_run("second")
     assert (await runs.queue_run(session_id, second, multitask="enqueue")).queued is Queued.PENDING

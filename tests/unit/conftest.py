@@ -4,7 +4,7 @@ scripts in shared/lua/ run as they are), a new one for each test.
 `redis` and `settings` here take the place of the real-Redis ones (tests/fixtures/real_redis.py); the
 `store` and `runs` built on them are then fakeredis-backed too. What fakeredis does not do as Redis
 does stays in tests/integration (see tests/integration/test_store.py), but for XSETID, which the
-fence of every lease-taking script runs (lib.lua's Seqs) and fakeredis 2.41 lacks: added below, as
+fence of every lease-taking script runs (lib/seqs.lua) and fakeredis 2.41 lacks: added below, as
 Redis 7.0 answers its plain form (tests/integration/test_fence.py holds the scripts to the real one)."""
 
 import uuid

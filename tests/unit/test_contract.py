@@ -237,14 +237,14 @@ def test_a_script_with_a_declared_reply_builds_it_only_with_its_constructors(con
 
 
 def _lib_functions() -> dict[str, str]:
-    """lib.lua's functions, each name with its body."""
+    """The shared helpers' functions (lib/, joined), each name with its body."""
     lib = lib_source()
     parts = re.split(r"^local function (\w+)\(", lib, flags=re.MULTILINE)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
 def _with_what_it_calls(body: str, lib: dict[str, str]) -> str:
-    """A script's body and the bodies of the lib.lua functions it calls, however deep."""
+    """A script's body and the bodies of the shared helpers it calls, however deep."""
     seen: set[str] = set()
     todo = [body]
     while todo:
@@ -267,14 +267,14 @@ def _fences(lua: str) -> bool:
 @pytest.mark.parametrize("contract", CONTRACTS, ids=lambda contract: contract.__name__)
 def test_a_script_that_takes_a_lease_away_fences_its_stream(contract: type[Script[Any]]) -> None:
     # The per-token path checks no lease (append_at.lua): the stream refuses a stale worker's append only
-    # because every script that may take the lease from a worker still running fences it (lib.lua's Seqs).
+    # because every script that may take the lease from a worker still running fences it (lib/seqs.lua).
     # Ending one's own run, or asking, under one's own lease (check_holder) takes it from nobody.
     lib = _lib_functions()
     body = resources.files("tokentail.shared.lua").joinpath(f"{contract.SOURCE}.lua").read_text()
     lua = _with_what_it_calls(body, lib)
     declared = Effect.TAKES_LEASE in contract.EFFECTS
     if declared:
-        assert _fences(lua), f"{contract.SOURCE}.lua takes leases and does not fence (lib.lua's fence)"
+        assert _fences(lua), f"{contract.SOURCE}.lua takes leases and does not fence (lib/events.lua's fence)"
     elif _takes_the_lease(lua):
         assert "check_holder(" in lua, f"{contract.SOURCE}.lua takes a lease: declare Effect.TAKES_LEASE and fence"
 

@@ -55,7 +55,7 @@ def digests() -> dict[str, dict[str, str]]:
 def test_every_script_file_is_a_contract_s_source() -> None:
     lua = resources.files("tokentail.shared.lua")
     files = {path.name.removesuffix(".lua") for path in lua.iterdir() if path.name.endswith(".lua")}
-    assert {contract.SOURCE for contract in contracts()} == files - {"lib"}  # (lib: the shared helpers)
+    assert {contract.SOURCE for contract in contracts()} == files
 
 
 def test_what_redis_receives_is_as_pinned() -> None:

@@ -421,7 +421,7 @@ def serve(encoding: Any, log: Log, after: int, until: int | None, read: bool = F
 
 def _entry(event: StoredEvent) -> list[Any]:
     """The stream entry of an event as Redis keeps it: a takeover's first event is the first entry after
-    the reaper's fence, `<seq>-1` (lib.lua's Seqs), the others `<seq>-0`."""
+    the reaper's fence, `<seq>-1` (lib/seqs.lua), the others `<seq>-0`."""
     entry = entry_of(event)
     if event.type in (b"run.continued", b"run.retrying"):
         entry[0] = b"%d-1" % event.seq

@@ -5,7 +5,7 @@ Sentinel promotion, a Redis Cluster failover) or a restart that lost the last wr
 the last events a run appended, though its followers may have read them: appending on would give
 the next events the ids of the lost ones, and followers that had the lost ones would skip the new.
 So each append tells Redis the last seq its worker was told it wrote (`expect`); a session below it
-answers LOST (lib.lua's check_holder), and the worker appends the lost events again, as they were,
+answers LOST (lib/seqs.lua's check_holder), and the worker appends the lost events again, as they were,
 under the same ids (`through_lost_writes`), before going on.
 
 The journal keeps the appends of the last `JOURNAL_BYTES` of event data: a replica's lag is

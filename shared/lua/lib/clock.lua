@@ -1,9 +1,10 @@
--- The vocabulary every tokentail script shares. Its contract (shared/scripts/contract.py) puts this
--- file in front of each script, after three constants of the topology: PUBLISH_EVENTS ('PUBLISH',
--- or 'SPUBLISH' on a Redis Cluster, so a session's notifications stay on its shard), SPLIT_QUEUE
--- (true when the job queue is on a Redis of its own, which no script here can write to) and ARCHIVE,
--- and two that Python shares (shared/records.py: STEERS_STEP, MAX_PENDING_STEERS); and after it, the
--- script's keys and arguments bound by name: `k` (keys), `s` (the settings and session id of a script
+-- The vocabulary every tokentail script shares. Its contract (shared/scripts/contract.py) puts these
+-- files in front of each script (joined in the order of its LIB_FILES, this one first), after three
+-- constants of the topology: PUBLISH_EVENTS ('PUBLISH', or 'SPUBLISH' on a Redis Cluster, so a
+-- session's notifications stay on its shard), SPLIT_QUEUE (true when the job queue is on a Redis of
+-- its own, which no script here can write to) and ARCHIVE, and two that Python shares
+-- (shared/records.py: STEERS_STEP, MAX_PENDING_STEERS); and after them, the script's keys and
+-- arguments bound by name: `k` (keys), `s` (the settings and session id of a script
 -- that queues or ends runs: shared/scripts/runs.py `SessionArgs`), `a` (its own).
 --
 -- OOM. Over `maxmemory`, Redis refuses a script's first command that may grow memory, unless the

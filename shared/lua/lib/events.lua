@@ -1,4 +1,4 @@
--- Store an event as stream entry `<seq>-0` (the caller took `seq` past the last: see Seqs), or
+-- Store an event as stream entry `<seq>-0` (the caller took `seq` past the last: see seqs.lua), or
 -- `<seq>-1` right after a fence, and publish it, as `<seq> <ts> <type> <data>`, on the channel named
 -- like the stream key: the gateways' hubs (gateway/reading/hub.py) follow live sessions by these
 -- notifications, not by reading.
@@ -23,8 +23,8 @@ local function put_event(k, s, seq, event_type, data, ts, archived, try)
   return true
 end
 
--- Fence the session's stream (see Seqs): its last id past its top, so that a worker that held its run's
--- lease until now can no longer append there. A stream not there (deleted, never made) needs none.
+-- Fence the session's stream (see seqs.lua): its last id past its top, so that a worker that held its
+-- run's lease until now can no longer append there. A stream not there (deleted, never made) needs none.
 local function fence(k)
   if redis.call('EXISTS', k.events) == 1 then redis.call('XSETID', k.events, (last_seq(k) + 1) .. '-0') end
 end

@@ -36,7 +36,7 @@ end
 
 -- End the active run as cancelled, without a worker: it is queued, or no worker holds it. A job
 -- still waiting in its tenant's line leaves it (with SPLIT_QUEUE, the caller takes it out: the meta's
--- `unqueue` names it); after the run's end, whose first write a full Redis refuses (see OOM above).
+-- `unqueue` names it); after the run's end, whose first write a full Redis refuses (clock.lua's OOM).
 local function cancel_unheld(k, s, run_id, reason)
   local ts, now_ms, now_s = clock()
   local owed = redis.call('HGET', k.meta, 'dispatch')
