@@ -76,7 +76,7 @@ from tokentail.shared.events import (
 from tokentail.shared.records import OnExpiry, Question, RunRecord, Turn
 from tokentail.shared.run_log import RunLog
 from tokentail.worker import traces
-from tokentail.worker.recovery.hooks import RunHooks
+from tokentail.worker.attempt import RunHooks
 from tokentail.worker.usage import UsageMeter
 from tokentail.worker.writer import EventWriter
 
