@@ -91,7 +91,7 @@ async def level(redis: Redis, settings: Settings, runs: int, mode: str, profile:
     async def one(context: RunContext) -> None:
         chunks = stream_with_retries(ScriptedProvider(), replace(request), RetryPolicy(), on_retry)
         await _model_turn(context, chunks, "", _Progress())
-        await context.hooks.writer.flush()
+        await context.this_attempt.writer.flush()
 
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task[None]] = []
@@ -100,7 +100,7 @@ async def level(redis: Redis, settings: Settings, runs: int, mode: str, profile:
     await asyncio.sleep(1.5)
 
     def appended() -> int:
-        return sum(context.hooks.writer.events_appended for context in contexts)
+        return sum(context.this_attempt.writer.events_appended for context in contexts)
 
     profiler = cProfile.Profile() if profile else None
     trips, checks = submitted

@@ -83,11 +83,11 @@ async def run_model_agent(
         raise InvalidRequest(f"invalid params: {exc}") from None
 
     async def on_retry(error: ProviderError, delay: float) -> None:
-        metrics.PROVIDER_ERRORS.labels(context.hooks.writer.provider, error.kind).inc()
+        metrics.PROVIDER_ERRORS.labels(context.this_attempt.writer.provider, error.kind).inc()
         await context.status(f"{error} Retrying in {delay:.1f} s.")
 
     # Steers that came before its first model request (sent while it was queued, or waited for an answer).
-    messages += [Message("user", steer.input) for steer in await context.hooks.take_steers(only_if_told=True)]
+    messages += [Message("user", steer.input) for steer in await context.this_attempt.take_steers(only_if_told=True)]
     spent = 0  # the agent's steps: its turns, but for those a steer cut short (the run's steers are bounded)
     while spent < agent.max_steps:
         request = ModelRequest(model, messages, [t.spec for t in agent.tools], params)
@@ -135,12 +135,12 @@ async def _turn(
     """One model turn: replayed from the record, or streamed (continuing the text clients have of
     it, when the provider can). A turn that called tools is recorded; any other is returned with its
     step (key, value), for the caller to record if steers follow it."""
-    hooks = context.hooks
-    key = hooks.step_key(TURN_STEP)
-    if (recorded := hooks.recorded_step(key)) is not None:
+    attempt = context.this_attempt
+    key = attempt.step_key(TURN_STEP)
+    if (recorded := attempt.recorded_step(key)) is not None:
         turn = _message(recorded["message"])
-        hooks.replayed(turn.content, recorded["reasoning_chars"])  # the stream has them
-        hooks.traced_replay(**{"tokentail.step.key": key})
+        attempt.replayed(turn.content, recorded["reasoning_chars"])  # the stream has them
+        attempt.traced_replay(**{"tokentail.step.key": key})
         return turn, None  # (its usage counts for the attempt that made it: worker/usage.py)
     prefix = context.resume_text() if provider.continues else ""
     progress = _Progress()
@@ -156,7 +156,7 @@ async def _turn(
         # 400) before it said anything: the turn starts over, and clients drop what they had of it.
         if not prefix or progress.streamed or exc.kind != "invalid_request":
             raise
-        await hooks.restart_resumed_text(prefix)
+        await attempt.restart_resumed_text(prefix)
         turn, reasoning_chars = await model("")
     step = {"message": asdict(turn), "reasoning_chars": reasoning_chars}
     if not turn.tool_calls:
@@ -186,7 +186,7 @@ async def _model_turn(
     reasoning_chars = 0
     calls: list[ToolCall] = []
     thinking: list[ThinkingBlock] = []
-    lease = context.hooks.writer.lease
+    lease = context.this_attempt.writer.lease
     cut, steered = _SteerCut(prefix), lease.inbox.sent  # (read per token: no lookups)
     async for chunk in chunks:
         progress.streamed = True
@@ -254,7 +254,7 @@ async def _approve(
         if call.name in tools
         and tools[call.name].needs_approval
         # (one that ran, after its answer: the replay has its result)
-        and context.hooks.recorded_step(_tool_step(call)) is None
+        and context.this_attempt.recorded_step(_tool_step(call)) is None
     ]
     for call in asking:
         await context.tool_started(call.call_id, call.name, call.arguments)
@@ -297,9 +297,9 @@ async def _run_tool(
     and whether it failed. `approved`: a person's decision on a call that needed one (its start is
     shown already). The result is recorded before the call is shown finished: a crash in between
     replays it, never runs it again."""
-    if (recorded := context.hooks.recorded_step(_tool_step(call))) is not None:
+    if (recorded := context.this_attempt.recorded_step(_tool_step(call))) is not None:
         # Each shown once: see worker/recovery/replay.py.
-        context.hooks.traced_replay(**{"gen_ai.tool.name": call.name, "gen_ai.tool.call.id": call.call_id})
+        context.this_attempt.traced_replay(**{"gen_ai.tool.name": call.name, "gen_ai.tool.call.id": call.call_id})
         await context.tool_started(call.call_id, call.name, call.arguments)
         outcome = {key: recorded.get(key) for key in ("result", "error")}
         await context.tool_finished(call.call_id, **outcome, denied=recorded.get("denied", False))

@@ -73,7 +73,7 @@ def continues(agent: Function, *, redoes_after_last_step: bool = False) -> Funct
     over runs it again with its record (`ctx.step` results, the text clients have) instead of
     starting it over (see docs/agents.md). `redoes_after_last_step`: it cannot go on from the text,
     but redoes what followed its last step (a graph resumed from its last checkpoint): clients drop
-    what it streamed after that step, and it calls `ctx.hooks.skip_recorded()`."""
+    what it streamed after that step, and it calls `ctx.this_attempt.skip_recorded()`."""
     agent.tokentail_continues = "last_step" if redoes_after_last_step else "text"  # type: ignore[attr-defined]
     return agent
 

@@ -1,12 +1,15 @@
-"""RunHooks: what tokentail's own code drives an attempt with, beyond the agent API.
+"""Attempt: one attempt at a run as tokentail's own code drives it, beyond the agent API.
 
 `RunContext` (worker/context.py) is the agent author's API. The run (worker/run.py), the built-in
 loop (worker/agent_loop.py) and the framework adapters (tokentail/frameworks/) also need the
-attempt's internals, which they reach as `ctx.hooks`; an agent of your own needs none of them, and
-they may change in any release. Most of them are how an attempt goes on from its run's record:
+attempt's internals, which they reach as `ctx.this_attempt` (`ctx.attempt` is its number); an agent
+of your own needs none of them, and they may change in any release. Most of them are how an attempt
+goes on from its run's record (worker/recovery/):
 
 - Steps (`step_key`, `recorded_step`, `record_step`; `RunContext.step` is made of them): results
   recorded with the run once, which an attempt that goes on finds by key instead of doing again.
+- Steers (`take_steers`, `steers_sent`): the input sent to the run while it works, taken in as a
+  step, through the run's lease.
 - The replay (worker/recovery/replay.py): what the record holds is not appended again. The writer
   asks it of each event (as its `recorded`, the one tie between the two); the loop and the adapters
   tell it what they replayed or skip (`replayed`, `skip_recorded`), and take or drop the text
@@ -14,7 +17,8 @@ they may change in any release. Most of them are how an attempt goes on from its
 - The run's answer (`output`, `answered`): what clients kept from before this attempt, then what
   this attempt streamed.
 
-The rest: the attempt's writer, its usage meter, and the tool calls it has open (`fail_open_tools`).
+The rest: the attempt's writer, its usage meter, its span (when traced), and the tool calls it has
+open (`fail_open_tools`).
 """
 
 import json
@@ -34,17 +38,22 @@ if TYPE_CHECKING:
     from tokentail.worker.context import RunContext
 
 
-class RunHooks:
+class Attempt:
+    """One attempt at a run, as its worker runs it: the writer and usage meter it streams through,
+    the steps and steers it records, the replay of what the run's record holds (an attempt that goes
+    on from it), and the run's answer so far. Made with the attempt's `RunContext`, which the agent
+    sees; this is what tokentail's own code drives the attempt with (`ctx.this_attempt`)."""
+
     def __init__(
         self, context: "RunContext", writer: EventWriter, run: RunRecord, meter: UsageMeter, log: RunLog | None
     ) -> None:
         self.writer = writer
         self.meter = meter
         self.open_calls: dict[str, tuple[float, str | None]] = {}  # call id -> when it started, by which agent
-        self.attempt: AttemptSpan | None = None  # the attempt's span, when traced (worker/traces.py)
+        self.span: AttemptSpan | None = None  # the attempt's span, when traced (worker/traces.py)
         self._context = context
         self._run_id = run.run_id
-        self._attempt = run.attempt
+        self._number = run.attempt
         self._steps = dict(run.steps)  # recorded before this attempt, and by it
         self._not_replayed = set(run.steps)  # recorded before this attempt, and not reached by it yet
         self._step_names: Counter[str] = Counter()  # steps taken so far in this attempt, by name
@@ -70,8 +79,8 @@ class RunHooks:
     def traced_replay(self, **attributes: str) -> None:
         """Mark a step or a tool call that this attempt replays from the record, executing nothing,
         on its span (the tool's name and call id, or the step's key)."""
-        if self.attempt is not None:
-            self.attempt.replayed(**attributes)
+        if self.span is not None:
+            self.span.replayed(**attributes)
 
     async def record_step(self, key: str, value: Any) -> Any:
         """Record `value` as step `key`'s result, after what the run streamed before it; returns
@@ -154,7 +163,7 @@ class RunHooks:
             return
         before, _ = replay.log.cut(len(replay.text) - len(text))
         self._kept_text = self._kept_text[: len(self._kept_text) - len(text)]
-        await self.writer.emit(RunContinued(run_id=self._run_id, attempt=self._attempt, from_event_id=before))
+        await self.writer.emit(RunContinued(run_id=self._run_id, attempt=self._number, from_event_id=before))
 
     @property
     def output(self) -> str:

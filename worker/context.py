@@ -43,7 +43,7 @@ Frameworks report a tool's start and its end as two callbacks, not one scope: fo
 stream into one run side by side.
 
 That is all an agent needs. tokentail's own code (the run, the built-in loop, the framework adapters)
-reaches the attempt's internals through `ctx.hooks` (worker/recovery/hooks.py), which is not part of
+reaches the attempt's internals through `ctx.this_attempt` (worker/attempt.py), which is not part of
 this API.
 """
 
@@ -76,7 +76,7 @@ from tokentail.shared.events import (
 from tokentail.shared.records import OnExpiry, Question, RunRecord, Turn
 from tokentail.shared.run_log import RunLog
 from tokentail.worker import traces
-from tokentail.worker.attempt import RunHooks
+from tokentail.worker.attempt import Attempt
 from tokentail.worker.usage import UsageMeter
 from tokentail.worker.writer import EventWriter
 
@@ -228,8 +228,8 @@ class RunContext:
         self.attempt = run.attempt
         self.history = history  # earlier completed turns of this session
         meter = meter if meter is not None else UsageMeter(run, writer)
-        self._hooks = RunHooks(self, writer, run, meter, log)
-        self._writer = writer  # the hooks' own, kept here for the per-token path
+        self._this_attempt = Attempt(self, writer, run, meter, log)
+        self._writer = writer  # the attempt's own, kept here for the per-token path
         self._meter = meter
         self._asked = run.asked  # questions asked before this attempt, all answered
         self._answers = run.answers
@@ -247,10 +247,10 @@ class RunContext:
         return arguments_of(self.input)
 
     @property
-    def hooks(self) -> RunHooks:
-        """Not the agent API: the attempt's internals, for tokentail's own run, built-in loop and
-        framework adapters (worker/recovery/hooks.py). They may change in any release."""
-        return self._hooks
+    def this_attempt(self) -> Attempt:
+        """Not the agent API: the attempt's internals (`attempt` is its number), for tokentail's own
+        run, built-in loop and framework adapters (worker/attempt.py). They may change in any release."""
+        return self._this_attempt
 
     async def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """`fn(*args, **kwargs)` (awaited if it returns an awaitable), done once for the run: its
@@ -258,9 +258,9 @@ class RunContext:
         answer gets the recorded result back without calling `fn`. Steps are told apart by `name`
         and by their order among the steps of that name. A step that raised is not recorded: it is
         done again."""
-        key = self._hooks.step_key(name)
-        if (recorded := self._hooks.recorded_step(key)) is not None:
-            self._hooks.traced_replay(**{"tokentail.step.key": key})
+        key = self._this_attempt.step_key(name)
+        if (recorded := self._this_attempt.recorded_step(key)) is not None:
+            self._this_attempt.traced_replay(**{"tokentail.step.key": key})
             return recorded
         if tracing.ON:
             with traces.executing_tool(name, None) as span:
@@ -268,24 +268,24 @@ class RunContext:
                 value = await _called(fn, *args, **kwargs)
         else:
             value = await _called(fn, *args, **kwargs)
-        return await self._hooks.record_step(key, value)
+        return await self._this_attempt.record_step(key, value)
 
     async def record_step(self, key: str, value: Any) -> Any:
         """Record `value` (JSON) as step `key`'s result, after what the run streamed before it;
         returns the value as a replay would (through JSON). `step` does this with the result of its
         `fn`; an adapter that records its framework's own state (LangGraph's checkpoints) does it
         by a key of its own."""
-        return await self._hooks.record_step(key, value)
+        return await self._this_attempt.record_step(key, value)
 
     @property
     def streamed_text(self) -> str:
         """The answer text the run's clients had when this attempt started ("" on a first attempt)."""
-        return self._hooks.streamed_text
+        return self._this_attempt.streamed_text
 
     def resume_text(self) -> str:
         """The answer text the run's clients have and this attempt has not streamed yet, counted as
         streamed now: give it to a model that continues a partial answer, and stream what follows."""
-        return self._hooks.resume_text()
+        return self._this_attempt.resume_text()
 
     async def ask(
         self,
@@ -329,7 +329,7 @@ class RunContext:
             on_expiry=on_expiry,
             default=default,
             call_id=call_id,
-            output_before=self._hooks.output,
+            output_before=self._this_attempt.output,
             state=state,
             batch=self._resumes,
         )
@@ -356,13 +356,13 @@ class RunContext:
         is returned once, by the first call after it was stored (its `steer.applied`, the commit
         point). An attempt that goes on after a takeover or an answer gets, at each call, the steers
         that call took before, and no new ones until it has replayed its record."""
-        return [steer.input for steer in await self._hooks.take_steers()]
+        return [steer.input for steer in await self._this_attempt.take_steers()]
 
     @property
     def steered(self) -> bool:
         """Whether a steer was sent since this agent last took steers in (as this worker was told: no
         Redis read): an agent streaming a long answer may stop at a safe point and call `steers()`."""
-        return self._hooks.steers_sent
+        return self._this_attempt.steers_sent
 
     def resumed_state(self) -> Any:
         """The `state` given with the last question answered, when the run goes on after it (else
@@ -375,7 +375,7 @@ class RunContext:
         again = [q for q in self._asked if q.batch == last] if last is not None else self._asked[-1:]
         self._asks = len(self._asked) - len(again)
         self._returned = {question.input_id for question in self._asked[: self._asks]}
-        self._hooks.skip_recorded()  # it goes on from the question: what follows is new
+        self._this_attempt.skip_recorded()  # it goes on from the question: what follows is new
         return self._asked[-1].state
 
     async def delta(self, text: str, *, agent: str | None = None) -> None:
@@ -405,7 +405,7 @@ class RunContext:
     async def tool_started(
         self, call_id: str, name: str, arguments: dict[str, Any], *, agent: str | None = None
     ) -> None:
-        self._hooks.open_calls[call_id] = (time.monotonic(), agent)
+        self._this_attempt.open_calls[call_id] = (time.monotonic(), agent)
         await self._writer.emit(
             ToolStarted(run_id=self.run_id, call_id=call_id, name=name, arguments=arguments, agent=agent)
         )
@@ -422,7 +422,7 @@ class RunContext:
         """`tool.completed` with `result`, or `tool.failed` with `error` (`denied`: a person denied
         the call, which did not run); a call whose start this context did not see is reported with a
         duration of 0."""
-        started, _ = self._hooks.open_calls.pop(call_id, (None, None))
+        started, _ = self._this_attempt.open_calls.pop(call_id, (None, None))
         duration_ms = int((time.monotonic() - started) * 1000) if started is not None else 0
         if error is None:
             completed = ToolCompleted(

@@ -315,10 +315,10 @@ async def _generate(
     writer: EventWriter,
     meter: UsageMeter,
     kept: RunLog | None,
-    attempt: traces.AttemptSpan | None = None,
+    span: traces.AttemptSpan | None = None,
 ) -> RunCompleted:
     """Run the agent; `earlier`: the session's runs that completed before it, as its start read them;
-    `kept`: a takeover's record as it goes on, read when it was decided; `attempt`: its span, when traced."""
+    `kept`: a takeover's record as it goes on, read when it was decided; `span`: the attempt's, when traced."""
     store: SessionStore = ctx["store"]
     settings: Settings = ctx["settings"]
     providers: Providers = ctx["providers"]
@@ -334,14 +334,14 @@ async def _generate(
         estimate = lambda: meter.estimate_taken_over(store, session_id, run)  # noqa: E731
         await ride_out(estimate, f"usage estimate of run {run.run_id}")
     context = RunContext(writer, session_id, run, history, meter, log)
-    hooks = context.hooks
-    hooks.attempt = attempt
+    attempt = context.this_attempt
+    attempt.span = span
     try:
         async with asyncio.timeout(settings.run_timeout_seconds):
             if isinstance(agent, Agent):
                 model_ref = run.model or agent.model or settings.model
-                if attempt is not None:
-                    attempt.model = model_ref
+                if span is not None:
+                    span.model = model_ref
                 provider, model = await providers.resolve(model_ref)
                 writer.provider = parse_model(model_ref).provider
                 policy = RetryPolicy.from_settings(settings)
@@ -353,13 +353,13 @@ async def _generate(
             raise waiting from None  # questions asked at once by a TaskGroup's tasks
         if isinstance(exc, Exception):
             # A framework's tool that raised out of its run (PydanticAI lets it) left its call open: end it.
-            await hooks.fail_open_tools(exc)
+            await attempt.fail_open_tools(exc)
         raise
-    if not hooks.answered:
+    if not attempt.answered:
         logger.warning("run %s of session %s: agent %s finished without an answer", run.run_id, session_id, run.agent)
         await writer.emit(Status(run_id=run.run_id, text=NO_ANSWER))
     # Its text not appended yet goes with its end, in one call (`EventWriter.finish`).
-    return RunCompleted(run_id=run.run_id, output=hooks.output, usage=meter.total())
+    return RunCompleted(run_id=run.run_id, output=attempt.output, usage=meter.total())
 
 
 def _uncancel() -> None:

@@ -197,7 +197,7 @@ class EventWriter:
         max_output_chars: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.lease = lease  # (the hooks take steers in through it)
+        self.lease = lease  # (its attempt takes steers in through it: worker/attempt.py)
         self._run_id = lease.run_id
         self._ticks = ticks
         self._flush_interval = ticks.interval

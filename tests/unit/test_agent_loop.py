@@ -29,7 +29,7 @@ def _context(store: RecordingLease, text: str, **params: Any) -> RunContext:
 
 
 async def _events(store: RecordingLease, context: RunContext) -> list[tuple[str, dict[str, Any]]]:
-    await context.hooks.writer.flush()
+    await context.this_attempt.writer.flush()
     return store.events
 
 
@@ -46,7 +46,7 @@ async def test_the_scripted_model_calls_the_calculator_and_answers_with_its_resu
     assert completed["call_id"] == started["call_id"] and completed["result"] == 42
     text = "".join(data["text"] for kind, data in events if kind == "message.delta")
     assert text.startswith("Let me calculate that. The calculator says 42.")
-    assert context.hooks.meter.usage["output_tokens"] > 0
+    assert context.this_attempt.meter.usage["output_tokens"] > 0
 
 
 async def test_parallel_calls_run_and_their_results_go_back_to_the_model() -> None:
@@ -118,7 +118,7 @@ async def test_a_reasoning_model_s_thinking_streams_as_reasoning_and_stays_out_o
         ("reasoning.delta", "Six sevens... "),
         ("message.delta", "42."),
     ]
-    assert context.hooks.writer.text == "42."
+    assert context.this_attempt.writer.text == "42."
 
 
 async def test_anthropic_thinking_streams_as_reasoning_and_its_signed_block_goes_back_with_the_tool_call() -> None:
@@ -278,11 +278,11 @@ async def test_steers_an_agent_s_own_saved_state_holds_are_not_given_again() -> 
     steered = json.dumps([{"steer_id": "st_0", "run_id": "r", "input": "in French"}])
     run = RunRecord(run_id="r", input="Capital?", attempt=2, steps={"steers#0": steered})
     writer = EventWriter(store, LeaseTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
-    hooks = RunContext(writer, "s", run, history=[]).hooks
-    hooks.skip_recorded()
-    hooks.skip_steers(1)
+    attempt = RunContext(writer, "s", run, history=[]).this_attempt
+    attempt.skip_recorded()
+    attempt.skip_steers(1)
     store.steer("a new one")
-    assert [steer.input for steer in await hooks.take_steers()] == ["a new one"]
+    assert [steer.input for steer in await attempt.take_steers()] == ["a new one"]
     assert list(store.steps) == ["steers#1"]
 
 
@@ -293,10 +293,10 @@ async def test_an_attempt_that_goes_on_replays_the_steers_taken_in_and_takes_no_
     turn = json.dumps({"message": {**message, "is_error": False, "thinking": []}, "reasoning_chars": 0})
     run = RunRecord(run_id="r", input="Capital?", attempt=2, steps={"steers#0": steered, "turn#0": turn})
     writer = EventWriter(store, LeaseTicks(0), max_output_chars=1_000_000)  # type: ignore[arg-type]
-    hooks = RunContext(writer, "s", run, history=[]).hooks
+    attempt = RunContext(writer, "s", run, history=[]).this_attempt
     store.steer("a new one")  # sent while the run was taken over
-    assert [steer.input for steer in await hooks.take_steers()] == ["in French"]  # replayed, not applied again
-    assert await hooks.take_steers() == []  # "turn#0" is still to replay: what follows was made without it
-    assert hooks.recorded_step(hooks.step_key("turn")) is not None
-    assert [steer.input for steer in await hooks.take_steers()] == ["a new one"]  # the record replayed: new ones
+    assert [steer.input for steer in await attempt.take_steers()] == ["in French"]  # replayed, not applied again
+    assert await attempt.take_steers() == []  # "turn#0" is still to replay: what follows was made without it
+    assert attempt.recorded_step(attempt.step_key("turn")) is not None
+    assert [steer.input for steer in await attempt.take_steers()] == ["a new one"]  # the record replayed: new ones
     assert list(store.steps) == ["steers#2"]

@@ -1,4 +1,4 @@
-"""RunHooks (worker/recovery/hooks.py): steps, done once and replayed after, and the text of a cut
+"""Attempt (worker/attempt.py): steps, done once and replayed after, and the text of a cut
 turn that a model refuses to continue."""
 
 import json
@@ -69,4 +69,4 @@ async def test_a_model_that_refuses_to_continue_starts_the_turn_over_and_clients
     assert fake.requests[1]["messages"][-1]["role"] == "user"  # the turn again, from its start
     after, _ = _landed(lease.landed, first_seq=4)
     assert after[0][1] == "run.continued" and json.loads(after[0][2])["from_event_id"] == 1
-    assert RunLog.of("r", [*record, *after]).text == context.hooks.output == "It is noon."
+    assert RunLog.of("r", [*record, *after]).text == context.this_attempt.output == "It is noon."

@@ -26,13 +26,13 @@ async def test_reasoning_streams_apart_from_the_answer_and_never_joins_the_outpu
     await ctx.delta("Hello")
     await ctx.delta(" there")
     await ctx.reasoning("Done.")
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     assert lease.events == [
         ("reasoning.delta", {"run_id": "r", "text": "The user wants a greeting."}),
         ("message.delta", {"run_id": "r", "text": "Hello there"}),
         ("reasoning.delta", {"run_id": "r", "text": "Done."}),
     ]
-    assert ctx.hooks.writer.text == "Hello there"
+    assert ctx.this_attempt.writer.text == "Hello there"
 
 
 async def test_text_of_two_agents_is_never_joined_and_each_delta_names_its_agent() -> None:
@@ -42,7 +42,7 @@ async def test_text_of_two_agents_is_never_joined_and_each_delta_names_its_agent
     await ctx.delta("a2", agent="researcher")
     await ctx.delta("b1", agent="writer")
     await ctx.delta("c1")
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     assert lease.events == [
         ("message.delta", {"run_id": "r", "agent": "researcher", "text": "a1 a2"}),
         ("message.delta", {"run_id": "r", "agent": "writer", "text": "b1"}),

@@ -77,7 +77,7 @@ async def _killed_at_every_instant(
     counter = CountingCalculator()
     agent = Agent(name="counting", tools=(counter.tool,))
     whole, context = await _attempt(agent, make_provider(0), [], {}, 1, question)
-    answer, tool_used = context.hooks.output, bool(counter.runs)
+    answer, tool_used = context.this_attempt.output, bool(counter.runs)
     assert answer
     outcomes = []
     for instant in range(len(whole.landed) + 1):
@@ -93,7 +93,7 @@ async def _killed_at_every_instant(
         after, _ = _landed(second.landed, first_seq=len(record) + 1)
         seen = RunLog.of("r", [*record, *after])
         assert seen.text == answer, f"killed after {instant} of {len(whole.landed)} writes"
-        assert context.hooks.output == answer  # the run's output
+        assert context.this_attempt.output == answer  # the run's output
         tool_recorded = any(key.startswith("tool:") for key in steps)
         assert len(counter.runs) == (1 if tool_used and not tool_recorded else 0)
         outcomes.append((instant, keep == len(record) - 1, len(counter.runs)))

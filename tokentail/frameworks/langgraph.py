@@ -97,10 +97,10 @@ def langgraph_agent(
         if (state := ctx.resumed_state()) is not None:  # going on after the answers to its interrupts
             saver.load(state["checkpoints"])
             graph_input = Command(resume=await _answers(ctx, state.get("interrupts")))
-        elif (checkpoints := ctx.hooks.recorded_step(CHECKPOINTS)) is not None:  # taken over: from the last one
+        elif (checkpoints := ctx.this_attempt.recorded_step(CHECKPOINTS)) is not None:  # taken over: from the last one
             saver.load(checkpoints)
             graph_input = None  # LangGraph resumes the thread from its last checkpoint
-            ctx.hooks.skip_recorded()  # clients have what came before it (and dropped what came after)
+            ctx.this_attempt.skip_recorded()  # clients have what came before it (and dropped what came after)
         configurable = {**(config or {}).get("configurable", {}), "thread_id": ctx.run_id}
         run_config = cast(RunnableConfig, {**(config or {}), "configurable": configurable})
         graph_with_saver = graph.copy(update={"checkpointer": saver.saver})
@@ -180,7 +180,7 @@ class _Saver:
     def load(self, data: dict[str, Any]) -> None:
         load_saver(self.saver, data)
         self.steers_taken = int(data.get("steers_taken", 0))
-        self._ctx.hooks.skip_steers(self.steers_taken)  # the thread's state has them
+        self._ctx.this_attempt.skip_steers(self.steers_taken)  # the thread's state has them
 
     async def record(self) -> None:
         """A node of the graph is done: its writes are in the saver, kept for a worker that takes over."""

@@ -111,7 +111,7 @@ async def test_the_callback_handler_streams_tokens_usage_and_the_tool_call() -> 
         if not reply.tool_calls:
             break
         messages.extend([await get_weather.ainvoke(call, config=config) for call in reply.tool_calls])
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
 
     kinds = [kind for kind, _ in lease.events]  # the writer may join tokens into fewer deltas
     assert kinds[:2] == ["tool.started", "tool.completed"] and set(kinds[2:]) == {"message.delta"}, kinds
@@ -120,7 +120,7 @@ async def test_the_callback_handler_streams_tokens_usage_and_the_tool_call() -> 
     assert started["name"] == "get_weather" and started["arguments"] == {"city": "Paris"}
     assert completed["result"] == {"city": "Paris", "sky": "sunny"}
     assert "".join(lease.texts()) == "Sunny in Paris."
-    assert ctx.hooks.meter.usage == {"input_tokens": 30, "output_tokens": 9}
+    assert ctx.this_attempt.meter.usage == {"input_tokens": 30, "output_tokens": 9}
     assert [m.content for m in SEEN[0]] == ["Hi", "Hello!", "Weather in Paris?"]
     assert isinstance(SEEN[1][-1], ToolMessage)
 
@@ -131,7 +131,7 @@ async def test_a_tool_that_raises_is_a_failed_call() -> None:
     call = {"id": "call_9", "name": "get_weather", "args": {"city": "Atlantis"}, "type": "tool_call"}
     with pytest.raises(ValueError, match="no such city"):
         await get_weather.ainvoke(call, config=config)
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     assert [(kind, data["call_id"]) for kind, data in lease.events] == [
         ("tool.started", "call_9"),
         ("tool.failed", "call_9"),
@@ -153,7 +153,7 @@ async def test_a_tool_that_answers_its_error_is_a_failed_call() -> None:
     config: RunnableConfig = {"callbacks": [TokentailCallbackHandler(ctx, agent="forecaster")]}
     call = {"id": "call_7", "name": "get_forecast", "args": {"city": "Paris"}, "type": "tool_call"}
     answer = await get_forecast.ainvoke(call, config=config)
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     assert isinstance(answer, ToolMessage) and answer.status == "error"
     assert [(kind, data["call_id"], data["agent"]) for kind, data in lease.events] == [
         ("tool.started", "call_7", "forecaster"),
@@ -168,8 +168,8 @@ async def test_a_model_call_that_does_not_stream_still_gives_its_answer_whole() 
     model = StreamingFakeChatModel(messages=iter([AIMessage("Sunny.", usage_metadata=usage(7, 2))]))
     ctx, lease = context()
     await model.ainvoke([HumanMessage(ctx.input)], config={"callbacks": [TokentailCallbackHandler(ctx)]})
-    await ctx.hooks.writer.flush()
-    assert lease.texts() == ["Sunny."] and ctx.hooks.meter.usage == {"input_tokens": 7, "output_tokens": 2}
+    await ctx.this_attempt.writer.flush()
+    assert lease.texts() == ["Sunny."] and ctx.this_attempt.meter.usage == {"input_tokens": 7, "output_tokens": 2}
 
 
 async def test_a_handler_called_from_another_thread_writes_on_the_run_s_loop() -> None:
@@ -178,7 +178,7 @@ async def test_a_handler_called_from_another_thread_writes_on_the_run_s_loop() -
     handler = TokentailCallbackHandler(ctx)
     chunk = ChatGenerationChunk(message=AIMessageChunk(content="from a thread"))
     await asyncio.to_thread(asyncio.run, handler.on_llm_new_token("from a thread", chunk=chunk, run_id=uuid.uuid4()))
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     assert lease.texts() == ["from a thread"]
 
 
@@ -195,7 +195,7 @@ async def test_a_synchronous_model_call_in_an_async_agent_fails_at_once_saying_w
     # In a thread the loop stays free, and the same call streams.
     model = StreamingFakeChatModel(messages=iter([AIMessage("Sunny in Paris.")]), streaming=True, callbacks=[handler])
     reply = await asyncio.to_thread(model.invoke, [HumanMessage(ctx.input)])
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     assert reply.content == "".join(lease.texts()) == "Sunny in Paris."
 
 
@@ -212,6 +212,6 @@ async def test_a_tool_s_text_stays_text_and_its_object_an_object() -> None:
         await tool_.ainvoke(
             {"id": call_id, "name": tool_.name, "args": {"city": "Paris"}, "type": "tool_call"}, config=config
         )
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     results = [data["result"] for kind, data in lease.events if kind == "tool.completed"]
     assert results == ["4", {"city": "Paris", "sky": "sunny"}]

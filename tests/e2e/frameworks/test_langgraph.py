@@ -73,7 +73,7 @@ async def test_subgraph_events_carry_their_node_s_name_and_custom_writes_stream(
     lease = RecordingLease()
     ctx = RunContext(_writer(lease, 0), "s", RunRecord(run_id="r", input="find it"), history=[])
     await langgraph_agent(outer.compile())(ctx)
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     assert [(kind, data.get("agent")) for kind, data in lease.events] == [
         ("status", "researcher"),
         ("data.custom", "researcher"),
@@ -123,14 +123,14 @@ async def test_a_react_graph_s_tool_call_tokens_and_usage_in_order() -> None:
         [Turn(role="user", content="Hi", run_id="r1"), Turn(role="assistant", content="Hello!", run_id="r1")]
     )
     await langgraph_agent(_react(StreamingFakeChatModel(messages=replies), [get_weather]))(ctx)
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     kinds = [kind for kind, _ in lease.events]  # the writer may join tokens into fewer deltas
     assert kinds[:2] == ["tool.started", "tool.completed"] and set(kinds[2:]) == {"message.delta"}, kinds
     started, completed = lease.events[0][1], lease.events[1][1]
     assert started == {"run_id": "r", "call_id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}
     assert completed["call_id"] == "call_1" and completed["result"] == {"city": "Paris", "sky": "sunny"}
     assert "".join(lease.texts()) == "Sunny in Paris."  # once: not again from the node's update
-    assert ctx.hooks.meter.usage == {"input_tokens": 30, "output_tokens": 9}
+    assert ctx.this_attempt.meter.usage == {"input_tokens": 30, "output_tokens": 9}
     assert [m.content for m in SEEN[0]] == ["Hi", "Hello!", "Weather in Paris?"]
 
 
@@ -152,7 +152,7 @@ async def test_a_steer_sent_during_a_pass_goes_into_the_graph_s_state_and_the_gr
 
     replies = iter([weather_call(), AIMessage("Sunny."), AIMessage(" Ensoleillé.")])
     await langgraph_agent(_react(StreamingFakeChatModel(messages=replies), [get_weather]))(ctx)
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     assert "".join(lease.texts()) == "Sunny. Ensoleillé."
     assert [kind for kind, _ in lease.events].count("steer.applied") == 1
     assert len(SEEN) == 3 and [m.content for m in SEEN[2]][-2:] == ["Sunny.", "in French"]  # once, at the end
@@ -182,7 +182,7 @@ async def test_a_tool_message_with_status_error_is_a_failed_call() -> None:
     graph = _react(StreamingFakeChatModel(messages=replies), [get_weather], handle_tool_errors=True)
     ctx, lease = context()
     await langgraph_agent(graph)(ctx)
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     assert [kind for kind, _ in lease.events][:2] == ["tool.started", "tool.failed"]
     assert lease.events[1][1]["call_id"] == "call_1" and "no such city" in str(lease.events[1][1]["error"])
     assert "".join(lease.texts()) == "No such city."
@@ -200,7 +200,7 @@ async def test_a_tool_that_raises_through_the_graph_ends_its_call_as_failed() ->
     ctx, lease = context()
     with pytest.raises(ValueError, match="no such city"):
         await langgraph_agent(_react(StreamingFakeChatModel(messages=replies), [get_weather]))(ctx)
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     assert [(kind, data["call_id"]) for kind, data in lease.events] == [
         ("tool.started", "call_1"),
         ("tool.failed", "call_1"),
@@ -228,7 +228,7 @@ async def test_a_cancel_while_a_tool_runs_ends_its_call_as_cancelled() -> None:
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     assert [kind for kind, _ in lease.events] == ["tool.started", "tool.failed"]
     assert lease.events[1][1]["error"] == "cancelled"
 
@@ -250,7 +250,7 @@ async def test_an_ai_message_a_node_writes_itself_is_streamed_once() -> None:
     outer.add_edge(START, "greeter")
     ctx, lease = context()
     await langgraph_agent(outer.compile())(ctx)
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     assert [(kind, data) for kind, data in lease.events] == [
         ("message.delta", {"run_id": "r", "text": "Hello from a node.", "agent": "greeter"})
     ]
@@ -284,7 +284,7 @@ async def test_the_session_s_turns_are_not_told_again_when_a_node_returns_them()
     ]
     ctx, lease = context(turns, question="When do you open?")
     await langgraph_agent(builder.compile())(ctx)
-    await ctx.hooks.writer.flush()
+    await ctx.this_attempt.writer.flush()
     assert lease.texts() == ["We open at nine."]
 
 

@@ -133,7 +133,7 @@ async def test_a_handoff_relabels_the_events_and_usage_adds_up_over_the_model_ca
         ),
         ("message.delta", {"text": "Sunny in Paris.", "agent": "forecaster"}),
     ]
-    assert ctx.hooks.meter.usage == {"input_tokens": 30, "output_tokens": 9}
+    assert ctx.this_attempt.meter.usage == {"input_tokens": 30, "output_tokens": 9}
     first = model.first_call
     assert first is not None and first.input == [
         {"role": "user", "content": "Hi"},
