@@ -18,12 +18,13 @@ goes on from its run's record (worker/recovery/):
   this attempt streamed.
 
 The rest: the attempt's writer, its usage meter, its span (when traced), and the tool calls it has
-open (`fail_open_tools`).
+open (`open_tool_calls`: those the agent left open when it raised, which the run ends through the
+context).
 """
 
 import json
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tokentail.shared.errors import StepTooLarge
 from tokentail.shared.events import EventType, RunContinued
@@ -34,9 +35,6 @@ from tokentail.worker.traces import AttemptSpan
 from tokentail.worker.usage import UsageMeter
 from tokentail.worker.writer import EventWriter, is_answer
 
-if TYPE_CHECKING:
-    from tokentail.worker.context import RunContext
-
 
 class Attempt:
     """One attempt at a run, as its worker runs it: the writer and usage meter it streams through,
@@ -44,14 +42,11 @@ class Attempt:
     on from it), and the run's answer so far. Made with the attempt's `RunContext`, which the agent
     sees; this is what tokentail's own code drives the attempt with (`ctx.this_attempt`)."""
 
-    def __init__(
-        self, context: "RunContext", writer: EventWriter, run: RunRecord, meter: UsageMeter, log: RunLog | None
-    ) -> None:
+    def __init__(self, writer: EventWriter, run: RunRecord, meter: UsageMeter, log: RunLog | None) -> None:
         self.writer = writer
         self.meter = meter
         self.open_calls: dict[str, tuple[float, str | None]] = {}  # call id -> when it started, by which agent
         self.span: AttemptSpan | None = None  # the attempt's span, when traced (worker/traces.py)
-        self._context = context
         self._run_id = run.run_id
         self._number = run.attempt
         self._steps = dict(run.steps)  # recorded before this attempt, and by it
@@ -176,7 +171,7 @@ class Attempt:
         (worker/run.py says so in the stream when it ends without any)."""
         return self._answered_before or self.writer.answered
 
-    async def fail_open_tools(self, error: BaseException) -> None:
-        """`tool.failed` for every call started and not finished: the agent raised `error` meanwhile."""
-        for call_id, (_, agent) in list(self.open_calls.items()):
-            await self._context.tool_finished(call_id, error=error, agent=agent)
+    def open_tool_calls(self) -> list[tuple[str, str | None]]:
+        """The tool calls started and not finished, (call id, agent) each: those the agent left open
+        if it raised, for the run to end with `tool.failed` (`RunContext.tool_finished`)."""
+        return [(call_id, agent) for call_id, (_, agent) in self.open_calls.items()]

@@ -228,7 +228,7 @@ class RunContext:
         self.attempt = run.attempt
         self.history = history  # earlier completed turns of this session
         meter = meter if meter is not None else UsageMeter(run, writer)
-        self._this_attempt = Attempt(self, writer, run, meter, log)
+        self._this_attempt = Attempt(writer, run, meter, log)
         self._writer = writer  # the attempt's own, kept here for the per-token path
         self._meter = meter
         self._asked = run.asked  # questions asked before this attempt, all answered

@@ -353,7 +353,8 @@ async def _generate(
             raise waiting from None  # questions asked at once by a TaskGroup's tasks
         if isinstance(exc, Exception):
             # A framework's tool that raised out of its run (PydanticAI lets it) left its call open: end it.
-            await attempt.fail_open_tools(exc)
+            for call_id, by in attempt.open_tool_calls():
+                await context.tool_finished(call_id, error=exc, agent=by)
         raise
     if not attempt.answered:
         logger.warning("run %s of session %s: agent %s finished without an answer", run.run_id, session_id, run.agent)
