@@ -19,13 +19,11 @@ follower may have read is given out again with other content: readers find a hol
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple, NoReturn, TypeVar
+from typing import NamedTuple, NoReturn, Protocol, TypeVar
 
 from tokentail.shared.errors import LeaseLost, WritesLost
 from tokentail.shared.logs import log_context
-
-if TYPE_CHECKING:
-    from tokentail.worker.run_writes import RunLease
+from tokentail.shared.scripts.runs import Requeue
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,7 +67,25 @@ class WriteJournal:
         return appends
 
 
-async def through_lost_writes(lease: "RunLease", write: Callable[[], Awaitable[T]]) -> T:
+class JournaledLease(Protocol):
+    """What appending again needs of a run's lease (worker/run_writes.py's `RunLease`): its journal,
+    an append under given ids, and the hand-over past what it cannot append again."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def journal(self) -> WriteJournal: ...
+
+    async def append_as_written(self, append: Appended) -> int: ...
+
+    async def hand_over(self, past_seq: int | None = None) -> Requeue: ...
+
+
+async def through_lost_writes(lease: JournaledLease, write: Callable[[], Awaitable[T]]) -> T:
     """`write()`, a write of the run's worker; if Redis lost events the run wrote before (LOST),
     those first, appended again under their ids, then `write()` again."""
     while True:
@@ -79,7 +95,7 @@ async def through_lost_writes(lease: "RunLease", write: Callable[[], Awaitable[T
             await _append_again(lease, lost.last_seq)
 
 
-async def _append_again(lease: "RunLease", last_seq: int) -> None:
+async def _append_again(lease: JournaledLease, last_seq: int) -> None:
     """Append again, under their ids, the run's events after `last_seq` that Redis lost; if it
     cannot as they were, hand the run over past them and stop (LeaseLost)."""
     lost = lease.journal.lost(last_seq)
@@ -97,7 +113,7 @@ class HandedOver(LeaseLost):
     reaper, its attempt ended here, and its span with it (worker/traces.py)."""
 
 
-async def _hand_over_past_lost(lease: "RunLease") -> NoReturn:
+async def _hand_over_past_lost(lease: JournaledLease) -> NoReturn:
     """Events lost that the run cannot append again as they were: followers may have read them, so
     the run goes on after them (requeue_run.lua), in another attempt, and this one stops."""
     handed = await lease.hand_over(past_seq=lease.journal.written)
