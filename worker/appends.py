@@ -29,7 +29,7 @@ import logging
 import math
 import secrets
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from redis.asyncio import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
@@ -40,10 +40,7 @@ from tokentail.shared.round_trips import round_trips
 from tokentail.shared.scripts.contract import Topology
 from tokentail.shared.scripts.runs import AppendAt, AppendEvents, raise_fenced
 from tokentail.shared.settings import Settings
-from tokentail.worker.run_writes import outcome
-
-if TYPE_CHECKING:
-    from tokentail.worker.writer import EventWriter
+from tokentail.worker.run_writes import RunLease, outcome
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +48,23 @@ logger = logging.getLogger(__name__)
 # sends what it published (the gateways' notifications) only once it returns.
 JOINED_CALLS = 64
 Events = Sequence[tuple[str, str]]  # (type, data JSON)
-_Group = list[tuple["EventWriter", Events]]
+
+
+class TickWriter(Protocol):
+    """A run's writer as the ticks see it (worker/writer.py's `EventWriter`): asked at its tick,
+    asked for its events, told what became of them."""
+
+    @property
+    def lease(self) -> RunLease: ...
+
+    def on_tick(self) -> bool: ...
+
+    def take(self) -> Events | None: ...
+
+    def landed(self, reply: int | BaseException) -> None: ...
+
+
+_Group = list[tuple[TickWriter, Events]]
 
 
 class JoinCounter:
@@ -112,9 +125,9 @@ class TickGrid:
     def __init__(self, interval: float, period: float = 0.005) -> None:
         self.interval = interval  # a writer's window
         self.period = period
-        self._due: dict[int, list[EventWriter]] = {}
+        self._due: dict[int, list[TickWriter]] = {}
         self._coarse = False  # busy: every other tick of the grid
-        self._ready: list[EventWriter] = []  # asked to go in the next round trip
+        self._ready: list[TickWriter] = []  # asked to go in the next round trip
         self._sending = False  # a round trip is out, or asked for this loop step
         self._loop: asyncio.AbstractEventLoop | None = None  # (asked once: Python 3.11 asks getpid() each time)
 
@@ -124,7 +137,7 @@ class TickGrid:
             self._loop = asyncio.get_running_loop()
         return self._loop
 
-    def join(self, writer: "EventWriter", wait: float) -> int:
+    def join(self, writer: TickWriter, wait: float) -> int:
         """Ask `writer` for its events (`on_tick`) at the first tick at least `wait` seconds from now;
         which tick (its loop time: that times `period`)."""
         loop = self.loop
@@ -138,7 +151,7 @@ class TickGrid:
         due.append(writer)
         return tick
 
-    def soon(self, writer: "EventWriter") -> None:
+    def soon(self, writer: TickWriter) -> None:
         """`writer`'s events go in the next round trip: once this loop step is over (what else comes in
         it goes with them), or when the round trip out comes back."""
         self._ready.append(writer)
@@ -298,7 +311,7 @@ class AppendTicks(TickGrid):
         return count
 
 
-def _tell(writer: "EventWriter", reply: Any) -> None:
+def _tell(writer: TickWriter, reply: Any) -> None:
     """`writer.landed(reply)`: a bug in one run's writer does not keep the others of the round trip untold."""
     try:
         writer.landed(reply if isinstance(reply, BaseException) else int(reply))
