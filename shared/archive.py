@@ -28,7 +28,7 @@ from typing import Any
 
 from tokentail.shared.errors import ArchiveUnavailable
 from tokentail.shared.settings import Settings
-from tokentail.shared.store import StoredEvent
+from tokentail.shared.store import ArchivedSession, StoredEvent
 
 try:  # the `archive` extra: only a deployment with an archive needs the driver
     import asyncpg
@@ -123,17 +123,6 @@ async def open_archive(settings: Settings) -> "Archive | None":
     archive = Archive(settings.archive_url, settings.key_prefix, read_timeout=settings.archive_timeout_seconds)
     await archive.start()
     return archive
-
-
-class ArchivedSession:
-    """What the archive holds of a session besides its events."""
-
-    __slots__ = ("last_event_id", "record", "tenant")
-
-    def __init__(self, tenant: str, record: str, last_event_id: int) -> None:
-        self.tenant = tenant
-        self.record = record
-        self.last_event_id = last_event_id
 
 
 class Archive:

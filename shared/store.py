@@ -11,7 +11,7 @@ import functools
 import json
 import operator
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from redis.asyncio import RedisCluster
 
@@ -23,9 +23,6 @@ from tokentail.shared.redis_clients import AnyRedis
 from tokentail.shared.round_trips import round_trips
 from tokentail.shared.run_log import RunLog
 from tokentail.shared.settings import Settings
-
-if TYPE_CHECKING:
-    from tokentail.shared.archive import Archive, ArchivedSession
 
 
 class StoredEvent(NamedTuple):
@@ -143,8 +140,31 @@ def compact_json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+class ArchivedSession:
+    """What the archive holds of a session besides its events."""
+
+    __slots__ = ("last_event_id", "record", "tenant")
+
+    def __init__(self, tenant: str, record: str, last_event_id: int) -> None:
+        self.tenant = tenant
+        self.record = record
+        self.last_event_id = last_event_id
+
+
+class SessionArchive(Protocol):
+    """What the store reads of the archive, and a deletion asks of it (shared/archive.py's `Archive`)."""
+
+    async def session(self, session_id: str) -> ArchivedSession | None: ...
+
+    async def read(self, session_id: str, after: int, count: int, before: int | None = None) -> list[StoredEvent]: ...
+
+    async def first_seq(self, session_id: str) -> int | None: ...
+
+    async def delete(self, session_id: str) -> None: ...
+
+
 class SessionStore:
-    def __init__(self, redis: AnyRedis, settings: Settings, archive: "Archive | None" = None) -> None:
+    def __init__(self, redis: AnyRedis, settings: Settings, archive: SessionArchive | None = None) -> None:
         """`redis`: the sessions' Redis (a `RedisCluster` with `settings.redis_cluster`); `archive`:
         where sessions are kept once Redis forgot them, if anywhere."""
         self.redis = redis
@@ -341,7 +361,7 @@ class SessionStore:
         """The command that reads a stream's last entry (see `last_seq`)."""
         return (self._xrevrange, events_key, "+", "-", b"COUNT", 1)
 
-    async def _archived(self, session_id: str) -> "ArchivedSession | None":
+    async def _archived(self, session_id: str) -> ArchivedSession | None:
         return await self.archive.session(session_id) if self.archive is not None else None
 
     async def with_outputs(self, session_id: str, events: list[StoredEvent]) -> list[StoredEvent]:
