@@ -90,7 +90,7 @@ async def level(redis: Redis, settings: Settings, runs: int, mode: str, profile:
 
     async def one(context: RunContext) -> None:
         chunks = stream_with_retries(ScriptedProvider(), replace(request), RetryPolicy(), on_retry)
-        await _model_turn(context, chunks, "", _Progress())
+        await _model_turn(context, context.this_attempt.writer.lease, chunks, "", _Progress())
         await context.this_attempt.writer.flush()
 
     loop = asyncio.get_running_loop()

@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -49,6 +49,7 @@ from tokentail.worker.providers.base import (
 )
 from tokentail.worker.recovery.takeover import TURN_STEP
 from tokentail.worker.retry import RetryPolicy, stream_with_retries
+from tokentail.worker.steer_inbox import SteerInbox
 from tokentail.worker.tools import Tool, ToolError
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,16 @@ class AgentError(Exception):
     pass
 
 
+class SteeredLease(Protocol):
+    """What the loop asks of its run's lease (worker/run_writes.py's `RunLease`): whether a steer was
+    sent (`inbox.sent`, read per token), and whether steers wait, where that would cut the model's text."""
+
+    @property
+    def inbox(self) -> SteerInbox: ...
+
+    async def steers_wait(self) -> bool: ...
+
+
 def first_messages(agent: Agent, context: RunContext) -> list[Message]:
     messages = [Message("system", agent.system_prompt)] if agent.system_prompt else []
     # Empty turns (a run that ended without text) are left out: some APIs refuse empty content.
@@ -73,8 +84,16 @@ def first_messages(agent: Agent, context: RunContext) -> list[Message]:
 
 
 async def run_model_agent(
-    agent: Agent, context: RunContext, provider: Provider, model: str, policy: RetryPolicy, tool_timeout: float
+    agent: Agent,
+    context: RunContext,
+    lease: SteeredLease,
+    provider: Provider,
+    model: str,
+    policy: RetryPolicy,
+    tool_timeout: float,
 ) -> None:
+    """Run `agent` in `context` on `provider`'s `model`; `lease`: the run's (worker/run.py hands it
+    over), which says when a steer would cut the model's text."""
     tools = {t.name: t for t in agent.tools}
     messages = first_messages(agent, context)
     try:
@@ -83,7 +102,7 @@ async def run_model_agent(
         raise InvalidRequest(f"invalid params: {exc}") from None
 
     async def on_retry(error: ProviderError, delay: float) -> None:
-        metrics.PROVIDER_ERRORS.labels(context.this_attempt.writer.provider, error.kind).inc()
+        metrics.PROVIDER_ERRORS.labels(provider.provider, error.kind).inc()
         await context.status(f"{error} Retrying in {delay:.1f} s.")
 
     # Steers that came before its first model request (sent while it was queued, or waited for an answer).
@@ -91,7 +110,7 @@ async def run_model_agent(
     spent = 0  # the agent's steps: its turns, but for those a steer cut short (the run's steers are bounded)
     while spent < agent.max_steps:
         request = ModelRequest(model, messages, [t.spec for t in agent.tools], params)
-        turn, unrecorded = await _turn(context, provider, request, policy, on_retry)
+        turn, unrecorded = await _turn(context, lease, provider, request, policy, on_retry)
         messages.append(turn)
         if turn.tool_calls:
             calls, decisions = list(turn.tool_calls), dict[str, bool]()
@@ -127,6 +146,7 @@ async def _steers(context: RunContext, unrecorded: tuple[str, dict[str, Any]] | 
 
 async def _turn(
     context: RunContext,
+    lease: SteeredLease,
     provider: Provider,
     request: ModelRequest,
     policy: RetryPolicy,
@@ -147,7 +167,7 @@ async def _turn(
 
     async def model(continue_text: str) -> tuple[Message, int]:
         chunks = stream_with_retries(provider, replace(request, continue_text=continue_text), policy, on_retry)
-        return await _model_turn(context, chunks, continue_text, progress)
+        return await _model_turn(context, lease, chunks, continue_text, progress)
 
     try:
         turn, reasoning_chars = await model(prefix)
@@ -175,7 +195,7 @@ class _Progress:
 
 
 async def _model_turn(
-    context: RunContext, chunks: AsyncIterator[Chunk], prefix: str, progress: _Progress
+    context: RunContext, lease: SteeredLease, chunks: AsyncIterator[Chunk], prefix: str, progress: _Progress
 ) -> tuple[Message, int]:
     """Stream one answer of the model to the run, after `prefix` (what clients have of it); what it
     said, as the assistant's message, and how much reasoning it streamed. A steer sent meanwhile cuts
@@ -186,7 +206,6 @@ async def _model_turn(
     reasoning_chars = 0
     calls: list[ToolCall] = []
     thinking: list[ThinkingBlock] = []
-    lease = context.this_attempt.writer.lease
     cut, steered = _SteerCut(prefix), lease.inbox.sent  # (read per token: no lookups)
     async for chunk in chunks:
         progress.streamed = True

@@ -345,7 +345,9 @@ async def _generate(
                 provider, model = await providers.resolve(model_ref)
                 writer.provider = parse_model(model_ref).provider
                 policy = RetryPolicy.from_settings(settings)
-                await run_model_agent(agent, context, provider, model, policy, settings.tool_timeout_seconds)
+                await run_model_agent(
+                    agent, context, writer.lease, provider, model, policy, settings.tool_timeout_seconds
+                )
             else:
                 await agent(context)
     except BaseException as exc:

@@ -36,7 +36,7 @@ async def _events(store: RecordingLease, context: RunContext) -> list[tuple[str,
 async def test_the_scripted_model_calls_the_calculator_and_answers_with_its_result() -> None:
     store = RecordingLease()
     context = _context(store, "what is 6 * 7?", tokens=10, tokens_per_second=0)
-    await run_model_agent(ASSISTANT, context, ScriptedProvider(), "", RetryPolicy(), tool_timeout=5)
+    await run_model_agent(ASSISTANT, context, store, ScriptedProvider(), "", RetryPolicy(), tool_timeout=5)
     events = await _events(store, context)
     kinds = [kind for kind, _ in events]
     assert kinds.index("tool.started") < kinds.index("tool.completed")
@@ -58,7 +58,7 @@ async def test_parallel_calls_run_and_their_results_go_back_to_the_model() -> No
     fake = FakeLLM([Reply(chunks=openai_stream(["Checking. "], calls)), Reply(chunks=openai_stream(["Done: 2."]))])
     store = RecordingLease()
     context = _context(store, "compute")
-    await run_model_agent(ASSISTANT, context, OpenAIProvider(fake.openai()), "m", RetryPolicy(), tool_timeout=5)
+    await run_model_agent(ASSISTANT, context, store, OpenAIProvider(fake.openai()), "m", RetryPolicy(), tool_timeout=5)
     events = await _events(store, context)
     outcomes = {data["call_id"]: kind for kind, data in events if kind in ("tool.completed", "tool.failed")}
     assert outcomes == {"c1": "tool.completed", "c2": "tool.failed", "c3": "tool.failed"}
@@ -83,7 +83,7 @@ async def test_a_slow_tool_times_out_and_the_model_hears_it() -> None:
     fake = FakeLLM([Reply(chunks=openai_stream([], [(0, "c1", "slow", ["{}"])])), Reply(chunks=openai_stream(["ok"]))])
     store = RecordingLease()
     context = _context(store, "go")
-    await run_model_agent(agent, context, OpenAIProvider(fake.openai()), "m", RetryPolicy(), tool_timeout=0.1)
+    await run_model_agent(agent, context, store, OpenAIProvider(fake.openai()), "m", RetryPolicy(), tool_timeout=0.1)
     failed = next(data for kind, data in await _events(store, context) if kind == "tool.failed")
     assert "did not finish within 0.1 s" in failed["error"]
     assert json.loads(json.dumps(fake.requests[1]["messages"][-1]))["content"].startswith("error: slow did not finish")
@@ -94,16 +94,15 @@ async def test_an_agent_that_never_stops_calling_tools_fails_after_max_steps() -
     fake = FakeLLM(loop_forever)
     agent = Agent("loopy", tools=ASSISTANT.tools, max_steps=3)
     with pytest.raises(AgentError, match="within 3 steps"):
-        await run_model_agent(
-            agent, _context(RecordingLease(), "go"), OpenAIProvider(fake.openai()), "m", RetryPolicy(), 5
-        )
+        lease = RecordingLease()
+        await run_model_agent(agent, _context(lease, "go"), lease, OpenAIProvider(fake.openai()), "m", RetryPolicy(), 5)
 
 
 async def test_retries_are_shown_as_status_events() -> None:
     fake = FakeLLM([Reply(status=429, headers={"retry-after": "0"}), Reply(chunks=openai_stream(["hi"]))])
     store = RecordingLease()
     context = _context(store, "go")
-    await run_model_agent(ASSISTANT, context, OpenAIProvider(fake.openai()), "m", RetryPolicy(), 5)
+    await run_model_agent(ASSISTANT, context, store, OpenAIProvider(fake.openai()), "m", RetryPolicy(), 5)
     statuses = [data["text"] for kind, data in await _events(store, context) if kind == "status"]
     assert len(statuses) == 1 and "rate limit" in statuses[0] and "Retrying in 0.0 s" in statuses[0]
 
@@ -113,7 +112,7 @@ async def test_a_reasoning_model_s_thinking_streams_as_reasoning_and_stays_out_o
     fake = FakeLLM([Reply(chunks=[*thinking, *openai_stream(["42."])[1:]])])
     store = RecordingLease()
     context = _context(store, "6 * 7?")
-    await run_model_agent(ASSISTANT, context, OpenAIProvider(fake.openai()), "m", RetryPolicy(), tool_timeout=5)
+    await run_model_agent(ASSISTANT, context, store, OpenAIProvider(fake.openai()), "m", RetryPolicy(), tool_timeout=5)
     assert [(kind, data["text"]) for kind, data in await _events(store, context)] == [
         ("reasoning.delta", "Six sevens... "),
         ("message.delta", "42."),
@@ -132,7 +131,7 @@ async def test_anthropic_thinking_streams_as_reasoning_and_its_signed_block_goes
     store = RecordingLease()
     context = _context(store, "6 * 7?", thinking_budget=2048)
     provider = AnthropicProvider(fake.anthropic())
-    await run_model_agent(ASSISTANT, context, provider, "m", RetryPolicy(), tool_timeout=5)
+    await run_model_agent(ASSISTANT, context, store, provider, "m", RetryPolicy(), tool_timeout=5)
     events = await _events(store, context)
     assert [(kind, data.get("text")) for kind, data in events if kind.endswith(".delta")] == [
         ("reasoning.delta", "Six sevens."),
@@ -187,7 +186,7 @@ async def test_a_steer_cuts_the_answer_at_a_safe_point_and_the_next_request_carr
     store = RecordingLease()
     context = _context(store, "What is the capital of France?")
     model = _SteeredMidAnswer(store, ["Paris", " is", " the", " capital", " of", " France."], steer_after=2)
-    await run_model_agent(ASSISTANT, context, model, "m", RetryPolicy(), tool_timeout=5)
+    await run_model_agent(ASSISTANT, context, store, model, "m", RetryPolicy(), tool_timeout=5)
     events = await _events(store, context)
     # Cut before " the" (a word's start), its stream closed: what was shown is the turn, kept.
     assert model.closed and _text(events) == "Paris is\n\nParis est la capitale."
@@ -224,7 +223,7 @@ async def test_steers_taken_in_spend_none_of_the_agent_s_steps() -> None:
     # takes in a bounded number of steers: TOKENTAIL_MAX_STEERS_PER_RUN bounds these turns.)
     store = RecordingLease()
     model = _SteeredEachTurn(store, steers=5)
-    await run_model_agent(Agent("brief", max_steps=2), _context(store, "go"), model, "m", RetryPolicy(), 5)
+    await run_model_agent(Agent("brief", max_steps=2), _context(store, "go"), store, model, "m", RetryPolicy(), 5)
     assert model.requests == 6 and _text(await _events(store, _context(store, "go"))).endswith("Done.")
 
 
@@ -235,7 +234,7 @@ async def test_word_of_a_steer_already_taken_in_cuts_nothing() -> None:
     context = _context(store, "Capital of France?")
     model = _SteeredMidAnswer(store, ["Paris", " is", " it."], steer_after=-1)
     store.inbox.sent.set()
-    await run_model_agent(ASSISTANT, context, model, "m", RetryPolicy(), tool_timeout=5)
+    await run_model_agent(ASSISTANT, context, store, model, "m", RetryPolicy(), tool_timeout=5)
     assert _text(await _events(store, context)) == "Paris is it."
     assert len(model.requests) == 1 and not store.inbox.sent.is_set()
 
@@ -244,7 +243,7 @@ async def test_a_steer_sent_during_a_turn_that_calls_a_tool_comes_after_the_tool
     store = RecordingLease()
     context = _context(store, "What time is it?")
     model = _SteeredMidAnswer(store, ["Let", " me", " look."], steer_after=3, tool_call=True)  # after its text
-    await run_model_agent(ASSISTANT, context, model, "m", RetryPolicy(), tool_timeout=5)
+    await run_model_agent(ASSISTANT, context, store, model, "m", RetryPolicy(), tool_timeout=5)
     second = model.requests[1].messages
     assert [m.role for m in second[-3:]] == ["assistant", "tool", "user"] and second[-1].content == "in French"
     assert second[-3].content == "Let me look."  # not cut: the turn called a tool
@@ -256,7 +255,7 @@ async def test_a_steer_whose_word_was_missed_is_found_as_the_answer_ends_and_ans
     context = _context(store, "Capital of France?")
     model = _SteeredMidAnswer(store, ["Paris."], steer_after=-1)
     store.steers.append("in French")  # kept with the session; its worker was not told
-    await run_model_agent(ASSISTANT, context, model, "m", RetryPolicy(), tool_timeout=5)
+    await run_model_agent(ASSISTANT, context, store, model, "m", RetryPolicy(), tool_timeout=5)
     assert _text(await _events(store, context)) == "Paris.\n\nParis est la capitale."
     assert list(store.steps) == ["steers#1", "turn#0"]  # the turn recorded right after: replayed before them
 
@@ -266,7 +265,7 @@ async def test_a_steer_sent_before_the_first_request_goes_with_it() -> None:
     context = _context(store, "Capital of France?")
     store.steer("in French")  # sent while the run was queued: its start says so
     model = _SteeredMidAnswer(store, ["Paris", " est."], steer_after=-1)
-    await run_model_agent(ASSISTANT, context, model, "m", RetryPolicy(), tool_timeout=5)
+    await run_model_agent(ASSISTANT, context, store, model, "m", RetryPolicy(), tool_timeout=5)
     first = model.requests[0].messages
     assert [(m.role, m.content) for m in first[-2:]] == [("user", "Capital of France?"), ("user", "in French")]
     assert _text(await _events(store, context)) == "Paris est." and list(store.steps) == ["steers#0"]

@@ -63,7 +63,7 @@ async def test_a_model_that_refuses_to_continue_starts_the_turn_over_and_clients
     writer = EventWriter(lease, LeaseTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
     run = RunRecord(run_id="r", input="time?", attempt=2)
     context = RunContext(writer, "s", run, history=[], log=RunLog.of("r", record))
-    await run_model_agent(Agent(name="a"), context, AnthropicProvider(fake.anthropic()), "m", RetryPolicy(), 5)
+    await run_model_agent(Agent(name="a"), context, lease, AnthropicProvider(fake.anthropic()), "m", RetryPolicy(), 5)
     await writer.flush()
     assert fake.requests[0]["messages"][-1] == {"role": "assistant", "content": "It is"}  # refused
     assert fake.requests[1]["messages"][-1]["role"] == "user"  # the turn again, from its start

@@ -27,7 +27,7 @@ async def test_a_denied_call_replayed_after_a_crash_is_still_shown_denied() -> N
     lease = RecordingLease()
     writer = EventWriter(lease, LeaseTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
     await run_model_agent(
-        agent, RunContext(writer, "s", resumed, history=[]), ScriptedProvider(), "m", RetryPolicy(), 5
+        agent, RunContext(writer, "s", resumed, history=[]), lease, ScriptedProvider(), "m", RetryPolicy(), 5
     )
     await writer.flush()
     (failed,) = [data for kind, data in lease.events if kind == "tool.failed"]
@@ -38,7 +38,8 @@ async def test_a_denied_call_replayed_after_a_crash_is_still_shown_denied() -> N
     again.asked, again.answers = resumed.asked, resumed.answers
     replayer = RecordingLease()
     writer = EventWriter(replayer, LeaseTicks(0), max_output_chars=1000)  # type: ignore[arg-type]
-    await run_model_agent(agent, RunContext(writer, "s", again, history=[]), ScriptedProvider(), "m", RetryPolicy(), 5)
+    context = RunContext(writer, "s", again, history=[])
+    await run_model_agent(agent, context, replayer, ScriptedProvider(), "m", RetryPolicy(), 5)
     await writer.flush()
     (shown,) = [data for kind, data in replayer.events if kind == "tool.failed"]
     assert shown["denied"] is True and counter.runs == []

@@ -53,7 +53,7 @@ async def _attempt(
     run = RunRecord(run_id="r", input=question, params=params)
     run.attempt, run.steps = attempt, dict(steps)
     context = RunContext(writer, "s", run, history=[], log=log)
-    await run_model_agent(agent, context, provider, "m", RetryPolicy(), tool_timeout=5)
+    await run_model_agent(agent, context, lease, provider, "m", RetryPolicy(), tool_timeout=5)
     await writer.flush()
     return lease, context
 
