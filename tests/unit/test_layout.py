@@ -1,6 +1,7 @@
 """The import direction, with no exemption: tokentail's public face -> tokentail.gateway and
 tokentail.worker -> tokentail.shared; inside the gateway, each part imports only the parts below it;
-nothing imports the folders by their repository names; and the client loads no server code."""
+nothing imports the folders by their repository names; no module of the worker or of shared imports
+itself through others; and the client loads no server code."""
 
 import ast
 import graphlib
@@ -165,6 +166,21 @@ def test_a_protocol_imports_the_core_never_another_protocol() -> None:
         "mcp",
         "a2a",
     }
+
+
+@pytest.mark.parametrize("folder", ["worker", "shared"])
+def test_no_import_circle_among_the_modules_of(folder: str) -> None:
+    # Imports under `if TYPE_CHECKING:` count too: a circle of types is one of meaning, and the first
+    # import moved out of such a block would make it fail at import time.
+    modules = {module_name(path) for path in (ROOT / folder).rglob("*.py")}
+    graph: dict[str, set[str]] = {module: set() for module in modules}
+    for importer, module in imports(folder):
+        if module in modules and module != importer:
+            graph[importer].add(module)
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as circle:
+        pytest.fail(f"an import circle: {' -> '.join(circle.args[1])}")
 
 
 def test_importing_the_client_imports_no_server_code() -> None:
