@@ -36,8 +36,9 @@ from starlette.routing import Route
 
 from tokentail import openai_wire as wire
 from tokentail.shared.params import RunParams
-from tokentail.worker.providers.base import Message, ModelRequest, TextDelta, ToolCall, ToolSpec, Usage
+from tokentail.worker.providers.base import Message, ModelRequest, TextDelta, ToolCall, Usage
 from tokentail.worker.providers.scripted import ScriptedFailure, ScriptedProvider
+from tokentail.worker.tools import ToolSpec
 
 logger = logging.getLogger(__name__)
 

@@ -27,12 +27,12 @@ from tokentail.worker.providers.base import (
     ReasoningDelta,
     TextDelta,
     ThinkingBlock,
-    ToolSpec,
     Usage,
     after_prefill,
 )
 from tokentail.worker.providers.errors import connection_error, status_error
 from tokentail.worker.providers.openai_chat import parse_arguments
+from tokentail.worker.tools import ToolSpec
 
 DEFAULT_MAX_TOKENS = 4096
 _RETRYABLE_STREAM_ERRORS = {"overloaded_error", "api_error", "rate_limit_error", "timeout_error"}

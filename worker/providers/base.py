@@ -9,13 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from tokentail.shared.params import RunParams, check_params_for
-
-
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    name: str
-    description: str
-    parameters: dict[str, Any]  # JSON schema of the arguments object
+from tokentail.worker.tools import ToolSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,10 @@ from tokentail.worker.providers.base import (
     ReasoningDelta,
     TextDelta,
     ToolCall,
-    ToolSpec,
     Usage,
 )
 from tokentail.worker.providers.errors import connection_error, status_error
+from tokentail.worker.tools import ToolSpec
 
 
 @dataclass

@@ -28,7 +28,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from tokentail.shared.catalog import SCRIPTED
-from tokentail.worker.providers.base import Chunk, Message, ModelRequest, TextDelta, ToolCall, ToolSpec, Usage
+from tokentail.worker.providers.base import Chunk, Message, ModelRequest, TextDelta, ToolCall, Usage
+from tokentail.worker.tools import ToolSpec
+from tokentail.worker.tools.builtin import is_arithmetic
 
 _SENTENCES = (
     "This answer comes from the offline scripted model, so it works without a network or an API key.",
@@ -181,9 +183,6 @@ def find_arithmetic(text: str, previous_answer: str | None = None) -> list[str]:
     order: `12 * (3 + 4)` in "Please calculate 12 * (3 + 4)."; `12 * 7` and `6 * 7` in "What is 12 * 7
     and 6 * 7?" (a model calls a tool once for each, in one turn). Or, for a follow-up that only names
     an operation ("and times two?"), that operation applied to the last number of `previous_answer`."""
-    # Here, not at the top: the tools' package imports the providers' (for ToolSpec), which import this.
-    from tokentail.worker.tools.builtin import is_arithmetic
-
     symbolic = _symbols(text)
     found: list[str] = []
     for match in _ARITHMETIC_CHARACTERS.finditer(symbolic):

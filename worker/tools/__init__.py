@@ -26,7 +26,15 @@ from typing import Any, cast, overload
 
 from pydantic import TypeAdapter, ValidationError, validate_call
 
-from tokentail.worker.providers.base import ToolSpec
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """What a model is told of a tool (providers send it in their own shape): below the providers, which
+    offer tools to their models, so that a provider may use the tools it knows (the scripted model)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema of the arguments object
 
 
 class ToolError(Exception):
