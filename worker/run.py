@@ -38,9 +38,8 @@ from tokentail.worker.recovery.lost_writes import HandedOver
 from tokentail.worker.recovery.takeover import plan_takeover
 from tokentail.worker.retry import RetryPolicy
 from tokentail.worker.run_writes import RunLease, RunWrites, Started, Takeover
-from tokentail.worker.running import RunningRuns, Stop
+from tokentail.worker.running import HOW_TO_FIX, BlockingCall, RunningRuns, Stop
 from tokentail.worker.usage import UsageMeter
-from tokentail.worker.watchdog import HOW_TO_FIX, BlockingCall
 from tokentail.worker.writer import EventTooLarge, EventWriter, OutputTooLarge
 
 logger = logging.getLogger(__name__)

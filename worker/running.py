@@ -5,6 +5,18 @@ import asyncio
 from collections.abc import Callable
 from enum import StrEnum
 
+# Why a blocked loop stopped a run (worker/watchdog.py), and what to do instead: said by the run's end.
+HOW_TO_FIX = (
+    "a synchronous call in async agent code (LangChain's invoke or predict, requests, time.sleep...): use the "
+    "library's async API (ainvoke, astream, httpx.AsyncClient, asyncio.sleep) or run it in a thread "
+    "(await asyncio.to_thread(...))"
+)
+
+
+class BlockingCall(Exception):
+    """A blocking call caught before it blocks (a LangChain sync call on the worker's loop): the run
+    fails with `blocked_event_loop` at once."""
+
 
 class Stop(StrEnum):
     """Why a run's task was cancelled. No recorded reason means arq is stopping the worker."""

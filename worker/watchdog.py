@@ -17,22 +17,12 @@ import threading
 import time
 
 from tokentail.worker import metrics
-from tokentail.worker.running import RunningRuns, Stop
+from tokentail.worker.running import HOW_TO_FIX, RunningRuns, Stop
 
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.1
 REPORT_SECONDS = 1.0  # a block this long is logged
-HOW_TO_FIX = (
-    "a synchronous call in async agent code (LangChain's invoke or predict, requests, time.sleep...): use the "
-    "library's async API (ainvoke, astream, httpx.AsyncClient, asyncio.sleep) or run it in a thread "
-    "(await asyncio.to_thread(...))"
-)
-
-
-class BlockingCall(Exception):
-    """A blocking call caught before it blocks (a LangChain sync call on the worker's loop): the run
-    fails with `blocked_event_loop` at once."""
 
 
 class LoopWatchdog:

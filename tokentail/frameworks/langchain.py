@@ -24,7 +24,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generati
 
 from tokentail.frameworks import as_json
 from tokentail.worker.context import RunContext
-from tokentail.worker.watchdog import BlockingCall
+from tokentail.worker.running import BlockingCall
 
 
 def history(ctx: RunContext) -> list[BaseMessage]:

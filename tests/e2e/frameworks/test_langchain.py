@@ -26,7 +26,7 @@ from tests.unit.test_writer import RecordingLease, _writer  # noqa: E402
 from tokentail.frameworks.langchain import TokentailCallbackHandler, history  # noqa: E402
 from tokentail.shared.records import RunRecord, Turn  # noqa: E402
 from tokentail.worker.context import RunContext  # noqa: E402
-from tokentail.worker.watchdog import BlockingCall  # noqa: E402
+from tokentail.worker.running import BlockingCall  # noqa: E402
 
 SEEN: list[list[BaseMessage]] = []  # what the fake model was asked, call by call
 
