@@ -162,7 +162,7 @@ async def test_a_killed_gateway_s_clients_resume_on_another(stack: Stack) -> Non
 
 
 async def test_cancel_during_a_tool_call_from_another_gateway(stack: Stack) -> None:
-    stack.env["TOKENTAIL_AGENTS"] = '{"slow": "tests.slow_agent:slow_tool_agent"}'
+    stack.env["TOKENTAIL_AGENTS"] = '{"slow": "tests.agents.slow_agent:slow_tool_agent"}'
     urls = [stack.gateway(), stack.gateway()]
     stack.worker()
     async with httpx2.AsyncClient(timeout=30) as client:

@@ -13,7 +13,7 @@ from tests.sse_client import read_events
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
 
-AGENTS = '{"approve": "tests.asking_agent:approval", "parallel": "tests.asking_agent:parallel_approvals"}'
+AGENTS = '{"approve": "tests.agents.asking_agent:approval", "parallel": "tests.agents.asking_agent:parallel_approvals"}'
 
 
 async def test_a_pending_question_survives_a_killed_worker_and_is_answered_from_another_client(stack: Stack) -> None:

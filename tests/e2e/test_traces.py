@@ -21,9 +21,9 @@ from tokentail.shared import tracing
 GATEWAY, WORKER = tracing.GATEWAY, tracing.WORKER
 AGENTS = json.dumps(
     {
-        "clock": "tests.traced_agents:CLOCK",
-        "clock_claude": "tests.traced_agents:CLOCK_CLAUDE",
-        "approve": "tests.asking_agent:approval",
+        "clock": "tests.agents.traced_agents:CLOCK",
+        "clock_claude": "tests.agents.traced_agents:CLOCK_CLAUDE",
+        "approve": "tests.agents.asking_agent:approval",
     }
 )
 
@@ -87,7 +87,7 @@ def _ids_unique(spans: list[Span]) -> None:
 
 @dataclass(frozen=True)
 class Sdk:
-    """An agent of tests/traced_agents.py that calls its model through an official SDK with its official
+    """An agent of tests/agents/traced_agents.py that calls its model through an official SDK with its official
     instrumentation on, and what its run's `chat` spans say, from the fake server's answers."""
 
     agent: str

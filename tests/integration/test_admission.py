@@ -19,7 +19,7 @@ from tokentail.shared.keys import Keys
 from tokentail.shared.settings import Settings
 
 AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET), "runs_per_minute": 0}
-AGENTS = {"agents": {"held": "tests.gates:held", "approval": "tests.asking_agent:approval"}}
+AGENTS = {"agents": {"held": "tests.gates:held", "approval": "tests.agents.asking_agent:approval"}}
 HELD = {"input": "hi", "agent": "held", "params": {"tokens": 4}}
 FOLLOW_UP = {"input": "and then?", "params": {"tokens": 4}, "multitask": "enqueue"}  # the session's agent
 

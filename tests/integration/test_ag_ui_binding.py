@@ -30,9 +30,9 @@ SLOW = {"params": {"tokens": 40, "tokens_per_second": 40}}
 def settings(settings: Settings) -> Settings:
     agents = {
         "held": "tests.gates:held",
-        "approve": "tests.asking_agent:approval",
-        "parallel": "tests.asking_agent:parallel_approvals",
-        "how_much": "tests.asking_agent:how_much",
+        "approve": "tests.agents.asking_agent:approval",
+        "parallel": "tests.agents.asking_agent:parallel_approvals",
+        "how_much": "tests.agents.asking_agent:how_much",
     }
     return settings.model_copy(update={"agents": agents, "webhook_allowed_urls": ["http://127.0.0.1:9/"]})
 
@@ -259,7 +259,7 @@ async def test_push_as_the_capabilities_describe_it_posts_the_interrupt_and_the_
 ) -> None:
     async with Receiver() as receiver:
         settings = {
-            "agents": {"approve": "tests.asking_agent:approval"},
+            "agents": {"approve": "tests.agents.asking_agent:approval"},
             "webhook_allowed_urls": [receiver.url + "/hooks/"],
         }
         gateway: Gateway = await start_gateway(**settings)

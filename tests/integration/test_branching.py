@@ -16,7 +16,7 @@ from openai import AsyncOpenAI
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from tests.arithmetic_agent import HOLD
+from tests.agents.arithmetic_agent import HOLD
 from tests.fixtures.stack import Gateway
 from tests.gates import Gates
 from tests.integration.test_chat_protocols import ChatSocket, SseReader, ws_url
@@ -28,7 +28,7 @@ from tokentail.shared.store import SessionStore
 KEY = "acme-key-0123456789abcdef"
 OTHER_KEY = "beta-key-0123456789abcdef"
 AUTH = {"api_keys": SecretStr(f"acme:{KEY},beta:{OTHER_KEY}"), "secret": SecretStr("s" * 40)}
-AGENTS = {"arithmetic": "tests.arithmetic_agent:arithmetic", "two": "tests.asking_agent:two_questions"}
+AGENTS = {"arithmetic": "tests.agents.arithmetic_agent:arithmetic", "two": "tests.agents.asking_agent:two_questions"}
 
 
 @pytest.fixture

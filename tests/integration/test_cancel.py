@@ -57,7 +57,7 @@ async def test_cancelling_a_streaming_run_ends_it_with_run_cancelled(start_gatew
 
 
 async def test_cancelling_during_a_tool_call_fails_the_call_then_the_run(start_gateway: Any, start_worker: Any) -> None:
-    agents = {"slow": "tests.slow_agent:slow_tool_agent"}
+    agents = {"slow": "tests.agents.slow_agent:slow_tool_agent"}
     gateway = await start_gateway(agents=agents)
     await start_worker(agents=agents)
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
@@ -69,7 +69,7 @@ async def test_cancelling_during_a_tool_call_fails_the_call_then_the_run(start_g
 
 
 async def test_an_agent_that_swallowed_its_cancel_stops_at_its_next_word(start_gateway: Any, start_worker: Any) -> None:
-    agents = {"swallows": "tests.slow_agent:cancel_swallowing_agent"}
+    agents = {"swallows": "tests.agents.slow_agent:cancel_swallowing_agent"}
     gateway = await start_gateway(agents=agents)
     worker = await start_worker(agents=agents)
     async with httpx2.AsyncClient(base_url=gateway.url) as client:

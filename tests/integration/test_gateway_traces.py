@@ -49,7 +49,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
     with otlp_receiver() as receiver:
         stack = Stack(
             tmp_path_factory.mktemp("traces"),
-            TOKENTAIL_AGENTS=json.dumps({"greet": "tests.mcp_agents:greet", "held": "tests.gates:held"}),
+            TOKENTAIL_AGENTS=json.dumps({"greet": "tests.agents.mcp_agents:greet", "held": "tests.gates:held"}),
             **receiver.env(),
         )
         try:

@@ -23,7 +23,7 @@ from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.shared import agent_catalog
 from tokentail.shared.agent_catalog import INPUT_SCHEMA, AgentInfo
 
-AGENTS = {"slow_compute": "tests.mcp_agents:slow_compute", "greet": "tests.mcp_agents:greet"}
+AGENTS = {"slow_compute": "tests.agents.mcp_agents:slow_compute", "greet": "tests.agents.mcp_agents:greet"}
 
 
 @pytest.fixture

@@ -39,9 +39,9 @@ KEY = "acme-key-0123456789abcdef"
 OTHER_KEY = "beta-key-0123456789abcdef"
 AUTH = {"api_keys": SecretStr(f"acme:{KEY},beta:{OTHER_KEY}"), "secret": SecretStr("s" * 40)}
 AGENTS = {
-    "careful": "tests.asking_agent:CAREFUL",
-    "two": "tests.asking_agent:two_questions",
-    "parallel": "tests.asking_agent:parallel_approvals",
+    "careful": "tests.agents.asking_agent:CAREFUL",
+    "two": "tests.agents.asking_agent:two_questions",
+    "parallel": "tests.agents.asking_agent:parallel_approvals",
     "held": "tests.gates:held",  # waits at its gate (tests/gates.py) until the test releases it
 }
 SLOW = {"params": {"tokens": 120, "tokens_per_second": 40}}

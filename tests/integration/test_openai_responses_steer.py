@@ -15,8 +15,8 @@ from tests.integration.test_openai_responses_ws import AUTH, LIMITS, TERMINAL, a
 from tests.waiting import eventually
 
 AGENTS = {
-    "listening": "tests.steering_agent:listening_then_held",
-    "careful": "tests.asking_agent:CAREFUL",
+    "listening": "tests.agents.steering_agent:listening_then_held",
+    "careful": "tests.agents.asking_agent:CAREFUL",
 }
 
 

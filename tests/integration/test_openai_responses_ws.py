@@ -35,7 +35,7 @@ from tokentail.shared.store import SessionStore
 KEY = "acme-key-0123456789abcdef"
 AUTH = {"api_keys": SecretStr(f"acme:{KEY}"), "secret": SecretStr("s" * 40)}
 AGENTS = {
-    "careful": "tests.asking_agent:CAREFUL",
+    "careful": "tests.agents.asking_agent:CAREFUL",
     "held": "tests.gates:held",  # waits at its gate (tests/gates.py) until the test releases it
 }
 FAST = {"params": {"tokens": 30, "tokens_per_second": 0}}

@@ -20,12 +20,12 @@ from tokentail import chat
 from tokentail.cli import main
 
 AGENTS = {
-    "approve": "tests.asking_agent:approval",
-    "two": "tests.asking_agent:two_questions",
-    "expiring": "tests.asking_agent:expiring",
-    "expiring_to_default": "tests.asking_agent:expiring_to_default",
-    "careful": "tests.asking_agent:CAREFUL",
-    "parallel": "tests.asking_agent:parallel_approvals",
+    "approve": "tests.agents.asking_agent:approval",
+    "two": "tests.agents.asking_agent:two_questions",
+    "expiring": "tests.agents.asking_agent:expiring",
+    "expiring_to_default": "tests.agents.asking_agent:expiring_to_default",
+    "careful": "tests.agents.asking_agent:CAREFUL",
+    "parallel": "tests.agents.asking_agent:parallel_approvals",
 }
 
 

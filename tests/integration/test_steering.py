@@ -17,9 +17,9 @@ from tests.waiting import eventually, scaled
 from tokentail import ApiError, AsyncTokentail, Tokentail
 
 AGENTS = {
-    "listening": "tests.steering_agent:listening",
-    "deaf": "tests.steering_agent:deaf",
-    "remembering": "tests.steering_agent:remembering",
+    "listening": "tests.agents.steering_agent:listening",
+    "deaf": "tests.agents.steering_agent:deaf",
+    "remembering": "tests.agents.steering_agent:remembering",
 }
 
 

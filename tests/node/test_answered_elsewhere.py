@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.asking_agent import BEFORE_THE_QUESTION, HELD_AFTER
+from tests.agents.asking_agent import BEFORE_THE_QUESTION, HELD_AFTER
 from tests.node.conftest import ChatStack, Outcome, run_node
 from tests.waiting import eventually_sync
 
