@@ -16,7 +16,7 @@ from redis import Redis
 
 from tests.e2e.fake_llm_server import REQUESTS, app, clear_hold
 from tests.gates import Gates
-from tests.redis_cluster import LocalCluster, require
+from tests.servers.redis_cluster import LocalCluster, require
 from tests.waiting import eventually, eventually_sync
 from tokentail.redis_server import RedisServer, free_port
 from tokentail.shared.keys import Keys

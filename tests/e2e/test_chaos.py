@@ -16,7 +16,7 @@ import pytest
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.integration.test_openai_responses import run_of
-from tests.redis_cluster import LocalCluster, require
+from tests.servers.redis_cluster import LocalCluster, require
 from tests.waiting import eventually, scaled
 from tokentail.gateway.reading import pubsub
 from tokentail.shared.response_ids import parse_response_id

@@ -8,10 +8,10 @@ import httpx2
 import pytest
 
 from tests.e2e.conftest import Stack
+from tests.servers.webhook_receiver import Receiver
 from tests.sessions import waiting_for_input
 from tests.sse_client import read_events
 from tests.waiting import eventually
-from tests.webhook_receiver import Receiver
 
 AGENTS = '{"approve": "tests.agents.asking_agent:approval", "parallel": "tests.agents.asking_agent:parallel_approvals"}'
 

@@ -1,5 +1,5 @@
 """One trace per run, across real processes: gateways and workers export over OTLP/HTTP to a receiver in
-the test (tests/otlp_receiver.py), and each test finds every span of its run in that one trace, where
+the test (tests/servers/otlp_receiver.py), and each test finds every span of its run in that one trace, where
 it belongs: parents and links by id, services, and no tool span twice."""
 
 import asyncio
@@ -13,7 +13,7 @@ import pytest
 from tests.e2e.conftest import Stack
 from tests.e2e.fake_llm_server import API_KEY
 from tests.e2e.watcher import killed_in_second_turn
-from tests.otlp_receiver import OtlpReceiver, Span, otlp_receiver
+from tests.servers.otlp_receiver import OtlpReceiver, Span, otlp_receiver
 from tests.sessions import waiting_for_input
 from tests.sse_client import read_events
 from tokentail.shared import tracing

@@ -40,8 +40,8 @@ from tests.agents.asking_agent import AFTER_THE_ANSWER, BEFORE_THE_QUESTION
 from tests.agents.counting_agents import own_answer
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
+from tests.servers.webhook_receiver import Receiver
 from tests.waiting import eventually
-from tests.webhook_receiver import Receiver
 from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION
 from tokentail.shared.a2a_push import PushConfig, PushConfigs
 from tokentail.worker import metrics

@@ -17,8 +17,8 @@ from standardwebhooks import Webhook
 from tests.fixtures.stack import Gateway
 from tests.gates import Gates
 from tests.integration.test_chat_protocols import KEY_A, KEY_B, SECRET, Frame, agent_input, bearer, sse_frames, types
+from tests.servers.webhook_receiver import Receiver
 from tests.waiting import eventually
-from tests.webhook_receiver import Receiver
 from tokentail.shared.settings import Settings
 from tokentail.worker.main import TokentailWorker
 

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from tests.e2e.conftest import Stack
 from tests.mcp_client import connect
-from tests.otlp_receiver import OtlpReceiver, Span, otlp_receiver
+from tests.servers.otlp_receiver import OtlpReceiver, Span, otlp_receiver
 from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail.shared import tracing

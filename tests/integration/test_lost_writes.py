@@ -11,7 +11,7 @@ import httpx2
 import pytest
 from redis.asyncio import Redis
 
-from tests.redis_faults import rolled_back_after
+from tests.servers.redis_faults import rolled_back_after
 from tests.sessions import completion, delta_of, held, start_a_run
 from tests.sse_client import read_events
 from tests.writes import AllWrites

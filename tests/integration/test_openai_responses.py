@@ -21,9 +21,9 @@ from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
 from tests.gates import Gates
+from tests.servers.webhook_receiver import Receiver
 from tests.sessions import completion
 from tests.waiting import eventually
-from tests.webhook_receiver import Receiver
 from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id
 from tokentail.shared.events import MessageDelta

@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from tests.gates import Gates
-from tests.redis_faults import rolled_back_after
-from tests.redis_sentinel import LocalSentinels
+from tests.servers.redis_faults import rolled_back_after
+from tests.servers.redis_sentinel import LocalSentinels
 from tests.sessions import completion, delta_of, start_a_run
 from tests.sse_client import Received, read_events
 from tests.waiting import eventually

@@ -9,7 +9,7 @@ import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from tests.redis_faults import fill
+from tests.servers.redis_faults import fill
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id

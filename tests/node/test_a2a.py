@@ -16,8 +16,8 @@ from tests.agents.asking_agent import AFTER_THE_ANSWER, BEFORE_THE_QUESTION
 from tests.agents.counting_agents import own_answer
 from tests.e2e.conftest import Stack
 from tests.node.conftest import API_KEY, ChatStack, run_node
+from tests.servers.webhook_receiver import Delivery, Receiver
 from tests.waiting import eventually_sync
-from tests.webhook_receiver import Delivery, Receiver
 
 AGENTS = {
     "stepping": "tests.agents.counting_agents:stepping",  # streams word by word for about 9 s, @continues
@@ -28,7 +28,7 @@ HOOKS = "/a2a-hooks/"
 
 
 class ThreadedReceiver:
-    """tests/webhook_receiver.py's receiver, on a loop of its own: the Node client runs meanwhile."""
+    """tests/servers/webhook_receiver.py's receiver, on a loop of its own: the Node client runs meanwhile."""
 
     def __init__(self) -> None:
         self.receiver = Receiver()

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fake_llm import openai_stream
+from tests.servers.fake_llm import openai_stream
 from tests.waiting import eventually_sync
 from tokentail.redis_server import free_port
 
