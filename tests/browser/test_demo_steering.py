@@ -14,9 +14,9 @@ from playwright.async_api import Browser, Request, Route, expect
 from tests.browser.screenshots import screenshot
 from tests.browser.test_demo import _session_of
 from tests.browser.test_demo_chat import _close, _open, _send
+from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
 from tests.gates import Gates
-from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail.worker.main import TokentailWorker
 

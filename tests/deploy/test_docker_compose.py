@@ -15,8 +15,8 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.clients.sse_client import read_events
 from tests.deploy.docker_stack import API_KEY, REQUIRED_ENV, TENANT, DockerCompose, handed_over, unavailable
-from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
 from tokentail.worker.providers.scripted import scripted_tokens
 

@@ -7,10 +7,10 @@ import time
 import httpx2
 import pytest
 
+from tests.clients.sse_client import read_events
 from tests.e2e.conftest import Stack
 from tests.servers.webhook_receiver import Receiver
 from tests.sessions import waiting_for_input
-from tests.sse_client import read_events
 from tests.waiting import eventually
 
 AGENTS = '{"approve": "tests.agents.asking_agent:approval", "parallel": "tests.agents.asking_agent:parallel_approvals"}'

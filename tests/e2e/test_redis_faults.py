@@ -11,10 +11,10 @@ from typing import Any
 import httpx2
 from redis.asyncio import Redis
 
+from tests.clients.sse_client import read_events
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.servers.redis_faults import full, pause, resume
-from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
 from tokentail.worker.providers.scripted import scripted_tokens
 

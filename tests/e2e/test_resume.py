@@ -8,8 +8,8 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.clients.sse_client import Received, read_events
 from tests.e2e.conftest import Stack
-from tests.sse_client import Received, read_events
 from tests.waiting import eventually, scaled
 
 

@@ -10,9 +10,9 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from tests.clients.sse_client import read_events
 from tests.gates import Gates
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, bearer
-from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
 from tokentail.shared.admission import AUDIT_AFTER_SECONDS, Admission, SlotAudit
 from tokentail.shared.keys import Keys

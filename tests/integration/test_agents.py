@@ -5,7 +5,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.sse_client import read_events
+from tests.clients.sse_client import read_events
 from tokentail.worker.run import NO_ANSWER
 
 

@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 from redis.asyncio import Redis
 
+from tests.clients.sse_client import read_events
 from tests.servers.postgres_server import PostgresServer
 from tests.sessions import completion, delta_of, make_run, start_a_run, write_turns
-from tests.sse_client import read_events
 from tests.unit.write_side import lease_of
 from tests.waiting import eventually, scaled
 from tests.writes import AllWrites

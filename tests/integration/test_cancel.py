@@ -9,8 +9,8 @@ import pytest
 import websockets
 from redis.asyncio import Redis
 
+from tests.clients.sse_client import read_events
 from tests.sessions import completion
-from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
 from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id

@@ -13,7 +13,7 @@ import httpx2
 import pytest
 from redis.asyncio import Redis
 
-from tests.protocol_clients import Frame, NativeClient
+from tests.clients.protocol_clients import Frame, NativeClient
 from tests.servers.redis_faults import FaultyLink
 from tests.sessions import completion, make_run, make_session
 from tests.waiting import eventually, scaled

@@ -9,8 +9,8 @@ from typing import Any
 import httpx2
 from redis.asyncio import Redis
 
+from tests.clients.sse_client import read_events
 from tests.sessions import completion, delta_of, held, start_a_run
-from tests.sse_client import read_events
 from tests.writes import AllWrites
 from tokentail.gateway.reading.snapshot import read_snapshots
 from tokentail.shared.archive import Archive

@@ -9,9 +9,9 @@ import httpx2
 import pytest
 from redis.asyncio import Redis
 
+from tests.clients.sse_client import Received, read_events
 from tests.gates import Gates
 from tests.sessions import held
-from tests.sse_client import Received, read_events
 from tests.waiting import eventually, scaled
 from tests.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id

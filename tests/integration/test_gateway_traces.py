@@ -19,10 +19,10 @@ from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
 from mcp.types import CallToolResult
 from redis.asyncio import Redis
 
+from tests.clients.mcp_client import connect
+from tests.clients.sse_client import read_events
 from tests.e2e.conftest import Stack
-from tests.mcp_client import connect
 from tests.servers.otlp_receiver import OtlpReceiver, Span, otlp_receiver
-from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail.shared import tracing
 from tokentail.shared.keys import Keys

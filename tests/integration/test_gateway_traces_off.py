@@ -12,7 +12,7 @@ from openai import AsyncOpenAI
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from tests.sse_client import read_events
+from tests.clients.sse_client import read_events
 from tests.waiting import eventually
 from tokentail.shared import tracing
 from tokentail.shared.keys import Keys

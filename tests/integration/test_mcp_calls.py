@@ -16,8 +16,8 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp.types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
 
+from tests.clients.mcp_client import connect
 from tests.fixtures.stack import Gateway
-from tests.mcp_client import connect
 from tests.waiting import eventually
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.shared import agent_catalog

@@ -19,8 +19,8 @@ from google.protobuf.json_format import ParseDict  # type: ignore[import-untyped
 from mcp.shared.exceptions import MCPError
 from redis.asyncio import Redis
 
+from tests.clients.mcp_client import connect
 from tests.fixtures.stack import Gateway
-from tests.mcp_client import connect
 from tests.sessions import completion
 from tests.writes import AllWrites
 from tokentail.shared.response_ids import parse_response_id

@@ -17,11 +17,11 @@ import httpx2
 import pytest
 import redis
 
+from tests.clients.sse_client import Received, read_events
 from tests.gates import Gates
 from tests.servers.redis_faults import rolled_back_after
 from tests.servers.redis_sentinel import LocalSentinels
 from tests.sessions import completion, delta_of, start_a_run
-from tests.sse_client import Received, read_events
 from tests.waiting import eventually
 from tests.writes import AllWrites
 from tokentail.client import AsyncTokentail

@@ -11,8 +11,8 @@ import httpx2
 import pytest
 import websockets
 
+from tests.clients.sse_client import read_events
 from tests.gates import Gates
-from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
 from tokentail import ApiError, AsyncTokentail, Tokentail
 

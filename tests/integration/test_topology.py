@@ -13,11 +13,11 @@ import pytest
 import redis as sync_redis
 from redis.asyncio import Redis, RedisCluster
 
+from tests.clients.sse_client import read_events
 from tests.integration.test_hub import DIRECT, Follower, _append, _live
 from tests.servers.redis_cluster import LocalCluster, require
 from tests.servers.webhook_receiver import Receiver
 from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
-from tests.sse_client import read_events
 from tests.waiting import eventually, scaled
 from tests.writes import AllWrites, Died
 from tokentail.gateway.reading.hub import StreamHub

@@ -7,7 +7,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.sse_client import read_events
+from tests.clients.sse_client import read_events
 
 AGENTS = {"blocking": "tests.agents.slow_agent:blocking_agent"}
 

@@ -13,12 +13,12 @@ import pytest
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
+from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, bearer
 from tests.integration.test_questions import AGENTS
 from tests.servers.webhook_receiver import Receiver
 from tests.sessions import waiting_for_input
-from tests.sse_client import read_events
 from tests.waiting import eventually
 from tokentail.redis_server import free_port
 from tokentail.worker import metrics
