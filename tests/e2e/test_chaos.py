@@ -17,18 +17,18 @@ from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.integration.test_openai_responses import run_of
 from tests.servers.redis_cluster import LocalCluster, require
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 from tokentail.gateway.reading import pubsub
 from tokentail.shared.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens
 
 TOKENS = 250
 PARAMS = {"tokens": TOKENS, "tokens_per_second": 50}
-# The scripted model's answer of PARAMS' length, waiting halfway at its gate (tests/gates.py) until
+# The scripted model's answer of PARAMS' length, waiting halfway at its gate (tests/support/gates.py) until
 # the test releases it: still going when the standby workers are up and the first one dies, however
 # long they take to start. An agent that goes on after a takeover (`@continues`), as the built-in one.
 HELD: dict[str, Any] = {"agent": "held", "params": {"tokens": TOKENS}}
-AGENTS = '{"held": "tests.gates:held"}'
+AGENTS = '{"held": "tests.support.gates:held"}'
 
 
 async def _crash_mid_run(stack: Stack, how: signal.Signals) -> tuple[list[Watcher], float]:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from tests.e2e.conftest import Stack
-from tests.waiting import scaled
+from tests.support.waiting import scaled
 
 AGENTS = json.dumps({"approve": "tests.agents.asking_agent:approval", "two": "tests.agents.asking_agent:two_questions"})
 

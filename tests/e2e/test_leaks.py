@@ -13,7 +13,7 @@ import websockets
 from redis.asyncio import Redis
 
 from tests.e2e.conftest import Stack
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 from tokentail.shared.keys import Keys
 
 KEY = "leaky-tenant-key-0123456789"

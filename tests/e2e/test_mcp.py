@@ -22,7 +22,7 @@ from tests.agents.mcp_agents import WORDS
 from tests.clients.mcp_client import cancel_task, connect, get_task, until_status, update_task
 from tests.e2e.conftest import Stack
 from tests.fixtures.processes import outlives_the_test
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from tokentail.shared.response_ids import parse_task_id
 
 KEY = "tk_mcp_tests_acme_key"

@@ -10,8 +10,8 @@ import pytest
 from tests.clients.sse_client import read_events
 from tests.e2e.conftest import Stack
 from tests.servers.webhook_receiver import Receiver
-from tests.sessions import waiting_for_input
-from tests.waiting import eventually
+from tests.support.sessions import waiting_for_input
+from tests.support.waiting import eventually
 
 AGENTS = '{"approve": "tests.agents.asking_agent:approval", "parallel": "tests.agents.asking_agent:parallel_approvals"}'
 

@@ -15,7 +15,7 @@ from tests.clients.sse_client import read_events
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.servers.redis_faults import full, pause, resume
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 from tokentail.worker.providers.scripted import scripted_tokens
 
 RUNS = 20

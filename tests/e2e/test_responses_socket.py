@@ -26,7 +26,7 @@ async def test_a_worker_killed_mid_response_is_taken_over_and_the_socket_reads_o
         TOKENTAIL_API_KEYS=f"acme:{KEY}",
         TOKENTAIL_SECRET="e2e-" + "s" * 40,
         TOKENTAIL_LEASE_MS="1500",
-        TOKENTAIL_AGENTS='{"held": "tests.gates:held"}',  # the scripted answer, held at its gate (tests/gates.py)
+        TOKENTAIL_AGENTS='{"held": "tests.support.gates:held"}',  # the scripted answer, held at its gate
     )
     try:
         url = stack.gateway()

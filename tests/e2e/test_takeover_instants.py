@@ -22,7 +22,7 @@ import pytest
 from tests.agents.counting_agents import own_answer
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 from tokentail.worker.providers.scripted import scripted_tokens
 
 RUNS = 30
@@ -47,7 +47,7 @@ class Instant:
     tool_seconds: float = 0.0
     runs_per_call: int = 1  # how many times the tool runs for each call id
     asks: bool = False
-    held: bool = False  # the agent waits at its gate (tests/gates.py) at the instant, until after the kill
+    held: bool = False  # the agent waits at its gate (tests/support/gates.py) at the instant, until after the kill
     figures: dict[str, Any] = field(default_factory=dict)
 
 

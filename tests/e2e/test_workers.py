@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2
 
 from tests.e2e.conftest import Stack
-from tests.waiting import eventually_sync
+from tests.support.waiting import eventually_sync
 
 
 def _probe_port(worker: subprocess.Popen[bytes], log: Path) -> int:

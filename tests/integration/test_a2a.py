@@ -41,7 +41,7 @@ from tests.agents.counting_agents import own_answer
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tests.servers.webhook_receiver import Receiver
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION
 from tokentail.shared.a2a_push import PushConfig, PushConfigs
 from tokentail.worker import metrics

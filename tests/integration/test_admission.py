@@ -11,15 +11,15 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from tests.clients.sse_client import read_events
-from tests.gates import Gates
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, bearer
-from tests.waiting import eventually, scaled
+from tests.support.gates import Gates
+from tests.support.waiting import eventually, scaled
 from tokentail.shared.admission import AUDIT_AFTER_SECONDS, Admission, SlotAudit
 from tokentail.shared.keys import Keys
 from tokentail.shared.settings import Settings
 
 AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET), "runs_per_minute": 0}
-AGENTS = {"agents": {"held": "tests.gates:held", "approval": "tests.agents.asking_agent:approval"}}
+AGENTS = {"agents": {"held": "tests.support.gates:held", "approval": "tests.agents.asking_agent:approval"}}
 HELD = {"input": "hi", "agent": "held", "params": {"tokens": 4}}
 FOLLOW_UP = {"input": "and then?", "params": {"tokens": 4}, "multitask": "enqueue"}  # the session's agent
 

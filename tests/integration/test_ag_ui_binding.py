@@ -15,10 +15,10 @@ from pydantic import SecretStr, TypeAdapter
 from standardwebhooks import Webhook
 
 from tests.fixtures.stack import Gateway
-from tests.gates import Gates
 from tests.integration.test_chat_protocols import KEY_A, KEY_B, SECRET, Frame, agent_input, bearer, sse_frames, types
 from tests.servers.webhook_receiver import Receiver
-from tests.waiting import eventually
+from tests.support.gates import Gates
+from tests.support.waiting import eventually
 from tokentail.shared.settings import Settings
 from tokentail.worker.main import TokentailWorker
 
@@ -29,7 +29,7 @@ SLOW = {"params": {"tokens": 40, "tokens_per_second": 40}}
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     agents = {
-        "held": "tests.gates:held",
+        "held": "tests.support.gates:held",
         "approve": "tests.agents.asking_agent:approval",
         "parallel": "tests.agents.asking_agent:parallel_approvals",
         "how_much": "tests.agents.asking_agent:how_much",

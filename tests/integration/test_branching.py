@@ -18,9 +18,9 @@ from redis.asyncio import Redis
 
 from tests.agents.arithmetic_agent import HOLD
 from tests.fixtures.stack import Gateway
-from tests.gates import Gates
 from tests.integration.test_chat_protocols import ChatSocket, SseReader, ws_url
-from tests.waiting import eventually
+from tests.support.gates import Gates
+from tests.support.waiting import eventually
 from tokentail.shared.keys import Keys
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore

@@ -10,9 +10,9 @@ import websockets
 from redis.asyncio import Redis
 
 from tests.clients.sse_client import read_events
-from tests.sessions import completion
-from tests.waiting import eventually, scaled
-from tests.writes import AllWrites
+from tests.support.sessions import completion
+from tests.support.waiting import eventually, scaled
+from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import RunRecord

@@ -15,9 +15,9 @@ from redis.asyncio import Redis
 
 from tests.clients.protocol_clients import Frame, NativeClient
 from tests.servers.redis_faults import FaultyLink
-from tests.sessions import completion, make_run, make_session
-from tests.waiting import eventually, scaled
-from tests.writes import AllWrites
+from tests.support.sessions import completion, make_run, make_session
+from tests.support.waiting import eventually, scaled
+from tests.support.writes import AllWrites
 from tokentail.gateway.commands import writes
 from tokentail.shared import outage
 from tokentail.shared.records import RunRecord

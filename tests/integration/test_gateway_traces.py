@@ -23,7 +23,7 @@ from tests.clients.mcp_client import connect
 from tests.clients.sse_client import read_events
 from tests.e2e.conftest import Stack
 from tests.servers.otlp_receiver import OtlpReceiver, Span, otlp_receiver
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from tokentail.shared import tracing
 from tokentail.shared.keys import Keys
 from tokentail.shared.store import decode_run
@@ -49,7 +49,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
     with otlp_receiver() as receiver:
         stack = Stack(
             tmp_path_factory.mktemp("traces"),
-            TOKENTAIL_AGENTS=json.dumps({"greet": "tests.agents.mcp_agents:greet", "held": "tests.gates:held"}),
+            TOKENTAIL_AGENTS=json.dumps({"greet": "tests.agents.mcp_agents:greet", "held": "tests.support.gates:held"}),
             **receiver.env(),
         )
         try:

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from tests.clients.sse_client import read_events
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from tokentail.shared import tracing
 from tokentail.shared.keys import Keys
 from tokentail.shared.response_ids import parse_response_id

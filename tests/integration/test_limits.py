@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, SLOW, bearer, ws_exchange, ws_url
 from tests.integration.test_chat_protocols import agent_input, chat_body
-from tests.sessions import held
-from tests.waiting import eventually, scaled
-from tests.writes import AllWrites
+from tests.support.sessions import held
+from tests.support.waiting import eventually, scaled
+from tests.support.writes import AllWrites
 from tokentail.gateway import cors
 from tokentail.shared.events import MessageDelta
 from tokentail.shared.logs import RateLimitedLogger

@@ -18,7 +18,7 @@ from mcp.types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
 
 from tests.clients.mcp_client import connect
 from tests.fixtures.stack import Gateway
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.shared import agent_catalog
 from tokentail.shared.agent_catalog import INPUT_SCHEMA, AgentInfo

@@ -20,11 +20,11 @@ from pydantic import SecretStr, TypeAdapter
 from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
-from tests.gates import Gates
 from tests.servers.webhook_receiver import Receiver
-from tests.sessions import completion
-from tests.waiting import eventually
-from tests.writes import AllWrites
+from tests.support.gates import Gates
+from tests.support.sessions import completion
+from tests.support.waiting import eventually
+from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id
 from tokentail.shared.events import MessageDelta
 from tokentail.shared.keys import Keys
@@ -42,7 +42,7 @@ AGENTS = {
     "careful": "tests.agents.asking_agent:CAREFUL",
     "two": "tests.agents.asking_agent:two_questions",
     "parallel": "tests.agents.asking_agent:parallel_approvals",
-    "held": "tests.gates:held",  # waits at its gate (tests/gates.py) until the test releases it
+    "held": "tests.support.gates:held",  # waits at its gate (tests/support/gates.py) until the test releases it
 }
 SLOW = {"params": {"tokens": 120, "tokens_per_second": 40}}
 FAST = {"params": {"tokens": 30, "tokens_per_second": 0}}

@@ -9,10 +9,10 @@ from typing import Any
 
 from openai.lib.responses_websocket import AsyncResponsesWebSocketLane, AsyncResponsesWebSocketSession
 
-from tests.gates import Gates
 from tests.integration.test_openai_responses import run_of
 from tests.integration.test_openai_responses_ws import AUTH, LIMITS, TERMINAL, as_retrieved, checked, create, sdk
-from tests.waiting import eventually
+from tests.support.gates import Gates
+from tests.support.waiting import eventually
 
 AGENTS = {
     "listening": "tests.agents.steering_agent:listening_then_held",

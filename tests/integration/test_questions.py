@@ -14,8 +14,8 @@ from pydantic import SecretStr
 from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
-from tests.sessions import waiting_for_input
-from tests.waiting import eventually, scaled
+from tests.support.sessions import waiting_for_input
+from tests.support.waiting import eventually, scaled
 from tokentail import chat
 from tokentail.cli import main
 

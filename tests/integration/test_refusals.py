@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 
 from tests.clients.mcp_client import connect
 from tests.fixtures.stack import Gateway
-from tests.sessions import completion
-from tests.writes import AllWrites
+from tests.support.sessions import completion
+from tests.support.writes import AllWrites
 from tokentail.shared.response_ids import parse_response_id
 from tokentail.shared.settings import Settings
 from tokentail.worker.run_writes import RunLease

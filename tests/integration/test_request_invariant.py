@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
 from tests.integration.test_limits import HEALTHZ, post, raw_connection
-from tests.sessions import waiting_for_input
+from tests.support.sessions import waiting_for_input
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 

@@ -12,8 +12,8 @@ import pytest
 import websockets
 
 from tests.clients.sse_client import read_events
-from tests.gates import Gates
-from tests.waiting import eventually, scaled
+from tests.support.gates import Gates
+from tests.support.waiting import eventually, scaled
 from tokentail import ApiError, AsyncTokentail, Tokentail
 
 AGENTS = {

@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 from tokentail.gateway.access.auth import Caller
 from tokentail.gateway.commands.tasks import SETTLED, RunTasks, Task
 from tokentail.shared.catalog import BUILTIN_AGENTS

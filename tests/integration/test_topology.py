@@ -17,9 +17,9 @@ from tests.clients.sse_client import read_events
 from tests.integration.test_hub import DIRECT, Follower, _append, _live
 from tests.servers.redis_cluster import LocalCluster, require
 from tests.servers.webhook_receiver import Receiver
-from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
-from tests.waiting import eventually, scaled
-from tests.writes import AllWrites, Died
+from tests.support.sessions import completion, delta_of, make_run, make_session, start_a_run
+from tests.support.waiting import eventually, scaled
+from tests.support.writes import AllWrites, Died
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.redis_server import RedisServer
 from tokentail.shared.scripts.runs import Queued, Requeue, StartVerdict

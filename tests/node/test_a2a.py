@@ -17,7 +17,7 @@ from tests.agents.counting_agents import own_answer
 from tests.e2e.conftest import Stack
 from tests.node.conftest import API_KEY, ChatStack, run_node
 from tests.servers.webhook_receiver import Delivery, Receiver
-from tests.waiting import eventually_sync
+from tests.support.waiting import eventually_sync
 
 AGENTS = {
     "stepping": "tests.agents.counting_agents:stepping",  # streams word by word for about 9 s, @continues

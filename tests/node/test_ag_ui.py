@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.node.conftest import HELD, SLOW, ChatStack, Outcome, run_node
-from tests.waiting import eventually_sync
+from tests.support.waiting import eventually_sync
 from tokentail.gateway.app import STATIC
 from tokentail.worker.providers.scripted import scripted_tokens
 

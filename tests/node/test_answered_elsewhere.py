@@ -1,6 +1,6 @@
 """Issue 41's scenario with the real clients: an agent streams "Before the question. ", asks for an
 approval, the question is answered on another device (REST), the agent streams on, and its worker is
-killed -9 ten deltas after the answer, while the run waits at its gate (tests/gates.py). The real
+killed -9 ten deltas after the answer, while the run waits at its gate (tests/support/gates.py). The real
 `useChat` (ai 7's AbstractChat, resumeStream) and `@ag-ui/client` (connectAgent) must end showing
 `run.completed.output`, each piece once: with an agent that starts over (`run.retrying`) and with one
 that goes on (`@continues`, `run.continued`)."""
@@ -11,7 +11,7 @@ import pytest
 
 from tests.agents.asking_agent import BEFORE_THE_QUESTION, HELD_AFTER
 from tests.node.conftest import ChatStack, Outcome, run_node
-from tests.waiting import eventually_sync
+from tests.support.waiting import eventually_sync
 
 
 def answer_elsewhere_then_kill(chats: ChatStack, session_id: str) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.node.conftest import HERE, NODE
-from tests.waiting import scaled
+from tests.support.waiting import scaled
 
 SUITE = HERE / "node_modules" / "@modelcontextprotocol" / "conformance"
 AGENTS = [

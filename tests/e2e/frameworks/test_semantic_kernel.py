@@ -19,7 +19,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
-from tests.waiting import scaled
+from tests.support.waiting import scaled
 
 AGENTS = (
     '{"weather": "examples.semantic_kernel_agent:weather",'
