@@ -1,6 +1,6 @@
 """Agents as MCP tools: the Tasks extension's fixtures of the conformance suite
 (@modelcontextprotocol/conformance, `tasks-*` scenarios), written as a user writes agents, and
-configured with TOKENTAIL_AGENTS (tests/mcp/test_conformance.py)."""
+configured with TOKENTAIL_AGENTS (tests/node/test_mcp_conformance.py)."""
 
 import asyncio
 
