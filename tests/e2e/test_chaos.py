@@ -311,6 +311,7 @@ async def _hub_reconnects(client: httpx2.AsyncClient) -> float:
     return float(re.search(r"^tokentail_hub_reconnects_total (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
 
 
+@pytest.mark.responses
 async def test_an_openai_sdk_client_gets_one_coherent_answer_after_a_worker_is_killed(fast_leases: Stack) -> None:
     """The Responses API's view of a takeover: the run goes on, so its message item goes on too, on
     the other gateway, and reads as one answer."""

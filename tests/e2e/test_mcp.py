@@ -25,6 +25,9 @@ from tests.fixtures.processes import outlives_the_test
 from tests.support.waiting import eventually
 from tokentail.shared.response_ids import parse_task_id
 
+pytestmark = pytest.mark.mcp
+
+
 KEY = "tk_mcp_tests_acme_key"
 OTHER_KEY = "tk_mcp_tests_other_key"
 AGENTS = ["greet", "slow_compute", "confirm_delete", "count_words", "count_words_held", "test_tool_with_task"]

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 from openai import AsyncOpenAI
 from openai.lib.responses_websocket import AsyncResponsesWebSocketSession, ResponsesWebSocketLimits
 
@@ -12,6 +13,9 @@ from tests.e2e.conftest import Stack
 from tests.integration.test_openai_responses import run_of
 from tokentail.shared.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens
+
+pytestmark = pytest.mark.responses
+
 
 KEY = "acme-key-0123456789abcdef"
 PARAMS = {"tokens": 150}

@@ -46,6 +46,9 @@ from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION
 from tokentail.shared.a2a_push import PushConfig, PushConfigs
 from tokentail.worker import metrics
 
+pytestmark = pytest.mark.a2a
+
+
 AGENTS = {
     "asking": "tests.agents.asking_agent:ask_then_answer",
     "parallel": "tests.agents.asking_agent:parallel_approvals",

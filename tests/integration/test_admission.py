@@ -132,6 +132,7 @@ def _started(gates: Gates, runs: list[dict[str, Any]]) -> int:
     return sum(bool(gates.reached(run["run_id"])) for run in runs)
 
 
+@pytest.mark.responses
 async def test_a_full_line_answers_429_and_creates_nothing_while_reads_steers_and_cancels_are_served(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates, redis: Redis, settings: Settings
 ) -> None:
@@ -274,6 +275,7 @@ async def _no_slots(redis: Redis, keys: Keys) -> None:
     assert await redis.hlen(keys.tenant_running("acme")) == 0  # type: ignore[misc]
 
 
+@pytest.mark.responses
 async def test_a_responses_api_request_counts_against_the_user_its_safety_identifier_names(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
 ) -> None:

@@ -22,6 +22,9 @@ from tests.support.waiting import eventually
 from tokentail.shared.settings import Settings
 from tokentail.worker.main import TokentailWorker
 
+pytestmark = pytest.mark.ag_ui
+
+
 AG_UI_EVENT: TypeAdapter[Any] = TypeAdapter(Event)
 SLOW = {"params": {"tokens": 40, "tokens_per_second": 40}}
 

@@ -161,6 +161,8 @@ async def test_interrupt_cancels_the_active_run_then_runs_the_new_one(start_gate
 STOPS = ["native", "native without run_id", "ai-sdk", "ag-ui", "websocket"]
 
 
+@pytest.mark.ai_sdk
+@pytest.mark.ag_ui
 @pytest.mark.parametrize("path", STOPS)
 async def test_a_stop_for_the_run_the_client_saw_does_not_cancel_the_next_one(
     path: str, start_gateway: Any, runs: AllWrites, store: SessionStore

@@ -18,6 +18,9 @@ from tests.support.waiting import eventually, scaled
 from tokentail.shared.settings import Settings
 from tokentail.worker.main import TokentailWorker
 
+pytestmark = [pytest.mark.ai_sdk, pytest.mark.ag_ui]
+
+
 KEY_A = "acme-key-0123456789abcdef"
 KEY_B = "beta-key-0123456789abcdef"
 SECRET = "s" * 40

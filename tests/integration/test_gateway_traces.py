@@ -239,6 +239,7 @@ async def test_ndjson_and_socket_connections_have_their_spans(traced: Traced) ->
     assert len(socket.links) == 1
 
 
+@pytest.mark.mcp
 async def test_mcp_metas_traceparent_is_the_runs_trace(traced: Traced) -> None:
     trace_id = "1" * 32
     async with connect(traced.urls[0], tasks=False) as client:
@@ -262,6 +263,7 @@ async def test_mcp_metas_traceparent_is_the_runs_trace(traced: Traced) -> None:
         assert waiting.parent_id == call.span_id and waiting.attributes["tokentail.stream.end"] == "closed"
 
 
+@pytest.mark.a2a
 @pytest.mark.parametrize(
     ("binding", "trace_id", "route"),
     [("JSONRPC", "2" * 32, "/a2a/{agent}"), ("HTTP+JSON", "4" * 32, "/a2a/{agent}/message:stream")],

@@ -23,6 +23,9 @@ from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.shared import agent_catalog
 from tokentail.shared.agent_catalog import INPUT_SCHEMA, AgentInfo
 
+pytestmark = pytest.mark.mcp
+
+
 AGENTS = {"slow_compute": "tests.agents.mcp_agents:slow_compute", "greet": "tests.agents.mcp_agents:greet"}
 
 

@@ -35,6 +35,9 @@ from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.run_writes import RunLease
 
+pytestmark = pytest.mark.responses
+
+
 KEY = "acme-key-0123456789abcdef"
 OTHER_KEY = "beta-key-0123456789abcdef"
 AUTH = {"api_keys": SecretStr(f"acme:{KEY},beta:{OTHER_KEY}"), "secret": SecretStr("s" * 40)}

@@ -7,12 +7,16 @@ stopped at a question waits (`response.steer.pending`); and a steer outlives its
 import json
 from typing import Any
 
+import pytest
 from openai.lib.responses_websocket import AsyncResponsesWebSocketLane, AsyncResponsesWebSocketSession
 
 from tests.integration.test_openai_responses import run_of
 from tests.integration.test_openai_responses_ws import AUTH, LIMITS, TERMINAL, as_retrieved, checked, create, sdk
 from tests.support.gates import Gates
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.responses
+
 
 AGENTS = {
     "listening": "tests.agents.steering_agent:listening_then_held",

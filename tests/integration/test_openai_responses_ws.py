@@ -32,6 +32,9 @@ from tokentail.gateway.protocols.responses.socket import MAX_WAITING
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 
+pytestmark = pytest.mark.responses
+
+
 KEY = "acme-key-0123456789abcdef"
 AUTH = {"api_keys": SecretStr(f"acme:{KEY}"), "secret": SecretStr("s" * 40)}
 AGENTS = {

@@ -230,6 +230,7 @@ async def test_a_chat_token_answers_from_another_device_a_read_token_may_not(
             assert response.status_code == status, response.text
 
 
+@pytest.mark.ai_sdk
 async def test_a_chat_sent_with_one_of_two_open_approvals_is_refused_and_answers_nothing(gateway: Gateway) -> None:
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=scaled(30)) as client:
         made = (

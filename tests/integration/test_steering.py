@@ -176,6 +176,8 @@ async def test_the_session_socket_steers_and_refuses_as_rest_does(
     assert [m["event"] for m in messages if "event" in m].count("steer.applied") == 1
 
 
+@pytest.mark.ai_sdk
+@pytest.mark.ag_ui
 async def test_the_chat_protocols_show_a_steer_as_they_can(start_gateway: Any, start_worker: Any, gates: Gates) -> None:
     gateway = await start_gateway(agents=AGENTS)
     await start_worker(agents=AGENTS)
@@ -206,6 +208,7 @@ async def test_the_chat_protocols_show_a_steer_as_they_can(start_gateway: Any, s
     ]
 
 
+@pytest.mark.ai_sdk
 async def test_a_chat_message_sent_while_its_run_works_steers_it_where_the_deployment_says_so(
     start_gateway: Any, start_worker: Any, gates: Gates
 ) -> None:

@@ -19,6 +19,9 @@ from tests.node.conftest import API_KEY, ChatStack, run_node
 from tests.servers.webhook_receiver import Delivery, Receiver
 from tests.support.waiting import eventually_sync
 
+pytestmark = pytest.mark.a2a
+
+
 AGENTS = {
     "stepping": "tests.agents.counting_agents:stepping",  # streams word by word for about 9 s, @continues
     "asking": "tests.agents.asking_agent:ask_then_answer",

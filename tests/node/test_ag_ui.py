@@ -11,6 +11,9 @@ from tests.support.waiting import eventually_sync
 from tokentail.gateway.app import STATIC
 from tokentail.worker.providers.scripted import scripted_tokens
 
+pytestmark = pytest.mark.ag_ui
+
+
 ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
 
 

@@ -4,8 +4,12 @@ docs/ui-protocols.md says: the message it assembles is the run tokentail recorde
 
 from typing import Any
 
+import pytest
+
 from tests.node.conftest import HELD, SLOW, ChatStack, Outcome, run_node
 from tokentail.worker.providers.scripted import scripted_tokens
+
+pytestmark = pytest.mark.ai_sdk
 
 
 def chat(

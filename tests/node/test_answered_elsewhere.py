@@ -63,6 +63,7 @@ def play(chats: ChatStack, driver: str, agent: str) -> tuple[Outcome, dict[str, 
 AGENTS = ["ask_then_stream", "ask_then_go_on"]  # starts over (run.retrying); goes on (run.continued)
 
 
+@pytest.mark.ai_sdk
 @pytest.mark.parametrize("agent", AGENTS)
 def test_use_chat_resumed_after_an_answer_elsewhere_and_a_kill_shows_the_output_once(
     chats: ChatStack, agent: str
@@ -74,6 +75,7 @@ def test_use_chat_resumed_after_an_answer_elsewhere_and_a_kill_shows_the_output_
     assert text == run["output"]
 
 
+@pytest.mark.ag_ui
 @pytest.mark.parametrize("agent", AGENTS)
 def test_ag_ui_connected_after_an_answer_elsewhere_and_a_kill_shows_the_output_once(
     chats: ChatStack, agent: str

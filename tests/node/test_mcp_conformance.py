@@ -19,6 +19,9 @@ from tests.e2e.conftest import Stack
 from tests.node.conftest import HERE, NODE
 from tests.support.waiting import scaled
 
+pytestmark = pytest.mark.mcp
+
+
 SUITE = HERE / "node_modules" / "@modelcontextprotocol" / "conformance"
 AGENTS = [
     "greet",

@@ -38,6 +38,9 @@ from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.events import Gap
 from tokentail.shared.store import StoredEvent, entry_of
 
+pytestmark = [pytest.mark.ai_sdk, pytest.mark.ag_ui, pytest.mark.responses]
+
+
 RUN = "r_case"
 Json = dict[str, Any]
 Event = tuple[str, Json]
