@@ -38,9 +38,6 @@ from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.events import Gap
 from tokentail.shared.store import StoredEvent, entry_of
 
-pytestmark = [pytest.mark.ai_sdk, pytest.mark.ag_ui, pytest.mark.responses]
-
-
 RUN = "r_case"
 Json = dict[str, Any]
 Event = tuple[str, Json]
@@ -614,8 +611,12 @@ def cuts(protocol: Protocol, log: Log) -> list[tuple[int, int]]:
 
 # -- the tests ----------------------------------------------------------------------------------------
 
+# Each protocol's cases carry its marker (`-m responses`); tokentail's own has none.
+MARKS = {"ai_sdk": pytest.mark.ai_sdk, "ag_ui": pytest.mark.ag_ui, "responses": pytest.mark.responses}
 CASES_AND_PROTOCOLS = [
-    pytest.param(case, protocol, id=f"{case.name}-{protocol.name}") for case in CASES for protocol in PROTOCOLS
+    pytest.param(case, protocol, id=f"{case.name}-{protocol.name}", marks=MARKS.get(protocol.name, ()))
+    for case in CASES
+    for protocol in PROTOCOLS
 ]
 
 
