@@ -4,7 +4,7 @@
     .venv/bin/python bench/archive.py --events 2000 -r 2
 
 One gateway process on a private redis-server and a private PostgreSQL (Debian's binaries, as the
-tests start them: tests/postgres_server.py). The session is written as a worker writes it, read
+tests start them: tests/servers/postgres_server.py). The session is written as a worker writes it, read
 from Redis (the baseline), then archived (worker/archiver.py) with a 2 s hot retention; once Redis
 forgot it, it is read from the archive. Figures: the session's Redis memory (MEMORY USAGE of its
 keys) while hot and after the hot retention, and the time from the request to the first and to the
@@ -22,7 +22,7 @@ from harness import ROOT, Stack, percentile
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(ROOT))  # the tests' PostgreSQL helper
-from tests.postgres_server import PostgresServer  # noqa: E402
+from tests.servers.postgres_server import PostgresServer  # noqa: E402
 from tokentail.gateway.access.ids import new_run_id, new_session_id  # noqa: E402
 from tokentail.gateway.commands.writes import SessionWrites  # noqa: E402
 from tokentail.shared.archive import Archive, migrate  # noqa: E402

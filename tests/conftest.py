@@ -9,6 +9,6 @@ pytest_plugins = [
     "tests.fixtures.slow_machine",  # each test's time limit, stretched on a loaded machine
     "tests.fixtures.traces",  # exported: traces on, into memory, for one test
     "tests.fixtures.limits_clock",  # limits_clock: the tenant limits' clock, held still
-    "tests.fixtures.gates",  # gates: runs held at an instant until the test releases them (tests/gates.py)
+    "tests.fixtures.gates",  # gates: runs held at an instant until the test releases them (tests/support/gates.py)
     "pytester",  # pytest's own, to test the plugins above
 ]

@@ -9,7 +9,7 @@ import pytest
 from playwright.async_api import Browser, async_playwright
 
 from tests.fixtures.stack import Gateway
-from tests.gates import Gates
+from tests.support.gates import Gates
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -38,9 +38,9 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def held_gateway(start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates) -> Gateway:
     """A gateway and the one worker of the test, whose default agent (the demo page's) is `held`
-    (tests/gates.py): each run the page starts waits halfway through its answer until the test
+    (tests/support/gates.py): each run the page starts waits halfway through its answer until the test
     releases it (`release_shown_run`). Not with the `worker` fixture, whose runs would not wait."""
-    agents = {"assistant": "tests.gates:held"}
+    agents = {"assistant": "tests.support.gates:held"}
     await start_worker(agents=agents)
     gateway: Gateway = await start_gateway(agents=agents)
     return gateway

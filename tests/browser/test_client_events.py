@@ -5,7 +5,7 @@ from typing import Any
 
 from playwright.async_api import Browser
 
-AGENTS = {"every_event": "tests.every_event_agent:every_event"}
+AGENTS = {"every_event": "tests.agents.every_event_agent:every_event"}
 
 FOLLOW = """async ({ data }) => {
   const { Tokentail } = await import("/static/tokentail.js");

@@ -10,8 +10,8 @@ from playwright.async_api import Browser, Dialog, Page
 from pydantic import SecretStr
 
 from tests.fixtures.stack import Gateway
-from tests.gates import Gates
 from tests.integration.test_auth import KEY_A, SECRET
+from tests.support.gates import Gates
 
 LONG = quote(json.dumps({"tokens": 150, "tokens_per_second": 50}))
 
@@ -28,7 +28,7 @@ def _session_of(page: Page) -> str:
 
 
 async def _release_shown_run(client: httpx2.AsyncClient, page: Page, gates: Gates) -> None:
-    """Release the gate (tests/gates.py) of the last run of the page's session: it goes on."""
+    """Release the gate (tests/support/gates.py) of the last run of the page's session: it goes on."""
     gates.release((await client.get(f"/v1/sessions/{_session_of(page)}")).json()["runs"][-1]["run_id"])
 
 

@@ -17,12 +17,12 @@ from pydantic import SecretStr
 from tests.browser.screenshots import screenshot
 from tests.browser.test_demo import _answer, _final_output, _release_shown_run, _session_of
 from tests.fixtures.stack import Gateway
-from tests.gates import Gates
 from tests.integration.test_auth import KEY_A, SECRET
+from tests.support.gates import Gates
 
 ACCENT = (0x2F, 0x6F, 0xED)  # the Send button's blue
 VIEWPORT = {"width": 900, "height": 600}
-# Long enough to overflow the transcript many times over (half of it, where `held` waits: tests/gates.py).
+# Long enough to overflow the transcript many times over (half of it, where `held` waits: tests/support/gates.py).
 LONG = quote(json.dumps({"tokens": 1200, "tokens_per_second": 200}))
 # Longer than any test, however loaded the machine: the test stops it.
 ENDLESS = quote(json.dumps({"tokens": 100_000, "tokens_per_second": 200}))

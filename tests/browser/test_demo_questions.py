@@ -6,9 +6,9 @@ import httpx2
 from playwright.async_api import Browser, Page, expect
 
 AGENTS = {
-    "approve": "tests.asking_agent:approval",
-    "parallel": "tests.asking_agent:parallel_approvals",
-    "two": "tests.asking_agent:two_questions",
+    "approve": "tests.agents.asking_agent:approval",
+    "parallel": "tests.agents.asking_agent:parallel_approvals",
+    "two": "tests.agents.asking_agent:two_questions",
 }
 
 

@@ -14,10 +14,10 @@ from playwright.async_api import Browser, Request, Route, expect
 from tests.browser.screenshots import screenshot
 from tests.browser.test_demo import _session_of
 from tests.browser.test_demo_chat import _close, _open, _send
+from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
-from tests.gates import Gates
-from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.support.gates import Gates
+from tests.support.waiting import eventually
 from tokentail.worker.main import TokentailWorker
 
 # The scripted model's answer lasts ~15 s at this pace on a quiet machine: the steer, sent once its
@@ -87,7 +87,7 @@ async def test_a_message_sent_while_the_answer_streams_steers_it_and_the_answer_
 async def test_a_steer_for_a_run_that_ended_meanwhile_goes_as_the_next_message(
     browser: Browser, held_gateway: Gateway, client: httpx2.AsyncClient, gates: Gates, tmp_path: Path
 ) -> None:
-    """`held` (tests/gates.py) waits at its gate and takes no steers: a steer it was sent fails
+    """`held` (tests/support/gates.py) waits at its gate and takes no steers: a steer it was sent fails
     `not_supported` when it ends. The 429 is the browser's; the 409 is the gateway's, for a run the
     test lets end while the page's steer is on its way."""
     page = await _open(browser, held_gateway)

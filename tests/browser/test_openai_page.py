@@ -15,6 +15,9 @@ from tests.browser.test_use_chat_page import ESBUILD, NODE_TESTS, Dev
 from tokentail.redis_server import free_port
 from tokentail.worker.providers.scripted import DEFAULT_TOKENS, scripted_tokens
 
+pytestmark = pytest.mark.responses
+
+
 ANSWER = "".join(scripted_tokens("hello", DEFAULT_TOKENS))
 
 

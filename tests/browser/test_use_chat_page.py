@@ -19,6 +19,9 @@ from tests.e2e.conftest import wait_until_ready
 from tokentail.redis_server import free_port
 from tokentail.worker.providers.scripted import DEFAULT_TOKENS, scripted_tokens
 
+pytestmark = pytest.mark.ai_sdk
+
+
 NODE_TESTS = Path(__file__).resolve().parents[1] / "node"
 ESBUILD = NODE_TESTS / "node_modules" / "@esbuild" / "linux-x64" / "bin" / "esbuild"
 ANSWER = "".join(scripted_tokens("hello", DEFAULT_TOKENS))  # the offline model's answer, at its default length

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.deploy.stack import COMPOSE_FILE, load_compose
-from tests.waiting import scaled
+from tests.support.waiting import scaled
 
 # Set by .ci/run once it has an engine: the docker tests must then run, and fail rather than skip.
 REQUIRED_ENV = "TOKENTAIL_DOCKER_REQUIRED"

@@ -33,7 +33,7 @@ from typing import IO, Any
 import yaml
 
 from tests.fixtures.processes import outlives_the_test
-from tests.waiting import eventually_sync
+from tests.support.waiting import eventually_sync
 from tokentail.redis_server import find_redis_server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]

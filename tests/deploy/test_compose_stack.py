@@ -13,9 +13,9 @@ import websockets
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.clients.sse_client import read_events
 from tests.deploy.stack import K8S_DIR, LocalCompose, Replica, dashboard_metrics
-from tests.sse_client import read_events
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 
 Event = tuple[int | None, str, dict[str, Any]]
 

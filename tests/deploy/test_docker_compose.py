@@ -15,9 +15,9 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.clients.sse_client import read_events
 from tests.deploy.docker_stack import API_KEY, REQUIRED_ENV, TENANT, DockerCompose, handed_over, unavailable
-from tests.sse_client import read_events
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 from tokentail.worker.providers.scripted import scripted_tokens
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]  # the first test pays for the image build

@@ -15,9 +15,9 @@ import uvicorn
 from redis import Redis
 
 from tests.e2e.fake_llm_server import REQUESTS, app, clear_hold
-from tests.gates import Gates
-from tests.redis_cluster import LocalCluster, require
-from tests.waiting import eventually, eventually_sync
+from tests.servers.redis_cluster import LocalCluster, require
+from tests.support.gates import Gates
+from tests.support.waiting import eventually, eventually_sync
 from tokentail.redis_server import RedisServer, free_port
 from tokentail.shared.keys import Keys
 
@@ -96,7 +96,7 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 class Stack:
     """One redis-server, gateways and workers; each a child process of the test. `gates` holds its
-    workers' gated runs (tests/gates.py)."""
+    workers' gated runs (tests/support/gates.py)."""
 
     def __init__(self, data_dir: Path, **env: str) -> None:
         self.redis = RedisServer(data_dir, appendonly=True).start()  # AOF, as production should run

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fake_llm import anthropic_stream, openai_stream
+from tests.servers.fake_llm import anthropic_stream, openai_stream
 
 API_KEY = "e2e-key"
 

@@ -1,6 +1,6 @@
 """Fair admission with real processes (shared/admission.py): tenants' lines taken in turn, and caps on the
 runs of a tenant and of an end user held across gateways and workers, through a worker killed -9 and on a
-Redis Cluster. Runs wait at their gates (tests/gates.py): one that reached its gate and was not released
+Redis Cluster. Runs wait at their gates (tests/support/gates.py): one that reached its gate and was not released
 is running, so what runs at once is read from the gates, at every step, as the test lets runs go."""
 
 import os
@@ -13,14 +13,14 @@ import httpx2
 from redis import Redis
 
 from tests.e2e.conftest import Stack
-from tests.waiting import eventually_sync
+from tests.support.waiting import eventually_sync
 from tokentail.shared.keys import Keys
 
 KEY_A, KEY_B = "acme-key-0123456789abcdef", "beta-key-0123456789abcdef"
 ENV = {
     "TOKENTAIL_API_KEYS": f"acme:{KEY_A},beta:{KEY_B}",
     "TOKENTAIL_SECRET": "s" * 40,
-    "TOKENTAIL_AGENTS": '{"held": "tests.gates:held"}',
+    "TOKENTAIL_AGENTS": '{"held": "tests.support.gates:held"}',
     "TOKENTAIL_RUNS_PER_MINUTE": "0",
 }
 HELD = {"input": "hi", "agent": "held", "params": {"tokens": 4}}

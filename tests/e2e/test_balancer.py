@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.waiting import eventually_sync
+from tests.support.waiting import eventually_sync
 from tokentail.redis_server import free_port
 
 LISTEN = "0A"

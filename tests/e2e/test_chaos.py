@@ -16,19 +16,19 @@ import pytest
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.integration.test_openai_responses import run_of
-from tests.redis_cluster import LocalCluster, require
-from tests.waiting import eventually, scaled
+from tests.servers.redis_cluster import LocalCluster, require
+from tests.support.waiting import eventually, scaled
 from tokentail.gateway.reading import pubsub
 from tokentail.shared.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens
 
 TOKENS = 250
 PARAMS = {"tokens": TOKENS, "tokens_per_second": 50}
-# The scripted model's answer of PARAMS' length, waiting halfway at its gate (tests/gates.py) until
+# The scripted model's answer of PARAMS' length, waiting halfway at its gate (tests/support/gates.py) until
 # the test releases it: still going when the standby workers are up and the first one dies, however
 # long they take to start. An agent that goes on after a takeover (`@continues`), as the built-in one.
 HELD: dict[str, Any] = {"agent": "held", "params": {"tokens": TOKENS}}
-AGENTS = '{"held": "tests.gates:held"}'
+AGENTS = '{"held": "tests.support.gates:held"}'
 
 
 async def _crash_mid_run(stack: Stack, how: signal.Signals) -> tuple[list[Watcher], float]:
@@ -162,7 +162,7 @@ async def test_a_killed_gateway_s_clients_resume_on_another(stack: Stack) -> Non
 
 
 async def test_cancel_during_a_tool_call_from_another_gateway(stack: Stack) -> None:
-    stack.env["TOKENTAIL_AGENTS"] = '{"slow": "tests.slow_agent:slow_tool_agent"}'
+    stack.env["TOKENTAIL_AGENTS"] = '{"slow": "tests.agents.slow_agent:slow_tool_agent"}'
     urls = [stack.gateway(), stack.gateway()]
     stack.worker()
     async with httpx2.AsyncClient(timeout=30) as client:
@@ -311,6 +311,7 @@ async def _hub_reconnects(client: httpx2.AsyncClient) -> float:
     return float(re.search(r"^tokentail_hub_reconnects_total (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
 
 
+@pytest.mark.responses
 async def test_an_openai_sdk_client_gets_one_coherent_answer_after_a_worker_is_killed(fast_leases: Stack) -> None:
     """The Responses API's view of a takeover: the run goes on, so its message item goes on too, on
     the other gateway, and reads as one answer."""

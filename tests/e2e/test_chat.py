@@ -1,5 +1,5 @@
 """`tokentail chat` in a script (stdin not a terminal) against a gateway and a worker whose agent asks
-a question (tests/asking_agent.py): it answers with `--answer`, or says how to answer and exits 3."""
+a question (tests/agents/asking_agent.py): it answers with `--answer`, or says how to answer and exits 3."""
 
 import json
 import re
@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 from tests.e2e.conftest import Stack
-from tests.waiting import scaled
+from tests.support.waiting import scaled
 
-AGENTS = json.dumps({"approve": "tests.asking_agent:approval", "two": "tests.asking_agent:two_questions"})
+AGENTS = json.dumps({"approve": "tests.agents.asking_agent:approval", "two": "tests.agents.asking_agent:two_questions"})
 
 
 def _chat(url: str, *arguments: str) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,7 @@ import pytest
 from redis import Redis
 
 from tests.e2e.conftest import wait_until_ready
-from tests.waiting import eventually_sync, scaled
+from tests.support.waiting import eventually_sync, scaled
 from tokentail.client import Tokentail
 from tokentail.redis_server import free_port
 from tokentail.shared.events import Event

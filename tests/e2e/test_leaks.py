@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 import websockets
 from redis.asyncio import Redis
 
 from tests.e2e.conftest import Stack
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 from tokentail.shared.keys import Keys
 
 KEY = "leaky-tenant-key-0123456789"
@@ -85,6 +86,7 @@ def _rss_mb(pid: int) -> float:
     return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024  # type: ignore[union-attr]
 
 
+@pytest.mark.ai_sdk
 async def test_a_flood_of_chat_requests_on_one_socket_leaves_the_gateway_s_memory_where_it_was(stack: Stack) -> None:
     # 20,000 `resume` frames on one AI SDK chat socket took a gateway from 71 to 525 MB, kept after
     # close and growing each round: every request a feed, and a reused requestId left the one it

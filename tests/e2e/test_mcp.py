@@ -18,12 +18,15 @@ from mcp.client.context import ClientRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import ElicitRequestParams, ElicitResult, InputRequiredResult, InputResponses, TextContent
 
+from tests.agents.mcp_agents import WORDS
+from tests.clients.mcp_client import cancel_task, connect, get_task, until_status, update_task
 from tests.e2e.conftest import Stack
 from tests.fixtures.processes import outlives_the_test
-from tests.mcp_agents import WORDS
-from tests.mcp_client import cancel_task, connect, get_task, until_status, update_task
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from tokentail.shared.response_ids import parse_task_id
+
+pytestmark = pytest.mark.mcp
+
 
 KEY = "tk_mcp_tests_acme_key"
 OTHER_KEY = "tk_mcp_tests_other_key"
@@ -44,7 +47,7 @@ class Gateways:
 def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateways]:
     stack = Stack(
         tmp_path_factory.mktemp("mcp"),
-        TOKENTAIL_AGENTS=json.dumps({name: f"tests.mcp_agents:{name}" for name in AGENTS}),
+        TOKENTAIL_AGENTS=json.dumps({name: f"tests.agents.mcp_agents:{name}" for name in AGENTS}),
         TOKENTAIL_API_KEYS=f"acme:{KEY},other:{OTHER_KEY}",
         TOKENTAIL_SECRET="mcp-tests-secret-" + "x" * 32,
         TOKENTAIL_LEASE_MS="1500",  # a killed worker's run is taken over within about 2 s

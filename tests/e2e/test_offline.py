@@ -20,9 +20,9 @@ from openai.types.chat import (
     ChatCompletionMessageParam,
 )
 
+from tests.clients.sse_client import read_events
 from tests.e2e.conftest import stop, wait_until_ready
-from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from tokentail.redis_server import free_port
 from tokentail.worker.providers.scripted import scripted_tokens
 

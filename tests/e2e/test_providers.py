@@ -7,10 +7,10 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.clients.sse_client import read_events
 from tests.e2e.conftest import Stack
 from tests.e2e.fake_llm_server import API_KEY, REQUESTS, slow_answer
 from tests.e2e.watcher import killed_in_second_turn
-from tests.sse_client import read_events
 
 
 def _provider_env(llm_url: str) -> dict[str, str]:

@@ -7,13 +7,13 @@ import time
 import httpx2
 import pytest
 
+from tests.clients.sse_client import read_events
 from tests.e2e.conftest import Stack
-from tests.sessions import waiting_for_input
-from tests.sse_client import read_events
-from tests.waiting import eventually
-from tests.webhook_receiver import Receiver
+from tests.servers.webhook_receiver import Receiver
+from tests.support.sessions import waiting_for_input
+from tests.support.waiting import eventually
 
-AGENTS = '{"approve": "tests.asking_agent:approval", "parallel": "tests.asking_agent:parallel_approvals"}'
+AGENTS = '{"approve": "tests.agents.asking_agent:approval", "parallel": "tests.agents.asking_agent:parallel_approvals"}'
 
 
 async def test_a_pending_question_survives_a_killed_worker_and_is_answered_from_another_client(stack: Stack) -> None:

@@ -11,11 +11,11 @@ from typing import Any
 import httpx2
 from redis.asyncio import Redis
 
+from tests.clients.sse_client import read_events
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
-from tests.redis_faults import full, pause, resume
-from tests.sse_client import read_events
-from tests.waiting import eventually, scaled
+from tests.servers.redis_faults import full, pause, resume
+from tests.support.waiting import eventually, scaled
 from tokentail.worker.providers.scripted import scripted_tokens
 
 RUNS = 20

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 from openai import AsyncOpenAI
 from openai.lib.responses_websocket import AsyncResponsesWebSocketSession, ResponsesWebSocketLimits
 
@@ -12,6 +13,9 @@ from tests.e2e.conftest import Stack
 from tests.integration.test_openai_responses import run_of
 from tokentail.shared.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens
+
+pytestmark = pytest.mark.responses
+
 
 KEY = "acme-key-0123456789abcdef"
 PARAMS = {"tokens": 150}
@@ -26,7 +30,7 @@ async def test_a_worker_killed_mid_response_is_taken_over_and_the_socket_reads_o
         TOKENTAIL_API_KEYS=f"acme:{KEY}",
         TOKENTAIL_SECRET="e2e-" + "s" * 40,
         TOKENTAIL_LEASE_MS="1500",
-        TOKENTAIL_AGENTS='{"held": "tests.gates:held"}',  # the scripted answer, held at its gate (tests/gates.py)
+        TOKENTAIL_AGENTS='{"held": "tests.support.gates:held"}',  # the scripted answer, held at its gate
     )
     try:
         url = stack.gateway()

@@ -8,9 +8,9 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.clients.sse_client import Received, read_events
 from tests.e2e.conftest import Stack
-from tests.sse_client import Received, read_events
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 
 
 async def _follow_with_drops(client: httpx2.AsyncClient, url: str, seed: int) -> tuple[Received, int]:
@@ -82,7 +82,7 @@ async def test_a_client_moves_between_gateway_replicas_mid_run(stack: Stack) -> 
 
 
 async def test_sigterm_on_a_gateway_ends_its_streams_cleanly_and_clients_resume_elsewhere(stack: Stack) -> None:
-    stack.env["TOKENTAIL_AGENTS"] = '{"held": "tests.gates:held"}'  # waits at its gate (tests/gates.py)
+    stack.env["TOKENTAIL_AGENTS"] = '{"held": "tests.support.gates:held"}'  # waits at its gate (tests/support/gates.py)
     first, second = stack.gateway(), stack.gateway()
     stack.worker()
     await asyncio.to_thread(stack.wait_for_workers, 1)

@@ -1,6 +1,6 @@
 """kill -9 at the worst instants of a run, with real worker processes: N runs at each instant, on a
 worker that is killed while a second one waits. The built-in agent loop with a `calculator` that
-counts its runs (tests/counting_agents.py): every run completes, its clients' text is the
+counts its runs (tests/agents/counting_agents.py): every run completes, its clients' text is the
 uninterrupted answer with nothing repeated or lost, and a tool whose result was recorded never runs
 again (one cut mid-call runs again, with the same call id). The figures are printed (`pytest -s`),
 not asserted against a clock: machines are noisy."""
@@ -19,18 +19,18 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.counting_agents import own_answer
+from tests.agents.counting_agents import own_answer
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 from tokentail.worker.providers.scripted import scripted_tokens
 
 RUNS = 30
 AGENTS = json.dumps(
     {
-        "counting": "tests.counting_agents:COUNTING",
-        "approving": "tests.counting_agents:APPROVING",
-        "stepping": "tests.counting_agents:stepping_held",
+        "counting": "tests.agents.counting_agents:COUNTING",
+        "approving": "tests.agents.counting_agents:APPROVING",
+        "stepping": "tests.agents.counting_agents:stepping_held",
     }
 )
 CALCULATED = 'Let me calculate that. The calculator says "42".'
@@ -47,7 +47,7 @@ class Instant:
     tool_seconds: float = 0.0
     runs_per_call: int = 1  # how many times the tool runs for each call id
     asks: bool = False
-    held: bool = False  # the agent waits at its gate (tests/gates.py) at the instant, until after the kill
+    held: bool = False  # the agent waits at its gate (tests/support/gates.py) at the instant, until after the kill
     figures: dict[str, Any] = field(default_factory=dict)
 
 

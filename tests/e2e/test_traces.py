@@ -1,5 +1,5 @@
 """One trace per run, across real processes: gateways and workers export over OTLP/HTTP to a receiver in
-the test (tests/otlp_receiver.py), and each test finds every span of its run in that one trace, where
+the test (tests/servers/otlp_receiver.py), and each test finds every span of its run in that one trace, where
 it belongs: parents and links by id, services, and no tool span twice."""
 
 import asyncio
@@ -10,20 +10,20 @@ from dataclasses import dataclass, field
 import httpx2
 import pytest
 
+from tests.clients.sse_client import read_events
 from tests.e2e.conftest import Stack
 from tests.e2e.fake_llm_server import API_KEY
 from tests.e2e.watcher import killed_in_second_turn
-from tests.otlp_receiver import OtlpReceiver, Span, otlp_receiver
-from tests.sessions import waiting_for_input
-from tests.sse_client import read_events
+from tests.servers.otlp_receiver import OtlpReceiver, Span, otlp_receiver
+from tests.support.sessions import waiting_for_input
 from tokentail.shared import tracing
 
 GATEWAY, WORKER = tracing.GATEWAY, tracing.WORKER
 AGENTS = json.dumps(
     {
-        "clock": "tests.traced_agents:CLOCK",
-        "clock_claude": "tests.traced_agents:CLOCK_CLAUDE",
-        "approve": "tests.asking_agent:approval",
+        "clock": "tests.agents.traced_agents:CLOCK",
+        "clock_claude": "tests.agents.traced_agents:CLOCK_CLAUDE",
+        "approve": "tests.agents.asking_agent:approval",
     }
 )
 
@@ -87,7 +87,7 @@ def _ids_unique(spans: list[Span]) -> None:
 
 @dataclass(frozen=True)
 class Sdk:
-    """An agent of tests/traced_agents.py that calls its model through an official SDK with its official
+    """An agent of tests/agents/traced_agents.py that calls its model through an official SDK with its official
     instrumentation on, and what its run's `chat` spans say, from the fake server's answers."""
 
     agent: str

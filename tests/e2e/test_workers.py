@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2
 
 from tests.e2e.conftest import Stack
-from tests.waiting import eventually_sync
+from tests.support.waiting import eventually_sync
 
 
 def _probe_port(worker: subprocess.Popen[bytes], log: Path) -> int:
@@ -56,7 +56,7 @@ def test_several_workers_on_one_host_all_run(stack: Stack, tmp_path: Path) -> No
 def test_a_worker_and_a_gateway_refuse_to_start_with_an_agent_they_cannot_import(stack: Stack) -> None:
     # Told at start, naming the path and the missing package, not by the first run that uses the agent.
     cases = {
-        "worker": ('{"support": "tests.agent_missing_a_package:agent"}', "'tokentail_test_no_such_package'"),
+        "worker": ('{"support": "tests.agents.agent_missing_a_package:agent"}', "'tokentail_test_no_such_package'"),
         "gateway": ('{"support": "tests.no_such_module:agent"}', "no module 'tests.no_such_module'"),
     }
     for command, (agents, said) in cases.items():

@@ -7,10 +7,10 @@ from typing import Any
 
 import httpx2
 
+from tests.clients.sse_client import Received, read_events
 from tests.e2e.conftest import Stack
 from tests.e2e.fake_llm_server import hold_slow_answers
-from tests.sse_client import Received, read_events
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 
 
 class Watcher:

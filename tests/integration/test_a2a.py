@@ -36,22 +36,25 @@ from google.protobuf.json_format import MessageToDict  # type: ignore[import-unt
 from google.protobuf.struct_pb2 import Value  # type: ignore[import-untyped]
 from pydantic import SecretStr
 
-from tests.asking_agent import AFTER_THE_ANSWER, BEFORE_THE_QUESTION
-from tests.counting_agents import own_answer
+from tests.agents.asking_agent import AFTER_THE_ANSWER, BEFORE_THE_QUESTION
+from tests.agents.counting_agents import own_answer
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
-from tests.waiting import eventually
-from tests.webhook_receiver import Receiver
+from tests.servers.webhook_receiver import Receiver
+from tests.support.waiting import eventually
 from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION
 from tokentail.shared.a2a_push import PushConfig, PushConfigs
 from tokentail.worker import metrics
 
+pytestmark = pytest.mark.a2a
+
+
 AGENTS = {
-    "asking": "tests.asking_agent:ask_then_answer",
-    "parallel": "tests.asking_agent:parallel_approvals",
-    "described": "tests.described_agents:add",
-    "slow": "tests.slow_agent:slow_tool_agent",
-    "stepping": "tests.counting_agents:stepping",
+    "asking": "tests.agents.asking_agent:ask_then_answer",
+    "parallel": "tests.agents.asking_agent:parallel_approvals",
+    "described": "tests.agents.described_agents:add",
+    "slow": "tests.agents.slow_agent:slow_tool_agent",
+    "stepping": "tests.agents.counting_agents:stepping",
 }
 HOOKS = "/a2a-hooks/"
 FINAL_STATES = (

@@ -10,16 +10,16 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from tests.gates import Gates
+from tests.clients.sse_client import read_events
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, bearer
-from tests.sse_client import read_events
-from tests.waiting import eventually, scaled
+from tests.support.gates import Gates
+from tests.support.waiting import eventually, scaled
 from tokentail.shared.admission import AUDIT_AFTER_SECONDS, Admission, SlotAudit
 from tokentail.shared.keys import Keys
 from tokentail.shared.settings import Settings
 
 AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET), "runs_per_minute": 0}
-AGENTS = {"agents": {"held": "tests.gates:held", "approval": "tests.asking_agent:approval"}}
+AGENTS = {"agents": {"held": "tests.support.gates:held", "approval": "tests.agents.asking_agent:approval"}}
 HELD = {"input": "hi", "agent": "held", "params": {"tokens": 4}}
 FOLLOW_UP = {"input": "and then?", "params": {"tokens": 4}, "multitask": "enqueue"}  # the session's agent
 
@@ -132,6 +132,7 @@ def _started(gates: Gates, runs: list[dict[str, Any]]) -> int:
     return sum(bool(gates.reached(run["run_id"])) for run in runs)
 
 
+@pytest.mark.responses
 async def test_a_full_line_answers_429_and_creates_nothing_while_reads_steers_and_cancels_are_served(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates, redis: Redis, settings: Settings
 ) -> None:
@@ -274,6 +275,7 @@ async def _no_slots(redis: Redis, keys: Keys) -> None:
     assert await redis.hlen(keys.tenant_running("acme")) == 0  # type: ignore[misc]
 
 
+@pytest.mark.responses
 async def test_a_responses_api_request_counts_against_the_user_its_safety_identifier_names(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
 ) -> None:

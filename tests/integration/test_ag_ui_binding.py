@@ -15,12 +15,15 @@ from pydantic import SecretStr, TypeAdapter
 from standardwebhooks import Webhook
 
 from tests.fixtures.stack import Gateway
-from tests.gates import Gates
 from tests.integration.test_chat_protocols import KEY_A, KEY_B, SECRET, Frame, agent_input, bearer, sse_frames, types
-from tests.waiting import eventually
-from tests.webhook_receiver import Receiver
+from tests.servers.webhook_receiver import Receiver
+from tests.support.gates import Gates
+from tests.support.waiting import eventually
 from tokentail.shared.settings import Settings
 from tokentail.worker.main import TokentailWorker
+
+pytestmark = pytest.mark.ag_ui
+
 
 AG_UI_EVENT: TypeAdapter[Any] = TypeAdapter(Event)
 SLOW = {"params": {"tokens": 40, "tokens_per_second": 40}}
@@ -29,10 +32,10 @@ SLOW = {"params": {"tokens": 40, "tokens_per_second": 40}}
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     agents = {
-        "held": "tests.gates:held",
-        "approve": "tests.asking_agent:approval",
-        "parallel": "tests.asking_agent:parallel_approvals",
-        "how_much": "tests.asking_agent:how_much",
+        "held": "tests.support.gates:held",
+        "approve": "tests.agents.asking_agent:approval",
+        "parallel": "tests.agents.asking_agent:parallel_approvals",
+        "how_much": "tests.agents.asking_agent:how_much",
     }
     return settings.model_copy(update={"agents": agents, "webhook_allowed_urls": ["http://127.0.0.1:9/"]})
 
@@ -259,7 +262,7 @@ async def test_push_as_the_capabilities_describe_it_posts_the_interrupt_and_the_
 ) -> None:
     async with Receiver() as receiver:
         settings = {
-            "agents": {"approve": "tests.asking_agent:approval"},
+            "agents": {"approve": "tests.agents.asking_agent:approval"},
             "webhook_allowed_urls": [receiver.url + "/hooks/"],
         }
         gateway: Gateway = await start_gateway(**settings)

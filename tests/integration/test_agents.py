@@ -5,7 +5,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.sse_client import read_events
+from tests.clients.sse_client import read_events
 from tokentail.worker.run import NO_ANSWER
 
 
@@ -67,7 +67,7 @@ async def test_a_tool_that_raises_out_of_the_agent_ends_its_call_failed_before_t
     start_gateway: Any, start_worker: Any
 ) -> None:
     # A framework that lets a tool's exception end its run (PydanticAI) left the call open.
-    agents = {"raising": "tests.slow_agent:raising_tool_agent"}
+    agents = {"raising": "tests.agents.slow_agent:raising_tool_agent"}
     gateway = await start_gateway(agents=agents)
     await start_worker(agents=agents)
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
@@ -77,10 +77,10 @@ async def test_a_tool_that_raises_out_of_the_agent_ends_its_call_failed_before_t
 
 
 QUIET = {
-    "silent": "tests.quiet_agents:silent",
-    "thinking_only": "tests.quiet_agents:thinking_only",
-    "tool_only": "tests.quiet_agents:tool_only",
-    "data_only": "tests.quiet_agents:data_only",
+    "silent": "tests.agents.quiet_agents:silent",
+    "thinking_only": "tests.agents.quiet_agents:thinking_only",
+    "tool_only": "tests.agents.quiet_agents:tool_only",
+    "data_only": "tests.agents.quiet_agents:data_only",
 }
 
 

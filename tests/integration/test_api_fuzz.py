@@ -53,7 +53,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.fixtures.stack import Gateway
-from tests.writes import AllWrites
+from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.app import create_app
 from tokentail.shared.events import MessageDelta, RunCompleted, RunFailed

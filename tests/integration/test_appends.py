@@ -14,9 +14,9 @@ import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from tests.sessions import delta_of, held, start_a_run
-from tests.waiting import eventually, scaled
-from tests.writes import AllWrites
+from tests.support.sessions import delta_of, held, start_a_run
+from tests.support.waiting import eventually, scaled
+from tests.support.writes import AllWrites
 from tokentail.shared import outage
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.round_trips import round_trips

@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner
 from redis.asyncio import Redis
 
-from tests.postgres_server import PostgresServer
-from tests.sessions import completion, delta_of, make_run, start_a_run, write_turns
-from tests.sse_client import read_events
+from tests.clients.sse_client import read_events
+from tests.servers.postgres_server import PostgresServer
+from tests.support.sessions import completion, delta_of, make_run, start_a_run, write_turns
+from tests.support.waiting import eventually, scaled
+from tests.support.writes import AllWrites
 from tests.unit.write_side import lease_of
-from tests.waiting import eventually, scaled
-from tests.writes import AllWrites
 from tokentail.cli import main
 from tokentail.shared.archive import Archive, ArchiveError, migrate
 from tokentail.shared.errors import ArchiveUnavailable

@@ -319,6 +319,8 @@ async def test_a_chat_token_s_runs_are_its_session_s_user_s(secured: Gateway, ht
     assert (await http.post(url, json={**own, "user": "bob"}, headers=bearer(KEY_A))).status_code == 202  # a key may
 
 
+@pytest.mark.ai_sdk
+@pytest.mark.ag_ui
 async def test_a_tenant_cannot_make_another_tenants_chat_session_first(http: httpx2.AsyncClient) -> None:
     # Anyone can compute the session id of acme's chat "support-7"; beta sends it as its own chat id.
     squatted = chat_session_id("acme", "support-7")

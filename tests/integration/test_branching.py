@@ -16,11 +16,11 @@ from openai import AsyncOpenAI
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from tests.arithmetic_agent import HOLD
+from tests.agents.arithmetic_agent import HOLD
 from tests.fixtures.stack import Gateway
-from tests.gates import Gates
 from tests.integration.test_chat_protocols import ChatSocket, SseReader, ws_url
-from tests.waiting import eventually
+from tests.support.gates import Gates
+from tests.support.waiting import eventually
 from tokentail.shared.keys import Keys
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
@@ -28,7 +28,7 @@ from tokentail.shared.store import SessionStore
 KEY = "acme-key-0123456789abcdef"
 OTHER_KEY = "beta-key-0123456789abcdef"
 AUTH = {"api_keys": SecretStr(f"acme:{KEY},beta:{OTHER_KEY}"), "secret": SecretStr("s" * 40)}
-AGENTS = {"arithmetic": "tests.arithmetic_agent:arithmetic", "two": "tests.asking_agent:two_questions"}
+AGENTS = {"arithmetic": "tests.agents.arithmetic_agent:arithmetic", "two": "tests.agents.asking_agent:two_questions"}
 
 
 @pytest.fixture
@@ -198,6 +198,7 @@ async def sdk(gateway: Gateway) -> AsyncIterator[AsyncOpenAI]:
     await client.close()
 
 
+@pytest.mark.responses
 async def test_an_older_previous_response_id_branches_the_conversation(sdk: AsyncOpenAI) -> None:
     r1 = await sdk.responses.create(model="arithmetic", input="what is 2 + 3")
     r2 = await sdk.responses.create(model="arithmetic", input="and times ten?", previous_response_id=r1.id)
@@ -217,6 +218,7 @@ async def test_an_older_previous_response_id_branches_the_conversation(sdk: Asyn
     assert streamed.output_text == "4" and streamed.previous_response_id == r1.id
 
 
+@pytest.mark.responses
 async def test_a_branching_response_refused_for_its_params_makes_no_branch(
     sdk: AsyncOpenAI, redis: Redis, settings: Settings
 ) -> None:
@@ -231,6 +233,7 @@ async def test_a_branching_response_refused_for_its_params_makes_no_branch(
     assert await sessions_in(redis, settings) == before
 
 
+@pytest.mark.responses
 async def test_a_response_that_ended_at_a_question_the_run_went_on_from_is_not_branched(sdk: AsyncOpenAI) -> None:
     asked = await sdk.responses.create(model="two", input="go")
     call: Any = asked.output[-1]
@@ -257,6 +260,7 @@ async def chat(http: httpx2.AsyncClient, chat_id: str, messages: list[dict[str, 
     return "".join(data["delta"] for _, data in frames if data and data["type"] == "text-delta")
 
 
+@pytest.mark.ai_sdk
 async def test_a_chat_s_regenerated_and_edited_turns_branch_and_it_goes_on_in_its_branch(
     http: httpx2.AsyncClient,
 ) -> None:
@@ -281,6 +285,7 @@ async def test_a_chat_s_regenerated_and_edited_turns_branch_and_it_goes_on_in_it
     assert state["forked_from"]["event_id"] == state["runs"][0]["finished_seq"]
 
 
+@pytest.mark.ag_ui
 async def test_an_ag_ui_thread_s_edited_turn_branches(http: httpx2.AsyncClient) -> None:
     def user(text: str, message_id: str) -> dict[str, Any]:
         return {"id": message_id, "role": "user", "content": text}
@@ -302,6 +307,7 @@ async def test_an_ag_ui_thread_s_edited_turn_branches(http: httpx2.AsyncClient) 
                       user("and plus 1?", "u3")]) == "11"  # fmt: skip
 
 
+@pytest.mark.ag_ui
 async def test_one_branching_ag_ui_post_sent_twice_at_once_makes_one_fork_and_one_run(
     http: httpx2.AsyncClient, redis: Redis, settings: Settings
 ) -> None:
@@ -332,6 +338,7 @@ async def test_one_branching_ag_ui_post_sent_twice_at_once_makes_one_fork_and_on
     assert first == second
 
 
+@pytest.mark.ai_sdk
 async def test_the_websocket_transport_s_regenerate_branches_and_the_token_outlives_the_first_session(
     http: httpx2.AsyncClient, redis: Redis, settings: Settings
 ) -> None:
@@ -407,6 +414,7 @@ async def test_a_fork_spends_one_of_its_tenant_s_runs_per_minute_and_a_refused_o
         assert forked.status_code == 201
 
 
+@pytest.mark.ai_sdk
 async def test_a_regenerate_spends_one_run_for_its_fork_and_its_run_and_a_refused_one_branches_nothing(
     start_gateway: Callable[..., Any],
     start_worker: Callable[..., Any],
@@ -431,6 +439,7 @@ async def test_a_regenerate_spends_one_run_for_its_fork_and_its_run_and_a_refuse
         assert await sessions_in(redis, settings) == before  # no fork, and the chat is where it was
 
 
+@pytest.mark.responses
 async def test_a_branching_response_spends_one_run_and_a_refused_one_branches_nothing(
     start_gateway: Callable[..., Any],
     start_worker: Callable[..., Any],

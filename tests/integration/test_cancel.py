@@ -9,10 +9,10 @@ import pytest
 import websockets
 from redis.asyncio import Redis
 
-from tests.sessions import completion
-from tests.sse_client import read_events
-from tests.waiting import eventually, scaled
-from tests.writes import AllWrites
+from tests.clients.sse_client import read_events
+from tests.support.sessions import completion
+from tests.support.waiting import eventually, scaled
+from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import RunRecord
@@ -57,7 +57,7 @@ async def test_cancelling_a_streaming_run_ends_it_with_run_cancelled(start_gatew
 
 
 async def test_cancelling_during_a_tool_call_fails_the_call_then_the_run(start_gateway: Any, start_worker: Any) -> None:
-    agents = {"slow": "tests.slow_agent:slow_tool_agent"}
+    agents = {"slow": "tests.agents.slow_agent:slow_tool_agent"}
     gateway = await start_gateway(agents=agents)
     await start_worker(agents=agents)
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
@@ -69,7 +69,7 @@ async def test_cancelling_during_a_tool_call_fails_the_call_then_the_run(start_g
 
 
 async def test_an_agent_that_swallowed_its_cancel_stops_at_its_next_word(start_gateway: Any, start_worker: Any) -> None:
-    agents = {"swallows": "tests.slow_agent:cancel_swallowing_agent"}
+    agents = {"swallows": "tests.agents.slow_agent:cancel_swallowing_agent"}
     gateway = await start_gateway(agents=agents)
     worker = await start_worker(agents=agents)
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
@@ -161,6 +161,8 @@ async def test_interrupt_cancels_the_active_run_then_runs_the_new_one(start_gate
 STOPS = ["native", "native without run_id", "ai-sdk", "ag-ui", "websocket"]
 
 
+@pytest.mark.ai_sdk
+@pytest.mark.ag_ui
 @pytest.mark.parametrize("path", STOPS)
 async def test_a_stop_for_the_run_the_client_saw_does_not_cancel_the_next_one(
     path: str, start_gateway: Any, runs: AllWrites, store: SessionStore

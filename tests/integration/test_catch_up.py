@@ -8,10 +8,10 @@ from typing import Any
 import httpx2
 import websockets
 
+from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
-from tests.sessions import completion, delta_of, write_turns
-from tests.sse_client import read_events
-from tests.writes import AllWrites
+from tests.support.sessions import completion, delta_of, write_turns
+from tests.support.writes import AllWrites
 from tokentail import AsyncTokentail
 from tokentail.shared.run_log import RunLog
 

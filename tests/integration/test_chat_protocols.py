@@ -13,15 +13,18 @@ import websockets
 from pydantic import SecretStr
 
 from tests.fixtures.stack import Gateway
-from tests.gates import Gates
-from tests.waiting import eventually, scaled
+from tests.support.gates import Gates
+from tests.support.waiting import eventually, scaled
 from tokentail.shared.settings import Settings
 from tokentail.worker.main import TokentailWorker
+
+pytestmark = [pytest.mark.ai_sdk, pytest.mark.ag_ui]
+
 
 KEY_A = "acme-key-0123456789abcdef"
 KEY_B = "beta-key-0123456789abcdef"
 SECRET = "s" * 40
-HELD = {"agent": "held"}  # a session whose runs wait at their gate (tests/gates.py) until the test releases them
+HELD = {"agent": "held"}  # a session whose runs wait at their gate (tests/support/gates.py) until released
 
 
 def ui_message(text: str, role: str = "user") -> dict[str, Any]:
@@ -86,7 +89,7 @@ def types(frames: list[Frame]) -> list[str]:
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """Every gateway and worker here knows the agent `held`."""
-    return settings.model_copy(update={"agents": {"held": "tests.gates:held"}})
+    return settings.model_copy(update={"agents": {"held": "tests.support.gates:held"}})
 
 
 async def active_run(http: httpx2.AsyncClient, chat_id: str) -> str:

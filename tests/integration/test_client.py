@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 from tokentail import ApiError, AsyncTokentail, Resumption, Tokentail, TokentailError
 from tokentail.cli import main
 from tokentail.client import _Retries, retried
@@ -190,7 +190,7 @@ async def test_chat_s_continue_with_line_works_as_printed_on_a_gateway_that_is_n
 async def test_ctrl_c_mid_answer_says_which_session_goes_on_and_how_to_follow_it(
     start_gateway: Any, start_worker: Any
 ) -> None:
-    held = {"agents": {"held": "tests.gates:held"}}  # its run waits at its gate (tests/gates.py)
+    held = {"agents": {"held": "tests.support.gates:held"}}  # its run waits at its gate (tests/support/gates.py)
     gateway: Gateway = await start_gateway(**held)
     await start_worker(**held)
     chat = await asyncio.create_subprocess_exec(

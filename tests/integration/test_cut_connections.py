@@ -1,4 +1,4 @@
-"""Connections to Redis cut at the worst instants (tests/redis_faults.py `FaultyLink`): a worker's as it
+"""Connections to Redis cut at the worst instants (tests/servers/redis_faults.py `FaultyLink`): a worker's as it
 claims a run (whose reply carries the session's runs, the run's first read), and a share of all its
 replies lost; a gateway's as it
 queues a run. Nothing is stranded, failed or done twice: every call a run depends on rides out the
@@ -13,11 +13,11 @@ import httpx2
 import pytest
 from redis.asyncio import Redis
 
-from tests.protocol_clients import Frame, NativeClient
-from tests.redis_faults import FaultyLink
-from tests.sessions import completion, make_run, make_session
-from tests.waiting import eventually, scaled
-from tests.writes import AllWrites
+from tests.clients.protocol_clients import Frame, NativeClient
+from tests.servers.redis_faults import FaultyLink
+from tests.support.sessions import completion, make_run, make_session
+from tests.support.waiting import eventually, scaled
+from tests.support.writes import AllWrites
 from tokentail.gateway.commands import writes
 from tokentail.shared import outage
 from tokentail.shared.records import RunRecord

@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from tests.fixtures.stack import Gateway
-from tests.sessions import completion, held, start_a_run
-from tests.waiting import eventually
-from tests.writes import AllWrites
+from tests.support.sessions import completion, held, start_a_run
+from tests.support.waiting import eventually
+from tests.support.writes import AllWrites
 from tokentail.gateway import metrics
 from tokentail.gateway.encodings import ndjson, sse
 from tokentail.gateway.protocol import DirectBody

@@ -7,7 +7,7 @@ import httpx2
 import pytest
 from redis.asyncio import Redis
 
-from tests.redis_faults import full
+from tests.servers.redis_faults import full
 from tokentail.gateway.access.ids import new_session_id
 
 

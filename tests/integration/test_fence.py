@@ -9,9 +9,9 @@ from typing import Any
 import httpx2
 from redis.asyncio import Redis
 
-from tests.sessions import completion, delta_of, held, start_a_run
-from tests.sse_client import read_events
-from tests.writes import AllWrites
+from tests.clients.sse_client import read_events
+from tests.support.sessions import completion, delta_of, held, start_a_run
+from tests.support.writes import AllWrites
 from tokentail.gateway.reading.snapshot import read_snapshots
 from tokentail.shared.archive import Archive
 from tokentail.shared.settings import Settings

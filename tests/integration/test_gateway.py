@@ -9,11 +9,11 @@ import httpx2
 import pytest
 from redis.asyncio import Redis
 
-from tests.gates import Gates
-from tests.sessions import held
-from tests.sse_client import Received, read_events
-from tests.waiting import eventually, scaled
-from tests.writes import AllWrites
+from tests.clients.sse_client import Received, read_events
+from tests.support.gates import Gates
+from tests.support.sessions import held
+from tests.support.waiting import eventually, scaled
+from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared.events import RunCompleted
 from tokentail.shared.keys import Keys
@@ -35,8 +35,8 @@ async def _create(client: httpx2.AsyncClient, text: str = "hello", **params: Any
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """Every gateway and worker here knows the agent `held`, which waits at its gate (tests/gates.py)."""
-    return settings.model_copy(update={"agents": {"held": "tests.gates:held"}})
+    """Every gateway and worker here knows the agent `held`, which waits at its gate (tests/support/gates.py)."""
+    return settings.model_copy(update={"agents": {"held": "tests.support.gates:held"}})
 
 
 async def _create_held(client: httpx2.AsyncClient) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
 from mcp.types import CallToolResult
 from redis.asyncio import Redis
 
+from tests.clients.mcp_client import connect
+from tests.clients.sse_client import read_events
 from tests.e2e.conftest import Stack
-from tests.mcp_client import connect
-from tests.otlp_receiver import OtlpReceiver, Span, otlp_receiver
-from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.servers.otlp_receiver import OtlpReceiver, Span, otlp_receiver
+from tests.support.waiting import eventually
 from tokentail.shared import tracing
 from tokentail.shared.keys import Keys
 from tokentail.shared.store import decode_run
@@ -49,7 +49,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
     with otlp_receiver() as receiver:
         stack = Stack(
             tmp_path_factory.mktemp("traces"),
-            TOKENTAIL_AGENTS=json.dumps({"greet": "tests.mcp_agents:greet", "held": "tests.gates:held"}),
+            TOKENTAIL_AGENTS=json.dumps({"greet": "tests.agents.mcp_agents:greet", "held": "tests.support.gates:held"}),
             **receiver.env(),
         )
         try:
@@ -239,6 +239,7 @@ async def test_ndjson_and_socket_connections_have_their_spans(traced: Traced) ->
     assert len(socket.links) == 1
 
 
+@pytest.mark.mcp
 async def test_mcp_metas_traceparent_is_the_runs_trace(traced: Traced) -> None:
     trace_id = "1" * 32
     async with connect(traced.urls[0], tasks=False) as client:
@@ -262,6 +263,7 @@ async def test_mcp_metas_traceparent_is_the_runs_trace(traced: Traced) -> None:
         assert waiting.parent_id == call.span_id and waiting.attributes["tokentail.stream.end"] == "closed"
 
 
+@pytest.mark.a2a
 @pytest.mark.parametrize(
     ("binding", "trace_id", "route"),
     [("JSONRPC", "2" * 32, "/a2a/{agent}"), ("HTTP+JSON", "4" * 32, "/a2a/{agent}/message:stream")],

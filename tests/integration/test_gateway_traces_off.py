@@ -8,12 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx2
+import pytest
 from openai import AsyncOpenAI
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from tests.sse_client import read_events
-from tests.waiting import eventually
+from tests.clients.sse_client import read_events
+from tests.support.waiting import eventually
 from tokentail.shared import tracing
 from tokentail.shared.keys import Keys
 from tokentail.shared.response_ids import parse_response_id
@@ -48,6 +49,7 @@ async def test_a_run_read_on_two_gateways_is_counted_once_without_an_exemplar(
     assert not [line for line in scraped.text.splitlines() if line.startswith("tokentail_first_delta") and "#" in line]
 
 
+@pytest.mark.responses
 async def test_a_response_created_over_the_responses_socket_is_counted_from_its_create(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any], store: SessionStore
 ) -> None:
@@ -69,6 +71,7 @@ async def test_a_response_created_over_the_responses_socket_is_counted_from_its_
     assert run is not None and run.received_at is not None and run.received_at <= run.queued_at  # type: ignore[operator]
 
 
+@pytest.mark.responses
 async def test_a_response_waited_for_without_a_stream_writes_no_first_delta(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
 ) -> None:

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from tokentail.gateway import cors, deps
 from tokentail.gateway.app import create_app
 from tokentail.gateway.hot_routes import HotRoute

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from tests.sessions import delta_of, start_a_run
+from tests.support.sessions import delta_of, start_a_run
+from tests.support.waiting import eventually
+from tests.support.writes import AllWrites
 from tests.unit.write_side import lease_of
-from tests.waiting import eventually
-from tests.writes import AllWrites
 from tokentail.gateway import metrics as gateway_metrics
 from tokentail.gateway.encodings import sse
 from tokentail.gateway.reading import subscription as subscription_module

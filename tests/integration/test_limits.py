@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, SLOW, bearer, ws_exchange, ws_url
 from tests.integration.test_chat_protocols import agent_input, chat_body
-from tests.sessions import held
-from tests.waiting import eventually, scaled
-from tests.writes import AllWrites
+from tests.support.sessions import held
+from tests.support.waiting import eventually, scaled
+from tests.support.writes import AllWrites
 from tokentail.gateway import cors
 from tokentail.shared.events import MessageDelta
 from tokentail.shared.logs import RateLimitedLogger
@@ -125,6 +125,7 @@ async def test_cors_allows_only_the_listed_origins(start_gateway: Callable[..., 
         assert "access-control-allow-origin" not in simple.headers
 
 
+@pytest.mark.ai_sdk
 async def test_an_origin_with_any_port_is_allowed_and_a_refused_one_is_logged_with_the_setting(
     start_gateway: Callable[..., Any], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -309,6 +310,8 @@ async def test_a_websocket_client_that_stops_reading_is_closed_and_frees_its_str
         writer.close()
 
 
+@pytest.mark.ai_sdk
+@pytest.mark.ag_ui
 @pytest.mark.parametrize("route", ["ai-sdk", "ag-ui"])
 async def test_a_chat_message_refused_at_the_stream_limit_queued_no_run(
     route: str, start_gateway: Callable[..., Any], redis: Redis, settings: Settings

@@ -11,10 +11,10 @@ import httpx2
 import pytest
 from redis.asyncio import Redis
 
-from tests.redis_faults import rolled_back_after
-from tests.sessions import completion, delta_of, held, start_a_run
-from tests.sse_client import read_events
-from tests.writes import AllWrites
+from tests.clients.sse_client import read_events
+from tests.servers.redis_faults import rolled_back_after
+from tests.support.sessions import completion, delta_of, held, start_a_run
+from tests.support.writes import AllWrites
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import Question

@@ -16,14 +16,17 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp.types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
 
+from tests.clients.mcp_client import connect
 from tests.fixtures.stack import Gateway
-from tests.mcp_client import connect
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.shared import agent_catalog
 from tokentail.shared.agent_catalog import INPUT_SCHEMA, AgentInfo
 
-AGENTS = {"slow_compute": "tests.mcp_agents:slow_compute", "greet": "tests.mcp_agents:greet"}
+pytestmark = pytest.mark.mcp
+
+
+AGENTS = {"slow_compute": "tests.agents.mcp_agents:slow_compute", "greet": "tests.agents.mcp_agents:greet"}
 
 
 @pytest.fixture

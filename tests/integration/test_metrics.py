@@ -8,9 +8,9 @@ import httpx2
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
-from tests.sse_client import read_events
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 from tokentail.cli import main
 from tokentail.redis_server import free_port
 from tokentail.worker.providers.scripted import scripted_tokens

@@ -20,11 +20,11 @@ from pydantic import SecretStr, TypeAdapter
 from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
-from tests.gates import Gates
-from tests.sessions import completion
-from tests.waiting import eventually
-from tests.webhook_receiver import Receiver
-from tests.writes import AllWrites
+from tests.servers.webhook_receiver import Receiver
+from tests.support.gates import Gates
+from tests.support.sessions import completion
+from tests.support.waiting import eventually
+from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id
 from tokentail.shared.events import MessageDelta
 from tokentail.shared.keys import Keys
@@ -35,14 +35,17 @@ from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 from tokentail.worker.run_writes import RunLease
 
+pytestmark = pytest.mark.responses
+
+
 KEY = "acme-key-0123456789abcdef"
 OTHER_KEY = "beta-key-0123456789abcdef"
 AUTH = {"api_keys": SecretStr(f"acme:{KEY},beta:{OTHER_KEY}"), "secret": SecretStr("s" * 40)}
 AGENTS = {
-    "careful": "tests.asking_agent:CAREFUL",
-    "two": "tests.asking_agent:two_questions",
-    "parallel": "tests.asking_agent:parallel_approvals",
-    "held": "tests.gates:held",  # waits at its gate (tests/gates.py) until the test releases it
+    "careful": "tests.agents.asking_agent:CAREFUL",
+    "two": "tests.agents.asking_agent:two_questions",
+    "parallel": "tests.agents.asking_agent:parallel_approvals",
+    "held": "tests.support.gates:held",  # waits at its gate (tests/support/gates.py) until the test releases it
 }
 SLOW = {"params": {"tokens": 120, "tokens_per_second": 40}}
 FAST = {"params": {"tokens": 30, "tokens_per_second": 0}}

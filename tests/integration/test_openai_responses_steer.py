@@ -7,16 +7,20 @@ stopped at a question waits (`response.steer.pending`); and a steer outlives its
 import json
 from typing import Any
 
+import pytest
 from openai.lib.responses_websocket import AsyncResponsesWebSocketLane, AsyncResponsesWebSocketSession
 
-from tests.gates import Gates
 from tests.integration.test_openai_responses import run_of
 from tests.integration.test_openai_responses_ws import AUTH, LIMITS, TERMINAL, as_retrieved, checked, create, sdk
-from tests.waiting import eventually
+from tests.support.gates import Gates
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.responses
+
 
 AGENTS = {
-    "listening": "tests.steering_agent:listening_then_held",
-    "careful": "tests.asking_agent:CAREFUL",
+    "listening": "tests.agents.steering_agent:listening_then_held",
+    "careful": "tests.agents.asking_agent:CAREFUL",
 }
 
 

@@ -25,18 +25,21 @@ from pydantic import SecretStr, TypeAdapter
 from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
-from tests.gates import Gates
 from tests.integration.test_openai_responses import run_of
-from tests.waiting import eventually
+from tests.support.gates import Gates
+from tests.support.waiting import eventually
 from tokentail.gateway.protocols.responses.socket import MAX_WAITING
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 
+pytestmark = pytest.mark.responses
+
+
 KEY = "acme-key-0123456789abcdef"
 AUTH = {"api_keys": SecretStr(f"acme:{KEY}"), "secret": SecretStr("s" * 40)}
 AGENTS = {
-    "careful": "tests.asking_agent:CAREFUL",
-    "held": "tests.gates:held",  # waits at its gate (tests/gates.py) until the test releases it
+    "careful": "tests.agents.asking_agent:CAREFUL",
+    "held": "tests.support.gates:held",  # waits at its gate (tests/support/gates.py) until the test releases it
 }
 FAST = {"params": {"tokens": 30, "tokens_per_second": 0}}
 TERMINAL = {"response.completed", "response.failed", "response.incomplete"}

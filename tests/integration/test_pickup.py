@@ -13,7 +13,7 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.jobs import Job, JobStatus
 from arq.worker import Retry, Worker, func
 
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 from tokentail.shared.scripts.contract import Script
 from tokentail.shared.scripts.pickup import ClaimJobs, FinishJobs
 from tokentail.shared.scripts.runner import ScriptRunner

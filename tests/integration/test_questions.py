@@ -11,21 +11,21 @@ import websockets
 from click.testing import CliRunner
 from pydantic import SecretStr
 
+from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
-from tests.sessions import waiting_for_input
-from tests.sse_client import read_events
-from tests.waiting import eventually, scaled
+from tests.support.sessions import waiting_for_input
+from tests.support.waiting import eventually, scaled
 from tokentail import chat
 from tokentail.cli import main
 
 AGENTS = {
-    "approve": "tests.asking_agent:approval",
-    "two": "tests.asking_agent:two_questions",
-    "expiring": "tests.asking_agent:expiring",
-    "expiring_to_default": "tests.asking_agent:expiring_to_default",
-    "careful": "tests.asking_agent:CAREFUL",
-    "parallel": "tests.asking_agent:parallel_approvals",
+    "approve": "tests.agents.asking_agent:approval",
+    "two": "tests.agents.asking_agent:two_questions",
+    "expiring": "tests.agents.asking_agent:expiring",
+    "expiring_to_default": "tests.agents.asking_agent:expiring_to_default",
+    "careful": "tests.agents.asking_agent:CAREFUL",
+    "parallel": "tests.agents.asking_agent:parallel_approvals",
 }
 
 
@@ -230,6 +230,7 @@ async def test_a_chat_token_answers_from_another_device_a_read_token_may_not(
             assert response.status_code == status, response.text
 
 
+@pytest.mark.ai_sdk
 async def test_a_chat_sent_with_one_of_two_open_approvals_is_refused_and_answers_nothing(gateway: Gateway) -> None:
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=scaled(30)) as client:
         made = (

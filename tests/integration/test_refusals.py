@@ -19,10 +19,10 @@ from google.protobuf.json_format import ParseDict  # type: ignore[import-untyped
 from mcp.shared.exceptions import MCPError
 from redis.asyncio import Redis
 
+from tests.clients.mcp_client import connect
 from tests.fixtures.stack import Gateway
-from tests.mcp_client import connect
-from tests.sessions import completion
-from tests.writes import AllWrites
+from tests.support.sessions import completion
+from tests.support.writes import AllWrites
 from tokentail.shared.response_ids import parse_response_id
 from tokentail.shared.settings import Settings
 from tokentail.worker.run_writes import RunLease
@@ -91,6 +91,8 @@ def ag_ui(chat_id: str, said: list[tuple[str, str, str]]) -> tuple[str, dict[str
     return "/v1/ag-ui", {**body, "forwardedProps": {}}
 
 
+@pytest.mark.ai_sdk
+@pytest.mark.ag_ui
 @pytest.mark.parametrize("protocol", [ai_sdk, ag_ui], ids=["ai-sdk", "ag-ui"])
 async def test_a_chat_message_refused_for_the_run_budget_makes_no_session_fork_or_run(
     protocol: Any, http: httpx2.AsyncClient, redis: Redis, runs: AllWrites, settings: Settings
@@ -110,6 +112,7 @@ async def test_a_chat_message_refused_for_the_run_budget_makes_no_session_fork_o
     assert await held(redis, settings.key_prefix) == before
 
 
+@pytest.mark.responses
 @pytest.mark.parametrize("http", [2], indirect=True)
 async def test_a_responses_request_refused_for_the_run_budget_makes_no_conversation_fork_or_run(
     http: httpx2.AsyncClient, redis: Redis, runs: AllWrites, settings: Settings
@@ -132,6 +135,7 @@ async def test_a_responses_request_refused_for_the_run_budget_makes_no_conversat
     assert await held(redis, settings.key_prefix) == before
 
 
+@pytest.mark.mcp
 async def test_an_mcp_task_refused_for_the_run_budget_makes_no_session(
     http: httpx2.AsyncClient, redis: Redis, settings: Settings
 ) -> None:
@@ -154,6 +158,7 @@ def send(text: str, context_id: str = "", push: bool = False) -> SendMessageRequ
     return request
 
 
+@pytest.mark.a2a
 async def test_an_a2a_send_refused_for_the_run_budget_makes_nothing_with_or_without_a_push_config(
     http: httpx2.AsyncClient, redis: Redis, settings: Settings
 ) -> None:
@@ -169,6 +174,7 @@ async def test_an_a2a_send_refused_for_the_run_budget_makes_nothing_with_or_with
     assert await held(redis, settings.key_prefix) == before
 
 
+@pytest.mark.a2a
 async def test_an_a2a_limit_is_429_with_retry_after_on_the_http_json_binding(
     http: httpx2.AsyncClient, redis: Redis, settings: Settings
 ) -> None:
@@ -193,6 +199,7 @@ async def test_an_a2a_limit_is_429_with_retry_after_on_the_http_json_binding(
 NOT_ALLOWED = (InvalidParamsError, "INVALID_ARGUMENT")
 
 
+@pytest.mark.a2a
 @pytest.mark.parametrize(
     ("allowed", "push", "why", "refusal"),
     [

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
 from tests.integration.test_limits import HEALTHZ, post, raw_connection
-from tests.sessions import waiting_for_input
+from tests.support.sessions import waiting_for_input
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore
 
@@ -47,7 +47,7 @@ LAST_WRITE = 192 * KIB  # under asyncio's 256 KiB per read
 # A refused write carried out anyway shows within milliseconds (the gateway's handler runs beside the
 # refusal): this is how long a refusal's "nothing recorded" is watched for.
 GRACE_SECONDS = 1.0
-AGENTS = {"approve": "tests.asking_agent:approval"}
+AGENTS = {"approve": "tests.agents.asking_agent:approval"}
 
 Count = Callable[[], Awaitable[int]]
 Answer = tuple[int, bytes]  # status, body

@@ -16,9 +16,9 @@ import websockets
 from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
-from tests.sessions import make_run, make_session
-from tests.waiting import scaled
-from tests.writes import AllWrites
+from tests.support.sessions import make_run, make_session
+from tests.support.waiting import scaled
+from tests.support.writes import AllWrites
 from tokentail.gateway.encodings import ndjson, sse, websocket
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.shared.events import (

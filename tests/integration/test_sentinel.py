@@ -17,13 +17,13 @@ import httpx2
 import pytest
 import redis
 
-from tests.gates import Gates
-from tests.redis_faults import rolled_back_after
-from tests.redis_sentinel import LocalSentinels
-from tests.sessions import completion, delta_of, start_a_run
-from tests.sse_client import Received, read_events
-from tests.waiting import eventually
-from tests.writes import AllWrites
+from tests.clients.sse_client import Received, read_events
+from tests.servers.redis_faults import rolled_back_after
+from tests.servers.redis_sentinel import LocalSentinels
+from tests.support.gates import Gates
+from tests.support.sessions import completion, delta_of, start_a_run
+from tests.support.waiting import eventually
+from tests.support.writes import AllWrites
 from tokentail.client import AsyncTokentail
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.redis_clients import close_sentinels, redis_client
@@ -32,7 +32,7 @@ from tokentail.shared.settings import Settings
 from tokentail.worker.main import arq_redis_settings
 from tokentail.worker.run_writes import RunLease
 
-AGENTS = {"held": "tests.gates:held"}  # streams a little, then waits at its gate (tests/gates.py)
+AGENTS = {"held": "tests.support.gates:held"}  # streams a little, then waits at its gate (tests/support/gates.py)
 
 
 async def _queue_run(client: httpx2.AsyncClient, within: float = 30.0) -> dict[str, Any]:

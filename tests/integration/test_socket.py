@@ -11,7 +11,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.fixtures.stack import Gateway
-from tests.waiting import scaled
+from tests.support.waiting import scaled
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.commands import turns
 from tokentail.gateway.encodings import websocket as session_socket

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.sessions import held, start_a_run
-from tests.writes import AllWrites
+from tests.support.sessions import held, start_a_run
+from tests.support.writes import AllWrites
 from tokentail.gateway.encodings.sse import encode_events, encode_gap
 from tokentail.gateway.reading.feed import READ_BUDGET_BYTES, EventFeed, Start
 from tokentail.gateway.reading.hub import StreamHub

@@ -11,15 +11,15 @@ import httpx2
 import pytest
 import websockets
 
-from tests.gates import Gates
-from tests.sse_client import read_events
-from tests.waiting import eventually, scaled
+from tests.clients.sse_client import read_events
+from tests.support.gates import Gates
+from tests.support.waiting import eventually, scaled
 from tokentail import ApiError, AsyncTokentail, Tokentail
 
 AGENTS = {
-    "listening": "tests.steering_agent:listening",
-    "deaf": "tests.steering_agent:deaf",
-    "remembering": "tests.steering_agent:remembering",
+    "listening": "tests.agents.steering_agent:listening",
+    "deaf": "tests.agents.steering_agent:deaf",
+    "remembering": "tests.agents.steering_agent:remembering",
 }
 
 
@@ -176,6 +176,8 @@ async def test_the_session_socket_steers_and_refuses_as_rest_does(
     assert [m["event"] for m in messages if "event" in m].count("steer.applied") == 1
 
 
+@pytest.mark.ai_sdk
+@pytest.mark.ag_ui
 async def test_the_chat_protocols_show_a_steer_as_they_can(start_gateway: Any, start_worker: Any, gates: Gates) -> None:
     gateway = await start_gateway(agents=AGENTS)
     await start_worker(agents=AGENTS)
@@ -206,6 +208,7 @@ async def test_the_chat_protocols_show_a_steer_as_they_can(start_gateway: Any, s
     ]
 
 
+@pytest.mark.ai_sdk
 async def test_a_chat_message_sent_while_its_run_works_steers_it_where_the_deployment_says_so(
     start_gateway: Any, start_worker: Any, gates: Gates
 ) -> None:

@@ -7,8 +7,8 @@ import json
 import pytest
 from redis.asyncio import Redis
 
-from tests.sessions import completion, held, start_a_run
-from tests.writes import AllWrites
+from tests.support.sessions import completion, held, start_a_run
+from tests.support.writes import AllWrites
 from tokentail.shared.errors import StepTooLarge
 from tokentail.shared.keys import Keys
 from tokentail.shared.records import MAX_RUN_STEPS_BYTES, MAX_STEP_BYTES

@@ -9,9 +9,9 @@ import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from tests.redis_faults import fill
-from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
-from tests.writes import AllWrites
+from tests.servers.redis_faults import fill
+from tests.support.sessions import completion, delta_of, make_run, make_session, start_a_run
+from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.shared import outage
 from tokentail.shared.jobs import RUN_JOB

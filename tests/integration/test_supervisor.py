@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.waiting import eventually_sync
+from tests.support.waiting import eventually_sync
 from tokentail import supervisor
 from tokentail.supervisor import Child, Stopping, stop_all, supervise
 

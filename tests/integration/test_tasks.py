@@ -8,18 +8,18 @@ from pydantic import SecretStr
 
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 from tokentail.gateway.access.auth import Caller
 from tokentail.gateway.commands.tasks import SETTLED, RunTasks, Task
 from tokentail.shared.catalog import BUILTIN_AGENTS
 from tokentail.shared.errors import InputNotPending, InvalidInput, TaskNotFound
 
 AGENTS = {
-    "approve": "tests.asking_agent:approval",
-    "described": "tests.described_agents:add",
-    "failing": "tests.described_agents:failing",
-    "bounded": "tests.described_agents:too_large",
-    "slow": "tests.slow_agent:slow_tool_agent",
+    "approve": "tests.agents.asking_agent:approval",
+    "described": "tests.agents.described_agents:add",
+    "failing": "tests.agents.described_agents:failing",
+    "bounded": "tests.agents.described_agents:too_large",
+    "slow": "tests.agents.slow_agent:slow_tool_agent",
 }
 
 

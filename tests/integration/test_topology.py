@@ -13,13 +13,13 @@ import pytest
 import redis as sync_redis
 from redis.asyncio import Redis, RedisCluster
 
+from tests.clients.sse_client import read_events
 from tests.integration.test_hub import DIRECT, Follower, _append, _live
-from tests.redis_cluster import LocalCluster, require
-from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
-from tests.sse_client import read_events
-from tests.waiting import eventually, scaled
-from tests.webhook_receiver import Receiver
-from tests.writes import AllWrites, Died
+from tests.servers.redis_cluster import LocalCluster, require
+from tests.servers.webhook_receiver import Receiver
+from tests.support.sessions import completion, delta_of, make_run, make_session, start_a_run
+from tests.support.waiting import eventually, scaled
+from tests.support.writes import AllWrites, Died
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.redis_server import RedisServer
 from tokentail.shared.scripts.runs import Queued, Requeue, StartVerdict
@@ -338,7 +338,7 @@ async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primar
 async def test_questions_on_a_cluster_are_answered_and_expire_through_the_queue_apart(
     start_gateway: Any, start_worker: Any, cluster: LocalCluster, settings: Settings
 ) -> None:
-    agents = {"approve": "tests.asking_agent:approval", "expiring": "tests.asking_agent:expiring"}
+    agents = {"approve": "tests.agents.asking_agent:approval", "expiring": "tests.agents.asking_agent:expiring"}
     gateway = await start_gateway(agents=agents)
     await start_worker(agents=agents, lease_ms=1000)
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:

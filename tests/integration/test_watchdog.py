@@ -7,9 +7,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.sse_client import read_events
+from tests.clients.sse_client import read_events
 
-AGENTS = {"blocking": "tests.slow_agent:blocking_agent"}
+AGENTS = {"blocking": "tests.agents.slow_agent:blocking_agent"}
 
 
 async def test_a_run_that_blocks_the_worker_s_loop_is_named_and_failed_and_the_others_go_on(

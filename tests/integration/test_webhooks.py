@@ -13,13 +13,13 @@ import pytest
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
+from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, bearer
 from tests.integration.test_questions import AGENTS
-from tests.sessions import waiting_for_input
-from tests.sse_client import read_events
-from tests.waiting import eventually
-from tests.webhook_receiver import Receiver
+from tests.servers.webhook_receiver import Receiver
+from tests.support.sessions import waiting_for_input
+from tests.support.waiting import eventually
 from tokentail.redis_server import free_port
 from tokentail.worker import metrics
 
@@ -28,7 +28,7 @@ HOOKS = "/hooks/"
 
 async def _stack(start_gateway: Any, start_worker: Any, receiver: Receiver, **overrides: Any) -> Gateway:
     settings = {
-        "agents": {**AGENTS, "held": "tests.gates:held"},
+        "agents": {**AGENTS, "held": "tests.support.gates:held"},
         "webhook_allowed_urls": [receiver.url + HOOKS],
         **overrides,
     }
@@ -55,7 +55,7 @@ async def test_run_ends_and_questions_are_signed_retried_and_accepted_once(
                 "webhook": receiver.url + HOOKS + "own",
             }
             failed = (await client.post("/v1/sessions", json=failing)).json()
-            held = {"input": "slow", "agent": "held"}  # waits at its gate (tests/gates.py) for the cancel
+            held = {"input": "slow", "agent": "held"}  # waits at its gate (tests/support/gates.py) for the cancel
             cancelled = (await client.post("/v1/sessions", json=held)).json()
             asking = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
 

@@ -10,8 +10,8 @@ from arq.worker import Worker
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from tests.waiting import eventually, scaled
-from tests.writes import AllWrites
+from tests.support.waiting import eventually, scaled
+from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.scripts.contract import Script

@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
-from tests.waiting import eventually, scaled
-from tests.writes import AllWrites
+from tests.support.waiting import eventually, scaled
+from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared import tracing
 from tokentail.shared.records import Multitask, RunRecord, SessionRecord
@@ -188,7 +188,7 @@ async def test_a_run_ended_at_its_start_writes_its_dead_attempt_and_its_own_span
 async def test_a_question_that_expires_unanswered_has_its_run_span_written_by_the_reaper_that_ends_it(
     store: SessionStore, runs: AllWrites, settings: Settings, exported: InMemorySpanExporter
 ) -> None:
-    settings = settings.model_copy(update={"agents": {"expiring": "tests.asking_agent:expiring"}})
+    settings = settings.model_copy(update={"agents": {"expiring": "tests.agents.asking_agent:expiring"}})
     sid, rid = await _queue(runs, agent="expiring")
     await run_agent(_job(store, settings, "job-1"), sid, rid)  # it asks, and its attempt ends waiting
     (asked,) = _attempts(exported.get_finished_spans())

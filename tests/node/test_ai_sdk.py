@@ -4,14 +4,18 @@ docs/ui-protocols.md says: the message it assembles is the run tokentail recorde
 
 from typing import Any
 
+import pytest
+
 from tests.node.conftest import HELD, SLOW, ChatStack, Outcome, run_node
 from tokentail.worker.providers.scripted import scripted_tokens
+
+pytestmark = pytest.mark.ai_sdk
 
 
 def chat(
     chats: ChatStack, scenario: str, chat_id: str, input: str = "hello", held: bool = False, **kwargs: Any
 ) -> Outcome:
-    """The scenario on a chat whose run is SLOW's answer; `held`: which waits at its gate (tests/gates.py)."""
+    """The scenario on a chat whose run is SLOW's answer; `held`: which waits at its gate (tests/support/gates.py)."""
     session = HELD if held else {"params": SLOW}
     options = {"gateway": chats.url, "chatId": chat_id, "token": chats.chat(chat_id, **session), "input": input}
     return run_node("ai_sdk.mjs", scenario, options, **kwargs)

@@ -1,6 +1,6 @@
 """Issue 41's scenario with the real clients: an agent streams "Before the question. ", asks for an
 approval, the question is answered on another device (REST), the agent streams on, and its worker is
-killed -9 ten deltas after the answer, while the run waits at its gate (tests/gates.py). The real
+killed -9 ten deltas after the answer, while the run waits at its gate (tests/support/gates.py). The real
 `useChat` (ai 7's AbstractChat, resumeStream) and `@ag-ui/client` (connectAgent) must end showing
 `run.completed.output`, each piece once: with an agent that starts over (`run.retrying`) and with one
 that goes on (`@continues`, `run.continued`)."""
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.asking_agent import BEFORE_THE_QUESTION, HELD_AFTER
+from tests.agents.asking_agent import BEFORE_THE_QUESTION, HELD_AFTER
 from tests.node.conftest import ChatStack, Outcome, run_node
-from tests.waiting import eventually_sync
+from tests.support.waiting import eventually_sync
 
 
 def answer_elsewhere_then_kill(chats: ChatStack, session_id: str) -> None:
@@ -63,6 +63,7 @@ def play(chats: ChatStack, driver: str, agent: str) -> tuple[Outcome, dict[str, 
 AGENTS = ["ask_then_stream", "ask_then_go_on"]  # starts over (run.retrying); goes on (run.continued)
 
 
+@pytest.mark.ai_sdk
 @pytest.mark.parametrize("agent", AGENTS)
 def test_use_chat_resumed_after_an_answer_elsewhere_and_a_kill_shows_the_output_once(
     chats: ChatStack, agent: str
@@ -74,6 +75,7 @@ def test_use_chat_resumed_after_an_answer_elsewhere_and_a_kill_shows_the_output_
     assert text == run["output"]
 
 
+@pytest.mark.ag_ui
 @pytest.mark.parametrize("agent", AGENTS)
 def test_ag_ui_connected_after_an_answer_elsewhere_and_a_kill_shows_the_output_once(
     chats: ChatStack, agent: str

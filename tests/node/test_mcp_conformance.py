@@ -4,8 +4,8 @@ the Tasks extension's `tasks-*` (which that revision runs but does not score), j
 
 The suite sends no credentials, so auth is off. It makes no network call but to the server under
 test in `server` mode (its GitHub client serves only the `tier-check` and `traceability` commands).
-Its fixtures are the agents of tests/mcp_agents.py (the tasks scenarios') and the user's own MCP
-server of tests/mcp_server.py (the core scenarios' content, resources, prompts and completions)."""
+Its fixtures are the agents of tests/agents/mcp_agents.py (the tasks scenarios') and the user's own MCP
+server of tests/servers/mcp_server.py (the core scenarios' content, resources, prompts and completions)."""
 
 import json
 import re
@@ -17,7 +17,10 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.node.conftest import HERE, NODE
-from tests.waiting import scaled
+from tests.support.waiting import scaled
+
+pytestmark = pytest.mark.mcp
+
 
 SUITE = HERE / "node_modules" / "@modelcontextprotocol" / "conformance"
 AGENTS = [
@@ -56,8 +59,8 @@ TASKS_SCENARIOS = [
 def gateway(tmp_path: Path) -> Iterator[str]:
     stack = Stack(
         tmp_path,
-        TOKENTAIL_AGENTS=json.dumps({name: f"tests.mcp_agents:{name}" for name in AGENTS}),
-        TOKENTAIL_MCP_SERVER="tests.mcp_server:server",
+        TOKENTAIL_AGENTS=json.dumps({name: f"tests.agents.mcp_agents:{name}" for name in AGENTS}),
+        TOKENTAIL_MCP_SERVER="tests.servers.mcp_server:server",
         # A call answers with a task after this: a run of `slow_compute` (1 s at least) must be one, and
         # `test_tool_with_task` must have asked its question by then, on a busy machine too.
         TOKENTAIL_MCP_TASK_AFTER_SECONDS="0.8",

@@ -5,9 +5,14 @@ wrong key."""
 
 from typing import Any
 
+import pytest
+
 from tests.node.conftest import API_KEY, HELD, SLOW, ChatStack, run_node
 from tokentail.shared.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens
+
+pytestmark = pytest.mark.responses
+
 
 INPUT = "hello from node"
 ANSWER = "".join(scripted_tokens(INPUT, SLOW["tokens"]))
@@ -28,7 +33,7 @@ def test_a_cut_background_stream_resumes_on_the_other_gateway(chats: ChatStack) 
 
 
 def crashed_at_the_cut(chats: ChatStack, driver: str, scenario: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The driver's scenario on a response whose run waits at its gate (tests/gates.py) after its
+    """The driver's scenario on a response whose run waits at its gate (tests/support/gates.py) after its
     first delta, where the driver cuts: its worker killed -9 then, and the gate released for the
     worker that takes the run over. Its result, once the run was taken over."""
 

@@ -6,9 +6,14 @@ on from where it was on the other gateway; a wrong key."""
 import signal
 from typing import Any
 
+import pytest
+
 from tests.node.conftest import API_KEY, SLOW, ChatStack, run_node
 from tests.node.test_openai_responses import crashed_at_the_cut
 from tokentail.worker.providers.scripted import scripted_tokens
+
+pytestmark = pytest.mark.responses
+
 
 INPUT = "hello from a socket"
 ANSWER = "".join(scripted_tokens(INPUT, SLOW["tokens"]))

@@ -6,9 +6,14 @@ on a run half streamed and through a worker killed -9, and an interrupt approved
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.node.conftest import HELD, SLOW, ChatStack, Outcome, run_node
 from tokentail.gateway.app import STATIC
 from tokentail.worker.providers.scripted import scripted_tokens
+
+pytestmark = pytest.mark.ag_ui
+
 
 ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
 

@@ -17,6 +17,9 @@ from tokentail.shared.events import Gap
 from tokentail.shared.store import StoredEvent
 from tokentail.shared.webhook_messages import Hook
 
+pytestmark = pytest.mark.a2a
+
+
 RUN = "r_case"
 TASK = "s_casecasecasecasecasecar_casecasecase"
 

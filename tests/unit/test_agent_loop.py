@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.fake_llm import FakeLLM, Reply, anthropic_stream, openai_chunk, openai_stream
+from tests.servers.fake_llm import FakeLLM, Reply, anthropic_stream, openai_chunk, openai_stream
 from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.records import RunRecord
 from tokentail.worker.agent_loop import AgentError, run_model_agent

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.fake_llm import FakeLLM, Reply, anthropic_stream
+from tests.servers.fake_llm import FakeLLM, Reply, anthropic_stream
 from tests.unit.test_takeover import Event, _landed
 from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.errors import StepTooLarge

@@ -98,11 +98,13 @@ def test_a_configured_agent_that_cannot_be_imported_names_its_path_and_the_missi
     from tokentail.worker.agents import check_agents
 
     cases = {
-        "tests.agent_missing_a_package:agent": "it imports 'tokentail_test_no_such_package', which is not installed",
+        "tests.agents.agent_missing_a_package:agent": (
+            "it imports 'tokentail_test_no_such_package', which is not installed"
+        ),
         "no_such_package.agents:support": "there is no module 'no_such_package'",
         "tests.no_such_module:agent": "there is no module 'tests.no_such_module'",
-        "tests.slow_agent:no_such_attribute": "'tests.slow_agent' has no 'no_such_attribute'",
-        "tests.slow_agent": "is not an import path 'package.module:attribute'",
+        "tests.agents.slow_agent:no_such_attribute": "'tests.agents.slow_agent' has no 'no_such_attribute'",
+        "tests.agents.slow_agent": "is not an import path 'package.module:attribute'",
     }
     for path, said in cases.items():
         with pytest.raises(InvalidRequest) as refused:
@@ -123,6 +125,6 @@ def test_the_gateway_finds_agent_modules_without_running_them() -> None:
 
     assert unresolved_agents({"support": "examples.support_agent:support"}) == []
     # The gateway does not run an agent, so a package only the worker needs is not the gateway's concern.
-    assert unresolved_agents({"needs": "tests.agent_missing_a_package:agent"}) == []
+    assert unresolved_agents({"needs": "tests.agents.agent_missing_a_package:agent"}) == []
     (wrong,) = unresolved_agents({"support": "exampels.support_agent:support"})
     assert "there is no module 'exampels.support_agent'" in wrong

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.fixtures.limits_clock import START
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 from tokentail.gateway.access import limits
 from tokentail.gateway.access.limits import SLOT_TTL_SECONDS, STREAM_RETRY_AFTER, RunBudget, StreamSlots
 from tokentail.shared.errors import ForkBytesLimited, RateLimited, TooManyStreams

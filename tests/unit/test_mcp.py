@@ -19,6 +19,9 @@ from tokentail.shared.events import ErrorInfo
 from tokentail.shared.records import Question, RunRecord, SessionRecord
 from tokentail.shared.store import StoredEvent
 
+pytestmark = pytest.mark.mcp
+
+
 SESSION = "s_" + "a" * 22
 RUN = "r_" + "b" * 12
 APPROVAL = {"type": "object", "properties": {"approved": {"type": "boolean"}}, "required": ["approved"]}

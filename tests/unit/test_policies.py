@@ -7,8 +7,8 @@ import fakeredis
 import pytest
 from redis.asyncio import Redis
 
-from tests.sessions import make_run, make_session
-from tests.writes import AllWrites, Died
+from tests.support.sessions import make_run, make_session
+from tests.support.writes import AllWrites, Died
 from tokentail.shared.scripts.runs import Queued, Requeue, StartVerdict
 from tokentail.shared.settings import Settings
 from tokentail.shared.store import SessionStore

@@ -4,7 +4,7 @@ Each case is a run's stored events (as the worker and the session scripts write 
 worker/recovery/takeover.py, shared/lua/start_run.lua) and what any client must end up showing: the text of
 `run.completed.output`, each piece once, the tool calls each once with their outcome, the reasoning,
 how the run ended. For each protocol the case is played as its client plays it (the requests it makes,
-tests/protocol_clients.py's fold of what it receives), then again cut after every event of every
+tests/clients/protocol_clients.py's fold of what it receives), then again cut after every event of every
 response (AG-UI's after every frame: each has an id, inside an event too) and resumed as that client
 resumes: it must end showing the same.
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.protocol_clients import (
+from tests.clients.protocol_clients import (
     AgUiAgent,
     AiSdkChat,
     ClientError,
@@ -611,8 +611,12 @@ def cuts(protocol: Protocol, log: Log) -> list[tuple[int, int]]:
 
 # -- the tests ----------------------------------------------------------------------------------------
 
+# Each protocol's cases carry its marker (`-m responses`); tokentail's own has none.
+MARKS = {"ai_sdk": pytest.mark.ai_sdk, "ag_ui": pytest.mark.ag_ui, "responses": pytest.mark.responses}
 CASES_AND_PROTOCOLS = [
-    pytest.param(case, protocol, id=f"{case.name}-{protocol.name}") for case in CASES for protocol in PROTOCOLS
+    pytest.param(case, protocol, id=f"{case.name}-{protocol.name}", marks=MARKS.get(protocol.name, ()))
+    for case in CASES
+    for protocol in PROTOCOLS
 ]
 
 

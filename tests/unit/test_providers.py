@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_chunk, openai_stream
+from tests.servers.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_chunk, openai_stream
 from tokentail.shared.catalog import OPENAI_COMPATIBLE, PROVIDERS
 from tokentail.shared.params import RunParams
 from tokentail.worker.providers import BUILDERS

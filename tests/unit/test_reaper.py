@@ -4,7 +4,7 @@ index entries it has nothing to do for."""
 import pytest
 from redis import exceptions as redis_errors
 
-from tests.writes import AllWrites
+from tests.support.writes import AllWrites
 from tokentail.shared.scripts.checks import Due
 from tokentail.shared.scripts.runs import Look, Requeue
 from tokentail.worker.reaper import PAGE, Reaper

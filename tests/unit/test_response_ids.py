@@ -1,6 +1,10 @@
 """Response ids (shared/response_ids.py): a Responses API id names its session, run and segment."""
 
+import pytest
+
 from tokentail.shared.response_ids import parse_response_id, response_id
+
+pytestmark = pytest.mark.responses
 
 
 def test_response_ids_name_the_session_run_and_segment() -> None:

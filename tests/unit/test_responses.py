@@ -4,12 +4,16 @@ clients read these over real gateways in tests/integration/test_openai_responses
 
 from typing import Any
 
+import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from tests.unit.test_ui_protocols import EVENTS, RUN, _taken_over, sse_data, stored, translate
 from tokentail.gateway.protocols.responses.render import ResponseEvents
 from tokentail.shared.events import Gap
+
+pytestmark = pytest.mark.responses
+
 
 EVENT = TypeAdapter[Any](ResponseStreamEvent)
 HEADER: dict[str, Any] = {

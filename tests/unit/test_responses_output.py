@@ -1,8 +1,12 @@
 """A response's output items (gateway/protocols/responses/output.py): what the events of an item say,
 and what the Response object's `output` keeps. tests/unit/test_responses.py plays whole runs."""
 
+import pytest
+
 from tokentail.gateway.protocols.responses.output import Numbering, ResponseOutput
 from tokentail.gateway.reading.reducer import BlockAppended
+
+pytestmark = pytest.mark.responses
 
 
 def test_an_item_s_events_share_the_response_s_numbers_and_carry_copies() -> None:

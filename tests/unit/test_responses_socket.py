@@ -4,6 +4,7 @@ as the socket's messages: each validated by the `openai` SDK's union of WebSocke
 import json
 from typing import Any
 
+import pytest
 from openai.types.responses.responses_server_event import ResponsesServerEvent
 from pydantic import TypeAdapter
 
@@ -14,6 +15,9 @@ from tokentail.gateway.protocols.responses.socket import socket_message
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.events import Gap
+
+pytestmark = pytest.mark.responses
+
 
 SERVER_EVENT = TypeAdapter[Any](ResponsesServerEvent)
 

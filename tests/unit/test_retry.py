@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_stream
+from tests.servers.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_stream
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.providers.base import Chunk, Message, ModelRequest, ProviderError, TextDelta
 from tokentail.worker.providers.openai_chat import OpenAIProvider

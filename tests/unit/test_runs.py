@@ -1,7 +1,7 @@
 """The session scripts' own contracts (shared/scripts/runs.py), run by fakeredis's Lua."""
 
-from tests.sessions import completion, delta_of, make_run, make_session
-from tests.writes import AllWrites
+from tests.support.sessions import completion, delta_of, make_run, make_session
+from tests.support.writes import AllWrites
 from tokentail.shared.records import RunRecord
 from tokentail.shared.store import SessionStore
 

@@ -43,7 +43,7 @@ def test_variables_are_read_with_the_tokentail_prefix_and_parsed(monkeypatch: py
     monkeypatch.setenv("TOKENTAIL_SSE_HEARTBEAT_SECONDS", "2.5")
     monkeypatch.setenv("TOKENTAIL_WORKER_WAKEUPS", "false")
     monkeypatch.setenv("TOKENTAIL_CORS_ORIGINS", " https://a.example , https://b.example,, ")
-    monkeypatch.setenv("TOKENTAIL_AGENTS", '{"slow": "tests.slow_agent:slow_tool_agent"}')
+    monkeypatch.setenv("TOKENTAIL_AGENTS", '{"slow": "tests.agents.slow_agent:slow_tool_agent"}')
     monkeypatch.setenv("LEASE_MS", "9999")  # without the prefix: not ours
     settings = Settings()
     assert settings.redis_url == "redis://redis:6380/2"
@@ -51,7 +51,7 @@ def test_variables_are_read_with_the_tokentail_prefix_and_parsed(monkeypatch: py
     assert settings.lease_ms == 2000 and settings.sse_heartbeat_seconds == 2.5
     assert settings.worker_wakeups is False
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
-    assert settings.agents == {"slow": "tests.slow_agent:slow_tool_agent"}
+    assert settings.agents == {"slow": "tests.agents.slow_agent:slow_tool_agent"}
 
 
 def test_get_settings_reads_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,7 +90,7 @@ def test_out_of_range_or_malformed_values_are_refused(
 
 
 def test_agents_that_are_not_json_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TOKENTAIL_AGENTS", "slow=tests.slow_agent:slow_tool_agent")
+    monkeypatch.setenv("TOKENTAIL_AGENTS", "slow=tests.agents.slow_agent:slow_tool_agent")
     with pytest.raises(SettingsError, match='field "agents"'):
         Settings()
 

@@ -7,9 +7,9 @@ import json
 import pytest
 from redis.asyncio import Redis
 
-from tests.sessions import completion, delta_of, make_run, start_a_run
+from tests.support.sessions import completion, delta_of, make_run, start_a_run
+from tests.support.writes import AllWrites
 from tests.unit.write_side import event_types, lease_of, next_published
-from tests.writes import AllWrites
 from tokentail.shared.errors import LeaseLost, RunNotActive, SessionNotFound, SteerLimit, TooManySteers
 from tokentail.shared.records import MAX_PENDING_STEERS, STEERS_STEP, RunRecord, transcript
 from tokentail.shared.scripts.runs import Applied, Queued, Renewal, StartVerdict, Steered

@@ -5,8 +5,8 @@ import json
 import pytest
 from redis.asyncio import Redis
 
-from tests.sessions import completion, delta_of, make_run, make_session, start_a_run
-from tests.writes import AllWrites
+from tests.support.sessions import completion, delta_of, make_run, make_session, start_a_run
+from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.shared.errors import SessionExpired, SessionNotFound
 from tokentail.shared.settings import Settings

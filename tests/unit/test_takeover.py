@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.fake_llm import FakeLLM, Reply, openai_stream
+from tests.servers.fake_llm import FakeLLM, Reply, openai_stream
 from tests.unit.test_run_log import _log
 from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.records import RunRecord

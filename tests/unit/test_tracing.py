@@ -9,7 +9,7 @@ import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
-from tests.otlp_receiver import otlp_receiver
+from tests.servers.otlp_receiver import otlp_receiver
 from tokentail.shared import tracing
 
 

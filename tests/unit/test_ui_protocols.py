@@ -22,6 +22,9 @@ from tokentail.shared.events import Gap
 from tokentail.shared.records import RunRecord
 from tokentail.shared.store import StoredEvent
 
+pytestmark = [pytest.mark.ai_sdk, pytest.mark.ag_ui]
+
+
 RUN = "r_one"
 EVENTS: list[tuple[str, dict[str, Any]]] = [
     ("run.queued", {"input": "weather?"}),

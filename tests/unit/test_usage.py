@@ -3,7 +3,7 @@
 import json
 from typing import Any
 
-from tests.sessions import make_run
+from tests.support.sessions import make_run
 from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.store import StoredEvent
 from tokentail.worker.usage import UsageMeter, estimated_tokens, run_usage, unreported_chars, with_estimate

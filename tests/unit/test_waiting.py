@@ -1,11 +1,11 @@
-"""tests/waiting.py: the one way tests wait for state they cannot be told about."""
+"""tests/support/waiting.py: the one way tests wait for state they cannot be told about."""
 
 import asyncio
 import os
 
 import pytest
 
-from tests.waiting import MAX_SLOWDOWN, eventually, eventually_sync, scaled, slowdown
+from tests.support.waiting import MAX_SLOWDOWN, eventually, eventually_sync, scaled, slowdown
 
 
 class Countdown:

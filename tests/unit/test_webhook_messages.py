@@ -4,6 +4,7 @@ in tokentail's format and in OpenAI's."""
 import json
 from datetime import UTC, datetime
 
+import pytest
 from standardwebhooks import Webhook
 
 from tokentail.shared.records import RunRecord
@@ -43,6 +44,7 @@ def test_a_completed_runs_payload_has_its_output_back_and_its_ids() -> None:
     assert json.loads(failed.body())["data"] == {"run_id": "r_1", "usage": {}}
 
 
+@pytest.mark.responses
 def test_an_openai_body_names_the_segment_its_entry_keeps_and_an_older_entry_s_from_its_run() -> None:
     session_id, run_id = "s_" + "a" * 22, "r_" + "b" * 12
     entry = {

@@ -7,7 +7,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.fake_llm import FakeLLM, Reply, anthropic_stream, openai_stream
+from tests.servers.fake_llm import FakeLLM, Reply, anthropic_stream, openai_stream
 from tokentail.shared import run_spans, tracing
 from tokentail.shared.params import RunParams
 from tokentail.shared.records import Question, RunRecord

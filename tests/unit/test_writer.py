@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from redis import exceptions as redis_errors
 
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from tokentail.shared.errors import LeaseLost
 from tokentail.shared.events import (
     MAX_EVENT_BYTES,

@@ -4,8 +4,8 @@ worker holds it, a session's event types, what its channels publish, a lease run
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from tests.waiting import eventually
-from tests.writes import AllWrites
+from tests.support.waiting import eventually
+from tests.support.writes import AllWrites
 from tokentail.shared.records import Question, RunRecord
 from tokentail.shared.store import SessionStore
 from tokentail.worker.run_writes import RunLease

@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fake_llm import openai_stream
-from tests.waiting import eventually_sync
+from tests.servers.fake_llm import openai_stream
+from tests.support.waiting import eventually_sync
 from tokentail.redis_server import free_port
 
 API_KEY = "frameworks-key"

@@ -12,7 +12,7 @@ import httpx2
 from tests.e2e.conftest import Stack
 from tests.e2e.frameworks import fake_openai
 from tests.e2e.watcher import Watcher
-from tests.waiting import eventually, scaled
+from tests.support.waiting import eventually, scaled
 
 QUESTION = "What is the weather in Paris?"
 Event = tuple[int | None, str, dict[str, Any]]

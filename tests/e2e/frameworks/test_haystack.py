@@ -22,6 +22,7 @@ from haystack.dataclasses import ChatMessage, ReasoningContent, StreamingChunk, 
 from haystack.dataclasses.streaming_chunk import ToolCallDelta  # noqa: E402
 from haystack.tools.from_function import create_tool_from_function  # noqa: E402
 
+from tests.clients.sse_client import read_events  # noqa: E402
 from tests.e2e.conftest import Stack  # noqa: E402
 from tests.e2e.frameworks import fake_openai  # noqa: E402
 from tests.e2e.frameworks.scenarios import (  # noqa: E402
@@ -31,8 +32,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
-from tests.sessions import waiting_for_input  # noqa: E402
-from tests.sse_client import read_events  # noqa: E402
+from tests.support.sessions import waiting_for_input  # noqa: E402
 from tokentail.frameworks.haystack import ChunkMapper, from_agent, from_pipeline, history  # noqa: E402
 from tokentail.shared.records import Turn  # noqa: E402
 from tokentail.worker.context import RunContext  # noqa: E402

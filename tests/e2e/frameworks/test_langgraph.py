@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("langgraph")
 
+from tests.clients.sse_client import read_events  # noqa: E402
 from tests.e2e.conftest import Stack  # noqa: E402
 from tests.e2e.frameworks.scenarios import (  # noqa: E402
     Example,
@@ -18,9 +19,8 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
-from tests.sessions import waiting_for_input  # noqa: E402
-from tests.sse_client import read_events  # noqa: E402
-from tests.waiting import eventually, scaled  # noqa: E402
+from tests.support.sessions import waiting_for_input  # noqa: E402
+from tests.support.waiting import eventually, scaled  # noqa: E402
 
 AGENTS = '{"weather": "examples.langgraph_agent:weather", "weather_chain": "examples.langchain_agent:weather"}'
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from tests.clients.sse_client import read_events
 from tests.e2e.conftest import stop, wait_until_ready
-from tests.sse_client import read_events
 from tokentail.redis_server import free_port
 
 QUESTION = "What is the weather in Paris?"

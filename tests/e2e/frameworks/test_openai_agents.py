@@ -18,7 +18,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
-from tests.waiting import scaled  # noqa: E402
+from tests.support.waiting import scaled  # noqa: E402
 from tokentail.shared.events import EventData, event_type_of  # noqa: E402
 from tokentail.shared.records import RunRecord, Turn  # noqa: E402
 from tokentail.shared.scripts.runs import Applied, AppliedSteers  # noqa: E402

@@ -30,6 +30,7 @@ from pydantic_ai.models.function import (  # noqa: E402
 from pydantic_ai.models.function import FunctionModel as _FunctionModel  # noqa: E402
 from pydantic_ai.models.test import TestModel as _TestModel  # noqa: E402
 
+from tests.clients.sse_client import read_events  # noqa: E402
 from tests.e2e.conftest import Stack  # noqa: E402
 from tests.e2e.frameworks.scenarios import (  # noqa: E402
     QUESTION,
@@ -38,8 +39,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
-from tests.sse_client import read_events  # noqa: E402
-from tests.waiting import scaled
+from tests.support.waiting import scaled
 from tokentail.frameworks.pydantic_ai import history, pydantic_ai_agent  # noqa: E402
 from tokentail.shared.records import Turn  # noqa: E402
 from tokentail.worker.context import RunContext  # noqa: E402

@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("semantic_kernel")
 
+from tests.clients.sse_client import read_events  # noqa: E402
 from tests.e2e.conftest import Stack  # noqa: E402
 from tests.e2e.frameworks import fake_openai  # noqa: E402
 from tests.e2e.frameworks.scenarios import (  # noqa: E402
@@ -18,8 +19,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     cancel_mid_answer,
     worker_killed_mid_answer,
 )
-from tests.sse_client import read_events  # noqa: E402
-from tests.waiting import scaled
+from tests.support.waiting import scaled
 
 AGENTS = (
     '{"weather": "examples.semantic_kernel_agent:weather",'

@@ -1,10 +1,10 @@
 """Agents as MCP tools: the Tasks extension's fixtures of the conformance suite
 (@modelcontextprotocol/conformance, `tasks-*` scenarios), written as a user writes agents, and
-configured with TOKENTAIL_AGENTS (tests/mcp/test_conformance.py)."""
+configured with TOKENTAIL_AGENTS (tests/node/test_mcp_conformance.py)."""
 
 import asyncio
 
-from tests.gates import gate
+from tests.support.gates import gate
 from tokentail import RunContext, describe
 from tokentail.shared.events import MAX_EVENT_BYTES
 
@@ -157,7 +157,7 @@ async def count_words(ctx: RunContext) -> None:
 
 
 async def count_words_held(ctx: RunContext) -> None:
-    """Counts to WORDS, but waits at its gate (tests/gates.py) after HELD_AFTER words: a worker can be
+    """Counts to WORDS, but waits at its gate (tests/support/gates.py) after HELD_AFTER words: a worker can be
     killed mid-way. Not `@continues`: a takeover starts it over."""
     for word in range(WORDS):
         if word == HELD_AFTER:

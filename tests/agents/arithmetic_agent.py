@@ -6,10 +6,10 @@ should not have (or dropped one) answers another number."""
 import re
 from collections.abc import Callable
 
-from tests.gates import gate
+from tests.support.gates import gate
 from tokentail.worker.context import RunContext
 
-HOLD = " (hold)"  # a question that ends so waits at its run's gate before it answers (tests/gates.py)
+HOLD = " (hold)"  # a question that ends so waits at its run's gate before it answers (tests/support/gates.py)
 
 WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
 STEPS: dict[str, Callable[[int, int], int]] = {

@@ -12,7 +12,7 @@ from types import TracebackType
 import pytest
 import redis
 
-from tests.waiting import eventually_sync
+from tests.support.waiting import eventually_sync
 from tokentail.redis_server import RedisServer, find_redis_server
 
 

@@ -1,7 +1,7 @@
-"""An MCP server of a user's own (TOKENTAIL_MCP_SERVER="tests.mcp_server:server"), written with the
+"""An MCP server of a user's own (TOKENTAIL_MCP_SERVER="tests.servers.mcp_server:server"), written with the
 `mcp` SDK as its docs write one: what the conformance suite's core scenarios ask of a server that
 tokentail's agents are not (content of every kind, resources, prompts, completions, the SDK's own
-multi-round-trip tools). tokentail serves it at /mcp beside the agents (tests/mcp_agents.py)."""
+multi-round-trip tools). tokentail serves it at /mcp beside the agents (tests/agents/mcp_agents.py)."""
 
 import asyncio
 import base64
@@ -41,7 +41,7 @@ from pydantic import Field
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="  # 1x1
 WAV = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA="  # empty
-KEY = b"tests/mcp_server.py: the key every gateway seals requestState with"
+KEY = b"tests/servers/mcp_server.py: the key every gateway seals requestState with"
 LISTS: tuple[CacheableMethod, ...] = (
     "tools/list",
     "prompts/list",

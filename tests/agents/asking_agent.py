@@ -2,7 +2,7 @@
 
 import asyncio
 
-from tests.gates import gate
+from tests.support.gates import gate
 from tokentail.worker.agents import Agent, continues
 from tokentail.worker.context import RunContext
 from tokentail.worker.tools.builtin import calculator
@@ -73,7 +73,7 @@ async def _ask_then_stream(ctx: RunContext, *, held: bool) -> None:
         call.result = "deleted" if answer["approved"] else "kept"
     for word in range(AFTER_THE_ANSWER):
         if held and word == HELD_AFTER:
-            await gate(ctx)  # the test kills the worker here, then releases it (tests/gates.py)
+            await gate(ctx)  # the test kills the worker here, then releases it (tests/support/gates.py)
         await ctx.delta(f"Word {word}. ")
         if held and word < HELD_AFTER:
             await asyncio.sleep(0.08)  # past the writer's flush window: each word is a delta of its own

@@ -1,7 +1,7 @@
 """Agents for the steering tests: one that takes steers in where it stops (at its gate), one that
 never does."""
 
-from tests.gates import gate
+from tests.support.gates import gate
 from tokentail.worker.context import RunContext
 
 

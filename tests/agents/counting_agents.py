@@ -7,7 +7,7 @@ that goes on after a takeover (`@continues`) with a step and the text clients ha
 import asyncio
 import os
 
-from tests.gates import gate
+from tests.support.gates import gate
 from tokentail.worker.agents import Agent, continues
 from tokentail.worker.context import RunContext
 from tokentail.worker.tools import tool
@@ -62,7 +62,7 @@ async def stepping(ctx: RunContext) -> None:
 
 @continues
 async def stepping_held(ctx: RunContext) -> None:
-    """The same, but waits at its gate (tests/gates.py) HELD_AT characters into its answer, until the
+    """The same, but waits at its gate (tests/support/gates.py) HELD_AT characters into its answer, until the
     test releases it; an attempt that goes on from past there does not wait."""
     await _stepping(ctx, held=True)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx2
 
-from tests.waiting import TIMEOUT, eventually
-from tests.writes import AllWrites
+from tests.support.waiting import TIMEOUT, eventually
+from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.shared.events import RunCompleted
 from tokentail.shared.records import RunRecord, SessionRecord
