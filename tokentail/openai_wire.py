@@ -1,7 +1,7 @@
 """OpenAI's Chat Completions wire format, written once: the JSON of a streamed `chat.completion.chunk`
 and of a whole `chat.completion`, their server-sent events, and an error body, as api.openai.com
 sends them and the official `openai` SDK reads them. The offline server (tokentail/offline.py)
-speaks it, and so do the tests' fake OpenAI servers (tests/fake_llm.py).
+speaks it, and so do the tests' fake OpenAI servers (tests/servers/fake_llm.py).
 
 A streamed answer is: a first chunk with the role, the text in `content` deltas, each tool call as a
 head (its `index`, `id` and name, empty arguments) and then fragments of its arguments, a chunk with
