@@ -19,11 +19,11 @@ from tokentail.worker.providers.base import (
     ReasoningDelta,
     TextDelta,
     ToolCall,
-    ToolSpec,
     Usage,
     after_prefill,
 )
 from tokentail.worker.providers.openai_chat import OpenAIProvider
+from tokentail.worker.tools import ToolSpec
 
 TOOLS = [
     ToolSpec("calculator", "arithmetic", {"type": "object", "properties": {"expression": {"type": "string"}}}),
