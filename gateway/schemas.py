@@ -308,50 +308,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}}
 
 
-class UiMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str
-    role: Literal["system", "user", "assistant"]
-    parts: list[dict[str, Any]] = Field(default_factory=list)
-
-    def text(self) -> str:
-        return "".join(
-            part["text"] for part in self.parts if part.get("type") == "text" and isinstance(part.get("text"), str)
-        )
-
-
-class ChatRequest(BaseModel):
-    """What `DefaultChatTransport` posts (with whatever `body` the app adds, which is ignored)."""
-
-    model_config = ConfigDict(extra="allow")
-    id: str = Field(description="the chat id (useChat's `id`)")
-    messages: list[UiMessage]
-    trigger: str | None = None
-    message_id: Annotated[str | None, Field(alias="messageId")] = None
-
-    def user_text(self) -> str:
-        last = self.messages[-1] if self.messages else None
-        if last is None or last.role != "user" or not last.text():
-            raise InvalidInput("the last message must be the user's, with text: it is the input of the run")
-        return last.text()
-
-    def approvals(self) -> dict[str, dict[str, Any]]:
-        """Answers to approval requests (`addToolApprovalResponse`), by approval id: the chat sends
-        them as its last message, the assistant's, whose tool parts hold them."""
-        last = self.messages[-1] if self.messages else None
-        if last is None or last.role != "assistant":
-            return {}
-        answers = {}
-        for part in last.parts:
-            approval = part.get("approval")
-            if part.get("state") != "approval-responded" or not isinstance(approval, dict):
-                continue
-            if isinstance(approval.get("id"), str) and isinstance(approval.get("approved"), bool):
-                reason = approval.get("reason")
-                answers[approval["id"]] = {"approved": approval["approved"], **({"reason": reason} if reason else {})}
-        return answers
-
-
 class CreateResponse(_Request):
     """`POST /v1/responses`. Fields of OpenAI's that tokentail does not use are accepted and ignored
     (docs/openai-responses.md lists them): an application sends what it sends to OpenAI. What is
