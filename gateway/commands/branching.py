@@ -16,7 +16,6 @@ bound (`RunBudget.spend_fork`). A fork refused for either makes nothing.
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.access.limits import RunBudget
@@ -194,15 +193,3 @@ def branch_point(chat: ClientChat, session: SessionRecord) -> int | None:
     if agreed == 0:
         return 0
     return runs[agreed - 1].finished_seq
-
-
-def ag_ui_chat(messages: list[Any], text: str) -> ClientChat:
-    """An AG-UI `RunAgentInput.messages` (the last the user's `text`) as a `ClientChat`: its user
-    messages' texts (an assistant message's id is a text block's, not a run's, while it streams)."""
-    return ClientChat(text, [Said(message_text(message)) for message in messages[:-1] if message.role == "user"])
-
-
-def message_text(message: Any) -> str:
-    """An AG-UI message's text: its content, a string or text parts."""
-    content = message.content
-    return content if isinstance(content, str) else "".join(getattr(part, "text", "") or "" for part in content)
