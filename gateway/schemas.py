@@ -51,7 +51,9 @@ def check_storable(value: object) -> None:
         raise ValueError("numbers must be finite: NaN and Infinity are not JSON") from None
 
 
-class _Request(BaseModel):
+# The base of every request body, the protocols' too: unknown fields refused, and what it holds
+# storable (bounded nesting, valid Unicode, finite numbers).
+class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="after")
@@ -69,7 +71,7 @@ EndUser = Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_CHA
 END_USER: TypeAdapter[EndUser] = TypeAdapter(EndUser)
 
 
-class _RunOptions(_Request):
+class _RunOptions(RequestBody):
     model: str | None = Field(None, description="`scripted`, or `<provider>:<model>`; defaults to the session's")
     user: EndUser | None = Field(
         None,
@@ -108,7 +110,7 @@ class CreateSession(_RunOptions):
     )
 
 
-class SetWebhook(_Request):
+class SetWebhook(RequestBody):
     url: str = Field(max_length=2048, description="where the tenant's sessions' webhook events go (an allowed URL)")
     rotate_secret: bool = Field(False, description="sign with a new secret from now on")
     format: WebhookFormat = Field(
@@ -123,7 +125,7 @@ class WebhookConfig(BaseModel):
     format: WebhookFormat = Field(description="the bodies' format: `tokentail` or `openai`")
 
 
-class TokenRequest(_Request):
+class TokenRequest(RequestBody):
     scope: Scope | None = Field(
         None,
         description="none: a stream token's own scope (an API key gets `read`); `chat` needs an API key, or a "
@@ -164,7 +166,7 @@ class RunAccepted(BaseModel):
     steer_id: str | None = None  # `steered`: the steer's id, as its `steer.accepted` names it
 
 
-class SteerRequest(_Request):
+class SteerRequest(RequestBody):
     input: str = Field(description="what the running agent is to take in, as a user message of its conversation")
     run_id: str | None = Field(
         None,
@@ -182,7 +184,7 @@ class SteerAccepted(BaseModel):
     )
 
 
-class Answer(_Request):
+class Answer(RequestBody):
     input_id: str = Field(description="the question's id, from its `input.required` event")
     answer: Any = Field(description="matching the question's `schema`")
 
@@ -210,7 +212,7 @@ class PendingInput(BaseModel):
 CancelStatus = Literal["cancelling", "cancelled", "idle", "not_active"]
 
 
-class CancelRun(_Request):
+class CancelRun(RequestBody):
     """`POST /v1/sessions/{id}/cancel` (and the chat UIs' stop), optional: the run the client saw."""
 
     # These endpoints took no body before: whatever else a client sends is ignored, as it was.
@@ -308,7 +310,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}}
 
 
-class CreateResponse(_Request):
+class CreateResponse(RequestBody):
     """`POST /v1/responses`. Fields of OpenAI's that tokentail does not use are accepted and ignored
     (docs/openai-responses.md lists them): an application sends what it sends to OpenAI. What is
     taken is checked as every request is (nesting, Unicode, finite numbers)."""
