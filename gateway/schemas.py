@@ -16,7 +16,6 @@ from pydantic import (
 from tokentail.gateway.access.ids import CHAT_ID_PATTERN
 from tokentail.gateway.access.tokens import Scope
 from tokentail.shared.catalog import parse_model
-from tokentail.shared.errors import InvalidInput
 from tokentail.shared.params import RunParams
 from tokentail.shared.records import ForkOrigin, Multitask, RunRecord, SessionStatus, Turn
 from tokentail.shared.scripts.runs import Cancel
@@ -308,39 +307,3 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 410, 413, 422, 429)
 }
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}}
-
-
-class CreateResponse(RequestBody):
-    """`POST /v1/responses`. Fields of OpenAI's that tokentail does not use are accepted and ignored
-    (docs/openai-responses.md lists them): an application sends what it sends to OpenAI. What is
-    taken is checked as every request is (nesting, Unicode, finite numbers)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str = Field(description="a tokentail agent (TOKENTAIL_AGENTS), `scripted`, or `<provider>:<model>`")
-    input: str | list[dict[str, Any]] = Field(description="text, or input items (see docs/openai-responses.md)")
-    stream: bool = False
-    background: bool = False
-    previous_response_id: str | None = None
-    metadata: dict[str, str] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_output_tokens: int | None = None
-    params: RunParams | None = Field(None, description="tokentail's run params (the SDK's `extra_body`)")
-    safety_identifier: EndUser | None = Field(None, description="the end user")
-    user: EndUser | None = Field(None, description="the end user (OpenAI's older name)")
-
-    @property
-    def end_user(self) -> str | None:
-        """Whom the run counts against for the per-user cap: `safety_identifier`, else `user`."""
-        return self.safety_identifier or self.user
-
-    def run_params(self) -> dict[str, Any]:
-        """`params`, with OpenAI's own sampling fields in tokentail's names."""
-        given = self.params.given() if self.params else {}
-        openai_named = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_output_tokens}
-        extra = {name: value for name, value in openai_named.items() if value is not None}
-        try:
-            return RunParams.model_validate({**extra, **given}).given()
-        except ValueError as exc:
-            raise InvalidInput(f"params: {exc}") from None

@@ -43,13 +43,13 @@ from tokentail.gateway.deps import (
 from tokentail.gateway.errors import describe, error_headers, error_response
 from tokentail.gateway.protocols.responses.follow import cancel_unless_ended, events_of, replay, wait_for_end
 from tokentail.gateway.protocols.responses.render import MEDIA_TYPE, ResponseEvents
-from tokentail.gateway.protocols.responses.requests import ResponseRef, ResponseRequests, find_response
+from tokentail.gateway.protocols.responses.requests import CreateResponse, ResponseRef, ResponseRequests, find_response
 from tokentail.gateway.protocols.responses.socket import ResponsesSocket
 from tokentail.gateway.reading.finished import FinishedStreams
 from tokentail.gateway.reading.renderer import compact
 from tokentail.gateway.reading.response import ClientLeft, unless_left
 from tokentail.gateway.reading.streams import SSE_HEADERS
-from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
+from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES
 from tokentail.shared.errors import TokentailError
 from tokentail.shared.records import Question
 
