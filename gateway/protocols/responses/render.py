@@ -46,8 +46,8 @@ their events, are the response's output (gateway/protocols/responses/output.py).
 
 from typing import Any, assert_never
 
+from tokentail.gateway.protocols.responses.finished import STREAM_BYTES
 from tokentail.gateway.protocols.responses.output import Numbering, Part, ResponseOutput, copied
-from tokentail.gateway.reading.finished import STREAM_BYTES
 from tokentail.gateway.reading.reducer import (
     AttemptStarted,
     BlockAppended,
@@ -89,7 +89,7 @@ class ResponseEvents(FramedRenderer[Part]):
         self, run_id: str, segment: int, header: dict[str, Any], starting_after: int = -1, keep: bool = False
     ) -> None:
         """`keep`: keep the frames sent (`kept`, from `starting_after` + 1 on), for a FinishedStreams
-        (gateway/reading/finished.py) once the response has ended."""
+        (gateway/protocols/responses/finished.py) once the response has ended."""
         super().__init__(Reducer(run_id))
         self.segment = segment
         self.header = header
