@@ -2,7 +2,7 @@
 and what the Response object's `output` keeps. tests/unit/test_responses.py plays whole runs."""
 
 from tokentail.gateway.protocols.responses.output import Numbering, ResponseOutput
-from tokentail.gateway.reading.reducer import BlockAppended
+from tokentail.gateway.reading.operations import BlockAppended
 
 
 def test_an_item_s_events_share_the_response_s_numbers_and_carry_copies() -> None:
