@@ -40,7 +40,7 @@ RESUME_DELTAS = 500
 # resume is judged by), and near its end, where what a resume costs beyond sending is most of it.
 RESUMED_AT = {"middle": RESUME_DELTAS // 2, "late": RESUME_DELTAS - 10}
 # "responses again": the same completed runs resumed a second time on the gateway, which kept the
-# frames of each response it read to its end (gateway/reading/finished.py); "responses": a first resume.
+# frames of each response it read to its end (gateway/protocols/responses/finished.py); "responses": a first resume.
 RESUMED = ("native", "responses", "responses again")
 
 

@@ -23,7 +23,6 @@ from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.cors import Cors
 from tokentail.gateway.errors import error_response, install_error_handlers, outage_response
 from tokentail.gateway.reading import first_delta
-from tokentail.gateway.reading.finished import FinishedStreams
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.response import call_detaching
 from tokentail.gateway.reading.shutdown import StreamShutdown
@@ -128,7 +127,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.shutdown = StreamShutdown()
     app.state.auth = Authenticator(settings)
     app.state.chat_requests = RequestsInFlight(settings.max_chat_socket_requests)
-    app.state.finished_streams = FinishedStreams()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(Cors, origins=settings.cors_origins)  # with none allowed, it still says why it refuses

@@ -21,7 +21,6 @@ from tokentail.gateway.commands.tasks import RunTasks
 from tokentail.gateway.commands.turns import ChatTurns, RunCommands
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.gateway.reading.finished import FinishedStreams
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.reading.streams import Streams
@@ -51,7 +50,6 @@ TenantLinesDep = Annotated[TenantLines, Depends(_app_state("tenant_lines"))]
 StreamSlotsDep = Annotated[StreamSlots, Depends(_app_state("stream_slots"))]
 ChatRequestsDep = Annotated[RequestsInFlight, Depends(_app_state("chat_requests"))]
 WebhooksDep = Annotated[SessionWebhooks, Depends(_app_state("webhooks"))]
-FinishedStreamsDep = Annotated[FinishedStreams, Depends(_app_state("finished_streams"))]
 AgentsDep = Annotated[AgentDirectory, Depends(_app_state("agents"))]
 
 # These two also document the credentials in the OpenAPI schema.

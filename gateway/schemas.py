@@ -16,7 +16,6 @@ from pydantic import (
 from tokentail.gateway.access.ids import CHAT_ID_PATTERN
 from tokentail.gateway.access.tokens import Scope
 from tokentail.shared.catalog import parse_model
-from tokentail.shared.errors import InvalidInput
 from tokentail.shared.params import RunParams
 from tokentail.shared.records import ForkOrigin, Multitask, RunRecord, SessionStatus, Turn
 from tokentail.shared.scripts.runs import Cancel
@@ -51,7 +50,9 @@ def check_storable(value: object) -> None:
         raise ValueError("numbers must be finite: NaN and Infinity are not JSON") from None
 
 
-class _Request(BaseModel):
+# The base of every request body, the protocols' too: unknown fields refused, and what it holds
+# storable (bounded nesting, valid Unicode, finite numbers).
+class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="after")
@@ -69,7 +70,7 @@ EndUser = Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_CHA
 END_USER: TypeAdapter[EndUser] = TypeAdapter(EndUser)
 
 
-class _RunOptions(_Request):
+class _RunOptions(RequestBody):
     model: str | None = Field(None, description="`scripted`, or `<provider>:<model>`; defaults to the session's")
     user: EndUser | None = Field(
         None,
@@ -108,7 +109,7 @@ class CreateSession(_RunOptions):
     )
 
 
-class SetWebhook(_Request):
+class SetWebhook(RequestBody):
     url: str = Field(max_length=2048, description="where the tenant's sessions' webhook events go (an allowed URL)")
     rotate_secret: bool = Field(False, description="sign with a new secret from now on")
     format: WebhookFormat = Field(
@@ -123,7 +124,7 @@ class WebhookConfig(BaseModel):
     format: WebhookFormat = Field(description="the bodies' format: `tokentail` or `openai`")
 
 
-class TokenRequest(_Request):
+class TokenRequest(RequestBody):
     scope: Scope | None = Field(
         None,
         description="none: a stream token's own scope (an API key gets `read`); `chat` needs an API key, or a "
@@ -164,7 +165,7 @@ class RunAccepted(BaseModel):
     steer_id: str | None = None  # `steered`: the steer's id, as its `steer.accepted` names it
 
 
-class SteerRequest(_Request):
+class SteerRequest(RequestBody):
     input: str = Field(description="what the running agent is to take in, as a user message of its conversation")
     run_id: str | None = Field(
         None,
@@ -182,7 +183,7 @@ class SteerAccepted(BaseModel):
     )
 
 
-class Answer(_Request):
+class Answer(RequestBody):
     input_id: str = Field(description="the question's id, from its `input.required` event")
     answer: Any = Field(description="matching the question's `schema`")
 
@@ -210,7 +211,7 @@ class PendingInput(BaseModel):
 CancelStatus = Literal["cancelling", "cancelled", "idle", "not_active"]
 
 
-class CancelRun(_Request):
+class CancelRun(RequestBody):
     """`POST /v1/sessions/{id}/cancel` (and the chat UIs' stop), optional: the run the client saw."""
 
     # These endpoints took no body before: whatever else a client sends is ignored, as it was.
@@ -306,83 +307,3 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 410, 413, 422, 429)
 }
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}}
-
-
-class UiMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str
-    role: Literal["system", "user", "assistant"]
-    parts: list[dict[str, Any]] = Field(default_factory=list)
-
-    def text(self) -> str:
-        return "".join(
-            part["text"] for part in self.parts if part.get("type") == "text" and isinstance(part.get("text"), str)
-        )
-
-
-class ChatRequest(BaseModel):
-    """What `DefaultChatTransport` posts (with whatever `body` the app adds, which is ignored)."""
-
-    model_config = ConfigDict(extra="allow")
-    id: str = Field(description="the chat id (useChat's `id`)")
-    messages: list[UiMessage]
-    trigger: str | None = None
-    message_id: Annotated[str | None, Field(alias="messageId")] = None
-
-    def user_text(self) -> str:
-        last = self.messages[-1] if self.messages else None
-        if last is None or last.role != "user" or not last.text():
-            raise InvalidInput("the last message must be the user's, with text: it is the input of the run")
-        return last.text()
-
-    def approvals(self) -> dict[str, dict[str, Any]]:
-        """Answers to approval requests (`addToolApprovalResponse`), by approval id: the chat sends
-        them as its last message, the assistant's, whose tool parts hold them."""
-        last = self.messages[-1] if self.messages else None
-        if last is None or last.role != "assistant":
-            return {}
-        answers = {}
-        for part in last.parts:
-            approval = part.get("approval")
-            if part.get("state") != "approval-responded" or not isinstance(approval, dict):
-                continue
-            if isinstance(approval.get("id"), str) and isinstance(approval.get("approved"), bool):
-                reason = approval.get("reason")
-                answers[approval["id"]] = {"approved": approval["approved"], **({"reason": reason} if reason else {})}
-        return answers
-
-
-class CreateResponse(_Request):
-    """`POST /v1/responses`. Fields of OpenAI's that tokentail does not use are accepted and ignored
-    (docs/openai-responses.md lists them): an application sends what it sends to OpenAI. What is
-    taken is checked as every request is (nesting, Unicode, finite numbers)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str = Field(description="a tokentail agent (TOKENTAIL_AGENTS), `scripted`, or `<provider>:<model>`")
-    input: str | list[dict[str, Any]] = Field(description="text, or input items (see docs/openai-responses.md)")
-    stream: bool = False
-    background: bool = False
-    previous_response_id: str | None = None
-    metadata: dict[str, str] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_output_tokens: int | None = None
-    params: RunParams | None = Field(None, description="tokentail's run params (the SDK's `extra_body`)")
-    safety_identifier: EndUser | None = Field(None, description="the end user")
-    user: EndUser | None = Field(None, description="the end user (OpenAI's older name)")
-
-    @property
-    def end_user(self) -> str | None:
-        """Whom the run counts against for the per-user cap: `safety_identifier`, else `user`."""
-        return self.safety_identifier or self.user
-
-    def run_params(self) -> dict[str, Any]:
-        """`params`, with OpenAI's own sampling fields in tokentail's names."""
-        given = self.params.given() if self.params else {}
-        openai_named = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_output_tokens}
-        extra = {name: value for name, value in openai_named.items() if value is not None}
-        try:
-            return RunParams.model_validate({**extra, **given}).given()
-        except ValueError as exc:
-            raise InvalidInput(f"params: {exc}") from None

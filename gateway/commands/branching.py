@@ -14,15 +14,12 @@ run queued in it, as a session made with its first run is) and the bytes it copi
 bound (`RunBudget.spend_fork`). A fork refused for either makes nothing.
 """
 
-import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.access.limits import RunBudget
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.gateway.schemas import ChatRequest
 from tokentail.shared.errors import InputTooLarge, InvalidInput
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.scripts.sessions import session_fields
@@ -31,7 +28,6 @@ from tokentail.shared.store import ForkSource, SessionStore
 
 # What one fork may copy (`copied_bytes`): it is one script's arguments.
 MAX_FORK_BYTES = 32 * 1024 * 1024
-_RUN_ID = re.compile(r"r_[A-Za-z0-9_-]{12}")  # gateway/access/ids.py new_run_id
 
 
 async def fork_session(
@@ -197,30 +193,3 @@ def branch_point(chat: ClientChat, session: SessionRecord) -> int | None:
     if agreed == 0:
         return 0
     return runs[agreed - 1].finished_seq
-
-
-def ui_messages_chat(request: ChatRequest) -> ClientChat:
-    """A useChat request (its `messages`, `trigger`, `messageId`) as a `ClientChat`."""
-    text = request.user_text()
-    history: list[Said] = []
-    for message in request.messages[:-1]:
-        if message.role == "user":
-            history.append(Said(message.text()))
-        elif message.role == "assistant" and history and history[-1].answer_id is None:
-            if _RUN_ID.fullmatch(message.id):  # else not an answer the gateway streamed
-                history[-1] = Said(history[-1].text, message.id)
-    regenerate = request.trigger == "regenerate-message"
-    edited = request.message_id if request.trigger == "submit-message" else None
-    return ClientChat(text, history, regenerate=regenerate, edited=edited)
-
-
-def ag_ui_chat(messages: list[Any], text: str) -> ClientChat:
-    """An AG-UI `RunAgentInput.messages` (the last the user's `text`) as a `ClientChat`: its user
-    messages' texts (an assistant message's id is a text block's, not a run's, while it streams)."""
-    return ClientChat(text, [Said(message_text(message)) for message in messages[:-1] if message.role == "user"])
-
-
-def message_text(message: Any) -> str:
-    """An AG-UI message's text: its content, a string or text parts."""
-    content = message.content
-    return content if isinstance(content, str) else "".join(getattr(part, "text", "") or "" for part in content)

@@ -9,22 +9,30 @@ reading/ with the reducer and the renderer base, commands/, deps):
 
 Each holds its renderer (`render`), its conversations and request handlers, its commands and its
 routes. A protocol imports the core, never another protocol (tests/unit/test_layout.py). The app
-includes every protocol's routers from `routers()`; adding a protocol is a package and a line here.
+includes every protocol's routers from `routers()`; adding a protocol is a package and its router here.
 """
-
-from importlib import import_module
 
 from fastapi import APIRouter, Request, Response
 from starlette.routing import Route
 
 from tokentail.gateway.errors import error_response
-
-# The modules whose `router` serves each protocol, in the order they are included.
-ROUTES = ("ai_sdk.socket_routes", "ai_sdk.routes", "ag_ui.routes", "responses.routes", "a2a.routes")
+from tokentail.gateway.protocols.a2a import routes as a2a_routes
+from tokentail.gateway.protocols.ag_ui import routes as ag_ui_routes
+from tokentail.gateway.protocols.ai_sdk import routes as ai_sdk_routes
+from tokentail.gateway.protocols.ai_sdk import socket_routes as ai_sdk_socket_routes
+from tokentail.gateway.protocols.responses import routes as responses_routes
 
 
 def routers() -> list[APIRouter]:
-    return [*(import_module(f"{__name__}.{name}").router for name in ROUTES), _mcp_router()]
+    """Each protocol's routers, in the order they are included; MCP's last, with its extra or not."""
+    return [
+        ai_sdk_socket_routes.router,
+        ai_sdk_routes.router,
+        ag_ui_routes.router,
+        responses_routes.router,
+        a2a_routes.router,
+        _mcp_router(),
+    ]
 
 
 def _mcp_router() -> APIRouter:

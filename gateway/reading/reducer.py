@@ -1,4 +1,5 @@
-"""What a client shows of a session's runs: stored events reduced to protocol-neutral operations.
+"""What a client shows of a session's runs: stored events reduced to protocol-neutral operations
+(gateway/reading/operations.py).
 
 Every protocol that is not tokentail's own (the AI SDK, AG-UI, the Responses API, MCP, A2A: gateway/protocols/)
 renders these operations, so the rules below are decided here once, for all of them:
@@ -24,17 +25,36 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from itertools import islice
-from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from tokentail.gateway.reading.operations import (
+    AttemptStarted,
+    BlockAppended,
+    BlockClosed,
+    BlockKind,
+    BlockOpened,
+    ClosedBecause,
+    ContentDropped,
+    DataShown,
+    Operation,
+    QuestionAnswered,
+    QuestionAsked,
+    RunEnded,
+    RunOpened,
+    StatusShown,
+    SteerShown,
+    ToolCalled,
+    ToolDenied,
+    ToolFailedOp,
+    ToolFinished,
+)
 from tokentail.shared.events import (
     DATA_PREFIX,
     EVENT_DATA,
     CustomData,
     EventData,
     EventType,
-    Gap,
     InputReceived,
     InputRequired,
     MessageDelta,
@@ -46,7 +66,6 @@ from tokentail.shared.events import (
     RunQueued,
     RunRetrying,
     RunStarted,
-    StartReason,
     Status,
     SteerAccepted,
     SteerApplied,
@@ -57,193 +76,6 @@ from tokentail.shared.events import (
 )
 from tokentail.shared.run_log import AGENT_EVENTS, drop_point, dropped_by
 from tokentail.shared.store import StoredEvent
-
-BlockKind = Literal["text", "reasoning"]
-ClosedBecause = Literal["next", "dropped", "completed", "stopped"]
-
-
-# -- the operations: a closed set; each renderer handles every one (a `match` ending in assert_never).
-# Never changed once made (not frozen only because a frozen dataclass is slower to make, and a
-# delta makes one).
-
-
-@dataclass(slots=True)
-class RunOpened:
-    run_id: str
-    input: str
-    seq: int
-
-
-@dataclass(slots=True)
-class AttemptStarted:
-    run_id: str
-    attempt: int
-    reason: StartReason  # `resume`: the same attempt goes on after an answer
-    seq: int
-
-
-@dataclass(slots=True)
-class BlockOpened:
-    run_id: str
-    kind: BlockKind
-    block: int  # the block's id: the id of its first delta
-    seq: int
-
-
-@dataclass(slots=True)
-class BlockAppended:
-    run_id: str
-    kind: BlockKind
-    block: int
-    text: str
-    seq: int
-
-
-@dataclass(slots=True)
-class BlockClosed:
-    run_id: str
-    kind: BlockKind
-    block: int
-    seq: int
-    # Why: something else follows; a takeover's drop (which shows it again if it keeps it); the run
-    # completed; the run failed or was cancelled (its text was cut short).
-    reason: ClosedBecause = "next"
-
-
-@dataclass(slots=True)
-class ToolCalled:
-    run_id: str
-    call_id: str
-    name: str
-    arguments: dict[str, Any]
-    seq: int
-
-
-@dataclass(slots=True)
-class ToolFinished:
-    run_id: str
-    call_id: str
-    result: Any
-    seq: int
-
-
-@dataclass(slots=True)
-class ToolFailedOp:
-    run_id: str
-    call_id: str
-    error: str
-    seq: int
-
-
-@dataclass(slots=True)
-class ToolDenied:
-    """A person answered no to the call's approval: the tool did not run."""
-
-    run_id: str
-    call_id: str
-    error: str
-    seq: int
-
-
-@dataclass(slots=True)
-class StatusShown:
-    run_id: str
-    text: str
-    seq: int
-
-
-@dataclass(slots=True)
-class DataShown:
-    run_id: str
-    name: str
-    data: Any
-    seq: int
-
-
-@dataclass(slots=True)
-class QuestionAsked:
-    run_id: str
-    question: InputRequired
-    answered: bool  # its answer was known when the stream opened: the run goes on past it
-    # The run stops here for this stream: the last of the questions asked at once (`question.more`
-    # is 0), one of which was unanswered when the stream opened, and none answered then (else it stops
-    # at the last of those answers). A response that ends at questions ends here.
-    stops: bool
-    seq: int
-
-
-@dataclass(slots=True)
-class QuestionAnswered:
-    run_id: str
-    input_id: str
-    answer: Any
-    waiting_for: list[str]  # the questions asked with it still unanswered: the run goes on when none is
-    stops: bool  # the last answer known when the stream opened to questions some of which are still open
-    seq: int
-
-
-SteerStatus = Literal["accepted", "applied", "failed"]
-
-
-@dataclass(slots=True)
-class SteerShown:
-    """A steer for the run (docs/steering.md): stored (`accepted`, with its `input`), taken in
-    (`applied`: the turn before it ends here) or never to be (`failed`, with its `reason`)."""
-
-    run_id: str
-    steer_id: str
-    status: SteerStatus
-    input: str | None
-    reason: str | None
-    seq: int
-
-
-@dataclass(slots=True)
-class ContentDropped:
-    """A takeover dropped the run's content after `after` (0: all of it, the run starts over).
-    `kept`: what the run still shows, as operations (a block as opened, its kept text in one append,
-    and closed), for a protocol that shows it again."""
-
-    run_id: str
-    after: int
-    kept: tuple["Operation", ...]
-    seq: int
-
-
-@dataclass(slots=True)
-class RunEnded:
-    run_id: str
-    ending: RunCompleted | RunFailed | RunCancelled
-    seq: int
-
-
-@dataclass(slots=True)
-class GapFound:
-    """Events were lost before the next (made by the gateway: never stored)."""
-
-    gap: Gap
-
-
-Operation = (
-    RunOpened
-    | AttemptStarted
-    | BlockOpened
-    | BlockAppended
-    | BlockClosed
-    | ToolCalled
-    | ToolFinished
-    | ToolFailedOp
-    | ToolDenied
-    | StatusShown
-    | DataShown
-    | QuestionAsked
-    | QuestionAnswered
-    | SteerShown
-    | ContentDropped
-    | RunEnded
-    | GapFound
-)
-
 
 # -- the one rule of what a takeover drops, also used by the native snapshot (reading/snapshot.py) --
 

@@ -15,8 +15,9 @@ MCP's are framed by their SDKs' transports, which take the rendered parts.
 import json
 from typing import Any, Generic, TypeVar
 
+from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.reducer import GapFound, Operation, Reducer, RunEnded
+from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.streams import SSE_PING
 from tokentail.shared.events import Gap
 from tokentail.shared.store import StoredEvent
@@ -30,20 +31,20 @@ class Renderer(Generic[Part]):
         # Over: the run of a run's stream ended, or a pause its protocol ends the response at.
         self.finished = False
 
-    def render(self, operation: Operation) -> list[Part]:
+    def render(self, operation: op.Operation) -> list[Part]:
         """What one operation becomes."""
         raise NotImplementedError
 
     def opening(self, gap: Gap | None) -> list[Part]:
         """What the stream starts with, before the first event."""
-        return self.render(GapFound(gap)) if gap is not None else []
+        return self.render(op.GapFound(gap)) if gap is not None else []
 
     def rendered(self, batch: Batch) -> list[tuple[list[Part], int | None]]:
         """What each event of the batch became, with its id (None for a gap), leaving out events that
         became nothing or that the client has (the reducer's `quiet`)."""
         out: list[tuple[list[Part], int | None]] = []
         if batch.gap is not None:
-            out.append((self.render(GapFound(batch.gap)), None))
+            out.append((self.render(op.GapFound(batch.gap)), None))
         bound = self.reducer.run_id is not None
         events, index = batch.events, 0
         while index < len(events):
@@ -55,7 +56,7 @@ class Renderer(Generic[Part]):
             parts: list[Part] = []
             for operation in self.reducer.reduce(event):
                 parts += self.render(operation)
-                if bound and isinstance(operation, RunEnded):
+                if bound and isinstance(operation, op.RunEnded):
                     self.finished = True
             if parts and not self.reducer.quiet(event.seq):
                 out.append((parts, event.seq))

@@ -1,10 +1,12 @@
 """The import direction, with no exemption: tokentail's public face -> tokentail.gateway and
 tokentail.worker -> tokentail.shared; inside the gateway, each part imports only the parts below it;
 nothing imports the folders by their repository names; no module of the worker or of shared imports
-itself through others; and the client loads no server code."""
+itself through others; the gateway's core (commands/, reading/, schemas.py) imports and names no protocol
+of gateway/protocols/; and the client loads no server code."""
 
 import ast
 import graphlib
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -181,6 +183,48 @@ def test_no_import_circle_among_the_modules_of(folder: str) -> None:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as circle:
         pytest.fail(f"an import circle: {' -> '.join(circle.args[1])}")
+
+
+# The core every protocol of others stands on: it serves them all alike, and knows none of them.
+PROTOCOL_FREE = ("gateway/commands", "gateway/reading", "gateway/schemas.py")
+
+
+def protocol_names() -> set[str]:
+    return {path.parent.name for path in (ROOT / "gateway/protocols").glob("*/__init__.py")}
+
+
+def names_of_protocols(path: Path, protocols: set[str]) -> Iterator[str]:
+    """What in a module's code (its docstrings and comments aside) names a module of gateway/protocols/:
+    a string such as import_module takes (`tokentail.gateway.protocols.a2a.routes`, `protocols.mcp`), or
+    a path to one (`gateway/protocols/ag_ui/routes.py`)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    named = re.compile(r"(^|[./])protocols([./]|$)|(^|[./])(" + "|".join(sorted(protocols)) + r")[./]")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if named.search(node.value):
+                yield f"{module_name(path)} names {node.value!r} (line {node.lineno})"
+
+
+def test_the_core_imports_no_protocol_and_names_none() -> None:
+    # GATEWAY_PARTS already keeps commands/, reading/ and schemas.py below protocols/; this says so
+    # for them by name, and also catches a protocol reached around the imports (import_module).
+    protocols = protocol_names()
+    paths = sorted(
+        path
+        for part in PROTOCOL_FREE
+        for path in ((ROOT / part).rglob("*.py") if (ROOT / part).is_dir() else [ROOT / part])
+    )
+    assert paths and protocols
+    core = {module_name(path) for path in paths}
+    importing = [
+        f"{importer} imports {module}"
+        for importer, module in imports("gateway")
+        if importer in core and (module + ".").startswith("tokentail.gateway.protocols.")
+    ]
+    naming = [line for path in paths for line in names_of_protocols(path, protocols)]
+    named_after = [f"{module_name(path)} is named after a protocol" for path in paths if path.stem in protocols]
+    assert sorted([*importing, *naming, *named_after]) == []
 
 
 def test_importing_the_client_imports_no_server_code() -> None:

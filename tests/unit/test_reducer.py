@@ -5,7 +5,7 @@ rules through every renderer and each protocol's client."""
 import json
 from typing import Any
 
-from tokentail.gateway.reading.reducer import (
+from tokentail.gateway.reading.operations import (
     AttemptStarted,
     BlockAppended,
     BlockClosed,
@@ -15,7 +15,6 @@ from tokentail.gateway.reading.reducer import (
     Operation,
     QuestionAnswered,
     QuestionAsked,
-    Reducer,
     RunEnded,
     RunOpened,
     StatusShown,
@@ -24,6 +23,7 @@ from tokentail.gateway.reading.reducer import (
     ToolDenied,
     ToolFinished,
 )
+from tokentail.gateway.reading.reducer import Reducer
 from tokentail.shared.run_log import dropped_by
 from tokentail.shared.store import StoredEvent
 

@@ -47,28 +47,9 @@ from a2a.types.a2a_pb2 import (
 from google.protobuf.struct_pb2 import Struct, Value  # type: ignore[import-untyped]
 from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]
 
+from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.reducer import (
-    AttemptStarted,
-    BlockAppended,
-    BlockClosed,
-    BlockOpened,
-    ContentDropped,
-    DataShown,
-    GapFound,
-    Operation,
-    QuestionAnswered,
-    QuestionAsked,
-    Reducer,
-    RunEnded,
-    RunOpened,
-    StatusShown,
-    SteerShown,
-    ToolCalled,
-    ToolDenied,
-    ToolFailedOp,
-    ToolFinished,
-)
+from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import Renderer
 from tokentail.shared.events import Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 
@@ -141,36 +122,36 @@ class A2AEvents(Renderer[Event]):
 
     # -- the run's operations ---------------------------------------------------------------------
 
-    def render(self, operation: Operation) -> list[Event]:  # noqa: C901 (one case per operation)
+    def render(self, operation: op.Operation) -> list[Event]:  # noqa: C901 (one case per operation)
         match operation:
-            case RunOpened(input=text):
+            case op.RunOpened(input=text):
                 self.generation, self.timestamp = 1, self.reducer.event_ts
                 self.history = [self._message(Role.ROLE_USER, text, f"in-{operation.seq}")]
                 return []
-            case AttemptStarted():
+            case op.AttemptStarted():
                 return (
                     self._status(TaskState.TASK_STATE_WORKING) if self.state == TaskState.TASK_STATE_SUBMITTED else []
                 )
-            case BlockAppended(kind="text", text=text):
+            case op.BlockAppended(kind="text", text=text):
                 return self._appended(text)
-            case BlockOpened() | BlockClosed() | BlockAppended():
+            case op.BlockOpened() | op.BlockClosed() | op.BlockAppended():
                 return []  # text is the artifact's; reasoning is not shown
-            case StatusShown(text=text, seq=seq):
+            case op.StatusShown(text=text, seq=seq):
                 return self._status(self.state, self._message(Role.ROLE_AGENT, text, f"status-{seq}"))
-            case ToolCalled() | ToolFinished() | ToolFailedOp() | ToolDenied() | DataShown():
+            case op.ToolCalled() | op.ToolFinished() | op.ToolFailedOp() | op.ToolDenied() | op.DataShown():
                 return []  # A2A has no such parts of a task
-            case QuestionAsked(question=question, stops=stops, seq=seq):
+            case op.QuestionAsked(question=question, stops=stops, seq=seq):
                 self._waiting_on[question.input_id] = question
                 events = self._status(TaskState.TASK_STATE_INPUT_REQUIRED, self._questions(seq))
                 self.finished = self.finished or stops  # the last asked at once: the stream ends while it waits
                 return events
-            case SteerShown(status="accepted", input=text, seq=seq):  # what a person added, as their message
+            case op.SteerShown(status="accepted", input=text, seq=seq):  # what a person added, as their message
                 said = self._message(Role.ROLE_USER, text, f"steer-{seq}")
                 self.history.append(said)
                 return self._status(self.state, said)
-            case SteerShown():
+            case op.SteerShown():
                 return []
-            case QuestionAnswered(input_id=input_id, answer=answer, waiting_for=waiting_for, stops=stops, seq=seq):
+            case op.QuestionAnswered(input_id=input_id, answer=answer, waiting_for=waiting_for, stops=stops, seq=seq):
                 self._waiting_on.pop(input_id, None)
                 said = self._message(Role.ROLE_USER, None, f"answer-{seq}", answer)
                 self.history.append(said)
@@ -178,14 +159,14 @@ class A2AEvents(Renderer[Event]):
                     self.finished = self.finished or stops
                     return self._status(TaskState.TASK_STATE_INPUT_REQUIRED, self._questions(seq))
                 return self._status(TaskState.TASK_STATE_WORKING, said)
-            case ContentDropped(kept=kept):
-                text = "".join(op.text for op in kept if isinstance(op, BlockAppended) and op.kind == "text")
+            case op.ContentDropped(kept=kept):
+                text = "".join(item.text for item in kept if isinstance(item, op.BlockAppended) and item.kind == "text")
                 if text == "".join(self.text):
                     return []
                 return self._replaced(text)
-            case RunEnded(ending=ending):
+            case op.RunEnded(ending=ending):
                 return self._ended(ending)
-            case GapFound(gap=gap):
+            case op.GapFound(gap=gap):
                 return self._gap(gap)
             case _:
                 assert_never(operation)

@@ -70,28 +70,9 @@ from ag_ui.core import (
 )
 
 from tokentail.gateway.protocols.ag_ui.tanstack import BINDING_KEY, binding
+from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.reducer import (
-    AttemptStarted,
-    BlockAppended,
-    BlockClosed,
-    BlockOpened,
-    ContentDropped,
-    DataShown,
-    GapFound,
-    Operation,
-    QuestionAnswered,
-    QuestionAsked,
-    Reducer,
-    RunEnded,
-    RunOpened,
-    StatusShown,
-    SteerShown,
-    ToolCalled,
-    ToolDenied,
-    ToolFailedOp,
-    ToolFinished,
-)
+from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import FramedRenderer, compact
 from tokentail.shared.errors import InvalidLastEventId
 from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
@@ -180,7 +161,7 @@ class AgUiEvents(FramedRenderer[Part]):
         self._last_text: str | None = None  # the message a tool call belongs to
         self._gap: Gap | None = None  # one found before any run: said after its RUN_STARTED
         self._interrupts: list[Interrupt] = []  # of the questions asked at once so far, unanswered
-        self._calls: dict[str, ToolCalled] = {}  # the tool calls seen, for the approvals that name them
+        self._calls: dict[str, op.ToolCalled] = {}  # the tool calls seen, for the approvals that name them
 
     def opening(self, gap: Gap | None) -> list[Part]:
         run_id = self.reducer.run_id
@@ -204,77 +185,77 @@ class AgUiEvents(FramedRenderer[Part]):
             self._within = 0
         return "".join(frames).encode()
 
-    def render(self, operation: Operation) -> list[Part]:
+    def render(self, operation: op.Operation) -> list[Part]:
         """The operation's events, after RUN_STARTED for a run first seen mid-way (a stream trimmed
         past its start): every AG-UI event belongs to a run."""
-        if isinstance(operation, GapFound):
+        if isinstance(operation, op.GapFound):
             if self._run is None and not self._continuing:
                 self._gap = operation.gap  # said once a run starts
                 return []
             return _parts(CustomEvent(name="gap", value=operation.gap.model_dump()))
-        if isinstance(operation, RunOpened):
+        if isinstance(operation, op.RunOpened):
             self._inputs[operation.run_id] = operation.input
-        if isinstance(operation, RunEnded) and operation.run_id != self._run:
+        if isinstance(operation, op.RunEnded) and operation.run_id != self._run:
             self._inputs.pop(operation.run_id, None)  # ended in line, never shown
             return []
         return self._begin(operation.run_id) + self._render(operation)
 
-    def _render(self, operation: Operation) -> list[Part]:  # noqa: C901 (one case per operation)
+    def _render(self, operation: op.Operation) -> list[Part]:  # noqa: C901 (one case per operation)
         match operation:
-            case RunOpened() | AttemptStarted() | GapFound():
+            case op.RunOpened() | op.AttemptStarted() | op.GapFound():
                 return []  # see render
             case _ if operation.run_id != self._run:
                 return []  # a run queued behind the one shown: its turn comes
-            case BlockOpened(run_id=run_id, kind="text", block=block):
+            case op.BlockOpened(run_id=run_id, kind="text", block=block):
                 self._last_text = f"{run_id}-{block}"
                 return _parts(TextMessageStartEvent(message_id=self._last_text, role="assistant"))
-            case BlockOpened(run_id=run_id, block=block):
+            case op.BlockOpened(run_id=run_id, block=block):
                 message_id = f"{run_id}-{block}"
                 return _parts(
                     ReasoningStartEvent(message_id=message_id), ReasoningMessageStartEvent(message_id=message_id)
                 )
-            case BlockAppended(run_id=run_id, kind="text", block=block, text=text):
+            case op.BlockAppended(run_id=run_id, kind="text", block=block, text=text):
                 return _parts(TextMessageContentEvent(message_id=f"{run_id}-{block}", delta=text))
-            case BlockAppended(run_id=run_id, block=block, text=text):
+            case op.BlockAppended(run_id=run_id, block=block, text=text):
                 return _parts(ReasoningMessageContentEvent(message_id=f"{run_id}-{block}", delta=text))
-            case BlockClosed(run_id=run_id, kind="text", block=block):
+            case op.BlockClosed(run_id=run_id, kind="text", block=block):
                 return _parts(TextMessageEndEvent(message_id=f"{run_id}-{block}"))
-            case BlockClosed(run_id=run_id, block=block):
+            case op.BlockClosed(run_id=run_id, block=block):
                 message_id = f"{run_id}-{block}"
                 return _parts(ReasoningMessageEndEvent(message_id=message_id), ReasoningEndEvent(message_id=message_id))
-            case ToolCalled(call_id=call_id, name=name, arguments=arguments):
+            case op.ToolCalled(call_id=call_id, name=name, arguments=arguments):
                 self._calls[call_id] = operation
                 return _parts(
                     ToolCallStartEvent(tool_call_id=call_id, tool_call_name=name, parent_message_id=self._last_text),
                     ToolCallArgsEvent(tool_call_id=call_id, delta=compact(arguments)),
                     ToolCallEndEvent(tool_call_id=call_id),
                 )
-            case ToolFinished() | ToolFailedOp() | ToolDenied():
+            case op.ToolFinished() | op.ToolFailedOp() | op.ToolDenied():
                 return _parts(_result(operation))
-            case StatusShown(run_id=run_id, text=text):
+            case op.StatusShown(run_id=run_id, text=text):
                 # One activity message per run, its content the latest status (each snapshot replaces it).
                 status = ActivitySnapshotEvent(
                     message_id=f"{run_id}-status", activity_type="status", content={"text": text}
                 )
                 return _parts(status)
-            case DataShown(name=name, data=data):
+            case op.DataShown(name=name, data=data):
                 return _parts(CustomEvent(name=name, value=data))
-            case SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
+            case op.SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
                 steer = {"steerId": steer_id, "status": status, "input": text, "reason": reason}
                 return _parts(CustomEvent(name="steer", value={k: v for k, v in steer.items() if v is not None}))
-            case QuestionAsked(run_id=run_id, question=question, answered=answered, stops=stops):
+            case op.QuestionAsked(run_id=run_id, question=question, answered=answered, stops=stops):
                 if not answered:
                     call = self._calls.get(question.call_id or "")
                     self._interrupts.append(_interrupt(question, call, self._client_run_id or run_id))
                 # The run goes on past it (as one AG-UI run, or the next: `continuing`), or more follow.
                 return self._interrupted(run_id) if stops else []
-            case QuestionAnswered(run_id=run_id, stops=stops):
+            case op.QuestionAnswered(run_id=run_id, stops=stops):
                 return self._interrupted(run_id) if stops else []
-            case ContentDropped(kept=kept):
+            case op.ContentDropped(kept=kept):
                 self._last_text = None
                 shown = [*self._messages, *self._shown(kept)]
                 return _parts(MessagesSnapshotEvent(messages=shown))
-            case RunEnded(ending=ending):
+            case op.RunEnded(ending=ending):
                 return self._end(self._ended(ending))
             case _:
                 assert_never(operation)
@@ -331,24 +312,24 @@ class AgUiEvents(FramedRenderer[Part]):
         self._continuing = False
         return _parts(event)
 
-    def _shown(self, kept: tuple[Operation, ...]) -> list[Message]:
+    def _shown(self, kept: tuple[op.Operation, ...]) -> list[Message]:
         """The messages of what a run keeps after a drop, as its events made them."""
         messages: list[Message] = []
         texts: dict[str, AssistantMessage] = {}
         for operation in kept:
             match operation:
-                case BlockAppended(run_id=run_id, kind="text", block=block, text=text):
+                case op.BlockAppended(run_id=run_id, kind="text", block=block, text=text):
                     message = texts[f"{run_id}-{block}"] = AssistantMessage(id=f"{run_id}-{block}", content=text)
                     messages.append(message)
                     self._last_text = message.id
-                case ToolCalled(call_id=call_id, name=name, arguments=arguments):
+                case op.ToolCalled(call_id=call_id, name=name, arguments=arguments):
                     call = ToolCall(id=call_id, function=FunctionCall(name=name, arguments=compact(arguments)))
                     parent = texts.get(self._last_text or "")
                     if parent is not None:
                         parent.tool_calls = [*(parent.tool_calls or []), call]
                     else:
                         messages.append(AssistantMessage(id=call_id, tool_calls=[call]))
-                case ToolFinished() | ToolFailedOp() | ToolDenied():
+                case op.ToolFinished() | op.ToolFailedOp() | op.ToolDenied():
                     result = _result(operation)
                     messages.append(
                         ToolMessage(id=result.message_id, tool_call_id=result.tool_call_id, content=result.content)
@@ -356,17 +337,17 @@ class AgUiEvents(FramedRenderer[Part]):
         return messages
 
 
-def _result(operation: ToolFinished | ToolFailedOp | ToolDenied) -> ToolCallResultEvent:
+def _result(operation: op.ToolFinished | op.ToolFailedOp | op.ToolDenied) -> ToolCallResultEvent:
     match operation:
-        case ToolFinished(result=result):
+        case op.ToolFinished(result=result):
             content = result if isinstance(result, str) else compact(result)
-        case ToolFailedOp(error=error) | ToolDenied(error=error):
+        case op.ToolFailedOp(error=error) | op.ToolDenied(error=error):
             content = compact({"error": error})
     call_id = operation.call_id
     return ToolCallResultEvent(message_id=f"{call_id}-result", tool_call_id=call_id, content=content, role="tool")
 
 
-def _interrupt(question: InputRequired, call: ToolCalled | None, interrupted_run_id: str) -> Interrupt:
+def _interrupt(question: InputRequired, call: op.ToolCalled | None, interrupted_run_id: str) -> Interrupt:
     """`metadata`: the question's kind; an approval's tool call (`toolName`, `input`: its arguments),
     which TanStack AI's client shows on the call; and the binding by which that client answers it
     (tanstack.py), in the run the client knows as `interrupted_run_id`."""

@@ -29,7 +29,6 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
 from tokentail.gateway.access.ids import chat_session_id, idempotent_id
-from tokentail.gateway.commands.branching import ag_ui_chat, message_text
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.deps import (
     AuthDep,
@@ -46,6 +45,7 @@ from tokentail.gateway.deps import (
 from tokentail.gateway.errors import describe
 from tokentail.gateway.protocols.ag_ui.capabilities import capabilities_of
 from tokentail.gateway.protocols.ag_ui.client_runs import client_run, name_client_run
+from tokentail.gateway.protocols.ag_ui.messages import ag_ui_chat, message_text
 from tokentail.gateway.protocols.ag_ui.render import (
     AgUiEvents,
     Position,

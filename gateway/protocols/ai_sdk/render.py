@@ -42,27 +42,8 @@ no word for it, and saying nothing would be a silent skip.
 
 from typing import Any, assert_never
 
-from tokentail.gateway.reading.reducer import (
-    AttemptStarted,
-    BlockAppended,
-    BlockClosed,
-    BlockOpened,
-    ContentDropped,
-    DataShown,
-    GapFound,
-    Operation,
-    QuestionAnswered,
-    QuestionAsked,
-    Reducer,
-    RunEnded,
-    RunOpened,
-    StatusShown,
-    SteerShown,
-    ToolCalled,
-    ToolDenied,
-    ToolFailedOp,
-    ToolFinished,
-)
+from tokentail.gateway.reading import operations as op
+from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import FramedRenderer, compact
 from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 from tokentail.shared.records import RunRecord
@@ -99,51 +80,51 @@ class UiMessageStream(FramedRenderer[Part]):
         # Only after the run's end: a stream cut short (a gateway stopping) must not look complete.
         return b"data: [DONE]\n\n" if self.finished else b""
 
-    def render(self, operation: Operation) -> list[Part]:  # noqa: C901 (one case per operation)
+    def render(self, operation: op.Operation) -> list[Part]:  # noqa: C901 (one case per operation)
         match operation:
-            case RunOpened(run_id=run_id):
+            case op.RunOpened(run_id=run_id):
                 return [{"type": "start", "messageId": run_id}]
-            case AttemptStarted(reason="resume"):
+            case op.AttemptStarted(reason="resume"):
                 return []  # the same attempt goes on after an answer: the same step
-            case AttemptStarted():
+            case op.AttemptStarted():
                 return [{"type": "start-step"}]
-            case BlockOpened(kind=kind, block=block):
+            case op.BlockOpened(kind=kind, block=block):
                 return [{"type": f"{kind}-start", "id": f"{kind}-{block}"}]
-            case BlockAppended(kind=kind, block=block, text=text):
+            case op.BlockAppended(kind=kind, block=block, text=text):
                 return [{"type": f"{kind}-delta", "id": f"{kind}-{block}", "delta": text}]
-            case BlockClosed(reason="dropped"):
+            case op.BlockClosed(reason="dropped"):
                 return []  # the reset-step that follows drops it, open or not
-            case BlockClosed(kind=kind, block=block):
+            case op.BlockClosed(kind=kind, block=block):
                 return [{"type": f"{kind}-end", "id": f"{kind}-{block}"}]
-            case ToolCalled(call_id=call_id, name=name, arguments=arguments):
+            case op.ToolCalled(call_id=call_id, name=name, arguments=arguments):
                 call = {"toolCallId": call_id, "toolName": name}
                 return [
                     {"type": "tool-input-start", **call},
                     {"type": "tool-input-available", **call, "input": arguments},
                 ]
-            case ToolFinished(call_id=call_id, result=result):
+            case op.ToolFinished(call_id=call_id, result=result):
                 return [{"type": "tool-output-available", "toolCallId": call_id, "output": result}]
-            case ToolFailedOp(call_id=call_id, error=error):
+            case op.ToolFailedOp(call_id=call_id, error=error):
                 return [{"type": "tool-output-error", "toolCallId": call_id, "errorText": error}]
-            case ToolDenied(call_id=call_id):  # the SDK's own state for a call a person denied
+            case op.ToolDenied(call_id=call_id):  # the SDK's own state for a call a person denied
                 return [{"type": "tool-output-denied", "toolCallId": call_id}]
-            case StatusShown(text=text):
+            case op.StatusShown(text=text):
                 return [{"type": "data-status", "id": "status", "data": {"text": text}}]
-            case DataShown(name=name, data=data):
+            case op.DataShown(name=name, data=data):
                 return [{"type": f"data-{name}", "data": data}]
-            case QuestionAsked(question=question, stops=stops):
+            case op.QuestionAsked(question=question, stops=stops):
                 return self._waiting_if([_asked(question)], stops)
-            case QuestionAnswered(input_id=input_id, answer=answer, stops=stops):
+            case op.QuestionAnswered(input_id=input_id, answer=answer, stops=stops):
                 return self._waiting_if([_answered(input_id, answer)], stops)
-            case SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
+            case op.SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
                 # One data part per steer, its status updated in place (the SDK replaces a part by its id).
                 steer = {"status": status} | ({"input": text} if text is not None else {})
                 return [{"type": "data-steer", "id": steer_id, "data": steer | ({"reason": reason} if reason else {})}]
-            case ContentDropped(kept=kept):
+            case op.ContentDropped(kept=kept):
                 return [{"type": "reset-step"}, *(part for shown in kept for part in self.render(shown))]
-            case RunEnded(ending=ending):
+            case op.RunEnded(ending=ending):
                 return _ended(ending)
-            case GapFound(gap=gap):
+            case op.GapFound(gap=gap):
                 # The SDK has no word for it, and saying nothing would be a silent skip.
                 return [{"type": "data-gap", "data": gap.model_dump(), "transient": True}]
             case _:

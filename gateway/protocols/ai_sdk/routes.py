@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
-from tokentail.gateway.commands.branching import ui_messages_chat
 from tokentail.gateway.deps import (
     ChattingChatDep,
     ChatTurnsDep,
@@ -26,7 +25,8 @@ from tokentail.gateway.deps import (
     StreamsDep,
 )
 from tokentail.gateway.protocols.ai_sdk.render import HEADERS, UiMessageStream, steered_message
-from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun, ChatRequest
+from tokentail.gateway.protocols.ai_sdk.requests import ChatRequest, ui_messages_chat
+from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun
 from tokentail.shared.errors import SessionExpired, SessionNotFound
 from tokentail.shared.records import transcript
 

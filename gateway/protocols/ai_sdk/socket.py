@@ -26,13 +26,12 @@ from pydantic import ValidationError
 
 from tokentail.gateway import socket_tasks
 from tokentail.gateway.access.limits import RequestsInFlight
-from tokentail.gateway.commands.branching import ui_messages_chat
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream, steered_message
+from tokentail.gateway.protocols.ai_sdk.requests import ChatRequest, ui_messages_chat
 from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.feed import EventFeed, start_position
 from tokentail.gateway.reading.streams import Streams
-from tokentail.gateway.schemas import ChatRequest
 from tokentail.shared.errors import InvalidInput, SessionExpired, SessionNotFound, TokentailError
 from tokentail.shared.outage import is_outage
 from tokentail.shared.records import RunRecord

@@ -27,26 +27,7 @@ from typing import Any, assert_never
 from pydantic import BaseModel
 
 from tokentail.gateway.commands.tasks import Task
-from tokentail.gateway.reading.reducer import (
-    AttemptStarted,
-    BlockAppended,
-    BlockClosed,
-    BlockOpened,
-    ContentDropped,
-    DataShown,
-    GapFound,
-    Operation,
-    QuestionAnswered,
-    QuestionAsked,
-    RunEnded,
-    RunOpened,
-    StatusShown,
-    SteerShown,
-    ToolCalled,
-    ToolDenied,
-    ToolFailedOp,
-    ToolFinished,
-)
+from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.renderer import Renderer
 from tokentail.shared.agent_catalog import AgentInfo
 from tokentail.shared.records import Question
@@ -158,34 +139,34 @@ class Progress(Renderer[str]):
     """A run's events as the messages of MCP progress notifications, while its tool call waits (until
     the run ends or stops at a question: gateway/reading/settling.py)."""
 
-    def render(self, operation: Operation) -> list[str]:
+    def render(self, operation: op.Operation) -> list[str]:
         match operation:
-            case BlockAppended(kind="text", text=text) if text:
+            case op.BlockAppended(kind="text", text=text) if text:
                 return [text]
-            case ToolCalled(name=name):
+            case op.ToolCalled(name=name):
                 return [f"calling {name}"]
-            case ToolFailedOp(error=error) | ToolDenied(error=error):
+            case op.ToolFailedOp(error=error) | op.ToolDenied(error=error):
                 return [f"a tool call failed: {error}"]
-            case StatusShown(text=text):
+            case op.StatusShown(text=text):
                 return [text]
-            case QuestionAsked(question=question, answered=False):
+            case op.QuestionAsked(question=question, answered=False):
                 return [question.prompt]
-            case ContentDropped(after=0):
+            case op.ContentDropped(after=0):
                 return ["its worker stopped: the agent starts again"]
             case (
-                RunOpened()
-                | AttemptStarted()
-                | BlockOpened()
-                | BlockAppended()
-                | BlockClosed()
-                | ToolFinished()
-                | DataShown()
-                | QuestionAsked()
-                | QuestionAnswered()
-                | SteerShown()
-                | ContentDropped()
-                | RunEnded()
-                | GapFound()
+                op.RunOpened()
+                | op.AttemptStarted()
+                | op.BlockOpened()
+                | op.BlockAppended()
+                | op.BlockClosed()
+                | op.ToolFinished()
+                | op.DataShown()
+                | op.QuestionAsked()
+                | op.QuestionAnswered()
+                | op.SteerShown()
+                | op.ContentDropped()
+                | op.RunEnded()
+                | op.GapFound()
             ):
                 return []
             case _:

@@ -11,7 +11,7 @@ copies of the items, which go on changing here.
 import json
 from typing import Any
 
-from tokentail.gateway.reading.reducer import BlockAppended, BlockKind, Operation
+from tokentail.gateway.reading import operations as op
 
 Part = dict[str, Any]
 
@@ -79,7 +79,7 @@ class ResponseOutput:
         parts.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
         return parts
 
-    def open(self, kind: BlockKind, seq: int) -> list[Part]:
+    def open(self, kind: op.BlockKind, seq: int) -> list[Part]:
         """A `message` item (text) or a `reasoning` one, opened by event `seq`, for text to stream into."""
         # The item's content (or summary) is a new list, so the added event keeps its empty one.
         if kind == "text":
@@ -100,7 +100,7 @@ class ResponseOutput:
         self._pieces = []
         return parts
 
-    def delta(self, kind: BlockKind, text: str) -> Part:
+    def delta(self, kind: op.BlockKind, text: str) -> Part:
         """Text (or reasoning) streamed into the open item."""
         assert self._open is not None
         index = self._open[1]
@@ -139,12 +139,12 @@ class ResponseOutput:
             ]
         return [*parts, self._event("response.output_item.done", output_index=index, item=copied(item))]
 
-    def drop(self, after: int, kept: tuple[Operation, ...]) -> list[Part]:
+    def drop(self, after: int, kept: tuple[op.Operation, ...]) -> list[Part]:
         """A takeover dropped the run's events after `after` (0: all): the items they opened leave
         the final response; an item opened before keeps the text the reducer keeps (`kept`); the
         open item ends `incomplete`. Item ids end in the id of the event that opened them (an
         approval's: its input id)."""
-        texts = {shown.block: shown.text for shown in kept if isinstance(shown, BlockAppended)}
+        texts = {shown.block: shown.text for shown in kept if isinstance(shown, op.BlockAppended)}
         parts = []
         if self._open is not None:
             if (block := _opened_by(self._items[self._open[1]])) is not None and block <= after:

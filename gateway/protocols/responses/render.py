@@ -46,30 +46,10 @@ their events, are the response's output (gateway/protocols/responses/output.py).
 
 from typing import Any, assert_never
 
+from tokentail.gateway.protocols.responses.finished import STREAM_BYTES
 from tokentail.gateway.protocols.responses.output import Numbering, Part, ResponseOutput, copied
-from tokentail.gateway.reading.finished import STREAM_BYTES
-from tokentail.gateway.reading.reducer import (
-    AttemptStarted,
-    BlockAppended,
-    BlockClosed,
-    BlockKind,
-    BlockOpened,
-    ContentDropped,
-    DataShown,
-    GapFound,
-    Operation,
-    QuestionAnswered,
-    QuestionAsked,
-    Reducer,
-    RunEnded,
-    RunOpened,
-    StatusShown,
-    SteerShown,
-    ToolCalled,
-    ToolDenied,
-    ToolFailedOp,
-    ToolFinished,
-)
+from tokentail.gateway.reading import operations as op
+from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import FramedRenderer, compact
 from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 from tokentail.shared.store import StoredEvent
@@ -89,7 +69,7 @@ class ResponseEvents(FramedRenderer[Part]):
         self, run_id: str, segment: int, header: dict[str, Any], starting_after: int = -1, keep: bool = False
     ) -> None:
         """`keep`: keep the frames sent (`kept`, from `starting_after` + 1 on), for a FinishedStreams
-        (gateway/reading/finished.py) once the response has ended."""
+        (gateway/protocols/responses/finished.py) once the response has ended."""
         super().__init__(Reducer(run_id))
         self.segment = segment
         self.header = header
@@ -164,68 +144,69 @@ class ResponseEvents(FramedRenderer[Part]):
 
     # -- the run's operations ---------------------------------------------------------------------
 
-    def render(self, operation: Operation) -> list[Part]:
+    def render(self, operation: op.Operation) -> list[Part]:
         """The operation's events, after the response's creation for one first seen mid-way (a
         stream trimmed past the run's start): the SDK takes no item before it."""
-        starts = isinstance(operation, RunOpened | AttemptStarted | QuestionAnswered | GapFound)
+        starts = isinstance(operation, op.RunOpened | op.AttemptStarted | op.QuestionAnswered | op.GapFound)
         if self._created or starts or not self._in_segment:
             return self._render(operation)
         self._created, self.created_at, self.status = True, self.reducer.event_ts, "in_progress"
         return [self._lifecycle("response.created"), self._lifecycle("response.in_progress"), *self._render(operation)]
 
-    def _render(self, operation: Operation) -> list[Part]:  # noqa: C901 (one case per operation)
+    def _render(self, operation: op.Operation) -> list[Part]:  # noqa: C901 (one case per operation)
         match operation:
-            case RunOpened():
+            case op.RunOpened():
                 if self.segment != 0:
                     return []
                 self._created, self.created_at = True, self.reducer.event_ts
                 return [self._lifecycle("response.created"), self._lifecycle("response.queued")]
-            case AttemptStarted():
+            case op.AttemptStarted():
                 if not self._in_segment or self.status != "queued":
                     return []
                 self.status = "in_progress"
                 return [self._lifecycle("response.in_progress")]
-            case QuestionAnswered(input_id=input_id, waiting_for=waiting_for):
+            case op.QuestionAnswered(input_id=input_id, waiting_for=waiting_for):
                 self._answered.append(input_id)
                 if waiting_for:
                     return []
                 answered, self._answered = self._answered, []
                 return self._next_segment(("input", *answered))  # the last answer: the run goes on
-            case SteerShown(status="applied", steer_id=steer_id):
+            case op.SteerShown(status="applied", steer_id=steer_id):
                 if steer_id in self._steers_taken:
                     return []
                 self._steers_taken.add(steer_id)
                 self.incomplete_reason = "steered" if self._in_segment else None
                 return [*self._end("incomplete", "response.incomplete"), *self._next_segment(("steer", steer_id))]
-            case BlockOpened(kind=kind, block=block):
+            case op.BlockOpened(kind=kind, block=block):
                 return self.output.open(kind, block) if self._in_segment else []
-            case BlockAppended(kind=kind, text=text):
+            case op.BlockAppended(kind=kind, text=text):
                 return self._delta(kind, text) if self._in_segment and self.output.is_open else []
-            case BlockClosed(reason="dropped"):
+            case op.BlockClosed(reason="dropped"):
                 return []  # the drop that follows ends it, with the text it keeps
-            case BlockClosed(reason=reason):
+            case op.BlockClosed(reason=reason):
                 return (
                     self.output.close("completed" if reason in ("next", "completed") else "incomplete")
                     if self._in_segment
                     else []
                 )
-            case ToolCalled():
+            case op.ToolCalled():
                 return self._tool_call(operation)
-            case ToolFinished(call_id=call_id, result=result, seq=seq):
+            case op.ToolFinished(call_id=call_id, result=result, seq=seq):
                 return self._tool_output(call_id, result, seq)
             case (
-                ToolFailedOp(call_id=call_id, error=error, seq=seq) | ToolDenied(call_id=call_id, error=error, seq=seq)
+                op.ToolFailedOp(call_id=call_id, error=error, seq=seq)
+                | op.ToolDenied(call_id=call_id, error=error, seq=seq)
             ):
                 return self._tool_output(call_id, {"error": error}, seq)
-            case StatusShown() | DataShown() | SteerShown():
+            case op.StatusShown() | op.DataShown() | op.SteerShown():
                 return []  # the Responses API has no such item (its steers are its WebSocket mode's)
-            case QuestionAsked(question=question, seq=seq):
+            case op.QuestionAsked(question=question, seq=seq):
                 return self._question(question, seq) if self._in_segment else []
-            case ContentDropped(after=after, kept=kept):
+            case op.ContentDropped(after=after, kept=kept):
                 return self.output.drop(after, kept) if self._in_segment else []
-            case RunEnded(ending=ending):
+            case op.RunEnded(ending=ending):
                 return self._ended(ending)
-            case GapFound(gap=gap):
+            case op.GapFound(gap=gap):
                 return [self.numbering.event("error", code="gap", message=_gap_message(gap), param=None)]
             case _:
                 assert_never(operation)
@@ -252,7 +233,7 @@ class ResponseEvents(FramedRenderer[Part]):
             case _:
                 assert_never(ending)
 
-    def _tool_call(self, call: ToolCalled) -> list[Part]:
+    def _tool_call(self, call: op.ToolCalled) -> list[Part]:
         arguments = compact(call.arguments)
         self._tools[call.call_id] = (call.name, arguments)
         if not self._in_segment:
@@ -295,7 +276,7 @@ class ResponseEvents(FramedRenderer[Part]):
         item = {"type": "function_call_output", "id": f"fco_{seq}", "call_id": call_id, "output": text}
         return self.output.add_whole({**item, "status": "completed"})
 
-    def _delta(self, kind: BlockKind, text: str) -> list[Part]:
+    def _delta(self, kind: op.BlockKind, text: str) -> list[Part]:
         """Text (or reasoning) streamed, in the open item."""
         if self.numbering.next <= self.starting_after:  # a resume past it: only counted (most of a resume)
             self.output.passed([text])

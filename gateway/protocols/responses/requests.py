@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ConfigDict, Field
+
 from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.commands.branching import fork_after_run
@@ -25,13 +27,49 @@ from tokentail.gateway.commands.turns import (
     follow_up_choices,
     queue_follow_up,
 )
-from tokentail.gateway.schemas import CreateResponse, CreateRun
+from tokentail.gateway.schemas import CreateRun, EndUser, RequestBody
 from tokentail.shared.catalog import BUILTIN_AGENTS, parse_model
 from tokentail.shared.errors import InvalidInput, RunNotFound, SessionNotFound
 from tokentail.shared.params import RunParams
 from tokentail.shared.records import RunRecord, SessionRecord
 from tokentail.shared.response_ids import parse_response_id, response_id
 from tokentail.shared.store import SessionStore
+
+
+class CreateResponse(RequestBody):
+    """`POST /v1/responses`. Fields of OpenAI's that tokentail does not use are accepted and ignored
+    (docs/openai-responses.md lists them): an application sends what it sends to OpenAI. What is
+    taken is checked as every request is (nesting, Unicode, finite numbers)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(description="a tokentail agent (TOKENTAIL_AGENTS), `scripted`, or `<provider>:<model>`")
+    input: str | list[dict[str, Any]] = Field(description="text, or input items (see docs/openai-responses.md)")
+    stream: bool = False
+    background: bool = False
+    previous_response_id: str | None = None
+    metadata: dict[str, str] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = None
+    params: RunParams | None = Field(None, description="tokentail's run params (the SDK's `extra_body`)")
+    safety_identifier: EndUser | None = Field(None, description="the end user")
+    user: EndUser | None = Field(None, description="the end user (OpenAI's older name)")
+
+    @property
+    def end_user(self) -> str | None:
+        """Whom the run counts against for the per-user cap: `safety_identifier`, else `user`."""
+        return self.safety_identifier or self.user
+
+    def run_params(self) -> dict[str, Any]:
+        """`params`, with OpenAI's own sampling fields in tokentail's names."""
+        given = self.params.given() if self.params else {}
+        openai_named = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_output_tokens}
+        extra = {name: value for name, value in openai_named.items() if value is not None}
+        try:
+            return RunParams.model_validate({**extra, **given}).given()
+        except ValueError as exc:
+            raise InvalidInput(f"params: {exc}") from None
 
 
 @dataclass

@@ -16,11 +16,14 @@ waits, holds one of the tenant's stream slots, taken before anything else.
 docs/openai-responses.md has what maps to what.
 """
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
 
 from tokentail.gateway import socket_tasks
 from tokentail.gateway.access.auth import bearer_credential
@@ -28,7 +31,6 @@ from tokentail.gateway.commands import deletion
 from tokentail.gateway.deps import (
     AuthDep,
     CallerDep,
-    FinishedStreamsDep,
     HubDep,
     RunsDep,
     SettingsDep,
@@ -41,23 +43,37 @@ from tokentail.gateway.deps import (
     streams_for,
 )
 from tokentail.gateway.errors import describe, error_headers, error_response
+from tokentail.gateway.protocols.responses.finished import FinishedStreams
 from tokentail.gateway.protocols.responses.follow import cancel_unless_ended, events_of, replay, wait_for_end
 from tokentail.gateway.protocols.responses.render import MEDIA_TYPE, ResponseEvents
-from tokentail.gateway.protocols.responses.requests import ResponseRef, ResponseRequests, find_response
+from tokentail.gateway.protocols.responses.requests import CreateResponse, ResponseRef, ResponseRequests, find_response
 from tokentail.gateway.protocols.responses.socket import ResponsesSocket
-from tokentail.gateway.reading.finished import FinishedStreams
 from tokentail.gateway.reading.renderer import compact
 from tokentail.gateway.reading.response import ClientLeft, unless_left
 from tokentail.gateway.reading.streams import SSE_HEADERS
-from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CreateResponse
+from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES
 from tokentail.shared.errors import TokentailError
 from tokentail.shared.records import Question
 
-router = APIRouter(prefix="/v1/responses", tags=["responses"])
+
+@asynccontextmanager
+async def keeping(app: FastAPI) -> AsyncIterator[None]:
+    """The responses that ended, as this gateway sent them (finished.py), kept while it serves."""
+    app.state.finished_streams = FinishedStreams()
+    yield
+
+
+async def finished_streams(connection: HTTPConnection) -> FinishedStreams:
+    kept: FinishedStreams = connection.app.state.finished_streams
+    return kept
+
+
+router = APIRouter(prefix="/v1/responses", tags=["responses"], lifespan=keeping)
 
 # A Responses API request: a stream token of the session, or an API key (a new conversation needs an
 # API key: checked there).
 ResponseRequestsDep = Annotated[ResponseRequests, Depends(commands_for(ResponseRequests, authenticated_caller))]
+FinishedStreamsDep = Annotated[FinishedStreams, Depends(finished_streams)]
 CANCEL_WAIT_SECONDS = 10.0  # how long a cancel waits for the run's end before answering as it is
 
 

@@ -46,13 +46,12 @@ from tokentail.gateway.errors import describe, describe_outage
 from tokentail.gateway.protocols.responses.follow import cancel_unless_ended, events_of, follow
 from tokentail.gateway.protocols.responses.output import Part
 from tokentail.gateway.protocols.responses.render import ResponseEvents
-from tokentail.gateway.protocols.responses.requests import ResponseRef, ResponseRequests
+from tokentail.gateway.protocols.responses.requests import CreateResponse, ResponseRef, ResponseRequests
 from tokentail.gateway.protocols.responses.steering import SteerFailed, accepted, failed, pending, steer_response
 from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.renderer import compact
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.reading.streams import Streams
-from tokentail.gateway.schemas import CreateResponse
 from tokentail.shared.errors import SessionNotFound, TokentailError
 
 MAX_ACTIVE = 16  # responses in flight on one socket (OpenAI's own figure); more wait in their lanes
