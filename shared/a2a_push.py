@@ -4,7 +4,7 @@ A config (A2A's `TaskPushNotificationConfig`: a URL, a token, credentials) is ch
 (its URL by the operator's allowlist, its token and credentials as the header values they become:
 `PushConfig.checked`), and kept in a hash beside its session's keys, for as long as a finished
 session is. Deliveries go the way tokentail's webhooks go: a session with push configs is marked
-(watch_a2a_push.lua, or queue_run.lua for a task given one as it is made), so the events its
+(watch_task_push.lua, or queue_run.lua for a task given one as it is made), so the events its
 webhooks report (`run.completed/failed/cancelled`, `input.required`) are kept in its `hooks` list in
 the same step as the event, and a worker's deliverer (worker/webhook_delivery.py) posts each to every
 config its task has at that moment: bounded, retried, signed, to URLs the operator allows only.
@@ -82,16 +82,16 @@ class PushConfigs:
         self._ttl = ttl_seconds
 
     async def put(self, session_id: str, run_id: str, config: PushConfig) -> None:
-        key = self._keys.a2a_push(session_id)
+        key = self._keys.task_push(session_id)
         await self._redis.hset(key, f"{run_id} {config.id}", config.model_dump_json())  # type: ignore[misc]
         await self._redis.expire(key, self._ttl)
 
     async def get(self, session_id: str, run_id: str, config_id: str) -> PushConfig | None:
-        raw = await self._redis.hget(self._keys.a2a_push(session_id), f"{run_id} {config_id}")  # type: ignore[misc]
+        raw = await self._redis.hget(self._keys.task_push(session_id), f"{run_id} {config_id}")  # type: ignore[misc]
         return None if raw is None else PushConfig.model_validate_json(raw)
 
     async def of_run(self, session_id: str, run_id: str) -> list[PushConfig]:
-        stored = await self._redis.hgetall(self._keys.a2a_push(session_id))  # type: ignore[misc]
+        stored = await self._redis.hgetall(self._keys.task_push(session_id))  # type: ignore[misc]
         prefix = f"{run_id} ".encode()
         return sorted(
             (PushConfig.model_validate_json(raw) for field, raw in stored.items() if field.startswith(prefix)),
@@ -99,7 +99,7 @@ class PushConfigs:
         )
 
     async def delete(self, session_id: str, run_id: str, config_id: str) -> None:
-        await self._redis.hdel(self._keys.a2a_push(session_id), f"{run_id} {config_id}")  # type: ignore[misc]
+        await self._redis.hdel(self._keys.task_push(session_id), f"{run_id} {config_id}")  # type: ignore[misc]
 
 
 def push_body(hook: Hook) -> bytes:

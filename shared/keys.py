@@ -120,9 +120,9 @@ class Keys:
         start (shared/agent_catalog.py)."""
         return f"{self.prefix}:agents"
 
-    def a2a_push(self, session_id: str) -> str:
-        """Hash, beside the session's keys (its hash tag): its A2A tasks' push notification configs,
-        `<run id> <config id>` -> JSON (shared/a2a_push.py)."""
+    def task_push(self, session_id: str) -> str:
+        """Hash, beside the session's keys (its hash tag): its tasks' push configs, `<run id> <config id>` ->
+        JSON (A2A's: shared/a2a_push.py; named for it, as the first version stored it)."""
         return f"{self.prefix}:{{{session_id}}}:a2a-push"
 
     def a2a_tasks(self, tenant: str, agent: str) -> str:

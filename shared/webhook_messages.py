@@ -59,7 +59,7 @@ class Hook(NamedTuple):
     tenant: str
     output: str | None
     segment: int | None  # the run's segment when the event came (RunRecord.segment): None in entries of older versions
-    a2a: bool = False  # its session's A2A tasks may have push configs (shared/a2a_push.py)
+    task_push: bool = False  # its session's tasks may have push configs (shared/a2a_push.py): entry `a2a`
 
     @classmethod
     def parse(cls, session_id: str, raw: bytes) -> "Hook":

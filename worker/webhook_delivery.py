@@ -181,7 +181,7 @@ class WebhookDeliverer:
             # An entry of an older version does not keep its segment: its run's record tells.
             body = hook.openai_body(await self._run_of(hook) if hook.segment is None else None)
             posts.append((hook.url, body, {"content-type": "application/json"}))
-        if hook.a2a:
+        if hook.task_push:
             configs = await self._pushes.of_run(hook.session_id, hook.run_id)
             posts += [(config.url, push_body(hook), config.headers()) for config in configs]
         if len(posts) < 2:

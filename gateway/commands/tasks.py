@@ -131,12 +131,12 @@ class RunTasks(RunCommands):
         text: str,
         context_id: str | None = None,
         metadata: dict[str, Any] | None = None,
-        a2a_push: bool = False,
+        task_push: bool = False,
         user: object = None,
     ) -> Task:
         """Queue a run of `agent` on `text`: in a new session, or as the next turn of the session
-        `context_id` (which must be the caller's, and of that agent). `a2a_push`: the task is given
-        A2A push configs, so its session is marked for them in the step that queues it. `user`: the
+        `context_id` (which must be the caller's, and of that agent). `task_push`: the task is given
+        push configs, so its session is marked for them in the step that queues it. `user`: the
         end user, as the protocol's metadata named it (docs/api.md, Fair admission), checked here."""
         check_size(text, self.settings)
         user = end_user(user)
@@ -147,12 +147,12 @@ class RunTasks(RunCommands):
                 raise InvalidInput(f"context {context_id!r} is a conversation with agent {had!r}, not {agent!r}")
             follow_up = CreateRun(input=text, user=user)
             args = (self.store, self.runs, self.settings, self.budget, self.caller, context_id, follow_up)
-            run = await queue_follow_up(*args, a2a_push=a2a_push)
+            run = await queue_follow_up(*args, task_push=task_push)
             return await self._task(context_id, run.run_id)
         await self.budget.spend(self.caller.tenant)
         session = (await self._new_session(agent, metadata)).model_copy(update={"user": user})
         run = RunRecord(run_id=new_run_id(), input=text, agent=session.agent)
-        await self.runs.queue_run(session.session_id, run, create=session, a2a_push=a2a_push)
+        await self.runs.queue_run(session.session_id, run, create=session, task_push=task_push)
         return await self._task(session.session_id, run.run_id)
 
     async def _new_session(self, agent: str, metadata: dict[str, Any] | None = None) -> SessionRecord:

@@ -96,12 +96,12 @@ async def queue_follow_up(
     run_id: str | None = None,
     *,
     spent: bool = False,
-    a2a_push: bool = False,
+    task_push: bool = False,
 ) -> RunRecord:
     """A follow-up turn, from REST or a WebSocket: the session's model and params unless overridden.
     `run_id`: the id a request sent with an idempotency key gives it (else a new one). `spent`: the
     request spent its one run of the tenant's minute already, on the fork it made for this run
-    (`fork_session`). `a2a_push`: the run is an A2A task given push configs (`SessionWrites.queue_run`).
+    (`fork_session`). `task_push`: the run is a task given push configs (`SessionWrites.queue_run`).
     With multitask `steer` and a run active, no run is queued: the input steers that run, and the
     record returned names it (its `queued_seq`: the steer's `steer.accepted`). It spends the tenant's
     run budget as a run does: the steer costs the model a turn."""
@@ -114,7 +114,7 @@ async def queue_follow_up(
     run = RunRecord(
         run_id=run_id or new_run_id(), input=body.input, model=model, params=params, agent=session.agent, user=body.user
     )
-    queued = await runs.queue_run(session_id, run, multitask=body.multitask, a2a_push=a2a_push)
+    queued = await runs.queue_run(session_id, run, multitask=body.multitask, task_push=task_push)
     if queued.queued is Queued.STEERED:
         return run.model_copy(update={"run_id": queued.run_id, "queued_seq": queued.seq})
     return run

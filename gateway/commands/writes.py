@@ -50,7 +50,7 @@ from tokentail.shared.scripts.sessions import (
     ForkKeys,
     ForkSession,
     MetaKey,
-    WatchA2APush,
+    WatchTaskPush,
     session_fields,
 )
 from tokentail.shared.settings import Settings
@@ -115,10 +115,10 @@ class SessionWrites(Writes):
             raise SessionExpired(session.session_id)
         return made is Creation.MADE
 
-    async def watch_a2a_push(self, session_id: str) -> bool:
-        """Keep the events the session's webhooks report for its A2A tasks' push configs too
+    async def watch_task_push(self, session_id: str) -> bool:
+        """Keep the events the session's webhooks report for its tasks' push configs too
         (shared/a2a_push.py); False if the session is gone."""
-        return await self.run(WatchA2APush(MetaKey(self.keys.session(session_id).meta)))
+        return await self.run(WatchTaskPush(MetaKey(self.keys.session(session_id).meta)))
 
     async def queue_run(
         self,
@@ -128,17 +128,17 @@ class SessionWrites(Writes):
         multitask: Multitask = "reject",
         create: SessionRecord | None = None,
         if_missing: bool = False,
-        a2a_push: bool = False,
+        task_push: bool = False,
     ) -> QueueResult:
         """Record `run` (setting its `queued_seq`), append `run.queued` and queue its job; with
         `create`, make the session first (`if_missing`: only if it does not exist yet); with
-        `a2a_push`, mark the session as `watch_a2a_push` does, in the same step. With a run
+        `task_push`, mark the session as `watch_task_push` does, in the same step. With a run
         already active, `multitask` decides (see queue_run.lua; `steer`: no run is recorded, its
         input steers the active run). Traced, the run carries the context of a producer span
         (messaging conventions) that every attempt's spans join."""
         if run.received_at is None:
             run.received_at = first_delta.RECEIVED_AT.get()  # the time to first delta starts there
-        queue = (session_id, run, multitask, create, if_missing, a2a_push)
+        queue = (session_id, run, multitask, create, if_missing, task_push)
         if not tracing.ON:
             return await self._queue_run(*queue)
         attributes = {
@@ -164,7 +164,7 @@ class SessionWrites(Writes):
         multitask: Multitask,
         create: SessionRecord | None,
         if_missing: bool,
-        a2a_push: bool,
+        task_push: bool,
     ) -> QueueResult:
         queue = QueueRun(
             self.scope.run_keys(session_id),
@@ -176,7 +176,7 @@ class SessionWrites(Writes):
             "0" if create is None else "2" if if_missing else "1",
             self.keys.cancel_channel,
             "1" if tracing.ON else "0",
-            "1" if a2a_push else "0",
+            "1" if task_push else "0",
             steer_id_of(run.run_id),
             self.keys.steer_channel,
             len(run.input or ""),
@@ -331,7 +331,7 @@ class SessionWrites(Writes):
     async def delete_session(self, session: SessionRecord) -> None:
         """Delete the session (see delete_session.lua): its run's worker is fenced, its followers end."""
         k, keys = self.keys.session(session.session_id), self.keys
-        beside = (keys.a2a_push(session.session_id), keys.lease_checks, keys.archive_checks, keys.queue)
+        beside = (keys.task_push(session.session_id), keys.lease_checks, keys.archive_checks, keys.queue)
         own = (k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps, k.steers, k.steered)
         deleted = DeleteKeys(*own, *beside)
         traced = "1" if tracing.ON else "0"

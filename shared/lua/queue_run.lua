@@ -41,9 +41,9 @@ end
 if create then
   for i = 1, #a.fields, 2 do redis.call('HSET', k.meta, a.fields[i], a.fields[i + 1]) end
 end
--- A run given A2A push configs: its session is marked (as watch_a2a_push.lua marks one) in this same
+-- A task given push configs: its session is marked (as watch_task_push.lua marks one) in this same
 -- step, so that no end of the run can come before it; and a request refused here marks nothing.
-if a.a2a_push == '1' then redis.call('HSET', k.meta, 'a2a_push', '1') end
+if a.task_push == '1' then redis.call('HSET', k.meta, 'a2a_push', '1') end
 local ts, now_ms, now_s = clock()
 local seq = add_event(k, s, 'run.queued', a.queued_data, ts)
 local run = cjson.decode(a.run_json)

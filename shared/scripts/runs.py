@@ -154,7 +154,7 @@ class QueueRun(Script[QueueReply]):
     create: str  # '1' a new session, '2' the session, made now if missing, '0' an existing one
     cancel_channel: str
     traced: str  # '1': reply with the records of the runs an interrupt ended, for their spans
-    a2a_push: str  # '1': mark the session, whose A2A push configs this run has (shared/a2a_push.py)
+    task_push: str  # '1': mark the session, whose push configs this task has (shared/a2a_push.py)
     steer_id: str  # multitask `steer`: the steer's id, should the input steer the active run
     steer_channel: str
     steer_chars: int  # multitask `steer`: the input's length, and the run's bounds (SteerRun's)

@@ -68,7 +68,7 @@ class DeleteKeys(KeyGroup):
     steps: str
     steers: str
     steered: str
-    a2a_push: str  # its A2A push configs, with their credentials
+    task_push: str  # its tasks' push configs, with their credentials
     index: str | None = only_if(shared_queue)
     archive: str | None = only_if(archived)
     queue: str | None = only_if(shared_queue)  # a job still waiting in its tenant's line leaves it
@@ -141,10 +141,10 @@ class MetaKey(KeyGroup):
 
 
 @dataclass(slots=True)
-class WatchA2APush(Script[bool]):
-    """Mark a session whose A2A tasks may have push configs (watch_a2a_push.lua); False if it is gone."""
+class WatchTaskPush(Script[bool]):
+    """Mark a session whose tasks may have push configs (watch_task_push.lua); False if it is gone."""
 
-    SOURCE = "watch_a2a_push"
+    SOURCE = "watch_task_push"
     k: MetaKey
 
     def parse(self, reply: Any) -> bool:

@@ -491,7 +491,7 @@ async def test_a_push_refused_by_one_config_is_retried_to_it_alone(
         assert len(receiver.deliveries) == 3  # and only the one that refused it got it again
         state = gateway.app.state
         await state.runs.delete_session(await state.store.get_session(task.context_id))
-        assert not await state.store.redis.exists(state.runs.keys.a2a_push(task.context_id))  # nor its credentials
+        assert not await state.store.redis.exists(state.runs.keys.task_push(task.context_id))  # nor its credentials
 
 
 async def test_a_delivery_that_raises_fails_to_its_own_config_alone(

@@ -227,7 +227,7 @@ def test_a_push_is_a_stream_response_the_task_at_its_end_else_a_status_update() 
         }
     }
     asked = _hook("input.required", {"input_id": "in_1", "kind": "text", "prompt": "Which?", "schema": {}})
-    assert asked.a2a and asked.url == ""
+    assert asked.task_push and asked.url == ""
     update = json.loads(push_body(asked))["statusUpdate"]
     assert update["taskId"] == task_id and update["status"]["state"] == "TASK_STATE_INPUT_REQUIRED"
     assert update["status"]["message"]["parts"] == [

@@ -208,7 +208,7 @@ class TaskHandler(RequestHandler):
         try:
             user = MessageToDict(message.metadata).get("user")  # checked as any request's (RunTasks.start)
             context_id = message.context_id or None
-            task = await self.tasks.start(self.agent.name, text, context_id, a2a_push=push is not None, user=user)
+            task = await self.tasks.start(self.agent.name, text, context_id, task_push=push is not None, user=user)
         except (SessionNotFound, SessionExpired):
             raise InvalidParamsError(f"message.contextId: no context {message.context_id!r}") from None
         if push is not None:  # its session marked as its run was queued (RunTasks.start)
@@ -308,7 +308,7 @@ class TaskHandler(RequestHandler):
     async def _keep_push(self, task: Task, push: PushConfig) -> None:
         session_id = task.session.session_id
         # Marked first: an end that comes after the config is stored is then kept for it.
-        await self.tasks.runs.watch_a2a_push(session_id)
+        await self.tasks.runs.watch_task_push(session_id)
         await self.pushes.put(session_id, task.run.run_id, push)
 
     @_translated

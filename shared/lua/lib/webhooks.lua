@@ -21,8 +21,9 @@ end
 
 -- An entry also keeps the segment of its run that the event ends (segment_of): an OpenAI
 -- webhook names that response, and the run's record may be gone (deleted) by its delivery.
--- A session with A2A push configs (`a2a_push`, watch_a2a_push.lua) keeps them too, with or without a
--- URL of its own: the deliverer posts each to its task's configs (shared/a2a_push.py).
+-- A session whose tasks have push configs (meta field `a2a_push`, its first user's name: watch_task_push.lua)
+-- keeps them too (entry `a2a`), with or without a URL of its own: the deliverer posts each to its task's
+-- configs (shared/a2a_push.py).
 local function add_hook(k, s, seq, event_type, data, ts, output)
   local hook = redis.call('HMGET', k.meta, 'webhook', 'tenant', 'a2a_push')
   local url = hook[1] or ''
