@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))  # the tests' PostgreSQL helper
 from tests.servers.postgres_server import PostgresServer  # noqa: E402
 from tokentail.gateway.access.ids import new_run_id, new_session_id  # noqa: E402
 from tokentail.gateway.commands.writes import SessionWrites  # noqa: E402
-from tokentail.shared.archive import Archive, migrate  # noqa: E402
-from tokentail.shared.events import MessageDelta, RunCompleted  # noqa: E402
-from tokentail.shared.records import RunRecord, SessionRecord  # noqa: E402
-from tokentail.shared.settings import Settings  # noqa: E402
+from tokentail.shared.plumbing.settings import Settings  # noqa: E402
+from tokentail.shared.store.archive import Archive, migrate  # noqa: E402
+from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted  # noqa: E402
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord  # noqa: E402
 from tokentail.worker.archiver import Archiver  # noqa: E402
 from tokentail.worker.run_writes import (
     RunLease,  # noqa: E402

@@ -49,7 +49,7 @@ from redis.asyncio import Redis
 from systems import TOKENS, Tokentail
 
 from tokentail.redis_server import RedisServer
-from tokentail.shared.keys import Keys
+from tokentail.shared.store.keys import Keys
 
 
 async def pickup_latency(stack: Stack, runs: int) -> dict[str, float]:
@@ -219,7 +219,7 @@ CAPS = {
 
 
 async def caps_cost(data_dir: str, quick: bool) -> dict[str, dict[str, float]]:
-    """CPU per start of each process with the caps on (shared/admission.py) against off, in turns on one
+    """CPU per start of each process with the caps on (shared/features/admission.py) against off, in turns on one
     Redis: what fair admission costs a start, beyond the tenants' lines both have."""
     rate, seconds, rounds = (50, 1.5, 1) if quick else (100, 10.0, 4)
     print(f"== CPU ms per start, caps on against off: {rounds} steps each of {rate} starts/s, in turns")

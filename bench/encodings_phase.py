@@ -30,9 +30,9 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.shared.events import MessageDelta, RunCompleted
-from tokentail.shared.response_ids import response_id
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted
+from tokentail.shared.vocabulary.response_ids import response_id
 from tokentail.worker.run_writes import RunLease, RunWrites
 
 RESUME_DELTAS = 500

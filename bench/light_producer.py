@@ -26,10 +26,10 @@ from control import serve_starts  # noqa: E402
 
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.shared.events import RunCompleted
-from tokentail.shared.gc_tuning import tune_for_server
-from tokentail.shared.records import RunRecord, SessionRecord
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.gc_tuning import tune_for_server
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.events import RunCompleted
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 from tokentail.worker.appends import AppendTicks
 from tokentail.worker.run_writes import RunLease, RunWrites
 from tokentail.worker.writer import EventWriter

@@ -23,9 +23,9 @@ from redis.asyncio import Redis
 from tokentail.client import AsyncTokentail, CatchUp
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.shared.events import MessageDelta, RunCompleted
-from tokentail.shared.records import RunRecord, SessionRecord
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 from tokentail.worker.run_writes import RunLease, RunWrites
 
 WORDS = "the quick brown fox jumps over a lazy dog while it streams ".split()

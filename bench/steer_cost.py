@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 from tokentail.gateway.access.ids import new_run_id, new_session_id  # noqa: E402
 from tokentail.gateway.commands.writes import SessionWrites  # noqa: E402
 from tokentail.redis_server import RedisServer  # noqa: E402
-from tokentail.shared.records import STEERS_STEP, RunRecord, SessionRecord  # noqa: E402
-from tokentail.shared.settings import Settings  # noqa: E402
+from tokentail.shared.plumbing.settings import Settings  # noqa: E402
+from tokentail.shared.vocabulary.records import STEERS_STEP, RunRecord, SessionRecord  # noqa: E402
 from tokentail.worker.run_writes import RunLease, RunWrites  # noqa: E402
 
 

@@ -27,10 +27,10 @@ from redis.asyncio import Redis
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.redis_server import RedisServer, free_port
-from tokentail.shared.events import MessageDelta, RunCompleted
-from tokentail.shared.keys import Keys
-from tokentail.shared.records import RunRecord, SessionRecord
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 from tokentail.worker.run_writes import RunWrites
 
 PEERS = Path(__file__).resolve().parent / "peers"

@@ -29,10 +29,10 @@ from redis.asyncio import Redis
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.redis_server import RedisServer
-from tokentail.shared.gc_tuning import tune_for_server
-from tokentail.shared.params import RunParams
-from tokentail.shared.records import RunRecord, SessionRecord
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.gc_tuning import tune_for_server
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.params import RunParams
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 from tokentail.worker.agent_loop import _model_turn, _Progress
 from tokentail.worker.appends import AppendTicks
 from tokentail.worker.context import RunContext

@@ -27,17 +27,17 @@ from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.response import call_detaching
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.routes import events, sessions, socket, tenant_webhook
-from tokentail.shared.admission import Admission, TenantLines
-from tokentail.shared.agent_catalog import AgentDirectory
-from tokentail.shared.archive import open_archive
-from tokentail.shared.catalog import BUILTIN_AGENTS
-from tokentail.shared.keys import Keys
-from tokentail.shared.prometheus import exposition
-from tokentail.shared.redis_clients import queue_client, sessions_client
-from tokentail.shared.settings import Settings, get_settings
-from tokentail.shared.store import SessionStore
-from tokentail.shared.tenant_webhooks import TenantWebhooks
-from tokentail.shared.webhook_policy import WebhookPolicy
+from tokentail.shared.connections.redis_clients import queue_client, sessions_client
+from tokentail.shared.features.admission import Admission, TenantLines
+from tokentail.shared.features.agent_catalog import AgentDirectory
+from tokentail.shared.features.tenant_webhooks import TenantWebhooks
+from tokentail.shared.features.webhook_policy import WebhookPolicy
+from tokentail.shared.plumbing.prometheus import exposition
+from tokentail.shared.plumbing.settings import Settings, get_settings
+from tokentail.shared.store.archive import open_archive
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.catalog import BUILTIN_AGENTS
 
 STATIC = Path(__file__).parent / "static"  # the browser client and the demo chat page
 
@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served offline by add_api_docs
         redoc_url=None,
-        # With traces on (shared/tracing.py), FastAPI's own server span per request and socket, its
+        # With traces on (shared/plumbing/tracing.py), FastAPI's own server span per request and socket, its
         # parent from the request's traceparent; Prometheus (/metrics) keeps the HTTP metrics.
         telemetry={"operation_spans": False, "metrics": False, "logs": False},
     )

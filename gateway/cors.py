@@ -17,7 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tokentail.shared.logs import RateLimitedLogger
+from tokentail.shared.plumbing.logs import RateLimitedLogger
 
 ANY_PORT = ":*"
 METHODS = ["GET", "POST", "DELETE"]

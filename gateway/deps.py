@@ -24,10 +24,10 @@ from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.reading.streams import Streams
-from tokentail.shared.admission import TenantLines
-from tokentail.shared.agent_catalog import AgentDirectory
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.features.admission import TenantLines
+from tokentail.shared.features.agent_catalog import AgentDirectory
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
 
 
 def _app_state(name: str) -> Callable[[HTTPConnection], Awaitable[Any]]:

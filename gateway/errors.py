@@ -11,7 +11,9 @@ from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from tokentail.shared.errors import (
+from tokentail.shared.connections.outage import is_outage, out_of_memory, read_only
+from tokentail.shared.plumbing.logs import RateLimitedLogger
+from tokentail.shared.vocabulary.errors import (
     ArchiveUnavailable,
     Forbidden,
     ForkBytesLimited,
@@ -37,8 +39,6 @@ from tokentail.shared.errors import (
     TooManyStreams,
     Unauthorized,
 )
-from tokentail.shared.logs import RateLimitedLogger
-from tokentail.shared.outage import is_outage, out_of_memory, read_only
 
 _STATUS: list[tuple[type[TokentailError], int, str]] = [
     (SessionExpired, 410, "session_expired"),  # before its parent, SessionNotFound
@@ -134,7 +134,7 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 def describe_outage(exc: Exception) -> tuple[str, str, int] | None:
-    """The error type, message and Retry-After seconds of a Redis outage (see shared/outage.py),
+    """The error type, message and Retry-After seconds of a Redis outage (see shared/connections/outage.py),
     with a type that tells an operator what to fix; None if `exc` is no outage."""
     if out_of_memory(exc):
         return "redis_full", "Redis is out of memory and refuses writes; try again later", 10

@@ -15,11 +15,11 @@ from pydantic import (
 
 from tokentail.gateway.access.ids import CHAT_ID_PATTERN
 from tokentail.gateway.access.tokens import Scope
-from tokentail.shared.catalog import parse_model
-from tokentail.shared.params import RunParams
-from tokentail.shared.records import ForkOrigin, Multitask, RunRecord, SessionStatus, Turn
-from tokentail.shared.scripts.runs import Cancel
-from tokentail.shared.tenant_webhooks import WebhookFormat
+from tokentail.shared.features.tenant_webhooks import WebhookFormat
+from tokentail.shared.store.scripts.runs import Cancel
+from tokentail.shared.vocabulary.catalog import parse_model
+from tokentail.shared.vocabulary.params import RunParams
+from tokentail.shared.vocabulary.records import ForkOrigin, Multitask, RunRecord, SessionStatus, Turn
 
 MAX_NESTING = 32
 

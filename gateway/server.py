@@ -8,9 +8,9 @@ from fastapi import FastAPI
 
 from tokentail.gateway.app import create_app
 from tokentail.gateway.protocol import GatewayHttpProtocol
-from tokentail.shared import tracing
-from tokentail.shared.gc_tuning import tune_for_server
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing import tracing
+from tokentail.shared.plumbing.gc_tuning import tune_for_server
+from tokentail.shared.plumbing.settings import Settings
 
 
 class GatewayServer(uvicorn.Server):

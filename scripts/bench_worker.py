@@ -34,9 +34,9 @@ from redis.asyncio import Redis
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.redis_server import RedisServer, free_port
-from tokentail.shared.records import RunRecord, SessionRecord
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS = 300

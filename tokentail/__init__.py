@@ -14,8 +14,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from tokentail.client import ApiError, AsyncTokentail, Resumption, SessionCreated, Tokentail
-from tokentail.shared.errors import TokentailError
-from tokentail.shared.events import Event, EventType
+from tokentail.shared.vocabulary.errors import TokentailError
+from tokentail.shared.vocabulary.events import Event, EventType
 
 if TYPE_CHECKING:
     from tokentail.worker.agents import Agent, continues, describe

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from tokentail.client import ApiError, Tokentail
-from tokentail.shared.events import Event
+from tokentail.shared.vocabulary.events import Event
 
 INPUT_REQUIRED = 3  # the exit status when a question is left to answer, with no terminal to ask it at
 

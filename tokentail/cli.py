@@ -7,10 +7,10 @@ import sys
 import click
 from click.core import ParameterSource
 
-from tokentail.shared import tracing
-from tokentail.shared.gc_tuning import tune_for_server
-from tokentail.shared.logs import configure_logging
-from tokentail.shared.settings import get_settings
+from tokentail.shared.plumbing import tracing
+from tokentail.shared.plumbing.gc_tuning import tune_for_server
+from tokentail.shared.plumbing.logs import configure_logging
+from tokentail.shared.plumbing.settings import get_settings
 
 logger = logging.getLogger("tokentail")
 
@@ -64,7 +64,7 @@ def dev(host: str, port: int, workers: int, gateways: int, redis_url: str | None
 def gateway(host: str, port: int) -> None:
     """Run the HTTP gateway (uvicorn)."""
     from tokentail.gateway.server import serve
-    from tokentail.shared.catalog import unresolved_agents
+    from tokentail.shared.vocabulary.catalog import unresolved_agents
 
     settings = get_settings()
     if problems := unresolved_agents(settings.agents):
@@ -189,8 +189,8 @@ def archiver() -> None:
     also do, each)."""
     import uvloop
 
-    from tokentail.shared.archive import ArchiveError, open_archive
-    from tokentail.shared.redis_clients import sessions_client
+    from tokentail.shared.connections.redis_clients import sessions_client
+    from tokentail.shared.store.archive import ArchiveError, open_archive
     from tokentail.worker.archiver import Archiver
 
     settings = get_settings()
@@ -221,7 +221,7 @@ def archiver() -> None:
 @click.option("--url", envvar="TOKENTAIL_ARCHIVE_URL", required=True, help="the archive's PostgreSQL")
 def migrate(url: str) -> None:
     """Create or update the archive's tables (safe to run again, and from several places at once)."""
-    from tokentail.shared.archive import SCHEMA_VERSION, ArchiveError, migrate
+    from tokentail.shared.store.archive import SCHEMA_VERSION, ArchiveError, migrate
 
     try:
         applied = asyncio.run(migrate(url))

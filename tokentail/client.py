@@ -34,8 +34,8 @@ from typing import Any, Literal
 
 import httpx2
 
-from tokentail.shared.errors import TokentailError
-from tokentail.shared.events import Event
+from tokentail.shared.vocabulary.errors import TokentailError
+from tokentail.shared.vocabulary.events import Event
 
 # Transient failures: a stream is resumed, a read sent again. Anything else (404, 410, 400, ...) is raised.
 _RESUMABLE_STATUS = frozenset({429, 502, 503, 504})

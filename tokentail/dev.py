@@ -29,8 +29,8 @@ from collections.abc import Callable
 import click
 
 from tokentail.redis_server import RedisServer, free_port
-from tokentail.shared.catalog import BUILTIN_AGENTS
-from tokentail.shared.settings import get_settings
+from tokentail.shared.plumbing.settings import get_settings
+from tokentail.shared.vocabulary.catalog import BUILTIN_AGENTS
 from tokentail.supervisor import Child, Stopping, how_it_ended, say, stop_all, supervise
 
 _PR_SET_PDEATHSIG = 1

@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tokentail import openai_wire as wire
-from tokentail.shared.params import RunParams
+from tokentail.shared.vocabulary.params import RunParams
 from tokentail.worker.providers.base import Message, ModelRequest, TextDelta, ToolCall, Usage
 from tokentail.worker.providers.scripted import ScriptedFailure, ScriptedProvider
 from tokentail.worker.tools import ToolSpec

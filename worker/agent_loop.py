@@ -27,10 +27,10 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from tokentail.shared import tracing
-from tokentail.shared.errors import StepTooLarge
-from tokentail.shared.params import RunParams
-from tokentail.shared.records import STEERED_APART
+from tokentail.shared.plumbing import tracing
+from tokentail.shared.vocabulary.errors import StepTooLarge
+from tokentail.shared.vocabulary.params import RunParams
+from tokentail.shared.vocabulary.records import STEERED_APART
 from tokentail.worker import metrics, traces
 from tokentail.worker.agents import Agent
 from tokentail.worker.context import RunContext

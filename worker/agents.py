@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from tokentail.shared.agent_catalog import AgentInfo, TaskSupport
-from tokentail.shared.catalog import ASKING_AGENT, DEFAULT_AGENT
-from tokentail.shared.settings import Settings
+from tokentail.shared.features.agent_catalog import AgentInfo, TaskSupport
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.catalog import ASKING_AGENT, DEFAULT_AGENT
 from tokentail.worker.context import RunContext
 from tokentail.worker.providers.base import InvalidRequest
 from tokentail.worker.tools import Tool
@@ -28,7 +28,7 @@ class Agent:
     tools: tuple[Tool, ...] = ()
     max_steps: int = 8  # model calls per run, each of which may call tools (not counting those a steer cut short)
     model: str | None = None  # used when the run names no model
-    # What the agent protocols show of it (shared/agent_catalog.py): MCP's tool, A2A's agent card.
+    # What the agent protocols show of it (shared/features/agent_catalog.py): MCP's tool, A2A's agent card.
     description: str = ""
     input_schema: dict[str, Any] | None = None  # None: one string, `input`
     task_support: TaskSupport = "optional"

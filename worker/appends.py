@@ -4,7 +4,7 @@ Writers (worker/writer.py) join a run's text into events, in windows that close 
 for the whole process (`period`, 5 ms). At a tick, `AppendTicks` asks every writer whose window closed
 for its events (`EventWriter.take`), writes all of them as one call of append_at.lua (up to
 `JOINED_CALLS` runs a call, a tick's calls in one round trip on the process's connection:
-shared/round_trips.py), and settles every reply in one pass (`EventWriter.landed`): no future, task
+shared/connections/round_trips.py), and settles every reply in one pass (`EventWriter.landed`): no future, task
 or lock per append, and one round trip in flight, so the ticks that pass while it is out join the
 next. A busy process (a tick that called `BUSY` writers or more) joins every other tick of its grid
 until a tick is quieter: twice the appends per call, half the round trips.
@@ -34,12 +34,12 @@ from typing import Any, Protocol
 from redis.asyncio import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
-from tokentail.shared.keys import Keys
-from tokentail.shared.redis_clients import AnyRedis
-from tokentail.shared.round_trips import round_trips
-from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.runs import AppendAt, AppendEvents, raise_fenced
-from tokentail.shared.settings import Settings
+from tokentail.shared.connections.redis_clients import AnyRedis
+from tokentail.shared.connections.round_trips import round_trips
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.scripts.contract import Topology
+from tokentail.shared.store.scripts.runs import AppendAt, AppendEvents, raise_fenced
 from tokentail.worker.run_writes import RunLease, outcome
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Copies sessions to the archive (shared/archive.py), so that Redis may forget them.
+"""Copies sessions to the archive (shared/store/archive.py), so that Redis may forget them.
 
 Every worker process runs one when an archive is configured; `tokentail archiver` runs one alone.
 The archive index (a sorted set beside the sessions, `archive-checks`) names the sessions to look
@@ -23,16 +23,16 @@ import time
 
 from redis.asyncio import Redis
 
-from tokentail.shared.archive import Archive, ArchiveConflict, ArchiveError
-from tokentail.shared.errors import ArchiveUnavailable
-from tokentail.shared.keys import Keys
-from tokentail.shared.logs import RateLimitedLogger
-from tokentail.shared.outage import is_outage
-from tokentail.shared.scripts.checks import Archived, ArchivedKeys, Archiving, ClaimChecks, IndexKey
-from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.runner import ScriptRunner
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.connections.outage import is_outage
+from tokentail.shared.plumbing.logs import RateLimitedLogger
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.archive import Archive, ArchiveConflict, ArchiveError
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.checks import Archived, ArchivedKeys, Archiving, ClaimChecks, IndexKey
+from tokentail.shared.store.scripts.contract import Topology
+from tokentail.shared.store.scripts.runner import ScriptRunner
+from tokentail.shared.vocabulary.errors import ArchiveUnavailable
 from tokentail.worker import metrics
 
 logger = logging.getLogger(__name__)

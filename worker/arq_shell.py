@@ -10,8 +10,8 @@ awaited one job after another; its `run_job` then reads the job and counts its t
 its `finish_job` is one more per job. Here a poll claims its jobs with one script
 (`claim_jobs.lua`: each due job not in progress elsewhere is marked in progress, its try counted,
 and it comes back with its payload), and the finishes made while one round trip is out go together
-in the next (`finish_jobs.lua`, through a `Joiner`: shared/joiner.py). What Redis holds is what arq's
-own worker leaves, key by key (shared/scripts/pickup.py): a plain arq client or the `arq` CLI sees
+in the next (`finish_jobs.lua`, through a `Joiner`: shared/connections/joiner.py). What Redis holds is what arq's
+own worker leaves, key by key (shared/store/scripts/pickup.py): a plain arq client or the `arq` CLI sees
 the same job status, queue and in-progress keys, and the same results.
 
 Slots: arq takes a semaphore slot (and counts the job) before each claim and gives it back when
@@ -46,12 +46,20 @@ from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
 from arq.utils import args_to_string, ms_to_datetime, timestamp_ms, to_ms, truncate
 from arq.worker import JobExecutionFailed, Retry, RetryJob, Worker
 
-from tokentail.shared.admission import Admission
-from tokentail.shared.joiner import Joiner
-from tokentail.shared.keys import Keys
-from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.pickup import CLAIM_MOST, ArqKeys, ArqPrefixes, ClaimedJob, ClaimJobs, Finish, FinishJobs
-from tokentail.shared.scripts.runner import ScriptRunner
+from tokentail.shared.connections.joiner import Joiner
+from tokentail.shared.features.admission import Admission
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.scripts.contract import Topology
+from tokentail.shared.store.scripts.pickup import (
+    CLAIM_MOST,
+    ArqKeys,
+    ArqPrefixes,
+    ClaimedJob,
+    ClaimJobs,
+    Finish,
+    FinishJobs,
+)
+from tokentail.shared.store.scripts.runner import ScriptRunner
 from tokentail.worker.metrics import LINE_WAIT
 
 arq_log = logging.getLogger("arq.worker")  # a run's lines as arq's worker writes them
@@ -243,7 +251,7 @@ class BatchedPickup(ClaimedJobRun):
     """An arq `Worker` whose poll claims its jobs in one script and whose finishes are joined."""
 
     def __init__(self, *, admission: Admission | None = None, **kwargs: Any) -> None:
-        """`admission`: the deployment's (shared/admission.py); by default, no caps and equal weights,
+        """`admission`: the deployment's (shared/features/admission.py); by default, no caps and equal weights,
         under the prefix of the keys of the queue `queue_name`."""
         super().__init__(**kwargs)
         self.admission = admission or Admission(Keys(self.queue_name.removesuffix(":queue")))

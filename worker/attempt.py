@@ -26,10 +26,10 @@ import json
 from collections import Counter
 from typing import Any
 
-from tokentail.shared.errors import StepTooLarge
-from tokentail.shared.events import EventType, RunContinued
-from tokentail.shared.records import MAX_STEP_BYTES, STEERS_STEP, RunRecord, Steer
-from tokentail.shared.run_log import RunLog
+from tokentail.shared.vocabulary.errors import StepTooLarge
+from tokentail.shared.vocabulary.events import EventType, RunContinued
+from tokentail.shared.vocabulary.records import MAX_STEP_BYTES, STEERS_STEP, RunRecord, Steer
+from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker.recovery.replay import Replay
 from tokentail.worker.traces import AttemptSpan
 from tokentail.worker.usage import UsageMeter

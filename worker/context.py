@@ -61,9 +61,9 @@ from typing import Any, NoReturn, cast
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
-from tokentail.shared import tracing
-from tokentail.shared.agent_catalog import arguments_of
-from tokentail.shared.events import (
+from tokentail.shared.features.agent_catalog import arguments_of
+from tokentail.shared.plumbing import tracing
+from tokentail.shared.vocabulary.events import (
     DATA_NAME,
     MAX_EVENT_BYTES,
     CustomData,
@@ -73,8 +73,8 @@ from tokentail.shared.events import (
     ToolFailed,
     ToolStarted,
 )
-from tokentail.shared.records import OnExpiry, Question, RunRecord, Turn
-from tokentail.shared.run_log import RunLog
+from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord, Turn
+from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker import traces
 from tokentail.worker.attempt import Attempt
 from tokentail.worker.usage import UsageMeter

@@ -5,7 +5,7 @@ import logging
 from collections.abc import Callable
 from types import TracebackType
 
-from tokentail.shared.scripts.runs import Renewal
+from tokentail.shared.store.scripts.runs import Renewal
 from tokentail.worker.run_writes import RunLease
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class LeaseKeeper:
         loop = asyncio.get_running_loop()
         while True:
             # On the beat shared by every run of this process (multiples of the interval), so that
-            # their renewals go to Redis together, in one round trip (shared/round_trips.py).
+            # their renewals go to Redis together, in one round trip (shared/connections/round_trips.py).
             await asyncio.sleep(self._interval - loop.time() % self._interval)
             try:
                 renewed = await self._lease.renew()

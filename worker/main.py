@@ -45,14 +45,15 @@ from arq.worker import func
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from tokentail.shared import agent_catalog, jobs
-from tokentail.shared.admission import Admission, SlotAudit
-from tokentail.shared.archive import open_archive
-from tokentail.shared.keys import Keys
-from tokentail.shared.redis_clients import close_sentinels, redis_client, sessions_client
-from tokentail.shared.redis_urls import sentinel_setup
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.connections.redis_clients import close_sentinels, redis_client, sessions_client
+from tokentail.shared.features import agent_catalog
+from tokentail.shared.features.admission import Admission, SlotAudit
+from tokentail.shared.plumbing.redis_urls import sentinel_setup
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store import jobs
+from tokentail.shared.store.archive import open_archive
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import SessionStore
 from tokentail.worker import metrics
 from tokentail.worker.agents import agent_infos
 from tokentail.worker.appends import AppendTicks

@@ -14,7 +14,8 @@ QUEUE_WAIT = Histogram(
 )
 LINE_WAIT = Histogram(
     "tokentail_tenant_line_wait_seconds",
-    "From a run's job joining its tenant's line (queued, or resumed after answers) to its turn (shared/admission.py)",
+    "From a run's job joining its tenant's line (queued, or resumed after answers) to its turn"
+    " (shared/features/admission.py)",
     buckets=(*_LATENCY_BUCKETS, 300, 600, 1800),
 )
 # Every worker reads the same figures, of the whole deployment: take the max across workers, not the sum.

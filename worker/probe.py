@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokentail.shared.prometheus import exposition
+from tokentail.shared.plumbing.prometheus import exposition
 
 
 def probe_app(last_redis_ok: Callable[[], float], ready_within: float) -> Starlette:

@@ -1,7 +1,7 @@
 """Finds runs whose worker died, and queues them for another worker to take over.
 
 A run's lease has a deadline, which its worker pushes back every third of a lease; the leases
-index (shared/lease_index.py) names the sessions to look at, and when. A deadline that passed
+index (shared/store/lease_index.py) names the sessions to look at, and when. A deadline that passed
 means the worker stopped renewing: it died, stalled, or could not reach Redis. Only the first
 calls for a takeover. So a reaper acts only once Redis has been healthy
 for a whole lease, as it saw it: each sweep begins with a write (refused by a full or read-only
@@ -24,10 +24,10 @@ from collections.abc import Callable
 
 from redis import exceptions as redis_errors
 
-from tokentail.shared import run_spans, tracing
-from tokentail.shared.events import RunFailed
-from tokentail.shared.scripts.runs import Requeue
-from tokentail.shared.store import decode_run
+from tokentail.shared.plumbing import run_spans, tracing
+from tokentail.shared.store.reads import decode_run
+from tokentail.shared.store.scripts.runs import Requeue
+from tokentail.shared.vocabulary.events import RunFailed
 from tokentail.worker.run_writes import RunWrites
 
 logger = logging.getLogger(__name__)

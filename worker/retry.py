@@ -12,7 +12,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
 from tokentail.worker import traces
 from tokentail.worker.providers.base import Chunk, ModelRequest, Provider, ProviderError
 

@@ -8,10 +8,15 @@ from typing import Any
 
 from arq.worker import Retry
 
-from tokentail.shared import run_spans, tracing
-from tokentail.shared.catalog import parse_model
-from tokentail.shared.errors import LeaseLost, StepTooLarge
-from tokentail.shared.events import (
+from tokentail.shared.connections.outage import ride_out
+from tokentail.shared.plumbing import run_spans, tracing
+from tokentail.shared.plumbing.logs import bind
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.runs import Asked, Requeue, StartVerdict
+from tokentail.shared.vocabulary.catalog import parse_model
+from tokentail.shared.vocabulary.errors import LeaseLost, StepTooLarge
+from tokentail.shared.vocabulary.events import (
     CANCELLED_BY_REQUEST,
     Ending,
     ErrorInfo,
@@ -20,13 +25,8 @@ from tokentail.shared.events import (
     RunFailed,
     Status,
 )
-from tokentail.shared.logs import bind
-from tokentail.shared.outage import ride_out
-from tokentail.shared.records import Question, RunRecord, transcript
-from tokentail.shared.run_log import RunLog
-from tokentail.shared.scripts.runs import Asked, Requeue, StartVerdict
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.vocabulary.records import Question, RunRecord, transcript
+from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker import metrics, traces
 from tokentail.worker.agent_loop import AgentError, run_model_agent
 from tokentail.worker.agents import Agent, load_agent

@@ -1,9 +1,9 @@
 """A worker's writes on the runs it holds: claim a run under a lease, then append, ask, record,
-renew and hand over through the `RunLease` it was given, each one script (shared/scripts/runs.py).
+renew and hand over through the `RunLease` it was given, each one script (shared/store/scripts/runs.py).
 
 Every append also tells Redis the last seq the worker was told it wrote, so that events Redis lost
 are appended again under their ids first (worker/recovery/lost_writes.py). Every write a run depends
-on (its start, appends, questions, steps, usage) rides out a Redis outage (shared/outage.py): each
+on (its start, appends, questions, steps, usage) rides out a Redis outage (shared/connections/outage.py): each
 script recognises a try of its own whose reply was lost, so sending it again changes nothing twice.
 """
 
@@ -15,11 +15,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TypeVar, cast
 
-from tokentail.shared.errors import StepTooLarge
-from tokentail.shared.events import Ending, RunCompleted, RunFailed, event_type_of
-from tokentail.shared.outage import ride_out
-from tokentail.shared.records import MAX_RUN_STEPS_BYTES, Question, RunRecord
-from tokentail.shared.scripts.runs import (
+from tokentail.shared.connections.outage import ride_out
+from tokentail.shared.features.webhook_messages import HOOKED_EVENTS
+from tokentail.shared.store.reads import (
+    add_steps,
+    compact_json,
+    decode_run,
+    runs_in_order,
+    with_steer_texts,
+    without_steer_texts,
+)
+from tokentail.shared.store.scripts.runs import (
     Append,
     AppendEvents,
     AppendKeys,
@@ -42,16 +48,10 @@ from tokentail.shared.scripts.runs import (
     StepKeys,
     UsageKeys,
 )
-from tokentail.shared.store import (
-    add_steps,
-    compact_json,
-    decode_run,
-    runs_in_order,
-    with_steer_texts,
-    without_steer_texts,
-)
-from tokentail.shared.webhook_messages import HOOKED_EVENTS
-from tokentail.shared.writes import Writes
+from tokentail.shared.store.writes import Writes
+from tokentail.shared.vocabulary.errors import StepTooLarge
+from tokentail.shared.vocabulary.events import Ending, RunCompleted, RunFailed, event_type_of
+from tokentail.shared.vocabulary.records import MAX_RUN_STEPS_BYTES, Question, RunRecord
 from tokentail.worker.recovery.lost_writes import Appended, WriteJournal, through_lost_writes
 from tokentail.worker.steer_inbox import SteerInbox
 

@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tokentail.shared.events import SteerFailure
+from tokentail.shared.vocabulary.events import SteerFailure
 
 
 @dataclass(slots=True)

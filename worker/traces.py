@@ -1,6 +1,6 @@
-"""The worker's spans of a run, in the run's one trace (shared/tracing.py; docs/observability.md):
+"""The worker's spans of a run, in the run's one trace (shared/plumbing/tracing.py; docs/observability.md):
 
-    invoke_agent {agent}          the run, from its queueing to its end (shared/run_spans.py), CONSUMER
+    invoke_agent {agent}          the run, from its queueing to its end (shared/plumbing/run_spans.py), CONSUMER
       attempt {n} {started_as}    each start on a worker: the first, each takeover, each resume after an answer
         chat {model}              each model call (worker/providers/), CLIENT
         execute_tool {name}       each tool call or step tokentail runs for the agent
@@ -20,9 +20,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
-from tokentail.shared import tracing
-from tokentail.shared.records import Question, RunRecord
-from tokentail.shared.run_spans import OUTCOME, RunTrace, run_attributes
+from tokentail.shared.plumbing import tracing
+from tokentail.shared.plumbing.run_spans import OUTCOME, RunTrace, run_attributes
+from tokentail.shared.vocabulary.records import Question, RunRecord
 from tokentail.worker.providers.base import Chunk, ModelRequest, Provider, Usage
 
 FIRST_TOKEN = "First Token Stream Event"  # OpenInference's name: the one backends read time to first token from

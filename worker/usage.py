@@ -24,9 +24,9 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from tokentail.shared.events import EventType
-from tokentail.shared.records import RunRecord
-from tokentail.shared.store import SessionStore
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.events import EventType
+from tokentail.shared.vocabulary.records import RunRecord
 
 logger = logging.getLogger(__name__)
 

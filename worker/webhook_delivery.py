@@ -1,7 +1,7 @@
 """Delivers webhook events: each worker posts what its sessions' `hooks` lists hold, in order.
 
-Each pass claims the sessions the webhooks index says are due (shared/webhook_index.py), and posts
-each session's events one by one, oldest first, signed (shared/webhook_messages.py). One tenant, and
+Each pass claims the sessions the webhooks index says are due (shared/store/webhook_index.py), and posts
+each session's events one by one, oldest first, signed (shared/features/webhook_messages.py). One tenant, and
 one receiving host, gets at most a share of a worker's posting slots (a session beyond it is looked
 at again a little later), and an attempt has a deadline as a whole, of which only the answer's status
 is read: so a tenant whose receivers trickle, hang or answer without end delays only its own. An
@@ -26,19 +26,19 @@ from urllib.parse import urlsplit
 import httpx2
 from redis import exceptions as redis_errors
 
-from tokentail.shared.a2a_push import PushConfigs, push_body
-from tokentail.shared.keys import Keys
-from tokentail.shared.records import RunRecord
-from tokentail.shared.redis_clients import AnyRedis
-from tokentail.shared.scripts.checks import DropHook, HooksKey
-from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.runner import ScriptRunner
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import decode_run
-from tokentail.shared.tenant_webhooks import TenantWebhooks
-from tokentail.shared.webhook_index import Claim, WebhookIndex
-from tokentail.shared.webhook_messages import Hook, sign
-from tokentail.shared.webhook_policy import WebhookPolicy
+from tokentail.shared.connections.redis_clients import AnyRedis
+from tokentail.shared.features.a2a_push import PushConfigs, push_body
+from tokentail.shared.features.tenant_webhooks import TenantWebhooks
+from tokentail.shared.features.webhook_messages import Hook, sign
+from tokentail.shared.features.webhook_policy import WebhookPolicy
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import decode_run
+from tokentail.shared.store.scripts.checks import DropHook, HooksKey
+from tokentail.shared.store.scripts.contract import Topology
+from tokentail.shared.store.scripts.runner import ScriptRunner
+from tokentail.shared.store.webhook_index import Claim, WebhookIndex
+from tokentail.shared.vocabulary.records import RunRecord
 from tokentail.worker import metrics
 
 logger = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ class WebhookDeliverer:
         except (httpx2.HTTPError, TimeoutError) as exc:  # the receiver's doing, or the network's
             failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except Exception as exc:  # not the receiver's: a request no HTTP client can send (a config stored
-            # before its token was checked: shared/a2a_push.py), or a bug. Retried as any failure, and said.
+            # before its token was checked: shared/features/a2a_push.py), or a bug. Retried as any failure, and said.
             logger.warning(
                 "webhook %s (%s) to %s could not be sent; retried", hook.webhook_id, hook.type, url, exc_info=exc
             )

@@ -35,8 +35,9 @@ from typing import Protocol, TypeVar
 
 from pydantic_core import to_json
 
-from tokentail.shared.errors import WritesLost
-from tokentail.shared.events import (
+from tokentail.shared.connections.outage import is_outage
+from tokentail.shared.vocabulary.errors import WritesLost
+from tokentail.shared.vocabulary.events import (
     DATA_PREFIX,
     MAX_EVENT_BYTES,
     TERMINAL_EVENTS,
@@ -50,7 +51,6 @@ from tokentail.shared.events import (
     ToolFailed,
     event_type_of,
 )
-from tokentail.shared.outage import is_outage
 from tokentail.worker import metrics, traces
 from tokentail.worker.appends import Events, TickGrid, tally
 from tokentail.worker.run_writes import RunLease, call_when_landed

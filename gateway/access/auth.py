@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from tokentail.gateway import metrics
 from tokentail.gateway.access.ids import CHAT_ID_PATTERN, chat_session_id, is_session_id
 from tokentail.gateway.access.tokens import Scope, StreamTokens
-from tokentail.shared.errors import Forbidden, InvalidInput, SessionNotFound, TokenExpired, Unauthorized
-from tokentail.shared.logs import bind
-from tokentail.shared.records import PUBLIC_TENANT
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.logs import bind
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.errors import Forbidden, InvalidInput, SessionNotFound, TokenExpired, Unauthorized
+from tokentail.shared.vocabulary.records import PUBLIC_TENANT
 
 
 @dataclass(frozen=True)

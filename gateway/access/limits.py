@@ -23,12 +23,11 @@ from redis import exceptions as redis_errors
 
 from tokentail.gateway import metrics
 from tokentail.gateway.access.auth import Caller
-from tokentail.shared.admission import TenantLines
-from tokentail.shared.errors import ForkBytesLimited, QueuedRunLimit, RateLimited, TooManyStreams
-from tokentail.shared.keys import Keys
-from tokentail.shared.redis_clients import AnyRedis
-from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.limits import (
+from tokentail.shared.connections.redis_clients import AnyRedis
+from tokentail.shared.features.admission import TenantLines
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.scripts.contract import Topology
+from tokentail.shared.store.scripts.limits import (
     Count,
     CounterKey,
     ForkCounters,
@@ -38,7 +37,8 @@ from tokentail.shared.scripts.limits import (
     SpendFork,
     TakeSlot,
 )
-from tokentail.shared.scripts.runner import ScriptRunner
+from tokentail.shared.store.scripts.runner import ScriptRunner
+from tokentail.shared.vocabulary.errors import ForkBytesLimited, QueuedRunLimit, RateLimited, TooManyStreams
 
 logger = logging.getLogger(__name__)
 

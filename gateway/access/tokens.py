@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from tokentail.shared.errors import TokenExpired, Unauthorized
+from tokentail.shared.vocabulary.errors import TokenExpired, Unauthorized
 
 VERSION = "v1"
 # `read`: the session's events, state and token refresh. `chat`: also queue runs and cancel them in

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.access.limits import RunBudget
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.shared.errors import InputTooLarge, InvalidInput
-from tokentail.shared.records import RunRecord, SessionRecord
-from tokentail.shared.scripts.sessions import session_fields
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import ForkSource, SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import ForkSource, SessionStore
+from tokentail.shared.store.scripts.sessions import session_fields
+from tokentail.shared.vocabulary.errors import InputTooLarge, InvalidInput
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 # What one fork may copy (`copied_bytes`): it is one script's arguments.
 MAX_FORK_BYTES = 32 * 1024 * 1024

@@ -6,9 +6,9 @@ copy once the archive answers (worker/archiver.py), while the tombstone lasts.""
 import logging
 
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.shared.errors import ArchiveUnavailable
-from tokentail.shared.records import SessionRecord
-from tokentail.shared.store import SessionStore
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.errors import ArchiveUnavailable
+from tokentail.shared.vocabulary.records import SessionRecord
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,16 @@ from jsonschema.exceptions import best_match
 
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.schemas import check_storable
-from tokentail.shared.errors import InputNotPending, InputTooLarge, InvalidInput, QuestionNotFound, RunNotFound
-from tokentail.shared.events import MAX_EVENT_BYTES, InputReceived
-from tokentail.shared.records import RunRecord
-from tokentail.shared.store import SessionStore
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.errors import (
+    InputNotPending,
+    InputTooLarge,
+    InvalidInput,
+    QuestionNotFound,
+    RunNotFound,
+)
+from tokentail.shared.vocabulary.events import MAX_EVENT_BYTES, InputReceived
+from tokentail.shared.vocabulary.records import RunRecord
 
 
 async def answer_question(

@@ -2,7 +2,7 @@
 
 Every protocol is a thin user of this: what a task's status is, whether a failure was the agent's own
 or tokentail's, and how a task is started, found, answered and cancelled (for the calling tenant
-only), are decided here once. A task's id names its session and its run (shared/response_ids.py), so
+only), are decided here once. A task's id names its session and its run (shared/vocabulary/response_ids.py), so
 any gateway finds it with no lookup; its record in Redis is the only state, so a task outlives the
 gateway that started it and the worker that runs it.
 """
@@ -21,11 +21,11 @@ from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.settling import wait_until_settled
 from tokentail.gateway.schemas import END_USER, MAX_USER_CHARS, CreateRun
-from tokentail.shared.catalog import DEFAULT_AGENT
-from tokentail.shared.errors import InputNotPending, InvalidInput, RunNotFound, SessionNotFound, TaskNotFound
-from tokentail.shared.events import ErrorInfo
-from tokentail.shared.records import Question, RunRecord, SessionRecord
-from tokentail.shared.response_ids import parse_task_id, task_id
+from tokentail.shared.vocabulary.catalog import DEFAULT_AGENT
+from tokentail.shared.vocabulary.errors import InputNotPending, InvalidInput, RunNotFound, SessionNotFound, TaskNotFound
+from tokentail.shared.vocabulary.events import ErrorInfo
+from tokentail.shared.vocabulary.records import Question, RunRecord, SessionRecord
+from tokentail.shared.vocabulary.response_ids import parse_task_id, task_id
 
 TaskStatus = Literal["submitted", "working", "input_required", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[TaskStatus] = frozenset({"completed", "failed", "cancelled"})

@@ -12,8 +12,11 @@ from tokentail.gateway.commands.questions import answer_all
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.schemas import CreateRun, SteerAccepted, SteerRequest
-from tokentail.shared.catalog import check_agent, parse_model
-from tokentail.shared.errors import (
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.runs import Queued
+from tokentail.shared.vocabulary.catalog import check_agent, parse_model
+from tokentail.shared.vocabulary.errors import (
     Forbidden,
     InputNotPending,
     InputTooLarge,
@@ -21,11 +24,8 @@ from tokentail.shared.errors import (
     SessionExpired,
     SessionNotFound,
 )
-from tokentail.shared.params import check_params_for
-from tokentail.shared.records import RunRecord, SessionRecord
-from tokentail.shared.scripts.runs import Queued
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.vocabulary.params import check_params_for
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 
 def check_size(text: str | None, settings: Settings) -> None:

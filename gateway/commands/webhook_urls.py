@@ -1,8 +1,8 @@
 """Which URL a new session's webhook events go to: its own, checked against the operator's
-allowlist, or else its tenant's (shared/tenant_webhooks.py)."""
+allowlist, or else its tenant's (shared/features/tenant_webhooks.py)."""
 
-from tokentail.shared.tenant_webhooks import TenantWebhooks
-from tokentail.shared.webhook_policy import WebhookPolicy
+from tokentail.shared.features.tenant_webhooks import TenantWebhooks
+from tokentail.shared.features.webhook_policy import WebhookPolicy
 
 
 class SessionWebhooks:

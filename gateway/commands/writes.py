@@ -1,5 +1,5 @@
 """The gateway's writes: a session made, a run queued, answered or cancelled, a session deleted or
-forked. Each is one script (shared/scripts/runs.py), whose typed reply becomes a result or an error."""
+forked. Each is one script (shared/store/scripts/runs.py), whose typed reply becomes a result or an error."""
 
 import math
 import secrets
@@ -10,24 +10,12 @@ from opentelemetry.trace import SpanKind
 
 from tokentail.gateway.access.ids import steer_id_of
 from tokentail.gateway.reading import first_delta
-from tokentail.shared import run_spans, tracing
-from tokentail.shared.errors import (
-    InputNotPending,
-    QueueingUnanswered,
-    RunConflict,
-    RunNotActive,
-    RunNotFound,
-    SessionExists,
-    SessionExpired,
-    SessionNotFound,
-    SteerLimit,
-    TooManySteers,
-)
-from tokentail.shared.events import CANCELLED_BY_REQUEST, RunCancelled
-from tokentail.shared.outage import is_outage, ride_out, unanswered
-from tokentail.shared.records import MAX_PENDING_STEERS, Multitask, RunRecord, SessionRecord
-from tokentail.shared.scripts.checks import JobArgs
-from tokentail.shared.scripts.runs import (
+from tokentail.shared.connections.outage import is_outage, ride_out, unanswered
+from tokentail.shared.plumbing import run_spans, tracing
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import ForkSource, branch_kept_seconds, compact_json, decode_run, read_run
+from tokentail.shared.store.scripts.checks import JobArgs
+from tokentail.shared.store.scripts.runs import (
     Answer,
     AnswerOutcome,
     Cancel,
@@ -41,7 +29,7 @@ from tokentail.shared.scripts.runs import (
     SteerRun,
     encode_run,
 )
-from tokentail.shared.scripts.sessions import (
+from tokentail.shared.store.scripts.sessions import (
     CreateKeys,
     CreateSession,
     Creation,
@@ -53,9 +41,21 @@ from tokentail.shared.scripts.sessions import (
     WatchTaskPush,
     session_fields,
 )
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import ForkSource, branch_kept_seconds, compact_json, decode_run, read_run
-from tokentail.shared.writes import Writes
+from tokentail.shared.store.writes import Writes
+from tokentail.shared.vocabulary.errors import (
+    InputNotPending,
+    QueueingUnanswered,
+    RunConflict,
+    RunNotActive,
+    RunNotFound,
+    SessionExists,
+    SessionExpired,
+    SessionNotFound,
+    SteerLimit,
+    TooManySteers,
+)
+from tokentail.shared.vocabulary.events import CANCELLED_BY_REQUEST, RunCancelled
+from tokentail.shared.vocabulary.records import MAX_PENDING_STEERS, Multitask, RunRecord, SessionRecord
 
 
 def _missing_or_gone(outcome: str, session_id: str) -> None:
@@ -82,7 +82,7 @@ def too_many_steers(run_id: str) -> TooManySteers:
     )
 
 
-# How long queueing a run rides out a lost connection to Redis (shared/outage.py) before the gateway
+# How long queueing a run rides out a lost connection to Redis (shared/connections/outage.py) before the gateway
 # answers 503: long enough for a cut connection (the next try goes at once) or a Sentinel failover,
 # short enough for a client that waits. queue_run.lua answers a run it already has as queued before,
 # so a try whose reply was lost is safe to send again: the gateway finds out itself whether its run
@@ -117,7 +117,7 @@ class SessionWrites(Writes):
 
     async def watch_task_push(self, session_id: str) -> bool:
         """Keep the events the session's webhooks report for its tasks' push configs too
-        (shared/a2a_push.py); False if the session is gone."""
+        (shared/features/a2a_push.py); False if the session is gone."""
         return await self.run(WatchTaskPush(MetaKey(self.keys.session(session_id).meta)))
 
     async def queue_run(
@@ -151,7 +151,7 @@ class SessionWrites(Writes):
             run.trace = tracing.carrier()
             reply = await self._queue_run(*queue)
             span.set_attribute("tokentail.run.queued", reply.queued.value)  # started, pending, or again
-        # The runs it superseded ended here, with no worker: so are their spans written (shared/run_spans.py).
+        # The runs it superseded ended here, with no worker: so are their spans written (shared/plumbing/run_spans.py).
         for before in map(decode_run, reply.ended):
             ended = RunCancelled(run_id=before.run_id, reason=f"superseded by run {run.run_id}")
             run_spans.write_unheld_end(before, session_id, ended, "interrupt", self.keys.queue)
@@ -315,7 +315,7 @@ class SessionWrites(Writes):
         if reply.outcome is Cancel.NO_RUN:
             raise RunNotFound(session_id, run_id or "")
         if before is not None and reply.outcome is Cancel.CANCELLED and before.run_id == reply.run_id:
-            # No worker held it, so its end is recorded here, and so are its spans (shared/run_spans.py).
+            # No worker held it, so its end is recorded here, and so are its spans (shared/plumbing/run_spans.py).
             ended = RunCancelled(run_id=before.run_id, reason=CANCELLED_BY_REQUEST)
             run_spans.write_unheld_end(before, session_id, ended, "cancel", self.keys.queue)
         return reply.outcome, reply.run_id
@@ -342,7 +342,7 @@ class SessionWrites(Writes):
         ended = await self.run(
             DeleteSession(deleted, JobArgs.of(keys), session.tenant, tombstone, session.session_id, traced)
         )
-        # Its runs ended here: a worker running one is fenced and ends nothing (shared/run_spans.py).
+        # Its runs ended here: a worker running one is fenced and ends nothing (shared/plumbing/run_spans.py).
         for before in map(decode_run, ended):
             cancelled = RunCancelled(run_id=before.run_id, reason="session deleted")
             run_spans.write_unheld_end(before, session.session_id, cancelled, "delete", self.keys.queue)

@@ -3,8 +3,8 @@
 compacted catch-up is one `{"id", "event": "snapshot", "data": {"events": [...]}}` line."""
 
 from tokentail.gateway.reading.feed import Batch
-from tokentail.shared.events import Gap
-from tokentail.shared.store import Entry, StoredEvent
+from tokentail.shared.store.reads import Entry, StoredEvent
+from tokentail.shared.vocabulary.events import Gap
 
 
 def ndjson_events(events: list[StoredEvent]) -> bytes:

@@ -13,8 +13,8 @@ bytes, with no object made of each event.
 
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.streams import SSE_PING
-from tokentail.shared.events import Gap
-from tokentail.shared.store import Entry, StoredEvent
+from tokentail.shared.store.reads import Entry, StoredEvent
+from tokentail.shared.vocabulary.events import Gap
 
 
 def encode_events(events: list[StoredEvent]) -> bytes:

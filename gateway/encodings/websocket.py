@@ -36,7 +36,9 @@ from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.feed import Batch, EventFeed, parse_last_event_id, start_position
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.schemas import Answer, CancelAccepted, CreateRun, SteerRequest
-from tokentail.shared.errors import (
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import Entry, SessionStore, StoredEvent
+from tokentail.shared.vocabulary.errors import (
     Forbidden,
     InputNotPending,
     InputTooLarge,
@@ -47,9 +49,7 @@ from tokentail.shared.errors import (
     RunNotActive,
     RunNotFound,
 )
-from tokentail.shared.events import Gap
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import Entry, SessionStore, StoredEvent
+from tokentail.shared.vocabulary.events import Gap
 
 
 def event_messages(events: list[StoredEvent]) -> list[str]:

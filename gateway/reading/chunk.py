@@ -6,8 +6,7 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from tokentail.shared.events import TERMINAL_EVENTS
-from tokentail.shared.store import (
+from tokentail.shared.store.reads import (
     ENTRY_FIELDS,
     FIELD_DATA,
     FIELD_TYPE,
@@ -16,6 +15,7 @@ from tokentail.shared.store import (
     entry_seq,
     parse_raw_entries,
 )
+from tokentail.shared.vocabulary.events import TERMINAL_EVENTS
 
 T = TypeVar("T")
 TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)

@@ -18,10 +18,10 @@ from opentelemetry.trace import Span
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.first_delta import head_of, run_id_of
 from tokentail.gateway.reading.snapshot import Snapshot
-from tokentail.shared import tracing
-from tokentail.shared.events import Gap
-from tokentail.shared.run_spans import RunTrace
-from tokentail.shared.store import SessionStore, decode_run
+from tokentail.shared.plumbing import tracing
+from tokentail.shared.plumbing.run_spans import RunTrace
+from tokentail.shared.store.reads import SessionStore, decode_run
+from tokentail.shared.vocabulary.events import Gap
 
 logger = logging.getLogger(__name__)
 

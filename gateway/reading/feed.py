@@ -25,10 +25,10 @@ from tokentail.gateway.reading.feed_observer import FeedObserver
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.snapshot import SNAPSHOT_BEHIND, Snapshot, read_snapshots
 from tokentail.gateway.reading.subscription import Direct, Subscription, Writer
-from tokentail.shared.errors import InvalidLastEventId, SessionNotFound
-from tokentail.shared.events import TERMINAL_EVENTS, Gap
-from tokentail.shared.outage import is_outage
-from tokentail.shared.store import ENTRY_FIELDS, FIELD_DATA, FIELD_TYPE, Entry, SessionStore, StoredEvent
+from tokentail.shared.connections.outage import is_outage
+from tokentail.shared.store.reads import ENTRY_FIELDS, FIELD_DATA, FIELD_TYPE, Entry, SessionStore, StoredEvent
+from tokentail.shared.vocabulary.errors import InvalidLastEventId, SessionNotFound
+from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, Gap
 
 _TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)  # (types: a read's, as columns)
 REDIS_RETRY_SECONDS = 0.5
@@ -315,7 +315,7 @@ class EventFeed:
 
 async def _on_its_way() -> None:
     """Two turns of the event loop, for the read just asked for: its task's first step hands its
-    command to the joiner (shared/round_trips.py), whose task's first step writes it. A batch yielded
+    command to the joiner (shared/connections/round_trips.py), whose task's first step writes it. A batch yielded
     at once would be framed and sent first (nothing in between gives the loop a turn), and Redis
     would start on the next page only once this one was out."""
     await asyncio.sleep(0)

@@ -11,9 +11,9 @@ from tokentail.gateway.reading.chunk import Chunk, Columns
 from tokentail.gateway.reading.connection_span import ConnectionSpan
 from tokentail.gateway.reading.first_delta import FirstDeltas, tell_first_deltas
 from tokentail.gateway.reading.snapshot import Snapshot
-from tokentail.shared import tracing
-from tokentail.shared.events import Gap
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing import tracing
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.events import Gap
 
 
 class FeedObserver:

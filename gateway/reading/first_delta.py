@@ -18,17 +18,17 @@ from collections.abc import Sequence
 from contextvars import ContextVar
 
 from tokentail.gateway import metrics
-from tokentail.shared.outage import is_outage
-from tokentail.shared.run_spans import RunTrace
-from tokentail.shared.scripts.policies import sessions_runner
-from tokentail.shared.scripts.sessions import CountFirstDelta, MetaRunsKeys
-from tokentail.shared.store import SessionStore, decode_run
+from tokentail.shared.connections.outage import is_outage
+from tokentail.shared.plumbing.run_spans import RunTrace
+from tokentail.shared.store.reads import SessionStore, decode_run
+from tokentail.shared.store.scripts.policies import sessions_runner
+from tokentail.shared.store.scripts.sessions import CountFirstDelta, MetaRunsKeys
 
 logger = logging.getLogger(__name__)
 
 RECEIVED_AT: ContextVar[float | None] = ContextVar("tokentail_received_at", default=None)
 DELTA = b"message.delta"
-RUN_ID_HEAD = b'{"run_id":"'  # how every event's data starts (shared/events.py: EventData)
+RUN_ID_HEAD = b'{"run_id":"'  # how every event's data starts (shared/vocabulary/events.py: EventData)
 REMEMBERED = 10_000  # runs this process knows it counted (or saw counted): the newest
 
 

@@ -44,12 +44,12 @@ from tokentail.gateway.reading.chunk import TERMINAL, Chunk, columns_of
 from tokentail.gateway.reading.first_delta import DELTA, FirstDeltas, tell_first_deltas
 from tokentail.gateway.reading.pubsub import PubSub
 from tokentail.gateway.reading.subscription import Channel, Subscription
-from tokentail.shared.archive import Archive
-from tokentail.shared.events import EventType
-from tokentail.shared.outage import is_outage
-from tokentail.shared.redis_clients import sessions_client
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SESSION_GONE, Entry, SessionStore, stored_event
+from tokentail.shared.connections.outage import is_outage
+from tokentail.shared.connections.redis_clients import sessions_client
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.archive import Archive
+from tokentail.shared.store.reads import SESSION_GONE, Entry, SessionStore, stored_event
+from tokentail.shared.vocabulary.events import EventType
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ delta makes one).
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tokentail.shared.events import Gap, InputRequired, RunCancelled, RunCompleted, RunFailed, StartReason
+from tokentail.shared.vocabulary.events import Gap, InputRequired, RunCancelled, RunCompleted, RunFailed, StartReason
 
 BlockKind = Literal["text", "reasoning"]
 ClosedBecause = Literal["next", "dropped", "completed", "stopped"]

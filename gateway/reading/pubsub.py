@@ -21,8 +21,8 @@ from redis.asyncio.connection import AbstractConnection
 
 from tokentail.gateway import metrics
 from tokentail.gateway.reading.subscription import Channel
-from tokentail.shared.logs import RateLimitedLogger
-from tokentail.shared.outage import is_outage
+from tokentail.shared.connections.outage import is_outage
+from tokentail.shared.plumbing.logs import RateLimitedLogger
 
 logger = logging.getLogger(__name__)
 outage_log = RateLimitedLogger(logger, every_seconds=30)

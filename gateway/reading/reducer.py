@@ -49,7 +49,8 @@ from tokentail.gateway.reading.operations import (
     ToolFailedOp,
     ToolFinished,
 )
-from tokentail.shared.events import (
+from tokentail.shared.store.reads import StoredEvent
+from tokentail.shared.vocabulary.events import (
     DATA_PREFIX,
     EVENT_DATA,
     CustomData,
@@ -74,8 +75,7 @@ from tokentail.shared.events import (
     ToolFailed,
     ToolStarted,
 )
-from tokentail.shared.run_log import AGENT_EVENTS, drop_point, dropped_by
-from tokentail.shared.store import StoredEvent
+from tokentail.shared.vocabulary.run_log import AGENT_EVENTS, drop_point, dropped_by
 
 # -- the one rule of what a takeover drops, also used by the native snapshot (reading/snapshot.py) --
 

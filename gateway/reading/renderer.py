@@ -19,8 +19,8 @@ from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.streams import SSE_PING
-from tokentail.shared.events import Gap
-from tokentail.shared.store import StoredEvent
+from tokentail.shared.store.reads import StoredEvent
+from tokentail.shared.vocabulary.events import Gap
 
 Part = TypeVar("Part")  # what an operation becomes before framing: a JSON object, or one already serialised
 

@@ -16,8 +16,8 @@ from starlette.types import Receive, Scope, Send
 
 from tokentail.gateway.protocol import DIRECT_BODY, DirectBody
 from tokentail.gateway.reading.feed import Batch, EventFeed
-from tokentail.shared.events import Gap
-from tokentail.shared.store import Entry
+from tokentail.shared.store.reads import Entry
+from tokentail.shared.vocabulary.events import Gap
 
 T = TypeVar("T")
 

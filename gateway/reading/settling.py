@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
 from tokentail.gateway.reading.hub import StreamHub
-from tokentail.shared.events import TERMINAL_EVENTS, EventType
+from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, EventType
 
 SETTLED = frozenset(event.encode() for event in (*TERMINAL_EVENTS, EventType.INPUT_REQUIRED))
 

@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from tokentail.gateway.reading.reducer import parse, split_delta
-from tokentail.shared.events import TERMINAL_EVENTS, EventType
-from tokentail.shared.run_log import drop_point, dropped_by
-from tokentail.shared.store import SessionStore, StoredEvent
+from tokentail.shared.store.reads import SessionStore, StoredEvent
+from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, EventType
+from tokentail.shared.vocabulary.run_log import drop_point, dropped_by
 
 SNAPSHOT_BEHIND = 256  # a client this many events behind (or from the start) gets a snapshot, if it asked
 HELD_BYTES = 1_048_576  # a segment larger than this is sent as it is: what one reader holds stays bounded
@@ -128,7 +128,7 @@ class _Deltas:
 
 def _dropped(held: list[StoredEvent]) -> set[int]:
     """The ids of a segment's events that a later `run.retrying` or `run.continued` of their run
-    drops (shared/run_log.py's rule, the reducer's): clients would drop them anyway. Parses
+    drops (shared/vocabulary/run_log.py's rule, the reducer's): clients would drop them anyway. Parses
     events only in the rare segment that has one."""
     dropped: set[int] = set()
     for index, event in enumerate(held):

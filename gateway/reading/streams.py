@@ -14,9 +14,9 @@ from tokentail.gateway.access.limits import StreamSlots
 from tokentail.gateway.reading.feed import EventFeed, start_position
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.response import Encoding, EventStreamResponse
-from tokentail.shared.records import RunRecord, SessionRecord
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 # A Server-Sent Events comment: every SSE encoding sends it after a heartbeat with nothing to send, so
 # proxies keep the connection.

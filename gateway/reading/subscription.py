@@ -10,7 +10,7 @@ from prometheus_client import Counter
 
 from tokentail.gateway import metrics
 from tokentail.gateway.reading.chunk import Chunk
-from tokentail.shared.store import Entry, StoredEvent
+from tokentail.shared.store.reads import Entry, StoredEvent
 
 if TYPE_CHECKING:
     from tokentail.gateway.reading.pubsub import Link

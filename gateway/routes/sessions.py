@@ -48,8 +48,8 @@ from tokentail.gateway.schemas import (
     StreamToken,
     TokenRequest,
 )
-from tokentail.shared.records import RunRecord, SessionRecord, transcript
-from tokentail.shared.store import SessionStore
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord, transcript
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 

@@ -29,7 +29,7 @@ from tokentail.gateway.deps import (
 )
 from tokentail.gateway.encodings.websocket import Conversation, Socket
 from tokentail.gateway.errors import describe
-from tokentail.shared.errors import (
+from tokentail.shared.vocabulary.errors import (
     InvalidInput,
     TokentailError,
 )

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Response
 
 from tokentail.gateway.deps import ApiKeyCallerDep, WebhooksDep
 from tokentail.gateway.schemas import ERROR_RESPONSES, SetWebhook, WebhookConfig
-from tokentail.shared.webhook_messages import HOOKED_EVENTS
+from tokentail.shared.features.webhook_messages import HOOKED_EVENTS
 
 router = APIRouter(prefix="/v1/webhook", tags=["webhooks"])
 

@@ -2,7 +2,7 @@
 fails as an agent's own error does, one that a bound of tokentail's fails."""
 
 from tokentail import RunContext, describe
-from tokentail.shared.events import MAX_EVENT_BYTES
+from tokentail.shared.vocabulary.events import MAX_EVENT_BYTES
 
 
 async def _add(ctx: RunContext) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 from tests.support.gates import gate
 from tokentail import RunContext, describe
-from tokentail.shared.events import MAX_EVENT_BYTES
+from tokentail.shared.vocabulary.events import MAX_EVENT_BYTES
 
 
 async def _greet(ctx: RunContext) -> None:

@@ -39,8 +39,8 @@ from tests.deploy.stack import (
     start_order,
 )
 from tokentail.redis_server import free_port
-from tokentail.shared.redis_urls import sentinel_setup
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.redis_urls import sentinel_setup
+from tokentail.shared.plumbing.settings import Settings
 
 OLDEST_KUBERNETES = "1.30.0"  # the oldest minor still commonly offered by managed clusters
 PROVIDER_KEYS = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"]

@@ -19,7 +19,7 @@ from tests.servers.redis_cluster import LocalCluster, require
 from tests.support.gates import Gates
 from tests.support.waiting import eventually, eventually_sync
 from tokentail.redis_server import RedisServer, free_port
-from tokentail.shared.keys import Keys
+from tokentail.shared.store.keys import Keys
 
 
 class PortTaken(RuntimeError):

@@ -1,4 +1,4 @@
-"""Fair admission with real processes (shared/admission.py): tenants' lines taken in turn, and caps on the
+"""Fair admission with real processes (shared/features/admission.py): tenants' lines taken in turn, and caps on the
 runs of a tenant and of an end user held across gateways and workers, through a worker killed -9 and on a
 Redis Cluster. Runs wait at their gates (tests/support/gates.py): one that reached its gate and was not released
 is running, so what runs at once is read from the gates, at every step, as the test lets runs go."""
@@ -14,7 +14,7 @@ from redis import Redis
 
 from tests.e2e.conftest import Stack
 from tests.support.waiting import eventually_sync
-from tokentail.shared.keys import Keys
+from tokentail.shared.store.keys import Keys
 
 KEY_A, KEY_B = "acme-key-0123456789abcdef", "beta-key-0123456789abcdef"
 ENV = {

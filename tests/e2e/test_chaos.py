@@ -19,7 +19,7 @@ from tests.integration.test_openai_responses import run_of
 from tests.servers.redis_cluster import LocalCluster, require
 from tests.support.waiting import eventually, scaled
 from tokentail.gateway.reading import pubsub
-from tokentail.shared.response_ids import parse_response_id
+from tokentail.shared.vocabulary.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens
 
 TOKENS = 250

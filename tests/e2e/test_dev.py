@@ -22,7 +22,7 @@ from tests.e2e.conftest import wait_until_ready
 from tests.support.waiting import eventually_sync, scaled
 from tokentail.client import Tokentail
 from tokentail.redis_server import free_port
-from tokentail.shared.events import Event
+from tokentail.shared.vocabulary.events import Event
 
 # When each process `_children` found started (clock ticks since boot): with pid_max at 32768, a
 # pid is given again within one run of the suite, and `_alive` must not take the new one for it.

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from tests.e2e.conftest import Stack
 from tests.support.waiting import eventually, scaled
-from tokentail.shared.keys import Keys
+from tokentail.shared.store.keys import Keys
 
 KEY = "leaky-tenant-key-0123456789"
 CYCLES = 100

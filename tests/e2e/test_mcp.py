@@ -23,7 +23,7 @@ from tests.clients.mcp_client import cancel_task, connect, get_task, until_statu
 from tests.e2e.conftest import Stack
 from tests.fixtures.processes import outlives_the_test
 from tests.support.waiting import eventually
-from tokentail.shared.response_ids import parse_task_id
+from tokentail.shared.vocabulary.response_ids import parse_task_id
 
 pytestmark = pytest.mark.mcp
 

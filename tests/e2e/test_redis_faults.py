@@ -109,7 +109,7 @@ async def test_events_a_failover_lost_are_written_again_under_the_same_ids(stack
         async with Redis.from_url(stack.redis.url) as redis:
             keys = [key async for key in redis.scan_iter(f"{prefix}:*:meta")]
             keys += [key async for key in redis.scan_iter(f"{prefix}:*:events")]
-            # The workers' counts of their joined appends too (shared/scripts/pipeline.py): a replica
+            # The workers' counts of their joined appends too (shared/store/scripts/pipeline.py): a replica
             # a moment behind is behind on every key the primary was sent.
             keys += [key async for key in redis.scan_iter(f"{prefix}:joined-count:*")]
             async with redis.pipeline(transaction=True) as pipe:

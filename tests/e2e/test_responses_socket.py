@@ -11,7 +11,7 @@ from openai.lib.responses_websocket import AsyncResponsesWebSocketSession, Respo
 
 from tests.e2e.conftest import Stack
 from tests.integration.test_openai_responses import run_of
-from tokentail.shared.response_ids import parse_response_id
+from tokentail.shared.vocabulary.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens
 
 pytestmark = pytest.mark.responses

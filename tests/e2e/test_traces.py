@@ -16,7 +16,7 @@ from tests.e2e.fake_llm_server import API_KEY
 from tests.e2e.watcher import killed_in_second_turn
 from tests.servers.otlp_receiver import OtlpReceiver, Span, otlp_receiver
 from tests.support.sessions import waiting_for_input
-from tokentail.shared import tracing
+from tokentail.shared.plumbing import tracing
 
 GATEWAY, WORKER = tracing.GATEWAY, tracing.WORKER
 AGENTS = json.dumps(

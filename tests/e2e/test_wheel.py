@@ -77,7 +77,7 @@ def test_the_wheel_holds_one_import_name_with_its_data_and_nothing_of_the_tests(
     expected = {f"tokentail/{path.relative_to(ROOT / 'tokentail')}" for path in (ROOT / "tokentail").rglob("*.py")}
     for folder in INSTALLED_INSIDE:
         expected |= {f"tokentail/{path.relative_to(ROOT)}" for path in (ROOT / folder).rglob("*.py")}
-    expected |= {f"tokentail/{path.relative_to(ROOT)}" for path in (ROOT / "shared" / "lua").rglob("*.lua")}
+    expected |= {f"tokentail/{path.relative_to(ROOT)}" for path in (ROOT / "shared").rglob("*.lua")}
     expected |= {f"tokentail/{path.relative_to(ROOT)}" for path in (ROOT / "gateway" / "static").iterdir()}
     expected.add("tokentail/py.typed")
     assert sorted(expected - names) == []  # every module, script, static file and the typing marker

@@ -43,7 +43,7 @@ from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tests.servers.webhook_receiver import Receiver
 from tests.support.waiting import eventually
 from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION
-from tokentail.shared.a2a_push import PushConfig, PushConfigs
+from tokentail.shared.features.a2a_push import PushConfig, PushConfigs
 from tokentail.worker import metrics
 
 pytestmark = pytest.mark.a2a

@@ -1,4 +1,4 @@
-"""Fair admission (shared/admission.py): caps on a tenant's and an end user's runs running at once, each
+"""Fair admission (shared/features/admission.py): caps on a tenant's and an end user's runs running at once, each
 tenant its own line taken in turn, the line's bound; and what is never refused or delayed by them."""
 
 from collections.abc import Callable
@@ -14,9 +14,9 @@ from tests.clients.sse_client import read_events
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET, bearer
 from tests.support.gates import Gates
 from tests.support.waiting import eventually, scaled
-from tokentail.shared.admission import AUDIT_AFTER_SECONDS, Admission, SlotAudit
-from tokentail.shared.keys import Keys
-from tokentail.shared.settings import Settings
+from tokentail.shared.features.admission import AUDIT_AFTER_SECONDS, Admission, SlotAudit
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
 
 AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET), "runs_per_minute": 0}
 AGENTS = {"agents": {"held": "tests.support.gates:held", "approval": "tests.agents.asking_agent:approval"}}

@@ -19,7 +19,7 @@ from tests.integration.test_chat_protocols import KEY_A, KEY_B, SECRET, Frame, a
 from tests.servers.webhook_receiver import Receiver
 from tests.support.gates import Gates
 from tests.support.waiting import eventually
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
 from tokentail.worker.main import TokentailWorker
 
 pytestmark = pytest.mark.ag_ui

@@ -56,8 +56,8 @@ from tests.fixtures.stack import Gateway
 from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.app import create_app
-from tokentail.shared.events import MessageDelta, RunCompleted, RunFailed
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted, RunFailed
 from tokentail.worker.run_writes import RunLease
 
 T = TypeVar("T")

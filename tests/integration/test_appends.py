@@ -17,13 +17,13 @@ from redis.asyncio import Redis
 from tests.support.sessions import delta_of, held, start_a_run
 from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites
-from tokentail.shared import outage
-from tokentail.shared.errors import LeaseLost
-from tokentail.shared.round_trips import round_trips
-from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.runs import AppendEvents, AppendKeys, AppendShared
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.connections import outage
+from tokentail.shared.connections.round_trips import round_trips
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.contract import Topology
+from tokentail.shared.store.scripts.runs import AppendEvents, AppendKeys, AppendShared
+from tokentail.shared.vocabulary.errors import LeaseLost
 from tokentail.worker.appends import JOINED_CALLS, AppendTicks
 from tokentail.worker.lease import LeaseKeeper
 from tokentail.worker.run_writes import RunLease

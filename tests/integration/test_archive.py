@@ -25,12 +25,12 @@ from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites
 from tests.unit.write_side import lease_of
 from tokentail.cli import main
-from tokentail.shared.archive import Archive, ArchiveError, migrate
-from tokentail.shared.errors import ArchiveUnavailable
-from tokentail.shared.keys import Keys
-from tokentail.shared.records import STEERS_STEP
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore, StoredEvent
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.archive import Archive, ArchiveError, migrate
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import SessionStore, StoredEvent
+from tokentail.shared.vocabulary.errors import ArchiveUnavailable
+from tokentail.shared.vocabulary.records import STEERS_STEP
 from tokentail.worker.archiver import BATCH, Archiver
 from tokentail.worker.run_writes import RunLease
 

@@ -21,9 +21,9 @@ from tests.fixtures.stack import Gateway
 from tests.integration.test_chat_protocols import ChatSocket, SseReader, ws_url
 from tests.support.gates import Gates
 from tests.support.waiting import eventually
-from tokentail.shared.keys import Keys
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import SessionStore
 
 KEY = "acme-key-0123456789abcdef"
 OTHER_KEY = "beta-key-0123456789abcdef"

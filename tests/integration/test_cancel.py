@@ -14,10 +14,10 @@ from tests.support.sessions import completion
 from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id
-from tokentail.shared.keys import Keys
-from tokentail.shared.records import RunRecord
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.records import RunRecord
 from tokentail.worker.run_writes import RunLease
 
 

@@ -13,7 +13,7 @@ from tests.fixtures.stack import Gateway
 from tests.support.sessions import completion, delta_of, write_turns
 from tests.support.writes import AllWrites
 from tokentail import AsyncTokentail
-from tokentail.shared.run_log import RunLog
+from tokentail.shared.vocabulary.run_log import RunLog
 
 
 def kept_texts(events: list[tuple[int, str, Any]]) -> dict[str, str]:

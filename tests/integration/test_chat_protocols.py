@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from tests.fixtures.stack import Gateway
 from tests.support.gates import Gates
 from tests.support.waiting import eventually, scaled
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
 from tokentail.worker.main import TokentailWorker
 
 pytestmark = [pytest.mark.ai_sdk, pytest.mark.ag_ui]

@@ -23,9 +23,9 @@ from tokentail import ApiError, AsyncTokentail, Resumption, Tokentail, Tokentail
 from tokentail.cli import main
 from tokentail.client import _Retries, retried
 from tokentail.redis_server import RedisServer, free_port
-from tokentail.shared.events import Event, MessageDelta, RunCompleted
-from tokentail.shared.keys import Keys
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.vocabulary.events import Event, MessageDelta, RunCompleted
 
 
 async def test_both_clients_name_the_end_user_a_session_and_a_run_count_against(

@@ -2,7 +2,7 @@
 claims a run (whose reply carries the session's runs, the run's first read), and a share of all its
 replies lost; a gateway's as it
 queues a run. Nothing is stranded, failed or done twice: every call a run depends on rides out the
-outage (shared/outage.py), a run left queued without its job gets it again from a reaper
+outage (shared/connections/outage.py), a run left queued without its job gets it again from a reaper
 (worker/reaper.py), and a gateway finds out itself whether the run it queued was made."""
 
 import asyncio
@@ -19,12 +19,12 @@ from tests.support.sessions import completion, make_run, make_session
 from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites
 from tokentail.gateway.commands import writes
-from tokentail.shared import outage
-from tokentail.shared.records import RunRecord
-from tokentail.shared.scripts.contract import Script, Topology
-from tokentail.shared.scripts.runs import QueueRun, StartRun
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.connections import outage
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.contract import Script, Topology
+from tokentail.shared.store.scripts.runs import QueueRun, StartRun
+from tokentail.shared.vocabulary.records import RunRecord
 from tokentail.worker.providers.scripted import scripted_tokens
 
 # Long enough that no reaper takes a run over, nor looks at a queued one, within a test: what saves a

@@ -28,9 +28,9 @@ from tokentail.gateway.reading.feed import EventFeed
 from tokentail.gateway.reading.first_delta import FirstDeltas
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.subscription import Subscription
-from tokentail.shared.events import MessageDelta, ToolCompleted, ToolStarted
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.events import MessageDelta, ToolCompleted, ToolStarted
 
 SSE, NDJSON = "text/event-stream", "application/x-ndjson"
 

@@ -1,4 +1,4 @@
-"""The fence (shared/lua/lib/seqs.lua) against a real redis-server: the first entry after a reaper took a run's
+"""The fence (shared/store/lua/lib/seqs.lua) against a real redis-server: the first entry after a reaper took a run's
 lease away is `<seq>-1`, and every read after an id (the store's, a snapshot's, the archive's, a
 client's resume through a gateway) starts past that seq's entry whatever its second part, so nothing
 is repeated and nothing skipped."""
@@ -13,9 +13,9 @@ from tests.clients.sse_client import read_events
 from tests.support.sessions import completion, delta_of, held, start_a_run
 from tests.support.writes import AllWrites
 from tokentail.gateway.reading.snapshot import read_snapshots
-from tokentail.shared.archive import Archive
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore, entry_seq
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.archive import Archive
+from tokentail.shared.store.reads import SessionStore, entry_seq
 from tokentail.worker.archiver import Archiver
 
 FENCED = 5  # the seq of the session's entry after the fence: run.continued, `5-1`

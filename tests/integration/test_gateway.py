@@ -15,11 +15,11 @@ from tests.support.sessions import held
 from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
-from tokentail.shared.events import RunCompleted
-from tokentail.shared.keys import Keys
-from tokentail.shared.records import RunRecord, SessionRecord
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.events import RunCompleted
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 from tokentail.worker.main import TokentailWorker
 from tokentail.worker.providers.scripted import scripted_tokens
 

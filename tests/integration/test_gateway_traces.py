@@ -24,9 +24,9 @@ from tests.clients.sse_client import read_events
 from tests.e2e.conftest import Stack
 from tests.servers.otlp_receiver import OtlpReceiver, Span, otlp_receiver
 from tests.support.waiting import eventually
-from tokentail.shared import tracing
-from tokentail.shared.keys import Keys
-from tokentail.shared.store import decode_run
+from tokentail.shared.plumbing import tracing
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import decode_run
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CALLER = "b7ad6b7169203331"  # the caller's own span, the parent it sends

@@ -15,11 +15,11 @@ from redis.asyncio import Redis
 
 from tests.clients.sse_client import read_events
 from tests.support.waiting import eventually
-from tokentail.shared import tracing
-from tokentail.shared.keys import Keys
-from tokentail.shared.response_ids import parse_response_id
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing import tracing
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.response_ids import parse_response_id
 
 
 def counted() -> float:

@@ -31,9 +31,9 @@ from tokentail.gateway import cors, deps
 from tokentail.gateway.app import create_app
 from tokentail.gateway.hot_routes import HotRoute
 from tokentail.gateway.routes import events, sessions
-from tokentail.shared.keys import Keys
-from tokentail.shared.logs import RateLimitedLogger
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.logs import RateLimitedLogger
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
 
 ALLOWED_ORIGIN = "http://app.example"
 SETTINGS = {

@@ -22,9 +22,9 @@ from tokentail.gateway.encodings import sse
 from tokentail.gateway.reading import subscription as subscription_module
 from tokentail.gateway.reading.feed import EventFeed, Start
 from tokentail.gateway.reading.hub import StreamHub
-from tokentail.shared.events import RunCompleted
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.events import RunCompleted
 from tokentail.worker.run_writes import RunLease
 
 
@@ -234,8 +234,8 @@ async def test_open_streams_share_a_fixed_number_of_redis_connections(
     try:
         await _live(*followers)
         clients = int((await redis.info("clients"))["connected_clients"])
-        # This test's own client (a connection for its commands, one for its round trips: shared/round_trips.py),
-        # the hub's pool, its notifications: however many streams are open.
+        # This test's own client (a connection for its commands, one for its round trips:
+        # shared/connections/round_trips.py), the hub's pool, its notifications: however many streams are open.
         assert clients <= 2 + 3 + 1
         for session_id, run in sessions:
             await _append(runs, session_id, run.run_id)

@@ -21,11 +21,11 @@ from tests.support.sessions import held
 from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites
 from tokentail.gateway import cors
-from tokentail.shared.events import MessageDelta
-from tokentail.shared.logs import RateLimitedLogger
-from tokentail.shared.records import PUBLIC_TENANT
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.logs import RateLimitedLogger
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.events import MessageDelta
+from tokentail.shared.vocabulary.records import PUBLIC_TENANT
 
 AUTH = {"api_keys": SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), "secret": SecretStr(SECRET)}
 

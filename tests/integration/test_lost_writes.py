@@ -15,12 +15,12 @@ from tests.clients.sse_client import read_events
 from tests.servers.redis_faults import rolled_back_after
 from tests.support.sessions import completion, delta_of, held, start_a_run
 from tests.support.writes import AllWrites
-from tokentail.shared.errors import LeaseLost
-from tokentail.shared.keys import Keys
-from tokentail.shared.records import Question
-from tokentail.shared.scripts.runs import Asked
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.runs import Asked
+from tokentail.shared.vocabulary.errors import LeaseLost
+from tokentail.shared.vocabulary.records import Question
 from tokentail.worker.appends import AppendTicks
 from tokentail.worker.run_writes import RunLease
 from tokentail.worker.writer import EventWriter

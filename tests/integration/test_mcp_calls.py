@@ -20,8 +20,8 @@ from tests.clients.mcp_client import connect
 from tests.fixtures.stack import Gateway
 from tests.support.waiting import eventually
 from tokentail.gateway.commands.tasks import RunTasks, Task
-from tokentail.shared import agent_catalog
-from tokentail.shared.agent_catalog import INPUT_SCHEMA, AgentInfo
+from tokentail.shared.features import agent_catalog
+from tokentail.shared.features.agent_catalog import INPUT_SCHEMA, AgentInfo
 
 pytestmark = pytest.mark.mcp
 

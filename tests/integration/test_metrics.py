@@ -76,7 +76,7 @@ async def test_metrics_move_as_a_run_streams_and_a_client_resumes(
         assert moved(w0, w1, "tokentail_time_to_first_token_seconds_count", provider="scripted") == 1
         assert value(w1, "tokentail_active_runs") == 0
 
-        # OpenMetrics when asked, as on the gateway: the format with exemplars (shared/prometheus.py).
+        # OpenMetrics when asked, as on the gateway: the format with exemplars (shared/plumbing/prometheus.py).
         open_metrics = await http.get(f"{worker_url}/metrics", headers={"Accept": "application/openmetrics-text"})
         assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
         assert open_metrics.text.endswith("# EOF\n")

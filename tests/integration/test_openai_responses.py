@@ -26,13 +26,13 @@ from tests.support.sessions import completion
 from tests.support.waiting import eventually
 from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id
-from tokentail.shared.events import MessageDelta
-from tokentail.shared.keys import Keys
-from tokentail.shared.records import Question, RunRecord
-from tokentail.shared.response_ids import parse_response_id
-from tokentail.shared.scripts.runs import Asked
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.runs import Asked
+from tokentail.shared.vocabulary.events import MessageDelta
+from tokentail.shared.vocabulary.records import Question, RunRecord
+from tokentail.shared.vocabulary.response_ids import parse_response_id
 from tokentail.worker.run_writes import RunLease
 
 pytestmark = pytest.mark.responses

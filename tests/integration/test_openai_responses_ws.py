@@ -29,8 +29,8 @@ from tests.integration.test_openai_responses import run_of
 from tests.support.gates import Gates
 from tests.support.waiting import eventually
 from tokentail.gateway.protocols.responses.socket import MAX_WAITING
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
 
 pytestmark = pytest.mark.responses
 

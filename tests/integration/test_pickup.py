@@ -14,9 +14,9 @@ from arq.jobs import Job, JobStatus
 from arq.worker import Retry, Worker, func
 
 from tests.support.waiting import eventually, scaled
-from tokentail.shared.scripts.contract import Script
-from tokentail.shared.scripts.pickup import ClaimJobs, FinishJobs
-from tokentail.shared.scripts.runner import ScriptRunner
+from tokentail.shared.store.scripts.contract import Script
+from tokentail.shared.store.scripts.pickup import ClaimJobs, FinishJobs
+from tokentail.shared.store.scripts.runner import ScriptRunner
 from tokentail.worker import arq_shell
 from tokentail.worker.arq_shell import BatchedPickup
 

@@ -23,8 +23,8 @@ from tests.clients.mcp_client import connect
 from tests.fixtures.stack import Gateway
 from tests.support.sessions import completion
 from tests.support.writes import AllWrites
-from tokentail.shared.response_ids import parse_response_id
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.response_ids import parse_response_id
 from tokentail.worker.run_writes import RunLease
 
 # The budget's minute held still (tests/fixtures/limits_clock.py): a test that crossed into the next

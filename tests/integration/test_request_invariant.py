@@ -22,8 +22,8 @@ from redis.asyncio import Redis
 from tests.fixtures.stack import Gateway
 from tests.integration.test_limits import HEALTHZ, post, raw_connection
 from tests.support.sessions import waiting_for_input
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
 
 KIB = 1024
 MIB = 1024 * KIB

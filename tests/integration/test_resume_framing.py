@@ -21,7 +21,10 @@ from tests.support.waiting import scaled
 from tests.support.writes import AllWrites
 from tokentail.gateway.encodings import ndjson, sse, websocket
 from tokentail.gateway.reading.chunk import Chunk
-from tokentail.shared.events import (
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore, StoredEvent
+from tokentail.shared.store.scripts.runs import Asked
+from tokentail.shared.vocabulary.events import (
     CustomData,
     ErrorInfo,
     Gap,
@@ -35,10 +38,7 @@ from tokentail.shared.events import (
     ToolFailed,
     ToolStarted,
 )
-from tokentail.shared.records import Question
-from tokentail.shared.scripts.runs import Asked
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore, StoredEvent
+from tokentail.shared.vocabulary.records import Question
 from tokentail.worker.run_writes import RunLease
 
 SSE, NDJSON = "text/event-stream", "application/x-ndjson"

@@ -1,4 +1,4 @@
-"""Round trips joined across callers (shared/round_trips.py), on a real redis-server."""
+"""Round trips joined across callers (shared/connections/round_trips.py), on a real redis-server."""
 
 import asyncio
 from typing import Any
@@ -8,8 +8,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from tokentail.shared.round_trips import RoundTrips, round_trips
-from tokentail.shared.settings import Settings
+from tokentail.shared.connections.round_trips import RoundTrips, round_trips
+from tokentail.shared.plumbing.settings import Settings
 
 
 async def test_concurrent_callers_share_a_round_trip_and_each_gets_its_own_replies(

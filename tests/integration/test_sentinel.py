@@ -25,10 +25,10 @@ from tests.support.sessions import completion, delta_of, start_a_run
 from tests.support.waiting import eventually
 from tests.support.writes import AllWrites
 from tokentail.client import AsyncTokentail
-from tokentail.shared.errors import LeaseLost
-from tokentail.shared.redis_clients import close_sentinels, redis_client
-from tokentail.shared.redis_urls import SentinelSetup, sentinel_setup
-from tokentail.shared.settings import Settings
+from tokentail.shared.connections.redis_clients import close_sentinels, redis_client
+from tokentail.shared.plumbing.redis_urls import SentinelSetup, sentinel_setup
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.errors import LeaseLost
 from tokentail.worker.main import arq_redis_settings
 from tokentail.worker.run_writes import RunLease
 

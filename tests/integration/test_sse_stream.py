@@ -12,9 +12,9 @@ from tests.support.writes import AllWrites
 from tokentail.gateway.encodings.sse import encode_events, encode_gap
 from tokentail.gateway.reading.feed import READ_BUDGET_BYTES, EventFeed, Start
 from tokentail.gateway.reading.hub import StreamHub
-from tokentail.shared.events import MessageDelta, RunCompleted
-from tokentail.shared.round_trips import RoundTrips
-from tokentail.shared.settings import Settings
+from tokentail.shared.connections.round_trips import RoundTrips
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted
 from tokentail.worker.writer import MAX_DELTA_CHARS
 
 

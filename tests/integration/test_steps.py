@@ -9,11 +9,11 @@ from redis.asyncio import Redis
 
 from tests.support.sessions import completion, held, start_a_run
 from tests.support.writes import AllWrites
-from tokentail.shared.errors import StepTooLarge
-from tokentail.shared.keys import Keys
-from tokentail.shared.records import MAX_RUN_STEPS_BYTES, MAX_STEP_BYTES
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.errors import StepTooLarge
+from tokentail.shared.vocabulary.records import MAX_RUN_STEPS_BYTES, MAX_STEP_BYTES
 
 
 async def _record_size(redis: Redis, settings: Settings, session_id: str, run_id: str) -> int:

@@ -13,13 +13,13 @@ from tests.servers.redis_faults import fill
 from tests.support.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
-from tokentail.shared import outage
-from tokentail.shared.jobs import RUN_JOB
-from tokentail.shared.outage import out_of_memory
-from tokentail.shared.records import STEERS_STEP
-from tokentail.shared.scripts.runs import Queued
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.connections import outage
+from tokentail.shared.connections.outage import out_of_memory
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.jobs import RUN_JOB
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.runs import Queued
+from tokentail.shared.vocabulary.records import STEERS_STEP
 from tokentail.worker.run_writes import RunLease
 
 

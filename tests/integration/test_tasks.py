@@ -1,5 +1,5 @@
 """The agent protocols' tasks (gateway/commands/tasks.py) and agents' descriptions
-(shared/agent_catalog.py), on a real gateway, worker and Redis: what every protocol's task is made of."""
+(shared/features/agent_catalog.py), on a real gateway, worker and Redis: what every protocol's task is made of."""
 
 from typing import Any
 
@@ -11,8 +11,8 @@ from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tests.support.waiting import eventually, scaled
 from tokentail.gateway.access.auth import Caller
 from tokentail.gateway.commands.tasks import SETTLED, RunTasks, Task
-from tokentail.shared.catalog import BUILTIN_AGENTS
-from tokentail.shared.errors import InputNotPending, InvalidInput, TaskNotFound
+from tokentail.shared.vocabulary.catalog import BUILTIN_AGENTS
+from tokentail.shared.vocabulary.errors import InputNotPending, InvalidInput, TaskNotFound
 
 AGENTS = {
     "approve": "tests.agents.asking_agent:approval",

@@ -22,9 +22,9 @@ from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites, Died
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.redis_server import RedisServer
-from tokentail.shared.scripts.runs import Queued, Requeue, StartVerdict
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.runs import Queued, Requeue, StartVerdict
 from tokentail.worker.reaper import Reaper
 from tokentail.worker.run_writes import RunLease
 from tokentail.worker.webhook_delivery import WebhookDeliverer

@@ -13,12 +13,12 @@ from redis.asyncio import Redis
 from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
-from tokentail.shared.records import RunRecord, SessionRecord
-from tokentail.shared.scripts.contract import Script
-from tokentail.shared.scripts.pickup import ClaimJobs
-from tokentail.shared.scripts.runner import ScriptRunner
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.contract import Script
+from tokentail.shared.store.scripts.pickup import ClaimJobs
+from tokentail.shared.store.scripts.runner import ScriptRunner
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 from tokentail.worker.appends import AppendTicks
 from tokentail.worker.providers import Providers
 from tokentail.worker.run import run_agent

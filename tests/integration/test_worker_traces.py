@@ -15,11 +15,11 @@ from redis.asyncio import Redis
 from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
-from tokentail.shared import tracing
-from tokentail.shared.records import Multitask, RunRecord, SessionRecord
-from tokentail.shared.scripts.runs import Cancel
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing import tracing
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.runs import Cancel
+from tokentail.shared.vocabulary.records import Multitask, RunRecord, SessionRecord
 from tokentail.worker.appends import AppendTicks
 from tokentail.worker.providers import Providers
 from tokentail.worker.reaper import Reaper

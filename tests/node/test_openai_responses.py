@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.node.conftest import API_KEY, HELD, SLOW, ChatStack, run_node
-from tokentail.shared.response_ids import parse_response_id
+from tokentail.shared.vocabulary.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens
 
 pytestmark = pytest.mark.responses

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
-from tokentail.shared.keys import Keys
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
 
 
 async def fill(redis: Redis) -> None:

@@ -33,7 +33,7 @@ class LocalSentinels:
 
     @property
     def url(self) -> str:
-        """The setup as tokentail names it (shared/redis_urls.py)."""
+        """The setup as tokentail names it (shared/plumbing/redis_urls.py)."""
         return "redis+sentinel://" + ",".join(f"127.0.0.1:{port}" for port in self.ports) + f"/{SERVICE}"
 
     def start(self) -> "LocalSentinels":

@@ -9,10 +9,10 @@ import httpx2
 from tests.support.waiting import TIMEOUT, eventually
 from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_run_id, new_session_id
-from tokentail.shared.events import RunCompleted
-from tokentail.shared.records import RunRecord, SessionRecord
-from tokentail.shared.scripts.runs import StartVerdict
-from tokentail.shared.store import last_seq
+from tokentail.shared.store.reads import last_seq
+from tokentail.shared.store.scripts.runs import StartVerdict
+from tokentail.shared.vocabulary.events import RunCompleted
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 from tokentail.worker.run_writes import RunLease
 
 

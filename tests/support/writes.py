@@ -11,4 +11,4 @@ class AllWrites(SessionWrites, RunWrites):
 
 class Died(BaseException):
     """A process dying at this instant, raised where a test makes it die: a BaseException, so that no
-    retry of the process's own (shared/outage.py's ride_out) catches it, as none would run."""
+    retry of the process's own (shared/connections/outage.py's ride_out) catches it, as none would run."""

@@ -1,5 +1,5 @@
 """The unit tier runs in-process: no redis-server, no network. Its Redis is fakeredis (with Lua, so the
-scripts in shared/lua/ run as they are), a new one for each test.
+scripts in shared/store/lua/ run as they are), a new one for each test.
 
 `redis` and `settings` here take the place of the real-Redis ones (tests/fixtures/real_redis.py); the
 `store` and `runs` built on them are then fakeredis-backed too. What fakeredis does not do as Redis
@@ -19,7 +19,7 @@ from fakeredis.model import XStream
 from fakeredis.model._stream import StreamEntryKey
 
 from tokentail.redis_server import RedisServer
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
 
 NO_SERVER = (
     "the unit tier runs without a redis-server: use the fakeredis `redis`, or move the test to tests/integration"

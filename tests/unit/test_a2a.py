@@ -12,10 +12,10 @@ from tests.unit.test_protocol_cases import CASES, Case, Log
 from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION, A2AEvents, Event
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
-from tokentail.shared.a2a_push import push_body
-from tokentail.shared.events import Gap
-from tokentail.shared.store import StoredEvent
-from tokentail.shared.webhook_messages import Hook
+from tokentail.shared.features.a2a_push import push_body
+from tokentail.shared.features.webhook_messages import Hook
+from tokentail.shared.store.reads import StoredEvent
+from tokentail.shared.vocabulary.events import Gap
 
 pytestmark = pytest.mark.a2a
 

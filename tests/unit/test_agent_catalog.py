@@ -1,10 +1,10 @@
-"""What agents say about themselves (shared/agent_catalog.py, worker/agents.py `describe`), and task ids."""
+"""What agents say about themselves (shared/features/agent_catalog.py, worker/agents.py `describe`), and task ids."""
 
 import pytest
 
-from tokentail.shared.agent_catalog import INPUT_SCHEMA, AgentInfo, arguments_of
-from tokentail.shared.errors import InvalidInput
-from tokentail.shared.response_ids import parse_task_id, task_id
+from tokentail.shared.features.agent_catalog import INPUT_SCHEMA, AgentInfo, arguments_of
+from tokentail.shared.vocabulary.errors import InvalidInput
+from tokentail.shared.vocabulary.response_ids import parse_task_id, task_id
 from tokentail.worker.agents import ASSISTANT, Agent, describe, info_of
 from tokentail.worker.context import RunContext
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.servers.fake_llm import FakeLLM, Reply, anthropic_stream, openai_chunk, openai_stream
 from tests.unit.test_writer import LeaseTicks, RecordingLease
-from tokentail.shared.records import RunRecord
+from tokentail.shared.vocabulary.records import RunRecord
 from tokentail.worker.agent_loop import AgentError, run_model_agent
 from tokentail.worker.agents import ASSISTANT, Agent
 from tokentail.worker.context import RunContext

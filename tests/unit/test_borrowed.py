@@ -1,7 +1,7 @@
 """What tokentail borrows from arq's, redis-py's and uvicorn's insides, pinned: the source of each
 function it copies, overrides or calls past the public API (a hash of it), and each attribute it
 uses. A new release that changes one fails here, naming it: read the change against the module that
-relies on it (worker/arq_shell.py; shared/round_trips.py and gateway/reading/pubsub.py for redis-py;
+relies on it (worker/arq_shell.py; shared/connections/round_trips.py and gateway/reading/pubsub.py for redis-py;
 gateway/protocol.py for uvicorn), adapt that module, then the hash. A release that leaves them as
 they are passes."""
 
@@ -28,7 +28,8 @@ SOURCES: list[tuple[Any, str, str, str]] = [
     (Worker, "finish_failed_job", "3e16087f318a7acf", "overridden: its arguments become a joined Finish"),
     (Worker, "close", "5bcc9cb356680829", "extended: the finishes and the worker's tasks end first"),
     (Worker, "_release_sem_dec_counter_on_complete", "0ed101482e942c33", "extended: a freed slot polls again"),
-    # redis-py: the joined round trips' send and read (shared/round_trips.py), the hub's (gateway/reading/pubsub.py)
+    # redis-py: the joined round trips' send and read (shared/connections/round_trips.py), the hub's
+    # (gateway/reading/pubsub.py)
     (AbstractConnection, "send_packed_command", "cad238c0be555d05", "sends a joined round trip"),
     (AbstractConnection, "read_response", "aabcda8ed58d0a36", "reads each reply of it"),
     (AbstractConnection, "pack_command", "9a0e503fdcf56314", "packs the hub's (un)subscriptions"),

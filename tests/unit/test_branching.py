@@ -2,7 +2,7 @@
 and where a session may be forked (`SessionRecord.turn_boundaries`), on records made by hand."""
 
 from tokentail.gateway.commands.branching import ClientChat, Said, branch_point
-from tokentail.shared.records import RunRecord, RunStatus, SessionRecord, SteerTaken
+from tokentail.shared.vocabulary.records import RunRecord, RunStatus, SessionRecord, SteerTaken
 
 
 def run(run_id: str, text: str, queued: int, finished: int | None, status: RunStatus = "completed") -> RunRecord:

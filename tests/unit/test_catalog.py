@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from tokentail.shared.catalog import PROVIDERS, ModelRef, check_agent, parse_model
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.catalog import PROVIDERS, ModelRef, check_agent, parse_model
 from tokentail.worker.agents import BUILTIN
 from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
@@ -36,7 +36,7 @@ def test_agents_are_checked_against_builtins_and_configured_ones() -> None:
 
 
 def test_the_worker_knows_every_builtin_agent_the_gateway_accepts() -> None:
-    from tokentail.shared.catalog import BUILTIN_AGENTS
+    from tokentail.shared.vocabulary.catalog import BUILTIN_AGENTS
 
     assert set(BUILTIN) == set(BUILTIN_AGENTS)
 
@@ -121,7 +121,7 @@ def test_a_missing_framework_names_the_extra_that_installs_it() -> None:
 
 
 def test_the_gateway_finds_agent_modules_without_running_them() -> None:
-    from tokentail.shared.catalog import unresolved_agents
+    from tokentail.shared.vocabulary.catalog import unresolved_agents
 
     assert unresolved_agents({"support": "examples.support_agent:support"}) == []
     # The gateway does not run an agent, so a package only the worker needs is not the gateway's concern.

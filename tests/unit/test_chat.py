@@ -3,7 +3,7 @@
 import pytest
 
 from tokentail.chat import Screen, _given
-from tokentail.shared.events import Event
+from tokentail.shared.vocabulary.events import Event
 
 
 def _event(kind: str, **data: object) -> Event:

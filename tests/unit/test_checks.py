@@ -1,4 +1,4 @@
-"""The checks indexes' scripts through their contracts (shared/scripts/checks.py): what each reads
+"""The checks indexes' scripts through their contracts (shared/store/scripts/checks.py): what each reads
 from its index and how it settles an entry, on fakeredis. (The indexes at work, with their reapers,
 deliverers and archivers: tests/integration/test_topology.py, test_webhooks.py, test_archive.py.)"""
 
@@ -7,14 +7,14 @@ import time
 
 from redis.asyncio import Redis
 
-from tokentail.shared.jobs import RUN_JOB
-from tokentail.shared.keys import Keys
-from tokentail.shared.lease_index import LeaseIndex
-from tokentail.shared.scripts.checks import Archived, ArchivedKeys, Archiving, DropHook, Due, HooksKey
-from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.runner import ScriptRunner
-from tokentail.shared.settings import Settings
-from tokentail.shared.webhook_index import Claim, WebhookIndex
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.jobs import RUN_JOB
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.lease_index import LeaseIndex
+from tokentail.shared.store.scripts.checks import Archived, ArchivedKeys, Archiving, DropHook, Due, HooksKey
+from tokentail.shared.store.scripts.contract import Topology
+from tokentail.shared.store.scripts.runner import ScriptRunner
+from tokentail.shared.store.webhook_index import Claim, WebhookIndex
 
 
 def now_ms() -> int:

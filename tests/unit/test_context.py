@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.unit.test_writer import RecordingLease, _writer
-from tokentail.shared.events import CustomData, Event, ReasoningDelta
-from tokentail.shared.records import Question, RunRecord
+from tokentail.shared.vocabulary.events import CustomData, Event, ReasoningDelta
+from tokentail.shared.vocabulary.records import Question, RunRecord
 from tokentail.worker.context import RunContext, WaitingForInput, waiting_in
 
 if TYPE_CHECKING:  # the SDK is an extra

@@ -1,4 +1,4 @@
-"""A script's contract (shared/scripts/contract.py, reply.py): what Python packs is what the Lua side reads
+"""A script's contract (shared/store/scripts/contract.py, reply.py): what Python packs is what the Lua side reads
 by name, and what the Lua side replies by name is what Python reads."""
 
 import itertools
@@ -12,12 +12,12 @@ import fakeredis
 import pytest
 from lupa import lua51  # type: ignore[import-untyped]
 
-from tokentail.shared.scripts import checks, limits, pickup, runs, sessions
-from tokentail.shared.scripts.checks import Claimed
-from tokentail.shared.scripts.contract import Effect, Packer, Script, Topology, lib_source
-from tokentail.shared.scripts.pickup import ArqKeys, ArqPrefixes, Claim, ClaimedJob, Finish, FinishJobs
-from tokentail.shared.scripts.reply import Reply
-from tokentail.shared.scripts.runs import (
+from tokentail.shared.store.scripts import checks, limits, pickup, runs, sessions
+from tokentail.shared.store.scripts.checks import Claimed
+from tokentail.shared.store.scripts.contract import Effect, Packer, Script, Topology, lib_source
+from tokentail.shared.store.scripts.pickup import ArqKeys, ArqPrefixes, Claim, ClaimedJob, Finish, FinishJobs
+from tokentail.shared.store.scripts.reply import Reply
+from tokentail.shared.store.scripts.runs import (
     Append,
     AppendEvents,
     AppendKeys,
@@ -31,7 +31,7 @@ from tokentail.shared.scripts.runs import (
     RunKeys,
     SessionArgs,
 )
-from tokentail.shared.scripts.sessions import ForkKeys, ForkSession
+from tokentail.shared.store.scripts.sessions import ForkKeys, ForkSession
 
 TOPOLOGIES = [Topology(*flags) for flags in itertools.product((False, True), repeat=3)]
 CONTRACTS = [
@@ -228,7 +228,7 @@ def test_a_reply_declaration_names_every_outcome_and_only_those() -> None:
 
 @pytest.mark.parametrize("contract", [c for c in CONTRACTS if c.REPLY], ids=lambda contract: contract.__name__)
 def test_a_script_with_a_declared_reply_builds_it_only_with_its_constructors(contract: type[Script[Any]]) -> None:
-    body = resources.files("tokentail.shared.lua").joinpath(f"{contract.SOURCE}.lua").read_text()
+    body = resources.files("tokentail.shared.store.lua").joinpath(f"{contract.SOURCE}.lua").read_text()
     assert contract.REPLY is not None
     declared = set(contract.REPLY.constructors())
     used = set(re.findall(r"\breply\.(\w+)", body))
@@ -270,7 +270,7 @@ def test_a_script_that_takes_a_lease_away_fences_its_stream(contract: type[Scrip
     # because every script that may take the lease from a worker still running fences it (lib/seqs.lua).
     # Ending one's own run, or asking, under one's own lease (check_holder) takes it from nobody.
     lib = _lib_functions()
-    body = resources.files("tokentail.shared.lua").joinpath(f"{contract.SOURCE}.lua").read_text()
+    body = resources.files("tokentail.shared.store.lua").joinpath(f"{contract.SOURCE}.lua").read_text()
     lua = _with_what_it_calls(body, lib)
     declared = Effect.TAKES_LEASE in contract.EFFECTS
     if declared:
@@ -281,7 +281,7 @@ def test_a_script_that_takes_a_lease_away_fences_its_stream(contract: type[Scrip
 
 def test_the_fence_check_finds_a_script_that_forgets_to_fence() -> None:
     lib = _lib_functions()
-    requeue = resources.files("tokentail.shared.lua").joinpath("requeue_run.lua").read_text()
+    requeue = resources.files("tokentail.shared.store.lua").joinpath("requeue_run.lua").read_text()
     assert _fences(_with_what_it_calls(requeue, lib))
     assert not _fences(_with_what_it_calls(requeue.replace("fence(k)", ""), lib))
     assert _takes_the_lease(requeue) and "check_holder(" not in _with_what_it_calls(requeue, lib)

@@ -5,8 +5,8 @@ import re
 from pathlib import Path
 
 import tokentail
-from tokentail.shared import errors
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary import errors
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

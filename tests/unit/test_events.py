@@ -1,6 +1,6 @@
 import pytest
 
-from tokentail.shared.events import EVENT_DATA, EventType, MessageDelta, RunCompleted, event_type_of
+from tokentail.shared.vocabulary.events import EVENT_DATA, EventType, MessageDelta, RunCompleted, event_type_of
 
 
 def test_every_event_type_has_a_data_model() -> None:

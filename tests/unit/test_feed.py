@@ -14,9 +14,9 @@ from tokentail.gateway.reading.feed import (
     start_position,
 )
 from tokentail.gateway.reading.hub import StreamHub
-from tokentail.shared.errors import InvalidLastEventId
-from tokentail.shared.events import Gap
-from tokentail.shared.store import Entry, SessionStore, StoredEvent, entry_of
+from tokentail.shared.store.reads import Entry, SessionStore, StoredEvent, entry_of
+from tokentail.shared.vocabulary.errors import InvalidLastEventId
+from tokentail.shared.vocabulary.events import Gap
 
 
 @dataclass

@@ -10,11 +10,11 @@ from opentelemetry.trace import SpanContext, TraceFlags
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import EventFeed, Start
 from tokentail.gateway.reading.first_delta import run_id_of
-from tokentail.shared import tracing
-from tokentail.shared.events import MessageDelta, RunStarted
-from tokentail.shared.records import RunRecord
-from tokentail.shared.run_spans import RunTrace
-from tokentail.shared.store import StoredEvent
+from tokentail.shared.plumbing import tracing
+from tokentail.shared.plumbing.run_spans import RunTrace
+from tokentail.shared.store.reads import StoredEvent
+from tokentail.shared.vocabulary.events import MessageDelta, RunStarted
+from tokentail.shared.vocabulary.records import RunRecord
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 

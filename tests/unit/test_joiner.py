@@ -1,10 +1,10 @@
-"""The joiner (shared/joiner.py): calls made while a round trip is out go together in the next one."""
+"""The joiner (shared/connections/joiner.py): calls made while a round trip is out go together in the next one."""
 
 import asyncio
 
 import pytest
 
-from tokentail.shared.joiner import Joiner
+from tokentail.shared.connections.joiner import Joiner
 
 
 class Trips:

@@ -1,4 +1,4 @@
-from tokentail.shared.keys import Keys
+from tokentail.shared.store.keys import Keys
 
 
 def test_session_keys_share_one_hash_tag() -> None:

@@ -116,28 +116,45 @@ def test_imports_never_run_back_up(folder: str, forbidden: set[str]) -> None:
     assert upward == []
 
 
-def gateway_part(module: str) -> str:
+# The rooms of shared/, each importing only those above it here: the words of a session (no I/O), what a
+# process is told and tells, its connections to Redis, the store over them, and the features that
+# several processes carry out together over the store (shared/__init__.py says what each holds).
+SHARED_PARTS: dict[str, set[str]] = {
+    "vocabulary": set(),
+    "plumbing": {"vocabulary"},
+    "connections": {"vocabulary", "plumbing"},
+    "store": {"vocabulary", "plumbing", "connections"},
+    "features": {"vocabulary", "plumbing", "connections", "store"},
+}
+
+PARTS = {"gateway": GATEWAY_PARTS, "shared": SHARED_PARTS}
+
+
+def part_of(module: str) -> str:
+    """The part of its side a module is in: `tokentail.gateway.reading.hub` is in `reading`."""
     return module.split(".")[2]
 
 
-def test_each_part_of_the_gateway_imports_only_the_parts_below_it() -> None:
+@pytest.mark.parametrize("folder", sorted(PARTS))
+def test_each_part_imports_only_the_parts_below_it(folder: str) -> None:
+    table = PARTS[folder]
     parts = {
-        gateway_part(module_name(path))
-        for path in (ROOT / "gateway").rglob("*.py")
-        if path.parent != ROOT / "gateway" or path.name != "__init__.py"
+        part_of(module_name(path))
+        for path in (ROOT / folder).rglob("*.py")
+        if path.parent != ROOT / folder or path.name != "__init__.py"
     }
-    assert parts == set(GATEWAY_PARTS), "a part of the gateway that GATEWAY_PARTS does not place"
+    assert parts == set(table), f"a part of {folder}/ that the table does not place"
     wrong = sorted(
         f"{importer} imports {module}"
-        for importer, module in imports("gateway")
-        if module.startswith("tokentail.gateway.")
+        for importer, module in imports(folder)
+        if module.startswith(f"tokentail.{folder}.")
         and importer.count(".") >= 2
-        and gateway_part(module) in GATEWAY_PARTS
-        and gateway_part(module) != gateway_part(importer)
-        and gateway_part(module) not in GATEWAY_PARTS[gateway_part(importer)]
+        and part_of(module) in table
+        and part_of(module) != part_of(importer)
+        and part_of(module) not in table[part_of(importer)]
     )
     assert wrong == []
-    graphlib.TopologicalSorter(GATEWAY_PARTS).prepare()  # raises CycleError if the table has a circle
+    graphlib.TopologicalSorter(table).prepare()  # raises CycleError if the table has a circle
 
 
 def test_route_modules_do_not_import_each_other() -> None:

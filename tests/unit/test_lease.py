@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import Iterator
 
 from tests.support.waiting import eventually
-from tokentail.shared.scripts.runs import Renewal
+from tokentail.shared.store.scripts.runs import Renewal
 from tokentail.worker.lease import LeaseKeeper
 from tokentail.worker.run_writes import RunLease
 

@@ -12,9 +12,9 @@ from tests.fixtures.limits_clock import START
 from tests.support.waiting import eventually, scaled
 from tokentail.gateway.access import limits
 from tokentail.gateway.access.limits import SLOT_TTL_SECONDS, STREAM_RETRY_AFTER, RunBudget, StreamSlots
-from tokentail.shared.errors import ForkBytesLimited, RateLimited, TooManyStreams
-from tokentail.shared.keys import Keys
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.vocabulary.errors import ForkBytesLimited, RateLimited, TooManyStreams
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import pytest
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from tokentail.shared import tracing
-from tokentail.shared.logs import JsonFormatter, TextFormatter, log_context, scrub
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing import tracing
+from tokentail.shared.plumbing.logs import JsonFormatter, TextFormatter, log_context, scrub
+from tokentail.shared.plumbing.settings import Settings
 
 
 def record(message: str, *args: object, exc: bool = False) -> logging.LogRecord:

@@ -1,4 +1,4 @@
-"""The shape of the scripts' shared helpers (shared/lua/lib/, joined in the order of contract.py's
+"""The shape of the scripts' shared helpers (shared/store/lua/lib/, joined in the order of contract.py's
 LIB_FILES in front of every script): every file there is joined, nothing in them is used before it is
 defined (a Lua local is seen only by the code after it: an earlier use would reach for a global, which
 Redis refuses when the script runs), and each is shared: a helper one script alone uses lives in it."""
@@ -7,10 +7,10 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from tokentail.shared.scripts.contract import LIB_FILES, lib_source
+from tokentail.shared.store.scripts.contract import LIB_FILES, lib_source
 
-LUA = Path(__file__).resolve().parents[2] / "shared" / "lua"
-LIB = resources.files("tokentail.shared.lua").joinpath("lib")
+LUA = Path(__file__).resolve().parents[2] / "shared" / "store" / "lua"
+LIB = resources.files("tokentail.shared.store.lua").joinpath("lib")
 DEFINITION = re.compile(r"^local (?:function )?(\w+)", re.MULTILINE)
 # A comment, or a string (its text left out): whichever starts first (none of the scripts has a long one).
 COMMENT_OR_STRING = re.compile(r"--.*|'(?:[^'\\\n]|\\.)*'" + r'|"(?:[^"\\\n]|\\.)*"')

@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tokentail.shared import scripts
-from tokentail.shared.scripts.contract import Script, Topology
+from tokentail.shared.store import scripts
+from tokentail.shared.store.scripts.contract import Script, Topology
 
 DIGESTS = Path(__file__).with_name("lua_sources.json")
 TOPOLOGIES = [Topology(*flags) for flags in itertools.product((False, True), repeat=3)]
@@ -31,7 +31,7 @@ def _label(topology: Topology) -> str:
 
 
 def contracts() -> list[type[Script[Any]]]:
-    """Every contract with a script: each class of a module of shared/scripts/ with a SOURCE of its own."""
+    """Every contract with a script: each class of a module of shared/store/scripts/ with a SOURCE of its own."""
     found = []
     for info in pkgutil.iter_modules(scripts.__path__):
         module = importlib.import_module(f"{scripts.__name__}.{info.name}")
@@ -53,7 +53,7 @@ def digests() -> dict[str, dict[str, str]]:
 
 
 def test_every_script_file_is_a_contract_s_source() -> None:
-    lua = resources.files("tokentail.shared.lua")
+    lua = resources.files("tokentail.shared.store.lua")
     files = {path.name.removesuffix(".lua") for path in lua.iterdir() if path.name.endswith(".lua")}
     assert {contract.SOURCE for contract in contracts()} == files
 

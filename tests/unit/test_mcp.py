@@ -15,9 +15,9 @@ from tokentail.gateway.protocols.mcp import render as mcp
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
-from tokentail.shared.events import ErrorInfo
-from tokentail.shared.records import Question, RunRecord, SessionRecord
-from tokentail.shared.store import StoredEvent
+from tokentail.shared.store.reads import StoredEvent
+from tokentail.shared.vocabulary.events import ErrorInfo
+from tokentail.shared.vocabulary.records import Question, RunRecord, SessionRecord
 
 pytestmark = pytest.mark.mcp
 

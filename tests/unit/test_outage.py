@@ -8,7 +8,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.connection import Connection
 
 from tokentail.gateway.errors import describe_outage
-from tokentail.shared.outage import is_outage, ride_out
+from tokentail.shared.connections.outage import is_outage, ride_out
 
 # Redis 6.2 wraps a command refused inside a script in an error of the script's own; 7.0 passes it on.
 FULL_IN_A_SCRIPT_6_2 = redis_errors.ResponseError(

@@ -1,4 +1,4 @@
-"""What a deployment wraps around the scripts (shared/scripts/policies.py), run by fakeredis's Lua:
+"""What a deployment wraps around the scripts (shared/store/scripts/policies.py), run by fakeredis's Lua:
 with the queue on a Redis of its own, a run goes through its session's outbox."""
 
 import json
@@ -9,9 +9,9 @@ from redis.asyncio import Redis
 
 from tests.support.sessions import make_run, make_session
 from tests.support.writes import AllWrites, Died
-from tokentail.shared.scripts.runs import Queued, Requeue, StartVerdict
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.runs import Queued, Requeue, StartVerdict
 
 # -- the queue on a Redis of its own -----------------------------------------------------------
 

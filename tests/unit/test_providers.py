@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.servers.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_stream, openai_chunk, openai_stream
-from tokentail.shared.catalog import OPENAI_COMPATIBLE, PROVIDERS
-from tokentail.shared.params import RunParams
+from tokentail.shared.vocabulary.catalog import OPENAI_COMPATIBLE, PROVIDERS
+from tokentail.shared.vocabulary.params import RunParams
 from tokentail.worker.providers import BUILDERS
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.providers.base import (

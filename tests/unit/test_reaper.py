@@ -5,8 +5,8 @@ import pytest
 from redis import exceptions as redis_errors
 
 from tests.support.writes import AllWrites
-from tokentail.shared.scripts.checks import Due
-from tokentail.shared.scripts.runs import Look, Requeue
+from tokentail.shared.store.scripts.checks import Due
+from tokentail.shared.store.scripts.runs import Look, Requeue
 from tokentail.worker.reaper import PAGE, Reaper
 
 LEASE = 5.0

@@ -1,6 +1,6 @@
-"""shared/records.py: a session's runs as a chat's transcript."""
+"""shared/vocabulary/records.py: a session's runs as a chat's transcript."""
 
-from tokentail.shared.records import RunRecord, transcript
+from tokentail.shared.vocabulary.records import RunRecord, transcript
 
 
 def _run(run_id: str, status: str, output: str | None = None) -> RunRecord:

@@ -24,8 +24,8 @@ from tokentail.gateway.reading.operations import (
     ToolFinished,
 )
 from tokentail.gateway.reading.reducer import Reducer
-from tokentail.shared.run_log import dropped_by
-from tokentail.shared.store import StoredEvent
+from tokentail.shared.store.reads import StoredEvent
+from tokentail.shared.vocabulary.run_log import dropped_by
 
 RUN = "r_one"
 

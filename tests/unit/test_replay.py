@@ -4,7 +4,7 @@ import pytest
 
 from tests.unit.test_takeover import CountingCalculator, _attempt
 from tests.unit.test_writer import LeaseTicks, RecordingLease
-from tokentail.shared.records import RunRecord
+from tokentail.shared.vocabulary.records import RunRecord
 from tokentail.worker.agent_loop import run_model_agent
 from tokentail.worker.agents import Agent
 from tokentail.worker.context import RunContext, WaitingForInput

@@ -1,8 +1,8 @@
-"""Response ids (shared/response_ids.py): a Responses API id names its session, run and segment."""
+"""Response ids (shared/vocabulary/response_ids.py): a Responses API id names its session, run and segment."""
 
 import pytest
 
-from tokentail.shared.response_ids import parse_response_id, response_id
+from tokentail.shared.vocabulary.response_ids import parse_response_id, response_id
 
 pytestmark = pytest.mark.responses
 

@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 
 from tests.unit.test_ui_protocols import EVENTS, RUN, _taken_over, sse_data, stored, translate
 from tokentail.gateway.protocols.responses.render import ResponseEvents
-from tokentail.shared.events import Gap
+from tokentail.shared.vocabulary.events import Gap
 
 pytestmark = pytest.mark.responses
 

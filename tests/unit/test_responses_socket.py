@@ -14,7 +14,7 @@ from tokentail.gateway.protocols.responses.render import ResponseEvents
 from tokentail.gateway.protocols.responses.socket import socket_message
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
-from tokentail.shared.events import Gap
+from tokentail.shared.vocabulary.events import Gap
 
 pytestmark = pytest.mark.responses
 

@@ -1,9 +1,9 @@
-"""RunLog (shared/run_log.py): a run's events as its clients keep them, the record a run goes on from."""
+"""RunLog (shared/vocabulary/run_log.py): a run's events as its clients keep them, the record a run goes on from."""
 
 import json
 from typing import Any
 
-from tokentail.shared.run_log import RunLog
+from tokentail.shared.vocabulary.run_log import RunLog
 
 
 def _log(*events: tuple[str, dict[str, Any]]) -> RunLog:

@@ -14,13 +14,11 @@ from tests.support.sessions import completion, delta_of, make_run, make_session,
 from tests.support.writes import AllWrites
 from tests.unit.write_side import a_question, event_types, expire_lease, lease_of, next_published
 from tokentail.gateway.access.ids import new_session_id
-from tokentail.shared.errors import (
-    InputNotPending,
-    LeaseLost,
-)
-from tokentail.shared.events import ErrorInfo, RunFailed
-from tokentail.shared.scripts.contract import Script
-from tokentail.shared.scripts.runs import (
+from tokentail.shared.features.webhook_messages import Hook
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.contract import Script
+from tokentail.shared.store.scripts.runs import (
     AppendEvents,
     Ask,
     Asked,
@@ -32,9 +30,11 @@ from tokentail.shared.scripts.runs import (
     StartRun,
     StartVerdict,
 )
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
-from tokentail.shared.webhook_messages import Hook
+from tokentail.shared.vocabulary.errors import (
+    InputNotPending,
+    LeaseLost,
+)
+from tokentail.shared.vocabulary.events import ErrorInfo, RunFailed
 
 # -- starting -----------------------------------------------------------------------------------
 

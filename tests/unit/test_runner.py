@@ -1,14 +1,14 @@
-"""The script runner (shared/scripts/runner.py): one way to call a script, its reply typed, a fenced
+"""The script runner (shared/store/scripts/runner.py): one way to call a script, its reply typed, a fenced
 script's errors as the write side's exceptions."""
 
 import fakeredis
 import pytest
 
-from tokentail.shared.errors import LeaseLost, WritesLost
-from tokentail.shared.scripts.contract import Topology
-from tokentail.shared.scripts.runner import ScriptRunner
-from tokentail.shared.scripts.runs import AppendEvents, AppendKeys, AppendShared
-from tokentail.shared.scripts.sessions import CreateKeys, CreateSession, Creation
+from tokentail.shared.store.scripts.contract import Topology
+from tokentail.shared.store.scripts.runner import ScriptRunner
+from tokentail.shared.store.scripts.runs import AppendEvents, AppendKeys, AppendShared
+from tokentail.shared.store.scripts.sessions import CreateKeys, CreateSession, Creation
+from tokentail.shared.vocabulary.errors import LeaseLost, WritesLost
 
 
 def _append(expect: int, token: str = "token") -> AppendEvents:

@@ -1,9 +1,9 @@
-"""The session scripts' own contracts (shared/scripts/runs.py), run by fakeredis's Lua."""
+"""The session scripts' own contracts (shared/store/scripts/runs.py), run by fakeredis's Lua."""
 
 from tests.support.sessions import completion, delta_of, make_run, make_session
 from tests.support.writes import AllWrites
-from tokentail.shared.records import RunRecord
-from tokentail.shared.store import SessionStore
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.records import RunRecord
 
 
 async def test_params_survive_the_lua_scripts_exactly(store: SessionStore, runs: AllWrites) -> None:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tokentail.shared.params import RunParams
+from tokentail.shared.vocabulary.params import RunParams
 from tokentail.worker.providers.base import Message, ModelRequest, TextDelta, ToolCall, Usage
 from tokentail.worker.providers.scripted import (
     STEP_TOKENS,

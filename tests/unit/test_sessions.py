@@ -5,7 +5,7 @@ from starlette.requests import Request
 
 from tokentail.gateway.app import create_app
 from tokentail.gateway.routes.sessions import _events_url
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
 
 
 @pytest.mark.parametrize("root_path", ["", "/tokentail"])

@@ -1,4 +1,4 @@
-"""shared/settings.py: TOKENTAIL_* variables, their defaults, and what is refused at startup."""
+"""shared/plumbing/settings.py: TOKENTAIL_* variables, their defaults, and what is refused at startup."""
 
 import os
 from collections.abc import Iterator
@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from tokentail.shared.settings import Settings, get_settings, parse_api_keys
+from tokentail.shared.plumbing.settings import Settings, get_settings, parse_api_keys
 
 KEY_A = "acme-key-0123456789"
 KEY_B = "beta-key-0123456789"

@@ -6,9 +6,9 @@ import random
 from typing import Any
 
 from tokentail.gateway.reading.snapshot import Compactor
-from tokentail.shared.events import MessageDelta
-from tokentail.shared.run_log import RunLog
-from tokentail.shared.store import StoredEvent
+from tokentail.shared.store.reads import StoredEvent
+from tokentail.shared.vocabulary.events import MessageDelta
+from tokentail.shared.vocabulary.run_log import RunLog
 
 
 class Session:

@@ -4,9 +4,9 @@ from tokentail.gateway.encodings.ndjson import Ndjson, ndjson_entries, ndjson_ev
 from tokentail.gateway.encodings.sse import encode_batch, encode_events, encode_gap, frame_entries
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch, parse_last_event_id
-from tokentail.shared.errors import InvalidLastEventId
-from tokentail.shared.events import Gap
-from tokentail.shared.store import StoredEvent, entry_of, parse_raw_entries
+from tokentail.shared.store.reads import StoredEvent, entry_of, parse_raw_entries
+from tokentail.shared.vocabulary.errors import InvalidLastEventId
+from tokentail.shared.vocabulary.events import Gap
 
 
 def test_events_are_framed_with_id_event_and_data() -> None:

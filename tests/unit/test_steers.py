@@ -10,10 +10,10 @@ from redis.asyncio import Redis
 from tests.support.sessions import completion, delta_of, make_run, start_a_run
 from tests.support.writes import AllWrites
 from tests.unit.write_side import event_types, lease_of, next_published
-from tokentail.shared.errors import LeaseLost, RunNotActive, SessionNotFound, SteerLimit, TooManySteers
-from tokentail.shared.records import MAX_PENDING_STEERS, STEERS_STEP, RunRecord, transcript
-from tokentail.shared.scripts.runs import Applied, Queued, Renewal, StartVerdict, Steered
-from tokentail.shared.store import SessionStore
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.runs import Applied, Queued, Renewal, StartVerdict, Steered
+from tokentail.shared.vocabulary.errors import LeaseLost, RunNotActive, SessionNotFound, SteerLimit, TooManySteers
+from tokentail.shared.vocabulary.records import MAX_PENDING_STEERS, STEERS_STEP, RunRecord, transcript
 
 
 async def _events(store: SessionStore, session_id: str, *types: bytes) -> list[dict[str, object]]:

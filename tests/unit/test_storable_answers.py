@@ -7,9 +7,9 @@ import math
 import pytest
 
 from tokentail.gateway.commands.questions import check_answer
-from tokentail.shared.errors import InvalidInput
-from tokentail.shared.records import Question, RunRecord
-from tokentail.shared.store import compact_json
+from tokentail.shared.store.reads import compact_json
+from tokentail.shared.vocabulary.errors import InvalidInput
+from tokentail.shared.vocabulary.records import Question, RunRecord
 
 
 def _waiting() -> RunRecord:

@@ -1,4 +1,4 @@
-"""shared/store.py: what the gateway reads of a session (its record, its owner, its stream), on fakeredis."""
+"""shared/store/reads.py: what the gateway reads of a session (its record, its owner, its stream), on fakeredis."""
 
 import json
 
@@ -8,9 +8,9 @@ from redis.asyncio import Redis
 from tests.support.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
-from tokentail.shared.errors import SessionExpired, SessionNotFound
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore, parse_raw_entries
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore, parse_raw_entries
+from tokentail.shared.vocabulary.errors import SessionExpired, SessionNotFound
 from tokentail.worker.run_writes import RunLease
 
 

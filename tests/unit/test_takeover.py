@@ -11,8 +11,8 @@ import pytest
 from tests.servers.fake_llm import FakeLLM, Reply, openai_stream
 from tests.unit.test_run_log import _log
 from tests.unit.test_writer import LeaseTicks, RecordingLease
-from tokentail.shared.records import RunRecord
-from tokentail.shared.run_log import RunLog
+from tokentail.shared.vocabulary.records import RunRecord
+from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker.agent_loop import run_model_agent
 from tokentail.worker.agents import Agent
 from tokentail.worker.context import RunContext

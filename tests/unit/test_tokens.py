@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tokentail.gateway.access.tokens import StreamGrant, StreamTokens
-from tokentail.shared.errors import TokenExpired, Unauthorized
+from tokentail.shared.vocabulary.errors import TokenExpired, Unauthorized
 
 SECRET = "s" * 40
 

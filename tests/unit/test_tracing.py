@@ -1,4 +1,4 @@
-"""shared/tracing.py: when traces are on, what a process exports, and the span ids processes share."""
+"""shared/plumbing/tracing.py: when traces are on, what a process exports, and the span ids processes share."""
 
 import os
 import subprocess
@@ -10,7 +10,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
 from tests.servers.otlp_receiver import otlp_receiver
-from tokentail.shared import tracing
+from tokentail.shared.plumbing import tracing
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_a_runs_trace_context_is_its_traceparent_and_a_tracestate_within_w3cs_li
 
 SCRIPT = textwrap.dedent(
     """
-    from tokentail.shared import tracing
+    from tokentail.shared.plumbing import tracing
     assert tracing.setup(tracing.GATEWAY)
     trace_id = 0x0AF7651916CD43DD8448EB211C80319C
     run_span = tracing.derived_span_id(trace_id, "r_1")
@@ -119,7 +119,7 @@ JOINING = textwrap.dedent(
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from tokentail.shared import tracing
+    from tokentail.shared.plumbing import tracing
 
     exporter = InMemorySpanExporter()  # an application's own provider, as logfire.configure() sets one up
     provider = TracerProvider()

@@ -17,10 +17,10 @@ from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.renderer import FramedRenderer
 from tokentail.gateway.reading.streams import SSE_PING
-from tokentail.shared.errors import InvalidLastEventId
-from tokentail.shared.events import Gap
-from tokentail.shared.records import RunRecord
-from tokentail.shared.store import StoredEvent
+from tokentail.shared.store.reads import StoredEvent
+from tokentail.shared.vocabulary.errors import InvalidLastEventId
+from tokentail.shared.vocabulary.events import Gap
+from tokentail.shared.vocabulary.records import RunRecord
 
 pytestmark = [pytest.mark.ai_sdk, pytest.mark.ag_ui]
 

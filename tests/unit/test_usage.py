@@ -5,7 +5,7 @@ from typing import Any
 
 from tests.support.sessions import make_run
 from tests.unit.test_writer import LeaseTicks, RecordingLease
-from tokentail.shared.store import StoredEvent
+from tokentail.shared.store.reads import StoredEvent
 from tokentail.worker.usage import UsageMeter, estimated_tokens, run_usage, unreported_chars, with_estimate
 from tokentail.worker.writer import EventWriter
 

@@ -1,4 +1,4 @@
-"""shared/webhook_messages.py: the signature (against the Standard Webhooks library) and the payload,
+"""shared/features/webhook_messages.py: the signature (against the Standard Webhooks library) and the payload,
 in tokentail's format and in OpenAI's."""
 
 import json
@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook
 
-from tokentail.shared.records import RunRecord
-from tokentail.shared.response_ids import response_id
-from tokentail.shared.webhook_messages import Hook, new_secret, sign
+from tokentail.shared.features.webhook_messages import Hook, new_secret, sign
+from tokentail.shared.vocabulary.records import RunRecord
+from tokentail.shared.vocabulary.response_ids import response_id
 
 
 def test_the_signature_is_standard_webhooks() -> None:

@@ -1,8 +1,8 @@
-"""shared/webhook_policy.py: where webhooks may go, the operator's allowlist of URL prefixes."""
+"""shared/features/webhook_policy.py: where webhooks may go, the operator's allowlist of URL prefixes."""
 
 import pytest
 
-from tokentail.shared.webhook_policy import WebhookNotAllowed, WebhookPolicy
+from tokentail.shared.features.webhook_policy import WebhookNotAllowed, WebhookPolicy
 
 POLICY = WebhookPolicy(["https://Hooks.example.com/tokentail", "http://[::1]:9000/"])
 

@@ -8,9 +8,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.servers.fake_llm import FakeLLM, Reply, anthropic_stream, openai_stream
-from tokentail.shared import run_spans, tracing
-from tokentail.shared.params import RunParams
-from tokentail.shared.records import Question, RunRecord
+from tokentail.shared.plumbing import run_spans, tracing
+from tokentail.shared.vocabulary.params import RunParams
+from tokentail.shared.vocabulary.records import Question, RunRecord
 from tokentail.worker import traces
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.providers.base import Message, ModelRequest, Provider, ProviderError

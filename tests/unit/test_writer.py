@@ -8,8 +8,9 @@ import pytest
 from redis import exceptions as redis_errors
 
 from tests.support.waiting import eventually
-from tokentail.shared.errors import LeaseLost
-from tokentail.shared.events import (
+from tokentail.shared.store.scripts.runs import Applied, AppliedSteers
+from tokentail.shared.vocabulary.errors import LeaseLost
+from tokentail.shared.vocabulary.events import (
     MAX_EVENT_BYTES,
     Ending,
     MessageDelta,
@@ -18,8 +19,7 @@ from tokentail.shared.events import (
     Status,
     event_type_of,
 )
-from tokentail.shared.records import Steer
-from tokentail.shared.scripts.runs import Applied, AppliedSteers
+from tokentail.shared.vocabulary.records import Steer
 from tokentail.worker.appends import TickGrid, tally
 from tokentail.worker.recovery.lost_writes import WriteJournal
 from tokentail.worker.run_writes import RunLease, outcome

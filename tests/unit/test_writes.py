@@ -1,5 +1,5 @@
-"""The gateway's commands (gateway/commands/writes.py, on shared/writes.py) and their Lua scripts
-(shared/lua/), run by fakeredis's Lua: creating sessions, queueing runs and the multitask rules,
+"""The gateway's commands (gateway/commands/writes.py, on shared/store/writes.py) and their Lua scripts
+(shared/store/lua/), run by fakeredis's Lua: creating sessions, queueing runs and the multitask rules,
 cancels and deletes.
 
 What needs a real redis-server stays in tests/integration/test_store.py: a full Redis refusing a
@@ -14,7 +14,11 @@ from tests.support.sessions import completion, delta_of, make_run, make_session,
 from tests.support.writes import AllWrites
 from tests.unit.write_side import a_question, event_types, expire_lease, lease_of, next_published
 from tokentail.gateway.access.ids import new_session_id
-from tokentail.shared.errors import (
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.jobs import RUN_JOB
+from tokentail.shared.store.reads import SESSION_GONE, SessionStore
+from tokentail.shared.store.scripts.runs import Asked, Cancel, Queued, Renewal, Requeue, StartVerdict
+from tokentail.shared.vocabulary.errors import (
     LeaseLost,
     RunConflict,
     RunNotFound,
@@ -22,11 +26,7 @@ from tokentail.shared.errors import (
     SessionExpired,
     SessionNotFound,
 )
-from tokentail.shared.events import RunCancelled
-from tokentail.shared.jobs import RUN_JOB
-from tokentail.shared.scripts.runs import Asked, Cancel, Queued, Renewal, Requeue, StartVerdict
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SESSION_GONE, SessionStore
+from tokentail.shared.vocabulary.events import RunCancelled
 
 # -- queueing -----------------------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ from redis.asyncio.client import PubSub
 
 from tests.support.waiting import eventually
 from tests.support.writes import AllWrites
-from tokentail.shared.records import Question, RunRecord
-from tokentail.shared.store import SessionStore
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.records import Question, RunRecord
 from tokentail.worker.run_writes import RunLease
 
 

@@ -65,7 +65,7 @@ from langgraph.types import Command, Interrupt
 
 from tokentail.frameworks import as_json
 from tokentail.frameworks.langchain import history, stream_chunk
-from tokentail.shared.errors import StepTooLarge
+from tokentail.shared.vocabulary.errors import StepTooLarge
 from tokentail.worker.agents import continues
 from tokentail.worker.context import RunContext
 

@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from tokentail.shared.catalog import ANTHROPIC, OPENAI, OPENAI_COMPATIBLE, SCRIPTED, parse_model
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.catalog import ANTHROPIC, OPENAI, OPENAI_COMPATIBLE, SCRIPTED, parse_model
 from tokentail.worker.providers.base import InvalidRequest, Provider, ProviderError
 from tokentail.worker.providers.scripted import ScriptedProvider
 
@@ -42,7 +42,7 @@ class Providers:
         return build(self._settings)
 
 
-# How each provider of shared/catalog.py's is built, from the worker's settings. The SDKs' own
+# How each provider of shared/vocabulary/catalog.py's is built, from the worker's settings. The SDKs' own
 # retries are off: tokentail retries, and only before the first token.
 
 

@@ -17,7 +17,7 @@ import anthropic
 import httpx2
 from anthropic import types
 
-from tokentail.shared.catalog import ANTHROPIC
+from tokentail.shared.vocabulary.catalog import ANTHROPIC
 from tokentail.worker.providers.base import (
     Chunk,
     Message,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from tokentail.shared.params import RunParams, check_params_for
+from tokentail.shared.vocabulary.params import RunParams, check_params_for
 from tokentail.worker.tools import ToolSpec
 
 
@@ -122,7 +122,7 @@ class ProviderError(Exception):
 
 
 class Provider(Protocol):
-    provider: str  # its name in shared/catalog.py, as traces name it (`gen_ai.provider.name`)
+    provider: str  # its name in shared/vocabulary/catalog.py, as traces name it (`gen_ai.provider.name`)
     continues: bool  # it can continue a partial answer (`ModelRequest.continue_text`)
 
     def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:

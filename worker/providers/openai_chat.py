@@ -15,7 +15,7 @@ from typing import Any, cast
 import httpx2
 import openai
 
-from tokentail.shared.catalog import OPENAI
+from tokentail.shared.vocabulary.catalog import OPENAI
 from tokentail.worker.providers.base import (
     Chunk,
     Message,

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tokentail.shared.catalog import SCRIPTED
+from tokentail.shared.vocabulary.catalog import SCRIPTED
 from tokentail.worker.providers.base import Chunk, Message, ModelRequest, TextDelta, ToolCall, Usage
 from tokentail.worker.tools import ToolSpec
 from tokentail.worker.tools.builtin import is_arithmetic

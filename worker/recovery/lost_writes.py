@@ -21,9 +21,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple, NoReturn, Protocol, TypeVar
 
-from tokentail.shared.errors import LeaseLost, WritesLost
-from tokentail.shared.logs import log_context
-from tokentail.shared.scripts.runs import Requeue
+from tokentail.shared.plumbing.logs import log_context
+from tokentail.shared.store.scripts.runs import Requeue
+from tokentail.shared.vocabulary.errors import LeaseLost, WritesLost
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

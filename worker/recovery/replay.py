@@ -1,7 +1,7 @@
 """What a run's record holds that its attempt must not append again.
 
 A run that goes on (taken over, or after the answer to its question) runs its agent again with its
-record (shared/run_log.py). What the agent streams that the record already holds is not appended a
+record (shared/vocabulary/run_log.py). What the agent streams that the record already holds is not appended a
 second time: text and reasoning up to the length recorded, a tool call's start and end by its call
 id, any other event by its count per type (the third `status` the agent makes is the record's
 third). A built-in agent streams little again (its recorded steps are replayed, not re-run); your
@@ -10,8 +10,8 @@ own agent streams again whatever it does not keep in `ctx.step`.
 
 from typing import Any
 
-from tokentail.shared.events import EventType
-from tokentail.shared.run_log import RunLog
+from tokentail.shared.vocabulary.events import EventType
+from tokentail.shared.vocabulary.run_log import RunLog
 
 
 class Replay:

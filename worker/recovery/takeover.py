@@ -16,10 +16,10 @@ record cannot change until the new attempt's start_run.lua.
 
 import json
 
-from tokentail.shared.events import EventType
-from tokentail.shared.run_log import RunLog
-from tokentail.shared.settings import Settings
-from tokentail.shared.store import SessionStore
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.events import EventType
+from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker.agents import Agent, AgentFunction, continuation_of, load_agent
 from tokentail.worker.providers import Providers
 

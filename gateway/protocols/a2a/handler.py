@@ -63,9 +63,10 @@ from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch, EventFeed, parse_last_event_id, start_position
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.streams import Streams
-from tokentail.shared.a2a_push import MAX_CONFIGS, PushConfig, PushConfigs
-from tokentail.shared.agent_catalog import AgentInfo
-from tokentail.shared.errors import (
+from tokentail.shared.features.a2a_push import MAX_CONFIGS, PushConfig, PushConfigs
+from tokentail.shared.features.agent_catalog import AgentInfo
+from tokentail.shared.features.webhook_policy import WebhookPolicy
+from tokentail.shared.vocabulary.errors import (
     InputNotPending,
     InputTooLarge,
     InvalidInput,
@@ -78,8 +79,7 @@ from tokentail.shared.errors import (
     TaskNotFound,
     TokentailError,
 )
-from tokentail.shared.response_ids import parse_task_id
-from tokentail.shared.webhook_policy import WebhookPolicy
+from tokentail.shared.vocabulary.response_ids import parse_task_id
 
 SEND_WAIT_SECONDS = 300.0  # a blocking SendMessage answers with the task as it is then, if still working
 CANCEL_WAIT_SECONDS = 10.0  # a cancel waits so long for the run's end before answering with the task as it is

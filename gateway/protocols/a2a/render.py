@@ -51,7 +51,7 @@ from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import Renderer
-from tokentail.shared.events import Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
+from tokentail.shared.vocabulary.events import Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 
 # tokentail's resume extension: declared in the agent card, its values in each event's metadata.
 RESUME_EXTENSION = "urn:tokentail:a2a:resume:v1"

@@ -41,11 +41,11 @@ from tokentail.gateway.protocols.a2a.handler import TaskHandler
 from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION
 from tokentail.gateway.protocols.a2a.tasks import TaskIndex
 from tokentail.gateway.reading.response import ClientLeft, unless_left
-from tokentail.shared.a2a_push import PushConfigs
-from tokentail.shared.agent_catalog import AgentInfo
-from tokentail.shared.catalog import DEFAULT_AGENT
-from tokentail.shared.errors import InvalidInput
-from tokentail.shared.settings import Settings
+from tokentail.shared.features.a2a_push import PushConfigs
+from tokentail.shared.features.agent_catalog import AgentInfo
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.catalog import DEFAULT_AGENT
+from tokentail.shared.vocabulary.errors import InvalidInput
 
 router = APIRouter(include_in_schema=False)
 

@@ -13,10 +13,10 @@ from a2a.types.a2a_pb2 import Message
 from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 
 from tokentail.gateway.commands.tasks import Task
-from tokentail.shared.agent_catalog import AgentInfo
-from tokentail.shared.errors import InvalidInput
-from tokentail.shared.keys import Keys
-from tokentail.shared.redis_clients import AnyRedis
+from tokentail.shared.connections.redis_clients import AnyRedis
+from tokentail.shared.features.agent_catalog import AgentInfo
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.vocabulary.errors import InvalidInput
 
 
 def _texts(message: Message) -> list[str]:

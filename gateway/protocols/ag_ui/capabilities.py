@@ -18,7 +18,7 @@ from ag_ui.core import (
 )
 
 from tokentail.gateway.protocols.ag_ui.render import PROTOCOL_VERSION
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
 
 RESUME = {
     "eventIds": "every SSE frame has an `id:`: a stored event's id on its last frame, `<id>.<k>` on the ones before",

@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from typing import cast
 
 from tokentail.gateway.access.ids import chat_session_id
-from tokentail.shared.store import SessionStore, branch_kept_seconds
+from tokentail.shared.store.reads import SessionStore, branch_kept_seconds
 
 
 async def name_client_run(

@@ -74,9 +74,9 @@ from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import FramedRenderer, compact
-from tokentail.shared.errors import InvalidLastEventId
-from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
-from tokentail.shared.records import RunRecord
+from tokentail.shared.vocabulary.errors import InvalidLastEventId
+from tokentail.shared.vocabulary.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
+from tokentail.shared.vocabulary.records import RunRecord
 
 PROTOCOL_VERSION = "1.1"  # what RUN_STARTED declares: AG-UI's in-band version, MAJOR.MINOR
 

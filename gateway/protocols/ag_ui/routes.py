@@ -55,7 +55,7 @@ from tokentail.gateway.protocols.ag_ui.render import (
 )
 from tokentail.gateway.reading.streams import SSE_HEADERS, Reserved, Streams
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun
-from tokentail.shared.errors import (
+from tokentail.shared.vocabulary.errors import (
     ClientRunNotFound,
     InputNotPending,
     InvalidInput,
@@ -63,7 +63,7 @@ from tokentail.shared.errors import (
     SessionNotFound,
     TokentailError,
 )
-from tokentail.shared.records import RunRecord, SessionRecord
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 router = APIRouter(prefix="/v1/ag-ui", tags=["ag-ui"])
 

@@ -45,8 +45,8 @@ from typing import Any, assert_never
 from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import FramedRenderer, compact
-from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
-from tokentail.shared.records import RunRecord
+from tokentail.shared.vocabulary.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
+from tokentail.shared.vocabulary.records import RunRecord
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
 Part = dict[str, Any]

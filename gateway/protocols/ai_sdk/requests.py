@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokentail.gateway.commands.branching import ClientChat, Said
-from tokentail.shared.errors import InvalidInput
+from tokentail.shared.vocabulary.errors import InvalidInput
 
 _RUN_ID = re.compile(r"r_[A-Za-z0-9_-]{12}")  # gateway/access/ids.py new_run_id
 

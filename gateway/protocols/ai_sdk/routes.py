@@ -27,8 +27,8 @@ from tokentail.gateway.deps import (
 from tokentail.gateway.protocols.ai_sdk.render import HEADERS, UiMessageStream, steered_message
 from tokentail.gateway.protocols.ai_sdk.requests import ChatRequest, ui_messages_chat
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun
-from tokentail.shared.errors import SessionExpired, SessionNotFound
-from tokentail.shared.records import transcript
+from tokentail.shared.vocabulary.errors import SessionExpired, SessionNotFound
+from tokentail.shared.vocabulary.records import transcript
 
 router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
 

@@ -32,9 +32,9 @@ from tokentail.gateway.protocols.ai_sdk.requests import ChatRequest, ui_messages
 from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.feed import EventFeed, start_position
 from tokentail.gateway.reading.streams import Streams
-from tokentail.shared.errors import InvalidInput, SessionExpired, SessionNotFound, TokentailError
-from tokentail.shared.outage import is_outage
-from tokentail.shared.records import RunRecord
+from tokentail.shared.connections.outage import is_outage
+from tokentail.shared.vocabulary.errors import InvalidInput, SessionExpired, SessionNotFound, TokentailError
+from tokentail.shared.vocabulary.records import RunRecord
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from tokentail.gateway.deps import (
 )
 from tokentail.gateway.errors import describe
 from tokentail.gateway.protocols.ai_sdk.socket import ChatSocket
-from tokentail.shared.errors import TokentailError
+from tokentail.shared.vocabulary.errors import TokentailError
 
 router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
 logger = logging.getLogger(__name__)

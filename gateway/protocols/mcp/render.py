@@ -29,8 +29,8 @@ from pydantic import BaseModel
 from tokentail.gateway.commands.tasks import Task
 from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.renderer import Renderer
-from tokentail.shared.agent_catalog import AgentInfo
-from tokentail.shared.records import Question
+from tokentail.shared.features.agent_catalog import AgentInfo
+from tokentail.shared.vocabulary.records import Question
 
 TASKS = "io.modelcontextprotocol/tasks"
 INTERNAL_ERROR = -32603  # JSON-RPC's: a failure of the server's making, not the tool's

@@ -30,8 +30,8 @@ from starlette.types import Receive, Scope, Send
 
 from tokentail.gateway.errors import describe, error_response
 from tokentail.gateway.protocols.mcp.tasks import AgentTasks, AgentTools
-from tokentail.shared.errors import TokentailError
-from tokentail.shared.settings import Settings
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.errors import TokentailError
 
 LOOPBACK = TransportSecuritySettings(
     enable_dns_rebinding_protection=True,

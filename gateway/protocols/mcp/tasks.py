@@ -41,15 +41,15 @@ from tokentail.gateway.protocols.mcp import render
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.streams import Streams
-from tokentail.shared.agent_catalog import AgentDirectory
-from tokentail.shared.errors import (
+from tokentail.shared.features.agent_catalog import AgentDirectory
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.errors import (
     InputNotPending,
     InputTooLarge,
     InvalidInput,
     RateLimited,
     TaskNotFound,
 )
-from tokentail.shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 

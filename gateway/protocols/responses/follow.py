@@ -18,8 +18,8 @@ from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.shutdown import StreamShutdown
-from tokentail.shared.errors import SessionExpired, SessionNotFound
-from tokentail.shared.store import SessionStore
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.errors import SessionExpired, SessionNotFound
 
 
 def events_of(ref: ResponseRef, starting_after: int = -1, keep: bool = False, **known: Any) -> ResponseEvents:

@@ -51,8 +51,8 @@ from tokentail.gateway.protocols.responses.output import Numbering, Part, Respon
 from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import FramedRenderer, compact
-from tokentail.shared.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
-from tokentail.shared.store import StoredEvent
+from tokentail.shared.store.reads import StoredEvent
+from tokentail.shared.vocabulary.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 
 INPUT_TOOL = "tokentail_input"  # the function_call item a question (not an approval) becomes
 SERVER_LABEL = "tokentail"  # the mcp_approval_request's server_label

@@ -28,12 +28,12 @@ from tokentail.gateway.commands.turns import (
     queue_follow_up,
 )
 from tokentail.gateway.schemas import CreateRun, EndUser, RequestBody
-from tokentail.shared.catalog import BUILTIN_AGENTS, parse_model
-from tokentail.shared.errors import InvalidInput, RunNotFound, SessionNotFound
-from tokentail.shared.params import RunParams
-from tokentail.shared.records import RunRecord, SessionRecord
-from tokentail.shared.response_ids import parse_response_id, response_id
-from tokentail.shared.store import SessionStore
+from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.catalog import BUILTIN_AGENTS, parse_model
+from tokentail.shared.vocabulary.errors import InvalidInput, RunNotFound, SessionNotFound
+from tokentail.shared.vocabulary.params import RunParams
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
+from tokentail.shared.vocabulary.response_ids import parse_response_id, response_id
 
 
 class CreateResponse(RequestBody):

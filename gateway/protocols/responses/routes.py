@@ -52,8 +52,8 @@ from tokentail.gateway.reading.renderer import compact
 from tokentail.gateway.reading.response import ClientLeft, unless_left
 from tokentail.gateway.reading.streams import SSE_HEADERS
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES
-from tokentail.shared.errors import TokentailError
-from tokentail.shared.records import Question
+from tokentail.shared.vocabulary.errors import TokentailError
+from tokentail.shared.vocabulary.records import Question
 
 
 @asynccontextmanager

@@ -52,7 +52,7 @@ from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.renderer import compact
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.reading.streams import Streams
-from tokentail.shared.errors import SessionNotFound, TokentailError
+from tokentail.shared.vocabulary.errors import SessionNotFound, TokentailError
 
 MAX_ACTIVE = 16  # responses in flight on one socket (OpenAI's own figure); more wait in their lanes
 MAX_WAITING = 16  # creates received and not started yet, on one socket: past this, refused

@@ -27,7 +27,7 @@ from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.protocols.responses.render import INPUT_TOOL
 from tokentail.gateway.protocols.responses.requests import ResponseRef, ResponseRequests, find_response
 from tokentail.gateway.schemas import SteerRequest, check_storable
-from tokentail.shared.errors import (
+from tokentail.shared.vocabulary.errors import (
     InputTooLarge,
     RateLimited,
     RunNotActive,
@@ -36,7 +36,7 @@ from tokentail.shared.errors import (
     SteerLimit,
     TooManySteers,
 )
-from tokentail.shared.records import RunRecord
+from tokentail.shared.vocabulary.records import RunRecord
 
 STEER_FIELDS = frozenset({"type", "previous_response_id", "input"})
 MESSAGE_FIELDS = frozenset({"type", "role", "content", "id", "status"})

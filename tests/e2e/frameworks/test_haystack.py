@@ -34,7 +34,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
 )
 from tests.support.sessions import waiting_for_input  # noqa: E402
 from tokentail.frameworks.haystack import ChunkMapper, from_agent, from_pipeline, history  # noqa: E402
-from tokentail.shared.records import Turn  # noqa: E402
+from tokentail.shared.vocabulary.records import Turn  # noqa: E402
 from tokentail.worker.context import RunContext  # noqa: E402
 
 AGENTS = '{"weather": "examples.haystack_agent:weather"}'

@@ -53,7 +53,7 @@ async def test_subgraph_events_carry_their_node_s_name_and_custom_writes_stream(
 
     from tests.unit.test_writer import RecordingLease, _writer
     from tokentail.frameworks.langgraph import langgraph_agent
-    from tokentail.shared.records import RunRecord
+    from tokentail.shared.vocabulary.records import RunRecord
     from tokentail.worker.context import RunContext
 
     def research(state: MessagesState) -> dict[str, Any]:
@@ -115,7 +115,7 @@ async def test_a_react_graph_s_tool_call_tokens_and_usage_in_order() -> None:
         weather_call,
     )
     from tokentail.frameworks.langgraph import langgraph_agent
-    from tokentail.shared.records import Turn
+    from tokentail.shared.vocabulary.records import Turn
 
     SEEN.clear()
     replies = iter([weather_call(), AIMessage("Sunny in Paris.", usage_metadata=usage(20, 4))])
@@ -267,7 +267,7 @@ async def test_the_session_s_turns_are_not_told_again_when_a_node_returns_them()
 
     from tests.e2e.frameworks.test_langchain import context
     from tokentail.frameworks.langgraph import langgraph_agent
-    from tokentail.shared.records import Turn
+    from tokentail.shared.vocabulary.records import Turn
 
     class State(TypedDict):
         messages: list[AnyMessage]

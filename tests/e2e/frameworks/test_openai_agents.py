@@ -19,9 +19,9 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
     worker_killed_mid_answer,
 )
 from tests.support.waiting import scaled  # noqa: E402
-from tokentail.shared.events import EventData, event_type_of  # noqa: E402
-from tokentail.shared.records import RunRecord, Turn  # noqa: E402
-from tokentail.shared.scripts.runs import Applied, AppliedSteers  # noqa: E402
+from tokentail.shared.store.scripts.runs import Applied, AppliedSteers  # noqa: E402
+from tokentail.shared.vocabulary.events import EventData, event_type_of  # noqa: E402
+from tokentail.shared.vocabulary.records import RunRecord, Turn  # noqa: E402
 from tokentail.worker.context import RunContext  # noqa: E402
 from tokentail.worker.steer_inbox import SteerInbox  # noqa: E402
 from tokentail.worker.writer import EventWriter  # noqa: E402

@@ -1,0 +1,13 @@
+"""The session store: every Redis key, what is read from them, and the only way they change (a Lua
+script, called by its contract). May import the connections, the plumbing and the vocabulary.
+
+keys           every Redis key tokentail uses, built in one place
+jobs           the arq job that runs a session's run, and its wire format
+reads          the store's reads: session records, stream positions, events
+writes         the write side's common ground: the runner, with a deployment's policies around it
+archive        sessions in PostgreSQL, under the ids they had in Redis (optional)
+lease_index    where reapers find the runs that may have lost their worker, or their job
+webhook_index  where deliverers find the sessions with webhook events to post
+scripts/       each Lua script's contract (keys, arguments, reply) and the runner that calls them
+lua/           the scripts themselves, and lib/: the helpers every script is sent with
+"""

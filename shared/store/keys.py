@@ -1,0 +1,175 @@
+"""Every Redis key tokentail uses, built in one place.
+
+A session's keys share the hash tag `{<sid>}` so they live in one Redis Cluster slot and one Lua
+script may touch them all.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    events: str  # stream of the session's events, entry id `<seq>-0`
+    meta: str  # hash: session fields, `seq` (last id given out) and `active_run`
+    runs: str  # hash: run id -> run record (JSON)
+    lease: str  # string: token of the worker running the active run (the fence; its deadline is in `leases`)
+    gone: str  # tombstone: outlives the session so an expired id answers 410, not 404
+    pending: str  # list: runs queued behind the active one (multitask `enqueue`/`interrupt`)
+    hooks: (
+        str  # list: events its webhook has yet to deliver (shared/features/webhook_messages.py); outlives the session
+    )
+    steps: str  # hash: the active run's recorded steps (key -> JSON), their last seq and their total size
+    steers: str  # list: steers waiting for the active run's agent (`Steer` records, JSON; lib/steers.lua)
+    # hash: each steer's id -> `<run id> <seq of its steer.accepted>`, and each steered run's count
+    # (`n:<run id>`) and characters (`c:<run id>`) of steers (lib/steers.lua); kept for the session's TTL
+    steered: str
+    # string: for the session of a chat id, the session the chat goes on in since it branched (a fork:
+    # gateway/commands/branching.py); kept while the chat is used
+    branch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    def session(self, session_id: str) -> SessionKeys:
+        base = f"{self.prefix}:{{{session_id}}}"
+        return SessionKeys(
+            events=f"{base}:events",
+            meta=f"{base}:meta",
+            runs=f"{base}:runs",
+            lease=f"{base}:lease",
+            gone=f"{base}:gone",
+            pending=f"{base}:pending",
+            hooks=f"{base}:hooks",
+            steps=f"{base}:steps",
+            steers=f"{base}:steers",
+            steered=f"{base}:steered",
+            branch=f"{base}:branch",
+        )
+
+    @property
+    def queue(self) -> str:
+        """arq queue (sorted set of job ids); also the stem of arq's health-check key."""
+        return f"{self.prefix}:queue"
+
+    @property
+    def admission(self) -> str:
+        """Prefix of the admission keys, on the queue's Redis (lib/admission.lua, which names them
+        from it as these methods do; shared/features/admission.py)."""
+        return f"{self.prefix}:admission:"
+
+    @property
+    def admission_tenants(self) -> str:
+        """Set: the tenants whose runs held slots (their running hashes, for the audit and metrics)."""
+        return f"{self.admission}tenants"
+
+    @property
+    def admission_parked(self) -> str:
+        """Sorted set: the tenants at their cap with runs waiting -> their pass (lib/admission.lua)."""
+        return f"{self.admission}parked"
+
+    def tenant_line(self, tenant: str) -> str:
+        """Sorted set: the jobs of the tenant's runs waiting for their turn (first jobs, and resumes after
+        answers) -> their place (ms: when the run first queued)."""
+        return f"{self.admission}line:{tenant}"
+
+    def tenant_running(self, tenant: str, user: str = "") -> str:
+        """Hash: the tenant's runs holding a slot, `<sid> <run id>` -> `<job id> <user>`; with `user` (a
+        digest, as jobs name it), that user's alone, -> `<job id>` (lib/admission.lua's running_key)."""
+        return f"{self.admission}running:{tenant}:{user}" if user else f"{self.admission}running:{tenant}"
+
+    def joined_count(self, writer_id: str) -> str:
+        """String: how many joined append calls a worker process (`writer_id`, its own) has sent, on
+        the sessions' Redis (worker/appends.py `JoinCounter`)."""
+        return f"{self.prefix}:joined-count:{writer_id}"
+
+    @property
+    def lease_checks(self) -> str:
+        """Sorted set, on the queue's Redis: what reapers look at and when (ms), a session id (its
+        run's lease) or `<sid> <intent>` (a job its outbox may hold). See shared/store/lease_index.py."""
+        return f"{self.prefix}:lease-checks"
+
+    @property
+    def webhook_checks(self) -> str:
+        """Sorted set, on the queue's Redis: the sessions with webhook deliveries to look at, and when
+        (ms). See shared/store/webhook_index.py."""
+        return f"{self.prefix}:webhook-checks"
+
+    @property
+    def archive_checks(self) -> str:
+        """Sorted set, on the sessions' Redis: the sessions with events the archive may not have yet,
+        and when to look (ms). See worker/archiver.py."""
+        return f"{self.prefix}:archive-checks"
+
+    def client_run(self, tenant: str, client_run_id: str, chat: str = "") -> str:
+        """String, on the sessions' Redis: `<session id> <run id> <thread id>` of the run an AG-UI client posted
+        as run `client_run_id` (hashed: any text a client sends), in the chat whose own session is `chat`
+        (or in the tenant's, '': the first of its chats to use the id), for TanStack AI's `joinRun`, which
+        names nothing else (gateway/protocols/ag_ui/client_runs.py). Kept as long as a chat's branch."""
+        named = f"{chat}\n{client_run_id}" if chat else client_run_id
+        digest = hashlib.sha256(named.encode()).hexdigest()[:32]
+        return f"{self.prefix}:tenant:{{{tenant}}}:client-run:{digest}"
+
+    def tenant_webhook(self, tenant: str) -> str:
+        """Hash: the tenant's webhook `url` and signing `secret`."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:webhook"
+
+    @property
+    def agents(self) -> str:
+        """Hash: agent name -> what it says about itself (JSON), published by the workers as they
+        start (shared/features/agent_catalog.py)."""
+        return f"{self.prefix}:agents"
+
+    def task_push(self, session_id: str) -> str:
+        """Hash, beside the session's keys (its hash tag): its tasks' push configs, `<run id> <config id>` ->
+        JSON (A2A's: shared/features/a2a_push.py; named for it, as the first version stored it)."""
+        return f"{self.prefix}:{{{session_id}}}:a2a-push"
+
+    def a2a_tasks(self, tenant: str, agent: str) -> str:
+        """Sorted set: the task ids a tenant started through A2A with an agent -> when (ms); its
+        newest only (gateway/protocols/a2a/tasks.py `TaskIndex`)."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:a2a-tasks:{agent}"
+
+    @property
+    def probe(self) -> str:
+        """A short-lived key written to find out whether Redis accepts writes (readiness, reapers)."""
+        return f"{self.prefix}:probe"
+
+    @property
+    def cancel_channel(self) -> str:
+        """Pub/sub channel carrying the run ids to cancel, to whichever worker runs them."""
+        return f"{self.prefix}:cancel"
+
+    @property
+    def steer_channel(self) -> str:
+        """Pub/sub channel carrying the ids of runs just steered, to whichever worker runs them."""
+        return f"{self.prefix}:steer"
+
+    @property
+    def wake_channel(self) -> str:
+        """Pub/sub channel that tells idle workers a job was queued, so none waits for its next poll."""
+        return f"{self.prefix}:wake"
+
+    def tenant_runs(self, tenant: str, window: int) -> str:
+        """Counter of the runs and sessions a tenant created in one minute-long window."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:runs:{window}"
+
+    def tenant_fork_bytes(self, tenant: str, window: int) -> str:
+        """Counter of the bytes a tenant's forks copied in one hour-long window."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:fork-bytes:{window}"
+
+    def tenant_streams(self, tenant: str) -> str:
+        """Sorted set: the tenant's open streams (gateway-made ids) -> when each slot lapses (ms)."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:streams"
+
+    def token_streams(self, tenant: str, session_id: str) -> str:
+        """Sorted set, as `tenant_streams`: those of the tenant's streams a stream token of session
+        `session_id` opened (one browser's share)."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:streams:{session_id}"
+
+    @staticmethod
+    def arq_job(job_id: str) -> str:
+        # arq's own key layout (arq.constants.job_key_prefix); arq 0.28 does not namespace it.
+        return f"arq:job:{job_id}"

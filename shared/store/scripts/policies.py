@@ -1,0 +1,157 @@
+"""What a deployment adds around some scripts, wrapped once around the script runner at start-up.
+
+Each policy is a `Run` around a `Run`, and acts on what a contract declares it does (its
+`Effect`s), never on which method called it. `runner_for` builds the stack a deployment needs:
+
+- `QueueApart`, with the job queue on a Redis of its own: a script that queues a job leaves it in
+  the session's outbox; the job is pushed after the script, with an intent left in the leases index
+  before, so that a reaper pushes it if this process dies in between (or if arq ends the job
+  without starting the run), and a reaper's look pushes what it finds owed; the webhooks index gets the
+  session before and after a script that may report to its webhook. A run's claim is watched before
+  (a reaper must find every lease) and its job taken out of the queue after (shared/store/lease_index.py).
+- `Revival`, with an archive: a new turn on a session that only the archive still holds brings it
+  back into Redis (revive_session.lua), once, and is queued again.
+
+How to add a topology option: a policy here, acting on effects (declare a new `Effect` on the
+contracts it concerns), and a line in `runner_for`.
+"""
+
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+
+from tokentail.shared.connections.redis_clients import AnyRedis, replicated
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.lease_index import LeaseIndex
+from tokentail.shared.store.scripts.contract import Effect, Script, Topology
+from tokentail.shared.store.scripts.runner import Run, ScriptRunner
+from tokentail.shared.store.scripts.runs import QueueOutcome, RunKeys, SessionArgs, encode_run
+from tokentail.shared.store.scripts.sessions import ReviveKeys, ReviveSession, session_fields
+from tokentail.shared.store.webhook_index import WebhookIndex
+from tokentail.shared.vocabulary.records import SessionRecord
+
+if TYPE_CHECKING:
+    from tokentail.shared.store.archive import Archive
+
+R = TypeVar("R")
+
+
+# What the effects say a script or its reply has (shared/store/scripts/contract.py `Effect`).
+class _OfSession(Protocol):
+    k: RunKeys
+    s: SessionArgs
+
+
+class _Claiming(_OfSession, Protocol):  # CLAIMS_RUN
+    job_id: str
+
+
+class _Claimed(Protocol):  # CLAIMS_RUN's reply
+    claimed: bool
+
+
+class _Dispatching(Protocol):  # MAY_DISPATCH's reply
+    dispatch: bytes | None
+
+    def _replace(self, *, pushed: bool) -> Any: ...
+
+
+class _Queued(Protocol):  # MAY_REVIVE's reply
+    outcome: QueueOutcome
+
+
+def _session_of(script: Script[Any]) -> str:
+    """The session of a script that queues, claims or ends runs (its `SessionArgs`)."""
+    return cast(_OfSession, script).s.session_id
+
+
+class QueueApart:
+    def __init__(
+        self, run: Run, redis: AnyRedis, keys: Keys, leases: LeaseIndex, webhooks: WebhookIndex | None
+    ) -> None:
+        """`redis`: the sessions'; `webhooks`: the webhooks index to keep, when webhooks are on."""
+        self._run = run
+        self._redis = redis
+        self._keys = keys
+        self._leases = leases
+        self._webhooks = webhooks
+
+    async def __call__(self, script: Script[R]) -> R:
+        effects = script.effects()
+        if not effects & (Effect.QUEUES_JOB | Effect.REPORTS | Effect.FREES_NEXT | Effect.CLAIMS_RUN):
+            return await self._run(script)
+        session_id = _session_of(script)
+        if Effect.CLAIMS_RUN in effects:
+            await self._leases.watch(session_id)
+        if Effect.QUEUES_JOB in effects:
+            await self._leases.intend(session_id)
+        hooks = self._webhooks if effects & (Effect.QUEUES_JOB | Effect.REPORTS) else None
+        if hooks is not None:
+            await hooks.intend(session_id)
+        reply = await self._run(script)
+        if hooks is not None:
+            await hooks.due_now(session_id)
+        if effects & (Effect.QUEUES_JOB | Effect.FREES_NEXT):
+            await self._push_outbox(session_id)
+        if Effect.CLAIMS_RUN in effects and cast(_Claimed, reply).claimed:
+            await self._leases.take(cast(_Claiming, script).job_id)
+        if Effect.MAY_DISPATCH in effects and (dispatch := cast(_Dispatching, reply).dispatch):
+            pushed = await self._leases.push(session_id, dispatch)
+            return cast(R, cast(_Dispatching, reply)._replace(pushed=pushed))
+        return reply
+
+    async def _push_outbox(self, session_id: str) -> None:
+        """Push the job the outbox holds; and take out of its tenant's line the job of a run that ended
+        unstarted (lib/runs.lua's cancel_unheld). A process that dies before leaves that job to its worker,
+        which finds its run ended."""
+        meta = self._keys.session(session_id).meta
+        dispatch, unqueue = await self._redis.hmget(meta, ["dispatch", "unqueue"])  # type: ignore[misc]
+        if dispatch:
+            await self._leases.push(session_id, dispatch)
+        if unqueue:
+            await self._leases.unqueue(unqueue)
+            await self._redis.hdel(meta, "unqueue")  # type: ignore[misc]
+
+
+class Revival:
+    def __init__(self, run: Run, archive: "Archive") -> None:
+        self._run = run
+        self._archive = archive
+
+    async def __call__(self, script: Script[R]) -> R:
+        reply = await self._run(script)
+        if Effect.MAY_REVIVE in script.effects() and cast(_Queued, reply).outcome is QueueOutcome.MISSING:
+            if await self._revive(cast(_OfSession, script)):
+                return await self._run(script)
+        return reply
+
+    async def _revive(self, queued: _OfSession) -> bool:
+        """A session only the archive still holds, back in Redis: whether it was."""
+        archived = await self._archive.session(queued.s.session_id)
+        if archived is None:
+            return False
+        session = SessionRecord.model_validate_json(archived.record)
+        runs = [item for run in session.runs for item in (run.run_id, encode_run(run))]
+        keys = ReviveKeys(queued.k.meta, queued.k.runs)
+        await self._run(ReviveSession(keys, archived.last_event_id, queued.s.ttl, session_fields(session), runs))
+        return True
+
+
+def sessions_runner(redis: AnyRedis, settings: Settings) -> ScriptRunner:
+    """The script runner of the sessions' Redis. On a Sentinel setup, what a client is told is done,
+    and a run's first and last writes, wait for a replica; the events between do not: a run appends
+    again what a failover lost (worker/recovery/lost_writes.py)."""
+    acknowledge = not settings.redis_cluster and replicated(settings.redis_url)
+    return ScriptRunner(redis, Topology.of(settings), acknowledge)
+
+
+def with_policies(
+    runner: ScriptRunner, settings: Settings, leases: LeaseIndex, webhooks: WebhookIndex, archive: "Archive | None"
+) -> Run:
+    """`runner`, wrapped in what this deployment uses."""
+    run: Run = runner
+    if settings.split_queue:
+        hooks = webhooks if settings.webhook_allowed_urls else None
+        run = QueueApart(run, runner.redis, Keys(settings.key_prefix), leases, hooks)
+    if archive is not None:
+        run = Revival(run, archive)
+    return run
