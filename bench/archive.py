@@ -5,7 +5,7 @@
 
 One gateway process on a private redis-server and a private PostgreSQL (Debian's binaries, as the
 tests start them: tests/servers/postgres_server.py). The session is written as a worker writes it, read
-from Redis (the baseline), then archived (worker/archiver.py) with a 2 s hot retention; once Redis
+from Redis (the baseline), then archived (worker/process/archiver.py) with a 2 s hot retention; once Redis
 forgot it, it is read from the archive. Figures: the session's Redis memory (MEMORY USAGE of its
 keys) while hot and after the hot retention, and the time from the request to the first and to the
 last event of a read from the start. Printed, never asserted.
@@ -29,8 +29,8 @@ from tokentail.shared.plumbing.settings import Settings  # noqa: E402
 from tokentail.shared.store.archive import Archive, migrate  # noqa: E402
 from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted  # noqa: E402
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord  # noqa: E402
-from tokentail.worker.archiver import Archiver  # noqa: E402
-from tokentail.worker.run_writes import (
+from tokentail.worker.process.archiver import Archiver  # noqa: E402
+from tokentail.worker.run.run_writes import (
     RunLease,  # noqa: E402
     RunWrites,  # noqa: E402
 )

@@ -33,14 +33,14 @@ from tokentail.shared.plumbing.gc_tuning import tune_for_server
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.params import RunParams
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
-from tokentail.worker.agent_loop import _model_turn, _Progress
-from tokentail.worker.appends import AppendTicks
-from tokentail.worker.context import RunContext
 from tokentail.worker.providers.base import Message, ModelRequest
 from tokentail.worker.providers.scripted import ScriptedProvider
-from tokentail.worker.retry import RetryPolicy, stream_with_retries
-from tokentail.worker.run_writes import RunWrites
-from tokentail.worker.writer import EventWriter
+from tokentail.worker.run.agent_loop import _model_turn, _Progress
+from tokentail.worker.run.appends import AppendTicks
+from tokentail.worker.run.context import RunContext
+from tokentail.worker.run.retry import RetryPolicy, stream_with_retries
+from tokentail.worker.run.run_writes import RunWrites
+from tokentail.worker.run.writer import EventWriter
 
 TOKENS, RATE = 300, 50.0
 STEADY = 3.0  # seconds measured, with every run streaming

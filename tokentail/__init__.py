@@ -18,8 +18,8 @@ from tokentail.shared.vocabulary.errors import TokentailError
 from tokentail.shared.vocabulary.events import Event, EventType
 
 if TYPE_CHECKING:
-    from tokentail.worker.agents import Agent, continues, describe
-    from tokentail.worker.context import RunContext
+    from tokentail.worker.run.agents import Agent, continues, describe
+    from tokentail.worker.run.context import RunContext
     from tokentail.worker.tools import tool
 
 __all__ = [
@@ -39,10 +39,10 @@ __all__ = [
 ]
 
 _FROM_THE_WORKER = {
-    "Agent": "tokentail.worker.agents",
-    "continues": "tokentail.worker.agents",
-    "describe": "tokentail.worker.agents",
-    "RunContext": "tokentail.worker.context",
+    "Agent": "tokentail.worker.run.agents",
+    "continues": "tokentail.worker.run.agents",
+    "describe": "tokentail.worker.run.agents",
+    "RunContext": "tokentail.worker.run.context",
     "tool": "tokentail.worker.tools",
 }
 

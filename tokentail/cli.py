@@ -157,9 +157,9 @@ def worker(host: str, port: int) -> None:
     """Run a worker that executes queued runs."""
     import uvloop
 
-    from tokentail.worker.agents import check_agents
-    from tokentail.worker.main import create_worker
+    from tokentail.worker.process.main import create_worker
     from tokentail.worker.providers.base import InvalidRequest
+    from tokentail.worker.run.agents import check_agents
 
     settings = get_settings()
     try:
@@ -191,7 +191,7 @@ def archiver() -> None:
 
     from tokentail.shared.connections.redis_clients import sessions_client
     from tokentail.shared.store.archive import ArchiveError, open_archive
-    from tokentail.worker.archiver import Archiver
+    from tokentail.worker.process.archiver import Archiver
 
     settings = get_settings()
     if (url := settings.archive_url) is None:

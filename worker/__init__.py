@@ -1,1 +1,11 @@
-"""The arq worker: runs agents and appends their events to session streams."""
+"""The arq worker: runs agents and appends their events to session streams. Its parts, each importing
+only those above it here (tests/unit/test_layout.py `WORKER_PARTS`):
+
+metrics      the worker's Prometheus metrics
+running      the runs this process executes, and why one was stopped: what a run and the process share
+tools/       tools: typed Python functions a model may call, and the built-in ones
+providers/   model providers (OpenAI, Anthropic, OpenAI-compatible, the offline scripted model)
+run/         one run: its job, attempt, context, agent loop, writer, writes, lease, recovery
+process/     the process around the runs: arq, its main, reaper, archiver, webhook delivery, probe,
+             watchdog
+"""

@@ -1,4 +1,4 @@
-"""The worker's Prometheus metrics, served with its health check (`worker/probe.py`).
+"""The worker's Prometheus metrics, served with its health check (`worker/process/probe.py`).
 
 Labels take a few fixed values each: provider (`openai`, `anthropic`, `openai-compatible`,
 `scripted`, or `custom` for your own agent code), event type, outcome, error kind.
@@ -58,7 +58,8 @@ ARCHIVE_CONFLICTS = Counter(
 )
 LOOP_BLOCKED = Histogram(
     "tokentail_worker_loop_blocked_seconds",
-    "Blocks of the worker's event loop of a second or more (a synchronous call in an agent: worker/watchdog.py)",
+    "Blocks of the worker's event loop of a second or more (a synchronous call in an agent:"
+    " worker/process/watchdog.py)",
     buckets=(1, 2, 5, 10, 30, 60, 300),
 )
 

@@ -5,7 +5,7 @@ import asyncio
 from collections.abc import Callable
 from enum import StrEnum
 
-# Why a blocked loop stopped a run (worker/watchdog.py), and what to do instead: said by the run's end.
+# Why a blocked loop stopped a run (worker/process/watchdog.py), and what to do instead: said by the run's end.
 HOW_TO_FIX = (
     "a synchronous call in async agent code (LangChain's invoke or predict, requests, time.sleep...): use the "
     "library's async API (ainvoke, astream, httpx.AsyncClient, asyncio.sleep) or run it in a thread "
@@ -23,7 +23,7 @@ class Stop(StrEnum):
 
     CANCELLED = "cancelled"  # a client cancelled it: end it with `run.cancelled`
     LEASE_LOST = "lease_lost"  # another worker holds it now, or it was deleted: write nothing more
-    BLOCKED_LOOP = "blocked_loop"  # it held the worker's event loop too long (worker/watchdog.py): fail it
+    BLOCKED_LOOP = "blocked_loop"  # it held the worker's event loop too long (worker/process/watchdog.py): fail it
 
 
 class RunningRuns:
@@ -36,7 +36,7 @@ class RunningRuns:
         self._steered_early: set[str] = set()  # steered while expected
         # The worker's subscription to the steer channel: its number while it holds (Redis confirmed it),
         # None while it does not. A run that started while it held, and it held since, was told of every
-        # steer sent to it (worker/main.py's listener): the run need not ask Redis whether one waits.
+        # steer sent to it (worker/process/main.py's listener): the run need not ask Redis whether one waits.
         self._hearing: int | None = None
         self._subscriptions = 0
 

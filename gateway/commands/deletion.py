@@ -1,7 +1,7 @@
 """Deleting a session, from the native API and the Responses API alike: in Redis at once (its run
 fenced, its followers ended, a tombstone left), and its archive's copy, which waits for the archive
 if it is down: delete_session.lua puts the session in the archive index, and an archiver deletes the
-copy once the archive answers (worker/archiver.py), while the tombstone lasts."""
+copy once the archive answers (worker/process/archiver.py), while the tombstone lasts."""
 
 import logging
 

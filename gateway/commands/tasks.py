@@ -31,8 +31,8 @@ TaskStatus = Literal["submitted", "working", "input_required", "completed", "fai
 TERMINAL: frozenset[TaskStatus] = frozenset({"completed", "failed", "cancelled"})
 SETTLED: frozenset[TaskStatus] = TERMINAL | {"input_required"}  # where a call that waits for its task returns
 
-# The `error.type`s of a run that failed for a reason of tokentail's making (worker/run.py's
-# `_error_info`, worker/retry.py, requeue_run.lua): one of its bounds (the run's time, a model's
+# The `error.type`s of a run that failed for a reason of tokentail's making (worker/run/job.py's
+# `_error_info`, worker/run/retry.py, requeue_run.lua): one of its bounds (the run's time, a model's
 # silence past the first-token or idle timeout, sizes, a question left unanswered, a blocked event
 # loop) or its workers lost (`attempts_exhausted`). Any other failure is the agent's own: its code
 # raised, its model's API refused it (`invalid_request`, `rate_limited`, ...), or it names no model.

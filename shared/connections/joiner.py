@@ -3,7 +3,7 @@
 What a gateway's concurrent requests or a worker's concurrent runs ask of Redis, one call at a
 time each: alone, a call goes at once; under load, the calls made while one round trip is out wait
 for it to come back, then go together, and each caller gets its own reply. The round trips of
-shared/connections/round_trips.py (any commands; the worker's ticks of appends, worker/appends.py, go through
+shared/connections/round_trips.py (any commands; the worker's ticks of appends, worker/run/appends.py, go through
 them) and of the worker's arq finishes are all this.
 """
 

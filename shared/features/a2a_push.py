@@ -6,7 +6,7 @@ A config (A2A's `TaskPushNotificationConfig`: a URL, a token, credentials) is ch
 session is. Deliveries go the way tokentail's webhooks go: a session with push configs is marked
 (watch_task_push.lua, or queue_run.lua for a task given one as it is made), so the events its
 webhooks report (`run.completed/failed/cancelled`, `input.required`) are kept in its `hooks` list in
-the same step as the event, and a worker's deliverer (worker/webhook_delivery.py) posts each to every
+the same step as the event, and a worker's deliverer (worker/process/webhook_delivery.py) posts each to every
 config its task has at that moment: bounded, retried, signed, to URLs the operator allows only.
 
 The body is an A2A `StreamResponse` (`application/a2a+json`): the Task, completed, with its answer as

@@ -2,7 +2,7 @@
 
 From the moment a session is made with a URL, each event a webhook reports is kept, in the same
 step as the event (shared/store/lua/lib/webhooks.lua), in the session's `hooks` list until a worker delivers it
-(worker/webhook_delivery.py). Signatures follow the Standard Webhooks scheme (standardwebhooks.com),
+(worker/process/webhook_delivery.py). Signatures follow the Standard Webhooks scheme (standardwebhooks.com),
 which libraries in most languages verify: headers `webhook-id` (the idempotency id,
 `<session_id>.<event_id>`, the same on every retry), `webhook-timestamp` (Unix seconds) and
 `webhook-signature` (`v1,` + base64 of HMAC-SHA256 over `<id>.<timestamp>.<body>`), with the

@@ -3,7 +3,7 @@
 Redis is the hot copy a live stream is served from; the archive is where a session's events go to
 last (`archive_retention_days`) once they are written, so that Redis can forget them: its stream is
 never trimmed past what the archive has, and an idle session's keys expire (`session_ttl_seconds`)
-only after the archive has all of it (worker/archiver.py). Readers do not see the seam: a position
+only after the archive has all of it (worker/process/archiver.py). Readers do not see the seam: a position
 Redis no longer holds is read from here, then the Redis tail (shared/store/reads.py).
 
 Two tables: a session's record (its meta and runs, as `GET /v1/sessions/{sid}` shows them) and its

@@ -82,7 +82,7 @@ class Keys:
 
     def joined_count(self, writer_id: str) -> str:
         """String: how many joined append calls a worker process (`writer_id`, its own) has sent, on
-        the sessions' Redis (worker/appends.py `JoinCounter`)."""
+        the sessions' Redis (worker/run/appends.py `JoinCounter`)."""
         return f"{self.prefix}:joined-count:{writer_id}"
 
     @property
@@ -100,7 +100,7 @@ class Keys:
     @property
     def archive_checks(self) -> str:
         """Sorted set, on the sessions' Redis: the sessions with events the archive may not have yet,
-        and when to look (ms). See worker/archiver.py."""
+        and when to look (ms). See worker/process/archiver.py."""
         return f"{self.prefix}:archive-checks"
 
     def client_run(self, tenant: str, client_run_id: str, chat: str = "") -> str:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_EVENT_BYTES = 262_144  # one event's stored JSON, a text delta aside (worker/writer.py splits those)
+MAX_EVENT_BYTES = 262_144  # one event's stored JSON, a text delta aside (worker/run/writer.py splits those)
 
 
 class EventType(StrEnum):
@@ -136,7 +136,7 @@ class ErrorInfo(BaseModel):
 
 class RunFailed(EventData):
     error: ErrorInfo
-    # What the run spent before it failed (worker/usage.py); left out when the worker did not count it.
+    # What the run spent before it failed (worker/run/usage.py); left out when the worker did not count it.
     usage: dict[str, Any] | None = Field(default=None, exclude_if=lambda value: value is None)
 
 

@@ -102,7 +102,7 @@ class RunRecord(BaseModel):
     status: RunStatus = "queued"
     attempt: int = 0  # 1 on its first start, one more at each takeover (an answer's resume is no attempt)
     handovers: int = 0  # attempts ended by a stopping worker handing the run over (not counted as failures)
-    # For the traces of the attempts (worker/traces.py): the last attempt handed over, which ended its
+    # For the traces of the attempts (worker/run/traces.py): the last attempt handed over, which ended its
     # own span; and when and how the start before the latest one was, the start of an attempt a
     # takeover writes the span of on its dead worker's behalf (shared/plumbing/run_spans.py).
     handed_over: int | None = Field(default=None, exclude=True)
@@ -140,7 +140,7 @@ class RunRecord(BaseModel):
     # steps hash: record_step.lua), and here only for the worker that starts the run. Never shown.
     steps: dict[str, str] = Field(default_factory=dict, exclude=True)
     # What each attempt cost, by attempt number, as its worker recorded it while it ran (record_usage.lua:
-    # the counts and the session's last id then); the run's end reports the total (worker/usage.py).
+    # the counts and the session's last id then); the run's end reports the total (worker/run/usage.py).
     attempt_usage: dict[str, dict[str, int]] = Field(default_factory=dict, exclude=True)
     step_seq: int | None = Field(default=None, exclude=True)  # the session's last event id at its last step
 

@@ -5,7 +5,7 @@ What a takeover drops is decided here, once (`drop_point`, `dropped_by`), for bo
 too (the run started over, and takes them in again); a `run.continued` drops the run's agent events
 after its `from_event_id` (a model turn cut by a crash, whose provider cannot continue it). What is
 left is what every client shows (the gateway's reducer and snapshot apply the same rule:
-gateway/reading/): the worker continues from it (worker/recovery/), and the session's partial text is
+gateway/reading/): the worker continues from it (worker/run/recovery/), and the session's partial text is
 read from it (shared/store/reads.py).
 """
 

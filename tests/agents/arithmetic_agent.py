@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 
 from tests.support.gates import gate
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.context import RunContext
 
 HOLD = " (hold)"  # a question that ends so waits at its run's gate before it answers (tests/support/gates.py)
 

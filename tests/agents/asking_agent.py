@@ -3,8 +3,8 @@
 import asyncio
 
 from tests.support.gates import gate
-from tokentail.worker.agents import Agent, continues
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.agents import Agent, continues
+from tokentail.worker.run.context import RunContext
 from tokentail.worker.tools.builtin import calculator
 
 # The built-in agent loop with a tool that runs only once a person approves the call.

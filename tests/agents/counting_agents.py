@@ -8,8 +8,8 @@ import asyncio
 import os
 
 from tests.support.gates import gate
-from tokentail.worker.agents import Agent, continues
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.agents import Agent, continues
+from tokentail.worker.run.context import RunContext
 from tokentail.worker.tools import tool
 
 WORDS = 160  # of the own agent's answer: about 9 s

@@ -1,6 +1,6 @@
 """An agent for tests that streams one event of every kind an agent can make, with agent labels."""
 
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.context import RunContext
 
 
 async def every_event(ctx: RunContext) -> None:

@@ -1,6 +1,6 @@
 """Agents for tests that show little or nothing: what a run says when its agent answers nothing."""
 
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.context import RunContext
 
 
 async def silent(ctx: RunContext) -> None:

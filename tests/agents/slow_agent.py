@@ -4,7 +4,7 @@ swallows the cancel of its task."""
 import asyncio
 import time
 
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.context import RunContext
 
 
 async def slow_tool_agent(ctx: RunContext) -> None:

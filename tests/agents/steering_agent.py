@@ -2,7 +2,7 @@
 never does."""
 
 from tests.support.gates import gate
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.context import RunContext
 
 
 async def listening(ctx: RunContext) -> None:

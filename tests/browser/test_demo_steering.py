@@ -18,7 +18,7 @@ from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
 from tests.support.gates import Gates
 from tests.support.waiting import eventually
-from tokentail.worker.main import TokentailWorker
+from tokentail.worker.process.main import TokentailWorker
 
 # The scripted model's answer lasts ~15 s at this pace on a quiet machine: the steer, sent once its
 # first words show, reaches it while it streams however loaded the machine. The answer to the steer

@@ -31,7 +31,7 @@ REQUIRED_ENV = "TOKENTAIL_DOCKER_REQUIRED"
 PREFIX_ENV = "TOKENTAIL_COMPOSE_PROJECT_PREFIX"
 MIN_ENGINE = (25, 0)  # the healthchecks' start_interval
 
-STARTED = re.compile(  # worker/run.py
+STARTED = re.compile(  # worker/run/job.py
     r"run (\S+) of session \S+ started \(attempt (\d+), (?:start|takeover|resume)\) in worker pid \d+"
 )
 HANDED_OVER = re.compile(r"run (\S+) of session \S+ handed over: .*")

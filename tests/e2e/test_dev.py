@@ -137,8 +137,8 @@ def test_dev_s_log_options_reach_the_gateway_and_workers_it_starts() -> None:
     created, _, output = _one_run_then_ctrl_c("--log-format", "json", "--log-level", "info")
     records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     loggers = {record["logger"] for record in records}
-    assert {"tokentail.worker.run", "uvicorn.access"} & loggers, output  # the children logged, as JSON
-    started = [record for record in records if record["logger"] == "tokentail.worker.run"]
+    assert {"tokentail.worker.run.job", "uvicorn.access"} & loggers, output  # the children logged, as JSON
+    started = [record for record in records if record["logger"] == "tokentail.worker.run.job"]
     assert started and started[0]["session_id"] == created["session_id"]
 
 

@@ -102,7 +102,7 @@ def test_the_public_api_imports_beside_the_user_s_own_worker_shared_and_gateway(
         "from tokentail import *\n"
         "from tokentail import RunContext, tool, Agent\n"
         "assert (worker.WHOSE, shared.WHOSE, gateway.WHOSE) == ('the user',) * 3\n"
-        "assert tokentail.RunContext.__module__ == 'tokentail.worker.context'\n"
+        "assert tokentail.RunContext.__module__ == 'tokentail.worker.run.context'\n"
         "print(sorted(tokentail.__all__))\n"
     )
     printed = _run(venv / "bin" / "python", "-c", code, cwd=user_project, env=_clean_env())

@@ -20,7 +20,7 @@ from tests.servers.webhook_receiver import Receiver
 from tests.support.gates import Gates
 from tests.support.waiting import eventually
 from tokentail.shared.plumbing.settings import Settings
-from tokentail.worker.main import TokentailWorker
+from tokentail.worker.process.main import TokentailWorker
 
 pytestmark = pytest.mark.ag_ui
 

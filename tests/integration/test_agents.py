@@ -6,7 +6,7 @@ import httpx2
 import pytest
 
 from tests.clients.sse_client import read_events
-from tokentail.worker.run import NO_ANSWER
+from tokentail.worker.run.job import NO_ANSWER
 
 
 async def _run(client: httpx2.AsyncClient, **body: Any) -> list[tuple[int | None, str, dict[str, Any]]]:

@@ -58,7 +58,7 @@ from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.app import create_app
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted, RunFailed
-from tokentail.worker.run_writes import RunLease
+from tokentail.worker.run.run_writes import RunLease
 
 T = TypeVar("T")
 

@@ -31,8 +31,8 @@ from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore, StoredEvent
 from tokentail.shared.vocabulary.errors import ArchiveUnavailable
 from tokentail.shared.vocabulary.records import STEERS_STEP
-from tokentail.worker.archiver import BATCH, Archiver
-from tokentail.worker.run_writes import RunLease
+from tokentail.worker.process.archiver import BATCH, Archiver
+from tokentail.worker.run.run_writes import RunLease
 
 
 async def archive_all(archiver: Archiver) -> None:
@@ -348,7 +348,7 @@ async def test_events_that_differ_from_the_archives_under_the_same_ids_stop_arch
     index = Keys(archive_settings.key_prefix).archive_checks
     await redis.zadd(index, {clashing: 0, fine: 0})
     archiver = Archiver(redis, archive, archive_settings)
-    with caplog.at_level(logging.ERROR, logger="tokentail.worker.archiver"):
+    with caplog.at_level(logging.ERROR, logger="tokentail.worker.process.archiver"):
         assert await archiver.archive_due() == 2
     assert any(clashing in message and "[3]" in message for message in caplog.messages)
     # Nothing of the clashing batch written, the archive's event kept; Redis keeps the session, unexpiring.

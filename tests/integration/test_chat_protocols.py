@@ -16,7 +16,7 @@ from tests.fixtures.stack import Gateway
 from tests.support.gates import Gates
 from tests.support.waiting import eventually, scaled
 from tokentail.shared.plumbing.settings import Settings
-from tokentail.worker.main import TokentailWorker
+from tokentail.worker.process.main import TokentailWorker
 
 pytestmark = [pytest.mark.ai_sdk, pytest.mark.ag_ui]
 

@@ -3,7 +3,7 @@ claims a run (whose reply carries the session's runs, the run's first read), and
 replies lost; a gateway's as it
 queues a run. Nothing is stranded, failed or done twice: every call a run depends on rides out the
 outage (shared/connections/outage.py), a run left queued without its job gets it again from a reaper
-(worker/reaper.py), and a gateway finds out itself whether the run it queued was made."""
+(worker/process/reaper.py), and a gateway finds out itself whether the run it queued was made."""
 
 import asyncio
 from collections.abc import AsyncIterator

@@ -16,7 +16,7 @@ from tokentail.gateway.reading.snapshot import read_snapshots
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.archive import Archive
 from tokentail.shared.store.reads import SessionStore, entry_seq
-from tokentail.worker.archiver import Archiver
+from tokentail.worker.process.archiver import Archiver
 
 FENCED = 5  # the seq of the session's entry after the fence: run.continued, `5-1`
 LAST = 7

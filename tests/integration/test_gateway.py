@@ -20,7 +20,7 @@ from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.vocabulary.events import RunCompleted
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
-from tokentail.worker.main import TokentailWorker
+from tokentail.worker.process.main import TokentailWorker
 from tokentail.worker.providers.scripted import scripted_tokens
 
 FAST = {"tokens": 60, "tokens_per_second": 0}

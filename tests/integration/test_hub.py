@@ -25,7 +25,7 @@ from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.vocabulary.events import RunCompleted
-from tokentail.worker.run_writes import RunLease
+from tokentail.worker.run.run_writes import RunLease
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The batched pickup (worker/arq_shell.py) against a real redis-server: a plain arq client sees of its
+"""The batched pickup (worker/process/arq_shell.py) against a real redis-server: a plain arq client sees of its
 jobs what it sees of arq's own worker's, and a poll's claims and its jobs' finishes are joined."""
 
 import asyncio
@@ -17,8 +17,8 @@ from tests.support.waiting import eventually, scaled
 from tokentail.shared.store.scripts.contract import Script
 from tokentail.shared.store.scripts.pickup import ClaimJobs, FinishJobs
 from tokentail.shared.store.scripts.runner import ScriptRunner
-from tokentail.worker import arq_shell
-from tokentail.worker.arq_shell import BatchedPickup
+from tokentail.worker.process import arq_shell
+from tokentail.worker.process.arq_shell import BatchedPickup
 
 WORKERS = [Worker, BatchedPickup]
 W = TypeVar("W", bound=Worker)

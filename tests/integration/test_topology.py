@@ -25,9 +25,9 @@ from tokentail.redis_server import RedisServer
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.store.scripts.runs import Queued, Requeue, StartVerdict
-from tokentail.worker.reaper import Reaper
-from tokentail.worker.run_writes import RunLease
-from tokentail.worker.webhook_delivery import WebhookDeliverer
+from tokentail.worker.process.reaper import Reaper
+from tokentail.worker.process.webhook_delivery import WebhookDeliverer
+from tokentail.worker.run.run_writes import RunLease
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The worker's event-loop watchdog (worker/watchdog.py): a run whose agent blocks the loop is named
+"""The worker's event-loop watchdog (worker/process/watchdog.py): a run whose agent blocks the loop is named
 while it blocks and failed once the loop runs again; the worker's other runs go on."""
 
 import logging
@@ -28,6 +28,8 @@ async def test_a_run_that_blocks_the_worker_s_loop_is_named_and_failed_and_the_o
     assert [kind for _, kind, _ in steadied.events].count("run.retrying") == 0
     assert steadied.events[-1][1] == "run.completed"  # stalled meanwhile, as every run of that worker was
     named = [
-        r.getMessage() for r in caplog.records if r.name == "tokentail.worker.watchdog" and r.levelno == logging.ERROR
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "tokentail.worker.process.watchdog" and r.levelno == logging.ERROR
     ]
     assert named and blocking["run_id"] in named[0] and blocking["session_id"] in named[0], named

@@ -19,10 +19,10 @@ from tokentail.shared.store.scripts.contract import Script
 from tokentail.shared.store.scripts.pickup import ClaimJobs
 from tokentail.shared.store.scripts.runner import ScriptRunner
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
-from tokentail.worker.appends import AppendTicks
 from tokentail.worker.providers import Providers
-from tokentail.worker.run import run_agent
-from tokentail.worker.run_writes import RunLease
+from tokentail.worker.run.appends import AppendTicks
+from tokentail.worker.run.job import run_agent
+from tokentail.worker.run.run_writes import RunLease
 from tokentail.worker.running import RunningRuns
 
 
@@ -203,7 +203,7 @@ async def test_a_connection_lost_while_claiming_a_job_costs_the_worker_no_slot(
 ) -> None:
     # arq takes a slot before the WATCH/MULTI that claims a job, and gives it back only on the errors
     # it expects: each connection lost mid-claim would shrink the worker by one slot, for good. The
-    # claim is now one script (worker/arq_shell.py), which takes the slots of the jobs it claimed only
+    # claim is now one script (worker/process/arq_shell.py), which takes the slots of the jobs it claimed only
     # once it is back.
     failures = 5
     call = ScriptRunner.__call__

@@ -1,4 +1,4 @@
-"""The worker's spans (worker/traces.py) around real runs on a real Redis, exported in memory: who
+"""The worker's spans (worker/run/traces.py) around real runs on a real Redis, exported in memory: who
 writes a dead attempt's span (the takeover, or the verdict that ends the run), and who must not
 (a hand-over ended its own; a stalled worker that lost its lease leaves its span unended)."""
 
@@ -20,10 +20,10 @@ from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.store.scripts.runs import Cancel
 from tokentail.shared.vocabulary.records import Multitask, RunRecord, SessionRecord
-from tokentail.worker.appends import AppendTicks
+from tokentail.worker.process.reaper import Reaper
 from tokentail.worker.providers import Providers
-from tokentail.worker.reaper import Reaper
-from tokentail.worker.run import run_agent
+from tokentail.worker.run.appends import AppendTicks
+from tokentail.worker.run.job import run_agent
 from tokentail.worker.running import RunningRuns
 
 

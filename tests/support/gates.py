@@ -28,9 +28,9 @@ import os
 import re
 from pathlib import Path
 
-from tokentail.worker.agents import continues
-from tokentail.worker.context import RunContext
 from tokentail.worker.providers.scripted import DEFAULT_TOKENS, scripted_tokens
+from tokentail.worker.run.agents import continues
+from tokentail.worker.run.context import RunContext
 
 FOLDER = "TOKENTAIL_TEST_GATES"
 POLL_SECONDS = 0.01

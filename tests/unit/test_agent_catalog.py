@@ -1,12 +1,13 @@
-"""What agents say about themselves (shared/features/agent_catalog.py, worker/agents.py `describe`), and task ids."""
+"""What agents say about themselves (shared/features/agent_catalog.py, worker/run/agents.py `describe`),
+and task ids."""
 
 import pytest
 
 from tokentail.shared.features.agent_catalog import INPUT_SCHEMA, AgentInfo, arguments_of
 from tokentail.shared.vocabulary.errors import InvalidInput
 from tokentail.shared.vocabulary.response_ids import parse_task_id, task_id
-from tokentail.worker.agents import ASSISTANT, Agent, describe, info_of
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.agents import ASSISTANT, Agent, describe, info_of
+from tokentail.worker.run.context import RunContext
 
 
 async def _documented(ctx: RunContext) -> None:

@@ -10,16 +10,16 @@ import pytest
 from tests.servers.fake_llm import FakeLLM, Reply, anthropic_stream, openai_chunk, openai_stream
 from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.vocabulary.records import RunRecord
-from tokentail.worker.agent_loop import AgentError, run_model_agent
-from tokentail.worker.agents import ASSISTANT, Agent
-from tokentail.worker.context import RunContext
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.providers.base import Chunk, ModelRequest, TextDelta, ToolCall
 from tokentail.worker.providers.openai_chat import OpenAIProvider
 from tokentail.worker.providers.scripted import ScriptedProvider
-from tokentail.worker.retry import RetryPolicy
+from tokentail.worker.run.agent_loop import AgentError, run_model_agent
+from tokentail.worker.run.agents import ASSISTANT, Agent
+from tokentail.worker.run.context import RunContext
+from tokentail.worker.run.retry import RetryPolicy
+from tokentail.worker.run.writer import EventWriter
 from tokentail.worker.tools import tool
-from tokentail.worker.writer import EventWriter
 
 
 def _context(store: RecordingLease, text: str, **params: Any) -> RunContext:

@@ -1,4 +1,4 @@
-"""Attempt (worker/attempt.py): steps, done once and replayed after, and the text of a cut
+"""Attempt (worker/run/attempt.py): steps, done once and replayed after, and the text of a cut
 turn that a model refuses to continue."""
 
 import json
@@ -12,12 +12,12 @@ from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.vocabulary.errors import StepTooLarge
 from tokentail.shared.vocabulary.records import MAX_STEP_BYTES, RunRecord
 from tokentail.shared.vocabulary.run_log import RunLog
-from tokentail.worker.agent_loop import run_model_agent
-from tokentail.worker.agents import Agent
-from tokentail.worker.context import RunContext
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
-from tokentail.worker.retry import RetryPolicy
-from tokentail.worker.writer import EventWriter
+from tokentail.worker.run.agent_loop import run_model_agent
+from tokentail.worker.run.agents import Agent
+from tokentail.worker.run.context import RunContext
+from tokentail.worker.run.retry import RetryPolicy
+from tokentail.worker.run.writer import EventWriter
 
 
 async def test_a_step_is_done_once_and_replayed_after() -> None:

@@ -1,7 +1,7 @@
 """What tokentail borrows from arq's, redis-py's and uvicorn's insides, pinned: the source of each
 function it copies, overrides or calls past the public API (a hash of it), and each attribute it
 uses. A new release that changes one fails here, naming it: read the change against the module that
-relies on it (worker/arq_shell.py; shared/connections/round_trips.py and gateway/reading/pubsub.py for redis-py;
+relies on it (worker/process/arq_shell.py; shared/connections/round_trips.py and gateway/reading/pubsub.py for redis-py;
 gateway/protocol.py for uvicorn), adapt that module, then the hash. A release that leaves them as
 they are passes."""
 
@@ -21,7 +21,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 ROOT = Path(__file__).resolve().parents[2]
 
 SOURCES: list[tuple[Any, str, str, str]] = [
-    # arq: the run body copied as `run_claimed`, and what the shell overrides (worker/arq_shell.py, main.py)
+    # arq: the run body copied as `run_claimed`, and what the shell overrides (worker/process/arq_shell.py, main.py)
     (Worker, "run_job", "589a19059ff84ee7", "copied as ClaimedJobRun.run_claimed"),
     (Worker, "_poll_iteration", "f8d39d823a0a59f2", "replaced by BatchedPickup's and TokentailWorker's"),
     (Worker, "finish_job", "903f09c92830d3fd", "overridden: its arguments become a joined Finish"),
@@ -68,8 +68,8 @@ def _used_and_defined(path: Path, class_names: set[str]) -> tuple[set[str], set[
 def test_every_attribute_of_arqs_worker_the_shell_uses_exists() -> None:
     used, defined = set(), set()
     for path, classes in (
-        (ROOT / "worker/arq_shell.py", {"ClaimedJobRun", "BatchedPickup"}),
-        (ROOT / "worker/main.py", {"TokentailWorker"}),
+        (ROOT / "worker/process/arq_shell.py", {"ClaimedJobRun", "BatchedPickup"}),
+        (ROOT / "worker/process/main.py", {"TokentailWorker"}),
     ):
         module_used, module_defined = _used_and_defined(path, classes)
         used |= module_used

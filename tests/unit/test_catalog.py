@@ -5,10 +5,10 @@ import pytest
 
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.catalog import PROVIDERS, ModelRef, check_agent, parse_model
-from tokentail.worker.agents import BUILTIN
 from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
 from tokentail.worker.providers.scripted import ScriptedProvider
+from tokentail.worker.run.agents import BUILTIN
 
 
 def test_models_parse() -> None:
@@ -95,7 +95,7 @@ def test_the_default_model_follows_the_keys_present(monkeypatch: pytest.MonkeyPa
 
 
 def test_a_configured_agent_that_cannot_be_imported_names_its_path_and_the_missing_package() -> None:
-    from tokentail.worker.agents import check_agents
+    from tokentail.worker.run.agents import check_agents
 
     cases = {
         "tests.agents.agent_missing_a_package:agent": (
@@ -114,7 +114,7 @@ def test_a_configured_agent_that_cannot_be_imported_names_its_path_and_the_missi
 
 
 def test_a_missing_framework_names_the_extra_that_installs_it() -> None:
-    from tokentail.worker.agents import _missing
+    from tokentail.worker.run.agents import _missing
 
     missing = ModuleNotFoundError("No module named 'semantic_kernel'", name="semantic_kernel")
     assert "pip install 'tokentail[semantic-kernel]'" in _missing(missing, "myapp.agents")

@@ -8,7 +8,7 @@ import pytest
 from tests.unit.test_writer import RecordingLease, _writer
 from tokentail.shared.vocabulary.events import CustomData, Event, ReasoningDelta
 from tokentail.shared.vocabulary.records import Question, RunRecord
-from tokentail.worker.context import RunContext, WaitingForInput, waiting_in
+from tokentail.worker.run.context import RunContext, WaitingForInput, waiting_in
 
 if TYPE_CHECKING:  # the SDK is an extra
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -145,7 +145,7 @@ async def _two_tools(ctx: RunContext, grouped: bool) -> tuple[object, object]:
 
 @pytest.mark.parametrize("grouped", [False, True], ids=["gather", "task_group"])
 async def test_questions_asked_at_once_wait_together_and_each_gets_its_answer_in_any_order(grouped: bool) -> None:
-    with pytest.raises(BaseException) as raised:  # noqa: PT011 (a TaskGroup wraps it: worker/run.py unwraps)
+    with pytest.raises(BaseException) as raised:  # noqa: PT011 (a TaskGroup wraps it: worker/run/job.py unwraps)
         await _two_tools(_context(RecordingLease()), grouped)
     waiting = raised.value if isinstance(raised.value, WaitingForInput) else waiting_in(raised.value)  # type: ignore[arg-type]
     assert waiting is not None

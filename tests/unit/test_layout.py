@@ -127,7 +127,18 @@ SHARED_PARTS: dict[str, set[str]] = {
     "features": {"vocabulary", "plumbing", "connections", "store"},
 }
 
-PARTS = {"gateway": GATEWAY_PARTS, "shared": SHARED_PARTS}
+# The parts of the worker: one run's (run/) beside the process's (process/), which starts and stops runs;
+# below both, what they share (the metrics, the table of running runs, tools and providers).
+WORKER_PARTS: dict[str, set[str]] = {
+    "metrics": set(),
+    "running": set(),
+    "tools": set(),
+    "providers": {"tools"},
+    "run": {"metrics", "running", "tools", "providers"},
+    "process": {"metrics", "running", "tools", "providers", "run"},
+}
+
+PARTS = {"gateway": GATEWAY_PARTS, "shared": SHARED_PARTS, "worker": WORKER_PARTS}
 
 
 def part_of(module: str) -> str:

@@ -1,7 +1,7 @@
 """A table of the event sequences the product writes, run against every protocol as its client sees it.
 
-Each case is a run's stored events (as the worker and the session scripts write them: worker/run.py,
-worker/recovery/takeover.py, shared/store/lua/start_run.lua) and what any client must end up showing: the text of
+Each case is a run's stored events (as the worker and the session scripts write them: worker/run/job.py,
+worker/run/recovery/takeover.py, shared/store/lua/start_run.lua) and what any client must end up showing: the text of
 `run.completed.output`, each piece once, the tool calls each once with their outcome, the reasoning,
 how the run ended. For each protocol the case is played as its client plays it (the requests it makes,
 tests/clients/protocol_clients.py's fold of what it receives), then again cut after every event of every

@@ -177,7 +177,7 @@ async def test_anthropic_overloaded_status_is_retryable() -> None:
 
 
 async def test_tool_call_fragments_count_as_activity_for_the_timeouts() -> None:
-    from tokentail.worker.retry import RetryPolicy, stream_with_retries
+    from tokentail.worker.run.retry import RetryPolicy, stream_with_retries
 
     fragments = ['{"expression": "', *["1+" for _ in range(8)], '1"}']
     chunks = openai_stream([], [(0, "c1", "calculator", fragments)])
@@ -209,7 +209,7 @@ async def test_openai_compatible_reasoning_content_streams_as_reasoning_apart_fr
     ]
 
 
-# -- continuing a partial answer after a takeover (worker/recovery/takeover.py) ---------------------------
+# -- continuing a partial answer after a takeover (worker/run/recovery/takeover.py) ---------------------------
 
 CUT = ModelRequest("m", MESSAGES, TOOLS, continue_text="The answer is ")
 

@@ -7,7 +7,7 @@ from redis import exceptions as redis_errors
 from tests.support.writes import AllWrites
 from tokentail.shared.store.scripts.checks import Due
 from tokentail.shared.store.scripts.runs import Look, Requeue
-from tokentail.worker.reaper import PAGE, Reaper
+from tokentail.worker.process.reaper import PAGE, Reaper
 
 LEASE = 5.0
 INTERVAL = 1.0

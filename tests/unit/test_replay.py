@@ -1,16 +1,16 @@
-"""The replay (worker/recovery/replay.py): what a run's record holds is not appended again."""
+"""The replay (worker/run/recovery/replay.py): what a run's record holds is not appended again."""
 
 import pytest
 
 from tests.unit.test_takeover import CountingCalculator, _attempt
 from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.vocabulary.records import RunRecord
-from tokentail.worker.agent_loop import run_model_agent
-from tokentail.worker.agents import Agent
-from tokentail.worker.context import RunContext, WaitingForInput
 from tokentail.worker.providers.scripted import ScriptedProvider
-from tokentail.worker.retry import RetryPolicy
-from tokentail.worker.writer import EventWriter
+from tokentail.worker.run.agent_loop import run_model_agent
+from tokentail.worker.run.agents import Agent
+from tokentail.worker.run.context import RunContext, WaitingForInput
+from tokentail.worker.run.retry import RetryPolicy
+from tokentail.worker.run.writer import EventWriter
 
 
 async def test_a_denied_call_replayed_after_a_crash_is_still_shown_denied() -> None:

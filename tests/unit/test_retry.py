@@ -9,7 +9,7 @@ from tests.servers.fake_llm import FakeLLM, Reply, anthropic_error, anthropic_st
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.providers.base import Chunk, Message, ModelRequest, ProviderError, TextDelta
 from tokentail.worker.providers.openai_chat import OpenAIProvider
-from tokentail.worker.retry import RetryPolicy, stream_with_retries
+from tokentail.worker.run.retry import RetryPolicy, stream_with_retries
 
 REQUEST = ModelRequest("m", [Message("user", "hi")])
 FAST = RetryPolicy(max_retries=3, base_delay=0.01, max_delay=0.05, first_token_timeout=0.5, idle_timeout=0.3)

@@ -1,4 +1,4 @@
-"""A run that goes on after its worker died (worker/recovery/takeover.py), killed at every instant
+"""A run that goes on after its worker died (worker/run/recovery/takeover.py), killed at every instant
 of a run: what the record held at that instant (the appends and steps that had landed), then a
 second attempt from it. Clients' text reads as the uninterrupted answer, and a tool whose result was
 recorded never runs again."""
@@ -13,16 +13,16 @@ from tests.unit.test_run_log import _log
 from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.vocabulary.records import RunRecord
 from tokentail.shared.vocabulary.run_log import RunLog
-from tokentail.worker.agent_loop import run_model_agent
-from tokentail.worker.agents import Agent
-from tokentail.worker.context import RunContext
 from tokentail.worker.providers.base import Provider
 from tokentail.worker.providers.openai_chat import OpenAIProvider
 from tokentail.worker.providers.scripted import ScriptedProvider
-from tokentail.worker.recovery.takeover import kept_until
-from tokentail.worker.retry import RetryPolicy
+from tokentail.worker.run.agent_loop import run_model_agent
+from tokentail.worker.run.agents import Agent
+from tokentail.worker.run.context import RunContext
+from tokentail.worker.run.recovery.takeover import kept_until
+from tokentail.worker.run.retry import RetryPolicy
+from tokentail.worker.run.writer import EventWriter
 from tokentail.worker.tools import tool
-from tokentail.worker.writer import EventWriter
 
 Event = tuple[int, str, str]  # (seq, type, data JSON) as the session stream holds it
 

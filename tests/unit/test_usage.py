@@ -1,4 +1,4 @@
-"""worker/usage.py: the run's usage from its attempts', and what a cut attempt streamed unreported."""
+"""worker/run/usage.py: the run's usage from its attempts', and what a cut attempt streamed unreported."""
 
 import json
 from typing import Any
@@ -6,8 +6,8 @@ from typing import Any
 from tests.support.sessions import make_run
 from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.store.reads import StoredEvent
-from tokentail.worker.usage import UsageMeter, estimated_tokens, run_usage, unreported_chars, with_estimate
-from tokentail.worker.writer import EventWriter
+from tokentail.worker.run.usage import UsageMeter, estimated_tokens, run_usage, unreported_chars, with_estimate
+from tokentail.worker.run.writer import EventWriter
 
 
 def test_one_attempt_reports_its_counts_alone() -> None:

@@ -1,7 +1,7 @@
-"""worker/webhook_delivery.py's pure part: how long a webhook event waits before it is posted again.
+"""worker/process/webhook_delivery.py's pure part: how long a webhook event waits before it is posted again.
 (Delivery itself, to a receiver on loopback: tests/integration/test_webhooks.py.)"""
 
-from tokentail.worker.webhook_delivery import MAX_DELAY_SECONDS, retry_delay
+from tokentail.worker.process.webhook_delivery import MAX_DELAY_SECONDS, retry_delay
 
 
 def test_retries_wait_longer_as_the_event_ages_up_to_a_bound() -> None:

@@ -1,4 +1,4 @@
-"""worker/traces.py: the spans of model calls in each provider, and what an attempt's span says of the
+"""worker/run/traces.py: the spans of model calls in each provider, and what an attempt's span says of the
 attempt before it, exported in memory."""
 
 from typing import Any
@@ -11,11 +11,11 @@ from tests.servers.fake_llm import FakeLLM, Reply, anthropic_stream, openai_stre
 from tokentail.shared.plumbing import run_spans, tracing
 from tokentail.shared.vocabulary.params import RunParams
 from tokentail.shared.vocabulary.records import Question, RunRecord
-from tokentail.worker import traces
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.providers.base import Message, ModelRequest, Provider, ProviderError
 from tokentail.worker.providers.openai_chat import OpenAIProvider
 from tokentail.worker.providers.scripted import ScriptedProvider
+from tokentail.worker.run import traces
 
 REQUEST = ModelRequest("m", [Message("user", "hi")])
 

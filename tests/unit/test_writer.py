@@ -20,11 +20,11 @@ from tokentail.shared.vocabulary.events import (
     event_type_of,
 )
 from tokentail.shared.vocabulary.records import Steer
-from tokentail.worker.appends import TickGrid, tally
-from tokentail.worker.recovery.lost_writes import WriteJournal
-from tokentail.worker.run_writes import RunLease, outcome
-from tokentail.worker.steer_inbox import SteerInbox
-from tokentail.worker.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, OutputTooLarge
+from tokentail.worker.run.appends import TickGrid, tally
+from tokentail.worker.run.recovery.lost_writes import WriteJournal
+from tokentail.worker.run.run_writes import RunLease, outcome
+from tokentail.worker.run.steer_inbox import SteerInbox
+from tokentail.worker.run.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, OutputTooLarge
 
 
 class RecordingLease:
@@ -117,7 +117,7 @@ async def _arrive(writer: EventWriter, *tokens: str) -> None:
 
 
 class LeaseTicks(TickGrid):
-    """worker/appends.py's grid, a round trip's appends each sent through its writer's lease (a test's
+    """worker/run/appends.py's grid, a round trip's appends each sent through its writer's lease (a test's
     RecordingLease), all settled together once all landed, as AppendTicks settles a round trip: the
     writer's side of the per-token path, without Redis."""
 

@@ -41,7 +41,7 @@ from haystack.dataclasses import ChatMessage, ChatRole, StreamingChunk, ToolCall
 from haystack.hooks.human_in_the_loop import ToolExecutionDecision
 
 from tokentail.frameworks import as_json
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.context import RunContext
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
 
 from tokentail.frameworks import as_json
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.context import RunContext
 from tokentail.worker.running import BlockingCall
 
 

@@ -66,8 +66,8 @@ from langgraph.types import Command, Interrupt
 from tokentail.frameworks import as_json
 from tokentail.frameworks.langchain import history, stream_chunk
 from tokentail.shared.vocabulary.errors import StepTooLarge
-from tokentail.worker.agents import continues
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.agents import continues
+from tokentail.worker.run.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Coroutine[Any, Any, None]]
 logger = logging.getLogger(__name__)

@@ -49,7 +49,7 @@ from agents import (
 from agents.run_config import DEFAULT_MAX_TURNS, CallModelData, ModelInputData, ToolErrorFormatterArgs
 
 from tokentail.frameworks import as_json
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Awaitable[None]]
 

@@ -48,7 +48,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import ModelRequestContext
 from pydantic_core import to_jsonable_python
 
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Awaitable[None]]
 

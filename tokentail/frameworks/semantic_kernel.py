@@ -29,7 +29,7 @@ from semantic_kernel.connectors.ai.prompt_execution_settings import PromptExecut
 from semantic_kernel.contents import ChatHistory, StreamingChatMessageContent
 from semantic_kernel.filters import AutoFunctionInvocationContext, FilterTypes, FunctionInvocationContext
 
-from tokentail.worker.context import RunContext
+from tokentail.worker.run.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Awaitable[None]]
 Next = Callable[[AutoFunctionInvocationContext], Coroutine[Any, Any, None]]

@@ -72,7 +72,7 @@ class ThinkingBlock:
 class Usage:
     input_tokens: int
     output_tokens: int
-    # For the call's span (worker/traces.py): why the model stopped, and the model that answered.
+    # For the call's span (worker/run/traces.py): why the model stopped, and the model that answered.
     finish_reasons: tuple[str, ...] = field(default=(), compare=False)
     response_model: str = field(default="", compare=False)
 
@@ -127,5 +127,5 @@ class Provider(Protocol):
 
     def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
         """Text deltas as they come, then each tool call whole, and usage when the provider reports it
-        (with its finish reasons and the model that answered, for the call's span: worker/traces.py)."""
+        (with its finish reasons and the model that answered, for the call's span: worker/run/traces.py)."""
         ...

@@ -1,4 +1,4 @@
--- The archiver has the session's events up to `archived` in the archive (worker/archiver.py): note it
+-- The archiver has the session's events up to `archived` in the archive (worker/process/archiver.py): note it
 -- (the stream may now be trimmed up to there), and if the session is idle and the archive has all
 -- of it, start its retention clock in Redis (the tombstone goes with it: the archive answers for
 -- the session from then on) and drop it from the archive index, unless its entry changed since the

@@ -1,4 +1,4 @@
--- The run asks a person one question or several at once (worker/context.py: ctx.ask; concurrent calls
+-- The run asks a person one question or several at once (worker/run/context.py: ctx.ask; concurrent calls
 -- join one batch) and waits without a worker: fenced by the lease like an append, it appends one
 -- `input.required` per question, records them (the worker passes the whole `asked` list, which it alone
 -- writes while it holds the lease) and the ones it waits for, and gives the lease up. The session stays

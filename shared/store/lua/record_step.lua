@@ -1,4 +1,4 @@
--- Record the result of one step of the active run (worker/context.py `RunContext.step`), under its
+-- Record the result of one step of the active run (worker/run/context.py `RunContext.step`), under its
 -- lease: a worker that takes the run over replays it instead of doing it again. Kept in the session's
 -- steps hash, apart from the run's record (which every script acting on the run decodes: a step costs
 -- its own size, not the run's), until the run ends or starts over (lib/runs.lua's end_run, start_run.lua).

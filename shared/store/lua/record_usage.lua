@@ -1,5 +1,5 @@
 -- Record what one attempt of the active run has cost so far, as its worker counts it (the providers'
--- usage reports: worker/usage.py), under the run's lease: an attempt that dies still counts what was
+-- usage reports: worker/run/usage.py), under the run's lease: an attempt that dies still counts what was
 -- reported before. With it, the last event id the run wrote: the output streamed after it was not
 -- reported yet (the estimate for a model call cut short starts there). Sent again, it changes nothing.
 -- Keys and arguments: shared/store/scripts/runs.py `RecordUsage`.

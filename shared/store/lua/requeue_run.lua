@@ -8,7 +8,7 @@
 -- unstarted). The lease is taken away with the requeue, so a run is requeued once.
 --
 -- A third: a worker whose run's events Redis lost, and which cannot append them again as they were
--- (worker/recovery/lost_writes.py), hands the run over past them: followers may have read those ids,
+-- (worker/run/recovery/lost_writes.py), hands the run over past them: followers may have read those ids,
 -- so the session's seq moves up to the last one the worker was told it wrote (`past_seq`) and the run
 -- goes on after them. No id is given out twice with two contents; readers find a hole there, which
 -- the gateway announces as a `gap` (or the archive fills, with what followers read).
@@ -53,7 +53,7 @@ elseif redis.call('EXISTS', k.lease) == 0 then
       if not expiry.default then
         local error = {type = 'input_expired', message = 'no answer to question ' .. input_id .. ' came before it expired'}
         end_run(k, s, run_id, 'failed', 'run.failed', cjson.encode({run_id = run_id, error = error}), {error = error}, ts, now_ms, now_s)
-        -- The run it ended, for the run's span (worker/reaper.py).
+        -- The run it ended, for the run's span (worker/process/reaper.py).
         return reply.cleared{dispatch = redis.call('HGET', k.meta, 'dispatch'), expired = redis.call('HGET', k.runs, run_id)}
       end
       expired[#expired + 1] = input_id
@@ -79,7 +79,7 @@ if not run_id or run_id == '' then return reply.cleared{} end
 if token ~= '' then
   local run = get_run(k.runs, run_id)
   run.handovers = (run.handovers or 0) + 1
-  run.handed_over = run.attempt  -- it ended its own span: the takeover writes none for it (worker/traces.py)
+  run.handed_over = run.attempt  -- it ended its own span: the takeover writes none for it (worker/run/traces.py)
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
   local past = tonumber(a.past_seq)
   if past and past > last_seq(k) then redis.call('HSET', k.meta, 'seq', past) end

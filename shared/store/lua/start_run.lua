@@ -1,7 +1,7 @@
 -- A worker claims the session's active run: take the lease, count the attempt, append `run.started`
 -- with its `reason`: `start` (its first) or `resume`. A run whose last worker died or handed it over
 -- (status `running`, no lease) is taken over: the attempt goes up and, as the worker decided from the
--- run's record (worker/recovery/takeover.py), it goes on (`run.continued` keeping the run's events up to
+-- run's record (worker/run/recovery/takeover.py), it goes on (`run.continued` keeping the run's events up to
 -- `keep_until`) or, with no `keep_until`, starts over (`run.retrying`, then `run.started`: clients
 -- drop what it streamed). A run queued again by the answer to its question (started before, status
 -- `queued`) resumes as the same attempt: it goes on, nothing to drop. A duplicate delivery of a job
@@ -9,7 +9,7 @@
 --
 -- The job leaves arq's queue here, atomically with the claim (with SPLIT_QUEUE, the worker takes it
 -- out right after, and clears the outbox here). arq marks a job it picks up as in
--- progress for a short while only (worker/main.py), so that a worker killed between picking a job
+-- progress for a short while only (worker/process/main.py), so that a worker killed between picking a job
 -- and this script leaves the job to be picked again within seconds; a job that got this far must
 -- not be picked again when that mark lapses.
 --
@@ -30,7 +30,7 @@ local function session_runs()
   return redis.call('HVALS', k.runs)
 end
 
--- With an archive, a session whose run is going is looked at this often (worker/archiver.py's claim).
+-- With an archive, a session whose run is going is looked at this often (worker/process/archiver.py's claim).
 local ARCHIVE_RUNNING_MS = 30000
 
 -- A run that starts over takes in again the steers its dropped attempts took (`steps`: the steps

@@ -2,7 +2,7 @@
 
 A checks index is a sorted set of sessions to look at, and when (ms): the leases index (reapers,
 shared/store/lease_index.py), the webhooks index (deliverers, shared/store/webhook_index.py) and the archive
-index (archivers, worker/archiver.py). A looker claims or pages the due entries, does its work at
+index (archivers, worker/process/archiver.py). A looker claims or pages the due entries, does its work at
 each session (pushes the job an outbox held, drops a delivered webhook event, records how far the
 archive got) and settles the entry, unless it was written meanwhile.
 """

@@ -1,4 +1,4 @@
-"""The contracts of the scripts by which a worker claims and finishes arq jobs (worker/arq_shell.py).
+"""The contracts of the scripts by which a worker claims and finishes arq jobs (worker/process/arq_shell.py).
 
 They run on the queue's Redis and keep arq 0.28's keys and their meaning, so a plain arq client or
 the `arq` CLI sees what arq's own worker would leave: a claimed job's in-progress key, its retry

@@ -7,7 +7,7 @@ into `LeaseLost` and `WritesLost`, and parses the reply. On a Sentinel setup (`a
 whose contract says a failover must not take it back waits for a replica to have it. What a
 deployment adds around some scripts (the queue's outbox, the archive's revival) wraps it once at
 start-up (shared/store/scripts/policies.py): callers never ask which. The worker's per-token appends are the
-one path of their own (worker/appends.py).
+one path of their own (worker/run/appends.py).
 """
 
 from typing import Any, Protocol, TypeVar

@@ -35,7 +35,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
 from tests.support.sessions import waiting_for_input  # noqa: E402
 from tokentail.frameworks.haystack import ChunkMapper, from_agent, from_pipeline, history  # noqa: E402
 from tokentail.shared.vocabulary.records import Turn  # noqa: E402
-from tokentail.worker.context import RunContext  # noqa: E402
+from tokentail.worker.run.context import RunContext  # noqa: E402
 
 AGENTS = '{"weather": "examples.haystack_agent:weather"}'
 
@@ -267,7 +267,7 @@ async def test_an_output_of_the_same_text_twice_is_one_answer() -> None:
 
 
 async def test_a_pipeline_with_no_text_output_answers_nothing() -> None:
-    # The run then says so (worker/run.py: a status before run.completed), as for every agent.
+    # The run then says so (worker/run/job.py: a status before run.completed), as for every agent.
     assert await _answer(_pipeline(scorer=Outputs(score=0.5))) == []
 
 

@@ -54,7 +54,7 @@ async def test_subgraph_events_carry_their_node_s_name_and_custom_writes_stream(
     from tests.unit.test_writer import RecordingLease, _writer
     from tokentail.frameworks.langgraph import langgraph_agent
     from tokentail.shared.vocabulary.records import RunRecord
-    from tokentail.worker.context import RunContext
+    from tokentail.worker.run.context import RunContext
 
     def research(state: MessagesState) -> dict[str, Any]:
         write = get_stream_writer()

@@ -42,7 +42,7 @@ from tests.e2e.frameworks.scenarios import (  # noqa: E402
 from tests.support.waiting import scaled
 from tokentail.frameworks.pydantic_ai import history, pydantic_ai_agent  # noqa: E402
 from tokentail.shared.vocabulary.records import Turn  # noqa: E402
-from tokentail.worker.context import RunContext  # noqa: E402
+from tokentail.worker.run.context import RunContext  # noqa: E402
 
 
 class Recorder:

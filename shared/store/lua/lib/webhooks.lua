@@ -1,5 +1,5 @@
 -- Webhooks. A session with a `webhook` (meta field: its URL) keeps each event its webhook reports
--- in its `hooks` list, in the same step as the event, until a worker's deliverer (worker/webhook_delivery.py)
+-- in its `hooks` list, in the same step as the event, until a worker's deliverer (worker/process/webhook_delivery.py)
 -- has posted it; the list outlives the session for as long as deliveries are retried. Deliverers
 -- find the sessions to look at in the webhooks index (a sorted set beside the queue; see
 -- shared/store/webhook_index.py): on one Redis this script puts the session in it, due now; with

@@ -28,7 +28,7 @@ from tokentail.shared.plumbing import run_spans, tracing
 from tokentail.shared.store.reads import decode_run
 from tokentail.shared.store.scripts.runs import Requeue
 from tokentail.shared.vocabulary.events import RunFailed
-from tokentail.worker.run_writes import RunWrites
+from tokentail.worker.run.run_writes import RunWrites
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ their progress, feed the results back, and ask again, until it answers without t
 Each model turn that called tools, and each tool call's result, is a step of the run
 (`RunContext.step`): recorded once, replayed when the run goes on, after a takeover or after the
 answer to a question. So a run that goes on asks the model only for the turn a crash cut
-(continuing its text where the provider can, worker/recovery/takeover.py) and runs a tool only if
+(continuing its text where the provider can, worker/run/recovery/takeover.py) and runs a tool only if
 its result was not recorded; a tool cut mid-call runs again with the same call id, which it can take
 as an idempotency key (a `call_id` parameter). A tool that needs approval runs once a person
 approves the call (`ctx.ask`, kind `approval`); the run waits without a worker meanwhile.
@@ -31,9 +31,7 @@ from tokentail.shared.plumbing import tracing
 from tokentail.shared.vocabulary.errors import StepTooLarge
 from tokentail.shared.vocabulary.params import RunParams
 from tokentail.shared.vocabulary.records import STEERED_APART
-from tokentail.worker import metrics, traces
-from tokentail.worker.agents import Agent
-from tokentail.worker.context import RunContext
+from tokentail.worker import metrics
 from tokentail.worker.providers.base import (
     Chunk,
     InvalidRequest,
@@ -47,9 +45,12 @@ from tokentail.worker.providers.base import (
     ToolCall,
     Usage,
 )
-from tokentail.worker.recovery.takeover import TURN_STEP
-from tokentail.worker.retry import RetryPolicy, stream_with_retries
-from tokentail.worker.steer_inbox import SteerInbox
+from tokentail.worker.run import traces
+from tokentail.worker.run.agents import Agent
+from tokentail.worker.run.context import RunContext
+from tokentail.worker.run.recovery.takeover import TURN_STEP
+from tokentail.worker.run.retry import RetryPolicy, stream_with_retries
+from tokentail.worker.run.steer_inbox import SteerInbox
 from tokentail.worker.tools import Tool, ToolError
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class AgentError(Exception):
 
 
 class SteeredLease(Protocol):
-    """What the loop asks of its run's lease (worker/run_writes.py's `RunLease`): whether a steer was
+    """What the loop asks of its run's lease (worker/run/run_writes.py's `RunLease`): whether a steer was
     sent (`inbox.sent`, read per token), and whether steers wait, where that would cut the model's text."""
 
     @property
@@ -92,7 +93,7 @@ async def run_model_agent(
     policy: RetryPolicy,
     tool_timeout: float,
 ) -> None:
-    """Run `agent` in `context` on `provider`'s `model`; `lease`: the run's (worker/run.py hands it
+    """Run `agent` in `context` on `provider`'s `model`; `lease`: the run's (worker/run/job.py hands it
     over), which says when a steer would cut the model's text."""
     tools = {t.name: t for t in agent.tools}
     messages = first_messages(agent, context)
@@ -161,7 +162,7 @@ async def _turn(
         turn = _message(recorded["message"])
         attempt.replayed(turn.content, recorded["reasoning_chars"])  # the stream has them
         attempt.traced_replay(**{"tokentail.step.key": key})
-        return turn, None  # (its usage counts for the attempt that made it: worker/usage.py)
+        return turn, None  # (its usage counts for the attempt that made it: worker/run/usage.py)
     prefix = context.resume_text() if provider.continues else ""
     progress = _Progress()
 
@@ -317,7 +318,7 @@ async def _run_tool(
     shown already). The result is recorded before the call is shown finished: a crash in between
     replays it, never runs it again."""
     if (recorded := context.this_attempt.recorded_step(_tool_step(call))) is not None:
-        # Each shown once: see worker/recovery/replay.py.
+        # Each shown once: see worker/run/recovery/replay.py.
         context.this_attempt.traced_replay(**{"gen_ai.tool.name": call.name, "gen_ai.tool.call.id": call.call_id})
         await context.tool_started(call.call_id, call.name, call.arguments)
         outcome = {key: recorded.get(key) for key in ("result", "error")}

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from tokentail.shared.plumbing.settings import Settings
-from tokentail.worker import traces
 from tokentail.worker.providers.base import Chunk, ModelRequest, Provider, ProviderError
+from tokentail.worker.run import traces
 
 # Retry-After beyond this is not waited for: the run fails and says why.
 LONGEST_RETRY_AFTER = 120.0

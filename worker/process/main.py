@@ -10,14 +10,14 @@ request, and takes over the runs of workers that died.
   fallback, with the next lease renewal), published by the sessions' scripts: with the queue on a
   Redis of its own, this worker listens for them on the sessions' Redis (one node of a cluster:
   Redis broadcasts classic pub/sub to all).
-- **Reaper** (`worker/reaper.py`). Every `reap_interval_seconds`, each worker looks for runs whose
+- **Reaper** (`worker/process/reaper.py`). Every `reap_interval_seconds`, each worker looks for runs whose
   lease ran out (their worker was killed, or lost its host) and queues them again; the worker that
   picks one up takes it over as the next attempt. arq alone would wait job_timeout + 10 s, and then
-  only retry blindly. Each pass that reaches Redis also tells the probe server (`worker/probe.py`)
+  only retry blindly. Each pass that reaches Redis also tells the probe server (`worker/process/probe.py`)
   the worker is ready.
-- **Webhooks** (`worker/webhook_delivery.py`), when the operator allows any: each worker also posts the
+- **Webhooks** (`worker/process/webhook_delivery.py`), when the operator allows any: each worker also posts the
   webhook events its sessions keep, retrying those a receiver does not take.
-- **Archiving** (`worker/archiver.py`), with an archive configured: each worker also copies finished
+- **Archiving** (`worker/process/archiver.py`), with an archive configured: each worker also copies finished
   (and long-running) sessions to PostgreSQL, so that Redis may forget them.
 - **Short in-progress marks.** arq marks a job it picks up as in progress for its whole timeout
   (here 31 minutes), so a worker killed between picking a job and starting its run would strand the
@@ -28,7 +28,7 @@ request, and takes over the runs of workers that died.
   when the wake-up listener subscribes again (Redis is back, a failover is over); arq's own
   loop would let the exception end the process. Nor do they shrink it: a job claim that fails takes
   no slot.
-- **Pickup** (`worker/arq_shell.py`). A poll claims its jobs in one script, which also reads them, and
+- **Pickup** (`worker/process/arq_shell.py`). A poll claims its jobs in one script, which also reads them, and
   the jobs' finishes that wait for the same round trip go together: arq's keys and their meaning
   are kept, so a plain arq client sees what it saw.
 """
@@ -55,18 +55,18 @@ from tokentail.shared.store.archive import open_archive
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore
 from tokentail.worker import metrics
-from tokentail.worker.agents import agent_infos
-from tokentail.worker.appends import AppendTicks
-from tokentail.worker.archiver import Archiver
-from tokentail.worker.arq_shell import BatchedPickup
-from tokentail.worker.probe import ProbeServer, probe_app
+from tokentail.worker.process.archiver import Archiver
+from tokentail.worker.process.arq_shell import BatchedPickup
+from tokentail.worker.process.probe import ProbeServer, probe_app
+from tokentail.worker.process.reaper import Reaper
+from tokentail.worker.process.watchdog import LoopWatchdog
+from tokentail.worker.process.webhook_delivery import WebhookDeliverer
 from tokentail.worker.providers import Providers
-from tokentail.worker.reaper import Reaper
-from tokentail.worker.run import run_agent
-from tokentail.worker.run_writes import RunWrites
+from tokentail.worker.run.agents import agent_infos
+from tokentail.worker.run.appends import AppendTicks
+from tokentail.worker.run.job import run_agent
+from tokentail.worker.run.run_writes import RunWrites
 from tokentail.worker.running import RunningRuns
-from tokentail.worker.watchdog import LoopWatchdog
-from tokentail.worker.webhook_delivery import WebhookDeliverer
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """How a taken-over run goes on: decided before the new attempt claims it (start_run.lua appends the
 decision as `run.continued`), from the run's record and what its agent and provider can do.
 
-- A model-driven `Agent` goes on from its recorded steps (worker/agent_loop.py). The model turn the
+- A model-driven `Agent` goes on from its recorded steps (worker/run/agent_loop.py). The model turn the
   crash cut is continued from the text clients have when the provider can continue a partial answer
   (`Provider.continues`) and the turn had no reasoning yet; otherwise that turn alone restarts, and
   clients drop its text: the run keeps its events up to the turn's start.
@@ -20,8 +20,8 @@ from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.vocabulary.events import EventType
 from tokentail.shared.vocabulary.run_log import RunLog
-from tokentail.worker.agents import Agent, AgentFunction, continuation_of, load_agent
 from tokentail.worker.providers import Providers
+from tokentail.worker.run.agents import Agent, AgentFunction, continuation_of, load_agent
 
 TURN_STEP = "turn"  # the agent loop's step name for a model turn that called tools
 

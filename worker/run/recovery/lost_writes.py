@@ -68,7 +68,7 @@ class WriteJournal:
 
 
 class JournaledLease(Protocol):
-    """What appending again needs of a run's lease (worker/run_writes.py's `RunLease`): its journal,
+    """What appending again needs of a run's lease (worker/run/run_writes.py's `RunLease`): its journal,
     an append under given ids, and the hand-over past what it cannot append again."""
 
     @property
@@ -110,7 +110,7 @@ async def _append_again(lease: JournaledLease, last_seq: int) -> None:
 
 class HandedOver(LeaseLost):
     """The run is another worker's now because this one handed it over: unlike a lease lost to a
-    reaper, its attempt ended here, and its span with it (worker/traces.py)."""
+    reaper, its attempt ended here, and its span with it (worker/run/traces.py)."""
 
 
 async def _hand_over_past_lost(lease: JournaledLease) -> NoReturn:

@@ -1,7 +1,7 @@
 """arq in its role: it runs the worker process (signals, job tasks, aborts, heartbeats, close) and
 defines the job layout an arq client reads; enqueue, claim and finish are tokentail's scripts. This
 module is all of tokentail that reaches into arq: its two classes stand between `arq.worker.Worker`
-and the worker (`TokentailWorker`, worker/main.py), and tests/unit/test_borrowed.py fails when the
+and the worker (`TokentailWorker`, worker/process/main.py), and tests/unit/test_borrowed.py fails when the
 installed arq's code they copy or override, or an attribute they use, changes.
 
 **The batched pickup** (`BatchedPickup`): what a poll's jobs cost arq in round trips, in one. arq

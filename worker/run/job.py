@@ -27,20 +27,21 @@ from tokentail.shared.vocabulary.events import (
 )
 from tokentail.shared.vocabulary.records import Question, RunRecord, transcript
 from tokentail.shared.vocabulary.run_log import RunLog
-from tokentail.worker import metrics, traces
-from tokentail.worker.agent_loop import AgentError, run_model_agent
-from tokentail.worker.agents import Agent, load_agent
-from tokentail.worker.context import RunContext, WaitingForInput, waiting_in
-from tokentail.worker.lease import LeaseKeeper
+from tokentail.worker import metrics
 from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
-from tokentail.worker.recovery.lost_writes import HandedOver
-from tokentail.worker.recovery.takeover import plan_takeover
-from tokentail.worker.retry import RetryPolicy
-from tokentail.worker.run_writes import RunLease, RunWrites, Started, Takeover
+from tokentail.worker.run import traces
+from tokentail.worker.run.agent_loop import AgentError, run_model_agent
+from tokentail.worker.run.agents import Agent, load_agent
+from tokentail.worker.run.context import RunContext, WaitingForInput, waiting_in
+from tokentail.worker.run.lease import LeaseKeeper
+from tokentail.worker.run.recovery.lost_writes import HandedOver
+from tokentail.worker.run.recovery.takeover import plan_takeover
+from tokentail.worker.run.retry import RetryPolicy
+from tokentail.worker.run.run_writes import RunLease, RunWrites, Started, Takeover
+from tokentail.worker.run.usage import UsageMeter
+from tokentail.worker.run.writer import EventTooLarge, EventWriter, OutputTooLarge
 from tokentail.worker.running import HOW_TO_FIX, BlockingCall, RunningRuns, Stop
-from tokentail.worker.usage import UsageMeter
-from tokentail.worker.writer import EventTooLarge, EventWriter, OutputTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ async def _claim(ctx: dict[str, Any], session_id: str, run_id: str) -> tuple[Sta
         # Redis stayed out of reach past the ride-out, or a bug: the run may still be queued, so its
         # job must not end here (arq would finish it and strand the run): arq runs it again, later
         # each time it failed so (Redis answers now, or its finish failed too and the job's short
-        # in-progress mark lapses: worker/main.py).
+        # in-progress mark lapses: worker/process/main.py).
         defer = min(MAX_START_DEFER_SECONDS, ctx.get("job_try", 1))
         logger.warning(
             "run %s of session %s could not start (%s); its job runs again in %d s", run_id, session_id, exc, defer

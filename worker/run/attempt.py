@@ -1,16 +1,16 @@
 """Attempt: one attempt at a run as tokentail's own code drives it, beyond the agent API.
 
-`RunContext` (worker/context.py) is the agent author's API. The run (worker/run.py), the built-in
-loop (worker/agent_loop.py) and the framework adapters (tokentail/frameworks/) also need the
+`RunContext` (worker/run/context.py) is the agent author's API. The run (worker/run/job.py), the built-in
+loop (worker/run/agent_loop.py) and the framework adapters (tokentail/frameworks/) also need the
 attempt's internals, which they reach as `ctx.this_attempt` (`ctx.attempt` is its number); an agent
 of your own needs none of them, and they may change in any release. Most of them are how an attempt
-goes on from its run's record (worker/recovery/):
+goes on from its run's record (worker/run/recovery/):
 
 - Steps (`step_key`, `recorded_step`, `record_step`; `RunContext.step` is made of them): results
   recorded with the run once, which an attempt that goes on finds by key instead of doing again.
 - Steers (`take_steers`, `steers_sent`): the input sent to the run while it works, taken in as a
   step, through the run's lease.
-- The replay (worker/recovery/replay.py): what the record holds is not appended again. The writer
+- The replay (worker/run/recovery/replay.py): what the record holds is not appended again. The writer
   asks it of each event (as its `recorded`, the one tie between the two); the loop and the adapters
   tell it what they replayed or skip (`replayed`, `skip_recorded`), and take or drop the text
   clients have of a cut model turn (`resume_text`, `restart_resumed_text`).
@@ -30,10 +30,10 @@ from tokentail.shared.vocabulary.errors import StepTooLarge
 from tokentail.shared.vocabulary.events import EventType, RunContinued
 from tokentail.shared.vocabulary.records import MAX_STEP_BYTES, STEERS_STEP, RunRecord, Steer
 from tokentail.shared.vocabulary.run_log import RunLog
-from tokentail.worker.recovery.replay import Replay
-from tokentail.worker.traces import AttemptSpan
-from tokentail.worker.usage import UsageMeter
-from tokentail.worker.writer import EventWriter, is_answer
+from tokentail.worker.run.recovery.replay import Replay
+from tokentail.worker.run.traces import AttemptSpan
+from tokentail.worker.run.usage import UsageMeter
+from tokentail.worker.run.writer import EventWriter, is_answer
 
 
 class Attempt:
@@ -46,7 +46,7 @@ class Attempt:
         self.writer = writer
         self.meter = meter
         self.open_calls: dict[str, tuple[float, str | None]] = {}  # call id -> when it started, by which agent
-        self.span: AttemptSpan | None = None  # the attempt's span, when traced (worker/traces.py)
+        self.span: AttemptSpan | None = None  # the attempt's span, when traced (worker/run/traces.py)
         self._run_id = run.run_id
         self._number = run.attempt
         self._steps = dict(run.steps)  # recorded before this attempt, and by it
@@ -168,7 +168,7 @@ class Attempt:
     @property
     def answered(self) -> bool:
         """Whether the run has shown something as its answer: text, a tool call or a data event
-        (worker/run.py says so in the stream when it ends without any)."""
+        (worker/run/job.py says so in the stream when it ends without any)."""
         return self._answered_before or self.writer.answered
 
     def open_tool_calls(self) -> list[tuple[str, str | None]]:

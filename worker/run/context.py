@@ -21,7 +21,7 @@ Questions asked at once (concurrent calls) are open together, each its own `inpu
 in any order. While it waits, the worker is free; the last answer (from any client, through any
 gateway) queues the run again, and a worker runs the agent again from its start, with the run's
 record: each `ask` answered before returns its answer at once, and what the record holds is not streamed again
-(worker/recovery/replay.py). A worker that takes over a crashed run does the same (for your own
+(worker/run/recovery/replay.py). A worker that takes over a crashed run does the same (for your own
 agent, when it is marked `@continues`). Work that must not be done twice goes in a step, recorded
 once and replayed after:
 
@@ -43,7 +43,7 @@ Frameworks report a tool's start and its end as two callbacks, not one scope: fo
 stream into one run side by side.
 
 That is all an agent needs. tokentail's own code (the run, the built-in loop, the framework adapters)
-reaches the attempt's internals through `ctx.this_attempt` (worker/attempt.py), which is not part of
+reaches the attempt's internals through `ctx.this_attempt` (worker/run/attempt.py), which is not part of
 this API.
 """
 
@@ -75,10 +75,10 @@ from tokentail.shared.vocabulary.events import (
 )
 from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord, Turn
 from tokentail.shared.vocabulary.run_log import RunLog
-from tokentail.worker import traces
-from tokentail.worker.attempt import Attempt
-from tokentail.worker.usage import UsageMeter
-from tokentail.worker.writer import EventWriter
+from tokentail.worker.run import traces
+from tokentail.worker.run.attempt import Attempt
+from tokentail.worker.run.usage import UsageMeter
+from tokentail.worker.run.writer import EventWriter
 
 PREVIEW_CHARS = 4096  # of a tool result too large for the stream
 
@@ -124,7 +124,7 @@ BATCH_TURNS = 8
 class _Batch:
     """The questions of an attempt asked at once: the first `ask` waits for others (the run's writes
     landed, then a few turns of the event loop, again while more come), then each raises
-    `WaitingForInput` with all of them, recorded together (worker/run.py)."""
+    `WaitingForInput` with all of them, recorded together (worker/run/job.py)."""
 
     def __init__(self, writer: EventWriter) -> None:
         self._writer = writer
@@ -220,7 +220,7 @@ class RunContext:
         meter: UsageMeter | None = None,
         log: RunLog | None = None,
     ) -> None:
-        """`log`: the run's record, when this attempt goes on from it (worker/recovery/)."""
+        """`log`: the run's record, when this attempt goes on from it (worker/run/recovery/)."""
         self.session_id = session_id
         self.run_id = run.run_id
         self.input = run.input
@@ -249,7 +249,7 @@ class RunContext:
     @property
     def this_attempt(self) -> Attempt:
         """Not the agent API: the attempt's internals (`attempt` is its number), for tokentail's own
-        run, built-in loop and framework adapters (worker/attempt.py). They may change in any release."""
+        run, built-in loop and framework adapters (worker/run/attempt.py). They may change in any release."""
         return self._this_attempt
 
     async def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -446,5 +446,5 @@ class RunContext:
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
         """Report what a model call cost (tokens in, tokens out): counted for this attempt, recorded
-        with the run as it comes, summed over the run's attempts at its end (worker/usage.py)."""
+        with the run as it comes, summed over the run's attempts at its end (worker/run/usage.py)."""
         self._meter.add(input_tokens, output_tokens)

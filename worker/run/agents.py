@@ -13,8 +13,8 @@ from typing import Any, Literal, TypeVar
 from tokentail.shared.features.agent_catalog import AgentInfo, TaskSupport
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.catalog import ASKING_AGENT, DEFAULT_AGENT
-from tokentail.worker.context import RunContext
 from tokentail.worker.providers.base import InvalidRequest
+from tokentail.worker.run.context import RunContext
 from tokentail.worker.tools import Tool
 from tokentail.worker.tools.builtin import calculator, current_time
 

@@ -4,7 +4,7 @@ A token that arrives after a quiet spell (two windows without an append) is appe
 first token is never held), with those that arrive together with it (in the same loop step: one
 network read); tokens that follow within `flush_interval` of the last append are joined into one
 `message.delta` when the window closes. Windows close on one grid of ticks for every writer of the
-process (worker/appends.py `AppendTicks`): the runs whose windows close together append at the same
+process (worker/run/appends.py `AppendTicks`): the runs whose windows close together append at the same
 tick, which the worker sends to Redis as one round trip and one script call. Text that keeps coming
 just after its window closed (a model whose chunks come about a window apart) waits for the next tick
 too, at most its `period`: appended at once, each run would go at a moment of its own, and the worker
@@ -21,7 +21,7 @@ several), any other event at most `MAX_EVENT_BYTES`, and an attempt's text `max_
 the last two, the run fails with `output_too_large` or `event_too_large`. Readers can then hold a
 bounded amount of a session in memory, however long it is.
 
-An attempt that goes on from its run's record (a takeover, an answer: worker/recovery/) streams
+An attempt that goes on from its run's record (a takeover, an answer: worker/run/recovery/) streams
 again some of what the record holds. All the writer knows of that is `recorded`, which it asks of
 each event what the record holds of it, and it appends only the rest; its `text` is then the
 answer this attempt added.
@@ -51,9 +51,10 @@ from tokentail.shared.vocabulary.events import (
     ToolFailed,
     event_type_of,
 )
-from tokentail.worker import metrics, traces
-from tokentail.worker.appends import Events, TickGrid, tally
-from tokentail.worker.run_writes import RunLease, call_when_landed
+from tokentail.worker import metrics
+from tokentail.worker.run import traces
+from tokentail.worker.run.appends import Events, TickGrid, tally
+from tokentail.worker.run.run_writes import RunLease, call_when_landed
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,7 +76,7 @@ def is_answer(event_type: str) -> bool:
 
 
 class Recorded(Protocol):
-    """What the run's record holds of what this attempt streams again (worker/recovery/replay.py)."""
+    """What the run's record holds of what this attempt streams again (worker/run/recovery/replay.py)."""
 
     def new_text(self, event_type: str, text: str) -> str:
         """The part of `text` (of a text or reasoning delta) past what the record holds."""
@@ -197,7 +198,7 @@ class EventWriter:
         max_output_chars: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.lease = lease  # (its attempt takes steers in through it: worker/attempt.py)
+        self.lease = lease  # (its attempt takes steers in through it: worker/run/attempt.py)
         self._run_id = lease.run_id
         self._ticks = ticks
         self._flush_interval = ticks.interval
@@ -291,7 +292,7 @@ class EventWriter:
         await self._write([(event_type, stored)])
 
     async def record_usage(self, attempt: int, take_usage: Callable[[], dict[str, int] | None]) -> None:
-        """Record an attempt's usage with the run, after the text streamed before it (worker/usage.py)."""
+        """Record an attempt's usage with the run, after the text streamed before it (worker/run/usage.py)."""
         await self.flush()
         async with self._lock:  # after an append another task has on its way: the text it reports
             if (usage := take_usage()) is not None:  # taken now: the latest, unless the run's end took it
