@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, cast
 
@@ -20,7 +19,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
 from tokentail.gateway import metrics
-from tokentail.gateway.reading.subscription import Channel
+from tokentail.gateway.reading.subscription import Channel, Link
 from tokentail.shared.connections.outage import is_outage
 from tokentail.shared.plumbing.logs import RateLimitedLogger
 
@@ -29,21 +28,6 @@ outage_log = RateLimitedLogger(logger, every_seconds=30)
 
 RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0)
 _MESSAGES = frozenset((b"message", b"smessage"))  # a notification, on a channel or a shard channel
-
-
-class Link:
-    """One pub/sub connection of the hub: to the Redis, or to one primary of a Redis Cluster (whose
-    sessions notify on their shard: SSUBSCRIBE)."""
-
-    __slots__ = ("address", "new_connection", "connection", "channels", "awaiting", "task")
-
-    def __init__(self, address: str, new_connection: Callable[[], AbstractConnection]) -> None:
-        self.address = address
-        self.new_connection = new_connection
-        self.connection: AbstractConnection | None = None
-        self.channels: set[Channel] = set()
-        self.awaiting: deque[Channel] = deque()  # subscribe acknowledgements due, in the order asked
-        self.task: asyncio.Task[None] | None = None
 
 
 class _Replies(asyncio.Protocol):

@@ -3,17 +3,16 @@ live, and, while its reader waits with nothing pending, how the hub writes to it
 (`Direct`, through its `Writer`). gateway/reading/hub.py says how the hub feeds them."""
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from prometheus_client import Counter
+from redis.asyncio.connection import AbstractConnection
 
 from tokentail.gateway import metrics
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.shared.store.reads import Entry, StoredEvent
-
-if TYPE_CHECKING:
-    from tokentail.gateway.reading.pubsub import Link
 
 BUFFER_BYTES = 1_048_576  # what waits for one slow client before it reads from Redis instead
 
@@ -159,6 +158,22 @@ class Subscription:
         self.direct = None  # its reader has something to do: the hub writes nothing past it meanwhile
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+
+class Link:
+    """One pub/sub connection of the hub (gateway/reading/pubsub.py reads it), here beside the channels it
+    hears: to the Redis, or to one primary of a Redis Cluster (whose
+    sessions notify on their shard: SSUBSCRIBE)."""
+
+    __slots__ = ("address", "new_connection", "connection", "channels", "awaiting", "task")
+
+    def __init__(self, address: str, new_connection: Callable[[], AbstractConnection]) -> None:
+        self.address = address
+        self.new_connection = new_connection
+        self.connection: AbstractConnection | None = None
+        self.channels: set[Channel] = set()
+        self.awaiting: deque[Channel] = deque()  # subscribe acknowledgements due, in the order asked
+        self.task: asyncio.Task[None] | None = None
 
 
 class Channel:

@@ -1,8 +1,9 @@
 """The import direction, with no exemption: tokentail's public face -> tokentail.gateway and
-tokentail.worker -> tokentail.shared; inside the gateway, each part imports only the parts below it;
-nothing imports the folders by their repository names; no module of the worker or of shared imports
-itself through others; the gateway's core (commands/, reading/, schemas.py) imports and names no protocol
-of gateway/protocols/; and the client loads no server code."""
+tokentail.worker -> tokentail.shared; inside the gateway, shared/ and the worker, each part imports only
+the parts below it (GATEWAY_PARTS, SHARED_PARTS, WORKER_PARTS); no folder of shared/ holds more than 12
+modules, nor of the worker more than 14; nothing imports the folders by their repository names; no
+module imports itself through others; the gateway's core (commands/, reading/, schemas.py) imports and
+names no protocol of gateway/protocols/; and the client loads no server code."""
 
 import ast
 import graphlib
@@ -198,7 +199,7 @@ def test_a_protocol_imports_the_core_never_another_protocol() -> None:
     }
 
 
-@pytest.mark.parametrize("folder", ["worker", "shared"])
+@pytest.mark.parametrize("folder", INSTALLED_INSIDE)
 def test_no_import_circle_among_the_modules_of(folder: str) -> None:
     # Imports under `if TYPE_CHECKING:` count too: a circle of types is one of meaning, and the first
     # import moved out of such a block would make it fail at import time.
@@ -211,6 +212,21 @@ def test_no_import_circle_among_the_modules_of(folder: str) -> None:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as circle:
         pytest.fail(f"an import circle: {' -> '.join(circle.args[1])}")
+
+
+# How many modules (its __init__ aside) a folder may hold: past that, it wants rooms.
+MOST_MODULES = {"shared": 12, "worker": 14}
+
+
+@pytest.mark.parametrize("side", sorted(MOST_MODULES))
+def test_no_folder_holds_more_modules_than_a_reader_takes_in(side: str) -> None:
+    folders = [ROOT / side, *(path for path in (ROOT / side).rglob("*") if path.is_dir())]
+    crowded = {
+        str(folder.relative_to(ROOT)): count
+        for folder in folders
+        if (count := len([p for p in folder.glob("*.py") if p.name != "__init__.py"])) > MOST_MODULES[side]
+    }
+    assert crowded == {}
 
 
 # The core every protocol of others stands on: it serves them all alike, and knows none of them.
