@@ -11,11 +11,22 @@ import pytest
 from openai.lib.responses_websocket import AsyncResponsesWebSocketLane, AsyncResponsesWebSocketSession
 
 from tests.integration.test_openai_responses import run_of
-from tests.integration.test_openai_responses_ws import AUTH, LIMITS, TERMINAL, as_retrieved, checked, create, sdk
+from tests.integration.test_openai_responses_ws import (
+    AUTH,
+    LIMITS,
+    TERMINAL,
+    _close_clients,  # noqa: F401  its autouse fixture, here too: see below
+    as_retrieved,
+    checked,
+    create,
+    sdk,
+)
 from tests.support.gates import Gates
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.responses
+# The clients `sdk` makes in this module's tests are closed at each test's end (`_close_clients`), on its
+# own event loop: left for a later test of the other module, they failed that test's teardown.
 
 
 AGENTS = {
