@@ -6,6 +6,7 @@ import re
 import secrets
 
 SESSION_ID_PATTERN = re.compile(r"s_[A-Za-z0-9_-]{22}")
+RUN_ID_PATTERN = re.compile(r"r_[A-Za-z0-9_-]{12}")  # new_run_id's, and idempotent_id's with "r_"
 # A chat id chosen by a client (useChat's `id`, AG-UI's `threadId`): what such ids are made of.
 CHAT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
@@ -38,6 +39,10 @@ def idempotent_id(prefix: str, *names: str) -> str:
 
 def is_session_id(value: str) -> bool:
     return SESSION_ID_PATTERN.fullmatch(value) is not None
+
+
+def is_run_id(value: str) -> bool:
+    return RUN_ID_PATTERN.fullmatch(value) is not None
 
 
 def chat_session_id(tenant: str, chat_id: str) -> str:

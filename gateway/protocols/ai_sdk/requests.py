@@ -1,15 +1,13 @@
 """What useChat's transports send: a chat request (its messages, `trigger`, `messageId`), and the
 `ClientChat` it is to the core (gateway/commands/branching.py)."""
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tokentail.gateway.access.ids import is_run_id
 from tokentail.gateway.commands.branching import ClientChat, Said
 from tokentail.shared.vocabulary.errors import InvalidInput
-
-_RUN_ID = re.compile(r"r_[A-Za-z0-9_-]{12}")  # gateway/access/ids.py new_run_id
 
 
 class UiMessage(BaseModel):
@@ -64,7 +62,7 @@ def ui_messages_chat(request: ChatRequest) -> ClientChat:
         if message.role == "user":
             history.append(Said(message.text()))
         elif message.role == "assistant" and history and history[-1].answer_id is None:
-            if _RUN_ID.fullmatch(message.id):  # else not an answer the gateway streamed
+            if is_run_id(message.id):  # else not an answer the gateway streamed
                 history[-1] = Said(history[-1].text, message.id)
     regenerate = request.trigger == "regenerate-message"
     edited = request.message_id if request.trigger == "submit-message" else None
