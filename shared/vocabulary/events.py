@@ -32,6 +32,7 @@ class EventType(StrEnum):
     STEER_ACCEPTED = "steer.accepted"
     STEER_APPLIED = "steer.applied"
     STEER_FAILED = "steer.failed"
+    RUN_SPAWNED = "run.spawned"
 
 
 CANCELLED_BY_REQUEST = "cancelled by request"  # the reason of a run cancelled through the API
@@ -58,9 +59,33 @@ class RunQueued(EventData):
 StartReason = Literal["start", "takeover", "resume"]
 
 
-class RunStarted(EventData):
+class RunEventData(EventData):
+    """A `run.*` event. A child run's (docs/subagents.md) names its parent; left out for a session's own runs."""
+
+    parent_run_id: str | None = Field(default=None, exclude_if=lambda value: value is None)
+
+
+class RunStarted(RunEventData):
     attempt: int  # 1, then one more at each takeover
     reason: StartReason = "start"
+
+
+class SpawnCause(BaseModel):
+    """Why a child run started: the parent's call (`call_id`: its tool call, or the spawn's own id)."""
+
+    type: Literal["tool_call"] = "tool_call"
+    call_id: str
+
+
+class RunSpawned(RunEventData):
+    """A run started a child run (`run_id`) in this session (docs/subagents.md): the child's own events
+    carry its `run_id`, its `run.*` events also `parent_run_id`. No `run.queued` comes for it."""
+
+    parent_run_id: str  # type: ignore[assignment]  (always there)
+    agent: str
+    name: str
+    input: str
+    cause: SpawnCause
 
 
 class AgentEventData(EventData):
@@ -110,12 +135,12 @@ class ToolFailed(AgentEventData):
     denied: bool = Field(default=False, exclude_if=lambda value: not value)
 
 
-class RunRetrying(EventData):
+class RunRetrying(RunEventData):
     attempt: int
     reason: str
 
 
-class RunContinued(EventData):
+class RunContinued(RunEventData):
     """A taken-over run goes on from its record as attempt `attempt`. Clients keep this run's events
     up to `from_event_id` and drop those after it (the text of a model turn cut by the crash, when
     its provider cannot continue it); with nothing to drop, `from_event_id` is the run's last event."""
@@ -124,7 +149,7 @@ class RunContinued(EventData):
     from_event_id: int
 
 
-class RunCompleted(EventData):
+class RunCompleted(RunEventData):
     output: str
     usage: dict[str, Any]
 
@@ -134,13 +159,13 @@ class ErrorInfo(BaseModel):
     message: str
 
 
-class RunFailed(EventData):
+class RunFailed(RunEventData):
     error: ErrorInfo
     # What the run spent before it failed (worker/run/usage.py); left out when the worker did not count it.
     usage: dict[str, Any] | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
-class RunCancelled(EventData):
+class RunCancelled(RunEventData):
     reason: str
     # What the run spent before it was cancelled; left out when no worker held it (still queued).
     usage: dict[str, Any] | None = Field(default=None, exclude_if=lambda value: value is None)
@@ -216,6 +241,7 @@ EVENT_DATA: dict[EventType, type[EventData]] = {
     EventType.STEER_ACCEPTED: SteerAccepted,
     EventType.STEER_APPLIED: SteerApplied,
     EventType.STEER_FAILED: SteerFailed,
+    EventType.RUN_SPAWNED: RunSpawned,
 }
 
 

@@ -32,6 +32,7 @@ _LIFECYCLE = frozenset(
         EventType.INPUT_RECEIVED,
         EventType.STEER_ACCEPTED,
         EventType.STEER_FAILED,
+        EventType.RUN_SPAWNED,
     }
 )
 
