@@ -10,7 +10,7 @@ it twice: what the session's records say of its children is what this attempt st
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn, Protocol
 
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import lane_of
@@ -62,11 +62,11 @@ class WaitingForChildren(BaseException):  # noqa: N818  (a signal, as WaitingFor
         self.wake_on_first = wake_on_first
 
 
-@dataclass(frozen=True, slots=True)
-class Waits:
-    """A spawn's child is going (`child_id`), or could not start yet (None): the run waits."""
+class Waits(Protocol):
+    """What an attempt waits for at once (worker/run/context.py): a child going (its id), or a spawn that
+    could not start yet (None); joining raises `WaitingForChildren` with all of them."""
 
-    child_id: str | None
+    async def join(self, item: str | None) -> NoReturn: ...
 
 
 class Children:
@@ -88,22 +88,30 @@ class Children:
         self._writer = writer
         self._settings = settings
         self._spawns = 0  # `spawn` calls so far in this attempt: the id of a call that names none
+        self.waits: Waits | None = None  # set by the run's context
+
+    @classmethod
+    def none(cls) -> "Children":
+        """Of a context made outside a worker (a test's): a spawn fails."""
+        return cls(None, None, [], None, None, "")  # type: ignore[arg-type]
 
     def call_id(self, call_id: str | None) -> str:
         index, self._spawns = self._spawns, self._spawns + 1
         return call_id or f"spawn_{index}"
 
-    async def outcome(self, agent: str, text: str, call_id: str, name: str | None) -> ChildResult | Waits:
-        """The child of call `call_id`: its result if it ended (ChildFailed if it did not complete),
-        else what the run waits for. Started here if the session has no such child yet."""
+    async def result(self, agent: str, text: str, call_id: str, name: str | None) -> ChildResult:
+        """The result of the child of call `call_id` (ChildFailed if it did not complete), started here
+        if the session has no such child yet; while it is going, the run waits for it (`waits`)."""
+        if self._run is None or self.waits is None:
+            raise RuntimeError("this run cannot start children (it runs outside a worker)")
         child_id = child_run_id(self._run.run_id, call_id)
         child = self._known.get(child_id)
         if child is None:
             child = await self._start(child_id, agent, text, call_id, name)
             if child is None:
-                return Waits(None)
+                await self.waits.join(None)
         if child.active:
-            return Waits(child_id)
+            await self.waits.join(child_id)
         if child.status != "completed":
             raise ChildFailed(child)
         return ChildResult(child.run_id, child.agent or agent, child.output or "", child.usage or {})

@@ -77,7 +77,7 @@ from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord, T
 from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker.run import traces
 from tokentail.worker.run.attempt import Attempt
-from tokentail.worker.run.children import Children, ChildResult, WaitingForChildren, Waits
+from tokentail.worker.run.children import Children, ChildResult, WaitingForChildren
 from tokentail.worker.run.usage import UsageMeter
 from tokentail.worker.run.writer import EventWriter
 
@@ -253,8 +253,8 @@ class RunContext:
         self._resumes = run.resumes
         self._returned: set[str] = set()  # the questions answered before it that those calls returned
         self._batch: _Batch[Question] = _Batch(writer, WaitingForInput)
-        self._children = children
-        self._spawned: _Batch[str | None] = _Batch(writer, _waiting_for_children)
+        self._children = children or Children.none()
+        self._children.waits = _Batch(writer, _waiting_for_children)
         self._tool_calls = 0
 
     @property
@@ -289,10 +289,8 @@ class RunContext:
         return await self._this_attempt.record_step(key, value)
 
     async def record_step(self, key: str, value: Any) -> Any:
-        """Record `value` (JSON) as step `key`'s result, after what the run streamed before it;
-        returns the value as a replay would (through JSON). `step` does this with the result of its
-        `fn`; an adapter that records its framework's own state (LangGraph's checkpoints) does it
-        by a key of its own."""
+        """Record `value` (JSON) as step `key`'s result, after what the run streamed before it, and return
+        it as a replay would (through JSON): `step`'s, or an adapter's (LangGraph's checkpoints)."""
         return await self._this_attempt.record_step(key, value)
 
     @property
@@ -372,21 +370,13 @@ class RunContext:
     async def spawn(
         self, agent: str, input: str, *, call_id: str | None = None, name: str | None = None
     ) -> ChildResult:  # noqa: A002
-        """Run catalog agent `agent` on `input` as a child run in this session; its answer, once it
-        ended (this run waits without a worker meanwhile, then goes on from its start with its record).
-        `ChildFailed` if it failed or was cancelled, `SpawnRefused` past a bound. `call_id` names the
-        child (by default the spawn's place among this run's); the run shows it as that tool call,
-        named `name` or `agent`. Calls made at once run side by side (docs/subagents.md)."""
-        if self._children is None:
-            raise RuntimeError("this run cannot start children (it runs outside a worker)")
+        """Run catalog agent `agent` on `input` as a child run, shown as tool call `call_id` (`name`),
+        and return its answer; this run waits for it without a worker (docs/subagents.md)."""
         call_id = self._children.call_id(call_id)
         async with self.tool(name or agent, {"input": input}, call_id) as call:
-            outcome = await self._children.outcome(agent, input, call_id, name)
-            if isinstance(outcome, Waits):
-                await self._spawned.join(outcome.child_id)
-            assert isinstance(outcome, ChildResult)
-            call.result = outcome.output
-        return outcome
+            result = await self._children.result(agent, input, call_id, name)
+            call.result = result.output
+        return result
 
     async def steers(self) -> list[str]:
         """The input sent to this run while it runs (steers), in the order sent, taken in now: each
