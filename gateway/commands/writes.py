@@ -14,6 +14,7 @@ from tokentail.shared.connections.outage import is_outage, ride_out, unanswered
 from tokentail.shared.plumbing import run_spans, tracing
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import ForkSource, branch_kept_seconds, compact_json, decode_run, read_run
+from tokentail.shared.store.run_tree import cancel_descendants, lane_of_run
 from tokentail.shared.store.scripts.checks import JobArgs
 from tokentail.shared.store.scripts.runs import (
     Answer,
@@ -250,10 +251,11 @@ class SessionWrites(Writes):
     async def answer(self, session_id: str, run: RunRecord, input_id: str, answer: Any) -> int:
         """Answer a question `run` waits for (see answer.lua), which queues it again if it waits for
         no other; the seq of `input.received`."""
+        lane = run.lane or session_id  # a child's question is its lane's (shared/store/keys.py)
         reply = await self.run(
             Answer(
-                self.scope.run_keys(session_id),
-                self.scope.args(session_id),
+                self.scope.run_keys(lane),
+                self.scope.args(lane),
                 run.run_id,
                 input_id,
                 compact_json(answer),
@@ -275,7 +277,8 @@ class SessionWrites(Writes):
         when the run took in as many as it may. A steer id kept before answers as it did (its run)."""
         scope, bounds = self.scope, steer_bounds(self.settings)
         steer = (steer_id, text, len(text), *bounds, run_id or "", self.keys.steer_channel)
-        reply = await self.run(SteerRun(scope.run_keys(session_id), scope.args(session_id), *steer))
+        lane = await lane_of_run(self.redis, self.keys, session_id, run_id)  # a child's own, if it names one
+        reply = await self.run(SteerRun(scope.run_keys(lane), scope.args(lane), *steer))
         _missing_or_gone(reply.outcome, session_id)
         if reply.outcome is Steered.NOT_ACTIVE:
             raise RunNotActive(session_id, run_id, reply.run_id)
@@ -292,18 +295,20 @@ class SessionWrites(Writes):
         segment: int | None = None,
         ended_at_question: bool = False,
     ) -> tuple[Cancel, str | None]:
-        """Cancel the active run (see cancel_run.lua); what became of it, and its id. A caller that
-        saw a run names it (`run_id`): only that run is cancelled, if it is still the active one
-        (`NOT_ACTIVE` otherwise). A Responses API response adds its `segment` (RunRecord.segment
-        then): only while the run is still in it; `ended_at_question`: not while the run waits
-        for the answer to the question that ended it either. `RunNotFound` if the run is not the session's."""
+        """Cancel the active run (see cancel_run.lua), and its descendants (docs/subagents.md); what
+        became of it, and its id. A caller that saw a run names it (`run_id`, a child's too): only that
+        run is cancelled, if it is still the active one (`NOT_ACTIVE` otherwise). A Responses API
+        response adds its `segment` (RunRecord.segment then): only while the run is still in it;
+        `ended_at_question`: not while the run waits for the answer to the question that ended it
+        either. `RunNotFound` if the run is not the session's."""
         if segment is not None and run_id is None:
             raise ValueError("a segment is a run's: name the run")
         before = await self._run_before_cancel(session_id, run_id) if tracing.ON else None
+        lane = await lane_of_run(self.redis, self.keys, session_id, run_id)
         reply = await self.run(
             CancelRun(
-                self.scope.run_keys(session_id),
-                self.scope.args(session_id),
+                self.scope.run_keys(lane),
+                self.scope.args(lane),
                 self.keys.cancel_channel,
                 CANCELLED_BY_REQUEST,
                 run_id or "",
@@ -314,6 +319,8 @@ class SessionWrites(Writes):
         _missing_or_gone(reply.outcome, session_id)
         if reply.outcome is Cancel.NO_RUN:
             raise RunNotFound(session_id, run_id or "")
+        if reply.run_id and reply.outcome in (Cancel.CANCELLED, Cancel.SIGNALLED):
+            await cancel_descendants(self.run, self.scope, self.redis, session_id, reply.run_id, CANCELLED_BY_REQUEST)
         if before is not None and reply.outcome is Cancel.CANCELLED and before.run_id == reply.run_id:
             # No worker held it, so its end is recorded here, and so are its spans (shared/plumbing/run_spans.py).
             ended = RunCancelled(run_id=before.run_id, reason=CANCELLED_BY_REQUEST)

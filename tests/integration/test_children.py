@@ -6,9 +6,15 @@ from typing import Any
 import httpx2
 import pytest
 
+from redis.asyncio import Redis
+
 from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
-from tokentail.shared.vocabulary.records import child_run_id
+from tests.support.gates import Gates
+from tests.support.waiting import eventually, scaled
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.vocabulary.records import PUBLIC_TENANT, child_run_id
 
 AGENTS = {
     "echo": "tests.agents.spawning_agents:echo",
@@ -17,7 +23,10 @@ AGENTS = {
     "many": "tests.agents.spawning_agents:many_children",
     "careful_parent": "tests.agents.spawning_agents:handles_a_failure",
     "grandparent": "tests.agents.spawning_agents:grandparent",
+    "held_echo": "tests.agents.spawning_agents:held_echo",
+    "held_parent": "tests.agents.spawning_agents:two_held_children",
 }
+ENDS = {"run.completed", "run.failed", "run.cancelled"}
 
 
 @pytest.fixture
@@ -97,3 +106,48 @@ async def test_a_child_may_spawn_children_of_its_own_down_to_the_depth_bound(gat
     assert (runs[child]["depth"], runs[grandchild]["depth"]) == (1, 2)
     assert runs[grandchild]["parent_run_id"] == child
     assert runs[made["run_id"]]["output"] == "top<Asking two. Got echo[a] and echo[b].>"
+
+
+async def _children_at_their_gates(gates: Gates, client: httpx2.AsyncClient, sid: str, rid: str) -> list[str]:
+    children = [child_run_id(rid, "c_a"), child_run_id(rid, "c_b")]
+    await eventually(lambda: all(gates.reached(child) for child in children), within=scaled(20))
+    state = (await client.get(f"/v1/sessions/{sid}")).json()
+    assert {run["run_id"]: run["status"] for run in state["runs"]}[rid] == "waiting"  # no worker holds it
+    return children
+
+
+async def test_cancelling_the_parent_cancels_its_children_and_leaves_no_slot_or_lease(
+    gateway: Gateway, gates: Gates, redis: Redis, settings: Settings
+) -> None:
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        made = (await client.post("/v1/sessions", json={"input": "hi", "agent": "held_parent"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        children = await _children_at_their_gates(gates, client, sid, rid)
+        assert (await client.post(f"/v1/sessions/{sid}/cancel")).status_code == 202
+        received = await read_events(client, made["events_url"])
+    cancelled = {data["run_id"] for _, kind, data in received.events if kind == "run.cancelled"}
+    assert cancelled == {rid, *children}
+    keys = Keys(settings.key_prefix)
+
+    async def nothing_left() -> None:
+        assert await redis.hlen(keys.tenant_running(PUBLIC_TENANT)) == 0  # type: ignore[misc]
+        for child in children:
+            lane = keys.session(f"{sid}/{child}")
+            assert not await redis.exists(lane.lease)
+            assert await redis.zscore(keys.lease_checks, f"{sid}/{child}") is None
+
+    await eventually(nothing_left, within=scaled(10))
+
+
+async def test_cancelling_one_child_leaves_its_parent_and_sibling_to_go_on(gateway: Gateway, gates: Gates) -> None:
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        made = (await client.post("/v1/sessions", json={"input": "hi", "agent": "held_parent"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        a, b = await _children_at_their_gates(gates, client, sid, rid)
+        assert (await client.post(f"/v1/sessions/{sid}/cancel", json={"run_id": a})).status_code == 202
+        gates.release(b)
+        received = await read_events(client, made["events_url"])
+    ends = {data["run_id"]: kind for _, kind, data in received.events if kind.startswith("run.") and kind in ENDS}
+    assert ends == {a: "run.cancelled", b: "run.completed", rid: "run.failed"}  # it did not catch ChildFailed
+    failed = [data for _, kind, data in received.events if kind == "tool.failed"]
+    assert [data["call_id"] for data in failed] == ["c_a"]

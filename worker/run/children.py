@@ -8,18 +8,22 @@ going on after its children ended) finds the child it started, ended or still go
 it twice: what the session's records say of its children is what this attempt starts from (`known`).
 """
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from tokentail.shared.plumbing.settings import Settings
-from tokentail.shared.store.keys import lane_of
+from tokentail.shared.store.keys import lane_of, session_of
 from tokentail.shared.store.reads import decode_run
+from tokentail.shared.store.run_tree import cancel_descendants
 from tokentail.shared.store.scripts.children import Spawned
-from tokentail.shared.vocabulary.events import RunSpawned, SpawnCause
+from tokentail.shared.vocabulary.events import Ending, RunSpawned, SpawnCause
 from tokentail.shared.vocabulary.records import RunRecord, child_run_id
 from tokentail.worker.run.run_writes import RunLease
 from tokentail.worker.run.writer import EventWriter
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +169,19 @@ class Children:
                     f"a run starts at most {settings.max_children_per_run} children (TOKENTAIL_MAX_CHILDREN_PER_RUN)",
                 )
         return None  # FULL, or CANCEL: the wait ends the run cancelled (await_children.lua)
+
+    async def end_orphans(self, ended: Ending | None) -> None:
+        """The run ended (`ended`: its terminal event, or None if it did not end here): cancel its
+        children still going, whom no one waits for now (a parent that failed, or was cancelled)."""
+        if ended is None or not self._known:
+            return
+        runs, lease = self._lease.runs, self._lease
+        session_id = session_of(lease.session_id)
+        reason = f"its parent run {lease.run_id} ended"
+        try:
+            await cancel_descendants(runs.run, runs.scope, runs.redis, session_id, lease.run_id, reason)
+        except Exception:  # they run on, and end by themselves
+            logger.warning("run %s could not cancel its children", lease.run_id, exc_info=True)
 
     async def _count_spawn(self) -> None:
         """Count a spawn in its tenant's minute; past the bound, refuse it."""
