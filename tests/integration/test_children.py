@@ -5,7 +5,6 @@ from typing import Any
 
 import httpx2
 import pytest
-
 from redis.asyncio import Redis
 
 from tests.clients.sse_client import read_events
@@ -112,7 +111,8 @@ async def _children_at_their_gates(gates: Gates, client: httpx2.AsyncClient, sid
     children = [child_run_id(rid, "c_a"), child_run_id(rid, "c_b")]
     await eventually(lambda: all(gates.reached(child) for child in children), within=scaled(20))
     state = (await client.get(f"/v1/sessions/{sid}")).json()
-    assert {run["run_id"]: run["status"] for run in state["runs"]}[rid] == "waiting"  # no worker holds it
+    parent = {run["run_id"]: run for run in state["runs"]}[rid]
+    assert parent["status"] == "waiting" and parent["awaiting"] == children  # no worker holds it; spawned at once
     return children
 
 
@@ -151,3 +151,24 @@ async def test_cancelling_one_child_leaves_its_parent_and_sibling_to_go_on(gatew
     assert ends == {a: "run.cancelled", b: "run.completed", rid: "run.failed"}  # it did not catch ChildFailed
     failed = [data for _, kind, data in received.events if kind == "tool.failed"]
     assert [data["call_id"] for data in failed] == ["c_a"]
+
+
+async def test_deleting_the_session_ends_its_children_and_leaves_none_of_their_keys(
+    gateway: Gateway, gates: Gates, redis: Redis, settings: Settings
+) -> None:
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        made = (await client.post("/v1/sessions", json={"input": "hi", "agent": "held_parent"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        children = await _children_at_their_gates(gates, client, sid, rid)
+        assert (await client.delete(f"/v1/sessions/{sid}")).status_code in (200, 204)
+        gates.release_all()
+    keys = Keys(settings.key_prefix)
+
+    async def nothing_left() -> None:
+        assert await redis.hlen(keys.tenant_running(PUBLIC_TENANT)) == 0  # type: ignore[misc]
+        left = [key async for key in redis.scan_iter(match=f"{settings.key_prefix}:{{{sid}}}:run:*")]
+        assert left == []
+        for child in children:
+            assert await redis.zscore(keys.lease_checks, f"{sid}/{child}") is None
+
+    await eventually(nothing_left, within=scaled(15))

@@ -8,6 +8,7 @@ going on after its children ended) finds the child it started, ended or still go
 it twice: what the session's records say of its children is what this attempt starts from (`known`).
 """
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -16,7 +17,6 @@ from typing import Any, NoReturn, Protocol
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import lane_of, session_of
 from tokentail.shared.store.reads import decode_run
-from tokentail.shared.store.run_tree import cancel_descendants
 from tokentail.shared.store.scripts.children import Spawned
 from tokentail.shared.vocabulary.events import Ending, RunSpawned, SpawnCause
 from tokentail.shared.vocabulary.records import RunRecord, child_run_id
@@ -93,6 +93,9 @@ class Children:
         self._settings = settings
         self._spawns = 0  # `spawn` calls so far in this attempt: the id of a call that names none
         self.waits: Waits | None = None  # set by the run's context
+        self._starting = 0  # spawns on their way to Redis: their children join the wait of those started at once
+        self._started = asyncio.Event()
+        self._started.set()
 
     @classmethod
     def none(cls) -> "Children":
@@ -111,7 +114,14 @@ class Children:
         child_id = child_run_id(self._run.run_id, call_id)
         child = self._known.get(child_id)
         if child is None:
-            child = await self._start(child_id, agent, text, call_id, name)
+            self._starting += 1
+            self._started.clear()
+            try:
+                child = await self._start(child_id, agent, text, call_id, name)
+            finally:
+                self._starting -= 1
+                if self._starting == 0:
+                    self._started.set()
             if child is None:
                 await self.waits.join(None)
         if child.active:
@@ -170,6 +180,10 @@ class Children:
                 )
         return None  # FULL, or CANCEL: the wait ends the run cancelled (await_children.lua)
 
+    async def started(self) -> None:
+        """Once no spawn of this attempt is on its way to Redis."""
+        await self._started.wait()
+
     async def end_orphans(self, ended: Ending | None) -> None:
         """The run ended (`ended`: its terminal event, or None if it did not end here): cancel its
         children still going, whom no one waits for now (a parent that failed, or was cancelled)."""
@@ -179,7 +193,7 @@ class Children:
         session_id = session_of(lease.session_id)
         reason = f"its parent run {lease.run_id} ended"
         try:
-            await cancel_descendants(runs.run, runs.scope, runs.redis, session_id, lease.run_id, reason)
+            await runs.tree.cancel_below(session_id, lease.run_id, reason)
         except Exception:  # they run on, and end by themselves
             logger.warning("run %s could not cancel its children", lease.run_id, exc_info=True)
 
