@@ -3,7 +3,7 @@
 import asyncio
 
 from tests.support.gates import gate
-from tokentail.worker.run.agents import continues
+from tokentail.worker.run.agents import Agent, continues
 from tokentail.worker.run.children import ChildFailed
 from tokentail.worker.run.context import RunContext
 
@@ -69,3 +69,7 @@ async def following_parent(ctx: RunContext) -> None:
         if event.type == "message.delta"
     ]
     await ctx.delta("followed: " + "".join(texts))
+
+
+# The built-in loop, whose model may call the `echo` agent as a tool: each call a child run.
+DELEGATING = Agent(name="delegating", agents=("echo",), model="scripted")

@@ -24,6 +24,7 @@ AGENTS = {
     "grandparent": "tests.agents.spawning_agents:grandparent",
     "held_echo": "tests.agents.spawning_agents:held_echo",
     "held_parent": "tests.agents.spawning_agents:two_held_children",
+    "delegating": "tests.agents.spawning_agents:DELEGATING",
 }
 ENDS = {"run.completed", "run.failed", "run.cancelled"}
 
@@ -172,3 +173,20 @@ async def test_deleting_the_session_ends_its_children_and_leaves_none_of_their_k
             assert await redis.zscore(keys.lease_checks, f"{sid}/{child}") is None
 
     await eventually(nothing_left, within=scaled(15))
+
+
+async def test_the_built_in_agent_calls_a_catalog_agent_as_a_tool_and_answers_with_its_result(gateway: Gateway) -> None:
+    made, received, state = await _run(gateway, "delegating", "Ask the echo agent about tides")
+    rid = made["run_id"]
+    started = [data for _, kind, data in received.events if kind == "tool.started"]
+    assert [(data["run_id"], data["name"]) for data in started] == [(rid, "echo")]
+    child = child_run_id(rid, started[0]["call_id"])
+    spawned = [data for _, kind, data in received.events if kind == "run.spawned"]
+    assert spawned == [
+        {"run_id": child, "parent_run_id": rid, "agent": "echo", "name": "echo", "input": "tides",
+         "cause": {"type": "tool_call", "call_id": started[0]["call_id"]}}
+    ]  # fmt: skip
+    completed = [data for _, kind, data in received.events if kind == "tool.completed"]
+    assert [(data["call_id"], data["result"]) for data in completed] == [(started[0]["call_id"], "echo[tides]")]
+    runs = {run["run_id"]: run for run in state["runs"]}
+    assert runs[rid]["status"] == "completed" and "echo[tides]" in runs[rid]["output"]

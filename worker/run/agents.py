@@ -26,6 +26,9 @@ class Agent:
     name: str
     system_prompt: str = ""
     tools: tuple[Tool, ...] = ()
+    # Agents of the catalog the model may call as tools (by their names): each call runs one as a child
+    # run of this one (docs/subagents.md), its answer the call's result.
+    agents: tuple[str, ...] = ()
     max_steps: int = 8  # model calls per run, each of which may call tools (not counting those a steer cut short)
     model: str | None = None  # used when the run names no model
     # What the agent protocols show of it (shared/features/agent_catalog.py): MCP's tool, A2A's agent card.
