@@ -177,16 +177,29 @@ async def test_deleting_the_session_ends_its_children_and_leaves_none_of_their_k
 
 async def test_the_built_in_agent_calls_a_catalog_agent_as_a_tool_and_answers_with_its_result(gateway: Gateway) -> None:
     made, received, state = await _run(gateway, "delegating", "Ask the echo agent about tides")
+    asked = "Ask the echo agent about tides"
     rid = made["run_id"]
     started = [data for _, kind, data in received.events if kind == "tool.started"]
     assert [(data["run_id"], data["name"]) for data in started] == [(rid, "echo")]
     child = child_run_id(rid, started[0]["call_id"])
     spawned = [data for _, kind, data in received.events if kind == "run.spawned"]
     assert spawned == [
-        {"run_id": child, "parent_run_id": rid, "agent": "echo", "name": "echo", "input": "tides",
+        {"run_id": child, "parent_run_id": rid, "agent": "echo", "name": "echo", "input": asked,
          "cause": {"type": "tool_call", "call_id": started[0]["call_id"]}}
     ]  # fmt: skip
     completed = [data for _, kind, data in received.events if kind == "tool.completed"]
-    assert [(data["call_id"], data["result"]) for data in completed] == [(started[0]["call_id"], "echo[tides]")]
+    assert [(data["call_id"], data["result"]) for data in completed] == [(started[0]["call_id"], f"echo[{asked}]")]
     runs = {run["run_id"]: run for run in state["runs"]}
-    assert runs[rid]["status"] == "completed" and "echo[tides]" in runs[rid]["output"]
+    assert runs[rid]["status"] == "completed" and f"echo[{asked}]" in runs[rid]["output"]
+
+
+async def test_the_built_in_team_agent_asks_the_assistant_offline(gateway: Gateway) -> None:
+    made, received, state = await _run(gateway, "team", "Ask the assistant what is 12 * 7")
+    runs = {run["run_id"]: run for run in state["runs"]}
+    (child,) = runs[made["run_id"]]["children"]
+    assert runs[child]["agent"] == "assistant" and "84" in runs[child]["output"]
+    child_tools = [
+        data["name"] for _, kind, data in received.events if kind == "tool.started" and data["run_id"] == child
+    ]
+    assert child_tools == ["calculator"]  # the child is a run of the assistant, with its own tools
+    assert "84" in runs[made["run_id"]]["output"]
