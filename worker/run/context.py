@@ -28,6 +28,13 @@ once and replayed after:
     order = await ctx.step("fetch-order", fetch_order, order_id)    # its result is kept with the run
     prefix = ctx.resume_text()       # the answer text clients have and this attempt has not streamed
 
+A run can start other agents of the catalog as child runs in its session, and wait for them the same
+way, with no worker held (docs/subagents.md):
+
+    result = await ctx.spawn("researcher", "What causes tides?")       # its answer: result.output
+    async for event in ctx.spawn_stream("researcher", "..."):          # or follow it as it goes
+        ...
+
 A person may add input while the run works (a steer: `POST /v1/sessions/{id}/steer`; docs/steering.md).
 An agent takes it in where it can, between its own steps, each steer once, also across a takeover:
 
