@@ -203,3 +203,20 @@ async def test_the_built_in_team_agent_asks_the_assistant_offline(gateway: Gatew
     ]
     assert child_tools == ["calculator"]  # the child is a run of the assistant, with its own tools
     assert "84" in runs[made["run_id"]]["output"]
+
+
+async def test_spawns_past_the_depth_and_the_children_of_a_run_are_refused_to_the_agent(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS, max_child_depth=1, max_children_per_run=1)
+    made, received, state = await _run(gateway, "grandparent")
+    runs = {run["run_id"]: run for run in state["runs"]}
+    child = child_run_id(made["run_id"], "spawn_0")
+    failed = {data["call_id"]: data["error"] for _, kind, data in received.events if kind == "tool.failed"}
+    assert "TOKENTAIL_MAX_CHILD_DEPTH" in failed["c_a"]  # the child's own spawn, a level too deep
+    assert runs[child]["status"] == "failed" and runs[made["run_id"]]["status"] == "failed"
+    made, received, state = await _run(gateway, "many", "2")
+    failed = {data["call_id"]: data["error"] for _, kind, data in received.events if kind == "tool.failed"}
+    assert list(failed) == ["spawn_1"] and "TOKENTAIL_MAX_CHILDREN_PER_RUN" in failed["spawn_1"]
+    assert len(state["runs"][0]["children"]) == 1
