@@ -73,3 +73,9 @@ async def following_parent(ctx: RunContext) -> None:
 
 # The built-in loop, whose model may call the `echo` agent as a tool: each call a child run.
 DELEGATING = Agent(name="delegating", agents=("echo",), model="scripted")
+
+
+async def asks_a_child(ctx: RunContext) -> None:
+    """A parent whose child asks a person."""
+    result = await ctx.spawn("approve", "clean up", call_id="c_q")
+    await ctx.delta(f"The child said: {result.output}")

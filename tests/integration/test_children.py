@@ -25,6 +25,8 @@ AGENTS = {
     "held_echo": "tests.agents.spawning_agents:held_echo",
     "held_parent": "tests.agents.spawning_agents:two_held_children",
     "delegating": "tests.agents.spawning_agents:DELEGATING",
+    "approve": "tests.agents.asking_agent:approval",
+    "asking_parent": "tests.agents.spawning_agents:asks_a_child",
 }
 ENDS = {"run.completed", "run.failed", "run.cancelled"}
 
@@ -221,3 +223,24 @@ async def test_spawns_past_the_depth_and_the_children_of_a_run_are_refused_to_th
     assert "TOKENTAIL_MAX_CHILDREN_PER_RUN" in failed["spawn_1"]
     assert "TOKENTAIL_MAX_CHILDREN_PER_RUN" not in failed.get("spawn_0", "")  # (cut short as its run failed)
     assert len(state["runs"][0]["children"]) == 1
+
+
+async def test_a_childs_question_is_answered_as_any_and_the_child_then_its_parent_go_on(gateway: Gateway) -> None:
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        made = (await client.post("/v1/sessions", json={"input": "hi", "agent": "asking_parent"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        child = child_run_id(rid, "c_q")
+
+        async def asked() -> dict[str, Any]:
+            runs = {run["run_id"]: run for run in (await client.get(f"/v1/sessions/{sid}")).json()["runs"]}
+            assert child in runs and runs[child]["status"] == "waiting" and runs[rid]["status"] == "waiting"
+            return runs[child]["asked"][0]
+
+        question = await eventually(asked, within=scaled(20))
+        answer = {"input_id": question["input_id"], "answer": {"approved": True}}
+        answered = await client.post(f"/v1/sessions/{sid}/runs/{child}/input", json=answer)
+        assert answered.status_code == 202, answered.text
+        received = await read_events(client, made["events_url"])
+    kinds = [(data["run_id"] == child, kind) for _, kind, data in received.events]
+    assert (True, "input.required") in kinds and (True, "input.received") in kinds
+    assert received.events[-1][2]["output"] == "The child said: Checking. Done: deleted."
