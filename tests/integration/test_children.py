@@ -130,16 +130,7 @@ async def test_cancelling_the_parent_cancels_its_children_and_leaves_no_slot_or_
         received = await read_events(client, made["events_url"])
     cancelled = {data["run_id"] for _, kind, data in received.events if kind == "run.cancelled"}
     assert cancelled == {rid, *children}
-    keys = Keys(settings.key_prefix)
-
-    async def nothing_left() -> None:
-        assert await redis.hlen(keys.tenant_running(PUBLIC_TENANT)) == 0  # type: ignore[misc]
-        for child in children:
-            lane = keys.session(f"{sid}/{child}")
-            assert not await redis.exists(lane.lease)
-            assert await redis.zscore(keys.lease_checks, f"{sid}/{child}") is None
-
-    await eventually(nothing_left, within=scaled(10))
+    await eventually(lambda: _nothing_left(redis, settings, sid, children), within=scaled(10))
 
 
 async def test_cancelling_one_child_leaves_its_parent_and_sibling_to_go_on(gateway: Gateway, gates: Gates) -> None:
@@ -165,16 +156,18 @@ async def test_deleting_the_session_ends_its_children_and_leaves_none_of_their_k
         children = await _children_at_their_gates(gates, client, sid, rid)
         assert (await client.delete(f"/v1/sessions/{sid}")).status_code in (200, 204)
         gates.release_all()
+    await eventually(lambda: _nothing_left(redis, settings, sid, children, lanes=False), within=scaled(15))
+
+
+async def _nothing_left(redis: Redis, settings: Settings, sid: str, children: list[str], lanes: bool = True) -> None:
+    """No slot, lease or leases-index entry of the children is left (with `lanes` False, no key of their lanes)."""
     keys = Keys(settings.key_prefix)
-
-    async def nothing_left() -> None:
-        assert await redis.hlen(keys.tenant_running(PUBLIC_TENANT)) == 0  # type: ignore[misc]
-        left = [key async for key in redis.scan_iter(match=f"{settings.key_prefix}:{{{sid}}}:run:*")]
-        assert left == []
-        for child in children:
-            assert await redis.zscore(keys.lease_checks, f"{sid}/{child}") is None
-
-    await eventually(nothing_left, within=scaled(15))
+    assert await redis.hlen(keys.tenant_running(PUBLIC_TENANT)) == 0  # type: ignore[misc]
+    for child in children:
+        assert not await redis.exists(keys.session(f"{sid}/{child}").lease)
+        assert await redis.zscore(keys.lease_checks, f"{sid}/{child}") is None
+    if not lanes:
+        assert [key async for key in redis.scan_iter(match=f"{settings.key_prefix}:{{{sid}}}:run:*")] == []
 
 
 async def test_the_built_in_agent_calls_a_catalog_agent_as_a_tool_and_answers_with_its_result(gateway: Gateway) -> None:
@@ -220,8 +213,8 @@ async def test_spawns_past_the_depth_and_the_children_of_a_run_are_refused_to_th
     assert runs[child]["status"] == "failed" and runs[made["run_id"]]["status"] == "failed"
     made, received, state = await _run(gateway, "many", "2")
     failed = {data["call_id"]: data["error"] for _, kind, data in received.events if kind == "tool.failed"}
-    assert "TOKENTAIL_MAX_CHILDREN_PER_RUN" in failed["spawn_1"]
-    assert "TOKENTAIL_MAX_CHILDREN_PER_RUN" not in failed.get("spawn_0", "")  # (cut short as its run failed)
+    refused = [call for call, error in failed.items() if "TOKENTAIL_MAX_CHILDREN_PER_RUN" in error]
+    assert len(refused) == 1  # whichever reached Redis second (the other may be cut short as its run failed)
     assert len(state["runs"][0]["children"]) == 1
 
 
@@ -234,7 +227,8 @@ async def test_a_childs_question_is_answered_as_any_and_the_child_then_its_paren
         async def asked() -> dict[str, Any]:
             runs = {run["run_id"]: run for run in (await client.get(f"/v1/sessions/{sid}")).json()["runs"]}
             assert child in runs and runs[child]["status"] == "waiting" and runs[rid]["status"] == "waiting"
-            return runs[child]["asked"][0]
+            question: dict[str, Any] = runs[child]["asked"][0]
+            return question
 
         question = await eventually(asked, within=scaled(20))
         answer = {"input_id": question["input_id"], "answer": {"approved": True}}
