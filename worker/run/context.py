@@ -77,7 +77,14 @@ from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord, T
 from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker.run import traces
 from tokentail.worker.run.attempt import Attempt
-from tokentail.worker.run.children import ChildEvent, Children, ChildResult, WaitingForChildren
+from tokentail.worker.run.children import (
+    ChildEvent,
+    Children,
+    ChildResult,
+    InlineChild,
+    InlineChildren,
+    WaitingForChildren,
+)
 from tokentail.worker.run.usage import UsageMeter
 from tokentail.worker.run.writer import EventWriter
 
@@ -288,6 +295,7 @@ class RunContext:
         self._children = children or Children.none()
         self._children.waits = _Batch(writer, _waiting_for_children, self._children.started)
         self._tool_calls = 0
+        self._inline = InlineChildren(writer, run)
 
     @property
     def arguments(self) -> dict[str, Any]:
@@ -416,6 +424,11 @@ class RunContext:
         """As `spawn`, but this run follows the child as it goes (holding its worker): its events and its
         descendants' (`ChildEvent`), through its end; `ChildFailed` after them if it did not complete."""
         return self._children.stream(self.tool, agent, input, self._children.call_id(call_id), name)
+
+    async def subagent(self, name: str, *, call_id: str, input: str = "") -> InlineChild:  # noqa: A002
+        """Show a sub-agent running inside this agent's code (a framework's) as a child run, for call
+        `call_id`: stream its events through what this returns (docs/subagents-frameworks.md)."""
+        return await self._inline.open(self.run_id, name, call_id, input, None)
 
     async def steers(self) -> list[str]:
         """The input sent to this run while it runs (steers), in the order sent, taken in now: each

@@ -78,8 +78,8 @@ def is_answer(event_type: str) -> bool:
 class Recorded(Protocol):
     """What the run's record holds of what this attempt streams again (worker/run/recovery/replay.py)."""
 
-    def new_text(self, event_type: str, text: str) -> str:
-        """The part of `text` (of a text or reasoning delta) past what the record holds."""
+    def new_text(self, event_type: str, text: str, run: str | None = None) -> str:
+        """The part of `text` (of a text or reasoning delta; `run`: an inline child's) past what the record holds."""
         ...
 
     def holds(self, event_type: str, data: EventData) -> bool:
@@ -90,7 +90,7 @@ class Recorded(Protocol):
 def delta_head(run_id: str, model: type[MessageDelta | ReasoningDelta], agent: str | None) -> tuple[str, str]:
     """A text delta's event type, and its JSON up to the text (`{"run_id":…,"text":`), as its model
     writes it: a delta is that head, its text as pydantic writes a string, and `}`, the same bytes as
-    the model's, without a model per append. Made once per kind and agent."""
+    the model's, without a model per append. Made once per kind, agent and run."""
     empty = model(run_id=run_id, text="", agent=agent).model_dump_json()  # checks `agent` too
     assert empty.endswith(_EMPTY_TEXT)  # `text` is the model's last field
     return _TEXT_EVENTS[model], empty[: -len(_EMPTY_TEXT)]
@@ -123,31 +123,36 @@ def _first_text(provider: str, waited: float, traced: Callable[[float], None] | 
     traced(waited)
 
 
-Kind = tuple[type[MessageDelta | ReasoningDelta], str | None]  # a text delta's model, and the agent streaming it
+# A text delta's model, the agent streaming it, and the run it is of: None for the writer's own, else an
+# inline child's id (worker/run/children.py `InlineChild`), whose text the parent's writer appends.
+TextModel = type[MessageDelta | ReasoningDelta]
+Kind = tuple[TextModel, str | None, str | None]
 
 
 class PendingText:
-    """The text a writer holds until its next append: of one kind (answer or reasoning) and one agent
-    (see AgentEventData), made text deltas when taken, their JSON head written once per kind."""
+    """The text a writer holds until its next append: of one kind (answer or reasoning), one agent
+    (see AgentEventData) and one run, made text deltas when taken, their JSON head written once per kind."""
 
     __slots__ = ("parts", "kind", "_run_id", "_head_kind", "_head")
 
     def __init__(self, run_id: str) -> None:
         self.parts: list[str] = []
-        self.kind: Kind = (MessageDelta, None)
+        self.kind: Kind = (MessageDelta, None, None)
         self._run_id = run_id
         self._head_kind: Kind | None = None
         self._head = ("", "")  # its event type and JSON head (see delta_head)
 
-    def other_than(self, model: type[MessageDelta | ReasoningDelta], agent: str | None) -> bool:
+    def other_than(self, model: TextModel, agent: str | None, run: str | None = None) -> bool:
         """Whether text of another kind waits (appended before this text)."""
-        return bool(self.parts) and (self.kind[0] is not model or self.kind[1] != agent)
+        kind = self.kind
+        return bool(self.parts) and (kind[0] is not model or kind[1] != agent or kind[2] != run)
 
     def take(self) -> list[tuple[str, str]]:
         text = "".join(self.parts)
         self.parts.clear()
         if self._head_kind != self.kind:
-            self._head_kind, self._head = self.kind, delta_head(self._run_id, *self.kind)
+            model, agent, run = self._head_kind = self.kind
+            self._head = delta_head(run or self._run_id, model, agent)
         return deltas(*self._head, text)
 
 
@@ -202,7 +207,7 @@ class EventWriter:
         self._run_id = lease.run_id
         self._ticks = ticks
         self._flush_interval = ticks.interval
-        self._max_output_chars = max_output_chars
+        self.max_output_chars = max_output_chars
         self._output_chars = 0
         self._clock = clock
         self._text_waiting = PendingText(lease.run_id)
@@ -220,8 +225,7 @@ class EventWriter:
         self.text_parts: list[str] = []  # the answer text this attempt streamed (past the record)
         self.recorded: Recorded | None = None  # a run that goes on: what its record holds is not appended again
         self._answering = False  # this attempt streamed answer text
-        # This attempt showed something as the run's answer: text, a tool call or a data event.
-        self.answered = False
+        self.answered = False  # this attempt showed something as the run's answer: text, a tool call, data
         self.events_appended = 0
         self.parent_run_id: str | None = None  # a child run's parent, which its terminal event names
         self.provider = "custom"  # the metrics label of what produces the text; set once it is known
@@ -243,8 +247,14 @@ class EventWriter:
             await self._flush_other_kind()
         self._text(ReasoningDelta, text, agent)
 
+    async def child_text(self, run: str, kind: TextModel, text: str, agent: str | None) -> None:
+        """Inline child `run`'s text (worker/run/children.py): apart from this run's, and not its answer."""
+        if self._pending and self._text_waiting.other_than(kind, agent, run):
+            await self._flush_other_kind()
+        self._text(kind, text, agent, run)
+
     async def _flush_other_kind(self) -> None:
-        self._check_open()  # (text of another kind, or of another agent, is appended before what follows)
+        self._check_open()  # (text of another kind, agent or run is appended before what follows)
         await self.flush()
 
     def _check_open(self) -> None:
@@ -253,25 +263,26 @@ class EventWriter:
         if self._failure is not None:
             raise self._failure
 
-    def _text(self, kind: type[MessageDelta | ReasoningDelta], text: str, agent: str | None) -> None:
+    def _text(self, kind: TextModel, text: str, agent: str | None, run: str | None = None) -> None:
         self._check_open()
         if self.recorded is not None:
-            text = self.recorded.new_text(_TEXT_EVENTS[kind], text)
+            text = self.recorded.new_text(_TEXT_EVENTS[kind], text, run)
         if not text:
             return
         if not self._pending:
-            self._text_waiting.kind = (kind, agent)
-        self._output_chars += len(text)
-        if self._output_chars > self._max_output_chars:
-            raise OutputTooLarge(f"the run's text exceeded {self._max_output_chars} characters")
-        if kind is MessageDelta:
-            self.answered = True
-            if not self._answering:
-                self._answering = True
-                _first_text(self.provider, self._clock() - self._started, self.first_text)
-                self._tokens = metrics.TOKENS.labels(self.provider)  # per token: looked up once
-            self._tokens_seen += 1
-            self.text_parts.append(text)
+            self._text_waiting.kind = (kind, agent, run)
+        if run is None:  # this run's own: its answer, bounded (a child's bound is its own)
+            self._output_chars += len(text)
+            if self._output_chars > self.max_output_chars:
+                raise OutputTooLarge(f"the run's text exceeded {self.max_output_chars} characters")
+            if kind is MessageDelta:
+                self.answered = True
+                if not self._answering:
+                    self._answering = True
+                    _first_text(self.provider, self._clock() - self._started, self.first_text)
+                    self._tokens = metrics.TOKENS.labels(self.provider)  # per token: looked up once
+                self._tokens_seen += 1
+                self.text_parts.append(text)
         self._pending.append(text)
         if not (self._ticking or self._background.on):  # else the tick or the append on its way takes it
             self._schedule()
@@ -279,11 +290,11 @@ class EventWriter:
     async def emit(self, data: EventData) -> None:
         """Append any other event, after the text that came before it (a terminal one: `finish`)."""
         event_type = event_type_of(data)
-        if event_type in TERMINAL_EVENTS:
+        if (own := data.run_id == self._run_id) and event_type in TERMINAL_EVENTS:  # (not an inline child's)
             raise TypeError(f"{event_type} ends the run: use finish()")
-        if self._stopped and not isinstance(data, ToolCompleted | ToolFailed):  # open calls still end
+        if self._stopped and not isinstance(data, ToolCompleted | ToolFailed | Ending):  # open calls still end
             raise asyncio.CancelledError(f"run {self._run_id} was stopped")
-        self.answered = self.answered or is_answer(event_type)
+        self.answered = self.answered or (own and is_answer(event_type))
         if self.recorded is not None and self.recorded.holds(event_type, data):
             return
         stored = data.model_dump_json()
@@ -300,8 +311,7 @@ class EventWriter:
                 await self.lease.record_usage(attempt, usage)
 
     async def in_order(self, write: Callable[[], Awaitable[T]]) -> T:
-        """`write()` (a step recorded, steers taken in) after the text streamed before it, once the
-        appends on their way landed."""
+        """`write()` (a step recorded, steers taken in) after the text before it and the appends on their way."""
         await self.flush()
         async with self._lock:
             return await write()
@@ -330,8 +340,7 @@ class EventWriter:
 
     def stop(self) -> None:
         """The run was stopped and its task cancelled: should the agent's code have swallowed the cancel
-        (Python 3.11's `asyncio.wait_for` can: cpython gh-86296), its next text or event (but the end
-        of a tool call) raises CancelledError, rather than it answer on to its end."""
+        (Python 3.11's `asyncio.wait_for` can: cpython gh-86296), its next text or event raises CancelledError."""
         self._stopped = True
 
     def close(self) -> None:
@@ -405,9 +414,8 @@ class EventWriter:
 
     def _take_pending(self) -> list[tuple[str, str]]:
         self._count_tokens()
-        # A window that closed late (at its tick, after an append in flight) counts from when it
-        # should have closed: the next window is not pushed later each time, which would hold text
-        # longer and longer.
+        # A window that closed late (at its tick, after an append in flight) counts from when it should
+        # have closed: the next window is not pushed later each time, holding text longer and longer.
         now = self._clock()
         self._last_flush = now if self._window_end is None else min(now, self._window_end)
         self._window_end = None
