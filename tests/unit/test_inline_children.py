@@ -138,7 +138,8 @@ async def test_a_failing_block_fails_the_child_and_ends_its_open_tool_calls() ->
             raise ValueError("no network")
     await ctx.this_attempt.writer.flush()
     kinds = [(kind, data.get("error")) for kind, data in _events(ctx)]
-    assert kinds[-2:] == [("tool.failed", "cancelled"), ("run.failed", {"type": "agent_error", "message": "no network"})]
+    failed = {"type": "agent_error", "message": "no network"}
+    assert kinds[-2:] == [("tool.failed", "cancelled"), ("run.failed", failed)]
 
 
 async def test_a_grandchild_names_its_parent_child() -> None:
@@ -184,7 +185,7 @@ async def test_a_parent_going_on_from_its_record_appends_none_of_its_childrens_e
     await _agent(again, crash=False)
     await again.this_attempt.writer.flush()
 
-    one, two = child_run_id("r", "c1"), child_run_id("r", "c2")
+    two = child_run_id("r", "c2")
     cut = RunLog.of("r", record).last_seq  # the parent's last event: "A"
     appended = [(kind, data["run_id"], data.get("text", data.get("from_event_id"))) for kind, data in _events(again)]
     # Child one ended: nothing of it again. Child two was cut by the crash: clients drop what it streamed
