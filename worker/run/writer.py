@@ -90,7 +90,7 @@ class Recorded(Protocol):
 def delta_head(run_id: str, model: type[MessageDelta | ReasoningDelta], agent: str | None) -> tuple[str, str]:
     """A text delta's event type, and its JSON up to the text (`{"run_id":…,"text":`), as its model
     writes it: a delta is that head, its text as pydantic writes a string, and `}`, the same bytes as
-    the model's, without a model per append. Made once per kind, agent and run."""
+    the model's, without a model per append. Made once per kind and streamer."""
     empty = model(run_id=run_id, text="", agent=agent).model_dump_json()  # checks `agent` too
     assert empty.endswith(_EMPTY_TEXT)  # `text` is the model's last field
     return _TEXT_EVENTS[model], empty[: -len(_EMPTY_TEXT)]
@@ -123,36 +123,44 @@ def _first_text(provider: str, waited: float, traced: Callable[[float], None] | 
     traced(waited)
 
 
-# A text delta's model, the agent streaming it, and the run it is of: None for the writer's own, else an
-# inline child's id (worker/run/children.py `InlineChild`), whose text the parent's writer appends.
+# A text delta's model, and who streams it: the agent (see AgentEventData) of the writer's own run, or
+# (run id, agent) of an inline child (worker/run/children.py), whose text its parent's writer appends.
+# One slot for both: the own run's per-token path compares what it always did.
 TextModel = type[MessageDelta | ReasoningDelta]
-Kind = tuple[TextModel, str | None, str | None]
+Streamer = str | None | tuple[str, str | None]
+Kind = tuple[TextModel, Streamer]
 
 
 class PendingText:
-    """The text a writer holds until its next append: of one kind (answer or reasoning), one agent
-    (see AgentEventData) and one run, made text deltas when taken, their JSON head written once per kind."""
+    """The text a writer holds until its next append: of one kind (answer or reasoning) and one streamer
+    (an agent of the run, or an inline child's), made text deltas when taken, their JSON head written once per kind."""
 
     __slots__ = ("parts", "kind", "_run_id", "_head_kind", "_head")
 
     def __init__(self, run_id: str) -> None:
         self.parts: list[str] = []
-        self.kind: Kind = (MessageDelta, None, None)
+        self.kind: Kind = (MessageDelta, None)
         self._run_id = run_id
         self._head_kind: Kind | None = None
         self._head = ("", "")  # its event type and JSON head (see delta_head)
 
-    def other_than(self, model: TextModel, agent: str | None, run: str | None = None) -> bool:
+    def other_than(self, model: TextModel, agent: Streamer) -> bool:
         """Whether text of another kind waits (appended before this text)."""
-        kind = self.kind
-        return bool(self.parts) and (kind[0] is not model or kind[1] != agent or kind[2] != run)
+        return bool(self.parts) and (self.kind[0] is not model or self.kind[1] != agent)
+
+    def add(self, kind: Kind, text: str) -> None:
+        """Text of `kind` (the run's own per-token path adds its text itself)."""
+        if not self.parts:
+            self.kind = kind
+        self.parts.append(text)
 
     def take(self) -> list[tuple[str, str]]:
         text = "".join(self.parts)
         self.parts.clear()
         if self._head_kind != self.kind:
-            model, agent, run = self._head_kind = self.kind
-            self._head = delta_head(run or self._run_id, model, agent)
+            model, streamer = self._head_kind = self.kind
+            run, agent = streamer if type(streamer) is tuple else (self._run_id, streamer)
+            self._head = delta_head(run, model, agent)
         return deltas(*self._head, text)
 
 
@@ -248,13 +256,16 @@ class EventWriter:
         self._text(ReasoningDelta, text, agent)
 
     async def child_text(self, run: str, kind: TextModel, text: str, agent: str | None) -> None:
-        """Inline child `run`'s text (worker/run/children.py): apart from this run's, and not its answer."""
-        if self._pending and self._text_waiting.other_than(kind, agent, run):
+        """Inline child `run`'s text (its bound is its own): coalesced apart from this run's, never its answer."""
+        if self._pending and self._text_waiting.other_than(kind, (run, agent)):
             await self._flush_other_kind()
-        self._text(kind, text, agent, run)
+        self._check_open()
+        if text := text if self.recorded is None else self.recorded.new_text(_TEXT_EVENTS[kind], text, run):
+            self._text_waiting.add((kind, (run, agent)), text)
+            self._schedule()
 
     async def _flush_other_kind(self) -> None:
-        self._check_open()  # (text of another kind, agent or run is appended before what follows)
+        self._check_open()  # (text of another kind, or of another agent, is appended before what follows)
         await self.flush()
 
     def _check_open(self) -> None:
@@ -263,26 +274,25 @@ class EventWriter:
         if self._failure is not None:
             raise self._failure
 
-    def _text(self, kind: TextModel, text: str, agent: str | None, run: str | None = None) -> None:
+    def _text(self, kind: type[MessageDelta | ReasoningDelta], text: str, agent: str | None) -> None:
         self._check_open()
         if self.recorded is not None:
-            text = self.recorded.new_text(_TEXT_EVENTS[kind], text, run)
+            text = self.recorded.new_text(_TEXT_EVENTS[kind], text)
         if not text:
             return
         if not self._pending:
-            self._text_waiting.kind = (kind, agent, run)
-        if run is None:  # this run's own: its answer, bounded (a child's bound is its own)
-            self._output_chars += len(text)
-            if self._output_chars > self.max_output_chars:
-                raise OutputTooLarge(f"the run's text exceeded {self.max_output_chars} characters")
-            if kind is MessageDelta:
-                self.answered = True
-                if not self._answering:
-                    self._answering = True
-                    _first_text(self.provider, self._clock() - self._started, self.first_text)
-                    self._tokens = metrics.TOKENS.labels(self.provider)  # per token: looked up once
-                self._tokens_seen += 1
-                self.text_parts.append(text)
+            self._text_waiting.kind = (kind, agent)
+        self._output_chars += len(text)
+        if self._output_chars > self.max_output_chars:
+            raise OutputTooLarge(f"the run's text exceeded {self.max_output_chars} characters")
+        if kind is MessageDelta:
+            self.answered = True
+            if not self._answering:
+                self._answering = True
+                _first_text(self.provider, self._clock() - self._started, self.first_text)
+                self._tokens = metrics.TOKENS.labels(self.provider)  # per token: looked up once
+            self._tokens_seen += 1
+            self.text_parts.append(text)
         self._pending.append(text)
         if not (self._ticking or self._background.on):  # else the tick or the append on its way takes it
             self._schedule()
@@ -326,9 +336,8 @@ class EventWriter:
             await self._write(self._take_pending())
 
     async def finish(self, ending: Ending) -> None:
-        """Write the run's terminal event, even after an append failed: a run must always end. A
-        completed run's text not yet appended goes with it, in the same call; any other drops it (the
-        terminal event says what became of the run)."""
+        """Write the run's terminal event, even after an append failed: a run must always end. A completed
+        run's text not yet appended goes with it, in one call; any other drops it (its end says why)."""
         self.close()
         ending.parent_run_id = self.parent_run_id
         await self._background.landed()
@@ -340,7 +349,7 @@ class EventWriter:
 
     def stop(self) -> None:
         """The run was stopped and its task cancelled: should the agent's code have swallowed the cancel
-        (Python 3.11's `asyncio.wait_for` can: cpython gh-86296), its next text or event raises CancelledError."""
+        (Python 3.11's `asyncio.wait_for` can: cpython gh-86296), its next text or event (but an end) raises."""
         self._stopped = True
 
     def close(self) -> None:
@@ -360,9 +369,8 @@ class EventWriter:
         now = self._clock()
         window_end = self._last_flush + self._flush_interval
         if now - self._last_flush >= 2 * self._flush_interval:
-            # After a quiet spell (the first token too): not held, but appended once this loop step
-            # is over: tokens that arrive together (one network read) go together. Taken with the
-            # first of them alone, the rest would wait a whole window for the next append.
+            # After a quiet spell (the first token too): not held, but appended once this loop step is over:
+            # tokens that arrive together (one network read) go together, not the first alone.
             if not self._lock.locked():  # else `_write`'s end schedules it, after its append
                 self._background.on = True
                 self._ticks.soon(self)
