@@ -103,7 +103,8 @@ async def test_a_sub_agent_is_a_child_run_on_the_wire_and_its_text_is_not_the_pa
     started = next(data for kind, data in events if kind == "run.started")
     assert started == {"run_id": child_id, "parent_run_id": "r", "attempt": 1, "reason": "start"}
     completed = next(data for kind, data in events if kind == "run.completed")
-    assert completed == {"run_id": child_id, "parent_run_id": "r", "output": "x is 42", "usage": {}}
+    usage = {"input_tokens": 0, "output_tokens": 0}
+    assert completed == {"run_id": child_id, "parent_run_id": "r", "output": "x is 42", "usage": usage}
     texts: dict[str, str] = {}
     for kind, data in events:
         if kind == "message.delta":

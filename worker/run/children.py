@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -320,8 +320,10 @@ class Children:
 class InlineChildren:
     """The inline children of one attempt's run, and their records when the attempt goes on from its own."""
 
-    def __init__(self, writer: EventWriter, run: RunRecord) -> None:
+    def __init__(self, writer: EventWriter, run: RunRecord, add_usage: Callable[[int, int], None]) -> None:
+        """`add_usage`: the run's (RunContext.add_usage): what its children's models cost is its cost too."""
         self.writer = writer
+        self.add_usage = add_usage
         self.attempt = run.attempt
         self._queued_seq = run.queued_seq or 0
         self._session: asyncio.Future[_Recorded] | None = None  # read once, by the first child opened again
@@ -395,6 +397,7 @@ class InlineChild:
         self._text: list[str] = []
         self._chars = 0
         self._calls: dict[str, float] = {}  # open tool calls: when each started
+        self._usage = {"input_tokens": 0, "output_tokens": 0}
         self.ended = False
 
     async def delta(self, text: str, *, agent: str | None = None) -> None:
@@ -423,7 +426,13 @@ class InlineChild:
         )
 
     async def tool_finished(
-        self, call_id: str, *, result: Any = None, error: str | BaseException | None = None, agent: str | None = None
+        self,
+        call_id: str,
+        *,
+        result: Any = None,
+        error: str | BaseException | None = None,
+        denied: bool = False,
+        agent: str | None = None,
     ) -> None:
         started = self._calls.pop(call_id, None)
         duration_ms = int((time.monotonic() - started) * 1000) if started is not None else 0
@@ -432,14 +441,21 @@ class InlineChild:
                 run_id=self.run_id, call_id=call_id, result=result, duration_ms=duration_ms, agent=agent
             )
         else:
+            message, ms = _message(error), duration_ms
             end = ToolFailed(
-                run_id=self.run_id, call_id=call_id, error=_message(error), duration_ms=duration_ms, agent=agent
+                run_id=self.run_id, call_id=call_id, error=message, duration_ms=ms, denied=denied, agent=agent
             )
         await self._writer.emit(end)
 
     async def subagent(self, name: str, *, call_id: str, input: str = "", agent: str | None = None) -> "InlineChild":  # noqa: A002
         """A sub-agent of this one, shown as its child (a grandchild of the run)."""
         return await self._children.open(self.run_id, name, call_id, input, agent)
+
+    def add_usage(self, input_tokens: int, output_tokens: int) -> None:
+        """What a model call of the child cost: its own (in its `run.completed`), and its parent run's."""
+        self._usage["input_tokens"] += input_tokens
+        self._usage["output_tokens"] += output_tokens
+        self._children.add_usage(input_tokens, output_tokens)
 
     @property
     def output(self) -> str:
@@ -449,7 +465,9 @@ class InlineChild:
     async def end(self, output: str | None = None, usage: dict[str, Any] | None = None) -> None:
         """It completed: `run.completed` with `output` (by default the text it streamed)."""
         await self._end(
-            RunCompleted(run_id=self.run_id, output=self.output if output is None else output, usage=usage or {})
+            RunCompleted(
+                run_id=self.run_id, output=self.output if output is None else output, usage=usage or self._usage
+            )
         )
 
     async def fail(self, error: str | BaseException, type: str = "agent_error") -> None:  # noqa: A002

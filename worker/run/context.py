@@ -295,7 +295,7 @@ class RunContext:
         self._children = children or Children.none()
         self._children.waits = _Batch(writer, _waiting_for_children, self._children.started)
         self._tool_calls = 0
-        self._inline = InlineChildren(writer, run)
+        self._inline = InlineChildren(writer, run, self.add_usage)
 
     @property
     def arguments(self) -> dict[str, Any]:
