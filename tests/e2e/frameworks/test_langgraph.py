@@ -121,12 +121,12 @@ async def test_a_subgraph_streams_as_a_child_run_and_a_sync_node_s_tokens_are_it
     assert namespace.startswith("researcher:") and child == child_run_id("r", namespace)
     assert spawned["parent_run_id"] == "r" and spawned["agent"] == spawned["name"] == "researcher"
     assert [(kind, data["run_id"], data.get("agent")) for kind, data in lease.events] == [
-        ("run.spawned", child, None),
+        ("run.spawned", child, "researcher"),  # (its `agent`: the subgraph's node)
         ("run.started", child, None),
         ("status", child, "researcher"),
+        ("message.delta", child, "researcher"),  # (LangGraph sends a node's whole messages before its update)
         ("tool.started", child, "researcher"),
         ("tool.completed", child, "researcher"),
-        ("message.delta", child, "researcher"),
         ("run.completed", child, None),
         ("message.delta", "r", None),
     ]
