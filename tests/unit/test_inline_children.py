@@ -201,3 +201,27 @@ async def test_a_parent_going_on_from_its_record_appends_none_of_its_childrens_e
     assert again.this_attempt.output == "AB"
     lease: StreamLease = again.this_attempt.writer.lease  # type: ignore[assignment]
     assert lease.runs.redis.reads == 1  # the session read once, for every child opened again
+
+
+async def test_a_parent_that_starts_over_starts_its_children_over_under_the_same_ids() -> None:
+    """A takeover that starts the parent over (no record to go on from, `run.retrying`): a child spawned
+    before is not spawned twice; it starts over too (its `run.retrying` drops what it streamed)."""
+    first = _context()
+    with pytest.raises(Crash):
+        await _agent(first, crash=True)
+    lease = StreamLease(_stream(first))
+    writer = EventWriter(lease, LeaseTicks(0.002), max_output_chars=1_000_000)  # type: ignore[arg-type]
+    over = RunContext(writer, "s", RunRecord(run_id="r", input="question", attempt=2, queued_seq=1), history=[])
+    await _agent(over, crash=False)
+    await writer.flush()
+    one, two = child_run_id("r", "c1"), child_run_id("r", "c2")
+    lifecycle = [(kind, data["run_id"], data.get("attempt")) for kind, data in lease.events if kind.startswith("run.")]
+    assert lifecycle == [
+        ("run.retrying", one, 2),
+        ("run.started", one, 2),
+        ("run.completed", one, None),
+        ("run.retrying", two, 2),
+        ("run.started", two, 2),
+        ("run.completed", two, None),
+    ]
+    assert RunLog.of(two, _stream(first, over)).text == "two goes on"  # as clients keep it: once

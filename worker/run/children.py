@@ -34,6 +34,7 @@ from tokentail.shared.vocabulary.events import (
     RunCompleted,
     RunContinued,
     RunFailed,
+    RunRetrying,
     RunSpawned,
     RunStarted,
     SpawnCause,
@@ -331,35 +332,48 @@ class InlineChildren:
     async def open(self, parent: str, name: str, call_id: str, text: str, agent: str | None) -> "InlineChild":
         """Show child `name` of run `parent` (this run, or an inline child of it), for its call `call_id`."""
         child = InlineChild(self, child_run_id(parent, call_id), parent, name)
-        await self._recorded(child.run_id, parent)
-        cause = SpawnCause(call_id=call_id)
-        spawned = RunSpawned(
-            run_id=child.run_id, parent_run_id=parent, agent=agent or name, name=name, input=text, cause=cause
-        )
-        await self.writer.emit(spawned)  # (neither is appended again for a child the record holds)
-        await self.writer.emit(RunStarted(run_id=child.run_id, parent_run_id=parent, attempt=1))
+        if not await self._spawned_before(child.run_id, parent):
+            cause = SpawnCause(call_id=call_id)
+            spawned = RunSpawned(
+                run_id=child.run_id, parent_run_id=parent, agent=agent or name, name=name, input=text, cause=cause
+            )
+            await self.writer.emit(spawned)
+            await self.writer.emit(RunStarted(run_id=child.run_id, parent_run_id=parent, attempt=1))
         return child
 
-    async def _recorded(self, run_id: str, parent: str) -> None:
-        """When the attempt goes on from the run's record: give the replay the child's record, cut where
-        its parent's is (told to clients by a `run.continued` of the child, which drops the same)."""
+    async def _spawned_before(self, run_id: str, parent: str) -> bool:
+        """Whether an attempt before this one spawned the child. When this one goes on from the run's
+        record, the replay gets the child's record, cut where its parent's is (told to clients by a
+        `run.continued` of the child, which drops the same); when it started over, the child does too
+        (`run.retrying`: clients drop all it streamed). A first attempt reads nothing."""
         replay = self.writer.recorded
-        if not isinstance(replay, Replay):
-            return
+        if not isinstance(replay, Replay) and self.attempt == 1:
+            return False
         if self._session is None:
             self._session = asyncio.ensure_future(self._read())
         session = await asyncio.shield(self._session)
-        if run_id not in session.spawned:
+        spawned = run_id in session.spawned
+        if not isinstance(replay, Replay):
+            if spawned:
+                why = f"its parent run {self.writer.lease.run_id} started over"
+                await self.writer.emit(
+                    RunRetrying(run_id=run_id, parent_run_id=parent, attempt=self.attempt, reason=why)
+                )
+                again = RunStarted(run_id=run_id, parent_run_id=parent, attempt=self.attempt, reason="takeover")
+                await self.writer.emit(again)
+            return spawned
+        if not spawned:
             replay.child(run_id, None)
-            return
+            return False
         log, cut = RunLog.of(run_id, session.events), replay.log.last_seq
         if any(event.type in TERMINAL_EVENTS for event in log.events) or all(e.seq <= cut for e in log.events):
             replay.child(run_id, log)  # ended (all it streams again is held), or nothing past the cut
-            return
+            return True
         replay.child(run_id, log.kept_until(cut))
         await self.writer.emit(
             RunContinued(run_id=run_id, parent_run_id=parent, attempt=self.attempt, from_event_id=cut)
         )
+        return True
 
     async def _read(self) -> "_Recorded":
         """The session's events since the run was queued: its inline children's are among them."""

@@ -19,9 +19,6 @@ from typing import Any
 from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, EventType
 from tokentail.shared.vocabulary.run_log import RunLog
 
-# A child's start, which the record holds once it was spawned (its log keeps no lifecycle events).
-_CHILD_START = (EventType.RUN_SPAWNED, EventType.RUN_STARTED)
-
 
 class Replay:
     def __init__(self, log: RunLog) -> None:
@@ -40,10 +37,7 @@ class Replay:
 
     def child(self, run_id: str, log: RunLog | None) -> "Replay":
         """Hold inline child `run_id`'s record too (`log`, None: it was not spawned before)."""
-        child = Replay(log or RunLog())
-        if log is not None:
-            child._counts.update(_CHILD_START)
-        self._children[run_id] = child
+        child = self._children[run_id] = Replay(log or RunLog())
         return child
 
     def new_text(self, event_type: str, text: str, run: str | None = None) -> str:
