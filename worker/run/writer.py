@@ -159,7 +159,7 @@ class PendingText:
         self.parts.clear()
         if self._head_kind != self.kind:
             model, streamer = self._head_kind = self.kind
-            run, agent = streamer if type(streamer) is tuple else (self._run_id, streamer)
+            run, agent = streamer if isinstance(streamer, tuple) else (self._run_id, streamer)
             self._head = delta_head(run, model, agent)
         return deltas(*self._head, text)
 

@@ -115,7 +115,7 @@ async def test_a_subgraph_streams_as_a_child_run_and_a_sync_node_s_tokens_are_it
     ctx = RunContext(_writer(lease, 0), "s", RunRecord(run_id="r", input="find it"), history=[])
     await langgraph_agent(outer.compile())(ctx)
     await ctx.this_attempt.writer.flush()
-    spawned = next(data for kind, data in lease.events if kind == "run.spawned")
+    spawned: dict[str, Any] = next(data for kind, data in lease.events if kind == "run.spawned")
     child = spawned["run_id"]
     namespace = spawned["cause"]["call_id"]
     assert namespace.startswith("researcher:") and child == child_run_id("r", namespace)

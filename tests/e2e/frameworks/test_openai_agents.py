@@ -305,7 +305,7 @@ async def test_an_agent_used_as_a_tool_streams_as_a_child_run() -> None:
     from tokentail.frameworks.openai_agents import openai_agent, subagent_events
     from tokentail.shared.vocabulary.records import child_run_id
 
-    @function_tool
+    @function_tool  # type: ignore[untyped-decorator]  # (Any where mypy runs: no agents there)
     def get_weather(city: str) -> str:
         """The weather in a city."""
         return f"sunny in {city}"
