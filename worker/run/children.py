@@ -347,7 +347,7 @@ class InlineChildren:
         `run.continued` of the child, which drops the same); when it started over, the child does too
         (`run.retrying`: clients drop all it streamed). A first attempt reads nothing."""
         replay = self.writer.recorded
-        if not isinstance(replay, Replay) and self.attempt == 1:
+        if not isinstance(replay, Replay) and self.attempt <= 1:
             return False
         if self._session is None:
             self._session = asyncio.ensure_future(self._read())
