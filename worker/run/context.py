@@ -40,7 +40,12 @@ An agent that never calls `ctx.steers()` takes no steers: those sent to its run 
 Frameworks report a tool's start and its end as two callbacks, not one scope: for them,
 `ctx.tool_started(call_id, name, arguments)` and later `ctx.tool_finished(call_id, result=...)` (or
 `error=...`). Every call takes `agent=`: the sub-agent or branch the event comes from, when several
-stream into one run side by side.
+stream into one run side by side. A sub-agent that runs inside the agent's own code (a framework's
+agent-as-tool, subgraph, delegate) can show as a child run instead, durable only as this run's record
+is (docs/subagents-frameworks.md):
+
+    async with await ctx.subagent("researcher", call_id="call_7", input="x") as child:
+        await child.delta("...")                   # the child's text: its output, not this run's
 
 That is all an agent needs. tokentail's own code (the run, the built-in loop, the framework adapters)
 reaches the attempt's internals through `ctx.this_attempt` (worker/run/attempt.py), which is not part of
