@@ -23,6 +23,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
 
 from tokentail.frameworks import as_json
+from tokentail.worker.run.children import InlineChild
 from tokentail.worker.run.context import RunContext
 from tokentail.worker.running import BlockingCall
 
@@ -38,12 +39,13 @@ def history(ctx: RunContext) -> list[BaseMessage]:
     ]
 
 
-async def stream_chunk(ctx: RunContext, chunk: AIMessage, agent: str | None = None) -> None:
+async def stream_chunk(ctx: RunContext | InlineChild, chunk: AIMessage, agent: str | None = None) -> None:
     """One streamed chunk of a model's message (or a whole message that was not streamed): its text,
     its reasoning, and its usage (which LangChain puts on the last chunk, e.g. with ChatOpenAI's
     `stream_usage=True`). `content_blocks` reads every provider's content the same way (a string, or
     Anthropic's and OpenAI Responses' lists of blocks). Tool calls are not told here: a chunk holds
-    fragments of their arguments; the whole call is told once the message is complete."""
+    fragments of their arguments; the whole call is told once the message is complete. `ctx`: the run,
+    or a child run of it (a LangGraph subgraph's)."""
     for block in chunk.content_blocks:
         if block["type"] == "text" and block.get("text"):
             await ctx.delta(block["text"], agent=agent)

@@ -43,10 +43,19 @@ mid-pass. `steer_input=None` takes no steers (a graph whose state has no place f
 `not_supported`. The checkpoints the adapter records say how many times it took steers in, so a
 worker that goes on from them does not give the graph those steers again.
 
-Events from inside a subgraph carry its node's name as their `agent` label, so a UI can group a
-supervisor's workers. The graph's input is the session's turns and the run's input as `messages`
-(give `make_input` for a graph whose state has another shape). Cancelling the run cancels the
-graph's task and, with it, the model's HTTP stream.
+A subgraph (a compiled graph run as a node, or called inside one) is a child run on the wire
+(docs/subagents-frameworks.md): each namespace LangGraph streams it under (`("researcher:<task id>",)`,
+deeper for a subgraph's subgraphs) opens a child of the run (or of its parent subgraph's child) with
+`run.spawned` (its node's name, and the namespace's last part as the call id, which LangGraph derives
+from the checkpoint: the same when a worker goes on from it), its tokens, tool calls, status and data
+with the child's `run_id`, and its `run.completed` when its node's update comes in the parent graph
+(`run.failed` if the pass fails). Its events still carry its node's name as their `agent` label. A
+subgraph's text is the child's output, not the run's answer: a graph whose answer a subgraph writes
+passes `subgraphs_as_children=False`, and its events are the run's own, labelled, as before.
+
+The graph's input is the session's turns and the run's input as `messages` (give `make_input` for a
+graph whose state has another shape). Cancelling the run cancels the graph's task and, with it, the
+model's HTTP stream.
 """
 
 import asyncio
@@ -67,7 +76,10 @@ from tokentail.frameworks import as_json
 from tokentail.frameworks.langchain import history, stream_chunk
 from tokentail.shared.vocabulary.errors import StepTooLarge
 from tokentail.worker.run.agents import continues
+from tokentail.worker.run.children import InlineChild
 from tokentail.worker.run.context import RunContext
+
+Streams = RunContext | InlineChild  # where events go: the run, or a subgraph's child run
 
 TokentailAgent = Callable[[RunContext], Coroutine[Any, Any, None]]
 logger = logging.getLogger(__name__)
@@ -88,8 +100,10 @@ def langgraph_agent(
     make_input: Callable[[RunContext], Any] = messages_input,
     steer_input: Callable[[list[str]], Any] | None = messages_steer,
     config: RunnableConfig | None = None,
+    subgraphs_as_children: bool = True,
 ) -> TokentailAgent:
-    """A tokentail agent that streams a run of the compiled `graph`."""
+    """A tokentail agent that streams a run of the compiled `graph`; its subgraphs as child runs,
+    unless `subgraphs_as_children=False` (then their events are the run's, labelled with their node)."""
 
     async def run(ctx: RunContext) -> None:
         saver = _Saver(ctx)
@@ -106,7 +120,8 @@ def langgraph_agent(
         graph_with_saver = graph.copy(update={"checkpointer": saver.saver})
         while True:
             calls = _ToolCalls(ctx)
-            interrupts = await _pass(ctx, graph_with_saver, graph_input, run_config, calls, saver)
+            children = _Subgraphs(ctx, subgraphs_as_children)
+            interrupts = await _pass(ctx, graph_with_saver, graph_input, run_config, calls, saver, children)
             if interrupts:  # the graph waits for a person: so does the run
                 await _ask(ctx, interrupts, calls, saver)
                 return
@@ -143,6 +158,7 @@ async def _pass(
     run_config: RunnableConfig,
     calls: "_ToolCalls",
     saver: "_Saver",
+    children: "_Subgraphs",
 ) -> list[Interrupt]:
     """Stream one pass of the graph, to its end or an interrupt (the interrupts, if any)."""
     stream = cast(  # an async generator: closed on the way out
@@ -156,13 +172,60 @@ async def _pass(
             async for namespace, mode, data in stream:
                 if mode == "updates" and isinstance(data, dict) and "__interrupt__" in data:
                     interrupts.extend(data["__interrupt__"])
-                await _event(ctx, calls, _agent_of(namespace), mode, data)
+                await _event(await children.of(namespace), calls, _agent_of(namespace), mode, data)
+                if mode == "updates" and isinstance(data, dict):
+                    await children.ended(namespace, data)  # the nodes that ran subgraphs are done
                 if mode == "updates" and not namespace and not interrupts:
                     await saver.record()
     except BaseException as exc:  # CancelledError too: the stream says how the open calls ended
         await calls.fail_open(exc)
+        if isinstance(exc, Exception | asyncio.CancelledError):  # (not a question asked: they go on then)
+            await children.fail_open(exc)
         raise
+    if not interrupts:  # (one that waits on a person goes on when the run does)
+        await children.end_open()
     return interrupts
+
+
+class _Subgraphs:
+    """The subgraphs streaming in one pass, each a child run, by its namespace (`of`)."""
+
+    def __init__(self, ctx: RunContext, shown: bool) -> None:
+        self._ctx = ctx
+        self._shown = shown
+        self._open: dict[tuple[str, ...], InlineChild] = {}
+
+    async def of(self, namespace: tuple[str, ...]) -> Streams:
+        """Where the events of `namespace` go: the run's, or its subgraph's child (opened at its first)."""
+        if not namespace or not self._shown:
+            return self._ctx
+        if (child := self._open.get(namespace)) is None:
+            parent = await self.of(namespace[:-1])  # a subgraph's subgraph: a grandchild
+            name, call_id = namespace[-1].partition(":")[0], namespace[-1]
+            child = self._open[namespace] = await parent.subagent(name, call_id=call_id)
+        return child
+
+    async def ended(self, namespace: tuple[str, ...], updates: dict[str, Any]) -> None:
+        """Nodes of `namespace` told their update: the subgraphs they ran (and theirs) have ended."""
+        done = [
+            (inner, child)
+            for inner, child in self._open.items()
+            if inner[: len(namespace)] == namespace
+            and len(inner) > len(namespace)
+            and inner[len(namespace)].partition(":")[0] in updates
+        ]
+        for inner, child in sorted(done, key=lambda opened: -len(opened[0])):  # the deepest first
+            del self._open[inner]
+            await child.end()
+
+    async def end_open(self) -> None:
+        for inner in sorted(self._open, key=len, reverse=True):
+            await self._open.pop(inner).end()
+
+    async def fail_open(self, error: BaseException) -> None:
+        for inner in sorted(self._open, key=len, reverse=True):
+            child = self._open.pop(inner)
+            await (child.cancel("cancelled") if isinstance(error, asyncio.CancelledError) else child.fail(error))
 
 
 class _Saver:
@@ -190,14 +253,14 @@ class _Saver:
             logger.warning("run %s: the graph's checkpoints are too large to record", self._ctx.run_id)
 
 
-async def _event(ctx: RunContext, calls: "_ToolCalls", agent: str | None, mode: str, data: Any) -> None:
+async def _event(ctx: Streams, calls: "_ToolCalls", agent: str | None, mode: str, data: Any) -> None:
     if mode == "messages":
         # Chunks as they stream, and the whole AI messages whose chunks LangGraph did not send.
         message, _metadata = data
         if isinstance(message, AIMessage):  # AIMessageChunk too
             await stream_chunk(ctx, message, agent)
     elif mode == "updates":
-        await calls.update(data, agent)
+        await calls.update(data, agent, ctx)
     elif isinstance(data, str):
         await ctx.status(data, agent=agent)
     else:
@@ -270,29 +333,30 @@ class _ToolCalls:
     def __init__(self, ctx: RunContext) -> None:
         self._ctx = ctx
         self._seen: set[tuple[str, str]] = set()  # (call id, "started" | "finished")
-        self._open: dict[str, str | None] = {}  # started, not finished: call id -> agent label
+        self._open: dict[str, tuple[str | None, Streams]] = {}  # started, not finished: call id -> agent label, where
 
-    async def update(self, updates: Any, agent: str | None) -> None:
+    async def update(self, updates: Any, agent: str | None, streams: Streams) -> None:
         if not isinstance(updates, dict):
             return
         for update in updates.values():
             messages = update.get("messages", []) if isinstance(update, dict) else []
             for message in messages if isinstance(messages, list) else [messages]:
-                await self._message(message, agent)
+                await self._message(message, agent, streams)
 
-    async def _message(self, message: Any, agent: str | None) -> None:
+    async def _message(self, message: Any, agent: str | None, streams: Streams) -> None:
         if isinstance(message, AIMessage):
             for call in message.tool_calls:
                 call_id = call["id"] or call["name"]
                 if self._first(call_id, "started"):
-                    self._open[call_id] = agent
-                    await self._ctx.tool_started(call_id, call["name"], call["args"], agent=agent)
+                    self._open[call_id] = (agent, streams)
+                    await streams.tool_started(call_id, call["name"], call["args"], agent=agent)
         elif isinstance(message, ToolMessage) and self._first(message.tool_call_id, "finished"):
-            self._open.pop(message.tool_call_id, None)
+            # Ended where it started (a subgraph's call comes again in its parent's update: told once).
+            agent, streams = self._open.pop(message.tool_call_id, (agent, streams))
             if message.status == "error":
-                await self._ctx.tool_finished(message.tool_call_id, error=str(message.content), agent=agent)
+                await streams.tool_finished(message.tool_call_id, error=str(message.content), agent=agent)
             else:
-                await self._ctx.tool_finished(message.tool_call_id, result=as_json(message.content), agent=agent)
+                await streams.tool_finished(message.tool_call_id, result=as_json(message.content), agent=agent)
 
     def open_call(self) -> str | None:
         """The one call started and not answered, if one: the call an interrupt in a tool is about."""
@@ -301,8 +365,8 @@ class _ToolCalls:
     async def fail_open(self, error: BaseException) -> None:
         """The calls the graph started and never answered, failed with what stopped it."""
         open_calls, self._open = self._open, {}
-        for call_id, agent in open_calls.items():
-            await self._ctx.tool_finished(call_id, error=error, agent=agent)
+        for call_id, (agent, streams) in open_calls.items():
+            await streams.tool_finished(call_id, error=error, agent=agent)
 
     def _first(self, call_id: str, what: str) -> bool:
         if (call_id, what) in self._seen:

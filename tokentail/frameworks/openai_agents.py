@@ -18,6 +18,22 @@ input items, and its `stream_events()` become tokentail events:
   (`agent_updated_stream_event`);
 - the run's usage, summed by the SDK over its model calls, -> `run.completed`.
 
+Agents used as tools (`Agent.as_tool(...)`) run their own, nested run inside the tool call; the SDK
+streams its events only to the tool's `on_stream` callback. Give it `subagent_events` (or call it
+from yours), and the nested run is a child run of the tokentail run on the wire
+(docs/subagents-frameworks.md):
+
+    researcher_tool = researcher.as_tool(
+        tool_name="research", tool_description="Look it up.", on_stream=subagent_events
+    )
+
+the parent's `tool.started` for the call, the child's `run.spawned` (its id from the call's id), its
+text, reasoning and tool calls with the child's `run_id` (and the nested agent's name as `agent`), its
+`run.completed` with the tool's output (`run.failed` when the tool failed), then the parent's
+`tool.completed`. The child's text is not the run's answer. A handoff is not a child: the agent handed
+to takes the conversation over and answers the user (the SDK's own words), so its text is the run's
+answer, labelled with its name (`agent`), as before.
+
 Steers (docs/steering.md) are taken between the SDK's turns: before a model call, those the worker
 was told of go into its input as user messages (through `RunConfig.call_model_input_filter`,
 after which yours, if any, is called), where they stay for the run's later calls; when the run ends,
@@ -32,11 +48,14 @@ cancels that background task and with it the model's HTTP stream: the token spen
 import dataclasses
 import inspect
 import json
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from contextvars import ContextVar
+from typing import Any, NamedTuple, Protocol
 
 from agents import (
     Agent,
+    AgentToolStreamEvent,
     AgentUpdatedStreamEvent,
     RawResponsesStreamEvent,
     RunConfig,
@@ -49,9 +68,11 @@ from agents import (
 from agents.run_config import DEFAULT_MAX_TURNS, CallModelData, ModelInputData, ToolErrorFormatterArgs
 
 from tokentail.frameworks import as_json
+from tokentail.worker.run.children import InlineChild
 from tokentail.worker.run.context import RunContext
 
 TokentailAgent = Callable[[RunContext], Awaitable[None]]
+logger = logging.getLogger(__name__)
 
 TEXT_DELTA = "response.output_text.delta"
 REASONING_DELTAS = frozenset({"response.reasoning_text.delta", "response.reasoning_summary_text.delta"})
@@ -80,6 +101,17 @@ def openai_agent(
 
     async def run(ctx: RunContext) -> None:
         failed: dict[str, Failure] = {}
+        subagents = Subagents(ctx, failed)
+        shown = _SUBAGENTS.set(subagents)  # (before the SDK's run: its tasks see it, `subagent_events` too)
+        try:
+            await _run(ctx, failed, subagents)
+        except BaseException as exc:
+            await subagents.end_open(exc)
+            raise
+        finally:
+            _SUBAGENTS.reset(shown)
+
+    async def _run(ctx: RunContext, failed: dict[str, Failure], subagents: "Subagents") -> None:
         steers = Steers(ctx)
         config = steers.taking(_telling_failures(run_config or RunConfig(), failed))
         items, current = input_items(ctx), agent
@@ -92,13 +124,13 @@ def openai_agent(
                 max_turns=max_turns,
                 run_config=config,
             )
-            label = current.name
+            subagents.label = current.name
             try:
                 async for event in result.stream_events():
                     if isinstance(event, AgentUpdatedStreamEvent):  # the start, and each handoff
-                        label = event.new_agent.name
+                        subagents.label = event.new_agent.name
                     else:
-                        await _emit(ctx, event, label, failed)
+                        await _emit(ctx, event, subagents.label, failed, subagents)
             finally:
                 # A no-op once the run is over. Cancelled while this task was not waiting on the SDK's
                 # queue (writing an event, say), the SDK would not know: stop its run loop here.
@@ -169,8 +201,94 @@ def _telling_failures(config: RunConfig, failed: dict[str, Failure]) -> RunConfi
     return dataclasses.replace(config, tool_error_formatter=formatter)
 
 
+class Streams(Protocol):
+    """Where a run's events go: the run (RunContext), or a child of it (InlineChild)."""
+
+    async def delta(self, text: str, *, agent: str | None = None) -> None: ...
+    async def reasoning(self, text: str, *, agent: str | None = None) -> None: ...
+    async def tool_started(
+        self, call_id: str, name: str, arguments: dict[str, Any], *, agent: str | None = None
+    ) -> None: ...
+    async def tool_finished(
+        self,
+        call_id: str,
+        *,
+        result: Any = None,
+        error: str | BaseException | None = None,
+        denied: bool = False,
+        agent: str | None = None,
+    ) -> None: ...
+
+
+class Subagents:
+    """The agents-as-tools of one tokentail run that stream to it (`subagent_events`): each nested run
+    a child of the run, by the id of the tool call it runs in."""
+
+    def __init__(self, ctx: RunContext, failed: dict[str, "Failure"]) -> None:
+        self._ctx = ctx
+        self._failed = failed
+        self.label = ""  # the run's agent now (a handoff changes it)
+        self.started: set[str] = set()  # the run's tool calls shown started
+        self.open: dict[str, InlineChild] = {}  # by call id
+
+    async def event(self, payload: AgentToolStreamEvent) -> None:
+        call, agent = payload["tool_call"], payload["agent"]
+        if call is None:  # (the SDK gives none outside a model's tool call: nothing to show it in)
+            return
+        child = self.open.get(call.call_id)
+        if child is None:
+            # The run's stream may not have shown the call yet (it comes through the SDK's queue): first it.
+            arguments = tool_arguments(call)
+            await self.tool_started(self._ctx, call.call_id, call.name, arguments, self.label)
+            text = arguments.get("input")
+            given = text if isinstance(text, str) else json.dumps(arguments, ensure_ascii=False)
+            child = self.open[call.call_id] = await self._ctx.subagent(agent.name, call_id=call.call_id, input=given)
+        event = payload["event"]
+        if not isinstance(event, AgentUpdatedStreamEvent):  # (a handoff inside it: the label says so)
+            await _emit(child, event, agent.name, self._failed, None)
+
+    async def tool_started(
+        self, streams: Streams, call_id: str, name: str, arguments: dict[str, Any], label: str
+    ) -> None:
+        if call_id not in self.started:
+            self.started.add(call_id)
+            await streams.tool_started(call_id, name, arguments, agent=label)
+
+    async def end(self, call_id: str, output: Any, failure: "Failure | None") -> None:
+        """The call's output came: its child, if it has one, ends (before the run takes the output)."""
+        if (child := self.open.pop(call_id, None)) is None:
+            return
+        if failure is not None:
+            await child.fail(failure.error)
+        else:
+            await child.end(output if isinstance(output, str) else json.dumps(as_json(output), ensure_ascii=False))
+
+    async def end_open(self, error: BaseException) -> None:
+        """The run stopped with children open: they end with it (a cancel, or a failure)."""
+        for call_id in list(self.open):
+            child = self.open.pop(call_id)
+            try:
+                await (child.cancel("cancelled") if not isinstance(error, Exception) else child.fail(error))
+            except BaseException:  # (the writer may be the failure: the run's end tells clients)
+                logger.debug("run %s: child %s not ended", self._ctx.run_id, child.run_id, exc_info=True)
+
+
+_SUBAGENTS: ContextVar[Subagents | None] = ContextVar("tokentail_openai_subagents", default=None)
+
+
+async def subagent_events(event: AgentToolStreamEvent) -> None:
+    """`Agent.as_tool(..., on_stream=subagent_events)`: the nested agent's run streams into the tokentail
+    run as a child run (outside one, nothing)."""
+    if (subagents := _SUBAGENTS.get()) is not None:
+        await subagents.event(event)
+
+
 async def _emit(
-    ctx: RunContext, event: RawResponsesStreamEvent | RunItemStreamEvent, label: str, failed: dict[str, Failure]
+    ctx: Streams,
+    event: RawResponsesStreamEvent | RunItemStreamEvent,
+    label: str,
+    failed: dict[str, Failure],
+    subagents: Subagents | None,
 ) -> None:
     if isinstance(event, RawResponsesStreamEvent):
         if event.data.type == TEXT_DELTA:
@@ -180,9 +298,15 @@ async def _emit(
     elif isinstance(event.item, ToolCallItem):  # tool_called
         item = event.item
         call_id = item.call_id or f"call_{id(item.raw_item)}"
-        await ctx.tool_started(call_id, item.tool_name or "tool", tool_arguments(item.raw_item), agent=label)
+        arguments = tool_arguments(item.raw_item)
+        if subagents is not None:  # (the run's own: shown once, whether its child came first or not)
+            await subagents.tool_started(ctx, call_id, item.tool_name or "tool", arguments, label)
+        else:
+            await ctx.tool_started(call_id, item.tool_name or "tool", arguments, agent=label)
     elif isinstance(event.item, ToolCallOutputItem):  # tool_output
         call_id = _field(event.item.raw_item, "call_id") or _field(event.item.raw_item, "id")
+        if call_id and subagents is not None:
+            await subagents.end(call_id, event.item.output, failed.get(call_id))
         if call_id and (failure := failed.pop(call_id, None)) is not None:
             await ctx.tool_finished(call_id, error=failure.error, denied=failure.denied, agent=label)
         elif call_id:

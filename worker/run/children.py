@@ -12,19 +12,42 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, NoReturn, Protocol
 
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import lane_of, session_of
 from tokentail.shared.store.reads import decode_run, read_run
 from tokentail.shared.store.scripts.children import Spawned
-from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, Ending, EventType, RunSpawned, SpawnCause
+from tokentail.shared.vocabulary.events import (
+    TERMINAL_EVENTS,
+    CustomData,
+    Ending,
+    ErrorInfo,
+    EventType,
+    MessageDelta,
+    ReasoningDelta,
+    RunCancelled,
+    RunCompleted,
+    RunContinued,
+    RunFailed,
+    RunRetrying,
+    RunSpawned,
+    RunStarted,
+    SpawnCause,
+    Status,
+    ToolCompleted,
+    ToolFailed,
+    ToolStarted,
+)
 from tokentail.shared.vocabulary.records import RunRecord, child_run_id
+from tokentail.shared.vocabulary.run_log import RunLog
+from tokentail.worker.run.recovery.replay import Replay
 from tokentail.worker.run.run_writes import RunLease
-from tokentail.worker.run.writer import EventWriter
+from tokentail.worker.run.writer import EventWriter, OutputTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -283,3 +306,215 @@ class Children:
                 429,
                 f"a tenant's runs start at most {most} children a minute (TOKENTAIL_CHILDREN_PER_TENANT_PER_MINUTE)",
             )
+
+
+# Inline children: a framework's own sub-agents (an OpenAI Agents SDK agent used as a tool, a handoff, a
+# LangGraph subgraph, a PydanticAI agent called in a tool) run inside the parent's code, in its worker,
+# so they cannot be runs of their own as `spawn`'s are. Clients still see them as children: each has a
+# run id of its own (`child_run_id`, the same in every attempt of the parent), its `run.spawned` and
+# `run.started`, events carrying its id, and its end, all appended through the parent's writer under
+# the parent's lease. Durable only as the parent's record is: a parent that goes on from its record
+# opens its inline children again, and what their records hold is not appended twice
+# (worker/run/recovery/replay.py); none has a run record, a lease, questions or steers of its own.
+
+
+class InlineChildren:
+    """The inline children of one attempt's run, and their records when the attempt goes on from its own."""
+
+    def __init__(self, writer: EventWriter, run: RunRecord, add_usage: Callable[[int, int], None]) -> None:
+        """`add_usage`: the run's (RunContext.add_usage): what its children's models cost is its cost too."""
+        self.writer = writer
+        self.add_usage = add_usage
+        self.attempt = run.attempt
+        self._queued_seq = run.queued_seq or 0
+        self._session: asyncio.Future[_Recorded] | None = None  # read once, by the first child opened again
+
+    async def open(self, parent: str, name: str, call_id: str, text: str, agent: str | None) -> "InlineChild":
+        """Show child `name` of run `parent` (this run, or an inline child of it), for its call `call_id`."""
+        child = InlineChild(self, child_run_id(parent, call_id), parent, name)
+        if not await self._spawned_before(child.run_id, parent):
+            cause = SpawnCause(call_id=call_id)
+            spawned = RunSpawned(
+                run_id=child.run_id, parent_run_id=parent, agent=agent or name, name=name, input=text, cause=cause
+            )
+            await self.writer.emit(spawned)
+            await self.writer.emit(RunStarted(run_id=child.run_id, parent_run_id=parent, attempt=1))
+        return child
+
+    async def _spawned_before(self, run_id: str, parent: str) -> bool:
+        """Whether an attempt before this one spawned the child. When this one goes on from the run's
+        record, the replay gets the child's record, cut where its parent's is (told to clients by a
+        `run.continued` of the child, which drops the same); when it started over, the child does too
+        (`run.retrying`: clients drop all it streamed). A first attempt reads nothing."""
+        replay = self.writer.recorded
+        if not isinstance(replay, Replay) and self.attempt <= 1:
+            return False
+        if self._session is None:
+            self._session = asyncio.ensure_future(self._read())
+        session = await asyncio.shield(self._session)
+        spawned = run_id in session.spawned
+        if not isinstance(replay, Replay):
+            if spawned:
+                why = f"its parent run {self.writer.lease.run_id} started over"
+                await self.writer.emit(
+                    RunRetrying(run_id=run_id, parent_run_id=parent, attempt=self.attempt, reason=why)
+                )
+                again = RunStarted(run_id=run_id, parent_run_id=parent, attempt=self.attempt, reason="takeover")
+                await self.writer.emit(again)
+            return spawned
+        if not spawned:
+            replay.child(run_id, None)
+            return False
+        log, cut = RunLog.of(run_id, session.events), replay.log.last_seq
+        if any(event.type in TERMINAL_EVENTS for event in log.events) or all(e.seq <= cut for e in log.events):
+            replay.child(run_id, log)  # ended (all it streams again is held), or nothing past the cut
+            return True
+        replay.child(run_id, log.kept_until(cut))
+        await self.writer.emit(
+            RunContinued(run_id=run_id, parent_run_id=parent, attempt=self.attempt, from_event_id=cut)
+        )
+        return True
+
+    async def _read(self) -> "_Recorded":
+        """The session's events since the run was queued: its inline children's are among them."""
+        lease = self.writer.lease
+        key = lease.runs.keys.session(lease.session_id).events
+        recorded = _Recorded([], set())
+        start = str(self._queued_seq)
+        while entries := await lease.runs.redis.xrange(key, min=start, max="+", count=FOLLOW_BATCH):
+            for entry_id, fields in entries:
+                seq, event_type, data = int(entry_id.split(b"-")[0]), fields[b"type"].decode(), fields[b"data"]
+                recorded.events.append((seq, event_type, data))
+                if event_type == EventType.RUN_SPAWNED:
+                    recorded.spawned.add(json.loads(data)["run_id"])
+            start = "(" + entries[-1][0].decode()
+        return recorded
+
+
+@dataclass(slots=True)
+class _Recorded:
+    events: list[tuple[int, str, bytes]]  # (seq, type, data JSON)
+    spawned: set[str]  # the children spawned in them
+
+
+class InlineChild:
+    """A framework's sub-agent shown as a child run (`RunContext.subagent`): its text, reasoning, status,
+    data and tool calls as the child's events; then `end` (its output: by default the text it streamed)
+    or `fail`. Used as `async with`, it ends when the block does, or fails with its exception."""
+
+    def __init__(self, children: InlineChildren, run_id: str, parent_run_id: str, name: str) -> None:
+        self.run_id = run_id
+        self.parent_run_id = parent_run_id
+        self.name = name
+        self._children = children
+        self._writer = children.writer
+        self._text: list[str] = []
+        self._chars = 0
+        self._calls: dict[str, float] = {}  # open tool calls: when each started
+        self._usage = {"input_tokens": 0, "output_tokens": 0}
+        self.ended = False
+
+    async def delta(self, text: str, *, agent: str | None = None) -> None:
+        """Its answer text (its output), never its parent's."""
+        self._chars += len(text)
+        if self._chars > self._writer.max_output_chars:
+            raise OutputTooLarge(f"child run {self.run_id}'s text exceeded {self._writer.max_output_chars} characters")
+        self._text.append(text)
+        await self._writer.child_text(self.run_id, MessageDelta, text, agent)
+
+    async def reasoning(self, text: str, *, agent: str | None = None) -> None:
+        await self._writer.child_text(self.run_id, ReasoningDelta, text, agent)
+
+    async def status(self, text: str, *, agent: str | None = None) -> None:
+        await self._writer.emit(Status(run_id=self.run_id, text=text, agent=agent))
+
+    async def data(self, name: str, data: Any, *, agent: str | None = None) -> None:
+        await self._writer.emit(CustomData(run_id=self.run_id, name=name, data=data, agent=agent))
+
+    async def tool_started(
+        self, call_id: str, name: str, arguments: dict[str, Any], *, agent: str | None = None
+    ) -> None:
+        self._calls[call_id] = time.monotonic()
+        await self._writer.emit(
+            ToolStarted(run_id=self.run_id, call_id=call_id, name=name, arguments=arguments, agent=agent)
+        )
+
+    async def tool_finished(
+        self,
+        call_id: str,
+        *,
+        result: Any = None,
+        error: str | BaseException | None = None,
+        denied: bool = False,
+        agent: str | None = None,
+    ) -> None:
+        started = self._calls.pop(call_id, None)
+        duration_ms = int((time.monotonic() - started) * 1000) if started is not None else 0
+        if error is None:
+            end: ToolCompleted | ToolFailed = ToolCompleted(
+                run_id=self.run_id, call_id=call_id, result=result, duration_ms=duration_ms, agent=agent
+            )
+        else:
+            message, ms = _message(error), duration_ms
+            end = ToolFailed(
+                run_id=self.run_id, call_id=call_id, error=message, duration_ms=ms, denied=denied, agent=agent
+            )
+        await self._writer.emit(end)
+
+    async def subagent(self, name: str, *, call_id: str, input: str = "", agent: str | None = None) -> "InlineChild":  # noqa: A002
+        """A sub-agent of this one, shown as its child (a grandchild of the run)."""
+        return await self._children.open(self.run_id, name, call_id, input, agent)
+
+    def add_usage(self, input_tokens: int, output_tokens: int) -> None:
+        """What a model call of the child cost: its own (in its `run.completed`), and its parent run's."""
+        self._usage["input_tokens"] += input_tokens
+        self._usage["output_tokens"] += output_tokens
+        self._children.add_usage(input_tokens, output_tokens)
+
+    @property
+    def output(self) -> str:
+        """The text it streamed (in this attempt and, replayed, before it)."""
+        return "".join(self._text)
+
+    async def end(self, output: str | None = None, usage: dict[str, Any] | None = None) -> None:
+        """It completed: `run.completed` with `output` (by default the text it streamed)."""
+        await self._end(
+            RunCompleted(
+                run_id=self.run_id, output=self.output if output is None else output, usage=usage or self._usage
+            )
+        )
+
+    async def fail(self, error: str | BaseException, type: str = "agent_error") -> None:  # noqa: A002
+        """It failed (its parent goes on, or fails with it, as the framework decides): `run.failed`."""
+        await self._end(RunFailed(run_id=self.run_id, error=ErrorInfo(type=type, message=_message(error))))
+
+    async def cancel(self, reason: str) -> None:
+        await self._end(RunCancelled(run_id=self.run_id, reason=reason))
+
+    async def _end(self, ending: Ending) -> None:
+        if self.ended:
+            return  # (a framework may tell the end twice: by its result and by its stream's end)
+        self.ended = True
+        for call_id in list(self._calls):  # calls left open end with it, as a run's do
+            await self.tool_finished(call_id, error=asyncio.CancelledError())
+        ending.parent_run_id = self.parent_run_id
+        await self._writer.emit(ending)
+
+    async def __aenter__(self) -> "InlineChild":
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            await self.end()
+        elif isinstance(exc, asyncio.CancelledError):
+            await self.cancel("cancelled")
+        elif isinstance(exc, Exception):
+            await self.fail(exc)
+
+
+def _message(error: str | BaseException) -> str:
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return error if isinstance(error, str) else str(error)[:4096] or type(error).__name__

@@ -47,7 +47,12 @@ An agent that never calls `ctx.steers()` takes no steers: those sent to its run 
 Frameworks report a tool's start and its end as two callbacks, not one scope: for them,
 `ctx.tool_started(call_id, name, arguments)` and later `ctx.tool_finished(call_id, result=...)` (or
 `error=...`). Every call takes `agent=`: the sub-agent or branch the event comes from, when several
-stream into one run side by side.
+stream into one run side by side. A sub-agent that runs inside the agent's own code (a framework's
+agent-as-tool, subgraph, delegate) can show as a child run instead, durable only as this run's record
+is (docs/subagents-frameworks.md):
+
+    async with await ctx.subagent("researcher", call_id="call_7", input="x") as child:
+        await child.delta("...")                   # the child's text: its output, not this run's
 
 That is all an agent needs. tokentail's own code (the run, the built-in loop, the framework adapters)
 reaches the attempt's internals through `ctx.this_attempt` (worker/run/attempt.py), which is not part of
@@ -84,7 +89,14 @@ from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord, T
 from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker.run import traces
 from tokentail.worker.run.attempt import Attempt
-from tokentail.worker.run.children import ChildEvent, Children, ChildResult, WaitingForChildren
+from tokentail.worker.run.children import (
+    ChildEvent,
+    Children,
+    ChildResult,
+    InlineChild,
+    InlineChildren,
+    WaitingForChildren,
+)
 from tokentail.worker.run.usage import UsageMeter
 from tokentail.worker.run.writer import EventWriter
 
@@ -295,6 +307,7 @@ class RunContext:
         self._children = children or Children.none()
         self._children.waits = _Batch(writer, _waiting_for_children, self._children.started)
         self._tool_calls = 0
+        self._inline = InlineChildren(writer, run, self.add_usage)
 
     @property
     def arguments(self) -> dict[str, Any]:
@@ -423,6 +436,11 @@ class RunContext:
         """As `spawn`, but this run follows the child as it goes (holding its worker): its events and its
         descendants' (`ChildEvent`), through its end; `ChildFailed` after them if it did not complete."""
         return self._children.stream(self.tool, agent, input, self._children.call_id(call_id), name)
+
+    async def subagent(self, name: str, *, call_id: str, input: str = "") -> InlineChild:  # noqa: A002
+        """Show a sub-agent running inside this agent's code (a framework's) as a child run, for call
+        `call_id`: stream its events through what this returns (docs/subagents-frameworks.md)."""
+        return await self._inline.open(self.run_id, name, call_id, input, None)
 
     async def steers(self) -> list[str]:
         """The input sent to this run while it runs (steers), in the order sent, taken in now: each

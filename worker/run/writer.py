@@ -78,8 +78,8 @@ def is_answer(event_type: str) -> bool:
 class Recorded(Protocol):
     """What the run's record holds of what this attempt streams again (worker/run/recovery/replay.py)."""
 
-    def new_text(self, event_type: str, text: str) -> str:
-        """The part of `text` (of a text or reasoning delta) past what the record holds."""
+    def new_text(self, event_type: str, text: str, run: str | None = None) -> str:
+        """The part of `text` (of a text or reasoning delta; `run`: an inline child's) past what the record holds."""
         ...
 
     def holds(self, event_type: str, data: EventData) -> bool:
@@ -90,7 +90,7 @@ class Recorded(Protocol):
 def delta_head(run_id: str, model: type[MessageDelta | ReasoningDelta], agent: str | None) -> tuple[str, str]:
     """A text delta's event type, and its JSON up to the text (`{"run_id":…,"text":`), as its model
     writes it: a delta is that head, its text as pydantic writes a string, and `}`, the same bytes as
-    the model's, without a model per append. Made once per kind and agent."""
+    the model's, without a model per append. Made once per kind and streamer."""
     empty = model(run_id=run_id, text="", agent=agent).model_dump_json()  # checks `agent` too
     assert empty.endswith(_EMPTY_TEXT)  # `text` is the model's last field
     return _TEXT_EVENTS[model], empty[: -len(_EMPTY_TEXT)]
@@ -123,12 +123,17 @@ def _first_text(provider: str, waited: float, traced: Callable[[float], None] | 
     traced(waited)
 
 
-Kind = tuple[type[MessageDelta | ReasoningDelta], str | None]  # a text delta's model, and the agent streaming it
+# A text delta's model, and who streams it: the agent (see AgentEventData) of the writer's own run, or
+# (run id, agent) of an inline child (worker/run/children.py), whose text its parent's writer appends.
+# One slot for both: the own run's per-token path compares what it always did.
+TextModel = type[MessageDelta | ReasoningDelta]
+Streamer = str | None | tuple[str, str | None]
+Kind = tuple[TextModel, Streamer]
 
 
 class PendingText:
-    """The text a writer holds until its next append: of one kind (answer or reasoning) and one agent
-    (see AgentEventData), made text deltas when taken, their JSON head written once per kind."""
+    """The text a writer holds until its next append: of one kind (answer or reasoning) and one streamer
+    (an agent of the run, or an inline child's), made text deltas when taken, their JSON head written once per kind."""
 
     __slots__ = ("parts", "kind", "_run_id", "_head_kind", "_head")
 
@@ -139,15 +144,23 @@ class PendingText:
         self._head_kind: Kind | None = None
         self._head = ("", "")  # its event type and JSON head (see delta_head)
 
-    def other_than(self, model: type[MessageDelta | ReasoningDelta], agent: str | None) -> bool:
+    def other_than(self, model: TextModel, agent: Streamer) -> bool:
         """Whether text of another kind waits (appended before this text)."""
         return bool(self.parts) and (self.kind[0] is not model or self.kind[1] != agent)
+
+    def add(self, kind: Kind, text: str) -> None:
+        """Text of `kind` (the run's own per-token path adds its text itself)."""
+        if not self.parts:
+            self.kind = kind
+        self.parts.append(text)
 
     def take(self) -> list[tuple[str, str]]:
         text = "".join(self.parts)
         self.parts.clear()
         if self._head_kind != self.kind:
-            self._head_kind, self._head = self.kind, delta_head(self._run_id, *self.kind)
+            model, streamer = self._head_kind = self.kind
+            run, agent = streamer if isinstance(streamer, tuple) else (self._run_id, streamer)
+            self._head = delta_head(run, model, agent)
         return deltas(*self._head, text)
 
 
@@ -202,7 +215,7 @@ class EventWriter:
         self._run_id = lease.run_id
         self._ticks = ticks
         self._flush_interval = ticks.interval
-        self._max_output_chars = max_output_chars
+        self.max_output_chars = max_output_chars
         self._output_chars = 0
         self._clock = clock
         self._text_waiting = PendingText(lease.run_id)
@@ -220,8 +233,7 @@ class EventWriter:
         self.text_parts: list[str] = []  # the answer text this attempt streamed (past the record)
         self.recorded: Recorded | None = None  # a run that goes on: what its record holds is not appended again
         self._answering = False  # this attempt streamed answer text
-        # This attempt showed something as the run's answer: text, a tool call or a data event.
-        self.answered = False
+        self.answered = False  # this attempt showed something as the run's answer: text, a tool call, data
         self.events_appended = 0
         self.parent_run_id: str | None = None  # a child run's parent, which its terminal event names
         self.provider = "custom"  # the metrics label of what produces the text; set once it is known
@@ -243,6 +255,15 @@ class EventWriter:
             await self._flush_other_kind()
         self._text(ReasoningDelta, text, agent)
 
+    async def child_text(self, run: str, kind: TextModel, text: str, agent: str | None) -> None:
+        """Inline child `run`'s text (its bound is its own): coalesced apart from this run's, never its answer."""
+        if self._pending and self._text_waiting.other_than(kind, (run, agent)):
+            await self._flush_other_kind()
+        self._check_open()
+        if text := text if self.recorded is None else self.recorded.new_text(_TEXT_EVENTS[kind], text, run):
+            self._text_waiting.add((kind, (run, agent)), text)
+            self._schedule()
+
     async def _flush_other_kind(self) -> None:
         self._check_open()  # (text of another kind, or of another agent, is appended before what follows)
         await self.flush()
@@ -262,8 +283,8 @@ class EventWriter:
         if not self._pending:
             self._text_waiting.kind = (kind, agent)
         self._output_chars += len(text)
-        if self._output_chars > self._max_output_chars:
-            raise OutputTooLarge(f"the run's text exceeded {self._max_output_chars} characters")
+        if self._output_chars > self.max_output_chars:
+            raise OutputTooLarge(f"the run's text exceeded {self.max_output_chars} characters")
         if kind is MessageDelta:
             self.answered = True
             if not self._answering:
@@ -279,11 +300,11 @@ class EventWriter:
     async def emit(self, data: EventData) -> None:
         """Append any other event, after the text that came before it (a terminal one: `finish`)."""
         event_type = event_type_of(data)
-        if event_type in TERMINAL_EVENTS:
+        if (own := data.run_id == self._run_id) and event_type in TERMINAL_EVENTS:  # (not an inline child's)
             raise TypeError(f"{event_type} ends the run: use finish()")
-        if self._stopped and not isinstance(data, ToolCompleted | ToolFailed):  # open calls still end
+        if self._stopped and not isinstance(data, ToolCompleted | ToolFailed | Ending):  # open calls still end
             raise asyncio.CancelledError(f"run {self._run_id} was stopped")
-        self.answered = self.answered or is_answer(event_type)
+        self.answered = self.answered or (own and is_answer(event_type))
         if self.recorded is not None and self.recorded.holds(event_type, data):
             return
         stored = data.model_dump_json()
@@ -300,8 +321,7 @@ class EventWriter:
                 await self.lease.record_usage(attempt, usage)
 
     async def in_order(self, write: Callable[[], Awaitable[T]]) -> T:
-        """`write()` (a step recorded, steers taken in) after the text streamed before it, once the
-        appends on their way landed."""
+        """`write()` (a step recorded, steers taken in) after the text before it and the appends on their way."""
         await self.flush()
         async with self._lock:
             return await write()
@@ -316,9 +336,8 @@ class EventWriter:
             await self._write(self._take_pending())
 
     async def finish(self, ending: Ending) -> None:
-        """Write the run's terminal event, even after an append failed: a run must always end. A
-        completed run's text not yet appended goes with it, in the same call; any other drops it (the
-        terminal event says what became of the run)."""
+        """Write the run's terminal event, even after an append failed: a run must always end. A completed
+        run's text not yet appended goes with it, in one call; any other drops it (its end says why)."""
         self.close()
         ending.parent_run_id = self.parent_run_id
         await self._background.landed()
@@ -330,8 +349,7 @@ class EventWriter:
 
     def stop(self) -> None:
         """The run was stopped and its task cancelled: should the agent's code have swallowed the cancel
-        (Python 3.11's `asyncio.wait_for` can: cpython gh-86296), its next text or event (but the end
-        of a tool call) raises CancelledError, rather than it answer on to its end."""
+        (Python 3.11's `asyncio.wait_for` can: cpython gh-86296), its next text or event (but an end) raises."""
         self._stopped = True
 
     def close(self) -> None:
@@ -351,9 +369,8 @@ class EventWriter:
         now = self._clock()
         window_end = self._last_flush + self._flush_interval
         if now - self._last_flush >= 2 * self._flush_interval:
-            # After a quiet spell (the first token too): not held, but appended once this loop step
-            # is over: tokens that arrive together (one network read) go together. Taken with the
-            # first of them alone, the rest would wait a whole window for the next append.
+            # After a quiet spell (the first token too): not held, but appended once this loop step is over:
+            # tokens that arrive together (one network read) go together, not the first alone.
             if not self._lock.locked():  # else `_write`'s end schedules it, after its append
                 self._background.on = True
                 self._ticks.soon(self)
@@ -405,9 +422,8 @@ class EventWriter:
 
     def _take_pending(self) -> list[tuple[str, str]]:
         self._count_tokens()
-        # A window that closed late (at its tick, after an append in flight) counts from when it
-        # should have closed: the next window is not pushed later each time, which would hold text
-        # longer and longer.
+        # A window that closed late (at its tick, after an append in flight) counts from when it should
+        # have closed: the next window is not pushed later each time, holding text longer and longer.
         now = self._clock()
         self._last_flush = now if self._window_end is None else min(now, self._window_end)
         self._window_end = None

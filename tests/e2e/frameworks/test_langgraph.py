@@ -72,7 +72,7 @@ async def test_subgraph_events_carry_their_node_s_name_and_custom_writes_stream(
 
     lease = RecordingLease()
     ctx = RunContext(_writer(lease, 0), "s", RunRecord(run_id="r", input="find it"), history=[])
-    await langgraph_agent(outer.compile())(ctx)
+    await langgraph_agent(outer.compile(), subgraphs_as_children=False)(ctx)  # the run's own events, labelled
     await ctx.this_attempt.writer.flush()
     assert [(kind, data.get("agent")) for kind, data in lease.events] == [
         ("status", "researcher"),
@@ -81,6 +81,58 @@ async def test_subgraph_events_carry_their_node_s_name_and_custom_writes_stream(
         ("tool.completed", "researcher"),
     ]
     assert lease.events[1][1]["data"] == {"found": 2} and lease.events[3][1]["result"] == {"hits": 2}
+
+
+async def test_a_subgraph_streams_as_a_child_run_and_a_sync_node_s_tokens_are_its_own() -> None:
+    """A supervisor's worker as LangGraph's docs write one (a compiled subgraph added as a node; its
+    node a plain, sync function): a child run on the wire, by its namespace, its end when its node's
+    update comes; its text is not the run's answer, the supervisor's is."""
+    from langchain_core.messages import AIMessage, ToolMessage
+    from langgraph.config import get_stream_writer
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    from tests.unit.test_writer import RecordingLease, _writer
+    from tokentail.frameworks.langgraph import langgraph_agent
+    from tokentail.shared.vocabulary.records import RunRecord, child_run_id
+    from tokentail.worker.run.context import RunContext
+
+    def research(state: MessagesState) -> dict[str, Any]:  # sync, as the tutorials write nodes
+        get_stream_writer()("Searching the archive")
+        call = {"id": "call_1", "name": "search", "args": {"q": "tokentail"}}
+        found = [AIMessage("", tool_calls=[call]), ToolMessage('{"hits": 2}', tool_call_id="call_1")]
+        return {"messages": [*found, AIMessage("Two hits.")]}
+
+    inner = StateGraph(MessagesState)
+    inner.add_node("research", research)
+    inner.add_edge(START, "research")
+    outer = StateGraph(MessagesState)
+    outer.add_node("researcher", inner.compile())
+    outer.add_node("supervisor", lambda state: {"messages": [AIMessage("The archive has two hits.")]})
+    outer.add_edge(START, "researcher")
+    outer.add_edge("researcher", "supervisor")
+
+    lease = RecordingLease()
+    ctx = RunContext(_writer(lease, 0), "s", RunRecord(run_id="r", input="find it"), history=[])
+    await langgraph_agent(outer.compile())(ctx)
+    await ctx.this_attempt.writer.flush()
+    spawned: dict[str, Any] = next(data for kind, data in lease.events if kind == "run.spawned")
+    child = spawned["run_id"]
+    namespace = spawned["cause"]["call_id"]
+    assert namespace.startswith("researcher:") and child == child_run_id("r", namespace)
+    assert spawned["parent_run_id"] == "r" and spawned["agent"] == spawned["name"] == "researcher"
+    assert [(kind, data["run_id"], data.get("agent")) for kind, data in lease.events] == [
+        ("run.spawned", child, "researcher"),  # (its `agent`: the subgraph's node)
+        ("run.started", child, None),
+        ("status", child, "researcher"),
+        ("message.delta", child, "researcher"),  # (LangGraph sends a node's whole messages before its update)
+        ("tool.started", child, "researcher"),
+        ("tool.completed", child, "researcher"),
+        ("run.completed", child, None),
+        ("message.delta", "r", None),
+    ]
+    ended = next(data for kind, data in lease.events if kind == "run.completed")
+    assert ended["output"] == "Two hits." and ended["parent_run_id"] == "r"
+    assert ctx.this_attempt.output == "The archive has two hits."
 
 
 # In process, on LangChain's fake chat model (streaming its tool calls: tests/e2e/frameworks/test_langchain.py)
@@ -249,7 +301,7 @@ async def test_an_ai_message_a_node_writes_itself_is_streamed_once() -> None:
     outer.add_node("greeter", inner.compile())
     outer.add_edge(START, "greeter")
     ctx, lease = context()
-    await langgraph_agent(outer.compile())(ctx)
+    await langgraph_agent(outer.compile(), subgraphs_as_children=False)(ctx)  # (the greeter's text: the answer)
     await ctx.this_attempt.writer.flush()
     assert [(kind, data) for kind, data in lease.events] == [
         ("message.delta", {"run_id": "r", "text": "Hello from a node.", "agent": "greeter"})

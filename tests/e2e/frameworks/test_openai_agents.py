@@ -293,3 +293,58 @@ async def test_a_tool_that_raises_is_a_failed_call_though_the_model_is_told_the_
         recorder.events[1][1]["call_id"] == "call_1" and recorder.events[1][1]["error"] == "weather service unavailable"
     )
     assert told == (["call_1"] if own_formatter else [])  # the user's own formatter still answers the model
+
+
+async def test_an_agent_used_as_a_tool_streams_as_a_child_run() -> None:
+    """`as_tool(on_stream=subagent_events)`, as the SDK's docs write agents-as-tools (a sync tool in the
+    nested agent): its nested run is a child on the wire, inside the run's tool call."""
+    from agents import Agent, RunConfig, function_tool
+    from agents.testing import ScriptedModel, assistant_message, function_call
+
+    from tests.unit.test_writer import LeaseTicks, RecordingLease
+    from tokentail.frameworks.openai_agents import openai_agent, subagent_events
+    from tokentail.shared.vocabulary.records import child_run_id
+
+    @function_tool  # type: ignore[untyped-decorator]  # (Any where mypy runs: no agents there)
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    model = ScriptedModel(
+        [
+            [function_call("research", {"input": "Paris"}, call_id="call_r")],  # the parent calls its agent tool
+            [function_call("get_weather", {"city": "Paris"}, call_id="call_w")],  # the nested agent, its tool
+            [assistant_message("Sunny.")],  # the nested agent's answer
+            [assistant_message("It is sunny in Paris.")],  # the parent's
+        ]
+    )
+    researcher = Agent(name="researcher", model=model, tools=[get_weather])
+    tool = researcher.as_tool(tool_name="research", tool_description="Look it up.", on_stream=subagent_events)
+    lead = Agent(name="lead", model=model, tools=[tool])
+    lease = RecordingLease()
+    writer = EventWriter(lease, LeaseTicks(0), max_output_chars=10_000)  # type: ignore[arg-type]
+    ctx = RunContext(writer, "s", RunRecord(run_id="r", input="Weather in Paris?"), [])
+    await openai_agent(lead, run_config=RunConfig(tracing_disabled=True))(ctx)
+    await writer.flush()
+
+    child = child_run_id("r", "call_r")
+    shown = [(kind, data["run_id"], data.get("call_id") or data.get("text")) for kind, data in lease.events]
+    assert shown == [
+        ("tool.started", "r", "call_r"),
+        ("run.spawned", child, None),
+        ("run.started", child, None),
+        ("tool.started", child, "call_w"),
+        ("tool.completed", child, "call_w"),
+        ("message.delta", child, "Sunny."),
+        ("run.completed", child, None),
+        ("tool.completed", "r", "call_r"),
+        ("message.delta", "r", "It is sunny in Paris."),
+    ]
+    spawned = next(data for kind, data in lease.events if kind == "run.spawned")
+    assert spawned["parent_run_id"] == "r" and spawned["agent"] == "researcher" and spawned["input"] == "Paris"
+    assert spawned["cause"] == {"type": "tool_call", "call_id": "call_r"}
+    ended = next(data for kind, data in lease.events if kind == "run.completed")
+    assert ended["output"] == "Sunny." and ended["parent_run_id"] == "r"
+    labels = {data.get("agent") for kind, data in lease.events if kind.startswith(("tool.", "message."))}
+    assert labels == {"lead", "researcher"}  # the `agent` labels stay as they were
+    assert ctx.this_attempt.output == "It is sunny in Paris."  # the child's text is not the run's answer

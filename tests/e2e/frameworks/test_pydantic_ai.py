@@ -278,3 +278,64 @@ async def test_a_tool_that_raises_ends_its_call_failed_before_the_run_fails(stac
     assert [kind for _, kind, _ in events] == ["run.queued", "run.started", "tool.started", "tool.failed", "run.failed"]
     assert events[2][2]["call_id"] == events[3][2]["call_id"]
     assert events[3][2]["error"] == "weather service unavailable"
+
+
+async def test_an_agent_delegated_to_in_a_tool_streams_as_a_child_run() -> None:
+    """Agent delegation as PydanticAI's multi-agent docs write it (`usage=ctx.usage`), the delegate's run
+    given `event_stream_handler=subagent_events`, its own tool sync as the tutorials write one: a child
+    run on the wire, inside the parent's tool call; its text is not the run's answer."""
+    from pydantic_ai import RunContext as AgentContext
+
+    from tests.unit.test_writer import RecordingLease, _writer
+    from tokentail.frameworks.pydantic_ai import subagent_events
+    from tokentail.shared.vocabulary.records import RunRecord, child_run_id
+
+    def answers(call: DeltaToolCall, text: str) -> _FunctionModel:
+        """A model that calls a tool, then answers `text`."""
+
+        async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | dict[int, Any]]:
+            if not any(isinstance(p, ToolReturnPart) for m in messages if isinstance(m, ModelRequest) for p in m.parts):
+                yield {0: call}
+                return
+            yield text
+
+        return _FunctionModel(stream_function=stream)
+
+    joke_agent = Agent(answers(DeltaToolCall(name="pun_seed", json_args="{}", tool_call_id="call_p"), "Cats purr."))
+
+    @joke_agent.tool_plain  # type: ignore[untyped-decorator]  # (Any where mypy runs: no pydantic_ai there)
+    def pun_seed() -> str:  # sync, as the tutorials write plain tools
+        return "cats"
+
+    delegating = DeltaToolCall(name="joke_factory", json_args='{"count": 1}', tool_call_id="call_j")
+    parent = Agent(answers(delegating, "Done."))
+
+    @parent.tool  # type: ignore[untyped-decorator]
+    async def joke_factory(ctx: AgentContext[None], count: int) -> str:
+        r = await joke_agent.run(
+            f"Please generate {count} jokes.", usage=ctx.usage, event_stream_handler=subagent_events
+        )
+        return str(r.output)
+
+    lease = RecordingLease()
+    ctx = RunContext(_writer(lease, 0), "s", RunRecord(run_id="r", input="A joke?"), history=[])
+    await pydantic_ai_agent(parent)(ctx)
+    await ctx.this_attempt.writer.flush()
+    child = child_run_id("r", "call_j")
+    assert [(kind, data["run_id"], data.get("call_id") or data.get("text")) for kind, data in lease.events] == [
+        ("tool.started", "r", "call_j"),
+        ("run.spawned", child, None),
+        ("run.started", child, None),
+        ("tool.started", child, "call_p"),
+        ("tool.completed", child, "call_p"),
+        ("message.delta", child, "Cats purr."),
+        ("run.completed", child, None),
+        ("tool.completed", "r", "call_j"),
+        ("message.delta", "r", "Done."),
+    ]
+    spawned = next(data for kind, data in lease.events if kind == "run.spawned")
+    assert spawned["parent_run_id"] == "r" and spawned["agent"] == "joke_agent"
+    assert spawned["cause"] == {"type": "tool_call", "call_id": "call_j"} and spawned["input"] == '{"count": 1}'
+    ended = next(data for kind, data in lease.events if kind == "run.completed")
+    assert ended["output"] == "Cats purr."
+    assert ctx.this_attempt.output == "Done."
