@@ -43,15 +43,15 @@ mid-pass. `steer_input=None` takes no steers (a graph whose state has no place f
 `not_supported`. The checkpoints the adapter records say how many times it took steers in, so a
 worker that goes on from them does not give the graph those steers again.
 
-A subgraph (a compiled graph run as a node, or called inside one) is a child run on the wire
-(docs/subagents-frameworks.md): each namespace LangGraph streams it under (`("researcher:<task id>",)`,
+With `subgraphs_as_children=True`, a subgraph (a compiled graph run as a node, or called inside one)
+is a child run on the wire (docs/subagents-frameworks.md): each namespace LangGraph streams it under (`("researcher:<task id>",)`,
 deeper for a subgraph's subgraphs) opens a child of the run (or of its parent subgraph's child) with
 `run.spawned` (its node's name, and the namespace's last part as the call id, which LangGraph derives
 from the checkpoint: the same when a worker goes on from it), its tokens, tool calls, status and data
 with the child's `run_id`, and its `run.completed` when its node's update comes in the parent graph
 (`run.failed` if the pass fails). Its events still carry its node's name as their `agent` label. A
-subgraph's text is the child's output, not the run's answer: a graph whose answer a subgraph writes
-passes `subgraphs_as_children=False`, and its events are the run's own, labelled, as before.
+subgraph's text is then the child's output, not the run's answer. Off by default (a graph whose answer
+a subgraph writes, a supervisor's, keeps it as the run's answer): its events are the run's own, labelled.
 
 The graph's input is the session's turns and the run's input as `messages` (give `make_input` for a
 graph whose state has another shape). Cancelling the run cancels the graph's task and, with it, the
@@ -100,10 +100,10 @@ def langgraph_agent(
     make_input: Callable[[RunContext], Any] = messages_input,
     steer_input: Callable[[list[str]], Any] | None = messages_steer,
     config: RunnableConfig | None = None,
-    subgraphs_as_children: bool = True,
+    subgraphs_as_children: bool = False,
 ) -> TokentailAgent:
-    """A tokentail agent that streams a run of the compiled `graph`; its subgraphs as child runs,
-    unless `subgraphs_as_children=False` (then their events are the run's, labelled with their node)."""
+    """A tokentail agent that streams a run of the compiled `graph`; its subgraphs as child runs with
+    `subgraphs_as_children=True` (else their events are the run's, labelled with their node)."""
 
     async def run(ctx: RunContext) -> None:
         saver = _Saver(ctx)

@@ -113,7 +113,7 @@ async def test_a_subgraph_streams_as_a_child_run_and_a_sync_node_s_tokens_are_it
 
     lease = RecordingLease()
     ctx = RunContext(_writer(lease, 0), "s", RunRecord(run_id="r", input="find it"), history=[])
-    await langgraph_agent(outer.compile())(ctx)
+    await langgraph_agent(outer.compile(), subgraphs_as_children=True)(ctx)
     await ctx.this_attempt.writer.flush()
     spawned: dict[str, Any] = next(data for kind, data in lease.events if kind == "run.spawned")
     child = spawned["run_id"]
