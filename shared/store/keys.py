@@ -30,6 +30,9 @@ class SessionKeys:
     # hash: the meta of the lane whose run is this lane's run's parent (see `Keys.session`); a session's
     # own lane names its own meta (its runs have no parent)
     parent: str
+    # hash: the session's own meta, which counts its child runs going (`children`): a session with one
+    # going is active, whatever its own runs do (a cancelled parent's children end after it)
+    root: str
 
 
 LANE_SEPARATOR = "/"  # in a lane's id, between the session's id and the run ids down to the lane's run
@@ -79,6 +82,7 @@ class Keys:
             steered=f"{base}:steered",
             branch=f"{base}:branch",
             parent=f"{self.session(parent).meta if path else lane + ':meta'}",
+            root=f"{base}:meta",
         )
 
     @property

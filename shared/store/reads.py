@@ -163,6 +163,10 @@ class SessionArchive(Protocol):
     async def delete(self, session_id: str) -> None: ...
 
 
+# What says whether a session is active: its last seq given out, its active run, its child runs going.
+_ACTIVITY = ("seq", "active_run", "children")
+
+
 class SessionStore:
     def __init__(self, redis: AnyRedis, settings: Settings, archive: SessionArchive | None = None) -> None:
         """`redis`: the sessions' Redis (a `RedisCluster` with `settings.redis_cluster`); `archive`:
@@ -286,14 +290,14 @@ class SessionStore:
     async def stream_position(self, session_id: str) -> tuple[int, bool]:
         """The last event id given out, and whether a run is queued or running."""
         keys = self.keys.session(session_id)
-        (seq, active), top = await self.round_trips(("HMGET", keys.meta, "seq", "active_run"), self._top(keys.events))
+        (seq, active, children), top = await self.round_trips(("HMGET", keys.meta, *_ACTIVITY), self._top(keys.events))
         if seq is None and active is None and not await self.redis.exists(keys.meta):
             if await self.redis.exists(keys.gone):
                 raise SessionExpired(session_id)
             if (archived := await self._archived(session_id)) is not None:
                 return archived.last_event_id, False
             raise SessionNotFound(session_id)
-        return last_seq(seq, top), bool(active)
+        return last_seq(seq, top), bool(active) or bool(children)  # (a child run going: shared/store/keys.py)
 
     async def stream_start(self, session_id: str, after: int = 0) -> tuple[int, bool, int | None]:
         """`stream_position` and `first_available` in one round trip: what a client opening the
@@ -301,8 +305,8 @@ class SessionStore:
         that client needs events Redis no longer holds: a reconnect inside Redis's range never waits
         on Postgres, nor fails with it."""
         keys = self.keys.session(session_id)
-        (seq, active), oldest, top = await self.round_trips(
-            ("HMGET", keys.meta, "seq", "active_run"),
+        (seq, active, children), oldest, top = await self.round_trips(
+            ("HMGET", keys.meta, *_ACTIVITY),
             (self._xrange, keys.events, 1, "+", b"COUNT", 1),
             self._top(keys.events),
         )
@@ -316,7 +320,7 @@ class SessionStore:
         hot_from = first if first is not None else last + 1  # the first id Redis can serve
         if self.archive is not None and hot_from > 1 and (after + 1 < hot_from or after > last):
             first = await self.archive.first_seq(session_id) or first
-        return last, bool(active), first
+        return last, bool(active) or bool(children), first
 
     async def read(self, session_id: str, after: int, count: int) -> list[StoredEvent]:
         """Events with ids after `after`, oldest first, at most `count`, as clients get them: from

@@ -43,15 +43,16 @@ mid-pass. `steer_input=None` takes no steers (a graph whose state has no place f
 `not_supported`. The checkpoints the adapter records say how many times it took steers in, so a
 worker that goes on from them does not give the graph those steers again.
 
-With `subgraphs_as_children=True`, a subgraph (a compiled graph run as a node, or called inside one)
-is a child run on the wire (docs/subagents-frameworks.md): each namespace LangGraph streams it under (`("researcher:<task id>",)`,
-deeper for a subgraph's subgraphs) opens a child of the run (or of its parent subgraph's child) with
-`run.spawned` (its node's name, and the namespace's last part as the call id, which LangGraph derives
-from the checkpoint: the same when a worker goes on from it), its tokens, tool calls, status and data
-with the child's `run_id`, and its `run.completed` when its node's update comes in the parent graph
-(`run.failed` if the pass fails). Its events still carry its node's name as their `agent` label. A
-subgraph's text is then the child's output, not the run's answer. Off by default (a graph whose answer
-a subgraph writes, a supervisor's, keeps it as the run's answer): its events are the run's own, labelled.
+With `subgraphs_as_children=True`, a subgraph (a compiled graph run as a node, or called inside one) is
+a child run on the wire (docs/subagents-frameworks.md): each namespace LangGraph streams it under
+(`("researcher:<task id>",)`, deeper for a subgraph's subgraphs) opens a child of the run (or of its
+parent subgraph's child) with `run.spawned` (its node's name, and the namespace's last part as the call
+id, which LangGraph derives from the checkpoint: the same when a worker goes on from it), its tokens,
+tool calls, status and data with the child's `run_id`, and its `run.completed` when its node's update
+comes in the parent graph (`run.failed` if the pass fails). Its events still carry its node's name as
+their `agent` label. A subgraph's text is then the child's output, not the run's answer. Off by default
+(a graph whose answer a subgraph writes, a supervisor's, keeps it as the run's answer): its events are
+the run's own, labelled.
 
 The graph's input is the session's turns and the run's input as `messages` (give `make_input` for a
 graph whose state has another shape). Cancelling the run cancels the graph's task and, with it, the

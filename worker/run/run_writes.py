@@ -304,6 +304,7 @@ class RunWrites(Writes):
             keys.events,
             keys.lease,
             self.keys.session(lane).meta,
+            keys.root,
             self.keys.queue,
             self.keys.lease_checks,
         )

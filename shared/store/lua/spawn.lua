@@ -39,6 +39,7 @@ redis.call('HSET', k.runs, child_id, cjson.encode(child))
 children[#children + 1] = child_id
 parent.children = children
 redis.call('HSET', k.runs, parent_id, cjson.encode(parent))
+redis.call('HINCRBY', k.root, 'children', 1)  -- the session is active while it goes (lib/runs.lua's end_run)
 local owner = redis.call('HMGET', k.meta, 'tenant', 'user')
 redis.call('HSET', k.child, 'active_run', child_id, 'tenant', owner[1] or 'public')
 if owner[2] then redis.call('HSET', k.child, 'user', owner[2]) end

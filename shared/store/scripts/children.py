@@ -18,6 +18,7 @@ class SpawnKeys(KeyGroup):
     events: str
     lease: str
     child: str  # the child's lane's meta
+    root: str  # the session's own meta: its count of children going
     queue: str | None = only_if(shared_queue)
     index: str | None = only_if(shared_queue)
 

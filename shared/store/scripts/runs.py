@@ -43,6 +43,7 @@ class RunKeys(KeyGroup):
     steers: str
     steered: str
     parent: str  # the parent lane's meta (shared/store/keys.py `SessionKeys.parent`)
+    root: str  # the session's own meta (`SessionKeys.root`)
     queue: str | None = only_if(shared_queue)
     index: str | None = only_if(shared_queue)
     hook_index: str | None = only_if(shared_queue)
@@ -87,6 +88,7 @@ class RunScope:
             k.steers,
             k.steered,
             k.parent,
+            k.root,
         )
         return RunKeys(*session, keys.queue, keys.lease_checks, keys.webhook_checks, keys.archive_checks)
 

@@ -50,6 +50,7 @@ local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_
     queue_job(k, s, next_run, next_run, now_ms)
   elseif type(run.parent_run_id) == 'string' then
     -- A child's lane is done; the session's keys are its parent's to let expire, with the session.
+    if tonumber(redis.call('HINCRBY', k.root, 'children', -1)) <= 0 then redis.call('HDEL', k.root, 'children') end
     redis.call('EXPIRE', k.meta, s.ttl)
     redis.call('DEL', k.steers)
     child_ended(k, s, run, now_ms)
