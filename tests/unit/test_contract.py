@@ -55,8 +55,8 @@ return cjson.encode(bound)
 
 
 def _run_keys() -> RunKeys:
-    session = ("meta", "runs", "events", "lease", "gone", "pending", "hooks", "steps", "steers", "steered")
-    session += ("parent", "root")
+    session = ["meta", "runs", "events", "lease", "gone", "pending", "hooks", "steps", "steers", "steered"]
+    session += ["parent", "root"]
     keys = {name: f"key:{name}" for name in session}
     return RunKeys(**keys, queue="queue", index="index", hook_index="hook_index", archive="archive")
 
