@@ -1,0 +1,144 @@
+"""One run of a session followed on its own (`GET …/events?run=<id>&subtree=1`), through uvicorn on a
+real Redis: a child's events and its descendants', with the session's ids, resumable with no gap and
+no duplicate, ended when the subtree ended; and the session's state and `GET …/runs/{rid}` showing the
+tree. The sub-agent runs are written straight into Redis (tests/support/children.py)."""
+
+import asyncio
+import json
+from typing import Any
+
+import httpx2
+
+from tests.clients.sse_client import read_events
+from tests.fixtures.stack import Gateway
+from tests.support.children import Tree
+from tests.support.sessions import start_a_run
+from tests.support.waiting import eventually
+from tests.support.writes import AllWrites
+from tokentail.shared.store.reads import SessionStore
+
+
+async def stored(store: SessionStore, session_id: str) -> list[tuple[int, str, dict[str, Any]]]:
+    """Every event of the session, as (id, event, data)."""
+    events = await store.read(session_id, 0, 10_000)
+    return [(event.seq, event.type.decode(), json.loads(event.data)) for event in events]
+
+
+def of_runs(events: list[tuple[int, str, dict[str, Any]]], *run_ids: str) -> list[tuple[int, str, dict[str, Any]]]:
+    return [event for event in events if event[2]["run_id"] in run_ids]
+
+
+async def a_tree(runs: AllWrites) -> tuple[Tree, str, str, str]:
+    """A session whose run spawned `a` (which spawned `a1`) and `b`, all of them streaming, interleaved."""
+    session_id, root = await start_a_run(runs)
+    tree = Tree(runs, session_id, root.run_id)
+    await tree.say(root.run_id, "Let me ask two helpers. ")
+    a = await tree.spawn(root.run_id, "researcher")
+    b = await tree.spawn(root.run_id, "writer")
+    await tree.say(a, "a says ")
+    a1 = await tree.spawn(a, "fact-checker")
+    await tree.say(b, "b says ")
+    await tree.say(a1, "a1 checks ")
+    return tree, a, a1, b
+
+
+async def test_a_child_and_its_descendants_alone_with_the_sessions_ids_until_they_end(
+    gateway: Gateway, client: httpx2.AsyncClient, runs: AllWrites, store: SessionStore
+) -> None:
+    tree, a, a1, b = await a_tree(runs)
+    url = f"/v1/sessions/{tree.session_id}/events"
+    seen: list[tuple[int | None, str, dict[str, Any]]] = []
+    following = asyncio.ensure_future(read_events(client, f"{url}?run={a}&subtree=1", on_event=seen.append))
+    # Live: what follows the catch-up, from every run of the session; then the subtree's ends.
+    await eventually(lambda: any(data.get("text") == "a1 checks " for _, _, data in seen))
+    await tree.say(b, "more of b ")
+    await tree.say(a1, "more of a1 ")
+    await tree.say(tree.root, "still the parent ")
+    await tree.end(a1, "checked")
+    a2 = await tree.spawn(a, "second-opinion")  # spawned while followed: learnt from its run.spawned
+    await tree.say(a2, "a2 thinks ")
+    await tree.end(a, status="cancelled")  # a parent may end before its child (a cancel's cascade)
+    await tree.say(b, "b goes on ")
+    assert not following.done()  # `a2` is still running
+    await tree.end(a2, status="cancelled", to_parent=False)
+    received = await asyncio.wait_for(following, 10)  # ended by itself: `a` and `a1` ended
+    assert received.status == 200
+    assert received.events == of_runs(await stored(store, tree.session_id), a, a1, a2)
+    assert [event for _, event, data in received.events if data["run_id"] == a1][:2] == ["run.spawned", "run.started"]
+
+    # Nothing left of the subtree, though the session goes on: 204, as for a whole session that ended.
+    after_end: dict[str, str | int] = {"run": a, "subtree": 1, "last_event_id": received.ids[-1]}
+    assert (await client.get(url, params=after_end)).status_code == 204
+    await tree.say(b, "b again ")
+    assert (await client.get(url, params=after_end)).status_code == 204
+
+
+async def test_a_resume_from_the_middle_knows_the_children_spawned_before_it(
+    gateway: Gateway, client: httpx2.AsyncClient, runs: AllWrites, store: SessionStore
+) -> None:
+    tree, a, a1, b = await a_tree(runs)
+    await tree.end(a1, "checked")
+    await tree.end(a, "found")
+    url = f"/v1/sessions/{tree.session_id}/events?run={a}&subtree=1"
+    whole = of_runs(await stored(store, tree.session_id), a, a1)
+    # From after each of the subtree's events in turn (a1's run.spawned is before most of them), by
+    # header and by query: exactly the rest, then the end.
+    for index, (event_id, _, _) in enumerate(whole[:-1]):
+        if index % 2:
+            received = await read_events(client, url, last_event_id=event_id)  # Last-Event-ID
+        else:
+            received = await read_events(client, f"{url}&last_event_id={event_id}")
+        assert received.events == whole[index + 1 :], event_id
+    # A client that dropped its connection halfway (after 3 events) goes on from its last id.
+    first = await read_events(client, url, limit=3)
+    rest = await read_events(client, url, last_event_id=first.ids[-1])
+    assert first.events + rest.events == whole
+
+
+async def test_a_run_alone_without_its_subtree(
+    gateway: Gateway, client: httpx2.AsyncClient, runs: AllWrites, store: SessionStore
+) -> None:
+    tree, a, a1, b = await a_tree(runs)
+    await tree.end(a1, "checked")
+    await tree.end(b, "written")
+    await tree.end(a, "found")
+    events = await stored(store, tree.session_id)
+    received = await read_events(client, f"/v1/sessions/{tree.session_id}/events?run={a}")
+    assert received.events == of_runs(events, a)
+    # The session's own run: its events only (its tool calls, not its children's events), ended by its end.
+    root = asyncio.ensure_future(read_events(client, f"/v1/sessions/{tree.session_id}/events?run={tree.root}"))
+    await tree.say(tree.root, "All done.")
+    await tree.end_root("All done.")
+    received = await asyncio.wait_for(root, 10)
+    assert received.events == of_runs(await stored(store, tree.session_id), tree.root)
+    assert "run.spawned" not in [event for _, event, _ in received.events]
+
+
+async def test_ndjson_follows_a_subtree_too(
+    gateway: Gateway, client: httpx2.AsyncClient, runs: AllWrites, store: SessionStore
+) -> None:
+    tree, a, a1, b = await a_tree(runs)
+    await tree.end(a1, "checked")
+    await tree.end(a, "found")
+    answer = await client.get(
+        f"/v1/sessions/{tree.session_id}/events",
+        params={"run": a1, "subtree": "true"},
+        headers={"Accept": "application/x-ndjson"},
+    )
+    lines = [json.loads(line) for line in answer.text.splitlines() if line]
+    assert [(line["id"], line["event"], line["data"]) for line in lines] == of_runs(
+        await stored(store, tree.session_id), a1
+    )
+
+
+async def test_an_unknown_run_is_404_and_subtree_alone_422(
+    gateway: Gateway, client: httpx2.AsyncClient, runs: AllWrites
+) -> None:
+    tree, *_ = await a_tree(runs)
+    url = f"/v1/sessions/{tree.session_id}/events"
+    missing = await client.get(url, params={"run": "r_nosuchrun000"})
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "run_not_found"
+    alone = await client.get(url, params={"subtree": 1})
+    assert alone.status_code == 422
+    assert set(alone.json()["error"]) >= {"type", "message"}
