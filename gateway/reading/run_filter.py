@@ -78,6 +78,7 @@ class RunFilter:
         self.pending = {rid for rid in self.followed if by_id[rid].active or (by_id[rid].finished_seq or 0) > after}
         self._heartbeat = heartbeat
         self._heard = time.monotonic()
+        self._gap: Gap | None = None  # a gap in a batch with none of the followed runs' events
 
     @property
     def finished(self) -> bool:
@@ -92,12 +93,14 @@ class RunFilter:
     def batch(self, batch: Batch) -> bytes:
         if batch.snapshot is None and batch.chunks:
             kept = [chunk for chunk in map(self._kept, batch.chunks) if chunk is not None]
-            if not kept and batch.gap is None:
+            gap, self._gap = self._gap or batch.gap, None
+            if not kept:
+                self._gap = gap  # told before the next event of the followed runs (an encoding's gap needs one)
                 if time.monotonic() - self._heard < self._heartbeat:
                     return b""
                 batch = Batch()  # a heartbeat: nothing of the followed runs for a while
             else:
-                batch = Batch(kept, batch.gap)
+                batch = Batch(kept, gap)
         self._heard = time.monotonic()
         return self._inner.batch(batch)
 

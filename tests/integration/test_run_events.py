@@ -142,3 +142,29 @@ async def test_an_unknown_run_is_404_and_subtree_alone_422(
     alone = await client.get(url, params={"subtree": 1})
     assert alone.status_code == 422
     assert set(alone.json()["error"]) >= {"type", "message"}
+
+
+async def test_the_state_and_a_run_show_the_tree(gateway: Gateway, client: httpx2.AsyncClient, runs: AllWrites) -> None:
+    tree, a, a1, b = await a_tree(runs)
+    await tree.end(a1, "checked")
+    state = (await client.get(f"/v1/sessions/{tree.session_id}")).json()
+    records = {run["run_id"]: run for run in state["runs"]}
+    assert set(records) == {tree.root, a, a1, b}
+    assert records[tree.root]["parent_run_id"] is None and records[tree.root]["children"] == [a, b]
+    assert records[a]["parent_run_id"] == tree.root and records[a]["children"] == [a1]
+    assert records[a1]["parent_run_id"] == a and records[a1]["children"] == []
+    assert state["status"] == "running" and state["active_run_id"] == tree.root  # the session's own run
+
+    shown = (await client.get(f"/v1/sessions/{tree.session_id}/runs/{a}")).json()
+    assert {key: value for key, value in shown.items() if key != "child_runs"} == records[a]
+    assert shown["child_runs"] == [
+        {"run_id": a1, "name": "fact-checker", "agent": "fact-checker", "call_id": records[a1]["call_id"],
+         "status": "completed", "children": []}
+    ]  # fmt: skip
+    root = (await client.get(f"/v1/sessions/{tree.session_id}/runs/{tree.root}")).json()
+    assert [(child["run_id"], child["status"], child["children"]) for child in root["child_runs"]] == [
+        (a, "running", [a1]),
+        (b, "running", []),
+    ]
+    missing = await client.get(f"/v1/sessions/{tree.session_id}/runs/r_nosuchrun000")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "run_not_found"
