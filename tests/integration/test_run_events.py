@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import httpx2
+from click.testing import CliRunner
 
 from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
@@ -15,6 +16,7 @@ from tests.support.children import Tree
 from tests.support.sessions import start_a_run
 from tests.support.waiting import eventually
 from tests.support.writes import AllWrites
+from tokentail.cli import main
 from tokentail.shared.store.reads import SessionStore
 
 
@@ -168,3 +170,34 @@ async def test_the_state_and_a_run_show_the_tree(gateway: Gateway, client: httpx
     ]
     missing = await client.get(f"/v1/sessions/{tree.session_id}/runs/r_nosuchrun000")
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "run_not_found"
+
+
+async def test_the_cli_shows_the_children_nested_under_their_parents_tool_calls(
+    gateway: Gateway, runs: AllWrites
+) -> None:
+    tree, a, a1, b = await a_tree(runs)
+    await tree.say(a, "and found it\n")
+    await tree.end(a1, "checked")
+    await tree.end(b, "written")
+    await tree.end(a, "found")
+    await tree.say(tree.root, "Both answered.")
+    await tree.end_root("Let me ask two helpers. Both answered.")
+    result = await asyncio.to_thread(
+        CliRunner().invoke, main, ["chat", "--url", gateway.url, "--session", tree.session_id]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == "Let me ask two helpers. Both answered.".split()
+    lines = [line for line in result.stderr.splitlines() if line.startswith(("┌", "│", "└"))]
+    assert lines == [
+        "┌ researcher (researcher): look it up",
+        "┌ writer (writer): look it up",
+        "│ researcher: [running fact-checker {'input': 'look it up'}]",  # a child's tool call: its part's
+        "│ ┌ fact-checker (fact-checker): look it up",
+        "│ researcher: a says and found it",  # whole lines (its first delta waited for the line's end)
+        "│ │ fact-checker: a1 checks ",
+        "│ └ fact-checker completed",
+        "│ researcher: [fact-checker done: checked]",
+        "│ writer: b says ",
+        "└ writer completed",
+        "└ researcher completed",
+    ]
