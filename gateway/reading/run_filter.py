@@ -24,7 +24,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 
-from tokentail.gateway.reading.chunk import TERMINAL, Chunk
+from tokentail.gateway.reading.chunk import TERMINAL, Chunk, run_of
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.response import Encoding
 from tokentail.shared.store.reads import Entry, StoredEvent
@@ -32,17 +32,6 @@ from tokentail.shared.vocabulary.events import EventType, Gap
 from tokentail.shared.vocabulary.records import RunRecord
 
 _SPAWNED = EventType.RUN_SPAWNED.encode()
-_RUN_ID_HEAD = b'{"run_id":"'  # how every stored event starts (EventData's first field), as workers write it
-
-
-def run_of(data: bytes) -> str:
-    """The `run_id` of an event's stored JSON: read from its head where it is first, as workers
-    write every event; else parsed."""
-    if data.startswith(_RUN_ID_HEAD):
-        end = data.find(b'"', len(_RUN_ID_HEAD))
-        if end > 0:
-            return data[len(_RUN_ID_HEAD) : end].decode()
-    return str(json.loads(data).get("run_id"))
 
 
 def descendants(runs: Iterable[RunRecord], run_id: str) -> set[str]:

@@ -4,9 +4,9 @@ import json
 from typing import Any
 
 from tokentail.gateway.encodings.sse import NativeSse
-from tokentail.gateway.reading.chunk import Chunk
+from tokentail.gateway.reading.chunk import Chunk, run_of
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.run_filter import RunFilter, descendants, run_of
+from tokentail.gateway.reading.run_filter import RunFilter, descendants
 from tokentail.gateway.reading.streams import SSE_PING
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.events import Gap
