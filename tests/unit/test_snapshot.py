@@ -217,7 +217,8 @@ def random_tree(rng: random.Random) -> Session:
     session = Session()
     session.add("run.queued", run_id="p", input="hi")
     session.add("run.started", run_id="p", attempt=1)
-    going, since_start, attempts = ["p"], {"p": []}, {"p": 1}
+    going, attempts = ["p"], {"p": 1}
+    since_start: dict[str, list[int]] = {"p": []}
     for _ in range(rng.randint(5, 60)):
         run_id = rng.choice(going)
         roll = rng.random()
