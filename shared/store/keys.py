@@ -27,6 +27,27 @@ class SessionKeys:
     # string: for the session of a chat id, the session the chat goes on in since it branched (a fork:
     # gateway/commands/branching.py); kept while the chat is used
     branch: str
+    # hash: the meta of the lane whose run is this lane's run's parent (see `Keys.session`); a session's
+    # own lane names its own meta (its runs have no parent)
+    parent: str
+
+
+LANE_SEPARATOR = "/"  # in a lane's id, between the session's id and the run ids down to the lane's run
+
+
+def lane_of(parent_lane: str, child_run_id: str) -> str:
+    """The lane of a child run of the run in `parent_lane` (see `Keys.session`)."""
+    return f"{parent_lane}{LANE_SEPARATOR}{child_run_id}"
+
+
+def parent_lane(lane: str) -> str:
+    """The lane of the parent of a child's lane's run."""
+    return lane.rsplit(LANE_SEPARATOR, 1)[0]
+
+
+def session_of(lane: str) -> str:
+    """The session a lane is in: its id, for a session's own lane."""
+    return lane.split(LANE_SEPARATOR, 1)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,19 +55,30 @@ class Keys:
     prefix: str
 
     def session(self, session_id: str) -> SessionKeys:
-        base = f"{self.prefix}:{{{session_id}}}"
+        """The keys of a session, or of a lane: where one run of it may be active. A session is its own
+        lane, where its runs go one at a time; each child run (docs/subagents.md) has a lane of its
+        own, `<parent's lane>/<child run id>` (`lane_of`), so that children run beside their parent and
+        each other with the same scripts: a lane has its own meta (`active_run`, the lease's deadline,
+        its job owed), lease, line, steps and steers, and shares the session's stream (one cursor
+        space), runs hash (one tree of records), tombstone, webhook list, steer ids and branch. All in
+        the session's hash tag: one Redis Cluster slot, and one script may touch them all."""
+        session, _, path = session_id.partition(LANE_SEPARATOR)
+        base = f"{self.prefix}:{{{session}}}"
+        lane = f"{base}:run:{path.rsplit(LANE_SEPARATOR, 1)[-1]}" if path else base
+        parent = parent_lane(session_id) if path else session_id
         return SessionKeys(
             events=f"{base}:events",
-            meta=f"{base}:meta",
+            meta=f"{lane}:meta",
             runs=f"{base}:runs",
-            lease=f"{base}:lease",
+            lease=f"{lane}:lease",
             gone=f"{base}:gone",
-            pending=f"{base}:pending",
+            pending=f"{lane}:pending",
             hooks=f"{base}:hooks",
-            steps=f"{base}:steps",
-            steers=f"{base}:steers",
+            steps=f"{lane}:steps",
+            steers=f"{lane}:steers",
             steered=f"{base}:steered",
             branch=f"{base}:branch",
+            parent=f"{self.session(parent).meta if path else lane + ':meta'}",
         )
 
     @property
@@ -79,6 +111,11 @@ class Keys:
         """Hash: the tenant's runs holding a slot, `<sid> <run id>` -> `<job id> <user>`; with `user` (a
         digest, as jobs name it), that user's alone, -> `<job id>` (lib/admission.lua's running_key)."""
         return f"{self.admission}running:{tenant}:{user}" if user else f"{self.admission}running:{tenant}"
+
+    def spawns(self, tenant: str, minute: int) -> str:
+        """String, on the sessions' Redis: how many child runs the tenant's runs started in that minute
+        (since the epoch), for its bound (worker/run/children.py); kept two minutes."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:spawns:{minute}"
 
     def joined_count(self, writer_id: str) -> str:
         """String: how many joined append calls a worker process (`writer_id`, its own) has sent, on

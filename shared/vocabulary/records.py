@@ -1,5 +1,7 @@
 """What Redis keeps about a session and its runs, and the transcript derived from it."""
 
+import base64
+import hashlib
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
@@ -143,6 +145,18 @@ class RunRecord(BaseModel):
     # the counts and the session's last id then); the run's end reports the total (worker/run/usage.py).
     attempt_usage: dict[str, dict[str, int]] = Field(default_factory=dict, exclude=True)
     step_seq: int | None = Field(default=None, exclude=True)  # the session's last event id at its last step
+    # A child run (docs/subagents.md): the run that spawned it, how deep it is (0: a session's own run),
+    # the parent's call that spawned it and the name it was given; its lane (shared/store/keys.py: where
+    # its lease, meta and steps live, beside the session's), never shown.
+    parent_run_id: str | None = None
+    depth: int = 0
+    call_id: str | None = None
+    name: str | None = None
+    lane: str | None = Field(default=None, exclude=True)
+    # A parent: its children in the order spawned; while it waits for them (status `waiting`), those
+    # it waits for (the last of them to end queues it again: lib/runs.lua's end_run).
+    children: Annotated[list[str], BeforeValidator(_listed)] = Field(default_factory=list)
+    awaiting: Annotated[list[str], BeforeValidator(_listed)] = Field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -259,6 +273,8 @@ def transcript(runs: list[RunRecord], partial_text: str = "") -> list[Turn]:
     The steers a run took in are user turns of their own, where its answer took them in."""
     turns: list[Turn] = []
     for run in runs:
+        if run.parent_run_id is not None:  # a child run's work is its parent's tool call, not a turn
+            continue
         turns.append(Turn(role="user", content=run.input, run_id=run.run_id))
         if run.status == "queued":
             continue
@@ -272,3 +288,11 @@ def transcript(runs: list[RunRecord], partial_text: str = "") -> list[Turn]:
         rest = content[before:].removeprefix(STEERED_APART) if run.steers else content
         turns.append(Turn(role="assistant", content=rest, run_id=run.run_id, status=run.status))
     return turns
+
+
+def child_run_id(parent_run_id: str, call_id: str) -> str:
+    """The id of the child run that `parent_run_id`'s call `call_id` spawns: the same each time the parent
+    makes that call (a parent taken over re-attaches to the child it started, never starts it twice),
+    and of the form every run id has (`r_` and 12 url-safe characters)."""
+    digest = hashlib.sha256(f"{parent_run_id}\n{call_id}".encode()).digest()
+    return "r_" + base64.urlsafe_b64encode(digest).decode()[:12]

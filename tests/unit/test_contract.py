@@ -12,7 +12,7 @@ import fakeredis
 import pytest
 from lupa import lua51  # type: ignore[import-untyped]
 
-from tokentail.shared.store.scripts import checks, limits, pickup, runs, sessions
+from tokentail.shared.store.scripts import checks, children, limits, pickup, runs, sessions
 from tokentail.shared.store.scripts.checks import Claimed
 from tokentail.shared.store.scripts.contract import Effect, Packer, Script, Topology, lib_source
 from tokentail.shared.store.scripts.pickup import ArqKeys, ArqPrefixes, Claim, ClaimedJob, Finish, FinishJobs
@@ -36,7 +36,7 @@ from tokentail.shared.store.scripts.sessions import ForkKeys, ForkSession
 TOPOLOGIES = [Topology(*flags) for flags in itertools.product((False, True), repeat=3)]
 CONTRACTS = [
     value
-    for module in (runs, sessions, checks, limits, pickup)
+    for module in (runs, sessions, checks, limits, pickup, children)
     for value in vars(module).values()
     if isinstance(value, type) and issubclass(value, Script) and value is not Script
 ]
@@ -55,7 +55,7 @@ return cjson.encode(bound)
 
 
 def _run_keys() -> RunKeys:
-    session = ("meta", "runs", "events", "lease", "gone", "pending", "hooks", "steps", "steers", "steered")
+    session = ("meta", "runs", "events", "lease", "gone", "pending", "hooks", "steps", "steers", "steered", "parent")
     keys = {name: f"key:{name}" for name in session}
     return RunKeys(**keys, queue="queue", index="index", hook_index="hook_index", archive="archive")
 
@@ -150,9 +150,10 @@ def test_arq_job_finishes_go_six_values_each_in_the_order_finish_jobs_lua_reads(
 
 
 def test_a_key_the_topology_needs_cannot_be_left_out() -> None:
-    keys = RunKeys("m", "r", "e", "l", "g", "p", "h", "s", "st", "sd")  # no queue keys: fine with the queue apart only
+    # no queue keys: fine with the queue apart only
+    keys = RunKeys("m", "r", "e", "l", "g", "p", "h", "s", "st", "sd", "pa")
     append = Append(keys, _args(), "r", "t", "id", "", "", 0, [])
-    assert len(append.keys(Topology(split_queue=True))) == 10
+    assert len(append.keys(Topology(split_queue=True))) == 11
     with pytest.raises(ValueError, match="a key its topology needs is missing"):
         append.keys(Topology())
 

@@ -53,10 +53,10 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
-from typing import Any, NoReturn, cast
+from typing import Any, Generic, NoReturn, TypeVar, cast
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
@@ -77,8 +77,11 @@ from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord, T
 from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker.run import traces
 from tokentail.worker.run.attempt import Attempt
+from tokentail.worker.run.children import Children, ChildResult, WaitingForChildren
 from tokentail.worker.run.usage import UsageMeter
 from tokentail.worker.run.writer import EventWriter
+
+T = TypeVar("T")
 
 PREVIEW_CHARS = 4096  # of a tool result too large for the stream
 
@@ -101,16 +104,20 @@ class WaitingForInput(BaseException):  # noqa: N818  (a signal, as asyncio.Cance
         self.questions = questions
 
 
-def waiting_in(group: BaseExceptionGroup[BaseException]) -> WaitingForInput | None:
-    """The questions a TaskGroup's tasks asked at once, when that is all the group holds besides the
-    cancellations it made (its other tasks, stopped as the first one's `ask` ended them)."""
-    waiting, rest = group.split(WaitingForInput)
+Waiting = WaitingForInput | WaitingForChildren  # what ends an attempt while its run waits without a worker
+
+
+def waiting_in(group: BaseExceptionGroup[BaseException]) -> Waiting | None:
+    """The questions a TaskGroup's tasks asked at once (or the children they spawned), when that is all
+    the group holds besides the cancellations it made (its other tasks, stopped as the first one's
+    `ask` or `spawn` ended them)."""
+    waiting, rest = group.split((WaitingForInput, WaitingForChildren))
     if waiting is None or (rest is not None and rest.split(asyncio.CancelledError)[1] is not None):
         return None
     first: BaseException = waiting
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
-    return cast(WaitingForInput, first)
+    return cast(Waiting, first)
 
 
 # How many turns of the event loop a question waits for others asked at once, after the run's writes on
@@ -121,35 +128,51 @@ def waiting_in(group: BaseExceptionGroup[BaseException]) -> WaitingForInput | No
 BATCH_TURNS = 8
 
 
-class _Batch:
-    """The questions of an attempt asked at once: the first `ask` waits for others (the run's writes
-    landed, then a few turns of the event loop, again while more come), then each raises
-    `WaitingForInput` with all of them, recorded together (worker/run/job.py)."""
-
-    def __init__(self, writer: EventWriter) -> None:
-        self._writer = writer
-        self._questions: list[Question] = []
-        self._closed: asyncio.Future[list[Question]] | None = None
-
-    async def join(self, question: Question) -> NoReturn:
-        if self._closed is None:
-            self._closed = asyncio.ensure_future(self._close())
-        if not self._closed.done():  # a question after the batch closed is not in it: asked again on resume
-            self._questions.append(question)
-        raise WaitingForInput(await asyncio.shield(self._closed))
-
-    async def _close(self) -> list[Question]:
-        joined = 0
-        while joined != len(self._questions):
-            joined = len(self._questions)
-            await self._writer.in_order(_landed)  # what came before the questions is recorded before them
-            for _ in range(BATCH_TURNS):
-                await asyncio.sleep(0)
-        return list(self._questions)
-
-
 async def _landed() -> None:
     """Nothing: written in order, once the writes on their way have landed."""
+
+
+class _Batch(Generic[T]):
+    """What an attempt waits for at once (questions, children): the first call waits for others (the
+    run's writes landed, then a few turns of the event loop, again while more come), then each raises
+    `signal` of all of them, recorded together (worker/run/job.py)."""
+
+    def __init__(
+        self,
+        writer: EventWriter,
+        signal: Callable[[list[T]], BaseException],
+        settled: Callable[[], Awaitable[None]] = _landed,
+    ) -> None:
+        """`settled`: what the batch also waits for before it closes (children being started)."""
+        self._writer = writer
+        self._signal = signal
+        self._settled = settled
+        self._items: list[T] = []
+        self._closed: asyncio.Future[list[T]] | None = None
+
+    async def join(self, item: T) -> NoReturn:
+        if self._closed is None:
+            self._closed = asyncio.ensure_future(self._close())
+        if not self._closed.done():  # one after the batch closed is not in it: asked again on resume
+            self._items.append(item)
+        raise self._signal(await asyncio.shield(self._closed))
+
+    async def _close(self) -> list[T]:
+        joined = 0
+        while joined != len(self._items):
+            joined = len(self._items)
+            await self._writer.in_order(_landed)  # what came before is recorded before them
+            await self._settled()
+            for _ in range(BATCH_TURNS):
+                await asyncio.sleep(0)
+        return list(self._items)
+
+
+def _waiting_for_children(waits: list[str | None]) -> WaitingForChildren:
+    """Children spawned at once: the run waits for those going, or for the first of them to end if
+    some could not start yet (None: they start when it goes on)."""
+    going = [child_id for child_id in waits if child_id is not None]
+    return WaitingForChildren(going, wake_on_first=len(going) < len(waits))
 
 
 def answer_schema(kind: InputKind, choices: list[str] | None, schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -200,7 +223,7 @@ class ToolScope:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if isinstance(exc, WaitingForInput):
+        if isinstance(exc, WaitingForInput | WaitingForChildren):
             self._span.__exit__(None, None, None)  # not a failure: the call goes on when the run does
             return  # and ends then
         self._span.__exit__(exc_type, exc, tb)
@@ -208,6 +231,30 @@ class ToolScope:
             await self._context.tool_finished(self.call_id, result=self.result, agent=self.agent)
         else:
             await self._context.tool_finished(self.call_id, error=exc, agent=self.agent)
+
+
+def _tool_end(
+    run_id: str,
+    call_id: str,
+    result: Any,
+    error: str | BaseException | None,
+    denied: bool,
+    agent: str | None,
+    duration_ms: int,
+) -> ToolCompleted | ToolFailed:
+    """A tool call's end as the stream shows it (RunContext.tool_finished)."""
+    if error is None:
+        completed = ToolCompleted(run_id=run_id, call_id=call_id, result=result, duration_ms=duration_ms, agent=agent)
+        if len(whole := completed.model_dump_json().encode()) > MAX_EVENT_BYTES:
+            # The model gets the whole result; the stream shows its beginning.
+            preview = json.dumps(result, ensure_ascii=False, default=str)[:PREVIEW_CHARS]
+            completed.result = f"{preview}… (truncated: {len(whole)} bytes)"
+        return completed
+    if isinstance(error, BaseException):
+        # A cancelled run (or a stopping worker) ends its tool calls too: say so in the stream.
+        cancelled = isinstance(error, asyncio.CancelledError)
+        error = "cancelled" if cancelled else str(error)[:PREVIEW_CHARS] or type(error).__name__
+    return ToolFailed(run_id=run_id, call_id=call_id, error=error, duration_ms=duration_ms, denied=denied, agent=agent)
 
 
 class RunContext:
@@ -219,6 +266,7 @@ class RunContext:
         history: list[Turn],
         meter: UsageMeter | None = None,
         log: RunLog | None = None,
+        children: Children | None = None,
     ) -> None:
         """`log`: the run's record, when this attempt goes on from it (worker/run/recovery/)."""
         self.session_id = session_id
@@ -236,7 +284,9 @@ class RunContext:
         self._asks = 0  # `ask` calls so far in this attempt
         self._resumes = run.resumes
         self._returned: set[str] = set()  # the questions answered before it that those calls returned
-        self._batch = _Batch(writer)
+        self._batch: _Batch[Question] = _Batch(writer, WaitingForInput)
+        self._children = children or Children.none()
+        self._children.waits = _Batch(writer, _waiting_for_children, self._children.started)
         self._tool_calls = 0
 
     @property
@@ -271,10 +321,8 @@ class RunContext:
         return await self._this_attempt.record_step(key, value)
 
     async def record_step(self, key: str, value: Any) -> Any:
-        """Record `value` (JSON) as step `key`'s result, after what the run streamed before it;
-        returns the value as a replay would (through JSON). `step` does this with the result of its
-        `fn`; an adapter that records its framework's own state (LangGraph's checkpoints) does it
-        by a key of its own."""
+        """Record `value` (JSON) as step `key`'s result, after what the run streamed before it, and return
+        it as a replay would (through JSON): `step`'s, or an adapter's (LangGraph's checkpoints)."""
         return await self._this_attempt.record_step(key, value)
 
     @property
@@ -351,6 +399,17 @@ class RunContext:
             self._returned.add(answered.input_id)
         return answered
 
+    async def spawn(
+        self, agent: str, input: str, *, call_id: str | None = None, name: str | None = None
+    ) -> ChildResult:  # noqa: A002
+        """Run catalog agent `agent` on `input` as a child run, shown as tool call `call_id` (`name`),
+        and return its answer; this run waits for it without a worker (docs/subagents.md)."""
+        call_id = self._children.call_id(call_id)
+        async with self.tool(name or agent, {"input": input}, call_id) as call:
+            result = await self._children.result(agent, input, call_id, name)
+            call.result = result.output
+        return result
+
     async def steers(self) -> list[str]:
         """The input sent to this run while it runs (steers), in the order sent, taken in now: each
         is returned once, by the first call after it was stored (its `steer.applied`, the commit
@@ -424,25 +483,7 @@ class RunContext:
         duration of 0."""
         started, _ = self._this_attempt.open_calls.pop(call_id, (None, None))
         duration_ms = int((time.monotonic() - started) * 1000) if started is not None else 0
-        if error is None:
-            completed = ToolCompleted(
-                run_id=self.run_id, call_id=call_id, result=result, duration_ms=duration_ms, agent=agent
-            )
-            if len(whole := completed.model_dump_json().encode()) > MAX_EVENT_BYTES:
-                # The model gets the whole result; the stream shows its beginning.
-                preview = json.dumps(result, ensure_ascii=False, default=str)[:PREVIEW_CHARS]
-                completed.result = f"{preview}… (truncated: {len(whole)} bytes)"
-            await self._writer.emit(completed)
-            return
-        if isinstance(error, BaseException):
-            # A cancelled run (or a stopping worker) ends its tool calls too: say so in the stream.
-            cancelled = isinstance(error, asyncio.CancelledError)
-            error = "cancelled" if cancelled else str(error)[:PREVIEW_CHARS] or type(error).__name__
-        await self._writer.emit(
-            ToolFailed(
-                run_id=self.run_id, call_id=call_id, error=error, duration_ms=duration_ms, denied=denied, agent=agent
-            )
-        )
+        await self._writer.emit(_tool_end(self.run_id, call_id, result, error, denied, agent, duration_ms))
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
         """Report what a model call cost (tokens in, tokens out): counted for this attempt, recorded

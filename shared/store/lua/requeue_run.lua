@@ -52,7 +52,7 @@ elseif redis.call('EXISTS', k.lease) == 0 then
     if expiry and expiry.at and expiry.at <= now_ms then
       if not expiry.default then
         local error = {type = 'input_expired', message = 'no answer to question ' .. input_id .. ' came before it expired'}
-        end_run(k, s, run_id, 'failed', 'run.failed', cjson.encode({run_id = run_id, error = error}), {error = error}, ts, now_ms, now_s)
+        end_run(k, s, run_id, 'failed', 'run.failed', run_event(run, {run_id = run_id, error = error}), {error = error}, ts, now_ms, now_s)
         -- The run it ended, for the run's span (worker/process/reaper.py).
         return reply.cleared{dispatch = redis.call('HGET', k.meta, 'dispatch'), expired = redis.call('HGET', k.runs, run_id)}
       end

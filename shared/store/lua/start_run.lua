@@ -49,6 +49,7 @@ local function steer_again(k, steps)
 end
 
 if redis.call('HGET', k.meta, 'active_run') ~= run_id then return reply.inactive{} end
+if redis.call('HEXISTS', k.runs, run_id) == 0 then return reply.inactive{} end  -- (a child's lane its deleted session left)
 local holder = redis.call('GET', k.lease)
 if holder == token then
   -- This claim, sent again after its reply was lost (shared/connections/outage.py's ride_out): as it answered then.
@@ -90,17 +91,17 @@ end
 if reason ~= 'resume' then run.attempt = run.attempt + 1 end
 local seq
 if reason == 'takeover' and a.keep_until ~= 'restart' then
-  local data = {run_id = run_id, attempt = run.attempt, from_event_id = tonumber(a.keep_until)}
-  seq = add_event(k, s, 'run.continued', cjson.encode(data), ts)
+  local data = run_event(run, {run_id = run_id, attempt = run.attempt, from_event_id = tonumber(a.keep_until)})
+  seq = add_event(k, s, 'run.continued', data, ts)
 else
   if reason == 'takeover' then
-    local data = cjson.encode({run_id = run_id, attempt = run.attempt, reason = 'the worker running attempt ' .. (run.attempt - 1) .. ' stopped'})
+    local data = run_event(run, {run_id = run_id, attempt = run.attempt, reason = 'the worker running attempt ' .. (run.attempt - 1) .. ' stopped'})
     add_event(k, s, 'run.retrying', data, ts)
     run.steps, run.step_seq = nil, nil  -- it starts over: nothing of it is replayed
     steer_again(k, redis.call('HGETALL', k.steps))  -- (run.steers keeps them: each its segment)
     redis.call('DEL', k.steps)
   end
-  seq = add_event(k, s, 'run.started', cjson.encode({run_id = run_id, attempt = run.attempt, reason = reason}), ts)
+  seq = add_event(k, s, 'run.started', run_event(run, {run_id = run_id, attempt = run.attempt, reason = reason}), ts)
 end
 run.status = 'running'
 run.started_seq = seq

@@ -42,6 +42,7 @@ class RunKeys(KeyGroup):
     steps: str
     steers: str
     steered: str
+    parent: str  # the parent lane's meta (shared/store/keys.py `SessionKeys.parent`)
     queue: str | None = only_if(shared_queue)
     index: str | None = only_if(shared_queue)
     hook_index: str | None = only_if(shared_queue)
@@ -74,7 +75,19 @@ class RunScope:
 
     def run_keys(self, session_id: str) -> RunKeys:
         k, keys = self.keys.session(session_id), self.keys
-        session = (k.meta, k.runs, k.events, k.lease, k.gone, k.pending, k.hooks, k.steps, k.steers, k.steered)
+        session = (
+            k.meta,
+            k.runs,
+            k.events,
+            k.lease,
+            k.gone,
+            k.pending,
+            k.hooks,
+            k.steps,
+            k.steers,
+            k.steered,
+            k.parent,
+        )
         return RunKeys(*session, keys.queue, keys.lease_checks, keys.webhook_checks, keys.archive_checks)
 
     def args(self, session_id: str) -> SessionArgs:

@@ -1,3 +1,30 @@
+-- A child run ended (docs/subagents.md): its parent, if it waits for it (await_children.lua), waits for
+-- one fewer; the last of those it waits for to end (or the first, for a parent with spawns it could not
+-- start then: `wake_on_first`) queues it again, in its own lane (`k.parent`, the lane one up), at once
+-- and outside its tenant's line, as a run that started: it goes on, and takes its children's results.
+local function child_ended(k, s, run, now_ms)
+  local parent_id = run.parent_run_id
+  local parent = get_run(k.runs, parent_id)
+  if parent.status ~= 'waiting' or type(parent.awaiting) ~= 'table' then return end
+  local left, found = {}, false
+  for _, id in ipairs(parent.awaiting) do
+    if id == run.run_id then found = true else left[#left + 1] = id end
+  end
+  if not found then return end
+  if #left > 0 and not parent.wake_on_first then
+    parent.awaiting = left
+    redis.call('HSET', k.runs, parent_id, cjson.encode(parent))
+    return
+  end
+  parent.status, parent.awaiting, parent.wake_on_first = 'queued', nil, nil
+  redis.call('HSET', k.runs, parent_id, cjson.encode(parent))
+  local lane = {}
+  for name, key in pairs(s) do lane[name] = key end
+  lane.session_id = string.match(s.session_id, '^(.*)/[^/]+$')
+  local keys = {meta = k.parent, runs = k.runs, queue = k.queue, index = k.index}
+  queue_job(keys, lane, parent_id, parent_id .. '.' .. run.run_id, now_ms, parent)
+end
+
 -- End the active run with its terminal event (`data` as stored; `outcome` the record's fields):
 -- fail the steers it did not take in (`steer_failure`: why, 'run_ended' by default), record the
 -- outcome, free the session and the lease, then start the next run in line or, with none, start the
@@ -21,6 +48,11 @@ local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_
   if next_run then
     redis.call('HSET', k.meta, 'active_run', next_run)
     queue_job(k, s, next_run, next_run, now_ms)
+  elseif type(run.parent_run_id) == 'string' then
+    -- A child's lane is done; the session's keys are its parent's to let expire, with the session.
+    redis.call('EXPIRE', k.meta, s.ttl)
+    redis.call('DEL', k.steers)
+    child_ended(k, s, run, now_ms)
   elseif ARCHIVE then
     -- The archiver copies the session, then starts its retention clock (archived.lua).
     redis.call('ZADD', k.archive, now_ms, s.session_id)
@@ -40,7 +72,7 @@ end
 local function cancel_unheld(k, s, run_id, reason)
   local ts, now_ms, now_s = clock()
   local owed = redis.call('HGET', k.meta, 'dispatch')
-  local data = cjson.encode({run_id = run_id, reason = reason})
+  local data = run_event(get_run(k.runs, run_id), {run_id = run_id, reason = reason})
   fence(k)  -- (its first write, which a full Redis refuses: XSETID may grow memory)
   local seq = end_run(k, s, run_id, 'cancelled', 'run.cancelled', data, {reason = reason}, ts, now_ms, now_s)
   if owed and SPLIT_QUEUE then
