@@ -10,10 +10,11 @@ skipped or sent twice.
 The tree a client follows is the one the session's run records hold when the stream opens (a child's
 record names its `parent_run_id`: a resume from the middle never saw the `run.spawned` of the
 children started before), and every child announced later by `run.spawned` with a followed parent.
-The stream ends once each followed run has ended and its end is sent: until then a run is
-`pending` if its record is active, or if it ended after the client's position (its end is still
-to come in the stream). A child can only be spawned by a run that has not ended, so none comes once
-none is pending.
+The stream ends once each followed run has ended and its end is sent, whether the session is idle
+or not (the children of a cancelled run may end after it, once the session's run has ended): until
+then a run is `pending` if its record is active, or if it ended after the client's position (its
+end is still to come in the stream). A child can only be spawned by a run that has not ended, so
+none comes once none is pending.
 
 With no `run=`, none of this runs: the unfiltered stream is untouched (its live events are written
 by the hub straight to the client). A filtered one is not: its encoding keeps state per client

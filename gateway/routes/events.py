@@ -68,4 +68,7 @@ async def stream_events(
         snapshot = False  # a snapshot compacts every run's events
     elif subtree:
         raise InvalidInput("subtree needs run: the run whose descendants to follow")
-    return await streams.open(session_id, after, encoding, transport="ndjson" if ndjson else "sse", snapshot=snapshot)
+    transport = "ndjson" if ndjson else "sse"
+    # A followed run ends its stream (its encoding says so), not the session's idleness: a cancelled
+    # run's children may end after it, when the session's own run has ended already.
+    return await streams.open(session_id, after, encoding, transport, snapshot=snapshot, until_idle=run is None)

@@ -13,11 +13,14 @@ from click.testing import CliRunner
 from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
 from tests.support.children import Tree
-from tests.support.sessions import start_a_run
-from tests.support.waiting import eventually
+from tests.support.gates import Gates
+from tests.support.sessions import held, start_a_run
+from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites
 from tokentail.cli import main
 from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.events import RunCancelled
+from tokentail.shared.vocabulary.records import child_run_id
 
 
 async def stored(store: SessionStore, session_id: str) -> list[tuple[int, str, dict[str, Any]]]:
@@ -201,3 +204,83 @@ async def test_the_cli_shows_the_children_nested_under_their_parents_tool_calls(
         "└ writer completed",
         "└ researcher completed",
     ]
+
+
+# With a worker's real spawns (tests/agents/spawning_agents.py): children held at their gates.
+SPAWNING = {
+    "held_echo": "tests.agents.spawning_agents:held_echo",
+    "held_parent": "tests.agents.spawning_agents:two_held_children",
+}
+
+
+async def _held_children(start_gateway: Any, start_worker: Any, gates: Gates) -> tuple[Gateway, str, str, list[str]]:
+    """A gateway and a worker; a session whose run spawned two children, both held at their gates."""
+    gateway: Gateway = await start_gateway(agents=SPAWNING)
+    await start_worker(agents=SPAWNING)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        made = (await client.post("/v1/sessions", json={"input": "hi", "agent": "held_parent"})).json()
+    sid, rid = made["session_id"], made["run_id"]
+    children = [child_run_id(rid, "c_a"), child_run_id(rid, "c_b")]
+    await eventually(lambda: all(gates.reached(child) for child in children), within=scaled(20))
+    return gateway, sid, rid, children
+
+
+async def test_a_spawned_child_followed_alone_ends_with_it_while_its_sibling_goes_on(
+    start_gateway: Any, start_worker: Any, gates: Gates, store: SessionStore
+) -> None:
+    gateway, sid, rid, (a, b) = await _held_children(start_gateway, start_worker, gates)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        url = f"/v1/sessions/{sid}/events?run={a}&subtree=1"
+        first = await read_events(client, url, limit=2)  # run.spawned, run.started: then the client drops
+        following = asyncio.ensure_future(read_events(client, url, last_event_id=first.ids[-1]))
+        gates.release(a)
+        rest = await asyncio.wait_for(following, scaled(20))  # ended with `a`, though `b` is held
+        child = (await client.get(f"/v1/sessions/{sid}/runs/{b}")).json()
+        assert child["status"] == "running"
+        assert [event for _, event, _ in first.events + rest.events] == [
+            "run.spawned", "run.started", "message.delta", "message.delta", "run.completed"
+        ]  # fmt: skip
+        assert first.events + rest.events == of_runs(await stored(store, sid), a)
+        gates.release(b)
+        whole = await read_events(client, f"/v1/sessions/{sid}/events?run={rid}&subtree=1")
+        assert whole.events == of_runs(await stored(store, sid), rid, a, b)
+        assert (whole.events[-1][1], whole.events[-1][2]["run_id"]) == ("run.completed", rid)
+
+
+async def test_a_subtree_followed_through_a_cancel_gets_every_descendants_end(
+    start_gateway: Any, start_worker: Any, gates: Gates, store: SessionStore
+) -> None:
+    gateway, sid, rid, children = await _held_children(start_gateway, start_worker, gates)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        following = asyncio.ensure_future(read_events(client, f"/v1/sessions/{sid}/events?run={rid}&subtree=1"))
+        assert (await client.post(f"/v1/sessions/{sid}/cancel")).status_code == 202
+        received = await asyncio.wait_for(following, scaled(20))
+    cancelled = {data["run_id"] for _, kind, data in received.events if kind == "run.cancelled"}
+    assert cancelled == {rid, *children}  # whichever order they ended in
+    assert received.events == of_runs(await stored(store, sid), rid, *children)
+
+
+async def test_a_followed_subtree_outlives_its_sessions_run_until_its_last_child_ended(
+    gateway: Gateway, client: httpx2.AsyncClient, runs: AllWrites, store: SessionStore
+) -> None:
+    # A cancel's cascade: the session's run ends at once (the session is idle then), its child a
+    # moment later, by its own worker. A follower of the tree waits for that end; so does one that
+    # comes in between, rather than hear 204.
+    tree, a, a1, b = await a_tree(runs)
+    await tree.end(a1, "checked")
+    await tree.end(b, "written")
+    url = f"/v1/sessions/{tree.session_id}/events?run={tree.root}&subtree=1"
+    seen: list[tuple[int | None, str, dict[str, Any]]] = []
+    following = asyncio.ensure_future(read_events(client, url, on_event=seen.append))
+    ending = RunCancelled(run_id=tree.root, reason="cancelled by request")
+    root_end = await (await held(runs, tree.session_id, tree.root)).append([], ending=ending)
+    assert not (await store.stream_position(tree.session_id))[1]  # the session is idle
+    await eventually(lambda: any(event_id == root_end for event_id, _, _ in seen))
+    async with client.stream("GET", url, headers={"Last-Event-ID": str(root_end)}) as between:
+        assert between.status_code == 200  # open (its head sent), not 204: `a` has not ended
+        child_end = await tree.end(a, status="cancelled", to_parent=False)
+        rest = (await asyncio.wait_for(between.aread(), 10)).decode()
+    received = await asyncio.wait_for(following, 10)
+    assert received.events == of_runs(await stored(store, tree.session_id), tree.root, a, a1, b)
+    assert received.ids[-1] == child_end
+    assert f"id: {child_end}\nevent: run.cancelled\n" in rest and rest.count("id: ") == 1
