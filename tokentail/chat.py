@@ -328,8 +328,9 @@ class Screen:
                 self._close(below, outcome)
 
     def _line(self, text: str, colour: str | None, dim: bool = True) -> None:
-        """A whole line on stderr, on a line of its own (after the answer's, if that is not ended)."""
+        """A whole line on stderr, on a line of its own: a terminal shows both streams on one screen,
+        so a line of the answer not ended yet is ended there (stdout keeps the answer as it is)."""
         if self._mid_line:
-            click.echo()
+            click.echo(err=True)
             self._mid_line = False
         click.secho(text, err=True, dim=dim and colour is None, fg=colour)

@@ -208,6 +208,8 @@ async def test_the_cli_shows_the_children_nested_under_their_parents_tool_calls(
 
 # With a worker's real spawns (tests/agents/spawning_agents.py): children held at their gates.
 SPAWNING = {
+    "echo": "tests.agents.spawning_agents:echo",
+    "parent": "tests.agents.spawning_agents:two_children",
     "held_echo": "tests.agents.spawning_agents:held_echo",
     "held_parent": "tests.agents.spawning_agents:two_held_children",
 }
@@ -284,3 +286,23 @@ async def test_a_followed_subtree_outlives_its_sessions_run_until_its_last_child
     assert received.events == of_runs(await stored(store, tree.session_id), tree.root, a, a1, b)
     assert received.ids[-1] == child_end
     assert f"id: {child_end}\nevent: run.cancelled\n" in rest and rest.count("id: ") == 1
+
+
+async def test_the_cli_nests_a_workers_real_children(start_gateway: Any, start_worker: Any) -> None:
+    gateway: Gateway = await start_gateway(agents=SPAWNING)
+    await start_worker(agents=SPAWNING)
+    command = ["chat", "--url", gateway.url, "--agent", "parent", "hi"]
+    result = await asyncio.to_thread(CliRunner().invoke, main, command)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Asking two. Got echo[a] and echo[b].\n"  # the session's run's answer alone
+    nested = sorted(line for line in result.stderr.splitlines() if line.startswith(("┌", "│", "└")))
+    assert nested == sorted(
+        [
+            "┌ echo (echo): a",
+            "│ echo: echo[a]",
+            "└ echo completed",
+            "┌ echo (echo): b",
+            "│ echo: echo[b]",
+            "└ echo completed",
+        ]
+    )

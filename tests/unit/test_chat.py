@@ -103,7 +103,7 @@ def test_sub_agent_runs_are_nested_parts_of_their_own_closed_at_their_end(capsys
     ]:
         status = screen.show(event, status)
     out, err = capsys.readouterr()
-    assert out == "Asking. \nDone.\n"  # the session's own run's answer alone (a line ended for the children)
+    assert out == "Asking. Done.\n"  # the session's own run's answer alone, as it is
     assert status == 0
     lines = [line for line in err.splitlines() if line]
     assert lines == [
