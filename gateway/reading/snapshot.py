@@ -58,6 +58,7 @@ class Compactor:
         # closes when none is left. Sub-agent runs stream side by side with their parent: one run's
         # start or end does not close another's.
         self._going: set[str] = set()
+        self._delta_head = b""  # how the data of the last event starts, if it was a delta: `{"run_id":"<id>"`
         self._frames: list[bytes] = []
         self._frame_bytes = 0
 
@@ -67,13 +68,20 @@ class Compactor:
 
     def add(self, events: list[StoredEvent]) -> None:
         for event in events:
-            run_id = run_of(event.data)
+            data = event.data
+            if self._delta_head and data.startswith(self._delta_head) and event.type in _MERGED:
+                # The next delta of the run of the delta before (most events): going already.
+                self._held.append(event)
+                self.held_bytes += len(data)
+                continue
+            run_id = run_of(data)
+            self._delta_head = b'{"run_id":"%s"' % run_id.encode() if event.type in _MERGED else b""
             if event.type == _STARTED:
                 self._going.discard(run_id)  # its events before this start can no longer be cut
                 if not self._going:
                     self._close()
             self._held.append(event)
-            self.held_bytes += len(event.data)
+            self.held_bytes += len(data)
             if event.type in _ENDS:
                 self._going.discard(run_id)
                 if not self._going:

@@ -19,7 +19,7 @@ class Session:
 
     def add(self, event_type: str, **data: Any) -> int:
         seq = len(self.events) + 1
-        self.events.append(StoredEvent(seq, event_type.encode(), json.dumps(data).encode(), 0))
+        self.events.append(StoredEvent(seq, event_type.encode(), json.dumps(data, separators=(",", ":")).encode(), 0))
         return seq
 
     def turn(self, run_id: str, text: str, *, ends: bool = True) -> None:
