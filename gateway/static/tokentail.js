@@ -401,7 +401,7 @@ export class SessionFollower {
           turn.reasoning = turn.reasoning.slice(0, cut.reasoning);
           turn.notes = turn.notes.slice(0, cut.notes);
           turn.data = turn.data.slice(0, cut.data);
-          turn.tools = turn.tools.slice(0, cut.tools);
+          turn.tools = turn.tools.filter((call, i) => i < cut.tools || call.child); // a child run is never undone
           turn.since = turn.since.filter((mark) => mark.id < cut.id);
           for (const steer of turn.steers) if (steer.at > turn.text.length) steer.at = turn.text.length;
         }
@@ -414,7 +414,7 @@ export class SessionFollower {
         // included (the next attempt streams it again). docs/api.md, "What a client keeps".
         turn.text = "";
         turn.reasoning = "";
-        turn.tools = [];
+        turn.tools = turn.tools.filter((call) => call.child); // its children go on: a new attempt takes them up again
         turn.data = [];
         turn.answers = [];
         turn.since = [];

@@ -8,7 +8,7 @@ from tests.fixtures.stack import Gateway
 from tests.support.children import Tree
 from tests.support.sessions import held, start_a_run
 from tests.support.writes import AllWrites
-from tokentail.shared.vocabulary.events import RunCancelled
+from tokentail.shared.vocabulary.events import RunCancelled, RunContinued
 
 
 async def test_the_demo_nests_each_child_in_its_parents_tool_call_and_folds_it_once_ended(
@@ -16,7 +16,7 @@ async def test_the_demo_nests_each_child_in_its_parents_tool_call_and_folds_it_o
 ) -> None:
     session_id, root = await start_a_run(runs)
     tree = Tree(runs, session_id, root.run_id)
-    await tree.say(root.run_id, "Let me ask a helper. ")
+    first_words = await tree.say(root.run_id, "Let me ask a helper. ")
     a = await tree.spawn(root.run_id, "researcher", "find the facts")
     await tree.say(a, "Looking it up. ")
     page = await browser.new_page()
@@ -30,6 +30,12 @@ async def test_the_demo_nests_each_child_in_its_parents_tool_call_and_folds_it_o
     await expect(researcher).to_have_attribute("open", "")  # open while it runs
     await expect(researcher.locator(":scope > .assistant")).to_have_text("Looking it up.")
     await expect(turn.locator(".progress .chip", has_text="researcher")).to_have_count(0)  # its part, not a chip
+    # The session's run taken over back to before its tool call: its text after that point goes, its
+    # child (a run of its own, which the new attempt takes up again) stays.
+    await tree.say(root.run_id, "cut ")
+    await tree.append(("run.continued", RunContinued(run_id=root.run_id, attempt=2, from_event_id=first_words)))
+    await expect(turn.locator(":scope > .assistant")).to_have_text("Let me ask a helper.")
+    await expect(researcher).to_have_attribute("data-status", "running")
 
     # Live: a grandchild opens inside it; the session's own answer stays the parent's text.
     checker_id = await tree.spawn(a, "fact-checker", "check it")
