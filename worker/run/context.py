@@ -28,6 +28,13 @@ once and replayed after:
     order = await ctx.step("fetch-order", fetch_order, order_id)    # its result is kept with the run
     prefix = ctx.resume_text()       # the answer text clients have and this attempt has not streamed
 
+A run can start other agents of the catalog as child runs in its session, and wait for them the same
+way, with no worker held (docs/subagents.md):
+
+    result = await ctx.spawn("researcher", "What causes tides?")       # its answer: result.output
+    async for event in ctx.spawn_stream("researcher", "..."):          # or follow it as it goes
+        ...
+
 A person may add input while the run works (a steer: `POST /v1/sessions/{id}/steer`; docs/steering.md).
 An agent takes it in where it can, between its own steps, each steer once, also across a takeover:
 
@@ -53,7 +60,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Generic, NoReturn, TypeVar, cast
@@ -77,7 +84,7 @@ from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord, T
 from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker.run import traces
 from tokentail.worker.run.attempt import Attempt
-from tokentail.worker.run.children import Children, ChildResult, WaitingForChildren
+from tokentail.worker.run.children import ChildEvent, Children, ChildResult, WaitingForChildren
 from tokentail.worker.run.usage import UsageMeter
 from tokentail.worker.run.writer import EventWriter
 
@@ -409,6 +416,13 @@ class RunContext:
             result = await self._children.result(agent, input, call_id, name)
             call.result = result.output
         return result
+
+    def spawn_stream(
+        self, agent: str, input: str, *, call_id: str | None = None, name: str | None = None
+    ) -> AsyncIterator[ChildEvent]:  # noqa: A002
+        """As `spawn`, but this run follows the child as it goes (holding its worker): its events and its
+        descendants' (`ChildEvent`), through its end; `ChildFailed` after them if it did not complete."""
+        return self._children.stream(self.tool, agent, input, self._children.call_id(call_id), name)
 
     async def steers(self) -> list[str]:
         """The input sent to this run while it runs (steers), in the order sent, taken in now: each
