@@ -132,8 +132,8 @@ async def _create_run(request: Request, body: bytes) -> Response:
 async def _stream_events(request: Request, body: bytes) -> Response:
     query, headers = request.query_params, request.headers
     catch_up = query.get("catch_up", "events")
-    if catch_up not in _CATCH_UP:
-        raise Declined
+    if catch_up not in _CATCH_UP or "run" in query or "subtree" in query:
+        raise Declined  # one run followed (`?run=`): FastAPI's route reads it
     access = await deps.readable_session(request, request.path_params["session_id"], *await _credentials(request))
     return await events.stream_events(
         request,

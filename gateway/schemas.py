@@ -19,7 +19,7 @@ from tokentail.shared.features.tenant_webhooks import WebhookFormat
 from tokentail.shared.store.scripts.runs import Cancel
 from tokentail.shared.vocabulary.catalog import parse_model
 from tokentail.shared.vocabulary.params import RunParams
-from tokentail.shared.vocabulary.records import ForkOrigin, Multitask, RunRecord, SessionStatus, Turn
+from tokentail.shared.vocabulary.records import ForkOrigin, Multitask, RunRecord, RunStatus, SessionStatus, Turn
 
 MAX_NESTING = 32
 
@@ -288,8 +288,46 @@ class SessionView(BaseModel):
         "tenant's next to start) and what holds it (`waiting_for`: `turn`, the tenants' turns; `tenant_cap` "
         "or `user_cap`, a cap on runs running at once)",
     )
-    runs: list[RunRecord]
+    runs: list[RunRecord] = Field(
+        description="every run's record, in the order queued: the session's own runs and their sub-agent runs, "
+        "each child with its `parent_run_id` (null for the session's own) and each parent with its `children` "
+        "(ids, in the order spawned): the tree"
+    )
     transcript: list[Turn]
+
+
+class ChildRun(BaseModel):
+    """A child of a run, as `GET /v1/sessions/{sid}/runs/{rid}` lists it."""
+
+    run_id: str
+    name: str | None = Field(description="the name it was given as it was spawned (`run.spawned`'s `name`)")
+    agent: str | None
+    call_id: str | None = Field(description="the parent's tool call it is the work of (`run.spawned`'s cause)")
+    status: RunStatus
+    children: list[str] = Field(description="its own children's ids (`GET …/runs/{id}` shows each)")
+
+
+class RunView(RunRecord):
+    """A run's record as the session's state shows it, with its children's status."""
+
+    child_runs: list[ChildRun] = Field(description="its children, in the order spawned")
+
+    @classmethod
+    def of(cls, run: RunRecord, runs: list[RunRecord]) -> Self:
+        by_id = {other.run_id: other for other in runs}
+        children = [by_id[child] for child in run.children if child in by_id]
+        listed = [
+            ChildRun(
+                run_id=child.run_id,
+                name=child.name,
+                agent=child.agent,
+                call_id=child.call_id,
+                status=child.status,
+                children=child.children,
+            )
+            for child in children
+        ]
+        return cls.model_validate({**run.model_dump(by_alias=True), "child_runs": listed})
 
 
 class ErrorDetail(BaseModel):

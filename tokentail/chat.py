@@ -10,6 +10,7 @@ import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -224,13 +225,36 @@ _PROGRESS: dict[str, tuple[Callable[[dict[str, Any]], str], str | None]] = {
 }
 # The exit status a run's end sets: 0 once the last run completed.
 _ENDINGS = {"run.completed": 0, "run.failed": 1, "run.cancelled": 1}
+_ENDED = {"run.completed": "completed", "run.failed": "failed", "run.cancelled": "cancelled"}
+
+
+@dataclass
+class _Child:
+    """A sub-agent run on screen: nested under its parent's tool call, its text held to whole lines."""
+
+    parent: str
+    depth: int  # 1: a child of a session's own run
+    name: str
+    text: str = ""  # its answer's last line, not printed yet
+    open: bool = True  # closed: at its end, or at an ancestor's (its own end may come after)
+
+    @property
+    def bars(self) -> str:
+        return "│ " * (self.depth - 1)
 
 
 class Screen:
-    """Prints a session's events as they come; remembers the name of each tool call it saw start."""
+    """Prints a session's events as they come; remembers the name of each tool call it saw start.
+
+    A sub-agent run (`run.spawned`) is a part of its own, nested under its parent's tool call, on
+    stderr (the answer on stdout is the session's own runs'): it opens with `┌ <name>`, each of its
+    lines starts with `│ <name>:` (children stream side by side: their lines interleave whole, each
+    named), and `└ <name>` closes it when it ends, or when an ancestor ends first (a cancel)."""
 
     def __init__(self) -> None:
         self._tools: dict[str, str] = {}  # call id -> tool name
+        self._children: dict[str, _Child] = {}  # the sub-agent runs seen spawned, by run id
+        self._mid_line = False  # the answer's last line on stdout is not ended yet
 
     def show(self, event: Event, status: int) -> int:
         """Print `event`; the exit status once it is shown (see _ENDINGS)."""
@@ -240,13 +264,73 @@ class Screen:
         elif event.event in ("tool.completed", "tool.failed"):
             # A stream that started after the call began never saw its name: the call id says which.
             data = {**data, "name": self._tools.get(data["call_id"], data["call_id"])}
+        if event.event == "run.spawned":
+            self._spawned(data)
+            return status
+        if (child := self._children.get(data.get("run_id", ""))) is not None:
+            self._show_child(child, event.event, data)
+            return status
         if event.event == "message.delta":
             click.echo(data["text"], nl=False)
+            self._mid_line = not data["text"].endswith("\n")
         elif event.event == "run.completed":
             click.echo()
+            self._mid_line = False
         elif event.event in _PROGRESS:
             text, colour = _PROGRESS[event.event]
             click.secho(text(data), err=True, dim=colour is None, fg=colour, nl=event.event != "reasoning.delta")
         elif event.event.startswith("data."):
             click.secho(f"[{event.event}: {data['data']}]", err=True, dim=True)
+        if event.event in _ENDINGS:
+            self._close_below(data["run_id"], "ended with its parent")
         return _ENDINGS.get(event.event, status)
+
+    def _spawned(self, data: dict[str, Any]) -> None:
+        parent = self._children.get(data["parent_run_id"])
+        child = _Child(data["parent_run_id"], parent.depth + 1 if parent else 1, data["name"] or data["agent"])
+        self._children[data["run_id"]] = child
+        self._line(f"{child.bars}┌ {child.name} ({data['agent']}): {data['input']}", None)
+
+    def _show_child(self, child: _Child, kind: str, data: dict[str, Any]) -> None:
+        if not child.open:
+            return
+        if kind == "message.delta":
+            child.text += data["text"]
+            *lines, child.text = child.text.split("\n")
+            for line in lines:
+                self._line(f"{child.bars}│ {child.name}: {line}", None, dim=False)
+            return
+        if kind in _ENDED:
+            outcome = _ENDED[kind]
+            if kind == "run.failed":
+                outcome += f": {data['error']['message']}"
+            self._close(data["run_id"], outcome)
+            return
+        if kind in _PROGRESS and kind != "run.queued":
+            text, colour = _PROGRESS[kind]
+            self._line(f"{child.bars}│ {child.name}: {text(data).strip()}", colour)
+        elif kind.startswith("data."):
+            self._line(f"{child.bars}│ {child.name}: [{kind}: {data['data']}]", None)
+
+    def _close(self, run_id: str, outcome: str) -> None:
+        """End the child's part (its descendants' first, if any is still open)."""
+        self._close_below(run_id, "ended with its parent")
+        child = self._children[run_id]
+        child.open = False
+        if child.text:
+            self._line(f"{child.bars}│ {child.name}: {child.text}", None, dim=False)
+        colour = "yellow" if outcome != "completed" else None
+        self._line(f"{child.bars}└ {child.name} {outcome}", colour)
+
+    def _close_below(self, run_id: str, outcome: str) -> None:
+        for below, child in self._children.items():
+            if child.parent == run_id and child.open:
+                self._close(below, outcome)
+
+    def _line(self, text: str, colour: str | None, dim: bool = True) -> None:
+        """A whole line on stderr, on a line of its own: a terminal shows both streams on one screen,
+        so a line of the answer not ended yet is ended there (stdout keeps the answer as it is)."""
+        if self._mid_line:
+            click.echo(err=True)
+            self._mid_line = False
+        click.secho(text, err=True, dim=dim and colour is None, fg=colour)

@@ -2,6 +2,7 @@
 every follower that takes them (gateway/reading/hub.py), each encoding made once."""
 
 import bisect
+import json
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ T = TypeVar("T")
 TERMINAL = frozenset(event.encode() for event in TERMINAL_EVENTS)
 _SEQ = operator.itemgetter(0)  # a StoredEvent's seq
 Columns = tuple[Sequence[bytes], Sequence[bytes]]  # a chunk's events' types, and their data
+_RUN_ID_HEAD = b'{"run_id":"'  # how every stored event starts (EventData's first field), as workers write it
 
 
 class Chunk:
@@ -119,3 +121,13 @@ def columns_of(entries: list[Entry]) -> Columns:
         return (fields[1],), (fields[3],)
     fields_of = list(map(ENTRY_FIELDS, entries))
     return list(map(FIELD_TYPE, fields_of)), list(map(FIELD_DATA, fields_of))
+
+
+def run_of(data: bytes) -> str:
+    """The `run_id` of an event's stored JSON: read from its head where it is first, as workers
+    write every event; else parsed."""
+    if data.startswith(_RUN_ID_HEAD):
+        end = data.find(b'"', len(_RUN_ID_HEAD))
+        if end > 0:
+            return data[len(_RUN_ID_HEAD) : end].decode()
+    return str(json.loads(data).get("run_id"))

@@ -10,14 +10,17 @@ read: nothing is stored twice.
 A running attempt can still be cut by a `run.continued` back to any of its events since its last
 `run.started`, so its deltas must stay apart: each segment (a `run.started` up to the next one or
 the run's end) is held until it closes, and the snapshot stops before a segment still open (or too
-long to hold); the feed sends that part as it is. A long session goes as several snapshots of about
-`READ_BUDGET_BYTES` each, so a gateway never holds a whole session for one client.
+long to hold); the feed sends that part as it is. Runs that stream side by side (a run and its
+sub-agent runs) share a segment: it closes once none of them can be cut any more. A long session
+goes as several snapshots of about `READ_BUDGET_BYTES` each, so a gateway never holds a whole
+session for one client.
 """
 
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from tokentail.gateway.reading.chunk import run_of
 from tokentail.gateway.reading.reducer import parse, split_delta
 from tokentail.shared.store.reads import SessionStore, StoredEvent
 from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, EventType
@@ -28,6 +31,7 @@ HELD_BYTES = 1_048_576  # a segment larger than this is sent as it is: what one 
 
 _MERGED = frozenset({EventType.MESSAGE_DELTA.encode(), EventType.REASONING_DELTA.encode()})
 _STARTED = EventType.RUN_STARTED.encode()
+_QUEUED = EventType.RUN_QUEUED.encode()
 _RETRYING = EventType.RUN_RETRYING.encode()
 _CONTINUED = EventType.RUN_CONTINUED.encode()
 _ENDS = frozenset(event.encode() for event in TERMINAL_EVENTS)
@@ -50,6 +54,11 @@ class Compactor:
         self.through = after  # the last id the frames made so far cover
         self.held_bytes = 0
         self._held: list[StoredEvent] = []  # the open segment
+        # The runs with events held that a takeover may yet cut (since their last start): the segment
+        # closes when none is left. Sub-agent runs stream side by side with their parent: one run's
+        # start or end does not close another's.
+        self._going: set[str] = set()
+        self._delta_head = b""  # how the data of the last event starts, if it was a delta: `{"run_id":"<id>"`
         self._frames: list[bytes] = []
         self._frame_bytes = 0
 
@@ -59,12 +68,26 @@ class Compactor:
 
     def add(self, events: list[StoredEvent]) -> None:
         for event in events:
+            data = event.data
+            if self._delta_head and data.startswith(self._delta_head) and event.type in _MERGED:
+                # The next delta of the run of the delta before (most events): going already.
+                self._held.append(event)
+                self.held_bytes += len(data)
+                continue
+            run_id = run_of(data)
+            self._delta_head = b'{"run_id":"%s"' % run_id.encode() if event.type in _MERGED else b""
             if event.type == _STARTED:
-                self._close()
+                self._going.discard(run_id)  # its events before this start can no longer be cut
+                if not self._going:
+                    self._close()
             self._held.append(event)
-            self.held_bytes += len(event.data)
+            self.held_bytes += len(data)
             if event.type in _ENDS:
-                self._close()
+                self._going.discard(run_id)
+                if not self._going:
+                    self._close()
+            elif event.type != _QUEUED:  # (a run waiting in line has nothing to cut yet)
+                self._going.add(run_id)
 
     def take(self) -> Snapshot:
         """The frames made so far, as one snapshot."""

@@ -60,20 +60,23 @@ class Streams:
         on_close: Callable[[], Awaitable[None]] | None = None,
         snapshot: bool = False,
         reserved: Reserved | None = None,
+        until_idle: bool = True,
     ) -> Response:
         """The events after `after`, in `encoding`; 204 if nothing is left to send and nothing is coming.
         (A gap frame alone would not move a browser's Last-Event-ID, so it would reconnect for ever.)
         `resuming`: False for the answer to a run just posted, which the resume metrics do not count.
         `on_close`: called however the stream ends, once it has. `snapshot`: a client far behind gets
         a compacted catch-up first (gateway/reading/snapshot.py). `reserved`: the slot the request
-        took first (`reserve`), else one is taken here."""
+        took first (`reserve`), else one is taken here. `until_idle`: False for a stream that its
+        encoding ends (`finished`), however the session stands (a run followed alone: a child may end
+        after its session's run did)."""
         start = await start_position(self.store, session_id, after, snapshot)
         if not resuming:
             start = replace(start, replay_until=0)
-        if start.idle:
+        if start.idle and until_idle:
             return Response(status_code=204)
         slot = await self.slots.take(self.caller.tenant, self.caller.session_id) if reserved is None else reserved.slot
-        feed = EventFeed(self.hub, session_id, start, self.settings.sse_batch, until_idle=True, transport=transport)
+        feed = EventFeed(self.hub, session_id, start, self.settings.sse_batch, until_idle, transport=transport)
         release = partial(self.slots.release, slot)
 
         async def closed() -> None:

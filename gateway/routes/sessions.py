@@ -40,6 +40,7 @@ from tokentail.gateway.schemas import (
     LineView,
     PendingInput,
     RunAccepted,
+    RunView,
     SessionCreated,
     SessionDeleted,
     SessionView,
@@ -49,6 +50,7 @@ from tokentail.gateway.schemas import (
     TokenRequest,
 )
 from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.vocabulary.errors import RunNotFound
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord, transcript
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -188,6 +190,17 @@ async def get_session(access: ReadableSessionDep, store: StoreDep, lines: Tenant
         place = await lines.place_of(session.dispatch)
         view.line = LineView(place=place.place, waiting_for=place.waiting_for) if place else None
     return view
+
+
+@router.get("/{session_id}/runs/{run_id}", responses=ERROR_RESPONSES)
+async def get_run(access: ReadableSessionDep, run_id: str, store: StoreDep) -> RunView:
+    """One run's record, as the session's state shows it, with its children (sub-agent runs) and their
+    status: a UI's view of one branch of the tree. 404 `run_not_found` for a run not of this session."""
+    session = await store.get_session(access.session_id)
+    run = session.run(run_id)
+    if run is None:
+        raise RunNotFound(access.session_id, run_id)
+    return RunView.of(run, session.runs)
 
 
 @router.post("/{session_id}/fork", status_code=201, responses=ERROR_RESPONSES)

@@ -20,6 +20,11 @@
 // where `at` (once applied) is the length of `turn.text` where the answer took it in: the text before
 // ends there, the answer to it comes after (after a blank line).
 //
+// A sub-agent run (`run.spawned`) is no turn of its own: it is a child turn (the same fields, with `name`,
+// `agent`, `parentRunId`, `callId`) in `tool.child` of its parent's tool call (`cause.call_id`), which the
+// parent's `tool.started` opened just before; its events land in it, its grandchildren in its own tools.
+// A child still going when an ancestor ends is ended with it (a cancel's cascade may say so later).
+//
 // A turn keeps the answer (`text`) apart from the model's thinking (`reasoning`). Agents' own
 // `data.<name>` events are followed when named: `follow(id, { data: ["chart"] })` (an EventSource
 // hears only the event names it listens for); they land in `turn.data` and reach `onEvent`. Events
@@ -37,7 +42,7 @@ const AGENT_EVENTS = new Set(["message.delta", "reasoning.delta", "status", "too
 const EVENTS = [
   "run.queued", "run.started", "message.delta", "reasoning.delta", "status", "tool.started", "tool.completed",
   "tool.failed", "run.retrying", "run.continued", "run.completed", "run.failed", "run.cancelled", "input.required",
-  "input.received", "steer.accepted", "steer.applied", "steer.failed", "gap", "snapshot",
+  "input.received", "steer.accepted", "steer.applied", "steer.failed", "run.spawned", "gap", "snapshot",
 ];
 
 export class TokentailError extends Error {
@@ -137,7 +142,8 @@ export class Tokentail {
 }
 
 // One session followed live.
-// `turns`: [{ runId, input, text, reasoning, status, attempt, tools: [...], notes: [...], data: [...], steers: [...] }].
+// `turns`: [{ runId, input, text, reasoning, status, attempt, tools: [...], notes: [...], data: [...], steers: [...] }]:
+// the session's own runs; a sub-agent run is the `child` of its parent's tool call.
 export class SessionFollower {
   constructor(
     client,
@@ -151,6 +157,7 @@ export class SessionFollower {
     this.catchUp = catchUp;
     this.token = token ?? client.streamToken(sessionId);
     this.turns = [];
+    this.children = new Map(); // run id -> the child turn of a sub-agent run
     this.lastId = 0; // replay from the start: the transcript is rebuilt, not patched
     this.seenBefore = client.lastEventId(sessionId); // events up to here were shown before a reload
     this.active = new Set();
@@ -303,6 +310,8 @@ export class SessionFollower {
   }
 
   #turn(runId) {
+    const child = this.children.get(runId);
+    if (child) return child;
     let turn = this.turns.find((t) => t.runId === runId);
     if (!turn) {
       turn = { runId, input: "", text: "", reasoning: "", status: "queued", attempt: 0, tools: [], notes: [], data: [], steers: [], questions: [] };
@@ -317,6 +326,10 @@ export class SessionFollower {
         runId: null, input: "", text: "", reasoning: "", status: "gap", tools: [], data: [], steers: [], questions: [],
         notes: [`earlier events are gone (${data.reason})`],
       });
+      return;
+    }
+    if (name === "run.spawned") {
+      this.#spawned(data);
       return;
     }
     const turn = this.#turn(data.run_id);
@@ -388,7 +401,7 @@ export class SessionFollower {
           turn.reasoning = turn.reasoning.slice(0, cut.reasoning);
           turn.notes = turn.notes.slice(0, cut.notes);
           turn.data = turn.data.slice(0, cut.data);
-          turn.tools = turn.tools.slice(0, cut.tools);
+          turn.tools = turn.tools.filter((call, i) => i < cut.tools || call.child); // a child run is never undone
           turn.since = turn.since.filter((mark) => mark.id < cut.id);
           for (const steer of turn.steers) if (steer.at > turn.text.length) steer.at = turn.text.length;
         }
@@ -401,7 +414,7 @@ export class SessionFollower {
         // included (the next attempt streams it again). docs/api.md, "What a client keeps".
         turn.text = "";
         turn.reasoning = "";
-        turn.tools = [];
+        turn.tools = turn.tools.filter((call) => call.child); // its children go on: a new attempt takes them up again
         turn.data = [];
         turn.answers = [];
         turn.since = [];
@@ -419,7 +432,37 @@ export class SessionFollower {
           if (name === "run.completed") turn.text = data.output;
           if (name === "run.failed") turn.notes.push(data.error.message);
           this.active.delete(data.run_id);
+          this.#endChildren(data.run_id, turn.status);
         }
+    }
+  }
+
+  // A child run, in its parent's tool call (the one its parent opened for it, else one made for it).
+  #spawned(data) {
+    const parent = this.#turn(data.parent_run_id);
+    const child = {
+      runId: data.run_id, parentRunId: data.parent_run_id, callId: data.cause?.call_id ?? null, name: data.name,
+      agent: data.agent, input: data.input, text: "", reasoning: "", status: "running", attempt: 0,
+      tools: [], notes: [], data: [], steers: [], questions: [],
+    };
+    this.children.set(data.run_id, child);
+    this.active.add(data.run_id);
+    let call = parent.tools.find((t) => t.callId === child.callId && !t.child);
+    if (!call) {
+      call = { callId: child.callId, name: data.name, arguments: { input: data.input }, state: "running" };
+      parent.tools.push(call);
+    }
+    call.child = child;
+  }
+
+  // The children still going when their parent ended: ended with it, theirs too.
+  #endChildren(runId, status) {
+    for (const child of this.children.values()) {
+      if (child.parentRunId !== runId || !["queued", "running", "waiting"].includes(child.status)) continue;
+      child.status = status === "completed" ? "cancelled" : status;
+      child.questions = [];
+      this.active.delete(child.runId);
+      this.#endChildren(child.runId, child.status);
     }
   }
 }

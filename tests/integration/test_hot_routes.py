@@ -464,6 +464,8 @@ DECLARED = {
     "stream_events": [
         "query last_event_id last_event_id",
         "query catch_up catch_up",
+        "query run run",
+        "query subtree subtree",
         "header last_event_id_header Last-Event-ID",
         "header accept accept",
         "depends access: _session_access.<locals>.access",

@@ -67,3 +67,82 @@ def test_an_answer_from_the_command_line_is_read_as_its_question_s_kind_takes_it
 def test_an_answer_its_question_cannot_take_says_why(kind: str, given: str) -> None:
     with pytest.raises(ValueError, match=f"--answer {given}: "):
         _given({"kind": kind}, given)
+
+
+def _of(run_id: str, kind: str, **data: object) -> Event:
+    return Event(id=1, event=kind, data={"run_id": run_id, **data})
+
+
+def _spawned(child: str, parent: str, name: str, call_id: str) -> Event:
+    cause = {"type": "tool_call", "call_id": call_id}
+    return _of(child, "run.spawned", parent_run_id=parent, agent=name, name=name, input="dig", cause=cause)
+
+
+def test_sub_agent_runs_are_nested_parts_of_their_own_closed_at_their_end(capsys: pytest.CaptureFixture[str]) -> None:
+    screen = Screen()
+    status = 1
+    for event in [
+        _of("root", "message.delta", text="Asking. "),
+        _of("root", "tool.started", call_id="c1", name="researcher", arguments={"input": "dig"}),
+        _spawned("a", "root", "researcher", "c1"),
+        _of("a", "run.started", attempt=1, parent_run_id="root"),
+        _of("root", "tool.started", call_id="c2", name="writer", arguments={"input": "dig"}),
+        _spawned("b", "root", "writer", "c2"),
+        _of("a", "message.delta", text="found "),
+        _of("b", "message.delta", text="drafting\nline two"),
+        _of("a", "message.delta", text="it\n"),
+        _spawned("a1", "a", "checker", "c3"),
+        _of("a1", "status", text="checking"),
+        _of("a1", "run.completed", output="", usage={}, parent_run_id="a"),
+        _of("a", "run.completed", output="found it", usage={}, parent_run_id="root"),
+        _of("root", "tool.completed", call_id="c1", result="found it", duration_ms=1),
+        _of("b", "run.failed", error={"type": "agent_error", "message": "no ink"}, parent_run_id="root"),
+        _of("root", "tool.failed", call_id="c2", error="no ink", duration_ms=1),
+        _of("root", "message.delta", text="Done."),
+        _of("root", "run.completed", output="Asking. Done.", usage={}),
+    ]:
+        status = screen.show(event, status)
+    out, err = capsys.readouterr()
+    assert out == "Asking. Done.\n"  # the session's own run's answer alone, as it is
+    assert status == 0
+    lines = [line for line in err.splitlines() if line]
+    assert lines == [
+        "[running researcher {'input': 'dig'}]",
+        "┌ researcher (researcher): dig",
+        "[running writer {'input': 'dig'}]",
+        "┌ writer (writer): dig",
+        "│ writer: drafting",  # whole lines, each named: the two children interleave
+        "│ researcher: found it",
+        "│ ┌ checker (checker): dig",
+        "│ │ checker: [checking]",
+        "│ └ checker completed",
+        "└ researcher completed",
+        "[researcher done: found it]",
+        "│ writer: line two",  # the rest of its text, at its end
+        "└ writer failed: no ink",
+        "[writer failed: no ink]",
+    ]
+
+
+def test_a_child_still_open_when_its_ancestor_ends_is_closed_with_it(capsys: pytest.CaptureFixture[str]) -> None:
+    screen = Screen()
+    status = 1
+    for event in [
+        _spawned("a", "root", "researcher", "c1"),
+        _spawned("a1", "a", "checker", "c2"),
+        _of("a1", "message.delta", text="half a line"),
+        _of("root", "run.cancelled", reason="cancelled by request"),
+        _of("a1", "run.cancelled", reason="cancelled by request", parent_run_id="a"),  # after: shown once
+        _of("a", "run.cancelled", reason="cancelled by request", parent_run_id="root"),
+    ]:
+        status = screen.show(event, status)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert lines == [
+        "┌ researcher (researcher): dig",
+        "│ ┌ checker (checker): dig",
+        "[cancelled: cancelled by request]",
+        "│ │ checker: half a line",
+        "│ └ checker ended with its parent",
+        "└ researcher ended with its parent",
+    ]
+    assert status == 1  # the session's run was cancelled; its children's ends set nothing

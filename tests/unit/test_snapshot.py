@@ -19,7 +19,7 @@ class Session:
 
     def add(self, event_type: str, **data: Any) -> int:
         seq = len(self.events) + 1
-        self.events.append(StoredEvent(seq, event_type.encode(), json.dumps(data).encode(), 0))
+        self.events.append(StoredEvent(seq, event_type.encode(), json.dumps(data, separators=(",", ":")).encode(), 0))
         return seq
 
     def turn(self, run_id: str, text: str, *, ends: bool = True) -> None:
@@ -209,3 +209,55 @@ def test_deltas_join_as_written_whatever_their_text_holds() -> None:
         assert [e.type for e in kept] == [b"run.queued", b"run.started", b"message.delta", b"run.completed"]
         merged = json.loads(kept[2].data)
         assert merged == {"run_id": "r1", "text": "".join(t + t for t in texts), **({"agent": agent} if agent else {})}
+
+
+def random_tree(rng: random.Random) -> Session:
+    """A session run and the sub-agent runs it spawned, streaming side by side, any of them taken over
+    (a continuation cutting back to any of its events since its last start) while the others go on."""
+    session = Session()
+    session.add("run.queued", run_id="p", input="hi")
+    session.add("run.started", run_id="p", attempt=1)
+    going, attempts = ["p"], {"p": 1}
+    since_start: dict[str, list[int]] = {"p": []}
+    for _ in range(rng.randint(5, 60)):
+        run_id = rng.choice(going)
+        roll = rng.random()
+        if roll < 0.6:
+            since_start[run_id].append(session.add("message.delta", run_id=run_id, text=rng.choice("abc") * 2))
+        elif roll < 0.72 and len(going) < 4:
+            child = f"c{len(session.events)}"
+            call = f"call_{child}"
+            session.add("tool.started", run_id=run_id, call_id=call, name="helper", arguments={"input": "x"})
+            cause = {"type": "tool_call", "call_id": call}
+            session.add("run.spawned", run_id=child, parent_run_id=run_id, agent="h", name="h", input="x", cause=cause)
+            session.add("run.started", run_id=child, attempt=1, parent_run_id=run_id)
+            going.append(child)
+            since_start[child], attempts[child] = [], 1
+        elif roll < 0.82 and since_start[run_id]:
+            attempts[run_id] += 1
+            cut = rng.choice(since_start[run_id])
+            session.add("run.continued", run_id=run_id, attempt=attempts[run_id], from_event_id=cut)
+        elif roll < 0.9 and run_id != "p":
+            session.add("run.completed", run_id=run_id, output="", usage={}, parent_run_id="p")
+            going.remove(run_id)
+        else:
+            session.add("run.started", run_id=run_id, attempt=attempts[run_id], reason="resume")
+            since_start[run_id] = []
+    if rng.random() < 0.5:
+        for run_id in going:
+            session.add("run.completed", run_id=run_id, output="", usage={})
+    return session
+
+
+def test_sub_agent_runs_side_by_side_keep_the_same_text_from_a_snapshot_as_from_every_event() -> None:
+    # A run's start or end closed the segment of every run: a continuation of another run still going
+    # then cut back into deltas already joined, and a client dropped the text before the cut with them.
+    rng = random.Random(72)
+    for _ in range(300):
+        session = random_tree(rng)
+        run_ids = sorted({json.loads(e.data)["run_id"] for e in session.events})
+        raw = [(e.seq, e.type.decode(), e.data) for e in session.events]
+        after = rng.choice([0, rng.randint(0, len(session.events))])
+        received = as_received(session.events, after)
+        assert texts(received, run_ids) == texts(raw, run_ids)
+        assert [seq for seq, _, _ in received] == sorted({seq for seq, _, _ in received})
