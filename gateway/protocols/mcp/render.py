@@ -55,7 +55,7 @@ def _timestamp(seconds: float) -> str:
 def _task_fields(task: Task, ttl_seconds: int) -> dict[str, Any]:
     return {
         "taskId": task.id,
-        "status": task.status,
+        "status": "working" if task.status == "submitted" else task.status,  # MCP has no status for a run in line
         "createdAt": _timestamp(task.created_at),
         "lastUpdatedAt": _timestamp(task.updated_at),
         "ttlMs": ttl_seconds * 1000,  # a finished session is kept this long, and its task with it

@@ -133,6 +133,11 @@ def invalid(message: str) -> MCPError:
     return MCPError(code=INVALID_PARAMS, message=message)
 
 
+def limited(exc: RateLimited) -> MCPError:
+    """A request refused for one of its tenant's limits (its runs per minute, its open streams)."""
+    return MCPError(RATE_LIMITED, str(exc), {"type": describe(exc)[1], "retryAfter": exc.retry_after})
+
+
 class AgentTasks(Extension):
     """The Tasks extension, its tasks tokentail's runs, and the agents' tool calls."""
 
@@ -189,7 +194,7 @@ class AgentTasks(Extension):
         except (InvalidInput, InputTooLarge, InputNotPending) as exc:
             raise invalid(str(exc)) from None
         except RateLimited as exc:
-            raise MCPError(RATE_LIMITED, str(exc), {"type": describe(exc)[1], "retryAfter": exc.retry_after}) from None
+            raise limited(exc) from None
 
 
 async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: CallToolRequestParams) -> HandlerResult:
