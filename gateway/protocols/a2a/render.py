@@ -124,6 +124,10 @@ class A2AEvents(Renderer[Event]):
 
     def render(self, operation: op.Operation) -> list[Event]:  # noqa: C901 (one case per operation)
         match operation:
+            case op.ChildStarted() | op.ChildEnded():
+                return []  # a sub-agent run of the task's (docs/subagents.md): not shown in it yet
+            case _ if not isinstance(operation, op.GapFound) and operation.run_id != self.reducer.run_id:
+                return []  # what a sub-agent run shows is its own
             case op.RunOpened(input=text):
                 self.generation, self.timestamp = 1, self.reducer.event_ts
                 self.history = [self._message(Role.ROLE_USER, text, f"in-{operation.seq}")]

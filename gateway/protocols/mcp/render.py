@@ -139,8 +139,12 @@ class Progress(Renderer[str]):
     """A run's events as the messages of MCP progress notifications, while its tool call waits (until
     the run ends or stops at a question: gateway/reading/settling.py)."""
 
-    def render(self, operation: op.Operation) -> list[str]:
+    def render(self, operation: op.Operation) -> list[str]:  # noqa: C901 (one case per operation)
         match operation:
+            case op.ChildStarted() | op.ChildEnded():
+                return []  # a sub-agent run inside the task (docs/subagents.md): not shown in it yet
+            case _ if not isinstance(operation, op.GapFound) and operation.run_id != self.reducer.run_id:
+                return []  # what a sub-agent run shows is its own
             case op.BlockAppended(kind="text", text=text) if text:
                 return [text]
             case op.ToolCalled(name=name):
