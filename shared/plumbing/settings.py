@@ -58,7 +58,22 @@ class AdmissionSettings(BaseSettings):
         )
 
 
-class Settings(AdmissionSettings):
+class ChildSettings(BaseSettings):
+    """How far a run's children may go (docs/subagents.md; worker/run/children.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True)
+
+    max_concurrent_children: int = Field(
+        4, ge=1, description="a run's children going at once; a spawn beyond waits for one of them to end"
+    )
+    max_children_per_run: int = Field(32, ge=1, description="children one run may start (`too_many_children`)")
+    max_child_depth: int = Field(3, ge=1, description="how deep a tree of runs may grow (`child_depth_exceeded`)")
+    children_per_tenant_per_minute: int = Field(
+        600, ge=0, description="children one tenant's runs may start in a minute (`spawn_rate_limited`); 0: no bound"
+    )
+
+
+class Settings(AdmissionSettings, ChildSettings):
     # hide_input_in_errors: a bad TOKENTAIL_API_KEYS must not print its keys in the error.
     model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True, hide_input_in_errors=True)
 

@@ -107,6 +107,11 @@ class Keys:
         digest, as jobs name it), that user's alone, -> `<job id>` (lib/admission.lua's running_key)."""
         return f"{self.admission}running:{tenant}:{user}" if user else f"{self.admission}running:{tenant}"
 
+    def spawns(self, tenant: str, minute: int) -> str:
+        """String, on the sessions' Redis: how many child runs the tenant's runs started in that minute
+        (since the epoch), for its bound (worker/run/children.py); kept two minutes."""
+        return f"{self.prefix}:tenant:{{{tenant}}}:spawns:{minute}"
+
     def joined_count(self, writer_id: str) -> str:
         """String: how many joined append calls a worker process (`writer_id`, its own) has sent, on
         the sessions' Redis (worker/run/appends.py `JoinCounter`)."""

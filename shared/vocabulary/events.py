@@ -81,7 +81,7 @@ class RunSpawned(RunEventData):
     """A run started a child run (`run_id`) in this session (docs/subagents.md): the child's own events
     carry its `run_id`, its `run.*` events also `parent_run_id`. No `run.queued` comes for it."""
 
-    parent_run_id: str  # type: ignore[assignment]  (always there)
+    parent_run_id: str  # always there
     agent: str
     name: str
     input: str

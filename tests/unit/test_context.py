@@ -148,7 +148,7 @@ async def test_questions_asked_at_once_wait_together_and_each_gets_its_answer_in
     with pytest.raises(BaseException) as raised:  # noqa: PT011 (a TaskGroup wraps it: worker/run/job.py unwraps)
         await _two_tools(_context(RecordingLease()), grouped)
     waiting = raised.value if isinstance(raised.value, WaitingForInput) else waiting_in(raised.value)  # type: ignore[arg-type]
-    assert waiting is not None
+    assert isinstance(waiting, WaitingForInput)
     assert [(q.prompt, q.call_id) for q in waiting.questions] == [("Run a?", "a"), ("Run b?", "b")]
     # The run goes on with both answers; its calls may come in the other order this time.
     run = RunRecord(run_id="r", input="hi", asked=list(reversed(waiting.questions)))

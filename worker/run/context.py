@@ -56,7 +56,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
-from typing import Any, NoReturn, cast
+from typing import Any, Generic, NoReturn, TypeVar, cast
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
@@ -77,8 +77,11 @@ from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord, T
 from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker.run import traces
 from tokentail.worker.run.attempt import Attempt
+from tokentail.worker.run.children import Children, ChildResult, WaitingForChildren
 from tokentail.worker.run.usage import UsageMeter
 from tokentail.worker.run.writer import EventWriter
+
+T = TypeVar("T")
 
 PREVIEW_CHARS = 4096  # of a tool result too large for the stream
 
@@ -101,16 +104,20 @@ class WaitingForInput(BaseException):  # noqa: N818  (a signal, as asyncio.Cance
         self.questions = questions
 
 
-def waiting_in(group: BaseExceptionGroup[BaseException]) -> WaitingForInput | None:
-    """The questions a TaskGroup's tasks asked at once, when that is all the group holds besides the
-    cancellations it made (its other tasks, stopped as the first one's `ask` ended them)."""
-    waiting, rest = group.split(WaitingForInput)
+Waiting = WaitingForInput | WaitingForChildren  # what ends an attempt while its run waits without a worker
+
+
+def waiting_in(group: BaseExceptionGroup[BaseException]) -> Waiting | None:
+    """The questions a TaskGroup's tasks asked at once (or the children they spawned), when that is all
+    the group holds besides the cancellations it made (its other tasks, stopped as the first one's
+    `ask` or `spawn` ended them)."""
+    waiting, rest = group.split((WaitingForInput, WaitingForChildren))
     if waiting is None or (rest is not None and rest.split(asyncio.CancelledError)[1] is not None):
         return None
     first: BaseException = waiting
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
-    return cast(WaitingForInput, first)
+    return cast(Waiting, first)
 
 
 # How many turns of the event loop a question waits for others asked at once, after the run's writes on
@@ -121,31 +128,39 @@ def waiting_in(group: BaseExceptionGroup[BaseException]) -> WaitingForInput | No
 BATCH_TURNS = 8
 
 
-class _Batch:
-    """The questions of an attempt asked at once: the first `ask` waits for others (the run's writes
-    landed, then a few turns of the event loop, again while more come), then each raises
-    `WaitingForInput` with all of them, recorded together (worker/run/job.py)."""
+class _Batch(Generic[T]):
+    """What an attempt waits for at once (questions, children): the first call waits for others (the
+    run's writes landed, then a few turns of the event loop, again while more come), then each raises
+    `signal` of all of them, recorded together (worker/run/job.py)."""
 
-    def __init__(self, writer: EventWriter) -> None:
+    def __init__(self, writer: EventWriter, signal: Callable[[list[T]], BaseException]) -> None:
         self._writer = writer
-        self._questions: list[Question] = []
-        self._closed: asyncio.Future[list[Question]] | None = None
+        self._signal = signal
+        self._items: list[T] = []
+        self._closed: asyncio.Future[list[T]] | None = None
 
-    async def join(self, question: Question) -> NoReturn:
+    async def join(self, item: T) -> NoReturn:
         if self._closed is None:
             self._closed = asyncio.ensure_future(self._close())
-        if not self._closed.done():  # a question after the batch closed is not in it: asked again on resume
-            self._questions.append(question)
-        raise WaitingForInput(await asyncio.shield(self._closed))
+        if not self._closed.done():  # one after the batch closed is not in it: asked again on resume
+            self._items.append(item)
+        raise self._signal(await asyncio.shield(self._closed))
 
-    async def _close(self) -> list[Question]:
+    async def _close(self) -> list[T]:
         joined = 0
-        while joined != len(self._questions):
-            joined = len(self._questions)
-            await self._writer.in_order(_landed)  # what came before the questions is recorded before them
+        while joined != len(self._items):
+            joined = len(self._items)
+            await self._writer.in_order(_landed)  # what came before is recorded before them
             for _ in range(BATCH_TURNS):
                 await asyncio.sleep(0)
-        return list(self._questions)
+        return list(self._items)
+
+
+def _waiting_for_children(waits: list[str | None]) -> WaitingForChildren:
+    """Children spawned at once: the run waits for those going, or for the first of them to end if
+    some could not start yet (None: they start when it goes on)."""
+    going = [child_id for child_id in waits if child_id is not None]
+    return WaitingForChildren(going, wake_on_first=len(going) < len(waits))
 
 
 async def _landed() -> None:
@@ -200,7 +215,7 @@ class ToolScope:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if isinstance(exc, WaitingForInput):
+        if isinstance(exc, WaitingForInput | WaitingForChildren):
             self._span.__exit__(None, None, None)  # not a failure: the call goes on when the run does
             return  # and ends then
         self._span.__exit__(exc_type, exc, tb)
@@ -219,6 +234,7 @@ class RunContext:
         history: list[Turn],
         meter: UsageMeter | None = None,
         log: RunLog | None = None,
+        children: Children | None = None,
     ) -> None:
         """`log`: the run's record, when this attempt goes on from it (worker/run/recovery/)."""
         self.session_id = session_id
@@ -236,7 +252,9 @@ class RunContext:
         self._asks = 0  # `ask` calls so far in this attempt
         self._resumes = run.resumes
         self._returned: set[str] = set()  # the questions answered before it that those calls returned
-        self._batch = _Batch(writer)
+        self._batch: _Batch[Question] = _Batch(writer, WaitingForInput)
+        self._children = children or Children.none()
+        self._children.waits = _Batch(writer, _waiting_for_children)
         self._tool_calls = 0
 
     @property
@@ -271,10 +289,8 @@ class RunContext:
         return await self._this_attempt.record_step(key, value)
 
     async def record_step(self, key: str, value: Any) -> Any:
-        """Record `value` (JSON) as step `key`'s result, after what the run streamed before it;
-        returns the value as a replay would (through JSON). `step` does this with the result of its
-        `fn`; an adapter that records its framework's own state (LangGraph's checkpoints) does it
-        by a key of its own."""
+        """Record `value` (JSON) as step `key`'s result, after what the run streamed before it, and return
+        it as a replay would (through JSON): `step`'s, or an adapter's (LangGraph's checkpoints)."""
         return await self._this_attempt.record_step(key, value)
 
     @property
@@ -350,6 +366,17 @@ class RunContext:
         if answered is not None:
             self._returned.add(answered.input_id)
         return answered
+
+    async def spawn(
+        self, agent: str, input: str, *, call_id: str | None = None, name: str | None = None
+    ) -> ChildResult:  # noqa: A002
+        """Run catalog agent `agent` on `input` as a child run, shown as tool call `call_id` (`name`),
+        and return its answer; this run waits for it without a worker (docs/subagents.md)."""
+        call_id = self._children.call_id(call_id)
+        async with self.tool(name or agent, {"input": input}, call_id) as call:
+            result = await self._children.result(agent, input, call_id, name)
+            call.result = result.output
+        return result
 
     async def steers(self) -> list[str]:
         """The input sent to this run while it runs (steers), in the order sent, taken in now: each

@@ -13,6 +13,7 @@ from tokentail.shared.plumbing import run_spans, tracing
 from tokentail.shared.plumbing.logs import bind
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.children import Awaited
 from tokentail.shared.store.scripts.runs import Asked, Requeue, StartVerdict
 from tokentail.shared.vocabulary.catalog import parse_model
 from tokentail.shared.vocabulary.errors import LeaseLost, StepTooLarge
@@ -25,7 +26,7 @@ from tokentail.shared.vocabulary.events import (
     RunFailed,
     Status,
 )
-from tokentail.shared.vocabulary.records import Question, RunRecord, transcript
+from tokentail.shared.vocabulary.records import PUBLIC_TENANT, Question, RunRecord, transcript
 from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker import metrics
 from tokentail.worker.providers import Providers
@@ -33,6 +34,7 @@ from tokentail.worker.providers.base import InvalidRequest, ProviderError
 from tokentail.worker.run import traces
 from tokentail.worker.run.agent_loop import AgentError, run_model_agent
 from tokentail.worker.run.agents import Agent, load_agent
+from tokentail.worker.run.children import Children, WaitingForChildren
 from tokentail.worker.run.context import RunContext, WaitingForInput, waiting_in
 from tokentail.worker.run.lease import LeaseKeeper
 from tokentail.worker.run.recovery.lost_writes import HandedOver
@@ -69,9 +71,10 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
         running.forget(run_id)
         logger.info("run %s of session %s is not ours to start", run_id, session_id)
         return
-    lease, run, verdict, earlier = started
+    lease, run, verdict, earlier, known_children = started
     lease.inbox.told = told
     writer = EventWriter(lease, ctx["appends"], settings.max_output_chars)
+    writer.parent_run_id = run.parent_run_id
     meter = UsageMeter(run, writer)
     if verdict is not StartVerdict.RUN:
         running.forget(run_id)
@@ -102,13 +105,15 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
     try:
         async with keeper:
             with _in_attempt(attempt):
-                completed = await _generate(ctx, session_id, run, earlier, writer, meter, kept, attempt)
+                children = Children(lease, run, known_children, writer, settings, owner.get("tenant", PUBLIC_TENANT))
+                completed = await _generate(ctx, session_id, run, earlier, writer, meter, kept, attempt, children)
         await writer.finish(completed)
         outcome, ended = "completed", completed
-    except WaitingForInput as waiting:  # the run waits for answers, without this worker
-        if attempt is not None:
-            attempt.asked(waiting.questions)  # its span ends waiting
-        outcome, ended = await _wait_for_input(writer, meter, lease, run, waiting.questions)
+    except (
+        WaitingForInput,
+        WaitingForChildren,
+    ) as waiting:  # the run waits for answers or children, without this worker
+        outcome, ended = await _wait(writer, meter, lease, run, waiting, attempt)
     except (LeaseLost, asyncio.CancelledError) as stopped:
         # One reason why the run stopped, recorded by whoever stopped it; none means arq is stopping.
         stop = Stop.LEASE_LOST if isinstance(stopped, LeaseLost) else running.stop_reason(run_id)
@@ -185,6 +190,23 @@ async def _end_stopped(
     return None
 
 
+async def _wait(
+    writer: EventWriter,
+    meter: UsageMeter,
+    lease: RunLease,
+    run: RunRecord,
+    waiting: WaitingForInput | WaitingForChildren,
+    attempt: traces.AttemptSpan | None,
+) -> tuple[str, Ending | None]:
+    if isinstance(waiting, WaitingForInput):
+        if attempt is not None:
+            attempt.asked(waiting.questions)  # its span ends waiting
+        return await _wait_for_input(writer, meter, lease, run, waiting.questions)
+    if attempt is not None:
+        attempt.awaits(waiting.children)
+    return await _wait_for_children(writer, meter, lease, run, waiting)
+
+
 async def _wait_for_input(
     writer: EventWriter, meter: UsageMeter, lease: RunLease, run: RunRecord, questions: list[Question]
 ) -> tuple[str, Ending | None]:
@@ -205,6 +227,30 @@ async def _wait_for_input(
         return "cancelled", await _finish(writer, cancelled, lease)
     waits_for = ", ".join(question.input_id for question in questions)
     logger.info("run %s of session %s waits for answers to %s", run.run_id, lease.session_id, waits_for)
+    return "waiting", None
+
+
+async def _wait_for_children(
+    writer: EventWriter, meter: UsageMeter, lease: RunLease, run: RunRecord, waiting: WaitingForChildren
+) -> tuple[str, Ending | None]:
+    """Give the run up until its children ended (await_children.lua); what became of it, as
+    `_wait_for_input` says."""
+    try:
+        await writer.flush()
+        await meter.settle()
+        awaited = await lease.await_children(waiting.children, waiting.wake_on_first)
+    except LeaseLost:
+        logger.warning("run %s of session %s lost its lease as it waited for children", run.run_id, lease.session_id)
+        return "lease_lost", None
+    except Exception:  # its lease lapses, and the worker that takes it over spawns (finds) them again
+        logger.error(
+            "run %s of session %s could not wait for its children", run.run_id, lease.session_id, exc_info=True
+        )
+        return "failed", None
+    if awaited is Awaited.CANCEL:
+        cancelled = RunCancelled(run_id=run.run_id, reason=CANCELLED_BY_REQUEST, usage=meter.total())
+        return "cancelled", await _finish(writer, cancelled, lease)
+    logger.info("run %s of session %s waits for children %s", run.run_id, lease.session_id, ", ".join(waiting.children))
     return "waiting", None
 
 
@@ -316,6 +362,7 @@ async def _generate(
     meter: UsageMeter,
     kept: RunLog | None,
     span: traces.AttemptSpan | None = None,
+    children: Children | None = None,
 ) -> RunCompleted:
     """Run the agent; `earlier`: the session's runs that completed before it, as its start read them;
     `kept`: a takeover's record as it goes on, read when it was decided; `span`: the attempt's, when traced."""
@@ -333,7 +380,7 @@ async def _generate(
     if run.started_as == "takeover":  # the attempt before was cut short: what it streamed unreported is estimated
         estimate = lambda: meter.estimate_taken_over(store, session_id, run)  # noqa: E731
         await ride_out(estimate, f"usage estimate of run {run.run_id}")
-    context = RunContext(writer, session_id, run, history, meter, log)
+    context = RunContext(writer, session_id, run, history, meter, log, children)
     attempt = context.this_attempt
     attempt.span = span
     try:
@@ -352,7 +399,7 @@ async def _generate(
                 await agent(context)
     except BaseException as exc:
         if isinstance(exc, BaseExceptionGroup) and (waiting := waiting_in(exc)) is not None:
-            raise waiting from None  # questions asked at once by a TaskGroup's tasks
+            raise waiting from None  # questions asked (children spawned) at once by a TaskGroup's tasks
         if isinstance(exc, Exception):
             # A framework's tool that raised out of its run (PydanticAI lets it) left its call open: end it.
             for call_id, by in attempt.open_tool_calls():

@@ -25,6 +25,7 @@ from tokentail.shared.store.reads import (
     with_steer_texts,
     without_steer_texts,
 )
+from tokentail.shared.store.scripts.children import AwaitChildren, Awaited, Spawn, SpawnKeys, SpawnReply
 from tokentail.shared.store.scripts.runs import (
     Append,
     AppendEvents,
@@ -47,10 +48,11 @@ from tokentail.shared.store.scripts.runs import (
     StartVerdict,
     StepKeys,
     UsageKeys,
+    encode_run,
 )
 from tokentail.shared.store.writes import Writes
 from tokentail.shared.vocabulary.errors import StepTooLarge
-from tokentail.shared.vocabulary.events import Ending, RunCompleted, RunFailed, event_type_of
+from tokentail.shared.vocabulary.events import Ending, RunCompleted, RunFailed, RunSpawned, event_type_of
 from tokentail.shared.vocabulary.records import MAX_RUN_STEPS_BYTES, Question, RunRecord
 from tokentail.worker.run.recovery.lost_writes import Appended, WriteJournal, through_lost_writes
 from tokentail.worker.run.steer_inbox import SteerInbox
@@ -104,6 +106,17 @@ class RunLease:
         each has its answer."""
         return await self._ridden("question", lambda: self.runs.ask(self, asked, questions))
 
+    async def spawn(self, child: RunRecord, spawned: RunSpawned, most: int, most_concurrent: int) -> SpawnReply:
+        """Start the child run `child` (spawn.lua): its record, its `run.spawned`, its job."""
+        reply = await self._ridden("spawn", lambda: self.runs.spawn(self, child, spawned, most, most_concurrent))
+        if reply.seq is not None:
+            self.journal.written = max(self.journal.written, reply.seq)
+        return reply
+
+    async def await_children(self, children: list[str], wake_on_first: bool) -> Awaited:
+        """Give the run up until `children` ended (or the first of them, `wake_on_first`): await_children.lua."""
+        return await self._ridden("wait", lambda: self.runs.await_children(self, children, wake_on_first))
+
     async def apply_steers(self, step_key: str, output_at: int) -> AppliedSteers:
         """Take in the steers waiting for the run, recorded as its step `step_key`, after `output_at`
         characters of its answer (apply_steers.lua)."""
@@ -153,6 +166,7 @@ class Started(NamedTuple):
     run: RunRecord
     verdict: StartVerdict
     earlier: list[RunRecord]  # the session's other runs that completed, in order: the conversation so far
+    children: list[RunRecord]  # the run's children, in the order spawned (docs/subagents.md)
 
 
 def stored_ending(ending: Ending) -> tuple[str, str]:
@@ -213,12 +227,19 @@ class RunWrites(Writes):
         if claim.steered:
             lease.inbox.sent.set()
         runs = runs_in_order(claim.runs)
-        earlier = [other for other in runs if other.status == "completed" and other.run_id != run_id]
+        children = [other for other in runs if other.parent_run_id == run_id]
+        # A child is given its input alone; a session's run, the session's own runs before it.
+        top = run.parent_run_id is None
+        earlier = [
+            other
+            for other in runs
+            if top and other.status == "completed" and other.run_id != run_id and other.parent_run_id is None
+        ]
         if without_steer_texts(earlier):  # the agent's history shows the steers they took in
             key = self.keys.session(lease.session_id).steered
             steered = await ride_out(lambda: cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(key)), what)
             with_steer_texts(earlier, steered)
-        return Started(lease, run, claim.verdict, earlier)
+        return Started(lease, run, claim.verdict, earlier, children)
 
     async def append(
         self,
@@ -271,6 +292,49 @@ class RunWrites(Writes):
             )
         )
         return asking.outcome
+
+    async def spawn(
+        self, lease: RunLease, child: RunRecord, spawned: RunSpawned, most: int, most_concurrent: int
+    ) -> SpawnReply:
+        """One try of `RunLease.spawn`."""
+        keys, lane = self.keys.session(lease.session_id), child.lane or ""
+        spawn_keys = SpawnKeys(
+            keys.meta,
+            keys.runs,
+            keys.events,
+            keys.lease,
+            self.keys.session(lane).meta,
+            self.keys.queue,
+            self.keys.lease_checks,
+        )
+        return await self.run(
+            Spawn(
+                spawn_keys,
+                self.scope.args(lane),
+                lease.run_id,
+                lease.token,
+                lease.journal.written,
+                child.run_id,
+                encode_run(child),
+                spawned.model_dump_json(),
+                most,
+                most_concurrent,
+            )
+        )
+
+    async def await_children(self, lease: RunLease, children: list[str], wake_on_first: bool) -> Awaited:
+        """One try of `RunLease.await_children`."""
+        waiting = AwaitChildren(
+            self.scope.run_keys(lease.session_id),
+            self.scope.args(lease.session_id),
+            lease.run_id,
+            lease.token,
+            lease.journal.written,
+            "1" if wake_on_first else "0",
+            secrets.token_hex(4),
+            children,
+        )
+        return (await self.run(waiting)).outcome
 
     async def record_step(self, lease: RunLease, key: str, value_json: str) -> None:
         keys = self.keys.session(lease.session_id)

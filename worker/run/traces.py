@@ -70,6 +70,10 @@ class AttemptSpan:
             attributes = {"tokentail.input.id": question.input_id, "tokentail.input.kind": question.kind}
             self.span.add_event("tokentail.input.required", attributes)
 
+    def awaits(self, children: list[str]) -> None:
+        for child_id in children:
+            self.span.add_event("tokentail.child.awaited", {"tokentail.child.run_id": child_id})
+
     def replayed(self, **attributes: str) -> None:
         """A tool's result or a step's, taken from the run's record: not executed again, so no span."""
         self.span.add_event("tokentail.replayed", attributes)

@@ -223,6 +223,7 @@ class EventWriter:
         # This attempt showed something as the run's answer: text, a tool call or a data event.
         self.answered = False
         self.events_appended = 0
+        self.parent_run_id: str | None = None  # a child run's parent, which its terminal event names
         self.provider = "custom"  # the metrics label of what produces the text; set once it is known
         self.first_text: Callable[[float], None] | None = None  # traced: told when the first answer text came
         self._tokens = metrics.TOKENS.labels(self.provider)
@@ -319,6 +320,7 @@ class EventWriter:
         completed run's text not yet appended goes with it, in the same call; any other drops it (the
         terminal event says what became of the run)."""
         self.close()
+        ending.parent_run_id = self.parent_run_id
         await self._background.landed()
         completed = isinstance(ending, RunCompleted) and self._pending and self._failure is None
         text = self._take_pending() if completed else []

@@ -75,7 +75,19 @@ class RunScope:
 
     def run_keys(self, session_id: str) -> RunKeys:
         k, keys = self.keys.session(session_id), self.keys
-        session = (k.meta, k.runs, k.events, k.lease, k.gone, k.pending, k.hooks, k.steps, k.steers, k.steered, k.parent)
+        session = (
+            k.meta,
+            k.runs,
+            k.events,
+            k.lease,
+            k.gone,
+            k.pending,
+            k.hooks,
+            k.steps,
+            k.steers,
+            k.steered,
+            k.parent,
+        )
         return RunKeys(*session, keys.queue, keys.lease_checks, keys.webhook_checks, keys.archive_checks)
 
     def args(self, session_id: str) -> SessionArgs:

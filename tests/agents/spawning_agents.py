@@ -1,0 +1,57 @@
+"""Agents for tests of child runs (docs/subagents.md): parents that spawn, and children that answer."""
+
+import asyncio
+
+from tests.support.gates import gate
+from tokentail.worker.run.children import ChildFailed
+from tokentail.worker.run.context import RunContext
+
+
+async def echo(ctx: RunContext) -> None:
+    """A child: answers its input back."""
+    await ctx.delta(f"echo[{ctx.input}]")
+
+
+async def held_echo(ctx: RunContext) -> None:
+    """A child that streams half its answer, waits at its gate, then streams the rest."""
+    await ctx.delta(f"half[{ctx.input}]")
+    await gate(ctx)
+    await ctx.delta(f" rest[{ctx.input}]")
+
+
+async def failing(ctx: RunContext) -> None:
+    raise RuntimeError("the child gave up")
+
+
+async def two_children(ctx: RunContext, child: str = "echo") -> None:
+    """A parent: two children at once, then both answers."""
+    await ctx.delta("Asking two. ")
+    a, b = await asyncio.gather(ctx.spawn(child, "a", call_id="c_a"), ctx.spawn(child, "b", call_id="c_b"))
+    await ctx.delta(f"Got {a.output} and {b.output}.")
+
+
+async def two_held_children(ctx: RunContext) -> None:
+    """A parent of two children that stop at their gates half way."""
+    await two_children(ctx, "held_echo")
+
+
+async def many_children(ctx: RunContext) -> None:
+    """A parent: as many children at once as its input says (more than may go at once), then their
+    answers in order."""
+    count = int(ctx.input)
+    results = await asyncio.gather(*(ctx.spawn("echo", str(i)) for i in range(count)))
+    await ctx.delta(" ".join(result.output for result in results))
+
+
+async def handles_a_failure(ctx: RunContext) -> None:
+    """A parent whose child fails: it goes on."""
+    try:
+        await ctx.spawn("failing", "x")
+    except ChildFailed as failed:
+        await ctx.delta(f"The child failed ({failed.error_type}); I go on.")
+
+
+async def grandparent(ctx: RunContext) -> None:
+    """A parent whose child is a parent: a tree three deep."""
+    result = await ctx.spawn("parent", "deep")
+    await ctx.delta(f"top<{result.output}>")

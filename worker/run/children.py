@@ -1,0 +1,185 @@
+"""A run's children (docs/subagents.md): `ctx.spawn` starts a run of another agent in the session, and
+the parent waits for it without a worker.
+
+A child is a run of its own (its record, lease, attempts, continuation, questions and steps, in a lane
+of the session: shared/store/keys.py), whose events stream into the session's one stream. Its id comes
+from its parent and the call (`child_run_id`), so a parent that runs its agent again (taken over, or
+going on after its children ended) finds the child it started, ended or still going, and never starts
+it twice: what the session's records say of its children is what this attempt starts from (`known`).
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Any, NoReturn, Protocol
+
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import lane_of
+from tokentail.shared.store.reads import decode_run
+from tokentail.shared.store.scripts.children import Spawned
+from tokentail.shared.vocabulary.events import RunSpawned, SpawnCause
+from tokentail.shared.vocabulary.records import RunRecord, child_run_id
+from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.run.writer import EventWriter
+
+
+@dataclass(frozen=True, slots=True)
+class ChildResult:
+    """What a child that completed answered (`output`), and what it cost (`usage`)."""
+
+    run_id: str
+    agent: str
+    output: str
+    usage: dict[str, Any]
+
+
+class ChildFailed(Exception):
+    """A child run failed or was cancelled: the parent's to handle (its own run goes on)."""
+
+    def __init__(self, child: RunRecord) -> None:
+        self.run_id = child.run_id
+        self.status = child.status
+        self.error_type = child.error.type if child.error is not None else "cancelled"
+        why = child.error.message if child.error is not None else child.reason or "cancelled"
+        super().__init__(f"child run {child.run_id} ({child.agent}) {child.status}: {why}")
+
+
+class SpawnRefused(Exception):
+    """A spawn past a bound: `type` says which, `status` is what an API would answer (422, 429)."""
+
+    def __init__(self, type_: str, status: int, message: str) -> None:
+        super().__init__(message)
+        self.type = type_
+        self.status = status
+
+
+class WaitingForChildren(BaseException):  # noqa: N818  (a signal, as WaitingForInput)
+    """Raised by `ctx.spawn` to end the attempt while the run waits for its children: those spawned at
+    once (concurrent calls), or the first of them to end when some could not start yet."""
+
+    def __init__(self, children: list[str], wake_on_first: bool) -> None:
+        super().__init__(", ".join(children))
+        self.children = children
+        self.wake_on_first = wake_on_first
+
+
+class Waits(Protocol):
+    """What an attempt waits for at once (worker/run/context.py): a child going (its id), or a spawn that
+    could not start yet (None); joining raises `WaitingForChildren` with all of them."""
+
+    async def join(self, item: str | None) -> NoReturn: ...
+
+
+class Children:
+    """The children of one attempt's run: started here, or found in the session's records."""
+
+    def __init__(
+        self,
+        lease: RunLease,
+        run: RunRecord,
+        known: list[RunRecord],
+        writer: EventWriter,
+        settings: Settings,
+        tenant: str,
+    ) -> None:
+        self._lease = lease
+        self._tenant = tenant
+        self._run = run
+        self._known = {child.run_id: child for child in known}
+        self._writer = writer
+        self._settings = settings
+        self._spawns = 0  # `spawn` calls so far in this attempt: the id of a call that names none
+        self.waits: Waits | None = None  # set by the run's context
+
+    @classmethod
+    def none(cls) -> "Children":
+        """Of a context made outside a worker (a test's): a spawn fails."""
+        return cls(None, None, [], None, None, "")  # type: ignore[arg-type]
+
+    def call_id(self, call_id: str | None) -> str:
+        index, self._spawns = self._spawns, self._spawns + 1
+        return call_id or f"spawn_{index}"
+
+    async def result(self, agent: str, text: str, call_id: str, name: str | None) -> ChildResult:
+        """The result of the child of call `call_id` (ChildFailed if it did not complete), started here
+        if the session has no such child yet; while it is going, the run waits for it (`waits`)."""
+        if self._run is None or self.waits is None:
+            raise RuntimeError("this run cannot start children (it runs outside a worker)")
+        child_id = child_run_id(self._run.run_id, call_id)
+        child = self._known.get(child_id)
+        if child is None:
+            child = await self._start(child_id, agent, text, call_id, name)
+            if child is None:
+                await self.waits.join(None)
+        if child.active:
+            await self.waits.join(child_id)
+        if child.status != "completed":
+            raise ChildFailed(child)
+        return ChildResult(child.run_id, child.agent or agent, child.output or "", child.usage or {})
+
+    async def _start(self, child_id: str, agent: str, text: str, call_id: str, name: str | None) -> RunRecord | None:
+        """Start the child (None: the run has as many going as it may, and waits for one to end)."""
+        settings, run, lease = self._settings, self._run, self._lease
+        if run.depth + 1 > settings.max_child_depth:
+            raise SpawnRefused(
+                "child_depth_exceeded",
+                422,
+                f"a tree of runs is at most {settings.max_child_depth} deep (TOKENTAIL_MAX_CHILD_DEPTH)",
+            )
+        await self._count_spawn()
+        lane = lane_of(lease.session_id, child_id)
+        child = RunRecord(
+            run_id=child_id,
+            input=text,
+            agent=agent,
+            user=run.user,
+            parent_run_id=run.run_id,
+            depth=run.depth + 1,
+            call_id=call_id,
+            name=name,
+            lane=lane,
+            trace=run.trace,
+        )
+        spawned = RunSpawned(
+            run_id=child_id,
+            parent_run_id=run.run_id,
+            agent=agent,
+            name=name or agent,
+            input=text,
+            cause=SpawnCause(call_id=call_id),
+        )
+        await self._writer.flush()  # what the parent streamed (its tool call) comes before the child
+        reply = await lease.spawn(child, spawned, settings.max_children_per_run, settings.max_concurrent_children)
+        match reply.outcome:
+            case Spawned.STARTED:
+                self._known[child_id] = child
+                return child
+            case Spawned.AGAIN:  # a concurrent call with the same id started it
+                raw = await lease.runs.redis.hget(lease.runs.keys.session(lease.session_id).runs, child_id)  # type: ignore[misc]
+                found = decode_run(raw)
+                self._known[child_id] = found
+                return found
+            case Spawned.TOO_MANY:
+                raise SpawnRefused(
+                    "too_many_children",
+                    422,
+                    f"a run starts at most {settings.max_children_per_run} children (TOKENTAIL_MAX_CHILDREN_PER_RUN)",
+                )
+        return None  # FULL, or CANCEL: the wait ends the run cancelled (await_children.lua)
+
+    async def _count_spawn(self) -> None:
+        """Count a spawn in its tenant's minute; past the bound, refuse it."""
+        most = self._settings.children_per_tenant_per_minute
+        if most == 0:
+            return
+        runs = self._lease.runs
+        key = runs.keys.spawns(self._tenant, int(time.time() // 60))
+        async with runs.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            count, _ = await pipe.execute()
+        if count > most:
+            raise SpawnRefused(
+                "spawn_rate_limited",
+                429,
+                f"a tenant's runs start at most {most} children a minute (TOKENTAIL_CHILDREN_PER_TENANT_PER_MINUTE)",
+            )
