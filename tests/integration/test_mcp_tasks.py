@@ -1,7 +1,9 @@
 """MCP tasks as a client follows them without polling: `subscriptions/listen` with `taskIds` (the Tasks
 extension's push, which the conformance suite does not judge yet: its `tasks-status-notifications` is
 skipped there), read off the wire as the spec writes it: the ack first, naming the tasks it honors,
-then `notifications/tasks`, each a `DetailedTask` stamped with the subscription's id."""
+then `notifications/tasks`, each a `DetailedTask` stamped with the subscription's id. And a task whose
+run starts child runs (docs/subagents.md), with a real worker: the children stay inside it, their
+questions are its, answered through it, and cancelling it cancels them."""
 
 import json
 from collections.abc import AsyncIterator
@@ -10,15 +12,27 @@ from typing import Any
 
 import httpx2
 import pytest
-from mcp.types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+from mcp.client.context import ClientRequestContext
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+    ElicitRequestParams,
+    ElicitResult,
+    InputRequiredResult,
+    TextContent,
+)
 
-from tests.clients.mcp_client import TASKS, cancel_task, connect, update_task
+from tests.clients.mcp_client import TASKS, cancel_task, connect, get_task, until_status, update_task
 from tests.fixtures.stack import Gateway
 from tests.support.waiting import eventually, scaled
+from tokentail.shared.vocabulary.records import child_run_id
+from tokentail.shared.vocabulary.response_ids import parse_task_id, task_id
 
 pytestmark = pytest.mark.mcp
 
-AGENTS = {"slow_compute": "tests.agents.mcp_agents:slow_compute", "confirm": "tests.agents.mcp_agents:confirm_delete"}
+AGENTS = {name: f"tests.agents.mcp_agents:{name}" for name in ("slow_compute", "confirm_delete", "delegate")}
 SUBSCRIPTION = "io.modelcontextprotocol/subscriptionId"
 UNKNOWN = "s_" + "a" * 22 + "r_" + "b" * 12
 
@@ -66,7 +80,7 @@ async def listening(
 
 async def test_a_listen_tells_a_task_as_it_asks_is_answered_and_completes(gateway: Gateway) -> None:
     async with connect(gateway.url) as client:
-        created = await client.session.call_tool("confirm", {"filename": "a.txt"}, allow_claimed=True)
+        created = await client.session.call_tool("confirm_delete", {"filename": "a.txt"}, allow_claimed=True)
         task_id = created.task_id  # type: ignore[union-attr]
         async with listening(gateway.url, [task_id, UNKNOWN]) as (_, messages):
             ack = await anext(messages)
@@ -118,3 +132,75 @@ async def test_a_listen_for_tasks_needs_the_tasks_extension(gateway: Gateway) ->
     assert status == 400  # as the spec answers a missing capability on HTTP
     assert refused["error"]["code"] == -32021
     assert refused["error"]["data"]["requiredCapabilities"] == {"extensions": {TASKS: {}}}
+
+
+async def test_a_child_run_s_question_is_its_parent_task_s_and_its_answer_reaches_the_child(gateway: Gateway) -> None:
+    async with connect(gateway.url) as client:
+        created = await client.session.call_tool("delegate", {"filename": "a.txt"}, allow_claimed=True)
+        parent = created.task_id  # type: ignore[union-attr]
+        session_id, run_id = parse_task_id(parent) or ("", "")
+        child = child_run_id(run_id, "c_helper")
+        waiting = await until_status(client.session, parent, "input_required")
+        ((key, request),) = waiting["inputRequests"].items()
+        assert key.startswith(f"{child}:") and request["params"]["message"] == "Delete a.txt?"
+        with pytest.raises(MCPError) as unknown:  # the child is inside its parent's task: no task of its own
+            await get_task(client.session, task_id(session_id, child))
+        assert unknown.value.error.code == -32602
+        await update_task(client.session, parent, {key: {"action": "accept", "content": {"confirm": True}}})
+    session = await gateway.app.state.store.get_session(session_id)
+    answered = next(run for run in session.runs if run.run_id == child)
+    assert answered.answers == {key.removeprefix(f"{child}:"): {"confirm": True}}
+
+
+async def test_a_call_without_the_tasks_extension_is_asked_a_child_run_s_question(gateway: Gateway) -> None:
+    async def elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        raise AssertionError("the question comes back to this test, not to the callback")
+
+    async with connect(gateway.url, tasks=False, elicitation_callback=elicit) as client:
+        asked = await client.session.call_tool("delegate", {"filename": "b.txt"}, allow_input_required=True)
+    assert isinstance(asked, InputRequiredResult) and asked.input_requests is not None
+    ((key, request),) = asked.input_requests.items()
+    assert ":" in key and request.params.message == "Delete b.txt?"  # type: ignore[union-attr]
+
+
+CORE = "the core (issue 72): a child's answered question does not queue it in its lane; no cancel cascade yet"
+
+
+@pytest.mark.xfail(strict=True, reason=CORE)
+async def test_the_task_goes_on_once_its_child_s_question_is_answered(gateway: Gateway) -> None:
+    async with connect(gateway.url) as client:
+        created = await client.session.call_tool("delegate", {"filename": "a.txt"}, allow_claimed=True)
+        parent = created.task_id  # type: ignore[union-attr]
+        waiting = await until_status(client.session, parent, "input_required")
+        (key,) = waiting["inputRequests"]
+        await update_task(client.session, parent, {key: {"action": "accept", "content": {"confirm": True}}})
+        done = await until_status(client.session, parent, "completed")
+    assert done["result"]["content"] == [{"type": "text", "text": "the helper said: a.txt deleted"}]
+    asked: list[str] = []
+
+    async def elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"confirm": False})
+
+    async with connect(gateway.url, tasks=False, elicitation_callback=elicit) as client:
+        result = await client.call_tool("delegate", {"filename": "b.txt"})
+    assert asked == ["Delete b.txt?"]
+    assert result.content == [TextContent(type="text", text="the helper said: b.txt kept")]
+
+
+@pytest.mark.xfail(strict=True, reason=CORE)
+async def test_cancelling_a_task_cancels_the_child_runs_inside_it(gateway: Gateway) -> None:
+    async with connect(gateway.url) as client:
+        created = await client.session.call_tool("delegate", {"filename": "c.txt"}, allow_claimed=True)
+        parent = created.task_id  # type: ignore[union-attr]
+        session_id, run_id = parse_task_id(parent) or ("", "")
+        await until_status(client.session, parent, "input_required")  # its child waits for an answer
+        await cancel_task(client.session, parent)
+        assert (await until_status(client.session, parent, "cancelled"))["status"] == "cancelled"
+    store = gateway.app.state.store
+
+    async def child_cancelled() -> None:
+        runs = {run.run_id: run for run in (await store.get_session(session_id)).runs}
+        assert runs[child_run_id(run_id, "c_helper")].status == "cancelled"
+
+    await eventually(child_cancelled, within=10, what="the child run cancelled with its parent")

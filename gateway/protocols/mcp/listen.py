@@ -104,7 +104,7 @@ class TaskNotifications:
         found = []
         for task_id in asked:
             try:
-                found.append(await calls.tasks.get(task_id))
+                found.append(await calls.task(task_id))
             except TaskNotFound:
                 continue  # unknown, or another tenant's: left out of the ack
         try:
