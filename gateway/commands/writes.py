@@ -11,8 +11,10 @@ from opentelemetry.trace import SpanKind
 from tokentail.gateway.access.ids import steer_id_of
 from tokentail.gateway.reading import first_delta
 from tokentail.shared.connections.outage import is_outage, ride_out, unanswered
+from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.plumbing import run_spans, tracing
 from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import SessionKeys
 from tokentail.shared.store.reads import ForkSource, branch_kept_seconds, compact_json, decode_run, read_run
 from tokentail.shared.store.scripts.checks import JobArgs
 from tokentail.shared.store.scripts.runs import (
@@ -88,6 +90,14 @@ def too_many_steers(run_id: str) -> TooManySteers:
 # so a try whose reply was lost is safe to send again: the gateway finds out itself whether its run
 # was queued. A Redis that refuses the write (full, read-only) is answered at once: nothing was done.
 QUEUE_OUTAGE_SECONDS = 5.0
+
+
+async def _run_before_cancel(redis: AnyRedis, k: SessionKeys, run_id: str | None) -> RunRecord | None:
+    """The run a cancel is about, as it is before it (traced: its spans may be written here)."""
+    if not run_id:
+        active = await cast(Awaitable[bytes | None], redis.hget(k.meta, "active_run"))
+        run_id = (active or b"").decode()
+    return await read_run(redis, k, run_id) if run_id else None
 
 
 class QueueResult(NamedTuple):
@@ -250,10 +260,11 @@ class SessionWrites(Writes):
     async def answer(self, session_id: str, run: RunRecord, input_id: str, answer: Any) -> int:
         """Answer a question `run` waits for (see answer.lua), which queues it again if it waits for
         no other; the seq of `input.received`."""
+        lane = run.lane or session_id  # a child's question is its lane's
         reply = await self.run(
             Answer(
-                self.scope.run_keys(session_id),
-                self.scope.args(session_id),
+                self.scope.run_keys(lane),
+                self.scope.args(lane),
                 run.run_id,
                 input_id,
                 compact_json(answer),
@@ -275,7 +286,8 @@ class SessionWrites(Writes):
         when the run took in as many as it may. A steer id kept before answers as it did (its run)."""
         scope, bounds = self.scope, steer_bounds(self.settings)
         steer = (steer_id, text, len(text), *bounds, run_id or "", self.keys.steer_channel)
-        reply = await self.run(SteerRun(scope.run_keys(session_id), scope.args(session_id), *steer))
+        lane = await self.tree.lane(session_id, run_id)  # a child's own, if it names one
+        reply = await self.run(SteerRun(scope.run_keys(lane), scope.args(lane), *steer))
         _missing_or_gone(reply.outcome, session_id)
         if reply.outcome is Steered.NOT_ACTIVE:
             raise RunNotActive(session_id, run_id, reply.run_id)
@@ -292,18 +304,18 @@ class SessionWrites(Writes):
         segment: int | None = None,
         ended_at_question: bool = False,
     ) -> tuple[Cancel, str | None]:
-        """Cancel the active run (see cancel_run.lua); what became of it, and its id. A caller that
-        saw a run names it (`run_id`): only that run is cancelled, if it is still the active one
-        (`NOT_ACTIVE` otherwise). A Responses API response adds its `segment` (RunRecord.segment
-        then): only while the run is still in it; `ended_at_question`: not while the run waits
-        for the answer to the question that ended it either. `RunNotFound` if the run is not the session's."""
+        """Cancel the active run, or run `run_id` (a child's too) only while active (cancel_run.lua), and
+        its descendants (docs/subagents.md); what became of it, and its id (`RunNotFound`: not the
+        session's). A Responses API response adds its `segment` (RunRecord.segment): only while the run
+        is in it; `ended_at_question`: not while it waits for the answer to the question that ended it."""
         if segment is not None and run_id is None:
             raise ValueError("a segment is a run's: name the run")
-        before = await self._run_before_cancel(session_id, run_id) if tracing.ON else None
+        before = await _run_before_cancel(self.redis, self.keys.session(session_id), run_id) if tracing.ON else None
+        lane = await self.tree.lane(session_id, run_id)
         reply = await self.run(
             CancelRun(
-                self.scope.run_keys(session_id),
-                self.scope.args(session_id),
+                self.scope.run_keys(lane),
+                self.scope.args(lane),
                 self.keys.cancel_channel,
                 CANCELLED_BY_REQUEST,
                 run_id or "",
@@ -314,19 +326,13 @@ class SessionWrites(Writes):
         _missing_or_gone(reply.outcome, session_id)
         if reply.outcome is Cancel.NO_RUN:
             raise RunNotFound(session_id, run_id or "")
+        if reply.run_id and reply.outcome in (Cancel.CANCELLED, Cancel.SIGNALLED):
+            await self.tree.cancel_below(session_id, reply.run_id, CANCELLED_BY_REQUEST)
         if before is not None and reply.outcome is Cancel.CANCELLED and before.run_id == reply.run_id:
             # No worker held it, so its end is recorded here, and so are its spans (shared/plumbing/run_spans.py).
             ended = RunCancelled(run_id=before.run_id, reason=CANCELLED_BY_REQUEST)
             run_spans.write_unheld_end(before, session_id, ended, "cancel", self.keys.queue)
         return reply.outcome, reply.run_id
-
-    async def _run_before_cancel(self, session_id: str, run_id: str | None) -> RunRecord | None:
-        """The run a cancel is about, as it is before it (traced: its spans may be written here)."""
-        k = self.keys.session(session_id)
-        if not run_id:
-            active = await cast(Awaitable[bytes | None], self.redis.hget(k.meta, "active_run"))
-            run_id = (active or b"").decode()
-        return await read_run(self.redis, k, run_id) if run_id else None
 
     async def delete_session(self, session: SessionRecord) -> None:
         """Delete the session (see delete_session.lua): its run's worker is fenced, its followers end."""
@@ -335,6 +341,7 @@ class SessionWrites(Writes):
         own = (k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps, k.steers, k.steered)
         deleted = DeleteKeys(*own, *beside)
         traced = "1" if tracing.ON else "0"
+        lanes = await self.tree.lanes_to_delete(session.session_id, session.active_run_id)
         # Its id is not made again before a worker still running its run learnt of the delete (at its
         # next renewal, a third of a lease away): the per-token path reads no lease (append_at.lua), and
         # a stalled worker's append would land in a new session's stream of the same id.
@@ -342,6 +349,7 @@ class SessionWrites(Writes):
         ended = await self.run(
             DeleteSession(deleted, JobArgs.of(keys), session.tenant, tombstone, session.session_id, traced)
         )
+        await self.tree.drop_lanes(lanes)
         # Its runs ended here: a worker running one is fenced and ends nothing (shared/plumbing/run_spans.py).
         for before in map(decode_run, ended):
             cancelled = RunCancelled(run_id=before.run_id, reason="session deleted")

@@ -40,6 +40,11 @@ def lane_of(parent_lane: str, child_run_id: str) -> str:
     return f"{parent_lane}{LANE_SEPARATOR}{child_run_id}"
 
 
+def parent_lane(lane: str) -> str:
+    """The lane of the parent of a child's lane's run."""
+    return lane.rsplit(LANE_SEPARATOR, 1)[0]
+
+
 def session_of(lane: str) -> str:
     """The session a lane is in: its id, for a session's own lane."""
     return lane.split(LANE_SEPARATOR, 1)[0]
@@ -60,7 +65,7 @@ class Keys:
         session, _, path = session_id.partition(LANE_SEPARATOR)
         base = f"{self.prefix}:{{{session}}}"
         lane = f"{base}:run:{path.rsplit(LANE_SEPARATOR, 1)[-1]}" if path else base
-        parent = session_id.rsplit(LANE_SEPARATOR, 1)[0] if path else session_id
+        parent = parent_lane(session_id) if path else session_id
         return SessionKeys(
             events=f"{base}:events",
             meta=f"{lane}:meta",

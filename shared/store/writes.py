@@ -16,6 +16,7 @@ from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.lease_index import LeaseIndex
+from tokentail.shared.store.run_tree import RunTree
 from tokentail.shared.store.scripts.policies import sessions_runner, with_policies
 from tokentail.shared.store.scripts.runs import RunScope
 from tokentail.shared.store.webhook_index import WebhookIndex
@@ -45,6 +46,7 @@ class Writes:
         self.webhooks = WebhookIndex(queue or redis, self.keys)  # type: ignore[arg-type]
         self.runner = sessions_runner(redis, settings)
         self.run = with_policies(self.runner, settings, self.leases, self.webhooks, archive)
+        self.tree = RunTree(self.run, self.scope, redis, self.leases.redis)
 
     async def writable(self) -> None:
         """Raise as Redis would if it refuses writes now (out of memory, a read-only replica)."""

@@ -14,8 +14,9 @@ OPENAI_COMPATIBLE = "openai-compatible"
 PROVIDERS = frozenset({SCRIPTED, OPENAI, ANTHROPIC, OPENAI_COMPATIBLE})
 
 DEFAULT_AGENT = "assistant"
+TEAM_AGENT = "team"  # the assistant asking the assistant agent as a tool: child runs, offline
 ASKING_AGENT = "careful"  # the assistant, asking a person before each tool call: questions, offline
-BUILTIN_AGENTS = frozenset({DEFAULT_AGENT, ASKING_AGENT})
+BUILTIN_AGENTS = frozenset({DEFAULT_AGENT, ASKING_AGENT, TEAM_AGENT})
 
 
 class ModelRef(NamedTuple):

@@ -3,6 +3,7 @@
 import asyncio
 
 from tests.support.gates import gate
+from tokentail.worker.run.agents import Agent, continues
 from tokentail.worker.run.children import ChildFailed
 from tokentail.worker.run.context import RunContext
 
@@ -12,8 +13,10 @@ async def echo(ctx: RunContext) -> None:
     await ctx.delta(f"echo[{ctx.input}]")
 
 
+@continues
 async def held_echo(ctx: RunContext) -> None:
-    """A child that streams half its answer, waits at its gate, then streams the rest."""
+    """A child that streams half its answer, waits at its gate, then streams the rest (taken over, it
+    goes on from what it streamed)."""
     await ctx.delta(f"half[{ctx.input}]")
     await gate(ctx)
     await ctx.delta(f" rest[{ctx.input}]")
@@ -55,3 +58,18 @@ async def grandparent(ctx: RunContext) -> None:
     """A parent whose child is a parent: a tree three deep."""
     result = await ctx.spawn("parent", "deep")
     await ctx.delta(f"top<{result.output}>")
+
+
+@continues
+async def following_parent(ctx: RunContext) -> None:
+    """A parent that follows its child as it streams (holding its worker), then says what it saw."""
+    texts = [
+        event.data["text"]
+        async for event in ctx.spawn_stream("held_echo", "f", call_id="c_f")
+        if event.type == "message.delta"
+    ]
+    await ctx.delta("followed: " + "".join(texts))
+
+
+# The built-in loop, whose model may call the `echo` agent as a tool: each call a child run.
+DELEGATING = Agent(name="delegating", agents=("echo",), model="scripted")

@@ -5,10 +5,15 @@ from typing import Any
 
 import httpx2
 import pytest
+from redis.asyncio import Redis
 
 from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
-from tokentail.shared.vocabulary.records import child_run_id
+from tests.support.gates import Gates
+from tests.support.waiting import eventually, scaled
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.vocabulary.records import PUBLIC_TENANT, child_run_id
 
 AGENTS = {
     "echo": "tests.agents.spawning_agents:echo",
@@ -17,7 +22,11 @@ AGENTS = {
     "many": "tests.agents.spawning_agents:many_children",
     "careful_parent": "tests.agents.spawning_agents:handles_a_failure",
     "grandparent": "tests.agents.spawning_agents:grandparent",
+    "held_echo": "tests.agents.spawning_agents:held_echo",
+    "held_parent": "tests.agents.spawning_agents:two_held_children",
+    "delegating": "tests.agents.spawning_agents:DELEGATING",
 }
+ENDS = {"run.completed", "run.failed", "run.cancelled"}
 
 
 @pytest.fixture
@@ -97,3 +106,117 @@ async def test_a_child_may_spawn_children_of_its_own_down_to_the_depth_bound(gat
     assert (runs[child]["depth"], runs[grandchild]["depth"]) == (1, 2)
     assert runs[grandchild]["parent_run_id"] == child
     assert runs[made["run_id"]]["output"] == "top<Asking two. Got echo[a] and echo[b].>"
+
+
+async def _children_at_their_gates(gates: Gates, client: httpx2.AsyncClient, sid: str, rid: str) -> list[str]:
+    children = [child_run_id(rid, "c_a"), child_run_id(rid, "c_b")]
+    await eventually(lambda: all(gates.reached(child) for child in children), within=scaled(20))
+    state = (await client.get(f"/v1/sessions/{sid}")).json()
+    parent = {run["run_id"]: run for run in state["runs"]}[rid]
+    assert parent["status"] == "waiting" and parent["awaiting"] == children  # no worker holds it; spawned at once
+    return children
+
+
+async def test_cancelling_the_parent_cancels_its_children_and_leaves_no_slot_or_lease(
+    gateway: Gateway, gates: Gates, redis: Redis, settings: Settings
+) -> None:
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        made = (await client.post("/v1/sessions", json={"input": "hi", "agent": "held_parent"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        children = await _children_at_their_gates(gates, client, sid, rid)
+        assert (await client.post(f"/v1/sessions/{sid}/cancel")).status_code == 202
+        received = await read_events(client, made["events_url"])
+    cancelled = {data["run_id"] for _, kind, data in received.events if kind == "run.cancelled"}
+    assert cancelled == {rid, *children}
+    keys = Keys(settings.key_prefix)
+
+    async def nothing_left() -> None:
+        assert await redis.hlen(keys.tenant_running(PUBLIC_TENANT)) == 0  # type: ignore[misc]
+        for child in children:
+            lane = keys.session(f"{sid}/{child}")
+            assert not await redis.exists(lane.lease)
+            assert await redis.zscore(keys.lease_checks, f"{sid}/{child}") is None
+
+    await eventually(nothing_left, within=scaled(10))
+
+
+async def test_cancelling_one_child_leaves_its_parent_and_sibling_to_go_on(gateway: Gateway, gates: Gates) -> None:
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        made = (await client.post("/v1/sessions", json={"input": "hi", "agent": "held_parent"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        a, b = await _children_at_their_gates(gates, client, sid, rid)
+        assert (await client.post(f"/v1/sessions/{sid}/cancel", json={"run_id": a})).status_code == 202
+        gates.release(b)
+        received = await read_events(client, made["events_url"])
+    ends = {data["run_id"]: kind for _, kind, data in received.events if kind.startswith("run.") and kind in ENDS}
+    assert ends == {a: "run.cancelled", b: "run.completed", rid: "run.failed"}  # it did not catch ChildFailed
+    failed = [data for _, kind, data in received.events if kind == "tool.failed"]
+    assert [data["call_id"] for data in failed] == ["c_a"]
+
+
+async def test_deleting_the_session_ends_its_children_and_leaves_none_of_their_keys(
+    gateway: Gateway, gates: Gates, redis: Redis, settings: Settings
+) -> None:
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        made = (await client.post("/v1/sessions", json={"input": "hi", "agent": "held_parent"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        children = await _children_at_their_gates(gates, client, sid, rid)
+        assert (await client.delete(f"/v1/sessions/{sid}")).status_code in (200, 204)
+        gates.release_all()
+    keys = Keys(settings.key_prefix)
+
+    async def nothing_left() -> None:
+        assert await redis.hlen(keys.tenant_running(PUBLIC_TENANT)) == 0  # type: ignore[misc]
+        left = [key async for key in redis.scan_iter(match=f"{settings.key_prefix}:{{{sid}}}:run:*")]
+        assert left == []
+        for child in children:
+            assert await redis.zscore(keys.lease_checks, f"{sid}/{child}") is None
+
+    await eventually(nothing_left, within=scaled(15))
+
+
+async def test_the_built_in_agent_calls_a_catalog_agent_as_a_tool_and_answers_with_its_result(gateway: Gateway) -> None:
+    made, received, state = await _run(gateway, "delegating", "Ask the echo agent about tides")
+    asked = "Ask the echo agent about tides"
+    rid = made["run_id"]
+    started = [data for _, kind, data in received.events if kind == "tool.started"]
+    assert [(data["run_id"], data["name"]) for data in started] == [(rid, "echo")]
+    child = child_run_id(rid, started[0]["call_id"])
+    spawned = [data for _, kind, data in received.events if kind == "run.spawned"]
+    assert spawned == [
+        {"run_id": child, "parent_run_id": rid, "agent": "echo", "name": "echo", "input": asked,
+         "cause": {"type": "tool_call", "call_id": started[0]["call_id"]}}
+    ]  # fmt: skip
+    completed = [data for _, kind, data in received.events if kind == "tool.completed"]
+    assert [(data["call_id"], data["result"]) for data in completed] == [(started[0]["call_id"], f"echo[{asked}]")]
+    runs = {run["run_id"]: run for run in state["runs"]}
+    assert runs[rid]["status"] == "completed" and f"echo[{asked}]" in runs[rid]["output"]
+
+
+async def test_the_built_in_team_agent_asks_the_assistant_offline(gateway: Gateway) -> None:
+    made, received, state = await _run(gateway, "team", "Ask the assistant what is 12 * 7")
+    runs = {run["run_id"]: run for run in state["runs"]}
+    (child,) = runs[made["run_id"]]["children"]
+    assert runs[child]["agent"] == "assistant" and "84" in runs[child]["output"]
+    child_tools = [
+        data["name"] for _, kind, data in received.events if kind == "tool.started" and data["run_id"] == child
+    ]
+    assert child_tools == ["calculator"]  # the child is a run of the assistant, with its own tools
+    assert "84" in runs[made["run_id"]]["output"]
+
+
+async def test_spawns_past_the_depth_and_the_children_of_a_run_are_refused_to_the_agent(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS, max_child_depth=1, max_children_per_run=1)
+    made, received, state = await _run(gateway, "grandparent")
+    runs = {run["run_id"]: run for run in state["runs"]}
+    child = child_run_id(made["run_id"], "spawn_0")
+    failed = {data["call_id"]: data["error"] for _, kind, data in received.events if kind == "tool.failed"}
+    assert "TOKENTAIL_MAX_CHILD_DEPTH" in failed["c_a"]  # the child's own spawn, a level too deep
+    assert runs[child]["status"] == "failed" and runs[made["run_id"]]["status"] == "failed"
+    made, received, state = await _run(gateway, "many", "2")
+    failed = {data["call_id"]: data["error"] for _, kind, data in received.events if kind == "tool.failed"}
+    assert list(failed) == ["spawn_1"] and "TOKENTAIL_MAX_CHILDREN_PER_RUN" in failed["spawn_1"]
+    assert len(state["runs"][0]["children"]) == 1

@@ -419,3 +419,16 @@ async def test_a_worker_that_dies_right_after_ending_its_run_loses_no_webhook(
             delivering.cancel()
             await deliverer.close()
     assert json.loads(receiver.accepted()[0].body)["type"] == "run.completed"
+
+
+async def test_child_runs_on_a_cluster_wake_their_parent_through_the_queue_apart(
+    start_gateway: Any, start_worker: Any, cluster: LocalCluster, settings: Settings
+) -> None:
+    agents = {"parent": "tests.agents.spawning_agents:two_children", "echo": "tests.agents.spawning_agents:echo"}
+    gateway = await start_gateway(agents=agents)
+    await start_worker(agents=agents)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:
+        made = (await client.post("/v1/sessions", json={"input": "hi", "agent": "parent"})).json()
+        received = await read_events(client, made["events_url"])
+    assert received.ids == list(range(1, len(received.ids) + 1))
+    assert received.events[-1][2]["output"] == "Asking two. Got echo[a] and echo[b]."

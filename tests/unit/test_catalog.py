@@ -31,7 +31,7 @@ def test_a_provider_needs_a_model_name() -> None:
 def test_agents_are_checked_against_builtins_and_configured_ones() -> None:
     check_agent("assistant", frozenset())
     check_agent("support", frozenset({"support"}))
-    with pytest.raises(ValueError, match="available: assistant, careful, support"):
+    with pytest.raises(ValueError, match="available: assistant, careful, support, team"):
         check_agent("nope", frozenset({"support"}))
 
 

@@ -278,7 +278,12 @@ def plan_tool_calls(request: ModelRequest) -> list[ToolCall]:
         if tool.name != "calculator" and _mentions(last.content, tool):
             properties = tool.parameters.get("properties") or {}
             required = tool.parameters.get("required") or []
-            return [_call(tool.name, {key: _argument(last.content, properties.get(key) or {}) for key in required})]
+            # What to ask an agent called as a tool (worker/run/agent_loop.py `child_spec`): the whole request.
+            arguments = {
+                key: last.content if key == "input" else _argument(last.content, properties.get(key) or {})
+                for key in required
+            }
+            return [_call(tool.name, arguments)]
     return []
 
 

@@ -47,11 +47,12 @@ from tokentail.worker.providers.base import (
 )
 from tokentail.worker.run import traces
 from tokentail.worker.run.agents import Agent
+from tokentail.worker.run.children import ChildFailed, SpawnRefused
 from tokentail.worker.run.context import RunContext
 from tokentail.worker.run.recovery.takeover import TURN_STEP
 from tokentail.worker.run.retry import RetryPolicy, stream_with_retries
 from tokentail.worker.run.steer_inbox import SteerInbox
-from tokentail.worker.tools import Tool, ToolError
+from tokentail.worker.tools import Tool, ToolError, ToolSpec
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ async def run_model_agent(
     """Run `agent` in `context` on `provider`'s `model`; `lease`: the run's (worker/run/job.py hands it
     over), which says when a steer would cut the model's text."""
     tools = {t.name: t for t in agent.tools}
+    specs = [*(t.spec for t in agent.tools), *map(child_spec, agent.agents)]
     messages = first_messages(agent, context)
     try:
         params = RunParams.model_validate(context.params)
@@ -110,7 +112,7 @@ async def run_model_agent(
     messages += [Message("user", steer.input) for steer in await context.this_attempt.take_steers(only_if_told=True)]
     spent = 0  # the agent's steps: its turns, but for those a steer cut short (the run's steers are bounded)
     while spent < agent.max_steps:
-        request = ModelRequest(model, messages, [t.spec for t in agent.tools], params)
+        request = ModelRequest(model, messages, specs, params)
         turn, unrecorded = await _turn(context, lease, provider, request, policy, on_retry)
         messages.append(turn)
         if turn.tool_calls:
@@ -118,7 +120,12 @@ async def run_model_agent(
             await _approve(context, tools, calls, decisions)
             # Parallel calls of one turn run together; their events interleave, each with its call_id.
             results = await asyncio.gather(
-                *(_run_tool(context, tools, call, tool_timeout, decisions.get(call.call_id)) for call in calls)
+                *(
+                    _run_child(context, call)
+                    if call.name in agent.agents
+                    else _run_tool(context, tools, call, tool_timeout, decisions.get(call.call_id))
+                    for call in calls
+                )
             )
             for call, (content, failed) in zip(calls, results, strict=True):
                 messages.append(Message("tool", content, call_id=call.call_id, is_error=failed))
@@ -350,6 +357,39 @@ async def _run_tool(
     except StepTooLarge:  # not kept: a takeover before the run ends would run this call again
         logger.warning("a result of %s (call %s) is too large to record: not replayed", call.name, call.call_id)
     await context.tool_finished(call.call_id, result=result)
+    return content, False
+
+
+def child_spec(agent: str) -> ToolSpec:
+    """A catalog agent as the model is offered it: a tool that takes what to ask it."""
+    return ToolSpec(
+        name=agent,
+        description=f"Ask the {agent} agent: it works on the input you give it, and its answer is the result.",
+        parameters={
+            "type": "object",
+            "properties": {"input": {"type": "string", "description": f"what to ask the {agent} agent"}},
+            "required": ["input"],
+        },
+    )
+
+
+async def _run_child(context: RunContext, call: ToolCall) -> tuple[str, bool]:
+    """A call of a catalog agent: a child run (its tool call is the spawn's, worker/run/children.py),
+    the run waiting for it without a worker; its answer recorded as the call's step, as a tool's is."""
+    if (recorded := context.this_attempt.recorded_step(_tool_step(call))) is not None:
+        await context.tool_started(call.call_id, call.name, call.arguments)  # each shown once (replay.py)
+        await context.tool_finished(call.call_id, **{key: recorded.get(key) for key in ("result", "error")})
+        return recorded["content"], recorded["failed"]
+    text = call.arguments.get("input") if isinstance(call.arguments, dict) else None
+    try:
+        result = await context.spawn(
+            call.name, text if isinstance(text, str) else json.dumps(call.arguments), call_id=call.call_id
+        )
+    except (ChildFailed, SpawnRefused) as exc:
+        await context.record_step(_tool_step(call), {"content": f"error: {exc}", "failed": True, "error": str(exc)})
+        return f"error: {exc}", True
+    content = json.dumps(result.output, ensure_ascii=False)
+    await context.record_step(_tool_step(call), {"content": content, "failed": False, "result": result.output})
     return content, False
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from tokentail.shared.features.agent_catalog import AgentInfo, TaskSupport
 from tokentail.shared.plumbing.settings import Settings
-from tokentail.shared.vocabulary.catalog import ASKING_AGENT, DEFAULT_AGENT
+from tokentail.shared.vocabulary.catalog import ASKING_AGENT, DEFAULT_AGENT, TEAM_AGENT
 from tokentail.worker.providers.base import InvalidRequest
 from tokentail.worker.run.context import RunContext
 from tokentail.worker.tools import Tool
@@ -26,6 +26,9 @@ class Agent:
     name: str
     system_prompt: str = ""
     tools: tuple[Tool, ...] = ()
+    # Agents of the catalog the model may call as tools (by their names): each call runs one as a child
+    # run of this one (docs/subagents.md), its answer the call's result.
+    agents: tuple[str, ...] = ()
     max_steps: int = 8  # model calls per run, each of which may call tools (not counting those a steer cut short)
     model: str | None = None  # used when the run names no model
     # What the agent protocols show of it (shared/features/agent_catalog.py): MCP's tool, A2A's agent card.
@@ -49,7 +52,15 @@ CAREFUL = Agent(
     system_prompt=ASSISTANT.system_prompt,
     tools=tuple(tool.asking_first() for tool in ASSISTANT.tools),
 )
-BUILTIN = {agent.name: agent for agent in (ASSISTANT, CAREFUL)}
+# An agent that asks another (the assistant) as a tool, each call a child run of its run (docs/subagents.md):
+# "Ask the assistant what 12 * 7 is" streams the assistant's answer as a child, then answers with it.
+TEAM = Agent(
+    name=TEAM_AGENT,
+    description="An agent that asks the assistant agent as a tool: each call is a child run of its own.",
+    system_prompt="You coordinate: ask the assistant agent for what it knows, then answer with what it said.",
+    agents=(DEFAULT_AGENT,),
+)
+BUILTIN = {agent.name: agent for agent in (ASSISTANT, CAREFUL, TEAM)}
 
 
 # The framework a missing package comes with, as tokentail's extra that installs it.

@@ -8,18 +8,29 @@ going on after its children ended) finds the child it started, ended or still go
 it twice: what the session's records say of its children is what this attempt starts from (`known`).
 """
 
+import asyncio
+import json
+import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from tokentail.shared.plumbing.settings import Settings
-from tokentail.shared.store.keys import lane_of
-from tokentail.shared.store.reads import decode_run
+from tokentail.shared.store.keys import lane_of, session_of
+from tokentail.shared.store.reads import decode_run, read_run
 from tokentail.shared.store.scripts.children import Spawned
-from tokentail.shared.vocabulary.events import RunSpawned, SpawnCause
+from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, Ending, EventType, RunSpawned, SpawnCause
 from tokentail.shared.vocabulary.records import RunRecord, child_run_id
 from tokentail.worker.run.run_writes import RunLease
 from tokentail.worker.run.writer import EventWriter
+
+logger = logging.getLogger(__name__)
+
+FULL_LOOK_SECONDS = 0.5  # how often a followed spawn with no room yet tries again
+FOLLOW_BATCH = 256  # events a follower reads at once
+FOLLOW_BLOCK_MS = 1000  # how long one read waits for more
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +52,23 @@ class ChildFailed(Exception):
         self.error_type = child.error.type if child.error is not None else "cancelled"
         why = child.error.message if child.error is not None else child.reason or "cancelled"
         super().__init__(f"child run {child.run_id} ({child.agent}) {child.status}: {why}")
+
+
+@dataclass(frozen=True, slots=True)
+class ChildEvent:
+    """One of a child's events (or its descendants'), as a parent that follows it sees it (`spawn_stream`)."""
+
+    seq: int  # its id in the session's stream
+    type: str
+    data: dict[str, Any]
+
+
+class ToolOpener(Protocol):
+    """RunContext.tool: the parent's tool call a child is shown in."""
+
+    def __call__(
+        self, name: str, arguments: dict[str, Any], call_id: str | None = None
+    ) -> AbstractAsyncContextManager[Any]: ...
 
 
 class SpawnRefused(Exception):
@@ -89,6 +117,9 @@ class Children:
         self._settings = settings
         self._spawns = 0  # `spawn` calls so far in this attempt: the id of a call that names none
         self.waits: Waits | None = None  # set by the run's context
+        self._starting = 0  # spawns on their way to Redis: their children join the wait of those started at once
+        self._started = asyncio.Event()
+        self._started.set()
 
     @classmethod
     def none(cls) -> "Children":
@@ -107,7 +138,14 @@ class Children:
         child_id = child_run_id(self._run.run_id, call_id)
         child = self._known.get(child_id)
         if child is None:
-            child = await self._start(child_id, agent, text, call_id, name)
+            self._starting += 1
+            self._started.clear()
+            try:
+                child = await self._start(child_id, agent, text, call_id, name)
+            finally:
+                self._starting -= 1
+                if self._starting == 0:
+                    self._started.set()
             if child is None:
                 await self.waits.join(None)
         if child.active:
@@ -115,6 +153,50 @@ class Children:
         if child.status != "completed":
             raise ChildFailed(child)
         return ChildResult(child.run_id, child.agent or agent, child.output or "", child.usage or {})
+
+    async def stream(
+        self, tool: ToolOpener, agent: str, text: str, call_id: str, name: str | None
+    ) -> AsyncIterator[ChildEvent]:
+        """The child of call `call_id` (started here if the session has none), followed: its events and
+        its descendants', from its start to its end, then its result as the tool call's. This run holds
+        its worker meanwhile; taken over, it follows the same child again from its start."""
+        if self._run is None:
+            raise RuntimeError("this run cannot start children (it runs outside a worker)")
+        child_id = child_run_id(self._run.run_id, call_id)
+        async with tool(name or agent, {"input": text}, call_id) as call:
+            child = self._known.get(child_id)
+            while child is None:  # as many children going as may: one of them ends before it starts
+                child = await self._start(child_id, agent, text, call_id, name)
+                if child is None:
+                    await asyncio.sleep(FULL_LOOK_SECONDS)
+            async for event in self._follow(child):
+                yield event
+            runs = self._lease.runs
+            ended = await read_run(runs.redis, runs.keys.session(self._lease.session_id), child_id)
+            assert ended is not None, f"child run {child_id} has no record"
+            if ended.status != "completed":
+                raise ChildFailed(ended)
+            call.result = ended.output
+
+    async def _follow(self, child: RunRecord) -> AsyncIterator[ChildEvent]:
+        """The child's events and its descendants', after its `run.spawned`, through its terminal one."""
+        runs = self._lease.runs
+        key = runs.keys.session(self._lease.session_id).events
+        after = f"{child.queued_seq}-1"  # (entries are `<seq>-0`, or `<seq>-1` after a fence)
+        tree = {child.run_id}
+        while True:
+            read = await runs.redis.xread({key: after}, count=FOLLOW_BATCH, block=FOLLOW_BLOCK_MS)
+            for _, entries in read.items() if isinstance(read, dict) else read:
+                for entry_id, fields in entries:
+                    after = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    event_type, data = fields[b"type"].decode(), json.loads(fields[b"data"])
+                    if event_type == EventType.RUN_SPAWNED and data.get("parent_run_id") in tree:
+                        tree.add(data["run_id"])
+                    if data.get("run_id") not in tree:
+                        continue
+                    yield ChildEvent(int(after.split("-")[0]), event_type, data)
+                    if event_type in TERMINAL_EVENTS and data["run_id"] == child.run_id:
+                        return
 
     async def _start(self, child_id: str, agent: str, text: str, call_id: str, name: str | None) -> RunRecord | None:
         """Start the child (None: the run has as many going as it may, and waits for one to end)."""
@@ -151,6 +233,7 @@ class Children:
         reply = await lease.spawn(child, spawned, settings.max_children_per_run, settings.max_concurrent_children)
         match reply.outcome:
             case Spawned.STARTED:
+                child.queued_seq = reply.seq
                 self._known[child_id] = child
                 return child
             case Spawned.AGAIN:  # a concurrent call with the same id started it
@@ -165,6 +248,23 @@ class Children:
                     f"a run starts at most {settings.max_children_per_run} children (TOKENTAIL_MAX_CHILDREN_PER_RUN)",
                 )
         return None  # FULL, or CANCEL: the wait ends the run cancelled (await_children.lua)
+
+    async def started(self) -> None:
+        """Once no spawn of this attempt is on its way to Redis."""
+        await self._started.wait()
+
+    async def end_orphans(self, ended: Ending | None) -> None:
+        """The run ended (`ended`: its terminal event, or None if it did not end here): cancel its
+        children still going, whom no one waits for now (a parent that failed, or was cancelled)."""
+        if ended is None or not self._known:
+            return
+        runs, lease = self._lease.runs, self._lease
+        session_id = session_of(lease.session_id)
+        reason = f"its parent run {lease.run_id} ended"
+        try:
+            await runs.tree.cancel_below(session_id, lease.run_id, reason)
+        except Exception:  # they run on, and end by themselves
+            logger.warning("run %s could not cancel its children", lease.run_id, exc_info=True)
 
     async def _count_spawn(self) -> None:
         """Count a spawn in its tenant's minute; past the bound, refuse it."""

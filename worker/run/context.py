@@ -28,6 +28,13 @@ once and replayed after:
     order = await ctx.step("fetch-order", fetch_order, order_id)    # its result is kept with the run
     prefix = ctx.resume_text()       # the answer text clients have and this attempt has not streamed
 
+A run can start other agents of the catalog as child runs in its session, and wait for them the same
+way, with no worker held (docs/subagents.md):
+
+    result = await ctx.spawn("researcher", "What causes tides?")       # its answer: result.output
+    async for event in ctx.spawn_stream("researcher", "..."):          # or follow it as it goes
+        ...
+
 A person may add input while the run works (a steer: `POST /v1/sessions/{id}/steer`; docs/steering.md).
 An agent takes it in where it can, between its own steps, each steer once, also across a takeover:
 
@@ -53,7 +60,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Generic, NoReturn, TypeVar, cast
@@ -77,7 +84,7 @@ from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord, T
 from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker.run import traces
 from tokentail.worker.run.attempt import Attempt
-from tokentail.worker.run.children import Children, ChildResult, WaitingForChildren
+from tokentail.worker.run.children import ChildEvent, Children, ChildResult, WaitingForChildren
 from tokentail.worker.run.usage import UsageMeter
 from tokentail.worker.run.writer import EventWriter
 
@@ -128,14 +135,25 @@ def waiting_in(group: BaseExceptionGroup[BaseException]) -> Waiting | None:
 BATCH_TURNS = 8
 
 
+async def _landed() -> None:
+    """Nothing: written in order, once the writes on their way have landed."""
+
+
 class _Batch(Generic[T]):
     """What an attempt waits for at once (questions, children): the first call waits for others (the
     run's writes landed, then a few turns of the event loop, again while more come), then each raises
     `signal` of all of them, recorded together (worker/run/job.py)."""
 
-    def __init__(self, writer: EventWriter, signal: Callable[[list[T]], BaseException]) -> None:
+    def __init__(
+        self,
+        writer: EventWriter,
+        signal: Callable[[list[T]], BaseException],
+        settled: Callable[[], Awaitable[None]] = _landed,
+    ) -> None:
+        """`settled`: what the batch also waits for before it closes (children being started)."""
         self._writer = writer
         self._signal = signal
+        self._settled = settled
         self._items: list[T] = []
         self._closed: asyncio.Future[list[T]] | None = None
 
@@ -151,6 +169,7 @@ class _Batch(Generic[T]):
         while joined != len(self._items):
             joined = len(self._items)
             await self._writer.in_order(_landed)  # what came before is recorded before them
+            await self._settled()
             for _ in range(BATCH_TURNS):
                 await asyncio.sleep(0)
         return list(self._items)
@@ -161,10 +180,6 @@ def _waiting_for_children(waits: list[str | None]) -> WaitingForChildren:
     some could not start yet (None: they start when it goes on)."""
     going = [child_id for child_id in waits if child_id is not None]
     return WaitingForChildren(going, wake_on_first=len(going) < len(waits))
-
-
-async def _landed() -> None:
-    """Nothing: written in order, once the writes on their way have landed."""
 
 
 def answer_schema(kind: InputKind, choices: list[str] | None, schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -225,6 +240,30 @@ class ToolScope:
             await self._context.tool_finished(self.call_id, error=exc, agent=self.agent)
 
 
+def _tool_end(
+    run_id: str,
+    call_id: str,
+    result: Any,
+    error: str | BaseException | None,
+    denied: bool,
+    agent: str | None,
+    duration_ms: int,
+) -> ToolCompleted | ToolFailed:
+    """A tool call's end as the stream shows it (RunContext.tool_finished)."""
+    if error is None:
+        completed = ToolCompleted(run_id=run_id, call_id=call_id, result=result, duration_ms=duration_ms, agent=agent)
+        if len(whole := completed.model_dump_json().encode()) > MAX_EVENT_BYTES:
+            # The model gets the whole result; the stream shows its beginning.
+            preview = json.dumps(result, ensure_ascii=False, default=str)[:PREVIEW_CHARS]
+            completed.result = f"{preview}… (truncated: {len(whole)} bytes)"
+        return completed
+    if isinstance(error, BaseException):
+        # A cancelled run (or a stopping worker) ends its tool calls too: say so in the stream.
+        cancelled = isinstance(error, asyncio.CancelledError)
+        error = "cancelled" if cancelled else str(error)[:PREVIEW_CHARS] or type(error).__name__
+    return ToolFailed(run_id=run_id, call_id=call_id, error=error, duration_ms=duration_ms, denied=denied, agent=agent)
+
+
 class RunContext:
     def __init__(
         self,
@@ -254,7 +293,7 @@ class RunContext:
         self._returned: set[str] = set()  # the questions answered before it that those calls returned
         self._batch: _Batch[Question] = _Batch(writer, WaitingForInput)
         self._children = children or Children.none()
-        self._children.waits = _Batch(writer, _waiting_for_children)
+        self._children.waits = _Batch(writer, _waiting_for_children, self._children.started)
         self._tool_calls = 0
 
     @property
@@ -378,6 +417,13 @@ class RunContext:
             call.result = result.output
         return result
 
+    def spawn_stream(
+        self, agent: str, input: str, *, call_id: str | None = None, name: str | None = None
+    ) -> AsyncIterator[ChildEvent]:  # noqa: A002
+        """As `spawn`, but this run follows the child as it goes (holding its worker): its events and its
+        descendants' (`ChildEvent`), through its end; `ChildFailed` after them if it did not complete."""
+        return self._children.stream(self.tool, agent, input, self._children.call_id(call_id), name)
+
     async def steers(self) -> list[str]:
         """The input sent to this run while it runs (steers), in the order sent, taken in now: each
         is returned once, by the first call after it was stored (its `steer.applied`, the commit
@@ -451,25 +497,7 @@ class RunContext:
         duration of 0."""
         started, _ = self._this_attempt.open_calls.pop(call_id, (None, None))
         duration_ms = int((time.monotonic() - started) * 1000) if started is not None else 0
-        if error is None:
-            completed = ToolCompleted(
-                run_id=self.run_id, call_id=call_id, result=result, duration_ms=duration_ms, agent=agent
-            )
-            if len(whole := completed.model_dump_json().encode()) > MAX_EVENT_BYTES:
-                # The model gets the whole result; the stream shows its beginning.
-                preview = json.dumps(result, ensure_ascii=False, default=str)[:PREVIEW_CHARS]
-                completed.result = f"{preview}… (truncated: {len(whole)} bytes)"
-            await self._writer.emit(completed)
-            return
-        if isinstance(error, BaseException):
-            # A cancelled run (or a stopping worker) ends its tool calls too: say so in the stream.
-            cancelled = isinstance(error, asyncio.CancelledError)
-            error = "cancelled" if cancelled else str(error)[:PREVIEW_CHARS] or type(error).__name__
-        await self._writer.emit(
-            ToolFailed(
-                run_id=self.run_id, call_id=call_id, error=error, duration_ms=duration_ms, denied=denied, agent=agent
-            )
-        )
+        await self._writer.emit(_tool_end(self.run_id, call_id, result, error, denied, agent, duration_ms))
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
         """Report what a model call cost (tokens in, tokens out): counted for this attempt, recorded

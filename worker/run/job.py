@@ -102,10 +102,10 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
         on_cancel=lambda: running.cancel(run_id),
         on_lost=lambda: running.stop(run_id, Stop.LEASE_LOST),
     )
+    children = Children(lease, run, known_children, writer, settings, owner.get("tenant", PUBLIC_TENANT))
     try:
         async with keeper:
             with _in_attempt(attempt):
-                children = Children(lease, run, known_children, writer, settings, owner.get("tenant", PUBLIC_TENANT))
                 completed = await _generate(ctx, session_id, run, earlier, writer, meter, kept, attempt, children)
         await writer.finish(completed)
         outcome, ended = "completed", completed
@@ -138,6 +138,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
         metrics.ACTIVE_RUNS.dec()
         metrics.RUNS.labels(outcome).inc()
         _end_attempt(session_id, run, attempt, outcome, ended, lease.runs.keys.queue)
+    await children.end_orphans(ended)
 
 
 async def _claim(ctx: dict[str, Any], session_id: str, run_id: str) -> tuple[Started | None, RunLog | None]:

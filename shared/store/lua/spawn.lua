@@ -34,7 +34,7 @@ if going >= tonumber(a.most_concurrent) then return reply.full{} end
 local ts, now_ms, now_s = clock()
 local seq = add_event(k, s, 'run.spawned', a.spawned, ts)
 local child = cjson.decode(a.record)
-child.queued_seq, child.queued_at = seq, now_s
+child.queued_seq, child.queued_at, child.lane = seq, now_s, s.session_id
 redis.call('HSET', k.runs, child_id, cjson.encode(child))
 children[#children + 1] = child_id
 parent.children = children

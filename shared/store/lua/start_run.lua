@@ -49,6 +49,7 @@ local function steer_again(k, steps)
 end
 
 if redis.call('HGET', k.meta, 'active_run') ~= run_id then return reply.inactive{} end
+if redis.call('HEXISTS', k.runs, run_id) == 0 then return reply.inactive{} end  -- (a child's lane its deleted session left)
 local holder = redis.call('GET', k.lease)
 if holder == token then
   -- This claim, sent again after its reply was lost (shared/connections/outage.py's ride_out): as it answered then.

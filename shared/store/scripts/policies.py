@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from tokentail.shared.connections.redis_clients import AnyRedis, replicated
 from tokentail.shared.plumbing.settings import Settings
-from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.keys import LANE_SEPARATOR, Keys, parent_lane
 from tokentail.shared.store.lease_index import LeaseIndex
 from tokentail.shared.store.scripts.contract import Effect, Script, Topology
 from tokentail.shared.store.scripts.runner import Run, ScriptRunner
@@ -80,10 +80,16 @@ class QueueApart:
         if not effects & (Effect.QUEUES_JOB | Effect.REPORTS | Effect.FREES_NEXT | Effect.CLAIMS_RUN):
             return await self._run(script)
         session_id = _session_of(script)
+        # A child's end (or its question's expiry) may queue its waiting parent, in the lane one up
+        # (lib/runs.lua's child_ended): that outbox is looked at too.
+        lanes = (session_id, parent_lane(session_id)) if LANE_SEPARATOR in session_id else (session_id,)
         if Effect.CLAIMS_RUN in effects:
             await self._leases.watch(session_id)
         if Effect.QUEUES_JOB in effects:
             await self._leases.intend(session_id)
+        if effects & (Effect.QUEUES_JOB | Effect.FREES_NEXT):
+            for lane in lanes[1:]:
+                await self._leases.intend(lane)
         hooks = self._webhooks if effects & (Effect.QUEUES_JOB | Effect.REPORTS) else None
         if hooks is not None:
             await hooks.intend(session_id)
@@ -91,7 +97,8 @@ class QueueApart:
         if hooks is not None:
             await hooks.due_now(session_id)
         if effects & (Effect.QUEUES_JOB | Effect.FREES_NEXT):
-            await self._push_outbox(session_id)
+            for lane in lanes:
+                await self._push_outbox(lane)
         if Effect.CLAIMS_RUN in effects and cast(_Claimed, reply).claimed:
             await self._leases.take(cast(_Claiming, script).job_id)
         if Effect.MAY_DISPATCH in effects and (dispatch := cast(_Dispatching, reply).dispatch):
