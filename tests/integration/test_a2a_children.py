@@ -131,10 +131,6 @@ async def test_a_child_s_question_is_its_own_task_s_and_its_parent_says_so(
     assert list(answered.answers.values()) == [{"confirm": True}]
 
 
-CORE = "the core (issue 72): no cancel cascade yet"
-
-
-@pytest.mark.xfail(strict=True, reason=CORE)
 async def test_cancelling_a_task_cancels_its_children(gateway: Gateway, http: httpx.AsyncClient) -> None:
     client = await client_of(gateway, http, "delegate")
     async for event in client.send_message(data({"filename": "b.txt"})):

@@ -163,10 +163,6 @@ async def test_a_call_without_the_tasks_extension_is_asked_a_child_run_s_questio
     assert ":" in key and request.params.message == "Delete b.txt?"  # type: ignore[union-attr]
 
 
-CORE = "the core (issue 72): a child's answered question does not queue it in its lane; no cancel cascade yet"
-
-
-@pytest.mark.xfail(strict=True, reason=CORE)
 async def test_the_task_goes_on_once_its_child_s_question_is_answered(gateway: Gateway) -> None:
     async with connect(gateway.url) as client:
         created = await client.session.call_tool("delegate", {"filename": "a.txt"}, allow_claimed=True)
@@ -188,7 +184,6 @@ async def test_the_task_goes_on_once_its_child_s_question_is_answered(gateway: G
     assert result.content == [TextContent(type="text", text="the helper said: b.txt kept")]
 
 
-@pytest.mark.xfail(strict=True, reason=CORE)
 async def test_cancelling_a_task_cancels_the_child_runs_inside_it(gateway: Gateway) -> None:
     async with connect(gateway.url) as client:
         created = await client.session.call_tool("delegate", {"filename": "c.txt"}, allow_claimed=True)

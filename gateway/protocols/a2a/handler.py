@@ -355,7 +355,9 @@ class TaskHandler(RequestHandler):
     def _renderer(self, task: Task, after: int | None) -> A2AEvents:
         run, session_id = task.run, task.session.session_id
         parent = task_id_of(session_id, run.parent_run_id) if run.parent_run_id is not None else None
-        return A2AEvents(task.id, session_id, run.run_id, after, tuple(run.answers), parent)
+        # A run that ended is read to its end: past a question it was cancelled at (as a child is, with its parent).
+        answered = [question.input_id for question in run.asked] if task.terminal else list(run.answers)
+        return A2AEvents(task.id, session_id, run.run_id, after, tuple(answered), parent)
 
     async def _task(self, task: Task, history_length: int | None = None) -> A2ATask:
         """The Task as its run's stored events make it (the same as a stream's, generation included)."""
