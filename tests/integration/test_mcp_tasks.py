@@ -118,12 +118,36 @@ async def test_a_task_cancelled_is_told_cancelled_and_one_that_ended_is_told_as_
             assert (await anext(messages))["params"]["notifications"]["taskIds"] == [task_id]
             assert (await anext(messages))["params"]["status"] == "working"
             await cancel_task(client.session, task_id)
-            assert (await anext(messages))["params"]["status"] == "cancelled"
+            async for message in messages:  # (a start it saw meanwhile is a change too)
+                if message["params"]["status"] != "working":
+                    assert message["params"]["status"] == "cancelled"
+                    break
         async with listening(gateway.url, [task_id]) as (_, messages):
             await anext(messages)
             assert (await anext(messages))["params"]["status"] == "cancelled"
     slots = gateway.app.state.stream_slots
     await eventually(lambda: not slots._held, what="the listens' stream slots given back as their clients left")
+
+
+async def test_a_listen_tells_a_child_run_s_question_as_the_task_s(gateway: Gateway) -> None:
+    async with connect(gateway.url) as client:
+        created = await client.session.call_tool("delegate", {"filename": "d.txt"}, allow_claimed=True)
+        parent = created.task_id  # type: ignore[union-attr]
+        child = child_run_id((parse_task_id(parent) or ("", ""))[1], "c_helper")
+        async with listening(gateway.url, [parent]) as (_, messages):
+            await anext(messages)
+            async for message in messages:
+                if message["params"]["status"] == "input_required":
+                    break
+                assert message["params"]["status"] == "working"  # also while it waits for its child
+            ((key, request),) = message["params"]["inputRequests"].items()
+            assert key.startswith(f"{child}:") and request["params"]["message"] == "Delete d.txt?"
+            await update_task(client.session, parent, {key: {"action": "accept", "content": {"confirm": False}}})
+            async for message in messages:
+                if message["params"]["status"] != "working":
+                    break
+    assert message["params"]["status"] == "completed"
+    assert message["params"]["result"]["content"] == [{"type": "text", "text": "the helper said: d.txt kept"}]
 
 
 async def test_a_listen_for_tasks_needs_the_tasks_extension(gateway: Gateway) -> None:
