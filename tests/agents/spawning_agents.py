@@ -73,3 +73,16 @@ async def following_parent(ctx: RunContext) -> None:
 
 # The built-in loop, whose model may call the `echo` agent as a tool: each call a child run.
 DELEGATING = Agent(name="delegating", agents=("echo",), model="scripted")
+
+
+async def asks_a_child(ctx: RunContext) -> None:
+    """A parent whose child asks a person."""
+    result = await ctx.spawn("approve", "clean up", call_id="c_q")
+    await ctx.delta(f"The child said: {result.output}")
+
+
+async def one_child_after_another(ctx: RunContext) -> None:
+    """A parent that spawns as many children as its input says, each after the one before ended."""
+    for i in range(int(ctx.input)):
+        result = await ctx.spawn("echo", str(i))
+        await ctx.delta(result.output)

@@ -25,6 +25,9 @@ AGENTS = {
     "held_echo": "tests.agents.spawning_agents:held_echo",
     "held_parent": "tests.agents.spawning_agents:two_held_children",
     "delegating": "tests.agents.spawning_agents:DELEGATING",
+    "approve": "tests.agents.asking_agent:approval",
+    "asking_parent": "tests.agents.spawning_agents:asks_a_child",
+    "sequential": "tests.agents.spawning_agents:one_child_after_another",
 }
 ENDS = {"run.completed", "run.failed", "run.cancelled"}
 
@@ -111,9 +114,13 @@ async def test_a_child_may_spawn_children_of_its_own_down_to_the_depth_bound(gat
 async def _children_at_their_gates(gates: Gates, client: httpx2.AsyncClient, sid: str, rid: str) -> list[str]:
     children = [child_run_id(rid, "c_a"), child_run_id(rid, "c_b")]
     await eventually(lambda: all(gates.reached(child) for child in children), within=scaled(20))
-    state = (await client.get(f"/v1/sessions/{sid}")).json()
-    parent = {run["run_id"]: run for run in state["runs"]}[rid]
-    assert parent["status"] == "waiting" and parent["awaiting"] == children  # no worker holds it; spawned at once
+
+    async def waiting() -> None:
+        state = (await client.get(f"/v1/sessions/{sid}")).json()
+        parent = {run["run_id"]: run for run in state["runs"]}[rid]
+        assert parent["status"] == "waiting" and parent["awaiting"] == children  # no worker holds it; spawned at once
+
+    await eventually(waiting, within=scaled(20))
     return children
 
 
@@ -128,16 +135,7 @@ async def test_cancelling_the_parent_cancels_its_children_and_leaves_no_slot_or_
         received = await read_events(client, made["events_url"])
     cancelled = {data["run_id"] for _, kind, data in received.events if kind == "run.cancelled"}
     assert cancelled == {rid, *children}
-    keys = Keys(settings.key_prefix)
-
-    async def nothing_left() -> None:
-        assert await redis.hlen(keys.tenant_running(PUBLIC_TENANT)) == 0  # type: ignore[misc]
-        for child in children:
-            lane = keys.session(f"{sid}/{child}")
-            assert not await redis.exists(lane.lease)
-            assert await redis.zscore(keys.lease_checks, f"{sid}/{child}") is None
-
-    await eventually(nothing_left, within=scaled(10))
+    await eventually(lambda: _nothing_left(redis, settings, sid, children), within=scaled(10))
 
 
 async def test_cancelling_one_child_leaves_its_parent_and_sibling_to_go_on(gateway: Gateway, gates: Gates) -> None:
@@ -150,6 +148,7 @@ async def test_cancelling_one_child_leaves_its_parent_and_sibling_to_go_on(gatew
         received = await read_events(client, made["events_url"])
     ends = {data["run_id"]: kind for _, kind, data in received.events if kind.startswith("run.") and kind in ENDS}
     assert ends == {a: "run.cancelled", b: "run.completed", rid: "run.failed"}  # it did not catch ChildFailed
+    assert received.events[-1][2]["error"]["type"] == "child_failed"
     failed = [data for _, kind, data in received.events if kind == "tool.failed"]
     assert [data["call_id"] for data in failed] == ["c_a"]
 
@@ -163,16 +162,18 @@ async def test_deleting_the_session_ends_its_children_and_leaves_none_of_their_k
         children = await _children_at_their_gates(gates, client, sid, rid)
         assert (await client.delete(f"/v1/sessions/{sid}")).status_code in (200, 204)
         gates.release_all()
+    await eventually(lambda: _nothing_left(redis, settings, sid, children, lanes=False), within=scaled(15))
+
+
+async def _nothing_left(redis: Redis, settings: Settings, sid: str, children: list[str], lanes: bool = True) -> None:
+    """No slot, lease or leases-index entry of the children is left (with `lanes` False, no key of their lanes)."""
     keys = Keys(settings.key_prefix)
-
-    async def nothing_left() -> None:
-        assert await redis.hlen(keys.tenant_running(PUBLIC_TENANT)) == 0  # type: ignore[misc]
-        left = [key async for key in redis.scan_iter(match=f"{settings.key_prefix}:{{{sid}}}:run:*")]
-        assert left == []
-        for child in children:
-            assert await redis.zscore(keys.lease_checks, f"{sid}/{child}") is None
-
-    await eventually(nothing_left, within=scaled(15))
+    assert await redis.hlen(keys.tenant_running(PUBLIC_TENANT)) == 0  # type: ignore[misc]
+    for child in children:
+        assert not await redis.exists(keys.session(f"{sid}/{child}").lease)
+        assert await redis.zscore(keys.lease_checks, f"{sid}/{child}") is None
+    if not lanes:
+        assert [key async for key in redis.scan_iter(match=f"{settings.key_prefix}:{{{sid}}}:run:*")] == []
 
 
 async def test_the_built_in_agent_calls_a_catalog_agent_as_a_tool_and_answers_with_its_result(gateway: Gateway) -> None:
@@ -216,7 +217,29 @@ async def test_spawns_past_the_depth_and_the_children_of_a_run_are_refused_to_th
     failed = {data["call_id"]: data["error"] for _, kind, data in received.events if kind == "tool.failed"}
     assert "TOKENTAIL_MAX_CHILD_DEPTH" in failed["c_a"]  # the child's own spawn, a level too deep
     assert runs[child]["status"] == "failed" and runs[made["run_id"]]["status"] == "failed"
-    made, received, state = await _run(gateway, "many", "2")
+    made, received, state = await _run(gateway, "sequential", "2")
     failed = {data["call_id"]: data["error"] for _, kind, data in received.events if kind == "tool.failed"}
     assert list(failed) == ["spawn_1"] and "TOKENTAIL_MAX_CHILDREN_PER_RUN" in failed["spawn_1"]
     assert len(state["runs"][0]["children"]) == 1
+
+
+async def test_a_childs_question_is_answered_as_any_and_the_child_then_its_parent_go_on(gateway: Gateway) -> None:
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        made = (await client.post("/v1/sessions", json={"input": "hi", "agent": "asking_parent"})).json()
+        sid, rid = made["session_id"], made["run_id"]
+        child = child_run_id(rid, "c_q")
+
+        async def asked() -> dict[str, Any]:
+            runs = {run["run_id"]: run for run in (await client.get(f"/v1/sessions/{sid}")).json()["runs"]}
+            assert child in runs and runs[child]["status"] == "waiting" and runs[rid]["status"] == "waiting"
+            question: dict[str, Any] = runs[child]["asked"][0]
+            return question
+
+        question = await eventually(asked, within=scaled(20))
+        answer = {"input_id": question["input_id"], "answer": {"approved": True}}
+        answered = await client.post(f"/v1/sessions/{sid}/runs/{child}/input", json=answer)
+        assert answered.status_code == 202, answered.text
+        received = await read_events(client, made["events_url"])
+    kinds = [(data["run_id"] == child, kind) for _, kind, data in received.events]
+    assert (True, "input.required") in kinds and (True, "input.received") in kinds
+    assert received.events[-1][2]["output"] == "The child said: Checking. Done: deleted."

@@ -34,7 +34,7 @@ from tokentail.worker.providers.base import InvalidRequest, ProviderError
 from tokentail.worker.run import traces
 from tokentail.worker.run.agent_loop import AgentError, run_model_agent
 from tokentail.worker.run.agents import Agent, load_agent
-from tokentail.worker.run.children import Children, WaitingForChildren
+from tokentail.worker.run.children import ChildFailed, Children, SpawnRefused, WaitingForChildren
 from tokentail.worker.run.context import RunContext, WaitingForInput, waiting_in
 from tokentail.worker.run.lease import LeaseKeeper
 from tokentail.worker.run.recovery.lost_writes import HandedOver
@@ -430,6 +430,10 @@ def _error_info(exc: Exception, settings: Settings) -> ErrorInfo:
         return ErrorInfo(type="output_too_large", message=f"{exc} (TOKENTAIL_MAX_OUTPUT_CHARS)")
     if isinstance(exc, EventTooLarge):
         return ErrorInfo(type="event_too_large", message=str(exc))
+    if isinstance(exc, SpawnRefused):  # a spawn past a bound its agent let through
+        return ErrorInfo(type=exc.type, message=str(exc))
+    if isinstance(exc, ChildFailed):  # a child's failure its agent let through
+        return ErrorInfo(type="child_failed", message=str(exc))
     if isinstance(exc, StepTooLarge):
         return ErrorInfo(type="step_too_large", message=str(exc))
     if isinstance(exc, BlockingCall):
