@@ -165,6 +165,32 @@ class RunEnded:
 
 
 @dataclass(slots=True)
+class ChildStarted:
+    """Run `run_id` started a child run (`child_run_id`: docs/subagents.md) for its call `call_id`
+    (the parent's tool call, or the spawn's own id). The child's own operations carry its run id."""
+
+    run_id: str
+    child_run_id: str
+    agent: str
+    name: str
+    call_id: str
+    input: str
+    seq: int
+
+
+@dataclass(slots=True)
+class ChildEnded:
+    """A child run of `run_id` ended (its own terminal event, or, open when an ancestor ended, cut
+    short with it: a cancel's cascade may store the child's end after the ancestor's). Its parent
+    goes on; the end of the run a reducer follows (or of a session's own run) is `RunEnded`."""
+
+    run_id: str
+    child_run_id: str
+    ending: RunCompleted | RunFailed | RunCancelled
+    seq: int
+
+
+@dataclass(slots=True)
 class GapFound:
     """Events were lost before the next (made by the gateway: never stored)."""
 
@@ -188,5 +214,7 @@ Operation = (
     | SteerShown
     | ContentDropped
     | RunEnded
+    | ChildStarted
+    | ChildEnded
     | GapFound
 )

@@ -34,6 +34,8 @@ from tokentail.gateway.reading.operations import (
     BlockClosed,
     BlockKind,
     BlockOpened,
+    ChildEnded,
+    ChildStarted,
     ClosedBecause,
     ContentDropped,
     DataShown,
@@ -66,6 +68,7 @@ from tokentail.shared.vocabulary.events import (
     RunFailed,
     RunQueued,
     RunRetrying,
+    RunSpawned,
     RunStarted,
     Status,
     SteerAccepted,
@@ -173,53 +176,97 @@ def _dropped(item: "_Block | Shown", after: int) -> bool:
     return dropped_by(after, item.seq, _EVENT_OF[type(item)])
 
 
+@dataclass(slots=True)
+class _Run:
+    """What the reducer holds of one run it shows: runs of a session's tree stream side by side."""
+
+    id: str
+    head: bytes  # how its deltas begin, as the worker writes them
+    content: list[_Block | Shown] = field(default_factory=list)  # what it shows since it last started over
+    open: _Block | None = None
+    children: list[str] = field(default_factory=list)  # its child runs, in spawn order
+    ended: bool = False
+    # Of the questions asked at once being reduced: whether one was unanswered when the stream opened,
+    # and how many answers to them it will read (those known then).
+    asking: bool = False
+    answers_due: int = 0
+
+
+def _run_state(run_id: str) -> _Run:
+    return _Run(run_id, b'{"run_id":%s,"text":"' % json.dumps(run_id).encode())
+
+
 class Reducer:
     """A session's stored events in, in order; operations out. `run_id`: only that run's events
-    count (a UI protocol's response is one run); `quiet_until`: the client has the events up to this
-    id (see `quiet`); `answered`: input ids of the questions answered when the stream opened."""
+    count, and its descendants' (a UI protocol's response is one run and its sub-agent tree: the
+    children are learned from their `run.spawned`, read as the run is, from its start);
+    `quiet_until`: the client has the events up to this id (see `quiet`); `answered`: input ids of
+    the questions answered when the stream opened.
+
+    A child run's operations carry its own run id; its start and end are also its parent's
+    (`ChildStarted`, `ChildEnded`). Children stream concurrently, so what is open, what a drop
+    keeps and the questions asked at once are held per run."""
 
     def __init__(self, run_id: str | None = None, quiet_until: int = 0, answered: Iterable[str] = ()) -> None:
         self.run_id = run_id
         self.quiet_until = quiet_until
         self.answered = frozenset(answered)
         self.event_ts = 0.0  # the Redis time (s) of the event being reduced
-        self._shown: str | None = None  # the run being shown: a session's runs go one at a time
-        self._content: list[_Block | Shown] = []  # what it shows since it last started over
-        self._open: _Block | None = None
-        self._delta_head = b""  # how the run shown's deltas begin, as the worker writes them
-        # Of the questions asked at once being reduced: whether one was unanswered when the stream opened,
-        # and how many answers to them it will read (those known then).
-        self._asking, self._answers_due = False, 0
+        self._runs: dict[str, _Run] = {}  # the runs being shown: a tree's are held until its root ends
+        self._hot: _Run | None = None  # the run of the last event: most deltas continue it
+        self._parents: dict[str, str] = {}  # child run -> parent, of the children followed
+        self._gone: set[str] = set()  # children whose tree ended: what a cancel's cascade still writes is not shown
+        self._followed: set[str] | None = None if run_id is None else {run_id}  # None: every run
 
     def quiet(self, seq: int) -> bool:
         """Whether the client has the operations of event `seq` already (a resume after it)."""
         return seq <= self.quiet_until
 
+    def shown(self, run_id: str) -> tuple[Operation, ...]:
+        """What run `run_id` shows now, as operations (a block as opened, its text in one append,
+        and closed if it is): for a protocol that shows a whole tree again after one run's drop."""
+        run = self._runs.get(run_id)
+        return () if run is None else _as_operations(run.id, run.content)
+
     def reduce(self, event: StoredEvent) -> list[Operation]:
-        if self._shown is not None and (kind := _DELTAS.get(event.type)) is not None:
-            # Most events are deltas of the run shown, as the worker writes them: read without parsing.
-            text = _delta_text(event.data, self._delta_head)
-            if text is not None:
+        hot = self._hot
+        if hot is not None and (kind := _DELTAS.get(event.type)) is not None:
+            # Most events are deltas of the run of the last one, as the worker writes them: read
+            # without parsing. Children interleave: another run's are found by their heads.
+            text = _delta_text(event.data, hot.head)
+            if text is None and len(self._runs) > 1:
+                hot, text = self._delta_of_another(event.data)
+            if hot is not None and text is not None:
+                self._hot = hot
                 self.event_ts = event.ts_us / 1e6
-                return self._delta(self._shown, kind, text, event.seq)
+                return self._delta(hot, kind, text, event.seq)
         data = parse(event)
-        if data is None or (self.run_id is not None and data.run_id != self.run_id):
+        if data is None:
             return []
+        if isinstance(data, RunSpawned):
+            return self._spawned(data, event)
+        run_id = data.run_id
+        if self._followed is not None and run_id not in self._followed:
+            return []
+        run = self._runs.get(run_id)
+        if (run is not None and run.ended) or run_id in self._gone:
+            return []  # a child that ended (with its ancestor, perhaps, before its own end came)
         self.event_ts = event.ts_us / 1e6
-        seq = event.seq
-        if data.run_id != self._shown and not isinstance(data, RunQueued | RunCancelled | SteerAccepted | SteerFailed):
-            self._shown, self._content, self._open = data.run_id, [], None  # a run queued behind may end unshown
-            self._delta_head = b'{"run_id":%s,"text":"' % json.dumps(data.run_id).encode()
+        if not isinstance(data, RunQueued | RunCancelled | SteerAccepted | SteerFailed):
+            if run is None:
+                run = self._runs[run_id] = _run_state(run_id)  # a run queued behind may end unshown
+            self._hot = run
         agent = event.type in _AGENT_TYPES or event.type.startswith(_DATA_PREFIX)
-        return self._agent(data, seq) if agent else self._run(data, seq)
+        return self._agent(data, event.seq) if agent else self._run(data, event.seq)
 
     def pass_deltas(self, events: list[StoredEvent], index: int, most: int) -> tuple[int, list[str]]:
-        """The deltas from `events[index]` on that go on in the open block, as the worker wrote them,
-        reduced without operations, up to `most` with text: for a renderer whose client is owed
-        nothing for them (it only counts them). How many events it took, and their texts (those
-        with some: a `BlockAppended` each, had they been reduced one by one)."""
-        block = self._open
-        if block is None or self._shown is None:
+        """The deltas from `events[index]` on that go on in the open block of the run followed, as
+        the worker wrote them, reduced without operations, up to `most` with text: for a renderer
+        whose client is owed nothing for them (it only counts them). How many events it took, and
+        their texts (those with some: a `BlockAppended` each, had they been reduced one by one)."""
+        run = self._hot
+        block = None if run is None or run.id != self.run_id else run.open
+        if run is None or block is None:
             return 0, []
         event_type = _TYPE_OF[block.kind]
         texts: list[str] = []
@@ -227,7 +274,7 @@ class Reducer:
         for event in islice(events, index, None):
             if len(texts) >= most or event.type != event_type:
                 break
-            text = _delta_text(event.data, self._delta_head)
+            text = _delta_text(event.data, run.head)
             if text is None:
                 break
             block.pieces.append((event.seq, text))
@@ -237,114 +284,174 @@ class Reducer:
             self.event_ts = event.ts_us / 1e6
         return taken, texts
 
+    def _delta_of_another(self, data: bytes) -> tuple[_Run | None, str | None]:
+        for run in self._runs.values():
+            if not run.ended and (text := _delta_text(data, run.head)) is not None:
+                return run, text
+        return None, None
+
+    def _spawned(self, data: RunSpawned, event: StoredEvent) -> list[Operation]:
+        """A child run started: followed if its parent is (once: a parent taken over re-attaches)."""
+        parent, child = data.parent_run_id, data.run_id
+        if (self._followed is not None and parent not in self._followed) or child in self._parents:
+            return []
+        self.event_ts = event.ts_us / 1e6
+        if self._followed is not None:
+            self._followed.add(child)
+        self._parents[child] = parent
+        self._runs[child] = _run_state(child)
+        if (parent_run := self._runs.get(parent)) is not None:
+            parent_run.children.append(child)
+        return [ChildStarted(parent, child, data.agent, data.name, data.cause.call_id, data.input, event.seq)]
+
     def _agent(self, data: EventData, seq: int) -> list[Operation]:
         run_id = data.run_id
+        run = self._runs[run_id]
         match data:
             case MessageDelta(text=text):
-                return self._delta(run_id, "text", text, seq)
+                return self._delta(run, "text", text, seq)
             case ReasoningDelta(text=text):
-                return self._delta(run_id, "reasoning", text, seq)
+                return self._delta(run, "reasoning", text, seq)
             case Status(text=text):
-                return self._show(StatusShown(run_id, text, seq))
+                return _show(run, StatusShown(run_id, text, seq))
             case CustomData(name=name, data=value):
-                return self._show(DataShown(run_id, name, value, seq))
+                return _show(run, DataShown(run_id, name, value, seq))
             case ToolStarted(call_id=call_id, name=name, arguments=arguments):
-                return [*self._close(seq), *self._show(ToolCalled(run_id, call_id, name, arguments, seq))]
+                return [*_close(run, seq), *_show(run, ToolCalled(run_id, call_id, name, arguments, seq))]
             case ToolCompleted(call_id=call_id, result=result):
-                return self._show(ToolFinished(run_id, call_id, result, seq))
+                return _show(run, ToolFinished(run_id, call_id, result, seq))
             case ToolFailed(call_id=call_id, error=error, denied=True):
-                return self._show(ToolDenied(run_id, call_id, error, seq))
+                return _show(run, ToolDenied(run_id, call_id, error, seq))
             case ToolFailed(call_id=call_id, error=error):
-                return self._show(ToolFailedOp(run_id, call_id, error, seq))
+                return _show(run, ToolFailedOp(run_id, call_id, error, seq))
         return []
 
-    def _run(self, data: EventData, seq: int) -> list[Operation]:
+    def _run(self, data: EventData, seq: int) -> list[Operation]:  # noqa: C901 (one case per event)
         run_id = data.run_id
         match data:
             case RunQueued(input=text):
                 return [RunOpened(run_id, text, seq)]
             case RunStarted(attempt=attempt, reason=reason):
-                return [*self._close(seq), AttemptStarted(run_id, attempt, reason, seq)]
+                return [*_close(self._runs[run_id], seq), AttemptStarted(run_id, attempt, reason, seq)]
             case InputRequired() as question:
+                run = self._runs[run_id]
                 answered = question.input_id in self.answered
-                self._asking = self._asking or not answered
-                self._answers_due += answered
-                stops = question.more == 0 and self._asking and not self._answers_due
+                run.asking = run.asking or not answered
+                run.answers_due += answered
+                stops = question.more == 0 and run.asking and not run.answers_due
                 asked = QuestionAsked(run_id, question, answered, stops, seq)
-                return [*self._close(seq), *self._show(asked)]
+                return [*_close(run, seq), *_show(run, asked)]
             case InputReceived(input_id=input_id, answer=answer, waiting_for=waiting_for):
-                self._answers_due = max(0, self._answers_due - 1)
-                stops = bool(waiting_for) and self._asking and not self._answers_due
-                self._asking = self._asking and bool(waiting_for)
-                return self._show(QuestionAnswered(run_id, input_id, answer, waiting_for, stops, seq))
+                run = self._runs[run_id]
+                run.answers_due = max(0, run.answers_due - 1)
+                stops = bool(waiting_for) and run.asking and not run.answers_due
+                run.asking = run.asking and bool(waiting_for)
+                return _show(run, QuestionAnswered(run_id, input_id, answer, waiting_for, stops, seq))
             case SteerAccepted(steer_id=steer_id, input=text):
                 return [SteerShown(run_id, steer_id, "accepted", text, None, seq)]
             case SteerApplied(steer_id=steer_id):
-                return [*self._close(seq), SteerShown(run_id, steer_id, "applied", None, None, seq)]
+                return [*_close(self._runs[run_id], seq), SteerShown(run_id, steer_id, "applied", None, None, seq)]
             case SteerFailed(steer_id=steer_id, reason=reason):
                 return [SteerShown(run_id, steer_id, "failed", None, reason, seq)]
             case RunRetrying() | RunContinued():
                 after = drop_point(data)
                 assert after is not None
-                return self._drop(run_id, after, seq)
+                return _drop(self._runs[run_id], after, seq)
             case RunCompleted() | RunFailed() | RunCancelled():
-                why: ClosedBecause = "completed" if isinstance(data, RunCompleted) else "stopped"
-                closed = self._close(seq, why) if run_id == self._shown else []
-                if run_id == self._shown:
-                    self._shown, self._content = None, []
-                return [*closed, RunEnded(run_id, data, seq)]
+                return self._ended(run_id, data, seq)
         return []
 
-    def _show(self, operation: Shown) -> list[Operation]:
-        self._content.append(operation)
-        return [operation]
-
-    def _delta(self, run_id: str, kind: BlockKind, text: str, seq: int) -> list[Operation]:
+    def _ended(self, run_id: str, ending: RunCompleted | RunFailed | RunCancelled, seq: int) -> list[Operation]:
+        """A run's end: its children still open end with it first (deepest first); a child's end
+        is its parent's `ChildEnded`, a root's (the run followed, a session's own) `RunEnded`, after
+        which its tree is no longer held."""
+        run = self._runs.get(run_id)
+        parent = self._parents.get(run_id)
+        if run is not None and run.ended:
+            return []  # a child that ended with its ancestor
         operations: list[Operation] = []
-        block = self._open
+        if run is not None:
+            reason = ending.reason if isinstance(ending, RunCancelled) else "parent_ended"
+            for child in run.children:
+                cut = RunCancelled(run_id=child, reason=reason, parent_run_id=run_id)
+                operations += self._ended(child, cut, seq)
+            why: ClosedBecause = "completed" if isinstance(ending, RunCompleted) else "stopped"
+            operations += _close(run, seq, why)
+            run.ended = True
+            if self._hot is run:
+                self._hot = None
+        if parent is not None and run_id != self.run_id:
+            return [*operations, ChildEnded(parent, run_id, ending, seq)]
+        self._forget(run_id)
+        return [*operations, RunEnded(run_id, ending, seq)]
+
+    def _forget(self, run_id: str) -> None:
+        run = self._runs.pop(run_id, None)
+        for child in run.children if run is not None else ():
+            self._gone.add(child)
+            self._forget(child)
+
+    def _delta(self, run: _Run, kind: BlockKind, text: str, seq: int) -> list[Operation]:
+        operations: list[Operation] = []
+        block = run.open
         if block is None or block.kind != kind:
-            operations = self._close(seq)
-            block = self._open = _Block(kind, seq)
-            self._content.append(block)
-            operations.append(BlockOpened(run_id, kind, seq, seq))
+            operations = _close(run, seq)
+            block = run.open = _Block(kind, seq)
+            run.content.append(block)
+            operations.append(BlockOpened(run.id, kind, seq, seq))
         block.pieces.append((seq, text))
         if text:
-            operations.append(BlockAppended(run_id, kind, block.id, text, seq))
+            operations.append(BlockAppended(run.id, kind, block.id, text, seq))
         return operations
 
-    def _close(self, seq: int, reason: ClosedBecause = "next") -> list[Operation]:
-        block, self._open = self._open, None
-        if block is None or self._shown is None:
-            return []
-        block.closed_at = seq
-        return [BlockClosed(self._shown, block.kind, block.id, seq, reason)]
 
-    def _drop(self, run_id: str, after: int, seq: int) -> list[Operation]:
-        """A takeover's drop: what the run keeps, shown again; nothing if it drops nothing."""
-        if not any(_dropped(item, after) for item in self._content):
-            return []  # the run goes on, in its open block
-        closed = self._close(seq, "dropped")
-        content: list[_Block | Shown] = []
-        kept: list[Operation] = []
-        for item in self._content:
-            if not isinstance(item, _Block):
-                if not _dropped(item, after):
-                    content.append(item)
-                    # A question kept was answered (the run went on): it no longer stops a stream.
-                    if isinstance(item, QuestionAsked):
-                        item = replace(item, answered=True, stops=False)
-                    elif isinstance(item, QuestionAnswered):
-                        item = replace(item, stops=False)
-                    kept.append(item)
-                continue
-            pieces = [(at, text) for at, text in item.pieces if at <= after]
-            if not pieces:
-                continue
+def _show(run: _Run, operation: Shown) -> list[Operation]:
+    run.content.append(operation)
+    return [operation]
+
+
+def _close(run: _Run, seq: int, reason: ClosedBecause = "next") -> list[Operation]:
+    block, run.open = run.open, None
+    if block is None:
+        return []
+    block.closed_at = seq
+    return [BlockClosed(run.id, block.kind, block.id, seq, reason)]
+
+
+def _drop(run: _Run, after: int, seq: int) -> list[Operation]:
+    """A takeover's drop of one run's content: what it keeps, shown again; nothing if it drops nothing."""
+    if not any(_dropped(item, after) for item in run.content):
+        return []  # the run goes on, in its open block
+    closed = _close(run, seq, "dropped")
+    content: list[_Block | Shown] = []
+    for item in run.content:
+        if not isinstance(item, _Block):
+            if not _dropped(item, after):
+                # A question kept was answered (the run went on): it no longer stops a stream.
+                if isinstance(item, QuestionAsked):
+                    item = replace(item, answered=True, stops=False)
+                elif isinstance(item, QuestionAnswered):
+                    item = replace(item, stops=False)
+                content.append(item)
+            continue
+        pieces = [(at, text) for at, text in item.pieces if at <= after]
+        if pieces:
             closed_at = item.closed_at if item.closed_at is not None and item.closed_at <= after else seq
             content.append(_Block(item.kind, item.id, pieces, closed_at))
-            kept.append(BlockOpened(run_id, item.kind, item.id, item.id))
-            if text := "".join(text for _, text in pieces):
-                kept.append(BlockAppended(run_id, item.kind, item.id, text, pieces[-1][0]))
-            kept.append(BlockClosed(run_id, item.kind, item.id, closed_at))
-        self._content = content
-        return [*closed, ContentDropped(run_id, after, tuple(kept), seq)]
+    run.content = content
+    return [*closed, ContentDropped(run.id, after, _as_operations(run.id, content), seq)]
+
+
+def _as_operations(run_id: str, content: list[_Block | Shown]) -> tuple[Operation, ...]:
+    """A run's content as operations: a block as opened, its text in one append, and closed if it is."""
+    operations: list[Operation] = []
+    for item in content:
+        if not isinstance(item, _Block):
+            operations.append(item)
+            continue
+        operations.append(BlockOpened(run_id, item.kind, item.id, item.id))
+        if text := "".join(text for _, text in item.pieces):
+            operations.append(BlockAppended(run_id, item.kind, item.id, text, item.pieces[-1][0]))
+        if item.closed_at is not None:
+            operations.append(BlockClosed(run_id, item.kind, item.id, item.closed_at))
+    return tuple(operations)

@@ -3,6 +3,7 @@
 configured with TOKENTAIL_AGENTS (tests/node/test_mcp_conformance.py)."""
 
 import asyncio
+import json
 
 from tests.support.gates import gate
 from tokentail import RunContext, describe
@@ -163,3 +164,15 @@ async def count_words_held(ctx: RunContext) -> None:
         if word == HELD_AFTER:
             await gate(ctx)
         await ctx.delta(f"word {word}. ")
+
+
+async def _delegate(ctx: RunContext) -> None:
+    said = await ctx.spawn("confirm_delete", json.dumps(ctx.arguments), call_id="c_helper")  # a child run that asks
+    await ctx.delta(f"the helper said: {said.output}")
+
+
+delegate = describe(
+    _delegate,
+    description="Has a helper (a child run of confirm_delete) delete a file, and says what it said.",
+    input_schema={"type": "object", "properties": {"filename": {"type": "string"}}, "required": ["filename"]},
+)

@@ -9,7 +9,7 @@ from a2a.types.a2a_pb2 import StreamResponse, Task, TaskArtifactUpdateEvent, Tas
 from google.protobuf.json_format import MessageToDict, Parse  # type: ignore[import-untyped]
 
 from tests.unit.test_protocol_cases import CASES, Case, Log
-from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION, A2AEvents, Event
+from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION, SUBTASKS_EXTENSION, A2AEvents, Event
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.features.a2a_push import push_body
@@ -253,3 +253,69 @@ def test_a_gap_is_the_readers_news_and_numbers_no_generation() -> None:
     told_resume = MessageToDict(told[0])["metadata"][RESUME_EXTENSION]
     assert told_resume.pop("gap") == {"reason": "trimmed", "firstAvailable": 3}
     assert told_resume == MessageToDict(untold[0])["metadata"][RESUME_EXTENSION]
+
+
+# -- a run's children (docs/subagents.md): each a task of its own, named by its parent's --------------
+
+CHILD = "r_childchild"
+CHILD_TASK = "s_ctx" + CHILD
+SPAWNED = {"parent_run_id": RUN, "agent": "helper", "name": "helper", "input": "look it up"}
+TREE = [
+    StoredEvent(seq, kind.encode(), json.dumps(data).encode(), seq * 1000)
+    for seq, (kind, data) in enumerate(
+        [
+            ("run.queued", {"run_id": RUN, "input": "research"}),
+            ("run.started", {"run_id": RUN, "attempt": 1, "reason": "start"}),
+            ("tool.started", {"run_id": RUN, "call_id": "c1", "name": "helper", "arguments": {"input": "look"}}),
+            ("run.spawned", {"run_id": CHILD, **SPAWNED, "cause": {"type": "tool_call", "call_id": "c1"}}),
+            ("run.started", {"run_id": CHILD, "attempt": 1, "reason": "start", "parent_run_id": RUN}),
+            ("message.delta", {"run_id": CHILD, "text": "found"}),
+            ("input.required", {"run_id": CHILD, **ASKED[1]}),
+            ("input.received", {"run_id": CHILD, "input_id": "in_1", "answer": "a.txt"}),
+            ("run.completed", {"run_id": CHILD, "output": "found", "usage": {}, "parent_run_id": RUN}),
+            ("tool.completed", {"run_id": RUN, "call_id": "c1", "result": "found", "duration_ms": 1}),
+            ("message.delta", {"run_id": RUN, "text": "It says: found"}),
+            ("run.completed", {"run_id": RUN, "output": "It says: found", "usage": {}}),
+        ],
+        start=1,
+    )
+]
+
+
+def test_a_parent_s_status_updates_name_its_children_and_their_states_and_show_none_of_their_text() -> None:
+    events = A2AEvents(TASK, "s_ctx", RUN).events(Batch([Chunk(TREE)]))
+    (task,) = events
+    assert isinstance(task, Task) and task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert [part.text for part in task.artifacts[0].parts] == ["It says: found"]  # the child's text is its own
+    child = {"taskId": CHILD_TASK, "agent": "helper", "name": "helper", "state": "TASK_STATE_COMPLETED"}
+    assert MessageToDict(task)["metadata"][SUBTASKS_EXTENSION] == {"children": [child]}
+    live = A2AEvents(TASK, "s_ctx", RUN)
+    updates = [
+        e for event in TREE for e in live.events(Batch([Chunk([event])])) if isinstance(e, TaskStatusUpdateEvent)
+    ]
+    named = [MessageToDict(update)["metadata"].get(SUBTASKS_EXTENSION) for update in updates]
+    states = [tree["children"][0]["state"] for tree in named if tree is not None]
+    # its child started, asked, was answered, ended; then its own end (which names the child too)
+    assert states == [
+        f"TASK_STATE_{state}" for state in ("WORKING", "INPUT_REQUIRED", "WORKING", "COMPLETED", "COMPLETED")
+    ]
+    assert all(update.status.state != TaskState.TASK_STATE_INPUT_REQUIRED for update in updates)  # the child's question
+
+
+def test_a_child_is_a_task_of_the_same_context_whose_first_message_names_its_parent() -> None:
+    renderer = A2AEvents(CHILD_TASK, "s_ctx", CHILD, parent_task_id=TASK)
+    events: list[Event] = []
+    for event in TREE:  # one batch per event, as a live stream gets them
+        events += renderer.events(Batch([Chunk([event])]))
+        if renderer.finished:
+            break
+    opened = events[0]
+    assert isinstance(opened, Task) and opened.context_id == "s_ctx"
+    assert list(opened.history[0].reference_task_ids) == [TASK] and opened.history[0].parts[0].text == "look it up"
+    assert MessageToDict(opened)["metadata"][SUBTASKS_EXTENSION] == {"parentTaskId": TASK}
+    asked = events[-1]  # its question ends its stream, as any task's
+    assert isinstance(asked, TaskStatusUpdateEvent) and asked.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    whole = A2AEvents(CHILD_TASK, "s_ctx", CHILD, answered=("in_1",), parent_task_id=TASK)
+    (task,) = whole.events(Batch([Chunk(TREE)]))
+    assert isinstance(task, Task) and task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert [part.text for part in task.artifacts[0].parts] == ["found"]

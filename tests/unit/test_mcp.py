@@ -72,22 +72,59 @@ def test_a_question_is_an_elicitation_its_answer_taken_back_out_of_the_form() ->
     assert waiting["status"] == "input_required"
     request = {"mode": "form", "message": "Which?", "requestedSchema": APPROVAL}
     assert waiting["inputRequests"] == {"in_1": {"method": "elicitation/create", "params": request}}
-    assert mcp.answer_of(approval, {"in_1": {"action": "accept", "content": {"approved": True}}}) == (
+    assert mcp.answer_of("in_1", approval, {"in_1": {"action": "accept", "content": {"approved": True}}}) == (
         True,
         {"approved": True},
     )
-    assert mcp.answer_of(approval, {"other": {"action": "accept", "content": {}}}) == (False, None)
+    assert mcp.answer_of("in_1", approval, {"other": {"action": "accept", "content": {}}}) == (False, None)
     with pytest.raises(mcp.Declined):
-        mcp.answer_of(approval, {"in_1": {"action": "decline"}})
+        mcp.answer_of("in_1", approval, {"in_1": {"action": "decline"}})
 
     choice = question({"type": "string", "enum": ["red", "blue"]})  # not an object: asked as one field
-    (asked,) = mcp.input_requests([choice]).values()
+    (asked,) = mcp.input_requests({"in_1": (RunRecord(run_id=RUN, input="hi"), choice)}).values()
     assert asked["params"]["requestedSchema"] == {
         "type": "object",
         "properties": {"answer": {"type": "string", "enum": ["red", "blue"]}},
         "required": ["answer"],
     }
-    assert mcp.answer_of(choice, {"in_1": {"action": "accept", "content": {"answer": "red"}}}) == (True, "red")
+    assert mcp.answer_of("in_1", choice, {"in_1": {"action": "accept", "content": {"answer": "red"}}}) == (True, "red")
+
+
+CHILD = "r_" + "c" * 12
+GRANDCHILD = "r_" + "d" * 12
+
+
+def tree(parent: dict[str, Any], *children: dict[str, Any]) -> Task:
+    """A task whose run started `children` (each a record's fields), the first of them the second."""
+    records = [RunRecord(run_id=RUN, input="hi", queued_at=1_764_000_000.0, **parent)]
+    records += [RunRecord(input="sub", parent_run_id=RUN, **child) for child in children]
+    return Task(SessionRecord(session_id=SESSION, created_at=1_764_000_000.0, runs=records), records[0])
+
+
+def test_a_child_run_s_question_is_the_task_s_keyed_with_the_child_s_run_id() -> None:
+    approval = question(APPROVAL)
+    asking = {"run_id": CHILD, "status": "waiting", "asked": [approval], "waiting_for": "in_1"}
+    waiting = tree({"status": "waiting", "children": [CHILD], "awaiting": [CHILD]}, asking)
+    shown = mcp.detailed(waiting, 60)
+    assert shown["status"] == "input_required"
+    request = {"mode": "form", "message": "Which?", "requestedSchema": APPROVAL}
+    assert shown["inputRequests"] == {f"{CHILD}:in_1": {"method": "elicitation/create", "params": request}}
+    (run, asked) = mcp.questions(waiting)[f"{CHILD}:in_1"]
+    assert (run.run_id, asked) == (CHILD, approval)
+    assert mcp.answer_of(f"{CHILD}:in_1", approval, {"in_1": {"action": "accept", "content": {}}}) == (False, None)
+
+
+def test_a_task_waiting_for_its_children_works_and_shows_no_question_of_one_that_ended() -> None:
+    approval = question(APPROVAL)
+    going = {"run_id": CHILD, "status": "running", "children": [GRANDCHILD]}
+    asking = {"run_id": GRANDCHILD, "status": "waiting", "asked": [approval], "waiting_for": "in_1"}
+    parent = {"status": "waiting", "children": [CHILD], "awaiting": [CHILD]}
+    assert mcp.status(tree(parent)) == "working"  # waiting for its children is no question
+    assert mcp.status(tree({"status": "queued"})) == "working"  # MCP has no `submitted`
+    assert list(mcp.questions(tree(parent, going, asking))) == [f"{GRANDCHILD}:in_1"]  # a grandchild's too
+    ended = {**asking, "status": "cancelled"}  # its questions left in its record
+    assert mcp.detailed(tree(parent, going, ended), 60)["status"] == "working"
+    assert not mcp.questions(tree({"status": "cancelled", "children": [CHILD]}, going, asking))  # the task ended
 
 
 def test_progress_tells_a_waiting_call_the_run_s_text_tools_and_question() -> None:
@@ -108,6 +145,25 @@ def test_progress_tells_a_waiting_call_the_run_s_text_tools_and_question() -> No
     told = [message for messages, _ in progress.rendered(Batch([Chunk(stored)])) for message in messages]
     assert told == ["Looking ", "calling lookup", "almost", "Which city?"]
     assert not progress.finished  # stopped at a question: the run goes on after its answer
+
+
+def test_progress_tells_of_a_child_run_its_parent_s_call_of_it_and_its_question() -> None:
+    spawned = {"parent_run_id": RUN, "agent": "helper", "name": "helper", "input": "sub"}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("run.queued", {"run_id": RUN, "input": "hi"}),
+        ("run.started", {"run_id": RUN, "attempt": 1}),
+        ("tool.started", {"run_id": RUN, "call_id": "c1", "name": "helper", "arguments": {"input": "sub"}}),
+        ("run.spawned", {"run_id": CHILD, **spawned, "cause": {"type": "tool_call", "call_id": "c1"}}),
+        ("run.started", {"run_id": CHILD, "parent_run_id": RUN, "attempt": 1}),
+        ("message.delta", {"run_id": CHILD, "text": "thinking"}),
+        ("input.required", {"run_id": CHILD, "input_id": "in_1", "kind": "text", "prompt": "Sure?", "schema": {}}),
+    ]
+    stored = [
+        StoredEvent(seq, kind.encode(), json.dumps(data).encode(), 0) for seq, (kind, data) in enumerate(events, 1)
+    ]
+    progress = mcp.Progress(Reducer(run_id=RUN))
+    told = [message for messages, _ in progress.rendered(Batch([Chunk(stored)])) for message in messages]
+    assert told == ["calling helper", "Sure?"]  # the child's own text is its parent's to tell
 
 
 async def test_without_the_mcp_extra_the_endpoint_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -80,6 +80,7 @@ from tokentail.shared.vocabulary.errors import (
     TokentailError,
 )
 from tokentail.shared.vocabulary.response_ids import parse_task_id
+from tokentail.shared.vocabulary.response_ids import task_id as task_id_of
 
 SEND_WAIT_SECONDS = 300.0  # a blocking SendMessage answers with the task as it is then, if still working
 CANCEL_WAIT_SECONDS = 10.0  # a cancel waits so long for the run's end before answering with the task as it is
@@ -192,9 +193,9 @@ class TaskHandler(RequestHandler):
                 raise InvalidParamsError(
                     f"message.contextId: task {task.id!r} is of context {task.session.session_id!r}"
                 )
-            if task.status != "input_required":
+            if not task.questions:
                 raise UnsupportedOperationError(
-                    f"task {task.id!r} is {task.status}: a message on a task answers its question; "
+                    f"task {task.id!r} is {_status(task)}: a message on a task answers its question; "
                     "start a new task in its context (contextId) instead"
                 )
             answers = {answered_question(task, message): message_answer(message)}
@@ -250,7 +251,7 @@ class TaskHandler(RequestHandler):
             tasks = await self.tasks.of_session(context_id)
         except (SessionNotFound, SessionExpired):
             return []
-        return [task for task in tasks if task.agent == self.agent.name]
+        return [task for task in tasks if task.agent == self.agent.name or task.run.parent_run_id is not None]
 
     async def _indexed(self) -> list[Task]:
         """The tenant's A2A tasks with this agent, the index's entries whose session is gone dropped."""
@@ -344,14 +345,19 @@ class TaskHandler(RequestHandler):
     # -- reading a task ---------------------------------------------------------------------------
 
     async def _find(self, task_id: str) -> Task:
+        """The caller's task of this agent: a run of it, or a child run one of its runs started
+        (docs/subagents.md: any agent's, in the same context)."""
         task = await self.tasks.get(task_id)
-        if task.agent != self.agent.name:
+        if _root(task).agent != self.agent.name:
             raise TaskNotFound(task_id)  # another agent's, as a missing one
         return task
 
     def _renderer(self, task: Task, after: int | None) -> A2AEvents:
-        run = task.run
-        return A2AEvents(task.id, task.session.session_id, run.run_id, after, tuple(run.answers))
+        run, session_id = task.run, task.session.session_id
+        parent = task_id_of(session_id, run.parent_run_id) if run.parent_run_id is not None else None
+        # A run that ended is read to its end: past a question it was cancelled at (as a child is, with its parent).
+        answered = [question.input_id for question in run.asked] if task.terminal else list(run.answers)
+        return A2AEvents(task.id, session_id, run.run_id, after, tuple(answered), parent)
 
     async def _task(self, task: Task, history_length: int | None = None) -> A2ATask:
         """The Task as its run's stored events make it (the same as a stream's, generation included)."""
@@ -410,8 +416,22 @@ _STATES = {
 }
 
 
+def _status(task: Task) -> str:
+    """The task's status, a run that waits for its children (not for an answer) working."""
+    return "working" if task.status == "input_required" and not task.questions else task.status
+
+
 def _state(task: Task) -> TaskState:
-    return _STATES[task.status]
+    return _STATES[_status(task)]
+
+
+def _root(task: Task) -> Task:
+    """The session's own run a task's run is (a child run's ancestor: its task is of that run's agent)."""
+    runs = {run.run_id: run for run in task.session.runs}
+    run = task.run
+    while run.parent_run_id is not None and run.parent_run_id in runs:
+        run = runs[run.parent_run_id]
+    return Task(task.session, run)
 
 
 def _listed(task: Task, history_length: int | None, artifacts: bool) -> A2ATask:
@@ -423,6 +443,8 @@ def _listed(task: Task, history_length: int | None, artifacts: bool) -> A2ATask:
     if history_length != 0:
         said = Message(message_id=f"in-{task.run.run_id}", context_id=task.session.session_id, task_id=task.id)
         said.role = Role.ROLE_USER
+        if (parent := task.run.parent_run_id) is not None:  # a child's task: its first message names its parent's
+            said.reference_task_ids.append(task_id_of(task.session.session_id, parent))
         said.parts.append(Part(text=task.run.input))
         listed.history.append(said)
     if artifacts and task.output:

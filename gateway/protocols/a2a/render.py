@@ -21,6 +21,12 @@ builds the Task as the run's events make it and the events that change it:
     run.cancelled         status canceled
     gap                   a status update with the state unchanged and the gap in its metadata
     reasoning, tools, data  nothing (A2A has no such parts of a task)
+    run.spawned           of the task's run: a status update (state unchanged) whose metadata names
+                          its children (`SUBTASKS_EXTENSION`: each's taskId, agent, name, state);
+                          again when a child asks, is answered, or ends
+    a child run's own     nothing in its parent's task: a child is a task of its own, in the same
+                          context, its first message naming its parent (`referenceTaskIds`); its
+                          `run.spawned` opens it as `run.queued` opens a session's run
 
 Every event, and the Task, carries tokentail's resume extension in its metadata (`RESUME_EXTENSION`:
 `eventId` and `generation`). `generation` is the A2A 1.1 draft's (a2aproject/A2A#1810): 1 when the
@@ -51,11 +57,17 @@ from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import Renderer
-from tokentail.shared.vocabulary.events import Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
+from tokentail.shared.store.reads import StoredEvent
+from tokentail.shared.vocabulary.events import Gap, InputRequired, RunCancelled, RunCompleted, RunFailed, RunSpawned
+from tokentail.shared.vocabulary.response_ids import task_id as task_id_of
 
 # tokentail's resume extension: declared in the agent card, its values in each event's metadata.
 RESUME_EXTENSION = "urn:tokentail:a2a:resume:v1"
+# tokentail's sub-task extension (A2A has no parent field: cascading cancel is proposed as an extension
+# in a2aproject/A2A#2119, with no URI yet): a parent's metadata names its children, a child's its parent.
+SUBTASKS_EXTENSION = "urn:tokentail:a2a:subtasks:v1"
 ANSWER_ARTIFACT = "answer"
+_SPAWNED = b"run.spawned"
 
 Event = Task | TaskStatusUpdateEvent | TaskArtifactUpdateEvent
 
@@ -64,20 +76,40 @@ TERMINAL = frozenset({TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILE
 FINAL = TERMINAL | {TaskState.TASK_STATE_INPUT_REQUIRED}
 
 
+class _TaskReducer(Reducer):
+    """The reducer of one task's run, which may be a child run: that opens with its `run.spawned` (its
+    first event), as a session's own run opens with its `run.queued`."""
+
+    def reduce(self, event: StoredEvent) -> list[op.Operation]:
+        if event.type == _SPAWNED and (spawned := RunSpawned.model_validate_json(event.data)).run_id == self.run_id:
+            self.event_ts = event.ts_us / 1e6
+            return [op.RunOpened(spawned.run_id, spawned.input, event.seq)]
+        return super().reduce(event)
+
+
 class A2AEvents(Renderer[Event]):
     """One task (run `run_id` of session `context_id`) as A2A's events.
 
     `after`: the generation the client has (a subscribe's `Last-Event-ID`): the stream opens with the
     Task as it was then, and goes on with the events after it. None: it opens with the Task as the
     stream's first batch leaves it (the current Task). `answered`: the input ids of the questions
-    answered when the stream opened, which do not end it."""
+    answered when the stream opened, which do not end it. `parent_task_id`: the task whose run
+    started this one, for a child run's task."""
 
     def __init__(
-        self, task_id: str, context_id: str, run_id: str, after: int | None = None, answered: tuple[str, ...] = ()
+        self,
+        task_id: str,
+        context_id: str,
+        run_id: str,
+        after: int | None = None,
+        answered: tuple[str, ...] = (),
+        parent_task_id: str | None = None,
     ) -> None:
-        super().__init__(Reducer(run_id, answered=answered))
+        super().__init__(_TaskReducer(run_id, answered=answered))
         self.task_id = task_id
         self.context_id = context_id
+        self.parent_task_id = parent_task_id
+        self.children: dict[str, dict[str, str]] = {}  # by run id: each child's task as the metadata names it
         self.after = after
         self.opened = False  # the Task that opens the stream was given out
         self.generation = 0
@@ -117,16 +149,29 @@ class A2AEvents(Renderer[Event]):
         task = Task(id=self.task_id, context_id=self.context_id, status=status, history=history)
         if self.text:
             task.artifacts.append(_artifact(["".join(self.text)]))
-        task.metadata.update(self._resume())
+        task.metadata.update(self._resume() | self._tree())
         return task
 
     # -- the run's operations ---------------------------------------------------------------------
 
     def render(self, operation: op.Operation) -> list[Event]:  # noqa: C901 (one case per operation)
         match operation:
+            case op.QuestionAsked(run_id=run_id, answered=False) if run_id in self.children:
+                return self._child_is(run_id, TaskState.TASK_STATE_INPUT_REQUIRED)
+            case op.QuestionAnswered(run_id=run_id, waiting_for=[]) if run_id in self.children:
+                return self._child_is(run_id, TaskState.TASK_STATE_WORKING)
+            case _ if not isinstance(operation, op.GapFound) and operation.run_id != self.reducer.run_id:
+                return []  # a child run's own: its task shows it (and its children's starts and ends)
+            case op.ChildStarted(child_run_id=child, agent=agent, name=name):
+                self.children[child] = {"taskId": task_id_of(self.context_id, child), "agent": agent, "name": name}
+                return self._child_is(child, TaskState.TASK_STATE_WORKING)
+            case op.ChildEnded(child_run_id=child, ending=ending):
+                return self._child_is(child, _ended_as(ending))
             case op.RunOpened(input=text):
                 self.generation, self.timestamp = 1, self.reducer.event_ts
                 self.history = [self._message(Role.ROLE_USER, text, f"in-{operation.seq}")]
+                if self.parent_task_id is not None:  # a child's task: its first message names its parent's
+                    self.history[0].reference_task_ids.append(self.parent_task_id)
                 return []
             case op.AttemptStarted():
                 return (
@@ -171,6 +216,11 @@ class A2AEvents(Renderer[Event]):
             case _:
                 assert_never(operation)
 
+    def _child_is(self, child: str, state: TaskState) -> list[Event]:
+        """A child's state changed: a status update of this task (its own state as it is) naming it."""
+        self.children[child]["state"] = TaskState.Name(state)
+        return self._status(self.state, self.message)
+
     def _ended(self, ending: RunCompleted | RunFailed | RunCancelled) -> list[Event]:
         match ending:
             case RunCompleted():
@@ -199,7 +249,7 @@ class A2AEvents(Renderer[Event]):
 
     def _emitted(self, event: Event) -> list[Event]:
         self.generation += 1
-        event.metadata.update(self._resume())
+        event.metadata.update(self._resume() | (self._tree() if isinstance(event, TaskStatusUpdateEvent) else {}))
         return [event] if self.after is None or self.generation > self.after else []
 
     def _status(self, state: TaskState, message: Message | None = None) -> list[Event]:
@@ -265,9 +315,30 @@ class A2AEvents(Renderer[Event]):
             message.parts.extend([Part(text=question.prompt), Part(data=_value(asked))])
         return message
 
+    def _tree(self) -> dict[str, Any]:
+        """The sub-task extension's metadata: the task's children, and its parent's task, if any."""
+        tree: dict[str, Any] = {}
+        if self.children:
+            tree["children"] = list(self.children.values())
+        if self.parent_task_id is not None:
+            tree["parentTaskId"] = self.parent_task_id
+        return {SUBTASKS_EXTENSION: tree} if tree else {}
+
     def _resume(self, gap: dict[str, Any] | None = None) -> dict[str, Any]:
         values: dict[str, Any] = {"eventId": str(self.generation), "generation": self.generation}
         return {RESUME_EXTENSION: values | ({"gap": gap} if gap is not None else {})}
+
+
+def _ended_as(ending: RunCompleted | RunFailed | RunCancelled) -> TaskState:
+    match ending:
+        case RunCompleted():
+            return TaskState.TASK_STATE_COMPLETED
+        case RunFailed():
+            return TaskState.TASK_STATE_FAILED
+        case RunCancelled():
+            return TaskState.TASK_STATE_CANCELED
+        case _:
+            assert_never(ending)
 
 
 def _artifact(texts: list[str]) -> Artifact:

@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException
 
 from tokentail.gateway.deps import AgentsDep, HubDep, SettingsDep, StreamsDep, TasksDep
 from tokentail.gateway.protocols.a2a.handler import TaskHandler
-from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION
+from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION, SUBTASKS_EXTENSION
 from tokentail.gateway.protocols.a2a.tasks import TaskIndex
 from tokentail.gateway.reading.response import ClientLeft, unless_left
 from tokentail.shared.features.a2a_push import PushConfigs
@@ -54,6 +54,13 @@ RESUME_DESCRIPTION = (
     f"['{RESUME_EXTENSION}'] = {{eventId, generation}}, the A2A 1.1 draft's generation (1 when the task is"
     " made, one more per event); SubscribeToTask with the header `Last-Event-ID: <eventId>` sends the Task as"
     " it was then and every event after it, with none twice, also for a task that has ended since"
+)
+SUBTASKS_DESCRIPTION = (
+    "tokentail's sub-tasks (docs/a2a.md): a run that starts runs of other agents has each as a task of the same"
+    " context, whose first message names its parent's task in referenceTaskIds; the parent's Task and status"
+    f" updates name its children in metadata['{SUBTASKS_EXTENSION}'].children (taskId, agent, name, state), a"
+    " child's its parent in .parentTaskId; GetTask and SubscribeToTask read a child as any task; CancelTask of"
+    " a task cancels every task below it (cascading cancel, as a2aproject/A2A#2119 proposes)"
 )
 
 
@@ -95,7 +102,10 @@ def agent_card(info: AgentInfo, base_url: str, settings: Settings) -> AgentCard:
         capabilities=AgentCapabilities(
             streaming=True,
             push_notifications=bool(settings.webhook_allowed_urls),
-            extensions=[AgentExtension(uri=RESUME_EXTENSION, description=RESUME_DESCRIPTION, required=False)],
+            extensions=[
+                AgentExtension(uri=RESUME_EXTENSION, description=RESUME_DESCRIPTION, required=False),
+                AgentExtension(uri=SUBTASKS_EXTENSION, description=SUBTASKS_DESCRIPTION, required=False),
+            ],
         ),
         default_input_modes=modes,
         default_output_modes=["text/plain"],

@@ -204,6 +204,8 @@ class AgUiEvents(FramedRenderer[Part]):
         match operation:
             case op.RunOpened() | op.AttemptStarted() | op.GapFound():
                 return []  # see render
+            case op.ChildStarted() | op.ChildEnded():
+                return []  # sub-agent runs: not shown yet
             case _ if operation.run_id != self._run:
                 return []  # a run queued behind the one shown: its turn comes
             case op.BlockOpened(run_id=run_id, kind="text", block=block):

@@ -82,6 +82,10 @@ class UiMessageStream(FramedRenderer[Part]):
 
     def render(self, operation: op.Operation) -> list[Part]:  # noqa: C901 (one case per operation)
         match operation:
+            case op.ChildStarted() | op.ChildEnded():
+                return []  # sub-agent runs: not shown yet
+            case _ if not isinstance(operation, op.GapFound) and operation.run_id != self.reducer.run_id:
+                return []
             case op.RunOpened(run_id=run_id):
                 return [{"type": "start", "messageId": run_id}]
             case op.AttemptStarted(reason="resume"):

@@ -2,5 +2,6 @@
 
 render  what a run is on MCP's wire: a task, a tool result, a question
 tasks   the tools and tasks over tokentail's runs, an extension of the mcp SDK's server
+listen  `notifications/tasks` on `subscriptions/listen`: the tasks a client follows, told as they change
 routes  `/mcp`, served by the mcp SDK
 """

@@ -11,14 +11,22 @@ task's `tasks/get` is a `DetailedTask`.
     cancelled                         cancelled
     waiting on a question             input_required, inputRequests {input_id: elicitation/create}
     an answer (tasks/update)          inputResponses {input_id: {action: accept, content}}
+    in line, or waiting for children  working
+    a child run (ctx.spawn)           inside its parent's task (no task of its own): its questions are
+                                      the task's, keyed `<child run id>:<input id>`; the parent's
+                                      output, which takes the child's answer, is the task's result
+
+A task is its session's run and the runs it started (its children, theirs: docs/subagents.md), so
+the task waits for input when any run of that tree does, and is working while any of them is.
 
 The question's answer schema is the elicitation's `requestedSchema` when it is an object (an
 approval, a JSON question of an object); any other (text, a choice, a number) is put under one
 property, `answer`, and taken out of the response again, as elicitation asks for an object.
 
 A call that waits with a progress token (`_meta.progressToken`) is sent the run as it goes, as
-`notifications/progress` (`Progress`, a renderer of the reducer): each text delta, tool call,
-status and question a message, numbered in order.
+`notifications/progress` (`Progress`, a renderer of the reducer): each text delta, tool call (a
+child run is its parent's call of it), status and question (a child's too) a message, numbered in
+order.
 """
 
 from datetime import UTC, datetime
@@ -30,7 +38,7 @@ from tokentail.gateway.commands.tasks import Task
 from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.renderer import Renderer
 from tokentail.shared.features.agent_catalog import AgentInfo
-from tokentail.shared.vocabulary.records import Question
+from tokentail.shared.vocabulary.records import Question, RunRecord
 
 TASKS = "io.modelcontextprotocol/tasks"
 INTERNAL_ERROR = -32603  # JSON-RPC's: a failure of the server's making, not the tool's
@@ -52,10 +60,49 @@ def _timestamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+Asked = dict[str, tuple[RunRecord, Question]]  # what a task waits on, by input request key: the run asking, and what
+
+
+def descendants(task: Task) -> list[RunRecord]:
+    """The runs the task's run started, and those they started, depth first in the order spawned."""
+    runs = {run.run_id: run for run in task.session.runs}
+    found: list[RunRecord] = []
+
+    def add(parent: RunRecord) -> None:
+        for child_id in parent.children:
+            if (child := runs.get(child_id)) is not None:
+                found.append(child)
+                add(child)
+
+    add(task.run)
+    return found
+
+
+def questions(task: Task) -> Asked:
+    """The questions the task waits on: its run's, keyed by their input ids, and those of the runs it
+    started that are still going, keyed `<run id>:<input id>` (unique over the task's life, as the
+    Tasks extension asks of a key); none once the task has ended."""
+    if task.terminal:
+        return {}
+    asked: Asked = {question.input_id: (task.run, question) for question in task.run.questions}
+    for run in descendants(task):
+        if run.active:
+            asked |= {f"{run.run_id}:{question.input_id}": (run, question) for question in run.questions}
+    return asked
+
+
+def status(task: Task) -> str:
+    """The task's status on MCP's wire: its run's end, else whether a run of its tree waits for input
+    (a run in line, or waiting for its children, is working: MCP has no `submitted`)."""
+    if task.terminal:
+        return task.status
+    return "input_required" if questions(task) else "working"
+
+
 def _task_fields(task: Task, ttl_seconds: int) -> dict[str, Any]:
     return {
         "taskId": task.id,
-        "status": task.status,
+        "status": status(task),
         "createdAt": _timestamp(task.created_at),
         "lastUpdatedAt": _timestamp(task.updated_at),
         "ttlMs": ttl_seconds * 1000,  # a finished session is kept this long, and its task with it
@@ -77,8 +124,8 @@ def detailed(task: Task, ttl_seconds: int) -> dict[str, Any]:
         fields["result"] = tool_result(task)
     elif task.status == "failed":
         fields["error"] = protocol_error(task)
-    elif task.status == "input_required" and task.questions:
-        fields["inputRequests"] = input_requests(task.questions)
+    elif fields["status"] == "input_required":
+        fields["inputRequests"] = input_requests(questions(task))
     return fields
 
 
@@ -96,15 +143,15 @@ def protocol_error(task: Task) -> dict[str, Any]:
     return {"code": INTERNAL_ERROR, "message": message, "data": {"type": kind}}
 
 
-def input_required(questions: list[Question], request_state: str) -> dict[str, Any]:
-    """The `InputRequiredResult` a tool call answers with when its run asks within the call's wait;
-    `request_state` brings the client's retry back to the same run."""
-    return {"resultType": "input_required", "inputRequests": input_requests(questions), "requestState": request_state}
+def input_required(asked: Asked, request_state: str) -> dict[str, Any]:
+    """The `InputRequiredResult` a tool call answers with when its task asks within the call's wait;
+    `request_state` brings the client's retry back to the same task."""
+    return {"resultType": "input_required", "inputRequests": input_requests(asked), "requestState": request_state}
 
 
-def input_requests(questions: list[Question]) -> dict[str, Any]:
-    """The questions the run waits on as input requests, each keyed by its id."""
-    return {question.input_id: _input_request(question) for question in questions}
+def input_requests(asked: Asked) -> dict[str, Any]:
+    """The questions the task waits on as input requests, by their keys."""
+    return {key: _input_request(question) for key, (_, question) in asked.items()}
 
 
 def _input_request(question: Question) -> dict[str, Any]:
@@ -119,16 +166,16 @@ class Declined(Exception):
     """The person declined the question, or dismissed it (an elicitation's `decline`, `cancel`)."""
 
 
-def answer_of(question: Question, responses: dict[str, Any] | None) -> tuple[bool, Any]:
-    """(True, the answer) if `responses` answers the question (other keys are not for it: ignored),
-    else (False, None). Raises `Declined` for a response that gives no answer."""
-    response = (responses or {}).get(question.input_id)
+def answer_of(key: str, question: Question, responses: dict[str, Any] | None) -> tuple[bool, Any]:
+    """(True, the answer) if `responses` answers the question asked under `key` (other keys are not for
+    it: ignored), else (False, None). Raises `Declined` for a response that gives no answer."""
+    response = (responses or {}).get(key)
     if isinstance(response, BaseModel):  # as the SDK parsed a tool call's (an `ElicitResult`)
         response = response.model_dump(mode="json", by_alias=True, exclude_none=True)
     if not isinstance(response, dict):
         return False, None
     if response.get("action") != "accept":
-        raise Declined(question.input_id)
+        raise Declined(key)
     content = response.get("content")
     if question.answer_schema.get("type") != "object" and isinstance(content, dict):
         return True, content.get(_WRAPPED)
@@ -139,8 +186,12 @@ class Progress(Renderer[str]):
     """A run's events as the messages of MCP progress notifications, while its tool call waits (until
     the run ends or stops at a question: gateway/reading/settling.py)."""
 
-    def render(self, operation: op.Operation) -> list[str]:
+    def render(self, operation: op.Operation) -> list[str]:  # noqa: C901 (one case per operation)
         match operation:
+            case op.QuestionAsked(question=question, answered=False):
+                return [question.prompt]  # the task's question, whichever run of its tree asks it
+            case _ if not isinstance(operation, op.GapFound) and operation.run_id != self.reducer.run_id:
+                return []  # a child run's own work: the task shows its parent's call of it (`calling <name>`)
             case op.BlockAppended(kind="text", text=text) if text:
                 return [text]
             case op.ToolCalled(name=name):
@@ -149,8 +200,6 @@ class Progress(Renderer[str]):
                 return [f"a tool call failed: {error}"]
             case op.StatusShown(text=text):
                 return [text]
-            case op.QuestionAsked(question=question, answered=False):
-                return [question.prompt]
             case op.ContentDropped(after=0):
                 return ["its worker stopped: the agent starts again"]
             case (
@@ -166,6 +215,8 @@ class Progress(Renderer[str]):
                 | op.SteerShown()
                 | op.ContentDropped()
                 | op.RunEnded()
+                | op.ChildStarted()
+                | op.ChildEnded()
                 | op.GapFound()
             ):
                 return []

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tokentail.gateway.errors import describe, error_response
+from tokentail.gateway.protocols.mcp.listen import TaskNotifications
 from tokentail.gateway.protocols.mcp.tasks import AgentTasks, AgentTools
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.errors import TokentailError
@@ -62,7 +63,7 @@ def build_server(settings: Settings) -> MCPServer[Any]:
             request_state_security=security,
             cache_hints=hints,
         )
-    server.middleware.append(AgentTools())
+    server.middleware.extend([AgentTools(), TaskNotifications()])
     # Builds the server's session manager (its Starlette app is not used: the endpoint below serves it).
     server.streamable_http_app(stateless_http=True, transport_security=UNGUARDED)
     return server

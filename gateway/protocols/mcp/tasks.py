@@ -13,6 +13,7 @@ any call, retry or poll of a run another gateway started.
 """
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -34,12 +35,14 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 from starlette.requests import Request
 
+from tokentail.gateway.commands.questions import check_answer
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.deps import run_commands, streams_for
 from tokentail.gateway.errors import describe
 from tokentail.gateway.protocols.mcp import render
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
+from tokentail.gateway.reading.settling import wait_until_settled
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.features.agent_catalog import AgentDirectory
 from tokentail.shared.plumbing.settings import Settings
@@ -50,6 +53,8 @@ from tokentail.shared.vocabulary.errors import (
     RateLimited,
     TaskNotFound,
 )
+from tokentail.shared.vocabulary.events import EventType
+from tokentail.shared.vocabulary.records import RunRecord
 
 logger = logging.getLogger(__name__)
 
@@ -84,23 +89,47 @@ class Calls:
         tasks, streams = run_commands(RunTasks, request, caller), streams_for(request, caller)
         return cls(tasks, state.agents, state.settings, request, streams)
 
+    async def task(self, task_id: str) -> Task:
+        """The caller's task `task_id`: a session's own run (a child run is inside its parent's task,
+        with no task of its own: `TaskNotFound`, as for a task that is not there)."""
+        task = await self.tasks.get(task_id)
+        if task.run.parent_run_id is not None:
+            raise TaskNotFound(task_id)
+        return task
+
     async def settle(self, task: Task, seconds: float, ctx: ServerRequestContext[Any, Any]) -> Task:
-        """The task once its run ended or asked, or as it is after `seconds`; its client, if it gave a
-        progress token, told how the run goes meanwhile."""
-        hub = self.request.app.state.hub
-        if not _progress_token(ctx):
-            return await self.tasks.settle(task, hub, seconds, transport="mcp")
-        progress = render.Progress(Reducer(run_id=task.run.run_id))
+        """The task once its run ended or a run of its tree asked, or as it is after `seconds`; its
+        client, if it gave a progress token, told how the run goes meanwhile. (Not `RunTasks.settle`,
+        which knows one run: a parent waiting for its children is settled there.)"""
+        if render.status(task) != "working":
+            return task
+        run, read = task.run, task.session.last_event_id
+        # From the run's start while it has asked nothing, so that progress misses none of what the
+        # worker wrote before the record was read (as RunTasks.settle reads); else from the record.
+        after = read if run.asked else (run.queued_seq or 1) - 1
+        progress = render.Progress(Reducer(run_id=run.run_id)) if _progress_token(ctx) else None
         sent = 0
 
-        async def report(batch: Batch) -> None:
+        async def each(batch: Batch) -> None:
             nonlocal sent
-            for messages, _ in progress.rendered(batch):
+            for messages, _ in progress.rendered(batch) if progress is not None else ():
                 for message in messages:
                     sent += 1
                     await ctx.session.report_progress(sent, None, message)
+            if any(event.type == _ASKED and event.seq > read for event in batch.events):
+                raise _ChildAsked  # a question of the task's (its run's own ends the wait by itself)
 
-        return await self.tasks.settle(task, hub, seconds, transport="mcp", each=report)
+        hub = self.request.app.state.hub
+        with contextlib.suppress(_ChildAsked):
+            await wait_until_settled(hub, task.session.session_id, run.run_id, after, seconds, "mcp", each)
+        return await self.tasks.get(task.id)
+
+
+_ASKED = EventType.INPUT_REQUIRED.encode()
+
+
+class _ChildAsked(Exception):
+    """A child run of the task asked a question: the call's wait is over."""
 
 
 def _user(ctx: ServerRequestContext[Any, Any]) -> object:
@@ -131,6 +160,11 @@ def can_elicit(ctx: ServerRequestContext[Any, Any]) -> bool:
 
 def invalid(message: str) -> MCPError:
     return MCPError(code=INVALID_PARAMS, message=message)
+
+
+def limited(exc: RateLimited) -> MCPError:
+    """A request refused for one of its tenant's limits (its runs per minute, its open streams)."""
+    return MCPError(RATE_LIMITED, str(exc), {"type": describe(exc)[1], "retryAfter": exc.retry_after})
 
 
 class AgentTasks(Extension):
@@ -171,7 +205,7 @@ class AgentTasks(Extension):
         if named is not None and named.strip() != params.task_id:
             raise MCPError(code=HEADER_MISMATCH, message="the Mcp-Name header does not match params.taskId")
         try:
-            return calls, await calls.tasks.get(params.task_id)
+            return calls, await calls.task(params.task_id)
         except TaskNotFound:
             raise invalid(f"unknown task {params.task_id!r}") from None
 
@@ -189,7 +223,7 @@ class AgentTasks(Extension):
         except (InvalidInput, InputTooLarge, InputNotPending) as exc:
             raise invalid(str(exc)) from None
         except RateLimited as exc:
-            raise MCPError(RATE_LIMITED, str(exc), {"type": describe(exc)[1], "retryAfter": exc.retry_after}) from None
+            raise limited(exc) from None
 
 
 async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: CallToolRequestParams) -> HandlerResult:
@@ -197,7 +231,7 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
     as_task = declares_tasks(ctx) and info.task_support != "forbidden"
     if params.request_state is not None:  # a retry with the answer to its run's question (unsealed by the SDK)
         try:
-            task = await calls.tasks.get(params.request_state)
+            task = await calls.task(params.request_state)
         except TaskNotFound:
             raise invalid("requestState names no task of yours") from None
         task = await answer(calls.tasks, task, params.input_responses)
@@ -221,7 +255,7 @@ async def call_agent(calls: Calls, ctx: ServerRequestContext[Any, Any], params: 
         with anyio.CancelScope(shield=True):
             await calls.tasks.cancel(task)
         raise
-    if task.status == "input_required" and not (as_task or can_elicit(ctx)):
+    if render.status(task) == "input_required" and not (as_task or can_elicit(ctx)):
         await calls.tasks.cancel(task)  # nobody could answer its question
         raise MCPError(
             code=MISSING_REQUIRED_CLIENT_CAPABILITY,
@@ -266,9 +300,9 @@ def _cancel_started(tasks: RunTasks, started: "asyncio.Future[Task]") -> None:
 def settled(calls: Calls, task: Task, as_task: bool, elicit: bool) -> HandlerResult:
     """What a call answers for a run that ended or asks (its question in the call, if the client
     can be asked one, else a task it answers through `tasks/update`); None while it runs."""
-    if task.status == "input_required" and task.questions:
+    if render.status(task) == "input_required":
         if elicit:
-            return render.input_required(task.questions, task.id)
+            return render.input_required(render.questions(task), task.id)
         return render.created(task, calls.settings.session_ttl_seconds)
     if task.status == "completed" or task.agent_failed:
         return render.tool_result(task)
@@ -283,22 +317,25 @@ def settled(calls: Calls, task: Task, as_task: bool, elicit: bool) -> HandlerRes
 
 
 async def answer(tasks: RunTasks, task: Task, responses: dict[str, Any] | None) -> Task:
-    """Answer the task's questions from MCP input responses, those they hold answers to (the others stay
-    open: a partial answer); the task after."""
-    answers: dict[str, Any] = {}
-    for question in task.questions:
+    """Answer the task's questions (its run's, its child runs') from MCP input responses, those they
+    hold answers to (the others stay open: a partial answer); the task after. Each answer is checked
+    before any is given."""
+    answers: dict[str, tuple[RunRecord, dict[str, Any]]] = {}
+    for key, (run, question) in render.questions(task).items():
         try:
-            given, value = render.answer_of(question, responses)
+            given, value = render.answer_of(key, question, responses)
         except render.Declined:
-            return await tasks.cancel(task)  # the person declined to answer: the run cannot go on
+            return await tasks.cancel(task)  # the person declined to answer: the task cannot go on
         if given:
-            answers[question.input_id] = value
-    if not answers:
-        return task
-    try:
-        return await tasks.answer(task, answers)
-    except InputNotPending:  # answered meanwhile, through another gateway or the REST API
-        return await tasks.get(task.id)
+            answers.setdefault(run.run_id, (run, {}))[1][question.input_id] = value
+    for run, of_run in answers.values():
+        for input_id, value in of_run.items():
+            with contextlib.suppress(InputNotPending):  # answered meanwhile: as below
+                check_answer(run, input_id, value)
+    for run, of_run in answers.values():
+        with contextlib.suppress(InputNotPending):  # answered meanwhile, through another gateway or the REST API
+            await tasks.answer(Task(task.session, run), of_run)
+    return await tasks.get(task.id)
 
 
 class AgentTools:

@@ -147,6 +147,8 @@ class ResponseEvents(FramedRenderer[Part]):
     def render(self, operation: op.Operation) -> list[Part]:
         """The operation's events, after the response's creation for one first seen mid-way (a
         stream trimmed past the run's start): the SDK takes no item before it."""
+        if not isinstance(operation, op.GapFound) and operation.run_id != self.reducer.run_id:
+            return []  # a sub-agent run's: not shown yet
         starts = isinstance(operation, op.RunOpened | op.AttemptStarted | op.QuestionAnswered | op.GapFound)
         if self._created or starts or not self._in_segment:
             return self._render(operation)
@@ -208,6 +210,8 @@ class ResponseEvents(FramedRenderer[Part]):
                 return self._ended(ending)
             case op.GapFound(gap=gap):
                 return [self.numbering.event("error", code="gap", message=_gap_message(gap), param=None)]
+            case op.ChildStarted() | op.ChildEnded():
+                return []  # sub-agent runs: not shown yet
             case _:
                 assert_never(operation)
 
