@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.node.conftest import run_node
-from tests.unit.test_ag_ui_subagents import ASKING, ASKING_EVENTS, CANCELLED, stream
+from tests.unit.test_ag_ui_subagents import ANSWERED_WHILE_STREAMING, ASKING, CANCELLED, stream
 from tests.unit.test_reducer_tree import GRAND, PARENT, START, TWO_CHILDREN, A, completed, session, spawn, text
 from tokentail.shared.store.reads import StoredEvent
 
@@ -63,11 +63,9 @@ STREAMS: dict[str, tuple[list[StoredEvent], dict[str, Any]]] = {
     "a grandchild, and calls named alike": (GRANDCHILD, {}),
     "a cancel with children open": (CANCELLED, {}),
     "a child's question": (ASKING, {}),
-    "the answer's AG-UI run": (ASKING, {"quiet_until": 12, "answered": frozenset({"in_1"}), "continuing": True}),
-    "a child streaming on after the answer": (
-        session(*ASKING_EVENTS[:12], text("r_childBBBBBB", "b3")),
-        {"quiet_until": 12, "answered": frozenset({"in_1"}), "continuing": True},
-    ),
+    "the answer's AG-UI run": (ASKING, {"quiet_until": 13, "answered": frozenset({"in_1"}), "continuing": True}),
+    "a child's question answered while another streams": (ANSWERED_WHILE_STREAMING, {}),
+    "a join from now, children streaming": (TWO_CHILDREN, {"quiet_until": 11, "continuing": True}),
     "a child taken over": (TAKEN_OVER, {}),
     "the thread's runs, one after the other": (THREAD, {"run_id": None}),
 }

@@ -156,49 +156,46 @@ ASKING_EVENTS: list[Event] = [
     text(B, "b1"),  # 9
     (A, "input.required", QUESTION),  # 10
     text(B, "b2"),  # 11
-    (A, "input.received", {"input_id": "in_1", "answer": "x"}),  # 12
-    (A, "run.started", {"attempt": 1, "reason": "resume", "parent_run_id": PARENT}),  # 13
-    text(A, "after"),  # 14
-    completed(A, "after", PARENT),  # 15
-    completed(B, "b1b2", PARENT),  # 16
+    completed(B, "b1b2", PARENT),  # 12: the tree only waits for the answer now
+    (A, "input.received", {"input_id": "in_1", "answer": "x"}),  # 13
+    (A, "run.started", {"attempt": 1, "reason": "resume", "parent_run_id": PARENT}),  # 14
+    text(A, "after"),  # 15
+    completed(A, "after", PARENT),  # 16
     (PARENT, "run.started", {"attempt": 1, "reason": "resume"}),  # 17
     completed(PARENT, "both"),  # 18
 ]
 ASKING = session(*ASKING_EVENTS)
+# The answer comes while B still streams.
+ANSWERED_WHILE_STREAMING = session(*ASKING_EVENTS[:11], (A, "input.received", {"input_id": "in_1", "answer": "x"}))
 
 
-def test_a_child_s_question_suspends_every_open_subagent_and_the_answer_s_run_announces_them_again() -> None:
-    asked = stream(ASKING[:10])
-    assert brief(asked)[-4:] == [
+def test_a_child_s_question_ends_the_run_once_no_child_streams_its_subagents_suspended() -> None:
+    asked = stream(ASKING[:12])
+    assert brief(asked)[-5:] == [
+        f"TEXT_MESSAGE_CONTENT {B}",  # B streams on past A's question: its "b2"
         f"TEXT_MESSAGE_END {B}",
         f"SUBAGENT_FINISHED {B}",
         f"SUBAGENT_FINISHED {A}",
         "RUN_FINISHED",
     ]
-    assert asked[-3]["outcome"] == {"type": "suspended"}  # B waits only as its run does
+    assert asked[-3]["outcome"] == {"type": "success"} and asked[-3]["result"] == "b1b2"
     assert asked[-2]["outcome"] == {"type": "suspended", "interruptIds": ["in_1"]}
     [interrupt] = asked[-1]["outcome"]["interrupts"]
     assert interrupt["id"] == "in_1" and interrupt["subagentRunId"] == A
-    # The answer's AG-UI run: the run from its start, quiet up to the answer.
-    resumed = stream(ASKING, quiet_until=12, answered=frozenset({"in_1"}), continuing=True)
+    # The answer's AG-UI run: the run from its start, quiet up to the answer; A announced again.
+    resumed = stream(ASKING, quiet_until=13, answered=frozenset({"in_1"}), continuing=True)
     assert brief(resumed) == [
         "RUN_STARTED",
         f"SUBAGENT_STARTED {A}", f"TEXT_MESSAGE_START {A}", f"TEXT_MESSAGE_CONTENT {A}",
         f"TEXT_MESSAGE_END {A}", f"SUBAGENT_FINISHED {A}",
-        f"SUBAGENT_STARTED {B}", f"SUBAGENT_FINISHED {B}",  # its message ended with the AG-UI run before
         "RUN_FINISHED",
     ]  # fmt: skip
-    # Had B streamed on after the answer, its message is opened again in this AG-UI run.
-    more = stream(
-        session(*ASKING_EVENTS[:12], text(B, "b3")), quiet_until=12, answered=frozenset({"in_1"}), continuing=True
-    )
-    assert brief(more) == [
-        "RUN_STARTED",
-        f"SUBAGENT_STARTED {B}",
-        f"TEXT_MESSAGE_START {B}",
-        f"TEXT_MESSAGE_CONTENT {B}",
-    ]
-    assert more[2]["messageId"] == f"{B}-9" and more[3]["delta"] == "b3"  # the same message goes on
+
+
+def test_a_child_s_question_answered_while_another_streams_ends_nothing() -> None:
+    events = stream(ANSWERED_WHILE_STREAMING)
+    assert "RUN_FINISHED" not in brief(events)
+    assert brief(events)[-1] == f"TEXT_MESSAGE_CONTENT {B}"
 
 
 def test_a_child_taken_over_restates_the_whole_tree_its_messages_tagged() -> None:

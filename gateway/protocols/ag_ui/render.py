@@ -29,7 +29,8 @@
                               in the RUN_FINISHED usage of the stream's run
     a child's run.failed /    SUBAGENT_ERROR {message, code: the error's type, or `cancelled`}; children
       run.cancelled           open when their ancestor ends are closed so first (the reducer's ChildEnded)
-    a child's input.required  RUN_FINISHED {outcome: interrupt}, its interrupts tagged `subagentRunId`,
+    a child's input.required  once no other child streams on (an answer may come first: then nothing),
+                              RUN_FINISHED {outcome: interrupt}, its interrupts tagged `subagentRunId`,
                               after every open subagent is closed SUBAGENT_FINISHED {outcome: suspended,
                               interruptIds: its own questions}; the next AG-UI run (the answer's)
                               announces again the subagents it goes on with (AG-UI: an id "MAY
@@ -60,18 +61,12 @@ from ag_ui.core import (
     Interrupt,
     Message,
     MessagesSnapshotEvent,
-    ReasoningEndEvent,
     ReasoningMessageContentEvent,
-    ReasoningMessageEndEvent,
-    ReasoningMessageStartEvent,
-    ReasoningStartEvent,
     RunErrorEvent,
     RunFinishedEvent,
     RunFinishedInterruptOutcome,
     RunStartedEvent,
     TextMessageContentEvent,
-    TextMessageEndEvent,
-    TextMessageStartEvent,
     TokenUsage,
     ToolCall,
     ToolCallArgsEvent,
@@ -82,6 +77,7 @@ from ag_ui.core import (
     UserMessage,
 )
 
+from tokentail.gateway.protocols.ag_ui.open_messages import OpenMessages
 from tokentail.gateway.protocols.ag_ui.subagents import Subagents, tagged, tokens
 from tokentail.gateway.protocols.ag_ui.tanstack import BINDING_KEY, binding
 from tokentail.gateway.reading import operations as op
@@ -177,9 +173,9 @@ class AgUiEvents(FramedRenderer[Part]):
         self._interrupts: list[Interrupt] = []  # of the questions asked at once so far, unanswered
         self._calls: dict[tuple[str, str], op.ToolCalled] = {}  # the tool calls seen, for the approvals that name them
         self._tree = Subagents()  # the child runs seen, as AG-UI subagents
-        self._open: dict[str, str] = {}  # the messages open in the client's AG-UI run: their runs
-        self._reasoning: set[str] = set()  # those of them that are reasoning
+        self._open = OpenMessages()  # in the client's AG-UI run
         self._ending: list[BaseEvent] = []  # what ends the AG-UI run at questions, after the operation's own
+        self._stopping = False  # the AG-UI run ends at its questions once its children stop streaming
         # A continuing stream is a new AG-UI run at `quiet_until`: what was open before it, the client's
         # earlier runs held (the reducer's quiet replay reproduces it), not this one.
         self._fresh_after = quiet_until if continuing else None
@@ -217,7 +213,8 @@ class AgUiEvents(FramedRenderer[Part]):
             return _parts(CustomEvent(name="gap", value=operation.gap.model_dump()))
         if self._fresh_after is not None and operation.seq > self._fresh_after:
             self._tree.new_run()
-            self._open, self._fresh_after = {}, None
+            self._open.forget()
+            self._fresh_after = None
         if isinstance(operation, op.RunOpened):
             self._inputs[operation.run_id] = operation.input
         if isinstance(operation, op.RunEnded) and operation.run_id != self._run:
@@ -244,16 +241,18 @@ class AgUiEvents(FramedRenderer[Part]):
             case op.RunOpened() | op.AttemptStarted() | op.GapFound():
                 return []  # see render
             case op.BlockOpened(run_id=run_id, kind=kind, block=block):
-                return self._opened(run_id, kind, f"{run_id}-{block}")
+                if kind == "text":
+                    self._last_text[run_id] = f"{run_id}-{block}"
+                return self._open.opened(run_id, kind, f"{run_id}-{block}")
             case op.BlockAppended(run_id=run_id, kind=kind, block=block, text=text):
                 # A block of a child streaming on when the AG-UI run ended at a question: opened again.
                 message_id = f"{run_id}-{block}"
-                opened = [] if message_id in self._open else self._opened(run_id, kind, message_id)
+                opened = [] if message_id in self._open else self._open.opened(run_id, kind, message_id)
                 if kind == "text":
                     return [*opened, TextMessageContentEvent(message_id=message_id, delta=text)]
                 return [*opened, ReasoningMessageContentEvent(message_id=message_id, delta=text)]
             case op.BlockClosed(run_id=run_id, block=block):
-                return self._closed_block(f"{run_id}-{block}")
+                return self._open.closed(f"{run_id}-{block}")
             case op.ToolCalled(run_id=run_id, call_id=call_id, name=name, arguments=arguments):
                 self._calls[run_id, call_id] = operation
                 call_id = self._tree.call_id(run_id, call_id)
@@ -283,7 +282,9 @@ class AgUiEvents(FramedRenderer[Part]):
                     self._interrupts.append(self._tree.attributed(interrupt, run_id))
                 # The run goes on past it (as one AG-UI run, or the next: `continuing`), or more follow.
                 return self._interrupted() if stops else []
-            case op.QuestionAnswered(stops=stops):
+            case op.QuestionAnswered(input_id=input_id, stops=stops):
+                self._interrupts = [interrupt for interrupt in self._interrupts if interrupt.id != input_id]
+                self._stopping = self._stopping and bool(self._interrupts)  # answered while others streamed
                 return self._interrupted() if stops else []
             case op.ContentDropped(run_id=run_id):
                 self._last_text.pop(run_id, None)
@@ -291,27 +292,12 @@ class AgUiEvents(FramedRenderer[Part]):
             case op.ChildStarted(child_run_id=child):
                 return self._tree.announce(child)
             case op.ChildEnded(child_run_id=child, ending=ending):
-                return [*self._tree.announce(child), self._tree.ended(child, ending)]
+                events = [*self._tree.announce(child), self._tree.ended(child, ending)]
+                return events + (self._interrupted() if self._stopping else [])
             case op.RunEnded(ending=ending):
                 return self._end(self._ended(ending))
             case _:
                 assert_never(operation)
-
-    def _opened(self, run_id: str, kind: op.BlockKind, message_id: str) -> list[BaseEvent]:
-        self._open[message_id] = run_id
-        if kind == "text":
-            self._last_text[run_id] = message_id
-            return [TextMessageStartEvent(message_id=message_id, role="assistant")]
-        self._reasoning.add(message_id)
-        return [ReasoningStartEvent(message_id=message_id), ReasoningMessageStartEvent(message_id=message_id)]
-
-    def _closed_block(self, message_id: str) -> list[BaseEvent]:
-        if self._open.pop(message_id, None) is None:
-            return []  # closed already, where the AG-UI run ended
-        if message_id not in self._reasoning:
-            return [TextMessageEndEvent(message_id=message_id)]
-        self._reasoning.discard(message_id)
-        return [ReasoningMessageEndEvent(message_id=message_id), ReasoningEndEvent(message_id=message_id)]
 
     def _ended(self, ending: Ending) -> BaseEvent:
         match ending:
@@ -362,14 +348,18 @@ class AgUiEvents(FramedRenderer[Part]):
         return RunStartedEvent(thread_id=self.thread_id, run_id=run_id, protocol_version=self._protocol)
 
     def _interrupted(self) -> list[BaseEvent]:
-        """The AG-UI run ends at the questions still open (the run waits for their answers): what
-        its children still stream closed first (the next AG-UI run opens it again), then its
-        subagents, as suspended. Said after the operation's own events (`_ending`)."""
+        """The AG-UI run ends at the questions still open (the run waits for their answers), once
+        none of its children streams on (until then it goes on, and shows them: an answer may even
+        come first): what is still open closed first (the next AG-UI run opens it again), then
+        its subagents, as suspended. Said after the operation's own events (`_ending`)."""
         assert self._run is not None
+        asking = {interrupt.subagent_run_id or self._run for interrupt in self._interrupts}
+        self._stopping = self._tree.streaming(self._run, asking)
+        if self._stopping:
+            return []
         if self.reducer.run_id is not None:
             self.finished = True  # the response ends while the run waits
-        for message_id, run_id in list(self._open.items()):
-            closing = self._closed_block(message_id)
+        for run_id, closing in self._open.all_closed():
             self._ending += [tagged(event, run_id) for event in closing] if run_id in self._tree else closing
         self._ending += self._tree.suspended(self._interrupts)
         outcome = RunFinishedInterruptOutcome(interrupts=self._interrupts)
@@ -379,9 +369,9 @@ class AgUiEvents(FramedRenderer[Part]):
 
     def _end(self, event: BaseEvent) -> list[BaseEvent]:
         self._run = None
-        self._continuing = False
+        self._continuing = self._stopping = False
         self._tree.new_run()
-        self._open = {}
+        self._open.forget()
         return [event]
 
 

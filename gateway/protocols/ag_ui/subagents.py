@@ -31,6 +31,7 @@ class _Child:
     name: str
     parent: str
     call_id: str  # the parent's tool call that started it
+    ended: bool = False
 
 
 class Subagents:
@@ -58,6 +59,16 @@ class Subagents:
         while (child := self._children.get(run_id)) is not None:
             run_id = child.parent
         return run_id
+
+    def streaming(self, root: str, asking: set[str]) -> bool:
+        """Whether a child of `root`'s tree goes on while the runs `asking` wait for answers: one
+        that has not ended, asks nothing and is not waiting on a child that asks."""
+        waiting = set()
+        for run_id in asking:
+            while run_id in self._children and run_id not in waiting:
+                waiting.add(run_id)
+                run_id = self._children[run_id].parent
+        return any(not self._children[child].ended and child not in waiting for child in self.of_tree(root))
 
     def of_tree(self, root: str | None) -> list[str]:
         return [child for child in self._children if self.root(child) == root]
@@ -96,6 +107,7 @@ class Subagents:
         parent goes on: AG-UI's "ends the invocation, not the run"). Its usage is its tree's."""
         self._active.pop(run_id, None)
         self._closed.add(run_id)
+        self._children[run_id].ended = True
         if ending.usage:
             root = self.root(run_id)
             if self._usage_of != root:
