@@ -27,11 +27,11 @@ from tokentail.shared.vocabulary.events import RunCancelled, RunCompleted, RunFa
 PARENT, A, B, GRAND = "r_parent", "r_childAAAAAA", "r_childBBBBBB", "r_grandGGGGGG"
 
 
-def session(*events: tuple[str, str, dict[str, Any]]) -> list[StoredEvent]:
-    """(run id, type, data) in order, ids from 1. Deltas are written as the worker writes them."""
+def session(*events: tuple[str, str, dict[str, Any]], first: int = 1) -> list[StoredEvent]:
+    """(run id, type, data) in order, ids from `first`. Deltas are written as the worker writes them."""
     return [
         StoredEvent(seq, kind.encode(), json.dumps({"run_id": run_id, **data}, separators=(",", ":")).encode(), 0)
-        for seq, (run_id, kind, data) in enumerate(events, start=1)
+        for seq, (run_id, kind, data) in enumerate(events, start=first)
     ]
 
 

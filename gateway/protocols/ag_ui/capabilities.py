@@ -11,6 +11,7 @@ from ag_ui.core import (
     AgentCapabilities,
     HumanInTheLoopCapabilities,
     IdentityCapabilities,
+    MultiAgentCapabilities,
     ReasoningCapabilities,
     StateCapabilities,
     ToolsCapabilities,
@@ -48,6 +49,10 @@ def capabilities_of(settings: Settings) -> dict[str, Any]:
         state=StateCapabilities(snapshots=False, deltas=False, memory=True, persistent_state=True),
         reasoning=ReasoningCapabilities(supported=True, streaming=True, encrypted=False),
         human_in_the_loop=HumanInTheLoopCapabilities(supported=True, approvals=True, interrupts=True),
+        # A run may start child runs (docs/subagents.md), streamed as AG-UI subagents. `subagents` is
+        # AG-UI's list of the agents one may invoke (definitions, not a flag): left undeclared, as
+        # which agents a run delegates to is its agent's (`agents` in its params), not the endpoint's.
+        multi_agent=MultiAgentCapabilities(supported=True, delegation=True),
         custom={
             "tokentail": {
                 "resume": RESUME,

@@ -21,6 +21,20 @@
                               Each interrupt carries TanStack AI's binding (tanstack.py), so its client
                               can answer it, tied to a tool call or not
     gap                       CUSTOM {name: "gap", value: {reason, first_available}}
+    run.spawned               SUBAGENT_STARTED {subagentRunId: the child's run id, name, parentToolCallId,
+                              parentSubagentRunId: its parent's, left out when that is the stream's run}
+    a child's events          as above, each tagged `subagentRunId` (its tool call ids prefixed with its
+                              run id: ids are the run's, and two runs may name calls alike)
+    a child's run.completed   SUBAGENT_FINISHED {outcome: success, result: its output}; its usage counts
+                              in the RUN_FINISHED usage of the stream's run
+    a child's run.failed /    SUBAGENT_ERROR {message, code: the error's type, or `cancelled`}; children
+      run.cancelled           open when their ancestor ends are closed so first (the reducer's ChildEnded)
+    a child's input.required  once no other child streams on (an answer may come first: then nothing),
+                              RUN_FINISHED {outcome: interrupt}, its interrupts tagged `subagentRunId`,
+                              after every open subagent is closed SUBAGENT_FINISHED {outcome: suspended,
+                              interruptIds: its own questions}; the next AG-UI run (the answer's)
+                              announces again the subagents it goes on with (AG-UI: an id "MAY
+                              reappear in a later run")
 
 Every frame is `id: <id>` and `data: <json>`: the last frame a stored event became has the event's id,
 the ones before it `<id>.<k>` (the k-th, from 0), so a client that drops ids it has seen (TanStack AI)
@@ -47,18 +61,12 @@ from ag_ui.core import (
     Interrupt,
     Message,
     MessagesSnapshotEvent,
-    ReasoningEndEvent,
     ReasoningMessageContentEvent,
-    ReasoningMessageEndEvent,
-    ReasoningMessageStartEvent,
-    ReasoningStartEvent,
     RunErrorEvent,
     RunFinishedEvent,
     RunFinishedInterruptOutcome,
     RunStartedEvent,
     TextMessageContentEvent,
-    TextMessageEndEvent,
-    TextMessageStartEvent,
     TokenUsage,
     ToolCall,
     ToolCallArgsEvent,
@@ -69,6 +77,8 @@ from ag_ui.core import (
     UserMessage,
 )
 
+from tokentail.gateway.protocols.ag_ui.open_messages import OpenMessages
+from tokentail.gateway.protocols.ag_ui.subagents import Subagents, tagged, tokens
 from tokentail.gateway.protocols.ag_ui.tanstack import BINDING_KEY, binding
 from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
@@ -157,11 +167,18 @@ class AgUiEvents(FramedRenderer[Part]):
         self._snapshot_first = snapshot_first
         self._continuing = continuing
         self._inputs: dict[str, str] = {}  # of runs queued, not yet shown
-        self._run: str | None = None  # the run being shown: runs of a session go one at a time
-        self._last_text: str | None = None  # the message a tool call belongs to
+        self._run: str | None = None  # the run being shown (the root of its tree): a session's runs go one at a time
+        self._last_text: dict[str, str] = {}  # per run, the message its next tool call belongs to
         self._gap: Gap | None = None  # one found before any run: said after its RUN_STARTED
         self._interrupts: list[Interrupt] = []  # of the questions asked at once so far, unanswered
-        self._calls: dict[str, op.ToolCalled] = {}  # the tool calls seen, for the approvals that name them
+        self._calls: dict[tuple[str, str], op.ToolCalled] = {}  # the tool calls seen, for the approvals that name them
+        self._tree = Subagents()  # the child runs seen, as AG-UI subagents
+        self._open = OpenMessages()  # in the client's AG-UI run
+        self._ending: list[BaseEvent] = []  # what ends the AG-UI run at questions, after the operation's own
+        self._stopping = False  # the AG-UI run ends at its questions once its children stop streaming
+        # A continuing stream is a new AG-UI run at `quiet_until`: what was open before it, the client's
+        # earlier runs held (the reducer's quiet replay reproduces it), not this one.
+        self._fresh_after = quiet_until if continuing else None
 
     def opening(self, gap: Gap | None) -> list[Part]:
         run_id = self.reducer.run_id
@@ -187,76 +204,96 @@ class AgUiEvents(FramedRenderer[Part]):
 
     def render(self, operation: op.Operation) -> list[Part]:
         """The operation's events, after RUN_STARTED for a run first seen mid-way (a stream trimmed
-        past its start): every AG-UI event belongs to a run."""
+        past its start): every AG-UI event belongs to a run. A child run's are tagged with it, after
+        its SUBAGENT_STARTED if the client's AG-UI run has not had it."""
         if isinstance(operation, op.GapFound):
             if self._run is None and not self._continuing:
                 self._gap = operation.gap  # said once a run starts
                 return []
             return _parts(CustomEvent(name="gap", value=operation.gap.model_dump()))
+        if self._fresh_after is not None and operation.seq > self._fresh_after:
+            self._tree.new_run()
+            self._open.forget()
+            self._fresh_after = None
         if isinstance(operation, op.RunOpened):
             self._inputs[operation.run_id] = operation.input
         if isinstance(operation, op.RunEnded) and operation.run_id != self._run:
             self._inputs.pop(operation.run_id, None)  # ended in line, never shown
             return []
-        return self._begin(operation.run_id) + self._render(operation)
+        if isinstance(operation, op.ChildStarted):
+            self._tree.started(operation)
+        root = self._tree.root(operation.run_id)
+        begun = self._begin(root)
+        if root != self._run:
+            return []  # a run queued behind the one shown: its turn comes
+        if operation.run_id not in self._tree:
+            events = self._render(operation)
+        else:
+            announced = self._tree.announce(
+                operation.run_id
+            )  # before what the operation does: it may end the AG-UI run
+            events = [*announced, *(tagged(event, operation.run_id) for event in self._render(operation))]
+        ending, self._ending = self._ending, []
+        return begun + _parts(*events, *ending)
 
-    def _render(self, operation: op.Operation) -> list[Part]:  # noqa: C901 (one case per operation)
+    def _render(self, operation: op.Operation) -> list[BaseEvent]:  # noqa: C901 (one case per operation)
         match operation:
             case op.RunOpened() | op.AttemptStarted() | op.GapFound():
                 return []  # see render
-            case op.ChildStarted() | op.ChildEnded():
-                return []  # sub-agent runs: not shown yet
-            case _ if operation.run_id != self._run:
-                return []  # a run queued behind the one shown: its turn comes
-            case op.BlockOpened(run_id=run_id, kind="text", block=block):
-                self._last_text = f"{run_id}-{block}"
-                return _parts(TextMessageStartEvent(message_id=self._last_text, role="assistant"))
-            case op.BlockOpened(run_id=run_id, block=block):
+            case op.BlockOpened(run_id=run_id, kind=kind, block=block):
+                if kind == "text":
+                    self._last_text[run_id] = f"{run_id}-{block}"
+                return self._open.opened(run_id, kind, f"{run_id}-{block}")
+            case op.BlockAppended(run_id=run_id, kind=kind, block=block, text=text):
+                # A block of a child streaming on when the AG-UI run ended at a question: opened again.
                 message_id = f"{run_id}-{block}"
-                return _parts(
-                    ReasoningStartEvent(message_id=message_id), ReasoningMessageStartEvent(message_id=message_id)
-                )
-            case op.BlockAppended(run_id=run_id, kind="text", block=block, text=text):
-                return _parts(TextMessageContentEvent(message_id=f"{run_id}-{block}", delta=text))
-            case op.BlockAppended(run_id=run_id, block=block, text=text):
-                return _parts(ReasoningMessageContentEvent(message_id=f"{run_id}-{block}", delta=text))
-            case op.BlockClosed(run_id=run_id, kind="text", block=block):
-                return _parts(TextMessageEndEvent(message_id=f"{run_id}-{block}"))
+                opened = [] if message_id in self._open else self._open.opened(run_id, kind, message_id)
+                if kind == "text":
+                    return [*opened, TextMessageContentEvent(message_id=message_id, delta=text)]
+                return [*opened, ReasoningMessageContentEvent(message_id=message_id, delta=text)]
             case op.BlockClosed(run_id=run_id, block=block):
-                message_id = f"{run_id}-{block}"
-                return _parts(ReasoningMessageEndEvent(message_id=message_id), ReasoningEndEvent(message_id=message_id))
-            case op.ToolCalled(call_id=call_id, name=name, arguments=arguments):
-                self._calls[call_id] = operation
-                return _parts(
-                    ToolCallStartEvent(tool_call_id=call_id, tool_call_name=name, parent_message_id=self._last_text),
+                return self._open.closed(f"{run_id}-{block}")
+            case op.ToolCalled(run_id=run_id, call_id=call_id, name=name, arguments=arguments):
+                self._calls[run_id, call_id] = operation
+                call_id = self._tree.call_id(run_id, call_id)
+                return [
+                    ToolCallStartEvent(
+                        tool_call_id=call_id, tool_call_name=name, parent_message_id=self._last_text.get(run_id)
+                    ),
                     ToolCallArgsEvent(tool_call_id=call_id, delta=compact(arguments)),
                     ToolCallEndEvent(tool_call_id=call_id),
-                )
+                ]
             case op.ToolFinished() | op.ToolFailedOp() | op.ToolDenied():
-                return _parts(_result(operation))
+                return [_result(operation, self._tree.call_id(operation.run_id, operation.call_id))]
             case op.StatusShown(run_id=run_id, text=text):
                 # One activity message per run, its content the latest status (each snapshot replaces it).
-                status = ActivitySnapshotEvent(
-                    message_id=f"{run_id}-status", activity_type="status", content={"text": text}
-                )
-                return _parts(status)
+                return [
+                    ActivitySnapshotEvent(message_id=f"{run_id}-status", activity_type="status", content={"text": text})
+                ]
             case op.DataShown(name=name, data=data):
-                return _parts(CustomEvent(name=name, value=data))
+                return [CustomEvent(name=name, value=data)]
             case op.SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
                 steer = {"steerId": steer_id, "status": status, "input": text, "reason": reason}
-                return _parts(CustomEvent(name="steer", value={k: v for k, v in steer.items() if v is not None}))
+                return [CustomEvent(name="steer", value={k: v for k, v in steer.items() if v is not None})]
             case op.QuestionAsked(run_id=run_id, question=question, answered=answered, stops=stops):
                 if not answered:
-                    call = self._calls.get(question.call_id or "")
-                    self._interrupts.append(_interrupt(question, call, self._client_run_id or run_id))
+                    call = self._calls.get((run_id, question.call_id or ""))
+                    interrupt = _interrupt(question, call, self._client_run_id or self._run or run_id)
+                    self._interrupts.append(self._tree.attributed(interrupt, run_id))
                 # The run goes on past it (as one AG-UI run, or the next: `continuing`), or more follow.
-                return self._interrupted(run_id) if stops else []
-            case op.QuestionAnswered(run_id=run_id, stops=stops):
-                return self._interrupted(run_id) if stops else []
-            case op.ContentDropped(kept=kept):
-                self._last_text = None
-                shown = [*self._messages, *self._shown(kept)]
-                return _parts(MessagesSnapshotEvent(messages=shown))
+                return self._interrupted() if stops else []
+            case op.QuestionAnswered(input_id=input_id, stops=stops):
+                self._interrupts = [interrupt for interrupt in self._interrupts if interrupt.id != input_id]
+                self._stopping = self._stopping and bool(self._interrupts)  # answered while others streamed
+                return self._interrupted() if stops else []
+            case op.ContentDropped(run_id=run_id):
+                self._last_text.pop(run_id, None)
+                return [MessagesSnapshotEvent(messages=[*self._messages, *self._tree_messages()])]
+            case op.ChildStarted(child_run_id=child):
+                return self._tree.announce(child)
+            case op.ChildEnded(child_run_id=child, ending=ending):
+                events = [*self._tree.announce(child), self._tree.ended(child, ending)]
+                return events + (self._interrupted() if self._stopping else [])
             case op.RunEnded(ending=ending):
                 return self._end(self._ended(ending))
             case _:
@@ -266,12 +303,10 @@ class AgUiEvents(FramedRenderer[Part]):
         match ending:
             case RunCompleted(run_id=run_id, output=output, usage=usage):
                 self._messages.append(AssistantMessage(id=run_id, content=output))
-                counts = {
-                    name: usage[name] for name in ("input_tokens", "output_tokens") if isinstance(usage.get(name), int)
-                }
+                counts = tokens(usage, self._tree.usage(run_id))
                 outcome = {"type": "success"}
-                tokens = [TokenUsage(**counts)] if counts else None
-                return RunFinishedEvent(thread_id=self.thread_id, run_id=run_id, outcome=outcome, usage=tokens)
+                used = [TokenUsage(**counts)] if counts else None
+                return RunFinishedEvent(thread_id=self.thread_id, run_id=run_id, outcome=outcome, usage=used)
             case RunFailed(error=error):
                 return RunErrorEvent(message=error.message, code=error.type)
             case RunCancelled(run_id=run_id):
@@ -279,12 +314,23 @@ class AgUiEvents(FramedRenderer[Part]):
             case _:
                 assert_never(ending)
 
+    def _tree_messages(self) -> list[Message]:
+        """The messages of what the run shown and its children show now (a snapshot restates them all)."""
+        messages: list[Message] = []
+        for run_id in [self._run or "", *self._tree.of_tree(self._run)]:
+            shown, last = _messages_of(self.reducer.shown(run_id), self._tree)
+            messages += shown
+            self._last_text |= last
+        return messages
+
+    # -- the AG-UI run ------------------------------------------------------------------------------
+
     def _begin(self, run_id: str) -> list[Part]:
         """The run's start, the first time it is seen: RUN_STARTED (sent already when `continuing`)."""
         if self._run is not None:
             return []
         self._run = run_id
-        self._last_text = None
+        self._last_text = {}
         if (text := self._inputs.pop(run_id, None)) is not None:
             self._messages.append(UserMessage(id=f"{run_id}-input", content=text))
         if self._continuing:
@@ -301,51 +347,76 @@ class AgUiEvents(FramedRenderer[Part]):
     def _started(self, run_id: str) -> RunStartedEvent:
         return RunStartedEvent(thread_id=self.thread_id, run_id=run_id, protocol_version=self._protocol)
 
-    def _interrupted(self, run_id: str) -> list[Part]:
-        """The AG-UI run ends at the questions still open (the run waits for their answers)."""
+    def _interrupted(self) -> list[BaseEvent]:
+        """The AG-UI run ends at the questions still open (the run waits for their answers), once
+        none of its children streams on (until then it goes on, and shows them: an answer may even
+        come first): what is still open closed first (the next AG-UI run opens it again), then
+        its subagents, as suspended. Said after the operation's own events (`_ending`)."""
+        assert self._run is not None
+        asking = {interrupt.subagent_run_id or self._run for interrupt in self._interrupts}
+        self._stopping = self._tree.streaming(self._run, asking)
+        if self._stopping:
+            return []
         if self.reducer.run_id is not None:
             self.finished = True  # the response ends while the run waits
+        for run_id, closing in self._open.all_closed():
+            self._ending += [tagged(event, run_id) for event in closing] if run_id in self._tree else closing
+        self._ending += self._tree.suspended(self._interrupts)
         outcome = RunFinishedInterruptOutcome(interrupts=self._interrupts)
         self._interrupts = []
-        return self._end(RunFinishedEvent(thread_id=self.thread_id, run_id=run_id, outcome=outcome))
+        self._ending += self._end(RunFinishedEvent(thread_id=self.thread_id, run_id=self._run, outcome=outcome))
+        return []
 
-    def _end(self, event: BaseEvent) -> list[Part]:
+    def _end(self, event: BaseEvent) -> list[BaseEvent]:
         self._run = None
-        self._continuing = False
-        return _parts(event)
-
-    def _shown(self, kept: tuple[op.Operation, ...]) -> list[Message]:
-        """The messages of what a run keeps after a drop, as its events made them."""
-        messages: list[Message] = []
-        texts: dict[str, AssistantMessage] = {}
-        for operation in kept:
-            match operation:
-                case op.BlockAppended(run_id=run_id, kind="text", block=block, text=text):
-                    message = texts[f"{run_id}-{block}"] = AssistantMessage(id=f"{run_id}-{block}", content=text)
-                    messages.append(message)
-                    self._last_text = message.id
-                case op.ToolCalled(call_id=call_id, name=name, arguments=arguments):
-                    call = ToolCall(id=call_id, function=FunctionCall(name=name, arguments=compact(arguments)))
-                    parent = texts.get(self._last_text or "")
-                    if parent is not None:
-                        parent.tool_calls = [*(parent.tool_calls or []), call]
-                    else:
-                        messages.append(AssistantMessage(id=call_id, tool_calls=[call]))
-                case op.ToolFinished() | op.ToolFailedOp() | op.ToolDenied():
-                    result = _result(operation)
-                    messages.append(
-                        ToolMessage(id=result.message_id, tool_call_id=result.tool_call_id, content=result.content)
-                    )
-        return messages
+        self._continuing = self._stopping = False
+        self._tree.new_run()
+        self._open.forget()
+        return [event]
 
 
-def _result(operation: op.ToolFinished | op.ToolFailedOp | op.ToolDenied) -> ToolCallResultEvent:
+def _messages_of(kept: tuple[op.Operation, ...], tree: Subagents) -> tuple[list[Message], dict[str, str]]:
+    """The messages of what a run keeps after a drop (or shows now), as its events made them (a
+    child's tagged with it), and the last text message of the run (its next tool call's)."""
+    messages: list[Message] = []
+    texts: dict[str, AssistantMessage] = {}
+    last: dict[str, str] = {}
+    for operation in kept:
+        match operation:
+            case op.BlockAppended(run_id=run_id, kind="text", block=block, text=text):
+                child = run_id if run_id in tree else None
+                message = AssistantMessage(id=f"{run_id}-{block}", content=text, subagent_run_id=child)
+                texts[message.id] = message
+                messages.append(message)
+                last[run_id] = message.id
+            case op.ToolCalled(run_id=run_id, call_id=call_id, name=name, arguments=arguments):
+                call_id = tree.call_id(run_id, call_id)
+                call = ToolCall(id=call_id, function=FunctionCall(name=name, arguments=compact(arguments)))
+                parent = texts.get(last.get(run_id, ""))
+                if parent is not None:
+                    parent.tool_calls = [*(parent.tool_calls or []), call]
+                else:
+                    child = run_id if run_id in tree else None
+                    messages.append(AssistantMessage(id=call_id, tool_calls=[call], subagent_run_id=child))
+            case op.ToolFinished() | op.ToolFailedOp() | op.ToolDenied():
+                result = _result(operation, tree.call_id(operation.run_id, operation.call_id))
+                child = operation.run_id if operation.run_id in tree else None
+                tool = ToolMessage(
+                    id=result.message_id,
+                    tool_call_id=result.tool_call_id,
+                    content=result.content,
+                    subagent_run_id=child,
+                )
+                messages.append(tool)
+    return messages, last
+
+
+def _result(operation: op.ToolFinished | op.ToolFailedOp | op.ToolDenied, call_id: str) -> ToolCallResultEvent:
     match operation:
         case op.ToolFinished(result=result):
             content = result if isinstance(result, str) else compact(result)
         case op.ToolFailedOp(error=error) | op.ToolDenied(error=error):
             content = compact({"error": error})
-    call_id = operation.call_id
     return ToolCallResultEvent(message_id=f"{call_id}-result", tool_call_id=call_id, content=content, role="tool")
 
 

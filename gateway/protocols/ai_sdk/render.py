@@ -24,6 +24,13 @@
     data: {"type":"tool-approval-response", …}       input.received of one
     data: {"type":"data-input","id":<input id>, …}   a question of another kind, and its answer (in place)
     data: [DONE]
+    data: {"type":"tool-output-available",           a child run (run.spawned: its parent's tool call) and what
+           "preliminary":true,"output":<UIMessage>}  it shows, as the AI SDK's sub-agent pattern: its own
+                                                     message, the call's preliminary output, sent as it
+                                                     changes (once per read: subagents.py); its end the
+                                                     final output (tool-output-error for one failed or
+                                                     cancelled), which its parent's tool.completed of the
+                                                     call does not repeat
 
 A question not yet answered ends the response (`finish`, as the SDK's own servers do after an
 approval request): the SDK's `addToolApprovalResponse` then sends the chat again, with the answer in
@@ -42,7 +49,9 @@ no word for it, and saying nothing would be a silent skip.
 
 from typing import Any, assert_never
 
+from tokentail.gateway.protocols.ai_sdk.subagents import ChildMessages
 from tokentail.gateway.reading import operations as op
+from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import FramedRenderer, compact
 from tokentail.shared.vocabulary.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
@@ -68,10 +77,29 @@ class UiMessageStream(FramedRenderer[Part]):
         `quiet_until`), or one of its own for what follows a steer the request sent."""
         super().__init__(Reducer(run_id, quiet_until, answered))
         self._opens = opens
+        self._children = ChildMessages(self.reducer)
 
     def opening(self, gap: Gap | None) -> list[Part]:
         start = [{"type": "start", "messageId": self._opens}] if self._opens is not None else []
         return start + super().opening(gap)
+
+    def rendered(self, batch: Batch) -> list[tuple[list[Part], int | None]]:
+        """What each event became; then, after the read's last event, the messages of the child
+        runs that changed in it (a preliminary output each: coalesced, not one per token)."""
+        out = super().rendered(batch)
+        events = batch.events
+        if events and not self.reducer.quiet(events[-1].seq) and (due := self._children.due()):
+            out.append((due, events[-1].seq))
+        return out
+
+    def render(self, operation: op.Operation) -> list[Part]:
+        """The operation's parts; a part of the run's own comes after its children's latest messages
+        (they are its tool calls' outputs: their order is the stream's)."""
+        parts = self._render(operation)
+        if parts and not isinstance(operation, op.GapFound) and not self.reducer.quiet(operation.seq):
+            if operation.run_id not in self._children:
+                return [*self._children.due(), *parts]
+        return parts
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
         return "".join(f"data: {compact(part)}\n\n" for part in parts).encode()
@@ -80,11 +108,14 @@ class UiMessageStream(FramedRenderer[Part]):
         # Only after the run's end: a stream cut short (a gateway stopping) must not look complete.
         return b"data: [DONE]\n\n" if self.finished else b""
 
-    def render(self, operation: op.Operation) -> list[Part]:  # noqa: C901 (one case per operation)
+    def _render(self, operation: op.Operation) -> list[Part]:  # noqa: C901 (one case per operation)
         match operation:
-            case op.ChildStarted() | op.ChildEnded():
-                return []  # sub-agent runs: not shown yet
-            case _ if not isinstance(operation, op.GapFound) and operation.run_id != self.reducer.run_id:
+            case op.ChildStarted():
+                return self._children.started(operation)
+            case op.ChildEnded():
+                return self._children.ended(operation)
+            case _ if not isinstance(operation, op.GapFound) and operation.run_id in self._children:
+                self._children.changed(operation.run_id)  # its message goes out once the read is done
                 return []
             case op.RunOpened(run_id=run_id):
                 return [{"type": "start", "messageId": run_id}]
@@ -106,6 +137,8 @@ class UiMessageStream(FramedRenderer[Part]):
                     {"type": "tool-input-start", **call},
                     {"type": "tool-input-available", **call, "input": arguments},
                 ]
+            case op.ToolFinished(call_id=call_id) | op.ToolFailedOp(call_id=call_id) if self._children.final(call_id):
+                return []  # the call of a child run, which its end gave its final output
             case op.ToolFinished(call_id=call_id, result=result):
                 return [{"type": "tool-output-available", "toolCallId": call_id, "output": result}]
             case op.ToolFailedOp(call_id=call_id, error=error):
@@ -125,7 +158,8 @@ class UiMessageStream(FramedRenderer[Part]):
                 steer = {"status": status} | ({"input": text} if text is not None else {})
                 return [{"type": "data-steer", "id": steer_id, "data": steer | ({"reason": reason} if reason else {})}]
             case op.ContentDropped(kept=kept):
-                return [{"type": "reset-step"}, *(part for shown in kept for part in self.render(shown))]
+                self._children.all_changed()  # the step's outputs go with it: its children's are sent again
+                return [{"type": "reset-step"}, *(part for shown in kept for part in self._again(shown))]
             case op.RunEnded(ending=ending):
                 return _ended(ending)
             case op.GapFound(gap=gap):
@@ -133,6 +167,12 @@ class UiMessageStream(FramedRenderer[Part]):
                 return [{"type": "data-gap", "data": gap.model_dump(), "transient": True}]
             case _:
                 assert_never(operation)
+
+    def _again(self, kept: op.Operation) -> list[Part]:
+        """A part kept after a reset-step, sent again: a child's call with the final output its end gave."""
+        if isinstance(kept, op.ToolFinished | op.ToolFailedOp) and (final := self._children.final(kept.call_id)):
+            return final
+        return self._render(kept)
 
     def _waiting_if(self, parts: list[Part], stops: bool) -> list[Part]:
         """`parts`, and where the run stops for this stream (at questions still open: the reducer's

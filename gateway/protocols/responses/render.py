@@ -37,6 +37,11 @@ the run goes on with it as the next segment, the successor, whose id is found wi
     steer.accepted/failed nothing: WebSocket mode answers its `response.steer` itself (socket.py)
     status, data.<name>   nothing (the Responses API has no such item)
     gap                   an `error` event (code `gap`): the stream was trimmed past the run's start
+    a child run's events  nothing: the Responses API has no place for a sub-agent (docs/subagents-protocols.md).
+                          The child is its parent's function call (the parent's tool.started) and that
+                          call's output (its tool.completed or .failed, when the parent takes the
+                          child's result); a client following the child reads the native API
+                          (`GET /v1/sessions/{sid}/events?run=<child>&subtree=1`)
 
 Each event's `sequence_number` counts the events of its response from 0 (`response.created`): a
 replay from the run's start numbers them the same, so `starting_after=N` sends only what follows
@@ -148,7 +153,7 @@ class ResponseEvents(FramedRenderer[Part]):
         """The operation's events, after the response's creation for one first seen mid-way (a
         stream trimmed past the run's start): the SDK takes no item before it."""
         if not isinstance(operation, op.GapFound) and operation.run_id != self.reducer.run_id:
-            return []  # a sub-agent run's: not shown yet
+            return []  # a child run's own (its text, tools, questions): not the parent's response's
         starts = isinstance(operation, op.RunOpened | op.AttemptStarted | op.QuestionAnswered | op.GapFound)
         if self._created or starts or not self._in_segment:
             return self._render(operation)
@@ -211,7 +216,7 @@ class ResponseEvents(FramedRenderer[Part]):
             case op.GapFound(gap=gap):
                 return [self.numbering.event("error", code="gap", message=_gap_message(gap), param=None)]
             case op.ChildStarted() | op.ChildEnded():
-                return []  # sub-agent runs: not shown yet
+                return []  # the parent's function call of the child shows it (tool.started, tool.completed)
             case _:
                 assert_never(operation)
 

@@ -1,0 +1,161 @@
+"""A session's sub-agent tree (docs/subagents.md) as the AI SDK shows a sub-agent: the child run is
+its parent's tool call, whose output is the child's own `UIMessage`, sent as preliminary outputs
+while the child streams and once more, final, when it ends (ai-sdk.dev/v7/docs/agents/subagents:
+the tool yields `readUIMessageStream`'s snapshots).
+
+Each output is a whole snapshot (the SDK replaces a tool part's output), so a client needs only the
+last: what changed in a read of the stream goes out once, at the end of that read or before the next
+part of the run's own, not once per token; and a client that resumes from the run's start gets one
+snapshot per read of its catch-up. A grandchild is a tool call of its parent's message, its own
+message the output of that call's part, and so on down.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokentail.gateway.reading import operations as op
+from tokentail.gateway.reading.reducer import Reducer
+from tokentail.shared.vocabulary.events import RunCancelled, RunCompleted, RunFailed
+
+Part = dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Child:
+    parent: str
+    call_id: str  # the parent's tool call it is the output of
+    children: dict[str, str] = field(default_factory=dict)  # its own children: call id -> run id
+    ended: op.ChildEnded | None = None
+
+
+class ChildMessages:
+    """The child runs of the run a stream shows, and which changed since their last output."""
+
+    def __init__(self, reducer: Reducer) -> None:
+        self._reducer = reducer
+        self._children: dict[str, _Child] = {}
+        self._changed: dict[str, None] = {}  # the run's own children (tool calls of its message) to send, in order
+        self._final: dict[str, Part] = {}  # the final outputs of the run's tool calls a child's end gave
+        self._sent: dict[str, Part] = {}  # the last message sent of each
+
+    def __contains__(self, run_id: str) -> bool:
+        return run_id in self._children
+
+    def started(self, operation: op.ChildStarted) -> list[Part]:
+        self._children[operation.child_run_id] = _Child(operation.run_id, operation.call_id)
+        if (parent := self._children.get(operation.run_id)) is not None:
+            parent.children[operation.call_id] = operation.child_run_id
+        self.changed(operation.child_run_id)
+        return []
+
+    def changed(self, run_id: str) -> None:
+        """Something the child (or one of its own) shows changed: its top one's output is due."""
+        while (child := self._children.get(run_id)) is not None and child.parent in self._children:
+            run_id = child.parent
+        if run_id in self._children:
+            self._changed[run_id] = None
+
+    def all_changed(self) -> None:
+        """The run's own parts were shown again (a takeover's reset-step drops its outputs with them)."""
+        for run_id, child in self._children.items():
+            if child.parent not in self._children and child.ended is None:
+                self._changed[run_id] = None
+                self._sent.pop(run_id, None)
+
+    def ended(self, operation: op.ChildEnded) -> list[Part]:
+        """A child's end: its final output (an error's text for one failed or cancelled); for a top
+        one, the run's tool call's, which its parent's own `tool.completed` then does not repeat."""
+        child = self._children[operation.child_run_id]
+        child.ended = operation
+        if child.parent in self._children:
+            self.changed(operation.child_run_id)  # a grandchild: shown in its parent's message
+            return []
+        self._changed.pop(operation.child_run_id, None)
+        self._sent.pop(operation.child_run_id, None)
+        if isinstance(operation.ending, RunCompleted):
+            output = self.message(operation.child_run_id)
+            final = {"type": "tool-output-available", "toolCallId": child.call_id, "output": output}
+        else:
+            final = {"type": "tool-output-error", "toolCallId": child.call_id, "errorText": _error(operation)}
+        self._final[child.call_id] = final
+        return [final]
+
+    def final(self, call_id: str) -> list[Part] | None:
+        """The final output a child's end gave the run's tool call `call_id` (None: no child's)."""
+        final = self._final.get(call_id)
+        return None if final is None else [final]
+
+    def due(self) -> list[Part]:
+        """The preliminary outputs of the children whose message changed since their last."""
+        due, self._changed = self._changed, {}
+        parts: list[Part] = []
+        for run_id in due:
+            message = self.message(run_id)
+            if self._sent.get(run_id) != message:  # an event that shows nothing (a start) sends nothing
+                self._sent[run_id] = message
+                call_id = self._children[run_id].call_id
+                parts.append(
+                    {"type": "tool-output-available", "toolCallId": call_id, "output": message, "preliminary": True}
+                )
+        return parts
+
+    def message(self, run_id: str) -> Part:  # noqa: C901 (one case per operation)
+        """The child's `UIMessage` as `readUIMessageStream` would have built it from its own stream."""
+        child = self._children[run_id]
+        parts: list[Part] = []
+        tools: dict[str, Part] = {}
+        for shown in self._reducer.shown(run_id):
+            match shown:
+                case op.BlockOpened(kind=kind):
+                    parts.append({"type": kind, "text": "", "state": "streaming"})
+                case op.BlockAppended(text=text):
+                    parts[-1]["text"] = text
+                case op.BlockClosed():
+                    parts[-1]["state"] = "done"
+                case op.ToolCalled(call_id=call_id, name=name, arguments=arguments):
+                    part = tools[call_id] = {
+                        "type": f"tool-{name}",
+                        "toolCallId": call_id,
+                        "state": "input-available",
+                        "input": arguments,
+                    }
+                    parts.append(part)
+                    if (grandchild := child.children.get(call_id)) is not None:
+                        self._nested(part, grandchild)
+                case op.ToolFinished(call_id=call_id, result=result) if call_id in tools:
+                    if call_id not in child.children:
+                        tools[call_id] |= {"state": "output-available", "output": result, "preliminary": False}
+                case op.ToolFailedOp(call_id=call_id, error=error) | op.ToolDenied(call_id=call_id, error=error):
+                    if call_id in tools and call_id not in child.children:
+                        state = "output-denied" if isinstance(shown, op.ToolDenied) else "output-error"
+                        tools[call_id] |= {"state": state, "errorText": error}
+                case op.StatusShown(text=text):
+                    parts = [part for part in parts if part.get("id") != "status"]
+                    parts.append({"type": "data-status", "id": "status", "data": {"text": text}})
+                case op.DataShown(name=name, data=data):
+                    parts.append({"type": f"data-{name}", "data": data})
+                case op.QuestionAsked(question=question):
+                    asked = {"input_id": question.input_id, "kind": question.kind, "prompt": question.prompt}
+                    parts.append({"type": "data-input", "id": question.input_id, "data": {**asked, "answer": None}})
+                case op.QuestionAnswered(input_id=input_id, answer=answer):
+                    for part in parts:
+                        if part.get("id") == input_id and part["type"] == "data-input":
+                            part["data"] = {**part["data"], "answer": answer}
+        return {"id": run_id, "role": "assistant", "parts": parts}
+
+    def _nested(self, part: Part, run_id: str) -> None:
+        """A grandchild's message as the output of its call's part: preliminary until it ends."""
+        ended = self._children[run_id].ended
+        if ended is None:
+            part |= {"state": "output-available", "output": self.message(run_id), "preliminary": True}
+        elif isinstance(ended.ending, RunCompleted):
+            part |= {"state": "output-available", "output": self.message(run_id), "preliminary": False}
+        else:
+            part |= {"state": "output-error", "errorText": _error(ended)}
+
+
+def _error(ended: op.ChildEnded) -> str:
+    ending = ended.ending
+    if isinstance(ending, RunFailed):
+        return f"{ending.error.type}: {ending.error.message}"
+    return f"cancelled: {ending.reason}" if isinstance(ending, RunCancelled) else ""
