@@ -71,8 +71,8 @@ class Task:
                 return "working" if run.attempt or run.resumes else "submitted"
             case "running":
                 return "working"
-            case "waiting":
-                return "input_required"
+            case "waiting":  # for answers; or for its children alone (docs/subagents.md): under way
+                return "working" if run.awaiting and not run.waiting_for else "input_required"
             case other:
                 return other
 

@@ -14,6 +14,7 @@ from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.schemas import CreateRun, SteerAccepted, SteerRequest
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.run_tree import descendants
 from tokentail.shared.store.scripts.runs import Queued
 from tokentail.shared.vocabulary.catalog import check_agent, parse_model
 from tokentail.shared.vocabulary.errors import (
@@ -221,13 +222,19 @@ class ChatTurns(RunCommands):
         each interrupt); and the seq of the last `input.received` event. `session` as just read."""
         self.caller.require_chat()
         run = session.active_run
-        if run is None or not run.waiting_for:
+        # The questions of its tree (docs/subagents.md): its own, or its child runs' while it waits for them.
+        tree = [] if run is None else [run, *descendants({r.run_id: r for r in session.runs}, run.run_id)]
+        asking = [waiting for waiting in tree if waiting.waiting_for]
+        if run is None or not asking:
             raise InputNotPending(f"the chat's run waits for nothing: the answers sent are to {sorted(answers)}")
-        if missing := [input_id for input_id in run.waiting_for if input_id not in answers]:
+        if missing := [input_id for r in asking for input_id in r.waiting_for if input_id not in answers]:
             raise InvalidInput(f"the chat's run waits for answers to {missing!r} as well: send them together")
-        seq = await answer_all(self.runs, session.session_id, run, {i: answers[i] for i in run.waiting_for})
+        seq = None
+        for waiting in asking:
+            to_it = {input_id: answers[input_id] for input_id in waiting.waiting_for}
+            seq = await answer_all(self.runs, session.session_id, waiting, to_it) or seq
         if seq is None:
-            raise InputNotPending(f"the chat's run no longer waits for {run.waiting_for!r}")
+            raise InputNotPending(f"the chat's run no longer waits for {sorted(answers)!r}")
         # As it is now, answers given elsewhere meanwhile included: the stream that goes on from here
         # replays the run past every question answered.
         answered = await self.store.get_run(session.session_id, run.run_id)
