@@ -1,7 +1,7 @@
 """OpenAI's Responses API from a session's sub-agent tree: the parent's response shows a child as
 the function call it is (the parent's tool.started, tool.completed) and its output; the child's own
 text, tools and questions are not the parent's response's (a client following a child reads the
-native API: docs/subagents-protocols.md)."""
+native API: docs/subagents.md)."""
 
 from typing import Any
 

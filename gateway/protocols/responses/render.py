@@ -37,7 +37,7 @@ the run goes on with it as the next segment, the successor, whose id is found wi
     steer.accepted/failed nothing: WebSocket mode answers its `response.steer` itself (socket.py)
     status, data.<name>   nothing (the Responses API has no such item)
     gap                   an `error` event (code `gap`): the stream was trimmed past the run's start
-    a child run's events  nothing: the Responses API has no place for a sub-agent (docs/subagents-protocols.md).
+    a child run's events  nothing: the Responses API has no place for a sub-agent (docs/subagents.md).
                           The child is its parent's function call (the parent's tool.started) and that
                           call's output (its tool.completed or .failed, when the parent takes the
                           child's result); a client following the child reads the native API
