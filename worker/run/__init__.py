@@ -7,6 +7,7 @@ attempt      one attempt at the run as tokentail drives it: steps, steers, repla
 context      RunContext: what an agent sees while it runs, and how it streams
 agents       agents: a prompt, tools and a model, or your own function; loaded by name
 agent_loop   the loop of a model-driven agent: the model's answer, its tool calls, its steers
+children     a run's child runs: spawned, waited for without a worker, followed; a framework's, shown inline
 retry        a provider stream with retries and timeouts around it
 writer       the event writer of one attempt: coalesces deltas, keeps appends in order
 appends      every run's appends of the process, sent and settled a tick at a time
