@@ -225,3 +225,14 @@ async def test_a_parent_that_starts_over_starts_its_children_over_under_the_same
         ("run.completed", two, None),
     ]
     assert RunLog.of(two, _stream(first, over)).text == "two goes on"  # as clients keep it: once
+
+
+async def test_a_childs_tool_result_too_large_for_the_stream_is_shown_cut_as_the_runs_own_are() -> None:
+    ctx = _context()
+    child = await ctx.subagent("researcher", call_id="call_1", input="find x")
+    await child.tool_started("t1", "search", {"q": "x"})
+    await child.tool_finished("t1", result="y" * 400_000)  # past MAX_EVENT_BYTES: the run would fail on it
+    await child.end()
+    await ctx.this_attempt.writer.flush()
+    (completed,) = [data for kind, data in _events(ctx) if kind == "tool.completed"]
+    assert completed["result"].startswith("y" * 100) and "(truncated:" in completed["result"]

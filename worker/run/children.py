@@ -39,15 +39,13 @@ from tokentail.shared.vocabulary.events import (
     RunStarted,
     SpawnCause,
     Status,
-    ToolCompleted,
-    ToolFailed,
     ToolStarted,
 )
 from tokentail.shared.vocabulary.records import RunRecord, child_run_id
 from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker.run.recovery.replay import Replay
 from tokentail.worker.run.run_writes import RunLease
-from tokentail.worker.run.writer import EventWriter, OutputTooLarge
+from tokentail.worker.run.writer import EventWriter, OutputTooLarge, tool_end
 
 logger = logging.getLogger(__name__)
 
@@ -450,16 +448,7 @@ class InlineChild:
     ) -> None:
         started = self._calls.pop(call_id, None)
         duration_ms = int((time.monotonic() - started) * 1000) if started is not None else 0
-        if error is None:
-            end: ToolCompleted | ToolFailed = ToolCompleted(
-                run_id=self.run_id, call_id=call_id, result=result, duration_ms=duration_ms, agent=agent
-            )
-        else:
-            message, ms = _message(error), duration_ms
-            end = ToolFailed(
-                run_id=self.run_id, call_id=call_id, error=message, duration_ms=ms, denied=denied, agent=agent
-            )
-        await self._writer.emit(end)
+        await self._writer.emit(tool_end(self.run_id, call_id, result, error, denied, agent, duration_ms))
 
     async def subagent(self, name: str, *, call_id: str, input: str = "", agent: str | None = None) -> "InlineChild":  # noqa: A002
         """A sub-agent of this one, shown as its child (a grandchild of the run)."""

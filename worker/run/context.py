@@ -77,12 +77,9 @@ from tokentail.shared.features.agent_catalog import arguments_of
 from tokentail.shared.plumbing import tracing
 from tokentail.shared.vocabulary.events import (
     DATA_NAME,
-    MAX_EVENT_BYTES,
     CustomData,
     InputKind,
     Status,
-    ToolCompleted,
-    ToolFailed,
     ToolStarted,
 )
 from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord, Turn
@@ -98,11 +95,9 @@ from tokentail.worker.run.children import (
     WaitingForChildren,
 )
 from tokentail.worker.run.usage import UsageMeter
-from tokentail.worker.run.writer import EventWriter
+from tokentail.worker.run.writer import EventWriter, tool_end
 
 T = TypeVar("T")
-
-PREVIEW_CHARS = 4096  # of a tool result too large for the stream
 
 
 APPROVAL_SCHEMA = {
@@ -250,30 +245,6 @@ class ToolScope:
             await self._context.tool_finished(self.call_id, result=self.result, agent=self.agent)
         else:
             await self._context.tool_finished(self.call_id, error=exc, agent=self.agent)
-
-
-def _tool_end(
-    run_id: str,
-    call_id: str,
-    result: Any,
-    error: str | BaseException | None,
-    denied: bool,
-    agent: str | None,
-    duration_ms: int,
-) -> ToolCompleted | ToolFailed:
-    """A tool call's end as the stream shows it (RunContext.tool_finished)."""
-    if error is None:
-        completed = ToolCompleted(run_id=run_id, call_id=call_id, result=result, duration_ms=duration_ms, agent=agent)
-        if len(whole := completed.model_dump_json().encode()) > MAX_EVENT_BYTES:
-            # The model gets the whole result; the stream shows its beginning.
-            preview = json.dumps(result, ensure_ascii=False, default=str)[:PREVIEW_CHARS]
-            completed.result = f"{preview}… (truncated: {len(whole)} bytes)"
-        return completed
-    if isinstance(error, BaseException):
-        # A cancelled run (or a stopping worker) ends its tool calls too: say so in the stream.
-        cancelled = isinstance(error, asyncio.CancelledError)
-        error = "cancelled" if cancelled else str(error)[:PREVIEW_CHARS] or type(error).__name__
-    return ToolFailed(run_id=run_id, call_id=call_id, error=error, duration_ms=duration_ms, denied=denied, agent=agent)
 
 
 class RunContext:
@@ -515,7 +486,7 @@ class RunContext:
         duration of 0."""
         started, _ = self._this_attempt.open_calls.pop(call_id, (None, None))
         duration_ms = int((time.monotonic() - started) * 1000) if started is not None else 0
-        await self._writer.emit(_tool_end(self.run_id, call_id, result, error, denied, agent, duration_ms))
+        await self._writer.emit(tool_end(self.run_id, call_id, result, error, denied, agent, duration_ms))
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
         """Report what a model call cost (tokens in, tokens out): counted for this attempt, recorded

@@ -28,10 +28,11 @@ answer this attempt added.
 """
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic_core import to_json
 
@@ -129,6 +130,33 @@ def _first_text(provider: str, waited: float, traced: Callable[[float], None] | 
 TextModel = type[MessageDelta | ReasoningDelta]
 Streamer = str | None | tuple[str, str | None]
 Kind = tuple[TextModel, Streamer]
+
+
+PREVIEW_CHARS = 4096  # of a tool result too large for the stream
+
+
+def tool_end(
+    run_id: str,
+    call_id: str,
+    result: Any,
+    error: str | BaseException | None,
+    denied: bool,
+    agent: str | None,
+    duration_ms: int,
+) -> ToolCompleted | ToolFailed:
+    """A tool call's end as the stream shows it, a run's or an inline child's (the one rule of both)."""
+    if error is None:
+        completed = ToolCompleted(run_id=run_id, call_id=call_id, result=result, duration_ms=duration_ms, agent=agent)
+        if len(whole := completed.model_dump_json().encode()) > MAX_EVENT_BYTES:
+            # The model gets the whole result; the stream shows its beginning.
+            preview = json.dumps(result, ensure_ascii=False, default=str)[:PREVIEW_CHARS]
+            completed.result = f"{preview}… (truncated: {len(whole)} bytes)"
+        return completed
+    if isinstance(error, BaseException):
+        # A cancelled run (or a stopping worker) ends its tool calls too: say so in the stream.
+        cancelled = isinstance(error, asyncio.CancelledError)
+        error = "cancelled" if cancelled else str(error)[:PREVIEW_CHARS] or type(error).__name__
+    return ToolFailed(run_id=run_id, call_id=call_id, error=error, duration_ms=duration_ms, denied=denied, agent=agent)
 
 
 class PendingText:
