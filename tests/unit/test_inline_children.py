@@ -235,4 +235,4 @@ async def test_a_childs_tool_result_too_large_for_the_stream_is_shown_cut_as_the
     await child.end()
     await ctx.this_attempt.writer.flush()
     (completed,) = [data for kind, data in _events(ctx) if kind == "tool.completed"]
-    assert completed["result"].startswith("y" * 100) and "(truncated:" in completed["result"]
+    assert completed["result"].startswith('"' + "y" * 100) and "(truncated:" in completed["result"]  # its JSON, cut
