@@ -3,16 +3,19 @@ whose subagent disagrees with its opener, a subagent finished that was not start
 with one still open) over the AG-UI streams tokentail makes of a sub-agent tree
 (tests/unit/test_ag_ui_subagents.py: the same sessions, what each stream holds)."""
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
+from tests.clients.sse_client import read_events
 from tests.node.conftest import run_node
 from tests.unit.test_ag_ui_subagents import ANSWERED_WHILE_STREAMING, ASKING, CANCELLED, stream
 from tests.unit.test_reducer_tree import GRAND, PARENT, START, TWO_CHILDREN, A, completed, session, spawn, text
-from tokentail.shared.store.reads import StoredEvent
+from tokentail.shared.store.reads import SessionStore, StoredEvent
 
 pytestmark = pytest.mark.ag_ui
 
@@ -89,3 +92,21 @@ def test_the_verifier_rejects_a_stream_whose_child_events_are_not_its_own(tmp_pa
     assert "does not match" in verified(mistagged, tmp_path)["error"]
     left_open = [e for e in rendered if not (e["type"] == "SUBAGENT_FINISHED")]
     assert "subagents are still active" in verified(left_open, tmp_path)["error"]
+
+
+async def test_the_verifier_takes_the_stream_of_a_session_whose_children_a_worker_ran(
+    start_gateway: Any, start_worker: Any, redis: Any, settings: Any, tmp_path: Path
+) -> None:
+    """Not a tree written by hand: a worker's, a parent spawning two children that stream side by side."""
+    agents = {"parent": "tests.agents.spawning_agents:two_children", "echo": "tests.agents.spawning_agents:echo"}
+    gateway = await start_gateway(agents=agents)
+    await start_worker(agents=agents)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        made = (await client.post("/v1/sessions", json={"input": "hi", "agent": "parent"})).json()
+        await read_events(client, made["events_url"])
+    events = await SessionStore(redis, settings).read(made["session_id"], 0, 1000)
+    assert sum(event.type == b"run.spawned" for event in events) == 2
+    rendered = stream(events, run_id=made["run_id"])
+    assert sum(event["type"] == "SUBAGENT_STARTED" for event in rendered) == 2
+    result = await asyncio.to_thread(verified, rendered, tmp_path)
+    assert (result["error"], result["invalid"]) == (None, [])
