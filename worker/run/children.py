@@ -45,7 +45,7 @@ from tokentail.shared.vocabulary.records import RunRecord, child_run_id
 from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker.run.recovery.replay import Replay
 from tokentail.worker.run.run_writes import RunLease
-from tokentail.worker.run.writer import EventWriter, OutputTooLarge, tool_end
+from tokentail.worker.run.writer import EventWriter, OutputTooLarge, error_text, tool_end
 
 logger = logging.getLogger(__name__)
 
@@ -475,7 +475,7 @@ class InlineChild:
 
     async def fail(self, error: str | BaseException, type: str = "agent_error") -> None:  # noqa: A002
         """It failed (its parent goes on, or fails with it, as the framework decides): `run.failed`."""
-        await self._end(RunFailed(run_id=self.run_id, error=ErrorInfo(type=type, message=_message(error))))
+        await self._end(RunFailed(run_id=self.run_id, error=ErrorInfo(type=type, message=error_text(error))))
 
     async def cancel(self, reason: str) -> None:
         await self._end(RunCancelled(run_id=self.run_id, reason=reason))
@@ -501,9 +501,3 @@ class InlineChild:
             await self.cancel("cancelled")
         elif isinstance(exc, Exception):
             await self.fail(exc)
-
-
-def _message(error: str | BaseException) -> str:
-    if isinstance(error, asyncio.CancelledError):
-        return "cancelled"
-    return error if isinstance(error, str) else str(error)[:4096] or type(error).__name__

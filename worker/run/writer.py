@@ -152,11 +152,18 @@ def tool_end(
             preview = json.dumps(result, ensure_ascii=False, default=str)[:PREVIEW_CHARS]
             completed.result = f"{preview}… (truncated: {len(whole)} bytes)"
         return completed
-    if isinstance(error, BaseException):
-        # A cancelled run (or a stopping worker) ends its tool calls too: say so in the stream.
-        cancelled = isinstance(error, asyncio.CancelledError)
-        error = "cancelled" if cancelled else str(error)[:PREVIEW_CHARS] or type(error).__name__
+    error = error_text(error)
     return ToolFailed(run_id=run_id, call_id=call_id, error=error, duration_ms=duration_ms, denied=denied, agent=agent)
+
+
+def error_text(error: str | BaseException) -> str:
+    """What the stream says of an error (a tool call's, an inline child's): a cancelled run (or a
+    stopping worker) ends its calls and children too, and says so."""
+    if isinstance(error, str):
+        return error
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return str(error)[:PREVIEW_CHARS] or type(error).__name__
 
 
 class PendingText:
