@@ -137,6 +137,7 @@ class CreateRun(_RunOptions):
     multitask: Multitask = Field(
         "reject",
         description="while a run is active: `reject` (409), `enqueue` (after it), `interrupt` (cancel it, then run), "
+        "`rollback` (as `interrupt`, and the cancelled run is left out of the conversation), "
         "`steer` (no run: the active run takes the input in at its agent's next boundary; `run_id` names it)",
     )
 

@@ -67,7 +67,7 @@ def check_chat_token_choices(
     chosen = {
         "model": body.model is not None,
         "params": body.params is not None and bool(body.params.given()),
-        "interrupt": body.multitask == "interrupt",
+        "interrupt": body.multitask in ("interrupt", "rollback"),
     }
     refused = [name for name, asked in chosen.items() if asked and name not in settings.chat_token_may_set]
     if refused:

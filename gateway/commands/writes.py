@@ -303,11 +303,13 @@ class SessionWrites(Writes):
         run_id: str | None = None,
         segment: int | None = None,
         ended_at_question: bool = False,
+        rollback: bool = False,
     ) -> tuple[Cancel, str | None]:
         """Cancel the active run, or run `run_id` (a child's too) only while active (cancel_run.lua), and
         its descendants (docs/subagents.md); what became of it, and its id (`RunNotFound`: not the
         session's). A Responses API response adds its `segment` (RunRecord.segment): only while the run
-        is in it; `ended_at_question`: not while it waits for the answer to the question that ended it."""
+        is in it; `ended_at_question`: not while it waits for the answer to the question that ended it;
+        `rollback`: the run is also left out of the conversation (RunRecord.rolled_back)."""
         if segment is not None and run_id is None:
             raise ValueError("a segment is a run's: name the run")
         before = await _run_before_cancel(self.redis, self.keys.session(session_id), run_id) if tracing.ON else None
@@ -321,6 +323,7 @@ class SessionWrites(Writes):
                 run_id or "",
                 "" if segment is None else str(segment),
                 "1" if ended_at_question else "0",
+                "1" if rollback else "0",
             )
         )
         _missing_or_gone(reply.outcome, session_id)

@@ -90,7 +90,7 @@ class Question(BaseModel):
         )
 
 
-Multitask = Literal["reject", "enqueue", "interrupt", "steer"]
+Multitask = Literal["reject", "enqueue", "interrupt", "rollback", "steer"]
 SessionStatus = Literal["idle", "queued", "running", "waiting_for_input"]
 
 
@@ -157,6 +157,8 @@ class RunRecord(BaseModel):
     # it waits for (the last of them to end queues it again: lib/runs.lua's end_run).
     children: Annotated[list[str], BeforeValidator(_listed)] = Field(default_factory=list)
     awaiting: Annotated[list[str], BeforeValidator(_listed)] = Field(default_factory=list)
+    # Cancelled by a `rollback` (multitask, or a cancel's): the conversation leaves it out, as if never asked.
+    rolled_back: bool = False
 
     @property
     def active(self) -> bool:
@@ -270,10 +272,11 @@ class Turn(BaseModel):
 
 def transcript(runs: list[RunRecord], partial_text: str = "") -> list[Turn]:
     """User inputs and assistant answers in order; the active run's answer is the text streamed so far.
+    A run rolled back is in none of them: the next run's agent is given the conversation without it.
     The steers a run took in are user turns of their own, where its answer took them in."""
     turns: list[Turn] = []
     for run in runs:
-        if run.parent_run_id is not None:  # a child run's work is its parent's tool call, not a turn
+        if run.parent_run_id is not None or run.rolled_back:  # a child's work is its parent's tool call
             continue
         turns.append(Turn(role="user", content=run.input, run_id=run.run_id))
         if run.status == "queued":

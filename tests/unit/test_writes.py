@@ -27,6 +27,7 @@ from tokentail.shared.vocabulary.errors import (
     SessionNotFound,
 )
 from tokentail.shared.vocabulary.events import RunCancelled
+from tokentail.shared.vocabulary.records import transcript
 
 # -- queueing -----------------------------------------------------------------------------------
 
@@ -162,6 +163,29 @@ async def test_interrupting_a_run_no_worker_holds_starts_the_new_one_at_once(
     assert [r.status for r in state.runs] == ["cancelled", "queued"]
     assert await redis.exists(store.keys.arq_job(second.run_id))
     assert await runs.start_run(session.session_id, first.run_id, first.run_id, token="late") is None  # its job
+
+
+async def test_rollback_interrupts_and_leaves_the_cut_run_out_of_the_conversation(
+    store: SessionStore, runs: AllWrites
+) -> None:
+    """LangGraph's `rollback`: the held run is cancelled through its worker, as an interrupt's, and marked
+    at once, so the conversation (the next run's history, a thread's state) never shows it."""
+    session_id, run = await start_a_run(runs)
+    again = make_run("again")
+    assert (await runs.queue_run(session_id, again, multitask="rollback")).queued is Queued.PENDING
+    assert await lease_of(runs, session_id, run).renew() is Renewal.CANCEL_PENDING
+    await lease_of(runs, session_id, run).append([], ending=RunCancelled(run_id=run.run_id, reason="rolled back"))
+    state = await store.get_session(session_id)
+    cut = state.run(run.run_id)
+    assert cut is not None and cut.status == "cancelled" and cut.rolled_back  # the worker's end kept the mark
+    assert [turn.run_id for turn in transcript(state.runs)] == [again.run_id]
+
+
+async def test_a_cancel_with_rollback_marks_only_the_run_it_cancels(store: SessionStore, runs: AllWrites) -> None:
+    session, first = make_session(), make_run("first")
+    await runs.queue_run(session.session_id, first, create=session)
+    assert await runs.cancel_run(session.session_id, first.run_id, rollback=True) == (Cancel.CANCELLED, first.run_id)
+    assert (await store.get_session(session.session_id)).runs[0].rolled_back
 
 
 # -- cancels and deletes -----------------------------------------------------------------------

@@ -15,7 +15,8 @@
 --
 -- Keys, arguments and replies: shared/store/scripts/runs.py `CancelRun` (`expected`: the run expected
 -- active, '' the active one, whichever; `segment`: segment_of the run, '' any;
--- `ended_at_question`: '1' to leave it alone while it waits for the answer to that question).
+-- `ended_at_question`: '1' to leave it alone while it waits for the answer to that question;
+-- `rollback`: '1' to mark the run `rolled_back` too: the conversation leaves it out, as if never asked).
 if redis.call('EXISTS', k.meta) == 0 then
   if redis.call('EXISTS', k.gone) == 1 then return reply.gone{} end
   return reply.missing{}
@@ -33,6 +34,7 @@ if expected ~= '' then
   end
 end
 if not run_id or run_id == '' then return reply.idle{} end
+if a.rollback == '1' then roll_back(k.runs, run_id) end
 if redis.call('EXISTS', k.lease) == 0 then
   cancel_unheld(k, s, run_id, a.reason)
   return reply.cancelled{run_id = run_id}

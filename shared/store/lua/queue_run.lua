@@ -4,8 +4,10 @@
 -- While another run is active, `multitask` decides: `reject` refuses, `enqueue` puts the run in
 -- line behind it, `interrupt` supersedes the runs in line (they end cancelled, never started) and
 -- cancels the active run: at once if no worker holds it (this run then starts now), else through
--- its worker; lib/runs.lua's end_run starts the next in line when a run ends. `steer` steers the active
--- run with the input instead (as `steer_id`), and records no run.
+-- its worker; lib/runs.lua's end_run starts the next in line when a run ends. `rollback` is `interrupt`
+-- that also marks the active run `rolled_back`: the conversation leaves it out, as if never asked
+-- (shared/vocabulary/records.py `transcript`). `steer` steers the active run with the input instead
+-- (as `steer_id`), and records no run.
 --
 -- Keys, arguments and replies: shared/store/scripts/runs.py `QueueRun`. `ended`, when `traced`: the
 -- records, as they were, of the runs an interrupt ended here, whose spans the gateway writes
@@ -61,7 +63,7 @@ if not active then
   queue_job(k, s, run_id, run_id, now_ms, run)
   return reply.ok{seq = seq, queued = 'started'}
 end
-if multitask ~= 'interrupt' then
+if multitask ~= 'interrupt' and multitask ~= 'rollback' then
   redis.call('RPUSH', k.pending, run_id)
   return reply.ok{seq = seq, queued = 'pending'}
 end
@@ -80,6 +82,7 @@ for _, waiting in ipairs(redis.call('LRANGE', k.pending, 0, -1)) do
 end
 redis.call('DEL', k.pending)
 redis.call('RPUSH', k.pending, run_id)
+if multitask == 'rollback' then roll_back(k.runs, active) end
 if redis.call('EXISTS', k.lease) == 0 then
   ending(active)
   cancel_unheld(k, s, active, superseded)  -- which starts this run, the next in line

@@ -489,6 +489,7 @@ class CancelRun(Script[CancelReply]):
     expected: str  # the run expected active, or '' (whichever)
     segment: str  # its segment (RunRecord.segment), or '' (any)
     ended_at_question: str  # '1': left alone while it waits for the answer to that question
+    rollback: str  # '1': also marked `rolled_back` (left out of the conversation)
 
     REPLY = Reply(
         CancelReply,
