@@ -21,6 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tokentail.gateway.access.ids import new_steer_id
 from tokentail.gateway.commands.turns import ChatTurns, steer_active_run
+from tokentail.gateway.protocols.langgraph.runs import Command as RunsCommand
+from tokentail.gateway.protocols.langgraph.runs import RunCreate, input_text, resume_answers, start_run
+from tokentail.gateway.protocols.langgraph.state import thread_values, waiting_questions
+from tokentail.gateway.protocols.langgraph.threads import read_thread
 from tokentail.gateway.protocols.langgraph.v2_render import Namespace
 from tokentail.gateway.schemas import SteerRequest
 from tokentail.shared.vocabulary.errors import (
@@ -118,13 +122,63 @@ class V2Commands:
         return await self.turns.store.get_session(await self.turns.session(self.thread_id))
 
     async def run_start(self, params: dict[str, Any]) -> dict[str, Any]:
-        raise CommandFailed("not_supported", "run.start comes with the v1 runs module")
+        """The protocol's one entry point for input: a run when none is active (the thread made by its
+        first); the answer to the questions the run waits for (`input` the resume value); a steer of
+        a run going (unless `multitask_strategy` says otherwise: then as v1's runs do)."""
+        strategy = params.get("multitask_strategy", params.get("multitaskStrategy"))
+        body = RunCreate.model_validate(
+            {
+                "assistant_id": params.get("assistant_id"),
+                "input": params.get("input"),
+                "metadata": params.get("metadata"),
+                "config": params.get("config"),
+                "if_not_exists": "create",
+                **({"multitask_strategy": strategy} if strategy is not None else {}),
+            }
+        )
+        session = await self._session_or_none()
+        active = session.active_run if session is not None else None
+        if active is not None and session is not None and waiting_questions(session):
+            body.command = RunsCommand(resume=body.input)
+        elif active is not None and strategy is None:
+            text = input_text(body.input)
+            return await self.input_inject({"message": {"role": "user", "content": text}}) | {"run_id": active.run_id}
+        _, _, run = await start_run(self.turns, self.thread_id, body)
+        return {"run_id": run.run_id}
 
     async def input_respond(self, params: dict[str, Any]) -> dict[str, Any]:
-        raise CommandFailed("not_supported", "input.respond comes with the v1 runs module")
+        """Answers to the questions the thread's run waits for, by interrupt id (the questions' input ids)."""
+        entries = params.get("responses")
+        if not isinstance(entries, list):
+            entries = [params]
+        answers: dict[str, Any] = {}
+        for entry in entries:
+            interrupt_id = entry.get("interrupt_id") if isinstance(entry, dict) else None
+            if not isinstance(interrupt_id, str) or "response" not in entry:
+                raise CommandFailed(
+                    "invalid_argument", "input.respond takes {interrupt_id, response} (or responses: [...])"
+                )
+            answers[interrupt_id] = entry["response"]
+        session = await self._session()
+        run, _ = await self.turns.answer(session, resume_answers(answers, session))
+        return {"run_id": run.run_id}
 
     async def state_get(self, params: dict[str, Any]) -> dict[str, Any]:
-        raise CommandFailed("not_supported", "state.get comes with the v1 state module")
+        """The thread's values, as `GET /threads/{tid}/state` has them; `keys` picks some."""
+        if params.get("namespace"):
+            raise CommandFailed("no_such_namespace", "a thread's state is its root's (namespace [])")
+        session, events = await read_thread(self.turns.store, await self.turns.session(self.thread_id))
+        values = thread_values(session, events)
+        keys = params.get("keys")
+        if isinstance(keys, list):
+            values = {key: value for key, value in values.items() if key in keys}
+        return {"values": values, "checkpoint": {"id": str(session.last_event_id), "ns": ""}}
+
+    async def _session_or_none(self) -> SessionRecord | None:
+        try:
+            return await self._session()
+        except SessionNotFound:
+            return None
 
     async def input_inject(self, params: dict[str, Any]) -> dict[str, Any]:
         """A steer of the thread's active run: the message's content, taken in at its next boundary."""

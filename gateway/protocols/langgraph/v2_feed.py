@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tokentail.gateway.protocols.langgraph.state import thread_values
+from tokentail.gateway.protocols.langgraph.threads import read_thread
 from tokentail.gateway.protocols.langgraph.v2_render import CHANNELS, Cursor, Filter, Part, V2Events
 from tokentail.gateway.reading.feed import EventFeed, start_position
 from tokentail.gateway.reading.streams import Streams
@@ -51,9 +53,13 @@ class StreamRequest(BaseModel):
         return Filter(frozenset(self.channels), namespaces, self.depth)
 
 
-def values_reader(store: SessionStore) -> ValuesOf | None:
-    """How a stream reads the thread's values (None: no `values` envelopes)."""
-    return None
+def values_reader(store: SessionStore) -> ValuesOf:
+    """How a stream reads the thread's values: as `GET /threads/{tid}/state` has them (state.py)."""
+
+    async def values_of(session_id: str) -> dict[str, Any]:
+        return thread_values(*await read_thread(store, session_id))
+
+    return values_of
 
 
 def start_of(session: SessionRecord, cursor: Cursor | None) -> tuple[int, Cursor]:

@@ -35,12 +35,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
+from tokentail.gateway.protocols.langgraph.state import ai_message_id, interrupt_json
 from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import Renderer, compact
 from tokentail.shared.vocabulary.errors import InvalidLastEventId
-from tokentail.shared.vocabulary.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
+from tokentail.shared.vocabulary.events import Ending, Gap, RunCancelled, RunCompleted, RunFailed
 
 CHANNELS = frozenset({"values", "updates", "messages", "tools", "lifecycle", "input", "checkpoints", "tasks", "custom"})
 _CHANNEL_OF = {
@@ -112,14 +113,9 @@ def _prefixed(namespace: Namespace, prefix: tuple[str, ...]) -> bool:
     )
 
 
-def ai_message_id(run_id: str, block: int) -> str:
-    """The id of the AI message a run's block (text or reasoning) is, by the id of its first delta."""
-    return f"{run_id}-{block}"
-
-
-def question_payload(question: InputRequired) -> dict[str, Any]:
-    """An interrupt's value: the question's public fields (LangGraph's interrupt value is the app's)."""
-    return question.model_dump(by_alias=True, exclude={"more", "run_id"})
+def message_id(run_id: str, kind: str, block: int) -> str:
+    """A text block is the AI message `values` has (state.py's id); reasoning, no message there, its own."""
+    return ai_message_id(run_id, block) if kind == "text" else f"reasoning:{run_id}:{block}"
 
 
 @dataclass(slots=True)
@@ -211,8 +207,8 @@ class V2Events(Renderer[Part]):
             case op.AttemptStarted(run_id=run_id):
                 return [_Envelope("lifecycle", self._ns(run_id), {"event": "running"})]
             case op.BlockOpened(run_id=run_id, kind=kind, block=block):
-                self._open[run_id] = _Open(ai_message_id(run_id, block), kind)
-                start = {"event": "message-start", "role": "ai", "id": ai_message_id(run_id, block)}
+                self._open[run_id] = _Open(message_id(run_id, kind, block), kind)
+                start = {"event": "message-start", "role": "ai", "id": message_id(run_id, kind, block)}
                 content = {"type": "text", "text": ""} if kind == "text" else {"type": "reasoning", "reasoning": ""}
                 return [self._message(run_id, start), self._message(run_id, _block("content-block-start", content))]
             case op.BlockAppended(run_id=run_id, kind=kind, text=text):
@@ -252,7 +248,7 @@ class V2Events(Renderer[Part]):
                 payload = {key: value for key, value in steer.items() if value is not None}
                 return [_Envelope("custom", self._ns(run_id), {"name": "steer", "payload": payload})]
             case op.QuestionAsked(run_id=run_id, question=question, answered=answered, stops=stops):
-                data = {"interrupt_id": question.input_id, "payload": question_payload(question)}
+                data = {"interrupt_id": question.input_id, "payload": interrupt_json(question)["value"]}
                 asked = [_Envelope("input.requested", self._ns(run_id), data, shown=not answered)]
                 if question.more:
                     return asked
