@@ -20,6 +20,7 @@ const DURABLE = /^\d+-\d+$/; // the ids langgraphjs PR #2805's client sends back
 // (another gateway) if given.
 function wired({ cutAfter = null, resumeAt = null } = {}) {
   const connections = [];
+  const seen = new Set(); // the ids of the events the client took in (`thread.onEvent`)
   let cutBody = null;
   let cutCursor = null;
   const fetchFn = async (url, init = {}) => {
@@ -47,8 +48,16 @@ function wired({ cutAfter = null, resumeAt = null } = {}) {
     const decoder = new TextDecoder();
     let buffered = "";
     let deltas = 0;
+    let cutAt = null; // the id the client is cut after, once it has taken that event in
     const body = new ReadableStream({
       async pull(controller) {
+        if (cutAt !== null) {
+          while (!seen.has(cutAt)) await new Promise((resolve) => setTimeout(resolve, 5));
+          say({ step: "cut", lastEventId: cutAt });
+          controller.error(new TypeError("network connection lost"));
+          reader.cancel().catch(() => {});
+          return;
+        }
         const { done, value } = await reader.read().catch(() => ({ done: true }));
         if (done) return controller.close();
         buffered += decoder.decode(value, { stream: true });
@@ -63,20 +72,19 @@ function wired({ cutAfter = null, resumeAt = null } = {}) {
           if (event.params?.data?.event === "content-block-delta") deltas += 1;
         }
         controller.enqueue(value);
-        const cutting = cutAfter !== null && !connection.cut && connection.filter.channels.includes("messages");
-        if (cutting && deltas >= cutAfter && cutBody === null && !connections.some((c) => c.cut)) {
+        // Cut where a chunk ends with a whole event the client will have: a delta, whose id is durable.
+        const last = connection.frames.at(-1);
+        const cutting = cutAfter !== null && buffered === "" && connection.filter.channels.includes("messages");
+        if (cutting && deltas >= cutAfter && DURABLE.test(last?.event_id ?? "") && !connections.some((c) => c.cut)) {
           connection.cut = true;
           cutBody = init.body;
-          cutCursor = [...connection.frames].reverse().find((e) => DURABLE.test(e.event_id ?? ""))?.event_id ?? null;
-          say({ step: "cut", lastEventId: cutCursor });
-          controller.error(new TypeError("network connection lost"));
-          reader.cancel().catch(() => {});
+          cutCursor = cutAt = last.event_id;
         }
       },
     });
     return new Response(body, { status: response.status, headers: response.headers });
   };
-  return { fetch: fetchFn, connections };
+  return { fetch: fetchFn, connections, seen };
 }
 
 function threadOf({ fetch, transport = "sse", assistantId = options.assistantId ?? "assistant" } = {}) {
@@ -145,6 +153,7 @@ await play({
     const wire = wired({ cutAfter: options.cutAfter ?? null, resumeAt: options.resumeAt ?? null });
     const { thread } = threadOf({ fetch: wire.fetch });
     const events = recorded(thread);
+    thread.onEvent((event) => wire.seen.add(event.event_id));
     const { messages, done } = messagesOf(thread);
     const started = await thread.run.start({ input: question(options.input ?? "hello") });
     await done;
@@ -210,9 +219,15 @@ await play({
       }
     });
     await thread.run.start({ input: question(options.input ?? "hello") });
+    const custom = await thread.subscribe({ channels: ["custom"] });
+    const steers = [];
+    const collected = (async () => {
+      for await (const event of custom) if (event.params.data.name === "steer") steers.push(event.params.data.payload);
+    })();
     await done;
     const answer = await injected;
-    await finish(thread, { injected: answer ?? null, messages, events: summary(events) });
+    await collected;
+    await finish(thread, { injected: answer ?? null, steers, messages, events: summary(events) });
   },
 
   // The built-in `team` agent: its child run shows on lifecycle in a namespace of its own.
@@ -221,9 +236,15 @@ await play({
     const { thread } = threadOf({ fetch: wire.fetch, assistantId: "team" });
     const events = recorded(thread);
     const { messages, done } = messagesOf(thread);
-    await thread.run.start({ input: question(options.input ?? "hello") });
+    await thread.run.start({ input: question(options.input ?? "Ask the assistant what 12 * 7 is") });
+    const toolEvents = await thread.subscribe({ channels: ["tools"] });
+    const tools = [];
+    const collected = (async () => {
+      for await (const event of toolEvents) tools.push({ namespace: event.params.namespace, ...event.params.data });
+    })();
     await done;
-    await finish(thread, { messages, events: summary(events) });
+    await collected;
+    await finish(thread, { messages, tools, events: summary(events) });
   },
 
   // Refusals: an unknown command, a checkpoint command, a stream of an unknown channel.
