@@ -11,7 +11,6 @@ import pytest
 from tests.node.conftest import SLOW, ChatStack, Outcome, run_node
 from tokentail.worker.providers.scripted import scripted_tokens
 
-
 ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
 
 
