@@ -127,6 +127,31 @@ function messagesOf(thread) {
   return { messages, done };
 }
 
+// A socket speaking the protocol's frames: `command` answers by id; events are kept, and told to `onEvent`.
+async function rawSocket(url) {
+  const socket = new WebSocket(url);
+  const pending = new Map();
+  const state = { socket, events: [], onEvent: () => {}, next: 1 };
+  socket.on("message", (data) => {
+    const frame = JSON.parse(String(data));
+    if (frame.type === "event") {
+      state.events.push(frame);
+      state.onEvent(frame);
+    } else pending.get(frame.id)?.(frame);
+  });
+  await new Promise((resolve, reject) => {
+    socket.once("open", resolve);
+    socket.once("error", reject);
+  });
+  state.command = (method, params) =>
+    new Promise((resolve, reject) => {
+      const id = state.next++;
+      pending.set(id, (frame) => (frame.type === "success" ? resolve(frame.result) : reject(new Error(frame.message))));
+      socket.send(JSON.stringify({ id, method, params }));
+    });
+  return state;
+}
+
 const question = (text) => ({ messages: [{ role: "user", content: text }] });
 
 function summary(events) {
@@ -245,6 +270,41 @@ await play({
     await done;
     await collected;
     await finish(thread, { messages, tools, events: summary(events) });
+  },
+
+  // The protocol's frames on raw sockets: a socket cut after `cutAfter` deltas; a second one (at
+  // `resumeAt`) sends subscription.reconnect {last_event_id} before it subscribes, and goes on after it.
+  async socketResume() {
+    const url = (gateway) =>
+      `${gateway.replace(/^http/, "ws")}/langgraph/threads/${options.threadId}/stream/events?token=${options.token}`;
+    const channels = ["messages", "lifecycle"];
+    const first = await rawSocket(url(options.gateway));
+    let deltas = 0;
+    let cursor = null;
+    const cut = new Promise((resolve) => {
+      first.onEvent = (event) => {
+        if (event.params.data.event !== "content-block-delta" || ++deltas < options.cutAfter) return;
+        cursor = event.event_id;
+        first.socket.terminate();
+        first.onEvent = () => {};
+        resolve();
+      };
+    });
+    await first.command("subscription.subscribe", { channels });
+    const started = await first.command("run.start", { assistant_id: "assistant", input: question("hello") });
+    await cut;
+    say({ step: "cut", lastEventId: cursor });
+    const second = await rawSocket(url(options.resumeAt ?? options.gateway));
+    const ended = new Promise((resolve) => {
+      second.onEvent = (event) => {
+        if (event.method === "lifecycle" && event.params.namespace.length === 0 && event.params.data.event === "completed") resolve();
+      };
+    });
+    const reconnected = await second.command("subscription.reconnect", { last_event_id: cursor });
+    await second.command("subscription.subscribe", { channels });
+    await ended;
+    second.socket.close();
+    say({ result: { started, cursor, reconnected, first: first.events, second: second.events } });
   },
 
   // Refusals: an unknown command, a checkpoint command, a stream of an unknown channel.

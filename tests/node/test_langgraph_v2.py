@@ -97,6 +97,24 @@ def test_the_websocket_transport_streams_and_resubscribes_after_its_socket_drops
     assert [e["event"] for e in methods(outcome, "lifecycle", [])] == ["running", "completed"]
 
 
+@pytest.mark.parametrize("where", ["same", "other"])
+def test_a_socket_s_subscription_reconnect_resumes_after_its_last_event_id(chats: ChatStack, where: str) -> None:
+    thread_id = f"socket-cut-{where}"
+    resume_at = chats.url if where == "same" else chats.stack.gateway()
+    result = v2(chats, "socketResume", thread_id, cutAfter=5, resumeAt=resume_at).result
+    run = last_run(chats, thread_id)
+    assert result["started"] == {"run_id": run["run_id"]} and result["reconnected"]["restored"] is True
+    had, got = [e["event_id"] for e in result["first"]], [e["event_id"] for e in result["second"]]
+    assert had[-1] == result["cursor"] and not set(had) & set(got), "nothing sent twice"
+    assert result["second"][0]["seq"] == int(result["cursor"].split("-")[1]) + 1
+
+    def text(events: list[dict[str, Any]]) -> str:
+        deltas = [e["params"]["data"] for e in events if e["method"] == "messages"]
+        return "".join(d["delta"]["text"] for d in deltas if d["event"] == "content-block-delta")
+
+    assert text(result["first"]) + text(result["second"]) == run["output"] == ANSWER, "no gap, no duplicate"
+
+
 def test_an_interrupt_arrives_as_input_requested_and_input_respond_resumes_the_run(chats: ChatStack) -> None:
     token = chats.chat("asks", agent="approve")
     outcome = v2(chats, "interrupt", "asks", token=token, assistantId="approve", response={"approved": True})

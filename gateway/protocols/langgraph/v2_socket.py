@@ -11,7 +11,8 @@
 A subscription is a stream of its own (v2_feed.py): it replays the thread's last run from its start
 (or what follows `since` / `last_event_id`) and goes on across runs until unsubscribed. The SDK
 subscribes again after it reconnects and drops by `event_id` what it has; `subscription.reconnect`
-restarts this socket's subscriptions (or those named) right after `last_event_id` instead.
+restarts this socket's subscriptions (or those named) right after `last_event_id` instead, and those
+it subscribes after it start there too (a new socket sends it first, then its subscribes).
 """
 
 import asyncio
@@ -41,6 +42,7 @@ class ThreadSocket:
         self._lock = asyncio.Lock()  # the subscriptions' tasks and the commands all send
         self._subscriptions: dict[str, tuple[Filter, asyncio.Task[None]]] = {}
         self._count = 0
+        self._cursor: Cursor | None = None  # a reconnect's: where the socket's subscriptions start
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self._lock:
@@ -73,7 +75,7 @@ class ThreadSocket:
                     return failure(command.id, "invalid_argument", str(invalid))
                 self._count += 1
                 subscription_id = f"sub-{self._count}"
-                await self._start(subscription_id, filter, cursor)
+                await self._start(subscription_id, filter, cursor or self._cursor)
                 return success(command.id, {"subscription_id": subscription_id})
             case "subscription.unsubscribe":
                 named = str(params.get("subscription_id"))
@@ -87,13 +89,14 @@ class ThreadSocket:
                     cursor = Cursor.of(str(params.get("last_event_id", "")))
                 except TokentailError as invalid:
                     return failure(command.id, "invalid_argument", str(invalid))
+                self._cursor = cursor
                 listed = params.get("subscriptions")
                 ids = [i for i in self._subscriptions if not isinstance(listed, list) or i in listed]
                 for subscription_id in ids:
                     filter, task = self._subscriptions.pop(subscription_id)
                     await socket_tasks.stop([task])
                     await self._start(subscription_id, filter, cursor)
-                return success(command.id, {"restored": bool(ids)})
+                return success(command.id, {"restored": True, "missed_events": None, "subscriptions": ids})
         return await self.commands.answer(command)
 
     async def _start(self, subscription_id: str, filter: Filter, cursor: Cursor | None) -> None:
