@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from tokentail.gateway.commands.deletion import delete_session
 from tokentail.gateway.commands.turns import ChatTurns
@@ -34,6 +35,17 @@ from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 router = APIRouter(prefix="/langgraph", tags=["langgraph"])
 
+
+class _Named(StringConvertor):
+    """A path's id that is not one of the words LangGraph's routes put in its place: `GET
+    /threads/{thread_id}` is not `POST /threads/search`, nor `GET .../runs/{run_id}` `POST
+    .../runs/wait` (so a 405 there names only POST)."""
+
+    regex = "(?!(?:search|count|stream|wait)$)[^/]+"
+
+
+register_url_convertor("lg_id", _Named())
+
 LastEventIdHeader = Annotated[
     str | None, Header(alias="Last-Event-ID", description="resume after this frame id; -1 (or -): from the start")
 ]
@@ -44,7 +56,7 @@ WAIT_SECONDS = 3600.0  # how long `/runs/wait` and `/join` wait for a run to set
 
 
 class AssistantSearch(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     graph_id: str | None = None
     name: str | None = None
@@ -58,18 +70,18 @@ async def _assistant_list(settings: SettingsDep, body: AssistantSearch) -> list[
     return [assistants.assistant_json(name) for name in names[body.offset : body.offset + body.limit]]
 
 
-@router.post("/assistants/search")
+@router.post("/assistants/search", responses=ERROR_RESPONSES)
 async def search_assistants(settings: SettingsDep, body: AssistantSearch) -> list[dict[str, Any]]:
     """The deployment's agents, as assistants (filtered by `graph_id` or `name`)."""
     return await _assistant_list(settings, body)
 
 
-@router.post("/assistants/count")
+@router.post("/assistants/count", responses=ERROR_RESPONSES)
 async def count_assistants(settings: SettingsDep, body: AssistantSearch) -> int:
     return len(await _assistant_list(settings, body.model_copy(update={"limit": 1_000_000, "offset": 0})))
 
 
-@router.get("/assistants/{assistant_id}", responses=ERROR_RESPONSES)
+@router.get("/assistants/{assistant_id:lg_id}", responses=ERROR_RESPONSES)
 async def get_assistant(assistant_id: str, settings: SettingsDep) -> dict[str, Any]:
     return assistants.assistant_json(assistants.agent_of(assistant_id, settings))
 
@@ -94,7 +106,7 @@ async def get_subgraphs(assistant_id: str, settings: SettingsDep) -> dict[str, A
 
 
 class ThreadCreate(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     thread_id: str | None = None
     metadata: dict[str, Any] | None = None
@@ -102,7 +114,7 @@ class ThreadCreate(BaseModel):
 
 
 class ThreadSearch(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     ids: list[str] | None = None
     limit: int = 10
@@ -110,7 +122,7 @@ class ThreadSearch(BaseModel):
 
 
 class HistoryQuery(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     limit: int = 10
 
@@ -125,14 +137,14 @@ async def create_thread(turns: ChatTurnsDep, body: ThreadCreate | None = None) -
     return threads.thread_json(thread_id, session, events)
 
 
-@router.get("/threads/{thread_id}", responses=ERROR_RESPONSES)
+@router.get("/threads/{thread_id:lg_id}", responses=ERROR_RESPONSES)
 async def get_thread(thread_id: str, turns: ChatTurnsDep) -> dict[str, Any]:
     session_id, _ = await threads.existing_thread(turns, thread_id)
     session, events = await threads.read_thread(turns.store, session_id)
     return threads.thread_json(thread_id, session, events)
 
 
-@router.post("/threads/search")
+@router.post("/threads/search", responses=ERROR_RESPONSES)
 async def search_threads(turns: ChatTurnsDep, body: ThreadSearch | None = None) -> list[dict[str, Any]]:
     """The threads named by `ids` that exist (tokentail keeps no index of a tenant's threads: a
     search without `ids` finds none)."""
@@ -148,7 +160,7 @@ async def search_threads(turns: ChatTurnsDep, body: ThreadSearch | None = None) 
     return found
 
 
-@router.delete("/threads/{thread_id}", status_code=204, responses=ERROR_RESPONSES)
+@router.delete("/threads/{thread_id:lg_id}", status_code=204, responses=ERROR_RESPONSES)
 async def delete_thread(thread_id: str, turns: ChatTurnsDep) -> Response:
     _, session = await threads.existing_thread(turns, thread_id)
     await delete_session(turns.runs, turns.store, session)
@@ -385,7 +397,7 @@ async def list_runs(
     return listed[offset : offset + limit]
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}", responses=ERROR_RESPONSES)
+@router.get("/threads/{thread_id}/runs/{run_id:lg_id}", responses=ERROR_RESPONSES)
 async def get_run(thread_id: str, run_id: str, turns: ChatTurnsDep) -> dict[str, Any]:
     _, session, run = await _run_of(turns, thread_id, run_id)
     return runs.run_json(thread_id, run, session, assistants.assistant_id_of(run.agent or "assistant"))
