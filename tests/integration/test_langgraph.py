@@ -250,6 +250,11 @@ async def test_a_question_ends_the_stream_as_an_interrupt_and_a_command_resumes_
     assert messages[2]["tool_call_id"] == messages[1]["tool_calls"][0]["id"] and messages[2]["content"] == "deleted"
     assert (await client.threads.get_state(tid))["values"]["messages"] == messages
     assert (await client.threads.get(tid))["status"] == "idle"
+    tools = await collect(client.runs.join_stream(tid, run_id, stream_mode="tools", last_event_id="-1"))
+    assert [(part.data["event"], part.data["name"]) for part in tools if part.event == "tools"] == [
+        ("on_tool_start", "delete_files"),
+        ("on_tool_end", "delete_files"),
+    ]
 
 
 async def test_several_questions_are_several_interrupts_answered_by_id(client: Any) -> None:
@@ -373,7 +378,7 @@ async def secured(start_gateway: Callable[..., Any], worker: TokentailWorker) ->
 
 
 async def test_another_tenants_thread_is_not_found(secured: Gateway) -> None:
-    acme: Any = get_client(url=f"{secured.url}/langgraph", headers={"Authorization": f"Bearer {KEY_A}"})
+    acme: Any = get_client(url=f"{secured.url}/langgraph", api_key=KEY_A)  # sent as `x-api-key`
     beta: Any = get_client(url=f"{secured.url}/langgraph", headers={"Authorization": f"Bearer {KEY_B}"})
     await acme.threads.create(thread_id="shared-name")
     await acme.runs.wait("shared-name", "assistant", input="hi")

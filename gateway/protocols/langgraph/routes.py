@@ -13,14 +13,17 @@ error, and that join resumes after the frame it names (render.py), on any gatewa
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict
 from starlette.convertors import StringConvertor, register_url_convertor
+from starlette.requests import HTTPConnection
 
+from tokentail.gateway.access.auth import Caller
 from tokentail.gateway.commands.deletion import delete_session
 from tokentail.gateway.commands.turns import ChatTurns
-from tokentail.gateway.deps import ChatTurnsDep, HubDep, SettingsDep, StreamsDep
+from tokentail.gateway.deps import Bearer, HubDep, QueryToken, SettingsDep, run_commands, streams_for
 from tokentail.gateway.protocols.langgraph import assistants, runs, threads
 from tokentail.gateway.protocols.langgraph.render import DEFAULT_MODES, LangGraphEvents, Position, check_modes
 from tokentail.gateway.protocols.langgraph.state import shown_runs
@@ -45,6 +48,36 @@ class _Named(StringConvertor):
 
 
 register_url_convertor("lg_id", _Named())
+
+# The LangGraph SDKs send their key as `x-api-key` (from LANGGRAPH_API_KEY or LANGSMITH_API_KEY): taken as
+# `Authorization: Bearer` is, which wins when both are sent.
+api_key_header = APIKeyHeader(
+    name="x-api-key", auto_error=False, description="an API key, or a chat token, as LangGraph's SDKs send it"
+)
+
+
+async def langgraph_caller(
+    connection: HTTPConnection,
+    bearer: Bearer,
+    token: QueryToken,
+    x_api_key: Annotated[str | None, Depends(api_key_header)] = None,
+) -> Caller:
+    """The caller, if it may chat (an API key, or a chat token for the thread's chat)."""
+    caller: Caller = connection.app.state.auth.authenticate(bearer.credentials if bearer else x_api_key, token)
+    caller.require_chat()
+    return caller
+
+
+async def _turns(connection: HTTPConnection, caller: Annotated[Caller, Depends(langgraph_caller)]) -> ChatTurns:
+    return run_commands(ChatTurns, connection, caller)
+
+
+async def _streams(connection: HTTPConnection, caller: Annotated[Caller, Depends(langgraph_caller)]) -> Streams:
+    return streams_for(connection, caller)
+
+
+ChatTurnsDep = Annotated[ChatTurns, Depends(_turns)]
+StreamsDep = Annotated[Streams, Depends(_streams)]
 
 LastEventIdHeader = Annotated[
     str | None, Header(alias="Last-Event-ID", description="resume after this frame id; -1 (or -): from the start")
@@ -275,7 +308,7 @@ async def _started(turns: ChatTurns, thread_id: str | None, body: runs.RunCreate
 
 
 async def _stream(turns: ChatTurns, streams: Streams, thread_id: str | None, body: runs.RunCreate) -> Response:
-    modes = check_modes(body.modes)
+    modes = check_modes(body.modes) or ("values",)
     async with streams.reserve() as reserved:  # the stream's slot first: a 429 started nothing
         thread_id, session_id, run, after = await _started(turns, thread_id, body)
         return await _open_run(
