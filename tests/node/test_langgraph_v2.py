@@ -11,6 +11,8 @@ import pytest
 from tests.node.conftest import SLOW, ChatStack, Outcome, run_node
 from tokentail.worker.providers.scripted import scripted_tokens
 
+pytestmark = pytest.mark.langgraph
+
 ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
 
 

@@ -108,11 +108,20 @@ class Conversation:
         self._open: dict[str, Message] = {}  # per run: its AI message still taking text or calls
         self._calls: dict[tuple[str, str], str] = {}  # (run, call id) -> the tool's name
         self._steers: dict[str, str] = {}  # steer id -> its input, until taken in
+        self.questions: dict[str, list[InputRequired]] = {}  # per run, those asked and not yet answered
+        # Runs a drop left with their text open: the attempt that goes on continues that AI message.
+        self._going_on: set[str] = set()
 
     def of(self, run_id: str) -> list[Message]:
         return self.messages.get(run_id, [])
 
     def apply(self, operation: op.Operation) -> list[tuple[Any, ...]]:  # noqa: C901 (one case per operation)
+        if isinstance(operation, op.BlockOpened | op.ToolCalled) and operation.run_id in self._going_on:
+            self._going_on.discard(operation.run_id)
+            if isinstance(operation, op.BlockOpened) and operation.kind == "text":
+                return []  # the text the drop kept goes on in the same message
+        elif not isinstance(operation, op.GapFound | op.BlockClosed | op.ContentDropped):
+            self._going_on.discard(operation.run_id)
         match operation:
             case op.RunOpened(run_id=run_id, input=text):
                 self.messages[run_id] = [human_message(human_message_id(run_id), text)]
@@ -147,7 +156,16 @@ class Conversation:
                 | op.ToolDenied(run_id=run_id, call_id=call_id, error=error)
             ):
                 return self._result(run_id, call_id, error, error=True)
-            case op.QuestionAsked(run_id=run_id) | op.RunEnded(run_id=run_id) | op.ChildEnded(child_run_id=run_id):
+            case op.QuestionAsked(run_id=run_id, question=question, answered=answered):
+                if not answered:
+                    self.questions.setdefault(run_id, []).append(question)
+                return self._finish(run_id)
+            case op.QuestionAnswered(run_id=run_id, input_id=input_id):
+                left = [asked for asked in self.questions.get(run_id, []) if asked.input_id != input_id]
+                self.questions[run_id] = left
+                return []
+            case op.RunEnded(run_id=run_id) | op.ChildEnded(child_run_id=run_id):
+                self.questions.pop(run_id, None)
                 return self._finish(run_id)
             case op.SteerShown(steer_id=steer_id, status="accepted", input=text):
                 self._steers[steer_id] = text or ""
@@ -158,10 +176,14 @@ class Conversation:
                 self._list(run_id).append(steer)
                 return [*changes, ("done", steer)]
             case op.ContentDropped(run_id=run_id, kept=kept):
+                self._going_on.discard(run_id)
                 self._open.pop(run_id, None)
                 self.messages[run_id] = self.messages.get(run_id, [])[:1]  # its input stays
                 for again in kept:
                     self.apply(again)
+                last = self.messages[run_id][-1]
+                if self._open.get(run_id) is last and not last["tool_calls"]:
+                    self._going_on.add(run_id)
                 return [("reset", run_id)]
         return []
 
