@@ -52,9 +52,9 @@ NOT_SUPPORTED = {
 
 
 class Command(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: int = Field(ge=0)
-    method: str
+    model_config = ConfigDict(extra="allow", strict=True)  # `"id": false` is no command id
+    id: int = Field(ge=0, description="the client's number for the command, which its response carries")
+    method: str = Field(description="`run.start`, `input.respond`, `input.inject`, `state.get`, `agent.getTree`")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
