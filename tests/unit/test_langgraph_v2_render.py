@@ -71,6 +71,7 @@ def test_a_cursor_resumes_after_an_event_or_within_one() -> None:
     assert Cursor.of("1700000000000-7.1") == Cursor(6, 2)  # had envelopes 0 and 1 of event 7
     assert Cursor.of("1700000000000-7.values") == Cursor(7)
     assert Cursor.of("7") == Cursor(7)
+    assert Cursor.since(7) == Cursor(6) and Cursor.since(0) == Cursor(0)  # the event of that seq again, whole
     for bad in ("abc", "1-0.0", "-1", "1-2-3"):
         with pytest.raises(InvalidLastEventId):
             Cursor.of(bad)

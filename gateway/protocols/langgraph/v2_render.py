@@ -65,6 +65,13 @@ class Cursor:
     within: int = 0
 
     @classmethod
+    def since(cls, seq: int) -> "Cursor":
+        """A `since`: the seq of the last envelope a client has, which others of that event may share
+        (langgraph-sdk's v2 client sends the highest it saw). The event is sent again, whole: the SDKs
+        drop by `event_id` the envelopes they had, and none is missed."""
+        return cls(max(seq - 1, 0))
+
+    @classmethod
     def of(cls, last_event_id: str) -> "Cursor":
         match = re.fullmatch(r"(?:\d{1,15}-)?(\d{1,18})(?:\.(\d{1,4}|values))?", last_event_id.strip())
         if match is None:

@@ -56,7 +56,7 @@ async def stream_events(
 ) -> StreamingResponse:
     """The thread's events as `filter` asks, from its last run's start, or after `Last-Event-ID` (an
     `event_id`: `<ms>-<seq>`, or `<ms>-<seq>.<k>`) or `since`; for as long as the client stays."""
-    cursor = Cursor.of(last_event_id) if last_event_id else Cursor(body.since) if body.since is not None else None
+    cursor = Cursor.of(last_event_id) if last_event_id else Cursor.since(body.since) if body.since is not None else None
     store = turns.store
     session = await store.get_session(await thread_session(turns, thread_id))  # 404 before its first run
     slot = await streams.slots.take(streams.caller.tenant, streams.caller.session_id)

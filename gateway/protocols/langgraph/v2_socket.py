@@ -132,5 +132,5 @@ def _cursor_of(params: dict[str, Any]) -> Cursor | None:
     if isinstance(last_event_id, str) and last_event_id:
         return Cursor.of(last_event_id)
     if isinstance(since, int) and since >= 0:
-        return Cursor(since)
+        return Cursor.since(since)
     return None
