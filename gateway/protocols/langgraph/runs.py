@@ -1,0 +1,185 @@
+"""LangGraph runs: a run is a tokentail run of the thread's session (its `run_id`, `r_…`), of the agent
+its `assistant_id` names.
+
+    input            `{"messages": [...]}` (LangChain dicts or `{"role", "content"}`), a string, or
+                     `{"input": str}`: the last human message is the run's input (the thread's history
+                     stays in tokentail); anything else is a 422
+    command.resume   answers the questions the thread's run waits for: a value answers the one open,
+                     `{input_id: value, ...}` several; the run goes on (the run returned is that run)
+    multitask_strategy  reject (409) | enqueue | interrupt | rollback: tokentail's `multitask`
+    if_not_exists    create: a thread never made is made by the run; reject (the default): 404
+"""
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokentail.gateway.access.ids import new_run_id
+from tokentail.gateway.commands.turns import ChatTurns, check_chat_token_choices, check_params, check_size
+from tokentail.gateway.protocols.langgraph.assistants import agent_of
+from tokentail.gateway.protocols.langgraph.state import iso, waiting_questions
+from tokentail.gateway.protocols.langgraph.threads import new_thread_id, thread_session
+from tokentail.gateway.schemas import CreateRun
+from tokentail.shared.vocabulary.errors import InputNotPending, InvalidInput, SessionNotFound
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
+
+RunStatus = Literal["pending", "running", "error", "success", "timeout", "interrupted"]
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    resume: Any = None
+    update: Any = None
+    goto: Any = None
+
+
+class RunCreate(BaseModel):
+    """The body of `POST /threads/{tid}/runs[/stream|/wait]` (and the threadless `/runs...`), as
+    `langgraph-sdk` sends it. Fields tokentail has no use for are taken and ignored (documented in
+    docs/langgraph.md)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    assistant_id: str
+    input: Any = None
+    command: Command | None = None
+    stream_mode: str | list[str] = "values"
+    stream_subgraphs: bool = False
+    stream_resumable: bool = False
+    on_disconnect: Literal["cancel", "continue"] = "continue"
+    multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"] = "reject"
+    if_not_exists: Literal["create", "reject"] = "reject"
+    metadata: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    webhook: str | None = None
+    interrupt_before: Any = None
+    interrupt_after: Any = None
+    checkpoint_id: str | None = None
+    after_seconds: float | None = Field(default=None, ge=0)
+
+    @property
+    def modes(self) -> list[str]:
+        return [self.stream_mode] if isinstance(self.stream_mode, str) else list(self.stream_mode)
+
+
+def input_text(value: Any) -> str:
+    """The run's input: the last human message of `input.messages`, or a plain string."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("input"), str) and "messages" not in value:
+        return str(value["input"])
+    messages = value.get("messages") if isinstance(value, dict) else None
+    if isinstance(messages, str | dict):
+        messages = [messages]
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, str):
+                return message
+            if isinstance(message, dict) and (message.get("type") or message.get("role")) in ("human", "user"):
+                return _content_text(message.get("content"))
+    raise InvalidInput(
+        "input: a run's input is {'messages': [...]} whose last human message is the input, a string, or "
+        "{'input': '...'}"
+    )
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            part if isinstance(part, str) else part.get("text", "") for part in content if isinstance(part, str | dict)
+        ]
+        return "".join(str(text) for text in texts)
+    raise InvalidInput("input: a message's content is a string or a list of text blocks")
+
+
+def resume_answers(resume: Any, session: SessionRecord) -> dict[str, Any]:
+    """`command.resume` as answers by input id: a map naming open questions answers those; any other
+    value answers the one open question (several open: name each)."""
+    open_ids = [question.input_id for question in waiting_questions(session)]
+    if not open_ids:
+        raise InputNotPending("command.resume: the thread's run waits for no answer")
+    if isinstance(resume, dict) and resume and all(key in open_ids for key in resume):
+        return dict(resume)
+    if len(open_ids) > 1:
+        raise InvalidInput(
+            f"command.resume: the run waits for {len(open_ids)} answers: send {{interrupt_id: value}} for {open_ids!r}"
+        )
+    return {open_ids[0]: resume}
+
+
+async def start_run(turns: ChatTurns, thread_id: str | None, body: RunCreate) -> tuple[str, str, RunRecord]:
+    """Start a run of thread `thread_id` (None: a thread made for it) as `body` asks, or answer its
+    waiting run (`command.resume`): the thread's id, its session's, and the run (with `queued_seq`)."""
+    agent = agent_of(body.assistant_id, turns.settings)
+    creating = thread_id is None or body.if_not_exists == "create"
+    thread_id = thread_id or new_thread_id()
+    session_id = await thread_session(turns, thread_id)
+    try:
+        session: SessionRecord | None = await turns.store.get_session(session_id)
+    except SessionNotFound:
+        if not creating:
+            raise SessionNotFound(thread_id) from None
+        session = None
+    if body.command is not None and body.command.resume is not None:
+        if session is None:
+            raise InputNotPending("command.resume: the thread has no run waiting for an answer")
+        run, _ = await turns.answer(session, resume_answers(body.command.resume, session))
+        return thread_id, session_id, run
+    text = input_text(body.input)
+    check_size(text, turns.settings)
+    multitask = body.multitask_strategy
+    check_chat_token_choices(turns.caller, CreateRun(input=text, multitask=multitask), turns.settings)
+    run = RunRecord(run_id=new_run_id(), input=text, agent=agent)
+    if session is None:
+        await turns.budget.spend(turns.caller.tenant)
+        webhook = await turns.webhooks.url_for(turns.caller.tenant)
+        made = SessionRecord(
+            session_id=session_id,
+            created_at=time.time(),
+            tenant=turns.caller.tenant,
+            metadata=body.metadata or {},
+            webhook=webhook,
+        )
+        await turns.runs.queue_run(session_id, run, multitask="enqueue", create=made, if_missing=True)
+        return thread_id, session_id, run
+    run.model, run.params = session.model, dict(session.params)
+    check_params(run.model, run.params)
+    await turns.budget.spend(turns.caller.tenant)
+    await turns.runs.queue_run(session_id, run, multitask=multitask)
+    return thread_id, session_id, run
+
+
+def run_status(run: RunRecord, session: SessionRecord) -> RunStatus:
+    """A run's status as LangGraph names it: a run waiting for answers is `success` (LangGraph's run
+    ends at its interrupt; the thread is `interrupted`), one waiting for its child runs `running`."""
+    match run.status:
+        case "queued":
+            return "pending"
+        case "running":
+            return "running"
+        case "waiting":
+            return "success" if run.run_id == session.active_run_id and waiting_questions(session) else "running"
+        case "completed":
+            return "success"
+        case "failed":
+            return "error"
+    return "interrupted"
+
+
+def run_json(thread_id: str, run: RunRecord, session: SessionRecord, assistant_id: str) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "thread_id": thread_id,
+        "assistant_id": assistant_id,
+        "created_at": iso(run.queued_at),
+        "updated_at": iso(run.finished_at or run.started_at or run.queued_at),
+        "status": run_status(run, session),
+        "metadata": {},
+        "multitask_strategy": "reject",
+        "kwargs": {"input": {"messages": [{"type": "human", "content": run.input}]}},
+    }
