@@ -112,24 +112,39 @@ def resume_answers(resume: Any, session: SessionRecord) -> dict[str, Any]:
     return {open_ids[0]: resume}
 
 
-async def start_run(turns: ChatTurns, thread_id: str | None, body: RunCreate) -> tuple[str, str, RunRecord]:
-    """Start a run of thread `thread_id` (None: a thread made for it) as `body` asks, or answer its
-    waiting run (`command.resume`): the thread's id, its session's, and the run (with `queued_seq`)."""
-    agent = agent_of(body.assistant_id, turns.settings)
-    creating = thread_id is None or body.if_not_exists == "create"
+async def _thread(turns: ChatTurns, thread_id: str | None, creating: bool) -> tuple[str, str, SessionRecord | None]:
+    """The thread (made here if None), its session's id, and its record (None: never made, and
+    `creating` allows it; else 404)."""
+    creating = creating or thread_id is None
     thread_id = thread_id or new_thread_id()
     session_id = await thread_session(turns, thread_id)
     try:
-        session: SessionRecord | None = await turns.store.get_session(session_id)
+        return thread_id, session_id, await turns.store.get_session(session_id)
     except SessionNotFound:
         if not creating:
             raise SessionNotFound(thread_id) from None
-        session = None
+        return thread_id, session_id, None
+
+
+async def resume_run(turns: ChatTurns, thread_id: str | None, body: RunCreate) -> tuple[str, str, RunRecord, int]:
+    """Answer the questions the thread's run waits for (`body.command.resume`): the thread's id, its
+    session's, the run (it goes on), and the id of the last answer's `input.received`."""
+    assert body.command is not None
+    thread_id, session_id, session = await _thread(turns, thread_id, creating=False)
+    if session is None:
+        raise InputNotPending("command.resume: the thread has no run waiting for an answer")
+    run, seq = await turns.answer(session, resume_answers(body.command.resume, session))
+    return thread_id, session_id, run, seq
+
+
+async def start_run(turns: ChatTurns, thread_id: str | None, body: RunCreate) -> tuple[str, str, RunRecord]:
+    """Start a run of thread `thread_id` (None: a thread made for it) as `body` asks, or answer its
+    waiting run (`command.resume`): the thread's id, its session's id, and the run (`queued_seq` set)."""
     if body.command is not None and body.command.resume is not None:
-        if session is None:
-            raise InputNotPending("command.resume: the thread has no run waiting for an answer")
-        run, _ = await turns.answer(session, resume_answers(body.command.resume, session))
+        thread_id, session_id, run, _ = await resume_run(turns, thread_id, body)
         return thread_id, session_id, run
+    agent = agent_of(body.assistant_id, turns.settings)
+    thread_id, session_id, session = await _thread(turns, thread_id, body.if_not_exists == "create")
     text = input_text(body.input)
     check_size(text, turns.settings)
     multitask = body.multitask_strategy

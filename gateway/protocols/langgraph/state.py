@@ -108,6 +108,7 @@ class Conversation:
         self._open: dict[str, Message] = {}  # per run: its AI message still taking text or calls
         self._calls: dict[tuple[str, str], str] = {}  # (run, call id) -> the tool's name
         self._steers: dict[str, str] = {}  # steer id -> its input, until taken in
+        self.questions: dict[str, list[InputRequired]] = {}  # per run, those asked and not yet answered
 
     def of(self, run_id: str) -> list[Message]:
         return self.messages.get(run_id, [])
@@ -147,7 +148,16 @@ class Conversation:
                 | op.ToolDenied(run_id=run_id, call_id=call_id, error=error)
             ):
                 return self._result(run_id, call_id, error, error=True)
-            case op.QuestionAsked(run_id=run_id) | op.RunEnded(run_id=run_id) | op.ChildEnded(child_run_id=run_id):
+            case op.QuestionAsked(run_id=run_id, question=question, answered=answered):
+                if not answered:
+                    self.questions.setdefault(run_id, []).append(question)
+                return self._finish(run_id)
+            case op.QuestionAnswered(run_id=run_id, input_id=input_id):
+                left = [asked for asked in self.questions.get(run_id, []) if asked.input_id != input_id]
+                self.questions[run_id] = left
+                return []
+            case op.RunEnded(run_id=run_id) | op.ChildEnded(child_run_id=run_id):
+                self.questions.pop(run_id, None)
                 return self._finish(run_id)
             case op.SteerShown(steer_id=steer_id, status="accepted", input=text):
                 self._steers[steer_id] = text or ""

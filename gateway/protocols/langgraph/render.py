@@ -1,0 +1,342 @@
+"""LangGraph's v1 stream (`event: <mode>`, `data: <json>`), from a session's stored events, in the
+modes a run's stream asks for:
+
+    metadata        {run_id, attempt}: what a stream of a run opens with (a thread's: at each run)
+    values          the thread's state (`values.messages`: state.py) after each step: a run's input,
+                    each message complete (an AI message, a tool's result), a drop, the run's end; at a
+                    question, with `__interrupt__` (the questions as interrupts)
+    messages-tuple  event `messages`, data [chunk, metadata]: `AIMessageChunk`s of each text delta and
+                    tool call (the message's id is state.py's), each tool's result as a `tool` message
+    messages        LangGraph's older form: `messages/metadata`, `messages/partial` (the AI message so
+                    far), `messages/complete`
+    updates         {"agent": {"messages": [ai]}}, {"tools": {"messages": [tool]}}, {"__interrupt__": [...]}
+    events          astream_events' `on_chat_model_stream`, `on_tool_start`/`on_tool_end`,
+                    `on_chain_start`/`on_chain_end`
+    custom          tokentail's own: `data.<name>` as {"name", "data"}, a status as
+                    {"name": "status", "data": {"text"}}, steers and gaps likewise
+    error           a run that failed: {"error": its type, "message"}
+
+A child run's (docs/subagents.md) go out, with `stream_subgraphs`, as `<mode>|<name>:<child run id>`
+(a grandchild's: `<mode>|<child ns>|<name>:<id>`); without it, the parent's tool call shows it.
+A stream of one run ends at its end, or at a question it stops at (LangGraph's runs end at an interrupt).
+
+Frame ids: the last frame a stored event became has the event's id (the session's seq), the frames
+before it `<seq>.<k>` (the k-th, from 0), so a reconnect with `Last-Event-ID` continues after the
+frame it has, within an event too, on any gateway (`Position`). What opens a stream has the id of
+the position the client has. The frames an event becomes depend only on the events before it and the
+stream's modes, so a resume at a frame gets what followed it, once.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tokentail.gateway.protocols.langgraph import state
+from tokentail.gateway.protocols.langgraph.state import Conversation, Message
+from tokentail.gateway.reading import operations as op
+from tokentail.gateway.reading.reducer import Reducer
+from tokentail.gateway.reading.renderer import FramedRenderer, compact
+from tokentail.shared.store.reads import StoredEvent
+from tokentail.shared.vocabulary.errors import InvalidInput, InvalidLastEventId
+from tokentail.shared.vocabulary.events import Gap, RunFailed
+
+# The modes a stream serves, and those it refuses (422: `check_modes`).
+MODES = ("values", "messages-tuple", "messages", "updates", "events", "custom")
+REFUSED = {
+    "debug": "tokentail runs no graph: it has no tasks or checkpoints to debug",
+    "tasks": "tokentail runs no graph: it has no Pregel tasks",
+    "checkpoints": "tokentail keeps no checkpoints (a session's events are its history)",
+}
+# What a join with no `stream_mode` (and a thread's `run_modes`) streams: what `useStream` reads.
+DEFAULT_MODES = ("values", "messages-tuple", "updates", "custom")
+
+Part = tuple[str, Any]  # an SSE event's name and its data
+
+
+def check_modes(modes: list[str]) -> tuple[str, ...]:
+    """The modes asked (an empty one left out), each one served; a 422 naming those served if not."""
+    asked = tuple(dict.fromkeys(mode for mode in modes if mode))
+    for mode in asked:
+        if mode not in MODES:
+            why = REFUSED.get(mode, "not a LangGraph stream mode")
+            raise InvalidInput(f"stream_mode {mode!r} is not served ({why}); the modes served: {', '.join(MODES)}")
+    return asked
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a client resumes: after event `after`, having also the first `within` frames of the event
+    after it (a `Last-Event-ID` of `<seq>.<k>`)."""
+
+    after: int
+    within: int = 0
+
+    @classmethod
+    def of(cls, last_event_id: str) -> "Position":
+        match = re.fullmatch(r"(\d{1,18})(?:\.(\d{1,4}))?", last_event_id)
+        seq, part = match.groups() if match is not None else ("", None)
+        if part is None and seq:
+            return cls(int(seq))
+        if not seq or int(seq) == 0:
+            raise InvalidLastEventId(
+                last_event_id, "a frame id: <event id>, <event id>.<frame>, or -1 (from the start)"
+            )
+        return cls(int(seq) - 1, int(part or 0) + 1)
+
+
+def framed(parts: list[Part], seq: int | None) -> list[str]:
+    """Each part as an SSE frame with its id (none for a gap's)."""
+    frames = []
+    last = len(parts) - 1
+    for index, (event, data) in enumerate(parts):
+        frame_id = "" if seq is None else f"id: {seq}\n" if index == last else f"id: {seq}.{index}\n"
+        frames.append(f"event: {event}\n{frame_id}data: {compact(data)}\n\n")
+    return frames
+
+
+class LangGraphEvents(FramedRenderer[Part]):
+    """One client's v1 stream of a thread's runs: one run and its children (`run_id`), or every run
+    (a thread's join: `run_id` None, ending once the thread is idle).
+
+    `before`: the session's events up to where the stream reads from, reduced first (nothing sent),
+    so its values hold the thread so far and a run already streaming goes on in the same message;
+    `runs`: the runs whose messages the thread's values show, in order (a run queued later is shown
+    as it opens); `quiet_until` and `within`: what the client has (`Position`); `answered`: questions
+    answered when the stream opened (a replay goes past them); `opening`: the metadata to open with
+    (a fresh stream of a run: its id and attempt), else None."""
+
+    def __init__(
+        self,
+        thread_id: str,
+        run_id: str | None,
+        modes: tuple[str, ...],
+        *,
+        before: list[StoredEvent],
+        runs: list[str],
+        subgraphs: bool = False,
+        quiet_until: int = 0,
+        within: int = 0,
+        answered: frozenset[str] = frozenset(),
+        opening: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(Reducer(None, quiet_until, answered))
+        self.thread_id, self.root, self.modes, self.subgraphs = thread_id, run_id, frozenset(modes), subgraphs
+        self.conversation = Conversation()
+        self.runs = list(runs)
+        self._has_until, self._within, self._opening = quiet_until, within, opening
+        self._spaces: dict[str, tuple[str, ...]] = {}  # a child run -> its namespace
+        self._step = 0
+        self._streamed: set[str] = set()  # AI messages that sent `messages/metadata`
+        self._sent: dict[str, int] = {}  # per AI message, how much of its text the client got (a drop resends none)
+        for event in before:
+            for operation in self.reducer.reduce(event):
+                self._follow(operation)
+                self.conversation.apply(operation)
+
+    # -- framing --
+
+    def opening(self, gap: Gap | None) -> list[Part]:
+        opened = [("metadata", self._opening)] if self._opening is not None else []
+        return opened + super().opening(gap)
+
+    def head(self, gap: Gap | None) -> bytes:
+        return self.frames(self.opening(gap), self._has_until)
+
+    def frames(self, parts: list[Part], seq: int | None) -> bytes:
+        frames = framed(parts, seq)
+        if self._within and seq == self._has_until + 1:
+            frames = frames[self._within :]  # the client has these: its stream was cut inside this event
+            self._within = 0
+        return "".join(frames).encode()
+
+    # -- rendering --
+
+    def _follow(self, operation: op.Operation) -> None:
+        """Learn the runs: a child of a run shown, its namespace; a session's run, its place."""
+        if isinstance(operation, op.ChildStarted):
+            parent = self._spaces.get(operation.run_id, ())
+            if operation.run_id in self._spaces or self._shows(operation.run_id):
+                self._spaces[operation.child_run_id] = (*parent, f"{operation.name}:{operation.child_run_id}")
+        elif isinstance(operation, op.RunOpened) and operation.run_id not in self.runs and self.root is None:
+            self.runs.append(operation.run_id)
+
+    def _shows(self, run_id: str) -> bool:
+        """Whether a session's run is one this stream shows (with its children)."""
+        return run_id == self.root if self.root is not None else run_id in self.runs
+
+    def render(self, operation: op.Operation) -> list[Part]:
+        if isinstance(operation, op.GapFound):
+            return self._custom("gap", operation.gap.model_dump(), ())
+        self._follow(operation)
+        changes = self.conversation.apply(operation)
+        run_id = operation.run_id
+        space = self._spaces.get(run_id)
+        if space is None and not self._shows(run_id):
+            return []  # another run of the session (its messages count in the thread's values)
+        if space is not None and not self.subgraphs:
+            return []  # a child's: its parent's tool call shows it
+        ns = space or ()
+        parts = self._render(operation, run_id, changes, ns)
+        if isinstance(operation, op.RunEnded) and operation.run_id == self.root:
+            self.finished = True
+        if isinstance(operation, op.QuestionAsked) and operation.stops and self.root is not None:
+            self.finished = True  # LangGraph's run ends at its interrupt: the answer goes on as `command.resume`
+        return parts
+
+    def _render(  # noqa: C901 (one case per operation)
+        self, operation: op.Operation, run_id: str, changes: list[tuple[Any, ...]], ns: tuple[str, ...]
+    ) -> list[Part]:
+        parts: list[Part] = []
+        match operation:
+            case op.RunOpened():
+                if self.root is None:
+                    parts.append(("metadata", {"run_id": run_id, "attempt": 1}))
+                parts += self._event("on_chain_start", run_id, ns, {"input": {"messages": self._values(run_id, ns)}})
+            case op.StatusShown(text=text):
+                parts += self._custom("status", {"text": text}, ns)
+            case op.DataShown(name=name, data=data):
+                parts += self._custom(name, data, ns)
+            case op.SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
+                parts += self._custom(
+                    "steer", {"steer_id": steer_id, "status": status, "input": text, "reason": reason}, ns
+                )
+            case op.ToolCalled(call_id=call_id, name=name, arguments=arguments):
+                parts += self._event("on_tool_start", run_id, ns, {"input": arguments}, name=name, call_id=call_id)
+        for change in changes:
+            parts += self._change(change, run_id, ns)
+        match operation:
+            case op.QuestionAsked(stops=True):
+                interrupts = [state.interrupt_json(question) for question in self._asked(run_id)]
+                parts += self._mode("updates", ns, {"__interrupt__": interrupts})
+                parts += self._mode("values", ns, {**self._state(run_id, ns), "__interrupt__": interrupts})
+            case op.ContentDropped():
+                parts += self._mode("values", ns, self._state(run_id, ns))
+            case op.RunEnded(ending=ending) | op.ChildEnded(ending=ending):
+                parts += self._mode("values", ns, self._state(run_id, ns))
+                parts += self._event("on_chain_end", run_id, ns, {"output": self._state(run_id, ns)})
+                if isinstance(ending, RunFailed) and not ns:
+                    parts.append(("error", {"error": ending.error.type, "message": ending.error.message}))
+        return parts
+
+    def _asked(self, run_id: str) -> list[Any]:
+        """The questions of run `run_id` open now, asked at once (the last batch the conversation saw)."""
+        return list(self._questions.get(run_id, []))
+
+    def _change(self, change: tuple[Any, ...], run_id: str, ns: tuple[str, ...]) -> list[Part]:
+        kind = change[0]
+        if kind == "chunk":
+            _, message_id, text = change
+            return self._chunk(message_id, text, run_id, ns)
+        if kind == "call":
+            _, message_id, call = change
+            return self._called(message_id, call, run_id, ns)
+        if kind == "reset":
+            return []
+        message: Message = change[1]
+        self._step += 1
+        parts: list[Part] = []
+        if message["type"] == "tool":
+            parts += self._mode("messages-tuple", ns, [message, self._meta(run_id, ns, "tools")], event="messages")
+            parts += self._event("on_tool_end", run_id, ns, {"output": message}, name=message["name"])
+            parts += self._mode("updates", ns, {"tools": {"messages": [message]}})
+        elif message["type"] == "ai":
+            parts += self._mode("updates", ns, {"agent": {"messages": [message]}})
+        parts += self._mode("messages", ns, [message], event="messages/complete")
+        parts += self._mode("values", ns, self._state(run_id, ns))
+        return parts
+
+    def _chunk(self, message_id: str, text: str, run_id: str, ns: tuple[str, ...]) -> list[Part]:
+        message = self._message(run_id, message_id)
+        sent = self._sent.get(message_id, 0)
+        content = message["content"] if message is not None else text
+        if len(content) <= sent:
+            return []  # a drop took it back and the run streams it again: the client has it
+        new = content[max(sent, len(content) - len(text)) :]
+        self._sent[message_id] = len(content)
+        chunk = _chunk(message_id, new)
+        parts = self._metadata_once(message_id, run_id, ns)
+        parts += self._mode("messages-tuple", ns, [chunk, self._meta(run_id, ns, "agent")], event="messages")
+        if message is not None:
+            parts += self._mode("messages", ns, [message], event="messages/partial")
+        parts += self._event("on_chat_model_stream", run_id, ns, {"chunk": chunk})
+        return parts
+
+    def _called(self, message_id: str, call: dict[str, Any], run_id: str, ns: tuple[str, ...]) -> list[Part]:
+        chunk = _chunk(message_id, "", call)
+        parts = self._metadata_once(message_id, run_id, ns)
+        parts += self._mode("messages-tuple", ns, [chunk, self._meta(run_id, ns, "agent")], event="messages")
+        message = self._message(run_id, message_id)
+        if message is not None:
+            parts += self._mode("messages", ns, [message], event="messages/partial")
+        return parts
+
+    def _metadata_once(self, message_id: str, run_id: str, ns: tuple[str, ...]) -> list[Part]:
+        if message_id in self._streamed or "messages" not in self.modes:
+            return []
+        self._streamed.add(message_id)
+        return self._mode(
+            "messages", ns, {message_id: {"metadata": self._meta(run_id, ns, "agent")}}, event="messages/metadata"
+        )
+
+    # -- shapes --
+
+    def _mode(self, mode: str, ns: tuple[str, ...], data: Any, event: str | None = None) -> list[Part]:
+        if mode not in self.modes:
+            return []
+        return [("|".join((event or mode, *ns)), data)]
+
+    def _custom(self, name: str, data: Any, ns: tuple[str, ...]) -> list[Part]:
+        return self._mode("custom", ns, {"name": name, "data": data})
+
+    def _event(self, kind: str, run_id: str, ns: tuple[str, ...], data: dict[str, Any], **more: Any) -> list[Part]:
+        if "events" not in self.modes:
+            return []
+        body = {"event": kind, "name": more.get("name") or "agent", "run_id": more.get("call_id") or run_id}
+        return self._mode("events", ns, {**body, "tags": [], "metadata": self._meta(run_id, ns, "agent"), "data": data})
+
+    def _meta(self, run_id: str, ns: tuple[str, ...], node: str) -> dict[str, Any]:
+        return {
+            "thread_id": self.thread_id,
+            "run_id": run_id,
+            "langgraph_node": node,
+            "langgraph_step": self._step,
+            "langgraph_checkpoint_ns": "|".join(ns),
+            "tags": [],
+        }
+
+    def _message(self, run_id: str, message_id: str) -> Message | None:
+        return next((m for m in reversed(self.conversation.of(run_id)) if m["id"] == message_id), None)
+
+    def _values(self, run_id: str, ns: tuple[str, ...]) -> list[Message]:
+        if ns:
+            return list(self.conversation.of(run_id))  # a child's own conversation
+        return [message for shown in self.runs for message in self.conversation.of(shown)]
+
+    def _state(self, run_id: str, ns: tuple[str, ...]) -> dict[str, Any]:
+        return {"messages": self._values(run_id, ns)}
+
+    @property
+    def _questions(self) -> dict[str, list[Any]]:
+        return self.conversation.questions
+
+
+def _chunk(message_id: str, text: str, call: dict[str, Any] | None = None) -> Message:
+    """An `AIMessageChunk`: text, or one tool call (whole: tokentail's calls arrive whole)."""
+    chunk: Message = {
+        "type": "AIMessageChunk",
+        "id": message_id,
+        "content": text,
+        "additional_kwargs": {},
+        "response_metadata": {},
+        "tool_calls": [],
+        "tool_call_chunks": [],
+        "invalid_tool_calls": [],
+    }
+    if call is not None:
+        chunk["tool_calls"] = [call]
+        args = json.dumps(call["args"], ensure_ascii=False)
+        chunk["tool_call_chunks"] = [
+            {"name": call["name"], "args": args, "id": call["id"], "index": 0, "type": "tool_call_chunk"}
+        ]
+    return chunk
