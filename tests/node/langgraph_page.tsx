@@ -6,7 +6,7 @@
 // `--alias:@langchain/langgraph-sdk=langgraph-sdk-2` (2.0.0), and drives it in Chromium.
 import type { Message } from "@langchain/langgraph-sdk";
 import { useStream } from "@langchain/langgraph-sdk/react";
-import { useState } from "react";
+import { useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
 
 const query = new URLSearchParams(location.search);
@@ -17,38 +17,35 @@ const assistantId = query.get("assistant") ?? "assistant"; // a catalog agent's 
 const chatToken = query.get("token");
 const HEADERS: Record<string, string> = chatToken ? { Authorization: `Bearer ${chatToken}` } : {};
 
-// Every request the hook makes, in order, kept in sessionStorage (where the hook keeps its run id) so that
-// a reload adds to the list: what the test reports as useStream's calls.
-const LOG = "tokentail:requests";
-type Logged = { method: string; path: string; lastEventId?: string; body?: unknown; status?: number };
+// Every request the hook makes, in order, and each length the answer is shown at: kept in sessionStorage
+// (where the hook keeps its run's id) so that a reload adds to the list. The test reports the requests as
+// useStream's calls, and reads from the lengths that no replay showed the answer twice, even for a moment.
+const LOG = "tokentail:log";
+type Logged =
+  | { method: string; path: string; lastEventId?: string; body?: unknown; status?: number }
+  | { shown: number };
 
-function record(entry: Logged): number {
-  const requests: Logged[] = JSON.parse(sessionStorage.getItem(LOG) ?? "[]");
-  requests.push(entry);
-  sessionStorage.setItem(LOG, JSON.stringify(requests));
-  return requests.length - 1;
-}
-
-function answered(index: number, status: number): void {
-  const requests: Logged[] = JSON.parse(sessionStorage.getItem(LOG) ?? "[]");
-  requests[index].status = status;
-  sessionStorage.setItem(LOG, JSON.stringify(requests));
+function log<T>(change: (entries: Logged[]) => T): T {
+  const entries: Logged[] = JSON.parse(sessionStorage.getItem(LOG) ?? "[]");
+  const result = change(entries);
+  sessionStorage.setItem(LOG, JSON.stringify(entries));
+  return result;
 }
 
 async function loggedFetch(input: RequestInfo | URL, init: RequestInit = {}): Promise<Response> {
   const url = new URL(input instanceof Request ? input.url : input.toString());
-  const headers = new Headers(init.headers);
-  const index = record({
+  const request = {
     method: init.method ?? "GET",
     path: url.pathname.slice(new URL(API).pathname.length) + url.search,
-    lastEventId: headers.get("Last-Event-ID") ?? undefined,
+    lastEventId: new Headers(init.headers).get("Last-Event-ID") ?? undefined,
     body: typeof init.body === "string" ? JSON.parse(init.body) : undefined,
-  });
+  };
+  const index = log((entries) => entries.push(request) - 1);
   const response = await fetch(input, init);
-  answered(index, response.status);
+  log((entries) => Object.assign(entries[index], { status: response.status }));
   return response;
 }
-const CALLER = { fetch: loggedFetch }; // one object: a new one each render would make a new client each render
+const CALLER = { fetch: loggedFetch }; // one object: a new one at each render would make the hook a new client
 
 type State = { messages: Message[] };
 
@@ -68,7 +65,9 @@ function Chat() {
   });
   const [input, setInput] = useState("");
   const [answer, setAnswer] = useState('{"approved": true}');
-  const interrupts = thread.interrupts.filter((interrupt) => "value" in interrupt);
+  const answers = thread.messages.filter((message) => message.type === "ai");
+  const shown = answers.map((message) => text(message.content)).join("").length;
+  useEffect(() => void log((entries) => entries.push({ shown })), [shown]);
   return (
     <main>
       {thread.messages.map((message, index) => (
@@ -76,9 +75,9 @@ function Chat() {
           {text(message.content)}
         </p>
       ))}
-      {interrupts.map((interrupt, index) => (
+      {thread.interrupts.map((interrupt, index) => (
         <pre key={interrupt.id ?? index} className="interrupt" data-id={interrupt.id}>
-          {JSON.stringify(interrupt.value)}
+          {JSON.stringify(interrupt)}
         </pre>
       ))}
       <form

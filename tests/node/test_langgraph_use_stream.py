@@ -5,8 +5,10 @@ alias `langgraph-sdk-2`). As an app uses it: its backend made the chat (a thread
 page the chat's id and a chat token; the hook sends, streams, rejoins the answer after a reload
 (`reconnectOnMount`), stops, and answers an interrupt."""
 
+import asyncio
 import functools
 import json
+import re
 import subprocess
 import threading
 import uuid
@@ -17,7 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, Route, expect
 
 from tests.browser import conftest as browser_tests
 from tests.node.conftest import HELD, HERE, ChatStack, _chat_stack
@@ -91,15 +93,39 @@ async def send(page: Page, text: str) -> None:
     await page.click("#send")
 
 
-async def requests(page: Page) -> list[dict[str, Any]]:
-    """The requests useStream made, in order, across the page's reloads (langgraph_page.tsx logs them)."""
-    logged: list[dict[str, Any]] = json.loads(await page.evaluate("sessionStorage.getItem('tokentail:requests')"))
-    return logged
+async def logged(page: Page) -> tuple[list[dict[str, Any]], list[int]]:
+    """The requests useStream made, in order, across the page's reloads, and each length the answer was
+    shown at (langgraph_page.tsx logs both)."""
+    entries: list[dict[str, Any]] = json.loads(await page.evaluate("sessionStorage.getItem('tokentail:log')"))
+    return [entry for entry in entries if "method" in entry], [entry["shown"] for entry in entries if "shown" in entry]
+
+
+def shapes(requests: list[dict[str, Any]], thread: str) -> list[str]:
+    """The requests as `METHOD path [Last-Event-ID: id]`, the test's ids written {thread}, {run}, {seq}."""
+    shaped = []
+    for request in requests:
+        line = f"{request['method']} {request['path']}".replace(thread, "{thread}")
+        line = re.sub(r"checkpoint_id=\d+", "checkpoint_id={seq}", re.sub(r"\br_[\w-]+", "{run}", line))
+        shaped.append(line + (f" Last-Event-ID: {request['lastEventId']}" if "lastEventId" in request else ""))
+    return shaped
 
 
 def last_run(chats: ChatStack, thread: str) -> dict[str, Any]:
     run: dict[str, Any] = chats.session(thread)["runs"][-1]
     return run
+
+
+def expect_the_run_s_location_readable(chats: ChatStack) -> None:
+    """useStream learns its run's id from the stream's `Content-Location` (keeping it for
+    `reconnectOnMount`, and cancelling that run on `stop()`): a page on another origin reads it only if
+    the gateway's CORS exposes it. Until it does, what depends on it is a known failure, named here."""
+    answer = chats.http.get("/readyz", headers={"Origin": "http://localhost:1"})
+    exposed = {name.strip().lower() for name in answer.headers.get("access-control-expose-headers", "").split(",")}
+    if not {"content-location", "location"} <= exposed:
+        pytest.xfail(
+            f"gateway/cors.py exposes {sorted(exposed)} only: a page on another origin cannot read the stream's "
+            "Content-Location (useStream's run id) nor Location; /work/lg-js-patches/cors-expose-location.patch"
+        )
 
 
 async def test_use_stream_sends_streams_and_reattaches_after_a_reload_showing_the_answer_once(
@@ -109,26 +135,96 @@ async def test_use_stream_sends_streams_and_reattaches_after_a_reload_showing_th
     page = await open_chat(browser, site, sdk, chats, thread, **HELD)
     await send(page, "hello")
     await expect(page.locator("p.ai")).to_have_text(BEFORE_THE_GATE, timeout=WAIT_MS)  # streamed, then held at the gate
+    expect_the_run_s_location_readable(chats)
     run = last_run(chats, thread)
     assert await page.evaluate(f"sessionStorage.getItem('lg:stream:{thread}')") == run["run_id"]
     await page.reload()  # mid-answer: the hook finds the run's id in sessionStorage and rejoins it
     await expect(page.locator("p.human")).to_have_text("hello", timeout=WAIT_MS)
     await expect(page.locator("p.ai")).to_have_text(BEFORE_THE_GATE, timeout=WAIT_MS)
-    await expect(page.locator("#status")).to_have_text("loading", timeout=WAIT_MS)
+    await eventually(lambda: rejoined(page, thread), within=30)
+    # The rest comes by the rejoined stream: the thread's reads wait meanwhile (each version reads the
+    # thread when its stream ends), so no read shows it instead.
+    reading = asyncio.Event()
+
+    async def held(read: Route) -> None:
+        await reading.wait()
+        await read.continue_()
+
+    await page.route(f"{chats.url}/langgraph/threads/{thread}/state", held)
     chats.release(thread)
+    await expect(page.locator("p.ai")).to_have_text(ANSWER, timeout=WAIT_MS)
+    await expect(page.locator("p.ai")).to_have_count(1)
+    reading.set()
     await expect(page.locator("#status")).to_have_text("ready", timeout=WAIT_MS)
-    await expect(page.locator("p.ai")).to_have_text(ANSWER, timeout=WAIT_MS)  # once: one message, the text not twice
-    await expect(page.locator("p.human")).to_have_text("hello", timeout=WAIT_MS)
+    await expect(page.locator("p.ai")).to_have_text(ANSWER)
+    await expect(page.locator("p.human")).to_have_count(1)
     run = last_run(chats, thread)
     assert run["status"] == "completed" and run["output"] == ANSWER
     assert await page.evaluate(f"sessionStorage.getItem('lg:stream:{thread}')") is None, "the hook forgot the run"
-    calls = await requests(page)
-    print(sdk, json.dumps(calls, indent=1))  # noqa: T201
-    started = next(call for call in calls if call["path"] == f"/threads/{thread}/runs/stream")
-    assert started["method"] == "POST" and started["status"] == 200
-    assert started["body"]["stream_resumable"] is True and started["body"]["on_disconnect"] == "continue"
-    rejoined = next(call for call in calls if call["path"].startswith(f"/threads/{thread}/runs/{run['run_id']}/stream"))
-    assert rejoined["method"] == "GET" and rejoined["lastEventId"] == "-1" and rejoined["status"] == 200
+    requests, shown = await logged(page)
+    assert shapes(requests, thread) == SEND_RELOAD_REJOIN[sdk]
+    started = requests[1]["body"]
+    assert started["stream_resumable"] is True and started["on_disconnect"] == "continue"
+    assert started["stream_mode"] == ["messages-tuple", "values"] and started["assistant_id"] == "held"
+    assert all(request["status"] == 200 for request in requests), requests
+    assert max(shown) == len(ANSWER), f"the answer was shown longer than it is, for a moment: {shown}"
+
+
+async def rejoined(page: Page, thread: str) -> None:
+    """The reloaded page has rejoined its run's stream from its start."""
+    requests, _ = await logged(page)
+    lines = shapes(requests, thread)
+    assert any("/runs/{run}/stream?" in line and line.endswith("Last-Event-ID: -1") for line in lines), lines
+
+
+# The requests useStream makes, in order, as the page logged them (`{thread}`, `{run}`: the test's;
+# `{seq}`: a checkpoint, the session's event id). 1.15.0 rejoins once it has read the thread (passing its
+# checkpoint), and asks whether a run is over when its stream ends with no `end` (LangGraph's server sends
+# none); 2.0.0 rejoins at once, and reads the thread after every run.
+SEND_RELOAD_REJOIN = {
+    "1.15.0": [
+        "GET /threads/{thread}/state",  # the page opens
+        "POST /threads/{thread}/runs/stream",  # submit()
+        "GET /threads/{thread}/state",  # reloaded
+        "GET /threads/{thread}/runs/{run}/stream?cancel_on_disconnect=0&checkpoint_id={seq} Last-Event-ID: -1",
+        "GET /threads/{thread}/runs/{run}",  # its stream ended: is the run over?
+        "GET /threads/{thread}/state",  # it is: the thread as the run left it
+    ],
+    "2.0.0": [
+        "GET /threads/{thread}/state",
+        "POST /threads/{thread}/runs/stream",
+        "GET /threads/{thread}/state",
+        "GET /threads/{thread}/runs/{run}/stream?cancel_on_disconnect=0 Last-Event-ID: -1",
+        "GET /threads/{thread}/state",
+    ],
+}
+STOP = {
+    "1.15.0": [
+        "GET /threads/{thread}/state",
+        "POST /threads/{thread}/runs/stream",
+        "POST /threads/{thread}/runs/{run}/cancel?wait=0&action=interrupt",  # stop(): the run it kept
+        "GET /threads/{thread}/state",  # what the server kept of the answer
+    ],
+    "2.0.0": [
+        "GET /threads/{thread}/state",
+        "POST /threads/{thread}/runs/stream",
+        "POST /threads/{thread}/runs/{run}/cancel?wait=0&action=interrupt",
+    ],
+}
+INTERRUPT = {
+    "1.15.0": [
+        "GET /threads/{thread}/state",
+        "POST /threads/{thread}/runs/stream",  # the stream ends at the question
+        "GET /threads/{thread}/runs/{run}",
+        "POST /threads/{thread}/runs/stream",  # submit(undefined, {command: {resume}})
+        "GET /threads/{thread}/runs/{run}",
+    ],
+    "2.0.0": [
+        "GET /threads/{thread}/state",
+        "POST /threads/{thread}/runs/stream",
+        "POST /threads/{thread}/runs/stream",
+    ],
+}
 
 
 async def test_use_stream_stop_cancels_the_run(browser: Browser, site: str, sdk: str, chats: ChatStack) -> None:
@@ -136,21 +232,33 @@ async def test_use_stream_stop_cancels_the_run(browser: Browser, site: str, sdk:
     page = await open_chat(browser, site, sdk, chats, thread, **HELD)
     await send(page, "hello")
     await expect(page.locator("p.ai")).to_have_text(BEFORE_THE_GATE, timeout=WAIT_MS)
+    expect_the_run_s_location_readable(chats)
     await page.click("#stop")  # while the run waits at its gate
     await expect(page.locator("#status")).to_have_text("ready", timeout=WAIT_MS)
 
-    async def cancelled() -> dict[str, Any]:
-        run = last_run(chats, thread)
-        assert run["status"] == "cancelled", run["status"]
-        return run
+    async def cancelled() -> None:
+        assert last_run(chats, thread)["status"] == "cancelled"
 
-    run = await eventually(cancelled, within=20)
-    assert run["output"] == BEFORE_THE_GATE
-    await expect(page.locator("p.ai")).to_have_text(BEFORE_THE_GATE, timeout=WAIT_MS)  # what was written stays shown
-    calls = await requests(page)
-    print(sdk, json.dumps(calls, indent=1))  # noqa: T201
-    cancel = next(call for call in calls if call["path"].startswith(f"/threads/{thread}/runs/{run['run_id']}/cancel"))
-    assert cancel["method"] == "POST" and cancel["status"] in (200, 202, 204)
+    await eventually(cancelled, within=20)
+    await expect(page.locator("p.ai")).to_have_text(BEFORE_THE_GATE)  # what was written stays shown
+    await expect_no_breakpoint(page, sdk)
+    requests, _ = await logged(page)
+    assert shapes(requests, thread) == STOP[sdk]
+    assert requests[2]["status"] in (200, 202, 204), requests
+
+
+async def expect_no_breakpoint(page: Page, sdk: str) -> None:
+    """No interrupt shown for the run stop() cut: 1.15.0 reads the thread as it stops, and a read before the
+    cancel landed names the run still going in `next`, which it shows as a breakpoint (`{"when":
+    "breakpoint"}`); the gateway answers `wait=0`'s cancel before the worker has ended the run."""
+    interrupts = await page.locator("pre.interrupt").all_text_contents()
+    if sdk == "1.15.0" and interrupts == ['{"when":"breakpoint"}']:
+        pytest.xfail(
+            "1.15.0 showed the stopped run as a breakpoint: GET /threads/{tid}/state, read while the cancel "
+            "was landing, answered `next: ['agent']` for the run still going (threads.py state_json); "
+            "/work/lg-js-patches/state-next-only-when-interrupted.patch"
+        )
+    assert interrupts == []
 
 
 async def test_use_stream_shows_an_interrupt_and_resumes_it_with_a_command(
@@ -163,20 +271,22 @@ async def test_use_stream_shows_an_interrupt_and_resumes_it_with_a_command(
     await expect(shown).to_have_count(1, timeout=WAIT_MS)
     # The run's stream ended at its question, as LangGraph's do.
     await expect(page.locator("#status")).to_have_text("ready", timeout=WAIT_MS)
-    run = last_run(chats, thread)
-    asked = run["asked"][0]
-    assert await shown.get_attribute("data-id") == asked["input_id"]
-    value = json.loads(await shown.inner_text())
-    assert value["prompt"] == "Delete 3 files?" and value["kind"] == "approval", value
+    asked = last_run(chats, thread)["asked"][0]
+    interrupt = json.loads(await shown.inner_text())
+    assert interrupt["id"] == asked["input_id"] == await shown.get_attribute("data-id")
+    assert interrupt["value"]["prompt"] == "Delete 3 files?" and interrupt["value"]["kind"] == "approval", interrupt
     await page.click("#resume")  # submit(undefined, {command: {resume: {"approved": true}}})
     await expect(shown).to_have_count(0, timeout=WAIT_MS)
     await expect(page.locator("#status")).to_have_text("ready", timeout=WAIT_MS)
+    await expect(page.locator("p.tool")).to_have_text("deleted")
     run = last_run(chats, thread)
     assert run["status"] == "completed" and run["output"] == "Checking. Done: deleted."
-    shown_text = "".join(await page.locator("p.ai").all_inner_texts())
-    assert shown_text == run["output"]
-    assert await page.locator("p.tool").all_inner_texts() == ["deleted"]
-    calls = await requests(page)
-    print(sdk, json.dumps(calls, indent=1))  # noqa: T201
-    resumed = [call for call in calls if call["path"] == f"/threads/{thread}/runs/stream"][-1]
-    assert resumed["body"]["command"] == {"resume": {"approved": True}} and resumed["status"] == 200
+    assert "".join(await page.locator("p.ai").all_text_contents()) == run["output"]
+    requests, _ = await logged(page)
+    asked_for, resumed = (request["body"] for request in requests if request["method"] == "POST")
+    assert "command" not in asked_for and "input" not in resumed
+    assert resumed["command"] == {"resume": {"approved": True}}
+    assert all(request["status"] == 200 for request in requests), requests
+    if sdk == "1.15.0":  # it asks whether the run is over at its stream's `Location`, when it reads it
+        expect_the_run_s_location_readable(chats)
+    assert shapes(requests, thread) == INTERRUPT[sdk]
