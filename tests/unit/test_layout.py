@@ -196,6 +196,7 @@ def test_a_protocol_imports_the_core_never_another_protocol() -> None:
         "responses",
         "mcp",
         "a2a",
+        "langgraph",
     }
 
 

@@ -23,7 +23,11 @@ NAMED = {
     "response": "responses",
     "mcp": "mcp",
     "a2a": "a2a",
+    "langgraph": "langgraph",
 }
+# The framework adapters' tests (tokentail/frameworks/: LangGraph's graphs run as agents) are named for
+# the framework, not for LangGraph's Agent Server API (gateway/protocols/langgraph).
+ADAPTERS = ROOT / "tests/e2e/frameworks"
 # A module named for several protocols (`ui_protocols`, `chat_protocols`, `protocol_cases`) cannot say
 # which: it carries one of their markers at least, on itself or on its tests (the table of cases marks
 # each protocol's cases, and tokentail's own are none's).
@@ -63,7 +67,11 @@ def module_marks(path: Path) -> set[str]:
 
 
 def modules_of_tests() -> list[Path]:
-    return sorted(path for path in (ROOT / "tests").rglob("test_*.py") if "node_modules" not in path.parts)
+    return sorted(
+        path
+        for path in (ROOT / "tests").rglob("test_*.py")
+        if "node_modules" not in path.parts and not path.is_relative_to(ADAPTERS)
+    )
 
 
 def test_each_protocol_has_its_marker() -> None:

@@ -51,7 +51,9 @@ REFUSED = {
 # What a join with no `stream_mode` (and a thread's `run_modes`) streams: what `useStream` reads.
 DEFAULT_MODES = ("values", "messages-tuple", "updates", "custom")
 
-Part = tuple[str, Any]  # an SSE event's name and its data
+# An SSE event's name and its data as JSON, made as the operation is rendered: the messages it shows
+# change as the run goes on, and a batch's parts are framed after all its events were rendered.
+Part = tuple[str, str]
 
 
 def check_modes(modes: list[str]) -> tuple[str, ...]:
@@ -91,7 +93,7 @@ def framed(parts: list[Part], seq: int | None) -> list[str]:
     last = len(parts) - 1
     for index, (event, data) in enumerate(parts):
         frame_id = "" if seq is None else f"id: {seq}\n" if index == last else f"id: {seq}.{index}\n"
-        frames.append(f"event: {event}\n{frame_id}data: {compact(data)}\n\n")
+        frames.append(f"event: {event}\n{frame_id}data: {data}\n\n")
     return frames
 
 
@@ -137,7 +139,7 @@ class LangGraphEvents(FramedRenderer[Part]):
     # -- framing --
 
     def opening(self, gap: Gap | None) -> list[Part]:
-        opened = [("metadata", self._opening)] if self._opening is not None else []
+        opened = [("metadata", compact(self._opening))] if self._opening is not None else []
         return opened + super().opening(gap)
 
     def head(self, gap: Gap | None) -> bytes:
@@ -170,7 +172,8 @@ class LangGraphEvents(FramedRenderer[Part]):
             return self._custom("gap", operation.gap.model_dump(), ())
         self._follow(operation)
         changes = self.conversation.apply(operation)
-        run_id = operation.run_id
+        # A child's end is its own (in its namespace); its start, its parent's.
+        run_id = operation.child_run_id if isinstance(operation, op.ChildEnded) else operation.run_id
         space = self._spaces.get(run_id)
         if space is None and not self._shows(run_id):
             return []  # another run of the session (its messages count in the thread's values)
@@ -191,7 +194,7 @@ class LangGraphEvents(FramedRenderer[Part]):
         match operation:
             case op.RunOpened():
                 if self.root is None:
-                    parts.append(("metadata", {"run_id": run_id, "attempt": 1}))
+                    parts.append(("metadata", compact({"run_id": run_id, "attempt": 1})))
                 parts += self._event("on_chain_start", run_id, ns, {"input": {"messages": self._values(run_id, ns)}})
             case op.StatusShown(text=text):
                 parts += self._custom("status", {"text": text}, ns)
@@ -213,10 +216,11 @@ class LangGraphEvents(FramedRenderer[Part]):
             case op.ContentDropped():
                 parts += self._mode("values", ns, self._state(run_id, ns))
             case op.RunEnded(ending=ending) | op.ChildEnded(ending=ending):
-                parts += self._mode("values", ns, self._state(run_id, ns))
+                if not any(change[0] == "done" for change in changes):  # else its last message's values said it
+                    parts += self._mode("values", ns, self._state(run_id, ns))
                 parts += self._event("on_chain_end", run_id, ns, {"output": self._state(run_id, ns)})
                 if isinstance(ending, RunFailed) and not ns:
-                    parts.append(("error", {"error": ending.error.type, "message": ending.error.message}))
+                    parts.append(("error", compact({"error": ending.error.type, "message": ending.error.message})))
         return parts
 
     def _asked(self, run_id: str) -> list[Any]:
@@ -284,7 +288,7 @@ class LangGraphEvents(FramedRenderer[Part]):
     def _mode(self, mode: str, ns: tuple[str, ...], data: Any, event: str | None = None) -> list[Part]:
         if mode not in self.modes:
             return []
-        return [("|".join((event or mode, *ns)), data)]
+        return [("|".join((event or mode, *ns)), compact(data))]
 
     def _custom(self, name: str, data: Any, ns: tuple[str, ...]) -> list[Part]:
         return self._mode("custom", ns, {"name": name, "data": data})
