@@ -22,7 +22,7 @@ import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
 from tests.browser import conftest as browser_tests
-from tests.node.conftest import HELD, HERE, ChatStack, _chat_stack
+from tests.node.conftest import HELD, HERE, SLOW, ChatStack, _chat_stack
 from tests.support.waiting import eventually, scaled
 from tokentail.worker.providers.scripted import scripted_tokens
 
@@ -33,7 +33,7 @@ browser = browser_tests.browser  # the fixture: Debian's Chromium, driven by Pla
 ESBUILD = HERE / "node_modules" / "@esbuild" / "linux-x64" / "bin" / "esbuild"
 # The package each page imports as `@langchain/langgraph-sdk`, by the version it must be.
 SDKS = {"1.15.0": "@langchain/langgraph-sdk", "2.0.0": "langgraph-sdk-2"}
-TOKENS = scripted_tokens("hello", HELD["params"]["tokens"])
+TOKENS = scripted_tokens("hello", SLOW["tokens"])  # HELD's answer: SLOW's text
 ANSWER = "".join(TOKENS)
 BEFORE_THE_GATE = "".join(TOKENS[: len(TOKENS) // 2])  # what `held` streams before it waits (tests/support/gates.py)
 HTML = '<link rel="icon" href="data:,"><div id="root"></div><script type="module" src="page.js"></script>'
