@@ -12,7 +12,7 @@ import re
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -90,7 +90,13 @@ APP = "/app"  # where the page is at the gateway's origin
 
 
 async def open_chat(
-    browser: Browser, site: Site, sdk: str, chats: ChatStack, thread: str, origin: Origin = "gateway", **session: Any
+    browser: Browser,
+    site: Site,
+    sdk: str,
+    chats: ChatStack,
+    thread: str,
+    session: Mapping[str, Any],
+    origin: Origin = "gateway",
 ) -> Page:
     """The page of the chat `thread` (made with `session`'s agent and params), its useStream `sdk`'s; at the
     gateway's origin, as an app that proxies the API under its own (a Next.js rewrite) has it, or at an
@@ -157,7 +163,7 @@ async def test_use_stream_sends_streams_and_reattaches_after_a_reload_showing_th
     browser: Browser, site: Site, sdk: str, chats: ChatStack, origin: Origin
 ) -> None:
     thread = f"reload-{uuid.uuid4().hex[:8]}"
-    page = await open_chat(browser, site, sdk, chats, thread, origin, **HELD)
+    page = await open_chat(browser, site, sdk, chats, thread, HELD, origin)
     await send(page, "hello")
     await expect(page.locator("p.ai")).to_have_text(BEFORE_THE_GATE, timeout=WAIT_MS)  # streamed, then held at the gate
     if origin == "own":
@@ -255,7 +261,7 @@ INTERRUPT = {
 
 async def test_use_stream_stop_cancels_the_run(browser: Browser, site: Site, sdk: str, chats: ChatStack) -> None:
     thread = f"stop-{uuid.uuid4().hex[:8]}"
-    page = await open_chat(browser, site, sdk, chats, thread, **HELD)
+    page = await open_chat(browser, site, sdk, chats, thread, HELD)
     await send(page, "hello")
     await expect(page.locator("p.ai")).to_have_text(BEFORE_THE_GATE, timeout=WAIT_MS)
     await page.click("#stop")  # while the run waits at its gate
@@ -290,7 +296,7 @@ async def test_use_stream_shows_an_interrupt_and_resumes_it_with_a_command(
     browser: Browser, site: Site, sdk: str, chats: ChatStack
 ) -> None:
     thread = f"interrupt-{uuid.uuid4().hex[:8]}"
-    page = await open_chat(browser, site, sdk, chats, thread, agent="approve")
+    page = await open_chat(browser, site, sdk, chats, thread, {"agent": "approve"})
     await send(page, "clean up")
     shown = page.locator("pre.interrupt")
     await expect(shown).to_have_count(1, timeout=WAIT_MS)
