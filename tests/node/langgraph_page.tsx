@@ -14,8 +14,10 @@ const TT = query.get("gateway") ?? "http://127.0.0.1:8000"; // tokentail: anothe
 const API = `${TT}/langgraph`;
 const threadId = query.get("thread"); // the chat's id: a thread is a chat
 const assistantId = query.get("assistant") ?? "assistant"; // a catalog agent's name is its graph id
-const chatToken = query.get("token");
-const HEADERS: Record<string, string> = chatToken ? { Authorization: `Bearer ${chatToken}` } : {};
+const chatToken = query.get("token") ?? undefined;
+// The token as LangGraph's docs pass a key (`apiKey`: the header x-api-key), or as a bearer.
+const asApiKey = query.get("key") === "apiKey";
+const HEADERS: Record<string, string> = chatToken && !asApiKey ? { Authorization: `Bearer ${chatToken}` } : {};
 
 // Every request the hook makes, in order, and each length the answer is shown at: kept in sessionStorage
 // (where the hook keeps its run's id) so that a reload adds to the list. The test reports the requests as
@@ -60,6 +62,7 @@ function Chat() {
     assistantId,
     threadId,
     reconnectOnMount: true, // the run's id in sessionStorage: a reload rejoins the answer being written
+    apiKey: asApiKey ? chatToken : undefined,
     defaultHeaders: HEADERS,
     callerOptions: CALLER,
   });
