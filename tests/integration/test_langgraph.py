@@ -39,6 +39,7 @@ def settings(settings: Settings) -> Settings:
         "arithmetic": "tests.agents.arithmetic_agent:arithmetic",  # its answer shows the conversation it was given
         "approval": "tests.agents.asking_agent:approval",  # asks before its tool call
         "parallel_approvals": "tests.agents.asking_agent:parallel_approvals",  # two questions at once
+        "failing": "tests.agents.spawning_agents:failing",  # raises
     }
     return settings.model_copy(update={"agents": agents})
 
@@ -148,6 +149,23 @@ async def test_the_thread_join_streams_its_runs_from_the_start(client: Any) -> N
     assert await collect(await client.threads.join_stream(tid)) == []  # idle: nothing to wait for
 
 
+async def test_the_thread_join_follows_the_active_run_from_its_start(client: Any, gates: Gates) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    run_id = await _held_run(client, gates, tid, INPUT)
+    parts: list[Any] = []
+
+    async def join() -> None:
+        async for part in await client.threads.join_stream(tid, stream_mode="messages-tuple"):
+            parts.append(part)
+
+    joined = asyncio.ensure_future(join())
+    await eventually(lambda: streamed_text(parts), within=scaled(20))  # the run's first half, replayed
+    gates.release(run_id)
+    await asyncio.wait_for(joined, scaled(30))
+    assert parts[0].event == "metadata" and parts[0].data["run_id"] == run_id
+    assert streamed_text(parts) == ANSWER
+
+
 async def test_an_unknown_or_refused_mode_is_a_422_naming_those_served(client: Any) -> None:
     thread = await client.threads.create()
     for mode in ("debug", "nonsense"):
@@ -192,6 +210,33 @@ async def test_multitask_reject_and_enqueue(client: Any, gates: Gates) -> None:
     assert kinds(values["messages"]) == ["human", "ai", "human", "ai"]
     assert values["messages"][1]["content"] == ANSWER
     assert [run["status"] for run in await client.runs.list(tid)] == ["success", "success"]
+
+
+async def test_a_run_streamed_behind_another_shows_the_thread_with_both(client: Any, gates: Gates) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    first = await _held_run(client, gates, tid, INPUT)
+    streaming = asyncio.ensure_future(
+        collect(client.runs.stream(tid, "assistant", input="next", stream_mode=MODES, multitask_strategy="enqueue"))
+    )
+
+    async def queued() -> bool:
+        return len(await client.runs.list(tid)) == 2
+
+    await eventually(queued, within=scaled(20))  # its stream opened while the first runs
+    gates.release(first)
+    parts = await asyncio.wait_for(streaming, scaled(30))
+    messages = last_values(parts)["messages"]
+    assert kinds(messages) == ["human", "ai", "human", "ai"] and messages[1]["content"] == ANSWER
+    assert streamed_text(parts) == messages[3]["content"]  # only its own run's text
+
+
+async def test_a_failed_run_ends_its_stream_with_an_error_and_wait_raises_it(client: Any) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    parts = await collect(client.runs.stream(tid, "failing", input="go", stream_mode=MODES))
+    assert parts[-1].event == "error" and parts[-1].data["error"] == "internal_error"
+    assert (await client.threads.get(tid))["status"] == "error"
+    with pytest.raises(Exception, match="RuntimeError"):
+        await client.runs.wait(tid, "failing", input="again")
 
 
 async def test_multitask_interrupt_keeps_the_cut_run_and_rollback_leaves_no_trace_of_it(
@@ -375,6 +420,20 @@ async def test_on_disconnect_cancel_cancels_the_run_when_its_client_leaves(clien
 async def secured(start_gateway: Callable[..., Any], worker: TokentailWorker) -> Gateway:
     gateway: Gateway = await start_gateway(api_keys=SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), secret=SecretStr("s" * 40))
     return gateway
+
+
+async def test_a_browsers_chat_token_uses_its_thread_and_no_other(secured: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=secured.url, headers={"Authorization": f"Bearer {KEY_A}"}) as http:
+        made = await http.post("/v1/sessions", json={"chat_id": "browser-thread", "token_scope": "chat"})
+    browser: Any = get_client(url=f"{secured.url}/langgraph", api_key=made.json()["stream_token"])
+    values = await browser.runs.wait("browser-thread", "assistant", input="hi")
+    assert kinds(values["messages"]) == ["human", "ai"]
+    try:
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await browser.threads.get("another-thread")
+        assert refused.value.response.status_code == 403
+    finally:
+        await browser.http.client.aclose()
 
 
 async def test_another_tenants_thread_is_not_found(secured: Gateway) -> None:

@@ -99,7 +99,9 @@ async def _open_run(
     if cancel_on_leave is not None:
 
         async def on_close() -> None:
-            if not events.finished:  # the client left before the run's end: cancel it, as LangGraph does
+            # The client left before the run's end: cancel it, as LangGraph does (not when the gateway
+            # stops: its clients reconnect to another).
+            if not events.finished and not streams.hub.stopping:
                 await cancel_on_leave.runs.cancel_run(session_id, run.run_id)
 
     headers = _locations(thread_id, run.run_id, modes, subgraphs)
