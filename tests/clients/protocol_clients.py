@@ -41,6 +41,12 @@ class Shown:
     tools: tuple[tuple[str, str], ...] = ()  # (call id, outcome: pending, completed, failed, denied)
     ended: str | None = None  # completed, cancelled, failed, waiting (at a question), or None: still going
     gap: bool = False
+    # What it showed on the way that the text shown before did not lead to (a piece streamed that does
+    # not follow what the message showed): each says the message, what it showed, and then what.
+    glitches: tuple[str, ...] = ()
+    # What it showed one after the other (LangGraph's: its text and tool results; a `values` event
+    # replaces what chunks showed, so its end alone would not show a piece streamed twice on the way).
+    history: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -681,3 +687,213 @@ class NativeClient:
             ended=self.ended,
             gap=self.gap,
         )
+
+
+# -- LangGraph's useStream (v1 routes) ------------------------------------------------------------------
+
+_LG_STATUS = {"success": "completed", "interrupted": "cancelled", "error": "failed", "timeout": "failed"}
+
+
+class LangGraphClient:
+    """What `useStream` (`@langchain/langgraph-sdk` 1.15, dist/ui/manager.js `StreamManager.enqueue`,
+    dist/ui/messages.js `MessageTupleManager`) shows of a thread's runs: the stream's `values` (each
+    root `values` event replaces them; the first of a stream clears an earlier `__interrupt__`, one
+    with `__interrupt__` adds its interrupts, by id, and keeps the messages), each `messages` tuple's
+    chunk concatenated with the earlier chunks of its message id (`AIMessageChunk.concat`: text
+    appended, tool call chunks merged by index and id, args appended) and put in `values.messages` in
+    its message's place (or last). An `error` event ends the stream (the SDK stops reading it).
+
+    Call `submit()` for each `runs.stream` request (a run, or `command: {resume}`), `join()` for
+    `joinStream(runId)` (Last-Event-ID `-1`: a replay, whose chunks start their message over), then
+    `feed()` the frames; a reconnect (the SDK's own, through `Location`, with `last_event_id`) goes
+    on feeding the same stream. `closed(status)`: the stream ended without `error`, and the run's
+    status (`GET .../runs/{rid}`, which the SDK asks when no `end` came) was `status`."""
+
+    def __init__(self) -> None:
+        self.values: Json | None = None
+        self.last_event_id: str | None = None
+        self._chunks: dict[str, Json] = {}
+        self._replaying: set[str] = set()
+        self._cleared = False  # clearedPreviousInterrupts: this stream's first root `values` came
+        self._error = False
+        self._stopped = False  # this stream's `error` came: the SDK reads no more of it
+        self._status: str | None = None
+        self._gap = False
+        self._glitches: list[str] = []
+        self._history: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+
+    def submit(self) -> None:
+        self._cleared = self._stopped = self._error = False
+        self.last_event_id, self._status = None, None
+
+    def join(self) -> None:
+        self.submit()
+        self._replaying = set(self._chunks)  # startReplay
+
+    def closed(self, status: str) -> None:
+        self._status = status
+
+    def feed(self, frame: Frame) -> None:
+        if frame.id is not None:
+            self.last_event_id = frame.id
+        if self._stopped:
+            return
+        data = json.loads(frame.data)
+        event = frame.event or ""
+        if event == "error":
+            if not isinstance(data, dict) or not {"error", "message"} <= set(data):
+                raise ClientError(f"an error event without its error and message: {data}")
+            self._error = self._stopped = True
+        elif event == "values":
+            self._values(data)
+        elif event == "messages":
+            self._message(data)
+        elif event == "custom":
+            self._gap = self._gap or data.get("name") == "gap"
+        elif event not in ("metadata", "updates") and "|" not in event:
+            raise ClientError(f"an event useStream does not read: {event}")
+        shown = self._display()
+        if not self._history or self._history[-1] != shown:
+            self._history.append(shown)
+
+    def shown(self) -> Shown:
+        messages = (self.values or {}).get("messages", [])
+        results: dict[str, list[str]] = {}
+        for message in messages:
+            if message["type"] == "tool":
+                outcome = "failed" if message.get("status") == "error" else "completed"
+                results.setdefault(message["tool_call_id"], []).append(outcome)
+        tools = []
+        for message in messages:
+            if message["type"] != "ai":
+                continue
+            for call in message.get("tool_calls", []):
+                outcomes = results.get(call["id"], ["pending"])
+                tools.append((call["id"], "+".join(outcomes)))
+            tools += [(call["id"], "invalid") for call in message.get("invalid_tool_calls", [])]
+        return Shown(
+            text=self._text(),
+            tools=tuple(tools),
+            ended=self._ended(),
+            gap=self._gap,
+            glitches=tuple(self._glitches),
+            history=tuple(self._history),
+        )
+
+    # -- what one event does
+
+    def _text(self) -> str:
+        messages = (self.values or {}).get("messages", [])
+        return "".join(m["content"] for m in messages if m["type"] == "ai" and isinstance(m["content"], str))
+
+    def _display(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """The text and the tools' results shown now."""
+        messages = (self.values or {}).get("messages", [])
+        return self._text(), tuple((m["tool_call_id"], str(m["content"])) for m in messages if m["type"] == "tool")
+
+    def _ended(self) -> str | None:
+        if self._error:
+            return "failed"
+        if (self.values or {}).get("__interrupt__"):
+            return "waiting"
+        return _LG_STATUS.get(self._status or "")
+
+    def _values(self, data: Json) -> None:
+        if not isinstance(data, dict):
+            raise ClientError(f"values that are no state: {data}")
+        previous = dict(self.values or {})
+        if not self._cleared:
+            previous.pop("__interrupt__", None)
+            self._cleared = True
+        if "__interrupt__" in data:
+            interrupts = list(data["__interrupt__"])
+            if interrupts and isinstance(previous.get("__interrupt__"), list):
+                known = {i.get("id") for i in previous["__interrupt__"]}
+                interrupts = previous["__interrupt__"] + [i for i in interrupts if i.get("id") not in known]
+            self.values = {**previous, "__interrupt__": interrupts}
+        elif isinstance(previous.get("__interrupt__"), list):
+            self.values = {**data, "__interrupt__": previous["__interrupt__"]}
+        else:
+            self.values = dict(data)
+
+    def _message(self, data: Any) -> None:
+        serialized, _metadata = data
+        message_id = serialized.get("id")
+        if not message_id:
+            return  # "No message ID found for chunk, ignoring in state"
+        kind = serialized["type"]
+        if kind.endswith("MessageChunk"):
+            kind = kind[: -len("MessageChunk")].lower()
+        chunk = {**serialized, "type": kind}
+        if message_id in self._replaying:
+            self._replaying.discard(message_id)
+            self._chunks.pop(message_id, None)
+        previous = self._chunks.get(message_id)
+        merged = _concat(previous, chunk) if previous is not None else _chunk_of(chunk)
+        self._chunks[message_id] = merged
+        values = dict(self.values or {})
+        messages = list(values.get("messages", []))
+        at = next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["id"] == message_id), None)
+        shown = _message_dict(merged)
+        if at is None:
+            messages.append(shown)
+        else:
+            before = messages[at].get("content")
+            if isinstance(before, str) and not shown.get("content", "").startswith(before):
+                self._glitches.append(f"{message_id} showed {before!r}, then {shown.get('content')!r}")
+            messages[at] = shown
+        self.values = {**values, "messages": messages}
+
+
+def _chunk_of(message: Json) -> Json:
+    """A message as the manager keeps it: its tool call chunks (an AI message's: its calls, whole)."""
+    chunk = dict(message)
+    if chunk["type"] == "ai":
+        chunks = chunk.get("tool_call_chunks") or [
+            {"id": c["id"], "name": c["name"], "args": json.dumps(c["args"]), "index": i, "type": "tool_call_chunk"}
+            for i, c in enumerate(chunk.get("tool_calls") or [])
+        ]
+        chunk["tool_call_chunks"] = [dict(c) for c in chunks]
+    return chunk
+
+
+def _concat(left: Json, right: Json) -> Json:
+    """`BaseMessageChunk.concat`: text appended; an AI chunk's tool call chunks merged (`_mergeLists`:
+    the same index and, where both have one, the same id: args appended, name and id replaced)."""
+    if left["type"] != right["type"]:
+        raise ClientError(f"chunks of message {left['id']!r} of two types: {left['type']}, {right['type']}")
+    merged = {**left, "content": left.get("content", "") + right.get("content", "")}
+    if left["type"] == "ai":
+        calls = [dict(c) for c in left["tool_call_chunks"]]
+        for item in _chunk_of(right)["tool_call_chunks"]:
+            target = next(
+                (
+                    c
+                    for c in calls
+                    if c.get("index") == item.get("index")
+                    and (not c.get("id") or not item.get("id") or c["id"] == item["id"])
+                ),
+                None,
+            )
+            if target is None:
+                calls.append(dict(item))
+            else:
+                target["args"] = (target.get("args") or "") + (item.get("args") or "")
+                target.update({key: item[key] for key in ("id", "name") if item.get(key)})
+        merged["tool_call_chunks"] = calls
+    return merged
+
+
+def _message_dict(chunk: Json) -> Json:
+    """`toMessageDict`: an AI chunk's tool calls parsed from its chunks (those whose args do not parse:
+    `invalid_tool_calls`)."""
+    message = {key: value for key, value in chunk.items() if key != "tool_call_chunks"}
+    if chunk["type"] == "ai":
+        valid, invalid = [], []
+        for call in chunk["tool_call_chunks"]:
+            try:
+                valid.append({"id": call["id"], "name": call["name"], "args": json.loads(call["args"] or "{}")})
+            except ValueError:
+                invalid.append({"id": call["id"], "name": call["name"], "args": call["args"]})
+        message.update(tool_calls=valid, invalid_tool_calls=invalid)
+    return message

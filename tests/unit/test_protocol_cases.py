@@ -9,8 +9,8 @@ response (AG-UI's after every frame: each has an id, inside an event too) and re
 resumes: it must end showing the same.
 
 How the gateway builds each protocol's stream for a request is in ONE adapter function per protocol
-below (`ai_sdk_stream`, `ag_ui_stream`, `responses_stream`, `native_stream`): the table, the journeys
-and the folds do not depend on it.
+below (`ai_sdk_stream`, `ag_ui_stream`, `responses_stream`, `native_stream`, `langgraph_stream`): the
+table, the journeys and the folds do not depend on it.
 """
 
 import json
@@ -24,6 +24,7 @@ from tests.clients.protocol_clients import (
     AgUiAgent,
     AiSdkChat,
     ClientError,
+    LangGraphClient,
     NativeClient,
     ResponsesClient,
     Shown,
@@ -32,11 +33,15 @@ from tests.clients.protocol_clients import (
 from tokentail.gateway.encodings.sse import NativeSse
 from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, Position
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
+from tokentail.gateway.protocols.langgraph import render as langgraph
+from tokentail.gateway.protocols.langgraph.runs import run_status
 from tokentail.gateway.protocols.responses.render import ResponseEvents
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.store.reads import StoredEvent, entry_of
+from tokentail.shared.vocabulary.errors import InvalidLastEventId
 from tokentail.shared.vocabulary.events import Gap
+from tokentail.shared.vocabulary.records import Question, RunRecord, SessionRecord
 
 RUN = "r_case"
 Json = dict[str, Any]
@@ -106,6 +111,7 @@ def _completed(output: str) -> Event:
 
 
 QUEUED: Event = ("run.queued", {"input": "clean up"})
+_STATUS_OF: dict[str, Any] = {"run.completed": "completed", "run.failed": "failed", "run.cancelled": "cancelled"}
 BEFORE = "Before the question. "
 DELETED = (("call_1", "completed"),)
 TWO_AT_ONCE = [
@@ -197,6 +203,18 @@ CASES = [
         ("run.cancelled", {"reason": "cancelled by request", "usage": {"input_tokens": 1, "output_tokens": 1}}),
         tools=(("c1", "failed"),),
         ended="cancelled",
+        text="Checking. ",
+    ),
+    _case(
+        "failed_during_a_tool",
+        QUEUED,
+        _started(),
+        _text("Checking. "),
+        ("tool.started", {"call_id": "c1", "name": "lookup", "arguments": {"q": "x"}}),
+        ("tool.failed", {"call_id": "c1", "error": "boom", "duration_ms": 2}),
+        ("run.failed", {"error": {"type": "ProviderError", "message": "the model is down"}}),
+        tools=(("c1", "failed"),),
+        ended="failed",
         text="Checking. ",
     ),
     _case(
@@ -371,6 +389,24 @@ class Log:
             if kind == "input.received" and not data.get("waiting_for")
         ]
 
+    def run_at(self, at: int) -> RunRecord:
+        """The run's record once id `at` is stored: its status, attempt, questions and answers."""
+        run = RunRecord(run_id=RUN, input="clean up")
+        for kind, data in self.case.events[:at]:
+            if kind in ("run.started", "run.continued"):
+                run.status, run.attempt = "running", data["attempt"]
+            elif kind == "input.required":
+                question = Question.model_validate(data)
+                run.asked.append(question)
+                run.waiting_for.append(question.input_id)
+                run.status = "waiting"
+            elif kind == "input.received":
+                run.answers[data["input_id"]] = data["answer"]
+                run.waiting_for.remove(data["input_id"])
+            elif kind in _STATUS_OF:
+                run.status = _STATUS_OF[kind]
+        return run
+
     def answered(self, at: int) -> frozenset[str]:
         """The run's questions answered by id `at` (the run record's `answers` then)."""
         return frozenset(
@@ -391,6 +427,7 @@ class Request:
     until: int | None = None
     segment: int = 0
     within: int = 0  # AG-UI: the frames of the event after `after` the client has too
+    last_event_id: str | None = None  # LangGraph: the header as the client sends it
 
 
 Piece = tuple[int, bytes]  # the frames one stored event became, with its id
@@ -459,10 +496,7 @@ def ag_ui_stream(log: Log, request: Request) -> list[Piece]:
     else:
         assert request.kind == "reconnect"
         events = AgUiEvents("t", [], quiet_until=request.after, within=request.within, answered=answered)
-    framed: list[Piece] = []
-    for seq, body in serve(events, log, queued - 1, request.until):
-        framed += [(seq, frame + b"\n\n") for frame in body.split(b"\n\n") if frame] or [(seq, body)]
-    return framed
+    return _per_frame(serve(events, log, queued - 1, request.until))
 
 
 def responses_stream(log: Log, request: Request) -> list[Piece]:
@@ -478,6 +512,50 @@ def responses_stream(log: Log, request: Request) -> list[Piece]:
 def native_stream(log: Log, request: Request) -> list[Piece]:
     """gateway/routes/events.py: the session's events after Last-Event-ID `after`, as a resume reads them."""
     return serve(NativeSse(1000), log, max(request.after, 0), request.until, read=True)
+
+
+LANGGRAPH_MODES = ("values", "messages-tuple", "updates", "custom")  # what useStream reads (render.DEFAULT_MODES)
+
+
+def langgraph_stream(log: Log, request: Request) -> list[Piece]:
+    """gateway/protocols/langgraph/routes.py `_open_run`, in LANGGRAPH_MODES: `stream`: POST …/runs/stream
+    (fresh: after the run's `run.queued`); `resume`: the same with `command: {resume}` (fresh: after the
+    last answer's `input.received`, runs.resume_run's id); `join`: GET …/runs/{rid}/stream with
+    `Last-Event-ID` (`-1`: from the run's start). A piece per frame: every frame has an id, so a
+    connection may drop inside an event and resume there."""
+    start = log.seqs("run.queued")[0] - 1
+    fresh = request.kind in ("stream", "resume")
+    if fresh:
+        position: langgraph.Position | None = langgraph.Position(start if request.kind == "stream" else request.at)
+    else:  # routes.py `_position`
+        given = (request.last_event_id or "").strip()
+        try:
+            position = None if given in ("", "-1", "-") else langgraph.Position.of(given)
+        except InvalidLastEventId as error:  # a 422: the SDK's reconnect fails, and its stream with it
+            raise ClientError(f"the join answered 422: {error}") from error
+    has = position or langgraph.Position(start)
+    if has.after < start:
+        has = langgraph.Position(start)
+    run = log.run_at(request.at)
+    events = langgraph.LangGraphEvents(
+        "t",
+        RUN,
+        LANGGRAPH_MODES,
+        before=[event for event in log.events if event.seq <= start],
+        runs=[RUN],
+        quiet_until=has.after,
+        within=has.within,
+        answered=log.answered(request.at),
+        opening={"run_id": RUN, "attempt": max(run.attempt, 1)} if position is None or fresh else None,
+    )
+    return _per_frame(serve(events, log, start, request.until))
+
+
+def _per_frame(pieces: list[Piece]) -> list[Piece]:
+    framed: list[Piece] = []
+    for seq, body in pieces:
+        framed += [(seq, frame + b"\n\n") for frame in body.split(b"\n\n") if frame] or [(seq, body)]
+    return framed
 
 
 # -- each protocol's client: its requests, and how it resumes -----------------------------------------
@@ -498,6 +576,10 @@ def _approve_and_send(chat: AiSdkChat) -> None:
     chat.send()
 
 
+def _closed_quietly(client: Any, log: Log, at: int) -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class Protocol:
     name: str
@@ -505,6 +587,10 @@ class Protocol:
     stream: Callable[[Log, Request], list[Piece]]
     journey: Callable[[Log], list[Step]]
     reconnect: Callable[[Any, Request, int, int], Step]  # client, the request cut, the id cut at, its end
+    # What the client does once a response ended, the last id it read being `at` (LangGraph's SDKs ask
+    # for the run's status).
+    closed: Callable[[Any, Log, int], None] = _closed_quietly
+    reasoning: bool = True  # it shows the run's reasoning (LangGraph's messages have none)
 
 
 def _ai_sdk_journey(log: Log) -> list[Step]:
@@ -545,6 +631,32 @@ def _responses_journey(log: Log) -> list[Step]:
     return [Step(Request("create", at, segment=s), lambda client: client.create()) for s, at in enumerate(starts)]
 
 
+def _langgraph_journey(log: Log) -> list[Step]:
+    steps = [Step(Request("stream", log.seqs("run.queued")[0]), lambda client: client.submit())]
+    if log.case.elsewhere:  # the page learns of each answer and joins the run: joinStream(runId), from its start
+        return steps + [
+            Step(Request("join", received, last_event_id="-1"), lambda client: client.join())
+            for received in log.seqs("input.received")
+        ]
+    # submit(undefined, {command: {resume}}) once every question has its answer (one request answers all)
+    return steps + [Step(Request("resume", received), lambda client: client.submit()) for received in log.resumes()]
+
+
+def _langgraph_reconnect(client: LangGraphClient, cut: Request, at: int, end: int) -> Step:
+    """The SDK's reconnect: GET of the response's `Location` (the run's stream) with `Last-Event-ID`."""
+    if client.last_event_id is None:
+        raise ClientError("the SDK reconnects without Last-Event-ID: no frame had an id")
+    return Step(Request("join", at, last_event_id=client.last_event_id, until=end), _nothing)
+
+
+def _langgraph_closed(client: LangGraphClient, log: Log, at: int) -> None:
+    """A stream closed with no `end`: the SDK asks `GET …/runs/{rid}` (runs.py `run_status`)."""
+    run = log.run_at(at)
+    active = run.status not in _STATUS_OF.values()
+    session = SessionRecord(session_id="s", created_at=0, runs=[run], active_run_id=RUN if active else None)
+    client.closed(run_status(run, session))
+
+
 PROTOCOLS = [
     Protocol(
         "native",
@@ -570,6 +682,15 @@ PROTOCOLS = [
             replace(cut, kind="resume", at=at, after=client.last_sequence, until=end), _nothing
         ),
     ),
+    Protocol(
+        "langgraph",
+        LangGraphClient,
+        langgraph_stream,
+        _langgraph_journey,
+        _langgraph_reconnect,
+        closed=_langgraph_closed,
+        reasoning=False,
+    ),
 ]
 
 
@@ -588,6 +709,7 @@ def play(protocol: Protocol, log: Log, cut: tuple[int, int] | None = None) -> Sh
         pieces = protocol.stream(log, step.request)
         if cut is None or cut[0] != k:
             _feed(client, pieces)
+            protocol.closed(client, log, max(pieces[-1][0], step.request.at))
             continue
         _feed(client, pieces[: cut[1]])
         # It reconnects once it has the event: no sooner than its request was made (a replay reads
@@ -595,7 +717,9 @@ def play(protocol: Protocol, log: Log, cut: tuple[int, int] | None = None) -> Sh
         at = max(pieces[cut[1] - 1][0], step.request.at)
         resumed = protocol.reconnect(client, step.request, at, pieces[-1][0])
         resumed.begin(client)
-        _feed(client, protocol.stream(log, resumed.request))
+        pieces = protocol.stream(log, resumed.request)
+        _feed(client, pieces)
+        protocol.closed(client, log, max(pieces[-1][0], resumed.request.at))
     shown: Shown = client.shown()
     return shown
 
@@ -612,26 +736,48 @@ def cuts(protocol: Protocol, log: Log) -> list[tuple[int, int]]:
 # -- the tests ----------------------------------------------------------------------------------------
 
 # Each protocol's cases carry its marker (`-m responses`); tokentail's own has none.
-MARKS = {"ai_sdk": pytest.mark.ai_sdk, "ag_ui": pytest.mark.ag_ui, "responses": pytest.mark.responses}
-CASES_AND_PROTOCOLS = [
-    pytest.param(case, protocol, id=f"{case.name}-{protocol.name}", marks=MARKS.get(protocol.name, ()))
-    for case in CASES
-    for protocol in PROTOCOLS
-]
+MARKS = {
+    "ai_sdk": pytest.mark.ai_sdk,
+    "ag_ui": pytest.mark.ag_ui,
+    "responses": pytest.mark.responses,
+    "langgraph": pytest.mark.langgraph,
+}
+
+# A renderer's defect the table found, by (test, case, protocol): the reason says what the client showed
+# and where the fault is (each also in the issue). strict: once fixed, the entry must go.
+KNOWN: dict[tuple[str, str, str], str] = {
+    ("resumed", "gap", "langgraph"): (
+        "langgraph render.py head(): a fresh stream of a trimmed session opens with two frames framed with"
+        " seq = quiet_until (0): metadata `id: 0.0`, the gap's custom `id: 0`; cut after the first, the SDK"
+        " reconnects with Last-Event-ID 0.0, which Position.of refuses (422): the stream fails"
+    ),
+}
 
 
-@pytest.mark.parametrize(("case", "protocol"), CASES_AND_PROTOCOLS)
+def _cases_and_protocols(test: str) -> list[Any]:
+    params = []
+    for case in CASES:
+        for protocol in PROTOCOLS:
+            marks = [MARKS[protocol.name]] if protocol.name in MARKS else []
+            if (reason := KNOWN.get((test, case.name, protocol.name))) is not None:
+                marks.append(pytest.mark.xfail(strict=True, reason=reason))
+            params.append(pytest.param(case, protocol, id=f"{case.name}-{protocol.name}", marks=marks))
+    return params
+
+
+@pytest.mark.parametrize(("case", "protocol"), _cases_and_protocols("whole"))
 def test_a_client_shows_the_run_s_output_each_piece_once(case: Case, protocol: Protocol) -> None:
     shown = play(protocol, Log(case))
     responses = protocol.name == "responses" and case.responses_text is not None
     assert shown.text == (case.responses_text if responses else case.expected_text)
-    assert shown.reasoning == case.reasoning
+    assert shown.reasoning == (case.reasoning if protocol.reasoning else "")
     assert shown.tools == (case.responses_tools if responses else case.tools)
     assert shown.ended == case.ended
     assert shown.gap == (case.first > 1)
+    assert not shown.glitches
 
 
-@pytest.mark.parametrize(("case", "protocol"), CASES_AND_PROTOCOLS)
+@pytest.mark.parametrize(("case", "protocol"), _cases_and_protocols("resumed"))
 def test_a_client_resumed_after_any_event_shows_what_it_would_have_shown(case: Case, protocol: Protocol) -> None:
     log = Log(case)
     whole = play(protocol, log)
