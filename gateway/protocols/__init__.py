@@ -6,7 +6,7 @@ reading/ with the reducer and the renderer base, commands/, deps):
     responses  OpenAI's Responses API, over HTTP and its WebSocket mode
     mcp        MCP's streamable HTTP, an agent a tool and its run a task (the `mcp` extra)
     a2a        A2A 1.0: agent cards, JSON-RPC and HTTP+JSON, push notifications
-    langgraph  LangGraph's Agent Server API (langgraph-sdk, @langchain/langgraph-sdk), at /langgraph
+    langgraph  LangGraph's Agent Server API: the v1 routes and the v2 streaming protocol (`/langgraph`)
 
 Each holds its renderer (`render`), its conversations and request handlers, its commands and its
 routes. A protocol imports the core, never another protocol (tests/unit/test_layout.py). The app
@@ -22,6 +22,7 @@ from tokentail.gateway.protocols.ag_ui import routes as ag_ui_routes
 from tokentail.gateway.protocols.ai_sdk import routes as ai_sdk_routes
 from tokentail.gateway.protocols.ai_sdk import socket_routes as ai_sdk_socket_routes
 from tokentail.gateway.protocols.langgraph import routes as langgraph_routes
+from tokentail.gateway.protocols.langgraph import v2_routes as langgraph_v2_routes
 from tokentail.gateway.protocols.responses import routes as responses_routes
 
 
@@ -34,6 +35,7 @@ def routers() -> list[APIRouter]:
         responses_routes.router,
         a2a_routes.router,
         langgraph_routes.router,
+        langgraph_v2_routes.router,
         _mcp_router(),
     ]
 
