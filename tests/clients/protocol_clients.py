@@ -23,6 +23,7 @@ fails its request.
 """
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -897,3 +898,139 @@ def _message_dict(chunk: Json) -> Json:
                 invalid.append({"id": call["id"], "name": call["name"], "args": call["args"]})
         message.update(tool_calls=valid, invalid_tool_calls=invalid)
     return message
+
+
+# -- LangGraph's v2 client (the Agent Streaming Protocol) ----------------------------------------------
+
+
+@dataclass
+class _V2Message:
+    id: str
+    text: str = ""
+    reasoning: str = ""
+
+
+class LangGraphV2Client:
+    """What `@langchain/langgraph-sdk` 1.15's `ThreadStream` (dist/client/stream/index.js) shows of a
+    thread, on one event stream of the channels messages, tools, lifecycle, input, values and custom:
+
+    - every envelope once: one whose `event_id` it had is dropped (`#seenEventIds`);
+    - `thread.messages` (messages.js `MessageAssembler`): a message per `message-start`, the one open in
+      its namespace taking the deltas after it (`.text`: its text deltas joined, `.reasoning` likewise)
+      until its `message-finish`; a delta with no message open is lost (no message is yielded for it);
+    - `thread.toolCalls` (handles/tools.js `ToolCallAssembler`): a call per `tool-started`, settled by
+      its `tool-finished` (completed) or `tool-error` (failed; `code: denied`: denied);
+    - the root's lifecycle: `interrupted` (waiting), `completed`, `failed` (tokentail's cancel: an
+      error `cancelled: ...`), `running` again after answers; `values`: the thread's state.
+
+    It shows the text of the last `values` (the state; streamed text until one came). `last_event_id`:
+    the last `event_id` of the durable form `<ms>-<seq>` it had, which PR #2805's client sends back as
+    `Last-Event-ID` when it reconnects."""
+
+    def __init__(self) -> None:
+        self.values: Json | None = None
+        self.last_event_id: str | None = None
+        self._seen: set[str] = set()
+        self._messages: list[_V2Message] = []
+        self._open: dict[tuple[str, ...], _V2Message] = {}
+        self._tools: list[list[str]] = []  # [call id, outcome], per tool-started
+        self._ended: str | None = None
+        self._gap = False
+        self._glitches: list[str] = []
+        self._history: list[Any] = []
+
+    def feed(self, frame: Frame) -> None:
+        envelope = json.loads(frame.data)
+        if envelope.get("type") != "event":
+            raise ClientError(f"not an event envelope: {frame.data}")
+        if not self._first_time(envelope.get("event_id")):
+            return
+        params = envelope["params"]
+        namespace, data = tuple(params["namespace"]), params["data"]
+        if namespace:
+            return  # a child run's: the root's stream shows none here
+        method = envelope["method"]
+        if method == "messages":
+            self._message(data)
+        elif method == "tools":
+            self._tool(data)
+        elif method == "lifecycle":
+            self._lifecycle(data)
+        elif method == "values":
+            self.values = data
+        elif method == "custom":
+            self._gap = self._gap or data.get("name") == "gap"
+        elif method not in ("input.requested", "input.answered"):
+            raise ClientError(f"an event of no channel asked for: {method}")
+        shown = (self._streamed(), tuple((call, outcome) for call, outcome in self._tools))
+        if not self._history or self._history[-1] != shown:
+            self._history.append(shown)
+
+    def shown(self) -> Shown:
+        text = self._streamed()
+        if self.values is not None:
+            messages = self.values.get("messages", [])
+            text = "".join(m["content"] for m in messages if m["type"] == "ai" and isinstance(m["content"], str))
+        return Shown(
+            text=text,
+            reasoning="".join(message.reasoning for message in self._messages),
+            tools=tuple((call, outcome) for call, outcome in self._tools),
+            ended=self._ended,
+            gap=self._gap,
+            glitches=tuple(self._glitches),
+            history=tuple(self._history),
+        )
+
+    def _first_time(self, event_id: str | None) -> bool:
+        """Whether it takes the envelope in (`#seenEventIds`); one without an id always."""
+        if event_id is None:
+            return True
+        if event_id in self._seen:
+            return False
+        self._seen.add(event_id)
+        if re.fullmatch(r"\d+-\d+", event_id):
+            self.last_event_id = event_id
+        return True
+
+    def _streamed(self) -> str:
+        return "".join(message.text for message in self._messages)
+
+    def _message(self, data: Json) -> None:
+        kind, root = data["event"], ()
+        if kind == "message-start":
+            self._open[root] = _V2Message(data["id"])
+            self._messages.append(self._open[root])
+            return
+        message = self._open.get(root)
+        if message is None:
+            self._glitches.append(f"{kind} with no message open: lost")
+            return
+        if kind == "content-block-start":
+            message.text += data["content"].get("text", "")
+            message.reasoning += data["content"].get("reasoning", "")
+        elif kind == "content-block-delta":
+            delta = data["delta"]
+            message.text += delta.get("text", "") if delta["type"] == "text-delta" else ""
+            message.reasoning += delta.get("reasoning", "") if delta["type"] == "reasoning-delta" else ""
+        elif kind in ("message-finish", "error"):
+            del self._open[root]
+
+    def _tool(self, data: Json) -> None:
+        call_id = data["tool_call_id"]
+        if data["event"] == "tool-started":
+            self._tools.append([call_id, "pending"])
+            return
+        started = next((tool for tool in reversed(self._tools) if tool[0] == call_id), None)
+        if started is None:
+            return  # the assembler has no call of that id: nothing is shown
+        if data["event"] == "tool-finished":
+            started[1] = "completed"
+        elif data["event"] == "tool-error":
+            started[1] = "denied" if data.get("code") == "denied" else "failed"
+
+    def _lifecycle(self, data: Json) -> None:
+        event = data["event"]
+        if event == "failed":
+            self._ended = "cancelled" if str(data.get("error", "")).startswith("cancelled:") else "failed"
+        else:
+            self._ended = {"interrupted": "waiting", "completed": "completed"}.get(event)
