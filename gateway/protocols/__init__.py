@@ -6,7 +6,7 @@ reading/ with the reducer and the renderer base, commands/, deps):
     responses  OpenAI's Responses API, over HTTP and its WebSocket mode
     mcp        MCP's streamable HTTP, an agent a tool and its run a task (the `mcp` extra)
     a2a        A2A 1.0: agent cards, JSON-RPC and HTTP+JSON, push notifications
-    langgraph  LangGraph's Agent Server API: the v1 routes and the v2 streaming protocol (`/langgraph`)
+    langgraph  LangGraph's Agent Server API (langgraph-sdk, @langchain/langgraph-sdk), at /langgraph
 
 Each holds its renderer (`render`), its conversations and request handlers, its commands and its
 routes. A protocol imports the core, never another protocol (tests/unit/test_layout.py). The app

@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 from langgraph_sdk import get_client
-from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 from langgraph_sdk.schema import Command
 from pydantic import SecretStr
@@ -40,12 +39,13 @@ def settings(settings: Settings) -> Settings:
         "arithmetic": "tests.agents.arithmetic_agent:arithmetic",  # its answer shows the conversation it was given
         "approval": "tests.agents.asking_agent:approval",  # asks before its tool call
         "parallel_approvals": "tests.agents.asking_agent:parallel_approvals",  # two questions at once
+        "failing": "tests.agents.spawning_agents:failing",  # raises
     }
     return settings.model_copy(update={"agents": agents})
 
 
 @pytest.fixture
-async def client(gateway: Gateway, worker: TokentailWorker) -> AsyncIterator[LangGraphClient]:
+async def client(gateway: Gateway, worker: TokentailWorker) -> AsyncIterator[Any]:
     client = get_client(url=f"{gateway.url}/langgraph")
     yield client
     await client.http.client.aclose()
@@ -79,7 +79,7 @@ async def collect(stream: AsyncIterator[Any]) -> list[Any]:
     return [part async for part in stream]
 
 
-async def test_a_run_streams_values_messages_and_updates_and_the_thread_keeps_it(client: LangGraphClient) -> None:
+async def test_a_run_streams_values_messages_and_updates_and_the_thread_keeps_it(client: Any) -> None:
     thread = await client.threads.create(metadata={"user": "ada"})
     tid = thread["thread_id"]
     assert thread["status"] == "idle" and thread["metadata"] == {"user": "ada"}
@@ -109,7 +109,7 @@ async def test_a_run_streams_values_messages_and_updates_and_the_thread_keeps_it
     assert [len(state["values"]["messages"]) for state in history] == [4, 2]
 
 
-async def test_assistants_are_the_catalog_agents_and_a_run_may_name_either(client: LangGraphClient) -> None:
+async def test_assistants_are_the_catalog_agents_and_a_run_may_name_either(client: Any) -> None:
     found = await client.assistants.search(graph_id="assistant")
     [assistant] = found
     assert (await client.assistants.get(assistant["assistant_id"]))["graph_id"] == "assistant"
@@ -122,7 +122,7 @@ async def test_assistants_are_the_catalog_agents_and_a_run_may_name_either(clien
     assert kinds(values["messages"]) == ["human", "ai"]
 
 
-async def test_a_join_from_any_frame_gets_what_followed_it_once(client: LangGraphClient) -> None:
+async def test_a_join_from_any_frame_gets_what_followed_it_once(client: Any) -> None:
     thread = await client.threads.create()
     tid = thread["thread_id"]
     modes = [*MODES, "custom", "messages", "events"]
@@ -138,7 +138,7 @@ async def test_a_join_from_any_frame_gets_what_followed_it_once(client: LangGrap
         assert [(part.event, part.data) for part in rest] == [(p.event, p.data) for p in parts[index + 1 :]]
 
 
-async def test_the_thread_join_streams_its_runs_from_the_start(client: LangGraphClient) -> None:
+async def test_the_thread_join_streams_its_runs_from_the_start(client: Any) -> None:
     thread = await client.threads.create()
     tid = thread["thread_id"]
     await client.runs.wait(tid, "assistant", input="first")
@@ -149,7 +149,7 @@ async def test_the_thread_join_streams_its_runs_from_the_start(client: LangGraph
     assert await collect(await client.threads.join_stream(tid)) == []  # idle: nothing to wait for
 
 
-async def test_an_unknown_or_refused_mode_is_a_422_naming_those_served(client: LangGraphClient) -> None:
+async def test_an_unknown_or_refused_mode_is_a_422_naming_those_served(client: Any) -> None:
     thread = await client.threads.create()
     for mode in ("debug", "nonsense"):
         with pytest.raises(UnprocessableEntityError, match="messages-tuple"):
@@ -157,7 +157,7 @@ async def test_an_unknown_or_refused_mode_is_a_422_naming_those_served(client: L
     assert (await client.threads.get(thread["thread_id"]))["status"] == "idle"  # nothing was started
 
 
-async def test_threads_are_made_once_found_by_id_and_deleted(client: LangGraphClient) -> None:
+async def test_threads_are_made_once_found_by_id_and_deleted(client: Any) -> None:
     made = await client.threads.create(thread_id="my-thread-1")
     assert made["thread_id"] == "my-thread-1"
     with pytest.raises(ConflictError):
@@ -173,14 +173,14 @@ async def test_threads_are_made_once_found_by_id_and_deleted(client: LangGraphCl
         await client.threads.get("my-thread-1")
 
 
-async def _held_run(client: LangGraphClient, gates: Gates, tid: str, text: str) -> str:
+async def _held_run(client: Any, gates: Gates, tid: str, text: str) -> str:
     """A run of the thread, held at its gate (tests/support/gates.py)."""
     run = await client.runs.create(tid, "held", input=text)
     await eventually(lambda: gates.reached(run["run_id"]), within=scaled(20))
     return str(run["run_id"])
 
 
-async def test_multitask_reject_and_enqueue(client: LangGraphClient, gates: Gates) -> None:
+async def test_multitask_reject_and_enqueue(client: Any, gates: Gates) -> None:
     tid = (await client.threads.create())["thread_id"]
     first = await _held_run(client, gates, tid, INPUT)
     with pytest.raises(ConflictError):
@@ -195,28 +195,56 @@ async def test_multitask_reject_and_enqueue(client: LangGraphClient, gates: Gate
     assert [run["status"] for run in await client.runs.list(tid)] == ["success", "success"]
 
 
+async def test_a_run_streamed_behind_another_shows_the_thread_with_both(client: Any, gates: Gates) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    first = await _held_run(client, gates, tid, INPUT)
+    streaming = asyncio.ensure_future(
+        collect(client.runs.stream(tid, "assistant", input="next", stream_mode=MODES, multitask_strategy="enqueue"))
+    )
+
+    async def queued() -> bool:
+        return len(await client.runs.list(tid)) == 2
+
+    await eventually(queued, within=scaled(20))  # its stream opened while the first runs
+    gates.release(first)
+    parts = await asyncio.wait_for(streaming, scaled(30))
+    messages = last_values(parts)["messages"]
+    assert kinds(messages) == ["human", "ai", "human", "ai"] and messages[1]["content"] == ANSWER
+    assert streamed_text(parts) == messages[3]["content"]  # only its own run's text
+
+
+async def test_a_failed_run_ends_its_stream_with_an_error_and_wait_raises_it(client: Any) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    parts = await collect(client.runs.stream(tid, "failing", input="go", stream_mode=MODES))
+    assert parts[-1].event == "error" and parts[-1].data["error"] == "internal_error"
+    assert (await client.threads.get(tid))["status"] == "error"
+    with pytest.raises(Exception, match="RuntimeError"):
+        await client.runs.wait(tid, "failing", input="again")
+
+
 async def test_multitask_interrupt_keeps_the_cut_run_and_rollback_leaves_no_trace_of_it(
-    client: LangGraphClient, gates: Gates
+    client: Any, gates: Gates
 ) -> None:
     for strategy in ("interrupt", "rollback"):
         tid = (await client.threads.create())["thread_id"]
         await client.runs.wait(tid, "arithmetic", input="What is 2 + 3?")
         cut = await client.runs.create(tid, "arithmetic", input="and times ten? (hold)")
-        await eventually(lambda cut=cut: gates.reached(cut["run_id"]), within=scaled(20))
+        cut_id: str = cut["run_id"]
+        await eventually(lambda: gates.reached(cut_id), within=scaled(20))  # noqa: B023 (awaited here)
         values = await client.runs.wait(tid, "arithmetic", input="and plus 4?", multitask_strategy=strategy)
         assert values["messages"][-1]["content"] == "9"  # the agent was not given the cut turn
         texts = [message["content"] for message in (await client.threads.get_state(tid))["values"]["messages"]]
         if strategy == "interrupt":
             assert texts == ["What is 2 + 3?", "5", "and times ten? (hold)", "and plus 4?", "9"]
-            assert (await client.runs.get(tid, cut["run_id"]))["status"] == "interrupted"
+            assert (await client.runs.get(tid, cut_id))["status"] == "interrupted"
         else:
             assert texts == ["What is 2 + 3?", "5", "and plus 4?", "9"]
-            assert cut["run_id"] not in [run["run_id"] for run in await client.runs.list(tid)]
+            assert cut_id not in [run["run_id"] for run in await client.runs.list(tid)]
             with pytest.raises(NotFoundError):
-                await client.runs.get(tid, cut["run_id"])
+                await client.runs.get(tid, cut_id)
 
 
-async def test_cancel_interrupts_or_rolls_back_a_run(client: LangGraphClient, gates: Gates) -> None:
+async def test_cancel_interrupts_or_rolls_back_a_run(client: Any, gates: Gates) -> None:
     tid = (await client.threads.create())["thread_id"]
     run_id = await _held_run(client, gates, tid, INPUT)
     await client.runs.cancel(tid, run_id, wait=True, action="rollback")
@@ -227,7 +255,7 @@ async def test_cancel_interrupts_or_rolls_back_a_run(client: LangGraphClient, ga
     assert kinds((await client.threads.get_state(tid))["values"]["messages"]) == ["human", "ai"]  # what it said
 
 
-async def test_a_question_ends_the_stream_as_an_interrupt_and_a_command_resumes_it(client: LangGraphClient) -> None:
+async def test_a_question_ends_the_stream_as_an_interrupt_and_a_command_resumes_it(client: Any) -> None:
     tid = (await client.threads.create())["thread_id"]
     parts = await collect(client.runs.stream(tid, "approval", input="Clean up", stream_mode=MODES))
     run_id = parts[0].data["run_id"]
@@ -250,9 +278,14 @@ async def test_a_question_ends_the_stream_as_an_interrupt_and_a_command_resumes_
     assert messages[2]["tool_call_id"] == messages[1]["tool_calls"][0]["id"] and messages[2]["content"] == "deleted"
     assert (await client.threads.get_state(tid))["values"]["messages"] == messages
     assert (await client.threads.get(tid))["status"] == "idle"
+    tools = await collect(client.runs.join_stream(tid, run_id, stream_mode="tools", last_event_id="-1"))
+    assert [(part.data["event"], part.data["name"]) for part in tools if part.event == "tools"] == [
+        ("on_tool_start", "delete_files"),
+        ("on_tool_end", "delete_files"),
+    ]
 
 
-async def test_several_questions_are_several_interrupts_answered_by_id(client: LangGraphClient) -> None:
+async def test_several_questions_are_several_interrupts_answered_by_id(client: Any) -> None:
     tid = (await client.threads.create())["thread_id"]
     values = await client.runs.wait(tid, "parallel_approvals", input="Clean up")
     interrupts = values["__interrupt__"]
@@ -264,7 +297,7 @@ async def test_several_questions_are_several_interrupts_answered_by_id(client: L
     assert values["messages"][-1]["content"] == "logs deleted, cache kept."
 
 
-async def test_a_childs_events_stream_under_its_namespace_with_stream_subgraphs(client: LangGraphClient) -> None:
+async def test_a_childs_events_stream_under_its_namespace_with_stream_subgraphs(client: Any) -> None:
     tid = (await client.threads.create())["thread_id"]
     text = "Ask the assistant what is 12 * 7"
     parts = await collect(
@@ -329,7 +362,7 @@ async def proxy(gateway: Gateway) -> AsyncIterator[CuttingProxy]:
 async def test_a_cut_stream_is_resumed_by_the_sdk_itself_through_location(
     proxy: CuttingProxy, worker: TokentailWorker, gates: Gates
 ) -> None:
-    client = get_client(url=f"{proxy.url}/langgraph")
+    client: Any = get_client(url=f"{proxy.url}/langgraph")
     tid = (await client.threads.create())["thread_id"]
     parts: list[Any] = []
 
@@ -352,9 +385,7 @@ async def test_a_cut_stream_is_resumed_by_the_sdk_itself_through_location(
     await client.http.client.aclose()
 
 
-async def test_on_disconnect_cancel_cancels_the_run_when_its_client_leaves(
-    client: LangGraphClient, gates: Gates
-) -> None:
+async def test_on_disconnect_cancel_cancels_the_run_when_its_client_leaves(client: Any, gates: Gates) -> None:
     tid = (await client.threads.create())["thread_id"]
     stream = client.runs.stream(tid, "held", input=said(INPUT), stream_mode="messages-tuple", on_disconnect="cancel")
     first = await anext(stream)
@@ -363,7 +394,7 @@ async def test_on_disconnect_cancel_cancels_the_run_when_its_client_leaves(
     await stream.aclose()  # the client leaves mid-run
 
     async def cancelled() -> bool:
-        return (await client.runs.get(tid, run_id))["status"] == "interrupted"
+        return bool((await client.runs.get(tid, run_id))["status"] == "interrupted")
 
     await eventually(cancelled, within=scaled(20))
 
@@ -374,9 +405,23 @@ async def secured(start_gateway: Callable[..., Any], worker: TokentailWorker) ->
     return gateway
 
 
+async def test_a_browsers_chat_token_uses_its_thread_and_no_other(secured: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=secured.url, headers={"Authorization": f"Bearer {KEY_A}"}) as http:
+        made = await http.post("/v1/sessions", json={"chat_id": "browser-thread", "token_scope": "chat"})
+    browser: Any = get_client(url=f"{secured.url}/langgraph", api_key=made.json()["stream_token"])
+    values = await browser.runs.wait("browser-thread", "assistant", input="hi")
+    assert kinds(values["messages"]) == ["human", "ai"]
+    try:
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await browser.threads.get("another-thread")
+        assert refused.value.response.status_code == 403
+    finally:
+        await browser.http.client.aclose()
+
+
 async def test_another_tenants_thread_is_not_found(secured: Gateway) -> None:
-    acme = get_client(url=f"{secured.url}/langgraph", headers={"Authorization": f"Bearer {KEY_A}"})
-    beta = get_client(url=f"{secured.url}/langgraph", headers={"Authorization": f"Bearer {KEY_B}"})
+    acme: Any = get_client(url=f"{secured.url}/langgraph", api_key=KEY_A)  # sent as `x-api-key`
+    beta: Any = get_client(url=f"{secured.url}/langgraph", headers={"Authorization": f"Bearer {KEY_B}"})
     await acme.threads.create(thread_id="shared-name")
     await acme.runs.wait("shared-name", "assistant", input="hi")
     for call in (beta.threads.get, beta.threads.get_state):

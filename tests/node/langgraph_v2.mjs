@@ -117,6 +117,14 @@ function recorded(thread) {
   return events;
 }
 
+// A scenario that waits past `options.stuckAfter` ms says what it had, and fails.
+function stuck(what) {
+  setTimeout(() => {
+    say({ error: `stuck: ${JSON.stringify(what())}` });
+    process.exit(1);
+  }, options.stuckAfter ?? 60_000).unref();
+}
+
 function messagesOf(thread) {
   const messages = [];
   const done = (async () => {
@@ -226,8 +234,11 @@ await play({
     const interrupts = thread.interrupts.map((i) => ({ ...i }));
     say({ step: "interrupted", interrupts });
     const { messages, done } = messagesOf(thread);
+    stuck(() => ({ messages, events: summary(events) }));
     await thread.input.respond({ namespace: [], interrupt_id: interrupts[0].interruptId, response: options.response });
+    say({ step: "responded" });
     await done;
+    say({ step: "done" });
     await finish(thread, { interrupts, messages, events: summary(events) });
   },
 

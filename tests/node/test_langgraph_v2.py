@@ -11,6 +11,8 @@ import pytest
 from tests.node.conftest import SLOW, ChatStack, Outcome, run_node
 from tokentail.worker.providers.scripted import scripted_tokens
 
+pytestmark = pytest.mark.langgraph
+
 ANSWER = "".join(scripted_tokens("hello", SLOW["tokens"]))
 
 
@@ -118,6 +120,7 @@ def test_a_socket_s_subscription_reconnect_resumes_after_its_last_event_id(chats
 def test_an_interrupt_arrives_as_input_requested_and_input_respond_resumes_the_run(chats: ChatStack) -> None:
     token = chats.chat("asks", agent="approve")
     outcome = v2(chats, "interrupt", "asks", token=token, assistantId="approve", response={"approved": True})
+    assert [step["step"] for step in outcome.steps] == ["interrupted", "responded", "done"]
     run = last_run(chats, "asks")
     [interrupt] = outcome.result["interrupts"]
     question = run["asked"][0]

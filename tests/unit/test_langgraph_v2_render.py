@@ -12,6 +12,8 @@ from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.errors import InvalidLastEventId
 
+pytestmark = pytest.mark.langgraph
+
 RUN = "r_one"
 QUESTION = {"input_id": "in_1", "kind": "approval", "prompt": "Go?", "schema": {"type": "object"}}
 EVENTS: list[tuple[str, dict[str, Any]]] = [

@@ -14,6 +14,8 @@ modes a run's stream asks for:
                     `on_chain_start`/`on_chain_end`
     custom          tokentail's own: `data.<name>` as {"name", "data"}, a status as
                     {"name": "status", "data": {"text"}}, steers and gaps likewise
+    tools           a tool call's progress, as useStream's `toolProgress` reads it: {"event": "on_tool_start",
+                    "toolCallId", "name", "input"}, then `on_tool_end` {"output"} or `on_tool_error` {"error"}
     error           a run that failed: {"error": its type, "message"}
 
 A child run's (docs/subagents.md) go out, with `stream_subgraphs`, as `<mode>|<name>:<child run id>`
@@ -42,7 +44,7 @@ from tokentail.shared.vocabulary.errors import InvalidInput, InvalidLastEventId
 from tokentail.shared.vocabulary.events import Gap, RunFailed
 
 # The modes a stream serves, and those it refuses (422: `check_modes`).
-MODES = ("values", "messages-tuple", "messages", "updates", "events", "custom")
+MODES = ("values", "messages-tuple", "messages", "updates", "events", "custom", "tools")
 REFUSED = {
     "debug": "tokentail runs no graph: it has no tasks or checkpoints to debug",
     "tasks": "tokentail runs no graph: it has no Pregel tasks",
@@ -206,6 +208,8 @@ class LangGraphEvents(FramedRenderer[Part]):
                 )
             case op.ToolCalled(call_id=call_id, name=name, arguments=arguments):
                 parts += self._event("on_tool_start", run_id, ns, {"input": arguments}, name=name, call_id=call_id)
+                tool = {"event": "on_tool_start", "toolCallId": call_id, "name": name, "input": arguments}
+                parts += self._mode("tools", ns, tool)
         for change in changes:
             parts += self._change(change, run_id, ns)
         match operation:
@@ -242,6 +246,10 @@ class LangGraphEvents(FramedRenderer[Part]):
         parts: list[Part] = []
         if message["type"] == "tool":
             parts += self._mode("messages-tuple", ns, [message, self._meta(run_id, ns, "tools")], event="messages")
+            failed = message["status"] == "error"
+            ended = {"event": "on_tool_error" if failed else "on_tool_end", "toolCallId": message["tool_call_id"]}
+            ended |= {"name": message["name"], "error" if failed else "output": message["content"]}
+            parts += self._mode("tools", ns, ended)
             parts += self._event("on_tool_end", run_id, ns, {"output": message}, name=message["name"])
             parts += self._mode("updates", ns, {"tools": {"messages": [message]}})
         elif message["type"] == "ai":

@@ -28,7 +28,7 @@ RunStatus = Literal["pending", "running", "error", "success", "timeout", "interr
 
 
 class Command(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     resume: Any = None
     update: Any = None
@@ -40,7 +40,7 @@ class RunCreate(BaseModel):
     `langgraph-sdk` sends it. Fields tokentail has no use for are taken and ignored (documented in
     docs/langgraph.md)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     assistant_id: str
     input: Any = None

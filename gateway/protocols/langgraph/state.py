@@ -109,11 +109,19 @@ class Conversation:
         self._calls: dict[tuple[str, str], str] = {}  # (run, call id) -> the tool's name
         self._steers: dict[str, str] = {}  # steer id -> its input, until taken in
         self.questions: dict[str, list[InputRequired]] = {}  # per run, those asked and not yet answered
+        # Runs a drop left with their text open: the attempt that goes on continues that AI message.
+        self._going_on: set[str] = set()
 
     def of(self, run_id: str) -> list[Message]:
         return self.messages.get(run_id, [])
 
     def apply(self, operation: op.Operation) -> list[tuple[Any, ...]]:  # noqa: C901 (one case per operation)
+        if isinstance(operation, op.BlockOpened | op.ToolCalled) and operation.run_id in self._going_on:
+            self._going_on.discard(operation.run_id)
+            if isinstance(operation, op.BlockOpened) and operation.kind == "text":
+                return []  # the text the drop kept goes on in the same message
+        elif not isinstance(operation, op.GapFound | op.BlockClosed | op.ContentDropped):
+            self._going_on.discard(operation.run_id)
         match operation:
             case op.RunOpened(run_id=run_id, input=text):
                 self.messages[run_id] = [human_message(human_message_id(run_id), text)]
@@ -168,10 +176,14 @@ class Conversation:
                 self._list(run_id).append(steer)
                 return [*changes, ("done", steer)]
             case op.ContentDropped(run_id=run_id, kept=kept):
+                self._going_on.discard(run_id)
                 self._open.pop(run_id, None)
                 self.messages[run_id] = self.messages.get(run_id, [])[:1]  # its input stays
                 for again in kept:
                     self.apply(again)
+                last = self.messages[run_id][-1]
+                if self._open.get(run_id) is last and not last["tool_calls"]:
+                    self._going_on.add(run_id)
                 return [("reset", run_id)]
         return []
 

@@ -17,6 +17,7 @@ Not served: `state.listCheckpoints`, `state.fork` (`not_supported`: tokentail ke
 
 from typing import Any
 
+from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tokentail.gateway.access.ids import new_steer_id
@@ -73,13 +74,14 @@ def failure(command_id: int | None, code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "id": command_id, "error": code, "message": message}
 
 
-def _code_of(error: TokentailError) -> str:
+def error_code(error: TokentailError) -> str:
+    """The protocol's error code for one of tokentail's errors."""
     match error:
         case InputNotPending() | QuestionNotFound():
             return "no_such_interrupt"
         case RunNotActive() | RunNotFound() | SessionNotFound():
             return "no_such_run"
-        case Forbidden():
+        case Forbidden() | Unauthorized():
             return "permission_denied"
         case InvalidInput():
             return "invalid_argument"
@@ -116,7 +118,9 @@ class V2Commands:
         except (Unauthorized, RateLimited):
             raise
         except TokentailError as error:
-            return failure(command.id, _code_of(error), str(error))
+            return failure(command.id, error_code(error), str(error))
+        except HTTPException as refused:  # an assistant not in the catalog (assistants.py)
+            return failure(command.id, "invalid_argument", str(refused.detail))
 
     async def _session(self) -> SessionRecord:
         return await self.turns.store.get_session(await self.turns.session(self.thread_id))

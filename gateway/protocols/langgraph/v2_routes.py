@@ -9,8 +9,9 @@
                                               (v2_socket.py); a token by `?token=` (browsers send no headers)
 
 A thread is the chat of that id (the session `ChatTurns.session` names): a stream of a thread with
-no run yet is a 404 (the SDK opens its streams once `run.start` answered). Each stream holds one of
-the tenant's stream slots.
+no session yet is a 404 (the SDK opens its streams once `run.start` answered). Callers as for the v1
+routes (access.py: an API key or a chat token, as a bearer or `x-api-key`; on the WebSocket, a bearer
+or `?token=`). Each stream holds one of the tenant's stream slots.
 """
 
 import json
@@ -23,18 +24,10 @@ from fastapi.responses import StreamingResponse
 from tokentail.gateway import socket_tasks
 from tokentail.gateway.access.auth import bearer_credential
 from tokentail.gateway.commands.turns import ChatTurns
-from tokentail.gateway.deps import (
-    AuthDep,
-    ChatIdPath,
-    ChatTurnsDep,
-    ReadableChatDep,
-    SettingsDep,
-    StoreDep,
-    StreamsDep,
-    run_commands,
-    streams_for,
-)
+from tokentail.gateway.deps import AuthDep, SettingsDep, StoreDep, run_commands, streams_for
 from tokentail.gateway.errors import describe
+from tokentail.gateway.protocols.langgraph.access import ChatTurnsDep, StreamsDep
+from tokentail.gateway.protocols.langgraph.threads import thread_session
 from tokentail.gateway.protocols.langgraph.v2_commands import Command, V2Commands
 from tokentail.gateway.protocols.langgraph.v2_feed import StreamRequest, V2Feed, values_reader
 from tokentail.gateway.protocols.langgraph.v2_render import Cursor, sse_frame
@@ -47,24 +40,25 @@ router = APIRouter(prefix="/langgraph", tags=["langgraph"])
 LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", description="resume after this event_id")]
 
 
-@router.post("/threads/{chat_id}/commands", responses=ERROR_RESPONSES)
-async def command(chat_id: ChatIdPath, body: Command, turns: ChatTurnsDep) -> dict[str, Any]:
+@router.post("/threads/{thread_id}/commands", responses=ERROR_RESPONSES)
+async def command(thread_id: str, body: Command, turns: ChatTurnsDep) -> dict[str, Any]:
     """One command of the thread; its response (`type: success | error`), as the SDK's v2 client reads it."""
-    return await V2Commands(turns, chat_id).answer(body)
+    return await V2Commands(turns, thread_id).answer(body)
 
 
-@router.post("/threads/{chat_id}/stream/events", responses=STREAM_RESPONSES, response_class=StreamingResponse)
+@router.post("/threads/{thread_id}/stream/events", responses=STREAM_RESPONSES, response_class=StreamingResponse)
 async def stream_events(
+    thread_id: str,
     body: StreamRequest,
-    session_id: ReadableChatDep,
-    store: StoreDep,
+    turns: ChatTurnsDep,
     streams: StreamsDep,
     last_event_id: LastEventIdHeader = None,
 ) -> StreamingResponse:
     """The thread's events as `filter` asks, from its last run's start, or after `Last-Event-ID` (an
     `event_id`: `<ms>-<seq>`, or `<ms>-<seq>.<k>`) or `since`; for as long as the client stays."""
     cursor = Cursor.of(last_event_id) if last_event_id else Cursor(body.since) if body.since is not None else None
-    session = await store.get_session(session_id)  # 404 before its first run
+    store = turns.store
+    session = await store.get_session(await thread_session(turns, thread_id))  # 404 before its first run
     slot = await streams.slots.take(streams.caller.tenant, streams.caller.session_id)
     feed = V2Feed(streams, session, body.filter(), cursor, values_reader(store), "langgraph-v2")
 
@@ -79,10 +73,10 @@ async def stream_events(
     return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-@router.websocket("/threads/{chat_id}/stream/events")
+@router.websocket("/threads/{thread_id}/stream/events")
 async def thread_socket(
     websocket: WebSocket,
-    chat_id: str,
+    thread_id: str,
     auth: AuthDep,
     store: StoreDep,
     settings: SettingsDep,
@@ -94,14 +88,15 @@ async def thread_socket(
     await websocket.accept()
     try:
         caller = auth.authenticate(bearer_credential(websocket.headers.get("authorization")), token)
-        await auth.chat_session(caller, chat_id, store)
+        caller.require_chat()
+        await auth.chat_session(caller, thread_id, store)
         streams = streams_for(websocket, caller)
         slot = await streams.slots.take(caller.tenant, caller.session_id)
     except TokentailError as exc:
         status, type_ = describe(exc)
         await websocket.close(code=4000 + status if status < 500 else 1011, reason=f"{type_}: {exc}"[:120])
         return
-    socket = ThreadSocket(websocket, streams, V2Commands(run_commands(ChatTurns, websocket, caller), chat_id))
+    socket = ThreadSocket(websocket, streams, V2Commands(run_commands(ChatTurns, websocket, caller), thread_id))
     try:
         while True:
             message = await websocket.receive()

@@ -24,7 +24,7 @@ from fastapi import WebSocket
 from pydantic import ValidationError
 
 from tokentail.gateway import socket_tasks
-from tokentail.gateway.protocols.langgraph.v2_commands import Command, V2Commands, failure, success
+from tokentail.gateway.protocols.langgraph.v2_commands import Command, V2Commands, error_code, failure, success
 from tokentail.gateway.protocols.langgraph.v2_feed import StreamRequest, V2Feed, values_reader
 from tokentail.gateway.protocols.langgraph.v2_render import Cursor, Filter
 from tokentail.gateway.reading.streams import Streams
@@ -57,8 +57,8 @@ class ThreadSocket:
             return
         try:
             await self.send(await self._answer(command))
-        except TokentailError as error:  # who may not call, a spent budget: said on the command
-            await self.send(failure(command.id, "permission_denied", str(error)))
+        except TokentailError as error:  # who may not call, a spent budget, a thread with no session yet
+            await self.send(failure(command.id, error_code(error), str(error)))
         except Exception as exc:
             if not is_outage(exc):
                 raise
