@@ -721,7 +721,8 @@ class LangGraphClient:
         self._status: str | None = None
         self._gap = False
         self._glitches: list[str] = []
-        self._history: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+        self._history: list[tuple[Any, ...]] = []
+        self._progress: dict[str, str] = {}
 
     def submit(self) -> None:
         self._cleared = self._stopped = self._error = False
@@ -751,6 +752,8 @@ class LangGraphClient:
             self._message(data)
         elif event == "custom":
             self._gap = self._gap or data.get("name") == "gap"
+        elif event == "tools":
+            self._tool_progress(data)
         elif event not in ("metadata", "updates") and "|" not in event:
             raise ClientError(f"an event useStream does not read: {event}")
         shown = self._display()
@@ -787,10 +790,18 @@ class LangGraphClient:
         messages = (self.values or {}).get("messages", [])
         return "".join(m["content"] for m in messages if m["type"] == "ai" and isinstance(m["content"], str))
 
-    def _display(self) -> tuple[str, tuple[tuple[str, str], ...]]:
-        """The text and the tools' results shown now."""
+    def _display(self) -> tuple[Any, ...]:
+        """The text, the tools' results and their progress (`toolProgress`) shown now."""
         messages = (self.values or {}).get("messages", [])
-        return self._text(), tuple((m["tool_call_id"], str(m["content"])) for m in messages if m["type"] == "tool")
+        results = tuple((m["tool_call_id"], str(m["content"])) for m in messages if m["type"] == "tool")
+        return self._text(), results, tuple(self._progress.items())
+
+    def _tool_progress(self, data: Json) -> None:
+        """stream.lgp.js `handleToolEvent`: a call's progress by its id, started again by `on_tool_start`."""
+        key, event = data.get("toolCallId") or data.get("name"), data["event"]
+        states = {"on_tool_start": "starting", "on_tool_event": "running", "on_tool_end": "completed"}
+        if event == "on_tool_start" or key in self._progress:
+            self._progress[key] = states.get(event, "error")
 
     def _ended(self) -> str | None:
         if self._error:

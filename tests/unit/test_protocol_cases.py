@@ -527,11 +527,12 @@ def native_stream(log: Log, request: Request) -> list[Piece]:
     return serve(NativeSse(1000), log, max(request.after, 0), request.until, read=True)
 
 
-LANGGRAPH_MODES = ("values", "messages-tuple", "updates", "custom")  # what useStream reads (render.DEFAULT_MODES)
+# What useStream asks for, its `toolProgress` read too (render.DEFAULT_MODES and `tools`).
+LANGGRAPH_MODES = ("values", "messages-tuple", "updates", "custom", "tools")
 
 
 def langgraph_stream(log: Log, request: Request) -> list[Piece]:
-    """gateway/protocols/langgraph/routes.py `_open_run`, in LANGGRAPH_MODES: `stream`: POST …/runs/stream
+    """gateway/protocols/langgraph/run_routes.py `_open_run`, in LANGGRAPH_MODES: `stream`: POST …/runs/stream
     (fresh: after the run's `run.queued`); `resume`: the same with `command: {resume}` (fresh: after the
     last answer's `input.received`, runs.resume_run's id); `join`: GET …/runs/{rid}/stream with
     `Last-Event-ID` (`-1`: from the run's start). A piece per frame: every frame has an id, so a
@@ -540,7 +541,7 @@ def langgraph_stream(log: Log, request: Request) -> list[Piece]:
     fresh = request.kind in ("stream", "resume")
     if fresh:
         position: langgraph.Position | None = langgraph.Position(start if request.kind == "stream" else request.at)
-    else:  # routes.py `_position`
+    else:  # run_routes.py `_position`
         given = (request.last_event_id or "").strip()
         try:
             position = None if given in ("", "-1", "-") else langgraph.Position.of(given)
