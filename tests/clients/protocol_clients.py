@@ -798,7 +798,7 @@ class LangGraphClient:
 
     def _tool_progress(self, data: Json) -> None:
         """stream.lgp.js `handleToolEvent`: a call's progress by its id, started again by `on_tool_start`."""
-        key, event = data.get("toolCallId") or data.get("name"), data["event"]
+        key, event = str(data.get("toolCallId") or data.get("name")), data["event"]
         states = {"on_tool_start": "starting", "on_tool_event": "running", "on_tool_end": "completed"}
         if event == "on_tool_start" or key in self._progress:
             self._progress[key] = states.get(event, "error")
