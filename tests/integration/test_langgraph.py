@@ -149,6 +149,23 @@ async def test_the_thread_join_streams_its_runs_from_the_start(client: Any) -> N
     assert await collect(await client.threads.join_stream(tid)) == []  # idle: nothing to wait for
 
 
+async def test_the_thread_join_follows_the_active_run_from_its_start(client: Any, gates: Gates) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    run_id = await _held_run(client, gates, tid, INPUT)
+    parts: list[Any] = []
+
+    async def join() -> None:
+        async for part in await client.threads.join_stream(tid, stream_mode="messages-tuple"):
+            parts.append(part)
+
+    joined = asyncio.ensure_future(join())
+    await eventually(lambda: streamed_text(parts), within=scaled(20))  # the run's first half, replayed
+    gates.release(run_id)
+    await asyncio.wait_for(joined, scaled(30))
+    assert parts[0].event == "metadata" and parts[0].data["run_id"] == run_id
+    assert streamed_text(parts) == ANSWER
+
+
 async def test_an_unknown_or_refused_mode_is_a_422_naming_those_served(client: Any) -> None:
     thread = await client.threads.create()
     for mode in ("debug", "nonsense"):
