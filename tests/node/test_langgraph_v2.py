@@ -50,7 +50,7 @@ def test_run_start_streams_the_answer_whole_and_once_with_the_session_seq(chats:
     assert lifecycle == ["running", "completed"]
     ids_unique(outcome)
     for event in outcome.result["events"]:
-        if event["event_id"] and not event["event_id"].endswith(".values"):
+        if event["event_id"]:
             assert re.fullmatch(rf"\d+-{event['seq']}(\.\d+)?", event["event_id"]), event
     assert methods(outcome, "lifecycle", [])[-1]["seq"] == run["finished_seq"], "seq is the session's seq"
     # values: the thread's state after the run, as state.get (and GET /threads/{tid}/state) has it.

@@ -49,9 +49,10 @@ def render(cursor: Cursor, filter: Filter = EVERYTHING, events: list[StoredEvent
 def test_ids_are_ms_and_seq_with_the_last_envelope_of_an_event_plain() -> None:
     parts = render(Cursor(0))
     asked = [p["event_id"] for p in parts if p["seq"] == 5]
-    # The block's finish (2), the question, the interrupt: the last has the event's plain id.
-    assert asked == ["5-5.0", "5-5.1", "5-5.2", "5-5"]
-    assert [p["method"] for p in parts if p["seq"] == 5] == ["messages", "messages", "input.requested", "lifecycle"]
+    # The block's finish (2), the question, the interrupt, the values: the last has the event's plain id.
+    assert asked == ["5-5.0", "5-5.1", "5-5.2", "5-5.3", "5-5"]
+    methods = [p["method"] for p in parts if p["seq"] == 5]
+    assert methods == ["messages", "messages", "input.requested", "lifecycle", "values"]
     assert all(p["params"]["timestamp"] == p["seq"] for p in parts)
     ids = [p["event_id"] for p in parts]
     assert len(ids) == len(set(ids))
@@ -76,7 +77,7 @@ def test_a_cursor_resumes_after_an_event_or_within_one() -> None:
         with pytest.raises(InvalidLastEventId):
             Cursor.of(bad)
     within = render(Cursor.of("5-5.1"))
-    assert [p["event_id"] for p in within][:2] == ["5-5.2", "5-5"]
+    assert [p["event_id"] for p in within][:3] == ["5-5.2", "5-5.3", "5-5"]
 
 
 def test_a_child_run_has_a_namespace_of_its_own_which_a_filter_selects() -> None:

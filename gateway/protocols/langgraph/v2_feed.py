@@ -9,8 +9,8 @@ streams once `run.start` answered, and again at each reconnect, and drops by `ev
 or, with no run yet, from now.
 
 `values`: at the end of each of the thread's own runs (or its stop at questions) the thread's state
-after it, `values_of(session_id)`, as one envelope with the id `<ms>-<seq>.values` of the event it
-follows (a cursor of that id resumes after the event).
+after it, `values_of(session_id)`, read as the envelope the renderer made for it goes out (the last
+of its event's, with the event's durable id: a stream reopened after that id has had it).
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -119,10 +119,11 @@ class V2Feed:
             self._feed.stop()
 
     async def _values(self) -> list[Part]:
-        """The thread's values after the runs that ended (or stopped) in this batch: one envelope."""
+        """Fill the `values` envelopes the renderer made since (the last of an event's, so its durable
+        id is theirs): the thread's values now, read once for them all. Nothing more to send."""
         due, self.renderer.values_due = self.renderer.values_due, []
-        if self.values_of is None or not due:
-            return []
-        seq, ms = due[-1]
-        params = {"namespace": [], "timestamp": ms, "data": await self.values_of(self.session_id)}
-        return [{"type": "event", "event_id": f"{ms}-{seq}.values", "seq": seq, "method": "values", "params": params}]
+        if due and self.values_of is not None:
+            values = await self.values_of(self.session_id)
+            for part in due:
+                part["params"]["data"] = values
+        return []

@@ -17,7 +17,9 @@ Every event is an envelope `{"type": "event", "event_id", "seq", "method", "para
       steer.*, a gap, a drop
     run.spawned                lifecycle {event: started, graph_name: the child's agent, cause:
                                {type: toolCall, tool_call_id}} in the child's namespace
-    a run's end                lifecycle completed | failed {error} (a cancel: failed, `cancelled: <reason>`)
+    a run's end                lifecycle completed | failed {error} (a cancel: failed, `cancelled: <reason>`),
+                               then values: the thread's values after it (and after a stop at questions),
+                               read by the feed (v2_feed.py) as the envelope goes out
 
 Namespaces: the session's own runs are the root (`[]`); a child run is its parent's namespace and
 `<agent>:<child run id>` (the SDK matches a filter's `agent` against it, the part after `:` aside).
@@ -154,8 +156,8 @@ class V2Events(Renderer[Part]):
         self._after = cursor.after
         self._namespaces: dict[str, Namespace] = {}  # child run -> its namespace (the root's is [])
         self._open: dict[str, _Open] = {}  # run -> its open message
-        self._stopped = 0  # root runs that ended or stopped at questions, counted
-        self.values_due: list[tuple[int, int]] = []  # (seq, ms) of the events that ended them: a `values` each
+        # The `values` envelopes rendered and not yet filled: the feed reads the thread's values for them.
+        self.values_due: list[Part] = []
 
     # -- ids and framing -----------------------------------------------------------------------------
 
@@ -165,14 +167,11 @@ class V2Events(Renderer[Part]):
             out.append((self._gap(batch.gap), None))
         for event in batch.events:
             envelopes: list[_Envelope] = []
-            ended = self._stopped
             for operation in self.reducer.reduce(event):
                 envelopes += self._render(operation)
             if not envelopes or self.reducer.quiet(event.seq):
                 continue
             ms, last = event.ts_us // 1000, len(envelopes) - 1
-            if self._stopped > ended:
-                self.values_due.append((event.seq, ms))
             skip = self._within if event.seq == self._after + 1 else 0
             parts = [
                 _framed(envelope, f"{ms}-{event.seq}" if k == last else f"{ms}-{event.seq}.{k}", event.seq, ms)
@@ -182,6 +181,7 @@ class V2Events(Renderer[Part]):
                 and self.filter.admits(envelope.method, envelope.namespace, envelope.data)
             ]
             if parts:
+                self.values_due += [part for part in parts if part["method"] == "values"]
                 out.append((parts, event.seq))
         return out
 
@@ -193,9 +193,10 @@ class V2Events(Renderer[Part]):
         return self._gap(gap) if gap is not None else []
 
     def _gap(self, gap: Gap) -> list[Part]:
-        """A gap has no stored event: its envelope has no id (the SDK keeps every event without one)."""
+        """A gap has no stored event: its envelope has no id (the SDK keeps every event without one).
+        None for a client past it: a stream resumed after the gap reads from its run's start, before it."""
         data = {"name": "gap", "payload": gap.model_dump()}
-        if not self.filter.admits("custom", [], data):
+        if gap.first_available <= self._after + 1 or not self.filter.admits("custom", [], data):
             return []
         return [{"type": "event", "method": "custom", "params": {"namespace": [], "timestamp": 0, "data": data}}]
 
@@ -259,10 +260,13 @@ class V2Events(Renderer[Part]):
                 asked = [_Envelope("input.requested", self._ns(run_id), data, shown=not answered)]
                 if question.more:
                     return asked
-                if stops and not self._ns(run_id):
-                    self._stopped += 1
-                # The run stops at the last of the questions asked at once: its tree's root says so.
-                return [*asked, _Envelope("lifecycle", [], {"event": "interrupted"}, shown=stops)]
+                # The run stops at the last of the questions asked at once: its tree's root says so,
+                # then the thread's values (the feed fills them in).
+                return [
+                    *asked,
+                    _Envelope("lifecycle", [], {"event": "interrupted"}, shown=stops),
+                    _Envelope("values", [], {}, shown=stops),
+                ]
             case op.QuestionAnswered(input_id=input_id):
                 return [_Envelope("input.answered", [], {"interrupt_ids": [input_id]})]
             case op.ContentDropped(run_id=run_id, after=after):
@@ -278,8 +282,7 @@ class V2Events(Renderer[Part]):
                 return [_Envelope("lifecycle", self._ns(child), _ended(ending))]
             case op.RunEnded(run_id=run_id, ending=ending):
                 self._open.pop(run_id, None)
-                self._stopped += 1
-                return [_Envelope("lifecycle", [], _ended(ending))]
+                return [_Envelope("lifecycle", [], _ended(ending)), _Envelope("values", [], {})]
             case _:
                 assert_never(operation)
 
