@@ -151,7 +151,11 @@ def test_a_question_is_the_status_message_and_ends_the_stream() -> None:
 
 # -- every case of the protocols' table (tests/unit/test_protocol_cases.py), as A2A's clients play it --
 
-ENDED = {"completed": TaskState.TASK_STATE_COMPLETED, "cancelled": TaskState.TASK_STATE_CANCELED}
+ENDED = {
+    "completed": TaskState.TASK_STATE_COMPLETED,
+    "cancelled": TaskState.TASK_STATE_CANCELED,
+    "failed": TaskState.TASK_STATE_FAILED,
+}
 
 
 def stream(log: Log, at: int, after: int | None) -> list[tuple[int, list[Event]]]:

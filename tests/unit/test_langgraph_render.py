@@ -39,9 +39,6 @@ V1_KNOWN = {
     "gap": "render.py head(): the head's frames are ids `<quiet_until>.<k>`: `0.0` is refused (422); and a"
     " join after any later id sends the gap's custom frame again, with that id"
 }
-# v2's (H2's v2_feed.py `_values`): the values at a run's end (or stop) follow the event's last, durable
-# envelope: a stream reopened after that id never sends them.
-V2_KNOWN = "v2_feed.py `_values`: `<ms>-<seq>.values` follows the durable `<ms>-<seq>`: lost after it"
 
 
 def _v1_params() -> list[object]:
@@ -73,12 +70,7 @@ def test_a_v1_run_stream_joined_after_any_frame_sends_the_rest_of_it(case: Case)
     assert not wrong, "\n".join(wrong)
 
 
-def _v2_params() -> list[object]:
-    # Every case ends a run with a values envelope after its last durable id: each one is the finding.
-    return [pytest.param(case, id=case.name, marks=pytest.mark.xfail(strict=True, reason=V2_KNOWN)) for case in CASES]
-
-
-@pytest.mark.parametrize("case", _v2_params())
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for case in CASES])
 def test_a_v2_stream_reopened_after_any_durable_id_sends_the_rest_of_it(case: Case) -> None:
     """POST …/stream/events again with `Last-Event-ID` of any durable `event_id` the stream sent."""
     log = Log(case)

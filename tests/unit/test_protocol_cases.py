@@ -822,13 +822,6 @@ KNOWN: dict[tuple[str, str, str], str] = {
     ),
 }
 
-V2_VALUES_LOST = (
-    "langgraph v2_feed.py `_values`: the thread's values at a run's end (or stop) go out after the envelopes of"
-    " the event that ended it, as `<ms>-<seq>.values`, AFTER the event's last envelope `<ms>-<seq>`; a client"
-    " cut between the two resumes (PR #2805: Last-Event-ID, the last durable `<ms>-<seq>` it had) after the"
-    " event, and the values never come: it ends showing its streamed text (a takeover's dropped text in it)"
-    " or the values of an earlier stop (the text after the question missing)"
-)
 V2_TOOLS_TWICE = (
     "langgraph v2_render.py: a run started over after its answered question (run.retrying) calls call_1"
     " again: the tools channel sends tool-started/tool-finished for call_1 again (v2 has no retraction, the"
@@ -836,23 +829,6 @@ V2_TOOLS_TWICE = (
     " the end are right"
 )
 NAMES = {case.name for case in CASES}
-KNOWN |= {  # a cut before the values at the run's end: where the text streamed is not the state's, or a stop came
-    ("resumed", f"{name}{twin}", "langgraph_v2"): V2_VALUES_LOST
-    for name in (
-        "restart",
-        "two_questions_at_once",
-        "two_questions_at_once_answered_elsewhere",
-        "restart_before_a_question",
-        "restart_after_an_answered_question",
-        "continued_dropping_a_cut_turn",
-        "continued_keeping_all_before_a_question",
-        "continued_dropping_text_before_a_question",
-        "continued_keeping_all_after_an_answered_question",
-        "continued_dropping_text_after_an_answered_question",
-    )
-    for twin in ("", "_elsewhere")
-    if f"{name}{twin}" in NAMES
-}
 KNOWN |= {
     ("whole", f"restart_after_an_answered_question{twin}", row): V2_TOOLS_TWICE
     for twin in ("", "_elsewhere")
