@@ -165,6 +165,13 @@ class RunRecord(BaseModel):
         return self.status in ("queued", "running", "waiting")
 
     @property
+    def in_conversation(self) -> bool:
+        """Whether the conversation shows it as a turn: not a child's (its work is its parent's tool call),
+        nor one rolled back (as if never asked). The transcript, the next run's history and a LangGraph
+        thread's messages all ask this."""
+        return self.parent_run_id is None and not self.rolled_back
+
+    @property
     def segment(self) -> int:
         """Which of its segments is going on: one more each time it went on after its questions were
         answered, and after each steer it took in. A segment is one response of the Responses API
@@ -276,7 +283,7 @@ def transcript(runs: list[RunRecord], partial_text: str = "") -> list[Turn]:
     The steers a run took in are user turns of their own, where its answer took them in."""
     turns: list[Turn] = []
     for run in runs:
-        if run.parent_run_id is not None or run.rolled_back:  # a child's work is its parent's tool call
+        if not run.in_conversation:
             continue
         turns.append(Turn(role="user", content=run.input, run_id=run.run_id))
         if run.status == "queued":
