@@ -179,15 +179,30 @@ class LangGraphEvents(FramedRenderer[Part]):
         space = self._spaces.get(run_id)
         if space is None and not self._shows(run_id):
             return []  # another run of the session (its messages count in the thread's values)
+        stops = isinstance(operation, op.QuestionAsked) and operation.stops
+        if stops and self.root is not None:
+            self.finished = True  # LangGraph's run ends at its interrupt: the answer goes on as `command.resume`
         if space is not None and not self.subgraphs:
-            return []  # a child's: its parent's tool call shows it
+            # A child's: its parent's tool call shows it; its questions are the run's interrupts.
+            return self._interrupted() if stops else []
         ns = space or ()
         parts = self._render(operation, run_id, changes, ns)
+        if stops and ns:
+            parts += self._interrupted()  # a child's interrupt is its root's too, as a subgraph's is
         if isinstance(operation, op.RunEnded) and operation.run_id == self.root:
             self.finished = True
-        if isinstance(operation, op.QuestionAsked) and operation.stops and self.root is not None:
-            self.finished = True  # LangGraph's run ends at its interrupt: the answer goes on as `command.resume`
         return parts
+
+    def _interrupted(self) -> list[Part]:
+        """The root's `__interrupt__`: every question its tree waits for."""
+        interrupts = [
+            state.interrupt_json(question)
+            for run_id, questions in self._questions.items()
+            if run_id in self._spaces or self._shows(run_id)
+            for question in questions
+        ]
+        parts = self._mode("updates", (), {"__interrupt__": interrupts})
+        return parts + self._mode("values", (), {**self._state("", ()), "__interrupt__": interrupts})
 
     def _render(  # noqa: C901 (one case per operation)
         self, operation: op.Operation, run_id: str, changes: list[tuple[Any, ...]], ns: tuple[str, ...]
