@@ -261,6 +261,9 @@ async def test_multitask_interrupt_keeps_the_cut_run_and_rollback_leaves_no_trac
             assert cut_id not in [run["run_id"] for run in await client.runs.list(tid)]
             with pytest.raises(NotFoundError):
                 await client.runs.get(tid, cut_id)
+            joined = await collect(await client.threads.join_stream(tid, last_event_id="-"))
+            assert cut_id not in [part.data["run_id"] for part in joined if part.event == "metadata"]
+            assert [m["content"] for m in last_values(joined)["messages"]] == texts
 
 
 async def test_cancel_interrupts_or_rolls_back_a_run(client: Any, gates: Gates) -> None:

@@ -108,7 +108,8 @@ class LangGraphEvents(FramedRenderer[Part]):
     `runs`: the runs whose messages the thread's values show, in order (a run queued later is shown
     as it opens); `quiet_until` and `within`: what the client has (`Position`); `answered`: questions
     answered when the stream opened (a replay goes past them); `opening`: the metadata to open with
-    (a fresh stream of a run: its id and attempt), else None."""
+    (a fresh stream of a run: its id and attempt), else None; `hidden`: runs a thread's stream leaves
+    out (rolled back)."""
 
     def __init__(
         self,
@@ -123,11 +124,13 @@ class LangGraphEvents(FramedRenderer[Part]):
         within: int = 0,
         answered: frozenset[str] = frozenset(),
         opening: dict[str, Any] | None = None,
+        hidden: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(Reducer(None, quiet_until, answered))
         self.thread_id, self.root, self.modes, self.subgraphs = thread_id, run_id, frozenset(modes), subgraphs
         self.conversation = Conversation()
         self.runs = list(runs)
+        self.hidden = hidden  # runs a thread's stream leaves out (rolled back)
         self._has_until, self._within, self._opening = quiet_until, within, opening
         self._spaces: dict[str, tuple[str, ...]] = {}  # a child run -> its namespace
         self._step = 0
@@ -162,7 +165,12 @@ class LangGraphEvents(FramedRenderer[Part]):
             parent = self._spaces.get(operation.run_id, ())
             if operation.run_id in self._spaces or self._shows(operation.run_id):
                 self._spaces[operation.child_run_id] = (*parent, f"{operation.name}:{operation.child_run_id}")
-        elif isinstance(operation, op.RunOpened) and operation.run_id not in self.runs and self.root is None:
+        elif (
+            isinstance(operation, op.RunOpened)
+            and self.root is None
+            and operation.run_id not in self.runs
+            and operation.run_id not in self.hidden
+        ):
             self.runs.append(operation.run_id)
 
     def _shows(self, run_id: str) -> bool:

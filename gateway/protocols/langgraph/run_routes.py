@@ -366,5 +366,6 @@ async def _thread_stream(
         quiet_until=position.after,
         within=position.within,
         answered=_closed(session),
+        hidden=frozenset(run.run_id for run in session.runs if not run.in_conversation),
     )
     return await streams.open(session.session_id, start, events, "langgraph")
