@@ -205,7 +205,7 @@ class LangGraphEvents(FramedRenderer[Part]):
         """The root's `__interrupt__`: every question its tree waits for."""
         interrupts = [
             state.interrupt_json(question)
-            for run_id, questions in self._questions.items()
+            for run_id, questions in self.conversation.questions.items()
             if run_id in self._spaces or self._shows(run_id)
             for question in questions
         ]
@@ -237,7 +237,7 @@ class LangGraphEvents(FramedRenderer[Part]):
             parts += self._change(change, run_id, ns)
         match operation:
             case op.QuestionAsked(stops=True):
-                interrupts = [state.interrupt_json(question) for question in self._asked(run_id)]
+                interrupts = [state.interrupt_json(asked) for asked in self.conversation.questions.get(run_id, [])]
                 parts += self._mode("updates", ns, {"__interrupt__": interrupts})
                 parts += self._mode("values", ns, {**self._state(run_id, ns), "__interrupt__": interrupts})
             case op.ContentDropped():
@@ -249,10 +249,6 @@ class LangGraphEvents(FramedRenderer[Part]):
                 if isinstance(ending, RunFailed) and not ns:
                     parts.append(("error", compact({"error": ending.error.type, "message": ending.error.message})))
         return parts
-
-    def _asked(self, run_id: str) -> list[Any]:
-        """The questions of run `run_id` open now, asked at once (the last batch the conversation saw)."""
-        return list(self._questions.get(run_id, []))
 
     def _change(self, change: tuple[Any, ...], run_id: str, ns: tuple[str, ...]) -> list[Part]:
         kind = change[0]
@@ -350,10 +346,6 @@ class LangGraphEvents(FramedRenderer[Part]):
 
     def _state(self, run_id: str, ns: tuple[str, ...]) -> dict[str, Any]:
         return {"messages": self._values(run_id, ns)}
-
-    @property
-    def _questions(self) -> dict[str, list[Any]]:
-        return self.conversation.questions
 
 
 def _chunk(message_id: str, text: str, call: dict[str, Any] | None = None) -> Message:
