@@ -34,7 +34,12 @@ OPENAI_SDK_HEADERS = [
     "OpenAI-Beta",
     "Idempotency-Key",
 ]
-HEADERS = ["Authorization", "Content-Type", "Last-Event-ID", *OPENAI_SDK_HEADERS]
+# The LangGraph SDKs send their key (useStream's `apiKey`) as `x-api-key` (gateway/protocols/langgraph/access.py).
+HEADERS = ["Authorization", "Content-Type", "Last-Event-ID", "X-Api-Key", *OPENAI_SDK_HEADERS]
+# What a page may read of an answer beyond the safelisted headers. The LangGraph SDKs read a run's stream's
+# `Content-Location` (useStream keeps the run's id for `reconnectOnMount`, and `stop()` cancels that run)
+# and `Location` (where the SDK reconnects after a cut): hidden, a page on another origin has neither.
+EXPOSED = ["Retry-After", "Location", "Content-Location"]
 _refused = RateLimitedLogger(logging.getLogger(__name__), every_seconds=10)
 _HOW = "to allow it, add it to TOKENTAIL_CORS_ORIGINS (`http://localhost:*` allows any port)"
 _WHAT_THE_API_TAKES = f"the API takes {', '.join(METHODS)}, with the headers {', '.join(HEADERS)}"
@@ -51,7 +56,7 @@ class Cors(CORSMiddleware):
             allow_origin_regex="|".join(any_port) or None,
             allow_methods=METHODS,
             allow_headers=HEADERS,
-            expose_headers=["Retry-After"],
+            expose_headers=EXPOSED,
             max_age=600,
         )
 

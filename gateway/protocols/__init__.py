@@ -22,6 +22,7 @@ from tokentail.gateway.protocols.ag_ui import routes as ag_ui_routes
 from tokentail.gateway.protocols.ai_sdk import routes as ai_sdk_routes
 from tokentail.gateway.protocols.ai_sdk import socket_routes as ai_sdk_socket_routes
 from tokentail.gateway.protocols.langgraph import routes as langgraph_routes
+from tokentail.gateway.protocols.langgraph import v2_routes as langgraph_v2_routes
 from tokentail.gateway.protocols.responses import routes as responses_routes
 
 
@@ -34,6 +35,7 @@ def routers() -> list[APIRouter]:
         responses_routes.router,
         a2a_routes.router,
         langgraph_routes.router,
+        langgraph_v2_routes.router,
         _mcp_router(),
     ]
 

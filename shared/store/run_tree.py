@@ -61,7 +61,9 @@ class RunTree:
             for child in going:
                 lane, channel = child.lane or session_id, self.scope.keys.cancel_channel
                 await self.run(
-                    CancelRun(self.scope.run_keys(lane), self.scope.args(lane), channel, reason, child.run_id, "", "0")
+                    CancelRun(
+                        self.scope.run_keys(lane), self.scope.args(lane), channel, reason, child.run_id, "", "0", "0"
+                    )
                 )
                 asked.add(child.run_id)
         return len(asked)

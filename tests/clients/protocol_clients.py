@@ -23,6 +23,7 @@ fails its request.
 """
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,12 @@ class Shown:
     tools: tuple[tuple[str, str], ...] = ()  # (call id, outcome: pending, completed, failed, denied)
     ended: str | None = None  # completed, cancelled, failed, waiting (at a question), or None: still going
     gap: bool = False
+    # What it showed on the way that the text shown before did not lead to (a piece streamed that does
+    # not follow what the message showed): each says the message, what it showed, and then what.
+    glitches: tuple[str, ...] = ()
+    # What it showed one after the other (LangGraph's: its text and tool results; a `values` event
+    # replaces what chunks showed, so its end alone would not show a piece streamed twice on the way).
+    history: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -681,3 +688,360 @@ class NativeClient:
             ended=self.ended,
             gap=self.gap,
         )
+
+
+# -- LangGraph's useStream (v1 routes) ------------------------------------------------------------------
+
+_LG_STATUS = {"success": "completed", "interrupted": "cancelled", "error": "failed", "timeout": "failed"}
+
+
+class LangGraphClient:
+    """What `useStream` (`@langchain/langgraph-sdk` 1.15, dist/ui/manager.js `StreamManager.enqueue`,
+    dist/ui/messages.js `MessageTupleManager`) shows of a thread's runs: the stream's `values` (each
+    root `values` event replaces them; the first of a stream clears an earlier `__interrupt__`, one
+    with `__interrupt__` adds its interrupts, by id, and keeps the messages), each `messages` tuple's
+    chunk concatenated with the earlier chunks of its message id (`AIMessageChunk.concat`: text
+    appended, tool call chunks merged by index and id, args appended) and put in `values.messages` in
+    its message's place (or last). An `error` event ends the stream (the SDK stops reading it).
+
+    Call `submit()` for each `runs.stream` request (a run, or `command: {resume}`), `join()` for
+    `joinStream(runId)` (Last-Event-ID `-1`: a replay, whose chunks start their message over), then
+    `feed()` the frames; a reconnect (the SDK's own, through `Location`, with `last_event_id`) goes
+    on feeding the same stream. `closed(status)`: the stream ended without `error`, and the run's
+    status (`GET .../runs/{rid}`, which the SDK asks when no `end` came) was `status`."""
+
+    def __init__(self) -> None:
+        self.values: Json | None = None
+        self.last_event_id: str | None = None
+        self._chunks: dict[str, Json] = {}
+        self._replaying: set[str] = set()
+        self._cleared = False  # clearedPreviousInterrupts: this stream's first root `values` came
+        self._error = False
+        self._stopped = False  # this stream's `error` came: the SDK reads no more of it
+        self._status: str | None = None
+        self._gap = False
+        self._glitches: list[str] = []
+        self._history: list[tuple[Any, ...]] = []
+        self._progress: dict[str, str] = {}
+
+    def submit(self) -> None:
+        self._cleared = self._stopped = self._error = False
+        self.last_event_id, self._status = None, None
+
+    def join(self) -> None:
+        self.submit()
+        self._replaying = set(self._chunks)  # startReplay
+
+    def closed(self, status: str) -> None:
+        self._status = status
+
+    def feed(self, frame: Frame) -> None:
+        if frame.id is not None:
+            self.last_event_id = frame.id
+        if self._stopped:
+            return
+        data = json.loads(frame.data)
+        event = frame.event or ""
+        if event == "error":
+            if not isinstance(data, dict) or not {"error", "message"} <= set(data):
+                raise ClientError(f"an error event without its error and message: {data}")
+            self._error = self._stopped = True
+        elif event == "values":
+            self._values(data)
+        elif event == "messages":
+            self._message(data)
+        elif event == "custom":
+            self._gap = self._gap or data.get("name") == "gap"
+        elif event == "tools":
+            self._tool_progress(data)
+        elif event not in ("metadata", "updates") and "|" not in event:
+            raise ClientError(f"an event useStream does not read: {event}")
+        shown = self._display()
+        if not self._history or self._history[-1] != shown:
+            self._history.append(shown)
+
+    def shown(self) -> Shown:
+        messages = (self.values or {}).get("messages", [])
+        results: dict[str, list[str]] = {}
+        for message in messages:
+            if message["type"] == "tool":
+                outcome = "failed" if message.get("status") == "error" else "completed"
+                results.setdefault(message["tool_call_id"], []).append(outcome)
+        tools = []
+        for message in messages:
+            if message["type"] != "ai":
+                continue
+            for call in message.get("tool_calls", []):
+                outcomes = results.get(call["id"], ["pending"])
+                tools.append((call["id"], "+".join(outcomes)))
+            tools += [(call["id"], "invalid") for call in message.get("invalid_tool_calls", [])]
+        return Shown(
+            text=self._text(),
+            tools=tuple(tools),
+            ended=self._ended(),
+            gap=self._gap,
+            glitches=tuple(self._glitches),
+            history=tuple(self._history),
+        )
+
+    # -- what one event does
+
+    def _text(self) -> str:
+        messages = (self.values or {}).get("messages", [])
+        return "".join(m["content"] for m in messages if m["type"] == "ai" and isinstance(m["content"], str))
+
+    def _display(self) -> tuple[Any, ...]:
+        """The text, the tools' results and their progress (`toolProgress`) shown now."""
+        messages = (self.values or {}).get("messages", [])
+        results = tuple((m["tool_call_id"], str(m["content"])) for m in messages if m["type"] == "tool")
+        return self._text(), results, tuple(self._progress.items())
+
+    def _tool_progress(self, data: Json) -> None:
+        """stream.lgp.js `handleToolEvent`: a call's progress by its id, started again by `on_tool_start`."""
+        key, event = str(data.get("toolCallId") or data.get("name")), data["event"]
+        states = {"on_tool_start": "starting", "on_tool_event": "running", "on_tool_end": "completed"}
+        if event == "on_tool_start" or key in self._progress:
+            self._progress[key] = states.get(event, "error")
+
+    def _ended(self) -> str | None:
+        if self._error:
+            return "failed"
+        if (self.values or {}).get("__interrupt__"):
+            return "waiting"
+        return _LG_STATUS.get(self._status or "")
+
+    def _values(self, data: Json) -> None:
+        if not isinstance(data, dict):
+            raise ClientError(f"values that are no state: {data}")
+        previous = dict(self.values or {})
+        if not self._cleared:
+            previous.pop("__interrupt__", None)
+            self._cleared = True
+        if "__interrupt__" in data:
+            interrupts = list(data["__interrupt__"])
+            if interrupts and isinstance(previous.get("__interrupt__"), list):
+                known = {i.get("id") for i in previous["__interrupt__"]}
+                interrupts = previous["__interrupt__"] + [i for i in interrupts if i.get("id") not in known]
+            self.values = {**previous, "__interrupt__": interrupts}
+        elif isinstance(previous.get("__interrupt__"), list):
+            self.values = {**data, "__interrupt__": previous["__interrupt__"]}
+        else:
+            self.values = dict(data)
+
+    def _message(self, data: Any) -> None:
+        serialized, _metadata = data
+        message_id = serialized.get("id")
+        if not message_id:
+            return  # "No message ID found for chunk, ignoring in state"
+        kind = serialized["type"]
+        if kind.endswith("MessageChunk"):
+            kind = kind[: -len("MessageChunk")].lower()
+        chunk = {**serialized, "type": kind}
+        if message_id in self._replaying:
+            self._replaying.discard(message_id)
+            self._chunks.pop(message_id, None)
+        previous = self._chunks.get(message_id)
+        merged = _concat(previous, chunk) if previous is not None else _chunk_of(chunk)
+        self._chunks[message_id] = merged
+        values = dict(self.values or {})
+        messages = list(values.get("messages", []))
+        at = next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["id"] == message_id), None)
+        shown = _message_dict(merged)
+        if at is None:
+            messages.append(shown)
+        else:
+            before = messages[at].get("content")
+            if isinstance(before, str) and not shown.get("content", "").startswith(before):
+                self._glitches.append(f"{message_id} showed {before!r}, then {shown.get('content')!r}")
+            messages[at] = shown
+        self.values = {**values, "messages": messages}
+
+
+def _chunk_of(message: Json) -> Json:
+    """A message as the manager keeps it: its tool call chunks (an AI message's: its calls, whole)."""
+    chunk = dict(message)
+    if chunk["type"] == "ai":
+        chunks = chunk.get("tool_call_chunks") or [
+            {"id": c["id"], "name": c["name"], "args": json.dumps(c["args"]), "index": i, "type": "tool_call_chunk"}
+            for i, c in enumerate(chunk.get("tool_calls") or [])
+        ]
+        chunk["tool_call_chunks"] = [dict(c) for c in chunks]
+    return chunk
+
+
+def _concat(left: Json, right: Json) -> Json:
+    """`BaseMessageChunk.concat`: text appended; an AI chunk's tool call chunks merged (`_mergeLists`:
+    the same index and, where both have one, the same id: args appended, name and id replaced)."""
+    if left["type"] != right["type"]:
+        raise ClientError(f"chunks of message {left['id']!r} of two types: {left['type']}, {right['type']}")
+    merged = {**left, "content": left.get("content", "") + right.get("content", "")}
+    if left["type"] == "ai":
+        calls = [dict(c) for c in left["tool_call_chunks"]]
+        for item in _chunk_of(right)["tool_call_chunks"]:
+            target = next(
+                (
+                    c
+                    for c in calls
+                    if c.get("index") == item.get("index")
+                    and (not c.get("id") or not item.get("id") or c["id"] == item["id"])
+                ),
+                None,
+            )
+            if target is None:
+                calls.append(dict(item))
+            else:
+                target["args"] = (target.get("args") or "") + (item.get("args") or "")
+                target.update({key: item[key] for key in ("id", "name") if item.get(key)})
+        merged["tool_call_chunks"] = calls
+    return merged
+
+
+def _message_dict(chunk: Json) -> Json:
+    """`toMessageDict`: an AI chunk's tool calls parsed from its chunks (those whose args do not parse:
+    `invalid_tool_calls`)."""
+    message = {key: value for key, value in chunk.items() if key != "tool_call_chunks"}
+    if chunk["type"] == "ai":
+        valid, invalid = [], []
+        for call in chunk["tool_call_chunks"]:
+            try:
+                valid.append({"id": call["id"], "name": call["name"], "args": json.loads(call["args"] or "{}")})
+            except ValueError:
+                invalid.append({"id": call["id"], "name": call["name"], "args": call["args"]})
+        message.update(tool_calls=valid, invalid_tool_calls=invalid)
+    return message
+
+
+# -- LangGraph's v2 client (the Agent Streaming Protocol) ----------------------------------------------
+
+
+@dataclass
+class _V2Message:
+    id: str
+    text: str = ""
+    reasoning: str = ""
+
+
+class LangGraphV2Client:
+    """What `@langchain/langgraph-sdk` 1.15's `ThreadStream` (dist/client/stream/index.js) shows of a
+    thread, on one event stream of the channels messages, tools, lifecycle, input, values and custom:
+
+    - every envelope once: one whose `event_id` it had is dropped (`#seenEventIds`);
+    - `thread.messages` (messages.js `MessageAssembler`): a message per `message-start`, the one open in
+      its namespace taking the deltas after it (`.text`: its text deltas joined, `.reasoning` likewise)
+      until its `message-finish`; a delta with no message open is lost (no message is yielded for it);
+    - `thread.toolCalls` (handles/tools.js `ToolCallAssembler`): a call per `tool-started`, settled by
+      its `tool-finished` (completed) or `tool-error` (failed; `code: denied`: denied);
+    - the root's lifecycle: `interrupted` (waiting), `completed`, `failed` (tokentail's cancel: an
+      error `cancelled: ...`), `running` again after answers; `values`: the thread's state.
+
+    It shows the text of the last `values` (the state; streamed text until one came). `last_event_id`:
+    the last `event_id` of the durable form `<ms>-<seq>` it had, which PR #2805's client sends back as
+    `Last-Event-ID` when it reconnects."""
+
+    def __init__(self) -> None:
+        self.values: Json | None = None
+        self.last_event_id: str | None = None
+        self._seen: set[str] = set()
+        self._messages: list[_V2Message] = []
+        self._open: dict[tuple[str, ...], _V2Message] = {}
+        self._tools: list[list[str]] = []  # [call id, outcome], per tool-started
+        self._ended: str | None = None
+        self._gap = False
+        self._glitches: list[str] = []
+        self._history: list[Any] = []
+
+    def feed(self, frame: Frame) -> None:
+        envelope = json.loads(frame.data)
+        if envelope.get("type") != "event":
+            raise ClientError(f"not an event envelope: {frame.data}")
+        if not self._first_time(envelope.get("event_id")):
+            return
+        params = envelope["params"]
+        namespace, data = tuple(params["namespace"]), params["data"]
+        if namespace:
+            return  # a child run's: the root's stream shows none here
+        method = envelope["method"]
+        if method == "messages":
+            self._message(data)
+        elif method == "tools":
+            self._tool(data)
+        elif method == "lifecycle":
+            self._lifecycle(data)
+        elif method == "values":
+            self.values = data
+        elif method == "custom":
+            self._gap = self._gap or data.get("name") == "gap"
+        elif method not in ("input.requested", "input.answered"):
+            raise ClientError(f"an event of no channel asked for: {method}")
+        shown = (self._streamed(), tuple((call, outcome) for call, outcome in self._tools))
+        if not self._history or self._history[-1] != shown:
+            self._history.append(shown)
+
+    def shown(self) -> Shown:
+        text = self._streamed()
+        if self.values is not None:
+            messages = self.values.get("messages", [])
+            text = "".join(m["content"] for m in messages if m["type"] == "ai" and isinstance(m["content"], str))
+        return Shown(
+            text=text,
+            reasoning="".join(message.reasoning for message in self._messages),
+            tools=tuple((call, outcome) for call, outcome in self._tools),
+            ended=self._ended,
+            gap=self._gap,
+            glitches=tuple(self._glitches),
+            history=tuple(self._history),
+        )
+
+    def _first_time(self, event_id: str | None) -> bool:
+        """Whether it takes the envelope in (`#seenEventIds`); one without an id always."""
+        if event_id is None:
+            return True
+        if event_id in self._seen:
+            return False
+        self._seen.add(event_id)
+        if re.fullmatch(r"\d+-\d+", event_id):
+            self.last_event_id = event_id
+        return True
+
+    def _streamed(self) -> str:
+        return "".join(message.text for message in self._messages)
+
+    def _message(self, data: Json) -> None:
+        kind, root = data["event"], ()
+        if kind == "message-start":
+            self._open[root] = _V2Message(data["id"])
+            self._messages.append(self._open[root])
+            return
+        message = self._open.get(root)
+        if message is None:
+            self._glitches.append(f"{kind} with no message open: lost")
+            return
+        if kind == "content-block-start":
+            message.text += data["content"].get("text", "")
+            message.reasoning += data["content"].get("reasoning", "")
+        elif kind == "content-block-delta":
+            delta = data["delta"]
+            message.text += delta.get("text", "") if delta["type"] == "text-delta" else ""
+            message.reasoning += delta.get("reasoning", "") if delta["type"] == "reasoning-delta" else ""
+        elif kind in ("message-finish", "error"):
+            del self._open[root]
+
+    def _tool(self, data: Json) -> None:
+        call_id = data["tool_call_id"]
+        if data["event"] == "tool-started":
+            self._tools.append([call_id, "pending"])
+            return
+        started = next((tool for tool in reversed(self._tools) if tool[0] == call_id), None)
+        if started is None:
+            return  # the assembler has no call of that id: nothing is shown
+        if data["event"] == "tool-finished":
+            started[1] = "completed"
+        elif data["event"] == "tool-error":
+            started[1] = "denied" if data.get("code") == "denied" else "failed"
+
+    def _lifecycle(self, data: Json) -> None:
+        event = data["event"]
+        if event == "failed":
+            self._ended = "cancelled" if str(data.get("error", "")).startswith("cancelled:") else "failed"
+        else:
+            self._ended = {"interrupted": "waiting", "completed": "completed"}.get(event)

@@ -78,8 +78,8 @@ async def test_a_gateway_killed_mid_answer_the_sdk_reconnects_by_itself_with_the
         await asyncio.wait_for(streaming, scaled(60))
         assert _streamed_text(parts) == ANSWER  # every chunk, once
         assert _final_answer(parts) == ANSWER
-        state = await client.threads.get_state(thread["thread_id"])
-        assert [message["type"] for message in state["values"]["messages"]] == ["human", "ai"]
+        values: Any = (await client.threads.get_state(thread["thread_id"]))["values"]
+        assert [message["type"] for message in values["messages"]] == ["human", "ai"]
         assert (await client.runs.get(thread["thread_id"], run_id))["status"] == "success"
 
 

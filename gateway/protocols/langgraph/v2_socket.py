@@ -1,0 +1,136 @@
+"""The v2 protocol's WebSocket conversation (v2_routes.py serves it at
+`/langgraph/threads/{thread_id}/stream/events`): one thread, many commands and subscriptions.
+
+    client → server   {"id", "method", "params"}: a command (v2_commands.py), or
+                      subscription.subscribe {channels, namespaces?, depth?, since?, last_event_id?}
+                      subscription.unsubscribe {subscription_id}
+                      subscription.reconnect {last_event_id, subscriptions?}
+    server → client   {"type": "success" | "error", "id", ...}: each command's response
+                      {"type": "event", ...}: each subscription's envelopes (v2_render.py)
+
+A subscription is a stream of its own (v2_feed.py): it replays the thread's last run from its start
+(or what follows `since` / `last_event_id`) and goes on across runs until unsubscribed. The SDK
+subscribes again after it reconnects and drops by `event_id` what it has; `subscription.reconnect`
+restarts this socket's subscriptions (or those named) right after `last_event_id` instead, and those
+it subscribes after it start there too (a new socket sends it first, then its subscribes).
+"""
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from fastapi import WebSocket
+from pydantic import ValidationError
+
+from tokentail.gateway import socket_tasks
+from tokentail.gateway.protocols.langgraph.v2_commands import Command, V2Commands, error_code, failure, success
+from tokentail.gateway.protocols.langgraph.v2_feed import StreamRequest, V2Feed, values_reader
+from tokentail.gateway.protocols.langgraph.v2_render import Cursor, Filter
+from tokentail.gateway.reading.streams import Streams
+from tokentail.shared.connections.outage import is_outage
+from tokentail.shared.vocabulary.errors import TokentailError
+
+logger = logging.getLogger(__name__)
+
+
+class ThreadSocket:
+    def __init__(self, websocket: WebSocket, streams: Streams, commands: V2Commands) -> None:
+        self.websocket = websocket
+        self.streams = streams
+        self.commands = commands
+        self._lock = asyncio.Lock()  # the subscriptions' tasks and the commands all send
+        self._subscriptions: dict[str, tuple[Filter, asyncio.Task[None]]] = {}
+        self._count = 0
+        self._cursor: Cursor | None = None  # a reconnect's: where the socket's subscriptions start
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        async with self._lock:
+            await self.websocket.send_text(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+
+    async def take(self, frame: dict[str, Any]) -> None:
+        try:
+            command = Command.model_validate(frame)
+        except ValidationError as invalid:
+            command_id = frame.get("id") if isinstance(frame.get("id"), int) else None
+            await self.send(failure(command_id, "invalid_argument", str(invalid)))
+            return
+        try:
+            await self.send(await self._answer(command))
+        except TokentailError as error:  # who may not call, a spent budget, a thread with no session yet
+            await self.send(failure(command.id, error_code(error), str(error)))
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            await self.send(failure(command.id, "unknown_error", "Redis is unavailable: retry"))
+
+    async def _answer(self, command: Command) -> dict[str, Any]:
+        params = command.params
+        match command.method:
+            case "subscription.subscribe":
+                try:
+                    filter = _filter_of(params)
+                    cursor = _cursor_of(params)
+                except (ValueError, TypeError, TokentailError) as invalid:
+                    return failure(command.id, "invalid_argument", str(invalid))
+                self._count += 1
+                subscription_id = f"sub-{self._count}"
+                await self._start(subscription_id, filter, cursor or self._cursor)
+                return success(command.id, {"subscription_id": subscription_id})
+            case "subscription.unsubscribe":
+                named = str(params.get("subscription_id"))
+                held = self._subscriptions.pop(named, None)
+                if held is None:
+                    return failure(command.id, "no_such_subscription", f"no subscription {named!r}")
+                await socket_tasks.stop([held[1]])
+                return success(command.id, {})
+            case "subscription.reconnect":
+                try:
+                    cursor = Cursor.of(str(params.get("last_event_id", "")))
+                except TokentailError as invalid:
+                    return failure(command.id, "invalid_argument", str(invalid))
+                self._cursor = cursor
+                listed = params.get("subscriptions")
+                ids = [i for i in self._subscriptions if not isinstance(listed, list) or i in listed]
+                for subscription_id in ids:
+                    filter, task = self._subscriptions.pop(subscription_id)
+                    await socket_tasks.stop([task])
+                    await self._start(subscription_id, filter, cursor)
+                return success(command.id, {"restored": True, "missed_events": None, "subscriptions": ids})
+        return await self.commands.answer(command)
+
+    async def _start(self, subscription_id: str, filter: Filter, cursor: Cursor | None) -> None:
+        session = await self.streams.store.get_session(await self.commands.turns.session(self.commands.thread_id))
+        feed = V2Feed(self.streams, session, filter, cursor, values_reader(self.streams.store), "langgraph-v2-ws")
+        task = asyncio.create_task(self._pump(feed))
+        task.add_done_callback(self._failed)
+        self._subscriptions[subscription_id] = (filter, task)
+
+    async def _pump(self, feed: V2Feed) -> None:
+        try:
+            async for parts in feed.batches():
+                for part in parts:
+                    await self.send(part)
+        finally:
+            feed.stop()
+
+    def _failed(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None and not socket_tasks.closed_by_client(exc):
+            logger.error("a v2 subscription failed", exc_info=exc)
+
+    async def close(self) -> None:
+        await socket_tasks.stop([task for _, task in self._subscriptions.values()])
+        self._subscriptions.clear()
+
+
+def _filter_of(params: dict[str, Any]) -> Filter:
+    return StreamRequest.model_validate(params).filter()
+
+
+def _cursor_of(params: dict[str, Any]) -> Cursor | None:
+    last_event_id, since = params.get("last_event_id"), params.get("since")
+    if isinstance(last_event_id, str) and last_event_id:
+        return Cursor.of(last_event_id)
+    if isinstance(since, int) and since >= 0:
+        return Cursor(since)
+    return None
