@@ -143,12 +143,14 @@ class LangGraphEvents(FramedRenderer[Part]):
 
     # -- framing --
 
-    def opening(self, gap: Gap | None) -> list[Part]:
-        opened = [("metadata", compact(self._opening))] if self._opening is not None else []
-        return opened + super().opening(gap)
-
     def head(self, gap: Gap | None) -> bytes:
-        return self.frames(self.opening(gap), self._has_until)
+        """`metadata`, with the id of where the client is; then a gap before the client's next event,
+        with no id (as every gap's), unless the client is past it already (a join of a trimmed
+        session reads from the run's start: its client was told of the gap when it streamed)."""
+        opened = framed([("metadata", compact(self._opening))], self._has_until) if self._opening is not None else []
+        if gap is not None and self._has_until < gap.first_available - 1:
+            opened += framed(self.opening(gap), None)
+        return "".join(opened).encode()
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
         frames = framed(parts, seq)
