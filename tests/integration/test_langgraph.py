@@ -40,6 +40,8 @@ def settings(settings: Settings) -> Settings:
         "approval": "tests.agents.asking_agent:approval",  # asks before its tool call
         "parallel_approvals": "tests.agents.asking_agent:parallel_approvals",  # two questions at once
         "failing": "tests.agents.spawning_agents:failing",  # raises
+        "approve": "tests.agents.asking_agent:approval",
+        "asking_parent": "tests.agents.spawning_agents:asks_a_child",  # its child (`approve`) asks
     }
     return settings.model_copy(update={"agents": agents})
 
@@ -259,6 +261,9 @@ async def test_multitask_interrupt_keeps_the_cut_run_and_rollback_leaves_no_trac
             assert cut_id not in [run["run_id"] for run in await client.runs.list(tid)]
             with pytest.raises(NotFoundError):
                 await client.runs.get(tid, cut_id)
+            joined = await collect(await client.threads.join_stream(tid, last_event_id="-"))
+            assert cut_id not in [part.data["run_id"] for part in joined if part.event == "metadata"]
+            assert [m["content"] for m in last_values(joined)["messages"]] == texts
 
 
 async def test_cancel_interrupts_or_rolls_back_a_run(client: Any, gates: Gates) -> None:
@@ -312,6 +317,20 @@ async def test_several_questions_are_several_interrupts_answered_by_id(client: A
     answers = {i["id"]: {"approved": i["value"]["prompt"] == "Delete logs?"} for i in interrupts}
     values = await client.runs.wait(tid, "parallel_approvals", command=Command(resume=answers))
     assert values["messages"][-1]["content"] == "logs deleted, cache kept."
+
+
+@pytest.mark.parametrize("subgraphs", [False, True], ids=["alone", "with-subgraphs"])
+async def test_a_childs_question_is_the_runs_interrupt(client: Any, subgraphs: bool) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    parts = await collect(
+        client.runs.stream(tid, "asking_parent", input="go", stream_mode=MODES, stream_subgraphs=subgraphs)
+    )
+    [interrupt] = last_values(parts)["__interrupt__"]
+    assert interrupt["value"]["prompt"] == "Delete 3 files?"
+    assert (await client.threads.get(tid))["status"] == "interrupted"
+    assert (await client.threads.get_state(tid))["interrupts"] == [interrupt]
+    values = await client.runs.wait(tid, "asking_parent", command=Command(resume={"approved": True}))
+    assert values["messages"][-1]["content"] == "The child said: Checking. Done: deleted."
 
 
 async def test_a_childs_events_stream_under_its_namespace_with_stream_subgraphs(client: Any) -> None:

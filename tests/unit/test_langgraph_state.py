@@ -12,6 +12,7 @@ from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.errors import InvalidInput, InvalidLastEventId
+from tokentail.shared.vocabulary.events import Gap
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 pytestmark = pytest.mark.langgraph
@@ -140,3 +141,14 @@ def test_positions_and_modes() -> None:
         "event: values\nid: 3.0\ndata: {}\n\n",
         "event: updates\nid: 3\ndata: {}\n\n",
     ]
+
+
+def test_a_trimmed_streams_head_has_ids_a_client_may_send_back_and_tells_of_the_gap_once() -> None:
+    gap = Gap(reason="trimmed", first_available=4)
+    modes = ("values", "custom")  # a gap is a `custom` frame
+    fresh = LangGraphEvents("t", "r_1", modes, before=[], runs=["r_1"], opening={"run_id": "r_1", "attempt": 1})
+    head = fresh.head(gap).decode()
+    assert head.startswith("event: metadata\nid: 0\n") and "event: custom\ndata:" in head  # the gap: no id
+    Position.of("0")  # what the SDK sends back if cut after the metadata: a position
+    past = LangGraphEvents("t", "r_1", modes, before=[], runs=["r_1"], quiet_until=5)
+    assert past.head(gap) == b""  # a join past the gap: its client was told of it

@@ -108,7 +108,8 @@ class LangGraphEvents(FramedRenderer[Part]):
     `runs`: the runs whose messages the thread's values show, in order (a run queued later is shown
     as it opens); `quiet_until` and `within`: what the client has (`Position`); `answered`: questions
     answered when the stream opened (a replay goes past them); `opening`: the metadata to open with
-    (a fresh stream of a run: its id and attempt), else None."""
+    (a fresh stream of a run: its id and attempt), else None; `hidden`: runs a thread's stream leaves
+    out (rolled back)."""
 
     def __init__(
         self,
@@ -123,11 +124,13 @@ class LangGraphEvents(FramedRenderer[Part]):
         within: int = 0,
         answered: frozenset[str] = frozenset(),
         opening: dict[str, Any] | None = None,
+        hidden: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(Reducer(None, quiet_until, answered))
         self.thread_id, self.root, self.modes, self.subgraphs = thread_id, run_id, frozenset(modes), subgraphs
         self.conversation = Conversation()
         self.runs = list(runs)
+        self.hidden = hidden  # runs a thread's stream leaves out (rolled back)
         self._has_until, self._within, self._opening = quiet_until, within, opening
         self._spaces: dict[str, tuple[str, ...]] = {}  # a child run -> its namespace
         self._step = 0
@@ -140,12 +143,14 @@ class LangGraphEvents(FramedRenderer[Part]):
 
     # -- framing --
 
-    def opening(self, gap: Gap | None) -> list[Part]:
-        opened = [("metadata", compact(self._opening))] if self._opening is not None else []
-        return opened + super().opening(gap)
-
     def head(self, gap: Gap | None) -> bytes:
-        return self.frames(self.opening(gap), self._has_until)
+        """`metadata`, with the id of where the client is; then a gap before the client's next event,
+        with no id (as every gap's), unless the client is past it already (a join of a trimmed
+        session reads from the run's start: its client was told of the gap when it streamed)."""
+        opened = framed([("metadata", compact(self._opening))], self._has_until) if self._opening is not None else []
+        if gap is not None and self._has_until < gap.first_available - 1:
+            opened += framed(self.opening(gap), None)
+        return "".join(opened).encode()
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
         frames = framed(parts, seq)
@@ -162,7 +167,12 @@ class LangGraphEvents(FramedRenderer[Part]):
             parent = self._spaces.get(operation.run_id, ())
             if operation.run_id in self._spaces or self._shows(operation.run_id):
                 self._spaces[operation.child_run_id] = (*parent, f"{operation.name}:{operation.child_run_id}")
-        elif isinstance(operation, op.RunOpened) and operation.run_id not in self.runs and self.root is None:
+        elif (
+            isinstance(operation, op.RunOpened)
+            and self.root is None
+            and operation.run_id not in self.runs
+            and operation.run_id not in self.hidden
+        ):
             self.runs.append(operation.run_id)
 
     def _shows(self, run_id: str) -> bool:
@@ -179,15 +189,30 @@ class LangGraphEvents(FramedRenderer[Part]):
         space = self._spaces.get(run_id)
         if space is None and not self._shows(run_id):
             return []  # another run of the session (its messages count in the thread's values)
+        stops = isinstance(operation, op.QuestionAsked) and operation.stops
+        if stops and self.root is not None:
+            self.finished = True  # LangGraph's run ends at its interrupt: the answer goes on as `command.resume`
         if space is not None and not self.subgraphs:
-            return []  # a child's: its parent's tool call shows it
+            # A child's: its parent's tool call shows it; its questions are the run's interrupts.
+            return self._interrupted() if stops else []
         ns = space or ()
         parts = self._render(operation, run_id, changes, ns)
+        if stops and ns:
+            parts += self._interrupted()  # a child's interrupt is its root's too, as a subgraph's is
         if isinstance(operation, op.RunEnded) and operation.run_id == self.root:
             self.finished = True
-        if isinstance(operation, op.QuestionAsked) and operation.stops and self.root is not None:
-            self.finished = True  # LangGraph's run ends at its interrupt: the answer goes on as `command.resume`
         return parts
+
+    def _interrupted(self) -> list[Part]:
+        """The root's `__interrupt__`: every question its tree waits for."""
+        interrupts = [
+            state.interrupt_json(question)
+            for run_id, questions in self.conversation.questions.items()
+            if run_id in self._spaces or self._shows(run_id)
+            for question in questions
+        ]
+        parts = self._mode("updates", (), {"__interrupt__": interrupts})
+        return parts + self._mode("values", (), {**self._state("", ()), "__interrupt__": interrupts})
 
     def _render(  # noqa: C901 (one case per operation)
         self, operation: op.Operation, run_id: str, changes: list[tuple[Any, ...]], ns: tuple[str, ...]
@@ -214,7 +239,7 @@ class LangGraphEvents(FramedRenderer[Part]):
             parts += self._change(change, run_id, ns)
         match operation:
             case op.QuestionAsked(stops=True):
-                interrupts = [state.interrupt_json(question) for question in self._asked(run_id)]
+                interrupts = [state.interrupt_json(asked) for asked in self.conversation.questions.get(run_id, [])]
                 parts += self._mode("updates", ns, {"__interrupt__": interrupts})
                 parts += self._mode("values", ns, {**self._state(run_id, ns), "__interrupt__": interrupts})
             case op.ContentDropped():
@@ -226,10 +251,6 @@ class LangGraphEvents(FramedRenderer[Part]):
                 if isinstance(ending, RunFailed) and not ns:
                     parts.append(("error", compact({"error": ending.error.type, "message": ending.error.message})))
         return parts
-
-    def _asked(self, run_id: str) -> list[Any]:
-        """The questions of run `run_id` open now, asked at once (the last batch the conversation saw)."""
-        return list(self._questions.get(run_id, []))
 
     def _change(self, change: tuple[Any, ...], run_id: str, ns: tuple[str, ...]) -> list[Part]:
         kind = change[0]
@@ -327,10 +348,6 @@ class LangGraphEvents(FramedRenderer[Part]):
 
     def _state(self, run_id: str, ns: tuple[str, ...]) -> dict[str, Any]:
         return {"messages": self._values(run_id, ns)}
-
-    @property
-    def _questions(self) -> dict[str, list[Any]]:
-        return self.conversation.questions
 
 
 def _chunk(message_id: str, text: str, call: dict[str, Any] | None = None) -> Message:

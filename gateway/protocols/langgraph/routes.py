@@ -17,7 +17,7 @@ from tokentail.gateway.deps import SettingsDep
 from tokentail.gateway.protocols.langgraph import assistants, run_routes, threads
 from tokentail.gateway.protocols.langgraph.access import ChatTurnsDep
 from tokentail.gateway.schemas import ERROR_RESPONSES
-from tokentail.shared.vocabulary.errors import SessionNotFound
+from tokentail.shared.vocabulary.errors import Forbidden, SessionNotFound
 
 router = APIRouter(prefix="/langgraph", tags=["langgraph"])
 
@@ -123,7 +123,7 @@ async def search_threads(turns: ChatTurnsDep, body: ThreadSearch | None = None) 
     for thread_id in (body.ids or [])[body.offset : body.offset + body.limit]:
         try:
             session_id, _ = await threads.existing_thread(turns, thread_id)
-        except SessionNotFound:  # never made, or another tenant's: not listed
+        except (SessionNotFound, Forbidden):  # never made, another tenant's, not a chat token's: not listed
             continue
         session, events = await threads.read_thread(turns.store, session_id)
         found.append(threads.thread_json(thread_id, session, events))

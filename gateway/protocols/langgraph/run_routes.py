@@ -232,7 +232,7 @@ async def _run_of(turns: ChatTurns, thread_id: str, run_id: str) -> tuple[str, S
     """A session-level run of the thread (a run rolled back is gone, as LangGraph's is)."""
     session_id, session = await threads.existing_thread(turns, thread_id)
     run = session.run(run_id)
-    if run is None or run.parent_run_id is not None or run.rolled_back:
+    if run is None or not run.in_conversation:
         raise RunNotFound(thread_id, run_id)
     return session_id, session, run
 
@@ -366,5 +366,6 @@ async def _thread_stream(
         quiet_until=position.after,
         within=position.within,
         answered=_closed(session),
+        hidden=frozenset(run.run_id for run in session.runs if not run.in_conversation),
     )
     return await streams.open(session.session_id, start, events, "langgraph")

@@ -207,10 +207,7 @@ def shown_runs(session: SessionRecord, before: int | None = None) -> list[RunRec
     return [
         run
         for run in session.runs
-        if run.parent_run_id is None
-        and not run.rolled_back
-        and run.queued_seq is not None
-        and (before is None or run.queued_seq < before)
+        if run.in_conversation and run.queued_seq is not None and (before is None or run.queued_seq < before)
     ]
 
 

@@ -83,8 +83,8 @@ def thread_json(thread_id: str, session: SessionRecord, events: list[StoredEvent
 
 
 def state_json(thread_id: str, session: SessionRecord, events: list[StoredEvent]) -> dict[str, Any]:
-    """The thread's `ThreadState` now: its values, and while its run waits, that run as the task with
-    the interrupts (`next` names it)."""
+    """The thread's `ThreadState` now: its values, and while its run is active, that run as the task;
+    while it waits for answers, with the interrupts (and `next` names it)."""
     interrupts = thread_interrupts(session)
     active = session.active_run
     tasks = []
@@ -103,7 +103,9 @@ def state_json(thread_id: str, session: SessionRecord, events: list[StoredEvent]
         )
     return {
         "values": values_of(conversation_of(events), shown_runs(session)),
-        "next": ["agent"] if active is not None else [],
+        # Only a run that waits for answers is a paused step (useStream shows a `next` with no interrupt as
+        # a breakpoint: a run read while its cancel lands is not one).
+        "next": ["agent"] if interrupts else [],
         "tasks": tasks,
         "interrupts": interrupts,
         "checkpoint": checkpoint(thread_id, session.last_event_id),
