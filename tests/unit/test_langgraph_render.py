@@ -31,26 +31,7 @@ def _after_each_id(pieces: list[Piece], ids: str) -> list[tuple[int, str, int]]:
     return out
 
 
-# v1's (H1's render.py): a trimmed session's stream opens with `metadata` `id: 0.0` (framed as the
-# frames of event 0), which Position.of refuses. The same finding as the table's, at the frame.
-# And every join of a trimmed session announces the gap again, as a frame with the id the client sent
-# (the stream reads from the run's start, before the gap; the client is past it).
-V1_KNOWN = {
-    "gap": "render.py head(): the head's frames are ids `<quiet_until>.<k>`: `0.0` is refused (422); and a"
-    " join after any later id sends the gap's custom frame again, with that id"
-}
-
-
-def _v1_params() -> list[object]:
-    return [
-        pytest.param(case, id=case.name, marks=[pytest.mark.xfail(strict=True, reason=V1_KNOWN[case.name])])
-        if case.name in V1_KNOWN
-        else pytest.param(case, id=case.name)
-        for case in CASES
-    ]
-
-
-@pytest.mark.parametrize("case", _v1_params())
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for case in CASES])
 def test_a_v1_run_stream_joined_after_any_frame_sends_the_rest_of_it(case: Case) -> None:
     """GET …/runs/{rid}/stream with `Last-Event-ID` of any frame of the POST's stream (a run's first)."""
     log = Log(case)

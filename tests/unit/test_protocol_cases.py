@@ -812,42 +812,19 @@ MARKS = {
     "langgraph_v2_replay": pytest.mark.langgraph,
 }
 
-# A renderer's defect the table found, by (test, case, protocol): the reason says what the client showed
-# and where the fault is (each also in the issue). strict: once fixed, the entry must go.
-KNOWN: dict[tuple[str, str, str], str] = {
-    ("resumed", "gap", "langgraph"): (
-        "langgraph render.py head(): a fresh stream of a trimmed session opens with two frames framed with"
-        " seq = quiet_until (0): metadata `id: 0.0`, the gap's custom `id: 0`; cut after the first, the SDK"
-        " reconnects with Last-Event-ID 0.0, which Position.of refuses (422): the stream fails"
-    ),
-}
-
-V2_TOOLS_TWICE = (
-    "langgraph v2_render.py: a run started over after its answered question (run.retrying) calls call_1"
-    " again: the tools channel sends tool-started/tool-finished for call_1 again (v2 has no retraction, the"
-    " `dropped` custom event aside), so the SDK's ToolCallAssembler shows the call twice; the values at"
-    " the end are right"
-)
-NAMES = {case.name for case in CASES}
-KNOWN |= {
-    ("whole", f"restart_after_an_answered_question{twin}", row): V2_TOOLS_TWICE
-    for twin in ("", "_elsewhere")
-    for row in ("langgraph_v2", "langgraph_v2_replay")
-}
+CASES_AND_PROTOCOLS = [
+    pytest.param(
+        case,
+        protocol,
+        id=f"{case.name}-{protocol.name}",
+        marks=[MARKS[protocol.name]] if protocol.name in MARKS else [],
+    )
+    for case in CASES
+    for protocol in PROTOCOLS
+]
 
 
-def _cases_and_protocols(test: str) -> list[Any]:
-    params = []
-    for case in CASES:
-        for protocol in PROTOCOLS:
-            marks = [MARKS[protocol.name]] if protocol.name in MARKS else []
-            if (reason := KNOWN.get((test, case.name, protocol.name))) is not None:
-                marks.append(pytest.mark.xfail(strict=True, reason=reason))
-            params.append(pytest.param(case, protocol, id=f"{case.name}-{protocol.name}", marks=marks))
-    return params
-
-
-@pytest.mark.parametrize(("case", "protocol"), _cases_and_protocols("whole"))
+@pytest.mark.parametrize(("case", "protocol"), CASES_AND_PROTOCOLS)
 def test_a_client_shows_the_run_s_output_each_piece_once(case: Case, protocol: Protocol) -> None:
     shown = play(protocol, Log(case))
     responses = protocol.name == "responses" and case.responses_text is not None
@@ -859,7 +836,7 @@ def test_a_client_shows_the_run_s_output_each_piece_once(case: Case, protocol: P
     assert not shown.glitches
 
 
-@pytest.mark.parametrize(("case", "protocol"), _cases_and_protocols("resumed"))
+@pytest.mark.parametrize(("case", "protocol"), CASES_AND_PROTOCOLS)
 def test_a_client_resumed_after_any_event_shows_what_it_would_have_shown(case: Case, protocol: Protocol) -> None:
     log = Log(case)
     whole = play(protocol, log)

@@ -8,7 +8,8 @@ Every event is an envelope `{"type": "event", "event_id", "seq", "method", "para
     message.delta              messages: message-start {role: ai, id}, content-block-start, then
     reasoning.delta              content-block-delta {text-delta | reasoning-delta} per delta; the
                                  block's close: content-block-finish (the whole block), message-finish
-    tool.started               tools tool-started {tool_call_id, tool_name, input}
+    tool.started               tools tool-started {tool_call_id, tool_name, input} (once per call: one a
+                               run started over makes again is not said again; its end is)
     tool.completed / .failed   tools tool-finished {output} / tool-error {message} (a denial too)
     input.required             input.requested {interrupt_id: the question's input id, payload: its
                                public fields}; the last of those asked at once: lifecycle interrupted
@@ -156,6 +157,9 @@ class V2Events(Renderer[Part]):
         self._after = cursor.after
         self._namespaces: dict[str, Namespace] = {}  # child run -> its namespace (the root's is [])
         self._open: dict[str, _Open] = {}  # run -> its open message
+        # The tool calls the client was told of, by (run, call id): a run started over (a drop of all it
+        # did) makes its calls again, and v2 has no retraction: the call shows once, with its latest end.
+        self._calls: set[tuple[str, str]] = set()
         # The `values` envelopes rendered and not yet filled: the feed reads the thread's values for them.
         self.values_due: list[Part] = []
 
@@ -237,7 +241,8 @@ class V2Events(Renderer[Part]):
                 return [self._message(run_id, _block("content-block-finish", content)), self._message(run_id, finish)]
             case op.ToolCalled(run_id=run_id, call_id=call_id, name=name, arguments=arguments):
                 data = {"event": "tool-started", "tool_call_id": call_id, "tool_name": name, "input": arguments}
-                return [_Envelope("tools", self._ns(run_id), data)]
+                known, self._calls = (run_id, call_id) in self._calls, self._calls | {(run_id, call_id)}
+                return [_Envelope("tools", self._ns(run_id), data, shown=not known)]
             case op.ToolFinished(run_id=run_id, call_id=call_id, result=result):
                 data = {"event": "tool-finished", "tool_call_id": call_id, "output": result}
                 return [_Envelope("tools", self._ns(run_id), data)]
