@@ -48,9 +48,8 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def client(gateway: Gateway, worker: TokentailWorker) -> AsyncIterator[Any]:
-    client = get_client(url=f"{gateway.url}/langgraph")
-    yield client
-    await client.http.client.aclose()
+    async with get_client(url=f"{gateway.url}/langgraph") as client:
+        yield client
 
 
 def said(text: str) -> dict[str, Any]:
@@ -398,7 +397,11 @@ async def proxy(gateway: Gateway) -> AsyncIterator[CuttingProxy]:
 async def test_a_cut_stream_is_resumed_by_the_sdk_itself_through_location(
     proxy: CuttingProxy, worker: TokentailWorker, gates: Gates
 ) -> None:
-    client: Any = get_client(url=f"{proxy.url}/langgraph")
+    async with get_client(url=f"{proxy.url}/langgraph") as client:
+        await _cut_and_resumed(client, proxy, gates)
+
+
+async def _cut_and_resumed(client: Any, proxy: CuttingProxy, gates: Gates) -> None:
     tid = (await client.threads.create())["thread_id"]
     parts: list[Any] = []
 
@@ -418,7 +421,6 @@ async def test_a_cut_stream_is_resumed_by_the_sdk_itself_through_location(
     assert streamed_text(parts) == ANSWER  # every chunk, once
     assert last_values(parts)["messages"][-1]["content"] == ANSWER
     assert [part.event for part in parts].count("metadata") == 1
-    await client.http.client.aclose()
 
 
 async def test_on_disconnect_cancel_cancels_the_run_when_its_client_leaves(client: Any, gates: Gates) -> None:
@@ -444,27 +446,26 @@ async def secured(start_gateway: Callable[..., Any], worker: TokentailWorker) ->
 async def test_a_browsers_chat_token_uses_its_thread_and_no_other(secured: Gateway) -> None:
     async with httpx.AsyncClient(base_url=secured.url, headers={"Authorization": f"Bearer {KEY_A}"}) as http:
         made = await http.post("/v1/sessions", json={"chat_id": "browser-thread", "token_scope": "chat"})
-    browser: Any = get_client(url=f"{secured.url}/langgraph", api_key=made.json()["stream_token"])
-    values = await browser.runs.wait("browser-thread", "assistant", input="hi")
-    assert kinds(values["messages"]) == ["human", "ai"]
-    try:
+    async with get_client(url=f"{secured.url}/langgraph", api_key=made.json()["stream_token"]) as browser:
+        values = await browser.runs.wait("browser-thread", "assistant", input="hi")
+        assert kinds(values["messages"]) == ["human", "ai"]
         with pytest.raises(httpx.HTTPStatusError) as refused:
             await browser.threads.get("another-thread")
-        assert refused.value.response.status_code == 403
-    finally:
-        await browser.http.client.aclose()
+    assert refused.value.response.status_code == 403
 
 
 async def test_another_tenants_thread_is_not_found(secured: Gateway) -> None:
-    acme: Any = get_client(url=f"{secured.url}/langgraph", api_key=KEY_A)  # sent as `x-api-key`
-    beta: Any = get_client(url=f"{secured.url}/langgraph", headers={"Authorization": f"Bearer {KEY_B}"})
-    await acme.threads.create(thread_id="shared-name")
-    await acme.runs.wait("shared-name", "assistant", input="hi")
-    for call in (beta.threads.get, beta.threads.get_state):
-        with pytest.raises(NotFoundError):
-            await call("shared-name")
-    with pytest.raises(httpx.HTTPStatusError) as refused:
-        await get_client(url=f"{secured.url}/langgraph").threads.create()
+    url = f"{secured.url}/langgraph"
+    async with (
+        get_client(url=url, api_key=KEY_A) as acme,  # sent as `x-api-key`
+        get_client(url=url, headers={"Authorization": f"Bearer {KEY_B}"}) as beta,
+        get_client(url=url) as anonymous,
+    ):
+        await acme.threads.create(thread_id="shared-name")
+        await acme.runs.wait("shared-name", "assistant", input="hi")
+        for call in (beta.threads.get, beta.threads.get_state):
+            with pytest.raises(NotFoundError):
+                await call("shared-name")
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await anonymous.threads.create()
     assert refused.value.response.status_code == 401
-    for client in (acme, beta):
-        await client.http.client.aclose()

@@ -148,8 +148,7 @@ def last_run(chats: ChatStack, thread: str) -> dict[str, Any]:
 def expect_cors_for_use_stream(chats: ChatStack) -> None:
     """A page on another origin sends useStream's `apiKey` as `x-api-key`, which CORS's preflight must
     allow, and learns its run's id from the stream's `Content-Location` (keeping it for
-    `reconnectOnMount`, and cancelling that run on `stop()`), which CORS must expose. Until the gateway
-    does both, this is a known failure, named here."""
+    `reconnectOnMount`, and cancelling that run on `stop()`), which CORS must expose (gateway/cors.py)."""
     origin = {"Origin": "http://localhost:1"}
     preflight = chats.http.options(
         "/langgraph/threads/t/runs/stream",
@@ -160,8 +159,7 @@ def expect_cors_for_use_stream(chats: ChatStack) -> None:
         *([] if preflight.status_code == 200 else ["x-api-key not allowed in a preflight"]),
         *(f"{name} not exposed" for name in ("Content-Location", "Location") if name.lower() not in _names(exposed)),
     ]
-    if missing:
-        pytest.xfail(f"gateway/cors.py: {', '.join(missing)}; /work/lg-js-patches/cors-expose-location.patch")
+    assert not missing, missing
 
 
 def _names(header: str) -> set[str]:
@@ -230,7 +228,6 @@ SEND_RELOAD_REJOIN = {
         "GET /threads/{thread}/state",  # reloaded
         "GET /threads/{thread}/runs/{run}/stream?cancel_on_disconnect=0&checkpoint_id={seq} Last-Event-ID: -1",
         "GET /threads/{thread}/runs/{run}",  # its stream ended: is the run over?
-        "GET /threads/{thread}/state",  # it is: the thread as the run left it
     ],
     "2.0.0": [
         "GET /threads/{thread}/state",
@@ -282,24 +279,17 @@ async def test_use_stream_stop_cancels_the_run(browser: Browser, site: Site, sdk
 
     await eventually(cancelled, within=20)
     await expect(page.locator("p.ai")).to_have_text(BEFORE_THE_GATE)  # what was written stays shown
-    await expect_no_breakpoint(page, sdk)
+    await expect_no_breakpoint(page)
     requests, _ = await logged(page)
     assert shapes(requests, thread) == STOP[sdk]
     assert requests[2]["status"] in (200, 202, 204), requests
 
 
-async def expect_no_breakpoint(page: Page, sdk: str) -> None:
+async def expect_no_breakpoint(page: Page) -> None:
     """No interrupt shown for the run stop() cut: 1.15.0 reads the thread as it stops, and a read before the
-    cancel landed names the run still going in `next`, which it shows as a breakpoint (`{"when":
-    "breakpoint"}`); the gateway answers `wait=0`'s cancel before the worker has ended the run."""
-    interrupts = await page.locator("pre.interrupt").all_text_contents()
-    if sdk == "1.15.0" and interrupts == ['{"when":"breakpoint"}']:
-        pytest.xfail(
-            "1.15.0 showed the stopped run as a breakpoint: GET /threads/{tid}/state, read while the cancel "
-            "was landing, answered `next: ['agent']` for the run still going (threads.py state_json); "
-            "/work/lg-js-patches/state-next-only-when-interrupted.patch"
-        )
-    assert interrupts == []
+    cancel landed must not name the run still going in `next`, which it would show as a breakpoint
+    (`{"when": "breakpoint"}`): `next` names a node only while the thread is interrupted (threads.py)."""
+    assert await page.locator("pre.interrupt").all_text_contents() == []
 
 
 async def test_use_stream_shows_an_interrupt_and_resumes_it_with_a_command(
