@@ -447,7 +447,7 @@ async def test_a_browsers_chat_token_uses_its_thread_and_no_other(secured: Gatew
     async with httpx.AsyncClient(base_url=secured.url, headers={"Authorization": f"Bearer {KEY_A}"}) as http:
         made = await http.post("/v1/sessions", json={"chat_id": "browser-thread", "token_scope": "chat"})
     async with get_client(url=f"{secured.url}/langgraph", api_key=made.json()["stream_token"]) as browser:
-        values = await browser.runs.wait("browser-thread", "assistant", input="hi")
+        values: Any = await browser.runs.wait("browser-thread", "assistant", input=said("hi"))
         assert kinds(values["messages"]) == ["human", "ai"]
         with pytest.raises(httpx.HTTPStatusError) as refused:
             await browser.threads.get("another-thread")
@@ -462,7 +462,7 @@ async def test_another_tenants_thread_is_not_found(secured: Gateway) -> None:
         get_client(url=url) as anonymous,
     ):
         await acme.threads.create(thread_id="shared-name")
-        await acme.runs.wait("shared-name", "assistant", input="hi")
+        await acme.runs.wait("shared-name", "assistant", input=said("hi"))
         for call in (beta.threads.get, beta.threads.get_state):
             with pytest.raises(NotFoundError):
                 await call("shared-name")
