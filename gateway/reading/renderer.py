@@ -13,6 +13,8 @@ MCP's are framed by their SDKs' transports, which take the rendered parts.
 """
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from tokentail.gateway.reading import operations as op
@@ -20,6 +22,7 @@ from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.streams import SSE_PING
 from tokentail.shared.store.reads import StoredEvent
+from tokentail.shared.vocabulary.errors import InvalidLastEventId
 from tokentail.shared.vocabulary.events import Gap
 
 Part = TypeVar("Part")  # what an operation becomes before framing: a JSON object, or one already serialised
@@ -68,6 +71,35 @@ class Renderer(Generic[Part]):
         """How many events from `index` on this renderer's client is owed nothing for, reduced
         without operations (the deltas a resume passes: most of one), so many fewer to render."""
         return 0
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a client resumes in a stream whose every frame has an id (AG-UI's, LangGraph's): the last
+    frame an event became has the event's id, those before it `<id>.<k>` (`frame_ids`). After event
+    `after`, having also the first `within` frames of the event after it (a stream cut inside an event)."""
+
+    after: int
+    within: int = 0
+
+    @classmethod
+    def of(cls, last_event_id: str, expected: str = "a frame id: <event id> or <event id>.<frame>") -> "Position":
+        match = re.fullmatch(r"(\d{1,18})(?:\.(\d{1,4}))?", last_event_id)
+        seq, part = match.groups() if match is not None else ("", None)
+        if part is None and seq:
+            return cls(int(seq))
+        if not seq or int(seq) == 0:  # not an id; or frames of event 0, which there is not
+            raise InvalidLastEventId(last_event_id, expected)
+        return cls(int(seq) - 1, int(part or 0) + 1)
+
+    def unsent(self, frames: list[str], seq: int) -> list[str]:
+        """Of the frames event `seq` became, those the client does not have."""
+        return frames[self.within :] if self.within and seq == self.after + 1 else frames
+
+
+def frame_ids(seq: int, count: int) -> list[str]:
+    """The ids of the `count` frames event `seq` became: `<seq>.<k>` (the k-th, from 0), the last `<seq>`."""
+    return [f"{seq}.{k}" for k in range(count - 1)] + [str(seq)] if count else []
 
 
 class FramedRenderer(Renderer[Part]):

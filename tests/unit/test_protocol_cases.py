@@ -33,7 +33,7 @@ from tests.clients.protocol_clients import (
     parse_sse,
 )
 from tokentail.gateway.encodings.sse import NativeSse
-from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, Position
+from tokentail.gateway.protocols.ag_ui.render import AgUiEvents
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
 from tokentail.gateway.protocols.langgraph import render as langgraph
 from tokentail.gateway.protocols.langgraph.runs import run_status
@@ -43,6 +43,7 @@ from tokentail.gateway.protocols.langgraph.v2_render import Cursor, sse_frame
 from tokentail.gateway.protocols.responses.render import ResponseEvents
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
+from tokentail.gateway.reading.renderer import Position
 from tokentail.shared.store.reads import StoredEvent, entry_of
 from tokentail.shared.vocabulary.errors import InvalidLastEventId
 from tokentail.shared.vocabulary.events import Gap
@@ -540,16 +541,16 @@ def langgraph_stream(log: Log, request: Request) -> list[Piece]:
     start = log.seqs("run.queued")[0] - 1
     fresh = request.kind in ("stream", "resume")
     if fresh:
-        position: langgraph.Position | None = langgraph.Position(start if request.kind == "stream" else request.at)
+        position: Position | None = Position(start if request.kind == "stream" else request.at)
     else:  # run_routes.py `_position`
         given = (request.last_event_id or "").strip()
         try:
-            position = None if given in ("", "-1", "-") else langgraph.Position.of(given)
+            position = None if given in ("", "-1", "-") else Position.of(given)
         except InvalidLastEventId as error:  # a 422: the SDK's reconnect fails, and its stream with it
             raise ClientError(f"the join answered 422: {error}") from error
-    has = position or langgraph.Position(start)
+    has = position or Position(start)
     if has.after < start:
-        has = langgraph.Position(start)
+        has = Position(start)
     run = log.run_at(request.at)
     events = langgraph.LangGraphEvents(
         "t",

@@ -48,7 +48,6 @@ snapshot after it holds what the run showed before the question.
 """
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
@@ -83,31 +82,11 @@ from tokentail.gateway.protocols.ag_ui.tanstack import BINDING_KEY, binding
 from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.reducer import Reducer
-from tokentail.gateway.reading.renderer import FramedRenderer, compact
-from tokentail.shared.vocabulary.errors import InvalidLastEventId
+from tokentail.gateway.reading.renderer import FramedRenderer, Position, compact, frame_ids
 from tokentail.shared.vocabulary.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 from tokentail.shared.vocabulary.records import RunRecord
 
 PROTOCOL_VERSION = "1.1"  # what RUN_STARTED declares: AG-UI's in-band version, MAJOR.MINOR
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where an AG-UI client resumes: after event `after`, having also the first `within` frames of
-    the event after it (a `Last-Event-ID` of `<id>.<k>`: a stream cut inside an event)."""
-
-    after: int
-    within: int = 0
-
-    @classmethod
-    def of(cls, last_event_id: str) -> "Position":
-        match = re.fullmatch(r"(\d{1,18})(?:\.(\d{1,4}))?", last_event_id)
-        seq, part = match.groups() if match is not None else ("", None)
-        if part is None and seq:
-            return cls(int(seq))
-        if not seq or int(seq) == 0:  # not an id; or frames of event 0, which there is not
-            raise InvalidLastEventId(last_event_id, "an AG-UI frame id: <event id> or <event id>.<frame>")
-        return cls(int(seq) - 1, int(part or 0) + 1)
 
 
 def protocol_version(client: str | None) -> str:
@@ -159,7 +138,7 @@ class AgUiEvents(FramedRenderer[Part]):
         the run's own)."""
         super().__init__(Reducer(run_id, quiet_until, answered))
         self._has_until = quiet_until  # the client has the events up to it: the id of what opens the stream
-        self._within = within
+        self._had = Position(quiet_until, within)
         self._protocol = protocol
         self._client_run_id = client_run_id
         self.thread_id = thread_id
@@ -196,11 +175,7 @@ class AgUiEvents(FramedRenderer[Part]):
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
         assert seq is not None  # every frame has an id (`head`, `rendered`)
-        frames = _framed(parts, seq)
-        if self._within and seq == self._has_until + 1:
-            frames = frames[self._within :]  # the client has these: its stream was cut inside this event
-            self._within = 0
-        return "".join(frames).encode()
+        return "".join(self._had.unsent(_framed(parts, seq), seq)).encode()
 
     def render(self, operation: op.Operation) -> list[Part]:
         """The operation's events, after RUN_STARTED for a run first seen mid-way (a stream trimmed
@@ -448,8 +423,9 @@ def refused(message: str, code: str, last_event_id: int) -> bytes:
 
 def _framed(parts: list[Part], seq: int) -> list[str]:
     """The SSE frames of what event `seq` became: its id on the last, `<seq>.<k>` on those before."""
-    last = len(parts) - 1
-    return [f"id: {seq if k == last else f'{seq}.{k}'}\ndata: {part}\n\n" for k, part in enumerate(parts)]
+    return [
+        f"id: {frame_id}\ndata: {part}\n\n" for frame_id, part in zip(frame_ids(seq, len(parts)), parts, strict=True)
+    ]
 
 
 def _parts(*events: BaseEvent) -> list[Part]:

@@ -48,11 +48,11 @@ from tokentail.gateway.protocols.ag_ui.client_runs import client_run, name_clien
 from tokentail.gateway.protocols.ag_ui.messages import ag_ui_chat, message_text
 from tokentail.gateway.protocols.ag_ui.render import (
     AgUiEvents,
-    Position,
     protocol_version,
     refused,
     thread_messages,
 )
+from tokentail.gateway.reading.renderer import Position
 from tokentail.gateway.reading.streams import SSE_HEADERS, Reserved, Streams
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun
 from tokentail.shared.vocabulary.errors import (
@@ -67,6 +67,7 @@ from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 router = APIRouter(prefix="/v1/ag-ui", tags=["ag-ui"])
 
+AG_UI_FRAME_ID = "an AG-UI frame id: <event id> or <event id>.<frame>"
 LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", description="resume after this frame id")]
 
 
@@ -119,7 +120,7 @@ async def run_agent(
     an entry is `cancelled`, and these are its events from there; a resume that answers nothing open
     is a `RUN_ERROR`, and changes nothing. With `Last-Event-ID`, the client reconnects: nothing is
     written, and the stream goes on after that id."""
-    position = Position.of(last_event_id) if last_event_id is not None else None
+    position = Position.of(last_event_id, AG_UI_FRAME_ID) if last_event_id is not None else None
     session_id = await turns.session(body.thread_id)
     protocol = protocol_version(body.protocol_version)
     if position is not None:
@@ -232,10 +233,10 @@ async def join_run(
         raise ClientRunNotFound(run_id)
     shown = Shown(thread_id, session, run, protocol_version(None), client_run_id=run_id)
     if last_event_id is not None:
-        return await shown.open(streams, Position.of(last_event_id))
+        return await shown.open(streams, Position.of(last_event_id, AG_UI_FRAME_ID))
     if offset == "now":
         return await shown.open(streams, Position(session.last_event_id), fresh=True)
-    return await shown.open(streams, Position(0) if offset == "-1" else Position.of(offset))
+    return await shown.open(streams, Position(0) if offset == "-1" else Position.of(offset, AG_UI_FRAME_ID))
 
 
 @dataclass(frozen=True)

@@ -30,17 +30,15 @@ stream's modes, so a resume at a frame gets what followed it, once.
 """
 
 import json
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from tokentail.gateway.protocols.langgraph import state
 from tokentail.gateway.protocols.langgraph.state import Conversation, Message
 from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.reducer import Reducer
-from tokentail.gateway.reading.renderer import FramedRenderer, compact
+from tokentail.gateway.reading.renderer import FramedRenderer, Position, compact, frame_ids
 from tokentail.shared.store.reads import StoredEvent
-from tokentail.shared.vocabulary.errors import InvalidInput, InvalidLastEventId
+from tokentail.shared.vocabulary.errors import InvalidInput
 from tokentail.shared.vocabulary.events import Gap, RunFailed
 
 # The modes a stream serves, and those it refuses (422: `check_modes`).
@@ -68,35 +66,10 @@ def check_modes(modes: list[str]) -> tuple[str, ...]:
     return asked
 
 
-@dataclass(frozen=True)
-class Position:
-    """Where a client resumes: after event `after`, having also the first `within` frames of the event
-    after it (a `Last-Event-ID` of `<seq>.<k>`)."""
-
-    after: int
-    within: int = 0
-
-    @classmethod
-    def of(cls, last_event_id: str) -> "Position":
-        match = re.fullmatch(r"(\d{1,18})(?:\.(\d{1,4}))?", last_event_id)
-        seq, part = match.groups() if match is not None else ("", None)
-        if part is None and seq:
-            return cls(int(seq))
-        if not seq or int(seq) == 0:
-            raise InvalidLastEventId(
-                last_event_id, "a frame id: <event id>, <event id>.<frame>, or -1 (from the start)"
-            )
-        return cls(int(seq) - 1, int(part or 0) + 1)
-
-
 def framed(parts: list[Part], seq: int | None) -> list[str]:
     """Each part as an SSE frame with its id (none for a gap's)."""
-    frames = []
-    last = len(parts) - 1
-    for index, (event, data) in enumerate(parts):
-        frame_id = "" if seq is None else f"id: {seq}\n" if index == last else f"id: {seq}.{index}\n"
-        frames.append(f"event: {event}\n{frame_id}data: {data}\n\n")
-    return frames
+    ids = [""] * len(parts) if seq is None else [f"id: {frame_id}\n" for frame_id in frame_ids(seq, len(parts))]
+    return [f"event: {event}\n{frame_id}data: {data}\n\n" for frame_id, (event, data) in zip(ids, parts, strict=True)]
 
 
 class LangGraphEvents(FramedRenderer[Part]):
@@ -131,7 +104,7 @@ class LangGraphEvents(FramedRenderer[Part]):
         self.conversation = Conversation()
         self.runs = list(runs)
         self.hidden = hidden  # runs a thread's stream leaves out (rolled back)
-        self._has_until, self._within, self._opening = quiet_until, within, opening
+        self._has_until, self._had, self._opening = quiet_until, Position(quiet_until, within), opening
         self._spaces: dict[str, tuple[str, ...]] = {}  # a child run -> its namespace
         self._step = 0
         self._streamed: set[str] = set()  # AI messages that sent `messages/metadata`
@@ -154,10 +127,7 @@ class LangGraphEvents(FramedRenderer[Part]):
 
     def frames(self, parts: list[Part], seq: int | None) -> bytes:
         frames = framed(parts, seq)
-        if self._within and seq == self._has_until + 1:
-            frames = frames[self._within :]  # the client has these: its stream was cut inside this event
-            self._within = 0
-        return "".join(frames).encode()
+        return "".join(frames if seq is None else self._had.unsent(frames, seq)).encode()
 
     # -- rendering --
 

@@ -17,9 +17,10 @@ from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.deps import HubDep
 from tokentail.gateway.protocols.langgraph import assistants, runs, threads
 from tokentail.gateway.protocols.langgraph.access import ChatTurnsDep, StreamsDep
-from tokentail.gateway.protocols.langgraph.render import DEFAULT_MODES, LangGraphEvents, Position, check_modes
+from tokentail.gateway.protocols.langgraph.render import DEFAULT_MODES, LangGraphEvents, check_modes
 from tokentail.gateway.protocols.langgraph.state import shown_runs
 from tokentail.gateway.reading.hub import StreamHub
+from tokentail.gateway.reading.renderer import Position
 from tokentail.gateway.reading.response import ClientLeft, unless_left
 from tokentail.gateway.reading.settling import wait_until_settled
 from tokentail.gateway.reading.streams import SSE_HEADERS, Reserved, Streams
@@ -33,6 +34,7 @@ router = APIRouter()
 LastEventIdHeader = Annotated[
     str | None, Header(alias="Last-Event-ID", description="resume after this frame id; -1 (or -): from the start")
 ]
+FRAME_ID = "a frame id: <event id>, <event id>.<frame>, or -1 (from the start)"
 WAIT_SECONDS = 3600.0  # how long `/runs/wait` and `/join` wait for a run to settle
 
 
@@ -269,7 +271,7 @@ def _position(last_event_id: str | None) -> Position | None:
     """What a join's `Last-Event-ID` says the client has: None for none, `-1` or `-` (from the start)."""
     if last_event_id is None or last_event_id.strip() in ("", "-1", "-"):
         return None
-    return Position.of(last_event_id.strip())
+    return Position.of(last_event_id.strip(), FRAME_ID)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/stream", responses=STREAM_RESPONSES, response_class=StreamingResponse)
@@ -334,7 +336,7 @@ async def join_thread_stream(
     if given in ("-", "-1"):
         position = Position(0)
     elif given:
-        position = Position.of(given)
+        position = Position.of(given, FRAME_ID)
     else:
         active = session.active_run
         position = Position((active.queued_seq or 1) - 1) if active is not None else Position(session.last_event_id)
