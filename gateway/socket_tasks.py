@@ -1,9 +1,28 @@
 """What every WebSocket conversation that serves requests as tasks shares (the AI SDK's chat socket,
-the Responses API's socket): telling a client that left from a failure, and stopping the tasks."""
+the Responses API's socket, LangGraph's v2 socket): reading its JSON frames, telling a client that left
+from a failure, and stopping the tasks."""
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
 
-from fastapi import WebSocketDisconnect
+from fastapi import WebSocket, WebSocketDisconnect
+
+
+async def json_frames(websocket: WebSocket, most_bytes: int) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects the client sends, until it leaves. Anything else (binary, over `most_bytes`,
+    not JSON, not an object) is not a frame its SDK sends: left unanswered, with nothing to answer it by."""
+    while (message := await websocket.receive())["type"] != "websocket.disconnect":
+        text = message.get("text")
+        if text is None or len(text) > most_bytes:
+            continue
+        try:
+            frame = json.loads(text)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(frame, dict):
+            yield frame
 
 
 def closed_by_client(exc: BaseException) -> bool:

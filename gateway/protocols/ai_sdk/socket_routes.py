@@ -56,19 +56,8 @@ async def chat_socket(
         websocket, streams_for(websocket, caller), run_commands(ChatTurns, websocket, caller), token_requests
     )
     try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            text = message.get("text")
-            if text is None or len(text) > settings.max_request_bytes:
-                continue  # not a frame the transport sends; nothing to answer it with
-            try:
-                frame = json.loads(text)
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(frame, dict):
-                await chat.take(frame)
+        async for frame in socket_tasks.json_frames(websocket, settings.max_request_bytes):
+            await chat.take(frame)
     except Exception as exc:
         if not socket_tasks.closed_by_client(exc):
             raise

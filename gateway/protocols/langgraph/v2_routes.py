@@ -14,7 +14,6 @@ routes (access.py: an API key or a chat token, as a bearer or `x-api-key`; on th
 or `?token=`). Each stream holds one of the tenant's stream slots.
 """
 
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -98,19 +97,8 @@ async def thread_socket(
         return
     socket = ThreadSocket(websocket, streams, V2Commands(run_commands(ChatTurns, websocket, caller), thread_id))
     try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            text = message.get("text")
-            if text is None or len(text) > settings.max_request_bytes:
-                continue
-            try:
-                frame = json.loads(text)
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(frame, dict):
-                await socket.take(frame)
+        async for frame in socket_tasks.json_frames(websocket, settings.max_request_bytes):
+            await socket.take(frame)
     except Exception as exc:
         if not socket_tasks.closed_by_client(exc):
             raise
