@@ -98,11 +98,13 @@ async def queue_follow_up(
     *,
     spent: bool = False,
     task_push: bool = False,
+    agent: str | None = None,
 ) -> RunRecord:
     """A follow-up turn, from REST or a WebSocket: the session's model and params unless overridden.
     `run_id`: the id a request sent with an idempotency key gives it (else a new one). `spent`: the
     request spent its one run of the tenant's minute already, on the fork it made for this run
     (`fork_session`). `task_push`: the run is a task given push configs (`SessionWrites.queue_run`).
+    `agent`: the run's agent, if not the session's (a LangGraph run names its assistant).
     With multitask `steer` and a run active, no run is queued: the input steers that run, and the
     record returned names it (its `queued_seq`: the steer's `steer.accepted`). It spends the tenant's
     run budget as a run does: the steer costs the model a turn."""
@@ -113,7 +115,12 @@ async def queue_follow_up(
     if not spent:  # a steer queues no run, unless no run is active (then it queues one)
         await budget.spend(caller.tenant, queues=body.multitask != "steer" or session.active_run_id is None)
     run = RunRecord(
-        run_id=run_id or new_run_id(), input=body.input, model=model, params=params, agent=session.agent, user=body.user
+        run_id=run_id or new_run_id(),
+        input=body.input,
+        model=model,
+        params=params,
+        agent=agent or session.agent,
+        user=body.user,
     )
     queued = await runs.queue_run(session_id, run, multitask=body.multitask, task_push=task_push)
     if queued.queued is Queued.STEERED:
@@ -184,7 +191,8 @@ class ChatTurns(RunCommands):
         except SessionExpired:
             raise
         except SessionNotFound:
-            return ChatSent(session_id, await self._first(session_id, chat.text, run_id), steered=False)
+            first = await self.first_run(session_id, RunRecord(run_id=run_id, input=chat.text))
+            return ChatSent(session_id, first, steered=False)
         point = branch_point(chat, session)
         if point is not None:
             check_size(chat.text, self.settings)
@@ -203,14 +211,15 @@ class ChatTurns(RunCommands):
         """Whether a message sent while the chat's run is active steers it (else it waits in line)."""
         return self.settings.chat_while_running == "steer"
 
-    async def _first(self, session_id: str, text: str, run_id: str) -> RunRecord:
-        """The chat's first run, in its session made now."""
-        check_size(text, self.settings)
+    async def first_run(self, session_id: str, run: RunRecord, metadata: dict[str, Any] | None = None) -> RunRecord:
+        """The chat's first run, in its session made now (with `metadata`)."""
+        check_size(run.input, self.settings)
         await self.budget.spend(self.caller.tenant)
         tenant = self.caller.tenant
         webhook = await self.webhooks.url_for(tenant)
-        session = SessionRecord(session_id=session_id, created_at=time.time(), tenant=tenant, webhook=webhook)
-        run = RunRecord(run_id=run_id, input=text)
+        session = SessionRecord(
+            session_id=session_id, created_at=time.time(), tenant=tenant, metadata=metadata or {}, webhook=webhook
+        )
         # Made here unless another request of the same new chat made it first: then this run joins it.
         await self.runs.queue_run(session_id, run, multitask="enqueue", create=session, if_missing=True)
         return run

@@ -83,7 +83,7 @@ async def _open_run(
     if has.after < start:
         has = Position(start)
     before = await threads.session_events(streams.store, session_id, until=start) if start else []
-    shown = [shown.run_id for shown in shown_runs(session) if shown.queued_seq is not None]
+    shown = [shown.run_id for shown in shown_runs(session)]
     opening = {"run_id": run.run_id, "attempt": max(run.attempt, 1)} if position is None or fresh else None
     events = LangGraphEvents(
         thread_id,

@@ -10,13 +10,12 @@ its `assistant_id` names.
     if_not_exists    create: a thread never made is made by the run; reject (the default): 404
 """
 
-import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokentail.gateway.access.ids import new_run_id
-from tokentail.gateway.commands.turns import ChatTurns, check_chat_token_choices, check_params, check_size
+from tokentail.gateway.commands.turns import ChatTurns, check_chat_token_choices, queue_follow_up
 from tokentail.gateway.protocols.langgraph.assistants import agent_of
 from tokentail.gateway.protocols.langgraph.state import iso, waiting_questions
 from tokentail.gateway.protocols.langgraph.threads import new_thread_id, thread_session
@@ -145,28 +144,13 @@ async def start_run(turns: ChatTurns, thread_id: str | None, body: RunCreate) ->
         return thread_id, session_id, run
     agent = agent_of(body.assistant_id, turns.settings)
     thread_id, session_id, session = await _thread(turns, thread_id, body.if_not_exists == "create")
-    text = input_text(body.input)
-    check_size(text, turns.settings)
-    multitask = body.multitask_strategy
-    check_chat_token_choices(turns.caller, CreateRun(input=text, multitask=multitask), turns.settings)
-    run = RunRecord(run_id=new_run_id(), input=text, agent=agent)
-    if session is None:
-        await turns.budget.spend(turns.caller.tenant)
-        webhook = await turns.webhooks.url_for(turns.caller.tenant)
-        made = SessionRecord(
-            session_id=session_id,
-            created_at=time.time(),
-            tenant=turns.caller.tenant,
-            metadata=body.metadata or {},
-            webhook=webhook,
-        )
-        await turns.runs.queue_run(session_id, run, multitask="enqueue", create=made, if_missing=True)
-        return thread_id, session_id, run
-    run.model, run.params = session.model, dict(session.params)
-    check_params(run.model, run.params)
-    await turns.budget.spend(turns.caller.tenant)
-    await turns.runs.queue_run(session_id, run, multitask=multitask)
-    return thread_id, session_id, run
+    asked = CreateRun(input=input_text(body.input), multitask=body.multitask_strategy)
+    if session is None:  # (a follow-up checks the chat token's choices itself, knowing the session's user)
+        check_chat_token_choices(turns.caller, asked, turns.settings)
+        run = RunRecord(run_id=new_run_id(), input=asked.input, agent=agent)
+        return thread_id, session_id, await turns.first_run(session_id, run, body.metadata)
+    args = (turns.store, turns.runs, turns.settings, turns.budget, turns.caller, session_id, asked)
+    return thread_id, session_id, await queue_follow_up(*args, agent=agent)
 
 
 def run_status(run: RunRecord, session: SessionRecord) -> RunStatus:
