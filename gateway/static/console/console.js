@@ -28,6 +28,8 @@ function showView(name) {
 
 function showError(error) {
   if (error instanceof Unauthorized) return showLogin();
+  // A stream token, or a caller off loopback with auth off: the console needs another credential.
+  if (error?.status === 403 && !whoami) return showLogin(error.message);
   if (error instanceof NotFound) return showNotFound(error.message);
   console.error(error);
   $("error-text").textContent = error?.message ?? String(error);
@@ -75,6 +77,8 @@ function setLive(state) {
 }
 
 function onLiveEvent(type, data) {
+  // How many snapshots the page has had: tests wait for the first before they measure.
+  document.body.dataset.liveEvents = String(Number(document.body.dataset.liveEvents ?? 0) + 1);
   if (type === "overview") {
     if (current.view === "overview") overview.live(data);
     else if (current.view === "session") session.refresh();
@@ -198,6 +202,7 @@ $("key-form").addEventListener("submit", async (event) => {
   } catch (error) {
     credential.forget();
     if (error instanceof Unauthorized) return showLogin("That key was refused.");
+    if (error?.status === 403) return showLogin(`That key may not open the console: ${error.message}`);
     return showError(error);
   }
   $("key").value = "";

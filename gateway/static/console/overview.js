@@ -145,7 +145,21 @@ export class Overview {
   /** An `overview` event of the live stream (or the first read). */
   live(overview) {
     this.render(overview);
-    if (!this.paged) this.refreshRuns().catch(this.onError);
+    if (this.paged) return;
+    // The runs active now come with the snapshot: shown at once, before the list is read again.
+    const filtered = this.filters.status || this.filters.tenant || this.filters.user;
+    if (Array.isArray(overview.active) && !filtered) this.mergeActive(overview.active);
+    this.refreshRuns().catch(this.onError);
+  }
+
+  mergeActive(active) {
+    const byId = new Map(this.runs.map((run) => [run.run_id, run]));
+    for (const run of active) {
+      if (byId.has(run.run_id)) Object.assign(byId.get(run.run_id), run);
+      else this.runs.push(run);
+    }
+    this.runs.sort((a, b) => (b.queued_at ?? 0) - (a.queued_at ?? 0));
+    this.renderRuns();
   }
 
   render(overview) {

@@ -39,10 +39,11 @@ function runTree(runs) {
 }
 
 function bubble(line, sessionId) {
+  const text = line.text ?? line.content ?? "";
   const via = line.run_id ? h("span", { class: "via" }, nav(runPath(sessionId, line.run_id), line.run_id)) : "";
-  if (line.role === "user") return h("div", { class: "bubble user", dataset: { runId: line.run_id ?? "" } }, line.text, via);
+  if (line.role === "user") return h("div", { class: "bubble user", dataset: { runId: line.run_id ?? "" } }, text, via);
   const el = h("div", { class: "bubble assistant", dataset: { runId: line.run_id ?? "" } });
-  el.append(renderMarkdown(line.text), via);
+  el.append(renderMarkdown(text), via);
   return el;
 }
 
