@@ -138,6 +138,7 @@ export class Overview {
   }
 
   async show() {
+    this.paged = false; // a fresh look at the overview starts from the first page again
     const [overview] = await Promise.all([api("/v1/admin/overview"), this.refreshRuns()]);
     this.render(overview);
   }

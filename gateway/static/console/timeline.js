@@ -77,6 +77,22 @@ function stageEnd(stage, stages, index, last) {
   }
 }
 
+/** The few words a bar shows inside it, where it is wide enough (else it clips them). */
+function barLabel(stage) {
+  switch (stage.kind) {
+    case "started":
+      return `attempt ${stage.attempt}${stage.reason === "takeover" ? " (takeover)" : ""}`;
+    case "tool":
+      return stage.name;
+    case "queued":
+      return "in line";
+    case "question":
+      return "waiting for an answer";
+    default:
+      return "";
+  }
+}
+
 function describe(stage) {
   const { at, kind, ...rest } = stage;
   return `${kind} at ${clock(at)}\n${JSON.stringify(rest)}`;
@@ -178,7 +194,7 @@ export class TimelineView {
           dataset: { stageKind: stage.kind, index: String(index), ...(stage.reason ? { reason: stage.reason } : {}), ...(stage.status ? { status: stage.status } : {}) },
           onclick: () => this.highlight(index),
         };
-        items.push(h("div", attrs));
+        items.push(h("div", attrs, until !== null ? barLabel(stage) : ""));
       });
       if (items.length) lanes.push(h("div", { class: "lane", dataset: { lane: name } }, h("span", { class: "name" }, name), ...items));
     }
