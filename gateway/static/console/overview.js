@@ -17,7 +17,7 @@ export function runRow(run, { when = "queued_at", last = "input" } = {}) {
     h("td", {}, run.agent ?? "–"),
     h("td", {}, statusChip(run.status)),
     h("td", { class: "num" }, run.attempt ?? "–"),
-    h("td", { title: clock(run[when]) }, clock(run[when])),
+    h("td", { title: clock(run[when] ?? run.started_at) }, clock(run[when] ?? run.started_at)),
     last === "error"
       ? h("td", { class: "error", title: run.error ?? "" }, run.error ?? "")
       : h("td", { class: "input", title: run.input ?? "" }, short(run.input, 60)),

@@ -194,7 +194,8 @@ export class TimelineView {
           dataset: { stageKind: stage.kind, index: String(index), ...(stage.reason ? { reason: stage.reason } : {}), ...(stage.status ? { status: stage.status } : {}) },
           onclick: () => this.highlight(index),
         };
-        items.push(h("div", attrs, until !== null ? barLabel(stage) : ""));
+        const wide = until !== null && (until - stage.at) / width > 0.08; // room for a few words
+        items.push(h("div", attrs, wide ? barLabel(stage) : ""));
       });
       if (items.length) lanes.push(h("div", { class: "lane", dataset: { lane: name } }, h("span", { class: "name" }, name), ...items));
     }
