@@ -164,7 +164,7 @@ async def test_a_question_answered_and_a_run_cancelled_from_the_console(
     deleted = await client.delete(f"/v1/admin/sessions/{session_id}")
     assert deleted.status_code == 204
     assert (await client.get(f"/v1/sessions/{session_id}")).status_code == 410
-    assert (await client.get(f"/v1/admin/runs")).json()["runs"] == []  # the index drops what is gone
+    assert (await client.get("/v1/admin/runs")).json()["runs"] == []  # the index drops what is gone
 
 
 async def test_cancel_a_queued_run_and_audit_slots(client: httpx.AsyncClient) -> None:
