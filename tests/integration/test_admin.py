@@ -147,7 +147,8 @@ async def test_a_question_answered_and_a_run_cancelled_from_the_console(
     assert "console: local answered session" in caplog.text
 
     async def completed() -> bool:
-        return (await client.get(f"/v1/sessions/{session_id}")).json()["runs"][0]["status"] == "completed"
+        status: str = (await client.get(f"/v1/sessions/{session_id}")).json()["runs"][0]["status"]
+        return status == "completed"
 
     await eventually(completed, what="the run goes on and ends")
     stages = (await client.get(f"/v1/admin/sessions/{session_id}/runs/{run_id}/timeline")).json()["stages"]

@@ -28,9 +28,9 @@ def test_with_auth_off_the_console_is_open_on_this_machine_only(settings: Settin
     auth = AdminAuth(settings)
     for host in ("127.0.0.1", "::1", "127.0.0.2"):
         assert auth.admin_of(None, host).tenant is None
-    for host in ("10.0.0.7", "192.168.1.2", None, "not-an-address"):
+    for elsewhere in ("10.0.0.7", "192.168.1.2", None, "not-an-address"):
         with pytest.raises(Forbidden, match="TOKENTAIL_ADMIN_KEYS"):
-            auth.admin_of(None, host)
+            auth.admin_of(None, elsewhere)
 
 
 def test_keys_say_who_and_which_tenants(settings: Settings) -> None:
@@ -170,11 +170,11 @@ async def test_the_registry_forgets_workers_silent_for_long(
     registry = WorkerRegistry(redis, Keys(settings.key_prefix))
     await registry.beat(_beat("old", [Sample(0, 0, 0, 0)]))
     await registry.beat(_beat("new", [Sample(10_000, 5, 0, 0)]))
-    await redis.hset(Keys(settings.key_prefix).workers, "broken", "{not json")
+    await redis.hset(Keys(settings.key_prefix).workers, "broken", "{not json")  # type: ignore[misc]
     beats = await registry.read(now=10_005)
     assert [beat.worker for beat in beats] == ["new"] and beats[0].samples == [Sample(10_000, 5, 0, 0)]
     assert beats[0].alive(10_005) and not beats[0].alive(10_011)
-    assert await redis.hkeys(Keys(settings.key_prefix).workers) == [b"new"]
+    assert await redis.hkeys(Keys(settings.key_prefix).workers) == [b"new"]  # type: ignore[misc]
 
 
 def test_stages_of_a_run_taken_over_asking_and_calling_a_tool() -> None:
