@@ -12,7 +12,9 @@ from tokentail.gateway.access.ids import steer_id_of
 from tokentail.gateway.reading import first_delta
 from tokentail.shared.connections.outage import is_outage, ride_out, unanswered
 from tokentail.shared.connections.redis_clients import AnyRedis
+from tokentail.shared.features.workers import process_id
 from tokentail.shared.plumbing import run_spans, tracing
+from tokentail.shared.plumbing.logs import current_context
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import SessionKeys
 from tokentail.shared.store.reads import ForkSource, branch_kept_seconds, compact_json, decode_run, read_run
@@ -269,6 +271,8 @@ class SessionWrites(Writes):
                 input_id,
                 compact_json(answer),
                 secrets.token_hex(4),
+                current_context().get("caller", ""),
+                process_id(),
             )
         )
         if reply.seq is not None:

@@ -178,7 +178,15 @@ async def test_the_registry_forgets_workers_silent_for_long(
 
 
 def test_stages_of_a_run_taken_over_asking_and_calling_a_tool() -> None:
-    run = RunRecord(run_id="r_1", input="go", queued_at=1.0, workers=["w1", "w2", "w2"], attempt=2, resumes=1)
+    run = RunRecord(
+        run_id="r_1",
+        input="go",
+        queued_at=1.0,
+        workers=["w1", "w2", "w2"],
+        attempt=2,
+        resumes=1,
+        answered_by={"i1": {"who": "admin:ops", "gateway": "g1"}},
+    )
     stages = Stages(run)
     events: list[tuple[int, str, dict[str, Any], float]] = [
         (1, "run.queued", {"run_id": "r_1", "input": "go"}, 1.0),
@@ -206,7 +214,7 @@ def test_stages_of_a_run_taken_over_asking_and_calling_a_tool() -> None:
         ("started", {"attempt": 2, "reason": "takeover", "worker": "w2"}),
         ("continued", {"attempt": 2, "from_event_id": 6}),
         ("question", {"input_id": "i1", "input_kind": "text", "prompt": "?"}),
-        ("answered", {"input_id": "i1", "by": None}),
+        ("answered", {"input_id": "i1", "by": "admin:ops", "gateway": "g1"}),
         ("started", {"attempt": 2, "reason": "resume", "worker": "w2"}),
         ("usage", {"usage": {"output_tokens": 3}}),
         ("ended", {"status": "completed", "error": None, "reason": None}),
