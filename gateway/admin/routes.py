@@ -41,6 +41,7 @@ from tokentail.gateway.deps import SettingsDep, StoreDep
 from tokentail.gateway.schemas import ERROR_RESPONSES
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.features.admission import Admission, SlotAudit
+from tokentail.shared.plumbing.logs import bind
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore
@@ -75,7 +76,9 @@ async def admin_caller(
     request: Request, bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_credentials)]
 ) -> Admin:
     auth: AdminAuth = request.app.state.admin_auth
-    return auth.admin_of(bearer.credentials if bearer else None, request.client.host if request.client else None)
+    admin = auth.admin_of(bearer.credentials if bearer else None, request.client.host if request.client else None)
+    bind(caller=f"admin:{admin.who}")  # the request's logs name it, and so does an answer it gives
+    return admin
 
 
 async def console_of(request: Request) -> Console:

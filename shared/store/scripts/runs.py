@@ -460,6 +460,8 @@ class Answer(Script[AnswerReply]):
     input_id: str
     answer: str  # JSON text
     job_suffix: str
+    who: str  # who answered (the request's caller, as its logs name it), or ''
+    gateway: str  # the gateway process that took the answer (shared/features/workers.py's process_id)
 
     REPLY = Reply(AnswerReply, ok=("seq",), not_waiting=(), no_run=(), missing=(), gone=())
 
