@@ -38,9 +38,9 @@ function details(stage, sessionId) {
     case "tool":
       return [h("b", {}, stage.name), ` · ${stage.status}`, stage.duration_ms !== null && stage.duration_ms !== undefined ? ` · ${span(stage.duration_ms / 1000)}` : "", " · ", h("code", { class: "muted" }, stage.call_id)];
     case "question":
-      return ["asked ", h("q", {}, short(stage.prompt, 120)), " · ", h("code", { class: "muted" }, stage.input_id)];
+      return [`asked${stage.input_kind ? ` (${stage.input_kind})` : ""} `, h("q", {}, short(stage.prompt, 120)), " · ", h("code", { class: "muted" }, stage.input_id)];
     case "answered":
-      return [h("code", {}, stage.input_id), stage.by ? ` by ${stage.by}` : ""];
+      return [h("code", {}, stage.input_id), stage.by ? ` by ${stage.by}` : "", stage.gateway ? [" through ", h("code", {}, stage.gateway)] : ""];
     case "steer":
       return [h("q", {}, short(stage.input, 120)), stage.applied ? " · taken in" : " · not taken in"];
     case "spawned":
@@ -180,7 +180,7 @@ export class TimelineView {
     const end = Math.max(last, ...ends.filter((e) => e !== null), start + 0.001);
     const width = end - start;
     const x = (at) => `${(((at - start) / width) * 100).toFixed(3)}%`;
-    $("axis-span").textContent = `${clock(start)} → ${clock(end)} (${span(width)})`;
+    $("axis-span").textContent = `${clock(start)} → ${clock(end)} (${span(width)})${timeline.truncated ? " · the run has more events than a timeline reads: its stages stop early" : ""}`;
     const lanes = [];
     for (const [name, kinds] of LANES) {
       const items = [];
