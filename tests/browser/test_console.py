@@ -49,10 +49,10 @@ class Console:
 
     @staticmethod
     def _error(message: ConsoleMessage) -> bool:
-        """An error the page logged; not the browser's note of a 401 or 404 the API answered (the key
+        """An error the page logged; not the browser's note of a 401, 404 or 410 the API answered (the key
         form and the not-found view are what the page makes of them)."""
         answered = re.fullmatch(
-            r"Failed to load resource: the server responded with a status of 40[14] .*", message.text
+            r"Failed to load resource: the server responded with a status of (401|404|410) .*", message.text
         )
         return message.type == "error" and answered is None
 

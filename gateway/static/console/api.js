@@ -27,7 +27,7 @@ export class ApiError extends Error {
 
 /** 401: no credential, or one the gateway refused. */
 export class Unauthorized extends ApiError {}
-/** 404: unknown, or another tenant's (the API answers both alike). */
+/** 404: unknown, or another tenant's (the API answers both alike); 410: deleted or expired. */
 export class NotFound extends ApiError {}
 
 export async function api(path, { method = "GET", body } = {}) {
@@ -48,8 +48,15 @@ export async function api(path, { method = "GET", body } = {}) {
   }
   if (response.ok) return payload;
   const error = payload?.error ?? {};
-  const Kind = response.status === 401 ? Unauthorized : response.status === 404 ? NotFound : ApiError;
+  // 410: a session deleted, or expired: for the console as gone as one that never was.
+  const Kind = response.status === 401 ? Unauthorized : [404, 410].includes(response.status) ? NotFound : ApiError;
   throw new Kind(response.status, error.type, error.message || `${method} ${path}: HTTP ${response.status}`);
+}
+
+/** An action's failure, for the banner: a 404 there (the question answered meanwhile, the run gone) is
+ * no reason to leave the view for the not-found one, as a 404 of the view's own read is. */
+export function actionFailed(error) {
+  return error instanceof NotFound ? new ApiError(error.status, error.type, error.message) : error;
 }
 
 /** A query string of the values given (empty ones left out). */

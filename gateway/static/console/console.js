@@ -139,7 +139,9 @@ async function route() {
   } catch (error) {
     if (seq !== routing) return;
     current = { view: error instanceof NotFound ? "not-found" : current.view };
-    if (error instanceof NotFound) {
+    if (error instanceof NotFound && error.status === 410) {
+      showNotFound(`${error.message}.`);
+    } else if (error instanceof NotFound) {
       const what = target.rid ? `run ${target.rid} of session ${target.sid}` : target.sid ? `session ${target.sid}` : "this";
       showNotFound(`No ${what} (or not one this key may see).`);
     } else showError(error);

@@ -2,7 +2,7 @@
 // list (filters, paging by next_cursor). The live stream's `overview` events re-render it; the runs list's
 // first page is read again on each (coalesced: one request at a time), unless the operator paged on.
 
-import { api, query } from "./api.js";
+import { actionFailed, api, query } from "./api.js";
 import { $, clock, fillRows, h, nav, runPath, short, span, statusChip } from "./dom.js";
 
 const PAGE = 50;
@@ -129,7 +129,7 @@ export class Overview {
       this.refreshRuns().catch(this.onError);
     });
     $("runs-more").addEventListener("click", () => this.more().catch(this.onError));
-    $("slots-audit").addEventListener("click", () => this.audit().catch(this.onError));
+    $("slots-audit").addEventListener("click", () => this.audit().catch((error) => this.onError(actionFailed(error))));
     setInterval(() => {
       for (const cell of document.querySelectorAll("#workers [data-heartbeat-at]")) {
         cell.textContent = heartbeatAge(Number(cell.dataset.heartbeatAt) || null);

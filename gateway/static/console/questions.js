@@ -2,7 +2,7 @@
 // approval ({"approved": bool}), choice (one of the schema's enum), text (a string), json (any JSON the
 // schema allows: the API checks it). Each action asks to confirm first, then calls the API's own command.
 
-import { api } from "./api.js";
+import { actionFailed, api } from "./api.js";
 import { clock, h, nav, runPath } from "./dom.js";
 
 function choices(schema) {
@@ -28,7 +28,7 @@ export function questionCard(sessionId, question, { onDone, onError, showRun = f
       onDone();
     } catch (error) {
       for (const button of card.querySelectorAll("button")) button.disabled = false;
-      onError(error);
+      onError(actionFailed(error));
     }
   };
   const answer = (value) =>

@@ -2,7 +2,7 @@
 // spawned them, by parent_run_id), its open questions with their forms, and its deletion. Read again
 // (coalesced) on each `overview` event of the live stream: something changed somewhere.
 
-import { api } from "./api.js";
+import { actionFailed, api } from "./api.js";
 import { $, clock, h, nav, runPath, short, statusChip } from "./dom.js";
 import { questionCard } from "./questions.js";
 import { renderMarkdown } from "/static/markdown.js";
@@ -55,7 +55,7 @@ export class SessionView {
     this.sessionId = null;
     this.loading = null;
     this.again = false;
-    $("delete-session").addEventListener("click", () => this.delete().catch(this.onError));
+    $("delete-session").addEventListener("click", () => this.delete().catch((error) => this.onError(actionFailed(error))));
   }
 
   async show(sessionId) {
@@ -89,7 +89,8 @@ export class SessionView {
   render(session) {
     $("session-id").textContent = session.session_id;
     $("view-session").dataset.sessionId = session.session_id;
-    $("session-meta").textContent = `tenant ${session.tenant ?? "–"} · created ${clock(session.created_at)} · ${session.runs.length} run(s)`;
+    const user = session.user ? ` · user ${session.user}` : "";
+    $("session-meta").textContent = `tenant ${session.tenant ?? "–"}${user} · created ${clock(session.created_at)} · ${session.runs.length} run(s)`;
     const transcript = $("transcript");
     const atBottom = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 32;
     transcript.replaceChildren(...session.transcript.map((line) => bubble(line, session.session_id)));

@@ -3,7 +3,7 @@
 // the trace link, its open questions and the cancel action. The live stream (`?session=&run=`) sends the
 // timeline's first page again whenever the run's session has new events.
 
-import { api, query } from "./api.js";
+import { actionFailed, api, query } from "./api.js";
 import { $, clock, h, nav, runPath, sessionPath, short, span, statusChip } from "./dom.js";
 import { questionCard } from "./questions.js";
 
@@ -109,7 +109,7 @@ export class TimelineView {
     this.nextAfter = null;
     this.paged = false;
     this.questionsFor = null;
-    $("cancel-run").addEventListener("click", () => this.cancel().catch(this.onError));
+    $("cancel-run").addEventListener("click", () => this.cancel().catch((error) => this.onError(actionFailed(error))));
     $("events-more").addEventListener("click", () => this.more().catch(this.onError));
   }
 
