@@ -22,6 +22,7 @@ from tokentail.shared.store.scripts.checks import JobArgs
 from tokentail.shared.store.scripts.runs import (
     Answer,
     AnswerOutcome,
+    AnswerReply,
     Cancel,
     CancelRun,
     Queued,
@@ -100,6 +101,16 @@ async def _run_before_cancel(redis: AnyRedis, k: SessionKeys, run_id: str | None
         active = await cast(Awaitable[bytes | None], redis.hget(k.meta, "active_run"))
         run_id = (active or b"").decode()
     return await read_run(redis, k, run_id) if run_id else None
+
+
+def check_waiting(reply: AnswerReply, session_id: str, run_id: str, input_id: str) -> None:
+    """Raise as an answer to a question the run does not wait for (or to a run or session not there) is
+    refused: answer.lua's, or expire_question.lua's, reply."""
+    if reply.outcome is AnswerOutcome.NOT_WAITING:
+        raise InputNotPending(f"run {run_id!r} is not waiting for an answer to {input_id!r}")
+    if reply.outcome is AnswerOutcome.NO_RUN:
+        raise RunNotFound(session_id, run_id)
+    _missing_or_gone(reply.outcome, session_id)
 
 
 class QueueResult(NamedTuple):
@@ -275,14 +286,9 @@ class SessionWrites(Writes):
                 process_id(),
             )
         )
-        if reply.seq is not None:
-            return reply.seq
-        if reply.outcome is AnswerOutcome.NOT_WAITING:
-            raise InputNotPending(f"run {run.run_id!r} is not waiting for an answer to {input_id!r}")
-        if reply.outcome is AnswerOutcome.NO_RUN:
-            raise RunNotFound(session_id, run.run_id)
-        _missing_or_gone(reply.outcome, session_id)
-        raise RuntimeError(f"answer.lua answered {reply!r}")
+        check_waiting(reply, session_id, run.run_id, input_id)
+        assert reply.seq is not None
+        return reply.seq
 
     async def steer(self, session_id: str, steer_id: str, text: str, run_id: str | None = None) -> SteerReply:
         """Steer the session's active run with `text` (see steer.lua), or only run `run_id` if it is

@@ -31,6 +31,7 @@ def settings(settings: Settings) -> Settings:
     agents = {
         "held": "tests.support.gates:held",
         "approval": "tests.agents.asking_agent:approval",
+        "waits_long": "tests.agents.asking_agent:waits_long_for_a_default",
     }
     return settings.model_copy(update={"agents": agents})
 
@@ -168,6 +169,33 @@ async def test_a_question_answered_and_a_run_cancelled_from_the_console(
     assert deleted.status_code == 204
     assert (await client.get(f"/v1/sessions/{session_id}")).status_code == 410
     assert (await client.get("/v1/admin/runs")).json()["runs"] == []  # the index drops what is gone
+
+
+@pytest.mark.parametrize(("agent", "ending"), [("approval", "failed"), ("waits_long", "completed")])
+async def test_a_question_expired_from_the_console_ends_as_its_deadline_would(
+    client: httpx.AsyncClient, worker: TokentailWorker, agent: str, ending: str
+) -> None:
+    made = (await client.post("/v1/sessions", json={"input": "go", "agent": agent})).json()
+    session_id, run_id = made["session_id"], made["run_id"]
+
+    async def asked() -> list[dict[str, Any]]:
+        questions: list[dict[str, Any]] = (await client.get(f"/v1/admin/sessions/{session_id}")).json()["questions"]
+        return questions
+
+    input_id = (await eventually(asked, what="the question"))[0]["input_id"]
+    expired = await client.post(f"/v1/admin/sessions/{session_id}/runs/{run_id}/questions/{input_id}/expire")
+    assert expired.status_code == 202, expired.text
+
+    async def ended() -> dict[str, Any]:
+        run: dict[str, Any] = (await client.get(f"/v1/sessions/{session_id}")).json()["runs"][0]
+        return run if run["status"] in ("completed", "failed") else {}
+
+    run = await eventually(ended, what="the reaper ends the question")
+    assert run["status"] == ending
+    if ending == "failed":
+        assert run["error"]["type"] == "input_expired"
+    again = await client.post(f"/v1/admin/sessions/{session_id}/runs/{run_id}/questions/{input_id}/expire")
+    assert again.status_code == 409
 
 
 async def test_cancel_a_queued_run_and_audit_slots(client: httpx.AsyncClient) -> None:

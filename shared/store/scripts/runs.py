@@ -466,6 +466,20 @@ class Answer(Script[AnswerReply]):
     REPLY = Reply(AnswerReply, ok=("seq",), not_waiting=(), no_run=(), missing=(), gone=())
 
 
+@dataclass(slots=True)
+class ExpireQuestion(Script[AnswerReply]):
+    """Make a question the run waits for expire now: a reaper ends it as its deadline would."""
+
+    SOURCE = "expire_question"
+    EFFECTS = Effect.ACKNOWLEDGED
+    k: RunKeys
+    s: SessionArgs
+    run_id: str
+    input_id: str
+
+    REPLY = Reply(AnswerReply, ok=(), not_waiting=(), no_run=(), missing=(), gone=())
+
+
 class Cancel(StrEnum):
     SIGNALLED = "signalled"  # its worker was told, and writes `run.cancelled`
     CANCELLED = "cancelled"  # no worker held it: it ended at once
