@@ -24,6 +24,7 @@ from tests.support.waiting import eventually, scaled
 
 ADMIN_KEY = "ops-key-0123456789abcdef"
 QUESTIONS = {"approve": "tests.agents.asking_agent:approval"}
+ACTIONS = {**QUESTIONS, "held": "tests.support.gates:held"}
 
 
 def wait_ms(seconds: float = 20) -> float:
@@ -41,9 +42,11 @@ class Console:
         page.on("pageerror", lambda error: self.errors.append(f"pageerror: {error}"))
         page.on("console", lambda message: self.errors.append(message.text) if self._error(message) else None)
 
+        self.confirming = True  # what the operator answers to the page's confirm dialogs
+
         async def accept(dialog: Dialog) -> None:
             self.dialogs.append(dialog.message)
-            await dialog.accept()
+            await (dialog.accept() if self.confirming else dialog.dismiss())
 
         page.on("dialog", accept)
 
@@ -192,6 +195,50 @@ async def test_a_question_answered_from_the_console_resumes_the_run(
     await expect(console.page.locator("#stages tr[data-stage-kind=ended]")).to_have_attribute(
         "data-status", "completed"
     )
+    assert console.errors == []
+
+
+async def test_the_console_s_actions_ask_first_then_cancel_expire_and_delete(
+    console: Console, start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
+) -> None:
+    gateway = await start_gateway(agents=ACTIONS)
+    await start_worker(agents=ACTIONS)
+    page = console.page
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        held = (await client.post("/v1/sessions", json={"input": "hold", "agent": "held"})).json()
+        asking = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
+
+        async def run_of(made: dict[str, Any]) -> dict[str, Any]:
+            run: dict[str, Any] = (await client.get(f"/v1/sessions/{made['session_id']}")).json()["runs"][0]
+            return run
+
+        await eventually(lambda: gates.reached(held["run_id"]) == [1], within=20, what="the held run at its gate")
+        await console.open(f"{gateway.url}/console/sessions/{held['session_id']}/runs/{held['run_id']}", "timeline")
+        timeline = page.locator("#view-timeline")
+        await expect(timeline).to_have_attribute("data-status", "running", timeout=wait_ms())
+        console.confirming = False  # the operator thinks better of it: nothing happens
+        await page.click("#cancel-run")
+        console.confirming = True
+        await page.click("#cancel-run")
+        await expect(timeline).to_have_attribute("data-status", "cancelled", timeout=wait_ms())
+        assert (await run_of(held))["status"] == "cancelled"
+        assert len(console.dialogs) == 2 and held["run_id"] in console.dialogs[0]
+
+        async def waiting() -> bool:
+            return bool((await run_of(asking))["status"] == "waiting")
+
+        await eventually(waiting, within=20)
+        await console.open(f"{gateway.url}/console/sessions/{asking['session_id']}/runs/{asking['run_id']}", "timeline")
+        await page.locator("#run-questions [data-action=expire]").click(timeout=wait_ms())
+        await expect(timeline).to_have_attribute("data-status", "failed", timeout=wait_ms())  # as its deadline would
+        assert (await run_of(asking))["status"] == "failed"
+
+        await page.click("#run-session")
+        await expect(page.locator("body")).to_have_attribute("data-view", "session", timeout=wait_ms())
+        await page.click("#delete-session")
+        await expect(page.locator("body")).to_have_attribute("data-view", "overview", timeout=wait_ms())
+        assert (await client.get(f"/v1/sessions/{asking['session_id']}")).status_code in (404, 410)
+    assert len(console.dialogs) == 4
     assert console.errors == []
 
 
