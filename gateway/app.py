@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tokentail.gateway import hot_routes, protocols
 from tokentail.gateway.access.auth import Authenticator
 from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamSlots
+from tokentail.gateway.admin import routes as admin_routes
 from tokentail.gateway.api_docs import add_api_docs
 from tokentail.gateway.body_limit import BodySizeLimit
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.shutdown.on_begin(hub.stop)
         app.state.store = SessionStore(redis, settings, archive)
         app.state.runs = SessionWrites(redis, settings, queue=queue, archive=archive)
+        app.state.console = console = admin_routes.Console(redis, queue or redis, app.state.runs, settings)
+        app.state.shutdown.on_begin(console.live.stop)
         app.state.webhooks = SessionWebhooks(WebhookPolicy(settings.webhook_allowed_urls), TenantWebhooks(redis, keys))
         app.state.hub = hub
         app.state.agents = AgentDirectory(redis, keys, [*BUILTIN_AGENTS, *settings.agents])
@@ -136,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(socket.router)
     for router in protocols.routers():
         app.include_router(router)
+    admin_routes.install(app, settings)  # the operator console (gateway/admin/)
     hot_routes.install(app)  # the requests every stream starts with, first (gateway/hot_routes.py)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

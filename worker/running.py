@@ -79,6 +79,10 @@ class RunningRuns:
             self._steered_early.discard(run_id)
             on_steer()
 
+    def listed(self) -> list[tuple[str, str]]:
+        """(session id, run id) of each run this process runs now."""
+        return [(session_id, run_id) for run_id, session_id in self._sessions.items()]
+
     def run_of(self, task: "asyncio.Task[object]") -> tuple[str, str] | None:
         """The run (and its session) that `task` runs, if any. Read from another thread while the loop
         is blocked: the copy is taken at once, and a dict changed meanwhile only means not this time."""

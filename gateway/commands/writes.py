@@ -57,7 +57,7 @@ from tokentail.shared.vocabulary.errors import (
     TooManySteers,
 )
 from tokentail.shared.vocabulary.events import CANCELLED_BY_REQUEST, RunCancelled
-from tokentail.shared.vocabulary.records import MAX_PENDING_STEERS, Multitask, RunRecord, SessionRecord
+from tokentail.shared.vocabulary.records import MAX_PENDING_STEERS, PUBLIC_TENANT, Multitask, RunRecord, SessionRecord
 
 
 def _missing_or_gone(outcome: str, session_id: str) -> None:
@@ -139,8 +139,10 @@ class SessionWrites(Writes):
         create: SessionRecord | None = None,
         if_missing: bool = False,
         task_push: bool = False,
+        tenant: str | None = None,
     ) -> QueueResult:
-        """Record `run` (setting its `queued_seq`), append `run.queued` and queue its job; with
+        """Record `run` (setting its `queued_seq`), append `run.queued` and queue its job, and list it in
+        the runs index (of `tenant`, the session's: `create`'s when it makes one); with
         `create`, make the session first (`if_missing`: only if it does not exist yet); with
         `task_push`, mark the session as `watch_task_push` does, in the same step. With a run
         already active, `multitask` decides (see queue_run.lua; `steer`: no run is recorded, its
@@ -149,8 +151,9 @@ class SessionWrites(Writes):
         if run.received_at is None:
             run.received_at = first_delta.RECEIVED_AT.get()  # the time to first delta starts there
         queue = (session_id, run, multitask, create, if_missing, task_push)
+        owner = create.tenant if create is not None else tenant
         if not tracing.ON:
-            return await self._queue_run(*queue)
+            return await self._indexed(owner, session_id, await self._queue_run(*queue))
         attributes = {
             **run_spans.queue_message(self.keys.queue, run.run_id, "send"),
             "gen_ai.conversation.id": session_id,
@@ -159,13 +162,26 @@ class SessionWrites(Writes):
             f"send {self.keys.queue}", kind=SpanKind.PRODUCER, attributes=attributes
         ) as span:
             run.trace = tracing.carrier()
-            reply = await self._queue_run(*queue)
+            reply = await self._indexed(owner, session_id, await self._queue_run(*queue))
             span.set_attribute("tokentail.run.queued", reply.queued.value)  # started, pending, or again
         # The runs it superseded ended here, with no worker: so are their spans written (shared/plumbing/run_spans.py).
         for before in map(decode_run, reply.ended):
             ended = RunCancelled(run_id=before.run_id, reason=f"superseded by run {run.run_id}")
             run_spans.write_unheld_end(before, session_id, ended, "interrupt", self.keys.queue)
         return reply
+
+    async def _indexed(self, tenant: str | None, session_id: str, result: QueueResult) -> QueueResult:
+        """`result`, its run listed in the runs index once it is queued (a steer queues no run; a run
+        queued before, by a request sent again, is listed already). `tenant`: the session's, read if
+        the caller did not know it."""
+        if result.queued in (Queued.STARTED, Queued.PENDING):
+            if tenant is None:
+                owner = await cast(
+                    Awaitable[bytes | None], self.redis.hget(self.keys.session(session_id).meta, "tenant")
+                )
+                tenant = owner.decode() if owner else PUBLIC_TENANT
+            await self.run_index.add(tenant, session_id, result.run_id)
+        return result
 
     async def _queue_run(
         self,

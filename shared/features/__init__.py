@@ -7,5 +7,6 @@ agent_catalog    what each agent of a deployment says about itself, for the agen
 webhook_messages what a webhook carries and how it is signed
 webhook_policy   where webhooks may go: the operator's allowlist
 tenant_webhooks  each tenant's webhook URL and signing secret
+workers          which worker processes are alive, what each runs, and their throughput (heartbeats)
 a2a_push         A2A's push configs of a task, and the body a push carries (the one A2A module of shared/)
 """

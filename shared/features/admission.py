@@ -160,20 +160,25 @@ class SlotAudit:
             counts = await pipe.execute()
         return {tenant: (counts[2 * i], counts[2 * i + 1]) for i, tenant in enumerate(tenants)}
 
-    async def audit(self, now: float | None = None) -> int:
-        """One pass; how many slots it gave back."""
+    async def audit(
+        self, now: float | None = None, after: float = AUDIT_AFTER_SECONDS, tenant: str | None = None
+    ) -> int:
+        """One pass; how many slots it gave back. `after`: how long a slot must have been held, as passes
+        saw it (0: every slot, now: an operator's audit from the console); `tenant`: its slots only."""
         now = asyncio.get_running_loop().time() if now is None else now
         seen: dict[tuple[str, str], tuple[bytes, float]] = {}
         old: list[tuple[str, str, bytes]] = []
-        for raw_tenant in await self._queue.smembers(self._keys.admission_tenants):  # type: ignore[misc]
-            tenant = raw_tenant.decode()
-            held = await self._queue.hgetall(self._keys.tenant_running(tenant))  # type: ignore[misc]
+        members = await self._queue.smembers(self._keys.admission_tenants)  # type: ignore[misc]
+        for name in (member.decode() for member in members):
+            if tenant is not None and name != tenant:
+                continue
+            held = await self._queue.hgetall(self._keys.tenant_running(name))  # type: ignore[misc]
             for raw_run, value in held.items():
-                key = (tenant, raw_run.decode())
+                key = (name, raw_run.decode())
                 before = self._seen.get(key)
                 since = before[1] if before is not None and before[0] == value else now
                 seen[key] = (value, since)
-                if now - since >= AUDIT_AFTER_SECONDS:
+                if now - since >= after:
                     old.append((*key, value))
         self._seen = seen
         gone = [entry for entry, running in zip(old, await self._still_running(old), strict=True) if not running]

@@ -134,6 +134,19 @@ class Settings(AdmissionSettings, ChildSettings):
     )
     secret: SecretStr | None = Field(None, description="signs stream tokens (HMAC); required with `api_keys`")
     stream_token_ttl_seconds: int = Field(900, ge=10, description="how long a stream token is valid")
+    admin_keys: SecretStr | None = Field(
+        None,
+        description="comma-separated `name:key` pairs: operators' keys for the console and `/v1/admin` (every tenant)",
+    )
+    admin_tenants: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated tenants whose API keys are also admin keys"
+    )
+    admin_index_runs: int = Field(
+        250_000, ge=1_000, description="runs the console's index lists, newest kept (docs/console.md)"
+    )
+    trace_url: str | None = Field(
+        None, description="a trace's page in your tracing UI, `{trace_id}` in it: the console links each run's trace"
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="comma-separated origins whose pages may call the API; `:*` for any port (`http://localhost:*`)",
@@ -240,7 +253,7 @@ class Settings(AdmissionSettings, ChildSettings):
     )
     worker_wakeups: bool = Field(True, description="listen for wake-ups; off leaves arq's plain timed poll")
 
-    @field_validator("cors_origins", "webhook_allowed_urls", "chat_token_may_set", mode="before")
+    @field_validator("cors_origins", "webhook_allowed_urls", "chat_token_may_set", "admin_tenants", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -272,6 +285,13 @@ class Settings(AdmissionSettings, ChildSettings):
     def _check_api_keys(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             parse_api_keys(value.get_secret_value())  # fails early, with a message that shows no key
+        return value
+
+    @field_validator("admin_keys")
+    @classmethod
+    def _check_admin_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_api_keys(value.get_secret_value(), "TOKENTAIL_ADMIN_KEYS", "name")
         return value
 
     @field_validator("redis_url", "queue_redis_url")
@@ -313,6 +333,15 @@ class Settings(AdmissionSettings, ChildSettings):
         return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys else {}
 
     @property
+    def admins_by_key(self) -> dict[str, str]:
+        """The admin keys -> the names their actions are logged with."""
+        return (
+            parse_api_keys(self.admin_keys.get_secret_value(), "TOKENTAIL_ADMIN_KEYS", "name")
+            if self.admin_keys
+            else {}
+        )
+
+    @property
     def model(self) -> str:
         """The model of runs that name none: with no API key at all, the offline scripted model."""
         if self.default_model:
@@ -337,20 +366,23 @@ def parse_tenant_numbers(value: str, name: str) -> dict[str, int]:
     return numbers
 
 
-def parse_api_keys(value: str) -> dict[str, str]:
-    """`tenant:key,tenant:key` -> {key: tenant}. Errors name the pair's position, never the key."""
+def parse_api_keys(value: str, setting: str = "TOKENTAIL_API_KEYS", owner: str = "tenant") -> dict[str, str]:
+    """`tenant:key,tenant:key` -> {key: tenant} (or an admin's `name:key`). Errors name the pair's
+    position, never the key."""
     keys: dict[str, str] = {}
     for position, pair in enumerate((p.strip() for p in value.split(",") if p.strip()), start=1):
-        tenant, sep, key = pair.partition(":")
-        if not sep or not TENANT_PATTERN.fullmatch(tenant):
-            raise ValueError(f"API key pair {position} must be `tenant:key`, the tenant made of A-Z a-z 0-9 _ . -")
+        name, sep, key = pair.partition(":")
+        if not sep or not TENANT_PATTERN.fullmatch(name):
+            raise ValueError(f"{setting}: pair {position} must be `{owner}:key`, the {owner} made of A-Z a-z 0-9 _ . -")
         if len(key) < MIN_API_KEY_CHARS:
-            raise ValueError(f"API key {position} (tenant {tenant!r}) is shorter than {MIN_API_KEY_CHARS} characters")
+            raise ValueError(
+                f"{setting}: key {position} ({owner} {name!r}) is shorter than {MIN_API_KEY_CHARS} characters"
+            )
         if key in keys:
-            raise ValueError(f"API key {position} (tenant {tenant!r}) is listed twice")
-        keys[key] = tenant
+            raise ValueError(f"{setting}: key {position} ({owner} {name!r}) is listed twice")
+        keys[key] = name
     if not keys:
-        raise ValueError("TOKENTAIL_API_KEYS is set but lists no `tenant:key` pair")
+        raise ValueError(f"{setting} is set but lists no `{owner}:key` pair")
     return keys
 
 

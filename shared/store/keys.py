@@ -174,6 +174,25 @@ class Keys:
         return f"{self.prefix}:tenant:{{{tenant}}}:a2a-tasks:{agent}"
 
     @property
+    def admin_runs(self) -> str:
+        """Sorted set, on the sessions' Redis: every run queued, `<sid> <run id>` -> when (µs), the newest
+        kept (shared/store/run_index.py: what the console lists)."""
+        return f"{self.prefix}:admin:runs"
+
+    def tenant_admin_runs(self, tenant: str) -> str:
+        """Sorted set, as `admin_runs`: the tenant's runs."""
+        return f"{self.prefix}:admin:runs:{tenant}"
+
+    def admin_run(self, run_id: str) -> str:
+        """String, on the sessions' Redis: the session of a run the index lists (a search by run id)."""
+        return f"{self.prefix}:admin:run:{run_id}"
+
+    @property
+    def workers(self) -> str:
+        """Hash, on the queue's Redis: worker id -> its last heartbeat (JSON: shared/features/workers.py)."""
+        return f"{self.prefix}:workers"
+
+    @property
     def probe(self) -> str:
         """A short-lived key written to find out whether Redis accepts writes (readiness, reapers)."""
         return f"{self.prefix}:probe"

@@ -16,6 +16,7 @@ from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.lease_index import LeaseIndex
+from tokentail.shared.store.run_index import RunIndex
 from tokentail.shared.store.run_tree import RunTree
 from tokentail.shared.store.scripts.policies import sessions_runner, with_policies
 from tokentail.shared.store.scripts.runs import RunScope
@@ -47,6 +48,7 @@ class Writes:
         self.runner = sessions_runner(redis, settings)
         self.run = with_policies(self.runner, settings, self.leases, self.webhooks, archive)
         self.tree = RunTree(self.run, self.scope, redis, self.leases.redis)
+        self.run_index = RunIndex(redis, settings)  # the console's (the gateway's writes keep it)
 
     async def writable(self) -> None:
         """Raise as Redis would if it refuses writes now (out of memory, a read-only replica)."""

@@ -111,6 +111,9 @@ class RunRecord(BaseModel):
     previous_started_at: float | None = Field(default=None, exclude=True)
     previous_started_as: StartReason | None = Field(default=None, exclude=True)
     started_as: StartReason | None = None  # why its latest `run.started`: its first, a takeover, a resume
+    # The worker process (shared/features/workers.py's id) of each of its starts, in order: the console's
+    # timeline names them. Not shown to a tenant.
+    workers: list[str] = Field(default_factory=list, exclude=True)
     queued_seq: int | None = None
     started_seq: int | None = None
     finished_seq: int | None = None

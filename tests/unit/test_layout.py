@@ -42,7 +42,10 @@ GATEWAY_PARTS: dict[str, set[str]] = {
     "protocols": {"access", "reading", "commands", "deps", "schemas", "errors", "socket_tasks"},
     # The requests every stream starts with, answered by the routes' own functions (gateway/hot_routes.py).
     "hot_routes": {"access", "reading", "routes", "deps", "schemas"},
+    # The operator console: reads the core's stores and acts through its commands (gateway/admin/).
+    "admin": {"access", "reading", "commands", "deps", "schemas", "errors"},
     "app": {
+        "admin",
         "access",
         "reading",
         "commands",

@@ -123,8 +123,8 @@ def test_api_keys_map_keys_to_tenants_and_need_a_long_enough_secret(monkeypatch:
         (f"acme{KEY_A}", "pair 1 must be `tenant:key`"),
         (f"acme:{KEY_A},bad tenant:{KEY_B}", "pair 2 must be `tenant:key`"),
         (f"{'t' * 65}:{KEY_A}", "pair 1 must be `tenant:key`"),
-        ("acme:tiny-key", r"API key 1 \(tenant 'acme'\) is shorter than 16"),
-        (f"acme:{KEY_A},beta:{KEY_A}", r"API key 2 \(tenant 'beta'\) is listed twice"),
+        ("acme:tiny-key", r"key 1 \(tenant 'acme'\) is shorter than 16"),
+        (f"acme:{KEY_A},beta:{KEY_A}", r"key 2 \(tenant 'beta'\) is listed twice"),
         (" , ,", "lists no `tenant:key` pair"),
     ],
 )

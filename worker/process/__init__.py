@@ -8,4 +8,5 @@ archiver          copies sessions to the archive so that Redis may forget them
 webhook_delivery  posts what the sessions' hooks lists hold, in order
 probe             /healthz, /readyz and /metrics
 watchdog          finds the run that blocks the event loop, says so, and ends it
+beacon            the process's heartbeat for the operator console: alive, its runs, its throughput
 """

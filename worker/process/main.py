@@ -48,6 +48,7 @@ from redis.asyncio import Redis
 from tokentail.shared.connections.redis_clients import close_sentinels, redis_client, sessions_client
 from tokentail.shared.features import agent_catalog
 from tokentail.shared.features.admission import Admission, SlotAudit
+from tokentail.shared.features.workers import WorkerRegistry
 from tokentail.shared.plumbing.redis_urls import sentinel_setup
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store import jobs
@@ -57,6 +58,7 @@ from tokentail.shared.store.reads import SessionStore
 from tokentail.worker import metrics
 from tokentail.worker.process.archiver import Archiver
 from tokentail.worker.process.arq_shell import BatchedPickup
+from tokentail.worker.process.beacon import Beacon
 from tokentail.worker.process.probe import ProbeServer, probe_app
 from tokentail.worker.process.reaper import Reaper
 from tokentail.worker.process.watchdog import LoopWatchdog
@@ -132,6 +134,8 @@ class TokentailWorker(BatchedPickup):
             sessions = self.ctx.get("sessions_redis", self.pool)
             audit = SlotAudit(self.pool, sessions, self.admission, settings.lease_ms / 1000)
             self._background.append(asyncio.create_task(audit.run_forever(metrics.show_tenant_runs)))
+            beacon = Beacon(WorkerRegistry(self.pool, self._keys), self.running, settings.worker_concurrency)
+            self._background.append(asyncio.create_task(beacon.run_forever()))
             if self._probe is not None:
                 self._probe_task = asyncio.create_task(self._probe.serve())
         if not self._wake.is_set():

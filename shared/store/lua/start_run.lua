@@ -109,6 +109,9 @@ run.previous_started_at = run.started_at  -- a dead attempt's start and how, for
 run.previous_started_as = run.started_as
 run.started_at = now_s
 run.started_as = reason
+local workers = run.workers or {}  -- which worker process made each start, in order (the console's timeline)
+workers[#workers + 1] = a.worker
+run.workers = workers
 local run_json = cjson.encode(run)
 redis.call('HSET', k.runs, run_id, run_json)
 redis.call('HSET', k.meta, 'claim', cjson.encode({seq = seq, verdict = verdict}))

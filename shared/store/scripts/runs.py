@@ -242,6 +242,7 @@ class StartRun(Script[Claim]):
     max_attempts: int
     job_id: str
     keep_until: str | int  # for a takeover: the id to keep events up to, 'restart', or '' (not decided)
+    worker: str  # the worker process claiming it (shared/features/workers.py): the record lists each start's
 
     REPLY = Reply(
         Claim,

@@ -1,0 +1,76 @@
+"""Who may use the console and `/v1/admin`: an operator's admin key (`TOKENTAIL_ADMIN_KEYS`, every
+tenant), or a tenant's API key (its own tenant only; every tenant's, for the tenants listed in
+`TOKENTAIL_ADMIN_TENANTS`). A stream token reads nothing here. With no key configured at all (auth off,
+as `tokentail dev`), the console is open to callers on this machine only."""
+
+import hmac
+import ipaddress
+from dataclasses import dataclass
+
+from tokentail.gateway.access.tokens import StreamTokens
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.errors import Forbidden, SessionNotFound, Unauthorized
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    who: str  # what the logs of its actions name: an admin key's name, `tenant:<t>`, or `local`
+    tenant: str | None  # the one tenant it sees; None: every tenant
+
+    def check(self, tenant: str, session_id: str) -> None:
+        """404 for a session of a tenant it does not see, exactly as for one that does not exist."""
+        if self.tenant is not None and tenant != self.tenant:
+            raise SessionNotFound(session_id)
+
+
+class AdminAuth:
+    def __init__(self, settings: Settings) -> None:
+        self.required = settings.auth_enabled or settings.admin_keys is not None
+        self._admins = [(key.encode(), name) for key, name in settings.admins_by_key.items()]
+        self._tenants = [(key.encode(), tenant) for key, tenant in settings.tenants_by_key.items()]
+        self._every_tenant = set(settings.admin_tenants)
+        self._tokens = (
+            StreamTokens(settings.secret.get_secret_value(), settings.stream_token_ttl_seconds)
+            if settings.secret is not None
+            else None
+        )
+
+    def admin_of(self, bearer: str | None, client_host: str | None) -> Admin:
+        if not self.required:
+            if _loopback(client_host):
+                return Admin("local", None)
+            raise Forbidden(
+                "the console is open on this machine only while auth is off: set TOKENTAIL_ADMIN_KEYS "
+                "(or TOKENTAIL_API_KEYS) to reach it from elsewhere"
+            )
+        if not bearer:
+            raise Unauthorized("the console needs an admin key or a tenant's API key: Authorization: Bearer <key>")
+        given = bearer.encode()
+        # Every key is compared, whichever matches: the time taken tells nothing of which one did.
+        found: Admin | None = None
+        for key, name in self._admins:
+            if hmac.compare_digest(key, given):
+                found = Admin(name, None)
+        for key, tenant in self._tenants:
+            if hmac.compare_digest(key, given):
+                found = Admin(f"tenant:{tenant}", None if tenant in self._every_tenant else tenant)
+        if found is not None:
+            return found
+        if self._tokens is not None and _is_stream_token(self._tokens, bearer):
+            raise Forbidden("a stream token reads its own session only: the console needs an admin or API key")
+        raise Unauthorized("invalid key")
+
+
+def _is_stream_token(tokens: StreamTokens, bearer: str) -> bool:
+    try:
+        tokens.verify(bearer)
+    except Unauthorized:
+        return False
+    return True
+
+
+def _loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,106 @@
+"""The overview: each tenant's line, slots, cap and whether it is parked (the admission keys), the
+workers and their throughput (their heartbeats), the newest runs still going, and those that failed or
+were taken over recently (the runs index). Each part reads a bounded number of keys: the tenants with
+slots or lines, one hash of workers, and one page of the index."""
+
+import time
+
+from tokentail.gateway.admin.access import Admin
+from tokentail.gateway.admin.models import Counts, Metrics, Overview, Point, RunSummary, Tenant, Worker, WorkerRun
+from tokentail.gateway.admin.runs import ACTIVE_STATUSES, RunLists
+from tokentail.shared.connections.redis_clients import AnyRedis
+from tokentail.shared.features.admission import Admission
+from tokentail.shared.features.workers import STEP_SECONDS, WorkerBeat, WorkerRegistry, throughput
+
+RECENT = 20
+ACTIVE_SHOWN = 50
+CHART_MINUTES = 5
+
+
+class Overviews:
+    def __init__(self, queue: AnyRedis, admission: Admission, runs: RunLists, tenants_known: list[str]) -> None:
+        self._queue = queue
+        self._admission = admission
+        self._keys = admission.keys
+        self._runs = runs
+        self._workers = WorkerRegistry(queue, admission.keys)
+        self._tenants_known = tenants_known  # those with API keys: listed even with nothing going
+
+    async def tenants(self, admin: Admin) -> list[Tenant]:
+        keys = self._keys
+        async with self._queue.pipeline(transaction=False) as pipe:
+            pipe.smembers(keys.admission_tenants)
+            pipe.zrange(keys.admission_parked, 0, -1)
+            members, parked_raw = await pipe.execute()
+        names = {member.decode() for member in members} | set(self._tenants_known)
+        if admin.tenant is not None:
+            names = {admin.tenant}
+        tenants = sorted(names)
+        parked = {member.decode() for member in parked_raw}
+        async with self._queue.pipeline(transaction=False) as pipe:
+            for tenant in tenants:
+                pipe.hlen(keys.tenant_running(tenant))
+                pipe.zcard(keys.tenant_line(tenant))
+            counts = await pipe.execute()
+        return [
+            Tenant(
+                tenant=tenant,
+                running=counts[2 * i],
+                waiting=counts[2 * i + 1],
+                cap=self._admission.cap_of(tenant),
+                parked=tenant in parked,
+            )
+            for i, tenant in enumerate(tenants)
+        ]
+
+    async def workers(self, admin: Admin) -> list[WorkerBeat]:
+        return await self._workers.read()
+
+    @staticmethod
+    def shown_workers(admin: Admin, beats: list[WorkerBeat], now: float) -> list[Worker]:
+        """A tenant's key sees the workers, not the runs they hold (other tenants')."""
+        return [
+            Worker(
+                **beat.model_dump(exclude={"runs"}),
+                alive=beat.alive(now),
+                runs=[] if admin.tenant is not None else [WorkerRun(**run.model_dump()) for run in beat.runs],
+            )
+            for beat in beats
+        ]
+
+    @staticmethod
+    def metrics(beats: list[WorkerBeat], minutes: float, now: float) -> Metrics:
+        points = [Point(**point._asdict()) for point in throughput(beats, minutes, now)]
+        return Metrics(step_seconds=STEP_SECONDS, points=points)
+
+    async def overview(self, admin: Admin) -> Overview:
+        now = time.time()
+        tenants = await self.tenants(admin)
+        beats = await self.workers(admin)
+        # One page of the newest runs gives both lists: those going, and those failed or taken over.
+        page = await self._runs.page(admin, lambda run: _going(run) or _troubled(run), limit=ACTIVE_SHOWN + RECENT)
+        active = [run for run in page.runs if _going(run)][:ACTIVE_SHOWN]
+        recent = [run for run in page.runs if _troubled(run)][:RECENT]
+        counts = Counts(
+            running=sum(len(beat.runs) for beat in beats if beat.alive(now))
+            if admin.tenant is None
+            else sum(tenant.running for tenant in tenants),
+            queued=sum(tenant.waiting for tenant in tenants),
+            waiting=sum(1 for run in active if run.status == "waiting"),
+        )
+        return Overview(
+            tenants=tenants,
+            workers=self.shown_workers(admin, beats, now),
+            metrics=self.metrics(beats, CHART_MINUTES, now),
+            active=active,
+            recent=recent,
+            counts=counts,
+        )
+
+
+def _going(run: RunSummary) -> bool:
+    return run.status in ACTIVE_STATUSES
+
+
+def _troubled(run: RunSummary) -> bool:
+    return run.status == "failed" or run.attempt > 1

@@ -1,0 +1,161 @@
+"""Runs as the console lists them: pages of the runs index (shared/store/run_index.py), each entry read
+from its run's record, and one session's runs, transcript and open questions."""
+
+from collections.abc import Callable
+from typing import Literal
+
+from tokentail.gateway.admin.access import Admin
+from tokentail.gateway.admin.models import OpenQuestion, RunPage, RunSummary, SessionDetail, SessionRun
+from tokentail.shared.connections.redis_clients import AnyRedis
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import SessionStore, decode_run
+from tokentail.shared.store.run_index import IndexedRun, RunIndex
+from tokentail.shared.vocabulary.records import PUBLIC_TENANT, RunRecord, SessionRecord, transcript
+
+INPUT_SHOWN = 200
+ACTIVE = "active"  # a status filter: queued, running or waiting
+ACTIVE_STATUSES = ("queued", "running", "waiting")
+Filter = Callable[[RunSummary], bool]
+
+
+def summary(run: RunRecord, session_id: str, tenant: str) -> RunSummary:
+    return RunSummary(
+        session_id=session_id,
+        run_id=run.run_id,
+        tenant=tenant,
+        user=run.user,
+        agent=run.agent,
+        model=run.model,
+        status=run.status,
+        attempt=run.attempt,
+        queued_at=run.queued_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        input=run.input[:INPUT_SHOWN],
+        error=run.error.message if run.error is not None else None,
+    )
+
+
+def run_filter(status: str | None = None, user: str | None = None) -> Filter:
+    def keep(run: RunSummary) -> bool:
+        if status == ACTIVE and run.status not in ACTIVE_STATUSES:
+            return False
+        if status not in (None, ACTIVE) and run.status != status:
+            return False
+        return user is None or run.user == user
+
+    return keep
+
+
+class RunLists:
+    def __init__(self, redis: AnyRedis, index: RunIndex, keys: Keys) -> None:
+        self._redis = redis
+        self._index = index
+        self._keys = keys
+
+    async def page(
+        self,
+        admin: Admin,
+        keep: Filter,
+        cursor: str | None = None,
+        limit: int = 50,
+        tenant: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> RunPage:
+        """Newest first: `tenant`'s runs (an admin's own tenant, for a tenant's key), those `keep` keeps."""
+        if admin.tenant is not None:
+            if tenant not in (None, admin.tenant):
+                return RunPage(runs=[], next_cursor=None, scanned=0)  # another tenant's: as if it had none
+            tenant = admin.tenant
+        found: list[RunSummary] = []
+        scanned = 0
+
+        async def read(batch: list[IndexedRun]) -> list[bool]:
+            nonlocal scanned
+            scanned += len(batch)
+            summaries = await self.summaries(batch, tenant)
+            wanted = [run is not None and keep(run) for run in summaries]
+            found.extend(run for run, want in zip(summaries, wanted, strict=True) if run is not None and want)
+            return wanted
+
+        page = await self._index.newest(tenant, cursor, read, limit, since, until)
+        return RunPage(runs=found[:limit], next_cursor=page.next_cursor, scanned=scanned)
+
+    async def session_of(self, run_id: str) -> str | None:
+        return await self._index.session_of(run_id)
+
+    async def summaries(self, batch: list[IndexedRun], tenant: str | None) -> list[RunSummary | None]:
+        """Each entry's run as it is now; None for one whose session is gone (dropped from the index)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry in batch:
+                keys = self._keys.session(entry.session_id)
+                pipe.hget(keys.runs, entry.run_id)
+                pipe.hget(keys.meta, "tenant")
+            replies = await pipe.execute()
+        summaries: list[RunSummary | None] = []
+        gone = []
+        for i, entry in enumerate(batch):
+            raw, owner = replies[2 * i], replies[2 * i + 1]
+            if raw is None or owner is None:
+                gone.append(entry)
+                summaries.append(None)
+            else:
+                summaries.append(summary(decode_run(raw), entry.session_id, owner.decode()))
+        await self._index.drop(tenant, gone)
+        return summaries
+
+
+def session_runs(session: SessionRecord) -> list[SessionRun]:
+    """Its runs, each child after its parent (depth first), as the console draws the tree."""
+    children: dict[str | None, list[RunRecord]] = {}
+    for run in session.runs:
+        children.setdefault(run.parent_run_id, []).append(run)
+    ordered: list[RunRecord] = []
+
+    def add(parent: str | None) -> None:
+        for run in children.get(parent, []):
+            ordered.append(run)
+            add(run.run_id)
+
+    add(None)
+    listed = {run.run_id for run in ordered}
+    ordered += [run for run in session.runs if run.run_id not in listed]  # a child whose parent's record is gone
+    return [
+        SessionRun(
+            **summary(run, session.session_id, session.tenant).model_dump(),
+            parent_run_id=run.parent_run_id,
+            depth=run.depth,
+            name=run.name,
+        )
+        for run in ordered
+    ]
+
+
+async def session_detail(store: SessionStore, session: SessionRecord) -> SessionDetail:
+    active = session.active_run
+    partial = await store.partial_text(session.session_id, active) if active is not None else ""
+    questions = [
+        OpenQuestion(
+            run_id=run.run_id,
+            input_id=question.input_id,
+            kind=question.kind,
+            prompt=question.prompt,
+            answer_schema=question.answer_schema,
+            expires_at=question.expires_at,
+        )
+        for run in session.runs
+        for question in run.questions
+    ]
+    return SessionDetail(
+        session_id=session.session_id,
+        tenant=session.tenant or PUBLIC_TENANT,
+        user=session.user,
+        created_at=session.created_at,
+        runs=session_runs(session),
+        transcript=transcript(session.runs, partial),
+        questions=questions,
+    )
+
+
+StatusFilter = Literal["queued", "running", "waiting", "completed", "failed", "cancelled", "active"]

@@ -1,0 +1,127 @@
+"""The runs index: what the operator console lists and searches without a scan of Redis's keys.
+
+Every run a gateway queues (`SessionWrites.queue_run`: a session's first run and each follow-up, from
+every protocol) is added, right after its script, to two sorted sets on the sessions' Redis, all runs'
+and its tenant's (`<sid> <run id>` -> when it was queued, in microseconds), and a run id is mapped to
+its session (a string kept as long as the session). The sets keep the newest `admin_index_runs`; what
+a run is now (status, attempt, times) is read from its record when a page is shown, never copied here,
+so the index cannot disagree with the session. An entry whose session is gone is dropped when a page
+meets it. Child runs are not listed: they show in their session's tree of runs.
+
+Pages go newest first from a cursor (`<score> <member>`: scores may tie), each reading at most
+`SCAN_BUDGET` entries, so a filter that matches few runs answers a short page with a cursor to go on
+rather than a long wait.
+"""
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple, cast
+
+from tokentail.shared.connections.redis_clients import AnyRedis
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+
+SCAN_BUDGET = 1_000  # index entries one page may read
+BATCH = 200  # read at once
+
+
+class IndexedRun(NamedTuple):
+    session_id: str
+    run_id: str
+    score: float  # when it was queued (µs): the cursor's part
+
+    @property
+    def cursor(self) -> str:
+        return f"{self.score:.0f} {self.session_id} {self.run_id}"
+
+
+class Slice(NamedTuple):
+    runs: list[IndexedRun]
+    next_cursor: str | None  # None: the index has no older entry
+
+
+def parse_cursor(cursor: str) -> tuple[float, str]:
+    """(score, member) of a cursor a page gave; ValueError if it is not one."""
+    score, _, member = cursor.partition(" ")
+    if not member or " " not in member:
+        raise ValueError("not a cursor of this index")
+    return float(score), member
+
+
+class RunIndex:
+    def __init__(self, redis: AnyRedis, settings: Settings) -> None:
+        self._redis = redis
+        self._keys = Keys(settings.key_prefix)
+        self._keep = settings.admin_index_runs
+        self._ttl = settings.session_ttl_seconds + settings.tombstone_ttl_seconds
+
+    async def add(self, tenant: str, session_id: str, run_id: str) -> None:
+        member, score = f"{session_id} {run_id}", time.time_ns() // 1000
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in (self._keys.admin_runs, self._keys.tenant_admin_runs(tenant)):
+                pipe.zadd(key, {member: score})
+                pipe.zremrangebyrank(key, 0, -self._keep - 1)
+            pipe.set(self._keys.admin_run(run_id), session_id, ex=self._ttl)
+            await pipe.execute()
+
+    async def session_of(self, run_id: str) -> str | None:
+        found = await cast(Awaitable[bytes | None], self._redis.get(self._keys.admin_run(run_id)))
+        return found.decode() if found else None
+
+    async def newest(
+        self,
+        tenant: str | None,
+        cursor: str | None,
+        keep: Callable[[list[IndexedRun]], Awaitable[list[bool]]],
+        limit: int,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Slice:
+        """Up to `limit` runs of the index (a tenant's, or all), newest first, after `cursor`, queued
+        between `since` and `until` (epoch seconds), that `keep` (given a batch, answering which to keep)
+        keeps; reading at most SCAN_BUDGET entries."""
+        key = self._keys.tenant_admin_runs(tenant) if tenant else self._keys.admin_runs
+        top: float | str = "+inf" if until is None else until * 1e6
+        seen_member = None
+        if cursor is not None:
+            top, seen_member = parse_cursor(cursor)
+        bottom: float | str = "-inf" if since is None else since * 1e6
+        kept: list[IndexedRun] = []
+        read = 0
+        while read < SCAN_BUDGET:
+            want = min(BATCH, SCAN_BUDGET - read)
+            rows = await self._redis.zrevrangebyscore(key, top, bottom, start=0, num=want + 1, withscores=True)
+            batch = [_indexed(member, score) for member, score in rows]
+            if seen_member is not None:  # those of the cursor's score at or above its member came already
+                seen = (float(top), seen_member)
+                batch = [run for run in batch if (run.score, f"{run.session_id} {run.run_id}") < seen]
+            if not batch:
+                return Slice(kept, None)
+            batch = batch[:want]
+            read += len(batch)
+            for run, wanted in zip(batch, await keep(batch), strict=True):
+                if wanted:
+                    kept.append(run)
+                if len(kept) == limit:
+                    return Slice(kept, run.cursor)
+            last = batch[-1]
+            top, seen_member = last.score, f"{last.session_id} {last.run_id}"
+            if len(rows) <= want:
+                return Slice(kept, None)
+        return Slice(kept, f"{float(top):.0f} {seen_member}")
+
+    async def drop(self, tenant: str | None, runs: list[IndexedRun]) -> None:
+        """Entries whose session is gone (expired or deleted)."""
+        if not runs:
+            return
+        members = [f"{run.session_id} {run.run_id}" for run in runs]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self._keys.admin_runs, *members)
+            if tenant:
+                pipe.zrem(self._keys.tenant_admin_runs(tenant), *members)
+            await pipe.execute()
+
+
+def _indexed(member: bytes, score: float) -> IndexedRun:
+    session_id, _, run_id = member.decode().partition(" ")
+    return IndexedRun(session_id, run_id, score)
