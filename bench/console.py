@@ -83,6 +83,7 @@ class Filler:
         self.finished: list[tuple[str, str]] = []  # a sample of (session, run): spread over the fill
         self.held: list[tuple[str, str]] = []
         self.failed: list[tuple[str, str]] = []
+        self.filled: tuple[float, float] = (0.0, 0.0)  # when the last fill of finished sessions began and ended
         tickets = [tenant for tenant, share in TENANTS.items() for _ in range(share)]
         self._tenants = tickets
 
@@ -135,7 +136,10 @@ class Filler:
                     elif number % sample_every == 0:
                         self.finished.append((session_id, run_id))
 
+            filling = time.time()
             await asyncio.gather(*(one_by_one() for _ in range(self.concurrency)))
+            if not held:
+                self.filled = (filling, time.time())
         return time.perf_counter() - began
 
 
@@ -222,6 +226,7 @@ async def measure_reads(stack: Stack, filler: Filler, repeats: int) -> dict[str,
     reader = Reader(stack)
     rng = random.Random(7)
     finished, held, failed = filler.finished, filler.held, filler.failed
+    middle = sum(filler.filled) / 2  # a page from the middle of the index, as a search by time asks
     assert finished and held, "nothing to read: the fill made no sessions"
     reads: dict[str, Callable[[], Awaitable[tuple[float, int, dict[str, Any]]]]] = {
         "overview": lambda: reader.get("/v1/admin/overview"),
@@ -230,6 +235,7 @@ async def measure_reads(stack: Stack, filler: Filler, repeats: int) -> dict[str,
         "runs, status=active": lambda: reader.get("/v1/admin/runs", {"status": "active", "limit": PAGE}),
         "runs, status=failed": lambda: reader.get("/v1/admin/runs", {"status": "failed", "limit": PAGE}),
         f"runs, tenant={SMALL_TENANT}": lambda: reader.get("/v1/admin/runs", {"tenant": SMALL_TENANT, "limit": PAGE}),
+        "runs, until= the fill's middle": lambda: reader.get("/v1/admin/runs", {"until": middle, "limit": PAGE}),
         "find a run id": lambda: reader.get("/v1/admin/find", {"q": rng.choice(finished)[1]}),
         "session": lambda: reader.get(f"/v1/admin/sessions/{rng.choice(finished)[0]}"),
         "timeline, finished run": lambda: reader.get(
