@@ -135,13 +135,13 @@ async def tenants(admin: AdminDep, console: ConsoleDep) -> Tenants:
 async def workers(admin: AdminDep, console: ConsoleDep) -> Workers:
     """The worker processes that beat in the last ten minutes, alive or not."""
     beats = await console.overviews.workers(admin)
-    return Workers(workers=Overviews.shown_workers(admin, beats, time.time()))
+    return Workers(workers=Overviews.shown_workers(beats, time.time()))
 
 
 @router.get("/metrics")
 async def metrics(admin: AdminDep, console: ConsoleDep, minutes: Annotated[float, Query(gt=0, le=5)] = 5) -> Metrics:
     """Tokens per second and mean time to first token over the last minutes, from the workers' beats."""
-    return Overviews.metrics(await console.overviews.workers(admin), minutes, time.time())
+    return Overviews.metrics(admin, await console.overviews.workers(admin), minutes, time.time())
 
 
 @router.get("/runs")

@@ -243,6 +243,8 @@ async def test_a_tenant_key_sees_its_tenant_only(start_gateway: Callable[..., An
         ).status_code == 404
         assert (await acme.delete(f"/v1/admin/sessions/{theirs['session_id']}")).status_code == 404
         assert [t["tenant"] for t in (await acme.get("/v1/admin/tenants")).json()["tenants"]] == ["acme"]
+        assert (await acme.get("/v1/admin/workers")).json() == {"workers": []}  # the deployment's: every tenant's
+        assert (await acme.get("/v1/admin/metrics")).json()["points"] == []
 
         every = {run["run_id"] for run in (await ops.get("/v1/admin/runs")).json()["runs"]}
         assert every == {mine["run_id"], theirs["run_id"]}
