@@ -255,6 +255,10 @@ async def test_a_tenant_key_sees_its_tenant_only(start_gateway: Callable[..., An
         assert every == {mine["run_id"], theirs["run_id"]}
         assert [t["tenant"] for t in (await ops.get("/v1/admin/tenants")).json()["tenants"]] == ["acme", "beta"]
 
+        assert (await ops.delete(f"/v1/admin/sessions/{theirs['session_id']}")).status_code == 204
+        assert (await ops.get(f"/v1/admin/sessions/{theirs['session_id']}")).status_code == 410
+        assert (await acme.get(f"/v1/admin/sessions/{theirs['session_id']}")).status_code == 404  # not 410: not its
+
         assert (await nobody.get("/v1/admin/overview")).status_code == 401
         async with as_(mine["stream_token"]) as token:
             assert (await token.get("/v1/admin/overview")).status_code == 403
