@@ -235,6 +235,11 @@ def _banner(
     key = next(iter(settings.tenants_by_key), None) if settings.auth_enabled else None
     send_key = f" -H 'Authorization: Bearer {key}'" if key else ""
     cors = cors_origins.replace(",", ", ") or "none"
+    console = (
+        "an admin key (TOKENTAIL_ADMIN_KEYS) or a tenant's API key"
+        if settings.auth_enabled or settings.admin_keys is not None
+        else "open on this machine: auth is off"
+    )
     behind = (
         f"\n            round-robin per connection to {len(replicas)} gateways: {', '.join(replicas)}"
         if replicas
@@ -254,6 +259,7 @@ def _banner(
 tokentail dev is running
   chat      {base}/   (the demo chat page)
   gateway   {base}   (API docs: {base}/docs){behind}
+  console   {base}/console   ({console})
   workers   {workers}
   redis     {redis_url}   {"(temporary, deleted on exit)" if temporary else "(yours: sessions stay in it)"}
   model     {model} by default{openai}

@@ -34,6 +34,11 @@ class Caller:
     scope: Scope = "read"  # a stream token's
 
     @property
+    def who(self) -> str:
+        """As the request's logs name it: a tenant's key, or a stream token of a session."""
+        return f"token:{self.session_id}" if self.session_id else f"tenant:{self.tenant}"
+
+    @property
     def has_api_key(self) -> bool:
         return self.session_id is None
 
@@ -61,13 +66,15 @@ class Authenticator:
 
     def authenticate(self, bearer: str | None, query_token: str | None) -> Caller:
         try:
-            return self._authenticate(bearer, query_token)
+            caller = self._authenticate(bearer, query_token)
         except Unauthorized as exc:
             reason = (
                 "expired" if isinstance(exc, TokenExpired) else "missing" if not (bearer or query_token) else "invalid"
             )
             metrics.AUTH_FAILURES.labels(reason).inc()
             raise
+        bind(caller=caller.who)  # the request's logs name it, and so does an answer it gives (answer.lua)
+        return caller
 
     async def check_access(self, caller: Caller, session_id: str, store: SessionStore) -> None:
         """Refuse a caller the session unless it is theirs: 404 for another tenant's (as for none at

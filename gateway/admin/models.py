@@ -178,6 +178,11 @@ class Answered(BaseModel):
     event_id: int
 
 
+class Expired(BaseModel):
+    run_id: str
+    input_id: str
+
+
 class AnswerBody(BaseModel):
     input_id: str
     answer: Any

@@ -21,6 +21,7 @@ from tokentail.gateway.admin.models import (
     Answered,
     Audited,
     Cancelled,
+    Expired,
     Found,
     Metrics,
     Overview,
@@ -35,12 +36,13 @@ from tokentail.gateway.admin.overview import Overviews
 from tokentail.gateway.admin.runs import RunLists, StatusFilter, run_filter, session_detail
 from tokentail.gateway.admin.timeline import EVENTS_PAGE, EVENTS_PAGE_MAX, timeline
 from tokentail.gateway.commands import deletion
-from tokentail.gateway.commands.questions import answer_question
+from tokentail.gateway.commands.questions import answer_question, expire_question
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.deps import SettingsDep, StoreDep
 from tokentail.gateway.schemas import ERROR_RESPONSES
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.features.admission import Admission, SlotAudit
+from tokentail.shared.plumbing.logs import bind
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore
@@ -75,7 +77,9 @@ async def admin_caller(
     request: Request, bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_credentials)]
 ) -> Admin:
     auth: AdminAuth = request.app.state.admin_auth
-    return auth.admin_of(bearer.credentials if bearer else None, request.client.host if request.client else None)
+    admin = auth.admin_of(bearer.credentials if bearer else None, request.client.host if request.client else None)
+    bind(caller=f"admin:{admin.who}")  # the request's logs name it, and so does an answer it gives
+    return admin
 
 
 async def console_of(request: Request) -> Console:
@@ -217,6 +221,18 @@ async def answer(
     seq = await answer_question(store, console.writes, session_id, run_id, body.input_id, body.answer)
     _acted(admin, "answered", session_id, run=run_id, input=body.input_id)
     return Answered(event_id=seq)
+
+
+@router.post("/sessions/{session_id}/runs/{run_id}/questions/{input_id}/expire", status_code=202)
+async def expire(
+    admin: AdminDep, console: ConsoleDep, store: StoreDep, session_id: str, run_id: str, input_id: str
+) -> Expired:
+    """End a question the run waits for now, as its deadline would: the run fails (`input_expired`) or
+    the question takes its default answer, within a second (a worker's reaper ends it)."""
+    await _session(store, admin, session_id)
+    await expire_question(store, console.writes, session_id, run_id, input_id)
+    _acted(admin, "expired a question of", session_id, run=run_id, input=input_id)
+    return Expired(run_id=run_id, input_id=input_id)
 
 
 @router.delete("/sessions/{session_id}", status_code=204)

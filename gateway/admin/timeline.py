@@ -91,7 +91,9 @@ class Stages:
         self.stages.append(_stage(at, "question", **question))
 
     def _answered(self, _: int, __: str, data: dict[str, Any], at: float) -> None:
-        self.stages.append(_stage(at, "answered", input_id=data["input_id"], by=None))
+        by = self.run.answered_by.get(data["input_id"], {})  # (none for an answer an expiry gave)
+        stage = _stage(at, "answered", input_id=data["input_id"], by=by.get("who"), gateway=by.get("gateway"))
+        self.stages.append(stage)
 
     def _steer(self, _: int, __: str, data: dict[str, Any], at: float) -> None:
         steer = _stage(at, "steer", steer_id=data["steer_id"], input=data["input"], applied=False)

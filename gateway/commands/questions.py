@@ -7,9 +7,10 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from tokentail.gateway.commands.writes import SessionWrites
+from tokentail.gateway.commands.writes import SessionWrites, check_waiting
 from tokentail.gateway.schemas import check_storable
 from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.runs import ExpireQuestion
 from tokentail.shared.vocabulary.errors import (
     InputNotPending,
     InputTooLarge,
@@ -76,3 +77,19 @@ def check_answer(run: RunRecord, input_id: str, answer: Any) -> None:
     if error is not None:
         where = "".join(f"[{part!r}]" for part in error.absolute_path) or "the answer"
         raise InvalidInput(f"{where} does not match the question's schema: {error.message}")
+
+
+async def expire_question(
+    store: SessionStore, runs: SessionWrites, session_id: str, run_id: str, input_id: str
+) -> None:
+    """End a question the run waits for now, as its deadline would (expire_question.lua): a reaper fails
+    the run (`input_expired`) or gives the question its default answer, within a reap interval."""
+    session = await store.get_session(session_id)
+    run = session.run(run_id)
+    if run is None:
+        raise RunNotFound(session_id, run_id)
+    lane = run.lane or session_id  # a child's question is its lane's
+    reply = await runs.run(ExpireQuestion(runs.scope.run_keys(lane), runs.scope.args(lane), run_id, input_id))
+    check_waiting(reply, session_id, run_id, input_id)
+    if runs.settings.split_queue:
+        await runs.leases.look_now(lane)

@@ -122,7 +122,7 @@ async def queue_follow_up(
         agent=agent or session.agent,
         user=body.user,
     )
-    queued = await runs.queue_run(session_id, run, multitask=body.multitask, task_push=task_push, tenant=session.tenant)
+    queued = await runs.queue_run(session_id, run, multitask=body.multitask, task_push=task_push)
     if queued.queued is Queued.STEERED:
         return run.model_copy(update={"run_id": queued.run_id, "queued_seq": queued.seq})
     return run

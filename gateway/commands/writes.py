@@ -12,7 +12,9 @@ from tokentail.gateway.access.ids import steer_id_of
 from tokentail.gateway.reading import first_delta
 from tokentail.shared.connections.outage import is_outage, ride_out, unanswered
 from tokentail.shared.connections.redis_clients import AnyRedis
+from tokentail.shared.features.workers import process_id
 from tokentail.shared.plumbing import run_spans, tracing
+from tokentail.shared.plumbing.logs import current_context
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import SessionKeys
 from tokentail.shared.store.reads import ForkSource, branch_kept_seconds, compact_json, decode_run, read_run
@@ -20,6 +22,7 @@ from tokentail.shared.store.scripts.checks import JobArgs
 from tokentail.shared.store.scripts.runs import (
     Answer,
     AnswerOutcome,
+    AnswerReply,
     Cancel,
     CancelRun,
     Queued,
@@ -57,7 +60,7 @@ from tokentail.shared.vocabulary.errors import (
     TooManySteers,
 )
 from tokentail.shared.vocabulary.events import CANCELLED_BY_REQUEST, RunCancelled
-from tokentail.shared.vocabulary.records import MAX_PENDING_STEERS, PUBLIC_TENANT, Multitask, RunRecord, SessionRecord
+from tokentail.shared.vocabulary.records import MAX_PENDING_STEERS, Multitask, RunRecord, SessionRecord
 
 
 def _missing_or_gone(outcome: str, session_id: str) -> None:
@@ -100,6 +103,16 @@ async def _run_before_cancel(redis: AnyRedis, k: SessionKeys, run_id: str | None
     return await read_run(redis, k, run_id) if run_id else None
 
 
+def check_waiting(reply: AnswerReply, session_id: str, run_id: str, input_id: str) -> None:
+    """Raise as an answer to a question the run does not wait for (or to a run or session not there) is
+    refused: answer.lua's, or expire_question.lua's, reply."""
+    if reply.outcome is AnswerOutcome.NOT_WAITING:
+        raise InputNotPending(f"run {run_id!r} is not waiting for an answer to {input_id!r}")
+    if reply.outcome is AnswerOutcome.NO_RUN:
+        raise RunNotFound(session_id, run_id)
+    _missing_or_gone(reply.outcome, session_id)
+
+
 class QueueResult(NamedTuple):
     queued: Queued
     run_id: str  # the run queued; STEERED: the active run, which its input steers
@@ -139,21 +152,17 @@ class SessionWrites(Writes):
         create: SessionRecord | None = None,
         if_missing: bool = False,
         task_push: bool = False,
-        tenant: str | None = None,
     ) -> QueueResult:
-        """Record `run` (setting its `queued_seq`), append `run.queued` and queue its job, and list it in
-        the runs index (of `tenant`, the session's: `create`'s when it makes one); with
-        `create`, make the session first (`if_missing`: only if it does not exist yet); with
-        `task_push`, mark the session as `watch_task_push` does, in the same step. With a run
-        already active, `multitask` decides (see queue_run.lua; `steer`: no run is recorded, its
-        input steers the active run). Traced, the run carries the context of a producer span
-        (messaging conventions) that every attempt's spans join."""
+        """Record `run` (setting its `queued_seq`), append `run.queued`, queue its job and list it in the
+        runs index; with `create`, make the session first (`if_missing`: only if it does not exist yet);
+        with `task_push`, mark the session as `watch_task_push` does, in the same step. With a run already
+        active, `multitask` decides (queue_run.lua; `steer`: no run is recorded, its input steers the
+        active run). Traced, the run carries a producer span's context that every attempt's spans join."""
         if run.received_at is None:
             run.received_at = first_delta.RECEIVED_AT.get()  # the time to first delta starts there
         queue = (session_id, run, multitask, create, if_missing, task_push)
-        owner = create.tenant if create is not None else tenant
         if not tracing.ON:
-            return await self._indexed(owner, session_id, await self._queue_run(*queue))
+            return await self._queue_run(*queue)
         attributes = {
             **run_spans.queue_message(self.keys.queue, run.run_id, "send"),
             "gen_ai.conversation.id": session_id,
@@ -162,26 +171,13 @@ class SessionWrites(Writes):
             f"send {self.keys.queue}", kind=SpanKind.PRODUCER, attributes=attributes
         ) as span:
             run.trace = tracing.carrier()
-            reply = await self._indexed(owner, session_id, await self._queue_run(*queue))
+            reply = await self._queue_run(*queue)
             span.set_attribute("tokentail.run.queued", reply.queued.value)  # started, pending, or again
         # The runs it superseded ended here, with no worker: so are their spans written (shared/plumbing/run_spans.py).
         for before in map(decode_run, reply.ended):
             ended = RunCancelled(run_id=before.run_id, reason=f"superseded by run {run.run_id}")
             run_spans.write_unheld_end(before, session_id, ended, "interrupt", self.keys.queue)
         return reply
-
-    async def _indexed(self, tenant: str | None, session_id: str, result: QueueResult) -> QueueResult:
-        """`result`, its run listed in the runs index once it is queued (a steer queues no run; a run
-        queued before, by a request sent again, is listed already). `tenant`: the session's, read if
-        the caller did not know it."""
-        if result.queued in (Queued.STARTED, Queued.PENDING):
-            if tenant is None:
-                owner = await cast(
-                    Awaitable[bytes | None], self.redis.hget(self.keys.session(session_id).meta, "tenant")
-                )
-                tenant = owner.decode() if owner else PUBLIC_TENANT
-            await self.run_index.add(tenant, session_id, result.run_id)
-        return result
 
     async def _queue_run(
         self,
@@ -228,6 +224,7 @@ class SessionWrites(Writes):
             raise
         if reply.queued is not None:
             run.queued_seq = reply.seq
+            await self.run_index.add(create.tenant if create else None, session_id, run.run_id)
             return QueueResult(reply.queued, run.run_id, reply.seq, reply.ended)
         if reply.outcome is QueueOutcome.STEERED:
             return QueueResult(Queued.STEERED, reply.active_run or "", reply.seq)
@@ -285,16 +282,13 @@ class SessionWrites(Writes):
                 input_id,
                 compact_json(answer),
                 secrets.token_hex(4),
+                current_context().get("caller", ""),
+                process_id(),
             )
         )
-        if reply.seq is not None:
-            return reply.seq
-        if reply.outcome is AnswerOutcome.NOT_WAITING:
-            raise InputNotPending(f"run {run.run_id!r} is not waiting for an answer to {input_id!r}")
-        if reply.outcome is AnswerOutcome.NO_RUN:
-            raise RunNotFound(session_id, run.run_id)
-        _missing_or_gone(reply.outcome, session_id)
-        raise RuntimeError(f"answer.lua answered {reply!r}")
+        check_waiting(reply, session_id, run.run_id, input_id)
+        assert reply.seq is not None
+        return reply.seq
 
     async def steer(self, session_id: str, steer_id: str, text: str, run_id: str | None = None) -> SteerReply:
         """Steer the session's active run with `text` (see steer.lua), or only run `run_id` if it is

@@ -34,9 +34,9 @@ STEP_SECONDS = 5  # the charts' resolution
 
 
 @functools.cache
-def worker_id() -> str:
-    """This process's id as a worker: its host and pid, and a few random characters (a pid is reused,
-    and is 1 in every container)."""
+def process_id() -> str:
+    """This process's id, as a worker or a gateway: its host and pid, and a few random characters (a
+    pid is reused, and is 1 in every container)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 

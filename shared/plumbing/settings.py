@@ -73,7 +73,46 @@ class ChildSettings(BaseSettings):
     )
 
 
-class Settings(AdmissionSettings, ChildSettings):
+class ConsoleSettings(BaseSettings):
+    """Who may use the operator console, and what it keeps (gateway/admin/, docs/console.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True)
+
+    admin_keys: SecretStr | None = Field(
+        None,
+        description="comma-separated `name:key` pairs: operators' keys for the console and `/v1/admin` (every tenant)",
+    )
+    admin_tenants: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated tenants whose API keys are also admin keys"
+    )
+    admin_index_runs: int = Field(
+        250_000, ge=1_000, description="runs the console's index lists, newest kept (docs/console.md)"
+    )
+    trace_url: str | None = Field(
+        None, description="a trace's page in your tracing UI, `{trace_id}` in it: the console links each run's trace"
+    )
+
+    @field_validator("admin_tenants", mode="before")
+    @classmethod
+    def _split_tenants(cls, value: object) -> object:
+        return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+    @field_validator("admin_keys")
+    @classmethod
+    def _check_admin_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_api_keys(value.get_secret_value(), "TOKENTAIL_ADMIN_KEYS", "name")
+        return value
+
+    @property
+    def admins_by_key(self) -> dict[str, str]:
+        """The admin keys -> the names their actions are logged with."""
+        if self.admin_keys is None:
+            return {}
+        return parse_api_keys(self.admin_keys.get_secret_value(), "TOKENTAIL_ADMIN_KEYS", "name")
+
+
+class Settings(AdmissionSettings, ChildSettings, ConsoleSettings):
     # hide_input_in_errors: a bad TOKENTAIL_API_KEYS must not print its keys in the error.
     model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True, hide_input_in_errors=True)
 
@@ -134,19 +173,6 @@ class Settings(AdmissionSettings, ChildSettings):
     )
     secret: SecretStr | None = Field(None, description="signs stream tokens (HMAC); required with `api_keys`")
     stream_token_ttl_seconds: int = Field(900, ge=10, description="how long a stream token is valid")
-    admin_keys: SecretStr | None = Field(
-        None,
-        description="comma-separated `name:key` pairs: operators' keys for the console and `/v1/admin` (every tenant)",
-    )
-    admin_tenants: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="comma-separated tenants whose API keys are also admin keys"
-    )
-    admin_index_runs: int = Field(
-        250_000, ge=1_000, description="runs the console's index lists, newest kept (docs/console.md)"
-    )
-    trace_url: str | None = Field(
-        None, description="a trace's page in your tracing UI, `{trace_id}` in it: the console links each run's trace"
-    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="comma-separated origins whose pages may call the API; `:*` for any port (`http://localhost:*`)",
@@ -253,7 +279,7 @@ class Settings(AdmissionSettings, ChildSettings):
     )
     worker_wakeups: bool = Field(True, description="listen for wake-ups; off leaves arq's plain timed poll")
 
-    @field_validator("cors_origins", "webhook_allowed_urls", "chat_token_may_set", "admin_tenants", mode="before")
+    @field_validator("cors_origins", "webhook_allowed_urls", "chat_token_may_set", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -285,13 +311,6 @@ class Settings(AdmissionSettings, ChildSettings):
     def _check_api_keys(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             parse_api_keys(value.get_secret_value())  # fails early, with a message that shows no key
-        return value
-
-    @field_validator("admin_keys")
-    @classmethod
-    def _check_admin_keys(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            parse_api_keys(value.get_secret_value(), "TOKENTAIL_ADMIN_KEYS", "name")
         return value
 
     @field_validator("redis_url", "queue_redis_url")
@@ -331,15 +350,6 @@ class Settings(AdmissionSettings, ChildSettings):
     @property
     def tenants_by_key(self) -> dict[str, str]:
         return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys else {}
-
-    @property
-    def admins_by_key(self) -> dict[str, str]:
-        """The admin keys -> the names their actions are logged with."""
-        return (
-            parse_api_keys(self.admin_keys.get_secret_value(), "TOKENTAIL_ADMIN_KEYS", "name")
-            if self.admin_keys
-            else {}
-        )
 
     @property
     def model(self) -> str:

@@ -8,6 +8,7 @@ writes         the write side's common ground: the runner, with a deployment's p
 archive        sessions in PostgreSQL, under the ids they had in Redis (optional)
 lease_index    where reapers find the runs that may have lost their worker, or their job
 webhook_index  where deliverers find the sessions with webhook events to post
+run_index      the runs the operator console lists and searches, newest first
 scripts/       each Lua script's contract (keys, arguments, reply) and the runner that calls them
 lua/           the scripts themselves, and lib/: the helpers every script is sent with
 """

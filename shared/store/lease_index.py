@@ -61,6 +61,11 @@ class LeaseIndex:
         would run out."""
         await self.redis.zadd(self._key, {session_id: _now_ms() + self._lease_ms})
 
+    async def look_now(self, session_id: str) -> None:
+        """After a script made a deadline of the session's due now (an operator's expiry), with the
+        queue apart: a reaper looks at it at once."""
+        await self.redis.zadd(self._key, {session_id: _now_ms()})
+
     async def intend(self, session_id: str) -> None:
         """Before a script that may leave a job in the session's outbox: the session is looked at
         after `queued_look_ms`, and for as long as its run waits for the job."""

@@ -1,7 +1,8 @@
 """The runs index: what the operator console lists and searches without a scan of Redis's keys.
 
 Every run a gateway queues (`SessionWrites.queue_run`: a session's first run and each follow-up, from
-every protocol) is added, right after its script, to two sorted sets on the sessions' Redis, all runs'
+every protocol) is added, right after its script (and again by a request sent again, whose gateway may
+have died in between), to two sorted sets on the sessions' Redis, all runs'
 and its tenant's (`<sid> <run id>` -> when it was queued, in microseconds), and a run id is mapped to
 its session (a string kept as long as the session). The sets keep the newest `admin_index_runs`; what
 a run is now (status, attempt, times) is read from its record when a page is shown, never copied here,
@@ -20,6 +21,7 @@ from typing import NamedTuple, cast
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
+from tokentail.shared.vocabulary.records import PUBLIC_TENANT
 
 SCAN_BUDGET = 1_000  # index entries one page may read
 BATCH = 200  # read at once
@@ -55,11 +57,15 @@ class RunIndex:
         self._keep = settings.admin_index_runs
         self._ttl = settings.session_ttl_seconds + settings.tombstone_ttl_seconds
 
-    async def add(self, tenant: str, session_id: str, run_id: str) -> None:
+    async def add(self, tenant: str | None, session_id: str, run_id: str) -> None:
+        """List a run just queued; `tenant`: its session's, read if the caller did not know it."""
+        if tenant is None:
+            owner = await cast(Awaitable[bytes | None], self._redis.hget(self._keys.session(session_id).meta, "tenant"))
+            tenant = owner.decode() if owner else PUBLIC_TENANT
         member, score = f"{session_id} {run_id}", time.time_ns() // 1000
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in (self._keys.admin_runs, self._keys.tenant_admin_runs(tenant)):
-                pipe.zadd(key, {member: score})
+                pipe.zadd(key, {member: score}, nx=True)  # a request sent again lists its run once
                 pipe.zremrangebyrank(key, 0, -self._keep - 1)
             pipe.set(self._keys.admin_run(run_id), session_id, ex=self._ttl)
             await pipe.execute()
@@ -99,11 +105,12 @@ class RunIndex:
                 return Slice(kept, None)
             batch = batch[:want]
             read += len(batch)
-            for run, wanted in zip(batch, await keep(batch), strict=True):
+            for i, (run, wanted) in enumerate(zip(batch, await keep(batch), strict=True)):
                 if wanted:
                     kept.append(run)
                 if len(kept) == limit:
-                    return Slice(kept, run.cursor)
+                    more = i < len(batch) - 1 or len(rows) > want
+                    return Slice(kept, run.cursor if more else None)
             last = batch[-1]
             top, seen_member = last.score, f"{last.session_id} {last.run_id}"
             if len(rows) <= want:

@@ -132,6 +132,9 @@ class RunRecord(BaseModel):
     # `waiting_until` their earliest deadline (ms).
     asked: list[Question] = Field(default_factory=list)
     answers: dict[str, Any] = Field(default_factory=dict)
+    # Who answered each question and through which gateway, by input id (`{"who", "gateway"}`): the
+    # console's timeline shows them. Not shown to a tenant.
+    answered_by: dict[str, dict[str, str]] = Field(default_factory=dict, exclude=True)
     waiting_for: Annotated[list[str], BeforeValidator(_listed)] = Field(default_factory=list)
     waiting_until: int | None = None
     resumes: int = 0  # starts after its questions were answered (each batch of them once)

@@ -61,6 +61,12 @@ async def expiring_to_default(ctx: RunContext) -> None:
     await ctx.delta(f"Got: {answer}")
 
 
+async def waits_long_for_a_default(ctx: RunContext) -> None:
+    """Asks with an hour's deadline and a default answer: only an operator's expiry (the console) ends it soon."""
+    answer = await ctx.ask("Proceed?", expires_in=3600, on_expiry="default", default="no answer")
+    await ctx.delta(f"Got: {answer}")
+
+
 BEFORE_THE_QUESTION = "Before the question. "
 AFTER_THE_ANSWER = 40  # words, one delta each
 HELD_AFTER = 10  # words after the answer, each a delta of its own, before the gate of the agents that hold

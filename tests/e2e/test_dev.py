@@ -195,6 +195,16 @@ def test_dev_with_several_gateways_balances_connections_and_a_stream_resumes_acr
                         if len(seen) % 4 == 0:
                             break  # drop the connection mid-stream
         assert seen == list(range(1, len(seen) + 1)) and len(seen) >= 8
+        # The console the banner names is open on this machine (auth is off), on every gateway behind it.
+        assert f"console   http://127.0.0.1:{port}/console   (open on this machine" in banner
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert "text/html" in client.get("/console").headers["content-type"]
+            runs = client.get("/v1/admin/runs").json()["runs"]
+            assert [run["run_id"] for run in runs] == [created["run_id"]]
+            timeline = client.get(f"/v1/admin/sessions/{created['session_id']}/runs/{created['run_id']}/timeline")
+            started = next(stage for stage in timeline.json()["stages"] if stage["kind"] == "started")
+            workers = {worker["worker"] for worker in client.get("/v1/admin/workers").json()["workers"]}
+            assert started["worker"] in workers  # the dev stack's worker process, by its heartbeat
         for replica in replicas[:2]:  # both gateways served some of it
             metrics = httpx2.get(f"http://{replica}/metrics").text
             opened = re.search(r'tokentail_connections_opened_total\{transport="sse"\} (\d+)', metrics)
@@ -207,6 +217,8 @@ def test_with_auth_on_dev_s_curl_lines_send_a_key_and_work_as_printed() -> None:
         assert f"-H 'Authorization: Bearer {key}'" in banner and f"curl -N -H 'Authorization: Bearer {key}'" in banner
         with httpx2.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as client:
             assert client.post("/v1/sessions", json={"input": "hello"}).status_code == 201
+            assert client.get("/v1/admin/whoami").json() == {"who": "tenant:acme", "tenant": "acme", "auth": True}
+            assert client.get("/v1/admin/overview", headers={"Authorization": ""}).status_code == 401
 
 
 class DevLog:

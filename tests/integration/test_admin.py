@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from tests.fixtures.stack import Gateway
 from tests.support.gates import Gates
 from tests.support.waiting import eventually, scaled
-from tokentail.shared.features.workers import worker_id
+from tokentail.shared.features.workers import process_id
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.worker.process.main import TokentailWorker
 
@@ -31,6 +31,7 @@ def settings(settings: Settings) -> Settings:
     agents = {
         "held": "tests.support.gates:held",
         "approval": "tests.agents.asking_agent:approval",
+        "waits_long": "tests.agents.asking_agent:waits_long_for_a_default",
     }
     return settings.model_copy(update={"agents": agents})
 
@@ -67,7 +68,7 @@ async def test_a_run_is_listed_with_its_worker_and_timeline(client: httpx.AsyncC
     assert kinds[:2] == ["queued", "started"] and kinds[-1] == "ended", kinds
     assert "tool" in kinds and "text" in kinds
     started = timeline["stages"][1]
-    assert started["attempt"] == 1 and started["reason"] == "start" and started["worker"] == worker_id()
+    assert started["attempt"] == 1 and started["reason"] == "start" and started["worker"] == process_id()
     tool = next(stage for stage in timeline["stages"] if stage["kind"] == "tool")
     assert tool["status"] == "completed" and isinstance(tool["duration_ms"], int)
     assert timeline["stages"][-1]["status"] == "completed"
@@ -78,7 +79,7 @@ async def test_a_run_is_listed_with_its_worker_and_timeline(client: httpx.AsyncC
 
     async def beats() -> bool:
         found = (await client.get("/v1/admin/workers")).json()["workers"]
-        return any(w["worker"] == worker_id() and w["alive"] for w in found)
+        return any(w["worker"] == process_id() and w["alive"] for w in found)
 
     await eventually(beats, what="the worker's heartbeat")
     workers = (await client.get("/v1/admin/workers")).json()["workers"]
@@ -147,13 +148,16 @@ async def test_a_question_answered_and_a_run_cancelled_from_the_console(
     assert "console: local answered session" in caplog.text
 
     async def completed() -> bool:
-        return (await client.get(f"/v1/sessions/{session_id}")).json()["runs"][0]["status"] == "completed"
+        status: str = (await client.get(f"/v1/sessions/{session_id}")).json()["runs"][0]["status"]
+        return status == "completed"
 
     await eventually(completed, what="the run goes on and ends")
     stages = (await client.get(f"/v1/admin/sessions/{session_id}/runs/{run_id}/timeline")).json()["stages"]
     kinds = [stage["kind"] for stage in stages]
     assert kinds.index("question") < kinds.index("answered") < kinds.index("ended")
     assert [s["reason"] for s in stages if s["kind"] == "started"] == ["start", "resume"]
+    answered_stage = next(stage for stage in stages if stage["kind"] == "answered")
+    assert answered_stage["by"] == "admin:local" and answered_stage["gateway"] == process_id()
 
     again = await client.post(
         f"/v1/admin/sessions/{session_id}/runs/{run_id}/answers",
@@ -164,7 +168,34 @@ async def test_a_question_answered_and_a_run_cancelled_from_the_console(
     deleted = await client.delete(f"/v1/admin/sessions/{session_id}")
     assert deleted.status_code == 204
     assert (await client.get(f"/v1/sessions/{session_id}")).status_code == 410
-    assert (await client.get(f"/v1/admin/runs")).json()["runs"] == []  # the index drops what is gone
+    assert (await client.get("/v1/admin/runs")).json()["runs"] == []  # the index drops what is gone
+
+
+@pytest.mark.parametrize(("agent", "ending"), [("approval", "failed"), ("waits_long", "completed")])
+async def test_a_question_expired_from_the_console_ends_as_its_deadline_would(
+    client: httpx.AsyncClient, worker: TokentailWorker, agent: str, ending: str
+) -> None:
+    made = (await client.post("/v1/sessions", json={"input": "go", "agent": agent})).json()
+    session_id, run_id = made["session_id"], made["run_id"]
+
+    async def asked() -> list[dict[str, Any]]:
+        questions: list[dict[str, Any]] = (await client.get(f"/v1/admin/sessions/{session_id}")).json()["questions"]
+        return questions
+
+    input_id = (await eventually(asked, what="the question"))[0]["input_id"]
+    expired = await client.post(f"/v1/admin/sessions/{session_id}/runs/{run_id}/questions/{input_id}/expire")
+    assert expired.status_code == 202, expired.text
+
+    async def ended() -> dict[str, Any]:
+        run: dict[str, Any] = (await client.get(f"/v1/sessions/{session_id}")).json()["runs"][0]
+        return run if run["status"] in ("completed", "failed") else {}
+
+    run = await eventually(ended, what="the reaper ends the question")
+    assert run["status"] == ending
+    if ending == "failed":
+        assert run["error"]["type"] == "input_expired"
+    again = await client.post(f"/v1/admin/sessions/{session_id}/runs/{run_id}/questions/{input_id}/expire")
+    assert again.status_code == 409
 
 
 async def test_cancel_a_queued_run_and_audit_slots(client: httpx.AsyncClient) -> None:

@@ -108,6 +108,13 @@ async def test_runs_stream_end_to_end_with_sessions_on_every_shard_and_the_queue
             for i in range(30)  # on all three primaries, but for a chance of 3 * (2/3)^30
         ]
         streams = await asyncio.gather(*(read_events(client, session["events_url"]) for session in created))
+        # The console reads the sessions on every shard and the workers and lines on the queue's Redis.
+        listed = (await client.get("/v1/admin/runs", params={"limit": 200})).json()["runs"]
+        assert {run["run_id"] for run in listed} == {session["run_id"] for session in created}
+        last = created[-1]
+        timeline = await client.get(f"/v1/admin/sessions/{last['session_id']}/runs/{last['run_id']}/timeline")
+        assert timeline.json()["stages"][-1]["status"] == "completed"
+        assert (await client.get("/v1/admin/overview")).json()["tenants"][0]["tenant"] == "public"
     for received in streams:
         assert received.ids == list(range(1, len(received.ids) + 1))  # every id once, in order
         assert received.events[-1][1] == "run.completed" and received.events[-1][2]["output"]

@@ -19,8 +19,8 @@ from tokentail.shared.features.workers import (
     Sample,
     WorkerBeat,
     WorkerRegistry,
+    process_id,
     version,
-    worker_id,
 )
 from tokentail.worker import metrics
 from tokentail.worker.running import RunningRuns
@@ -48,7 +48,7 @@ class Beacon:
         self._running = running
         self._samples: deque[Sample] = deque(maxlen=SAMPLES_KEPT)
         self._beat = WorkerBeat(
-            worker=worker_id(),
+            worker=process_id(),
             host=socket.gethostname(),
             pid=os.getpid(),
             version=version(),

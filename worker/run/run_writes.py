@@ -17,7 +17,7 @@ from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 from tokentail.shared.connections.outage import ride_out
 from tokentail.shared.features.webhook_messages import HOOKED_EVENTS
-from tokentail.shared.features.workers import worker_id
+from tokentail.shared.features.workers import process_id
 from tokentail.shared.store.reads import (
     add_steps,
     compact_json,
@@ -214,7 +214,7 @@ class RunWrites(Writes):
             settings.max_attempts,
             job_id,
             "" if callable(takeover) else takeover,
-            worker_id(),
+            process_id(),
         )
         what = f"start of run {run_id}"
         claim = await ride_out(lambda: self.run(start), what)

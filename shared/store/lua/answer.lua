@@ -19,4 +19,9 @@ if run.status == 'waiting' then
 end
 if not waiting then return reply.not_waiting{} end
 local ts, now_ms = clock()
+if a.who ~= '' then  -- who answered it, and through which gateway (the console's timeline shows them)
+  local by = run.answered_by or {}
+  by[a.input_id] = {who = a.who, gateway = a.gateway}
+  run.answered_by = by
+end
 return reply.ok{seq = take_answer(k, s, run_id, run, a.input_id, a.answer, run_id .. '.a' .. a.job_suffix, ts, now_ms)}

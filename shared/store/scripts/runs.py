@@ -460,8 +460,24 @@ class Answer(Script[AnswerReply]):
     input_id: str
     answer: str  # JSON text
     job_suffix: str
+    who: str  # who answered (the request's caller, as its logs name it), or ''
+    gateway: str  # the gateway process that took the answer (shared/features/workers.py's process_id)
 
     REPLY = Reply(AnswerReply, ok=("seq",), not_waiting=(), no_run=(), missing=(), gone=())
+
+
+@dataclass(slots=True)
+class ExpireQuestion(Script[AnswerReply]):
+    """Make a question the run waits for expire now: a reaper ends it as its deadline would."""
+
+    SOURCE = "expire_question"
+    EFFECTS = Effect.ACKNOWLEDGED
+    k: RunKeys
+    s: SessionArgs
+    run_id: str
+    input_id: str
+
+    REPLY = Reply(AnswerReply, ok=(), not_waiting=(), no_run=(), missing=(), gone=())
 
 
 class Cancel(StrEnum):

@@ -1,0 +1,29 @@
+-- An operator ends one of the questions a waiting run waits for, now (the console's "expire"): its
+-- deadline becomes now and the session is due in the leases index, so a reaper ends it as it ends any
+-- question whose deadline passed (requeue_run.lua): the run fails (`input_expired`), or the question
+-- takes its default answer and the run goes on. The one rule of what an expiry does stays there.
+-- With SPLIT_QUEUE no script reaches the index: the caller makes the session due after this.
+--
+-- Keys, arguments and replies: shared/store/scripts/runs.py `ExpireQuestion`.
+if redis.call('EXISTS', k.meta) == 0 then
+  if redis.call('EXISTS', k.gone) == 1 then return reply.gone{} end
+  return reply.missing{}
+end
+local raw = redis.call('HGET', k.runs, a.run_id)
+if not raw then return reply.no_run{} end
+local run = cjson.decode(raw)
+local waiting = false
+if run.status == 'waiting' then
+  for _, input_id in ipairs(open_questions(run)) do waiting = waiting or input_id == a.input_id end
+end
+if not waiting then return reply.not_waiting{} end
+local _, now_ms = clock()
+if type(run.expiry) ~= 'table' then run.expiry = {} end
+local expiry = run.expiry[a.input_id]
+if type(expiry) ~= 'table' then expiry = {} end  -- (asked with no deadline: it fails the run when it ends)
+expiry.at = now_ms
+run.expiry[a.input_id] = expiry
+run.waiting_until = now_ms
+redis.call('HSET', k.runs, a.run_id, cjson.encode(run))
+index_lease(k, s, now_ms)
+return reply.ok{}

@@ -1,0 +1,313 @@
+"""The operator console (/console, docs/console.md) in a real browser, against real gateways, workers and
+redis-server: a new run appears live, a worker's death shows as a takeover on the run's timeline, a question
+is answered from it, a tenant's key sees its tenant only, and it works with auth on and off."""
+
+import asyncio
+import json
+import re
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Dialog, Page, Request, expect
+from pydantic import SecretStr
+
+from tests.e2e.conftest import Stack
+from tests.fixtures.stack import Gateway
+from tests.integration.test_auth import KEY_A, KEY_B, SECRET
+from tests.support.gates import Gates
+from tests.support.waiting import eventually, scaled
+
+ADMIN_KEY = "ops-key-0123456789abcdef"
+QUESTIONS = {"approve": "tests.agents.asking_agent:approval"}
+ACTIONS = {**QUESTIONS, "held": "tests.support.gates:held"}
+
+
+def wait_ms(seconds: float = 20) -> float:
+    """A Playwright timeout (ms) of `seconds` on a quiet machine, stretched on a loaded one."""
+    return scaled(seconds) * 1000
+
+
+class Console:
+    """A page of the console and what went wrong in it (uncaught errors, console errors)."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        page.on("pageerror", lambda error: self.errors.append(f"pageerror: {error}"))
+        page.on("console", lambda message: self.errors.append(message.text) if self._error(message) else None)
+
+        self.confirming = True  # what the operator answers to the page's confirm dialogs
+
+        async def accept(dialog: Dialog) -> None:
+            self.dialogs.append(dialog.message)
+            await (dialog.accept() if self.confirming else dialog.dismiss())
+
+        page.on("dialog", accept)
+
+    @staticmethod
+    def _error(message: ConsoleMessage) -> bool:
+        """An error the page logged; not the browser's note of a 401, 404 or 410 the API answered (the key
+        form and the not-found view are what the page makes of them)."""
+        answered = re.fullmatch(
+            r"Failed to load resource: the server responded with a status of (401|404|410) .*", message.text
+        )
+        return message.type == "error" and answered is None
+
+    async def open(self, url: str, view: str) -> None:
+        await self.page.goto(url)
+        await expect(self.page.locator("body")).to_have_attribute("data-view", view, timeout=wait_ms())
+
+    async def live(self) -> None:
+        """Until its live stream is open and its first snapshot rendered."""
+        await expect(self.page.locator("#live")).to_have_attribute("data-state", "live", timeout=wait_ms())
+        await self.page.wait_for_function("() => Number(document.body.dataset.liveEvents) > 0", timeout=wait_ms())
+
+
+@pytest.fixture
+async def console(browser: Browser) -> AsyncIterator[Console]:
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    yield Console(await context.new_page())
+    await context.close()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """Real processes (tests/e2e/conftest.py): a redis-server, gateways and workers the test starts."""
+    made = Stack(tmp_path)
+    yield made
+    made.close()
+
+
+async def test_the_overview_shows_a_run_started_by_the_api_within_a_second(
+    console: Console, held_gateway: Gateway, gates: Gates
+) -> None:
+    await console.open(f"{held_gateway.url}/console", "overview")  # auth off, from loopback: no key asked
+    await console.live()
+    # When each new row of the runs list appears, by the page's clock (the test's is the same machine's).
+    await console.page.evaluate(
+        """() => {
+          const rows = document.querySelector("#runs tbody");
+          const known = new Set([...rows.rows].map((row) => row.dataset.runId));
+          window.appeared = {};
+          new MutationObserver(() => {
+            for (const row of rows.rows) {
+              const id = row.dataset.runId;
+              if (!known.has(id) && !(id in window.appeared)) window.appeared[id] = Date.now();
+            }
+          }).observe(rows, { childList: true });
+        }"""
+    )
+    async with httpx2.AsyncClient(base_url=held_gateway.url, timeout=30) as client:
+        response = await client.post("/v1/sessions", json={"input": "hello"})
+        created_at = time.time()  # the 201 is here
+    assert response.status_code == 201
+    run_id = response.json()["run_id"]
+    await console.page.wait_for_function("(id) => window.appeared[id]", arg=run_id, timeout=wait_ms())
+    appeared_at = await console.page.evaluate("(id) => window.appeared[id]", run_id) / 1000
+    row = console.page.locator(f'#runs tbody tr[data-run-id="{run_id}"]')
+    await expect(row).to_contain_text("hello")
+    print(f"\nthe API's 201 -> the run's row in the console: {appeared_at - created_at:.3f} s")  # noqa: T201
+    assert appeared_at - created_at < 1.0
+    gates.release(run_id)
+    await expect(row).to_have_attribute("data-status", "completed", timeout=wait_ms())  # and it follows the run
+    assert console.errors == []
+
+
+async def test_a_worker_killed_mid_run_shows_the_takeover_on_the_run_s_timeline(console: Console, stack: Stack) -> None:
+    stack.env |= {"TOKENTAIL_AGENTS": json.dumps({"held": "tests.support.gates:held"}), "TOKENTAIL_LEASE_MS": "2000"}
+    url = await asyncio.to_thread(stack.gateway)
+    first = stack.worker()
+    await asyncio.to_thread(stack.wait_for_workers, 1)
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+        body = {"input": "survive this", "agent": "held", "params": {"tokens": 40}}
+        made = (await client.post("/v1/sessions", json=body)).json()
+        session_id, run_id = made["session_id"], made["run_id"]
+        await eventually(lambda: stack.gates.reached(run_id) == [1], within=30, what="attempt 1 at its gate")
+        await console.open(f"{url}/console/sessions/{session_id}/runs/{run_id}", "timeline")
+        first_start = console.page.locator("#stages tr[data-stage-kind=started][data-attempt='1']")
+        await expect(first_start).to_have_count(1, timeout=wait_ms())
+        await console.live()
+
+        stack.worker()  # the one that takes over
+        await asyncio.to_thread(stack.wait_for_workers, 2)
+        first.send_signal(signal.SIGKILL)
+        await eventually(lambda: 2 in stack.gates.reached(run_id), within=30, what="attempt 2 at the gate")
+        stack.gates.release(run_id)
+
+        # Live, without a reload: attempt 2 started by a takeover, and the event it continued from.
+        takeover = console.page.locator("#stages tr[data-stage-kind=started][data-attempt='2'][data-reason=takeover]")
+        await expect(takeover).to_have_count(1, timeout=wait_ms(30))
+        continued = console.page.locator("#stages tr[data-stage-kind=continued]")
+        await expect(continued).to_have_attribute("data-attempt", "2")
+        await expect(console.page.locator("#view-timeline")).to_have_attribute(
+            "data-status", "completed", timeout=wait_ms(30)
+        )
+        shown = int(await continued.get_attribute("data-from-event-id") or "0")
+        timeline = (await client.get(f"/v1/admin/sessions/{session_id}/runs/{run_id}/timeline")).json()
+        (stage,) = [stage for stage in timeline["stages"] if stage["kind"] == "continued"]
+        assert shown == stage["from_event_id"] > 0
+        await expect(continued).to_contain_text(f"#{shown}")
+        await expect(console.page.locator("#axis [data-stage-kind=continued]")).to_have_count(1)
+        await expect(console.page.locator(f'#events li[data-event-id="{shown}"]')).to_have_count(1)
+    assert console.errors == []
+
+
+async def test_a_question_answered_from_the_console_resumes_the_run(
+    console: Console, start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+) -> None:
+    gateway = await start_gateway(agents=QUESTIONS)
+    await start_worker(agents=QUESTIONS)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        made = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
+        session_id, run_id = made["session_id"], made["run_id"]
+
+        async def waiting() -> bool:
+            return bool((await client.get(f"/v1/sessions/{session_id}")).json()["runs"][0]["status"] == "waiting")
+
+        await eventually(waiting, within=20)
+        await console.open(f"{gateway.url}/console/sessions/{session_id}", "session")
+        question = console.page.locator(f'#session-questions .question[data-run-id="{run_id}"]')
+        await expect(question).to_contain_text("Delete 3 files?")
+        input_id = await question.get_attribute("data-input-id")
+        await question.locator("[data-action=approve]").click()
+
+        async def completed() -> bool:
+            return bool((await client.get(f"/v1/sessions/{session_id}")).json()["runs"][0]["status"] == "completed")
+
+        await eventually(completed, within=20)
+        (run,) = (await client.get(f"/v1/sessions/{session_id}")).json()["runs"]
+        assert run["output"] == "Checking. Done: deleted."
+    assert len(console.dialogs) == 1 and f"{input_id}" in console.dialogs[0]  # it asked to confirm, once
+    await expect(console.page.locator(f'#run-tree li[data-run-id="{run_id}"]')).to_have_attribute(
+        "data-status", "completed", timeout=wait_ms()
+    )
+    await expect(question).to_have_count(0)
+    await console.page.locator(f'#run-tree a[href$="/runs/{run_id}"]').click()
+    await expect(console.page.locator("body")).to_have_attribute("data-view", "timeline", timeout=wait_ms())
+    answered = console.page.locator(f'#stages tr[data-stage-kind=answered][data-input-id="{input_id}"]')
+    await expect(answered).to_contain_text("by admin:local", timeout=wait_ms())  # the console's caller, auth off
+    await expect(console.page.locator("#stages tr[data-stage-kind=ended]")).to_have_attribute(
+        "data-status", "completed"
+    )
+    assert console.errors == []
+
+
+async def test_the_console_s_actions_ask_first_then_cancel_expire_and_delete(
+    console: Console, start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
+) -> None:
+    gateway = await start_gateway(agents=ACTIONS)
+    await start_worker(agents=ACTIONS)
+    page = console.page
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        held = (await client.post("/v1/sessions", json={"input": "hold", "agent": "held"})).json()
+        asking = (await client.post("/v1/sessions", json={"input": "clean up", "agent": "approve"})).json()
+
+        async def run_of(made: dict[str, Any]) -> dict[str, Any]:
+            run: dict[str, Any] = (await client.get(f"/v1/sessions/{made['session_id']}")).json()["runs"][0]
+            return run
+
+        await eventually(lambda: gates.reached(held["run_id"]) == [1], within=20, what="the held run at its gate")
+        await console.open(f"{gateway.url}/console/sessions/{held['session_id']}/runs/{held['run_id']}", "timeline")
+        timeline = page.locator("#view-timeline")
+        await expect(timeline).to_have_attribute("data-status", "running", timeout=wait_ms())
+        console.confirming = False  # the operator thinks better of it: nothing happens
+        await page.click("#cancel-run")
+        console.confirming = True
+        await page.click("#cancel-run")
+        await expect(timeline).to_have_attribute("data-status", "cancelled", timeout=wait_ms())
+        assert (await run_of(held))["status"] == "cancelled"
+        assert len(console.dialogs) == 2 and held["run_id"] in console.dialogs[0]
+
+        async def waiting() -> bool:
+            return bool((await run_of(asking))["status"] == "waiting")
+
+        await eventually(waiting, within=20)
+        await console.open(f"{gateway.url}/console/sessions/{asking['session_id']}/runs/{asking['run_id']}", "timeline")
+        await page.locator("#run-questions [data-action=expire]").click(timeout=wait_ms())
+        await expect(timeline).to_have_attribute("data-status", "failed", timeout=wait_ms())  # as its deadline would
+        assert (await run_of(asking))["status"] == "failed"
+
+        await page.click("#run-session")
+        await expect(page.locator("body")).to_have_attribute("data-view", "session", timeout=wait_ms())
+        await page.click("#delete-session")
+        await expect(page.locator("body")).to_have_attribute("data-view", "overview", timeout=wait_ms())
+        assert (await client.get(f"/v1/sessions/{asking['session_id']}")).status_code in (404, 410)
+    assert len(console.dialogs) == 4
+    assert console.errors == []
+
+
+async def test_a_tenant_s_key_sees_its_tenant_only(console: Console, start_gateway: Callable[..., Any]) -> None:
+    gateway = await start_gateway(api_keys=SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), secret=SecretStr(SECRET))
+    made = {}
+    for tenant, key in (("acme", KEY_A), ("beta", KEY_B)):  # no worker: both stay queued
+        async with httpx2.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}) as client:
+            made[tenant] = (await client.post("/v1/sessions", json={"input": f"{tenant}'s question"})).json()
+    beta_session = made["beta"]["session_id"]
+    async with httpx2.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {KEY_A}"}) as acme:
+        assert (await acme.get(f"/v1/admin/sessions/{beta_session}")).status_code == 404
+        assert (await acme.get("/v1/admin/find", params={"q": beta_session})).status_code == 404
+        assert (await acme.get(f"/v1/admin/sessions/{made['acme']['session_id']}")).status_code == 200
+
+    page = console.page
+    await console.open(f"{gateway.url}/console", "login")
+    await page.fill("#key", KEY_A)
+    await page.click("#key-save")
+    await expect(page.locator("body")).to_have_attribute("data-view", "overview", timeout=wait_ms())
+    runs = page.locator("#runs tbody tr")
+    await expect(page.locator(f'#runs tr[data-run-id="{made["acme"]["run_id"]}"]')).to_have_count(1, timeout=wait_ms())
+    assert set(await runs.evaluate_all("(rows) => rows.map((row) => row.dataset.tenant)")) == {"acme"}
+    assert set(await page.locator("#tenants tbody tr").evaluate_all("(rows) => rows.map((r) => r.dataset.tenant)")) <= {
+        "acme"
+    }
+    await expect(page.locator("#who")).to_contain_text("acme")
+
+    await console.open(f"{gateway.url}/console/sessions/{beta_session}", "not-found")  # the key is kept for the tab
+    await console.open(f"{gateway.url}/console/sessions/{beta_session}/runs/{made['beta']['run_id']}", "not-found")
+    await console.open(f"{gateway.url}/console", "overview")
+    await page.fill("#q", beta_session)
+    await page.click("#find")
+    await expect(page.locator("body")).to_have_attribute("data-view", "not-found", timeout=wait_ms())
+    assert console.errors == []
+
+
+async def test_with_auth_on_the_console_asks_for_a_key_and_with_auth_off_opens_directly(
+    browser: Browser, console: Console, start_gateway: Callable[..., Any]
+) -> None:
+    secured = await start_gateway(
+        api_keys=SecretStr(f"acme:{KEY_A}"), secret=SecretStr(SECRET), admin_keys=SecretStr(f"ops:{ADMIN_KEY}")
+    )
+    page = console.page
+    requests: list[Request] = []
+    page.on("request", lambda request: requests.append(request))
+    await console.open(f"{secured.url}/console", "login")
+    await page.fill("#key", "not-a-key-0123456789abcdef")
+    await page.click("#key-save")
+    await expect(page.locator("#key-refused")).to_be_visible(timeout=wait_ms())
+    await page.fill("#key", ADMIN_KEY)
+    await page.click("#key-save")
+    await expect(page.locator("body")).to_have_attribute("data-view", "overview", timeout=wait_ms())
+    await expect(page.locator("#who")).to_contain_text("ops")
+    await console.live()
+    await page.reload()  # the key is kept for the tab: no form again
+    await expect(page.locator("body")).to_have_attribute("data-view", "overview", timeout=wait_ms())
+    await console.live()
+    streams = [request for request in requests if "/v1/admin/stream" in request.url]
+    assert streams and all(request.headers.get("authorization") == f"Bearer {ADMIN_KEY}" for request in streams)
+    assert all(ADMIN_KEY not in request.url and KEY_A not in request.url for request in requests)  # never in a URL
+
+    other_tab = await browser.new_page()  # another tab: its own sessionStorage, so the form again
+    await other_tab.goto(f"{secured.url}/console")
+    await expect(other_tab.locator("body")).to_have_attribute("data-view", "login", timeout=wait_ms())
+    await other_tab.close()
+
+    open_gateway = await start_gateway()  # auth off: open on loopback
+    await console.open(f"{open_gateway.url}/console", "overview")
+    await expect(page.locator("#who")).to_have_text("local · auth off")
+    await console.live()
+    assert console.errors == []
