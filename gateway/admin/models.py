@@ -40,7 +40,7 @@ class Worker(BaseModel):
     heartbeat_at: float
     alive: bool = Field(description="it beat within the last 10 seconds")
     slots: int = Field(description="runs it streams at once, at most")
-    runs: list[WorkerRun] = Field(description="the runs it holds now (none shown to a tenant's key)")
+    runs: list[WorkerRun] = Field(description="the runs it holds now")
 
 
 class Workers(BaseModel):

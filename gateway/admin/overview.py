@@ -54,23 +54,25 @@ class Overviews:
         ]
 
     async def workers(self, admin: Admin) -> list[WorkerBeat]:
-        return await self._workers.read()
+        """The workers' beats: the whole deployment's (its processes, the runs they hold, its throughput),
+        which an admin key sees, and a tenant's key does not (none)."""
+        return await self._workers.read() if admin.tenant is None else []
 
     @staticmethod
-    def shown_workers(admin: Admin, beats: list[WorkerBeat], now: float) -> list[Worker]:
-        """A tenant's key sees the workers, not the runs they hold (other tenants')."""
+    def shown_workers(beats: list[WorkerBeat], now: float) -> list[Worker]:
         return [
             Worker(
                 **beat.model_dump(exclude={"runs"}),
                 alive=beat.alive(now),
-                runs=[] if admin.tenant is not None else [WorkerRun(**run.model_dump()) for run in beat.runs],
+                runs=[WorkerRun(**run.model_dump()) for run in beat.runs],
             )
             for beat in beats
         ]
 
     @staticmethod
-    def metrics(beats: list[WorkerBeat], minutes: float, now: float) -> Metrics:
-        points = [Point(**point._asdict()) for point in throughput(beats, minutes, now)]
+    def metrics(admin: Admin, beats: list[WorkerBeat], minutes: float, now: float) -> Metrics:
+        """The deployment's throughput (none for a tenant's key: it is every tenant's)."""
+        points = [Point(**point._asdict()) for point in throughput(beats, minutes, now)] if admin.tenant is None else []
         return Metrics(step_seconds=STEP_SECONDS, points=points)
 
     async def overview(self, admin: Admin) -> Overview:
@@ -84,14 +86,14 @@ class Overviews:
         counts = Counts(
             running=sum(len(beat.runs) for beat in beats if beat.alive(now))
             if admin.tenant is None
-            else sum(tenant.running for tenant in tenants),
+            else sum(tenant.running for tenant in tenants),  # (its slots: no workers shown to it)
             queued=sum(tenant.waiting for tenant in tenants),
             waiting=sum(1 for run in active if run.status == "waiting"),
         )
         return Overview(
             tenants=tenants,
-            workers=self.shown_workers(admin, beats, now),
-            metrics=self.metrics(beats, CHART_MINUTES, now),
+            workers=self.shown_workers(beats, now),
+            metrics=self.metrics(admin, beats, CHART_MINUTES, now),
             active=active,
             recent=recent,
             counts=counts,

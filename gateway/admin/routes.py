@@ -38,7 +38,7 @@ from tokentail.gateway.admin.timeline import EVENTS_PAGE, EVENTS_PAGE_MAX, timel
 from tokentail.gateway.commands import deletion
 from tokentail.gateway.commands.questions import answer_question, expire_question
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.gateway.deps import SettingsDep, StoreDep
+from tokentail.gateway.deps import SettingsDep, StoreDep, TenantLinesDep
 from tokentail.gateway.schemas import ERROR_RESPONSES
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.features.admission import Admission, SlotAudit
@@ -135,13 +135,13 @@ async def tenants(admin: AdminDep, console: ConsoleDep) -> Tenants:
 async def workers(admin: AdminDep, console: ConsoleDep) -> Workers:
     """The worker processes that beat in the last ten minutes, alive or not."""
     beats = await console.overviews.workers(admin)
-    return Workers(workers=Overviews.shown_workers(admin, beats, time.time()))
+    return Workers(workers=Overviews.shown_workers(beats, time.time()))
 
 
 @router.get("/metrics")
 async def metrics(admin: AdminDep, console: ConsoleDep, minutes: Annotated[float, Query(gt=0, le=5)] = 5) -> Metrics:
     """Tokens per second and mean time to first token over the last minutes, from the workers' beats."""
-    return Overviews.metrics(await console.overviews.workers(admin), minutes, time.time())
+    return Overviews.metrics(admin, await console.overviews.workers(admin), minutes, time.time())
 
 
 @router.get("/runs")
@@ -192,6 +192,7 @@ async def run_timeline(
     admin: AdminDep,
     store: StoreDep,
     settings: SettingsDep,
+    lines: TenantLinesDep,
     session_id: str,
     run_id: str,
     after: Annotated[int | None, Query(ge=0)] = None,
@@ -200,7 +201,13 @@ async def run_timeline(
     """A run's stages on one time axis, and a page of its events (after `after`)."""
     session = await _session(store, admin, session_id)
     run = _run(session, run_id)
-    return await timeline(store, settings, session_id, session.tenant or PUBLIC_TENANT, run, after, limit)
+    made = await timeline(store, settings, session_id, session.tenant or PUBLIC_TENANT, run, after, limit)
+    if run.status == "queued" and session.active_run_id == run_id and session.dispatch:
+        place = await lines.place_of(session.dispatch)  # while it waits in its tenant's line
+        for stage in made.stages:
+            if stage.kind == "queued" and place is not None:
+                stage.place, stage.waiting_for = place.place, place.waiting_for  # type: ignore[attr-defined]
+    return made
 
 
 @router.post("/sessions/{session_id}/runs/{run_id}/cancel", status_code=202)

@@ -203,6 +203,10 @@ async def test_cancel_a_queued_run_and_audit_slots(client: httpx.AsyncClient) ->
     session_id, run_id = made["session_id"], made["run_id"]
     active = (await client.get("/v1/admin/runs", params={"status": "active"})).json()["runs"]
     assert [run["run_id"] for run in active] == [run_id]
+    stages = (await client.get(f"/v1/admin/sessions/{session_id}/runs/{run_id}/timeline")).json()["stages"]
+    assert stages == [
+        {"at": stages[0]["at"], "kind": "queued", "event_id": 1, "place": 1, "wait_ms": None, "waiting_for": "turn"}
+    ]
     cancelled = await client.post(f"/v1/admin/sessions/{session_id}/runs/{run_id}/cancel")
     assert cancelled.status_code == 202 and cancelled.json()["run_id"] == run_id
     assert (await client.get(f"/v1/sessions/{session_id}")).json()["runs"][0]["status"] == "cancelled"
@@ -239,6 +243,8 @@ async def test_a_tenant_key_sees_its_tenant_only(start_gateway: Callable[..., An
         ).status_code == 404
         assert (await acme.delete(f"/v1/admin/sessions/{theirs['session_id']}")).status_code == 404
         assert [t["tenant"] for t in (await acme.get("/v1/admin/tenants")).json()["tenants"]] == ["acme"]
+        assert (await acme.get("/v1/admin/workers")).json() == {"workers": []}  # the deployment's: every tenant's
+        assert (await acme.get("/v1/admin/metrics")).json()["points"] == []
 
         every = {run["run_id"] for run in (await ops.get("/v1/admin/runs")).json()["runs"]}
         assert every == {mine["run_id"], theirs["run_id"]}
