@@ -87,13 +87,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.shutdown.on_begin(hub.stop)
         app.state.store = SessionStore(redis, settings, archive)
         app.state.runs = SessionWrites(redis, settings, queue=queue, archive=archive)
-        app.state.console = console = admin_routes.Console(redis, queue or redis, app.state.runs, settings)
-        app.state.shutdown.on_begin(console.live.stop)
         app.state.webhooks = SessionWebhooks(WebhookPolicy(settings.webhook_allowed_urls), TenantWebhooks(redis, keys))
         app.state.hub = hub
         app.state.agents = AgentDirectory(redis, keys, [*BUILTIN_AGENTS, *settings.agents])
         lines = TenantLines(queue or redis, keys, settings.max_queued_runs_per_tenant, Admission.of(settings))
         app.state.tenant_lines = lines
+        app.state.console = console = admin_routes.Console(
+            redis, queue or redis, app.state.store, app.state.runs, app.state.auth, lines
+        )
+        app.state.shutdown.on_begin(console.live.stop)
         app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute, settings.fork_bytes_per_hour, lines)
         app.state.stream_slots = slots = StreamSlots(
             redis, keys, settings.max_streams_per_tenant, settings.max_streams_per_token

@@ -9,18 +9,13 @@ from dataclasses import dataclass
 
 from tokentail.gateway.access.tokens import StreamTokens
 from tokentail.shared.plumbing.settings import Settings
-from tokentail.shared.vocabulary.errors import Forbidden, SessionNotFound, Unauthorized
+from tokentail.shared.vocabulary.errors import Forbidden, Unauthorized
 
 
 @dataclass(frozen=True, slots=True)
 class Admin:
     who: str  # what the logs of its actions name: an admin key's name, `tenant:<t>`, or `local`
     tenant: str | None  # the one tenant it sees; None: every tenant
-
-    def check(self, tenant: str, session_id: str) -> None:
-        """404 for a session of a tenant it does not see, exactly as for one that does not exist."""
-        if self.tenant is not None and tenant != self.tenant:
-            raise SessionNotFound(session_id)
 
 
 class AdminAuth:

@@ -1,5 +1,6 @@
 """The console's own stream (SSE): the overview, and with `session` and `run` that run's timeline, as
-whole snapshots at most once a second and only when they changed (an operator needs no token by token);
+whole snapshots when they changed, at most once a second, and at once (within TICK_SECONDS) when a new run
+is queued (the runs index's newest entry, one cheap read, tells); an operator needs no token by token;
 `: ping` after 15 quiet seconds. Each event's id is its time (ms); every event is a whole snapshot, so a
 client that reconnects with `Last-Event-ID` misses nothing by starting from the current one.
 
@@ -10,34 +11,50 @@ begins to stop, and its client reconnects to another."""
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from tokentail.gateway.admin.access import Admin
 from tokentail.shared.vocabulary.errors import RateLimited
 
 PERIOD_SECONDS = 1.0
+TICK_SECONDS = 0.25
 PING_SECONDS = 15.0
 MAX_STREAMS = 64
 # The run a stream follows: its session's position and its timeline's JSON (None: gone).
 Followed = Callable[[], Awaitable[tuple[int, bytes] | None]]
 
 
-class Snapshots:
-    """Each scope's overview, made at most once a PERIOD_SECONDS whoever asks for it."""
+@dataclass(slots=True)
+class Snapshot:
+    body: bytes
+    made_at: float  # monotonic
+    looked_at: float  # when its newest run was last compared
+    newest: object  # the scope's newest run when it was made
 
-    def __init__(self, make: Callable[[Admin], Awaitable[bytes]]) -> None:
+
+class Snapshots:
+    """Each scope's overview, made again once PERIOD_SECONDS old, or as soon as its newest run changed
+    (looked at once a TICK_SECONDS), whoever asks for it: one gateway makes one per scope, however many
+    consoles follow it."""
+
+    def __init__(self, make: Callable[[Admin], Awaitable[bytes]], newest: Callable[[Admin], Awaitable[object]]) -> None:
         self._make = make
-        self._made: dict[str | None, tuple[float, bytes]] = {}
+        self._newest = newest
+        self._made: dict[str | None, Snapshot] = {}
         self._locks: dict[str | None, asyncio.Lock] = {}
 
     async def overview(self, admin: Admin) -> bytes:
         scope = admin.tenant
-        lock = self._locks.setdefault(scope, asyncio.Lock())
-        async with lock:
-            made = self._made.get(scope)
-            if made is not None and time.monotonic() - made[0] < PERIOD_SECONDS:
-                return made[1]
+        async with self._locks.setdefault(scope, asyncio.Lock()):
+            made, now = self._made.get(scope), time.monotonic()
+            if made is not None and now - made.looked_at < TICK_SECONDS:
+                return made.body
+            newest = await self._newest(admin)
+            if made is not None and newest == made.newest and now - made.made_at < PERIOD_SECONDS:
+                made.looked_at = now
+                return made.body
             body = await self._make(admin)
-            self._made[scope] = (time.monotonic(), body)
+            self._made[scope] = Snapshot(body, now, now, newest)
             return body
 
 
@@ -62,6 +79,7 @@ class LiveStreams:
             yield b"retry: 1000\n\n"
             last_overview: bytes | None = None
             last_position: int | None = None
+            timeline_at = 0.0
             quiet_since = time.monotonic()
             while not self.stopping.is_set():
                 now_ms = int(time.time() * 1000)
@@ -70,7 +88,8 @@ class LiveStreams:
                 if overview != last_overview:
                     frames.append(_frame(now_ms, b"overview", overview))
                     last_overview = overview
-                if timeline is not None:
+                if timeline is not None and time.monotonic() - timeline_at >= PERIOD_SECONDS:
+                    timeline_at = time.monotonic()
                     followed = await timeline()
                     if followed is not None and followed[0] != last_position:
                         last_position = followed[0]
@@ -82,7 +101,7 @@ class LiveStreams:
                     quiet_since = time.monotonic()
                     yield b": ping\n\n"
                 try:
-                    await asyncio.wait_for(self.stopping.wait(), PERIOD_SECONDS)
+                    await asyncio.wait_for(self.stopping.wait(), TICK_SECONDS)
                 except TimeoutError:
                     pass
         finally:

@@ -40,7 +40,8 @@ class Worker(BaseModel):
     heartbeat_at: float
     alive: bool = Field(description="it beat within the last 10 seconds")
     slots: int = Field(description="runs it streams at once, at most")
-    runs: list[WorkerRun] = Field(description="the runs it holds now")
+    running: int = Field(description="the runs it holds now")
+    runs: list[WorkerRun] = Field(description="those runs (the overview lists the first 10)")
 
 
 class Workers(BaseModel):

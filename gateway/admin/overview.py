@@ -15,6 +15,7 @@ from tokentail.shared.features.workers import STEP_SECONDS, WorkerBeat, WorkerRe
 RECENT = 20
 ACTIVE_SHOWN = 50
 CHART_MINUTES = 5
+WORKER_RUNS_SHOWN = 10  # a worker may hold hundreds: the overview, sent every second, lists a few
 
 
 class Overviews:
@@ -59,12 +60,14 @@ class Overviews:
         return await self._workers.read() if admin.tenant is None else []
 
     @staticmethod
-    def shown_workers(beats: list[WorkerBeat], now: float) -> list[Worker]:
+    def shown_workers(beats: list[WorkerBeat], now: float, most: int | None = None) -> list[Worker]:
+        """`most`: of the runs each holds, how many are listed (all its runs are counted)."""
         return [
             Worker(
                 **beat.model_dump(exclude={"runs"}),
                 alive=beat.alive(now),
-                runs=[WorkerRun(**run.model_dump()) for run in beat.runs],
+                running=len(beat.runs),
+                runs=[WorkerRun(**run.model_dump()) for run in beat.runs[:most]],
             )
             for beat in beats
         ]
@@ -79,8 +82,17 @@ class Overviews:
         now = time.time()
         tenants = await self.tenants(admin)
         beats = await self.workers(admin)
-        # One page of the newest runs gives both lists: those going, and those failed or taken over.
-        page = await self._runs.page(admin, lambda run: _going(run) or _troubled(run), limit=ACTIVE_SHOWN + RECENT)
+        # One page of the newest runs gives both lists, each to its own count (runs going must not crowd out
+        # those failed or taken over): it reads on until both are full, or the page's budget is spent.
+        left = {_going: ACTIVE_SHOWN, _troubled: RECENT}
+
+        def wanted(run: RunSummary) -> bool:
+            fits = [kind for kind, room in left.items() if room and kind(run)]
+            for kind in fits:
+                left[kind] -= 1
+            return bool(fits)
+
+        page = await self._runs.page(admin, wanted, limit=ACTIVE_SHOWN + RECENT)
         active = [run for run in page.runs if _going(run)][:ACTIVE_SHOWN]
         recent = [run for run in page.runs if _troubled(run)][:RECENT]
         counts = Counts(
@@ -92,7 +104,7 @@ class Overviews:
         )
         return Overview(
             tenants=tenants,
-            workers=self.shown_workers(beats, now),
+            workers=self.shown_workers(beats, now, WORKER_RUNS_SHOWN),
             metrics=self.metrics(admin, beats, CHART_MINUTES, now),
             active=active,
             recent=recent,

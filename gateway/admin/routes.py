@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import is_session_id
 from tokentail.gateway.admin.access import Admin, AdminAuth
 from tokentail.gateway.admin.live import LiveStreams, Snapshots
@@ -38,10 +39,10 @@ from tokentail.gateway.admin.timeline import EVENTS_PAGE, EVENTS_PAGE_MAX, timel
 from tokentail.gateway.commands import deletion
 from tokentail.gateway.commands.questions import answer_question, expire_question
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.gateway.deps import SettingsDep, StoreDep, TenantLinesDep
+from tokentail.gateway.deps import StoreDep
 from tokentail.gateway.schemas import ERROR_RESPONSES
 from tokentail.shared.connections.redis_clients import AnyRedis
-from tokentail.shared.features.admission import Admission, SlotAudit
+from tokentail.shared.features.admission import Admission, SlotAudit, TenantLines
 from tokentail.shared.plumbing.logs import bind
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
@@ -57,14 +58,44 @@ PAGE = Path(__file__).parent.parent / "static" / "console.html"
 class Console:
     """What the admin routes read and act with: made once by the gateway's lifespan."""
 
-    def __init__(self, sessions: AnyRedis, queue: AnyRedis, runs: SessionWrites, settings: Settings) -> None:
+    def __init__(
+        self,
+        sessions: AnyRedis,
+        queue: AnyRedis,
+        store: SessionStore,
+        runs: SessionWrites,
+        auth: Authenticator,
+        lines: TenantLines,
+    ) -> None:
+        self.settings = settings = runs.settings
         keys = Keys(settings.key_prefix)
-        self.sessions, self.queue, self.writes = sessions, queue, runs
+        self.sessions, self.queue, self.store, self.writes, self.auth = sessions, queue, store, runs, auth
+        self.lines = lines
         self.admission = Admission.of(settings)
         self.runs = RunLists(sessions, runs.run_index, keys)
         self.overviews = Overviews(queue, self.admission, self.runs, sorted(set(settings.tenants_by_key.values())))
-        self.live = LiveStreams(Snapshots(self._overview_json))
+        self.live = LiveStreams(Snapshots(self._overview_json, self.runs.newest))
         self.lease_seconds = settings.lease_ms / 1000
+
+    async def session(self, admin: Admin, session_id: str) -> SessionRecord:
+        """The session, if the admin sees it: for a tenant's key, another tenant's answers 404 whether it
+        exists, expired or was deleted, by the rule the API's own routes keep (`check_access`)."""
+        if not is_session_id(session_id):
+            raise SessionNotFound(session_id)
+        if admin.tenant is not None:
+            await self.auth.check_access(Caller(tenant=admin.tenant), session_id, self.store)
+        return await self.store.get_session(session_id)
+
+    async def timeline(self, session: SessionRecord, run: RunRecord, after: int | None, limit: int) -> Timeline:
+        """The run's timeline; while it waits in its tenant's line, its place there and what holds it."""
+        tenant = session.tenant or PUBLIC_TENANT
+        made = await timeline(self.store, self.settings, session.session_id, tenant, run, after, limit)
+        if run.status == "queued" and session.active_run_id == run.run_id and session.dispatch:
+            place = await self.lines.place_of(session.dispatch)
+            for stage in made.stages:
+                if stage.kind == "queued" and place is not None:
+                    stage.place, stage.waiting_for = place.place, place.waiting_for  # type: ignore[attr-defined]
+        return made
 
     async def _overview_json(self, admin: Admin) -> bytes:
         return (await self.overviews.overview(admin)).model_dump_json().encode()
@@ -91,14 +122,6 @@ AdminDep = Annotated[Admin, Depends(admin_caller)]
 ConsoleDep = Annotated[Console, Depends(console_of)]
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=ERROR_RESPONSES)
-
-
-async def _session(store: SessionStore, admin: Admin, session_id: str) -> SessionRecord:
-    if not is_session_id(session_id):
-        raise SessionNotFound(session_id)
-    session = await store.get_session(session_id)
-    admin.check(session.tenant or PUBLIC_TENANT, session_id)
-    return session
 
 
 def _run(session: SessionRecord, run_id: str) -> RunRecord:
@@ -172,48 +195,39 @@ async def find(
     """The session of a session id, or of a run id (a run the index lists); 404 if none."""
     q = q.strip()
     if is_session_id(q):
-        await _session(store, admin, q)
+        await console.session(admin, q)
         return Found(session_id=q, run_id=None)
     session_id = await console.runs.session_of(q)
     if session_id is None:
         raise SessionNotFound(q)
-    await _session(store, admin, session_id)
+    await console.session(admin, session_id)
     return Found(session_id=session_id, run_id=q)
 
 
 @router.get("/sessions/{session_id}")
-async def session(admin: AdminDep, store: StoreDep, session_id: str) -> SessionDetail:
+async def session(admin: AdminDep, console: ConsoleDep, store: StoreDep, session_id: str) -> SessionDetail:
     """A session's runs (children after their parents), its transcript and its open questions."""
-    return await session_detail(store, await _session(store, admin, session_id))
+    return await session_detail(store, await console.session(admin, session_id))
 
 
 @router.get("/sessions/{session_id}/runs/{run_id}/timeline")
 async def run_timeline(
     admin: AdminDep,
-    store: StoreDep,
-    settings: SettingsDep,
-    lines: TenantLinesDep,
+    console: ConsoleDep,
     session_id: str,
     run_id: str,
     after: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=EVENTS_PAGE_MAX)] = EVENTS_PAGE,
 ) -> Timeline:
     """A run's stages on one time axis, and a page of its events (after `after`)."""
-    session = await _session(store, admin, session_id)
-    run = _run(session, run_id)
-    made = await timeline(store, settings, session_id, session.tenant or PUBLIC_TENANT, run, after, limit)
-    if run.status == "queued" and session.active_run_id == run_id and session.dispatch:
-        place = await lines.place_of(session.dispatch)  # while it waits in its tenant's line
-        for stage in made.stages:
-            if stage.kind == "queued" and place is not None:
-                stage.place, stage.waiting_for = place.place, place.waiting_for  # type: ignore[attr-defined]
-    return made
+    session = await console.session(admin, session_id)
+    return await console.timeline(session, _run(session, run_id), after, limit)
 
 
 @router.post("/sessions/{session_id}/runs/{run_id}/cancel", status_code=202)
 async def cancel(admin: AdminDep, console: ConsoleDep, store: StoreDep, session_id: str, run_id: str) -> Cancelled:
     """Cancel the run if it is the session's active run (as `POST /v1/sessions/{id}/cancel` with its id)."""
-    _run(await _session(store, admin, session_id), run_id)
+    _run(await console.session(admin, session_id), run_id)
     outcome, cancelled = await console.writes.cancel_run(session_id, run_id)
     _acted(admin, "cancelled", session_id, run=run_id, outcome=outcome.value)
     return Cancelled(run_id=cancelled or run_id, outcome=outcome.value)
@@ -224,7 +238,7 @@ async def answer(
     admin: AdminDep, console: ConsoleDep, store: StoreDep, session_id: str, run_id: str, body: AnswerBody
 ) -> Answered:
     """Answer a question the run waits for (as `POST /v1/sessions/{id}/runs/{run_id}/input`)."""
-    await _session(store, admin, session_id)
+    await console.session(admin, session_id)
     seq = await answer_question(store, console.writes, session_id, run_id, body.input_id, body.answer)
     _acted(admin, "answered", session_id, run=run_id, input=body.input_id)
     return Answered(event_id=seq)
@@ -236,7 +250,7 @@ async def expire(
 ) -> Expired:
     """End a question the run waits for now, as its deadline would: the run fails (`input_expired`) or
     the question takes its default answer, within a second (a worker's reaper ends it)."""
-    await _session(store, admin, session_id)
+    await console.session(admin, session_id)
     await expire_question(store, console.writes, session_id, run_id, input_id)
     _acted(admin, "expired a question of", session_id, run=run_id, input=input_id)
     return Expired(run_id=run_id, input_id=input_id)
@@ -245,7 +259,7 @@ async def expire(
 @router.delete("/sessions/{session_id}", status_code=204)
 async def delete(admin: AdminDep, console: ConsoleDep, store: StoreDep, session_id: str) -> Response:
     """Delete the session (as `DELETE /v1/sessions/{id}`): 204."""
-    session = await _session(store, admin, session_id)
+    session = await console.session(admin, session_id)
     await deletion.delete_session(console.writes, store, session)
     _acted(admin, "deleted", session_id)
     return Response(status_code=204)
@@ -265,25 +279,22 @@ async def audit(admin: AdminDep, console: ConsoleDep) -> Audited:
 async def stream(
     admin: AdminDep,
     console: ConsoleDep,
-    store: StoreDep,
-    settings: SettingsDep,
     session: Annotated[str | None, Query(max_length=100)] = None,
     run: Annotated[str | None, Query(max_length=100)] = None,
 ) -> StreamingResponse:
     """The console's live stream (SSE): `overview` snapshots, and `timeline` ones of the run followed."""
     followed = None
     if session is not None and run is not None:
-        record = await _session(store, admin, session)
-        _run(record, run)
-        tenant = record.tenant or PUBLIC_TENANT
+        _run(await console.session(admin, session), run)
         session_id, run_id = session, run
 
         async def followed_timeline() -> tuple[int, bytes] | None:
-            position, _ = await store.stream_position(session_id)
-            found = await store.get_run(session_id, run_id)
-            if found is None:
+            try:
+                position, _ = await console.store.stream_position(session_id)
+                record = await console.store.get_session(session_id)
+                made = await console.timeline(record, _run(record, run_id), None, EVENTS_PAGE)
+            except (SessionNotFound, RunNotFound):  # deleted or expired meanwhile: its page finds out itself
                 return None
-            made = await timeline(store, settings, session_id, tenant, found, None, EVENTS_PAGE)
             return position, made.model_dump_json().encode()
 
         followed = followed_timeline

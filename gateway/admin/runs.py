@@ -18,12 +18,12 @@ ACTIVE_STATUSES = ("queued", "running", "waiting")
 Filter = Callable[[RunSummary], bool]
 
 
-def summary(run: RunRecord, session_id: str, tenant: str) -> RunSummary:
+def summary(run: RunRecord, session_id: str, tenant: str, session_user: str | None) -> RunSummary:
     return RunSummary(
         session_id=session_id,
         run_id=run.run_id,
         tenant=tenant,
-        user=run.user,
+        user=run.user or session_user,  # (a run that names none counts against its session's)
         agent=run.agent,
         model=run.model,
         status=run.status,
@@ -82,6 +82,10 @@ class RunLists:
         page = await self._index.newest(tenant, cursor, read, limit, since, until)
         return RunPage(runs=found[:limit], next_cursor=page.next_cursor, scanned=scanned)
 
+    async def newest(self, admin: Admin) -> object:
+        """What changes when a run the admin sees is queued."""
+        return await self._index.newest_entry(admin.tenant)
+
     async def session_of(self, run_id: str) -> str | None:
         return await self._index.session_of(run_id)
 
@@ -91,17 +95,18 @@ class RunLists:
             for entry in batch:
                 keys = self._keys.session(entry.session_id)
                 pipe.hget(keys.runs, entry.run_id)
-                pipe.hget(keys.meta, "tenant")
+                pipe.hmget(keys.meta, ["tenant", "user"])
             replies = await pipe.execute()
         summaries: list[RunSummary | None] = []
         gone = []
         for i, entry in enumerate(batch):
-            raw, owner = replies[2 * i], replies[2 * i + 1]
+            raw, (owner, user) = replies[2 * i], replies[2 * i + 1]
             if raw is None or owner is None:
                 gone.append(entry)
                 summaries.append(None)
             else:
-                summaries.append(summary(decode_run(raw), entry.session_id, owner.decode()))
+                session_user = user.decode() if user else None
+                summaries.append(summary(decode_run(raw), entry.session_id, owner.decode(), session_user))
         await self._index.drop(tenant, gone)
         return summaries
 
@@ -123,7 +128,7 @@ def session_runs(session: SessionRecord) -> list[SessionRun]:
     ordered += [run for run in session.runs if run.run_id not in listed]  # a child whose parent's record is gone
     return [
         SessionRun(
-            **summary(run, session.session_id, session.tenant).model_dump(),
+            **summary(run, session.session_id, session.tenant, session.user).model_dump(),
             parent_run_id=run.parent_run_id,
             depth=run.depth,
             name=run.name,

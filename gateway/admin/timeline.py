@@ -34,6 +34,7 @@ class Stages:
         self._tools: dict[str, Stage] = {}
         self._steers: dict[str, Stage] = {}
         self._text: Stage | None = None  # the text stage that deltas extend, until another stage comes
+        self._queued_stage: Stage | None = None  # its wait ends at the first start
 
     def add(self, seq: int, event_type: str, data: dict[str, Any], at: float) -> None:
         if event_type == EventType.MESSAGE_DELTA:
@@ -60,10 +61,13 @@ class Stages:
             handler(self, seq, event_type, data, at)
 
     def _queued(self, seq: int, _: str, data: dict[str, Any], at: float) -> None:
-        self.stages.append(_stage(at, "queued", event_id=seq, place=None, wait_ms=self._wait_ms()))
+        self._queued_stage = _stage(at, "queued", event_id=seq, place=None, wait_ms=None)
+        self.stages.append(self._queued_stage)
 
     def _started(self, _: int, __: str, data: dict[str, Any], at: float) -> None:
         reason = data.get("reason", "start")
+        if reason == "start" and self._queued_stage is not None and self._queued_stage.wait_ms is None:  # type: ignore[attr-defined]
+            self._queued_stage.wait_ms = round((at - self._queued_stage.at) * 1000)  # type: ignore[attr-defined]
         self.stages.append(_stage(at, "started", attempt=data["attempt"], reason=reason, worker=self._worker()))
 
     def _continued(self, _: int, __: str, data: dict[str, Any], at: float) -> None:
@@ -132,12 +136,6 @@ class Stages:
         EventType.RUN_FAILED: _ended,
         EventType.RUN_CANCELLED: _ended,
     }
-
-    def _wait_ms(self) -> int | None:
-        run = self.run
-        if run.queued_at is None or run.started_at is None or run.attempt > 1 or run.resumes:
-            return None  # its latest start is not its first: the wait is not in the record
-        return round((run.started_at - run.queued_at) * 1000)
 
 
 def _of_run(event: StoredEvent, run_id: str) -> dict[str, Any] | None:

@@ -69,6 +69,11 @@ class RunIndex:
         keys = IndexKeys(self._keys.admin_runs, self._keys.tenant_admin_runs(tenant), self._keys.admin_run(run_id))
         await self._scripts(IndexRun(keys, session_id, run_id, time.time_ns() // 1000, self._keep, self._ttl))
 
+    async def newest_entry(self, tenant: str | None) -> list[tuple[bytes, float]]:
+        """The newest entry (all runs', or a tenant's): what changes when a run is queued."""
+        key = self._keys.tenant_admin_runs(tenant) if tenant else self._keys.admin_runs
+        return await self._redis.zrevrange(key, 0, 0, withscores=True)  # type: ignore[no-any-return]
+
     async def session_of(self, run_id: str) -> str | None:
         found = await cast(Awaitable[bytes | None], self._redis.get(self._keys.admin_run(run_id)))
         return found.decode() if found else None

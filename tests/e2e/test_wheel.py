@@ -78,7 +78,8 @@ def test_the_wheel_holds_one_import_name_with_its_data_and_nothing_of_the_tests(
     for folder in INSTALLED_INSIDE:
         expected |= {f"tokentail/{path.relative_to(ROOT)}" for path in (ROOT / folder).rglob("*.py")}
     expected |= {f"tokentail/{path.relative_to(ROOT)}" for path in (ROOT / "shared").rglob("*.lua")}
-    expected |= {f"tokentail/{path.relative_to(ROOT)}" for path in (ROOT / "gateway" / "static").iterdir()}
+    static = (ROOT / "gateway" / "static").rglob("*")
+    expected |= {f"tokentail/{path.relative_to(ROOT)}" for path in static if path.is_file()}
     expected.add("tokentail/py.typed")
     assert sorted(expected - names) == []  # every module, script, static file and the typing marker
     assert sorted(name for name in names - expected if not name.startswith(f"tokentail-{VERSION}.dist-info/")) == []

@@ -91,7 +91,10 @@ async def test_a_run_is_listed_with_its_worker_and_timeline(client: httpx.AsyncC
 
 
 async def test_pages_go_newest_first_by_cursor_and_filter(client: httpx.AsyncClient, worker: TokentailWorker) -> None:
-    made = [await run_to_end(client, {"input": f"question {i}", "params": {"tokens": 2}}) for i in range(5)]
+    made = [
+        await run_to_end(client, {"input": f"question {i}", "params": {"tokens": 2}, "user": f"user-{i % 2}"})
+        for i in range(5)
+    ]
     seen: list[tuple[str, str]] = []
     cursor = None
     while True:
@@ -104,6 +107,8 @@ async def test_pages_go_newest_first_by_cursor_and_filter(client: httpx.AsyncCli
     assert seen == made[::-1]
     assert (await client.get("/v1/admin/runs", params={"status": "failed"})).json()["runs"] == []
     assert len((await client.get("/v1/admin/runs", params={"status": "completed"})).json()["runs"]) == 5
+    by_user = (await client.get("/v1/admin/runs", params={"user": "user-1"})).json()["runs"]
+    assert [(run["run_id"], run["user"]) for run in by_user] == [(made[3][1], "user-1"), (made[1][1], "user-1")]
     bad = await client.get("/v1/admin/runs", params={"cursor": "nonsense"})
     assert bad.status_code == 422, bad.text
 
@@ -249,6 +254,10 @@ async def test_a_tenant_key_sees_its_tenant_only(start_gateway: Callable[..., An
         every = {run["run_id"] for run in (await ops.get("/v1/admin/runs")).json()["runs"]}
         assert every == {mine["run_id"], theirs["run_id"]}
         assert [t["tenant"] for t in (await ops.get("/v1/admin/tenants")).json()["tenants"]] == ["acme", "beta"]
+
+        assert (await ops.delete(f"/v1/admin/sessions/{theirs['session_id']}")).status_code == 204
+        assert (await ops.get(f"/v1/admin/sessions/{theirs['session_id']}")).status_code == 410
+        assert (await acme.get(f"/v1/admin/sessions/{theirs['session_id']}")).status_code == 404  # not 410: not its
 
         assert (await nobody.get("/v1/admin/overview")).status_code == 401
         async with as_(mine["stream_token"]) as token:

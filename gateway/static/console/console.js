@@ -95,6 +95,11 @@ async function ensureWhoami() {
   if (!whoami.auth) parts.push("auth off");
   $("who").textContent = parts.join(" · ");
   document.body.dataset.who = whoami.who;
+  if (whoami.tenant) {
+    // A tenant's key is not shown the workers nor the throughput: they are every tenant's.
+    document.querySelector('[data-empty-for="workers"]').textContent =
+      "The workers and the throughput are every tenant's: an admin key shows them.";
+  }
   return whoami;
 }
 

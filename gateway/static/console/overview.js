@@ -41,7 +41,8 @@ function workerRow(worker) {
   const runs = worker.runs ?? [];
   const shown = runs.slice(0, 3).map((run) => nav(runPath(run.session_id, run.run_id), h("code", {}, run.run_id)));
   const links = shown.flatMap((link, i) => (i ? [" ", link] : [link]));
-  if (runs.length > shown.length) links.push(` +${runs.length - shown.length}`);
+  const running = worker.running ?? runs.length;
+  if (running > shown.length) links.push(` +${running - shown.length}`);
   return h(
     "tr",
     { dataset: { worker: worker.worker, alive: String(Boolean(worker.alive)) } },
@@ -49,7 +50,7 @@ function workerRow(worker) {
     h("td", {}, `${worker.host ?? "?"} · ${worker.pid ?? "?"}`),
     h("td", {}, worker.version ?? "–"),
     h("td", { class: "num", dataset: { heartbeatAt: worker.heartbeat_at ?? "" }, title: clock(worker.heartbeat_at) }, heartbeatAge(worker.heartbeat_at)),
-    h("td", { class: "num", dataset: { field: "slots" } }, `${runs.length}/${worker.slots ?? "?"}`),
+    h("td", { class: "num", dataset: { field: "slots" } }, `${running}/${worker.slots ?? "?"}`),
     h("td", {}, links),
   );
 }
