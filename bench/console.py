@@ -36,6 +36,7 @@ the same run.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -264,9 +265,35 @@ async def measure_reads(stack: Stack, filler: Filler, repeats: int) -> dict[str,
             figures[name]["runs"] = len(answers[name]["runs"])
             figures[name]["scanned"] = answers[name].get("scanned")
         figures["runs, pages by cursor"] = await follow_cursor(reader, repeats)
+        figures["runs, status=failed, to the first found"] = await first_found(reader, "failed")
+        overview = answers["overview"]
+        figures["overview"]["shows"] = {
+            **overview["counts"],
+            "active": len(overview["active"]),
+            "recent": len(overview["recent"]),
+            "worker_runs": sum(len(worker["runs"]) for worker in overview["workers"]),
+        }
     finally:
         await reader.close()
     return figures
+
+
+async def first_found(reader: Reader, status: str, most: int = 300) -> dict[str, Any]:
+    """Pages of `status` by `next_cursor` until one has a run (at most `most` requests): what finding
+    the newest such run takes when newer runs of other statuses fill the pages' budget."""
+    began = time.perf_counter()
+    params: dict[str, Any] = {"status": status, "limit": PAGE}
+    requests, scanned = 0, 0
+    while requests < most:
+        _, _, page = await reader.get("/v1/admin/runs", params)
+        requests += 1
+        scanned += page.get("scanned") or 0
+        if page["runs"] or not page.get("next_cursor"):
+            break
+        params["cursor"] = page["next_cursor"]
+    seconds = time.perf_counter() - began
+    ms = seconds * 1000
+    return {"p50_ms": ms, "p99_ms": ms, "max_ms": ms, "bytes": 0, "count": 1, "requests": requests, "scanned": scanned}
 
 
 async def follow_cursor(reader: Reader, pages: int) -> dict[str, Any]:
@@ -298,63 +325,99 @@ async def sse_events(response: httpx2.Response) -> AsyncIterator[tuple[str, str]
             event, data = "message", []
 
 
-async def measure_stream(stack: Stack, filler: Filler, seconds: float) -> dict[str, Any]:
-    """`/v1/admin/stream` read for `seconds` while runs start at TRICKLE_PER_SECOND: the overview
-    events' cadence and size, and the gateway's CPU meanwhile."""
-    arrivals: list[float] = []
-    sizes: list[int] = []
-    first_ms: float | None = None
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Accept": "text/event-stream"}
-    stop = asyncio.Event()
+NAN = float("nan")
 
-    async def read() -> None:
-        nonlocal first_ms
+
+def median_or_nan(values: list[float]) -> float:
+    return statistics.median(values) if values else NAN
+
+
+class StreamWatch:
+    """One admin client on `/v1/admin/stream`: when each overview event came, its size, and when each
+    probe run (started by `probe`) was first listed among the runs going."""
+
+    def __init__(self, stack: Stack, filler: Filler) -> None:
+        self.stack, self.filler = stack, filler
+        self.arrivals: list[float] = []
+        self.sizes: list[int] = []
+        self.first_ms = NAN
+        self.probes: dict[str, float] = {}  # run id -> when its POST was sent
+        self.seen_ms: list[float] = []
+        self.stop = asyncio.Event()
+
+    async def read(self) -> None:
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Accept": "text/event-stream"}
         began = time.perf_counter()
-        async with httpx2.AsyncClient(base_url=stack.url, timeout=None) as client:
+        async with httpx2.AsyncClient(base_url=self.stack.url, timeout=None) as client:
             async with client.stream("GET", "/v1/admin/stream", headers=headers) as response:
                 if response.status_code != 200:
                     raise RuntimeError(f"GET /v1/admin/stream: {response.status_code}")
                 async for event, data in sse_events(response):
                     if event == "overview":
-                        now = time.perf_counter()
-                        first_ms = (now - began) * 1000 if first_ms is None else first_ms
-                        arrivals.append(now)
-                        sizes.append(len(data))
-                    if stop.is_set():
-                        return
+                        self.overview(data, time.perf_counter(), began)
 
-    async def trickle() -> None:
-        async with filler.client() as client:
-            while not stop.is_set():
+    def overview(self, data: str, now: float, began: float) -> None:
+        if not self.arrivals:
+            self.first_ms = (now - began) * 1000
+        self.arrivals.append(now)
+        self.sizes.append(len(data))
+        going = {run["run_id"] for run in json.loads(data)["active"]}
+        for run_id in [run_id for run_id in self.probes if run_id in going]:
+            self.seen_ms.append((now - self.probes.pop(run_id)) * 1000)
+
+    async def trickle(self) -> None:
+        """Short runs, TRICKLE_PER_SECOND: each changes the tenants' slots for a moment."""
+        async with self.filler.client() as client:
+            while not self.stop.is_set():
                 await asyncio.sleep(1 / TRICKLE_PER_SECOND)
-                await filler.post(client)
+                await self.filler.post(client)
 
+    async def probe(self) -> None:
+        """A run held running, once a second."""
+        async with self.filler.client() as client:
+            while not self.stop.is_set():
+                await asyncio.sleep(1)
+                sent = time.perf_counter()
+                session_id, run_id, _ = await self.filler.post(client, held=True)
+                self.filler.held.append((session_id, run_id))
+                self.probes[run_id] = sent
+
+
+async def measure_stream(stack: Stack, filler: Filler, seconds: float) -> dict[str, Any]:
+    """`/v1/admin/stream` read for `seconds` while short runs start at TRICKLE_PER_SECOND and, once a
+    second, a run that stays running (a probe): the overview events' cadence and size, how long a probe
+    takes from its `POST` to the first overview that lists it among the runs going, and the gateway's
+    CPU meanwhile."""
+    watch = StreamWatch(stack, filler)
     gateway = stack.gateway
     assert gateway is not None
-    reading = asyncio.create_task(read())
+    reading = asyncio.create_task(watch.read())
     await asyncio.sleep(harness.patience(1.0))  # the first snapshot, and the connection settled
     cpu_before, window_began = harness.cpu_seconds(gateway.pid), time.perf_counter()
-    counted_from = len(arrivals)
-    starting = asyncio.create_task(trickle())
+    starting = [asyncio.create_task(watch.trickle()), asyncio.create_task(watch.probe())]
     await asyncio.sleep(seconds)
-    window = time.perf_counter() - window_began
+    window_ended = time.perf_counter()
+    window = window_ended - window_began
     cpu = harness.cpu_seconds(gateway.pid) - cpu_before
-    stop.set()
-    await starting
+    watch.stop.set()
+    await asyncio.gather(*starting)
+    await asyncio.sleep(harness.patience(2.5))  # the last probe's overview
     reading.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await reading
-    except asyncio.CancelledError:
-        pass
-    in_window = arrivals[counted_from:]
+    in_window = [at for at in watch.arrivals if window_began <= at <= window_ended]
     gaps = [(b - a) * 1000 for a, b in zip(in_window, in_window[1:], strict=False)]
     return {
-        "first_event_ms": first_ms,
+        "first_event_ms": watch.first_ms,
         "events": len(in_window),
         "per_second": len(in_window) / window,
-        "gap_p50_ms": statistics.median(gaps) if gaps else float("nan"),
-        "gap_max_ms": max(gaps) if gaps else float("nan"),
-        "event_bytes": int(statistics.median(sizes)) if sizes else 0,
+        "gap_p50_ms": median_or_nan(gaps),
+        "gap_max_ms": max(gaps, default=NAN),
+        "event_bytes": int(median_or_nan(watch.sizes)) if watch.sizes else 0,
+        "probe_seen_p50_ms": median_or_nan(watch.seen_ms),
+        "probe_seen_max_ms": max(watch.seen_ms, default=NAN),
+        "probes_seen": len(watch.seen_ms),
+        "probes_unseen": len(watch.probes),
         "gateway_cpu_share": cpu / window,
         "seconds": window,
     }
@@ -403,8 +466,11 @@ async def phase(
     print(f"  {to_hold:,} runs held running (created in {seconds:.1f} s, all running {waited:.2f} s later)")
     figures["fill"] = {"sessions": filler.created, "active": len(filler.held)}
     restart_gateway(stack)
+    assert stack.gateway is not None and stack.worker is not None
+    meter = harness.OtherWork([stack.gateway.pid, stack.worker.pid, stack.redis.process.pid])
     figures["reads"] = await measure_reads(stack, filler, repeats)
     figures["stream"] = await measure_stream(stack, filler, window)
+    figures["other_cpu_share"] = meter.share()  # the rest of the machine's, during the reads and the stream
     figures["memory"] = await index_memory(stack, filler.created)
     return figures
 
@@ -418,7 +484,7 @@ def report(baseline: dict[str, Any], scale: dict[str, Any]) -> list[tuple[str, .
             f"{nb['sessions']:,} sessions / {nb['active']:,} active: p50 (p99) ms",
             f"{ns['sessions']:,} / {ns['active']:,}: p50 (p99) ms",
             "p50 ratio",
-            "bytes at scale",
+            "bytes: baseline / at scale",
         ),
         ("---", "---", "---", "---", "---"),
     ]
@@ -430,7 +496,9 @@ def report(baseline: dict[str, Any], scale: dict[str, Any]) -> list[tuple[str, .
                 f"{before['p50_ms']:.1f} ({before['p99_ms']:.1f})",
                 f"{at_scale['p50_ms']:.1f} ({at_scale['p99_ms']:.1f})",
                 f"{at_scale['p50_ms'] / before['p50_ms']:.2f}x",
-                f"{at_scale['bytes']:,}",
+                f"{before['bytes']:,} / {at_scale['bytes']:,}"
+                if "requests" not in at_scale
+                else f"requests: {before['requests']} / {at_scale['requests']}",
             )
         )
     sb, ss = baseline["stream"], scale["stream"]
@@ -440,7 +508,16 @@ def report(baseline: dict[str, Any], scale: dict[str, Any]) -> list[tuple[str, .
             f"{sb['per_second']:.2f} ({sb['gap_max_ms']:.0f})",
             f"{ss['per_second']:.2f} ({ss['gap_max_ms']:.0f})",
             f"{ss['per_second'] / sb['per_second']:.2f}x" if sb["per_second"] else "",
-            f"{ss['event_bytes']:,}",
+            f"{sb['event_bytes']:,} / {ss['event_bytes']:,}",
+        )
+    )
+    rows.append(
+        (
+            "stream: a run started -> listed in an overview event, p50 (max) ms",
+            f"{sb['probe_seen_p50_ms']:.0f} ({sb['probe_seen_max_ms']:.0f})",
+            f"{ss['probe_seen_p50_ms']:.0f} ({ss['probe_seen_max_ms']:.0f})",
+            f"{ss['probe_seen_p50_ms'] / sb['probe_seen_p50_ms']:.2f}x",
+            f"runs unseen: {sb['probes_unseen']} / {ss['probes_unseen']}",
         )
     )
     rows.append(
@@ -459,7 +536,16 @@ def report(baseline: dict[str, Any], scale: dict[str, Any]) -> list[tuple[str, .
             f"{mb['index_bytes_per_session']:.0f} ({mb['used_memory_bytes_per_session']:,.0f})",
             f"{ms['index_bytes_per_session']:.0f} ({ms['used_memory_bytes_per_session']:,.0f})",
             f"{ms['index_bytes_per_session'] / mb['index_bytes_per_session']:.2f}x",
-            f"{ms['sorted_sets_bytes'] + ms['run_strings_bytes']:,} in all",
+            f"{ms['sorted_sets_bytes'] + ms['run_strings_bytes']:,} in all at scale",
+        )
+    )
+    rows.append(
+        (
+            "other work on the machine meanwhile (share of a core)",
+            f"{baseline['other_cpu_share']:.0%}",
+            f"{scale['other_cpu_share']:.0%}",
+            "",
+            "",
         )
     )
     return rows
@@ -509,12 +595,12 @@ async def main(
     for row in report(results["baseline"], results["scale"]):
         print("  | " + " | ".join(row) + " |")
     for label in ("baseline", "scale"):
-        found = results[label]["reads"]
+        found, shows = results[label]["reads"], results[label]["reads"]["overview"]["shows"]
         print(
-            f"  {label}: runs found by status=failed {found['runs, status=failed'].get('runs')} of"
-            f" {found['runs, status=failed'].get('scanned')} scanned; status=active"
-            f" {found['runs, status=active'].get('runs')}; pages followed"
-            f" {found['runs, pages by cursor']['count']}"
+            f"  {label}: status=failed's first page {found['runs, status=failed'].get('runs')} runs of"
+            f" {found['runs, status=failed'].get('scanned')} scanned; status=active's"
+            f" {found['runs, status=active'].get('runs')}; pages followed {found['runs, pages by cursor']['count']};"
+            f" the overview shows {json.dumps(shows)}"
         )
     if output:
         Path(output).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240  # once, at the end
