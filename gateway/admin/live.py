@@ -1,6 +1,7 @@
 """The console's own stream (SSE): the overview, and with `session` and `run` that run's timeline, as
-whole snapshots when they changed, at most once a second, and at once (within TICK_SECONDS) when a new run
-is queued (the runs index's newest entry, one cheap read, tells); an operator needs no token by token;
+whole snapshots when they changed: made again once a second, or sooner (within TICK_SECONDS, and at most
+twice a second) when a new run is queued (the runs index's newest entry, one cheap read, tells); an
+operator needs no token by token;
 `: ping` after 15 quiet seconds. Each event's id is its time (ms); every event is a whole snapshot, so a
 client that reconnects with `Last-Event-ID` misses nothing by starting from the current one.
 
@@ -19,6 +20,7 @@ from tokentail.shared.vocabulary.errors import RateLimited
 
 PERIOD_SECONDS = 1.0
 TICK_SECONDS = 0.25
+SOONEST_SECONDS = 0.5  # a snapshot made again for a new run: no sooner than this after the last
 PING_SECONDS = 15.0
 MAX_STREAMS = 16  # per scope: every tenant (admin keys), or one tenant's
 # The run a stream follows: its session's position and its timeline's JSON (None: gone).
@@ -51,7 +53,7 @@ class Snapshots:
             if made is not None and now - made.looked_at < TICK_SECONDS:
                 return made.body
             newest = await self._newest(admin)
-            if made is not None and newest == made.newest and now - made.made_at < PERIOD_SECONDS:
+            if made is not None and now - made.made_at < (SOONEST_SECONDS if newest != made.newest else PERIOD_SECONDS):
                 made.looked_at = now
                 return made.body
             body = await self._make(admin)

@@ -84,15 +84,15 @@ class RunPage(BaseModel):
 class Counts(BaseModel):
     running: int = Field(description="runs the live workers hold")
     queued: int = Field(description="runs waiting in the tenants' lines")
-    waiting: int = Field(description="runs waiting for answers, among the newest runs the overview reads")
+    waiting: int = Field(description="runs waiting for answers, among the runs going it lists")
 
 
 class Overview(BaseModel):
     tenants: list[Tenant]
     workers: list[Worker]
     metrics: Metrics
-    active: list[RunSummary] = Field(description="runs queued, running or waiting, among the newest")
-    recent: list[RunSummary] = Field(description="runs failed or taken over, newest first")
+    active: list[RunSummary] = Field(description="runs queued, running or waiting, of the newest 250 (50 at most)")
+    recent: list[RunSummary] = Field(description="runs failed or taken over, of the newest 250 (20 at most)")
     counts: Counts
 
 

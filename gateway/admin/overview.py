@@ -15,6 +15,9 @@ from tokentail.shared.features.workers import STEP_SECONDS, WorkerBeat, WorkerRe
 RECENT = 20
 ACTIVE_SHOWN = 50
 CHART_MINUTES = 5
+# The newest runs the overview looks at for those going and those in trouble: it is made up to twice a
+# second, so it reads a quarter of a page's budget (`runs?status=` pages on through the rest).
+OVERVIEW_RUNS = 250
 WORKER_RUNS_SHOWN = 10  # a worker may hold hundreds: the overview, sent every second, lists a few
 
 
@@ -92,7 +95,7 @@ class Overviews:
                 left[kind] -= 1
             return bool(fits)
 
-        page = await self._runs.page(admin, wanted, limit=ACTIVE_SHOWN + RECENT)
+        page = await self._runs.page(admin, wanted, limit=ACTIVE_SHOWN + RECENT, budget=OVERVIEW_RUNS)
         active = [run for run in page.runs if _going(run)][:ACTIVE_SHOWN]
         recent = [run for run in page.runs if _troubled(run)][:RECENT]
         counts = Counts(

@@ -9,7 +9,7 @@ from tokentail.gateway.admin.models import OpenQuestion, RunPage, RunSummary, Se
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore, decode_run
-from tokentail.shared.store.run_index import IndexedRun, RunIndex
+from tokentail.shared.store.run_index import SCAN_BUDGET, IndexedRun, RunIndex
 from tokentail.shared.vocabulary.records import PUBLIC_TENANT, RunRecord, SessionRecord, transcript
 
 INPUT_SHOWN = 200
@@ -62,8 +62,10 @@ class RunLists:
         tenant: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        budget: int = SCAN_BUDGET,
     ) -> RunPage:
-        """Newest first: `tenant`'s runs (an admin's own tenant, for a tenant's key), those `keep` keeps."""
+        """Newest first: `tenant`'s runs (an admin's own tenant, for a tenant's key), those `keep` keeps,
+        of at most `budget` index entries."""
         if admin.tenant is not None:
             if tenant not in (None, admin.tenant):
                 return RunPage(runs=[], next_cursor=None, scanned=0)  # another tenant's: as if it had none
@@ -79,7 +81,7 @@ class RunLists:
             found.extend(run for run, want in zip(summaries, wanted, strict=True) if run is not None and want)
             return wanted
 
-        page = await self._index.newest(tenant, cursor, read, limit, since, until)
+        page = await self._index.newest(tenant, cursor, read, limit, since, until, budget)
         return RunPage(runs=found[:limit], next_cursor=page.next_cursor, scanned=scanned)
 
     async def newest(self, admin: Admin) -> object:

@@ -86,10 +86,11 @@ class RunIndex:
         limit: int,
         since: float | None = None,
         until: float | None = None,
+        budget: int = SCAN_BUDGET,
     ) -> Slice:
         """Up to `limit` runs of the index (a tenant's, or all), newest first, after `cursor`, queued
         between `since` and `until` (epoch seconds), that `keep` (given a batch, answering which to keep)
-        keeps; reading at most SCAN_BUDGET entries."""
+        keeps; reading at most `budget` entries."""
         key = self._keys.tenant_admin_runs(tenant) if tenant else self._keys.admin_runs
         top: float | str = "+inf" if until is None else until * 1e6
         seen_member = None
@@ -98,8 +99,8 @@ class RunIndex:
         bottom: float | str = "-inf" if since is None else since * 1e6
         kept: list[IndexedRun] = []
         read = 0
-        while read < SCAN_BUDGET:
-            want = min(BATCH, SCAN_BUDGET - read)
+        while read < budget:
+            want = min(BATCH, budget - read)
             rows = await self._redis.zrevrangebyscore(key, top, bottom, start=0, num=want + 1, withscores=True)
             batch = [_indexed(member, score) for member, score in rows]
             if seen_member is not None:  # those of the cursor's score at or above its member came already
