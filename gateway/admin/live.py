@@ -5,12 +5,13 @@ is queued (the runs index's newest entry, one cheap read, tells); an operator ne
 client that reconnects with `Last-Event-ID` misses nothing by starting from the current one.
 
 One gateway makes one overview a second per scope (every tenant, or one tenant), however many consoles
-follow it; and it holds at most MAX_STREAMS of these streams (429 beyond). A stream ends when the gateway
+follow it; and it holds at most MAX_STREAMS of these streams per scope (429 beyond): a tenant's key that
+opens many holds up only its own tenant's consoles. A stream ends when the gateway
 begins to stop, and its client reconnects to another."""
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 from tokentail.gateway.admin.access import Admin
@@ -19,7 +20,7 @@ from tokentail.shared.vocabulary.errors import RateLimited
 PERIOD_SECONDS = 1.0
 TICK_SECONDS = 0.25
 PING_SECONDS = 15.0
-MAX_STREAMS = 64
+MAX_STREAMS = 16  # per scope: every tenant (admin keys), or one tenant's
 # The run a stream follows: its session's position and its timeline's JSON (None: gone).
 Followed = Callable[[], Awaitable[tuple[int, bytes] | None]]
 
@@ -61,20 +62,21 @@ class Snapshots:
 class LiveStreams:
     def __init__(self, snapshots: Snapshots) -> None:
         self.snapshots = snapshots
-        self.open = 0
+        self.open: dict[str | None, int] = {}  # per scope
         self.stopping = asyncio.Event()
 
     def stop(self) -> None:
         self.stopping.set()
 
-    def stream(self, admin: Admin, timeline: Followed | None) -> AsyncIterator[bytes]:
+    def stream(self, admin: Admin, timeline: Followed | None) -> AsyncGenerator[bytes]:
         """`timeline`: the followed run's session position and timeline (None when gone), if one is followed."""
-        if self.open >= MAX_STREAMS:
-            raise RateLimited(f"this gateway serves {MAX_STREAMS} console streams already; try another", 5)
+        if self.open.get(admin.tenant, 0) >= MAX_STREAMS:
+            raise RateLimited(f"this gateway serves {MAX_STREAMS} console streams of this scope already", 5)
         return self._frames(admin, timeline)
 
-    async def _frames(self, admin: Admin, timeline: Followed | None) -> AsyncIterator[bytes]:
-        self.open += 1  # counted once it runs: a generator never started never runs its `finally`
+    async def _frames(self, admin: Admin, timeline: Followed | None) -> AsyncGenerator[bytes]:
+        scope = admin.tenant
+        self.open[scope] = self.open.get(scope, 0) + 1  # once it runs: one never started runs no `finally`
         try:
             yield b"retry: 1000\n\n"
             last_overview: bytes | None = None
@@ -105,7 +107,7 @@ class LiveStreams:
                 except TimeoutError:
                     pass
         finally:
-            self.open -= 1
+            self.open[scope] -= 1
 
 
 def _frame(event_id: int, event: bytes, data: bytes) -> bytes:

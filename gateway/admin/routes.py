@@ -39,7 +39,6 @@ from tokentail.gateway.admin.timeline import EVENTS_PAGE, EVENTS_PAGE_MAX, timel
 from tokentail.gateway.commands import deletion
 from tokentail.gateway.commands.questions import answer_question, expire_question
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.gateway.deps import StoreDep
 from tokentail.gateway.schemas import ERROR_RESPONSES
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.features.admission import Admission, SlotAudit, TenantLines
@@ -189,9 +188,7 @@ async def runs(
 
 
 @router.get("/find")
-async def find(
-    admin: AdminDep, console: ConsoleDep, store: StoreDep, q: Annotated[str, Query(min_length=1, max_length=300)]
-) -> Found:
+async def find(admin: AdminDep, console: ConsoleDep, q: Annotated[str, Query(min_length=1, max_length=300)]) -> Found:
     """The session of a session id, or of a run id (a run the index lists); 404 if none."""
     q = q.strip()
     if is_session_id(q):
@@ -205,9 +202,9 @@ async def find(
 
 
 @router.get("/sessions/{session_id}")
-async def session(admin: AdminDep, console: ConsoleDep, store: StoreDep, session_id: str) -> SessionDetail:
+async def session(admin: AdminDep, console: ConsoleDep, session_id: str) -> SessionDetail:
     """A session's runs (children after their parents), its transcript and its open questions."""
-    return await session_detail(store, await console.session(admin, session_id))
+    return await session_detail(console.store, await console.session(admin, session_id))
 
 
 @router.get("/sessions/{session_id}/runs/{run_id}/timeline")
@@ -225,7 +222,7 @@ async def run_timeline(
 
 
 @router.post("/sessions/{session_id}/runs/{run_id}/cancel", status_code=202)
-async def cancel(admin: AdminDep, console: ConsoleDep, store: StoreDep, session_id: str, run_id: str) -> Cancelled:
+async def cancel(admin: AdminDep, console: ConsoleDep, session_id: str, run_id: str) -> Cancelled:
     """Cancel the run if it is the session's active run (as `POST /v1/sessions/{id}/cancel` with its id)."""
     _run(await console.session(admin, session_id), run_id)
     outcome, cancelled = await console.writes.cancel_run(session_id, run_id)
@@ -234,33 +231,29 @@ async def cancel(admin: AdminDep, console: ConsoleDep, store: StoreDep, session_
 
 
 @router.post("/sessions/{session_id}/runs/{run_id}/answers", status_code=202)
-async def answer(
-    admin: AdminDep, console: ConsoleDep, store: StoreDep, session_id: str, run_id: str, body: AnswerBody
-) -> Answered:
+async def answer(admin: AdminDep, console: ConsoleDep, session_id: str, run_id: str, body: AnswerBody) -> Answered:
     """Answer a question the run waits for (as `POST /v1/sessions/{id}/runs/{run_id}/input`)."""
     await console.session(admin, session_id)
-    seq = await answer_question(store, console.writes, session_id, run_id, body.input_id, body.answer)
+    seq = await answer_question(console.store, console.writes, session_id, run_id, body.input_id, body.answer)
     _acted(admin, "answered", session_id, run=run_id, input=body.input_id)
     return Answered(event_id=seq)
 
 
 @router.post("/sessions/{session_id}/runs/{run_id}/questions/{input_id}/expire", status_code=202)
-async def expire(
-    admin: AdminDep, console: ConsoleDep, store: StoreDep, session_id: str, run_id: str, input_id: str
-) -> Expired:
+async def expire(admin: AdminDep, console: ConsoleDep, session_id: str, run_id: str, input_id: str) -> Expired:
     """End a question the run waits for now, as its deadline would: the run fails (`input_expired`) or
     the question takes its default answer, within a second (a worker's reaper ends it)."""
     await console.session(admin, session_id)
-    await expire_question(store, console.writes, session_id, run_id, input_id)
+    await expire_question(console.store, console.writes, session_id, run_id, input_id)
     _acted(admin, "expired a question of", session_id, run=run_id, input=input_id)
     return Expired(run_id=run_id, input_id=input_id)
 
 
 @router.delete("/sessions/{session_id}", status_code=204)
-async def delete(admin: AdminDep, console: ConsoleDep, store: StoreDep, session_id: str) -> Response:
+async def delete(admin: AdminDep, console: ConsoleDep, session_id: str) -> Response:
     """Delete the session (as `DELETE /v1/sessions/{id}`): 204."""
     session = await console.session(admin, session_id)
-    await deletion.delete_session(console.writes, store, session)
+    await deletion.delete_session(console.writes, console.store, session)
     _acted(admin, "deleted", session_id)
     return Response(status_code=204)
 

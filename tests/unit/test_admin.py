@@ -9,13 +9,14 @@ import pytest
 from pydantic import SecretStr
 
 from tokentail.gateway.access.tokens import StreamTokens
-from tokentail.gateway.admin.access import AdminAuth
+from tokentail.gateway.admin.access import Admin, AdminAuth
+from tokentail.gateway.admin.live import MAX_STREAMS, LiveStreams, Snapshots
 from tokentail.gateway.admin.timeline import Stages
 from tokentail.shared.features.workers import STEP_SECONDS, Sample, WorkerBeat, WorkerRegistry, throughput
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.run_index import SCAN_BUDGET, IndexedRun, RunIndex
-from tokentail.shared.vocabulary.errors import Forbidden, Unauthorized
+from tokentail.shared.vocabulary.errors import Forbidden, RateLimited, Unauthorized
 from tokentail.shared.vocabulary.records import RunRecord
 
 ADMIN_KEY = "ops-key-0123456789abcdef"
@@ -216,3 +217,25 @@ def test_stages_of_a_run_taken_over_asking_and_calling_a_tool() -> None:
         ("usage", {"usage": {"output_tokens": 3}}),
         ("ended", {"status": "completed", "error": None, "reason": None}),
     ]
+
+
+async def test_console_streams_are_bounded_per_scope() -> None:
+    async def overview(admin: Admin) -> bytes:
+        return b"{}"
+
+    async def newest(admin: Admin) -> object:
+        return None
+
+    live = LiveStreams(Snapshots(overview, newest))
+    acme, ops = Admin("tenant:acme", "acme"), Admin("ops", None)
+    opened = [live.stream(acme, None) for _ in range(MAX_STREAMS)]
+    for stream in opened:
+        assert await anext(stream) == b"retry: 1000\n\n"
+    with pytest.raises(RateLimited):
+        live.stream(acme, None)
+    other = live.stream(ops, None)  # another scope is not held up by acme's
+    assert await anext(other) == b"retry: 1000\n\n"
+    for stream in [*opened, other]:
+        await stream.aclose()
+    assert live.open == {"acme": 0, None: 0}
+    live.stream(acme, None)  # room again
