@@ -111,6 +111,10 @@ export class TimelineView {
     this.questionsFor = null;
     $("cancel-run").addEventListener("click", () => this.cancel().catch((error) => this.onError(actionFailed(error))));
     $("events-more").addEventListener("click", () => this.more().catch(this.onError));
+    // While the run is active its axis ends now: it moves on between the stream's snapshots.
+    setInterval(() => {
+      if (this.timeline && ACTIVE.has(this.timeline.status) && !$("view-timeline").hidden) this.renderAxis(this.timeline);
+    }, 1000);
   }
 
   async show(sessionId, runId) {
