@@ -8,17 +8,23 @@ examples and coverage phases (boundary values, missing and wrongly typed fields)
 trace or internal detail in any body, and every error as JSON `{"error": {"type": str, "message": str}}`.
 
 Each operation gets a gateway, a Redis key prefix and seeded sessions of its own: about half its
-cases on `/v1/sessions/{session_id}...` name one of them (finished with a completed and a failed
-run, running with partial text, queued, empty, deleted, or a well-formed id never created), so the
-fuzzer drives the real code paths and not only the 404 of a malformed id; event stream cases often
-resume from an id near the stream's. No worker runs: the fixture plays the worker through the store.
+cases on `/v1/sessions/{session_id}...` (and the console's `/v1/admin/sessions/{session_id}...`) name
+one of them (finished with a completed and a failed run, running with partial text, waiting for the
+answer to a question, queued, empty, deleted, or a well-formed id never created), a path with a run id
+too one of their runs (and a question's path, its question), so the fuzzer drives the real code paths
+and not only the 404 of a malformed id; event stream cases often resume from an id near the stream's.
+No worker runs: the fixture plays the worker through the store. A destructive case (a delete, a cancel,
+an answer) changes only its own operation's sessions: each operation has its own.
 
 The gateway runs on an event loop in a thread of its own while the (synchronous) fuzzer blocks
 this one. The event stream of a session with an active run never ends by itself: schemathesis reads
 an event stream until its request timeout has passed in total, so `EVENTS_TIMEOUT` bounds it.
 
-Auth is on, as in production, and every request carries an API key (`AUTH = False` fuzzes an open
-gateway instead). Refusals of missing, foreign and expired credentials are tested in test_auth.py.
+Auth is on, as in production, and every request carries an API key; the console's admin API
+(`/v1/admin/...`) gets an admin key (`TOKENTAIL_ADMIN_KEYS`: every tenant) instead, as the console
+sends (`AUTH = False` fuzzes an open gateway instead, whose admin API is open on loopback). Refusals of
+missing, foreign and expired credentials are tested in test_auth.py (the admin API's in
+test_admin*.py).
 """
 
 import asyncio
@@ -30,7 +36,7 @@ import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx2
 import pytest
@@ -57,7 +63,9 @@ from tests.support.writes import AllWrites
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.app import create_app
 from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.scripts.runs import Asked
 from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted, RunFailed
+from tokentail.shared.vocabulary.records import Question
 from tokentail.worker.run.run_writes import RunLease
 
 T = TypeVar("T")
@@ -71,6 +79,8 @@ if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
 
 MAX_EXAMPLES = 60  # generated cases per operation, on top of the examples and coverage phases
 EVENTS_TIMEOUT = 1.0  # seconds an event stream that does not end by itself is read
+# The console's live stream never ends, and its first event (a snapshot) comes at once: read it for less.
+ADMIN_STREAM_TIMEOUT = 0.5
 REQUEST_TIMEOUT = 10.0
 LEASE = "fuzz-lease"
 
@@ -78,6 +88,8 @@ LEASE = "fuzz-lease"
 
 AUTH = True  # as production runs: API keys on, every request carries one (False: auth off, tenant `public`)
 API_KEY = "fuzz-key-0123456789abcdef"
+ADMIN_KEY = "fuzz-admin-key-0123456789abcdef"  # what the console sends to /v1/admin/...
+ADMIN_PATHS = "/v1/admin/"
 
 
 @pytest.fixture
@@ -85,13 +97,22 @@ def gateway_settings(settings: Settings) -> Settings:
     """The test's settings (its own Redis key prefix), with an API key if `AUTH`."""
     if not AUTH:
         return settings
-    return settings.model_copy(update={"api_keys": SecretStr(f"fuzz:{API_KEY}"), "secret": SecretStr("s" * 32)})
+    keys = {"api_keys": SecretStr(f"fuzz:{API_KEY}"), "admin_keys": SecretStr(f"fuzzadmin:{ADMIN_KEY}")}
+    return settings.model_copy(update={**keys, "secret": SecretStr("s" * 32)})
 
 
 @pytest.fixture
 def api_headers() -> dict[str, str]:
-    """Headers every request of this test sends: the schema check, the seeding and every case."""
+    """Headers every request of this test sends (the schema check, the seeding and every case) but
+    the admin API's."""
     return {"Authorization": f"Bearer {API_KEY}"} if AUTH else {}
+
+
+def headers_for(path: str, api_headers: dict[str, str]) -> dict[str, str]:
+    """What a case on `path` sends: the admin key on the admin API (with auth off: nothing, loopback)."""
+    if not path.startswith(ADMIN_PATHS):
+        return api_headers
+    return {"Authorization": f"Bearer {ADMIN_KEY}"} if AUTH else {}
 
 
 # -- the gateway, on an event loop of its own ----------------------------------------------------
@@ -146,22 +167,32 @@ class FuzzTarget:
         created: dict[str, Any] = response.json()
         return created
 
-    def seed(self) -> list[str]:
+    def seed(self) -> "Seeded":
         """Sessions in every state: made through the API, with the store playing the worker."""
         request = {"model": "scripted", "params": {"tokens": 5}, "metadata": {"user": "fuzz"}}
         empty = self._create({"metadata": {"user": "fuzz"}})["session_id"]
-        queued = self._create({"input": "hello", **request})["session_id"]
+        queued = self._create({"input": "hello", **request})
         running = self._create({"input": "count to five", **request})
+        waiting = self._create({"input": "ask me first", **request})
         finished = self._create({"input": "what is 2 + 2?", **request})
-        deleted = self._create({"input": "forget me", **request})["session_id"]
+        deleted = self._create({"input": "forget me", **request})
         self._loop.run(self._play_worker(running, finished))
+        self._loop.run(self._ask(waiting))
         follow_up = self._http.post(f"/v1/sessions/{finished['session_id']}/runs", json={"input": "and then?"})
         assert follow_up.status_code == 202, follow_up.text
         self._loop.run(self._fail(finished["session_id"], follow_up.json()["run_id"]))
-        assert self._http.delete(f"/v1/sessions/{deleted}").status_code == 204
+        assert self._http.delete(f"/v1/sessions/{deleted['session_id']}").status_code == 204
         unknown = new_session_id()
         # Richest first: Hypothesis draws the first elements of a `sampled_from` more often.
-        return [finished["session_id"], running["session_id"], queued, empty, deleted, unknown]
+        sessions = [finished, running, waiting, queued]
+        runs = [(s["session_id"], s["run_id"]) for s in sessions]
+        runs.insert(1, (finished["session_id"], follow_up.json()["run_id"]))
+        runs.append((deleted["session_id"], deleted["run_id"]))
+        return Seeded(
+            sessions=[*(s["session_id"] for s in sessions), empty, deleted["session_id"], unknown],
+            runs=runs,
+            questions=[(waiting["session_id"], waiting["run_id"], QUESTION.input_id)],
+        )
 
     async def _play_worker(self, running: dict[str, Any], finished: dict[str, Any]) -> None:
         async with self._runs() as runs:
@@ -174,6 +205,15 @@ class FuzzTarget:
                 usage = {"input_tokens": 5, "output_tokens": 4}
                 done = RunCompleted(run_id=run_id, output="1234", usage=usage) if end else None
                 await RunLease(runs, sid, run_id, LEASE).append(events, ending=done)
+
+    async def _ask(self, session: dict[str, Any]) -> None:
+        """The run streams a little, then waits for the answer to a question."""
+        async with self._runs() as runs:
+            sid, run_id = session["session_id"], session["run_id"]
+            assert await runs.start_run(sid, run_id, run_id, token=LEASE) is not None
+            lease = RunLease(runs, sid, run_id, LEASE)
+            await lease.append([("message.delta", MessageDelta(run_id=run_id, text="Let me ask").model_dump_json())])
+            assert await lease.ask([QUESTION], [QUESTION]) is Asked.WAITING
 
     async def _fail(self, session_id: str, run_id: str) -> None:
         async with self._runs() as runs:
@@ -192,8 +232,17 @@ class FuzzTarget:
             await redis.aclose()
 
 
-# The seeded sessions of the running test, read by the hook below each time a case is drawn.
-SEEDED_SESSIONS: list[str] = []
+QUESTION = Question(input_id="in_fuzz", kind="text", prompt="Which colour?", answer_schema={"type": "string"})
+
+
+class Seeded(NamedTuple):
+    sessions: list[str]
+    runs: list[tuple[str, str]]  # (session id, run id)
+    questions: list[tuple[str, str, str]]  # (session id, run id, input id): asked, not answered
+
+
+# The seeded sessions of the running test, read by the hooks below each time a case is drawn.
+SEEDED = Seeded([], [], [])
 
 
 @pytest.fixture
@@ -205,10 +254,12 @@ def fuzz_target(gateway_settings: Settings, api_headers: dict[str, str]) -> Iter
         try:
             served = httpx2.get(f"{target.url}/openapi.json", headers=api_headers, timeout=REQUEST_TIMEOUT)
             assert served.json() == OPENAPI, "the gateway serves another schema than the one the cases come from"
-            SEEDED_SESSIONS[:] = target.seed()
+            seeded = target.seed()
+            SEEDED.sessions[:], SEEDED.runs[:], SEEDED.questions[:] = seeded
             yield target
         finally:
-            SEEDED_SESSIONS.clear()
+            for seeded_list in (SEEDED.sessions, SEEDED.runs, SEEDED.questions):
+                seeded_list.clear()
             target.close()
             loop.run(gateway.stop())
 
@@ -219,28 +270,75 @@ def fuzz_target(gateway_settings: Settings, api_headers: dict[str, str]) -> Iter
 # but schemathesis 4.32 sets `Function._nodeid` there, which pytest 9.2 no longer has.)
 OPENAPI: dict[str, Any] = create_app(Settings()).openapi()
 schema = schemathesis.openapi.from_dict(OPENAPI)
+# The credentials are this test's (`headers_for`), on every case: schemathesis must not make the
+# security schemes into parameters of its own. Where an operation has one scheme only (the admin API's
+# bearer), it would send a case without it as invalid data, which the key the test adds then makes valid.
+schema.config.generation.update(with_security_parameters=False)
+
+
+ANSWERS = "POST /v1/admin/sessions/{session_id}/runs/{run_id}/answers"
 
 
 @schema.hook
 def flatmap_path_parameters(ctx: Any, path_parameters: dict[str, Any] | None) -> st.SearchStrategy[Any]:
-    """Half the cases keep the generated session id, half name one of the running test's sessions."""
-    if not SEEDED_SESSIONS or not path_parameters or "session_id" not in path_parameters:
+    """Half the cases keep the generated ids, half name one of the running test's sessions (with a run
+    id too: one of its runs; with a question's id too: its question)."""
+    if not SEEDED.sessions or not path_parameters or "session_id" not in path_parameters:
         return st.just(path_parameters)
-    seeded = st.sampled_from(list(SEEDED_SESSIONS)).map(lambda sid: {**path_parameters, "session_id": sid})
-    return st.one_of(st.just(path_parameters), seeded)
+    params = path_parameters
+    seeded: st.SearchStrategy[Any]
+    answers = ctx.operation is not None and ctx.operation.label == ANSWERS
+    if ("input_id" in params or answers) and "run_id" in params:
+        seeded = st.sampled_from(list(SEEDED.questions)).map(
+            lambda q: {
+                **params,
+                "session_id": q[0],
+                "run_id": q[1],
+                **({"input_id": q[2]} if "input_id" in params else {}),
+            }
+        )
+    elif "run_id" in params:
+        seeded = st.sampled_from(list(SEEDED.runs)).map(lambda r: {**params, "session_id": r[0], "run_id": r[1]})
+    else:
+        seeded = st.sampled_from(list(SEEDED.sessions)).map(lambda sid: {**params, "session_id": sid})
+    return st.one_of(st.just(params), seeded)
 
 
 # Resume positions around the seeded streams' ids (1 to 7): a generated string is nearly always a 400.
 EVENTS = "GET /v1/sessions/{session_id}/events"
 EVENT_IDS = st.integers(min_value=0, max_value=12).map(str)
+FIND = "GET /v1/admin/find"
+ADMIN_STREAM = "GET /v1/admin/stream"
 
 
 @schema.hook
 def flatmap_query(ctx: Any, query: dict[str, Any] | None) -> st.SearchStrategy[Any]:
-    """Some event stream cases resume with `?last_event_id=<an id of the stream or near it>`."""
-    if ctx.operation is None or ctx.operation.label != EVENTS:
-        return st.just(query)
-    return st.one_of(st.just(query), EVENT_IDS.map(lambda id_: {**(query or {}), "last_event_id": id_}))
+    """Some event stream cases resume with `?last_event_id=<an id of the stream or near it>`; some of the
+    console's searches look for a seeded session or run id, and some of its live streams follow a
+    seeded run."""
+    label = ctx.operation.label if ctx.operation is not None else None
+    if label == EVENTS:
+        return st.one_of(st.just(query), EVENT_IDS.map(lambda id_: {**(query or {}), "last_event_id": id_}))
+    if label == FIND and SEEDED.runs:
+        ids = [id_ for pair in SEEDED.runs for id_ in pair]
+        return st.one_of(st.just(query), st.sampled_from(ids).map(lambda id_: {**(query or {}), "q": id_}))
+    if label == ADMIN_STREAM and SEEDED.runs:
+        followed = st.sampled_from(list(SEEDED.runs)).map(lambda r: {**(query or {}), "session": r[0], "run": r[1]})
+        return st.one_of(st.just(query), followed)
+    return st.just(query)
+
+
+@schema.hook
+def flatmap_body(ctx: Any, body: Any) -> st.SearchStrategy[Any]:
+    """Some of the console's answers name the seeded question, so that an answer can be taken (its
+    schema asks for a string), not only refused. Only a body valid in its shape is changed (an input id
+    for another): an invalid one must stay invalid."""
+    if ctx.operation is None or ctx.operation.label != ANSWERS or not SEEDED.questions:
+        return st.just(body)
+    if not isinstance(body, dict) or not isinstance(body.get("input_id"), str) or "answer" not in body:
+        return st.just(body)
+    asked = {**body, "input_id": SEEDED.questions[0][2]}
+    return st.one_of(st.just(body), st.just(asked), st.text(max_size=20).map(lambda text: {**asked, "answer": text}))
 
 
 @schema.hook
@@ -310,11 +408,17 @@ CHECKS: list[Callable[..., Any]] = [
 )
 @schema.parametrize()
 def test_api_fuzz(case: Case[Any], fuzz_target: FuzzTarget) -> None:
-    # An event stream may not end by itself (no worker runs here): it is read for EVENTS_TIMEOUT.
-    streams = "text/event-stream" in case.operation.definition.raw["responses"].get("200", {}).get("content", {})
     case.call_and_validate(
         base_url=fuzz_target.url,
-        headers=fuzz_target.headers,
+        headers=headers_for(case.operation.path, fuzz_target.headers),
         checks=CHECKS,
-        timeout=EVENTS_TIMEOUT if streams else REQUEST_TIMEOUT,
+        timeout=timeout_for(case),
     )
+
+
+def timeout_for(case: Case[Any]) -> float:
+    """An event stream may not end by itself (no worker runs here): it is read for EVENTS_TIMEOUT (the
+    console's, ADMIN_STREAM_TIMEOUT)."""
+    if "text/event-stream" not in case.operation.definition.raw["responses"].get("200", {}).get("content", {}):
+        return REQUEST_TIMEOUT
+    return ADMIN_STREAM_TIMEOUT if case.operation.label == ADMIN_STREAM else EVENTS_TIMEOUT
