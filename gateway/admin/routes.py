@@ -38,7 +38,7 @@ from tokentail.gateway.admin.timeline import EVENTS_PAGE, EVENTS_PAGE_MAX, timel
 from tokentail.gateway.commands import deletion
 from tokentail.gateway.commands.questions import answer_question, expire_question
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.gateway.deps import SettingsDep, StoreDep
+from tokentail.gateway.deps import SettingsDep, StoreDep, TenantLinesDep
 from tokentail.gateway.schemas import ERROR_RESPONSES
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.features.admission import Admission, SlotAudit
@@ -192,6 +192,7 @@ async def run_timeline(
     admin: AdminDep,
     store: StoreDep,
     settings: SettingsDep,
+    lines: TenantLinesDep,
     session_id: str,
     run_id: str,
     after: Annotated[int | None, Query(ge=0)] = None,
@@ -200,7 +201,13 @@ async def run_timeline(
     """A run's stages on one time axis, and a page of its events (after `after`)."""
     session = await _session(store, admin, session_id)
     run = _run(session, run_id)
-    return await timeline(store, settings, session_id, session.tenant or PUBLIC_TENANT, run, after, limit)
+    made = await timeline(store, settings, session_id, session.tenant or PUBLIC_TENANT, run, after, limit)
+    if run.status == "queued" and session.active_run_id == run_id and session.dispatch:
+        place = await lines.place_of(session.dispatch)  # while it waits in its tenant's line
+        for stage in made.stages:
+            if stage.kind == "queued" and place is not None:
+                stage.place, stage.waiting_for = place.place, place.waiting_for  # type: ignore[attr-defined]
+    return made
 
 
 @router.post("/sessions/{session_id}/runs/{run_id}/cancel", status_code=202)

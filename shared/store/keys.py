@@ -177,15 +177,16 @@ class Keys:
     def admin_runs(self) -> str:
         """Sorted set, on the sessions' Redis: every run queued, `<sid> <run id>` -> when (µs), the newest
         kept (shared/store/run_index.py: what the console lists)."""
-        return f"{self.prefix}:admin:runs"
+        return f"{self.prefix}:{{admin}}:runs"
 
     def tenant_admin_runs(self, tenant: str) -> str:
-        """Sorted set, as `admin_runs`: the tenant's runs."""
-        return f"{self.prefix}:admin:runs:{tenant}"
+        """Sorted set, as `admin_runs`: the tenant's runs. (The index's keys share a hash tag: its script
+        writes them together.)"""
+        return f"{self.prefix}:{{admin}}:runs:{tenant}"
 
     def admin_run(self, run_id: str) -> str:
         """String, on the sessions' Redis: the session of a run the index lists (a search by run id)."""
-        return f"{self.prefix}:admin:run:{run_id}"
+        return f"{self.prefix}:{{admin}}:run:{run_id}"
 
     @property
     def workers(self) -> str:

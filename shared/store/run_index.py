@@ -21,6 +21,9 @@ from typing import NamedTuple, cast
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.scripts.contract import Topology
+from tokentail.shared.store.scripts.runner import ScriptRunner
+from tokentail.shared.store.scripts.sessions import IndexKeys, IndexRun
 from tokentail.shared.vocabulary.records import PUBLIC_TENANT
 
 SCAN_BUDGET = 1_000  # index entries one page may read
@@ -53,6 +56,7 @@ def parse_cursor(cursor: str) -> tuple[float, str]:
 class RunIndex:
     def __init__(self, redis: AnyRedis, settings: Settings) -> None:
         self._redis = redis
+        self._scripts = ScriptRunner(redis, Topology())  # index_run.lua reads nothing of the topology
         self._keys = Keys(settings.key_prefix)
         self._keep = settings.admin_index_runs
         self._ttl = settings.session_ttl_seconds + settings.tombstone_ttl_seconds
@@ -62,13 +66,8 @@ class RunIndex:
         if tenant is None:
             owner = await cast(Awaitable[bytes | None], self._redis.hget(self._keys.session(session_id).meta, "tenant"))
             tenant = owner.decode() if owner else PUBLIC_TENANT
-        member, score = f"{session_id} {run_id}", time.time_ns() // 1000
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in (self._keys.admin_runs, self._keys.tenant_admin_runs(tenant)):
-                pipe.zadd(key, {member: score}, nx=True)  # a request sent again lists its run once
-                pipe.zremrangebyrank(key, 0, -self._keep - 1)
-            pipe.set(self._keys.admin_run(run_id), session_id, ex=self._ttl)
-            await pipe.execute()
+        keys = IndexKeys(self._keys.admin_runs, self._keys.tenant_admin_runs(tenant), self._keys.admin_run(run_id))
+        await self._scripts(IndexRun(keys, session_id, run_id, time.time_ns() // 1000, self._keep, self._ttl))
 
     async def session_of(self, run_id: str) -> str | None:
         found = await cast(Awaitable[bytes | None], self._redis.get(self._keys.admin_run(run_id)))

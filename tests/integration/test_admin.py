@@ -203,6 +203,10 @@ async def test_cancel_a_queued_run_and_audit_slots(client: httpx.AsyncClient) ->
     session_id, run_id = made["session_id"], made["run_id"]
     active = (await client.get("/v1/admin/runs", params={"status": "active"})).json()["runs"]
     assert [run["run_id"] for run in active] == [run_id]
+    stages = (await client.get(f"/v1/admin/sessions/{session_id}/runs/{run_id}/timeline")).json()["stages"]
+    assert stages == [
+        {"at": stages[0]["at"], "kind": "queued", "event_id": 1, "place": 1, "wait_ms": None, "waiting_for": "turn"}
+    ]
     cancelled = await client.post(f"/v1/admin/sessions/{session_id}/runs/{run_id}/cancel")
     assert cancelled.status_code == 202 and cancelled.json()["run_id"] == run_id
     assert (await client.get(f"/v1/sessions/{session_id}")).json()["runs"][0]["status"] == "cancelled"

@@ -5,19 +5,9 @@
 -- no longer waits for (answered already, expired, cancelled) changes nothing.
 --
 -- Keys, arguments and replies: shared/store/scripts/runs.py `Answer` (`answer`: JSON text).
-if redis.call('EXISTS', k.meta) == 0 then
-  if redis.call('EXISTS', k.gone) == 1 then return reply.gone{} end
-  return reply.missing{}
-end
 local run_id = a.run_id
-local raw = redis.call('HGET', k.runs, run_id)
-if not raw then return reply.no_run{} end
-local run = cjson.decode(raw)
-local waiting = false
-if run.status == 'waiting' then
-  for _, input_id in ipairs(open_questions(run)) do waiting = waiting or input_id == a.input_id end
-end
-if not waiting then return reply.not_waiting{} end
+local run, refused = waiting_run(k, run_id, a.input_id)
+if not run then return reply[refused]{} end
 local ts, now_ms = clock()
 if a.who ~= '' then  -- who answered it, and through which gateway (the console's timeline shows them)
   local by = run.answered_by or {}

@@ -5,18 +5,8 @@
 -- With SPLIT_QUEUE no script reaches the index: the caller makes the session due after this.
 --
 -- Keys, arguments and replies: shared/store/scripts/runs.py `ExpireQuestion`.
-if redis.call('EXISTS', k.meta) == 0 then
-  if redis.call('EXISTS', k.gone) == 1 then return reply.gone{} end
-  return reply.missing{}
-end
-local raw = redis.call('HGET', k.runs, a.run_id)
-if not raw then return reply.no_run{} end
-local run = cjson.decode(raw)
-local waiting = false
-if run.status == 'waiting' then
-  for _, input_id in ipairs(open_questions(run)) do waiting = waiting or input_id == a.input_id end
-end
-if not waiting then return reply.not_waiting{} end
+local run, refused = waiting_run(k, a.run_id, a.input_id)
+if not run then return reply[refused]{} end
 local _, now_ms = clock()
 if type(run.expiry) ~= 'table' then run.expiry = {} end
 local expiry = run.expiry[a.input_id]

@@ -168,3 +168,26 @@ class CountFirstDelta(Script[bytes | None]):
 
     def parse(self, reply: Any) -> bytes | None:
         return reply or None
+
+
+@dataclass(slots=True)
+class IndexKeys(KeyGroup):
+    runs: str  # every run's (Keys.admin_runs)
+    tenant_runs: str  # its tenant's (Keys.tenant_admin_runs)
+    run: str  # the run's session (Keys.admin_run)
+
+
+@dataclass(slots=True)
+class IndexRun(Script[None]):
+    """List a run just queued in the console's runs index (shared/store/run_index.py)."""
+
+    SOURCE = "index_run"
+    k: IndexKeys
+    session_id: str
+    run_id: str
+    score: int  # when (µs)
+    keep: int  # entries each sorted set keeps, the newest
+    ttl: int  # seconds the run's session is kept under its id
+
+    def parse(self, reply: Any) -> None:
+        return None

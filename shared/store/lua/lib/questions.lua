@@ -15,6 +15,24 @@ local function open_questions(run)
   return run.waiting_for or {}
 end
 
+-- Run `run_id`'s record (decoded) if it waits for an answer to `input_id`; else nil and the reply that
+-- says why not: 'gone' or 'missing' (the session), 'no_run', 'not_waiting' (answered already, expired,
+-- cancelled). What answer.lua and expire_question.lua ask first.
+local function waiting_run(k, run_id, input_id)
+  if redis.call('EXISTS', k.meta) == 0 then
+    return nil, redis.call('EXISTS', k.gone) == 1 and 'gone' or 'missing'
+  end
+  local raw = redis.call('HGET', k.runs, run_id)
+  if not raw then return nil, 'no_run' end
+  local run = cjson.decode(raw)
+  if run.status == 'waiting' then
+    for _, open in ipairs(open_questions(run)) do
+      if open == input_id then return run end
+    end
+  end
+  return nil, 'not_waiting'
+end
+
 -- The earliest deadline of the questions the run waits for, or nil.
 local function next_deadline(run)
   local earliest
