@@ -1,6 +1,7 @@
 """The operator console (/console, docs/console.md) in a real browser, against real gateways, workers and
 redis-server: a new run appears live, a worker's death shows as a takeover on the run's timeline, a question
-is answered from it, a tenant's key sees its tenant only, and it works with auth on and off."""
+is answered from it, a tenant's key sees its tenant only, it works with auth on and off, its actions ask
+first, and its live stream comes back (with `Last-Event-ID`) when its gateway goes."""
 
 import asyncio
 import json
@@ -21,6 +22,7 @@ from tests.fixtures.stack import Gateway
 from tests.integration.test_auth import KEY_A, KEY_B, SECRET
 from tests.support.gates import Gates
 from tests.support.waiting import eventually, scaled
+from tokentail.shared.plumbing.settings import Settings
 
 ADMIN_KEY = "ops-key-0123456789abcdef"
 QUESTIONS = {"approve": "tests.agents.asking_agent:approval"}
@@ -311,3 +313,29 @@ async def test_with_auth_on_the_console_asks_for_a_key_and_with_auth_off_opens_d
     await expect(page.locator("#who")).to_have_text("local · auth off")
     await console.live()
     assert console.errors == []
+
+
+async def test_the_live_stream_comes_back_with_last_event_id_after_its_gateway_stops(
+    console: Console, settings: Settings
+) -> None:
+    page = console.page
+    streams: list[Request] = []
+    page.on("request", lambda request: streams.append(request) if "/v1/admin/stream" in request.url else None)
+    first = await Gateway(settings).start()
+    try:
+        await console.open(f"{first.url}/console", "overview")
+        await console.live()
+        seen = int(await page.evaluate("document.body.dataset.liveEvents"))
+    finally:
+        await first.stop()  # a stopping gateway ends its console streams: the page reconnects
+    await expect(page.locator("#live")).to_have_attribute("data-state", "reconnecting", timeout=wait_ms())
+    second = await Gateway(settings, port=first.port).start()  # another gateway where it reconnects
+    try:
+        await expect(page.locator("#live")).to_have_attribute("data-state", "live", timeout=wait_ms(30))
+        await page.wait_for_function(f"() => Number(document.body.dataset.liveEvents) > {seen}", timeout=wait_ms())
+    finally:
+        await second.stop()
+    resumed = streams[-1].headers.get("last-event-id")
+    assert streams[0].headers.get("last-event-id") is None and resumed is not None and int(resumed) > 0
+    # What the browser notes of the stream cut and of the refused connections while no gateway listened.
+    assert [error for error in console.errors if not error.startswith("Failed to load resource: net::")] == []

@@ -67,6 +67,12 @@ function follow(url) {
       if (stream?.url === url) setLive(state);
     },
     onUnauthorized: () => showLogin("The key was refused."),
+    onGone: () => {
+      if (stream?.url !== url) return;
+      stream = null;
+      current = { view: "not-found" };
+      showNotFound("It is gone: deleted, or no longer one this key may see.");
+    },
   });
 }
 

@@ -42,8 +42,9 @@ function bubble(line, sessionId) {
   const text = line.text ?? line.content ?? "";
   const via = line.run_id ? h("span", { class: "via" }, nav(runPath(sessionId, line.run_id), line.run_id)) : "";
   if (line.role === "user") return h("div", { class: "bubble user", dataset: { runId: line.run_id ?? "" } }, text, via);
-  const el = h("div", { class: "bubble assistant", dataset: { runId: line.run_id ?? "" } });
-  el.append(renderMarkdown(text), via);
+  const el = h("div", { class: "bubble assistant", dataset: { runId: line.run_id ?? "", status: line.status ?? "" } });
+  if (text) el.append(renderMarkdown(text), via);
+  else el.append(h("span", { class: "muted" }, line.status ? `no answer (${line.status})` : "no answer yet"), via);
   return el;
 }
 

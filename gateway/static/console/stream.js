@@ -3,8 +3,8 @@
 //
 // Each event is a whole snapshot (`overview`, `timeline`), so nothing is lost by a drop: the client
 // reconnects after a pause that grows (0.5 s up to 5 s) and sends the last id it had as `Last-Event-ID`;
-// the gateway answers with the current snapshot first. A 401 stops it (the page asks for a key); so
-// does `stop()`. SSE framing per the HTML standard: lines end with CRLF, LF or CR; `data` lines join
+// the gateway answers with the current snapshot first. A 401 stops it (the page asks for a key), a 404
+// or 410 too (the session followed is gone); so does `stop()`. SSE framing per the HTML standard: lines end with CRLF, LF or CR; `data` lines join
 // with LF; a blank line dispatches; a line starting with ':' is a comment (the gateway's pings).
 
 import { authHeaders } from "./api.js";
@@ -16,13 +16,14 @@ export class LiveStream {
   /**
    * @param {string} url the stream's path and query
    * @param {{onEvent: (type: string, data: any, id: string|null) => void, onState: (state: string) => void,
-   *          onUnauthorized: () => void}} handlers
+   *          onUnauthorized: () => void, onGone?: () => void}} handlers
    */
-  constructor(url, { onEvent, onState, onUnauthorized }) {
+  constructor(url, { onEvent, onState, onUnauthorized, onGone }) {
     this.url = url;
     this.onEvent = onEvent;
     this.onState = onState;
     this.onUnauthorized = onUnauthorized;
+    this.onGone = onGone;
     this.lastEventId = null;
     this.controller = new AbortController();
     this.done = this.#run();
@@ -46,6 +47,11 @@ export class LiveStream {
         if (response.status === 401) {
           this.onState("off");
           this.onUnauthorized();
+          return;
+        }
+        if (response.status === 404 || response.status === 410) {
+          this.onState("off"); // the session or run followed is gone: asking again will not bring it back
+          this.onGone?.();
           return;
         }
         if (!response.ok || !response.body) throw new Error(`the live stream answered ${response.status}`);

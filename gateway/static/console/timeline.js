@@ -23,10 +23,17 @@ const LANES = [
   ["end", ["ended"]],
 ];
 
+/** What holds a run still in its tenant's line (the queued stage's `waiting_for`). */
+const WAITING_FOR = { turn: "its turn", tenant_cap: "a slot under its tenant's cap", user_cap: "a slot under its user's cap" };
+
 function details(stage, sessionId) {
   switch (stage.kind) {
     case "queued":
-      return [stage.place !== null && stage.place !== undefined ? `place ${stage.place} in its tenant's line` : "in its tenant's line", stage.wait_ms !== null && stage.wait_ms !== undefined ? ` · waited ${span(stage.wait_ms / 1000)}` : ""];
+      return [
+        stage.place !== null && stage.place !== undefined ? `place ${stage.place} in its tenant's line` : "in its tenant's line",
+        stage.waiting_for ? ` · waiting for ${WAITING_FOR[stage.waiting_for] ?? stage.waiting_for}` : "",
+        stage.wait_ms !== null && stage.wait_ms !== undefined ? ` · waited ${span(stage.wait_ms / 1000)}` : "",
+      ];
     case "started":
       return [`attempt ${stage.attempt} · ${stage.reason}`, stage.worker ? [" · on ", h("code", {}, stage.worker)] : ""];
     case "retrying":
@@ -111,6 +118,10 @@ export class TimelineView {
     this.questionsFor = null;
     $("cancel-run").addEventListener("click", () => this.cancel().catch((error) => this.onError(actionFailed(error))));
     $("events-more").addEventListener("click", () => this.more().catch(this.onError));
+    // While the run is active its axis ends now: it moves on between the stream's snapshots.
+    setInterval(() => {
+      if (this.timeline && ACTIVE.has(this.timeline.status) && !$("view-timeline").hidden) this.renderAxis(this.timeline);
+    }, 1000);
   }
 
   async show(sessionId, runId) {
