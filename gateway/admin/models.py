@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tokentail.shared.features.workers import RunRef
 from tokentail.shared.vocabulary.records import RunStatus, Turn
 
 
@@ -26,11 +27,6 @@ class Tenants(BaseModel):
     tenants: list[Tenant]
 
 
-class WorkerRun(BaseModel):
-    session_id: str
-    run_id: str
-
-
 class Worker(BaseModel):
     worker: str
     host: str
@@ -41,7 +37,7 @@ class Worker(BaseModel):
     alive: bool = Field(description="it beat within the last 10 seconds")
     slots: int = Field(description="runs it streams at once, at most")
     running: int = Field(description="the runs it holds now")
-    runs: list[WorkerRun] = Field(description="those runs (the overview lists the first 10)")
+    runs: list[RunRef] = Field(description="those runs (the overview lists the first 10)")
 
 
 class Workers(BaseModel):

@@ -6,11 +6,12 @@ slots or lines, one hash of workers, and one page of the index."""
 import time
 
 from tokentail.gateway.admin.access import Admin
-from tokentail.gateway.admin.models import Counts, Metrics, Overview, Point, RunSummary, Tenant, Worker, WorkerRun
-from tokentail.gateway.admin.runs import ACTIVE_STATUSES, RunLists
+from tokentail.gateway.admin.models import Counts, Metrics, Overview, Point, RunSummary, Tenant, Worker
+from tokentail.gateway.admin.runs import RunLists
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.features.admission import Admission
 from tokentail.shared.features.workers import STEP_SECONDS, WorkerBeat, WorkerRegistry, throughput
+from tokentail.shared.vocabulary.records import ACTIVE_STATUSES
 
 RECENT = 20
 ACTIVE_SHOWN = 50
@@ -70,7 +71,7 @@ class Overviews:
                 **beat.model_dump(exclude={"runs"}),
                 alive=beat.alive(now),
                 running=len(beat.runs),
-                runs=[WorkerRun(**run.model_dump()) for run in beat.runs[:most]],
+                runs=beat.runs[:most],
             )
             for beat in beats
         ]

@@ -10,11 +10,10 @@ from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore, decode_run
 from tokentail.shared.store.run_index import SCAN_BUDGET, IndexedRun, RunIndex
-from tokentail.shared.vocabulary.records import PUBLIC_TENANT, RunRecord, SessionRecord, transcript
+from tokentail.shared.vocabulary.records import ACTIVE_STATUSES, PUBLIC_TENANT, RunRecord, SessionRecord, transcript
 
 INPUT_SHOWN = 200
 ACTIVE = "active"  # a status filter: queued, running or waiting
-ACTIVE_STATUSES = ("queued", "running", "waiting")
 Filter = Callable[[RunSummary], bool]
 
 

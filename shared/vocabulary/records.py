@@ -11,6 +11,7 @@ from tokentail.shared.vocabulary.events import ErrorInfo, InputKind, InputRequir
 PUBLIC_TENANT = "public"  # the owner of sessions made while auth is off (every caller, then)
 
 RunStatus = Literal["queued", "running", "waiting", "completed", "failed", "cancelled"]
+ACTIVE_STATUSES: frozenset[RunStatus] = frozenset({"queued", "running", "waiting"})  # a run not over
 OnExpiry = Literal["fail", "default"]
 
 
@@ -168,7 +169,7 @@ class RunRecord(BaseModel):
 
     @property
     def active(self) -> bool:
-        return self.status in ("queued", "running", "waiting")
+        return self.status in ACTIVE_STATUSES
 
     @property
     def in_conversation(self) -> bool:
