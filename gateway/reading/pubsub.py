@@ -3,8 +3,9 @@ primary of a Redis Cluster (whose sessions notify on their shard: SSUBSCRIBE), e
 channels of the sessions followed in this process.
 
 The connections are redis-py's (connect, AUTH, SELECT, TLS, keepalive, Sentinel: all its own),
-read, once open, by a protocol of the hub's (`_Replies`): each network read is parsed by hiredis
-in C and handled whole in its callback, the notifications of one session in one read together.
+read, once open, by a protocol of the hub's (`_Replies`, shared/connections/taken_over.py): each
+network read is parsed by hiredis in C and handled whole in its callback, the notifications of one
+session in one read together.
 """
 
 import asyncio
@@ -21,6 +22,7 @@ from redis.asyncio.connection import AbstractConnection
 from tokentail.gateway import metrics
 from tokentail.gateway.reading.subscription import Channel, Link
 from tokentail.shared.connections.outage import is_outage
+from tokentail.shared.connections.taken_over import TakenOver
 from tokentail.shared.plumbing.logs import RateLimitedLogger
 
 logger = logging.getLogger(__name__)
@@ -30,16 +32,16 @@ RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0)
 _MESSAGES = frozenset((b"message", b"smessage"))  # a notification, on a channel or a shard channel
 
 
-class _Replies(asyncio.Protocol):
+class _Replies(TakenOver):
     """Reads one of the hub's connections once redis-py has opened it: each network read is parsed by
     hiredis, in C, and handled whole in this callback, with no task woken and nothing awaited per
     message. `lost` fails when the connection ends (or brought what is not Redis's protocol)."""
 
-    def __init__(self, pubsub: "PubSub", link: Link, transport: asyncio.Transport) -> None:
+    def __init__(self, pubsub: "PubSub", link: Link, connection: AbstractConnection) -> None:
         self._pubsub = pubsub
         self._link = link
-        self._transport = transport
         self._parser = hiredis.Reader()
+        super().__init__(connection)
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
@@ -48,13 +50,11 @@ class _Replies(asyncio.Protocol):
             self._pubsub.on_replies(self._link, self._parser)
         except Exception as exc:  # not Redis's protocol, or the hub's own fault: read on a new connection
             self._end(exc)
-            self._transport.abort()
-
-    def eof_received(self) -> bool | None:
-        return None  # the transport closes itself
+            self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end(exc or ConnectionError("Redis closed the stream hub's connection"))
+        super().connection_lost(exc)
 
     def _end(self, exc: BaseException) -> None:
         if not self.lost.done():  # (cancelled when the hub closes: its listener no longer waits)
@@ -162,13 +162,8 @@ class PubSub:
             failures += 1
 
     def _read(self, link: Link, connection: AbstractConnection) -> _Replies:
-        """From now on, what comes on `connection` (opened by redis-py, its handshake done, nothing
-        asked since) is read by the hub's own protocol instead of redis-py's stream reader."""
-        assert connection._writer is not None
-        transport = cast(asyncio.Transport, connection._writer.transport)
-        replies = _Replies(self, link, transport)
-        transport.set_protocol(replies)
-        return replies
+        """From now on, what comes on `connection` is read by the hub's own protocol (a `TakenOver`)."""
+        return _Replies(self, link, connection)
 
     def _forgot_idle(self, link: Link) -> bool:
         """In a cluster, a failing link whose channels all left (moved to other primaries, or their

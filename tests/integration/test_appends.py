@@ -9,11 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import hiredis
 import pytest
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from tests.support.round_trips import break_round_trips, hold_replies, log_writes, lose_replies
 from tests.support.sessions import delta_of, held, start_a_run
 from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites
@@ -219,17 +218,7 @@ async def test_a_lost_reply_and_its_retry_give_one_event(
 ) -> None:
     ticks = AppendTicks(redis, settings)
     (writer,) = await _writers(runs, ticks, 1)
-    exchange = ticks._round_trips._exchange
-    lost: list[Any] = []
-
-    async def losing(connection: Any, packed: list[bytes]) -> list[Any]:
-        replies = await exchange(connection, packed)  # Redis ran the call...
-        if not lost:
-            lost.append(packed)
-            raise redis_errors.ConnectionError("Connection closed by server.")  # ...and its reply was lost
-        return replies
-
-    monkeypatch.setattr(ticks._round_trips, "_exchange", losing)
+    lost = lose_replies(monkeypatch, ticks._round_trips)  # Redis runs the call, and its reply is lost
     await _say(writer, "once")  # sent again through the lease: found where its first try put it
     assert lost and writer.lease.journal.written == 4
     assert _texts(await store.read(writer.lease.session_id, 0, 10)) == ["first", "once"]
@@ -241,13 +230,8 @@ async def test_a_broken_round_trip_fails_every_append_in_it_and_each_rides_it_ou
     ticks = AppendTicks(redis, settings)
     writers = await _writers(runs, ticks, 3)
     broken = asyncio.Event()
-
-    async def broken_trip(packed: list[bytes]) -> list[Any]:
-        broken.set()
-        raise redis_errors.ConnectionError("Redis went away")
-
     with monkeypatch.context() as patched:
-        patched.setattr(round_trips(redis), "_round_trip", broken_trip)
+        break_round_trips(patched, round_trips(redis), broken)
         patched.setattr(outage, "OUTAGE_SECONDS", scaled(30))
         flushing = asyncio.gather(*(_say(writer, "through") for writer in writers))
         await broken.wait()
@@ -303,14 +287,8 @@ async def test_a_slow_redis_joins_more_and_no_append_costs_a_future_or_a_task(
     ticks = AppendTicks(redis, settings)
     writers = await _writers(runs, ticks, 40)
     sent = _count_round_trips(ticks, monkeypatch)
-    exchange = ticks._round_trips._exchange
-    slow = asyncio.Event()
-
-    async def slowly(connection: Any, packed: list[bytes]) -> list[Any]:
-        await slow.wait()  # Redis answers once the test says so: the writers' text meanwhile waits for it
-        return await exchange(connection, packed)
-
-    monkeypatch.setattr(ticks._round_trips, "_exchange", slowly)
+    slow = asyncio.Event()  # Redis answers once the test says so: the writers' text meanwhile waits for it
+    hold_replies(monkeypatch, ticks._round_trips, slow)
     with _counting(asyncio.get_running_loop()) as made:
         for step in range(5):  # five windows of text from each run
             for writer in writers:
@@ -355,15 +333,8 @@ async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone
     redis: Redis, runs: AllWrites, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started = [await start_a_run(runs) for _ in range(20)]
-    trips = round_trips(redis)
-    round_trip = trips._round_trip
-    counted: list[int] = []
-
-    async def counting(packed: list[bytes]) -> list[Any]:
-        counted.append(len(packed))
-        return await round_trip(packed)
-
-    monkeypatch.setattr(trips, "_round_trip", counting)
+    await round_trips(redis)(("PING",))  # the connection open: only renewals are written below
+    written = log_writes(monkeypatch)
     lost: list[int] = []
     keepers = [
         LeaseKeeper(
@@ -375,12 +346,13 @@ async def test_the_leases_of_many_runs_are_renewed_together_and_a_lost_one_alone
         for i, (sid, run) in enumerate(started)
     ]
     holders = [asyncio.create_task(_hold(keeper)) for keeper in keepers]
-    await eventually(lambda: len(counted) >= 3, what="three beats of renewals")  # a beat is 0.2 s
+    await eventually(lambda: len(written) >= 3, what="three beats of renewals")  # a beat is 0.2 s
     for holder in holders:
         holder.cancel()
     await asyncio.gather(*holders, return_exceptions=True)
     # About one round trip per beat, not one per run per beat: on a loaded machine a beat's renewals
     # may split over two round trips, so count calls per round trip.
+    counted = [commands for _, commands in written]
     assert len(counted) >= 2 and sum(counted) / len(counted) >= 5, counted
     assert lost == [0]
 
@@ -407,9 +379,10 @@ async def test_a_round_trip_cancelled_before_its_replies_leaves_no_reply_behind(
     )
     script = redis.register_script(AppendEvents.lua_source(Topology()))
     await script(keys=append.keys(Topology()), args=append.args())  # loaded, and one delta appended
-    call = hiredis.pack_command(("EVALSHA", script.sha, 3, *append.keys(Topology()), *append.args()))
+    call = ("EVALSHA", script.sha, 3, *append.keys(Topology()), *append.args())
     trips = round_trips(redis)
-    cut = asyncio.create_task(trips._round_trip([call] * 50))
+    cut = asyncio.create_task(trips(*[call] * 50))
+    await asyncio.sleep(0)
     await asyncio.sleep(0)  # sent (or sending), no reply read yet
     cut.cancel()
     await asyncio.gather(cut, return_exceptions=True)

@@ -3,10 +3,9 @@
 import asyncio
 from typing import Any
 
-import hiredis
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from tokentail.shared.connections.round_trips import RoundTrips, round_trips
 from tokentail.shared.plumbing.settings import Settings
@@ -17,14 +16,16 @@ async def test_concurrent_callers_share_a_round_trip_and_each_gets_its_own_repli
 ) -> None:
     p = settings.key_prefix
     trips = RoundTrips(redis)
+    await trips(("PING",))  # the connection open: what is measured below is round trips alone
     sizes: list[int] = []
-    send = trips._round_trip
+    send = trips._send
 
-    async def counted(packed: list[bytes]) -> list[object]:
-        sizes.append(len(packed))
-        return await send(packed)
+    def counted() -> None:
+        if trips._link is not None and not trips._out and trips._asked:  # it writes, now
+            sizes.append(sum(len(packed) for _, packed in trips._asked))
+        send()
 
-    monkeypatch.setattr(trips, "_round_trip", counted)
+    monkeypatch.setattr(trips, "_send", counted)
     await redis.set(f"{p}:a", "1")
     first = asyncio.ensure_future(trips(("GET", f"{p}:a")))
     await asyncio.sleep(0)
@@ -62,13 +63,40 @@ async def test_a_script_redis_forgot_is_loaded_again(redis: Redis, settings: Set
     assert await trips.script(script, [f"{p}:s"], ["c"]) == b"cb"
 
 
-async def test_a_round_trip_cut_leaves_no_reply_owed_on_a_pooled_connection(redis: Redis, settings: Settings) -> None:
+async def test_a_caller_that_stops_waiting_leaves_no_reply_owed_to_the_next(redis: Redis, settings: Settings) -> None:
     p = settings.key_prefix
     trips = RoundTrips(redis)
     get: tuple[Any, ...] = ("GET", f"{p}:x")
-    cut = asyncio.ensure_future(trips._round_trip([hiredis.pack_command(get)] * 100))
+    await redis.set(f"{p}:y", "fresh")
+    cut = asyncio.ensure_future(trips(*[get] * 100))
     await asyncio.sleep(0)
+    await asyncio.sleep(0)  # its round trip written
     cut.cancel()
     await asyncio.gather(cut, return_exceptions=True)
-    await redis.set(f"{p}:y", "fresh")
-    assert await trips(("GET", f"{p}:y")) == [b"fresh"]  # not a reply owed to the cut round trip
+    assert await trips(("GET", f"{p}:y")) == [b"fresh"]  # not a reply owed to the cancelled caller
+
+
+async def test_a_connection_redis_closes_fails_its_round_trip_and_the_next_goes_on_a_new_one(
+    redis: Redis, settings: Settings
+) -> None:
+    p = settings.key_prefix
+    trips = RoundTrips(redis)
+    await redis.set(f"{p}:z", "here")
+    (own_id,) = await trips(("CLIENT", "ID"))
+    killed = asyncio.ensure_future(trips(("BLPOP", f"{p}:never", 0)))  # out until Redis closes it
+    await asyncio.sleep(0.05)
+    await redis.client_kill_filter(_id=own_id)
+    with pytest.raises(ConnectionError):
+        await killed
+    assert await trips(("GET", f"{p}:z")) == [b"here"]
+
+
+async def test_a_round_trip_redis_leaves_unanswered_past_the_socket_timeout_fails(settings: Settings) -> None:
+    slow = Redis.from_url(settings.redis_url, socket_timeout=0.2)
+    trips = RoundTrips(slow)
+    try:
+        with pytest.raises(TimeoutError):
+            await trips(("BLPOP", f"{settings.key_prefix}:never", 0))
+        assert await trips(("PING",)) == [b"PONG"]  # the next goes on a new connection
+    finally:
+        await slow.aclose()

@@ -2,17 +2,16 @@
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from tests.support.round_trips import log_writes
 from tests.support.sessions import held, start_a_run
 from tests.support.writes import AllWrites
 from tokentail.gateway.encodings.sse import encode_events, encode_gap
 from tokentail.gateway.reading.feed import READ_BUDGET_BYTES, EventFeed, Start
 from tokentail.gateway.reading.hub import StreamHub
-from tokentail.shared.connections.round_trips import RoundTrips
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted
 from tokentail.worker.run.writer import MAX_DELTA_CHARS
@@ -106,14 +105,7 @@ async def test_the_next_catch_up_read_is_on_its_way_before_a_batch_is_framed(
     await (await held(runs, session_id, run.run_id, "lease-1")).append(
         [("message.delta", delta)] * 45, ending=RunCompleted(run_id=run.run_id, output="x" * 45, usage={})
     )
-    written: list[bytes] = []
-    exchange = RoundTrips._exchange
-
-    async def logged(connection: Any, packed: list[bytes]) -> list[Any]:
-        written.extend(command for command in packed if b"XRANGE" in command)
-        return await exchange(connection, packed)
-
-    monkeypatch.setattr(RoundTrips, "_exchange", staticmethod(logged))
+    writes = log_writes(monkeypatch)
     hub = StreamHub(settings, 2)
     await hub.start()
     reads_out = []
@@ -121,7 +113,7 @@ async def test_the_next_catch_up_read_is_on_its_way_before_a_batch_is_framed(
         feed = EventFeed(hub, session_id, Start(0, None, False), batch=10, until_idle=True, transport="sse")
         async for batch in feed:
             if batch.chunks:
-                reads_out.append(len(written))
+                reads_out.append(sum(data.count(b"XRANGE") for data, _ in writes))
     finally:
         await hub.aclose()
     # 48 events in reads of 10: on each batch but the first (it goes at once) and the last (a short

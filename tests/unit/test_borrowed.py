@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from arq.worker import Worker
+from redis._parsers.base import BaseParser
 from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
-from redis.asyncio.retry import Retry
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
@@ -28,10 +28,12 @@ SOURCES: list[tuple[Any, str, str, str]] = [
     (Worker, "finish_failed_job", "3e16087f318a7acf", "overridden: its arguments become a joined Finish"),
     (Worker, "close", "5bcc9cb356680829", "extended: the finishes and the worker's tasks end first"),
     (Worker, "_release_sem_dec_counter_on_complete", "0ed101482e942c33", "extended: a freed slot polls again"),
-    # redis-py: the joined round trips' send and read (shared/connections/round_trips.py), the hub's
-    # (gateway/reading/pubsub.py)
-    (AbstractConnection, "send_packed_command", "cad238c0be555d05", "sends a joined round trip"),
+    # redis-py: the connections the joined round trips (shared/connections/round_trips.py) and the hub
+    # (gateway/reading/pubsub.py) read by protocols of their own (shared/connections/taken_over.py)
+    (AbstractConnection, "send_packed_command", "cad238c0be555d05", "a round trip on a connection that is no socket"),
     (AbstractConnection, "read_response", "aabcda8ed58d0a36", "reads each reply of it"),
+    (AbstractConnection, "connect", "04fabbbd44943f68", "opens the round trips' connection again after it was lost"),
+    (BaseParser, "parse_error", "b465d52011ff2f49", "makes an error reply the exception redis-py would raise"),
     (AbstractConnection, "pack_command", "9a0e503fdcf56314", "packs the hub's (un)subscriptions"),
     (Connection, "_connect", "24cd655d5f27ddbb", "opens the hub's connections: a stream writer on a transport"),
     (AbstractConnection, "on_connect", "e9580eed32f4bed0", "reads every reply of its handshake before the hub reads"),
@@ -40,8 +42,6 @@ SOURCES: list[tuple[Any, str, str, str]] = [
     (RequestResponseCycle, "send", "abdd8601b326a8da", "DirectBody writes a body chunk as it does, in its state"),
     (HttpToolsProtocol, "on_headers_complete", "1ea8589acfad92d8", "makes the cycle a DirectBody writes to"),
     (ConnectionPool, "get_connection", "4876bc7de473dbc8", "the one connection of the round trips"),
-    (ConnectionPool, "ensure_connection", "e2790e7163da5032", "checks it after it sat idle"),
-    (Retry, "call_with_retry", "0afbb6dfc34fdd0f", "a round trip retried as redis-py retries a command"),
 ]
 
 
