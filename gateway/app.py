@@ -29,7 +29,7 @@ from tokentail.gateway.reading.response import call_detaching
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.routes import events, sessions, socket, tenant_webhook
 from tokentail.shared.connections.redis_clients import queue_client, sessions_client
-from tokentail.shared.features.admission import Admission, TenantLines
+from tokentail.shared.features.admission import Admission, TenantLines, line_bound_in_queueing
 from tokentail.shared.features.agent_catalog import AgentDirectory
 from tokentail.shared.features.tenant_webhooks import TenantWebhooks
 from tokentail.shared.features.webhook_policy import WebhookPolicy
@@ -90,7 +90,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.webhooks = SessionWebhooks(WebhookPolicy(settings.webhook_allowed_urls), TenantWebhooks(redis, keys))
         app.state.hub = hub
         app.state.agents = AgentDirectory(redis, keys, [*BUILTIN_AGENTS, *settings.agents])
-        lines = TenantLines(queue or redis, keys, settings.max_queued_runs_per_tenant, Admission.of(settings))
+        lines = TenantLines(
+            queue or redis,
+            keys,
+            settings.max_queued_runs_per_tenant,
+            Admission.of(settings),
+            by_queueing=line_bound_in_queueing(settings) > 0,
+        )
         app.state.tenant_lines = lines
         app.state.console = console = admin_routes.Console(
             redis, queue or redis, app.state.store, app.state.runs, app.state.auth, lines

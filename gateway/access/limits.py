@@ -24,7 +24,7 @@ from redis import exceptions as redis_errors
 from tokentail.gateway import metrics
 from tokentail.gateway.access.auth import Caller
 from tokentail.shared.connections.redis_clients import AnyRedis
-from tokentail.shared.features.admission import TenantLines
+from tokentail.shared.features.admission import TenantLines, line_full
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.scripts.contract import Topology
 from tokentail.shared.store.scripts.limits import (
@@ -131,6 +131,13 @@ class RunBudget:
         metrics.RATE_LIMITED.labels("runs").inc()
         message = f"this tenant may start {self._per_minute} runs per minute; try again later"
         return RateLimited(message, _left_of(now, WINDOW_SECONDS))
+
+
+def queued_run_limit(bound: int) -> QueuedRunLimit:
+    """A tenant's line found full by the script that queues a run (shared/features/admission.py), counted
+    as one the gateway found full before (`RunBudget`)."""
+    metrics.RATE_LIMITED.labels("queued_runs").inc()
+    return line_full(bound)
 
 
 def _left_of(now: float, window: int) -> int:

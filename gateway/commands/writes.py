@@ -9,9 +9,11 @@ from typing import Any, NamedTuple, cast
 from opentelemetry.trace import SpanKind
 
 from tokentail.gateway.access.ids import steer_id_of
+from tokentail.gateway.access.limits import queued_run_limit
 from tokentail.gateway.reading import first_delta
 from tokentail.shared.connections.outage import is_outage, ride_out, unanswered
 from tokentail.shared.connections.redis_clients import AnyRedis
+from tokentail.shared.features.admission import line_bound_in_queueing
 from tokentail.shared.features.workers import process_id
 from tokentail.shared.plumbing import run_spans, tracing
 from tokentail.shared.plumbing.logs import current_context
@@ -120,7 +122,29 @@ class QueueResult(NamedTuple):
     ended: tuple[bytes, ...] = ()  # traced: the runs an interrupt ended, as they were (QueueReply.ended)
 
 
+def _not_queued(reply: QueueReply, session_id: str, settings: Settings, line_bound: int) -> QueueResult:
+    """What a request that queued no run is answered: the steer it made instead, or why not."""
+    if reply.outcome is QueueOutcome.STEERED:
+        return QueueResult(Queued.STEERED, reply.active_run or "", reply.seq)
+    if reply.outcome is QueueOutcome.LINE_FULL:
+        raise queued_run_limit(line_bound)
+    if reply.outcome is QueueOutcome.TOO_MANY_STEERS:
+        raise too_many_steers(reply.active_run or "")
+    if reply.outcome is QueueOutcome.STEER_LIMIT:
+        raise SteerLimit(reply.active_run or "", *steer_bounds(settings))
+    if reply.outcome is QueueOutcome.CONFLICT:
+        raise RunConflict(session_id, reply.active_run or "")
+    if reply.outcome is QueueOutcome.EXISTS:
+        raise SessionExists(session_id)
+    _missing_or_gone(reply.outcome, session_id)
+    raise RuntimeError(f"queue_run.lua answered {reply!r}")
+
+
 class SessionWrites(Writes):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._line_bound = line_bound_in_queueing(self.settings)  # (0: the gateway checked it before)
+
     async def create_session(self, session: SessionRecord) -> bool:
         """Create a session with no run yet; like a finished one, it expires if left unused. False if
         it exists already (a client-chosen chat id used before)."""
@@ -188,9 +212,11 @@ class SessionWrites(Writes):
         if_missing: bool,
         task_push: bool,
     ) -> QueueResult:
+        index = self.run_index.with_queueing(session_id, run.run_id)
         queue = QueueRun(
             self.scope.run_keys(session_id),
             self.scope.args(session_id),
+            index,
             run.run_id,
             encode_run(run),
             multitask,
@@ -203,6 +229,8 @@ class SessionWrites(Writes):
             self.keys.steer_channel,
             len(run.input or ""),
             *steer_bounds(self.settings),
+            create.tenant if create else "",
+            self._line_bound,
             session_fields(create) if create else [],
         )
         lost_a_reply = False
@@ -224,20 +252,10 @@ class SessionWrites(Writes):
             raise
         if reply.queued is not None:
             run.queued_seq = reply.seq
-            await self.run_index.add(create.tenant if create else None, session_id, run.run_id)
+            if not index.all_runs:  # (listed by the script where it could)
+                await self.run_index.add(create.tenant if create else None, session_id, run.run_id)
             return QueueResult(reply.queued, run.run_id, reply.seq, reply.ended)
-        if reply.outcome is QueueOutcome.STEERED:
-            return QueueResult(Queued.STEERED, reply.active_run or "", reply.seq)
-        if reply.outcome is QueueOutcome.TOO_MANY_STEERS:
-            raise too_many_steers(reply.active_run or "")
-        if reply.outcome is QueueOutcome.STEER_LIMIT:
-            raise SteerLimit(reply.active_run or "", *steer_bounds(self.settings))
-        if reply.outcome is QueueOutcome.CONFLICT:
-            raise RunConflict(session_id, reply.active_run or "")
-        if reply.outcome is QueueOutcome.EXISTS:
-            raise SessionExists(session_id)
-        _missing_or_gone(reply.outcome, session_id)
-        raise RuntimeError(f"queue_run.lua answered {reply!r}")
+        return _not_queued(reply, session_id, self.settings, self._line_bound)
 
     async def fork(self, fork: SessionRecord, source: ForkSource) -> bool:
         """Make session `fork` (its record: the source's, with its own id, time and lineage) from

@@ -54,6 +54,7 @@ from tokentail.shared.vocabulary.events import EventType
 logger = logging.getLogger(__name__)
 
 _RUN_COMPLETED = EventType.RUN_COMPLETED.encode()
+_OUTPUT = b'"output":'  # in a completed run's data as the hubs are told it
 # A Redis that vanished without closing the connection is found by TCP keepalive, within about 25 s.
 KEEPALIVE = {
     option: value
@@ -145,7 +146,9 @@ class StreamHub:
                     subscription.ping()  # it checks on its session, finds it gone, and ends now
                 continue
             seq, ts, type_, data = payload.split(b" ", 3)
-            if channel.held is None and type_ != _RUN_COMPLETED:
+            # A completed run's end comes with its output (append.lua tells it so), but from a worker of
+            # a version before that: its output is read from its record (`_complete`).
+            if channel.held is None and (type_ != _RUN_COMPLETED or _OUTPUT in data):
                 entries.append([seq, [b"type", type_, b"data", data, b"ts", ts]])
                 size += len(data)
                 if type_ == DELTA:

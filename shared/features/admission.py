@@ -9,7 +9,8 @@ How the keys are kept is shared/store/lua/lib/admission.lua; the claim is claim_
 finish_jobs.lua, all on the queue's Redis, where the caps are counted on every topology.
 
 This module holds what Python adds: the claim's arguments, a tenant's line bound (checked before
-anything is created, `QueuedRunLimit`), and the audit that gives back a slot whose job will never
+anything is created, `QueuedRunLimit`: by queue_run.lua as it queues, where the queue is on the
+sessions' Redis, else read by the gateway first), and the audit that gives back a slot whose job will never
 finish (its worker died and its run ended without it: deleted, cancelled while it waited for a
 takeover), so that no slot leaks, and reads the figures the metrics show.
 """
@@ -26,7 +27,7 @@ from redis import exceptions as redis_errors
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
-from tokentail.shared.store.scripts.contract import Topology
+from tokentail.shared.store.scripts.contract import Topology, shared_queue
 from tokentail.shared.store.scripts.pickup import AdmissionArgs, GiveBack, RunningKey, Unpark
 from tokentail.shared.store.scripts.runner import ScriptRunner
 from tokentail.shared.vocabulary.errors import QueuedRunLimit
@@ -74,6 +75,19 @@ class Admission:
         return self.tenant_caps.get(tenant, self.tenant_cap)
 
 
+def line_bound_in_queueing(settings: Settings) -> int:
+    """The bound of a tenant's line that queue_run.lua checks itself, in the step that queues a run:
+    with the queue on the sessions' Redis (the lines are there), the deployment's; else 0, and the
+    gateways read a line's length before they queue (`TenantLines.check_room`)."""
+    return settings.max_queued_runs_per_tenant if shared_queue(Topology.of(settings)) else 0
+
+
+def line_full(bound: int) -> QueuedRunLimit:
+    return QueuedRunLimit(
+        f"this tenant has {bound} runs waiting to start already; try again once some have started", LINE_RETRY_AFTER
+    )
+
+
 class LinePlace(NamedTuple):
     place: int  # 1: the next of its tenant's runs to start
     waiting_for: Literal["turn", "tenant_cap", "user_cap"]  # what holds it: the tenants' turns, or a cap
@@ -83,11 +97,15 @@ class TenantLines:
     """What the gateways read of the lines, on the queue's Redis: a tenant's line bound, and where a
     waiting run is in its line, and why it waits."""
 
-    def __init__(self, queue: AnyRedis, keys: Keys, bound: int, admission: Admission | None = None) -> None:
+    def __init__(
+        self, queue: AnyRedis, keys: Keys, bound: int, admission: Admission | None = None, by_queueing: bool = False
+    ) -> None:
+        """`by_queueing`: the script that queues a run checks the bound itself (`line_bound_in_queueing`)."""
         self._redis = queue
         self._keys = keys
         self._bound = bound
         self._admission = admission or Admission(keys)
+        self._by_queueing = by_queueing
 
     async def place_of(self, dispatch: str) -> LinePlace | None:
         """Where the job a session owes (its meta's `dispatch`: lib/jobs.lua's Jobs) waits in its tenant's
@@ -112,15 +130,13 @@ class TenantLines:
 
     async def check_room(self, tenant: str) -> None:
         """`QueuedRunLimit` if the tenant's line holds as many runs as it may. Read before anything is
-        created: requests of one tenant in flight together may each pass it (by their number)."""
-        if not self._bound:
+        created: requests of one tenant in flight together may each pass it (by their number). Nothing
+        to read where the script that queues the run checks it (`by_queueing`), exactly."""
+        if not self._bound or self._by_queueing:
             return
         waiting = await self._redis.zcard(self._keys.tenant_line(tenant))
         if waiting >= self._bound:
-            raise QueuedRunLimit(
-                f"this tenant has {self._bound} runs waiting to start already; try again once some have started",
-                LINE_RETRY_AFTER,
-            )
+            raise line_full(self._bound)
 
 
 class SlotAudit:

@@ -1,8 +1,9 @@
 """The runs index: what the operator console lists and searches without a scan of Redis's keys.
 
 Every run a gateway queues (`SessionWrites.queue_run`: a session's first run and each follow-up, from
-every protocol) is added, right after its script (and again by a request sent again, whose gateway may
-have died in between), to two sorted sets on the sessions' Redis, all runs'
+every protocol) is added, by the script that queues it, in the same step (`with_queueing`); on a Redis
+Cluster, where the index's keys are a slot of their own, right after that script (and again by a
+request sent again, whose gateway may have died in between); to two sorted sets on the sessions' Redis, all runs'
 and its tenant's (`<sid> <run id>` -> when it was queued, in microseconds), and a run id is mapped to
 its session (a string kept as long as the session). The sets keep the newest `admin_index_runs`; what
 a run is now (status, attempt, times) is read from its record when a page is shown, never copied here,
@@ -23,6 +24,7 @@ from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.scripts.contract import Topology
 from tokentail.shared.store.scripts.runner import ScriptRunner
+from tokentail.shared.store.scripts.runs import IndexArgs
 from tokentail.shared.store.scripts.sessions import IndexKeys, IndexRun
 from tokentail.shared.vocabulary.records import PUBLIC_TENANT
 
@@ -60,6 +62,23 @@ class RunIndex:
         self._keys = Keys(settings.key_prefix)
         self._keep = settings.admin_index_runs
         self._ttl = settings.session_ttl_seconds + settings.tombstone_ttl_seconds
+        # Where the index shares the sessions' slot (one Redis), queue_run.lua lists a run as it queues it.
+        self._with_queueing = not settings.redis_cluster
+
+    def with_queueing(self, session_id: str, run_id: str) -> IndexArgs:
+        """What queue_run.lua lists a run in the index with, in its own step; none on a cluster, where
+        the caller lists it after (`add`)."""
+        if not self._with_queueing:
+            return IndexArgs.none()
+        keys = self._keys
+        return IndexArgs(
+            keys.admin_runs,
+            keys.tenant_admin_runs(""),
+            keys.admin_run(run_id),
+            time.time_ns() // 1000,
+            self._keep,
+            self._ttl,
+        )
 
     async def add(self, tenant: str | None, session_id: str, run_id: str) -> None:
         """List a run just queued; `tenant`: its session's, read if the caller did not know it."""

@@ -153,7 +153,7 @@ def test_arq_job_finishes_go_six_values_each_in_the_order_finish_jobs_lua_reads(
 def test_a_key_the_topology_needs_cannot_be_left_out() -> None:
     # no queue keys: fine with the queue apart only
     keys = RunKeys("m", "r", "e", "l", "g", "p", "h", "s", "st", "sd", "pa", "ro")
-    append = Append(keys, _args(), "r", "t", "id", "", "", 0, [])
+    append = Append(keys, _args(), "r", "t", "id", "", "", "", 0, [])
     assert len(append.keys(Topology(split_queue=True))) == 12
     with pytest.raises(ValueError, match="a key its topology needs is missing"):
         append.keys(Topology())

@@ -23,6 +23,7 @@ from tokentail.shared.store.reads import (
     compact_json,
     decode_run,
     runs_in_order,
+    with_output,
     with_steer_texts,
     without_steer_texts,
 )
@@ -259,13 +260,16 @@ class RunWrites(Writes):
                 self._append_shared, lease.append_keys, lease.run_id, lease.token, expect, _flat(events)
             )
             return await self.run(plain)
-        outcome = ""
+        outcome = told = ""
         if ending is not None:
             stored, outcome = stored_ending(ending)
             events = [*events, (event_type_of(ending), stored)]
+            if isinstance(ending, RunCompleted):  # the hubs are told it with its output: they read nothing
+                told = with_output(stored.encode(), ending.output).decode()
         keys, args = self.scope.run_keys(lease.session_id), self.scope.args(lease.session_id)
         run_id, token, failure = lease.run_id, lease.token, lease.inbox.failure if ending is not None else ""
-        return await self.run(Append(keys, args, run_id, token, append_id, outcome, failure, expect, _flat(events)))
+        append = Append(keys, args, run_id, token, append_id, outcome, failure, told, expect, _flat(events))
+        return await self.run(append)
 
     async def apply_steers(self, lease: RunLease, step_key: str, output_at: int) -> AppliedSteers:
         """One try of `RunLease.apply_steers`."""

@@ -3,7 +3,8 @@
 -- worker that lost its lease (stalled, partitioned, replaced) cannot interleave its text. Each
 -- event takes the next per-session seq. A terminal event also ends the run (lib/runs.lua's end_run);
 -- its `outcome` (the record's fields, JSON) travels apart from the event, so a completed run's
--- output is stored once in its record, not again in `run.completed` (readers add it back).
+-- output is stored once in its record, not again in `run.completed` (readers add it back); the
+-- gateways' hubs are told the event with it (`told`), as readers give it, so they read nothing.
 --
 -- Keys and arguments: shared/store/scripts/runs.py `Append` (`expect`: see lib/seqs.lua's check_holder).
 -- Returns the seq of the last event appended, or an error starting with FENCED or LOST.
@@ -36,7 +37,8 @@ for i = 1, #a.events, 2 do
   local status = ending[event_type]
   if status then
     local failure = a.steer_failure ~= '' and a.steer_failure or nil
-    seq = end_run(k, s, run_id, status, event_type, data, cjson.decode(a.outcome), ts, now_ms, now_s, failure)
+    local told = a.told ~= '' and a.told or nil
+    seq = end_run(k, s, run_id, status, event_type, data, cjson.decode(a.outcome), ts, now_ms, now_s, failure, told)
   else
     seq = add_event(k, s, event_type, data, ts)
   end

@@ -9,11 +9,24 @@
 -- (shared/vocabulary/records.py `transcript`). `steer` steers the active run with the input instead
 -- (as `steer_id`), and records no run.
 --
+-- With the queue on this Redis, the run's tenant's line is bounded here (`line_bound`; 0: not here:
+-- the gateway read it before, or it is not bounded), before anything is written: 'line_full'. With
+-- `index.all_runs`, the run queued is listed in the console's runs index (lib/run_index.lua) in this step
+-- too (`index`); without (a Redis Cluster: the index is a slot of its own), its caller lists it after.
+--
 -- Keys, arguments and replies: shared/store/scripts/runs.py `QueueRun`. `ended`, when `traced`: the
 -- records, as they were, of the runs an interrupt ended here, whose spans the gateway writes
 -- (shared/plumbing/run_spans.py). 'again': the run is recorded already, queued by this same request sent
 -- before (its id comes from the request's idempotency key: gateway/access/ids.py); nothing changes.
 local run_id, multitask = a.run_id, a.multitask
+local tenant = a.tenant
+if tenant == '' then tenant = redis.call('HGET', k.meta, 'tenant') or 'public' end
+if tonumber(a.line_bound) > 0 then  -- a steer of the active run waits in no line: nothing to bound
+  local active = redis.call('HGET', k.meta, 'active_run')
+  if not (multitask == 'steer' and active and active ~= '') then
+    if redis.call('ZCARD', line_key(s.admission, tenant)) >= tonumber(a.line_bound) then return reply.line_full{} end
+  end
+end
 if redis.call('HEXISTS', k.runs, run_id) == 1 then return reply.again{seq = get_run(k.runs, run_id).queued_seq, queued = 'again'} end
 
 local create = a.create == '1'
@@ -52,6 +65,10 @@ local run = cjson.decode(a.run_json)
 run.queued_seq = seq
 run.queued_at = now_s
 redis.call('HSET', k.runs, run_id, cjson.encode(run))
+if index.all_runs ~= '' then
+  index_run(index.all_runs, index.tenant_prefix .. tenant, index.run, s.session_id, run_id, index.score, index.keep,
+            index.ttl)
+end
 -- A session with work to do never expires; the terminal event sets the TTL again.
 redis.call('PERSIST', k.meta)
 redis.call('PERSIST', k.runs)

@@ -92,7 +92,19 @@ class ArgGroup:
 # (events after webhooks and seqs: add_event calls add_hook and last_seq; jobs after admission:
 # queue_job calls push_job; runs after jobs, records and steers: end_run calls queue_job, get_run and
 # fail_steers; questions last). The first opens with what they are, and the rule every script keeps (OOM).
-LIB_FILES = ("clock", "webhooks", "seqs", "events", "admission", "jobs", "records", "steers", "runs", "questions")
+LIB_FILES = (
+    "clock",
+    "webhooks",
+    "seqs",
+    "events",
+    "admission",
+    "jobs",
+    "records",
+    "steers",
+    "runs",
+    "questions",
+    "run_index",
+)
 
 
 def lib_source() -> str:

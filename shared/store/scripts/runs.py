@@ -138,6 +138,7 @@ class Queued(StrEnum):
 
 class QueueOutcome(StrEnum):
     OK = "ok"
+    LINE_FULL = "line_full"  # the tenant's line holds as many runs as it may: nothing was done
     AGAIN = "again"
     MISSING = "missing"
     GONE = "gone"
@@ -157,11 +158,31 @@ class QueueReply(NamedTuple):
 
 
 @dataclass(slots=True)
+class IndexArgs(ArgGroup):
+    """Where queue_run.lua lists the run it queues in the console's runs index (lib/run_index.lua), and
+    how: every run's sorted set (Keys.admin_runs; '': the caller lists it after, with IndexRun), the
+    prefix of a tenant's (Keys.tenant_admin_runs, less the tenant), the run's own key (Keys.admin_run),
+    when (µs), how many entries each set keeps, and how long the run's key is kept (s)."""
+
+    all_runs: str
+    tenant_prefix: str
+    run: str
+    score: int
+    keep: int
+    ttl: int
+
+    @classmethod
+    def none(cls) -> "IndexArgs":
+        return cls("", "", "", 0, 0, 0)
+
+
+@dataclass(slots=True)
 class QueueRun(Script[QueueReply]):
     SOURCE = "queue_run"
     EFFECTS = Effect.ACKNOWLEDGED | Effect.QUEUES_JOB | Effect.TAKES_LEASE  # an interrupt's cancel
     k: RunKeys
     s: SessionArgs
+    index: IndexArgs  # the console's runs index, listed in the same step (its `all_runs` '': not here)
     run_id: str
     run_json: str
     multitask: str
@@ -175,11 +196,14 @@ class QueueRun(Script[QueueReply]):
     steer_chars: int  # multitask `steer`: the input's length, and the run's bounds (SteerRun's)
     most_steers: int
     most_steer_chars: int
+    tenant: str  # the session's, if the caller knows it ('': read from its meta)
+    line_bound: int  # runs the tenant's line may hold (0: not checked here; with the queue on this Redis only)
     fields: list[str]  # a session made: its meta fields, as name, value pairs
 
     REPLY = Reply(
         QueueReply,
         ok=("seq", "queued", "ended"),
+        line_full=(),
         again=("seq", "queued"),
         conflict=("active_run",),
         missing=(),
@@ -266,6 +290,7 @@ class Append(Script[int]):
     append_id: str
     outcome: str  # the record's fields of a terminal event (JSON), or ''
     steer_failure: str  # with a terminal event: why the steers still waiting fail (`SteerFailure`), or ''
+    told: str  # a terminal event's data as the gateways are told it, if not as stored ('': as stored)
     expect: int
     events: list[str]  # type, data pairs
 

@@ -5,8 +5,9 @@
 -- With an archive, the stream keeps every event the archive does not have yet (its `archived` id in
 -- the meta, which the archiver moves on), past the bound if it must: nothing is forgotten unarchived.
 -- `try`: the stream may refuse `seq`, not past its last entry; then nothing is stored or published,
--- and it returns false.
-local function put_event(k, s, seq, event_type, data, ts, archived, try)
+-- and it returns false. `told`: the event's data as the followers are told it, if not as stored (a
+-- completed run's, with its output: its record keeps it, and the hubs need no read to add it back).
+local function put_event(k, s, seq, event_type, data, ts, archived, try, told)
   local trim, bound = 'MAXLEN', s.maxlen
   if ARCHIVE then
     archived = archived or tonumber(redis.call('HGET', k.meta, 'archived') or 0)
@@ -19,7 +20,7 @@ local function put_event(k, s, seq, event_type, data, ts, archived, try)
     if try or top_seq(k) >= seq then return false end
     redis.call('XADD', k.events, trim, '~', bound, seq .. '-1', 'type', event_type, 'data', data, 'ts', ts)
   end
-  redis.call(PUBLISH_EVENTS, k.events, seq .. ' ' .. ts .. ' ' .. event_type .. ' ' .. data)
+  redis.call(PUBLISH_EVENTS, k.events, seq .. ' ' .. ts .. ' ' .. event_type .. ' ' .. (told or data))
   return true
 end
 
@@ -30,10 +31,10 @@ local function fence(k)
 end
 
 -- Append one event as the session's next seq; returns the seq. `output`: a completed run's answer,
--- which its webhook carries (the stream leaves it to the record).
-local function add_event(k, s, event_type, data, ts, output)
+-- which its webhook carries (the stream leaves it to the record); `told`: as put_event's.
+local function add_event(k, s, event_type, data, ts, output, told)
   local seq = last_seq(k) + 1
-  put_event(k, s, seq, event_type, data, ts)
+  put_event(k, s, seq, event_type, data, ts, nil, false, told)
   if HOOKED[event_type] then add_hook(k, s, seq, event_type, data, ts, output) end
   return seq
 end

@@ -25,13 +25,14 @@ local function child_ended(k, s, run, now_ms)
   queue_job(keys, lane, parent_id, parent_id .. '.' .. run.run_id, now_ms, parent)
 end
 
--- End the active run with its terminal event (`data` as stored; `outcome` the record's fields):
--- fail the steers it did not take in (`steer_failure`: why, 'run_ended' by default), record the
--- outcome, free the session and the lease, then start the next run in line or, with none, start the
--- retention clock. Returns the terminal event's seq.
-local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_ms, now_s, steer_failure)
+-- End the active run with its terminal event (`data` as stored; `outcome` the record's fields; `told`:
+-- the data as followers are told it, if not as stored: lib/events.lua's put_event): fail the steers it
+-- did not take in (`steer_failure`: why, 'run_ended' by default), record the outcome, free the session
+-- and the lease, then start the next run in line or, with none, start the retention clock. Returns
+-- the terminal event's seq.
+local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_ms, now_s, steer_failure, told)
   fail_steers(k, s, steer_failure or 'run_ended', ts)
-  local seq = add_event(k, s, event_type, data, ts, outcome.output)
+  local seq = add_event(k, s, event_type, data, ts, outcome.output, told)
   local run = get_run(k.runs, run_id)
   run.status = status
   run.finished_seq = seq
