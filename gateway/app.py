@@ -33,6 +33,7 @@ from tokentail.shared.features.admission import Admission, TenantLines, line_bou
 from tokentail.shared.features.agent_catalog import AgentDirectory
 from tokentail.shared.features.tenant_webhooks import TenantWebhooks
 from tokentail.shared.features.webhook_policy import WebhookPolicy
+from tokentail.shared.plumbing import tracing
 from tokentail.shared.plumbing.prometheus import exposition
 from tokentail.shared.plumbing.settings import Settings, get_settings
 from tokentail.shared.store.archive import open_archive
@@ -46,9 +47,18 @@ logger = logging.getLogger(__name__)
 
 
 class GatewayApp(FastAPI):
+    hot: hot_routes.HotStack | None = None  # the hot routes' own stack (gateway/hot_routes.py), once installed
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             first_delta.RECEIVED_AT.set(time.time())  # for the run this request may queue (first_delta.py)
+            # With traces off, a hot request goes through the hot routes' own stack: the app's middleware
+            # and error handlers, not FastAPI's request path (traced, it makes the request's span).
+            if self.hot is not None and not tracing.ON and self.hot.route(scope) is not None:
+                if self.root_path:
+                    scope["root_path"] = self.root_path
+                await call_detaching(self.hot, scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
@@ -148,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in protocols.routers():
         app.include_router(router)
     admin_routes.install(app, settings)  # the operator console (gateway/admin/)
-    hot_routes.install(app)  # the requests every stream starts with, first (gateway/hot_routes.py)
+    app.hot = hot_routes.install(app)  # the requests every stream starts with, first (gateway/hot_routes.py)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     add_api_docs(app)

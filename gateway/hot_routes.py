@@ -10,11 +10,15 @@ function: one implementation of what the request does, documented by the FastAPI
 OpenAPI schema is its), and answered here.
 
 A hot route sits first among the app's routes, so it is reached through every middleware and the
-app's exception handlers, as the FastAPI route is: a middleware added later wraps both. It only
-takes requests it reads entirely: anything it does not (a body that is not valid JSON for the
-model, a bad header or query value, another content type, a body its client cut short) is
-`Declined` before anything was done, and goes on to the FastAPI route with its body, which answers
-it with FastAPI's own errors. So the two cannot disagree on an error, and
+app's exception handlers, as the FastAPI route is: a middleware added later wraps both. The gateway
+reaches them shorter still (`HotStack`, entered by `GatewayApp.__call__` with traces off): the app's
+own middleware (its 500 answer, every middleware added, its exception handlers) around the hot
+routes alone, without the layers of FastAPI's and Starlette's request path that do nothing for them
+(a router trying every route, FastAPI's telemetry of exceptions, its own body limit, which is unset,
+its exit stack for uploaded files). It only takes requests it reads entirely: anything it does not
+(a body that is not valid JSON for the model, a bad header or query value, another content type, a
+body its client cut short) is `Declined` before anything was done, and goes on to the FastAPI route
+with its body, which answers it with FastAPI's own errors. So the two cannot disagree on an error, and
 tests/integration/test_hot_routes.py checks that they agree on every answer, and pins what the
 FastAPI routes declare (their one dependency by identity) so that a new parameter or dependency
 there fails until the handler here reads it too.
@@ -26,13 +30,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Response
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import URLPath
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.routing import BaseRoute, Match
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokentail.gateway import deps
 from tokentail.gateway.routes import events, sessions
@@ -94,10 +101,56 @@ class HotRoute(BaseRoute):
         await scope["router"](scope, receive, send)
 
 
-def install(app: FastAPI) -> None:
-    """Put the hot routes first among `app`'s routes (after every FastAPI route is included)."""
+class HotStack:
+    """The app's own middleware around its hot routes alone: what a hot request goes through, as it
+    would through the app's whole stack, less the layers that do nothing for it. Made at its first
+    request, as Starlette makes the app's stack (a middleware added until then is in it); a request a
+    hot route declines goes on to the app's router, with FastAPI's exit stack, as in the whole stack."""
+
+    def __init__(self, app: FastAPI, routes: list[HotRoute]) -> None:
+        self._app = app
+        self._routes = routes
+        self._stack: ASGIApp | None = None
+        self._router: ASGIApp = AsyncExitStackMiddleware(app.router)  # where a declined request goes
+
+    def route(self, scope: Scope) -> HotRoute | None:
+        """The hot route that takes this request, if one does (its path parameters put in the scope)."""
+        for route in self._routes:
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child_scope)
+                scope["route"] = route
+                return route
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._stack is None:
+            self._stack = self._build()
+        scope["app"] = self._app
+        scope["router"] = self._router
+        await self._stack(scope, receive, send)
+
+    def _build(self) -> ASGIApp:
+        app = self._app
+        handlers = {key: value for key, value in app.exception_handlers.items() if key not in (500, Exception)}
+        error_handler = app.exception_handlers.get(500) or app.exception_handlers.get(Exception)
+        stack: ASGIApp = ExceptionMiddleware(_handle, handlers=handlers, debug=app.debug)
+        for middleware in reversed(app.user_middleware):
+            stack = middleware.cls(stack, *middleware.args, **middleware.kwargs)
+        return ServerErrorMiddleware(stack, handler=error_handler, debug=app.debug)
+
+
+async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
+    """The route `HotStack.route` found, as the router would call it."""
+    route = scope["route"]
+    await route.handle(scope, receive, send)
+
+
+def install(app: FastAPI) -> HotStack | None:
+    """Put the hot routes first among `app`'s routes (after every FastAPI route is included); their
+    own stack, which the app enters first."""
     if not app.state.settings.hot_routes:
-        return  # TOKENTAIL_HOT_ROUTES=false: FastAPI's routes answer them
+        return None  # TOKENTAIL_HOT_ROUTES=false: FastAPI's routes answer them
     if app.router.dependencies:
         # Dependencies of the whole app would run for FastAPI's routes only: refuse, rather than
         # skip them silently on the requests that matter most.
@@ -111,6 +164,7 @@ def install(app: FastAPI) -> None:
         HotRoute(by_name["stream_events"], _stream_events, reads_body=False),
     ]
     app.router.routes[0:0] = hot
+    return HotStack(app, hot)
 
 
 async def _create_session(request: Request, body: bytes) -> Response:

@@ -6,11 +6,13 @@ received by a gateway, to the first text delta of that run written to a client, 
 keeps it in the run's record (`RunRecord.received_at`). A feed tells `FirstDeltas.written` of each run
 whose delta it writes (once per run and feed); in each process a run is counted once, and across
 gateways the first to tell Redis counts it (count_first_delta.lua, which also reads the run's record):
-one round trip per run and gateway, in a task of its own, never on the stream's path. The two times
-come from two gateways' clocks when the run was queued on one and read on another.
+the runs a gateway wrote within `COUNT_EVERY_SECONDS` go to Redis together, in one round trip, in a
+task of their own, never on the stream's path. The two times come from two gateways' clocks when the
+run was queued on one and read on another.
 """
 
 import asyncio
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -30,6 +32,7 @@ RECEIVED_AT: ContextVar[float | None] = ContextVar("tokentail_received_at", defa
 DELTA = b"message.delta"
 RUN_ID_HEAD = b'{"run_id":"'  # how every event's data starts (shared/vocabulary/events.py: EventData)
 REMEMBERED = 10_000  # runs this process knows it counted (or saw counted): the newest
+COUNT_EVERY_SECONDS = 0.05  # the runs a gateway wrote within this are told to Redis in one round trip
 
 
 def head_of(run_id: str) -> bytes:
@@ -52,7 +55,14 @@ class FirstDeltas:
         self._store = store
         self._scripts = sessions_runner(store.redis, store.settings)
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._waiting: list[tuple[str, str, float]] = []  # session, run, when written: to count
+        self._due: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be counted, and nothing is being counted."""
+        return not self._waiting and not self._tasks
 
     def written(self, session_id: str, run_id: str) -> None:
         """A delta of `run_id` was just written to a client of this gateway."""
@@ -61,9 +71,20 @@ class FirstDeltas:
         self._seen[run_id] = None
         if len(self._seen) > REMEMBERED:
             self._seen.popitem(last=False)
-        task = asyncio.create_task(self._count(session_id, run_id, time.time()))
+        self._waiting.append((session_id, run_id, time.time()))
+        if self._due is None:
+            self._due = asyncio.get_running_loop().call_later(COUNT_EVERY_SECONDS, self._count_waiting)
+
+    def _count_waiting(self) -> None:
+        self._due = None
+        waiting, self._waiting = self._waiting, []
+        task = asyncio.create_task(self._count_all(waiting))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _count_all(self, waiting: list[tuple[str, str, float]]) -> None:
+        # Asked together: the round trips join them into one.
+        await asyncio.gather(*(self._count(*run) for run in waiting))
 
     async def _count(self, session_id: str, run_id: str, written_at: float) -> None:
         k = self._store.keys.session(session_id)
@@ -75,11 +96,14 @@ class FirstDeltas:
             return
         if raw is None:
             return  # another gateway counted it, or the run is gone
-        run = decode_run(raw)
-        if run.received_at is None:
+        record = json.loads(raw)  # two fields of it: no model of the whole run
+        received_at = record.get("received_at")
+        if received_at is None:
             return  # queued over a socket, or before gateways stamped requests
-        exemplar = {"trace_id": f"{RunTrace.of(run).trace_id:032x}"} if run.trace else None
-        metrics.FIRST_DELTA.observe(max(0.0, written_at - run.received_at), exemplar=exemplar)
+        trace = record.get("trace")  # an opaque field: JSON in a string (shared/store/reads.py's decode_run)
+        traced = json.loads(trace) if isinstance(trace, str) else trace
+        exemplar = {"trace_id": f"{RunTrace.of(decode_run(raw)).trace_id:032x}"} if traced else None
+        metrics.FIRST_DELTA.observe(max(0.0, written_at - received_at), exemplar=exemplar)
 
 
 def tell_first_deltas(

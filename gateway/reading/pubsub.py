@@ -177,7 +177,8 @@ class PubSub:
     def _send(self, link: Link, command: bytes, channels: list[Channel]) -> None:
         # Without a connection there is nothing to send: the next connection subscribes to every
         # channel there is then. A failed send breaks the connection, which the listener sees.
-        # In a cluster, one channel per command: a command's channels must share a slot.
+        # In a cluster, one channel per command: a command's channels must share a slot. What a loop
+        # step asks goes in one write at its end (streams opened and closed together).
         connection = link.connection
         if connection is None or not channels:
             return
@@ -185,8 +186,16 @@ class PubSub:
             link.awaiting.extend(channels)
         per_command = 1 if self._cluster is not None else 1000
         names = [channel.name for channel in channels]
+        if not link.outbox:
+            asyncio.get_running_loop().call_soon(self._flush, link, connection)
         for start in range(0, len(names), per_command):
-            connection._writer.writelines(connection.pack_command(command, *names[start : start + per_command]))  # type: ignore[union-attr]
+            link.outbox += connection.pack_command(command, *names[start : start + per_command])
+
+    @staticmethod
+    def _flush(link: Link, connection: AbstractConnection) -> None:
+        outbox, link.outbox = link.outbox, []
+        if link.connection is connection:  # (a new connection subscribes to every channel itself)
+            connection._writer.write(b"".join(outbox))  # type: ignore[union-attr]
 
     def on_replies(self, link: Link, parser: hiredis.Reader) -> None:
         """Every reply one network read of `link`'s connection completed, in order. The notifications

@@ -165,7 +165,7 @@ class Link:
     hears: to the Redis, or to one primary of a Redis Cluster (whose
     sessions notify on their shard: SSUBSCRIBE)."""
 
-    __slots__ = ("address", "new_connection", "connection", "channels", "awaiting", "task")
+    __slots__ = ("address", "new_connection", "connection", "channels", "awaiting", "task", "outbox")
 
     def __init__(self, address: str, new_connection: Callable[[], AbstractConnection]) -> None:
         self.address = address
@@ -174,6 +174,7 @@ class Link:
         self.channels: set[Channel] = set()
         self.awaiting: deque[Channel] = deque()  # subscribe acknowledgements due, in the order asked
         self.task: asyncio.Task[None] | None = None
+        self.outbox: list[bytes] = []  # (un)subscriptions asked in this loop step: one write at its end
 
 
 class Channel:

@@ -40,7 +40,7 @@ async def test_a_run_read_on_two_gateways_is_counted_once_without_an_exemplar(
             assert (await read_events(client, url + path)).events[-1][1] == "run.completed"
         # Each gateway told Redis as it wrote the run's first delta: the second found it counted.
         hubs = [gateway.app.state.hub for gateway in (first, second)]
-        await eventually(lambda: not any(hub.first_deltas._tasks for hub in hubs), what="both gateways' tries")
+        await eventually(lambda: all(hub.first_deltas.idle for hub in hubs), what="both gateways' tries")
         meta = Keys(settings.key_prefix).session(created["session_id"]).meta
         counted_seq = await redis.hget(meta, "first_delta_seq")  # type: ignore[misc]
         assert counted_seq == b"1"  # the run's queued_seq: nothing is kept per run
@@ -64,7 +64,7 @@ async def test_a_response_created_over_the_responses_socket_is_counted_from_its_
                 ids = parse_response_id(event.response.id)
                 break
     hub = gateway.app.state.hub
-    await eventually(lambda: not hub.first_deltas._tasks, what="the gateway's try")
+    await eventually(lambda: hub.first_deltas.idle, what="the gateway's try")
     assert counted() == before + 1
     assert ids is not None
     run = await store.get_run(ids[0], ids[1])
@@ -83,5 +83,5 @@ async def test_a_response_waited_for_without_a_stream_writes_no_first_delta(
         answered = await client.post(f"{gateway.url}/v1/responses", json=body)
     assert answered.status_code == 200 and answered.json()["status"] == "completed", answered.text
     hub = gateway.app.state.hub
-    await eventually(lambda: not hub.first_deltas._tasks, what="no try left")
+    await eventually(lambda: hub.first_deltas.idle, what="no try left")
     assert counted() == before  # its client got the whole answer at its end, not a first delta
