@@ -68,14 +68,13 @@ async def run_level(system: System, streams: int, tokens: int, spread: float = 1
     """`streams` runs at 50 tokens/s started over `spread` seconds, each read by one SSE client. The
     runs must outlast the spread by 1.5 s at least: the steady part is between the last start (and
     half a second) and the first end (less half a second)."""
-    pids = {role: process.pid for role, process in system.processes.items()}
     run = Run(streams, spread)
     began = time.time()
     window: list[float] = []
     readings: list[dict[str, float]] = []
 
     def reading() -> dict[str, float]:
-        return {name: harness.cpu_seconds(pid) for name, pid in pids.items()} | {
+        return system.cpu_seconds() | {
             "load": time.process_time(),
             "box": harness.box_cpu_seconds(),
         }
@@ -85,7 +84,7 @@ async def run_level(system: System, streams: int, tokens: int, spread: float = 1
         window.append(time.time())
         readings.append(reading())
         if system.uses_redis:
-            run.gateway_connections = connections_of(pids["gateway"], system.redis.port)
+            run.gateway_connections = connections_of(system.processes["gateway"].pid, system.redis.port)
             run.redis_clients = await redis_clients(system.redis)
         await asyncio.sleep(max(0.5, tokens / RATE - spread - 1.0))  # before the first stream ends
         window.append(time.time())
