@@ -19,6 +19,13 @@ What counts as Redis is every redis-server a side runs: on the cluster, the thre
 queue's (`ClusterTokentail.role_pids`); so Redis per event is the cluster's whole cost of an event,
 wherever it lands. Figures are the medians of the rounds; the whole system is gateway, worker and
 Redis together; a ratio is cluster / one Redis (above 1, the cluster costs more).
+
+Left out of the cluster's CPU per start, as out of any step's window: what a start leaves for later.
+With the queue apart, each start leaves two entries in the leases index (the gateway's intent, the
+worker's watch), which a reaper looks at a lease and two leases later (`requeue_run.lua` on the
+session's primary, `settle_check.lua` on the queue's Redis), mostly after the step; on one Redis the
+scripts keep that index exact and nothing is left. bench/commandstats.py `--starts` counts what is
+run within the step.
 """
 
 import statistics
@@ -63,16 +70,21 @@ class ClusterTokentail(Tokentail):
 
 
 @contextmanager
-def redis_sides(folder: Path) -> Iterator[tuple[RedisServer, LocalCluster, RedisServer]]:
-    """One Redis; a cluster of three primaries; the cluster's queue Redis: all AOF `everysec`."""
-    (folder / "one").mkdir(parents=True)
-    (folder / "queue").mkdir()
-    aof = ("--appendonly", "yes", "--appendfsync", AOF)
+def on_a_cluster(folder: Path) -> Iterator[tuple[LocalCluster, RedisServer]]:
+    """A cluster of three primaries for the sessions, and a Redis for its queue: all AOF `everysec`."""
+    (folder / "queue").mkdir(parents=True)
     with (
-        compare.redis_server(folder / "one", AOF) as one,
-        LocalCluster(folder / "cluster", extra_args=aof) as cluster,
+        LocalCluster(folder / "cluster", extra_args=("--appendonly", "yes", "--appendfsync", AOF)) as cluster,
         compare.redis_server(folder / "queue", AOF) as queue,
     ):
+        yield cluster, queue
+
+
+@contextmanager
+def redis_sides(folder: Path) -> Iterator[tuple[RedisServer, LocalCluster, RedisServer]]:
+    """One Redis; and a cluster with its queue's Redis (`on_a_cluster`): all AOF `everysec`."""
+    (folder / "one").mkdir(parents=True)
+    with compare.redis_server(folder / "one", AOF) as one, on_a_cluster(folder) as (cluster, queue):
         yield one, cluster, queue
 
 
