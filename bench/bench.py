@@ -7,12 +7,17 @@ issue 43's goals, each met or not.
     ./scripts/install bench && .venv/bin/python bench/bench.py   # the full run (see docs/benchmarks.md)
     .venv/bin/python bench/bench.py --quick                      # a small run, to check the script itself
     .venv/bin/python bench/bench.py --quick --baseline main      # ... with main's gateway measured beside
+    .venv/bin/python bench/bench.py --redis cluster              # CPU on a Redis Cluster against one Redis
 
 The encodings phase measures every encoding a client follows a run in (native SSE, NDJSON, WebSocket,
 the AI SDK over HTTP and WebSocket, AG-UI, the Responses API): gateway CPU per text delta delivered
 live, and per resume of a completed run (native and Responses). With `--baseline REV` it runs on
 two gateways at once, this tree's and revision REV's (bench/baseline.py), in turns, and prints both
 and their ratio: before and after from one run.
+
+`--redis cluster` measures tokentail alone, its sessions on a local Redis Cluster of three primaries
+and its queue on a Redis of its own, against one Redis, in turns (bench/cluster.py): each process's
+CPU per 1,000 tokens and per start on both, and their ratios. That is all it runs.
 
 Everything runs here as real processes, as in production: private redis-servers, one gateway
 and one worker (or producer) process per system (Durable Streams: its server, on its own files, and
@@ -35,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import baseline as baseline_tree
+import cluster
 import compare
 import encodings_phase
 import harness
@@ -101,6 +107,7 @@ async def main(
     max_other: float,
     baseline: str | None,
     aof: tuple[str, ...],
+    redis: str = "one",
 ) -> None:
     began = time.monotonic()
     slowness = harness.calibrate()
@@ -116,8 +123,12 @@ async def main(
             "baseline": baseline,
             "clock": systems_module.CLOCK,
             "redis_aof": aof,
+            "redis": redis,
         },
     }
+    if redis == "cluster":
+        await cluster_mode(results, quick, output, began)
+        return
     with tempfile.TemporaryDirectory() as data_dir:
         stack = Stack(data_dir)
         try:
@@ -183,6 +194,17 @@ async def main(
         results.get("idle_and_resume_against_baseline"),
     )
     print_table([("goal", "this run", ""), *goals])
+
+
+async def cluster_mode(results: dict[str, Any], quick: bool, output: str | None, began: float) -> None:
+    """`--redis cluster`: CPU per 1,000 tokens and per start on a Redis Cluster against one Redis."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        results["cluster"] = await cluster.against_one_redis(data_dir, quick)
+    results["seconds"] = round(time.monotonic() - began)
+    if output:
+        Path(output).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240  # once, at the end
+    print(f"== summary, after {results['seconds']} s: CPU on a Redis Cluster against one Redis (medians)")
+    print_table(cluster.rows(results["cluster"]))
 
 
 async def start_cpu_against(
@@ -379,6 +401,14 @@ def cli() -> None:
         " levels only, as 'tokentail (AOF <mode>)' (default everysec,no: as a deployment that promises to"
         " survive a Redis restart runs it, and without; --quick: everysec); the peers' Redis keeps none",
     )
+    parser.add_argument(
+        "--redis",
+        choices=("one", "cluster"),
+        default="one",
+        help="one: the benchmark on one Redis (the default); cluster: only tokentail's CPU per 1,000 tokens and"
+        " per start with its sessions on a local Redis Cluster of three primaries and its queue on a Redis of its"
+        " own, against one Redis, in turns (bench/cluster.py; --quick and --json apply)",
+    )
     args = parser.parse_args()
     aof = tuple((args.redis_aof or ("everysec" if args.quick else "everysec,no")).split(","))
     if bad := [mode for mode in aof if mode not in ("no", "everysec", "always")]:
@@ -394,7 +424,7 @@ def cli() -> None:
         parser.error(f"unknown systems: {', '.join(unknown)}")
     if args.baseline is not None and baseline_tree.commit_of(args.baseline) is None:
         parser.error(f"--baseline: no commit {args.baseline!r} in this repository")
-    uvloop.run(main(args.quick, args.output, repeats, levels, systems, args.max_other, args.baseline, aof))
+    uvloop.run(main(args.quick, args.output, repeats, levels, systems, args.max_other, args.baseline, aof, args.redis))
 
 
 if __name__ == "__main__":

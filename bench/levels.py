@@ -64,18 +64,24 @@ class Run:
         return {name: harness.percentile(delays, 99) if delays else float("nan") for name, delays in phases.items()}
 
 
-async def run_level(system: System, streams: int, tokens: int, spread: float = 1.0) -> Run:
+async def run_level(
+    system: System,
+    streams: int,
+    tokens: int,
+    spread: float = 1.0,
+    probe: Callable[[], Awaitable[None]] | None = None,
+) -> Run:
     """`streams` runs at 50 tokens/s started over `spread` seconds, each read by one SSE client. The
     runs must outlast the spread by 1.5 s at least: the steady part is between the last start (and
-    half a second) and the first end (less half a second)."""
-    pids = {role: process.pid for role, process in system.processes.items()}
+    half a second) and the first end (less half a second). `probe`: awaited at both ends of the steady
+    part, after the CPU readings (bench/commandstats.py: what Redis ran in it)."""
     run = Run(streams, spread)
     began = time.time()
     window: list[float] = []
     readings: list[dict[str, float]] = []
 
     def reading() -> dict[str, float]:
-        return {name: harness.cpu_seconds(pid) for name, pid in pids.items()} | {
+        return system.cpu_seconds() | {
             "load": time.process_time(),
             "box": harness.box_cpu_seconds(),
         }
@@ -84,12 +90,16 @@ async def run_level(system: System, streams: int, tokens: int, spread: float = 1
         await asyncio.sleep(spread + 0.5)  # every stream has started
         window.append(time.time())
         readings.append(reading())
+        if probe is not None:
+            await probe()
         if system.uses_redis:
-            run.gateway_connections = connections_of(pids["gateway"], system.redis.port)
+            run.gateway_connections = connections_of(system.processes["gateway"].pid, system.redis.port)
             run.redis_clients = await redis_clients(system.redis)
         await asyncio.sleep(max(0.5, tokens / RATE - spread - 1.0))  # before the first stream ends
         window.append(time.time())
         readings.append(reading())
+        if probe is not None:
+            await probe()
 
     all_frames: list[list[harness.Frame]] = []
     limits = httpx2.Limits(max_connections=50)

@@ -30,7 +30,7 @@ FIRST_TOKEN_BOUND_MS = 100
 
 
 def cpu_reading(system: System) -> dict[str, float]:
-    return {role: harness.cpu_seconds(process.pid) for role, process in system.processes.items()} | {
+    return system.cpu_seconds() | {
         "load": time.process_time(),
         "box": harness.box_cpu_seconds(),
     }

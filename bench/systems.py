@@ -103,8 +103,18 @@ class System:
         return {role: process for role, process in processes.items() if process is not None}
 
     @property
+    def role_pids(self) -> dict[str, list[int]]:
+        """The pids whose CPU counts as each role's: a process each, but a Redis of several servers
+        counts them all as `redis` (bench/cluster.py: a cluster's nodes and the queue's)."""
+        return {role: [process.pid] for role, process in self.processes.items()}
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """The CPU each role has used so far (/proc: utime + stime), its processes' summed."""
+        return {role: sum(map(harness.cpu_seconds, pids)) for role, pids in self.role_pids.items()}
+
+    @property
     def pids(self) -> list[int]:
-        return [process.pid for process in self.processes.values()]
+        return [pid for pids in self.role_pids.values() for pid in pids]
 
     async def restart(self) -> None:
         """Fresh processes, and the Redis clients they hold before any stream is started."""

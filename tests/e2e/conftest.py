@@ -15,10 +15,10 @@ import uvicorn
 from redis import Redis
 
 from tests.e2e.fake_llm_server import REQUESTS, app, clear_hold
-from tests.servers.redis_cluster import LocalCluster, require
+from tests.servers.redis_cluster import require
 from tests.support.gates import Gates
-from tests.support.waiting import eventually, eventually_sync
-from tokentail.redis_server import RedisServer, free_port
+from tests.support.waiting import eventually, eventually_sync, scaled
+from tokentail.redis_server import LocalCluster, RedisServer, free_port
 from tokentail.shared.store.keys import Keys
 
 
@@ -169,7 +169,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 def cluster_stack(tmp_path: Path) -> Iterator[Stack]:
     """Sessions on a local Redis Cluster of three primaries; the stack's own redis-server holds the queue."""
     require()
-    with LocalCluster(tmp_path / "cluster") as cluster:
+    with LocalCluster(tmp_path / "cluster", ready_within=scaled(30)) as cluster:
         stack = Stack(tmp_path)
         stack.env |= {
             "TOKENTAIL_REDIS_URL": cluster.url,

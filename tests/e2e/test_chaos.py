@@ -16,9 +16,10 @@ import pytest
 from tests.e2e.conftest import Stack
 from tests.e2e.watcher import Watcher
 from tests.integration.test_openai_responses import run_of
-from tests.servers.redis_cluster import LocalCluster, require
+from tests.servers.redis_cluster import require
 from tests.support.waiting import eventually, scaled
 from tokentail.gateway.reading import pubsub
+from tokentail.redis_server import LocalCluster
 from tokentail.shared.vocabulary.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens
 
@@ -250,7 +251,7 @@ def failover_stack(tmp_path: Path) -> Iterator[tuple[Stack, LocalCluster]]:
     """Sessions on a Redis Cluster of three primaries, each with a replica that takes over 2 s after
     its primary goes silent; the queue on the stack's own redis-server."""
     require()
-    with LocalCluster(tmp_path / "cluster", replicas=1, node_timeout_ms=2000) as cluster:
+    with LocalCluster(tmp_path / "cluster", replicas=1, node_timeout_ms=2000, ready_within=scaled(30)) as cluster:
         stack = Stack(tmp_path)
         stack.env |= {
             "TOKENTAIL_REDIS_URL": cluster.url,

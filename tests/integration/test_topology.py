@@ -15,13 +15,13 @@ from redis.asyncio import Redis, RedisCluster
 
 from tests.clients.sse_client import read_events
 from tests.integration.test_hub import DIRECT, Follower, _append, _live
-from tests.servers.redis_cluster import LocalCluster, require
+from tests.servers.redis_cluster import require
 from tests.servers.webhook_receiver import Receiver
 from tests.support.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites, Died
 from tokentail.gateway.reading.hub import StreamHub
-from tokentail.redis_server import RedisServer
+from tokentail.redis_server import LocalCluster, RedisServer
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.store.scripts.runs import Queued, Requeue, StartVerdict
@@ -33,7 +33,7 @@ from tokentail.worker.run.run_writes import RunLease
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     require()
-    with LocalCluster(Path(tmp_path_factory.mktemp("cluster"))) as cluster:
+    with LocalCluster(Path(tmp_path_factory.mktemp("cluster")), ready_within=scaled(30)) as cluster:
         yield cluster
 
 

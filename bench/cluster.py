@@ -1,0 +1,189 @@
+"""tokentail's sessions on a Redis Cluster against one Redis: CPU per 1,000 tokens and per start, in
+one run (`bench.py --redis cluster`).
+
+The cluster is docs/deployment.md's "Redis Cluster" on this box: three primaries (cluster-enabled
+redis-servers joined by `redis-cli --cluster create`: `LocalCluster`, tokentail/redis_server.py)
+hold the sessions (`TOKENTAIL_REDIS_CLUSTER=true`, `TOKENTAIL_REDIS_URL` a node), and the job queue
+with the leases index is on a Redis of its own (`TOKENTAIL_QUEUE_REDIS_URL`). Against it, one Redis
+holding everything. Every redis-server runs AOF `everysec`, as a deployment that promises to survive
+a restart does; both sides run this tree's gateway and worker, on fresh processes each turn, and take
+turns, each first in every other round (harness.in_turns), as the before-and-after phases do:
+
+- per token (as bench.py's `per_token_against`): a level of 400 streams (`--quick`: 50) of 300
+  tokens (150) at 50 tokens/s, 4 rounds (1); each process's CPU over the level's steady part
+  (bench/levels.py) per 1,000 tokens delivered, and Redis's per token event appended;
+- per start (as `start_cpu_against`): starts at 100 a second (`--quick`: 50) for 10 s (1.5 s), 4
+  rounds (1); each process's CPU over the step less its idle share, per start (bench/starts.py).
+
+What counts as Redis is every redis-server a side runs: on the cluster, the three primaries and the
+queue's (`ClusterTokentail.role_pids`); so Redis per event is the cluster's whole cost of an event,
+wherever it lands. Figures are the medians of the rounds; the whole system is gateway, worker and
+Redis together; a ratio is cluster / one Redis (above 1, the cluster costs more).
+
+Left out of the cluster's CPU per start, as out of any step's window: what a start leaves for later.
+With the queue apart, each start leaves two entries in the leases index (the gateway's intent, the
+worker's watch), which a reaper looks at a lease and two leases later (`requeue_run.lua` on the
+session's primary, `settle_check.lua` on the queue's Redis), mostly after the step; on one Redis the
+scripts keep that index exact and nothing is left. bench/commandstats.py `--starts` counts what is
+run within the step.
+"""
+
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import compare
+import harness
+import levels
+import starts
+import systems
+from systems import TOKENS, Tokentail
+
+from tokentail.redis_server import LocalCluster, RedisServer
+
+ROLES = {"gateway": "gateway", "producer": "worker", "redis": "Redis"}  # the systems' roles, as printed
+SIDES = ("one", "cluster")
+AOF = "everysec"
+
+
+class ClusterTokentail(Tokentail):
+    """tokentail with its sessions on `cluster` and its queue on `queue`, a Redis of its own."""
+
+    name = "tokentail (cluster)"
+
+    def __init__(self, cluster: LocalCluster, queue: RedisServer) -> None:
+        super().__init__(cluster.nodes[0])  # `redis`: the node the processes are given (connections counted there)
+        self.cluster, self.queue = cluster, queue
+        self.extra_env = {
+            "TOKENTAIL_REDIS_CLUSTER": "true",
+            "TOKENTAIL_REDIS_URL": cluster.url,
+            "TOKENTAIL_QUEUE_REDIS_URL": queue.url,
+        }
+
+    @property
+    def role_pids(self) -> dict[str, list[int]]:
+        servers = (*self.cluster.nodes, self.queue)
+        return super().role_pids | {"redis": [server.process.pid for server in servers if server.process]}
+
+
+@contextmanager
+def on_a_cluster(folder: Path) -> Iterator[tuple[LocalCluster, RedisServer]]:
+    """A cluster of three primaries for the sessions, and a Redis for its queue: all AOF `everysec`."""
+    (folder / "queue").mkdir(parents=True)
+    with (
+        LocalCluster(folder / "cluster", extra_args=("--appendonly", "yes", "--appendfsync", AOF)) as cluster,
+        compare.redis_server(folder / "queue", AOF) as queue,
+    ):
+        yield cluster, queue
+
+
+@contextmanager
+def redis_sides(folder: Path) -> Iterator[tuple[RedisServer, LocalCluster, RedisServer]]:
+    """One Redis; and a cluster with its queue's Redis (`on_a_cluster`): all AOF `everysec`."""
+    (folder / "one").mkdir(parents=True)
+    with compare.redis_server(folder / "one", AOF) as one, on_a_cluster(folder) as (cluster, queue):
+        yield one, cluster, queue
+
+
+async def per_token(one: Tokentail, cluster: ClusterTokentail, quick: bool) -> dict[str, Any]:
+    """Each process's CPU per 1,000 tokens and Redis's per token event, one level a turn."""
+    streams, tokens, rounds = (50, 150, 1) if quick else (400, TOKENS, 4)
+    print(f"  -- per token: {rounds} level(s) of {streams} streams of {tokens} tokens each way, in turns")
+    measured: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
+    for side, system in harness.in_turns(rounds, ("one", one), ("cluster", cluster)):
+        await system.restart()
+        run = await levels.run_level(system, streams, tokens)
+        system.stop()
+        figures = {ROLES[role]: 1000 * run.cpu[role] / max(1, run.tokens) for role in ROLES}
+        figures["system"] = sum(figures.values())
+        figures["Redis µs/event"] = 1e6 * run.cpu["redis"] / max(1, run.events)
+        measured[side].append(figures)
+        print(
+            f"  {side:8} {_cells(figures, '.4f')}  (s per 1,000 tokens; {run.events} events, {run.tokens} tokens"
+            f" in {run.seconds:.1f} s; p99 {run.p99:.1f} ms; failed {run.incomplete};"
+            f" other CPU {run.cpu['other'] / run.seconds:.0%})"
+        )
+    return {"streams": streams, "tokens": tokens, "rounds": rounds, **_medians(measured), "measured": measured}
+
+
+async def per_start(one: Tokentail, cluster: ClusterTokentail, quick: bool) -> dict[str, Any]:
+    """Each process's CPU per start, one step of starts a turn."""
+    rate, seconds, rounds = (50, 1.5, 1) if quick else (100, 10.0, 4)
+    print(f"  -- per start: {rounds} step(s) of {rate} starts/s for {seconds:g} s each way, in turns")
+    measured: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
+    for side, system in harness.in_turns(rounds, ("one", one), ("cluster", cluster)):
+        await system.restart()
+        idle = await starts.idle_cpu(system, min(seconds / 2, 5.0))
+        step = await starts.start_step(system, rate, seconds, idle)
+        system.stop()
+        figures = {ROLES[role]: ms for role, ms in step["cpu_ms_per_start"].items()}
+        figures["system"] = sum(figures.values())
+        measured[side].append(figures)
+        print(
+            f"  {side:8} {_cells(figures, '.2f')}  (ms per start; {step['starts']} starts,"
+            f" first token p99 {step['first_token_p99_ms']:.1f} ms; failed {step['failed']};"
+            f" other CPU {step['cpu_share']['other']:.0%})"
+        )
+    return {"rate": rate, "seconds": seconds, "rounds": rounds, **_medians(measured), "measured": measured}
+
+
+async def against_one_redis(data_dir: str, quick: bool) -> dict[str, Any]:
+    """Per token, then per start, on the cluster and on one Redis, in turns; the figures, printed."""
+    print(f"== CPU on a Redis Cluster (3 primaries, the queue on a Redis of its own) against one Redis, AOF {AOF}")
+    began = time.monotonic()
+    folder = Path(data_dir) / "redis-cluster"
+    # Timed from each token's due time: both sides run this tree's scripted model, which stamps them
+    # (the append clock reads the stream with a one-server client, which a cluster answers MOVED).
+    clock, systems.CLOCK = systems.CLOCK, "due"
+    try:
+        with redis_sides(folder) as (redis, cluster, queue):
+            one, on_cluster = Tokentail(redis), ClusterTokentail(cluster, queue)
+            try:
+                figures = {
+                    "per_token": await per_token(one, on_cluster, quick),
+                    "per_start": await per_start(one, on_cluster, quick),
+                }
+            finally:
+                one.stop()
+                on_cluster.stop()
+    finally:
+        systems.CLOCK = clock
+    figures["seconds"] = round(time.monotonic() - began)
+    return figures
+
+
+def rows(figures: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The summary: each side's medians and cluster / one Redis, per 1,000 tokens, then per start."""
+    token, start = figures["per_token"], figures["per_start"]
+    columns = [*ROLES.values(), "system", "Redis µs/event"]
+    table: list[tuple[str, ...]] = [("CPU", *columns)]
+    for name, measured, unit in (
+        (f"s per 1,000 tokens ({token['streams']} streams)", token, ".4f"),
+        (f"ms per start ({start['rate']}/s)", start, ".3f"),
+    ):
+        for side, label in (("one", "one Redis"), ("cluster", "cluster"), ("ratio", "cluster / one")):
+            cells = {k: measured[side].get(k) for k in columns}
+            shown = (
+                "" if v is None else f"{v:.2f}x" if side == "ratio" else _format(k, v, unit) for k, v in cells.items()
+            )
+            table.append((f"{name}, {label}", *shown))
+    return table
+
+
+def _medians(measured: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    medians = {
+        side: {k: statistics.median(f[k] for f in rounds) for k in rounds[0]} for side, rounds in measured.items()
+    }
+    medians["ratio"] = {k: medians["cluster"][k] / medians["one"][k] for k in medians["one"]}
+    return medians
+
+
+def _format(name: str, value: float, unit: str) -> str:
+    return format(value, ".1f" if name == "Redis µs/event" else unit)
+
+
+def _cells(figures: dict[str, float], unit: str) -> str:
+    return "  ".join(f"{k} {_format(k, v, unit)}" for k, v in figures.items())
