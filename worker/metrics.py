@@ -30,7 +30,7 @@ TIME_TO_FIRST_TOKEN = Histogram(
     ["provider"],
     buckets=_LATENCY_BUCKETS,
 )
-TOKENS = Counter("tokentail_tokens", "Text chunks streamed by models and agents (about one token each)", ["provider"])
+TOKENS = Counter("tokentail_tokens", "Text chunks streamed by models and agents (a token or a few each)", ["provider"])
 EVENTS_APPENDED = Counter("tokentail_events_appended", "Events appended to session streams", ["event"])
 ACTIVE_RUNS = Gauge("tokentail_active_runs", "Runs this worker is running")
 RUNS = Counter(

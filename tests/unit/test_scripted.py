@@ -50,8 +50,12 @@ def test_the_first_sentence_answers_the_input() -> None:
 
 async def test_stream_yields_the_tokens_then_usage() -> None:
     chunks = await _collect(_request(tokens=30, tokens_per_second=0))
-    assert [c.text for c in chunks[:-1] if isinstance(c, TextDelta)] == scripted_tokens("hello", 30)
-    assert chunks[-1] == Usage(input_tokens=1, output_tokens=len(scripted_tokens("hello", 30)))
+    texts = [c.text for c in chunks[:-1] if isinstance(c, TextDelta)]
+    tokens = scripted_tokens("hello", 30)
+    assert "".join(texts) == "".join(tokens)
+    # Unpaced, every token is due: they come STEP_TOKENS to a chunk, as network reads bring them.
+    assert [len(text.split()) for text in texts] == [STEP_TOKENS, len(tokens) - STEP_TOKENS]
+    assert chunks[-1] == Usage(input_tokens=1, output_tokens=len(tokens))
 
 
 async def test_fail_at_token_raises_after_that_many_tokens() -> None:
@@ -59,15 +63,15 @@ async def test_fail_at_token_raises_after_that_many_tokens() -> None:
     with pytest.raises(ScriptedFailure, match="token 4"):
         async for chunk in ScriptedProvider().stream(_request(tokens=10, tokens_per_second=0, fail_at_token=4)):
             seen.append(chunk)
-    assert len(seen) == 4
+    assert "".join(chunk.text for chunk in seen) == "".join(scripted_tokens("hello", 10)[:4])
 
 
-async def test_the_tokens_due_together_come_in_one_loop_step() -> None:
+async def test_the_tokens_due_together_come_in_one_chunk_in_one_loop_step() -> None:
     # As one network read brings them, up to STEP_TOKENS: a writer's flush tick between two of them
     # took the first alone and held the rest a whole window (the benchmark's p99 delay at 100 streams
-    # was 66 ms). So a loop step ends with a full step or where the next token was not yet due,
-    # whatever the box's speed (each token is its due time; the step is counted by a callback that
-    # runs once per loop iteration).
+    # was 66 ms), and the agent's chain handles a chunk, not each token. So a loop step's chunk ends
+    # full or where the next token was not yet due, whatever the box's speed (each token is its due
+    # time; the step is counted by a callback that runs once per loop iteration).
     loop = asyncio.get_running_loop()
     step = [0]
 
@@ -81,7 +85,8 @@ async def test_the_tokens_due_together_come_in_one_loop_step() -> None:
         request = _request(tokens=200, tokens_per_second=1000, due_stamps=True)
         async for chunk in ScriptedProvider().stream(request):
             if isinstance(chunk, TextDelta):
-                steps.setdefault(step[0], []).append((float(chunk.text), time.time() * 1000))
+                assert step[0] not in steps  # one chunk a step
+                steps[step[0]] = [(float(due), time.time() * 1000) for due in chunk.text.split()]
     finally:
         ticking[0].cancel()
     ordered = list(steps.values())
@@ -104,8 +109,8 @@ async def test_due_stamps_make_each_token_the_time_it_was_due() -> None:
     before = time.time() * 1000
     chunks = await _collect(_request(tokens=5, tokens_per_second=100, due_stamps=True))
     texts = [c.text for c in chunks if isinstance(c, TextDelta)]
-    assert len(texts) == len(scripted_tokens("hello", 5))
-    stamps = [float(text) for text in texts]
+    stamps = [float(token) for text in texts for token in text.split()]
+    assert len(stamps) == len(scripted_tokens("hello", 5))
     assert all(text.endswith(" ") for text in texts)
     assert before <= stamps[0] <= time.time() * 1000
     assert [round(b - a, 1) for a, b in zip(stamps, stamps[1:], strict=False)] == [10.0] * (len(stamps) - 1)
@@ -193,15 +198,15 @@ async def test_paced_tokens_come_at_the_first_at_once_then_together_per_tick() -
     # same average pace and with the same text; the first one does not wait.
     loop = asyncio.get_running_loop()
     start = loop.time()
-    arrivals: list[tuple[float, str]] = []
+    chunks: list[tuple[float, str]] = []
     async for chunk in ScriptedProvider().stream(_request(tokens=20, tokens_per_second=100)):
         if isinstance(chunk, TextDelta):
-            arrivals.append((loop.time() - start, chunk.text))
-    assert [text for _, text in arrivals] == scripted_tokens("hello", 20)
-    assert arrivals[0][0] < 0.01
-    wakeups = 1 + sum(later - at > 0.005 for (at, _), (later, _) in zip(arrivals, arrivals[1:], strict=False))
-    span = (len(arrivals) - 1) / 100  # of tokens at 100/s: one wake-up per 50 ms tick after the first
-    assert wakeups <= 1 + math.ceil(span / 0.05)
+            chunks.append((loop.time() - start, chunk.text))
+    assert "".join(text for _, text in chunks) == "".join(scripted_tokens("hello", 20))
+    assert chunks[0][0] < 0.01 and chunks[0][1] == "Hello!"  # the first token alone, at once
+    arrivals = [(at, token) for at, text in chunks for token in text.split(" ") if token]
+    span = (len(arrivals) - 1) / 100  # of tokens at 100/s: one wake-up (one chunk) per 50 ms tick after the first
+    assert len(chunks) <= 1 + math.ceil(span / 0.05)
     for i, (at, _) in enumerate(arrivals):
         assert i / 100 <= at + 0.001 <= i / 100 + 0.1  # never early, never more than a tick (and slack) late
 

@@ -362,24 +362,28 @@ class ScriptedProvider:
         start = loop.time()
         if params.due_stamps:
             tokens = _due_stamps(len(tokens), pace)
-        in_step = 0  # tokens yielded since the loop last ran
-        for i, token in enumerate(tokens):
-            if params.fail_at_token is not None and i == params.fail_at_token:
-                raise ScriptedFailure(f"scripted failure at token {i}, as asked by params.fail_at_token")
+        i = 0
+        while i < len(tokens):
             # Paced against the start time, so timer drift does not add up; the tokens already due
             # come without a wake each (a fast pace costs one wake per TICK, not one per token, and the
-            # runs that wake at once share one timer: `_Pacer`),
-            # in one loop step, as one network read brings them, up to STEP_TOKENS: then it yields
-            # to the loop, as a network stream would (unpaced, or behind its pace, it never sleeps).
-            # Counted from the step's start, not by the token's index: a writer's tick between two
-            # tokens due together would take the first alone and hold the rest a whole flush window.
+            # runs that wake at once share one timer: `_Pacer`), as one chunk, up to STEP_TOKENS of
+            # them, as one network read brings them: the agent's chain handles a chunk, not each token
+            # of it. Then it yields to the loop, as a network stream would (unpaced, or behind its
+            # pace, it never sleeps).
             delay = start + i / pace - loop.time() if pace else 0.0
             if delay > 0:
                 await _pacer(loop).until(loop.time() + max(delay, TICK))
-                in_step = 0
-            elif in_step == STEP_TOKENS:
+            elif i:
                 await asyncio.sleep(0)
-                in_step = 0
-            in_step += 1
-            yield TextDelta(token)
+            now, end = loop.time(), i + 1
+            while end < len(tokens) and end - i < STEP_TOKENS and (not pace or start + end / pace <= now):
+                end += 1
+            if params.fail_at_token is not None and i <= params.fail_at_token < end:
+                if params.fail_at_token > i:
+                    yield TextDelta("".join(tokens[i : params.fail_at_token]))
+                raise ScriptedFailure(
+                    f"scripted failure at token {params.fail_at_token}, as asked by params.fail_at_token"
+                )
+            yield TextDelta("".join(tokens[i:end]))
+            i = end
         yield Usage(len(last.content.split()), len(tokens), ("stop",))
