@@ -327,6 +327,14 @@ def _due_stamps(count: int, pace: float) -> list[str]:
     return [f"{now_ms + i * step_ms:.1f} " for i in range(count)]
 
 
+def _due_end(first: int, count: int, start: float, pace: float, now: float) -> int:
+    """Where a chunk from token `first` ends: after the tokens due by `now` (all, unpaced), up to STEP_TOKENS."""
+    end = first + 1
+    while end < count and end - first < STEP_TOKENS and (not pace or start + end / pace <= now):
+        end += 1
+    return end
+
+
 def _calling(request: ModelRequest, calls: list[ToolCall]) -> list[Chunk]:
     """A turn that calls tools: the calculator's lead-in (the rest of it, when the turn goes on from
     text clients have), the calls, the usage."""
@@ -358,32 +366,35 @@ class ScriptedProvider:
             rest, tokens = _after(request.continue_text, tokens)
             if rest:
                 yield TextDelta(rest)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
         if params.due_stamps:
             tokens = _due_stamps(len(tokens), pace)
-        i = 0
-        while i < len(tokens):
-            # Paced against the start time, so timer drift does not add up; the tokens already due
-            # come without a wake each (a fast pace costs one wake per TICK, not one per token, and the
-            # runs that wake at once share one timer: `_Pacer`), as one chunk, up to STEP_TOKENS of
-            # them, as one network read brings them: the agent's chain handles a chunk, not each token
-            # of it. Then it yields to the loop, as a network stream would (unpaced, or behind its
-            # pace, it never sleeps).
-            delay = start + i / pace - loop.time() if pace else 0.0
-            if delay > 0:
-                await _pacer(loop).until(loop.time() + max(delay, TICK))
-            elif i:
-                await asyncio.sleep(0)
-            now, end = loop.time(), i + 1
-            while end < len(tokens) and end - i < STEP_TOKENS and (not pace or start + end / pace <= now):
-                end += 1
-            if params.fail_at_token is not None and i <= params.fail_at_token < end:
-                if params.fail_at_token > i:
-                    yield TextDelta("".join(tokens[i : params.fail_at_token]))
-                raise ScriptedFailure(
-                    f"scripted failure at token {params.fail_at_token}, as asked by params.fail_at_token"
-                )
-            yield TextDelta("".join(tokens[i:end]))
-            i = end
+        async for chunk in _paced(tokens, pace, params.fail_at_token):
+            yield chunk
         yield Usage(len(last.content.split()), len(tokens), ("stop",))
+
+
+async def _paced(tokens: list[str], pace: float, fail_at: int | None) -> AsyncIterator[TextDelta]:
+    """`tokens` at `pace` a second (0: at once), in chunks: the tokens already due come together."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    i = 0
+    while i < len(tokens):
+        # Paced against the start time, so timer drift does not add up; the tokens already due come
+        # without a wake each (a fast pace costs one wake per TICK, not one per token, and the runs
+        # that wake at once share one timer: `_Pacer`), as one chunk, up to STEP_TOKENS of them, as
+        # one network read brings them: the agent's chain handles a chunk, not each token of it. Then
+        # it yields to the loop, as a network stream would (unpaced, or behind its pace, it never sleeps).
+        delay = start + i / pace - loop.time() if pace else 0.0
+        if delay > 0:
+            await _pacer(loop).until(loop.time() + max(delay, TICK))
+        elif i:
+            await asyncio.sleep(0)
+        end = _due_end(i, len(tokens), start, pace, loop.time())
+        failing = fail_at is not None and i <= fail_at < end
+        if failing:
+            end = fail_at  # type: ignore[assignment]  # (not None: failing)
+        if end > i:
+            yield TextDelta("".join(tokens[i:end]))
+        if failing:
+            raise ScriptedFailure(f"scripted failure at token {end}, as asked by params.fail_at_token")
+        i = end
