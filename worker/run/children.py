@@ -139,8 +139,8 @@ class Children:
         self._spawns = 0  # `spawn` calls so far in this attempt: the id of a call that names none
         self.waits: Waits | None = None  # set by the run's context
         self._starting = 0  # spawns on their way to Redis: their children join the wait of those started at once
-        self._started = asyncio.Event()
-        self._started.set()
+        self.settled = asyncio.Event()  # set while no spawn of this attempt is on its way to Redis
+        self.settled.set()
 
     @classmethod
     def none(cls) -> "Children":
@@ -160,13 +160,13 @@ class Children:
         child = self._known.get(child_id)
         if child is None:
             self._starting += 1
-            self._started.clear()
+            self.settled.clear()
             try:
                 child = await self._start(child_id, agent, text, call_id, name)
             finally:
                 self._starting -= 1
                 if self._starting == 0:
-                    self._started.set()
+                    self.settled.set()
             if child is None:
                 await self.waits.join(None)
         if child.active:
@@ -270,10 +270,6 @@ class Children:
                 )
         return None  # FULL, or CANCEL: the wait ends the run cancelled (await_children.lua)
 
-    async def started(self) -> None:
-        """Once no spawn of this attempt is on its way to Redis."""
-        await self._started.wait()
-
     async def end_orphans(self, ended: Ending | None) -> None:
         """The run ended (`ended`: its terminal event, or None if it did not end here): cancel its
         children still going, whom no one waits for now (a parent that failed, or was cancelled)."""
@@ -320,7 +316,7 @@ class InlineChildren:
     """The inline children of one attempt's run, and their records when the attempt goes on from its own."""
 
     def __init__(self, writer: EventWriter, run: RunRecord, add_usage: Callable[[int, int], None]) -> None:
-        """`add_usage`: the run's (RunContext.add_usage): what its children's models cost is its cost too."""
+        """`add_usage`: the run's (its meter's): what its children's models cost is its cost too."""
         self.writer = writer
         self.add_usage = add_usage
         self.attempt = run.attempt

@@ -155,7 +155,7 @@ class _Batch(Generic[T]):
         self,
         writer: EventWriter,
         signal: Callable[[list[T]], BaseException],
-        settled: Callable[[], Awaitable[None]] = _landed,
+        settled: Callable[[], Awaitable[object]] = _landed,
     ) -> None:
         """`settled`: what the batch also waits for before it closes (children being started)."""
         self._writer = writer
@@ -276,9 +276,12 @@ class RunContext:
         self._returned: set[str] = set()  # the questions answered before it that those calls returned
         self._batch: _Batch[Question] = _Batch(writer, WaitingForInput)
         self._children = children or Children.none()
-        self._children.waits = _Batch(writer, _waiting_for_children, self._children.started)
+        # No reference back to this context or its children from what they hold (the children's bound
+        # methods would be one): a run's state is freed by reference counting as the run ends, not left
+        # to the collector of cycles, whose collections at thousands of runs stopped the loop for seconds.
+        self._children.waits = _Batch(writer, _waiting_for_children, self._children.settled.wait)
         self._tool_calls = 0
-        self._inline = InlineChildren(writer, run, self.add_usage)
+        self._inline = InlineChildren(writer, run, meter.add)
 
     @property
     def arguments(self) -> dict[str, Any]:

@@ -40,6 +40,10 @@ class LeaseKeeper:
         assert self._task is not None
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+        # The cancelled task keeps its CancelledError, whose traceback keeps `_renew`'s frame, which keeps
+        # this keeper: a cycle holding the run's whole state (its writer, journal, record...) until a
+        # collection of the oldest objects, which at thousands of runs stopped the loop for seconds.
+        self._task = None
 
     async def _renew(self) -> None:
         loop = asyncio.get_running_loop()
