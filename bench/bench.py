@@ -184,7 +184,7 @@ async def main(
     print_table(report.curve(side_by_side))
     print("== CPU s per 1,000 delivered tokens, by process (steady part, median of the repeats)")
     print_table(report.cpu_by_process(side_by_side))
-    print(f"== issue 69's goals (tokentail; ratios against vercel-rs, and against {baseline or 'a --baseline'})")
+    print(f"== issue 83's goals (tokentail; ratios against vercel-rs, and against {baseline or 'a --baseline'})")
     goals = report.goals(
         side_by_side,
         aof,
@@ -194,6 +194,12 @@ async def main(
         results.get("idle_and_resume_against_baseline"),
     )
     print_table([("goal", "this run", ""), *goals])
+    steps = report.against(
+        results.get("per_token_against_baseline"), results.get("start_cpu_against_baseline"), baseline
+    )
+    if steps:
+        print(f"== this tree against {baseline}, in turns on one Redis")
+        print_table([("figure", "this run"), *steps])
 
 
 async def cluster_mode(results: dict[str, Any], quick: bool, output: str | None, began: float) -> None:
@@ -325,8 +331,9 @@ async def per_token_against(
 
 
 async def idle_and_resume_against(rev: str, data_dir: str, quick: bool) -> dict[str, dict[str, float]]:
-    """Gateway memory per idle open stream and the resume of a backlog (bench/compare.py's phases),
-    this tree's tokentail against revision `rev`'s, each on a fresh Redis and fresh processes."""
+    """Gateway memory per idle open stream, the resume of a backlog and the reconnect storm
+    (bench/compare.py's phases), this tree's tokentail against revision `rev`'s, each on a fresh Redis
+    and fresh processes."""
     streams, backlog, repeats = (100, 1000, 2) if quick else (5000, 10_000, 10)
     print(f"== memory per idle stream ({streams}) and the resume of {backlog} events, this tree against {rev}")
     commit = baseline_tree.commit_of(rev)
@@ -344,12 +351,21 @@ async def idle_and_resume_against(rev: str, data_dir: str, quick: bool) -> dict[
                 idle = await compare.idle_streams(system, streams)
                 await system.restart()
                 resume = await compare.resume_backlog(system, backlog, repeats)
+                await system.restart()
+                storm = await compare.reconnect_storm(system, quick)
+                assert storm is not None  # (tokentail's resume is checked)
             finally:
                 system.stop()
-        figures[label] = {"kb_per_stream": idle["kb_per_stream"], "resume_last_ms": resume["last_byte_ms"]}
+        figures[label] = {
+            "kb_per_stream": idle["kb_per_stream"],
+            "resume_last_ms": resume["last_byte_ms"],
+            "storm_caught_up_s": storm["all_caught_up_s"],
+            "storm_lost_or_repeated": report.storm_lost(storm),
+        }
         print(
             f"  {label + (f' ({rev})' if label == 'before' else ''):14} {idle['kb_per_stream']:.1f} KB per idle stream,"
-            f" resume: last event {resume['last_byte_ms']:.1f} ms"
+            f" resume: last event {resume['last_byte_ms']:.1f} ms, reconnect storm: all caught up in"
+            f" {storm['all_caught_up_s']:.2f} s, {report.storm_lost(storm):g} lost or repeated"
         )
     return figures
 

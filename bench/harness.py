@@ -154,9 +154,10 @@ class Stack:
         self.gateway = self._spawn(
             self.gateway_tree or ROOT, "gateway", "--host", "127.0.0.1", "--port", str(self.port)
         )
-        self.worker = (
-            self._spawn(self.worker_tree or ROOT, "worker", "--port", "0", **worker_env) if with_worker else None
-        )
+        # The worker serves its probes and metrics (its event loop's lag: `loop_lags`) on a port of its own.
+        self.worker_port = free_port()
+        worker = ("worker", "--port", str(self.worker_port))
+        self.worker = self._spawn(self.worker_tree or ROOT, *worker, **worker_env) if with_worker else None
         deadline = time.monotonic() + patience(20)
         while time.monotonic() < deadline:
             try:
@@ -235,3 +236,33 @@ async def create(client: httpx2.AsyncClient, **params: Any) -> dict[str, Any]:
     response.raise_for_status()
     body: dict[str, Any] = response.json()
     return body
+
+
+LOOP_LAG = "tokentail_event_loop_lag_seconds_bucket"  # shared/plumbing/loop_lag.py
+
+
+async def loop_lag_buckets(client: httpx2.AsyncClient, url: str) -> dict[float, float]:
+    """A tokentail process's loop-lag histogram, as scraped from its `/metrics`: each bucket's upper
+    bound (s) -> how many ticks were at most that late; {} where it serves none (another revision)."""
+    try:
+        text = (await client.get(url)).text
+    except httpx2.HTTPError:
+        return {}
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith(LOOP_LAG):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def worst_lag(before: dict[float, float], after: dict[float, float]) -> float:
+    """The worst lateness of the ticks between two scrapes, as its bucket's upper bound (s): the
+    smallest bound all of them were at most (inf: past the last; 0.0: no tick, or no histogram)."""
+    if not after:
+        return 0.0
+    moved = {bound: count - before.get(bound, 0.0) for bound, count in after.items()}
+    total = moved.get(float("inf"), 0.0)
+    if total <= 0:
+        return 0.0
+    return min(bound for bound, count in moved.items() if count >= total)

@@ -47,6 +47,9 @@ class Run:
     tokens: int = 0  # tokens delivered in the window
     gateway_connections: int = 0  # the gateway's own, counted by `ss` (systems with Redis)
     redis_clients: int = 0  # every process's (INFO clients), while all streams are open (systems with Redis)
+    # Each process's worst event-loop lag over the whole run (starts and ends too), as its histogram's
+    # bucket bound (s; tokentail's processes: shared/plumbing/loop_lag.py)
+    loop_lag: dict[str, float] = field(default_factory=dict)
 
     @property
     def p99(self) -> float:
@@ -104,6 +107,7 @@ async def run_level(
     all_frames: list[list[harness.Frame]] = []
     limits = httpx2.Limits(max_connections=50)
     async with httpx2.AsyncClient(base_url=system.url, limits=limits, timeout=harness.patience(30)) as client:
+        lags = {role: await harness.loop_lag_buckets(client, url) for role, url in system.metrics_urls().items()}
 
         async def one(delay: float) -> None:
             await asyncio.sleep(delay)
@@ -123,6 +127,8 @@ async def run_level(
             all_frames.append(frames)
 
         await asyncio.gather(steady_window(), *(one(i * spread / streams) for i in range(streams)))
+        for role, url in system.metrics_urls().items():
+            run.loop_lag[role] = harness.worst_lag(lags[role], await harness.loop_lag_buckets(client, url))
     run.seconds = window[1] - window[0]
     run.cpu = {name: readings[1][name] - readings[0][name] for name in readings[0]}
     # What the rest of the machine used meanwhile (other programs, kernel threads): on a shared box,
@@ -179,6 +185,8 @@ def level_figures(system: System, streams: int, runs: list[Run], discarded: int)
         "events_per_token": statistics.median(run.events / max(1, run.tokens) for run in runs),
         "other_cpu_share_max": max(run.cpu["other"] / run.seconds for run in runs),  # the worst repeat
         "disturbed_runs_discarded": discarded,
+        # Each process's worst event-loop lag, of every repeat: its histogram bucket's bound (s)
+        "loop_lag_worst_s": {role: max(run.loop_lag[role] for run in runs) for role in runs[0].loop_lag},
     }
     if system.uses_redis:
         level["gateway_redis_connections_per_stream"] = statistics.median(
@@ -198,12 +206,14 @@ def print_level(system: System, level: dict[str, Any]) -> None:
             f" all (INFO) {level['redis_clients_per_stream']:.2f}"
         )
     p99, cpu = level["p99_ms"], " ".join(f"{k} {v:4.0%}" for k, v in level["cpu_share"].items())
+    lags = level.get("loop_lag_worst_s") or {}
+    lag = f"  worst loop lag {' '.join(f'{k} <= {v:g} s' for k, v in lags.items())}" if lags else ""
     print(
         f"  {level['streams']:5} streams: p99 {p99['min']:7.1f} / {p99['median']:7.1f} / {p99['max']:7.1f} ms"
         f" (min/median/max)  gateway {level['gateway_us_per_event']['median']:6.1f} µs/event"
         f"  system {level['system_s_per_1k_tokens']['median']:.3f} s/1k tokens"
         f"  {level['events_per_token']:.2f} events/token  CPU {cpu}"
-        f"  {redis}  failed {level['incomplete']}"
+        f"  {redis}  failed {level['incomplete']}{lag}"
         f"  (p99 by phase, median: {' / '.join(f'{v:.1f}' for v in level['p99_ms_by_phase'].values())} ms"
         " starting / steady / ending)"
         f"  (other CPU, worst repeat {level['other_cpu_share_max']:.0%};"

@@ -193,32 +193,48 @@ def goals(
     starts_against_baseline: dict[str, Any] | None = None,
     absolute_against_baseline: dict[str, Any] | None = None,
 ) -> list[Goal]:
-    """Issue 69's goals, each with this run's figures: met, not met, or not measured. `aof`: the AOF
-    modes tokentail ran with (the first under its own name); `against_baseline`: tokentail's worker,
-    Redis and gateway CPU per token event beside `--baseline`'s (bench.per_token_against), and
-    `starts_against_baseline` its CPU per start (bench.start_cpu_against), `absolute_against_baseline`
-    its memory per idle stream and its backlog's resume (bench.idle_and_resume_against), measured in
-    this run."""
+    """Issue 83's goals, each with this run's figures: met, not met, or not measured. `aof`: the AOF
+    modes tokentail ran with (the first under its own name); `absolute_against_baseline`: its memory per
+    idle stream, its backlog's resume and its reconnect storm beside `--baseline`'s
+    (bench.idle_and_resume_against), measured in this run. `against_baseline` and
+    `starts_against_baseline` (CPU per token event and per start beside `--baseline`'s) are steps of the
+    history, not goals: printed apart (`against`)."""
     ours = results.get("tokentail")
     if ours is None:
         return [("every goal", "tokentail not in --systems", "not measured")]
     by_aof = {aof[0]: ours} | {mode: results[f"tokentail (AOF {mode})"] for mode in aof[1:]}
     return [
-        *per_token_against(against_baseline, baseline),
-        per_start_against(starts_against_baseline, baseline),
-        *cpu_per_token(by_aof, results.get(PEER)),
-        *streams_held(ours, results),
         start_rate(ours, results.get(PEER)),
+        cpu_per_start(ours, results.get(PEER)),
+        *streams_held(ours, results),
+        *cpu_per_token(by_aof, results.get(PEER)),
+        loop_lag(ours),
         *no_worse(absolute_against_baseline, baseline),
     ]
 
 
+def against(
+    against_baseline: dict[str, Any] | None, starts_against_baseline: dict[str, Any] | None, baseline: str | None
+) -> list[tuple[str, str]]:
+    """This tree's CPU per token event and per start beside `--baseline`'s, by process, measured in this run."""
+    rows = []
+    if against_baseline is not None:
+        for role, what in (("producer", "worker CPU per 1k tokens"), ("redis", "Redis CPU per appended event"),
+                           ("gateway", "gateway CPU per delivered event")):  # fmt: skip
+            after, before = against_baseline["after"][role], against_baseline["before"][role]
+            rows.append((what, f"{after:.4g} against {before:.4g} ({after / before:.2f}x)"))
+    if starts_against_baseline is not None:
+        after, before = (sum(starts_against_baseline[side].values()) for side in ("after", "before"))
+        rows.append(("CPU per start, all processes", f"{after:.2f} against {before:.2f} ms ({after / before:.2f}x)"))
+    return [(f"{what}, against {baseline}", value) for what, value in rows]
+
+
 def streams_held(ours: dict[str, Any], results: dict[str, Any]) -> list[Goal]:
-    """Streams held >= 1.0x Vercel's transport in a burst, >= 1.2x with starts spread."""
+    """Streams held >= 1.2x Vercel's transport in a burst, >= 1.5x with starts spread."""
     out = []
     for label, peer, kind, bound in (
-        (f"streams held (burst start) >= 1.0x {PEER}", PEER, "levels", 1.0),
-        (f"streams held (starts spread) >= 1.2x {PEER}", PEER, "spread", 1.2),
+        (f"streams held (burst start) >= 1.2x {PEER}", PEER, "levels", 1.2),
+        (f"streams held (starts spread) >= 1.5x {PEER}", PEER, "spread", 1.5),
     ):
         theirs = results.get(peer)
         try:
@@ -233,51 +249,57 @@ def streams_held(ours: dict[str, Any], results: dict[str, Any]) -> list[Goal]:
     return out
 
 
+LAG_BOUND_S, LAG_LEVELS = 0.25, 2500  # no process's loop later than this, at any level up to this many streams
+
+
+def loop_lag(ours: dict[str, Any]) -> Goal:
+    """No tokentail process's event loop lags more than 250 ms at any level up to 2,500 streams (burst,
+    spread, and the search for the first miss)."""
+    label = f"no tokentail process's event loop lags more than {LAG_BOUND_S * 1000:.0f} ms up to {LAG_LEVELS} streams"
+    levels = [
+        level
+        for kind in ("levels", "spread")
+        for level in levels_of(ours, kind) + (ours.get("bisection", []) if kind == "levels" else [])
+        if level["streams"] <= LAG_LEVELS and level.get("loop_lag_worst_s")
+    ]
+    if not levels:
+        return (label, "no level measured it", "not measured")
+    worst = max(levels, key=lambda level: max(level["loop_lag_worst_s"].values()))
+    lags = ", ".join(f"{role} <= {lag:g} s" for role, lag in worst["loop_lag_worst_s"].items())
+    biggest = max(worst["loop_lag_worst_s"].values())
+    return (label, f"worst at {worst['streams']} streams: {lags}", verdict(biggest <= LAG_BOUND_S))
+
+
 def held_of(figures: dict[str, Any], kind: str) -> int:
     return int((figures if kind == "levels" else figures["spread"])["streams_held"])
 
 
 def cpu_per_token(by_aof: dict[str, dict[str, Any]], theirs: dict[str, Any] | None) -> list[Goal]:
-    """Whole system CPU per 1k tokens at 200 and 400 streams <= 1.0x Vercel's, with tokentail's AOF
+    """Whole system CPU per 1k tokens at 200 and 400 streams <= 0.8x Vercel's, with tokentail's AOF
     `everysec` (and each other mode measured)."""
     out = []
     for mode, ours in by_aof.items():
         for count in (200, 400):
-            label = f"whole system CPU per 1k tokens at {count} streams, AOF {mode}: <= 1.0x {PEER}"
+            label = f"whole system CPU per 1k tokens at {count} streams, AOF {mode}: <= 0.8x {PEER}"
             mine, peer = level_of(ours, count), level_of(theirs, count)
             if mine is None or peer is None:
                 out.append((label, f"no level of {count} streams for both", "not measured"))
                 continue
             a, b = mine["system_s_per_1k_tokens"]["median"], peer["system_s_per_1k_tokens"]["median"]
-            out.append((label, f"{a:.4f} against {b:.4f} s ({a / b:.2f}x)", verdict(a <= b)))
+            out.append((label, f"{a:.4f} against {b:.4f} s ({a / b:.2f}x)", verdict(a <= 0.8 * b)))
     return out
 
 
-def per_token_against(figures: dict[str, Any] | None, baseline: str | None) -> list[Goal]:
-    """Worker CPU per 1k tokens <= 0.6x `baseline`'s, Redis CPU per appended event <= 0.72x, gateway
-    CPU per delivered event <= 0.5x, all measured in this run."""
-    labels = (
-        ("producer", "worker CPU per 1k tokens", 0.6),
-        ("redis", "Redis CPU per appended event", 0.72),
-        ("gateway", "gateway CPU per delivered event", 0.5),
-    )
-    if figures is None:
-        return [(f"{what} <= {bound}x main's", "needs --baseline main", "not measured") for _, what, bound in labels]
-    out = []
-    for role, what, bound in labels:
-        ratio = figures["ratio"][role]
-        value = f"{figures['after'][role]:.4g} against {figures['before'][role]:.4g} ({ratio:.2f}x)"
-        out.append((f"{what} <= {bound}x {baseline}'s", value, verdict(ratio <= bound)))
-    return out
-
-
-def per_start_against(figures: dict[str, Any] | None, baseline: str | None) -> Goal:
-    """CPU per start, all processes together, <= 0.6x `baseline`'s, measured in this run."""
-    if figures is None:
-        return ("CPU per start, all processes, <= 0.6x main's", "needs --baseline main", "not measured")
-    a, b = sum(figures["after"].values()), sum(figures["before"].values())
-    label = f"CPU per start, all processes, <= 0.6x {baseline}'s"
-    return (label, f"{a:.2f} against {b:.2f} ms ({a / b:.2f}x)", verdict(a <= 0.6 * b))
+def cpu_per_start(ours: dict[str, Any], theirs: dict[str, Any] | None) -> Goal:
+    """CPU per start, all processes together, <= 1.2x Vercel's, at the start ladder's second rate."""
+    label = f"CPU per start, all processes, <= 1.2x {PEER}"
+    try:
+        a, b = (sum(figures["starts"]["cpu_ms_per_start"].values()) for figures in (ours, theirs))  # type: ignore[union-attr]
+        rates = ours["starts"]["cpu_rate"], theirs["starts"]["cpu_rate"]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return (label, "not measured for both", "not measured")
+    value = f"{a:.2f} against {b:.2f} ms at {rates[0]}/{rates[1]} starts/s ({a / b:.2f}x)"
+    return (label, value, verdict(a <= 1.2 * b))
 
 
 def start_rate(ours: dict[str, Any], theirs: dict[str, Any] | None) -> Goal:
@@ -293,22 +315,20 @@ def start_rate(ours: dict[str, Any], theirs: dict[str, Any] | None) -> Goal:
 
 
 def no_worse(figures: dict[str, Any] | None, baseline: str | None) -> list[Goal]:
-    """Memory per idle open stream and the resume of a 10,000-event backlog no worse than `baseline`'s
-    (within a tenth: what two runs of one code differ by), measured in this run."""
+    """Memory per idle open stream, the resume of a 10,000-event backlog and the reconnect storm no
+    worse than `baseline`'s (within a tenth: what two runs of one code differ by; the storm with
+    nothing lost or repeated), measured in this run."""
     labels = (
         ("kb_per_stream", "gateway memory per idle open stream", "KB"),
         ("resume_last_ms", "resume of a backlog: last event", "ms"),
+        ("storm_caught_up_s", "reconnect storm: all caught up", "s"),
     )
     if figures is None:
         return [(f"{what}: no worse than main's", "needs --baseline main", "not measured") for _, what, _ in labels]
     out = []
     for key, what, unit in labels:
         a, b = figures["after"][key], figures["before"][key]
-        out.append(
-            (
-                f"{what}: no worse than {baseline}'s",
-                f"{a:.1f} against {b:.1f} {unit} ({a / b:.2f}x)",
-                verdict(a <= 1.1 * b),
-            )
-        )
+        ok = a <= 1.1 * b and (key != "storm_caught_up_s" or not figures["after"]["storm_lost_or_repeated"])
+        value = f"{a:.2f} against {b:.2f} {unit} ({a / b:.2f}x)"
+        out.append((f"{what}: no worse than {baseline}'s", value, verdict(ok)))
     return out

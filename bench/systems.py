@@ -94,6 +94,11 @@ class System:
     def start(self) -> None:
         raise NotImplementedError
 
+    def metrics_urls(self) -> dict[str, str]:
+        """Where each of its processes that measures its event loop's lag serves its metrics, by role
+        (tokentail's: shared/plumbing/loop_lag.py); none for the peers."""
+        return {}
+
     @property
     def processes(self) -> dict[str, subprocess.Popen[bytes]]:
         """The system's processes by role: gateway, producer and (if it uses it) redis."""
@@ -213,6 +218,12 @@ class Tokentail(System):
         self.stack.start(TOKENTAIL_WORKER_CONCURRENCY="5000")
         self.gateway, self.producer = self.stack.gateway, self.stack.worker
         self.keys = Keys(self.stack.prefix)
+
+    def metrics_urls(self) -> dict[str, str]:
+        urls = {"gateway": f"{self.url}/metrics"}
+        if self.producer is self.stack.worker:  # (not the light producer of tokentail-gateway)
+            urls["producer"] = f"http://127.0.0.1:{self.stack.worker_port}/metrics"
+        return urls
 
     async def start_stream(self, client: httpx2.AsyncClient, tokens: int = TOKENS, rate: float = RATE) -> str:
         # Another revision's scripted model may not know `due_stamps` (bench.py measures only its CPU).

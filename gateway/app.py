@@ -34,6 +34,7 @@ from tokentail.shared.features.agent_catalog import AgentDirectory
 from tokentail.shared.features.tenant_webhooks import TenantWebhooks
 from tokentail.shared.features.webhook_policy import WebhookPolicy
 from tokentail.shared.plumbing import tracing
+from tokentail.shared.plumbing.loop_lag import LoopLag
 from tokentail.shared.plumbing.prometheus import exposition
 from tokentail.shared.plumbing.settings import Settings, get_settings
 from tokentail.shared.store.archive import open_archive
@@ -117,11 +118,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis, keys, settings.max_streams_per_tenant, settings.max_streams_per_token
         )
         slot_tasks = [asyncio.create_task(slots.renew_forever()), asyncio.create_task(slots.flush_forever())]
+        lag = LoopLag(asyncio.get_running_loop())  # how late the loop runs (shared/plumbing/loop_lag.py)
+        lag.start()
         if not settings.auth_enabled:
             logger.warning("auth is off: anyone who can reach this gateway may use it (set TOKENTAIL_API_KEYS)")
         try:
             yield
         finally:
+            lag.stop()
             for task in slot_tasks:
                 task.cancel()
             await asyncio.gather(*slot_tasks, return_exceptions=True)

@@ -8,4 +8,5 @@ tracing      OpenTelemetry, off unless its own variables configure it
 run_spans    the spans of a run that any process may write
 prometheus   the exposition both processes serve at /metrics
 gc_tuning    garbage collection tuned for a long-running server
+loop_lag     how late the event loop runs what is due (a tick, its lateness observed)
 """

@@ -16,12 +16,12 @@ import logging
 import threading
 import time
 
+from tokentail.shared.plumbing.loop_lag import TICK_SECONDS, LoopLag
 from tokentail.worker import metrics
 from tokentail.worker.running import HOW_TO_FIX, RunningRuns, Stop
 
 logger = logging.getLogger(__name__)
 
-TICK_SECONDS = 0.1
 REPORT_SECONDS = 1.0  # a block this long is logged
 
 
@@ -30,33 +30,29 @@ class LoopWatchdog:
         self._loop = loop
         self._running = running
         self._limit = limit_seconds
-        self._last_tick = time.monotonic()
-        self._handle: asyncio.TimerHandle | None = None
+        self._lag = LoopLag(loop, self._ticked)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="tokentail-loop-watchdog", daemon=True)
 
     def start(self) -> None:
-        self._tick()
+        self._lag.start()
         self._thread.start()
 
     def stop(self) -> None:
         self._stopped.set()
-        if self._handle is not None:
-            self._handle.cancel()
+        self._lag.stop()
 
-    def _tick(self) -> None:
-        now = time.monotonic()
-        if (late := now - self._last_tick - TICK_SECONDS) >= REPORT_SECONDS:
+    @staticmethod
+    def _ticked(late: float) -> None:
+        if late >= REPORT_SECONDS:
             metrics.LOOP_BLOCKED.observe(late)
             logger.warning("the worker's event loop runs again, after %.1f s blocked", late)
-        self._last_tick = now
-        self._handle = self._loop.call_later(TICK_SECONDS, self._tick)
 
     def _watch(self) -> None:
         episode = acted = 0.0  # the last tick before the block being watched, and before the one acted on
         culprit: tuple[str, str] | None = None  # its run and session, if a run blocks
         while not self._stopped.wait(TICK_SECONDS):
-            since = self._last_tick
+            since = self._lag.last_tick
             blocked = time.monotonic() - since
             if blocked < REPORT_SECONDS:
                 continue
