@@ -53,9 +53,7 @@ if active and multitask == 'steer' then  -- the active run takes the input in in
   return reply.steered{seq = seq, active_run = active}
 end
 
-if create then
-  for i = 1, #a.fields, 2 do redis.call('HSET', k.meta, a.fields[i], a.fields[i + 1]) end
-end
+if create then redis.call('HSET', k.meta, unpack(a.fields)) end
 -- A task given push configs: its session is marked (as watch_task_push.lua marks one) in this same
 -- step, so that no end of the run can come before it; and a request refused here marks nothing.
 if a.task_push == '1' then redis.call('HSET', k.meta, 'a2a_push', '1') end
@@ -69,11 +67,13 @@ if index.all_runs ~= '' then
   index_run(index.all_runs, index.tenant_prefix .. tenant, index.run, s.session_id, run_id, index.score, index.keep,
             index.ttl)
 end
--- A session with work to do never expires; the terminal event sets the TTL again.
-redis.call('PERSIST', k.meta)
-redis.call('PERSIST', k.runs)
-redis.call('PERSIST', k.events)
-redis.call('PERSIST', k.steered)
+-- A session with work to do never expires; the terminal event sets the TTL again. (One just made has none.)
+if not create then
+  redis.call('PERSIST', k.meta)
+  redis.call('PERSIST', k.runs)
+  redis.call('PERSIST', k.events)
+  redis.call('PERSIST', k.steered)
+end
 
 if not active then
   redis.call('HSET', k.meta, 'active_run', run_id)
