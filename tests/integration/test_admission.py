@@ -1,6 +1,7 @@
 """Fair admission (shared/features/admission.py): caps on a tenant's and an end user's runs running at once, each
 tenant its own line taken in turn, the line's bound; and what is never refused or delayed by them."""
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -318,3 +319,23 @@ async def test_a_tenant_parked_at_its_cap_with_no_slot_left_takes_turns_again(
         await audit.audit(now=0)
         await _reached(gates, waiting["run_id"])
         gates.release_all()
+
+
+async def test_requests_at_once_fill_a_line_exactly_to_its_bound_and_list_only_what_they_queued(
+    start_gateway: Callable[..., Any], redis: Redis, settings: Settings
+) -> None:
+    # With the queue on the sessions' Redis, the script that queues a run checks its tenant's line in the
+    # same step (shared/store/lua/queue_run.lua): requests in flight together cannot each pass a bound read
+    # before, and one refused makes nothing, not even the console's index entry it would have had.
+    gateway = await start_gateway(max_queued_runs_per_tenant=3)  # no worker: every run waits in line
+    keys = Keys(settings.key_prefix)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=scaled(10)) as http:
+        body = {"input": "hi", "model": "scripted"}
+        answers = await asyncio.gather(*(http.post("/v1/sessions", json=body) for _ in range(12)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [201] * 3 + [429] * 9, statuses
+    assert {answer.json()["error"]["type"] for answer in answers if answer.status_code == 429} == {"queued_run_limit"}
+    queued = {answer.json()["run_id"] for answer in answers if answer.status_code == 201}
+    assert await redis.zcard(keys.tenant_line("public")) == 3
+    listed = {member.decode().split()[1] for member in await redis.zrange(keys.tenant_admin_runs("public"), 0, -1)}
+    assert listed == queued
