@@ -23,8 +23,9 @@ from tokentail.gateway.reading import subscription as subscription_module
 from tokentail.gateway.reading.feed import EventFeed, Start
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.plumbing.settings import Settings
-from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.reads import SessionStore, StoredEvent
 from tokentail.shared.vocabulary.events import RunCompleted
+from tokentail.worker.run import run_writes
 from tokentail.worker.run.run_writes import RunLease
 
 
@@ -260,6 +261,41 @@ async def test_a_completed_run_reaches_live_followers_with_its_output_and_ends_t
         await follower.task  # the feed ended: nothing left, nothing coming
     assert follower.seqs == list(range(1, last + 1))
     assert json.loads(follower.datas[-1])["output"] == "xxx"
+
+
+async def test_a_completed_run_s_end_is_told_to_the_hub_with_its_output_so_it_reads_no_record(
+    hub: StreamHub, store: SessionStore, runs: AllWrites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # append.lua tells the hubs a completed run's end with its output (`told`): a live follower's end
+    # costs no read of the run's record. A worker of a version before that tells it as stored: the hub
+    # reads the output then, and holds the session's later events until it has (the order is kept).
+    read: list[int] = []
+    with_outputs = SessionStore.with_outputs
+
+    async def counted(self: SessionStore, session_id: str, events: list[StoredEvent]) -> list[StoredEvent]:
+        read.append(len(events))
+        return await with_outputs(self, session_id, events)
+
+    monkeypatch.setattr(SessionStore, "with_outputs", counted)
+    session_id, run = await start_a_run(runs)
+    follower = Follower(hub, session_id, until_idle=True)
+    await _live(follower)
+    ending = RunCompleted(run_id=run.run_id, output="told with it", usage={})
+    last = await RunLease(runs, session_id, run.run_id, "lease-1").append([], ending=ending)
+    await follower.until(last)
+    assert json.loads(follower.datas[-1])["output"] == "told with it"
+    assert read == []
+
+    # As a worker of a version before told it: the stored event alone, with no output.
+    monkeypatch.setattr(run_writes, "with_output", lambda data, output: data)
+    second_id, second = await start_a_run(runs)
+    older = Follower(hub, second_id, until_idle=True)
+    await _live(older)
+    ending = RunCompleted(run_id=second.run_id, output="read back", usage={})
+    last = await RunLease(runs, second_id, second.run_id, "lease-1").append([], ending=ending)
+    await older.until(last)
+    assert read == [1]  # the hub read the record once: the notification had no output
+    assert json.loads(older.datas[-1])["output"] == "read back"
 
 
 async def test_followers_of_a_deleted_session_end_at_once_not_at_their_next_heartbeat(
