@@ -1,10 +1,10 @@
 """Calls made while a round trip is on its way, sent together in the next one.
 
-What a gateway's concurrent requests or a worker's concurrent runs ask of Redis, one call at a
-time each: alone, a call goes at once; under load, the calls made while one round trip is out wait
-for it to come back, then go together, and each caller gets its own reply. The round trips of
-shared/connections/round_trips.py (any commands; the worker's ticks of appends, worker/run/appends.py, go through
-them) and of the worker's arq finishes are all this.
+What a worker's concurrent runs ask, one call at a time each: alone, a call goes at once; under
+load, the calls made while one round trip is out wait for it to come back, then go together, and
+each caller gets its own reply. The worker's arq finishes go so (worker/process/arq_shell.py); the
+round trips of any commands (shared/connections/round_trips.py) do the same in a protocol's callback,
+with no task of their own.
 """
 
 import asyncio
@@ -64,14 +64,3 @@ class Joiner(Generic[T, R]):
                         future.set_result(reply)
         finally:
             self._sending = None
-
-
-async def split_replies(batches: list[list[T]], send: Callable[[list[T]], Awaitable[Sequence[R]]]) -> list[list[R]]:
-    """The items of every batch sent together, in one `send`, and its replies split back per batch
-    (for a `Joiner` whose items are each a batch of several)."""
-    replies = await send([item for batch in batches for item in batch])
-    split, start = [], 0
-    for batch in batches:
-        split.append(list(replies[start : start + len(batch)]))
-        start += len(batch)
-    return split
