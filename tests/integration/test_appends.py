@@ -50,9 +50,9 @@ def _count_round_trips(ticks: AppendTicks, monkeypatch: pytest.MonkeyPatch) -> l
     names = {ticks._lean.sha: "lean", ticks._checked.sha: "checked"}
     names.update({ticks._lean.source: "lean", ticks._checked.source: "checked"})
 
-    def counted(commands: Any) -> Any:
+    def counted(commands: Any, slots: Any = None) -> Any:
         sent.append([names.get(command[1], "other") for command in commands])
-        return submit(commands)
+        return submit(commands, slots)
 
     monkeypatch.setattr(ticks._round_trips, "submit", counted)
     return sent
