@@ -69,7 +69,8 @@ _SCRIPTS = frozenset(("EVALSHA", "EVAL", "evalsha", "eval", b"EVALSHA", b"EVAL",
 
 def slot_of(key: str | bytes) -> int:
     """The Redis Cluster slot of `key`: of its hash tag (the first `{...}` in it, not empty), else of
-    the key whole (CRC16 mod 16384, as Redis works it out): the one rule the round trips route by."""
+    the key whole (CRC16 mod 16384, as Redis works it out). The one rule the round trips route by, and
+    the worker's appends group by (worker/run/appends.py)."""
     if isinstance(key, str):
         key = key.encode()
     if (start := key.find(b"{")) > -1 and (end := key.find(b"}", start + 1)) > start + 1:
@@ -83,6 +84,22 @@ def key_of(command: Command) -> Any | None:
     if command[0] in _SCRIPTS:
         return command[3] if int(command[2]) else None
     return command[1] if len(command) > 1 else None
+
+
+@functools.cache
+def hash_tags() -> tuple[str, ...]:
+    """For each slot, a short hash tag in it (`{<tag>}` puts a key there): the first number whose
+    digits hash to it. Found once per process (about 110,000 numbers tried; 60 ms)."""
+    tags: list[str | None] = [None] * SLOTS
+    left, number = SLOTS, 0
+    while left:
+        digits = b"%d" % number
+        slot = crc_hqx(digits, 0) % SLOTS
+        if tags[slot] is None:
+            tags[slot] = digits.decode()
+            left -= 1
+        number += 1
+    return cast(tuple[str, ...], tuple(tags))
 
 
 def _checkout_args(pool: ConnectionPool) -> tuple[str, ...]:
