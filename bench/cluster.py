@@ -20,6 +20,11 @@ queue's (`ClusterTokentail.role_pids`); so Redis per event is the cluster's whol
 wherever it lands. Figures are the medians of the rounds; the whole system is gateway, worker and
 Redis together; a ratio is cluster / one Redis (above 1, the cluster costs more).
 
+With `--baseline REV` (bench.py), per token only, each way for this tree and for revision REV (its
+tree laid out by bench/baseline.py; its scripted model must stamp its tokens' due times, as every
+revision since e0b313f does): four sides in turns, each round's order the last's reversed, so that
+the cluster's ratio to one Redis is measured for both revisions in one run, on the same servers.
+
 Left out of the cluster's CPU per start, as out of any step's window: what a start leaves for later.
 With the queue apart, each start leaves two entries in the leases index (the gateway's intent, the
 worker's watch), which a reaper looks at a lease and two leases later (`requeue_run.lua` on the
@@ -29,17 +34,20 @@ run within the step.
 """
 
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import baseline as baseline_tree
 import compare
 import harness
 import levels
 import starts
 import systems
+from harness import ROOT
 from systems import TOKENS, Tokentail
 
 from tokentail.redis_server import LocalCluster, RedisServer
@@ -130,8 +138,39 @@ async def per_start(one: Tokentail, cluster: ClusterTokentail, quick: bool) -> d
     return {"rate": rate, "seconds": seconds, "rounds": rounds, **_medians(measured), "measured": measured}
 
 
-async def against_one_redis(data_dir: str, quick: bool) -> dict[str, Any]:
-    """Per token, then per start, on the cluster and on one Redis, in turns; the figures, printed."""
+async def per_token_of_revisions(
+    sides: dict[str, tuple[Tokentail, ClusterTokentail]], quick: bool
+) -> dict[str, dict[str, Any]]:
+    """`per_token` for each revision (this tree, a baseline's), the four sides in turns, each round in
+    the order of the last reversed; a revision's figures as `per_token`'s."""
+    streams, tokens, rounds = (50, 150, 1) if quick else (400, TOKENS, 4)
+    names = list(sides)
+    print(f"  -- per token: {rounds} level(s) of {streams} streams of {tokens} tokens, each of {', '.join(names)}")
+    measured: dict[str, dict[str, list[dict[str, float]]]] = {name: {side: [] for side in SIDES} for name in names}
+    turns = [(name, side, system) for name in names for side, system in zip(SIDES, sides[name], strict=True)]
+    for number in range(rounds):
+        for name, side, system in turns if number % 2 == 0 else reversed(turns):
+            await system.restart()
+            run = await levels.run_level(system, streams, tokens)
+            system.stop()
+            figures = {ROLES[role]: 1000 * run.cpu[role] / max(1, run.tokens) for role in ROLES}
+            figures["system"] = sum(figures.values())
+            figures["Redis µs/event"] = 1e6 * run.cpu["redis"] / max(1, run.events)
+            measured[name][side].append(figures)
+            print(
+                f"  {name:10} {side:8} {_cells(figures, '.4f')}  ({run.events} events, {run.tokens} tokens"
+                f" in {run.seconds:.1f} s; p99 {run.p99:.1f} ms; failed {run.incomplete};"
+                f" other CPU {run.cpu['other'] / run.seconds:.0%})"
+            )
+    return {
+        name: {"streams": streams, "tokens": tokens, "rounds": rounds, **_medians(rounds_of), "measured": rounds_of}
+        for name, rounds_of in measured.items()
+    }
+
+
+async def against_one_redis(data_dir: str, quick: bool, baseline: str | None = None) -> dict[str, Any]:
+    """Per token, then per start, on the cluster and on one Redis, in turns; the figures, printed.
+    With `baseline` (a revision), per token only, for this tree and for it."""
     print(f"== CPU on a Redis Cluster (3 primaries, the queue on a Redis of its own) against one Redis, AOF {AOF}")
     began = time.monotonic()
     folder = Path(data_dir) / "redis-cluster"
@@ -141,29 +180,55 @@ async def against_one_redis(data_dir: str, quick: bool) -> dict[str, Any]:
     try:
         with redis_sides(folder) as (redis, cluster, queue):
             one, on_cluster = Tokentail(redis), ClusterTokentail(cluster, queue)
+            others = (Tokentail(redis), ClusterTokentail(cluster, queue)) if baseline else ()
+            tree = _tree_of(baseline, folder / "baseline") if baseline else None
+            for system in others:
+                system.tree, system.due_stamps = tree, True
             try:
-                figures = {
-                    "per_token": await per_token(one, on_cluster, quick),
-                    "per_start": await per_start(one, on_cluster, quick),
-                }
+                if others:
+                    by_revision = {"this tree": (one, on_cluster), baseline or "": others}
+                    figures = {"per_token_of": await per_token_of_revisions(by_revision, quick)}
+                else:
+                    figures = {
+                        "per_token": await per_token(one, on_cluster, quick),
+                        "per_start": await per_start(one, on_cluster, quick),
+                    }
             finally:
-                one.stop()
-                on_cluster.stop()
+                for system in (one, on_cluster, *others):
+                    system.stop()
     finally:
         systems.CLOCK = clock
     figures["seconds"] = round(time.monotonic() - began)
     return figures
 
 
+def _tree_of(revision: str, into: Path) -> Path:
+    """The package of `revision` (bench/baseline.py), which must stamp its tokens' due times."""
+    commit = baseline_tree.commit_of(revision)
+    assert commit is not None, revision  # checked with the arguments
+    stamps = subprocess.run(["git", "merge-base", "--is-ancestor", "e0b313f", commit], cwd=ROOT, check=False)
+    if stamps.returncode != 0:
+        raise SystemExit(f"--baseline {revision}: its scripted model does not stamp due times (before e0b313f)")
+    return baseline_tree.gateway_tree(commit, into)
+
+
 def rows(figures: dict[str, Any]) -> list[tuple[str, ...]]:
-    """The summary: each side's medians and cluster / one Redis, per 1,000 tokens, then per start."""
-    token, start = figures["per_token"], figures["per_start"]
+    """The summary: each side's medians and cluster / one Redis, per 1,000 tokens, then per start (or,
+    with a baseline, per 1,000 tokens of each revision)."""
     columns = [*ROLES.values(), "system", "Redis µs/event"]
     table: list[tuple[str, ...]] = [("CPU", *columns)]
-    for name, measured, unit in (
-        (f"s per 1,000 tokens ({token['streams']} streams)", token, ".4f"),
-        (f"ms per start ({start['rate']}/s)", start, ".3f"),
-    ):
+    if "per_token_of" in figures:
+        parts = [
+            (f"s per 1,000 tokens, {revision} ({token['streams']} streams)", token, ".4f")
+            for revision, token in figures["per_token_of"].items()
+        ]
+    else:
+        token, start = figures["per_token"], figures["per_start"]
+        parts = [
+            (f"s per 1,000 tokens ({token['streams']} streams)", token, ".4f"),
+            (f"ms per start ({start['rate']}/s)", start, ".3f"),
+        ]
+    for name, measured, unit in parts:
         for side, label in (("one", "one Redis"), ("cluster", "cluster"), ("ratio", "cluster / one")):
             cells = {k: measured[side].get(k) for k in columns}
             shown = (
