@@ -482,13 +482,14 @@ class _Routed:
 
     def send(self, indices: Sequence[int], slots: Sequence[int] | None = None) -> None:
         cluster, commands, asking = self.cluster, self.commands, self.asking
+        of_slot = cluster._of_slot
         groups: dict[_NodeRoundTrips, list[int]] = {}
         for i in indices:
             try:
-                if (name := asking.get(i)) is not None:
+                if asking and (name := asking.get(i)) is not None:
                     trips = cluster.node(name)
                 elif slots is not None:
-                    trips = cluster.trips(slots[i])
+                    trips = of_slot.get(slots[i]) or cluster.trips(slots[i])
                 else:
                     key = key_of(commands[i])
                     trips = cluster.trips(None if key is None else slot_of(key))
@@ -505,7 +506,7 @@ class _Routed:
             self._done()
             return
         for trips, group in groups.items():
-            asked = any(i in asking for i in group)
+            asked = bool(asking) and any(i in asking for i in group)
             sent = _with_asking(commands, group) if asked else [commands[i] for i in group]
             trips.submit(sent).add_done_callback(functools.partial(self._back, group, asked))
 

@@ -422,6 +422,8 @@ class _Source:
 
 
 def _cut(group: _Group) -> list[_Group]:
+    if len(group) <= JOINED_CALLS:  # (most: on a cluster, a slot's are one or two)
+        return [group] if group else []
     return [group[i : i + JOINED_CALLS] for i in range(0, len(group), JOINED_CALLS)]
 
 
