@@ -129,7 +129,7 @@ async def main(
         },
     }
     if redis == "cluster":
-        await cluster_mode(results, quick, output, began, baseline)
+        await cluster_mode(results, quick, output, began, baseline, max_other)
         return
     with tempfile.TemporaryDirectory() as data_dir:
         stack = Stack(data_dir)
@@ -199,12 +199,12 @@ async def main(
 
 
 async def cluster_mode(
-    results: dict[str, Any], quick: bool, output: str | None, began: float, baseline: str | None
+    results: dict[str, Any], quick: bool, output: str | None, began: float, baseline: str | None, max_other: float
 ) -> None:
     """`--redis cluster`: CPU per 1,000 tokens and per start on a Redis Cluster against one Redis (with
     a baseline: per 1,000 tokens, this tree's and the baseline's)."""
     with tempfile.TemporaryDirectory() as data_dir:
-        results["cluster"] = await cluster.against_one_redis(data_dir, quick, baseline)
+        results["cluster"] = await cluster.against_one_redis(data_dir, quick, baseline, max_other)
     results["seconds"] = round(time.monotonic() - began)
     if output:
         Path(output).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240  # once, at the end
