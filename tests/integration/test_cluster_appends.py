@@ -106,7 +106,11 @@ async def test_a_tick_s_appends_go_lean_one_call_per_slot_and_one_write_per_prim
 
 
 async def test_a_count_found_off_on_one_slot_sends_that_slot_s_appends_checked_and_no_other(
-    runs: AllWrites, store: SessionStore, ticks: AppendTicks, cluster_redis: RedisCluster, monkeypatch: pytest.MonkeyPatch
+    runs: AllWrites,
+    store: SessionStore,
+    ticks: AppendTicks,
+    cluster_redis: RedisCluster,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Redis lost or took a call of the process's in one slot that the process did not hear of: that
     # slot's lean call writes nothing and its appends go checked; another slot's count still vouches.

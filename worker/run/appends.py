@@ -110,6 +110,7 @@ class JoinCounter:
         self.key = keys.joined_count(writer_id)  # (the one count's, on one Redis)
         self._counts: dict[int, Count] = {}  # by slot on a cluster; else the one, at 0
         self._trusted: dict[str, int] = {}  # session id -> the era of its count when it was checked whole
+        self.one = None if cluster else self.count(0)  # (on one Redis, every run's)
 
     def count(self, slot: int) -> Count:
         """The count that vouches for the runs of `slot` (their sessions' keys' slot)."""
@@ -252,9 +253,10 @@ class AppendTicks(TickGrid):
         counter = self._counter
         if self.loop.time() - self._heard > self._patience:
             counter.unknown()
+        one = counter.one
         places: dict[Count, tuple[_Group, _Group]] = {}  # per count (a slot's, on a cluster): lean, checked
         for writer, events in refused:
-            count = counter.count(writer.lease.slot)
+            count = one or counter.count(writer.lease.slot)
             if (place := places.get(count)) is None:
                 place = places[count] = ([], [])
             place[1].append((writer, events))
@@ -267,7 +269,7 @@ class AppendTicks(TickGrid):
             if taken is None:
                 continue
             lease = writer.lease
-            count = counter.count(lease.slot)
+            count = one or counter.count(lease.slot)
             if (place := places.get(count)) is None:
                 place = places[count] = ([], [])
             place[0 if counter.vouches_for(lease.session_id, count) else 1].append((writer, taken))
