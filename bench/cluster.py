@@ -197,7 +197,7 @@ async def against_one_redis(
         with redis_sides(folder) as (redis, cluster, queue):
             one, on_cluster = Tokentail(redis), ClusterTokentail(cluster, queue)
             others = (Tokentail(redis), ClusterTokentail(cluster, queue)) if baseline else ()
-            tree = _tree_of(baseline, folder / "baseline") if baseline else None
+            tree = tree_of(baseline, folder / "baseline") if baseline else None
             for system in others:
                 system.tree, system.due_stamps = tree, True
             try:
@@ -218,7 +218,7 @@ async def against_one_redis(
     return figures
 
 
-def _tree_of(revision: str, into: Path) -> Path:
+def tree_of(revision: str, into: Path) -> Path:
     """The package of `revision` (bench/baseline.py), which must stamp its tokens' due times."""
     commit = baseline_tree.commit_of(revision)
     assert commit is not None, revision  # checked with the arguments
