@@ -438,6 +438,15 @@ class ClusterRoundTrips(Joined):
             self._read_at = loop.time()
             self._reading = asyncio.ensure_future(self._read_map())
 
+    async def map_read(self) -> None:
+        """Until the slot map was read again, now (or by the read under way): for another user of the
+        client (the stream hub, gateway/reading/pubsub.py), so that the round trips keep their
+        connections through it, as through their own reads."""
+        if self._reading is None:
+            self._read_at = asyncio.get_running_loop().time()
+            self._reading = asyncio.ensure_future(self._read_map())
+        await asyncio.shield(self._reading)
+
     async def _read_map(self) -> None:
         try:
             await self.cluster.nodes_manager.initialize()

@@ -5,7 +5,7 @@ found by the index beside the queue) is tested at the instant a process would di
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import pytest
@@ -21,6 +21,7 @@ from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites, Died
 from tokentail.gateway.reading.hub import StreamHub
 from tokentail.redis_server import LocalCluster
+from tokentail.shared.connections.round_trips import ClusterRoundTrips
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.store.scripts.runs import Queued, Requeue, StartVerdict
@@ -264,6 +265,10 @@ async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primar
         await _append(runs, session_id, run.run_id, 5)
         key = store.keys.session(session_id).events
         before = hub._channels[key.encode()].link
+        reads = cast(ClusterRoundTrips, hub.store.round_trips)  # the followers' catch-up reads went on them
+        opened = {name: trips._connection for name, trips in reads._nodes.items()}
+        client = cast(RedisCluster, hub._redis)
+        nodes = dict(client.nodes_manager.nodes_cache)
         new_primary = move_slot(cluster, sessions.keyslot(key))
 
         def moved() -> bool:  # the old primary unsubscribed the hub; it follows the new one
@@ -273,6 +278,13 @@ async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primar
         await eventually(moved, interval=0.02)
         link = hub._channels[key.encode()].link
         assert link is not None and link.address == new_primary
+        # The hub read the slot map again (its client's nodes made anew) through the round trips, which
+        # kept their connections.
+        assert opened and all(
+            reads._nodes[name]._connection is connection and connection is not None and connection.is_connected
+            for name, connection in opened.items()
+        )
+        assert all(node is not nodes.get(name) for name, node in client.nodes_manager.nodes_cache.items())
         for _ in range(10):
             last = await _append(runs, session_id, run.run_id)
         for follower in followers:
