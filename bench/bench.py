@@ -8,6 +8,7 @@ issue 43's goals, each met or not.
     .venv/bin/python bench/bench.py --quick                      # a small run, to check the script itself
     .venv/bin/python bench/bench.py --quick --baseline main      # ... with main's gateway measured beside
     .venv/bin/python bench/bench.py --redis cluster              # CPU on a Redis Cluster against one Redis
+    .venv/bin/python bench/bench.py --redis cluster --baseline main   # ... per token, this tree's and main's
 
 The encodings phase measures every encoding a client follows a run in (native SSE, NDJSON, WebSocket,
 the AI SDK over HTTP and WebSocket, AG-UI, the Responses API): gateway CPU per text delta delivered
@@ -17,7 +18,8 @@ and their ratio: before and after from one run.
 
 `--redis cluster` measures tokentail alone, its sessions on a local Redis Cluster of three primaries
 and its queue on a Redis of its own, against one Redis, in turns (bench/cluster.py): each process's
-CPU per 1,000 tokens and per start on both, and their ratios. That is all it runs.
+CPU per 1,000 tokens and per start on both, and their ratios. That is all it runs. With `--baseline
+REV`, per 1,000 tokens only, on both, for this tree and for revision REV, all four in turns.
 
 Everything runs here as real processes, as in production: private redis-servers, one gateway
 and one worker (or producer) process per system (Durable Streams: its server, on its own files, and
@@ -127,7 +129,7 @@ async def main(
         },
     }
     if redis == "cluster":
-        await cluster_mode(results, quick, output, began)
+        await cluster_mode(results, quick, output, began, baseline, max_other)
         return
     with tempfile.TemporaryDirectory() as data_dir:
         stack = Stack(data_dir)
@@ -202,10 +204,13 @@ async def main(
         print_table([("figure", "this run"), *steps])
 
 
-async def cluster_mode(results: dict[str, Any], quick: bool, output: str | None, began: float) -> None:
-    """`--redis cluster`: CPU per 1,000 tokens and per start on a Redis Cluster against one Redis."""
+async def cluster_mode(
+    results: dict[str, Any], quick: bool, output: str | None, began: float, baseline: str | None, max_other: float
+) -> None:
+    """`--redis cluster`: CPU per 1,000 tokens and per start on a Redis Cluster against one Redis (with
+    a baseline: per 1,000 tokens, this tree's and the baseline's)."""
     with tempfile.TemporaryDirectory() as data_dir:
-        results["cluster"] = await cluster.against_one_redis(data_dir, quick)
+        results["cluster"] = await cluster.against_one_redis(data_dir, quick, baseline, max_other)
     results["seconds"] = round(time.monotonic() - began)
     if output:
         Path(output).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240  # once, at the end
@@ -402,7 +407,8 @@ def cli() -> None:
         "--baseline",
         metavar="REV",
         help="also run the encodings phase against the gateway of this git revision (e.g. main), in turns"
-        " with this tree's, and print both side by side",
+        " with this tree's, and print both side by side (with --redis cluster: CPU per 1,000 tokens on the"
+        " cluster and on one Redis, this tree's and this revision's, in turns)",
     )
     parser.add_argument(
         "--clock",

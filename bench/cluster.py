@@ -11,7 +11,8 @@ turns, each first in every other round (harness.in_turns), as the before-and-aft
 
 - per token (as bench.py's `per_token_against`): a level of 400 streams (`--quick`: 50) of 300
   tokens (150) at 50 tokens/s, 4 rounds (1); each process's CPU over the level's steady part
-  (bench/levels.py) per 1,000 tokens delivered, and Redis's per token event appended;
+  (bench/levels.py) per 1,000 tokens delivered, and Redis's per token event appended; a level during
+  which other work took more than `--max-other` of a core is run again (as many as the rounds, in all);
 - per start (as `start_cpu_against`): starts at 100 a second (`--quick`: 50) for 10 s (1.5 s), 4
   rounds (1); each process's CPU over the step less its idle share, per start (bench/starts.py).
 
@@ -19,6 +20,11 @@ What counts as Redis is every redis-server a side runs: on the cluster, the thre
 queue's (`ClusterTokentail.role_pids`); so Redis per event is the cluster's whole cost of an event,
 wherever it lands. Figures are the medians of the rounds; the whole system is gateway, worker and
 Redis together; a ratio is cluster / one Redis (above 1, the cluster costs more).
+
+With `--baseline REV` (bench.py), per token only, each way for this tree and for revision REV (its
+tree laid out by bench/baseline.py; its scripted model must stamp its tokens' due times, as every
+revision since e0b313f does): four sides in turns, each round's order the last's reversed, so that
+the cluster's ratio to one Redis is measured for both revisions in one run, on the same servers.
 
 Left out of the cluster's CPU per start, as out of any step's window: what a start leaves for later.
 With the queue apart, each start leaves two entries in the leases index (the gateway's intent, the
@@ -29,17 +35,20 @@ run within the step.
 """
 
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import baseline as baseline_tree
 import compare
 import harness
 import levels
 import starts
 import systems
+from harness import ROOT
 from systems import TOKENS, Tokentail
 
 from tokentail.redis_server import LocalCluster, RedisServer
@@ -88,24 +97,45 @@ def redis_sides(folder: Path) -> Iterator[tuple[RedisServer, LocalCluster, Redis
         yield one, cluster, queue
 
 
-async def per_token(one: Tokentail, cluster: ClusterTokentail, quick: bool) -> dict[str, Any]:
-    """Each process's CPU per 1,000 tokens and Redis's per token event, one level a turn."""
-    streams, tokens, rounds = (50, 150, 1) if quick else (400, TOKENS, 4)
-    print(f"  -- per token: {rounds} level(s) of {streams} streams of {tokens} tokens each way, in turns")
-    measured: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
-    for side, system in harness.in_turns(rounds, ("one", one), ("cluster", cluster)):
+class _Again:
+    """How many disturbed levels a phase may still run again: as many as it has rounds, in all."""
+
+    def __init__(self, rounds: int) -> None:
+        self.left = rounds
+
+
+async def _level(
+    system: Tokentail, streams: int, tokens: int, max_other: float, again: _Again, label: str
+) -> dict[str, float]:
+    """One level on fresh processes: each process's CPU per 1,000 tokens and Redis's per token event,
+    printed. Run again while other work took more than `max_other` of a core meanwhile, as long as the
+    phase may (`again`: so that a busy box lengthens a run by a level a round at most)."""
+    while True:
         await system.restart()
         run = await levels.run_level(system, streams, tokens)
         system.stop()
         figures = {ROLES[role]: 1000 * run.cpu[role] / max(1, run.tokens) for role in ROLES}
         figures["system"] = sum(figures.values())
         figures["Redis µs/event"] = 1e6 * run.cpu["redis"] / max(1, run.events)
-        measured[side].append(figures)
+        other = run.cpu["other"] / run.seconds
         print(
-            f"  {side:8} {_cells(figures, '.4f')}  (s per 1,000 tokens; {run.events} events, {run.tokens} tokens"
-            f" in {run.seconds:.1f} s; p99 {run.p99:.1f} ms; failed {run.incomplete};"
-            f" other CPU {run.cpu['other'] / run.seconds:.0%})"
+            f"  {label} {_cells(figures, '.4f')}  (s per 1,000 tokens; {run.events} events, {run.tokens} tokens"
+            f" in {run.seconds:.1f} s; p99 {run.p99:.1f} ms; failed {run.incomplete}; other CPU {other:.0%})"
         )
+        if other <= max_other or not again.left:
+            return figures
+        again.left -= 1
+        print(f"  {label} other work took {other:.0%} of a core meanwhile; run again")
+
+
+async def per_token(one: Tokentail, cluster: ClusterTokentail, quick: bool, max_other: float) -> dict[str, Any]:
+    """Each process's CPU per 1,000 tokens and Redis's per token event, one level a turn."""
+    streams, tokens, rounds = (50, 150, 1) if quick else (400, TOKENS, 4)
+    print(f"  -- per token: {rounds} level(s) of {streams} streams of {tokens} tokens each way, in turns")
+    measured: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
+    again = _Again(rounds)
+    for side, system in harness.in_turns(rounds, ("one", one), ("cluster", cluster)):
+        measured[side].append(await _level(system, streams, tokens, max_other, again, f"{side:8}"))
     return {"streams": streams, "tokens": tokens, "rounds": rounds, **_medians(measured), "measured": measured}
 
 
@@ -130,8 +160,33 @@ async def per_start(one: Tokentail, cluster: ClusterTokentail, quick: bool) -> d
     return {"rate": rate, "seconds": seconds, "rounds": rounds, **_medians(measured), "measured": measured}
 
 
-async def against_one_redis(data_dir: str, quick: bool) -> dict[str, Any]:
-    """Per token, then per start, on the cluster and on one Redis, in turns; the figures, printed."""
+async def per_token_of_revisions(
+    sides: dict[str, tuple[Tokentail, ClusterTokentail]], quick: bool, max_other: float
+) -> dict[str, dict[str, Any]]:
+    """`per_token` for each revision (this tree, a baseline's), the four sides in turns, each round in
+    the order of the last reversed; a revision's figures as `per_token`'s."""
+    streams, tokens, rounds = (50, 150, 1) if quick else (400, TOKENS, 4)
+    names = list(sides)
+    print(f"  -- per token: {rounds} level(s) of {streams} streams of {tokens} tokens, each of {', '.join(names)}")
+    measured: dict[str, dict[str, list[dict[str, float]]]] = {name: {side: [] for side in SIDES} for name in names}
+    turns = [(name, side, system) for name in names for side, system in zip(SIDES, sides[name], strict=True)]
+    again = _Again(rounds)
+    for number in range(rounds):
+        for name, side, system in turns if number % 2 == 0 else reversed(turns):
+            label = f"{name:10} {side:8}"
+            measured[name][side].append(await _level(system, streams, tokens, max_other, again, label))
+    return {
+        name: {"streams": streams, "tokens": tokens, "rounds": rounds, **_medians(rounds_of), "measured": rounds_of}
+        for name, rounds_of in measured.items()
+    }
+
+
+async def against_one_redis(
+    data_dir: str, quick: bool, baseline: str | None = None, max_other: float = 0.25
+) -> dict[str, Any]:
+    """Per token, then per start, on the cluster and on one Redis, in turns; the figures, printed.
+    With `baseline` (a revision), per token only, for this tree and for it. A level during which other
+    work took more than `max_other` of a core is run again (as many as the rounds, in all)."""
     print(f"== CPU on a Redis Cluster (3 primaries, the queue on a Redis of its own) against one Redis, AOF {AOF}")
     began = time.monotonic()
     folder = Path(data_dir) / "redis-cluster"
@@ -141,29 +196,55 @@ async def against_one_redis(data_dir: str, quick: bool) -> dict[str, Any]:
     try:
         with redis_sides(folder) as (redis, cluster, queue):
             one, on_cluster = Tokentail(redis), ClusterTokentail(cluster, queue)
+            others = (Tokentail(redis), ClusterTokentail(cluster, queue)) if baseline else ()
+            tree = tree_of(baseline, folder / "baseline") if baseline else None
+            for system in others:
+                system.tree, system.due_stamps = tree, True
             try:
-                figures = {
-                    "per_token": await per_token(one, on_cluster, quick),
-                    "per_start": await per_start(one, on_cluster, quick),
-                }
+                if others:
+                    by_revision = {"this tree": (one, on_cluster), baseline or "": others}
+                    figures = {"per_token_of": await per_token_of_revisions(by_revision, quick, max_other)}
+                else:
+                    figures = {
+                        "per_token": await per_token(one, on_cluster, quick, max_other),
+                        "per_start": await per_start(one, on_cluster, quick),
+                    }
             finally:
-                one.stop()
-                on_cluster.stop()
+                for system in (one, on_cluster, *others):
+                    system.stop()
     finally:
         systems.CLOCK = clock
     figures["seconds"] = round(time.monotonic() - began)
     return figures
 
 
+def tree_of(revision: str, into: Path) -> Path:
+    """The package of `revision` (bench/baseline.py), which must stamp its tokens' due times."""
+    commit = baseline_tree.commit_of(revision)
+    assert commit is not None, revision  # checked with the arguments
+    stamps = subprocess.run(["git", "merge-base", "--is-ancestor", "e0b313f", commit], cwd=ROOT, check=False)
+    if stamps.returncode != 0:
+        raise SystemExit(f"--baseline {revision}: its scripted model does not stamp due times (before e0b313f)")
+    return baseline_tree.gateway_tree(commit, into)
+
+
 def rows(figures: dict[str, Any]) -> list[tuple[str, ...]]:
-    """The summary: each side's medians and cluster / one Redis, per 1,000 tokens, then per start."""
-    token, start = figures["per_token"], figures["per_start"]
+    """The summary: each side's medians and cluster / one Redis, per 1,000 tokens, then per start (or,
+    with a baseline, per 1,000 tokens of each revision)."""
     columns = [*ROLES.values(), "system", "Redis µs/event"]
     table: list[tuple[str, ...]] = [("CPU", *columns)]
-    for name, measured, unit in (
-        (f"s per 1,000 tokens ({token['streams']} streams)", token, ".4f"),
-        (f"ms per start ({start['rate']}/s)", start, ".3f"),
-    ):
+    if "per_token_of" in figures:
+        parts = [
+            (f"s per 1,000 tokens, {revision} ({token['streams']} streams)", token, ".4f")
+            for revision, token in figures["per_token_of"].items()
+        ]
+    else:
+        token, start = figures["per_token"], figures["per_start"]
+        parts = [
+            (f"s per 1,000 tokens ({token['streams']} streams)", token, ".4f"),
+            (f"ms per start ({start['rate']}/s)", start, ".3f"),
+        ]
+    for name, measured, unit in parts:
         for side, label in (("one", "one Redis"), ("cluster", "cluster"), ("ratio", "cluster / one")):
             cells = {k: measured[side].get(k) for k in columns}
             shown = (

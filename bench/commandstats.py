@@ -1,7 +1,7 @@
 """What Redis runs per token event in a steady level, or per start: `INFO commandstats` over the window.
 
     cd bench && ../.venv/bin/python commandstats.py --streams 400 [--ref main]
-    cd bench && ../.venv/bin/python commandstats.py --streams 400 --redis cluster
+    cd bench && ../.venv/bin/python commandstats.py --streams 400 --redis cluster [--ref c4db358]
     cd bench && ../.venv/bin/python commandstats.py --starts 100 [--redis cluster]
 
 Per token: one level of `--streams` runs (the scripted model's 300 tokens at 50/s, each read by an
@@ -137,7 +137,9 @@ async def main(streams: int, rate: float | None, ref: str | None, redis: str) ->
         else:
             one = servers.enter_context(compare.redis_server(Path(folder), "everysec"))
             system, groups = Tokentail(one), {"Redis": [one]}
-        if ref:
+        if ref and redis == "cluster":  # timed by due stamps: REV's scripted model must make them
+            system.tree, system.due_stamps = cluster.tree_of(ref, Path(folder) / "tree"), True
+        elif ref:
             commit = baseline_tree.commit_of(ref)
             assert commit is not None
             system.tree = baseline_tree.gateway_tree(commit, Path(folder) / "tree")
@@ -159,6 +161,4 @@ if __name__ == "__main__":
     parser.add_argument("--ref")
     parser.add_argument("--redis", choices=("one", "cluster"), default="one")
     args = parser.parse_args()
-    if args.ref and args.redis == "cluster":
-        parser.error("--ref: on one Redis only (another revision's scripted model may not stamp its tokens)")
     uvloop.run(main(args.streams, args.starts, args.ref, args.redis))

@@ -196,6 +196,7 @@ class Tokentail(System):
     # writer joins it into one or two events, as the peers' two tokens.
     short_run = (2, 0)
     tree: Path | None = None  # another revision's package (bench/baseline.py), gateway and worker; else this one
+    due_stamps: bool | None = None  # its scripted model stamps each token's due time (None: this tree's does)
     extra_env: dict[str, str] = {}  # for both processes, last (bench/trace_cost.py: OTEL_*, tracing on)
 
     def start(self) -> None:
@@ -227,7 +228,7 @@ class Tokentail(System):
 
     async def start_stream(self, client: httpx2.AsyncClient, tokens: int = TOKENS, rate: float = RATE) -> str:
         # Another revision's scripted model may not know `due_stamps` (bench.py measures only its CPU).
-        stamps = {"due_stamps": True} if self.tree is None else {}
+        stamps = {"due_stamps": True} if (self.tree is None if self.due_stamps is None else self.due_stamps) else {}
         created = await harness.create(client, tokens=tokens, tokens_per_second=rate, **stamps)
         return f"/v1/sessions/{created['session_id']}/events"
 

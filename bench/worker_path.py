@@ -65,10 +65,10 @@ async def level(redis: Redis, settings: Settings, runs: int, mode: str, profile:
     submit = ticks._round_trips.submit
     checked = {ticks._checked.sha, ticks._checked.source}
 
-    def counted(commands: Any) -> Any:
+    def counted(commands: Any, slots: Any = None) -> Any:
         submitted[0] += 1
         submitted[1] += sum(command[1] in checked for command in commands)
-        return submit(commands)
+        return submit(commands, slots)
 
     ticks._round_trips.submit = counted  # type: ignore[method-assign]
     contexts = []

@@ -3,6 +3,7 @@ pytest reads `pytest_plugins` from: import a fixture nowhere, name it as an argu
 
 pytest_plugins = [
     "tests.fixtures.real_redis",  # redis_url, private_redis_url, settings, redis, store, runs
+    "tests.fixtures.redis_cluster",  # cluster (a local Redis Cluster), cluster_queue_url, cluster_settings, ...
     "tests.fixtures.stack",  # the in-process stack: start_gateway, start_worker, gateway, worker, client
     "tests.fixtures.postgres",  # postgres (a server of the tests' own, migrated), archive_settings, archive
     "tests.fixtures.processes",  # no_process_left: every process a test starts is stopped when it ends

@@ -9,7 +9,6 @@ session in one read together.
 """
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Callable, Coroutine, Iterable
@@ -22,6 +21,7 @@ from redis.asyncio.connection import AbstractConnection
 from tokentail.gateway import metrics
 from tokentail.gateway.reading.subscription import Channel, Link
 from tokentail.shared.connections.outage import is_outage
+from tokentail.shared.connections.round_trips import ClusterRoundTrips, round_trips
 from tokentail.shared.connections.taken_over import TakenOver
 from tokentail.shared.plumbing.logs import RateLimitedLogger
 
@@ -123,8 +123,9 @@ class PubSub:
         """The cluster moved these channels' slots, or lost a primary: route them again, by a fresh
         slot map. Their followers read what they missed once subscribed again."""
         assert self._cluster is not None
-        with contextlib.suppress(Exception):  # an unreachable cluster: the next failure tries again
-            await self._cluster.nodes_manager.initialize()
+        # An unreachable cluster: the next failure tries again. (Read through the client's round
+        # trips, which keep their connections through it: the store's reads share this client.)
+        await cast(ClusterRoundTrips, round_trips(self._cluster)).map_read()
         for channel in list(channels):
             if self._channels.get(channel.name) is channel:
                 if channel.link is not None:

@@ -121,10 +121,11 @@ class Keys:
         (since the epoch), for its bound (worker/run/children.py); kept two minutes."""
         return f"{self.prefix}:tenant:{{{tenant}}}:spawns:{minute}"
 
-    def joined_count(self, writer_id: str) -> str:
+    def joined_count(self, writer_id: str, tag: str | None = None) -> str:
         """String: how many joined append calls a worker process (`writer_id`, its own) has sent, on
-        the sessions' Redis (worker/run/appends.py `JoinCounter`)."""
-        return f"{self.prefix}:joined-count:{writer_id}"
+        the sessions' Redis (worker/run/appends.py `JoinCounter`); on a Redis Cluster, one per slot
+        it appends to, in the slot of hash tag `tag`."""
+        return f"{self.prefix}:joined-count:{writer_id}" + ("" if tag is None else f":{{{tag}}}")
 
     @property
     def lease_checks(self) -> str:

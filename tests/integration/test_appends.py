@@ -50,9 +50,9 @@ def _count_round_trips(ticks: AppendTicks, monkeypatch: pytest.MonkeyPatch) -> l
     names = {ticks._lean.sha: "lean", ticks._checked.sha: "checked"}
     names.update({ticks._lean.source: "lean", ticks._checked.source: "checked"})
 
-    def counted(commands: Any) -> Any:
+    def counted(commands: Any, slots: Any = None) -> Any:
         sent.append([names.get(command[1], "other") for command in commands])
-        return submit(commands)
+        return submit(commands, slots)
 
     monkeypatch.setattr(ticks._round_trips, "submit", counted)
     return sent
@@ -319,6 +319,25 @@ async def test_a_count_found_off_sends_the_call_s_appends_the_checked_way(
     assert sent == [["lean"], ["checked"]]
     for writer in writers:
         assert _texts(await store.read(writer.lease.session_id, 0, 10)) == ["first", "after"]
+
+
+async def test_the_count_of_a_worker_s_calls_is_kept_a_day_from_its_first_call_and_every_256th(
+    runs: AllWrites, settings: Settings, redis: Redis
+) -> None:
+    ticks = AppendTicks(redis, settings)
+    (writer,) = await _writers(runs, ticks, 1)  # a checked call, then lean ones
+    key = ticks._counter.key
+    assert 0 < await redis.pttl(key) <= 86_400_000
+    await redis.persist(key)
+    await redis.set(key, 254, keepttl=True)
+    ticks._counter.count(writer.lease.slot).expected = 254
+    await _say(writer, "255th")
+    assert await redis.pttl(key) == -1  # (not every call: on a cluster, a lean call is made per event)
+    await _say(writer, "256th")
+    assert await redis.pttl(key) == -1
+    await _say(writer, "257th")
+    assert 0 < await redis.pttl(key) <= 86_400_000
+    assert int(await redis.get(key)) == 257  # each call counted, as expected: lean all the way
 
 
 async def test_what_was_acknowledged_is_in_the_run_s_journal(runs: AllWrites, settings: Settings, redis: Redis) -> None:

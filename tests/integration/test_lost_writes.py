@@ -2,14 +2,16 @@
 restart without its last writes), on a real Redis: the session's keys are rolled back as such a
 failover would, and the run's next write appends the lost events again under their ids first, on
 the worker's ticks (worker/run/appends.py, the lean script included) as on the plain path; events it
-cannot append as they were stop the run instead."""
+cannot append as they were stop the run instead. On one Redis, and on a Redis Cluster (the session's
+primary failing over: its slot's count of the worker's calls found off)."""
 
 import json
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import httpx2
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from tests.clients.sse_client import read_events
 from tests.servers.redis_faults import rolled_back_after
@@ -53,14 +55,35 @@ class _Appends:
         return lease.journal.written
 
 
-@pytest.fixture(params=["plain", "ticks"])
-def append(request: pytest.FixtureRequest, redis: Redis, settings: Settings) -> _Appends:
-    return _Appends(AppendTicks(redis, settings) if request.param == "ticks" else None)
+@pytest.fixture(params=["one", "cluster"])
+def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """Each test on one Redis, and with its sessions on a Redis Cluster (its queue apart): there a
+    failover loses what the session's primary was sent last."""
+    cluster_settings: Settings = request.getfixturevalue("cluster_settings") if request.param == "cluster" else settings
+    return cluster_settings
 
 
 @pytest.fixture
-def lifecycle(runs: AllWrites) -> AllWrites:
-    return runs
+async def redis(redis: Redis, settings: Settings) -> AsyncIterator[Redis]:
+    if not settings.redis_cluster:
+        yield redis
+        return
+    cluster = RedisCluster.from_url(str(settings.redis_url))
+    yield cast(Redis, cluster)  # (the tests call what both clients have)
+    await cluster.aclose()
+
+
+@pytest.fixture
+async def lifecycle(redis: Redis, settings: Settings) -> AsyncIterator[AllWrites]:
+    queue = Redis.from_url(settings.queue_redis_url) if settings.queue_redis_url else None
+    yield AllWrites(redis, settings, queue=queue)
+    if queue is not None:
+        await queue.aclose()
+
+
+@pytest.fixture(params=["plain", "ticks"])
+def append(request: pytest.FixtureRequest, redis: Redis, settings: Settings) -> _Appends:
+    return _Appends(AppendTicks(redis, settings) if request.param == "ticks" else None)
 
 
 async def _append(lease: RunLease, text: str) -> int:

@@ -4,9 +4,8 @@ found by the index beside the queue) is tested at the instant a process would di
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import httpx2
 import pytest
@@ -15,13 +14,14 @@ from redis.asyncio import Redis, RedisCluster
 
 from tests.clients.sse_client import read_events
 from tests.integration.test_hub import DIRECT, Follower, _append, _live
-from tests.servers.redis_cluster import require
+from tests.servers.redis_cluster import move_slot
 from tests.servers.webhook_receiver import Receiver
 from tests.support.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites, Died
 from tokentail.gateway.reading.hub import StreamHub
-from tokentail.redis_server import LocalCluster, RedisServer
+from tokentail.redis_server import LocalCluster
+from tokentail.shared.connections.round_trips import ClusterRoundTrips
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.store.scripts.runs import Queued, Requeue, StartVerdict
@@ -30,29 +30,9 @@ from tokentail.worker.process.webhook_delivery import WebhookDeliverer
 from tokentail.worker.run.run_writes import RunLease
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    require()
-    with LocalCluster(Path(tmp_path_factory.mktemp("cluster")), ready_within=scaled(30)) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def queue_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with RedisServer(Path(tmp_path_factory.mktemp("queue"))) as server:
-        yield server.url
-
-
 @pytest.fixture
-def settings(settings: Settings, cluster: LocalCluster, queue_url: str) -> Settings:
-    return Settings(
-        **{
-            **settings.model_dump(),
-            "redis_url": cluster.url,
-            "redis_cluster": True,
-            "queue_redis_url": queue_url,
-        }
-    )
+def settings(cluster_settings: Settings) -> Settings:
+    return cluster_settings
 
 
 @pytest.fixture
@@ -63,8 +43,8 @@ async def sessions(settings: Settings) -> AsyncIterator[RedisCluster]:
 
 
 @pytest.fixture
-async def queue(queue_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(queue_url)
+async def queue(cluster_queue_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(cluster_queue_url)
     yield client
     await client.aclose()
 
@@ -267,43 +247,6 @@ async def test_a_reaper_keeps_an_entry_a_worker_wrote_while_it_looked(
     assert await queue.zscore(store.keys.lease_checks, session.session_id) not in (None, 0)
 
 
-def _command(client: sync_redis.Redis, *args: Any) -> Any:
-    """A raw command (CLUSTER, MIGRATE), which redis-py leaves untyped."""
-    return client.execute_command(*args)  # type: ignore[no-untyped-call]
-
-
-def _move_slot(cluster: LocalCluster, slot: int) -> str:
-    """Migrate `slot` (its keys too) to another primary, as `redis-cli --cluster reshard` does; the
-    address of its new primary."""
-    clients = {node.port: sync_redis.Redis(port=node.port) for node in cluster.nodes}
-    try:
-        source_port = next(port for port, client in clients.items() if slot in _slots_of(client))
-        target_port = next(port for port in clients if port != source_port)
-        source, target = clients[source_port], clients[target_port]
-        source_id, target_id = (_command(c, "CLUSTER", "MYID").decode() for c in (source, target))
-        _command(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-        _command(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        while keys := _command(source, "CLUSTER", "GETKEYSINSLOT", slot, 100):
-            _command(source, "MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
-        for client in (target, source, *(c for p, c in clients.items() if p not in (source_port, target_port))):
-            _command(client, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
-        return f"127.0.0.1:{target_port}"
-    finally:
-        for client in clients.values():
-            client.close()
-
-
-def _slots_of(client: sync_redis.Redis) -> set[int]:
-    myself = next(line for line in _command(client, "CLUSTER", "NODES").decode().splitlines() if "myself" in line)
-    slots: set[int] = set()
-    for part in myself.split()[8:]:
-        if part.startswith("["):
-            continue
-        start, _, end = part.partition("-")
-        slots.update(range(int(start), int(end or start) + 1))
-    return slots
-
-
 @DIRECT
 async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primary(
     store: SessionStore,
@@ -322,7 +265,11 @@ async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primar
         await _append(runs, session_id, run.run_id, 5)
         key = store.keys.session(session_id).events
         before = hub._channels[key.encode()].link
-        new_primary = _move_slot(cluster, sessions.keyslot(key))
+        reads = cast(ClusterRoundTrips, hub.store.round_trips)  # the followers' catch-up reads went on them
+        opened = {name: trips._connection for name, trips in reads._nodes.items()}
+        client = cast(RedisCluster, hub._redis)
+        nodes = dict(client.nodes_manager.nodes_cache)
+        new_primary = move_slot(cluster, sessions.keyslot(key))
 
         def moved() -> bool:  # the old primary unsubscribed the hub; it follows the new one
             link = hub._channels[key.encode()].link
@@ -331,6 +278,13 @@ async def test_followers_go_on_when_their_session_s_slot_moves_to_another_primar
         await eventually(moved, interval=0.02)
         link = hub._channels[key.encode()].link
         assert link is not None and link.address == new_primary
+        # The hub read the slot map again (its client's nodes made anew) through the round trips, which
+        # kept their connections.
+        assert opened and all(
+            reads._nodes[name]._connection is connection and connection is not None and connection.is_connected
+            for name, connection in opened.items()
+        )
+        assert all(node is not nodes.get(name) for name, node in client.nodes_manager.nodes_cache.items())
         for _ in range(10):
             last = await _append(runs, session_id, run.run_id)
         for follower in followers:

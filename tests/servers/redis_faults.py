@@ -10,7 +10,7 @@ import signal
 import urllib.parse
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
@@ -47,25 +47,36 @@ def resume(pid: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def rolled_back_after(redis: Redis, settings: Settings, session_id: str) -> AsyncIterator[None]:
+async def rolled_back_after(redis: Redis | RedisCluster, settings: Settings, session_id: str) -> AsyncIterator[None]:
     """What is written inside the block to the session's events and meta, and to every other key of
     tokentail's (a worker's count of its joined calls: worker/run/appends.py), is lost when it
     ends, as a failover to a replica that had not received it yet loses it: all of it, since the
     replica has a prefix of what the primary was sent. The session's runs and lease stay (they
-    changed nothing inside the block that a test reads)."""
-    session = Keys(settings.key_prefix).session(session_id)
-    kept = {session.runs, session.lease}
-    names = {key async for key in redis.scan_iter(match=f"{settings.key_prefix}:*")} - {k.encode() for k in kept}
-    saved = {key: await redis.dump(key) for key in names}
-    yield
-    after = {key async for key in redis.scan_iter(match=f"{settings.key_prefix}:*")} - {k.encode() for k in kept}
-    async with redis.pipeline(transaction=True) as pipe:
-        for key in after - saved.keys():
-            pipe.delete(key)
-        for key, dumped in saved.items():
-            if dumped is not None:
-                pipe.restore(key, 0, dumped, replace=True)
-        await pipe.execute()
+    changed nothing inside the block that a test reads). On a Redis Cluster, the session's primary
+    fails over: the keys on it (a worker's count of its calls in each slot there too), no other's."""
+    own: Redis | None = None
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+        node = redis.get_node_from_key(Keys(settings.key_prefix).session(session_id).events)
+        redis = own = Redis(host=node.host, port=int(node.port))
+    try:
+        session = Keys(settings.key_prefix).session(session_id)
+        kept = {session.runs, session.lease}
+        names = {key async for key in redis.scan_iter(match=f"{settings.key_prefix}:*")} - {k.encode() for k in kept}
+        saved = {key: await redis.dump(key) for key in names}
+        yield
+        after = {key async for key in redis.scan_iter(match=f"{settings.key_prefix}:*")} - {k.encode() for k in kept}
+        # (A cluster's node takes no MULTI of keys in several slots.)
+        async with redis.pipeline(transaction=own is None) as pipe:
+            for key in after - saved.keys():
+                pipe.delete(key)
+            for key, dumped in saved.items():
+                if dumped is not None:
+                    pipe.restore(key, 0, dumped, replace=True)
+            await pipe.execute()
+    finally:
+        if own is not None:
+            await own.aclose()
 
 
 class FaultyLink:

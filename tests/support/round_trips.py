@@ -9,7 +9,7 @@ import pytest
 from redis import exceptions as redis_errors
 
 from tokentail.shared.connections import round_trips as module
-from tokentail.shared.connections.round_trips import RoundTrips
+from tokentail.shared.connections.round_trips import Joined, RoundTrips
 
 
 def log_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, int]]:
@@ -25,10 +25,17 @@ def log_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, int]]:
     return written
 
 
-def lose_replies(monkeypatch: pytest.MonkeyPatch, trips: RoundTrips, rounds: int = 1) -> list[int]:
+def one_connection(trips: Joined) -> RoundTrips:
+    """The round trips of one connection (a cluster's are those of one node: `ClusterRoundTrips.node`)."""
+    assert isinstance(trips, RoundTrips), trips
+    return trips
+
+
+def lose_replies(monkeypatch: pytest.MonkeyPatch, joined: Joined, rounds: int = 1) -> list[int]:
     """The replies of the next `rounds` round trips are lost after Redis ran their commands, as when a
     connection is cut on the way back: each of their callers fails with ConnectionError. The list
     returned grows by one at each loss."""
+    trips = one_connection(joined)
     lost: list[int] = []
     replied = trips._replied
 
@@ -46,9 +53,10 @@ def lose_replies(monkeypatch: pytest.MonkeyPatch, trips: RoundTrips, rounds: int
     return lost
 
 
-def break_round_trips(monkeypatch: pytest.MonkeyPatch, trips: RoundTrips, broken: asyncio.Event) -> None:
+def break_round_trips(monkeypatch: pytest.MonkeyPatch, joined: Joined, broken: asyncio.Event) -> None:
     """Until the patch is undone, every round trip fails before it reaches Redis (ConnectionError);
     `broken` is set at the first."""
+    trips = one_connection(joined)
 
     def failing() -> None:
         trips._soon = False
@@ -62,9 +70,10 @@ def break_round_trips(monkeypatch: pytest.MonkeyPatch, trips: RoundTrips, broken
     monkeypatch.setattr(trips, "_send", failing)
 
 
-def hold_replies(monkeypatch: pytest.MonkeyPatch, trips: RoundTrips, release: asyncio.Event) -> None:
+def hold_replies(monkeypatch: pytest.MonkeyPatch, joined: Joined, release: asyncio.Event) -> None:
     """Redis answers once `release` is set: the replies that come before are held until then, as a
     slow Redis's would be."""
+    trips = one_connection(joined)
     replied = trips._replied
     held: list[Any] = []
     waiting: list[asyncio.Future[None]] = []

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from arq.worker import Worker
 from redis._parsers.base import BaseParser
+from redis.asyncio.cluster import ClusterNode, NodesManager
 from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -42,6 +43,14 @@ SOURCES: list[tuple[Any, str, str, str]] = [
     (RequestResponseCycle, "send", "abdd8601b326a8da", "DirectBody writes a body chunk as it does, in its state"),
     (HttpToolsProtocol, "on_headers_complete", "1ea8589acfad92d8", "makes the cycle a DirectBody writes to"),
     (ConnectionPool, "get_connection", "4876bc7de473dbc8", "the one connection of the round trips"),
+    # redis-py's cluster client: the round trips' connection per primary is one of its node's
+    # (shared/connections/round_trips.py `_NodeRoundTrips`), routed by its slot map
+    (ClusterNode, "acquire_connection", "bbf879f60c257212", "a connection of the node's, closed with it"),
+    (ClusterNode, "disconnect", "3314d0f3c07e79c0", "closes the node's connections as it runs (rehome: not ours)"),
+    (NodesManager, "initialize", "c7bd775099266d47", "makes its nodes anew, the old ones closed in tasks"),
+    (NodesManager, "set_nodes", "c47a95bd56266550", "the tasks that close the old nodes"),
+    (NodesManager, "get_node_from_slot", "2556008b81632835", "a slot's primary, a MOVED applied first"),
+    (NodesManager, "_update_moved_slots", "fbe61536684c2491", "applies a MOVED to the slot map (moved())"),
 ]
 
 
@@ -88,6 +97,12 @@ def test_the_hub_writes_on_the_connection_redis_py_opens() -> None:
 def test_the_hub_reads_the_transport_of_the_connection_redis_py_opens() -> None:
     # gateway/reading/pubsub.py hands the transport under the connection's stream writer to its own protocol.
     assert "self._writer = writer" in inspect.getsource(Connection._connect)
+
+
+def test_the_cluster_round_trips_read_attributes_redis_py_s_nodes_have() -> None:
+    # shared/connections/round_trips.py: a node's connections (rehome), the slot map, a MOVED to apply.
+    assert {"_connections", "name"} <= set(ClusterNode.__slots__)
+    assert {"nodes_cache", "slots_cache", "default_node", "_moved_exception"} <= set(NodesManager.__slots__)
 
 
 def test_every_attribute_of_uvicorns_cycle_a_direct_body_reads_exists() -> None:

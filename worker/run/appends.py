@@ -17,9 +17,11 @@ for, goes in the next round trip's checked call (append_events.lua: the lease, a
 events Redis lost), which answers a run that lost its lease FENCED (`LeaseLost`) and one whose events
 Redis lost LOST (`WritesLost`: the writer appends them again, worker/run/recovery/lost_writes.py).
 
-On a Redis Cluster a call's keys must share a slot, and the count's key has a slot of its own: a
-tick's appends go as checked calls, those of sessions in one slot joined, all in one pipeline (one
-round trip a node).
+On a Redis Cluster a call's keys must share a slot: the process keeps a count per slot it appends to,
+in a key of that slot (`JoinCounter.count`), and a tick's appends go as one call per slot (lean or
+checked, as on one Redis, its runs vouched for by their slot's count), the calls of every slot of a
+primary in one write on its connection (shared/connections/round_trips.py `ClusterRoundTrips`), the
+primaries' round trips together: the ticks' one round trip out is back when every primary's is.
 """
 
 import asyncio
@@ -35,7 +37,7 @@ from redis.asyncio import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from tokentail.shared.connections.redis_clients import AnyRedis
-from tokentail.shared.connections.round_trips import round_trips
+from tokentail.shared.connections.round_trips import hash_tags, round_trips
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.scripts.contract import Topology
@@ -67,6 +69,20 @@ class TickWriter(Protocol):
 _Group = list[tuple[TickWriter, Events]]
 
 
+class Count:
+    """One count of a process's joined calls: its key, the count the process expects Redis to be at
+    (None: unknown), and its era, which moves each time it is found off (the runs it vouched for
+    before are not, since)."""
+
+    __slots__ = ("key", "slot", "expected", "era")
+
+    def __init__(self, key: str, slot: int) -> None:
+        self.key = key
+        self.slot = slot  # on a Redis Cluster, the key's (and its runs'); else a run's, any
+        self.expected: int | None = None
+        self.era = 0
+
+
 class JoinCounter:
     """The count of the joined calls a process sent, kept in a key of its own that each call
     increments (append_at.lua, append_events.lua), and the count the process expects Redis to be at.
@@ -77,38 +93,62 @@ class JoinCounter:
     That covers the events of the runs whose appends were checked whole since the count was last
     found off (`trusted`); a run idle when it was found off may have lost events then. So a run's
     append goes the lean way only while it is trusted, and a checked call makes its runs trusted.
-    Unknown at first, after a round trip that failed, and for runs past `TRUSTED` (forgotten all at
-    once): everything is checked, and known again."""
+    Unknown at first, after a call that failed, and for runs past `TRUSTED` (forgotten all at once):
+    everything is checked, and known again.
+
+    On a Redis Cluster a script's keys share a slot, and each primary loses a suffix of its own: the
+    process keeps a count per slot it appends to (`count`), in a key tagged with a hash tag of that
+    slot (shared/connections/round_trips.py `hash_tags`, found once), and a run is vouched for by its
+    slot's count alone. On one Redis every run's is the one count."""
 
     TRUSTED = 100_000
 
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.expected: int | None = None
-        self._trusted: set[str] = set()  # session ids
+    def __init__(self, keys: Keys, writer_id: str, cluster: bool = False) -> None:
+        self._keys = keys
+        self._writer_id = writer_id
+        self._cluster = cluster
+        self.key = keys.joined_count(writer_id)  # (the one count's, on one Redis)
+        self._counts: dict[int, Count] = {}  # by slot on a cluster; else the one, at 0
+        self._trusted: dict[str, int] = {}  # session id -> the era of its count when it was checked whole
+        self.one = None if cluster else self.count(0)  # (on one Redis, every run's)
 
-    def vouches_for(self, session_id: str) -> bool:
-        return self.expected is not None and session_id in self._trusted
+    def count(self, slot: int) -> Count:
+        """The count that vouches for the runs of `slot` (their sessions' keys' slot)."""
+        place = slot if self._cluster else 0
+        count = self._counts.get(place)
+        if count is None:
+            key = self._keys.joined_count(self._writer_id, hash_tags()[slot]) if self._cluster else self.key
+            count = self._counts[place] = Count(key, slot)
+        return count
 
-    def counted(self, sent: int | None, count: int, checked: list[str]) -> None:
-        """A call that expected the count at `sent` came back with `count`; `checked`: the sessions
+    def vouches_for(self, session_id: str, count: Count) -> bool:
+        return count.expected is not None and self._trusted.get(session_id) == count.era
+
+    def counted(self, count: Count, sent: int | None, got: int, checked: list[str]) -> None:
+        """A call of `count` that expected it at `sent` came back with `got`; `checked`: the sessions
         whose appends it checked whole (and that were not refused)."""
-        if sent is None or count != sent + 1 or len(self._trusted) > self.TRUSTED:
-            self._trusted.clear()  # Redis may have lost what any run wrote: each is checked again
-        self._trusted.update(checked)
-        self.expected = count
+        if sent is None or got != sent + 1:
+            count.era += 1  # Redis may have lost what any of its runs wrote: each is checked again
+        if len(self._trusted) > self.TRUSTED:
+            self._trusted.clear()
+        era = count.era
+        for session_id in checked:
+            self._trusted[session_id] = era
+        count.expected = got
 
-    def unknown(self) -> None:
-        """A call may have gone through unheard of."""
-        self.expected = None
+    def unknown(self, count: Count | None = None) -> None:
+        """A call of `count` (of any, if None) may have gone through unheard of."""
+        for each in self._counts.values() if count is None else (count,):
+            each.expected = None
 
 
 class _Call:
-    """One script call of a round trip: its appends, and what its count was expected at."""
+    """One script call of a round trip: its count, its appends, and what its count was expected at."""
 
-    __slots__ = ("lean", "group", "expected")
+    __slots__ = ("count", "lean", "group", "expected")
 
-    def __init__(self, lean: bool, group: _Group, expected: int | None) -> None:
+    def __init__(self, count: Count, lean: bool, group: _Group, expected: int | None) -> None:
+        self.count = count
         self.lean = lean
         self.group = group
         self.expected = expected
@@ -185,13 +225,14 @@ class AppendTicks(TickGrid):
         super().__init__(settings.flush_interval_ms / 1000, period)
         topology = Topology.of(settings)
         self._round_trips = round_trips(redis)
-        self._cluster = redis if isinstance(redis, RedisCluster) else None
         self._archive = topology.archive
         self._maxlen = settings.stream_maxlen
         self._lean = _Source(AppendAt.lua_source(topology))
         self._checked = _Source(AppendEvents.lua_source(topology))
-        count_key = Keys(settings.key_prefix).joined_count(secrets.token_hex(8))
-        self._counter = None if self._cluster else JoinCounter(count_key)
+        cluster = isinstance(redis, RedisCluster)
+        self._counter = JoinCounter(Keys(settings.key_prefix), secrets.token_hex(8), cluster)
+        if cluster:
+            hash_tags()  # (found now, not at the first tick)
         self._refused: _Group = []  # refused by append_at.lua: checked in the next round trip
         # A process that heard nothing from Redis this long (stopped, cut off) may have lost runs it knows
         # nothing of yet: a session deleted and made again under its id since (gateway/commands/writes.py
@@ -208,43 +249,58 @@ class AppendTicks(TickGrid):
 
     def _send(self) -> None:
         ready, self._ready = self._ready, []
-        checked, self._refused = self._refused, []
-        lean: _Group = []
+        refused, self._refused = self._refused, []
         counter = self._counter
-        if counter is not None and self.loop.time() - self._heard > self._patience:
+        if self.loop.time() - self._heard > self._patience:
             counter.unknown()
+        one = counter.one
+        places: dict[Count, tuple[_Group, _Group]] = {}  # per count (a slot's, on a cluster): lean, checked
+        for writer, events in refused:
+            count = one or counter.count(writer.lease.slot)
+            if (place := places.get(count)) is None:
+                place = places[count] = ([], [])
+            place[1].append((writer, events))
         for writer in ready:
             try:
-                events = writer.take()
+                taken = writer.take()
             except Exception as exc:  # (its text could not be made an event: that run fails, alone)
                 _tell(writer, exc)
                 continue
-            if events is None:
+            if taken is None:
                 continue
-            if counter is not None and counter.vouches_for(writer.lease.session_id):
-                lean.append((writer, events))
-            else:
-                checked.append((writer, events))
-        if not lean and not checked:
+            lease = writer.lease
+            count = one or counter.count(lease.slot)
+            if (place := places.get(count)) is None:
+                place = places[count] = ([], [])
+            place[0 if counter.vouches_for(lease.session_id, count) else 1].append((writer, taken))
+        if not places:
             self._sending = False
             return
         calls: list[_Call] = []
         commands: list[tuple[Any, ...]] = []
-        expected = None if counter is None else counter.expected
-        for group in _cut(lean):
-            assert counter is not None and expected is not None  # (lean only while the count is known)
-            at = expected + len(calls)  # (each call of a round trip counts one after the one before it)
-            calls.append(_Call(True, group, at))
-            commands.append(self._lean_call(group, counter.key, at))
-        for group in _by_slot(self._cluster, checked) if self._cluster is not None else _cut(checked):
-            count_key = None if counter is None else counter.key
-            call = _Call(False, group, None if expected is None else expected + len(calls))
-            calls.append(call)
-            commands.append(self._checked_call(group, count_key, call.expected))
-        sent = self._round_trips.submit(commands)
+        slots: list[int] = []
+        lean_script, checked_script = self._lean.call(), self._checked.call()
+        lean_calls = 0
+        for count, (lean, checked) in places.items():
+            expected, made = count.expected, 0  # (each call of a count counts one after the one before it)
+            for group in _cut(lean):
+                assert expected is not None  # (lean only while the count is known)
+                calls.append(_Call(count, True, group, expected + made))
+                commands.append(self._lean_call(lean_script, group, count.key, expected + made))
+                made += 1
+            lean_calls += made
+            for group in _cut(checked):
+                at = None if expected is None else expected + made
+                calls.append(_Call(count, False, group, at))
+                commands.append(self._checked_call(checked_script, group, count.key, at))
+                made += 1
+            slots += [count.slot] * made
+        self._lean.sent(lean_script, lean_calls > 0)
+        self._checked.sent(checked_script, len(calls) > lean_calls)
+        sent = self._round_trips.submit(commands, slots)
         sent.add_done_callback(functools.partial(self._settle, calls, self.loop.time()))
 
-    def _lean_call(self, group: _Group, count_key: str, expected: int) -> tuple[Any, ...]:
+    def _lean_call(self, script: tuple[str, str], group: _Group, count_key: str, expected: int) -> tuple[Any, ...]:
         keys: list[Any] = [count_key]
         args: list[Any] = [self._maxlen, expected]
         for writer, events in group:
@@ -255,10 +311,12 @@ class AppendTicks(TickGrid):
             args += (writer.lease.journal.written + 1, 2 * len(events))
             for event in events:
                 args += event
-        return (*self._lean.call(), len(keys), *keys, *args)
+        return (*script, len(keys), *keys, *args)
 
-    def _checked_call(self, group: _Group, count_key: str | None, expected: int | None) -> tuple[Any, ...]:
-        keys: list[Any] = [] if count_key is None else [count_key]
+    def _checked_call(
+        self, script: tuple[str, str], group: _Group, count_key: str, expected: int | None
+    ) -> tuple[Any, ...]:
+        keys: list[Any] = [count_key]
         args: list[Any] = [self._maxlen, "" if expected is None else expected]
         for writer, events in group:
             lease = writer.lease
@@ -266,30 +324,35 @@ class AppendTicks(TickGrid):
             args += (lease.run_id, lease.token, lease.journal.written, 2 * len(events))
             for event in events:
                 args += event
-        return (*self._checked.call(), len(keys), *keys, *args)
+        return (*script, len(keys), *keys, *args)
 
     def _settle(self, calls: list[_Call], sent_at: float, sent: "asyncio.Future[list[Any]]") -> None:
         """Every reply of a round trip, in one pass: each writer told its seq, or its error; appends
-        refused the lean way go in the next round trip's checked call."""
+        refused the lean way go in the next round trip's checked call. On a cluster a primary out of
+        reach fails its own calls alone (each as its error)."""
         replies: list[Any] | BaseException = outcome(sent)
         if isinstance(replies, BaseException):  # the round trip failed: each append did
             replies = [replies] * len(calls)
-        else:
-            self._heard = sent_at  # (a reply read late, after a stop, says nothing of Redis since)
-        count = None  # the count the call before left: Redis ran nothing of the process's in between
+        heard = False
+        of, left = None, None  # a count, and what its call before left: Redis ran nothing of its own in between
         for call, reply in zip(calls, replies, strict=True):
+            if call.count is not of:
+                of, left = call.count, None
             if isinstance(reply, list):
-                count = self._settle_call(call, reply, count)
+                heard = True
+                left = self._settle_call(call, reply, left)
                 continue
-            count = None
-            if self._counter is not None:
-                self._counter.unknown()  # it may have gone through unheard of
+            left = None
+            heard = heard or isinstance(reply, ResponseError)  # (Redis answered)
+            self._counter.unknown(call.count)  # it may have gone through unheard of
             if isinstance(reply, NoScriptError):  # not run (Redis restarted?): sent again, the script whole
                 (self._lean if call.lean else self._checked).forgotten = True
                 self._refused += call.group
                 continue
             for writer, _ in call.group:
                 _tell(writer, reply)
+        if heard:
+            self._heard = sent_at  # (a reply read late, after a stop, says nothing of Redis since)
         tally.flush()
         self._sent()
 
@@ -306,8 +369,7 @@ class AppendTicks(TickGrid):
                 checked.append(writer.lease.session_id)
             _tell(writer, one)
         count = int(reply[0])
-        if self._counter is not None:
-            self._counter.counted(before if call.expected is None else call.expected, count, checked)
+        self._counter.counted(call.count, before if call.expected is None else call.expected, count, checked)
         return count
 
 
@@ -340,8 +402,9 @@ tally = Tally()
 
 
 class _Source:
-    """A script, sent by its digest; whole (EVAL, which Redis keeps) the first time, and again after
-    Redis answered that it forgot it (a restart, SCRIPT FLUSH)."""
+    """A script, sent by its digest; whole (EVAL, which Redis keeps) in every call of the first round
+    trip, and of the next after Redis answered that it forgot it (a restart, SCRIPT FLUSH; on a
+    cluster, a primary that had not run it yet)."""
 
     __slots__ = ("source", "sha", "forgotten")
 
@@ -351,22 +414,19 @@ class _Source:
         self.forgotten = True
 
     def call(self) -> tuple[str, str]:
-        if self.forgotten:
+        """How this round trip's calls of it begin."""
+        return ("EVAL", self.source) if self.forgotten else ("EVALSHA", self.sha)
+
+    def sent(self, call: tuple[str, str], made: bool) -> None:
+        """A round trip's calls of it began so (if `made`: it had any)."""
+        if made and call[0] == "EVAL":
             self.forgotten = False
-            return ("EVAL", self.source)
-        return ("EVALSHA", self.sha)
 
 
 def _cut(group: _Group) -> list[_Group]:
+    if len(group) <= JOINED_CALLS:  # (most: on a cluster, a slot's are one or two)
+        return [group] if group else []
     return [group[i : i + JOINED_CALLS] for i in range(0, len(group), JOINED_CALLS)]
-
-
-def _by_slot(cluster: RedisCluster, group: _Group) -> list[_Group]:
-    """A cluster's appends, those of sessions in one slot joined (a call's keys must share one)."""
-    slots: dict[int, _Group] = {}
-    for writer, events in group:
-        slots.setdefault(cluster.keyslot(writer.lease.append_keys.events), []).append((writer, events))
-    return [cut for joined in slots.values() for cut in _cut(joined)]
 
 
 def _fenced(error: ResponseError) -> BaseException:

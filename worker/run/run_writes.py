@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 from tokentail.shared.connections.outage import ride_out
+from tokentail.shared.connections.round_trips import slot_of
 from tokentail.shared.features.webhook_messages import HOOKED_EVENTS
 from tokentail.shared.features.workers import process_id
 from tokentail.shared.store.reads import (
@@ -76,12 +77,14 @@ class RunLease:
     token: str
     journal: WriteJournal = field(default_factory=WriteJournal, compare=False, repr=False)
     inbox: SteerInbox = field(default_factory=SteerInbox, compare=False, repr=False)
-    # The keys of its per-token appends, worked out once.
+    # The keys of its per-token appends, and their Redis Cluster slot, worked out once.
     append_keys: AppendKeys = field(init=False, compare=False, repr=False)
+    slot: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         keys = self.runs.keys.session(self.session_id)
         object.__setattr__(self, "append_keys", AppendKeys(keys.meta, keys.events, keys.lease))
+        object.__setattr__(self, "slot", slot_of(keys.events))
 
     async def append(
         self, events: Sequence[tuple[str, str]], append_id: str | None = None, ending: Ending | None = None

@@ -16,7 +16,9 @@
 -- of its last event, or 0 if it was refused.
 local COUNT_KEPT_MS = 86400000  -- as append_events.lua's
 local count = redis.call('INCR', joined_count)
-redis.call('PEXPIRE', joined_count, COUNT_KEPT_MS)
+if count % 256 == 1 then  -- kept a day from its first call and every 256th (on a cluster, a call each event)
+  redis.call('PEXPIRE', joined_count, COUNT_KEPT_MS)  -- (gone, it starts again at 1: found off, all checked)
+end
 local replies = {count}
 if s.count == '' or count ~= tonumber(s.count) + 1 then
   for i in each_call do replies[i + 1] = 0 end

@@ -1,18 +1,19 @@
-"""Calls scripts by their contracts (shared/store/scripts/contract.py) on one Redis.
+"""Calls scripts by their contracts (shared/store/scripts/contract.py) on the sessions' Redis (one
+server, a Sentinel setup's primary, or a Redis Cluster) or the queue's.
 
 `ScriptRunner` is the one way a script is called: it packs the contract's keys and arguments for
 the deployment's topology, sends the script (EVALSHA, loaded again if Redis forgot it, with the
-process's other commands: shared/connections/round_trips.py), turns a fenced script's FENCED and LOST errors
-into `LeaseLost` and `WritesLost`, and parses the reply. On a Sentinel setup (`acknowledge`), a script
-whose contract says a failover must not take it back waits for a replica to have it. What a
-deployment adds around some scripts (the queue's outbox, the archive's revival) wraps it once at
-start-up (shared/store/scripts/policies.py): callers never ask which. The worker's per-token appends are the
-one path of their own (worker/run/appends.py).
+process's other commands: shared/connections/round_trips.py; on a cluster, with those of its keys'
+primary), turns a fenced script's FENCED and LOST errors into `LeaseLost` and `WritesLost`, and
+parses the reply. On a Sentinel setup (`acknowledge`), a script whose contract says a failover must
+not take it back waits for a replica to have it. What a deployment adds around some scripts (the
+queue's outbox, the archive's revival) wraps it once at start-up (shared/store/scripts/policies.py):
+callers never ask which. The worker's per-token appends are the one path of their own
+(worker/run/appends.py).
 """
 
 from typing import Any, Protocol, TypeVar
 
-from redis.asyncio import RedisCluster
 from redis.exceptions import ResponseError
 
 from tokentail.shared.connections.redis_clients import AnyRedis, write_replicated
@@ -38,8 +39,8 @@ class ScriptRunner:
         self._acknowledge = acknowledge
         self._registered: dict[type[Script[Any]], Any] = {}
         self._packers: dict[type[Script[Any]], Packer] = {}
-        # With the process's other commands on a single Redis; a cluster's scripts go to their keys' node.
-        self._joined = None if isinstance(redis, RedisCluster) else round_trips(redis)
+        # With the process's other commands (on a cluster, those of the primary of its keys).
+        self._joined = round_trips(redis)
 
     async def __call__(self, script: Script[R]) -> R:
         packer = self._packers.get(type(script)) or self._packer(type(script))
@@ -47,7 +48,7 @@ class ScriptRunner:
         try:
             registered = self._script(type(script))
             acknowledged = self._acknowledge and Effect.ACKNOWLEDGED in script.effects()
-            if self._joined is not None and not acknowledged:
+            if not acknowledged:
                 return script.parse(await self._joined.script(registered, keys, args))
             call = lambda client: registered(keys=keys, args=args, client=client)  # noqa: E731
             return script.parse(await write_replicated(self.redis, call, acknowledged))  # type: ignore[arg-type]
@@ -61,7 +62,7 @@ class ScriptRunner:
 
     def _script(self, contract: type[Script[Any]]) -> Any:
         if (script := self._registered.get(contract)) is None:
-            # A cluster client registers scripts too (and loads them on the node of the keys).
+            # (No I/O: sent by its digest, and whole where Redis answers that it lacks it.)
             script = self.redis.register_script(contract.lua_source(self.topology))  # type: ignore[misc]
             self._registered[contract] = script
         return script
