@@ -9,7 +9,8 @@ Each policy is a `Run` around a `Run`, and acts on what a contract declares it d
   that a reaper pushes it if this process dies in between (or if arq ends the job without starting
   the run), and a reaper's look pushes what it finds owed; the webhooks index gets the session before
   and after a script that may report to its webhook. A run's claim is watched before (a reaper must
-  find every lease) and its job taken out of the queue after (shared/store/lease_index.py).
+  find every lease: a worker's claim of the job wrote it) and its job taken out of the queue after (with
+  the worker's next call there), shared/store/lease_index.py.
 - `Revival`, with an archive: a new turn on a session that only the archive still holds brings it
   back into Redis (revive_session.lua), once, and is queued again.
 
@@ -25,7 +26,7 @@ from tokentail.shared.store.keys import LANE_SEPARATOR, Keys, parent_lane
 from tokentail.shared.store.lease_index import LeaseIndex
 from tokentail.shared.store.scripts.contract import Effect, Script, Topology
 from tokentail.shared.store.scripts.runner import Run, ScriptRunner
-from tokentail.shared.store.scripts.runs import QueueOutcome, RunKeys, SessionArgs, encode_run
+from tokentail.shared.store.scripts.runs import QueueOutcome, QueueRun, RunKeys, SessionArgs, encode_run
 from tokentail.shared.store.scripts.sessions import ReviveKeys, ReviveSession, session_fields
 from tokentail.shared.store.webhook_index import WebhookIndex
 from tokentail.shared.vocabulary.records import SessionRecord
@@ -85,9 +86,10 @@ class QueueApart:
         # (lib/runs.lua's child_ended): that outbox is looked at too.
         lanes = (session_id, parent_lane(session_id)) if LANE_SEPARATOR in session_id else (session_id,)
         if Effect.CLAIMS_RUN in effects:
-            await self._leases.watch(session_id)
+            await self._leases.watch(session_id, cast(_Claiming, script).job_id)
         if Effect.QUEUES_JOB in effects:
-            await self._leases.intend(session_id)
+            # A run queued: its job's claim drops the intent (claim_jobs.lua). Any other: reapers do.
+            await self._leases.intend(session_id, script.run_id if isinstance(script, QueueRun) else None)
         if effects & (Effect.QUEUES_JOB | Effect.FREES_NEXT):
             for lane in lanes[1:]:
                 await self._leases.intend(lane)
