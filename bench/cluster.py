@@ -26,12 +26,15 @@ tree laid out by bench/baseline.py; its scripted model must stamp its tokens' du
 revision since e0b313f does): four sides in turns, each round's order the last's reversed, so that
 the cluster's ratio to one Redis is measured for both revisions in one run, on the same servers.
 
-Left out of the cluster's CPU per start, as out of any step's window: what a start leaves for later.
-With the queue apart, each start leaves two entries in the leases index (the gateway's intent, the
-worker's watch), which a reaper looks at a lease and two leases later (`requeue_run.lua` on the
-session's primary, `settle_check.lua` on the queue's Redis), mostly after the step; on one Redis the
-scripts keep that index exact and nothing is left. bench/commandstats.py `--starts` counts what is
-run within the step.
+Left out of a step's window: what a start leaves for later. With the queue apart, a start left two
+entries in the leases index (the gateway's intent, the worker's watch), which a reaper looked at a
+lease and two leases later (`requeue_run.lua` on the session's primary, `settle_check.lua` on the
+queue's Redis), mostly after the step; since the claim drops the intent and a run's end its watch,
+a run that ends within a lease leaves none; on one Redis the scripts keep that index exact and nothing
+is left. So in the first `TAIL_ROUNDS` rounds each side's step is followed by `TAIL_SECONDS` (two
+leases and a reaper's sweep), whose CPU less idle, per start of the step, is what it left: reported
+apart, and added to the step's own in "counting what it leaves". bench/commandstats.py `--starts`
+counts what is run within the step.
 """
 
 import statistics
@@ -56,6 +59,8 @@ from tokentail.redis_server import LocalCluster, RedisServer
 ROLES = {"gateway": "gateway", "producer": "worker", "redis": "Redis"}  # the systems' roles, as printed
 SIDES = ("one", "cluster")
 AOF = "everysec"
+TAIL_ROUNDS = 2  # the rounds of starts whose step is followed by the measure of what it left (each side first once)
+TAIL_SECONDS = 11.0  # two leases (5 s by default) and a reaper's sweep: when the last start's last look is done
 
 
 class ClusterTokentail(Tokentail):
@@ -144,10 +149,12 @@ async def per_start(one: Tokentail, cluster: ClusterTokentail, quick: bool) -> d
     rate, seconds, rounds = (50, 1.5, 1) if quick else (100, 10.0, 4)
     print(f"  -- per start: {rounds} step(s) of {rate} starts/s for {seconds:g} s each way, in turns")
     measured: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
+    counting: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}  # with what the step left
     for side, system in harness.in_turns(rounds, ("one", one), ("cluster", cluster)):
         await system.restart()
         idle = await starts.idle_cpu(system, min(seconds / 2, 5.0))
         step = await starts.start_step(system, rate, seconds, idle)
+        tail = await starts.idle_cpu(system, TAIL_SECONDS) if len(measured[side]) < TAIL_ROUNDS else None
         system.stop()
         figures = {ROLES[role]: ms for role, ms in step["cpu_ms_per_start"].items()}
         figures["system"] = sum(figures.values())
@@ -157,7 +164,21 @@ async def per_start(one: Tokentail, cluster: ClusterTokentail, quick: bool) -> d
             f" first token p99 {step['first_token_p99_ms']:.1f} ms; failed {step['failed']};"
             f" other CPU {step['cpu_share']['other']:.0%})"
         )
-    return {"rate": rate, "seconds": seconds, "rounds": rounds, **_medians(measured), "measured": measured}
+        if tail is not None:
+            left = {
+                ROLES[role]: 1000 * max(0.0, tail[role] - idle[role]) * TAIL_SECONDS / step["starts"] for role in ROLES
+            }
+            left["system"] = sum(left.values())
+            counting[side].append({role: figures[role] + left[role] for role in figures})
+            print(f"  {side:8} {_cells(left, '.2f')}  (ms per start, left for the {TAIL_SECONDS:g} s after the step)")
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "rounds": rounds,
+        **_medians(measured),
+        "measured": measured,
+        "counting_what_it_leaves": {**_medians(counting), "measured": counting},
+    }
 
 
 async def per_token_of_revisions(
@@ -234,17 +255,21 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, ...]]:
     columns = [*ROLES.values(), "system", "Redis µs/event"]
     table: list[tuple[str, ...]] = [("CPU", *columns)]
     if "per_token_of" in figures:
-        parts = [
+        groups = [
             (f"s per 1,000 tokens, {revision} ({token['streams']} streams)", token, ".4f")
             for revision, token in figures["per_token_of"].items()
         ]
     else:
         token, start = figures["per_token"], figures["per_start"]
-        parts = [
+        groups = [
             (f"s per 1,000 tokens ({token['streams']} streams)", token, ".4f"),
             (f"ms per start ({start['rate']}/s)", start, ".3f"),
         ]
-    for name, measured, unit in parts:
+        if "counting_what_it_leaves" in start:
+            groups.append(
+                (f"ms per start, counting what it leaves ({TAIL_ROUNDS} rounds)", start["counting_what_it_leaves"], ".3f")
+            )
+    for name, measured, unit in groups:
         for side, label in (("one", "one Redis"), ("cluster", "cluster"), ("ratio", "cluster / one")):
             cells = {k: measured[side].get(k) for k in columns}
             shown = (

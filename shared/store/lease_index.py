@@ -6,10 +6,16 @@ sorted set beside the queue, lists the sessions to look at and when. On one Redi
 it exact in the same step as the lease (the session, at its lease's deadline; a queued run's, at its
 first look). With the queue apart, no script can reach it (a Redis Cluster forbids writing outside
 the session's slot), and the callers keep it as a list of places to look, complete because it is
-written before the truth it points at: a worker adds its session before it claims a run, and a caller
-whose script may owe a job first adds an intent (`<sid> <random>`), looked at after `queued_look_ms`.
-Only a reaper drops or moves an entry, after looking at the session, and only if nobody wrote the
-entry meanwhile (settle_check.lua): a run claimed while a reaper looked keeps its entry.
+written before the truth it points at: a caller whose script may owe a job first adds an intent
+(`<sid> <run id>` for a run queued, else `<sid> <random>`), looked at after `queued_look_ms`; a
+worker's claim of a job (claim_jobs.lua, on this Redis: worker/process/arq_shell.py) watches the
+job's session (`<sid>`, due when a lease taken then would run out) before it starts the job's run,
+and drops the intent of the job's run, which the watch covers from then on. A reaper drops or moves
+an entry after looking at the session, and only if nobody wrote the entry meanwhile
+(settle_check.lua): a run claimed while a reaper looked keeps its entry. And the worker whose run
+ended, its next run's job pushed, drops its watch with the job's finish (finish_jobs.lua), on the
+same terms: unless it was written since (a reaper moved it, or the claim of the session's next run
+wrote it again). So reapers look at no entry of a run that ended within a lease.
 
 An entry is looked at once its time comes: a lease is found renewed (the entry moves to the new
 deadline), or run out (the run is requeued), or gone with its run; a run still owed its job gets it
@@ -20,6 +26,7 @@ as long as it waits.
 
 import secrets
 import time
+from typing import Protocol
 
 from redis.asyncio import Redis
 
@@ -41,10 +48,27 @@ from tokentail.shared.store.scripts.contract import Topology
 from tokentail.shared.store.scripts.runner import ScriptRunner
 
 
+class Pickup(Protocol):
+    """What a worker's pickup (worker/process/arq_shell.py) does for the index in its own calls."""
+
+    def watched(self, job_id: str) -> bool:
+        """Whether its claim of the job wrote the watch of the job's session."""
+        ...
+
+    def take_later(self, job_id: str) -> None:
+        """Take the job out of arq's queue with its next call on the queue's Redis."""
+        ...
+
+    def ended(self, job_id: str) -> None:
+        """The job's run ended: its watch goes with the job's finish."""
+        ...
+
+
 class LeaseIndex:
     def __init__(self, queue: Redis, settings: Settings) -> None:
         """`queue`: the queue's Redis (the sessions' Redis when they share one)."""
         self.redis = queue
+        self.pickup: Pickup | None = None  # a worker's, which claims its jobs on this Redis
         self._keys = Keys(settings.key_prefix)
         self._key = self._keys.lease_checks
         self._index = IndexKey(self._key)
@@ -56,9 +80,11 @@ class LeaseIndex:
         # The index scripts read nothing of the topology: the default one will do.
         self._scripts = ScriptRunner(queue, Topology(), acknowledge=self._replica)
 
-    async def watch(self, session_id: str) -> None:
-        """Before claiming the session's run, with the queue apart: look at its lease when the lease
-        would run out."""
+    async def watch(self, session_id: str, job_id: str) -> None:
+        """Before claiming the session's run for job `job_id`, with the queue apart: look at its lease
+        when the lease would run out. Nothing to write if the pickup's claim of the job wrote it."""
+        if self.pickup is not None and self.pickup.watched(job_id):
+            return
         await self.redis.zadd(self._key, {session_id: _now_ms() + self._lease_ms})
 
     async def look_now(self, session_id: str) -> None:
@@ -66,10 +92,11 @@ class LeaseIndex:
         queue apart: a reaper looks at it at once."""
         await self.redis.zadd(self._key, {session_id: _now_ms()})
 
-    async def intend(self, session_id: str) -> None:
+    async def intend(self, session_id: str, run_id: str | None = None) -> None:
         """Before a script that may leave a job in the session's outbox: the session is looked at
-        after `queued_look_ms`, and for as long as its run waits for the job."""
-        member = f"{session_id} {secrets.token_hex(4)}"
+        after `queued_look_ms`, and for as long as its run waits for the job. `run_id`: the run it
+        queues, whose job's claim drops the intent (`intent_of`)."""
+        member = intent_of(session_id, run_id or secrets.token_hex(4))
         # Replicated first: a promoted replica missing the job then has the intent (writes replicate in
         # order), and a reaper pushes the job again.
         score = _now_ms() + queued_look_ms(self._lease_ms)
@@ -94,8 +121,23 @@ class LeaseIndex:
         await self._scripts(UnqueueJob(QueueKey(self._keys.queue), self._job, dispatch))
 
     async def take(self, job_id: str) -> None:
-        """Take a claimed run's job out of arq's queue (with the queue apart, start_run.lua cannot)."""
+        """Take a claimed run's job out of arq's queue (with the queue apart, start_run.lua cannot): with
+        the pickup's next call, a poll's claim or a finish, well before its in-progress mark lapses."""
+        if self.pickup is not None:
+            self.pickup.take_later(job_id)
+            return
         await self.redis.zrem(self._keys.queue, job_id)
+
+    def ended(self, job_id: str) -> None:
+        """The run of job `job_id` ended (its terminal event written, the next run's job pushed): the
+        watch its claim wrote is dropped with the job's finish."""
+        if self.pickup is not None:
+            self.pickup.ended(job_id)
+
+
+def intent_of(session_id: str, about: str) -> str:
+    """An intent's member: `about` a run (its id: claim_jobs.lua drops it) or random."""
+    return f"{session_id} {about}"
 
 
 def _now_ms() -> int:

@@ -4,12 +4,17 @@ found by the index beside the queue) is tested at the instant a process would di
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import httpx2
 import pytest
 import redis as sync_redis
+from arq import constants
+from arq.connections import RedisSettings, create_pool
+from arq.worker import func
 from redis.asyncio import Redis, RedisCluster
 
 from tests.clients.sse_client import read_events
@@ -20,11 +25,15 @@ from tests.support.sessions import completion, delta_of, make_run, make_session,
 from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites, Died
 from tokentail.gateway.reading.hub import StreamHub
-from tokentail.redis_server import LocalCluster
+from tokentail.redis_server import LocalCluster, RedisServer
 from tokentail.shared.connections.round_trips import ClusterRoundTrips
+from tokentail.shared.features.admission import Admission
 from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store import jobs
 from tokentail.shared.store.reads import SessionStore
-from tokentail.shared.store.scripts.runs import Queued, Requeue, StartVerdict
+from tokentail.shared.store.scripts.runs import Asked, Queued, Requeue, StartVerdict
+from tokentail.shared.vocabulary.records import Question
+from tokentail.worker.process.arq_shell import BatchedPickup
 from tokentail.worker.process.reaper import Reaper
 from tokentail.worker.process.webhook_delivery import WebhookDeliverer
 from tokentail.worker.run.run_writes import RunLease
@@ -103,11 +112,18 @@ async def test_runs_stream_end_to_end_with_sessions_on_every_shard_and_the_queue
         shards = {client.get_node_from_key(f"{settings.key_prefix}:{{{c['session_id']}}}:events").name for c in created}
     assert len(shards) == 3
     assert set(gateway.app.state.hub._pubsub.links) == shards
-    # The queue's Redis holds arq's keys and the index; the cluster holds none of them.
-    assert await queue.exists(f"{settings.key_prefix}:lease-checks")
+    # The queue's Redis holds arq's keys and the index; the cluster holds none of them. And the runs
+    # all ended within a lease: their claims dropped their intents, their finishes their watches, so the
+    # reapers have nothing to look at.
+    index = f"{settings.key_prefix}:lease-checks"
+    await eventually(lambda: _no_entry(queue, index), what="the leases index emptied")
     with sync_redis.RedisCluster.from_url(cluster.url) as client:
         for pattern in (f"{settings.key_prefix}:queue*", f"{settings.key_prefix}:lease-checks", "arq:*"):
             assert not client.keys(pattern, target_nodes="primaries")
+
+
+async def _no_entry(queue: Redis, index: str) -> bool:
+    return not await queue.zcard(index)
 
 
 async def test_a_run_on_a_cluster_is_cancelled_through_its_worker(
@@ -245,6 +261,241 @@ async def test_a_reaper_keeps_an_entry_a_worker_wrote_while_it_looked(
     await runs.start_run(session.session_id, run.run_id, run.run_id, token="lease-1")  # writes the entry first
     await runs.leases.settle(entry)  # the reaper, done with what it read
     assert await queue.zscore(store.keys.lease_checks, session.session_id) not in (None, 0)
+
+
+async def _never(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+    raise AssertionError("the tests claim jobs with BatchedPickup.claim: nothing runs them")
+
+
+@pytest.fixture
+async def pickups(queue_url: str, settings: Settings) -> AsyncIterator[Any]:
+    """Makes workers' pickups on the queue's Redis, as `tokentail worker` makes its own (worker/process/main.py):
+    their claims watch the runs' sessions, and their starts' takes wait for their next call there."""
+    pools = []
+
+    async def pickup(runs: AllWrites) -> BatchedPickup:
+        queue_name = runs.keys.queue
+        pool = await create_pool(RedisSettings.from_dsn(queue_url), default_queue_name=queue_name)
+        pools.append(pool)
+        made = BatchedPickup(
+            functions=[func(_never, name=jobs.RUN_JOB)],
+            redis_pool=pool,
+            queue_name=queue_name,
+            handle_signals=False,
+            admission=Admission.of(settings),
+            watch_ms=settings.lease_ms,
+            job_serializer=jobs.serialize,
+            job_deserializer=jobs.deserialize,
+        )
+        made.in_progress_timeout_s = settings.lease_ms / 1000
+        runs.leases.pickup = made
+        return made
+
+    yield pickup
+    for pool in pools:
+        await pool.aclose()
+
+
+async def _index(store: SessionStore, queue: Redis) -> list[str]:
+    return [member.decode() for member in await queue.zrange(store.keys.lease_checks, 0, -1)]
+
+
+async def _finished(pickup: BatchedPickup, job_id: str) -> None:
+    """The job's finish, as arq's run_claimed sends it once the job's function returned."""
+    await pickup.finish_job(job_id, True, None, 0, False, None, None)
+
+
+async def test_a_claim_watches_its_run_in_place_of_its_intent_and_a_run_that_ended_leaves_no_entry(
+    store: SessionStore, runs: AllWrites, sessions: RedisCluster, queue: Redis, pickups: Any
+) -> None:
+    pickup = await pickups(runs)
+    session, run = make_session(), make_run()
+    await runs.queue_run(session.session_id, run, create=session)
+    assert await _index(store, queue) == [f"{session.session_id} {run.run_id}"]  # the gateway's intent
+    [job] = await pickup.claim(10, 10)
+    assert job.job_id == run.run_id and job.watched == session.session_id
+    # The claim's watch, due a lease on, in place of the intent: the run's lease is covered from now on.
+    [(watch, due)] = await queue.zrange(store.keys.lease_checks, 0, -1, withscores=True)
+    assert watch.decode() == session.session_id and due > 1000 * (await queue.time())[0]
+    started = await runs.start_run(session.session_id, run.run_id, job.job_id, token="lease-1")
+    assert started is not None
+    assert await queue.zrange(store.keys.lease_checks, 0, -1, withscores=True) == [
+        (watch, due)
+    ]  # (the start wrote none)
+    assert await _queued_jobs(store, queue) == [run.run_id]  # its take waits for the worker's next call
+    await pickup.claim(10, 10)  # (a poll: nothing due)
+    assert await _queued_jobs(store, queue) == []
+    await RunLease(runs, session.session_id, run.run_id, "lease-1").append([], ending=completion(run.run_id))
+    runs.leases.ended(job.job_id)  # (run_agent, its end written)
+    await _finished(pickup, job.job_id)
+    assert await _index(store, queue) == []  # no reaper looks at this start or its end
+    assert not await queue.exists(constants.job_key_prefix + job.job_id)
+
+
+async def test_a_worker_that_dies_between_its_claim_and_its_run_s_start_loses_no_run(
+    store: SessionStore, runs: AllWrites, queue: Redis, pickups: Any
+) -> None:
+    dying = await pickups(runs)
+    session, run = make_session(), make_run()
+    await runs.queue_run(session.session_id, run, create=session)
+    [job] = await dying.claim(10, 10)
+    # It died here: its claim's watch names the session, its queuer's intent is gone.
+    assert await _index(store, queue) == [session.session_id]
+    await _make_due(store, queue)
+    await _reaper(runs)._requeue_expired()  # no lease: its job is owed and queued (a no-op), looked at again
+    assert await _queued_jobs(store, queue) == [run.run_id]
+    assert await _index(store, queue) == [session.session_id] and await runs.leases.due(0, 10) == []
+    await queue.delete(constants.in_progress_key_prefix + job.job_id)  # its in-progress mark lapses
+    other = AllWrites(runs.redis, runs.settings, queue=queue)
+    [again] = await (await pickups(other)).claim(10, 10)
+    assert again.job_id == run.run_id
+    assert await other.start_run(session.session_id, run.run_id, again.job_id, token="lease-2") is not None
+
+
+async def test_a_worker_that_dies_between_its_run_s_start_and_its_take_loses_no_run(
+    store: SessionStore, runs: AllWrites, sessions: RedisCluster, queue: Redis, pickups: Any
+) -> None:
+    dying = await pickups(runs)
+    session, run = make_session(), make_run()
+    await runs.queue_run(session.session_id, run, create=session)
+    [job] = await dying.claim(10, 10)
+    assert await runs.start_run(session.session_id, run.run_id, job.job_id, token="lease-1") is not None
+    # It died here, its take not sent: its job is still queued, and picked again once its mark lapses...
+    await queue.delete(constants.in_progress_key_prefix + job.job_id)
+    other = AllWrites(runs.redis, runs.settings, queue=queue)
+    [again] = await (await pickups(other)).claim(10, 10)
+    assert await other.start_run(session.session_id, run.run_id, again.job_id, token="lease-2") is None  # held
+    # ...and its lease is watched: once it runs out, a reaper queues the run for a takeover.
+    assert session.session_id in await _index(store, queue)
+    await sessions.hset(store.keys.session(session.session_id).meta, "lease_until", "0")  # type: ignore[misc]
+    await _make_due(store, queue)
+    assert await _reaper(runs)._requeue_expired() == 1
+    takeover = next(job_id for job_id in await _queued_jobs(store, queue) if job_id != run.run_id)
+    taken = await other.start_run(session.session_id, run.run_id, takeover, token="lease-3", takeover="restart")
+    assert taken is not None and taken.run.attempt == 2
+
+
+async def test_a_worker_that_dies_between_its_run_s_end_and_its_job_s_finish_loses_no_run_in_line(
+    store: SessionStore, runs: AllWrites, queue: Redis, pickups: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pickup = await pickups(runs)
+    session, first, second = make_session(), make_run(), make_run("next")
+    await runs.queue_run(session.session_id, first, create=session)
+    [job] = await pickup.claim(10, 10)
+    assert await runs.start_run(session.session_id, first.run_id, job.job_id, token="lease-1") is not None
+    assert (await runs.queue_run(session.session_id, second, multitask="enqueue")).queued is Queued.PENDING
+
+    async def dies(*args: object) -> None:
+        raise Died("the worker died here")
+
+    with monkeypatch.context() as patch:  # its end written, the next run's job in the outbox, not pushed
+        patch.setattr(runs.leases, "push", dies)
+        with pytest.raises(Died):
+            await RunLease(runs, session.session_id, first.run_id, "lease-1").append(
+                [], ending=completion(first.run_id)
+            )
+    assert second.run_id not in await _queued_jobs(store, queue)
+    await queue.zrem(store.keys.lease_checks, f"{session.session_id} {second.run_id}")  # (looked at already)
+    assert await _index(store, queue) == [session.session_id]  # never finished: its watch stays
+    await _make_due(store, queue)
+    await _reaper(runs)._requeue_expired()
+    assert second.run_id in await _queued_jobs(store, queue)
+
+
+async def test_a_run_that_waits_for_an_answer_keeps_its_watch_past_its_job_s_finish(
+    store: SessionStore, runs: AllWrites, queue: Redis, pickups: Any
+) -> None:
+    pickup = await pickups(runs)
+    session, run = make_session(), make_run()
+    await runs.queue_run(session.session_id, run, create=session)
+    [job] = await pickup.claim(10, 10)
+    assert await runs.start_run(session.session_id, run.run_id, job.job_id, token="lease-1") is not None
+    question = Question(
+        input_id="q1", kind="text", prompt="Sure?", answer_schema={"type": "string"}, expires_at=time.time() + 60
+    )
+    asked = await RunLease(runs, session.session_id, run.run_id, "lease-1").ask([question], [question])
+    assert asked is Asked.WAITING
+    await _finished(pickup, job.job_id)  # (run_agent tells no end: the run waits)
+    assert await _index(store, queue) == [session.session_id]  # a reaper ends the question past its deadline
+    await _make_due(store, queue)
+    await _reaper(runs)._requeue_expired()
+    assert await _index(store, queue) == [session.session_id]  # looked at again at the deadline
+
+
+async def test_a_run_that_ran_past_a_lease_leaves_its_watch_to_the_reaper_that_moved_it(
+    store: SessionStore, runs: AllWrites, queue: Redis, pickups: Any
+) -> None:
+    pickup = await pickups(runs)
+    session, run = make_session(), make_run()
+    await runs.queue_run(session.session_id, run, create=session)
+    [job] = await pickup.claim(10, 10)
+    assert await runs.start_run(session.session_id, run.run_id, job.job_id, token="lease-1") is not None
+    await _make_due(store, queue)
+    await _reaper(runs)._requeue_expired()  # renewed: moved to the lease's deadline
+    await RunLease(runs, session.session_id, run.run_id, "lease-1").append([], ending=completion(run.run_id))
+    runs.leases.ended(job.job_id)
+    await _finished(pickup, job.job_id)
+    assert await _index(store, queue) == [session.session_id]  # not as its claim wrote it: left
+    await _make_due(store, queue)
+    await _reaper(runs)._requeue_expired()  # nothing to take over: dropped
+    assert await _index(store, queue) == []
+
+
+async def test_a_run_s_end_drops_its_own_watch_and_not_the_next_run_s(
+    store: SessionStore, runs: AllWrites, queue: Redis, pickups: Any
+) -> None:
+    pickup = await pickups(runs)
+    session, first, second = make_session(), make_run(), make_run("next")
+    await runs.queue_run(session.session_id, first, create=session)
+    [job] = await pickup.claim(10, 10)
+    assert await runs.start_run(session.session_id, first.run_id, job.job_id, token="lease-1") is not None
+    await runs.queue_run(session.session_id, second, multitask="enqueue")
+    await RunLease(runs, session.session_id, first.run_id, "lease-1").append([], ending=completion(first.run_id))
+    assert second.run_id in await _queued_jobs(store, queue)  # pushed from the end's reply
+    other = AllWrites(runs.redis, runs.settings, queue=queue)
+    [next_job] = await (await pickups(other)).claim(10, 10)  # claimed before the first job's finish
+    runs.leases.ended(job.job_id)
+    await _finished(pickup, job.job_id)
+    assert next_job.watched_at != job.watched_at
+    assert await _index(store, queue) == [session.session_id]  # the next run's, as its claim wrote it
+    assert await queue.zscore(store.keys.lease_checks, session.session_id) == float(next_job.watched_at or 0)
+
+
+def _command(client: sync_redis.Redis, *args: Any) -> Any:
+    """A raw command (CLUSTER, MIGRATE), which redis-py leaves untyped."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _move_slot(cluster: LocalCluster, slot: int) -> str:
+    """Migrate `slot` (its keys too) to another primary, as `redis-cli --cluster reshard` does; the
+    address of its new primary."""
+    clients = {node.port: sync_redis.Redis(port=node.port) for node in cluster.nodes}
+    try:
+        source_port = next(port for port, client in clients.items() if slot in _slots_of(client))
+        target_port = next(port for port in clients if port != source_port)
+        source, target = clients[source_port], clients[target_port]
+        source_id, target_id = (_command(c, "CLUSTER", "MYID").decode() for c in (source, target))
+        _command(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        _command(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := _command(source, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+            _command(source, "MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
+        for client in (target, source, *(c for p, c in clients.items() if p not in (source_port, target_port))):
+            _command(client, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return f"127.0.0.1:{target_port}"
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def _slots_of(client: sync_redis.Redis) -> set[int]:
+    myself = next(line for line in _command(client, "CLUSTER", "NODES").decode().splitlines() if "myself" in line)
+    slots: set[int] = set()
+    for part in myself.split()[8:]:
+        if part.startswith("["):
+            continue
+        start, _, end = part.partition("-")
+        slots.update(range(int(start), int(end or start) + 1))
+    return slots
 
 
 @DIRECT

@@ -143,10 +143,11 @@ def test_a_joinable_script_binds_each_joined_call() -> None:
 def test_arq_job_finishes_go_six_values_each_in_the_order_finish_jobs_lua_reads() -> None:
     finishes = [Finish("j1", True, b"result", 60_000), Finish("j2", False, incr_score=5, keep_in_progress_ms=100)]
     prefixes = ArqPrefixes("ip:", "job:", "retry:", "result:")
-    finish = FinishJobs.of(ArqKeys("queue", "aborts"), prefixes, "adm:", "wake", finishes)
+    finish = FinishJobs.of(ArqKeys("queue", "aborts", "index"), prefixes, "adm:", "wake", finishes, ["j0"], ["s @j"])
     bound = _echoed(finish, Topology())
-    assert bound["k"] == {"queue": "queue", "aborts": "aborts"}
+    assert bound["k"] == {"queue": "queue", "aborts": "aborts", "index": "index"}
     assert (bound["a"]["admission"], bound["a"]["wake_channel"]) == ("adm:", "wake")
+    assert (bound["a"]["taken"], bound["a"]["dropped"]) == (["j0"], ["s @j"])
     assert bound["a"]["finishes"] == ["j1", "1", "result", "60000", "", "", "j2", "0", "", "", "5", "100"]
 
 

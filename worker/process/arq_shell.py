@@ -14,6 +14,13 @@ in the next (`finish_jobs.lua`, through a `Joiner`: shared/connections/joiner.py
 own worker leaves, key by key (shared/store/scripts/pickup.py): a plain arq client or the `arq` CLI sees
 the same job status, queue and in-progress keys, and the same results.
 
+**The leases index**, with the queue apart from the sessions (shared/store/lease_index.py): what the
+index needs around a run's start and end goes in these calls, not in round trips of its own. A claim
+watches each run's session (`watch_ms`) in place of its queuer's intent; a run's start takes its job
+out of the queue with the next claim or finish (`take_later`: a poll comes at least every
+`idle_poll_seconds`, well within the job's in-progress mark of a lease); and the finish of a job
+whose run ended drops its watch, unless written since (`ended`).
+
 Slots: arq takes a semaphore slot (and counts the job) before each claim and gives it back when
 the job was not claimed. Here a poll claims at most the slots free when it asks, and takes one for
 each job claimed once the claim is back (slots only free up meanwhile), so a claim that fails takes
@@ -73,7 +80,7 @@ class ClaimedJobRun(Worker):
 
     async def run_claimed(self, claimed: ClaimedJob) -> None:  # noqa: C901 (arq's run_job as arq wrote it, to be read against it)
         """arq's `run_job`, given what the claim read: from here on, its body as arq 0.28 has it."""
-        job_id, score, v, job_try, abort_job, _ = claimed
+        job_id, score, v, job_try, abort_job, *_ = claimed
         start_ms = timestamp_ms()
         function_name, enqueue_time_ms = "<unknown>", 0
         args: tuple[Any, ...] = ()
@@ -250,12 +257,18 @@ FINISH_MOST = 256  # the most finishes in one script call (Redis serves nobody e
 class BatchedPickup(ClaimedJobRun):
     """An arq `Worker` whose poll claims its jobs in one script and whose finishes are joined."""
 
-    def __init__(self, *, admission: Admission | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, admission: Admission | None = None, watch_ms: int = 0, **kwargs: Any) -> None:
         """`admission`: the deployment's (shared/features/admission.py); by default, no caps and equal weights,
-        under the prefix of the keys of the queue `queue_name`."""
+        under the prefix of the keys of the queue `queue_name`. `watch_ms`: with the queue apart from
+        the sessions, a lease: a claimed run's session is watched in the leases index that long."""
         super().__init__(**kwargs)
         self.admission = admission or Admission(Keys(self.queue_name.removesuffix(":queue")))
-        self._arq_keys = ArqKeys(self.queue_name, constants.abort_jobs_ss)
+        self._arq_keys = ArqKeys(self.queue_name, constants.abort_jobs_ss, self.admission.keys.lease_checks)
+        self._watch_ms = watch_ms
+        # Claimed job -> the watch its claim wrote (its session, and its score), until its finish.
+        self._watches: dict[str, tuple[str, str]] = {}
+        self._ended: set[str] = set()  # claimed jobs whose runs ended: their watches go with their finishes
+        self._takes: list[str] = []  # jobs whose runs started: they leave the queue with the next call
         self._prefixes = ArqPrefixes(
             constants.in_progress_key_prefix,
             constants.job_key_prefix,
@@ -285,6 +298,8 @@ class BatchedPickup(ClaimedJobRun):
             await self.claim_jobs(count)
         elif self.allow_pick_jobs:
             self.short_of_slots = True
+        if self._takes:  # no claim took them (a full worker): in a call of their own
+            await self._take_now()
         if self.allow_abort_jobs:
             await self._cancel_aborted_jobs()
         for job_id, task in list(self.tasks.items()):
@@ -296,7 +311,29 @@ class BatchedPickup(ClaimedJobRun):
     async def claim_jobs(self, count: int) -> None:
         """Claim and start due jobs, as many as the free slots, looking at most at `count` ids."""
         while (slots := min(self.max_jobs - self.job_counter, CLAIM_MOST, count)) > 0:
-            admission = self.admission
+            jobs = await self.claim(slots, count)
+            claimed_ms = timestamp_ms()
+            for job in jobs:
+                if job.lined_at is not None:
+                    LINE_WAIT.observe(max(0, claimed_ms - job.lined_at) / 1000)
+                await self.sem.acquire()  # never waits: the slot was free when the claim asked
+                self.job_counter += 1
+                task = self.loop.create_task(self.run_claimed(job))
+                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+                self.tasks[job.job_id] = task
+            if len(jobs) < slots:  # nothing more due, or the rest in progress elsewhere
+                self.short_of_slots = False
+                return
+            count -= len(jobs)
+        # Every slot taken (any freed during a claim went to the next claim): more may be due.
+        self.short_of_slots = self.job_counter >= self.max_jobs
+
+    async def claim(self, most: int, count: int) -> list[ClaimedJob]:
+        """Claim up to `most` due jobs, looking at most at `count` ids (claim_jobs.lua); the jobs taken
+        since the last call leave the queue with it."""
+        admission = self.admission
+        taken, self._takes = self._takes, []
+        try:
             claim = await self.scripts(
                 ClaimJobs(
                     self._arq_keys,
@@ -305,29 +342,23 @@ class BatchedPickup(ClaimedJobRun):
                     timestamp_ms(),
                     self._queue_read_offset,
                     count,
-                    slots,
+                    most,
                     int(self.in_progress_timeout_s * 1000),
                     RETRY_TTL_SECONDS,
                     int(self.allow_abort_jobs),
+                    self._watch_ms,
                     admission.flat_caps(),
                     admission.flat_weights(),
+                    taken,
                 )
             )
-            claimed_ms = timestamp_ms()
-            for job in claim.jobs:
-                if job.lined_at is not None:
-                    LINE_WAIT.observe(max(0, claimed_ms - job.lined_at) / 1000)
-                await self.sem.acquire()  # never waits: the slot was free when the claim asked
-                self.job_counter += 1
-                task = self.loop.create_task(self.run_claimed(job))
-                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-                self.tasks[job.job_id] = task
-            if len(claim.jobs) < slots:  # nothing more due, or the rest in progress elsewhere
-                self.short_of_slots = False
-                return
-            count -= len(claim.jobs)
-        # Every slot taken (any freed during a claim went to the next claim): more may be due.
-        self.short_of_slots = self.job_counter >= self.max_jobs
+        except BaseException:
+            self._takes[:0] = taken  # with the next call
+            raise
+        for job in claim.jobs:
+            if job.watched is not None and job.watched_at is not None:
+                self._watches[job.job_id] = (job.watched, job.watched_at)
+        return claim.jobs
 
     async def finish_job(
         self,
@@ -359,8 +390,40 @@ class BatchedPickup(ClaimedJobRun):
 
     async def _finish_jobs(self, finishes: list[Finish]) -> list[None]:
         keys = self.admission.keys
-        await self.scripts(FinishJobs.of(self._arq_keys, self._prefixes, keys.admission, keys.wake_channel, finishes))
+        taken, self._takes = self._takes, []
+        dropped: list[str] = []  # the watches of the runs that ended: session, score
+        for finish in finishes:
+            watch = self._watches.pop(finish.job_id, None)
+            if finish.job_id in self._ended:
+                self._ended.discard(finish.job_id)
+                dropped += watch or ()
+        admission, wake = keys.admission, keys.wake_channel
+        finishing = FinishJobs.of(self._arq_keys, self._prefixes, admission, wake, finishes, taken, dropped)
+        try:
+            await self.scripts(finishing)
+        except BaseException:
+            self._takes[:0] = taken  # (a watch not dropped: a reaper's look drops it)
+            raise
         return [None] * len(finishes)
+
+    async def _take_now(self) -> None:
+        taken, self._takes = self._takes, []
+        try:
+            await self.pool.zrem(self.queue_name, *taken)
+        except BaseException:
+            self._takes[:0] = taken
+            raise
+
+    # What the leases index asks of the pickup (shared/store/lease_index.py's Pickup).
+    def watched(self, job_id: str) -> bool:
+        return job_id in self._watches
+
+    def take_later(self, job_id: str) -> None:
+        self._takes.append(job_id)
+
+    def ended(self, job_id: str) -> None:
+        if job_id in self._watches:
+            self._ended.add(job_id)
 
     async def close(self) -> None:
         await self._finishes.idle()  # the pool closes next

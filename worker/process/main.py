@@ -22,7 +22,8 @@ request, and takes over the runs of workers that died.
 - **Short in-progress marks.** arq marks a job it picks up as in progress for its whole timeout
   (here 31 minutes), so a worker killed between picking a job and starting its run would strand the
   run that long. Here the mark lasts one lease: `start_run.lua` takes a started run's job out of the
-  queue, so only a job whose worker died before starting it is picked again when the mark lapses.
+  queue (with the queue apart, the worker's next call there: worker/process/arq_shell.py), so only a job
+  whose worker died before starting it is picked again when the mark lapses.
 - **Redis errors never end the worker.** A poll that fails (Redis unreachable, out of memory,
   read-only after a failover, busy, loading) is logged and retried with a growing pause, cut short
   when the wake-up listener subscribes again (Redis is back, a failover is over); arq's own
@@ -118,6 +119,7 @@ class TokentailWorker(BatchedPickup):
         if not self._background:
             settings = self._settings
             self.reaper = Reaper(self.ctx["runs"], settings.reap_interval_seconds, settings.lease_ms / 1000)
+            self.ctx["runs"].leases.pickup = self  # its claims and finishes keep the leases index
             wake = [self._wake_channel] if self._wake_channel else []
             told = [self._keys.cancel_channel, self._keys.steer_channel]
             if self._cancels is None:
@@ -290,6 +292,7 @@ def create_worker(settings: Settings, **overrides: Any) -> TokentailWorker:
         "health_check_interval": 10,
         "ctx": {"settings": settings},
         "admission": Admission.of(settings),
+        "watch_ms": settings.lease_ms if settings.split_queue else 0,  # (on one Redis, start_run.lua watches)
         "on_startup": _startup,
         "on_shutdown": _shutdown,
     }

@@ -78,7 +78,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
     meter = UsageMeter(run, writer)
     if verdict is not StartVerdict.RUN:
         running.forget(run_id)
-        await _end_at_start(writer, meter, lease, run, verdict)
+        await _end_at_start(writer, meter, lease, run, verdict, ctx["job_id"])
         return
     # The pid says which worker holds the run: the one to kill to see a takeover (`tokentail dev` names its
     # workers' pids as it starts them).
@@ -139,6 +139,8 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
         metrics.RUNS.labels(outcome).inc()
         _end_attempt(session_id, run, attempt, outcome, ended, lease.runs.keys.queue)
     await children.end_orphans(ended)
+    if ended is not None:  # its end written, its next run's job pushed: a reaper has nothing to look at
+        lease.runs.leases.ended(ctx["job_id"])
 
 
 async def _claim(ctx: dict[str, Any], session_id: str, run_id: str) -> tuple[Started | None, RunLog | None]:
@@ -256,9 +258,9 @@ async def _wait_for_children(
 
 
 async def _end_at_start(
-    writer: EventWriter, meter: UsageMeter, lease: RunLease, run: RunRecord, verdict: StartVerdict
+    writer: EventWriter, meter: UsageMeter, lease: RunLease, run: RunRecord, verdict: StartVerdict, job_id: str
 ) -> None:
-    """End a run its start found cancelled, or out of attempts."""
+    """End a run its start found cancelled, or out of attempts (its job `job_id`)."""
     usage = meter.total()  # what its earlier attempts spent
     ending: RunCancelled | RunFailed = (
         RunCancelled(run_id=run.run_id, reason=CANCELLED_BY_REQUEST, usage=usage)
@@ -269,6 +271,8 @@ async def _end_at_start(
     )
     metrics.RUNS.labels("cancelled" if verdict is StartVerdict.CANCEL else "failed").inc()
     ended = await _finish(writer, ending, lease)
+    if ended is not None:
+        lease.runs.leases.ended(job_id)
     if tracing.ON:
         by = "cancel" if verdict is StartVerdict.CANCEL else "exhausted"
         run_spans.write_unheld_end(run, lease.session_id, ended, by, lease.runs.keys.queue)

@@ -272,7 +272,7 @@ class RunWrites(Writes):
         keys, args = self.scope.run_keys(lease.session_id), self.scope.args(lease.session_id)
         run_id, token, failure = lease.run_id, lease.token, lease.inbox.failure if ending is not None else ""
         append = Append(keys, args, run_id, token, append_id, outcome, failure, told, expect, _flat(events))
-        return await self.run(append)
+        return (await self.run(append)).seq
 
     async def apply_steers(self, lease: RunLease, step_key: str, output_at: int) -> AppliedSteers:
         """One try of `RunLease.apply_steers`."""

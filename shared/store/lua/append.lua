@@ -6,8 +6,9 @@
 -- output is stored once in its record, not again in `run.completed` (readers add it back); the
 -- gateways' hubs are told the event with it (`told`), as readers give it, so they read nothing.
 --
--- Keys and arguments: shared/store/scripts/runs.py `Append` (`expect`: see lib/seqs.lua's check_holder).
--- Returns the seq of the last event appended, or an error starting with FENCED or LOST.
+-- Keys, arguments and reply: shared/store/scripts/runs.py `Append` (`expect`: see lib/seqs.lua's check_holder).
+-- Returns the seq of the last event appended (and, with SPLIT_QUEUE, after a terminal event, what the
+-- session's outbox holds: lib/jobs.lua's with_outbox), or an error starting with FENCED or LOST.
 --
 -- Idempotent: a worker that lost the reply (Redis restarted, the connection dropped) sends the same
 -- append_id again, and gets the first answer instead of a second copy of its events.
@@ -26,8 +27,14 @@ end
 
 local run_id, token, append_id = a.run_id, a.lease_token, a.append_id
 
+local function appended(seq)
+  if a.outcome == '' then return reply.value{seq = seq} end
+  return reply.value(with_outbox(k, {seq = seq}))
+end
+
 local done, fenced = check_append(k, run_id, token, append_id, a.expect)
-if done or fenced then return done or fenced end
+if fenced then return fenced end
+if done then return appended(done) end
 
 local ending = {['run.completed'] = 'completed', ['run.failed'] = 'failed', ['run.cancelled'] = 'cancelled'}
 local ts, now_ms, now_s = clock()
@@ -44,4 +51,4 @@ for i = 1, #a.events, 2 do
   end
 end
 redis.call('HSET', k.meta, 'last_append', append_id, 'last_append_seq', seq)
-return seq
+return appended(seq)

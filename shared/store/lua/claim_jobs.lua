@@ -8,10 +8,28 @@
 -- Admission): each turn goes to the tenant with the lowest pass, which starts its oldest run whose
 -- tenant and end user are below their caps. A job claimed holds a slot of its run's tenant and user
 -- until its run gives it back (finish_jobs.lua).
+-- With the queue apart from the sessions (`watch_ms` > 0), a claimed run's session is watched in the
+-- leases index (`<sid>`, due when a lease taken now would run out, Redis time to the µs: its worker may
+-- die before its run's start, or after) and the intent of the run's queuer (`<sid> <run id>`) goes: the
+-- watch covers its job from now on (shared/store/lease_index.py); the watch's score, as Redis keeps it,
+-- is returned, for the job's finish to drop it if nothing wrote it since. First, the jobs whose runs the
+-- worker started since its last call leave the queue (`taken`: start_run.lua cannot take them out there).
 -- Keys, arguments and reply: shared/store/scripts/pickup.py `ClaimJobs` (a job's payload nil: expired).
 local most, count = tonumber(a.most), tonumber(a.count)
 local jobs, looked, taken = {}, 0, 0
 local A = q.admission
+for _, job_id in ipairs(a.taken) do redis.call('ZREM', k.queue, job_id) end
+
+-- Watch the session of a claimed job's run (`job`: owned_job's), in place of its queuer's intent: the
+-- session and the watch's score, as the index keeps it.
+local function watch(job)
+  local session_id, run_id = job.a[1], job.a[2]
+  if tonumber(a.watch_ms) == 0 or type(session_id) ~= 'string' or type(run_id) ~= 'string' then return nil end
+  local t = redis.call('TIME')
+  redis.call('ZADD', k.index, t[1] * 1000 + t[2] / 1000 + a.watch_ms, session_id)
+  redis.call('ZREM', k.index, session_id .. ' ' .. run_id)
+  return session_id, redis.call('ZSCORE', k.index, session_id)
+end
 
 -- The slot of a claimed job's run (`job`: owned_job's), in its tenant's and user's running hashes
 -- under the prefix `A`; a run's later job takes over the slot its run holds.
@@ -31,9 +49,13 @@ local function claim(job_id, score, admitted)
   local aborted = a.abort == '1' and redis.call('ZREM', k.aborts, job_id) or 0
   local payload = redis.call('GET', p.job .. job_id)
   local job = payload and owned_job(payload)
-  if job then hold_slot(A, job_id, job) end
+  local watched, watched_at
+  if job then
+    hold_slot(A, job_id, job)
+    watched, watched_at = watch(job)
+  end
   jobs[#jobs + 1] = {job_id = job_id, score = score, payload = payload, job_try = job_try, aborted = aborted == 1,
-                     lined_at = admitted and job and job.et or nil}
+                     lined_at = admitted and job and job.et or nil, watched = watched, watched_at = watched_at}
   taken = taken + 1
 end
 

@@ -6,6 +6,10 @@
 -- A job that is over gives back the slot its run holds (claim_jobs.lua), unless a later job of the
 -- run holds it now (a takeover's, while this one's worker was cut off); the tenant, if it was parked
 -- at its cap, takes turns again, and idle workers are woken to start its next run.
+-- First, as in claim_jobs.lua, the jobs whose runs the worker started since its last call leave the
+-- queue (`taken`); and the watches in the leases index of the runs that ended go (`dropped`: a session
+-- and the score its claim wrote, shared/store/lease_index.py), each unless written since (a reaper moved
+-- it, or a claim of the session's next run wrote it again: it is that run's now).
 -- Keys and arguments: shared/store/scripts/pickup.py `FinishJobs` (`finishes`: 6 values per job, as `Finish`).
 -- Returns how many jobs it finished.
 
@@ -16,6 +20,10 @@ local function job_over(A, wake_channel, job_id, job)
   if held and string.match(held, '^%S+') == job_id then give_back_slot(A, wake_channel, job.k.tenant, run, held) end
 end
 
+for _, job_id in ipairs(a.taken) do redis.call('ZREM', k.queue, job_id) end
+for i = 1, #a.dropped, 2 do
+  if redis.call('ZSCORE', k.index, a.dropped[i]) == a.dropped[i + 1] then redis.call('ZREM', k.index, a.dropped[i]) end
+end
 local f = a.finishes
 for i = 1, #f, 6 do
   local job_id, over, result, result_ms, incr_score, keep_ms = f[i], f[i + 1], f[i + 2], f[i + 3], f[i + 4], f[i + 5]

@@ -18,6 +18,7 @@
 -- records, as they were, of the runs an interrupt ended here, whose spans the gateway writes
 -- (shared/plumbing/run_spans.py). 'again': the run is recorded already, queued by this same request sent
 -- before (its id comes from the request's idempotency key: gateway/access/ids.py); nothing changes.
+-- With SPLIT_QUEUE, 'ok' and 'again' carry what the session's outbox holds (lib/jobs.lua's with_outbox).
 local run_id, multitask = a.run_id, a.multitask
 local tenant = a.tenant
 if tenant == '' then tenant = redis.call('HGET', k.meta, 'tenant') or 'public' end
@@ -27,7 +28,9 @@ if tonumber(a.line_bound) > 0 then  -- a steer of the active run waits in no lin
     if redis.call('ZCARD', line_key(s.admission, tenant)) >= tonumber(a.line_bound) then return reply.line_full{} end
   end
 end
-if redis.call('HEXISTS', k.runs, run_id) == 1 then return reply.again{seq = get_run(k.runs, run_id).queued_seq, queued = 'again'} end
+if redis.call('HEXISTS', k.runs, run_id) == 1 then
+  return reply.again(with_outbox(k, {seq = get_run(k.runs, run_id).queued_seq, queued = 'again'}))
+end
 
 local create = a.create == '1'
 if create then
@@ -78,11 +81,11 @@ end
 if not active then
   redis.call('HSET', k.meta, 'active_run', run_id)
   queue_job(k, s, run_id, run_id, now_ms, run)
-  return reply.ok{seq = seq, queued = 'started'}
+  return reply.ok(with_outbox(k, {seq = seq, queued = 'started'}))
 end
 if multitask ~= 'interrupt' and multitask ~= 'rollback' then
   redis.call('RPUSH', k.pending, run_id)
-  return reply.ok{seq = seq, queued = 'pending'}
+  return reply.ok(with_outbox(k, {seq = seq, queued = 'pending'}))
 end
 local superseded = 'superseded by run ' .. run_id
 local ended = {}
@@ -103,10 +106,10 @@ if multitask == 'rollback' then roll_back(k.runs, active) end
 if redis.call('EXISTS', k.lease) == 0 then
   ending(active)
   cancel_unheld(k, s, active, superseded)  -- which starts this run, the next in line
-  return reply.ok{seq = seq, queued = 'started', ended = ended}
+  return reply.ok(with_outbox(k, {seq = seq, queued = 'started', ended = ended}))
 end
 if redis.call('HGET', k.meta, 'cancel_run') ~= active then
   redis.call('HSET', k.meta, 'cancel_run', active)
   redis.call('PUBLISH', a.cancel_channel, active)
 end
-return reply.ok{seq = seq, queued = 'pending', ended = ended}
+return reply.ok(with_outbox(k, {seq = seq, queued = 'pending', ended = ended}))

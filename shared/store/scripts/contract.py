@@ -70,7 +70,9 @@ class Effect(Flag):
     REPORTS = auto()  # may report an event to the session's webhook
     FREES_NEXT = auto()  # ends a run: the next in line may be queued (its outbox covered by the lease's entry)
     CLAIMS_RUN = auto()  # takes a run's lease and its job (`job_id`); its reply says whether (`claimed`)
-    MAY_DISPATCH = auto()  # its reply may name a job owed (`dispatch`), pushed after it (`pushed`: whether)
+    # Its reply may name a job owed (`dispatch`; and one to take out of its tenant's line, `unqueue`),
+    # pushed after it (`pushed`: whether) with the queue apart: no read of the outbox after it.
+    MAY_DISPATCH = auto()
     MAY_REVIVE = auto()  # queues on a session only the archive may still hold (its reply's `outcome`: MISSING)
     # May take a run's lease away from a worker still running it: fences its stream (lib/seqs.lua),
     # which tests/unit/test_contract.py checks.

@@ -19,10 +19,12 @@ CLAIM_MOST = 256
 
 @dataclass(slots=True)
 class ArqKeys(KeyGroup):
-    """arq's queue (a sorted set of job ids by when they are due, ms) and its set of jobs to abort."""
+    """arq's queue (a sorted set of job ids by when they are due, ms) and its set of jobs to abort; and
+    the leases index beside them (shared/store/lease_index.py), which a claim and a finish keep."""
 
     queue: str
     aborts: str
+    index: str
 
 
 @dataclass(slots=True)
@@ -55,6 +57,8 @@ class ClaimedJob(NamedTuple):
     job_try: int  # arq's retry count, counted by the claim as arq's run_job counts it
     aborted: bool  # an abort was asked (and taken) before it started
     lined_at: int | None = None  # a job the claim took from its tenant's line: when it joined it (ms)
+    watched: str | None = None  # the session of its run, watched in the leases index (`watch_ms`)...
+    watched_at: str | None = None  # ...at this score, as Redis keeps it
 
 
 class Claim(NamedTuple):
@@ -69,7 +73,9 @@ class ClaimJobs(Script[Claim]):
     `in_progress_ms`, its retry count goes up (kept `retry_ttl` s), and it is returned with its
     payload. With `abort` (arq's allow_abort_jobs), an abort asked for it is taken and told. With
     slots left, runs' first jobs from the tenants' lines, in turn (`q`; `tenant_caps`: the tenants
-    whose cap is not `q.tenant_cap`, and `weights`, flat `tenant, n` pairs)."""
+    whose cap is not `q.tenant_cap`, and `weights`, flat `tenant, n` pairs). With `watch_ms` (the queue
+    apart from the sessions), each run's session is watched in the leases index, due `watch_ms` later,
+    in place of its queuer's intent; first, the jobs `taken` leave the queue (their runs started)."""
 
     SOURCE = "claim_jobs"
     k: ArqKeys
@@ -82,8 +88,10 @@ class ClaimJobs(Script[Claim]):
     in_progress_ms: int
     retry_ttl: int
     abort: int
+    watch_ms: int  # 0: no watch (one Redis: start_run.lua keeps the index exact)
     tenant_caps: list[Any]
     weights: list[Any]
+    taken: list[str]
 
     REPLY = Reply.of(Claim, "looked", "jobs")
 
@@ -102,21 +110,32 @@ class Finish(NamedTuple):
 @dataclass(slots=True)
 class FinishJobs(Script[None]):
     """Finish many jobs, each as arq's `finish_job` would in a transaction of its own.
-    `finishes`: each job's `Finish`, its fields in order."""
+    `finishes`: each job's `Finish`, its fields in order. First, the jobs `taken` leave the queue (their
+    runs started), and the watches `dropped` (session, score: flat pairs) leave the leases index, unless
+    written since their claims wrote them (their runs ended)."""
 
     SOURCE = "finish_jobs"
     k: ArqKeys
     p: ArqPrefixes
     admission: str  # the admission keys' prefix: a job over gives its run's slot back
     wake_channel: str  # idle workers are woken there when a slot frees for a waiting run
+    taken: list[str]
+    dropped: list[str]
     finishes: list[Any]
 
     @classmethod
     def of(
-        cls, keys: ArqKeys, prefixes: ArqPrefixes, admission: str, wake_channel: str, finishes: list[Finish]
+        cls,
+        keys: ArqKeys,
+        prefixes: ArqPrefixes,
+        admission: str,
+        wake_channel: str,
+        finishes: list[Finish],
+        taken: list[str] | None = None,
+        dropped: list[str] | None = None,
     ) -> "FinishJobs":
         flat = [value for one in finishes for value in (*one[:1], int(one.finish), *one[2:])]
-        return cls(keys, prefixes, admission, wake_channel, flat)
+        return cls(keys, prefixes, admission, wake_channel, taken or [], dropped or [], flat)
 
     def parse(self, reply: Any) -> None:
         return None

@@ -4,11 +4,13 @@ Each policy is a `Run` around a `Run`, and acts on what a contract declares it d
 `Effect`s), never on which method called it. `runner_for` builds the stack a deployment needs:
 
 - `QueueApart`, with the job queue on a Redis of its own: a script that queues a job leaves it in
-  the session's outbox; the job is pushed after the script, with an intent left in the leases index
-  before, so that a reaper pushes it if this process dies in between (or if arq ends the job
-  without starting the run), and a reaper's look pushes what it finds owed; the webhooks index gets the
-  session before and after a script that may report to its webhook. A run's claim is watched before
-  (a reaper must find every lease) and its job taken out of the queue after (shared/store/lease_index.py).
+  the session's outbox; the job is pushed after the script (named in its reply, where its contract
+  says MAY_DISPATCH; else read from the outbox), with an intent left in the leases index before, so
+  that a reaper pushes it if this process dies in between (or if arq ends the job without starting
+  the run), and a reaper's look pushes what it finds owed; the webhooks index gets the session before
+  and after a script that may report to its webhook. A run's claim is watched before (a reaper must
+  find every lease: a worker's claim of the job wrote it) and its job taken out of the queue after (with
+  the worker's next call there), shared/store/lease_index.py.
 - `Revival`, with an archive: a new turn on a session that only the archive still holds brings it
   back into Redis (revive_session.lua), once, and is queued again.
 
@@ -24,7 +26,7 @@ from tokentail.shared.store.keys import LANE_SEPARATOR, Keys, parent_lane
 from tokentail.shared.store.lease_index import LeaseIndex
 from tokentail.shared.store.scripts.contract import Effect, Script, Topology
 from tokentail.shared.store.scripts.runner import Run, ScriptRunner
-from tokentail.shared.store.scripts.runs import QueueOutcome, RunKeys, SessionArgs, encode_run
+from tokentail.shared.store.scripts.runs import QueueOutcome, QueueRun, RunKeys, SessionArgs, encode_run
 from tokentail.shared.store.scripts.sessions import ReviveKeys, ReviveSession, session_fields
 from tokentail.shared.store.webhook_index import WebhookIndex
 from tokentail.shared.vocabulary.records import SessionRecord
@@ -49,7 +51,7 @@ class _Claimed(Protocol):  # CLAIMS_RUN's reply
     claimed: bool
 
 
-class _Dispatching(Protocol):  # MAY_DISPATCH's reply
+class _Dispatching(Protocol):  # MAY_DISPATCH's reply (`unqueue`, where it has one)
     dispatch: bytes | None
 
     def _replace(self, *, pushed: bool) -> Any: ...
@@ -84,9 +86,10 @@ class QueueApart:
         # (lib/runs.lua's child_ended): that outbox is looked at too.
         lanes = (session_id, parent_lane(session_id)) if LANE_SEPARATOR in session_id else (session_id,)
         if Effect.CLAIMS_RUN in effects:
-            await self._leases.watch(session_id)
+            await self._leases.watch(session_id, cast(_Claiming, script).job_id)
         if Effect.QUEUES_JOB in effects:
-            await self._leases.intend(session_id)
+            # A run queued: its job's claim drops the intent (claim_jobs.lua). Any other: reapers do.
+            await self._leases.intend(session_id, script.run_id if isinstance(script, QueueRun) else None)
         if effects & (Effect.QUEUES_JOB | Effect.FREES_NEXT):
             for lane in lanes[1:]:
                 await self._leases.intend(lane)
@@ -96,27 +99,32 @@ class QueueApart:
         reply = await self._run(script)
         if hooks is not None:
             await hooks.due_now(session_id)
+        if Effect.MAY_DISPATCH in effects:  # the session's own outbox, as its reply names it
+            owed = cast(_Dispatching, reply)
+            pushed = await self._push(session_id, owed.dispatch, getattr(owed, "unqueue", None))
+            reply = cast(R, owed._replace(pushed=pushed))
         if effects & (Effect.QUEUES_JOB | Effect.FREES_NEXT):
-            for lane in lanes:
+            for lane in lanes[1:] if Effect.MAY_DISPATCH in effects else lanes:
                 await self._push_outbox(lane)
         if Effect.CLAIMS_RUN in effects and cast(_Claimed, reply).claimed:
             await self._leases.take(cast(_Claiming, script).job_id)
-        if Effect.MAY_DISPATCH in effects and (dispatch := cast(_Dispatching, reply).dispatch):
-            pushed = await self._leases.push(session_id, dispatch)
-            return cast(R, cast(_Dispatching, reply)._replace(pushed=pushed))
         return reply
 
     async def _push_outbox(self, session_id: str) -> None:
-        """Push the job the outbox holds; and take out of its tenant's line the job of a run that ended
-        unstarted (lib/runs.lua's cancel_unheld). A process that dies before leaves that job to its worker,
-        which finds its run ended."""
+        """Push what the outbox holds, read from it (a script whose reply does not name it)."""
         meta = self._keys.session(session_id).meta
         dispatch, unqueue = await self._redis.hmget(meta, ["dispatch", "unqueue"])  # type: ignore[misc]
-        if dispatch:
-            await self._leases.push(session_id, dispatch)
+        await self._push(session_id, dispatch, unqueue)
+
+    async def _push(self, session_id: str, dispatch: bytes | None, unqueue: bytes | None) -> bool:
+        """Push the job an outbox holds; and take out of its tenant's line the job of a run that ended
+        unstarted (lib/runs.lua's cancel_unheld). A process that dies before leaves that job to its worker,
+        which finds its run ended. Whether it pushed the job (the queue did not hold it)."""
+        pushed = await self._leases.push(session_id, dispatch) if dispatch else False
         if unqueue:
             await self._leases.unqueue(unqueue)
-            await self._redis.hdel(meta, "unqueue")  # type: ignore[misc]
+            await self._redis.hdel(self._keys.session(session_id).meta, "unqueue")  # type: ignore[misc]
+        return pushed
 
 
 class Revival:

@@ -155,6 +155,11 @@ class QueueReply(NamedTuple):
     queued: Queued | None = None
     active_run: str | None = None  # the run in the way (CONFLICT), or steered (STEERED, TOO_MANY_STEERS, STEER_LIMIT)
     ended: tuple[bytes, ...] = ()  # traced: the records, as they were, of the runs an interrupt ended
+    # With the queue apart: what the session's outbox holds after it (a job owed; one to take out of its
+    # tenant's line), which QueueApart pushes (`pushed`: whether the queue did not hold it).
+    dispatch: bytes | None = None
+    unqueue: bytes | None = None
+    pushed: bool = False
 
 
 @dataclass(slots=True)
@@ -179,7 +184,8 @@ class IndexArgs(ArgGroup):
 @dataclass(slots=True)
 class QueueRun(Script[QueueReply]):
     SOURCE = "queue_run"
-    EFFECTS = Effect.ACKNOWLEDGED | Effect.QUEUES_JOB | Effect.TAKES_LEASE  # an interrupt's cancel
+    # TAKES_LEASE: an interrupt's cancel; MAY_DISPATCH: its 'ok' and 'again' carry the outbox.
+    EFFECTS = Effect.ACKNOWLEDGED | Effect.QUEUES_JOB | Effect.MAY_DISPATCH | Effect.TAKES_LEASE
     k: RunKeys
     s: SessionArgs
     index: IndexArgs  # the console's runs index, listed in the same step (its `all_runs` '': not here)
@@ -202,9 +208,9 @@ class QueueRun(Script[QueueReply]):
 
     REPLY = Reply(
         QueueReply,
-        ok=("seq", "queued", "ended"),
+        ok=("seq", "queued", "dispatch", "unqueue", "ended"),
         line_full=(),
-        again=("seq", "queued"),
+        again=("seq", "queued", "dispatch", "unqueue"),
         conflict=("active_run",),
         missing=(),
         gone=(),
@@ -278,8 +284,18 @@ class StartRun(Script[Claim]):
     )
 
 
+class Appended(NamedTuple):
+    """append.lua's reply: the seq of its last event, and, with the queue apart, after a terminal event,
+    what the session's outbox holds (the next run's job; QueueApart pushes it: `pushed`)."""
+
+    seq: int
+    dispatch: bytes | None = None
+    unqueue: bytes | None = None
+    pushed: bool = False
+
+
 @dataclass(slots=True)
-class Append(Script[int]):
+class Append(Script[Appended]):
     """An append that may end the run or report to its webhook (the rest: `AppendEvents`)."""
 
     SOURCE = "append"
@@ -294,13 +310,13 @@ class Append(Script[int]):
     expect: int
     events: list[str]  # type, data pairs
 
+    REPLY = Reply.of(Appended, "seq", "dispatch", "unqueue")
+
     def effects(self) -> Effect:
         # A terminal event is the run's last write (nothing would write it again after a failover),
-        # goes to its webhook, and frees the session for the next run in line.
-        return Effect.ACKNOWLEDGED | Effect.REPORTS | Effect.FREES_NEXT if self.outcome else Effect.NONE
-
-    def parse(self, reply: Any) -> int:
-        return int(reply)
+        # goes to its webhook, and frees the session for the next run in line, whose job its reply names.
+        ending = Effect.ACKNOWLEDGED | Effect.REPORTS | Effect.FREES_NEXT | Effect.MAY_DISPATCH
+        return ending if self.outcome else Effect.NONE
 
 
 @dataclass(slots=True)

@@ -49,3 +49,14 @@ local function queue_job(k, s, run_id, job_id, now_ms, run, in_line)
     index_lease(k, s, now_ms + s.queued_look_ms)
   end
 end
+
+-- A reply `r` of a script whose caller pushes what the session's outbox holds (SPLIT_QUEUE: its
+-- contract's MAY_DISPATCH), with it: the job owed (`dispatch`) and a job to take out of its tenant's
+-- line (`unqueue`: cancel_unheld's), read in the script's own step, so the caller reads nothing after it.
+local function with_outbox(k, r)
+  if SPLIT_QUEUE then
+    local owed = redis.call('HMGET', k.meta, 'dispatch', 'unqueue')
+    r.dispatch, r.unqueue = owed[1], owed[2]
+  end
+  return r
+end
