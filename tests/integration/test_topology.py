@@ -5,8 +5,7 @@ found by the index beside the queue) is tested at the instant a process would di
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import httpx2
@@ -25,7 +24,7 @@ from tests.support.sessions import completion, delta_of, make_run, make_session,
 from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites, Died
 from tokentail.gateway.reading.hub import StreamHub
-from tokentail.redis_server import LocalCluster, RedisServer
+from tokentail.redis_server import LocalCluster
 from tokentail.shared.connections.round_trips import ClusterRoundTrips
 from tokentail.shared.features.admission import Admission
 from tokentail.shared.plumbing.settings import Settings
@@ -268,14 +267,14 @@ async def _never(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> None:
 
 
 @pytest.fixture
-async def pickups(queue_url: str, settings: Settings) -> AsyncIterator[Any]:
+async def pickups(cluster_queue_url: str, settings: Settings) -> AsyncIterator[Any]:
     """Makes workers' pickups on the queue's Redis, as `tokentail worker` makes its own (worker/process/main.py):
     their claims watch the runs' sessions, and their starts' takes wait for their next call there."""
     pools = []
 
     async def pickup(runs: AllWrites) -> BatchedPickup:
         queue_name = runs.keys.queue
-        pool = await create_pool(RedisSettings.from_dsn(queue_url), default_queue_name=queue_name)
+        pool = await create_pool(RedisSettings.from_dsn(cluster_queue_url), default_queue_name=queue_name)
         pools.append(pool)
         made = BatchedPickup(
             functions=[func(_never, name=jobs.RUN_JOB)],
