@@ -93,6 +93,7 @@ class V2Feed:
         self.values_of = values_of if "values" in filter.channels else None
         self.transport = transport
         self._feed: EventFeed | None = None
+        self.read_through: Callable[[int], None] | None = None  # told each seq the feed is done with
 
     async def batches(self) -> AsyncIterator[list[Part]]:
         start = await start_position(self.streams.store, self.session_id, self.start)
@@ -112,7 +113,9 @@ class V2Feed:
                     parts += rendered
                 parts += await self._values()
                 if parts:
-                    yield parts
+                    yield parts  # (resumed once they were sent)
+                if self.read_through is not None:
+                    self.read_through(batch.chunks[-1].last)
 
     def stop(self) -> None:
         if self._feed is not None:

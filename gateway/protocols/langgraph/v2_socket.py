@@ -13,6 +13,10 @@ A subscription is a stream of its own (v2_feed.py): it replays the thread's last
 subscribes again after it reconnects and drops by `event_id` what it has; `subscription.reconnect`
 restarts this socket's subscriptions (or those named) right after `last_event_id` instead, and those
 it subscribes after it start there too (a new socket sends it first, then its subscribes).
+
+A socket's subscriptions send in the thread's order (`SendOrder`), as one stream of the thread would:
+the SDK pauses every other subscription just after a run's terminal `lifecycle` event, so an
+envelope another subscription sent after it (a message's last delta, its finish) was lost to it.
 """
 
 import asyncio
@@ -34,6 +38,49 @@ from tokentail.shared.vocabulary.errors import TokentailError
 logger = logging.getLogger(__name__)
 
 
+Key = tuple[int, int]  # an envelope's place: its event's seq, then its place among the event's envelopes
+
+
+class SendOrder:
+    """Each subscription of a socket sends an envelope only when no other may still send one before it.
+    A subscription says where it stands: the next envelope it sends, or, between batches, that it
+    may send any of the events after the last it read (every feed of a thread reads every event)."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, Key] = {}
+        self._moved = asyncio.Event()
+
+    def read_through(self, name: str, seq: int) -> None:
+        self._stand(name, (seq + 1, -1))
+
+    async def turn(self, name: str, key: Key) -> None:
+        self._stand(name, key)
+        while any(other < key for held, other in self._next.items() if held != name):
+            await self._moved.wait()
+
+    def leave(self, name: str) -> None:
+        self._next.pop(name, None)
+        self._wake()
+
+    def _stand(self, name: str, key: Key) -> None:
+        self._next[name] = key
+        self._wake()
+
+    def _wake(self) -> None:
+        self._moved.set()  # (each waiter holds the event it waits on)
+        self._moved = asyncio.Event()
+
+
+def _key(part: dict[str, Any]) -> Key | None:
+    """Where an envelope goes in the thread's order (v2_render.py's ids: `<ms>-<seq>.<k>` before the
+    event's last, `<ms>-<seq>` its last, `.values` after it); None for one with no place."""
+    seq, event_id = part.get("seq"), part.get("event_id")
+    if not isinstance(seq, int) or not seq or not isinstance(event_id, str):
+        return None
+    _, dot, k = event_id.partition(".")
+    return (seq, int(k) if k.isdigit() else 1 << 21 if k == "values" else 1 << 20) if dot else (seq, 1 << 20)
+
+
 class ThreadSocket:
     def __init__(self, websocket: WebSocket, streams: Streams, commands: V2Commands) -> None:
         self.websocket = websocket
@@ -43,6 +90,7 @@ class ThreadSocket:
         self._subscriptions: dict[str, tuple[Filter, asyncio.Task[None]]] = {}
         self._count = 0
         self._cursor: Cursor | None = None  # a reconnect's: where the socket's subscriptions start
+        self._order = SendOrder()
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self._lock:
@@ -102,17 +150,22 @@ class ThreadSocket:
     async def _start(self, subscription_id: str, filter: Filter, cursor: Cursor | None) -> None:
         session = await self.streams.store.get_session(await self.commands.turns.session(self.commands.thread_id))
         feed = V2Feed(self.streams, session, filter, cursor, values_reader(self.streams.store), "langgraph-v2-ws")
-        task = asyncio.create_task(self._pump(feed))
+        self._order.read_through(subscription_id, feed.start)
+        task = asyncio.create_task(self._pump(subscription_id, feed))
         task.add_done_callback(self._failed)
         self._subscriptions[subscription_id] = (filter, task)
 
-    async def _pump(self, feed: V2Feed) -> None:
+    async def _pump(self, subscription_id: str, feed: V2Feed) -> None:
+        feed.read_through = lambda seq: self._order.read_through(subscription_id, seq)
         try:
             async for parts in feed.batches():
                 for part in parts:
+                    if (key := _key(part)) is not None:
+                        await self._order.turn(subscription_id, key)
                     await self.send(part)
         finally:
             feed.stop()
+            self._order.leave(subscription_id)
 
     def _failed(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None and not socket_tasks.closed_by_client(exc):
