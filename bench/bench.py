@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import baseline as baseline_tree
+import capacity
 import cluster
 import compare
 import encodings_phase
@@ -52,7 +53,7 @@ import report
 import starts
 import systems as systems_module
 import uvloop
-from harness import OtherWork, Stack, create, percentile, read_sse
+from harness import OtherWork, Stack, create, percentile, print_table, read_sse
 from redis.asyncio import Redis
 from systems import TOKENS, Tokentail
 
@@ -216,6 +217,8 @@ async def cluster_mode(
         Path(output).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240  # once, at the end
     print(f"== summary, after {results['seconds']} s: CPU on a Redis Cluster against one Redis (medians)")
     print_table(cluster.rows(results["cluster"]))
+    if "per_start" in results["cluster"]:
+        capacity.report(results["cluster"])
 
 
 async def start_cpu_against(
@@ -373,11 +376,6 @@ async def idle_and_resume_against(rev: str, data_dir: str, quick: bool) -> dict[
             f" {storm['all_caught_up_s']:.2f} s, {report.storm_lost(storm):g} lost or repeated"
         )
     return figures
-
-
-def print_table(rows: list[tuple[str, ...]]) -> None:
-    for row in rows:
-        print("  | " + " | ".join(row) + " |")
 
 
 def cli() -> None:

@@ -56,7 +56,7 @@ from systems import TOKENS, Tokentail
 
 from tokentail.redis_server import LocalCluster, RedisServer
 
-ROLES = {"gateway": "gateway", "producer": "worker", "redis": "Redis"}  # the systems' roles, as printed
+ROLES = ("gateway", "worker", "Redis")  # as printed: a side's processes (`by_role`)
 SIDES = ("one", "cluster")
 AOF = "everysec"
 TAIL_ROUNDS = 2  # the rounds of starts whose step is followed by the measure of what it left (each side first once)
@@ -79,8 +79,19 @@ class ClusterTokentail(Tokentail):
 
     @property
     def role_pids(self) -> dict[str, list[int]]:
-        servers = (*self.cluster.nodes, self.queue)
-        return super().role_pids | {"redis": [server.process.pid for server in servers if server.process]}
+        primaries = [node.process.pid for node in self.cluster.nodes if node.process]
+        queue = [self.queue.process.pid] if self.queue.process else []
+        return super().role_pids | {"redis": primaries, "queue": queue}
+
+
+def by_role(cpu: dict[str, float]) -> dict[str, float]:
+    """A side's CPU as printed: Redis is every redis-server it runs, the queue's among them (on the
+    cluster, also shown alone: where one queue Redis tops out, bench/capacity.py)."""
+    figures = {"gateway": cpu["gateway"], "worker": cpu["producer"], "Redis": cpu["redis"] + cpu.get("queue", 0.0)}
+    figures["system"] = sum(figures.values())
+    if "queue" in cpu:
+        figures["queue Redis"] = cpu["queue"]
+    return figures
 
 
 @contextmanager
@@ -119,9 +130,9 @@ async def _level(
         await system.restart()
         run = await levels.run_level(system, streams, tokens)
         system.stop()
-        figures = {ROLES[role]: 1000 * run.cpu[role] / max(1, run.tokens) for role in ROLES}
-        figures["system"] = sum(figures.values())
-        figures["Redis µs/event"] = 1e6 * run.cpu["redis"] / max(1, run.events)
+        redis = by_role(run.cpu)["Redis"]
+        figures = {role: 1000 * cpu / max(1, run.tokens) for role, cpu in by_role(run.cpu).items()}
+        figures["Redis µs/event"] = 1e6 * redis / max(1, run.events)
         other = run.cpu["other"] / run.seconds
         print(
             f"  {label} {_cells(figures, '.4f')}  (s per 1,000 tokens; {run.events} events, {run.tokens} tokens"
@@ -156,8 +167,7 @@ async def per_start(one: Tokentail, cluster: ClusterTokentail, quick: bool) -> d
         step = await starts.start_step(system, rate, seconds, idle)
         tail = await starts.idle_cpu(system, TAIL_SECONDS) if len(measured[side]) < TAIL_ROUNDS else None
         system.stop()
-        figures = {ROLES[role]: ms for role, ms in step["cpu_ms_per_start"].items()}
-        figures["system"] = sum(figures.values())
+        figures = by_role(step["cpu_ms_per_start"])
         measured[side].append(figures)
         print(
             f"  {side:8} {_cells(figures, '.2f')}  (ms per start; {step['starts']} starts,"
@@ -165,10 +175,9 @@ async def per_start(one: Tokentail, cluster: ClusterTokentail, quick: bool) -> d
             f" other CPU {step['cpu_share']['other']:.0%})"
         )
         if tail is not None:
-            left = {
-                ROLES[role]: 1000 * max(0.0, tail[role] - idle[role]) * TAIL_SECONDS / step["starts"] for role in ROLES
-            }
-            left["system"] = sum(left.values())
+            left = by_role(
+                {role: 1000 * max(0.0, tail[role] - idle[role]) * TAIL_SECONDS / step["starts"] for role in tail}
+            )
             counting[side].append({role: figures[role] + left[role] for role in figures})
             print(f"  {side:8} {_cells(left, '.2f')}  (ms per start, left for the {TAIL_SECONDS:g} s after the step)")
     return {
@@ -252,7 +261,7 @@ def tree_of(revision: str, into: Path) -> Path:
 def rows(figures: dict[str, Any]) -> list[tuple[str, ...]]:
     """The summary: each side's medians and cluster / one Redis, per 1,000 tokens, then per start (or,
     with a baseline, per 1,000 tokens of each revision)."""
-    columns = [*ROLES.values(), "system", "Redis µs/event"]
+    columns = [*ROLES, "system", "Redis µs/event", "queue Redis"]
     table: list[tuple[str, ...]] = [("CPU", *columns)]
     if "per_token_of" in figures:
         groups = [
@@ -282,7 +291,7 @@ def _medians(measured: dict[str, list[dict[str, float]]]) -> dict[str, dict[str,
     medians = {
         side: {k: statistics.median(f[k] for f in rounds) for k in rounds[0]} for side, rounds in measured.items()
     }
-    medians["ratio"] = {k: medians["cluster"][k] / medians["one"][k] for k in medians["one"]}
+    medians["ratio"] = {k: medians["cluster"][k] / medians["one"][k] for k in medians["one"] if k in medians["cluster"]}
     return medians
 
 

@@ -113,6 +113,11 @@ def in_turns(rounds: int, first: Any, second: Any) -> Iterator[Any]:
         yield from (first, second) if i % 2 == 0 else (second, first)
 
 
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    for row in rows:
+        print("  | " + " | ".join(row) + " |")
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]

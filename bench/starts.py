@@ -41,7 +41,7 @@ async def idle_cpu(system: System, seconds: float) -> dict[str, float]:
     before, began = cpu_reading(system), time.monotonic()
     await asyncio.sleep(seconds)
     after, elapsed = cpu_reading(system), time.monotonic() - began
-    return {role: (after[role] - before[role]) / elapsed for role in system.processes}
+    return {role: (after[role] - before[role]) / elapsed for role in system.role_pids}
 
 
 async def start_step(
@@ -103,7 +103,7 @@ async def start_step(
         "first_token_p99_ms": harness.percentile(first_ms, 99) if first_ms else float("inf"),
         "send_lag_p99_ms": harness.percentile(lags, 99) * 1000,
         "cpu_ms_per_start": {
-            role: 1000 * max(0.0, cpu[role] - idle[role] * elapsed) / starts for role in system.processes
+            role: 1000 * max(0.0, cpu[role] - idle[role] * elapsed) / starts for role in system.role_pids
         },
         "cpu_share": {name: value / elapsed for name, value in cpu.items()},
     }
