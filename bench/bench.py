@@ -18,7 +18,8 @@ and their ratio: before and after from one run.
 
 `--redis cluster` measures tokentail alone, its sessions on a local Redis Cluster of three primaries
 and its queue on a Redis of its own, against one Redis, in turns (bench/cluster.py): each process's
-CPU per 1,000 tokens and per start on both, and their ratios. That is all it runs. With `--baseline
+CPU per 1,000 tokens and per start on both, and their ratios, then the cores a deployment needs
+from them (bench/capacity.py). That is all it runs. With `--baseline
 REV`, per 1,000 tokens only, on both, for this tree and for revision REV, all four in turns.
 
 Everything runs here as real processes, as in production: private redis-servers, one gateway

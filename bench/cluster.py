@@ -17,9 +17,10 @@ turns, each first in every other round (harness.in_turns), as the before-and-aft
   rounds (1); each process's CPU over the step less its idle share, per start (bench/starts.py).
 
 What counts as Redis is every redis-server a side runs: on the cluster, the three primaries and the
-queue's (`ClusterTokentail.role_pids`); so Redis per event is the cluster's whole cost of an event,
-wherever it lands. Figures are the medians of the rounds; the whole system is gateway, worker and
-Redis together; a ratio is cluster / one Redis (above 1, the cluster costs more).
+queue's (`ClusterTokentail.role_pids`; the queue's also shown alone, for bench/capacity.py); so Redis
+per event is the cluster's whole cost of an event, wherever it lands. Figures are the medians of the
+rounds; the whole system is gateway, worker and Redis together; a ratio is cluster / one Redis (above
+1, the cluster costs more).
 
 With `--baseline REV` (bench.py), per token only, each way for this tree and for revision REV (its
 tree laid out by bench/baseline.py; its scripted model must stamp its tokens' due times, as every
