@@ -30,8 +30,9 @@ from tokentail.shared.features.admission import Admission
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store import jobs
 from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.scripts.pickup import ClaimedJob
 from tokentail.shared.store.scripts.runs import Asked, Queued, Requeue, StartVerdict
-from tokentail.shared.vocabulary.records import Question
+from tokentail.shared.vocabulary.records import Question, RunRecord, SessionRecord
 from tokentail.worker.process.arq_shell import BatchedPickup
 from tokentail.worker.process.reaper import Reaper
 from tokentail.worker.process.webhook_delivery import WebhookDeliverer
@@ -304,6 +305,15 @@ async def _finished(pickup: BatchedPickup, job_id: str) -> None:
     await pickup.finish_job(job_id, True, None, 0, False, None, None)
 
 
+async def _started(runs: AllWrites, pickup: BatchedPickup) -> tuple[SessionRecord, RunRecord, ClaimedJob]:
+    """A new session's run, queued, its job claimed by `pickup` and the run started (lease `lease-1`)."""
+    session, run = make_session(), make_run()
+    await runs.queue_run(session.session_id, run, create=session)
+    [job] = await pickup.claim(10, 10)
+    assert await runs.start_run(session.session_id, run.run_id, job.job_id, token="lease-1") is not None
+    return session, run, job
+
+
 async def test_a_claim_watches_its_run_in_place_of_its_intent_and_a_run_that_ended_leaves_no_entry(
     store: SessionStore, runs: AllWrites, sessions: RedisCluster, queue: Redis, pickups: Any
 ) -> None:
@@ -355,10 +365,7 @@ async def test_a_worker_that_dies_between_its_run_s_start_and_its_take_loses_no_
     store: SessionStore, runs: AllWrites, sessions: RedisCluster, queue: Redis, pickups: Any
 ) -> None:
     dying = await pickups(runs)
-    session, run = make_session(), make_run()
-    await runs.queue_run(session.session_id, run, create=session)
-    [job] = await dying.claim(10, 10)
-    assert await runs.start_run(session.session_id, run.run_id, job.job_id, token="lease-1") is not None
+    session, run, job = await _started(runs, dying)
     # It died here, its take not sent: its job is still queued, and picked again once its mark lapses...
     await queue.delete(constants.in_progress_key_prefix + job.job_id)
     other = AllWrites(runs.redis, runs.settings, queue=queue)
@@ -405,10 +412,7 @@ async def test_a_run_that_waits_for_an_answer_keeps_its_watch_past_its_job_s_fin
     store: SessionStore, runs: AllWrites, queue: Redis, pickups: Any
 ) -> None:
     pickup = await pickups(runs)
-    session, run = make_session(), make_run()
-    await runs.queue_run(session.session_id, run, create=session)
-    [job] = await pickup.claim(10, 10)
-    assert await runs.start_run(session.session_id, run.run_id, job.job_id, token="lease-1") is not None
+    session, run, job = await _started(runs, pickup)
     question = Question(
         input_id="q1", kind="text", prompt="Sure?", answer_schema={"type": "string"}, expires_at=time.time() + 60
     )
@@ -425,10 +429,7 @@ async def test_a_run_that_ran_past_a_lease_leaves_its_watch_to_the_reaper_that_m
     store: SessionStore, runs: AllWrites, queue: Redis, pickups: Any
 ) -> None:
     pickup = await pickups(runs)
-    session, run = make_session(), make_run()
-    await runs.queue_run(session.session_id, run, create=session)
-    [job] = await pickup.claim(10, 10)
-    assert await runs.start_run(session.session_id, run.run_id, job.job_id, token="lease-1") is not None
+    session, run, job = await _started(runs, pickup)
     await _make_due(store, queue)
     await _reaper(runs)._requeue_expired()  # renewed: moved to the lease's deadline
     await RunLease(runs, session.session_id, run.run_id, "lease-1").append([], ending=completion(run.run_id))
@@ -458,43 +459,6 @@ async def test_a_run_s_end_drops_its_own_watch_and_not_the_next_run_s(
     assert next_job.watched_at != job.watched_at
     assert await _index(store, queue) == [session.session_id]  # the next run's, as its claim wrote it
     assert await queue.zscore(store.keys.lease_checks, session.session_id) == float(next_job.watched_at or 0)
-
-
-def _command(client: sync_redis.Redis, *args: Any) -> Any:
-    """A raw command (CLUSTER, MIGRATE), which redis-py leaves untyped."""
-    return client.execute_command(*args)  # type: ignore[no-untyped-call]
-
-
-def _move_slot(cluster: LocalCluster, slot: int) -> str:
-    """Migrate `slot` (its keys too) to another primary, as `redis-cli --cluster reshard` does; the
-    address of its new primary."""
-    clients = {node.port: sync_redis.Redis(port=node.port) for node in cluster.nodes}
-    try:
-        source_port = next(port for port, client in clients.items() if slot in _slots_of(client))
-        target_port = next(port for port in clients if port != source_port)
-        source, target = clients[source_port], clients[target_port]
-        source_id, target_id = (_command(c, "CLUSTER", "MYID").decode() for c in (source, target))
-        _command(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-        _command(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        while keys := _command(source, "CLUSTER", "GETKEYSINSLOT", slot, 100):
-            _command(source, "MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
-        for client in (target, source, *(c for p, c in clients.items() if p not in (source_port, target_port))):
-            _command(client, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
-        return f"127.0.0.1:{target_port}"
-    finally:
-        for client in clients.values():
-            client.close()
-
-
-def _slots_of(client: sync_redis.Redis) -> set[int]:
-    myself = next(line for line in _command(client, "CLUSTER", "NODES").decode().splitlines() if "myself" in line)
-    slots: set[int] = set()
-    for part in myself.split()[8:]:
-        if part.startswith("["):
-            continue
-        start, _, end = part.partition("-")
-        slots.update(range(int(start), int(end or start) + 1))
-    return slots
 
 
 @DIRECT
