@@ -4,7 +4,11 @@ another sent the message's last envelopes lost them to the client."""
 
 import asyncio
 
+import pytest
+
 from tokentail.gateway.protocols.langgraph.v2_socket import SendOrder, _key
+
+pytestmark = pytest.mark.langgraph
 
 
 def envelope(event_id: str, seq: int) -> dict[str, object]:
