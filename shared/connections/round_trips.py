@@ -36,7 +36,6 @@ import collections
 import functools
 import inspect
 import weakref
-from binascii import crc_hqx
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -46,6 +45,8 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import Connection, ConnectionPool
 from redis.cluster import get_node_name
 from redis.commands.core import AsyncScript
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
+from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -63,19 +64,13 @@ from tokentail.shared.connections.taken_over import TakenOver, reader_of
 Command = Sequence[Any]
 _Waiting = tuple["asyncio.Future[list[Any]]", int, list[Any]]  # a caller, how many replies it is owed, those come
 
-SLOTS = 16384  # a Redis Cluster's
 _SCRIPTS = frozenset(("EVALSHA", "EVAL", "evalsha", "eval", b"EVALSHA", b"EVAL", b"evalsha", b"eval"))
 
 
 def slot_of(key: str | bytes) -> int:
-    """The Redis Cluster slot of `key`: of its hash tag (the first `{...}` in it, not empty), else of
-    the key whole (CRC16 mod 16384, as Redis works it out). The one rule the round trips route by, and
-    the worker's appends group by (worker/run/appends.py)."""
-    if isinstance(key, str):
-        key = key.encode()
-    if (start := key.find(b"{")) > -1 and (end := key.find(b"}", start + 1)) > start + 1:
-        key = key[start + 1 : end]
-    return crc_hqx(key, 0) % SLOTS
+    """The Redis Cluster slot of `key` (redis-py's `key_slot`: its hash tag's, else the key's). The one
+    rule the round trips route by, and the worker's appends group by (worker/run/appends.py)."""
+    return key_slot(key.encode() if isinstance(key, str) else key)
 
 
 def key_of(command: Command) -> Any | None:
@@ -94,7 +89,7 @@ def hash_tags() -> tuple[str, ...]:
     left, number = SLOTS, 0
     while left:
         digits = b"%d" % number
-        slot = crc_hqx(digits, 0) % SLOTS
+        slot = key_slot(digits)
         if tags[slot] is None:
             tags[slot] = digits.decode()
             left -= 1
