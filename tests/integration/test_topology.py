@@ -385,10 +385,8 @@ async def test_a_worker_that_dies_between_its_run_s_end_and_its_job_s_finish_los
     store: SessionStore, runs: AllWrites, queue: Redis, pickups: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pickup = await pickups(runs)
-    session, first, second = make_session(), make_run(), make_run("next")
-    await runs.queue_run(session.session_id, first, create=session)
-    [job] = await pickup.claim(10, 10)
-    assert await runs.start_run(session.session_id, first.run_id, job.job_id, token="lease-1") is not None
+    session, first, job = await _started(runs, pickup)
+    second = make_run("next")
     assert (await runs.queue_run(session.session_id, second, multitask="enqueue")).queued is Queued.PENDING
 
     async def dies(*args: object) -> None:
@@ -445,10 +443,8 @@ async def test_a_run_s_end_drops_its_own_watch_and_not_the_next_run_s(
     store: SessionStore, runs: AllWrites, queue: Redis, pickups: Any
 ) -> None:
     pickup = await pickups(runs)
-    session, first, second = make_session(), make_run(), make_run("next")
-    await runs.queue_run(session.session_id, first, create=session)
-    [job] = await pickup.claim(10, 10)
-    assert await runs.start_run(session.session_id, first.run_id, job.job_id, token="lease-1") is not None
+    session, first, job = await _started(runs, pickup)
+    second = make_run("next")
     await runs.queue_run(session.session_id, second, multitask="enqueue")
     await RunLease(runs, session.session_id, first.run_id, "lease-1").append([], ending=completion(first.run_id))
     assert second.run_id in await _queued_jobs(store, queue)  # pushed from the end's reply
