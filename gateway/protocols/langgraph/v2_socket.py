@@ -49,6 +49,7 @@ class SendOrder:
     def __init__(self) -> None:
         self._next: dict[str, Key] = {}
         self._moved = asyncio.Event()
+        self._waiting = 0  # subscriptions waiting for their turn: none, and a move wakes nobody
 
     def read_through(self, name: str, seq: int) -> None:
         self._stand(name, (seq + 1, -1))
@@ -56,7 +57,11 @@ class SendOrder:
     async def turn(self, name: str, key: Key) -> None:
         self._stand(name, key)
         while any(other < key for held, other in self._next.items() if held != name):
-            await self._moved.wait()
+            self._waiting += 1
+            try:
+                await self._moved.wait()
+            finally:
+                self._waiting -= 1
 
     def leave(self, name: str) -> None:
         self._next.pop(name, None)
@@ -67,8 +72,9 @@ class SendOrder:
         self._wake()
 
     def _wake(self) -> None:
-        self._moved.set()  # (each waiter holds the event it waits on)
-        self._moved = asyncio.Event()
+        if self._waiting:  # (an envelope sent with nobody waiting makes no event)
+            self._moved.set()  # (each waiter holds the event it waits on)
+            self._moved = asyncio.Event()
 
 
 def _key(part: dict[str, Any]) -> Key | None:
