@@ -11,7 +11,8 @@
 A thread is the chat of that id (the session `ChatTurns.session` names): a stream of a thread with
 no session yet is a 404 (the SDK opens its streams once `run.start` answered). Callers as for the v1
 routes (access.py: an API key or a chat token, as a bearer or `x-api-key`; on the WebSocket, a bearer
-or `?token=`). Each stream holds one of the tenant's stream slots.
+or `?token=`). Each stream holds one of the tenant's stream slots; a socket holds one, and each of its
+subscriptions one more (v2_socket.py).
 """
 
 from collections.abc import AsyncIterator

@@ -14,6 +14,10 @@ subscribes again after it reconnects and drops by `event_id` what it has; `subsc
 restarts this socket's subscriptions (or those named) right after `last_event_id` instead, and those
 it subscribes after it start there too (a new socket sends it first, then its subscribes).
 
+A socket holds at most `MAX_SUBSCRIPTIONS` subscriptions, and each holds one of its tenant's stream
+slots (and of its stream token's) besides the socket's own, as the stream it is: a subscribe past
+either bound is answered with an error and the socket goes on.
+
 A socket's subscriptions send in the thread's order (`SendOrder`), as one stream of the thread would:
 the SDK pauses every other subscription just after a run's terminal `lifecycle` event, so an
 envelope another subscription sent after it (a message's last delta, its finish) was lost to it.
@@ -22,6 +26,7 @@ envelope another subscription sent after it (a message's last delta, its finish)
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import WebSocket
@@ -37,6 +42,9 @@ from tokentail.shared.vocabulary.errors import TokentailError
 
 logger = logging.getLogger(__name__)
 
+
+MAX_SUBSCRIPTIONS = 16  # on one socket (the SDK holds a few: one per channel set it follows)
+TOO_MANY = f"too_many_subscriptions: this socket holds {MAX_SUBSCRIPTIONS}, its bound: unsubscribe one first"
 
 Key = tuple[int, int]  # an envelope's place: its event's seq, then its place among the event's envelopes
 
@@ -87,13 +95,20 @@ def _key(part: dict[str, Any]) -> Key | None:
     return (seq, int(k) if k.isdigit() else 1 << 21 if k == "values" else 1 << 20) if dot else (seq, 1 << 20)
 
 
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    filter: Filter
+    task: asyncio.Task[None]
+    slot: str | None  # the stream slot it holds (None: streams are not limited)
+
+
 class ThreadSocket:
     def __init__(self, websocket: WebSocket, streams: Streams, commands: V2Commands) -> None:
         self.websocket = websocket
         self.streams = streams
         self.commands = commands
         self._lock = asyncio.Lock()  # the subscriptions' tasks and the commands all send
-        self._subscriptions: dict[str, tuple[Filter, asyncio.Task[None]]] = {}
+        self._subscriptions: dict[str, Subscription] = {}
         self._count = 0
         self._cursor: Cursor | None = None  # a reconnect's: where the socket's subscriptions start
         self._order = SendOrder()
@@ -127,16 +142,19 @@ class ThreadSocket:
                     cursor = _cursor_of(params)
                 except (ValueError, TypeError, TokentailError) as invalid:
                     return failure(command.id, "invalid_argument", str(invalid))
+                if len(self._subscriptions) >= MAX_SUBSCRIPTIONS:
+                    return failure(command.id, "invalid_argument", TOO_MANY)
+                slot = await self.streams.slots.take(self.streams.caller.tenant, self.streams.caller.session_id)
                 self._count += 1
                 subscription_id = f"sub-{self._count}"
-                await self._start(subscription_id, filter, cursor or self._cursor)
+                await self._start(subscription_id, filter, cursor or self._cursor, slot)
                 return success(command.id, {"subscription_id": subscription_id})
             case "subscription.unsubscribe":
                 named = str(params.get("subscription_id"))
                 held = self._subscriptions.pop(named, None)
                 if held is None:
                     return failure(command.id, "no_such_subscription", f"no subscription {named!r}")
-                await socket_tasks.stop([held[1]])
+                await self._stop([held])
                 return success(command.id, {})
             case "subscription.reconnect":
                 try:
@@ -147,19 +165,29 @@ class ThreadSocket:
                 listed = params.get("subscriptions")
                 ids = [i for i in self._subscriptions if not isinstance(listed, list) or i in listed]
                 for subscription_id in ids:
-                    filter, task = self._subscriptions.pop(subscription_id)
-                    await socket_tasks.stop([task])
-                    await self._start(subscription_id, filter, cursor)
+                    held = self._subscriptions.pop(subscription_id)
+                    await socket_tasks.stop([held.task])  # (its slot goes on with it)
+                    await self._start(subscription_id, held.filter, cursor, held.slot)
                 return success(command.id, {"restored": True, "missed_events": None, "subscriptions": ids})
         return await self.commands.answer(command)
 
-    async def _start(self, subscription_id: str, filter: Filter, cursor: Cursor | None) -> None:
-        session = await self.streams.store.get_session(await self.commands.turns.session(self.commands.thread_id))
+    async def _start(self, subscription_id: str, filter: Filter, cursor: Cursor | None, slot: str | None) -> None:
+        """Start the subscription, which holds `slot` from now on (given back here if it cannot start)."""
+        try:
+            session = await self.streams.store.get_session(await self.commands.turns.session(self.commands.thread_id))
+        except BaseException:
+            await self.streams.slots.release(slot)
+            raise
         feed = V2Feed(self.streams, session, filter, cursor, values_reader(self.streams.store), "langgraph-v2-ws")
         self._order.read_through(subscription_id, feed.start)
         task = asyncio.create_task(self._pump(subscription_id, feed))
         task.add_done_callback(self._failed)
-        self._subscriptions[subscription_id] = (filter, task)
+        self._subscriptions[subscription_id] = Subscription(filter, task, slot)
+
+    async def _stop(self, subscriptions: list[Subscription]) -> None:
+        await socket_tasks.stop([held.task for held in subscriptions])
+        for held in subscriptions:
+            await self.streams.slots.release(held.slot)
 
     async def _pump(self, subscription_id: str, feed: V2Feed) -> None:
         feed.read_through = lambda seq: self._order.read_through(subscription_id, seq)
@@ -178,7 +206,7 @@ class ThreadSocket:
             logger.error("a v2 subscription failed", exc_info=exc)
 
     async def close(self) -> None:
-        await socket_tasks.stop([task for _, task in self._subscriptions.values()])
+        await self._stop(list(self._subscriptions.values()))
         self._subscriptions.clear()
 
 
