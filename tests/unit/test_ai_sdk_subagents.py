@@ -144,3 +144,28 @@ def test_a_child_s_question_does_not_end_the_response() -> None:
     assert not any(part["type"] == "finish" for part in sent)
     last = outputs(sent, "c1")[-1]
     assert last == (True, ["data-input", "more"])
+
+
+def test_what_a_client_receives_of_a_long_child_grows_with_what_it_wrote_not_its_square() -> None:
+    """A child writing 100 KB a delta per read: each read's whole snapshot would cost 1,000 times 50 KB;
+    spaced out as the child grows, its outputs cost a few times its answer, and a live client still
+    sees it grow (at every read while it is short), then ends with its whole message."""
+    deltas = [f"{i:04d}" + "x" * 96 for i in range(1000)]
+    answer = "".join(deltas)
+    events = session(
+        *START, *spawn(PARENT, A, "c1"), *(text(A, delta) for delta in deltas), completed(A, answer, PARENT)
+    )
+    sent = body(events)
+    assert len(sent) < 8 * len(answer), f"{len(sent) / len(answer):.1f} times the answer"
+    seen = outputs(parts(events), "c1")
+    assert seen[-1] == (False, [answer])
+    shown = [texts[0] for preliminary, texts in seen if preliminary and texts]
+    assert shown[:10] == ["".join(deltas[: i + 1]) for i in range(10)], "each read while it is short"
+    assert len(shown) >= 30 and all(answer.startswith(text) for text in shown)
+
+
+def test_a_child_s_question_goes_out_at_once_however_long_the_child() -> None:
+    question = {"input_id": "in_1", "kind": "text", "prompt": "which?", "schema": {}}
+    long = [text(A, "y" * 100) for _ in range(200)]
+    sent = parts(session(*START, *spawn(PARENT, A, "c1"), *long, (A, "input.required", question)))
+    assert outputs(sent, "c1")[-1] == (True, ["y" * 20_000, "data-input"])

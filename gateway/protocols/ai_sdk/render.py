@@ -27,7 +27,8 @@
     data: {"type":"tool-output-available",           a child run (run.spawned: its parent's tool call) and what
            "preliminary":true,"output":<UIMessage>}  it shows, as the AI SDK's sub-agent pattern: its own
                                                      message, the call's preliminary output, sent as it
-                                                     changes (once per read: subagents.py); its end the
+                                                     changes (at most once per read, spaced out as it
+                                                     grows: subagents.py); its end the
                                                      final output (tool-output-error for one failed or
                                                      cancelled), which its parent's tool.completed of the
                                                      call does not repeat
@@ -115,7 +116,7 @@ class UiMessageStream(FramedRenderer[Part]):
             case op.ChildEnded():
                 return self._children.ended(operation)
             case _ if not isinstance(operation, op.GapFound) and operation.run_id in self._children:
-                self._children.changed(operation.run_id)  # its message goes out once the read is done
+                self._children.changed(operation)  # its message goes out once the read is done
                 return []
             case op.RunOpened(run_id=run_id):
                 return [{"type": "start", "messageId": run_id}]

@@ -5,9 +5,13 @@ the tool yields `readUIMessageStream`'s snapshots).
 
 Each output is a whole snapshot (the SDK replaces a tool part's output), so a client needs only the
 last: what changed in a read of the stream goes out once, at the end of that read or before the next
-part of the run's own, not once per token; and a client that resumes from the run's start gets one
-snapshot per read of its catch-up. A grandchild is a tool call of its parent's message, its own
-message the output of that call's part, and so on down.
+part of the run's own, not once per token. A whole snapshot after every read would cost a client the
+square of what the child wrote (a 200 KB answer: 40 MB), so past its first `FREE_CHARS` a child's
+next preliminary output waits until the child added at least `1/GROWTH` of what it showed beyond
+them: snapshots grow geometrically, and what a client receives of a child stays within about
+`GROWTH + 2` times what it wrote (tests/unit/test_ai_sdk_subagents.py). A question goes out at once (the
+child waits for its answer), and the end with the whole final message. A grandchild is a tool call
+of its parent's message, its own message the output of that call's part, and so on down.
 """
 
 from dataclasses import dataclass, field
@@ -19,6 +23,10 @@ from tokentail.shared.vocabulary.events import RunCancelled, RunCompleted, RunFa
 
 Part = dict[str, Any]
 
+FREE_CHARS = 4096  # what a child shows before its snapshots are spaced out: a short child streams each read
+GROWTH = 4  # past them, a snapshot waits for the child to add 1/GROWTH of what it showed at the last one
+PART_CHARS = 64  # what a change other than text is taken to add (a part's JSON, about)
+
 
 @dataclass(slots=True)
 class _Child:
@@ -26,6 +34,11 @@ class _Child:
     call_id: str  # the parent's tool call it is the output of
     children: dict[str, str] = field(default_factory=dict)  # its own children: call id -> run id
     ended: op.ChildEnded | None = None
+    # A top child's (the run's own tool call): what its tree showed, about, in characters, now and
+    # at its last output sent; and whether its next output is due at once (a question, its start).
+    shown: int = 0
+    shown_when_sent: int = 0
+    urgent: bool = True
 
 
 class ChildMessages:
@@ -45,15 +58,22 @@ class ChildMessages:
         self._children[operation.child_run_id] = _Child(operation.run_id, operation.call_id)
         if (parent := self._children.get(operation.run_id)) is not None:
             parent.children[operation.call_id] = operation.child_run_id
-        self.changed(operation.child_run_id)
+        self.changed(operation)
         return []
 
-    def changed(self, run_id: str) -> None:
-        """Something the child (or one of its own) shows changed: its top one's output is due."""
+    def changed(self, operation: op.Operation) -> None:
+        """Something a child (or one of its own) shows changed: its top one's output is due, at once
+        or once the child added enough (see the module's docstring)."""
+        if isinstance(operation, op.GapFound):
+            return  # (no run's)
+        run_id = operation.child_run_id if isinstance(operation, op.ChildStarted | op.ChildEnded) else operation.run_id
         while (child := self._children.get(run_id)) is not None and child.parent in self._children:
             run_id = child.parent
-        if run_id in self._children:
-            self._changed[run_id] = None
+        if (top := self._children.get(run_id)) is None:
+            return
+        top.shown += len(operation.text) if isinstance(operation, op.BlockAppended) else PART_CHARS
+        top.urgent |= isinstance(operation, op.QuestionAsked | op.QuestionAnswered)
+        self._changed[run_id] = None
 
     def all_changed(self) -> None:
         """The run's own parts were shown again (a takeover's reset-step drops its outputs with them)."""
@@ -61,6 +81,7 @@ class ChildMessages:
             if child.parent not in self._children and child.ended is None:
                 self._changed[run_id] = None
                 self._sent.pop(run_id, None)
+                child.urgent = True
 
     def ended(self, operation: op.ChildEnded) -> list[Part]:
         """A child's end: its final output (an error's text for one failed or cancelled); for a top
@@ -68,7 +89,7 @@ class ChildMessages:
         child = self._children[operation.child_run_id]
         child.ended = operation
         if child.parent in self._children:
-            self.changed(operation.child_run_id)  # a grandchild: shown in its parent's message
+            self.changed(operation)  # a grandchild: shown in its parent's message
             return []
         self._changed.pop(operation.child_run_id, None)
         self._sent.pop(operation.child_run_id, None)
@@ -86,18 +107,34 @@ class ChildMessages:
         return None if final is None else [final]
 
     def due(self) -> list[Part]:
-        """The preliminary outputs of the children whose message changed since their last."""
-        due, self._changed = self._changed, {}
+        """The preliminary outputs of the children whose message changed since their last, those due
+        now; the others wait for more (`_spaced_out`)."""
         parts: list[Part] = []
-        for run_id in due:
+        for run_id in list(self._changed):
+            child = self._children[run_id]
+            if self._spaced_out(child):
+                continue
+            del self._changed[run_id]
+            child.urgent, child.shown_when_sent = False, child.shown
             message = self.message(run_id)
             if self._sent.get(run_id) != message:  # an event that shows nothing (a start) sends nothing
                 self._sent[run_id] = message
-                call_id = self._children[run_id].call_id
                 parts.append(
-                    {"type": "tool-output-available", "toolCallId": call_id, "output": message, "preliminary": True}
+                    {
+                        "type": "tool-output-available",
+                        "toolCallId": child.call_id,
+                        "output": message,
+                        "preliminary": True,
+                    }
                 )
         return parts
+
+    @staticmethod
+    def _spaced_out(child: _Child) -> bool:
+        """Whether the child's next snapshot waits: it added less than 1/GROWTH of what it showed past
+        FREE_CHARS at its last (so that each costs at most GROWTH times what the child wrote since)."""
+        added = child.shown - child.shown_when_sent
+        return not child.urgent and added * GROWTH < child.shown_when_sent - FREE_CHARS
 
     def message(self, run_id: str) -> Part:  # noqa: C901 (one case per operation)
         """The child's `UIMessage` as `readUIMessageStream` would have built it from its own stream."""
