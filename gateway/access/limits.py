@@ -159,7 +159,9 @@ class StreamSlots:
         self._redis = redis
         self._keys = keys
         self._limit = limit
-        self._per_token = per_token
+        # A token's share is at most its tenant's whole bound: a tenant bounded below it (4 streams of
+        # the default 16 per token) bounds its tokens there too, and the refusal names the token's.
+        self._per_token = min(per_token, limit) if per_token and limit else per_token
         self._wait_seconds = wait_seconds
         self._scripts = ScriptRunner(redis, Topology())  # take_slot.lua reads nothing of the topology
         self._held: dict[str, tuple[str, str | None]] = {}  # slot id -> tenant, token's session

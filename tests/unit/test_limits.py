@@ -207,3 +207,13 @@ async def test_a_take_waits_a_while_for_a_slot_of_its_tenant_before_refusing(
     impatient = StreamSlots(redis, keys, limit=1, wait_seconds=0.3)
     with pytest.raises(TooManyStreams):  # nothing ends: refused once the wait is over
         await impatient.take("acme")
+
+
+async def test_a_stream_token_s_bound_is_at_most_its_tenant_s(
+    redis: Redis, keys: Keys, limits_clock: types.SimpleNamespace
+) -> None:
+    slots = StreamSlots(redis, keys, limit=4, per_token=16, wait_seconds=0)
+    assert None not in [await slots.take("acme", "s_browser") for _ in range(4)]
+    with pytest.raises(TooManyStreams, match="this stream token has 4 streams open already"):
+        await slots.take("acme", "s_browser")  # not 16: its tenant's 4
+    assert await redis.zcard(keys.token_streams("acme", "s_browser")) == 4

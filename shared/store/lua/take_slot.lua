@@ -13,8 +13,9 @@ for _, key in ipairs(keys) do
   if #a.given_back > 0 then redis.call('ZREM', key, unpack(a.given_back)) end
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
 end
-if redis.call('ZCARD', k.slots) >= tonumber(a.limit) then return 0 end
+-- The token's first: one at its own bound (its tenant's, when that is lower) is told so.
 if keys[2] and redis.call('ZCARD', keys[2]) >= tonumber(a.token_limit) then return -1 end
+if redis.call('ZCARD', k.slots) >= tonumber(a.limit) then return 0 end
 for _, key in ipairs(keys) do
   redis.call('ZADD', key, now + ttl, a.slot_id)
   redis.call('PEXPIRE', key, ttl)
