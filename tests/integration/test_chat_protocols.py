@@ -377,6 +377,25 @@ async def test_ai_sdk_websocket_bounds_requests_in_flight_and_stops_those_it_rep
         await eventually(lambda: followers(gateway) == 0)  # closing the socket ended every request
 
 
+async def test_each_request_on_an_ai_sdk_socket_holds_a_stream_slot_of_its_tenant(
+    start_gateway: Callable[..., Any], worker: TokentailWorker
+) -> None:
+    # One socket held one slot, and its requests (each a feed) none: 16 feeds per slot.
+    gateway: Gateway = await start_gateway(max_streams_per_tenant=2)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=15) as http:
+        await http.post("/v1/sessions", json={"chat_id": "chat-sl", "input": "go", "params": {"tokens": 100_000}})
+        async with websockets.connect(ws_url(http)) as socket:  # the socket's slot: 1 of 2
+            chat = ChatSocket(socket)
+            await chat.request({"type": "resume", "requestId": "a", "id": "chat-sl"})
+            await chat.frames("a", lambda f: f["type"] == "chunk")  # 2 of 2
+            await chat.request({"type": "resume", "requestId": "b", "id": "chat-sl"})
+            [refused] = await chat.frames("b", lambda f: True)  # after waiting for a slot (2 s)
+            assert refused["type"] == "error" and "this tenant has 2 streams open" in refused["errorText"]
+            await chat.request({"type": "abort", "requestId": "a"})  # gives its slot back
+            await chat.request({"type": "resume", "requestId": "c", "id": "chat-sl"})
+            await chat.frames("c", lambda f: f["type"] == "chunk")
+
+
 async def test_a_chat_token_holds_its_bound_of_requests_across_its_sockets(
     start_gateway: Callable[..., Any], worker: TokentailWorker
 ) -> None:

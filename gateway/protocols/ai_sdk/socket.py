@@ -84,7 +84,10 @@ class ChatSocket:
 
     async def serve(self, request_id: str, frame: dict[str, Any]) -> None:
         try:
-            await self._serve(request_id, frame)
+            # Each request is a stream of its own: it holds one of its tenant's (and token's) stream
+            # slots besides the socket's, taken before it queues a run, so that a refusal started nothing.
+            async with self.streams.reserve():
+                await self._serve(request_id, frame)
         except (TokentailError, ValidationError, ValueError) as exc:
             await self.send({"type": "error", "requestId": request_id, "errorText": str(exc)})
         except Exception as exc:

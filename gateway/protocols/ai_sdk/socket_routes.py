@@ -5,7 +5,8 @@ As over HTTP, `abort` (the SDK's `stop()`) stops sending, not the run: `POST
 /v1/ai-sdk/chat/{id}/stop` cancels it. Credentials: a bearer header, or `?token=` (a browser
 WebSocket cannot send headers). The socket holds one of the tenant's stream slots, and at most
 `max_chat_socket_requests` requests in flight (a stream token at most that many across its sockets):
-one more is answered with an `error` frame. A request whose `requestId` is reused is replaced: the
+one more is answered with an `error` frame. Each request in flight holds one more stream slot (a
+refused one, an `error` frame, started nothing). A request whose `requestId` is reused is replaced: the
 older one stops.
 """
 
