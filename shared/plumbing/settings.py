@@ -192,9 +192,7 @@ class Settings(AdmissionSettings, ChildSettings, ConsoleSettings):
     max_streams_per_tenant: int = Field(
         1000, ge=0, description="open SSE/WebSocket streams per tenant across all gateways (429 beyond); 0: no limit"
     )
-    max_streams_per_token: int = Field(
-        16, ge=0, description="of a tenant's streams, one stream token's (at most the tenant's bound); 0: none"
-    )
+    max_streams_per_token: int = Field(16, ge=0, description="a stream token's share of its tenant's; 0: none")
     max_chat_socket_requests: int = Field(
         16,
         ge=1,
