@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -11,8 +12,13 @@ ROOT = Path(__file__).resolve().parents[2]
 OFFLINE = {"PIP_INDEX_URL": "http://127.0.0.1:9/", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}
 
 
+class Installed(NamedTuple):
+    checkout: Path
+    said: str  # what the first ./scripts/install printed (stderr)
+
+
 @pytest.fixture(scope="module")
-def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """The repository's files (tracked, and new ones not ignored), installed once as ./scripts/dev does."""
     copy = tmp_path_factory.mktemp("checkout")
     listed = subprocess.run(
@@ -25,8 +31,13 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if name and (ROOT / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, copy / name)
-    _run(copy, "./scripts/install", "mcp,otel")  # the extras ./scripts/dev asks for
-    return copy
+    first = _run(copy, "./scripts/install", "mcp,otel")  # the extras ./scripts/dev asks for
+    return Installed(copy, first.stderr)
+
+
+@pytest.fixture(scope="module")
+def checkout(installed: Installed) -> Path:
+    return installed.checkout
 
 
 def _run(checkout: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -45,3 +56,8 @@ def test_the_dev_script_starts_offline_once_installed_and_installs_again_when_py
     pyproject.write_text(pyproject.read_text() + "\n# a dependency changed\n")
     again = subprocess.run(["./scripts/install"], cwd=checkout, env={**os.environ, **OFFLINE}, capture_output=True)
     assert again.returncode != 0, "a changed pyproject.toml must be installed again (here, from no index: it fails)"
+
+
+def test_the_first_install_says_so_before_its_minute_of_pip(installed: Installed) -> None:
+    # The first ./scripts/dev printed nothing of its own for about a minute while pip ran --quiet.
+    assert "install: installing tokentail[mcp,otel]" in installed.said

@@ -5,6 +5,7 @@ A driver (ai_sdk.mjs, ag_ui.mjs, openai_responses.mjs) plays one scenario and pr
 steps, which the test may act on as they come (kill the worker after the first text), then the
 result the client assembled."""
 
+import copy
 import json
 import os
 import signal
@@ -116,13 +117,22 @@ class ChatStack:
     the browser-side clients get chat tokens, as a real app's server would hand them out. `gates`:
     the stack's, where its gated agents wait (tests/support/gates.py)."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, api_key: str = API_KEY) -> None:
         self.stack = stack
         self.gates = stack.gates
         self.url = stack.gateway()
         self.workers = [stack.worker()]
         stack.wait_for_workers(1)
-        self.http = httpx2.Client(base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
+        self.api_key = api_key  # the tenant's, whose chats these are
+        self.http = httpx2.Client(base_url=self.url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
+
+    def as_tenant(self, api_key: str) -> "ChatStack":
+        """The same processes, seen by another tenant (`api_key`, one of the stack's): a chat id names
+        another session in each tenant, so tests sharing the stack keep apart. Close its `http`."""
+        view = copy.copy(self)
+        view.api_key = api_key
+        view.http = httpx2.Client(base_url=self.url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
+        return view
 
     def chat(self, chat_id: str, **session: Any) -> str:
         """Makes the chat's session (with the run options the test wants) and gives a chat token for it,
@@ -186,14 +196,13 @@ def _until_listening(url: str, within: float = 20.0) -> None:
 
 
 def _chat_stack(tmp_path: Path, **env: str) -> Iterator[ChatStack]:
-    stack = Stack(
-        tmp_path,
-        TOKENTAIL_AGENTS=AGENTS,
-        TOKENTAIL_API_KEYS=f"acme:{API_KEY}",
-        TOKENTAIL_SECRET="node-tests-secret-" + "x" * 32,
-        TOKENTAIL_LEASE_MS="1500",  # a killed worker's run is taken over within about 2 s
-        **env,
-    )
+    defaults = {
+        "TOKENTAIL_AGENTS": AGENTS,
+        "TOKENTAIL_API_KEYS": f"acme:{API_KEY}",
+        "TOKENTAIL_SECRET": "node-tests-secret-" + "x" * 32,
+        "TOKENTAIL_LEASE_MS": "1500",  # a killed worker's run is taken over within about 2 s
+    }
+    stack = Stack(tmp_path, **(defaults | env))
     try:  # a stack that fails to start is stopped too (it left 3 gateways and 3 redis-servers running)
         chat_stack = ChatStack(stack)
         try:
@@ -206,7 +215,41 @@ def _chat_stack(tmp_path: Path, **env: str) -> Iterator[ChatStack]:
 
 @pytest.fixture
 def chats(tmp_path: Path) -> Iterator[ChatStack]:
+    """A stack of the test's own: for a test that kills, stops or starts a process of it."""
     yield from _chat_stack(tmp_path)
+
+
+# The tenants of a module's shared stack: one a test, so a module's tests may number this many.
+SHARED_TENANTS = 40
+
+
+def _tenant_key(tenant: int) -> str:
+    return f"{API_KEY}_{tenant}"
+
+
+@pytest.fixture(scope="module")
+def _module_chat_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ChatStack, Iterator[int]]]:
+    """One stack for the module's tests that use `shared_chats`, and the tenants not yet handed out."""
+    keys = ",".join(f"tenant{tenant}:{_tenant_key(tenant)}" for tenant in range(SHARED_TENANTS))
+    for chat_stack in _chat_stack(tmp_path_factory.mktemp("shared-chats"), TOKENTAIL_API_KEYS=keys):
+        yield chat_stack, iter(range(SHARED_TENANTS))
+
+
+@pytest.fixture
+def shared_chats(_module_chat_stack: tuple[ChatStack, Iterator[int]]) -> Iterator[ChatStack]:
+    """`chats` on the one stack of the module (starting one is seconds a test), as a tenant of the
+    test's own, whose chat ids and sessions no other test sees: for a test that kills, stops and
+    starts no process of the stack (else `chats`)."""
+    chat_stack, tenants = _module_chat_stack
+    tenant = next(tenants, None)
+    assert tenant is not None, (
+        f"the module's shared stack has {SHARED_TENANTS} tenants, one a test: raise SHARED_TENANTS"
+    )
+    view = chat_stack.as_tenant(_tenant_key(tenant))
+    try:
+        yield view
+    finally:
+        view.http.close()
 
 
 @pytest.fixture

@@ -43,8 +43,8 @@ def answer_of(outcome: Outcome, run: dict[str, Any]) -> str:
     return text
 
 
-def test_run_agent_assembles_reasoning_tool_call_result_and_text(chats: ChatStack) -> None:
-    outcome = agent(chats, "run", "tools", token=chats.chat("tools", agent="every_event"))
+def test_run_agent_assembles_reasoning_tool_call_result_and_text(shared_chats: ChatStack) -> None:
+    outcome = agent(shared_chats, "run", "tools", token=shared_chats.chat("tools", agent="every_event"))
     assert outcome.result["error"] is None
     assert types(outcome) == [
         "RUN_STARTED", "REASONING_START", "REASONING_MESSAGE_START", "REASONING_MESSAGE_CONTENT",
@@ -52,7 +52,7 @@ def test_run_agent_assembles_reasoning_tool_call_result_and_text(chats: ChatStac
         "TOOL_CALL_END", "TOOL_CALL_RESULT", "CUSTOM", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END",
         "RUN_FINISHED",
     ]  # fmt: skip
-    run = last_run(chats, "tools")
+    run = last_run(shared_chats, "tools")
     assert outcome.events[0]["runId"] == outcome.events[-1]["runId"] == run["run_id"]
     assert [(e["name"], e["value"]) for e in outcome.events if e["type"] == "CUSTOM"] == [
         ("chart", {"points": [1, 2, 3]})
@@ -74,9 +74,9 @@ def test_run_agent_assembles_reasoning_tool_call_result_and_text(chats: ChatStac
     assert outcome.result["lastEventId"] == str(run["finished_seq"])
 
 
-def test_a_1_0_client_and_a_1_1_client_each_get_their_own_version_and_no_warning(chats: ChatStack) -> None:
+def test_a_1_0_client_and_a_1_1_client_each_get_their_own_version_and_no_warning(shared_chats: ChatStack) -> None:
     for thread_id, scenario, version in (("older", "run", "1.0"), ("newer", "runNewer", "1.1")):
-        outcome = agent(chats, scenario, thread_id)
+        outcome = agent(shared_chats, scenario, thread_id)
         assert outcome.result["error"] is None
         assert outcome.events[0]["protocolVersion"] == version and outcome.events[-1]["type"] == "RUN_FINISHED"
         # @ag-ui/client 1.0.0 warns of a producer declaring a newer protocol than its input did (so only
@@ -84,12 +84,12 @@ def test_a_1_0_client_and_a_1_1_client_each_get_their_own_version_and_no_warning
         newer_notice = "[ag-ui] The producer speaks protocol 1.1; this client speaks 1.0."
         assert [w for w in outcome.result["warnings"] if not w.startswith(newer_notice)] == []
         assert len(outcome.result["warnings"]) == (version == "1.1")
-        run = last_run(chats, thread_id)
+        run = last_run(shared_chats, thread_id)
         assert answer_of(outcome, run) == run["output"]
 
 
-def test_the_capabilities_document_is_valid_and_declares_resume_and_push(chats: ChatStack) -> None:
-    outcome = run_node("ag_ui.mjs", "capabilities", {"gateway": chats.url, "token": chats.chat("caps")})
+def test_the_capabilities_document_is_valid_and_declares_resume_and_push(shared_chats: ChatStack) -> None:
+    outcome = run_node("ag_ui.mjs", "capabilities", {"gateway": shared_chats.url, "token": shared_chats.chat("caps")})
     assert outcome.result["status"] == 200 and outcome.result["issues"] == [], "valid by @ag-ui/core's schema"
     transport = outcome.result["document"]["transport"]
     assert transport["resumable"] is True and transport["streaming"] is True
@@ -97,15 +97,15 @@ def test_the_capabilities_document_is_valid_and_declares_resume_and_push(chats: 
     assert outcome.result["document"]["custom"]["tokentail"]["resume"]["join"].startswith("GET /v1/ag-ui?runId=")
 
 
-def test_a_dropped_connection_is_resumed_by_the_agent_after_its_last_id(chats: ChatStack) -> None:
-    outcome = agent(chats, "drop", "dropped")
+def test_a_dropped_connection_is_resumed_by_the_agent_after_its_last_id(shared_chats: ChatStack) -> None:
+    outcome = agent(shared_chats, "drop", "dropped")
     cuts = [step["lastEventId"] for step in outcome.steps]
     requests = outcome.result["requests"]
     # Cut twice mid-answer: each time the agent asked again after the last event it had whole.
     assert [(r["method"], r["lastEventId"]) for r in requests] == [("POST", None), ("GET", cuts[0]), ("GET", cuts[1])]
     assert outcome.result["error"] is None, "subscribers saw one stream, not a failed run"
     assert types(outcome).count("RUN_STARTED") == 1 and types(outcome).count("TEXT_MESSAGE_START") == 1
-    run = last_run(chats, "dropped")
+    run = last_run(shared_chats, "dropped")
     assert answer_of(outcome, run) == run["output"] == ANSWER, "nothing missing, nothing twice"
     usage = run["usage"]
     assert outcome.events[-1]["usage"] == [
@@ -146,14 +146,16 @@ def test_a_first_request_the_gateway_is_down_for_is_sent_again_until_it_is_back(
     assert types(outcome).count("RUN_STARTED") == 1 and outcome.events[-1]["outcome"] == {"type": "success"}
 
 
-def test_connect_agent_on_a_page_loaded_mid_answer_catches_up_and_follows(chats: ChatStack) -> None:
-    token = chats.chat("elsewhere", params=SLOW, input="hello")  # asked on another device
-    eventually_sync(lambda: chats.session("elsewhere")["transcript"][-1]["role"] == "assistant", what="some text")
-    outcome = agent(chats, "connect", "elsewhere", token=token)
+def test_connect_agent_on_a_page_loaded_mid_answer_catches_up_and_follows(shared_chats: ChatStack) -> None:
+    token = shared_chats.chat("elsewhere", params=SLOW, input="hello")  # asked on another device
+    eventually_sync(
+        lambda: shared_chats.session("elsewhere")["transcript"][-1]["role"] == "assistant", what="some text"
+    )
+    outcome = agent(shared_chats, "connect", "elsewhere", token=token)
     assert types(outcome)[:2] == ["RUN_STARTED", "MESSAGES_SNAPSHOT"]
     # connectAgent() declares the client's version too (?protocolVersion=): no newer one is declared to it.
     assert outcome.events[0]["protocolVersion"] == "1.0" and outcome.result["warnings"] == []
-    run = last_run(chats, "elsewhere")
+    run = last_run(shared_chats, "elsewhere")
     assert answer_of(outcome, run) == run["output"] == ANSWER
     assert outcome.result["messages"][0] == {"id": f"{run['run_id']}-input", "role": "user", "content": "hello"}
     assert outcome.events[-1]["outcome"] == {"type": "success"}
@@ -173,13 +175,15 @@ def test_after_a_worker_is_killed_mid_answer_the_message_goes_on_with_no_snapsho
     assert answer_of(outcome, run) == run["output"] == ANSWER
 
 
-def test_abort_run_cancels_the_run_in_tokentail(chats: ChatStack) -> None:
-    outcome = agent(chats, "stop", "stopped", token=chats.chat("stopped", **HELD))  # stopped while it waits at its gate
+def test_abort_run_cancels_the_run_in_tokentail(shared_chats: ChatStack) -> None:
+    outcome = agent(
+        shared_chats, "stop", "stopped", token=shared_chats.chat("stopped", **HELD)
+    )  # stopped while it waits at its gate
     stopped = outcome.step("stopped")
-    run = last_run(chats, "stopped")
+    run = last_run(shared_chats, "stopped")
     assert stopped["http"] == 202 and stopped["body"] == {"run_id": run["run_id"], "status": "cancelling"}
     assert stopped["named"] == run["run_id"]  # the stop named the run the agent was shown (RUN_STARTED)
-    eventually_sync(lambda: last_run(chats, "stopped")["status"] == "cancelled", what="the run cancelled")
+    eventually_sync(lambda: last_run(shared_chats, "stopped")["status"] == "cancelled", what="the run cancelled")
     assert outcome.events[-1]["type"] == "RUN_ERROR" and outcome.events[-1]["code"] == "abort"  # the client's own
 
 
@@ -195,9 +199,9 @@ def _interrupted(outcome: Outcome, run: dict[str, Any]) -> dict[str, Any]:
     return interrupt
 
 
-def test_an_interrupt_is_resumed_with_run_agent_and_the_run_goes_on(chats: ChatStack) -> None:
-    outcome = agent(chats, "approval", "approve", token=chats.chat("approve", agent="approve"))
-    run = last_run(chats, "approve")
+def test_an_interrupt_is_resumed_with_run_agent_and_the_run_goes_on(shared_chats: ChatStack) -> None:
+    outcome = agent(shared_chats, "approval", "approve", token=shared_chats.chat("approve", agent="approve"))
+    run = last_run(shared_chats, "approve")
     _interrupted(outcome, run)
     assert outcome.result["firstError"] is None and outcome.result["error"] is None
     kinds = types(outcome)
@@ -208,10 +212,14 @@ def test_an_interrupt_is_resumed_with_run_agent_and_the_run_goes_on(chats: ChatS
     assert run["status"] == "completed" and run["output"] == "Checking. Done: deleted."
 
 
-def test_two_interrupts_open_at_once_are_resumed_together_with_run_agent(chats: ChatStack) -> None:
-    options = {"gateway": chats.url, "threadId": "parallel", "token": chats.chat("parallel", agent="parallel")}
+def test_two_interrupts_open_at_once_are_resumed_together_with_run_agent(shared_chats: ChatStack) -> None:
+    options = {
+        "gateway": shared_chats.url,
+        "threadId": "parallel",
+        "token": shared_chats.chat("parallel", agent="parallel"),
+    }
     outcome = run_node("ag_ui.mjs", "approval", options | {"input": "clean up", "denied": ["Delete cache?"]})
-    run = last_run(chats, "parallel")
+    run = last_run(shared_chats, "parallel")
     interrupts = outcome.step("interrupted")["outcome"]["interrupts"]
     assert [(i["id"], i["message"]) for i in interrupts] == [(q["input_id"], q["prompt"]) for q in run["asked"]]
     assert outcome.result["firstError"] is None and outcome.result["error"] is None and not outcome.result["invalid"]
@@ -223,11 +231,11 @@ def test_two_interrupts_open_at_once_are_resumed_together_with_run_agent(chats: 
     assert "".join(m.get("content") or "" for m in messages if m["role"] == "assistant") == run["output"]
 
 
-def test_a_page_that_connects_while_the_run_waits_gets_the_interrupt_and_answers_it(chats: ChatStack) -> None:
-    token = chats.chat("elsewhere", agent="approve", input="clean up")  # asked from another device
-    eventually_sync(lambda: chats.session("elsewhere")["status"] == "waiting_for_input", what="the question")
-    outcome = agent(chats, "approvalElsewhere", "elsewhere", token=token)
-    run = last_run(chats, "elsewhere")
+def test_a_page_that_connects_while_the_run_waits_gets_the_interrupt_and_answers_it(shared_chats: ChatStack) -> None:
+    token = shared_chats.chat("elsewhere", agent="approve", input="clean up")  # asked from another device
+    eventually_sync(lambda: shared_chats.session("elsewhere")["status"] == "waiting_for_input", what="the question")
+    outcome = agent(shared_chats, "approvalElsewhere", "elsewhere", token=token)
+    run = last_run(shared_chats, "elsewhere")
     _interrupted(outcome, run)
     assert types(outcome)[:2] == ["RUN_STARTED", "MESSAGES_SNAPSHOT"]
     assert outcome.result["error"] is None and run["output"] == "Checking. Done: deleted."
@@ -254,10 +262,12 @@ def test_after_a_kill_in_a_turn_openai_cannot_continue_a_snapshot_drops_that_tur
     assert "".join(text or "" for text in texts) == run["output"], texts
 
 
-def test_a_thread_asked_again_and_edited_branches_and_a_page_loading_it_shows_the_branch(chats: ChatStack) -> None:
+def test_a_thread_asked_again_and_edited_branches_and_a_page_loading_it_shows_the_branch(
+    shared_chats: ChatStack,
+) -> None:
     """As useChat's regenerate and edit (test_ai_sdk.py), with the messages an AG-UI page sends."""
-    token = chats.chat("branching", agent="arithmetic")
-    outcome = agent(chats, "branch", "branching", token=token)
+    token = shared_chats.chat("branching", agent="arithmetic")
+    outcome = agent(shared_chats, "branch", "branching", token=token)
     assert [outcome.step(name)["answer"] for name in ("first", "asked", "regenerated", "edited")] == [
         "5",
         "50",

@@ -37,9 +37,11 @@ def last_run(chats: ChatStack, chat_id: str) -> dict[str, Any]:
     return run
 
 
-def test_use_chat_assembles_the_run_s_text_reasoning_tool_call_and_data(chats: ChatStack) -> None:
-    token = chats.chat("tools", agent="every_event")
-    outcome = run_node("ai_sdk.mjs", "send", {"gateway": chats.url, "chatId": "tools", "token": token, "input": "rain"})
+def test_use_chat_assembles_the_run_s_text_reasoning_tool_call_and_data(shared_chats: ChatStack) -> None:
+    token = shared_chats.chat("tools", agent="every_event")
+    outcome = run_node(
+        "ai_sdk.mjs", "send", {"gateway": shared_chats.url, "chatId": "tools", "token": token, "input": "rain"}
+    )
     assert outcome.result["status"] == "ready" and outcome.result["error"] is None
     message = assistant(outcome)
     parts = {part["type"]: part for part in message["parts"]}
@@ -53,14 +55,14 @@ def test_use_chat_assembles_the_run_s_text_reasoning_tool_call_and_data(chats: C
         {"found": 3},
     )
     assert parts["data-chart"]["data"] == {"points": [1, 2, 3]}
-    assert message["metadata"]["run_id"] == message["id"] == last_run(chats, "tools")["run_id"]
+    assert message["metadata"]["run_id"] == message["id"] == last_run(shared_chats, "tools")["run_id"]
 
 
-def test_use_chat_resumes_a_dropped_connection_through_its_reconnect_path(chats: ChatStack) -> None:
-    outcome = chat(chats, "drop", "dropped")
+def test_use_chat_resumes_a_dropped_connection_through_its_reconnect_path(shared_chats: ChatStack) -> None:
+    outcome = chat(shared_chats, "drop", "dropped")
     dropped = outcome.step("dropped")
     assert dropped["status"] == "error" and dropped["text"], "the connection was cut mid-answer"
-    run = last_run(chats, "dropped")
+    run = last_run(shared_chats, "dropped")
     message = assistant(outcome)
     # The same final message as if nothing had happened: the replay rebuilt it, with nothing twice.
     assert text_of(message) == run["output"] == "".join(scripted_tokens("hello", SLOW["tokens"]))
@@ -68,9 +70,9 @@ def test_use_chat_resumes_a_dropped_connection_through_its_reconnect_path(chats:
     assert run["usage"]["output_tokens"] > 0
 
 
-def test_use_chat_reloaded_mid_answer_shows_the_history_then_the_answer_going_on(chats: ChatStack) -> None:
-    outcome = chat(chats, "reload", "reloaded", input="reload me")
-    run = last_run(chats, "reloaded")
+def test_use_chat_reloaded_mid_answer_shows_the_history_then_the_answer_going_on(shared_chats: ChatStack) -> None:
+    outcome = chat(shared_chats, "reload", "reloaded", input="reload me")
+    run = last_run(shared_chats, "reloaded")
     # The new page's history (GET .../messages, useChat's `messages`): the question and the answer so
     # far, under the run's id, which the replay (resumeStreamIsReplay) then rebuilds in place.
     history = outcome.step("messages")["messages"]
@@ -98,25 +100,25 @@ def test_use_chat_after_a_worker_is_killed_mid_answer_has_the_answer_going_on_wi
     assert outcome.result["status"] == "ready"
 
 
-def test_use_chat_stop_with_the_stop_endpoint_cancels_the_run(chats: ChatStack) -> None:
-    outcome = chat(chats, "stop", "stopped", held=True)  # stopped while it waits at its gate
+def test_use_chat_stop_with_the_stop_endpoint_cancels_the_run(shared_chats: ChatStack) -> None:
+    outcome = chat(shared_chats, "stop", "stopped", held=True)  # stopped while it waits at its gate
     stopped = outcome.step("stopped")
-    run = last_run(chats, "stopped")
+    run = last_run(shared_chats, "stopped")
     assert stopped["http"] == 202 and stopped["body"] == {"run_id": run["run_id"], "status": "cancelling"}
     assert run["status"] == "cancelled"
     answer = text_of(assistant(outcome))
     assert answer and "".join(scripted_tokens("hello", SLOW["tokens"])).startswith(answer)
     # A page reloaded moments later is shown the stopped answer again, ending the same way.
-    reconnect = chats.http.get("/v1/ai-sdk/chat/stopped/stream")
+    reconnect = shared_chats.http.get("/v1/ai-sdk/chat/stopped/stream")
     assert reconnect.status_code == 200
     ending = 'data: {"type":"abort","reason":"cancelled by request"}\n\ndata: [DONE]\n\n'
     assert reconnect.text.endswith(ending), reconnect.text[-200:]
 
 
-def test_websocket_chat_transport_sends_and_resumes_on_the_gateway_socket(chats: ChatStack) -> None:
-    outcome = chat(chats, "websocket", "socket", held=True, on_step=lambda step: chats.release("socket"))
+def test_websocket_chat_transport_sends_and_resumes_on_the_gateway_socket(shared_chats: ChatStack) -> None:
+    outcome = chat(shared_chats, "websocket", "socket", held=True, on_step=lambda step: shared_chats.release("socket"))
     partial = outcome.step("stopped")["text"]
-    run = last_run(chats, "socket")
+    run = last_run(shared_chats, "socket")
     whole = text_of(assistant(outcome))
     assert partial and whole.startswith(partial) and len(partial) < len(whole)
     assert whole == run["output"] and run["status"] == "completed"
@@ -134,9 +136,9 @@ def _approving_chat(
     return outcome, last_run(chats, chat_id)
 
 
-def test_use_chat_approves_a_tool_call_with_add_tool_approval_response(chats: ChatStack) -> None:
+def test_use_chat_approves_a_tool_call_with_add_tool_approval_response(shared_chats: ChatStack) -> None:
     for socket in (False, True):
-        outcome, run = _approving_chat(chats, "approval", f"approve-{socket}", socket=socket)
+        outcome, run = _approving_chat(shared_chats, "approval", f"approve-{socket}", socket=socket)
         asked = outcome.step("asked")["part"]
         assert asked["type"] == "tool-delete_files" and asked["approval"]["id"] == run["asked"][0]["input_id"]
         assert asked["input"] == {"count": 3}
@@ -147,8 +149,8 @@ def test_use_chat_approves_a_tool_call_with_add_tool_approval_response(chats: Ch
         assert run["status"] == "completed" and message["metadata"]["run_id"] == run["run_id"]
 
 
-def test_use_chat_answers_two_approvals_open_at_once_in_either_order(chats: ChatStack) -> None:
-    outcome, run = _approving_chat(chats, "approvals", "two-approvals", agent="parallel")
+def test_use_chat_answers_two_approvals_open_at_once_in_either_order(shared_chats: ChatStack) -> None:
+    outcome, run = _approving_chat(shared_chats, "approvals", "two-approvals", agent="parallel")
     asked = outcome.step("asked")["parts"]
     assert sorted(part["approval"]["id"] for part in asked) == sorted(q["input_id"] for q in run["asked"])
     tools = [part for part in assistant(outcome)["parts"] if part["type"] == "tool-delete"]
@@ -158,23 +160,23 @@ def test_use_chat_answers_two_approvals_open_at_once_in_either_order(chats: Chat
     assert run["status"] == "completed" and run["resumes"] == 1
 
 
-def test_use_chat_denies_a_tool_call(chats: ChatStack) -> None:
-    outcome, run = _approving_chat(chats, "approval", "deny", approved=False)
+def test_use_chat_denies_a_tool_call(shared_chats: ChatStack) -> None:
+    outcome, run = _approving_chat(shared_chats, "approval", "deny", approved=False)
     assert text_of(assistant(outcome)) == run["output"] == "Checking. Done: kept."
 
 
-def test_a_denied_tool_call_reaches_use_chat_as_denied_not_as_an_error(chats: ChatStack) -> None:
+def test_a_denied_tool_call_reaches_use_chat_as_denied_not_as_an_error(shared_chats: ChatStack) -> None:
     # The built-in loop does not run a call a person denied: the SDK has a state for that (it was output-error).
     outcome, run = _approving_chat(
-        chats, "approval", "deny-careful", agent="careful", input="What is 12 * (3 + 4)?", approved=False
+        shared_chats, "approval", "deny-careful", agent="careful", input="What is 12 * (3 + 4)?", approved=False
     )
     tool = next(part for part in assistant(outcome)["parts"] if part["type"] == "tool-calculator")
     assert (tool["state"], tool["approval"]["approved"]) == ("output-denied", False), tool
     assert run["status"] == "completed" and text_of(assistant(outcome)) == run["output"]
 
 
-def test_use_chat_reloaded_while_the_run_waits_is_asked_again_and_answers(chats: ChatStack) -> None:
-    outcome, run = _approving_chat(chats, "approvalAfterReload", "reload-approve")
+def test_use_chat_reloaded_while_the_run_waits_is_asked_again_and_answers(shared_chats: ChatStack) -> None:
+    outcome, run = _approving_chat(shared_chats, "approvalAfterReload", "reload-approve")
     assert outcome.step("asked")["part"]["approval"]["id"] == run["asked"][0]["input_id"]
     assert text_of(assistant(outcome)) == run["output"] == "Checking. Done: deleted."
 
@@ -201,12 +203,12 @@ def test_use_chat_after_a_kill_in_a_turn_openai_cannot_continue_drops_that_turn_
     assert kinds == ["step-start", "text", "tool-current_time", "text"], kinds
 
 
-def test_use_chat_regenerate_and_an_edit_branch_the_chat_and_a_reload_shows_the_branch(chats: ChatStack) -> None:
+def test_use_chat_regenerate_and_an_edit_branch_the_chat_and_a_reload_shows_the_branch(shared_chats: ChatStack) -> None:
     """The arithmetic agent answers from the conversation it was given: "What is 2 + 3?" (5), "and
     times ten?" (50). regenerate() asks the second question again after 5 (50, not 500); editing it
     to "and times two?" asks that after 5 (10, not 1000); a reload shows the page's four messages."""
-    token = chats.chat("branching", agent="arithmetic")
-    options = {"gateway": chats.url, "chatId": "branching", "token": token}
+    token = shared_chats.chat("branching", agent="arithmetic")
+    options = {"gateway": shared_chats.url, "chatId": "branching", "token": token}
     outcome = run_node("ai_sdk.mjs", "branch", options)
     assert outcome.step("asked")["answer"] == "50"
     assert outcome.step("regenerated") == {"step": "regenerated", "answer": "50", "messages": 4}
@@ -218,6 +220,6 @@ def test_use_chat_regenerate_and_an_edit_branch_the_chat_and_a_reload_shows_the_
     assert [(message["role"], text_of(message)) for message in reloaded] == shown
     assert [message["id"] for message in reloaded][1::2] == [message["id"] for message in edited["messages"]][1::2]
     # The chat goes on in its branch: a session of its own, forked after the first turn.
-    session = chats.session("branching")
+    session = shared_chats.session("branching")
     assert session["forked_from"]["event_id"] == session["runs"][0]["finished_seq"]
     assert [run["output"] for run in session["runs"]] == ["5", "10"]

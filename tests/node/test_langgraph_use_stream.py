@@ -42,10 +42,11 @@ Origin = Literal["gateway", "own"]
 WAIT_MS = scaled(30) * 1000  # for what the page shows: Playwright's expect waits for it, and fails only after this
 
 
-@pytest.fixture
-def chats(tmp_path: Path) -> Iterator[ChatStack]:
-    """The suite's gateway and worker (tests/node/conftest.py), letting pages on localhost call them."""
-    yield from _chat_stack(tmp_path, TOKENTAIL_CORS_ORIGINS="http://localhost:*")
+@pytest.fixture(scope="module")
+def chats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatStack]:
+    """The suite's gateway and worker (tests/node/conftest.py), letting pages on localhost call them: one
+    stack for the module, whose tests kill nothing and each use threads of their own."""
+    yield from _chat_stack(tmp_path_factory.mktemp("chats"), TOKENTAIL_CORS_ORIGINS="http://localhost:*")
 
 
 @dataclass(frozen=True)

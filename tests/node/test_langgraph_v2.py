@@ -40,9 +40,9 @@ def ids_unique(outcome: Outcome) -> None:
     assert len(ids) == len(set(ids)), "the client took each event once"
 
 
-def test_run_start_streams_the_answer_whole_and_once_with_the_session_seq(chats: ChatStack) -> None:
-    outcome = v2(chats, "stream", "plain")
-    run = last_run(chats, "plain")
+def test_run_start_streams_the_answer_whole_and_once_with_the_session_seq(shared_chats: ChatStack) -> None:
+    outcome = v2(shared_chats, "stream", "plain")
+    run = last_run(shared_chats, "plain")
     assert outcome.result["started"] == {"run_id": run["run_id"]}
     assert [m["text"] for m in outcome.result["messages"]] == [run["output"]] == [ANSWER]
     assert outcome.result["messages"][0]["id"] == f"ai:{run['run_id']}:{run['queued_seq'] + 2}"  # state.py's id
@@ -90,9 +90,9 @@ def test_a_cut_stream_resumes_after_its_last_event_id_with_no_gap_and_no_duplica
     assert text(cut_at["frames"][:upto]) + text(resumed["frames"]) == ANSWER, "no gap, no duplicate on the wire"
 
 
-def test_the_websocket_transport_streams_and_resubscribes_after_its_socket_drops(chats: ChatStack) -> None:
-    outcome = v2(chats, "websocket", "socket", dropSocket=True)
-    run = last_run(chats, "socket")
+def test_the_websocket_transport_streams_and_resubscribes_after_its_socket_drops(shared_chats: ChatStack) -> None:
+    outcome = v2(shared_chats, "websocket", "socket", dropSocket=True)
+    run = last_run(shared_chats, "socket")
     assert outcome.steps == [{"step": "dropped"}] and outcome.result["sockets"] >= 2
     assert [m["text"] for m in outcome.result["messages"]] == [run["output"]] == [ANSWER]
     ids_unique(outcome)
@@ -117,11 +117,11 @@ def test_a_socket_s_subscription_reconnect_resumes_after_its_last_event_id(chats
     assert text(result["first"]) + text(result["second"]) == run["output"] == ANSWER, "no gap, no duplicate"
 
 
-def test_an_interrupt_arrives_as_input_requested_and_input_respond_resumes_the_run(chats: ChatStack) -> None:
-    token = chats.chat("asks", agent="approve")
-    outcome = v2(chats, "interrupt", "asks", token=token, assistantId="approve", response={"approved": True})
+def test_an_interrupt_arrives_as_input_requested_and_input_respond_resumes_the_run(shared_chats: ChatStack) -> None:
+    token = shared_chats.chat("asks", agent="approve")
+    outcome = v2(shared_chats, "interrupt", "asks", token=token, assistantId="approve", response={"approved": True})
     assert [step["step"] for step in outcome.steps] == ["interrupted", "responded", "done"]
-    run = last_run(chats, "asks")
+    run = last_run(shared_chats, "asks")
     [interrupt] = outcome.result["interrupts"]
     question = run["asked"][0]
     assert interrupt["interruptId"] == question["input_id"] and interrupt["namespace"] == []
@@ -136,9 +136,9 @@ def test_an_interrupt_arrives_as_input_requested_and_input_respond_resumes_the_r
     ids_unique(outcome)
 
 
-def test_input_inject_steers_the_active_run(chats: ChatStack) -> None:
-    outcome = v2(chats, "inject", "steered", steer="and say it in French")
-    run = last_run(chats, "steered")
+def test_input_inject_steers_the_active_run(shared_chats: ChatStack) -> None:
+    outcome = v2(shared_chats, "inject", "steered", steer="and say it in French")
+    run = last_run(shared_chats, "steered")
     assert outcome.result["injected"] is None  # the SDK's inject() returns nothing
     steers = outcome.result["steers"]
     assert [s["status"] for s in steers] == ["accepted", "applied"]
@@ -148,9 +148,9 @@ def test_input_inject_steers_the_active_run(chats: ChatStack) -> None:
     assert run["status"] == "completed"
 
 
-def test_a_child_run_of_the_team_agent_shows_on_lifecycle_in_its_namespace(chats: ChatStack) -> None:
-    outcome = v2(chats, "team", "team", token=chats.chat("team"), assistantId="team")
-    session = chats.session("team")
+def test_a_child_run_of_the_team_agent_shows_on_lifecycle_in_its_namespace(shared_chats: ChatStack) -> None:
+    outcome = v2(shared_chats, "team", "team", token=shared_chats.chat("team"), assistantId="team")
+    session = shared_chats.session("team")
     [child] = [run for run in session["runs"] if run.get("parent_run_id")]
     namespace = [f"{child['agent']}:{child['run_id']}"]
     lifecycle = methods(outcome, "lifecycle", namespace)
@@ -171,8 +171,8 @@ def test_a_child_run_of_the_team_agent_shows_on_lifecycle_in_its_namespace(chats
     ids_unique(outcome)
 
 
-def test_what_is_not_served_is_refused_with_its_error(chats: ChatStack) -> None:
-    outcome = v2(chats, "refused", "refusals")
+def test_what_is_not_served_is_refused_with_its_error(shared_chats: ChatStack) -> None:
+    outcome = v2(shared_chats, "refused", "refusals")
     result = outcome.result
     assert result["listCheckpoints"]["code"] == result["fork"]["code"] == "not_supported"
     assert result["respondNothing"]["code"] in ("no_such_run", "no_such_interrupt")

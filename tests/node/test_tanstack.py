@@ -79,9 +79,9 @@ def test_join_run_on_a_run_half_streamed_through_a_worker_killed(chats: ChatStac
     assert all(r["lastEventId"] is not None for r in reconnects)
 
 
-def test_an_interrupt_approved_with_resume_goes_on_in_the_same_messages(chats: ChatStack) -> None:
-    token = chats.chat("tan-approve", agent="approve")
-    outcome = client(chats, "approve", "tan-approve", token, [chats.url])
+def test_an_interrupt_approved_with_resume_goes_on_in_the_same_messages(shared_chats: ChatStack) -> None:
+    token = shared_chats.chat("tan-approve", agent="approve")
+    outcome = client(shared_chats, "approve", "tan-approve", token, [shared_chats.url])
     result = outcome.result
     assert result["error"] is None, result
     [interrupt] = result["interrupted"]["outcome"]["interrupts"]
@@ -95,7 +95,7 @@ def test_an_interrupt_approved_with_resume_goes_on_in_the_same_messages(chats: C
         "canResolve": True,
         "metadata": {"kind": "approval", "toolName": "delete_files", "input": {"count": 3}},
     }
-    [run] = chats.session("tan-approve")["runs"]
+    [run] = shared_chats.session("tan-approve")["runs"]
     assert run["status"] == "completed" and run["output"].endswith("Done: deleted.")
     assert result["text"] == run["output"]
     posts = [r for r in result["requests"] if r["method"] == "POST"]
@@ -103,32 +103,32 @@ def test_an_interrupt_approved_with_resume_goes_on_in_the_same_messages(chats: C
     assert binding["interruptedRunId"] == posts[0]["runId"] and binding["interruptId"] == interrupt["id"]
 
 
-def test_questions_not_tied_to_a_tool_call_are_answered_with_resolve_interrupts(chats: ChatStack) -> None:
+def test_questions_not_tied_to_a_tool_call_are_answered_with_resolve_interrupts(shared_chats: ChatStack) -> None:
     """`ctx.ask` without a `call_id`: each question is an interrupt TanStack AI's client can resolve
     (its binding names the run the client posted), answered with `resolveInterrupts`; the second is
     asked in the run that goes on after the first answer (posted as another client run)."""
-    token = chats.chat("tan-ask", agent="two_questions")
+    token = shared_chats.chat("tan-ask", agent="two_questions")
     answers = {"Which colour?": "blue", "How many?": 3}
-    outcome = client(chats, "answer", "tan-ask", token, [chats.url], answers=answers)
+    outcome = client(shared_chats, "answer", "tan-ask", token, [shared_chats.url], answers=answers)
     result = outcome.result
     assert result["asked"] == [
         [{"kind": "generic", "canResolve": True, "message": "Which colour?"}],
         [{"kind": "generic", "canResolve": True, "message": "How many?"}],
     ]
     assert result["error"] is None and result["interruptErrors"] == [], result
-    [run] = chats.session("tan-ask")["runs"]
+    [run] = shared_chats.session("tan-ask")["runs"]
     assert run["status"] == "completed" and run["output"] == "blue it is. 3 of them."
     assert result["text"] == run["output"] and result["finished"]["outcome"] == {"type": "success"}
     posts = [r for r in result["requests"] if r["method"] == "POST"]
     assert len(posts) == 3 and len({r["runId"] for r in posts}) == 3, "the message, then each answer"
 
 
-def test_a_question_cancelled_with_cancel_interrupts_cancels_the_run(chats: ChatStack) -> None:
-    token = chats.chat("tan-cancel", agent="two_questions")
-    result = client(chats, "answer", "tan-cancel", token, [chats.url], cancel=True).result
+def test_a_question_cancelled_with_cancel_interrupts_cancels_the_run(shared_chats: ChatStack) -> None:
+    token = shared_chats.chat("tan-cancel", agent="two_questions")
+    result = client(shared_chats, "answer", "tan-cancel", token, [shared_chats.url], cancel=True).result
     assert result["asked"] == [[{"kind": "generic", "canResolve": True, "message": "Which colour?"}]]
     assert result["finished"]["outcome"] == {"type": "cancelled"} and result["interruptErrors"] == []
-    [run] = chats.session("tan-cancel")["runs"]
+    [run] = shared_chats.session("tan-cancel")["runs"]
     assert run["status"] == "cancelled"
 
 
