@@ -1,5 +1,6 @@
 """All configuration, read from `TOKENTAIL_*` environment variables."""
 
+import ipaddress
 import os
 import re
 from functools import lru_cache
@@ -112,7 +113,38 @@ class ConsoleSettings(BaseSettings):
         return parse_api_keys(self.admin_keys.get_secret_value(), "TOKENTAIL_ADMIN_KEYS", "name")
 
 
-class Settings(AdmissionSettings, ChildSettings, ConsoleSettings):
+class ProxySettings(BaseSettings):
+    """Whose forwarding headers the gateway believes (gateway/access/peers.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True)
+
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="comma-separated addresses or networks (`10.0.0.0/8`) of the proxies in front of the gateway: "
+        "only theirs are X-Forwarded-For and X-Forwarded-Proto believed (gateway/access/peers.py); empty: nobody's",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy)  # an address is a network of one
+            except ValueError:
+                # `*` above all: it would believe the chain's leftmost entry, which the client wrote.
+                raise ValueError(
+                    f"TOKENTAIL_TRUSTED_PROXIES: {proxy!r} is not an IP address or network (`10.0.0.5`, `10.0.0.0/8`):"
+                    " name the proxies, never `*` or a host name"
+                ) from None
+        return value
+
+
+class Settings(AdmissionSettings, ChildSettings, ConsoleSettings, ProxySettings):
     # hide_input_in_errors: a bad TOKENTAIL_API_KEYS must not print its keys in the error.
     model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True, hide_input_in_errors=True)
 
