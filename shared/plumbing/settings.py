@@ -7,8 +7,17 @@ from functools import lru_cache
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, RedisDsn, SecretStr, TypeAdapter, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    Field,
+    RedisDsn,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from tokentail.shared.plumbing.redis_urls import sentinel_setup
 
@@ -426,6 +435,22 @@ def parse_api_keys(value: str, setting: str = "TOKENTAIL_API_KEYS", owner: str =
     if not keys:
         raise ValueError(f"{setting} is set but lists no `{owner}:key` pair")
     return keys
+
+
+def setting_problems(error: ValidationError | SettingsError) -> list[str]:
+    """What is wrong with the settings, one line per problem, each naming its `TOKENTAIL_*` variable
+    and the rule it breaks (a key by its position in the list, never itself)."""
+    if isinstance(error, SettingsError):  # a value pydantic-settings could not decode (JSON)
+        field = re.search(r'field "(\w+)"', str(error))
+        return [f"{f'TOKENTAIL_{field[1].upper()}' if field else 'a TOKENTAIL_ setting'}: not valid JSON"]
+    problems = []
+    for problem in error.errors(include_url=False, include_input=False):
+        message = problem["msg"].removeprefix("Value error, ")
+        variable = f"TOKENTAIL_{str(problem['loc'][0]).upper()}" if problem["loc"] else None
+        if variable is not None and not message.startswith(variable):  # (a rule of several names them)
+            message = f"{variable}: {message}"
+        problems.append(message)
+    return problems
 
 
 @lru_cache
