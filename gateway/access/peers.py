@@ -42,10 +42,17 @@ class ClientAddresses:
         peer = scope.get(PEER, scope.get("client"))
         if not _loopback(peer[0] if peer else None):
             return False
-        if not any(name in FORWARDING_HEADERS for name, _ in scope.get("headers", ())):
+        names = {name for name, _ in scope.get("headers", ())}
+        if names.isdisjoint(FORWARDING_HEADERS):
             return True
+        # Only X-Forwarded-For is read (as uvicorn reads it): a proxy that names its client otherwise
+        # (`Forwarded` alone) is not taken to say the client is here.
         client = scope.get("client")
-        return self._is_trusted(peer[0] if peer else None) and _loopback(client[0] if client else None)
+        return (
+            b"x-forwarded-for" in names
+            and self._is_trusted(peer[0] if peer else None)
+            and _loopback(client[0] if client else None)
+        )
 
     def _is_trusted(self, host: str | None) -> bool:
         address = _address(host)

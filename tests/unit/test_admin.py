@@ -89,6 +89,14 @@ async def test_a_named_proxy_s_client_and_scheme_are_the_request_s() -> None:
     assert (unnamed["client"][0], unnamed["scheme"]) == ("192.0.2.7", "http")  # nobody named: ignored
 
 
+async def test_a_named_proxy_naming_its_client_otherwise_is_not_taken_to_say_here() -> None:
+    addresses = ClientAddresses(LOOPBACK)
+    for header in (b"forwarded", b"x-real-ip"):  # read by nobody here: where the client is, unknown
+        scope: dict[str, Any] = {"type": "http", "client": ("127.0.0.1", 40000), "headers": [(header, b"192.0.2.7")]}
+        await addresses.resolve(scope)
+        assert addresses.is_this_machine(scope) is False, header
+
+
 @pytest.mark.parametrize("bad", ["*", "nginx", "10.0.0.5/8", "10.0.0.0/8,*"])
 def test_trusted_proxies_must_be_named(settings: Settings, bad: str) -> None:
     with pytest.raises(ValueError, match="TOKENTAIL_TRUSTED_PROXIES"):
