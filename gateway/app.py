@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tokentail.gateway import hot_routes, protocols
 from tokentail.gateway.access.auth import Authenticator
 from tokentail.gateway.access.limits import RequestsInFlight, RunBudget, StreamSlots
+from tokentail.gateway.access.peers import ClientAddresses
 from tokentail.gateway.admin import routes as admin_routes
 from tokentail.gateway.api_docs import add_api_docs
 from tokentail.gateway.body_limit import BodySizeLimit
@@ -49,8 +50,11 @@ logger = logging.getLogger(__name__)
 
 class GatewayApp(FastAPI):
     hot: hot_routes.HotStack | None = None  # the hot routes' own stack (gateway/hot_routes.py), once installed
+    client_addresses: ClientAddresses | None = None  # who is calling, through which proxy (set by create_app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.client_addresses is not None and scope["type"] != "lifespan":
+            await self.client_addresses.resolve(scope)
         if scope["type"] == "http":
             first_delta.RECEIVED_AT.set(time.time())  # for the run this request may queue (first_delta.py)
             # With traces off, a hot request goes through the hot routes' own stack: the app's middleware
@@ -149,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"operation_spans": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
+    app.client_addresses = app.state.client_addresses = ClientAddresses(settings.trusted_proxies)
     app.state.shutdown = StreamShutdown()
     app.state.auth = Authenticator(settings)
     app.state.chat_requests = RequestsInFlight(settings.max_chat_socket_requests)

@@ -47,7 +47,10 @@ def server_config(app: FastAPI, settings: Settings, host: str, port: int, log_le
         # uvicorn's 5 s equals httpx's and is below every load balancer's idle timeout (ALB 60 s): a
         # request sent on a connection just as the gateway closes it fails (ReadError, a 502).
         timeout_keep_alive=settings.keep_alive_seconds,
-        proxy_headers=True,
+        # The app reads X-Forwarded-For/-Proto itself, from TOKENTAIL_TRUSTED_PROXIES only, after keeping
+        # the socket's peer (gateway/access/peers.py): uvicorn's rewrite would hide it. (So uvicorn's
+        # FORWARDED_ALLOW_IPS is not read.)
+        proxy_headers=False,
         log_config=None,  # uvicorn's records go to tokentail's handler: one format, credentials scrubbed
     )
 

@@ -6,13 +6,29 @@ import sys
 
 import click
 from click.core import ParameterSource
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from tokentail.shared.plumbing import tracing
 from tokentail.shared.plumbing.gc_tuning import tune_for_server
 from tokentail.shared.plumbing.logs import configure_logging
-from tokentail.shared.plumbing.settings import get_settings
+from tokentail.shared.plumbing.settings import Settings, get_settings, setting_problems
 
 logger = logging.getLogger("tokentail")
+
+
+INVALID_SETTINGS_EXIT = 2  # as a command line click refuses: the process was started wrong, not failed
+
+
+def valid_settings() -> Settings:
+    """The settings; or, where one is invalid, a line on stderr per problem, naming its variable and its
+    rule, and exit code 2 (no traceback: nothing went wrong but the setting)."""
+    try:
+        return get_settings()
+    except (ValidationError, SettingsError) as exc:
+        for problem in setting_problems(exc):
+            click.echo(f"Error: {problem}", err=True)
+        sys.exit(INVALID_SETTINGS_EXIT)
 
 
 @click.group()
@@ -51,6 +67,7 @@ def dev(host: str, port: int, workers: int, gateways: int, redis_url: str | None
     """Run everything locally: a private redis-server (or --redis-url), gateways and workers."""
     from tokentail.dev import run_dev
 
+    valid_settings()  # once, here: not in a traceback of each child
     logs = click.get_current_context().find_root().params  # `tokentail --log-format json dev` reaches the children
     level, fmt = logs["log_level"], logs["log_format"]
     sys.exit(
@@ -66,7 +83,7 @@ def gateway(host: str, port: int) -> None:
     from tokentail.gateway.server import serve
     from tokentail.shared.vocabulary.catalog import unresolved_agents
 
-    settings = get_settings()
+    settings = valid_settings()
     if problems := unresolved_agents(settings.agents):
         raise click.ClickException("TOKENTAIL_AGENTS: " + "; ".join(problems))
     serve(settings, host, port, log_level=logging.getLevelName(logging.getLogger().level).lower())
@@ -161,7 +178,7 @@ def worker(host: str, port: int) -> None:
     from tokentail.worker.providers.base import InvalidRequest
     from tokentail.worker.run.agents import check_agents
 
-    settings = get_settings()
+    settings = valid_settings()
     try:
         check_agents(settings)
     except InvalidRequest as exc:
@@ -193,7 +210,7 @@ def archiver() -> None:
     from tokentail.shared.store.archive import ArchiveError, open_archive
     from tokentail.worker.process.archiver import Archiver
 
-    settings = get_settings()
+    settings = valid_settings()
     if (url := settings.archive_url) is None:
         raise click.ClickException("TOKENTAIL_ARCHIVE_URL is not set: there is no archive to copy sessions to")
 

@@ -1,2 +1,3 @@
 """Who is calling and what they may do: API keys and stream tokens (auth, tokens), the tenant's
-limits (limits), and the identifiers whose unguessability lets a reader in (ids)."""
+limits (limits), the identifiers whose unguessability lets a reader in (ids), and where a request
+came from: the socket's peer and the client a named proxy forwards (peers)."""

@@ -1,10 +1,11 @@
 """Who may use the console and `/v1/admin`: an operator's admin key (`TOKENTAIL_ADMIN_KEYS`, every
 tenant), or a tenant's API key (its own tenant only; every tenant's, for the tenants listed in
 `TOKENTAIL_ADMIN_TENANTS`). A stream token reads nothing here. With no key configured at all (auth off,
-as `tokentail dev`), the console is open to callers on this machine only."""
+as `tokentail dev`), the console is open to callers on this machine only: the socket's own peer, or a
+client a proxy named in `TOKENTAIL_TRUSTED_PROXIES` forwards, never a header a client wrote
+(gateway/access/peers.py decides)."""
 
 import hmac
-import ipaddress
 from dataclasses import dataclass
 
 from tokentail.gateway.access.tokens import StreamTokens
@@ -30,9 +31,9 @@ class AdminAuth:
             else None
         )
 
-    def admin_of(self, bearer: str | None, client_host: str | None) -> Admin:
+    def admin_of(self, bearer: str | None, this_machine: bool) -> Admin:
         if not self.required:
-            if _loopback(client_host):
+            if this_machine:
                 return Admin("local", None)
             raise Forbidden(
                 "the console is open on this machine only while auth is off: set TOKENTAIL_ADMIN_KEYS "
@@ -62,10 +63,3 @@ def _is_stream_token(tokens: StreamTokens, bearer: str) -> bool:
     except Unauthorized:
         return False
     return True
-
-
-def _loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tokentail.gateway.access.auth import Authenticator, Caller
 from tokentail.gateway.access.ids import is_session_id
+from tokentail.gateway.access.peers import ClientAddresses
 from tokentail.gateway.admin.access import Admin, AdminAuth
 from tokentail.gateway.admin.live import LiveStreams, Snapshots
 from tokentail.gateway.admin.models import (
@@ -107,7 +108,8 @@ async def admin_caller(
     request: Request, bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_credentials)]
 ) -> Admin:
     auth: AdminAuth = request.app.state.admin_auth
-    admin = auth.admin_of(bearer.credentials if bearer else None, request.client.host if request.client else None)
+    addresses: ClientAddresses = request.app.state.client_addresses
+    admin = auth.admin_of(bearer.credentials if bearer else None, addresses.is_this_machine(request.scope))
     bind(caller=f"admin:{admin.who}")  # the request's logs name it, and so does an answer it gives
     return admin
 

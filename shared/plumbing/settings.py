@@ -1,13 +1,23 @@
 """All configuration, read from `TOKENTAIL_*` environment variables."""
 
+import ipaddress
 import os
 import re
 from functools import lru_cache
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, RedisDsn, SecretStr, TypeAdapter, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    Field,
+    RedisDsn,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from tokentail.shared.plumbing.redis_urls import sentinel_setup
 
@@ -112,7 +122,38 @@ class ConsoleSettings(BaseSettings):
         return parse_api_keys(self.admin_keys.get_secret_value(), "TOKENTAIL_ADMIN_KEYS", "name")
 
 
-class Settings(AdmissionSettings, ChildSettings, ConsoleSettings):
+class ProxySettings(BaseSettings):
+    """Whose forwarding headers the gateway believes (gateway/access/peers.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True)
+
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="comma-separated addresses or networks (`10.0.0.0/8`) of the proxies in front of the gateway: "
+        "only theirs are X-Forwarded-For and X-Forwarded-Proto believed (gateway/access/peers.py); empty: nobody's",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy)  # an address is a network of one
+            except ValueError:
+                # `*` above all: it would believe the chain's leftmost entry, which the client wrote.
+                raise ValueError(
+                    f"TOKENTAIL_TRUSTED_PROXIES: {proxy!r} is not an IP address or network (`10.0.0.5`, `10.0.0.0/8`):"
+                    " name the proxies, never `*` or a host name"
+                ) from None
+        return value
+
+
+class Settings(AdmissionSettings, ChildSettings, ConsoleSettings, ProxySettings):
     # hide_input_in_errors: a bad TOKENTAIL_API_KEYS must not print its keys in the error.
     model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True, hide_input_in_errors=True)
 
@@ -394,6 +435,22 @@ def parse_api_keys(value: str, setting: str = "TOKENTAIL_API_KEYS", owner: str =
     if not keys:
         raise ValueError(f"{setting} is set but lists no `{owner}:key` pair")
     return keys
+
+
+def setting_problems(error: ValidationError | SettingsError) -> list[str]:
+    """What is wrong with the settings, one line per problem, each naming its `TOKENTAIL_*` variable
+    and the rule it breaks (a key by its position in the list, never itself)."""
+    if isinstance(error, SettingsError):  # a value pydantic-settings could not decode (JSON)
+        field = re.search(r'field "(\w+)"', str(error))
+        return [f"{f'TOKENTAIL_{field[1].upper()}' if field else 'a TOKENTAIL_ setting'}: not valid JSON"]
+    problems = []
+    for problem in error.errors(include_url=False, include_input=False):
+        message = problem["msg"].removeprefix("Value error, ")
+        variable = f"TOKENTAIL_{str(problem['loc'][0]).upper()}" if problem["loc"] else None
+        if variable is not None and not message.startswith(variable):  # (a rule of several names them)
+            message = f"{variable}: {message}"
+        problems.append(message)
+    return problems
 
 
 @lru_cache

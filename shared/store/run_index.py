@@ -15,6 +15,7 @@ Pages go newest first from a cursor (`<score> <member>`: scores may tie), each r
 rather than a long wait.
 """
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple, cast
@@ -30,6 +31,7 @@ from tokentail.shared.vocabulary.records import PUBLIC_TENANT
 
 SCAN_BUDGET = 1_000  # index entries one page may read
 BATCH = 200  # read at once
+CURSOR_SCORE = re.compile(r"[0-9]{1,20}")  # a cursor's score: when its run was queued, in whole µs
 
 
 class IndexedRun(NamedTuple):
@@ -48,9 +50,11 @@ class Slice(NamedTuple):
 
 
 def parse_cursor(cursor: str) -> tuple[float, str]:
-    """(score, member) of a cursor a page gave; ValueError if it is not one."""
+    """(score, member) of a cursor a page gave; ValueError if it is not one. Its score is a whole
+    number of µs, as `IndexedRun.cursor` writes it: `nan`, `inf` or `1e400`, which `float` would take,
+    are no cursor (Redis refuses `nan` as a bound)."""
     score, _, member = cursor.partition(" ")
-    if not member or " " not in member:
+    if not CURSOR_SCORE.fullmatch(score) or not member or " " not in member:
         raise ValueError("not a cursor of this index")
     return float(score), member
 

@@ -111,6 +111,20 @@ def _exposed(text: str) -> set[str]:
     return names
 
 
+async def test_with_auth_off_no_client_through_nginx_is_this_machine_whatever_it_writes(compose: LocalCompose) -> None:
+    """Issue 84: with compose's settings (auth off, nginx in front), a client that wrote `X-Forwarded-For:
+    127.0.0.1` was the console's operator of every tenant. Whatever a client writes, a request through the
+    proxy is not this machine; the gateway itself, reached on loopback with no proxy, is."""
+    forged = [{}, {"X-Forwarded-For": "127.0.0.1"}, {"X-Real-IP": "127.0.0.1"}, {"Forwarded": "for=127.0.0.1"}]
+    async with httpx2.AsyncClient(base_url=_public(compose), timeout=30) as client:
+        for headers in forged:
+            for path in ("/v1/admin/whoami", "/v1/admin/runs"):
+                response = await client.get(path, headers=headers)
+                assert response.status_code == 403, (path, headers, response.text)
+    async with httpx2.AsyncClient(base_url=compose.replicas["gateway"][0].url, timeout=30) as client:
+        assert (await client.get("/v1/admin/whoami")).json()["who"] == "local"
+
+
 async def test_metrics_go_to_prometheus_and_not_through_the_proxy(compose: LocalCompose) -> None:
     async with httpx2.AsyncClient(timeout=10) as client:
         for path in ("/metrics", "/metrics/", "/metrics?format=text"):

@@ -124,11 +124,12 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def gateway(self, port: int | None = None, **env: str) -> str:
-        """A gateway's URL, once it is ready: on `port` (where one was, started again), else a free one."""
+    def gateway(self, port: int | None = None, host: str = "127.0.0.1", **env: str) -> str:
+        """A gateway's URL on loopback, once it is ready: on `port` (where one was, started again), else a
+        free one; listening on `host` (`0.0.0.0`: every interface, as in a container)."""
         for _ in range(3 if port is None else 1):  # a port another test's server took first: another port
             port_now = free_port() if port is None else port
-            process = self._spawn("gateway", "--host", "127.0.0.1", "--port", str(port_now), env=env)
+            process = self._spawn("gateway", "--host", host, "--port", str(port_now), env=env)
             url = f"http://127.0.0.1:{port_now}"
             try:
                 wait_until_ready(f"{url}/readyz", process)

@@ -113,6 +113,20 @@ async def test_pages_go_newest_first_by_cursor_and_filter(client: httpx.AsyncCli
     assert bad.status_code == 422, bad.text
 
 
+async def test_a_cursor_the_index_never_gave_is_422(client: httpx.AsyncClient) -> None:
+    # Issue 84: `nan`, which float() takes and Redis refuses as a bound, answered 500 with a traceback.
+    await client.post("/v1/sessions", json={"input": "listed"})  # the index is not empty
+    for cursor in ["nan s_x r_x", "NaN s_x r_x", "inf s_x r_x", "-inf s_x r_x", "1e400 s_x r_x", "-1 s_x r_x"] + [
+        "1.5 s_x r_x",
+        "\u0661\u0662 s_x r_x",  # digits, to str.isdigit
+        "12 s_x",
+        "nonsense",
+    ]:
+        response = await client.get("/v1/admin/runs", params={"cursor": cursor})
+        assert response.status_code == 422, (cursor, response.text)
+        assert response.json()["error"]["message"].startswith("cursor: "), (cursor, response.text)
+
+
 async def test_the_overview_shows_a_held_run_going_and_its_tenant(
     client: httpx.AsyncClient, start_worker: Callable[..., Any], gates: Gates
 ) -> None:

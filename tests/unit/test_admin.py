@@ -8,6 +8,7 @@ import fakeredis
 import pytest
 from pydantic import SecretStr
 
+from tokentail.gateway.access.peers import PEER, ClientAddresses
 from tokentail.gateway.access.tokens import StreamTokens
 from tokentail.gateway.admin.access import Admin, AdminAuth
 from tokentail.gateway.admin.live import MAX_STREAMS, LiveStreams, Snapshots
@@ -27,11 +28,79 @@ SECRET = "s" * 40
 
 def test_with_auth_off_the_console_is_open_on_this_machine_only(settings: Settings) -> None:
     auth = AdminAuth(settings)
-    for host in ("127.0.0.1", "::1", "127.0.0.2"):
-        assert auth.admin_of(None, host).tenant is None
-    for elsewhere in ("10.0.0.7", "192.168.1.2", None, "not-an-address"):
-        with pytest.raises(Forbidden, match="TOKENTAIL_ADMIN_KEYS"):
-            auth.admin_of(None, elsewhere)
+    assert auth.admin_of(None, this_machine=True) == Admin("local", None)
+    with pytest.raises(Forbidden, match="TOKENTAIL_ADMIN_KEYS"):
+        auth.admin_of(None, this_machine=False)
+
+
+async def _this_machine(trusted: list[str], peer: str | None, forwarded_for: str | None = None) -> bool:
+    """What the gateway decides of a request from `peer` (the socket's), carrying `forwarded_for`."""
+    headers = [(b"x-forwarded-for", forwarded_for.encode())] if forwarded_for is not None else []
+    scope: dict[str, Any] = {"type": "http", "client": (peer, 40000) if peer else None, "headers": headers}
+    addresses = ClientAddresses(trusted)
+    await addresses.resolve(scope)
+    return addresses.is_this_machine(scope)
+
+
+LOOPBACK = ["127.0.0.1", "::1"]  # TOKENTAIL_TRUSTED_PROXIES's default
+
+
+@pytest.mark.parametrize(
+    ("trusted", "peer", "forwarded_for", "local"),
+    [
+        (LOOPBACK, "127.0.0.1", None, True),
+        (LOOPBACK, "::1", None, True),
+        (LOOPBACK, "127.0.0.2", None, True),
+        # Issue 84: a client elsewhere writing the header itself is never this machine, whoever is trusted.
+        (LOOPBACK, "192.0.2.7", "127.0.0.1", False),
+        (["0.0.0.0/0"], "192.0.2.7", "127.0.0.1", False),
+        (LOOPBACK, "192.0.2.7", None, False),
+        (LOOPBACK, None, None, False),
+        (LOOPBACK, "not-an-address", None, False),
+        # A named proxy on this machine: its client is believed, the rightmost entry it did not write itself.
+        (LOOPBACK, "127.0.0.1", "127.0.0.1", True),
+        (LOOPBACK, "127.0.0.1", "192.0.2.7", False),
+        (LOOPBACK, "127.0.0.1", "127.0.0.1, 192.0.2.7", False),  # nginx appending to what the client wrote
+        # A proxy on this machine nobody named (TOKENTAIL_TRUSTED_PROXIES empty): its clients may be anywhere.
+        ([], "127.0.0.1", "127.0.0.1", False),
+        ([], "127.0.0.1", None, True),
+        # compose: nginx on the network, named: a client behind it is not on the gateway's machine.
+        (["172.16.0.0/12"], "172.18.0.5", "127.0.0.1", False),
+    ],
+)
+async def test_this_machine_is_the_socket_s_peer_or_a_named_proxy_s_client(
+    trusted: list[str], peer: str | None, forwarded_for: str | None, local: bool
+) -> None:
+    assert await _this_machine(trusted, peer, forwarded_for) is local
+
+
+async def test_a_named_proxy_s_client_and_scheme_are_the_request_s() -> None:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "scheme": "http",
+        "client": ("10.0.0.5", 40000),
+        "headers": [(b"x-forwarded-for", b"127.0.0.1, 203.0.113.9"), (b"x-forwarded-proto", b"https")],
+    }
+    addresses = ClientAddresses(["10.0.0.0/8"])
+    await addresses.resolve(scope)
+    assert (scope["client"][0], scope["scheme"], scope[PEER]) == ("203.0.113.9", "https", ("10.0.0.5", 40000))
+    unnamed: dict[str, Any] = {**scope, "client": ("192.0.2.7", 40000), "scheme": "http"}
+    await addresses.resolve(unnamed)
+    assert (unnamed["client"][0], unnamed["scheme"]) == ("192.0.2.7", "http")  # nobody named: ignored
+
+
+async def test_a_named_proxy_naming_its_client_otherwise_is_not_taken_to_say_here() -> None:
+    addresses = ClientAddresses(LOOPBACK)
+    for header in (b"forwarded", b"x-real-ip"):  # read by nobody here: where the client is, unknown
+        scope: dict[str, Any] = {"type": "http", "client": ("127.0.0.1", 40000), "headers": [(header, b"192.0.2.7")]}
+        await addresses.resolve(scope)
+        assert addresses.is_this_machine(scope) is False, header
+
+
+@pytest.mark.parametrize("bad", ["*", "nginx", "10.0.0.5/8", "10.0.0.0/8,*"])
+def test_trusted_proxies_must_be_named(settings: Settings, bad: str) -> None:
+    with pytest.raises(ValueError, match="TOKENTAIL_TRUSTED_PROXIES"):
+        Settings.model_validate({**settings.model_dump(), "trusted_proxies": bad})
 
 
 def test_keys_say_who_and_which_tenants(settings: Settings) -> None:
@@ -44,24 +113,24 @@ def test_keys_say_who_and_which_tenants(settings: Settings) -> None:
         }
     )
     auth = AdminAuth(secured)
-    assert auth.admin_of(ADMIN_KEY, "10.0.0.7") == auth.admin_of(ADMIN_KEY, None)
-    assert (auth.admin_of(ADMIN_KEY, None).who, auth.admin_of(ADMIN_KEY, None).tenant) == ("ops", None)
-    acme = auth.admin_of(KEY_A, "127.0.0.1")  # loopback opens nothing once auth is on
+    assert auth.admin_of(ADMIN_KEY, False) == auth.admin_of(ADMIN_KEY, True)
+    assert (auth.admin_of(ADMIN_KEY, False).who, auth.admin_of(ADMIN_KEY, False).tenant) == ("ops", None)
+    acme = auth.admin_of(KEY_A, True)  # loopback opens nothing once auth is on
     assert (acme.who, acme.tenant) == ("tenant:acme", "acme")
-    assert auth.admin_of(KEY_B, None).tenant is None  # an admin tenant's key sees every tenant
+    assert auth.admin_of(KEY_B, False).tenant is None  # an admin tenant's key sees every tenant
     token, _ = StreamTokens(SECRET, 60).issue("s_mine", "acme", "chat")
     with pytest.raises(Forbidden, match="stream token"):
-        auth.admin_of(token, None)
+        auth.admin_of(token, False)
     for wrong in (None, "", "nope-0123456789abcdef"):
         with pytest.raises(Unauthorized):
-            auth.admin_of(wrong, "127.0.0.1")
+            auth.admin_of(wrong, True)
 
 
 def test_admin_keys_alone_turn_the_console_s_auth_on(settings: Settings) -> None:
     auth = AdminAuth(settings.model_copy(update={"admin_keys": SecretStr(f"ops:{ADMIN_KEY}")}))
     with pytest.raises(Unauthorized):
-        auth.admin_of(None, "127.0.0.1")
-    assert auth.admin_of(ADMIN_KEY, None).who == "ops"
+        auth.admin_of(None, True)
+    assert auth.admin_of(ADMIN_KEY, False).who == "ops"
 
 
 @pytest.mark.parametrize("bad", ["ops", f"ops:{ADMIN_KEY},ops2:{ADMIN_KEY}", "ops:short", "bad name:" + ADMIN_KEY])

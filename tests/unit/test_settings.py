@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from tokentail.shared.plumbing.settings import Settings, get_settings, parse_api_keys
+from tokentail.shared.plumbing.settings import Settings, get_settings, parse_api_keys, setting_problems
 
 KEY_A = "acme-key-0123456789"
 KEY_B = "beta-key-0123456789"
@@ -85,14 +85,36 @@ def test_out_of_range_or_malformed_values_are_refused(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, complaint: str
 ) -> None:
     monkeypatch.setenv(variable, value)
-    with pytest.raises(ValidationError, match=complaint):
+    with pytest.raises(ValidationError, match=complaint) as refused:
         Settings()
+    (problem,) = setting_problems(refused.value)  # what the commands print: the variable, then its rule
+    assert problem.startswith(f"{variable}: ") and complaint in problem
 
 
 def test_agents_that_are_not_json_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENTAIL_AGENTS", "slow=tests.agents.slow_agent:slow_tool_agent")
-    with pytest.raises(SettingsError, match='field "agents"'):
+    with pytest.raises(SettingsError, match='field "agents"') as refused:
         Settings()
+    assert setting_problems(refused.value) == ["TOKENTAIL_AGENTS: not valid JSON"]
+
+
+def test_each_problem_is_one_line_naming_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENTAIL_ADMIN_KEYS", "ops:" + "k" * 15)
+    monkeypatch.setenv("TOKENTAIL_MAX_CONCURRENT_CHILDREN", "0")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert setting_problems(refused.value) == [
+        "TOKENTAIL_ADMIN_KEYS: key 1 (name 'ops') is shorter than 16 characters",
+        "TOKENTAIL_MAX_CONCURRENT_CHILDREN: Input should be greater than or equal to 1",
+    ]
+    monkeypatch.delenv("TOKENTAIL_ADMIN_KEYS")
+    monkeypatch.delenv("TOKENTAIL_MAX_CONCURRENT_CHILDREN")
+    monkeypatch.setenv("TOKENTAIL_REDIS_CLUSTER", "true")  # a rule of two settings: its message names both
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert setting_problems(refused.value) == [
+        "TOKENTAIL_REDIS_CLUSTER needs TOKENTAIL_QUEUE_REDIS_URL: the job queue (arq) is single-node"
+    ]
 
 
 def test_a_cluster_needs_a_queue_redis_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
