@@ -383,3 +383,39 @@ async def test_the_live_stream_comes_back_with_last_event_id_after_its_gateway_s
     assert streams[0].headers.get("last-event-id") is None and resumed is not None and int(resumed) > 0
     # What the browser notes of the stream cut and of the refused connections while no gateway listened.
     assert [error for error in console.errors if not error.startswith("Failed to load resource: net::")] == []
+
+
+async def test_a_run_s_children_are_spans_and_its_usage_is_figures(
+    console: Console, start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+) -> None:
+    agents = {"parent": "tests.agents.spawning_agents:two_children", "echo": "tests.agents.spawning_agents:echo"}
+    gateway = await start_gateway(agents=agents)
+    await start_worker(agents=agents)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        made = (await client.post("/v1/sessions", json={"input": "go", "agent": "parent"})).json()
+        plain = (await client.post("/v1/sessions", json={"input": "What is 2 + 2?"})).json()
+
+        async def ended(made: dict[str, Any]) -> bool:
+            runs = (await client.get(f"/v1/sessions/{made['session_id']}")).json()["runs"]
+            return all(run["status"] == "completed" for run in runs)
+
+        await eventually(lambda: ended(made), within=30, what="the parent and its children end")
+        await eventually(lambda: ended(plain), within=30, what="the plain run ends")
+
+    page = console.page
+    await console.open(f"{gateway.url}/console/sessions/{made['session_id']}/runs/{made['run_id']}", "timeline")
+    children = page.locator("#axis .lane[data-lane=child] .bar[data-stage-kind=spawned]")
+    await expect(children).to_have_count(2, timeout=wait_ms())
+    for at, until in await children.evaluate_all(
+        "(bars) => bars.map((bar) => [Number(bar.dataset.at), Number(bar.dataset.until)])"
+    ):
+        assert until > at  # from its spawn to its end
+
+    await console.open(f"{gateway.url}/console/sessions/{plain['session_id']}/runs/{plain['run_id']}", "timeline")
+    usage = page.locator("#stages tr[data-stage-kind=usage] .figures")
+    await expect(usage).to_contain_text("output_tokens", timeout=wait_ms())
+    assert "{" not in await usage.inner_text()  # figures, not JSON
+    card, shown = await page.locator("#stages").bounding_box(), await usage.bounding_box()
+    assert card is not None and shown is not None
+    assert shown["x"] + shown["width"] <= card["x"] + card["width"] + 1  # within the card, not cut at its edge
+    assert console.errors == []
