@@ -80,7 +80,8 @@ for i = 3, #ARGV, 4 do
 end
 """
     )
-    server.eval(call, 2, "tt:{admin}:troubled", "tt:{s_1}:meta", "s_1/r_p", ttl, *[v for run in runs for v in run])
+    args = [str(value) for value in ("s_1/r_p", ttl, *[value for run in runs for value in run])]
+    server.eval(call, 2, "tt:{admin}:troubled", "tt:{s_1}:meta", *args)
 
 
 def test_runs_in_trouble_are_listed_newest_kept_and_none_older_than_the_sessions() -> None:
@@ -88,7 +89,7 @@ def test_runs_in_trouble_are_listed_newest_kept_and_none_older_than_the_sessions
     kept = int(re.search(r"TROUBLED_KEPT = (\d+)", (LIB / "run_index.lua").read_text()).group(1))  # type: ignore[union-attr]
     ended = [("r_ok", "completed", 1, 1_000), ("r_over", "completed", 2, 2_000), ("r_bad", "failed", 1, 3_000)]
     _index_troubled(server, ended)
-    listed = [(member, score) for member, score in server.zrange("tt:{admin}:troubled", 0, -1, withscores=True)]
+    listed = server.zrange("tt:{admin}:troubled", 0, -1, withscores=True)
     assert listed == [(b"s_1 r_over", 2_000_000.0), (b"s_1 r_bad", 3_000_000.0)]  # (a child: its session's id)
     assert server.zrange("tt:{admin}:troubled:acme", 0, -1) == [b"s_1 r_over", b"s_1 r_bad"]
 
