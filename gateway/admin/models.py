@@ -134,6 +134,7 @@ class Stage(BaseModel):
         "started",
         "retrying",
         "continued",
+        "lost",
         "text",
         "tool",
         "question",

@@ -48,7 +48,7 @@ from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.vocabulary.errors import InvalidInput, RunNotFound, SessionNotFound
-from tokentail.shared.vocabulary.records import PUBLIC_TENANT, RunRecord, SessionRecord
+from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,7 @@ class Console:
 
     async def timeline(self, session: SessionRecord, run: RunRecord, after: int | None, limit: int) -> Timeline:
         """The run's timeline; while it waits in its tenant's line, its place there and what holds it."""
-        tenant = session.tenant or PUBLIC_TENANT
-        made = await timeline(self.store, self.settings, session.session_id, tenant, run, after, limit)
+        made = await timeline(self.store, self.settings, session, run, after, limit)
         if run.status == "queued" and session.active_run_id == run.run_id and session.dispatch:
             place = await self.lines.place_of(session.dispatch)
             for stage in made.stages:

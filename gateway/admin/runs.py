@@ -7,6 +7,7 @@ from typing import Literal
 from tokentail.gateway.admin.access import Admin
 from tokentail.gateway.admin.models import OpenQuestion, RunPage, RunSummary, SessionDetail, SessionRun
 from tokentail.shared.connections.redis_clients import AnyRedis
+from tokentail.shared.features.workers import RunRef
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore, decode_run
 from tokentail.shared.store.run_index import SCAN_BUDGET, IndexedRun, RunIndex
@@ -62,9 +63,10 @@ class RunLists:
         since: float | None = None,
         until: float | None = None,
         budget: int = SCAN_BUDGET,
+        troubled: bool = False,
     ) -> RunPage:
         """Newest first: `tenant`'s runs (an admin's own tenant, for a tenant's key), those `keep` keeps,
-        of at most `budget` index entries."""
+        of at most `budget` index entries (`troubled`: of the index of runs in trouble)."""
         if admin.tenant is not None:
             if tenant not in (None, admin.tenant):
                 return RunPage(runs=[], next_cursor=None, scanned=0)  # another tenant's: as if it had none
@@ -75,12 +77,12 @@ class RunLists:
         async def read(batch: list[IndexedRun]) -> list[bool]:
             nonlocal scanned
             scanned += len(batch)
-            summaries = await self.summaries(batch, tenant)
+            summaries = await self.summaries(batch, tenant, troubled)
             wanted = [run is not None and keep(run) for run in summaries]
             found.extend(run for run, want in zip(summaries, wanted, strict=True) if run is not None and want)
             return wanted
 
-        page = await self._index.newest(tenant, cursor, read, limit, since, until, budget)
+        page = await self._index.newest(tenant, cursor, read, limit, since, until, budget, troubled)
         return RunPage(runs=found[:limit], next_cursor=page.next_cursor, scanned=scanned)
 
     async def newest(self, admin: Admin) -> object:
@@ -90,7 +92,25 @@ class RunLists:
     async def session_of(self, run_id: str) -> str | None:
         return await self._index.session_of(run_id)
 
-    async def summaries(self, batch: list[IndexedRun], tenant: str | None) -> list[RunSummary | None]:
+    async def holders(self, refs: list[RunRef]) -> dict[str, str]:
+        """By run id, the worker process that holds each of these runs now (its record's latest start's),
+        for those running."""
+        if not refs:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                pipe.hget(self._keys.session(ref.session_id).runs, ref.run_id)
+            replies = await pipe.execute()
+        runs = [decode_run(raw) for raw in replies if raw is not None]
+        return {run.run_id: run.workers[-1] for run in runs if run.status == "running" and run.workers}
+
+    @property
+    def has_troubled(self) -> bool:
+        return self._index.has_troubled
+
+    async def summaries(
+        self, batch: list[IndexedRun], tenant: str | None, troubled: bool = False
+    ) -> list[RunSummary | None]:
         """Each entry's run as it is now; None for one whose session is gone (dropped from the index)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for entry in batch:
@@ -108,7 +128,7 @@ class RunLists:
             else:
                 session_user = user.decode() if user else None
                 summaries.append(summary(decode_run(raw), entry.session_id, owner.decode(), session_user))
-        await self._index.drop(tenant, gone)
+        await self._index.drop(tenant, gone, troubled)
         return summaries
 
 

@@ -1,19 +1,22 @@
 """One run's life on one time axis, from its record and its own events: queued and how long it waited,
-each start (which worker, which attempt, why), takeovers (`run.continued` and the event it continued
-from, or `run.retrying`), text (consecutive deltas as one stage), tool calls with their durations,
-questions and answers, steers, children, usage and the ending; and the run's native events, a page at a
-time, as a client saw them. Every time is the Redis time of the event's append."""
+each start (which worker, which attempt, why) and until when its worker held the run, takeovers (the
+worker lost, `run.continued` and the event it continued from, or `run.retrying`), text (consecutive
+deltas as one stage), tool calls with their durations, questions and answers, steers, children (from
+their spawn to their end), usage and the ending; and the run's native events, a page at a time, as a
+client saw them. Every time is the Redis time of the event's append."""
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tokentail.gateway.admin.models import Stage, Timeline, TimelineEvent
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore, StoredEvent
 from tokentail.shared.vocabulary.events import EventType
-from tokentail.shared.vocabulary.records import RunRecord
+from tokentail.shared.vocabulary.records import PUBLIC_TENANT, RunRecord, SessionRecord
 
+# Events a gateway writes, not the run's worker: no sign that a worker held the run when they came.
+NOT_THE_WORKERS = frozenset({EventType.RUN_QUEUED, EventType.INPUT_RECEIVED, EventType.STEER_ACCEPTED})
 STAGE_EVENTS = 20_000  # of the session's events, what one timeline reads at most for its stages
 READ_BATCH = 1_000
 EVENTS_PAGE = 200
@@ -27,9 +30,14 @@ def _stage(at: float, kind: str, **fields: Any) -> Stage:
 class Stages:
     """The stages of one run, built event by event."""
 
-    def __init__(self, run: RunRecord) -> None:
+    def __init__(self, run: RunRecord, runs: Sequence[RunRecord] = ()) -> None:
         self.run = run
+        self._ended_at = {other.run_id: other.finished_at for other in runs}  # (its children's ends)
         self.stages: list[Stage] = []
+        # The start whose worker holds the run (its `until` still open), and when that worker was last
+        # heard of (its own last event): a worker that dies, or gives the run up, holds it no longer.
+        self._held: Stage | None = None
+        self._heard: float | None = None
         self._starts = 0  # `run.started` and `run.continued` seen: each names the next of `run.workers`
         self._tools: dict[str, Stage] = {}
         self._steers: dict[str, Stage] = {}
@@ -37,6 +45,11 @@ class Stages:
         self._queued_stage: Stage | None = None  # its wait ends at the first start
 
     def add(self, seq: int, event_type: str, data: dict[str, Any], at: float) -> None:
+        self._stage_of(seq, event_type, data, at)
+        if event_type not in NOT_THE_WORKERS:
+            self._heard = at  # (after the handlers: a takeover's event is no sign of the worker it lost)
+
+    def _stage_of(self, seq: int, event_type: str, data: dict[str, Any], at: float) -> None:
         if event_type == EventType.MESSAGE_DELTA:
             if self._text is None:
                 self._text = _stage(at, "text", event_id=seq, chars=0, until=at)
@@ -48,6 +61,34 @@ class Stages:
         self._other(seq, event_type, data, at)
         if len(self.stages) != before:
             self._text = None
+
+    def _hold(self, start: Stage) -> None:
+        self._let_go()
+        self._held = start
+        self._heard = start.at
+
+    def _let_go(self, at: float | None = None) -> Stage | None:
+        """The held start ends: at `at`, or when its worker was last heard of. Returns it."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.until = at if at is not None else self._heard  # type: ignore[attr-defined]
+        return held
+
+    def _lost(self, at: float) -> None:
+        """A takeover at `at`: the worker before was lost after it was last heard of."""
+        held = self._let_go()
+        if held is not None:
+            lost_at = held.until  # type: ignore[attr-defined]
+            attempt, worker = held.attempt, held.worker  # type: ignore[attr-defined]
+            self.stages.append(_stage(lost_at, "lost", attempt=attempt, worker=worker, taken_over_at=at))
+
+    def finish(self) -> list[Stage]:
+        """The stages, in time order, once every event is added: a run no longer running is held by none."""
+        if self.run.status != "running":
+            self._let_go()
+        elif self._held is not None:
+            self._held.until = None  # type: ignore[attr-defined]  # (held now: to the present moment)
+        return sorted(self.stages, key=lambda stage: stage.at)
 
     def _worker(self) -> str | None:
         workers = self.run.workers
@@ -68,15 +109,24 @@ class Stages:
         reason = data.get("reason", "start")
         if reason == "start" and self._queued_stage is not None and self._queued_stage.wait_ms is None:  # type: ignore[attr-defined]
             self._queued_stage.wait_ms = round((at - self._queued_stage.at) * 1000)  # type: ignore[attr-defined]
-        self.stages.append(_stage(at, "started", attempt=data["attempt"], reason=reason, worker=self._worker()))
+        if reason == "takeover":
+            self._lost(at)  # (after `run.retrying`: already)
+        self._start(at, data["attempt"], reason)
+
+    def _start(self, at: float, attempt: int, reason: str) -> None:
+        start = _stage(at, "started", attempt=attempt, reason=reason, worker=self._worker(), until=None)
+        self.stages.append(start)
+        self._hold(start)
 
     def _continued(self, _: int, __: str, data: dict[str, Any], at: float) -> None:
         # A takeover that goes on from the run's record has no `run.started`: its start is this event.
         attempt = data["attempt"]
-        self.stages.append(_stage(at, "started", attempt=attempt, reason="takeover", worker=self._worker()))
+        self._lost(at)
+        self._start(at, attempt, "takeover")
         self.stages.append(_stage(at, "continued", attempt=attempt, from_event_id=data["from_event_id"]))
 
     def _retrying(self, _: int, __: str, data: dict[str, Any], at: float) -> None:
+        self._lost(at)
         self.stages.append(_stage(at, "retrying", attempt=data["attempt"], reason=data["reason"]))
 
     def _tool_started(self, _: int, __: str, data: dict[str, Any], at: float) -> None:
@@ -93,6 +143,7 @@ class Stages:
     def _question(self, _: int, __: str, data: dict[str, Any], at: float) -> None:
         question = {"input_id": data["input_id"], "input_kind": data["kind"], "prompt": data["prompt"]}
         self.stages.append(_stage(at, "question", **question))
+        self._let_go(at)  # the worker gives the run up to wait for the answer (ask.lua)
 
     def _answered(self, _: int, __: str, data: dict[str, Any], at: float) -> None:
         by = self.run.answered_by.get(data["input_id"], {})  # (none for an answer an expiry gave)
@@ -109,7 +160,11 @@ class Stages:
             steer.applied = True  # type: ignore[attr-defined]
 
     def _spawned(self, _: int, __: str, data: dict[str, Any], at: float) -> None:
-        self.stages.append(_stage(at, "spawned", child_run_id=data["run_id"], agent=data["agent"], name=data["name"]))
+        child = data["run_id"]
+        until = self._ended_at.get(child)  # None while it goes
+        self.stages.append(
+            _stage(at, "spawned", child_run_id=child, agent=data["agent"], name=data["name"], until=until)
+        )
 
     def _ended(self, _: int, event_type: str, data: dict[str, Any], at: float) -> None:
         if data.get("usage"):
@@ -117,6 +172,7 @@ class Stages:
         error = data.get("error")
         status = event_type.removeprefix("run.")
         message = error.get("message") if isinstance(error, dict) else None
+        self._let_go(at)
         self.stages.append(_stage(at, "ended", status=status, error=message, reason=data.get("reason")))
 
     _handlers: dict[str, Callable[["Stages", int, str, dict[str, Any], float], None]] = {
@@ -186,13 +242,14 @@ def _trace_id(run: RunRecord) -> str | None:
 
 
 async def timeline(
-    store: SessionStore, settings: Settings, session_id: str, tenant: str, run: RunRecord, after: int | None, limit: int
+    store: SessionStore, settings: Settings, session: SessionRecord, run: RunRecord, after: int | None, limit: int
 ) -> Timeline:
     """The run's stages (from its first STAGE_EVENTS events), and a page of `limit` of its events after
     `after` (from its first)."""
+    session_id = session.session_id
     first = _first_seq(run)
     read, truncated = await run_events(store, session_id, run, first, STAGE_EVENTS)
-    stages = Stages(run)
+    stages = Stages(run, session.runs)
     for seq, event_type, data, at in read:
         stages.add(seq, event_type, data, at)
     if after is None or after <= first:
@@ -204,12 +261,12 @@ async def timeline(
     return Timeline(
         session_id=session_id,
         run_id=run.run_id,
-        tenant=tenant,
+        tenant=session.tenant or PUBLIC_TENANT,
         status=run.status,
         attempt=run.attempt,
         trace_id=trace_id,
         trace_url=settings.trace_url.format(trace_id=trace_id) if settings.trace_url and trace_id else None,
-        stages=sorted(stages.stages, key=lambda stage: stage.at),
+        stages=stages.finish(),
         truncated=truncated,
         events=events,
         next_after=events[-1].id if len(page) > limit else None,

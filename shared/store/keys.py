@@ -185,6 +185,12 @@ class Keys:
         writes them together.)"""
         return f"{self.prefix}:{{admin}}:runs:{tenant}"
 
+    def admin_troubled(self, tenant: str | None = None) -> str:
+        """Sorted set, on the sessions' Redis: the runs that ended failed or taken over (every tenant's, or
+        `tenant`'s), `<sid> <run id>` -> when each ended (µs): the overview's list of runs in trouble, which
+        runs queued cannot push out (shared/store/lua/lib/run_index.lua writes it where runs end)."""
+        return f"{self.prefix}:{{admin}}:troubled" + (f":{tenant}" if tenant else "")
+
     def admin_run(self, run_id: str) -> str:
         """String, on the sessions' Redis: the session of a run the index lists (a search by run id)."""
         return f"{self.prefix}:{{admin}}:run:{run_id}"

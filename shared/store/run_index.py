@@ -10,6 +10,10 @@ a run is now (status, attempt, times) is read from its record when a page is sho
 so the index cannot disagree with the session. An entry whose session is gone is dropped when a page
 meets it. Child runs are not listed: they show in their session's tree of runs.
 
+Beside it, the runs in trouble (`troubled`: failed, or taken over), listed where runs end, by the
+script that ends them (lib/run_index.lua's index_troubled), children included, by when they ended, so
+that runs queued never push them out of the overview. Not on a Redis Cluster (`has_troubled`).
+
 Pages go newest first from a cursor (`<score> <member>`: scores may tie), each reading at most
 `SCAN_BUDGET` entries, so a filter that matches few runs answers a short page with a cursor to go on
 rather than a long wait.
@@ -66,8 +70,14 @@ class RunIndex:
         self._keys = Keys(settings.key_prefix)
         self._keep = settings.admin_index_runs
         self._ttl = settings.session_ttl_seconds + settings.tombstone_ttl_seconds
-        # Where the index shares the sessions' slot (one Redis), queue_run.lua lists a run as it queues it.
+        # Where the index shares the sessions' slot (one Redis), queue_run.lua lists a run as it queues it,
+        # and lib/runs.lua's end_run a run in trouble as it ends it.
         self._with_queueing = not settings.redis_cluster
+
+    @property
+    def has_troubled(self) -> bool:
+        """Whether runs in trouble are listed as they end (not on a Redis Cluster)."""
+        return self._with_queueing
 
     def with_queueing(self, session_id: str, run_id: str) -> IndexArgs:
         """What queue_run.lua lists a run in the index with, in its own step; none on a cluster, where
@@ -110,11 +120,12 @@ class RunIndex:
         since: float | None = None,
         until: float | None = None,
         budget: int = SCAN_BUDGET,
+        troubled: bool = False,
     ) -> Slice:
-        """Up to `limit` runs of the index (a tenant's, or all), newest first, after `cursor`, queued
-        between `since` and `until` (epoch seconds), that `keep` (given a batch, answering which to keep)
-        keeps; reading at most `budget` entries."""
-        key = self._keys.tenant_admin_runs(tenant) if tenant else self._keys.admin_runs
+        """Up to `limit` runs of the index (a tenant's, or all; `troubled`: of those in trouble), newest
+        first, after `cursor`, queued (or, in trouble, ended) between `since` and `until` (epoch seconds),
+        that `keep` (given a batch, answering which to keep) keeps; reading at most `budget` entries."""
+        key = self._key(tenant, troubled)
         top: float | str = "+inf" if until is None else until * 1e6
         seen_member = None
         if cursor is not None:
@@ -145,15 +156,20 @@ class RunIndex:
                 return Slice(kept, None)
         return Slice(kept, f"{float(top):.0f} {seen_member}")
 
-    async def drop(self, tenant: str | None, runs: list[IndexedRun]) -> None:
+    def _key(self, tenant: str | None, troubled: bool) -> str:
+        if troubled:
+            return self._keys.admin_troubled(tenant)
+        return self._keys.tenant_admin_runs(tenant) if tenant else self._keys.admin_runs
+
+    async def drop(self, tenant: str | None, runs: list[IndexedRun], troubled: bool = False) -> None:
         """Entries whose session is gone (expired or deleted)."""
         if not runs:
             return
         members = [f"{run.session_id} {run.run_id}" for run in runs]
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(self._keys.admin_runs, *members)
+            pipe.zrem(self._key(None, troubled), *members)
             if tenant:
-                pipe.zrem(self._keys.tenant_admin_runs(tenant), *members)
+                pipe.zrem(self._key(tenant, troubled), *members)
             await pipe.execute()
 
 

@@ -136,6 +136,11 @@ async def test_a_worker_killed_mid_run_shows_the_takeover_on_the_run_s_timeline(
         await expect(first_start).to_have_count(1, timeout=wait_ms())
         await console.live()
 
+        async def listed_by_its_worker() -> bool:
+            workers = (await client.get("/v1/admin/workers")).json()["workers"]
+            return any(run["run_id"] == run_id for worker in workers for run in worker["runs"])
+
+        await eventually(listed_by_its_worker, within=30, what="the first worker's beat lists the run")
         stack.worker()  # the one that takes over
         await asyncio.to_thread(stack.wait_for_workers, 2)
         first.send_signal(signal.SIGKILL)
@@ -157,7 +162,33 @@ async def test_a_worker_killed_mid_run_shows_the_takeover_on_the_run_s_timeline(
         await expect(continued).to_contain_text(f"#{shown}")
         await expect(console.page.locator("#axis [data-stage-kind=continued]")).to_have_count(1)
         await expect(console.page.locator(f'#events li[data-event-id="{shown}"]')).to_have_count(1)
+        await _shows_the_loss_and_no_bar_where_no_worker_held_the_run(console.page)
+
+        # The overview: the dead worker lists nothing it no longer holds, and the run is one taken over.
+        await console.open(f"{url}/console", "overview")
+        dead = console.page.locator("#workers tbody tr[data-alive=false]")
+        await expect(dead).to_have_count(1, timeout=wait_ms(30))  # (silent for 10 s)
+        await expect(dead.locator("a")).to_have_count(0)
+        await expect(console.page.locator(f'#recent tr[data-run-id="{run_id}"]')).to_have_count(1)
     assert console.errors == []
+
+
+async def _shows_the_loss_and_no_bar_where_no_worker_held_the_run(page: Page) -> None:
+    """The worker lost is marked where it was last heard of; attempt 1's bar ends there, attempt 2's
+    starts at the takeover, and no attempt's bar covers the time between, when no worker held the run."""
+    lost = page.locator("#axis [data-stage-kind=lost]")
+    await expect(lost).to_have_count(1)
+    await expect(page.locator("#stages tr[data-stage-kind=lost]")).to_contain_text("worker lost")
+    bars = await page.locator("#axis .bar[data-stage-kind=started]").evaluate_all(
+        "(bars) => bars.map((bar) => [Number(bar.dataset.attempt), Number(bar.dataset.at), Number(bar.dataset.until)])"
+    )
+    assert sorted(attempt for attempt, _, _ in bars) == [1, 2]
+    lost_at = float(await lost.get_attribute("data-at") or "nan")
+    (takeover_at,) = [at for attempt, at, _ in bars if attempt == 2]
+    assert takeover_at > lost_at
+    for _attempt, at, until in bars:
+        assert until <= lost_at or at >= takeover_at  # nothing drawn between
+    assert [until for attempt, _, until in bars if attempt == 1] == [lost_at]  # its last sign of life
 
 
 async def test_a_question_answered_from_the_console_resumes_the_run(
@@ -197,6 +228,17 @@ async def test_a_question_answered_from_the_console_resumes_the_run(
     await expect(console.page.locator("#stages tr[data-stage-kind=ended]")).to_have_attribute(
         "data-status", "completed"
     )
+    # The resume after the answer says so; no attempt's bar spans the wait, when no worker held the run.
+    resume = console.page.locator("#stages tr[data-stage-kind=started][data-reason=resume]")
+    await expect(resume).to_contain_text("resume (attempt 1)")
+    starts = await console.page.locator("#axis .bar[data-stage-kind=started]").evaluate_all(
+        "(bars) => bars.map((bar) => [bar.dataset.reason, Number(bar.dataset.at), Number(bar.dataset.until)])"
+    )
+    asked = float(await console.page.locator("#axis [data-stage-kind=question]").get_attribute("data-at") or "nan")
+    (resumed_at,) = [at for reason, at, _ in starts if reason == "resume"]
+    assert [until for reason, _, until in starts if reason == "start"] == [asked]  # it gave the run up to ask
+    assert resumed_at > asked
+    assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", await console.page.locator("#axis-span").inner_text())
     assert console.errors == []
 
 
@@ -268,6 +310,8 @@ async def test_a_tenant_s_key_sees_its_tenant_only(console: Console, start_gatew
         "acme"
     }
     await expect(page.locator("#who")).to_contain_text("acme")
+    await expect(page.locator("#filter-tenant")).to_be_hidden()  # it sees one tenant: nothing to choose
+    await expect(page.locator("#filter-user")).to_be_visible()
 
     await console.open(f"{gateway.url}/console/sessions/{beta_session}", "not-found")  # the key is kept for the tab
     await console.open(f"{gateway.url}/console/sessions/{beta_session}/runs/{made['beta']['run_id']}", "not-found")
@@ -339,3 +383,39 @@ async def test_the_live_stream_comes_back_with_last_event_id_after_its_gateway_s
     assert streams[0].headers.get("last-event-id") is None and resumed is not None and int(resumed) > 0
     # What the browser notes of the stream cut and of the refused connections while no gateway listened.
     assert [error for error in console.errors if not error.startswith("Failed to load resource: net::")] == []
+
+
+async def test_a_run_s_children_are_spans_and_its_usage_is_figures(
+    console: Console, start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+) -> None:
+    agents = {"parent": "tests.agents.spawning_agents:two_children", "echo": "tests.agents.spawning_agents:echo"}
+    gateway = await start_gateway(agents=agents)
+    await start_worker(agents=agents)
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        made = (await client.post("/v1/sessions", json={"input": "go", "agent": "parent"})).json()
+        plain = (await client.post("/v1/sessions", json={"input": "What is 2 + 2?"})).json()
+
+        async def ended(made: dict[str, Any]) -> bool:
+            runs = (await client.get(f"/v1/sessions/{made['session_id']}")).json()["runs"]
+            return all(run["status"] == "completed" for run in runs)
+
+        await eventually(lambda: ended(made), within=30, what="the parent and its children end")
+        await eventually(lambda: ended(plain), within=30, what="the plain run ends")
+
+    page = console.page
+    await console.open(f"{gateway.url}/console/sessions/{made['session_id']}/runs/{made['run_id']}", "timeline")
+    children = page.locator("#axis .lane[data-lane=child] .bar[data-stage-kind=spawned]")
+    await expect(children).to_have_count(2, timeout=wait_ms())
+    for at, until in await children.evaluate_all(
+        "(bars) => bars.map((bar) => [Number(bar.dataset.at), Number(bar.dataset.until)])"
+    ):
+        assert until > at  # from its spawn to its end
+
+    await console.open(f"{gateway.url}/console/sessions/{plain['session_id']}/runs/{plain['run_id']}", "timeline")
+    usage = page.locator("#stages tr[data-stage-kind=usage] .figures")
+    await expect(usage).to_contain_text("output_tokens", timeout=wait_ms())
+    assert "{" not in await usage.inner_text()  # figures, not JSON
+    card, shown = await page.locator("#stages").bounding_box(), await usage.bounding_box()
+    assert card is not None and shown is not None
+    assert shown["x"] + shown["width"] <= card["x"] + card["width"] + 1  # within the card, not cut at its edge
+    assert console.errors == []

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from tests.fixtures.stack import Gateway
 from tests.support.gates import Gates
 from tests.support.waiting import eventually, scaled
+from tokentail.gateway.admin import overview as overview_module
 from tokentail.shared.features.workers import process_id
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.worker.process.main import TokentailWorker
@@ -32,6 +33,7 @@ def settings(settings: Settings) -> Settings:
         "held": "tests.support.gates:held",
         "approval": "tests.agents.asking_agent:approval",
         "waits_long": "tests.agents.asking_agent:waits_long_for_a_default",
+        "failing": "tests.agents.described_agents:failing",
     }
     return settings.model_copy(update={"agents": agents})
 
@@ -145,6 +147,23 @@ async def test_the_overview_shows_a_held_run_going_and_its_tenant(
 
     await eventually(held_by_the_worker, what="the worker's beat lists the run")
     gates.release(made["run_id"])
+
+
+async def test_runs_queued_after_a_failure_do_not_push_it_out_of_the_overview(
+    client: httpx.AsyncClient, worker: TokentailWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant that queues many cheap runs after another's failure: the overview still lists it (the
+    index of runs in trouble is written where runs end). The overview reads the newest 250 runs: 5 here."""
+    monkeypatch.setattr(overview_module, "OVERVIEW_RUNS", 5)
+    failed_session, failed_run = await run_to_end(client, {"input": "go", "agent": "failing"})
+    for n in range(8):
+        await run_to_end(client, {"input": f"cheap {n}", "params": {"tokens": 2, "tokens_per_second": 0}})
+
+    recent = (await client.get("/v1/admin/overview")).json()["recent"]
+    assert [(run["session_id"], run["run_id"], run["status"]) for run in recent] == [
+        (failed_session, failed_run, "failed")
+    ]
+    assert recent[0]["error"]
 
 
 async def test_a_question_answered_and_a_run_cancelled_from_the_console(

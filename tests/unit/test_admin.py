@@ -271,21 +271,39 @@ def test_stages_of_a_run_taken_over_asking_and_calling_a_tool() -> None:
     ]
     for event in events:
         stages.add(*event)
-    got = [(stage.kind, stage.model_extra) for stage in stages.stages]
+    got = [(stage.kind, stage.model_extra) for stage in stages.finish()]
     assert got == [
         ("queued", {"event_id": 1, "place": None, "wait_ms": 500}),  # from its event to its first start's
-        ("started", {"attempt": 1, "reason": "start", "worker": "w1"}),
+        ("started", {"attempt": 1, "reason": "start", "worker": "w1", "until": 1.9}),  # its worker's last sign
         ("text", {"event_id": 3, "chars": 5, "until": 1.7}),
         ("tool", {"call_id": "c1", "name": "calc", "status": "completed", "duration_ms": 40}),
         ("text", {"event_id": 7, "chars": 1, "until": 1.9}),
-        ("started", {"attempt": 2, "reason": "takeover", "worker": "w2"}),
+        ("lost", {"attempt": 1, "worker": "w1", "taken_over_at": 3.0}),
+        ("started", {"attempt": 2, "reason": "takeover", "worker": "w2", "until": 3.1}),  # it gave the run up to ask
         ("continued", {"attempt": 2, "from_event_id": 6}),
         ("question", {"input_id": "i1", "input_kind": "text", "prompt": "?"}),
         ("answered", {"input_id": "i1", "by": "admin:ops", "gateway": "g1"}),
-        ("started", {"attempt": 2, "reason": "resume", "worker": "w2"}),
+        ("started", {"attempt": 2, "reason": "resume", "worker": "w2", "until": 4.5}),
         ("usage", {"usage": {"output_tokens": 3}}),
         ("ended", {"status": "completed", "error": None, "reason": None}),
     ]
+
+
+def test_a_child_is_a_span_to_its_end_and_a_run_held_now_has_no_end_yet() -> None:
+    child = RunRecord(run_id="r_2", input="look", status="completed", finished_at=2.5)
+    run = RunRecord(run_id="r_1", input="go", status="running", workers=["w1"])
+    stages = Stages(run, [run, child])
+    spawn = {"run_id": "r_2", "parent_run_id": "r_1", "agent": "a", "name": "n", "input": "look", "cause": "spawn"}
+    events: list[tuple[int, str, dict[str, Any], float]] = [
+        (1, "run.started", {"run_id": "r_1", "attempt": 1}, 1.0),
+        (2, "run.spawned", spawn, 1.5),
+        (3, "message.delta", {"run_id": "r_1", "text": "x"}, 3.0),
+    ]
+    for event in events:
+        stages.add(*event)
+    got = {stage.kind: stage.model_extra or {} for stage in stages.finish()}
+    assert got["spawned"]["until"] == 2.5
+    assert got["started"]["until"] is None  # held now: to the present moment
 
 
 async def test_console_streams_are_bounded_per_scope() -> None:

@@ -58,7 +58,8 @@ def _run_keys() -> RunKeys:
     session = ["meta", "runs", "events", "lease", "gone", "pending", "hooks", "steps", "steers", "steered"]
     session += ["parent", "root"]
     keys = {name: f"key:{name}" for name in session}
-    return RunKeys(**keys, queue="queue", index="index", hook_index="hook_index", archive="archive")
+    queue_keys = {"queue": "queue", "index": "index", "hook_index": "hook_index"}
+    return RunKeys(**keys, **queue_keys, archive="archive", troubled="troubled")
 
 
 def _args() -> SessionArgs:
@@ -90,6 +91,8 @@ def test_a_script_reads_by_name_what_its_caller_packed(topology: Topology) -> No
         keys = {name: value for name, value in keys.items() if name not in ("queue", "index", "hook_index")}
     if not topology.archive:
         keys.pop("archive")
+    if topology.cluster:
+        keys.pop("troubled")
     assert bound["k"] == keys
     assert bound["s"] == _as_lua(asked.s)
     assert bound["a"] == {
@@ -152,10 +155,12 @@ def test_arq_job_finishes_go_six_values_each_in_the_order_finish_jobs_lua_reads(
 
 
 def test_a_key_the_topology_needs_cannot_be_left_out() -> None:
-    # no queue keys: fine with the queue apart only
+    # no queue keys, nor the index of runs in trouble: fine with the queue apart on a Redis Cluster only
     keys = RunKeys("m", "r", "e", "l", "g", "p", "h", "s", "st", "sd", "pa", "ro")
     append = Append(keys, _args(), "r", "t", "id", "", "", "", 0, [])
-    assert len(append.keys(Topology(split_queue=True))) == 12
+    assert len(append.keys(Topology(cluster=True, split_queue=True))) == 12
+    with pytest.raises(ValueError, match="a key its topology needs is missing"):
+        append.keys(Topology(split_queue=True))
     with pytest.raises(ValueError, match="a key its topology needs is missing"):
         append.keys(Topology())
 

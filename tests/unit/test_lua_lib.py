@@ -7,6 +7,8 @@ import re
 from importlib import resources
 from pathlib import Path
 
+import fakeredis
+
 from tokentail.shared.store.scripts.contract import LIB_FILES, lib_source
 
 LUA = Path(__file__).resolve().parents[2] / "shared" / "store" / "lua"
@@ -62,3 +64,38 @@ def test_a_helper_is_used_by_two_scripts_or_by_another_helper() -> None:
         if len(users) < 2 and not any(_uses(name, body) for other, body in helpers.items() if other != name):
             lonely.append(f"{name} ({', '.join(users) or 'no script'})")
     assert lonely == [], f"helpers of lib/ one script alone uses, to move into it: {lonely}"
+
+
+def _index_troubled(server: fakeredis.FakeRedis, runs: list[tuple[str, str, int, int]], ttl: int = 60) -> None:
+    """lib/run_index.lua's index_troubled, once per (run id, status, attempt, when it ended in ms), for a
+    child's lane of session s_1 of tenant acme."""
+    server.hset("tt:{s_1}:meta", "tenant", "acme")
+    call = (
+        lib_source()
+        + """
+local k, s = {troubled = KEYS[1], root = KEYS[2]}, {session_id = ARGV[1], ttl = ARGV[2]}
+for i = 3, #ARGV, 4 do
+  local run = {run_id = ARGV[i], status = ARGV[i + 1], attempt = tonumber(ARGV[i + 2])}
+  index_troubled(k, s, run, tonumber(ARGV[i + 3]))
+end
+"""
+    )
+    args = [str(value) for value in ("s_1/r_p", ttl, *[value for run in runs for value in run])]
+    server.eval(call, 2, "tt:{admin}:troubled", "tt:{s_1}:meta", *args)
+
+
+def test_runs_in_trouble_are_listed_newest_kept_and_none_older_than_the_sessions() -> None:
+    server = fakeredis.FakeRedis()
+    kept = int(re.search(r"TROUBLED_KEPT = (\d+)", (LIB / "run_index.lua").read_text()).group(1))  # type: ignore[union-attr]
+    ended = [("r_ok", "completed", 1, 1_000), ("r_over", "completed", 2, 2_000), ("r_bad", "failed", 1, 3_000)]
+    _index_troubled(server, ended)
+    listed = server.zrange("tt:{admin}:troubled", 0, -1, withscores=True)
+    assert listed == [(b"s_1 r_over", 2_000_000.0), (b"s_1 r_bad", 3_000_000.0)]  # (a child: its session's id)
+    assert server.zrange("tt:{admin}:troubled:acme", 0, -1) == [b"s_1 r_over", b"s_1 r_bad"]
+
+    _index_troubled(server, [("r_late", "failed", 1, 3_000 + 60_001)])  # the sessions' ttl (60 s) later
+    assert server.zrange("tt:{admin}:troubled", 0, -1) == [b"s_1 r_late"]
+
+    _index_troubled(server, [(f"r_{i}", "failed", 1, 100_000 + i) for i in range(kept + 5)])
+    assert server.zcard("tt:{admin}:troubled") == server.zcard("tt:{admin}:troubled:acme") == kept
+    assert server.zrange("tt:{admin}:troubled", -1, -1) == [f"s_1 r_{kept + 4}".encode()]

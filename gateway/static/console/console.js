@@ -101,6 +101,8 @@ async function ensureWhoami() {
   if (!whoami.auth) parts.push("auth off");
   $("who").textContent = parts.join(" · ");
   document.body.dataset.who = whoami.who;
+  // A tenant's key sees its own tenant alone: a filter by tenant would choose nothing.
+  $("filter-tenant-label").hidden = Boolean(whoami.tenant);
   if (whoami.tenant) {
     // A tenant's key is not shown the workers nor the throughput: they are every tenant's.
     document.querySelector('[data-empty-for="workers"]').textContent =

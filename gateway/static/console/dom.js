@@ -40,13 +40,11 @@ export function fillRows(table, rows) {
 
 const pad = (n) => String(n).padStart(2, "0");
 
-/** An epoch time as the local clock shows it: hh:mm:ss, with the date when not today. */
+/** An epoch time as the local clock shows it, with its date: yyyy-mm-dd hh:mm:ss. */
 export function clock(at) {
   if (at === null || at === undefined) return "–";
   const when = new Date(at * 1000);
   const time = `${pad(when.getHours())}:${pad(when.getMinutes())}:${pad(when.getSeconds())}`;
-  const today = new Date();
-  if (when.toDateString() === today.toDateString()) return time;
   return `${when.getFullYear()}-${pad(when.getMonth() + 1)}-${pad(when.getDate())} ${time}`;
 }
 

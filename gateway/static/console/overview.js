@@ -31,7 +31,7 @@ function tenantRow(tenant) {
     { dataset: { tenant: tenant.tenant, parked: String(Boolean(tenant.parked)) } },
     h("td", {}, tenant.tenant),
     h("td", { class: "num", dataset: { field: "running" } }, tenant.running),
-    h("td", { class: "num", dataset: { field: "waiting" } }, tenant.waiting),
+    h("td", { class: "num", dataset: { field: "in-line" } }, tenant.waiting),
     h("td", { class: "num" }, tenant.cap ? tenant.cap : "none"),
     h("td", {}, tenant.parked ? h("span", { class: "chip parked", title: "at its cap with runs waiting" }, "parked") : ""),
   );

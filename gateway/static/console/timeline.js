@@ -13,7 +13,7 @@ const timelineApi = (sid, rid) => `/v1/admin/sessions/${encodeURIComponent(sid)}
 /** The lanes of the axis, top to bottom, and the kinds of stage each shows. */
 const LANES = [
   ["line", ["queued"]],
-  ["attempts", ["started", "retrying", "continued"]],
+  ["attempts", ["started", "retrying", "continued", "lost"]],
   ["text", ["text"]],
   ["tools", ["tool"]],
   ["questions", ["question", "answered"]],
@@ -22,6 +22,29 @@ const LANES = [
   ["usage", ["usage"]],
   ["end", ["ended"]],
 ];
+
+/** A start as people say it: its attempt, and whether it took the run over or resumed it after a wait. */
+function startName(stage) {
+  if (stage.reason === "resume") return `resume (attempt ${stage.attempt})`;
+  return `attempt ${stage.attempt}${stage.reason === "takeover" ? " (takeover)" : ""}`;
+}
+
+/** Usage as figures: `input_tokens 120 · output_tokens 48`, nested objects by their path. */
+function figures(value, path = "") {
+  if (value === null || typeof value !== "object") {
+    return [[path, typeof value === "number" ? value.toLocaleString("en") : String(value)]];
+  }
+  return Object.entries(value).flatMap(([name, inner]) => figures(inner, path ? `${path}.${name}` : name));
+}
+
+/** The axis's lanes, top to bottom: [name, kind, whether it shows a stage]; each child a lane of its own. */
+function axisLanes(stages) {
+  return LANES.flatMap(([name, kinds]) =>
+    name === "children"
+      ? stages.filter((s) => s.kind === "spawned").map((child) => [short(child.name || child.agent || "child", 14), "child", (s) => s === child])
+      : [[name, name, (s) => kinds.includes(s.kind)]],
+  );
+}
 
 /** What holds a run still in its tenant's line (the queued stage's `waiting_for`). */
 const WAITING_FOR = { turn: "its turn", tenant_cap: "a slot under its tenant's cap", user_cap: "a slot under its user's cap" };
@@ -35,7 +58,17 @@ function details(stage, sessionId) {
         stage.wait_ms !== null && stage.wait_ms !== undefined ? ` · waited ${span(stage.wait_ms / 1000)}` : "",
       ];
     case "started":
-      return [`attempt ${stage.attempt} · ${stage.reason}`, stage.worker ? [" · on ", h("code", {}, stage.worker)] : ""];
+      return [
+        startName(stage),
+        stage.worker ? [" · on ", h("code", {}, stage.worker)] : "",
+        stage.until ? ` · held it ${span(stage.until - stage.at)}` : "",
+      ];
+    case "lost":
+      return [
+        h("span", { class: "bad" }, "worker lost"),
+        stage.worker ? [" ", h("code", {}, stage.worker)] : "",
+        ` · attempt ${stage.attempt} last heard of here · taken over ${span(stage.taken_over_at - stage.at)} later`,
+      ];
     case "retrying":
       return `attempt ${stage.attempt} · ${stage.reason ?? ""}`;
     case "continued":
@@ -51,9 +84,13 @@ function details(stage, sessionId) {
     case "steer":
       return [h("q", {}, short(stage.input, 120)), stage.applied ? " · taken in" : " · not taken in"];
     case "spawned":
-      return [nav(runPath(sessionId, stage.child_run_id), h("code", {}, stage.child_run_id)), ` · ${stage.name || stage.agent || ""}`];
+      return [
+        nav(runPath(sessionId, stage.child_run_id), h("code", {}, stage.child_run_id)),
+        ` · ${stage.name || stage.agent || ""}`,
+        stage.until ? ` · ended after ${span(stage.until - stage.at)}` : " · going",
+      ];
     case "usage":
-      return h("code", {}, short(JSON.stringify(stage.usage), 140));
+      return h("span", { class: "figures" }, figures(stage.usage).map(([name, value]) => h("span", {}, `${name} `, h("b", {}, value))));
     case "ended":
       return [statusChip(stage.status), stage.reason ? ` ${stage.reason}` : "", stage.error ? [" · ", h("span", { class: "bad" }, stage.error)] : ""];
     default:
@@ -62,7 +99,7 @@ function details(stage, sessionId) {
 }
 
 /** Where a stage ends on the axis (seconds), when it lasted: null for an instant. */
-function stageEnd(stage, stages, index, last) {
+function stageEnd(stage, stages, last) {
   switch (stage.kind) {
     case "queued":
       return stage.wait_ms ? stage.at + stage.wait_ms / 1000 : null;
@@ -71,10 +108,9 @@ function stageEnd(stage, stages, index, last) {
     case "tool":
       if (stage.duration_ms !== null && stage.duration_ms !== undefined) return stage.at + stage.duration_ms / 1000;
       return stage.status === "running" ? last : null;
-    case "started": {
-      const next = stages.slice(index + 1).find((s) => s.kind === "started" || s.kind === "retrying" || s.kind === "ended");
-      return next ? next.at : last;
-    }
+    case "started": // while its worker held the run (the gateway says: to its last sign of it), or now
+    case "spawned": // the child, to its end
+      return stage.until ?? last;
     case "question": {
       const answered = stages.find((s) => s.kind === "answered" && s.input_id === stage.input_id);
       return answered ? answered.at : last;
@@ -88,7 +124,9 @@ function stageEnd(stage, stages, index, last) {
 function barLabel(stage) {
   switch (stage.kind) {
     case "started":
-      return `attempt ${stage.attempt}${stage.reason === "takeover" ? " (takeover)" : ""}`;
+      return startName(stage);
+    case "spawned":
+      return stage.name || stage.agent || stage.child_run_id;
     case "tool":
       return stage.name;
     case "queued":
@@ -187,28 +225,36 @@ export class TimelineView {
     const start = stages[0].at;
     let last = Math.max(...stages.map((s) => s.at));
     if (ACTIVE.has(timeline.status)) last = Math.max(last, Date.now() / 1000);
-    const ends = stages.map((stage, index) => stageEnd(stage, stages, index, last));
+    const ends = stages.map((stage) => stageEnd(stage, stages, last));
     const end = Math.max(last, ...ends.filter((e) => e !== null), start + 0.001);
     const width = end - start;
     const x = (at) => `${(((at - start) / width) * 100).toFixed(3)}%`;
     $("axis-span").textContent = `${clock(start)} → ${clock(end)} (${span(width)})${timeline.truncated ? " · the run has more events than a timeline reads: its stages stop early" : ""}`;
     const lanes = [];
-    for (const [name, kinds] of LANES) {
+    for (const [name, kind, shows] of axisLanes(stages)) {
       const items = [];
       stages.forEach((stage, index) => {
-        if (!kinds.includes(stage.kind)) return;
+        if (!shows(stage)) return;
         const until = ends[index];
         const attrs = {
           class: until !== null ? "bar" : "mark",
           title: describe(stage),
           style: until !== null ? `left:${x(stage.at)};width:${x(start + Math.max(until - stage.at, 0))}` : `left:${x(stage.at)}`,
-          dataset: { stageKind: stage.kind, index: String(index), ...(stage.reason ? { reason: stage.reason } : {}), ...(stage.status ? { status: stage.status } : {}) },
+          dataset: {
+            stageKind: stage.kind,
+            index: String(index),
+            at: String(stage.at),
+            ...(until !== null ? { until: String(until) } : {}),
+            ...(stage.attempt !== undefined ? { attempt: String(stage.attempt) } : {}),
+            ...(stage.reason ? { reason: stage.reason } : {}),
+            ...(stage.status ? { status: stage.status } : {}),
+          },
           onclick: () => this.highlight(index),
         };
         const wide = until !== null && (until - stage.at) / width > 0.08; // room for a few words
         items.push(h("div", attrs, wide ? barLabel(stage) : ""));
       });
-      if (items.length) lanes.push(h("div", { class: "lane", dataset: { lane: name } }, h("span", { class: "name" }, name), ...items));
+      if (items.length) lanes.push(h("div", { class: "lane", dataset: { lane: kind } }, h("span", { class: "name", title: name }, name), ...items));
     }
     const ticks = h("div", { class: "ticks" });
     for (let i = 0; i <= 4; i++) ticks.append(h("span", { style: `left:${i * 25}%` }, `+${span((width * i) / 4)}`));

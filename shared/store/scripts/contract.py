@@ -57,6 +57,11 @@ def shared_queue(topology: Topology) -> bool:
     return not topology.split_queue
 
 
+def single_redis(topology: Topology) -> bool:
+    """Not a Redis Cluster: a script may write keys of another hash tag than its session's."""
+    return not topology.cluster
+
+
 def archived(topology: Topology) -> bool:
     return topology.archive
 
@@ -92,8 +97,9 @@ class ArgGroup:
 # in front of every script but the per-token path's lean one. The order matters: a Lua local is seen
 # only by the code after it, so a file comes after every file whose helpers or constants it uses
 # (events after webhooks and seqs: add_event calls add_hook and last_seq; jobs after admission:
-# queue_job calls push_job; runs after jobs, records and steers: end_run calls queue_job, get_run and
-# fail_steers; questions last). The first opens with what they are, and the rule every script keeps (OOM).
+# queue_job calls push_job; runs after jobs, records, steers and run_index: end_run calls queue_job,
+# get_run, fail_steers and index_troubled; questions last). The first opens with what they are, and the
+# rule every script keeps (OOM).
 LIB_FILES = (
     "clock",
     "webhooks",
@@ -103,9 +109,9 @@ LIB_FILES = (
     "jobs",
     "records",
     "steers",
+    "run_index",
     "runs",
     "questions",
-    "run_index",
 )
 
 

@@ -17,7 +17,16 @@ from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import OPAQUE_RUN_FIELDS, compact_json
 from tokentail.shared.store.scripts.checks import JobArgs, queued_look_ms
-from tokentail.shared.store.scripts.contract import ArgGroup, Effect, KeyGroup, Script, archived, only_if, shared_queue
+from tokentail.shared.store.scripts.contract import (
+    ArgGroup,
+    Effect,
+    KeyGroup,
+    Script,
+    archived,
+    only_if,
+    shared_queue,
+    single_redis,
+)
 from tokentail.shared.store.scripts.reply import Reply
 from tokentail.shared.vocabulary.errors import LeaseLost, WritesLost
 from tokentail.shared.vocabulary.records import RunRecord
@@ -48,6 +57,9 @@ class RunKeys(KeyGroup):
     index: str | None = only_if(shared_queue)
     hook_index: str | None = only_if(shared_queue)
     archive: str | None = only_if(archived)
+    # The console's index of runs failed or taken over (Keys.admin_troubled), written as a run ends; not
+    # on a Redis Cluster, where it is a slot of its own (the overview reads the runs index instead).
+    troubled: str | None = only_if(single_redis)
 
 
 @dataclass(slots=True)
@@ -90,7 +102,8 @@ class RunScope:
             k.parent,
             k.root,
         )
-        return RunKeys(*session, keys.queue, keys.lease_checks, keys.webhook_checks, keys.archive_checks)
+        checks = (keys.lease_checks, keys.webhook_checks, keys.archive_checks)
+        return RunKeys(*session, keys.queue, *checks, keys.admin_troubled())
 
     def args(self, session_id: str) -> SessionArgs:
         settings, job = self.settings, JobArgs.of(self.keys)  # the job settings, as push_job.lua's

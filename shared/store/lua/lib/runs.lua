@@ -41,6 +41,7 @@ local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_
   redis.call('DEL', k.steps)  -- only a run that goes on replays them
   for field, value in pairs(outcome) do run[field] = value end
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
+  index_troubled(k, s, run, now_ms)
   redis.call('HSET', k.meta, 'active_run', '')
   redis.call('HDEL', k.meta, 'cancel_run', 'lease_until', 'dispatch', 'dispatched_at', 'claim')
   redis.call('DEL', k.lease)
