@@ -13,11 +13,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn, Protocol
 
+from tokentail.shared.features.admission import FollowerSlot
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import lane_of, session_of
 from tokentail.shared.store.reads import decode_run, read_run
@@ -129,9 +130,12 @@ class Children:
         writer: EventWriter,
         settings: Settings,
         tenant: str,
+        slot: FollowerSlot | None = None,
     ) -> None:
+        """`slot`: the run's slot in its tenant's caps, lent while it follows a child (`stream`)."""
         self._lease = lease
         self._tenant = tenant
+        self._slot = slot
         self._run = run
         self._known = {child.run_id: child for child in known}
         self._writer = writer
@@ -185,19 +189,33 @@ class Children:
             raise RuntimeError("this run cannot start children (it runs outside a worker)")
         child_id = child_run_id(self._run.run_id, call_id)
         async with tool(name or agent, {"input": text}, call_id) as call:
-            child = self._known.get(child_id)
-            while child is None:  # as many children going as may: one of them ends before it starts
-                child = await self._start(child_id, agent, text, call_id, name)
-                if child is None:
-                    await asyncio.sleep(FULL_LOOK_SECONDS)
-            async for event in self._follow(child):
-                yield event
+            async with self._following():
+                child = self._known.get(child_id)
+                while child is None:  # as many children going as may: one of them ends before it starts
+                    child = await self._start(child_id, agent, text, call_id, name)
+                    if child is None:
+                        await asyncio.sleep(FULL_LOOK_SECONDS)
+                async for event in self._follow(child):
+                    yield event
             runs = self._lease.runs
             ended = await read_run(runs.redis, runs.keys.session(self._lease.session_id), child_id)
             assert ended is not None, f"child run {child_id} has no record"
             if ended.status != "completed":
                 raise ChildFailed(ended)
             call.result = ended.output
+
+    @asynccontextmanager
+    async def _following(self) -> AsyncIterator[None]:
+        """While this run follows a child, its tenant's slot is lent (the child waits in the tenant's
+        line: at a cap of 1, it would wait on its own parent)."""
+        if self._slot is None:
+            yield
+            return
+        await self._slot.follow()
+        try:
+            yield
+        finally:
+            await self._slot.followed()
 
     async def _follow(self, child: RunRecord) -> AsyncIterator[ChildEvent]:
         """The child's events and its descendants', after its `run.spawned`, through its terminal one."""

@@ -9,9 +9,11 @@ from typing import Any
 from arq.worker import Retry
 
 from tokentail.shared.connections.outage import ride_out
+from tokentail.shared.features.admission import FollowerSlot
 from tokentail.shared.plumbing import run_spans, tracing
 from tokentail.shared.plumbing.logs import bind
 from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.store.scripts.children import Awaited
 from tokentail.shared.store.scripts.runs import Asked, Requeue, StartVerdict
@@ -102,7 +104,9 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
         on_cancel=lambda: running.cancel(run_id),
         on_lost=lambda: running.stop(run_id, Stop.LEASE_LOST),
     )
-    children = Children(lease, run, known_children, writer, settings, owner.get("tenant", PUBLIC_TENANT))
+    tenant = owner.get("tenant")
+    slot = FollowerSlot(ctx["redis"], Keys(settings.key_prefix), tenant, session_id, run_id) if tenant else None
+    children = Children(lease, run, known_children, writer, settings, tenant or PUBLIC_TENANT, slot)
     try:
         async with keeper:
             with _in_attempt(attempt):
