@@ -243,3 +243,16 @@ async def test_a_childs_question_is_answered_as_any_and_the_child_then_its_paren
     kinds = [(data["run_id"] == child, kind) for _, kind, data in received.events]
     assert (True, "input.required") in kinds and (True, "input.received") in kinds
     assert received.events[-1][2]["output"] == "The child said: Checking. Done: deleted."
+
+
+async def test_the_per_minute_bound_counts_each_child_once_as_it_starts_not_the_spawns_that_waited_for_room(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    # 8 spawns at once, 2 of them going at a time: the 6 others wait for room, and are made again each
+    # time the parent goes on; before the fix each such try counted, and the 5th child was refused.
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS, max_concurrent_children=2, children_per_tenant_per_minute=10)
+    made, received, state = await _run(gateway, "many", "8")
+    assert [kind for _, kind, _ in received.events if kind == "tool.failed"] == []
+    assert state["runs"][0]["output"] == " ".join(f"echo[{i}]" for i in range(8))
+    assert len(state["runs"][0]["children"]) == 8

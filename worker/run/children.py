@@ -246,7 +246,7 @@ class Children:
                 422,
                 f"a tree of runs is at most {settings.max_child_depth} deep (TOKENTAIL_MAX_CHILD_DEPTH)",
             )
-        await self._count_spawn()
+        counted = await self._count_spawn()
         lane = lane_of(lease.session_id, child_id)
         child = RunRecord(
             run_id=child_id,
@@ -270,6 +270,8 @@ class Children:
         )
         await self._writer.flush()  # what the parent streamed (its tool call) comes before the child
         reply = await lease.spawn(child, spawned, settings.max_children_per_run, settings.max_concurrent_children)
+        if reply.outcome is not Spawned.STARTED and counted is not None:
+            await self._uncount(counted)  # a child counts once, as it starts, never a spawn that waits for room
         match reply.outcome:
             case Spawned.STARTED:
                 child.queued_seq = reply.seq
@@ -301,11 +303,13 @@ class Children:
         except Exception:  # they run on, and end by themselves
             logger.warning("run %s could not cancel its children", lease.run_id, exc_info=True)
 
-    async def _count_spawn(self) -> None:
-        """Count a spawn in its tenant's minute; past the bound, refuse it."""
+    async def _count_spawn(self) -> str | None:
+        """Count a spawn in its tenant's minute, before it starts its child (so that spawns at once never
+        pass the bound together); past the bound, refuse it, uncounted. The minute's key it counted in
+        (None: no bound), for `_uncount` if the child did not start after all."""
         most = self._settings.children_per_tenant_per_minute
         if most == 0:
-            return
+            return None
         runs = self._lease.runs
         key = runs.keys.spawns(self._tenant, int(time.time() // 60))
         async with runs.redis.pipeline(transaction=False) as pipe:
@@ -313,11 +317,16 @@ class Children:
             pipe.expire(key, 120)
             count, _ = await pipe.execute()
         if count > most:
+            await self._uncount(key)
             raise SpawnRefused(
                 "spawn_rate_limited",
                 429,
                 f"a tenant's runs start at most {most} children a minute (TOKENTAIL_CHILDREN_PER_TENANT_PER_MINUTE)",
             )
+        return key
+
+    async def _uncount(self, key: str) -> None:
+        await self._lease.runs.redis.decr(key)
 
 
 # Inline children: a framework's own sub-agents (an OpenAI Agents SDK agent used as a tool, a handoff, a
