@@ -5,7 +5,7 @@ import asyncio
 from tests.support.gates import gate
 from tokentail.shared.vocabulary.records import child_run_id
 from tokentail.worker.run.agents import Agent, continues
-from tokentail.worker.run.children import ChildFailed
+from tokentail.worker.run.children import ChildFailed, SpawnRefused
 from tokentail.worker.run.context import RunContext
 
 
@@ -113,3 +113,11 @@ async def follows_a_parent(ctx: RunContext) -> None:
     child = "".join(texts)
     after = await ctx.spawn("echo", "last", call_id="c_l")
     await ctx.delta(f"followed <{child}>, then {after.output}")
+
+
+async def spawns_a_stranger(ctx: RunContext) -> None:
+    """A parent that spawns an agent no catalog has, and says how it was refused."""
+    try:
+        await ctx.spawn("researcher", "What causes tides?", call_id="tides")
+    except SpawnRefused as refused:
+        await ctx.delta(f"refused: {refused.type} ({refused.status})")

@@ -28,6 +28,7 @@ AGENTS = {
     "approve": "tests.agents.asking_agent:approval",
     "asking_parent": "tests.agents.spawning_agents:asks_a_child",
     "sequential": "tests.agents.spawning_agents:one_child_after_another",
+    "stranger": "tests.agents.spawning_agents:spawns_a_stranger",
 }
 ENDS = {"run.completed", "run.failed", "run.cancelled"}
 
@@ -256,3 +257,13 @@ async def test_the_per_minute_bound_counts_each_child_once_as_it_starts_not_the_
     assert [kind for _, kind, _ in received.events if kind == "tool.failed"] == []
     assert state["runs"][0]["output"] == " ".join(f"echo[{i}]" for i in range(8))
     assert len(state["runs"][0]["children"]) == 8
+
+
+async def test_a_spawn_of_an_agent_no_catalog_has_is_refused_as_it_is_made(gateway: Gateway) -> None:
+    # Before the fix the spawn was accepted, and its child failed "unknown agent" once a worker took it.
+    made, received, state = await _run(gateway, "stranger")
+    assert [kind for _, kind, _ in received.events if kind == "run.spawned"] == []
+    failed = [data for _, kind, data in received.events if kind == "tool.failed"]
+    assert len(failed) == 1 and "unknown agent 'researcher'" in failed[0]["error"]
+    assert state["runs"][0]["children"] == []
+    assert state["runs"][0]["output"] == "refused: unknown_agent (422)"

@@ -23,6 +23,7 @@ from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import lane_of, session_of
 from tokentail.shared.store.reads import decode_run, read_run
 from tokentail.shared.store.scripts.children import Spawned
+from tokentail.shared.vocabulary.catalog import check_agent
 from tokentail.shared.vocabulary.events import (
     TERMINAL_EVENTS,
     CustomData,
@@ -240,6 +241,10 @@ class Children:
     async def _start(self, child_id: str, agent: str, text: str, call_id: str, name: str | None) -> RunRecord | None:
         """Start the child (None: the run has as many going as it may, and waits for one to end)."""
         settings, run, lease = self._settings, self._run, self._lease
+        try:
+            check_agent(agent, set(settings.agents))
+        except ValueError as unknown:  # refused as it is made, rather than started to fail
+            raise SpawnRefused("unknown_agent", 422, str(unknown)) from None
         if run.depth + 1 > settings.max_child_depth:
             raise SpawnRefused(
                 "child_depth_exceeded",
