@@ -1,6 +1,7 @@
 """Child runs (docs/subagents.md) through a gateway and a worker: a run spawns runs of other agents in
 its session, waits for them without a worker, and goes on with their answers."""
 
+import logging
 from typing import Any
 
 import httpx2
@@ -11,6 +12,7 @@ from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
 from tests.support.gates import Gates
 from tests.support.waiting import eventually, scaled
+from tokentail.shared.plumbing.logs import current_context
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.vocabulary.records import PUBLIC_TENANT, child_run_id
@@ -267,3 +269,33 @@ async def test_a_spawn_of_an_agent_no_catalog_has_is_refused_as_it_is_made(gatew
     assert len(failed) == 1 and "unknown agent 'researcher'" in failed[0]["error"]
     assert state["runs"][0]["children"] == []
     assert state["runs"][0]["output"] == "refused: unknown_agent (422)"
+
+
+class _LogContexts(logging.Handler):
+    """Each record's message, and the log context it was logged in (a job's fields: `bind`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: list[tuple[str, dict[str, str]]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.getMessage(), current_context()))
+
+
+async def test_a_childs_logs_name_its_session_and_its_run_apart(gateway: Gateway) -> None:
+    # Before the fix, a child's job logged its lane (`s_…/r_…`) where its session id belongs.
+    logs = _LogContexts()
+    job_logger = logging.getLogger("tokentail.worker.run.job")
+    level, job_logger.level = job_logger.level, logging.INFO
+    job_logger.addHandler(logs)
+    try:
+        made, _, _ = await _run(gateway, "parent")
+    finally:
+        job_logger.removeHandler(logs)
+        job_logger.level = level
+    sid, child = made["session_id"], child_run_id(made["run_id"], "c_a")
+    started = [(text, fields) for text, fields in logs.seen if text.startswith(f"run {child} of session")]
+    assert started and all(f" of session {sid} " in text for text, _ in started)
+    assert {fields["session_id"] for _, fields in started} == {sid}
+    assert {fields["run_id"] for _, fields in started} == {child}
+    assert not [text for text, _ in logs.seen if f"{sid}/" in text]
