@@ -299,3 +299,17 @@ async def test_a_childs_logs_name_its_session_and_its_run_apart(gateway: Gateway
     assert {fields["session_id"] for _, fields in started} == {sid}
     assert {fields["run_id"] for _, fields in started} == {child}
     assert not [text for text, _ in logs.seen if f"{sid}/" in text]
+
+
+async def test_a_parents_started_at_stays_its_first_start_after_it_goes_on_with_its_childrens_results(
+    gateway: Gateway,
+) -> None:
+    # Before the fix, its resume after its children wrote its `started_at` again.
+    made, _, state = await _run(gateway, "parent")
+    sid, rid = made["session_id"], made["run_id"]
+    runs = {run["run_id"]: run for run in state["runs"]}
+    child = runs[child_run_id(rid, "c_a")]
+    assert runs[rid]["started_at"] <= child["queued_at"] <= child["finished_at"] <= runs[rid]["finished_at"]
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        record = (await client.get(f"/v1/sessions/{sid}/runs/{rid}")).json()
+    assert record["started_at"] == runs[rid]["started_at"]
