@@ -61,9 +61,8 @@ async def test_the_planner_of_docs_subagents_asks_two_researchers_as_child_runs(
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
         events = await _run(client, input="Tell me about the moon", agent="planner")
     assert [kind for _, kind, _ in events].count("run.spawned") == 2
-    assert events[-1][2]["output"] == (
-        "Asking two researchers. The Moon's gravity, and the Sun's, pulling on the oceans.\nAbout 384,400 km on average."
-    )
+    tides, moon = "The Moon's gravity, and the Sun's, pulling on the oceans.", "About 384,400 km on average."
+    assert events[-1][2]["output"] == f"Asking two researchers. {tides}\n{moon}"
 
 
 async def test_an_agent_that_cannot_be_imported_fails_the_run_clearly(start_gateway: Any, start_worker: Any) -> None:
