@@ -247,9 +247,10 @@ class Screen:
     """Prints a session's events as they come; remembers the name of each tool call it saw start.
 
     A sub-agent run (`run.spawned`) is a part of its own, nested under its parent's tool call, on
-    stderr (the answer on stdout is the session's own runs'): it opens with `┌ <name>`, each of its
-    lines starts with `│ <name>:` (children stream side by side: their lines interleave whole, each
-    named), and `└ <name>` closes it when it ends, or when an ancestor ends first (a cancel)."""
+    stderr (the answer on stdout is the session's own runs'): it opens with `┌ <name> [<call id>]`, each
+    of its lines starts with `│ <name> [<call id>]:` (children stream side by side: their lines
+    interleave whole, each named; the call id tells two of one agent apart), and `└ <name> [<call id>]`
+    closes it when it ends, or when an ancestor ends first (a cancel)."""
 
     def __init__(self) -> None:
         self._tools: dict[str, str] = {}  # call id -> tool name
@@ -287,7 +288,12 @@ class Screen:
 
     def _spawned(self, data: dict[str, Any]) -> None:
         parent = self._children.get(data["parent_run_id"])
-        child = _Child(data["parent_run_id"], parent.depth + 1 if parent else 1, data["name"] or data["agent"])
+        # Named with its parent's call: two children of one agent (asked at once) are told apart.
+        call_id = (data.get("cause") or {}).get("call_id")
+        name = data["name"] or data["agent"]
+        child = _Child(
+            data["parent_run_id"], parent.depth + 1 if parent else 1, f"{name} [{call_id}]" if call_id else name
+        )
         self._children[data["run_id"]] = child
         self._line(f"{child.bars}┌ {child.name} ({data['agent']}): {data['input']}", None)
 

@@ -4,7 +4,9 @@ A run's first job waits in its tenant's line on the queue's Redis; a worker's po
 lines in turn (weighted by `TOKENTAIL_TENANT_WEIGHTS`), and starts a run only while its tenant and its
 end user hold fewer slots than their caps (`TOKENTAIL_MAX_ACTIVE_RUNS_PER_TENANT`, `..._PER_USER`). A
 run holds its slot from its claim until its job is over (it ended, waits for answers, or was handed
-over) and takes it again, without waiting, when it goes on: a run that started is never held back.
+over); a takeover's job takes it again, without waiting: a run that started is never held back. A
+run that waited without a worker (for answers, for its children) and a child wait in the line again,
+at their place (a child's: its tree's root's).
 How the keys are kept is shared/store/lua/lib/admission.lua; the claim is claim_jobs.lua and the give-back
 finish_jobs.lua, all on the queue's Redis, where the caps are counted on every topology.
 
@@ -137,6 +139,51 @@ class TenantLines:
         waiting = await self._redis.zcard(self._keys.tenant_line(tenant))
         if waiting >= self._bound:
             raise line_full(self._bound)
+
+
+class FollowerSlot:
+    """The slot of a run that follows a child as it goes (`spawn_stream`): the child waits in the tenant's
+    line as any run, so the parent lends its slot while it follows (it streams nothing of its own
+    meanwhile), else a tenant at its cap would wait on itself; it takes it back, without waiting, once
+    it follows none, as a run that started is never held back (its tenant may be one over its cap
+    until this job ends). Lent while the run's first follow starts, taken back as its last ends."""
+
+    def __init__(self, queue: AnyRedis, keys: Keys, tenant: str, lane: str, run_id: str) -> None:
+        """`lane`: the run's session id, or its lane for a child (its job's first argument)."""
+        self._redis = queue
+        self._keys = keys
+        self._tenant = tenant
+        self._run = f"{lane} {run_id}"  # its field in the tenant's running hash (claim_jobs.lua's hold_slot)
+        self._scripts = ScriptRunner(queue, Topology())  # the queue's Redis: one server
+        self._follows = 0
+        self._lent: bytes | None = None  # the slot as its job held it: `<job id> <user>`
+
+    async def follow(self) -> None:
+        self._follows += 1
+        if self._follows > 1:
+            return
+        running = self._keys.tenant_running(self._tenant)
+        held = await self._redis.hget(running, self._run)  # type: ignore[misc]
+        if held is None:  # (no slot: a run whose job names no tenant)
+            return
+        keys = self._keys
+        lent = await self._scripts(
+            GiveBack(RunningKey(running), keys.admission, keys.wake_channel, self._tenant, self._run, held)
+        )
+        self._lent = held if lent else None
+
+    async def followed(self) -> None:
+        self._follows -= 1
+        if self._follows > 0 or self._lent is None:
+            return
+        held, self._lent = self._lent.decode(), None
+        job_id, _, user = held.partition(" ")
+        # Unless a later job of the run holds it now (a takeover's), as a claim would write it.
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(self._keys.tenant_running(self._tenant), self._run, held)
+            if user:
+                pipe.hsetnx(self._keys.tenant_running(self._tenant, user), self._run, job_id)
+            await pipe.execute()
 
 
 class SlotAudit:

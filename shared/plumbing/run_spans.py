@@ -199,6 +199,6 @@ def write_unheld_end(run: RunRecord, session_id: str, ended: Ending | None, by: 
     session deleted): the stand-in of the attempt a worker died in (or, deleted, is fenced in), if it
     was `running` (`run` as it was before its end), and the run's span (`queue`: its job's)."""
     if run.status == "running":
-        write_lost_attempt(run, session_id, run.attempt, run.started_as, run.started_at, by)
+        write_lost_attempt(run, session_id, run.attempt, run.started_as, run.attempt_started_at or run.started_at, by)
     if ended is not None:
         write_run(run, session_id, ended, queue)

@@ -79,7 +79,10 @@ class ChildSettings(BaseSettings):
     max_children_per_run: int = Field(32, ge=1, description="children one run may start (`too_many_children`)")
     max_child_depth: int = Field(3, ge=1, description="how deep a tree of runs may grow (`child_depth_exceeded`)")
     children_per_tenant_per_minute: int = Field(
-        600, ge=0, description="children one tenant's runs may start in a minute (`spawn_rate_limited`); 0: no bound"
+        600,
+        ge=0,
+        description="children one tenant's runs may start in a minute, each counted as it starts"
+        " (`spawn_rate_limited`); 0: no bound",
     )
 
 

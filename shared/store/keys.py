@@ -107,8 +107,9 @@ class Keys:
         return f"{self.admission}parked"
 
     def tenant_line(self, tenant: str) -> str:
-        """Sorted set: the jobs of the tenant's runs waiting for their turn (first jobs, and resumes after
-        answers) -> their place (ms: when the run first queued)."""
+        """Sorted set: the jobs of the tenant's runs waiting for their turn (first jobs, children, and
+        resumes after answers or children) -> their place (ms: when the run first queued; a child, its
+        tree's root's)."""
         return f"{self.admission}line:{tenant}"
 
     def tenant_running(self, tenant: str, user: str = "") -> str:

@@ -119,10 +119,14 @@ class RunRecord(BaseModel):
     started_seq: int | None = None
     finished_seq: int | None = None
     queued_at: float | None = None
+    # Its place in its tenant's line (ms), for a child: its tree's root's, so that a tree's runs start
+    # ahead of the tenant's runs queued after it (spawn.lua). Never shown.
+    line_at: int | None = Field(default=None, exclude=True)
     # When the gateway received the request that queued it (that gateway's clock; None for a run queued
     # over a socket): where the time to first delta that a user feels starts (gateway/reading/first_delta.py).
     received_at: float | None = None
-    started_at: float | None = None
+    started_at: float | None = None  # its first start (a takeover or a resume keeps it)
+    attempt_started_at: float | None = Field(default=None, exclude=True)  # its latest start: its attempt's span
     finished_at: float | None = None
     output: str | None = None
     usage: dict[str, Any] | None = None

@@ -3,8 +3,9 @@
 import asyncio
 
 from tests.support.gates import gate
+from tokentail.shared.vocabulary.records import child_run_id
 from tokentail.worker.run.agents import Agent, continues
-from tokentail.worker.run.children import ChildFailed
+from tokentail.worker.run.children import ChildFailed, SpawnRefused
 from tokentail.worker.run.context import RunContext
 
 
@@ -86,3 +87,37 @@ async def one_child_after_another(ctx: RunContext) -> None:
     for i in range(int(ctx.input)):
         result = await ctx.spawn("echo", str(i))
         await ctx.delta(result.output)
+
+
+async def fan_out(ctx: RunContext) -> None:
+    """A parent of four children at once, each a parent of four held children: sixteen leaves, each at
+    its gate until released (the tree of issue 84's fan-out)."""
+    results = await asyncio.gather(*(ctx.spawn("fan_child", str(i), call_id=f"c{i}") for i in range(4)))
+    await ctx.delta(" ".join(result.output for result in results))
+
+
+async def fan_child(ctx: RunContext) -> None:
+    results = await asyncio.gather(*(ctx.spawn("held_echo", f"{ctx.input}{j}", call_id=f"c{j}") for j in range(4)))
+    await ctx.delta("+".join(result.output for result in results))
+
+
+async def follows_a_parent(ctx: RunContext) -> None:
+    """A parent that follows a child which is itself a parent of two children (at once), then a child it
+    waits for without its worker: at a cap of 1, each waits in its tenant's line."""
+    followed = child_run_id(ctx.run_id, "c_f")
+    texts = [
+        event.data["text"]
+        async for event in ctx.spawn_stream("parent", "f", call_id="c_f")
+        if event.type == "message.delta" and event.data["run_id"] == followed
+    ]
+    child = "".join(texts)
+    after = await ctx.spawn("echo", "last", call_id="c_l")
+    await ctx.delta(f"followed <{child}>, then {after.output}")
+
+
+async def spawns_a_stranger(ctx: RunContext) -> None:
+    """A parent that spawns an agent no catalog has, and says how it was refused."""
+    try:
+        await ctx.spawn("researcher", "What causes tides?", call_id="tides")
+    except SpawnRefused as refused:
+        await ctx.delta(f"refused: {refused.type} ({refused.status})")

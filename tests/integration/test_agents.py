@@ -52,6 +52,19 @@ async def test_a_bring_your_own_agent_streams_status_tools_and_text(start_gatewa
     assert _text(events).strip() == "Order A-1001 is shipped on 18 November."
 
 
+async def test_the_planner_of_docs_subagents_asks_two_researchers_as_child_runs(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    agents = {"planner": "examples.planner_agents:planner", "researcher": "examples.planner_agents:researcher"}
+    gateway = await start_gateway(agents=agents)
+    await start_worker(agents=agents)
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        events = await _run(client, input="Tell me about the moon", agent="planner")
+    assert [kind for _, kind, _ in events].count("run.spawned") == 2
+    tides, moon = "The Moon's gravity, and the Sun's, pulling on the oceans.", "About 384,400 km on average."
+    assert events[-1][2]["output"] == f"Asking two researchers. {tides}\n{moon}"
+
+
 async def test_an_agent_that_cannot_be_imported_fails_the_run_clearly(start_gateway: Any, start_worker: Any) -> None:
     agents = {"broken": "examples.no_such_module:agent"}
     gateway = await start_gateway(agents=agents)

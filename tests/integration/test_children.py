@@ -1,6 +1,7 @@
 """Child runs (docs/subagents.md) through a gateway and a worker: a run spawns runs of other agents in
 its session, waits for them without a worker, and goes on with their answers."""
 
+import logging
 from typing import Any
 
 import httpx2
@@ -11,6 +12,7 @@ from tests.clients.sse_client import read_events
 from tests.fixtures.stack import Gateway
 from tests.support.gates import Gates
 from tests.support.waiting import eventually, scaled
+from tokentail.shared.plumbing.logs import current_context
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.vocabulary.records import PUBLIC_TENANT, child_run_id
@@ -28,6 +30,7 @@ AGENTS = {
     "approve": "tests.agents.asking_agent:approval",
     "asking_parent": "tests.agents.spawning_agents:asks_a_child",
     "sequential": "tests.agents.spawning_agents:one_child_after_another",
+    "stranger": "tests.agents.spawning_agents:spawns_a_stranger",
 }
 ENDS = {"run.completed", "run.failed", "run.cancelled"}
 
@@ -243,3 +246,70 @@ async def test_a_childs_question_is_answered_as_any_and_the_child_then_its_paren
     kinds = [(data["run_id"] == child, kind) for _, kind, data in received.events]
     assert (True, "input.required") in kinds and (True, "input.received") in kinds
     assert received.events[-1][2]["output"] == "The child said: Checking. Done: deleted."
+
+
+async def test_the_per_minute_bound_counts_each_child_once_as_it_starts_not_the_spawns_that_waited_for_room(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    # 8 spawns at once, 2 of them going at a time: the 6 others wait for room, and are made again each
+    # time the parent goes on; before the fix each such try counted, and the 5th child was refused.
+    gateway = await start_gateway(agents=AGENTS)
+    await start_worker(agents=AGENTS, max_concurrent_children=2, children_per_tenant_per_minute=10)
+    made, received, state = await _run(gateway, "many", "8")
+    assert [kind for _, kind, _ in received.events if kind == "tool.failed"] == []
+    assert state["runs"][0]["output"] == " ".join(f"echo[{i}]" for i in range(8))
+    assert len(state["runs"][0]["children"]) == 8
+
+
+async def test_a_spawn_of_an_agent_no_catalog_has_is_refused_as_it_is_made(gateway: Gateway) -> None:
+    # Before the fix the spawn was accepted, and its child failed "unknown agent" once a worker took it.
+    made, received, state = await _run(gateway, "stranger")
+    assert [kind for _, kind, _ in received.events if kind == "run.spawned"] == []
+    failed = [data for _, kind, data in received.events if kind == "tool.failed"]
+    assert len(failed) == 1 and "unknown agent 'researcher'" in failed[0]["error"]
+    assert state["runs"][0]["children"] == []
+    assert state["runs"][0]["output"] == "refused: unknown_agent (422)"
+
+
+class _LogContexts(logging.Handler):
+    """Each record's message, and the log context it was logged in (a job's fields: `bind`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: list[tuple[str, dict[str, str]]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.getMessage(), current_context()))
+
+
+async def test_a_childs_logs_name_its_session_and_its_run_apart(gateway: Gateway) -> None:
+    # Before the fix, a child's job logged its lane (`s_…/r_…`) where its session id belongs.
+    logs = _LogContexts()
+    job_logger = logging.getLogger("tokentail.worker.run.job")
+    level, job_logger.level = job_logger.level, logging.INFO
+    job_logger.addHandler(logs)
+    try:
+        made, _, _ = await _run(gateway, "parent")
+    finally:
+        job_logger.removeHandler(logs)
+        job_logger.level = level
+    sid, child = made["session_id"], child_run_id(made["run_id"], "c_a")
+    started = [(text, fields) for text, fields in logs.seen if text.startswith(f"run {child} of session")]
+    assert started and all(f" of session {sid} " in text for text, _ in started)
+    assert {fields["session_id"] for _, fields in started} == {sid}
+    assert {fields["run_id"] for _, fields in started} == {child}
+    assert not [text for text, _ in logs.seen if f"{sid}/" in text]
+
+
+async def test_a_parents_started_at_stays_its_first_start_after_it_goes_on_with_its_childrens_results(
+    gateway: Gateway,
+) -> None:
+    # Before the fix, its resume after its children wrote its `started_at` again.
+    made, _, state = await _run(gateway, "parent")
+    sid, rid = made["session_id"], made["run_id"]
+    runs = {run["run_id"]: run for run in state["runs"]}
+    child = runs[child_run_id(rid, "c_a")]
+    assert runs[rid]["started_at"] <= child["queued_at"] <= child["finished_at"] <= runs[rid]["finished_at"]
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        record = (await client.get(f"/v1/sessions/{sid}/runs/{rid}")).json()
+    assert record["started_at"] == runs[rid]["started_at"]

@@ -38,10 +38,10 @@ async def a_tree(runs: AllWrites) -> tuple[Tree, str, str, str]:
     session_id, root = await start_a_run(runs)
     tree = Tree(runs, session_id, root.run_id)
     await tree.say(root.run_id, "Let me ask two helpers. ")
-    a = await tree.spawn(root.run_id, "researcher")
-    b = await tree.spawn(root.run_id, "writer")
+    a = await tree.spawn(root.run_id, "researcher", call_id="c_a")
+    b = await tree.spawn(root.run_id, "writer", call_id="c_b")
     await tree.say(a, "a says ")
-    a1 = await tree.spawn(a, "fact-checker")
+    a1 = await tree.spawn(a, "fact-checker", call_id="c_a1")
     await tree.say(b, "b says ")
     await tree.say(a1, "a1 checks ")
     return tree, a, a1, b
@@ -192,17 +192,17 @@ async def test_the_cli_shows_the_children_nested_under_their_parents_tool_calls(
     assert result.stdout.split() == "Let me ask two helpers. Both answered.".split()
     lines = [line for line in result.stderr.splitlines() if line.startswith(("┌", "│", "└"))]
     assert lines == [
-        "┌ researcher (researcher): look it up",
-        "┌ writer (writer): look it up",
-        "│ researcher: [running fact-checker {'input': 'look it up'}]",  # a child's tool call: its part's
-        "│ ┌ fact-checker (fact-checker): look it up",
-        "│ researcher: a says and found it",  # whole lines (its first delta waited for the line's end)
-        "│ │ fact-checker: a1 checks ",
-        "│ └ fact-checker completed",
-        "│ researcher: [fact-checker done: checked]",
-        "│ writer: b says ",
-        "└ writer completed",
-        "└ researcher completed",
+        "┌ researcher [c_a] (researcher): look it up",  # named with its parent's call
+        "┌ writer [c_b] (writer): look it up",
+        "│ researcher [c_a]: [running fact-checker {'input': 'look it up'}]",  # a child's tool call: its part's
+        "│ ┌ fact-checker [c_a1] (fact-checker): look it up",
+        "│ researcher [c_a]: a says and found it",  # whole lines (its first delta waited for the line's end)
+        "│ │ fact-checker [c_a1]: a1 checks ",
+        "│ └ fact-checker [c_a1] completed",
+        "│ researcher [c_a]: [fact-checker done: checked]",
+        "│ writer [c_b]: b says ",
+        "└ writer [c_b] completed",
+        "└ researcher [c_a] completed",
     ]
 
 
@@ -298,11 +298,11 @@ async def test_the_cli_nests_a_workers_real_children(start_gateway: Any, start_w
     nested = sorted(line for line in result.stderr.splitlines() if line.startswith(("┌", "│", "└")))
     assert nested == sorted(
         [
-            "┌ echo (echo): a",
-            "│ echo: echo[a]",
-            "└ echo completed",
-            "┌ echo (echo): b",
-            "│ echo: echo[b]",
-            "└ echo completed",
+            "┌ echo [c_a] (echo): a",  # two children of one agent, told apart by their calls
+            "│ echo [c_a]: echo[a]",
+            "└ echo [c_a] completed",
+            "┌ echo [c_b] (echo): b",
+            "│ echo [c_b]: echo[b]",
+            "└ echo [c_b] completed",
         ]
     )

@@ -108,18 +108,18 @@ def test_sub_agent_runs_are_nested_parts_of_their_own_closed_at_their_end(capsys
     lines = [line for line in err.splitlines() if line]
     assert lines == [
         "[running researcher {'input': 'dig'}]",
-        "┌ researcher (researcher): dig",
+        "┌ researcher [c1] (researcher): dig",
         "[running writer {'input': 'dig'}]",
-        "┌ writer (writer): dig",
-        "│ writer: drafting",  # whole lines, each named: the two children interleave
-        "│ researcher: found it",
-        "│ ┌ checker (checker): dig",
-        "│ │ checker: [checking]",
-        "│ └ checker completed",
-        "└ researcher completed",
+        "┌ writer [c2] (writer): dig",
+        "│ writer [c2]: drafting",  # whole lines, each named: the two children interleave
+        "│ researcher [c1]: found it",
+        "│ ┌ checker [c3] (checker): dig",
+        "│ │ checker [c3]: [checking]",
+        "│ └ checker [c3] completed",
+        "└ researcher [c1] completed",
         "[researcher done: found it]",
-        "│ writer: line two",  # the rest of its text, at its end
-        "└ writer failed: no ink",
+        "│ writer [c2]: line two",  # the rest of its text, at its end
+        "└ writer [c2] failed: no ink",
         "[writer failed: no ink]",
     ]
 
@@ -138,11 +138,29 @@ def test_a_child_still_open_when_its_ancestor_ends_is_closed_with_it(capsys: pyt
         status = screen.show(event, status)
     lines = [line for line in capsys.readouterr().err.splitlines() if line]
     assert lines == [
-        "┌ researcher (researcher): dig",
-        "│ ┌ checker (checker): dig",
+        "┌ researcher [c1] (researcher): dig",
+        "│ ┌ checker [c2] (checker): dig",
         "[cancelled: cancelled by request]",
-        "│ │ checker: half a line",
-        "│ └ checker ended with its parent",
-        "└ researcher ended with its parent",
+        "│ │ checker [c2]: half a line",
+        "│ └ checker [c2] ended with its parent",
+        "└ researcher [c1] ended with its parent",
     ]
     assert status == 1  # the session's run was cancelled; its children's ends set nothing
+
+
+def test_two_children_of_one_agent_are_told_apart_by_their_call_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    screen = Screen()
+    for event in [
+        _spawned("a", "root", "researcher", "tides"),
+        _spawned("b", "root", "researcher", "moon"),
+        _of("a", "message.delta", text="the moon pulls\n"),
+        _of("b", "message.delta", text="384,400 km\n"),
+    ]:
+        screen.show(event, 1)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert lines == [
+        "┌ researcher [tides] (researcher): dig",
+        "┌ researcher [moon] (researcher): dig",
+        "│ researcher [tides]: the moon pulls",
+        "│ researcher [moon]: 384,400 km",
+    ]

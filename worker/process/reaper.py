@@ -25,6 +25,7 @@ from collections.abc import Callable
 from redis import exceptions as redis_errors
 
 from tokentail.shared.plumbing import run_spans, tracing
+from tokentail.shared.store.keys import LANE_SEPARATOR, session_of
 from tokentail.shared.store.reads import decode_run
 from tokentail.shared.store.scripts.runs import Requeue
 from tokentail.shared.vocabulary.events import RunFailed
@@ -93,7 +94,7 @@ class Reaper:
                 try:
                     look = await self._runs.look(entry.session_id)
                 except redis_errors.ResponseError:  # a broken record: skip it, the others still need us
-                    logger.error("reaper: cannot requeue the run of session %s", entry.session_id, exc_info=True)
+                    logger.error("reaper: cannot requeue %s", _run_in(entry.session_id), exc_info=True)
                     skipped += 1
                     continue
                 # An intent is done with once its run got its job: a lease has an entry of its own.
@@ -101,9 +102,9 @@ class Reaper:
                 await leases.settle(entry, look.look_again_at if again else None)
                 if look.outcome is Requeue.REQUEUED:
                     requeued += 1
-                    logger.warning("the run of session %s lost its worker; queued for takeover", entry.session_id)
+                    logger.warning("%s lost its worker; queued for takeover", _run_in(entry.session_id))
                 elif look.pushed:  # its queuer died before pushing it, or arq ended the job unstarted
-                    logger.warning("the queued run of session %s had no job; queued it again", entry.session_id)
+                    logger.warning("the queued %s had no job; queued it again", _run_in(entry.session_id))
                 elif look.expired is not None and tracing.ON:  # the run ended here: its span is written here
                     _trace_expired(entry.session_id, look.expired, self._runs.keys.queue)
             if len(page) < PAGE:
@@ -116,3 +117,11 @@ def _trace_expired(session_id: str, record: bytes, queue: str) -> None:
     run = decode_run(record)
     if run.error is not None:
         run_spans.write_run(run, session_id, RunFailed(run_id=run.run_id, error=run.error, usage=run.usage), queue)
+
+
+def _run_in(lane: str) -> str:
+    """The run of a lane the leases index names, as logs say it: a child's lane is no session id."""
+    session_id = session_of(lane)
+    if lane == session_id:
+        return f"the run of session {session_id}"
+    return f"child run {lane.rsplit(LANE_SEPARATOR, 1)[1]} of session {session_id}"

@@ -13,15 +13,17 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn, Protocol
 
+from tokentail.shared.features.admission import FollowerSlot
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import lane_of, session_of
 from tokentail.shared.store.reads import decode_run, read_run
 from tokentail.shared.store.scripts.children import Spawned
+from tokentail.shared.vocabulary.catalog import check_agent
 from tokentail.shared.vocabulary.events import (
     TERMINAL_EVENTS,
     CustomData,
@@ -129,9 +131,12 @@ class Children:
         writer: EventWriter,
         settings: Settings,
         tenant: str,
+        slot: FollowerSlot | None = None,
     ) -> None:
+        """`slot`: the run's slot in its tenant's caps, lent while it follows a child (`stream`)."""
         self._lease = lease
         self._tenant = tenant
+        self._slot = slot
         self._run = run
         self._known = {child.run_id: child for child in known}
         self._writer = writer
@@ -185,19 +190,33 @@ class Children:
             raise RuntimeError("this run cannot start children (it runs outside a worker)")
         child_id = child_run_id(self._run.run_id, call_id)
         async with tool(name or agent, {"input": text}, call_id) as call:
-            child = self._known.get(child_id)
-            while child is None:  # as many children going as may: one of them ends before it starts
-                child = await self._start(child_id, agent, text, call_id, name)
-                if child is None:
-                    await asyncio.sleep(FULL_LOOK_SECONDS)
-            async for event in self._follow(child):
-                yield event
+            async with self._following():
+                child = self._known.get(child_id)
+                while child is None:  # as many children going as may: one of them ends before it starts
+                    child = await self._start(child_id, agent, text, call_id, name)
+                    if child is None:
+                        await asyncio.sleep(FULL_LOOK_SECONDS)
+                async for event in self._follow(child):
+                    yield event
             runs = self._lease.runs
             ended = await read_run(runs.redis, runs.keys.session(self._lease.session_id), child_id)
             assert ended is not None, f"child run {child_id} has no record"
             if ended.status != "completed":
                 raise ChildFailed(ended)
             call.result = ended.output
+
+    @asynccontextmanager
+    async def _following(self) -> AsyncIterator[None]:
+        """While this run follows a child, its tenant's slot is lent (the child waits in the tenant's
+        line: at a cap of 1, it would wait on its own parent)."""
+        if self._slot is None:
+            yield
+            return
+        await self._slot.follow()
+        try:
+            yield
+        finally:
+            await self._slot.followed()
 
     async def _follow(self, child: RunRecord) -> AsyncIterator[ChildEvent]:
         """The child's events and its descendants', after its `run.spawned`, through its terminal one."""
@@ -222,13 +241,17 @@ class Children:
     async def _start(self, child_id: str, agent: str, text: str, call_id: str, name: str | None) -> RunRecord | None:
         """Start the child (None: the run has as many going as it may, and waits for one to end)."""
         settings, run, lease = self._settings, self._run, self._lease
+        try:
+            check_agent(agent, set(settings.agents))
+        except ValueError as unknown:  # refused as it is made, rather than started to fail
+            raise SpawnRefused("unknown_agent", 422, str(unknown)) from None
         if run.depth + 1 > settings.max_child_depth:
             raise SpawnRefused(
                 "child_depth_exceeded",
                 422,
                 f"a tree of runs is at most {settings.max_child_depth} deep (TOKENTAIL_MAX_CHILD_DEPTH)",
             )
-        await self._count_spawn()
+        counted = await self._count_spawn()
         lane = lane_of(lease.session_id, child_id)
         child = RunRecord(
             run_id=child_id,
@@ -252,6 +275,8 @@ class Children:
         )
         await self._writer.flush()  # what the parent streamed (its tool call) comes before the child
         reply = await lease.spawn(child, spawned, settings.max_children_per_run, settings.max_concurrent_children)
+        if reply.outcome is not Spawned.STARTED and counted is not None:
+            await self._uncount(counted)  # a child counts once, as it starts, never a spawn that waits for room
         match reply.outcome:
             case Spawned.STARTED:
                 child.queued_seq = reply.seq
@@ -283,11 +308,13 @@ class Children:
         except Exception:  # they run on, and end by themselves
             logger.warning("run %s could not cancel its children", lease.run_id, exc_info=True)
 
-    async def _count_spawn(self) -> None:
-        """Count a spawn in its tenant's minute; past the bound, refuse it."""
+    async def _count_spawn(self) -> str | None:
+        """Count a spawn in its tenant's minute, before it starts its child (so that spawns at once never
+        pass the bound together); past the bound, refuse it, uncounted. The minute's key it counted in
+        (None: no bound), for `_uncount` if the child did not start after all."""
         most = self._settings.children_per_tenant_per_minute
         if most == 0:
-            return
+            return None
         runs = self._lease.runs
         key = runs.keys.spawns(self._tenant, int(time.time() // 60))
         async with runs.redis.pipeline(transaction=False) as pipe:
@@ -295,11 +322,16 @@ class Children:
             pipe.expire(key, 120)
             count, _ = await pipe.execute()
         if count > most:
+            await self._uncount(key)
             raise SpawnRefused(
                 "spawn_rate_limited",
                 429,
                 f"a tenant's runs start at most {most} children a minute (TOKENTAIL_CHILDREN_PER_TENANT_PER_MINUTE)",
             )
+        return key
+
+    async def _uncount(self, key: str) -> None:
+        await self._lease.runs.redis.decr(key)
 
 
 # Inline children: a framework's own sub-agents (an OpenAI Agents SDK agent used as a tool, a handoff, a

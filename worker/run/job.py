@@ -9,9 +9,11 @@ from typing import Any
 from arq.worker import Retry
 
 from tokentail.shared.connections.outage import ride_out
+from tokentail.shared.features.admission import FollowerSlot
 from tokentail.shared.plumbing import run_spans, tracing
 from tokentail.shared.plumbing.logs import bind
 from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys, session_of
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.store.scripts.children import Awaited
 from tokentail.shared.store.scripts.runs import Asked, Requeue, StartVerdict
@@ -58,7 +60,9 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
     # `owner`: the run's tenant and user, which its job names for the claim's caps (lib/admission.lua).
     settings: Settings = ctx["settings"]
     running: RunningRuns = ctx["running"]
-    bind(session_id=session_id, run_id=run_id)  # each arq job runs in a task of its own
+    bind(
+        session_id=session_of(session_id), run_id=run_id
+    )  # each arq job runs in a task of its own (a child: its lane's session)
     told = running.told_of_steers()  # (asked before the start: of every steer sent after it)
     running.expect(run_id)
     try:
@@ -69,7 +73,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
     if started is None:
         # A duplicate delivery, a deleted session, or a run another worker holds: nothing to do.
         running.forget(run_id)
-        logger.info("run %s of session %s is not ours to start", run_id, session_id)
+        logger.info("run %s of session %s is not ours to start", run_id, session_of(session_id))
         return
     lease, run, verdict, earlier, known_children = started
     lease.inbox.told = told
@@ -85,7 +89,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
     logger.info(
         "run %s of session %s started (attempt %d, %s) in worker pid %d",
         run_id,
-        session_id,
+        session_of(session_id),
         run.attempt,
         run.started_as,
         os.getpid(),
@@ -102,7 +106,9 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
         on_cancel=lambda: running.cancel(run_id),
         on_lost=lambda: running.stop(run_id, Stop.LEASE_LOST),
     )
-    children = Children(lease, run, known_children, writer, settings, owner.get("tenant", PUBLIC_TENANT))
+    tenant = owner.get("tenant")
+    slot = FollowerSlot(ctx["redis"], Keys(settings.key_prefix), tenant, session_id, run_id) if tenant else None
+    children = Children(lease, run, known_children, writer, settings, tenant or PUBLIC_TENANT, slot)
     try:
         async with keeper:
             with _in_attempt(attempt):
@@ -127,7 +133,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
         attempt = _handed_over(attempt, isinstance(stopped, HandedOver))  # as Redis lost its events
         ended = await _end_stopped(writer, meter, lease, stop, settings)
     except Exception as exc:  # the run boundary: every failure ends the run with run.failed
-        logger.warning("run %s of session %s failed: %s", run_id, session_id, exc, exc_info=True)
+        logger.warning("run %s of session %s failed: %s", run_id, session_of(session_id), exc, exc_info=True)
         if isinstance(exc, ProviderError):
             metrics.PROVIDER_ERRORS.labels(writer.provider, exc.kind).inc()
         error = _error_info(exc, settings)
@@ -155,7 +161,9 @@ async def _claim(ctx: dict[str, Any], session_id: str, run_id: str) -> tuple[Sta
             plan = lambda: plan_takeover(ctx["store"], ctx["providers"], settings, session_id, run_id)  # noqa: E731
             kept = await ride_out(plan, f"takeover plan of run {run_id}")
         except Exception:  # never strand the run: it starts over, as it did before runs went on
-            logger.warning("run %s of session %s: could not read its record; it starts over", run_id, session_id)
+            logger.warning(
+                "run %s of session %s: could not read its record; it starts over", run_id, session_of(session_id)
+            )
         return "restart" if kept is None else kept.last_seq
 
     try:
@@ -168,7 +176,11 @@ async def _claim(ctx: dict[str, Any], session_id: str, run_id: str) -> tuple[Sta
         # in-progress mark lapses: worker/process/main.py).
         defer = min(MAX_START_DEFER_SECONDS, ctx.get("job_try", 1))
         logger.warning(
-            "run %s of session %s could not start (%s); its job runs again in %d s", run_id, session_id, exc, defer
+            "run %s of session %s could not start (%s); its job runs again in %d s",
+            run_id,
+            session_of(session_id),
+            exc,
+            defer,
         )
         raise Retry(defer=defer) from exc
     return started, kept
@@ -179,7 +191,7 @@ async def _end_stopped(
 ) -> Ending | None:
     """End a run stopped by a cancel or a blocked loop: the terminal event written, if any."""
     if stop is Stop.CANCELLED:
-        logger.info("run %s of session %s cancelled", lease.run_id, lease.session_id)
+        logger.info("run %s of session %s cancelled", lease.run_id, session_of(lease.session_id))
         cancelled = RunCancelled(run_id=lease.run_id, reason=CANCELLED_BY_REQUEST, usage=meter.total(cut=True))
         return await _finish(writer, cancelled, lease)
     if stop is Stop.BLOCKED_LOOP:
@@ -189,7 +201,7 @@ async def _end_stopped(
         error = ErrorInfo(type="blocked_event_loop", message=message)
         return await _finish(writer, RunFailed(run_id=lease.run_id, error=error, usage=meter.total(cut=True)), lease)
     # The run is another worker's now, or gone: it must not write its end.
-    logger.warning("run %s of session %s stopped: lease lost", lease.run_id, lease.session_id)
+    logger.warning("run %s of session %s stopped: lease lost", lease.run_id, session_of(lease.session_id))
     return None
 
 
@@ -220,16 +232,20 @@ async def _wait_for_input(
         await meter.settle()  # recorded while the lease is this worker's: the resume goes on counting
         asked = await lease.ask([*run.asked, *questions], questions)
     except LeaseLost:
-        logger.warning("run %s of session %s lost its lease as it asked for input", run.run_id, lease.session_id)
+        logger.warning(
+            "run %s of session %s lost its lease as it asked for input", run.run_id, session_of(lease.session_id)
+        )
         return "lease_lost", None
     except Exception:  # its lease lapses, and the worker that takes it over asks again
-        logger.error("run %s of session %s could not ask for input", run.run_id, lease.session_id, exc_info=True)
+        logger.error(
+            "run %s of session %s could not ask for input", run.run_id, session_of(lease.session_id), exc_info=True
+        )
         return "failed", None
     if asked is Asked.CANCEL:
         cancelled = RunCancelled(run_id=run.run_id, reason=CANCELLED_BY_REQUEST, usage=meter.total())
         return "cancelled", await _finish(writer, cancelled, lease)
     waits_for = ", ".join(question.input_id for question in questions)
-    logger.info("run %s of session %s waits for answers to %s", run.run_id, lease.session_id, waits_for)
+    logger.info("run %s of session %s waits for answers to %s", run.run_id, session_of(lease.session_id), waits_for)
     return "waiting", None
 
 
@@ -243,17 +259,27 @@ async def _wait_for_children(
         await meter.settle()
         awaited = await lease.await_children(waiting.children, waiting.wake_on_first)
     except LeaseLost:
-        logger.warning("run %s of session %s lost its lease as it waited for children", run.run_id, lease.session_id)
+        logger.warning(
+            "run %s of session %s lost its lease as it waited for children", run.run_id, session_of(lease.session_id)
+        )
         return "lease_lost", None
     except Exception:  # its lease lapses, and the worker that takes it over spawns (finds) them again
         logger.error(
-            "run %s of session %s could not wait for its children", run.run_id, lease.session_id, exc_info=True
+            "run %s of session %s could not wait for its children",
+            run.run_id,
+            session_of(lease.session_id),
+            exc_info=True,
         )
         return "failed", None
     if awaited is Awaited.CANCEL:
         cancelled = RunCancelled(run_id=run.run_id, reason=CANCELLED_BY_REQUEST, usage=meter.total())
         return "cancelled", await _finish(writer, cancelled, lease)
-    logger.info("run %s of session %s waits for children %s", run.run_id, lease.session_id, ", ".join(waiting.children))
+    logger.info(
+        "run %s of session %s waits for children %s",
+        run.run_id,
+        session_of(lease.session_id),
+        ", ".join(waiting.children),
+    )
     return "waiting", None
 
 
@@ -338,7 +364,9 @@ async def _finish(writer: EventWriter, ending: RunCancelled | RunFailed, lease: 
     try:
         await asyncio.shield(writer.finish(ending))
     except Exception:  # Redis gone or lease lost: nothing more this worker can do for the run
-        logger.error("run %s of session %s could not record its end", lease.run_id, lease.session_id, exc_info=True)
+        logger.error(
+            "run %s of session %s could not record its end", lease.run_id, session_of(lease.session_id), exc_info=True
+        )
         return None
     return ending
 
@@ -348,9 +376,11 @@ async def _hand_over(lease: RunLease) -> bool:
     try:
         requeued = await asyncio.shield(lease.hand_over())
     except Exception:  # the lease will expire instead, and a reaper requeue the run
-        logger.error("run %s of session %s could not be handed over", lease.run_id, lease.session_id, exc_info=True)
+        logger.error(
+            "run %s of session %s could not be handed over", lease.run_id, session_of(lease.session_id), exc_info=True
+        )
         return False
-    logger.info("run %s of session %s handed over: %s", lease.run_id, lease.session_id, requeued)
+    logger.info("run %s of session %s handed over: %s", lease.run_id, session_of(lease.session_id), requeued)
     return requeued is Requeue.REQUEUED
 
 
@@ -411,7 +441,9 @@ async def _generate(
                 await context.tool_finished(call_id, error=exc, agent=by)
         raise
     if not attempt.answered:
-        logger.warning("run %s of session %s: agent %s finished without an answer", run.run_id, session_id, run.agent)
+        logger.warning(
+            "run %s of session %s: agent %s finished without an answer", run.run_id, session_of(session_id), run.agent
+        )
         await writer.emit(Status(run_id=run.run_id, text=NO_ANSWER))
     # Its text not appended yet goes with its end, in one call (`EventWriter.finish`).
     return RunCompleted(run_id=run.run_id, output=attempt.output, usage=meter.total())

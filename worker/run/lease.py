@@ -5,6 +5,7 @@ import logging
 from collections.abc import Callable
 from types import TracebackType
 
+from tokentail.shared.store.keys import session_of
 from tokentail.shared.store.scripts.runs import Renewal
 from tokentail.worker.run.run_writes import RunLease
 
@@ -54,13 +55,22 @@ class LeaseKeeper:
             try:
                 renewed = await self._lease.renew()
             except Exception as exc:  # Redis unreachable or refusing writes: try again at the next beat
-                logger.warning("lease renewal failed for session %s: %s", self._lease.session_id, exc)
+                logger.warning(
+                    "lease renewal of run %s of session %s failed: %s",
+                    self._lease.run_id,
+                    session_of(self._lease.session_id),
+                    exc,
+                )
                 continue
             if renewed is Renewal.CANCEL_PENDING:
                 self._on_cancel()
             elif renewed is Renewal.STEERED:
                 self._lease.inbox.sent.set()
             elif renewed is Renewal.LOST:
-                logger.warning("run of session %s lost its lease; stopping it", self._lease.session_id)
+                logger.warning(
+                    "run %s of session %s lost its lease; stopping it",
+                    self._lease.run_id,
+                    session_of(self._lease.session_id),
+                )
                 self._on_lost()
                 return

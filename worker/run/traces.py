@@ -47,12 +47,13 @@ class AttemptSpan:
             links.append(self.trace.attempt_link(run.attempt, run.resumes - 1, "resumed_after_answer"))
             if question is not None:
                 attributes["tokentail.input.id"] = question.input_id
-                if question.asked_at is not None and run.started_at is not None:
-                    attributes["tokentail.answer_wait_s"] = max(0.0, run.started_at - question.asked_at)
+                resumed_at = run.attempt_started_at or run.started_at
+                if question.asked_at is not None and resumed_at is not None:
+                    attributes["tokentail.answer_wait_s"] = max(0.0, resumed_at - question.asked_at)
         elif run.queued_at is not None and run.started_at is not None:
             attributes["tokentail.queue_wait_s"] = max(0.0, run.started_at - run.queued_at)  # both Redis times
         self.span = self.trace.start_attempt(
-            run.attempt, run.resumes, run.started_as, run.started_at, links, attributes
+            run.attempt, run.resumes, run.started_as, run.attempt_started_at or run.started_at, links, attributes
         )
 
     def current(self) -> AbstractContextManager[Span]:

@@ -1,7 +1,7 @@
 -- A run waits for its children (worker/run/children.py) without a worker, as a run waits for answers
 -- (ask.lua): fenced by its lease, it gives the lease up, its status `waiting` and `awaiting` the
 -- children of `a.children` still going. The last of them to end queues it again (lib/runs.lua's
--- child_ended), and any worker goes on with it; with `wake_on_first` (it has spawns it could not start
+-- child_ended: in its tenant's line, at its tree's place), and any worker goes on with it; with `wake_on_first` (it has spawns it could not start
 -- yet: spawn.lua's 'full'), the first of them. Children that all ended already (or, with
 -- `wake_on_first`, one did) queue it again here ('queued'). A cancel asked for while the worker was
 -- on its way here wins ('cancel').
@@ -35,7 +35,7 @@ local first = a.wake_on_first == '1'
 if #going == 0 or (first and #going < #a.children) then
   run.status = 'queued'
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
-  queue_job(k, s, run_id, run_id .. '.w' .. a.job_suffix, now_ms, run)
+  queue_job(k, s, run_id, run_id .. '.w' .. a.job_suffix, now_ms, run, true)
   return reply.queued{}
 end
 run.status, run.awaiting, run.wake_on_first = 'waiting', going, first or nil

@@ -105,9 +105,11 @@ else
 end
 run.status = 'running'
 run.started_seq = seq
-run.previous_started_at = run.started_at  -- a dead attempt's start and how, for its span (shared/plumbing/run_spans.py)
+-- A dead attempt's start and how, for its span (shared/plumbing/run_spans.py).
+run.previous_started_at = tonumber(run.attempt_started_at) or tonumber(run.started_at)
 run.previous_started_as = run.started_as
-run.started_at = now_s
+run.attempt_started_at = now_s  -- this start's (a takeover's, a resume's after answers or children)
+run.started_at = tonumber(run.started_at) or now_s  -- its first start, which the API and the console show
 run.started_as = reason
 local workers = run.workers or {}  -- which worker process made each start, in order (the console's timeline)
 workers[#workers + 1] = a.worker

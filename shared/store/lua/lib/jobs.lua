@@ -29,7 +29,8 @@ end
 -- Hand the session's active run to arq: now, or through the outbox (see Jobs above). The job names
 -- the run's owner: the session's tenant, and a digest of its end user (any text a request named):
 -- the run's `user`, else the session's. `run`: its record, when the caller has it decoded already.
--- `in_line`: a later job of the run that earns a slot again in its tenant's line (push_job).
+-- `in_line`: a job that earns a slot in its tenant's line at the run's own place (push_job): a run
+-- resumed after its answers or its children, a child.
 local function queue_job(k, s, run_id, job_id, now_ms, run, in_line)
   local meta = redis.call('HMGET', k.meta, 'tenant', 'user')
   local dispatch = job_id .. ' ' .. run_id .. ' ' .. (meta[1] or 'public')
@@ -37,8 +38,8 @@ local function queue_job(k, s, run_id, job_id, now_ms, run, in_line)
   local user = run.user
   if type(user) ~= 'string' then user = meta[2] end
   local digest = user and string.sub(redis.sha1hex(user), 1, 16)
-  if in_line then  -- its place: when the run first queued
-    local since = math.floor(1000 * (tonumber(run.queued_at) or now_ms / 1000))
+  if in_line then  -- its place: its tree's (a child's: spawn.lua), else when the run first queued
+    local since = tonumber(run.line_at) or math.floor(1000 * (tonumber(run.queued_at) or now_ms / 1000))
     dispatch = dispatch .. ' ' .. (digest or '') .. ' ' .. since
   elseif digest then
     dispatch = dispatch .. ' ' .. digest

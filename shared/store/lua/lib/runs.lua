@@ -1,7 +1,8 @@
 -- A child run ended (docs/subagents.md): its parent, if it waits for it (await_children.lua), waits for
 -- one fewer; the last of those it waits for to end (or the first, for a parent with spawns it could not
--- start then: `wake_on_first`) queues it again, in its own lane (`k.parent`, the lane one up), at once
--- and outside its tenant's line, as a run that started: it goes on, and takes its children's results.
+-- start then: `wake_on_first`) queues it again, in its own lane (`k.parent`, the lane one up), in its
+-- tenant's line at its tree's place (it held no slot while it waited, and earns one again: one tenant's
+-- trees count against its caps), and it goes on, and takes its children's results.
 local function child_ended(k, s, run, now_ms)
   local parent_id = run.parent_run_id
   local parent = get_run(k.runs, parent_id)
@@ -22,7 +23,7 @@ local function child_ended(k, s, run, now_ms)
   for name, key in pairs(s) do lane[name] = key end
   lane.session_id = string.match(s.session_id, '^(.*)/[^/]+$')
   local keys = {meta = k.parent, runs = k.runs, queue = k.queue, index = k.index}
-  queue_job(keys, lane, parent_id, parent_id .. '.' .. run.run_id, now_ms, parent)
+  queue_job(keys, lane, parent_id, parent_id .. '.' .. run.run_id, now_ms, parent, true)
 end
 
 -- End the active run with its terminal event (`data` as stored; `outcome` the record's fields; `told`:
