@@ -10,14 +10,13 @@ import tarfile
 import zipfile
 from collections.abc import Iterator
 from email.parser import Parser
-from importlib.metadata import Distribution, PackageNotFoundError, distribution
 from pathlib import Path
 
 import httpx2
 import pytest
-from packaging.requirements import Requirement
 
 from tests.e2e.conftest import wait_until_ready
+from tests.support.installed import requirement_closure, see_distributions
 from tests.unit.test_layout import INSTALLED_INSIDE
 from tokentail.redis_server import free_port
 
@@ -51,54 +50,21 @@ def wheel(dist: Path) -> Path:
     return found
 
 
-def _declared_closure(wheel: Path) -> list[Distribution]:
-    """The distributions the wheel's own Requires-Dist reaches (extras only where a requirement names
-    them), as installed in the test run's environment: what pip would resolve, without an index."""
-    (metadata,) = (name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".dist-info/METADATA"))
-    pending = [
-        (Requirement(line), "")
-        for line in Parser().parsestr(zipfile.ZipFile(wheel).read(metadata).decode()).get_all("Requires-Dist", [])
-    ]
-    found: dict[str, Distribution] = {}
-    while pending:
-        requirement, extra = pending.pop()
-        if requirement.marker and not requirement.marker.evaluate({"extra": extra}):
-            continue
-        try:
-            dist = distribution(requirement.name)
-        except PackageNotFoundError:
-            raise AssertionError(f"{requirement}, which the wheel requires, is not installed in the test run") from None
-        assert dist.version in requirement.specifier, f"{requirement}: the test run has {dist.version}"
-        key = dist.metadata["Name"].lower()
-        pending += [(Requirement(line), chosen) for line in dist.requires or [] for chosen in ("", *requirement.extras)]
-        found[key] = dist
-    return list(found.values())
-
-
-def _link_installed(dists: list[Distribution], into: Path) -> None:
-    """Lays out the distributions' top-level files (modules, packages, .dist-info) as links in one folder."""
-    into.mkdir()
-    for dist in dists:
-        assert dist.files is not None, f"{dist.metadata['Name']} has no RECORD to find its files by"
-        for top in {file.parts[0] for file in dist.files if file.parts[0] != ".."}:
-            source = Path(str(dist.locate_file(top)))
-            if source.exists() and not (into / top).exists() and not top.endswith(".pth"):
-                (into / top).symlink_to(source)
+def _requires_dist(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = (name for name in archive.namelist() if name.endswith(".dist-info/METADATA"))
+        return Parser().parsestr(archive.read(metadata).decode()).get_all("Requires-Dist", [])
 
 
 @pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A clean virtualenv, outside the repository, with the wheel installed, and beside it exactly the
-    distributions its Requires-Dist reaches. A pip resolve from the index took three minutes of CI: the
-    test run's own copies of them, linked in one folder a .pth file adds to the venv's path, stand in, and
-    the wheel is installed alone (--no-deps --no-index). A dependency the code imports but the wheel does not
-    declare is missing here as it would be for a user."""
+    """A clean virtualenv, outside the repository, with the wheel installed alone (--no-deps --no-index)
+    beside exactly the distributions its Requires-Dist reaches (tests/support/installed.py)."""
     venv = tmp_path_factory.mktemp("venv")
     _run(sys.executable, "-m", "venv", venv)
-    dependencies = tmp_path_factory.mktemp("dependencies") / "site"
-    _link_installed(_declared_closure(wheel), dependencies)
-    (site_packages,) = venv.glob("lib/python*/site-packages")
-    (site_packages / "dependencies.pth").write_text(f"{dependencies}\n")
+    see_distributions(
+        venv, requirement_closure(_requires_dist(wheel)), tmp_path_factory.mktemp("requirements") / "site"
+    )
     install = ("install", "--quiet", "--disable-pip-version-check", "--no-deps", "--no-index")
     _run(venv / "bin" / "python", "-m", "pip", *install, wheel)
     return venv
