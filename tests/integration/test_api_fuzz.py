@@ -3,9 +3,10 @@
 schemathesis turns the document the gateway serves at `/openapi.json` into one test per operation
 and sends each operation's requests to a real gateway (uvicorn on loopback, real Redis): its
 examples and coverage phases (boundary values, missing and wrongly typed fields), then
-`MAX_EXAMPLES` generated ones, valid and invalid. Every response must pass schemathesis' checks (no
-5xx, a documented status, content type, headers and body, invalid data rejected) and ours: no stack
-trace or internal detail in any body, and every error as JSON `{"error": {"type": str, "message": str}}`.
+`MAX_EXAMPLES` generated ones (an event stream's operation: `STREAM_MAX_EXAMPLES`), valid and
+invalid. Every response must pass schemathesis' checks (no 5xx, a documented status, content type,
+headers and body, invalid data rejected) and ours: no stack trace or internal detail in any body,
+and every error as JSON `{"error": {"type": str, "message": str}}`.
 
 Each operation gets a gateway, a Redis key prefix and seeded sessions of its own: about half its
 cases on `/v1/sessions/{session_id}...` (and the console's `/v1/admin/sessions/{session_id}...`) name
