@@ -9,12 +9,14 @@ import sys
 import tarfile
 import zipfile
 from collections.abc import Iterator
+from email.parser import Parser
 from pathlib import Path
 
 import httpx2
 import pytest
 
 from tests.e2e.conftest import wait_until_ready
+from tests.support.installed import requirement_closure, see_distributions
 from tests.unit.test_layout import INSTALLED_INSIDE
 from tokentail.redis_server import free_port
 
@@ -48,12 +50,23 @@ def wheel(dist: Path) -> Path:
     return found
 
 
+def _requires_dist(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = (name for name in archive.namelist() if name.endswith(".dist-info/METADATA"))
+        return Parser().parsestr(archive.read(metadata).decode()).get_all("Requires-Dist", [])
+
+
 @pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A clean virtualenv, outside the repository, with the wheel installed."""
+    """A clean virtualenv, outside the repository, with the wheel installed alone (--no-deps --no-index)
+    beside exactly the distributions its Requires-Dist reaches (tests/support/installed.py)."""
     venv = tmp_path_factory.mktemp("venv")
     _run(sys.executable, "-m", "venv", venv)
-    _run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", wheel)
+    see_distributions(
+        venv, requirement_closure(_requires_dist(wheel)), tmp_path_factory.mktemp("requirements") / "site"
+    )
+    install = ("install", "--quiet", "--disable-pip-version-check", "--no-deps", "--no-index")
+    _run(venv / "bin" / "python", "-m", "pip", *install, wheel)
     return venv
 
 
