@@ -56,6 +56,7 @@ export class SessionView {
     this.sessionId = null;
     this.loading = null;
     this.again = false;
+    this.deleting = null; // the session this view is deleting, if it is
     $("delete-session").addEventListener("click", () => this.delete().catch((error) => this.onError(actionFailed(error))));
   }
 
@@ -79,7 +80,8 @@ export class SessionView {
           if (this.sessionId === sessionId) this.render(session);
         } while (this.again);
       } catch (error) {
-        if (this.sessionId === sessionId) this.onGone(error);
+        // (a read answered 404 while the view deletes its session is the delete's own doing)
+        if (this.sessionId === sessionId && this.deleting !== sessionId) this.onGone(error);
       } finally {
         this.loading = null;
       }
@@ -110,7 +112,13 @@ export class SessionView {
   async delete() {
     const sessionId = this.sessionId;
     if (!confirm(`Delete session ${sessionId}, its runs and its events? This cannot be undone.`)) return;
-    await api(sessionApi(sessionId), { method: "DELETE" });
+    this.deleting = sessionId;
+    try {
+      await api(sessionApi(sessionId), { method: "DELETE" });
+    } finally {
+      this.deleting = null;
+    }
+    this.sessionId = null; // a read still on its way reads a session this view no longer shows
     this.go("/console");
   }
 }
