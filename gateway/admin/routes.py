@@ -174,8 +174,8 @@ async def runs(
     status: StatusFilter | None = None,
     tenant: Annotated[str | None, Query(max_length=64)] = None,
     user: Annotated[str | None, Query(max_length=256)] = None,
-    since: Annotated[float | None, Query(ge=0)] = None,
-    until: Annotated[float | None, Query(ge=0)] = None,
+    since: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+    until: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
     cursor: Annotated[str | None, Query(max_length=300)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> RunPage:

@@ -336,3 +336,14 @@ async def test_the_stream_ends_when_the_gateway_stops(start_gateway: Callable[..
                 async for _ in lines:
                     pass
             await stopping
+
+
+async def test_a_window_that_is_no_time_is_422(client: httpx.AsyncClient) -> None:
+    # `since`/`until` are epoch seconds: `inf` (and 1e400, which is inf) is none, as `nan` is.
+    await client.post("/v1/sessions", json={"input": "listed"})
+    for window in [{"since": "nan"}, {"until": "inf"}, {"since": "1e400"}, {"until": "-inf"}]:
+        response = await client.get("/v1/admin/runs", params=window)
+        assert response.status_code == 422, (window, response.text)
+    far = {"since": "1.46e218", "until": "2.4e85", "cursor": "1764000000000000 s_x r_x"}  # a window, if empty
+    assert (await client.get("/v1/admin/runs", params=far)).json()["runs"] == []
+    assert len((await client.get("/v1/admin/runs", params={"since": "0"})).json()["runs"]) == 1
