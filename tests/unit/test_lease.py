@@ -15,6 +15,7 @@ class ScriptedLease:
     """Answers renewals from a script; past its end, RENEWED."""
 
     session_id = "s"
+    session = "s"  # (as logs name it)
     run_id = "r"
 
     def __init__(self, *answers: Renewal | Exception) -> None:

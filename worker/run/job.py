@@ -60,9 +60,8 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
     # `owner`: the run's tenant and user, which its job names for the claim's caps (lib/admission.lua).
     settings: Settings = ctx["settings"]
     running: RunningRuns = ctx["running"]
-    bind(
-        session_id=session_of(session_id), run_id=run_id
-    )  # each arq job runs in a task of its own (a child: its lane's session)
+    session = session_of(session_id)  # what logs name (`session_id` is a child's lane)
+    bind(session_id=session, run_id=run_id)  # each arq job runs in a task of its own
     told = running.told_of_steers()  # (asked before the start: of every steer sent after it)
     running.expect(run_id)
     try:
@@ -73,7 +72,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
     if started is None:
         # A duplicate delivery, a deleted session, or a run another worker holds: nothing to do.
         running.forget(run_id)
-        logger.info("run %s of session %s is not ours to start", run_id, session_of(session_id))
+        logger.info("run %s of session %s is not ours to start", run_id, session)
         return
     lease, run, verdict, earlier, known_children = started
     lease.inbox.told = told
@@ -89,7 +88,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
     logger.info(
         "run %s of session %s started (attempt %d, %s) in worker pid %d",
         run_id,
-        session_of(session_id),
+        session,
         run.attempt,
         run.started_as,
         os.getpid(),
@@ -133,7 +132,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
         attempt = _handed_over(attempt, isinstance(stopped, HandedOver))  # as Redis lost its events
         ended = await _end_stopped(writer, meter, lease, stop, settings)
     except Exception as exc:  # the run boundary: every failure ends the run with run.failed
-        logger.warning("run %s of session %s failed: %s", run_id, session_of(session_id), exc, exc_info=True)
+        logger.warning("run %s of session %s failed: %s", run_id, session, exc, exc_info=True)
         if isinstance(exc, ProviderError):
             metrics.PROVIDER_ERRORS.labels(writer.provider, exc.kind).inc()
         error = _error_info(exc, settings)
@@ -191,7 +190,7 @@ async def _end_stopped(
 ) -> Ending | None:
     """End a run stopped by a cancel or a blocked loop: the terminal event written, if any."""
     if stop is Stop.CANCELLED:
-        logger.info("run %s of session %s cancelled", lease.run_id, session_of(lease.session_id))
+        logger.info("run %s of session %s cancelled", lease.run_id, lease.session)
         cancelled = RunCancelled(run_id=lease.run_id, reason=CANCELLED_BY_REQUEST, usage=meter.total(cut=True))
         return await _finish(writer, cancelled, lease)
     if stop is Stop.BLOCKED_LOOP:
@@ -201,7 +200,7 @@ async def _end_stopped(
         error = ErrorInfo(type="blocked_event_loop", message=message)
         return await _finish(writer, RunFailed(run_id=lease.run_id, error=error, usage=meter.total(cut=True)), lease)
     # The run is another worker's now, or gone: it must not write its end.
-    logger.warning("run %s of session %s stopped: lease lost", lease.run_id, session_of(lease.session_id))
+    logger.warning("run %s of session %s stopped: lease lost", lease.run_id, lease.session)
     return None
 
 
@@ -232,20 +231,16 @@ async def _wait_for_input(
         await meter.settle()  # recorded while the lease is this worker's: the resume goes on counting
         asked = await lease.ask([*run.asked, *questions], questions)
     except LeaseLost:
-        logger.warning(
-            "run %s of session %s lost its lease as it asked for input", run.run_id, session_of(lease.session_id)
-        )
+        logger.warning("run %s of session %s lost its lease as it asked for input", run.run_id, lease.session)
         return "lease_lost", None
     except Exception:  # its lease lapses, and the worker that takes it over asks again
-        logger.error(
-            "run %s of session %s could not ask for input", run.run_id, session_of(lease.session_id), exc_info=True
-        )
+        logger.error("run %s of session %s could not ask for input", run.run_id, lease.session, exc_info=True)
         return "failed", None
     if asked is Asked.CANCEL:
         cancelled = RunCancelled(run_id=run.run_id, reason=CANCELLED_BY_REQUEST, usage=meter.total())
         return "cancelled", await _finish(writer, cancelled, lease)
     waits_for = ", ".join(question.input_id for question in questions)
-    logger.info("run %s of session %s waits for answers to %s", run.run_id, session_of(lease.session_id), waits_for)
+    logger.info("run %s of session %s waits for answers to %s", run.run_id, lease.session, waits_for)
     return "waiting", None
 
 
@@ -259,15 +254,13 @@ async def _wait_for_children(
         await meter.settle()
         awaited = await lease.await_children(waiting.children, waiting.wake_on_first)
     except LeaseLost:
-        logger.warning(
-            "run %s of session %s lost its lease as it waited for children", run.run_id, session_of(lease.session_id)
-        )
+        logger.warning("run %s of session %s lost its lease as it waited for children", run.run_id, lease.session)
         return "lease_lost", None
     except Exception:  # its lease lapses, and the worker that takes it over spawns (finds) them again
         logger.error(
             "run %s of session %s could not wait for its children",
             run.run_id,
-            session_of(lease.session_id),
+            lease.session,
             exc_info=True,
         )
         return "failed", None
@@ -277,7 +270,7 @@ async def _wait_for_children(
     logger.info(
         "run %s of session %s waits for children %s",
         run.run_id,
-        session_of(lease.session_id),
+        lease.session,
         ", ".join(waiting.children),
     )
     return "waiting", None
@@ -364,9 +357,7 @@ async def _finish(writer: EventWriter, ending: RunCancelled | RunFailed, lease: 
     try:
         await asyncio.shield(writer.finish(ending))
     except Exception:  # Redis gone or lease lost: nothing more this worker can do for the run
-        logger.error(
-            "run %s of session %s could not record its end", lease.run_id, session_of(lease.session_id), exc_info=True
-        )
+        logger.error("run %s of session %s could not record its end", lease.run_id, lease.session, exc_info=True)
         return None
     return ending
 
@@ -376,11 +367,9 @@ async def _hand_over(lease: RunLease) -> bool:
     try:
         requeued = await asyncio.shield(lease.hand_over())
     except Exception:  # the lease will expire instead, and a reaper requeue the run
-        logger.error(
-            "run %s of session %s could not be handed over", lease.run_id, session_of(lease.session_id), exc_info=True
-        )
+        logger.error("run %s of session %s could not be handed over", lease.run_id, lease.session, exc_info=True)
         return False
-    logger.info("run %s of session %s handed over: %s", lease.run_id, session_of(lease.session_id), requeued)
+    logger.info("run %s of session %s handed over: %s", lease.run_id, lease.session, requeued)
     return requeued is Requeue.REQUEUED
 
 

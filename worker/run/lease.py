@@ -5,7 +5,6 @@ import logging
 from collections.abc import Callable
 from types import TracebackType
 
-from tokentail.shared.store.keys import session_of
 from tokentail.shared.store.scripts.runs import Renewal
 from tokentail.worker.run.run_writes import RunLease
 
@@ -58,7 +57,7 @@ class LeaseKeeper:
                 logger.warning(
                     "lease renewal of run %s of session %s failed: %s",
                     self._lease.run_id,
-                    session_of(self._lease.session_id),
+                    self._lease.session,
                     exc,
                 )
                 continue
@@ -70,7 +69,7 @@ class LeaseKeeper:
                 logger.warning(
                     "run %s of session %s lost its lease; stopping it",
                     self._lease.run_id,
-                    session_of(self._lease.session_id),
+                    self._lease.session,
                 )
                 self._on_lost()
                 return

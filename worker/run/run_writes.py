@@ -19,6 +19,7 @@ from tokentail.shared.connections.outage import ride_out
 from tokentail.shared.connections.round_trips import slot_of
 from tokentail.shared.features.webhook_messages import HOOKED_EVENTS
 from tokentail.shared.features.workers import process_id
+from tokentail.shared.store.keys import session_of
 from tokentail.shared.store.reads import (
     add_steps,
     compact_json,
@@ -80,6 +81,11 @@ class RunLease:
     # The keys of its per-token appends, and their Redis Cluster slot, worked out once.
     append_keys: AppendKeys = field(init=False, compare=False, repr=False)
     slot: int = field(init=False, compare=False, repr=False)
+
+    @property
+    def session(self) -> str:
+        """The session the run is of, as logs name it (`session_id` is a child's lane)."""
+        return session_of(self.session_id)
 
     def __post_init__(self) -> None:
         keys = self.runs.keys.session(self.session_id)
