@@ -189,10 +189,11 @@ def _redis_lost(redis: RedisServer | None) -> str | None:
 
 
 def _wait_ready(
-    base: str, children: list[Child], stopping: Stopping, lost: Callable[[], str | None], timeout: float = 30.0
+    base: str, children: list[Child], stopping: Stopping, lost: Callable[[], str | None], timeout: float = 120.0
 ) -> None:
     """Until `base` is ready; a child that exits meanwhile, or the loss `lost` names (Redis's: the
-    gateway is never ready without it), ends the wait with the reason."""
+    gateway is never ready without it), ends the wait with the reason. The timeout is for a gateway
+    that hangs, not one that is slow: a busy machine can take half a minute to start one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if stopping.asked:
