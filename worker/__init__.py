@@ -1,6 +1,7 @@
 """The arq worker: runs agents and appends their events to session streams. Its parts, each importing
 only those above it here (tests/unit/test_layout.py `WORKER_PARTS`):
 
+agent_errors the exceptions an agent meets, drawn as a tree (`from tokentail import ChildFailed, ...`)
 metrics      the worker's Prometheus metrics
 running      the runs this process executes, and why one was stopped: what a run and the process share
 tools/       tools: typed Python functions a model may call, and the built-in ones

@@ -23,9 +23,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
 
 from tokentail.frameworks import as_json
+from tokentail.worker.agent_errors import BlockingCall
 from tokentail.worker.run.children import InlineChild
 from tokentail.worker.run.context import RunContext
-from tokentail.worker.running import BlockingCall
 
 
 def history(ctx: RunContext) -> list[BaseMessage]:

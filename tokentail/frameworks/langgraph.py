@@ -75,7 +75,7 @@ from langgraph.types import Command, Interrupt
 
 from tokentail.frameworks import as_json
 from tokentail.frameworks.langchain import history, stream_chunk
-from tokentail.shared.vocabulary.errors import StepTooLarge
+from tokentail.worker.agent_errors import StepTooLarge
 from tokentail.worker.run.agents import continues
 from tokentail.worker.run.children import InlineChild
 from tokentail.worker.run.context import RunContext
