@@ -4,6 +4,7 @@
     from tokentail import RunContext, tool, Agent        # for your own agents and tools
     from tokentail import continues                      # your agent goes on after a takeover
     from tokentail import describe                       # what your agent says of itself to MCP and A2A clients
+    from tokentail import ChildFailed, SpawnRefused, ToolError, ...  # the exceptions an agent meets
 
 Everything else (`tokentail.gateway`, `tokentail.worker`, `tokentail.shared`) is internal: see docs/python.md.
 The agent-side names come from the worker and are imported when first used, so that a program
@@ -18,27 +19,64 @@ from tokentail.shared.vocabulary.errors import TokentailError
 from tokentail.shared.vocabulary.events import Event, EventType
 
 if TYPE_CHECKING:
+    from tokentail.worker.agent_errors import (
+        AgentError,
+        BlockingCall,
+        ChildFailed,
+        EventTooLarge,
+        OutputTooLarge,
+        SpawnRefused,
+        StepTooLarge,
+        ToolError,
+        WaitingForChildren,
+        WaitingForInput,
+    )
     from tokentail.worker.run.agents import Agent, continues, describe
     from tokentail.worker.run.context import RunContext
     from tokentail.worker.tools import tool
 
 __all__ = [
     "Agent",
+    "AgentError",
     "ApiError",
     "AsyncTokentail",
+    "BlockingCall",
+    "ChildFailed",
     "Event",
+    "EventTooLarge",
     "EventType",
+    "OutputTooLarge",
     "Resumption",
     "RunContext",
     "SessionCreated",
+    "SpawnRefused",
+    "StepTooLarge",
     "Tokentail",
     "TokentailError",
+    "ToolError",
+    "WaitingForChildren",
+    "WaitingForInput",
     "continues",
     "describe",
     "tool",
 ]
 
+# The exceptions an agent meets, drawn as a tree in their module's docstring.
+_AGENT_ERRORS = (
+    "AgentError",
+    "BlockingCall",
+    "ChildFailed",
+    "EventTooLarge",
+    "OutputTooLarge",
+    "SpawnRefused",
+    "StepTooLarge",
+    "ToolError",
+    "WaitingForChildren",
+    "WaitingForInput",
+)
+
 _FROM_THE_WORKER = {
+    **dict.fromkeys(_AGENT_ERRORS, "tokentail.worker.agent_errors"),
     "Agent": "tokentail.worker.run.agents",
     "continues": "tokentail.worker.run.agents",
     "describe": "tokentail.worker.run.agents",

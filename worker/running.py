@@ -13,11 +13,6 @@ HOW_TO_FIX = (
 )
 
 
-class BlockingCall(Exception):
-    """A blocking call caught before it blocks (a LangChain sync call on the worker's loop): the run
-    fails with `blocked_event_loop` at once."""
-
-
 class Stop(StrEnum):
     """Why a run's task was cancelled. No recorded reason means arq is stopping the worker."""
 

@@ -30,7 +30,8 @@ TokentailError           the base of every error tokentail raises (the clients' 
 
 (not a client's error, never answered as one)
 WritesLost               Redis lost events a run's worker appended: the run is taken over
-StepTooLarge             a ValueError: a step's result too large to record
+
+(the exceptions an agent meets draw their own tree: worker/agent_errors.py)
 """
 
 
@@ -184,11 +185,6 @@ class WritesLost(Exception):
     def __init__(self, last_seq: int) -> None:
         super().__init__(f"the session's last seq is {last_seq}, below what this run wrote")
         self.last_seq = last_seq
-
-
-class StepTooLarge(ValueError):
-    """A step's result too large to record (shared/vocabulary/records.py MAX_STEP_BYTES), or one that would take
-    the run's recorded steps past MAX_RUN_STEPS_BYTES."""
 
 
 class ArchiveUnavailable(TokentailError):

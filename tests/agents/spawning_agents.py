@@ -3,9 +3,9 @@
 import asyncio
 
 from tests.support.gates import gate
+from tokentail import ChildFailed, SpawnRefused
 from tokentail.shared.vocabulary.records import child_run_id
 from tokentail.worker.run.agents import Agent, continues
-from tokentail.worker.run.children import ChildFailed, SpawnRefused
 from tokentail.worker.run.context import RunContext
 
 

@@ -12,8 +12,8 @@ from tests.support.writes import AllWrites
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore
-from tokentail.shared.vocabulary.errors import StepTooLarge
 from tokentail.shared.vocabulary.records import MAX_RUN_STEPS_BYTES, MAX_STEP_BYTES
+from tokentail.worker.agent_errors import StepTooLarge
 
 
 async def _record_size(redis: Redis, settings: Settings, session_id: str, run_id: str) -> int:

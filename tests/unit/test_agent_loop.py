@@ -10,11 +10,12 @@ import pytest
 from tests.servers.fake_llm import FakeLLM, Reply, anthropic_stream, openai_chunk, openai_stream
 from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.vocabulary.records import RunRecord
+from tokentail.worker.agent_errors import AgentError
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.providers.base import Chunk, ModelRequest, TextDelta, ToolCall
 from tokentail.worker.providers.openai_chat import OpenAIProvider
 from tokentail.worker.providers.scripted import ScriptedProvider
-from tokentail.worker.run.agent_loop import AgentError, run_model_agent
+from tokentail.worker.run.agent_loop import run_model_agent
 from tokentail.worker.run.agents import ASSISTANT, Agent
 from tokentail.worker.run.context import RunContext
 from tokentail.worker.run.retry import RetryPolicy

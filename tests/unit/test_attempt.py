@@ -9,9 +9,9 @@ import pytest
 from tests.servers.fake_llm import FakeLLM, Reply, anthropic_stream
 from tests.unit.test_takeover import Event, _landed
 from tests.unit.test_writer import LeaseTicks, RecordingLease
-from tokentail.shared.vocabulary.errors import StepTooLarge
 from tokentail.shared.vocabulary.records import MAX_STEP_BYTES, RunRecord
 from tokentail.shared.vocabulary.run_log import RunLog
+from tokentail.worker.agent_errors import StepTooLarge
 from tokentail.worker.providers.anthropic_messages import AnthropicProvider
 from tokentail.worker.run.agent_loop import run_model_agent
 from tokentail.worker.run.agents import Agent

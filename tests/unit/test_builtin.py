@@ -2,7 +2,7 @@
 
 import pytest
 
-from tokentail.worker.tools import ToolError
+from tokentail.worker.agent_errors import ToolError
 from tokentail.worker.tools.builtin import current_time, evaluate
 
 

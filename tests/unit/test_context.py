@@ -8,7 +8,8 @@ import pytest
 from tests.unit.test_writer import RecordingLease, _writer
 from tokentail.shared.vocabulary.events import CustomData, Event, ReasoningDelta
 from tokentail.shared.vocabulary.records import Question, RunRecord
-from tokentail.worker.run.context import RunContext, WaitingForInput, waiting_in
+from tokentail.worker.agent_errors import WaitingForInput
+from tokentail.worker.run.context import RunContext, waiting_in
 
 if TYPE_CHECKING:  # the SDK is an extra
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter

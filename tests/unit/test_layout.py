@@ -132,14 +132,18 @@ SHARED_PARTS: dict[str, set[str]] = {
 }
 
 # The parts of the worker: one run's (run/) beside the process's (process/), which starts and stops runs;
-# below both, what they share (the metrics, the table of running runs, tools and providers).
+# below both, what they share (the metrics, the table of running runs, tools and providers), and at the
+# bottom the agent's side of the public face (the exceptions an agent meets, what it writes to), which
+# tokentail/frameworks/ imports too.
 WORKER_PARTS: dict[str, set[str]] = {
+    "agent_errors": set(),
+    "event_sink": set(),
     "metrics": set(),
     "running": set(),
-    "tools": set(),
+    "tools": {"agent_errors"},
     "providers": {"tools"},
-    "run": {"metrics", "running", "tools", "providers"},
-    "process": {"metrics", "running", "tools", "providers", "run"},
+    "run": {"agent_errors", "event_sink", "metrics", "running", "tools", "providers"},
+    "process": {"agent_errors", "event_sink", "metrics", "running", "tools", "providers", "run"},
 }
 
 PARTS = {"gateway": GATEWAY_PARTS, "shared": SHARED_PARTS, "worker": WORKER_PARTS}

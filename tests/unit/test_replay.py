@@ -5,10 +5,11 @@ import pytest
 from tests.unit.test_takeover import CountingCalculator, _attempt
 from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.vocabulary.records import RunRecord
+from tokentail.worker.agent_errors import WaitingForInput
 from tokentail.worker.providers.scripted import ScriptedProvider
 from tokentail.worker.run.agent_loop import run_model_agent
 from tokentail.worker.run.agents import Agent
-from tokentail.worker.run.context import RunContext, WaitingForInput
+from tokentail.worker.run.context import RunContext
 from tokentail.worker.run.retry import RetryPolicy
 from tokentail.worker.run.writer import EventWriter
 

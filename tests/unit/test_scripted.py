@@ -6,6 +6,7 @@ import time
 import pytest
 
 from tokentail.shared.vocabulary.params import RunParams
+from tokentail.worker.agent_errors import ToolError
 from tokentail.worker.providers.base import Message, ModelRequest, TextDelta, ToolCall, Usage
 from tokentail.worker.providers.scripted import (
     STEP_TOKENS,
@@ -16,7 +17,7 @@ from tokentail.worker.providers.scripted import (
     plan_tool_calls,
     scripted_tokens,
 )
-from tokentail.worker.tools import ToolError, ToolSpec
+from tokentail.worker.tools import ToolSpec
 from tokentail.worker.tools.builtin import calculator
 
 CALCULATOR = ToolSpec("calculator", "arithmetic", {"type": "object"})

@@ -3,7 +3,8 @@ before the function runs."""
 
 import pytest
 
-from tokentail.worker.tools import ToolError, tool
+from tokentail.worker.agent_errors import ToolError
+from tokentail.worker.tools import tool
 from tokentail.worker.tools.builtin import calculator, current_time
 
 

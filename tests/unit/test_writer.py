@@ -20,11 +20,12 @@ from tokentail.shared.vocabulary.events import (
     event_type_of,
 )
 from tokentail.shared.vocabulary.records import Steer
+from tokentail.worker.agent_errors import EventTooLarge, OutputTooLarge
 from tokentail.worker.run.appends import TickGrid, tally
 from tokentail.worker.run.recovery.lost_writes import WriteJournal
 from tokentail.worker.run.run_writes import RunLease, outcome
 from tokentail.worker.run.steer_inbox import SteerInbox
-from tokentail.worker.run.writer import MAX_DELTA_CHARS, EventTooLarge, EventWriter, OutputTooLarge
+from tokentail.worker.run.writer import MAX_DELTA_CHARS, EventWriter
 
 
 class RecordingLease:

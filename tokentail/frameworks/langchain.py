@@ -23,9 +23,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
 
 from tokentail.frameworks import as_json
-from tokentail.worker.run.children import InlineChild
+from tokentail.worker.agent_errors import BlockingCall
+from tokentail.worker.event_sink import EventSink
 from tokentail.worker.run.context import RunContext
-from tokentail.worker.running import BlockingCall
 
 
 def history(ctx: RunContext) -> list[BaseMessage]:
@@ -39,7 +39,7 @@ def history(ctx: RunContext) -> list[BaseMessage]:
     ]
 
 
-async def stream_chunk(ctx: RunContext | InlineChild, chunk: AIMessage, agent: str | None = None) -> None:
+async def stream_chunk(ctx: EventSink, chunk: AIMessage, agent: str | None = None) -> None:
     """One streamed chunk of a model's message (or a whole message that was not streamed): its text,
     its reasoning, and its usage (which LangChain puts on the last chunk, e.g. with ChatOpenAI's
     `stream_usage=True`). `content_blocks` reads every provider's content the same way (a string, or

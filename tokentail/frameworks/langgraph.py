@@ -75,12 +75,11 @@ from langgraph.types import Command, Interrupt
 
 from tokentail.frameworks import as_json
 from tokentail.frameworks.langchain import history, stream_chunk
-from tokentail.shared.vocabulary.errors import StepTooLarge
+from tokentail.worker.agent_errors import StepTooLarge
+from tokentail.worker.event_sink import EventSink
 from tokentail.worker.run.agents import continues
 from tokentail.worker.run.children import InlineChild
 from tokentail.worker.run.context import RunContext
-
-Streams = RunContext | InlineChild  # where events go: the run, or a subgraph's child run
 
 TokentailAgent = Callable[[RunContext], Coroutine[Any, Any, None]]
 logger = logging.getLogger(__name__)
@@ -196,14 +195,22 @@ class _Subgraphs:
         self._shown = shown
         self._open: dict[tuple[str, ...], InlineChild] = {}
 
-    async def of(self, namespace: tuple[str, ...]) -> Streams:
-        """Where the events of `namespace` go: the run's, or its subgraph's child (opened at its first)."""
+    async def of(self, namespace: tuple[str, ...]) -> EventSink:
+        """Where the events of `namespace` go: the run's, or its subgraph's child."""
         if not namespace or not self._shown:
             return self._ctx
+        return await self._child(namespace)
+
+    async def _child(self, namespace: tuple[str, ...]) -> InlineChild:
+        """The child run of the subgraph `namespace`, opened at its first event (a subgraph's subgraph's:
+        a grandchild). Its own type, not an EventSink: it is ended here (`ended`, `end_open`)."""
         if (child := self._open.get(namespace)) is None:
-            parent = await self.of(namespace[:-1])  # a subgraph's subgraph: a grandchild
             name, call_id = namespace[-1].partition(":")[0], namespace[-1]
-            child = self._open[namespace] = await parent.subagent(name, call_id=call_id)
+            if len(namespace) == 1:
+                child = await self._ctx.subagent(name, call_id=call_id)
+            else:
+                child = await (await self._child(namespace[:-1])).subagent(name, call_id=call_id)
+            self._open[namespace] = child
         return child
 
     async def ended(self, namespace: tuple[str, ...], updates: dict[str, Any]) -> None:
@@ -254,7 +261,7 @@ class _Saver:
             logger.warning("run %s: the graph's checkpoints are too large to record", self._ctx.run_id)
 
 
-async def _event(ctx: Streams, calls: "_ToolCalls", agent: str | None, mode: str, data: Any) -> None:
+async def _event(ctx: EventSink, calls: "_ToolCalls", agent: str | None, mode: str, data: Any) -> None:
     if mode == "messages":
         # Chunks as they stream, and the whole AI messages whose chunks LangGraph did not send.
         message, _metadata = data
@@ -334,9 +341,9 @@ class _ToolCalls:
     def __init__(self, ctx: RunContext) -> None:
         self._ctx = ctx
         self._seen: set[tuple[str, str]] = set()  # (call id, "started" | "finished")
-        self._open: dict[str, tuple[str | None, Streams]] = {}  # started, not finished: call id -> agent label, where
+        self._open: dict[str, tuple[str | None, EventSink]] = {}  # started, not finished: call id -> agent label, where
 
-    async def update(self, updates: Any, agent: str | None, streams: Streams) -> None:
+    async def update(self, updates: Any, agent: str | None, streams: EventSink) -> None:
         if not isinstance(updates, dict):
             return
         for update in updates.values():
@@ -344,7 +351,7 @@ class _ToolCalls:
             for message in messages if isinstance(messages, list) else [messages]:
                 await self._message(message, agent, streams)
 
-    async def _message(self, message: Any, agent: str | None, streams: Streams) -> None:
+    async def _message(self, message: Any, agent: str | None, streams: EventSink) -> None:
         if isinstance(message, AIMessage):
             for call in message.tool_calls:
                 call_id = call["id"] or call["name"]

@@ -51,7 +51,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from agents import (
     Agent,
@@ -68,6 +68,7 @@ from agents import (
 from agents.run_config import DEFAULT_MAX_TURNS, CallModelData, ModelInputData, ToolErrorFormatterArgs
 
 from tokentail.frameworks import as_json
+from tokentail.worker.event_sink import EventSink
 from tokentail.worker.run.children import InlineChild
 from tokentail.worker.run.context import RunContext
 
@@ -201,25 +202,6 @@ def _telling_failures(config: RunConfig, failed: dict[str, Failure]) -> RunConfi
     return dataclasses.replace(config, tool_error_formatter=formatter)
 
 
-class Streams(Protocol):
-    """Where a run's events go: the run (RunContext), or a child of it (InlineChild)."""
-
-    async def delta(self, text: str, *, agent: str | None = None) -> None: ...
-    async def reasoning(self, text: str, *, agent: str | None = None) -> None: ...
-    async def tool_started(
-        self, call_id: str, name: str, arguments: dict[str, Any], *, agent: str | None = None
-    ) -> None: ...
-    async def tool_finished(
-        self,
-        call_id: str,
-        *,
-        result: Any = None,
-        error: str | BaseException | None = None,
-        denied: bool = False,
-        agent: str | None = None,
-    ) -> None: ...
-
-
 class Subagents:
     """The agents-as-tools of one tokentail run that stream to it (`subagent_events`): each nested run
     a child of the run, by the id of the tool call it runs in."""
@@ -248,7 +230,7 @@ class Subagents:
             await _emit(child, event, agent.name, self._failed, None)
 
     async def tool_started(
-        self, streams: Streams, call_id: str, name: str, arguments: dict[str, Any], label: str
+        self, streams: EventSink, call_id: str, name: str, arguments: dict[str, Any], label: str
     ) -> None:
         if call_id not in self.started:
             self.started.add(call_id)
@@ -284,7 +266,7 @@ async def subagent_events(event: AgentToolStreamEvent) -> None:
 
 
 async def _emit(
-    ctx: Streams,
+    ctx: EventSink,
     event: RawResponsesStreamEvent | RunItemStreamEvent,
     label: str,
     failed: dict[str, Failure],

@@ -67,6 +67,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import ModelRequestContext
 from pydantic_core import to_jsonable_python
 
+from tokentail.worker.event_sink import EventSink
 from tokentail.worker.run.children import InlineChild
 from tokentail.worker.run.context import RunContext
 
@@ -195,7 +196,7 @@ async def subagent_events(ctx: PydanticRunContext[Any], events: AsyncIterable[Ag
             await stream_event(child, event)
 
 
-async def stream_event(ctx: RunContext | InlineChild, event: AgentStreamEvent | AgentRunResultEvent[Any]) -> None:
+async def stream_event(ctx: EventSink, event: AgentStreamEvent | AgentRunResultEvent[Any]) -> None:
     """One PydanticAI event into the run's stream (or a child's: a delegate's); the events a UI has no
     use for are left out (part ends, `FinalResultEvent`, output tool calls: the answer has streamed already)."""
     if isinstance(event, PartStartEvent):

@@ -28,10 +28,10 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from tokentail.shared.plumbing import tracing
-from tokentail.shared.vocabulary.errors import StepTooLarge
 from tokentail.shared.vocabulary.params import RunParams
 from tokentail.shared.vocabulary.records import STEERED_APART
 from tokentail.worker import metrics
+from tokentail.worker.agent_errors import AgentError, ChildFailed, SpawnRefused, StepTooLarge, ToolError
 from tokentail.worker.providers.base import (
     Chunk,
     InvalidRequest,
@@ -47,12 +47,11 @@ from tokentail.worker.providers.base import (
 )
 from tokentail.worker.run import traces
 from tokentail.worker.run.agents import Agent
-from tokentail.worker.run.children import ChildFailed, SpawnRefused
 from tokentail.worker.run.context import RunContext
 from tokentail.worker.run.recovery.takeover import TURN_STEP
 from tokentail.worker.run.retry import RetryPolicy, stream_with_retries
 from tokentail.worker.run.steer_inbox import SteerInbox
-from tokentail.worker.tools import Tool, ToolError, ToolSpec
+from tokentail.worker.tools import Tool, ToolSpec
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +60,6 @@ logger = logging.getLogger(__name__)
 # characters after the steer came is cut where it is.
 SAFE_POINT_END = (".", ",", ";", ":", "!", "?", ")")
 CUT_AFTER_CHARS = 200
-
-
-class AgentError(Exception):
-    pass
 
 
 class SteeredLease(Protocol):

@@ -26,10 +26,10 @@ import json
 from collections import Counter
 from typing import Any
 
-from tokentail.shared.vocabulary.errors import StepTooLarge
 from tokentail.shared.vocabulary.events import EventType, RunContinued
 from tokentail.shared.vocabulary.records import MAX_STEP_BYTES, STEERS_STEP, RunRecord, Steer
 from tokentail.shared.vocabulary.run_log import RunLog
+from tokentail.worker.agent_errors import StepTooLarge
 from tokentail.worker.run.recovery.replay import Replay
 from tokentail.worker.run.traces import AttemptSpan
 from tokentail.worker.run.usage import UsageMeter

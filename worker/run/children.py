@@ -45,9 +45,10 @@ from tokentail.shared.vocabulary.events import (
 )
 from tokentail.shared.vocabulary.records import RunRecord, child_run_id
 from tokentail.shared.vocabulary.run_log import RunLog
+from tokentail.worker.agent_errors import ChildFailed, OutputTooLarge, SpawnRefused
 from tokentail.worker.run.recovery.replay import Replay
 from tokentail.worker.run.run_writes import RunLease
-from tokentail.worker.run.writer import EventWriter, OutputTooLarge, error_text, tool_end
+from tokentail.worker.run.writer import EventWriter, error_text, tool_end
 
 logger = logging.getLogger(__name__)
 
@@ -66,17 +67,6 @@ class ChildResult:
     usage: dict[str, Any]
 
 
-class ChildFailed(Exception):
-    """A child run failed or was cancelled: the parent's to handle (its own run goes on)."""
-
-    def __init__(self, child: RunRecord) -> None:
-        self.run_id = child.run_id
-        self.status = child.status
-        self.error_type = child.error.type if child.error is not None else "cancelled"
-        why = child.error.message if child.error is not None else child.reason or "cancelled"
-        super().__init__(f"child run {child.run_id} ({child.agent}) {child.status}: {why}")
-
-
 @dataclass(frozen=True, slots=True)
 class ChildEvent:
     """One of a child's events (or its descendants'), as a parent that follows it sees it (`spawn_stream`)."""
@@ -92,25 +82,6 @@ class ToolOpener(Protocol):
     def __call__(
         self, name: str, arguments: dict[str, Any], call_id: str | None = None
     ) -> AbstractAsyncContextManager[Any]: ...
-
-
-class SpawnRefused(Exception):
-    """A spawn past a bound: `type` says which, `status` is what an API would answer (422, 429)."""
-
-    def __init__(self, type_: str, status: int, message: str) -> None:
-        super().__init__(message)
-        self.type = type_
-        self.status = status
-
-
-class WaitingForChildren(BaseException):  # noqa: N818  (a signal, as WaitingForInput)
-    """Raised by `ctx.spawn` to end the attempt while the run waits for its children: those spawned at
-    once (concurrent calls), or the first of them to end when some could not start yet."""
-
-    def __init__(self, children: list[str], wake_on_first: bool) -> None:
-        super().__init__(", ".join(children))
-        self.children = children
-        self.wake_on_first = wake_on_first
 
 
 class Waits(Protocol):

@@ -84,6 +84,7 @@ from tokentail.shared.vocabulary.events import (
 )
 from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord, Turn
 from tokentail.shared.vocabulary.run_log import RunLog
+from tokentail.worker.agent_errors import WaitingForChildren, WaitingForInput
 from tokentail.worker.run import traces
 from tokentail.worker.run.attempt import Attempt
 from tokentail.worker.run.children import (
@@ -92,7 +93,6 @@ from tokentail.worker.run.children import (
     ChildResult,
     InlineChild,
     InlineChildren,
-    WaitingForChildren,
 )
 from tokentail.worker.run.usage import UsageMeter
 from tokentail.worker.run.writer import EventWriter, tool_end
@@ -106,16 +106,6 @@ APPROVAL_SCHEMA = {
     "required": ["approved"],
     "additionalProperties": False,
 }
-
-
-class WaitingForInput(BaseException):  # noqa: N818  (a signal, as asyncio.CancelledError: not an error)
-    """Raised by `ctx.ask` to end the attempt while the run waits for answers: to the questions asked
-    at once (one, or several from concurrent calls). A BaseException, so that an agent's `except
-    Exception` lets it through."""
-
-    def __init__(self, questions: list[Question]) -> None:
-        super().__init__(", ".join(question.input_id for question in questions))
-        self.questions = questions
 
 
 Waiting = WaitingForInput | WaitingForChildren  # what ends an attempt while its run waits without a worker

@@ -18,7 +18,7 @@ from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.store.scripts.children import Awaited
 from tokentail.shared.store.scripts.runs import Asked, Requeue, StartVerdict
 from tokentail.shared.vocabulary.catalog import parse_model
-from tokentail.shared.vocabulary.errors import LeaseLost, StepTooLarge
+from tokentail.shared.vocabulary.errors import LeaseLost
 from tokentail.shared.vocabulary.events import (
     CANCELLED_BY_REQUEST,
     Ending,
@@ -31,21 +31,32 @@ from tokentail.shared.vocabulary.events import (
 from tokentail.shared.vocabulary.records import PUBLIC_TENANT, Question, RunRecord, transcript
 from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker import metrics
+from tokentail.worker.agent_errors import (
+    AgentError,
+    BlockingCall,
+    ChildFailed,
+    EventTooLarge,
+    OutputTooLarge,
+    SpawnRefused,
+    StepTooLarge,
+    WaitingForChildren,
+    WaitingForInput,
+)
 from tokentail.worker.providers import Providers
 from tokentail.worker.providers.base import InvalidRequest, ProviderError
 from tokentail.worker.run import traces
-from tokentail.worker.run.agent_loop import AgentError, run_model_agent
+from tokentail.worker.run.agent_loop import run_model_agent
 from tokentail.worker.run.agents import Agent, load_agent
-from tokentail.worker.run.children import ChildFailed, Children, SpawnRefused, WaitingForChildren
-from tokentail.worker.run.context import RunContext, WaitingForInput, waiting_in
+from tokentail.worker.run.children import Children
+from tokentail.worker.run.context import RunContext, waiting_in
 from tokentail.worker.run.lease import LeaseKeeper
 from tokentail.worker.run.recovery.lost_writes import HandedOver
 from tokentail.worker.run.recovery.takeover import plan_takeover
 from tokentail.worker.run.retry import RetryPolicy
 from tokentail.worker.run.run_writes import RunLease, RunWrites, Started, Takeover
 from tokentail.worker.run.usage import UsageMeter
-from tokentail.worker.run.writer import EventTooLarge, EventWriter, OutputTooLarge
-from tokentail.worker.running import HOW_TO_FIX, BlockingCall, RunningRuns, Stop
+from tokentail.worker.run.writer import EventWriter
+from tokentail.worker.running import HOW_TO_FIX, RunningRuns, Stop
 
 logger = logging.getLogger(__name__)
 

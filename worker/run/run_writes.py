@@ -55,9 +55,9 @@ from tokentail.shared.store.scripts.runs import (
     encode_run,
 )
 from tokentail.shared.store.writes import Writes
-from tokentail.shared.vocabulary.errors import StepTooLarge
 from tokentail.shared.vocabulary.events import Ending, RunCompleted, RunFailed, RunSpawned, event_type_of
 from tokentail.shared.vocabulary.records import MAX_RUN_STEPS_BYTES, Question, RunRecord
+from tokentail.worker.agent_errors import StepTooLarge
 from tokentail.worker.run.recovery.lost_writes import Appended, WriteJournal, through_lost_writes
 from tokentail.worker.run.steer_inbox import SteerInbox
 

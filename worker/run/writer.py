@@ -53,6 +53,7 @@ from tokentail.shared.vocabulary.events import (
     event_type_of,
 )
 from tokentail.worker import metrics
+from tokentail.worker.agent_errors import EventTooLarge, OutputTooLarge
 from tokentail.worker.run import traces
 from tokentail.worker.run.appends import Events, TickGrid, tally
 from tokentail.worker.run.run_writes import RunLease, call_when_landed
@@ -95,14 +96,6 @@ def delta_head(run_id: str, model: type[MessageDelta | ReasoningDelta], agent: s
     empty = model(run_id=run_id, text="", agent=agent).model_dump_json()  # checks `agent` too
     assert empty.endswith(_EMPTY_TEXT)  # `text` is the model's last field
     return _TEXT_EVENTS[model], empty[: -len(_EMPTY_TEXT)]
-
-
-class OutputTooLarge(Exception):
-    pass
-
-
-class EventTooLarge(Exception):
-    pass
 
 
 def deltas(event_type: str, head: str, text: str) -> list[tuple[str, str]]:

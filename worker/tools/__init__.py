@@ -26,6 +26,8 @@ from typing import Any, cast, overload
 
 from pydantic import TypeAdapter, ValidationError, validate_call
 
+from tokentail.worker.agent_errors import ToolError
+
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
@@ -35,10 +37,6 @@ class ToolSpec:
     name: str
     description: str
     parameters: dict[str, Any]  # JSON schema of the arguments object
-
-
-class ToolError(Exception):
-    """A tool failed in a way the model should hear about (bad arguments, a timeout, its own error)."""
 
 
 @dataclass(frozen=True)

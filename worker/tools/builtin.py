@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tokentail.worker.tools import ToolError, tool
+from tokentail.worker.agent_errors import ToolError
+from tokentail.worker.tools import tool
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], int | float]] = {
     ast.Add: operator.add,

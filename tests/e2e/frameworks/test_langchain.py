@@ -23,10 +23,10 @@ from langchain_core.runnables import RunnableConfig  # noqa: E402
 from langchain_core.tools import ToolException, tool  # noqa: E402
 
 from tests.unit.test_writer import RecordingLease, _writer  # noqa: E402
+from tokentail import BlockingCall  # noqa: E402
 from tokentail.frameworks.langchain import TokentailCallbackHandler, history  # noqa: E402
 from tokentail.shared.vocabulary.records import RunRecord, Turn  # noqa: E402
 from tokentail.worker.run.context import RunContext  # noqa: E402
-from tokentail.worker.running import BlockingCall  # noqa: E402
 
 SEEN: list[list[BaseMessage]] = []  # what the fake model was asked, call by call
 
