@@ -14,7 +14,6 @@ from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.schemas import CreateRun, SteerAccepted, SteerRequest
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore
-from tokentail.shared.store.run_tree import descendants
 from tokentail.shared.store.scripts.runs import Queued
 from tokentail.shared.vocabulary.catalog import check_agent, parse_model
 from tokentail.shared.vocabulary.errors import (
@@ -27,6 +26,7 @@ from tokentail.shared.vocabulary.errors import (
 )
 from tokentail.shared.vocabulary.params import check_params_for
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
+from tokentail.shared.vocabulary.run_tree import descendants
 
 
 def check_size(text: str | None, settings: Settings) -> None:
@@ -232,7 +232,7 @@ class ChatTurns(RunCommands):
         self.caller.require_chat()
         run = session.active_run
         # The questions of its tree (docs/subagents.md): its own, or its child runs' while it waits for them.
-        tree = [] if run is None else [run, *descendants({r.run_id: r for r in session.runs}, run.run_id)]
+        tree = [] if run is None else [run, *descendants(session.runs, run.run_id)]
         asking = [waiting for waiting in tree if waiting.waiting_for]
         if run is None or not asking:
             raise InputNotPending(f"the chat's run waits for nothing: the answers sent are to {sorted(answers)}")

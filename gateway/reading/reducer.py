@@ -79,6 +79,7 @@ from tokentail.shared.vocabulary.events import (
     ToolStarted,
 )
 from tokentail.shared.vocabulary.run_log import AGENT_EVENTS, drop_point, dropped_by
+from tokentail.shared.vocabulary.run_tree import Subtree
 
 # -- the one rule of what a takeover drops, also used by the native snapshot (reading/snapshot.py) --
 
@@ -216,7 +217,7 @@ class Reducer:
         self._hot: _Run | None = None  # the run of the last event: most deltas continue it
         self._parents: dict[str, str] = {}  # child run -> parent, of the children followed
         self._gone: set[str] = set()  # children whose tree ended: what a cancel's cascade still writes is not shown
-        self._followed: set[str] | None = None if run_id is None else {run_id}  # None: every run
+        self._followed: Subtree | None = None if run_id is None else Subtree(run_id)  # None: every run
 
     def quiet(self, seq: int) -> bool:
         """Whether the client has the operations of event `seq` already (a resume after it)."""
@@ -293,11 +294,9 @@ class Reducer:
     def _spawned(self, data: RunSpawned, event: StoredEvent) -> list[Operation]:
         """A child run started: followed if its parent is (once: a parent taken over re-attaches)."""
         parent, child = data.parent_run_id, data.run_id
-        if (self._followed is not None and parent not in self._followed) or child in self._parents:
+        if child in self._parents or (self._followed is not None and not self._followed.spawned(child, parent)):
             return []
         self.event_ts = event.ts_us / 1e6
-        if self._followed is not None:
-            self._followed.add(child)
         self._parents[child] = parent
         self._runs[child] = _run_state(child)
         if (parent_run := self._runs.get(parent)) is not None:

@@ -7,9 +7,9 @@ events keep the session's ids, so a client resumes with `Last-Event-ID` as on th
 events of other runs after it are read again and left out again, none of the followed runs' is
 skipped or sent twice.
 
-The tree a client follows is the one the session's run records hold when the stream opens (a child's
-record names its `parent_run_id`: a resume from the middle never saw the `run.spawned` of the
-children started before), and every child announced later by `run.spawned` with a followed parent.
+The tree a client follows is the one the session's run records hold when the stream opens (a resume
+from the middle never saw the `run.spawned` of the children started before), and every child
+announced later by `run.spawned` with a followed parent (shared/vocabulary/run_tree.py's `Subtree`).
 The stream ends once each followed run has ended and its end is sent, whether the session is idle
 or not (the children of a cancelled run may end after it, once the session's run has ended): until
 then a run is `pending` if its record is active, or if it ended after the client's position (its
@@ -23,7 +23,7 @@ by the hub straight to the client). A filtered one is not: its encoding keeps st
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from tokentail.gateway.reading.chunk import TERMINAL, Chunk, run_of
 from tokentail.gateway.reading.feed import Batch
@@ -31,21 +31,9 @@ from tokentail.gateway.reading.response import Encoding
 from tokentail.shared.store.reads import Entry, StoredEvent
 from tokentail.shared.vocabulary.events import EventType, Gap
 from tokentail.shared.vocabulary.records import RunRecord
+from tokentail.shared.vocabulary.run_tree import Subtree
 
 _SPAWNED = EventType.RUN_SPAWNED.encode()
-
-
-def descendants(runs: Iterable[RunRecord], run_id: str) -> set[str]:
-    """`run_id` and every run below it, by the records' `parent_run_id`."""
-    below: dict[str, list[str]] = {}
-    for run in runs:
-        if run.parent_run_id is not None:
-            below.setdefault(run.parent_run_id, []).append(run.run_id)
-    tree, level = {run_id}, [run_id]
-    while level:
-        level = [child for parent in level for child in below.get(parent, ()) if child not in tree]
-        tree.update(level)
-    return tree
 
 
 class RunFilter:
@@ -64,8 +52,10 @@ class RunFilter:
         self._inner = inner
         self.media_type = inner.media_type
         self._subtree = subtree
-        self.followed = descendants(runs, run_id) if subtree else {run_id}
-        self.pending = {rid for rid in self.followed if by_id[rid].active or (by_id[rid].finished_seq or 0) > after}
+        self.followed = Subtree.of(runs, run_id) if subtree else Subtree(run_id)
+        self.pending = {
+            rid for rid in self.followed.runs if by_id[rid].active or (by_id[rid].finished_seq or 0) > after
+        }
         self._heartbeat = heartbeat
         self._heard = time.monotonic()
         self._gap: Gap | None = None  # a gap in a batch with none of the followed runs' events
@@ -101,8 +91,11 @@ class RunFilter:
         kept: list[StoredEvent] = []
         for event in events:
             run_id = run_of(event.data)
-            if event.type == _SPAWNED and self._subtree and json.loads(event.data)["parent_run_id"] in self.followed:
-                self.followed.add(run_id)
+            if (
+                event.type == _SPAWNED
+                and self._subtree
+                and self.followed.spawned(run_id, json.loads(event.data)["parent_run_id"])
+            ):
                 self.pending.add(run_id)
             if run_id in self.followed:
                 kept.append(event)

@@ -1,6 +1,7 @@
-"""A session's tree of runs (docs/subagents.md): in which lane a run is (shared/store/keys.py), the
-cancel of a run's descendants (which the gateway's cancel, a parent's end and a delete all go through),
-and the lanes a deleted session leaves."""
+"""A session's tree of runs (docs/subagents.md) in Redis: in which lane a run is (shared/store/keys.py),
+the cancel of a run's descendants (which the gateway's cancel, a parent's end and a delete all go
+through; which runs are below a run, level by level: shared/vocabulary/run_tree.py), and the lanes a
+deleted session leaves."""
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -11,21 +12,11 @@ from tokentail.shared.store.reads import decode_run, read_run
 from tokentail.shared.store.scripts.runner import Run
 from tokentail.shared.store.scripts.runs import CancelRun, RunScope
 from tokentail.shared.vocabulary.records import RunRecord
+from tokentail.shared.vocabulary.run_tree import descendants
 
 # How many times the cancel of a tree reads it again for children started meanwhile: one more level each
 # time at most (a run with a cancel pending starts none: spawn.lua), so past the deepest tree a setting allows.
 MOST_TREE_READS = 16
-
-
-def descendants(runs: dict[str, RunRecord], run_id: str) -> list[RunRecord]:
-    """The runs below `run_id` in the tree, parents before their children."""
-    found: list[RunRecord] = []
-    below = [runs[child] for child in runs[run_id].children if child in runs] if run_id in runs else []
-    while below:
-        run = below.pop(0)
-        found.append(run)
-        below += [runs[child] for child in run.children if child in runs]
-    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +45,7 @@ class RunTree:
         in its lane), children started while it cancels included; how many it asked to end."""
         asked: set[str] = set()
         for _ in range(MOST_TREE_READS):
-            going = [run for run in descendants(await self.runs(session_id), run_id) if run.active]
+            going = [run for run in descendants((await self.runs(session_id)).values(), run_id) if run.active]
             going = [run for run in going if run.run_id not in asked]
             if not going:
                 break

@@ -127,6 +127,17 @@ def test_a_task_waiting_for_its_children_works_and_shows_no_question_of_one_that
     assert not mcp.questions(tree({"status": "cancelled", "children": [CHILD]}, going, asking))  # the task ended
 
 
+def test_a_task_s_questions_list_a_child_s_branch_before_its_next_sibling() -> None:
+    """Depth first in the order spawned (shared/vocabulary/run_tree.py): the input requests' keys keep it."""
+    sibling = "r_" + "e" * 12
+    asking = {"status": "waiting", "asked": [question(APPROVAL)], "waiting_for": "in_1"}
+    parent = {"status": "waiting", "children": [CHILD, sibling], "awaiting": [CHILD, sibling]}
+    going = {"run_id": CHILD, "status": "waiting", "children": [GRANDCHILD], "awaiting": [GRANDCHILD]}
+    waiting = tree(parent, going, {"run_id": sibling, **asking}, {"run_id": GRANDCHILD, **asking})
+    assert list(mcp.questions(waiting)) == [f"{GRANDCHILD}:in_1", f"{sibling}:in_1"]
+    assert list(mcp.detailed(waiting, 60)["inputRequests"]) == [f"{GRANDCHILD}:in_1", f"{sibling}:in_1"]
+
+
 def test_progress_tells_a_waiting_call_the_run_s_text_tools_and_question() -> None:
     events: list[tuple[str, dict[str, Any]]] = [
         ("run.queued", {"input": "hi"}),

@@ -6,7 +6,7 @@ from typing import Any
 from tokentail.gateway.encodings.sse import NativeSse
 from tokentail.gateway.reading.chunk import Chunk, run_of
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.run_filter import RunFilter, descendants
+from tokentail.gateway.reading.run_filter import RunFilter
 from tokentail.gateway.reading.streams import SSE_PING
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.events import Gap
@@ -19,6 +19,15 @@ def record(
     return RunRecord.model_validate(
         {"run_id": run_id, "input": "", "status": status, "parent_run_id": parent, "finished_seq": finished_seq}
     )
+
+
+def linked(*runs: RunRecord) -> list[RunRecord]:
+    """The records as spawn.lua writes them: each child's id among its parent's `children` too."""
+    by_id = {run.run_id: run for run in runs}
+    for run in runs:
+        if run.parent_run_id is not None:
+            by_id[run.parent_run_id].children.append(run.run_id)
+    return list(runs)
 
 
 def event(seq: int, event_type: str, **data: Any) -> StoredEvent:
@@ -34,23 +43,16 @@ def test_run_of_reads_the_head_and_parses_what_does_not_start_with_it() -> None:
     assert run_of(b'{"text": "x", "run_id": "r_abc"}') == "r_abc"
 
 
-def test_descendants_follow_parent_run_id_down_every_level() -> None:
-    runs = [record("root"), record("a", "root"), record("a1", "a"), record("a11", "a1"), record("b", "root")]
-    assert descendants(runs, "a") == {"a", "a1", "a11"}
-    assert descendants(runs, "b") == {"b"}
-    assert descendants(runs, "root") == {"root", "a", "a1", "a11", "b"}
-
-
 def test_pending_runs_are_those_active_or_ended_after_the_clients_position() -> None:
-    runs = [record("root"), record("a", "root", "completed", 10), record("a1", "a", "completed", 5)]
+    runs = linked(record("root"), record("a", "root", "completed", 10), record("a1", "a", "completed", 5))
     assert RunFilter(NativeSse(1000), runs, "a", True, 7, 15).pending == {"a"}
     assert RunFilter(NativeSse(1000), runs, "a", True, 4, 15).pending == {"a", "a1"}
     assert RunFilter(NativeSse(1000), runs, "a", True, 10, 15).finished
-    assert RunFilter(NativeSse(1000), runs, "a", False, 4, 15).followed == {"a"}
+    assert RunFilter(NativeSse(1000), runs, "a", False, 4, 15).followed.runs == {"a"}
 
 
 def test_a_batch_keeps_the_subtrees_events_and_learns_its_children() -> None:
-    followed = RunFilter(NativeSse(1000), [record("root"), record("a", "root")], "a", True, 0, 15)
+    followed = RunFilter(NativeSse(1000), linked(record("root"), record("a", "root")), "a", True, 0, 15)
     spawned = {
         "parent_run_id": "a",
         "agent": "x",

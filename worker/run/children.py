@@ -45,6 +45,7 @@ from tokentail.shared.vocabulary.events import (
 )
 from tokentail.shared.vocabulary.records import RunRecord, child_run_id
 from tokentail.shared.vocabulary.run_log import RunLog
+from tokentail.shared.vocabulary.run_tree import Subtree
 from tokentail.worker.agent_errors import ChildFailed, OutputTooLarge, SpawnRefused
 from tokentail.worker.run.recovery.replay import Replay
 from tokentail.worker.run.run_writes import RunLease
@@ -194,15 +195,15 @@ class Children:
         runs = self._lease.runs
         key = runs.keys.session(self._lease.session_id).events
         after = f"{child.queued_seq}-1"  # (entries are `<seq>-0`, or `<seq>-1` after a fence)
-        tree = {child.run_id}
+        tree = Subtree(child.run_id)  # its children are spawned after it: each learned from its run.spawned
         while True:
             read = await runs.redis.xread({key: after}, count=FOLLOW_BATCH, block=FOLLOW_BLOCK_MS)
             for _, entries in read.items() if isinstance(read, dict) else read:
                 for entry_id, fields in entries:
                     after = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
                     event_type, data = fields[b"type"].decode(), json.loads(fields[b"data"])
-                    if event_type == EventType.RUN_SPAWNED and data.get("parent_run_id") in tree:
-                        tree.add(data["run_id"])
+                    if event_type == EventType.RUN_SPAWNED:
+                        tree.spawned(data["run_id"], data["parent_run_id"])
                     if data.get("run_id") not in tree:
                         continue
                     yield ChildEvent(int(after.split("-")[0]), event_type, data)

@@ -25,9 +25,9 @@ from typing import Any
 from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.reducer import Reducer
 from tokentail.shared.store.reads import StoredEvent
-from tokentail.shared.store.run_tree import descendants
 from tokentail.shared.vocabulary.events import InputRequired
 from tokentail.shared.vocabulary.records import Question, RunRecord, SessionRecord
+from tokentail.shared.vocabulary.run_tree import descendants
 
 Message = dict[str, Any]
 
@@ -234,7 +234,7 @@ def waiting_questions(session: SessionRecord) -> list[Question]:
     run = session.active_run
     if run is None:
         return []
-    tree = [run, *descendants({r.run_id: r for r in session.runs}, run.run_id)]
+    tree = [run, *descendants(session.runs, run.run_id)]
     return [question for waiting in tree for question in waiting.questions]
 
 

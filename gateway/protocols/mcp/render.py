@@ -39,6 +39,7 @@ from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.renderer import Renderer
 from tokentail.shared.features.agent_catalog import AgentInfo
 from tokentail.shared.vocabulary.records import Question, RunRecord
+from tokentail.shared.vocabulary.run_tree import descendants
 
 TASKS = "io.modelcontextprotocol/tasks"
 INTERNAL_ERROR = -32603  # JSON-RPC's: a failure of the server's making, not the tool's
@@ -63,29 +64,15 @@ def _timestamp(seconds: float) -> str:
 Asked = dict[str, tuple[RunRecord, Question]]  # what a task waits on, by input request key: the run asking, and what
 
 
-def descendants(task: Task) -> list[RunRecord]:
-    """The runs the task's run started, and those they started, depth first in the order spawned."""
-    runs = {run.run_id: run for run in task.session.runs}
-    found: list[RunRecord] = []
-
-    def add(parent: RunRecord) -> None:
-        for child_id in parent.children:
-            if (child := runs.get(child_id)) is not None:
-                found.append(child)
-                add(child)
-
-    add(task.run)
-    return found
-
-
 def questions(task: Task) -> Asked:
     """The questions the task waits on: its run's, keyed by their input ids, and those of the runs it
-    started that are still going, keyed `<run id>:<input id>` (unique over the task's life, as the
-    Tasks extension asks of a key); none once the task has ended."""
+    started that are still going (a child's branch before its next sibling's), keyed
+    `<run id>:<input id>` (unique over the task's life, as the Tasks extension asks of a key); none
+    once the task has ended."""
     if task.terminal:
         return {}
     asked: Asked = {question.input_id: (task.run, question) for question in task.run.questions}
-    for run in descendants(task):
+    for run in descendants(task.session.runs, task.run.run_id, depth_first=True):
         if run.active:
             asked |= {f"{run.run_id}:{question.input_id}": (run, question) for question in run.questions}
     return asked
