@@ -40,4 +40,4 @@ async def test_every_asset_a_page_loads_is_served() -> None:
             assert response.headers["content-type"].startswith(TYPES[suffix]), url
             due |= assets_named(url, response.text) - seen
     # Both rooms and the clients they share were reached (a page that names nothing would pass above).
-    assert {"/static/console/console.js", "/static/tokentail.js", "/static/markdown.js"} <= seen
+    assert {"/static/demo/demo.js", "/static/console/console.js", "/static/tokentail.js", "/static/markdown.js"} <= seen
