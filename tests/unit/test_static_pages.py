@@ -1,7 +1,8 @@
 """The gateway's two pages, the demo chat (`/`) and the operator console (`/console`), and everything they
 load from gateway/static/ (its rooms demo/ and console/, and the browser clients at its top): each script,
 stylesheet and module a page names, and each module those import, is served where the page asks for it.
-Paths only: a page that loads is the browser tests' (tests/browser)."""
+Paths only: that the modules parse and their imports' names link up is scripts/check's (node --check,
+tests/node/static_imports.mjs); that a page works, the browser tests' (tests/browser)."""
 
 import re
 from urllib.parse import urljoin
