@@ -5,6 +5,7 @@ Paths only: that the modules parse and their imports' names link up is scripts/c
 tests/node/static_imports.mjs); that a page works, the browser tests' (tests/browser)."""
 
 import re
+from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
@@ -42,3 +43,11 @@ async def test_every_asset_a_page_loads_is_served() -> None:
             due |= assets_named(url, response.text) - seen
     # Both rooms and the clients they share were reached (a page that names nothing would pass above).
     assert {"/static/demo/demo.js", "/static/console/console.js", "/static/tokentail.js", "/static/markdown.js"} <= seen
+
+
+def test_each_page_lives_in_its_room() -> None:
+    """gateway/static/'s top holds the browser modules any page imports (their URLs are in the docs); a
+    page, its script and its style live in the page's room (demo/, console/), never at the top."""
+    static = Path(__file__).resolve().parents[2] / "gateway/static"
+    assert sorted(path.name for path in static.iterdir() if path.is_dir()) == ["console", "demo"]
+    assert {path.suffix for path in static.iterdir() if path.is_file()} == {".js"}
