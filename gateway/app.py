@@ -43,7 +43,7 @@ from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.vocabulary.catalog import BUILTIN_AGENTS
 
-STATIC = Path(__file__).parent / "static"  # the browser client and the demo chat page
+STATIC = Path(__file__).parent / "static"  # the browser clients (/static/*.js) and two rooms: demo/, console/
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+        return FileResponse(STATIC / "demo" / "index.html")
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

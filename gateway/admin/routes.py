@@ -52,7 +52,7 @@ from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 logger = logging.getLogger(__name__)
 
-PAGE = Path(__file__).parent.parent / "static" / "console.html"
+PAGE = Path(__file__).parent.parent / "static" / "console" / "index.html"
 
 
 class Console:
