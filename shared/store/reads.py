@@ -119,7 +119,7 @@ async def read_runs(redis: AnyRedis, runs: Sequence[tuple[SessionKeys, str]]) ->
 async def active_run_id(redis: AnyRedis, keys: SessionKeys) -> str | None:
     """The session's active run (queued or running), if it has one."""
     active = await cast(Awaitable[bytes | None], redis.hget(keys.meta, "active_run"))
-    return active.decode() or None if active else None
+    return active.decode() if active else None
 
 
 # A stream entry as redis-py's XREAD and XRANGE give it: its id, and its fields by name.
