@@ -38,6 +38,7 @@ from tokentail.shared.store.scripts.limits import (
     TakeSlot,
 )
 from tokentail.shared.store.scripts.runner import ScriptRunner
+from tokentail.shared.store.tenant_counts import give_back_slots, renew_slots
 from tokentail.shared.vocabulary.errors import ForkBytesLimited, QueuedRunLimit, RateLimited, TooManyStreams
 
 logger = logging.getLogger(__name__)
@@ -243,14 +244,7 @@ class StreamSlots:
         if not any(given_back.values()):
             return
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for tenant, slot_ids in given_back.items():
-                    if slot_ids:
-                        pipe.zrem(self._keys.tenant_streams(tenant), *slot_ids)
-                    for slot_id, token in slot_ids.items():
-                        if token is not None:
-                            pipe.zrem(self._keys.token_streams(tenant, token), slot_id)
-                await pipe.execute()
+            await give_back_slots(self._redis, self._keys, given_back)
         except (redis_errors.RedisError, OSError):
             logger.warning("could not give back %d stream slots: they lapse", sum(map(len, given_back.values())))
 
@@ -258,19 +252,16 @@ class StreamSlots:
         """Keep this gateway's slots alive; run as a background task for the app's lifetime."""
         while True:
             await asyncio.sleep(SLOT_TTL_SECONDS / 3)
-            expiry = int(time.time() * 1000) + SLOT_TTL_SECONDS * 1000
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for slot_id, (tenant, token) in list(self._held.items()):
-                        keys = [self._keys.tenant_streams(tenant)]
-                        if token is not None:
-                            keys.append(self._keys.token_streams(tenant, token))
-                        for key in keys:
-                            pipe.zadd(key, {slot_id: expiry}, xx=True)
-                            pipe.pexpire(key, SLOT_TTL_SECONDS * 1000)
-                    await pipe.execute()
+                await self.renew()
             except (redis_errors.RedisError, OSError):
                 logger.warning("could not renew stream slots; retrying")
+
+    async def renew(self) -> None:
+        """Keep this gateway's slots alive for `SLOT_TTL_SECONDS` more."""
+        expiry = int(time.time() * 1000) + SLOT_TTL_SECONDS * 1000
+        held = [(slot_id, tenant, token) for slot_id, (tenant, token) in self._held.items()]
+        await renew_slots(self._redis, self._keys, held, expiry, SLOT_TTL_SECONDS * 1000)
 
 
 class RequestsInFlight:

@@ -9,7 +9,7 @@ from tokentail.gateway.admin.access import Admin
 from tokentail.gateway.admin.models import Counts, Metrics, Overview, Point, RunSummary, Tenant, Worker
 from tokentail.gateway.admin.runs import RunLists
 from tokentail.shared.connections.redis_clients import AnyRedis
-from tokentail.shared.features.admission import Admission
+from tokentail.shared.features.admission import Admission, TenantLines
 from tokentail.shared.features.workers import STEP_SECONDS, WorkerBeat, WorkerRegistry, throughput
 from tokentail.shared.vocabulary.records import ACTIVE_STATUSES
 
@@ -25,38 +25,22 @@ WORKER_RUNS_SHOWN = 10  # a worker may hold hundreds: the overview, sent every s
 
 class Overviews:
     def __init__(self, queue: AnyRedis, admission: Admission, runs: RunLists, tenants_known: list[str]) -> None:
-        self._queue = queue
         self._admission = admission
-        self._keys = admission.keys
         self._runs = runs
         self._workers = WorkerRegistry(queue, admission.keys)
+        self._lines = TenantLines(queue, admission.keys, 0, admission)  # (its bound is the commands')
         self._tenants_known = tenants_known  # those with API keys: listed even with nothing going
 
     async def tenants(self, admin: Admin) -> list[Tenant]:
-        keys = self._keys
-        async with self._queue.pipeline(transaction=False) as pipe:
-            pipe.smembers(keys.admission_tenants)
-            pipe.zrange(keys.admission_parked, 0, -1)
-            members, parked_raw = await pipe.execute()
-        names = {member.decode() for member in members} | set(self._tenants_known)
-        if admin.tenant is not None:
-            names = {admin.tenant}
-        tenants = sorted(names)
-        parked = {member.decode() for member in parked_raw}
-        async with self._queue.pipeline(transaction=False) as pipe:
-            for tenant in tenants:
-                pipe.hlen(keys.tenant_running(tenant))
-                pipe.zcard(keys.tenant_line(tenant))
-            counts = await pipe.execute()
         return [
             Tenant(
-                tenant=tenant,
-                running=counts[2 * i],
-                waiting=counts[2 * i + 1],
-                cap=self._admission.cap_of(tenant),
-                parked=tenant in parked,
+                tenant=line.tenant,
+                running=line.running,
+                waiting=line.waiting,
+                cap=self._admission.cap_of(line.tenant),
+                parked=line.parked,
             )
-            for i, tenant in enumerate(tenants)
+            for line in await self._lines.figures(self._tenants_known, admin.tenant)
         ]
 
     async def workers(self, admin: Admin) -> list[WorkerBeat]:

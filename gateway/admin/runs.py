@@ -9,7 +9,7 @@ from tokentail.gateway.admin.models import OpenQuestion, RunPage, RunSummary, Se
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.features.workers import RunRef
 from tokentail.shared.store.keys import Keys
-from tokentail.shared.store.reads import SessionStore, decode_run
+from tokentail.shared.store.reads import SessionStore, read_runs
 from tokentail.shared.store.run_index import SCAN_BUDGET, IndexedRun, RunIndex
 from tokentail.shared.vocabulary.records import ACTIVE_STATUSES, PUBLIC_TENANT, RunRecord, SessionRecord, transcript
 
@@ -97,11 +97,8 @@ class RunLists:
         for those running."""
         if not refs:
             return {}
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for ref in refs:
-                pipe.hget(self._keys.session(ref.session_id).runs, ref.run_id)
-            replies = await pipe.execute()
-        runs = [decode_run(raw) for raw in replies if raw is not None]
+        records = await read_runs(self._redis, [(self._keys.session(ref.session_id), ref.run_id) for ref in refs])
+        runs = [run for run in records if run is not None]
         return {run.run_id: run.workers[-1] for run in runs if run.status == "running" and run.workers}
 
     @property
@@ -112,22 +109,14 @@ class RunLists:
         self, batch: list[IndexedRun], tenant: str | None, troubled: bool = False
     ) -> list[RunSummary | None]:
         """Each entry's run as it is now; None for one whose session is gone (dropped from the index)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for entry in batch:
-                keys = self._keys.session(entry.session_id)
-                pipe.hget(keys.runs, entry.run_id)
-                pipe.hmget(keys.meta, ["tenant", "user"])
-            replies = await pipe.execute()
         summaries: list[RunSummary | None] = []
         gone = []
-        for i, entry in enumerate(batch):
-            raw, (owner, user) = replies[2 * i], replies[2 * i + 1]
-            if raw is None or owner is None:
+        for entry, listed in zip(batch, await self._index.now(batch), strict=True):
+            if listed is None:
                 gone.append(entry)
                 summaries.append(None)
             else:
-                session_user = user.decode() if user else None
-                summaries.append(summary(decode_run(raw), entry.session_id, owner.decode(), session_user))
+                summaries.append(summary(listed.run, entry.session_id, listed.tenant, listed.session_user))
         await self._index.drop(tenant, gone, troubled)
         return summaries
 

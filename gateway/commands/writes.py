@@ -3,8 +3,7 @@ forked. Each is one script (shared/store/scripts/runs.py), whose typed reply bec
 
 import math
 import secrets
-from collections.abc import Awaitable
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from opentelemetry.trace import SpanKind
 
@@ -18,8 +17,9 @@ from tokentail.shared.features.workers import process_id
 from tokentail.shared.plumbing import run_spans, tracing
 from tokentail.shared.plumbing.logs import current_context
 from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.client_indexes import point_chat
 from tokentail.shared.store.keys import SessionKeys
-from tokentail.shared.store.reads import ForkSource, branch_kept_seconds, compact_json, decode_run, read_run
+from tokentail.shared.store.reads import ForkSource, active_run_id, compact_json, decode_run, read_run
 from tokentail.shared.store.scripts.checks import JobArgs
 from tokentail.shared.store.scripts.runs import (
     Answer,
@@ -100,8 +100,7 @@ QUEUE_OUTAGE_SECONDS = 5.0
 async def _run_before_cancel(redis: AnyRedis, k: SessionKeys, run_id: str | None) -> RunRecord | None:
     """The run a cancel is about, as it is before it (traced: its spans may be written here)."""
     if not run_id:
-        active = await cast(Awaitable[bytes | None], redis.hget(k.meta, "active_run"))
-        run_id = (active or b"").decode()
+        run_id = await active_run_id(redis, k)
     return await read_run(redis, k, run_id) if run_id else None
 
 
@@ -282,11 +281,7 @@ class SessionWrites(Writes):
     async def point_chat(self, chat_session_id: str, branch: str) -> None:
         """From now on the chat of session `chat_session_id` goes on in session `branch` (a fork),
         for as long as the chat is used (`SessionStore.chat_branch` keeps it)."""
-        key = self.keys.session(chat_session_id).branch
-        if self.settings.archive_url:
-            await self.redis.set(key, branch)  # sessions are kept for good: so is the chat's branch
-        else:
-            await self.redis.set(key, branch, ex=branch_kept_seconds(self.settings))
+        await point_chat(self.redis, self.keys, self.settings, chat_session_id, branch)
 
     async def answer(self, session_id: str, run: RunRecord, input_id: str, answer: Any) -> int:
         """Answer a question `run` waits for (see answer.lua), which queues it again if it waits for

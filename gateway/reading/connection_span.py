@@ -10,8 +10,7 @@ their records' trace contexts, read in one round trip once the stream ended, off
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable
-from typing import cast
+from collections.abc import Iterable
 
 from opentelemetry.trace import Span
 
@@ -20,7 +19,7 @@ from tokentail.gateway.reading.first_delta import head_of, run_id_of
 from tokentail.gateway.reading.snapshot import Snapshot
 from tokentail.shared.plumbing import tracing
 from tokentail.shared.plumbing.run_spans import RunTrace
-from tokentail.shared.store.reads import SessionStore, decode_run
+from tokentail.shared.store.reads import SessionStore, read_runs_of
 from tokentail.shared.vocabulary.events import Gap
 
 logger = logging.getLogger(__name__)
@@ -93,11 +92,11 @@ class ConnectionSpan:
     async def _link_and_end(self, ended: int) -> None:
         runs = list(self.runs)
         try:
-            key = self._store.keys.session(self._session_id).runs
-            raws = await cast(Awaitable[list[bytes | None]], self._store.redis.hmget(key, runs))
-            for run_id, raw in zip(runs, raws, strict=True):
-                if raw is not None:
-                    self.span.add_link(RunTrace.of(decode_run(raw)).run_span, {"tokentail.run.id": run_id})
+            keys = self._store.keys.session(self._session_id)
+            records = await read_runs_of(self._store.redis, keys, runs)
+            for run_id, record in zip(runs, records, strict=True):
+                if record is not None:
+                    self.span.add_link(RunTrace.of(record).run_span, {"tokentail.run.id": run_id})
         except Exception:  # the span goes out without its links rather than not at all
             logger.warning("the links of a stream's span to its runs were not read", exc_info=True)
         finally:

@@ -20,7 +20,7 @@ takeover), so that no slot leaks, and reads the figures the metrics show.
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -95,6 +95,13 @@ class LinePlace(NamedTuple):
     waiting_for: Literal["turn", "tenant_cap", "user_cap"]  # what holds it: the tenants' turns, or a cap
 
 
+class LineFigures(NamedTuple):
+    tenant: str
+    running: int  # its runs holding a slot
+    waiting: int  # in its line
+    parked: bool  # at its cap: its turns skipped until a slot frees
+
+
 class TenantLines:
     """What the gateways read of the lines, on the queue's Redis: a tenant's line bound, and where a
     waiting run is in its line, and why it waits."""
@@ -129,6 +136,26 @@ class TenantLines:
         if user_cap and user and user_running >= user_cap:
             return LinePlace(rank + 1, "user_cap")
         return LinePlace(rank + 1, "turn")
+
+    async def figures(self, known: Iterable[str], only: str | None = None) -> list[LineFigures]:
+        """By name, each tenant's figures: those with slots or lines, and the `known` ones (`only`:
+        that tenant's alone). Two round trips, whatever the number of tenants."""
+        keys = self._keys
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(keys.admission_tenants)
+            pipe.zrange(keys.admission_parked, 0, -1)
+            members, parked_raw = await pipe.execute()
+        names = {only} if only is not None else {member.decode() for member in members} | set(known)
+        tenants = sorted(names)
+        parked = {member.decode() for member in parked_raw}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tenant in tenants:
+                pipe.hlen(keys.tenant_running(tenant))
+                pipe.zcard(keys.tenant_line(tenant))
+            counts = await pipe.execute()
+        return [
+            LineFigures(tenant, counts[2 * i], counts[2 * i + 1], tenant in parked) for i, tenant in enumerate(tenants)
+        ]
 
     async def check_room(self, tenant: str) -> None:
         """`QueuedRunLimit` if the tenant's line holds as many runs as it may. Read before anything is

@@ -119,7 +119,7 @@ class Keys:
 
     def spawns(self, tenant: str, minute: int) -> str:
         """String, on the sessions' Redis: how many child runs the tenant's runs started in that minute
-        (since the epoch), for its bound (worker/run/children.py); kept two minutes."""
+        (since the epoch), for its bound (worker/run/children.py, shared/store/tenant_counts.py); kept two minutes."""
         return f"{self.prefix}:tenant:{{{tenant}}}:spawns:{minute}"
 
     def joined_count(self, writer_id: str, tag: str | None = None) -> str:
@@ -150,7 +150,7 @@ class Keys:
         """String, on the sessions' Redis: `<session id> <run id> <thread id>` of the run an AG-UI client posted
         as run `client_run_id` (hashed: any text a client sends), in the chat whose own session is `chat`
         (or in the tenant's, '': the first of its chats to use the id), for TanStack AI's `joinRun`, which
-        names nothing else (gateway/protocols/ag_ui/client_runs.py). Kept as long as a chat's branch."""
+        names nothing else (shared/store/client_indexes.py). Kept as long as a chat's branch."""
         named = f"{chat}\n{client_run_id}" if chat else client_run_id
         digest = hashlib.sha256(named.encode()).hexdigest()[:32]
         return f"{self.prefix}:tenant:{{{tenant}}}:client-run:{digest}"
@@ -172,7 +172,7 @@ class Keys:
 
     def a2a_tasks(self, tenant: str, agent: str) -> str:
         """Sorted set: the task ids a tenant started through A2A with an agent -> when (ms); its
-        newest only (gateway/protocols/a2a/tasks.py `TaskIndex`)."""
+        newest only (shared/store/client_indexes.py `TaskIndex`)."""
         return f"{self.prefix}:tenant:{{{tenant}}}:a2a-tasks:{agent}"
 
     @property

@@ -101,6 +101,64 @@ async def read_run(redis: AnyRedis, keys: SessionKeys, run_id: str) -> RunRecord
     return decode_run(raw) if raw is not None else None
 
 
+async def read_runs_of(redis: AnyRedis, keys: SessionKeys, run_ids: Sequence[str]) -> list[RunRecord | None]:
+    """Runs of one session, by id, in one command (None for a run it has no record of)."""
+    raws = await cast(Awaitable[list[bytes | None]], redis.hmget(keys.runs, list(run_ids)))
+    return [decode_run(raw) if raw is not None else None for raw in raws]
+
+
+async def read_runs(redis: AnyRedis, runs: Sequence[tuple[SessionKeys, str]]) -> list[RunRecord | None]:
+    """Runs of any sessions, (a session's keys, a run id) each, in one round trip (None as `read_run`)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for keys, run_id in runs:
+            pipe.hget(keys.runs, run_id)
+        raws = await pipe.execute()
+    return [decode_run(raw) if raw is not None else None for raw in raws]
+
+
+async def active_run_id(redis: AnyRedis, keys: SessionKeys) -> str | None:
+    """The session's active run (queued or running), if it has one."""
+    active = await cast(Awaitable[bytes | None], redis.hget(keys.meta, "active_run"))
+    return active.decode() if active else None
+
+
+# A stream entry as redis-py's XREAD and XRANGE give it: its id, and its fields by name.
+ParsedEntry = tuple[bytes, dict[bytes, bytes]]
+
+
+async def follow_stream(redis: AnyRedis, keys: SessionKeys, after: str, count: int, block_ms: int) -> list[ParsedEntry]:
+    """For a worker that follows its children (worker/run/children.py): the session's entries after
+    stream id `after` (at most `count`), waiting up to `block_ms` for one if there is none yet."""
+    read = await redis.xread({keys.events: after}, count=count, block=block_ms)
+    return [entry for _, entries in (read.items() if isinstance(read, dict) else read) for entry in entries]
+
+
+async def stream_from(redis: AnyRedis, keys: SessionKeys, start: str, count: int) -> list[ParsedEntry]:
+    """The session's entries from stream id `start` (inclusive; `(<id>`: after it), at most `count`:
+    what a worker reads of its run's events since it was queued (its inline children's)."""
+    return cast(list[ParsedEntry], await redis.xrange(keys.events, min=start, max="+", count=count))
+
+
+async def steer_texts(redis: AnyRedis, keys: SessionKeys) -> dict[bytes, bytes]:
+    """The session's steered hash (`with_steer_texts` puts its texts back in the runs' records)."""
+    return await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(keys.steered))
+
+
+async def steers_waiting(redis: AnyRedis, keys: SessionKeys) -> bool:
+    """Whether steers wait in the session's list for its running run to take them in."""
+    return bool(await redis.exists(keys.steers))
+
+
+async def archived_through(redis: AnyRedis, keys: SessionKeys) -> int:
+    """The last event of the session the archive holds, as its meta says (0: none yet)."""
+    return int(await cast(Awaitable[bytes | None], redis.hget(keys.meta, "archived")) or 0)
+
+
+async def is_gone(redis: AnyRedis, keys: SessionKeys) -> bool:
+    """Whether the session was deleted (or expired with no archive): its tombstone is there."""
+    return bool(await redis.exists(keys.gone))
+
+
 def with_steer_texts(runs: Iterable[RunRecord], steered: Mapping[bytes, bytes] | list[bytes]) -> None:
     """Put back the texts of the steers `runs` took in, from the session's steered hash (a dict, or
     flat as HGETALL sends it): a run's record keeps only their ids and places, so that taking one in

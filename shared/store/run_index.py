@@ -27,11 +27,12 @@ from typing import NamedTuple, cast
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import decode_run
 from tokentail.shared.store.scripts.contract import Topology
 from tokentail.shared.store.scripts.runner import ScriptRunner
 from tokentail.shared.store.scripts.runs import IndexArgs
 from tokentail.shared.store.scripts.sessions import IndexKeys, IndexRun
-from tokentail.shared.vocabulary.records import PUBLIC_TENANT
+from tokentail.shared.vocabulary.records import PUBLIC_TENANT, RunRecord
 
 SCAN_BUDGET = 1_000  # index entries one page may read
 BATCH = 200  # read at once
@@ -46,6 +47,12 @@ class IndexedRun(NamedTuple):
     @property
     def cursor(self) -> str:
         return f"{self.score:.0f} {self.session_id} {self.run_id}"
+
+
+class ListedRun(NamedTuple):
+    run: RunRecord
+    tenant: str  # its session's
+    session_user: str | None  # its session's end user, if it names one
 
 
 class Slice(NamedTuple):
@@ -160,6 +167,21 @@ class RunIndex:
         if troubled:
             return self._keys.admin_troubled(tenant)
         return self._keys.tenant_admin_runs(tenant) if tenant else self._keys.admin_runs
+
+    async def now(self, batch: list[IndexedRun]) -> list[ListedRun | None]:
+        """Each entry's run as its record says now, with its session's tenant and user, in one round
+        trip; None for one whose session is gone (for `drop`)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry in batch:
+                keys = self._keys.session(entry.session_id)
+                pipe.hget(keys.runs, entry.run_id)
+                pipe.hmget(keys.meta, ["tenant", "user"])
+            replies = await pipe.execute()
+        listed: list[ListedRun | None] = []
+        for raw, (owner, user) in zip(replies[::2], replies[1::2], strict=True):
+            gone = raw is None or owner is None
+            listed.append(None if gone else ListedRun(decode_run(raw), owner.decode(), user.decode() if user else None))
+        return listed
 
     async def drop(self, tenant: str | None, runs: list[IndexedRun], troubled: bool = False) -> None:
         """Entries whose session is gone (expired or deleted)."""

@@ -11,13 +11,18 @@ A deliverer claims due entries (claim_checks.lua moves them a claim's length ahe
 takes them meanwhile, and a dead deliverer's come due again), then settles each: dropped once its
 list is empty, or moved to its next retry; unless the entry was written since the claim (a new
 event came), in which case it stays, due.
+
+What a deliverer reads of a session's list, and the URLs one event reached when it goes to several,
+are `SessionHooks`, on the sessions' Redis.
 """
 
 import time
-from typing import NamedTuple
+from collections.abc import Awaitable
+from typing import NamedTuple, cast
 
 from redis.asyncio import Redis
 
+from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.scripts.checks import ClaimChecks, IndexKey, SettleCheck
 from tokentail.shared.store.scripts.contract import Topology
@@ -55,6 +60,40 @@ class WebhookIndex:
         """Drop the entry (or move it to `look_again_at_ms`), unless it was written since the claim."""
         next_score = str(look_again_at_ms) if look_again_at_ms is not None else ""
         await self._scripts(SettleCheck(self._index, claim.session_id, claim.score, next_score))
+
+
+class SessionHooks:
+    """A session's webhook events yet to post (`SessionKeys.hooks`, oldest first; the scripts drop one
+    once it is done with: drop_hook.lua), and, for an event posted to several URLs, those that took it
+    (a set beside the list, `<hooks>:done:<webhook id>`), so that a retry posts it to the others only."""
+
+    def __init__(self, sessions: AnyRedis, keys: Keys) -> None:
+        self._redis = sessions
+        self._keys = keys
+
+    async def first(self, session_id: str) -> bytes | None:
+        """The session's oldest event yet to post, as its script wrote it."""
+        return await cast(Awaitable[bytes | None], self._redis.lindex(self._keys.session(session_id).hooks, 0))
+
+    def _done_key(self, session_id: str, webhook_id: str) -> str:
+        return f"{self._keys.session(session_id).hooks}:done:{webhook_id}"
+
+    async def posted_to(self, session_id: str, webhook_id: str) -> set[str]:
+        """The URLs that took the event already."""
+        done = await cast(Awaitable[set[bytes]], self._redis.smembers(self._done_key(session_id, webhook_id)))
+        return {raw.decode() for raw in done}
+
+    async def note_posted(self, session_id: str, webhook_id: str, urls: list[str], kept_seconds: int) -> None:
+        """Remember that `urls` took the event, for `kept_seconds` (past its last retry)."""
+        key = self._done_key(session_id, webhook_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(key, *urls)
+            pipe.expire(key, kept_seconds)
+            await pipe.execute()
+
+    async def all_posted(self, session_id: str, webhook_id: str) -> None:
+        """Every URL took the event: forget which."""
+        await self._redis.delete(self._done_key(session_id, webhook_id))
 
 
 def _now_ms() -> int:

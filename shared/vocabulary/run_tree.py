@@ -19,7 +19,7 @@ from tokentail.shared.vocabulary.records import RunRecord
 def descendants(runs: Iterable[RunRecord], run_id: str, *, depth_first: bool = False) -> list[RunRecord]:
     """The runs below `run_id` (not itself) among the session's records `runs`, each after its parent and
     siblings in the order spawned: level by level, or with `depth_first` each child's whole branch
-    before its next sibling (the order MCP lists a task's questions in). None when `run_id` has no record."""
+    before its next sibling (the order MCP lists a task's questions in). Empty when `run_id` has no record."""
     by_id = {run.run_id: run for run in runs}
     seen = {run_id}
     found: list[RunRecord] = []

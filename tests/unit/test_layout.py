@@ -3,17 +3,24 @@ tokentail.worker -> tokentail.shared; inside the gateway, shared/ and the worker
 the parts below it (GATEWAY_PARTS, SHARED_PARTS, WORKER_PARTS); no folder of shared/ holds more than 12
 modules, nor of the worker more than 14; nothing imports the folders by their repository names; no
 module imports itself through others; the gateway's core (commands/, reading/, schemas.py) imports and
-names no protocol of gateway/protocols/; and the client loads no server code."""
+names no protocol of gateway/protocols/; Redis is sent commands only by shared/ (the store: the
+session's keys change only through it) and the gateway's live reading room (REDIS_ROOMS); and the
+client loads no server code."""
 
 import ast
+import asyncio
+import contextvars
 import graphlib
+import logging
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis, RedisCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALLED_INSIDE = ("gateway", "worker", "shared")  # folders installed as tokentail.<folder>
@@ -288,3 +295,72 @@ def test_importing_the_client_imports_no_server_code() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+# Redis only through the store: the only code that sends Redis a command is shared/ (the store's reads,
+# scripts and indexes, and what the processes do together) and the gateway's live reading (one
+# subscription and catch-up reads per gateway). Any other module asks the store.
+REDIS_ROOMS = ("shared/", *(f"gateway/reading/{name}.py" for name in ("hub", "pubsub", "subscription", "chunk")))
+REDIS_CHECKED = ("gateway", "worker", "tokentail")
+# The commands sent elsewhere on purpose, each with its reason.
+REDIS_ELSEWHERE = {
+    # arq's own keys, in the code copied from arq (its run_job's retry counter, its poll's claim), which
+    # tests/unit/test_borrowed.py holds to arq's.
+    ("worker/process/arq_shell.py", "setex"),
+    ("worker/process/arq_shell.py", "zrem"),
+    # The worker's subscription to its wake, cancel and steer channels: it changes and reads no key.
+    ("worker/process/main.py", "pubsub"),
+    # `tokentail dev`'s own Redis servers, made a cluster (their CLUSTER and CONFIG), before any store.
+    ("tokentail/redis_server.py", "execute_command"),
+    ("tokentail/redis_server.py", "config_set"),
+}
+# Command methods that other objects carry too (a dict's get, an Event's set, a router's delete, click's
+# echo, a response's json, the archive's save, the catalog's publish): a call of one is a Redis command
+# only on a receiver named for a Redis client (`REDIS_RECEIVER`).
+NOT_REDIS_ONLY = {"delete", "echo", "command", "json", "dump", "publish", "save", "exists"}
+REDIS_RECEIVER = re.compile(r"(^|_)redis$|^pipe$")
+
+
+def redis_commands() -> tuple[set[str], set[str]]:
+    """The methods redis-py's clients send a command with (those of its command classes, and the client's
+    pipeline, pubsub and execute_command): (those no other object carries, those others carry too)."""
+    names = {"pipeline", "pubsub", "execute_command"}
+    for client in (Redis, RedisCluster):
+        for name in dir(client):
+            method = getattr(client, name)
+            if not name.startswith("_") and getattr(method, "__module__", "").startswith("redis.commands"):
+                names.add(name)
+    python = (dict, list, set, str, bytes, asyncio.Event, asyncio, time, logging.Logger, contextvars.ContextVar)
+    shared = {name for name in names if any(hasattr(kind, name) for kind in python)} | NOT_REDIS_ONLY
+    return names - shared, names & shared
+
+
+def redis_calls(source: str) -> Iterator[tuple[int, str, str]]:
+    """(line, command method, the call's code) of each call in `source` that sends Redis a command."""
+    only_redis, shared = redis_commands()
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        method, receiver = node.func.attr, node.func.value
+        receiver_name = receiver.attr if isinstance(receiver, ast.Attribute) else getattr(receiver, "id", "")
+        if method in only_redis or (method in shared and REDIS_RECEIVER.search(receiver_name)):
+            yield node.lineno, method, ast.unparse(node.func)
+
+
+def test_the_redis_check_knows_a_command_from_a_namesake() -> None:
+    source = "pipe.hget(k, f)\nself.redis.set(k, v)\nstore.redis.getex(k)\nevent.set()\nrouter.delete('/')\n"
+    assert [method for _, method, _ in redis_calls(source)] == ["hget", "set", "getex"]
+
+
+def test_redis_is_sent_commands_only_by_the_store_and_the_live_reading_room() -> None:
+    paths = sorted(path for folder in REDIS_CHECKED for path in (ROOT / folder).rglob("*.py"))
+    calls = [
+        (relative, line, method, call)
+        for path in paths
+        if not (relative := str(path.relative_to(ROOT))).startswith(REDIS_ROOMS)
+        for line, method, call in redis_calls(path.read_text())
+    ]
+    assert [
+        f"{where}:{line} {call}" for where, line, method, call in calls if (where, method) not in REDIS_ELSEWHERE
+    ] == []
+    assert REDIS_ELSEWHERE - {(where, method) for where, _, method, _ in calls} == set()  # none stale

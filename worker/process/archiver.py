@@ -27,8 +27,9 @@ from tokentail.shared.connections.outage import is_outage
 from tokentail.shared.plumbing.logs import RateLimitedLogger
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.archive import Archive, ArchiveConflict, ArchiveError
+from tokentail.shared.store.archive_index import look_again_at
 from tokentail.shared.store.keys import Keys
-from tokentail.shared.store.reads import SessionStore
+from tokentail.shared.store.reads import SessionStore, archived_through, is_gone
 from tokentail.shared.store.scripts.checks import Archived, ArchivedKeys, Archiving, ClaimChecks, IndexKey
 from tokentail.shared.store.scripts.contract import Topology
 from tokentail.shared.store.scripts.runner import ScriptRunner
@@ -103,7 +104,7 @@ class Archiver:
                 # tried again after a while; the others go on.
                 metrics.ARCHIVE_CONFLICTS.inc()
                 logger.error("not archiving session %s until an operator looks: %s", session_id, exc)
-                await self.redis.zadd(self.keys.archive_checks, {session_id: _now_ms() + CONFLICT_RETRY_MS}, xx=True)
+                await look_again_at(self.redis, self.keys, session_id, _now_ms() + CONFLICT_RETRY_MS)
         return len(claimed.members)
 
     async def archive_session(self, session_id: str, claim: str) -> Archiving:
@@ -111,11 +112,11 @@ class Archiver:
         batch of events goes with the session's record as Redis had it when the batch was read, and
         the last with the record as the pass ends, so the archive's record is never behind its events."""
         keys = self.keys.session(session_id)
-        after = int(await self.redis.hget(keys.meta, "archived") or 0)  # type: ignore[misc]
+        after = await archived_through(self.redis, keys)
         while True:
             session, events = await self._store.archivable(session_id, after, BATCH)
             if session is None:  # deleted (its tombstone says so) or expired before it was all archived
-                if await self.redis.exists(keys.gone):
+                if await is_gone(self.redis, keys):
                     await self.archive.delete(session_id)
                 return await self._settle(session_id, 0, claim)
             # With no new events this writes only a record that changed (a pass every 30 s over a

@@ -33,11 +33,11 @@ from tokentail.shared.features.webhook_messages import Hook, sign
 from tokentail.shared.features.webhook_policy import WebhookPolicy
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
-from tokentail.shared.store.reads import decode_run
+from tokentail.shared.store.reads import read_run
 from tokentail.shared.store.scripts.checks import DropHook, HooksKey
 from tokentail.shared.store.scripts.contract import Topology
 from tokentail.shared.store.scripts.runner import ScriptRunner
-from tokentail.shared.store.webhook_index import Claim, WebhookIndex
+from tokentail.shared.store.webhook_index import Claim, SessionHooks, WebhookIndex
 from tokentail.shared.vocabulary.records import RunRecord
 from tokentail.worker import metrics
 
@@ -62,6 +62,7 @@ class WebhookDeliverer:
         self._redis = sessions
         self._index = index
         self._keys = Keys(settings.key_prefix)
+        self._hooks = SessionHooks(sessions, self._keys)
         self._tenants = TenantWebhooks(sessions, self._keys)
         self._pushes = PushConfigs(sessions, self._keys, settings.session_ttl_seconds)
         self._policy = WebhookPolicy(settings.webhook_allowed_urls)
@@ -118,7 +119,7 @@ class WebhookDeliverer:
 
     async def _deliver_session(self, claim: Claim) -> None:
         hooks_key = self._keys.session(claim.session_id).hooks
-        first = await self._redis.lindex(hooks_key, 0)  # type: ignore[misc]
+        first = await self._hooks.first(claim.session_id)
         shares = _shares(first) if first is not None else []
         if any(self._posting[share] >= limit for share, limit in shares):
             # Its tenant (or host) has its share of this worker's slots: look again once one may be free.
@@ -137,7 +138,7 @@ class WebhookDeliverer:
     async def _post_hooks(self, claim: Claim, hooks_key: str) -> None:
         started = time.monotonic()
         while time.monotonic() - started < self._claim_ms / 2000:
-            raw = await self._redis.lindex(hooks_key, 0)  # type: ignore[misc]
+            raw = await self._hooks.first(claim.session_id)
             if raw is None:
                 await self._index.settle(claim)
                 return
@@ -156,8 +157,7 @@ class WebhookDeliverer:
 
     async def _run_of(self, hook: Hook) -> RunRecord | None:
         """The record of the hook's run, for an entry that does not keep its segment (an older version's)."""
-        raw = await self._redis.hget(self._keys.session(hook.session_id).runs, hook.run_id)  # type: ignore[misc]
-        return decode_run(raw) if raw else None
+        return await read_run(self._redis, self._keys.session(hook.session_id), hook.run_id)
 
     async def _deliver(self, hook: Hook) -> bool:
         """Post one event, to its session's URL and to its A2A task's push configs; True once it is
@@ -188,18 +188,14 @@ class WebhookDeliverer:
             return all([await self._post(hook, tenant.secret, *post) for post in posts])
         # To several URLs: those that took it are remembered, so that a retry for the others does not
         # post it to them again.
-        done_key = f"{self._keys.session(hook.session_id).hooks}:done:{hook.webhook_id}"
-        done = {raw.decode() for raw in await self._redis.smembers(done_key)}  # type: ignore[misc]
+        done = await self._hooks.posted_to(hook.session_id, hook.webhook_id)
         posts = [post for post in posts if post[0] not in done]
         posted = await asyncio.gather(*(self._post(hook, tenant.secret, *post) for post in posts))
         if all(posted):
-            await self._redis.delete(done_key)
+            await self._hooks.all_posted(hook.session_id, hook.webhook_id)
             return True
         if accepted := [post[0] for post, ok in zip(posts, posted, strict=True) if ok]:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.sadd(done_key, *accepted)
-                pipe.expire(done_key, self._retry_seconds + 3600)
-                await pipe.execute()
+            await self._hooks.note_posted(hook.session_id, hook.webhook_id, accepted, self._retry_seconds + 3600)
         return False
 
     async def _post(self, hook: Hook, secret: str, url: str, body: bytes, extra: dict[str, str]) -> bool:

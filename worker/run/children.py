@@ -21,8 +21,9 @@ from typing import Any, NoReturn, Protocol
 from tokentail.shared.features.admission import FollowerSlot
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import lane_of, session_of
-from tokentail.shared.store.reads import decode_run, read_run
+from tokentail.shared.store.reads import follow_stream, read_run, stream_from
 from tokentail.shared.store.scripts.children import Spawned
+from tokentail.shared.store.tenant_counts import count_spawn, uncount_spawn
 from tokentail.shared.vocabulary.catalog import check_agent
 from tokentail.shared.vocabulary.events import (
     TERMINAL_EVENTS,
@@ -193,22 +194,20 @@ class Children:
     async def _follow(self, child: RunRecord) -> AsyncIterator[ChildEvent]:
         """The child's events and its descendants', after its `run.spawned`, through its terminal one."""
         runs = self._lease.runs
-        key = runs.keys.session(self._lease.session_id).events
+        keys = runs.keys.session(self._lease.session_id)
         after = f"{child.queued_seq}-1"  # (entries are `<seq>-0`, or `<seq>-1` after a fence)
         tree = Subtree(child.run_id)  # its children are spawned after it: each learned from its run.spawned
         while True:
-            read = await runs.redis.xread({key: after}, count=FOLLOW_BATCH, block=FOLLOW_BLOCK_MS)
-            for _, entries in read.items() if isinstance(read, dict) else read:
-                for entry_id, fields in entries:
-                    after = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    event_type, data = fields[b"type"].decode(), json.loads(fields[b"data"])
-                    if event_type == EventType.RUN_SPAWNED:
-                        tree.spawned(data["run_id"], data["parent_run_id"])
-                    if data.get("run_id") not in tree:
-                        continue
-                    yield ChildEvent(int(after.split("-")[0]), event_type, data)
-                    if event_type in TERMINAL_EVENTS and data["run_id"] == child.run_id:
-                        return
+            for entry_id, fields in await follow_stream(runs.redis, keys, after, FOLLOW_BATCH, FOLLOW_BLOCK_MS):
+                after = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                event_type, data = fields[b"type"].decode(), json.loads(fields[b"data"])
+                if event_type == EventType.RUN_SPAWNED:
+                    tree.spawned(data["run_id"], data["parent_run_id"])
+                if data.get("run_id") not in tree:
+                    continue
+                yield ChildEvent(int(after.split("-")[0]), event_type, data)
+                if event_type in TERMINAL_EVENTS and data["run_id"] == child.run_id:
+                    return
 
     async def _start(self, child_id: str, agent: str, text: str, call_id: str, name: str | None) -> RunRecord | None:
         """Start the child (None: the run has as many going as it may, and waits for one to end)."""
@@ -255,8 +254,8 @@ class Children:
                 self._known[child_id] = child
                 return child
             case Spawned.AGAIN:  # a concurrent call with the same id started it
-                raw = await lease.runs.redis.hget(lease.runs.keys.session(lease.session_id).runs, child_id)  # type: ignore[misc]
-                found = decode_run(raw)
+                found = await read_run(lease.runs.redis, lease.runs.keys.session(lease.session_id), child_id)
+                assert found is not None, f"child run {child_id} has no record"  # (the script found it)
                 self._known[child_id] = found
                 return found
             case Spawned.TOO_MANY:
@@ -289,10 +288,7 @@ class Children:
             return None
         runs = self._lease.runs
         key = runs.keys.spawns(self._tenant, int(time.time() // 60))
-        async with runs.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 120)
-            count, _ = await pipe.execute()
+        count = await count_spawn(runs.redis, key)
         if count > most:
             await self._uncount(key)
             raise SpawnRefused(
@@ -303,7 +299,7 @@ class Children:
         return key
 
     async def _uncount(self, key: str) -> None:
-        await self._lease.runs.redis.decr(key)
+        await uncount_spawn(self._lease.runs.redis, key)
 
 
 # Inline children: a framework's own sub-agents (an OpenAI Agents SDK agent used as a tool, a handoff, a
@@ -376,10 +372,10 @@ class InlineChildren:
     async def _read(self) -> "_Recorded":
         """The session's events since the run was queued: its inline children's are among them."""
         lease = self.writer.lease
-        key = lease.runs.keys.session(lease.session_id).events
+        keys = lease.runs.keys.session(lease.session_id)
         recorded = _Recorded([], set())
         start = str(self._queued_seq)
-        while entries := await lease.runs.redis.xrange(key, min=start, max="+", count=FOLLOW_BATCH):
+        while entries := await stream_from(lease.runs.redis, keys, start, FOLLOW_BATCH):
             for entry_id, fields in entries:
                 seq, event_type, data = int(entry_id.split(b"-")[0]), fields[b"type"].decode(), fields[b"data"]
                 recorded.events.append((seq, event_type, data))

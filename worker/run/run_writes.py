@@ -13,7 +13,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, TypeVar, cast
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from tokentail.shared.connections.outage import ride_out
 from tokentail.shared.connections.round_trips import slot_of
@@ -25,6 +25,8 @@ from tokentail.shared.store.reads import (
     compact_json,
     decode_run,
     runs_in_order,
+    steer_texts,
+    steers_waiting,
     with_output,
     with_steer_texts,
     without_steer_texts,
@@ -248,8 +250,8 @@ class RunWrites(Writes):
             if top and other.status == "completed" and other.run_id != run_id and other.parent_run_id is None
         ]
         if without_steer_texts(earlier):  # the agent's history shows the steers they took in
-            key = self.keys.session(lease.session_id).steered
-            steered = await ride_out(lambda: cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(key)), what)
+            keys = self.keys.session(lease.session_id)
+            steered = await ride_out(lambda: steer_texts(self.redis, keys), what)
             with_steer_texts(earlier, steered)
         return Started(lease, run, claim.verdict, earlier, children)
 
@@ -287,7 +289,7 @@ class RunWrites(Writes):
         return await self.run(applying)
 
     async def steers_waiting(self, lease: RunLease) -> bool:
-        return bool(await self.redis.exists(self.keys.session(lease.session_id).steers))
+        return await steers_waiting(self.redis, self.keys.session(lease.session_id))
 
     async def ask(self, lease: RunLease, asked: list[Question], questions: list[Question]) -> Asked:
         """One try of `RunLease.ask`."""

@@ -39,11 +39,11 @@ from starlette.exceptions import HTTPException
 from tokentail.gateway.deps import AgentsDep, HubDep, SettingsDep, StreamsDep, TasksDep
 from tokentail.gateway.protocols.a2a.handler import TaskHandler
 from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION, SUBTASKS_EXTENSION
-from tokentail.gateway.protocols.a2a.tasks import TaskIndex
 from tokentail.gateway.reading.response import ClientLeft, unless_left
 from tokentail.shared.features.a2a_push import PushConfigs
 from tokentail.shared.features.agent_catalog import AgentInfo
 from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.client_indexes import TaskIndex
 from tokentail.shared.vocabulary.catalog import DEFAULT_AGENT
 from tokentail.shared.vocabulary.errors import InvalidInput
 

@@ -1,5 +1,6 @@
 """What an A2A request asks of tokentail's tasks (gateway/protocols/a2a/routes.py serves it): a message's input,
-the answer it gives to a task's question, and the index that lists a tenant's A2A tasks.
+the answer it gives to a task's question (the index that lists a tenant's A2A tasks is the store's:
+shared/store/client_indexes.py).
 
 A message's text parts, joined, are the run's input for an agent that takes text; an agent that
 declares its own arguments (`input_schema`) takes one data part, an object, checked against it. A
@@ -13,9 +14,7 @@ from a2a.types.a2a_pb2 import Message
 from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 
 from tokentail.gateway.commands.tasks import Task
-from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.features.agent_catalog import AgentInfo
-from tokentail.shared.store.keys import Keys
 from tokentail.shared.vocabulary.errors import InvalidInput
 
 
@@ -84,31 +83,3 @@ def answered_question(task: Task, message: Message) -> str:
             "name the one this message answers in its metadata (inputId)"
         )
     return open_ids[0]
-
-
-class TaskIndex:
-    """The tasks each tenant started through A2A with each agent, newest first: what ListTasks reads
-    when it is not given a context. Only A2A's start writes it, and it keeps the newest `LIMIT` only
-    (older tasks are still found by id, or by context); an entry whose session is gone is dropped by
-    the listing that finds it so. Its key lapses when no task was started for a finished session's
-    retention."""
-
-    LIMIT = 1000
-
-    def __init__(self, redis: AnyRedis, keys: Keys, ttl_seconds: int) -> None:
-        self._redis = redis
-        self._keys = keys
-        self._ttl = ttl_seconds
-
-    async def add(self, tenant: str, agent: str, task_id: str, at: float) -> None:
-        key = self._keys.a2a_tasks(tenant, agent)
-        await self._redis.zadd(key, {task_id: int(at * 1000)})
-        await self._redis.zremrangebyrank(key, 0, -self.LIMIT - 1)
-        await self._redis.expire(key, self._ttl)
-
-    async def ids(self, tenant: str, agent: str) -> list[str]:
-        return [raw.decode() for raw in await self._redis.zrevrange(self._keys.a2a_tasks(tenant, agent), 0, -1)]
-
-    async def drop(self, tenant: str, agent: str, task_ids: list[str]) -> None:
-        if task_ids:
-            await self._redis.zrem(self._keys.a2a_tasks(tenant, agent), *task_ids)

@@ -10,10 +10,9 @@ good" too. The run's own id, which `RUN_STARTED` carries, names it as well: a se
 learned the run from the wire (or from the session's state) joins it by that.
 """
 
-from collections.abc import Awaitable
-from typing import cast
-
 from tokentail.gateway.access.ids import chat_session_id
+from tokentail.shared.store.client_indexes import client_run_named
+from tokentail.shared.store.client_indexes import name_client_run as name_in_store
 from tokentail.shared.store.reads import SessionStore, branch_kept_seconds
 
 
@@ -24,12 +23,8 @@ async def name_client_run(
     `session_id`, in thread `thread_id`: in the thread's names, and in the tenant's (for an API key,
     which names no thread), unless each names a run already."""
     named, kept = f"{session_id} {run_id} {thread_id}", branch_kept_seconds(store.settings)
-    chat = chat_session_id(tenant, thread_id)
-    async with store.redis.pipeline(transaction=False) as pipe:
-        for name in {client_run_id, run_id}:
-            for scope in (chat, ""):
-                pipe.set(store.keys.client_run(tenant, name, scope), named, ex=kept, nx=True)
-        await pipe.execute()
+    scopes = (chat_session_id(tenant, thread_id), "")
+    await name_in_store(store.redis, store.keys, kept, tenant, {client_run_id, run_id}, scopes, named)
 
 
 async def client_run(
@@ -38,9 +33,9 @@ async def client_run(
     """The session, run and thread of the run the tenant's client posted as `client_run_id`, in the chat
     whose own session is `chat` (a chat token's, or a thread's: `chat_session_id`); with none, the
     first of the tenant's chats to post it. Reading it keeps it as long again."""
-    key = store.keys.client_run(tenant, client_run_id, chat)
-    named = await cast(Awaitable[bytes | None], store.redis.getex(key, ex=branch_kept_seconds(store.settings)))
+    kept = branch_kept_seconds(store.settings)
+    named = await client_run_named(store.redis, store.keys, kept, tenant, client_run_id, chat)
     if named is None:
         return None
-    session_id, run_id, thread_id = named.decode().split(" ")
+    session_id, run_id, thread_id = named.split(" ")
     return session_id, run_id, thread_id

@@ -1,0 +1,76 @@
+"""The indexes by the names clients give, beside the runs index (shared/store/run_index.py): the
+tasks a tenant started through A2A with an agent (`TaskIndex`), the runs AG-UI clients posted by their
+own run id (`name_client_run`, `client_run_named`), and where a chat goes on since it branched
+(`point_chat`; `SessionStore.chat_branch` reads it). Each lives on the sessions' Redis under one
+hash tag (the tenant's, or the chat's session's), so the sessions' Redis may be a Cluster.
+
+Plain commands, not scripts: each index is a name pointing at a run or session, and none of them
+changes a session.
+"""
+
+from collections.abc import Awaitable, Iterable
+from typing import cast
+
+from tokentail.shared.connections.redis_clients import AnyRedis
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import branch_kept_seconds
+
+
+class TaskIndex:
+    """The tasks each tenant started through A2A with each agent, newest first: what ListTasks reads
+    when it is not given a context. Only A2A's start writes it, and it keeps the newest `LIMIT` only
+    (older tasks are still found by id, or by context); an entry whose session is gone is dropped by
+    the listing that finds it so. Its key lapses when no task was started for a finished session's
+    retention."""
+
+    LIMIT = 1000
+
+    def __init__(self, redis: AnyRedis, keys: Keys, ttl_seconds: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl = ttl_seconds
+
+    async def add(self, tenant: str, agent: str, task_id: str, at: float) -> None:
+        key = self._keys.a2a_tasks(tenant, agent)
+        await self._redis.zadd(key, {task_id: int(at * 1000)})
+        await self._redis.zremrangebyrank(key, 0, -self.LIMIT - 1)
+        await self._redis.expire(key, self._ttl)
+
+    async def ids(self, tenant: str, agent: str) -> list[str]:
+        return [raw.decode() for raw in await self._redis.zrevrange(self._keys.a2a_tasks(tenant, agent), 0, -1)]
+
+    async def drop(self, tenant: str, agent: str, task_ids: list[str]) -> None:
+        if task_ids:
+            await self._redis.zrem(self._keys.a2a_tasks(tenant, agent), *task_ids)
+
+
+async def name_client_run(
+    redis: AnyRedis, keys: Keys, kept_seconds: int, tenant: str, names: Iterable[str], scopes: Iterable[str], run: str
+) -> None:
+    """Note that each of the tenant's client run `names`, in each of `scopes` (a chat's own session, or
+    '': the tenant's), is `run` (`Keys.client_run`'s value), unless it names a run already; kept
+    `kept_seconds`. One round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            for scope in scopes:
+                pipe.set(keys.client_run(tenant, name, scope), run, ex=kept_seconds, nx=True)
+        await pipe.execute()
+
+
+async def client_run_named(
+    redis: AnyRedis, keys: Keys, kept_seconds: int, tenant: str, name: str, scope: str
+) -> str | None:
+    """What `name_client_run` noted of the tenant's client run `name` in `scope`, kept `kept_seconds` more."""
+    named = await cast(Awaitable[bytes | None], redis.getex(keys.client_run(tenant, name, scope), ex=kept_seconds))
+    return named.decode() if named is not None else None
+
+
+async def point_chat(redis: AnyRedis, keys: Keys, settings: Settings, chat_session_id: str, branch: str) -> None:
+    """From now on the chat of session `chat_session_id` goes on in session `branch`, kept as long as
+    `SessionStore.chat_branch` keeps it when it reads it."""
+    key = keys.session(chat_session_id).branch
+    if settings.archive_url:
+        await redis.set(key, branch)  # sessions are kept for good: so is the chat's branch
+    else:
+        await redis.set(key, branch, ex=branch_kept_seconds(settings))
