@@ -287,7 +287,7 @@ def figures(label: str, follow: Tally, resume: Tally) -> dict[str, Any]:
             "resumes": resume.count(label, f"native {next(iter(RESUMED_AT))}"),
             "us_per_resume": per_resume,
             "responses_over_native": {
-                f"{name} {at}": per_resume[f"{name} {at}"] / max(per_resume[f"native {at}"], 1e-9)
+                f"{name} {at}": ratio(per_resume[f"{name} {at}"], per_resume[f"native {at}"])
                 for at in RESUMED_AT
                 for name in RESUMED[1:]
             },
@@ -303,10 +303,20 @@ def rows(found: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def ratios(current: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
+def ratio(figure: float, against: float) -> float | None:
+    """figure / against; None where `against` measured no CPU at all (a few resumes, below the clock's
+    tick: `--quick`), where a ratio would say nothing."""
+    return figure / against if against > 0 else None
+
+
+def said(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.2f}x"
+
+
+def ratios(current: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | None]:
     """current / baseline for each row: below 1, the current gateway spends less."""
     before = rows(baseline)
-    return {name: micros / max(before[name], 1e-9) for name, micros in rows(current).items()}
+    return {name: ratio(micros, before[name]) for name, micros in rows(current).items()}
 
 
 def print_side_by_side(found: dict[str, dict[str, Any]]) -> None:
@@ -318,10 +328,10 @@ def print_side_by_side(found: dict[str, dict[str, Any]]) -> None:
     )
     for name in table[labels[0]]:
         figures = "".join(f"{table[label][name]:12.1f}" for label in labels)
-        ratio = f"   {compared[name]:.2f}x" if compared else ""
+        against = f"   {said(compared[name]):>6}" if compared else ""
         deltas = f"  ({found[labels[0]]['deltas'][name]} deltas)" if name in ENCODINGS else ""
-        print(f"  {name:24}{figures}{ratio}{deltas}")
+        print(f"  {name:24}{figures}{against}{deltas}")
     for label in labels:
         shares = found[label]["resume"]["responses_over_native"]
-        said = ", ".join(f"{share:.1f}x ({at})" for at, share in shares.items())
-        print(f"  {label}: a Responses resume costs a native one's {said}")
+        costs = ", ".join(f"{said(share)} ({at})" for at, share in shares.items())
+        print(f"  {label}: a Responses resume costs a native one's {costs}")
