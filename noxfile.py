@@ -59,7 +59,9 @@ def frameworks(session: nox.Session, environment: str) -> None:
         stamp.write_text(digest)  # only once the whole lock is in
     session.install("--quiet", "--no-deps", "--editable", ".")
     # In parallel (each test has its own processes, and mostly waits for them), under coverage.
-    session.run("coverage", "run", "-m", "pytest", *(session.posargs or ["-n", "4", *ENVIRONMENTS[environment][1]]))
+    # A process a core per environment: the tests mostly wait, and each process collects and imports
+    # the framework first (seconds of a core); the main suite runs beside them.
+    session.run("coverage", "run", "-m", "pytest", *(session.posargs or ["-n", "2", *ENVIRONMENTS[environment][1]]))
 
 
 @nox.session
