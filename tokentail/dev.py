@@ -116,6 +116,11 @@ def run_dev(
                 redis.stop()
 
 
+# How long a process dev starts may take to answer: a bound for one that hangs, not one that is slow
+# (a busy machine has taken over half a minute to start a gateway).
+STARTS_WITHIN_SECONDS = 120.0
+
+
 def _start_gateways_and_workers(
     spawn: Callable[..., None],
     host: str,
@@ -189,11 +194,14 @@ def _redis_lost(redis: RedisServer | None) -> str | None:
 
 
 def _wait_ready(
-    base: str, children: list[Child], stopping: Stopping, lost: Callable[[], str | None], timeout: float = 120.0
+    base: str,
+    children: list[Child],
+    stopping: Stopping,
+    lost: Callable[[], str | None],
+    timeout: float = STARTS_WITHIN_SECONDS,
 ) -> None:
     """Until `base` is ready; a child that exits meanwhile, or the loss `lost` names (Redis's: the
-    gateway is never ready without it), ends the wait with the reason. The timeout is for a gateway
-    that hangs, not one that is slow: a busy machine can take half a minute to start one."""
+    gateway is never ready without it), ends the wait with the reason."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if stopping.asked:
