@@ -13,6 +13,8 @@ routes. A protocol imports the core, never another protocol (tests/unit/test_lay
 includes every protocol's routers from `routers()`; adding a protocol is a package and its router here.
 """
 
+import importlib.util
+
 from fastapi import APIRouter, Request, Response
 from starlette.routing import Route
 
@@ -23,6 +25,7 @@ from tokentail.gateway.protocols.ai_sdk import routes as ai_sdk_routes
 from tokentail.gateway.protocols.ai_sdk import socket_routes as ai_sdk_socket_routes
 from tokentail.gateway.protocols.langgraph import routes as langgraph_routes
 from tokentail.gateway.protocols.langgraph import v2_routes as langgraph_v2_routes
+from tokentail.gateway.protocols.mcp import routes as mcp_routes
 from tokentail.gateway.protocols.responses import routes as responses_routes
 
 
@@ -41,18 +44,15 @@ def routers() -> list[APIRouter]:
 
 
 def _mcp_router() -> APIRouter:
-    """MCP's endpoint, with the `mcp` extra installed; without it, `/mcp` says how to get it."""
-    try:
-        from tokentail.gateway.protocols.mcp import routes
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").partition(".")[0] != "mcp":
-            raise
+    """MCP's endpoint, with the `mcp` extra installed (found, not imported: the first call imports it);
+    without it, `/mcp` says how to get it."""
+    if importlib.util.find_spec("mcp") is not None:
+        return mcp_routes.router
 
-        async def not_installed(request: Request) -> Response:
-            message = "MCP is not installed on this gateway: pip install 'tokentail[mcp]' (docs/mcp.md)"
-            return error_response(501, "not_installed", message)
+    async def not_installed(request: Request) -> Response:
+        message = "MCP is not installed on this gateway: pip install 'tokentail[mcp]' (docs/mcp.md)"
+        return error_response(501, "not_installed", message)
 
-        router = APIRouter()
-        router.routes.append(Route("/mcp", not_installed, methods=["GET", "POST", "DELETE"]))
-        return router
-    return routes.router
+    router = APIRouter()
+    router.routes.append(Route("/mcp", not_installed, methods=["GET", "POST", "DELETE"]))
+    return router

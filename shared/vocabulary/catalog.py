@@ -43,19 +43,19 @@ def check_agent(name: str, custom: set[str] | frozenset[str]) -> None:
 def unresolved_agents(agents: dict[str, str]) -> list[str]:
     """What is wrong with each configured agent whose module does not exist, found without running
     it (the gateway never runs an agent; a worker imports each as it starts)."""
-    problems = []
-    for name, path in agents.items():
-        module_name, _, attribute = path.partition(":")
-        if not module_name or not attribute:
-            problems.append(f"agent {name!r}: {path!r} is not an import path 'package.module:attribute'")
-            continue
-        try:
-            found = importlib.util.find_spec(module_name) is not None
-        except ModuleNotFoundError as exc:  # a package on the way is missing, or what it imports
-            found = not (module_name == exc.name or module_name.startswith(f"{exc.name}."))
-        if not found:
-            problems.append(
-                f"agent {name!r}: there is no module {module_name!r} ({path!r}): is its folder the working "
-                "directory, or on PYTHONPATH?"
-            )
-    return problems
+    return [f"agent {name!r}: {problem}" for name, path in agents.items() if (problem := unresolved_import_path(path))]
+
+
+def unresolved_import_path(path: str) -> str | None:
+    """What is wrong with an import path 'package.module:attribute' whose module does not exist, found
+    without importing the module (its parent packages are imported): None when it may be right."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        return f"{path!r} is not an import path 'package.module:attribute'"
+    try:
+        found = importlib.util.find_spec(module_name) is not None
+    except ModuleNotFoundError as exc:  # a package on the way is missing, or what it imports
+        found = not (module_name == exc.name or module_name.startswith(f"{exc.name}."))
+    if found:
+        return None
+    return f"there is no module {module_name!r} ({path!r}): is its folder the working directory, or on PYTHONPATH?"

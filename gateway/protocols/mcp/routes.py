@@ -1,133 +1,107 @@
-"""MCP at `/mcp` (Streamable HTTP, stateless: revision 2026-07-28, and the handshake revisions
-before it), served by the `mcp` SDK's server with tokentail's agents and the Tasks extension in it
-(gateway/protocols/mcp/tasks.py). Outside the OpenAPI schema: it is JSON-RPC, documented in docs/mcp.md.
+"""MCP at `/mcp`, registered as the gateway starts and answered by the `mcp` SDK's server
+(gateway/protocols/mcp/server.py), which the first call builds. Outside the OpenAPI schema: it is
+JSON-RPC, documented in docs/mcp.md.
 
-The server is yours when `TOKENTAIL_MCP_SERVER` names a function that builds one from tokentail's
-extensions (`def server(extensions): return MCPServer("name", extensions=extensions)`): its
-tools, resources, prompts and completions are served beside the agents. Otherwise tokentail's own
-has the agents alone.
-
-Auth is the REST API's: an API key (`Authorization: Bearer`), whose tenant's tasks alone the caller
-sees. With auth off, a gateway on a loopback address takes only requests whose `Host` and `Origin`
-are loopback ones, so a web page cannot reach it through DNS rebinding.
+Importing the SDK (its ~490 pydantic models) is a quarter of a gateway's start: a gateway that is
+never called at `/mcp` does not pay it, and the first call waits for it (the other streams go on
+meanwhile: the import runs in a thread). This module imports nothing of the SDK.
 """
 
-import importlib
-import ipaddress
-from collections.abc import AsyncIterator, Callable, Sequence
+import asyncio
+import contextvars
+import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib.metadata import version
-from typing import Any, cast
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI
-from mcp.server.caching import CacheableMethod, CacheHint
-from mcp.server.extension import Extension
-from mcp.server.mcpserver import MCPServer, RequestStateSecurity
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
-from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tokentail.gateway.errors import describe, error_response
-from tokentail.gateway.protocols.mcp.listen import TaskNotifications
-from tokentail.gateway.protocols.mcp.tasks import AgentTasks, AgentTools
+from tokentail.gateway.errors import error_response
 from tokentail.shared.plumbing.settings import Settings
-from tokentail.shared.vocabulary.errors import TokentailError
+from tokentail.shared.vocabulary.catalog import unresolved_import_path
 
-LOOPBACK = TransportSecuritySettings(
-    enable_dns_rebinding_protection=True,
-    allowed_hosts=["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"],
-    allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-)
-UNGUARDED = TransportSecuritySettings(enable_dns_rebinding_protection=False)  # checked here, by the endpoint
-REQUEST_STATE_TTL = 3600.0  # how long a client may take to retry a call with its question's answer
+if TYPE_CHECKING:
+    from tokentail.gateway.protocols.mcp.server import McpApp
+
+logger = logging.getLogger(__name__)
 
 
-def build_server(settings: Settings) -> MCPServer[Any]:
-    """The deployment's MCP server: yours (`TOKENTAIL_MCP_SERVER`), or tokentail's, with the agents."""
-    extensions: Sequence[Extension] = [AgentTasks()]
-    if settings.mcp_server is not None:
-        module, _, name = settings.mcp_server.partition(":")
-        factory = cast(Callable[[list[Extension]], MCPServer[Any]], getattr(importlib.import_module(module), name))
-        server = factory(list(extensions))
-    else:
-        # A shared key seals `requestState` (the question a retry answers), so any gateway takes the retry.
-        secret = settings.secret.get_secret_value() if settings.secret is not None else None
-        security = RequestStateSecurity(keys=[secret], ttl=REQUEST_STATE_TTL) if secret else None
-        # The agents' list changes only when workers start with other agents.
-        hints: dict[CacheableMethod, CacheHint] = {"tools/list": CacheHint(ttl_ms=5000, scope="public")}
-        server = MCPServer(
-            "tokentail",
-            version=version("tokentail"),  # its `serverInfo` (the SDK's default is "")
-            extensions=extensions,
-            request_state_security=security,
-            cache_hints=hints,
-        )
-    server.middleware.extend([AgentTools(), TaskNotifications()])
-    # Builds the server's session manager (its Starlette app is not used: the endpoint below serves it).
-    server.streamable_http_app(stateless_http=True, transport_security=UNGUARDED)
-    return server
+class OnDemand:
+    """One gateway's MCP server, built on the first call, once however many calls come together, and
+    held by a task of its own: the session manager's lifetime is an anyio task group, entered and left
+    in the same task, which a request's task is not. A build that failed is tried again by the next call."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._server: asyncio.Future[McpApp | None] | None = None  # None: not built; its result None: failed
+        self._holder: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def server(self) -> "McpApp | None":
+        """The running server, built first if need be; None if it could not be (the log says why)."""
+        if self._stopping.is_set():
+            return None
+        if self._server is None:
+            self._server = asyncio.get_running_loop().create_future()
+            # A context of its own: the server's tasks are not the first caller's (its trace, its request).
+            self._holder = asyncio.create_task(self._hold(self._server), context=contextvars.Context())
+        # Shielded: a caller that goes away does not cancel the build the others wait for.
+        return await asyncio.shield(self._server)
+
+    async def _hold(self, server: "asyncio.Future[McpApp | None]") -> None:
+        try:
+            app = await asyncio.to_thread(_built, self._settings)
+            async with app.running():
+                server.set_result(app)
+                await self._stopping.wait()
+        except Exception:
+            logger.exception("MCP's server failed (the next call to /mcp builds it again)")
+        finally:
+            if not server.done():
+                server.set_result(None)
+            if self._server is server:
+                self._server = None  # a server that is not running is built again by the next call
+
+    async def aclose(self) -> None:
+        """Stops the server, if built: leaves the session manager's lifetime in the task that entered it."""
+        self._stopping.set()
+        if self._holder is not None:
+            await self._holder
+
+
+def _built(settings: Settings) -> "McpApp":
+    from tokentail.gateway.protocols.mcp import server  # the SDK: imported on the first call only
+
+    return server.McpApp(server.build_server(settings))
 
 
 @asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[None]:
-    server = build_server(app.state.settings)
-    async with server.session_manager.run():
-        app.state.mcp = server
+    settings: Settings = app.state.settings
+    # Your server's module is found now, so a gateway named a wrong one fails to start; its function is
+    # looked up as the first call builds the server (importing your module may import the SDK).
+    if settings.mcp_server is not None and (problem := unresolved_import_path(settings.mcp_server)) is not None:
+        raise ValueError(f"TOKENTAIL_MCP_SERVER: {problem}")
+    app.state.mcp = on_demand = OnDemand(settings)
+    try:
         yield
+    finally:
+        await on_demand.aclose()
 
 
 class Endpoint:
-    """`/mcp`: who calls, then the SDK's transport (an ASGI app, as the SDK serves it)."""
+    """`/mcp`: the server, built on the first call, answers."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _serve(_trimmed(scope), receive, send)
-
-
-def _trimmed(scope: Scope) -> Scope:
-    """`scope` with its header values as HTTP reads a field value: without the spaces and tabs around it
-    (RFC 9110 §5.5: parsers MUST exclude them before evaluating the value).
-
-    uvicorn's httptools protocol keeps a value's trailing whitespace, and the `mcp` SDK (2.3.0) compares
-    the routing headers as they come, `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` in
-    `classify_inbound_request` (mcp/shared/inbound.py:452, 458, 467) and `Mcp-Param-*` in
-    `validate_mcp_param_headers` (:584): a call with `Mcp-Name:  greet ` was refused as a mismatch
-    (-32020). A value whose own spaces matter travels base64-encoded (SEP-2243), so trimming loses none."""
-    return {**scope, "headers": [(name, value.strip(b" \t")) for name, value in scope["headers"]]}
-
-
-async def _serve(scope: Scope, receive: Receive, send: Send) -> None:
-    request = Request(scope, receive)
-    state = request.app.state
-    if not state.auth.enabled and _on_loopback(scope):
-        refused = await TransportSecurityMiddleware(LOOPBACK).validate_request(
-            request, is_post=request.method == "POST"
-        )
-        if refused is not None:
-            await refused(scope, receive, send)
+        on_demand: OnDemand = scope["app"].state.mcp
+        server = await on_demand.server()
+        if server is None:
+            message = "MCP's server is not running on this gateway (its log says why); the next call tries again"
+            await error_response(503, "mcp_unavailable", message)(scope, receive, send)
             return
-    try:
-        header = request.headers.get("authorization", "")
-        bearer = header[7:] if header[:7].lower() == "bearer " else None
-        caller = state.auth.authenticate(bearer, None)
-        caller.require_api_key()
-    except TokentailError as exc:
-        status, kind = describe(exc)
-        await error_response(status, kind, str(exc), {"WWW-Authenticate": "Bearer"})(scope, receive, send)
-        return
-    scope.setdefault("state", {})["caller"] = caller
-    server: MCPServer[Any] = state.mcp
-    await server.session_manager.handle_request(scope, receive, send)
-
-
-def _on_loopback(scope: Scope) -> bool:
-    """Whether the gateway took the request on a loopback address (where a DNS rebinding attack lands)."""
-    server = scope.get("server")
-    host = str(server[0]) if server else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+        await server(scope, receive, send)
 
 
 router = APIRouter(lifespan=serving)
