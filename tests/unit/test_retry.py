@@ -109,13 +109,15 @@ async def _texts(provider: _Paced, policy: RetryPolicy, downstream: float = 0.0)
 
 
 async def test_a_steady_stream_longer_than_the_idle_timeout_is_not_cut() -> None:
-    policy = RetryPolicy(first_token_timeout=5, idle_timeout=0.1)
-    assert await _texts(_Paced(chunks=8, gap=0.05), policy) == "01234567"  # 0.35 s in all
+    # Its gaps a tenth of the idle timeout, so that a busy machine's pause between two reads does not
+    # make one a silence; in all, 0.55 s (the sleeps' least), longer than the timeout however fast it is.
+    policy = RetryPolicy(first_token_timeout=5, idle_timeout=0.5)
+    assert await _texts(_Paced(chunks=12, gap=0.05), policy) == "".join(str(i) for i in range(12))
 
 
 async def test_time_spent_downstream_does_not_count_as_silence() -> None:
-    policy = RetryPolicy(first_token_timeout=5, idle_timeout=0.1)
-    assert await _texts(_Paced(chunks=3, gap=0.0), policy, downstream=0.25) == "012"
+    policy = RetryPolicy(first_token_timeout=5, idle_timeout=0.3)
+    assert await _texts(_Paced(chunks=3, gap=0.0), policy, downstream=0.4) == "012"
 
 
 async def test_a_stall_after_the_first_chunk_times_out_after_the_idle_timeout_not_the_first_token_one() -> None:
