@@ -212,7 +212,7 @@ async def test_deleting_running_sessions_does_not_blind_the_reaper(fast_leases: 
     _assert_whole(watcher)
     takeover = watcher.arrival["run.continued"] - struck
     print(f"\ntakeover behind 105 deleted sessions (lease 2 s, fresh worker): {takeover:.2f} s")  # noqa: T201
-    assert takeover < 15
+    assert takeover < scaled(15)  # on a quiet machine; stretched on a loaded one
 
 
 async def test_a_worker_killed_while_picking_up_a_burst_strands_no_run(stack: Stack) -> None:

@@ -22,14 +22,12 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
-from tests.browser import conftest as browser_tests
 from tests.node.conftest import HELD, HERE, SLOW, ChatStack, _chat_stack
 from tests.support.waiting import eventually, scaled
 from tokentail.worker.providers.scripted import scripted_tokens
 
 pytestmark = pytest.mark.langgraph
 
-browser = browser_tests.browser  # the fixture: Debian's Chromium, driven by Playwright
 
 ESBUILD = HERE / "node_modules" / "@esbuild" / "linux-x64" / "bin" / "esbuild"
 # The package each page imports as `@langchain/langgraph-sdk`, by the version it must be.

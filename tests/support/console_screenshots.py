@@ -22,8 +22,8 @@ from typing import Any
 import httpx2
 from playwright.async_api import Page, ViewportSize, async_playwright
 
-from tests.browser.conftest import CHROMIUM_FLAGS
 from tests.e2e.conftest import Stack
+from tests.fixtures.chromium import CHROMIUM_FLAGS
 from tests.support.waiting import eventually
 
 KEYS = {
