@@ -1,7 +1,7 @@
 """a2a-sdk's side of A2A's routes (gateway/protocols/a2a/routes.py declares them and imports nothing of
 the SDK): the agent cards, as the SDK writes them, and its dispatchers (JSON-RPC, HTTP+JSON) over
 `TaskHandler` (gateway/protocols/a2a/handler.py). The first A2A request imports this module, and with it
-the SDK (a fifth of a gateway's start), in a thread; a gateway never called over A2A never does.
+the SDK (a sixth of a gateway's start), in a thread; a gateway never called over A2A never does.
 """
 
 import json

@@ -14,7 +14,7 @@ are described by the agent card and the A2A specification. docs/a2a.md has what 
 
 The routes are declared as the gateway starts; what answers them (the cards, the SDK's dispatchers:
 gateway/protocols/a2a/dispatch.py) is imported by the first A2A request, in a thread, so a gateway never
-called over A2A does not import a2a-sdk (a fifth of a gateway's start). This module imports nothing of it.
+called over A2A does not import a2a-sdk (a sixth of a gateway's start). This module imports nothing of it.
 """
 
 import asyncio
