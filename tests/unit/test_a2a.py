@@ -5,11 +5,13 @@ import json
 from typing import Any
 
 import pytest
+from a2a.server.routes.rest_dispatcher import RestDispatcher
 from a2a.types.a2a_pb2 import StreamResponse, Task, TaskArtifactUpdateEvent, TaskState, TaskStatusUpdateEvent
 from google.protobuf.json_format import MessageToDict, Parse  # type: ignore[import-untyped]
 
 from tests.unit.test_protocol_cases import CASES, Case, Log
 from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION, SUBTASKS_EXTENSION, A2AEvents, Event
+from tokentail.gateway.protocols.a2a.routes import REST_ROUTES
 from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.features.a2a_push import push_body
@@ -323,3 +325,8 @@ def test_a_child_is_a_task_of_the_same_context_whose_first_message_names_its_par
     (task,) = whole.events(Batch([Chunk(TREE)]))
     assert isinstance(task, Task) and task.status.state == TaskState.TASK_STATE_COMPLETED
     assert [part.text for part in task.artifacts[0].parts] == ["found"]
+
+
+def test_each_http_json_route_names_a_method_of_the_sdk_s_rest_dispatcher() -> None:
+    # gateway/protocols/a2a/routes.py names them, not imports them: the SDK is imported by the first request.
+    assert [name for _, _, name in REST_ROUTES if not callable(getattr(RestDispatcher, name, None))] == []

@@ -1,6 +1,6 @@
 """a2a-sdk's `RequestHandler` over tokentail's runs: what each A2A method does, for one agent and the
 calling tenant. The SDK's dispatchers (JSON-RPC, HTTP+JSON) parse the requests, call this, and write
-the answers and streams; gateway/protocols/a2a/routes.py mounts them.
+the answers and streams; gateway/protocols/a2a/dispatch.py mounts them.
 
 Nothing is kept in this process: a task is its run (`RunTasks`), its events are read from the run's
 start and rendered (gateway/protocols/a2a/render.py), its push configs and the tenant's index of A2A tasks
@@ -95,7 +95,7 @@ R = TypeVar("R")
 class LimitError(A2AError):
     """A request refused for one of its tenant's limits (runs per minute, open streams: 429 on the
     REST API). A2A 1.0 has no error for it: the HTTP+JSON binding answers it as google.rpc answers an
-    exhausted quota, 429 `RESOURCE_EXHAUSTED` (with `Retry-After`: gateway/protocols/a2a/routes.py), JSON-RPC
+    exhausted quota, 429 `RESOURCE_EXHAUSTED` (with `Retry-After`: gateway/protocols/a2a/dispatch.py), JSON-RPC
     as an internal error (-32603, a2a-sdk's code for an error it has none for); both say which limit
     and when to retry in its `data` (`ErrorInfo.metadata`): `{"type", "retryAfter"}`, as MCP's
     -32029 says it."""
