@@ -93,10 +93,16 @@ async def test_the_tokens_due_together_come_in_one_chunk_in_one_loop_step() -> N
         ticking[0].cancel()
     ordered = list(steps.values())
     assert len(ordered) > 2
-    for this, after in zip(ordered, ordered[1:], strict=False):
-        assert len(this) <= STEP_TOKENS
-        next_due, last_came = after[0][0], this[-1][1]
-        assert len(this) == STEP_TOKENS or next_due > last_came - 1, (len(this), next_due - last_came)
+    assert all(len(chunk) <= STEP_TOKENS for chunk in ordered)
+    # A cut where the next token was already due: the bug made one at every other chunk. A loaded machine
+    # may also pause this process between the provider's cut and the arrival's clock reading (22 ms once,
+    # under CI's load), so a few are let be; the bug's share is not.
+    early = [
+        (len(this), round(after[0][0] - this[-1][1], 1))
+        for this, after in zip(ordered, ordered[1:], strict=False)
+        if len(this) < STEP_TOKENS and after[0][0] <= this[-1][1] - 1
+    ]
+    assert len(early) <= (len(ordered) - 1) // 5, early
 
 
 async def test_sampling_knobs_change_nothing_of_the_scripted_text() -> None:
