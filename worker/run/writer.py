@@ -37,6 +37,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic_core import to_json
 
 from tokentail.shared.connections.outage import is_outage
+from tokentail.shared.plumbing import tracing
 from tokentail.shared.vocabulary.errors import WritesLost
 from tokentail.shared.vocabulary.events import (
     DATA_PREFIX,
@@ -54,7 +55,6 @@ from tokentail.shared.vocabulary.events import (
 )
 from tokentail.worker import metrics
 from tokentail.worker.agent_errors import EventTooLarge, OutputTooLarge
-from tokentail.worker.run import traces
 from tokentail.worker.run.appends import Events, TickGrid, tally
 from tokentail.worker.run.run_writes import RunLease, call_when_landed
 
@@ -113,7 +113,7 @@ def _first_text(provider: str, waited: float, traced: Callable[[float], None] | 
     if traced is None:
         metrics.TIME_TO_FIRST_TOKEN.labels(provider).observe(waited)
         return
-    metrics.TIME_TO_FIRST_TOKEN.labels(provider).observe(waited, traces.exemplar())  # the trace, to find it
+    metrics.TIME_TO_FIRST_TOKEN.labels(provider).observe(waited, tracing.exemplar())  # the trace, to find it
     traced(waited)
 
 
