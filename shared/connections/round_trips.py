@@ -69,7 +69,7 @@ _SCRIPTS = frozenset(("EVALSHA", "EVAL", "evalsha", "eval", b"EVALSHA", b"EVAL",
 
 def slot_of(key: str | bytes) -> int:
     """The Redis Cluster slot of `key` (redis-py's `key_slot`: its hash tag's, else the key's). The one
-    rule the round trips route by, and the worker's appends group by (worker/run/appends.py)."""
+    rule the round trips route by, and the worker's appends group by (worker/writes/appends.py)."""
     return key_slot(key.encode() if isinstance(key, str) else key)
 
 

@@ -25,8 +25,8 @@ from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore, StoredEvent
 from tokentail.shared.vocabulary.events import RunCompleted
-from tokentail.worker.run import run_writes
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes import run_writes
+from tokentail.worker.writes.run_writes import RunLease
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from tokentail.shared.vocabulary.records import Question, RunRecord, SessionReco
 from tokentail.worker.process.arq_shell import BatchedPickup
 from tokentail.worker.process.reaper import Reaper
 from tokentail.worker.process.webhook_delivery import WebhookDeliverer
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 
 @pytest.fixture

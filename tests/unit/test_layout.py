@@ -139,9 +139,9 @@ SHARED_PARTS: dict[str, set[str]] = {
 }
 
 # The parts of the worker: one run's (run/) beside the process's (process/), which starts and stops runs;
-# below both, what they share (the metrics, the table of running runs, tools and providers), and at the
-# bottom the agent's side of the public face (the exceptions an agent meets, what it writes to), which
-# tokentail/frameworks/ imports too.
+# below both, the write side (writes/) and what they share (the metrics, the table of running runs, tools
+# and providers), and at the bottom the agent's side of the public face (the exceptions an agent meets,
+# what it writes to), which tokentail/frameworks/ imports too.
 WORKER_PARTS: dict[str, set[str]] = {
     "agent_errors": set(),
     "event_sink": set(),
@@ -149,8 +149,10 @@ WORKER_PARTS: dict[str, set[str]] = {
     "running": set(),
     "tools": {"agent_errors"},
     "providers": {"tools"},
-    "run": {"agent_errors", "event_sink", "metrics", "running", "tools", "providers"},
-    "process": {"agent_errors", "event_sink", "metrics", "running", "tools", "providers", "run"},
+    # The write side: what a held run writes, and the process's ticks of appends (run/ and process/ drive it).
+    "writes": {"agent_errors", "metrics"},
+    "run": {"agent_errors", "event_sink", "metrics", "running", "tools", "providers", "writes"},
+    "process": {"agent_errors", "event_sink", "metrics", "running", "tools", "providers", "writes", "run"},
 }
 
 PARTS = {"gateway": GATEWAY_PARTS, "shared": SHARED_PARTS, "worker": WORKER_PARTS}

@@ -4,7 +4,7 @@ A token that arrives after a quiet spell (two windows without an append) is appe
 first token is never held), with those that arrive together with it (in the same loop step: one
 network read); tokens that follow within `flush_interval` of the last append are joined into one
 `message.delta` when the window closes. Windows close on one grid of ticks for every writer of the
-process (worker/run/appends.py `AppendTicks`): the runs whose windows close together append at the same
+process (worker/writes/appends.py `AppendTicks`): the runs whose windows close together append at the same
 tick, which the worker sends to Redis as one round trip and one script call. Text that keeps coming
 just after its window closed (a model whose chunks come about a window apart) waits for the next tick
 too, at most its `period`: appended at once, each run would go at a moment of its own, and the worker
@@ -55,8 +55,8 @@ from tokentail.shared.vocabulary.events import (
 )
 from tokentail.worker import metrics
 from tokentail.worker.agent_errors import EventTooLarge, OutputTooLarge
-from tokentail.worker.run.appends import Events, TickGrid, tally
-from tokentail.worker.run.run_writes import RunLease, call_when_landed
+from tokentail.worker.writes.appends import Events, TickGrid, tally
+from tokentail.worker.writes.run_writes import RunLease, call_when_landed
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
