@@ -6,8 +6,10 @@ body_limit, cors        request bodies bounded; which other origins' pages may c
 deps, schemas, errors   FastAPI wiring, request and response bodies, errors as JSON
 socket_tasks            what the WebSocket conversations that serve requests as tasks share
 access/                 who is calling and what they may do: API keys, stream tokens, limits, ids
-reading/                a session's events from Redis to one client: the hub, feeds, the response,
-                        the reducer and the renderer base every other protocol renders with
+live/                   the live reading: the process's one reader of Redis (the hub) and its chunks
+reducer/                stored events made into the operations every renderer writes (pure)
+reading/                a session's events to one client: feeds, snapshots, the response, the
+                        renderer base every other protocol renders with
 encodings/              tokentail's own framings: SSE, NDJSON, its WebSocket
 commands/               what changes a session: turns, answers to questions, webhook URLs, tasks
 routes/                 tokentail's own endpoints, one module per API (none imports another)

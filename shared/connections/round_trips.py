@@ -435,7 +435,7 @@ class ClusterRoundTrips(Joined):
 
     async def map_read(self) -> None:
         """Until the slot map was read again, now (or by the read under way): for another user of the
-        client (the stream hub, gateway/reading/pubsub.py), so that the round trips keep their
+        client (the stream hub, gateway/live/pubsub.py), so that the round trips keep their
         connections through it, as through their own reads."""
         if self._reading is None:
             self._read_at = asyncio.get_running_loop().time()

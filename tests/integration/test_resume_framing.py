@@ -20,7 +20,7 @@ from tests.support.sessions import make_run, make_session
 from tests.support.waiting import scaled
 from tests.support.writes import AllWrites
 from tokentail.gateway.encodings import ndjson, sse, websocket
-from tokentail.gateway.reading.chunk import Chunk
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore, StoredEvent
 from tokentail.shared.store.scripts.runs import Asked

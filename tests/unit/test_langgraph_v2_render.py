@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.gateway.protocols.langgraph.v2_render import Cursor, Filter, Part, V2Events
-from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.errors import InvalidLastEventId

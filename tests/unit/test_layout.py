@@ -2,10 +2,10 @@
 tokentail.worker -> tokentail.shared; inside the gateway, shared/ and the worker, each part imports only
 the parts below it (GATEWAY_PARTS, SHARED_PARTS, WORKER_PARTS); no folder of shared/ holds more than 12
 modules, nor of the worker more than 14; nothing imports the folders by their repository names; no
-module imports itself through others; the gateway's core (commands/, reading/, schemas.py) imports and
-names no protocol of gateway/protocols/; Redis is sent commands only by shared/ (the store: the
-session's keys change only through it) and the gateway's live reading room (REDIS_ROOMS); and the
-client loads no server code."""
+module imports itself through others; the gateway's core (commands/, reading/, live/, reducer/,
+schemas.py) imports and names no protocol of gateway/protocols/; Redis is sent commands only by shared/
+(the store: the session's keys change only through it) and the gateway's live reading room
+(REDIS_ROOMS); and the client loads no server code."""
 
 import ast
 import asyncio
@@ -38,15 +38,19 @@ GATEWAY_PARTS: dict[str, set[str]] = {
     "socket_tasks": set(),
     "access": {"metrics"},
     "schemas": {"access"},
-    "reading": {"access", "metrics", "protocol"},  # protocol: the direct write its server offers
+    # The live reading: the process's one subscription and catch-up reads, in chunks (gateway/live/).
+    "live": {"metrics"},
+    # A run's stored events as the operations every renderer writes (gateway/reducer/): pure.
+    "reducer": set(),
+    "reading": {"access", "metrics", "protocol", "live", "reducer"},  # protocol: the direct write its server offers
     # tokentail's own socket (encodings/websocket.py) is a conversation: it asks for runs and answers.
-    "encodings": {"access", "reading", "commands", "schemas", "errors"},
+    "encodings": {"access", "live", "reading", "commands", "schemas", "errors"},
     # The agent protocols' tasks (commands/tasks.py) wait for their run to settle through the hub.
-    "commands": {"access", "reading", "schemas"},
-    "deps": {"access", "reading", "commands"},
+    "commands": {"access", "live", "reading", "schemas"},
+    "deps": {"access", "live", "reading", "commands"},
     "routes": {"access", "reading", "encodings", "commands", "deps", "schemas", "errors"},
     # Each protocol of others (a package under protocols/) over the core: none imports another (below).
-    "protocols": {"access", "reading", "commands", "deps", "schemas", "errors", "socket_tasks"},
+    "protocols": {"access", "live", "reducer", "reading", "commands", "deps", "schemas", "errors", "socket_tasks"},
     # The requests every stream starts with, answered by the routes' own functions (gateway/hot_routes.py).
     "hot_routes": {"access", "reading", "routes", "deps", "schemas"},
     # The operator console: reads the core's stores and acts through its commands (gateway/admin/).
@@ -54,6 +58,7 @@ GATEWAY_PARTS: dict[str, set[str]] = {
     "app": {
         "admin",
         "access",
+        "live",
         "reading",
         "commands",
         "routes",
@@ -159,7 +164,7 @@ PARTS = {"gateway": GATEWAY_PARTS, "shared": SHARED_PARTS, "worker": WORKER_PART
 
 
 def part_of(module: str) -> str:
-    """The part of its side a module is in: `tokentail.gateway.reading.hub` is in `reading`."""
+    """The part of its side a module is in: `tokentail.gateway.live.hub` is in `live`."""
     return module.split(".")[2]
 
 
@@ -247,7 +252,7 @@ def test_no_folder_holds_more_modules_than_a_reader_takes_in(side: str) -> None:
 
 
 # The core every protocol of others stands on: it serves them all alike, and knows none of them.
-PROTOCOL_FREE = ("gateway/commands", "gateway/reading", "gateway/schemas.py")
+PROTOCOL_FREE = ("gateway/commands", "gateway/reading", "gateway/live", "gateway/reducer", "gateway/schemas.py")
 
 
 def protocol_names() -> set[str]:
@@ -268,8 +273,8 @@ def names_of_protocols(path: Path, protocols: set[str]) -> Iterator[str]:
 
 
 def test_the_core_imports_no_protocol_and_names_none() -> None:
-    # GATEWAY_PARTS already keeps commands/, reading/ and schemas.py below protocols/; this says so
-    # for them by name, and also catches a protocol reached around the imports (import_module).
+    # GATEWAY_PARTS already keeps commands/, reading/, live/, reducer/ and schemas.py below protocols/; this
+    # says so for them by name, and also catches a protocol reached around the imports (import_module).
     protocols = protocol_names()
     paths = sorted(
         path
@@ -302,7 +307,7 @@ def test_importing_the_client_imports_no_server_code() -> None:
 # Redis only through the store: the only code that sends Redis a command is shared/ (the store's reads,
 # scripts and indexes, and what the processes do together) and the gateway's live reading (one
 # subscription and catch-up reads per gateway). Any other module asks the store.
-REDIS_ROOMS = ("shared/", *(f"gateway/reading/{name}.py" for name in ("hub", "pubsub", "subscription", "chunk")))
+REDIS_ROOMS = ("shared/", "gateway/live/")
 REDIS_CHECKED = ("gateway", "worker", "tokentail")
 # The commands sent elsewhere on purpose, each with its reason.
 REDIS_ELSEWHERE = {

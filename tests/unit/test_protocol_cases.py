@@ -33,6 +33,7 @@ from tests.clients.protocol_clients import (
     parse_sse,
 )
 from tokentail.gateway.encodings.sse import NativeSse
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.gateway.protocols.ag_ui.render import AgUiEvents
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
 from tokentail.gateway.protocols.langgraph import render as langgraph
@@ -41,7 +42,6 @@ from tokentail.gateway.protocols.langgraph.state import thread_values
 from tokentail.gateway.protocols.langgraph.v2_feed import StreamRequest, V2Feed
 from tokentail.gateway.protocols.langgraph.v2_render import Cursor, sse_frame
 from tokentail.gateway.protocols.responses.render import ResponseEvents
-from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.renderer import Position
 from tokentail.shared.store.reads import StoredEvent, entry_of

@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 from tokentail.gateway.protocols.langgraph.state import ai_message_id, interrupt_json
-from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import Renderer, compact
+from tokentail.gateway.reducer import operations as op
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.vocabulary.errors import InvalidLastEventId
 from tokentail.shared.vocabulary.events import Ending, Gap, RunCancelled, RunCompleted, RunFailed
 
