@@ -23,8 +23,8 @@ from tokentail.gateway.protocols.a2a import routes as a2a_routes
 from tokentail.gateway.protocols.ag_ui import routes as ag_ui_routes
 from tokentail.gateway.protocols.ai_sdk import routes as ai_sdk_routes
 from tokentail.gateway.protocols.ai_sdk import socket_routes as ai_sdk_socket_routes
-from tokentail.gateway.protocols.langgraph import routes as langgraph_routes
-from tokentail.gateway.protocols.langgraph import v2_routes as langgraph_v2_routes
+from tokentail.gateway.protocols.langgraph.v1 import routes as langgraph_routes
+from tokentail.gateway.protocols.langgraph.v2 import routes as langgraph_v2_routes
 from tokentail.gateway.protocols.mcp import routes as mcp_routes
 from tokentail.gateway.protocols.responses import routes as responses_routes
 

@@ -20,7 +20,7 @@ Every event is an envelope `{"type": "event", "event_id", "seq", "method", "para
                                {type: toolCall, tool_call_id}} in the child's namespace
     a run's end                lifecycle completed | failed {error} (a cancel: failed, `cancelled: <reason>`),
                                then values: the thread's values after it (and after a stop at questions),
-                               read by the feed (v2_feed.py) as the envelope goes out
+                               read by the feed (v2/feed.py) as the envelope goes out
 
 Namespaces: the session's own runs are the root (`[]`); a child run is its parent's namespace and
 `<agent>:<child run id>` (the SDK matches a filter's `agent` against it, the part after `:` aside).

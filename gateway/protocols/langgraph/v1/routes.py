@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict
 
 from tokentail.gateway.commands.deletion import delete_session
 from tokentail.gateway.deps import SettingsDep
-from tokentail.gateway.protocols.langgraph import assistants, run_routes, threads
+from tokentail.gateway.protocols.langgraph import assistants, threads
 from tokentail.gateway.protocols.langgraph.access import ChatTurnsDep
+from tokentail.gateway.protocols.langgraph.v1 import run_routes
 from tokentail.gateway.schemas import ERROR_RESPONSES
 from tokentail.shared.vocabulary.errors import Forbidden, SessionNotFound
 
