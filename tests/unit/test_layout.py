@@ -221,6 +221,24 @@ def test_a_protocol_imports_the_core_never_another_protocol() -> None:
     }
 
 
+def test_a_protocols_versions_stand_apart_on_what_they_share() -> None:
+    # A protocol's sub-packages (LangGraph's v1/ and v2/) import its top modules, never each other; the top
+    # modules import no sub-package, but for the package's one router module (routes.py), which includes them.
+    def version(module: str) -> tuple[str, str] | None:
+        parts = module.split(".")
+        inside = parts[:3] == ["tokentail", "gateway", "protocols"] and len(parts) > 4
+        return (parts[3], parts[4]) if inside and (ROOT / "gateway/protocols" / parts[3] / parts[4]).is_dir() else None
+
+    crossing = sorted(
+        f"{importer} imports {module}"
+        for importer, module in imports("gateway/protocols")
+        if (to := version(module)) is not None
+        and version(importer) != to
+        and importer != f"tokentail.gateway.protocols.{to[0]}.routes"
+    )
+    assert crossing == []
+
+
 @pytest.mark.parametrize("folder", INSTALLED_INSIDE)
 def test_no_import_circle_among_the_modules_of(folder: str) -> None:
     # Imports under `if TYPE_CHECKING:` count too: a circle of types is one of meaning, and the first
