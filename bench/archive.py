@@ -30,7 +30,7 @@ from tokentail.shared.store.archive import Archive, migrate  # noqa: E402
 from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted  # noqa: E402
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord  # noqa: E402
 from tokentail.worker.process.archiver import Archiver  # noqa: E402
-from tokentail.worker.run.run_writes import (
+from tokentail.worker.writes.run_writes import (
     RunLease,  # noqa: E402
     RunWrites,  # noqa: E402
 )

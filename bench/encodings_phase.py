@@ -33,7 +33,7 @@ from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted
 from tokentail.shared.vocabulary.response_ids import response_id
-from tokentail.worker.run.run_writes import RunLease, RunWrites
+from tokentail.worker.writes.run_writes import RunLease, RunWrites
 
 RESUME_DELTAS = 500
 # Where clients resume a completed run, by the text deltas they hold: at its middle (what a Responses

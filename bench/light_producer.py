@@ -6,7 +6,7 @@ The benchmark uses it to measure the gateway when the worker, not the gateway, i
 runs out of first: each stream is a session and a run recorded by the store's own scripts, its
 lease taken by this process, then the same tokens as the scripted model (the first at once, then
 those due every 50 ms joined into one `message.delta`) appended through an `EventWriter` on the
-worker's tick path (worker/run/appends.py), then `run.completed`. No arq worker runs: the run's job waits
+worker's tick path (worker/writes/appends.py), then `run.completed`. No arq worker runs: the run's job waits
 in the queue, unclaimed.
 """
 
@@ -30,9 +30,9 @@ from tokentail.shared.plumbing.gc_tuning import tune_for_server
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.events import RunCompleted
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
-from tokentail.worker.run.appends import AppendTicks
-from tokentail.worker.run.run_writes import RunLease, RunWrites
-from tokentail.worker.run.writer import EventWriter
+from tokentail.worker.writes.appends import AppendTicks
+from tokentail.worker.writes.run_writes import RunLease, RunWrites
+from tokentail.worker.writes.writer import EventWriter
 
 FLUSH_SECONDS = 0.05
 LEASE = "bench-light-producer"

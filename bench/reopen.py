@@ -26,7 +26,7 @@ from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
-from tokentail.worker.run.run_writes import RunLease, RunWrites
+from tokentail.worker.writes.run_writes import RunLease, RunWrites
 
 WORDS = "the quick brown fox jumps over a lazy dog while it streams ".split()
 

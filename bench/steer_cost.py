@@ -27,7 +27,7 @@ from tokentail.gateway.commands.writes import SessionWrites  # noqa: E402
 from tokentail.redis_server import RedisServer  # noqa: E402
 from tokentail.shared.plumbing.settings import Settings  # noqa: E402
 from tokentail.shared.vocabulary.records import STEERS_STEP, RunRecord, SessionRecord  # noqa: E402
-from tokentail.worker.run.run_writes import RunLease, RunWrites  # noqa: E402
+from tokentail.worker.writes.run_writes import RunLease, RunWrites  # noqa: E402
 
 
 async def take_costs(redis: Redis, settings: Settings, steers: int, chars: int) -> list[int]:

@@ -31,7 +31,7 @@ from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
-from tokentail.worker.run.run_writes import RunWrites
+from tokentail.worker.writes.run_writes import RunWrites
 
 PEERS = Path(__file__).resolve().parent / "peers"
 TOKENS, RATE = 300, 50

@@ -36,11 +36,11 @@ from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 from tokentail.worker.providers.base import Message, ModelRequest
 from tokentail.worker.providers.scripted import ScriptedProvider
 from tokentail.worker.run.agent_loop import _model_turn, _Progress
-from tokentail.worker.run.appends import AppendTicks
 from tokentail.worker.run.context import RunContext
 from tokentail.worker.run.retry import RetryPolicy, stream_with_retries
-from tokentail.worker.run.run_writes import RunWrites
-from tokentail.worker.run.writer import EventWriter
+from tokentail.worker.writes.appends import AppendTicks
+from tokentail.worker.writes.run_writes import RunWrites
+from tokentail.worker.writes.writer import EventWriter
 
 TOKENS, RATE = 300, 50.0
 STEADY = 3.0  # seconds measured, with every run streaming

@@ -24,8 +24,8 @@ from tokentail.gateway.commands.webhook_urls import SessionWebhooks
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.cors import Cors
 from tokentail.gateway.errors import error_response, install_error_handlers, outage_response
-from tokentail.gateway.reading import first_delta
-from tokentail.gateway.reading.hub import StreamHub
+from tokentail.gateway.live import first_delta
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.reading.response import call_detaching
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.routes import events, sessions, socket, tenant_webhook

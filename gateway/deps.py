@@ -21,7 +21,7 @@ from tokentail.gateway.commands.tasks import RunTasks
 from tokentail.gateway.commands.turns import ChatTurns, RunCommands
 from tokentail.gateway.commands.webhook_urls import SessionWebhooks
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.gateway.reading.hub import StreamHub
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.features.admission import TenantLines

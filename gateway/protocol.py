@@ -19,7 +19,7 @@ a client that does not answer one within the other half is closed; see gateway/s
 It also offers each HTTP request a **direct body write** (`DirectBody`, in the scope under
 `DIRECT_BODY`): a chunk of a streamed response's body written to the connection at once, framed as
 uvicorn frames one (`RequestResponseCycle.send`), from a callback rather than the response's task.
-The stream hub writes live events through it (gateway/reading/hub.py). It writes only into a
+The stream hub writes live events through it (gateway/live/hub.py). It writes only into a
 response that has started, is chunked and is not over, on a connection that is open and not paused
 (above the transport's high-water mark): anything else it refuses, and the caller sends through
 ASGI instead. What the caller must keep is order: it writes only while the response's own task has

@@ -9,6 +9,18 @@
 Everything else (`tokentail.gateway`, `tokentail.worker`, `tokentail.shared`) is internal: see docs/python.md.
 The agent-side names come from the worker and are imported when first used, so that a program
 that only uses the client imports no server code (no FastAPI, arq or gateway).
+The public face's modules import tokentail.gateway, tokentail.worker and tokentail.shared (the
+gateway and the worker only where a command runs them); the client imports only shared/'s events and
+errors:
+
+client       the Python client, async and sync, that streams with automatic resume
+cli          the `tokentail` command (`__main__`: `python -m tokentail`)
+dev          `tokentail dev`: a private redis-server, gateways and workers; its supervisor (supervisor)
+             and, with several gateways, its round-robin balancer (balancer)
+redis_server a private redis-server, and a local Redis Cluster of them
+chat         `tokentail chat`: a run's answer streamed to the terminal
+offline      the offline scripted model behind OpenAI's Chat Completions API (its wire: openai_wire)
+frameworks/  one adapter per agent framework, each behind its optional extra
 """
 
 import importlib

@@ -7,7 +7,8 @@ metrics      the worker's Prometheus metrics
 running      the runs this process executes, and why one was stopped: what a run and the process share
 tools/       tools: typed Python functions a model may call, and the built-in ones
 providers/   model providers (OpenAI, Anthropic, OpenAI-compatible, the offline scripted model)
-run/         one run: its job, attempt, context, agent loop, writer, writes, lease, recovery
+writes/      what a run writes while a worker holds it: the writer, the ticks of appends, the lease
+run/         one run: its job, attempt, context, agents, agent loop, children, retry, recovery
 process/     the process around the runs: arq, its main, reaper, archiver, webhook delivery, probe,
              watchdog
 """

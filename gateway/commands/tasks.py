@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from tokentail.gateway.access.ids import new_run_id, new_session_id
 from tokentail.gateway.commands.questions import answer_all
 from tokentail.gateway.commands.turns import RunCommands, check_agent_name, check_size, queue_follow_up
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.settling import wait_until_settled
 from tokentail.gateway.schemas import END_USER, MAX_USER_CHARS, CreateRun
 from tokentail.shared.vocabulary.catalog import DEFAULT_AGENT

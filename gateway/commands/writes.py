@@ -9,7 +9,7 @@ from opentelemetry.trace import SpanKind
 
 from tokentail.gateway.access.ids import steer_id_of
 from tokentail.gateway.access.limits import queued_run_limit
-from tokentail.gateway.reading import first_delta
+from tokentail.gateway.live import first_delta
 from tokentail.shared.connections.outage import is_outage, ride_out, unanswered
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.features.admission import line_bound_in_queueing

@@ -32,9 +32,9 @@ from tokentail.gateway.commands.questions import answer_question
 from tokentail.gateway.commands.turns import queue_follow_up, steer_active_run
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.errors import describe, describe_outage
-from tokentail.gateway.reading import first_delta
+from tokentail.gateway.live import first_delta
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.reading.feed import Batch, EventFeed, parse_last_event_id, start_position
-from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.schemas import Answer, CancelAccepted, CreateRun, SteerRequest
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import Entry, SessionStore, StoredEvent

@@ -1,5 +1,5 @@
 """The protocols of others that the gateway speaks, one package each over the shared core (access/,
-reading/ with the reducer and the renderer base, commands/, deps):
+live/, reducer/, reading/ with the renderer base, commands/, deps, schemas, errors, socket_tasks):
 
     ai_sdk     the Vercel AI SDK's UI message stream (useChat), over HTTP and its WebSocketChatTransport
     ag_ui      AG-UI (CopilotKit, @ag-ui/client)
@@ -10,7 +10,8 @@ reading/ with the reducer and the renderer base, commands/, deps):
 
 Each holds its renderer (`render`), its conversations and request handlers, its commands and its
 routes. A protocol imports the core, never another protocol (tests/unit/test_layout.py). The app
-includes every protocol's routers from `routers()`; adding a protocol is a package and its router here.
+includes every protocol's router from `routers()`, one a package (its routes.py, which includes the
+package's other route modules); adding a protocol is a package and its router here.
 """
 
 import importlib.util
@@ -22,23 +23,20 @@ from tokentail.gateway.errors import error_response
 from tokentail.gateway.protocols.a2a import routes as a2a_routes
 from tokentail.gateway.protocols.ag_ui import routes as ag_ui_routes
 from tokentail.gateway.protocols.ai_sdk import routes as ai_sdk_routes
-from tokentail.gateway.protocols.ai_sdk import socket_routes as ai_sdk_socket_routes
 from tokentail.gateway.protocols.langgraph import routes as langgraph_routes
-from tokentail.gateway.protocols.langgraph import v2_routes as langgraph_v2_routes
 from tokentail.gateway.protocols.mcp import routes as mcp_routes
 from tokentail.gateway.protocols.responses import routes as responses_routes
 
 
 def routers() -> list[APIRouter]:
-    """Each protocol's routers, in the order they are included; MCP's last, with its extra or not."""
+    """Each protocol's router, from its package's routes.py, in the order they are included; MCP's last,
+    with its extra or not."""
     return [
-        ai_sdk_socket_routes.router,
         ai_sdk_routes.router,
         ag_ui_routes.router,
         responses_routes.router,
         a2a_routes.router,
         langgraph_routes.router,
-        langgraph_v2_routes.router,
         _mcp_router(),
     ]
 

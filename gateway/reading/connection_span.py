@@ -14,8 +14,8 @@ from collections.abc import Iterable
 
 from opentelemetry.trace import Span
 
-from tokentail.gateway.reading.chunk import Chunk
-from tokentail.gateway.reading.first_delta import head_of, run_id_of
+from tokentail.gateway.live.chunk import Chunk
+from tokentail.gateway.live.first_delta import head_of, run_id_of
 from tokentail.gateway.reading.snapshot import Snapshot
 from tokentail.shared.plumbing import tracing
 from tokentail.shared.plumbing.run_spans import RunTrace

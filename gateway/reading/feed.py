@@ -2,7 +2,7 @@
 
 Both the SSE and the WebSocket endpoint read through this; only the framing differs. A feed reads
 from Redis (XRANGE) only to catch up; live, it takes the chunks the gateway's hub hands it
-(gateway/reading/hub.py), shared with every other follower of the session. What one read may bring is
+(gateway/live/hub.py), shared with every other follower of the session. What one read may bring is
 bounded by bytes, not only by count: a feed replaying a long session holds about
 `READ_BUDGET_BYTES` of it at a time, however large its events are.
 
@@ -20,11 +20,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from tokentail.gateway import metrics
-from tokentail.gateway.reading.chunk import Chunk
+from tokentail.gateway.live.chunk import Chunk
+from tokentail.gateway.live.hub import StreamHub
+from tokentail.gateway.live.subscription import Direct, Subscription, Writer
 from tokentail.gateway.reading.feed_observer import FeedObserver
-from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.snapshot import SNAPSHOT_BEHIND, Snapshot, read_snapshots
-from tokentail.gateway.reading.subscription import Direct, Subscription, Writer
 from tokentail.shared.connections.outage import is_outage
 from tokentail.shared.store.reads import ENTRY_FIELDS, FIELD_DATA, FIELD_TYPE, Entry, SessionStore, StoredEvent
 from tokentail.shared.vocabulary.errors import InvalidLastEventId, SessionNotFound

@@ -7,9 +7,9 @@ each run it writes (first_delta.py). The feed keeps to where a client starts, ca
 from prometheus_client import Counter
 
 from tokentail.gateway import metrics
-from tokentail.gateway.reading.chunk import Chunk, Columns
+from tokentail.gateway.live.chunk import Chunk, Columns
+from tokentail.gateway.live.first_delta import FirstDeltas, tell_first_deltas
 from tokentail.gateway.reading.connection_span import ConnectionSpan
-from tokentail.gateway.reading.first_delta import FirstDeltas, tell_first_deltas
 from tokentail.gateway.reading.snapshot import Snapshot
 from tokentail.shared.plumbing import tracing
 from tokentail.shared.store.reads import SessionStore

@@ -1,5 +1,5 @@
 """What the protocols that are not tokentail's own share: a stream of one reducer's operations
-(gateway/reading/reducer.py), each protocol a renderer of them.
+(gateway/reducer/reducer.py), each protocol a renderer of them.
 
 A renderer holds only what each operation becomes (its `render`, a `match` over the closed set of
 operations ending in `assert_never`, so the type checker names a case it misses), its ids and
@@ -17,10 +17,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.streams import SSE_PING
+from tokentail.gateway.reducer import operations as op
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.errors import InvalidLastEventId
 from tokentail.shared.vocabulary.events import Gap

@@ -61,7 +61,7 @@ class EventStreamResponse(Response):
     must reach Redis, such as giving back the stream slot). Under `call_detaching`, the body goes
     on after the framework's call returned, on the server's own `send`: there, where the server
     offers a direct write (gateway/protocol.py's `DirectBody`) and the encoding has `live_frames`,
-    the hub writes the live chunks that need nothing of the feed through it (gateway/reading/hub.py).
+    the hub writes the live chunks that need nothing of the feed through it (gateway/live/hub.py).
     """
 
     def __init__(

@@ -25,7 +25,7 @@ import json
 import time
 from collections.abc import Callable
 
-from tokentail.gateway.reading.chunk import TERMINAL, Chunk, run_of
+from tokentail.gateway.live.chunk import TERMINAL, Chunk, run_of
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.response import Encoding
 from tokentail.shared.store.reads import Entry, StoredEvent

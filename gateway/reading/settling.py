@@ -8,8 +8,8 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable
 
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
-from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, EventType
 
 SETTLED = frozenset(event.encode() for event in (*TERMINAL_EVENTS, EventType.INPUT_REQUIRED))

@@ -20,8 +20,8 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from tokentail.gateway.reading.chunk import run_of
-from tokentail.gateway.reading.reducer import parse, split_delta
+from tokentail.gateway.live.chunk import run_of
+from tokentail.gateway.reducer.reducer import parse, split_delta
 from tokentail.shared.store.reads import SessionStore, StoredEvent
 from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, EventType
 from tokentail.shared.vocabulary.run_log import drop_point, dropped_by

@@ -11,8 +11,8 @@ from fastapi import Response
 
 from tokentail.gateway.access.auth import Caller
 from tokentail.gateway.access.limits import StreamSlots
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.reading.feed import EventFeed, start_position
-from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.response import Encoding, EventStreamResponse
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore

@@ -69,7 +69,7 @@ _SCRIPTS = frozenset(("EVALSHA", "EVAL", "evalsha", "eval", b"EVALSHA", b"EVAL",
 
 def slot_of(key: str | bytes) -> int:
     """The Redis Cluster slot of `key` (redis-py's `key_slot`: its hash tag's, else the key's). The one
-    rule the round trips route by, and the worker's appends group by (worker/run/appends.py)."""
+    rule the round trips route by, and the worker's appends group by (worker/writes/appends.py)."""
     return key_slot(key.encode() if isinstance(key, str) else key)
 
 
@@ -435,7 +435,7 @@ class ClusterRoundTrips(Joined):
 
     async def map_read(self) -> None:
         """Until the slot map was read again, now (or by the read under way): for another user of the
-        client (the stream hub, gateway/reading/pubsub.py), so that the round trips keep their
+        client (the stream hub, gateway/live/pubsub.py), so that the round trips keep their
         connections through it, as through their own reads."""
         if self._reading is None:
             self._read_at = asyncio.get_running_loop().time()

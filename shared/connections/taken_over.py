@@ -5,7 +5,7 @@ handshake's replies, all its own. From then on its stream reader is left aside: 
 transport is given a protocol (a `TakenOver`) whose `data_received` parses each network read with
 hiredis, in C, and hands the replies on in that callback, with no task woken and nothing awaited per
 reply. The joined round trips (shared/connections/round_trips.py) and the gateway's
-stream hub (gateway/reading/pubsub.py) read their connections so.
+stream hub (gateway/live/pubsub.py) read their connections so.
 """
 
 import asyncio

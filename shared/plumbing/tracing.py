@@ -144,6 +144,14 @@ def _bounded_tracestate(header: str) -> str:
     return ",".join(members)
 
 
+def exemplar() -> dict[str, str] | None:
+    """The current span's trace, as a Prometheus exemplar."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid or not context.trace_flags.sampled:
+        return None
+    return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
+
+
 def context_of(headers: Mapping[str, str]) -> Context:
     """The trace context `carrier` gave, to parent spans on."""
     return _TRACE_CONTEXT.extract(headers)

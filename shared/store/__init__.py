@@ -13,6 +13,7 @@ webhook_index  where deliverers find the sessions with webhook events to post, a
 archive_index  where the archiver finds the sessions with events to archive
 run_index      the runs the operator console lists and searches, newest first
 client_indexes beside it, by the names clients give: A2A's tasks, AG-UI's client runs, a chat's branch
+run_tree       a session's tree of runs in Redis: a run's lane, the cancel of its descendants
 tenant_counts  the counts of a tenant's use kept by plain commands: spawns a minute, stream slots
 scripts/       each Lua script's contract (keys, arguments, reply) and the runner that calls them
 lua/           the scripts themselves, and lib/: the helpers every script is sent with

@@ -124,7 +124,7 @@ class Keys:
 
     def joined_count(self, writer_id: str, tag: str | None = None) -> str:
         """String: how many joined append calls a worker process (`writer_id`, its own) has sent, on
-        the sessions' Redis (worker/run/appends.py `JoinCounter`); on a Redis Cluster, one per slot
+        the sessions' Redis (worker/writes/appends.py `JoinCounter`); on a Redis Cluster, one per slot
         it appends to, in the slot of hash tag `tag`."""
         return f"{self.prefix}:joined-count:{writer_id}" + ("" if tag is None else f":{{{tag}}}")
 

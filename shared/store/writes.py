@@ -2,7 +2,7 @@
 through one runner wrapped once for the deployment's topology (shared/store/scripts/policies.py).
 
 Two audiences build on it: the gateway's commands (gateway/commands/writes.py: create, queue,
-answer, cancel, delete, fork) and a worker's writes under a run's lease (worker/run/run_writes.py:
+answer, cancel, delete, fork) and a worker's writes under a run's lease (worker/writes/run_writes.py:
 start, append, ask, renew, hand over). A script touches one session's keys only (plus arq's, when
 the queue shares the Redis), so the sessions' Redis may be a Cluster; with the queue apart, the
 leases and webhooks indexes are kept beside the queue (shared/store/lease_index.py, webhook_index.py).

@@ -180,7 +180,7 @@ class QueueingUnanswered(TokentailError):
 
 
 class WritesLost(Exception):
-    """Redis lost events this run's worker appended (see worker/run/recovery/lost_writes.py)."""
+    """Redis lost events this run's worker appended (see worker/writes/lost_writes.py)."""
 
     def __init__(self, last_seq: int) -> None:
         super().__init__(f"the session's last seq is {last_seq}, below what this run wrote")

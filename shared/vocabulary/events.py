@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_EVENT_BYTES = 262_144  # one event's stored JSON, a text delta aside (worker/run/writer.py splits those)
+MAX_EVENT_BYTES = 262_144  # one event's stored JSON, a text delta aside (worker/writes/writer.py splits those)
 
 
 class EventType(StrEnum):

@@ -123,7 +123,7 @@ class RunRecord(BaseModel):
     # ahead of the tenant's runs queued after it (spawn.lua). Never shown.
     line_at: int | None = Field(default=None, exclude=True)
     # When the gateway received the request that queued it (that gateway's clock; None for a run queued
-    # over a socket): where the time to first delta that a user feels starts (gateway/reading/first_delta.py).
+    # over a socket): where the time to first delta that a user feels starts (gateway/live/first_delta.py).
     received_at: float | None = None
     started_at: float | None = None  # its first start (a takeover or a resume keeps it)
     attempt_started_at: float | None = Field(default=None, exclude=True)  # its latest start: its attempt's span

@@ -18,7 +18,7 @@ from tests.e2e.watcher import Watcher
 from tests.integration.test_openai_responses import run_of
 from tests.servers.redis_cluster import require
 from tests.support.waiting import eventually, scaled
-from tokentail.gateway.reading import pubsub
+from tokentail.gateway.live import pubsub
 from tokentail.redis_server import LocalCluster
 from tokentail.shared.vocabulary.response_ids import parse_response_id
 from tokentail.worker.providers.scripted import scripted_tokens

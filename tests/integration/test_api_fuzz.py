@@ -70,7 +70,7 @@ from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.scripts.runs import Asked
 from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted, RunFailed
 from tokentail.shared.vocabulary.records import Question
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""The per-token path (worker/run/appends.py) against a real redis-server: many runs' appends a tick at a
+"""The per-token path (worker/writes/appends.py) against a real redis-server: many runs' appends a tick at a
 time, one call and one round trip, each writer told its own reply; the lean script fenced by the
 stream itself (a takeover, a hand-over, a delete: lib/seqs.lua), what it refuses checked whole."""
 
@@ -23,10 +23,10 @@ from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.store.scripts.contract import Topology
 from tokentail.shared.store.scripts.runs import AppendEvents, AppendKeys, AppendShared
 from tokentail.shared.vocabulary.errors import LeaseLost
-from tokentail.worker.run.appends import JOINED_CALLS, AppendTicks
-from tokentail.worker.run.lease import LeaseKeeper
-from tokentail.worker.run.run_writes import RunLease
-from tokentail.worker.run.writer import EventWriter
+from tokentail.worker.writes.appends import JOINED_CALLS, AppendTicks
+from tokentail.worker.writes.lease import LeaseKeeper
+from tokentail.worker.writes.run_writes import RunLease
+from tokentail.worker.writes.writer import EventWriter
 
 
 def _writer(ticks: AppendTicks, lease: RunLease) -> EventWriter:

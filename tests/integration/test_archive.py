@@ -32,7 +32,7 @@ from tokentail.shared.store.reads import SessionStore, StoredEvent
 from tokentail.shared.vocabulary.errors import ArchiveUnavailable
 from tokentail.shared.vocabulary.records import STEERS_STEP
 from tokentail.worker.process.archiver import BATCH, Archiver
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 
 async def archive_all(archiver: Archiver) -> None:

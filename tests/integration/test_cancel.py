@@ -18,7 +18,7 @@ from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.vocabulary.records import RunRecord
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 
 async def _cancel_after(client: httpx2.AsyncClient, created: dict[str, Any], events: int) -> list[Any]:

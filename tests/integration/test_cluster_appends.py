@@ -1,4 +1,4 @@
-"""The per-token path (worker/run/appends.py) with the sessions on a Redis Cluster: a tick's appends as
+"""The per-token path (worker/writes/appends.py) with the sessions on a Redis Cluster: a tick's appends as
 one call per slot, lean while their slot's count of the worker's calls vouches for them, the calls of
 a primary in one write; a count found off on one slot, a refused lean append, a fenced run, a slot
 moved or migrating under the writers, each at its worst instant."""
@@ -22,8 +22,8 @@ from tokentail.shared.connections.round_trips import ClusterRoundTrips, slot_of
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.vocabulary.errors import LeaseLost
-from tokentail.worker.run.appends import AppendTicks
-from tokentail.worker.run.writer import EventWriter
+from tokentail.worker.writes.appends import AppendTicks
+from tokentail.worker.writes.writer import EventWriter
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The hub's direct writes (gateway/reading/hub.py's `Direct`, through gateway/protocol.py's
+"""The hub's direct writes (gateway/live/hub.py's `Direct`, through gateway/protocol.py's
 `DirectBody`), through uvicorn on loopback against a real Redis: the same bytes as the feed's own
 path, never ahead of what the feed's task sends, a slow client sent back to Redis and back live, a
 run's end, heartbeats and counts as before."""
@@ -22,12 +22,12 @@ from tests.support.waiting import eventually
 from tests.support.writes import AllWrites
 from tokentail.gateway import metrics
 from tokentail.gateway.encodings import ndjson, sse
+from tokentail.gateway.live import subscription as subscription_module
+from tokentail.gateway.live.first_delta import FirstDeltas
+from tokentail.gateway.live.hub import StreamHub
+from tokentail.gateway.live.subscription import Subscription
 from tokentail.gateway.protocol import DirectBody
-from tokentail.gateway.reading import subscription as subscription_module
 from tokentail.gateway.reading.feed import EventFeed
-from tokentail.gateway.reading.first_delta import FirstDeltas
-from tokentail.gateway.reading.hub import StreamHub
-from tokentail.gateway.reading.subscription import Subscription
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.vocabulary.events import MessageDelta, ToolCompleted, ToolStarted

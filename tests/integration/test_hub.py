@@ -19,14 +19,14 @@ from tests.support.writes import AllWrites
 from tests.unit.write_side import lease_of
 from tokentail.gateway import metrics as gateway_metrics
 from tokentail.gateway.encodings import sse
-from tokentail.gateway.reading import subscription as subscription_module
+from tokentail.gateway.live import subscription as subscription_module
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.reading.feed import EventFeed, Start
-from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore, StoredEvent
 from tokentail.shared.vocabulary.events import RunCompleted
-from tokentail.worker.run import run_writes
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes import run_writes
+from tokentail.worker.writes.run_writes import RunLease
 
 
 @pytest.fixture

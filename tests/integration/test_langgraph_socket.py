@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from tests.fixtures.stack import Gateway
 from tests.support.waiting import eventually
-from tokentail.gateway.protocols.langgraph.v2_socket import MAX_SUBSCRIPTIONS
+from tokentail.gateway.protocols.langgraph.v2.socket import MAX_SUBSCRIPTIONS
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 

@@ -1,7 +1,7 @@
 """A run's events that Redis acknowledged and then lost (a failover to a replica a moment behind, a
 restart without its last writes), on a real Redis: the session's keys are rolled back as such a
 failover would, and the run's next write appends the lost events again under their ids first, on
-the worker's ticks (worker/run/appends.py, the lean script included) as on the plain path; events it
+the worker's ticks (worker/writes/appends.py, the lean script included) as on the plain path; events it
 cannot append as they were stop the run instead. On one Redis, and on a Redis Cluster (the session's
 primary failing over: its slot's count of the worker's calls found off)."""
 
@@ -23,9 +23,9 @@ from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.store.scripts.runs import Asked
 from tokentail.shared.vocabulary.errors import LeaseLost
 from tokentail.shared.vocabulary.records import Question
-from tokentail.worker.run.appends import AppendTicks
-from tokentail.worker.run.run_writes import RunLease
-from tokentail.worker.run.writer import EventWriter
+from tokentail.worker.writes.appends import AppendTicks
+from tokentail.worker.writes.run_writes import RunLease
+from tokentail.worker.writes.writer import EventWriter
 
 
 def _texts(events: list[tuple[int, str, str]]) -> list[tuple[int, str]]:
@@ -38,7 +38,7 @@ async def _stored(store: SessionStore, session_id: str) -> list[tuple[int, str, 
 
 class _Appends:
     """A run's appends of one text each: on the plain path (`RunLease.append`), or on the worker's ticks
-    (worker/run/appends.py), one writer per lease, as a worker's run makes them."""
+    (worker/writes/appends.py), one writer per lease, as a worker's run makes them."""
 
     def __init__(self, ticks: AppendTicks | None) -> None:
         self._ticks = ticks

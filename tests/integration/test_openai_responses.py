@@ -33,7 +33,7 @@ from tokentail.shared.store.scripts.runs import Asked
 from tokentail.shared.vocabulary.events import MessageDelta
 from tokentail.shared.vocabulary.records import Question, RunRecord
 from tokentail.shared.vocabulary.response_ids import parse_response_id
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 pytestmark = pytest.mark.responses
 

@@ -25,7 +25,7 @@ from tests.support.sessions import completion
 from tests.support.writes import AllWrites
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.response_ids import parse_response_id
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 # The budget's minute held still (tests/fixtures/limits_clock.py): a test that crossed into the next
 # minute found its budget fresh, and its "refused" chat request streamed a run no worker takes.

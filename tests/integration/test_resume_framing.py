@@ -20,7 +20,7 @@ from tests.support.sessions import make_run, make_session
 from tests.support.waiting import scaled
 from tests.support.writes import AllWrites
 from tokentail.gateway.encodings import ndjson, sse, websocket
-from tokentail.gateway.reading.chunk import Chunk
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore, StoredEvent
 from tokentail.shared.store.scripts.runs import Asked
@@ -39,7 +39,7 @@ from tokentail.shared.vocabulary.events import (
     ToolStarted,
 )
 from tokentail.shared.vocabulary.records import Question
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 SSE, NDJSON = "text/event-stream", "application/x-ndjson"
 
@@ -112,7 +112,7 @@ async def _session(runs: AllWrites, redis: Redis, settings: Settings) -> str:
     )
     await lease.append([], ending=RunCompleted(run_id=rid, output="Before the question. done", usage={}))
 
-    # 3: its worker hands it over past 5 ids Redis lost (a hole: worker/run/recovery/lost_writes.py); the
+    # 3: its worker hands it over past 5 ids Redis lost (a hole: worker/writes/lost_writes.py); the
     # next attempt goes on from its record, dropping what came after it (`run.continued`).
     third = make_run("third")
     await runs.queue_run(sid, third)

@@ -30,7 +30,7 @@ from tokentail.shared.plumbing.redis_urls import SentinelSetup, sentinel_setup
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.errors import LeaseLost
 from tokentail.worker.process.main import arq_redis_settings
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 AGENTS = {"held": "tests.support.gates:held"}  # streams a little, then waits at its gate (tests/support/gates.py)
 

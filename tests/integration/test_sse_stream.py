@@ -10,11 +10,11 @@ from tests.support.round_trips import log_writes
 from tests.support.sessions import held, start_a_run
 from tests.support.writes import AllWrites
 from tokentail.gateway.encodings.sse import encode_events, encode_gap
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.reading.feed import READ_BUDGET_BYTES, EventFeed, Start
-from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.events import MessageDelta, RunCompleted
-from tokentail.worker.run.writer import MAX_DELTA_CHARS
+from tokentail.worker.writes.writer import MAX_DELTA_CHARS
 
 
 async def test_a_reader_overtaken_by_trimming_gets_a_gap_frame_not_a_silent_skip(

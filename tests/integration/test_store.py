@@ -20,7 +20,7 @@ from tokentail.shared.store.jobs import RUN_JOB
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.store.scripts.runs import Queued
 from tokentail.shared.vocabulary.records import STEERS_STEP
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 
 async def test_jobs_are_written_in_arq_s_layout(store: SessionStore, runs: AllWrites, redis: Redis) -> None:

@@ -19,7 +19,7 @@ from tests.support.sessions import make_run
 from tests.support.waiting import TIMEOUT, eventually
 from tests.support.writes import AllWrites
 from tokentail.shared.vocabulary.events import CANCELLED_BY_REQUEST, RunCancelled
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 CHILD_A, CHILD_B = "r_childAAAAAA", "r_childBBBBBB"
 

@@ -23,7 +23,7 @@ from tests.servers.webhook_receiver import Receiver
 from tests.support.sessions import completion, delta_of, make_run, make_session, start_a_run
 from tests.support.waiting import eventually, scaled
 from tests.support.writes import AllWrites, Died
-from tokentail.gateway.reading.hub import StreamHub
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.redis_server import LocalCluster
 from tokentail.shared.connections.round_trips import ClusterRoundTrips
 from tokentail.shared.features.admission import Admission
@@ -36,7 +36,7 @@ from tokentail.shared.vocabulary.records import Question, RunRecord, SessionReco
 from tokentail.worker.process.arq_shell import BatchedPickup
 from tokentail.worker.process.reaper import Reaper
 from tokentail.worker.process.webhook_delivery import WebhookDeliverer
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 
 @pytest.fixture

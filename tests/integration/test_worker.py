@@ -21,13 +21,13 @@ from tokentail.shared.store.scripts.pickup import ClaimJobs
 from tokentail.shared.store.scripts.runner import ScriptRunner
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 from tokentail.worker.providers import Providers
-from tokentail.worker.run.appends import AppendTicks
 from tokentail.worker.run.context import RunContext
 from tokentail.worker.run.job import run_agent
-from tokentail.worker.run.lease import LeaseKeeper
-from tokentail.worker.run.run_writes import RunLease
-from tokentail.worker.run.writer import EventWriter
 from tokentail.worker.running import RunningRuns
+from tokentail.worker.writes.appends import AppendTicks
+from tokentail.worker.writes.lease import LeaseKeeper
+from tokentail.worker.writes.run_writes import RunLease
+from tokentail.worker.writes.writer import EventWriter
 
 
 async def _queue(runs: AllWrites, question: str = "hello", **params: Any) -> tuple[str, str]:

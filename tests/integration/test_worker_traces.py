@@ -22,9 +22,9 @@ from tokentail.shared.store.scripts.runs import Cancel
 from tokentail.shared.vocabulary.records import Multitask, RunRecord, SessionRecord
 from tokentail.worker.process.reaper import Reaper
 from tokentail.worker.providers import Providers
-from tokentail.worker.run.appends import AppendTicks
 from tokentail.worker.run.job import run_agent
 from tokentail.worker.running import RunningRuns
+from tokentail.worker.writes.appends import AppendTicks
 
 
 async def _queue(runs: AllWrites, traced: bool = True, agent: str | None = None, **params: Any) -> tuple[str, str]:

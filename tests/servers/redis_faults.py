@@ -49,7 +49,7 @@ def resume(pid: int) -> None:
 @contextlib.asynccontextmanager
 async def rolled_back_after(redis: Redis | RedisCluster, settings: Settings, session_id: str) -> AsyncIterator[None]:
     """What is written inside the block to the session's events and meta, and to every other key of
-    tokentail's (a worker's count of its joined calls: worker/run/appends.py), is lost when it
+    tokentail's (a worker's count of its joined calls: worker/writes/appends.py), is lost when it
     ends, as a failover to a replica that had not received it yet loses it: all of it, since the
     replica has a prefix of what the primary was sent. The session's runs and lease stay (they
     changed nothing inside the block that a test reads). On a Redis Cluster, the session's primary

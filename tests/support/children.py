@@ -27,7 +27,7 @@ from tokentail.shared.vocabulary.events import (
     ToolFailed,
     ToolStarted,
 )
-from tokentail.worker.run.run_writes import stored_ending
+from tokentail.worker.writes.run_writes import stored_ending
 
 # One event appended at the session's next id, published as lib/events.lua's put_event does (a child's
 # end, which the parent's lease cannot append: append.lua would end the parent).

@@ -13,7 +13,7 @@ from tokentail.shared.store.reads import last_seq
 from tokentail.shared.store.scripts.runs import StartVerdict
 from tokentail.shared.vocabulary.events import RunCompleted
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 
 def make_session(tenant: str = "public") -> SessionRecord:

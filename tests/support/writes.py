@@ -2,7 +2,7 @@
 queue, answer, cancel) and the worker (start, append) on the same sessions."""
 
 from tokentail.gateway.commands.writes import SessionWrites
-from tokentail.worker.run.run_writes import RunWrites
+from tokentail.worker.writes.run_writes import RunWrites
 
 
 class AllWrites(SessionWrites, RunWrites):

@@ -10,9 +10,9 @@ from a2a.types.a2a_pb2 import StreamResponse, Task, TaskArtifactUpdateEvent, Tas
 from google.protobuf.json_format import MessageToDict, Parse  # type: ignore[import-untyped]
 
 from tests.unit.test_protocol_cases import CASES, Case, Log
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.gateway.protocols.a2a.render import RESUME_EXTENSION, SUBTASKS_EXTENSION, A2AEvents, Event
 from tokentail.gateway.protocols.a2a.routes import REST_ROUTES
-from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.features.a2a_push import push_body
 from tokentail.shared.features.webhook_messages import Hook

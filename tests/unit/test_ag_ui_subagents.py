@@ -20,9 +20,9 @@ from tests.unit.test_reducer_tree import (
     spawn,
     text,
 )
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.gateway.protocols.ag_ui.capabilities import capabilities_of
 from tokentail.gateway.protocols.ag_ui.render import AgUiEvents
-from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import StoredEvent

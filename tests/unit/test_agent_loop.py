@@ -19,8 +19,8 @@ from tokentail.worker.run.agent_loop import run_model_agent
 from tokentail.worker.run.agents import ASSISTANT, Agent
 from tokentail.worker.run.context import RunContext
 from tokentail.worker.run.retry import RetryPolicy
-from tokentail.worker.run.writer import EventWriter
 from tokentail.worker.tools import tool
+from tokentail.worker.writes.writer import EventWriter
 
 
 def _context(store: RecordingLease, text: str, **params: Any) -> RunContext:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from tests.unit.test_reducer_tree import GRAND, PARENT, START, TWO_CHILDREN, A, completed, session, spawn, text
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
-from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.store.reads import StoredEvent
 

@@ -1,7 +1,7 @@
 """What tokentail borrows from arq's, redis-py's and uvicorn's insides, pinned: the source of each
 function it copies, overrides or calls past the public API (a hash of it), and each attribute it
 uses. A new release that changes one fails here, naming it: read the change against the module that
-relies on it (worker/process/arq_shell.py; shared/connections/round_trips.py and gateway/reading/pubsub.py for redis-py;
+relies on it (worker/process/arq_shell.py; shared/connections/round_trips.py and gateway/live/pubsub.py for redis-py;
 gateway/protocol.py for uvicorn), adapt that module, then the hash. A release that leaves them as
 they are passes."""
 
@@ -30,7 +30,7 @@ SOURCES: list[tuple[Any, str, str, str]] = [
     (Worker, "close", "5bcc9cb356680829", "extended: the finishes and the worker's tasks end first"),
     (Worker, "_release_sem_dec_counter_on_complete", "0ed101482e942c33", "extended: a freed slot polls again"),
     # redis-py: the connections the joined round trips (shared/connections/round_trips.py) and the hub
-    # (gateway/reading/pubsub.py) read by protocols of their own (shared/connections/taken_over.py)
+    # (gateway/live/pubsub.py) read by protocols of their own (shared/connections/taken_over.py)
     (AbstractConnection, "send_packed_command", "cad238c0be555d05", "a round trip on a connection that is no socket"),
     (AbstractConnection, "read_response", "aabcda8ed58d0a36", "reads each reply of it"),
     (AbstractConnection, "connect", "04fabbbd44943f68", "opens the round trips' connection again after it was lost"),
@@ -90,12 +90,12 @@ def test_every_attribute_of_arqs_worker_the_shell_uses_exists() -> None:
 
 
 def test_the_hub_writes_on_the_connection_redis_py_opens() -> None:
-    # gateway/reading/pubsub.py writes its (un)subscriptions on the connection's own stream writer.
+    # gateway/live/pubsub.py writes its (un)subscriptions on the connection's own stream writer.
     assert "self._writer" in inspect.getsource(AbstractConnection)
 
 
 def test_the_hub_reads_the_transport_of_the_connection_redis_py_opens() -> None:
-    # gateway/reading/pubsub.py hands the transport under the connection's stream writer to its own protocol.
+    # gateway/live/pubsub.py hands the transport under the connection's stream writer to its own protocol.
     assert "self._writer = writer" in inspect.getsource(Connection._connect)
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.reading.feed import (
     FIRST_READ_COUNT,
     READ_BUDGET_BYTES,
@@ -13,7 +14,6 @@ from tokentail.gateway.reading.feed import (
     parse_last_event_id,
     start_position,
 )
-from tokentail.gateway.reading.hub import StreamHub
 from tokentail.shared.store.reads import Entry, SessionStore, StoredEvent, entry_of
 from tokentail.shared.vocabulary.errors import InvalidLastEventId
 from tokentail.shared.vocabulary.events import Gap

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from tokentail.gateway.reading.chunk import Chunk
+from tokentail.gateway.live.chunk import Chunk
+from tokentail.gateway.live.first_delta import run_id_of
 from tokentail.gateway.reading.feed import EventFeed, Start
-from tokentail.gateway.reading.first_delta import run_id_of
 from tokentail.shared.plumbing import tracing
 from tokentail.shared.plumbing.run_spans import RunTrace
 from tokentail.shared.store.reads import StoredEvent

@@ -13,7 +13,7 @@ from tokentail.shared.vocabulary.records import RunRecord, child_run_id
 from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.worker.agent_errors import OutputTooLarge
 from tokentail.worker.run.context import RunContext
-from tokentail.worker.run.writer import EventWriter
+from tokentail.worker.writes.writer import EventWriter
 
 Event = tuple[int, str, str]
 

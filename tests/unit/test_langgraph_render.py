@@ -1,6 +1,6 @@
 """LangGraph's streams resumed at any frame id: what a stream reopened after an id sends is exactly what
 the uncut stream sent after that frame, byte for byte (v1: every frame's `id`, render.py `Position`;
-v2: every durable `event_id` `<ms>-<seq>`, the ids langgraphjs PR #2805's client sends back, v2_render.py
+v2: every durable `event_id` `<ms>-<seq>`, the ids langgraphjs PR #2805's client sends back, v2/render.py
 `Cursor`). The table of cases (test_protocol_cases.py) judges what the clients end up showing; this
 judges the frames, for every case of its table, so a defect it finds is named by the frame at fault.
 Streams are built as the routes build them, by that module's adapters."""

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from tokentail.gateway.protocols.langgraph.render import LangGraphEvents, check_modes, framed
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.gateway.protocols.langgraph.state import ai_message_id, thread_values, tool_message_id
-from tokentail.gateway.reading.chunk import Chunk
+from tokentail.gateway.protocols.langgraph.v1.render import LangGraphEvents, check_modes, framed
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.renderer import Position
 from tokentail.shared.store.reads import StoredEvent

@@ -1,4 +1,4 @@
-"""A v2 WebSocket's subscriptions send in the thread's order (v2_socket.SendOrder): the SDK pauses its
+"""A v2 WebSocket's subscriptions send in the thread's order (v2/socket.py's SendOrder): the SDK pauses its
 other subscriptions just after a run's terminal lifecycle event, so a subscription that sent it before
 another sent the message's last envelopes lost them to the client."""
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tokentail.gateway.protocols.langgraph.v2_socket import SendOrder, _key
+from tokentail.gateway.protocols.langgraph.v2.socket import SendOrder, _key
 
 pytestmark = pytest.mark.langgraph
 

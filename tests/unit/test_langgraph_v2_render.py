@@ -1,4 +1,4 @@
-"""The v2 protocol's envelopes (gateway/protocols/langgraph/v2_render.py): their ids, which a stream of
+"""The v2 protocol's envelopes (gateway/protocols/langgraph/v2/render.py): their ids, which a stream of
 any filter, opened at any point, gives alike; a cursor's resume; the filter's channels and namespaces."""
 
 import json
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tokentail.gateway.protocols.langgraph.v2_render import Cursor, Filter, Part, V2Events
-from tokentail.gateway.reading.chunk import Chunk
+from tokentail.gateway.live.chunk import Chunk
+from tokentail.gateway.protocols.langgraph.v2.render import Cursor, Filter, Part, V2Events
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.errors import InvalidLastEventId

@@ -5,8 +5,8 @@ from collections.abc import Iterator
 
 from tests.support.waiting import eventually
 from tokentail.shared.store.scripts.runs import Renewal
-from tokentail.worker.run.lease import LeaseKeeper
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.lease import LeaseKeeper
+from tokentail.worker.writes.run_writes import RunLease
 
 LEASE_MS = 30  # a beat every 10 ms
 

@@ -1,6 +1,6 @@
 """The write journal: which of a run's appends to write again for a session that lost events."""
 
-from tokentail.worker.run.recovery.lost_writes import JOURNAL_BYTES, WriteJournal
+from tokentail.worker.writes.lost_writes import JOURNAL_BYTES, WriteJournal
 
 
 def _events(count: int, size: int = 10) -> list[tuple[str, str]]:

@@ -10,11 +10,11 @@ import pytest
 from fastapi import FastAPI
 
 from tokentail.gateway.commands.tasks import Task
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.gateway.protocols import _mcp_router
 from tokentail.gateway.protocols.mcp import render as mcp
-from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.reducer import Reducer
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.events import ErrorInfo
 from tokentail.shared.vocabulary.records import Question, RunRecord, SessionRecord

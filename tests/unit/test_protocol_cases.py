@@ -33,15 +33,15 @@ from tests.clients.protocol_clients import (
     parse_sse,
 )
 from tokentail.gateway.encodings.sse import NativeSse
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.gateway.protocols.ag_ui.render import AgUiEvents
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
-from tokentail.gateway.protocols.langgraph import render as langgraph
 from tokentail.gateway.protocols.langgraph.runs import run_status
 from tokentail.gateway.protocols.langgraph.state import thread_values
-from tokentail.gateway.protocols.langgraph.v2_feed import StreamRequest, V2Feed
-from tokentail.gateway.protocols.langgraph.v2_render import Cursor, sse_frame
+from tokentail.gateway.protocols.langgraph.v1 import render as langgraph
+from tokentail.gateway.protocols.langgraph.v2.feed import StreamRequest, V2Feed
+from tokentail.gateway.protocols.langgraph.v2.render import Cursor, sse_frame
 from tokentail.gateway.protocols.responses.render import ResponseEvents
-from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.renderer import Position
 from tokentail.shared.store.reads import StoredEvent, entry_of
@@ -533,7 +533,7 @@ LANGGRAPH_MODES = ("values", "messages-tuple", "updates", "custom", "tools")
 
 
 def langgraph_stream(log: Log, request: Request) -> list[Piece]:
-    """gateway/protocols/langgraph/run_routes.py `_open_run`, in LANGGRAPH_MODES: `stream`: POST …/runs/stream
+    """gateway/protocols/langgraph/v1/run_routes.py `_open_run`, in LANGGRAPH_MODES: `stream`: POST …/runs/stream
     (fresh: after the run's `run.queued`); `resume`: the same with `command: {resume}` (fresh: after the
     last answer's `input.received`, runs.resume_run's id); `join`: GET …/runs/{rid}/stream with
     `Last-Event-ID` (`-1`: from the run's start). A piece per frame: every frame has an id, so a
@@ -570,7 +570,7 @@ V2_CHANNELS = ["messages", "tools", "lifecycle", "input", "values", "custom"]  #
 
 
 def langgraph_v2_stream(log: Log, request: Request) -> list[Piece]:
-    """gateway/protocols/langgraph/v2_routes.py `stream_events` (its feed: v2_feed.py `V2Feed`): the
+    """gateway/protocols/langgraph/v2/routes.py `stream_events` (its feed: v2/feed.py `V2Feed`): the
     thread's stream the SDK opens once `run.start` answered, V2_CHANNELS; after `Last-Event-ID` (PR
     #2805's reconnect), else from the thread's last run's start (1.15's, which drops by `event_id` what
     it had). It stays open across runs and questions (an answer is a command, `input.respond`): it

@@ -5,7 +5,7 @@ rules through every renderer and each protocol's client."""
 import json
 from typing import Any
 
-from tokentail.gateway.reading.operations import (
+from tokentail.gateway.reducer.operations import (
     AttemptStarted,
     BlockAppended,
     BlockClosed,
@@ -23,7 +23,7 @@ from tokentail.gateway.reading.operations import (
     ToolDenied,
     ToolFinished,
 )
-from tokentail.gateway.reading.reducer import Reducer
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.run_log import dropped_by
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tokentail.gateway.reading import reducer as reducer_module
-from tokentail.gateway.reading.operations import (
+from tokentail.gateway.reducer import reducer as reducer_module
+from tokentail.gateway.reducer.operations import (
     AttemptStarted,
     BlockAppended,
     BlockClosed,
@@ -20,7 +20,7 @@ from tokentail.gateway.reading.operations import (
     RunEnded,
     ToolCalled,
 )
-from tokentail.gateway.reading.reducer import Reducer
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.events import RunCancelled, RunCompleted, RunFailed
 

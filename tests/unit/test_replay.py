@@ -11,7 +11,7 @@ from tokentail.worker.run.agent_loop import run_model_agent
 from tokentail.worker.run.agents import Agent
 from tokentail.worker.run.context import RunContext
 from tokentail.worker.run.retry import RetryPolicy
-from tokentail.worker.run.writer import EventWriter
+from tokentail.worker.writes.writer import EventWriter
 
 
 async def test_a_denied_call_replayed_after_a_crash_is_still_shown_denied() -> None:

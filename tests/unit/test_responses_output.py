@@ -4,7 +4,7 @@ and what the Response object's `output` keeps. tests/unit/test_responses.py play
 import pytest
 
 from tokentail.gateway.protocols.responses.output import Numbering, ResponseOutput
-from tokentail.gateway.reading.operations import BlockAppended
+from tokentail.gateway.reducer.operations import BlockAppended
 
 pytestmark = pytest.mark.responses
 

@@ -10,9 +10,9 @@ from pydantic import TypeAdapter
 
 from tests.unit.test_responses import HEADER
 from tests.unit.test_ui_protocols import EVENTS, RUN, stored
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.gateway.protocols.responses.render import ResponseEvents
 from tokentail.gateway.protocols.responses.socket import socket_message
-from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.shared.vocabulary.events import Gap
 

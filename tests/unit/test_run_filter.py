@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 from tokentail.gateway.encodings.sse import NativeSse
-from tokentail.gateway.reading.chunk import Chunk, run_of
+from tokentail.gateway.live.chunk import Chunk, run_of
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.run_filter import RunFilter
 from tokentail.gateway.reading.streams import SSE_PING

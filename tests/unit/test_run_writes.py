@@ -1,4 +1,4 @@
-"""A worker's writes under a run's lease (worker/run/run_writes.py) and their Lua scripts, run by
+"""A worker's writes under a run's lease (worker/writes/run_writes.py) and their Lua scripts, run by
 fakeredis's Lua: starting, fenced and idempotent appends, renewals, takeovers and hand-overs,
 questions and what answering them resumes."""
 

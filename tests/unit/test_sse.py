@@ -2,7 +2,7 @@ import pytest
 
 from tokentail.gateway.encodings.ndjson import Ndjson, ndjson_entries, ndjson_events
 from tokentail.gateway.encodings.sse import encode_batch, encode_events, encode_gap, frame_entries
-from tokentail.gateway.reading.chunk import Chunk
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch, parse_last_event_id
 from tokentail.shared.store.reads import StoredEvent, entry_of, parse_raw_entries
 from tokentail.shared.vocabulary.errors import InvalidLastEventId

@@ -11,7 +11,7 @@ from tokentail.gateway.access.ids import new_session_id
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.reads import SessionStore, parse_raw_entries
 from tokentail.shared.vocabulary.errors import SessionExpired, SessionNotFound
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 
 async def test_unknown_and_deleted_sessions_are_told_apart(store: SessionStore, runs: AllWrites) -> None:

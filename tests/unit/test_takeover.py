@@ -21,8 +21,8 @@ from tokentail.worker.run.agents import Agent
 from tokentail.worker.run.context import RunContext
 from tokentail.worker.run.recovery.takeover import kept_until
 from tokentail.worker.run.retry import RetryPolicy
-from tokentail.worker.run.writer import EventWriter
 from tokentail.worker.tools import tool
+from tokentail.worker.writes.writer import EventWriter
 
 Event = tuple[int, str, str]  # (seq, type, data JSON) as the session stream holds it
 

@@ -10,10 +10,10 @@ import pytest
 from ag_ui.core import Event
 from pydantic import TypeAdapter
 
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.gateway.protocols.ag_ui.render import AgUiEvents, protocol_version, thread_messages
 from tokentail.gateway.protocols.ag_ui.tanstack import canonical_json, schema_hash
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream
-from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.reading.renderer import FramedRenderer, Position
 from tokentail.gateway.reading.streams import SSE_PING

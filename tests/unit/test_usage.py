@@ -7,7 +7,7 @@ from tests.support.sessions import make_run
 from tests.unit.test_writer import LeaseTicks, RecordingLease
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.worker.run.usage import UsageMeter, estimated_tokens, run_usage, unreported_chars, with_estimate
-from tokentail.worker.run.writer import EventWriter
+from tokentail.worker.writes.writer import EventWriter
 
 
 def test_one_attempt_reports_its_counts_alone() -> None:

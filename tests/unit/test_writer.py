@@ -21,11 +21,11 @@ from tokentail.shared.vocabulary.events import (
 )
 from tokentail.shared.vocabulary.records import Steer
 from tokentail.worker.agent_errors import EventTooLarge, OutputTooLarge
-from tokentail.worker.run.appends import TickGrid, tally
-from tokentail.worker.run.recovery.lost_writes import WriteJournal
-from tokentail.worker.run.run_writes import RunLease, outcome
-from tokentail.worker.run.steer_inbox import SteerInbox
-from tokentail.worker.run.writer import MAX_DELTA_CHARS, EventWriter
+from tokentail.worker.writes.appends import TickGrid, tally
+from tokentail.worker.writes.lost_writes import WriteJournal
+from tokentail.worker.writes.run_writes import RunLease, outcome
+from tokentail.worker.writes.steer_inbox import SteerInbox
+from tokentail.worker.writes.writer import MAX_DELTA_CHARS, EventWriter
 
 
 class RecordingLease:
@@ -118,7 +118,7 @@ async def _arrive(writer: EventWriter, *tokens: str) -> None:
 
 
 class LeaseTicks(TickGrid):
-    """worker/run/appends.py's grid, a round trip's appends each sent through its writer's lease (a test's
+    """worker/writes/appends.py's grid, a round trip's appends each sent through its writer's lease (a test's
     RecordingLease), all settled together once all landed, as AppendTicks settles a round trip: the
     writer's side of the per-token path, without Redis."""
 

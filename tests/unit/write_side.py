@@ -8,7 +8,7 @@ from tests.support.waiting import eventually
 from tests.support.writes import AllWrites
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.vocabulary.records import Question, RunRecord
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 
 def lease_of(runs: AllWrites, session_id: str, run: RunRecord, token: str = "lease-1") -> RunLease:

@@ -2,7 +2,18 @@
 per framework, each needing its optional extra (`pip install tokentail[langgraph]`, ...). Each
 wraps the user's object and returns a tokentail agent (an async function of a `RunContext`),
 registered like any other (`TOKENTAIL_AGENTS`). They use the frameworks' async APIs, so that a
-cancel reaches the framework's model stream and stops the token spend. See docs/agents.md."""
+cancel reaches the framework's model stream and stops the token spend. See docs/agents.md.
+
+They import the worker's agent side (worker/event_sink.py, worker/agent_errors.py, worker/run/) and
+each its framework, never the gateway:
+
+langgraph        LangGraph graphs
+langchain        LangChain: turns as messages, a streaming callback handler (langgraph's too)
+openai_agents    the OpenAI Agents SDK's agents
+pydantic_ai      PydanticAI's agents
+haystack         Haystack's agents and pipelines
+semantic_kernel  Semantic Kernel's agents and chat services
+"""
 
 import json
 from typing import Any

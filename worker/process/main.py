@@ -66,10 +66,10 @@ from tokentail.worker.process.watchdog import LoopWatchdog
 from tokentail.worker.process.webhook_delivery import WebhookDeliverer
 from tokentail.worker.providers import Providers
 from tokentail.worker.run.agents import agent_infos
-from tokentail.worker.run.appends import AppendTicks
 from tokentail.worker.run.job import run_agent
-from tokentail.worker.run.run_writes import RunWrites
 from tokentail.worker.running import RunningRuns
+from tokentail.worker.writes.appends import AppendTicks
+from tokentail.worker.writes.run_writes import RunWrites
 
 logger = logging.getLogger(__name__)
 

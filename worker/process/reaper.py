@@ -29,7 +29,7 @@ from tokentail.shared.store.keys import LANE_SEPARATOR, session_of
 from tokentail.shared.store.reads import decode_run
 from tokentail.shared.store.scripts.runs import Requeue
 from tokentail.shared.vocabulary.events import RunFailed
-from tokentail.worker.run.run_writes import RunWrites
+from tokentail.worker.writes.run_writes import RunWrites
 
 logger = logging.getLogger(__name__)
 

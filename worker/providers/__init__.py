@@ -4,6 +4,13 @@ The SDKs are imported when a provider is first used: together they take seconds 
 would otherwise delay every worker's start (and so every takeover by a freshly started worker).
 That import happens in a thread, so the worker's other runs go on meanwhile (on the event loop it
 stalled them all, for seconds on a busy box, and the loop watchdog took the run for the culprit).
+May import the worker's tools/ (a model is offered tools) and shared/'s plumbing and vocabulary:
+
+base                what every provider speaks: a request in, a stream of chunks out
+openai_chat         OpenAI's chat completions, and every server that speaks them
+anthropic_messages  Anthropic's messages
+scripted            the offline `scripted` model: deterministic text from the input, at a chosen pace
+errors              a provider's HTTP failure as a ProviderError: what it means, whether to retry
 """
 
 import asyncio

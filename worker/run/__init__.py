@@ -1,6 +1,6 @@
-"""One run of a session, from its arq job to its last event: everything that lives as long as a run
-(or a tick of all runs' appends). May import the worker's metrics, running, tools and providers; never
-the process (worker/process/), which starts runs and stops them.
+"""One run of a session, from its arq job to its last event: everything that lives as long as a run.
+May import the worker's agent_errors, event_sink, metrics, running, tools, providers and writes/
+(what it writes through); never the process (worker/process/), which starts runs and stops them.
 
 job          the arq job that runs one run: started, the agent, its end (`run_agent`)
 attempt      one attempt at the run as tokentail drives it: steps, steers, replay, the answer
@@ -9,12 +9,7 @@ agents       agents: a prompt, tools and a model, or your own function; loaded b
 agent_loop   the loop of a model-driven agent: the model's answer, its tool calls, its steers
 children     a run's child runs: spawned, waited for without a worker, followed; a framework's, shown inline
 retry        a provider stream with retries and timeouts around it
-writer       the event writer of one attempt: coalesces deltas, keeps appends in order
-appends      every run's appends of the process, sent and settled a tick at a time
-run_writes   the writes on a run the worker holds (RunLease): claim, append, ask, record, end
-lease        keeps a run's lease alive while it streams
-steer_inbox  what an attempt knows of its steers without asking Redis
 usage        what a run costs: its attempts' usage and the total
 traces       the worker's spans of a run
-recovery/    a takeover's plan, the replay of a recorded run, writes Redis lost written again
+recovery/    a takeover's plan, and the replay of a recorded run
 """

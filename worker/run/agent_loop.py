@@ -50,8 +50,8 @@ from tokentail.worker.run.agents import Agent
 from tokentail.worker.run.context import RunContext
 from tokentail.worker.run.recovery.takeover import TURN_STEP
 from tokentail.worker.run.retry import RetryPolicy, stream_with_retries
-from tokentail.worker.run.steer_inbox import SteerInbox
 from tokentail.worker.tools import Tool, ToolSpec
+from tokentail.worker.writes.steer_inbox import SteerInbox
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ CUT_AFTER_CHARS = 200
 
 
 class SteeredLease(Protocol):
-    """What the loop asks of its run's lease (worker/run/run_writes.py's `RunLease`): whether a steer was
+    """What the loop asks of its run's lease (worker/writes/run_writes.py's `RunLease`): whether a steer was
     sent (`inbox.sent`, read per token), and whether steers wait, where that would cut the model's text."""
 
     @property

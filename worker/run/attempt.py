@@ -33,7 +33,7 @@ from tokentail.worker.agent_errors import StepTooLarge
 from tokentail.worker.run.recovery.replay import Replay
 from tokentail.worker.run.traces import AttemptSpan
 from tokentail.worker.run.usage import UsageMeter
-from tokentail.worker.run.writer import EventWriter, is_answer
+from tokentail.worker.writes.writer import EventWriter, is_answer
 
 
 class Attempt:

@@ -49,8 +49,8 @@ from tokentail.shared.vocabulary.run_log import RunLog
 from tokentail.shared.vocabulary.run_tree import Subtree
 from tokentail.worker.agent_errors import ChildFailed, OutputTooLarge, SpawnRefused
 from tokentail.worker.run.recovery.replay import Replay
-from tokentail.worker.run.run_writes import RunLease
-from tokentail.worker.run.writer import EventWriter, error_text, tool_end
+from tokentail.worker.writes.run_writes import RunLease
+from tokentail.worker.writes.writer import EventWriter, error_text, tool_end
 
 logger = logging.getLogger(__name__)
 

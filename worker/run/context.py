@@ -95,7 +95,7 @@ from tokentail.worker.run.children import (
     InlineChildren,
 )
 from tokentail.worker.run.usage import UsageMeter
-from tokentail.worker.run.writer import EventWriter, tool_end
+from tokentail.worker.writes.writer import EventWriter, tool_end
 
 T = TypeVar("T")
 

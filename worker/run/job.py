@@ -49,14 +49,14 @@ from tokentail.worker.run.agent_loop import run_model_agent
 from tokentail.worker.run.agents import Agent, load_agent
 from tokentail.worker.run.children import Children
 from tokentail.worker.run.context import RunContext, waiting_in
-from tokentail.worker.run.lease import LeaseKeeper
-from tokentail.worker.run.recovery.lost_writes import HandedOver
 from tokentail.worker.run.recovery.takeover import plan_takeover
 from tokentail.worker.run.retry import RetryPolicy
-from tokentail.worker.run.run_writes import RunLease, RunWrites, Started, Takeover
 from tokentail.worker.run.usage import UsageMeter
-from tokentail.worker.run.writer import EventWriter
 from tokentail.worker.running import HOW_TO_FIX, RunningRuns, Stop
+from tokentail.worker.writes.lease import LeaseKeeper
+from tokentail.worker.writes.lost_writes import HandedOver
+from tokentail.worker.writes.run_writes import RunLease, RunWrites, Started, Takeover
+from tokentail.worker.writes.writer import EventWriter
 
 logger = logging.getLogger(__name__)
 

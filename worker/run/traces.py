@@ -147,14 +147,6 @@ def executing_tool(name: str, call_id: str | None, tool_type: str = "function") 
             raise
 
 
-def exemplar() -> dict[str, str] | None:
-    """The current span's trace, as a Prometheus exemplar."""
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid or not context.trace_flags.sampled:
-        return None
-    return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
-
-
 def chat(provider: Provider, request: ModelRequest) -> AsyncIterator[Chunk]:
     """`provider.stream(request)`, with traces on in its `chat {model}` span: one wrapper over every
     provider, which reads the span's usage, finish reasons and response model from the `Usage` chunk

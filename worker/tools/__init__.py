@@ -16,6 +16,10 @@ result was never recorded, so it serves as an idempotency key for the API the to
     @tool
     async def send_email(to: str, body: str, call_id: str) -> str:
         return await mailer.send(to, body, idempotency_key=call_id)
+May import the worker's agent_errors (`ToolError`) and shared/; below the providers, which offer
+tools to their models:
+
+builtin  safe demo tools that ship with tokentail
 """
 
 import asyncio

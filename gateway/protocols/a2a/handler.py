@@ -57,11 +57,11 @@ from google.protobuf.json_format import MessageToDict  # type: ignore[import-unt
 
 from tokentail.gateway.commands.tasks import RunTasks, Task
 from tokentail.gateway.errors import describe
+from tokentail.gateway.live.chunk import Chunk
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.protocols.a2a.render import A2AEvents, Event
 from tokentail.gateway.protocols.a2a.tasks import answered_question, message_answer, message_input
-from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch, EventFeed, parse_last_event_id, start_position
-from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.features.a2a_push import MAX_CONFIGS, PushConfig, PushConfigs
 from tokentail.shared.features.agent_catalog import AgentInfo

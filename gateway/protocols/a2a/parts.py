@@ -4,7 +4,7 @@
 from dataclasses import dataclass
 
 from tokentail.gateway.commands.tasks import RunTasks
-from tokentail.gateway.reading.hub import StreamHub
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.features.agent_catalog import AgentInfo
 

@@ -53,10 +53,10 @@ from a2a.types.a2a_pb2 import (
 from google.protobuf.struct_pb2 import Struct, Value  # type: ignore[import-untyped]
 from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]
 
-from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import Renderer
+from tokentail.gateway.reducer import operations as op
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.events import Gap, InputRequired, RunCancelled, RunCompleted, RunFailed, RunSpawned
 from tokentail.shared.vocabulary.response_ids import task_id as task_id_of

@@ -14,7 +14,7 @@ from ag_ui.core import (
     TextMessageStartEvent,
 )
 
-from tokentail.gateway.reading import operations as op
+from tokentail.gateway.reducer import operations as op
 
 
 class OpenMessages:

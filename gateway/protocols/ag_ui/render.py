@@ -79,10 +79,10 @@ from ag_ui.core import (
 from tokentail.gateway.protocols.ag_ui.open_messages import OpenMessages
 from tokentail.gateway.protocols.ag_ui.subagents import Subagents, tagged, tokens
 from tokentail.gateway.protocols.ag_ui.tanstack import BINDING_KEY, binding
-from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import FramedRenderer, Position, compact, frame_ids
+from tokentail.gateway.reducer import operations as op
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.vocabulary.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 from tokentail.shared.vocabulary.records import RunRecord
 

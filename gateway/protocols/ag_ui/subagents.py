@@ -22,7 +22,7 @@ from ag_ui.core import (
     SubagentStartedEvent,
 )
 
-from tokentail.gateway.reading import operations as op
+from tokentail.gateway.reducer import operations as op
 from tokentail.shared.vocabulary.events import Ending, RunCancelled, RunCompleted, RunFailed
 
 

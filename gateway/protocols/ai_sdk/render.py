@@ -51,10 +51,10 @@ no word for it, and saying nothing would be a silent skip.
 from typing import Any, assert_never
 
 from tokentail.gateway.protocols.ai_sdk.subagents import ChildMessages
-from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import FramedRenderer, compact
+from tokentail.gateway.reducer import operations as op
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.vocabulary.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 from tokentail.shared.vocabulary.records import RunRecord
 

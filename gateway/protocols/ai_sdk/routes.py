@@ -24,6 +24,7 @@ from tokentail.gateway.deps import (
     StoreDep,
     StreamsDep,
 )
+from tokentail.gateway.protocols.ai_sdk import socket_routes
 from tokentail.gateway.protocols.ai_sdk.render import HEADERS, UiMessageStream, steered_message
 from tokentail.gateway.protocols.ai_sdk.requests import ChatRequest, ui_messages_chat
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES, CancelAccepted, CancelRun
@@ -31,6 +32,9 @@ from tokentail.shared.vocabulary.errors import SessionExpired, SessionNotFound
 from tokentail.shared.vocabulary.records import transcript
 
 router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
+# The package's one router (gateway/protocols/__init__.py includes it): the WebSocket's endpoint
+# (socket_routes.py) first, then HTTP's below.
+router.include_router(socket_routes.router)
 
 
 @router.post("", responses=STREAM_RESPONSES, response_class=StreamingResponse)

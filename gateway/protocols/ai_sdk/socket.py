@@ -27,9 +27,9 @@ from pydantic import ValidationError
 from tokentail.gateway import socket_tasks
 from tokentail.gateway.access.limits import RequestsInFlight
 from tokentail.gateway.commands.turns import ChatTurns
+from tokentail.gateway.live import first_delta
 from tokentail.gateway.protocols.ai_sdk.render import UiMessageStream, steered_message
 from tokentail.gateway.protocols.ai_sdk.requests import ChatRequest, ui_messages_chat
-from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.feed import EventFeed, start_position
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.connections.outage import is_outage

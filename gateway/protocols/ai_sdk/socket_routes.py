@@ -31,7 +31,7 @@ from tokentail.gateway.errors import describe
 from tokentail.gateway.protocols.ai_sdk.socket import ChatSocket
 from tokentail.shared.vocabulary.errors import TokentailError
 
-router = APIRouter(prefix="/v1/ai-sdk/chat", tags=["ai-sdk"])
+router = APIRouter()  # included first by routes.py's router, under its prefix
 logger = logging.getLogger(__name__)
 
 

@@ -17,8 +17,8 @@ of its parent's message, its own message the output of that call's part, and so 
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokentail.gateway.reading import operations as op
-from tokentail.gateway.reading.reducer import Reducer
+from tokentail.gateway.reducer import operations as op
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.vocabulary.events import RunCancelled, RunCompleted, RunFailed
 
 Part = dict[str, Any]

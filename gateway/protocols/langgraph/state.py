@@ -1,5 +1,5 @@
 """A thread's state as LangGraph shows it: `values.messages`, LangChain message dicts built from the
-session's stored events through the reducer (gateway/reading/reducer.py), so tool calls and their
+session's stored events through the reducer (gateway/reducer/reducer.py), so tool calls and their
 results show as the agent made them.
 
     run.queued (a run's input)   {"type": "human", "id": human_message_id(run_id), "content": input}
@@ -22,8 +22,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from tokentail.gateway.reading import operations as op
-from tokentail.gateway.reading.reducer import Reducer
+from tokentail.gateway.reducer import operations as op
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.events import InputRequired
 from tokentail.shared.vocabulary.records import Question, RunRecord, SessionRecord

@@ -35,8 +35,8 @@ from typing import Any, assert_never
 from pydantic import BaseModel
 
 from tokentail.gateway.commands.tasks import Task
-from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.renderer import Renderer
+from tokentail.gateway.reducer import operations as op
 from tokentail.shared.features.agent_catalog import AgentInfo
 from tokentail.shared.vocabulary.records import Question, RunRecord
 from tokentail.shared.vocabulary.run_tree import descendants

@@ -41,9 +41,9 @@ from tokentail.gateway.deps import run_commands, streams_for
 from tokentail.gateway.errors import describe
 from tokentail.gateway.protocols.mcp import render
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.settling import wait_until_settled
 from tokentail.gateway.reading.streams import Streams
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.features.agent_catalog import AgentDirectory
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.errors import (

@@ -11,12 +11,12 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from tokentail.gateway.commands.writes import SessionWrites
+from tokentail.gateway.live.chunk import Chunk
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.protocols.responses.output import Part
 from tokentail.gateway.protocols.responses.render import ResponseEvents
 from tokentail.gateway.protocols.responses.requests import ResponseRef
-from tokentail.gateway.reading.chunk import Chunk
 from tokentail.gateway.reading.feed import Batch, EventFeed, start_position
-from tokentail.gateway.reading.hub import StreamHub
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.vocabulary.errors import SessionExpired, SessionNotFound

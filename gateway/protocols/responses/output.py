@@ -11,7 +11,7 @@ copies of the items, which go on changing here.
 import json
 from typing import Any
 
-from tokentail.gateway.reading import operations as op
+from tokentail.gateway.reducer import operations as op
 
 Part = dict[str, Any]
 

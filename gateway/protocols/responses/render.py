@@ -53,9 +53,9 @@ from typing import Any, assert_never
 
 from tokentail.gateway.protocols.responses.finished import STREAM_BYTES
 from tokentail.gateway.protocols.responses.output import Numbering, Part, ResponseOutput, copied
-from tokentail.gateway.reading import operations as op
-from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import FramedRenderer, compact
+from tokentail.gateway.reducer import operations as op
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.events import Ending, Gap, InputRequired, RunCancelled, RunCompleted, RunFailed
 

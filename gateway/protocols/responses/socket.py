@@ -43,12 +43,12 @@ from pydantic import ValidationError
 from tokentail.gateway import socket_tasks
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.errors import describe, describe_outage
+from tokentail.gateway.live import first_delta
 from tokentail.gateway.protocols.responses.follow import cancel_unless_ended, events_of, follow
 from tokentail.gateway.protocols.responses.output import Part
 from tokentail.gateway.protocols.responses.render import ResponseEvents
 from tokentail.gateway.protocols.responses.requests import CreateResponse, ResponseRef, ResponseRequests
 from tokentail.gateway.protocols.responses.steering import SteerFailed, accepted, failed, pending, steer_response
-from tokentail.gateway.reading import first_delta
 from tokentail.gateway.reading.renderer import compact
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.reading.streams import Streams

@@ -127,7 +127,7 @@ def _lua_string(value: bool | str) -> str:
 
 class Script(Generic[R]):
     """Base of a contract. `SOURCE`: the script's file in shared/store/lua/, without `.lua`. `JOINABLE`: the
-    script takes many calls in one (worker/run/appends.py joins a tick's appends): its argument groups come
+    script takes many calls in one (worker/writes/appends.py joins a tick's appends): its argument groups come
     once, first, then each call's keys and arguments follow the previous call's (every list counted),
     and Lua binds `each_call`, an iterator of each call's index, `k` and `a`. A joined call may come
     with a key of its own first, its process's count of joined calls (`JoinCounter`), bound as

@@ -154,7 +154,7 @@ class Revival:
 def sessions_runner(redis: AnyRedis, settings: Settings) -> ScriptRunner:
     """The script runner of the sessions' Redis. On a Sentinel setup, what a client is told is done,
     and a run's first and last writes, wait for a replica; the events between do not: a run appends
-    again what a failover lost (worker/run/recovery/lost_writes.py)."""
+    again what a failover lost (worker/writes/lost_writes.py)."""
     acknowledge = not settings.redis_cluster and replicated(settings.redis_url)
     return ScriptRunner(redis, Topology.of(settings), acknowledge)
 

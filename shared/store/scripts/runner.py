@@ -9,7 +9,7 @@ parses the reply. On a Sentinel setup (`acknowledge`), a script whose contract s
 not take it back waits for a replica to have it. What a deployment adds around some scripts (the
 queue's outbox, the archive's revival) wraps it once at start-up (shared/store/scripts/policies.py):
 callers never ask which. The worker's per-token appends are the one path of their own
-(worker/run/appends.py).
+(worker/writes/appends.py).
 """
 
 from typing import Any, Protocol, TypeVar

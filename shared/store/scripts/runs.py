@@ -349,7 +349,7 @@ class AppendKeys(KeyGroup):
 class AppendEvents(Script[int]):
     """The per-token path's checked appends: events that neither end a run nor go to a webhook, each
     append checked whole (its lease, a retry, events lost), many runs' in one call; one reply per
-    append. What the lean path (`AppendAt`) refused comes here (worker/run/appends.py)."""
+    append. What the lean path (`AppendAt`) refused comes here (worker/writes/appends.py)."""
 
     SOURCE = "append_events"
     JOINABLE = True
@@ -379,7 +379,7 @@ class AppendAt(Script[int]):
     """The per-token path's lean appends: each run's events at the ids after the last its worker was
     told it wrote, fenced by the stream itself (lib/seqs.lua); one reply per append, its last seq or
     0 when refused (then it goes through `AppendEvents`). Only in a call joined with the process's
-    count (worker/run/appends.py): it writes nothing unless the count is as its worker expects."""
+    count (worker/writes/appends.py): it writes nothing unless the count is as its worker expects."""
 
     SOURCE = "append_at"
     JOINABLE = True

@@ -23,8 +23,8 @@ from tokentail.shared.store.scripts.runs import Applied, AppliedSteers  # noqa: 
 from tokentail.shared.vocabulary.events import EventData, event_type_of  # noqa: E402
 from tokentail.shared.vocabulary.records import RunRecord, Turn  # noqa: E402
 from tokentail.worker.run.context import RunContext  # noqa: E402
-from tokentail.worker.run.steer_inbox import SteerInbox  # noqa: E402
-from tokentail.worker.run.writer import EventWriter  # noqa: E402
+from tokentail.worker.writes.steer_inbox import SteerInbox  # noqa: E402
+from tokentail.worker.writes.writer import EventWriter  # noqa: E402
 
 AGENTS = '{"weather": "examples.openai_agents_agent:weather"}'
 

@@ -26,7 +26,7 @@ from tokentail.gateway.protocols.langgraph.runs import Command as RunsCommand
 from tokentail.gateway.protocols.langgraph.runs import RunCreate, input_text, resume_answers, start_run
 from tokentail.gateway.protocols.langgraph.state import thread_values, waiting_questions
 from tokentail.gateway.protocols.langgraph.threads import read_thread
-from tokentail.gateway.protocols.langgraph.v2_render import Namespace
+from tokentail.gateway.protocols.langgraph.v2.render import Namespace
 from tokentail.gateway.schemas import SteerRequest
 from tokentail.shared.vocabulary.errors import (
     Forbidden,
@@ -52,6 +52,9 @@ NOT_SUPPORTED = {
 
 
 class Command(BaseModel):
+    # Its name in the OpenAPI document comes from its module's, as runs.Command shares "Command": the one it
+    # had before v2/ was a package (v2_commands.py), so that the document's names stay what clients knew.
+    __module__ = "tokentail.gateway.protocols.langgraph.v2_commands"
     model_config = ConfigDict(extra="allow", strict=True)  # `"id": false` is no command id
     id: int = Field(ge=0, description="the client's number for the command, which its response carries")
     method: str = Field(description="`run.start`, `input.respond`, `input.inject`, `state.get`, `agent.getTree`")

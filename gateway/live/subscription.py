@@ -1,6 +1,6 @@
 """One follower's place in its session's channel (`Subscription`): what waits for it, whether it is
 live, and, while its reader waits with nothing pending, how the hub writes to its client straight
-(`Direct`, through its `Writer`). gateway/reading/hub.py says how the hub feeds them."""
+(`Direct`, through its `Writer`). gateway/live/hub.py says how the hub feeds them."""
 
 import asyncio
 from collections import deque
@@ -11,7 +11,7 @@ from prometheus_client import Counter
 from redis.asyncio.connection import AbstractConnection
 
 from tokentail.gateway import metrics
-from tokentail.gateway.reading.chunk import Chunk
+from tokentail.gateway.live.chunk import Chunk
 from tokentail.shared.store.reads import Entry, StoredEvent
 
 BUFFER_BYTES = 1_048_576  # what waits for one slow client before it reads from Redis instead
@@ -161,7 +161,7 @@ class Subscription:
 
 
 class Link:
-    """One pub/sub connection of the hub (gateway/reading/pubsub.py reads it), here beside the channels it
+    """One pub/sub connection of the hub (gateway/live/pubsub.py reads it), here beside the channels it
     hears: to the Redis, or to one primary of a Redis Cluster (whose
     sessions notify on their shard: SSUBSCRIBE)."""
 

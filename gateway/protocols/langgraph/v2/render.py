@@ -20,7 +20,7 @@ Every event is an envelope `{"type": "event", "event_id", "seq", "method", "para
                                {type: toolCall, tool_call_id}} in the child's namespace
     a run's end                lifecycle completed | failed {error} (a cancel: failed, `cancelled: <reason>`),
                                then values: the thread's values after it (and after a stop at questions),
-                               read by the feed (v2_feed.py) as the envelope goes out
+                               read by the feed (v2/feed.py) as the envelope goes out
 
 Namespaces: the session's own runs are the root (`[]`); a child run is its parent's namespace and
 `<agent>:<child run id>` (the SDK matches a filter's `agent` against it, the part after `:` aside).
@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 from tokentail.gateway.protocols.langgraph.state import ai_message_id, interrupt_json
-from tokentail.gateway.reading import operations as op
 from tokentail.gateway.reading.feed import Batch
-from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import Renderer, compact
+from tokentail.gateway.reducer import operations as op
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.vocabulary.errors import InvalidLastEventId
 from tokentail.shared.vocabulary.events import Ending, Gap, RunCancelled, RunCompleted, RunFailed
 

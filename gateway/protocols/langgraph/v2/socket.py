@@ -1,14 +1,14 @@
-"""The v2 protocol's WebSocket conversation (v2_routes.py serves it at
+"""The v2 protocol's WebSocket conversation (v2/routes.py serves it at
 `/langgraph/threads/{thread_id}/stream/events`): one thread, many commands and subscriptions.
 
-    client → server   {"id", "method", "params"}: a command (v2_commands.py), or
+    client → server   {"id", "method", "params"}: a command (v2/commands.py), or
                       subscription.subscribe {channels, namespaces?, depth?, since?, last_event_id?}
                       subscription.unsubscribe {subscription_id}
                       subscription.reconnect {last_event_id, subscriptions?}
     server → client   {"type": "success" | "error", "id", ...}: each command's response
-                      {"type": "event", ...}: each subscription's envelopes (v2_render.py)
+                      {"type": "event", ...}: each subscription's envelopes (v2/render.py)
 
-A subscription is a stream of its own (v2_feed.py): it replays the thread's last run from its start
+A subscription is a stream of its own (v2/feed.py): it replays the thread's last run from its start
 (or what follows `since` / `last_event_id`) and goes on across runs until unsubscribed. The SDK
 subscribes again after it reconnects and drops by `event_id` what it has; `subscription.reconnect`
 restarts this socket's subscriptions (or those named) right after `last_event_id` instead, and those
@@ -33,9 +33,9 @@ from fastapi import WebSocket
 from pydantic import ValidationError
 
 from tokentail.gateway import socket_tasks
-from tokentail.gateway.protocols.langgraph.v2_commands import Command, V2Commands, error_code, failure, success
-from tokentail.gateway.protocols.langgraph.v2_feed import StreamRequest, V2Feed, values_reader
-from tokentail.gateway.protocols.langgraph.v2_render import Cursor, Filter
+from tokentail.gateway.protocols.langgraph.v2.commands import Command, V2Commands, error_code, failure, success
+from tokentail.gateway.protocols.langgraph.v2.feed import StreamRequest, V2Feed, values_reader
+from tokentail.gateway.protocols.langgraph.v2.render import Cursor, Filter
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.connections.outage import is_outage
 from tokentail.shared.vocabulary.errors import TokentailError
@@ -86,7 +86,7 @@ class SendOrder:
 
 
 def _key(part: dict[str, Any]) -> Key | None:
-    """Where an envelope goes in the thread's order (v2_render.py's ids: `<ms>-<seq>.<k>` before the
+    """Where an envelope goes in the thread's order (v2/render.py's ids: `<ms>-<seq>.<k>` before the
     event's last, `<ms>-<seq>` its last, `.values` after it); None for one with no place."""
     seq, event_id = part.get("seq"), part.get("event_id")
     if not isinstance(seq, int) or not seq or not isinstance(event_id, str):

@@ -2,7 +2,7 @@
 renew and hand over through the `RunLease` it was given, each one script (shared/store/scripts/runs.py).
 
 Every append also tells Redis the last seq the worker was told it wrote, so that events Redis lost
-are appended again under their ids first (worker/run/recovery/lost_writes.py). Every write a run depends
+are appended again under their ids first (worker/writes/lost_writes.py). Every write a run depends
 on (its start, appends, questions, steps, usage) rides out a Redis outage (shared/connections/outage.py): each
 script recognises a try of its own whose reply was lost, so sending it again changes nothing twice.
 """
@@ -60,8 +60,8 @@ from tokentail.shared.store.writes import Writes
 from tokentail.shared.vocabulary.events import Ending, RunCompleted, RunFailed, RunSpawned, event_type_of
 from tokentail.shared.vocabulary.records import MAX_RUN_STEPS_BYTES, Question, RunRecord
 from tokentail.worker.agent_errors import StepTooLarge
-from tokentail.worker.run.recovery.lost_writes import Appended, WriteJournal, through_lost_writes
-from tokentail.worker.run.steer_inbox import SteerInbox
+from tokentail.worker.writes.lost_writes import Appended, WriteJournal, through_lost_writes
+from tokentail.worker.writes.steer_inbox import SteerInbox
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,7 +100,7 @@ class RunLease:
         """Append `(type, data_json)` events, then the run's terminal event if it `ending`; returns the
         last seq. Sending it again (after a lost reply, with the same `append_id` for an `ending`)
         appends nothing twice. The per-token path's appends go with the other runs' instead
-        (worker/run/appends.py), and come here when Redis was out of reach or lost what the run wrote."""
+        (worker/writes/appends.py), and come here when Redis was out of reach or lost what the run wrote."""
         append_id = append_id or secrets.token_hex(8)
         seq = await self._ridden("append", lambda: self.runs.append(self, events, append_id, ending))
         if ending is None:
@@ -108,7 +108,7 @@ class RunLease:
         return seq
 
     async def append_as_written(self, append: Appended) -> int:
-        """An append Redis lost, again as it was (worker/run/recovery/lost_writes.py)."""
+        """An append Redis lost, again as it was (worker/writes/lost_writes.py)."""
         return await self.runs.append(self, append.events, "", None, append.first - 1)
 
     async def renew(self) -> Renewal:

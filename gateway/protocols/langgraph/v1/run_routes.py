@@ -15,11 +15,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.deps import HubDep
+from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.protocols.langgraph import assistants, runs, threads
 from tokentail.gateway.protocols.langgraph.access import ChatTurnsDep, StreamsDep
-from tokentail.gateway.protocols.langgraph.render import DEFAULT_MODES, LangGraphEvents, check_modes
 from tokentail.gateway.protocols.langgraph.state import shown_runs
-from tokentail.gateway.reading.hub import StreamHub
+from tokentail.gateway.protocols.langgraph.v1.render import DEFAULT_MODES, LangGraphEvents, check_modes
 from tokentail.gateway.reading.renderer import Position
 from tokentail.gateway.reading.response import ClientLeft, unless_left
 from tokentail.gateway.reading.settling import wait_until_settled

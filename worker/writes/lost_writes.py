@@ -68,7 +68,7 @@ class WriteJournal:
 
 
 class JournaledLease(Protocol):
-    """What appending again needs of a run's lease (worker/run/run_writes.py's `RunLease`): its journal,
+    """What appending again needs of a run's lease (worker/writes/run_writes.py's `RunLease`): its journal,
     an append under given ids, and the hand-over past what it cannot append again."""
 
     @property

@@ -111,7 +111,7 @@ def tell_first_deltas(
 ) -> bytes:
     """Tell `first_deltas` of the runs of the deltas among events of these `types` and `datas` written
     to a client, by one reader: a feed of what it sends, or the hub of what it writes straight to a
-    session's clients (gateway/reading/hub.py), so the count is the same whichever path a delta
+    session's clients (gateway/live/hub.py), so the count is the same whichever path a delta
     took. `head`: how the data of the run the reader told of last starts (b"\\0" before any); returned,
     as it is now. Once per run: a session's runs go one after another, so once the last delta here
     is of the run told of last, all of them are, and a run's later deltas cost a look at the types (in

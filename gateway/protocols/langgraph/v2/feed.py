@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tokentail.gateway.protocols.langgraph.state import thread_values
 from tokentail.gateway.protocols.langgraph.threads import read_thread
-from tokentail.gateway.protocols.langgraph.v2_render import CHANNELS, Cursor, Filter, Part, V2Events
+from tokentail.gateway.protocols.langgraph.v2.render import CHANNELS, Cursor, Filter, Part, V2Events
 from tokentail.gateway.reading.feed import EventFeed, start_position
 from tokentail.gateway.reading.streams import Streams
 from tokentail.shared.store.reads import SessionStore

@@ -1,18 +1,18 @@
 """The v2 Agent Streaming Protocol's endpoints, under `/langgraph` (`new Client({apiUrl:
 ".../langgraph"})`, then `client.threads.stream(threadId, {assistantId})`):
 
-    POST /threads/{thread_id}/commands        a command (v2_commands.py): its response as JSON
+    POST /threads/{thread_id}/commands        a command (v2/commands.py): its response as JSON
     POST /threads/{thread_id}/stream/events   {channels, namespaces?, depth?, since?}: the thread's
-                                              events as SSE (v2_render.py), after `Last-Event-ID`
+                                              events as SSE (v2/render.py), after `Last-Event-ID`
                                               (wins) or `since` (a seq), else from its last run's start
     WS   /threads/{thread_id}/stream/events   the same commands and subscriptions on one socket
-                                              (v2_socket.py); a token by `?token=` (browsers send no headers)
+                                              (v2/socket.py); a token by `?token=` (browsers send no headers)
 
 A thread is the chat of that id (the session `ChatTurns.session` names): a stream of a thread with
 no session yet is a 404 (the SDK opens its streams once `run.start` answered). Callers as for the v1
 routes (access.py: an API key or a chat token, as a bearer or `x-api-key`; on the WebSocket, a bearer
 or `?token=`). Each stream holds one of the tenant's stream slots; a socket holds one, and each of its
-subscriptions one more (v2_socket.py).
+subscriptions one more (v2/socket.py).
 """
 
 from collections.abc import AsyncIterator
@@ -28,10 +28,10 @@ from tokentail.gateway.deps import AuthDep, SettingsDep, StoreDep, run_commands,
 from tokentail.gateway.errors import describe
 from tokentail.gateway.protocols.langgraph.access import ChatTurnsDep, StreamsDep
 from tokentail.gateway.protocols.langgraph.threads import thread_session
-from tokentail.gateway.protocols.langgraph.v2_commands import Command, V2Commands
-from tokentail.gateway.protocols.langgraph.v2_feed import StreamRequest, V2Feed, values_reader
-from tokentail.gateway.protocols.langgraph.v2_render import Cursor, sse_frame
-from tokentail.gateway.protocols.langgraph.v2_socket import ThreadSocket
+from tokentail.gateway.protocols.langgraph.v2.commands import Command, V2Commands
+from tokentail.gateway.protocols.langgraph.v2.feed import StreamRequest, V2Feed, values_reader
+from tokentail.gateway.protocols.langgraph.v2.render import Cursor, sse_frame
+from tokentail.gateway.protocols.langgraph.v2.socket import ThreadSocket
 from tokentail.gateway.reading.streams import SSE_HEADERS, SSE_PING
 from tokentail.gateway.schemas import ERROR_RESPONSES, STREAM_RESPONSES
 from tokentail.shared.vocabulary.errors import TokentailError

@@ -1,4 +1,4 @@
-"""The stream hub's notifications connections (gateway/reading/hub.py): one to the Redis, or one per
+"""The stream hub's notifications connections (gateway/live/hub.py): one to the Redis, or one per
 primary of a Redis Cluster (whose sessions notify on their shard: SSUBSCRIBE), each subscribed to the
 channels of the sessions followed in this process.
 
@@ -19,7 +19,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
 from tokentail.gateway import metrics
-from tokentail.gateway.reading.subscription import Channel, Link
+from tokentail.gateway.live.subscription import Channel, Link
 from tokentail.shared.connections.outage import is_outage
 from tokentail.shared.connections.round_trips import ClusterRoundTrips, round_trips
 from tokentail.shared.connections.taken_over import TakenOver

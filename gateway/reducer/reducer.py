@@ -1,5 +1,5 @@
 """What a client shows of a session's runs: stored events reduced to protocol-neutral operations
-(gateway/reading/operations.py).
+(gateway/reducer/operations.py).
 
 Every protocol that is not tokentail's own (the AI SDK, AG-UI, the Responses API, MCP, A2A: gateway/protocols/)
 renders these operations, so the rules below are decided here once, for all of them:
@@ -28,7 +28,7 @@ from itertools import islice
 
 from pydantic import ValidationError
 
-from tokentail.gateway.reading.operations import (
+from tokentail.gateway.reducer.operations import (
     AttemptStarted,
     BlockAppended,
     BlockClosed,

@@ -40,10 +40,10 @@ from typing import Any
 from prometheus_client import Counter
 
 from tokentail.gateway import metrics
-from tokentail.gateway.reading.chunk import TERMINAL, Chunk, columns_of
-from tokentail.gateway.reading.first_delta import DELTA, FirstDeltas, tell_first_deltas
-from tokentail.gateway.reading.pubsub import PubSub
-from tokentail.gateway.reading.subscription import Channel, Subscription
+from tokentail.gateway.live.chunk import TERMINAL, Chunk, columns_of
+from tokentail.gateway.live.first_delta import DELTA, FirstDeltas, tell_first_deltas
+from tokentail.gateway.live.pubsub import PubSub
+from tokentail.gateway.live.subscription import Channel, Subscription
 from tokentail.shared.connections.outage import is_outage
 from tokentail.shared.connections.redis_clients import sessions_client
 from tokentail.shared.plumbing.settings import Settings

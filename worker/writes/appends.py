@@ -1,6 +1,6 @@
 """The per-token path of a worker process: every run's appends, sent and settled a tick at a time.
 
-Writers (worker/run/writer.py) join a run's text into events, in windows that close on one grid of ticks
+Writers (worker/writes/writer.py) join a run's text into events, in windows that close on one grid of ticks
 for the whole process (`period`, 5 ms). At a tick, `AppendTicks` asks every writer whose window closed
 for its events (`EventWriter.take`), writes all of them as one call of append_at.lua (up to
 `JOINED_CALLS` runs a call, a tick's calls in one round trip on the process's connection:
@@ -15,7 +15,7 @@ writer's event took it, a fence: lib/seqs.lua, a session deleted), and it comes 
 an append, and every append of a run the process's count of calls (`JoinCounter`) does not vouch
 for, goes in the next round trip's checked call (append_events.lua: the lease, a try sent again,
 events Redis lost), which answers a run that lost its lease FENCED (`LeaseLost`) and one whose events
-Redis lost LOST (`WritesLost`: the writer appends them again, worker/run/recovery/lost_writes.py).
+Redis lost LOST (`WritesLost`: the writer appends them again, worker/writes/lost_writes.py).
 
 On a Redis Cluster a call's keys must share a slot: the process keeps a count per slot it appends to,
 in a key of that slot (`JoinCounter.count`), and a tick's appends go as one call per slot (lean or
@@ -42,7 +42,7 @@ from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.scripts.contract import Topology
 from tokentail.shared.store.scripts.runs import AppendAt, AppendEvents, raise_fenced
-from tokentail.worker.run.run_writes import RunLease, outcome
+from tokentail.worker.writes.run_writes import RunLease, outcome
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ Events = Sequence[tuple[str, str]]  # (type, data JSON)
 
 
 class TickWriter(Protocol):
-    """A run's writer as the ticks see it (worker/run/writer.py's `EventWriter`): asked at its tick,
+    """A run's writer as the ticks see it (worker/writes/writer.py's `EventWriter`): asked at its tick,
     asked for its events, told what became of them."""
 
     @property

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from tokentail.shared.store.scripts.runs import Renewal
-from tokentail.worker.run.run_writes import RunLease
+from tokentail.worker.writes.run_writes import RunLease
 
 logger = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from typing import Any
 
 from tokentail.gateway.protocols.langgraph import state
 from tokentail.gateway.protocols.langgraph.state import Conversation, Message
-from tokentail.gateway.reading import operations as op
-from tokentail.gateway.reading.reducer import Reducer
 from tokentail.gateway.reading.renderer import FramedRenderer, Position, compact, frame_ids
+from tokentail.gateway.reducer import operations as op
+from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.errors import InvalidInput
 from tokentail.shared.vocabulary.events import Gap, RunFailed

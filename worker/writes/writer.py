@@ -4,7 +4,7 @@ A token that arrives after a quiet spell (two windows without an append) is appe
 first token is never held), with those that arrive together with it (in the same loop step: one
 network read); tokens that follow within `flush_interval` of the last append are joined into one
 `message.delta` when the window closes. Windows close on one grid of ticks for every writer of the
-process (worker/run/appends.py `AppendTicks`): the runs whose windows close together append at the same
+process (worker/writes/appends.py `AppendTicks`): the runs whose windows close together append at the same
 tick, which the worker sends to Redis as one round trip and one script call. Text that keeps coming
 just after its window closed (a model whose chunks come about a window apart) waits for the next tick
 too, at most its `period`: appended at once, each run would go at a moment of its own, and the worker
@@ -37,6 +37,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic_core import to_json
 
 from tokentail.shared.connections.outage import is_outage
+from tokentail.shared.plumbing import tracing
 from tokentail.shared.vocabulary.errors import WritesLost
 from tokentail.shared.vocabulary.events import (
     DATA_PREFIX,
@@ -54,9 +55,8 @@ from tokentail.shared.vocabulary.events import (
 )
 from tokentail.worker import metrics
 from tokentail.worker.agent_errors import EventTooLarge, OutputTooLarge
-from tokentail.worker.run import traces
-from tokentail.worker.run.appends import Events, TickGrid, tally
-from tokentail.worker.run.run_writes import RunLease, call_when_landed
+from tokentail.worker.writes.appends import Events, TickGrid, tally
+from tokentail.worker.writes.run_writes import RunLease, call_when_landed
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,7 +113,7 @@ def _first_text(provider: str, waited: float, traced: Callable[[float], None] | 
     if traced is None:
         metrics.TIME_TO_FIRST_TOKEN.labels(provider).observe(waited)
         return
-    metrics.TIME_TO_FIRST_TOKEN.labels(provider).observe(waited, traces.exemplar())  # the trace, to find it
+    metrics.TIME_TO_FIRST_TOKEN.labels(provider).observe(waited, tracing.exemplar())  # the trace, to find it
     traced(waited)
 
 

@@ -1,4 +1,4 @@
-"""The operations a reducer (gateway/reading/reducer.py) makes of a session's stored events: what a
+"""The operations a reducer (gateway/reducer/reducer.py) makes of a session's stored events: what a
 client shows of its runs, protocol-neutral. A closed set: each renderer (gateway/protocols/*/render.py)
 handles every one, a `match` on `op.<Operation>(...)` ending in `assert_never`, so mypy names any it
 misses. Never changed once made (not frozen only because a frozen dataclass is slower to make, and a

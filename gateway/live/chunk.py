@@ -1,5 +1,5 @@
 """A chunk: consecutive events of one session, as one read or notification brought them, shared by
-every follower that takes them (gateway/reading/hub.py), each encoding made once."""
+every follower that takes them (gateway/live/hub.py), each encoding made once."""
 
 import bisect
 import json
