@@ -277,22 +277,9 @@ def behind(folder: Path) -> set[str]:
 
 
 DOORS = sorted(str(path.relative_to(ROOT)) for side in SOURCE for path in (ROOT / side).rglob("__init__.py"))
-# Doors left as they are for now, each with its reason; strict, so a door put right fails here until its
-# line goes.
-DOORS_OWED = {
-    "gateway/protocols/a2a/__init__.py": "names its modules, not what it may import: a2a/ is being edited elsewhere",
-}
 
 
-@pytest.mark.parametrize(
-    "door",
-    [
-        pytest.param(door, marks=pytest.mark.xfail(strict=True, reason=DOORS_OWED[door]))
-        if door in DOORS_OWED
-        else door
-        for door in DOORS
-    ],
-)
+@pytest.mark.parametrize("door", DOORS)
 def test_each_door_names_what_is_behind_it_and_what_the_room_may_import(door: str) -> None:
     # A package's __init__.py is its door: its docstring names each module and sub-package beside it (as a
     # word: `run_writes`, `v2`) and says what the room may import, so a reader learns the room there.

@@ -1,4 +1,4 @@
--- The per-token path's appends (worker/run/appends.py): many runs' events at the ids their workers
+-- The per-token path's appends (worker/writes/appends.py): many runs' events at the ids their workers
 -- expect, one append per run, as many as a tick of the worker had due. Lean on purpose, and without
 -- lib/ in front of it: per event it is one XADD and one PUBLISH, and nothing else.
 --

@@ -1,5 +1,5 @@
 -- Append events of running runs, one append per run, each checked whole: the per-token path's
--- checked path (worker/run/appends.py sends here what append_at.lua refused, and the appends of runs the
+-- checked path (worker/writes/appends.py sends here what append_at.lua refused, and the appends of runs the
 -- count of the process's joined calls does not vouch for). None of the events ends a run or is
 -- reported to a webhook (append.lua takes those). Each append is fenced by the run's lease, and each
 -- has its own reply: one fenced run does not stop the others.
@@ -10,7 +10,7 @@
 -- writer's (the gateway's `run.queued` for a run in line, a steer: the append goes on after them) or
 -- this append's own, sent again after its first try went through (by the worker, or by the Redis
 -- client's own retry): then its first reply is given again. A call that finds the count of its
--- process's joined calls as expected (worker/run/appends.py's JoinCounter) knows no append of it is a try
+-- process's joined calls as expected (worker/writes/appends.py's JoinCounter) knows no append of it is a try
 -- sent again, and does not look for one.
 --
 -- Keys and arguments: shared/store/scripts/runs.py `AppendEvents` (`each_call`: each append's `k` and

@@ -1,4 +1,4 @@
--- Decide which gateway counts a run's time to first delta (gateway/reading/first_delta.py): the first
+-- Decide which gateway counts a run's time to first delta (gateway/live/first_delta.py): the first
 -- to write one of its deltas to a client. A session's runs go one after another, so the session's
 -- meta keeps one number, the `queued_seq` of the last run counted, and a run is counted if it was
 -- queued after it. Nothing is kept per run, and it goes with the session. Nothing for a session gone.

@@ -8,7 +8,7 @@
 -- unstarted). The lease is taken away with the requeue, so a run is requeued once.
 --
 -- A third: a worker whose run's events Redis lost, and which cannot append them again as they were
--- (worker/run/recovery/lost_writes.py), hands the run over past them: followers may have read those ids,
+-- (worker/writes/lost_writes.py), hands the run over past them: followers may have read those ids,
 -- so the session's seq moves up to the last one the worker was told it wrote (`past_seq`) and the run
 -- goes on after them. No id is given out twice with two contents; readers find a hole there, which
 -- the gateway announces as a `gap` (or the archive fills, with what followers read).

@@ -1,6 +1,6 @@
 -- Store an event as stream entry `<seq>-0` (the caller took `seq` past the last: see seqs.lua), or
 -- `<seq>-1` right after a fence, and publish it, as `<seq> <ts> <type> <data>`, on the channel named
--- like the stream key: the gateways' hubs (gateway/reading/hub.py) follow live sessions by these
+-- like the stream key: the gateways' hubs (gateway/live/hub.py) follow live sessions by these
 -- notifications, not by reading.
 -- With an archive, the stream keeps every event the archive does not have yet (its `archived` id in
 -- the meta, which the archiver moves on), past the bound if it must: nothing is forgotten unarchived.
