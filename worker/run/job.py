@@ -67,6 +67,8 @@ MAX_START_DEFER_SECONDS = 60  # the longest a job whose run could not start wait
 NO_ANSWER = "The agent finished without an answer: it streamed no text, tool call or data."
 
 
+# Over 60 lines, named in tests/unit/test_code_shape.py: its claim, attempt and end share the locals of
+# one try (the writer, lease, outcome, span); not split yet.
 async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: str) -> None:
     # `owner`: the run's tenant and user, which its job names for the claim's caps (lib/admission.lua).
     settings: Settings = ctx["settings"]
