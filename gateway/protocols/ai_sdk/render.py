@@ -110,9 +110,12 @@ class UiMessageStream(FramedRenderer[Part], op.OperationCases[list[Part]]):
         return b"data: [DONE]\n\n" if self.finished else b""
 
     def _render(self, operation: op.Operation) -> list[Part]:
+        # A child's own operation changes its message (a child's start or end is its parent's, as the
+        # call's output); the test of a child first, as a token's is cheapest that way.
         if (
-            not isinstance(operation, op.GapFound | op.ChildStarted | op.ChildEnded)
+            not isinstance(operation, op.GapFound)
             and operation.run_id in self._children
+            and not isinstance(operation, op.ChildStarted | op.ChildEnded)
         ):
             self._children.changed(operation)  # its message goes out once the read is done
             return []
