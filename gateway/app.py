@@ -3,13 +3,14 @@
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -29,7 +30,7 @@ from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.reading.response import call_detaching
 from tokentail.gateway.reading.shutdown import StreamShutdown
 from tokentail.gateway.routes import events, sessions, socket, tenant_webhook
-from tokentail.shared.connections.redis_clients import queue_client, sessions_client
+from tokentail.shared.connections.redis_clients import AnyRedis, queue_client, sessions_client
 from tokentail.shared.features.admission import Admission, TenantLines, line_bound_in_queueing
 from tokentail.shared.features.agent_catalog import AgentDirectory
 from tokentail.shared.features.tenant_webhooks import TenantWebhooks
@@ -38,7 +39,7 @@ from tokentail.shared.plumbing import tracing
 from tokentail.shared.plumbing.loop_lag import LoopLag
 from tokentail.shared.plumbing.prometheus import exposition
 from tokentail.shared.plumbing.settings import Settings, get_settings
-from tokentail.shared.store.archive import open_archive
+from tokentail.shared.store.archive import Archive, open_archive
 from tokentail.shared.store.keys import Keys
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.vocabulary.catalog import BUILTIN_AGENTS
@@ -86,66 +87,11 @@ class Detaching:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Connections are bounded however many streams are open: one for the hub's notifications,
-        # the rest shared by REST calls and the streams' catch-up reads.
-        rest_connections = settings.gateway_redis_connections // 2
-        options = {"socket_timeout": 10, "socket_keepalive": True}
-        redis = sessions_client(settings, rest_connections, wait=10, **options)
-        queue = queue_client(settings, rest_connections, wait=10, **options)  # with the queue apart
-        keys = Keys(settings.key_prefix)
-        archive = await open_archive(settings)  # what Redis forgot is read from it (connects on first use)
-        read_connections = settings.gateway_redis_connections - rest_connections - 1
-        hub = StreamHub(settings, read_connections=read_connections, archive=archive)
-        await hub.start()
-        app.state.shutdown.on_begin(hub.stop)
-        app.state.store = SessionStore(redis, settings, archive)
-        app.state.runs = SessionWrites(redis, settings, queue=queue, archive=archive)
-        app.state.webhooks = SessionWebhooks(WebhookPolicy(settings.webhook_allowed_urls), TenantWebhooks(redis, keys))
-        app.state.hub = hub
-        app.state.agents = AgentDirectory(redis, keys, [*BUILTIN_AGENTS, *settings.agents])
-        lines = TenantLines(
-            queue or redis,
-            keys,
-            settings.max_queued_runs_per_tenant,
-            Admission.of(settings),
-            by_queueing=line_bound_in_queueing(settings) > 0,
-        )
-        app.state.tenant_lines = lines
-        app.state.console = console = admin_routes.Console(
-            redis, queue or redis, app.state.store, app.state.runs, app.state.auth, lines
-        )
-        app.state.shutdown.on_begin(console.live.stop)
-        app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute, settings.fork_bytes_per_hour, lines)
-        app.state.stream_slots = slots = StreamSlots(
-            redis, keys, settings.max_streams_per_tenant, settings.max_streams_per_token
-        )
-        slot_tasks = [asyncio.create_task(slots.renew_forever()), asyncio.create_task(slots.flush_forever())]
-        lag = LoopLag(asyncio.get_running_loop())  # how late the loop runs (shared/plumbing/loop_lag.py)
-        lag.start()
-        if not settings.auth_enabled:
-            logger.warning("auth is off: anyone who can reach this gateway may use it (set TOKENTAIL_API_KEYS)")
-        try:
-            yield
-        finally:
-            lag.stop()
-            for task in slot_tasks:
-                task.cancel()
-            await asyncio.gather(*slot_tasks, return_exceptions=True)
-            await slots.flush()  # the streams that ended last, so that their clients find them free elsewhere
-            await hub.aclose()
-            await redis.aclose()
-            if queue is not None:
-                await queue.aclose()
-            if archive is not None:
-                await archive.close()
-
     app = GatewayApp(
         title="tokentail",
         summary="Resumable streaming gateway for AI agents",
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=_lifespan(settings),
         docs_url=None,  # served offline by add_api_docs
         redoc_url=None,
         # With traces on (shared/plumbing/tracing.py), FastAPI's own server span per request and socket, its
@@ -172,6 +118,83 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     add_api_docs(app)
 
+    _add_page_and_probes(app)
+    return app
+
+
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """What the gateway opens as it starts (its connections, the hub, the parts its routes use) and
+    closes as it stops."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Connections are bounded however many streams are open: one for the hub's notifications,
+        # the rest shared by REST calls and the streams' catch-up reads.
+        rest_connections = settings.gateway_redis_connections // 2
+        options = {"socket_timeout": 10, "socket_keepalive": True}
+        redis = sessions_client(settings, rest_connections, wait=10, **options)
+        queue = queue_client(settings, rest_connections, wait=10, **options)  # with the queue apart
+        archive = await open_archive(settings)  # what Redis forgot is read from it (connects on first use)
+        read_connections = settings.gateway_redis_connections - rest_connections - 1
+        hub = StreamHub(settings, read_connections=read_connections, archive=archive)
+        await hub.start()
+        app.state.shutdown.on_begin(hub.stop)
+        app.state.hub = hub
+        slots = _serve_with(app, settings, redis, queue, archive)
+        slot_tasks = [asyncio.create_task(slots.renew_forever()), asyncio.create_task(slots.flush_forever())]
+        lag = LoopLag(asyncio.get_running_loop())  # how late the loop runs (shared/plumbing/loop_lag.py)
+        lag.start()
+        if not settings.auth_enabled:
+            logger.warning("auth is off: anyone who can reach this gateway may use it (set TOKENTAIL_API_KEYS)")
+        try:
+            yield
+        finally:
+            lag.stop()
+            for task in slot_tasks:
+                task.cancel()
+            await asyncio.gather(*slot_tasks, return_exceptions=True)
+            await slots.flush()  # the streams that ended last, so that their clients find them free elsewhere
+            await hub.aclose()
+            await redis.aclose()
+            if queue is not None:
+                await queue.aclose()
+            if archive is not None:
+                await archive.close()
+
+    return lifespan
+
+
+def _serve_with(
+    app: FastAPI, settings: Settings, redis: AnyRedis, queue: Redis | None, archive: Archive | None
+) -> StreamSlots:
+    """The parts the routes find in `app.state`, made over the gateway's connections: its stream slots."""
+    keys = Keys(settings.key_prefix)
+    app.state.store = SessionStore(redis, settings, archive)
+    app.state.runs = SessionWrites(redis, settings, queue=queue, archive=archive)
+    app.state.webhooks = SessionWebhooks(WebhookPolicy(settings.webhook_allowed_urls), TenantWebhooks(redis, keys))
+    app.state.agents = AgentDirectory(redis, keys, [*BUILTIN_AGENTS, *settings.agents])
+    lines = TenantLines(
+        queue or redis,
+        keys,
+        settings.max_queued_runs_per_tenant,
+        Admission.of(settings),
+        by_queueing=line_bound_in_queueing(settings) > 0,
+    )
+    app.state.tenant_lines = lines
+    app.state.console = console = admin_routes.Console(
+        redis, queue or redis, app.state.store, app.state.runs, app.state.auth, lines
+    )
+    app.state.shutdown.on_begin(console.live.stop)
+    app.state.run_budget = RunBudget(redis, keys, settings.runs_per_minute, settings.fork_bytes_per_hour, lines)
+    app.state.stream_slots = slots = StreamSlots(
+        redis, keys, settings.max_streams_per_tenant, settings.max_streams_per_token
+    )
+    return slots
+
+
+def _add_page_and_probes(app: FastAPI) -> None:
+    """The demo page, the probes (/healthz, /readyz) and /metrics: the gateway's own, after the API's."""
+
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:
         return FileResponse(STATIC / "demo" / "index.html")
@@ -194,5 +217,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics(request: Request) -> Response:
         body, media_type = exposition(request.headers.get("accept", ""))
         return Response(body, media_type=media_type)
-
-    return app

@@ -221,6 +221,18 @@ def _wait_ready(
     raise TimeoutError(f"the gateway did not become ready at {base} within {timeout:.0f} s")
 
 
+def _offline_line(offline: str | None) -> str:
+    """The banner's line on the offline model: where it serves, or how to run on it without a key."""
+    if offline:
+        return (
+            f"\n  offline   {offline}   (the offline model as an OpenAI API; the workers have"
+            f" OPENAI_BASE_URL={offline} OPENAI_API_KEY={OFFLINE_API_KEY})"
+        )
+    if not os.environ.get("OPENAI_API_KEY"):
+        return "\n  offline   no OPENAI_API_KEY: `tokentail dev --offline` runs framework agents on the offline model"
+    return ""
+
+
 def _banner(
     base: str,
     redis_url: str,
@@ -254,15 +266,7 @@ def _banner(
         if replicas
         else ""
     )
-    if offline:
-        openai = (
-            f"\n  offline   {offline}   (the offline model as an OpenAI API; the workers have"
-            f" OPENAI_BASE_URL={offline} OPENAI_API_KEY={OFFLINE_API_KEY})"
-        )
-    elif not os.environ.get("OPENAI_API_KEY"):
-        openai = "\n  offline   no OPENAI_API_KEY: `tokentail dev --offline` runs framework agents on the offline model"
-    else:
-        openai = ""
+    openai = _offline_line(offline)
     click.echo(
         f"""
 tokentail dev is running

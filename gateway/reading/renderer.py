@@ -1,8 +1,9 @@
 """What the protocols that are not tokentail's own share: a stream of one reducer's operations
 (gateway/reducer/reducer.py), each protocol a renderer of them.
 
-A renderer holds only what each operation becomes (its `render`, a `match` over the closed set of
-operations ending in `assert_never`, so the type checker names a case it misses), its ids and
+A renderer holds only what each operation becomes (its `render`, through `op.OperationCases`: a
+method per family of operations, each a `match` ending in `assert_never`, so the type checker names
+a case it misses), its ids and
 sequence numbers. What a takeover drops, what is open, what a client resuming is owed: the reducer
 decides, once for every protocol. So catch-up, live tail and resume go through the same feed as
 tokentail's own stream, and a client that comes back gets the same frames again.

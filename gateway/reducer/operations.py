@@ -1,12 +1,14 @@
 """The operations a reducer (gateway/reducer/reducer.py) makes of a session's stored events: what a
 client shows of its runs, protocol-neutral. A closed set: each renderer (gateway/protocols/*/render.py)
-handles every one, a `match` on `op.<Operation>(...)` ending in `assert_never`, so mypy names any it
-misses. Never changed once made (not frozen only because a frozen dataclass is slower to make, and a
+handles every one: `OperationCases` (at the end) dispatches each by its family to a method of the
+renderer, whose `match` on `op.<Operation>(...)` ends in `assert_never`, so mypy names any it misses
+at either level. Never changed once made (not frozen only because a frozen dataclass is slower to make, and a
 delta makes one).
 """
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar, assert_never
 
 from tokentail.shared.vocabulary.events import Gap, InputRequired, RunCancelled, RunCompleted, RunFailed, StartReason
 
@@ -218,3 +220,62 @@ Operation = (
     | ChildEnded
     | GapFound
 )
+
+# The families, each a method of `OperationCases`: one place that says which operation is whose.
+RunOperation = RunOpened | AttemptStarted | ContentDropped | RunEnded  # the run's own course
+BlockOperation = BlockAppended | BlockOpened | BlockClosed  # its text and reasoning
+ToolOperation = ToolCalled | ToolFinished | ToolFailedOp | ToolDenied
+ShownOperation = StatusShown | DataShown | SteerShown  # what it shows beside its content
+QuestionOperation = QuestionAsked | QuestionAnswered
+ChildOperation = ChildStarted | ChildEnded
+
+Out = TypeVar("Out")
+
+
+class OperationCases(ABC, Generic[Out]):
+    """What each operation becomes, a method per family: `cases(operation)` picks the method, and each
+    method's own `match` ends in `assert_never`. So a renderer (or anything else that goes through the
+    operations: LangGraph's messages, the AI SDK's child messages) is complete twice over: a family it
+    has no method for cannot be made (the methods are abstract), and a case its method misses is named
+    by mypy. A block's append, a token for every client, is tried first: one call more than one
+    `match`, no lookup."""
+
+    def cases(self, operation: Operation) -> Out:
+        match operation:
+            case BlockAppended() | BlockOpened() | BlockClosed():
+                return self.on_block(operation)
+            case ToolCalled() | ToolFinished() | ToolFailedOp() | ToolDenied():
+                return self.on_tool(operation)
+            case RunOpened() | AttemptStarted() | ContentDropped() | RunEnded():
+                return self.on_run(operation)
+            case StatusShown() | DataShown() | SteerShown():
+                return self.on_shown(operation)
+            case QuestionAsked() | QuestionAnswered():
+                return self.on_question(operation)
+            case ChildStarted() | ChildEnded():
+                return self.on_child(operation)
+            case GapFound():
+                return self.on_gap(operation)
+            case _:
+                assert_never(operation)
+
+    @abstractmethod
+    def on_run(self, operation: RunOperation) -> Out: ...
+
+    @abstractmethod
+    def on_block(self, operation: BlockOperation) -> Out: ...
+
+    @abstractmethod
+    def on_tool(self, operation: ToolOperation) -> Out: ...
+
+    @abstractmethod
+    def on_shown(self, operation: ShownOperation) -> Out: ...
+
+    @abstractmethod
+    def on_question(self, operation: QuestionOperation) -> Out: ...
+
+    @abstractmethod
+    def on_child(self, operation: ChildOperation) -> Out: ...
+
+    @abstractmethod
+    def on_gap(self, operation: GapFound) -> Out: ...

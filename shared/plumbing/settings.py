@@ -1,4 +1,6 @@
-"""All configuration, read from `TOKENTAIL_*` environment variables."""
+"""All configuration, read from `TOKENTAIL_*` environment variables: a class per concern (where Redis is,
+sessions, runs, access, the gateway, webhooks, workers, providers, wake-ups, admission, children, the
+console, proxies), and `Settings`, every one of them, which the processes read."""
 
 import ipaddress
 import os
@@ -29,10 +31,19 @@ MIN_SECRET_CHARS = 32
 ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(:(\d{1,5}|\*))?")
 
 
-class AdmissionSettings(BaseSettings):
-    """How many runs run at once, and in what order they start (shared/features/admission.py)."""
+def split_commas(value: object) -> object:
+    """A comma-separated setting as the list it names (blanks dropped); anything else as it is."""
+    return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+
+class _Concern(BaseSettings):
+    """One concern's settings: its fields are `Settings`' (the class that reads them all)."""
 
     model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True)
+
+
+class AdmissionSettings(_Concern):
+    """How many runs run at once, and in what order they start (shared/features/admission.py)."""
 
     max_active_runs_per_tenant: int = Field(
         0,
@@ -68,10 +79,8 @@ class AdmissionSettings(BaseSettings):
         )
 
 
-class ChildSettings(BaseSettings):
+class ChildSettings(_Concern):
     """How far a run's children may go (docs/subagents.md; worker/run/children.py)."""
-
-    model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True)
 
     max_concurrent_children: int = Field(
         4, ge=1, description="a run's children going at once; a spawn beyond waits for one of them to end"
@@ -86,10 +95,8 @@ class ChildSettings(BaseSettings):
     )
 
 
-class ConsoleSettings(BaseSettings):
+class ConsoleSettings(_Concern):
     """Who may use the operator console, and what it keeps (gateway/admin/, docs/console.md)."""
-
-    model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True)
 
     admin_keys: SecretStr | None = Field(
         None,
@@ -108,7 +115,7 @@ class ConsoleSettings(BaseSettings):
     @field_validator("admin_tenants", mode="before")
     @classmethod
     def _split_tenants(cls, value: object) -> object:
-        return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+        return split_commas(value)
 
     @field_validator("admin_keys")
     @classmethod
@@ -125,10 +132,8 @@ class ConsoleSettings(BaseSettings):
         return parse_api_keys(self.admin_keys.get_secret_value(), "TOKENTAIL_ADMIN_KEYS", "name")
 
 
-class ProxySettings(BaseSettings):
+class ProxySettings(_Concern):
     """Whose forwarding headers the gateway believes (gateway/access/peers.py)."""
-
-    model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True)
 
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1", "::1"],
@@ -139,7 +144,7 @@ class ProxySettings(BaseSettings):
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _split_proxies(cls, value: object) -> object:
-        return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+        return split_commas(value)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -156,9 +161,8 @@ class ProxySettings(BaseSettings):
         return value
 
 
-class Settings(AdmissionSettings, ChildSettings, ConsoleSettings, ProxySettings):
-    # hide_input_in_errors: a bad TOKENTAIL_API_KEYS must not print its keys in the error.
-    model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True, hide_input_in_errors=True)
+class RedisSettings(_Concern):
+    """Where the sessions and the job queue live (shared/connections/)."""
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
@@ -175,7 +179,23 @@ class Settings(AdmissionSettings, ChildSettings, ConsoleSettings, ProxySettings)
     )
     key_prefix: str = Field("tokentail", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
 
-    # Streams and sessions
+    @field_validator("redis_url", "queue_redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        """One server's URL (normalised as redis-py reads it), or a Sentinel setup's (shared/plumbing/redis_urls.py)."""
+        if value is None or sentinel_setup(value) is not None:
+            return value
+        return str(_REDIS_DSN.validate_python(value))
+
+    @property
+    def split_queue(self) -> bool:
+        """The job queue lives on a Redis of its own: no script can queue a job with its session's write."""
+        return self.queue_redis_url is not None
+
+
+class SessionSettings(_Concern):
+    """What a session keeps, for how long, and where it goes after (the archive: shared/store/archive.py)."""
+
     stream_maxlen: int = Field(10_000, ge=100, description="approximate bound of a session stream (XADD MAXLEN ~)")
     session_ttl_seconds: int = Field(86_400, ge=1, description="how long a finished session is kept")
     tombstone_ttl_seconds: int = Field(7 * 86_400, ge=0, description="how long an expired session answers 410")
@@ -194,6 +214,11 @@ class Settings(AdmissionSettings, ChildSettings, ConsoleSettings, ProxySettings)
         gt=0,
         description="how long a read from the archive may take, connection included, before it answers 503",
     )
+
+
+class RunSettings(_Concern):
+    """What a run is given and may take: its model, the agents, MCP's waits, its input, steers and output."""
+
     default_model: str | None = Field(
         None,
         description="model of runs that name none (unset: OpenAI or Anthropic if its key is set, else scripted)",
@@ -211,7 +236,21 @@ class Settings(AdmissionSettings, ChildSettings, ConsoleSettings, ProxySettings)
         1_000_000, ge=1, description="longest answer one run may stream (it fails with `output_too_large` beyond)"
     )
 
-    # Security and limits
+    @property
+    def model(self) -> str:
+        """The model of runs that name none: with no API key at all, the offline scripted model."""
+        if self.default_model:
+            return self.default_model
+        if os.environ.get("OPENAI_API_KEY"):
+            return "openai:gpt-5.4-mini"
+        if os.environ.get("ANTHROPIC_API_KEY"):
+            return "anthropic:claude-haiku-4-5"
+        return "scripted"
+
+
+class AccessSettings(_Concern):
+    """Who may call the API, from which pages, and how much one tenant, token or request may take."""
+
     api_keys: SecretStr | None = Field(
         None, description="comma-separated `tenant:key` pairs; set, every API call needs a key or a stream token"
     )
@@ -252,7 +291,41 @@ class Settings(AdmissionSettings, ChildSettings, ConsoleSettings, ProxySettings)
         "`params`, `interrupt`); empty: it runs the session's model and params, and waits for an active run",
     )
 
-    # Gateway
+    @field_validator("cors_origins", "chat_token_may_set", mode="before")
+    @classmethod
+    def _split_access_lists(cls, value: object) -> object:
+        return split_commas(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if ORIGIN.fullmatch(origin) is None:
+                raise ValueError(
+                    f"TOKENTAIL_CORS_ORIGINS: {origin!r} is not an origin: scheme://host, with a port or :* for any, "
+                    "and no path (`http://localhost:5173`, `https://app.example.com`, `http://localhost:*`)"
+                )
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_api_keys(value.get_secret_value())  # fails early, with a message that shows no key
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.api_keys is not None
+
+    @property
+    def tenants_by_key(self) -> dict[str, str]:
+        return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys else {}
+
+
+class GatewaySettings(_Concern):
+    """How a gateway serves its streams and connections."""
+
     sse_heartbeat_seconds: float = Field(15.0, gt=0, description="idle time before a `: ping` comment")
     sse_retry_ms: int = Field(1000, ge=0, description="the `retry:` hint sent to EventSource clients")
     hot_routes: bool = Field(True, description="answer the requests each stream starts with without FastAPI's routes")
@@ -280,7 +353,10 @@ class Settings(AdmissionSettings, ChildSettings, ConsoleSettings, ProxySettings)
         "one for live notifications, half of the rest for REST calls, the others for catch-up reads",
     )
 
-    # Webhooks
+
+class WebhookSettings(_Concern):
+    """Where webhooks may go, and how hard they are delivered."""
+
     webhook_allowed_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="URL prefixes webhooks may be sent to (comma-separated, e.g. `https://hooks.example.com/`); "
@@ -291,7 +367,24 @@ class Settings(AdmissionSettings, ChildSettings, ConsoleSettings, ProxySettings)
     )
     webhook_timeout_seconds: float = Field(10.0, gt=0, description="how long one delivery attempt may take, as a whole")
 
-    # Worker
+    @field_validator("webhook_allowed_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        return split_commas(value)
+
+    @field_validator("webhook_allowed_urls")
+    @classmethod
+    def _check_webhook_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"TOKENTAIL_WEBHOOK_ALLOWED_URLS: {url!r} is not an http(s) URL prefix")
+        return value
+
+
+class WorkerSettings(_Concern):
+    """How a worker runs its runs: how many, their leases, attempts and timeouts."""
+
     worker_concurrency: int = Field(100, ge=1, description="runs one worker process streams at once")
     flush_interval_ms: int = Field(50, ge=0, description="token coalescing window; 0: none (docs/configuration.md)")
     lease_ms: int = Field(5_000, ge=500, description="how long a run's lease lives without a heartbeat")
@@ -304,7 +397,11 @@ class Settings(AdmissionSettings, ChildSettings, ConsoleSettings, ProxySettings)
     max_attempts: int = Field(3, ge=1, description="attempts of a run whose workers died before it fails")
     reap_interval_seconds: float = Field(1.0, gt=0, description="how often workers look for runs whose lease expired")
     run_timeout_seconds: int = Field(1800, ge=1)
-    # Providers
+
+
+class ProviderSettings(_Concern):
+    """How the model providers are called: an OpenAI-compatible server, retries, timeouts."""
+
     openai_compatible_base_url: str | None = Field(None, description="base URL of an OpenAI-compatible server")
     openai_compatible_api_key: SecretStr | None = Field(None, description="its API key, if it wants one")
     openai_compatible_continue: Literal["none", "vllm", "prefix"] = Field(
@@ -318,52 +415,36 @@ class Settings(AdmissionSettings, ChildSettings, ConsoleSettings, ProxySettings)
     first_token_timeout_seconds: float = Field(60.0, gt=0, description="fail if a model sends nothing for this long")
     idle_timeout_seconds: float = Field(60.0, gt=0, description="fail if a streaming model goes silent this long")
     tool_timeout_seconds: float = Field(30.0, gt=0, description="a tool call running longer fails")
+
+
+class WakeupSettings(_Concern):
+    """How a worker hears of a job queued: a wake-up, or its poll (worker/process/)."""
+
     poll_interval_seconds: float = Field(
         0.5, gt=0, description="fallback queue poll when no wake-up arrives (a wake-up starts a job at once)"
     )
     worker_wakeups: bool = Field(True, description="listen for wake-ups; off leaves arq's plain timed poll")
 
-    @field_validator("cors_origins", "webhook_allowed_urls", "chat_token_may_set", mode="before")
-    @classmethod
-    def _split_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
 
-    @field_validator("webhook_allowed_urls")
-    @classmethod
-    def _check_webhook_urls(cls, value: list[str]) -> list[str]:
-        for url in value:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"TOKENTAIL_WEBHOOK_ALLOWED_URLS: {url!r} is not an http(s) URL prefix")
-        return value
+class Settings(  # (fields in the reverse order of these bases, as before they were split: errors list them so)
+    WakeupSettings,
+    ProviderSettings,
+    WorkerSettings,
+    WebhookSettings,
+    GatewaySettings,
+    AccessSettings,
+    RunSettings,
+    SessionSettings,
+    RedisSettings,
+    AdmissionSettings,
+    ChildSettings,
+    ConsoleSettings,
+    ProxySettings,
+):
+    """Every setting, each concern its own class above (their fields are this class's, as one)."""
 
-    @field_validator("cors_origins")
-    @classmethod
-    def _check_origins(cls, value: list[str]) -> list[str]:
-        for origin in value:
-            if ORIGIN.fullmatch(origin) is None:
-                raise ValueError(
-                    f"TOKENTAIL_CORS_ORIGINS: {origin!r} is not an origin: scheme://host, with a port or :* for any, "
-                    "and no path (`http://localhost:5173`, `https://app.example.com`, `http://localhost:*`)"
-                )
-        return value
-
-    @field_validator("api_keys")
-    @classmethod
-    def _check_api_keys(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            parse_api_keys(value.get_secret_value())  # fails early, with a message that shows no key
-        return value
-
-    @field_validator("redis_url", "queue_redis_url")
-    @classmethod
-    def _check_redis_url(cls, value: str | None) -> str | None:
-        """One server's URL (normalised as redis-py reads it), or a Sentinel setup's (shared/plumbing/redis_urls.py)."""
-        if value is None or sentinel_setup(value) is not None:
-            return value
-        return str(_REDIS_DSN.validate_python(value))
+    # hide_input_in_errors: a bad TOKENTAIL_API_KEYS must not print its keys in the error.
+    model_config = SettingsConfigDict(env_prefix="TOKENTAIL_", frozen=True, hide_input_in_errors=True)
 
     @model_validator(mode="after")
     def _check_together(self) -> "Settings":
@@ -381,30 +462,6 @@ class Settings(AdmissionSettings, ChildSettings, ConsoleSettings, ProxySettings)
         if self.archive_url is not None and self.redis_cluster:
             raise ValueError("TOKENTAIL_ARCHIVE_URL does not work with TOKENTAIL_REDIS_CLUSTER yet: use one Redis")
         return self
-
-    @property
-    def split_queue(self) -> bool:
-        """The job queue lives on a Redis of its own: no script can queue a job with its session's write."""
-        return self.queue_redis_url is not None
-
-    @property
-    def auth_enabled(self) -> bool:
-        return self.api_keys is not None
-
-    @property
-    def tenants_by_key(self) -> dict[str, str]:
-        return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys else {}
-
-    @property
-    def model(self) -> str:
-        """The model of runs that name none: with no API key at all, the offline scripted model."""
-        if self.default_model:
-            return self.default_model
-        if os.environ.get("OPENAI_API_KEY"):
-            return "openai:gpt-5.4-mini"
-        if os.environ.get("ANTHROPIC_API_KEY"):
-            return "anthropic:claude-haiku-4-5"
-        return "scripted"
 
 
 def parse_tenant_numbers(value: str, name: str) -> dict[str, int]:

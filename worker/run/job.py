@@ -94,33 +94,33 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
         running.forget(run_id)
         await _end_at_start(writer, meter, lease, run, verdict, ctx["job_id"])
         return
-    # The pid says which worker holds the run: the one to kill to see a takeover (`tokentail dev` names its
-    # workers' pids as it starts them).
-    logger.info(
-        "run %s of session %s started (attempt %d, %s) in worker pid %d",
-        run_id,
-        session,
-        run.attempt,
-        run.started_as,
-        os.getpid(),
-    )
-    _count_start(run)
+    await _attempt(ctx, session_id, started, writer, meter, kept, owner.get("tenant"))
+
+
+async def _attempt(
+    ctx: dict[str, Any],
+    session_id: str,
+    started: Started,
+    writer: EventWriter,
+    meter: UsageMeter,
+    kept: RunLog | None,
+    tenant: str | None,
+) -> None:
+    """The claimed run's attempt, from its start to its end (or its hand-over, raised on)."""
+    settings: Settings = ctx["settings"]
+    running: RunningRuns = ctx["running"]
+    lease, run, _, earlier, known_children = started
+    run_id, session = lease.run_id, lease.session
+    _count_start(run, session)
     attempt = _start_attempt(session_id, run, writer)
     running.add(run_id, session_id, on_stop=writer.stop, on_steer=lease.inbox.sent.set)
     metrics.ACTIVE_RUNS.inc()
     outcome = "failed"
     ended: Ending | None = None  # the terminal event this attempt wrote, if it did
-    keeper = LeaseKeeper(
-        lease,
-        settings.lease_ms,
-        on_cancel=lambda: running.cancel(run_id),
-        on_lost=lambda: running.stop(run_id, Stop.LEASE_LOST),
-    )
-    tenant = owner.get("tenant")
     slot = FollowerSlot(ctx["redis"], Keys(settings.key_prefix), tenant, session_id, run_id) if tenant else None
     children = Children(lease, run, known_children, writer, settings, tenant or PUBLIC_TENANT, slot)
     try:
-        async with keeper:
+        async with _keeper(lease, settings, running):
             with _in_attempt(attempt):
                 completed = await _generate(ctx, session_id, run, earlier, writer, meter, kept, attempt, children)
         await writer.finish(completed)
@@ -143,11 +143,7 @@ async def run_agent(ctx: dict[str, Any], session_id: str, run_id: str, **owner: 
         attempt = _handed_over(attempt, isinstance(stopped, HandedOver))  # as Redis lost its events
         ended = await _end_stopped(writer, meter, lease, stop, settings)
     except Exception as exc:  # the run boundary: every failure ends the run with run.failed
-        logger.warning("run %s of session %s failed: %s", run_id, session, exc, exc_info=True)
-        if isinstance(exc, ProviderError):
-            metrics.PROVIDER_ERRORS.labels(writer.provider, exc.kind).inc()
-        error = _error_info(exc, settings)
-        ended = await _finish(writer, RunFailed(run_id=run_id, error=error, usage=meter.total(cut=True)), lease)
+        ended = await _failed(exc, writer, meter, lease, settings)
     finally:
         writer.close()
         running.discard(run_id)
@@ -354,7 +350,40 @@ def _end_attempt(
         run_spans.write_run(run, session_id, ended, queue, attempt.model)
 
 
-def _count_start(run: RunRecord) -> None:
+def _keeper(lease: RunLease, settings: Settings, running: RunningRuns) -> LeaseKeeper:
+    """The lease's renewals while the attempt runs: a cancel or a lost lease stops the run."""
+    run_id = lease.run_id
+    return LeaseKeeper(
+        lease,
+        settings.lease_ms,
+        on_cancel=lambda: running.cancel(run_id),
+        on_lost=lambda: running.stop(run_id, Stop.LEASE_LOST),
+    )
+
+
+async def _failed(
+    exc: Exception, writer: EventWriter, meter: UsageMeter, lease: RunLease, settings: Settings
+) -> Ending | None:
+    """The run's end when its attempt raised: run.failed, with the error as the API says it."""
+    run_id, session = lease.run_id, lease.session
+    logger.warning("run %s of session %s failed: %s", run_id, session, exc, exc_info=True)
+    if isinstance(exc, ProviderError):
+        metrics.PROVIDER_ERRORS.labels(writer.provider, exc.kind).inc()
+    error = _error_info(exc, settings)
+    return await _finish(writer, RunFailed(run_id=run_id, error=error, usage=meter.total(cut=True)), lease)
+
+
+def _count_start(run: RunRecord, session: str) -> None:
+    # The pid says which worker holds the run: the one to kill to see a takeover (`tokentail dev` names its
+    # workers' pids as it starts them).
+    logger.info(
+        "run %s of session %s started (attempt %d, %s) in worker pid %d",
+        run.run_id,
+        session,
+        run.attempt,
+        run.started_as,
+        os.getpid(),
+    )
     if run.started_as != "takeover":  # a takeover appends run.continued (or run.retrying, run.started)
         metrics.EVENTS_APPENDED.labels("run.started").inc()
     if run.started_as == "start" and run.queued_at is not None and run.started_at is not None:

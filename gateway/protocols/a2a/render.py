@@ -58,7 +58,7 @@ from tokentail.gateway.reading.renderer import Renderer
 from tokentail.gateway.reducer import operations as op
 from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.store.reads import StoredEvent
-from tokentail.shared.vocabulary.events import Gap, InputRequired, RunCancelled, RunCompleted, RunFailed, RunSpawned
+from tokentail.shared.vocabulary.events import InputRequired, RunCancelled, RunCompleted, RunFailed, RunSpawned
 from tokentail.shared.vocabulary.response_ids import task_id as task_id_of
 
 # tokentail's resume extension: declared in the agent card, its values in each event's metadata.
@@ -87,7 +87,7 @@ class _TaskReducer(Reducer):
         return super().reduce(event)
 
 
-class A2AEvents(Renderer[Event]):
+class A2AEvents(Renderer[Event], op.OperationCases[list[Event]]):
     """One task (run `run_id` of session `context_id`) as A2A's events.
 
     `after`: the generation the client has (a subscribe's `Last-Event-ID`): the stream opens with the
@@ -154,19 +154,18 @@ class A2AEvents(Renderer[Event]):
 
     # -- the run's operations ---------------------------------------------------------------------
 
-    def render(self, operation: op.Operation) -> list[Event]:  # noqa: C901 (one case per operation)
-        match operation:
+    def render(self, operation: op.Operation) -> list[Event]:
+        if isinstance(operation, op.GapFound) or operation.run_id == self.reducer.run_id:
+            return self.cases(operation)
+        match operation:  # a child run's own: its task shows it (and its children's starts and ends)
             case op.QuestionAsked(run_id=run_id, answered=False) if run_id in self.children:
                 return self._child_is(run_id, TaskState.TASK_STATE_INPUT_REQUIRED)
             case op.QuestionAnswered(run_id=run_id, waiting_for=[]) if run_id in self.children:
                 return self._child_is(run_id, TaskState.TASK_STATE_WORKING)
-            case _ if not isinstance(operation, op.GapFound) and operation.run_id != self.reducer.run_id:
-                return []  # a child run's own: its task shows it (and its children's starts and ends)
-            case op.ChildStarted(child_run_id=child, agent=agent, name=name):
-                self.children[child] = {"taskId": task_id_of(self.context_id, child), "agent": agent, "name": name}
-                return self._child_is(child, TaskState.TASK_STATE_WORKING)
-            case op.ChildEnded(child_run_id=child, ending=ending):
-                return self._child_is(child, _ended_as(ending))
+        return []
+
+    def on_run(self, operation: op.RunOperation) -> list[Event]:
+        match operation:
             case op.RunOpened(input=text):
                 self.generation, self.timestamp = 1, self.reducer.event_ts
                 self.history = [self._message(Role.ROLE_USER, text, f"in-{operation.seq}")]
@@ -177,25 +176,42 @@ class A2AEvents(Renderer[Event]):
                 return (
                     self._status(TaskState.TASK_STATE_WORKING) if self.state == TaskState.TASK_STATE_SUBMITTED else []
                 )
-            case op.BlockAppended(kind="text", text=text):
-                return self._appended(text)
-            case op.BlockOpened() | op.BlockClosed() | op.BlockAppended():
-                return []  # text is the artifact's; reasoning is not shown
+            case op.ContentDropped(kept=kept):
+                text = "".join(item.text for item in kept if isinstance(item, op.BlockAppended) and item.kind == "text")
+                return [] if text == "".join(self.text) else self._appended(text, replacing=True)
+            case op.RunEnded(ending=ending):
+                return self._ended(ending)
+            case _:
+                assert_never(operation)
+
+    def on_block(self, operation: op.BlockOperation) -> list[Event]:
+        if isinstance(operation, op.BlockAppended) and operation.kind == "text":
+            return self._appended(operation.text)
+        return []  # text is the artifact's; reasoning is not shown
+
+    def on_tool(self, operation: op.ToolOperation) -> list[Event]:
+        return []  # A2A has no such parts of a task
+
+    def on_shown(self, operation: op.ShownOperation) -> list[Event]:
+        match operation:
             case op.StatusShown(text=text, seq=seq):
                 return self._status(self.state, self._message(Role.ROLE_AGENT, text, f"status-{seq}"))
-            case op.ToolCalled() | op.ToolFinished() | op.ToolFailedOp() | op.ToolDenied() | op.DataShown():
-                return []  # A2A has no such parts of a task
+            case op.SteerShown(status="accepted", input=text, seq=seq):  # what a person added, as their message
+                said = self._message(Role.ROLE_USER, text, f"steer-{seq}")
+                self.history.append(said)
+                return self._status(self.state, said)
+            case op.SteerShown() | op.DataShown():
+                return []  # A2A has no data parts of a task
+            case _:
+                assert_never(operation)
+
+    def on_question(self, operation: op.QuestionOperation) -> list[Event]:
+        match operation:
             case op.QuestionAsked(question=question, stops=stops, seq=seq):
                 self._waiting_on[question.input_id] = question
                 events = self._status(TaskState.TASK_STATE_INPUT_REQUIRED, self._questions(seq))
                 self.finished = self.finished or stops  # the last asked at once: the stream ends while it waits
                 return events
-            case op.SteerShown(status="accepted", input=text, seq=seq):  # what a person added, as their message
-                said = self._message(Role.ROLE_USER, text, f"steer-{seq}")
-                self.history.append(said)
-                return self._status(self.state, said)
-            case op.SteerShown():
-                return []
             case op.QuestionAnswered(input_id=input_id, answer=answer, waiting_for=waiting_for, stops=stops, seq=seq):
                 self._waiting_on.pop(input_id, None)
                 said = self._message(Role.ROLE_USER, None, f"answer-{seq}", answer)
@@ -204,17 +220,15 @@ class A2AEvents(Renderer[Event]):
                     self.finished = self.finished or stops
                     return self._status(TaskState.TASK_STATE_INPUT_REQUIRED, self._questions(seq))
                 return self._status(TaskState.TASK_STATE_WORKING, said)
-            case op.ContentDropped(kept=kept):
-                text = "".join(item.text for item in kept if isinstance(item, op.BlockAppended) and item.kind == "text")
-                if text == "".join(self.text):
-                    return []
-                return self._replaced(text)
-            case op.RunEnded(ending=ending):
-                return self._ended(ending)
-            case op.GapFound(gap=gap):
-                return self._gap(gap)
             case _:
                 assert_never(operation)
+
+    def on_child(self, operation: op.ChildOperation) -> list[Event]:
+        if isinstance(operation, op.ChildEnded):
+            return self._child_is(operation.child_run_id, _ended_as(operation.ending))
+        child, agent, name = operation.child_run_id, operation.agent, operation.name
+        self.children[child] = {"taskId": task_id_of(self.context_id, child), "agent": agent, "name": name}
+        return self._child_is(child, TaskState.TASK_STATE_WORKING)
 
     def _child_is(self, child: str, state: TaskState) -> list[Event]:
         """A child's state changed: a status update of this task (its own state as it is) naming it."""
@@ -263,11 +277,11 @@ class A2AEvents(Renderer[Event]):
             status.message.CopyFrom(self.message)
         return TaskStatusUpdateEvent(task_id=self.task_id, context_id=self.context_id, status=status)
 
-    def _gap(self, gap: Gap) -> list[Event]:
+    def on_gap(self, operation: op.GapFound) -> list[Event]:
         """This reader's own news (its position was trimmed away, or never was), not the task's: the
         status as it is, with the gap in its resume metadata, and no generation counted, so that
         every reader and GetTask number the task's events alike."""
-        self.gapped = True
+        self.gapped, gap = True, operation.gap
         note = {"reason": gap.reason, "firstAvailable": gap.first_available}
         if not self.opened:  # told by the Task that opens the stream, which comes first
             self._gap_note = note
@@ -276,20 +290,16 @@ class A2AEvents(Renderer[Event]):
         event.metadata.update(self._resume(note))
         return [event]
 
-    def _appended(self, text: str) -> list[Event]:
+    def _appended(self, text: str, *, replacing: bool = False) -> list[Event]:
+        """The answer artifact's update: `text` added to it, or, `replacing`, all of it (a drop kept that much)."""
         self._changing()
-        append = bool(self.text)
-        self.text.append(text)
+        append = bool(self.text) and not replacing
+        if replacing:
+            self.text = [text] if text else []
+        else:
+            self.text.append(text)
         update = TaskArtifactUpdateEvent(
             task_id=self.task_id, context_id=self.context_id, artifact=_artifact([text]), append=append
-        )
-        return self._emitted(update)
-
-    def _replaced(self, text: str) -> list[Event]:
-        self._changing()
-        self.text = [text] if text else []
-        update = TaskArtifactUpdateEvent(
-            task_id=self.task_id, context_id=self.context_id, artifact=_artifact([text]), append=False
         )
         return self._emitted(update)
 

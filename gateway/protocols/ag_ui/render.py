@@ -110,7 +110,7 @@ def thread_messages(runs: list[RunRecord]) -> list[Message]:
 Part = str  # an event as JSON
 
 
-class AgUiEvents(FramedRenderer[Part]):
+class AgUiEvents(FramedRenderer[Part], op.OperationCases[list[BaseEvent]]):
     def __init__(
         self,
         thread_id: str,
@@ -202,23 +202,29 @@ class AgUiEvents(FramedRenderer[Part]):
         if root != self._run:
             return []  # a run queued behind the one shown: its turn comes
         if operation.run_id not in self._tree:
-            events = self._render(operation)
+            events = self.cases(operation)
         else:
             announced = self._tree.announce(
                 operation.run_id
             )  # before what the operation does: it may end the AG-UI run
-            events = [*announced, *(tagged(event, operation.run_id) for event in self._render(operation))]
+            events = [*announced, *(tagged(event, operation.run_id) for event in self.cases(operation))]
         ending, self._ending = self._ending, []
         return begun + _parts(*events, *ending)
 
-    def _render(self, operation: op.Operation) -> list[BaseEvent]:  # noqa: C901 (one case per operation)
+    def on_run(self, operation: op.RunOperation) -> list[BaseEvent]:
         match operation:
-            case op.RunOpened() | op.AttemptStarted() | op.GapFound():
+            case op.RunOpened() | op.AttemptStarted():
                 return []  # see render
-            case op.BlockOpened(run_id=run_id, kind=kind, block=block):
-                if kind == "text":
-                    self._last_text[run_id] = f"{run_id}-{block}"
-                return self._open.opened(run_id, kind, f"{run_id}-{block}")
+            case op.ContentDropped(run_id=run_id):
+                self._last_text.pop(run_id, None)
+                return [MessagesSnapshotEvent(messages=[*self._messages, *self._tree_messages()])]
+            case op.RunEnded(ending=ending):
+                return self._end(self._ended(ending))
+            case _:
+                assert_never(operation)
+
+    def on_block(self, operation: op.BlockOperation) -> list[BaseEvent]:
+        match operation:
             case op.BlockAppended(run_id=run_id, kind=kind, block=block, text=text):
                 # A block of a child streaming on when the AG-UI run ended at a question: opened again.
                 message_id = f"{run_id}-{block}"
@@ -226,30 +232,32 @@ class AgUiEvents(FramedRenderer[Part]):
                 if kind == "text":
                     return [*opened, TextMessageContentEvent(message_id=message_id, delta=text)]
                 return [*opened, ReasoningMessageContentEvent(message_id=message_id, delta=text)]
+            case op.BlockOpened(run_id=run_id, kind=kind, block=block):
+                if kind == "text":
+                    self._last_text[run_id] = f"{run_id}-{block}"
+                return self._open.opened(run_id, kind, f"{run_id}-{block}")
             case op.BlockClosed(run_id=run_id, block=block):
                 return self._open.closed(f"{run_id}-{block}")
-            case op.ToolCalled(run_id=run_id, call_id=call_id, name=name, arguments=arguments):
-                self._calls[run_id, call_id] = operation
-                call_id = self._tree.call_id(run_id, call_id)
-                return [
-                    ToolCallStartEvent(
-                        tool_call_id=call_id, tool_call_name=name, parent_message_id=self._last_text.get(run_id)
-                    ),
-                    ToolCallArgsEvent(tool_call_id=call_id, delta=compact(arguments)),
-                    ToolCallEndEvent(tool_call_id=call_id),
-                ]
-            case op.ToolFinished() | op.ToolFailedOp() | op.ToolDenied():
-                return [_result(operation, self._tree.call_id(operation.run_id, operation.call_id))]
-            case op.StatusShown(run_id=run_id, text=text):
-                # One activity message per run, its content the latest status (each snapshot replaces it).
-                return [
-                    ActivitySnapshotEvent(message_id=f"{run_id}-status", activity_type="status", content={"text": text})
-                ]
-            case op.DataShown(name=name, data=data):
-                return [CustomEvent(name=name, value=data)]
-            case op.SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
-                steer = {"steerId": steer_id, "status": status, "input": text, "reason": reason}
-                return [CustomEvent(name="steer", value={k: v for k, v in steer.items() if v is not None})]
+            case _:
+                assert_never(operation)
+
+    def on_tool(self, operation: op.ToolOperation) -> list[BaseEvent]:
+        if not isinstance(operation, op.ToolCalled):
+            return [_result(operation, self._tree.call_id(operation.run_id, operation.call_id))]
+        run_id = operation.run_id
+        self._calls[run_id, operation.call_id] = operation
+        call_id = self._tree.call_id(run_id, operation.call_id)
+        started = ToolCallStartEvent(
+            tool_call_id=call_id, tool_call_name=operation.name, parent_message_id=self._last_text.get(run_id)
+        )
+        arguments = ToolCallArgsEvent(tool_call_id=call_id, delta=compact(operation.arguments))
+        return [started, arguments, ToolCallEndEvent(tool_call_id=call_id)]
+
+    def on_shown(self, operation: op.ShownOperation) -> list[BaseEvent]:
+        return [_shown(operation)]
+
+    def on_question(self, operation: op.QuestionOperation) -> list[BaseEvent]:
+        match operation:
             case op.QuestionAsked(run_id=run_id, question=question, answered=answered, stops=stops):
                 if not answered:
                     call = self._calls.get((run_id, question.call_id or ""))
@@ -261,18 +269,18 @@ class AgUiEvents(FramedRenderer[Part]):
                 self._interrupts = [interrupt for interrupt in self._interrupts if interrupt.id != input_id]
                 self._stopping = self._stopping and bool(self._interrupts)  # answered while others streamed
                 return self._interrupted() if stops else []
-            case op.ContentDropped(run_id=run_id):
-                self._last_text.pop(run_id, None)
-                return [MessagesSnapshotEvent(messages=[*self._messages, *self._tree_messages()])]
-            case op.ChildStarted(child_run_id=child):
-                return self._tree.announce(child)
-            case op.ChildEnded(child_run_id=child, ending=ending):
-                events = [*self._tree.announce(child), self._tree.ended(child, ending)]
-                return events + (self._interrupted() if self._stopping else [])
-            case op.RunEnded(ending=ending):
-                return self._end(self._ended(ending))
             case _:
                 assert_never(operation)
+
+    def on_child(self, operation: op.ChildOperation) -> list[BaseEvent]:
+        announced = self._tree.announce(operation.child_run_id)
+        if isinstance(operation, op.ChildStarted):
+            return announced
+        events = [*announced, self._tree.ended(operation.child_run_id, operation.ending)]
+        return events + (self._interrupted() if self._stopping else [])
+
+    def on_gap(self, operation: op.GapFound) -> list[BaseEvent]:
+        return []  # see render
 
     def _ended(self, ending: Ending) -> BaseEvent:
         match ending:
@@ -384,6 +392,20 @@ def _messages_of(kept: tuple[op.Operation, ...], tree: Subagents) -> tuple[list[
                 )
                 messages.append(tool)
     return messages, last
+
+
+def _shown(operation: op.ShownOperation) -> BaseEvent:
+    match operation:
+        case op.StatusShown(run_id=run_id, text=text):
+            # One activity message per run, its content the latest status (each snapshot replaces it).
+            return ActivitySnapshotEvent(message_id=f"{run_id}-status", activity_type="status", content={"text": text})
+        case op.DataShown(name=name, data=data):
+            return CustomEvent(name=name, value=data)
+        case op.SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
+            steer = {"steerId": steer_id, "status": status, "input": text, "reason": reason}
+            return CustomEvent(name="steer", value={k: v for k, v in steer.items() if v is not None})
+        case _:
+            assert_never(operation)
 
 
 def _result(operation: op.ToolFinished | op.ToolFailedOp | op.ToolDenied, call_id: str) -> ToolCallResultEvent:

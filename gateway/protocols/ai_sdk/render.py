@@ -68,7 +68,7 @@ def steered_message(run: RunRecord) -> str:
     return f"{run.run_id}-steer-{run.queued_seq}"
 
 
-class UiMessageStream(FramedRenderer[Part]):
+class UiMessageStream(FramedRenderer[Part], op.OperationCases[list[Part]]):
     def __init__(
         self, run_id: str, answered: frozenset[str] = frozenset(), opens: str | None = None, quiet_until: int = 0
     ) -> None:
@@ -109,29 +109,49 @@ class UiMessageStream(FramedRenderer[Part]):
         # Only after the run's end: a stream cut short (a gateway stopping) must not look complete.
         return b"data: [DONE]\n\n" if self.finished else b""
 
-    def _render(self, operation: op.Operation) -> list[Part]:  # noqa: C901 (one case per operation)
+    def _render(self, operation: op.Operation) -> list[Part]:
+        # A child's own operation changes its message (a child's start or end is its parent's, as the
+        # call's output); the test of a child first, as a token's is cheapest that way.
+        if (
+            not isinstance(operation, op.GapFound)
+            and operation.run_id in self._children
+            and not isinstance(operation, op.ChildStarted | op.ChildEnded)
+        ):
+            self._children.changed(operation)  # its message goes out once the read is done
+            return []
+        return self.cases(operation)
+
+    def on_run(self, operation: op.RunOperation) -> list[Part]:
         match operation:
-            case op.ChildStarted():
-                return self._children.started(operation)
-            case op.ChildEnded():
-                return self._children.ended(operation)
-            case _ if not isinstance(operation, op.GapFound) and operation.run_id in self._children:
-                self._children.changed(operation)  # its message goes out once the read is done
-                return []
             case op.RunOpened(run_id=run_id):
                 return [{"type": "start", "messageId": run_id}]
             case op.AttemptStarted(reason="resume"):
                 return []  # the same attempt goes on after an answer: the same step
             case op.AttemptStarted():
                 return [{"type": "start-step"}]
-            case op.BlockOpened(kind=kind, block=block):
-                return [{"type": f"{kind}-start", "id": f"{kind}-{block}"}]
+            case op.ContentDropped(kept=kept):
+                self._children.all_changed()  # the step's outputs go with it: its children's are sent again
+                return [{"type": "reset-step"}, *(part for shown in kept for part in self._again(shown))]
+            case op.RunEnded(ending=ending):
+                return _ended(ending)
+            case _:
+                assert_never(operation)
+
+    def on_block(self, operation: op.BlockOperation) -> list[Part]:
+        match operation:
             case op.BlockAppended(kind=kind, block=block, text=text):
                 return [{"type": f"{kind}-delta", "id": f"{kind}-{block}", "delta": text}]
+            case op.BlockOpened(kind=kind, block=block):
+                return [{"type": f"{kind}-start", "id": f"{kind}-{block}"}]
             case op.BlockClosed(reason="dropped"):
                 return []  # the reset-step that follows drops it, open or not
             case op.BlockClosed(kind=kind, block=block):
                 return [{"type": f"{kind}-end", "id": f"{kind}-{block}"}]
+            case _:
+                assert_never(operation)
+
+    def on_tool(self, operation: op.ToolOperation) -> list[Part]:
+        match operation:
             case op.ToolCalled(call_id=call_id, name=name, arguments=arguments):
                 call = {"toolCallId": call_id, "toolName": name}
                 return [
@@ -146,28 +166,39 @@ class UiMessageStream(FramedRenderer[Part]):
                 return [{"type": "tool-output-error", "toolCallId": call_id, "errorText": error}]
             case op.ToolDenied(call_id=call_id):  # the SDK's own state for a call a person denied
                 return [{"type": "tool-output-denied", "toolCallId": call_id}]
+            case _:
+                assert_never(operation)
+
+    def on_shown(self, operation: op.ShownOperation) -> list[Part]:
+        match operation:
             case op.StatusShown(text=text):
                 return [{"type": "data-status", "id": "status", "data": {"text": text}}]
             case op.DataShown(name=name, data=data):
                 return [{"type": f"data-{name}", "data": data}]
-            case op.QuestionAsked(question=question, stops=stops):
-                return self._waiting_if([_asked(question)], stops)
-            case op.QuestionAnswered(input_id=input_id, answer=answer, stops=stops):
-                return self._waiting_if([_answered(input_id, answer)], stops)
             case op.SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
                 # One data part per steer, its status updated in place (the SDK replaces a part by its id).
                 steer = {"status": status} | ({"input": text} if text is not None else {})
                 return [{"type": "data-steer", "id": steer_id, "data": steer | ({"reason": reason} if reason else {})}]
-            case op.ContentDropped(kept=kept):
-                self._children.all_changed()  # the step's outputs go with it: its children's are sent again
-                return [{"type": "reset-step"}, *(part for shown in kept for part in self._again(shown))]
-            case op.RunEnded(ending=ending):
-                return _ended(ending)
-            case op.GapFound(gap=gap):
-                # The SDK has no word for it, and saying nothing would be a silent skip.
-                return [{"type": "data-gap", "data": gap.model_dump(), "transient": True}]
             case _:
                 assert_never(operation)
+
+    def on_question(self, operation: op.QuestionOperation) -> list[Part]:
+        match operation:
+            case op.QuestionAsked(question=question, stops=stops):
+                return self._waiting_if([_asked(question)], stops)
+            case op.QuestionAnswered(input_id=input_id, answer=answer, stops=stops):
+                return self._waiting_if([_answered(input_id, answer)], stops)
+            case _:
+                assert_never(operation)
+
+    def on_child(self, operation: op.ChildOperation) -> list[Part]:
+        if isinstance(operation, op.ChildStarted):
+            return self._children.started(operation)
+        return self._children.ended(operation)
+
+    def on_gap(self, operation: op.GapFound) -> list[Part]:
+        # The SDK has no word for it, and saying nothing would be a silent skip.
+        return [{"type": "data-gap", "data": operation.gap.model_dump(), "transient": True}]
 
     def _again(self, kept: op.Operation) -> list[Part]:
         """A part kept after a reset-step, sent again: a child's call with the final output its end gave."""

@@ -15,7 +15,7 @@ of its parent's message, its own message the output of that call's part, and so 
 """
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from tokentail.gateway.reducer import operations as op
 from tokentail.gateway.reducer.reducer import Reducer
@@ -136,51 +136,14 @@ class ChildMessages:
         added = child.shown - child.shown_when_sent
         return not child.urgent and added * GROWTH < child.shown_when_sent - FREE_CHARS
 
-    def message(self, run_id: str) -> Part:  # noqa: C901 (one case per operation)
+    def message(self, run_id: str) -> Part:
         """The child's `UIMessage` as `readUIMessageStream` would have built it from its own stream."""
-        child = self._children[run_id]
-        parts: list[Part] = []
-        tools: dict[str, Part] = {}
+        built = _MessageParts(self, self._children[run_id])
         for shown in self._reducer.shown(run_id):
-            match shown:
-                case op.BlockOpened(kind=kind):
-                    parts.append({"type": kind, "text": "", "state": "streaming"})
-                case op.BlockAppended(text=text):
-                    parts[-1]["text"] = text
-                case op.BlockClosed():
-                    parts[-1]["state"] = "done"
-                case op.ToolCalled(call_id=call_id, name=name, arguments=arguments):
-                    part = tools[call_id] = {
-                        "type": f"tool-{name}",
-                        "toolCallId": call_id,
-                        "state": "input-available",
-                        "input": arguments,
-                    }
-                    parts.append(part)
-                    if (grandchild := child.children.get(call_id)) is not None:
-                        self._nested(part, grandchild)
-                case op.ToolFinished(call_id=call_id, result=result) if call_id in tools:
-                    if call_id not in child.children:
-                        tools[call_id] |= {"state": "output-available", "output": result, "preliminary": False}
-                case op.ToolFailedOp(call_id=call_id, error=error) | op.ToolDenied(call_id=call_id, error=error):
-                    if call_id in tools and call_id not in child.children:
-                        state = "output-denied" if isinstance(shown, op.ToolDenied) else "output-error"
-                        tools[call_id] |= {"state": state, "errorText": error}
-                case op.StatusShown(text=text):
-                    parts = [part for part in parts if part.get("id") != "status"]
-                    parts.append({"type": "data-status", "id": "status", "data": {"text": text}})
-                case op.DataShown(name=name, data=data):
-                    parts.append({"type": f"data-{name}", "data": data})
-                case op.QuestionAsked(question=question):
-                    asked = {"input_id": question.input_id, "kind": question.kind, "prompt": question.prompt}
-                    parts.append({"type": "data-input", "id": question.input_id, "data": {**asked, "answer": None}})
-                case op.QuestionAnswered(input_id=input_id, answer=answer):
-                    for part in parts:
-                        if part.get("id") == input_id and part["type"] == "data-input":
-                            part["data"] = {**part["data"], "answer": answer}
-        return {"id": run_id, "role": "assistant", "parts": parts}
+            built.cases(shown)
+        return {"id": run_id, "role": "assistant", "parts": built.parts}
 
-    def _nested(self, part: Part, run_id: str) -> None:
+    def nested(self, part: Part, run_id: str) -> None:
         """A grandchild's message as the output of its call's part: preliminary until it ends."""
         ended = self._children[run_id].ended
         if ended is None:
@@ -189,6 +152,76 @@ class ChildMessages:
             part |= {"state": "output-available", "output": self.message(run_id), "preliminary": False}
         else:
             part |= {"state": "output-error", "errorText": _error(ended)}
+
+
+class _MessageParts(op.OperationCases[None]):
+    """A child's message's parts, built as the AI SDK's client builds them from its stream."""
+
+    def __init__(self, messages: ChildMessages, child: _Child) -> None:
+        self.messages, self.child = messages, child
+        self.parts: list[Part] = []
+        self.tools: dict[str, Part] = {}
+
+    def on_block(self, operation: op.BlockOperation) -> None:
+        match operation:
+            case op.BlockOpened(kind=kind):
+                self.parts.append({"type": kind, "text": "", "state": "streaming"})
+            case op.BlockAppended(text=text):
+                self.parts[-1]["text"] = text
+            case op.BlockClosed():
+                self.parts[-1]["state"] = "done"
+            case _:
+                assert_never(operation)
+
+    def on_tool(self, operation: op.ToolOperation) -> None:
+        call_id, tools, children = operation.call_id, self.tools, self.child.children
+        match operation:
+            case op.ToolCalled(name=name, arguments=arguments):
+                part = tools[call_id] = {"type": f"tool-{name}", "toolCallId": call_id, "state": "input-available"}
+                part["input"] = arguments
+                self.parts.append(part)
+                if (grandchild := children.get(call_id)) is not None:
+                    self.messages.nested(part, grandchild)
+            case op.ToolFinished(result=result):
+                if call_id in tools and call_id not in children:
+                    tools[call_id] |= {"state": "output-available", "output": result, "preliminary": False}
+            case op.ToolFailedOp(error=error) | op.ToolDenied(error=error):
+                if call_id in tools and call_id not in children:
+                    state = "output-denied" if isinstance(operation, op.ToolDenied) else "output-error"
+                    tools[call_id] |= {"state": state, "errorText": error}
+            case _:
+                assert_never(operation)
+
+    def on_shown(self, operation: op.ShownOperation) -> None:
+        match operation:
+            case op.StatusShown(text=text):
+                self.parts = [part for part in self.parts if part.get("id") != "status"]
+                self.parts.append({"type": "data-status", "id": "status", "data": {"text": text}})
+            case op.DataShown(name=name, data=data):
+                self.parts.append({"type": f"data-{name}", "data": data})
+            case op.SteerShown():
+                pass  # the child's steers are not among its parts
+            case _:
+                assert_never(operation)
+
+    def on_question(self, operation: op.QuestionOperation) -> None:
+        if isinstance(operation, op.QuestionAsked):
+            question = operation.question
+            asked = {"input_id": question.input_id, "kind": question.kind, "prompt": question.prompt}
+            self.parts.append({"type": "data-input", "id": question.input_id, "data": {**asked, "answer": None}})
+            return
+        for part in self.parts:
+            if part.get("id") == operation.input_id and part["type"] == "data-input":
+                part["data"] = {**part["data"], "answer": operation.answer}
+
+    def on_run(self, operation: op.RunOperation) -> None:
+        pass  # a child's message has no start or end of its own (its call's output says it)
+
+    def on_child(self, operation: op.ChildOperation) -> None:
+        pass  # a grandchild is its call's output (`on_tool`)
+
+    def on_gap(self, operation: op.GapFound) -> None:
+        pass
 
 
 def _error(ended: op.ChildEnded) -> str:

@@ -20,7 +20,7 @@ streamed chunks into the state it read.
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 
 from tokentail.gateway.reducer import operations as op
 from tokentail.gateway.reducer.reducer import Reducer
@@ -95,7 +95,7 @@ def interrupt_json(question: InputRequired | Question) -> dict[str, Any]:
     return {"value": value, "id": question.input_id}
 
 
-class Conversation:
+class Conversation(op.OperationCases[list[tuple[Any, ...]]]):
     """The LangChain messages of a session's runs, kept per run, from the reducer's operations.
 
     `apply` takes one operation and returns what it changed, for a stream (render.py): `("chunk",
@@ -115,31 +115,57 @@ class Conversation:
     def of(self, run_id: str) -> list[Message]:
         return self.messages.get(run_id, [])
 
-    def apply(self, operation: op.Operation) -> list[tuple[Any, ...]]:  # noqa: C901 (one case per operation)
+    def apply(self, operation: op.Operation) -> list[tuple[Any, ...]]:
         if isinstance(operation, op.BlockOpened | op.ToolCalled) and operation.run_id in self._going_on:
             self._going_on.discard(operation.run_id)
             if isinstance(operation, op.BlockOpened) and operation.kind == "text":
                 return []  # the text the drop kept goes on in the same message
         elif not isinstance(operation, op.GapFound | op.BlockClosed | op.ContentDropped):
             self._going_on.discard(operation.run_id)
+        return self.cases(operation)
+
+    def on_run(self, operation: op.RunOperation) -> list[tuple[Any, ...]]:
         match operation:
             case op.RunOpened(run_id=run_id, input=text):
                 self.messages[run_id] = [human_message(human_message_id(run_id), text)]
                 return [("done", self.messages[run_id][0])]
-            case op.ChildStarted(child_run_id=child, input=text):
-                self.messages[child] = [human_message(human_message_id(child), text)]
+            case op.AttemptStarted():
                 return []
-            case op.BlockOpened(run_id=run_id, kind="text", block=block):
-                changes = self._finish(run_id)
-                message = self._open[run_id] = ai_message(ai_message_id(run_id, block))
-                self._list(run_id).append(message)
-                return changes
+            case op.ContentDropped(run_id=run_id, kept=kept):
+                self._going_on.discard(run_id)
+                self._open.pop(run_id, None)
+                self.messages[run_id] = self.messages.get(run_id, [])[:1]  # its input stays
+                for again in kept:
+                    self.apply(again)
+                last = self.messages[run_id][-1]
+                if self._open.get(run_id) is last and not last["tool_calls"]:
+                    self._going_on.add(run_id)
+                return [("reset", run_id)]
+            case op.RunEnded(run_id=run_id):
+                return self._ended(run_id)
+            case _:
+                assert_never(operation)
+
+    def on_block(self, operation: op.BlockOperation) -> list[tuple[Any, ...]]:
+        match operation:
             case op.BlockAppended(run_id=run_id, kind="text", text=text):
                 appended = self._open.get(run_id)
                 if appended is None:
                     return []
                 appended["content"] += text
                 return [("chunk", appended["id"], text)]
+            case op.BlockOpened(run_id=run_id, kind="text", block=block):
+                changes = self._finish(run_id)
+                message = self._open[run_id] = ai_message(ai_message_id(run_id, block))
+                self._list(run_id).append(message)
+                return changes
+            case op.BlockAppended() | op.BlockOpened() | op.BlockClosed():
+                return []  # reasoning is not among LangChain's messages; a message ends at what follows
+            case _:
+                assert_never(operation)
+
+    def on_tool(self, operation: op.ToolOperation) -> list[tuple[Any, ...]]:
+        match operation:
             case op.ToolCalled(run_id=run_id, call_id=call_id, name=name, arguments=arguments, seq=seq):
                 called = self._open.get(run_id)
                 if called is None:
@@ -156,36 +182,44 @@ class Conversation:
                 | op.ToolDenied(run_id=run_id, call_id=call_id, error=error)
             ):
                 return self._result(run_id, call_id, error, error=True)
-            case op.QuestionAsked(run_id=run_id, question=question, answered=answered):
-                if not answered:
-                    self.questions.setdefault(run_id, []).append(question)
-                return self._finish(run_id)
-            case op.QuestionAnswered(run_id=run_id, input_id=input_id):
-                left = [asked for asked in self.questions.get(run_id, []) if asked.input_id != input_id]
-                self.questions[run_id] = left
-                return []
-            case op.RunEnded(run_id=run_id) | op.ChildEnded(child_run_id=run_id):
-                self.questions.pop(run_id, None)
-                return self._finish(run_id)
+            case _:
+                assert_never(operation)
+
+    def on_shown(self, operation: op.ShownOperation) -> list[tuple[Any, ...]]:
+        match operation:
             case op.SteerShown(steer_id=steer_id, status="accepted", input=text):
                 self._steers[steer_id] = text or ""
-                return []
             case op.SteerShown(run_id=run_id, steer_id=steer_id, status="applied"):
                 changes = self._finish(run_id)
                 steer = human_message(f"human:{steer_id}", self._steers.pop(steer_id, ""))
                 self._list(run_id).append(steer)
                 return [*changes, ("done", steer)]
-            case op.ContentDropped(run_id=run_id, kept=kept):
-                self._going_on.discard(run_id)
-                self._open.pop(run_id, None)
-                self.messages[run_id] = self.messages.get(run_id, [])[:1]  # its input stays
-                for again in kept:
-                    self.apply(again)
-                last = self.messages[run_id][-1]
-                if self._open.get(run_id) is last and not last["tool_calls"]:
-                    self._going_on.add(run_id)
-                return [("reset", run_id)]
+        return []  # a status, data, a steer refused: not among the messages
+
+    def on_question(self, operation: op.QuestionOperation) -> list[tuple[Any, ...]]:
+        run_id = operation.run_id
+        if isinstance(operation, op.QuestionAsked):
+            if not operation.answered:
+                self.questions.setdefault(run_id, []).append(operation.question)
+            return self._finish(run_id)
+        self.questions[run_id] = [
+            asked for asked in self.questions.get(run_id, []) if asked.input_id != operation.input_id
+        ]
         return []
+
+    def on_child(self, operation: op.ChildOperation) -> list[tuple[Any, ...]]:
+        child = operation.child_run_id
+        if isinstance(operation, op.ChildEnded):
+            return self._ended(child)
+        self.messages[child] = [human_message(human_message_id(child), operation.input)]
+        return []
+
+    def on_gap(self, operation: op.GapFound) -> list[tuple[Any, ...]]:
+        return []
+
+    def _ended(self, run_id: str) -> list[tuple[Any, ...]]:
+        self.questions.pop(run_id, None)
+        return self._finish(run_id)
 
     def _list(self, run_id: str) -> list[Message]:
         return self.messages.setdefault(run_id, [])

@@ -169,43 +169,48 @@ def answer_of(key: str, question: Question, responses: dict[str, Any] | None) ->
     return True, content
 
 
-class Progress(Renderer[str]):
+class Progress(Renderer[str], op.OperationCases[list[str]]):
     """A run's events as the messages of MCP progress notifications, while its tool call waits (until
     the run ends or stops at a question: gateway/reading/settling.py)."""
 
-    def render(self, operation: op.Operation) -> list[str]:  # noqa: C901 (one case per operation)
+    def render(self, operation: op.Operation) -> list[str]:
+        if isinstance(operation, op.QuestionAsked) and not operation.answered:
+            return [operation.question.prompt]  # the task's question, whichever run of its tree asks it
+        if not isinstance(operation, op.GapFound) and operation.run_id != self.reducer.run_id:
+            return []  # a child run's own work: the task shows its parent's call of it (`calling <name>`)
+        return self.cases(operation)
+
+    def on_run(self, operation: op.RunOperation) -> list[str]:
+        if isinstance(operation, op.ContentDropped) and operation.after == 0:
+            return ["its worker stopped: the agent starts again"]
+        return []
+
+    def on_block(self, operation: op.BlockOperation) -> list[str]:
+        return (
+            [operation.text]
+            if isinstance(operation, op.BlockAppended) and operation.kind == "text" and operation.text
+            else []
+        )
+
+    def on_tool(self, operation: op.ToolOperation) -> list[str]:
         match operation:
-            case op.QuestionAsked(question=question, answered=False):
-                return [question.prompt]  # the task's question, whichever run of its tree asks it
-            case _ if not isinstance(operation, op.GapFound) and operation.run_id != self.reducer.run_id:
-                return []  # a child run's own work: the task shows its parent's call of it (`calling <name>`)
-            case op.BlockAppended(kind="text", text=text) if text:
-                return [text]
             case op.ToolCalled(name=name):
                 return [f"calling {name}"]
             case op.ToolFailedOp(error=error) | op.ToolDenied(error=error):
                 return [f"a tool call failed: {error}"]
-            case op.StatusShown(text=text):
-                return [text]
-            case op.ContentDropped(after=0):
-                return ["its worker stopped: the agent starts again"]
-            case (
-                op.RunOpened()
-                | op.AttemptStarted()
-                | op.BlockOpened()
-                | op.BlockAppended()
-                | op.BlockClosed()
-                | op.ToolFinished()
-                | op.DataShown()
-                | op.QuestionAsked()
-                | op.QuestionAnswered()
-                | op.SteerShown()
-                | op.ContentDropped()
-                | op.RunEnded()
-                | op.ChildStarted()
-                | op.ChildEnded()
-                | op.GapFound()
-            ):
+            case op.ToolFinished():
                 return []
             case _:
                 assert_never(operation)
+
+    def on_shown(self, operation: op.ShownOperation) -> list[str]:
+        return [operation.text] if isinstance(operation, op.StatusShown) else []
+
+    def on_question(self, operation: op.QuestionOperation) -> list[str]:
+        return []  # an open one: `render`
+
+    def on_child(self, operation: op.ChildOperation) -> list[str]:
+        return []
+
+    def on_gap(self, operation: op.GapFound) -> list[str]:
+        return []

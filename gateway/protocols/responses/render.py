@@ -64,7 +64,7 @@ SERVER_LABEL = "tokentail"  # the mcp_approval_request's server_label
 MEDIA_TYPE = "text/event-stream; charset=utf-8"
 
 
-class ResponseEvents(FramedRenderer[Part]):
+class ResponseEvents(FramedRenderer[Part], op.OperationCases[list[Part]]):
     """One response (`segment` of run `run_id`) as the SDK's stream events. `header` holds the
     Response object's fields that are not built from events (id, model, metadata, ...)."""
 
@@ -156,11 +156,11 @@ class ResponseEvents(FramedRenderer[Part]):
             return []  # a child run's own (its text, tools, questions): not the parent's response's
         starts = isinstance(operation, op.RunOpened | op.AttemptStarted | op.QuestionAnswered | op.GapFound)
         if self._created or starts or not self._in_segment:
-            return self._render(operation)
+            return self.cases(operation)
         self._created, self.created_at, self.status = True, self.reducer.event_ts, "in_progress"
-        return [self._lifecycle("response.created"), self._lifecycle("response.in_progress"), *self._render(operation)]
+        return [self._lifecycle("response.created"), self._lifecycle("response.in_progress"), *self.cases(operation)]
 
-    def _render(self, operation: op.Operation) -> list[Part]:  # noqa: C901 (one case per operation)
+    def on_run(self, operation: op.RunOperation) -> list[Part]:
         match operation:
             case op.RunOpened():
                 if self.segment != 0:
@@ -172,30 +172,29 @@ class ResponseEvents(FramedRenderer[Part]):
                     return []
                 self.status = "in_progress"
                 return [self._lifecycle("response.in_progress")]
-            case op.QuestionAnswered(input_id=input_id, waiting_for=waiting_for):
-                self._answered.append(input_id)
-                if waiting_for:
-                    return []
-                answered, self._answered = self._answered, []
-                return self._next_segment(("input", *answered))  # the last answer: the run goes on
-            case op.SteerShown(status="applied", steer_id=steer_id):
-                if steer_id in self._steers_taken:
-                    return []
-                self._steers_taken.add(steer_id)
-                self.incomplete_reason = "steered" if self._in_segment else None
-                return [*self._end("incomplete", "response.incomplete"), *self._next_segment(("steer", steer_id))]
-            case op.BlockOpened(kind=kind, block=block):
-                return self.output.open(kind, block) if self._in_segment else []
+            case op.ContentDropped(after=after, kept=kept):
+                return self.output.drop(after, kept) if self._in_segment else []
+            case op.RunEnded(ending=ending):
+                return self._ended(ending)
+            case _:
+                assert_never(operation)
+
+    def on_block(self, operation: op.BlockOperation) -> list[Part]:
+        match operation:
             case op.BlockAppended(kind=kind, text=text):
                 return self._delta(kind, text) if self._in_segment and self.output.is_open else []
+            case op.BlockOpened(kind=kind, block=block):
+                return self.output.open(kind, block) if self._in_segment else []
             case op.BlockClosed(reason="dropped"):
                 return []  # the drop that follows ends it, with the text it keeps
             case op.BlockClosed(reason=reason):
-                return (
-                    self.output.close("completed" if reason in ("next", "completed") else "incomplete")
-                    if self._in_segment
-                    else []
-                )
+                ended = "completed" if reason in ("next", "completed") else "incomplete"
+                return self.output.close(ended) if self._in_segment else []
+            case _:
+                assert_never(operation)
+
+    def on_tool(self, operation: op.ToolOperation) -> list[Part]:
+        match operation:
             case op.ToolCalled():
                 return self._tool_call(operation)
             case op.ToolFinished(call_id=call_id, result=result, seq=seq):
@@ -205,20 +204,32 @@ class ResponseEvents(FramedRenderer[Part]):
                 | op.ToolDenied(call_id=call_id, error=error, seq=seq)
             ):
                 return self._tool_output(call_id, {"error": error}, seq)
-            case op.StatusShown() | op.DataShown() | op.SteerShown():
-                return []  # the Responses API has no such item (its steers are its WebSocket mode's)
-            case op.QuestionAsked(question=question, seq=seq):
-                return self._question(question, seq) if self._in_segment else []
-            case op.ContentDropped(after=after, kept=kept):
-                return self.output.drop(after, kept) if self._in_segment else []
-            case op.RunEnded(ending=ending):
-                return self._ended(ending)
-            case op.GapFound(gap=gap):
-                return [self.numbering.event("error", code="gap", message=_gap_message(gap), param=None)]
-            case op.ChildStarted() | op.ChildEnded():
-                return []  # the parent's function call of the child shows it (tool.started, tool.completed)
             case _:
                 assert_never(operation)
+
+    def on_shown(self, operation: op.ShownOperation) -> list[Part]:
+        if not isinstance(operation, op.SteerShown) or operation.status != "applied":
+            return []  # the Responses API has no such item (its steers are its WebSocket mode's)
+        if operation.steer_id in self._steers_taken:
+            return []
+        self._steers_taken.add(operation.steer_id)
+        self.incomplete_reason = "steered" if self._in_segment else None
+        return [*self._end("incomplete", "response.incomplete"), *self._next_segment(("steer", operation.steer_id))]
+
+    def on_question(self, operation: op.QuestionOperation) -> list[Part]:
+        if isinstance(operation, op.QuestionAsked):
+            return self._question(operation.question, operation.seq) if self._in_segment else []
+        self._answered.append(operation.input_id)
+        if operation.waiting_for:
+            return []
+        answered, self._answered = self._answered, []
+        return self._next_segment(("input", *answered))  # the last answer: the run goes on
+
+    def on_child(self, operation: op.ChildOperation) -> list[Part]:
+        return []  # the parent's function call of the child shows it (tool.started, tool.completed)
+
+    def on_gap(self, operation: op.GapFound) -> list[Part]:
+        return [self.numbering.event("error", code="gap", message=_gap_message(operation.gap), param=None)]
 
     def _next_segment(self, opened_by: tuple[str, ...]) -> list[Part]:
         """Answers or a steer taken in: the run goes on as its next segment, this response if it is."""

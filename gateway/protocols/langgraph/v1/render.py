@@ -166,7 +166,10 @@ class LangGraphEvents(FramedRenderer[Part]):
             # A child's: its parent's tool call shows it; its questions are the run's interrupts.
             return self._interrupted() if stops else []
         ns = space or ()
-        parts = self._render(operation, run_id, changes, ns)
+        parts = self._shown(operation, run_id, ns)  # what the operation shows itself, then what it changed
+        for change in changes:
+            parts += self._change(change, run_id, ns)
+        parts += self._closed(operation, run_id, changes, ns)
         if stops and ns:
             parts += self._interrupted()  # a child's interrupt is its root's too, as a subgraph's is
         if isinstance(operation, op.RunEnded) and operation.run_id == self.root:
@@ -184,9 +187,7 @@ class LangGraphEvents(FramedRenderer[Part]):
         parts = self._mode("updates", (), {"__interrupt__": interrupts})
         return parts + self._mode("values", (), {**self._state("", ()), "__interrupt__": interrupts})
 
-    def _render(  # noqa: C901 (one case per operation)
-        self, operation: op.Operation, run_id: str, changes: list[tuple[Any, ...]], ns: tuple[str, ...]
-    ) -> list[Part]:
+    def _shown(self, operation: op.Operation, run_id: str, ns: tuple[str, ...]) -> list[Part]:
         parts: list[Part] = []
         match operation:
             case op.RunOpened():
@@ -198,15 +199,18 @@ class LangGraphEvents(FramedRenderer[Part]):
             case op.DataShown(name=name, data=data):
                 parts += self._custom(name, data, ns)
             case op.SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
-                parts += self._custom(
-                    "steer", {"steer_id": steer_id, "status": status, "input": text, "reason": reason}, ns
-                )
+                steer = {"steer_id": steer_id, "status": status, "input": text, "reason": reason}
+                parts += self._custom("steer", steer, ns)
             case op.ToolCalled(call_id=call_id, name=name, arguments=arguments):
                 parts += self._event("on_tool_start", run_id, ns, {"input": arguments}, name=name, call_id=call_id)
                 tool = {"event": "on_tool_start", "toolCallId": call_id, "name": name, "input": arguments}
                 parts += self._mode("tools", ns, tool)
-        for change in changes:
-            parts += self._change(change, run_id, ns)
+        return parts
+
+    def _closed(
+        self, operation: op.Operation, run_id: str, changes: list[tuple[Any, ...]], ns: tuple[str, ...]
+    ) -> list[Part]:
+        parts: list[Part] = []
         match operation:
             case op.QuestionAsked(stops=True):
                 interrupts = [state.interrupt_json(asked) for asked in self.conversation.questions.get(run_id, [])]

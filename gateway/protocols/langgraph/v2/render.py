@@ -146,7 +146,7 @@ class _Open:
 Part = dict[str, Any]  # an envelope
 
 
-class V2Events(Renderer[Part]):
+class V2Events(Renderer[Part], op.OperationCases[list[_Envelope]]):
     """A thread's v2 events after `cursor`, as `filter` asks. The reducer follows every run of the
     session (`run_id` None), so the stream goes on across runs: it ends only when its client leaves."""
 
@@ -172,7 +172,7 @@ class V2Events(Renderer[Part]):
         for event in batch.events:
             envelopes: list[_Envelope] = []
             for operation in self.reducer.reduce(event):
-                envelopes += self._render(operation)
+                envelopes += self.cases(operation)
             if not envelopes or self.reducer.quiet(event.seq):
                 continue
             ms, last = event.ts_us // 1000, len(envelopes) - 1
@@ -191,7 +191,7 @@ class V2Events(Renderer[Part]):
 
     def render(self, operation: op.Operation) -> list[Part]:
         """What one operation becomes, as envelopes without ids (the base class's `opening` renders a gap)."""
-        return [_framed(envelope, "", 0, 0) for envelope in self._render(operation)]
+        return [_framed(envelope, "", 0, 0) for envelope in self.cases(operation)]
 
     def opening(self, gap: Gap | None) -> list[Part]:
         return self._gap(gap) if gap is not None else []
@@ -212,17 +212,24 @@ class V2Events(Renderer[Part]):
     def _message(self, run_id: str, data: dict[str, Any]) -> _Envelope:
         return _Envelope("messages", self._ns(run_id), data)
 
-    def _render(self, operation: op.Operation) -> list[_Envelope]:  # noqa: C901 (one case per operation)
+    def on_run(self, operation: op.RunOperation) -> list[_Envelope]:
         match operation:
-            case op.RunOpened() | op.GapFound():
-                return []  # a queued run shows from its start; a gap: `rendered`
+            case op.RunOpened():
+                return []  # a queued run shows from its start
             case op.AttemptStarted(run_id=run_id):
                 return [_Envelope("lifecycle", self._ns(run_id), {"event": "running"})]
-            case op.BlockOpened(run_id=run_id, kind=kind, block=block):
-                self._open[run_id] = _Open(message_id(run_id, kind, block), kind)
-                start = {"event": "message-start", "role": "ai", "id": message_id(run_id, kind, block)}
-                content = {"type": "text", "text": ""} if kind == "text" else {"type": "reasoning", "reasoning": ""}
-                return [self._message(run_id, start), self._message(run_id, _block("content-block-start", content))]
+            case op.ContentDropped(run_id=run_id, after=after):
+                # What a takeover dropped stays in the client's messages (v2 has no retraction): said.
+                dropped = {"name": "dropped", "payload": {"run_id": run_id, "after_seq": after}}
+                return [_Envelope("custom", self._ns(run_id), dropped)]
+            case op.RunEnded(run_id=run_id, ending=ending):
+                self._open.pop(run_id, None)
+                return [_Envelope("lifecycle", [], _ended(ending)), _Envelope("values", [], {})]
+            case _:
+                assert_never(operation)
+
+    def on_block(self, operation: op.BlockOperation) -> list[_Envelope]:
+        match operation:
             case op.BlockAppended(run_id=run_id, kind=kind, text=text):
                 opened = self._open.get(run_id)
                 if opened is not None:
@@ -233,63 +240,76 @@ class V2Events(Renderer[Part]):
                     else {"type": "reasoning-delta", "reasoning": text}
                 )
                 return [self._message(run_id, {"event": "content-block-delta", "index": 0, "delta": delta})]
+            case op.BlockOpened(run_id=run_id, kind=kind, block=block):
+                self._open[run_id] = _Open(message_id(run_id, kind, block), kind)
+                start = {"event": "message-start", "role": "ai", "id": message_id(run_id, kind, block)}
+                content = {"type": "text", "text": ""} if kind == "text" else {"type": "reasoning", "reasoning": ""}
+                return [self._message(run_id, start), self._message(run_id, _block("content-block-start", content))]
             case op.BlockClosed(run_id=run_id, kind=kind):
                 opened = self._open.pop(run_id, None)
                 text = "".join(opened.text) if opened is not None else ""
                 content = {"type": "text", "text": text} if kind == "text" else {"type": "reasoning", "reasoning": text}
                 finish = {"event": "message-finish", "reason": operation.reason}
                 return [self._message(run_id, _block("content-block-finish", content)), self._message(run_id, finish)]
+            case _:
+                assert_never(operation)
+
+    def on_tool(self, operation: op.ToolOperation) -> list[_Envelope]:
+        match operation:
             case op.ToolCalled(run_id=run_id, call_id=call_id, name=name, arguments=arguments):
                 data = {"event": "tool-started", "tool_call_id": call_id, "tool_name": name, "input": arguments}
                 known, self._calls = (run_id, call_id) in self._calls, self._calls | {(run_id, call_id)}
                 return [_Envelope("tools", self._ns(run_id), data, shown=not known)]
-            case op.ToolFinished(run_id=run_id, call_id=call_id, result=result):
+            case op.ToolFinished(call_id=call_id, result=result):
                 data = {"event": "tool-finished", "tool_call_id": call_id, "output": result}
-                return [_Envelope("tools", self._ns(run_id), data)]
-            case op.ToolFailedOp(run_id=run_id, call_id=call_id, error=error):
+            case op.ToolFailedOp(call_id=call_id, error=error):
                 data = {"event": "tool-error", "tool_call_id": call_id, "message": error}
-                return [_Envelope("tools", self._ns(run_id), data)]
-            case op.ToolDenied(run_id=run_id, call_id=call_id, error=error):
+            case op.ToolDenied(call_id=call_id, error=error):
                 data = {"event": "tool-error", "tool_call_id": call_id, "message": error, "code": "denied"}
-                return [_Envelope("tools", self._ns(run_id), data)]
-            case op.StatusShown(run_id=run_id, text=text):
-                return [_Envelope("custom", self._ns(run_id), {"name": "status", "payload": {"text": text}})]
-            case op.DataShown(run_id=run_id, name=name, data=data):
-                return [_Envelope("custom", self._ns(run_id), {"name": name, "payload": data})]
-            case op.SteerShown(run_id=run_id, steer_id=steer_id, status=status, input=text, reason=reason):
-                steer = {"steer_id": steer_id, "status": status, "input": text, "reason": reason}
-                payload = {key: value for key, value in steer.items() if value is not None}
-                return [_Envelope("custom", self._ns(run_id), {"name": "steer", "payload": payload})]
-            case op.QuestionAsked(run_id=run_id, question=question, answered=answered, stops=stops):
-                data = {"interrupt_id": question.input_id, "payload": interrupt_json(question)["value"]}
-                asked = [_Envelope("input.requested", self._ns(run_id), data, shown=not answered)]
-                if question.more:
-                    return asked
-                # The run stops at the last of the questions asked at once: its tree's root says so,
-                # then the thread's values (the feed fills them in).
-                return [
-                    *asked,
-                    _Envelope("lifecycle", [], {"event": "interrupted"}, shown=stops),
-                    _Envelope("values", [], {}, shown=stops),
-                ]
-            case op.QuestionAnswered(input_id=input_id):
-                return [_Envelope("input.answered", [], {"interrupt_ids": [input_id]})]
-            case op.ContentDropped(run_id=run_id, after=after):
-                # What a takeover dropped stays in the client's messages (v2 has no retraction): said.
-                dropped = {"name": "dropped", "payload": {"run_id": run_id, "after_seq": after}}
-                return [_Envelope("custom", self._ns(run_id), dropped)]
-            case op.ChildStarted(run_id=parent, child_run_id=child, agent=agent, call_id=call_id):
-                namespace = [*self._ns(parent), f"{agent}:{child}"]
-                self._namespaces[child] = namespace
-                cause = {"type": "toolCall", "tool_call_id": call_id}
-                return [_Envelope("lifecycle", namespace, {"event": "started", "graph_name": agent, "cause": cause})]
-            case op.ChildEnded(child_run_id=child, ending=ending):
-                return [_Envelope("lifecycle", self._ns(child), _ended(ending))]
-            case op.RunEnded(run_id=run_id, ending=ending):
-                self._open.pop(run_id, None)
-                return [_Envelope("lifecycle", [], _ended(ending)), _Envelope("values", [], {})]
             case _:
                 assert_never(operation)
+        return [_Envelope("tools", self._ns(operation.run_id), data)]
+
+    def on_shown(self, operation: op.ShownOperation) -> list[_Envelope]:
+        match operation:
+            case op.StatusShown(text=text):
+                shown = {"name": "status", "payload": {"text": text}}
+            case op.DataShown(name=name, data=data):
+                shown = {"name": name, "payload": data}
+            case op.SteerShown(steer_id=steer_id, status=status, input=text, reason=reason):
+                steer = {"steer_id": steer_id, "status": status, "input": text, "reason": reason}
+                shown = {"name": "steer", "payload": {key: value for key, value in steer.items() if value is not None}}
+            case _:
+                assert_never(operation)
+        return [_Envelope("custom", self._ns(operation.run_id), shown)]
+
+    def on_question(self, operation: op.QuestionOperation) -> list[_Envelope]:
+        if isinstance(operation, op.QuestionAnswered):
+            return [_Envelope("input.answered", [], {"interrupt_ids": [operation.input_id]})]
+        question = operation.question
+        data = {"interrupt_id": question.input_id, "payload": interrupt_json(question)["value"]}
+        asked = [_Envelope("input.requested", self._ns(operation.run_id), data, shown=not operation.answered)]
+        if question.more:
+            return asked
+        # The run stops at the last of the questions asked at once: its tree's root says so, then the
+        # thread's values (the feed fills them in).
+        stops = operation.stops
+        return [
+            *asked,
+            _Envelope("lifecycle", [], {"event": "interrupted"}, shown=stops),
+            _Envelope("values", [], {}, shown=stops),
+        ]
+
+    def on_child(self, operation: op.ChildOperation) -> list[_Envelope]:
+        if isinstance(operation, op.ChildEnded):
+            return [_Envelope("lifecycle", self._ns(operation.child_run_id), _ended(operation.ending))]
+        agent, child = operation.agent, operation.child_run_id
+        namespace = self._namespaces[child] = [*self._ns(operation.run_id), f"{agent}:{child}"]
+        cause = {"type": "toolCall", "tool_call_id": operation.call_id}
+        return [_Envelope("lifecycle", namespace, {"event": "started", "graph_name": agent, "cause": cause})]
+
+    def on_gap(self, operation: op.GapFound) -> list[_Envelope]:
+        return []  # a gap: `rendered`
 
 
 def _block(event: str, content: dict[str, Any]) -> dict[str, Any]:
