@@ -1,7 +1,8 @@
 """The import direction, with no exemption: tokentail's public face -> tokentail.gateway and
 tokentail.worker -> tokentail.shared; inside the gateway, shared/ and the worker, each part imports only
 the parts below it (GATEWAY_PARTS, SHARED_PARTS, WORKER_PARTS); no source folder (of tokentail/, gateway/,
-worker/, shared/) holds more than 12 modules; nothing imports the folders by their repository names; no
+worker/, shared/) holds more than 12 modules, nor a room of the unit tier (tests/unit/, mirroring the
+source's) more than 12 test modules; nothing imports the folders by their repository names; no
 module imports itself through others; the gateway's core (commands/, reading/, live/, reducer/,
 schemas.py) imports and names no protocol of gateway/protocols/; Redis is sent commands only by shared/
 (the store: the session's keys change only through it) and the gateway's live reading room
@@ -268,6 +269,41 @@ def test_no_folder_holds_more_modules_than_a_reader_takes_in(side: str) -> None:
         if (count := len([p for p in folder.glob("*.py") if p.name != "__init__.py"])) > MOST_MODULES
     }
     assert crowded == {}
+
+
+# The unit tier in rooms mirroring the source's: tests/unit/gateway/reading/ tests gateway/reading/, and
+# project/ holds the repository's own rules and pins. Each room is a package (test modules of one name
+# in two rooms need one) whose docstring says what it holds, under the source's cap, counted in test
+# modules (conftest.py and helpers aside).
+UNIT = ROOT / "tests/unit"
+
+
+def unit_rooms() -> list[Path]:
+    return [UNIT, *sorted(path for path in UNIT.rglob("*") if path.is_dir() and path.name != "__pycache__")]
+
+
+def test_no_unit_room_holds_more_test_modules_than_a_reader_takes_in() -> None:
+    crowded = {
+        str(room.relative_to(ROOT)): count
+        for room in unit_rooms()
+        if (count := len(list(room.glob("test_*.py")))) > MOST_MODULES
+    }
+    assert crowded == {}
+
+
+def test_each_unit_room_mirrors_a_source_folder_and_says_what_it_holds() -> None:
+    astray = [
+        str(room.relative_to(ROOT))
+        for room in unit_rooms()[1:]
+        if room.relative_to(UNIT).parts[0] != "project"
+        and (room.relative_to(UNIT).parts[0] not in SOURCE or not (ROOT / room.relative_to(UNIT)).is_dir())
+    ]
+    assert astray == [], "each room of tests/unit, project/ aside, is named as a folder of the source it tests"
+    door = {str(room.relative_to(ROOT)): room / "__init__.py" for room in unit_rooms()}
+    doorless = sorted(
+        name for name, path in door.items() if not (path.exists() and ast.get_docstring(ast.parse(path.read_text())))
+    )
+    assert doorless == [], "each room of tests/unit is a package whose docstring says what it holds"
 
 
 def behind(folder: Path) -> set[str]:

@@ -1,7 +1,8 @@
 """One protocol's tests are found from one place, its marker (`./scripts/test -m responses`): there is
 one per package of gateway/protocols/, registered in pyproject.toml, and a test module whose file name
-names a protocol carries its marker in `pytestmark`, in every tier. Tests of other modules that drive a
-protocol carry its marker one by one; no file name tells of those, so nothing here can check them."""
+or folder names a protocol (tests/unit/gateway/protocols/responses/) carries its marker in `pytestmark`,
+in every tier. Tests of other modules that drive a protocol carry its marker one by one; no file name
+tells of those, so nothing here can check them."""
 
 import ast
 import tomllib
@@ -82,7 +83,8 @@ def test_each_protocol_has_its_marker() -> None:
 def test_a_module_named_for_a_protocol_carries_its_marker() -> None:
     missing = []
     for path in modules_of_tests():
-        named = {protocol for fragment, protocol in NAMED.items() if fragment in path.stem}
+        names = path.relative_to(ROOT / "tests").with_suffix("").parts  # its folders' and its own
+        named = {protocol for fragment, protocol in NAMED.items() if any(fragment in name for name in names)}
         carried = module_marks(path) & protocols()
         if named - carried or (SEVERAL in path.stem and not marks(ast.parse(path.read_text())) & protocols()):
             said = sorted(named) or "protocols"

@@ -1,6 +1,10 @@
 """The frames of finished streams a gateway keeps: resumed by a slice, bounded by bytes."""
 
+import pytest
+
 from tokentail.gateway.protocols.responses.finished import FinishedStreams
+
+pytestmark = pytest.mark.responses
 
 
 def test_a_kept_stream_is_resumed_from_any_position_it_holds_and_not_before() -> None:
