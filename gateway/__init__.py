@@ -1,5 +1,5 @@
 """The stateless HTTP gateway: REST to queue runs, and each session's stream to clients, resumable.
-It imports shared/, never the worker; its parts import only those below them (tests/unit/test_layout.py
+It imports shared/, never the worker; its parts import only those below them (tests/unit/project/test_layout.py
 `GATEWAY_PARTS`):
 
 app, server, protocol   the FastAPI app, uvicorn with its bounds, the HTTP protocol

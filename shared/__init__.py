@@ -1,5 +1,5 @@
 """What the gateway and the worker share, in five rooms. Each imports only the rooms listed above it
-here (tests/unit/test_layout.py `SHARED_PARTS` keeps it so, and no room may import the gateway or the
+here (tests/unit/project/test_layout.py `SHARED_PARTS` keeps it so, and no room may import the gateway or the
 worker):
 
 vocabulary/    a session's words: events, records, the run log, params, the catalog, errors, ids

@@ -1,5 +1,5 @@
 """The arq worker: runs agents and appends their events to session streams. Its parts, each importing
-only those above it here (tests/unit/test_layout.py `WORKER_PARTS`):
+only those above it here (tests/unit/project/test_layout.py `WORKER_PARTS`):
 
 agent_errors the exceptions an agent meets, drawn as a tree (`from tokentail import ChildFailed, ...`)
 event_sink   what an agent writes to: its run (RunContext) or an inline child (InlineChild), as a Protocol

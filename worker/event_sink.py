@@ -1,6 +1,6 @@
 """What an agent writes, wherever it goes: to its run (`RunContext`, worker/run/context.py) or to a
 framework's sub-agent shown as a child of the run (`InlineChild`, worker/run/children.py). Both are an
-`EventSink` (tests/unit/test_event_sink.py has mypy check it), so a framework adapter
+`EventSink` (tests/unit/worker/test_event_sink.py has mypy check it), so a framework adapter
 (tokentail/frameworks/) streams to either through the same code. Below one run's room, so that both it
 and the adapters may import it."""
 

@@ -1,5 +1,5 @@
 """The live reading: the gateway process's one reader of every session it follows, and the Redis
-commands that takes (with shared/, the only code that sends Redis a command: tests/unit/test_layout.py
+commands that takes (with shared/, the only code that sends Redis a command: tests/unit/project/test_layout.py
 `REDIS_ROOMS`). May import the gateway's metrics and shared/.
 
 hub           the process's one reader (`StreamHub`): catch-up reads, live notifications, each follower fed

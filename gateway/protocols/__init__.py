@@ -9,7 +9,7 @@ live/, reducer/, reading/ with the renderer base, commands/, deps, schemas, erro
     langgraph  LangGraph's Agent Server API (langgraph-sdk, @langchain/langgraph-sdk), at /langgraph
 
 Each holds its renderer (`render`), its conversations and request handlers, its commands and its
-routes. A protocol imports the core, never another protocol (tests/unit/test_layout.py). The app
+routes. A protocol imports the core, never another protocol (tests/unit/project/test_layout.py). The app
 includes every protocol's router from `routers()`, one a package (its routes.py, which includes the
 package's other route modules); adding a protocol is a package and its router here.
 """

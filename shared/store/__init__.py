@@ -1,7 +1,7 @@
 """The session store: every Redis key, what is read from them, and the only way they change (a Lua
 script, called by its contract; the indexes and counts that change no session, by plain commands
 here). Outside shared/, only the gateway's live reading room sends Redis a command: everything else
-asks the store (tests/unit/test_layout.py). May import the connections, the plumbing and the vocabulary.
+asks the store (tests/unit/project/test_layout.py). May import the connections, the plumbing and the vocabulary.
 
 keys           every Redis key tokentail uses, built in one place
 jobs           the arq job that runs a session's run, and its wire format

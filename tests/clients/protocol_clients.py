@@ -1,5 +1,5 @@
 """What each protocol's client ends up showing: small Python ports of how the real clients fold what they
-receive, for the frames tokentail sends. The table of cases (tests/unit/test_protocol_cases.py) judges
+receive, for the frames tokentail sends. The table of cases (tests/unit/gateway/protocols/test_protocol_cases.py) judges
 every encoding by these folds, not by the frames themselves.
 
 - `AiSdkChat`: the message `ai` 7's `AbstractChat` (what `useChat` wraps) builds, as

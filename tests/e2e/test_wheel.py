@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.conftest import wait_until_ready
 from tests.support.installed import requirement_closure, see_distributions
-from tests.unit.test_layout import INSTALLED_INSIDE
+from tests.unit.project.test_layout import INSTALLED_INSIDE
 from tokentail.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -139,7 +139,8 @@ async def test_resume_refused_with_run_error_or_cancelling_with_run_finished(htt
     await http.post("/v1/sessions", json={"chat_id": "asks", "agent": "approve"})
     asked = await post(http, agent_input("asks"))
     [interrupt] = asked[-1][1]["outcome"]["interrupts"]
-    binding = interrupt["metadata"].pop("tanstack:interruptBinding")  # TanStack AI's: tests/unit/test_ui_protocols.py
+    # TanStack AI's: tests/unit/gateway/protocols/test_ui_protocols.py
+    binding = interrupt["metadata"].pop("tanstack:interruptBinding")
     assert interrupt["metadata"] == {"kind": "approval", "toolName": "delete_files", "input": {"count": 3}}
     assert (binding["interruptId"], binding["interruptedRunId"]) == (interrupt["id"], "client-run")
 

@@ -22,8 +22,8 @@ from tests.clients.sse_client import read_events
 from tests.servers.postgres_server import PostgresServer
 from tests.support.sessions import completion, delta_of, make_run, start_a_run, write_turns
 from tests.support.waiting import eventually, scaled
+from tests.support.write_side import lease_of
 from tests.support.writes import AllWrites
-from tests.unit.write_side import lease_of
 from tokentail.cli import main
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store.archive import Archive, ArchiveError, migrate

@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 
 from tests.support.sessions import delta_of, start_a_run
 from tests.support.waiting import eventually
+from tests.support.write_side import lease_of
 from tests.support.writes import AllWrites
-from tests.unit.write_side import lease_of
 from tokentail.gateway import metrics as gateway_metrics
 from tokentail.gateway.encodings import sse
 from tokentail.gateway.live import subscription as subscription_module

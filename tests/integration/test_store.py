@@ -1,6 +1,7 @@
 """What only a real redis-server shows of the Lua scripts. Their logic is tested in-process on
-fakeredis (tests/unit/test_writes.py, test_run_writes.py, test_policies.py, test_store.py); fakeredis
-has no `maxmemory`, and its cjson encodes an empty Lua table as `[]` where Redis's gives `{}`."""
+fakeredis (tests/unit/: gateway/commands/test_writes.py, worker/writes/test_run_writes.py,
+shared/store/test_policies.py, test_store.py); fakeredis has no `maxmemory`, and its cjson encodes an
+empty Lua table as `[]` where Redis's gives `{}`."""
 
 import json
 from collections.abc import Awaitable, Callable

@@ -1,5 +1,5 @@
 """The store's plain commands, which the worker, the gateway's commands, the console, the limits and the
-protocols call instead of Redis (tests/unit/test_layout.py holds them to it), on one Redis and on a
+protocols call instead of Redis (tests/unit/project/test_layout.py holds them to it), on one Redis and on a
 Redis Cluster: runs of sessions on every slot read at once, the child follower's reads of the stream, the
 indexes by clients' names, the tenants' counts, a deliverer's and the archiver's keys. Each reads back
 what Redis holds after the call, so that a call sent to the wrong node, or not sent, fails here."""

@@ -4,7 +4,7 @@ interleaved, a few per append), followed live through a real gateway by the UI p
 cancel's cascade may store the children's ends after the parent's, so the streams end them with it.
 (The children's events go through the parent's lease here: a child's own lease, and its own end,
 come with the worker's spawn.) What each protocol makes of a tree is tested event by event in
-tests/unit/test_*_subagents.py and judged by the JS clients in tests/node."""
+tests/unit/gateway/protocols/*/test_*_subagents.py and judged by the JS clients in tests/node."""
 
 import asyncio
 import json

@@ -1,7 +1,7 @@
 """@ag-ui/client's own verifier (the one its agents run every stream through: it rejects an event
 whose subagent disagrees with its opener, a subagent finished that was not started, a run finished
 with one still open) over the AG-UI streams tokentail makes of a sub-agent tree
-(tests/unit/test_ag_ui_subagents.py: the same sessions, what each stream holds)."""
+(tests/unit/gateway/protocols/ag_ui/test_ag_ui_subagents.py: the same sessions, what each stream holds)."""
 
 import asyncio
 import json
@@ -13,8 +13,18 @@ import pytest
 
 from tests.clients.sse_client import read_events
 from tests.node.conftest import run_node
-from tests.unit.test_ag_ui_subagents import ANSWERED_WHILE_STREAMING, ASKING, CANCELLED, stream
-from tests.unit.test_reducer_tree import GRAND, PARENT, START, TWO_CHILDREN, A, completed, session, spawn, text
+from tests.unit.gateway.protocols.ag_ui.test_ag_ui_subagents import ANSWERED_WHILE_STREAMING, ASKING, CANCELLED, stream
+from tests.unit.gateway.reducer.test_reducer_tree import (
+    GRAND,
+    PARENT,
+    START,
+    TWO_CHILDREN,
+    A,
+    completed,
+    session,
+    spawn,
+    text,
+)
 from tokentail.shared.store.reads import SessionStore, StoredEvent
 
 pytestmark = pytest.mark.ag_ui

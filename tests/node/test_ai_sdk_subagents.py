@@ -1,6 +1,7 @@
 """The `ai` package's own reader of a UI message stream (`readUIMessageStream`: what `useChat` builds
 its message with, every chunk checked against the SDK's schema) over the streams tokentail makes of a
-sub-agent tree (tests/unit/test_ai_sdk_subagents.py: the same sessions, what each stream holds)."""
+sub-agent tree (tests/unit/gateway/protocols/ai_sdk/test_ai_sdk_subagents.py: the same sessions, what
+each stream holds)."""
 
 from pathlib import Path
 from typing import Any
@@ -8,8 +9,18 @@ from typing import Any
 import pytest
 
 from tests.node.conftest import run_node
-from tests.unit.test_ai_sdk_subagents import body
-from tests.unit.test_reducer_tree import GRAND, PARENT, START, TWO_CHILDREN, A, completed, session, spawn, text
+from tests.unit.gateway.protocols.ai_sdk.test_ai_sdk_subagents import body
+from tests.unit.gateway.reducer.test_reducer_tree import (
+    GRAND,
+    PARENT,
+    START,
+    TWO_CHILDREN,
+    A,
+    completed,
+    session,
+    spawn,
+    text,
+)
 
 pytestmark = pytest.mark.ai_sdk
 

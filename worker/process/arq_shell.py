@@ -1,7 +1,7 @@
 """arq in its role: it runs the worker process (signals, job tasks, aborts, heartbeats, close) and
 defines the job layout an arq client reads; enqueue, claim and finish are tokentail's scripts. This
 module is all of tokentail that reaches into arq: its two classes stand between `arq.worker.Worker`
-and the worker (`TokentailWorker`, worker/process/main.py), and tests/unit/test_borrowed.py fails when the
+and the worker (`TokentailWorker`, worker/process/main.py), and tests/unit/project/test_borrowed.py fails when the
 installed arq's code they copy or override, or an attribute they use, changes.
 
 **The batched pickup** (`BatchedPickup`): what a poll's jobs cost arq in round trips, in one. arq
@@ -34,7 +34,7 @@ aborted before start, unknown function, too many tries), hooks (`on_job_start`, 
 `after_job_end`), timeout, retries (`Retry`, `RetryJob`, a cancelled job run again), aborts, log
 lines (on arq's logger) and finish.
 
-arq internals relied on (arq is pinned to 0.28.*; the pins: tests/unit/test_borrowed.py):
+arq internals relied on (arq is pinned to 0.28.*; the pins: tests/unit/project/test_borrowed.py):
 `Worker.run_job` (copied as `run_claimed`), `_poll_iteration` (replaced: the same steps, with
 `claim_jobs` for the read and `start_jobs`), `finish_job` and `finish_failed_job` (their
 arguments), `close`, `_release_sem_dec_counter_on_complete`, the attributes the classes use

@@ -114,7 +114,7 @@ async def json_rpc(request: Request, parts: HandlerDep) -> Response:
 # -- HTTP+JSON: a2a-sdk's REST routes, in its order (a `:verb` path before the plain one it ends) ------
 
 # Each route's method, path below /a2a/{agent}, and the `RestDispatcher` method that answers it (by name:
-# the SDK is not imported yet; tests/unit/test_a2a.py checks each names one).
+# the SDK is not imported yet; tests/unit/gateway/protocols/a2a/test_a2a.py checks each names one).
 REST_ROUTES = (
     ("POST", "/message:send", "on_message_send"),
     ("POST", "/message:stream", "on_message_send_stream"),

@@ -9,9 +9,10 @@ part of the run's own, not once per token. A whole snapshot after every read wou
 square of what the child wrote (a 200 KB answer: 40 MB), so past its first `FREE_CHARS` a child's
 next preliminary output waits until the child added at least `1/GROWTH` of what it showed beyond
 them: snapshots grow geometrically, and what a client receives of a child stays within about
-`GROWTH + 2` times what it wrote (tests/unit/test_ai_sdk_subagents.py). A question goes out at once (the
-child waits for its answer), and the end with the whole final message. A grandchild is a tool call
-of its parent's message, its own message the output of that call's part, and so on down.
+`GROWTH + 2` times what it wrote (tests/unit/gateway/protocols/ai_sdk/test_ai_sdk_subagents.py). A
+question goes out at once (the child waits for its answer), and the end with the whole final message.
+A grandchild is a tool call of its parent's message, its own message the output of that call's part,
+and so on down.
 """
 
 from dataclasses import dataclass, field

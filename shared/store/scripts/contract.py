@@ -80,7 +80,7 @@ class Effect(Flag):
     MAY_DISPATCH = auto()
     MAY_REVIVE = auto()  # queues on a session only the archive may still hold (its reply's `outcome`: MISSING)
     # May take a run's lease away from a worker still running it: fences its stream (lib/seqs.lua),
-    # which tests/unit/test_contract.py checks.
+    # which tests/unit/shared/store/test_contract.py checks.
     TAKES_LEASE = auto()
     NONE = 0
 

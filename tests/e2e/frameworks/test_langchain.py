@@ -22,7 +22,7 @@ from langchain_core.outputs import ChatGenerationChunk  # noqa: E402
 from langchain_core.runnables import RunnableConfig  # noqa: E402
 from langchain_core.tools import ToolException, tool  # noqa: E402
 
-from tests.unit.test_writer import RecordingLease, _writer  # noqa: E402
+from tests.unit.worker.writes.test_writer import RecordingLease, _writer  # noqa: E402
 from tokentail import BlockingCall  # noqa: E402
 from tokentail.frameworks.langchain import TokentailCallbackHandler, history  # noqa: E402
 from tokentail.shared.vocabulary.records import RunRecord, Turn  # noqa: E402

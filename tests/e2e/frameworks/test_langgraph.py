@@ -51,7 +51,7 @@ async def test_subgraph_events_carry_their_node_s_name_and_custom_writes_stream(
     from langgraph.config import get_stream_writer
     from langgraph.graph import START, MessagesState, StateGraph
 
-    from tests.unit.test_writer import RecordingLease, _writer
+    from tests.unit.worker.writes.test_writer import RecordingLease, _writer
     from tokentail.frameworks.langgraph import langgraph_agent
     from tokentail.shared.vocabulary.records import RunRecord
     from tokentail.worker.run.context import RunContext
@@ -91,7 +91,7 @@ async def test_a_subgraph_streams_as_a_child_run_and_a_sync_node_s_tokens_are_it
     from langgraph.config import get_stream_writer
     from langgraph.graph import START, MessagesState, StateGraph
 
-    from tests.unit.test_writer import RecordingLease, _writer
+    from tests.unit.worker.writes.test_writer import RecordingLease, _writer
     from tokentail.frameworks.langgraph import langgraph_agent
     from tokentail.shared.vocabulary.records import RunRecord, child_run_id
     from tokentail.worker.run.context import RunContext

@@ -301,7 +301,7 @@ async def test_an_agent_used_as_a_tool_streams_as_a_child_run() -> None:
     from agents import Agent, RunConfig, function_tool
     from agents.testing import ScriptedModel, assistant_message, function_call
 
-    from tests.unit.test_writer import LeaseTicks, RecordingLease
+    from tests.unit.worker.writes.test_writer import LeaseTicks, RecordingLease
     from tokentail.frameworks.openai_agents import openai_agent, subagent_events
     from tokentail.shared.vocabulary.records import child_run_id
 

@@ -286,7 +286,7 @@ async def test_an_agent_delegated_to_in_a_tool_streams_as_a_child_run() -> None:
     run on the wire, inside the parent's tool call; its text is not the run's answer."""
     from pydantic_ai import RunContext as AgentContext
 
-    from tests.unit.test_writer import RecordingLease, _writer
+    from tests.unit.worker.writes.test_writer import RecordingLease, _writer
     from tokentail.frameworks.pydantic_ai import subagent_events
     from tokentail.shared.vocabulary.records import RunRecord, child_run_id
 

@@ -15,7 +15,7 @@
 -- takes `<seq>-1` (put_event): seqs stay contiguous, and every reader takes an entry's seq as the
 -- number before its dash, so ids, `MINID` retention and resumes are unchanged. A read after seq `n`
 -- therefore starts at `n + 1` (inclusive), never at `(n-0` (which `n-1` would pass). The contracts say
--- which scripts fence (`Effect.TAKES_LEASE`), and tests/unit/test_contract.py checks that they do.
+-- which scripts fence (`Effect.TAKES_LEASE`), and tests/unit/shared/store/test_contract.py checks that they do.
 local function top_seq(k)
   local top = redis.call('XREVRANGE', k.events, '+', '-', 'COUNT', 1)[1]
   return top and tonumber(string.match(top[1], '^%d+')) or 0

@@ -1,0 +1,1 @@
+"""gateway/access/: session ids, stream tokens and the limits."""

@@ -1,0 +1,1 @@
+"""gateway/admin/: the operator console's parts that need no server."""

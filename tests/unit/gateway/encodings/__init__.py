@@ -1,0 +1,1 @@
+"""gateway/encodings/: tokentail's SSE and NDJSON framings."""

@@ -1,0 +1,1 @@
+"""gateway/live/: the gateway's pieces of traces and of the time to first delta."""

@@ -1,0 +1,1 @@
+"""gateway/protocols/: the table of cases all protocols play, the UI protocols; a room per protocol."""

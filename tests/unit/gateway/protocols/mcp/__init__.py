@@ -1,0 +1,1 @@
+"""gateway/protocols/mcp/: what a run is on MCP's wire."""

@@ -1,0 +1,1 @@
+"""gateway/protocols/responses/: the encoding, output items, WebSocket mode, sub-agents, finished streams."""

@@ -1,0 +1,1 @@
+"""What shared/ does, a room per room of it."""

@@ -1,0 +1,1 @@
+"""shared/connections/: the joiner and what an outage is."""

@@ -1,0 +1,1 @@
+"""shared/features/: webhooks' messages and policy."""

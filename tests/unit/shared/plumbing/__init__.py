@@ -1,0 +1,1 @@
+"""shared/plumbing/: settings, logs, tracing and the event loop's lag."""

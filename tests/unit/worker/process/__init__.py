@@ -1,0 +1,1 @@
+"""worker/process/: the reaper and the webhook deliverer's retry delays."""

@@ -1,0 +1,1 @@
+"""worker/providers/: the OpenAI and Anthropic providers, the scripted model, the model catalog."""

@@ -1,0 +1,1 @@
+"""worker/run/ (and recovery/): the loop, attempts, context, children, retries, usage, traces, takeovers."""

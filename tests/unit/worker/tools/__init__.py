@@ -1,0 +1,1 @@
+"""worker/tools/: `tool` and the built-in tools."""
