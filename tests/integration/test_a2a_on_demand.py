@@ -5,10 +5,7 @@ answered; the requests after it do not import again."""
 
 import asyncio
 import json
-import os
-import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,13 +13,13 @@ import pytest
 from a2a.client import ClientConfig, create_client
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, TaskState
 
+from tests.support.fresh_process import told_by
 from tests.support.waiting import eventually
 from tokentail.gateway.protocols.a2a import routes
 from tokentail.shared.plumbing.settings import Settings
 
 pytestmark = pytest.mark.a2a
 
-ROOT = Path(__file__).parents[2]
 
 # A gateway and a worker in a process of their own (this one imported the SDK long ago): started, what
 # they have imported of the SDK; then the first A2A calls, as the wire has them (the SDK's client would
@@ -63,18 +60,7 @@ asyncio.run(main())
 
 
 async def test_a_gateway_starts_without_the_sdk_and_its_first_calls_are_answered(settings: Settings) -> None:
-    env = {**os.environ, "TOKENTAIL_REDIS_URL": str(settings.redis_url), "TOKENTAIL_KEY_PREFIX": settings.key_prefix}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", FIRST_CALL, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        out, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0
-    told = json.loads(out.decode().strip().splitlines()[-1])
+    told = await told_by(FIRST_CALL, settings)
     assert told["started"] == []  # a gateway and a worker started, and not a module of the SDK imported
     status, body = told["sent"]
     assert status == 200, body

@@ -5,10 +5,7 @@ builds again, and a gateway named a module for its server that does not exist fa
 
 import asyncio
 import json
-import os
-import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -17,13 +14,13 @@ from fastapi import FastAPI
 
 from tests.clients.mcp_client import connect
 from tests.fixtures.stack import Gateway
+from tests.support.fresh_process import told_by
 from tests.support.waiting import eventually
 from tokentail.gateway.protocols.mcp import routes, server
 from tokentail.shared.plumbing.settings import Settings
 
 pytestmark = pytest.mark.mcp
 
-ROOT = Path(__file__).parents[2]
 
 # A gateway in a process of its own (this one imported the SDK long ago): started, what it has imported
 # of the SDK; then its first call, sent as the wire has it (the SDK's client would import the SDK).
@@ -56,18 +53,7 @@ asyncio.run(main())
 
 
 async def test_a_gateway_starts_without_the_sdk_and_its_first_call_builds_the_server(settings: Settings) -> None:
-    env = {**os.environ, "TOKENTAIL_REDIS_URL": str(settings.redis_url), "TOKENTAIL_KEY_PREFIX": settings.key_prefix}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", FIRST_CALL, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        out, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0
-    told = json.loads(out.decode().strip().splitlines()[-1])
+    told = await told_by(FIRST_CALL, settings)
     assert told["imported"] == []  # started, and not a module of the SDK imported
     assert told["status"] == 200, told["body"]
     body = told["body"]  # JSON, or an event stream of one message

@@ -4,15 +4,9 @@ starts it, until its /readyz answers, has imported neither a2a-sdk (gateway/prot
 nor jsonschema (the first schema checked imports it: shared/features/agent_catalog.py,
 gateway/commands/questions.py)."""
 
-import asyncio
-import json
-import os
-import sys
-from pathlib import Path
-
+from tests.support.fresh_process import told_by
 from tokentail.shared.plumbing.settings import Settings
 
-ROOT = Path(__file__).parents[2]
 ON_DEMAND = ("a2a", "jsonschema")
 
 # A gateway in a process of its own, started as the CLI starts it (not tests/fixtures/stack.py's Gateway,
@@ -49,16 +43,5 @@ asyncio.run(main())
 
 
 async def test_a_started_gateway_has_imported_neither_a2a_sdk_nor_jsonschema(settings: Settings) -> None:
-    env = {**os.environ, "TOKENTAIL_REDIS_URL": str(settings.redis_url), "TOKENTAIL_KEY_PREFIX": settings.key_prefix}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", STARTED, *ON_DEMAND, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        out, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0
-    told = json.loads(out.decode().strip().splitlines()[-1])
+    told = await told_by(STARTED, settings, *ON_DEMAND)
     assert told == {"ready": 200, "imported": []}
