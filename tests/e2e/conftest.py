@@ -4,7 +4,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +15,7 @@ from redis import Redis
 
 from tests.e2e.fake_llm_server import REQUESTS, app, clear_hold
 from tests.servers.redis_cluster import require
+from tests.support import measured_start
 from tests.support.gates import Gates
 from tests.support.waiting import eventually, eventually_sync, scaled
 from tokentail.redis_server import LocalCluster, RedisServer, free_port
@@ -115,7 +115,7 @@ class Stack:
     def _spawn(self, *args: str, env: dict[str, str], output: Path | None = None) -> subprocess.Popen[bytes]:
         """`tokentail args` with the stack's environment and `env`; its stdout and stderr to the file
         `output`, else to the test's."""
-        command, environment = [sys.executable, "-m", "tokentail.cli", *args], {**self.env, **env}
+        command, environment = measured_start.command(list(args), {**self.env, **env})
         if output is None:
             process = subprocess.Popen(command, env=environment)
         else:
