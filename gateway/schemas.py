@@ -70,13 +70,8 @@ EndUser = Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_CHA
 END_USER: TypeAdapter[EndUser] = TypeAdapter(EndUser)
 
 
-class _RunOptions(RequestBody):
+class _ModelOptions(RequestBody):
     model: str | None = Field(None, description="`scripted`, or `<provider>:<model>`; defaults to the session's")
-    user: EndUser | None = Field(
-        None,
-        description="your end user's id: their runs running at once count against "
-        "TOKENTAIL_MAX_ACTIVE_RUNS_PER_USER; defaults to the session's",
-    )
     params: RunParams | None = Field(
         None,
         description="sampling knobs (see docs/agents.md for which provider takes which); for `scripted`: length, pace",
@@ -88,6 +83,14 @@ class _RunOptions(RequestBody):
         if value is not None:
             parse_model(value)
         return value
+
+
+class _RunOptions(_ModelOptions):
+    user: EndUser | None = Field(
+        None,
+        description="your end user's id: their runs running at once count against "
+        "TOKENTAIL_MAX_ACTIVE_RUNS_PER_USER; defaults to the session's",
+    )
 
 
 class CreateSession(_RunOptions):
@@ -106,6 +109,22 @@ class CreateSession(_RunOptions):
         max_length=2048,
         description="a URL this session's webhook events go to (under one the operator allows), instead of the "
         "tenant's (`PUT /v1/webhook`)",
+    )
+
+
+class ForkRequest(_ModelOptions):
+    """`POST /v1/sessions/{id}/fork`'s body: where to fork, and what changes from there on."""
+
+    at: int = Field(ge=0, description="the fork's last event: any event of the session (0: before the first)")
+    continue_: bool | None = Field(
+        None,
+        alias="continue",
+        description="inside a run, whether it goes on in the fork from `at` (the default there); else the fork "
+        "holds its events and it ends there",
+    )
+    agent: str | None = Field(None, description="the agent the run goes on with (default: its own)")
+    instructions: str | None = Field(
+        None, max_length=65536, description="told to the model beside the agent's own, from `at` on"
     )
 
 

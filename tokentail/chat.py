@@ -39,16 +39,24 @@ def run_chat(
     api_key: str | None = None,
     reach: Sequence[str] = (),
     answers: Sequence[str] = (),
+    fork_at: int | None = None,
 ) -> int:
     """Returns the exit status: 0 when the last run completed, INPUT_REQUIRED when it waits for an
     answer that `answers` (the `--answer`s, in the order the questions come) and the terminal cannot
     give, 1 otherwise. `reach`: the options that reach this gateway again (`--url ...`), for the
-    commands it suggests."""
+    commands it suggests. `fork_at`: fork session `session_id` at that event first, and follow the
+    fork from there (the question: the instructions its run goes on with)."""
     screen = Screen()
     left = list(answers)
     with Tokentail(url, api_key=api_key) as client:
         try:
-            if session_id is None:
+            if fork_at is not None and session_id is not None:
+                fork = client.fork(
+                    session_id, at=fork_at, model=model, agent=agent, params=params or None, instructions=question
+                )
+                session_id, after = fork["session_id"], fork_at
+                click.echo(f"[forked at event {fork_at}: session {session_id}]", err=True)
+            elif session_id is None:
                 created = client.create_session(question, model=model, params=params or None, agent=agent)
                 session_id, after = created.session_id, None
             elif question is not None:

@@ -107,6 +107,13 @@ def offline(host: str, port: int) -> None:
 @click.argument("question", required=False)
 @click.option("--url", default=CHAT_URL, show_default=True, envvar="TOKENTAIL_URL")
 @click.option("--session", "session_id", help="continue (or, without a question, replay and follow) this session")
+@click.option(
+    "--fork-at",
+    type=click.IntRange(min=0),
+    metavar="EVENT_ID",
+    help="with --session: fork it at this event and follow the fork; inside a run, the run goes on there "
+    "(the question, if any, as instructions for what it does from there on; --model, --agent, --param too)",
+)
 @click.option("--model", help="`scripted`, `openai:<name>`, `anthropic:<name>`, `openai-compatible:<name>`")
 @click.option("--agent", help="an agent name (default: assistant)")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="a provider param; JSON values allowed")
@@ -123,6 +130,7 @@ def chat(
     question: str | None,
     url: str,
     session_id: str | None,
+    fork_at: int | None,
     model: str | None,
     agent: str | None,
     params: tuple[str, ...],
@@ -139,11 +147,14 @@ def chat(
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per request would interleave with the answer
     if question is None and session_id is None:
         raise click.UsageError("give a question, or --session to follow an existing session")
+    if fork_at is not None and session_id is None:
+        raise click.UsageError("--fork-at forks the session --session names: give it")
     # What the commands it suggests need to reach this gateway again; a key typed here is not shown.
     reach = [] if url == CHAT_URL else ["--url", url]
     if click.get_current_context().get_parameter_source("api_key") is ParameterSource.COMMANDLINE:
         reach += ["--api-key", "<your key>"]
-    sys.exit(run_chat(url, question, session_id, model, agent, _parse_params(params), api_key, reach, answers))
+    parsed = _parse_params(params)
+    sys.exit(run_chat(url, question, session_id, model, agent, parsed, api_key, reach, answers, fork_at))
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, object]:

@@ -204,6 +204,17 @@ def _run_body(input: str, multitask: str, options: dict[str, Any]) -> dict[str, 
     return {"input": input, "multitask": multitask, **{k: v for k, v in options.items() if v is not None}}
 
 
+def _fork_call(session_id: str, after: int | None, at: int | None, options: dict[str, Any]) -> tuple[str, Any]:
+    """The URL and body of a fork: after a turn (`after`), or at any event (`at`, with its options:
+    `continue`, `agent`, `model`, `params`, `instructions`, those given)."""
+    if (after is None) == (at is None):
+        raise ValueError("fork: give `after` (a turn's end) or `at` (any event), one of them")
+    url = f"/v1/sessions/{session_id}/fork"
+    if after is not None:
+        return f"{url}?after={after}", None
+    return url, {"at": at, **{name: value for name, value in options.items() if value is not None}}
+
+
 def _json(outcome: httpx2.Response | Exception) -> Any:
     if isinstance(outcome, Exception):
         raise outcome
@@ -322,11 +333,27 @@ class AsyncTokentail:
         state: dict[str, Any] = await self._call("GET", f"/v1/sessions/{session_id}")
         return state
 
-    async def fork(self, session_id: str, after: int) -> dict[str, Any]:
+    async def fork(
+        self,
+        session_id: str,
+        after: int | None = None,
+        *,
+        at: int | None = None,
+        go_on: bool | None = None,
+        agent: str | None = None,
+        model: str | None = None,
+        params: dict[str, Any] | None = None,
+        instructions: str | None = None,
+    ) -> dict[str, Any]:
         """A new session holding this one's events up to `after` (0, or a run's terminal event: a
-        turn's end), to go on from there; the session itself is untouched. The fork, as
-        `get_session` shows it (its `forked_from` names where it came from)."""
-        fork: dict[str, Any] = await self._call("POST", f"/v1/sessions/{session_id}/fork?after={after}", keyed=True)
+        turn's end), to go on from there; or up to `at`, any event (time travel): inside a run, the
+        run goes on in the fork from there (`go_on`, the default there: its recorded tool results
+        replayed, never run again), with `agent`, `model`, `params` and `instructions` changed for
+        what it does from there on. The session itself is untouched. The fork, as `get_session`
+        shows it (its `forked_from` names where it came from)."""
+        options = {"continue": go_on, "agent": agent, "model": model, "params": params, "instructions": instructions}
+        url, body = _fork_call(session_id, after, at, options)
+        fork: dict[str, Any] = await self._call("POST", url, body, keyed=True)
         return fork
 
     async def stream(
@@ -441,9 +468,22 @@ class Tokentail:
         state: dict[str, Any] = self._call("GET", f"/v1/sessions/{session_id}")
         return state
 
-    def fork(self, session_id: str, after: int) -> dict[str, Any]:
+    def fork(
+        self,
+        session_id: str,
+        after: int | None = None,
+        *,
+        at: int | None = None,
+        go_on: bool | None = None,
+        agent: str | None = None,
+        model: str | None = None,
+        params: dict[str, Any] | None = None,
+        instructions: str | None = None,
+    ) -> dict[str, Any]:
         """See `AsyncTokentail.fork`."""
-        fork: dict[str, Any] = self._call("POST", f"/v1/sessions/{session_id}/fork?after={after}", keyed=True)
+        options = {"continue": go_on, "agent": agent, "model": model, "params": params, "instructions": instructions}
+        url, body = _fork_call(session_id, after, at, options)
+        fork: dict[str, Any] = self._call("POST", url, body, keyed=True)
         return fork
 
     def stream(

@@ -111,7 +111,12 @@ class Stages:
             self._queued_stage.wait_ms = round((at - self._queued_stage.at) * 1000)  # type: ignore[attr-defined]
         if reason == "takeover":
             self._lost(at)  # (after `run.retrying`: already)
+        if reason == "fork":  # its events before are its source's copy: its record lists its own starts only
+            self._let_go(at)
+            self._starts = 0
         self._start(at, data["attempt"], reason)
+        if reason == "fork":
+            self.stages.append(_stage(at, "continued", attempt=data["attempt"], from_event_id=data["from_event_id"]))
 
     def _start(self, at: float, attempt: int, reason: str) -> None:
         start = _stage(at, "started", attempt=attempt, reason=reason, worker=self._worker(), until=None)

@@ -1,5 +1,5 @@
-"""Conversations that branch: a fork of a session after one of its turns, and where a client's
-conversation leaves the session's.
+"""Conversations that branch: a fork of a session after one of its turns or at any of its events, and
+where a client's conversation leaves the session's.
 
 A branch is a session of its own (a fork), made from the session's events up to a turn boundary:
 the same ids and data, ids going on from there, the source untouched; so whatever holds for a
@@ -8,22 +8,34 @@ whose `previous_response_id` names a response before its conversation's latest, 
 whose message list shows a regenerated or edited turn (`branch_point`); a chat then goes on in the
 fork (its pointer: `SessionKeys.branch`).
 
-Whichever makes it, a fork costs its tenant what `fork_session` works out, before anything is written:
+A fork at an event inside a run (`fork_at`: time travel) copies the events up to it too, and the run
+goes on in the fork from there as a run taken over there would (worker/run/recovery/takeover.py): the
+steps it had recorded by then (model turns, tool results: record_step.lua keeps each one's event id,
+lib/runs.lua's end_run keeps a run's steps after it ends) are replayed, never done again; what it had
+streamed by then is what its answer goes on from. Its first start is `run.started` with
+`reason: "fork"` and `from_event_id` (clients drop what followed it, as after `run.continued`).
+
+Whichever makes it, a fork costs its tenant what `_make` works out, before anything is written:
 one of its runs per minute (a fork is a session made; a fork made for a new message is one with the
 run queued in it, as a session made with its first run is) and the bytes it copies, of its hour's
 bound (`RunBudget.spend_fork`). A fork refused for either makes nothing.
 """
 
+import json
+import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.access.limits import RunBudget
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.shared.plumbing.settings import Settings
-from tokentail.shared.store.reads import ForkSource, SessionStore
+from tokentail.shared.store.reads import ForkSource, SessionStore, decode_run
+from tokentail.shared.store.scripts.runs import encode_run
 from tokentail.shared.store.scripts.sessions import session_fields
 from tokentail.shared.vocabulary.errors import InputTooLarge, InvalidInput
+from tokentail.shared.vocabulary.events import EventType
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 # What one fork may copy (`copied_bytes`): it is one script's arguments.
@@ -51,53 +63,258 @@ async def fork_session(
     caller that queues a run in the fork spends no other; and, `for_a_run` (a branch made for the
     run queued next in it), it needs room in its tenant's line (`QueuedRunLimit`). One that copies more
     than one fork may is `InputTooLarge`."""
-    if after > settings.stream_maxlen:
+    source = await _source(store, settings, session_id, after, "after")
+    _check_boundary(source.session, after)
+    return await _make(store, runs, settings, budget, source, after, fork_id, None, queues=for_a_run)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a fork inside a run changes for what the run does from there on (None: as it was)."""
+
+    agent: str | None = None
+    model: str | None = None
+    params: dict[str, Any] | None = None
+    instructions: str | None = None
+
+    def __bool__(self) -> bool:
+        return any(value is not None for value in (self.agent, self.model, self.params, self.instructions))
+
+
+@dataclass(frozen=True)
+class GoingOn:
+    """The run a fork at an event inside it holds, as the fork's script takes it (`ForkSession`)."""
+
+    run: RunRecord  # as it stood at the fork's event, with the overrides
+    at: int
+    go_on: bool  # it goes on from `at`, else it ends there
+    steps: list[str]  # what it recorded by then: its steps hash, as name, value pairs
+    pending: list[RunRecord]  # the runs in line behind it then, queued again
+
+    @property
+    def reason(self) -> str:
+        return f"the fork holds the session's events up to {self.at} and goes on with none of its runs"
+
+
+async def fork_at(
+    store: SessionStore,
+    runs: SessionWrites,
+    settings: Settings,
+    budget: RunBudget,
+    session_id: str,
+    at: int,
+    *,
+    go_on: bool | None = None,
+    overrides: Overrides = Overrides(),
+    fork_id: str | None = None,
+) -> SessionRecord:
+    """A new session holding `session_id`'s events 1..`at`, any of its events (time travel). At a
+    turn's end it is `fork_session`'s fork. Inside a run, the run goes on in the fork from `at` (`go_on`,
+    the default there) with `overrides`, replaying what it recorded by then; or (`go_on` False) it
+    ends there, and the fork holds its events. Spent and bounded as `fork_session`'s, with the run's
+    place in its tenant's line when it goes on."""
+    source = await _source(store, settings, session_id, at, "at")
+    session = source.session
+    run = session.run_shown_at(at)
+    if run is None:  # a turn's end
+        if go_on:
+            raise InvalidInput(f"at: no run is going at event {at} (a turn's end): there is nothing to continue")
+        if overrides:
+            raise InvalidInput(f"at: no run is going at event {at}: agent, model, params and instructions change a run")
+        return await _make(store, runs, settings, budget, source, at, fork_id, None, queues=False)
+    going = await _going_on(store, source, run, at, go_on is not False, overrides)
+    return await _make(store, runs, settings, budget, source, at, fork_id, going, queues=going.go_on)
+
+
+async def _source(store: SessionStore, settings: Settings, session_id: str, at: int, name: str) -> ForkSource:
+    """What a fork at `at` (the request's `name`) copies, read at one instant: all of the events
+    1..`at`, or a clear error."""
+    if at > settings.stream_maxlen:
         bound = "events (the stream's bound)"
-        raise InputTooLarge(settings.stream_maxlen, what=f"a fork after event {after}", unit=bound)
-    source = await store.fork_source(session_id, after)
+        raise InputTooLarge(settings.stream_maxlen, what=f"a fork at event {at}", unit=bound)
+    source = await store.fork_source(session_id, at)
     if source is None:
         await store.get_session(session_id)  # 404, 410
         raise InvalidInput(f"session {session_id!r} is kept only in the archive now: a fork copies from Redis")
-    session = source.session
-    _check_boundary(session, after)
+    if at > source.session.last_event_id:
+        raise InvalidInput(f"{name}: the session's last event is {source.session.last_event_id}, not {at}")
     events = source.events
-    if len(events) != after or (events and events[0].seq != 1):
+    if len(events) != at or (events and events[0].seq != 1):
         first = events[0].seq if events else None
         raise InvalidInput(
-            f"session {session_id!r} no longer holds its events 1..{after} (its stream starts at {first}: "
+            f"session {session_id!r} no longer holds its events 1..{at} (its stream starts at {first}: "
             "trimmed past its retention): too long to fork"
         )
+    return source
+
+
+async def _going_on(
+    store: SessionStore, source: ForkSource, run: RunRecord, at: int, go_on: bool, overrides: Overrides
+) -> GoingOn:
+    """`run`, going at event `at`, as the fork holds it: its record as it stood then (what came after,
+    taken back), with the steps it had recorded by then, and the runs in line behind it."""
+    session, events = source.session, source.events
+    seen: dict[str, set[str]] = {}  # of what ids the events up to `at` carry, by event type
+    for event in events:
+        if event.type.startswith((b"input.", b"steer.", b"run.")):
+            data = json.loads(event.data)
+            key = {"input.required": "input_id", "input.received": "input_id", "steer.applied": "steer_id"}
+            seen.setdefault(event.type.decode(), set()).add(data.get(key.get(event.type.decode(), "run_id"), ""))
+    ended = set().union(*(seen.get(kind.value, set()) for kind in _ENDS))
+    children_going = sorted(seen.get(EventType.RUN_SPAWNED.value, set()) - ended)
+    if children_going:
+        raise InvalidInput(
+            f"at: run {run.run_id}'s child runs {', '.join(children_going)} were going at event {at}: a fork "
+            "where child runs are going is not made yet; fork before they were spawned, or after they ended"
+        )
+    steps = source.steps if session.active_run_id == run.run_id else None
+    if steps is None and run.started_seq is not None:
+        steps = (await store.kept_steps(session.session_id, [run.run_id]))[run.run_id]
+        if steps is None:
+            raise InvalidInput(
+                f"at: run {run.run_id}'s recorded steps are no longer kept (it ended before steps were kept for "
+                "forks): fork after a turn instead, or with continue: false"
+            )
+    asked_by_then = seen.get(EventType.INPUT_REQUIRED.value, set())
+    answered_by_then = seen.get(EventType.INPUT_RECEIVED.value, set())
+    applied_by_then = seen.get(EventType.STEER_APPLIED.value, set())
+    spawned_by_then = seen.get(EventType.RUN_SPAWNED.value, set())
+    stood = decode_run(source.runs[run.run_id]).model_copy(
+        update={
+            "status": "queued",
+            "attempt": 0,
+            "handovers": 0,
+            "started_as": None,
+            "started_seq": None,
+            "started_at": None,
+            "finished_seq": None,
+            "finished_at": None,
+            "output": None,
+            "usage": None,
+            "error": None,
+            "reason": None,
+            "asked": [question for question in run.asked if question.input_id in asked_by_then],
+            "answers": {key: value for key, value in run.answers.items() if key in answered_by_then},
+            "waiting_for": [],
+            "waiting_until": None,
+            "resumes": 0,
+            "steers": [steer for steer in run.steers if steer.steer_id in applied_by_then],
+            "children": [child for child in run.children if child in spawned_by_then],
+            "awaiting": [],
+            "trace": {},
+            **{name: value for name, value in vars(overrides).items() if value is not None},
+        }
+    )
+    pending = [
+        RunRecord(
+            run_id=waiting.run_id,
+            input=waiting.input,
+            model=waiting.model,
+            params=waiting.params,
+            agent=waiting.agent,
+            instructions=waiting.instructions,
+            user=waiting.user,
+            queued_seq=waiting.queued_seq,
+            queued_at=waiting.queued_at,
+        )
+        for waiting in session.runs
+        if waiting.run_id != run.run_id
+        and waiting.parent_run_id is None
+        and waiting.queued_seq is not None
+        and waiting.queued_seq <= at
+        and (waiting.finished_seq is None or waiting.finished_seq > at)
+    ]
+    return GoingOn(stood, at, go_on, _steps_by(steps or {}, at, run.run_id), pending)
+
+
+_ENDS = (EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED)
+
+
+def _steps_by(steps_hash: dict[bytes, bytes], at: int, run_id: str) -> list[str]:
+    """Of a run's steps hash (record_step.lua), the steps recorded by event `at`, as the fork's steps
+    hash holds them, name, value pairs: with their seqs, the last as `seq`, and their total size as
+    `bytes`. A step's seq is the last event before it: one of seq `at` came after event `at` (a tool's
+    result is recorded before its `tool.completed`, which then has the next id), so a fork at `at`
+    keeps the steps of seqs before it, and does again what clients had not seen the end of by then."""
+    fields = {key.decode(): value.decode() for key, value in steps_hash.items()}
+    names = [name for name in fields if name not in ("seq", "bytes") and not name.startswith("@")]
+    if any(f"@{name}" not in fields for name in names):
+        raise InvalidInput(
+            f"at: run {run_id} recorded steps before their places were kept: it can be forked after a turn, "
+            "or with continue: false"
+        )
+    kept = [name for name in names if int(fields[f"@{name}"]) < at]
+    if not kept:
+        return []
+    last = max(int(fields[f"@{name}"]) for name in kept)
+    size = sum(len(fields[name].encode()) for name in kept)
+    pairs = [(name, fields[name]) for name in kept] + [(f"@{name}", fields[f"@{name}"]) for name in kept]
+    return [item for pair in [*pairs, ("seq", str(last)), ("bytes", str(size))] for item in pair]
+
+
+async def _make(
+    store: SessionStore,
+    runs: SessionWrites,
+    settings: Settings,
+    budget: RunBudget,
+    source: ForkSource,
+    at: int,
+    fork_id: str | None,
+    going: GoingOn | None,
+    *,
+    queues: bool,
+) -> SessionRecord:
+    """Make the fork of `source` at `at` (with `going`, the run going then), spent from its tenant's
+    budget first; as `GET /v1/sessions/{id}` reads it."""
+    session = source.session
+    ended = [run for run in session.runs if run.finished_seq is not None and run.finished_seq <= at]
+    held = [*ended, *([going.run, *going.pending] if going is not None else [])]
     fork = session.model_copy(
         update={
             "session_id": fork_id or new_session_id(),
             "created_at": time.time(),
-            "last_event_id": after,
+            "last_event_id": at,
             "active_run_id": None,
-            "runs": [run for run in session.runs if run.finished_seq is not None and run.finished_seq <= after],
-            "lineage": session.lineage_after(after),
+            "runs": held,
+            "lineage": session.lineage_after(at),
         }
     )
-    copied = copied_bytes(fork, source)
+    records = {run.run_id: source.runs[run.run_id] for run in ended}
+    if going is not None:
+        records |= {run.run_id: encode_run(run) for run in [going.run, *going.pending]}
+    kept = await store.kept_steps(session.session_id, [run.run_id for run in ended])
+    kept_steps = {
+        run_id: json.dumps([item.decode() for pair in steps.items() for item in pair])
+        for run_id, steps in kept.items()
+        if steps is not None
+    }
+    copied = copied_bytes(fork, source, records, kept_steps, going)
     largest = min(MAX_FORK_BYTES, settings.fork_bytes_per_hour or MAX_FORK_BYTES)
     if copied > largest:  # past the hour's bound, it could never be made: not a 429 to try again
-        raise InputTooLarge(largest, what=f"a fork after event {after} ({copied} bytes)", unit="bytes (a fork's copy)")
-    await budget.spend_fork(session.tenant, copied, queues=for_a_run)
-    await runs.fork(fork, source)  # or made before, under the same idempotency key
+        raise InputTooLarge(largest, what=f"a fork at event {at} ({copied} bytes)", unit="bytes (a fork's copy)")
+    await budget.spend_fork(session.tenant, copied, queues=queues)
+    job_id = f"{going.run.run_id}.{secrets.token_hex(4)}" if going is not None else ""
+    await runs.fork(fork, source, records, kept_steps, going, job_id)  # or made before, under the same key
     return await store.get_session(fork.session_id)
 
 
-def copied_bytes(fork: SessionRecord, source: ForkSource) -> int:
+def copied_bytes(
+    fork: SessionRecord,
+    source: ForkSource,
+    records: dict[str, str],
+    kept_steps: dict[str, str],
+    going: GoingOn | None,
+) -> int:
     """What making `fork` copies into Redis, in bytes: its record's fields, the runs it keeps as they
-    are stored (their outputs with them), and its events' types and data. A fork is bounded and
-    charged by it."""
+    are stored (their outputs with them) and their kept steps, its events' types and data, and the
+    steps of the run that goes on. A fork is bounded and charged by it."""
     fields = sum(len(item.encode()) for item in session_fields(fork))
-    records = sum(len(source.runs[run.run_id].encode()) for run in fork.runs)
-    return fields + records + sum(len(event.type) + len(event.data) for event in source.events)
+    stored = sum(len(record.encode()) for record in records.values())
+    steps = sum(len(item.encode()) for item in [*kept_steps.values(), *(going.steps if going else [])])
+    return fields + stored + steps + sum(len(event.type) + len(event.data) for event in source.events)
 
 
 def _check_boundary(session: SessionRecord, after: int) -> None:
-    if after > session.last_event_id:
-        raise InvalidInput(f"after: the session's last event is {session.last_event_id}, not {after}")
     boundaries = session.turn_boundaries()
     if after in boundaries:
         return

@@ -3,7 +3,7 @@ forked. Each is one script (shared/store/scripts/runs.py), whose typed reply bec
 
 import math
 import secrets
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry.trace import SpanKind
 
@@ -27,6 +27,7 @@ from tokentail.shared.store.scripts.runs import (
     AnswerReply,
     Cancel,
     CancelRun,
+    IndexArgs,
     Queued,
     QueueOutcome,
     QueueReply,
@@ -42,7 +43,6 @@ from tokentail.shared.store.scripts.sessions import (
     Creation,
     DeleteKeys,
     DeleteSession,
-    ForkKeys,
     ForkSession,
     MetaKey,
     WatchTaskPush,
@@ -63,6 +63,9 @@ from tokentail.shared.vocabulary.errors import (
 )
 from tokentail.shared.vocabulary.events import CANCELLED_BY_REQUEST, RunCancelled
 from tokentail.shared.vocabulary.records import MAX_PENDING_STEERS, Multitask, RunRecord, SessionRecord
+
+if TYPE_CHECKING:
+    from tokentail.gateway.commands.branching import GoingOn
 
 
 def _missing_or_gone(outcome: str, session_id: str) -> None:
@@ -256,24 +259,48 @@ class SessionWrites(Writes):
             return QueueResult(reply.queued, run.run_id, reply.seq, reply.ended)
         return _not_queued(reply, session_id, self.settings, self._line_bound)
 
-    async def fork(self, fork: SessionRecord, source: ForkSource) -> bool:
+    async def fork(
+        self,
+        fork: SessionRecord,
+        source: ForkSource,
+        records: dict[str, str],
+        kept_steps: dict[str, str],
+        going: "GoingOn | None",
+        job_id: str,
+    ) -> bool:
         """Make session `fork` (its record: the source's, with its own id, time and lineage) from
-        `source`, read just before (`SessionStore.fork_source`): its events, and the runs `fork`
-        lists, as stored (fork_session.lua). False if a session of that id exists already."""
-        keys = self.keys.session(fork.session_id)
-        records = [item for run in fork.runs for item in (run.run_id, source.runs[run.run_id])]
-        events = [item for event in source.events for item in (event.seq, event.type, event.data, event.ts_us)]
+        `source`, read just before (`SessionStore.fork_source`): its events up to `fork`'s last, the
+        runs `fork` lists as `records` holds them (by run id, as stored) with their `kept_steps`, and
+        the run `going` then, which goes on (its job `job_id`) or ends there (fork_session.lua). False
+        if a session of that id exists already."""
+        session_id = fork.session_id
+        events = [
+            item
+            for event in source.events[: fork.last_event_id]
+            for item in (event.seq, event.type, event.data, event.ts_us)
+        ]
+        run_id = going.run.run_id if going is not None else ""
+        index = self.run_index.with_queueing(session_id, run_id) if going and going.go_on else IndexArgs.none()
         made = await self.run(
             ForkSession(
-                ForkKeys(keys.meta, keys.runs, keys.events, keys.gone, self.keys.archive_checks),
-                fork.session_id,
-                self.settings.session_ttl_seconds,
-                self.settings.tombstone_ttl_seconds,
+                self.scope.run_keys(session_id),
+                self.scope.args(session_id),
+                index,
                 session_fields(fork),
-                records,
+                [item for run in fork.runs for item in (run.run_id, records[run.run_id])],
+                [item for pair in kept_steps.items() for item in pair],
                 events,
+                run_id,
+                fork.last_event_id,
+                "1" if going is not None and going.go_on else "0",
+                job_id,
+                going.reason if going is not None else "",
+                going.steps if going is not None else [],
+                [run.run_id for run in going.pending] if going is not None else [],
             )
         )
+        if made is Creation.MADE and going is not None and going.go_on and not index.all_runs:
+            await self.run_index.add(fork.tenant, session_id, run_id)  # (listed by the script where it could)
         if made is Creation.GONE:
             raise SessionExpired(fork.session_id)
         return made is Creation.MADE
@@ -364,7 +391,7 @@ class SessionWrites(Writes):
         """Delete the session (see delete_session.lua): its run's worker is fenced, its followers end."""
         k, keys = self.keys.session(session.session_id), self.keys
         beside = (keys.task_push(session.session_id), keys.lease_checks, keys.archive_checks, keys.queue)
-        own = (k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps, k.steers, k.steered)
+        own = (k.meta, k.runs, k.events, k.lease, k.pending, k.gone, k.steps, k.steers, k.steered, k.kept_steps)
         deleted = DeleteKeys(*own, *beside)
         traced = "1" if tracing.ON else "0"
         lanes = await self.tree.lanes_to_delete(session.session_id, session.active_run_id)

@@ -34,6 +34,7 @@ _STARTED = EventType.RUN_STARTED.encode()
 _QUEUED = EventType.RUN_QUEUED.encode()
 _RETRYING = EventType.RUN_RETRYING.encode()
 _CONTINUED = EventType.RUN_CONTINUED.encode()
+_FORK = b'"reason":"fork"'  # in a `run.started`'s data: a fork's, which may drop as `run.continued` does
 _ENDS = frozenset(event.encode() for event in TERMINAL_EVENTS)
 
 
@@ -76,7 +77,7 @@ class Compactor:
                 continue
             run_id = run_of(data)
             self._delta_head = b'{"run_id":"%s"' % run_id.encode() if event.type in _MERGED else b""
-            if event.type == _STARTED:
+            if event.type == _STARTED and _FORK not in data:
                 self._going.discard(run_id)  # its events before this start can no longer be cut
                 if not self._going:
                     self._close()
@@ -150,12 +151,12 @@ class _Deltas:
 
 
 def _dropped(held: list[StoredEvent]) -> set[int]:
-    """The ids of a segment's events that a later `run.retrying` or `run.continued` of their run
+    """The ids of a segment's events that a later `run.retrying`, `run.continued` or fork's start of their run
     drops (shared/vocabulary/run_log.py's rule, the reducer's): clients would drop them anyway. Parses
     events only in the rare segment that has one."""
     dropped: set[int] = set()
     for index, event in enumerate(held):
-        if event.type not in (_RETRYING, _CONTINUED):
+        if event.type not in (_RETRYING, _CONTINUED) and not (event.type == _STARTED and _FORK in event.data):
             continue
         data = parse(event)
         after = drop_point(data) if data is not None else None

@@ -330,6 +330,8 @@ class Reducer:
         match data:
             case RunQueued(input=text):
                 return [RunOpened(run_id, text, seq)]
+            case RunStarted(reason="fork"):  # a fork's run goes on from an event of it, as after a takeover
+                return _drop(self._runs[run_id], drop_point(data) or 0, seq)
             case RunStarted(attempt=attempt, reason=reason):
                 return [*_close(self._runs[run_id], seq), AttemptStarted(run_id, attempt, reason, seq)]
             case InputRequired() as question:

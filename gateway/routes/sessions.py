@@ -37,6 +37,7 @@ from tokentail.gateway.schemas import (
     CancelRun,
     CreateRun,
     CreateSession,
+    ForkRequest,
     LineView,
     PendingInput,
     RunAccepted,
@@ -50,7 +51,7 @@ from tokentail.gateway.schemas import (
     TokenRequest,
 )
 from tokentail.shared.store.reads import SessionStore
-from tokentail.shared.vocabulary.errors import RunNotFound
+from tokentail.shared.vocabulary.errors import InvalidInput, RunNotFound
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord, transcript
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -210,20 +211,42 @@ async def fork_session(
     runs: RunsDep,
     settings: SettingsDep,
     budget: RunBudgetDep,
+    body: ForkRequest | None = None,
     after: Annotated[
-        int, Query(ge=0, description="the last event id the fork keeps: 0, or a run's terminal event (a turn's end)")
-    ],
+        int | None,
+        Query(ge=0, description="the last event id the fork keeps: 0, or a run's terminal event (a turn's end)"),
+    ] = None,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> SessionView:
-    """A new session holding this one's events 1..`after` (same ids and data; its ids go on from
-    there), its record and the runs ended by then: a branch of the conversation after that turn. The
-    session itself is untouched. `after` is a turn boundary (0, or the terminal event of a run with no
-    other run going then): else 422, naming the nearest. A fork is a session made: one of the tenant's
-    runs per minute, and its bytes of what its forks may copy per hour (429 beyond either, making
-    nothing). With an `Idempotency-Key`, the same request sent again answers with the same fork."""
+    """A new session holding this one's events up to one of them (same ids and data; its ids go on from
+    there), its record and the runs ended by then; the session itself is untouched.
+
+    `{"at": <event id>}`: any event. Inside a run (time travel), the run goes on in the fork from there
+    (`continue`, the default there): `run.started` with `reason: "fork"` and `from_event_id`; the steps it
+    recorded by then (tool results, model turns) are replayed, never done again; `agent`, `model`,
+    `params` and `instructions` change what it does from there on. With `continue: false` it ends there,
+    cancelled, and the fork holds its events. `?after=N`: a branch after a turn (0, or the terminal event of
+    a run with no other run going then; else 422, naming the nearest).
+
+    A fork is a session made: one of the tenant's runs per minute, and its bytes of what its forks may
+    copy per hour (429 beyond either, making nothing). With an `Idempotency-Key`, the same request sent
+    again answers with the same fork."""
     caller, session_id = access.caller, access.session_id
+    if (body is None) == (after is None):
+        raise InvalidInput("fork: give `?after=` (a turn's end) or a body with `at` (any event), one of them")
     fork_id = idempotent_id("s_", caller.tenant, "fork", session_id, idempotency_key) if idempotency_key else None
-    fork = await branching.fork_session(store, runs, settings, budget, session_id, after, fork_id, for_a_run=False)
+    if body is None:
+        assert after is not None
+        fork = await branching.fork_session(store, runs, settings, budget, session_id, after, fork_id, for_a_run=False)
+        return await _view(store, fork)
+    check_agent_name(body.agent, settings)
+    params = body.params.given() if body.params else None
+    check_params(body.model, params or {})
+    overrides = branching.Overrides(body.agent, body.model, params, body.instructions)
+    go_on = body.continue_
+    fork = await branching.fork_at(
+        store, runs, settings, budget, session_id, body.at, go_on=go_on, overrides=overrides, fork_id=fork_id
+    )
     return await _view(store, fork)
 
 

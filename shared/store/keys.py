@@ -20,6 +20,9 @@ class SessionKeys:
         str  # list: events its webhook has yet to deliver (shared/features/webhook_messages.py); outlives the session
     )
     steps: str  # hash: the active run's recorded steps (key -> JSON), their last seq and their total size
+    # hash: each ended run's steps, as its lane's steps hash was at its end (run id -> the hash, flat, as a
+    # JSON list), kept as long as the runs hash: what a fork inside the run replays (gateway/commands/branching.py)
+    kept_steps: str
     steers: str  # list: steers waiting for the active run's agent (`Steer` records, JSON; lib/steers.lua)
     # hash: each steer's id -> `<run id> <seq of its steer.accepted>`, and each steered run's count
     # (`n:<run id>`) and characters (`c:<run id>`) of steers (lib/steers.lua); kept for the session's TTL
@@ -78,6 +81,7 @@ class Keys:
             pending=f"{lane}:pending",
             hooks=f"{base}:hooks",
             steps=f"{lane}:steps",
+            kept_steps=f"{base}:kept-steps",
             steers=f"{lane}:steers",
             steered=f"{base}:steered",
             branch=f"{base}:branch",

@@ -43,6 +43,7 @@ class ForkSource(NamedTuple):
     session: SessionRecord
     runs: dict[str, str]  # run id -> its record as stored, of every run of the source
     events: list[StoredEvent]  # as stored (a `run.completed` without its output, which its record keeps)
+    steps: dict[bytes, bytes]  # the steps hash of the session's active run (its own lane's): record_step.lua
 
 
 # Published on a session's channel (named like its stream key) when it is deleted; every other
@@ -178,12 +179,12 @@ def without_steer_texts(runs: Iterable[RunRecord]) -> bool:
 
 def add_steps(run: RunRecord, steps_hash: list[bytes]) -> None:
     """Add to `run` the steps it recorded, from the session's steps hash as HGETALL sends it (flat;
-    see record_step.lua): step keys and their results, `seq` and `bytes`."""
+    see record_step.lua): step keys and their results, `seq`, `bytes` and each step's seq (`@<key>`)."""
     fields = dict(zip(steps_hash[::2], steps_hash[1::2], strict=True))
     if b"seq" in fields:
         run.step_seq = int(fields.pop(b"seq"))
     fields.pop(b"bytes", None)
-    run.steps.update((key.decode(), value.decode()) for key, value in fields.items())
+    run.steps.update((key.decode(), value.decode()) for key, value in fields.items() if not key.startswith(b"@"))
 
 
 def branch_kept_seconds(settings: Settings) -> int:
@@ -295,7 +296,8 @@ class SessionStore:
             pipe.execute_command(self._xrange, keys.events, 1, after)  # (`<after>-1` too: lib/seqs.lua)
             pipe.execute_command(*self._top(keys.events))
             pipe.hgetall(keys.steered)
-            meta, runs, entries, top, steered = await pipe.execute()
+            pipe.hgetall(keys.steps)
+            meta, runs, entries, top, steered, steps = await pipe.execute()
         if not meta:
             return None
         stored = {run_id.decode(): record.decode() for run_id, record in runs.items()}
@@ -305,7 +307,21 @@ class SessionStore:
                 record = json.loads(stored[run.run_id])
                 record["steers"] = compact_json([steer.model_dump() for steer in run.steers])
                 stored[run.run_id] = compact_json(record)
-        return ForkSource(session, stored, parse_raw_entries(entries) if after else [])
+        return ForkSource(session, stored, parse_raw_entries(entries) if after else [], steps)
+
+    async def kept_steps(self, session_id: str, run_ids: list[str]) -> dict[str, dict[bytes, bytes] | None]:
+        """The steps each of `run_ids` (runs that ended) recorded, as their lane's steps hash was at
+        their end (lib/runs.lua's end_run keeps them); None for a run whose steps are not kept (ended
+        before they were, or its session was brought back from the archive)."""
+        if not run_ids:
+            return {}
+        key = self.keys.session(session_id).kept_steps
+        kept = await cast(Awaitable[list[bytes | None]], self.redis.hmget(key, run_ids))
+        steps: dict[str, dict[bytes, bytes] | None] = {}
+        for run_id, raw in zip(run_ids, kept, strict=True):
+            flat = [item.encode() for item in json.loads(raw) or []] if raw is not None else None  # ({}: cjson's [])
+            steps[run_id] = None if flat is None else dict(zip(flat[::2], flat[1::2], strict=True))
+        return steps
 
     async def chat_branch(self, session_id: str) -> str | None:
         """The session that the chat of session `session_id` goes on in since it branched, if it did.

@@ -55,8 +55,9 @@ class RunQueued(EventData):
 
 # Why a run (re)started: its first start; a takeover, after the worker running it stopped (a new
 # attempt, announced by `run.continued`, or `run.retrying` then `run.started` when it starts over);
-# or a resume, after the answer to its question (the same attempt).
-StartReason = Literal["start", "takeover", "resume"]
+# a resume, after the answer to its question (the same attempt); or a fork, the first start of a run
+# that goes on in a fork of its session from one of its events (`from_event_id`).
+StartReason = Literal["start", "takeover", "resume", "fork"]
 
 
 class RunEventData(EventData):
@@ -68,6 +69,9 @@ class RunEventData(EventData):
 class RunStarted(RunEventData):
     attempt: int  # 1, then one more at each takeover
     reason: StartReason = "start"
+    # A fork's start (`reason: "fork"`): clients keep the run's events up to this id and drop those
+    # after it, as after `run.continued` (0: all of them, the run starts over).
+    from_event_id: int | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class SpawnCause(BaseModel):

@@ -101,6 +101,9 @@ class RunRecord(BaseModel):
     model: str | None = None  # None: the agent's model, else the worker's default
     params: dict[str, Any] = Field(default_factory=dict)
     agent: str | None = None
+    # Told to the model beside the agent's own instructions (its system prompt): a fork's override, for
+    # what the run does from the fork's event on (gateway/commands/branching.py).
+    instructions: str | None = None
     user: str | None = None  # the caller's end user (a request's `user`), for the per-user cap; else the session's
     status: RunStatus = "queued"
     attempt: int = 0  # 1 on its first start, one more at each takeover (an answer's resume is no attempt)
@@ -170,6 +173,9 @@ class RunRecord(BaseModel):
     awaiting: Annotated[list[str], BeforeValidator(_listed)] = Field(default_factory=list)
     # Cancelled by a `rollback` (multitask, or a cancel's): the conversation leaves it out, as if never asked.
     rolled_back: bool = False
+    # A fork's run until its first start: the event of it the fork goes on from (fork_session.lua writes
+    # it; start_run.lua starts the run as `reason: "fork"` and clears it). Never shown.
+    forked_at: int | None = Field(default=None, exclude=True)
 
     @property
     def active(self) -> bool:

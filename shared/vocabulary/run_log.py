@@ -3,7 +3,9 @@
 What a takeover drops is decided here, once (`drop_point`, `dropped_by`), for both sides: a
 `run.retrying` drops everything the run streamed before it, its questions and the steers it took in
 too (the run started over, and takes them in again); a `run.continued` drops the run's agent events
-after its `from_event_id` (a model turn cut by a crash, whose provider cannot continue it). What is
+after its `from_event_id` (a model turn cut by a crash, whose provider cannot continue it), and so
+does a fork's `run.started` (`reason: "fork"`: a fork inside a run goes on from its `from_event_id`,
+0 when it starts over). What is
 left is what every client shows (the gateway's reducer and snapshot apply the same rule:
 gateway/reading/): the worker continues from it (worker/run/recovery/), and the session's partial text is
 read from it (shared/store/reads.py).
@@ -15,7 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokentail.shared.vocabulary.events import DATA_PREFIX, EventData, EventType, RunContinued, RunRetrying
+from tokentail.shared.vocabulary.events import (
+    DATA_PREFIX,
+    EventData,
+    EventType,
+    RunContinued,
+    RunRetrying,
+    RunStarted,
+)
 
 _TEXT = EventType.MESSAGE_DELTA.value
 _REASONING = EventType.REASONING_DELTA.value
@@ -50,9 +59,10 @@ AGENT_EVENTS = frozenset(
 )
 # What the run took in (its questions' answers, its steers): a start over drops them with the rest.
 _TAKEN_IN = frozenset({EventType.INPUT_REQUIRED, EventType.INPUT_RECEIVED, EventType.STEER_APPLIED})
-_TAKEOVER_DATA: dict[str, type[RunRetrying | RunContinued]] = {
+_TAKEOVER_DATA: dict[str, type[RunRetrying | RunContinued | RunStarted]] = {
     EventType.RUN_RETRYING: RunRetrying,
     EventType.RUN_CONTINUED: RunContinued,
+    EventType.RUN_STARTED: RunStarted,  # (a fork's drops; any other start, nothing)
 }
 
 
@@ -62,6 +72,8 @@ def drop_point(data: EventData) -> int | None:
         return 0
     if isinstance(data, RunContinued):
         return data.from_event_id
+    if isinstance(data, RunStarted) and data.reason == "fork":
+        return data.from_event_id or 0
     return None
 
 
@@ -102,9 +114,8 @@ class RunLog:
                 continue  # another run's (one queued behind this one)
             log.last_seq = seq
             if (takeover := _TAKEOVER_DATA.get(event_type)) is not None:
-                after = drop_point(takeover.model_validate(data))
-                assert after is not None
-                log.events = [kept for kept in log.events if not dropped_by(after, kept.seq, kept.type)]
+                if (after := drop_point(takeover.model_validate(data))) is not None:
+                    log.events = [kept for kept in log.events if not dropped_by(after, kept.seq, kept.type)]
             elif event_type not in _LIFECYCLE:
                 log.events.append(LoggedEvent(seq, event_type, data))
         return log

@@ -47,13 +47,19 @@ def _path(folder: Path, run_id: str, name: str, suffix: str) -> Path:
 async def gate(ctx: RunContext, name: str = "") -> None:
     """Wait here until the test releases this run's gate `name` (at once if it did already). Notes
     the attempt's arrival first, for `Gates.reached`."""
+    await gate_of(ctx.run_id, name, ctx.attempt)
+
+
+async def gate_of(key: str, name: str = "", attempt: int = 0) -> None:
+    """`gate`, for what has no run context (a tool, given its call id): wait at the gate of `key`
+    (`Gates.release(key)`), noting `attempt`'s arrival."""
     where = os.environ.get(FOLDER)
     if where is None:
         raise RuntimeError(f"a gated agent needs {FOLDER} (the `gates` fixture, or a tests.e2e Stack)")
     folder = Path(where)
-    with _path(folder, ctx.run_id, name, "reached").open("a") as reached:  # one short line: an atomic append
-        reached.write(f"{ctx.attempt}\n")
-    released, every = _path(folder, ctx.run_id, name, "released"), folder / _EVERY
+    with _path(folder, key, name, "reached").open("a") as reached:  # one short line: an atomic append
+        reached.write(f"{attempt}\n")
+    released, every = _path(folder, key, name, "released"), folder / _EVERY
     # No asyncio.Event can carry the release: the test may be another process. Unbounded: the test
     # decides how long the run waits (its teardown releases every gate).
     while not (released.exists() or every.exists()):  # noqa: ASYNC110

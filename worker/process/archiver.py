@@ -131,5 +131,5 @@ class Archiver:
 
     async def _settle(self, session_id: str, archived: int, claim: str) -> Archiving:
         k = self.keys.session(session_id)
-        keys = ArchivedKeys(k.meta, k.runs, k.events, k.gone, k.steered, self.keys.archive_checks)
+        keys = ArchivedKeys(k.meta, k.runs, k.events, k.gone, k.steered, k.kept_steps, self.keys.archive_checks)
         return await self._scripts(Archived(keys, session_id, archived, claim, self.settings.session_ttl_seconds))

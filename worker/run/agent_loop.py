@@ -73,7 +73,8 @@ class SteeredLease(Protocol):
 
 
 def first_messages(agent: Agent, context: RunContext) -> list[Message]:
-    messages = [Message("system", agent.system_prompt)] if agent.system_prompt else []
+    instructions = [text for text in (agent.system_prompt, context.instructions) if text]
+    messages = [Message("system", "\n\n".join(instructions))] if instructions else []
     # Empty turns (a run that ended without text) are left out: some APIs refuse empty content.
     messages += [Message(turn.role, turn.content) for turn in context.history if turn.content]
     messages.append(Message("user", context.input))

@@ -61,6 +61,8 @@ class Attempt:
 
     def step_key(self, name: str) -> str:
         """The key of the next step named `name` in this attempt."""
+        if name.startswith("@"):  # (the steps hash keeps each step's seq under `@<key>`: record_step.lua)
+            raise ValueError(f"a step's name may not start with '@': {name!r}")
         index = self._step_names[name]
         self._step_names[name] += 1
         return f"{name}#{index}"

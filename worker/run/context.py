@@ -253,6 +253,7 @@ class RunContext:
         self.run_id = run.run_id
         self.input = run.input
         self.params = run.params
+        self.instructions = run.instructions  # a fork's, for the model beside the agent's system prompt
         self.attempt = run.attempt
         self.history = history  # earlier completed turns of this session
         meter = meter if meter is not None else UsageMeter(run, writer)

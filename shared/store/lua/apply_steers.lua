@@ -32,6 +32,6 @@ run.steers = cjson.encode(taken)  -- (opaque, as the record's lists are: shared/
 redis.call('HSET', k.runs, a.run_id, cjson.encode(run))
 local steers = '[' .. table.concat(raws, ',') .. ']'
 local bytes = tonumber(redis.call('HGET', k.steps, 'bytes') or 0) + #steers
-redis.call('HSET', k.steps, a.step_key, steers, 'seq', seq, 'bytes', bytes)
+redis.call('HSET', k.steps, a.step_key, steers, 'seq', seq, 'bytes', bytes, '@' .. a.step_key, seq)
 redis.call('DEL', k.steers)
 return reply.applied{seq = seq, steers = steers}

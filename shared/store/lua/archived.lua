@@ -15,6 +15,6 @@ end
 local archived = math.max(tonumber(redis.call('HGET', k.meta, 'archived') or 0), tonumber(a.archived))
 redis.call('HSET', k.meta, 'archived', archived)
 if (redis.call('HGET', k.meta, 'active_run') or '') ~= '' or last_seq(k) > archived then return 'more' end
-for _, key in ipairs({k.meta, k.runs, k.events, k.gone, k.steered}) do redis.call('EXPIRE', key, a.ttl) end
+for _, key in ipairs({k.meta, k.runs, k.events, k.gone, k.steered, k.kept_steps}) do redis.call('EXPIRE', key, a.ttl) end
 settle()
 return 'done'

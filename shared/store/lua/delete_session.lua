@@ -18,7 +18,7 @@ if a.traced == '1' then
   end
 end
 local owed = redis.call('HGET', k.meta, 'dispatch')
-redis.call('DEL', k.meta, k.runs, k.events, k.lease, k.pending, k.steps, k.steers, k.steered, k.task_push)
+redis.call('DEL', k.meta, k.runs, k.events, k.lease, k.pending, k.steps, k.steers, k.steered, k.kept_steps, k.task_push)
 if not SPLIT_QUEUE then
   redis.call('ZREM', k.index, a.session_id)
   -- Its run's job, if it still waits in its tenant's line, frees its place (with the queue apart, it

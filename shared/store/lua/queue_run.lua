@@ -74,6 +74,7 @@ end
 if not create then
   redis.call('PERSIST', k.meta)
   redis.call('PERSIST', k.runs)
+  redis.call('PERSIST', k.kept_steps)
   redis.call('PERSIST', k.events)
   redis.call('PERSIST', k.steered)
 end

@@ -4,7 +4,10 @@
 -- run's record (worker/run/recovery/takeover.py), it goes on (`run.continued` keeping the run's events up to
 -- `keep_until`) or, with no `keep_until`, starts over (`run.retrying`, then `run.started`: clients
 -- drop what it streamed). A run queued again by the answer to its question (started before, status
--- `queued`) resumes as the same attempt: it goes on, nothing to drop. A duplicate delivery of a job
+-- `queued`) resumes as the same attempt: it goes on, nothing to drop. A fork's run (`forked_at`: made by
+-- fork_session.lua, its events up to there copied) starts as its attempt 1, decided as a takeover is:
+-- `run.started` with `reason: fork` and `from_event_id` (`keep_until`; 0 when it starts over, whatever
+-- it streamed dropped). A duplicate delivery of a job
 -- finds the lease taken, or the run over, and does nothing.
 --
 -- The job leaves arq's queue here, atomically with the claim (with SPLIT_QUEUE, the worker takes it
@@ -64,7 +67,13 @@ if run.status ~= 'queued' and run.status ~= 'running' then return reply.not_runn
 
 local ts, now_ms, now_s = clock()
 local reason = 'start'
-if run.status == 'running' then reason = 'takeover' elseif type(run.started_seq) == 'number' then reason = 'resume' end
+if type(run.forked_at) == 'number' then
+  reason = 'fork'
+elseif run.status == 'running' then
+  reason = 'takeover'
+elseif type(run.started_seq) == 'number' then
+  reason = 'resume'
+end
 local verdict = ''
 if redis.call('HGET', k.meta, 'cancel_run') == run_id then
   verdict = 'cancel'
@@ -72,7 +81,7 @@ elseif reason == 'takeover' and run.attempt - (run.handovers or 0) >= max_attemp
   verdict = 'exhausted'
 end
 
-if reason == 'takeover' and verdict == '' and a.keep_until == '' then return reply.decide{} end
+if (reason == 'takeover' or reason == 'fork') and verdict == '' and a.keep_until == '' then return reply.decide{} end
 
 redis.call('SET', k.lease, token)
 redis.call('HSET', k.meta, 'lease_until', now_ms + lease_ms)
@@ -90,7 +99,16 @@ end
 
 if reason ~= 'resume' then run.attempt = run.attempt + 1 end
 local seq
-if reason == 'takeover' and a.keep_until ~= 'restart' then
+if reason == 'fork' then
+  local from = a.keep_until == 'restart' and 0 or tonumber(a.keep_until)
+  if from == 0 then
+    run.steps, run.step_seq = nil, nil  -- it starts over: nothing of it is replayed
+    redis.call('DEL', k.steps)
+  end
+  run.forked_at = nil
+  seq = add_event(k, s, 'run.started', run_event(run, {run_id = run_id, attempt = run.attempt, reason = reason,
+                                                       from_event_id = from}), ts)
+elseif reason == 'takeover' and a.keep_until ~= 'restart' then
   local data = run_event(run, {run_id = run_id, attempt = run.attempt, from_event_id = tonumber(a.keep_until)})
   seq = add_event(k, s, 'run.continued', data, ts)
 else

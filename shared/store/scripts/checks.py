@@ -174,6 +174,7 @@ class ArchivedKeys(KeyGroup):
     events: str
     gone: str
     steered: str
+    kept_steps: str
     index: str  # the archive index
 
 

@@ -53,6 +53,7 @@ class RunKeys(KeyGroup):
     steered: str
     parent: str  # the parent lane's meta (shared/store/keys.py `SessionKeys.parent`)
     root: str  # the session's own meta (`SessionKeys.root`)
+    kept_steps: str
     queue: str | None = only_if(shared_queue)
     index: str | None = only_if(shared_queue)
     hook_index: str | None = only_if(shared_queue)
@@ -101,6 +102,7 @@ class RunScope:
             k.steered,
             k.parent,
             k.root,
+            k.kept_steps,
         )
         checks = (keys.lease_checks, keys.webhook_checks, keys.archive_checks)
         return RunKeys(*session, keys.queue, *checks, keys.admin_troubled())

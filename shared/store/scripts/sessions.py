@@ -7,6 +7,7 @@ from typing import Any
 from tokentail.shared.store.reads import compact_json
 from tokentail.shared.store.scripts.checks import JobArgs
 from tokentail.shared.store.scripts.contract import Effect, KeyGroup, Script, archived, only_if, shared_queue
+from tokentail.shared.store.scripts.runs import IndexArgs, RunKeys, SessionArgs
 from tokentail.shared.vocabulary.records import SessionRecord
 
 
@@ -68,6 +69,7 @@ class DeleteKeys(KeyGroup):
     steps: str
     steers: str
     steered: str
+    kept_steps: str
     task_push: str  # its tasks' push configs, with their credentials
     index: str | None = only_if(shared_queue)
     archive: str | None = only_if(archived)
@@ -111,25 +113,31 @@ class ReviveSession(Script[bool]):
 
 
 @dataclass(slots=True)
-class ForkKeys(KeyGroup):
-    meta: str
-    runs: str
-    events: str
-    gone: str
-    archive: str | None = only_if(archived)
-
-
-@dataclass(slots=True)
 class ForkSession(Script[Creation]):
+    """A fork made (fork_session.lua): of a session's events up to a turn's end, idle; or up to an event
+    inside a run (`run_id`), which goes on in the fork (`go_on`: its job queued) or ends there."""
+
     SOURCE = "fork_session"
     EFFECTS = Effect.ACKNOWLEDGED
-    k: ForkKeys
-    session_id: str
-    ttl: int
-    tombstone: int
+    k: RunKeys  # the fork's
+    s: SessionArgs  # the fork's
+    index: IndexArgs  # the console's runs index, for the run that goes on (its `all_runs` '': not here)
     fields: list[str]  # meta fields as name, value pairs
     runs: list[str]  # run id, run JSON pairs (as stored)
+    kept_steps: list[str]  # run id, kept steps (JSON) pairs: of the runs it copies that ended
     events: list[Any]  # seq, type, data, ts quadruples, in order
+    run_id: str  # the run going at the fork's last event ('': none)
+    at: int  # the fork's last event
+    go_on: str  # '1': the run goes on from `at` (queued, with `steps`); '0': it ends there, cancelled
+    job_id: str  # its job's (a run id is its first job's: each fork's is another)
+    reason: str  # why it ends, when it does not go on (and each run in line behind it)
+    steps: list[str]  # the steps it goes on with, as its steps hash holds them: name, value pairs
+    pending: list[str]  # the runs in line behind it at `at`, in order
+
+    def effects(self) -> Effect:
+        if not self.run_id:
+            return self.EFFECTS
+        return self.EFFECTS | (Effect.QUEUES_JOB if self.go_on == "1" else Effect.REPORTS)
 
     def parse(self, reply: Any) -> Creation:
         return Creation(int(reply))

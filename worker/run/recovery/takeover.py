@@ -29,11 +29,11 @@ TURN_STEP = "turn"  # the agent loop's step name for a model turn that called to
 async def plan_takeover(
     store: SessionStore, providers: Providers, settings: Settings, session_id: str, run_id: str
 ) -> RunLog | None:
-    """For a run that a worker ran and lost: its record as it goes on (`last_seq`: the id up to which
-    its events are kept), or None to start it over. None too for a run that is not `running`
-    (start_run.lua ignores it)."""
+    """For a run that a worker ran and lost, or a fork's run (`forked_at`), which goes on as if taken
+    over at its fork's event: its record as it goes on (`last_seq`: the id up to which its events are
+    kept), or None to start it over. None too for a run that is neither (start_run.lua ignores it)."""
     run = await store.get_run(session_id, run_id, steps=True)
-    if run is None or run.status != "running":
+    if run is None or (run.status != "running" and run.forked_at is None):
         return None
     try:
         agent = load_agent(run.agent, settings)

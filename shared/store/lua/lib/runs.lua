@@ -39,7 +39,10 @@ local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_
   run.finished_seq = seq
   run.finished_at = now_s
   run.steps, run.step_seq = nil, nil  -- (kept in the record by versions before the steps hash)
-  redis.call('DEL', k.steps)  -- only a run that goes on replays them
+  -- Only a run that goes on replays them, and a fork inside this one (gateway/commands/branching.py):
+  -- kept for it, as the steps hash was (an empty list: it recorded none), for as long as the runs.
+  redis.call('HSET', k.kept_steps, run_id, cjson.encode(redis.call('HGETALL', k.steps)))
+  redis.call('DEL', k.steps)
   for field, value in pairs(outcome) do run[field] = value end
   redis.call('HSET', k.runs, run_id, cjson.encode(run))
   index_troubled(k, s, run, now_ms)
@@ -63,6 +66,7 @@ local function end_run(k, s, run_id, status, event_type, data, outcome, ts, now_
   else
     redis.call('EXPIRE', k.meta, s.ttl)
     redis.call('EXPIRE', k.runs, s.ttl)
+    redis.call('EXPIRE', k.kept_steps, s.ttl)
     redis.call('EXPIRE', k.events, s.ttl)
     redis.call('EXPIRE', k.steered, s.ttl + s.tombstone)  -- (a steer sent again is known while its session is)
     bury(k, s.ttl, s.tombstone)

@@ -122,7 +122,7 @@ def test_what_a_retry_or_a_continuation_drops_is_not_sent() -> None:
 
 
 def random_session(rng: random.Random, runs: int) -> Session:
-    """Runs with text, reasoning, tools, retries, continuations cutting anywhere, a question."""
+    """Runs with text, reasoning, tools, retries, continuations and forks' starts cutting anywhere, a question."""
     session = Session()
     for number in range(runs):
         run_id = f"r{number}"
@@ -139,10 +139,13 @@ def random_session(rng: random.Random, runs: int) -> Session:
                 call = f"c{len(session.events)}"
                 session.add("tool.started", run_id=run_id, call_id=call, name="t", arguments={})
                 session.add("tool.completed", run_id=run_id, call_id=call, result=1, duration_ms=1)
-            elif roll < 0.87 and since_start:
+            elif roll < 0.84 and since_start:
                 attempt += 1
                 cut = rng.choice(since_start)
                 session.add("run.continued", run_id=run_id, attempt=attempt, from_event_id=cut)
+            elif roll < 0.87 and since_start:  # as a fork at an event of the run goes on (its copy, then this)
+                cut = rng.choice(since_start)
+                session.add("run.started", run_id=run_id, attempt=1, reason="fork", from_event_id=cut)
             elif roll < 0.92:
                 attempt += 1
                 session.add("run.retrying", run_id=run_id, attempt=attempt, reason="lost")

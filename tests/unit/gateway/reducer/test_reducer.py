@@ -138,6 +138,16 @@ def test_a_continuation_that_drops_nothing_leaves_the_block_open() -> None:
     assert operations[-2:] == [BlockAppended(RUN, "text", 3, "Hel", 3), BlockAppended(RUN, "text", 3, "lo", 5)]
 
 
+def test_a_fork_s_start_drops_what_followed_its_point_and_opens_no_new_attempt() -> None:
+    copied = [*START, ("message.delta", {"text": "Hel"}), ("message.delta", {"text": "p me"})]
+    cut = reduce(Reducer(RUN), stored([*copied, ("run.started", {"attempt": 1, "reason": "fork", "from_event_id": 3})]))
+    assert isinstance(cut[-1], ContentDropped) and cut[-1].after == 3
+    assert cut[-1].kept[1] == BlockAppended(RUN, "text", 3, "Hel", 3)
+    assert not any(isinstance(operation, AttemptStarted) and operation.reason == "fork" for operation in cut)
+    going_on = stored([*copied, ("run.started", {"attempt": 1, "reason": "fork", "from_event_id": 4})])
+    assert reduce(Reducer(RUN), going_on)[-1] == BlockAppended(RUN, "text", 3, "p me", 4)  # nothing dropped
+
+
 def test_what_a_drop_takes_by_event_type() -> None:
     assert dropped_by(0, 5, "input.required") and dropped_by(0, 5, "message.delta")  # a restart: everything
     assert not dropped_by(4, 5, "input.received") and dropped_by(4, 5, "data.chart")  # a continuation: agent events

@@ -83,9 +83,8 @@ async def test_archived_says_done_more_or_gone(redis: Redis, settings: Settings)
     runner = ScriptRunner(redis, Topology(archive=True))
 
     def archived(seq: int) -> Archived:
-        return Archived(
-            ArchivedKeys(k.meta, k.runs, k.events, k.gone, k.steered, keys.archive_checks), "s1", seq, "10", 60
-        )
+        keys_of = ArchivedKeys(k.meta, k.runs, k.events, k.gone, k.steered, k.kept_steps, keys.archive_checks)
+        return Archived(keys_of, "s1", seq, "10", 60)
 
     await redis.zadd(keys.archive_checks, {"s1": 10})
     await redis.hset(k.meta, mapping={"seq": 5, "active_run": ""})  # type: ignore[misc]

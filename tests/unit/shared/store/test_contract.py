@@ -23,6 +23,7 @@ from tokentail.shared.store.scripts.runs import (
     AppendKeys,
     AppendShared,
     Ask,
+    IndexArgs,
     Look,
     Queued,
     QueueOutcome,
@@ -31,7 +32,7 @@ from tokentail.shared.store.scripts.runs import (
     RunKeys,
     SessionArgs,
 )
-from tokentail.shared.store.scripts.sessions import ForkKeys, ForkSession
+from tokentail.shared.store.scripts.sessions import ForkSession
 
 TOPOLOGIES = [Topology(*flags) for flags in itertools.product((False, True), repeat=3)]
 CONTRACTS = [
@@ -56,7 +57,7 @@ return cjson.encode(bound)
 
 def _run_keys() -> RunKeys:
     session = ["meta", "runs", "events", "lease", "gone", "pending", "hooks", "steps", "steers", "steered"]
-    session += ["parent", "root"]
+    session += ["parent", "root", "kept_steps"]
     keys = {name: f"key:{name}" for name in session}
     queue_keys = {"queue": "queue", "index": "index", "hook_index": "hook_index"}
     return RunKeys(**keys, **queue_keys, archive="archive", troubled="troubled")
@@ -103,13 +104,17 @@ def test_a_script_reads_by_name_what_its_caller_packed(topology: Topology) -> No
 
 def test_lists_in_the_middle_are_counted_and_the_last_one_takes_the_rest() -> None:
     topology = Topology(archive=True)
+    events = [1, "t", "d", "ts", 2, "t", "d", "ts"]
     fork = ForkSession(
-        ForkKeys("m", "r", "e", "g", "arch"), "sid", 60, 600, ["f", "v"], [], [1, "t", "d", "ts", 2, "t", "d", "ts"]
+        _run_keys(), _args(), IndexArgs.none(), ["f", "v"], [], ["r1", "[]"], events, "r2", 2, "1", "j", "", [], ["r3"]
     )
     bound = _echoed(fork, topology)
-    assert bound["k"] == {"meta": "m", "runs": "r", "events": "e", "gone": "g", "archive": "arch"}
+    assert bound["k"]["archive"] == "archive" and bound["k"]["kept_steps"] == "key:kept_steps"
     assert bound["a"]["fields"] == ["f", "v"] and bound["a"].get("runs", {}) in ([], {})  # cjson: {} for an empty table
+    assert bound["a"]["kept_steps"] == ["r1", "[]"]
     assert bound["a"]["events"] == ["1", "t", "d", "ts", "2", "t", "d", "ts"]
+    assert (bound["a"]["run_id"], bound["a"]["at"], bound["a"]["pending"]) == ("r2", "2", ["r3"])
+    assert bound["a"].get("steps", {}) in ([], {})
 
 
 def test_a_joinable_script_binds_each_joined_call() -> None:
@@ -156,9 +161,9 @@ def test_arq_job_finishes_go_six_values_each_in_the_order_finish_jobs_lua_reads(
 
 def test_a_key_the_topology_needs_cannot_be_left_out() -> None:
     # no queue keys, nor the index of runs in trouble: fine with the queue apart on a Redis Cluster only
-    keys = RunKeys("m", "r", "e", "l", "g", "p", "h", "s", "st", "sd", "pa", "ro")
+    keys = RunKeys("m", "r", "e", "l", "g", "p", "h", "s", "st", "sd", "pa", "ro", "ks")
     append = Append(keys, _args(), "r", "t", "id", "", "", "", 0, [])
-    assert len(append.keys(Topology(cluster=True, split_queue=True))) == 12
+    assert len(append.keys(Topology(cluster=True, split_queue=True))) == 13
     with pytest.raises(ValueError, match="a key its topology needs is missing"):
         append.keys(Topology(split_queue=True))
     with pytest.raises(ValueError, match="a key its topology needs is missing"):
