@@ -50,20 +50,7 @@ def run_chat(
     left = list(answers)
     with Tokentail(url, api_key=api_key) as client:
         try:
-            if fork_at is not None and session_id is not None:
-                fork = client.fork(
-                    session_id, at=fork_at, model=model, agent=agent, params=params or None, instructions=question
-                )
-                session_id, after = fork["session_id"], fork_at
-                click.echo(f"[forked at event {fork_at}: session {session_id}]", err=True)
-            elif session_id is None:
-                created = client.create_session(question, model=model, params=params or None, agent=agent)
-                session_id, after = created.session_id, None
-            elif question is not None:
-                after = client.get_session(session_id)["last_event_id"]  # show only the new run
-                client.send(session_id, question, model=model, params=params or None)
-            else:
-                after = None  # replay the session, then follow it
+            session_id, after = _begin(client, question, session_id, model, agent, params, fork_at)
             status = 1
             for event in client.stream(session_id, last_event_id=after, on_reconnect=_reconnecting):
                 status = screen.show(event, status)
@@ -93,6 +80,31 @@ def run_chat(
             return 130
     click.echo(f'[session {session_id}: continue with  {_command(reach, session_id)} "..."]', err=True)
     return status
+
+
+def _begin(
+    client: Tokentail,
+    question: str | None,
+    session_id: str | None,
+    model: str | None,
+    agent: str | None,
+    params: dict[str, object],
+    fork_at: int | None,
+) -> tuple[str, int | None]:
+    """What `run_chat` follows, having asked: the session, and the event after which to show it."""
+    if fork_at is not None and session_id is not None:
+        fork = client.fork(
+            session_id, at=fork_at, model=model, agent=agent, params=params or None, instructions=question
+        )
+        click.echo(f"[forked at event {fork_at}: session {fork['session_id']}]", err=True)
+        return fork["session_id"], fork_at
+    if session_id is None:
+        return client.create_session(question, model=model, params=params or None, agent=agent).session_id, None
+    if question is None:
+        return session_id, None  # replay the session, then follow it
+    after = client.get_session(session_id)["last_event_id"]  # show only the new run
+    client.send(session_id, question, model=model, params=params or None)
+    return session_id, after
 
 
 def _command(reach: Sequence[str], session_id: str) -> str:

@@ -29,9 +29,9 @@ from typing import Any
 
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.access.limits import RunBudget
-from tokentail.gateway.commands.writes import SessionWrites
+from tokentail.gateway.commands.writes import ForkedRun, SessionWrites
 from tokentail.shared.plumbing.settings import Settings
-from tokentail.shared.store.reads import ForkSource, SessionStore, decode_run
+from tokentail.shared.store.reads import ForkSource, SessionStore, StoredEvent, decode_run, kept_steps
 from tokentail.shared.store.scripts.runs import encode_run
 from tokentail.shared.store.scripts.sessions import session_fields
 from tokentail.shared.vocabulary.errors import InputTooLarge, InvalidInput
@@ -79,21 +79,6 @@ class Overrides:
 
     def __bool__(self) -> bool:
         return any(value is not None for value in (self.agent, self.model, self.params, self.instructions))
-
-
-@dataclass(frozen=True)
-class GoingOn:
-    """The run a fork at an event inside it holds, as the fork's script takes it (`ForkSession`)."""
-
-    run: RunRecord  # as it stood at the fork's event, with the overrides
-    at: int
-    go_on: bool  # it goes on from `at`, else it ends there
-    steps: list[str]  # what it recorded by then: its steps hash, as name, value pairs
-    pending: list[RunRecord]  # the runs in line behind it then, queued again
-
-    @property
-    def reason(self) -> str:
-        return f"the fork holds the session's events up to {self.at} and goes on with none of its runs"
 
 
 async def fork_at(
@@ -150,16 +135,11 @@ async def _source(store: SessionStore, settings: Settings, session_id: str, at: 
 
 async def _going_on(
     store: SessionStore, source: ForkSource, run: RunRecord, at: int, go_on: bool, overrides: Overrides
-) -> GoingOn:
+) -> ForkedRun:
     """`run`, going at event `at`, as the fork holds it: its record as it stood then (what came after,
     taken back), with the steps it had recorded by then, and the runs in line behind it."""
-    session, events = source.session, source.events
-    seen: dict[str, set[str]] = {}  # of what ids the events up to `at` carry, by event type
-    for event in events:
-        if event.type.startswith((b"input.", b"steer.", b"run.")):
-            data = json.loads(event.data)
-            key = {"input.required": "input_id", "input.received": "input_id", "steer.applied": "steer_id"}
-            seen.setdefault(event.type.decode(), set()).add(data.get(key.get(event.type.decode(), "run_id"), ""))
+    session = source.session
+    seen = _ids_by_type(source.events)
     ended = set().union(*(seen.get(kind.value, set()) for kind in _ENDS))
     children_going = sorted(seen.get(EventType.RUN_SPAWNED.value, set()) - ended)
     if children_going:
@@ -169,42 +149,13 @@ async def _going_on(
         )
     steps = source.steps if session.active_run_id == run.run_id else None
     if steps is None and run.started_seq is not None:
-        steps = (await store.kept_steps(session.session_id, [run.run_id]))[run.run_id]
+        steps = (await kept_steps(store.redis, store.keys.session(session.session_id), [run.run_id]))[run.run_id]
         if steps is None:
             raise InvalidInput(
                 f"at: run {run.run_id}'s recorded steps are no longer kept (it ended before steps were kept for "
                 "forks): fork after a turn instead, or with continue: false"
             )
-    asked_by_then = seen.get(EventType.INPUT_REQUIRED.value, set())
-    answered_by_then = seen.get(EventType.INPUT_RECEIVED.value, set())
-    applied_by_then = seen.get(EventType.STEER_APPLIED.value, set())
-    spawned_by_then = seen.get(EventType.RUN_SPAWNED.value, set())
-    stood = decode_run(source.runs[run.run_id]).model_copy(
-        update={
-            "status": "queued",
-            "attempt": 0,
-            "handovers": 0,
-            "started_as": None,
-            "started_seq": None,
-            "started_at": None,
-            "finished_seq": None,
-            "finished_at": None,
-            "output": None,
-            "usage": None,
-            "error": None,
-            "reason": None,
-            "asked": [question for question in run.asked if question.input_id in asked_by_then],
-            "answers": {key: value for key, value in run.answers.items() if key in answered_by_then},
-            "waiting_for": [],
-            "waiting_until": None,
-            "resumes": 0,
-            "steers": [steer for steer in run.steers if steer.steer_id in applied_by_then],
-            "children": [child for child in run.children if child in spawned_by_then],
-            "awaiting": [],
-            "trace": {},
-            **{name: value for name, value in vars(overrides).items() if value is not None},
-        }
-    )
+    stood = _as_it_stood(decode_run(source.runs[run.run_id]), seen, overrides)
     pending = [
         RunRecord(
             run_id=waiting.run_id,
@@ -224,7 +175,52 @@ async def _going_on(
         and waiting.queued_seq <= at
         and (waiting.finished_seq is None or waiting.finished_seq > at)
     ]
-    return GoingOn(stood, at, go_on, _steps_by(steps or {}, at, run.run_id), pending)
+    return ForkedRun(stood, at, go_on, _steps_by(steps or {}, at, run.run_id), pending)
+
+
+def _ids_by_type(events: list[StoredEvent]) -> dict[str, set[str]]:
+    """Of the run, input and steer events among `events`: the ids they carry (a question's, a steer's,
+    else the run's), by event type."""
+    seen: dict[str, set[str]] = {}
+    for event in events:
+        if event.type.startswith((b"input.", b"steer.", b"run.")):
+            kind = event.type.decode()
+            seen.setdefault(kind, set()).add(json.loads(event.data).get(_ID_OF.get(kind, "run_id"), ""))
+    return seen
+
+
+_ID_OF = {"input.required": "input_id", "input.received": "input_id", "steer.applied": "steer_id"}
+
+
+def _as_it_stood(run: RunRecord, seen: dict[str, set[str]], overrides: Overrides) -> RunRecord:
+    """`run`'s record as it stood when the events whose ids `seen` holds were its last, queued to go
+    on from there: what it asked, was answered, took in and spawned by then; nothing of its end."""
+    return run.model_copy(
+        update={
+            "status": "queued",
+            "attempt": 0,
+            "handovers": 0,
+            "started_as": None,
+            "started_seq": None,
+            "started_at": None,
+            "finished_seq": None,
+            "finished_at": None,
+            "output": None,
+            "usage": None,
+            "error": None,
+            "reason": None,
+            "asked": [question for question in run.asked if question.input_id in seen.get("input.required", ())],
+            "answers": {key: value for key, value in run.answers.items() if key in seen.get("input.received", ())},
+            "waiting_for": [],
+            "waiting_until": None,
+            "resumes": 0,
+            "steers": [steer for steer in run.steers if steer.steer_id in seen.get("steer.applied", ())],
+            "children": [child for child in run.children if child in seen.get("run.spawned", ())],
+            "awaiting": [],
+            "trace": {},
+            **{name: value for name, value in vars(overrides).items() if value is not None},
+        }
+    )
 
 
 _ENDS = (EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED)
@@ -260,7 +256,7 @@ async def _make(
     source: ForkSource,
     at: int,
     fork_id: str | None,
-    going: GoingOn | None,
+    going: ForkedRun | None,
     *,
     queues: bool,
 ) -> SessionRecord:
@@ -282,19 +278,19 @@ async def _make(
     records = {run.run_id: source.runs[run.run_id] for run in ended}
     if going is not None:
         records |= {run.run_id: encode_run(run) for run in [going.run, *going.pending]}
-    kept = await store.kept_steps(session.session_id, [run.run_id for run in ended])
-    kept_steps = {
+    kept = await kept_steps(store.redis, store.keys.session(session.session_id), [run.run_id for run in ended])
+    kept_copies = {
         run_id: json.dumps([item.decode() for pair in steps.items() for item in pair])
         for run_id, steps in kept.items()
         if steps is not None
     }
-    copied = copied_bytes(fork, source, records, kept_steps, going)
+    copied = copied_bytes(fork, source, records, kept_copies, going)
     largest = min(MAX_FORK_BYTES, settings.fork_bytes_per_hour or MAX_FORK_BYTES)
     if copied > largest:  # past the hour's bound, it could never be made: not a 429 to try again
         raise InputTooLarge(largest, what=f"a fork at event {at} ({copied} bytes)", unit="bytes (a fork's copy)")
     await budget.spend_fork(session.tenant, copied, queues=queues)
     job_id = f"{going.run.run_id}.{secrets.token_hex(4)}" if going is not None else ""
-    await runs.fork(fork, source, records, kept_steps, going, job_id)  # or made before, under the same key
+    await runs.fork(fork, source, records, kept_copies, going, job_id)  # or made before, under the same key
     return await store.get_session(fork.session_id)
 
 
@@ -303,7 +299,7 @@ def copied_bytes(
     source: ForkSource,
     records: dict[str, str],
     kept_steps: dict[str, str],
-    going: GoingOn | None,
+    going: ForkedRun | None,
 ) -> int:
     """What making `fork` copies into Redis, in bytes: its record's fields, the runs it keeps as they
     are stored (their outputs with them) and their kept steps, its events' types and data, and the

@@ -3,7 +3,8 @@ forked. Each is one script (shared/store/scripts/runs.py), whose typed reply bec
 
 import math
 import secrets
-from typing import TYPE_CHECKING, Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from opentelemetry.trace import SpanKind
 
@@ -32,6 +33,7 @@ from tokentail.shared.store.scripts.runs import (
     QueueOutcome,
     QueueReply,
     QueueRun,
+    RunScope,
     Steered,
     SteerReply,
     SteerRun,
@@ -64,8 +66,21 @@ from tokentail.shared.vocabulary.errors import (
 from tokentail.shared.vocabulary.events import CANCELLED_BY_REQUEST, RunCancelled
 from tokentail.shared.vocabulary.records import MAX_PENDING_STEERS, Multitask, RunRecord, SessionRecord
 
-if TYPE_CHECKING:
-    from tokentail.gateway.commands.branching import GoingOn
+
+@dataclass(frozen=True)
+class ForkedRun:
+    """The run a fork at an event inside it holds (gateway/commands/branching.py `fork_at`), as the fork's
+    script takes it (`ForkSession`)."""
+
+    run: RunRecord  # as it stood at the fork's event, with the overrides
+    at: int
+    go_on: bool  # it goes on from `at`, else it ends there
+    steps: list[str]  # what it recorded by then: its steps hash, as name, value pairs
+    pending: list[RunRecord]  # the runs in line behind it then, queued again
+
+    @property
+    def reason(self) -> str:
+        return f"the fork holds the session's events up to {self.at} and goes on with none of its runs"
 
 
 def _missing_or_gone(outcome: str, session_id: str) -> None:
@@ -140,6 +155,30 @@ def _not_queued(reply: QueueReply, session_id: str, settings: Settings, line_bou
         raise SessionExists(session_id)
     _missing_or_gone(reply.outcome, session_id)
     raise RuntimeError(f"queue_run.lua answered {reply!r}")
+
+
+def _fork_script(
+    scope: RunScope, index: IndexArgs, fork: SessionRecord, source: ForkSource, records: dict[str, str],
+    kept: dict[str, str], going: ForkedRun | None, job_id: str,
+) -> ForkSession:  # fmt: skip
+    """`SessionWrites.fork`'s script."""
+    events = [item for event in source.events[: fork.last_event_id] for item in event]  # seq, type, data, ts
+    return ForkSession(
+        scope.run_keys(fork.session_id),
+        scope.args(fork.session_id),
+        index,
+        session_fields(fork),
+        [item for run in fork.runs for item in (run.run_id, records[run.run_id])],
+        [item for pair in kept.items() for item in pair],
+        events,
+        going.run.run_id if going is not None else "",
+        fork.last_event_id,
+        "1" if going is not None and going.go_on else "0",
+        job_id,
+        going.reason if going is not None else "",
+        going.steps if going is not None else [],
+        [run.run_id for run in going.pending] if going is not None else [],
+    )
 
 
 class SessionWrites(Writes):
@@ -260,47 +299,20 @@ class SessionWrites(Writes):
         return _not_queued(reply, session_id, self.settings, self._line_bound)
 
     async def fork(
-        self,
-        fork: SessionRecord,
-        source: ForkSource,
-        records: dict[str, str],
-        kept_steps: dict[str, str],
-        going: "GoingOn | None",
-        job_id: str,
-    ) -> bool:
-        """Make session `fork` (its record: the source's, with its own id, time and lineage) from
-        `source`, read just before (`SessionStore.fork_source`): its events up to `fork`'s last, the
-        runs `fork` lists as `records` holds them (by run id, as stored) with their `kept_steps`, and
-        the run `going` then, which goes on (its job `job_id`) or ends there (fork_session.lua). False
-        if a session of that id exists already."""
-        session_id = fork.session_id
-        events = [
-            item
-            for event in source.events[: fork.last_event_id]
-            for item in (event.seq, event.type, event.data, event.ts_us)
-        ]
+        self, fork: SessionRecord, source: ForkSource, records: dict[str, str], kept: dict[str, str],
+        going: ForkedRun | None, job_id: str,
+    ) -> bool:  # fmt: skip
+        """Make session `fork` (its record: the source's, with its own id, time and lineage) from `source`,
+        read just before (`SessionStore.fork_source`): its events up to `fork`'s last, the runs `fork` lists
+        as `records` holds them (by run id, as stored) with their `kept` steps, and the run `going` then,
+        which goes on (its job `job_id`) or ends there (fork_session.lua). False if it exists already."""
+        going_on = going is not None and going.go_on
         run_id = going.run.run_id if going is not None else ""
-        index = self.run_index.with_queueing(session_id, run_id) if going and going.go_on else IndexArgs.none()
-        made = await self.run(
-            ForkSession(
-                self.scope.run_keys(session_id),
-                self.scope.args(session_id),
-                index,
-                session_fields(fork),
-                [item for run in fork.runs for item in (run.run_id, records[run.run_id])],
-                [item for pair in kept_steps.items() for item in pair],
-                events,
-                run_id,
-                fork.last_event_id,
-                "1" if going is not None and going.go_on else "0",
-                job_id,
-                going.reason if going is not None else "",
-                going.steps if going is not None else [],
-                [run.run_id for run in going.pending] if going is not None else [],
-            )
-        )
-        if made is Creation.MADE and going is not None and going.go_on and not index.all_runs:
-            await self.run_index.add(fork.tenant, session_id, run_id)  # (listed by the script where it could)
+        index = self.run_index.with_queueing(fork.session_id, run_id) if going_on else IndexArgs.none()
+        script = _fork_script(self.scope, index, fork, source, records, kept, going, job_id)
+        made = await self.run(script)
+        if made is Creation.MADE and going_on and not index.all_runs:
+            await self.run_index.add(fork.tenant, fork.session_id, run_id)  # (listed by the script where it could)
         if made is Creation.GONE:
             raise SessionExpired(fork.session_id)
         return made is Creation.MADE

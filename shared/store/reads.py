@@ -96,6 +96,20 @@ def decode_run(raw: bytes | str) -> RunRecord:
     return RunRecord.model_validate(record)
 
 
+async def kept_steps(redis: AnyRedis, keys: SessionKeys, run_ids: list[str]) -> dict[str, dict[bytes, bytes] | None]:
+    """The steps each of `run_ids` (runs of the session of `keys` that ended) recorded, as their lane's
+    steps hash was at their end (lib/runs.lua's end_run keeps them); None for a run whose steps are
+    not kept (ended before they were, or its session was brought back from the archive)."""
+    if not run_ids:
+        return {}
+    kept = await cast(Awaitable[list[bytes | None]], redis.hmget(keys.kept_steps, run_ids))
+    steps: dict[str, dict[bytes, bytes] | None] = {}
+    for run_id, raw in zip(run_ids, kept, strict=True):
+        flat = [item.encode() for item in json.loads(raw) or []] if raw is not None else None  # ({}: cjson's [])
+        steps[run_id] = None if flat is None else dict(zip(flat[::2], flat[1::2], strict=True))
+    return steps
+
+
 async def read_run(redis: AnyRedis, keys: SessionKeys, run_id: str) -> RunRecord | None:
     """A run's record, or None if the session has no such run."""
     raw = await cast(Awaitable[bytes | None], redis.hget(keys.runs, run_id))
@@ -286,9 +300,8 @@ class SessionStore:
         return session, _with_outputs_of(parse_raw_entries(entries), {run.run_id: run.output for run in session.runs})
 
     async def fork_source(self, session_id: str, after: int) -> ForkSource | None:
-        """The session's record and its stored events 1..`after`, from Redis only, at one instant
-        (MULTI: one slot); None for a session Redis does not hold. Fewer events than `after` means
-        the stream no longer holds them all (trimmed, or archived and expired)."""
+        """The session's record, events 1..`after` and active run's steps, at one instant (MULTI), from Redis
+        only; None for a session it does not hold. Fewer events: the stream no longer holds them (trimmed)."""
         keys = self.keys.session(session_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(keys.meta)
@@ -308,20 +321,6 @@ class SessionStore:
                 record["steers"] = compact_json([steer.model_dump() for steer in run.steers])
                 stored[run.run_id] = compact_json(record)
         return ForkSource(session, stored, parse_raw_entries(entries) if after else [], steps)
-
-    async def kept_steps(self, session_id: str, run_ids: list[str]) -> dict[str, dict[bytes, bytes] | None]:
-        """The steps each of `run_ids` (runs that ended) recorded, as their lane's steps hash was at
-        their end (lib/runs.lua's end_run keeps them); None for a run whose steps are not kept (ended
-        before they were, or its session was brought back from the archive)."""
-        if not run_ids:
-            return {}
-        key = self.keys.session(session_id).kept_steps
-        kept = await cast(Awaitable[list[bytes | None]], self.redis.hmget(key, run_ids))
-        steps: dict[str, dict[bytes, bytes] | None] = {}
-        for run_id, raw in zip(run_ids, kept, strict=True):
-            flat = [item.encode() for item in json.loads(raw) or []] if raw is not None else None  # ({}: cjson's [])
-            steps[run_id] = None if flat is None else dict(zip(flat[::2], flat[1::2], strict=True))
-        return steps
 
     async def chat_branch(self, session_id: str) -> str | None:
         """The session that the chat of session `session_id` goes on in since it branched, if it did.
