@@ -147,7 +147,8 @@ async def _going_on(
             f"at: run {run.run_id}'s child runs {', '.join(children_going)} were going at event {at}: a fork "
             "where child runs are going is not made yet; fork before they were spawned, or after they ended"
         )
-    steps = source.steps if session.active_run_id == run.run_id else None
+    # Its steps hash as read with the records (fork_source), while it had not ended; else the kept one.
+    steps = source.steps if run.finished_seq is None and session.active_run_id == run.run_id else None
     if steps is None and run.started_seq is not None:
         steps = (await kept_steps(store.redis, store.keys.session(session.session_id), [run.run_id]))[run.run_id]
         if steps is None:

@@ -300,17 +300,17 @@ class SessionStore:
         return session, _with_outputs_of(parse_raw_entries(entries), {run.run_id: run.output for run in session.runs})
 
     async def fork_source(self, session_id: str, after: int) -> ForkSource | None:
-        """The session's record, events 1..`after` and active run's steps, at one instant (MULTI), from Redis
-        only; None for a session it does not hold. Fewer events: the stream no longer holds them (trimmed)."""
+        """The session's record, events 1..`after` (fewer: trimmed) and active run's steps, in one MULTI; a
+        Redis Cluster takes none: the steps come before the records, which say whose they are (branching.py)."""
         keys = self.keys.session(session_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=not self.settings.redis_cluster) as pipe:
             pipe.hgetall(keys.meta)
+            pipe.hgetall(keys.steps)
             pipe.hgetall(keys.runs)
             pipe.execute_command(self._xrange, keys.events, 1, after)  # (`<after>-1` too: lib/seqs.lua)
             pipe.execute_command(*self._top(keys.events))
             pipe.hgetall(keys.steered)
-            pipe.hgetall(keys.steps)
-            meta, runs, entries, top, steered, steps = await pipe.execute()
+            meta, steps, runs, entries, top, steered = await pipe.execute()
         if not meta:
             return None
         stored = {run_id.decode(): record.decode() for run_id, record in runs.items()}

@@ -122,6 +122,29 @@ async def test_runs_stream_end_to_end_with_sessions_on_every_shard_and_the_queue
             assert not client.keys(pattern, target_nodes="primaries")
 
 
+async def test_a_fork_inside_a_run_goes_on_through_the_fork_s_outbox_on_another_shard(
+    start_gateway: Any, start_worker: Any
+) -> None:
+    # Time travel (gateway/commands/branching.py `fork_at`): the fork is written in its own slot, its run's
+    # job pushed from its outbox to the queue apart, and it goes on from the source's event.
+    gateway = await start_gateway()
+    await start_worker()
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:
+        created = (await client.post("/v1/sessions", json={"input": "What is 6 * 7?"})).json()
+        source = await read_events(client, created["events_url"])
+        at = next(seq for seq, kind, _ in source.events if kind == "tool.completed")
+        forked = await client.post(f"/v1/sessions/{created['session_id']}/fork", json={"at": at})
+        assert forked.status_code == 201, forked.text
+        fork_id = forked.json()["session_id"]
+        fork = await read_events(client, f"/v1/sessions/{fork_id}/events")
+    assert fork.events[:at] == source.events[:at]  # the copy, as the source's clients read it
+    started_id, started, data = fork.events[at]
+    assert (started_id, started, data["reason"], data["from_event_id"]) == (at + 1, "run.started", "fork", at)
+    assert fork.events[-1][1] == "run.completed"
+    assert fork.events[-1][2]["output"] == source.events[-1][2]["output"]
+    assert fork.ids == list(range(1, len(fork.ids) + 1))
+
+
 async def _no_entry(queue: Redis, index: str) -> bool:
     return not await queue.zcard(index)
 
