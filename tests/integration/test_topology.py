@@ -132,7 +132,7 @@ async def test_a_fork_inside_a_run_goes_on_through_the_fork_s_outbox_on_another_
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:
         created = (await client.post("/v1/sessions", json={"input": "What is 6 * 7?"})).json()
         source = await read_events(client, created["events_url"])
-        at = next(seq for seq, kind, _ in source.events if kind == "tool.completed")
+        at = next(seq for seq, kind, _ in source.events if kind == "tool.completed" and seq is not None)
         forked = await client.post(f"/v1/sessions/{created['session_id']}/fork", json={"at": at})
         assert forked.status_code == 201, forked.text
         fork_id = forked.json()["session_id"]
