@@ -3,10 +3,10 @@ epoch seconds."""
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from tokentail.shared.features.workers import RunRef
-from tokentail.shared.vocabulary.records import RunStatus, Turn
+from tokentail.shared.vocabulary.records import ForkOrigin, RunStatus, Turn
 
 
 class WhoAmI(BaseModel):
@@ -156,6 +156,7 @@ class TimelineEvent(BaseModel):
 class Timeline(BaseModel):
     session_id: str
     run_id: str
+    forked_from: ForkOrigin | None = Field(None, description="the session (and event) the run's session is a fork of")
     tenant: str
     status: RunStatus
     attempt: int
@@ -170,6 +171,24 @@ class Timeline(BaseModel):
 class Cancelled(BaseModel):
     run_id: str
     outcome: str
+
+
+class ForkBody(BaseModel):
+    """A fork of the run from the console: at one of its events (`at`), else at its last recorded step
+    (a re-run); what changes from there on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: int | None = Field(None, ge=0, description="one of the run's events; left out: after its last recorded step")
+    model: str | None = None
+    agent: str | None = None
+    instructions: str | None = Field(None, max_length=65536)
+
+
+class Forked(BaseModel):
+    session_id: str  # the fork's
+    run_id: str  # the run, going on in it
+    at: int  # the source's event it goes on from
 
 
 class Answered(BaseModel):

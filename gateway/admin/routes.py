@@ -24,6 +24,8 @@ from tokentail.gateway.admin.models import (
     Audited,
     Cancelled,
     Expired,
+    ForkBody,
+    Forked,
     Found,
     Metrics,
     Overview,
@@ -37,8 +39,9 @@ from tokentail.gateway.admin.models import (
 from tokentail.gateway.admin.overview import Overviews
 from tokentail.gateway.admin.runs import RunLists, StatusFilter, run_filter, session_detail
 from tokentail.gateway.admin.timeline import EVENTS_PAGE, EVENTS_PAGE_MAX, timeline
-from tokentail.gateway.commands import deletion
+from tokentail.gateway.commands import branching, deletion
 from tokentail.gateway.commands.questions import answer_question, expire_question
+from tokentail.gateway.commands.turns import check_agent_name, check_params
 from tokentail.gateway.commands.writes import SessionWrites
 from tokentail.gateway.schemas import ERROR_RESPONSES
 from tokentail.shared.connections.redis_clients import AnyRedis
@@ -229,6 +232,31 @@ async def cancel(admin: AdminDep, console: ConsoleDep, session_id: str, run_id: 
     outcome, cancelled = await console.writes.cancel_run(session_id, run_id)
     _acted(admin, "cancelled", session_id, run=run_id, outcome=outcome.value)
     return Cancelled(run_id=cancelled or run_id, outcome=outcome.value)
+
+
+@router.post("/sessions/{session_id}/runs/{run_id}/fork", status_code=201)
+async def fork(
+    admin: AdminDep, console: ConsoleDep, request: Request, session_id: str, run_id: str, body: ForkBody
+) -> Forked:
+    """Fork the session at one of the run's events (`at`), or re-run the run (`at` left out: after its
+    last recorded step), the run going on in the fork (as `POST /v1/sessions/{id}/fork` with `at`):
+    spent from the session's tenant's budgets. The fork's timeline names the run's session it came from."""
+    session = await console.session(admin, session_id)
+    run = _run(session, run_id)
+    if run.parent_run_id is not None:
+        raise InvalidInput(f"run {run_id} is a child run: fork its session at an event of its parent's")
+    at = body.at if body.at is not None else await branching.last_step_of(console.store, session, run)
+    if run.queued_seq is None or not run.queued_seq <= at < (run.finished_seq or session.last_event_id + 1):
+        raise InvalidInput(f"at: event {at} is not one of run {run_id}'s before its end")
+    check_agent_name(body.agent, console.settings)
+    check_params(body.model, {})
+    overrides = branching.Overrides(agent=body.agent, model=body.model, instructions=body.instructions)
+    budget = request.app.state.run_budget
+    forked = await branching.fork_at(
+        console.store, console.writes, console.settings, budget, session_id, at, go_on=True, overrides=overrides
+    )
+    _acted(admin, "forked", session_id, run=run_id, at=str(at), fork=forked.session_id)
+    return Forked(session_id=forked.session_id, run_id=run_id, at=at)
 
 
 @router.post("/sessions/{session_id}/runs/{run_id}/answers", status_code=202)

@@ -266,6 +266,7 @@ async def timeline(
     return Timeline(
         session_id=session_id,
         run_id=run.run_id,
+        forked_from=session.forked_from,
         tenant=session.tenant or PUBLIC_TENANT,
         status=run.status,
         attempt=run.attempt,

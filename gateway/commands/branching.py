@@ -111,6 +111,16 @@ async def fork_at(
     return await _make(store, runs, settings, budget, source, at, fork_id, going, queues=going.go_on)
 
 
+async def last_step_of(store: SessionStore, session: SessionRecord, run: RunRecord) -> int:
+    """Where a re-run of `run` forks (the console's): the event after its last recorded step, so that a
+    fork there replays every step it recorded and does again what followed; its first event (its
+    queue) if it recorded none. Within the run: before its end."""
+    last = (run.finished_seq or session.last_event_id + 1) - 1
+    steps = await kept_steps(store.redis, store.keys.session(session.session_id), [run.run_id])
+    recorded = [int(seq) for key, seq in (steps.get(run.run_id) or {}).items() if key.startswith(b"@")]
+    return min(last, max(recorded) + 1) if recorded else (run.queued_seq or last)
+
+
 async def _source(store: SessionStore, settings: Settings, session_id: str, at: int, name: str) -> ForkSource:
     """What a fork at `at` (the request's `name`) copies, read at one instant: all of the events
     1..`at`, or a clear error."""

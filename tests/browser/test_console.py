@@ -286,6 +286,61 @@ async def test_the_console_s_actions_ask_first_then_cancel_expire_and_delete(
     assert console.errors == []
 
 
+async def test_a_cancelled_run_is_re_run_and_a_run_forked_from_an_event_each_linked_to_its_source(
+    console: Console,
+    start_gateway: Callable[..., Any],
+    start_worker: Callable[..., Any],
+    gates: Gates,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tool_runs = tmp_path / "tool-runs"
+    tool_runs.touch()
+    monkeypatch.setenv("TOKENTAIL_TEST_TOOL_RUNS", str(tool_runs))  # the counting agent's calculator notes each run
+    agents = {**ACTIONS, "counting": "tests.agents.counting_agents:COUNTING"}
+    gateway = await start_gateway(agents=agents)
+    await start_worker(agents=agents)
+    page = console.page
+    timeline = page.locator("#view-timeline")
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        # Re-run: a run cancelled at its gate goes on in a fork, from its last recorded step (it recorded none).
+        held = (await client.post("/v1/sessions", json={"input": "hold", "agent": "held"})).json()
+        await eventually(lambda: gates.reached(held["run_id"]) == [1], within=20, what="the held run at its gate")
+        await client.post(f"/v1/sessions/{held['session_id']}/cancel")
+        await console.open(f"{gateway.url}/console/sessions/{held['session_id']}/runs/{held['run_id']}", "timeline")
+        await expect(timeline).to_have_attribute("data-status", "cancelled", timeout=wait_ms())
+        await page.click("#rerun-run")
+        await expect(timeline).not_to_have_attribute("data-session-id", held["session_id"], timeout=wait_ms())
+        fork = await timeline.get_attribute("data-session-id")
+        assert fork and await timeline.get_attribute("data-run-id") == held["run_id"]
+        await expect(page.locator("#run-source")).to_have_text(held["session_id"])
+        gates.release(held["run_id"])
+        await expect(timeline).to_have_attribute("data-status", "completed", timeout=wait_ms())
+        assert page.url.endswith(f"/console/sessions/{fork}/runs/{held['run_id']}")
+
+        # Fork from here: at the tool's result, the run goes on in a fork and its tool does not run again.
+        made = (await client.post("/v1/sessions", json={"input": "What is 6 * 7?", "agent": "counting"})).json()
+
+        async def completed() -> bool:
+            state = (await client.get(f"/v1/sessions/{made['session_id']}")).json()
+            return bool(state["status"] == "idle")
+
+        await eventually(completed, within=20, what="the counting run's end")
+        await console.open(f"{gateway.url}/console/sessions/{made['session_id']}/runs/{made['run_id']}", "timeline")
+        result = page.locator("#events li[data-type='tool.completed'] button[data-action=fork]")
+        at = await page.locator("#events li[data-type='tool.completed']").get_attribute("data-event-id")
+        await result.click(timeout=wait_ms())
+        await expect(timeline).not_to_have_attribute("data-session-id", made["session_id"], timeout=wait_ms())
+        await expect(timeline).to_have_attribute("data-status", "completed", timeout=wait_ms())
+        await expect(page.locator("#run-source-event")).to_have_text(str(at))
+        await expect(page.locator("#stages tr[data-stage-kind=started][data-reason=fork]")).to_have_count(1)
+        assert len(tool_runs.read_text().split()) == 1  # the calculator ran once: in the source
+        await page.click("#run-source")  # back to the run it came from
+        await expect(timeline).to_have_attribute("data-session-id", made["session_id"], timeout=wait_ms())
+    assert len(console.dialogs) == 2 and "Re-run" in console.dialogs[0] and f"event {at}" in console.dialogs[1]
+    assert console.errors == []
+
+
 async def test_a_tenant_s_key_sees_its_tenant_only(console: Console, start_gateway: Callable[..., Any]) -> None:
     gateway = await start_gateway(api_keys=SecretStr(f"acme:{KEY_A},beta:{KEY_B}"), secret=SecretStr(SECRET))
     made = {}

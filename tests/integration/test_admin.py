@@ -92,6 +92,34 @@ async def test_a_run_is_listed_with_its_worker_and_timeline(client: httpx.AsyncC
     assert detail["runs"][0]["run_id"] == run_id and detail["questions"] == []
 
 
+async def test_a_run_is_re_run_from_its_last_recorded_step_and_a_fork_outside_the_run_is_refused(
+    client: httpx.AsyncClient, worker: TokentailWorker
+) -> None:
+    session_id, run_id = await run_to_end(client, {"input": "What is 12 * (3 + 4)?", "params": {"tokens": 20}})
+    state = (await client.get(f"/v1/sessions/{session_id}")).json()
+    run = state["runs"][0]
+    base = f"/v1/admin/sessions/{session_id}/runs/{run_id}/fork"
+    rerun = await client.post(base, json={})
+    assert rerun.status_code == 201, rerun.text
+    forked = rerun.json()
+    # After its last recorded step (the calculator's result): inside the run, before its end.
+    assert forked["run_id"] == run_id and run["queued_seq"] < forked["at"] < run["finished_seq"]
+    fork = forked["session_id"]
+
+    async def completed() -> bool:
+        runs = (await client.get(f"/v1/sessions/{fork}")).json()["runs"]
+        return bool(runs[0]["status"] == "completed")
+
+    await eventually(completed, what="the re-run's end")
+    timeline = (await client.get(f"/v1/admin/sessions/{fork}/runs/{run_id}/timeline")).json()
+    assert timeline["forked_from"] == {"session_id": session_id, "event_id": forked["at"]}
+    assert not any(stage["kind"] == "tool" and stage["status"] == "running" for stage in timeline["stages"])
+    for at in (run["finished_seq"], run["finished_seq"] + 5):  # its end, and past the session's
+        refused = await client.post(base, json={"at": at})
+        assert refused.status_code == 422 and f"not one of run {run_id}'s" in refused.text
+    assert (await client.post(base, json={"at": 2, "agent": "nobody"})).status_code == 422
+
+
 async def test_pages_go_newest_first_by_cursor_and_filter(client: httpx.AsyncClient, worker: TokentailWorker) -> None:
     made = [
         await run_to_end(client, {"input": f"question {i}", "params": {"tokens": 2}, "user": f"user-{i % 2}"})

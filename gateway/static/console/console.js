@@ -191,7 +191,7 @@ function gone(error) {
 
 const overview = new Overview({ onError: showError });
 const session = new SessionView({ onError: showError, onGone: gone, go });
-const timeline = new TimelineView({ onError: showError, onGone: gone });
+const timeline = new TimelineView({ onError: showError, onGone: gone, go });
 
 document.addEventListener("click", (event) => {
   const link = event.target.closest?.("a[data-nav]");

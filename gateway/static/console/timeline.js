@@ -1,6 +1,8 @@
 // A run's timeline: its stages on one time axis (a lane per kind of stage: instants as markers, what
 // lasted as bars), the same stages as a table, the native events with their ids (paged by next_after),
-// the trace link, its open questions and the cancel action. The live stream (`?session=&run=`) sends the
+// the trace link, its open questions and the cancel action, and time travel: a fork from any of its events
+// and a re-run of a run that failed or was cancelled, each opening the new run, which links back to this
+// one (`forked_from`). The live stream (`?session=&run=`) sends the
 // timeline's first page again whenever the run's session has new events.
 
 import { actionFailed, api, query } from "./api.js";
@@ -8,6 +10,7 @@ import { $, clock, h, nav, runPath, sessionPath, short, span, statusChip } from 
 import { questionCard } from "./questions.js";
 
 const ACTIVE = new Set(["queued", "running", "waiting"]);
+const RERUN = new Set(["failed", "cancelled"]);
 const timelineApi = (sid, rid) => `/v1/admin/sessions/${encodeURIComponent(sid)}/runs/${encodeURIComponent(rid)}/timeline`;
 
 /** The lanes of the axis, top to bottom, and the kinds of stage each shows. */
@@ -144,9 +147,10 @@ function describe(stage) {
 }
 
 export class TimelineView {
-  constructor({ onError, onGone }) {
+  constructor({ onError, onGone, go }) {
     this.onError = onError;
     this.onGone = onGone;
+    this.go = go;
     this.sessionId = null;
     this.runId = null;
     this.timeline = null;
@@ -156,6 +160,11 @@ export class TimelineView {
     this.questionsFor = null;
     $("cancel-run").addEventListener("click", () => this.cancel().catch((error) => this.onError(actionFailed(error))));
     $("events-more").addEventListener("click", () => this.more().catch(this.onError));
+    $("rerun-run").addEventListener("click", () => this.fork(null).catch((error) => this.onError(actionFailed(error))));
+    $("events").addEventListener("click", (event) => {
+      const button = event.target.closest?.("button[data-action=fork]");
+      if (button) this.fork(Number(button.dataset.at)).catch((error) => this.onError(actionFailed(error)));
+    });
     // While the run is active its axis ends now: it moves on between the stream's snapshots.
     setInterval(() => {
       if (this.timeline && ACTIVE.has(this.timeline.status) && !$("view-timeline").hidden) this.renderAxis(this.timeline);
@@ -208,6 +217,14 @@ export class TimelineView {
       trace.textContent = `trace ${short(timeline.trace_id ?? "", 16)}`;
     }
     $("cancel-run").disabled = !ACTIVE.has(timeline.status);
+    $("rerun-run").hidden = !RERUN.has(timeline.status);
+    const source = timeline.forked_from;
+    $("run-forked-from").hidden = !source;
+    if (source) {
+      $("run-source").href = runPath(source.session_id, timeline.run_id);
+      $("run-source").textContent = source.session_id;
+      $("run-source-event").textContent = String(source.event_id);
+    }
     this.renderAxis(timeline);
     this.renderStages(timeline);
     this.mergeEvents(timeline.events, this.paged ? this.nextAfter : timeline.next_after);
@@ -311,6 +328,8 @@ export class TimelineView {
           return h(
             "li",
             { dataset: { eventId: String(event.id), type: event.type }, title: `${clock(event.at)}\n${data}` },
+            // (first: the row's end is cut off where its data is long)
+            h("button", { type: "button", class: "link", dataset: { action: "fork", at: String(event.id) }, title: "fork the session here: the run goes on from this event in a new session" }, "fork here"),
             h("span", { class: "id" }, `#${event.id}`),
             h("span", { class: "type" }, event.type),
             h("span", { class: "data" }, short(data, 160)),
@@ -355,6 +374,18 @@ export class TimelineView {
       this.questionsFor = null;
       this.onError(error);
     }
+  }
+
+  /** Fork the session at event `at` of the run (null: re-run it, after its last recorded step), with
+   * instructions for what follows if given, then open the run as it goes on in the fork. */
+  async fork(at) {
+    const what = at === null ? `Re-run ${this.runId} after its last recorded step` : `Fork the session at event ${at}`;
+    const instructions = prompt(`${what}: the run goes on in a new session. Instructions for what follows (optional):`, "");
+    if (instructions === null) return;
+    const body = { ...(at === null ? {} : { at }), ...(instructions ? { instructions } : {}) };
+    const base = `/v1/admin/sessions/${encodeURIComponent(this.sessionId)}/runs/${encodeURIComponent(this.runId)}`;
+    const forked = await api(`${base}/fork`, { method: "POST", body });
+    this.go(runPath(forked.session_id, forked.run_id));
   }
 
   async cancel() {
