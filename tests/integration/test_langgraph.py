@@ -469,3 +469,32 @@ async def test_another_tenants_thread_is_not_found(secured: Gateway) -> None:
         with pytest.raises(httpx.HTTPStatusError) as refused:
             await anonymous.threads.create()
     assert refused.value.response.status_code == 401
+
+
+async def test_a_run_created_from_a_checkpoint_branches_the_thread_which_its_state_and_history_follow(
+    client: Any,
+) -> None:
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    await client.runs.wait(tid, "arithmetic", input="What is 2 + 3?")
+    await client.runs.wait(tid, "arithmetic", input="and times ten?")
+    history = await client.threads.get_history(tid)
+    assert [len(state["values"]["messages"]) for state in history] == [4, 2]
+    first_turn = history[1]["checkpoint"]  # after the first run: where useStream's edit of the second goes from
+
+    # As useStream's submit(..., {checkpoint}) sends it: the run goes on from there, in a branch.
+    branched = await client.runs.wait(tid, "arithmetic", input="and times two?", checkpoint=first_turn)
+    said = [message["content"] for message in branched["messages"]]
+    assert said == ["What is 2 + 3?", "5", "and times two?", "10"]  # the branch's history: the first turn only
+    state = await client.threads.get_state(tid)
+    assert [message["content"] for message in state["values"]["messages"]] == said  # the thread follows it
+    after = await client.threads.get_history(tid)
+    assert [len(state["values"]["messages"]) for state in after] == [4, 2]
+    assert after[1]["checkpoint"]["checkpoint_id"] == first_turn["checkpoint_id"]  # the same ids, copied
+
+    again = await client.runs.wait(
+        tid, "arithmetic", input="and plus one?", checkpoint_id=after[0]["checkpoint"]["checkpoint_id"]
+    )
+    assert [message["content"] for message in again["messages"]][-2:] == ["and plus one?", "11"]  # the latest: no fork
+    with pytest.raises(Exception, match="422|checkpoint"):
+        await client.runs.wait(tid, "arithmetic", input="x", checkpoint_id="nope")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokentail.gateway.access.ids import new_run_id
+from tokentail.gateway.commands.branching import fork_session
 from tokentail.gateway.commands.turns import ChatTurns, check_chat_token_choices, queue_follow_up
 from tokentail.gateway.protocols.langgraph.assistants import agent_of
 from tokentail.gateway.protocols.langgraph.state import iso, waiting_questions
@@ -149,8 +150,35 @@ async def start_run(turns: ChatTurns, thread_id: str | None, body: RunCreate) ->
         check_chat_token_choices(turns.caller, asked, turns.settings)
         run = RunRecord(run_id=new_run_id(), input=asked.input, agent=agent)
         return thread_id, session_id, await turns.first_run(session_id, run, body.metadata)
+    branched = (at := checkpoint_of(body)) is not None and at != session.last_event_id
+    if branched:
+        assert at is not None
+        session_id = await _branch(turns, thread_id, session_id, at)
     args = (turns.store, turns.runs, turns.settings, turns.budget, turns.caller, session_id, asked)
-    return thread_id, session_id, await queue_follow_up(*args, agent=agent)
+    return thread_id, session_id, await queue_follow_up(*args, agent=agent, spent=branched)
+
+
+def checkpoint_of(body: RunCreate) -> int | None:
+    """The checkpoint a run is created from (`checkpoint_id`, or `checkpoint.checkpoint_id`): an event
+    id of the thread's, as its state and history name them (state.py `checkpoint`)."""
+    named = (body.model_extra or {}).get("checkpoint")
+    raw = body.checkpoint_id
+    if raw is None and isinstance(named, dict):
+        raw = named.get("checkpoint_id")
+    if raw is None:
+        return None
+    if not (isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise InvalidInput(f"checkpoint_id: {raw!r} is not one of this thread's checkpoints (an event id)")
+    return int(raw)
+
+
+async def _branch(turns: ChatTurns, thread_id: str, session_id: str, at: int) -> str:
+    """The thread goes on from checkpoint `at` (the end of one of its runs, as its history lists them), in
+    a fork of its session there (gateway/commands/branching.py), which its state and history follow
+    from now on, as a chat's regenerate or edit does: the fork's id."""
+    fork = await fork_session(turns.store, turns.runs, turns.settings, turns.budget, session_id, at)
+    await turns.runs.point_chat(await turns.auth.chat_root(turns.caller, thread_id, turns.store), fork.session_id)
+    return fork.session_id
 
 
 def run_status(run: RunRecord, session: SessionRecord) -> RunStatus:
