@@ -246,7 +246,8 @@ async def fork(
     if run.parent_run_id is not None:
         raise InvalidInput(f"run {run_id} is a child run: fork its session at an event of its parent's")
     at = body.at if body.at is not None else await branching.last_step_of(console.store, session, run)
-    if run.queued_seq is None or not run.queued_seq <= at < (run.finished_seq or session.last_event_id + 1):
+    going = session.run_shown_at(at)  # (the run a fork at `at` goes on with: branching.fork_at)
+    if going is None or going.run_id != run_id:
         raise InvalidInput(f"at: event {at} is not one of run {run_id}'s before its end")
     check_agent_name(body.agent, console.settings)
     check_params(body.model, {})

@@ -31,11 +31,20 @@ from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.access.limits import RunBudget
 from tokentail.gateway.commands.writes import ForkedRun, SessionWrites
 from tokentail.shared.plumbing.settings import Settings
-from tokentail.shared.store.reads import ForkSource, SessionStore, StoredEvent, decode_run, kept_steps
+from tokentail.shared.store.reads import (
+    ForkSource,
+    SessionStore,
+    StoredEvent,
+    as_kept,
+    decode_run,
+    kept_steps,
+    recorded_steps,
+    steps_hash_of,
+)
 from tokentail.shared.store.scripts.runs import encode_run
 from tokentail.shared.store.scripts.sessions import session_fields
 from tokentail.shared.vocabulary.errors import InputTooLarge, InvalidInput
-from tokentail.shared.vocabulary.events import EventType
+from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, EventType
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 # What one fork may copy (`copied_bytes`): it is one script's arguments.
@@ -117,8 +126,8 @@ async def last_step_of(store: SessionStore, session: SessionRecord, run: RunReco
     queue) if it recorded none. Within the run: before its end."""
     last = (run.finished_seq or session.last_event_id + 1) - 1
     steps = await kept_steps(store.redis, store.keys.session(session.session_id), [run.run_id])
-    recorded = [int(seq) for key, seq in (steps.get(run.run_id) or {}).items() if key.startswith(b"@")]
-    return min(last, max(recorded) + 1) if recorded else (run.queued_seq or last)
+    seqs = [step.seq for step in recorded_steps(steps[run.run_id] or {}).values() if step.seq is not None]
+    return min(last, max(seqs) + 1) if seqs else (run.queued_seq or last)
 
 
 async def _source(store: SessionStore, settings: Settings, session_id: str, at: int, name: str) -> ForkSource:
@@ -150,7 +159,7 @@ async def _going_on(
     taken back), with the steps it had recorded by then, and the runs in line behind it."""
     session = source.session
     seen = _ids_by_type(source.events)
-    ended = set().union(*(seen.get(kind.value, set()) for kind in _ENDS))
+    ended = set().union(*(seen.get(kind.value, set()) for kind in TERMINAL_EVENTS))
     children_going = sorted(seen.get(EventType.RUN_SPAWNED.value, set()) - ended)
     if children_going:
         raise InvalidInput(
@@ -234,29 +243,19 @@ def _as_it_stood(run: RunRecord, seen: dict[str, set[str]], overrides: Overrides
     )
 
 
-_ENDS = (EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED)
-
-
 def _steps_by(steps_hash: dict[bytes, bytes], at: int, run_id: str) -> list[str]:
     """Of a run's steps hash (record_step.lua), the steps recorded by event `at`, as the fork's steps
     hash holds them, name, value pairs: with their seqs, the last as `seq`, and their total size as
     `bytes`. A step's seq is the last event before it: one of seq `at` came after event `at` (a tool's
     result is recorded before its `tool.completed`, which then has the next id), so a fork at `at`
     keeps the steps of seqs before it, and does again what clients had not seen the end of by then."""
-    fields = {key.decode(): value.decode() for key, value in steps_hash.items()}
-    names = [name for name in fields if name not in ("seq", "bytes") and not name.startswith("@")]
-    if any(f"@{name}" not in fields for name in names):
+    steps = recorded_steps(steps_hash)
+    if any(step.seq is None for step in steps.values()):
         raise InvalidInput(
             f"at: run {run_id} recorded steps before their places were kept: it can be forked after a turn, "
             "or with continue: false"
         )
-    kept = [name for name in names if int(fields[f"@{name}"]) < at]
-    if not kept:
-        return []
-    last = max(int(fields[f"@{name}"]) for name in kept)
-    size = sum(len(fields[name].encode()) for name in kept)
-    pairs = [(name, fields[name]) for name in kept] + [(f"@{name}", fields[f"@{name}"]) for name in kept]
-    return [item for pair in [*pairs, ("seq", str(last)), ("bytes", str(size))] for item in pair]
+    return steps_hash_of({key: step for key, step in steps.items() if step.seq is not None and step.seq < at})
 
 
 async def _make(
@@ -290,11 +289,7 @@ async def _make(
     if going is not None:
         records |= {run.run_id: encode_run(run) for run in [going.run, *going.pending]}
     kept = await kept_steps(store.redis, store.keys.session(session.session_id), [run.run_id for run in ended])
-    kept_copies = {
-        run_id: json.dumps([item.decode() for pair in steps.items() for item in pair])
-        for run_id, steps in kept.items()
-        if steps is not None
-    }
+    kept_copies = {run_id: as_kept(steps) for run_id, steps in kept.items() if steps is not None}
     copied = copied_bytes(fork, source, records, kept_copies, going)
     largest = min(MAX_FORK_BYTES, settings.fork_bytes_per_hour or MAX_FORK_BYTES)
     if copied > largest:  # past the hour's bound, it could never be made: not a 429 to try again

@@ -96,6 +96,46 @@ def decode_run(raw: bytes | str) -> RunRecord:
     return RunRecord.model_validate(record)
 
 
+class Step(NamedTuple):
+    """A step a run recorded, as its steps hash holds it (record_step.lua)."""
+
+    value: str  # its result, JSON
+    seq: int | None  # the last event id before it (None: recorded before steps kept theirs)
+
+
+_STEP_SEQ = b"@"  # a steps hash's field `@<step key>`: that step's seq (record_step.lua)
+_STEPS_TOTALS = (b"seq", b"bytes")  # and its last step's seq, and its steps' total size
+
+
+def recorded_steps(steps_hash: Mapping[bytes, bytes]) -> dict[str, Step]:
+    """The steps of a steps hash (record_step.lua), by step key, without the fields beside them."""
+    return {
+        key.decode(): Step(value.decode(), int(seq) if (seq := steps_hash.get(_STEP_SEQ + key)) is not None else None)
+        for key, value in steps_hash.items()
+        if key not in _STEPS_TOTALS and not key.startswith(_STEP_SEQ)
+    }
+
+
+def steps_hash_of(steps: Mapping[str, Step]) -> list[str]:
+    """A steps hash holding `steps` (each with its seq), as name, value pairs: what a fork's run goes on
+    with (fork_session.lua)."""
+    if not steps:
+        return []
+    seqs = [step.seq for step in steps.values() if step.seq is not None]
+    fields = [
+        *((key, step.value) for key, step in steps.items()),
+        *((f"@{key}", str(step.seq)) for key, step in steps.items() if step.seq is not None),
+        ("seq", str(max(seqs, default=0))),
+        ("bytes", str(sum(len(step.value.encode()) for step in steps.values()))),
+    ]
+    return [item for pair in fields for item in pair]
+
+
+def as_kept(steps_hash: Mapping[bytes, bytes]) -> str:
+    """A steps hash as lib/runs.lua's end_run keeps it, for a run that ended: flat, a JSON list."""
+    return json.dumps([item.decode() for pair in steps_hash.items() for item in pair])
+
+
 async def kept_steps(redis: AnyRedis, keys: SessionKeys, run_ids: list[str]) -> dict[str, dict[bytes, bytes] | None]:
     """The steps each of `run_ids` (runs of the session of `keys` that ended) recorded, as their lane's
     steps hash was at their end (lib/runs.lua's end_run keeps them); None for a run whose steps are
@@ -196,9 +236,8 @@ def add_steps(run: RunRecord, steps_hash: list[bytes]) -> None:
     see record_step.lua): step keys and their results, `seq`, `bytes` and each step's seq (`@<key>`)."""
     fields = dict(zip(steps_hash[::2], steps_hash[1::2], strict=True))
     if b"seq" in fields:
-        run.step_seq = int(fields.pop(b"seq"))
-    fields.pop(b"bytes", None)
-    run.steps.update((key.decode(), value.decode()) for key, value in fields.items() if not key.startswith(b"@"))
+        run.step_seq = int(fields[b"seq"])
+    run.steps.update((key, step.value) for key, step in recorded_steps(fields).items())
 
 
 def branch_kept_seconds(settings: Settings) -> int:

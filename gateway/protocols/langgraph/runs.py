@@ -20,8 +20,9 @@ from tokentail.gateway.commands.turns import ChatTurns, check_chat_token_choices
 from tokentail.gateway.protocols.langgraph.assistants import agent_of
 from tokentail.gateway.protocols.langgraph.state import iso, waiting_questions
 from tokentail.gateway.protocols.langgraph.threads import new_thread_id, thread_session
+from tokentail.gateway.reading.feed import parse_last_event_id
 from tokentail.gateway.schemas import CreateRun
-from tokentail.shared.vocabulary.errors import InputNotPending, InvalidInput, SessionNotFound
+from tokentail.shared.vocabulary.errors import InputNotPending, InvalidInput, InvalidLastEventId, SessionNotFound
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 RunStatus = Literal["pending", "running", "error", "success", "timeout", "interrupted"]
@@ -167,9 +168,12 @@ def checkpoint_of(body: RunCreate) -> int | None:
         raw = named.get("checkpoint_id")
     if raw is None:
         return None
-    if not (isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 18):
-        raise InvalidInput(f"checkpoint_id: {raw!r} is not one of this thread's checkpoints (an event id)")
-    return int(raw)
+    try:
+        if isinstance(raw, str) and raw:
+            return parse_last_event_id(raw)  # (an event id, as every route reads one)
+    except InvalidLastEventId:
+        pass
+    raise InvalidInput(f"checkpoint_id: {raw!r} is not one of this thread's checkpoints (an event id)")
 
 
 async def _branch(turns: ChatTurns, thread_id: str, session_id: str, at: int) -> str:
