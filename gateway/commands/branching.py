@@ -29,8 +29,9 @@ from typing import Any
 
 from tokentail.gateway.access.ids import new_session_id
 from tokentail.gateway.access.limits import RunBudget
-from tokentail.gateway.commands.writes import ForkedRun, SessionWrites
+from tokentail.gateway.commands.writes import ForkedChild, ForkedRun, SessionWrites
 from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.keys import lane_in
 from tokentail.shared.store.reads import (
     ForkSource,
     SessionStore,
@@ -38,6 +39,7 @@ from tokentail.shared.store.reads import (
     as_kept,
     decode_run,
     kept_steps,
+    lane_steps,
     recorded_steps,
     steps_hash_of,
 )
@@ -116,7 +118,8 @@ async def fork_at(
         if overrides:
             raise InvalidInput(f"at: no run is going at event {at}: agent, model, params and instructions change a run")
         return await _make(store, runs, settings, budget, source, at, fork_id, None, queues=False)
-    going = await _going_on(store, source, run, at, go_on is not False, overrides)
+    fork_id = fork_id or new_session_id()
+    going = await _going_on(store, source, run, at, go_on is not False, overrides, fork_id)
     return await _make(store, runs, settings, budget, source, at, fork_id, going, queues=going.go_on)
 
 
@@ -153,28 +156,17 @@ async def _source(store: SessionStore, settings: Settings, session_id: str, at: 
 
 
 async def _going_on(
-    store: SessionStore, source: ForkSource, run: RunRecord, at: int, go_on: bool, overrides: Overrides
+    store: SessionStore, source: ForkSource, run: RunRecord, at: int, go_on: bool, overrides: Overrides, fork_id: str
 ) -> ForkedRun:
-    """`run`, going at event `at`, as the fork holds it: its record as it stood then (what came after,
-    taken back), with the steps it had recorded by then, and the runs in line behind it."""
+    """`run`, going at event `at`, as fork `fork_id` holds it: its record as it stood then (what came after,
+    taken back), with the steps it had recorded by then, its tree's runs going then (each in its lane in
+    the fork, as it stood, with its steps), and the runs in line behind it."""
     session = source.session
     seen = _ids_by_type(source.events)
     ended = set().union(*(seen.get(kind.value, set()) for kind in TERMINAL_EVENTS))
-    children_going = sorted(seen.get(EventType.RUN_SPAWNED.value, set()) - ended)
-    if children_going:
-        raise InvalidInput(
-            f"at: run {run.run_id}'s child runs {', '.join(children_going)} were going at event {at}: a fork "
-            "where child runs are going is not made yet; fork before they were spawned, or after they ended"
-        )
-    # Its steps hash as read with the records (fork_source), while it had not ended; else the kept one.
-    steps = source.steps if run.finished_seq is None and session.active_run_id == run.run_id else None
-    if steps is None and run.started_seq is not None:
-        steps = (await kept_steps(store.redis, store.keys.session(session.session_id), [run.run_id]))[run.run_id]
-        if steps is None:
-            raise InvalidInput(
-                f"at: run {run.run_id}'s recorded steps are no longer kept (it ended before steps were kept for "
-                "forks): fork after a turn instead, or with continue: false"
-            )
+    spawned = seen.get(EventType.RUN_SPAWNED.value, set())  # (in the order of the records: parents first)
+    children = [child for child in session.runs if child.run_id in spawned and child.run_id not in ended]
+    steps = await _steps_at(store, source, [run, *children])
     stood = _as_it_stood(decode_run(source.runs[run.run_id]), seen, overrides)
     pending = [
         RunRecord(
@@ -195,7 +187,36 @@ async def _going_on(
         and waiting.queued_seq <= at
         and (waiting.finished_seq is None or waiting.finished_seq > at)
     ]
-    return ForkedRun(stood, at, go_on, _steps_by(steps or {}, at, run.run_id), pending)
+    going = [
+        ForkedChild(
+            _as_it_stood(child, seen, Overrides()).model_copy(update={"lane": lane_in(child.lane or "", fork_id)}),
+            _steps_by(steps[child.run_id], at, child.run_id),
+        )
+        for child in children
+    ]
+    return ForkedRun(stood, at, go_on, _steps_by(steps[run.run_id], at, run.run_id), pending, going)
+
+
+async def _steps_at(store: SessionStore, source: ForkSource, runs: list[RunRecord]) -> dict[str, dict[bytes, bytes]]:
+    """The steps hash of each of `runs` (a run going at the fork's event, and its tree's runs going then):
+    kept, if it has ended since; else its lane's as it is (the session's active run's, as read with the
+    records). A run that ended with none kept (before steps were kept for forks) cannot go on."""
+    keys = store.keys.session(source.session.session_id)
+    kept = await kept_steps(store.redis, keys, [run.run_id for run in runs])
+    lanes = [run for run in runs if kept[run.run_id] is None and run.lane is not None]
+    hashes = await lane_steps(store.redis, [store.keys.session(run.lane or "") for run in lanes])
+    found = {run.run_id: steps for run, steps in zip(lanes, hashes, strict=True)}
+    steps: dict[str, dict[bytes, bytes]] = {}
+    for run in runs:
+        steps[run.run_id] = kept[run.run_id] or found.get(run.run_id) or {}
+        if kept[run.run_id] is None and run.run_id == source.session.active_run_id:
+            steps[run.run_id] = source.steps
+        elif kept[run.run_id] is None and run.finished_seq is not None and run.started_seq is not None:
+            raise InvalidInput(
+                f"at: run {run.run_id}'s recorded steps are no longer kept (it ended before steps were kept for "
+                "forks): fork after a turn instead, or with continue: false"
+            )
+    return steps
 
 
 def _ids_by_type(events: list[StoredEvent]) -> dict[str, set[str]]:
@@ -274,7 +295,8 @@ async def _make(
     budget first; as `GET /v1/sessions/{id}` reads it."""
     session = source.session
     ended = [run for run in session.runs if run.finished_seq is not None and run.finished_seq <= at]
-    held = [*ended, *([going.run, *going.pending] if going is not None else [])]
+    in_fork = [going.run, *(child.run for child in going.children), *going.pending] if going is not None else []
+    held = [*ended, *in_fork]
     fork = session.model_copy(
         update={
             "session_id": fork_id or new_session_id(),
@@ -286,8 +308,7 @@ async def _make(
         }
     )
     records = {run.run_id: source.runs[run.run_id] for run in ended}
-    if going is not None:
-        records |= {run.run_id: encode_run(run) for run in [going.run, *going.pending]}
+    records |= {run.run_id: encode_run(run) for run in in_fork}
     kept = await kept_steps(store.redis, store.keys.session(session.session_id), [run.run_id for run in ended])
     kept_copies = {run_id: as_kept(steps) for run_id, steps in kept.items() if steps is not None}
     copied = copied_bytes(fork, source, records, kept_copies, going)
@@ -312,7 +333,8 @@ def copied_bytes(
     steps of the run that goes on. A fork is bounded and charged by it."""
     fields = sum(len(item.encode()) for item in session_fields(fork))
     stored = sum(len(record.encode()) for record in records.values())
-    steps = sum(len(item.encode()) for item in [*kept_steps.values(), *(going.steps if going else [])])
+    going_steps = [*going.steps, *(step for child in going.children for step in child.steps)] if going else []
+    steps = sum(len(item.encode()) for item in [*kept_steps.values(), *going_steps])
     return fields + stored + steps + sum(len(event.type) + len(event.data) for event in source.events)
 
 

@@ -3,7 +3,7 @@ forked. Each is one script (shared/store/scripts/runs.py), whose typed reply bec
 
 import math
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from opentelemetry.trace import SpanKind
@@ -77,10 +77,20 @@ class ForkedRun:
     go_on: bool  # it goes on from `at`, else it ends there
     steps: list[str]  # what it recorded by then: its steps hash, as name, value pairs
     pending: list[RunRecord]  # the runs in line behind it then, queued again
+    children: list["ForkedChild"] = field(default_factory=list)  # its tree's runs going then, parents first
 
     @property
     def reason(self) -> str:
         return f"the fork holds the session's events up to {self.at} and goes on with none of its runs"
+
+
+@dataclass(frozen=True)
+class ForkedChild:
+    """A run of the tree of a fork's run, going at the fork's event: it goes on (or ends) in the fork with
+    that run, in its lane there (its record's `lane`, the fork's)."""
+
+    run: RunRecord  # as it stood at the fork's event
+    steps: list[str]  # what it recorded by then, as `ForkedRun.steps`
 
 
 def _missing_or_gone(outcome: str, session_id: str) -> None:
@@ -178,7 +188,18 @@ def _fork_script(
         going.reason if going is not None else "",
         going.steps if going is not None else [],
         [run.run_id for run in going.pending] if going is not None else [],
+        [item for child in (going.children if going is not None else []) for item in _lane_args(scope, child)],
     )
+
+
+def _lane_args(scope: RunScope, child: ForkedChild) -> tuple[str, ...]:
+    """A child's part of `ForkSession.children`: its id, its lane's id, meta and steps keys, its job's id and
+    the steps it goes on with (JSON)."""
+    lane = child.run.lane
+    assert lane is not None, f"child run {child.run.run_id} has no lane"
+    keys = scope.run_keys(lane)
+    job_id = f"{child.run.run_id}.{secrets.token_hex(4)}"
+    return (child.run.run_id, lane, keys.meta, keys.steps, job_id, compact_json(child.steps))
 
 
 class SessionWrites(Writes):

@@ -51,6 +51,12 @@ def parent_lane(lane: str) -> str:
     return lane.rsplit(LANE_SEPARATOR, 1)[0]
 
 
+def lane_in(lane: str, session_id: str) -> str:
+    """The lane of the same runs as `lane` in session `session_id` (a fork of its session's)."""
+    _, separator, path = lane.partition(LANE_SEPARATOR)
+    return f"{session_id}{separator}{path}"
+
+
 def session_of(lane: str) -> str:
     """The session a lane is in: its id, for a session's own lane."""
     return lane.split(LANE_SEPARATOR, 1)[0]

@@ -150,6 +150,14 @@ async def kept_steps(redis: AnyRedis, keys: SessionKeys, run_ids: list[str]) -> 
     return steps
 
 
+async def lane_steps(redis: AnyRedis, lanes: Sequence[SessionKeys]) -> list[dict[bytes, bytes]]:
+    """The steps hashes of the runs going in `lanes` (lanes of one session: one slot), in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for keys in lanes:
+            pipe.hgetall(keys.steps)
+        return cast(list[dict[bytes, bytes]], await pipe.execute())
+
+
 async def read_run(redis: AnyRedis, keys: SessionKeys, run_id: str) -> RunRecord | None:
     """A run's record, or None if the session has no such run."""
     raw = await cast(Awaitable[bytes | None], redis.hget(keys.runs, run_id))

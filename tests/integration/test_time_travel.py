@@ -29,7 +29,11 @@ from tokentail.shared.plumbing.settings import Settings
 KEY = "acme-key-0123456789abcdef"
 OTHER_KEY = "beta-key-0123456789abcdef"
 AUTH = {"api_keys": SecretStr(f"acme:{KEY},beta:{OTHER_KEY}"), "secret": SecretStr("s" * 40)}
-AGENTS = {"gated": "tests.agents.forking_agents:GATED", "counting": "tests.agents.counting_agents:COUNTING"}
+AGENTS = {
+    "gated": "tests.agents.forking_agents:GATED",
+    "gated_parent": "tests.agents.forking_agents:gated_parent",
+    "counting": "tests.agents.counting_agents:COUNTING",
+}
 TWO_CALLS = "What is 12 * 7 and 6 * 7?"  # the scripted model calls the calculator twice, in one turn
 
 
@@ -66,16 +70,17 @@ async def events_of(redis: Redis, settings: Settings, session_id: str) -> list[t
 
 
 async def held_between_two_results(
-    http: httpx2.AsyncClient, redis: Redis, settings: Settings, gates: Gates
+    http: httpx2.AsyncClient, redis: Redis, settings: Settings, gates: Gates, agent: str = "gated"
 ) -> tuple[str, str, list[str], int]:
     """A run of two calculator calls held after the first one's result: its session, run, the calls
-    (the first done, the second at its gate) and the id of the first one's `tool.completed`."""
-    made = (await http.post("/v1/sessions", json={"agent": "gated", "input": TWO_CALLS})).json()
+    (the first done, the second at its gate) and the id of the first one's `tool.completed`. With `agent`
+    `gated_parent`, that run is its child, and the run its parent."""
+    made = (await http.post("/v1/sessions", json={"agent": agent, "input": TWO_CALLS})).json()
     session_id, run_id = made["session_id"], made["run_id"]
 
     async def calls() -> list[str]:
         events = await events_of(redis, settings, session_id)
-        return [data["call_id"] for _, kind, data in events if kind == "tool.started"]
+        return [data["call_id"] for _, kind, data in events if kind == "tool.started" and data["name"] == "calculator"]
 
     async def two() -> bool:
         return len(await calls()) == 2
@@ -136,6 +141,49 @@ async def test_a_fork_between_two_tool_results_runs_only_the_second_tool_again_a
     assert again.status_code == 201, again.text
     await ended(http, again.json()["session_id"])
     assert runs_of(tool_runs) == {first: 1, second: 3}
+
+
+async def test_a_fork_inside_a_child_run_forks_the_tree_and_its_child_goes_on_with_nothing_done_twice(
+    http: httpx2.AsyncClient, redis: Redis, settings: Settings, gates: Gates, tool_runs: Path
+) -> None:
+    source, parent, (first, second), at = await held_between_two_results(http, redis, settings, gates, "gated_parent")
+    events = await events_of(redis, settings, source)
+    child = next(data["run_id"] for _, kind, data in events if kind == "run.spawned")
+
+    forked = await http.post(f"/v1/sessions/{source}/fork", json={"at": at})
+    assert forked.status_code == 201, forked.text
+    fork_id = forked.json()["session_id"]
+    assert forked.json()["active_run_id"] == parent
+    # The child goes on in the fork (its lane there): it calls the second tool again, never the first.
+    await eventually(lambda: runs_of(tool_runs)[second] == 2, what="the child's second call run in the fork")
+    gates.release(second)
+    source_state, fork_state = await ended(http, source), await ended(http, fork_id)
+    assert runs_of(tool_runs) == {first: 1, second: 2}
+
+    fork_events = await events_of(redis, settings, fork_id)
+    assert fork_events[:at] == (await events_of(redis, settings, source))[:at]
+    starts = {data["run_id"]: data for _, kind, data in fork_events[at:] if kind == "run.started"}
+    assert starts[child] == {
+        "run_id": child,
+        "parent_run_id": parent,
+        "attempt": 1,
+        "reason": "fork",
+        "from_event_id": at,
+    }
+    assert starts[parent]["reason"] in ("fork", "resume")  # its fork's start, then its resume after the child
+    spawned = [data["run_id"] for _, kind, data in fork_events if kind == "run.spawned"]
+    assert spawned == [child]  # found going by the parent's replay, never spawned again
+    runs = {run["run_id"]: run for run in fork_state["runs"]}
+    assert runs[child]["status"] == runs[parent]["status"] == "completed"
+    assert runs[parent]["output"] == source_state["runs"][0]["output"]
+    assert runs[parent]["output"].startswith("Asking. It said: ")
+
+    # `continue: false`: the tree ends there, the child before its parent, and nothing runs.
+    held = (await http.post(f"/v1/sessions/{source}/fork", json={"at": at, "continue": False})).json()
+    ends = [data["run_id"] for _, kind, data in await events_of(redis, settings, held["session_id"])][at:]
+    assert held["status"] == "idle" and ends == [child, parent]
+    assert {run["status"] for run in held["runs"]} == {"cancelled"}
+    assert runs_of(tool_runs) == {first: 1, second: 2}
 
 
 async def test_a_fork_mid_answer_goes_on_from_its_text_and_overrides_change_only_what_follows(

@@ -9,8 +9,11 @@
 -- inside a run (`run_id`, whose record the caller made as it stood then), that run goes on in the
 -- fork (`go_on`): it is the fork's active run, marked `forked_at` (start_run.lua starts it as a fork,
 -- decided as a takeover is), with the steps it had recorded by then, the runs in line behind it after
--- it, and its job queued (`job_id`; listed in the runs index here when it shares this Redis). Or it
--- ends there (not `go_on`): it and the runs in line behind it end cancelled (`reason`).
+-- it, and its job queued (`job_id`; listed in the runs index here when it shares this Redis). Its tree's
+-- runs going then (`children`) go on with it, each in its lane as a spawn makes one (spawn.lua: the
+-- lane's meta, its job at its tree's place, counted among the session's children going) and marked
+-- `forked_at` too; a parent replays its spawns, finds them going and waits for them. Or it ends there
+-- (not `go_on`): it, its tree's runs going and the runs in line behind it end cancelled (`reason`).
 -- Keys and arguments: shared/store/scripts/sessions.py `ForkSession`.
 -- Returns 1 if made, 0 if a session of that id exists already (the same request sent again with its
 -- idempotency key), -1 if it is gone.
@@ -37,6 +40,23 @@ if a.run_id ~= '' and a.go_on == '1' then
   for i = 1, #a.steps, 2 do redis.call('HSET', k.steps, a.steps[i], a.steps[i + 1]) end
   for _, waiting in ipairs(a.pending) do redis.call('RPUSH', k.pending, waiting) end
   redis.call('HSET', k.meta, 'active_run', a.run_id)
+  local owner = redis.call('HMGET', k.meta, 'tenant', 'user')
+  for i = 1, #a.children, 6 do
+    local child_id, lane_meta = a.children[i], a.children[i + 2]
+    local child = get_run(k.runs, child_id)
+    child.forked_at = tonumber(a.at)
+    redis.call('HSET', k.runs, child_id, cjson.encode(child))
+    local steps = cjson.decode(a.children[i + 5])
+    for j = 1, #steps, 2 do redis.call('HSET', a.children[i + 3], steps[j], steps[j + 1]) end
+    redis.call('HSET', lane_meta, 'active_run', child_id, 'tenant', owner[1] or 'public')
+    if owner[2] then redis.call('HSET', lane_meta, 'user', owner[2]) end
+    redis.call('HINCRBY', k.meta, 'children', 1)
+    local lane = {}
+    for name, value in pairs(s) do lane[name] = value end
+    lane.session_id = a.children[i + 1]
+    queue_job({meta = lane_meta, runs = k.runs, queue = k.queue, index = k.index}, lane, child_id, a.children[i + 4],
+              now_ms, child, true)
+  end
   if index.all_runs ~= '' then
     local tenant = redis.call('HGET', k.meta, 'tenant') or 'public'
     index_run(index.all_runs, index.tenant_prefix .. tenant, index.run, s.session_id, a.run_id, index.score,
@@ -46,15 +66,21 @@ if a.run_id ~= '' and a.go_on == '1' then
   return 1
 end
 if a.run_id ~= '' then
-  local ending = {a.run_id}
+  -- Children before their parents (the deepest last spawned first), then the run, then those in line.
+  -- Each keeps what it had recorded by then (one in line, nothing): a fork of this fork inside it replays it.
+  local ending, kept = {}, {[a.run_id] = cjson.encode(a.steps)}
+  for i = #a.children - 5, 1, -6 do
+    ending[#ending + 1] = a.children[i]
+    kept[a.children[i]] = a.children[i + 5]
+  end
+  ending[#ending + 1] = a.run_id
   for _, waiting in ipairs(a.pending) do ending[#ending + 1] = waiting end
   for _, run_id in ipairs(ending) do
     local run = get_run(k.runs, run_id)
     run.status, run.reason, run.finished_at = 'cancelled', a.reason, now_s
     run.finished_seq = add_event(k, s, 'run.cancelled', run_event(run, {run_id = run_id, reason = a.reason}), ts)
     redis.call('HSET', k.runs, run_id, cjson.encode(run))
-    -- What it had recorded by then (a run in line behind it, nothing): a fork of this fork inside it replays it.
-    redis.call('HSET', k.kept_steps, run_id, run_id == a.run_id and cjson.encode(a.steps) or '[]')
+    redis.call('HSET', k.kept_steps, run_id, kept[run_id] or '[]')
   end
 end
 

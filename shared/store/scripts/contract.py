@@ -144,6 +144,11 @@ class Script(Generic[R]):
     def effects(self) -> Effect:
         return self.EFFECTS
 
+    def queued_lanes(self) -> tuple[str, ...]:
+        """Lanes besides its own (and, for a child's, its parent's) whose runs it may queue: with the queue
+        apart, their outboxes are pushed after it, as its own is (shared/store/scripts/policies.py)."""
+        return ()
+
     @classmethod
     @functools.cache
     def _layout(cls) -> tuple[tuple[str, str, tuple[str, ...]], ...]:

@@ -83,8 +83,10 @@ class QueueApart:
             return await self._run(script)
         session_id = _session_of(script)
         # A child's end (or its question's expiry) may queue its waiting parent, in the lane one up
-        # (lib/runs.lua's child_ended): that outbox is looked at too.
-        lanes = (session_id, parent_lane(session_id)) if LANE_SEPARATOR in session_id else (session_id,)
+        # (lib/runs.lua's child_ended): that outbox is looked at too, as are those of lanes it names.
+        lanes = (
+            (session_id, parent_lane(session_id)) if LANE_SEPARATOR in session_id else (session_id,)
+        ) + script.queued_lanes()  # (a fork's children)
         if Effect.CLAIMS_RUN in effects:
             await self._leases.watch(session_id, cast(_Claiming, script).job_id)
         if Effect.QUEUES_JOB in effects:

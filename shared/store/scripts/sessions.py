@@ -133,11 +133,17 @@ class ForkSession(Script[Creation]):
     reason: str  # why it ends, when it does not go on (and each run in line behind it)
     steps: list[str]  # the steps it goes on with, as its steps hash holds them: name, value pairs
     pending: list[str]  # the runs in line behind it at `at`, in order
+    # Its tree's runs going at `at` (parents first), each six: run id, lane id, the lane's meta and steps
+    # keys (the session's hash tag: its slot), job id, the steps it goes on with (JSON, as `steps`).
+    children: list[str]
 
     def effects(self) -> Effect:
         if not self.run_id:
             return self.EFFECTS
         return self.EFFECTS | (Effect.QUEUES_JOB if self.go_on == "1" else Effect.REPORTS)
+
+    def queued_lanes(self) -> tuple[str, ...]:
+        return tuple(self.children[1::6]) if self.go_on == "1" else ()
 
     def parse(self, reply: Any) -> Creation:
         return Creation(int(reply))

@@ -106,7 +106,21 @@ def test_lists_in_the_middle_are_counted_and_the_last_one_takes_the_rest() -> No
     topology = Topology(archive=True)
     events = [1, "t", "d", "ts", 2, "t", "d", "ts"]
     fork = ForkSession(
-        _run_keys(), _args(), IndexArgs.none(), ["f", "v"], [], ["r1", "[]"], events, "r2", 2, "1", "j", "", [], ["r3"]
+        _run_keys(),
+        _args(),
+        IndexArgs.none(),
+        ["f", "v"],
+        [],
+        ["r1", "[]"],
+        events,
+        "r2",
+        2,
+        "1",
+        "j",
+        "",
+        [],
+        ["r3"],
+        ["c1", "s/c1", "m", "st", "c1.j", "[]"],
     )
     bound = _echoed(fork, topology)
     assert bound["k"]["archive"] == "archive" and bound["k"]["kept_steps"] == "key:kept_steps"
@@ -114,6 +128,8 @@ def test_lists_in_the_middle_are_counted_and_the_last_one_takes_the_rest() -> No
     assert bound["a"]["kept_steps"] == ["r1", "[]"]
     assert bound["a"]["events"] == ["1", "t", "d", "ts", "2", "t", "d", "ts"]
     assert (bound["a"]["run_id"], bound["a"]["at"], bound["a"]["pending"]) == ("r2", "2", ["r3"])
+    assert bound["a"]["children"] == ["c1", "s/c1", "m", "st", "c1.j", "[]"]  # the last list: the rest
+    assert fork.queued_lanes() == ("s/c1",)
     assert bound["a"].get("steps", {}) in ([], {})
 
 
