@@ -153,10 +153,20 @@ class TimelineEvent(BaseModel):
     at: float
 
 
+class ForkMade(BaseModel):
+    """A fork made inside a run (`POST /v1/sessions/{sid}/fork` with `at`, the console's fork and re-run):
+    its session, where the run goes on, and the event it was made at."""
+
+    session_id: str
+    event_id: int
+    at: float = Field(description="when it was made (epoch seconds)")
+
+
 class Timeline(BaseModel):
     session_id: str
     run_id: str
     forked_from: ForkOrigin | None = Field(None, description="the session (and event) the run's session is a fork of")
+    forks: list["ForkMade"] = Field(default_factory=list, description="the forks made inside the run, newest first")
     tenant: str
     status: RunStatus
     attempt: int

@@ -26,6 +26,7 @@ from tokentail.gateway.admin.models import (
     Expired,
     ForkBody,
     Forked,
+    ForkMade,
     Found,
     Metrics,
     Overview,
@@ -92,6 +93,8 @@ class Console:
     async def timeline(self, session: SessionRecord, run: RunRecord, after: int | None, limit: int) -> Timeline:
         """The run's timeline; while it waits in its tenant's line, its place there and what holds it."""
         made = await timeline(self.store, self.settings, session, run, after, limit)
+        forks = await self.writes.run_index.forks_of(session.session_id, run.run_id)
+        made.forks = [ForkMade(session_id=fork, event_id=at, at=when) for fork, at, when in forks]
         if run.status == "queued" and session.active_run_id == run.run_id and session.dispatch:
             place = await self.lines.place_of(session.dispatch)
             for stage in made.stages:

@@ -334,6 +334,8 @@ class SessionWrites(Writes):
         made = await self.run(script)
         if made is Creation.MADE and going_on and not index.all_runs:
             await self.run_index.add(fork.tenant, fork.session_id, run_id)  # (listed by the script where it could)
+        if made is Creation.MADE and going is not None:  # (the console's run page lists it)
+            await self.run_index.add_fork(source.session.session_id, run_id, fork.session_id, going.at)
         if made is Creation.GONE:
             raise SessionExpired(fork.session_id)
         return made is Creation.MADE

@@ -206,6 +206,11 @@ class Keys:
         """String, on the sessions' Redis: the session of a run the index lists (a search by run id)."""
         return f"{self.prefix}:{{admin}}:run:{run_id}"
 
+    def admin_forks(self, session_id: str, run_id: str) -> str:
+        """Sorted set, on the sessions' Redis: the forks made inside a run (time travel), `<fork's sid>
+        <event id>` -> when (µs), the newest kept: the console shows them on the run's page."""
+        return f"{self.prefix}:{{admin}}:forks:{session_id}:{run_id}"
+
     @property
     def workers(self) -> str:
         """Hash, on the queue's Redis: worker id -> its last heartbeat (JSON: shared/features/workers.py)."""

@@ -36,6 +36,7 @@ from tokentail.shared.vocabulary.records import PUBLIC_TENANT, RunRecord
 
 SCAN_BUDGET = 1_000  # index entries one page may read
 BATCH = 200  # read at once
+FORKS_KEPT = 50  # a run's forks listed on its page, the newest
 CURSOR_SCORE = re.compile(r"[0-9]{1,20}")  # a cursor's score: when its run was queued, in whole µs
 
 
@@ -108,6 +109,25 @@ class RunIndex:
             tenant = owner.decode() if owner else PUBLIC_TENANT
         keys = IndexKeys(self._keys.admin_runs, self._keys.tenant_admin_runs(tenant), self._keys.admin_run(run_id))
         await self._scripts(IndexRun(keys, session_id, run_id, time.time_ns() // 1000, self._keep, self._ttl))
+
+    async def add_fork(self, session_id: str, run_id: str, fork_id: str, at: int) -> None:
+        """List fork `fork_id`, made at event `at` inside run `run_id` of session `session_id`, among that
+        run's forks (the newest FORKS_KEPT, for as long as the sessions are kept)."""
+        key = self._keys.admin_forks(session_id, run_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {f"{fork_id} {at}": time.time_ns() // 1000})
+            pipe.zremrangebyrank(key, 0, -FORKS_KEPT - 1)
+            pipe.expire(key, self._ttl)
+            await pipe.execute()
+
+    async def forks_of(self, session_id: str, run_id: str) -> list[tuple[str, int, float]]:
+        """The forks made inside the run, newest first: each fork's session id, event and when (epoch s)."""
+        rows = await self._redis.zrevrange(self._keys.admin_forks(session_id, run_id), 0, -1, withscores=True)
+        forks = []
+        for member, score in rows:
+            fork_id, _, at = member.decode().partition(" ")
+            forks.append((fork_id, int(at), score / 1e6))
+        return forks
 
     async def newest_entry(self, tenant: str | None) -> list[tuple[bytes, float]]:
         """The newest entry (all runs', or a tenant's): what changes when a run is queued."""

@@ -335,8 +335,12 @@ async def test_a_cancelled_run_is_re_run_and_a_run_forked_from_an_event_each_lin
         await expect(page.locator("#run-source-event")).to_have_text(str(at))
         await expect(page.locator("#stages tr[data-stage-kind=started][data-reason=fork]")).to_have_count(1)
         assert len(tool_runs.read_text().split()) == 1  # the calculator ran once: in the source
-        await page.click("#run-source")  # back to the run it came from
+        forked = await timeline.get_attribute("data-session-id")
+        await page.click("#run-source")  # back to the run it came from, whose page lists the fork beside it
         await expect(timeline).to_have_attribute("data-session-id", made["session_id"], timeout=wait_ms())
+        await expect(page.locator("#run-forks")).to_have_text(f"{forked} at event {at}", timeout=wait_ms())
+        await page.locator("#run-forks a").click()
+        await expect(timeline).to_have_attribute("data-session-id", forked or "", timeout=wait_ms())
     assert len(console.dialogs) == 2 and "Re-run" in console.dialogs[0] and f"event {at}" in console.dialogs[1]
     assert console.errors == []
 

@@ -113,6 +113,9 @@ async def test_a_run_is_re_run_from_its_last_recorded_step_and_a_fork_outside_th
     await eventually(completed, what="the re-run's end")
     timeline = (await client.get(f"/v1/admin/sessions/{fork}/runs/{run_id}/timeline")).json()
     assert timeline["forked_from"] == {"session_id": session_id, "event_id": forked["at"]}
+    assert timeline["forks"] == []
+    source = (await client.get(f"/v1/admin/sessions/{session_id}/runs/{run_id}/timeline")).json()
+    assert [(made["session_id"], made["event_id"]) for made in source["forks"]] == [(fork, forked["at"])]
     assert not any(stage["kind"] == "tool" and stage["status"] == "running" for stage in timeline["stages"])
     for at in (run["finished_seq"], run["finished_seq"] + 5):  # its end, and past the session's
         refused = await client.post(base, json={"at": at})

@@ -225,6 +225,16 @@ export class TimelineView {
       $("run-source").textContent = source.session_id;
       $("run-source-event").textContent = String(source.event_id);
     }
+    // The forks made inside it (fork here, re-run), the newest first: each opens the run going on there.
+    const forks = timeline.forks ?? [];
+    $("run-forks-line").hidden = !forks.length;
+    $("run-forks").replaceChildren(
+      ...forks.flatMap((fork, index) => [
+        ...(index ? [", "] : []),
+        nav(runPath(fork.session_id, timeline.run_id), h("code", {}, fork.session_id)),
+        ` at event ${fork.event_id}`,
+      ]),
+    );
     this.renderAxis(timeline);
     this.renderStages(timeline);
     this.mergeEvents(timeline.events, this.paged ? this.nextAfter : timeline.next_after);
