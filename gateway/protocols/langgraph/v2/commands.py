@@ -30,7 +30,7 @@ from tokentail.gateway.commands.turns import ChatTurns, steer_active_run
 from tokentail.gateway.protocols.langgraph.checkpoints import page, thread_history
 from tokentail.gateway.protocols.langgraph.runs import Command as RunsCommand
 from tokentail.gateway.protocols.langgraph.runs import RunCreate, input_text, resume_answers, start_run
-from tokentail.gateway.protocols.langgraph.state import shown_runs, thread_values, waiting_questions
+from tokentail.gateway.protocols.langgraph.state import checkpoint_name, shown_runs, thread_values, waiting_questions
 from tokentail.gateway.protocols.langgraph.threads import read_thread
 from tokentail.gateway.protocols.langgraph.v2.render import Namespace
 from tokentail.gateway.schemas import SteerRequest
@@ -188,7 +188,7 @@ class V2Commands:
         keys = params.get("keys")
         if isinstance(keys, list):
             values = {key: value for key, value in values.items() if key in keys}
-        return {"values": values, "checkpoint": {"id": str(session.last_event_id), "ns": ""}}
+        return {"values": values, "checkpoint": {"id": checkpoint_name(session, session.last_event_id), "ns": ""}}
 
     async def list_checkpoints(self, params: dict[str, Any]) -> dict[str, Any]:
         """The thread's checkpoints, newest first, as v1's history lists them (`limit`, `before`: an id)."""
