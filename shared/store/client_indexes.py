@@ -68,9 +68,13 @@ async def client_run_named(
 
 async def point_chat(redis: AnyRedis, keys: Keys, settings: Settings, chat_session_id: str, branch: str) -> None:
     """From now on the chat of session `chat_session_id` goes on in session `branch`, kept as long as
-    `SessionStore.chat_branch` keeps it when it reads it."""
-    key = keys.session(chat_session_id).branch
-    if settings.archive_url:
-        await redis.set(key, branch)  # sessions are kept for good: so is the chat's branch
-    else:
-        await redis.set(key, branch, ex=branch_kept_seconds(settings))
+    `SessionStore.chat_branch` keeps it when it reads it; `branch` is one of the chat's branches
+    (`SessionStore.chat_branches`) from then on."""
+    session_keys = keys.session(chat_session_id)
+    kept = None if settings.archive_url else branch_kept_seconds(settings)  # archived: kept for good
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(session_keys.branch, branch, ex=kept)
+        pipe.rpush(session_keys.branches, branch)
+        if kept is not None:
+            pipe.expire(session_keys.branches, kept)
+        await pipe.execute()

@@ -30,6 +30,10 @@ class SessionKeys:
     # string: for the session of a chat id, the session the chat goes on in since it branched (a fork:
     # gateway/commands/branching.py); kept while the chat is used
     branch: str
+    # list: for the session of a chat id, every session the chat went on in (forks, oldest first), which a
+    # LangGraph thread's history lists as its branches (gateway/protocols/langgraph/checkpoints.py); kept as
+    # `branch` is
+    branches: str
     # hash: the meta of the lane whose run is this lane's run's parent (see `Keys.session`); a session's
     # own lane names its own meta (its runs have no parent)
     parent: str
@@ -91,6 +95,7 @@ class Keys:
             steers=f"{lane}:steers",
             steered=f"{base}:steered",
             branch=f"{base}:branch",
+            branches=f"{base}:branches",
             parent=f"{self.session(parent).meta if path else lane + ':meta'}",
             root=f"{base}:meta",
         )

@@ -379,6 +379,11 @@ class SessionStore:
             branch = await cast(Awaitable[bytes | None], self.redis.getex(key, ex=branch_kept_seconds(self.settings)))
         return branch.decode() if branch else None
 
+    async def chat_branches(self, session_id: str) -> list[str]:
+        """Every session the chat of session `session_id` went on in, oldest first (`point_chat`), its own aside."""
+        listed = await cast(Awaitable[list[bytes]], self.redis.lrange(self.keys.session(session_id).branches, 0, -1))
+        return list(dict.fromkeys(branch.decode() for branch in listed))
+
     async def get_run(self, session_id: str, run_id: str, steps: bool = False) -> RunRecord | None:
         """The run's record; with `steps`, and the steps it recorded (while it is active)."""
         keys = self.keys.session(session_id)

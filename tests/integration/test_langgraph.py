@@ -6,6 +6,7 @@ offline model, and a user's function agents (tests/agents, tests/support/gates.p
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,6 +43,7 @@ def settings(settings: Settings) -> Settings:
         "failing": "tests.agents.spawning_agents:failing",  # raises
         "approve": "tests.agents.asking_agent:approval",
         "asking_parent": "tests.agents.spawning_agents:asks_a_child",  # its child (`approve`) asks
+        "counting": "tests.agents.counting_agents:COUNTING",  # the scripted loop; its calculator counts its runs
     }
     return settings.model_copy(update={"agents": agents})
 
@@ -107,7 +109,8 @@ async def test_a_run_streams_values_messages_and_updates_and_the_thread_keeps_it
     assert kinds(again["messages"]) == ["human", "ai", "human", "ai"]
     assert [run["run_id"] for run in await client.runs.list(tid)][1] == run_id  # newest first
     history = await client.threads.get_history(tid)
-    assert [len(state["values"]["messages"]) for state in history] == [4, 2]
+    # Its checkpoints: each run's end and its input taken in, and the thread before its first run.
+    assert [len(state["values"]["messages"]) for state in history] == [4, 3, 2, 1, 0]
 
 
 async def test_assistants_are_the_catalog_agents_and_a_run_may_name_either(client: Any) -> None:
@@ -479,8 +482,10 @@ async def test_a_run_created_from_a_checkpoint_branches_the_thread_which_its_sta
     await client.runs.wait(tid, "arithmetic", input="What is 2 + 3?")
     await client.runs.wait(tid, "arithmetic", input="and times ten?")
     history = await client.threads.get_history(tid)
-    assert [len(state["values"]["messages"]) for state in history] == [4, 2]
-    first_turn = history[1]["checkpoint"]  # after the first run: where useStream's edit of the second goes from
+    # Now (the second run's end), its input taken in, the first run's end, its input, the empty thread.
+    assert [len(state["values"]["messages"]) for state in history] == [4, 3, 2, 1, 0]
+    first_turn = history[2]["checkpoint"]  # after the first run: where useStream's edit of the second goes from
+    assert history[1]["parent_checkpoint"] == first_turn  # (the second's input: the message useStream edits)
 
     # As useStream's submit(..., {checkpoint}) sends it: the run goes on from there, in a branch.
     branched = await client.runs.wait(tid, "arithmetic", input="and times two?", checkpoint=first_turn)
@@ -489,8 +494,10 @@ async def test_a_run_created_from_a_checkpoint_branches_the_thread_which_its_sta
     state = await client.threads.get_state(tid)
     assert [message["content"] for message in state["values"]["messages"]] == said  # the thread follows it
     after = await client.threads.get_history(tid)
-    assert [len(state["values"]["messages"]) for state in after] == [4, 2]
-    assert after[1]["checkpoint"]["checkpoint_id"] == first_turn["checkpoint_id"]  # the same ids, copied
+    # Both branches, newest first: the branch's two checkpoints, then the first branch's, which part at the first turn.
+    assert [len(state["values"]["messages"]) for state in after] == [4, 3, 4, 3, 2, 1, 0]
+    assert after[1]["parent_checkpoint"] == after[3]["parent_checkpoint"] == first_turn  # the same ids, copied
+    assert "@" in after[0]["checkpoint"]["checkpoint_id"]  # an event the branch made: named by it
 
     again = await client.runs.wait(
         tid, "arithmetic", input="and plus one?", checkpoint_id=after[0]["checkpoint"]["checkpoint_id"]
@@ -498,3 +505,57 @@ async def test_a_run_created_from_a_checkpoint_branches_the_thread_which_its_sta
     assert [message["content"] for message in again["messages"]][-2:] == ["and plus one?", "11"]  # the latest: no fork
     with pytest.raises(Exception, match="422|checkpoint"):
         await client.runs.wait(tid, "arithmetic", input="x", checkpoint_id="nope")
+
+
+@pytest.fixture
+def tool_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The file the counting calculator notes each of its runs in (tests/agents/counting_agents.py)."""
+    path = tmp_path / "tool-runs"
+    path.touch()
+    monkeypatch.setenv("TOKENTAIL_TEST_TOOL_RUNS", str(path))
+    return path
+
+
+async def test_the_history_lists_checkpoints_inside_runs_and_a_run_from_one_goes_on_there_in_a_branch(
+    client: Any, tool_runs: Path
+) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    first = await client.runs.wait(tid, "counting", input="What is 6 * 7?")
+    history = await client.threads.get_history(tid)
+    # Now (the run's end), the tools node done, the model turn that called the tool, the input, the empty thread.
+    assert [state["next"] for state in history] == [[], ["agent"], ["tools"], ["agent"], ["__start__"]]
+    assert [state["metadata"]["source"] for state in history] == ["loop", "loop", "loop", "input", "input"]
+    assert [state["metadata"]["step"] for state in history] == [3, 2, 1, 0, -1]
+    assert [kinds(state["values"]["messages"]) for state in history[1:]] == [
+        ["human", "ai", "tool"],
+        ["human", "ai"],
+        ["human"],
+        [],
+    ]
+    assert history[2]["values"]["messages"][1]["tool_calls"][0]["name"] == "calculator"
+    for newer, older in zip(history, history[1:], strict=False):
+        assert newer["parent_checkpoint"] == older["checkpoint"]
+    assert history[-1]["parent_checkpoint"] is None
+    assert await client.threads.get_history(tid, limit=2, before=history[1]["checkpoint"]) == history[2:4]
+    assert runs_of(tool_runs) == 1
+
+    # With input, a step inside a run is no place to start a run (LangGraph's would write it there).
+    after_tool = history[1]["checkpoint"]
+    with pytest.raises(httpx.HTTPStatusError, match="inside run"):
+        await client.runs.wait(tid, "counting", input="again?", checkpoint=after_tool)
+
+    # With none (useStream's regenerate), the run goes on from the tool's result in a branch: the result
+    # is replayed, the tool not run again, and the thread follows the branch.
+    again = await client.runs.wait(tid, "counting", input=None, checkpoint=after_tool)
+    assert [message["content"] for message in again["messages"]] == [m["content"] for m in first["messages"]]
+    assert runs_of(tool_runs) == 1
+    state = await client.threads.get_state(tid)
+    assert "@" in state["checkpoint"]["checkpoint_id"]  # an event of the branch's own
+    branched = await client.threads.get_history(tid)
+    ends = [s for s in branched if s["parent_checkpoint"] == after_tool]
+    assert len(ends) == 2 and branched[0] == ends[0]  # the branch's end: the newest
+    assert ends[0]["checkpoint"] == state["checkpoint"] and ends[1]["checkpoint"] == history[0]["checkpoint"]
+
+
+def runs_of(tool_runs: Path) -> int:
+    return len(tool_runs.read_text().split())

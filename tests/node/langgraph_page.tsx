@@ -6,7 +6,7 @@
 // `--alias:@langchain/langgraph-sdk=langgraph-sdk-2` (2.0.0), and drives it in Chromium.
 import type { Message } from "@langchain/langgraph-sdk";
 import { useStream } from "@langchain/langgraph-sdk/react";
-import { useEffect, useState } from "react";
+import { Fragment, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
 
 const query = new URLSearchParams(location.search);
@@ -17,6 +17,9 @@ const assistantId = query.get("assistant") ?? "assistant"; // a catalog agent's 
 const chatToken = query.get("token") ?? undefined;
 // The token as LangGraph's docs pass a key (`apiKey`: the header x-api-key), or as a bearer.
 const asApiKey = query.get("key") === "apiKey";
+// `?history=1`: the hook reads the thread's history (fetchStateHistory) and the page offers an edit of each
+// human message (submit from its parent checkpoint) and the branch switcher (getMessagesMetadata, setBranch).
+const withHistory = query.get("history") === "1";
 const HEADERS: Record<string, string> = chatToken && !asApiKey ? { Authorization: `Bearer ${chatToken}` } : {};
 
 // Every request the hook makes, in order, and each length the answer is shown at: kept in sessionStorage
@@ -65,19 +68,53 @@ function Chat() {
     apiKey: asApiKey ? chatToken : undefined,
     defaultHeaders: HEADERS,
     callerOptions: CALLER,
+    ...(withHistory ? { fetchStateHistory: true } : {}),
   });
   const [input, setInput] = useState("");
+  const [edit, setEdit] = useState("");
   const [answer, setAnswer] = useState('{"approved": true}');
   const answers = thread.messages.filter((message) => message.type === "ai");
   const shown = answers.map((message) => text(message.content)).join("").length;
   useEffect(() => void log((entries) => entries.push({ shown })), [shown]);
   return (
     <main>
-      {thread.messages.map((message, index) => (
-        <p key={message.id ?? index} className={message.type} data-id={message.id}>
-          {text(message.content)}
-        </p>
-      ))}
+      {thread.messages.map((message, index) => {
+        const meta = withHistory ? thread.getMessagesMetadata(message, index) : undefined;
+        const options = meta?.branchOptions ?? [];
+        const at = meta?.branch != null ? options.indexOf(meta.branch) : -1;
+        return (
+          <Fragment key={message.id ?? index}>
+            <p className={message.type} data-id={message.id}>
+              {text(message.content)}
+            </p>
+            {withHistory && message.type === "human" && (
+              <button
+                className="edit"
+                onClick={() =>
+                  thread.submit(
+                    { messages: [{ type: "human", content: edit }] },
+                    { checkpoint: meta?.firstSeenState?.parent_checkpoint ?? null },
+                  )
+                }
+              >
+                Edit
+              </button>
+            )}
+            {options.length > 1 && (
+              <span className="branches" data-at={at} data-count={options.length}>
+                <button className="prev" disabled={at <= 0} onClick={() => thread.setBranch(options[at - 1])}>
+                  &lt;
+                </button>
+                {at + 1}/{options.length}
+                <button className="next" disabled={at >= options.length - 1} onClick={() => thread.setBranch(options[at + 1])}>
+                  &gt;
+                </button>
+              </span>
+            )}
+          </Fragment>
+        );
+      })}
+      <input id="edit" value={edit} onChange={(event) => setEdit(event.target.value)} />
       {thread.interrupts.map((interrupt, index) => (
         <pre key={interrupt.id ?? index} className="interrupt" data-id={interrupt.id}>
           {JSON.stringify(interrupt)}

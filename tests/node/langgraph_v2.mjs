@@ -318,13 +318,31 @@ await play({
     say({ result: { started, cursor, reconnected, first: first.events, second: second.events } });
   },
 
-  // Refusals: an unknown command, a checkpoint command, a stream of an unknown channel.
+  // The thread's checkpoints after a run, and a fork from its input's (no input: the run goes on from
+  // there in a branch), waited for until the branch's newest checkpoint is its end.
+  async checkpoints() {
+    const { thread } = threadOf({});
+    const { done } = messagesOf(thread);
+    const started = await thread.run.start({ input: question("hello") });
+    await done;
+    const listed = await thread.state.listCheckpoints({ limit: 10 });
+    const input = listed.checkpoints.find((checkpoint) => checkpoint.step === 0);
+    const forked = await thread.state.fork({ checkpoint_id: input.id });
+    let after = await thread.state.listCheckpoints({});
+    while (after.checkpoints[0].metadata.parent_id !== input.id || after.checkpoints[0].metadata.next.length) {
+      await new Promise((resolve) => setTimeout(resolve, 50)); // (polling the branch's end; the node timeout bounds it)
+      after = await thread.state.listCheckpoints({});
+    }
+    const unknown = await thread.state.fork({ checkpoint_id: "999999" }).catch((error) => ({ code: error.code }));
+    await thread.close();
+    say({ result: { started, listed: listed.checkpoints, forked, after: after.checkpoints, unknown } });
+  },
+
+  // Refusals: an unknown command, an answer nothing waits for, a stream of an unknown channel.
   async refused() {
     const { thread } = threadOf({});
     const outcomes = {};
     for (const [name, call] of Object.entries({
-      listCheckpoints: () => thread.state.listCheckpoints({}),
-      fork: () => thread.state.fork({ checkpoint_id: "1" }),
       respondNothing: () => thread.input.respond({ namespace: [], interrupt_id: "i_none", response: true }),
     })) {
       try {

@@ -24,7 +24,7 @@ from playwright.async_api import Browser, Page, Route, expect
 
 from tests.node.conftest import HELD, HERE, SLOW, ChatStack, _chat_stack
 from tests.support.waiting import eventually, scaled
-from tokentail.worker.providers.scripted import scripted_tokens
+from tokentail.worker.providers.scripted import DEFAULT_TOKENS, scripted_tokens
 
 pytestmark = pytest.mark.langgraph
 
@@ -96,6 +96,7 @@ async def open_chat(
     thread: str,
     session: Mapping[str, Any],
     origin: Origin = "gateway",
+    history: bool = False,
 ) -> Page:
     """The page of the chat `thread` (made with `session`'s agent and params), its useStream `sdk`'s; at the
     gateway's origin, as an app that proxies the API under its own (a Next.js rewrite) has it, or at an
@@ -104,6 +105,8 @@ async def open_chat(
     page = await browser.new_page()
     page.set_default_timeout(WAIT_MS)
     query = {"gateway": chats.url, "thread": thread, "token": token, "assistant": session.get("agent", "assistant")}
+    if history:  # the page reads the thread's history: edits and the branch switcher (langgraph_page.tsx)
+        query["history"] = "1"
     if origin == "own":  # with the token as useStream's `apiKey` (LangGraph's docs' way: the header x-api-key)
         await page.goto(f"{site.url}/{sdk}/?{urlencode({**query, 'key': 'apiKey'})}")
         return page
@@ -318,3 +321,35 @@ async def test_use_stream_shows_an_interrupt_and_resumes_it_with_a_command(
     assert resumed["command"] == {"resume": {"approved": True}}
     assert all(request["status"] == 200 for request in requests), requests
     assert shapes(requests, thread) == INTERRUPT[sdk]
+
+
+async def test_use_stream_edits_a_message_into_a_branch_and_switches_between_the_branches(
+    browser: Browser, site: Site, sdk: str, chats: ChatStack
+) -> None:
+    thread = f"branches-{uuid.uuid4().hex[:8]}"
+    page = await open_chat(browser, site, sdk, chats, thread, {}, history=True)
+    hello, goodbye = ("".join(scripted_tokens(said, DEFAULT_TOKENS)) for said in ("hello", "goodbye"))
+    await send(page, "hello")
+    await expect(page.locator("p.ai")).to_have_text(hello, timeout=WAIT_MS)
+    await expect(page.locator("#status")).to_have_text("ready", timeout=WAIT_MS)
+    await expect(page.locator(".branches")).to_have_count(0)
+
+    # The edit: submit({messages}, {checkpoint: the human message's parent checkpoint}), the thread's start.
+    await page.fill("#edit", "goodbye")
+    await page.click("button.edit")
+    await expect(page.locator("p.human")).to_have_text("goodbye", timeout=WAIT_MS)
+    await expect(page.locator("p.ai")).to_have_text(goodbye, timeout=WAIT_MS)
+    await expect(page.locator("#status")).to_have_text("ready", timeout=WAIT_MS)
+    switcher = page.locator(".branches")
+    await expect(switcher).to_have_attribute("data-count", "2", timeout=WAIT_MS)
+    await expect(switcher).to_have_attribute("data-at", "1")  # the newest: the edit's branch
+    assert [run["input"] for run in chats.session(thread)["runs"]] == ["goodbye"]  # the thread goes on in it
+
+    await page.click(".branches .prev")  # the branch before the edit, as the history has it
+    await expect(page.locator("p.human")).to_have_text("hello", timeout=WAIT_MS)
+    await expect(page.locator("p.ai")).to_have_text(hello)
+    await expect(switcher).to_have_attribute("data-at", "0")
+    await page.click(".branches .next")
+    await expect(page.locator("p.human")).to_have_text("goodbye", timeout=WAIT_MS)
+    await expect(page.locator("p.ai")).to_have_text(goodbye)
+    await page.close()

@@ -1,7 +1,7 @@
 """@langchain/langgraph-sdk 1.15's v2 client (`client.threads.stream`, the Agent Streaming Protocol)
 against a tokentail gateway and worker at /langgraph: run.start, the messages channel, a cut stream
 resumed by Last-Event-ID (on the same gateway or another), input.requested and input.respond,
-input.inject as a steer, a child run's lifecycle, and what is refused."""
+input.inject as a steer, a child run's lifecycle, state.listCheckpoints and state.fork, and what is refused."""
 
 import re
 from typing import Any
@@ -174,6 +174,24 @@ def test_a_child_run_of_the_team_agent_shows_on_lifecycle_in_its_namespace(share
 def test_what_is_not_served_is_refused_with_its_error(shared_chats: ChatStack) -> None:
     outcome = v2(shared_chats, "refused", "refusals")
     result = outcome.result
-    assert result["listCheckpoints"]["code"] == result["fork"]["code"] == "not_supported"
     assert result["respondNothing"]["code"] in ("no_such_run", "no_such_interrupt")
     assert result["unknownChannel"]["status"] == 422
+
+
+def test_list_checkpoints_and_fork_from_one_go_on_in_a_branch(shared_chats: ChatStack) -> None:
+    outcome = v2(shared_chats, "checkpoints", "v2-checkpoints")
+    result = outcome.result
+    listed = result["listed"]
+    # The run's end, its input taken in, the thread before it: newest first, each naming its parent.
+    assert [(c["step"], c.get("node_name"), c["metadata"]["source"]) for c in listed] == [
+        (1, "agent", "loop"),
+        (0, None, "input"),
+        (-1, None, "input"),
+    ]
+    assert [c["metadata"]["parent_id"] for c in listed] == [listed[1]["id"], listed[2]["id"], None]
+    run_id = result["started"]["run_id"]
+    assert result["forked"] == {"run_id": run_id, "thread_id": "v2-checkpoints"}  # the run, going on in a branch
+    after = result["after"]
+    ends = [c for c in after if c["metadata"]["parent_id"] == listed[1]["id"]]
+    assert [c["id"] for c in ends][1:] == [listed[0]["id"]] and "@" in ends[0]["id"]  # both ends: the branch's newest
+    assert result["unknown"]["code"] == "invalid_argument"

@@ -4,7 +4,8 @@ gateway's core (access/, live/, reducer/, reading/, commands/, deps, schemas, er
 shared/; never another protocol. Neither version imports the other; the modules here import neither, but routes.
 
 assistants  each catalog agent an assistant (`graph_id` its name), with a stable id
-threads     a thread is a session (the chat of its `thread_id`): its JSON, status, state and history
+threads     a thread is a session (the chat of its `thread_id`): its JSON, status and state
+checkpoints a thread's checkpoints (events at step boundaries, of every branch): its history, a run's fork
 state       `values.messages` as LangChain message dicts, from the session's events; the message ids
 runs        a run's body (`RunCreate`), starting one (or resuming one by `command.resume`), its JSON
 access      who calls (an API key or chat token, as a bearer or `x-api-key`), and the paths' ids

@@ -15,14 +15,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokentail.gateway.access.ids import new_run_id
-from tokentail.gateway.commands.branching import fork_session
+from tokentail.gateway.commands.branching import fork_at, fork_session
 from tokentail.gateway.commands.turns import ChatTurns, check_chat_token_choices, queue_follow_up
 from tokentail.gateway.protocols.langgraph.assistants import agent_of
+from tokentail.gateway.protocols.langgraph.checkpoints import resolve
 from tokentail.gateway.protocols.langgraph.state import iso, waiting_questions
 from tokentail.gateway.protocols.langgraph.threads import new_thread_id, thread_session
-from tokentail.gateway.reading.feed import parse_last_event_id
 from tokentail.gateway.schemas import CreateRun
-from tokentail.shared.vocabulary.errors import InputNotPending, InvalidInput, InvalidLastEventId, SessionNotFound
+from tokentail.shared.vocabulary.errors import InputNotPending, InvalidInput, SessionNotFound
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 RunStatus = Literal["pending", "running", "error", "success", "timeout", "interrupted"]
@@ -140,49 +140,63 @@ async def resume_run(turns: ChatTurns, thread_id: str | None, body: RunCreate) -
 
 async def start_run(turns: ChatTurns, thread_id: str | None, body: RunCreate) -> tuple[str, str, RunRecord]:
     """Start a run of thread `thread_id` (None: a thread made for it) as `body` asks, or answer its
-    waiting run (`command.resume`): the thread's id, its session's id, and the run (`queued_seq` set)."""
+    waiting run (`command.resume`): the thread's id, its session's id, and the run (`queued_seq` set).
+    A run created from a checkpoint other than the latest goes on in a branch (`_from_checkpoint`)."""
     if body.command is not None and body.command.resume is not None:
         thread_id, session_id, run, _ = await resume_run(turns, thread_id, body)
         return thread_id, session_id, run
     agent = agent_of(body.assistant_id, turns.settings)
     thread_id, session_id, session = await _thread(turns, thread_id, body.if_not_exists == "create")
+    if session is not None and (named := checkpoint_of(body)) is not None:
+        branch, going_on = await _from_checkpoint(turns, thread_id, session, named, body.input is None)
+        if going_on is not None:
+            return thread_id, branch, going_on
+        session_id = branch
     asked = CreateRun(input=input_text(body.input), multitask=body.multitask_strategy)
     if session is None:  # (a follow-up checks the chat token's choices itself, knowing the session's user)
         check_chat_token_choices(turns.caller, asked, turns.settings)
         run = RunRecord(run_id=new_run_id(), input=asked.input, agent=agent)
         return thread_id, session_id, await turns.first_run(session_id, run, body.metadata)
-    branched = (at := checkpoint_of(body)) is not None and at != session.last_event_id
-    if branched:
-        assert at is not None
-        session_id = await _branch(turns, thread_id, session_id, at)
+    branched = session_id != session.session_id
     args = (turns.store, turns.runs, turns.settings, turns.budget, turns.caller, session_id, asked)
     return thread_id, session_id, await queue_follow_up(*args, agent=agent, spent=branched)
 
 
-def checkpoint_of(body: RunCreate) -> int | None:
-    """The checkpoint a run is created from (`checkpoint_id`, or `checkpoint.checkpoint_id`): an event
-    id of the thread's, as its state and history name them (state.py `checkpoint`)."""
+def checkpoint_of(body: RunCreate) -> str | None:
+    """The checkpoint a run is created from (`checkpoint_id`, or `checkpoint.checkpoint_id`), as the
+    thread's state and history name them (checkpoints.py)."""
     named = (body.model_extra or {}).get("checkpoint")
     raw = body.checkpoint_id
     if raw is None and isinstance(named, dict):
         raw = named.get("checkpoint_id")
-    if raw is None:
-        return None
-    try:
-        if isinstance(raw, str) and raw:
-            return parse_last_event_id(raw)  # (an event id, as every route reads one)
-    except InvalidLastEventId:
-        pass
-    raise InvalidInput(f"checkpoint_id: {raw!r} is not one of this thread's checkpoints (an event id)")
+    if raw is None or isinstance(raw, str):
+        return raw
+    raise InvalidInput(f"checkpoint_id: {raw!r} is not one of this thread's checkpoints (a string)")
 
 
-async def _branch(turns: ChatTurns, thread_id: str, session_id: str, at: int) -> str:
-    """The thread goes on from checkpoint `at` (the end of one of its runs, as its history lists them), in
-    a fork of its session there (gateway/commands/branching.py), which its state and history follow
-    from now on, as a chat's regenerate or edit does: the fork's id."""
-    fork = await fork_session(turns.store, turns.runs, turns.settings, turns.budget, session_id, at)
+async def _from_checkpoint(
+    turns: ChatTurns, thread_id: str, session: SessionRecord, checkpoint_id: str, no_input: bool
+) -> tuple[str, RunRecord | None]:
+    """The session a run created from checkpoint `checkpoint_id` goes in, and, when it is no new run,
+    the run that goes on there. The latest checkpoint: the thread's session, as without one. Else a
+    branch, which the thread follows from now on, as a chat's regenerate or edit does: with no input
+    (LangGraph's run from a checkpoint, useStream's regenerate), a fork there (`fork_at`) whose run goes
+    on from that step, replaying the steps it had recorded (tools are not run again); with input, a
+    fork at a run's end (or the thread's start), where the new run is queued."""
+    source, at = await resolve(turns, thread_id, checkpoint_id)
+    if source.session_id == session.session_id and at == session.last_event_id and not no_input:
+        return session.session_id, None
+    going = source.run_shown_at(at)
+    if going is not None and not no_input:
+        raise InvalidInput(
+            f"checkpoint_id: {checkpoint_id!r} is inside run {going.run_id} (one of its steps): a run with input "
+            "starts from a run's end or the thread's start (its input's parent_checkpoint); send no input to go "
+            "on from this step"
+        )
+    made = (turns.store, turns.runs, turns.settings, turns.budget, source.session_id, at)
+    fork = await (fork_at(*made, go_on=True) if no_input else fork_session(*made))
     await turns.runs.point_chat(await turns.auth.chat_root(turns.caller, thread_id, turns.store), fork.session_id)
-    return fork.session_id
+    return fork.session_id, fork.active_run if no_input else None
 
 
 def run_status(run: RunRecord, session: SessionRecord) -> RunStatus:

@@ -276,6 +276,15 @@ def thread_interrupts(session: SessionRecord) -> list[dict[str, Any]]:
     return [interrupt_json(question) for question in waiting_questions(session)]
 
 
-def checkpoint(thread_id: str, seq: int) -> dict[str, Any]:
-    """A checkpoint: tokentail's is a session's event id (a point to read it up to), not a state to fork."""
-    return {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": str(seq), "checkpoint_map": None}
+def checkpoint_name(session: SessionRecord, seq: int) -> str:
+    """The id of the checkpoint at event `seq` of `session` (a thread's session, or one of its branches):
+    the event id where the thread's own session made that event, else `<seq>@<the branch that made it>`;
+    a branch's copies of its source's events keep their ids (checkpoints.py)."""
+    root = session.lineage[0].session_id if session.lineage else session.session_id
+    origin = next((made.session_id for made in session.lineage if seq <= made.event_id), session.session_id)
+    return str(seq) if origin == root else f"{seq}@{origin}"
+
+
+def checkpoint(thread_id: str, checkpoint_id: str) -> dict[str, Any]:
+    """A checkpoint as LangGraph names one: tokentail's is an event of the thread (`checkpoint_name`)."""
+    return {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id, "checkpoint_map": None}

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from tokentail.gateway.commands.turns import ChatTurns
 from tokentail.gateway.protocols.langgraph.state import (
     checkpoint,
+    checkpoint_name,
     conversation_of,
     iso,
     shown_runs,
@@ -108,38 +109,11 @@ def state_json(thread_id: str, session: SessionRecord, events: list[StoredEvent]
         "next": ["agent"] if interrupts else [],
         "tasks": tasks,
         "interrupts": interrupts,
-        "checkpoint": checkpoint(thread_id, session.last_event_id),
+        "checkpoint": checkpoint(thread_id, checkpoint_name(session, session.last_event_id)),
         "parent_checkpoint": None,
         "metadata": {**session.metadata, "thread_id": thread_id},
         "created_at": iso(updated_at(session)),
     }
-
-
-def history_json(thread_id: str, session: SessionRecord, events: list[StoredEvent], limit: int) -> list[dict[str, Any]]:
-    """The thread's states, newest first: now, then after each run that ended (a checkpoint each)."""
-    conversation = conversation_of(events)
-    runs = shown_runs(session)
-    states = [state_json(thread_id, session, events)]
-    ended = [run for run in runs if run.finished_seq is not None and run.finished_seq < session.last_event_id]
-    for index in range(len(ended) - 1, -1, -1):
-        run = ended[index]
-        assert run.finished_seq is not None
-        before = [shown for shown in runs if (shown.queued_seq or 0) <= run.finished_seq]
-        states.append(
-            {
-                "values": values_of(conversation, before),
-                "next": [],
-                "tasks": [],
-                "interrupts": [],
-                "checkpoint": checkpoint(thread_id, run.finished_seq),
-                "parent_checkpoint": None,
-                "metadata": {**session.metadata, "thread_id": thread_id, "run_id": run.run_id},
-                "created_at": iso(run.finished_at),
-            }
-        )
-    for newer, older in zip(states, states[1:], strict=False):
-        newer["parent_checkpoint"] = older["checkpoint"]
-    return states[:limit]
 
 
 async def create_thread(

@@ -46,7 +46,7 @@ MODES = ("values", "messages-tuple", "messages", "updates", "events", "custom", 
 REFUSED = {
     "debug": "tokentail runs no graph: it has no tasks or checkpoints to debug",
     "tasks": "tokentail runs no graph: it has no Pregel tasks",
-    "checkpoints": "tokentail keeps no checkpoints (a session's events are its history)",
+    "checkpoints": "not streamed: a thread's checkpoints are read with POST /threads/{thread_id}/history",
 }
 # What a join with no `stream_mode` (and a thread's `run_modes`) streams: what `useStream` reads.
 DEFAULT_MODES = ("values", "messages-tuple", "updates", "custom")

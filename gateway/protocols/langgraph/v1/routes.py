@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tokentail.gateway.commands.deletion import delete_session
 from tokentail.gateway.deps import SettingsDep
-from tokentail.gateway.protocols.langgraph import assistants, threads
+from tokentail.gateway.protocols.langgraph import assistants, checkpoints, threads
 from tokentail.gateway.protocols.langgraph.access import ChatTurnsDep
 from tokentail.gateway.protocols.langgraph.v1 import run_routes
 from tokentail.gateway.schemas import ERROR_RESPONSES
@@ -93,9 +93,13 @@ class ThreadSearch(BaseModel):
 
 
 class HistoryQuery(BaseModel):
+    """`POST /threads/{tid}/history`, as `get_history` sends it (`checkpoint`, a subgraph's: the root's)."""
+
     model_config = ConfigDict(extra="allow", strict=True)
 
     limit: int = 10
+    before: str | dict[str, Any] | None = None  # a checkpoint (or its id): the states older than it
+    metadata: dict[str, Any] | None = None  # the states whose metadata has these pairs
 
 
 @router.post("/threads", responses=ERROR_RESPONSES)
@@ -149,10 +153,12 @@ async def get_state(thread_id: str, turns: ChatTurnsDep) -> dict[str, Any]:
 
 @router.post("/threads/{thread_id}/history", responses=ERROR_RESPONSES)
 async def get_history(thread_id: str, turns: ChatTurnsDep, body: HistoryQuery | None = None) -> list[dict[str, Any]]:
-    """The thread's states, newest first: now, then after each run."""
-    session_id, _ = await threads.existing_thread(turns, thread_id)
-    session, events = await threads.read_thread(turns.store, session_id)
-    return threads.history_json(thread_id, session, events, (body or HistoryQuery()).limit)
+    """The thread's states at its checkpoints, of every branch, newest first (checkpoints.py)."""
+    await threads.existing_thread(turns, thread_id)
+    query = body or HistoryQuery()
+    return checkpoints.page(
+        await checkpoints.thread_history(turns, thread_id), query.limit, query.before, query.metadata
+    )
 
 
 # The runs' routes (run_routes.py), under the same prefix.

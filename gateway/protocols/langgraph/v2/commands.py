@@ -10,9 +10,14 @@ WebSocket): `{"id", "method", "params"}` in, `{"type": "success", "id", "result"
     state.get        the thread's values (`{messages: [...]}`, as `GET /threads/{tid}/state` has them)
     agent.getTree    the run's tree (the thread's last run, or `params.run_id`): each child run a node,
                      its namespace as the stream names it
+    state.listCheckpoints  the thread's checkpoints, newest first (`limit`, `before`), as v1's history
+                     lists them (checkpoints.py): {checkpoints: [{id, timestamp, step, node_name,
+                     metadata}]}, `metadata.parent_id` the one before it in its branch
+    state.fork       a run from checkpoint `checkpoint_id` (with `input`, or none to go on from that
+                     step), as v1's run created from one: the thread goes on in a branch; {run_id, thread_id}
 
-Not served: `state.listCheckpoints`, `state.fork` (`not_supported`: tokentail keeps no checkpoints),
-`subscription.*` over HTTP (`not_supported`: the WebSocket's; an SSE stream is its own subscription).
+Not served: `subscription.*` over HTTP (`not_supported`: the WebSocket's; an SSE stream is its own
+subscription).
 """
 
 from typing import Any
@@ -22,9 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tokentail.gateway.access.ids import new_steer_id
 from tokentail.gateway.commands.turns import ChatTurns, steer_active_run
+from tokentail.gateway.protocols.langgraph.checkpoints import page, thread_history
 from tokentail.gateway.protocols.langgraph.runs import Command as RunsCommand
 from tokentail.gateway.protocols.langgraph.runs import RunCreate, input_text, resume_answers, start_run
-from tokentail.gateway.protocols.langgraph.state import thread_values, waiting_questions
+from tokentail.gateway.protocols.langgraph.state import checkpoint_name, shown_runs, thread_values, waiting_questions
 from tokentail.gateway.protocols.langgraph.threads import read_thread
 from tokentail.gateway.protocols.langgraph.v2.render import Namespace
 from tokentail.gateway.schemas import SteerRequest
@@ -43,8 +49,6 @@ from tokentail.shared.vocabulary.errors import (
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord
 
 NOT_SUPPORTED = {
-    "state.listCheckpoints": "tokentail keeps no checkpoints: a thread's history is its runs",
-    "state.fork": "tokentail keeps no checkpoints to fork from",
     "subscription.subscribe": "over HTTP, each POST /threads/{thread_id}/stream/events is its own subscription",
     "subscription.unsubscribe": "over HTTP, closing the stream unsubscribes",
     "subscription.reconnect": "over HTTP, send Last-Event-ID (or `since`) with POST /threads/{thread_id}/stream/events",
@@ -57,7 +61,10 @@ class Command(BaseModel):
     __module__ = "tokentail.gateway.protocols.langgraph.v2_commands"
     model_config = ConfigDict(extra="allow", strict=True)  # `"id": false` is no command id
     id: int = Field(ge=0, description="the client's number for the command, which its response carries")
-    method: str = Field(description="`run.start`, `input.respond`, `input.inject`, `state.get`, `agent.getTree`")
+    method: str = Field(
+        description="`run.start`, `input.respond`, `input.inject`, `state.get`, `state.listCheckpoints`, "
+        "`state.fork`, `agent.getTree`"
+    )
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -109,6 +116,8 @@ class V2Commands:
             "input.inject": self.input_inject,
             "state.get": self.state_get,
             "agent.getTree": self.agent_tree,
+            "state.listCheckpoints": self.list_checkpoints,
+            "state.fork": self.fork,
         }.get(command.method)
         if handler is None:
             return failure(command.id, "unknown_command", f"tokentail serves no command {command.method!r}")
@@ -179,7 +188,37 @@ class V2Commands:
         keys = params.get("keys")
         if isinstance(keys, list):
             values = {key: value for key, value in values.items() if key in keys}
-        return {"values": values, "checkpoint": {"id": str(session.last_event_id), "ns": ""}}
+        return {"values": values, "checkpoint": {"id": checkpoint_name(session, session.last_event_id), "ns": ""}}
+
+    async def list_checkpoints(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The thread's checkpoints, newest first, as v1's history lists them (`limit`, `before`: an id)."""
+        if params.get("namespace"):
+            raise CommandFailed("no_such_namespace", "a thread's checkpoints are its root's (namespace [])")
+        limit = params.get("limit", 10)
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise CommandFailed("invalid_argument", "state.listCheckpoints: limit is a number")
+        states = page(await thread_history(self.turns, self.thread_id), limit, params.get("before"), None)
+        return {"checkpoints": [_summary(state) for state in states]}
+
+    async def fork(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A run from checkpoint `checkpoint_id`: with `input`, a new run from there; with none, the run
+        going there goes on from that step; either in a branch the thread follows (runs.start_run)."""
+        checkpoint_id = params.get("checkpoint_id")
+        if not isinstance(checkpoint_id, str):
+            raise CommandFailed("invalid_argument", "state.fork takes checkpoint_id (an id state.listCheckpoints gave)")
+        session = await self._session()
+        runs = shown_runs(session)
+        agent = params.get("assistant_id") or (runs[-1].agent if runs else None) or session.agent or "assistant"
+        body = RunCreate.model_validate(
+            {
+                "assistant_id": agent,
+                "input": params.get("input"),
+                "config": params.get("config"),
+                "checkpoint_id": checkpoint_id,
+            }
+        )
+        thread_id, _, run = await start_run(self.turns, self.thread_id, body)
+        return {"run_id": run.run_id, "thread_id": thread_id}
 
     async def _session_or_none(self) -> SessionRecord | None:
         try:
@@ -223,6 +262,20 @@ _STATUS = {
     "failed": "failed",
     "cancelled": "failed",
 }
+
+
+def _summary(state: dict[str, Any]) -> dict[str, Any]:
+    """A history state as the protocol's CheckpointSummary: `node_name`, the node that wrote it."""
+    metadata, after = state["metadata"], state["next"]
+    node = "agent" if after in ([], ["tools"]) else "tools" if metadata["source"] == "loop" else None
+    parent = state["parent_checkpoint"]
+    return {
+        "id": state["checkpoint"]["checkpoint_id"],
+        "timestamp": state["created_at"],
+        "step": metadata["step"],
+        **({"node_name": node} if node is not None and metadata["run_id"] else {}),
+        "metadata": {**metadata, "parent_id": parent["checkpoint_id"] if parent else None, "next": after},
+    }
 
 
 def _node(session: SessionRecord, run: RunRecord, namespace: Namespace) -> dict[str, Any]:
