@@ -159,10 +159,7 @@ class Stack:
         self.gateway = self._spawn(
             self.gateway_tree or ROOT, "gateway", "--host", "127.0.0.1", "--port", str(self.port)
         )
-        # The worker serves its probes and metrics (its event loop's lag: `loop_lags`) on a port of its own.
-        self.worker_port = free_port()
-        worker = ("worker", "--port", str(self.worker_port))
-        self.worker = self._spawn(self.worker_tree or ROOT, *worker, **worker_env) if with_worker else None
+        self.worker = self._spawn_worker(**worker_env) if with_worker else None
         deadline = time.monotonic() + patience(20)
         while time.monotonic() < deadline:
             try:
@@ -171,6 +168,20 @@ class Stack:
             except OSError:
                 time.sleep(0.05)
         time.sleep(patience(0.5))  # let the worker subscribe and poll once
+
+    def start_worker(self, **worker_env: str) -> None:
+        """The worker alone, beside a gateway started without one (`start(with_worker=False)`), on its
+        key prefix: what was written meanwhile (bench/fork_cost.py: a session, as a worker writes it)
+        stays."""
+        stop_process(self.worker)
+        self.worker = self._spawn_worker(**worker_env)
+        time.sleep(patience(1.0))  # let it start, subscribe and poll once
+
+    def _spawn_worker(self, **worker_env: str) -> subprocess.Popen[bytes]:
+        # The worker serves its probes and metrics (its event loop's lag: `loop_lags`) on a port of its own.
+        self.worker_port = free_port()
+        worker = ("worker", "--port", str(self.worker_port))
+        return self._spawn(self.worker_tree or ROOT, *worker, **worker_env)
 
     @property
     def url(self) -> str:

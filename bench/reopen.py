@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import tempfile
 import time
+from typing import Any
 
 import httpx2
 from harness import Stack, percentile
@@ -31,16 +32,22 @@ from tokentail.worker.writes.run_writes import RunLease, RunWrites
 WORDS = "the quick brown fox jumps over a lazy dog while it streams ".split()
 
 
-async def write_session(settings: Settings, turns: int, deltas: int) -> str:
+async def write_session(
+    settings: Settings, turns: int, deltas: int, params: dict[str, Any] | None = None
+) -> tuple[str, int]:
+    """A session of `turns` runs (each with `params`, if given) of `deltas` deltas each, written as a
+    worker writes it: its id, and the id of its last run's `run.started`."""
     redis = Redis.from_url(str(settings.redis_url))
     gateway, runs = SessionWrites(redis, settings), RunWrites(redis, settings)
     session = SessionRecord(session_id=new_session_id(), created_at=time.time(), model="scripted")
+    last_started = 0
     try:
         for number in range(turns):
-            run = RunRecord(run_id=new_run_id(), input=f"question {number}", model="scripted")
+            run = RunRecord(run_id=new_run_id(), input=f"question {number}", model="scripted", params=params or {})
             await gateway.queue_run(session.session_id, run, create=session if number == 0 else None)
             started = await runs.start_run(session.session_id, run.run_id, run.run_id, token=f"t{number}")
             assert started is not None
+            last_started = started.run.started_seq or 0
             lease = RunLease(runs, session.session_id, run.run_id, f"t{number}")
             texts = [" ".join(WORDS[(i + k) % len(WORDS)] for k in range(4)) + " " for i in range(deltas)]
             events = [("message.delta", MessageDelta(run_id=run.run_id, text=text).model_dump_json()) for text in texts]
@@ -50,7 +57,7 @@ async def write_session(settings: Settings, turns: int, deltas: int) -> str:
             await lease.append([], ending=ending)
     finally:
         await redis.aclose()
-    return session.session_id
+    return session.session_id, last_started
 
 
 async def reopen(url: str, catch_up: str) -> tuple[int, float, float]:
@@ -85,7 +92,7 @@ async def main(turns: int, deltas: int, repeats: int) -> None:
                 redis_url=stack.redis.url, key_prefix=stack.prefix, stream_maxlen=turns * (deltas + 3) + 1000
             )
             began = time.perf_counter()
-            session_id = await write_session(settings, turns, deltas)
+            session_id, _ = await write_session(settings, turns, deltas)
             events = turns * (deltas + 3)
             print(f"session: {turns} turns, {events:,} events, written in {time.perf_counter() - began:.1f} s")
             url = f"{stack.url}/v1/sessions/{session_id}/events"
