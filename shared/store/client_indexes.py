@@ -66,15 +66,20 @@ async def client_run_named(
     return named.decode() if named is not None else None
 
 
+# The branches a chat's list keeps, the newest (a LangGraph thread's history reads each of them).
+MAX_CHAT_BRANCHES = 32
+
+
 async def point_chat(redis: AnyRedis, keys: Keys, settings: Settings, chat_session_id: str, branch: str) -> None:
     """From now on the chat of session `chat_session_id` goes on in session `branch`, kept as long as
     `SessionStore.chat_branch` keeps it when it reads it; `branch` is one of the chat's branches
     (`SessionStore.chat_branches`) from then on."""
     session_keys = keys.session(chat_session_id)
     kept = None if settings.archive_url else branch_kept_seconds(settings)  # archived: kept for good
-    async with redis.pipeline(transaction=True) as pipe:
+    async with redis.pipeline(transaction=False) as pipe:  # (one slot; a cluster's client takes no MULTI)
         pipe.set(session_keys.branch, branch, ex=kept)
         pipe.rpush(session_keys.branches, branch)
+        pipe.ltrim(session_keys.branches, -MAX_CHAT_BRANCHES, -1)
         if kept is not None:
             pipe.expire(session_keys.branches, kept)
         await pipe.execute()

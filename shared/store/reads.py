@@ -371,12 +371,16 @@ class SessionStore:
 
     async def chat_branch(self, session_id: str) -> str | None:
         """The session that the chat of session `session_id` goes on in since it branched, if it did.
-        Reading it keeps it (`branch_kept_seconds` more): a chat in use keeps its branch."""
-        key = self.keys.session(session_id).branch
+        Reading it keeps it (`branch_kept_seconds` more): a chat in use keeps its branch, and its branches."""
+        keys = self.keys.session(session_id)
         if self.settings.archive_url:  # sessions are kept for good: so is the chat's branch
-            branch = await cast(Awaitable[bytes | None], self.redis.get(key))
+            branch = await cast(Awaitable[bytes | None], self.redis.get(keys.branch))
         else:
-            branch = await cast(Awaitable[bytes | None], self.redis.getex(key, ex=branch_kept_seconds(self.settings)))
+            kept = branch_kept_seconds(self.settings)
+            async with self.redis.pipeline(transaction=False) as pipe:  # (one slot) its list of branches too
+                pipe.getex(keys.branch, ex=kept)
+                pipe.expire(keys.branches, kept)
+                branch, _ = await pipe.execute()
         return branch.decode() if branch else None
 
     async def chat_branches(self, session_id: str) -> list[str]:
