@@ -22,6 +22,7 @@ from tokentail.gateway.access.ids import CHAT_ID_PATTERN, chat_session_id, is_se
 from tokentail.gateway.access.tokens import Scope, StreamTokens
 from tokentail.shared.plumbing.logs import bind
 from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.store.client_indexes import chat_branch
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.vocabulary.errors import Forbidden, InvalidInput, SessionNotFound, TokenExpired, Unauthorized
 from tokentail.shared.vocabulary.records import PUBLIC_TENANT
@@ -100,7 +101,7 @@ class Authenticator:
         (see `chat_session_id`), or the branch it went on in (a fork of it: gateway/commands/branching.py).
         A token for the chat's own session is one for its branches."""
         session_id = await self.chat_root(caller, chat_id, store)
-        return await store.chat_branch(session_id) or session_id
+        return await chat_branch(store.redis, store.keys, store.settings, session_id) or session_id
 
     async def chat_root(self, caller: Caller, chat_id: str, store: SessionStore) -> str:
         """The chat's own session (see `chat_session_id`), if the caller may use it."""

@@ -342,7 +342,7 @@ class SessionWrites(Writes):
 
     async def point_chat(self, chat_session_id: str, branch: str) -> None:
         """From now on the chat of session `chat_session_id` goes on in session `branch` (a fork),
-        for as long as the chat is used (`SessionStore.chat_branch` keeps it)."""
+        for as long as the chat is used (client_indexes.py `chat_branch` keeps it)."""
         await point_chat(self.redis, self.keys, self.settings, chat_session_id, branch)
 
     async def answer(self, session_id: str, run: RunRecord, input_id: str, answer: Any) -> int:

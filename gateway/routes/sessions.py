@@ -50,6 +50,7 @@ from tokentail.gateway.schemas import (
     StreamToken,
     TokenRequest,
 )
+from tokentail.shared.store.client_indexes import chat_branch
 from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.vocabulary.errors import InvalidInput, RunNotFound
 from tokentail.shared.vocabulary.records import RunRecord, SessionRecord, transcript
@@ -309,6 +310,6 @@ async def refresh_token(
     if scope == "chat":
         caller.require_chat()
     # 404 or 410 if the session is gone; a chat's session may be, while the chat goes on in its branch
-    await store.stream_position(await store.chat_branch(session_id) or session_id)
+    await store.stream_position(await chat_branch(store.redis, store.keys, store.settings, session_id) or session_id)
     token, expires_at = auth.issue_token(session_id, caller.tenant, scope)
     return StreamToken(stream_token=token, stream_token_expires_at=expires_at, stream_token_scope=scope)

@@ -1,7 +1,7 @@
 """The indexes by the names clients give, beside the runs index (shared/store/run_index.py): the
 tasks a tenant started through A2A with an agent (`TaskIndex`), the runs AG-UI clients posted by their
 own run id (`name_client_run`, `client_run_named`), and where a chat goes on since it branched
-(`point_chat`; `SessionStore.chat_branch` reads it). Each lives on the sessions' Redis under one
+(`point_chat`; `chat_branch` and `chat_branches` read it). Each lives on the sessions' Redis under one
 hash tag (the tenant's, or the chat's session's), so the sessions' Redis may be a Cluster.
 
 Plain commands, not scripts: each index is a name pointing at a run or session, and none of them
@@ -72,8 +72,8 @@ MAX_CHAT_BRANCHES = 32
 
 async def point_chat(redis: AnyRedis, keys: Keys, settings: Settings, chat_session_id: str, branch: str) -> None:
     """From now on the chat of session `chat_session_id` goes on in session `branch`, kept as long as
-    `SessionStore.chat_branch` keeps it when it reads it; `branch` is one of the chat's branches
-    (`SessionStore.chat_branches`) from then on."""
+    `chat_branch` keeps it when it reads it; `branch` is one of the chat's branches (`chat_branches`)
+    from then on."""
     session_keys = keys.session(chat_session_id)
     kept = None if settings.archive_url else branch_kept_seconds(settings)  # archived: kept for good
     async with redis.pipeline(transaction=False) as pipe:  # (one slot; a cluster's client takes no MULTI)
@@ -83,3 +83,24 @@ async def point_chat(redis: AnyRedis, keys: Keys, settings: Settings, chat_sessi
         if kept is not None:
             pipe.expire(session_keys.branches, kept)
         await pipe.execute()
+
+
+async def chat_branch(redis: AnyRedis, keys: Keys, settings: Settings, session_id: str) -> str | None:
+    """The session that the chat of session `session_id` goes on in since it branched, if it did.
+    Reading it keeps it (`branch_kept_seconds` more): a chat in use keeps its branch, and its branches."""
+    session_keys = keys.session(session_id)
+    if settings.archive_url:  # sessions are kept for good: so is the chat's branch
+        branch = await cast(Awaitable[bytes | None], redis.get(session_keys.branch))
+    else:
+        kept = branch_kept_seconds(settings)
+        async with redis.pipeline(transaction=False) as pipe:  # (one slot) its list of branches too
+            pipe.getex(session_keys.branch, ex=kept)
+            pipe.expire(session_keys.branches, kept)
+            branch, _ = await pipe.execute()
+    return branch.decode() if branch else None
+
+
+async def chat_branches(redis: AnyRedis, keys: Keys, session_id: str) -> list[str]:
+    """Every session the chat of session `session_id` went on in, oldest first (`point_chat`), its own aside."""
+    listed = await cast(Awaitable[list[bytes]], redis.lrange(keys.session(session_id).branches, 0, -1))
+    return list(dict.fromkeys(branch.decode() for branch in listed))

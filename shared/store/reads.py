@@ -369,25 +369,6 @@ class SessionStore:
                 stored[run.run_id] = compact_json(record)
         return ForkSource(session, stored, parse_raw_entries(entries) if after else [], steps)
 
-    async def chat_branch(self, session_id: str) -> str | None:
-        """The session that the chat of session `session_id` goes on in since it branched, if it did.
-        Reading it keeps it (`branch_kept_seconds` more): a chat in use keeps its branch, and its branches."""
-        keys = self.keys.session(session_id)
-        if self.settings.archive_url:  # sessions are kept for good: so is the chat's branch
-            branch = await cast(Awaitable[bytes | None], self.redis.get(keys.branch))
-        else:
-            kept = branch_kept_seconds(self.settings)
-            async with self.redis.pipeline(transaction=False) as pipe:  # (one slot) its list of branches too
-                pipe.getex(keys.branch, ex=kept)
-                pipe.expire(keys.branches, kept)
-                branch, _ = await pipe.execute()
-        return branch.decode() if branch else None
-
-    async def chat_branches(self, session_id: str) -> list[str]:
-        """Every session the chat of session `session_id` went on in, oldest first (`point_chat`), its own aside."""
-        listed = await cast(Awaitable[list[bytes]], self.redis.lrange(self.keys.session(session_id).branches, 0, -1))
-        return list(dict.fromkeys(branch.decode() for branch in listed))
-
     async def get_run(self, session_id: str, run_id: str, steps: bool = False) -> RunRecord | None:
         """The run's record; with `steps`, and the steps it recorded (while it is active)."""
         keys = self.keys.session(session_id)

@@ -19,7 +19,6 @@ from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.store import client_indexes, reads
 from tokentail.shared.store.archive_index import look_again_at
 from tokentail.shared.store.keys import Keys
-from tokentail.shared.store.reads import SessionStore
 from tokentail.shared.store.run_index import IndexedRun
 from tokentail.shared.store.tenant_counts import count_spawn, uncount_spawn
 from tokentail.shared.store.webhook_index import SessionHooks
@@ -100,9 +99,8 @@ async def test_the_indexes_by_clients_names_keep_what_they_are_given(store: Stor
     ]
     assert named == ["s1 r1 th1", "s2 r2 th2", "s1 r1 th1"]  # the tenant's: the first chat's, not overwritten
 
-    sessions = SessionStore(store.redis, store.settings)
     await client_indexes.point_chat(store.redis, keys, store.settings, "chat-session", "its-branch")
-    assert await sessions.chat_branch("chat-session") == "its-branch"
+    assert await client_indexes.chat_branch(store.redis, keys, store.settings, "chat-session") == "its-branch"
 
 
 async def test_the_tenants_counts_count_and_their_slots_renew_and_go(store: Store) -> None:

@@ -15,8 +15,9 @@ Of the thread's own runs only (a child run's events are its parent's tool call).
 the event's (state.py `checkpoint_name`): a run created from one forks the thread there
 (gateway/commands/branching.py: `fork_session` at a run's end, `fork_at` inside a run, whose steps are
 replayed), and the thread goes on in that branch. The history lists the checkpoints of every branch
-the thread went on in (`SessionStore.chat_branches`), each `parent_checkpoint` the one before it in its
-branch, so a client's branch tree (useStream's `getBranchSequence`) forks where they part.
+the thread went on in (shared/store/client_indexes.py `chat_branches`), each `parent_checkpoint` the
+one before it in its branch, so a client's branch tree (useStream's `getBranchSequence`) forks where
+they part.
 """
 
 import copy
@@ -36,6 +37,7 @@ from tokentail.gateway.protocols.langgraph.state import (
 from tokentail.gateway.protocols.langgraph.threads import read_thread, state_json
 from tokentail.gateway.reading.feed import parse_last_event_id
 from tokentail.gateway.reducer.reducer import Reducer
+from tokentail.shared.store.client_indexes import chat_branch, chat_branches
 from tokentail.shared.store.reads import StoredEvent
 from tokentail.shared.vocabulary.errors import InvalidInput, InvalidLastEventId, SessionNotFound
 from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, EventType
@@ -132,8 +134,9 @@ async def thread_sessions(turns: ChatTurns, thread_id: str) -> tuple[str, str, l
     """The thread's own session (the chat's), the one it goes on in now, and every session of the
     thread: that one first, then its own and each branch it went on in."""
     root = await turns.auth.chat_root(turns.caller, thread_id, turns.store)
-    current = await turns.store.chat_branch(root) or root
-    return root, current, list(dict.fromkeys([current, root, *await turns.store.chat_branches(root)]))
+    store = turns.store
+    current = await chat_branch(store.redis, store.keys, store.settings, root) or root
+    return root, current, list(dict.fromkeys([current, root, *await chat_branches(store.redis, store.keys, root)]))
 
 
 async def thread_history(turns: ChatTurns, thread_id: str) -> list[dict[str, Any]]:
