@@ -18,7 +18,8 @@ const chatToken = query.get("token") ?? undefined;
 // The token as LangGraph's docs pass a key (`apiKey`: the header x-api-key), or as a bearer.
 const asApiKey = query.get("key") === "apiKey";
 // `?history=1`: the hook reads the thread's history (fetchStateHistory) and the page offers an edit of each
-// human message (submit from its parent checkpoint) and the branch switcher (getMessagesMetadata, setBranch).
+// human message and a regenerate of each answer (submit from its parent checkpoint, with no input for a
+// regenerate) and the branch switcher (getMessagesMetadata, setBranch).
 const withHistory = query.get("history") === "1";
 const HEADERS: Record<string, string> = chatToken && !asApiKey ? { Authorization: `Bearer ${chatToken}` } : {};
 
@@ -100,8 +101,16 @@ function Chat() {
                 Edit
               </button>
             )}
+            {withHistory && message.type === "ai" && (
+              <button
+                className="regenerate"
+                onClick={() => thread.submit(undefined, { checkpoint: meta?.firstSeenState?.parent_checkpoint ?? null })}
+              >
+                Regenerate
+              </button>
+            )}
             {options.length > 1 && (
-              <span className="branches" data-at={at} data-count={options.length}>
+              <span className="branches" data-of={message.type} data-at={at} data-count={options.length}>
                 <button className="prev" disabled={at <= 0} onClick={() => thread.setBranch(options[at - 1])}>
                   &lt;
                 </button>

@@ -340,16 +340,26 @@ async def test_use_stream_edits_a_message_into_a_branch_and_switches_between_the
     await expect(page.locator("p.human")).to_have_text("goodbye", timeout=WAIT_MS)
     await expect(page.locator("p.ai")).to_have_text(goodbye, timeout=WAIT_MS)
     await expect(page.locator("#status")).to_have_text("ready", timeout=WAIT_MS)
-    switcher = page.locator(".branches")
+    switcher = page.locator(".branches[data-of=human]")
     await expect(switcher).to_have_attribute("data-count", "2", timeout=WAIT_MS)
     await expect(switcher).to_have_attribute("data-at", "1")  # the newest: the edit's branch
     assert [run["input"] for run in chats.session(thread)["runs"]] == ["goodbye"]  # the thread goes on in it
 
-    await page.click(".branches .prev")  # the branch before the edit, as the history has it
+    await page.click(".branches[data-of=human] .prev")  # the branch before the edit, as the history has it
     await expect(page.locator("p.human")).to_have_text("hello", timeout=WAIT_MS)
     await expect(page.locator("p.ai")).to_have_text(hello)
     await expect(switcher).to_have_attribute("data-at", "0")
-    await page.click(".branches .next")
+    await page.click(".branches[data-of=human] .next")
     await expect(page.locator("p.human")).to_have_text("goodbye", timeout=WAIT_MS)
     await expect(page.locator("p.ai")).to_have_text(goodbye)
+
+    # Regenerate: submit(undefined, {checkpoint: the answer's parent checkpoint}), inside its run (its input
+    # taken in): the run goes on from there in a branch, and the answer has two branches of its own.
+    await page.click("button.regenerate")
+    answers = page.locator(".branches[data-of=ai]")
+    await expect(answers).to_have_attribute("data-count", "2", timeout=WAIT_MS)
+    await expect(page.locator("#status")).to_have_text("ready", timeout=WAIT_MS)
+    await expect(page.locator("p.human")).to_have_text("goodbye")
+    await expect(page.locator("p.ai")).to_have_text(goodbye)  # the scripted model says it again
+    assert [run["input"] for run in chats.session(thread)["runs"]] == ["goodbye"]
     await page.close()
