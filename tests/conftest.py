@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.traces",  # exported: traces on, into memory, for one test
     "tests.fixtures.limits_clock",  # limits_clock: the tenant limits' clock, held still
     "tests.fixtures.gates",  # gates: runs held at an instant until the test releases them (tests/support/gates.py)
+    "tests.fixtures.tool_runs",  # tool_runs: the file the counting calculators note each of their runs in
     "tests.fixtures.chromium",  # browser: the session's headless Chromium, a connection of the test's own
     "pytester",  # pytest's own, to test the plugins above
 ]

@@ -291,12 +291,8 @@ async def test_a_cancelled_run_is_re_run_and_a_run_forked_from_an_event_each_lin
     start_gateway: Callable[..., Any],
     start_worker: Callable[..., Any],
     gates: Gates,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    tool_runs: Path,
 ) -> None:
-    tool_runs = tmp_path / "tool-runs"
-    tool_runs.touch()
-    monkeypatch.setenv("TOKENTAIL_TEST_TOOL_RUNS", str(tool_runs))  # the counting agent's calculator notes each run
     agents = {**ACTIONS, "counting": "tests.agents.counting_agents:COUNTING"}
     gateway = await start_gateway(agents=agents)
     await start_worker(agents=agents)
@@ -334,7 +330,7 @@ async def test_a_cancelled_run_is_re_run_and_a_run_forked_from_an_event_each_lin
         await expect(timeline).to_have_attribute("data-status", "completed", timeout=wait_ms())
         await expect(page.locator("#run-source-event")).to_have_text(str(at))
         await expect(page.locator("#stages tr[data-stage-kind=started][data-reason=fork]")).to_have_count(1)
-        assert len(tool_runs.read_text().split()) == 1  # the calculator ran once: in the source
+        assert len((await asyncio.to_thread(tool_runs.read_text)).split()) == 1  # ran once: in the source
         forked = await timeline.get_attribute("data-session-id")
         await page.click("#run-source")  # back to the run it came from, whose page lists the fork beside it
         await expect(timeline).to_have_attribute("data-session-id", made["session_id"], timeout=wait_ms())

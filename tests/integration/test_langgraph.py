@@ -507,15 +507,6 @@ async def test_a_run_created_from_a_checkpoint_branches_the_thread_which_its_sta
         await client.runs.wait(tid, "arithmetic", input="x", checkpoint_id="nope")
 
 
-@pytest.fixture
-def tool_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The file the counting calculator notes each of its runs in (tests/agents/counting_agents.py)."""
-    path = tmp_path / "tool-runs"
-    path.touch()
-    monkeypatch.setenv("TOKENTAIL_TEST_TOOL_RUNS", str(path))
-    return path
-
-
 async def test_the_history_lists_checkpoints_inside_runs_and_a_run_from_one_goes_on_there_in_a_branch(
     client: Any, tool_runs: Path
 ) -> None:

@@ -38,14 +38,6 @@ TWO_CALLS = "What is 12 * 7 and 6 * 7?"  # the scripted model calls the calculat
 
 
 @pytest.fixture
-def tool_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "tool-runs"
-    path.touch()
-    monkeypatch.setenv("TOKENTAIL_TEST_TOOL_RUNS", str(path))
-    return path
-
-
-@pytest.fixture
 async def gateway(
     start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates, tool_runs: Path
 ) -> Gateway:

@@ -145,26 +145,6 @@ async def test_a_fork_inside_a_run_goes_on_through_the_fork_s_outbox_on_another_
     assert fork.ids == list(range(1, len(fork.ids) + 1))
 
 
-async def test_a_fork_where_child_runs_were_going_goes_on_with_them_through_their_lanes_outboxes(
-    start_gateway: Any, start_worker: Any
-) -> None:
-    # The tree as it stood at the fork's event: the children going then go on in their lanes in the fork,
-    # each job pushed from its lane's outbox to the queue apart; the parent finds them and waits.
-    agents = {"parent": "tests.agents.spawning_agents:two_children", "echo": "tests.agents.spawning_agents:echo"}
-    gateway = await start_gateway(agents=agents)
-    await start_worker(agents=agents)
-    async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:
-        made = (await client.post("/v1/sessions", json={"input": "hi", "agent": "parent"})).json()
-        source = await read_events(client, made["events_url"])
-        at = [seq for seq, kind, _ in source.events if kind == "run.spawned"][-1]
-        forked = await client.post(f"/v1/sessions/{made['session_id']}/fork", json={"at": at})
-        assert forked.status_code == 201, forked.text
-        fork = await read_events(client, f"/v1/sessions/{forked.json()['session_id']}/events")
-    assert fork.events[:at] == source.events[:at]
-    assert [kind for _, kind, _ in fork.events[at:]].count("run.spawned") == 0  # found going, not spawned again
-    assert fork.events[-1][2]["output"] == "Asking two. Got echo[a] and echo[b]."
-
-
 async def _no_entry(queue: Redis, index: str) -> bool:
     return not await queue.zcard(index)
 
@@ -635,7 +615,7 @@ async def test_a_worker_that_dies_right_after_ending_its_run_loses_no_webhook(
     assert json.loads(receiver.accepted()[0].body)["type"] == "run.completed"
 
 
-async def test_child_runs_on_a_cluster_wake_their_parent_through_the_queue_apart(
+async def test_child_runs_on_a_cluster_wake_their_parent_through_the_queue_apart_and_go_on_in_a_fork(
     start_gateway: Any, start_worker: Any, cluster: LocalCluster, settings: Settings
 ) -> None:
     agents = {"parent": "tests.agents.spawning_agents:two_children", "echo": "tests.agents.spawning_agents:echo"}
@@ -644,5 +624,14 @@ async def test_child_runs_on_a_cluster_wake_their_parent_through_the_queue_apart
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=httpx2.Timeout(20.0)) as client:
         made = (await client.post("/v1/sessions", json={"input": "hi", "agent": "parent"})).json()
         received = await read_events(client, made["events_url"])
+        # Time travel where the children were going: each goes on in its lane in the fork (its job pushed from
+        # its lane's outbox to the queue apart), and the parent finds them and waits.
+        at = [seq for seq, kind, _ in received.events if kind == "run.spawned"][-1]
+        forked = await client.post(f"/v1/sessions/{made['session_id']}/fork", json={"at": at})
+        assert forked.status_code == 201, forked.text
+        fork = await read_events(client, f"/v1/sessions/{forked.json()['session_id']}/events")
     assert received.ids == list(range(1, len(received.ids) + 1))
     assert received.events[-1][2]["output"] == "Asking two. Got echo[a] and echo[b]."
+    assert fork.events[:at] == received.events[:at]
+    assert [kind for _, kind, _ in fork.events[at:]].count("run.spawned") == 0  # found going, not spawned again
+    assert fork.events[-1][2]["output"] == "Asking two. Got echo[a] and echo[b]."
