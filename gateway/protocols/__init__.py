@@ -7,6 +7,7 @@ live/, reducer/, reading/ with the renderer base, commands/, deps, schemas, erro
     mcp        MCP's streamable HTTP, an agent a tool and its run a task (the `mcp` extra)
     a2a        A2A 1.0: agent cards, JSON-RPC and HTTP+JSON, push notifications
     langgraph  LangGraph's Agent Server API (langgraph-sdk, @langchain/langgraph-sdk), at /langgraph
+    acp        the Agent Client Protocol (code editors), over Streamable HTTP and a WebSocket, at /acp
 
 Each holds its renderer (`render`), its conversations and request handlers, its commands and its
 routes. A protocol imports the core, never another protocol (tests/unit/project/test_layout.py). The app
@@ -21,6 +22,7 @@ from starlette.routing import Route
 
 from tokentail.gateway.errors import error_response
 from tokentail.gateway.protocols.a2a import routes as a2a_routes
+from tokentail.gateway.protocols.acp import routes as acp_routes
 from tokentail.gateway.protocols.ag_ui import routes as ag_ui_routes
 from tokentail.gateway.protocols.ai_sdk import routes as ai_sdk_routes
 from tokentail.gateway.protocols.langgraph import routes as langgraph_routes
@@ -37,6 +39,7 @@ def routers() -> list[APIRouter]:
         responses_routes.router,
         a2a_routes.router,
         langgraph_routes.router,
+        acp_routes.router,
         _mcp_router(),
     ]
 

@@ -9,4 +9,5 @@ webhook_policy   where webhooks may go: the operator's allowlist
 tenant_webhooks  each tenant's webhook URL and signing secret
 workers          which worker processes are alive, what each runs, and their throughput (heartbeats)
 a2a_push         A2A's push configs of a task, and the body a push carries (the one A2A module of shared/)
+acp_connections  an ACP connection's record, outbox and prompts, which every gateway serves (the one ACP module)
 """

@@ -211,6 +211,12 @@ class Keys:
         """String, on the sessions' Redis: the session of a run the index lists (a search by run id)."""
         return f"{self.prefix}:{{admin}}:run:{run_id}"
 
+    def acp(self, connection_id: str) -> str:
+        """The stem of an ACP connection's keys (shared/features/acp_connections.py), in its own hash tag:
+        `:conn` (hash: its record, and each session's place), `:out` (stream: what it is sent that is not
+        a session's), `:prompts` (hash: run id -> the JSON-RPC id of the prompt that queued it)."""
+        return f"{self.prefix}:{{acp:{connection_id}}}"
+
     def admin_forks(self, session_id: str, run_id: str) -> str:
         """Sorted set, on the sessions' Redis: the forks made inside a run (time travel), `<fork's sid>
         <event id>` -> when (µs), the newest kept: the console shows them on the run's page."""

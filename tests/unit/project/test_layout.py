@@ -219,6 +219,7 @@ def test_a_protocol_imports_the_core_never_another_protocol() -> None:
         "mcp",
         "a2a",
         "langgraph",
+        "acp",
     }
 
 

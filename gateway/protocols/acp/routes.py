@@ -1,0 +1,232 @@
+"""The Agent Client Protocol at `/acp`, over Streamable HTTP and a WebSocket, as the official SDKs'
+clients speak it (`agent-client-protocol`'s `create_http_stream` and `create_websocket_stream`,
+`@agentclientprotocol/sdk`'s): docs/acp.md.
+
+HTTP: `initialize` is POSTed and answered at once (200, its `Acp-Connection-Id`); every later message is
+POSTed with that id (202: its answer comes on a stream); `GET` with `Accept: text/event-stream` opens the
+connection's stream, or, with `Acp-Session-Id`, a session's (streams.py); `DELETE` ends the connection.
+Any gateway takes any of them: the connection is kept in Redis (shared/features/acp_connections.py).
+WebSocket: the same messages, one a text frame, the first `initialize`; everything the connection is
+sent comes on the socket, and the connection ends with it. Outside the OpenAPI schema: it is JSON-RPC.
+"""
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncIterator
+from importlib.metadata import version
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from tokentail.gateway.access.auth import Caller, bearer_credential
+from tokentail.gateway.commands.turns import RunCommands, check_agent_name
+from tokentail.gateway.deps import CallerDep, run_commands
+from tokentail.gateway.errors import describe
+from tokentail.gateway.protocols.acp.methods import (
+    PROTOCOL_VERSION,
+    AcpMethods,
+    capabilities,
+    response,
+)
+from tokentail.gateway.protocols.acp.streams import Sent, outbox, session_messages, session_place
+from tokentail.shared.features.acp_connections import AcpConnection, AcpConnections
+from tokentail.shared.vocabulary.errors import InvalidInput, SessionNotFound, TokentailError
+
+router = APIRouter(include_in_schema=False)
+
+CONNECTION_HEADER, SESSION_HEADER = "Acp-Connection-Id", "Acp-Session-Id"
+CONNECTION_TTL_SECONDS = 3600  # a connection unused (no request, no stream open) this long is forgotten
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def connections_of(app_state: Any) -> AcpConnections:
+    """The app's ACP connections (made on the first ACP request)."""
+    if not hasattr(app_state, "acp_connections"):
+        store = app_state.store
+        app_state.acp_connections = AcpConnections(store.redis, store.keys, CONNECTION_TTL_SECONDS)
+    connections: AcpConnections = app_state.acp_connections
+    return connections
+
+
+def _message(raw: bytes | str) -> dict[str, Any]:
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        raise InvalidInput("an ACP message is one JSON-RPC object") from None
+    if not isinstance(message, dict):
+        raise InvalidInput("an ACP message is one JSON-RPC object (no batches)")
+    return message
+
+
+async def _connect(
+    state: Any, caller: Caller, message: dict[str, Any], agent: str | None
+) -> tuple[str, dict[str, Any]]:
+    """`initialize`: the connection made, and the answer to it."""
+    if message.get("method") != "initialize" or "id" not in message:
+        raise InvalidInput("the first ACP message of a connection is the `initialize` request")
+    check_agent_name(agent, state.settings)
+    params = message.get("params")
+    caps = params.get("clientCapabilities") if isinstance(params, dict) else None
+    connection_id = secrets.token_hex(16)
+    await connections_of(state).create(
+        AcpConnection(connection_id, caller.tenant, agent, caps if isinstance(caps, dict) else {})
+    )
+    result = {
+        "protocolVersion": PROTOCOL_VERSION,
+        "agentCapabilities": capabilities(),
+        "authMethods": [],
+        "agentInfo": {"name": "tokentail", "version": version("tokentail")},
+    }
+    return connection_id, response(message["id"], result)
+
+
+async def _connection(state: Any, caller: Caller, connection_id: str | None) -> AcpConnection:
+    """The caller's connection of that id: another tenant's, or one forgotten, is not found (404)."""
+    connection = await connections_of(state).get(connection_id) if connection_id else None
+    if connection is None or connection.tenant != caller.tenant:
+        raise SessionNotFound(f"ACP connection {connection_id!r}")
+    return connection
+
+
+@router.post("/acp")
+async def post(request: Request, caller: CallerDep) -> Response:
+    message = _message(await request.body())
+    state, connection_id = request.app.state, request.headers.get(CONNECTION_HEADER)
+    if message.get("method") == "initialize" and connection_id is None:
+        made, answer = await _connect(state, caller, message, request.query_params.get("agent"))
+        return JSONResponse(answer, headers={CONNECTION_HEADER: made})
+    connection = await _connection(state, caller, connection_id)
+    methods = AcpMethods(run_commands(RunCommands, request, caller), connections_of(state), connection)
+    await methods.handle(message)
+    return Response(status_code=202)
+
+
+@router.delete("/acp")
+async def delete(request: Request, caller: CallerDep) -> Response:
+    connection_id = request.headers.get(CONNECTION_HEADER)
+    with contextlib.suppress(SessionNotFound):  # (ended already: as good as ended now)
+        await _connection(request.app.state, caller, connection_id)
+        await connections_of(request.app.state).delete(connection_id or "")
+    return Response(status_code=202)
+
+
+def _frame(sent: Sent) -> bytes:
+    if sent is None:
+        return b": keepalive\n\n"
+    message, event_id = sent
+    data = json.dumps(message, separators=(",", ":"))  # (ASCII: a client may decode each chunk apart)
+    return f"id: {event_id}\ndata: {data}\n\n".encode() if event_id else f"data: {data}\n\n".encode()
+
+
+@router.get("/acp")
+async def stream(request: Request, caller: CallerDep) -> Response:
+    """The connection's stream, or (`Acp-Session-Id`) one of its sessions', after `Last-Event-ID`."""
+    accept = request.headers.get("accept", "")
+    if "text/event-stream" not in accept and "*/*" not in accept:
+        return JSONResponse({"error": "GET /acp is an event stream: Accept: text/event-stream"}, status_code=406)
+    state = request.app.state
+    connection = await _connection(state, caller, request.headers.get(CONNECTION_HEADER))
+    session_id, last = request.headers.get(SESSION_HEADER), request.headers.get("last-event-id")
+    if session_id is not None:
+        await state.auth.check_access(caller, session_id, state.store)
+    slot = await state.stream_slots.take(caller.tenant, caller.session_id)
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            yield b": open\n\n"  # the headers go now: a client waits for them before it posts to the session
+            async for sent in _sent(state, connection.connection_id, session_id, last):
+                yield _frame(sent)
+        finally:
+            await state.stream_slots.release(slot)
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _sent(state: Any, connection_id: str, session_id: str | None, last: str | None) -> AsyncIterator[Sent]:
+    connections = connections_of(state)
+    if session_id is None:
+        async for sent in outbox(connections, connection_id, last or "0"):
+            yield sent
+        return
+    after = int(last) if last and last.isdigit() else None
+    if after is None:
+        async for place in session_place(connections, connection_id, session_id):
+            if place is None:
+                yield None
+            after = place
+    if after is not None:
+        async for sent in session_messages(state.hub, state.settings, connections, connection_id, session_id, after):
+            yield sent
+
+
+@router.websocket("/acp")
+async def socket(websocket: WebSocket) -> None:
+    """One connection on one socket: its first frame `initialize`; it ends with the socket (1002: it did
+    not start with `initialize`; 1008: refused, the reason in the close)."""
+    state = websocket.app.state
+    await websocket.accept()
+    try:
+        caller = state.auth.authenticate(
+            bearer_credential(websocket.headers.get("authorization")), websocket.query_params.get("token")
+        )
+        first = _message(await websocket.receive_text())
+        connection_id, answer = await _connect(state, caller, first, websocket.query_params.get("agent"))
+        slot = await state.stream_slots.take(caller.tenant, caller.session_id)
+    except WebSocketDisconnect:
+        return
+    except TokentailError as exc:
+        status, _ = describe(exc)
+        await websocket.close(code=1002 if isinstance(exc, InvalidInput) else 1008, reason=str(exc)[:120])
+        return
+    await websocket.send_text(json.dumps(answer))
+    try:
+        await _converse(websocket, caller, connection_id)
+    finally:
+        await connections_of(state).delete(connection_id)
+        await state.stream_slots.release(slot)
+
+
+async def _converse(websocket: WebSocket, caller: Caller, connection_id: str) -> None:
+    """The socket's messages, each handled in turn, while what the connection is sent goes out: its
+    outbox, and each session it shows from when it shows it."""
+    state = websocket.app.state
+    connections = connections_of(state)
+    connection = await _connection(state, caller, connection_id)
+    methods = AcpMethods(run_commands(RunCommands, websocket, caller), connections, connection)
+    sending = asyncio.Lock()
+
+    async def pump(source: AsyncIterator[Sent]) -> None:
+        async for sent in source:
+            if sent is not None:
+                async with sending:
+                    await websocket.send_text(json.dumps(sent[0]))
+
+    pumps = {"": asyncio.create_task(pump(outbox(connections, connection_id)))}
+    try:
+        while True:
+            raw = await websocket.receive_text()
+            try:
+                await methods.handle(_message(raw))
+            except TokentailError as exc:
+                async with sending:
+                    await websocket.send_text(json.dumps(_refused(exc)))
+            for session_id, after in list(connection.sessions.items()):
+                if session_id not in pumps:
+                    messages = session_messages(
+                        state.hub, state.settings, connections, connection_id, session_id, after
+                    )
+                    pumps[session_id] = asyncio.create_task(pump(messages))
+    except WebSocketDisconnect:
+        pass
+    finally:
+        for task in pumps.values():
+            task.cancel()
+        await asyncio.gather(*pumps.values(), return_exceptions=True)
+
+
+def _refused(exc: TokentailError) -> dict[str, Any]:
+    """A frame that is not a JSON-RPC object: JSON-RPC's parse error (its id unknown)."""
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": str(exc)}}

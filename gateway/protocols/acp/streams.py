@@ -1,0 +1,75 @@
+"""What an ACP connection is sent, as the transports write it (routes.py): its outbox (the answers to its
+requests, a load's replay) and each of its sessions' messages (render.py), each message with its id.
+
+A session's messages are rendered from the session's stored events after the connection's place in it
+(a session it made: from its start; one it loaded: after what the load replayed; or after a client's
+`Last-Event-ID`), through the same feed as every stream: any gateway serves it, and a stream opened
+again goes on where it stopped, nothing missed, nothing twice. Its ids are the session's event ids.
+The outbox's ids are its entries'. Both wait for what comes, and say so every `KEEPALIVE_SECONDS`
+(None: a keepalive), so proxies keep the stream open.
+"""
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from tokentail.gateway.live.hub import StreamHub
+from tokentail.gateway.protocols.acp.render import AcpUpdates, Message
+from tokentail.gateway.reading.feed import EventFeed, start_position
+from tokentail.shared.features.acp_connections import AcpConnections
+from tokentail.shared.plumbing.settings import Settings
+from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, EventType
+
+KEEPALIVE_SECONDS = 15
+# Events after which a stream reads again which runs its connection prompted: a run queued (by this
+# connection, or from elsewhere) and a run's end (which answers a prompt).
+_PROMPTS_CHANGE = {EventType.RUN_QUEUED.value.encode(), *(kind.value.encode() for kind in TERMINAL_EVENTS)}
+
+Sent = tuple[Message, str] | None  # a message and its id, or a keepalive
+
+
+async def outbox(connections: AcpConnections, connection_id: str, after: str = "0") -> AsyncIterator[Sent]:
+    """The connection's outbox after entry `after`, then what comes, until the connection is gone."""
+    while True:
+        entries = await connections.sent(connection_id, after, KEEPALIVE_SECONDS * 1000)
+        if not entries:
+            if await connections.get(connection_id) is None:  # (read: an open stream keeps it)
+                return
+            yield None
+            continue
+        for entry, messages in entries:
+            for message in messages:
+                yield message, entry
+            after = entry
+
+
+async def session_place(connections: AcpConnections, connection_id: str, session_id: str) -> AsyncIterator[int | None]:
+    """The event after which the connection shows the session, once it does (a client may open the
+    session's stream before the request that opens it: it waits for it); keepalives meanwhile, and
+    nothing more if the connection is gone."""
+    after = "0"
+    while (connection := await connections.get(connection_id)) is not None:
+        if session_id in connection.sessions:
+            yield connection.sessions[session_id]
+            return
+        entries = await connections.sent(connection_id, after, KEEPALIVE_SECONDS * 1000)
+        after = entries[-1][0] if entries else after
+        yield None
+
+
+async def session_messages(
+    hub: StreamHub, settings: Settings, connections: AcpConnections, connection_id: str, session_id: str, after: int
+) -> AsyncIterator[Sent]:
+    """The session's messages for the connection after event `after`, for as long as it is read."""
+    updates = AcpUpdates(session_id, await connections.prompts(connection_id))
+    start = await start_position(hub.store, session_id, after)
+    feed = EventFeed(hub, session_id, start, settings.sse_batch, until_idle=False, transport="acp")
+    async with contextlib.aclosing(feed.__aiter__()) as batches:
+        async for batch in batches:
+            if not batch.chunks:
+                yield None  # idle: a heartbeat
+                continue
+            if any(event.type in _PROMPTS_CHANGE for event in batch.events):
+                updates.prompts = await connections.prompts(connection_id)
+            for parts, seq in updates.rendered(batch):
+                for message in parts:
+                    yield message, str(seq) if seq is not None else ""

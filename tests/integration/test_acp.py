@@ -1,0 +1,188 @@
+"""The Agent Client Protocol at /acp (gateway/protocols/acp/) judged by its official Python client,
+`agent-client-protocol` (its Streamable HTTP and WebSocket transports), against real gateways on loopback,
+a real worker and Redis: a prompt streamed whole, a permission asked and answered, a cancel and a client's
+answer taken by another gateway, a session loaded on another gateway after its connection is gone, and a
+tenant kept from another's session."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import httpx2
+import pytest
+from acp import connect_to_agent, text_block
+from acp.exceptions import RequestError
+from acp.http import create_http_stream
+from acp.interfaces import Client
+from acp.schema import AllowedOutcome, RequestPermissionResponse
+from acp.ws import create_websocket_stream
+from pydantic import SecretStr
+
+from tests.fixtures.stack import Gateway
+from tests.support.gates import Gates
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.acp
+
+KEY, OTHER_KEY = "acme-key-0123456789abcdef", "beta-key-0123456789abcdef"
+AUTH = {"api_keys": SecretStr(f"acme:{KEY},beta:{OTHER_KEY}"), "secret": SecretStr("s" * 40)}
+AGENTS = {
+    "careful": "tests.agents.asking_agent:CAREFUL",
+    "approval": "tests.agents.asking_agent:approval",
+    "held": "tests.support.gates:held",
+}
+QUESTION = "What is 6 * 7?"  # the scripted model calls the calculator, then answers
+
+
+class Editor:
+    """What an editor does with what the agent sends (the `Client` it connects with: only what the
+    agents here ask of it): keeps every update, answers each permission with the option `choose` picks
+    (the first, by default)."""
+
+    def __init__(self, choose: Callable[[list[Any]], str] | None = None) -> None:
+        self.updates: list[Any] = []
+        self.asked: list[Any] = []
+        self._choose = choose or (lambda options: options[0].option_id)
+
+    async def request_permission(self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any) -> Any:
+        self.asked.append((tool_call, options))
+        return RequestPermissionResponse(outcome=AllowedOutcome(outcome="selected", option_id=self._choose(options)))
+
+    async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
+        self.updates.append(update)
+
+    def said(self) -> str:
+        return "".join(u.content.text for u in self.updates if u.session_update == "agent_message_chunk")
+
+    def kinds(self) -> list[str]:
+        return [update.session_update for update in self.updates]
+
+
+@pytest.fixture
+async def gateways(start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates) -> list[Gateway]:
+    await start_worker(agents=AGENTS, **AUTH)
+    return [await start_gateway(agents=AGENTS, **AUTH), await start_gateway(agents=AGENTS, **AUTH)]
+
+
+@contextlib.asynccontextmanager
+async def connected_to(url: str, editor: Editor, *, ws: bool = False, key: str | None = None) -> AsyncIterator[Any]:
+    """The official client's connection to the ACP endpoint `url`, over HTTP or its WebSocket, initialized;
+    closed as the client closes it, whatever happened."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if ws:
+        transport: Any = await create_websocket_stream(url.replace("http://", "ws://"), headers=headers)
+    else:
+        transport = create_http_stream(url, headers=headers)
+    connection = connect_to_agent(cast(Client, editor), transport)
+    try:
+        await asyncio.wait_for(connection.initialize(protocol_version=1), 30)
+        yield connection
+    finally:
+        with contextlib.suppress(Exception):
+            await connection.close()
+        with contextlib.suppress(Exception):
+            await transport.close()
+
+
+def connected(gateway: Gateway, editor: Editor, *, ws: bool = False, key: str = KEY, agent: str = "") -> Any:
+    """`connected_to` a gateway of the in-process stack, with `key`, `?agent=` if named."""
+    return connected_to(f"{gateway.url}/acp" + (f"?agent={agent}" if agent else ""), editor, ws=ws, key=key)
+
+
+@pytest.mark.parametrize("ws", [False, True], ids=["http", "websocket"])
+async def test_a_prompt_streams_its_answer_and_tool_call_whole_and_ends_its_turn(
+    gateways: list[Gateway], ws: bool
+) -> None:
+    editor = Editor()
+    async with connected(gateways[0], editor, ws=ws) as connection:
+        session = await connection.new_session(cwd="/work", mcp_servers=[])
+        assert session.session_id.startswith("s_")
+        done = await asyncio.wait_for(
+            connection.prompt(session_id=session.session_id, prompt=[text_block(QUESTION)]), 60
+        )
+    assert done.stop_reason == "end_turn"
+    async with _rest(gateways[1]) as rest:
+        state = (await rest.get(f"/v1/sessions/{session.session_id}")).json()
+    assert editor.said() == state["runs"][0]["output"]  # every chunk once, in order
+    assert editor.kinds().count("tool_call") == 1 and "tool_call_update" in editor.kinds()
+    finished = next(u for u in editor.updates if u.session_update == "tool_call_update")
+    assert finished.status == "completed" and finished.content[0].content.text == "42"
+    assert state["runs"][0]["input"] == QUESTION
+    assert state["metadata"] == {"acp": {"cwd": "/work", "mcpServers": []}}
+
+
+async def test_a_permission_is_asked_of_the_editor_and_its_answer_goes_on(gateways: list[Gateway]) -> None:
+    editor = Editor(choose=lambda options: next(o.option_id for o in options if o.kind == "reject_once"))
+    async with connected(gateways[0], editor, agent="approval") as connection:
+        session = await connection.new_session(cwd="/work", mcp_servers=[])
+        done = await asyncio.wait_for(connection.prompt(session_id=session.session_id, prompt=[text_block("go")]), 60)
+    assert done.stop_reason == "end_turn"
+    ((tool_call, options),) = editor.asked
+    assert tool_call.title == "Delete 3 files?" and {o.kind for o in options} == {"allow_once", "reject_once"}
+    assert editor.said() == "Checking. Done: kept."  # rejected: the tool kept the files
+
+
+async def test_a_cancel_posted_to_another_gateway_ends_the_turn_cancelled(
+    gateways: list[Gateway], gates: Gates
+) -> None:
+    editor = Editor()
+    async with connected(gateways[0], editor, agent="held") as connection:
+        session = await connection.new_session(cwd="/work", mcp_servers=[])
+        turn = asyncio.create_task(connection.prompt(session_id=session.session_id, prompt=[text_block("hold")]))
+        async with _rest(gateways[0]) as rest, _rest(gateways[1]) as other:
+            run_id = await eventually(lambda: _active_run(rest, session.session_id), what="the prompt's run")
+            await eventually(lambda: gates.reached(run_id) == [1], what="the run at its gate")
+            # The same connection's notification, taken by the other gateway (its id is all it needs).
+            connection_id = await _connection_id(gateways[0], session.session_id)
+            cancel = {"jsonrpc": "2.0", "method": "session/cancel", "params": {"sessionId": session.session_id}}
+            posted = await other.post("/acp", json=cancel, headers={"Acp-Connection-Id": connection_id})
+            assert posted.status_code == 202
+        assert (await asyncio.wait_for(turn, 60)).stop_reason == "cancelled"
+
+
+async def test_a_session_loads_on_another_gateway_with_its_history_once_and_not_across_tenants(
+    gateways: list[Gateway],
+) -> None:
+    first = Editor()
+    async with connected(gateways[0], first) as connection:
+        session = await connection.new_session(cwd="/work", mcp_servers=[])
+        await asyncio.wait_for(connection.prompt(session_id=session.session_id, prompt=[text_block(QUESTION)]), 60)
+    answer = first.said()
+
+    again = Editor()
+    async with connected(gateways[1], again, ws=True) as connection:
+        await connection.load_session(cwd="/work", session_id=session.session_id, mcp_servers=[])
+        await eventually(lambda: again.said() == answer, what="the history replayed")
+        said = [u.content.text for u in again.updates if u.session_update == "user_message_chunk"]
+        assert said == [QUESTION]
+        assert again.kinds().count("tool_call") == 1
+        # Then the session goes on here: a follow-up streams after the history, nothing of it twice.
+        done = await asyncio.wait_for(
+            connection.prompt(session_id=session.session_id, prompt=[text_block("and 2 * 3?")]), 60
+        )
+        assert done.stop_reason == "end_turn"
+        assert again.said().startswith(answer) and len(again.said()) > len(answer)
+
+    async with connected(gateways[1], Editor(), key=OTHER_KEY) as theirs:
+        with pytest.raises(RequestError):
+            await theirs.load_session(cwd="/work", session_id=session.session_id, mcp_servers=[])
+
+
+def _rest(gateway: Gateway) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+
+
+async def _active_run(rest: httpx2.AsyncClient, session_id: str) -> str:
+    active = (await rest.get(f"/v1/sessions/{session_id}")).json()["active_run_id"]
+    assert active, "no run yet"
+    return str(active)
+
+
+async def _connection_id(gateway: Gateway, session_id: str) -> str:
+    """The id of the one ACP connection that shows `session_id` (as its client learned it)."""
+    store = gateway.app.state.store
+    for key in await store.redis.keys(f"{store.keys.prefix}:{{acp:*}}:conn"):
+        if await store.redis.hexists(key, f"s:{session_id}"):
+            return str(key.decode().split("{acp:")[1].split("}")[0])
+    raise AssertionError(f"no connection shows {session_id}")
