@@ -123,6 +123,36 @@ async def test_a_permission_is_asked_of_the_editor_and_its_answer_goes_on(gatewa
     assert editor.said() == "Checking. Done: kept."  # rejected: the tool kept the files
 
 
+async def test_a_permission_open_when_its_editor_left_is_asked_again_on_load_and_answered(
+    gateways: list[Gateway],
+) -> None:
+    asked = asyncio.Event()
+
+    class Away(Editor):
+        async def request_permission(self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any) -> Any:
+            asked.set()
+            await asyncio.Event().wait()  # the editor never answers: it goes away
+
+    async with connected(gateways[0], Away(), agent="approval") as connection:
+        session = await connection.new_session(cwd="/work", mcp_servers=[])
+        turn = asyncio.create_task(connection.prompt(session_id=session.session_id, prompt=[text_block("go")]))
+        await asyncio.wait_for(asked.wait(), 60)
+    turn.cancel()
+
+    back = Editor()  # allows
+    async with connected(gateways[1], back) as connection, _rest(gateways[1]) as rest:
+        await connection.load_session(cwd="/work", session_id=session.session_id, mcp_servers=[])
+        await eventually(lambda: len(back.asked) == 1, what="the open question asked again")
+
+        async def completed() -> str:
+            state = (await rest.get(f"/v1/sessions/{session.session_id}")).json()
+            assert state["status"] == "idle", state["status"]
+            return str(state["runs"][0]["output"])
+
+        assert await eventually(completed, what="the run's end") == "Checking. Done: deleted."
+        await eventually(lambda: back.said() == "Checking. Done: deleted.", what="the answer, once")
+
+
 async def test_a_cancel_posted_to_another_gateway_ends_the_turn_cancelled(
     gateways: list[Gateway], gates: Gates
 ) -> None:

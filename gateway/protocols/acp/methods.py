@@ -23,7 +23,7 @@ from tokentail.gateway.commands.questions import answer_question
 from tokentail.gateway.commands.turns import RunCommands, check_agent_name, queue_follow_up
 from tokentail.gateway.errors import describe
 from tokentail.gateway.live.chunk import Chunk
-from tokentail.gateway.protocols.acp.render import ALLOW, QUESTION_PREFIX, AcpUpdates, Message
+from tokentail.gateway.protocols.acp.render import ALLOW, QUESTION_PREFIX, AcpUpdates, Message, answers_in
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.schemas import CreateRun
 from tokentail.shared.features.acp_connections import AcpConnection, AcpConnections
@@ -198,7 +198,8 @@ class AcpMethods:
         session's stream goes on after the last event replayed."""
         session = await self._session(params)
         store, until = self.commands.store, session.last_event_id
-        updates = AcpUpdates(session.session_id, await self.connections.prompts(self.connection.connection_id))
+        prompts = await self.connections.prompts(self.connection.connection_id)
+        updates = AcpUpdates(session.session_id, prompts, answers_in(session))
         messages: list[Message] = []
         after = 0
         while after < until and (stored := await store.read(session.session_id, after, REPLAY_READ)):

@@ -22,12 +22,14 @@ gateway renders the same for a stream that resumes after an event id.
 """
 
 import json
+from collections.abc import Iterable
 from typing import Any, assert_never
 
 from tokentail.gateway.reading.renderer import Renderer
 from tokentail.gateway.reducer import operations as op
 from tokentail.gateway.reducer.reducer import Reducer
 from tokentail.shared.vocabulary.events import InputRequired, RunCancelled, RunCompleted, RunFailed
+from tokentail.shared.vocabulary.records import SessionRecord
 
 Message = dict[str, Any]
 
@@ -81,16 +83,23 @@ def ended(request_id: Any, ending: RunCompleted | RunFailed | RunCancelled) -> M
     return {"jsonrpc": "2.0", "id": request_id, "result": {"stopReason": stop}}
 
 
+def answers_in(session: SessionRecord) -> set[str]:
+    """The questions of the session answered by now (its runs', its children's): a stream that opens
+    now does not ask them."""
+    return {input_id for run in session.runs for input_id in run.answers}
+
+
 def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
 class AcpUpdates(Renderer[Message], op.OperationCases[list[Message]]):
     """One session's messages for one connection: `prompts`, the runs its prompts queued -> their
-    request ids (kept current by its stream: shared/features/acp_connections.py)."""
+    request ids (kept current by its stream: shared/features/acp_connections.py); `answered`, the
+    questions answered when its stream opened (`answers_in`), not asked again."""
 
-    def __init__(self, session_id: str, prompts: dict[str, Any] | None = None) -> None:
-        super().__init__(Reducer())
+    def __init__(self, session_id: str, prompts: dict[str, Any] | None = None, answered: Iterable[str] = ()) -> None:
+        super().__init__(Reducer(answered=answered))
         self.session_id = session_id
         self.prompts = prompts or {}
         self._children: dict[str, str] = {}  # a child run -> its parent's call it is shown in

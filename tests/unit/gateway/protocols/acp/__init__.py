@@ -1,0 +1,1 @@
+"""gateway/protocols/acp/: ACP's messages from stored events, and a prompt as a run's input."""

@@ -1,0 +1,110 @@
+"""ACP's messages from a session's stored events (gateway/protocols/acp/render.py), and a prompt's content
+as a run's input (methods.py): what an editor reads, for runs its connection prompted and runs it did not."""
+
+import json
+from typing import Any
+
+import pytest
+
+from tokentail.gateway.live.chunk import Chunk
+from tokentail.gateway.protocols.acp.methods import AcpError, prompt_text
+from tokentail.gateway.protocols.acp.render import AcpUpdates, question_id
+from tokentail.gateway.reading.feed import Batch
+from tokentail.shared.store.reads import StoredEvent
+
+pytestmark = pytest.mark.acp
+
+SESSION, RUN = "s_acp", "r_acp"
+APPROVAL = {"type": "object", "properties": {"approved": {"type": "boolean"}}}
+
+
+def stored(*events: tuple[str, dict[str, Any]]) -> list[StoredEvent]:
+    return [
+        StoredEvent(seq, kind.encode(), json.dumps({"run_id": RUN, **data}).encode(), seq * 1000)
+        for seq, (kind, data) in enumerate(events, start=1)
+    ]
+
+
+EVENTS = stored(
+    ("run.queued", {"input": "delete them"}),
+    ("run.started", {"attempt": 1, "reason": "start"}),
+    ("message.delta", {"text": "Checking"}),
+    ("reasoning.delta", {"text": "hmm"}),
+    ("tool.started", {"call_id": "c1", "name": "delete_files", "arguments": {"count": 3}}),
+    (
+        "input.required",
+        {"input_id": "in_1", "kind": "approval", "prompt": "Delete?", "schema": APPROVAL, "call_id": "c1"},
+    ),
+    ("input.received", {"input_id": "in_1", "answer": {"approved": True}}),
+    ("tool.completed", {"call_id": "c1", "result": {"deleted": 3}, "duration_ms": 1}),
+    ("data.plan", {"data": {"entries": [{"content": "tidy", "priority": "high", "status": "completed"}]}}),
+    ("run.completed", {"output": "Checking", "usage": {}}),
+)
+
+
+def rendered(updates: AcpUpdates, events: list[StoredEvent]) -> list[dict[str, Any]]:
+    return [message for parts, _ in updates.rendered(Batch([Chunk(events)])) for message in parts]
+
+
+def test_a_prompted_run_becomes_updates_then_its_answer_with_its_request_id() -> None:
+    messages = rendered(AcpUpdates(SESSION, {RUN: 7}), EVENTS[:5] + EVENTS[6:])  # (its question: below)
+    updates = [m["params"]["update"] for m in messages if m.get("method") == "session/update"]
+    assert [u["sessionUpdate"] for u in updates] == [
+        "agent_message_chunk",
+        "agent_thought_chunk",
+        "tool_call",
+        "tool_call_update",
+        "plan",
+    ]  # no user_message_chunk: the editor sent the prompt
+    assert updates[2] == {
+        "sessionUpdate": "tool_call",
+        "toolCallId": "c1",
+        "title": "delete_files",
+        "kind": "other",
+        "status": "in_progress",
+        "rawInput": {"count": 3},
+    }
+    assert updates[3]["status"] == "completed" and updates[3]["rawOutput"] == {"deleted": 3}
+    assert updates[3]["content"] == [{"type": "content", "content": {"type": "text", "text": '{"deleted": 3}'}}]
+    assert messages[-1] == {"jsonrpc": "2.0", "id": 7, "result": {"stopReason": "end_turn"}}  # the id as sent: an int
+
+
+def test_an_open_question_is_asked_with_its_options_and_a_run_of_another_client_shows_its_input() -> None:
+    messages = rendered(AcpUpdates(SESSION), EVENTS[:6])  # not this connection's prompt; the question still open
+    assert messages[0]["params"]["update"] == {
+        "sessionUpdate": "user_message_chunk",
+        "content": {"type": "text", "text": "delete them"},
+    }
+    asked = messages[-1]
+    assert asked["method"] == "session/request_permission" and asked["id"] == question_id(SESSION, RUN, "in_1")
+    assert asked["params"]["toolCall"] == {"toolCallId": "c1", "title": "Delete?"}
+    assert [option["kind"] for option in asked["params"]["options"]] == ["allow_once", "reject_once"]
+    # Answered when a stream opens after it (a load's): not asked again.
+    again = rendered(AcpUpdates(SESSION, answered={"in_1"}), EVENTS)
+    assert not any(m.get("method") == "session/request_permission" for m in again)
+
+
+def test_a_failed_or_cancelled_run_answers_its_prompt_so() -> None:
+    failed = stored(
+        ("run.queued", {"input": "x"}),
+        ("run.failed", {"error": {"type": "model_error", "message": "the model said no"}}),
+    )
+    assert rendered(AcpUpdates(SESSION, {RUN: "p-1"}), failed)[-1] == {
+        "jsonrpc": "2.0",
+        "id": "p-1",
+        "error": {"code": -32603, "message": "the model said no", "data": {"type": "model_error"}},
+    }
+    cancelled = stored(("run.queued", {"input": "x"}), ("run.cancelled", {"reason": "cancelled"}))
+    assert rendered(AcpUpdates(SESSION, {RUN: 0}), cancelled)[-1]["result"] == {"stopReason": "cancelled"}
+
+
+def test_a_prompt_s_blocks_become_its_input_and_what_is_not_taken_is_refused() -> None:
+    blocks = [
+        {"type": "text", "text": "Fix this"},
+        {"type": "resource", "resource": {"uri": "file:///a.py", "text": "x = 1"}},
+        {"type": "resource_link", "uri": "file:///b.py", "name": "b.py"},
+    ]
+    assert prompt_text(blocks) == "Fix this\n\nfile:///a.py:\nx = 1\n\n[b.py](file:///b.py)"
+    for bad in ([], "text", [{"type": "image", "data": "", "mimeType": "image/png"}]):
+        with pytest.raises(AcpError):
+            prompt_text(bad)
