@@ -9,6 +9,7 @@ from tests.node.conftest import ChatStack, run_node
 
 pytestmark = pytest.mark.acp
 
+
 @pytest.mark.parametrize("ws", [False, True], ids=["http", "websocket"])
 def test_a_prompt_streams_whole_and_a_loaded_session_replays_it_once(shared_chats: ChatStack, ws: bool) -> None:
     chats = shared_chats
