@@ -198,6 +198,26 @@ async def test_a_session_loads_on_another_gateway_with_its_history_once_and_not_
         with pytest.raises(RequestError):
             await theirs.load_session(cwd="/work", session_id=session.session_id, mcp_servers=[])
 
+    # A stream token reads as every route lets it: a read token loads, a chat token also prompts.
+    async with _rest(gateways[0]) as rest:
+        tokens = [
+            (await rest.post(f"/v1/sessions/{session.session_id}/token", json={"scope": scope})).json()["stream_token"]
+            for scope in ("read", "chat")
+        ]
+    async with connected(gateways[0], reader := Editor(), key=tokens[0]) as connection:
+        await connection.load_session(cwd="/work", session_id=session.session_id, mcp_servers=[])
+        await eventually(lambda: reader.said().startswith(answer), what="the history, read with a read token")
+        with pytest.raises(RequestError):
+            await connection.prompt(session_id=session.session_id, prompt=[text_block("and 1 + 1?")])
+        with pytest.raises(RequestError):
+            await connection.new_session(cwd="/work", mcp_servers=[])
+    async with connected(gateways[0], Editor(), key=tokens[1]) as connection:
+        await connection.load_session(cwd="/work", session_id=session.session_id, mcp_servers=[])
+        done = await asyncio.wait_for(
+            connection.prompt(session_id=session.session_id, prompt=[text_block("and 1 + 1?")]), 60
+        )
+        assert done.stop_reason == "end_turn"
+
 
 def _rest(gateway: Gateway) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)

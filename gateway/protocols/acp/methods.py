@@ -133,6 +133,12 @@ class AcpMethods:
             await self.connections.send(self.connection.connection_id, answer if isinstance(answer, list) else [answer])
 
     async def _call(self, method: str, params: dict[str, Any], request_id: Any) -> Message | list[Message] | None:
+        # Who may: a session is made with an API key; a run asked, cancelled or answered with an API key
+        # or a chat token (its session's); a read token loads and reads (every route's rule).
+        if method == "session/new":
+            self.caller.require_api_key()
+        elif method in ("session/prompt", "session/cancel"):
+            self.caller.require_chat()
         match method:
             case "session/new":
                 return response(request_id, {"sessionId": await self._new(params)})
@@ -228,7 +234,11 @@ class AcpMethods:
         asked = message.get("id")
         if not isinstance(asked, str) or not asked.startswith(QUESTION_PREFIX):
             return
-        session_id, run_id, input_id = asked.removeprefix(QUESTION_PREFIX).split(":", 2)
+        self.caller.require_chat()
+        named = asked.removeprefix(QUESTION_PREFIX).split(":", 2)
+        if len(named) != 3:
+            return  # no question of ours: nothing to answer
+        session_id, run_id, input_id = named
         outcome = (message.get("result") or {}).get("outcome") or {}
         chosen = outcome.get("optionId") if outcome.get("outcome") == "selected" else None
         session = await self._session({"sessionId": session_id})
