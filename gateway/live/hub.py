@@ -88,8 +88,11 @@ class StreamHub:
         await self._pubsub.start()
         self._spawn(self._beat())
 
-    def subscribe(self, session_id: str) -> Subscription:
-        name = self.store.keys.session(session_id).events.encode()
+    def subscribe(self, session_id: str, channel_name: str | None = None) -> Subscription:
+        """A follower of the session's channel; or of the channel `channel_name`, whose only messages are
+        `SESSION_GONE` (a ping: look again), such as an ACP connection's outbox's
+        (shared/features/acp_connections.py)."""
+        name = (channel_name or self.store.keys.session(session_id).events).encode()
         channel = self._channels.get(name)
         if channel is None:
             channel = self._channels[name] = Channel(session_id, name)

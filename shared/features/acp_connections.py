@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from tokentail.shared.connections.redis_clients import AnyRedis
 from tokentail.shared.store.keys import Keys
+from tokentail.shared.store.reads import SESSION_GONE
 
 OUTBOX_KEPT = 256  # entries of a connection's outbox kept: a client that fell further behind has lost it
 _SESSION = "s:"  # in the record, before a session's id: the event its stream starts after
@@ -33,14 +34,20 @@ class AcpConnection:
 
 
 class AcpConnections:
-    def __init__(self, redis: AnyRedis, keys: Keys, ttl_seconds: int) -> None:
+    def __init__(self, redis: AnyRedis, keys: Keys, ttl_seconds: int, cluster: bool) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl_seconds
+        self._cluster = cluster  # (whose hub hears a key's shard: SPUBLISH)
 
     def _names(self, connection_id: str) -> tuple[str, str, str]:
         stem = self._keys.acp(connection_id)
         return f"{stem}:conn", f"{stem}:out", f"{stem}:prompts"
+
+    def channel(self, connection_id: str) -> str:
+        """Where an entry put in the outbox is told (`SESSION_GONE`: its readers look again), so a reader
+        waits for it on its gateway's one notifications connection (the hub's) and holds no other."""
+        return f"{self._keys.acp(connection_id)}:told"
 
     async def create(self, connection: AcpConnection) -> None:
         record, _, _ = self._names(connection.connection_id)
@@ -83,14 +90,14 @@ class AcpConnections:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xadd(outbox, {"m": json.dumps(messages, separators=(",", ":"))}, maxlen=OUTBOX_KEPT, approximate=True)
             pipe.expire(outbox, self._ttl)
-            entry, _ = await pipe.execute()
+            pipe.execute_command("SPUBLISH" if self._cluster else "PUBLISH", self.channel(connection_id), SESSION_GONE)
+            entry, *_ = await pipe.execute()
         return cast(bytes, entry).decode()
 
-    async def sent(self, connection_id: str, after: str, block_ms: int) -> list[tuple[str, list[dict[str, Any]]]]:
-        """The outbox's entries after `after` (an entry id, `0` from its first), waiting up to `block_ms`
-        for one if there is none yet."""
+    async def sent(self, connection_id: str, after: str) -> list[tuple[str, list[dict[str, Any]]]]:
+        """The outbox's entries after `after` (an entry id, `0` from its first), as many as there are."""
         _, outbox, _ = self._names(connection_id)
-        read = await self._redis.xread({outbox: after}, count=64, block=block_ms)
+        read = await self._redis.xread({outbox: after}, count=OUTBOX_KEPT)
         return [(entry.decode(), json.loads(fields[b"m"])) for _, entries in read for entry, fields in entries]
 
     async def remember_prompt(self, connection_id: str, run_id: str, request_id: Any) -> None:

@@ -219,6 +219,28 @@ async def test_a_session_loads_on_another_gateway_with_its_history_once_and_not_
         assert done.stop_reason == "end_turn"
 
 
+async def test_open_connections_hold_no_redis_connection_and_each_still_prompts(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any]
+) -> None:
+    # A gateway of its default 8 Redis connections (4 for REST calls) serves many editors' streams (two
+    # each, 16 in all), each waiting without a Redis connection of its own.
+    await start_worker(agents=AGENTS, **AUTH)
+    gateway = await start_gateway(agents=AGENTS, gateway_redis_connections=8, **AUTH)
+    editors = [Editor() for _ in range(8)]
+    async with contextlib.AsyncExitStack() as opened:
+        connections = [await opened.enter_async_context(connected(gateway, editor)) for editor in editors]
+        sessions = [await connection.new_session(cwd="/work", mcp_servers=[]) for connection in connections]
+        async with _rest(gateway) as rest:  # its REST calls are answered meanwhile
+            assert (await rest.get(f"/v1/sessions/{sessions[0].session_id}")).status_code == 200
+        prompts = [
+            connection.prompt(session_id=session.session_id, prompt=[text_block(QUESTION)])
+            for connection, session in zip(connections, sessions, strict=True)
+        ]
+        done = await asyncio.wait_for(asyncio.gather(*prompts), 90)
+    assert {answer.stop_reason for answer in done} == {"end_turn"}
+    assert len({editor.said() for editor in editors}) == 1 and editors[0].said()
+
+
 def _rest(gateway: Gateway) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
 

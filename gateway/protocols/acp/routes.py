@@ -46,7 +46,8 @@ def connections_of(app_state: Any) -> AcpConnections:
     """The app's ACP connections (made on the first ACP request)."""
     if not hasattr(app_state, "acp_connections"):
         store = app_state.store
-        app_state.acp_connections = AcpConnections(store.redis, store.keys, CONNECTION_TTL_SECONDS)
+        cluster = app_state.settings.redis_cluster
+        app_state.acp_connections = AcpConnections(store.redis, store.keys, CONNECTION_TTL_SECONDS, cluster)
     connections: AcpConnections = app_state.acp_connections
     return connections
 
@@ -148,12 +149,12 @@ async def stream(request: Request, caller: CallerDep) -> Response:
 async def _sent(state: Any, connection_id: str, session_id: str | None, last: str | None) -> AsyncIterator[Sent]:
     connections = connections_of(state)
     if session_id is None:
-        async for sent in outbox(connections, connection_id, last or "0"):
+        async for sent in outbox(state.hub, connections, connection_id, last or "0"):
             yield sent
         return
     after = int(last) if last and last.isdigit() else None
     if after is None:
-        async for place in session_place(connections, connection_id, session_id):
+        async for place in session_place(state.hub, connections, connection_id, session_id):
             if place is None:
                 yield None
             after = place
@@ -204,7 +205,7 @@ async def _converse(websocket: WebSocket, caller: Caller, connection_id: str) ->
                 async with sending:
                     await websocket.send_text(json.dumps(sent[0]))
 
-    pumps = {"": asyncio.create_task(pump(outbox(connections, connection_id)))}
+    pumps = {"": asyncio.create_task(pump(outbox(state.hub, connections, connection_id)))}
     try:
         while True:
             raw = await websocket.receive_text()

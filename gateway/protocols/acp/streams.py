@@ -5,12 +5,12 @@ A session's messages are rendered from the session's stored events after the con
 (a session it made: from its start; one it loaded: after what the load replayed; or after a client's
 `Last-Event-ID`), through the same feed as every stream: any gateway serves it, and a stream opened
 again goes on where it stopped, nothing missed, nothing twice. Its ids are the session's event ids.
-The outbox's ids are its entries'. Both wait for what comes, and say so every `KEEPALIVE_SECONDS`
-(None: a keepalive), so proxies keep the stream open.
+The outbox's ids are its entries'. Both wait for what comes, and say so at each of the hub's
+heartbeats with nothing sent (None: a keepalive), so proxies keep the stream open.
 """
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.protocols.acp.render import AcpUpdates, Message, answers_in
@@ -19,7 +19,6 @@ from tokentail.shared.features.acp_connections import AcpConnections
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, EventType
 
-KEEPALIVE_SECONDS = 15
 # Events after which a stream reads again which runs its connection prompted: a run queued (by this
 # connection, or from elsewhere) and a run's end (which answers a prompt).
 _PROMPTS_CHANGE = {EventType.RUN_QUEUED.value.encode(), *(kind.value.encode() for kind in TERMINAL_EVENTS)}
@@ -27,33 +26,60 @@ _PROMPTS_CHANGE = {EventType.RUN_QUEUED.value.encode(), *(kind.value.encode() fo
 Sent = tuple[Message, str] | None  # a message and its id, or a keepalive
 
 
-async def outbox(connections: AcpConnections, connection_id: str, after: str = "0") -> AsyncIterator[Sent]:
-    """The connection's outbox after entry `after`, then what comes, until the connection is gone."""
-    while True:
-        entries = await connections.sent(connection_id, after, KEEPALIVE_SECONDS * 1000)
-        if not entries:
-            if await connections.get(connection_id) is None:  # (read: an open stream keeps it)
+@contextlib.asynccontextmanager
+async def _told(
+    hub: StreamHub, connections: AcpConnections, connection_id: str
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """A wait for the connection's outbox to be told of an entry, or for a heartbeat, on the hub's one
+    notifications connection (no Redis connection held per stream). The first wait lasts until the
+    hub hears the outbox's channel: what was put in it before, its reader reads after that wait."""
+    subscription = hub.subscribe(f"acp:{connection_id}", connections.channel(connection_id))
+
+    async def told() -> None:
+        await subscription.wait()
+        subscription.live = True  # (subscribed: from now on it waits for a message, or a heartbeat)
+        subscription.idle = False
+
+    try:
+        yield told
+    finally:
+        hub.unsubscribe(subscription)
+
+
+async def outbox(
+    hub: StreamHub, connections: AcpConnections, connection_id: str, after: str = "0"
+) -> AsyncIterator[Sent]:
+    """The connection's outbox after entry `after`, then what comes, until the connection is gone;
+    a keepalive at each heartbeat with nothing sent."""
+    async with _told(hub, connections, connection_id) as told:
+        await told()
+        while True:
+            entries = await connections.sent(connection_id, after)
+            for entry, messages in entries:
+                for message in messages:
+                    yield message, entry
+                after = entry
+            if not entries:
+                if await connections.get(connection_id) is None:  # (read: an open stream keeps it)
+                    return
+                yield None
+            await told()
+
+
+async def session_place(
+    hub: StreamHub, connections: AcpConnections, connection_id: str, session_id: str
+) -> AsyncIterator[int | None]:
+    """The event after which the connection shows the session, once it does (a client may open the
+    session's stream before the request that opens it, which puts its answer in the outbox: it waits
+    for that); keepalives meanwhile, and nothing more if the connection is gone."""
+    async with _told(hub, connections, connection_id) as told:
+        await told()
+        while (connection := await connections.get(connection_id)) is not None:
+            if session_id in connection.sessions:
+                yield connection.sessions[session_id]
                 return
             yield None
-            continue
-        for entry, messages in entries:
-            for message in messages:
-                yield message, entry
-            after = entry
-
-
-async def session_place(connections: AcpConnections, connection_id: str, session_id: str) -> AsyncIterator[int | None]:
-    """The event after which the connection shows the session, once it does (a client may open the
-    session's stream before the request that opens it: it waits for it); keepalives meanwhile, and
-    nothing more if the connection is gone."""
-    after = "0"
-    while (connection := await connections.get(connection_id)) is not None:
-        if session_id in connection.sessions:
-            yield connection.sessions[session_id]
-            return
-        entries = await connections.sent(connection_id, after, KEEPALIVE_SECONDS * 1000)
-        after = entries[-1][0] if entries else after
-        yield None
+            await told()
 
 
 async def session_messages(
