@@ -29,16 +29,18 @@ Sent = tuple[Message, str] | None  # a message and its id, or a keepalive
 @contextlib.asynccontextmanager
 async def _told(
     hub: StreamHub, connections: AcpConnections, connection_id: str
-) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+) -> AsyncIterator[Callable[[], Awaitable[bool]]]:
     """A wait for the connection's outbox to be told of an entry, or for a heartbeat, on the hub's one
     notifications connection (no Redis connection held per stream). The first wait lasts until the
     hub hears the outbox's channel: what was put in it before, its reader reads after that wait."""
     subscription = hub.subscribe(f"acp:{connection_id}", connections.channel(connection_id))
 
-    async def told() -> None:
+    async def told() -> bool:
+        """False once the hub stops (the gateway is stopping): the stream ends."""
         await subscription.wait()
         subscription.live = True  # (subscribed: from now on it waits for a message, or a heartbeat)
         subscription.idle = False
+        return not subscription.closed
 
     try:
         yield told
@@ -52,8 +54,8 @@ async def outbox(
     """The connection's outbox after entry `after`, then what comes, until the connection is gone;
     a keepalive at each heartbeat with nothing sent."""
     async with _told(hub, connections, connection_id) as told:
-        await told()
-        while True:
+        going = await told()
+        while going:
             entries = await connections.sent(connection_id, after)
             for entry, messages in entries:
                 for message in messages:
@@ -63,7 +65,7 @@ async def outbox(
                 if await connections.get(connection_id) is None:  # (read: an open stream keeps it)
                     return
                 yield None
-            await told()
+            going = await told()
 
 
 async def session_place(
@@ -73,13 +75,13 @@ async def session_place(
     session's stream before the request that opens it, which puts its answer in the outbox: it waits
     for that); keepalives meanwhile, and nothing more if the connection is gone."""
     async with _told(hub, connections, connection_id) as told:
-        await told()
-        while (connection := await connections.get(connection_id)) is not None:
+        going = await told()
+        while going and (connection := await connections.get(connection_id)) is not None:
             if session_id in connection.sessions:
                 yield connection.sessions[session_id]
                 return
             yield None
-            await told()
+            going = await told()
 
 
 async def session_messages(
