@@ -18,13 +18,13 @@ from collections.abc import AsyncIterator
 from importlib.metadata import version
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from tokentail.gateway import socket_tasks
 from tokentail.gateway.access.auth import Caller, bearer_credential
 from tokentail.gateway.commands.turns import RunCommands, check_agent_name
 from tokentail.gateway.deps import CallerDep, run_commands
-from tokentail.gateway.errors import describe
 from tokentail.gateway.protocols.acp.methods import (
     PROTOCOL_VERSION,
     AcpMethods,
@@ -166,31 +166,35 @@ async def _sent(state: Any, connection_id: str, session_id: str | None, last: st
 @router.websocket("/acp")
 async def socket(websocket: WebSocket) -> None:
     """One connection on one socket: its first frame `initialize`; it ends with the socket (1002: it did
-    not start with `initialize`; 1008: refused, the reason in the close)."""
+    not start with `initialize`; 1008: refused, the reason in the close). Frames have the REST API's
+    bound (`max_request_bytes`); one that is not a JSON object within it is left unanswered, as every
+    socket of the gateway leaves it (socket_tasks.py)."""
     state = websocket.app.state
     await websocket.accept()
+    frames = socket_tasks.json_frames(websocket, state.settings.max_request_bytes)
     try:
         caller = state.auth.authenticate(
             bearer_credential(websocket.headers.get("authorization")), websocket.query_params.get("token")
         )
-        first = _message(await websocket.receive_text())
+        first = await anext(frames, None)
+        if first is None:
+            return
         connection_id, answer = await _connect(state, caller, first, websocket.query_params.get("agent"))
         slot = await state.stream_slots.take(caller.tenant, caller.session_id)
-    except WebSocketDisconnect:
-        return
     except TokentailError as exc:
-        status, _ = describe(exc)
         await websocket.close(code=1002 if isinstance(exc, InvalidInput) else 1008, reason=str(exc)[:120])
         return
     await websocket.send_text(json.dumps(answer))
     try:
-        await _converse(websocket, caller, connection_id)
+        await _converse(websocket, caller, connection_id, frames)
     finally:
         await connections_of(state).delete(connection_id)
         await state.stream_slots.release(slot)
 
 
-async def _converse(websocket: WebSocket, caller: Caller, connection_id: str) -> None:
+async def _converse(
+    websocket: WebSocket, caller: Caller, connection_id: str, frames: AsyncIterator[dict[str, Any]]
+) -> None:
     """The socket's messages, each handled in turn, while what the connection is sent goes out: its
     outbox, and each session it shows from when it shows it."""
     state = websocket.app.state
@@ -207,27 +211,18 @@ async def _converse(websocket: WebSocket, caller: Caller, connection_id: str) ->
 
     pumps = {"": asyncio.create_task(pump(outbox(state.hub, connections, connection_id)))}
     try:
-        while True:
-            raw = await websocket.receive_text()
-            try:
-                await methods.handle(_message(raw))
-            except TokentailError as exc:
-                async with sending:
-                    await websocket.send_text(json.dumps(_refused(exc)))
+        async for message in frames:
+            # (A request's refusal is its JSON-RPC error; an answer to a question the caller may not answer
+            # has no one to be told of it, as over HTTP it is the POST's status.)
+            with contextlib.suppress(TokentailError):
+                await methods.handle(message)
             for session_id, after in list(connection.sessions.items()):
                 if session_id not in pumps:
                     messages = session_messages(
                         state.hub, state.settings, connections, connection_id, session_id, after
                     )
                     pumps[session_id] = asyncio.create_task(pump(messages))
-    except WebSocketDisconnect:
-        pass
     finally:
         for task in pumps.values():
             task.cancel()
         await asyncio.gather(*pumps.values(), return_exceptions=True)
-
-
-def _refused(exc: TokentailError) -> dict[str, Any]:
-    """A frame that is not a JSON-RPC object: JSON-RPC's parse error (its id unknown)."""
-    return {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": str(exc)}}
