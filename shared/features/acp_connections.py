@@ -69,7 +69,7 @@ class AcpConnections:
             for name in names:
                 pipe.expire(name, self._ttl)
             found, *_ = await pipe.execute()
-        if not found:
+        if b"tenant" not in found:  # (none, or a session opened as it was deleted: gone)
             return None
         fields = {key.decode(): value.decode() for key, value in found.items()}
         sessions = {key[len(_SESSION) :]: int(value) for key, value in fields.items() if key.startswith(_SESSION)}
@@ -79,7 +79,10 @@ class AcpConnections:
     async def open_session(self, connection_id: str, session_id: str, after: int) -> None:
         """The connection shows session `session_id` from after event `after` on."""
         record, _, _ = self._names(connection_id)
-        await cast(Awaitable[int], self._redis.hset(record, f"{_SESSION}{session_id}", str(after)))
+        async with self._redis.pipeline(transaction=False) as pipe:  # (one deleted meanwhile: it lapses)
+            pipe.hset(record, f"{_SESSION}{session_id}", str(after))
+            pipe.expire(record, self._ttl)
+            await pipe.execute()
 
     async def delete(self, connection_id: str) -> None:
         await cast(Awaitable[int], self._redis.delete(*self._names(connection_id)))
@@ -100,15 +103,16 @@ class AcpConnections:
         read = await self._redis.xread({outbox: after}, count=OUTBOX_KEPT)
         return [(entry.decode(), json.loads(fields[b"m"])) for _, entries in read for entry, fields in entries]
 
-    async def remember_prompt(self, connection_id: str, run_id: str, request_id: Any) -> None:
+    async def remember_prompt(self, connection_id: str, run_id: str, request_ids: list[Any]) -> None:
+        """The prompts whose answer is run `run_id`'s end: the one that queued it, and those that steered it."""
         _, _, prompts = self._names(connection_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(prompts, run_id, json.dumps(request_id))
+            pipe.hset(prompts, run_id, json.dumps(request_ids))
             pipe.expire(prompts, self._ttl)
             await pipe.execute()
 
-    async def prompts(self, connection_id: str) -> dict[str, Any]:
-        """Each run a `session/prompt` of the connection queued -> that request's id, as it was sent."""
+    async def prompts(self, connection_id: str) -> dict[str, list[Any]]:
+        """Each run the connection's prompts queued or steered -> those requests' ids, as they were sent."""
         _, _, prompts = self._names(connection_id)
         found = await cast(Awaitable[dict[bytes, bytes]], self._redis.hgetall(prompts))
-        return {run_id.decode(): json.loads(request_id) for run_id, request_id in found.items()}
+        return {run_id.decode(): json.loads(request_ids) for run_id, request_ids in found.items()}

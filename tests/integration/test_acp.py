@@ -153,6 +153,29 @@ async def test_a_permission_open_when_its_editor_left_is_asked_again_on_load_and
         await eventually(lambda: back.said() == "Checking. Done: deleted.", what="the answer, once")
 
 
+async def test_a_prompt_while_a_turn_is_going_steers_it_where_chats_steer_and_both_end_with_it(
+    start_gateway: Callable[..., Any], start_worker: Callable[..., Any], gates: Gates
+) -> None:
+    await start_worker(agents=AGENTS, **AUTH)
+    gateway = await start_gateway(agents=AGENTS, chat_while_running="steer", **AUTH)
+    async with connected(gateway, Editor(), agent="held") as connection, _rest(gateway) as rest:
+        session = await connection.new_session(cwd="/work", mcp_servers=[])
+        first = asyncio.create_task(connection.prompt(session_id=session.session_id, prompt=[text_block("hold")]))
+        run_id = await eventually(lambda: _active_run(rest, session.session_id), what="the prompt's run")
+        await eventually(lambda: gates.reached(run_id) == [1], what="the run at its gate")
+        second = asyncio.create_task(connection.prompt(session_id=session.session_id, prompt=[text_block("and")]))
+
+        async def steered() -> bool:
+            events = await gateway.app.state.store.read(session.session_id, 0, 1000)
+            return any(event.type == b"steer.accepted" for event in events)
+
+        await eventually(steered, what="the second prompt taken as a steer of the run going")
+        gates.release(run_id)
+        done = await asyncio.wait_for(asyncio.gather(first, second), 60)
+        assert len((await rest.get(f"/v1/sessions/{session.session_id}")).json()["runs"]) == 1  # no run of its own
+    assert [answer.stop_reason for answer in done] == ["end_turn", "end_turn"]
+
+
 async def test_a_cancel_posted_to_another_gateway_ends_the_turn_cancelled(
     gateways: list[Gateway], gates: Gates
 ) -> None:

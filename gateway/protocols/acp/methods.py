@@ -218,16 +218,22 @@ class AcpMethods:
         return [*messages, response(request_id, {"sessionId": session.session_id})]
 
     async def _prompt(self, params: dict[str, Any], request_id: Any) -> None:
+        """A run of the prompt; while a turn is going, in line behind it, or (the deployment's chats steer:
+        `TOKENTAIL_CHAT_WHILE_RUNNING=steer`) taken in by it, whose end then answers this prompt too."""
         session = await self._session(params)
         text = prompt_text(params.get("prompt"))
-        run_id = new_run_id()
+        run_id, connection_id = new_run_id(), self.connection.connection_id
         # Known before the run is: its stream answers the prompt at the run's end, whichever gateway renders it.
-        await self.connections.remember_prompt(self.connection.connection_id, run_id, request_id)
+        await self.connections.remember_prompt(connection_id, run_id, [request_id])
         if session.session_id not in self.connection.sessions:
             await self._open(session.session_id, session.last_event_id)
         commands = self.commands
+        multitask = "steer" if commands.settings.chat_while_running == "steer" else "enqueue"
         args = (commands.store, commands.runs, commands.settings, commands.budget, self.caller, session.session_id)
-        await queue_follow_up(*args, CreateRun(input=text, multitask="enqueue"), run_id)
+        queued = await queue_follow_up(*args, CreateRun(input=text, multitask=multitask), run_id)
+        if queued.run_id != run_id:  # it steered the run going
+            answered_by = (await self.connections.prompts(connection_id)).get(queued.run_id, [])
+            await self.connections.remember_prompt(connection_id, queued.run_id, [*answered_by, request_id])
 
     async def _answered(self, message: dict[str, Any]) -> None:
         """The client's answer to a permission asked (any other answer is to nothing tokentail asked)."""

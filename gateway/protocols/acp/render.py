@@ -94,11 +94,13 @@ def _as_text(value: Any) -> str:
 
 
 class AcpUpdates(Renderer[Message], op.OperationCases[list[Message]]):
-    """One session's messages for one connection: `prompts`, the runs its prompts queued -> their
-    request ids (kept current by its stream: shared/features/acp_connections.py); `answered`, the
+    """One session's messages for one connection: `prompts`, the runs its prompts queued or steered ->
+    those requests' ids (kept current by its stream: shared/features/acp_connections.py); `answered`, the
     questions answered when its stream opened (`answers_in`), not asked again."""
 
-    def __init__(self, session_id: str, prompts: dict[str, Any] | None = None, answered: Iterable[str] = ()) -> None:
+    def __init__(
+        self, session_id: str, prompts: dict[str, list[Any]] | None = None, answered: Iterable[str] = ()
+    ) -> None:
         super().__init__(Reducer(answered=answered))
         self.session_id = session_id
         self.prompts = prompts or {}
@@ -116,8 +118,7 @@ class AcpUpdates(Renderer[Message], op.OperationCases[list[Message]]):
             case op.RunOpened(run_id=run_id, input=text):
                 return [] if run_id in self.prompts else self._update(text_chunk("user_message_chunk", text))
             case op.RunEnded(run_id=run_id, ending=ending):
-                request_id = self.prompts.get(run_id)
-                return [ended(request_id, ending)] if run_id in self.prompts else []
+                return [ended(request_id, ending) for request_id in self.prompts.get(run_id, [])]
             case op.AttemptStarted() | op.ContentDropped():
                 return []
             case _:

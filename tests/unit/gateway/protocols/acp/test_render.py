@@ -47,7 +47,7 @@ def rendered(updates: AcpUpdates, events: list[StoredEvent]) -> list[dict[str, A
 
 
 def test_a_prompted_run_becomes_updates_then_its_answer_with_its_request_id() -> None:
-    messages = rendered(AcpUpdates(SESSION, {RUN: 7}), EVENTS[:5] + EVENTS[6:])  # (its question: below)
+    messages = rendered(AcpUpdates(SESSION, {RUN: [7]}), EVENTS[:5] + EVENTS[6:])  # (its question: below)
     updates = [m["params"]["update"] for m in messages if m.get("method") == "session/update"]
     assert [u["sessionUpdate"] for u in updates] == [
         "agent_message_chunk",
@@ -89,13 +89,17 @@ def test_a_failed_or_cancelled_run_answers_its_prompt_so() -> None:
         ("run.queued", {"input": "x"}),
         ("run.failed", {"error": {"type": "model_error", "message": "the model said no"}}),
     )
-    assert rendered(AcpUpdates(SESSION, {RUN: "p-1"}), failed)[-1] == {
+    assert rendered(AcpUpdates(SESSION, {RUN: ["p-1"]}), failed)[-1] == {
         "jsonrpc": "2.0",
         "id": "p-1",
         "error": {"code": -32603, "message": "the model said no", "data": {"type": "model_error"}},
     }
     cancelled = stored(("run.queued", {"input": "x"}), ("run.cancelled", {"reason": "cancelled"}))
-    assert rendered(AcpUpdates(SESSION, {RUN: 0}), cancelled)[-1]["result"] == {"stopReason": "cancelled"}
+    answers = rendered(AcpUpdates(SESSION, {RUN: [0, 1]}), cancelled)  # a prompt, and one that steered it
+    assert [(m["id"], m["result"]) for m in answers] == [
+        (0, {"stopReason": "cancelled"}),
+        (1, {"stopReason": "cancelled"}),
+    ]
 
 
 def test_a_prompt_s_blocks_become_its_input_and_what_is_not_taken_is_refused() -> None:
