@@ -9,9 +9,8 @@ no tenant limits), the offline scripted model. Three kinds of client, each `--co
 lane one session (made with `POST /v1/sessions` and no input, so its runs take the scripted params
 below: ACP's `session/new` takes none) and, for ACP, one connection of the official Python client
 (`agent-client-protocol`), initialized, the session shown on it with `session/resume` (its stream
-open, over HTTP), all before anything is timed (the connections are opened again for each round: one
-left open past 10 s with nothing in its outbox fails, docs/benchmarks.md). The gateway has 48 Redis
-connections (`--redis-connections`), not 8: each ACP connection's stream holds one.
+open, over HTTP), all before anything is timed, and closed after the round. The gateway has its default
+8 Redis connections (`--redis-connections`).
 
 - ACP over Streamable HTTP (`create_http_stream`): `session/prompt`, its updates on the session's SSE
   stream (`Acp-Session-Id`), its answer at the run's end;
@@ -49,9 +48,7 @@ from harness import Stack, cpu_seconds, percentile, print_table, read_sse
 
 # 200 tokens at 40 a second: two a tick of the scripted model (50 ms), so about one delta a tick after
 # the writer's flush window: about 100 updates in 5 s. The run's fixed costs (its start, its end, the
-# prompt's answer) are then a small part of the gateway's CPU per update. Longer is not possible: an
-# ACP connection's stream fails after 10 s with nothing in its outbox (Redis's socket timeout, 10 s,
-# under the outbox's XREAD BLOCK of 15 s), so the connections are opened again for each round.
+# prompt's answer) are then a small part of the gateway's CPU per update.
 PARAMS = {"tokens": 200, "tokens_per_second": 40}
 PROMPT = "benchmark"
 KINDS = ("acp-http", "acp-ws", "native")
@@ -275,7 +272,7 @@ if __name__ == "__main__":
     parser.add_argument("-n", "--rounds", type=int, default=10, help="rounds of each kind")
     parser.add_argument("-c", "--concurrency", type=int, default=10, help="prompts at once in a round (lanes)")
     parser.add_argument(
-        "--redis-connections", type=int, default=48, help="the gateway's TOKENTAIL_GATEWAY_REDIS_CONNECTIONS (48)"
+        "--redis-connections", type=int, default=8, help="the gateway's TOKENTAIL_GATEWAY_REDIS_CONNECTIONS (8)"
     )
     args = parser.parse_args()
     asyncio.run(main(args.rounds, args.concurrency, args.redis_connections))

@@ -114,12 +114,18 @@ async def delete(request: Request, caller: CallerDep) -> Response:
     return Response(status_code=202)
 
 
-def _frame(sent: Sent) -> bytes:
+def _frames(sent: Sent) -> bytes:
+    """SSE frames, the messages in compact JSON (ASCII: a client may decode each chunk it reads apart)."""
     if sent is None:
         return b": keepalive\n\n"
-    message, event_id = sent
-    data = json.dumps(message, separators=(",", ":"))  # (ASCII: a client may decode each chunk apart)
-    return f"id: {event_id}\ndata: {data}\n\n".encode() if event_id else f"data: {data}\n\n".encode()
+    return "".join(
+        f"id: {event_id}\ndata: {_compact(message)}\n\n" if event_id else f"data: {_compact(message)}\n\n"
+        for message, event_id in sent
+    ).encode()
+
+
+def _compact(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
 
 
 @router.get("/acp")
@@ -139,7 +145,7 @@ async def stream(request: Request, caller: CallerDep) -> Response:
         try:
             yield b": open\n\n"  # the headers go now: a client waits for them before it posts to the session
             async for sent in _sent(state, connection.connection_id, session_id, last):
-                yield _frame(sent)
+                yield _frames(sent)
         finally:
             await state.stream_slots.release(slot)
 
@@ -205,9 +211,9 @@ async def _converse(
 
     async def pump(source: AsyncIterator[Sent]) -> None:
         async for sent in source:
-            if sent is not None:
-                async with sending:
-                    await websocket.send_text(json.dumps(sent[0]))
+            async with sending:
+                for message, _ in sent or ():  # (one message a frame, as ACP's sockets send them)
+                    await websocket.send_text(_compact(message))
 
     pumps = {"": asyncio.create_task(pump(outbox(state.hub, connections, connection_id)))}
     try:

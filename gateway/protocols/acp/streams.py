@@ -23,7 +23,9 @@ from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, EventType
 # connection, or from elsewhere) and a run's end (which answers a prompt).
 _PROMPTS_CHANGE = {EventType.RUN_QUEUED.value.encode(), *(kind.value.encode() for kind in TERMINAL_EVENTS)}
 
-Sent = tuple[Message, str] | None  # a message and its id, or a keepalive
+# What a stream sends at once: messages, each with its id (those of one read together, written in one
+# go, as every stream of the gateway writes a batch), or None: a keepalive.
+Sent = list[tuple[Message, str]] | None
 
 
 @contextlib.asynccontextmanager
@@ -57,11 +59,10 @@ async def outbox(
         going = await told()
         while going:
             entries = await connections.sent(connection_id, after)
-            for entry, messages in entries:
-                for message in messages:
-                    yield message, entry
-                after = entry
-            if not entries:
+            if entries:
+                yield [(message, entry) for entry, messages in entries for message in messages]
+                after = entries[-1][0]
+            else:
                 if await connections.get(connection_id) is None:  # (read: an open stream keeps it)
                     return
                 yield None
@@ -99,6 +100,10 @@ async def session_messages(
                 continue
             if any(event.type in _PROMPTS_CHANGE for event in batch.events):
                 updates.prompts = await connections.prompts(connection_id)
-            for parts, seq in updates.rendered(batch):
-                for message in parts:
-                    yield message, str(seq) if seq is not None else ""
+            sent = [
+                (message, str(seq) if seq is not None else "")
+                for parts, seq in updates.rendered(batch)
+                for message in parts
+            ]
+            if sent:
+                yield sent
