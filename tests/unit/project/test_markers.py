@@ -25,6 +25,7 @@ NAMED = {
     "mcp": "mcp",
     "a2a": "a2a",
     "langgraph": "langgraph",
+    "acp": "acp",
 }
 # The framework adapters' tests (tokentail/frameworks/: LangGraph's graphs run as agents) are named for
 # the framework, not for LangGraph's Agent Server API (gateway/protocols/langgraph).
