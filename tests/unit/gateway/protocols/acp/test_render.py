@@ -112,3 +112,45 @@ def test_a_prompt_s_blocks_become_its_input_and_what_is_not_taken_is_refused() -
     for bad in ([], "text", [{"type": "image", "data": "", "mimeType": "image/png"}]):
         with pytest.raises(AcpError):
             prompt_text(bad)
+
+
+def tree(*events: tuple[str, str, dict[str, Any]]) -> list[StoredEvent]:
+    """Events of several runs: each its run's id, type and data."""
+    return [
+        StoredEvent(seq, kind.encode(), json.dumps({"run_id": run_id, **data}).encode(), seq * 1000)
+        for seq, (run_id, kind, data) in enumerate(events, start=1)
+    ]
+
+
+def test_a_child_is_its_parent_s_tool_call_its_text_that_call_s_content_and_a_failed_tool_fails() -> None:
+    child, spawned = "r_child", {"agent": "researcher", "name": "researcher", "input": "look"}
+    events = tree(
+        (RUN, "run.queued", {"input": "research"}),
+        (RUN, "run.started", {"attempt": 1, "reason": "start"}),
+        (RUN, "tool.started", {"call_id": "c_spawn", "name": "researcher", "arguments": {"input": "look"}}),
+        (child, "run.spawned", {"parent_run_id": RUN, **spawned, "cause": {"type": "tool_call", "call_id": "c_spawn"}}),
+        (child, "run.started", {"attempt": 1, "reason": "start", "parent_run_id": RUN}),
+        (child, "message.delta", {"text": "Found "}),
+        (child, "message.delta", {"text": "it."}),
+        (child, "tool.started", {"call_id": "c_grep", "name": "grep", "arguments": {}}),
+        (child, "tool.failed", {"call_id": "c_grep", "error": "no such file", "duration_ms": 1}),
+        (child, "run.completed", {"output": "Found it.", "usage": {}, "parent_run_id": RUN}),
+        (RUN, "tool.completed", {"call_id": "c_spawn", "result": "Found it.", "duration_ms": 3}),
+        (RUN, "message.delta", {"text": "Done."}),
+        (RUN, "run.completed", {"output": "Done.", "usage": {}}),
+    )
+    messages = rendered(AcpUpdates(SESSION, {RUN: [1]}), events)
+    updates = [m["params"]["update"] for m in messages if m.get("method") == "session/update"]
+    said = [u["content"]["text"] for u in updates if u["sessionUpdate"] == "agent_message_chunk"]
+    assert said == ["Done."]  # the child's text is not the parent's answer...
+    child_text = [u for u in updates if u["sessionUpdate"] == "tool_call_update" and u["toolCallId"] == "c_spawn"]
+    assert child_text[0]["content"] == [
+        {"type": "content", "content": {"type": "text", "text": "Found it."}}
+    ]  # ...but its call's
+    failed = next(u for u in updates if u.get("toolCallId") == "c_grep" and u["sessionUpdate"] == "tool_call_update")
+    assert failed["status"] == "failed" and failed["content"][0]["content"]["text"] == "no such file"
+    assert messages[-1] == {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "result": {"stopReason": "end_turn"},
+    }  # one answer: the prompt's run
