@@ -251,7 +251,12 @@ class RoundTrips(Joined):
         for future, packed in asked:
             out.append((future, len(packed), []))
         # One buffer, one write: given a list, the transport writes each item as it comes.
-        link.send(b"".join([item for _, packed in asked for item in packed]), sum(owed for _, owed, _ in out))
+        try:
+            link.send(b"".join([item for _, packed in asked for item in packed]), sum(owed for _, owed, _ in out))
+        except Exception as exc:  # its connection closed under it (a Redis that died as it was opened):
+            # no reply will come, nor a `connection_lost` to say so: the round trip fails now, not never.
+            self._lost(link, RedisConnectionError(f"Redis connection lost: {exc}"))
+            return
         self._heard = cast(asyncio.AbstractEventLoop, self._loop).time()
         if self._timer is None and (timeout := self._timeout()):
             self._timer = cast(asyncio.AbstractEventLoop, self._loop).call_later(timeout, self._check_silence)

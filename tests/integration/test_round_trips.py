@@ -97,6 +97,27 @@ async def test_a_connection_redis_closes_fails_its_round_trip_and_the_next_goes_
     assert await trips(("GET", f"{p}:z")) == [b"here"]
 
 
+async def test_a_write_on_a_connection_closed_under_it_fails_its_round_trip_and_the_next_goes_on(
+    redis: Redis, settings: Settings
+) -> None:
+    # A Redis that dies as the connection opens: the transport is closed before the first write, and no
+    # `connection_lost` will come to fail what was sent (a cluster's failover left runs waiting for ever).
+    p = settings.key_prefix
+    trips = RoundTrips(redis)
+    await redis.set(f"{p}:z", "here")
+    await trips(("PING",))
+    link = trips._link
+    assert link is not None
+
+    def closed(data: bytes, owed: int) -> None:
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
+
+    link.send = closed  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(trips(("GET", f"{p}:z")), 10)
+    assert await trips(("GET", f"{p}:z")) == [b"here"]  # on a new connection
+
+
 async def test_a_round_trip_redis_leaves_unanswered_past_the_socket_timeout_fails(settings: Settings) -> None:
     slow = Redis.from_url(settings.redis_url, socket_timeout=0.2)
     trips = RoundTrips(slow)
