@@ -167,8 +167,7 @@ class AcpMethods:
         agent = meta.get("agent") if isinstance(meta, dict) else None
         agent = agent if isinstance(agent, str) else self.connection.agent
         check_agent_name(agent, self.commands.settings)
-        if len(self.connection.sessions) >= MAX_SESSIONS:
-            raise AcpError(INVALID_REQUEST, f"a connection shows at most {MAX_SESSIONS} sessions: open another")
+        self._check_room(None)  # (before the session is made: one it could not show is not made)
         commands, tenant = self.commands, self.caller.tenant
         await commands.budget.spend(tenant, queues=False)
         kept = {"cwd": params.get("cwd"), "mcpServers": params.get("mcpServers") or []}
@@ -193,9 +192,13 @@ class AcpMethods:
         )  # another tenant's: not found
         return await self.commands.store.get_session(session_id)
 
-    async def _open(self, session_id: str, after: int) -> None:
+    def _check_room(self, session_id: str | None) -> None:
+        """A connection shows at most MAX_SESSIONS sessions: one more (not `session_id`, shown already) is refused."""
         if session_id not in self.connection.sessions and len(self.connection.sessions) >= MAX_SESSIONS:
             raise AcpError(INVALID_REQUEST, f"a connection shows at most {MAX_SESSIONS} sessions: open another")
+
+    async def _open(self, session_id: str, after: int) -> None:
+        self._check_room(session_id)
         await self.connections.open_session(self.connection.connection_id, session_id, after)
         self.connection.sessions[session_id] = after
 
