@@ -29,6 +29,14 @@ from tokentail.worker.writes.run_writes import RunLease
 from tokentail.worker.writes.writer import EventWriter
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # A process that heard nothing from Redis for a third of a lease checks its next appends whole
+    # (AppendTicks._patience): with the fixtures' 3 s lease, a loaded machine's 1 s stall between two
+    # appends made a test's lean call a checked one. The tests below mean the lean way.
+    return settings.model_copy(update={"lease_ms": 60_000})
+
+
 def _writer(ticks: AppendTicks, lease: RunLease) -> EventWriter:
     return EventWriter(lease, ticks, max_output_chars=1_000_000)
 
@@ -319,6 +327,20 @@ async def test_a_count_found_off_sends_the_call_s_appends_the_checked_way(
     assert sent == [["lean"], ["checked"]]
     for writer in writers:
         assert _texts(await store.read(writer.lease.session_id, 0, 10)) == ["first", "after"]
+
+
+async def test_after_a_third_of_a_lease_with_nothing_heard_from_redis_appends_go_the_checked_way(
+    runs: AllWrites, store: SessionStore, settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process stopped or cut off that long may have missed a session deleted and made again under its
+    # id: its next appends are checked whole.
+    ticks = AppendTicks(redis, settings.model_copy(update={"lease_ms": 600}))  # (the runs' leases stay long)
+    (writer,) = await _writers(runs, ticks, 1)
+    await asyncio.sleep(3 * ticks._patience)
+    sent = _count_round_trips(ticks, monkeypatch)
+    await _say(writer, "after a silence")
+    assert sent == [["checked"]]
+    assert _texts(await store.read(writer.lease.session_id, 0, 10)) == ["first", "after a silence"]
 
 
 async def test_the_count_of_a_worker_s_calls_is_kept_a_day_from_its_first_call_and_every_256th(

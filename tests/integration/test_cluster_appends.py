@@ -28,7 +28,9 @@ from tokentail.worker.writes.writer import EventWriter
 
 @pytest.fixture
 def settings(cluster_settings: Settings) -> Settings:
-    return cluster_settings
+    # A long lease: a process that heard nothing from Redis for a third of one checks its next appends
+    # whole (test_appends.py says why these tests need the lean way kept through a loaded machine's stall).
+    return cluster_settings.model_copy(update={"lease_ms": 60_000})
 
 
 @pytest.fixture
