@@ -2,6 +2,7 @@
 
     from tokentail import AsyncTokentail, Tokentail      # clients that stream with automatic resume
     from tokentail import RunContext, tool, Agent        # for your own agents and tools
+    from tokentail import EDITOR_TOOLS                   # the editor's files and terminal, over ACP
     from tokentail import continues                      # your agent goes on after a takeover
     from tokentail import describe                       # what your agent says of itself to MCP and A2A clients
     from tokentail import ChildFailed, SpawnRefused, ToolError, ...  # the exceptions an agent meets
@@ -46,8 +47,10 @@ if TYPE_CHECKING:
     from tokentail.worker.run.agents import Agent, continues, describe
     from tokentail.worker.run.context import RunContext
     from tokentail.worker.tools import tool
+    from tokentail.worker.tools.editor import EDITOR_TOOLS
 
 __all__ = [
+    "EDITOR_TOOLS",
     "Agent",
     "AgentError",
     "ApiError",
@@ -94,6 +97,7 @@ _FROM_THE_WORKER = {
     "describe": "tokentail.worker.run.agents",
     "RunContext": "tokentail.worker.run.context",
     "tool": "tokentail.worker.tools",
+    "EDITOR_TOOLS": "tokentail.worker.tools.editor",
 }
 
 

@@ -178,6 +178,15 @@ class RunCancelled(RunEventData):
 InputKind = Literal["approval", "choice", "text", "json"]
 
 
+class ClientRequest(BaseModel):
+    """What a question asks of the client's own program rather than of a person (an editor's: ACP's
+    `fs/read_text_file`, `fs/write_text_file`, `terminal/*`; docs/acp.md): its method and params. The
+    client's result is the answer; a client that cannot serve it leaves it to expire."""
+
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class InputRequired(EventData):
     """The run asks a person and waits: `schema` (JSON Schema) is what an answer must match."""
 
@@ -191,6 +200,7 @@ class InputRequired(EventData):
     # Questions asked at once (ctx.ask called concurrently) are consecutive events: how many follow this
     # one. A client shows them together; a protocol's response that ends at questions ends at the last.
     more: int = Field(default=0, exclude_if=lambda value: value == 0)
+    client: ClientRequest | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class InputReceived(EventData):

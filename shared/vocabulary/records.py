@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 
-from tokentail.shared.vocabulary.events import ErrorInfo, InputKind, InputRequired, StartReason
+from tokentail.shared.vocabulary.events import ClientRequest, ErrorInfo, InputKind, InputRequired, StartReason
 
 PUBLIC_TENANT = "public"  # the owner of sessions made while auth is off (every caller, then)
 
@@ -74,6 +74,7 @@ class Question(BaseModel):
     # Which of the run's batches of questions it was asked in (how many times the run had gone on
     # after answers then): questions asked at once share it. None in records from before batches.
     batch: int | None = None
+    client: ClientRequest | None = None  # asked of the client's program (an editor), not of a person
 
     model_config = {"populate_by_name": True, "serialize_by_alias": True}
 
@@ -88,6 +89,7 @@ class Question(BaseModel):
             expires_at=self.expires_at,
             call_id=self.call_id,
             more=more,
+            client=self.client,
         )
 
 

@@ -15,7 +15,15 @@ from acp import connect_to_agent, text_block
 from acp.exceptions import RequestError
 from acp.http import create_http_stream
 from acp.interfaces import Client
-from acp.schema import AllowedOutcome, RequestPermissionResponse
+from acp.schema import (
+    AllowedOutcome,
+    ClientCapabilities,
+    CreateTerminalResponse,
+    FileSystemCapabilities,
+    RequestPermissionResponse,
+    TerminalOutputResponse,
+    WaitForTerminalExitResponse,
+)
 from acp.ws import create_websocket_stream
 from pydantic import SecretStr
 
@@ -31,6 +39,9 @@ AGENTS = {
     "careful": "tests.agents.asking_agent:CAREFUL",
     "approval": "tests.agents.asking_agent:approval",
     "held": "tests.support.gates:held",
+    "reads": "tests.agents.acp_agents:reads_a_file",
+    "reads_or_gives_up": "tests.agents.acp_agents:reads_or_gives_up",
+    "coder": "tests.agents.acp_agents:CODER",
 }
 QUESTION = "What is 6 * 7?"  # the scripted model calls the calculator, then answers
 
@@ -38,11 +49,20 @@ QUESTION = "What is 6 * 7?"  # the scripted model calls the calculator, then ans
 class Editor:
     """What an editor does with what the agent sends (the `Client` it connects with: only what the
     agents here ask of it): keeps every update, answers each permission with the option `choose` picks
-    (the first, by default)."""
+    (the first, by default), serves its files and a terminal (each request kept in `served`) when it
+    says so (`serves`: its `clientCapabilities`)."""
 
-    def __init__(self, choose: Callable[[list[Any]], str] | None = None) -> None:
+    def __init__(self, choose: Callable[[list[Any]], str] | None = None, serves: bool = True) -> None:
         self.updates: list[Any] = []
         self.asked: list[Any] = []
+        self.read: list[str] = []
+        self.served: list[str] = []
+        self.written: dict[str, str] = {}
+        self.capabilities = (
+            ClientCapabilities(fs=FileSystemCapabilities(read_text_file=True, write_text_file=True), terminal=True)
+            if serves
+            else ClientCapabilities()
+        )
         self._choose = choose or (lambda options: options[0].option_id)
 
     async def request_permission(self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any) -> Any:
@@ -51,6 +71,29 @@ class Editor:
 
     async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
         self.updates.append(update)
+
+    async def read_text_file(self, session_id: str, path: str, line: Any = None, limit: Any = None, **kw: Any) -> Any:
+        self.read.append(path)
+        return {"content": f"hello from {path}"}
+
+    async def write_text_file(self, session_id: str, path: str, content: str, **kwargs: Any) -> None:
+        self.served.append("fs/write_text_file")
+        self.written[path] = content
+
+    async def create_terminal(self, session_id: str, command: str, args: Any = None, **kwargs: Any) -> Any:
+        self.served.append(f"terminal/create {command}")
+        return CreateTerminalResponse(terminal_id="term-1")
+
+    async def wait_for_terminal_exit(self, session_id: str, terminal_id: str, **kwargs: Any) -> Any:
+        self.served.append(f"terminal/wait_for_exit {terminal_id}")
+        return WaitForTerminalExitResponse(exit_code=0)
+
+    async def terminal_output(self, session_id: str, terminal_id: str, **kwargs: Any) -> Any:
+        self.served.append(f"terminal/output {terminal_id}")
+        return TerminalOutputResponse(output="3 passed", truncated=False)
+
+    async def release_terminal(self, session_id: str, terminal_id: str, **kwargs: Any) -> None:
+        self.served.append(f"terminal/release {terminal_id}")
 
     def said(self) -> str:
         return "".join(u.content.text for u in self.updates if u.session_update == "agent_message_chunk")
@@ -76,7 +119,7 @@ async def connected_to(url: str, editor: Editor, *, ws: bool = False, key: str |
         transport = create_http_stream(url, headers=headers)
     connection = connect_to_agent(cast(Client, editor), transport)
     try:
-        await asyncio.wait_for(connection.initialize(protocol_version=1), 30)
+        await asyncio.wait_for(connection.initialize(protocol_version=1, client_capabilities=editor.capabilities), 30)
         yield connection
     finally:
         with contextlib.suppress(Exception):
@@ -110,6 +153,58 @@ async def test_a_prompt_streams_its_answer_and_tool_call_whole_and_ends_its_turn
     assert finished.status == "completed" and finished.content[0].content.text == "42"
     assert state["runs"][0]["input"] == QUESTION
     assert state["metadata"] == {"acp": {"cwd": "/work", "mcpServers": []}}
+
+
+async def test_a_run_reads_a_file_through_the_connected_editor_and_fails_clearly_without_one(
+    gateways: list[Gateway],
+) -> None:
+    editor = Editor()
+    async with connected(gateways[0], editor, agent="reads") as connection:
+        session = await connection.new_session(cwd="/work", mcp_servers=[])
+        done = await asyncio.wait_for(
+            connection.prompt(session_id=session.session_id, prompt=[text_block("/work/a.py")]), 60
+        )
+    assert done.stop_reason == "end_turn" and editor.read == ["/work/a.py"]
+    assert editor.said() == "It says: hello from /work/a.py"
+
+    # An editor that did not say it serves files is not asked: the request expires, and the run hears why.
+    unable = Editor(serves=False)
+    async with connected(gateways[1], unable, agent="reads_or_gives_up") as connection:
+        session = await connection.new_session(cwd="/work", mcp_servers=[])
+        done = await asyncio.wait_for(
+            connection.prompt(session_id=session.session_id, prompt=[text_block("/work/b.py")]), 60
+        )
+    assert done.stop_reason == "end_turn" and unable.read == []
+    assert unable.said().startswith(
+        "Could not read it: fs/read_text_file: no client served fs/read_text_file within 1 s"
+    )
+
+
+async def test_a_model_reads_writes_and_runs_a_command_through_the_editor_s_tools_each_request_once(
+    gateways: list[Gateway],
+) -> None:
+    editor = Editor()
+    async with connected(gateways[0], editor, agent="coder") as connection:
+        session = await connection.new_session(cwd="/work", mcp_servers=[])
+        for prompt in ("Please read Notes", "Write down Notes", "Run the command Pytest"):
+            done = await asyncio.wait_for(
+                connection.prompt(session_id=session.session_id, prompt=[text_block(prompt)]), 60
+            )
+            assert done.stop_reason == "end_turn"
+    assert editor.read == ["Notes"] and editor.written == {"Notes": "Notes"}
+    # The command's four requests, each a wait of the run with no worker held, each sent once.
+    assert editor.served == [
+        "fs/write_text_file",
+        "terminal/create Pytest",
+        "terminal/wait_for_exit term-1",
+        "terminal/output term-1",
+        "terminal/release term-1",
+    ]
+    said = editor.said()
+    assert "hello from Notes" in said and "3 passed" in said
+    assert editor.kinds().count("tool_call") == 3  # each call shown once, though its run went on four times
+    ended = [u for u in editor.updates if u.session_update == "tool_call_update"]
+    assert [u.status for u in ended] == ["completed"] * 3
 
 
 async def test_a_permission_is_asked_of_the_editor_and_its_answer_goes_on(gateways: list[Gateway]) -> None:

@@ -31,7 +31,15 @@ from tokentail.shared.plumbing import tracing
 from tokentail.shared.vocabulary.params import RunParams
 from tokentail.shared.vocabulary.records import STEERED_APART
 from tokentail.worker import metrics
-from tokentail.worker.agent_errors import AgentError, ChildFailed, SpawnRefused, StepTooLarge, ToolError
+from tokentail.worker.agent_errors import (
+    AgentError,
+    ChildFailed,
+    SpawnRefused,
+    StepTooLarge,
+    ToolError,
+    WaitingForChildren,
+    WaitingForInput,
+)
 from tokentail.worker.providers.base import (
     Chunk,
     InvalidRequest,
@@ -336,7 +344,7 @@ async def _run_tool(
             raise ToolError(f"arguments are not a JSON object: {call.invalid_arguments[:200]!r}")
         if call.name not in tools:
             raise ToolError(f"there is no tool {call.name!r}; available: {', '.join(sorted(tools)) or 'none'}")
-        result = _jsonable(await _execute(tools[call.name], call, time_limit))
+        result = _jsonable(await _execute(tools[call.name], call, time_limit, context))
     except ToolError as exc:
         denied = approved is False
         error = "a person denied this call" if denied else str(exc)
@@ -344,6 +352,8 @@ async def _run_tool(
         await context.record_step(_tool_step(call), failure)
         await context.tool_finished(call.call_id, error=error, denied=denied)
         return f"error: {exc}", True
+    except (WaitingForInput, WaitingForChildren):
+        raise  # not an end: the tool asked (its `ctx`), and the call goes on when the run does
     except BaseException as exc:  # cancelled, or the worker stops: the call ends unrecorded
         await context.tool_finished(call.call_id, error=exc)
         raise
@@ -389,11 +399,11 @@ async def _run_child(context: RunContext, call: ToolCall) -> tuple[str, bool]:
     return content, False
 
 
-async def _execute(tool: Tool, call: ToolCall, time_limit: float) -> Any:
+async def _execute(tool: Tool, call: ToolCall, time_limit: float, context: RunContext) -> Any:
     if not tracing.ON:
-        return await tool.run(call.arguments, time_limit, call.call_id)
+        return await tool.run(call.arguments, time_limit, call.call_id, context)
     with traces.executing_tool(call.name, call.call_id):
-        return await tool.run(call.arguments, time_limit, call.call_id)
+        return await tool.run(call.arguments, time_limit, call.call_id, context)
 
 
 def _jsonable(value: Any) -> Any:

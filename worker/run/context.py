@@ -63,28 +63,25 @@ import asyncio
 import inspect
 import json
 import re
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
-from typing import Any, Generic, NoReturn, TypeVar, cast
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
+from typing import Any, cast
 
 from tokentail.shared.features.agent_catalog import arguments_of
 from tokentail.shared.plumbing import tracing
 from tokentail.shared.vocabulary.events import (
     DATA_NAME,
+    ClientRequest,
     CustomData,
     InputKind,
     Status,
     ToolStarted,
 )
-from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord, Turn
+from tokentail.shared.vocabulary.records import OnExpiry, RunRecord, Turn
 from tokentail.shared.vocabulary.run_log import RunLog
-from tokentail.worker.agent_errors import WaitingForChildren, WaitingForInput
+from tokentail.worker.agent_errors import ToolError, WaitingForChildren, WaitingForInput
 from tokentail.worker.run import traces
 from tokentail.worker.run.attempt import Attempt
 from tokentail.worker.run.children import (
@@ -94,19 +91,11 @@ from tokentail.worker.run.children import (
     InlineChild,
     InlineChildren,
 )
+from tokentail.worker.run.questions import Batch, Questions
 from tokentail.worker.run.usage import UsageMeter
 from tokentail.worker.writes.writer import EventWriter, tool_end
 
-T = TypeVar("T")
-
-
-APPROVAL_SCHEMA = {
-    "type": "object",
-    "properties": {"approved": {"type": "boolean"}, "reason": {"type": "string"}},
-    "required": ["approved"],
-    "additionalProperties": False,
-}
-
+CLIENT_SECONDS = 60.0  # how long a client request (`client_request`) waits for the client's program, by default
 
 Waiting = WaitingForInput | WaitingForChildren  # what ends an attempt while its run waits without a worker
 
@@ -124,77 +113,11 @@ def waiting_in(group: BaseExceptionGroup[BaseException]) -> Waiting | None:
     return cast(Waiting, first)
 
 
-# How many turns of the event loop a question waits for others asked at once, after the run's writes on
-# their way landed (concurrent tasks, as `asyncio.gather` runs them, reach their `ask` a few turns after
-# their last write, a tool's start): counted, not timed, so a busy machine batches the same questions.
-# Each question that joins waits as long again; one asked after its task waited on other I/O is the
-# next batch's (asked when the run goes on).
-BATCH_TURNS = 8
-
-
-async def _landed() -> None:
-    """Nothing: written in order, once the writes on their way have landed."""
-
-
-class _Batch(Generic[T]):
-    """What an attempt waits for at once (questions, children): the first call waits for others (the
-    run's writes landed, then a few turns of the event loop, again while more come), then each raises
-    `signal` of all of them, recorded together (worker/run/job.py)."""
-
-    def __init__(
-        self,
-        writer: EventWriter,
-        signal: Callable[[list[T]], BaseException],
-        settled: Callable[[], Awaitable[object]] = _landed,
-    ) -> None:
-        """`settled`: what the batch also waits for before it closes (children being started)."""
-        self._writer = writer
-        self._signal = signal
-        self._settled = settled
-        self._items: list[T] = []
-        self._closed: asyncio.Future[list[T]] | None = None
-
-    async def join(self, item: T) -> NoReturn:
-        if self._closed is None:
-            self._closed = asyncio.ensure_future(self._close())
-        if not self._closed.done():  # one after the batch closed is not in it: asked again on resume
-            self._items.append(item)
-        raise self._signal(await asyncio.shield(self._closed))
-
-    async def _close(self) -> list[T]:
-        joined = 0
-        while joined != len(self._items):
-            joined = len(self._items)
-            await self._writer.in_order(_landed)  # what came before is recorded before them
-            await self._settled()
-            for _ in range(BATCH_TURNS):
-                await asyncio.sleep(0)
-        return list(self._items)
-
-
 def _waiting_for_children(waits: list[str | None]) -> WaitingForChildren:
     """Children spawned at once: the run waits for those going, or for the first of them to end if
     some could not start yet (None: they start when it goes on)."""
     going = [child_id for child_id in waits if child_id is not None]
     return WaitingForChildren(going, wake_on_first=len(going) < len(waits))
-
-
-def answer_schema(kind: InputKind, choices: list[str] | None, schema: dict[str, Any] | None) -> dict[str, Any]:
-    if kind == "approval":
-        return APPROVAL_SCHEMA
-    if kind == "choice":
-        if not choices:
-            raise ValueError("a choice needs choices")
-        return {"type": "string", "enum": list(choices)}
-    if kind == "text":
-        return {"type": "string"}
-    if schema is None:
-        raise ValueError("kind='json' needs a schema")
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:  # here, in the agent, rather than at the first answer
-        raise ValueError(f"not a JSON Schema: {exc.message}") from None
-    return schema
 
 
 async def _called(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -260,17 +183,12 @@ class RunContext:
         self._this_attempt = Attempt(writer, run, meter, log)
         self._writer = writer  # the attempt's own, kept here for the per-token path
         self._meter = meter
-        self._asked = run.asked  # questions asked before this attempt, all answered
-        self._answers = run.answers
-        self._asks = 0  # `ask` calls so far in this attempt
-        self._resumes = run.resumes
-        self._returned: set[str] = set()  # the questions answered before it that those calls returned
-        self._batch: _Batch[Question] = _Batch(writer, WaitingForInput)
+        self._questions = Questions(writer, run, self._this_attempt)
         self._children = children or Children.none()
         # No reference back to this context or its children from what they hold (the children's bound
         # methods would be one): a run's state is freed by reference counting as the run ends, not left
         # to the collector of cycles, whose collections at thousands of runs stopped the loop for seconds.
-        self._children.waits = _Batch(writer, _waiting_for_children, self._children.settled.wait)
+        self._children.waits = Batch(writer, _waiting_for_children, self._children.settled.wait)
         self._tool_calls = 0
         self._inline = InlineChildren(writer, run, meter.add)
 
@@ -340,49 +258,39 @@ class RunContext:
         `state`: any JSON, returned by `resumed_state()` when the run goes on. Calls made at once
         (tasks of an `asyncio.gather` or a TaskGroup) ask their questions together: the run waits
         until each has its answer, given in any order."""
-        if (answered := self._answered_before(prompt, call_id)) is not None:
-            return self._answers.get(answered.input_id)
-        schema_of_answer = answer_schema(kind, choices, schema)
-        if on_expiry == "default" and (
-            error := best_match(Draft202012Validator(schema_of_answer).iter_errors(default))
-        ):
-            raise ValueError(f"the default answer does not match the question's schema: {error.message}")
-        try:
-            json.dumps(state)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"a question's state must be JSON: {exc}") from None
-        now = time.time()
-        question = Question(
-            input_id=f"in_{secrets.token_hex(8)}",
+        return await self._questions.ask(
+            prompt,
             kind=kind,
-            prompt=prompt,
-            answer_schema=schema_of_answer,
-            expires_at=None if expires_in is None else now + expires_in,
-            asked_at=now,
+            choices=choices,
+            schema=schema,
+            expires_in=expires_in,
             on_expiry=on_expiry,
             default=default,
             call_id=call_id,
-            output_before=self._this_attempt.output,
             state=state,
-            batch=self._resumes,
         )
-        await self._batch.join(question)
 
-    def _answered_before(self, prompt: str, call_id: str | None) -> Question | None:
-        """The question answered before this attempt that this `ask` call asks again (the run goes on
-        from its start): of those not returned yet, the one asking the same (concurrent calls may
-        come in another order than they did), else the next in order if it is about the same tool call
-        (its prompt may have changed: a model wrote it); None past them, or for a call about another
-        tool call (one asked after its batch closed, coming first now): a new question."""
-        index, self._asks = self._asks, self._asks + 1
-        if index >= len(self._asked):
-            return None
-        left = [question for question in self._asked if question.input_id not in self._returned]
-        same = next((question for question in left if (question.prompt, question.call_id) == (prompt, call_id)), None)
-        answered = same or (left[0] if left[0].call_id == call_id else None)
-        if answered is not None:
-            self._returned.add(answered.input_id)
-        return answered
+    async def client_request(self, method: str, params: dict[str, Any], *, expires_in: float = CLIENT_SECONDS) -> Any:
+        """Ask the client's own program (a code editor connected over ACP: `fs/read_text_file`,
+        `fs/write_text_file`, `terminal/...`, docs/acp.md) and wait for its result with no worker held, as
+        a question is waited for: the result, or `ToolError` when the client failed it or none served it
+        within `expires_in` seconds (no editor connected, or one without that capability)."""
+        unanswered = f"no client served {method} within {expires_in:g} s (is an editor connected over ACP?)"
+        answer = await self._questions.ask(
+            f"{method} {json.dumps(params, ensure_ascii=False)}",
+            kind="json",
+            choices=None,
+            schema={"type": "object"},
+            expires_in=expires_in,
+            on_expiry="default",
+            default={"error": unanswered},
+            call_id=None,
+            state=None,
+            client=ClientRequest(method=method, params=params),
+        )
+        if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+            raise ToolError(f"{method}: {answer['error']}")
+        return answer
 
     async def spawn(
         self, agent: str, input: str, *, call_id: str | None = None, name: str | None = None
@@ -425,14 +333,7 @@ class RunContext:
         None). An agent that restores its work from it skips what came before: its next `ask` is
         that question again, and returns its answer (with questions asked at once, its next asks
         are those, in the order asked)."""
-        if not self._asked:
-            return None
-        last = self._asked[-1].batch
-        again = [q for q in self._asked if q.batch == last] if last is not None else self._asked[-1:]
-        self._asks = len(self._asked) - len(again)
-        self._returned = {question.input_id for question in self._asked[: self._asks]}
-        self._this_attempt.skip_recorded()  # it goes on from the question: what follows is new
-        return self._asked[-1].state
+        return self._questions.resumed_state()
 
     async def delta(self, text: str, *, agent: str | None = None) -> None:
         self._meter.streamed(len(text))

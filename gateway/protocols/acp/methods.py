@@ -23,7 +23,14 @@ from tokentail.gateway.commands.questions import answer_question
 from tokentail.gateway.commands.turns import RunCommands, check_agent_name, queue_follow_up
 from tokentail.gateway.errors import describe
 from tokentail.gateway.live.chunk import Chunk
-from tokentail.gateway.protocols.acp.render import ALLOW, QUESTION_PREFIX, AcpUpdates, Message, answers_in
+from tokentail.gateway.protocols.acp.render import (
+    ALLOW,
+    QUESTION_PREFIX,
+    AcpUpdates,
+    Message,
+    answers_in,
+    client_methods,
+)
 from tokentail.gateway.reading.feed import Batch
 from tokentail.gateway.schemas import CreateRun
 from tokentail.shared.features.acp_connections import AcpConnection, AcpConnections
@@ -35,7 +42,7 @@ from tokentail.shared.vocabulary.errors import (
     SessionNotFound,
     TokentailError,
 )
-from tokentail.shared.vocabulary.records import SessionRecord
+from tokentail.shared.vocabulary.records import Question, SessionRecord
 
 PROTOCOL_VERSION = 1
 MAX_SESSIONS = 64  # sessions one connection shows at once (each a stream)
@@ -208,7 +215,8 @@ class AcpMethods:
         session = await self._session(params)
         store, until = self.commands.store, session.last_event_id
         prompts = await self.connections.prompts(self.connection.connection_id)
-        updates = AcpUpdates(session.session_id, prompts, answers_in(session))
+        serves = client_methods(self.connection.capabilities)
+        updates = AcpUpdates(session.session_id, prompts, answers_in(session), serves)
         messages: list[Message] = []
         after = 0
         while after < until and (stored := await store.read(session.session_id, after, REPLAY_READ)):
@@ -239,7 +247,7 @@ class AcpMethods:
             await self.connections.remember_prompt(connection_id, queued.run_id, [*answered_by, request_id])
 
     async def _answered(self, message: dict[str, Any]) -> None:
-        """The client's answer to a permission asked (any other answer is to nothing tokentail asked)."""
+        """The client's answer to a question asked of it (any other answer is to nothing tokentail asked)."""
         asked = message.get("id")
         if not isinstance(asked, str) or not asked.startswith(QUESTION_PREFIX):
             return
@@ -248,20 +256,29 @@ class AcpMethods:
         if len(named) != 3:
             return  # no question of ours: nothing to answer
         session_id, run_id, input_id = named
-        outcome = (message.get("result") or {}).get("outcome") or {}
-        chosen = outcome.get("optionId") if outcome.get("outcome") == "selected" else None
         session = await self._session({"sessionId": session_id})
         run = next((run for run in session.runs if run.run_id == run_id), None)
         question = next((q for q in run.asked if q.input_id == input_id), None) if run is not None else None
-        if question is None:
+        answer = answer_of(question, message) if question is not None else None
+        if answer is None:
             return
-        if question.kind == "approval":
-            answer: Any = {"approved": chosen == ALLOW}
-        elif chosen is None:  # a choice the client cancelled: nothing to answer with; the question stays open
-            return
-        else:
-            answer = chosen
         try:
             await answer_question(self.commands.store, self.commands.runs, session_id, run_id, input_id, answer)
         except (InputNotPending, QuestionNotFound, SessionNotFound, SessionExpired, InvalidInput):
             pass  # answered meanwhile elsewhere (the REST API, the console), or gone: nothing left to do
+
+
+def answer_of(question: Question, message: dict[str, Any]) -> Any:
+    """The answer a client's JSON-RPC response gives a question: an editor's result (or why it failed:
+    the run's `client_request` raises it as a `ToolError`), an approval's `{"approved"}`, a choice; None
+    for a choice the client cancelled (it stays open)."""
+    result, error = message.get("result"), message.get("error")
+    if question.client is not None:
+        if isinstance(error, dict):
+            return {"error": str(error.get("message", f"{question.client.method} failed"))}
+        return result if isinstance(result, dict) else {"result": result}
+    outcome = (result if isinstance(result, dict) else {}).get("outcome") or {}
+    chosen = outcome.get("optionId") if outcome.get("outcome") == "selected" else None
+    if question.kind == "approval":
+        return {"approved": chosen == ALLOW}
+    return chosen

@@ -8,8 +8,11 @@ agent's requests, a prompt's answer), from a session's stored events, for one co
     tool.completed/failed `tool_call_update`: completed with its result as text content (and
                           `rawOutput`), or failed with the error
     input.required        an approval or a choice: `session/request_permission` (its id names the
-                          question: `QUESTION_PREFIX`), its options the answers; a text or JSON question
-                          has no ACP shape: answered through the REST API or the console
+                          question: `QUESTION_PREFIX`), its options the answers; a request of the
+                          editor's program (`ctx.client_request`: `fs/*`, `terminal/*`): that request,
+                          to a connection whose client declared it serves it (`client_methods`), its
+                          result the answer; a text or JSON question has no ACP shape: answered
+                          through the REST API or the console
     data.plan             `plan`, when its data has `entries` as ACP's plan has them
     run.spawned           the child is the parent's tool call (the spawn's): its text, each block
                           whole, as that call's content; its own tool calls as tool calls
@@ -48,12 +51,32 @@ def text_chunk(kind: str, text: str) -> dict[str, Any]:
     return {"sessionUpdate": kind, "content": {"type": "text", "text": text}}
 
 
+TERMINAL_METHODS = frozenset(f"terminal/{name}" for name in ("create", "output", "wait_for_exit", "kill", "release"))
+
+
+def client_methods(capabilities: dict[str, Any]) -> frozenset[str]:
+    """The requests of an agent a client serves, as its `initialize` declared them (`clientCapabilities`)."""
+    fs = capabilities.get("fs")
+    fs = fs if isinstance(fs, dict) else {}
+    served = {
+        method
+        for method, flag in (("fs/read_text_file", "readTextFile"), ("fs/write_text_file", "writeTextFile"))
+        if fs.get(flag) is True
+    }
+    return frozenset(served | (TERMINAL_METHODS if capabilities.get("terminal") is True else set()))
+
+
 def question_id(session_id: str, run_id: str, input_id: str) -> str:
     return f"{QUESTION_PREFIX}{session_id}:{run_id}:{input_id}"
 
 
 def permission_request(session_id: str, run_id: str, question: InputRequired) -> Message | None:
-    """The question as ACP asks a person: an approval (allow, reject) or a choice (one option each)."""
+    """The question as ACP asks it: of the editor's program, its request (`client`: `fs/read_text_file`,
+    ...); of a person, an approval (allow, reject) or a choice (one option each)."""
+    asked_id = question_id(session_id, run_id, question.input_id)
+    if question.client is not None:
+        params = {**question.client.params, "sessionId": session_id}
+        return {"jsonrpc": "2.0", "id": asked_id, "method": question.client.method, "params": params}
     if question.kind == "approval":
         options = [
             {"optionId": ALLOW, "name": "Allow", "kind": "allow_once"},
@@ -66,12 +89,7 @@ def permission_request(session_id: str, run_id: str, question: InputRequired) ->
         return None
     tool_call = {"toolCallId": question.call_id or question.input_id, "title": question.prompt}
     params = {"sessionId": session_id, "toolCall": tool_call, "options": options}
-    return {
-        "jsonrpc": "2.0",
-        "id": question_id(session_id, run_id, question.input_id),
-        "method": "session/request_permission",
-        "params": params,
-    }
+    return {"jsonrpc": "2.0", "id": asked_id, "method": "session/request_permission", "params": params}
 
 
 def ended(request_id: Any, ending: RunCompleted | RunFailed | RunCancelled) -> Message:
@@ -96,13 +114,19 @@ def _as_text(value: Any) -> str:
 class AcpUpdates(Renderer[Message], op.OperationCases[list[Message]]):
     """One session's messages for one connection: `prompts`, the runs its prompts queued or steered ->
     those requests' ids (kept current by its stream: shared/features/acp_connections.py); `answered`, the
-    questions answered when its stream opened (`answers_in`), not asked again."""
+    questions answered when its stream opened (`answers_in`), not asked again; `serves`, the requests of
+    an agent its client serves (`client_methods`), the only ones it is sent."""
 
     def __init__(
-        self, session_id: str, prompts: dict[str, list[Any]] | None = None, answered: Iterable[str] = ()
+        self,
+        session_id: str,
+        prompts: dict[str, list[Any]] | None = None,
+        answered: Iterable[str] = (),
+        serves: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(Reducer(answered=answered))
         self.session_id = session_id
+        self.serves = serves
         self.prompts = prompts or {}
         self._children: dict[str, str] = {}  # a child run -> its parent's call it is shown in
         self._child_text: dict[str, list[str]] = {}  # a child's block so far, shown whole as it closes
@@ -173,6 +197,8 @@ class AcpUpdates(Renderer[Message], op.OperationCases[list[Message]]):
     def on_question(self, operation: op.QuestionOperation) -> list[Message]:
         match operation:
             case op.QuestionAsked(run_id=run_id, question=question, answered=False):
+                if question.client is not None and question.client.method not in self.serves:
+                    return []  # (another editor's to serve, or none's: the run hears so as it expires)
                 asked = permission_request(self.session_id, run_id, question)
                 return [asked] if asked is not None else []
             case op.QuestionAsked() | op.QuestionAnswered():

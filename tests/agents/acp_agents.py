@@ -1,0 +1,24 @@
+"""Agents for the ACP tests (tests/integration/test_acp.py): ones that ask the editor's program for a file
+(`ctx.client_request`: docs/acp.md), and a model-driven one with the editor's tools."""
+
+from tokentail import EDITOR_TOOLS, Agent, ToolError
+from tokentail.worker.run.context import RunContext
+
+# The scripted model calls a tool its prompt names ("Please read Notes": read_text_file; "Run the
+# command Pytest": run_command), then says what it returned.
+CODER = Agent(name="coder", tools=EDITOR_TOOLS, model="scripted")
+
+
+async def reads_a_file(ctx: RunContext, expires_in: float = 60.0) -> None:
+    """Reads the file its input names from the editor, and says what it holds."""
+    try:
+        read = await ctx.client_request("fs/read_text_file", {"path": ctx.input}, expires_in=expires_in)
+    except ToolError as exc:
+        await ctx.delta(f"Could not read it: {exc}")
+        return
+    await ctx.delta(f"It says: {read['content']}")
+
+
+async def reads_or_gives_up(ctx: RunContext) -> None:
+    """`reads_a_file`, waiting a second for an editor."""
+    await reads_a_file(ctx, expires_in=1.0)
