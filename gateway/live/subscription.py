@@ -93,6 +93,14 @@ class Subscription:
         finally:
             self._waiter = self.direct = self.writer = None
 
+    async def told(self) -> None:
+        """For a follower of the channel's notifications alone, not of a session's events (an ACP
+        connection's outbox: its entries are read apart, and its channel's only message is a ping,
+        `SESSION_GONE`): the first wait lasts until the channel is subscribed, each later one until a
+        ping, a heartbeat or the end."""
+        await self.wait()
+        self.live, self.idle = True, False  # (waiting again waits for the next)
+
     def take(self) -> list[Chunk]:
         chunks, self.pending, self.pending_bytes = self.pending, [], 0
         return chunks

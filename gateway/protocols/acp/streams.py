@@ -39,9 +39,7 @@ async def _told(
 
     async def told() -> bool:
         """False once the hub stops (the gateway is stopping): the stream ends."""
-        await subscription.wait()
-        subscription.live = True  # (subscribed: from now on it waits for a message, or a heartbeat)
-        subscription.idle = False
+        await subscription.told()
         return not subscription.closed
 
     try:
