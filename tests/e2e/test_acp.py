@@ -1,7 +1,7 @@
 """ACP at /acp with the official Python client, against two gateways and a worker as separate processes:
 the gateway serving a connection killed -9 mid-answer, a new connection to the other gateway loads the
 session and sees the whole answer once; a worker killed -9 mid-answer, the turn ends `end_turn` with
-its answer once."""
+its answer once and its step (a side effect, counted) done once."""
 
 import asyncio
 import contextlib
@@ -9,11 +9,13 @@ import json
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2
 import pytest
 from acp import text_block
 
+from tests.agents.counting_agents import own_answer
 from tests.e2e.conftest import Stack
 from tests.integration.test_acp import Editor, connected_to
 from tests.support.waiting import eventually
@@ -21,12 +23,25 @@ from tokentail.worker.providers.scripted import DEFAULT_TOKENS, scripted_tokens
 
 pytestmark = pytest.mark.acp
 
-AGENTS = json.dumps({"held": "tests.support.gates:held"})
+AGENTS = json.dumps({"held": "tests.support.gates:held", "stepping": "tests.agents.counting_agents:stepping_held"})
 
 
 @pytest.fixture
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("acp"), TOKENTAIL_AGENTS=AGENTS, TOKENTAIL_LEASE_MS="1500")
+def tool_runs(tmp_path: Path) -> Path:
+    """Where the counting agents note each run of a side effect (tests/agents/counting_agents.py)."""
+    runs = tmp_path / "tool-runs"
+    runs.touch()
+    return runs
+
+
+@pytest.fixture
+def stack(tmp_path_factory: pytest.TempPathFactory, tool_runs: Path) -> Iterator[Stack]:
+    stack = Stack(
+        tmp_path_factory.mktemp("acp"),
+        TOKENTAIL_AGENTS=AGENTS,
+        TOKENTAIL_LEASE_MS="1500",
+        TOKENTAIL_TEST_TOOL_RUNS=str(tool_runs),
+    )
     try:
         yield stack
     finally:
@@ -67,12 +82,14 @@ async def test_a_session_whose_gateway_was_killed_loads_on_the_other_with_its_an
     assert answer == "".join(tokens)
 
 
-async def test_a_turn_whose_worker_was_killed_ends_with_its_answer_once(stack: Stack) -> None:
+async def test_a_turn_whose_worker_was_killed_ends_with_its_answer_once_and_its_step_done_once(
+    stack: Stack, tool_runs: Path
+) -> None:
     url = stack.gateway()
     worker = stack.worker()
     stack.wait_for_workers(1)
     editor = Editor()
-    async with connected_to(f"{url}/acp?agent=held", editor) as connection:
+    async with connected_to(f"{url}/acp?agent=stepping", editor) as connection:
         session = await connection.new_session(cwd="/work", mcp_servers=[])
         turn = asyncio.create_task(connection.prompt(session_id=session.session_id, prompt=[text_block("tell me")]))
         run_id = await eventually(lambda: _held(stack), what="the run at its gate")
@@ -81,7 +98,9 @@ async def test_a_turn_whose_worker_was_killed_ends_with_its_answer_once(stack: S
         stack.worker()  # takes the run over
         done = await asyncio.wait_for(turn, 90)
         assert done.stop_reason == "end_turn"
-        assert editor.said() == await _output(url, session.session_id)
+        assert editor.said() == await _output(url, session.session_id) == own_answer(42)
+    ran = (await asyncio.to_thread(tool_runs.read_text)).split()
+    assert ran == [f"step-{run_id}"]  # its step, recorded, replayed: not done again
 
 
 def _held(stack: Stack) -> str:

@@ -74,7 +74,7 @@ class Editor:
 
     async def read_text_file(self, session_id: str, path: str, line: Any = None, limit: Any = None, **kw: Any) -> Any:
         self.read.append(path)
-        return {"content": f"hello from {path}"}
+        return {"content": "x" * 300_000 if path == "/work/huge.txt" else f"hello from {path}"}
 
     async def write_text_file(self, session_id: str, path: str, content: str, **kwargs: Any) -> None:
         self.served.append("fs/write_text_file")
@@ -164,8 +164,16 @@ async def test_a_run_reads_a_file_through_the_connected_editor_and_fails_clearly
         done = await asyncio.wait_for(
             connection.prompt(session_id=session.session_id, prompt=[text_block("/work/a.py")]), 60
         )
-    assert done.stop_reason == "end_turn" and editor.read == ["/work/a.py"]
-    assert editor.said() == "It says: hello from /work/a.py"
+        # A file past what an answer holds (an event's 256 KiB): the run hears so at once, not at its expiry.
+        huge = await asyncio.wait_for(
+            connection.prompt(session_id=session.session_id, prompt=[text_block("/work/huge.txt")]), 60
+        )
+    assert done.stop_reason == huge.stop_reason == "end_turn" and editor.read == ["/work/a.py", "/work/huge.txt"]
+    assert editor.said() == (
+        "It says: hello from /work/a.py"
+        "Could not read it: fs/read_text_file: its result could not be taken: "
+        "the answer's event exceeds 262144 bytes of JSON"
+    )
 
     # An editor that did not say it serves files is not asked: the request expires, and the run hears why.
     unable = Editor(serves=False)

@@ -36,6 +36,7 @@ from tokentail.gateway.schemas import CreateRun
 from tokentail.shared.features.acp_connections import AcpConnection, AcpConnections
 from tokentail.shared.vocabulary.errors import (
     InputNotPending,
+    InputTooLarge,
     InvalidInput,
     QuestionNotFound,
     SessionExpired,
@@ -262,9 +263,17 @@ class AcpMethods:
         answer = answer_of(question, message) if question is not None else None
         if answer is None:
             return
+        store, runs = self.commands.store, self.commands.runs
         try:
-            await answer_question(self.commands.store, self.commands.runs, session_id, run_id, input_id, answer)
-        except (InputNotPending, QuestionNotFound, SessionNotFound, SessionExpired, InvalidInput):
+            try:
+                await answer_question(store, runs, session_id, run_id, input_id, answer)
+            except (InvalidInput, InputTooLarge) as exc:
+                if question is None or question.client is None:
+                    raise
+                # An editor's result too large to keep (a file past the event bound): the run hears so now.
+                refused = {"error": f"its result could not be taken: {exc}"}
+                await answer_question(store, runs, session_id, run_id, input_id, refused)
+        except (InputNotPending, QuestionNotFound, SessionNotFound, SessionExpired, InvalidInput, InputTooLarge):
             pass  # answered meanwhile elsewhere (the REST API, the console), or gone: nothing left to do
 
 
